@@ -1,0 +1,315 @@
+"""Axes, segments (one tensor each) and types (tuples of segments), with their text form.
+
+Text form: spaces separate axes, commas separate segments.  A token is an axis name,
+optionally followed by ``:size``; without a size, the name itself is read as the size
+expression (so ``x/s`` has size ``x/s`` and ``64`` has size 64).  A leading ``~`` (or a
+combining overline, ``x̄``) marks an *item* axis (tokens, pixels); ``(k h)`` is a bound
+axis of size ``k*h``.  A segment may end with ``[v]`` (integer indices below ``v``) or
+``[bool]`` (a boolean mask).
+
+>>> t = parse_type("b ~t m, b s m:512")
+>>> str(t)
+'b t\u0305 m, b s m:512'
+>>> t.segments[1].axes[2].size
+512
+>>> str(parse_type("b (k h)").segments[0].axes[1].size)
+'h*k'
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, Union
+
+import sympy
+
+from ncd.errors import ParseError
+from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute, symbol
+
+__all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike"]
+
+Role = Literal["feature", "item"]
+Dtype = Literal["float", "index", "bool"]
+OVERLINE = "\u0305"
+_MACRON = "\u0304"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One wire: a named tensor axis with a size and a role (item or feature)."""
+
+    name: str
+    size: Size
+    role: Role = "feature"
+    parts: tuple[Axis, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in ",[]" + ("" if self.parts else " ")):
+            raise ParseError(f"{self.name!r} is not a valid axis name")
+
+    def __str__(self) -> str:
+        text = self.name if not self.parts else "(" + " ".join(str(p) for p in self.parts) + ")"
+        if self.role == "item" and not self.parts:
+            text = text + OVERLINE if len(text) == 1 else "~" + text
+        if not self.parts and not _default_size(self.name, self.size):
+            text += ":" + size_text(self.size)
+        return text
+
+    def __repr__(self) -> str:
+        return f"Axis({str(self)!r})"
+
+    @property
+    def is_item(self) -> bool:
+        return self.role == "item"
+
+    def renamed(self, name: str) -> Axis:
+        return replace(self, name=name, parts=())
+
+    def resized(self, new_size: SizeLike) -> Axis:
+        return replace(self, size=size(new_size), parts=())
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Axis:
+        new = substitute(self.size, mapping)
+        parts = tuple(p.subs(mapping) for p in self.parts)
+        if new is self.size and parts == self.parts:
+            return self
+        return replace(self, size=new, parts=parts)
+
+    def same(self, other: Axis) -> bool:
+        """Same name and (provably) equal size; roles are drawing hints and do not count."""
+        return self.name == other.name and sizes_equal(self.size, other.size)
+
+
+def _default_size(name: str, value: Size) -> bool:
+    try:
+        return sizes_equal(size(name), value)
+    except Exception:
+        return False
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One tensor: an ordered tuple of axes, optionally integer- or boolean-valued."""
+
+    axes: tuple[Axis, ...]
+    dtype: Dtype = "float"
+    range: Size | None = None
+
+    def __str__(self) -> str:
+        text = " ".join(str(a) for a in self.axes)
+        if self.dtype == "index":
+            text += (" " if text else "") + f"[{size_text(self.range)}]"  # type: ignore[arg-type]
+        elif self.dtype == "bool":
+            text += (" " if text else "") + "[bool]"
+        return text
+
+    def __repr__(self) -> str:
+        return f"Segment({str(self)!r})"
+
+    def __len__(self) -> int:
+        return len(self.axes)
+
+    def __iter__(self) -> Iterator[Axis]:
+        return iter(self.axes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        return tuple(a.size for a in self.axes)
+
+    def index(self, name: str) -> int:
+        """Position of the axis called ``name``."""
+        hits = [i for i, a in enumerate(self.axes) if a.name == name]
+        if len(hits) != 1:
+            raise ParseError(
+                f"axis {name!r} {'is not in' if not hits else 'occurs more than once in'} segment '{self}'"
+            )
+        return hits[0]
+
+    def axis(self, name: str) -> Axis:
+        return self.axes[self.index(name)]
+
+    def insert(self, position: int, axis: Axis) -> Segment:
+        axes = list(self.axes)
+        axes.insert(position, axis)
+        return replace(self, axes=tuple(axes))
+
+    def with_axes(self, axes: Iterable[Axis]) -> Segment:
+        return replace(self, axes=tuple(axes))
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Segment:
+        return replace(
+            self,
+            axes=tuple(a.subs(mapping) for a in self.axes),
+            range=None if self.range is None else substitute(self.range, mapping),
+        )
+
+    def same(self, other: Segment) -> bool:
+        return (
+            len(self.axes) == len(other.axes)
+            and all(a.same(b) for a, b in zip(self.axes, other.axes))
+            and self.dtype == other.dtype
+            and (self.range is None) == (other.range is None)
+            and (self.range is None or sizes_equal(self.range, other.range))  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Type:
+    """A tuple of segments, drawn stacked and separated by dashed lines."""
+
+    segments: tuple[Segment, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        return ", ".join(str(s) for s in self.segments)
+
+    def __repr__(self) -> str:
+        return f"Type({str(self)!r})"
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self.segments)
+
+    def __getitem__(self, index: int) -> Segment:
+        return self.segments[index]
+
+    def __add__(self, other: Type) -> Type:
+        return Type(self.segments + other.segments)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Type:
+        if not mapping:
+            return self
+        return Type(tuple(s.subs(mapping) for s in self.segments))
+
+    def same(self, other: Type) -> bool:
+        return len(self) == len(other) and all(a.same(b) for a, b in zip(self.segments, other.segments))
+
+    @property
+    def free_symbols(self) -> set[sympy.Symbol]:
+        found: set[sympy.Symbol] = set()
+        for seg in self.segments:
+            for a in seg.axes:
+                found |= a.size.free_symbols
+            if seg.range is not None:
+                found |= seg.range.free_symbols
+        return found  # type: ignore[return-value]
+
+
+AxisLike = Union[str, Axis]
+TypeLike = Union[str, Type, Segment]
+
+
+def _split_tokens(text: str) -> list[str]:
+    tokens: list[str] = []
+    depth = 0
+    current = ""
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise ParseError(f"unbalanced brackets in {text!r}")
+        if ch.isspace() and depth == 0:
+            if current:
+                tokens.append(current)
+            current = ""
+        else:
+            current += ch
+    if depth != 0:
+        raise ParseError(f"unbalanced brackets in {text!r}")
+    if current:
+        tokens.append(current)
+    return tokens
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_axis(token: str) -> Axis:
+    """Read one axis token: ``m``, ``~t``, ``t̄``, ``x/s``, ``m:512``, ``(k h)``.
+
+    >>> parse_axis("m:512").size
+    512
+    """
+    text = token.strip()
+    if not text:
+        raise ParseError("an axis token is empty")
+    if text.startswith("(") and text.endswith(")"):
+        parts = tuple(parse_axis(t) for t in _split_tokens(text[1:-1]))
+        if not parts:
+            raise ParseError(f"bound axis {token!r} has no parts")
+        total = sympy.Integer(1)
+        for p in parts:
+            total = total * p.size
+        return Axis("(" + " ".join(p.name for p in parts) + ")", total, "feature", parts)
+    role: Role = "feature"
+    if text.startswith("~"):
+        role, text = "item", text[1:]
+    name, _, size_part = text.partition(":")
+    if OVERLINE in name or _MACRON in name:
+        role, name = "item", name.replace(OVERLINE, "").replace(_MACRON, "")
+    if not name:
+        raise ParseError(f"axis token {token!r} has no name")
+    try:
+        value = size(size_part) if size_part else size(name)
+    except ParseError as error:
+        raise ParseError(f"axis {token!r}: {error}") from None
+    return Axis(name, value, role)
+
+
+def parse_segment(text: str) -> Segment:
+    tokens = _split_tokens(text)
+    dtype: Dtype = "float"
+    value_range: Size | None = None
+    if tokens and tokens[-1].startswith("["):
+        tag = tokens.pop()[1:-1].strip()
+        if tag == "bool":
+            dtype = "bool"
+        else:
+            dtype, value_range = "index", size(tag)
+    return Segment(tuple(parse_axis(t) for t in tokens), dtype, value_range)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_type_text(text: str) -> Type:
+    if not text.strip():
+        return Type(())
+    return Type(tuple(parse_segment(part) for part in text.split(",")))
+
+
+def parse_type(text: str, **sizes: SizeLike) -> Type:
+    """Read a type from its text form; keyword sizes bind symbols (``parse_type("b m", m=512)``).
+
+    >>> str(parse_type("y k h, x k h"))
+    'y k h, x k h'
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"parse_type expects text such as 'b t m, b s m', not {type(text).__name__}")
+    result = _parse_type_text(text)
+    if sizes:
+        result = result.subs({symbol(k): size(v) for k, v in sizes.items()})
+    return result
+
+
+def as_type(value: TypeLike) -> Type:
+    if isinstance(value, Type):
+        return value
+    if isinstance(value, Segment):
+        return Type((value,))
+    if isinstance(value, str):
+        return parse_type(value)
+    raise ParseError(f"expected a type or its text form, not {type(value).__name__} {value!r}")
+
+
+def as_axis(value: AxisLike) -> Axis:
+    if isinstance(value, Axis):
+        return value
+    if isinstance(value, str):
+        return parse_axis(value)
+    raise ParseError(f"expected an axis or its text form, not {type(value).__name__} {value!r}")

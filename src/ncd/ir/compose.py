@@ -1,0 +1,188 @@
+"""Sequential composition with type checking, automatic weaving and size unification.
+
+``f >> g`` requires ``f.cod`` to equal ``g.dom``.  When it does not, ``g`` is *fitted*:
+each of its input segments is matched by axis name against the corresponding segment of
+``f.cod``; axes of ``f.cod`` that ``g`` does not use must lie before or after the axes it
+uses, and ``g`` is broadcast (woven) over them — exactly the paper's convention that an
+operation is broadcast over every wire it does not touch.  Where a matched axis has a bare
+symbol as size on one side, the symbol is bound to the other side's size everywhere.  Any
+other difference is a :class:`~ncd.errors.TypeMismatchError` naming both boxes, the axes
+and the sizes.
+
+>>> import ncd
+>>> d = ncd.Linear("m -> k h") >> ncd.Softmax("k")
+>>> str(d.cod)
+'k h'
+>>> (ncd.Identity.of("b t m") >> ncd.Linear("m -> n")).cod
+Type('b t n')
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ncd.errors import TypeMismatchError
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Diagram, Identity, Seq, Weave, describe
+from ncd.ir.size import size_text, sizes_equal
+
+__all__ = ["then", "fit", "mismatch"]
+
+
+def mismatch(left: Diagram, right: Diagram, detail: str) -> TypeMismatchError:
+    """The error for ``left >> right`` whose types disagree."""
+    return TypeMismatchError(
+        f"cannot compose {describe(left)}\n  with {describe(right)}:\n"
+        f"  output of the first: '{_sized(left.cod)}'\n  input of the second: '{_sized(right.dom)}'\n  {detail}"
+    )
+
+
+def _sized(typ: Type) -> str:
+    return ", ".join(" ".join(_axis_text(a) for a in seg) + _tag(seg) for seg in typ) or "(nothing)"
+
+
+def _axis_text(axis: Axis) -> str:
+    text = size_text(axis.size)
+    return axis.name if text == axis.name else f"{axis.name}={text}"
+
+
+def _tag(seg: Segment) -> str:
+    return f" [{seg.dtype}]" if seg.dtype != "float" else ""
+
+
+def then(left: Diagram, right: Diagram) -> Diagram:
+    if not isinstance(right, Diagram):
+        raise TypeMismatchError(f"cannot compose {describe(left)} with {type(right).__name__} {right!r}: not a diagram")
+    if left.cod.same(right.dom):
+        return Seq.of(left, right)
+    fitted, mapping = fit(right, left.cod, left)
+    if mapping:
+        return Seq.of(left.subs(mapping), fitted.subs(mapping))
+    return Seq.of(left, fitted)
+
+
+def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Diagram, dict[sympy.Symbol, sympy.Expr]]:
+    """Weave ``diagram`` over the axes of ``target`` it does not use, so that its domain is ``target``.
+
+    Returns the woven diagram and the symbol bindings that unification needed.
+    """
+    ctx = left if left is not None else Identity(target)
+    dom = diagram.dom
+    if len(dom) != len(target):
+        raise mismatch(ctx, diagram, f"the first gives {len(target)} segment(s), the second takes {len(dom)}")
+    mapping: dict[sympy.Symbol, sympy.Expr] = {}
+    prefix: list[Axis] = []
+    suffix: list[Axis] = []
+    carried: list[dict[str, int]] = []  # per segment: woven axis name -> index in target segment
+    for j, (want, have) in enumerate(zip(target, dom)):
+        if want.dtype != have.dtype:
+            raise mismatch(ctx, diagram, f"segment {j} holds {want.dtype} values but {have.dtype} values are expected")
+        matched = _match(want, have)
+        if matched is None:
+            missing = [a.name for a in have.axes if a.name not in want.names]
+            why = (
+                f"axis {', '.join(missing)} of the second is not in segment {j} ('{want}') of the first"
+                if missing
+                else f"the axes of segment {j} come in another order ('{want}' against '{have}'); add a transpose"
+            )
+            raise mismatch(ctx, diagram, why)
+        for t_index, h_index in enumerate(matched):
+            if h_index is None:
+                continue
+            a, b = want.axes[t_index], have.axes[h_index]
+            _unify(a, b, mapping, ctx, diagram)
+        if want.dtype == "index" and not sizes_equal(want.range, have.range):  # type: ignore[arg-type]
+            _unify_sizes(want.range, have.range, mapping, ctx, diagram, f"the index range of segment {j}")  # type: ignore[arg-type]
+        used = [i for i, h in enumerate(matched) if h is not None]
+        extras: dict[str, int] = {}
+        for i, h in enumerate(matched):
+            if h is not None:
+                continue
+            axis = want.axes[i]
+            if used and used[0] < i < used[-1]:
+                raise mismatch(
+                    ctx, diagram, f"axis {axis.name} of segment {j} lies between axes the second uses; transpose it out first"
+                )
+            if axis.name in extras:
+                raise mismatch(ctx, diagram, f"axis {axis.name} occurs twice among the axes to broadcast over")
+            extras[axis.name] = i
+            side = prefix if (not used or i < used[0]) else suffix
+            known = {a.name: a for a in prefix + suffix}
+            if axis.name in known:
+                if not known[axis.name].same(axis):
+                    raise mismatch(ctx, diagram, f"axis {axis.name} has size {size_text(known[axis.name].size)} in one"
+                                   f" segment and {size_text(axis.size)} in another")
+            else:
+                side.append(axis)
+        carried.append(extras)
+    woven = prefix + suffix
+    if not woven:
+        return diagram, mapping
+    result = diagram.subs(mapping) if mapping else diagram
+    own_cod = [list(seg.names) for seg in result.cod]
+    # Final layouts: inputs exactly as in target; outputs prefix + own + suffix.
+    final_cod = [[a.name for a in prefix] + names + [a.name for a in suffix] for names in own_cod]
+    inner_names: set[str] = set()
+    for axis in reversed(woven):
+        inner_names.add(axis.name)
+        dom_pos: list[int | None] = []
+        for j, want in enumerate(target):
+            if axis.name not in carried[j]:
+                dom_pos.append(None)
+                continue
+            keep = [i for i, a in enumerate(want.axes) if a.name not in carried[j] or a.name in inner_names]
+            dom_pos.append(keep.index(carried[j][axis.name]))
+        cod_pos = []
+        for j, names in enumerate(final_cod):
+            cod_pos.append(_slot(names, own_cod[j], len(prefix), axis.name, inner_names))
+        result = Weave(result, axis.subs(mapping), tuple(dom_pos), tuple(cod_pos))
+    return result, mapping
+
+
+def _is_woven_slot(k: int, names: list[str], own: list[str], n_prefix: int) -> bool:
+    return k < n_prefix or k >= n_prefix + len(own)
+
+
+def _slot(names: list[str], own: list[str], n_prefix: int, axis: str, inner: set[str]) -> int:
+    """Index of woven ``axis`` in an output layout restricted to own axes and inner woven axes."""
+    position = 0
+    for k, n in enumerate(names):
+        woven_slot = _is_woven_slot(k, names, own, n_prefix)
+        if woven_slot and n == axis:
+            return position
+        if not woven_slot or n in inner:
+            position += 1
+    raise AssertionError(axis)
+
+
+def _match(want: Segment, have: Segment) -> list[int | None] | None:
+    """For each axis of ``want``, the index of the axis of ``have`` it matches (in order), or ``None``."""
+    result: list[int | None] = [None] * len(want.axes)
+    start = 0
+    for h_index, axis in enumerate(have.axes):
+        for t_index in range(start, len(want.axes)):
+            if want.axes[t_index].name == axis.name:
+                result[t_index] = h_index
+                start = t_index + 1
+                break
+        else:
+            return None
+    return result
+
+
+def _unify(a: Axis, b: Axis, mapping: dict[sympy.Symbol, sympy.Expr], left: Diagram, right: Diagram) -> None:
+    _unify_sizes(a.size, b.size, mapping, left, right, f"axis {a.name}")
+
+
+def _unify_sizes(
+    a: sympy.Expr, b: sympy.Expr, mapping: dict[sympy.Symbol, sympy.Expr], left: Diagram, right: Diagram, what: str
+) -> None:
+    a2, b2 = a.xreplace(mapping), b.xreplace(mapping)
+    if sizes_equal(a2, b2):
+        return
+    if isinstance(b2, sympy.Symbol) and b2 not in a2.free_symbols:
+        mapping[b2] = a2
+    elif isinstance(a2, sympy.Symbol) and a2 not in b2.free_symbols:
+        mapping[a2] = b2
+    else:
+        raise mismatch(left, right, f"{what} has size {size_text(a)} in the first and {size_text(b)} in the second")

@@ -1,0 +1,463 @@
+"""The diagram: a closed set of node kinds over open primitives.
+
+Node kinds: :class:`Identity`, :class:`Box`, :class:`Seq` (sequential composition,
+``>>``), :class:`Par` (parallel composition / tupling, ``@``), :class:`Weave`
+(broadcasting over one extra axis, possibly *inner*: some input segments shared),
+:class:`Block` (a named, fenced region = one module) and :class:`Repeat` (a block
+repeated over an iteration variable, with its own parameters each time).
+
+>>> import ncd
+>>> f = ncd.Linear("m -> k h") >> ncd.Softmax("k")
+>>> str(f.dom), str(f.cod)
+('m', 'k h')
+>>> str(f.weave("b", "t").dom)
+'b t m'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sympy
+
+from ncd.errors import SizeError, SourceLocation, TypeMismatchError, user_location
+from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
+from ncd.ir.primitive import Primitive
+from ncd.ir.size import Size, SizeLike, evaluate, size, substitute, symbol
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe"]
+
+
+class Diagram:
+    """Base class of all diagram nodes.  ``dom`` and ``cod`` are its input and output types."""
+
+    dom: Type
+    cod: Type
+
+    # -- composition ---------------------------------------------------------------
+    def __rshift__(self, other: Diagram) -> Diagram:
+        """Sequential composition ``self >> other`` (left to right)."""
+        from ncd.ir.compose import then
+
+        return then(self, other)
+
+    def __matmul__(self, other: Diagram) -> Diagram:
+        """Parallel composition ``self @ other`` (stacked segments)."""
+        if not isinstance(other, Diagram):
+            return NotImplemented
+        return Par.of(self, other)
+
+    def weave(self, *axes: AxisLike, shared: Iterable[int] = ()) -> Diagram:
+        """Broadcast over new leading axes, in the order given.
+
+        ``shared`` lists input segments that do *not* carry the new axes (inner
+        broadcasting: they are shared by every instance).
+
+        >>> import ncd
+        >>> str(ncd.Einsum("y k, x k -> y x").weave("h", shared=[1]).dom)
+        'h y k, x k'
+        """
+        shared_set = set(shared)
+        for j in shared_set:
+            if not 0 <= j < len(self.dom):
+                raise TypeMismatchError(f"weave: shared segment {j} does not exist; the domain is '{self.dom}'")
+        result: Diagram = self
+        for axis in reversed([as_axis(a) for a in axes]):
+            dom_pos = tuple(None if j in shared_set else 0 for j in range(len(self.dom)))
+            result = Weave(result, axis, dom_pos, tuple(0 for _ in range(len(self.cod))))
+        return result
+
+    def block(self, name: str, **meta: Any) -> Block:
+        """Wrap this diagram in a fenced, named block (one module in code)."""
+        return Block(self, name, tuple(sorted(meta.items())))
+
+    # -- sizes ---------------------------------------------------------------------
+    @property
+    def free_symbols(self) -> set[sympy.Symbol]:
+        """Size symbols not yet bound (iteration variables of repeats excluded)."""
+        found: set[sympy.Symbol] = set()
+        for node in self.walk():
+            found |= node._own_symbols()
+        return found
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return set()
+
+    def bind(self, **sizes: SizeLike) -> Diagram:
+        """Substitute sizes for symbols: ``diagram.bind(m=512, h=8)``.
+
+        >>> import ncd
+        >>> str(ncd.Linear("m -> k h").bind(m=512, h=8).dom)
+        'm:512'
+        """
+        mapping = {symbol(k): size(v) for k, v in sizes.items()}
+        return self.subs(mapping) if mapping else self
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        raise NotImplementedError
+
+    # -- traversal -----------------------------------------------------------------
+    def children(self) -> tuple[Diagram, ...]:
+        return ()
+
+    def walk(self) -> Iterator[Diagram]:
+        """Every node, depth first, this one included."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def boxes(self) -> Iterator[Box]:
+        for node in self.walk():
+            if isinstance(node, Box):
+                yield node
+
+    # -- interpreters (lazy imports keep ncd.ir free of torch) ----------------------
+    def to_torch(self, **sizes: int) -> torch.nn.Module:
+        """Lower to an ``nn.Module`` (sizes bound here override ``defaults``)."""
+        from ncd.torch.module import to_torch
+
+        return to_torch(self, **sizes)
+
+    def to_source(self, **sizes: int) -> str:
+        """Readable PyTorch source for this diagram."""
+        from ncd.torch.codegen import to_source
+
+        return to_source(self, **sizes)
+
+    def example_inputs(self, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
+        """Random tensors matching ``dom`` (with optional leading batch sizes)."""
+        from ncd.torch.module import example_inputs
+
+        return example_inputs(self, *batch, seed=seed, **sizes)
+
+    def to_json(self, indent: int | None = None) -> str:
+        """Versioned JSON text; ``ncd.load_json`` reads it back exactly."""
+        from ncd.ir.serialize import to_json
+
+        return to_json(self, indent=indent)
+
+    def _repr_svg_(self) -> str:
+        from ncd.render import to_svg
+
+        return to_svg(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {describe(self)}: {self.dom} -> {self.cod}>"
+
+
+def describe(diagram: Diagram) -> str:
+    """A short name for messages: the box label, block name, or node kind."""
+    if isinstance(diagram, Box):
+        text = diagram.text()
+        return text + (f" (built at {diagram.source})" if diagram.source else "")
+    if isinstance(diagram, Block):
+        return f"block {diagram.name!r}"
+    if isinstance(diagram, Repeat):
+        return f"repeat {diagram.name or diagram.var!r}"
+    if isinstance(diagram, Seq):
+        return describe(diagram.parts[-1])
+    if isinstance(diagram, Weave):
+        return describe(diagram.inner) + f" woven over {diagram.axis.name}"
+    if isinstance(diagram, Par):
+        return " @ ".join(describe(p) for p in diagram.parts)
+    return f"identity on '{diagram.dom}'"
+
+
+def _set(node: Any, **values: Any) -> None:
+    for key, value in values.items():
+        object.__setattr__(node, key, value)
+
+
+@dataclass(frozen=True, repr=False)
+class Identity(Diagram):
+    """Wires passing straight through."""
+
+    type: Type
+
+    def __post_init__(self) -> None:
+        _set(self, dom=self.type, cod=self.type)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        return Identity(self.type.subs(mapping))
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return self.type.free_symbols
+
+    @staticmethod
+    def of(type_: TypeLike) -> Identity:
+        return Identity(as_type(type_))
+
+
+@dataclass(frozen=True, repr=False)
+class Box(Diagram):
+    """A primitive operation, with an optional label (the superscript of **L^Q**)."""
+
+    prim: Primitive
+    label: str | None = None
+    source: SourceLocation | None = field(default=None, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        dom, cod = self.prim.signature()
+        _set(self, dom=dom, cod=cod)
+
+    @classmethod
+    def make(cls, prim: Primitive, label: str | None = None) -> Box:
+        """Build a box, recording the user's line that built it."""
+        return cls(prim, label, user_location())
+
+    def text(self) -> str:
+        return self.prim.label() + (f"^{self.label}" if self.label else "")
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        if not mapping:
+            return self
+        return Box(self.prim.subs(mapping), self.label, self.source)
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return self.dom.free_symbols | self.cod.free_symbols | self.prim.free_symbols()
+
+    @property
+    def learned(self) -> bool:
+        return self.prim.learned
+
+
+@dataclass(frozen=True, repr=False)
+class Seq(Diagram):
+    """Sequential composition, flattened: ``parts[0] >> parts[1] >> ...``."""
+
+    parts: tuple[Diagram, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.parts) < 2:
+            raise TypeMismatchError("a sequential composition needs at least two parts")
+        for left, right in zip(self.parts, self.parts[1:]):
+            if not left.cod.same(right.dom):
+                from ncd.ir.compose import mismatch
+
+                raise mismatch(left, right, "types differ")
+        _set(self, dom=self.parts[0].dom, cod=self.parts[-1].cod)
+
+    @staticmethod
+    def of(*parts: Diagram) -> Diagram:
+        flat: list[Diagram] = []
+        for p in parts:
+            flat.extend(p.parts if isinstance(p, Seq) else (p,))
+        flat = [p for p in flat if not isinstance(p, Identity)] or [parts[0]]
+        return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+    def children(self) -> tuple[Diagram, ...]:
+        return self.parts
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        return Seq(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
+
+
+@dataclass(frozen=True, repr=False)
+class Par(Diagram):
+    """Parallel composition: boxes stacked vertically, acting on separate segments."""
+
+    parts: tuple[Diagram, ...]
+
+    def __post_init__(self) -> None:
+        dom, cod = Type(()), Type(())
+        for p in self.parts:
+            dom, cod = dom + p.dom, cod + p.cod
+        _set(self, dom=dom, cod=cod)
+
+    @staticmethod
+    def of(*parts: Diagram) -> Diagram:
+        flat: list[Diagram] = []
+        for p in parts:
+            flat.extend(p.parts if isinstance(p, Par) else (p,))
+        merged: list[Diagram] = []
+        for p in flat:  # adjacent identities merge into one
+            if merged and isinstance(p, Identity) and isinstance(merged[-1], Identity):
+                merged[-1] = Identity(merged[-1].type + p.type)
+            elif not (isinstance(p, Identity) and len(p.type) == 0):
+                merged.append(p)
+        if not merged:
+            return Identity(Type(()))
+        return merged[0] if len(merged) == 1 else Par(tuple(merged))
+
+    def children(self) -> tuple[Diagram, ...]:
+        return self.parts
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        return Par(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
+
+
+@dataclass(frozen=True, repr=False)
+class Weave(Diagram):
+    """``inner`` broadcast over ``axis``.
+
+    ``dom_pos[j]`` is where the axis sits in input segment ``j`` (``None``: that segment
+    does not carry it and is shared by every instance — inner broadcasting);
+    ``cod_pos[j]`` is where it sits in output segment ``j``.  Indexing the axis after the
+    operation equals indexing it before (what ``torch.vmap`` does).
+    """
+
+    inner: Diagram
+    axis: Axis
+    dom_pos: tuple[int | None, ...]
+    cod_pos: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        inner = self.inner
+        if len(self.dom_pos) != len(inner.dom) or len(self.cod_pos) != len(inner.cod):
+            raise TypeMismatchError(
+                f"weave over {self.axis.name}: {len(self.dom_pos)} input and {len(self.cod_pos)} output positions"
+                f" given for {describe(inner)} of type '{inner.dom}' -> '{inner.cod}'"
+            )
+        if inner.dom and all(p is None for p in self.dom_pos):
+            raise TypeMismatchError(
+                f"weave over {self.axis.name}: no input segment of {describe(inner)} carries the axis"
+            )
+        for positions, typ in ((self.dom_pos, inner.dom), (self.cod_pos, inner.cod)):
+            for p, seg in zip(positions, typ):
+                if p is not None and not 0 <= p <= len(seg):
+                    raise TypeMismatchError(
+                        f"weave over {self.axis.name}: position {p} is outside segment '{seg}' of {describe(inner)}"
+                    )
+        dom = Type(tuple(s if p is None else s.insert(p, self.axis) for s, p in zip(inner.dom, self.dom_pos)))
+        cod = Type(tuple(s.insert(p, self.axis) for s, p in zip(inner.cod, self.cod_pos)))
+        _set(self, dom=dom, cod=cod)
+
+    def children(self) -> tuple[Diagram, ...]:
+        return (self.inner,)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        if not mapping:
+            return self
+        return Weave(self.inner.subs(mapping), self.axis.subs(mapping), self.dom_pos, self.cod_pos)
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return set(self.axis.size.free_symbols)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, repr=False)
+class Block(Diagram):
+    """A fenced, titled region; it lowers to one submodule.  ``meta`` holds drawing hints."""
+
+    body: Diagram
+    name: str
+    meta: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.body, Diagram):
+            raise TypeMismatchError(f"block {self.name!r}: its body must be a diagram, not {type(self.body).__name__}")
+        _set(self, dom=self.body.dom, cod=self.body.cod)
+
+    def children(self) -> tuple[Diagram, ...]:
+        return (self.body,)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        return Block(self.body.subs(mapping), self.name, self.meta) if mapping else self
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.meta).get(key, default)
+
+
+@dataclass(frozen=True, repr=False)
+class Repeat(Diagram):
+    """``body`` applied for ``var`` = ``start`` … ``stop``−1, each time with its own parameters.
+
+    Sizes inside ``body`` may depend on ``var``; the checker requires the output type of
+    iteration ``i`` to equal the input type of iteration ``i+1``.
+    """
+
+    body: Diagram
+    var: str
+    start: Size
+    stop: Size
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        i = symbol(self.var)
+        step_dom = self.body.dom.subs({i: i + 1})
+        if not self.body.cod.same(step_dom):
+            raise TypeMismatchError(
+                f"repeat {self.name or self.var!r}: iteration {self.var} outputs '{self.body.cod}' but iteration"
+                f" {self.var}+1 takes '{step_dom}'; a repetition must feed its output back as its input"
+            )
+        if not self.start.free_symbols and not self.stop.free_symbols and int(self.stop) <= int(self.start):
+            raise SizeError(f"repeat {self.name or self.var!r}: {self.var} runs from {self.start} to {self.stop}, which is empty")
+        _set(self, dom=self.body.dom.subs({i: self.start}), cod=self.body.cod.subs({i: self.stop - 1}))
+
+    def children(self) -> tuple[Diagram, ...]:
+        return (self.body,)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        if not mapping:
+            return self
+        inner = {k: v for k, v in mapping.items() if k != symbol(self.var)}
+        return Repeat(self.body.subs(inner), self.var, substitute(self.start, inner), substitute(self.stop, inner), self.name)
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return set(self.start.free_symbols | self.stop.free_symbols)  # type: ignore[arg-type]
+
+    def walk(self) -> Iterator[Diagram]:
+        yield self
+        i = symbol(self.var)
+        for node in self.body.walk():
+            if isinstance(node, Repeat) or not (node._own_symbols() & {i}):
+                yield node
+            else:  # the iteration variable is bound here, not free
+                yield _Shadow(node, i)
+
+    def count(self, **sizes: int) -> int:
+        return evaluate(self.stop - self.start, sizes, what=f"repetition count of {self.name or self.var!r}")
+
+    def iteration(self, index: int) -> Diagram:
+        """The body at ``var = index``."""
+        return self.body.subs({symbol(self.var): sympy.Integer(index)})
+
+
+class _Shadow(Diagram):
+    """A node seen from outside a repeat: its iteration variable does not count as free."""
+
+    def __init__(self, node: Diagram, var: sympy.Symbol) -> None:
+        self.node, self.var = node, var
+        self.dom, self.cod = node.dom, node.cod
+
+    def _own_symbols(self) -> set[sympy.Symbol]:
+        return self.node._own_symbols() - {self.var}
+
+    def walk(self) -> Iterator[Diagram]:
+        yield self
+
+
+def repeat(
+    body: Diagram | Callable[[sympy.Symbol], Diagram],
+    var: str = "i",
+    start: SizeLike = 0,
+    stop: SizeLike = "N",
+    name: str | None = None,
+) -> Repeat:
+    """Repeat ``body`` for ``var`` in ``start … stop−1``; ``body`` may be a function of the variable.
+
+    >>> import ncd
+    >>> r = ncd.repeat(lambda i: ncd.Linear("m -> m", bias=True).block("layer"), "i", 0, "N")
+    >>> sorted(str(s) for s in r.free_symbols)
+    ['N', 'm']
+    """
+    built = body(symbol(var)) if callable(body) and not isinstance(body, Diagram) else body
+    if not isinstance(built, Diagram):
+        raise TypeMismatchError(f"repeat: the body must be a diagram, not {type(built).__name__}")
+    return Repeat(built, var, size(start), size(stop), name)
+
+
+def as_int_sizes(diagram: Diagram, sizes: Mapping[str, int]) -> dict[str, int]:
+    """Validate user-supplied sizes (names and whole numbers)."""
+    result: dict[str, int] = {}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SizeError(f"size {key}={value!r} must be a whole number")
+        if value <= 0:
+            raise SizeError(f"size {key}={value} must be positive")
+        result[key] = value
+    return result

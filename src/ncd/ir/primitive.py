@@ -1,0 +1,100 @@
+"""Primitives: the operations inside boxes, each a frozen record with a type rule.
+
+A primitive is declared once, as a dataclass subclass of :class:`Primitive` whose fields
+are IR values (axes, segments, types, sizes, numbers, strings, tuples of these).  Its
+``signature()`` is its type rule.  Interpreters (lowering, drawing, costs, backward)
+keep their own rule tables keyed by the primitive's ``op`` name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
+
+import sympy
+
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.size import Size, substitute
+
+__all__ = ["Primitive", "PRIMITIVES", "map_values", "Kind"]
+
+Kind = Literal["linear", "multilinear", "nonlinear", "structural"]
+
+PRIMITIVES: dict[str, type[Primitive]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Primitive:
+    """Base of every primitive.  Subclasses set ``op``, ``family``, ``kind`` and ``learned``."""
+
+    op: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    kind: ClassVar[Kind] = "nonlinear"
+    learned: ClassVar[bool] = False
+    #: Whether the lowered function broadcasts missing leading axes of its inputs (like ``+``).
+    broadcasts: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("op"):
+            if cls.op in PRIMITIVES and PRIMITIVES[cls.op].__qualname__ != cls.__qualname__:
+                raise RuntimeError(f"primitive op {cls.op!r} is declared twice")
+            PRIMITIVES[cls.op] = cls
+
+    def signature(self) -> tuple[Type, Type]:
+        """The type rule: domain and codomain."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, tuple[Size, ...]]:
+        """Learned parameter shapes, by name (empty for unlearned primitives)."""
+        return {}
+
+    def label(self) -> str:
+        """Short text naming the operation, for messages and drawings."""
+        return self.op
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
+        """This primitive with size symbols substituted."""
+        if not mapping:
+            return self
+        changes = {
+            f.name: map_values(getattr(self, f.name), lambda v: _subs_value(v, mapping))
+            for f in dataclasses.fields(self)
+        }
+        return dataclasses.replace(self, **changes)
+
+    def free_symbols(self) -> set[sympy.Symbol]:
+        """Every size symbol in this primitive's fields."""
+        found: set[sympy.Symbol] = set()
+
+        def visit(v: Any) -> Any:
+            if isinstance(v, (Segment, Type)):
+                found.update((v if isinstance(v, Type) else Type((v,))).free_symbols)
+            elif isinstance(v, Axis):
+                found.update(v.size.free_symbols)  # type: ignore[arg-type]
+            elif isinstance(v, sympy.Basic):
+                found.update(v.free_symbols)  # type: ignore[arg-type]
+            return v
+
+        for f in dataclasses.fields(self):
+            map_values(getattr(self, f.name), visit)
+        return found
+
+    def fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _subs_value(value: Any, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Any:
+    if isinstance(value, (Axis, Segment, Type)):
+        return value.subs(mapping)
+    if isinstance(value, sympy.Basic):
+        return substitute(value, mapping)  # type: ignore[arg-type]
+    return value
+
+
+def map_values(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """Apply ``fn`` to every leaf IR value inside nested tuples."""
+    if isinstance(value, tuple):
+        return tuple(map_values(v, fn) for v in value)
+    return fn(value)

@@ -1,0 +1,247 @@
+"""A versioned JSON format for diagrams.  Loading never executes code.
+
+Every value is tagged: ``{"axis": ...}``, ``{"segment": ...}``, ``{"type": ...}``,
+``{"size": "x/s"}`` (read with the safe size parser), ``{"tuple": [...]}``; primitives
+are looked up by ``op`` in the registry of declared primitives, never imported by name.
+
+>>> import ncd
+>>> d = ncd.Linear("m -> k h", name="Q") >> ncd.Softmax("k")
+>>> ncd.load_json(d.to_json()) == d
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from typing import Any
+
+import sympy
+
+from ncd.errors import NCDError, SchemaError, SourceLocation
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.primitive import PRIMITIVES
+from ncd.ir.size import size, size_text
+
+__all__ = ["to_json", "load_json", "FORMAT", "VERSION", "encode"]
+
+FORMAT = "ncd.diagram"
+VERSION = 1
+FAMILIES = ("elementwise", "linear", "softmax", "structure", "normalization", "convolution", "movement", "attention", "opaque")
+
+
+def _load_families() -> None:
+    for family in FAMILIES:
+        try:
+            importlib.import_module(f"ncd.prims.{family}")
+        except ModuleNotFoundError:
+            pass
+
+
+# -- encoding ------------------------------------------------------------------------
+def _value(v: Any) -> Any:
+    if isinstance(v, Axis):
+        out: dict[str, Any] = {"axis": v.name, "size": size_text(v.size)}
+        if v.role != "feature":
+            out["role"] = v.role
+        if v.parts:
+            out["parts"] = [_value(p) for p in v.parts]
+        return out
+    if isinstance(v, Segment):
+        seg: dict[str, Any] = {"segment": [_value(a) for a in v.axes]}
+        if v.dtype != "float":
+            seg["dtype"] = v.dtype
+        if v.range is not None:
+            seg["range"] = size_text(v.range)
+        return seg
+    if isinstance(v, Type):
+        return {"type": [_value(s) for s in v.segments]}
+    if isinstance(v, sympy.Basic):
+        return {"size": size_text(v)}  # type: ignore[arg-type]
+    if isinstance(v, tuple):
+        return {"tuple": [_value(x) for x in v]}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise SchemaError(f"cannot serialise value of type {type(v).__name__}: {v!r}")
+
+
+def encode(d: Diagram) -> dict[str, Any]:
+    if isinstance(d, Identity):
+        return {"node": "identity", "type": _value(d.type)}
+    if isinstance(d, Box):
+        out = {"node": "box", "op": d.prim.op, "fields": {k: _value(v) for k, v in d.prim.fields().items()}}
+        if d.label is not None:
+            out["label"] = d.label
+        if d.source is not None:
+            out["source"] = d.source.to_list()
+        return out
+    if isinstance(d, Seq):
+        return {"node": "seq", "parts": [encode(p) for p in d.parts]}
+    if isinstance(d, Par):
+        return {"node": "par", "parts": [encode(p) for p in d.parts]}
+    if isinstance(d, Weave):
+        return {"node": "weave", "inner": encode(d.inner), "axis": _value(d.axis),
+                "dom_pos": list(d.dom_pos), "cod_pos": list(d.cod_pos)}
+    if isinstance(d, Block):
+        return {"node": "block", "name": d.name, "body": encode(d.body), "meta": _value(d.meta)}
+    if isinstance(d, Repeat):
+        return {"node": "repeat", "body": encode(d.body), "var": d.var, "start": size_text(d.start),
+                "stop": size_text(d.stop), "name": d.name}
+    raise SchemaError(f"cannot serialise diagram node {type(d).__name__}")
+
+
+def to_json(d: Diagram, indent: int | None = None) -> str:
+    return json.dumps({"format": FORMAT, "version": VERSION, "diagram": encode(d)}, indent=indent, ensure_ascii=False)
+
+
+# -- decoding ------------------------------------------------------------------------
+class _Reader:
+    def fail(self, path: str, message: str) -> SchemaError:
+        return SchemaError(f"invalid diagram JSON at {path}: {message}")
+
+    def obj(self, x: Any, path: str, *keys: str) -> dict[str, Any]:
+        if not isinstance(x, dict):
+            raise self.fail(path, f"expected an object, found {type(x).__name__}")
+        for k in keys:
+            if k not in x:
+                raise self.fail(path, f"missing key {k!r}")
+        return x
+
+    def text(self, x: Any, path: str) -> str:
+        if not isinstance(x, str):
+            raise self.fail(path, f"expected a string, found {type(x).__name__}")
+        return x
+
+    def list(self, x: Any, path: str) -> list[Any]:
+        if not isinstance(x, list):
+            raise self.fail(path, f"expected a list, found {type(x).__name__}")
+        return x
+
+    def size(self, x: Any, path: str) -> sympy.Expr:
+        try:
+            return size(self.text(x, path))
+        except NCDError as e:
+            raise self.fail(path, str(e)) from None
+
+    def value(self, x: Any, path: str) -> Any:
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        if isinstance(x, list):
+            raise self.fail(path, "bare lists are not allowed; tuples are tagged {'tuple': [...]}")
+        o = self.obj(x, path)
+        if "axis" in o:
+            parts = tuple(self.value(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts", []), path)))
+            role = o.get("role", "feature")
+            if role not in ("feature", "item"):
+                raise self.fail(path, f"unknown axis role {role!r}")
+            try:
+                return Axis(self.text(o["axis"], path), self.size(o.get("size"), f"{path}.size"), role, parts)
+            except NCDError as e:
+                raise self.fail(path, str(e)) from None
+        if "segment" in o:
+            axes = tuple(self.value(a, f"{path}.segment[{i}]") for i, a in enumerate(self.list(o["segment"], path)))
+            if not all(isinstance(a, Axis) for a in axes):
+                raise self.fail(path, "a segment holds axes only")
+            dtype = o.get("dtype", "float")
+            if dtype not in ("float", "index", "bool"):
+                raise self.fail(path, f"unknown dtype {dtype!r}")
+            rng = self.size(o["range"], f"{path}.range") if o.get("range") is not None else None
+            return Segment(axes, dtype, rng)
+        if "type" in o:
+            segs = tuple(self.value(s, f"{path}.type[{i}]") for i, s in enumerate(self.list(o["type"], path)))
+            if not all(isinstance(s, Segment) for s in segs):
+                raise self.fail(path, "a type holds segments only")
+            return Type(segs)
+        if "size" in o:
+            return self.size(o["size"], f"{path}.size")
+        if "tuple" in o:
+            return tuple(self.value(v, f"{path}[{i}]") for i, v in enumerate(self.list(o["tuple"], path)))
+        raise self.fail(path, f"unknown value with keys {sorted(o)}")
+
+    def diagram(self, x: Any, path: str) -> Diagram:
+        o = self.obj(x, path, "node")
+        kind = o["node"]
+        try:
+            if kind == "identity":
+                t = self.value(o.get("type"), f"{path}.type")
+                if not isinstance(t, Type):
+                    raise self.fail(path, "identity needs a type")
+                return Identity(t)
+            if kind == "box":
+                return self.box(o, path)
+            if kind in ("seq", "par"):
+                parts = tuple(self.diagram(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts"), path)))
+                return Seq(parts) if kind == "seq" else Par(parts)
+            if kind == "weave":
+                axis = self.value(o.get("axis"), f"{path}.axis")
+                if not isinstance(axis, Axis):
+                    raise self.fail(path, "weave needs an axis")
+                dom_pos = tuple(self._pos(p, f"{path}.dom_pos", True) for p in self.list(o.get("dom_pos"), path))
+                cod_pos = tuple(self._pos(p, f"{path}.cod_pos", False) for p in self.list(o.get("cod_pos"), path))
+                return Weave(self.diagram(o.get("inner"), f"{path}.inner"), axis, dom_pos, cod_pos)  # type: ignore[arg-type]
+            if kind == "block":
+                meta = self.value(o.get("meta", {"tuple": []}), f"{path}.meta")
+                return Block(self.diagram(o.get("body"), f"{path}.body"), self.text(o.get("name"), f"{path}.name"), meta)
+            if kind == "repeat":
+                name = o.get("name")
+                return Repeat(self.diagram(o.get("body"), f"{path}.body"), self.text(o.get("var"), f"{path}.var"),
+                              self.size(o.get("start"), f"{path}.start"), self.size(o.get("stop"), f"{path}.stop"),
+                              None if name is None else self.text(name, f"{path}.name"))
+        except SchemaError:
+            raise
+        except NCDError as e:
+            raise self.fail(path, str(e)) from None
+        raise self.fail(path, f"unknown node kind {kind!r}")
+
+    def _pos(self, p: Any, path: str, nullable: bool) -> int | None:
+        if p is None and nullable:
+            return None
+        if isinstance(p, bool) or not isinstance(p, int):
+            raise self.fail(path, f"expected a whole number, found {p!r}")
+        return p
+
+    def box(self, o: dict[str, Any], path: str) -> Box:
+        op = self.text(o.get("op"), f"{path}.op")
+        cls = PRIMITIVES.get(op)
+        if cls is None:
+            raise self.fail(path, f"unknown primitive {op!r}")
+        raw = self.obj(o.get("fields", {}), f"{path}.fields")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise self.fail(f"{path}.fields", f"primitive {op!r} has no field(s) {sorted(unknown)}")
+        fields = {k: self.value(v, f"{path}.fields.{k}") for k, v in raw.items()}
+        try:
+            prim = cls(**fields)
+            box = Box(prim, o.get("label"), None)
+        except NCDError as e:
+            raise self.fail(path, f"primitive {op!r}: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise self.fail(path, f"primitive {op!r} has malformed fields: {e}") from None
+        source = o.get("source")
+        if source is not None:
+            src = self.list(source, f"{path}.source")
+            if len(src) != 3 or not isinstance(src[1], int):
+                raise self.fail(f"{path}.source", "expected [file, line, function]")
+            box = Box(box.prim, box.label, SourceLocation(str(src[0]), src[1], str(src[2])))
+        return box
+
+
+def load_json(text: str) -> Diagram:
+    """Read a diagram from :func:`to_json` text; malformed input raises :class:`SchemaError`."""
+    _load_families()
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"invalid diagram JSON: {e}") from None
+    reader = _Reader()
+    top = reader.obj(data, "$", "format", "version", "diagram")
+    if top["format"] != FORMAT:
+        raise SchemaError(f"invalid diagram JSON at $.format: expected {FORMAT!r}, found {top['format']!r}")
+    if top["version"] != VERSION:
+        raise SchemaError(
+            f"invalid diagram JSON at $.version: this ncd reads version {VERSION}, the file is version {top['version']!r}"
+        )
+    return reader.diagram(top["diagram"], "$.diagram")

@@ -1,0 +1,187 @@
+"""Axis sizes: integers or symbolic expressions (sympy), parsed without ``eval``.
+
+Sizes are sympy expressions over positive symbols.  Text such as ``"x/s"``,
+``"2*c"`` or ``"512*2**(1-i)"`` is parsed by a small recursive-descent parser, so
+untrusted text (JSON files, CLI arguments) never reaches Python's ``eval``.
+
+>>> size("x/s")
+x/s
+>>> size("512*2**(1-i)").subs(symbol("i"), 1)
+512
+>>> size_text(size("k^-0.5"))
+'1/sqrt(k)'
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Union
+
+import sympy
+
+from ncd.errors import ParseError, SizeError
+
+Size = sympy.Expr
+SizeLike = Union[int, str, sympy.Expr]
+
+__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "evaluate", "substitute"]
+
+
+@functools.cache
+def symbol(name: str) -> sympy.Symbol:
+    """The size symbol called ``name`` (positive, so powers and roots simplify)."""
+    return sympy.Symbol(name, positive=True)
+
+
+_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|([A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*)|(\*\*|[-+*/^()]))")
+
+
+class _Parser:
+    """Grammar: sum := term (('+'|'-') term)*; term := unary (('*'|'/') unary)*;
+    unary := '-' unary | power; power := atom (('**'|'^') unary)?; atom := number | name | '(' sum ')'."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(text):
+            if text[pos:].strip() == "":
+                break
+            match = _TOKEN.match(text, pos)
+            if not match:
+                raise ParseError(f"cannot read size {text!r}: unexpected character {text[pos:].strip()[0]!r} at position {pos}")
+            number, name, op = match.groups()
+            self.tokens.append(("num", number) if number else ("name", name) if name else ("op", op))
+            pos = match.end()
+        self.index = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def take(self, op: str) -> bool:
+        token = self.peek()
+        if token == ("op", op):
+            self.index += 1
+            return True
+        return False
+
+    def parse(self) -> sympy.Expr:
+        if not self.tokens:
+            raise ParseError(f"cannot read size {self.text!r}: it is empty")
+        value = self.sum()
+        if self.peek() is not None:
+            raise ParseError(f"cannot read size {self.text!r}: unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return value
+
+    def sum(self) -> sympy.Expr:
+        value = self.term()
+        while True:
+            if self.take("+"):
+                value = value + self.term()
+            elif self.take("-"):
+                value = value - self.term()
+            else:
+                return value
+
+    def term(self) -> sympy.Expr:
+        value = self.unary()
+        while True:
+            if self.take("*"):
+                value = value * self.unary()
+            elif self.take("/"):
+                value = value / self.unary()
+            else:
+                return value
+
+    def unary(self) -> sympy.Expr:
+        if self.take("-"):
+            return -self.unary()
+        return self.power()
+
+    def power(self) -> sympy.Expr:
+        base = self.atom()
+        if self.take("**") or self.take("^"):
+            return base ** self.unary()
+        return base
+
+    def atom(self) -> sympy.Expr:
+        token = self.peek()
+        if token is None:
+            raise ParseError(f"cannot read size {self.text!r}: it ends too early")
+        self.index += 1
+        kind, text = token
+        if kind == "num":
+            return sympy.Rational(text) if "." in text else sympy.Integer(int(text))
+        if kind == "name":
+            if text == "sqrt" and self.take("("):
+                inner = self.sum()
+                if not self.take(")"):
+                    raise ParseError(f"cannot read size {self.text!r}: missing ')'")
+                return sympy.sqrt(inner)
+            return symbol(text)
+        if text == "(":
+            inner = self.sum()
+            if not self.take(")"):
+                raise ParseError(f"cannot read size {self.text!r}: missing ')'")
+            return inner
+        raise ParseError(f"cannot read size {self.text!r}: unexpected {text!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> sympy.Expr:
+    return sympy.nsimplify(_Parser(text).parse(), rational=True) if "." in text else _Parser(text).parse()
+
+
+def size(value: SizeLike) -> sympy.Expr:
+    """Coerce an ``int``, a size text or a sympy expression to a size expression."""
+    if isinstance(value, bool):
+        raise SizeError(f"a size must be a whole number or an expression, not {value!r}")
+    if isinstance(value, int):
+        return sympy.Integer(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return sympy.Integer(int(value))
+        return sympy.nsimplify(value, rational=True)
+    if isinstance(value, str):
+        return _parse(value)
+    if isinstance(value, sympy.Basic):
+        return value  # type: ignore[return-value]
+    raise SizeError(f"a size must be a whole number or an expression, not {type(value).__name__} {value!r}")
+
+
+def size_text(value: sympy.Expr) -> str:
+    """The text form of a size, readable by :func:`size`."""
+    return str(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether two sizes are equal for every value of their symbols."""
+    if a == b:
+        return True
+    return sympy.simplify(a - b) == 0
+
+
+def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``value`` with symbols replaced; a no-op when none of them occur."""
+    if not mapping or not (value.free_symbols & mapping.keys()):
+        return value
+    return sympy.simplify(value.xreplace(dict(mapping)))
+
+
+def evaluate(value: sympy.Expr, sizes: Mapping[str, int] | None = None, *, what: str = "size") -> int:
+    """The whole-number value of a size once its symbols are bound."""
+    expr = value
+    if sizes:
+        expr = substitute(expr, {symbol(k): sympy.Integer(v) for k, v in sizes.items()})
+    if expr.free_symbols:
+        names = ", ".join(sorted(str(s) for s in expr.free_symbols))
+        raise SizeError(f"{what} {size_text(value)} is not bound: give {names}")
+    if not expr.is_integer:
+        expr = sympy.nsimplify(expr)
+        if not expr.is_integer:
+            raise SizeError(f"{what} {size_text(value)} is {expr}, which is not a whole number")
+    result = int(expr)
+    return result

@@ -1,0 +1,1 @@
+"""Primitive families: one module each, declaring primitives and their public constructors."""

@@ -1,0 +1,176 @@
+"""Elementwise functions: scalar maps ``1 -> 1`` broadcast over every wire they meet.
+
+Their domain is a single segment with no axes (a scalar); composing one after a tensor
+weaves it over all of that tensor's axes, exactly as the paper draws ``➤R➤``.
+
+>>> import ncd
+>>> d = ncd.Identity.of("b m") >> ncd.ReLU()
+>>> str(d.cod)
+'b m'
+>>> str(ncd.Scale("k**-0.5").prim.label())
+'*1/√(k)'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ncd.errors import ParseError
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.size import Size, SizeLike, size, size_text
+
+__all__ = [
+    "ElementwiseOp",
+    "ScaleOp",
+    "MultiplyOp",
+    "Scale",
+    "Multiply",
+    "FUNCTIONS",
+    "elementwise",
+    "ReLU",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "Exp",
+    "Log",
+    "Square",
+    "Sqrt",
+    "Identity1",
+]
+
+SCALAR = Type((Segment(()),))
+
+#: Elementwise function names and the glyph the paper draws for them.
+FUNCTIONS: dict[str, str] = {
+    "relu": "R",
+    "gelu": "GELU",
+    "gelu_tanh": "GELU",
+    "silu": "SiLU",
+    "tanh": "tanh",
+    "sigmoid": "σ",
+    "exp": "exp",
+    "log": "log",
+    "square": "x²",
+    "sqrt": "√",
+    "neg": "−",
+    "abs": "|x|",
+    "identity": "id",
+}
+
+
+@dataclass(frozen=True)
+class ElementwiseOp(Primitive):
+    """A named scalar function (``relu``, ``gelu``, ``silu``, ``tanh``, ``sigmoid``, ``exp``, ...)."""
+
+    function: str
+
+    op: ClassVar[str] = "elementwise"
+    family: ClassVar[str] = "elementwise"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.function not in FUNCTIONS:
+            raise ParseError(
+                f"unknown elementwise function {self.function!r}; known: {', '.join(sorted(FUNCTIONS))}"
+            )
+
+    def signature(self) -> tuple[Type, Type]:
+        return SCALAR, SCALAR
+
+    def label(self) -> str:
+        return FUNCTIONS[self.function]
+
+
+@dataclass(frozen=True)
+class ScaleOp(Primitive):
+    """Multiplication by a constant or symbolic factor (drawn as an arrow labelled ``*factor``)."""
+
+    factor: Size
+
+    op: ClassVar[str] = "scale"
+    family: ClassVar[str] = "elementwise"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        return SCALAR, SCALAR
+
+    def label(self) -> str:
+        return "*" + size_text(self.factor).replace("**", "^").replace("sqrt(", "√(")
+
+
+@dataclass(frozen=True)
+class MultiplyOp(Primitive):
+    """Elementwise (Hadamard) product of ``n`` tensors: multilinear ``1, 1 -> 1``."""
+
+    n: int = 2
+
+    op: ClassVar[str] = "multiply"
+    family: ClassVar[str] = "elementwise"
+    kind: ClassVar[Kind] = "multilinear"
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((Segment(()),) * self.n), SCALAR
+
+    def label(self) -> str:
+        return "⊙"
+
+
+def elementwise(function: str) -> Box:
+    """A box applying the named scalar function elementwise."""
+    return Box.make(ElementwiseOp(function))
+
+
+def ReLU() -> Box:
+    """``➤R➤``: max(x, 0) elementwise."""
+    return Box.make(ElementwiseOp("relu"))
+
+
+def GELU(approximate: str = "none") -> Box:
+    """GELU elementwise (``approximate="tanh"`` for GPT-2's variant)."""
+    return Box.make(ElementwiseOp("gelu_tanh" if approximate == "tanh" else "gelu"))
+
+
+def SiLU() -> Box:
+    return Box.make(ElementwiseOp("silu"))
+
+
+def Tanh() -> Box:
+    return Box.make(ElementwiseOp("tanh"))
+
+
+def Sigmoid() -> Box:
+    return Box.make(ElementwiseOp("sigmoid"))
+
+
+def Exp() -> Box:
+    return Box.make(ElementwiseOp("exp"))
+
+
+def Log() -> Box:
+    return Box.make(ElementwiseOp("log"))
+
+
+def Square() -> Box:
+    return Box.make(ElementwiseOp("square"))
+
+
+def Sqrt() -> Box:
+    return Box.make(ElementwiseOp("sqrt"))
+
+
+def Identity1() -> Box:
+    return Box.make(ElementwiseOp("identity"))
+
+
+def Scale(factor: SizeLike) -> Box:
+    """Multiply by ``factor`` (a number or a size expression such as ``"k**-0.5"``)."""
+    return Box.make(ScaleOp(size(factor)))
+
+
+def Multiply(n: int = 2) -> Box:
+    """Elementwise product of ``n`` tensors of the same type."""
+    return Box.make(MultiplyOp(n))

@@ -1,0 +1,1 @@
+"""Lowering to PyTorch: readable generated source and compiled ``nn.Module``\\ s."""

@@ -1,0 +1,152 @@
+"""The lowering rule table: one rule per primitive ``op``, producing PyTorch source.
+
+A rule is a function ``rule(ctx: RuleContext) -> list[str]`` returning one Python
+expression per output segment.  Inputs arrive as :class:`Value`\\ s (a local variable and
+its axis layout); every tensor may carry extra *leading* batch dimensions, so rules index
+dimensions from the end (``dim=-1``) and use ``...`` in einsum subscripts.
+
+Rules registered with ``weave_aware=True`` receive woven (broadcast) axes in place, in
+``ctx.woven``, and must handle them (einsum letters, softmax dims, ...).  Other rules see
+only their own axes: the code generator moves woven axes to the front first and back
+afterwards.  A weave-aware rule may raise :class:`NotWeaveAware` to ask for that instead.
+
+Rules do not import torch: they write source text.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ncd.errors import LoweringError
+from ncd.ir.axes import Axis
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Primitive
+from ncd.ir.size import Size, evaluate
+
+if TYPE_CHECKING:
+    from ncd.torch.codegen import ClassEmitter
+
+__all__ = ["Value", "Woven", "RuleContext", "Rule", "LOWERING", "register", "NotWeaveAware", "rule_for"]
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor in generated code: its variable and its trailing axis layout."""
+
+    var: str
+    axes: tuple[Axis, ...]
+    dtype: str = "float"
+
+
+@dataclass(frozen=True)
+class Woven:
+    """One broadcast axis around a box: where it sits in each input and output segment."""
+
+    axis: Axis
+    dom_pos: tuple[int | None, ...]
+    cod_pos: tuple[int, ...]
+
+
+class NotWeaveAware(Exception):
+    """Raised by a weave-aware rule that cannot handle this weave in place."""
+
+
+@dataclass
+class RuleContext:
+    """What a rule sees: the box, its inputs, woven axes (outermost first) and the emitter."""
+
+    box: Box
+    args: list[Value]
+    woven: tuple[Woven, ...]
+    out_axes: list[tuple[Axis, ...]]
+    em: ClassEmitter
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def prim(self) -> Primitive:
+        return self.box.prim
+
+    def int(self, value: Size, what: str = "size") -> int:
+        return evaluate(value, what=f"{what} in {self.box.text()}")
+
+    def markers(self, side: str, j: int) -> list[tuple[str, int]]:
+        """Layout of input (``side="dom"``) or output ``j``: ``("own", k)`` or ``("woven", w)`` per axis."""
+        own = (self.box.dom if side == "dom" else self.box.cod)[j]
+        layout: list[tuple[str, int]] = [("own", k) for k in range(len(own))]
+        for w in reversed(range(len(self.woven))):
+            pos = (self.woven[w].dom_pos if side == "dom" else self.woven[w].cod_pos)[j]
+            if pos is not None:
+                layout.insert(pos, ("woven", w))
+        return layout
+
+    def own_dims(self, side: str, j: int) -> list[int]:
+        """Negative dims of the box's own axes in the full layout of input/output ``j``."""
+        layout = self.markers(side, j)
+        n = len(layout)
+        dims = {k: i - n for i, (kind, k) in enumerate(layout) if kind == "own"}
+        return [dims[k] for k in range(len(dims))]
+
+    def subscripts(self, own_letters: list[list[str]], out_letters: list[str]) -> str:
+        """Einsum subscripts with woven axes given fresh letters: ``"...ab,...cb->...ac"``."""
+        used = {c for letters in own_letters for c in letters} | set(out_letters)
+        spare = iter(c for c in string.ascii_letters if c not in used)
+        woven_letters = [next(spare) for _ in self.woven]
+
+        def render(layout: list[tuple[str, int]], own: list[str]) -> str:
+            return "..." + "".join(own[k] if kind == "own" else woven_letters[k] for kind, k in layout)
+
+        ins = [render(self.markers("dom", j), own_letters[j]) for j in range(len(own_letters))]
+        return ",".join(ins) + "->" + render(self.markers("cod", 0), out_letters)
+
+    def fail(self, message: str) -> LoweringError:
+        location = f" (built at {self.box.source})" if self.box.source else ""
+        return LoweringError(f"cannot lower {self.box.text()}{location}: {message}")
+
+
+Rule = Callable[[RuleContext], list[str]]
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    fn: Rule
+    weave_aware: bool
+
+
+LOWERING: dict[str, RuleEntry] = {}
+
+
+def register(op: str | type[Primitive], *, weave_aware: bool = False) -> Callable[[Rule], Rule]:
+    """Decorator registering a lowering rule for a primitive (by class or ``op`` name)."""
+    name = op if isinstance(op, str) else op.op
+
+    def deco(fn: Rule) -> Rule:
+        LOWERING[name] = RuleEntry(fn, weave_aware)
+        return fn
+
+    return deco
+
+
+def rule_for(prim: Primitive) -> RuleEntry:
+    _load_all()
+    try:
+        return LOWERING[prim.op]
+    except KeyError:
+        raise LoweringError(f"no lowering rule for primitive {prim.op!r} ({type(prim).__name__})") from None
+
+
+_LOADED = False
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")

@@ -1,0 +1,57 @@
+"""Lowering rules for elementwise functions, scale and the Hadamard product."""
+
+from __future__ import annotations
+
+from ncd.ir.size import size_text
+from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.torch.rules import NotWeaveAware, RuleContext, register
+
+CALLS = {
+    "relu": "torch.relu({})",
+    "gelu": "F.gelu({})",
+    "gelu_tanh": "F.gelu({}, approximate='tanh')",
+    "silu": "F.silu({})",
+    "tanh": "torch.tanh({})",
+    "sigmoid": "torch.sigmoid({})",
+    "exp": "torch.exp({})",
+    "log": "torch.log({})",
+    "square": "torch.square({})",
+    "sqrt": "torch.sqrt({})",
+    "neg": "torch.neg({})",
+    "abs": "torch.abs({})",
+    "identity": "{}",
+}
+
+
+@register(ElementwiseOp, weave_aware=True)
+def lower_elementwise(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ElementwiseOp)
+    return [CALLS[prim.function].format(ctx.args[0].var)]
+
+
+def factor_text(ctx: RuleContext) -> str:
+    prim = ctx.prim
+    assert isinstance(prim, ScaleOp)
+    value = prim.factor
+    if value.free_symbols:
+        raise ctx.fail(f"factor {size_text(value)} is not bound")
+    number = float(value)
+    return repr(int(number)) if number.is_integer() else repr(number)
+
+
+@register(ScaleOp, weave_aware=True)
+def lower_scale(ctx: RuleContext) -> list[str]:
+    return [f"{ctx.args[0].var} * {factor_text(ctx)}"]
+
+
+def _same_layouts(ctx: RuleContext) -> bool:
+    first = ctx.markers("dom", 0)
+    return all(ctx.markers("dom", j) == first for j in range(len(ctx.args)))
+
+
+@register(MultiplyOp, weave_aware=True)
+def lower_multiply(ctx: RuleContext) -> list[str]:
+    if ctx.woven and not _same_layouts(ctx):
+        raise NotWeaveAware
+    return [" * ".join(v.var for v in ctx.args)]

@@ -1,0 +1,90 @@
+"""Lowering rules for learned linear maps, einsum wirings and the unit.
+
+A learned linear map is an ``nn.Linear`` over the flattened input and output axes (so
+weights load straight from ``torch.nn`` models); when its axes are the trailing ones it is
+called directly, as hand-written code would, otherwise it becomes an einsum on a view of
+the weight.  Einsums keep woven axes as extra letters, and ``torch.einsum`` picks the
+contraction order with ``opt_einsum`` for three or more operands.
+"""
+
+from __future__ import annotations
+
+import string
+
+from ncd.ir.size import evaluate
+from ncd.prims.linear import EinsumOp, LinearOp, UnitOp
+from ncd.torch.rules import RuleContext, register
+
+
+def _letters(names: list[list[str]]) -> dict[str, str]:
+    table: dict[str, str] = {}
+    pool = iter(string.ascii_letters)
+    for group in names:
+        for n in group:
+            if n not in table:
+                table[n] = next(pool)
+    return table
+
+
+def _sizes(ctx: RuleContext, axes: object) -> list[int]:
+    return [evaluate(a.size, what=f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
+
+
+@register(LinearOp, weave_aware=True)
+def lower_linear(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, LinearOp)
+    n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
+    ins, outs = _sizes(ctx, prim.dom_axes), _sizes(ctx, prim.cod_axes)
+    fan_in, fan_out = _product(ins), _product(outs)
+    hint = ("L_plus" if prim.bias else "L") + (f"_{ctx.box.label}" if ctx.box.label else "")
+    module = ctx.em.attr(hint, f"nn.Linear({fan_in}, {fan_out}, bias={prim.bias})".replace(", bias=True", ""))
+    x = ctx.args[0].var
+    dims_in, dims_out = ctx.own_dims("dom", 0), ctx.own_dims("cod", 0)
+    trailing_in = dims_in == list(range(-n_in, 0))
+    trailing_out = dims_out == list(range(-n_out, 0))
+    same_woven = [m for m in ctx.markers("dom", 0) if m[0] == "woven"] == [m for m in ctx.markers("cod", 0) if m[0] == "woven"]
+    if trailing_in and trailing_out and same_woven:
+        arg = x if n_in == 1 else f"{x}.flatten({-n_in})"
+        call = f"{module}({arg})"
+        return [call if n_out == 1 else f"{call}.unflatten(-1, {tuple(outs)})"]
+    letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
+    own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
+    own_out = [letters[a.name + "_out"] for a in prim.cod_axes]
+    subs = ctx.subscripts([own_in], own_out)
+    weight_spec = "".join(own_out + own_in)
+    lhs, rhs = subs.split("->")
+    expr = f"torch.einsum('{lhs},{weight_spec}->{rhs}', {x}, {module}.weight.view({', '.join(map(str, outs + ins))}))"
+    if prim.bias:
+        layout = ctx.markers("cod", 0)
+        first = min(i for i, (kind, _) in enumerate(layout) if kind == "own")
+        shape = [outs[k] if kind == "own" else 1 for kind, k in layout[first:]]
+        expr += f" + {module}.bias.view({', '.join(map(str, shape))})"
+    return [expr]
+
+
+def _product(values: list[int]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
+
+
+@register(EinsumOp, weave_aware=True)
+def lower_einsum(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, EinsumOp)
+    letters = _letters([list(seg.names) for seg in prim.inputs])
+    own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
+    own_out = [letters[n] for n in prim.output.names]
+    subs = ctx.subscripts(own_in, own_out)
+    args = ", ".join(v.var for v in ctx.args)
+    return [f"torch.einsum('{subs}', {args})"]
+
+
+@register(UnitOp)
+def lower_unit(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, UnitOp)
+    n = evaluate(prim.first.size, what=f"axis {prim.first.name}")
+    return [f"torch.eye({n})"]
