@@ -54,6 +54,10 @@ class Primitive:
         """Short text naming the operation, for messages and drawings."""
         return self.op
 
+    def hint(self) -> str:
+        """A short identifier for generated code (variable names)."""
+        return self.op
+
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
         """This primitive with size symbols substituted."""
         if not mapping:

@@ -84,6 +84,9 @@ class ElementwiseOp(Primitive):
     def label(self) -> str:
         return FUNCTIONS[self.function]
 
+    def hint(self) -> str:
+        return self.function
+
 
 @dataclass(frozen=True)
 class ScaleOp(Primitive):

@@ -224,7 +224,8 @@ class Codegen:
         for i in range(start, stop):
             body = node.iteration(i)
             bodies.append(body.body if isinstance(body, Block) else body)
-        classes = [self.class_for(b, title) for b in bodies]
+        class_title = node.body.name if isinstance(node.body, Block) else title
+        classes = [self.class_for(b, class_title) for b in bodies]
         if len(set(classes)) == 1:
             modules = f"nn.ModuleList([{classes[0]}() for _ in range({len(classes)})])"
         else:
@@ -278,7 +279,7 @@ class Codegen:
     def _bind_outputs(self, box: Box, em: ClassEmitter, exprs: list[str], out_types: Type) -> list[Value]:
         if len(exprs) != len(out_types):
             raise LoweringError(f"lowering rule for {box.prim.op} gave {len(exprs)} outputs, expected {len(out_types)}")
-        hint = box.label.lower() if box.label else box.prim.op
+        hint = box.label.lower() if box.label else box.prim.hint()
         return [Value(em.assign(hint, e, seg.axes), seg.axes, seg.dtype) for e, seg in zip(exprs, out_types)]
 
     def lower_weave_generic(
