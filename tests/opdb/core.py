@@ -114,3 +114,6 @@ error("load", "nothing-saved", lambda: (ncd.Identity.of("m") @ ncd.Load("m", "C"
       r"nothing is saved under 'C'", ncd.LoweringError)
 error("load", "type-differs", lambda: (ncd.Save("m", "C") >> (ncd.Identity.of("m") @ ncd.Load("n", "C"))).to_torch(m=3, n=4),
       r"'C' holds 'm:3' but is loaded as 'n:4'", ncd.LoweringError)
+sample("rename", "self-attention-keys", lambda: ncd.Identity.of("b t m") >> ncd.Rename("t -> x"), {"b": 2, "t": 3, "m": 4},
+       lambda p, x: x[0], cod="b x:t m")
+error("rename", "count", lambda: ncd.Rename("t m -> x"), r"must map the axes of one segment to as many new names", ParseError)

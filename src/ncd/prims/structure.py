@@ -28,6 +28,8 @@ __all__ = [
     "TransposeOp",
     "SaveOp",
     "LoadOp",
+    "RenameOp",
+    "Rename",
     "Copy",
     "Delete",
     "Add",
@@ -138,6 +140,32 @@ class TransposeOp(Primitive):
 
 
 @dataclass(frozen=True)
+class RenameOp(Primitive):
+    """Relabel wires: the same tensor, its axes given new names (sizes are kept).
+
+    Needed where one tensor plays two roles, e.g. self-attention's keys ``t -> x``.
+    """
+
+    segment: Segment
+    names: tuple[str, ...]
+
+    op: ClassVar[str] = "rename"
+    family: ClassVar[str] = "structure"
+    kind: ClassVar[Kind] = "structural"
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.segment):
+            raise ParseError(f"rename: {len(self.names)} new names for the {len(self.segment)} axes of '{self.segment}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        renamed = tuple(a.renamed(n) for a, n in zip(self.segment.axes, self.names))
+        return Type((self.segment,)), Type((self.segment.with_axes(renamed),))
+
+    def label(self) -> str:
+        return "↦"
+
+
+@dataclass(frozen=True)
 class SaveOp(Primitive):
     """Store the input under ``key`` (indexed by ``index``, e.g. the repetition ``λ``) and pass it on."""
 
@@ -221,6 +249,15 @@ def Transpose(spec: str) -> Box:
         perm.append(k)
         names[k] = "\0"
     return Box.make(TransposeOp(src[0], tuple(perm)))
+
+
+def Rename(spec: str) -> Box:
+    """Give axes new names, keeping their sizes: ``Rename("t -> x")`` (woven over other axes)."""
+    left, right = split_spec(spec, "rename")
+    src, dst = parse_type(left), parse_type(right)
+    if len(src) != 1 or len(dst) != 1 or len(src[0]) != len(dst[0]) or not src[0].axes:
+        raise ParseError(f"rename spec {spec!r} must map the axes of one segment to as many new names, e.g. 't -> x'")
+    return Box.make(RenameOp(src[0], dst[0].names))
 
 
 def Save(type_: TypeLike, key: str, index: SizeLike | None = None) -> Box:

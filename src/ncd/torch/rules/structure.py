@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ncd.ir.size import evaluate
-from ncd.prims.structure import AddOp, CopyOp, DeleteOp, LoadOp, SaveOp, SwapOp, TransposeOp
+from ncd.prims.structure import AddOp, CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, register
 
 
@@ -25,6 +25,11 @@ def lower_add(ctx: RuleContext) -> list[str]:
     if ctx.woven and any(ctx.markers("dom", j) != first for j in range(len(ctx.args))):
         raise NotWeaveAware
     return [" + ".join(v.var for v in ctx.args)]
+
+
+@register(RenameOp, weave_aware=True)
+def lower_rename(ctx: RuleContext) -> list[str]:
+    return [ctx.args[0].var]
 
 
 @register(SwapOp, weave_aware=True)

@@ -1,0 +1,168 @@
+"""Lowered ncd modules against hand-written PyTorch and torch.nn, side by side in one process.
+
+Prints a table of median times (forward, and forward+backward) and ratios against the faster
+baseline.  Target: ratio <= 1.05.  Run: ``.venv/bin/python benchmarks/bench_lowering.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import benchmark
+
+import ncd
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+# -- the diagrams ---------------------------------------------------------------------------
+def mha_diagram(heads_first: bool = True) -> ncd.Diagram:
+    """Self-attention: L^Q, L^K, L^V : m -> h k, scores, softmax over keys, values, L^O."""
+    q = ncd.Identity.of("t m") >> ncd.Linear("m -> h k", bias=True, name="Q")
+    k = ncd.Identity.of("t m") >> ncd.Rename("t -> x") >> ncd.Linear("m -> h k", bias=True, name="K")
+    v = ncd.Identity.of("t m") >> ncd.Rename("t -> x") >> ncd.Linear("m -> h k", bias=True, name="V")
+    scores = ncd.Einsum("t h k, x h k -> h t x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
+    attend = (scores @ ncd.Identity.of("x h k")) >> ncd.Einsum("h t x, x h k -> t h k")
+    out = ncd.Linear("h k -> m", bias=True, name="O")
+    return (ncd.Copy("t m", 3) >> (q @ k @ v) >> attend >> out).block("MultiHeadAttention")
+
+
+class HandMHA(nn.Module):
+    """What an engineer would write by hand: separate projections and SDPA."""
+
+    def __init__(self, m: int, h: int) -> None:
+        super().__init__()
+        self.h = h
+        self.q, self.k, self.v, self.o = (nn.Linear(m, m) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        split = lambda y: y.view(b, t, self.h, m // self.h).transpose(1, 2)
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(b, t, m))
+
+
+class TorchMHA(nn.Module):
+    def __init__(self, m: int, h: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(m, h, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def encoder_layer_diagram() -> ncd.Diagram | None:
+    if not hasattr(ncd, "LayerNorm"):
+        return None
+    attn = mha_diagram()
+    ff = ncd.Linear("m -> f", bias=True, name="1") >> ncd.ReLU() >> ncd.Linear("f -> m", bias=True, name="2")
+    first = (ncd.residual(attn) >> ncd.LayerNorm("m")).block("AttentionSublayer")
+    second = (ncd.residual(ff) >> ncd.LayerNorm("m")).block("FeedForwardSublayer")
+    return (first >> second).block("EncoderLayer")
+
+
+class HandEncoderLayer(nn.Module):
+    def __init__(self, m: int, h: int, f: int) -> None:
+        super().__init__()
+        self.attn = HandMHA(m, h)
+        self.n1, self.n2 = nn.LayerNorm(m), nn.LayerNorm(m)
+        self.l1, self.l2 = nn.Linear(m, f), nn.Linear(f, m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.n1(x + self.attn(x))
+        return self.n2(x + self.l2(torch.relu(self.l1(x))))
+
+
+class TorchEncoderLayer(nn.Module):
+    def __init__(self, m: int, h: int, f: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(m, h, f, dropout=0.0, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def conv_block_diagram() -> ncd.Diagram | None:
+    if not hasattr(ncd, "Conv"):
+        return None
+    conv = ncd.Conv("c x y -> d x y", kernel=3, padding=1, bias=True)
+    return (conv >> ncd.ReLU() >> ncd.Conv("d x y -> d x y", kernel=3, padding=1, bias=True) >> ncd.ReLU()).block("ConvBlock")
+
+
+class HandConvBlock(nn.Module):
+    def __init__(self, c: int, d: int) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(c, d, 3, padding=1), nn.Conv2d(d, d, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.c2(torch.relu(self.c1(x))))
+
+
+class TorchConvBlock(nn.Sequential):
+    def __init__(self, c: int, d: int) -> None:
+        super().__init__(nn.Conv2d(c, d, 3, padding=1), nn.ReLU(), nn.Conv2d(d, d, 3, padding=1), nn.ReLU())
+
+
+# -- timing ----------------------------------------------------------------------------------
+def median(fn: Callable[[], object], min_run_time: float) -> float:
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def step() -> None:
+        module(x).sum().backward()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (smoke test)")
+    args = parser.parse_args()
+    b, t, m, h, f = (2, 16, 32, 4, 64) if args.quick else (8, 128, 256, 8, 1024)
+    c, d, px = (3, 8, 16) if args.quick else (32, 64, 56)
+    run_time = 0.05 if args.quick else 1.0
+    cases = []
+    cases.append(("multi-head attention", mha_diagram(), dict(t=t, m=m, h=h, k=m // h), torch.randn(b, t, m),
+                  [("hand-written", HandMHA(m, h)), ("nn.MultiheadAttention", TorchMHA(m, h))]))
+    enc = encoder_layer_diagram()
+    if enc is not None:
+        cases.append(("transformer encoder layer", enc, dict(t=t, m=m, h=h, k=m // h, f=f), torch.randn(b, t, m),
+                      [("hand-written", HandEncoderLayer(m, h, f)), ("nn.TransformerEncoderLayer", TorchEncoderLayer(m, h, f))]))
+    conv = conv_block_diagram()
+    if conv is not None:
+        cases.append(("convolution block", conv, dict(c=c, d=d, x=px, y=px), torch.randn(b, c, px, px),
+                      [("hand-written", HandConvBlock(c, d)), ("nn.Sequential", TorchConvBlock(c, d))]))
+    print(f"threads={torch.get_num_threads()}  torch={torch.__version__}")
+    header = f"{'model':28} {'pass':18} {'ncd ms':>9} {'faster baseline':>38} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for name, diagram, sizes, x, baselines in cases:
+        module = diagram.to_torch(check_inputs=False, **sizes)
+        for mode in ("forward", "forward+backward"):
+            modules = [("ncd", module)] + baselines
+            times = {}
+            for label, mod in modules:
+                mod.train(mode != "forward")
+                if mode == "forward":
+                    with torch.no_grad():
+                        mod(x)
+                    fn = lambda mod=mod: mod(x)
+                    with torch.no_grad():
+                        times[label] = median(fn, run_time)
+                else:
+                    times[label] = median(forward_backward(mod, x), run_time)
+            best_label = min((lbl for lbl, _ in baselines), key=lambda lbl: times[lbl])
+            ratio = times["ncd"] / times[best_label]
+            base = f"{best_label} {times[best_label] * 1e3:8.3f}"
+            print(f"{name:28} {mode:18} {times['ncd'] * 1e3:9.3f} {base:>38} {ratio:7.3f}")
+    print("ratio = ncd / the faster baseline (median of blocked_autorange); target <= 1.05")
+
+
+if __name__ == "__main__":
+    main()
