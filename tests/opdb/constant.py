@@ -24,7 +24,8 @@ def sinusoid(t: int, m: int) -> torch.Tensor:
 
 sample("sinusoidal", "add-to-tokens", lambda: (ncd.Identity.of("t m") @ ncd.Sinusoidal("t m")) >> ncd.Add(),
        {"t": 5, "m": 6}, lambda p, x: x[0] + sinusoid(5, 6), cod="t m")
-error("sinusoidal", "three-axes", lambda: ncd.Sinusoidal("t m k"), r"exactly two axes \(position, feature\), not 't m k'", ParseError)
+error("sinusoidal", "three-axes", lambda: ncd.Sinusoidal("t m k"), r"exactly two axes \(position, feature\), not 't m k'",
+      ParseError)
 error("sinusoidal", "odd", lambda: ncd.Sinusoidal("t m").to_torch(t=3, m=5), r"feature axis m has odd size 5", LoweringError)
 sample("parameter", "learned-positions", lambda: (ncd.Identity.of("t m") @ ncd.Parameter("t m", name="P")) >> ncd.Add(),
        {"t": 4, "m": 3}, lambda p, x: x[0] + next(v for k, v in p.items() if k.endswith("p")), cod="t m")
