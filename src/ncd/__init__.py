@@ -35,7 +35,7 @@ from ncd.prims.elementwise import (
 )
 from ncd.prims.linear import Einsum, Linear, Unit
 from ncd.prims.softmax import Softmax
-from ncd.prims.structure import Add, Copy, Delete, Load, Save, Swap, Transpose, residual
+from ncd.prims.structure import Add, Copy, Delete, Load, Rename, Save, Swap, Transpose, residual
 
 __version__ = "0.1.0"
 
@@ -45,24 +45,55 @@ __all__ = [
     "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "repeat",
     "Linear", "Einsum", "Unit", "Softmax", "Scale", "Multiply", "elementwise",
     "ReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Exp", "Log", "Square", "Sqrt",
-    "Copy", "Delete", "Add", "Swap", "Transpose", "Save", "Load", "residual",
+    "Copy", "Delete", "Add", "Swap", "Transpose", "Rename", "Save", "Load", "residual",
     "block", "load_json",
 ]
 
 
 # -- more primitive families (one import line and one __all__ line per family) --
 # -- prims: normalization --
+from ncd.prims.normalization import BatchNorm, LayerNorm, RMSNorm  # noqa: E402
+__all__ += ["LayerNorm", "RMSNorm", "BatchNorm"]
 # -- prims: convolution and pooling --
+from ncd.prims.convolution import AdaptiveAvgPool, AvgPool, Conv, ConvolutionTensor, ConvolutionTensorT, ConvTranspose, MaxPool  # noqa: E402
+
+__all__ += ["ConvolutionTensor", "ConvolutionTensorT", "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool"]
 # -- prims: movement (bind, unbind, concat, index, slice, squeeze) --
+from ncd.prims.movement import Bind, Concat, Flatten, Index, Slice, Squeeze, Unbind, Unsqueeze  # noqa: E402
+__all__ += ["Bind", "Flatten", "Unbind", "Concat", "Index", "Slice", "Squeeze", "Unsqueeze"]
 # -- prims: embedding, masks, dropout --
+from ncd.prims.attention import CausalMask, PaddingMask  # noqa: E402
+from ncd.prims.embedding import Embedding, Unembed  # noqa: E402
+from ncd.prims.regularization import Dropout  # noqa: E402
+__all__ += ["Embedding", "Unembed", "CausalMask", "PaddingMask", "Dropout"]
+# -- prims: constants (learned tensors, sinusoidal positions) --
+from ncd.prims.constant import Parameter, Sinusoidal  # noqa: E402
+
+__all__ += ["Parameter", "Sinusoidal"]
 # -- interpreters: draw --
+from ncd.render import draw  # noqa: E402
+
+__all__ += ["draw"]
 # -- interpreters: cost and backward --
+from ncd.analysis import backward, cost  # noqa: E402
+__all__ += ["cost", "backward"]
 # -- interpreters: trace --
+from ncd.trace import TracedDiagram, trace  # noqa: E402
+__all__ += ["trace", "TracedDiagram"]
 
 
 def block(name: str, diagram: Diagram, **meta: object) -> Block:
     """A fenced, named block around ``diagram`` (one submodule when lowered)."""
     return diagram.block(name, **meta)
+
+
+def __getattr__(name: str) -> object:
+    """Lazy sub-packages: ``ncd.zoo`` is imported on first use."""
+    if name == "zoo":
+        import importlib
+
+        return importlib.import_module("ncd.zoo")
+    raise AttributeError(f"module 'ncd' has no attribute {name!r}")
 
 
 def load_json(text: str) -> Diagram:

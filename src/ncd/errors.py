@@ -19,6 +19,7 @@ __all__ = [
     "SchemaError",
     "LoweringError",
     "InputError",
+    "TraceError",
     "SourceLocation",
     "user_location",
 ]
@@ -50,6 +51,10 @@ class LoweringError(NCDError):
 
 class InputError(NCDError, ValueError):
     """Tensors given to a lowered module do not match the diagram's domain."""
+
+
+class TraceError(NCDError):
+    """A PyTorch model cannot be turned into a diagram (e.g. data-dependent control flow)."""
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

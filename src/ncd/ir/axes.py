@@ -25,7 +25,7 @@ from typing import Literal, Union
 
 import sympy
 
-from ncd.errors import ParseError
+from ncd.errors import ParseError, SizeError
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute, symbol
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike"]
@@ -33,6 +33,10 @@ __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type
 Role = Literal["feature", "item"]
 Dtype = Literal["float", "index", "bool"]
 OVERLINE = "\u0305"
+#: Characters an axis name may not contain (names end up in generated code's comments and docstrings).
+_FORBIDDEN = ",[]:'\"\\"
+#: The text form of a segment with no axes (a scalar), as in the elementwise boxes' domain.
+SCALAR_TEXT = "()"
 _MACRON = "\u0304"
 
 
@@ -46,15 +50,25 @@ class Axis:
     parts: tuple[Axis, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in ",[]" + ("" if self.parts else " ")):
+        if (
+            not isinstance(self.name, str)
+            or not self.name
+            or not self.name.isprintable()
+            or any(c in self.name for c in _FORBIDDEN + ("" if self.parts else " "))
+        ):
             raise ParseError(f"{self.name!r} is not a valid axis name")
+        if not isinstance(self.size, sympy.Basic):
+            object.__setattr__(self, "size", size(self.size))
+        value = self.size
+        if value.is_positive is False or (value.is_number and value.is_integer is not True):
+            raise SizeError(f"axis {self.name} has size {size_text(value)}; a size must be a positive whole number")
 
     def __str__(self) -> str:
         text = self.name if not self.parts else "(" + " ".join(str(p) for p in self.parts) + ")"
         if self.role == "item" and not self.parts:
             text = text + OVERLINE if len(text) == 1 else "~" + text
         if not self.parts and not _default_size(self.name, self.size):
-            text += ":" + size_text(self.size)
+            text += ":" + size_text(self.size).replace(" ", "")
         return text
 
     def __repr__(self) -> str:
@@ -97,8 +111,16 @@ class Segment:
     dtype: Dtype = "float"
     range: Size | None = None
 
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float", "index", "bool"):
+            raise ParseError(f"segment dtype must be float, index or bool, not {self.dtype!r}")
+        if (self.range is not None) != (self.dtype == "index"):
+            raise ParseError(f"a segment has an index range exactly when its dtype is index (dtype {self.dtype!r})")
+
     def __str__(self) -> str:
         text = " ".join(str(a) for a in self.axes)
+        if not self.axes and self.dtype == "float":
+            return SCALAR_TEXT
         if self.dtype == "index":
             text += (" " if text else "") + f"[{size_text(self.range)}]"  # type: ignore[arg-type]
         elif self.dtype == "bool":
@@ -240,6 +262,8 @@ def parse_axis(token: str) -> Axis:
     text = token.strip()
     if not text:
         raise ParseError("an axis token is empty")
+    if text.startswith("(") and not text.endswith(")"):
+        raise ParseError(f"bound axis {token!r} takes its size from its parts; write '(k h)', not '(k h):size'")
     if text.startswith("(") and text.endswith(")"):
         parts = tuple(parse_axis(t) for t in _split_tokens(text[1:-1]))
         if not parts:
@@ -251,7 +275,9 @@ def parse_axis(token: str) -> Axis:
     role: Role = "feature"
     if text.startswith("~"):
         role, text = "item", text[1:]
-    name, _, size_part = text.partition(":")
+    name, colon, size_part = text.partition(":")
+    if colon and not size_part.strip():
+        raise ParseError(f"axis token {token!r} has ':' but no size after it")
     if OVERLINE in name or _MACRON in name:
         role, name = "item", name.replace(OVERLINE, "").replace(_MACRON, "")
     if not name:
@@ -265,8 +291,13 @@ def parse_axis(token: str) -> Axis:
 
 def parse_segment(text: str) -> Segment:
     tokens = _split_tokens(text)
+    if tokens == [SCALAR_TEXT]:
+        return Segment(())
     dtype: Dtype = "float"
     value_range: Size | None = None
+    for token in tokens[:-1]:
+        if token.startswith("["):
+            raise ParseError(f"in segment {text.strip()!r}, the tag {token} must come after every axis")
     if tokens and tokens[-1].startswith("["):
         tag = tokens.pop()[1:-1].strip()
         if tag == "bool":

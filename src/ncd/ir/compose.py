@@ -23,7 +23,7 @@ import sympy
 
 from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Diagram, Identity, Seq, Weave, describe
+from ncd.ir.diagram import Diagram, Identity, Par, Seq, Weave, describe
 from ncd.ir.size import size_text, sizes_equal
 
 __all__ = ["then", "fit", "mismatch"]
@@ -32,13 +32,14 @@ __all__ = ["then", "fit", "mismatch"]
 def mismatch(left: Diagram, right: Diagram, detail: str) -> TypeMismatchError:
     """The error for ``left >> right`` whose types disagree."""
     return TypeMismatchError(
-        f"cannot compose {describe(left)}\n  with {describe(right)}:\n"
+        f"cannot compose {describe(left, 'output')}\n  with {describe(right, 'input')}:\n"
         f"  output of the first: '{_sized(left.cod)}'\n  input of the second: '{_sized(right.dom)}'\n  {detail}"
     )
 
 
 def _sized(typ: Type) -> str:
-    return ", ".join(" ".join(_axis_text(a) for a in seg) + _tag(seg) for seg in typ) or "(nothing)"
+    """Axes with their sizes (``k=4``); a scalar segment is ``()``, an empty type ``(nothing)``."""
+    return ", ".join((" ".join(_axis_text(a) for a in seg) or "()") + _tag(seg) for seg in typ) or "(nothing)"
 
 
 def _axis_text(axis: Axis) -> str:
@@ -55,22 +56,53 @@ def then(left: Diagram, right: Diagram) -> Diagram:
         raise TypeMismatchError(f"cannot compose {describe(left)} with {type(right).__name__} {right!r}: not a diagram")
     if left.cod.same(right.dom):
         return Seq.of(left, right)
-    fitted, mapping = fit(right, left.cod, left)
-    if mapping:
-        return Seq.of(left.subs(mapping), fitted.subs(mapping))
-    return Seq.of(left, fitted)
+    fitted, left_map, _ = _fit(right, left.cod, left)
+    return Seq.of(left.subs(left_map) if left_map else left, fitted)
 
 
 def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Diagram, dict[sympy.Symbol, sympy.Expr]]:
     """Weave ``diagram`` over the axes of ``target`` it does not use, so that its domain is ``target``.
 
-    Returns the woven diagram and the symbol bindings that unification needed.
+    Returns the woven diagram (with its placeholder sizes adopted from ``target``) and the
+    bindings that the *left* side needs (its bare-symbol sizes that ``diagram`` fixes).
     """
+    fitted, left_map, _ = _fit(diagram, target, left)
+    return fitted, left_map
+
+
+Maps = tuple[Diagram, dict[sympy.Symbol, sympy.Expr], dict[sympy.Symbol, sympy.Expr]]
+
+
+def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
+    """Fit ``diagram`` to ``target``: returns it woven and substituted, the left side's map and its own map.
+
+    Sizes are unified per side: a bare symbol on the right (a placeholder such as ``x`` in
+    ``LayerNorm("c x")``) adopts the left's size *within the right diagram only*; a bare symbol
+    on the left adopts the right's size on the left.  A parallel composition is fitted part by
+    part, so each part is woven only over the axes its own segments carry.
+    """
+    if isinstance(diagram, Par) and len(diagram.dom) == len(target) and not diagram.dom.same(target):
+        parts: list[Diagram] = []
+        left_map: dict[sympy.Symbol, sympy.Expr] = {}
+        offset = 0
+        for part in diagram.parts:
+            n = len(part.dom)
+            piece = Type(target.segments[offset : offset + n])
+            fitted, lm, _ = _fit(part, piece.subs(left_map), left)
+            for key, value in lm.items():
+                if key in left_map and not sizes_equal(left_map[key], value):
+                    raise mismatch(left or Identity(target), diagram,
+                                   f"size {key} would be {size_text(left_map[key])} and {size_text(value)} at once")
+                left_map[key] = value
+            parts.append(fitted)
+            offset += n
+        return Par.of(*parts), left_map, {}
     ctx = left if left is not None else Identity(target)
     dom = diagram.dom
     if len(dom) != len(target):
         raise mismatch(ctx, diagram, f"the first gives {len(target)} segment(s), the second takes {len(dom)}")
-    mapping: dict[sympy.Symbol, sympy.Expr] = {}
+    mapping: dict[sympy.Symbol, sympy.Expr] = {}  # the right side's placeholders
+    left_mapping: dict[sympy.Symbol, sympy.Expr] = {}
     prefix: list[Axis] = []
     suffix: list[Axis] = []
     carried: list[dict[str, int]] = []  # per segment: woven axis name -> index in target segment
@@ -90,9 +122,10 @@ def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Di
             if h_index is None:
                 continue
             a, b = want.axes[t_index], have.axes[h_index]
-            _unify(a, b, mapping, ctx, diagram)
+            _unify_sizes(a.size, b.size, left_mapping, mapping, ctx, diagram, f"axis {a.name}")
         if want.dtype == "index" and not sizes_equal(want.range, have.range):  # type: ignore[arg-type]
-            _unify_sizes(want.range, have.range, mapping, ctx, diagram, f"the index range of segment {j}")  # type: ignore[arg-type]
+            _unify_sizes(want.range, have.range, left_mapping, mapping, ctx, diagram,  # type: ignore[arg-type]
+                         f"the index range of segment {j}")
         used = [i for i, h in enumerate(matched) if h is not None]
         extras: dict[str, int] = {}
         for i, h in enumerate(matched):
@@ -115,10 +148,10 @@ def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Di
             else:
                 side.append(axis)
         carried.append(extras)
-    woven = prefix + suffix
-    if not woven:
-        return diagram, mapping
+    woven = [a.subs(left_mapping) for a in prefix + suffix]
     result = diagram.subs(mapping) if mapping else diagram
+    if not woven:
+        return result, left_mapping, mapping
     own_cod = [list(seg.names) for seg in result.cod]
     # Final layouts: inputs exactly as in target; outputs prefix + own + suffix.
     final_cod = [[a.name for a in prefix] + names + [a.name for a in suffix] for names in own_cod]
@@ -135,8 +168,8 @@ def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Di
         cod_pos = []
         for j, names in enumerate(final_cod):
             cod_pos.append(_slot(names, own_cod[j], len(prefix), axis.name, inner_names))
-        result = Weave(result, axis.subs(mapping), tuple(dom_pos), tuple(cod_pos))
-    return result, mapping
+        result = Weave(result, axis, tuple(dom_pos), tuple(cod_pos))
+    return result, left_mapping, mapping
 
 
 def _is_woven_slot(k: int, names: list[str], own: list[str], n_prefix: int) -> bool:
@@ -170,19 +203,22 @@ def _match(want: Segment, have: Segment) -> list[int | None] | None:
     return result
 
 
-def _unify(a: Axis, b: Axis, mapping: dict[sympy.Symbol, sympy.Expr], left: Diagram, right: Diagram) -> None:
-    _unify_sizes(a.size, b.size, mapping, left, right, f"axis {a.name}")
-
-
 def _unify_sizes(
-    a: sympy.Expr, b: sympy.Expr, mapping: dict[sympy.Symbol, sympy.Expr], left: Diagram, right: Diagram, what: str
+    a: sympy.Expr,
+    b: sympy.Expr,
+    left_map: dict[sympy.Symbol, sympy.Expr],
+    right_map: dict[sympy.Symbol, sympy.Expr],
+    left: Diagram,
+    right: Diagram,
+    what: str,
 ) -> None:
-    a2, b2 = a.xreplace(mapping), b.xreplace(mapping)
+    """Make size ``a`` (left) and ``b`` (right) equal, adopting a bare symbol on either side."""
+    a2, b2 = a.xreplace(left_map), b.xreplace(right_map)
     if sizes_equal(a2, b2):
         return
-    if isinstance(b2, sympy.Symbol) and b2 not in a2.free_symbols:
-        mapping[b2] = a2
+    if isinstance(b2, sympy.Symbol):
+        right_map[b2] = a2
     elif isinstance(a2, sympy.Symbol) and a2 not in b2.free_symbols:
-        mapping[a2] = b2
+        left_map[a2] = b2
     else:
         raise mismatch(left, right, f"{what} has size {size_text(a)} in the first and {size_text(b)} in the second")

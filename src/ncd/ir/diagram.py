@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
@@ -146,26 +146,37 @@ class Diagram:
 
         return to_svg(self)
 
+    def _repr_html_(self) -> str:
+        """The interactive viewer in a notebook (a sandboxed iframe; works offline)."""
+        from ncd.viewer import notebook_html
+
+        return notebook_html(self)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {describe(self)}: {self.dom} -> {self.cod}>"
 
 
-def describe(diagram: Diagram) -> str:
-    """A short name for messages: the box label, block name, or node kind."""
+def describe(diagram: Diagram, end: Literal["input", "output"] = "output") -> str:
+    """A short name for messages: the box label (and the user's line that built it), block name, or node kind.
+
+    ``end`` says which end of a composite matters: its ``input`` (the first box, for the
+    right-hand side of ``>>``) or its ``output`` (the last box, for the left-hand side).
+    """
     if isinstance(diagram, Box):
         text = diagram.text()
         return text + (f" (built at {diagram.source})" if diagram.source else "")
     if isinstance(diagram, Block):
-        return f"block {diagram.name!r}"
+        return f"block {diagram.name!r} ({'starting' if end == 'input' else 'ending'} with {describe(diagram.body, end)})"
     if isinstance(diagram, Repeat):
-        return f"repeat {diagram.name or diagram.var!r}"
+        return f"repeat {diagram.name or diagram.var!r} of {describe(diagram.body, end)}"
     if isinstance(diagram, Seq):
-        return describe(diagram.parts[-1])
+        return describe(diagram.parts[0] if end == "input" else diagram.parts[-1], end)
     if isinstance(diagram, Weave):
-        return describe(diagram.inner) + f" woven over {diagram.axis.name}"
+        return describe(diagram.inner, end) + f" woven over {diagram.axis.name}"
     if isinstance(diagram, Par):
-        return " @ ".join(describe(p) for p in diagram.parts)
-    return f"identity on '{diagram.dom}'"
+        return " @ ".join(describe(p, end) for p in diagram.parts)
+    source = getattr(diagram, "source", None)
+    return f"identity on '{diagram.dom}'" + (f" (built at {source})" if source else "")
 
 
 def _set(node: Any, **values: Any) -> None:
@@ -178,19 +189,21 @@ class Identity(Diagram):
     """Wires passing straight through."""
 
     type: Type
+    source: SourceLocation | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _set(self, dom=self.type, cod=self.type)
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
-        return Identity(self.type.subs(mapping))
+        return Identity(self.type.subs(mapping), self.source)
 
     def _own_symbols(self) -> set[sympy.Symbol]:
         return self.type.free_symbols
 
     @staticmethod
     def of(type_: TypeLike) -> Identity:
-        return Identity(as_type(type_))
+        """Identity wires on ``type_`` (text such as ``"b t m"``), recording the user's line."""
+        return Identity(as_type(type_), user_location())
 
 
 @dataclass(frozen=True, repr=False)

@@ -13,9 +13,12 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
-from typing import Any
+import types
+import typing
+from typing import Any, Literal, Union
 
 import sympy
 
@@ -29,15 +32,20 @@ __all__ = ["to_json", "load_json", "FORMAT", "VERSION", "encode"]
 
 FORMAT = "ncd.diagram"
 VERSION = 1
-FAMILIES = ("elementwise", "linear", "softmax", "structure", "normalization", "convolution", "movement", "attention", "opaque")
+#: A file nested deeper than this (diagram nodes plus tagged values) is refused, not recursed into.
+MAX_DEPTH = 200
+#: Whole numbers in primitive fields are bounded (a copy count of 10**12 would exhaust memory).
+MAX_INT = 2**20
 
 
 def _load_families() -> None:
-    for family in FAMILIES:
-        try:
-            importlib.import_module(f"ncd.prims.{family}")
-        except ModuleNotFoundError:
-            pass
+    """Import every primitive family shipped in ``ncd.prims`` (our own modules, by directory listing)."""
+    import pkgutil
+
+    import ncd.prims
+
+    for info in pkgutil.iter_modules(ncd.prims.__path__):
+        importlib.import_module(f"ncd.prims.{info.name}")
 
 
 # -- encoding ------------------------------------------------------------------------
@@ -98,8 +106,16 @@ def to_json(d: Diagram, indent: int | None = None) -> str:
 
 # -- decoding ------------------------------------------------------------------------
 class _Reader:
+    def __init__(self) -> None:
+        self.depth = 0
+
     def fail(self, path: str, message: str) -> SchemaError:
         return SchemaError(f"invalid diagram JSON at {path}: {message}")
+
+    def enter(self, path: str) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(path, f"the file is nested more than {MAX_DEPTH} levels deep")
 
     def obj(self, x: Any, path: str, *keys: str) -> dict[str, Any]:
         if not isinstance(x, dict):
@@ -120,28 +136,39 @@ class _Reader:
         return x
 
     def size(self, x: Any, path: str) -> sympy.Expr:
+        text = self.text(x, path)
         try:
-            return size(self.text(x, path))
+            return size(text)
         except NCDError as e:
             raise self.fail(path, str(e)) from None
 
     def value(self, x: Any, path: str) -> Any:
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
+        self.enter(path)
+        try:
+            return self._value(x, path)
+        except SchemaError:
+            raise
+        except NCDError as e:
+            raise self.fail(path, str(e)) from None
+        finally:
+            self.depth -= 1
+
+    def _value(self, x: Any, path: str) -> Any:
         if isinstance(x, list):
             raise self.fail(path, "bare lists are not allowed; tuples are tagged {'tuple': [...]}")
         o = self.obj(x, path)
         if "axis" in o:
-            parts = tuple(self.value(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts", []), path)))
+            parts = tuple(self.value(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts", []), f"{path}.parts")))
             role = o.get("role", "feature")
             if role not in ("feature", "item"):
                 raise self.fail(path, f"unknown axis role {role!r}")
-            try:
-                return Axis(self.text(o["axis"], path), self.size(o.get("size"), f"{path}.size"), role, parts)
-            except NCDError as e:
-                raise self.fail(path, str(e)) from None
+            if not all(isinstance(p, Axis) for p in parts):
+                raise self.fail(f"{path}.parts", "the parts of a bound axis are axes")
+            return Axis(self.text(o["axis"], f"{path}.axis"), self.size(o.get("size"), f"{path}.size"), role, parts)
         if "segment" in o:
-            axes = tuple(self.value(a, f"{path}.segment[{i}]") for i, a in enumerate(self.list(o["segment"], path)))
+            axes = tuple(self.value(a, f"{path}.segment[{i}]") for i, a in enumerate(self.list(o["segment"], f"{path}.segment")))
             if not all(isinstance(a, Axis) for a in axes):
                 raise self.fail(path, "a segment holds axes only")
             dtype = o.get("dtype", "float")
@@ -150,17 +177,24 @@ class _Reader:
             rng = self.size(o["range"], f"{path}.range") if o.get("range") is not None else None
             return Segment(axes, dtype, rng)
         if "type" in o:
-            segs = tuple(self.value(s, f"{path}.type[{i}]") for i, s in enumerate(self.list(o["type"], path)))
+            segs = tuple(self.value(s, f"{path}.type[{i}]") for i, s in enumerate(self.list(o["type"], f"{path}.type")))
             if not all(isinstance(s, Segment) for s in segs):
                 raise self.fail(path, "a type holds segments only")
             return Type(segs)
         if "size" in o:
             return self.size(o["size"], f"{path}.size")
         if "tuple" in o:
-            return tuple(self.value(v, f"{path}[{i}]") for i, v in enumerate(self.list(o["tuple"], path)))
+            return tuple(self.value(v, f"{path}.tuple[{i}]") for i, v in enumerate(self.list(o["tuple"], f"{path}.tuple")))
         raise self.fail(path, f"unknown value with keys {sorted(o)}")
 
     def diagram(self, x: Any, path: str) -> Diagram:
+        self.enter(path)
+        try:
+            return self._diagram(x, path)
+        finally:
+            self.depth -= 1
+
+    def _diagram(self, x: Any, path: str) -> Diagram:
         o = self.obj(x, path, "node")
         kind = o["node"]
         try:
@@ -172,17 +206,23 @@ class _Reader:
             if kind == "box":
                 return self.box(o, path)
             if kind in ("seq", "par"):
-                parts = tuple(self.diagram(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts"), path)))
+                raw_parts = self.list(o.get("parts"), f"{path}.parts")
+                parts = tuple(self.diagram(p, f"{path}.parts[{i}]") for i, p in enumerate(raw_parts))
                 return Seq(parts) if kind == "seq" else Par(parts)
             if kind == "weave":
                 axis = self.value(o.get("axis"), f"{path}.axis")
                 if not isinstance(axis, Axis):
                     raise self.fail(path, "weave needs an axis")
-                dom_pos = tuple(self._pos(p, f"{path}.dom_pos", True) for p in self.list(o.get("dom_pos"), path))
-                cod_pos = tuple(self._pos(p, f"{path}.cod_pos", False) for p in self.list(o.get("cod_pos"), path))
+                raw_dom, raw_cod = self.list(o.get("dom_pos"), f"{path}.dom_pos"), self.list(o.get("cod_pos"), f"{path}.cod_pos")
+                dom_pos = tuple(self._pos(p, f"{path}.dom_pos[{i}]", True) for i, p in enumerate(raw_dom))
+                cod_pos = tuple(self._pos(p, f"{path}.cod_pos[{i}]", False) for i, p in enumerate(raw_cod))
                 return Weave(self.diagram(o.get("inner"), f"{path}.inner"), axis, dom_pos, cod_pos)  # type: ignore[arg-type]
             if kind == "block":
                 meta = self.value(o.get("meta", {"tuple": []}), f"{path}.meta")
+                if not isinstance(meta, tuple) or not all(
+                    isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) for m in meta
+                ):
+                    raise self.fail(f"{path}.meta", "expected a tuple of (key, value) pairs")
                 return Block(self.diagram(o.get("body"), f"{path}.body"), self.text(o.get("name"), f"{path}.name"), meta)
             if kind == "repeat":
                 name = o.get("name")
@@ -213,6 +253,15 @@ class _Reader:
         if unknown:
             raise self.fail(f"{path}.fields", f"primitive {op!r} has no field(s) {sorted(unknown)}")
         fields = {k: self.value(v, f"{path}.fields.{k}") for k, v in raw.items()}
+        hints = _field_hints(cls)
+        for k, v in fields.items():
+            if k in hints and not _conforms(v, hints[k]):
+                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {_hint_text(hints[k])}, found {_short(v)}")
+            if not _small_ints(v):
+                raise self.fail(f"{path}.fields.{k}", f"whole numbers in primitive fields must lie within ±{MAX_INT}")
+        label = o.get("label")
+        if label is not None and not isinstance(label, str):
+            raise self.fail(f"{path}.label", f"expected a string, found {type(label).__name__}")
         try:
             prim = cls(**fields)
             box = Box(prim, o.get("label"), None)
@@ -223,10 +272,66 @@ class _Reader:
         source = o.get("source")
         if source is not None:
             src = self.list(source, f"{path}.source")
-            if len(src) != 3 or not isinstance(src[1], int):
+            if len(src) != 3 or not isinstance(src[0], str) or isinstance(src[1], bool) or not isinstance(src[1], int) \
+                    or not isinstance(src[2], str):
                 raise self.fail(f"{path}.source", "expected [file, line, function]")
             box = Box(box.prim, box.label, SourceLocation(str(src[0]), src[1], str(src[2])))
         return box
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    """The resolved type annotations of a primitive's fields (empty if they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation we cannot resolve: the constructor's own checks remain
+        return {}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a decoded field value has the annotated type (unknown annotations accept anything)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, h) for h in args)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_conforms(v, h) for v, h in zip(value, args)))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        if issubclass(hint, sympy.Basic):
+            return isinstance(value, sympy.Basic)
+        return isinstance(value, hint)
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hint_text(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("sympy.core.expr.", "")
+
+
+def _small_ints(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_small_ints(v) for v in value)
+    return not isinstance(value, int) or isinstance(value, bool) or abs(value) <= MAX_INT
 
 
 def load_json(text: str) -> Diagram:
@@ -234,7 +339,7 @@ def load_json(text: str) -> Diagram:
     _load_families()
     try:
         data = json.loads(text)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise SchemaError(f"invalid diagram JSON: {e}") from None
     reader = _Reader()
     top = reader.obj(data, "$", "format", "version", "diagram")

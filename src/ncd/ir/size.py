@@ -35,6 +35,11 @@ def symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name, positive=True)
 
 
+#: Limits that keep hostile text (JSON files, CLI arguments) cheap to read.
+MAX_TEXT = 1000
+MAX_DEPTH = 64
+MAX_BITS = 4096  # numbers larger than 2**MAX_BITS are refused, not computed
+
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|([A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*)|(\*\*|[-+*/^()]))")
 
 
@@ -44,18 +49,29 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_TEXT:
+            raise ParseError(f"cannot read size {text[:40]!r}...: it is longer than {MAX_TEXT} characters")
+        self.depth = 0
         self.tokens: list[tuple[str, str]] = []
+        self.positions: list[int] = []
         pos = 0
         while pos < len(text):
             if text[pos:].strip() == "":
                 break
             match = _TOKEN.match(text, pos)
+            start = len(text) - len(text[pos:].lstrip())
             if not match:
-                raise ParseError(f"cannot read size {text!r}: unexpected character {text[pos:].strip()[0]!r} at position {pos}")
+                raise ParseError(f"cannot read size {text!r}: unexpected character {text[start]!r} at position {start}")
             number, name, op = match.groups()
             self.tokens.append(("num", number) if number else ("name", name) if name else ("op", op))
+            self.positions.append(start)
             pos = match.end()
         self.index = 0
+
+    def where(self, index: int | None = None) -> str:
+        """`` at position N`` for token ``index`` (default: the current one), or the end of the text."""
+        k = self.index if index is None else index
+        return f" at position {self.positions[k] if k < len(self.positions) else len(self.text)}"
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -72,7 +88,7 @@ class _Parser:
             raise ParseError(f"cannot read size {self.text!r}: it is empty")
         value = self.sum()
         if self.peek() is not None:
-            raise ParseError(f"cannot read size {self.text!r}: unexpected {self.peek()[1]!r}")  # type: ignore[index]
+            raise ParseError(f"cannot read size {self.text!r}: unexpected {self.peek()[1]!r}{self.where()}")  # type: ignore[index]
         return value
 
     def sum(self) -> sympy.Expr:
@@ -96,20 +112,28 @@ class _Parser:
                 return value
 
     def unary(self) -> sympy.Expr:
-        if self.take("-"):
-            return -self.unary()
-        return self.power()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError(f"cannot read size {self.text!r}: it is nested more than {MAX_DEPTH} deep")
+        try:
+            if self.take("-"):
+                return -self.unary()
+            return self.power()
+        finally:
+            self.depth -= 1
 
     def power(self) -> sympy.Expr:
         base = self.atom()
         if self.take("**") or self.take("^"):
-            return base ** self.unary()
+            exponent = self.unary()
+            _check_power(self.text, base, exponent)
+            return base**exponent
         return base
 
     def atom(self) -> sympy.Expr:
         token = self.peek()
         if token is None:
-            raise ParseError(f"cannot read size {self.text!r}: it ends too early")
+            raise ParseError(f"cannot read size {self.text!r}: it ends too early{self.where()}")
         self.index += 1
         kind, text = token
         if kind == "num":
@@ -118,20 +142,42 @@ class _Parser:
             if text == "sqrt" and self.take("("):
                 inner = self.sum()
                 if not self.take(")"):
-                    raise ParseError(f"cannot read size {self.text!r}: missing ')'")
+                    raise ParseError(f"cannot read size {self.text!r}: missing ')'{self.where()}")
                 return sympy.sqrt(inner)
             return symbol(text)
         if text == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ParseError(f"cannot read size {self.text!r}: it is nested more than {MAX_DEPTH} deep")
             inner = self.sum()
+            self.depth -= 1
             if not self.take(")"):
-                raise ParseError(f"cannot read size {self.text!r}: missing ')'")
+                raise ParseError(f"cannot read size {self.text!r}: missing ')'{self.where()}")
             return inner
-        raise ParseError(f"cannot read size {self.text!r}: unexpected {text!r}")
+        raise ParseError(f"cannot read size {self.text!r}: unexpected {text!r}{self.where(self.index - 1)}")
+
+
+def _check_power(text: str, base: sympy.Expr, exponent: sympy.Expr) -> None:
+    """Refuse powers whose value would be astronomically large (sympy computes them eagerly)."""
+    if not exponent.is_number or (base.is_number and abs(base) in (sympy.Integer(0), sympy.Integer(1))):
+        return
+    bits = abs(exponent)
+    if bits <= MAX_BITS and base.is_number:
+        bits = bits * abs(sympy.log(abs(base), 2))
+    if bits > MAX_BITS:
+        raise ParseError(f"cannot read size {text!r}: the power is too large to be a size")
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> sympy.Expr:
-    return sympy.nsimplify(_Parser(text).parse(), rational=True) if "." in text else _Parser(text).parse()
+    value = _Parser(text).parse()
+    if "." in text:
+        value = sympy.nsimplify(value, rational=True)
+    if value.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise ParseError(f"cannot read size {text!r}: it divides by zero or is infinite")
+    if value.is_real is False:
+        raise ParseError(f"cannot read size {text!r}: it is not a real number")
+    return value
 
 
 def size(value: SizeLike) -> sympy.Expr:

@@ -141,7 +141,8 @@ class Codegen:
 
     def _render_class(self, em: ClassEmitter, body: Diagram, inputs: list[Value], outputs: list[Value]) -> str:
         args = ", ".join(["self"] + [v.var for v in inputs] + (["store=None"] if em.uses_store else []))
-        lines = [f"class {em.name}(nn.Module):", f'    """{em.doc}: {body.dom} -> {body.cod}"""', ""]
+        doc = _docstring_text(f"{em.doc}: {body.dom} -> {body.cod}")
+        lines = [f"class {em.name}(nn.Module):", f'    """{doc}"""', ""]
         lines += ["    def __init__(self):", "        super().__init__()"]
         lines += ["        " + line for line in em.init]
         lines += ["", f"    def forward({args}):"]
@@ -253,7 +254,7 @@ class Codegen:
         self._track_store(box)
         em.uses_store = em.uses_store or isinstance(box.prim, (SaveOp, LoadOp))
         out_types = _woven_cod(box, woven)
-        if not woven or entry.weave_aware:
+        if not woven or (entry.weave_aware and _uniform_weave(box, woven)):
             ctx = RuleContext(box, list(values), woven, [seg.axes for seg in out_types], em)
             try:
                 exprs = entry.fn(ctx)
@@ -340,6 +341,34 @@ def _markers(n_own: int, positions: list[int | None]) -> list[tuple[str, int]]:
     return layout
 
 
+def _uniform_weave(box: Box, woven: tuple[Woven, ...]) -> bool:
+    """Whether every woven axis keeps its place (before or after the box's own axes, in the same order)
+    in every input that carries it and in every output.
+
+    Weave-aware rules are written for such weaves (the ones composition builds); any other
+    weave — an axis that moves, or sits between the box's own axes — is lowered generically.
+    """
+
+    def sides(n_own: int, positions: list[int | None]) -> list[tuple[int, str]] | None:
+        layout = _markers(n_own, positions)
+        own = [i for i, (kind, _) in enumerate(layout) if kind == "own"]
+        result = []
+        for i, (kind, w) in enumerate(layout):
+            if kind != "woven":
+                continue
+            if own and own[0] < i < own[-1]:
+                return None
+            result.append((w, "before" if not own or i < own[0] else "after"))
+        return result
+
+    layouts = [sides(len(seg), [w.dom_pos[j] for w in woven]) for j, seg in enumerate(box.dom)]
+    layouts += [sides(len(seg), [w.cod_pos[j] for w in woven]) for j, seg in enumerate(box.cod)]
+    if any(layout is None for layout in layouts):
+        return False
+    full = max(layouts, key=len)  # type: ignore[arg-type]
+    return all(layout == [x for x in full if x in layout] for layout in layouts)  # type: ignore[union-attr,operator]
+
+
 def _woven_cod(box: Box, woven: tuple[Woven, ...]) -> Type:
     segs = list(box.cod)
     for w in reversed(woven):
@@ -349,6 +378,11 @@ def _woven_cod(box: Box, woven: tuple[Woven, ...]) -> Type:
 
 def _slot_name(key: str, index: object) -> str:
     return key if index is None else f"{key}_{evaluate(index, what=f'index of {key}')}"  # type: ignore[arg-type]
+
+
+def _docstring_text(text: str) -> str:
+    """``text`` made safe inside a one-line docstring (block names come from user files)."""
+    return "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text)
 
 
 def _input_name(count: int, j: int) -> str:

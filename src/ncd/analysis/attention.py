@@ -1,0 +1,119 @@
+"""Attention: the masks' rules, and the cost of the fused ``scaled_dot_product_attention``.
+
+Lowering fuses softmax-then-contract attention into ``F.scaled_dot_product_attention``
+(``ncd.torch.fusion``), so the cost walk does too, on the same pattern.  Costs are those of
+PyTorch's *math* backend (the one ``FlopCounterMode`` can see; measure under
+``sdpa_kernel(SDPBackend.MATH)``): two batched products of ``2·B·L·S·E`` and ``2·B·L·S·Ev``
+FLOPs, each repeated twice backward; autograd keeps the scaled queries and keys (new
+tensors), the attention weights, and the values folded to ``(B, S, Ev)`` (a view when
+their batch axes are adjacent in memory, a copy otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+
+from ncd.analysis.cost import BoxCost, CostContext, Metrics
+from ncd.analysis.layout import Tensor, mergeable, numel
+from ncd.analysis.tables import cost_rule
+from ncd.ir.diagram import Diagram
+from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
+
+__all__ = ["match", "fused_attention"]
+
+from ncd.analysis.tables import _PRIMES  # noqa: E402
+
+
+def match(parts: list[Diagram], k: int) -> tuple[int, Any] | None:
+    """The attention pattern lowering fuses at ``parts[k:]`` (recognised on dummy sizes if unbound)."""
+    from ncd.ir.diagram import Par, Weave
+    from ncd.torch import fusion
+
+    if not fusion.ENABLED:
+        return None
+    head = parts[k]
+    while isinstance(head, Weave):
+        head = head.inner
+    if not isinstance(head, Par):
+        return None
+    found = fusion._recognise(parts, k)
+    if found is not None:
+        return found
+    window = parts[k: k + 8]
+    free = sorted({s for p in window for s in p.free_symbols}, key=str)
+    if not free or len(free) > len(_PRIMES):
+        return None
+    dummy = {str(s): n for s, n in zip(free, _PRIMES)}
+    return fusion._recognise([p.bind(**dummy) for p in window], 0)
+
+
+def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor]) -> list[Tensor]:
+    q, k, v = values[0], values[1], values[-1]
+    sizes = {a.name: a.size for t in values for a in t.axes}
+    for part in parts:
+        for seg in list(part.dom) + list(part.cod):
+            for a in seg:
+                sizes.setdefault(a.name, a.size)
+    frame = [a for a in q.axes if a.name not in pattern.q]
+    batch = [a.name for a in frame] + list(pattern.batch)
+
+    def product(names: list[str]) -> sympy.Expr:
+        result = sympy.Integer(1)
+        for n in names:
+            result = result * sizes[n]
+        return result
+
+    B, L, S = product(batch), product(pattern.query), sizes[pattern.key]
+    E, Ev = product(pattern.contracted), product(pattern.value)
+    walker.step += 1
+    for t in values:
+        walker.last[t.storage] = walker.step
+    metrics = Metrics()
+    out_axes = tuple(frame) + tuple(parts[-1].cod[0].axes)
+    ctx = CostContext(parts[0], list(values), (), [out_axes], walker, metrics)  # type: ignore[arg-type]
+    flops = 2 * B * L * S * (E + Ev)
+    ctx.matmul(flops, 2 * flops)
+    scores = B * L * S
+    ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
+              q.numel + k.numel + 4 * scores)
+    ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
+    ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
+    folded = v if mergeable(v.order, [batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
+    ctx.save(folded)
+    out = ctx.new(out_axes, tuple(batch + list(pattern.query) + list(pattern.value)), grad=True)
+    walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
+    return [out]
+
+
+def _axis(t: Tensor, name: str) -> Any:
+    return next(a for a in t.axes if a.name == name)
+
+
+# -- masks ---------------------------------------------------------------------------------
+@cost_rule(CausalMaskOp)
+def cost_causal_mask(ctx: CostContext) -> list[Tensor]:
+    """``masked_fill`` with a fresh ``triu`` mask: autograd keeps the (boolean) mask."""
+    x = ctx.inputs[0]
+    prim = ctx.prim
+    if x.grad:
+        ctx.save(ctx.new((prim.query, prim.key), grad=False, dtype="bool"))
+    else:
+        ctx.new((prim.query, prim.key), grad=False, dtype="bool")
+    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+@cost_rule(PaddingMaskOp)
+def cost_padding_mask(ctx: CostContext) -> list[Tensor]:
+    """``masked_fill(~mask)``: autograd keeps the negated mask (a new boolean tensor)."""
+    x, mask = ctx.inputs
+    inverted = ctx.new(mask.axes, mask.order, grad=False, dtype="bool")
+    if x.grad:
+        ctx.save(inverted)
+    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+_ = numel

@@ -1,0 +1,357 @@
+"""Reverse mode as a diagram: ``ncd.backward(diagram)``.
+
+The paper's reading of backpropagation: derivatives are linear maps, so the backward pass
+is itself a diagram — the transposes of the linear wirings, the broadcast derivatives of
+elementwise maps, sums over broadcast axes where an input was shared, with the forward
+values it needs as explicit inputs.  It is built compositionally:
+
+* a box ``f`` has a backward rule (``ncd.analysis.<family>``) giving the values it needs
+  stored (inputs, outputs, weights) and a diagram ``(stored, ∂out) -> (∂in, ∂weights)``;
+* ``f >> g`` runs ``g``'s backward, then ``f``'s; ``f @ g`` runs both side by side;
+* ``f`` woven over ``c`` gives ``f``'s backward woven over ``c``, followed by a sum over
+  ``c`` for every input that was shared (and for every weight);
+* a block gives a block (``"<name> backward"``), a repetition its iterations in reverse.
+
+:func:`plan` also returns the *forward diagram with residuals* — the forward pass that
+outputs, beside its results, every stored value — so the two run as modules.
+
+>>> import ncd
+>>> d = ncd.Identity.of("b m") >> ncd.Linear("m -> n") >> ncd.Tanh()
+>>> back = ncd.backward(d)
+>>> str(back.dom), str(back.cod)
+('b m, n m, b n, b n', 'b m, n m')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ncd.analysis.tables import AnalysisError, backward_entry
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
+from ncd.prims.derivative import ZerosOp
+from ncd.prims.linear import EinsumOp
+from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
+
+__all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types"]
+
+
+@dataclass(frozen=True)
+class BoxBackward:
+    """A box's backward rule result.
+
+    ``stored``: what it needs, in order — ``("in", j)``, ``("out", j)`` or ``("param", name)``;
+    ``diagram``: ``(stored..., ∂cod) -> (∂dom, ∂params...)`` (only float segments have cotangents);
+    ``grads``: the parameter name of each trailing output of ``diagram``.
+    """
+
+    stored: tuple[tuple[str, int | str], ...]
+    diagram: Diagram
+    grads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stored:
+    segment: Segment
+    kind: str  # "value" or "param"
+    port: tuple[str, int] | None
+    box: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Grad:
+    segment: Segment
+    box: int
+    name: str
+
+
+@dataclass
+class _Part:
+    forward: Diagram  # A -> (B, stored values)
+    back: Diagram  # (stored entries, ∂B) -> (∂A, grads)
+    stored: list[Stored] = field(default_factory=list)
+    grads: list[Grad] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[Stored]:
+        return [s for s in self.stored if s.kind == "value"]
+
+
+def types(segments: Sequence[Segment]) -> Type:
+    return Type(tuple(segments))
+
+
+def cot(t: Type) -> Type:
+    """The cotangent type: the float segments of ``t`` (indices and masks have no gradient)."""
+    return Type(tuple(s for s in t if s.dtype == "float"))
+
+
+def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
+    """Copies, deletions and a crossing taking ``segments`` to ``[segments[k] for k in picks]``."""
+    parts: list[Diagram] = []
+    produced: list[int] = []
+    for k, seg in enumerate(segments):
+        count = list(picks).count(k)
+        t = Type((seg,))
+        if count == 0:
+            parts.append(Box(DeleteOp(t)))
+        elif count == 1:
+            parts.append(Identity(t))
+            produced.append(k)
+        else:
+            parts.append(Box(CopyOp(t, count)))
+            produced.extend([k] * count)
+    result = Par.of(*parts) if parts else Identity(Type(()))
+    used = [False] * len(produced)
+    perm = []
+    for k in picks:
+        i = next(i for i, p in enumerate(produced) if p == k and not used[i])
+        used[i] = True
+        perm.append(i)
+    if perm != list(range(len(perm))):
+        result = Seq.of(result, Box(SwapOp(result.cod, tuple(perm))))
+    return result
+
+
+def woven_scalar(box: Box, segment: Segment) -> Diagram:
+    """A box on scalars (``add``, ``multiply``, ``f′``) broadcast over every axis of ``segment``."""
+    result: Diagram = box
+    for axis in reversed(segment.axes):
+        result = Weave(result, axis, tuple(0 for _ in box.dom), tuple(0 for _ in box.cod))
+    return result
+
+
+def sum_over(segment: Segment, position: int, axis: Axis) -> Diagram:
+    """Sum the ``axis`` at ``position`` of ``segment`` away (an einsum with one input)."""
+    return Box(EinsumOp(Type((segment.insert(position, axis),)), segment))
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.boxes = 0
+        self.loads: dict[str, int] = {}
+
+    def load_key(self, slot: str) -> str:
+        """A fresh slot for the cotangent of one load of ``slot`` (seen before its save, in reverse)."""
+        count = self.loads.get(slot, 0)
+        self.loads[slot] = count + 1
+        return f"∂{slot}#{count}"
+
+    def saved_keys(self, slot: str) -> list[str]:
+        count = self.loads.pop(slot, 0)
+        return [f"∂{slot}#{k}" for k in range(count)]
+
+    # -- the compositional rules ----------------------------------------------------------
+    def diff(self, node: Diagram) -> _Part:
+        if isinstance(node, Identity):
+            return _Part(node, Identity(cot(node.type)))
+        if isinstance(node, Box):
+            return self.box(node)
+        if isinstance(node, Seq):
+            parts = [self.diff(p) for p in reversed(node.parts)][::-1]
+            result = parts[0]
+            for nxt in parts[1:]:
+                result = _then(result, nxt)
+            return result
+        if isinstance(node, Par):
+            parts = [self.diff(p) for p in reversed(node.parts)][::-1]
+            result = parts[0]
+            for nxt in parts[1:]:
+                result = _beside(result, nxt)
+            return result
+        if isinstance(node, Weave):
+            return self.weave(node)
+        if isinstance(node, Block):
+            inner = self.diff(node.body)
+            return _Part(Block(inner.forward, node.name, node.meta), Block(inner.back, f"{node.name} backward"),
+                         [replace(s, port=None) for s in inner.stored], inner.grads)
+        if isinstance(node, Repeat):
+            if node.start.free_symbols or node.stop.free_symbols:
+                names = ", ".join(sorted(str(s) for s in node.start.free_symbols | node.stop.free_symbols))
+                raise AnalysisError(f"backward of {describe(node)}: bind its repetition count first ({names})")
+            steps = [node.iteration(i) for i in range(int(node.start), int(node.stop))]
+            return self.diff(Seq.of(*steps) if len(steps) > 1 else steps[0])
+        raise AnalysisError(f"no backward for diagram node {type(node).__name__}")
+
+    def box(self, box: Box) -> _Part:
+        rule = backward_entry(box.prim)
+        result: BoxBackward = rule(box, self)
+        index = self.boxes
+        self.boxes += 1
+        want = types(list(_stored_types(box, result)) + list(cot(box.cod)))
+        if not result.diagram.dom.same(want):
+            raise AnalysisError(f"backward rule of {box.prim.op} takes '{result.diagram.dom}', expected '{want}'")
+        stored = []
+        for (kind, which), seg in zip(result.stored, result.diagram.dom):
+            if kind == "param":
+                stored.append(Stored(seg, "param", None, index, str(which)))
+            else:
+                stored.append(Stored(seg, "value", (kind, int(which)), index))
+        n = len(cot(box.dom))
+        grads = [Grad(seg, index, name) for seg, name in zip(result.diagram.cod.segments[n:], result.grads)]
+        ports = [(k, int(w)) for k, w in result.stored if k != "param"]
+        return _Part(_box_forward(box, ports), result.diagram, stored, grads)
+
+    def weave(self, node: Weave) -> _Part:
+        inner = self.diff(node.inner)
+        chain: Diagram = node.inner
+        while isinstance(chain, Weave):
+            chain = chain.inner
+        on_box = isinstance(chain, Box)
+        c = node.axis
+
+        def position(s: Stored) -> int | None:
+            if s.kind == "param":
+                return None
+            if on_box and s.port is not None:
+                kind, j = s.port
+                p = node.dom_pos[j] if kind == "in" else node.cod_pos[j]
+                return 0 if p is None else p
+            return 0
+
+        positions = [position(s) for s in inner.stored]
+        float_dom = [j for j, seg in enumerate(node.inner.dom) if seg.dtype == "float"]
+        float_cod = [j for j, seg in enumerate(node.inner.cod) if seg.dtype == "float"]
+        if not inner.back.dom.segments:
+            if inner.grads:
+                raise AnalysisError(f"backward of {describe(node)}: weights without inputs cannot be woven")
+            back: Diagram = Box(ZerosOp(cot(node.dom)))
+        else:
+            dom_pos = tuple(positions) + tuple(node.cod_pos[j] for j in float_cod)
+            cod_pos = tuple(0 if node.dom_pos[j] is None else node.dom_pos[j] for j in float_dom) + (0,) * len(inner.grads)
+            woven = Weave(inner.back, c, dom_pos, cod_pos)  # type: ignore[arg-type]
+            sums = []
+            for k, seg in enumerate(inner.back.cod):
+                shared = k >= len(float_dom) or node.dom_pos[float_dom[k]] is None
+                sums.append(sum_over(seg, 0, c) if shared else Identity(Type((woven.cod[k],))))
+            back = Seq.of(woven, Par.of(*sums)) if sums else woven
+        values = [k for k, s in enumerate(inner.stored) if s.kind == "value"]
+        forward = Weave(inner.forward, c, node.dom_pos, tuple(node.cod_pos) + tuple(positions[k] for k in values))  # type: ignore[arg-type]
+        stored = [s if p is None else replace(s, segment=s.segment.insert(p, c), port=s.port if on_box else None)
+                  for s, p in zip(inner.stored, positions)]
+        return _Part(forward, back, stored, inner.grads)
+
+
+def _stored_types(box: Box, result: BoxBackward) -> list[Segment]:
+    out = []
+    for (kind, which), seg in zip(result.stored, result.diagram.dom):
+        if kind == "in":
+            out.append(box.dom[int(which)])
+        elif kind == "out":
+            out.append(box.cod[int(which)])
+        else:
+            out.append(seg)
+    return out
+
+
+def _box_forward(box: Box, ports: list[tuple[str, int]]) -> Diagram:
+    """``box`` followed by copies of the inputs and outputs its backward needs: ``A -> (B, stored)``."""
+    if not ports:
+        return box
+    a, b = list(box.dom), list(box.cod)
+    ins = [j for kind, j in ports if kind == "in"]
+    first = route(a, list(range(len(a))) + ins)
+    middle = Par.of(box, Identity(types([a[j] for j in ins])))
+    picks = list(range(len(b)))
+    extra = iter(range(len(b), len(b) + len(ins)))
+    for kind, j in ports:
+        picks.append(j if kind == "out" else next(extra))
+    return Seq.of(first, middle, route(b + [a[j] for j in ins], picks))
+
+
+def _then(p: _Part, q: _Part) -> _Part:
+    sv_p, sv_q = [s.segment for s in p.values], [s.segment for s in q.values]
+    c = list(q.forward.cod)[: len(q.forward.cod) - len(sv_q)]
+    n = len(c)
+    forward = Seq.of(
+        p.forward,
+        Par.of(q.forward, Identity(types(sv_p))),
+        route(c + sv_q + sv_p, list(range(n)) + [n + len(sv_q) + k for k in range(len(sv_p))] + [n + k for k in range(len(sv_q))]),
+    )
+    back = Seq.of(
+        Par.of(Identity(types([s.segment for s in p.stored])), q.back),
+        Par.of(p.back, Identity(types([g.segment for g in q.grads]))),
+    )
+    strip = [replace(s, port=None) for s in p.stored + q.stored]
+    return _Part(forward, back, strip, p.grads + q.grads)
+
+
+def _beside(p: _Part, q: _Part) -> _Part:
+    sv_p, sv_q = [s.segment for s in p.values], [s.segment for s in q.values]
+    b1 = list(p.forward.cod)[: len(p.forward.cod) - len(sv_p)]
+    b2 = list(q.forward.cod)[: len(q.forward.cod) - len(sv_q)]
+    order = b1 + sv_p + b2 + sv_q
+    n1, m1, n2 = len(b1), len(sv_p), len(b2)
+    picks = list(range(n1)) + [n1 + m1 + k for k in range(n2)] + [n1 + k for k in range(m1)] + \
+        [n1 + m1 + n2 + k for k in range(len(sv_q))]
+    forward = Seq.of(Par.of(p.forward, q.forward), route(order, picks))
+    s1, s2 = [s.segment for s in p.stored], [s.segment for s in q.stored]
+    g1, g2 = list(p.back.dom)[len(s1):], list(q.back.dom)[len(s2):]
+    dom = s1 + s2 + g1 + g2
+    a, b, c, d = len(s1), len(s2), len(g1), len(g2)
+    gather = route(dom, list(range(a)) + [a + b + k for k in range(c)] + [a + k for k in range(b)]
+                   + [a + b + c + k for k in range(d)])
+    out1, out2 = list(p.back.cod), list(q.back.cod)
+    x1, x2 = len(out1) - len(p.grads), len(out2) - len(q.grads)
+    cods = out1 + out2
+    scatter = route(cods, list(range(x1)) + [len(out1) + k for k in range(x2)] + [x1 + k for k in range(len(p.grads))]
+                    + [len(out1) + x2 + k for k in range(len(q.grads))])
+    back = Seq.of(gather, Par.of(p.back, q.back), scatter)
+    strip = [replace(s, port=None) for s in p.stored + q.stored]
+    return _Part(forward, back, strip, p.grads + q.grads)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The forward diagram with residuals, the backward diagram, and what their segments are.
+
+    ``forward``: ``A -> (B, stored values)``; ``backward``: ``(stored, ∂B) -> (∂A, ∂weights)``.
+    ``stored[k]`` is ``("value", v)`` (the ``v``-th stored output of ``forward``) or
+    ``("param", p, name)`` (parameter ``p`` of the lowered module, in ``parameters()`` order);
+    ``grads[k]`` is the index in ``parameters()`` of each weight gradient.
+    """
+
+    forward: Diagram
+    backward: Diagram
+    stored: tuple[tuple, ...]
+    grads: tuple[int, ...]
+
+
+def plan(diagram: Diagram) -> Plan:
+    """Differentiate ``diagram``: its forward-with-residuals and backward diagrams."""
+    builder = _Builder()
+    part = builder.diff(diagram)
+    keys = [(g.box, g.name) for g in part.grads]
+    stored: list[tuple] = []
+    value = 0
+    for s in part.stored:
+        if s.kind == "value":
+            stored.append(("value", value))
+            value += 1
+        else:
+            stored.append(("param", keys.index((s.box, s.name)), s.name))
+    name = diagram.name if isinstance(diagram, Block) else "Diagram"
+    meta = dict(diagram.meta) if isinstance(diagram, Block) else {}
+    roles_in = tuple(f"stored {r[1]}" if r[0] == "value" else f"param {r[1]} {r[2]}" for r in stored)
+    roles_in += tuple(f"cotangent {j}" for j in range(len(cot(diagram.cod))))
+    roles_out = tuple(f"input {j}" for j in range(len(cot(diagram.dom)))) + tuple(f"param {k}" for k in range(len(keys)))
+    back_body = part.back.body if isinstance(part.back, Block) and isinstance(diagram, Block) else part.back
+    fwd_body = part.forward.body if isinstance(part.forward, Block) and isinstance(diagram, Block) else part.forward
+    back_meta = dict(meta, inputs=roles_in, outputs=roles_out)
+    return Plan(
+        Block(fwd_body, name, tuple(sorted(meta.items()))),
+        Block(back_body, f"{name} backward", tuple(sorted(back_meta.items()))),
+        tuple(stored),
+        tuple(range(len(keys))),
+    )
+
+
+def backward(diagram: Diagram) -> Diagram:
+    """The reverse-mode diagram of ``diagram``: ``(stored values and weights, ∂outputs) -> (∂inputs, ∂weights)``.
+
+    Its block's ``meta`` names each input (``stored k``, ``param p weight``, ``cotangent j``)
+    and output (``input j``, ``param p``; ``p`` indexes the lowered module's ``parameters()``).
+    """
+    return plan(diagram).backward

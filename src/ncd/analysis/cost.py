@@ -1,0 +1,480 @@
+"""Exact costs read off a diagram: FLOPs, parameters, stored activations, peak memory.
+
+``ncd.cost(diagram, **sizes)`` walks the diagram the way the lowering does (same boxes,
+same woven axes, same order) and asks each primitive's cost rule (``ncd.analysis.<family>``)
+what the generated PyTorch does: the multiply-accumulates of its matrix products, its other
+arithmetic, and which tensors autograd keeps for the backward pass.  Every figure is a sympy
+formula in the axis sizes and, once the sizes are bound, a number.
+
+Conventions (see ``docs/backprop.md``):
+
+* A **multiply-accumulate** (MAC) is one ``a*b+c``; matrix-product FLOPs are ``2 x MACs``,
+  as ``torch.utils.flop_counter.FlopCounterMode`` counts them (``matmul`` below).
+* **Other FLOPs** are the elementwise, softmax and normalisation arithmetic that the
+  counter ignores: one per output element for ``+ x * relu ...`` and each elementary
+  function; softmax 4 per element forward and backward.  They are reported separately.
+* **Backward** computes the gradient of every float input and every parameter.
+* **Activation bytes** are the distinct storages autograd saves (parameters excluded),
+  float32 unless ``dtype`` says otherwise, indices int64, masks bool.
+* **Peak memory** is the largest total of live storages during the forward pass: inputs,
+  values not yet consumed, and everything saved for backward.
+
+>>> import ncd
+>>> report = ncd.cost(ncd.Einsum("y k h, x k h -> y x h"))
+>>> report.formulas.forward_macs
+h*k*x*y
+>>> ncd.cost(ncd.Identity.of("b m") >> ncd.Linear("m -> n"), b=2, m=3, n=4).forward_flops
+48
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ncd.analysis.layout import ITEMSIZE, Tensor, numel
+from ncd.analysis.tables import AnalysisError, cost_entry
+from ncd.ir.axes import Axis, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.size import evaluate, symbol
+
+__all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
+
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+ZERO = sympy.Integer(0)
+
+
+@dataclass
+class Metrics:
+    """Additive costs (sympy expressions).  ``*_matmul`` is what the FLOP counter sees."""
+
+    forward_matmul: sympy.Expr = ZERO
+    forward_other: sympy.Expr = ZERO
+    backward_matmul: sympy.Expr = ZERO
+    backward_other: sympy.Expr = ZERO
+    params: sympy.Expr = ZERO
+    activation_bytes: sympy.Expr = ZERO
+
+    @property
+    def forward_flops(self) -> sympy.Expr:
+        return self.forward_matmul + self.forward_other
+
+    @property
+    def backward_flops(self) -> sympy.Expr:
+        return self.backward_matmul + self.backward_other
+
+    @property
+    def forward_macs(self) -> sympy.Expr:
+        return self.forward_matmul / 2
+
+    @property
+    def backward_macs(self) -> sympy.Expr:
+        return self.backward_matmul / 2
+
+    def __iadd__(self, other: Metrics) -> Metrics:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def map(self, fn: Any) -> Metrics:
+        return Metrics(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    NAMES = ("forward_macs", "forward_flops", "forward_matmul", "forward_other", "backward_macs", "backward_flops",
+             "backward_matmul", "backward_other", "params", "activation_bytes")
+
+
+@dataclass
+class BoxCost:
+    """The costs of one box occurrence: its label, primitive, enclosing blocks and metrics."""
+
+    text: str
+    op: str
+    blocks: tuple[str, ...]
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+@dataclass
+class CostContext:
+    """What a cost rule sees: the box, its input tensors, its woven axes and the walker."""
+
+    box: Box
+    inputs: list[Tensor]
+    woven: tuple[Weave, ...]
+    out_axes: list[tuple[Axis, ...]]
+    walker: _Walker
+    metrics: Metrics
+
+    @property
+    def prim(self) -> Any:
+        return self.box.prim
+
+    @property
+    def grad(self) -> bool:
+        return self.box.prim.learned or any(t.grad for t in self.inputs)
+
+    def new(self, axes: Sequence[Axis], order: Sequence[str] | None = None, grad: bool | None = None,
+            dtype: str = "float") -> Tensor:
+        """A tensor with a fresh storage (row-major unless ``order`` is given)."""
+        axes = tuple(axes)
+        return self.walker.allocate(axes, tuple(order) if order is not None else tuple(a.name for a in axes),
+                                    self.grad if grad is None else grad, dtype)
+
+    def output(self, j: int = 0, order: Sequence[str] | None = None, dtype: str = "float") -> Tensor:
+        return self.new(self.out_axes[j], order, dtype=dtype)
+
+    def like(self, j: int, source: Tensor) -> Tensor:
+        """Output ``j`` laid out in memory like ``source`` (what elementwise kernels do)."""
+        names = {a.name for a in self.out_axes[j]}
+        order = [n for n in source.order if n in names]
+        order += [a.name for a in self.out_axes[j] if a.name not in order]
+        return self.output(j, order)
+
+    def parameter(self, axes: Sequence[Axis]) -> Tensor:
+        """A learned tensor (never counted as an activation)."""
+        t = self.walker.allocate(tuple(axes), tuple(a.name for a in axes), True, "float")
+        self.walker.params.add(t.storage)
+        return t
+
+    def save(self, *tensors: Tensor) -> None:
+        """Autograd keeps these tensors for the backward pass."""
+        for t in tensors:
+            self.walker.save(t, self.metrics)
+
+    def matmul(self, forward: sympy.Expr, backward: sympy.Expr) -> None:
+        """Matrix-product FLOPs (``2 x MACs``), as the FLOP counter counts them."""
+        self.metrics.forward_matmul += forward
+        self.metrics.backward_matmul += backward
+
+    def other(self, forward: sympy.Expr, backward: sympy.Expr) -> None:
+        """Elementwise / reduction FLOPs the FLOP counter does not see."""
+        self.metrics.forward_other += forward
+        self.metrics.backward_other += backward
+
+    def numel(self, j: int = 0) -> sympy.Expr:
+        return numel(self.out_axes[j])
+
+
+class _Walker:
+    def __init__(self, itemsize: int) -> None:
+        self.itemsize = itemsize
+        self.ids = itertools.count()
+        self.bytes: dict[int, sympy.Expr] = {}
+        self.dtypes: dict[int, str] = {}
+        self.saved: dict[int, int] = {}
+        self.boxes: list[BoxCost] = []
+        self.blocks: list[str] = []
+        self.step = 0
+        self.born: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.params: set[int] = set()
+        self.store: dict[str, list[Tensor]] = {}
+        self.symbolic_repeat = False
+
+    def allocate(self, axes: tuple[Axis, ...], order: tuple[str, ...], grad: bool, dtype: str) -> Tensor:
+        sid = next(self.ids)
+        item = self.itemsize if dtype == "float" else ITEMSIZE[dtype]
+        self.bytes[sid] = numel(axes) * item
+        self.dtypes[sid] = dtype
+        self.born[sid] = self.step
+        self.last[sid] = self.step
+        return Tensor(sid, axes, order, grad, dtype)
+
+    def save(self, t: Tensor, metrics: Metrics) -> None:
+        if t.storage in self.saved or t.storage in self.params:
+            return
+        self.saved[t.storage] = len(self.boxes)
+        metrics.activation_bytes += self.bytes[t.storage]
+
+    # -- the walk ----------------------------------------------------------------------
+    def walk(self, node: Diagram, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        if isinstance(node, Identity):
+            return values
+        if isinstance(node, Seq):
+            from ncd.analysis.attention import fused_attention, match
+
+            parts, k = list(node.parts), 0
+            while k < len(parts):
+                found = match(parts, k)
+                if found is not None:
+                    length, pattern = found
+                    values = fused_attention(self, pattern, parts[k: k + length], values)
+                    k += length
+                    continue
+                values = self.walk(parts[k], values, frame)
+                k += 1
+            return values
+        if isinstance(node, Par):
+            out: list[Tensor] = []
+            offset = 0
+            for part in node.parts:
+                n = len(part.dom)
+                out.extend(self.walk(part, values[offset: offset + n], frame))
+                offset += n
+            return out
+        if isinstance(node, Box):
+            return self.box(node, values, (), frame)
+        if isinstance(node, Weave):
+            woven: list[Weave] = []
+            inner: Diagram = node
+            while isinstance(inner, Weave):
+                woven.append(inner)
+                inner = inner.inner
+            if isinstance(inner, Box) and cost_entry(inner.prim).in_place(inner, tuple(woven)):
+                return self.box(inner, values, tuple(woven), frame)
+            return self.generic(inner, values, tuple(woven), frame, node.cod)
+        if isinstance(node, Block):
+            self.blocks.append(node.name)
+            try:
+                return self.walk(node.body, values, frame)
+            finally:
+                self.blocks.pop()
+        if isinstance(node, Repeat):
+            return self.repeat(node, values, frame)
+        raise AnalysisError(f"no cost analysis for diagram node {type(node).__name__}")
+
+    def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...]) -> list[Tensor]:
+        self.step += 1
+        for v in values:
+            self.last[v.storage] = self.step
+        present = [a for a in frame if any(a.name in v.names for v in values)]
+        cod = woven[0].cod if woven else box.cod
+        out_axes = [tuple(present) + seg.axes for seg in cod]
+        metrics = Metrics()
+        for shape in box.prim.params().values():
+            metrics.params += numel([Axis("p", s) for s in shape])
+        ctx = CostContext(box, list(values), woven, out_axes, self, metrics)
+        outputs = cost_entry(box.prim).fn(ctx)
+        if len(outputs) != len(cod):
+            raise AnalysisError(f"cost rule for {box.prim.op} gave {len(outputs)} outputs, expected {len(cod)}")
+        self.boxes.append(BoxCost(box.text(), box.prim.op, tuple(self.blocks), metrics))
+        return outputs
+
+    def generic(self, inner: Diagram, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...],
+                cod: Type) -> list[Tensor]:
+        """Woven axes moved to the front (views), shared inputs unsqueezed; as codegen does."""
+        axes = [w.axis for w in woven]
+        moved = []
+        for j, v in enumerate(values):
+            carried = [w.axis for w in woven if w.dom_pos[j] is not None]
+            carried_names = {a.name for a in carried}
+            head = [a for a in v.axes if a.name in {f.name for f in frame}]
+            rest = [a for a in v.axes if a.name not in carried_names and a not in head]
+            moved.append(v.relabel(head + carried + rest))
+        results = self.walk(inner, moved, frame + tuple(axes))
+        out = []
+        for v, seg in zip(results, cod):
+            present_frame = [a for a in frame if a.name in v.names]
+            out.append(v.relabel(present_frame + list(seg.axes)) if all(a.name in v.names for a in seg.axes) else
+                       _expand(v, present_frame + list(seg.axes)))
+        return out
+
+    def repeat(self, node: Repeat, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        name = node.name or (node.body.name if isinstance(node.body, Block) else node.var)
+        if not node.start.free_symbols and not node.stop.free_symbols:
+            for i in range(int(node.start), int(node.stop)):
+                values = self.walk(node.iteration(i), values, frame)
+            return values
+        # symbolic count: walk one iteration with the variable free, then sum over it
+        sub = _Walker(self.itemsize)
+        sub.blocks = list(self.blocks)
+        inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
+        results = sub.walk(node.body, inputs, frame)
+        i = symbol(node.var)
+        for b in sub.boxes:
+            b.metrics = b.metrics.map(lambda e: sympy.summation(e, (i, node.start, node.stop - 1)))
+            b.text = f"{b.text} (×{name})"
+            self.boxes.append(b)
+        self.symbolic_repeat = True
+        last = node.cod
+        return [self.allocate(tuple(s.axes), tuple(a.name for a in s.axes), r.grad, r.dtype) for s, r in zip(last, results)]
+
+    def peak(self, inputs: list[Tensor], outputs: list[Tensor]) -> sympy.Expr | None:
+        if self.symbolic_repeat:
+            return None
+        end = self.step + 1
+        keep = {v.storage for v in inputs} | {v.storage for v in outputs} | set(self.saved)
+        candidates = []
+        for t in range(0, end):
+            total = ZERO
+            for sid, b in self.bytes.items():
+                if sid in self.params:
+                    continue
+                if self.born[sid] <= t and (sid in keep or self.last[sid] >= t):
+                    total += b
+            candidates.append(total)
+        return sympy.Max(*candidates) if len(candidates) > 1 else candidates[0]
+
+
+def _expand(v: Tensor, axes: list[Axis]) -> Tensor:
+    return dataclasses.replace(v, axes=tuple(axes))
+
+
+# -- the report --------------------------------------------------------------------------
+@dataclass
+class CostReport:
+    """Costs of a diagram: totals, per box, per block; formulas and (when bound) numbers.
+
+    ``forward_flops``, ``backward_flops``, ``params``, ``activation_bytes`` and
+    ``peak_bytes`` are numbers once every size is bound and formulas otherwise;
+    ``formulas`` always holds the sympy expressions.
+    """
+
+    diagram: Diagram
+    sizes: dict[str, int]
+    formulas: Metrics
+    box_formulas: list[BoxCost]
+    peak_formula: sympy.Expr | None
+    activation_by_dtype_formula: dict[str, sympy.Expr]
+    dtype: str = "float32"
+    numbers: Metrics | None = None
+    box_numbers: list[BoxCost] | None = None
+    peak_number: sympy.Expr | None = None
+    activation_by_dtype_number: dict[str, sympy.Expr] | None = None
+
+    @property
+    def boxes(self) -> list[BoxCost]:
+        """Per-box costs: numbers once bound (repetitions unrolled), else formulas."""
+        return self.box_numbers if self.box_numbers is not None else self.box_formulas
+
+    # -- numbers ------------------------------------------------------------------------
+    def value(self, expr: sympy.Expr | None) -> int | sympy.Expr | None:
+        """``expr`` as a whole number if every size is bound, else the formula."""
+        if expr is None:
+            return None
+        bound = expr.xreplace({symbol(k): sympy.Integer(v) for k, v in self.sizes.items()})
+        bound = sympy.simplify(bound) if bound.free_symbols == set() and not bound.is_Integer else bound
+        if bound.free_symbols:
+            return bound
+        return evaluate(bound)
+
+    @property
+    def bound(self) -> bool:
+        return self.numbers is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Metrics.NAMES:
+            source = self.__dict__["numbers"] if self.__dict__.get("numbers") is not None else self.__dict__["formulas"]
+            return self.value(getattr(source, name))
+        raise AttributeError(name)
+
+    @property
+    def peak_bytes(self) -> int | sympy.Expr | None:
+        return self.value(self.peak_number if self.numbers is not None else self.peak_formula)
+
+    @property
+    def activation_bytes_by_dtype(self) -> dict[str, int | sympy.Expr | None]:
+        source = self.activation_by_dtype_number if self.activation_by_dtype_number is not None else \
+            self.activation_by_dtype_formula
+        return {k: self.value(v) for k, v in source.items()}
+
+    @property
+    def blocks(self) -> dict[str, Metrics]:
+        """Metrics per block path (``"Outer/Inner"``); repetitions of a block add up."""
+        return self._blocks(self.boxes)
+
+    @property
+    def block_formulas(self) -> dict[str, Metrics]:
+        """Like :attr:`blocks`, as formulas in the axis sizes."""
+        return self._blocks(self.box_formulas)
+
+    @staticmethod
+    def _blocks(boxes: list[BoxCost]) -> dict[str, Metrics]:
+        result: dict[str, Metrics] = {}
+        for b in boxes:
+            for k in range(1, len(b.blocks) + 1):
+                key = "/".join(b.blocks[:k])
+                result.setdefault(key, Metrics())
+                result[key] += b.metrics
+        return result
+
+    def complexity(self) -> dict[str, list[tuple[sympy.Expr, dict[str, int]]]]:
+        """Leading terms (highest total degree) of the forward FLOPs, per block and for the whole.
+
+        Each term comes with the degree of each axis in it, e.g. attention scores are
+        quadratic in the sequence axes: ``(2*b*h*k*x*y, {'b': 1, 'h': 1, 'k': 1, 'x': 1, 'y': 1})``.
+        """
+        groups = {"(total)": self.formulas.forward_flops}
+        groups.update({k: sympy.expand(m.forward_flops) for k, m in self.block_formulas.items()})
+        return {k: leading_terms(v) for k, v in groups.items()}
+
+    def table(self) -> Any:
+        """A ``rich`` table: one row per block and per box, numbers when bound."""
+        from ncd.analysis.table import cost_table
+
+        return cost_table(self)
+
+    def __str__(self) -> str:
+        from ncd.analysis.table import render_text
+
+        return render_text(self)
+
+
+def leading_terms(expr: sympy.Expr) -> list[tuple[sympy.Expr, dict[str, int]]]:
+    expr = sympy.expand(expr)
+    if expr == 0:
+        return []
+    syms = sorted(expr.free_symbols, key=str)
+    if not syms:
+        return [(expr, {})]
+    try:
+        poly = sympy.Poly(expr, *syms)
+    except sympy.PolynomialError:
+        return [(expr, {})]
+    terms = poly.terms()
+    top = max(sum(m) for m, _ in terms)
+    result = []
+    for monom, coeff in terms:
+        if sum(monom) == top:
+            term = coeff * sympy.Mul(*[s**e for s, e in zip(syms, monom)])
+            result.append((term, {str(s): e for s, e in zip(syms, monom) if e}))
+    return result
+
+
+def _defaults(diagram: Diagram) -> dict[str, int]:
+    if isinstance(diagram, Block):
+        return dict(diagram.get("defaults", ()))
+    return {}
+
+
+def cost(diagram: Diagram, /, *, dtype: str = "float32", **sizes: int) -> CostReport:
+    """The exact costs of ``diagram`` (see the module doc for the conventions).
+
+    Sizes given here (and a top block's ``defaults``) bind the formulas to numbers.
+    """
+    if dtype not in DTYPE_BYTES:
+        raise AnalysisError(f"cost: unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            from ncd.errors import SizeError
+
+            raise SizeError(f"cost: size {key}={value!r} must be a positive whole number")
+    bound_sizes = {**_defaults(diagram), **sizes}
+    report = CostReport(diagram, bound_sizes, *_analyse(diagram, dtype), dtype=dtype)
+    free = {str(s) for s in diagram.free_symbols}
+    if free <= set(bound_sizes):
+        # exact numbers: walk the bound diagram (repetitions unrolled; einsum paths depend on sizes)
+        bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
+        report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = _analyse(bound, dtype)
+    return report
+
+
+def _analyse(diagram: Diagram, dtype: str) -> tuple[Metrics, list[BoxCost], sympy.Expr | None, dict[str, sympy.Expr]]:
+    walker = _Walker(DTYPE_BYTES[dtype])
+    inputs = [walker.allocate(seg.axes, tuple(a.name for a in seg.axes), seg.dtype == "float", seg.dtype)
+              for seg in diagram.dom]
+    outputs = walker.walk(diagram, inputs, ())
+    total = Metrics()
+    for b in walker.boxes:
+        total += b.metrics
+    total = total.map(sympy.expand)
+    by_dtype: dict[str, sympy.Expr] = {}
+    for sid in walker.saved:
+        key = {"float": dtype, "index": "int64", "bool": "bool"}[walker.dtypes[sid]]
+        by_dtype[key] = by_dtype.get(key, ZERO) + walker.bytes[sid]
+    return total, walker.boxes, walker.peak(inputs, outputs), by_dtype
+

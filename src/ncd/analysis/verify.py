@@ -1,0 +1,70 @@
+"""Check a backward diagram against ``torch.autograd`` on the lowered forward module.
+
+:func:`compare_gradients` lowers the diagram, runs it forward and backward with autograd,
+then runs the forward-with-residuals and backward diagrams of :func:`ncd.analysis.plan`
+as modules (with the same weights) and returns both sets of gradients, input by input and
+parameter by parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ncd.analysis.backward import plan
+from ncd.ir.diagram import Diagram
+
+__all__ = ["compare_gradients"]
+
+
+def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = None, train: bool = False, seed: int = 0,
+                      **sizes: int) -> list[tuple[str, Any, Any]]:
+    """``[(what, from the backward diagram, from torch.autograd), ...]`` for every float input and parameter."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = diagram.to_torch(**sizes)
+    module.train(train)
+    p = plan(diagram)
+    forward = p.forward.to_torch(**sizes)
+    back = p.backward.to_torch(**sizes)
+    forward.train(train)
+    params = list(module.parameters())
+    mine = list(forward.parameters())
+    if len(mine) != len(params):
+        raise AssertionError(f"the residual forward has {len(mine)} parameters, the module {len(params)}")
+    with torch.no_grad():
+        for a, b in zip(mine, params):
+            a.copy_(b)
+    for a, b in zip(forward.buffers(), module.buffers()):
+        a.data.copy_(b.data)
+    xs = inputs if inputs is not None else diagram.example_inputs(seed=seed, **sizes)
+    xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
+    torch.manual_seed(seed + 1)
+    out = module(*xs)
+    outs = out if isinstance(out, tuple) else (out,)
+    cotangents = [torch.randn_like(o) for o in outs if o.is_floating_point()]
+    floats = [x for x in xs if x.is_floating_point()]
+    differentiable = [o for o in outs if o.is_floating_point()]
+    want = torch.autograd.grad(differentiable, floats + params, cotangents, allow_unused=True)
+    torch.manual_seed(seed + 1)
+    result = forward(*xs)
+    result = result if isinstance(result, tuple) else (result,)
+    n = len(diagram.cod)
+    stored = result[n:]
+    bound = p.backward.bind(**{**dict(getattr(diagram, "meta", ()) and dict(diagram.meta).get("defaults", ())), **sizes})
+    args = []
+    for role, seg in zip(p.stored, bound.dom):
+        tensor = stored[role[1]] if role[0] == "value" else params[role[1]]
+        shape = tuple(int(a.size) for a in seg)
+        batch = tuple(tensor.shape[: tensor.dim() - len(shape)]) if role[0] == "value" else ()
+        args.append(tensor.detach().reshape(batch + shape))
+    got = back(*args, *cotangents)
+    got = got if isinstance(got, tuple) else (got,)
+    names = [f"input {j}" for j in range(len(floats))] + [name for name, _ in module.named_parameters()]
+    pairs = []
+    for name, g, w, ref in zip(names, got, want, floats + params):
+        w = torch.zeros_like(ref) if w is None else w
+        pairs.append((name, g.reshape(w.shape), w))
+    if len(got) != len(want):
+        raise AssertionError(f"the backward diagram gives {len(got)} gradients, autograd {len(want)}")
+    return pairs

@@ -1,0 +1,80 @@
+"""Attention masks: causal masking and key padding, applied to attention scores before the softmax.
+
+``CausalMask(query="y", key="x")`` acts on scores ``"y x"`` and sets every entry whose key
+index is greater than its query index to ``-inf`` (top-left aligned, as
+``F.scaled_dot_product_attention(is_causal=True)``).  ``PaddingMask(key="x")`` takes the
+scores and a boolean segment ``"x [bool]"``: **True keeps** a key, False masks it with
+``-inf`` (the convention of ``F.scaled_dot_product_attention``'s boolean ``attn_mask``;
+note ``nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite one).  Both are
+woven over every other axis, e.g. heads and batch; the boolean mask may lack axes the
+scores have (it is then shared across them).
+
+>>> import ncd
+>>> str((ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x")).cod)
+'y x h'
+>>> str((ncd.Identity.of("h y x, x [bool]") >> ncd.PaddingMask("x")).cod)
+'h y x'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ncd.errors import ParseError
+from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Kind, Primitive
+
+__all__ = ["CausalMaskOp", "PaddingMaskOp", "CausalMask", "PaddingMask"]
+
+
+@dataclass(frozen=True)
+class CausalMaskOp(Primitive):
+    """Scores ``query key`` -> the same, with ``-inf`` where the key index exceeds the query index."""
+
+    query: Axis
+    key: Axis
+
+    op: ClassVar[str] = "causal_mask"
+    family: ClassVar[str] = "attention"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.query.name == self.key.name:
+            raise ParseError(f"causal mask: the query and key axes must differ, both are {self.query.name!r}")
+
+    def signature(self) -> tuple[Type, Type]:
+        t = Type((Segment((self.query, self.key)),))
+        return t, t
+
+    def label(self) -> str:
+        return "◸"
+
+
+@dataclass(frozen=True)
+class PaddingMaskOp(Primitive):
+    """Scores over ``key`` and a boolean ``key [bool]`` -> scores with ``-inf`` where the mask is False."""
+
+    key: Axis
+
+    op: ClassVar[str] = "padding_mask"
+    family: ClassVar[str] = "attention"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def signature(self) -> tuple[Type, Type]:
+        scores = Segment((self.key,))
+        return Type((scores, Segment((self.key,), "bool"))), Type((scores,))
+
+    def label(self) -> str:
+        return "▭"
+
+
+def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = None) -> Box:
+    """Mask scores ``"query key"`` so that a query attends to keys at or before its own index."""
+    return Box.make(CausalMaskOp(as_axis(query), as_axis(key)), name)
+
+
+def PaddingMask(key: AxisLike = "x", name: str | None = None) -> Box:
+    """Mask scores along ``key`` with a boolean ``"key [bool]"`` segment (True = attend, False = padding)."""
+    return Box.make(PaddingMaskOp(as_axis(key)), name)

@@ -1,0 +1,136 @@
+"""Drawing neural circuit diagrams: layout first (a backend-free :class:`Drawing`), then painters.
+
+``ncd.draw(diagram, path, **options)`` picks the writer from the file extension
+(:data:`WRITERS`: ``.svg``, ``.png``, ``.pdf``, ``.tex``/``.tikz``; other interpreters may
+register more, e.g. ``.html``).  ``Diagram._repr_svg_`` uses :func:`to_svg`.
+
+>>> import ncd
+>>> svg = to_svg(ncd.Identity.of("b ~t m") >> ncd.Linear("m -> n", bias=True))
+>>> svg.startswith("<svg") and "L" in svg
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ncd.errors import InputError
+from ncd.ir.diagram import Diagram
+from ncd.render.layout import layout
+from ncd.render.model import Drawing
+from ncd.render.style import Style
+
+__all__ = ["draw", "to_svg", "to_tikz", "to_png", "to_pdf", "layout", "Drawing", "Style", "WRITERS", "register_writer"]
+
+Writer = Callable[[Diagram, str, Style], None]
+
+#: Writers by file extension (lower case, with the dot).  ``register_writer`` adds one.
+WRITERS: dict[str, Writer] = {}
+
+
+def register_writer(*extensions: str) -> Callable[[Writer], Writer]:
+    """Register ``fn(diagram, path, style)`` as the writer for ``extensions`` (e.g. ``".html"``)."""
+
+    def add(fn: Writer) -> Writer:
+        for ext in extensions:
+            WRITERS[ext.lower()] = fn
+        return fn
+
+    return add
+
+
+def _check(diagram: Any) -> Diagram:
+    if not isinstance(diagram, Diagram):
+        raise InputError(f"draw: expected an ncd diagram, not {type(diagram).__name__} {diagram!r:.60}")
+    return diagram
+
+
+def to_svg(diagram: Diagram, **options: Any) -> str:
+    """The diagram as self-contained SVG text."""
+    style = Style.from_options(**options)
+    from ncd.render.svg import paint_svg
+
+    return paint_svg(layout(_check(diagram), style), embed_fonts=style.embed_fonts)
+
+
+def to_tikz(diagram: Diagram, *, standalone: bool = True, **options: Any) -> str:
+    """TikZ/PGF source (a ``standalone`` document by default; ``standalone=False`` for a bare ``tikzpicture``)."""
+    style = Style.from_options(**options)
+    from ncd.render.tikz import paint_tikz
+
+    return paint_tikz(layout(_check(diagram), style), standalone=standalone)
+
+
+def to_png(diagram: Diagram, **options: Any) -> bytes:
+    """PNG bytes rendered from the SVG with cairosvg (``scale`` pixels per point, default 2)."""
+    style = Style.from_options(**options)
+    from ncd.render.raster import svg_to_png
+    from ncd.render.svg import paint_svg
+
+    return svg_to_png(paint_svg(layout(_check(diagram), style)), style.scale)
+
+
+def to_pdf(diagram: Diagram, **options: Any) -> bytes:
+    """PDF bytes rendered from the SVG with cairosvg."""
+    style = Style.from_options(**options)
+    from ncd.render.raster import svg_to_pdf
+    from ncd.render.svg import paint_svg
+
+    return svg_to_pdf(paint_svg(layout(_check(diagram), style)))
+
+
+@register_writer(".svg")
+def _write_svg(diagram: Diagram, path: str, style: Style) -> None:
+    from ncd.render.svg import paint_svg
+
+    _write(path, paint_svg(layout(diagram, style), embed_fonts=style.embed_fonts))
+
+
+@register_writer(".tex", ".tikz")
+def _write_tikz(diagram: Diagram, path: str, style: Style) -> None:
+    from ncd.render.tikz import paint_tikz
+
+    _write(path, paint_tikz(layout(diagram, style), standalone=path.lower().endswith(".tex")))
+
+
+@register_writer(".png")
+def _write_png(diagram: Diagram, path: str, style: Style) -> None:
+    from ncd.render.raster import svg_to_png
+    from ncd.render.svg import paint_svg
+
+    _write(path, svg_to_png(paint_svg(layout(diagram, style)), style.scale))
+
+
+@register_writer(".pdf")
+def _write_pdf(diagram: Diagram, path: str, style: Style) -> None:
+    from ncd.render.raster import svg_to_pdf
+    from ncd.render.svg import paint_svg
+
+    _write(path, svg_to_pdf(paint_svg(layout(diagram, style))))
+
+
+def _write(path: str, data: str | bytes) -> None:
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(path, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
+        fh.write(data)
+
+
+def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
+    """Draw ``diagram`` to ``path``; the extension chooses the format (``.svg .png .pdf .tex .tikz``).
+
+    Options: ``depth``, ``fold``, ``labels``, ``legend``, ``title``, ``scale`` (PNG pixels per
+    point), ``embed_fonts`` (SVG), ``pitch`` and other sizes — see :class:`Style`.  Returns the path.
+    """
+    target = os.fspath(path)
+    ext = os.path.splitext(target)[1].lower()
+    writer = WRITERS.get(ext)
+    if writer is None:
+        known = ", ".join(sorted(WRITERS))
+        raise InputError(f"draw: cannot write {target!r}: unknown extension {ext or '(none)'!r}; known: {known}")
+    writer(_check(diagram), target, Style.from_options(**options))
+    return target
+
+
+import ncd.viewer  # noqa: E402,F401  (registers the ".html" writer: the interactive viewer)

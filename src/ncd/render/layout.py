@@ -1,0 +1,548 @@
+"""Layout: a diagram becomes a :class:`~ncd.render.model.Drawing`, left to right in columns.
+
+Each node is laid out as a *fragment*: a width, a vertical extent, the heights of its
+input ports (at ``x = 0``) and output ports (at ``x = w``), one list per segment, and its
+primitives.  Sequential parts are joined by *gaps* that carry the wire labels and bend
+wires smoothly between port heights; parallel parts are stacked with dashed separators;
+a weave adds a wire running past its inner fragment (above or below), joined to its
+ports by bends; blocks are fences, repeats are parentheses.  Boxes are drawn by the rule
+table in :mod:`ncd.render.pictograms`.  Nothing here knows about SVG or TikZ.
+
+>>> import ncd
+>>> d = layout(ncd.Identity.of("b m") >> ncd.Linear("m -> n"))
+>>> d.width > 0 and len(d.footprints)
+1
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ncd.ir.axes import Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.size import size
+from ncd.render.model import Circle, Drawing, Item, Path, Port, Rect
+from ncd.render.style import Style, fence_colour
+from ncd.render.typeset import Piece, axis_pieces, pieces, typeset, typeset_text
+
+__all__ = ["Frag", "Layout", "layout", "Ports"]
+
+Ports = list[list[float]]
+Placed = tuple[float, float, "Frag"]
+
+
+@dataclass
+class Frag:
+    """A laid-out piece: ports at ``x = 0`` (``ins``) and ``x = w`` (``outs``), extent ``top``…``bottom``."""
+
+    w: float
+    top: float
+    bottom: float
+    ins: Ports
+    outs: Ports
+    items: list[Union[Item, Placed]] = field(default_factory=list)
+    #: Heights of the dashed lines between segments ``j`` and ``j+1`` at the left / right edge, when the
+    #: fragment draws them itself (parallel parts); otherwise gaps put them between the neighbouring wires.
+    seps_in: dict[int, float] = field(default_factory=dict)
+    seps_out: dict[int, float] = field(default_factory=dict)
+
+    def add(self, *items: Item) -> None:
+        self.items.extend(items)
+
+    def place(self, frag: Frag, dx: float, dy: float) -> None:
+        self.items.append((dx, dy, frag))
+
+    def include(self, top: float, bottom: float) -> None:
+        self.top, self.bottom = min(self.top, top), max(self.bottom, bottom)
+
+
+def flat(ports: Ports) -> list[float]:
+    return [y for seg in ports for y in seg]
+
+
+def shifted(ports: Ports, dy: float) -> Ports:
+    return [[y + dy for y in seg] for seg in ports]
+
+
+class Layout:
+    """One layout run: the style, a box-id counter, and the block depth while descending."""
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.next_id = 0
+        self.depth = 0
+        self.legend: list[tuple[str, str]] = list(style.legend)
+
+    # -- helpers shared with the pictogram rules ----------------------------------------
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def stack(self, typ: Type, start: float = 0.0) -> Ports:
+        """Heights of the wires of ``typ``: one pitch apart, segments a little further apart."""
+        p, g = self.style.pitch, self.style.segment_gap
+        out: Ports = []
+        y = start
+        placed = False
+        for seg in typ:
+            ys = []
+            for k in range(len(seg)):
+                if placed:
+                    y += p + (g if k == 0 else 0.0)
+                ys.append(y)
+                placed = True
+            out.append(ys)
+        return out
+
+    def text(self, parts: Sequence[Piece], x: float, y: float, size: float, role: str = "text",
+             owner: int | None = None, bold: bool = False) -> list[Item]:
+        """Typeset text at ``(x, y)`` (baseline start), with its overlines."""
+        text, overlines = typeset(tuple(parts), x, y, size, role, owner, bold)
+        items: list[Item] = [text]
+        for x0, x1, yo in overlines:
+            items.append(Path((("M", x0, yo), ("L", x1, yo)), width=0.7, role="text", owner=owner))
+        return items
+
+    def text_size(self, parts: Sequence[Piece], size: float, bold: bool = False) -> tuple[float, float, float]:
+        text, _ = typeset(tuple(parts), 0, 0, size, bold=bold)
+        return text.width, text.ascent, text.descent
+
+    # -- dispatch ------------------------------------------------------------------------
+    def lay(self, node: Diagram) -> Frag:
+        if isinstance(node, Box):
+            from ncd.render.pictograms import box_rule
+
+            return box_rule(node.prim.op)(self, node)
+        if isinstance(node, Seq):
+            return self.seq(node.parts)
+        if isinstance(node, Par):
+            return self.par(node.parts)
+        if isinstance(node, Weave):
+            scalar = _scalar_core(node)
+            if scalar is not None:
+                from ncd.render.pictograms import scalar_rule
+
+                return scalar_rule(scalar.prim.op)(self, scalar, node.dom, node.cod)
+            return self.weave(node)
+        if isinstance(node, Block):
+            return self.block(node)
+        if isinstance(node, Repeat):
+            return self.repeat(node)
+        if isinstance(node, Identity):
+            return self.identity(node.type)
+        from ncd.render.pictograms import generic_box
+
+        return generic_box(self, node.dom, node.cod, typeset_text(type(node).__name__))
+
+    def identity(self, typ: Type) -> Frag:
+        ys = self.stack(typ)
+        values = flat(ys) or [0.0]
+        return Frag(0.0, min(values), max(values), ys, [list(s) for s in ys])
+
+    # -- gaps between columns ------------------------------------------------------------
+    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None = None,
+            seps_right: dict[int, float] | None = None) -> tuple[Frag, float]:
+        """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments."""
+        p = self.style.pitch
+        frag = Frag(0.0, 0.0, 0.0, left, right)
+        label_w = 0.0
+        if labels and self.style.labels != "none":
+            for seg, ys in zip(typ, left):
+                for axis, y in zip(seg, ys):
+                    parts = axis_pieces(axis)
+                    w, ascent, _ = self.text_size(parts, self.style.label_size)
+                    frag.add(*self.text(parts, 3.0, y - 2.5, self.style.label_size, role="label"))
+                    frag.include(y - 2.5 - ascent, y)
+                    label_w = max(label_w, w + 6.0)
+        label_w = max(label_w, 8.0)
+        dys = [abs(a - b) for a, b in zip(flat(left), flat(right))]
+        bend = _bend_width(max(dys, default=0.0), p)
+        w = label_w + bend
+        frag.w = w
+        for a, b in zip(flat(left), flat(right)):
+            frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
+            frag.include(min(a, b), max(a, b))
+        for j in range(len(typ) - 1):
+            ya = (seps_left or {}).get(j, _between(left, j))
+            yb = (seps_right or {}).get(j, _between(right, j))
+            if ya is not None and yb is not None:
+                pts = [(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)]
+                frag.add(Path.through(pts, dashed=True, width=0.8, role="separator"))
+        return frag, w
+
+    # -- sequential composition ------------------------------------------------------------
+    def seq(self, parts: Sequence[Diagram]) -> Frag:
+        groups = _fold(parts) if self.style.fold else [(p, 1) for p in parts]
+        frags = [self.lay(p) if n == 1 else self.folded(p, n) for p, n in groups]
+        nodes = [p for p, _ in groups]
+        result = Frag(0.0, frags[0].top, frags[0].bottom, frags[0].ins, frags[0].outs, seps_in=dict(frags[0].seps_in))
+        result.place(frags[0], 0.0, 0.0)
+        x = frags[0].w
+        outs = frags[0].outs
+        seps = frags[0].seps_out
+        labels = self.style.labels == "all"
+        for prev, frag in zip(nodes, frags[1:]):
+            dy_next = _align(outs, frag.ins)
+            right = shifted(frag.ins, dy_next)
+            gap, w = self.gap(outs, right, prev.cod, labels, seps, {j: y + dy_next for j, y in frag.seps_in.items()})
+            result.place(gap, x, 0.0)
+            result.include(gap.top, gap.bottom)
+            x += w
+            result.place(frag, x, dy_next)
+            result.include(frag.top + dy_next, frag.bottom + dy_next)
+            x += frag.w
+            outs = shifted(frag.outs, dy_next)
+            seps = {j: y + dy_next for j, y in frag.seps_out.items()}
+        result.w = x
+        result.outs = outs
+        result.seps_out = seps
+        return result
+
+    # -- parallel composition --------------------------------------------------------------
+    def par(self, parts: Sequence[Diagram]) -> Frag:
+        frags = [self.lay(p) for p in parts]
+        p, g = self.style.pitch, self.style.segment_gap
+        width = max(f.w for f in frags)
+        result = Frag(width, 0.0, 0.0, [], [])
+        prev: tuple[float, float] | None = None  # bottom extent, last port
+        placements = []
+        for frag in frags:
+            ports = flat(frag.ins) + flat(frag.outs)
+            first = min(ports) if ports else frag.top
+            if prev is None:
+                dy = -frag.top
+            else:
+                dy = max(prev[0] + 0.5 * p - frag.top, prev[1] + p + g - first)
+            placements.append(dy)
+            last = max(ports) if ports else frag.bottom
+            prev = (frag.bottom + dy, last + dy)
+        result.top = frags[0].top + placements[0]
+        n_in = n_out = 0
+        for k, (frag, dy) in enumerate(zip(frags, placements)):
+            x0 = round((width - frag.w) / 2, 3)
+            result.place(frag, x0, dy)
+            result.include(frag.top + dy, frag.bottom + dy)
+            result.ins.extend(shifted(frag.ins, dy))
+            result.outs.extend(shifted(frag.outs, dy))
+            if x0 > 0:
+                for y in flat(frag.ins):
+                    result.add(Path.through([(0.0, y + dy), (x0, y + dy)]))
+                for y in flat(frag.outs):
+                    result.add(Path.through([(x0 + frag.w, y + dy), (width, y + dy)]))
+            if k > 0:
+                above = frags[k - 1].bottom + placements[k - 1]
+                ymid = (above + frag.top + dy) / 2
+                if width > 0:
+                    result.add(Path.through([(0.0, ymid), (width, ymid)], dashed=True, width=0.8, role="separator"))
+                if n_in and frag.ins:
+                    result.seps_in[n_in - 1] = ymid
+                if n_out and frag.outs:
+                    result.seps_out[n_out - 1] = ymid
+            result.seps_in.update({n_in + j: y + dy for j, y in frag.seps_in.items()})
+            result.seps_out.update({n_out + j: y + dy for j, y in frag.seps_out.items()})
+            n_in, n_out = n_in + len(frag.ins), n_out + len(frag.outs)
+        return result
+
+    # -- broadcasting ------------------------------------------------------------------------
+    def weave(self, node: Weave) -> Frag:
+        inner = self.lay(node.inner)
+        p, g = self.style.pitch, self.style.segment_gap
+        carried = [j for j, pos in enumerate(node.dom_pos) if pos is not None]
+        if carried:
+            j0 = carried[0]
+            pos, n = node.dom_pos[j0], len(node.inner.dom[j0])
+        else:
+            pos, n = (node.cod_pos[0], len(node.inner.cod[0])) if node.cod_pos else (0, 0)
+        above = pos == 0 or (pos != n and 2 * pos <= n)  # type: ignore[operator]
+        ports = flat(inner.ins) + flat(inner.outs)
+        if above:
+            track = min(inner.top - 0.45 * p, min(ports, default=inner.top) - p)
+        else:
+            track = max(inner.bottom + 0.45 * p, max(ports, default=inner.bottom) + p)
+        left, left_internal = _boundary(inner.ins, node.dom_pos, track, p, g)
+        right, right_internal = _boundary(inner.outs, node.cod_pos, track, p, g)
+        bend_l = _bend_width(max((abs(a - b) for a, b in zip(flat(left), left_internal)), default=0.0), p)
+        bend_r = _bend_width(max((abs(a - b) for a, b in zip(flat(right), right_internal)), default=0.0), p)
+        w = bend_l + inner.w + bend_r
+        frag = Frag(w, min(inner.top, track), max(inner.bottom, track), left, right)
+        frag.place(inner, bend_l, 0.0)
+        frag.add(Path.through([(bend_l, track), (bend_l + inner.w, track)]))
+        for y_out, y_in in zip(flat(left), left_internal):
+            if bend_l:
+                frag.add(Path.through([(0.0, y_out), (bend_l, y_in)]))
+            frag.include(y_out, y_out)
+        for y_in, y_out in zip(right_internal, flat(right)):
+            if bend_r:
+                frag.add(Path.through([(bend_l + inner.w, y_in), (w, y_out)]))
+            frag.include(y_out, y_out)
+        if len(carried) > 1:
+            frag.add(Circle(bend_l, track, 2.2))
+        if len(node.cod_pos) > 1:
+            frag.add(Circle(bend_l + inner.w, track, 2.2))
+        return frag
+
+    # -- blocks, components, repetition ------------------------------------------------------
+    def block(self, node: Block, title: str | None = None) -> Frag:
+        depth = self.style.depth
+        if depth is not None and self.depth >= depth:
+            return self.component(node)
+        self.depth += 1
+        try:
+            body = self.lay(node.body)
+        finally:
+            self.depth -= 1
+        legend = node.get("legend")
+        if legend:
+            self.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
+        pad, size = 7.0, self.style.text_size
+        name = title or node.name
+        parts = typeset_text(name)
+        tw, ascent, descent = self.text_size(parts, size)
+        w = max(body.w + 2 * pad, tw + 2 * pad)
+        x0 = (w - body.w) / 2
+        top = body.top - ascent - descent - 2 * pad
+        frag = Frag(w, top, body.bottom + pad, shifted(body.ins, 0.0), shifted(body.outs, 0.0),
+                    seps_in=dict(body.seps_in), seps_out=dict(body.seps_out))
+        frag.add(Rect(0.0, top, w, frag.bottom - top, fill=fence_colour(node.name), stroke=None, radius=3.0, role="fence"))
+        frag.add(*self.text(parts, (w - tw) / 2, top + pad + ascent, size, role="title"))
+        frag.place(body, x0, 0.0)
+        for y in flat(body.ins):
+            frag.add(Path.through([(0.0, y), (x0, y)]))
+        for y in flat(body.outs):
+            frag.add(Path.through([(x0 + body.w, y), (w, y)]))
+        _edge_separators(frag, body, x0, node.dom, node.cod)
+        return frag
+
+    def component(self, node: Block) -> Frag:
+        from ncd.render.pictograms import component_box
+
+        return component_box(self, node)
+
+    def folded(self, node: Diagram, count: int) -> Frag:
+        return self.parens(self.lay(node), "", f"×{count}")
+
+    def repeat(self, node: Repeat) -> Frag:
+        body = self.lay(node.body)
+        var = "λ" if node.var in ("lam", "lambda", "λ") else node.var
+        low = (Piece(var, italic=len(var) == 1), Piece(" = ")) + pieces(node.start)
+        high = pieces(node.stop - 1)
+        return self.parens(body, low, high)
+
+    def parens(self, body: Frag, low: Sequence[Piece] | str, high: Sequence[Piece] | str) -> Frag:
+        low_parts = typeset_text(low) if isinstance(low, str) else tuple(low)
+        high_parts = typeset_text(high) if isinstance(high, str) else tuple(high)
+        p, size = self.style.pitch, self.style.label_size
+        arc = 9.0
+        top, bottom = body.top - 0.4 * p, body.bottom + 0.4 * p
+        w = body.w + 2 * arc + 8.0
+        x0 = arc + 4.0
+        frag = Frag(w, top, bottom, body.ins, body.outs, seps_in=dict(body.seps_in), seps_out=dict(body.seps_out))
+        mid = (top + bottom) / 2
+        for xe, xb in ((arc, 0.0), (w - arc, w)):
+            frag.add(Path((("M", xe, top), ("C", xb, top + (mid - top) * 0.35, xb, bottom - (bottom - mid) * 0.35, xe, bottom)),
+                          width=2.4, role="paren"))
+        frag.place(body, x0, 0.0)
+        for y in flat(body.ins):
+            frag.add(Path.through([(0.0, y), (x0, y)]))
+        for y in flat(body.outs):
+            frag.add(Path.through([(x0 + body.w, y), (w, y)]))
+        if low_parts:
+            lw, la, ld = self.text_size(low_parts, size)
+            frag.add(*self.text(low_parts, 0.0, bottom + la + 2, size, role="title"))
+            frag.include(top, bottom + la + ld + 2)
+            frag.w = max(frag.w, lw)
+        if high_parts:
+            hw, ha, hd = self.text_size(high_parts, size)
+            frag.add(*self.text(high_parts, w - arc, top - hd - 2, size, role="title"))
+            frag.include(top - ha - hd - 2, bottom)
+            frag.w = max(frag.w, w - arc + hw)
+            if frag.w > w:  # outputs continue to the new right edge
+                for y in flat(body.outs):
+                    frag.add(Path.through([(w, y), (frag.w, y)]))
+        return frag
+
+
+# -- module-level helpers -----------------------------------------------------------------------
+def _scalar_core(node: Weave) -> Box | None:
+    inner: Diagram = node
+    while isinstance(inner, Weave):
+        inner = inner.inner
+    if isinstance(inner, Box) and all(len(s) == 0 for s in inner.dom) and all(len(s) == 0 for s in inner.cod):
+        return inner
+    return None
+
+
+def _bend_width(dy: float, pitch: float) -> float:
+    if dy < 1e-6:
+        return 0.0
+    return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
+
+
+def _between(ports: Ports, j: int) -> float | None:
+    above = [y for seg in ports[: j + 1] for y in seg]
+    below = [y for seg in ports[j + 1:] for y in seg]
+    if not above or not below:
+        return None
+    return above[-1] + 0.4 * (below[0] - above[-1])  # nearer the upper wire: the lower wire's label sits above it
+
+
+def _align(outs: Ports, ins: Ports) -> float:
+    """The vertical shift of the next column that keeps the most wires straight."""
+    pairs = list(zip(flat(outs), flat(ins)))
+    if not pairs:
+        return 0.0
+    counts = Counter(round(a - b, 3) for a, b in pairs)
+    best = max(counts.values())
+    return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
+
+
+def _boundary(internal: Ports, positions: Sequence[int | None], track: float, pitch: float,
+              gap: float) -> tuple[Ports, list[float]]:
+    """Boundary heights for a weave's ports (the woven wire inserted one pitch from its neighbour, so the
+    boundary stays compact) and the height where each meets the inside (the track for the woven wire)."""
+    entries: list[tuple[float | None, int]] = []
+    targets: list[float] = []
+    for j, ys in enumerate(internal):
+        seg: list[tuple[float | None, int]] = [(y, j) for y in ys]
+        seg_targets = list(ys)
+        pos = positions[j] if j < len(positions) else None
+        if pos is not None:
+            seg.insert(pos, (None, j))
+            seg_targets.insert(pos, track)
+        entries.extend(seg)
+        targets.extend(seg_targets)
+    desired: list[float | None] = [y for y, _ in entries]
+    ys: list[float] = []
+    for k, (want, seg_index) in enumerate(entries):
+        step = 0.0 if k == 0 else pitch + (gap if entries[k - 1][1] != seg_index else 0.0)
+        if want is None:
+            if k > 0:
+                want = ys[-1] + step
+            else:
+                later = next((d for d in desired if d is not None), track)
+                want = later - pitch
+        y = want if k == 0 else max(want, ys[-1] + step)
+        ys.append(round(y, 3))
+    out: Ports = []
+    k = 0
+    for j, seg_ys in enumerate(internal):
+        n = len(seg_ys) + (1 if j < len(positions) and positions[j] is not None else 0)
+        out.append(ys[k:k + n])
+        k += n
+    return out, targets
+
+
+def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
+    """Runs of identical blocks (woven or not) become one block with a count."""
+    groups: list[tuple[Diagram, int]] = []
+    for part in parts:
+        core = part
+        while isinstance(core, Weave):
+            core = core.inner
+        if groups and isinstance(core, Block) and groups[-1][0] == part:
+            groups[-1] = (part, groups[-1][1] + 1)
+        else:
+            groups.append((part, 1))
+    return groups
+
+
+def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Drawing:
+    """Lay ``diagram`` out as a backend-free :class:`Drawing` (options as for :func:`ncd.draw`)."""
+    style = style or Style.from_options(**options)
+    enabled = gc.isenabled()
+    gc.disable()  # layout allocates many small acyclic records; collector passes made large diagrams superlinear
+    try:
+        return _layout(diagram, style)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _layout(diagram: Diagram, style: Style) -> Drawing:
+    ctx = Layout(style)
+    body = ctx.lay(diagram)
+    frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
+    labels = style.labels != "none"
+    left, lw = ctx.gap(body.ins, body.ins, diagram.dom, labels)
+    right, rw = ctx.gap(body.outs, body.outs, diagram.cod, labels)
+    frag.place(left, 0.0, 0.0)
+    frag.place(body, lw, 0.0)
+    frag.place(right, lw + body.w, 0.0)
+    for f in (left, right):
+        frag.include(f.top, f.bottom)
+    frag.w = lw + body.w + rw
+    for y in flat(body.ins):
+        frag.add(Port(0.0, y, -1))
+    for y in flat(body.outs):
+        frag.add(Port(frag.w, y, -1))
+    return _finish(ctx, frag)
+
+
+def _finish(ctx: Layout, frag: Frag) -> Drawing:
+    style = ctx.style
+    m = style.margin
+    header: list[Item] = []
+    head_h = 0.0
+    if style.title:
+        parts = typeset_text(style.title)
+        tw, ascent, descent = ctx.text_size(parts, style.text_size * 1.25, bold=True)
+        header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
+        head_h = ascent + descent + 6
+    legend_items, legend_w, legend_h = _legend(ctx)
+    top_h = max(head_h, legend_h + 6 if legend_items else 0.0)
+    width = max(frag.w, (frag.w + legend_w) if legend_items else 0.0) + 2 * m
+    dy = m + top_h - frag.top
+    items: list[Item] = []
+    for it in header:
+        items.append(it.moved(m, m))  # type: ignore[union-attr]
+    for it in legend_items:
+        items.append(it.moved(m + max(frag.w - legend_w, 0.0), m))  # type: ignore[union-attr]
+    _flatten(frag, m, dy, items)
+    height = m + top_h + (frag.bottom - frag.top) + m
+    return Drawing(round(width, 2), round(height, 2), items)
+
+
+def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
+    if not ctx.legend:
+        return [], 0.0, 0.0
+    size = ctx.style.label_size
+    rows = [typeset_text(f"{k} = ") + _size_or_text(v) for k, v in ctx.legend]
+    head = typeset_text("Legend")
+    widths = [ctx.text_size(r, size)[0] for r in rows] + [ctx.text_size(head, size)[0]]
+    w = max(widths) + 16
+    line = size * 1.35
+    h = line * (len(rows) + 1) + 10
+    items: list[Item] = [Rect(0.0, 0.0, w, h, fill="#eef0ee", stroke="#999999", radius=2.0, role="legend")]
+    items.extend(ctx.text(head, (w - widths[-1]) / 2, 5 + size, size, role="title"))
+    items.append(Path((("M", 6.0, line + 5), ("L", w - 6, line + 5)), width=0.7, role="text"))
+    for k, row in enumerate(rows):
+        items.extend(ctx.text(row, 8.0, 5 + line * (k + 1) + size, size, role="title"))
+    return items, w + 12, h
+
+
+def _size_or_text(value: object) -> tuple[Piece, ...]:
+    try:
+        return pieces(size(value))  # type: ignore[arg-type]
+    except Exception:
+        return typeset_text(str(value))
+
+
+def _flatten(frag: Frag, dx: float, dy: float, out: list[Item]) -> None:
+    stack: list[tuple[Frag, float, float, int]] = [(frag, dx, dy, 0)]
+    while stack:
+        current, x, y, start = stack.pop()
+        for k in range(start, len(current.items)):
+            it = current.items[k]
+            if isinstance(it, tuple):
+                stack.append((current, x, y, k + 1))
+                stack.append((it[2], x + it[0], y + it[1], 0))
+                break
+            out.append(it.moved(x, y))  # type: ignore[union-attr]
+
+
+#: A drawing rule: the layout and a box in, a fragment out.
+Rule = Callable[[Layout, Box], Frag]

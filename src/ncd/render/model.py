@@ -1,0 +1,268 @@
+"""The backend-free drawing: positioned primitives that painters turn into SVG or TikZ.
+
+Coordinates are in points (1/72 inch), ``y`` grows downwards.  Every primitive carries a
+``role`` (what it stands for, used by the layout invariants) and, for things drawn inside
+a box, the ``owner`` id of that box.  Painters read these records and decide nothing.
+
+>>> p = Path.through([(0, 0), (10, 0), (20, 5)])
+>>> p.commands[0], p.commands[-1][0]
+(('M', 0.0, 0.0), 'C')
+>>> Text.plain(0, 10, "m").width > 0
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Union
+
+__all__ = ["Run", "Text", "Path", "Rect", "Polygon", "Circle", "Footprint", "Port", "Drawing", "Item", "text_width"]
+
+Role = Literal["wire", "separator", "box", "glyph", "fence", "legend", "label", "title", "text", "paren", "dot", "shadow"]
+Command = tuple  # ('M', x, y) | ('L', x, y) | ('C', x1, y1, x2, y2, x, y) | ('Z',)
+
+_NARROW = set("ijlI.,:;|!'()[]/ft1·")
+_WIDE = set("mwMW@")
+
+
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """An estimate of the advance width of ``text`` in a Computer-Modern-like sans font."""
+    total = 0.0
+    for ch in text:
+        code = ord(ch)
+        if code >= 0x2190 and ch not in "−∗√":
+            total += 0.92  # symbols come from a wider symbol font
+        elif ch in "=+<>±×":
+            total += 0.78
+        elif ch == "\u00a0" or ch == " ":
+            total += 0.33
+        elif ch in _NARROW:
+            total += 0.30
+        elif ch in _WIDE:
+            total += 0.85
+        elif ch.isupper():
+            total += 0.66
+        elif ch.isdigit():
+            total += 0.52
+        else:
+            total += 0.52
+    return total * size * (1.08 if bold else 1.0)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A piece of text with one style, placed at ``dx, dy`` from its :class:`Text`'s anchor."""
+
+    text: str
+    dx: float
+    dy: float
+    size: float
+    italic: bool = False
+    bold: bool = False
+    serif: bool = False
+    symbol: bool = False  # drawn from a symbol font (★, ⊙, 𝔼, ...) that the text font lacks
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text whose first run starts at ``(x, y)`` on the baseline; the box ``width``×(``ascent``+``descent``) bounds it."""
+
+    x: float
+    y: float
+    runs: tuple[Run, ...]
+    width: float
+    ascent: float
+    descent: float
+    role: Role = "label"
+    owner: int | None = None
+
+    @staticmethod
+    def plain(x: float, y: float, text: str, size: float = 11.0, *, bold: bool = False, role: Role = "label",
+              owner: int | None = None, serif: bool = False, italic: bool = False) -> Text:
+        w = text_width(text, size, bold)
+        return Text(x, y, (Run(text, 0.0, 0.0, size, italic, bold, serif),), w, 0.72 * size, 0.25 * size, role, owner)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
+
+    def moved(self, dx: float, dy: float) -> Text:
+        return replace(self, x=self.x + dx, y=self.y + dy)
+
+    @property
+    def string(self) -> str:
+        return "".join(r.text for r in self.runs)
+
+
+@dataclass(frozen=True)
+class Path:
+    """A stroked (optionally filled) path of move/line/cubic commands."""
+
+    commands: tuple[Command, ...]
+    width: float = 0.9
+    stroke: str = "#222222"
+    fill: str | None = None
+    dashed: bool = False
+    arrow: bool = False
+    role: Role = "wire"
+    owner: int | None = None
+
+    @staticmethod
+    def through(points: Sequence[tuple[float, float]], **style: object) -> Path:
+        """Points joined by straight runs where ``y`` is equal and smooth S-bends (horizontal tangents) where it changes."""
+        (x0, y0), *rest = points
+        commands: list[Command] = [("M", float(x0), float(y0))]
+        for x1, y1 in rest:
+            if abs(y1 - y0) < 1e-9:
+                commands.append(("L", float(x1), float(y1)))
+            else:
+                mid = (x0 + x1) / 2
+                commands.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
+            x0, y0 = x1, y1
+        return Path(tuple(commands), **style)  # type: ignore[arg-type]
+
+    def moved(self, dx: float, dy: float) -> Path:
+        out: list[Command] = []
+        for c in self.commands:
+            if c[0] == "Z":
+                out.append(c)
+            else:
+                vals = [v + (dx if i % 2 == 0 else dy) for i, v in enumerate(c[1:])]
+                out.append((c[0], *vals))
+        return replace(self, commands=tuple(out))
+
+    def samples(self, per_curve: int = 12) -> Iterator[tuple[float, float]]:
+        """Points along the path (curves sampled), for geometric checks."""
+        x = y = 0.0
+        start = (0.0, 0.0)
+        for c in self.commands:
+            if c[0] == "M":
+                x, y = c[1], c[2]
+                start = (x, y)
+                yield x, y
+            elif c[0] == "L":
+                for k in range(1, per_curve + 1):
+                    t = k / per_curve
+                    yield x + (c[1] - x) * t, y + (c[2] - y) * t
+                x, y = c[1], c[2]
+            elif c[0] == "C":
+                for k in range(1, per_curve + 1):
+                    t = k / per_curve
+                    u = 1 - t
+                    yield (u**3 * x + 3 * u * u * t * c[1] + 3 * u * t * t * c[3] + t**3 * c[5],
+                           u**3 * y + 3 * u * u * t * c[2] + 3 * u * t * t * c[4] + t**3 * c[6])
+                x, y = c[5], c[6]
+            elif c[0] == "Z":
+                x, y = start
+
+    @property
+    def ends(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        first = self.commands[0]
+        last = self.commands[-1]
+        return (first[1], first[2]), (last[-2], last[-1])
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str | None = None
+    stroke: str | None = "#222222"
+    width: float = 0.9
+    radius: float = 0.0
+    role: Role = "box"
+    owner: int | None = None
+    opacity: float = 1.0
+
+    def moved(self, dx: float, dy: float) -> Rect:
+        return replace(self, x=self.x + dx, y=self.y + dy)
+
+
+@dataclass(frozen=True)
+class Polygon:
+    points: tuple[tuple[float, float], ...]
+    fill: str | None = None
+    stroke: str | None = "#222222"
+    width: float = 0.9
+    role: Role = "glyph"
+    owner: int | None = None
+
+    def moved(self, dx: float, dy: float) -> Polygon:
+        return replace(self, points=tuple((x + dx, y + dy) for x, y in self.points))
+
+
+@dataclass(frozen=True)
+class Circle:
+    cx: float
+    cy: float
+    r: float
+    fill: str | None = "#222222"
+    stroke: str | None = None
+    width: float = 0.9
+    role: Role = "dot"
+    owner: int | None = None
+
+    def moved(self, dx: float, dy: float) -> Circle:
+        return replace(self, cx=self.cx + dx, cy=self.cy + dy)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The area a box (or glyph, or wiring) occupies: wires it does not own must stay out of it."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    id: int
+    kind: str
+    name: str = ""
+
+    def moved(self, dx: float, dy: float) -> Footprint:
+        return replace(self, x=self.x + dx, y=self.y + dy)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+
+@dataclass(frozen=True)
+class Port:
+    """Where a wire meets a box (``box`` id) or the diagram's boundary (``box`` = -1)."""
+
+    x: float
+    y: float
+    box: int
+
+    def moved(self, dx: float, dy: float) -> Port:
+        return replace(self, x=self.x + dx, y=self.y + dy)
+
+
+Item = Union[Text, Path, Rect, Polygon, Circle, Footprint, Port]
+
+
+@dataclass
+class Drawing:
+    """A finished layout: ``width`` × ``height`` points of primitives, painted in order."""
+
+    width: float
+    height: float
+    items: list[Item] = field(default_factory=list)
+
+    def of(self, kind: type) -> list:
+        return [i for i in self.items if isinstance(i, kind)]
+
+    @property
+    def footprints(self) -> list[Footprint]:
+        return self.of(Footprint)
+
+    @property
+    def ports(self) -> list[Port]:
+        return self.of(Port)
+
+    @property
+    def visible(self) -> list[Item]:
+        return [i for i in self.items if not isinstance(i, (Footprint, Port))]

@@ -1,0 +1,447 @@
+"""The drawing rule table, keyed by primitive ``op``, and the shapes rules are built from.
+
+Two tables: :data:`BOX_RULES` draw a box on its own wires; :data:`SCALAR_RULES` draw a
+scalar primitive (elementwise functions, ``Scale``, ``Add``, ``Multiply``) together with the
+weave that reaches tensors, so the woven wires run through a glyph instead of a stack of
+broadcast boxes.  Any op without a rule gets :func:`generic_box` (its label in a box), so a
+new primitive never breaks drawing.  Family modules (:mod:`ncd.render.pictograms_more`)
+register more rules with :func:`rule` / :func:`scalar`.
+
+>>> import ncd
+>>> box_rule("linear").__name__, box_rule("no-such-op").__name__
+('draw_linear', 'draw_fallback')
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Block, Box
+from ncd.render.layout import Frag, Layout, Ports, flat
+from ncd.render.model import Circle, Footprint, Item, Path, Polygon, Port, Rect
+from ncd.render.style import fence_colour
+from ncd.render.typeset import Piece, pieces, typeset_text
+
+__all__ = ["BOX_RULES", "SCALAR_RULES", "rule", "scalar", "box_rule", "scalar_rule", "generic_box", "wiring",
+           "glyph_through", "component_box", "arrowhead",
+           "LABELLED_BOX_OPS"]
+
+Rule = Callable[[Layout, Box], Frag]
+ScalarRule = Callable[[Layout, Box, Type, Type], Frag]
+
+BOX_RULES: dict[str, Rule] = {}
+SCALAR_RULES: dict[str, ScalarRule] = {}
+
+#: Primitives deliberately drawn as their label in a box (:func:`draw_fallback`): opaque imports,
+#: constants, and the backward-pass helpers.  A coverage test requires every other primitive to
+#: have a rule, so a new primitive gets its pictogram chosen on purpose.
+LABELLED_BOX_OPS = frozenset({"opaque", "view", "constant", "sinusoidal", "derivative", "expand", "zeros", "softmax_backward"})
+
+INK = "#222222"
+LEARNED_FILL = "#e4e8ec"
+
+
+def rule(*ops: str) -> Callable[[Rule], Rule]:
+    """Register a box drawing rule for primitives ``ops``."""
+
+    def register(fn: Rule) -> Rule:
+        for op in ops:
+            BOX_RULES[op] = fn
+        return fn
+
+    return register
+
+
+def scalar(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
+    """Register a rule drawing scalar primitive ``ops`` woven over whole tensors."""
+
+    def register(fn: ScalarRule) -> ScalarRule:
+        for op in ops:
+            SCALAR_RULES[op] = fn
+        return fn
+
+    return register
+
+
+def box_rule(op: str) -> Rule:
+    _load_families()
+    return BOX_RULES.get(op, draw_fallback)
+
+
+def scalar_rule(op: str) -> ScalarRule:
+    _load_families()
+    return SCALAR_RULES.get(op, draw_scalar_fallback)
+
+
+_LOADED = False
+
+
+def _load_families() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import ncd.render.pictograms_more  # noqa: F401  (registers the other families)
+
+
+# -- building blocks ----------------------------------------------------------------------------
+def _centre(ctx: Layout, dom: Type, cod: Type, align: str = "center") -> tuple[Ports, Ports]:
+    ins, outs = ctx.stack(dom), ctx.stack(cod)
+    fi, fo = flat(ins), flat(outs)
+    if fi and fo:
+        shift = fi[0] - fo[0] if align == "top" else ((fi[0] + fi[-1]) - (fo[0] + fo[-1])) / 2
+        outs = [[y + shift for y in seg] for seg in outs]
+    return ins, outs
+
+
+def _ports(frag: Frag, owner: int) -> None:
+    for y in flat(frag.ins):
+        frag.add(Port(0.0, y, owner))
+    for y in flat(frag.outs):
+        frag.add(Port(frag.w, y, owner))
+
+
+def generic_box(ctx: Layout, dom: Type, cod: Type, parts: Sequence[Piece], *, size: float | None = None,
+                bold_text: bool = False, fill: str | None = "#ffffff", stroke: str | None = INK, width: float = 0.9,
+                kind: str = "box", name: str = "", min_w: float = 22.0, shape: str = "rect") -> Frag:
+    """A box spanning its wires, with ``parts`` typeset in the middle.
+
+    ``shape``: ``"rect"``; ``"trapezoid"`` (the convolution tensor: short input edge, tall output edge).
+    """
+    p = ctx.style.pitch
+    size = size or ctx.style.text_size
+    ins, outs = _centre(ctx, dom, cod)
+    ys = flat(ins) + flat(outs) or [0.0]
+    tw, ta, td = ctx.text_size(parts, size, bold_text)
+    h = max(max(ys) - min(ys) + p, ta + td + 8.0)
+    cy = (max(ys) + min(ys)) / 2
+    w = max(tw + 12.0, min_w)
+    top = cy - h / 2
+    box_id = ctx.new_id()
+    frag = Frag(w, top, top + h, ins, outs)
+    if shape == "trapezoid":
+        w += 6.0
+        fi = flat(ins) or [cy]
+        frag.w = w
+        frag.add(Polygon(((0.0, top), (w, top), (w, top + h), (0.0, max(fi) + 0.5 * p)), fill=fill, stroke=stroke, width=width,
+                         role="box", owner=box_id))
+    else:
+        frag.add(Rect(0.0, top, w, h, fill=fill, stroke=stroke, width=width, radius=2.0, role="box", owner=box_id))
+    frag.add(*ctx.text(parts, (w - tw) / 2, cy + (ta - td) / 2, size, role="text", owner=box_id, bold=bold_text))
+    frag.add(Footprint(0.0, top, w, h, box_id, kind, name or "".join(q.text for q in parts)))
+    _ports(frag, box_id)
+    return frag
+
+
+def arrowhead(x: float, y: float, size: float, owner: int | None = None) -> Polygon:
+    """The paper's fletched arrowhead ``➤`` with its tip at ``(x + 1.3·size, y)``."""
+    return Polygon(((x, y - 0.62 * size), (x + 1.3 * size, y), (x, y + 0.62 * size), (x + 0.38 * size, y)),
+                   fill=INK, stroke=None, owner=owner)
+
+
+def glyph_through(ctx: Layout, typ: Type, parts: Sequence[Piece], *, arrows: bool = True, name: str = "") -> Frag:
+    """Wires passing straight through, with a glyph (``➤R➤``, ``∗k^−1/2``) above the top wire."""
+    p, size = ctx.style.pitch, ctx.style.label_size * 1.2
+    ins = ctx.stack(typ)
+    ys = flat(ins)
+    top_wire = ys[0] if ys else 0.0
+    tw, ta, td = ctx.text_size(parts, size)
+    a = 4.2
+    pad = (1.3 * a + 3.0) if arrows else 0.0
+    w = tw + 2 * pad + 8.0
+    base = top_wire - 4.0 - td
+    gid = ctx.new_id()
+    frag = Frag(w, base - ta, max(ys) if ys else top_wire, ins, [list(s) for s in ins])
+    x = 4.0
+    if arrows:
+        frag.add(arrowhead(x, base - 0.33 * size, a, gid))
+        x += pad
+    frag.add(*ctx.text(parts, x, base, size, role="text", owner=gid))
+    if arrows:
+        frag.add(arrowhead(x + tw + 3.0, base - 0.33 * size, a, gid))
+    frag.add(Footprint(2.0, base - ta, w - 4.0, ta + td, gid, "glyph", name))
+    for y in ys:
+        frag.add(Path.through([(0.0, y), (w, y)]))
+    if not ys:
+        frag.add(Path.through([(0.0, top_wire), (w, top_wire)]))
+    del p
+    return frag
+
+
+def wiring(ctx: Layout, dom: Type, cod: Type, sources: Sequence[Sequence[int]], caps: Sequence[Sequence[int]] = (), *,
+           fill: str | None = None, sign: Sequence[Piece] = (), align: str = "center", name: str = "wiring",
+           width: float | None = None, end: str = "bar") -> Frag:
+    """Wires only: output wire ``o`` comes from input wires ``sources[o]`` (joined at a dot when several);
+    each group in ``caps`` is contracted (joined in a cap and ended); inputs used twice split at a copy dot;
+    an output with no source is born at a tail (a size-1 axis), a lone capped input ends at a bar (``end="bar"``)
+    or an arrowhead (``end="arrow"``: a size-1 axis removed)."""
+    p = ctx.style.pitch
+    ins, outs = _centre(ctx, dom, cod, align)
+    fi, fo = flat(ins), flat(outs)
+    ys = fi + fo or [0.0]
+    w = width if width is not None else 2.6 * p
+    xm = w / 2
+    wid = ctx.new_id()
+    top, bottom = min(ys) - 0.5 * p, max(ys) + 0.5 * p
+    frag = Frag(w, top, bottom, ins, outs)
+    if fill:
+        frag.add(Rect(0.0, top, w, bottom - top, fill=fill, stroke=None, radius=3.0, role="box", owner=wid))
+    uses = Counter(i for srcs in sources for i in srcs)
+    dots: list[tuple[float, float]] = []
+    for o, srcs in enumerate(sources):
+        yo = fo[o]
+        if not srcs:
+            frag.add(Path.through([(xm, yo), (w, yo)], owner=wid))
+            frag.add(arrowhead(xm - 0.38 * 3.6, yo, 3.6, wid))
+        elif len(srcs) == 1:
+            i = srcs[0]
+            if uses[i] > 1:
+                frag.add(Path.through([(0.0, fi[i]), (xm, fi[i]), (w, yo)], owner=wid))
+                dots.append((xm, fi[i]))
+            else:
+                frag.add(Path.through([(0.0, fi[i]), (w, yo)], owner=wid))
+        else:
+            for i in srcs:
+                frag.add(Path.through([(0.0, fi[i]), (xm, yo)], owner=wid))
+            frag.add(Path.through([(xm, yo), (w, yo)], owner=wid))
+            dots.append((xm, yo))
+    r = 0.45 * p
+    for group in caps:
+        gy = sorted(fi[i] for i in group)
+        if len(gy) == 1:
+            frag.add(Path.through([(0.0, gy[0]), (xm, gy[0])], owner=wid))
+            if end == "arrow":
+                frag.add(arrowhead(xm - 0.38 * 3.6, gy[0], 3.6, wid))
+            else:
+                frag.add(Path((("M", xm, gy[0] - 3.0), ("L", xm, gy[0] + 3.0)), width=1.4, role="glyph", owner=wid))
+                frag.add(Port(xm, gy[0], wid))
+            continue
+        x0 = xm - r
+        for y in gy:
+            frag.add(Path.through([(0.0, y), (x0, y)], owner=wid))
+        bulge = x0 + r + 0.35 * (gy[-1] - gy[0])
+        frag.add(Path((("M", x0, gy[0]), ("C", bulge, gy[0], bulge, gy[-1], x0, gy[-1])), owner=wid))
+    seen = set()
+    for x, y in dots:
+        if (x, y) not in seen:
+            seen.add((x, y))
+            frag.add(Circle(x, y, 2.3, owner=wid))
+    if sign and dots:
+        tw, ta, td = ctx.text_size(sign, ctx.style.text_size)
+        ytop = min(y for _, y in dots)
+        frag.add(*ctx.text(sign, xm - tw / 2, ytop - 5.0, ctx.style.text_size, role="text", owner=wid, bold=True))
+        frag.include(ytop - 5.0 - ta, bottom)
+        top = min(top, ytop - 5.0 - ta)
+    frag.add(Footprint(0.0, top, w, frag.bottom - top, wid, "wiring", name))
+    _ports(frag, wid)
+    return frag
+
+
+def _by_name(dom: Type, cod: Type) -> tuple[list[list[int]], list[list[int]]]:
+    """Sources of each output wire and contraction groups, matching wires by axis name."""
+    names = [a.name for seg in dom for a in seg]
+    sources = [[i for i, n in enumerate(names) if n == a.name] for seg in cod for a in seg]
+    kept = {a.name for seg in cod for a in seg}
+    caps: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        if n not in kept:
+            caps.setdefault(n, []).append(i)
+    return sources, list(caps.values())
+
+
+def component_box(ctx: Layout, node: Block) -> Frag:
+    """A collapsed block: a 3-D box with its name and parameters; the sizes label its ports."""
+    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend")]
+    params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in meta)
+    parts = typeset_text(node.name) + ((Piece(f" ({params})"),) if params else ())
+    frag = generic_box(ctx, node.dom, node.cod, parts, fill=fence_colour(node.name), kind="component", name=node.name)
+    d = 6.0
+    rect = next(it for it in frag.items if isinstance(it, Rect))
+    x1, top, bottom = rect.w, rect.y, rect.y + rect.h
+    fid = rect.owner
+    frag.add(Polygon(((0.0, top), (d, top - d), (x1 + d, top - d), (x1, top)), fill=_darker(rect.fill), role="shadow", owner=fid))
+    frag.add(Polygon(((x1, top), (x1 + d, top - d), (x1 + d, bottom - d), (x1, bottom)), fill=_darker(rect.fill, 0.8),
+                     role="shadow", owner=fid))
+    frag.items = [it for it in frag.items if not (isinstance(it, (Port, Footprint)))]
+    frag.w = x1 + d
+    frag.top = top - d
+    frag.add(Footprint(0.0, top - d, x1 + d, bottom - top + d, fid or 0, "component", node.name))
+    _ports(frag, fid or 0)
+    return frag
+
+
+def _darker(colour: str | None, factor: float = 0.9) -> str:
+    colour = colour or "#dddddd"
+    r, g, b = (int(colour[k:k + 2], 16) for k in (1, 3, 5))
+    return f"#{int(r * factor):02x}{int(g * factor):02x}{int(b * factor):02x}"
+
+
+# -- core families ---------------------------------------------------------------------------------
+@rule("linear")
+def draw_linear(ctx: Layout, box: Box) -> Frag:
+    """Bold **L** (**L₊** with bias), superscript name: ``L^Q``."""
+    parts = [Piece("L")]
+    if getattr(box.prim, "bias", False):
+        parts.append(Piece("+", script=-1))
+    if box.label:
+        parts.append(Piece(box.label, script=1))
+    return generic_box(ctx, box.dom, box.cod, parts, size=ctx.style.letter_size, bold_text=True, fill=LEARNED_FILL,
+                       stroke=None, name=box.text())
+
+
+@rule("einsum")
+def draw_einsum(ctx: Layout, box: Box) -> Frag:
+    """Caps for contractions, dots for diagonals, crossings for transposes, on a tinted region."""
+    sources, caps = _by_name(box.dom, box.cod)
+    return wiring(ctx, box.dom, box.cod, sources, caps, fill="#e3dcf1", name="einsum")
+
+
+@rule("unit")
+def draw_unit(ctx: Layout, box: Box) -> Frag:
+    """The cup: two wires born joined."""
+    p = ctx.style.pitch
+    outs = ctx.stack(box.cod)
+    y0, y1 = flat(outs)
+    w = 1.6 * p
+    uid = ctx.new_id()
+    frag = Frag(w, y0 - 0.5 * p, y1 + 0.5 * p, [], outs)
+    x0 = 0.45 * p
+    frag.add(Path((("M", w, y0), ("L", x0 + 0.3 * p, y0), ("C", x0 - 0.2 * p, y0, x0 - 0.2 * p, y1, x0 + 0.3 * p, y1),
+                   ("L", w, y1)), owner=uid))
+    frag.add(Footprint(0.0, frag.top, w, frag.bottom - frag.top, uid, "wiring", "unit"))
+    _ports(frag, uid)
+    return frag
+
+
+@rule("softmax")
+def draw_softmax(ctx: Layout, box: Box) -> Frag:
+    """The triangle ``◁`` on the normalised wire (``log`` written under it for log-softmax)."""
+    p = ctx.style.pitch
+    ins = ctx.stack(box.dom)
+    y = flat(ins)[0]
+    w = 1.9 * p
+    sid = ctx.new_id()
+    h = 0.5 * p
+    frag = Frag(w, y - 0.75 * p, y + 0.75 * p, ins, [list(s) for s in ins])
+    frag.add(Rect(0.0, frag.top, w, 1.5 * p, fill="#d5ecd6", stroke=None, radius=2.0, owner=sid))
+    frag.add(Path.through([(0.0, y), (w, y)], owner=sid))
+    frag.add(Polygon(((0.3 * p, y), (w - 0.3 * p, y - h), (w - 0.3 * p, y + h)), fill="#ffffff", stroke=INK, owner=sid))
+    if getattr(box.prim, "log", False):
+        frag.add(*ctx.text(typeset_text("log"), 0.3 * p, frag.bottom + 9, 8.0, owner=sid))
+        frag.include(frag.top, frag.bottom + 11)
+    frag.add(Footprint(0.0, frag.top, w, frag.bottom - frag.top, sid, "glyph", "softmax"))
+    _ports(frag, sid)
+    return frag
+
+
+@rule("copy")
+def draw_copy(ctx: Layout, box: Box) -> Frag:
+    n_in = sum(len(s) for s in box.dom)
+    sources = [[k % n_in] for k in range(sum(len(s) for s in box.cod))] if n_in else [[] for _ in box.cod]
+    return wiring(ctx, box.dom, box.cod, sources, align="top", name="copy", width=1.8 * ctx.style.pitch)
+
+
+@rule("delete")
+def draw_delete(ctx: Layout, box: Box) -> Frag:
+    caps = [[i] for i in range(sum(len(s) for s in box.dom))]
+    return wiring(ctx, box.dom, box.cod, [], caps, name="delete", width=1.4 * ctx.style.pitch)
+
+
+@rule("swap")
+def draw_swap(ctx: Layout, box: Box) -> Frag:
+    offsets, k = [], 0
+    for seg in box.dom:
+        offsets.append(k)
+        k += len(seg)
+    perm = box.prim.perm  # type: ignore[attr-defined]
+    sources = [[offsets[j] + a] for j in perm for a in range(len(box.dom[j]))]
+    return wiring(ctx, box.dom, box.cod, sources, name="swap")
+
+
+@rule("transpose")
+def draw_transpose(ctx: Layout, box: Box) -> Frag:
+    return wiring(ctx, box.dom, box.cod, [[k] for k in box.prim.perm], name="transpose")  # type: ignore[attr-defined]
+
+
+@rule("rename")
+def draw_rename(ctx: Layout, box: Box) -> Frag:
+    """Renaming changes only the labels: the wires run straight on."""
+    n = sum(len(s) for s in box.dom)
+    return wiring(ctx, box.dom, box.cod, [[k] for k in range(n)], name="rename", width=0.8 * ctx.style.pitch)
+
+
+def _slot(box: Box) -> tuple[Piece, ...]:
+    prim = box.prim
+    key = typeset_text(getattr(prim, "key", "C"))
+    index = getattr(prim, "index", None)
+    return key + (tuple(Piece(q.text, q.italic, -1) for q in pieces(index)) if index is not None else ())
+
+
+@rule("save")
+def draw_save(ctx: Layout, box: Box) -> Frag:
+    """``→ C_λ``: the wires go on; a branch from a dot on the top wire feeds the tag."""
+    p, size = ctx.style.pitch, ctx.style.text_size
+    ins = ctx.stack(box.dom)
+    ys = flat(ins) or [0.0]
+    parts = (Piece("→ "),) + _slot(box)
+    tw, ta, td = ctx.text_size(parts, size)
+    w = tw + 16.0
+    tid = ctx.new_id()
+    tag_bottom = ys[0] - 0.55 * p
+    tag_top = tag_bottom - ta - td - 6.0
+    frag = Frag(w, tag_top, max(ys), ins, [list(s) for s in ins])
+    for y in flat(ins):
+        frag.add(Path.through([(0.0, y), (w, y)]))
+    frag.add(Circle(5.0, ys[0], 2.2))
+    frag.add(Path((("M", 5.0, ys[0]), ("L", 5.0, tag_bottom)), owner=tid))
+    frag.add(Rect(2.0, tag_top, w - 4.0, tag_bottom - tag_top, fill="#f8f1b8", stroke=None, radius=2.0, owner=tid))
+    frag.add(*ctx.text(parts, 8.0, tag_bottom - 3.0 - td, size, owner=tid))
+    frag.add(Footprint(2.0, tag_top, w - 4.0, tag_bottom - tag_top, tid, "box", "save"))
+    frag.add(Port(5.0, tag_bottom, tid))
+    return frag
+
+
+@rule("load")
+def draw_load(ctx: Layout, box: Box) -> Frag:
+    return generic_box(ctx, box.dom, box.cod, _slot(box) + (Piece(" →"),), fill="#f8f1b8", stroke=None, name="load")
+
+
+def draw_fallback(ctx: Layout, box: Box) -> Frag:
+    """Any primitive without its own pictogram: its label in a box (bold border when learned)."""
+    return generic_box(ctx, box.dom, box.cod, typeset_text(box.text()), width=2.2 if box.learned else 0.9,
+                       name=box.prim.op)
+
+
+# -- scalar primitives woven over tensors -----------------------------------------------------------
+@scalar("elementwise")
+def draw_activation(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    """``➤R➤`` above the wires, which run straight through."""
+    label = box.prim.label()
+    parts = (Piece(label, italic=len(label) == 1),)
+    return glyph_through(ctx, dom, parts, name=label)
+
+
+@scalar("scale")
+def draw_scale(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    """``∗k^−1/2`` above the wires."""
+    parts = (Piece("∗"),) + pieces(box.prim.factor)  # type: ignore[attr-defined]
+    return glyph_through(ctx, dom, parts, arrows=False, name="scale")
+
+
+@scalar("add", "multiply")
+def draw_merge(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    """Equal wires meet at dots under ``+`` (or ``⊙``)."""
+    sources, caps = _by_name(dom, cod)
+    sign = (Piece("+" if box.prim.op == "add" else "⊙"),)
+    return wiring(ctx, dom, cod, sources, caps, sign=sign, align="top", name=box.prim.op)
+
+
+def draw_scalar_fallback(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    if len(dom) == 1 and len(cod) == 1 and dom[0].same(cod[0]):
+        return glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op)
+    sources, caps = _by_name(dom, cod)
+    return wiring(ctx, dom, cod, sources, caps, sign=typeset_text(box.text()), align="top", name=box.prim.op)
+
+
+_ = (Segment, Item)

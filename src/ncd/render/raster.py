@@ -1,0 +1,25 @@
+"""PNG and PDF from the SVG, through cairosvg (a real SVG renderer; fonts come from fontconfig)."""
+
+from __future__ import annotations
+
+from ncd.errors import InputError
+
+__all__ = ["svg_to_png", "svg_to_pdf"]
+
+
+def _cairosvg():  # type: ignore[no-untyped-def]
+    try:
+        import cairosvg
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise InputError("drawing PNG or PDF needs cairosvg: pip install cairosvg") from error
+    return cairosvg
+
+
+def svg_to_png(svg: str, scale: float = 2.0) -> bytes:
+    """Rasterise SVG text at ``scale`` pixels per point."""
+    return _cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale)
+
+
+def svg_to_pdf(svg: str) -> bytes:
+    """Vector PDF of SVG text."""
+    return _cairosvg().svg2pdf(bytestring=svg.encode("utf-8"))

@@ -1,0 +1,74 @@
+"""Drawing options and the paper's visual constants (sizes in points, colours).
+
+>>> Style().pitch
+16.0
+>>> Style.from_options(pitch=20).pitch
+20.0
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from ncd.errors import InputError
+
+__all__ = ["Style", "FENCE_COLOURS", "fence_colour", "FONT_STACK", "SERIF_STACK", "SYMBOL_STACK"]
+
+FONT_STACK = "'CMU Sans Serif', 'Latin Modern Sans', 'DejaVu Sans', Helvetica, Arial, sans-serif"
+SYMBOL_STACK = "'DejaVu Sans', 'Noto Sans Symbols', 'Segoe UI Symbol', sans-serif"
+SERIF_STACK = "'CMU Serif', 'Latin Modern Roman', 'DejaVu Serif', 'Times New Roman', serif"
+
+#: Pale fills like the paper's fenced regions (purple, orange, green, pink, blue, yellow, grey).
+FENCE_COLOURS = ("#dcd8ee", "#f8e0c6", "#dcefd8", "#f7dde0", "#d9e8f6", "#f5f1c9", "#e7e7e7")
+
+
+def fence_colour(name: str) -> str:
+    """A stable colour for a block name (the same block always gets the same fill)."""
+    return FENCE_COLOURS[zlib.crc32(name.encode()) % len(FENCE_COLOURS)]
+
+
+@dataclass(frozen=True)
+class Style:
+    """Everything ``ncd.draw(..., **options)`` accepts besides the path.
+
+    ``depth``: blocks nested ``depth`` or more fences deep are drawn as 3-D component boxes;
+    ``fold``: runs of identical blocks are drawn once with their count; ``labels``: ``"all"``
+    (every gap), ``"ends"`` (only the diagram's inputs and outputs) or ``"none"``; ``legend``:
+    derived sizes shown in a legend box (``{"n_b": "n_1/4"}``); ``title``: a heading.
+    """
+
+    pitch: float = 16.0
+    segment_gap: float = 12.0
+    label_size: float = 11.0
+    text_size: float = 12.0
+    letter_size: float = 19.0
+    margin: float = 10.0
+    depth: int | None = None
+    fold: bool = True
+    labels: Literal["all", "ends", "none"] = "all"
+    legend: tuple[tuple[str, str], ...] = ()
+    title: str | None = None
+    scale: float = 2.0
+    embed_fonts: bool = False
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    @staticmethod
+    def from_options(**options: Any) -> Style:
+        known = {f.name for f in fields(Style)} - {"extra"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"draw: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "legend" in options:
+            legend = options["legend"]
+            options["legend"] = tuple(legend.items()) if isinstance(legend, dict) else tuple(legend or ())
+        if options.get("labels", "all") not in ("all", "ends", "none"):
+            raise InputError(f"draw: labels={options['labels']!r}; use 'all', 'ends' or 'none'")
+        depth = options.get("depth")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise InputError(f"draw: depth={depth!r} must be a whole number ≥ 0 (or None)")
+        for key in ("pitch", "segment_gap", "label_size", "text_size", "letter_size", "margin", "scale"):
+            if key in options:
+                options[key] = float(options[key])
+        return Style(**options)

@@ -1,0 +1,220 @@
+"""Typesetting sizes and axis labels as the paper writes them.
+
+A size becomes a list of styled pieces: symbols in italic (overlined for item axes),
+subscripts from ``_`` (``c_i`` → c with subscript i), exponents raised (``k**2`` → k²),
+quotients with a slash (``x/s``), products of a number and symbols juxtaposed (``2c``).
+
+>>> from ncd.ir.size import size
+>>> [p.text for p in pieces(size("x/s"), item=True)]
+['x', '/', 's']
+>>> [(p.text, p.script) for p in pieces(size("k**-0.5"))]
+[('k', 0), ('−1/2', 1)]
+>>> label_text(__import__("ncd").parse_axis("k:10"))
+'k = 10'
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import sympy
+
+from ncd.ir.axes import Axis
+from ncd.render.model import Run, Text, text_width
+
+__all__ = ["Piece", "pieces", "axis_pieces", "label_text", "typeset", "typeset_text"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One styled fragment: ``script`` is 0 (baseline), 1 (superscript) or -1 (subscript)."""
+
+    text: str
+    italic: bool = False
+    script: int = 0
+    overline: bool = False
+
+
+def _symbol(name: str, item: bool, script: int) -> list[Piece]:
+    base, _, sub = name.partition("_")
+    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", base) if not sub else None
+    if trailing:  # c0, n1, x1: the paper writes c₀, n₁, x₁
+        base, sub = trailing.group(1), trailing.group(2)
+    out = [Piece(base, italic=len(base) == 1, script=script, overline=item and script == 0)]
+    if sub:
+        out.append(Piece(sub.replace("_", ","), italic=len(sub) == 1 and sub.isalpha(), script=-1))
+    return out
+
+
+def _exponent_text(e: sympy.Expr) -> str:
+    return str(e).replace(" ", "").replace("-", "−").replace("**", "^").replace("*", "·")
+
+
+def _pieces(expr: sympy.Expr, item: bool, script: int, outer: bool = True) -> list[Piece]:
+    if isinstance(expr, sympy.Integer) or expr.is_Number:
+        return [Piece(str(expr).replace("-", "−"), script=script)]
+    if isinstance(expr, sympy.Symbol):
+        return _symbol(expr.name, item, script)
+    if isinstance(expr, sympy.Pow):
+        base, e = expr.as_base_exp()
+        if e == sympy.Rational(1, 2):
+            return [Piece("√", script=script)] + _wrap(base, item, script)
+        inner = _wrap(base, item, script)
+        if script == 0:
+            return inner + [Piece(_exponent_text(e), script=1)]
+        return inner + [Piece("^" + _exponent_text(e), script=script)]
+    if isinstance(expr, sympy.Mul):
+        num, den = sympy.fraction(expr)
+        if den != 1:
+            return _wrap(num, item, script) + [Piece("/", script=script)] + _wrap(den, False, script)
+        coeff, rest = expr.as_coeff_Mul()
+        out: list[Piece] = []
+        if coeff == -1:
+            out.append(Piece("−", script=script))
+        elif coeff != 1:
+            out.extend(_pieces(coeff, item, script))
+        factors = list(rest.as_ordered_factors()) if isinstance(rest, sympy.Mul) else [rest]
+        for k, f in enumerate(factors):
+            if k > 0 or (coeff != 1 and coeff != -1 and not isinstance(f, sympy.Symbol)):
+                out.append(Piece("·", script=script))
+            out.extend(_wrap(f, item, script))
+        return out
+    if isinstance(expr, sympy.Add):
+        out = []
+        for k, term in enumerate(expr.as_ordered_terms()):
+            negative = term.could_extract_minus_sign()
+            body = -term if negative else term
+            if k > 0:
+                sign = "−" if negative else "+"
+                out.append(Piece(f" {sign} " if script == 0 else sign, script=script))
+            elif negative:
+                out.append(Piece("−", script=script))
+            out.extend(_pieces(body, item, script, outer=False))
+        return out
+    return [Piece(str(expr), script=script)]
+
+
+def _wrap(expr: sympy.Expr, item: bool, script: int) -> list[Piece]:
+    inner = _pieces(expr, item, script, outer=False)
+    if isinstance(expr, (sympy.Add, sympy.Mul)) and len(expr.args) > 1:
+        return [Piece("(", script=script)] + inner + [Piece(")", script=script)]
+    return inner
+
+
+@functools.lru_cache(maxsize=8192)
+def pieces(expr: sympy.Expr, item: bool = False) -> tuple[Piece, ...]:
+    """The styled pieces of a size expression (cached: sizes repeat a lot)."""
+    return tuple(_pieces(sympy.sympify(expr), item, 0))
+
+
+@functools.lru_cache(maxsize=8192)
+def axis_pieces(axis: Axis) -> tuple[Piece, ...]:
+    """The label of a wire: its size (``x̄``, ``28²``, ``x̄/s``), or ``name = size`` when the name says more."""
+    item = axis.role == "item"
+    if axis.parts:
+        sizes = [p.size for p in axis.parts]
+        if all(s == sizes[0] for s in sizes):
+            return pieces(sizes[0], item) + (Piece(str(len(sizes)), script=1),)
+        out: list[Piece] = []
+        for k, p in enumerate(axis.parts):
+            if k:
+                out.append(Piece("·"))
+            out.extend(axis_pieces(p))
+        return tuple(out)
+    named = sympy.Symbol(axis.name, positive=True)
+    if axis.size == named or str(axis.size) == axis.name or named in axis.size.free_symbols:
+        return pieces(axis.size, item)  # x̄/2 says more than x̄ = x/2
+    if axis.name.isidentifier():
+        return tuple(_symbol(axis.name, item, 0)) + (Piece(" = "),) + pieces(axis.size, False)
+    return pieces(axis.size, item)
+
+
+def label_text(axis: Axis) -> str:
+    """The label of ``axis`` as plain text (for messages and tests)."""
+    return "".join(p.text for p in axis_pieces(axis))
+
+
+def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str = "label",
+            owner: int | None = None, bold: bool = False) -> tuple[Text, list[tuple[float, float, float]]]:
+    """Place pieces on a baseline at ``(x, y)``; returns the text and the overlines as ``(x0, x1, y)``."""
+    runs: list[Run] = []
+    overlines: list[tuple[float, float, float]] = []
+    dx = 0.0
+    ascent = 0.72 * size
+    descent = 0.25 * size
+    last_script, last_start, last_width = 0, 0.0, 0.0
+    for p in parts:
+        s = size * (0.7 if p.script else 1.0)
+        dy = -0.42 * size if p.script == 1 else (0.22 * size if p.script == -1 else 0.0)
+        w = text_width(p.text, s, bold) * (1.02 if p.italic else 1.0)
+        if p.script and last_script == -p.script:  # a subscript and a superscript stack (L₊^Q)
+            dx = last_start
+            start, dx = dx, dx + max(w, last_width)
+        else:
+            start, dx = dx, dx + w
+        offset = start
+        for chunk, is_symbol in _split_symbols(p.text):
+            runs.append(Run(chunk, offset, dy, s, p.italic and not is_symbol, bold, serif=p.italic and not is_symbol,
+                            symbol=is_symbol))
+            offset += text_width(chunk, s, bold)
+        if p.overline:
+            slant = 0.12 * s if p.italic else 0.0
+            overlines.append((x + start + 0.06 * s + slant, x + start + w + slant - 0.04 * s, y - 0.78 * size))
+            ascent = max(ascent, 0.86 * size)
+        if p.script == 1:
+            ascent = max(ascent, 0.42 * size + 0.72 * s)
+        if p.script == -1:
+            descent = max(descent, 0.22 * size + 0.25 * s)
+        last_script, last_start, last_width = p.script, start, w
+    return Text(x, y, tuple(runs), dx, ascent, descent, role, owner), overlines  # type: ignore[arg-type]
+
+
+_TEXT_FONT_EXTRA = set("−·…→∗√")
+
+
+def is_symbol(ch: str) -> bool:
+    """Whether ``ch`` is outside what Computer Modern Sans covers (Latin-1, Greek, a few math signs)."""
+    code = ord(ch)
+    return not (code < 0x250 or 0x370 <= code < 0x400 or ch in _TEXT_FONT_EXTRA)
+
+
+def _split_symbols(text: str) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    for ch in text:
+        flag = is_symbol(ch)
+        if out and out[-1][1] == flag:
+            out[-1] = (out[-1][0] + ch, flag)
+        else:
+            out.append((ch, flag))
+    return out or [("", False)]
+
+
+def typeset_text(text: str) -> tuple[Piece, ...]:
+    """Plain text with ``_x`` subscripts and ``^x`` superscripts (single tokens), e.g. ``C_λ``, ``L^Q``."""
+    out: list[Piece] = []
+    buf = ""
+    k = 0
+    while k < len(text):
+        ch = text[k]
+        if ch in "_^" and k + 1 < len(text):
+            if buf:
+                out.append(Piece(buf))
+                buf = ""
+            end = k + 1
+            if text[end] == "{":
+                close = text.find("}", end)
+                close = len(text) if close < 0 else close
+                token, k = text[end + 1:close], close + 1
+            else:
+                while end < len(text) and (text[end].isalnum() or text[end] in "−-+"):
+                    end += 1
+                token, k = text[k + 1:end], end
+            out.append(Piece(token, script=1 if ch == "^" else -1))
+            continue
+        buf += ch
+        k += 1
+    if buf:
+        out.append(Piece(buf))
+    return tuple(out)

@@ -1,0 +1,102 @@
+"""Lowering rules for the primitives of backward diagrams (``ncd.prims.derivative``)."""
+
+from __future__ import annotations
+
+import string
+
+from ncd.ir.size import evaluate
+from ncd.prims.derivative import (
+    DerivativeOp,
+    ExpandOp,
+    LinearTransposeOp,
+    LinearWeightGradOp,
+    SoftmaxBackwardOp,
+    ZerosOp,
+)
+from ncd.torch.rules import NotWeaveAware, RuleContext, register
+
+#: f′ written in terms of the stored value ``{v}`` (the input or the output, see DERIVATIVES)
+FORMULAS = {
+    "relu": "({v} > 0).to({v}.dtype)",
+    "tanh": "1 - {v} * {v}",
+    "sigmoid": "{v} * (1 - {v})",
+    "exp": "{v}",
+    "sqrt": "0.5 / {v}",
+    "gelu": "0.5 * (1 + torch.erf({v} * 0.7071067811865476)) + {v} * torch.exp(-0.5 * {v} * {v}) * 0.3989422804014327",
+    "silu": "torch.sigmoid({v}) * (1 + {v} * (1 - torch.sigmoid({v})))",
+    "log": "1 / {v}",
+    "square": "2 * {v}",
+    "abs": "torch.sign({v})",
+}
+_GELU_TANH = ("0.5 * (1 + torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)))"
+              " + 0.5 * {v} * (1 - torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)) ** 2)"
+              " * 0.7978845608028654 * (1 + 0.134145 * {v} * {v})")
+
+
+@register(DerivativeOp, weave_aware=True)
+def lower_derivative(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, DerivativeOp)
+    formula = _GELU_TANH if prim.function == "gelu_tanh" else FORMULAS[prim.function]
+    return [formula.format(v=ctx.args[0].var)]
+
+
+@register(SoftmaxBackwardOp, weave_aware=True)
+def lower_softmax_backward(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, SoftmaxBackwardOp)
+    if ctx.markers("dom", 0) != ctx.markers("dom", 1) or ctx.markers("dom", 0) != ctx.markers("cod", 0):
+        raise NotWeaveAware
+    (dim,) = ctx.own_dims("dom", 0)
+    y, g = ctx.args[0].var, ctx.args[1].var
+    if prim.log:
+        return [f"{g} - torch.exp({y}) * {g}.sum({dim}, keepdim=True)"]
+    return [f"{y} * ({g} - ({g} * {y}).sum({dim}, keepdim=True))"]
+
+
+@register(ExpandOp)
+def lower_expand(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ExpandOp)
+    x = ctx.args[0].var
+    src, dst = list(prim.source.names), list(prim.target.names)
+    present = [n for n in dst if n in src]
+    k = len(src)
+    if present != src:
+        x = f"torch.movedim({x}, {tuple(range(-k, 0))}, {tuple(present.index(n) - k for n in src)})"
+    index = ", ".join(":" if n in src else "None" for n in dst)
+    sizes = ", ".join(str(evaluate(a.size, what=f"axis {a.name}")) for a in prim.target)
+    batch = f"{ctx.args[0].var}.shape[:-{k}]" if k else f"{x}.shape"
+    return [f"{x}[..., {index}].expand(*{batch}, {sizes})"]
+
+
+@register(ZerosOp)
+def lower_zeros(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ZerosOp)
+    return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in seg)})" for seg in prim.type]
+
+
+def _positional(n: int, skip: str = "") -> list[str]:
+    pool = [c for c in string.ascii_letters if c not in skip]
+    return pool[:n]
+
+
+@register(LinearTransposeOp, weave_aware=True)
+def lower_linear_transpose(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, LinearTransposeOp)
+    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes))
+    out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
+    subs = ctx.subscripts([out, out + inp], inp)
+    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+
+
+@register(LinearWeightGradOp, weave_aware=True)
+def lower_linear_weight_grad(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, LinearWeightGradOp)
+    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes))
+    out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
+    subs = ctx.subscripts([inp, out], out + inp)
+    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]

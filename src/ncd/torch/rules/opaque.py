@@ -1,0 +1,108 @@
+"""Lowering rules for the importer's primitives: opaque ATen calls, parameters, constants, views.
+
+An opaque box calls the very ATen overload the model called (``torch.ops.aten.cumsum.default``)
+with the captured constant arguments, so it reproduces the operation exactly.  It works on
+the shapes it was traced with: extra leading batch dimensions are not supported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ncd.errors import LoweringError
+from ncd.ir.size import evaluate
+from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
+from ncd.torch.rules import RuleContext, register
+
+
+def literal(value: Any, inputs: list[str]) -> str:
+    """Python source for one captured argument (``("$in", j)`` is input ``j``)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0].startswith("$"):
+        tag, payload = value
+        if tag == "$in":
+            return inputs[payload]
+        if tag in ("$dtype", "$layout", "$memory_format"):
+            return f"torch.{payload}"
+        if tag == "$device":
+            return f"torch.device({payload!r})"
+        raise LoweringError(f"opaque box: unknown argument tag {tag!r}")
+    if isinstance(value, tuple):
+        inner = ", ".join(literal(v, inputs) for v in value)
+        return f"[{inner}]"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "float('-inf')"
+        if math.isnan(value):
+            return "float('nan')"
+    return repr(value)
+
+
+def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
+    args = [literal(a, inputs) for a in prim.args]
+    args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
+    parts = prim.target.split(".")
+    if parts[0] == "aten":
+        fn = "torch.ops." + prim.target
+    else:
+        raise LoweringError(f"opaque box: cannot call {prim.target!r}")
+    return f"{fn}({', '.join(args)})"
+
+
+@register(OpaqueOp)
+def lower_opaque(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, OpaqueOp)
+    call = call_text(prim, [v.var for v in ctx.args])
+    if not prim.picks:
+        return [call]
+    result = ctx.em.fresh(prim.hint() + "_out")
+    ctx.em.line(f"{result} = {call}")
+    return [f"{result}[{k}]" for k in prim.picks]
+
+
+def _shape(ctx: RuleContext, seg: Any) -> str:
+    sizes = [str(evaluate(a.size, what=f"axis {a.name}")) for a in seg.axes]
+    return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+
+def _attr_hint(hint: str) -> str:
+    import torch.nn
+
+    return hint + "_" if hasattr(torch.nn.Module, hint) else hint
+
+
+@register(ParameterOp)
+def lower_parameter(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ParameterOp)
+    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Parameter(torch.zeros({_shape(ctx, prim.segment)}))")]
+
+
+@register(ConstantOp)
+def lower_constant(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ConstantOp)
+    shape = _shape(ctx, prim.segment)
+    if prim.value is not None:
+        value = prim.value
+        text = ("float('-inf')" if value < 0 else "float('inf')") if math.isinf(value) else repr(value)
+        if prim.dtype == "bool":
+            text = repr(bool(value))
+        elif prim.dtype.startswith(("int", "uint")):
+            text = repr(int(value))
+        return [f"torch.full({shape}, {text}, dtype=torch.{prim.dtype})"]
+    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Buffer(torch.zeros({shape}, dtype=torch.{prim.dtype}))")]
+
+
+@register(ViewOp)
+def lower_view(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, ViewOp)
+    x = ctx.args[0].var
+    n = len(prim.source)
+    sizes = [str(evaluate(a.size, what=f"axis {a.name}")) for a in prim.target.axes]
+    if [a.size for a in prim.source.axes] == [a.size for a in prim.target.axes]:
+        return [x]  # same sizes: only the names change
+    lead = f"*{x}.shape[:{x}.dim() - {n}]" if n else f"*{x}.shape"
+    return [f"{x}.reshape({', '.join([lead] + sizes)})"]

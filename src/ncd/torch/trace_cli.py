@@ -1,0 +1,93 @@
+"""``ncd trace module:factory --input 2x8:int [...] [-o out.json|.svg|.png]``: a model's diagram.
+
+``factory`` is called without arguments and must return an ``nn.Module`` (it is put in
+evaluation mode).  Each ``--input`` is a shape such as ``2x3x224x224`` (random floats) or
+``2x8:int<V>`` (random indices below ``V``, default 100); ``--axes`` names their axes
+(``--axes "b t"``, one per input).  Without ``-o`` the diagram's type and opaque boxes are
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from ncd.errors import TraceError
+
+__all__ = ["add_arguments", "run", "parse_input", "load_factory"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the model as module:factory (a callable returning an nn.Module)")
+    parser.add_argument("--input", "-i", action="append", default=[], metavar="SHAPE",
+                        help="an input shape such as 2x3x32x32 or 2x8:int100 (repeat for several inputs)")
+    parser.add_argument("--axes", "-a", action="append", default=[], metavar="NAMES",
+                        help="axis names of an input, such as 'b t' (repeat, one per input)")
+    parser.add_argument("--output", "-o", help="write the diagram: .json, or a drawing (.svg, .png, .pdf, .tex)")
+
+
+def parse_input(text: str, seed: int = 0):  # noqa: ANN201 - a torch tensor
+    """A random tensor from ``2x8`` (floats) or ``2x8:int100`` (indices below 100)."""
+    import torch
+
+    shape_text, _, kind = text.partition(":")
+    try:
+        shape = tuple(int(s) for s in shape_text.lower().split("x") if s)
+    except ValueError:
+        raise TraceError(f"input {text!r}: a shape is sizes joined by 'x', such as 2x3x32x32") from None
+    generator = torch.Generator().manual_seed(seed)
+    if kind.startswith("int"):
+        high = int(kind[3:] or 100)
+        return torch.randint(0, high, shape, generator=generator)
+    if kind:
+        raise TraceError(f"input {text!r}: the only kind is ':int<V>' (indices below V)")
+    return torch.randn(shape, generator=generator)
+
+
+def load_factory(spec: str):  # noqa: ANN201 - an nn.Module
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise TraceError(f"model {spec!r} must be given as module:factory, e.g. mypackage.models:tiny_gpt")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise TraceError(f"cannot import {module_name!r}: {error}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise TraceError(f"{module_name} has no callable {attr!r}")
+    return factory()
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ncd.trace import trace
+
+    model = load_factory(args.model)
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"{args.model} returned {type(model).__name__}, not an nn.Module")
+    model.eval()
+    if not args.input:
+        raise TraceError("give at least one --input shape, such as --input 2x8:int100")
+    inputs = [parse_input(text, seed=k) for k, text in enumerate(args.input)]
+    axes = list(args.axes) + [None] * (len(inputs) - len(args.axes))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diagram = trace(model, *inputs, axes=axes if args.axes else None)
+    for w in caught:
+        print(f"ncd trace: {w.message}", file=sys.stderr)
+    if args.output:
+        if args.output.endswith(".json"):
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(diagram.as_block().to_json())
+        else:
+            from ncd.render import draw
+
+            draw(diagram, args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(f"{diagram.name}: {diagram.dom} -> {diagram.cod}")
+        print(f"opaque boxes: {diagram.opaque_count}")
+    return 0

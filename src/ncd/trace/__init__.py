@@ -1,0 +1,156 @@
+"""``ncd.trace``: turn a PyTorch model into a neural circuit diagram, axes and all.
+
+The model is captured at the ATen level (``torch.export``; a dispatch trace as fallback),
+its operators become boxes (recognised idioms in the paper's vocabulary, anything else an
+opaque box calling the operator itself), module calls become nested blocks and repeated
+layers one repetition.  The result is a :class:`TracedDiagram`: a diagram that also
+remembers the model's parameter values, so ``ncd.trace(model, x).to_torch()`` computes
+``model(x)``.
+
+>>> import torch, ncd
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+>>> d = ncd.trace(model, torch.randn(2, 4))
+>>> str(d.dom), str(d.cod)
+('b:2 m:4', 'b:2 n:3')
+>>> x = torch.randn(2, 4)
+>>> torch.allclose(d.to_torch()(x), model(x), atol=1e-6)
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ncd.errors import TraceError
+from ncd.ir.diagram import Block
+
+__all__ = ["trace", "TracedDiagram", "load_parameters"]
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class TracedDiagram(Block):
+    """A traced model's diagram (a block titled with the model's class) plus its parameter values.
+
+    ``tensors`` holds, for every box that owns tensors (learned boxes and constants), the
+    values traced from the model, in execution order.  :meth:`to_torch` lowers the diagram
+    and copies them in; :meth:`state_dict` gives them keyed by the lowered module's names.
+    ``opaque`` counts the operators drawn as opaque boxes, by ATen name.
+    """
+
+    tensors: tuple[tuple[torch.Tensor, ...], ...] = field(default=(), compare=False, hash=False)
+    example: tuple[torch.Tensor, ...] = field(default=(), compare=False, hash=False)
+    opaque: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
+    method: str = field(default="export", compare=False, hash=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
+
+    def __hash__(self) -> int:
+        return hash((self.body, self.name, self.meta))
+
+    @property
+    def opaque_count(self) -> int:
+        return sum(n for _, n in self.opaque)
+
+    def as_block(self) -> Block:
+        """The plain diagram, without the traced values."""
+        return Block(self.body, self.name, self.meta)
+
+    def to_torch(self, **sizes: int) -> torch.nn.Module:
+        """Lower to an ``nn.Module`` holding the traced model's parameters."""
+        from ncd.torch.module import to_torch
+
+        module = to_torch(self.as_block(), **sizes)
+        load_parameters(module, self.tensors, self.example)
+        return module
+
+    def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram)."""
+        return _state_for(module, self.tensors, self.example)
+
+
+def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **example_kwargs: Any) -> TracedDiagram:
+    """The neural circuit diagram of ``model`` run on ``example_inputs``.
+
+    ``axes`` names input axes: ``{"input_ids": "b t"}`` (by argument name), a list (by
+    position) or one string (the first input); ``~t`` marks an item axis.  Other axes are
+    named by the rules of :mod:`ncd.trace.idioms`.  The model runs in its current mode
+    (call ``model.eval()`` first to drop dropout).  Operators without a rule become opaque
+    boxes; one warning lists them.
+    """
+    from ncd.trace.capture import capture
+    from ncd.trace.convert import Converter
+    from ncd.trace.idioms import load_rules
+    from ncd.trace.wiring import assemble
+
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
+    load_rules()
+    captured = capture(model, tuple(example_inputs), dict(example_kwargs))
+    conv = Converter(captured, axes, model)
+    outputs = conv.run()
+    body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
+    example = tuple(n.value for n in captured.nodes if n.kind == "input")
+    opaque = tuple(sorted(conv.emitted.opaque.items()))
+    if opaque:
+        listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
+        warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
+                      f" {listed}", stacklevel=2)
+    return TracedDiagram(body, type(model).__name__, (), tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
+                         captured.method)
+
+
+def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
+    """Names of the module's parameters and buffers in the order its forward first uses them."""
+    from torch.overrides import TorchFunctionMode
+
+    names = {id(t): n for n, t in list(module.named_parameters()) + list(module.named_buffers())}
+    order: list[str] = []
+    seen: set[int] = set()
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
+                if isinstance(t, torch.Tensor) and id(t) in names and id(t) not in seen:
+                    seen.add(id(t))
+                    order.append(names[id(t)])
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Watch():
+        module(*example)
+    return order
+
+
+def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
+               example: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    order = _first_use(module, example)
+    flat = [t for group in tensors for t in group]
+    current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    unused = set(current) - set(order)
+    if len(order) != len(flat) or any(n in dict(module.named_parameters()) for n in unused):
+        raise TraceError(
+            f"cannot load the traced values: the lowered module uses {len(order)} of its {len(current)} tensors,"
+            f" the trace recorded {len(flat)}"
+        )
+    state = {}
+    for name, value in zip(order, flat):
+        target = current[name]
+        if target.numel() != value.numel():
+            raise TraceError(f"cannot load the traced values: {name} has shape {tuple(target.shape)} in the lowered"
+                             f" module but the traced tensor has shape {tuple(value.shape)}")
+        state[name] = value.detach().reshape(target.shape).to(target.dtype)
+    return state
+
+
+def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
+                    example: tuple[torch.Tensor, ...]) -> None:
+    """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use."""
+    state = _state_for(module, tensors, example)
+    with torch.no_grad():
+        current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        for name, value in state.items():
+            current[name].copy_(value)

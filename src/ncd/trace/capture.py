@@ -1,0 +1,269 @@
+"""Capture a model as an ATen-level graph, with real values for every node.
+
+``torch.export`` (non-strict) is tried first; when it fails for a reason other than
+data-dependent control flow, a dispatch-mode trace (``make_fx``) over the parameters is
+used instead.  Data-dependent control flow is an :class:`~ncd.errors.TraceError`.
+
+The result is a flat list of :class:`Node`\\ s in execution order.  Every node carries its
+real value (the graph is run once on the example inputs), its module path, and whether it
+depends on the inputs at all (nodes that do not are folded into constants).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+
+from ncd.errors import TraceError
+
+__all__ = ["Node", "Captured", "capture"]
+
+
+@dataclass
+class Node:
+    """One operation of the captured graph (or an input, parameter or constant)."""
+
+    name: str
+    kind: str  # "input" | "parameter" | "constant" | "call"
+    target: Any = None  # the ATen OpOverload (calls)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    value: Any = None  # real tensor (or tuple of tensors)
+    stack: tuple[tuple[str, str], ...] = ()  # (module path, class name), outermost first
+    source: str = ""  # parameter / buffer name in the model's state dict, or input name
+    live: bool = False  # depends on an input
+
+
+@dataclass
+class Captured:
+    nodes: list[Node]
+    outputs: list[Any]  # Node refs (or constants) in output order
+    method: str  # "export" or "make_fx"
+    input_names: list[str]
+
+
+DATA_DEPENDENT = ("data-dependent", "data dependent", "GuardOnDataDependentSymNode", "DataDependentOutputException",
+                  "Could not guard on data-dependent", "DynamicOutputShapeException", "Dynamic control flow")
+
+
+def _is_data_dependent(error: BaseException) -> bool:
+    text = f"{type(error).__name__}: {error}"
+    return any(k.lower() in text.lower() for k in DATA_DEPENDENT)
+
+
+class _Flat(torch.nn.Module):
+    """Calls the model and returns the tensors of its output as a flat tuple."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        out = self.model(*args, **kwargs)
+        return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+
+
+def input_names(model: torch.nn.Module, n_args: int, kwargs: dict[str, Any]) -> list[str]:
+    try:
+        params = [p.name for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = [params[k] if k < len(params) else f"input{k}" for k in range(n_args)]
+    return names + list(kwargs)
+
+
+def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
+    flat = _Flat(model)
+    names = input_names(model, len(args), kwargs)
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
+    except Exception as error:  # noqa: BLE001 - any export failure: classify, then fall back
+        if _is_data_dependent(error):
+            raise TraceError(_data_dependent_message(model, error)) from None
+        try:
+            return _capture_make_fx(flat, args, kwargs, names)
+        except TraceError:
+            raise
+        except Exception as second:  # noqa: BLE001
+            if _is_data_dependent(second):
+                raise TraceError(_data_dependent_message(model, second)) from None
+            raise TraceError(
+                f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"
+                f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
+            ) from None
+    return _from_export(ep, flat, args, kwargs, names)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _data_dependent_message(model: torch.nn.Module, error: BaseException) -> str:
+    return (
+        f"cannot trace {type(model).__name__}: its control flow depends on the values of the inputs"
+        f" ({_first_line(error)}); a neural circuit diagram draws one fixed computation. Rewrite the branch with"
+        " torch.where / torch.cond, or trace the branch you want as its own module."
+    )
+
+
+def _strip(path: str) -> str:
+    if path == "model":
+        return ""
+    return path[len("model."):] if path.startswith("model.") else path
+
+
+def _stack_of(node: torch.fx.Node) -> tuple[tuple[str, str], ...]:
+    stack = node.meta.get("nn_module_stack") or {}
+    out = []
+    for value in stack.values():
+        path, cls = value
+        path = _strip(str(path))
+        name = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+        if not path:
+            continue
+        out.append((path, name.rsplit(".", 1)[-1]))
+    return tuple(out)
+
+
+def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]) -> Captured:
+    sig = ep.graph_signature
+    params = dict(sig.inputs_to_parameters)
+    buffers = dict(sig.inputs_to_buffers)
+    consts = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}))
+    state = dict(flat.named_parameters(remove_duplicate=False))
+    state.update(dict(flat.named_buffers(remove_duplicate=False)))
+    user = [spec for spec in sig.input_specs if spec.kind.name == "USER_INPUT"]
+    flat_inputs = [x for x in torch.utils._pytree.tree_leaves((args, kwargs))]
+    user_values = {spec.arg.name: v for spec, v in zip(user, flat_inputs)}
+    user_names = {spec.arg.name: (names[k] if k < len(names) else spec.arg.name) for k, spec in enumerate(user)}
+    nodes: list[Node] = []
+    env: dict[str, Node] = {}
+    outputs: list[Any] = []
+    for fx_node in ep.graph.nodes:
+        if fx_node.op == "placeholder":
+            key = fx_node.name
+            if key in params:
+                node = Node(key, "parameter", value=state[params[key]].detach(), source=_strip(params[key]))
+            elif key in buffers:
+                node = Node(key, "constant", value=state[buffers[key]].detach(), source=_strip(buffers[key]))
+            elif key in consts:
+                node = Node(key, "constant", value=ep.constants[consts[key]].detach(), source=consts[key])
+            else:
+                value = user_values.get(key)
+                node = Node(key, "input" if isinstance(value, torch.Tensor) else "constant", value=value,
+                            source=user_names.get(key, key), live=isinstance(value, torch.Tensor))
+            env[key] = node
+            nodes.append(node)
+        elif fx_node.op == "call_function":
+            node = Node(fx_node.name, "call", fx_node.target, _map(fx_node.args, env), _map(fx_node.kwargs, env),
+                        stack=_stack_of(fx_node))
+            env[fx_node.name] = node
+            nodes.append(node)
+        elif fx_node.op == "output":
+            outputs = list(_map(fx_node.args[0], env))
+        else:
+            raise TraceError(f"cannot import graph node {fx_node.name!r} of kind {fx_node.op!r}")
+    _evaluate(nodes)
+    return Captured(nodes, outputs, "export", [n.source for n in nodes if n.kind == "input"])
+
+
+def _capture_make_fx(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]) -> Captured:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    state = {**dict(flat.named_parameters()), **dict(flat.named_buffers())}
+    keys = list(state)
+
+    def run(tensors: list[torch.Tensor], *inputs: Any) -> Any:
+        return torch.func.functional_call(flat, dict(zip(keys, tensors)), inputs[: len(args)],
+                                          dict(zip(kwargs, inputs[len(args):])))
+
+    with torch.no_grad():
+        gm = make_fx(run, tracing_mode="fake")([state[k].detach() for k in keys], *args, *kwargs.values())
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    nodes: list[Node] = []
+    env: dict[str, Node] = {}
+    outputs: list[Any] = []
+    inputs = list(args) + list(kwargs.values())
+    param_names = {name for name, _ in flat.named_parameters()}
+    for k, fx_node in enumerate(placeholders):
+        if k < len(keys):
+            kind = "parameter" if keys[k] in param_names else "constant"
+            node = Node(fx_node.name, kind, value=state[keys[k]].detach(), source=_strip(keys[k]))
+        else:
+            value = inputs[k - len(keys)]
+            is_tensor = isinstance(value, torch.Tensor)
+            node = Node(fx_node.name, "input" if is_tensor else "constant", value=value,
+                        source=names[k - len(keys)] if k - len(keys) < len(names) else fx_node.name, live=is_tensor)
+        env[fx_node.name] = node
+        nodes.append(node)
+    for fx_node in gm.graph.nodes:
+        if fx_node.op == "call_function":
+            node = Node(fx_node.name, "call", fx_node.target, _map(fx_node.args, env), _map(fx_node.kwargs, env))
+            env[fx_node.name] = node
+            nodes.append(node)
+        elif fx_node.op == "output":
+            outputs = list(torch.utils._pytree.tree_leaves(_map(fx_node.args[0], env)))
+        elif fx_node.op == "get_attr":
+            node = Node(fx_node.name, "constant", value=getattr(gm, str(fx_node.target)), source=str(fx_node.target))
+            env[fx_node.name] = node
+            nodes.append(node)
+    _evaluate(nodes)
+    return Captured(nodes, outputs, "make_fx", [n.source for n in nodes if n.kind == "input"])
+
+
+def _map(value: Any, env: dict[str, Node]) -> Any:
+    if isinstance(value, torch.fx.Node):
+        return env[value.name]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, env) for v in value) if isinstance(value, tuple) else [_map(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _map(v, env) for k, v in value.items()}
+    return value
+
+
+def _values(value: Any) -> Any:
+    if isinstance(value, Node):
+        return value.value
+    if isinstance(value, tuple):
+        return tuple(_values(v) for v in value)
+    if isinstance(value, list):
+        return [_values(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _values(v) for k, v in value.items()}
+    return value
+
+
+def refs(value: Any) -> list[Node]:
+    """Every node referenced inside an argument structure."""
+    found: list[Node] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, Node):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+
+    visit(value)
+    return found
+
+
+def _evaluate(nodes: list[Node]) -> None:
+    """Run the graph on the real inputs: every node gets its value and its liveness."""
+    with torch.no_grad():
+        for node in nodes:
+            if node.kind != "call":
+                continue
+            target = node.target
+            node.value = target(*_values(node.args), **_values(node.kwargs))
+            node.live = any(r.live for r in refs((node.args, node.kwargs)))

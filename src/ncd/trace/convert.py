@@ -1,0 +1,414 @@
+"""Turn captured ATen nodes into steps: boxes over named values.
+
+:class:`Converter` walks the live nodes in execution order.  Each ATen operator has a rule
+in ``RULES`` (see :mod:`ncd.trace.idioms`) that names the output axes and emits boxes; an
+operator without a rule, or a rule that declines, becomes an opaque box that calls the
+operator itself.  Nodes that do not depend on the inputs are folded: parameters (and
+tensors computed from parameters only) become learned ``θ`` boxes, everything else a
+constant, emitted next to the step that uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.compose import fit
+from ncd.ir.diagram import Box, Diagram
+from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
+from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.naming import Namer, unique
+from ncd.trace.wiring import Step
+
+__all__ = ["Converter", "RULES", "rule", "Decline"]
+
+Rule = Callable[["Converter", Node], Any]
+RULES: dict[str, Rule] = {}
+
+
+class Decline(Exception):
+    """Raised by a rule that cannot express this call; the node becomes an opaque box."""
+
+
+def rule(*names: str) -> Callable[[Rule], Rule]:
+    """Register a conversion rule for ATen operators (``"aten.linear"``: every overload)."""
+
+    def deco(fn: Rule) -> Rule:
+        for n in names:
+            RULES[n] = fn
+        return fn
+
+    return deco
+
+
+def op_name(target: Any) -> tuple[str, str]:
+    """``("aten.linear", "aten.linear.default")`` for an OpOverload."""
+    name = getattr(target, "name", None)
+    if callable(name):
+        full = "aten." + target.name().split("::", 1)[-1]
+        overload = getattr(target, "_overloadname", "default")
+        packet = full.split(".")[0] + "." + full.split(".")[1] if full.count(".") >= 1 else full
+        return packet, f"{packet}.{overload}"
+    text = getattr(target, "__name__", str(target))
+    return f"operator.{text}", f"operator.{text}"
+
+
+@dataclass
+class Emitted:
+    """What was emitted for the trace, for parameter loading."""
+
+    tensors: list[list[torch.Tensor]] = field(default_factory=list)  # per learned box, in emission order
+    opaque: dict[str, int] = field(default_factory=dict)  # ATen name -> count
+
+
+class Converter:
+    def __init__(self, captured: Captured, axes: Any, model: torch.nn.Module | None = None) -> None:
+        self.captured = captured
+        self.model = model
+        self.namer = Namer()
+        self.segs: dict[int, Segment] = {}
+        self.values: dict[int, int] = {}  # id(node) (or id of (node, k)) -> value id
+        self.steps: list[Step] = []
+        self.emitted = Emitted()
+        self.stack: tuple[tuple[str, str], ...] = ()
+        self.current: Node | None = None
+        self.counter = 0
+        self.skip: set[int] = set()
+        self.consumers: dict[int, list[Node]] = {}
+        for node in captured.nodes:
+            for r in refs((node.args, node.kwargs)):
+                self.consumers.setdefault(id(r), []).append(node)
+        self.index_range: dict[int, int] = {}
+        self.inputs: list[int] = []
+        self._picked: dict[tuple[int, int], int] = {}
+        self._name_inputs(axes)
+
+    # -- values ------------------------------------------------------------------------
+    def new_value(self, seg: Segment) -> int:
+        self.counter += 1
+        self.segs[self.counter] = seg
+        return self.counter
+
+    def names(self, vid: int) -> list[str]:
+        return list(self.segs[vid].names)
+
+    def seg_for(self, tensor: torch.Tensor, names: list[str]) -> Segment:
+        dtype, rng = kind_of(tensor)
+        if dtype == "index":
+            rng = self.index_range.get(id(tensor), rng)
+        return self.namer.segment(list(names), tuple(int(s) for s in tensor.shape), dtype, rng)
+
+    def _name_inputs(self, axes: Any) -> None:
+        inputs = [n for n in self.captured.nodes if n.kind == "input"]
+        for node in self.captured.nodes:  # ids used by embeddings get the vocabulary as their range
+            if node.kind == "call" and op_name(node.target)[0] == "aten.embedding":
+                weight, ids = node.args[0], node.args[1]
+                while isinstance(ids, Node) and isinstance(weight, Node):
+                    self.index_range[id(ids.value)] = int(weight.value.shape[0])
+                    tensors = [r for r in refs(ids.args) if isinstance(r.value, torch.Tensor)] if ids.kind == "call" else []
+                    ids = tensors[0] if len(tensors) == 1 and tensors[0].value.dtype == ids.value.dtype else None
+        given: dict[str, str] = {}
+        if isinstance(axes, str):
+            given = {inputs[0].source: axes} if inputs else {}
+        elif isinstance(axes, (list, tuple)):
+            given = {n.source: a for n, a in zip(inputs, axes) if a}
+        elif isinstance(axes, dict):
+            unknown = set(axes) - {n.source for n in inputs}
+            if unknown:
+                from ncd.errors import TraceError
+
+                raise TraceError(f"axes given for {sorted(unknown)}, but the model's tensor inputs are "
+                                 f"{[n.source for n in inputs]}")
+            given = dict(axes)
+        for node in inputs:
+            shape = tuple(int(s) for s in node.value.shape)
+            if node.source in given:
+                names = self.namer.user(given[node.source], shape, node.source)
+            else:
+                names = self.namer.default(shape, kind_of(node.value)[0] != "float")
+            vid = self.new_value(self.seg_for(node.value, names))
+            self.values[id(node)] = vid
+            self.inputs.append(vid)
+
+    def value(self, ref: Any, names: list[str] | None = None) -> int:
+        """The value id of a node argument; parameters and constants are emitted as source boxes here."""
+        if isinstance(ref, Node) and id(ref) in self.values:
+            return self.values[id(ref)]
+        tensor = ref.value if isinstance(ref, Node) else torch.as_tensor(ref)
+        if names is None:
+            names = [self.namer.fresh(int(s)) for s in tensor.shape]
+        seg = self.seg_for(tensor, names)
+        if isinstance(ref, Node) and self.learned(ref):
+            box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
+            self.emitted.tensors.append([tensor])
+        elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call"):
+            box = Box(ConstantOp(seg, dtype_name(tensor), float(tensor.item())))
+        else:
+            source = self.relative(ref.source) if isinstance(ref, Node) and ref.source else "const"
+            box = Box(ConstantOp(seg, dtype_name(tensor), None, source))
+            self.emitted.tensors.append([tensor])
+        (vid,) = self.emit(box, [], [seg])
+        return vid
+
+    def origin(self, node: Node) -> str:
+        """The state-dict name of the parameter a derived tensor comes from."""
+        if node.source:
+            return node.source
+        for r in refs((node.args, node.kwargs)):
+            if self.learned(r):
+                return self.origin(r)
+        return node.name
+
+    def learned(self, node: Node) -> bool:
+        if node.kind == "parameter":
+            return True
+        if node.kind == "call" and not node.live:
+            return any(self.learned(r) for r in refs((node.args, node.kwargs)))
+        return False
+
+    def relative(self, name: str) -> str:
+        """A state-dict name relative to the current module (equal across repeated layers)."""
+        for path, _ in reversed(self.stack):
+            if name.startswith(path + "."):
+                return name[len(path) + 1:]
+        return name
+
+    def emit(self, diagram: Diagram, ins: list[int], outs: list[Segment]) -> list[int]:
+        """Record a step; ``diagram`` must take the segments of ``ins`` to ``outs``."""
+        got_dom = Type(tuple(self.segs[v] for v in ins))
+        if not diagram.dom.same(got_dom) or not diagram.cod.same(Type(tuple(outs))):
+            raise AssertionError(f"{diagram!r} does not fit '{got_dom}' -> '{Type(tuple(outs))}'")
+        vids = [self.new_value(seg) for seg in outs]
+        self.steps.append(Step(diagram, list(ins), vids, self.stack))
+        return vids
+
+    def apply(self, box: Box, ins: list[int]) -> int:
+        """Emit ``box`` woven over the axes of its inputs it does not use; return its single output."""
+        dom = Type(tuple(self.segs[v] for v in ins))
+        woven, mapping = fit(box, dom)
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        (vid,) = self.emit(woven, ins, list(woven.cod))
+        return vid
+
+    def view(self, vid: int, names: list[str], shape: tuple[int, ...]) -> int:
+        """Read ``vid`` with other wires (no data moves); nothing is emitted if they are the same."""
+        target = self.namer.segment(names, shape, self.segs[vid].dtype,
+                                    None if self.segs[vid].range is None else int(self.segs[vid].range))
+        if target.same(self.segs[vid]):
+            return vid
+        (out,) = self.emit(Box(ViewOp(self.segs[vid], target)), [vid], [target])
+        return out
+
+    def bind(self, node: Node, vid: int) -> None:
+        """The node's value is ``vid``; if the shapes differ (fused chains) the caller knows why."""
+        self.values[id(node)] = vid
+
+    # -- the walk -----------------------------------------------------------------------
+    def run(self) -> list[int]:
+        for node in self.captured.nodes:
+            if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
+                continue
+            if node.value is None or isinstance(node.value, (bool, int, float)):
+                continue  # checks and asserts: no tensor comes out
+            if op_name(node.target)[0] == "operator.getitem":
+                source, k = node.args
+                key = (id(source), k)
+                if key in self._picked:
+                    self.values[id(node)] = self._picked[key]
+                continue
+            if self.module_idiom(node):
+                continue
+            self.stack = node.stack
+            self.current = node
+            name, _ = op_name(node.target)
+            fn = RULES.get(name)
+            mark = (len(self.steps), self.counter, len(self.emitted.tensors))
+            if fn is not None:
+                try:
+                    fn(self, node)
+                    continue
+                except Decline:
+                    del self.steps[mark[0]:]
+                    del self.emitted.tensors[mark[2]:]
+            self.opaque(node)
+        outputs = []
+        for ref in self.captured.outputs:
+            outputs.append(self.value(ref) if isinstance(ref, Node) else self.value(torch.as_tensor(ref)))
+        return outputs
+
+    def module_idiom(self, node: Node) -> bool:
+        """A whole activation or RMS-norm module call drawn as one box."""
+        from ncd.prims.elementwise import ElementwiseOp
+        from ncd.prims.normalization import RMSNormOp
+
+        for depth, (path, cls) in enumerate(node.stack):
+            kind = "act" if ACTIVATIONS.get(cls) else "rms" if cls.endswith("RMSNorm") or cls == "T5LayerNorm" else None
+            if kind is None:
+                continue
+            run = [n for n in self.captured.nodes if n.kind == "call" and len(n.stack) > depth and n.stack[depth][0] == path]
+            members = {id(n) for n in run}
+            outside = [r for n in run for r in refs((n.args, n.kwargs)) if id(r) not in members and r.live]
+            used_after = [n for n in run if any(id(c) not in members for c in self.consumers.get(id(n), []))
+                          or any(o is n for o in self.captured.outputs)]
+            if len({id(r) for r in outside}) != 1:
+                return False
+            source = outside[0]
+            aliases = [n for n in used_after if _alias_of(n, source)]
+            used_after = [n for n in used_after if n not in aliases]
+            if len(used_after) != 1:
+                return False
+            result = used_after[0]
+            if tuple(source.value.shape) != tuple(result.value.shape) or id(source) not in self.values:
+                return False
+            self.stack = node.stack[:depth]
+            vid = self.values[id(source)]
+            label = path.rsplit(".", 1)[-1]
+            try:
+                if kind == "act":
+                    out = self.apply(Box(ElementwiseOp(ACTIVATIONS[cls])), [vid])  # type: ignore[arg-type]
+                else:
+                    module = self.model.get_submodule(path) if self.model is not None else None
+                    weight = getattr(module, "weight", None)
+                    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+                    if not isinstance(weight, torch.Tensor) or eps is None or weight.shape != source.value.shape[-1:]:
+                        return False
+                    seg = self.segs[vid]
+                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), True), label), [vid])
+                    self.emitted.tensors.append([weight.detach()])
+                    if not torch.allclose(torch.nn.functional.rms_norm(source.value, (weight.shape[0],), weight, float(eps)),
+                                          result.value, atol=1e-5, rtol=1e-4):
+                        del self.steps[-1]
+                        del self.emitted.tensors[-1]
+                        return False
+            except Decline:
+                return False
+            self.skip |= members
+            self.values[id(result)] = out
+            for n in aliases:
+                self.values[id(n)] = vid
+            return True
+        return False
+
+    def opaque(self, node: Node) -> None:
+        """An opaque box calling the node's operator with its constant arguments."""
+        inputs: list[int] = []
+        tensor_refs: list[Node] = []
+
+        def template(value: Any) -> Any:
+            if isinstance(value, Node):
+                if not isinstance(value.value, torch.Tensor):
+                    return template(value.value)
+                tensor_refs.append(value)
+                return ("$in", len(tensor_refs) - 1)
+            if isinstance(value, (list, tuple)):
+                return tuple(template(v) for v in value)
+            if isinstance(value, torch.dtype):
+                return ("$dtype", str(value).replace("torch.", ""))
+            if isinstance(value, torch.device):
+                return ("$device", str(value))
+            if isinstance(value, torch.layout):
+                return ("$layout", str(value).replace("torch.", ""))
+            if isinstance(value, torch.memory_format):
+                return ("$memory_format", str(value).replace("torch.", ""))
+            if isinstance(value, torch.Tensor):
+                return template(Node("literal", "constant", value=value))
+            return value
+
+        args = template(node.args)
+        kwargs = tuple((k, template(v)) for k, v in node.kwargs.items())
+        out = node.value
+        for r in tensor_refs:
+            inputs.append(self.value(r, self._names_like(r.value, tensor_refs)))
+        if isinstance(out, torch.Tensor):
+            outs = [self.seg_for(out, self.names_like(out, inputs))]
+            picks: tuple[int, ...] = ()
+            keys: list[Any] = [id(node)]
+        else:
+            used = sorted({c.args[1] for c in self.consumers.get(id(node), []) if op_name(c.target)[0] == "operator.getitem"})
+            used = [k for k in used if isinstance(out[k], torch.Tensor)]
+            outs = [self.seg_for(out[k], self.names_like(out[k], inputs)) for k in used]
+            picks = tuple(used)
+            keys = [(id(node), k) for k in used]
+        if not outs:
+            return
+        _, full = op_name(node.target)
+        box = Box(OpaqueOp(full, Type(tuple(self.segs[v] for v in inputs)), Type(tuple(outs)), args, kwargs, picks))
+        vids = self.emit(box, inputs, outs)
+        self.emitted.opaque[full] = self.emitted.opaque.get(full, 0) + 1
+        for key, vid in zip(keys, vids):
+            if isinstance(key, tuple):
+                self._picked[key] = vid
+            else:
+                self.values[key] = vid
+
+    def _names_like(self, tensor: torch.Tensor, others: list[Node]) -> list[str] | None:
+        """Names for a constant operand: those of a live operand it lines up with (from the right)."""
+        for r in others:
+            if id(r) in self.values and r.value is not tensor:
+                names = self.names(self.values[id(r)])
+                shape = tuple(r.value.shape)
+                if tensor.dim() <= len(shape) and all(
+                    s == shape[len(shape) - tensor.dim() + i] for i, s in enumerate(tensor.shape) if s != 1
+                ):
+                    tail = names[len(names) - tensor.dim():] if tensor.dim() else []
+                    return [n if s != 1 else "1" for n, s in zip(tail, tensor.shape)]
+        return None
+
+    def names_like(self, tensor: torch.Tensor, inputs: list[int]) -> list[str]:
+        """Output names: wires lining up with an input's leading or trailing wires keep their names."""
+        shape = tuple(int(s) for s in tensor.shape)
+        best: list[str | None] = [None] * len(shape)
+        for v in inputs:
+            seg = self.segs[v]
+            sizes = tuple(int(a.size) for a in seg.axes)
+            if sizes == shape:
+                return list(seg.names)
+            k = 0
+            while k < min(len(sizes), len(shape)) and sizes[k] == shape[k]:
+                if best[k] is None:
+                    best[k] = seg.names[k]
+                k += 1
+            k = 1
+            while k <= min(len(sizes), len(shape)) and sizes[-k] == shape[-k]:
+                if best[-k] is None:
+                    best[-k] = seg.names[-k]
+                k += 1
+        return unique([n if n is not None else self.namer.fresh(s) for n, s in zip(best, shape)])
+
+
+def _alias_of(node: Node, source: Node) -> bool:
+    """Whether ``node`` is ``source`` passed through casts to its own dtype (``x.to(torch.float32)``)."""
+    while node is not source:
+        if node.kind != "call" or op_name(node.target)[0] not in ("aten.to", "aten._to_copy", "aten.clone", "aten.alias"):
+            return False
+        if not isinstance(node.args[0], Node) or node.value.dtype != node.args[0].value.dtype:
+            return False
+        node = node.args[0]
+    return True
+
+
+def kind_of(tensor: torch.Tensor) -> tuple[str, int | None]:
+    if tensor.dtype == torch.bool:
+        return "bool", None
+    if tensor.is_floating_point() or tensor.is_complex():
+        return "float", None
+    high = int(tensor.max()) + 1 if tensor.numel() else 1
+    return "index", max(high, 1)
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    name = str(tensor.dtype).replace("torch.", "")
+    return name if name in DTYPES else "float32"
+
+
+#: Module classes drawn as one elementwise box (whatever ATen operators they run).
+ACTIVATIONS = {
+    "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh", "QuickGELUActivation": None, "SiLUActivation": "silu", "GELU": None, "SiLU": "silu",
+    "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
+}

@@ -1,0 +1,777 @@
+"""Conversion rules: ATen operators drawn in the paper's vocabulary, with their axis names.
+
+* aliases (``dropout`` in eval, ``clone``, ``to`` the same dtype, ...) are wires;
+* ``view``/``reshape``/``(un)squeeze``/``flatten`` regroup wires: a split names its parts
+  ``h`` and ``k`` (heads, head features), a merge of a split gives the old name back;
+* ``permute``/``transpose`` are crossings; ``linear`` (and ``view → addmm → view``,
+  ``x @ W``) is a learned map **L** that keeps the leading axes and names a new feature
+  axis (the same name when the width is unchanged);
+* ``matmul``/``bmm``/``einsum`` are einsum wirings on named axes (the second operand's
+  wires are renamed where a name would otherwise wrongly join two axes);
+* ``softmax`` lands on the named axis; ``scaled_dot_product_attention`` is drawn as the
+  paper's attention (scores einsum, scale, mask, softmax on the key axis, value einsum),
+  grouped-query attention as an inner broadcast; elementwise maps, residual additions,
+  products and sums keep their names.
+
+A rule raises :class:`~ncd.trace.convert.Decline` to leave a call to the opaque box.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box, Diagram, Seq
+from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.prims.linear import EinsumOp, LinearOp
+from ncd.prims.softmax import SoftmaxOp
+from ncd.prims.structure import AddOp, TransposeOp
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import PRIME, unique
+
+__all__ = ["load_rules"]
+
+
+def load_rules() -> None:
+    """Rules register on import; nothing else to do."""
+
+
+def _tensor(value: Any) -> bool:
+    return isinstance(value, Node) and isinstance(value.value, torch.Tensor)
+
+
+def _live(value: Any) -> bool:
+    return isinstance(value, Node) and value.live
+
+
+def _shape(node: Node) -> tuple[int, ...]:
+    return tuple(int(s) for s in node.value.shape)
+
+
+# -- wires that do not change the value ---------------------------------------------------
+@rule("aten.dropout", "aten.feature_dropout", "aten.alpha_dropout")
+def dropout(conv: Converter, node: Node) -> None:
+    if len(node.args) > 2 and node.args[2]:
+        raise Decline("dropout in training mode")
+    conv.bind(node, conv.value(node.args[0]))
+
+
+@rule("aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy", "aten.to", "aten._to_copy",
+      "aten.type_as", "aten.expand_as", "aten.expand")
+def alias(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    if not _tensor(source) or source.value.dtype != node.value.dtype or tuple(source.value.shape) != tuple(node.value.shape):
+        raise Decline("changes dtype or shape")
+    conv.bind(node, conv.value(source))
+
+
+# -- regrouping wires ---------------------------------------------------------------------
+def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
+    """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back."""
+    out: list[str] = []
+    i = j = 0
+    split_names = conv.__dict__.setdefault("_splits", {})
+    while j < len(shape_out) or i < len(shape_in):
+        if j < len(shape_out) and shape_out[j] == 1 and (i >= len(shape_in) or shape_in[i] != 1):
+            out.append("1")
+            j += 1
+            continue
+        if i < len(shape_in) and shape_in[i] == 1 and (j >= len(shape_out) or shape_out[j] != 1):
+            i += 1
+            continue
+        if i >= len(shape_in) or j >= len(shape_out):
+            raise Decline("reshape does not line up")
+        a, b = [i], [j]
+        pa, pb = shape_in[i], shape_out[j]
+        while pa != pb:
+            if pa < pb:
+                i += 1
+                if i >= len(shape_in):
+                    raise Decline("reshape does not line up")
+                a.append(i)
+                pa *= shape_in[i]
+            else:
+                j += 1
+                if j >= len(shape_out):
+                    raise Decline("reshape does not line up")
+                b.append(j)
+                pb *= shape_out[j]
+        i, j = i + 1, j + 1
+        group_in = [names[k] for k in a]
+        sizes_out = [shape_out[k] for k in b]
+        if len(a) == 1 and len(b) == 1:
+            out.append(group_in[0])
+        elif len(a) == 1:
+            parent = group_in[0].rstrip(PRIME)
+            hints = ["h", "k"] if len(b) == 2 else [None] * len(b)
+            parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
+            parts = unique(parts)
+            split_names[tuple(parts)] = parent
+            out.extend(parts)
+        elif len(b) == 1:
+            key = tuple(n.rstrip(PRIME) for n in group_in)
+            out.append(split_names.get(key) or conv.namer.fresh(sizes_out[0]))
+        else:
+            out.extend(conv.namer.fresh(s) for s in sizes_out)
+    return out
+
+
+@rule("aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze", "aten.squeeze", "aten.flatten", "aten.unflatten",
+      "aten.view_as", "aten.reshape_as")
+def reshape(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    if not _live(source):
+        raise Decline("not live")
+    vid = conv.value(source)
+    consumers = conv.consumers.get(id(node), [])
+    if len(consumers) == 1 and _fused_input(conv, consumers[0]) is source:
+        conv.bind(node, vid)  # flattening for a matrix product that is drawn as a linear map
+        return
+    shape_in = tuple(int(a.size) for a in conv.segs[vid].axes)
+    shape_out = _shape(node)
+    names = regroup(conv, conv.names(vid), shape_in, shape_out)
+    conv.bind(node, conv.view(vid, names, shape_out))
+
+
+@rule("aten.permute", "aten.transpose", "aten.t", "aten.swapaxes", "aten.movedim", "aten.numpy_T")
+def permute(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    vid = conv.value(source)
+    n = len(conv.segs[vid])
+    name = node.target.name()
+    if "permute" in name:
+        perm = [d % n for d in node.args[1]]
+    elif name.endswith("::t") or "numpy_T" in name:
+        perm = list(reversed(range(n)))
+    elif "movedim" in name:
+        src, dst = node.args[1] % n, node.args[2] % n
+        rest = [d for d in range(n) if d != src]
+        perm = rest[:dst] + [src] + rest[dst:]
+    else:
+        a, b = node.args[1] % n, node.args[2] % n
+        perm = list(range(n))
+        perm[a], perm[b] = perm[b], perm[a]
+    if perm == list(range(n)):
+        conv.bind(node, vid)
+        return
+    seg = conv.segs[vid]
+    box = Box(TransposeOp(seg, tuple(perm)))
+    (out,) = conv.emit(box, [vid], list(box.cod))
+    conv.bind(node, out)
+
+
+# -- learned linear maps -------------------------------------------------------------------
+def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) -> str:
+    if in_size == out_size:
+        return in_name.rstrip(PRIME)
+    return conv.namer.fresh(out_size, "f" if out_size > in_size else None)
+
+
+def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bias: torch.Tensor | None) -> int:
+    """``weight`` in torch layout (out, in), acting on the last axis of ``vid``."""
+    seg = conv.segs[vid]
+    if not seg.axes or seg.dtype != "float":
+        raise Decline("no feature axis")
+    last = seg.axes[-1]
+    out_name = linear_out_name(conv, last.name, int(last.size), int(weight.shape[0]))
+    others = set(seg.names[:-1])
+    while out_name in others:
+        out_name += PRIME
+    cod = conv.namer.segment([out_name], (int(weight.shape[0]),))
+    path = conv.stack[-1][0] if conv.stack else ""
+    label = path.rsplit(".", 1)[-1] or None
+    box = Box(LinearOp(Segment((last,)), cod, bias is not None), label)
+    vid_out = conv.apply(box, [vid])
+    conv.emitted.tensors.append([weight] + ([bias] if bias is not None else []))
+    return vid_out
+
+
+def _weight(value: Any) -> torch.Tensor | None:
+    if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.is_floating_point():
+        return value.value
+    return None
+
+
+@rule("aten.linear")
+def linear(conv: Converter, node: Node) -> None:
+    x, w = node.args[0], node.args[1]
+    b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    weight = _weight(w)
+    if not _live(x) or weight is None or weight.dim() != 2 or (b is not None and _weight(b) is None):
+        raise Decline("not a learned linear map")
+    conv.bind(node, emit_linear(conv, node, conv.value(x), weight, None if b is None else _weight(b)))
+
+
+def _fused_input(conv: Converter, node: Node) -> Any:
+    """For ``view(x, [-1, m])`` feeding only this node, the tensor ``x`` (leading axes kept)."""
+    name = str(node.target)
+    if "addmm" in name:
+        source, weight = node.args[1], node.args[2]
+    elif "aten.mm" in name or "matmul" in name:
+        source, weight = node.args[0], node.args[1]
+    else:
+        return None
+    consumers = conv.consumers.get(id(node), [])
+    if _weight(weight) is None or len(consumers) != 1 or "view" not in str(consumers[0].target):
+        return None
+    if (isinstance(source, Node) and source.kind == "call" and "view" in str(source.target)
+            and len(conv.consumers.get(id(source), [])) == 1 and _live(source.args[0])
+            and tuple(source.args[0].value.shape)[-1:] == tuple(source.value.shape)[-1:]):
+        return source.args[0]
+    return None
+
+
+@rule("aten.addmm")
+def addmm(conv: Converter, node: Node) -> None:
+    bias, x, w = node.args[:3]
+    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        raise Decline("scaled addmm")
+    weight, b = _weight(w), _weight(bias)
+    if weight is None or b is None or b.dim() != 1 or not _live(x):
+        raise Decline("not a learned linear map")
+    _linear_2d(conv, node, x, weight.t(), b)
+
+
+@rule("aten.mm", "aten.matmul", "aten.bmm")
+def matmul(conv: Converter, node: Node) -> None:
+    a, b = node.args[:2]
+    weight = _weight(b)
+    if _live(a) and weight is not None and weight.dim() == 2:
+        _linear_2d(conv, node, a, weight.t(), None)
+        return
+    if _live(a) and _live(b):
+        contract(conv, node, a, b)
+        return
+    raise Decline("not a learned map or a wiring of two values")
+
+
+def _linear_2d(conv: Converter, node: Node, x: Node, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    inner = _fused_input(conv, node)
+    consumers = conv.consumers.get(id(node), [])
+    if inner is not None and len(consumers) == 1 and "view" in str(consumers[0].target) and \
+            tuple(consumers[0].value.shape) == tuple(inner.value.shape[:-1]) + (weight.shape[0],):
+        out = emit_linear(conv, node, conv.value(inner), weight, bias)
+        conv.bind(x, conv.value(inner))
+        conv.bind(node, out)
+        conv.bind(consumers[0], out)
+        return
+    conv.bind(node, emit_linear(conv, node, conv.value(x), weight, bias))
+
+
+# -- einsum wirings -----------------------------------------------------------------------
+def relabel(conv: Converter, vid: int, names: list[str]) -> int:
+    seg = conv.segs[vid]
+    return conv.view(vid, names, tuple(int(a.size) for a in seg.axes))
+
+
+def contract(conv: Converter, node: Node, a: Node, b: Node) -> None:
+    """``a @ b`` with broadcast batch axes, as an einsum on named wires."""
+    va, vb = conv.value(a), conv.value(b)
+    na, nb = conv.names(va), conv.names(vb)
+    sa, sb = _shape(a), _shape(b)
+    if len(sa) < 2 or len(sb) < 2 or len(sa) != len(sb) or sa[:-2] != sb[:-2]:
+        raise Decline("matmul with vectors or broadcasting")
+    batch = na[:-2]
+    j = na[-1]
+    k = nb[-1]
+    if k in na:
+        k = k.rstrip(PRIME)
+        while k in na:
+            k += PRIME
+    want_b = batch + [j, k]
+    vb = relabel(conv, vb, want_b)
+    out = Segment(tuple(conv.segs[va].axes[:-1]) + (conv.segs[vb].axes[-1],))
+    box = Box(EinsumOp(Type((conv.segs[va], conv.segs[vb])), out))
+    (vid,) = conv.emit(box, [va, vb], [out])
+    conv.bind(node, vid)
+
+
+@rule("aten.einsum")
+def einsum(conv: Converter, node: Node) -> None:
+    equation, operands = node.args[0], node.args[1]
+    if "..." in equation or not all(_live(o) for o in operands):
+        raise Decline("ellipsis or constant operands")
+    left, right = equation.replace(" ", "").split("->")
+    letters = left.split(",")
+    names: dict[str, str] = {}
+    vids = []
+    for o, lets in zip(operands, letters):
+        vid = conv.value(o)
+        own = conv.names(vid)
+        want = []
+        for letter, n in zip(lets, own):
+            if letter not in names:
+                chosen = n
+                while chosen in names.values():
+                    chosen += PRIME
+                names[letter] = chosen
+            want.append(names[letter])
+        vids.append(relabel(conv, vid, want))
+    segs = [conv.segs[v] for v in vids]
+    axes = {a.name: a for s in segs for a in s.axes}
+    out = Segment(tuple(axes[names[c]] for c in right))
+    box = Box(EinsumOp(Type(tuple(segs)), out))
+    (vid,) = conv.emit(box, vids, [out])
+    conv.bind(node, vid)
+
+
+# -- softmax, elementwise, arithmetic ------------------------------------------------------
+@rule("aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.special_softmax")
+def softmax(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if not seg.axes or seg.dtype != "float" or node.value.dtype != x.value.dtype:
+        raise Decline("not a float softmax")
+    dim = node.args[1] % len(seg.axes)
+    box = Box(SoftmaxOp(seg.axes[dim], "log" in node.target.name()))
+    conv.bind(node, conv.apply(box, [vid]))
+
+
+UNARY = {"relu": "relu", "silu": "silu", "tanh": "tanh", "sigmoid": "sigmoid", "exp": "exp", "log": "log",
+         "sqrt": "sqrt", "neg": "neg", "abs": "abs", "gelu": "gelu"}
+
+
+@rule(*(f"aten.{k}" for k in UNARY))
+def unary(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x) or not x.value.is_floating_point():
+        raise Decline("not float")
+    fn = UNARY[node.target.name().split("::")[1].split(".")[0]]
+    if fn == "gelu" and node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none") == "tanh":
+        fn = "gelu_tanh"
+    conv.bind(node, conv.apply(Box(ElementwiseOp(fn)), [conv.value(x)]))
+
+
+@rule("aten.pow")
+def power(conv: Converter, node: Node) -> None:
+    x, e = node.args[:2]
+    if not _live(x) or e not in (2, 2.0, 0.5):
+        raise Decline("other power")
+    conv.bind(node, conv.apply(Box(ElementwiseOp("square" if e in (2, 2.0) else "sqrt")), [conv.value(x)]))
+
+
+def _scale(conv: Converter, vid: int, factor: float) -> int:
+    import sympy
+
+    if factor == 1:
+        return vid
+    return conv.apply(Box(ScaleOp(sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor)))),
+                      [vid])
+
+
+def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[int, ...]) -> int:
+    """An operand of a broadcasting op, with wires named like the output's (size-1 wires dropped)."""
+    tensor = value.value if isinstance(value, Node) else torch.as_tensor(value)
+    shape = tuple(int(s) for s in tensor.shape)
+    tail = out_names[len(out_names) - len(shape):] if shape else []
+    out_tail = out_shape[len(out_shape) - len(shape):] if shape else ()
+    keep = [not (s == 1 and o != 1) for s, o in zip(shape, out_tail)]  # drop only the wires that broadcast
+    names = [n for n, k in zip(tail, keep) if k]
+    kept = tuple(s for s, k in zip(shape, keep) if k)
+    if isinstance(value, Node) and value.live:
+        vid = conv.value(value)
+        return conv.view(vid, names, kept)
+    squeezed = Node("operand", "constant", value=tensor.reshape(kept)) if not isinstance(value, Node) else value
+    if isinstance(value, Node):
+        squeezed = Node(value.name, value.kind, value.target, value.args, value.kwargs, tensor.reshape(kept),
+                        value.stack, value.source, value.live)
+        if conv.learned(value):
+            squeezed.kind = "parameter"
+        elif value.kind == "call":
+            squeezed.kind = "call"
+    return conv.value(squeezed, names)
+
+
+def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
+    shape = _shape(node)
+    names: list[str | None] = [None] * len(shape)
+    for value in operands:
+        if not _live(value):
+            continue
+        own = conv.names(conv.value(value))
+        vshape = _shape(value)
+        for k in range(1, len(vshape) + 1):
+            if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
+                names[-k] = own[-k]
+    done = [n if n is not None else ("1" if s == 1 else conv.namer.fresh(s)) for n, s in zip(names, shape)]
+    return unique(done)
+
+
+@rule("aten.add", "aten.sub", "aten.mul", "aten.div", "aten.rsub")
+def arithmetic(conv: Converter, node: Node) -> None:
+    name = node.target.name().split("::")[1].split(".")[0]
+    a, b = node.args[:2]
+    alpha = node.kwargs.get("alpha", 1)
+    if node.kwargs.get("rounding_mode") is not None or not node.value.is_floating_point() or name == "rsub":
+        raise Decline("not float arithmetic")
+    if any(_tensor(v) and v.value.dtype != node.value.dtype for v in (a, b)):
+        raise Decline("mixed dtypes")
+    scalar_b = not _tensor(b)
+    if _live(a) and scalar_b and name in ("mul", "div"):
+        factor = float(b) if name == "mul" else 1.0 / float(b)
+        vid = conv.value(a)
+        if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
+            raise Decline("broadcast")
+        conv.bind(node, _scale(conv, vid, factor))
+        return
+    if name == "div":
+        raise Decline("division by a tensor")
+    names = out_names(conv, node, [a, b])
+    shape = _shape(node)
+    va = operand(conv, a, names, shape)
+    vb = operand(conv, b, names, shape)
+    if name == "sub" or alpha != 1:
+        vb = _scale(conv, vb, (-1.0 if name == "sub" else 1.0) * float(alpha))
+    prim = AddOp(2) if name in ("add", "sub") else MultiplyOp(2)
+    if len(conv.segs[vb].axes) > len(conv.segs[va].axes):
+        va, vb = vb, va  # the operand with every wire first, so the result keeps its order
+    vid = conv.apply(Box(prim), [va, vb])
+    if list(conv.segs[vid].names) != names:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+    conv.bind(node, vid)
+
+
+@rule("aten.mean", "aten.sum")
+def reduce(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x) or len(node.args) < 2 or not x.value.is_floating_point() or node.kwargs.get("dtype") is not None:
+        raise Decline("full reduction or dtype")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    dims = sorted({d % len(seg.axes) for d in dims})
+    keep = len(node.args) > 2 and node.args[2]
+    out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
+    box = Box(EinsumOp(Type((seg,)), out))
+    (vid2,) = conv.emit(box, [vid], [out])
+    if "mean" in node.target.name():
+        vid2 = _scale(conv, vid2, 1.0 / math.prod(int(seg.axes[d].size) for d in dims))
+    if keep:
+        names = [("1" if k in dims else a.name) for k, a in enumerate(seg.axes)]
+        vid2 = conv.view(vid2, names, _shape(node))
+    conv.bind(node, vid2)
+
+
+# -- attention ----------------------------------------------------------------------------
+@rule("aten.scaled_dot_product_attention")
+def attention(conv: Converter, node: Node) -> None:
+    """softmax(q kᵀ · scale + mask) v, drawn with the key axis renamed apart from the query axis."""
+    q, k, v = node.args[:3]
+    extra = list(node.args[3:]) + [None] * 4
+    mask = node.kwargs.get("attn_mask", extra[0])
+    dropout = node.kwargs.get("dropout_p", extra[1] or 0.0)
+    causal = node.kwargs.get("is_causal", extra[2] or False)
+    scale = node.kwargs.get("scale", extra[3])
+    gqa = node.kwargs.get("enable_gqa", False)
+    if dropout or not all(_live(t) for t in (q, k, v)) or gqa:
+        raise Decline("dropout, constant operands or grouped-query flag")
+    vq, vk, vv = conv.value(q), conv.value(k), conv.value(v)
+    nq = conv.names(vq)
+    if len(nq) < 2 or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-1] != _shape(v)[:-1]:
+        raise Decline("broadcast attention")
+    batch, y, d = nq[:-2], nq[-2], nq[-1]
+    x = conv.names(vk)[-2].rstrip(PRIME)
+    while x in nq:
+        x += PRIME
+    dv = conv.names(vv)[-1]
+    if dv in batch + [y, x]:
+        dv = d if _shape(v)[-1] == _shape(q)[-1] else dv + PRIME
+    vk = relabel(conv, vk, batch + [x, d])
+    vv = relabel(conv, vv, batch + [x, dv])
+    scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
+    steps_before = len(conv.steps)
+    (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
+    factor = scale if scale is not None else 1.0 / math.sqrt(_shape(q)[-1])
+    s = _scale(conv, s, float(factor))
+    shape = tuple(int(a.size) for a in scores_seg.axes)
+    names = list(scores_seg.names)
+    additive = None
+    if causal:
+        n_y, n_x = shape[-2], shape[-1]
+        additive = torch.zeros(n_y, n_x).masked_fill(~torch.ones(n_y, n_x, dtype=torch.bool).tril(), float("-inf"))
+    if mask is not None:
+        m = mask.value if isinstance(mask, Node) else torch.as_tensor(mask)
+        if _live(mask):
+            raise Decline("mask computed from the inputs")
+        m = torch.zeros(m.shape).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m.to(node.value.dtype)
+        additive = m if additive is None else additive + m
+    if additive is not None:
+        vm = operand(conv, Node("mask", "constant", value=additive, source="mask"), names, shape)
+        s = conv.apply(Box(AddOp(2)), [s, vm])
+        if list(conv.segs[s].names) != names:
+            raise Decline("mask does not line up")
+    s = conv.apply(Box(SoftmaxOp(conv.segs[s].axes[-1])), [s])
+    out_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vv].axes[-1],))
+    (o,) = conv.emit(Box(EinsumOp(Type((conv.segs[s], conv.segs[vv])), out_seg)), [s, vv], [out_seg])
+    _ = steps_before
+    conv.bind(node, o)
+
+
+def attention_diagram(steps: list[Diagram]) -> Diagram:
+    return Seq.of(*steps)
+
+
+# -- embeddings, normalisation, convolution -------------------------------------------------
+@rule("aten.embedding")
+def embedding(conv: Converter, node: Node) -> None:
+    from ncd.prims.embedding import EmbeddingOp
+
+    weight, ids = node.args[0], node.args[1]
+    table = _weight(weight)
+    if table is None or table.dim() != 2 or not _live(ids):
+        raise Decline("not a learned table")
+    vid = conv.value(ids)
+    seg = conv.segs[vid]
+    if seg.dtype != "index" or seg.range is None or int(seg.range) != table.shape[0]:
+        raise Decline("indices without the vocabulary as range")
+    dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), "m")], (int(table.shape[1]),))
+    label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
+    out = conv.apply(Box(EmbeddingOp(seg.range, dim), label), [vid])
+    conv.emitted.tensors.append([table])
+    conv.bind(node, out)
+
+
+@rule("aten.layer_norm")
+def layer_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.normalization import LayerNormOp
+
+    x, shape = node.args[0], node.args[1]
+    extra = list(node.args[2:]) + [None] * 3
+    weight, bias, eps = extra[0], extra[1], extra[2] if extra[2] is not None else 1e-5
+    w, b = _weight(weight), _weight(bias)
+    if not _live(x) or (weight is not None and w is None) or (bias is not None and b is None) or (w is None and b is not None):
+        raise Decline("normalisation with computed parameters")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    axes = Segment(seg.axes[len(seg.axes) - len(shape):])
+    box = Box(LayerNormOp(axes, float(eps), w is not None, b is not None))
+    conv.bind(node, conv.apply(box, [vid]))
+    tensors = [t for t in (w, b) if t is not None]
+    if tensors:
+        conv.emitted.tensors.append(tensors)
+
+
+@rule("aten.rms_norm")
+def rms_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.normalization import RMSNormOp
+
+    x, shape = node.args[0], node.args[1]
+    extra = list(node.args[2:]) + [None] * 2
+    w = _weight(extra[0])
+    eps = extra[1]
+    if not _live(x) or (extra[0] is not None and w is None) or eps is None:
+        raise Decline("rms norm without explicit eps")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    box = Box(RMSNormOp(Segment(seg.axes[len(seg.axes) - len(shape):]), float(eps), w is not None))
+    conv.bind(node, conv.apply(box, [vid]))
+    if w is not None:
+        conv.emitted.tensors.append([w])
+
+
+@rule("aten.conv1d", "aten.conv2d", "aten.conv3d")
+def convolution(conv: Converter, node: Node) -> None:
+    from ncd.prims.convolution import ConvOp
+
+    x, weight = node.args[:2]
+    extra = list(node.args[2:]) + [None] * 5
+    w, b = _weight(weight), _weight(extra[0])
+    if not _live(x) or w is None or (extra[0] is not None and b is None) or isinstance(extra[2], str):
+        raise Decline("convolution with computed weights or string padding")
+    n = w.dim() - 2
+    stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
+    groups = int(extra[4] or 1)
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if len(seg.axes) < n + 1:
+        raise Decline("unbatched convolution")
+    dom = Segment(seg.axes[len(seg.axes) - n - 1:])
+    out_shape = _shape(node)[-n - 1:]
+    names = [linear_out_name(conv, dom.axes[0].name, int(dom.axes[0].size), out_shape[0])]
+    names += [a.name for a in dom.axes[1:]]  # output positions keep the spatial wires' names
+    lead = set(seg.names[: len(seg.axes) - n - 1])
+    names = [nm + PRIME if nm in lead else nm for nm in names]
+    cod = conv.namer.segment(names, out_shape)
+    label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
+    try:
+        import sympy
+
+        box = Box(ConvOp(dom, cod, tuple(int(k) for k in w.shape[2:]), stride, padding, dilation, sympy.Integer(groups),
+                         b is not None), label)
+    except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
+        raise Decline(str(error)) from None
+    conv.bind(node, conv.apply(box, [vid]))
+    conv.emitted.tensors.append([w] + ([b] if b is not None else []))
+
+
+def _ints(value: Any, n: int, default: int) -> tuple[int, ...]:
+    if value is None:
+        return (default,) * n
+    if isinstance(value, int):
+        return (value,) * n
+    values = tuple(int(v) for v in value)
+    return values * n if len(values) == 1 else values
+
+
+# -- slicing --------------------------------------------------------------------------------
+def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step: int = 1) -> int:
+    import sympy
+
+    from ncd.prims.movement import SliceOp
+
+    seg = conv.segs[vid]
+    dim %= len(seg.axes)
+    axis = seg.axes[dim]
+    n = int(axis.size)
+    start, stop = max(0, min(start if start >= 0 else start + n, n)), max(0, min(stop if stop >= 0 else stop + n, n))
+    if start == 0 and stop == n and step == 1:
+        return vid
+    kept = len(range(start, stop, step))
+    name = conv.namer.fresh(kept, None, "item" if axis.is_item else "feature")
+    others = set(seg.names) - {axis.name}
+    while name in others:
+        name += PRIME
+    box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept)))
+    return conv.apply(box, [vid])
+
+
+@rule("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unsafe_split")
+def split(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x):
+        raise Decline("not live")
+    vid = conv.value(x)
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    pieces = node.value
+    used = sorted({c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)})
+    starts = [0]
+    for p in pieces:
+        starts.append(starts[-1] + int(p.shape[dim]))
+    for k in used:
+        conv._picked[(id(node), k)] = emit_slice(conv, vid, dim, starts[k], starts[k + 1])
+
+
+@rule("aten.slice")
+def slice_(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x):
+        raise Decline("not live")
+    extra = list(node.args[1:]) + [None] * 4
+    dim, start, stop, step = extra[0] or 0, extra[1] or 0, extra[2], extra[3] or 1
+    vid = conv.value(x)
+    n = int(conv.segs[vid].axes[dim].size)
+    conv.bind(node, emit_slice(conv, vid, dim, int(start), n if stop is None else int(min(stop, n)), int(step)))
+
+
+@rule("aten.cat", "aten.concat", "aten.concatenate")
+def concat(conv: Converter, node: Node) -> None:
+    from ncd.prims.movement import ConcatOp
+
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
+        raise Decline("concat of fewer than two tensors or of constants only")
+    out_shape = _shape(node)
+    dim %= len(out_shape)
+    template = next(conv.names(conv.value(t)) for t in tensors if _live(t))
+    vids = []
+    used: set[str] = set()
+    for t in tensors:
+        if _live(t):
+            vid = conv.value(t)
+        else:
+            names = list(template)
+            names[dim] = conv.namer.fresh(int(t.value.shape[dim]))
+            vid = conv.value(t, names)
+        names = conv.names(vid)
+        if len(names) != len(template) or [n for k, n in enumerate(names) if k != dim] != \
+                [n for k, n in enumerate(template) if k != dim]:
+            raise Decline("the other wires differ")
+        own = names[dim]
+        while own in used:
+            own += PRIME
+        used.add(own)
+        vids.append(conv.view(vid, names[:dim] + [own] + names[dim + 1:], _shape(t)))
+    axes = tuple(conv.segs[v].axes[dim] for v in vids)
+    name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
+    others = set(template) - {template[dim]}
+    while name in others:
+        name += PRIME
+    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim])))
+    dom = Type(tuple(conv.segs[v] for v in vids))
+    from ncd.ir.compose import fit
+
+    woven, mapping = fit(box, dom)
+    if mapping or list(woven.cod[0].names) != template[:dim] + [name] + template[dim + 1:]:
+        raise Decline("concat does not weave")
+    (vid,) = conv.emit(woven, vids, list(woven.cod))
+    conv.bind(node, vid)
+
+
+@rule("aten.select")
+def select(conv: Converter, node: Node) -> None:
+    import sympy
+
+    from ncd.prims.movement import IndexOp
+
+    x, dim, index = node.args[:3]
+    if not _live(x):
+        raise Decline("not live")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    dim %= len(seg.axes)
+    conv.bind(node, conv.apply(Box(IndexOp(seg.axes[dim], sympy.Integer(int(index)))), [vid]))
+
+
+@rule("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
+def pool(conv: Converter, node: Node) -> None:
+    from ncd.prims.convolution import AvgPoolOp, MaxPoolOp
+
+    x, kernel = node.args[:2]
+    name = node.target.name()
+    n = int(name[-2])
+    extra = list(node.args[2:]) + [None] * 5
+    kernel = _ints(kernel, n, 1)
+    stride = _ints(extra[0] or kernel, n, 1)
+    padding = _ints(extra[1], n, 0)
+    if "avg" in name:
+        unsupported = bool(extra[2]) or extra[3] is False or extra[4] is not None
+    else:
+        unsupported = bool(extra[3]) or _ints(extra[2], n, 1) != (1,) * n
+    if not _live(x) or unsupported:
+        raise Decline("ceil mode, dilation, divisor or excluded padding")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    axes = Segment(seg.axes[len(seg.axes) - n:])
+    out_shape = _shape(node)[-n:]
+    positions = conv.namer.segment([a.name for a in axes.axes], out_shape)
+    try:
+        if "max" in name:
+            prim = MaxPoolOp(axes, positions, kernel, stride, padding, (1,) * n)
+        else:
+            prim = AvgPoolOp(axes, positions, kernel, stride, padding)  # type: ignore[call-arg]
+    except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
+        raise Decline(str(error)) from None
+    conv.bind(node, conv.apply(Box(prim), [vid]))
+
+
+@rule("aten.batch_norm")
+def batch_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.normalization import BatchNormOp
+
+    x, weight, bias, mean, var, training, momentum, eps = (list(node.args) + [None] * 8)[:8]
+    w, b = _weight(weight), _weight(bias)
+    if not _live(x) or training or w is None or b is None or not isinstance(mean, Node) or not isinstance(var, Node):
+        raise Decline("training mode or no affine parameters or running statistics")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if len(seg.axes) < 2:
+        raise Decline("no channel axis")
+    box = Box(BatchNormOp(seg, 1, float(eps), float(momentum if momentum is not None else 0.1), True, True))
+    conv.bind(node, conv.apply(box, [vid]))
+    conv.emitted.tensors.append([mean.value, var.value, w, b])

@@ -1,0 +1,120 @@
+"""Axis names for traced tensors: user-given names flow, unnamed sizes get stable generated names.
+
+A generated name is shared by every axis of the same role and size (all 3072-wide hidden
+axes get one name), and a name never means two sizes; a hint (``h`` for heads, ``k`` for
+head features, ``f`` for a hidden width) is used when it is still free.  Within one segment names are unique:
+a second axis of the same name is primed (``t``, ``tʹ``).
+
+>>> n = Namer()
+>>> n.fresh(64, "k"), n.fresh(64, "k"), n.fresh(12, "k"), n.fresh(3072, "f")
+('k', 'k', 'n', 'f')
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ncd.errors import ParseError
+from ncd.ir.axes import Axis, Segment, parse_segment
+
+__all__ = ["Namer", "PRIME", "unique"]
+
+PRIME = "\u02b9"
+POOL = ("n", "p", "q", "r", "u", "w", "z", "e", "g", "j", "l", "o", "a", "d")
+#: Names kept for their usual meaning: width, hidden width, heads, head features, vocabulary, channels.
+RESERVED = ("m", "f", "h", "k", "v", "c")
+ITEMS = ("t", "s", "y", "x")
+
+
+def unique(names: list[str]) -> list[str]:
+    """Prime repeated names so that every axis of a segment has its own."""
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        while n in seen:
+            n += PRIME
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+class Namer:
+    """Hands out axis names: one size per name, one generated name per (role, size)."""
+
+    def __init__(self) -> None:
+        self.size_of: dict[str, int] = {"1": 1}
+        self.generated: dict[tuple[str, int], str] = {}
+        self.roles: dict[str, str] = {}
+
+    def claim(self, name: str, size: int, role: str = "feature") -> str:
+        """Use ``name`` for an axis of ``size`` if it is free or already means that size."""
+        base = name
+        k = 2
+        while self.size_of.get(name, size) != size:
+            name = f"{base}{k}"
+            k += 1
+        self.size_of[name] = size
+        self.roles.setdefault(name, role)
+        return name
+
+    def fresh(self, size: int, hint: str | None = None, role: str = "feature") -> str:
+        if size == 1:
+            return "1"
+        key = (role, size)
+        if key in self.generated:
+            return self.generated[key]
+        pool = (ITEMS if role == "item" else POOL)
+        for name in ((hint,) if hint else ()) + pool + (RESERVED if role != "item" else ()):
+            if name not in self.size_of:
+                self.size_of[name] = size
+                self.generated[key] = name
+                self.roles[name] = role
+                return name
+        return self.claim(pool[0], size, role)
+
+    def axis(self, name: str, size: int) -> Axis:
+        return Axis(name, sympy.Integer(size), "item" if self.roles.get(name.rstrip(PRIME)) == "item" else "feature")
+
+    def segment(self, names: list[str], shape: tuple[int, ...], dtype: str = "float", value_range: int | None = None) -> Segment:
+        names = unique(names)
+        axes = tuple(self.axis(n, s) for n, s in zip(names, shape))
+        return Segment(axes, dtype, None if value_range is None else sympy.Integer(value_range))  # type: ignore[arg-type]
+
+    def user(self, text: str, shape: tuple[int, ...], what: str) -> list[str]:
+        """Names given by the user for an input (``"b t"``; ``~t`` marks an item axis)."""
+        seg = parse_segment(text)
+        if len(seg.axes) != len(shape):
+            raise ParseError(f"axes '{text}' for input {what} name {len(seg.axes)} axes, but it has shape {tuple(shape)}")
+        names = []
+        for a, s in zip(seg.axes, shape):
+            role = "item" if a.role == "item" or a.name in ITEMS else "feature"
+            names.append(self.claim(a.name, int(s), role))
+        return names
+
+    def default(self, shape: tuple[int, ...], integer: bool) -> list[str]:
+        """Names for an unnamed input: ``b t`` for token ids, ``b c y x`` for images, ``b t m`` for sequences."""
+        n = len(shape)
+        if integer:
+            hints = [("b", "feature"), ("t", "item")][-n:] if n <= 2 else [("b", "feature")] + [("t", "item")] * (n - 1)
+        elif n == 4:
+            hints = [("b", "feature"), ("c", "feature"), ("y", "item"), ("x", "item")]
+        elif n == 3:
+            hints = [("b", "feature"), ("t", "item"), ("m", "feature")]
+        elif n == 2:
+            hints = [("b", "feature"), ("m", "feature")]
+        elif n == 1:
+            hints = [("m", "feature")]
+        else:
+            hints = [("b", "feature")] + [(None, "feature")] * (n - 1)  # type: ignore[list-item]
+        names = []
+        for (hint, role), s in zip(hints, shape):
+            if s == 1:
+                names.append("1")
+            elif hint is None:
+                names.append(self.fresh(int(s), None, role))
+            elif self.size_of.get(hint, int(s)) == int(s):
+                names.append(self.claim(hint, int(s), role))
+                self.generated.setdefault((role, int(s)), names[-1])
+            else:
+                names.append(self.fresh(int(s), None, role))
+        return names

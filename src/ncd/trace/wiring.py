@@ -1,0 +1,283 @@
+"""From a list of steps over named values (a DAG) to the combinator IR.
+
+At each step the live values form the current tuple (one segment each).  A step is a
+diagram acting on some values: they are copied if still needed later (Copy), brought
+together in order (Swap, over the smallest range of segments that holds them), and the
+step is put beside identities on the other segments; values nobody needs any more are
+deleted (Delete).  Module calls become nested :class:`~ncd.ir.diagram.Block`\\ s, and a run
+of consecutive blocks with equal bodies, each feeding the next, folds into one
+:class:`~ncd.ir.diagram.Repeat` (every iteration keeps its own parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ncd.errors import NCDError
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
+from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
+
+__all__ = ["Step", "wire", "assemble"]
+
+
+@dataclass
+class Step:
+    """A diagram applied to values ``ins`` (ids), producing values ``outs``; ``stack`` is its module path."""
+
+    diagram: Diagram
+    ins: list[int]
+    outs: list[int]
+    stack: tuple[tuple[str, str], ...] = ()
+    title: str = ""
+    members: list[Step] = field(default_factory=list)
+    index: int = 0
+
+
+def _box(prim: object) -> Box:
+    return Box(prim)  # type: ignore[arg-type]
+
+
+def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], segs: dict[int, Segment]) -> Diagram:
+    """The diagram taking ``inputs`` to ``outputs`` by applying ``steps`` in order."""
+    uses: dict[int, list[int]] = {}
+    for k, step in enumerate(steps):
+        for v in step.ins:
+            uses.setdefault(v, []).append(k)
+    end = len(steps)
+    for v in outputs:
+        uses.setdefault(v, []).append(end)
+    live: list[int] = list(inputs)
+    layers: list[Diagram] = []
+
+    def needed_after(v: int, k: int) -> bool:
+        return any(u > k for u in uses.get(v, ()))
+
+    def typ(values: Sequence[int]) -> Type:
+        return Type(tuple(segs[v] for v in values))
+
+    def place(lo: int, middle: Diagram, hi: int) -> None:
+        layers.append(Par.of(Identity(typ(live[:lo])), middle, Identity(typ(live[hi:]))))
+
+    def apply(k: int, ins: Sequence[int], diagram: Diagram | None, outs: Sequence[int]) -> None:
+        nonlocal live
+        # copies: one instance per use here, one more if needed later
+        for v in dict.fromkeys(ins):
+            want = ins.count(v) + (1 if needed_after(v, k) else 0)
+            if want > 1:
+                p = live.index(v)
+                place(p, _box(CopyOp(Type((segs[v],)), want)), p + 1)
+                live = live[:p] + [v] * want + live[p + 1:]
+        # pick an instance of each input and bring them together, in order
+        taken: list[int] = []
+        for v in ins:
+            positions = [p for p, w in enumerate(live) if w == v and p not in taken]
+            taken.append(positions[0])
+        if ins:
+            lo, hi = min(taken), max(taken) + 1
+            rest = [p for p in range(lo, hi) if p not in taken]
+            order = taken + rest
+            if order != list(range(lo, hi)):
+                perm = tuple(p - lo for p in order)
+                place(lo, _box(SwapOp(typ(live[lo:hi]), perm)), hi)
+                live = live[:lo] + [live[p] for p in order] + live[hi:]
+            start = lo
+        else:
+            start = len(live)
+        if diagram is not None:
+            place(start, diagram, start + len(ins))
+            live = live[:start] + list(outs) + live[start + len(ins):]
+        # drop values nobody needs any more
+        p = 0
+        while p < len(live):
+            v = live[p]
+            if not needed_after(v, k) and (diagram is None or v in outs or v in ins):
+                place(p, _box(DeleteOp(Type((segs[v],)))), p + 1)
+                live = live[:p] + live[p + 1:]
+            else:
+                p += 1
+
+    for v in list(dict.fromkeys(inputs)):
+        if not uses.get(v):
+            apply(-1, [], None, [])
+            break
+    for k, step in enumerate(steps):
+        apply(k, step.ins, step.diagram, step.outs)
+    # arrange the outputs
+    for v in dict.fromkeys(outputs):
+        want = list(outputs).count(v)
+        if want > 1:
+            p = live.index(v)
+            place(p, _box(CopyOp(Type((segs[v],)), want)), p + 1)
+            live = live[:p] + [v] * want + live[p + 1:]
+    taken: list[int] = []
+    for v in outputs:
+        taken.append(next(p for p, w in enumerate(live) if w == v and p not in taken))
+    if taken != list(range(len(live))):
+        perm = tuple(taken)
+        place(0, _box(SwapOp(typ(live), perm)), len(live))
+        live = [live[p] for p in taken]
+    if not layers:
+        return Identity(typ(inputs))
+    return Seq.of(*layers) if len(layers) > 1 else layers[0]
+
+
+def assemble(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment], inputs: Sequence[int],
+             fold: bool = True) -> Diagram:
+    """Group steps into nested blocks by module path, fold repetitions, and wire the whole."""
+    last: dict[int, int] = {}
+    for k, step in enumerate(steps):
+        for v in step.ins:
+            last[v] = k
+    for v in outputs:
+        last[v] = len(steps)
+    for k, step in enumerate(steps):
+        step.index = k
+    grouped = _group(steps, 0, last)
+    if fold:
+        grouped = _fold(grouped, segs, outputs)
+    return wire(inputs, grouped, outputs, segs)
+
+
+def _group(steps: list[Step], depth: int, last: dict[int, int]) -> list[Step]:
+    """Steps at module depth ``depth``: deeper runs with the same module become one block step."""
+    out: list[Step] = []
+    k = 0
+    while k < len(steps):
+        step = steps[k]
+        if len(step.stack) <= depth:
+            out.append(step)
+            k += 1
+            continue
+        frame = step.stack[depth]
+        j = k
+        while j < len(steps) and len(steps[j].stack) > depth and steps[j].stack[depth] == frame:
+            j += 1
+        if j - k == 1 and len(steps[k].stack) == depth + 1:  # a module holding one box: no fence
+            out.append(steps[k])
+        else:
+            out.append(_block(steps[k:j], depth, frame, last))
+        k = j
+    return out
+
+
+def _block(members: list[Step], depth: int, frame: tuple[str, str], last: dict[int, int]) -> Step:
+    inner = _group(members, depth + 1, last)
+    produced: set[int] = set()
+    ins: list[int] = []
+    for s in members:
+        for v in s.ins:
+            if v not in produced and v not in ins:
+                ins.append(v)
+        produced.update(s.outs)
+    end = members[-1].index
+    outs = [v for s in members for v in s.outs if last.get(v, -1) > end]
+    path, cls = frame
+    parent = members[0].stack[depth - 1][0] if depth else ""
+    if parent and path.startswith(parent + "."):
+        path = path[len(parent) + 1:]
+    return Step(None, ins, list(dict.fromkeys(outs)), members[0].stack[:depth + 1], f"{path}: {cls}", inner)  # type: ignore[arg-type]
+
+
+def realise(step: Step, segs: dict[int, Segment], fold: bool = True) -> Diagram:
+    """The diagram of a (possibly grouped) step."""
+    if step.diagram is not None:
+        return step.diagram
+    members = _fold(step.members, segs, step.outs) if fold else step.members
+    body = wire(step.ins, members, step.outs, segs)
+    step.diagram = Block(body, step.title)
+    return step.diagram
+
+
+def _fold(steps: list[Step], segs: dict[int, Segment], outputs: Sequence[int]) -> list[Step]:
+    """Realise block steps and fold runs of equal blocks that feed each other into repeats."""
+    for s in steps:
+        if s.diagram is None:
+            realise(s, segs)
+    out: list[Step] = []
+    k = 0
+    while k < len(steps):
+        run = _run(steps, k, outputs)
+        folded = _repeat(run, segs) if len(run) >= 2 else None
+        if folded is not None:
+            out.append(folded)
+            k += len(run)
+        else:
+            out.append(steps[k])
+            k += 1
+    return out
+
+
+def _run(steps: list[Step], k: int, outputs: Sequence[int]) -> list[Step]:
+    first = steps[k]
+    if not isinstance(first.diagram, Block):
+        return [first]
+    run = [first]
+    pattern = None
+    j = k + 1
+    while j < len(steps):
+        prev, nxt = run[-1], steps[j]
+        if not isinstance(nxt.diagram, Block) or nxt.diagram.body != first.diagram.body:
+            break
+        if len(nxt.ins) != len(prev.ins) or len(prev.outs) != len(nxt.outs):
+            break
+        roles: list[tuple[str, int]] | None = []
+        for p, v in enumerate(nxt.ins):
+            if v in prev.outs:
+                roles.append(("carried", prev.outs.index(v)))  # type: ignore[union-attr]
+            elif v == prev.ins[p] and v not in prev.outs:
+                roles.append(("shared", p))  # type: ignore[union-attr]
+            else:
+                roles = None
+                break
+        if roles is None or sorted(r[1] for r in roles if r[0] == "carried") != list(range(len(prev.outs))):
+            break
+        if pattern is not None and roles != pattern:
+            break
+        pattern = roles
+        # the carried values must be used by the next block only
+        if any(v in s.ins for s in steps if s is not nxt for v in prev.outs) or any(v in outputs for v in prev.outs):
+            break
+        run.append(nxt)
+        j += 1
+    return run
+
+
+def _repeat(run: list[Step], segs: dict[int, Segment]) -> Step | None:
+    first, second, last = run[0], run[1], run[-1]
+    positions = range(len(first.ins))
+    own = [p for p in positions if second.ins[p] in first.outs]
+    shared = [p for p in positions if p not in own]
+    feed = [second.ins[p] for p in own]  # first-iteration outputs, in the order they are fed back
+    body_ins = [first.ins[p] for p in own] + [first.ins[p] for p in shared]
+    body_outs = feed + [first.ins[p] for p in shared]
+    inner = Step(first.diagram, list(first.ins), list(first.outs), first.stack, first.title)
+    body = wire(body_ins, [inner], body_outs, segs)
+    path, _, cls = first.title.partition(": ")
+    head, _, tail = path.rpartition(".")
+    title = (f"{head}.i" if head and tail.isdigit() else path) + f": {cls}"
+    if body is first.diagram and isinstance(body, Block):
+        body = body.body  # no extra wires: the layer's own block is the body
+    try:
+        repeat = Repeat(Block(body, title), "i", _int(0), _int(len(run)), title)
+    except NCDError:
+        return None
+    outs = [last.outs[first.outs.index(v)] for v in feed] + [_fresh_alias(first.ins[p], segs) for p in shared]
+    return Step(repeat, body_ins, outs, first.stack[:-1], title)
+
+
+_ALIAS = [10 ** 9]
+
+
+def _fresh_alias(v: int, segs: dict[int, Segment]) -> int:
+    """A new id for a shared value that the repetition passes through (it is deleted after if unused)."""
+    _ALIAS[0] += 1
+    segs[_ALIAS[0]] = segs[v]
+    return _ALIAS[0]
+
+
+def _int(n: int):  # noqa: ANN202
+    import sympy
+
+    return sympy.Integer(n)

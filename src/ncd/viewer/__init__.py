@@ -1,0 +1,68 @@
+"""A self-contained interactive viewer: one HTML file, no network, no server.
+
+``ncd.draw(diagram, "model.html")`` (or ``ncd draw ... -o model.html``) writes a page showing
+the diagram in the paper's notation — the renderer's own SVG — with pan and zoom, blocks
+that expand and collapse on click, repeated blocks folded with their count, tooltips on
+every wire (axis name and size) and box (primitive, parameters, types, costs), a search
+box for blocks, and export of the current view to SVG or PNG.  In a notebook a diagram
+displays as the same viewer (``Diagram._repr_html_``), inside a sandboxed iframe.
+
+Expanding is *one path at a time*: the page holds one pre-rendered view per block (that
+block and its ancestors expanded, everything else at the default ``depth``, 1 unless
+given); clicking a collapsed block shows its view, clicking an expanded block's fence
+returns to its parent's view.  See ``docs/viewer.md``.
+
+>>> import ncd
+>>> page = to_html((ncd.Linear("m -> n") >> ncd.ReLU()).block("<b>Net</b>"))
+>>> page.startswith("<!DOCTYPE html>") and "<b>Net" not in page and "&lt;b&gt;Net" in page
+True
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ncd.errors import InputError
+from ncd.ir.diagram import Block, Diagram
+from ncd.render import Style, register_writer
+from ncd.viewer.page import iframe, page
+from ncd.viewer.views import Views, explore
+
+__all__ = ["to_html", "write_html", "notebook_html", "explore", "Views"]
+
+
+def _title(diagram: Diagram, style: Style) -> str:
+    if style.title:
+        return style.title
+    return diagram.name if isinstance(diagram, Block) else "diagram"
+
+
+def _html(diagram: Diagram, style: Style, costs: bool) -> str:
+    if not isinstance(diagram, Diagram):
+        raise InputError(f"viewer: expected an ncd diagram, not {type(diagram).__name__} {diagram!r:.60}")
+    return page(explore(diagram, style, costs=costs), _title(diagram, style))
+
+
+def to_html(diagram: Diagram, *, costs: bool = True, **options: Any) -> str:
+    """The viewer page for ``diagram`` as HTML text (``options`` as for :func:`ncd.draw`; ``depth`` defaults to 1)."""
+    return _html(diagram, Style.from_options(**options), costs)
+
+
+def write_html(diagram: Diagram, path: str | os.PathLike[str], *, costs: bool = True, **options: Any) -> str:
+    """Write the viewer page to ``path``; returns the path."""
+    target = os.fspath(path)
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(to_html(diagram, costs=costs, **options))
+    return target
+
+
+def notebook_html(diagram: Diagram, *, height: int = 560, **options: Any) -> str:
+    """The viewer for a notebook cell: the page in a sandboxed ``<iframe srcdoc>`` (works offline)."""
+    return iframe(to_html(diagram, **options), height)
+
+
+@register_writer(".html", ".htm")
+def _write_html(diagram: Diagram, path: str, style: Style) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(_html(diagram, style, costs=True))

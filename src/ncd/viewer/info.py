@@ -1,0 +1,190 @@
+"""What the viewer shows on hover: one record per distinct box, block and wire, shared by every view.
+
+A record is ``{"kind", "title", "rows": [[label, value], ...]}`` of plain text; the page shows it
+with ``textContent`` only, so user labels (module and class names) can never become markup.
+Sizes are shown as written and, where the top block's ``defaults`` bind them, with their
+values (``m = 768``).  Costs come from :func:`ncd.analysis.cost.cost` when that interpreter is
+present and knows every primitive involved; otherwise the rows are simply absent.
+
+>>> import ncd
+>>> cat = Catalogue(ncd.Linear("m -> n").block("Net", defaults=(("m", 4), ("n", 3))))
+>>> box = next(ncd.Linear("m -> n").boxes())
+>>> record = cat.infos[cat.box(box, box.dom, box.cod, ())]
+>>> record["title"], dict(record["rows"])["input"]
+('L', 'm  (m = 4)')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sympy
+
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Repeat
+from ncd.ir.size import symbol
+
+__all__ = ["Catalogue", "human"]
+
+_UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def human(value: int | float, unit: str = "") -> str:
+    """A number with an SI prefix: ``human(1536000, "FLOP")`` is ``'1.54 MFLOP'``."""
+    for scale, prefix in _UNITS:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:g} {unit}".rstrip()
+
+
+class Catalogue:
+    """Records for everything hoverable, deduplicated, plus the table of blocks (for search and navigation)."""
+
+    def __init__(self, diagram: Diagram, *, costs: bool = True) -> None:
+        self.diagram = diagram
+        self.defaults: dict[str, int] = dict(diagram.get("defaults", ())) if isinstance(diagram, Block) else {}
+        self._subs = {symbol(k): sympy.Integer(v) for k, v in self.defaults.items()}
+        self.infos: list[dict[str, Any]] = []
+        self.blocks: dict[str, dict[str, Any]] = {}
+        self.block_info: dict[str, int] = {}
+        self._index: dict[str, int] = {}
+        self._seen: dict[tuple[Any, ...], int] = {}
+        self._cost = _cost_function() if costs else None
+
+    # -- records ------------------------------------------------------------------------------
+    def _add(self, record: dict[str, Any]) -> int:
+        text = json.dumps(record, sort_keys=True, ensure_ascii=False)
+        if text not in self._index:
+            self._index[text] = len(self.infos)
+            self.infos.append(record)
+        return self._index[text]
+
+    def box(self, box: Box, dom: Type, cod: Type, woven: tuple[Axis, ...], costed: Diagram | None = None) -> int:
+        """The record of a drawn box.
+
+        ``dom``/``cod`` are its wires as drawn, ``woven`` the axes broadcast past it and ``costed``
+        the box with those broadcasts (what its costs are computed for; the box itself by default).
+        """
+        memo = ("box", id(box), str(dom), str(cod), tuple(str(a) for a in woven))
+        if memo in self._seen:
+            return self._seen[memo]
+        prim = box.prim
+        flags = [prim.family, prim.kind] + (["learned"] if prim.learned else [])
+        rows = [["primitive", f"{prim.op} ({', '.join(f for f in flags if f)})"]]
+        params = ", ".join(f"{k}={self._value(v)}" for k, v in prim.fields().items())
+        if params:
+            rows.append(["parameters", params])
+        rows += [["input", self.type_text(dom)], ["output", self.type_text(cod)]]
+        if woven:
+            rows.append(["broadcast over", " ".join(self.axis_text(a) for a in woven)])
+        learned = prim.params()
+        if learned:
+            rows.append(["weights", "; ".join(f"{k}: {' × '.join(self.size_text(s) for s in shape)}"
+                                              for k, shape in learned.items())])
+        rows += self._cost_rows(costed if costed is not None else box)
+        if box.source:
+            rows.append(["built at", str(box.source)])
+        index = self._add({"kind": "box", "title": box.text(), "rows": rows})
+        self._seen[memo] = index
+        return index
+
+    def wire(self, axis: Axis, segment: int | None, segments: int, *, woven: bool = False) -> int:
+        """The record of a wire: its axis name, size and role."""
+        role = "item axis (drawn overlined)" if axis.is_item else "feature axis"
+        rows = [["size", self.size_text(axis.size, axis.name)], ["role", role]]
+        if axis.parts:
+            rows.append(["binds", " ".join(self.axis_text(p) for p in axis.parts)])
+        if woven:
+            rows.append(["broadcast", "runs past the box: the box is applied for every index of this axis"])
+        elif segment is not None and segments > 1:
+            rows.append(["segment", f"{segment + 1} of {segments}"])
+        return self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows})
+
+    def block(self, key: str, node: Block, parent: str, depth: int, expandable: bool, fold: int,
+              repeats: Sequence[Repeat], woven: Sequence[Axis]) -> int:
+        """The record of block ``key`` (recorded once; every view draws the same block the same way)."""
+        if key in self.block_info:
+            return self.block_info[key]
+        rows = [["input", self.type_text(node.dom)], ["output", self.type_text(node.cod)]]
+        meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend")]
+        if meta:
+            rows.append(["parameters", ", ".join(f"{k}={v}" for k, v in meta)])
+        boxes = sum(1 for _ in node.boxes())
+        rows.append(["boxes", str(boxes)])
+        if fold > 1:
+            rows.append(["folded", f"×{fold}: identical blocks in a row, drawn once"])
+        for r in repeats:
+            rows.append(["repeated", f"{r.var} = {self.size_text(r.start)} … {self.size_text(r.stop - 1)}"
+                                     f" ({self.size_text(r.stop - r.start)} times, own parameters each)"])
+        if woven:
+            rows.append(["broadcast over", " ".join(self.axis_text(a) for a in woven)])
+        rows += self._cost_rows(node)
+        index = self._add({"kind": "block", "title": node.name, "rows": rows, "key": key})
+        self.block_info[key] = index
+        self.blocks[key] = {"name": node.name, "parent": parent, "depth": depth, "expandable": expandable,
+                            "info": index, "state": False}
+        return index
+
+    # -- text -----------------------------------------------------------------------------------
+    def size_text(self, value: Any, name: str | None = None) -> str:
+        expr = sympy.sympify(value)
+        text = str(expr).replace("**", "^")
+        bound = expr.xreplace(self._subs) if self._subs else expr
+        if name is not None:
+            text = name if text == name.rstrip("\u0305") else f"{name} = {text}"
+        if bound != expr and bound.is_number:
+            text += f" = {int(bound)}" if bound.is_integer else f" = {float(bound):g}"
+        return text
+
+    def axis_name(self, axis: Axis) -> str:
+        return axis.name + ("\u0305" if axis.is_item and len(axis.name) == 1 else "")
+
+    def axis_text(self, axis: Axis) -> str:
+        return self.size_text(axis.size, self.axis_name(axis)) if self._subs else str(axis)
+
+    def type_text(self, typ: Type) -> str:
+        text = str(typ) or "()"
+        bound = [self.axis_text(a) for seg in typ for a in seg if self._subs and a.size.xreplace(self._subs) != a.size]
+        return text + (f"  ({', '.join(dict.fromkeys(bound))})" if bound else "")
+
+    def _value(self, value: Any) -> str:
+        if isinstance(value, (Type, Segment, Axis)):
+            return f"'{value}'"
+        if isinstance(value, tuple):
+            return "(" + ", ".join(self._value(v) for v in value) + ")"
+        if isinstance(value, sympy.Basic):
+            return str(value).replace("**", "^")
+        return repr(value)
+
+    # -- costs ------------------------------------------------------------------------------------
+    def _cost_rows(self, node: Diagram) -> list[list[str]]:
+        if self._cost is None:
+            return []
+        try:
+            report = self._cost(node, **{k: v for k, v in self.defaults.items() if symbol(k) in node.free_symbols})
+        except Exception:  # an interpreter still being written, or a primitive it does not know
+            return []
+        metrics = report.numbers if report.numbers is not None else report.formulas
+        rows = []
+        for label, name, unit in (("forward", "forward_flops", "FLOP"), ("backward", "backward_flops", "FLOP"),
+                                  ("parameter count", "params", ""), ("activations", "activation_bytes", "B")):
+            expr = getattr(metrics, name)
+            bound = sympy.sympify(expr).xreplace(self._subs)
+            if bound.is_number:
+                if bound == 0 and name != "forward_flops":
+                    continue
+                rows.append([label, human(float(bound), unit)])
+            else:
+                text = str(sympy.sympify(expr)).replace("**", "^")
+                rows.append([label, text if len(text) <= 160 else text[:157] + "…"])
+        return rows
+
+
+def _cost_function() -> Any:
+    try:
+        from ncd.analysis.cost import cost
+    except ImportError:
+        return None
+    return cost

@@ -1,0 +1,82 @@
+"""The HTML page: the views, the side tables, the stylesheet and the script, in one file.
+
+The page needs no network and no server.  Its Content-Security-Policy allows no fetches at
+all and only the viewer's own script (by hash), so even a label that slipped past escaping
+could not run.  Data travel as JSON in a ``<script type="application/json">`` element with
+``<``, ``>`` and ``&`` written as ``\\u`` escapes, so no label can close the element.
+
+>>> text = script_json({"name": "</script><script>alert(1)</script>"})
+>>> "<" in text, json.loads(text)["name"][:9]
+(False, '</script>')
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from typing import Any
+
+from ncd.viewer.assets import CSS, SCRIPT
+from ncd.viewer.views import Views
+
+__all__ = ["page", "iframe", "script_json", "HELP"]
+
+HELP = ("Click a 3-D box to expand its block, click a block's fence to collapse it (one expanded path at a time). "
+        "Hover a wire or a box for its sizes, types and costs. Drag to pan, wheel to zoom, "
+        "/ to search, Esc to go up, 0 to fit.")
+
+
+def script_json(value: Any) -> str:
+    """JSON that is safe inside a ``<script>`` element (and still valid JSON)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _csp() -> str:
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
+    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+            "img-src data: blob:; font-src data:")
+
+
+def page(views: Views, title: str) -> str:
+    """The complete, self-contained HTML document."""
+    cat = views.catalogue
+    payload = {
+        "title": title,
+        "depth": views.depth,
+        "views": [{"key": v.key, "svg": v.svg, "w": v.width, "h": v.height} for v in views.views],
+        "blocks": cat.blocks,
+        "infos": cat.infos,
+    }
+    note = HELP
+    if views.truncated:
+        note += f" This model has more than {len(views.views)} distinct blocks: deeper ones stay collapsed."
+    name = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_csp()}\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<meta name=\"generator\" content=\"ncd viewer\">\n"
+        f"<title>{name} — ncd</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        "<header id=\"ncd-bar\">"
+        f"<span id=\"ncd-name\" title=\"{name}\">{name}</span><nav id=\"ncd-crumbs\" aria-label=\"expanded blocks\"></nav>"
+        "<div id=\"ncd-search-wrap\"><input id=\"ncd-search\" type=\"search\" placeholder=\"Find a block…\" "
+        "autocomplete=\"off\" aria-label=\"find a block by name\"><ul id=\"ncd-results\" hidden></ul></div>"
+        "<button id=\"ncd-fit\" title=\"fit to window (0)\">Fit</button>"
+        "<button id=\"ncd-zoom-in\" title=\"zoom in\">+</button><button id=\"ncd-zoom-out\" title=\"zoom out\">−</button>"
+        "<button id=\"ncd-export-svg\" title=\"save this view as SVG\">SVG</button>"
+        "<button id=\"ncd-export-png\" title=\"save this view as PNG\">PNG</button></header>\n"
+        "<main id=\"ncd-stage\"><div id=\"ncd-canvas\"></div></main>\n"
+        f"<footer id=\"ncd-help\">{html.escape(note)}</footer>\n<div id=\"ncd-tip\" hidden></div>\n"
+        f"<script type=\"application/json\" id=\"ncd-data\">{script_json(payload)}</script>\n"
+        f"<script>{SCRIPT}</script>\n</body></html>\n"
+    )
+
+
+def iframe(document: str, height: int = 560) -> str:
+    """The page inside a sandboxed ``<iframe srcdoc>``: scripts and downloads only, isolated from the notebook."""
+    return (f"<iframe srcdoc=\"{html.escape(document, quote=True)}\" sandbox=\"allow-scripts allow-downloads\" "
+            f"style=\"width:100%;height:{int(height)}px;border:1px solid #ddd;border-radius:4px\" "
+            "title=\"ncd diagram viewer\"></iframe>")

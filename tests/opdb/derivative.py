@@ -1,0 +1,109 @@
+"""Samples for the primitives of backward diagrams (``ncd.prims.derivative``), with torch.autograd as reference."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import ncd
+from ncd.errors import ParseError, TypeMismatchError
+from ncd.prims.derivative import Derivative, Expand, LinearTranspose, LinearWeightGrad, SoftmaxBackward, Zeros
+from tests.opdb import error, sample
+
+FORWARD = {
+    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "exp": torch.exp, "sqrt": torch.sqrt,
+    "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu, "log": torch.log,
+    "square": torch.square, "abs": torch.abs,
+}
+OUTPUT_SIDE = {"relu", "tanh", "sigmoid", "exp", "sqrt"}
+
+
+def _autograd_derivative(function: str, v: torch.Tensor) -> torch.Tensor:
+    """f′ from autograd: at the input ``v``, or (output side) at the input whose output is ``v``."""
+    fn = FORWARD[function]
+    inverse = {"tanh": torch.atanh, "sigmoid": torch.logit, "exp": torch.log, "sqrt": torch.square, "relu": lambda y: y}
+    x = (inverse[function](v) if function in OUTPUT_SIDE else v).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(fn(x).sum(), x)
+    return grad
+
+
+def _inputs(function: str):
+    def make(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand((2, sizes["a"], sizes["b"]), generator=g) * 0.8 + 0.1  # in every function's domain
+        if function in ("relu", "abs", "gelu", "gelu_tanh", "silu", "square"):
+            x = x * 2 - 1.0
+        return (x,)
+    return make
+
+
+for fn in FORWARD:
+    sample("derivative", fn, lambda fn=fn: ncd.Identity.of("a b") >> Derivative(fn), {"a": 3, "b": 4},
+           lambda p, x, fn=fn: _autograd_derivative(fn, x[0]), cod="a b", inputs=_inputs(fn), grad=False, atol=1e-5)
+error("derivative", "unknown", lambda: Derivative("swish2"), r"no derivative known for 'swish2'", ParseError)
+error("derivative", "wrong-side", lambda: Derivative("relu", "input"), r"'relu' is read from its output", ParseError)
+
+
+def _softmax_vjp(y_and_g: tuple[torch.Tensor, ...], dim: int, log: bool) -> torch.Tensor:
+    y, g = y_and_g
+    x = (torch.log(y) if not log else y).detach().requires_grad_(True)  # log y is a valid pre-image
+    out = torch.log_softmax(x, dim) if log else torch.softmax(x, dim)
+    (grad,) = torch.autograd.grad(out, x, g, create_graph=True)
+    return grad
+
+
+def _softmax_inputs(sizes: dict[str, int], dim: int = -2, log: bool = False) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, sizes["y"], sizes["x"], sizes["h"]), generator=g)
+    y = torch.log_softmax(x, dim) if log else torch.softmax(x, dim)
+    return y, torch.randn(y.shape, generator=g)
+
+
+sample("softmax_backward", "middle-axis", lambda: ncd.Identity.of("y x h, y x h") >> SoftmaxBackward("x"),
+       {"y": 3, "x": 4, "h": 2}, lambda p, x: _softmax_vjp(x, -2, False), inputs=_softmax_inputs, grad=False, atol=1e-5)
+sample("softmax_backward", "log", lambda: ncd.Identity.of("y x h, y x h") >> SoftmaxBackward("x", log=True),
+       {"y": 3, "x": 4, "h": 2}, lambda p, x: _softmax_vjp(x, -2, True),
+       inputs=lambda s: _softmax_inputs(s, -2, True), grad=False, atol=1e-5)
+error("softmax_backward", "missing-axis", lambda: ncd.Identity.of("y x, y x") >> SoftmaxBackward("k"),
+      r"axis k of the second is not in segment 0 \('y x'\)", TypeMismatchError)
+
+
+def _sum_transpose(x: torch.Tensor) -> torch.Tensor:
+    """The transpose of summing ``b`` and ``c`` away from ``b a c``, taken by autograd (vjp of a sum)."""
+    z = torch.zeros(x.shape[:-1] + (3, x.shape[-1], 4), requires_grad=True)
+    (grad,) = torch.autograd.grad(z.sum(dim=(-3, -1)), z, x, create_graph=True)
+    return grad
+
+
+sample("expand", "new-axes", lambda: Expand("a", "b:3 a c:4"), {"a": 2}, lambda p, x: _sum_transpose(x[0]), cod="b:3 a c:4")
+sample("expand", "reorder", lambda: Expand("a b", "b c a"), {"a": 2, "b": 3, "c": 4},
+       lambda p, x: x[0].transpose(-1, -2)[..., :, None, :].expand(*x[0].shape[:-2], 3, 4, 2))
+error("expand", "missing", lambda: Expand("a b", "a c"), r"axis b of the source is not in the target", TypeMismatchError)
+
+sample("zeros", "two", lambda: ncd.Identity.of("a") @ Zeros("b c"), {"a": 2, "b": 3, "c": 4},
+       lambda p, x: (x[0], torch.zeros(3, 4)), batch=())
+error("zeros", "bad-type", lambda: Zeros(3), r"expected a type or its text form, not int 3", ParseError)
+
+
+def _linear_vjp(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    x = torch.zeros(g.shape[:-2] + (w.shape[-1],), requires_grad=True)
+    out = F.linear(x, w.flatten(0, 1)).unflatten(-1, (g.shape[-2], g.shape[-1]))
+    (grad,) = torch.autograd.grad(out, x, g, create_graph=True)
+    return grad
+
+
+def _weight_vjp(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    w = torch.zeros((g.shape[-2] * g.shape[-1], x.shape[-1]), requires_grad=True)
+    out = F.linear(x, w).unflatten(-1, (g.shape[-2], g.shape[-1]))
+    (grad,) = torch.autograd.grad(out, w, g, create_graph=True)
+    return grad.unflatten(0, (g.shape[-2], g.shape[-1]))
+
+
+sample("linear_transpose", "m-kh", lambda: LinearTranspose("m -> k h"), {"m": 5, "k": 2, "h": 3},
+       lambda p, x: _linear_vjp(x[0], x[1]), dom="k h, k h m", cod="m", batch=())
+sample("linear_transpose", "same-name", lambda: LinearTranspose("m -> m"), {"m": 4},
+       lambda p, x: x[0] @ x[1], dom="m, m m′:m", batch=())
+error("linear_transpose", "bad-spec", lambda: LinearTranspose("m k"), r"must have the form 'inputs -> outputs'", ParseError)
+sample("linear_weight_grad", "m-kh", lambda: LinearWeightGrad("m -> k h"), {"m": 5, "k": 2, "h": 3},
+       lambda p, x: _weight_vjp(x[0], x[1]), dom="m, k h", cod="k h m", batch=())
+error("linear_weight_grad", "no-axes", lambda: LinearWeightGrad("-> m"), r"at least one axis", ParseError)

@@ -1,0 +1,30 @@
+"""Samples for the importer's primitives: opaque ATen calls, parameters, constants, views."""
+
+from __future__ import annotations
+
+import torch
+
+import ncd
+from ncd.errors import ParseError, SizeError
+from ncd.prims.opaque import Constant, Opaque, Parameter, View
+from tests.opdb import error, sample
+
+# an opaque box reproduces the ATen call exactly (no leading batch: it runs on the traced shapes)
+sample("opaque", "cumsum", lambda: Opaque("aten.cumsum.default", "a b", "a b", (("$in", 0), -1)), {"a": 3, "b": 4},
+       lambda p, x: torch.cumsum(x[0], -1), batch=())
+sample("opaque", "split-picks", lambda: Opaque("aten.split.Tensor", "a b", "a b:2, a b:2", (("$in", 0), 2, -1), picks=(0, 1)),
+       {"a": 3, "b": 4}, lambda p, x: tuple(torch.split(x[0], 2, -1)), batch=())
+error("opaque", "not-aten", lambda: Opaque("os.system", "a", "a"), r"'os.system' is not the name of an ATen operator",
+      ParseError)
+sample("parameter", "added", lambda: ncd.Identity.of("a m") @ Parameter("m", "bias") >> ncd.Add(), {"a": 3, "m": 4},
+       lambda p, x: x[0] + p["weight" if "weight" in p else next(iter(p))], cod="a m")
+error("parameter", "two-segments", lambda: Parameter("a, b"), r"a parameter takes one segment, not 'a, b'", ParseError)
+sample("constant", "number", lambda: ncd.Identity.of("a") @ Constant("", value=2.0) >> ncd.Multiply(), {"a": 3},
+       lambda p, x: 2 * x[0], cod="a")
+sample("constant", "buffer", lambda: ncd.Identity.of("a") @ Constant("a", name="mask") >> ncd.Add(), {"a": 3},
+       lambda p, x: x[0] + next(iter(p.values())))
+error("constant", "dtype", lambda: Constant("a", dtype="complex32"), r"unknown dtype 'complex32'", ParseError)
+sample("view", "split-heads", lambda: ncd.Identity.of("b m:6") >> View("m:6", "h:2 k:3"), {"b": 2},
+       lambda p, x: x[0].reshape(*x[0].shape[:-1], 2, 3), cod="b h:2 k:3")
+sample("view", "rename", lambda: View("t:4", "s:4"), {}, lambda p, x: x[0], cod="s:4")
+error("view", "entries", lambda: View("m:6", "h:2 k:4"), r"6 entries cannot be read as 2 \* 4 = 8", SizeError)

@@ -1,0 +1,100 @@
+"""``ncd.backward``: the reverse-mode diagram lowers to a module whose gradients equal torch.autograd's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ncd
+from ncd.analysis import plan
+from ncd.analysis.tables import BACKWARD, AnalysisError, load_all
+from ncd.analysis.verify import compare_gradients
+from tests.opdb import SAMPLES, Sample, load
+from tests.test_cost import SIZES, attention_head, mlp, multi_head_attention
+
+load()
+load_all()
+
+
+#: samples whose backward is explicitly unsupported (see test_diagonal_einsum_is_reported_unsupported)
+UNSUPPORTED_SAMPLES = {"einsum-diagonal"}
+
+
+def differentiable(s: Sample) -> bool:
+    if s.id in UNSUPPORTED_SAMPLES:
+        return False
+    try:
+        d = s.build()
+    except Exception:  # a sample other tests report as broken
+        return False
+    if not all(b.prim.op in BACKWARD for b in d.boxes()) or s.train:
+        return False
+    return s.inputs is None or not any(b.prim.learned for b in d.boxes())
+
+
+def _assert_same(pairs: list, atol: float = 1e-4) -> None:
+    assert pairs
+    for name, got, want in pairs:
+        torch.testing.assert_close(got, want, atol=atol, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("s", [s for s in SAMPLES if differentiable(s)], ids=lambda s: s.id)
+def test_backward_of_every_primitive_sample_equals_autograd(s: Sample) -> None:
+    d = s.build()
+    inputs = s.inputs(s.sizes) if s.inputs else None
+    if inputs is not None and not any(x.is_floating_point() for x in inputs):
+        pytest.skip("no float input to differentiate")  # pragma: no cover
+    _assert_same(compare_gradients(d, inputs=inputs, **s.sizes), atol=max(s.atol, 1e-4))
+
+
+@pytest.mark.parametrize("build", [attention_head, multi_head_attention, mlp], ids=lambda f: f.__name__)
+def test_backward_of_built_diagrams_equals_autograd(build) -> None:
+    d = build()
+    _assert_same(compare_gradients(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}}))
+
+
+def test_backward_diagram_has_the_papers_shape() -> None:
+    """Stored forward values and weights are explicit inputs; weights' gradients are outputs."""
+    d = ncd.Identity.of("b m") >> ncd.Linear("m -> n", bias=True) >> ncd.ReLU()
+    back = ncd.backward(d)
+    assert str(back.dom) == "b m, n m, b n, b n"  # x, W, relu's output, the cotangent
+    assert str(back.cod) == "b m, n m, n"  # ∂x, ∂W, ∂bias (summed over the broadcast b)
+    roles = dict(back.meta)
+    assert roles["inputs"] == ("stored 0", "param 0 weight", "stored 1", "cotangent 0")
+    assert roles["outputs"] == ("input 0", "param 0", "param 1")
+    ops = [b.prim.op for b in back.boxes()]
+    assert {"linear_transpose", "linear_weight_grad", "derivative", "multiply", "einsum"} <= set(ops)
+
+
+def test_backward_diagram_round_trips_through_json_and_has_source() -> None:
+    back = ncd.backward(multi_head_attention())
+    assert ncd.load_json(back.to_json()) == back
+    source = back.to_source(**{n: SIZES[n] for n in "byxmkh"})
+    assert "class MultiHeadAttentionBackward" in source
+
+
+def test_save_and_load_cotangents_meet_again() -> None:
+    d = ncd.Save("m", "C") >> (ncd.Identity.of("m") @ ncd.Load("m", "C") @ ncd.Load("m", "C")) >> ncd.Add(3)
+    _assert_same(compare_gradients(ncd.Identity.of("b m") >> d, b=2, m=4))
+
+
+def test_repeat_is_unrolled_once_bound() -> None:
+    layer = ncd.repeat(lambda i: (ncd.Linear("m -> m", bias=True) >> ncd.Tanh()).block("layer"), "i", 0, "N")
+    d = ncd.Identity.of("b m") >> layer
+    with pytest.raises(AnalysisError, match="bind its repetition count first \\(N\\)"):
+        ncd.backward(d)
+    _assert_same(compare_gradients(d.bind(N=3), b=2, m=4))
+
+
+def test_diagonal_einsum_is_reported_unsupported() -> None:
+    with pytest.raises(AnalysisError, match="repeated axis"):
+        ncd.backward(ncd.Einsum("a a -> a"))
+
+
+def test_plan_forward_returns_outputs_then_stored_values() -> None:
+    d = ncd.Identity.of("a") >> ncd.Exp()
+    p = plan(d)
+    assert str(p.forward.cod) == "a, a"  # the output and the stored output (exp saves its result)
+    x = torch.randn(3)
+    y, stored = p.forward.to_torch(a=3)(x)
+    torch.testing.assert_close(stored, torch.exp(x))

@@ -1,0 +1,81 @@
+"""``ncd.trace`` on real architectures from ``transformers`` (small configs, random weights, no downloads).
+
+For each: the lowered diagram equals the model (allclose) and the count of opaque boxes is pinned
+(the counts are reported in docs/trace.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from tests.test_trace import round_trip
+
+T = pytest.importorskip("transformers")
+warnings.filterwarnings("ignore", message=".*bos_token_id.*")
+
+
+def gpt2():
+    return T.GPT2Model(T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16, use_cache=False,
+                                    bos_token_id=0, eos_token_id=0)), (torch.randint(0, 50, (2, 6)),), {}
+
+
+def bert():
+    return T.BertModel(T.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                    vocab_size=50, max_position_embeddings=16)), (torch.randint(0, 50, (2, 6)),), {}
+
+
+def vit():
+    return T.ViTModel(T.ViTConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                  image_size=16, patch_size=4, num_channels=3)), (torch.randn(2, 3, 16, 16),), {}
+
+
+def llama():
+    return T.LlamaModel(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=64, vocab_size=50, max_position_embeddings=16, use_cache=False)), \
+        (torch.randint(0, 50, (2, 6)),), {}
+
+
+def t5():
+    return T.T5Model(T.T5Config(num_layers=2, num_decoder_layers=2, d_model=32, d_kv=8, num_heads=4, d_ff=64, vocab_size=50,
+                                use_cache=False, decoder_start_token_id=0)), \
+        (torch.randint(0, 50, (2, 6)),), {"decoder_input_ids": torch.randint(0, 50, (2, 5))}
+
+
+def clip_text():
+    return T.CLIPTextModel(T.CLIPTextConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                            vocab_size=50, max_position_embeddings=16)), (torch.randint(0, 50, (2, 6)),), {}
+
+
+def clip_vision():
+    return T.CLIPVisionModel(T.CLIPVisionConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                                intermediate_size=64, image_size=16, patch_size=4)), \
+        (torch.randn(2, 3, 16, 16),), {}
+
+
+# opaque boxes left: LLaMA's repeat_kv expand (grouped-query attention), CLIP-text's argmax pooling on the end token.
+CORPUS = {"gpt2": (gpt2, 0), "bert": (bert, 0), "vit": (vit, 0), "llama": (llama, 4), "t5": (t5, 0),
+          "clip_text": (clip_text, 5), "clip_vision": (clip_vision, 0)}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_corpus_round_trip_and_opaque_count(name: str) -> None:
+    build, opaque = CORPUS[name]
+    torch.manual_seed(0)
+    model, args, kwargs = build()
+    d = round_trip(model.eval(), *args, **kwargs)
+    assert d.opaque_count == opaque, d.opaque
+
+
+def test_gpt2_attention_is_drawn_as_the_papers_attention() -> None:
+    model, args, _ = gpt2()
+    d = round_trip(model.eval(), *args)
+    einsums = [b.prim.spec() for b in d.boxes() if b.prim.op == "einsum"]
+    assert "b h t k, b h tʹ k -> b h t tʹ" in einsums and "b h t tʹ, b h tʹ k -> b h t k" in einsums
+    softmax = [b.prim.axis.name for b in d.boxes() if b.prim.op == "softmax"]
+    assert softmax == ["tʹ"]  # over the key positions
+    repeats = [n for n in d.walk() if isinstance(n, ncd.Repeat)]
+    assert len(repeats) == 1 and repeats[0].count() == 2 and repeats[0].name == "h.i: GPT2Block"

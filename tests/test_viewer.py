@@ -1,0 +1,210 @@
+"""The HTML viewer without a browser: view states, the records behind tooltips, escaping, writers.
+
+The browser half is ``tests/test_viewer_browser.py``.  ``gpt2_like`` (the public DSL only)
+is shared with it: a GPT-2-shaped model whose blocks nest three deep.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+
+import ncd
+from ncd.viewer import explore, notebook_html, to_html, write_html
+from ncd.viewer.page import script_json
+
+SIZES = {"m": 768, "k": 64, "h": 12, "f": 3072, "t": 1024, "v": 50257}
+EVIL = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">"
+
+
+def gpt2_like(layers: int = 12, name: str = "GPT2") -> ncd.Block:
+    """Pre-norm decoder: N × (x + Attention(LN x), x + MLP(LN x)), final LN, unembedding ``L^U``."""
+    norm = ncd.LayerNorm if hasattr(ncd, "LayerNorm") else None
+
+    def ln() -> ncd.Diagram:
+        return norm("m") if norm else ncd.Identity.of("~t m")
+
+    def lin(label: str, spec: str = "m -> k h") -> ncd.Diagram:
+        return ncd.Linear(spec, bias=True, name=label)
+
+    def rename(new: str) -> ncd.Diagram:
+        return ncd.Identity.of("~t m") >> ncd.Rename(f"t -> ~{new}")
+
+    projections = (ncd.Copy("~t m", 3) >> (rename("y") >> lin("Q")) @ (rename("x") >> lin("K")) @ (rename("x") >> lin("V")))
+    scores = ncd.Einsum("~y k h, ~x k h -> ~y ~x h") >> ncd.Scale("k**-0.5") >> ncd.Softmax("~x")
+    product = (scores @ ncd.Identity.of("~x k h")) >> ncd.Einsum("~y ~x h, ~x k h -> ~y k h")
+    attention = (projections.block("Projections") >> product.block("ScaledDotProduct") >> lin("O", "k h -> m")
+                 >> ncd.Identity.of("~y m") >> ncd.Rename("y -> ~t")).block("Attention")
+    mlp = (ncd.Linear("m -> f", bias=True) >> ncd.GELU() >> ncd.Linear("f -> m", bias=True)).block("MLP")
+    wires = ncd.Identity.of("~t m")
+    layer = (ncd.residual(wires >> ln() >> attention) >> ncd.residual(wires >> ln() >> mlp)).block("Layer")
+    body = wires >> ncd.repeat(layer, "i", 0, "N", name="Layers") >> ln() >> ncd.Linear("m -> v", name="U")
+    return body.block(name, defaults=tuple({**SIZES, "N": layers}.items()))
+
+
+def drawn_blocks(diagram: ncd.Diagram, depth: int = 0) -> list[tuple[str, int]]:
+    """Blocks as the paper draws them (runs of equal blocks folded, repetitions once), with their depth.
+
+    Written independently of the viewer: a plain walk of the diagram tree.
+    """
+    if isinstance(diagram, ncd.Block):
+        return [(diagram.name, depth)] + drawn_blocks(diagram.body, depth + 1)
+    if isinstance(diagram, ncd.Seq):
+        parts = [p for k, p in enumerate(diagram.parts)
+                 if not (k and isinstance(p, ncd.Block) and p == diagram.parts[k - 1])]
+        return [b for p in parts for b in drawn_blocks(p, depth)]
+    return [b for child in diagram.children() for b in drawn_blocks(child, depth)]
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _data(page: str) -> dict:
+    match = re.search(r'<script type="application/json" id="ncd-data">(.*?)</script>', page, re.S)
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_one_view_per_drawn_block_below_the_default_depth() -> None:
+    model = gpt2_like()
+    views = explore(model)
+    expected = [name for name, depth in drawn_blocks(model) if depth >= 1]
+    assert expected == ["Layer", "Attention", "Projections", "ScaledDotProduct", "MLP"]
+    assert len(views.views) == 1 + len(expected)
+    names = sorted(views.catalogue.blocks[v.key]["name"] for v in views.views if v.key)
+    assert names == sorted(expected)
+    # each view's key is its block; its expanded path is the block and its ancestors
+    for view in views.views[1:]:
+        record = views.catalogue.blocks[view.key]
+        assert f'data-block="{view.key}"' in view.svg and 'class="ncd-fence"' in view.svg
+        assert record["parent"] == view.key.rpartition("/")[0]
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_first_view_is_the_renderers_svg_plus_an_invisible_overlay(depth: int) -> None:
+    model = gpt2_like()
+    view = explore(model, ncd.render.Style(depth=depth)).views[0].svg
+    overlay = re.search(r'<g class="ncd-hit">.*?</g>\n', view, re.S)
+    assert overlay and "<text" not in overlay.group(0)
+    assert all(f'class="ncd-{kind}"' in overlay.group(0) for kind in ("fence", "comp", "box", "wire"))
+    assert view.replace(overlay.group(0), "") == ncd.render.to_svg(model, depth=depth)
+
+
+def test_a_48_layer_model_has_as_many_views_as_a_12_layer_one() -> None:
+    small, large = explore(gpt2_like(12)), explore(gpt2_like(48))
+    assert [v.key for v in small.views] == [v.key for v in large.views]
+
+
+def test_folded_blocks_are_one_view_with_their_count() -> None:
+    layer = (ncd.Linear("m -> m") >> ncd.ReLU()).block("Layer")
+    model = (ncd.Identity.of("~t m") >> layer >> layer >> layer).block("Net")
+    views = explore(model)
+    assert [v.key for v in views.views] == ["", "0/0"]
+    info = views.catalogue.infos[views.catalogue.blocks["0/0"]["info"]]
+    assert dict(info["rows"])["folded"].startswith("×3")
+    assert "×3" in views.views[0].svg  # the renderer's fold marker
+
+
+def test_depth_option_sets_what_is_collapsed_at_first() -> None:
+    model = gpt2_like()
+    deeper = explore(model, ncd.render.Style(depth=2))
+    assert [v.key for v in deeper.views][0] == ""
+    assert {deeper.catalogue.blocks[k]["name"] for k in deeper.views[0].collapsed} == {"Attention", "MLP"}
+
+
+def test_wire_records_name_the_axis_and_its_size() -> None:
+    views = explore(gpt2_like())
+    wires = [r for r in views.catalogue.infos if r["kind"] == "wire"]
+    by_title = {r["title"]: dict(r["rows"]) for r in wires}
+    assert by_title["axis m"]["size"] == f"m = {SIZES['m']}"
+    assert by_title["axis v"]["size"] == f"v = {SIZES['v']}"
+    assert by_title["axis t\u0305"]["role"].startswith("item axis")
+
+
+def test_box_records_show_primitive_parameters_types_and_weights() -> None:
+    views = explore(gpt2_like())
+    unembed = next(r for r in views.catalogue.infos if r["kind"] == "box" and r["title"] == "L^U")
+    rows = dict(unembed["rows"])
+    assert rows["primitive"].startswith("linear") and "learned" in rows["primitive"]
+    assert rows["input"].startswith("m") and rows["output"].startswith("v")
+    assert rows["weights"] == f"weight: v = {SIZES['v']} × m = {SIZES['m']}"
+    assert "dom_axes='m'" in rows["parameters"]
+
+
+def test_box_costs_match_a_hand_count() -> None:
+    views = explore(gpt2_like())
+    rows = dict(next(r for r in views.catalogue.infos if r["title"] == "L^U")["rows"])
+    macs = SIZES["t"] * SIZES["m"] * SIZES["v"]  # t tokens, each an m × v matrix-vector product
+    assert rows["forward"] == f"{2 * macs / 1e9:.3g} GFLOP"
+    assert rows["parameter count"] == f"{SIZES['m'] * SIZES['v'] / 1e6:.3g} M"
+
+
+def test_user_labels_never_reach_the_markup() -> None:
+    evil = (ncd.Identity.of("~t m") >> ncd.Linear("m -> n", name=EVIL)).block(EVIL)
+    page = to_html((ncd.Identity.of("~t m") >> evil).block("outer " + EVIL))
+    assert "<script>window" not in page and "<img src=x" not in page
+    parser = _Collect()
+    parser.feed(page)
+    assert [t for t, _ in parser.tags].count("script") == 2  # the JSON data and the viewer itself
+    assert not [t for t, _ in parser.tags if t == "img"]
+    assert not [a for _, attrs in parser.tags for a in attrs if a.startswith("on")]
+    data = _data(page)
+    assert EVIL in {b["name"] for b in data["blocks"].values()}
+
+
+def test_page_needs_no_network() -> None:
+    page = to_html(gpt2_like())
+    parser = _Collect()
+    parser.feed(page)
+    for tag, attrs in parser.tags:
+        for key in ("src", "href"):
+            assert key not in attrs, (tag, attrs)
+    urls = set(re.findall(r"(?:https?:)?//[\w.-]+", page))
+    assert urls <= {"http://www.w3.org"}, urls  # only the SVG namespace name, never fetched
+    assert "default-src 'none'" in page
+
+
+def test_script_json_escapes_markup() -> None:
+    text = script_json({"a": "</script><!-- & -->"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"a": "</script><!-- & -->"}
+
+
+def test_draw_and_the_command_line_write_one_html_file(tmp_path) -> None:
+    model = gpt2_like(2)
+    path = ncd.draw(model, tmp_path / "model.html")
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("<!DOCTYPE html>") and _data(text)["title"] == "GPT2"
+    source = tmp_path / "model.json"
+    source.write_text(model.to_json(), encoding="utf-8")
+    out = tmp_path / "cli.html"
+    done = subprocess.run([sys.executable, "-m", "ncd", "draw", str(source), "-o", str(out), "--depth", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    data = _data(out.read_text(encoding="utf-8"))
+    assert data["depth"] == 2 and len(data["views"]) == 1 + 4  # Attention, MLP, and Attention's two sub-blocks
+    assert write_html(model, tmp_path / "w.html") == str(tmp_path / "w.html")
+
+
+def test_notebook_display_is_the_viewer_in_a_sandboxed_iframe() -> None:
+    model = gpt2_like(2)
+    shown = model._repr_html_()
+    assert shown == notebook_html(model)
+    assert shown.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts allow-downloads"' in shown
+    assert "<script" not in shown  # the page is an attribute value, fully escaped
+
+
+def test_bad_input_names_what_it_got() -> None:
+    with pytest.raises(ncd.NCDError, match="expected an ncd diagram, not str"):
+        to_html("not a diagram")  # type: ignore[arg-type]
