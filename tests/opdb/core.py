@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import ncd
+import ncd.prims.structure
 from ncd.errors import ParseError, SizeError, TypeMismatchError
 from tests.opdb import error, sample
 
@@ -36,6 +37,7 @@ sample("multiply", "hadamard", lambda: ncd.Identity.of("a b, a b") >> ncd.Multip
        lambda p, x: x[0] * x[1], cod="a b")
 sample("multiply", "named-broadcast", lambda: ncd.Identity.of("a b, a c") >> ncd.Multiply(), {"a": 2, "b": 3, "c": 4},
        lambda p, x: x[0][..., :, :, None] * x[1][..., :, None, :], cod="a b c")
+error("multiply", "n", lambda: ncd.Multiply(1), r"multiply takes at least two tensors, not 1", ParseError)
 error("multiply", "mismatch", lambda: ncd.Identity.of("a:2 b, a:3 b") >> ncd.Multiply(),
       r"axis a has size 2 in one segment and 3 in another", TypeMismatchError)
 
@@ -96,6 +98,7 @@ sample("add", "three", lambda: ncd.Identity.of("a b, a b, a b") >> ncd.Add(3), {
        lambda p, x: x[0] + x[1] + x[2])
 sample("add", "inner", lambda: ncd.Identity.of("h a, a") >> ncd.Add(), {"h": 2, "a": 3},
        lambda p, x: x[0] + x[1][..., None, :], cod="h a", batch=())
+error("add", "n-from-json", lambda: ncd.Box(ncd.prims.structure.AddOp(-1)), r"add takes at least two tensors, not -1", ParseError)
 error("add", "mismatch", lambda: ncd.Identity.of("a:2, a:3") >> ncd.Add(), r"axis a has size 2 in one segment and 3",
       TypeMismatchError)
 sample("swap", "reverse", lambda: ncd.Swap("a, b"), {"a": 2, "b": 3}, lambda p, x: (x[1], x[0]), cod="b, a")

@@ -115,6 +115,10 @@ class MultiplyOp(Primitive):
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "multilinear"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+            raise ParseError(f"multiply takes at least two tensors, not {self.n!r}")
+
     def signature(self) -> tuple[Type, Type]:
         return Type((Segment(()),) * self.n), SCALAR
 

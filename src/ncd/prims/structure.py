@@ -54,6 +54,10 @@ class CopyOp(Primitive):
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+            raise ParseError(f"copy makes at least two copies, not {self.n!r}")
+
     def signature(self) -> tuple[Type, Type]:
         return self.type, Type(self.type.segments * self.n)
 
@@ -87,6 +91,10 @@ class AddOp(Primitive):
     op: ClassVar[str] = "add"
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+            raise ParseError(f"add takes at least two tensors, not {self.n!r}")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((Segment(()),) * self.n), SCALAR
@@ -214,8 +222,6 @@ class LoadOp(Primitive):
 
 def Copy(type_: TypeLike, n: int = 2) -> Box:
     """Copy ``type_`` into ``n`` equal tuples."""
-    if n < 2:
-        raise ParseError(f"copy makes at least two copies, not {n}")
     return Box.make(CopyOp(as_type(type_), n))
 
 
@@ -225,8 +231,6 @@ def Delete(type_: TypeLike) -> Box:
 
 def Add(n: int = 2) -> Box:
     """Add ``n`` tensors of the same type."""
-    if n < 2:
-        raise ParseError(f"add takes at least two tensors, not {n}")
     return Box.make(AddOp(n))
 
 
