@@ -35,11 +35,14 @@ def gpt2_like(layers: int = 12) -> ncd.Diagram:
     qkv = ncd.Copy("~y m", 3) >> (ncd.Linear("m -> k h", name="Q") @ (ncd.Identity.of("~y m") >> ncd.Rename("y -> x")
                                    >> ncd.Linear("m -> k h", name="K"))
                                    @ (ncd.Identity.of("~y m") >> ncd.Rename("y -> x") >> ncd.Linear("m -> k h", name="V")))
-    attention = (ncd.Identity.of("~y m") >> ncd.LayerNorm("m") >> qkv >> attend >> ncd.Linear("k h -> m", bias=True, name="O")).block("Attention")
-    mlp = (ncd.Identity.of("~y m") >> ncd.LayerNorm("m") >> ncd.Linear("m -> n:4*m", bias=True) >> ncd.GELU() >> ncd.Linear("n:4*m -> m", bias=True)).block("MLP")
+    out = ncd.Linear("k h -> m", bias=True, name="O")
+    attention = (ncd.Identity.of("~y m") >> ncd.LayerNorm("m") >> qkv >> attend >> out).block("Attention")
+    hidden = ncd.Linear("m -> n:4*m", bias=True) >> ncd.GELU() >> ncd.Linear("n:4*m -> m", bias=True)
+    mlp = (ncd.Identity.of("~y m") >> ncd.LayerNorm("m") >> hidden).block("MLP")
     layer = (ncd.residual(ncd.Identity.of("~y m") >> attention) >> ncd.residual(ncd.Identity.of("~y m") >> mlp))
     blocks = [layer.block("Transformer layer") for _ in range(layers)]  # equal layers, each with its own weights
-    return (ncd.Identity.of("~y [v]") >> ncd.Embedding("v", "m") >> Seq(tuple(blocks)) >> ncd.LayerNorm("m") >> ncd.Unembed("v", "m")).block("GPT-2")
+    body = ncd.Identity.of("~y [v]") >> ncd.Embedding("v", "m") >> Seq(tuple(blocks))
+    return (body >> ncd.LayerNorm("m") >> ncd.Unembed("v", "m")).block("GPT-2")
 
 
 def timed(diagram: ncd.Diagram, repeats: int, **options: object) -> tuple[float, float, int]:

@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--no-torchview", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"| model | layers | ncd trace | ncd layout+SVG | ncd total | torchview (SVG) | opaque boxes |")
+    print("| model | layers | ncd trace | ncd layout+SVG | ncd total | torchview (SVG) | opaque boxes |")
     print("|---|---|---|---|---|---|---|")
     for name, layers, build in models(args.quick):
         model, inputs = build()

@@ -132,6 +132,25 @@ def test_wire_records_name_the_axis_and_its_size() -> None:
     assert by_title["axis t\u0305"]["role"].startswith("item axis")
 
 
+def test_every_wire_between_boxes_is_hoverable_in_every_view() -> None:
+    from ncd.render.model import Path
+    from ncd.viewer.info import Catalogue
+    from ncd.viewer.views import ViewLayout, _continue_wires, _lay_out, _TaggedPath
+
+    model = gpt2_like()
+    catalogue = Catalogue(model, costs=False)
+    model_axes = {a.name for node in model.walk() for typ in (node.dom, node.cod) for seg in typ for a in seg}
+    for view in explore(model, costs=False).views:
+        parts = view.key.split("/") if view.key else []
+        expanded = frozenset("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+        items = _continue_wires(_lay_out(ViewLayout(ncd.render.Style(), catalogue, expanded, 1), model).items,
+                                catalogue.wire_axis)
+        wires = [it for it in items if isinstance(it, Path) and it.role == "wire" and it.owner is None and not it.dashed]
+        assert wires and all(isinstance(it, _TaggedPath) for it in wires), view.key
+        names = {catalogue.infos[it.tag]["title"].removeprefix("axis ").rstrip("\u0305") for it in wires}
+        assert names <= model_axes and {"t", "m"} <= names, names
+
+
 def test_box_records_show_primitive_parameters_types_and_weights() -> None:
     views = explore(gpt2_like())
     unembed = next(r for r in views.catalogue.infos if r["kind"] == "box" and r["title"] == "L^U")

@@ -7,7 +7,16 @@ import torch.nn.functional as F
 
 import ncd
 from ncd.errors import ParseError, TypeMismatchError
-from ncd.prims.derivative import Derivative, Expand, LinearTranspose, LinearWeightGrad, SoftmaxBackward, Zeros
+from ncd.prims.derivative import (
+    Derivative,
+    Expand,
+    LinearTranspose,
+    LinearWeightGrad,
+    MaskBackward,
+    NormBackward,
+    SoftmaxBackward,
+    Zeros,
+)
 from tests.opdb import error, sample
 
 FORWARD = {
@@ -107,3 +116,47 @@ error("linear_transpose", "bad-spec", lambda: LinearTranspose("m k"), r"must hav
 sample("linear_weight_grad", "m-kh", lambda: LinearWeightGrad("m -> k h"), {"m": 5, "k": 2, "h": 3},
        lambda p, x: _weight_vjp(x[0], x[1]), dom="m, k h", cod="k h m", batch=())
 error("linear_weight_grad", "no-axes", lambda: LinearWeightGrad("-> m"), r"at least one axis", ParseError)
+
+
+def _norm_vjp(x: torch.Tensor, w: torch.Tensor | None, g: torch.Tensor, norm: str) -> tuple[torch.Tensor, ...]:
+    """Autograd's gradients of F.layer_norm / F.rms_norm (per position, weight gradient not summed)."""
+    xs = x.detach().requires_grad_(True)
+    ws = None if w is None else w.detach().expand_as(x).clone().requires_grad_(True)
+    bs = torch.zeros_like(x, requires_grad=True) if norm == "layer" and w is not None else None
+    if norm == "layer":
+        y = F.layer_norm(xs, x.shape[-1:], eps=1e-5)
+    else:
+        y = F.rms_norm(xs, x.shape[-1:], eps=1e-6)
+    out = y * ws + (bs if bs is not None else 0) if ws is not None else y
+    leaves = [xs] + ([ws] if ws is not None else []) + ([bs] if bs is not None else [])
+    return torch.autograd.grad(out, leaves, g)
+
+
+def _norm_inputs(n: int):
+    def make(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(0)
+        return tuple(torch.randn((3, sizes["m"]), generator=gen) for _ in range(n))
+    return make
+
+
+sample("norm_backward", "layer", lambda: NormBackward("layer", "m"), {"m": 6},
+       lambda p, x: _norm_vjp(x[0], x[1], x[2], "layer"), dom="m, m, m", cod="m, m, m", inputs=_norm_inputs(3), grad=False)
+sample("norm_backward", "rms", lambda: NormBackward("rms", "m", eps=1e-6), {"m": 6},
+       lambda p, x: _norm_vjp(x[0], x[1], x[2], "rms"), cod="m, m", inputs=_norm_inputs(3), grad=False)
+sample("norm_backward", "layer-plain", lambda: NormBackward("layer", "m", affine=False), {"m": 6},
+       lambda p, x: _norm_vjp(x[0], None, x[1], "layer"), dom="m, m", cod="m", inputs=_norm_inputs(2), grad=False)
+error("norm_backward", "kind", lambda: NormBackward("group", "m"), r"must be 'layer' or 'rms', not 'group'", ParseError)
+
+
+def _masked_vjp(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    s = torch.zeros_like(g, requires_grad=True)
+    (grad,) = torch.autograd.grad(s.masked_fill(mask, float("-inf")), s, g, create_graph=True)
+    return grad
+
+
+sample("mask_backward", "causal", lambda: ncd.Identity.of("h y x") >> MaskBackward("x", "y"), {"h": 2, "y": 4, "x": 4},
+       lambda p, x: _masked_vjp(x[0], torch.ones(4, 4, dtype=torch.bool).triu(1)), cod="h y x")
+sample("mask_backward", "padding", lambda: ncd.Identity.of("y x, x [bool]") >> MaskBackward("x"), {"y": 3, "x": 5},
+       lambda p, x: _masked_vjp(x[0], ~x[1][..., None, :]), cod="y x", batch=())
+error("mask_backward", "missing-axis", lambda: ncd.Identity.of("y x") >> MaskBackward("k", "y"),
+      r"axis k of the second is not in segment 0", TypeMismatchError)

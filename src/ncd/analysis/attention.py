@@ -16,7 +16,7 @@ from typing import Any
 import sympy
 
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
-from ncd.analysis.layout import Tensor, mergeable, numel
+from ncd.analysis.layout import Tensor, numel
 from ncd.analysis.tables import cost_rule
 from ncd.ir.diagram import Diagram
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
@@ -80,7 +80,7 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
               q.numel + k.numel + 4 * scores)
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
-    folded = v if mergeable(v.order, [batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
+    folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
     ctx.save(folded)
     out = ctx.new(out_axes, tuple(batch + list(pattern.query) + list(pattern.value)), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
@@ -117,3 +117,25 @@ def cost_padding_mask(ctx: CostContext) -> list[Tensor]:
 
 
 _ = numel
+
+
+# -- backward ------------------------------------------------------------------------------
+from ncd.analysis.backward import BoxBackward  # noqa: E402
+from ncd.analysis.tables import backward_rule  # noqa: E402
+from ncd.ir.axes import Type  # noqa: E402
+from ncd.ir.diagram import Box, Seq  # noqa: E402
+from ncd.prims.derivative import MaskBackwardOp  # noqa: E402
+from ncd.prims.structure import SwapOp  # noqa: E402
+
+
+@backward_rule(CausalMaskOp)
+def backward_causal_mask(box: Box, builder: object) -> BoxBackward:
+    """Masked scores get no gradient: the cotangent with zeros above the diagonal."""
+    return BoxBackward((), Box(MaskBackwardOp(box.prim.key, box.prim.query)))
+
+
+@backward_rule(PaddingMaskOp)
+def backward_padding_mask(box: Box, builder: object) -> BoxBackward:
+    """The cotangent with zeros where the (stored) mask is False."""
+    t = box.dom
+    return BoxBackward((("in", 1),), Seq.of(Box(SwapOp(Type((t[1], t[0])), (1, 0))), Box(MaskBackwardOp(box.prim.key))))

@@ -59,6 +59,8 @@ class Metrics:
     backward_other: sympy.Expr = ZERO
     params: sympy.Expr = ZERO
     activation_bytes: sympy.Expr = ZERO
+    #: backward FLOPs ``FlopCounterMode`` counts beyond ``backward_matmul`` (its grouped-convolution blind spot)
+    counter_excess: sympy.Expr = ZERO
 
     @property
     def forward_flops(self) -> sympy.Expr:
@@ -85,7 +87,7 @@ class Metrics:
         return Metrics(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
     NAMES = ("forward_macs", "forward_flops", "forward_matmul", "forward_other", "backward_macs", "backward_flops",
-             "backward_matmul", "backward_other", "params", "activation_bytes")
+             "backward_matmul", "backward_other", "params", "activation_bytes", "counter_excess")
 
 
 @dataclass
@@ -130,6 +132,8 @@ class CostContext:
     def like(self, j: int, source: Tensor) -> Tensor:
         """Output ``j`` laid out in memory like ``source`` (what elementwise kernels do)."""
         names = {a.name for a in self.out_axes[j]}
+        if not source.dense:
+            return self.output(j)
         order = [n for n in source.order if n in names]
         order += [a.name for a in self.out_axes[j] if a.name not in order]
         return self.output(j, order)
@@ -160,8 +164,9 @@ class CostContext:
 
 
 class _Walker:
-    def __init__(self, itemsize: int) -> None:
+    def __init__(self, itemsize: int, training: bool = True) -> None:
         self.itemsize = itemsize
+        self.training = training
         self.ids = itertools.count()
         self.bytes: dict[int, sympy.Expr] = {}
         self.dtypes: dict[int, str] = {}
@@ -280,7 +285,7 @@ class _Walker:
                 values = self.walk(node.iteration(i), values, frame)
             return values
         # symbolic count: walk one iteration with the variable free, then sum over it
-        sub = _Walker(self.itemsize)
+        sub = _Walker(self.itemsize, self.training)
         sub.blocks = list(self.blocks)
         inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
         results = sub.walk(node.body, inputs, frame)
@@ -441,10 +446,12 @@ def _defaults(diagram: Diagram) -> dict[str, int]:
     return {}
 
 
-def cost(diagram: Diagram, /, *, dtype: str = "float32", **sizes: int) -> CostReport:
+def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, **sizes: int) -> CostReport:
     """The exact costs of ``diagram`` (see the module doc for the conventions).
 
     Sizes given here (and a top block's ``defaults``) bind the formulas to numbers.
+    ``training`` (the mode ``to_torch`` returns modules in) decides what dropout and batch
+    normalisation keep.
     """
     if dtype not in DTYPE_BYTES:
         raise AnalysisError(f"cost: unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")
@@ -454,17 +461,19 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", **sizes: int) -> CostRe
 
             raise SizeError(f"cost: size {key}={value!r} must be a positive whole number")
     bound_sizes = {**_defaults(diagram), **sizes}
-    report = CostReport(diagram, bound_sizes, *_analyse(diagram, dtype), dtype=dtype)
+    report = CostReport(diagram, bound_sizes, *_analyse(diagram, dtype, training), dtype=dtype)
     free = {str(s) for s in diagram.free_symbols}
     if free <= set(bound_sizes):
         # exact numbers: walk the bound diagram (repetitions unrolled; einsum paths depend on sizes)
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
-        report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = _analyse(bound, dtype)
+        report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
+            _analyse(bound, dtype, training)
     return report
 
 
-def _analyse(diagram: Diagram, dtype: str) -> tuple[Metrics, list[BoxCost], sympy.Expr | None, dict[str, sympy.Expr]]:
-    walker = _Walker(DTYPE_BYTES[dtype])
+def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> tuple[Metrics, list[BoxCost], sympy.Expr | None,
+                                                                          dict[str, sympy.Expr]]:
+    walker = _Walker(DTYPE_BYTES[dtype], training)
     inputs = [walker.allocate(seg.axes, tuple(a.name for a in seg.axes), seg.dtype == "float", seg.dtype)
               for seg in diagram.dom]
     outputs = walker.walk(diagram, inputs, ())

@@ -35,6 +35,8 @@ class Tensor:
     order: tuple[str, ...]
     grad: bool
     dtype: str = "float"
+    #: False for overlapping windows (``unfold``): no two dims merge without a copy
+    dense: bool = True
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -51,7 +53,13 @@ class Tensor:
 
     @property
     def contiguous(self) -> bool:
-        return mergeable(self.order, [self.names])
+        return self.dense and mergeable(self.order, [self.names])
+
+    def merges(self, groups: Sequence[Sequence[str]]) -> bool:
+        """Whether ``reshape`` into these groups of dims is a view."""
+        if not self.dense:
+            return all(len([n for n in g if n in self.names]) <= 1 for g in groups)
+        return mergeable(self.order, groups)
 
 
 def numel(axes: Sequence[Axis]) -> sympy.Expr:
@@ -184,8 +192,8 @@ def _pair(
             lo.append(n)
         elif sr:
             ro.append(n)
-    left = a if mergeable(a.order, [lro, lo, sum_dims]) else new(a.axes, tuple(lro + lo + sum_dims), a.grad)
-    right = b if mergeable(b.order, [lro, sum_dims, ro]) else new(b.axes, tuple(lro + sum_dims + ro), b.grad)
+    left = a if a.merges([lro, lo, sum_dims]) else new(a.axes, tuple(lro + lo + sum_dims), a.grad)
+    right = b if b.merges([lro, sum_dims, ro]) else new(b.axes, tuple(lro + sum_dims + ro), b.grad)
     flops = sympy.Integer(2)
     for n in lro + lo + sum_dims + ro:
         flops = flops * sizes[n]

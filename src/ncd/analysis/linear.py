@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy
 
 from ncd.analysis.cost import CostContext
-from ncd.analysis.layout import Tensor, einsum, mergeable, numel
+from ncd.analysis.layout import Tensor, einsum, numel
 from ncd.analysis.tables import cost_rule
 from ncd.ir.axes import Axis
 from ncd.prims.linear import EinsumOp, LinearOp, UnitOp
@@ -53,7 +53,7 @@ def cost_linear(ctx: CostContext) -> list[Tensor]:
     if _trailing(ctx):
         n_in = len(prim.dom_axes)
         own_in = [a.name for a in x.axes[len(x.axes) - n_in:]]
-        flat = x if mergeable(x.order, [own_in]) else ctx.new(x.axes, grad=x.grad)
+        flat = x if x.merges([own_in]) else ctx.new(x.axes, grad=x.grad)
         if len(flat.axes) - n_in + 1 > 2 and not flat.contiguous:
             flat = ctx.new(x.axes, grad=x.grad)  # matmul folds the batch axes with reshape: a copy
         flops = 2 * batch * fan_in * fan_out

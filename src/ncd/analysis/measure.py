@@ -3,7 +3,7 @@
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (it counts matrix products,
 convolutions and attention, not elementwise work); stored activations from
 ``torch.autograd.graph.saved_tensors_hooks``, de-duplicated by storage and excluding
-parameters.  ``scaled_dot_product_attention`` runs under the math backend
+parameters and buffers.  ``scaled_dot_product_attention`` runs under the math backend
 (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``): the counter does not see PyTorch's
 CPU flash-attention kernel, so with it the counts would fall short.
 """
@@ -37,7 +37,7 @@ def _math_attention() -> Any:
 
 
 def measure(diagram: Diagram, /, *, module: Any = None, inputs: tuple[Any, ...] | None = None, seed: int = 0,
-            **sizes: int) -> Measurement:
+            training: bool = True, **sizes: int) -> Measurement:
     """Run the lowered ``diagram`` once forward and once backward and count what happens.
 
     Every float input requires grad (the convention of :func:`ncd.cost`).
@@ -49,7 +49,8 @@ def measure(diagram: Diagram, /, *, module: Any = None, inputs: tuple[Any, ...] 
     module = module if module is not None else diagram.to_torch(**sizes)
     xs = inputs if inputs is not None else diagram.example_inputs(seed=seed, **sizes)
     xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    module.train(training)
+    params = {p.untyped_storage().data_ptr() for p in list(module.parameters()) + list(module.buffers())}
     saved: dict[int, tuple[tuple[int, ...], int]] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import sympy
 
 from ncd.analysis.backward import BoxBackward
 from ncd.analysis.cost import CostContext
-from ncd.analysis.layout import Tensor, mergeable
+from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Par, Seq
@@ -34,7 +34,7 @@ def _replace(order: tuple[str, ...], old: list[str], new: list[str]) -> tuple[st
 def cost_bind(ctx: CostContext) -> list[Tensor]:
     x = ctx.inputs[0]
     names = list(ctx.prim.inputs.names)
-    if len(names) == 1 or mergeable(x.order, [names]):
+    if len(names) == 1 or x.merges([names]):
         return [Tensor(x.storage, ctx.out_axes[0], _replace(x.order, names, [ctx.prim.output.name]), x.grad, x.dtype)]
     return [ctx.output(0)]  # reshape of axes not adjacent in memory: a copy
 

@@ -8,7 +8,7 @@ from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import cost_rule
 from ncd.ir.size import size_text
-from ncd.prims.structure import AddOp, CopyOp, DeleteOp, LoadOp, SaveOp, SwapOp, TransposeOp
+from ncd.prims.structure import AddOp, CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 
 
 @cost_rule(CopyOp)
@@ -133,3 +133,16 @@ def backward_load(box: Box, builder: object) -> BoxBackward:
         return BoxBackward((), Identity(Type(())))
     key = builder.load_key(_slot(box.prim))  # type: ignore[attr-defined]
     return BoxBackward((), Seq.of(Box(SaveOp(t, key)), Box(DeleteOp(t))))
+
+
+@cost_rule(RenameOp)
+def cost_rename(ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    names = dict(zip(ctx.prim.segment.names, ctx.prim.names))
+    return [Tensor(x.storage, ctx.out_axes[0], tuple(names.get(n, n) for n in x.order), x.grad, x.dtype, x.dense)]
+
+
+@backward_rule(RenameOp)
+def backward_rename(box: Box, builder: object) -> BoxBackward:
+    seg = box.cod[0]
+    return BoxBackward((), Box(RenameOp(seg, box.prim.segment.names)))

@@ -127,8 +127,8 @@ def lowering_in_place(box: Any, woven: tuple[Any, ...]) -> bool:
 
 _PRIMES = (97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167, 173, 179, 181, 191, 193, 197, 199)
 
-_FAMILIES = ("elementwise", "linear", "softmax", "structure", "derivative", "normalization", "movement", "convolution",
-             "embedding", "opaque")
+_FAMILIES = ("elementwise", "linear", "softmax", "structure", "derivative", "attention", "normalization",
+             "movement", "convolution", "embedding", "regularization", "constant", "opaque")
 _LOADED = False
 
 

@@ -22,8 +22,11 @@ from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_typ
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 
-__all__ = ["DerivativeOp", "SoftmaxBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp", "LinearWeightGradOp",
-           "Derivative", "SoftmaxBackward", "Expand", "Zeros", "LinearTranspose", "LinearWeightGrad", "DERIVATIVES"]
+__all__ = [
+    "DerivativeOp", "SoftmaxBackwardOp", "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp",
+    "LinearWeightGradOp", "Derivative", "SoftmaxBackward", "NormBackward", "MaskBackward", "Expand", "Zeros",
+    "LinearTranspose", "LinearWeightGrad", "DERIVATIVES",
+]
 
 SCALAR = Type((Segment(()),))
 
@@ -122,6 +125,65 @@ class ZerosOp(Primitive):
         return "0"
 
 
+@dataclass(frozen=True)
+class NormBackwardOp(Primitive):
+    """The transpose of layer (``norm="layer"``) or RMS (``"rms"``) normalisation over ``axes``.
+
+    ``(x, [w], g) ↦ (∂x, [g ⊙ x̂], [g])``: the statistics are recomputed from the stored input.
+    """
+
+    norm: str
+    axes: Segment
+    eps: float = 1e-5
+    affine: bool = True
+    bias: bool = True
+
+    op: ClassVar[str] = "norm_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("layer", "rms"):
+            raise ParseError(f"norm backward: the normalisation must be 'layer' or 'rms', not {self.norm!r}")
+        if self.bias and (self.norm != "layer" or not self.affine):
+            raise ParseError(f"norm backward over '{self.axes}': only an affine layer norm has a bias")
+
+    def signature(self) -> tuple[Type, Type]:
+        x = self.axes
+        dom = (x,) + ((x,) if self.affine else ()) + (x,)
+        cod = (x,) + ((x,) if self.affine else ()) + ((x,) if self.bias else ())
+        return Type(dom), Type(cod)
+
+    def label(self) -> str:
+        return ("LN" if self.norm == "layer" else "RMS") + "ᵀ"
+
+
+@dataclass(frozen=True)
+class MaskBackwardOp(Primitive):
+    """The transpose of a mask: the cotangent with zeros where scores were masked.
+
+    Causal (``query`` given): zeros above the diagonal of ``query key``; padding (no ``query``):
+    ``(g: key, mask: key [bool]) ↦ g`` with zeros where the mask is False.
+    """
+
+    key: Axis
+    query: Axis | None = None
+
+    op: ClassVar[str] = "mask_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        if self.query is not None:
+            t = Type((Segment((self.query, self.key)),))
+            return t, t
+        scores = Segment((self.key,))
+        return Type((scores, Segment((self.key,), "bool"))), Type((scores,))
+
+    def label(self) -> str:
+        return ("◸" if self.query is not None else "▭") + "ᵀ"
+
+
 def weight_segment(dom_axes: Segment, cod_axes: Segment) -> Segment:
     """The weight of ``L: dom -> cod`` as one segment ``cod dom`` (input axes primed where names repeat)."""
     names = set(cod_axes.names)
@@ -205,3 +267,17 @@ def _spec(spec: str) -> tuple[Segment, Segment]:
     if len(dom) != 1 or len(cod) != 1 or not dom[0].axes or not cod[0].axes:
         raise ParseError(f"linear spec {spec!r} must map one segment to one segment, each with at least one axis")
     return dom[0], cod[0]
+
+
+def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, bias: bool | None = None) -> Box:
+    """The transpose of ``LayerNorm`` (``norm="layer"``) or ``RMSNorm`` (``"rms"``) over ``axes``."""
+    seg = parse_type(axes)
+    if len(seg) != 1:
+        raise ParseError(f"norm backward: {axes!r} must be one segment")
+    return Box.make(NormBackwardOp(norm, seg[0], float(eps), bool(affine), (norm == "layer" and affine) if bias is None
+                                   else bool(bias)))
+
+
+def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None) -> Box:
+    """The transpose of ``CausalMask(query, key)`` (``query`` given) or of ``PaddingMask(key)``."""
+    return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query)))

@@ -76,6 +76,7 @@ class Layout:
         self.next_id = 0
         self.depth = 0
         self.legend: list[tuple[str, str]] = list(style.legend)
+        self.fences: list[str] = []  # colours of the enclosing fences, innermost last
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -290,11 +291,14 @@ class Layout:
         depth = self.style.depth
         if depth is not None and self.depth >= depth:
             return self.component(node)
+        colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
         self.depth += 1
+        self.fences.append(colour)
         try:
             body = self.lay(node.body)
         finally:
             self.depth -= 1
+            self.fences.pop()
         legend = node.get("legend")
         if legend:
             self.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
@@ -307,7 +311,7 @@ class Layout:
         top = body.top - ascent - descent - 2 * pad
         frag = Frag(w, top, body.bottom + pad, shifted(body.ins, 0.0), shifted(body.outs, 0.0),
                     seps_in=dict(body.seps_in), seps_out=dict(body.seps_out))
-        frag.add(Rect(0.0, top, w, frag.bottom - top, fill=fence_colour(node.name), stroke=None, radius=3.0, role="fence"))
+        frag.add(Rect(0.0, top, w, frag.bottom - top, fill=colour, stroke=None, radius=3.0, role="fence"))
         frag.add(*self.text(parts, (w - tw) / 2, top + pad + ascent, size, role="title"))
         frag.place(body, x0, 0.0)
         for y in flat(body.ins):
@@ -367,6 +371,15 @@ class Layout:
 
 
 # -- module-level helpers -----------------------------------------------------------------------
+def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) -> None:
+    """Dashed lines between segments across the margins between a fence's edge and its body."""
+    for ports, seps, typ, xa, xb in ((body.ins, body.seps_in, dom, 0.0, x0), (body.outs, body.seps_out, cod, x0 + body.w, frag.w)):
+        for j in range(len(typ) - 1):
+            y = seps.get(j, _between(ports, j))
+            if y is not None and xb > xa:
+                frag.add(Path.through([(xa, y), (xb, y)], dashed=True, width=0.8, role="separator"))
+
+
 def _scalar_core(node: Weave) -> Box | None:
     inner: Diagram = node
     while isinstance(inner, Weave):

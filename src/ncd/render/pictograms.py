@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box
 from ncd.render.layout import Frag, Layout, Ports, flat
-from ncd.render.model import Circle, Footprint, Item, Path, Polygon, Port, Rect
+from ncd.render.model import Circle, Footprint, Path, Polygon, Port, Rect
 from ncd.render.style import fence_colour
 from ncd.render.typeset import Piece, pieces, typeset_text
 
 __all__ = ["BOX_RULES", "SCALAR_RULES", "rule", "scalar", "box_rule", "scalar_rule", "generic_box", "wiring",
            "glyph_through", "component_box", "arrowhead",
-           "LABELLED_BOX_OPS"]
+           "LABELLED_BOX_OPS", "LABELLED_BOX_FAMILIES"]
 
 Rule = Callable[[Layout, Box], Frag]
 ScalarRule = Callable[[Layout, Box, Type, Type], Frag]
@@ -35,9 +35,10 @@ BOX_RULES: dict[str, Rule] = {}
 SCALAR_RULES: dict[str, ScalarRule] = {}
 
 #: Primitives deliberately drawn as their label in a box (:func:`draw_fallback`): opaque imports,
-#: constants, and the backward-pass helpers.  A coverage test requires every other primitive to
-#: have a rule, so a new primitive gets its pictogram chosen on purpose.
-LABELLED_BOX_OPS = frozenset({"opaque", "view", "constant", "sinusoidal", "derivative", "expand", "zeros", "softmax_backward"})
+#: constants, and (by family) the backward-pass helpers.  A coverage test requires every other
+#: primitive to have a rule, so a new primitive gets its pictogram chosen on purpose.
+LABELLED_BOX_OPS = frozenset({"opaque", "view", "constant", "sinusoidal"})
+LABELLED_BOX_FAMILIES = frozenset({"derivative", "opaque"})
 
 INK = "#222222"
 LEARNED_FILL = "#e4e8ec"
@@ -142,7 +143,7 @@ def arrowhead(x: float, y: float, size: float, owner: int | None = None) -> Poly
 
 def glyph_through(ctx: Layout, typ: Type, parts: Sequence[Piece], *, arrows: bool = True, name: str = "") -> Frag:
     """Wires passing straight through, with a glyph (``➤R➤``, ``∗k^−1/2``) above the top wire."""
-    p, size = ctx.style.pitch, ctx.style.label_size * 1.2
+    size = ctx.style.label_size * 1.2
     ins = ctx.stack(typ)
     ys = flat(ins)
     top_wire = ys[0] if ys else 0.0
@@ -165,7 +166,6 @@ def glyph_through(ctx: Layout, typ: Type, parts: Sequence[Piece], *, arrows: boo
         frag.add(Path.through([(0.0, y), (w, y)]))
     if not ys:
         frag.add(Path.through([(0.0, top_wire), (w, top_wire)]))
-    del p
     return frag
 
 
@@ -255,7 +255,8 @@ def component_box(ctx: Layout, node: Block) -> Frag:
     meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend")]
     params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in meta)
     parts = typeset_text(node.name) + ((Piece(f" ({params})"),) if params else ())
-    frag = generic_box(ctx, node.dom, node.cod, parts, fill=fence_colour(node.name), kind="component", name=node.name)
+    fill = fence_colour(node.name, avoid=ctx.fences[-1] if ctx.fences else None)
+    frag = generic_box(ctx, node.dom, node.cod, parts, fill=fill, kind="component", name=node.name)
     d = 6.0
     rect = next(it for it in frag.items if isinstance(it, Rect))
     x1, top, bottom = rect.w, rect.y, rect.y + rect.h
@@ -424,8 +425,8 @@ def draw_activation(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
 
 @scalar("scale")
 def draw_scale(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
-    """``∗k^−1/2`` above the wires."""
-    parts = (Piece("∗"),) + pieces(box.prim.factor)  # type: ignore[attr-defined]
+    """``∗k^−1/2 ➤`` above the wires: the scale arrow labelled with its factor."""
+    parts = (Piece("∗"),) + pieces(box.prim.factor) + (Piece(" ➤"),)  # type: ignore[attr-defined]
     return glyph_through(ctx, dom, parts, arrows=False, name="scale")
 
 
@@ -443,5 +444,3 @@ def draw_scalar_fallback(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     sources, caps = _by_name(dom, cod)
     return wiring(ctx, dom, cod, sources, caps, sign=typeset_text(box.text()), align="top", name=box.prim.op)
 
-
-_ = (Segment, Item)

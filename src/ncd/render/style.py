@@ -24,9 +24,13 @@ SERIF_STACK = "'CMU Serif', 'Latin Modern Roman', 'DejaVu Serif', 'Times New Rom
 FENCE_COLOURS = ("#dcd8ee", "#f8e0c6", "#dcefd8", "#f7dde0", "#d9e8f6", "#f5f1c9", "#e7e7e7")
 
 
-def fence_colour(name: str) -> str:
-    """A stable colour for a block name (the same block always gets the same fill)."""
-    return FENCE_COLOURS[zlib.crc32(name.encode()) % len(FENCE_COLOURS)]
+def fence_colour(name: str, avoid: str | None = None) -> str:
+    """A stable colour for a block name (the same block always gets the same fill), never ``avoid``
+    (the enclosing fence's colour, so nested fences stay visible)."""
+    k = zlib.crc32(name.encode()) % len(FENCE_COLOURS)
+    if FENCE_COLOURS[k] == avoid:
+        k = (k + 1) % len(FENCE_COLOURS)
+    return FENCE_COLOURS[k]
 
 
 @dataclass(frozen=True)

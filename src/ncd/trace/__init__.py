@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ncd.errors import TraceError
 from ncd.ir.diagram import Block
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["trace", "TracedDiagram", "load_parameters"]
 
@@ -38,13 +39,15 @@ class TracedDiagram(Block):
     ``tensors`` holds, for every box that owns tensors (learned boxes and constants), the
     values traced from the model, in execution order.  :meth:`to_torch` lowers the diagram
     and copies them in; :meth:`state_dict` gives them keyed by the lowered module's names.
-    ``opaque`` counts the operators drawn as opaque boxes, by ATen name.
+    ``opaque`` counts the operators drawn as opaque boxes, by ATen name; the lowered module
+    is put in the mode (``training``) the model was traced in.
     """
 
     tensors: tuple[tuple[torch.Tensor, ...], ...] = field(default=(), compare=False, hash=False)
     example: tuple[torch.Tensor, ...] = field(default=(), compare=False, hash=False)
     opaque: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
     method: str = field(default="export", compare=False, hash=False)
+    training: bool = field(default=False, compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -65,6 +68,7 @@ class TracedDiagram(Block):
         from ncd.torch.module import to_torch
 
         module = to_torch(self.as_block(), **sizes)
+        module.train(self.training)  # the mode the model was traced in
         load_parameters(module, self.tensors, self.example)
         return module
 
@@ -82,6 +86,8 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **exam
     (call ``model.eval()`` first to drop dropout).  Operators without a rule become opaque
     boxes; one warning lists them.
     """
+    import torch
+
     from ncd.trace.capture import capture
     from ncd.trace.convert import Converter
     from ncd.trace.idioms import load_rules
@@ -101,11 +107,12 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **exam
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=2)
     return TracedDiagram(body, type(model).__name__, (), tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
-                         captured.method)
+                         captured.method, model.training)
 
 
 def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
     """Names of the module's parameters and buffers in the order its forward first uses them."""
+    import torch
     from torch.overrides import TorchFunctionMode
 
     names = {id(t): n for n, t in list(module.named_parameters()) + list(module.named_buffers())}
@@ -149,6 +156,8 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
                     example: tuple[torch.Tensor, ...]) -> None:
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use."""
+    import torch
+
     state = _state_for(module, tensors, example)
     with torch.no_grad():
         current = {**dict(module.named_parameters()), **dict(module.named_buffers())}

@@ -308,8 +308,8 @@ SCRIPT = r"""
   button("ncd-export-png", exportPng);
 
   show("");
-  fit(1.5);
-  window.addEventListener("resize", function () { if (current === "") { fit(1.5); } });
+  fit(2);
+  window.addEventListener("resize", function () { if (current === "") { fit(2); } });
   window.ncdViewer = {ready: true, readyAt: performance.now(), show: show, goToBlock: goToBlock, fit: fit,
     current: function () { return current; }, views: Object.keys(views), blocks: blocks,
     exportSvg: exportSvg, exportPng: exportPng, svgText: cleanSvg};

@@ -51,6 +51,7 @@ class Catalogue:
         self.block_info: dict[str, int] = {}
         self._index: dict[str, int] = {}
         self._seen: dict[tuple[Any, ...], int] = {}
+        self.wire_axis: dict[int, tuple[str, str]] = {}  # wire record -> (axis name, size)
         self._cost = _cost_function() if costs else None
 
     # -- records ------------------------------------------------------------------------------
@@ -100,7 +101,9 @@ class Catalogue:
             rows.append(["broadcast", "runs past the box: the box is applied for every index of this axis"])
         elif segment is not None and segments > 1:
             rows.append(["segment", f"{segment + 1} of {segments}"])
-        return self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows})
+        index = self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows})
+        self.wire_axis[index] = (axis.name, str(axis.size))
+        return index
 
     def block(self, key: str, node: Block, parent: str, depth: int, expandable: bool, fold: int,
               repeats: Sequence[Repeat], woven: Sequence[Axis]) -> int:

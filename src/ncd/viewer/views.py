@@ -121,8 +121,8 @@ class ViewLayout(Layout):
             self._claim(start, self.catalogue.box(node, node.dom, node.cod, outer, node.weave(*outer) if outer else node))
         return frag
 
-    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool) -> tuple[Frag, float]:
-        frag, w = super().gap(left, right, typ, labels)
+    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, *more: Any, **options: Any) -> tuple[Frag, float]:
+        frag, w = super().gap(left, right, typ, labels, *more, **options)
         axes = [(axis, j) for j, seg in enumerate(typ) for axis in seg]
         wires = [k for k, it in enumerate(frag.items) if isinstance(it, Path) and it.role == "wire"]
         if len(wires) == len(axes) == len(flat(left)):
@@ -152,7 +152,7 @@ class ViewLayout(Layout):
         finally:
             self._repeats.pop()
 
-    def block(self, node: Block, title: str | None = None) -> Frag:
+    def block(self, node: Block, title: str | None = None, *more: Any, **options: Any) -> Frag:
         frame = self._frames[-1]
         key = f"{frame.key}/{frame.count}" if frame.key else str(frame.count)
         frame.count += 1
@@ -168,7 +168,7 @@ class ViewLayout(Layout):
             return frag
         self._frames.append(_Frame(key))
         try:
-            frag = super().block(node, title)
+            frag = super().block(node, title, *more, **options)
         finally:
             self._frames.pop()
         for k, it in enumerate(frag.items):
@@ -234,6 +234,38 @@ def _path_d(p: Path) -> str:
     return " ".join(c[0] + "".join(" " + _n(v) for v in c[1:]) for c in p.commands)
 
 
+def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> list[Any]:
+    """Give untagged wire pieces (bends, runs through fences and parentheses) the axis of the wire they continue.
+
+    A piece is tagged only when every tagged wire meeting it at its ends carries the same axis
+    (``axis_of`` maps a wire record to its axis name and size).
+    """
+    items = list(items)
+
+    def ends(p: Path) -> list[tuple[float, float]]:
+        return [(round(x, 2), round(y, 2)) for x, y in p.ends]
+
+    at: dict[tuple[float, float], set[int]] = {}
+    for it in items:
+        if isinstance(it, _TaggedPath):
+            for e in ends(it):
+                at.setdefault(e, set()).add(it.tag)
+    loose = [k for k, it in enumerate(items) if type(it) is Path and it.role == "wire" and it.owner is None
+             and not it.dashed and len(it.commands) > 1]
+    changed = True
+    while changed and loose:
+        changed = False
+        for k in list(loose):
+            found = set().union(*(at.get(e, set()) for e in ends(items[k])))
+            if found and len({axis_of[t] for t in found}) == 1:
+                items[k] = _tag_path(items[k], min(found))
+                for e in ends(items[k]):
+                    at.setdefault(e, set()).add(items[k].tag)
+                loose.remove(k)
+                changed = True
+    return items
+
+
 def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, key: str, expanded: frozenset[str], depth: int) -> View:
     """Lay out and paint one view state, with its hit overlay."""
     from ncd.render.svg import paint_svg
@@ -241,7 +273,7 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, key: str, 
     ctx = ViewLayout(style, catalogue, expanded, depth)
     drawing = _lay_out(ctx, diagram)
     items, fences, wires = [], [], []
-    for it in drawing.items:
+    for it in _continue_wires(drawing.items, catalogue.wire_axis):
         if isinstance(it, _TaggedPath):
             wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')
             it = Path(**_fields(it))

@@ -150,7 +150,8 @@ def write_page(entries: list[Entry], path: str, picture_dir: str) -> str:
             lines += [f"![{e.title}]({rel}/{e.name}.svg)", ""]
         else:
             lines += ["*(picture not rendered: " + "; ".join(s for s in e.skipped if not s.startswith("cost")) + ")*", ""]
-        lines += ["Cost (at the default sizes): " + (e.cost if e.cost else "*not computed — the cost model is not available*"), ""]
+        why = "; ".join(s.removeprefix("cost: ") for s in e.skipped if s.startswith("cost")) or "not requested"
+        lines += ["Cost (at the default sizes): " + (e.cost if e.cost else f"*not computed — {why}*"), ""]
         lines += ["The code that builds it:", "", "```python", textwrap.dedent(inspect.getsource(factory)).rstrip(), "```", ""]
         lines += ["<details><summary>Generated PyTorch source (default sizes)</summary>", "", "```python", e.source.rstrip(),
                   "```", "", "</details>"]

@@ -10,6 +10,8 @@ from ncd.prims.derivative import (
     ExpandOp,
     LinearTransposeOp,
     LinearWeightGradOp,
+    MaskBackwardOp,
+    NormBackwardOp,
     SoftmaxBackwardOp,
     ZerosOp,
 )
@@ -100,3 +102,45 @@ def lower_linear_weight_grad(ctx: RuleContext) -> list[str]:
     out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
     subs = ctx.subscripts([inp, out], out + inp)
     return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+
+
+@register(NormBackwardOp)
+def lower_norm_backward(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, NormBackwardOp)
+    n = len(prim.axes)
+    dims = tuple(range(-n, 0))
+    em, axes = ctx.em, ctx.args[0].axes
+    x, g = ctx.args[0].var, ctx.args[-1].var
+    if prim.norm == "layer":
+        x = em.assign("centred", f"{x} - {x}.mean({dims}, keepdim=True)", axes)
+    rstd = em.assign("rstd", f"torch.rsqrt(({x} * {x}).mean({dims}, keepdim=True) + {prim.eps!r})", axes)
+    xhat = em.assign("x_hat", f"{x} * {rstd}", axes)
+    gh = em.assign("g_hat", f"{g} * {ctx.args[1].var}", axes) if prim.affine else g
+    centre = f" - {gh}.mean({dims}, keepdim=True)" if prim.norm == "layer" else ""
+    dx = f"{rstd} * ({gh}{centre} - {xhat} * ({gh} * {xhat}).mean({dims}, keepdim=True))"
+    return [dx] + ([f"{g} * {xhat}"] if prim.affine else []) + ([g] if prim.bias else [])
+
+
+@register(MaskBackwardOp, weave_aware=True)
+def lower_mask_backward(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, MaskBackwardOp)
+    if ctx.markers("dom", 0) != ctx.markers("cod", 0):
+        raise NotWeaveAware
+    g = ctx.args[0].var
+    if prim.query is None:
+        want, have = ctx.markers("dom", 0), ctx.markers("dom", 1)
+        if [m for m in want if m in have] != have:
+            raise NotWeaveAware
+        index = [":" if m in have else "None" for m in want]
+        mask = ctx.args[1].var + ("" if all(i == ":" for i in index) else f"[..., {', '.join(index)}]")
+        return [f"{g}.masked_fill(~{mask}, 0.0)"]
+    rows, cols = evaluate(prim.query.size), evaluate(prim.key.size)
+    layout = ctx.markers("dom", 0)
+    first = layout.index(("own", 0))
+    shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
+    mask = ctx.em.assign("causal", f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device).triu(1)",
+                         (prim.query, prim.key))
+    view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
+    return [f"{g}.masked_fill({mask}{view}, 0.0)"]

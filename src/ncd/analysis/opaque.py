@@ -1,0 +1,118 @@
+"""Cost and backward rules for the importer's primitives: learned tensors, constants, views, opaque calls.
+
+An opaque box is an ATen call ``ncd`` does not understand: its cost is *measured* once
+sizes are bound (the call runs under ``FlopCounterMode`` and ``saved_tensors_hooks`` on
+random inputs of its traced shapes) and counts nothing while they are symbolic.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ncd.analysis.backward import BoxBackward, cot
+from ncd.analysis.cost import CostContext
+from ncd.analysis.layout import Tensor
+from ncd.analysis.tables import backward_rule, cost_rule, unsupported
+from ncd.ir.diagram import Box, Identity
+from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
+from ncd.prims.structure import DeleteOp
+
+
+@cost_rule(ParameterOp)
+def cost_parameter(ctx: CostContext) -> list[Tensor]:
+    return [ctx.parameter(ctx.out_axes[0])]
+
+
+@backward_rule(ParameterOp)
+def backward_parameter(box: Box, builder: object) -> BoxBackward:
+    """A learned tensor's cotangent is its gradient."""
+    return BoxBackward((), Identity(cot(box.cod)), ("weight",))
+
+
+@cost_rule(ConstantOp)
+def cost_constant(ctx: CostContext) -> list[Tensor]:
+    if ctx.prim.value is None:  # a buffer
+        t = ctx.parameter(ctx.out_axes[0])
+        return [Tensor(t.storage, t.axes, t.order, False, _dtype(ctx.prim.dtype))]
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype=_dtype(ctx.prim.dtype))]
+
+
+def _dtype(name: str) -> str:
+    return "bool" if name == "bool" else "index" if name.startswith(("int", "uint")) else "float"
+
+
+@backward_rule(ConstantOp)
+def backward_constant(box: Box, builder: object) -> BoxBackward:
+    return BoxBackward((), Box(DeleteOp(cot(box.cod))) if len(cot(box.cod)) else Identity(cot(box.cod)))
+
+
+@cost_rule(ViewOp)
+def cost_view(ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    prim = ctx.prim
+    if [a.size for a in prim.source] == [a.size for a in prim.target]:
+        names = dict(zip(prim.source.names, prim.target.names))
+        return [Tensor(x.storage, ctx.out_axes[0], tuple(names.get(n, n) for n in x.order), x.grad, x.dtype, x.dense)]
+    if x.contiguous:
+        return [Tensor(x.storage, ctx.out_axes[0], tuple(a.name for a in ctx.out_axes[0]), x.grad, x.dtype)]
+    return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@backward_rule(ViewOp)
+def backward_view(box: Box, builder: object) -> BoxBackward:
+    return BoxBackward((), Box(ViewOp(box.prim.target, box.prim.source)))
+
+
+@cost_rule(OpaqueOp)
+def cost_opaque(ctx: CostContext) -> list[Tensor]:
+    outs = [ctx.new(axes, grad=ctx.grad and seg.dtype == "float", dtype=seg.dtype)
+            for axes, seg in zip(ctx.out_axes, ctx.box.cod)]
+    shapes = [[a.size for a in t.axes] for t in ctx.inputs]
+    if any(getattr(s, "free_symbols", None) for shape in shapes for s in shape):
+        return outs
+    forward, backward, own, saved = _measure_opaque(ctx.box, [tuple(int(s) for s in shape) for shape in shapes],
+                                                    [t.dtype for t in ctx.inputs])
+    ctx.matmul(sympy.Integer(forward), sympy.Integer(backward))
+    ctx.save(*(ctx.inputs[j] for j in own))
+    for nbytes in saved:  # tensors the call made and autograd keeps: only their size is known
+        t = ctx.new((), grad=False)
+        ctx.walker.bytes[t.storage] = sympy.Integer(nbytes)
+        ctx.save(t)
+    return outs
+
+
+def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ncd.torch.rules.opaque import call_text
+
+    xs = []
+    for shape, dtype in zip(shapes, dtypes):
+        if dtype == "float":
+            xs.append(torch.randn(shape, requires_grad=True))
+        elif dtype == "bool":
+            xs.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            xs.append(torch.zeros(shape, dtype=torch.long))
+    inputs = {f"x{j}": x for j, x in enumerate(xs)}
+    ptrs: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptrs.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    code = call_text(box.prim, list(inputs))  # type: ignore[arg-type]
+    with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = eval(code, {"torch": torch}, inputs)  # noqa: S307 - an ATen call of the diagram, with its own arguments
+    outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(o, torch.Tensor) and o.requires_grad]
+    with FlopCounterMode(display=False) as backward:
+        if outs:
+            torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+    own = {x.untyped_storage().data_ptr(): j for j, x in enumerate(xs)}
+    kept = [own[p] for p in ptrs if p in own]
+    saved = [n for p, n in ptrs.items() if p not in own and n]
+    return int(forward.get_total_flops()), int(backward.get_total_flops()), kept, saved
+
+
+unsupported("opaque", "an opaque ATen call has no known derivative rule", backward=True)
