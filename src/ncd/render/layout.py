@@ -476,7 +476,12 @@ def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Draw
 
 
 def _layout(diagram: Diagram, style: Style) -> Drawing:
-    ctx = Layout(style)
+    return lay_out_with(Layout(style), diagram)
+
+
+def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
+    """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
+    style = ctx.style
     body = ctx.lay(diagram)
     frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
     labels = style.labels != "none"

@@ -24,14 +24,13 @@ never in markup.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave
-from ncd.render.layout import Frag, Layout, Ports, flat
-from ncd.render.model import Drawing, Path, Port, Rect
+from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with
+from ncd.render.model import Drawing, Path, Rect
 from ncd.render.style import Style
 from ncd.viewer.info import Catalogue
 
@@ -205,24 +204,7 @@ def _weave_axes(node: Weave) -> tuple[Axis, ...]:
 
 
 def _lay_out(ctx: ViewLayout, diagram: Diagram) -> Drawing:
-    """``ncd.render.layout.layout`` with our context (see the report: a ``context=`` hook would remove this copy)."""
-    layout_module = importlib.import_module("ncd.render.layout")  # the module (``ncd.render.layout`` is also a function)
-    body = ctx.lay(diagram)
-    frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
-    labels = ctx.style.labels != "none"
-    left, lw = ctx.gap(body.ins, body.ins, diagram.dom, labels)
-    right, rw = ctx.gap(body.outs, body.outs, diagram.cod, labels)
-    frag.place(left, 0.0, 0.0)
-    frag.place(body, lw, 0.0)
-    frag.place(right, lw + body.w, 0.0)
-    for f in (left, right):
-        frag.include(f.top, f.bottom)
-    frag.w = lw + body.w + rw
-    for y in flat(body.ins):
-        frag.add(Port(0.0, y, -1))
-    for y in flat(body.outs):
-        frag.add(Port(frag.w, y, -1))
-    return layout_module._finish(ctx, frag)
+    return lay_out_with(ctx, diagram)
 
 
 def _n(v: float) -> str:
