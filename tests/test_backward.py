@@ -17,7 +17,7 @@ load_all()
 
 
 #: samples whose backward is explicitly unsupported (see test_diagonal_einsum_is_reported_unsupported)
-UNSUPPORTED_SAMPLES = {"einsum-diagonal"}
+UNSUPPORTED_SAMPLES = {"einsum-diagonal", "conv-2d-stride-pad-groups", "conv-depthwise-same", "conv-3d", "unembed-tied"}
 
 
 def differentiable(s: Sample) -> bool:
@@ -91,6 +91,16 @@ def test_diagonal_einsum_is_reported_unsupported() -> None:
         ncd.backward(ncd.Einsum("a a -> a"))
 
 
+@pytest.mark.parametrize("sample_id,match", [("conv-2d-stride-pad-groups", "grouped convolutions"),
+                                             ("conv-depthwise-same", "grouped convolutions"),
+                                             ("conv-3d", "1 or 2 spatial axes"),
+                                             ("unembed-tied", "a tied unembedding shares its weight")])
+def test_unsupported_convolutions_say_why(sample_id: str, match: str) -> None:
+    (s,) = [s for s in SAMPLES if s.id == sample_id]
+    with pytest.raises(AnalysisError, match=match):
+        ncd.backward(s.build())
+
+
 def test_plan_forward_returns_outputs_then_stored_values() -> None:
     d = ncd.Identity.of("a") >> ncd.Exp()
     p = plan(d)
@@ -98,3 +108,16 @@ def test_plan_forward_returns_outputs_then_stored_values() -> None:
     x = torch.randn(3)
     y, stored = p.forward.to_torch(a=3)(x)
     torch.testing.assert_close(stored, torch.exp(x))
+
+
+@pytest.mark.parametrize("build", [attention_head, multi_head_attention, mlp], ids=lambda f: f.__name__)
+def test_cost_of_a_backward_diagram_matches_its_flop_count(build) -> None:
+    """Backward diagrams are costed like any diagram (their matrix products counted exactly)."""
+    from ncd.analysis.measure import measure
+
+    d = build()
+    sizes = {k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}}
+    back = ncd.backward(d)
+    report, m = ncd.cost(back, **sizes), measure(back, **sizes)
+    assert (report.forward_matmul, report.backward_matmul) == (m.forward_flops, m.backward_flops)
+    assert report.forward_matmul > 0

@@ -8,6 +8,7 @@ The checker itself is tested on drawings broken on purpose.
 
 from __future__ import annotations
 
+import pathlib
 import random
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def test_layout_is_deterministic_across_processes() -> None:
     here = to_svg(multi_head())
     code = "from tests.test_render_golden import multi_head; from ncd.render import to_svg; print(to_svg(multi_head()), end='')"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=".").stdout
+                           env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=pathlib.Path(__file__).parents[1]).stdout
     assert here == other
     assert here == to_svg(multi_head())
 

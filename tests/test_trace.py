@@ -117,7 +117,8 @@ class MoE(nn.Module):
 def test_mixture_of_experts_round_trip() -> None:
     d = round_trip(MoE(), torch.randn(2, 5, 8))
     assert any(b.prim.op == "softmax" for b in d.boxes())
-    assert d.opaque == (("aten.stack.default", 1),)  # no rule for stack yet
+    assert d.opaque == ()  # stack: a concatenation of size-1 wires
+    assert any(b.prim.op == "concat" for b in d.boxes())
 
 
 def test_repeated_layers_fold_into_one_repetition_with_their_own_parameters() -> None:

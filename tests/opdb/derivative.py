@@ -9,7 +9,9 @@ import ncd
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.prims.derivative import (
     Derivative,
+    EmbeddingGrad,
     Expand,
+    Insert,
     LinearTranspose,
     LinearWeightGrad,
     MaskBackward,
@@ -160,3 +162,35 @@ sample("mask_backward", "padding", lambda: ncd.Identity.of("y x, x [bool]") >> M
        lambda p, x: _masked_vjp(x[0], ~x[1][..., None, :]), cod="y x", batch=())
 error("mask_backward", "missing-axis", lambda: ncd.Identity.of("y x") >> MaskBackward("k", "y"),
       r"axis k of the second is not in segment 0", TypeMismatchError)
+
+
+def _select_vjp(g: torch.Tensor, n: int, index: int) -> torch.Tensor:
+    z = torch.zeros(g.shape + (n,), requires_grad=True)
+    (grad,) = torch.autograd.grad(z.select(-1, index), z, g, create_graph=True)
+    return grad
+
+
+def _slice_vjp(g: torch.Tensor, n: int, start: int, stop: int, step: int) -> torch.Tensor:
+    z = torch.zeros(g.shape[:-1] + (n,), requires_grad=True)
+    (grad,) = torch.autograd.grad(z[..., start:stop:step], z, g, create_graph=True)
+    return grad
+
+
+sample("insert", "index", lambda: ncd.Identity.of("b") >> Insert("t:5", 2), {"b": 3},
+       lambda p, x: _select_vjp(x[0], 5, 2), cod="b t:5")
+sample("insert", "slice-step", lambda: ncd.Identity.of("s:3 b") >> Insert("t:7", 1, 6, 2, source="s:3"), {"b": 2},
+       lambda p, x: _slice_vjp(x[0].transpose(-1, -2), 7, 1, 6, 2).transpose(-1, -2), cod="t:7 b")
+error("insert", "bad-axis", lambda: Insert("t, u", 1), r"axis .t, u.: cannot read size", ParseError)
+
+
+def _table_vjp(i: torch.Tensor, g: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Autograd's gradient of an embedding table at each position (not summed)."""
+    table = torch.zeros((i.numel(), vocab, g.shape[-1]), requires_grad=True)
+    rows = table[torch.arange(i.numel()), i.flatten()]
+    (grad,) = torch.autograd.grad(rows, table, g.reshape(-1, g.shape[-1]), create_graph=True)
+    return grad.reshape(i.shape + (vocab, g.shape[-1]))
+
+
+sample("embedding_grad", "rows", lambda: EmbeddingGrad(7, "m"), {"m": 4},
+       lambda p, x: _table_vjp(x[0], x[1], 7), dom="[7], m", cod="vocab:7 m", batch=(3,))
+error("embedding_grad", "no-dim", lambda: EmbeddingGrad(7, ""), r"must be one segment of feature axes", ParseError)

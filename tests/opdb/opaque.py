@@ -16,6 +16,11 @@ sample("opaque", "split-picks", lambda: Opaque("aten.split.Tensor", "a b", "a b:
        {"a": 3, "b": 4}, lambda p, x: tuple(torch.split(x[0], 2, -1)), batch=())
 error("opaque", "not-aten", lambda: Opaque("os.system", "a", "a"), r"'os.system' is not the name of an ATen operator",
       ParseError)
+error("opaque", "keyword", lambda: Opaque("aten.cumsum.default", "a", "a", (("$in", 0), 0), (("k=0) or (y", 1),)),
+      r"opaque box aten.cumsum.default: keyword 'k=0\) or \(y' is not a Python identifier", ParseError)
+error("opaque", "dtype", lambda: Opaque("aten.cumsum.default", "a", "a", (("$in", 0), 0), (("dtype", ("$dtype", "os")),)),
+      r"opaque box aten.cumsum.default: unknown dtype 'os'", ParseError)
+error("opaque", "no-overload", lambda: Opaque("aten.cumsum.nothing", "a", "a"), r"no such overload in torch.ops", ParseError)
 sample("parameter", "added", lambda: ncd.Identity.of("a m") @ Parameter("m", "bias") >> ncd.Add(), {"a": 3, "m": 4},
        lambda p, x: x[0] + p["weight" if "weight" in p else next(iter(p))], cod="a m")
 error("parameter", "two-segments", lambda: Parameter("a, b"), r"a parameter takes one segment, not 'a, b'", ParseError)

@@ -46,7 +46,10 @@ def match(parts: list[Diagram], k: int) -> tuple[int, Any] | None:
     if not free or len(free) > len(_PRIMES):
         return None
     dummy = {str(s): n for s, n in zip(free, _PRIMES)}
-    return fusion._recognise([p.bind(**dummy) for p in window], 0)
+    try:
+        return fusion._recognise([p.bind(**dummy) for p in window], 0)
+    except Exception:  # sizes that only make sense bound: the numbers (bound walk) decide
+        return None
 
 
 def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor]) -> list[Tensor]:

@@ -65,6 +65,8 @@ class Grad:
     segment: Segment
     box: int
     name: str
+    #: sorts like the lowered module's ``parameters()``: per class, its own parameters, then child modules
+    order: tuple = ()
 
 
 @dataclass
@@ -128,10 +130,24 @@ def sum_over(segment: Segment, position: int, axis: Axis) -> Diagram:
     return Box(EinsumOp(Type((segment.insert(position, axis),)), segment))
 
 
+#: primitives whose weight is an ``nn.Parameter`` of the enclosing class (not of a child module)
+DIRECT_PARAMETERS = {"parameter"}
+
+
 class _Builder:
     def __init__(self) -> None:
         self.boxes = 0
         self.loads: dict[str, int] = {}
+        self.position: tuple[int, ...] = ()
+        self.classes: list[tuple[int, ...]] = []
+
+    def at(self, node: Diagram, k: int) -> _Part:
+        before = self.position
+        self.position = before + (k,)
+        try:
+            return self.diff(node)
+        finally:
+            self.position = before
 
     def load_key(self, slot: str) -> str:
         """A fresh slot for the cotangent of one load of ``slot`` (seen before its save, in reverse)."""
@@ -150,13 +166,13 @@ class _Builder:
         if isinstance(node, Box):
             return self.box(node)
         if isinstance(node, Seq):
-            parts = [self.diff(p) for p in reversed(node.parts)][::-1]
+            parts = [self.at(p, k) for k, p in reversed(list(enumerate(node.parts)))][::-1]
             result = parts[0]
             for nxt in parts[1:]:
                 result = _then(result, nxt)
             return result
         if isinstance(node, Par):
-            parts = [self.diff(p) for p in reversed(node.parts)][::-1]
+            parts = [self.at(p, k) for k, p in reversed(list(enumerate(node.parts)))][::-1]
             result = parts[0]
             for nxt in parts[1:]:
                 result = _beside(result, nxt)
@@ -164,7 +180,11 @@ class _Builder:
         if isinstance(node, Weave):
             return self.weave(node)
         if isinstance(node, Block):
-            inner = self.diff(node.body)
+            self.classes.append(self.position)
+            try:
+                inner = self.at(node.body, 0)
+            finally:
+                self.classes.pop()
             return _Part(Block(inner.forward, node.name, node.meta), Block(inner.back, f"{node.name} backward"),
                          [replace(s, port=None) for s in inner.stored], inner.grads)
         if isinstance(node, Repeat):
@@ -172,6 +192,7 @@ class _Builder:
                 names = ", ".join(sorted(str(s) for s in node.start.free_symbols | node.stop.free_symbols))
                 raise AnalysisError(f"backward of {describe(node)}: bind its repetition count first ({names})")
             steps = [node.iteration(i) for i in range(int(node.start), int(node.stop))]
+            steps = [s if isinstance(s, Block) else Block(s, node.name or "layer") for s in steps]  # a class each
             return self.diff(Seq.of(*steps) if len(steps) > 1 else steps[0])
         raise AnalysisError(f"no backward for diagram node {type(node).__name__}")
 
@@ -190,12 +211,15 @@ class _Builder:
             else:
                 stored.append(Stored(seg, "value", (kind, int(which)), index))
         n = len(cot(box.dom))
-        grads = [Grad(seg, index, name) for seg, name in zip(result.diagram.cod.segments[n:], result.grads)]
+        levels = tuple((1, c) for c in self.classes)
+        own = (0 if box.prim.op in DIRECT_PARAMETERS else 1, self.position)
+        grads = [Grad(seg, index, name, levels + (own, (k,))) for k, (seg, name) in
+                 enumerate(zip(result.diagram.cod.segments[n:], result.grads))]
         ports = [(k, int(w)) for k, w in result.stored if k != "param"]
         return _Part(_box_forward(box, ports), result.diagram, stored, grads)
 
     def weave(self, node: Weave) -> _Part:
-        inner = self.diff(node.inner)
+        inner = self.at(node.inner, 0)
         chain: Diagram = node.inner
         while isinstance(chain, Weave):
             chain = chain.inner
@@ -310,7 +334,7 @@ class Plan:
     ``forward``: ``A -> (B, stored values)``; ``backward``: ``(stored, ∂B) -> (∂A, ∂weights)``.
     ``stored[k]`` is ``("value", v)`` (the ``v``-th stored output of ``forward``) or
     ``("param", p, name)`` (parameter ``p`` of the lowered module, in ``parameters()`` order);
-    ``grads[k]`` is the index in ``parameters()`` of each weight gradient.
+    ``grads[k]`` is the index in ``parameters()`` of the ``k``-th weight gradient output.
     """
 
     forward: Diagram
@@ -324,6 +348,8 @@ def plan(diagram: Diagram) -> Plan:
     builder = _Builder()
     part = builder.diff(diagram)
     keys = [(g.box, g.name) for g in part.grads]
+    ranked = sorted(range(len(part.grads)), key=lambda k: part.grads[k].order)
+    index = [ranked.index(k) for k in range(len(part.grads))]  # grad output k is parameters()[index[k]]
     stored: list[tuple] = []
     value = 0
     for s in part.stored:
@@ -331,12 +357,12 @@ def plan(diagram: Diagram) -> Plan:
             stored.append(("value", value))
             value += 1
         else:
-            stored.append(("param", keys.index((s.box, s.name)), s.name))
+            stored.append(("param", index[keys.index((s.box, s.name))], s.name))
     name = diagram.name if isinstance(diagram, Block) else "Diagram"
     meta = dict(diagram.meta) if isinstance(diagram, Block) else {}
     roles_in = tuple(f"stored {r[1]}" if r[0] == "value" else f"param {r[1]} {r[2]}" for r in stored)
     roles_in += tuple(f"cotangent {j}" for j in range(len(cot(diagram.cod))))
-    roles_out = tuple(f"input {j}" for j in range(len(cot(diagram.dom)))) + tuple(f"param {k}" for k in range(len(keys)))
+    roles_out = tuple(f"input {j}" for j in range(len(cot(diagram.dom)))) + tuple(f"param {k}" for k in index)
     back_body = part.back.body if isinstance(part.back, Block) and isinstance(diagram, Block) else part.back
     fwd_body = part.forward.body if isinstance(part.forward, Block) and isinstance(diagram, Block) else part.forward
     back_meta = dict(meta, inputs=roles_in, outputs=roles_out)
@@ -344,7 +370,7 @@ def plan(diagram: Diagram) -> Plan:
         Block(fwd_body, name, tuple(sorted(meta.items()))),
         Block(back_body, f"{name} backward", tuple(sorted(back_meta.items()))),
         tuple(stored),
-        tuple(range(len(keys))),
+        tuple(index),
     )
 
 

@@ -8,8 +8,9 @@ backward for the weight and, if the input needs one, for the input; it keeps its
 Max pooling keeps its input and the int64 argmax indices; average pooling its input;
 adaptive average pooling nothing.  ``★`` (pad + unfold) is a view with overlapping
 windows (no reshape of it is a view); ``★ᵀ`` (fold) writes a new tensor.  Backward: ``★``
-and ``★ᵀ`` transpose to each other; the learned convolutions and pooling are not supported
-by ``ncd.backward`` yet.
+and ``★ᵀ`` transpose to each other; a learned convolution differentiates through the paper's
+decomposition ``★`` then ``L₊`` (groups = 1); transposed convolution and pooling are not
+supported by ``ncd.backward`` yet.
 
 ``FlopCounterMode`` ignores ``groups`` when it counts a convolution's weight gradient, so
 for a grouped convolution it reports ``(groups − 1) x`` the forward FLOPs more than are
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import sympy
 
-from ncd.analysis.backward import BoxBackward
+from ncd.analysis.backward import BoxBackward, route
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import backward_rule, cost_rule, unsupported
-from ncd.ir.diagram import Box
+from ncd.analysis.tables import AnalysisError, backward_rule, cost_rule, unsupported
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.prims.convolution import (
     AdaptiveAvgPoolOp,
     AvgPoolOp,
@@ -34,6 +36,8 @@ from ncd.prims.convolution import (
     ConvTransposeOp,
     MaxPoolOp,
 )
+from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
+from ncd.prims.linear import EinsumOp
 
 
 def _folded(ctx: CostContext) -> Tensor:
@@ -143,8 +147,52 @@ def backward_conv_tensor_t(box: Box, builder: object) -> BoxBackward:
     return BoxBackward((), _swap(box.prim, ConvolutionTensorOp))
 
 
-for _op in ("conv", "conv_transpose"):
-    unsupported(_op, "a learned convolution's transpose with an explicit weight has no primitive yet", backward=True)
+def _woven(box: Box, axes: tuple, dom_pos: tuple, cod_pos: tuple) -> Diagram:
+    """``box`` woven over ``axes`` (outermost first), each at the same positions."""
+    result: Diagram = box
+    for axis in reversed(axes):
+        result = Weave(result, axis, dom_pos, cod_pos)
+    return result
+
+
+@backward_rule(ConvOp)
+def backward_conv(box: Box, builder: object) -> BoxBackward:
+    """The paper's decomposition: a learned convolution is ``★`` then ``L₊`` over (channels, kernel).
+
+    ``∂x = ★ᵀ(Lᵀ g)``, ``∂W = Σ_positions ∂L(★x, g)``, ``∂b = Σ_positions g`` (``groups=1``).
+    """
+    prim = box.prim
+    if prim.groups != 1:
+        raise AnalysisError(f"backward of {box.text()}: grouped convolutions (groups={prim.groups}) are not supported")
+    channel, spatial = prim.dom_axes.axes[0], Segment(prim.dom_axes.axes[1:])
+    if len(spatial) not in (1, 2):
+        raise AnalysisError(f"backward of {box.text()}: ★ has 1 or 2 spatial axes, this convolution {len(spatial)}")
+    out_channel, positions = prim.cod_axes.axes[0], Segment(prim.cod_axes.axes[1:])
+    taken = set(prim.dom_axes.names) | set(prim.cod_axes.names)
+    kernel_names = tuple(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken) for i in range(1, len(spatial) + 1))
+    star = ConvolutionTensorOp(spatial, positions, kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation)
+    star_t = ConvolutionTensorTOp(spatial, positions, kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation)
+    window = Segment((channel,) + star.kernel_axes())  # what L maps from, at each position
+    cod = Segment((out_channel,))
+    n = len(positions)
+    windows = Weave(Box(star), channel, (0,), (0,))  # c x y -> c x′ y′ κ1 κ2
+    weight = _woven(Box(LinearWeightGradOp(window, cod)), positions.axes, (1, 1), (0,))
+    weight_sum = Box(EinsumOp(Type((weight.cod[0],)), Segment(weight.cod[0].axes[n:])))
+    d_weight = Seq.of(Par.of(windows, Identity(Type((prim.cod_axes,)))), weight, weight_sum)
+    d_input = Seq.of(_woven(Box(LinearTransposeOp(window, cod)), positions.axes, (1, None), (1,)),
+                     Weave(Box(star_t), channel, (0,), (0,)))
+    parts = [d_input, d_weight]
+    picks = [2, 1, 0, 2]
+    if prim.bias:
+        parts.append(Box(EinsumOp(Type((prim.cod_axes,)), cod)))
+        picks.append(2)
+    segments = [prim.dom_axes, d_input.dom[1], prim.cod_axes]
+    grads = ("weight", "bias") if prim.bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
+
+
+unsupported("conv_transpose", "a transposed convolution's transpose with an explicit weight has no primitive yet",
+            backward=True)
 for _op in ("maxpool", "avgpool", "adaptive_avgpool"):
     unsupported(_op, "pooling's transpose (scatter to the argmax / spread over the window) has no primitive yet",
                 backward=True)

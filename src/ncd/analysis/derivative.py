@@ -9,12 +9,14 @@ import sympy
 
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
-from ncd.analysis.linear import _einsum, markers
+from ncd.analysis.linear import _einsum, markers, tagged
 from ncd.analysis.tables import cost_rule, unsupported
 from ncd.ir.axes import Axis
 from ncd.prims.derivative import (
     DerivativeOp,
+    EmbeddingGradOp,
     ExpandOp,
+    InsertOp,
     LinearTransposeOp,
     LinearWeightGradOp,
     MaskBackwardOp,
@@ -57,6 +59,29 @@ def cost_mask_backward(ctx: CostContext) -> list[Tensor]:
     return [ctx.like(0, g)]
 
 
+@cost_rule(EmbeddingGradOp)
+def cost_embedding_grad(ctx: CostContext) -> list[Tensor]:
+    """``onehot(i) * g``: autograd keeps the (float) one-hot rows for ``g``'s gradient."""
+    i, g = ctx.inputs
+    rows = ctx.out_axes[0][len(i.axes)]
+    onehot = ctx.new(i.axes + (rows,), grad=False)
+    if g.grad:
+        ctx.save(onehot)
+    ctx.other(ctx.numel(), sympy.Integer(0))
+    return [ctx.output(0)]
+
+
+@cost_rule(InsertOp)
+def cost_insert(ctx: CostContext) -> list[Tensor]:
+    """``zeros.index_copy(-1, positions, x)``: autograd keeps the int64 positions and ``x``."""
+    prim = ctx.prim
+    x = ctx.inputs[0]
+    count = sympy.Integer(1) if prim.source is None else prim.source.size
+    if x.grad:
+        ctx.save(ctx.new((Axis("positions", count),), grad=False, dtype="index"), x)
+    return [ctx.output(0)]
+
+
 @cost_rule(ExpandOp)
 def cost_expand(ctx: CostContext) -> list[Tensor]:
     x = ctx.inputs[0]
@@ -81,8 +106,8 @@ def _suffixed(ctx: CostContext, side: str, j: int, axes: tuple[Axis, ...], own: 
 
 def _weighted(ctx: CostContext, transpose: bool) -> list[Tensor]:
     prim = ctx.prim
-    outs = tuple(a.name + "_out" for a in prim.cod_axes)
-    ins = tuple(a.name + "_in" for a in prim.dom_axes)
+    outs = tuple(tagged(a.name, "_out") for a in prim.cod_axes)
+    ins = tuple(tagged(a.name, "_in") for a in prim.dom_axes)
     first, second = ctx.inputs
     if transpose:  # (g: cod, W: cod dom) -> dom
         g = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, outs))
@@ -110,6 +135,7 @@ def cost_linear_weight_grad(ctx: CostContext) -> list[Tensor]:
     return _weighted(ctx, False)
 
 
-for _op in ("derivative", "softmax_backward", "norm_backward", "mask_backward", "expand", "zeros", "linear_transpose",
-            "linear_weight_grad"):
+SECOND_ORDER = ("derivative", "softmax_backward", "norm_backward", "mask_backward", "insert", "embedding_grad", "expand",
+                "zeros", "linear_transpose", "linear_weight_grad")
+for _op in SECOND_ORDER:
     unsupported(_op, "second derivatives (the backward of a backward diagram) are not supported", backward=True)

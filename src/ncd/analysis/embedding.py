@@ -1,17 +1,22 @@
 """Cost rules for embeddings (a table lookup) and unembeddings (a learned map to the vocabulary).
 
 ``nn.Embedding`` keeps only its indices; the unembedding is ``F.linear`` (``2·batch·dim·vocab``
-FLOPs, the input kept).  Their backward diagrams are not supported yet: the embedding's
-transpose is a scatter-add into the table, and a tied unembedding shares its weight.
+FLOPs, the input kept).  Backward: the table's gradient is ``onehot(i) ⊗ g`` summed over
+positions; an untied unembedding differentiates like a learned map; a tied one is not
+supported yet (its weight gets two gradients).
 """
 
 from __future__ import annotations
 
 import sympy
 
+from ncd.analysis.backward import BoxBackward, route
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import cost_rule, unsupported
+from ncd.analysis.tables import AnalysisError, backward_rule, cost_rule
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box, Identity, Par, Seq
+from ncd.prims.derivative import EmbeddingGradOp, LinearTransposeOp, LinearWeightGradOp, weight_segment
 from ncd.prims.embedding import EmbeddingOp, UnembedOp
 
 
@@ -40,5 +45,24 @@ def cost_unembed(ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
-unsupported("embedding", "its transpose is a scatter-add of the cotangent into the table", backward=True)
-unsupported("unembed", "a tied unembedding shares its weight with the embedding", backward=True)
+# -- backward ------------------------------------------------------------------------------
+@backward_rule(EmbeddingOp)
+def backward_embedding(box: Box, builder: object) -> BoxBackward:
+    """An embedding is a one-hot vector through a learned map: the table's gradient is ``onehot(i) ⊗ g``."""
+    prim = box.prim
+    return BoxBackward((("in", 0),), Box(EmbeddingGradOp(prim.vocab, prim.dim)), ("weight",))
+
+
+@backward_rule(UnembedOp)
+def backward_unembed(box: Box, builder: object) -> BoxBackward:
+    """Untied: a learned map ``dim -> vocab`` (``Lᵀ``, ``∂L``, bias ``g``)."""
+    prim = box.prim
+    if prim.tied_to is not None:
+        raise AnalysisError(f"backward of {box.text()}: a tied unembedding shares its weight with embedding"
+                            f" {prim.tied_to!r}, whose two gradients ncd.backward does not add up yet")
+    x, g = prim.dim, Segment((prim.vocab,))
+    w = weight_segment(x, g)
+    picks = [2, 1, 0, 2] + ([2] if prim.bias else [])
+    parts = [Box(LinearTransposeOp(x, g)), Box(LinearWeightGradOp(x, g))] + ([Identity(Type((g,)))] if prim.bias else [])
+    grads = ("weight", "bias") if prim.bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([x, w, g], picks), Par.of(*parts)), grads)

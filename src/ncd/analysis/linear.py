@@ -38,6 +38,11 @@ def _trailing(ctx: CostContext) -> bool:
             and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
 
 
+def tagged(name: str, suffix: str) -> str:
+    """A distinct, valid axis name for ``name`` on one side of a learned map (bound axes ``(k h)`` included)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name) + suffix
+
+
 def _rename(axes: tuple[Axis, ...], names: dict[int, str]) -> tuple[Axis, ...]:
     return tuple(a.renamed(names[k]) if k in names else a for k, a in enumerate(axes))
 
@@ -67,18 +72,15 @@ def cost_linear(ctx: CostContext) -> list[Tensor]:
     cod_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "cod", 0)) if m[0] == "own"]
     shift_in = len(x.axes) - len(markers(ctx.box, ctx.woven, "dom", 0))
     shift_out = len(ctx.out_axes[0]) - len(markers(ctx.box, ctx.woven, "cod", 0))
-    ins = {shift_in + p: a.name + "_in" for p, a in zip(dom_pos, prim.dom_axes)}
-    outs = {shift_out + p: a.name + "_out" for p, a in zip(cod_pos, prim.cod_axes)}
+    ins = {shift_in + p: tagged(a.name, "_in") for p, a in zip(dom_pos, prim.dom_axes)}
+    outs = {shift_out + p: tagged(a.name, "_out") for p, a in zip(cod_pos, prim.cod_axes)}
     xr = Tensor(x.storage, _rename(x.axes, ins), tuple(ins.get(x.names.index(n), n) for n in x.order), x.grad, x.dtype)
-    weight = ctx.parameter(tuple(a.renamed(a.name + "_out") for a in prim.cod_axes)
-                           + tuple(a.renamed(a.name + "_in") for a in prim.dom_axes))
+    weight = ctx.parameter(tuple(a.renamed(tagged(a.name, "_out")) for a in prim.cod_axes)
+                           + tuple(a.renamed(tagged(a.name, "_in")) for a in prim.dom_axes))
     out_axes = _rename(ctx.out_axes[0], outs)
     result = _einsum(ctx, [xr, weight], out_axes)
-    return [Tensor(result.storage, ctx.out_axes[0], tuple(_unrename(n) for n in result.order), result.grad)]
-
-
-def _unrename(name: str) -> str:
-    return name[:-4] if name.endswith("_out") else name
+    back = {new: old.name for new, old in zip((a.name for a in out_axes), ctx.out_axes[0])}
+    return [Tensor(result.storage, ctx.out_axes[0], tuple(back.get(n, n) for n in result.order), result.grad)]
 
 
 def _einsum(ctx: CostContext, operands: list[Tensor], out_axes: tuple[Axis, ...]) -> Tensor:

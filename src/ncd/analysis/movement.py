@@ -3,8 +3,7 @@
 All are views except ``bind`` on axes that are not adjacent in memory (``flatten`` copies)
 and ``concat`` (``torch.cat`` writes a new tensor); none keeps anything for backward.
 Backward: bind and unbind transpose to each other, squeeze and unsqueeze likewise,
-concatenation to slices; indexing and slicing (whose transposes pad with zeros) are not
-supported by ``ncd.backward`` yet.
+concatenation to slices, indexing and slicing to ``Insert`` (zeros elsewhere).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Par, Seq
+from ncd.prims.derivative import InsertOp
 from ncd.prims.movement import BindOp, ConcatOp, IndexOp, SliceOp, SqueezeOp, UnbindOp, UnsqueezeOp
 
 
@@ -132,6 +132,19 @@ def backward_concat(box: Box, builder: object) -> BoxBackward:
     return BoxBackward((), Seq.of(route([out], [0] * len(parts)), Par.of(*parts)))
 
 
-unsupported("index", "its transpose writes the cotangent into zeros at one position (a scatter)", backward=True)
-unsupported("slice", "its transpose pads the cotangent with zeros", backward=True)
-_ = Type
+@backward_rule(IndexOp)
+def backward_index(box: Box, builder: object) -> BoxBackward:
+    """The transpose of picking one entry: the cotangent written there, zeros elsewhere."""
+    prim = box.prim
+    n = prim.axis.size
+    index = prim.index if not (prim.index.is_number and prim.index < 0) else prim.index + n
+    return BoxBackward((), Box(InsertOp(prim.axis, index, index + 1, sympy.Integer(1))))
+
+
+@backward_rule(SliceOp)
+def backward_slice(box: Box, builder: object) -> BoxBackward:
+    prim = box.prim
+    return BoxBackward((), Box(InsertOp(prim.axis, prim.start, prim.stop, prim.step, prim.output)))
+
+
+_ = (Type, unsupported)

@@ -125,7 +125,9 @@ def lowering_in_place(box: Any, woven: tuple[Any, ...]) -> bool:
     return True
 
 
-_PRIMES = (97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167, 173, 179, 181, 191, 193, 197, 199)
+#: dummy sizes for dry runs on unbound diagrams: distinct, large, divisible by small numbers (strides, halvings)
+_PRIMES = tuple(2**12 * 3**4 * 5**2 * 7 * p for p in (11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79,
+                                                      83, 89, 97, 101, 103, 107, 109, 113))
 
 _FAMILIES = ("elementwise", "linear", "softmax", "structure", "derivative", "attention", "normalization",
              "movement", "convolution", "embedding", "regularization", "constant", "opaque")

@@ -21,12 +21,16 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     """``[(what, from the backward diagram, from torch.autograd), ...]`` for every float input and parameter."""
     import torch
 
+    from ncd.torch.codegen import bind_all, defaults_of
+
     torch.manual_seed(seed)
-    module = diagram.to_torch(**sizes)
+    repeats = {str(s) for s in diagram.free_symbols}  # bind everything: repetitions unroll only when counted
+    diagram = bind_all(diagram, {k: v for k, v in {**defaults_of(diagram), **sizes}.items() if k in repeats})
+    module = diagram.to_torch()
     module.train(train)
     p = plan(diagram)
-    forward = p.forward.to_torch(**sizes)
-    back = p.backward.to_torch(**sizes)
+    forward = p.forward.to_torch()
+    back = p.backward.to_torch()
     forward.train(train)
     params = list(module.parameters())
     mine = list(forward.parameters())
@@ -37,7 +41,7 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
             a.copy_(b)
     for a, b in zip(forward.buffers(), module.buffers()):
         a.data.copy_(b.data)
-    xs = inputs if inputs is not None else diagram.example_inputs(seed=seed, **sizes)
+    xs = inputs if inputs is not None else diagram.example_inputs(seed=seed)
     xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
     torch.manual_seed(seed + 1)
     out = module(*xs)
@@ -51,7 +55,7 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     result = result if isinstance(result, tuple) else (result,)
     n = len(diagram.cod)
     stored = result[n:]
-    bound = p.backward.bind(**{**dict(getattr(diagram, "meta", ()) and dict(diagram.meta).get("defaults", ())), **sizes})
+    bound = p.backward
     args = []
     for role, seg in zip(p.stored, bound.dom):
         tensor = stored[role[1]] if role[0] == "value" else params[role[1]]
@@ -60,11 +64,15 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
         args.append(tensor.detach().reshape(batch + shape))
     got = back(*args, *cotangents)
     got = got if isinstance(got, tuple) else (got,)
-    names = [f"input {j}" for j in range(len(floats))] + [name for name, _ in module.named_parameters()]
-    pairs = []
-    for name, g, w, ref in zip(names, got, want, floats + params):
-        w = torch.zeros_like(ref) if w is None else w
-        pairs.append((name, g.reshape(w.shape), w))
     if len(got) != len(want):
         raise AssertionError(f"the backward diagram gives {len(got)} gradients, autograd {len(want)}")
+    names = [name for name, _ in module.named_parameters()]
+    pairs = []
+    for j in range(len(floats)):
+        w = torch.zeros_like(floats[j]) if want[j] is None else want[j]
+        pairs.append((f"input {j}", got[j].reshape(w.shape), w))
+    for k, p_index in enumerate(p.grads):
+        w = want[len(floats) + p_index]
+        w = torch.zeros_like(params[p_index]) if w is None else w
+        pairs.append((names[p_index], got[len(floats) + k].reshape(w.shape), w))
     return pairs

@@ -21,11 +21,12 @@ from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.size import Size, SizeLike, size
 
 __all__ = [
     "DerivativeOp", "SoftmaxBackwardOp", "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp",
     "LinearWeightGradOp", "Derivative", "SoftmaxBackward", "NormBackward", "MaskBackward", "Expand", "Zeros",
-    "LinearTranspose", "LinearWeightGrad", "DERIVATIVES",
+    "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad", "DERIVATIVES",
 ]
 
 SCALAR = Type((Segment(()),))
@@ -184,6 +185,56 @@ class MaskBackwardOp(Primitive):
         return ("◸" if self.query is not None else "▭") + "ᵀ"
 
 
+@dataclass(frozen=True)
+class InsertOp(Primitive):
+    """The transpose of indexing / slicing ``axis``: the input placed at ``start:stop:step``, zeros elsewhere.
+
+    ``source`` is the sliced axis (``None``: a single index, the input is a scalar).
+    """
+
+    axis: Axis
+    start: Size
+    stop: Size
+    step: Size
+    source: Axis | None = None
+
+    op: ClassVar[str] = "insert"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        dom = Segment(()) if self.source is None else Segment((self.source,))
+        return Type((dom,)), Type((Segment((self.axis,)),))
+
+    def label(self) -> str:
+        return "[]ᵀ"
+
+
+@dataclass(frozen=True)
+class EmbeddingGradOp(Primitive):
+    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient at one position (summed over woven axes after)."""
+
+    vocab: Size
+    dim: Segment
+
+    op: ClassVar[str] = "embedding_grad"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+
+    def signature(self) -> tuple[Type, Type]:
+        rows = Axis(_fresh("vocab", self.dim), self.vocab)
+        return Type((Segment((), "index", self.vocab), self.dim)), Type((Segment((rows,) + self.dim.axes),))
+
+    def label(self) -> str:
+        return "∂Emb"
+
+
+def _fresh(name: str, seg: Segment) -> str:
+    while name in seg.names:
+        name += "′"
+    return name
+
+
 def weight_segment(dom_axes: Segment, cod_axes: Segment) -> Segment:
     """The weight of ``L: dom -> cod`` as one segment ``cod dom`` (input axes primed where names repeat)."""
     names = set(cod_axes.names)
@@ -281,3 +332,17 @@ def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, b
 def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None) -> Box:
     """The transpose of ``CausalMask(query, key)`` (``query`` given) or of ``PaddingMask(key)``."""
     return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query)))
+
+
+def Insert(axis: AxisLike, start: int, stop: int | None = None, step: int = 1, source: AxisLike | None = None) -> Box:
+    """Zeros along ``axis`` with the input written at ``start`` (a scalar) or ``start:stop:step`` (axis ``source``)."""
+    return Box.make(InsertOp(as_axis(axis), size(start), size(start + 1 if stop is None else stop), size(step),
+                             None if source is None else as_axis(source)))
+
+
+def EmbeddingGrad(vocab: SizeLike, dim: str) -> Box:
+    """The gradient of an embedding table ``vocab x dim`` at one position: ``onehot(i) ⊗ g``."""
+    seg = parse_type(dim)
+    if len(seg) != 1 or not seg[0].axes:
+        raise ParseError(f"embedding gradient: dim {dim!r} must be one segment of feature axes")
+    return Box.make(EmbeddingGradOp(size(vocab), seg[0]))

@@ -20,7 +20,9 @@ a size-1 wire).
 
 from __future__ import annotations
 
+import keyword
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,10 +32,86 @@ from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, evaluate, size_text
 
-__all__ = ["OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES"]
+__all__ = ["OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
+           "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+#: the torch objects an opaque call may name besides dtypes (``torch.<name>``).
+LAYOUTS = ("strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn")
+MEMORY_FORMATS = ("contiguous_format", "preserve_format", "channels_last", "channels_last_3d")
+#: ``aten.<operator>.<overload>``: the only callables an opaque box may name.
+TARGET = re.compile(r"aten\.[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+DEVICE = re.compile(r"(cpu|cuda|meta|mps|xpu)(:[0-9]{1,3})?")
+WORD = re.compile(r"[A-Za-z0-9_.\-]{0,64}")  # string arguments (``approximate="tanh"``, ``rounding_mode="floor"``)
+TAGS = {"$dtype": DTYPES, "$layout": LAYOUTS, "$memory_format": MEMORY_FORMATS}
+
+
+def resolve_target(target: str) -> object:
+    """The ``torch.ops`` overload an opaque box calls; anything else raises :class:`ParseError`.
+
+    >>> resolve_target("aten.cumsum.default")
+    <OpOverload(op='aten.cumsum', overload='default')>
+    """
+    if not isinstance(target, str) or not TARGET.fullmatch(target):
+        raise ParseError(f"opaque box: {target!r} is not the name of an ATen operator (such as 'aten.cumsum.default')")
+    import torch
+
+    _, packet, overload = target.split(".")
+    try:
+        found = getattr(getattr(torch.ops.aten, packet), overload)
+    except (AttributeError, RuntimeError):
+        found = None
+    if not isinstance(found, torch._ops.OpOverload):
+        raise ParseError(f"opaque box: {target!r} is not the name of an ATen operator (no such overload in torch.ops)")
+    return found
+
+
+def _check_value(value: Any, n_inputs: int, where: str) -> None:
+    """A captured argument: a plain number, bool, None, short word, tuple of them, or a tagged torch object."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return
+    if isinstance(value, str):
+        if value.startswith("$") or not WORD.fullmatch(value):
+            raise ParseError(f"{where}: argument {value!r} is not a plain constant")
+        return
+    if isinstance(value, tuple):
+        if len(value) == 2 and isinstance(value[0], str) and value[0].startswith("$"):
+            tag, payload = value
+            if tag == "$in":
+                if isinstance(payload, bool) or not isinstance(payload, int) or not 0 <= payload < n_inputs:
+                    raise ParseError(f"{where}: ('$in', {payload!r}) names no input segment (it has {n_inputs})")
+                return
+            if tag in TAGS:
+                if payload not in TAGS[tag]:
+                    raise ParseError(f"{where}: unknown {tag[1:]} {payload!r}; known: {', '.join(TAGS[tag])}")
+                return
+            if tag == "$device":
+                if not isinstance(payload, str) or not DEVICE.fullmatch(payload):
+                    raise ParseError(f"{where}: unknown device {payload!r}")
+                return
+            raise ParseError(f"{where}: unknown argument tag {tag!r}")
+        for v in value:
+            _check_value(v, n_inputs, where)
+        return
+    raise ParseError(f"{where}: argument {value!r} of type {type(value).__name__} is not a plain constant")
+
+
+def check_call(target: str, n_inputs: int, args: Any, kwargs: Any) -> None:
+    """Reject anything but a resolvable ATen overload with plain constant arguments and identifier keywords."""
+    resolve_target(target)
+    where = f"opaque box {target}"
+    if not isinstance(args, tuple) or not isinstance(kwargs, tuple):
+        raise ParseError(f"{where}: arguments must be tuples")
+    for a in args:
+        _check_value(a, n_inputs, where)
+    for pair in kwargs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ParseError(f"{where}: keyword arguments are (name, value) pairs, not {pair!r}")
+        name, value = pair
+        if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
+            raise ParseError(f"{where}: keyword {name!r} is not a Python identifier")
+        _check_value(value, n_inputs, where)
 
 
 def _shape_text(typ: Type) -> str:
@@ -63,8 +141,9 @@ class OpaqueOp(Primitive):
     broadcasts: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if not self.target.startswith(("aten.", "prims.", "operator.", "torch.")) or any(c in self.target for c in "()[]{} ;"):
-            raise ParseError(f"opaque box: {self.target!r} is not the name of an ATen operator (such as 'aten.cumsum.default')")
+        check_call(self.target, len(self.inputs) if isinstance(self.inputs, Type) else 0, self.args, self.kwargs)
+        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.picks):
+            raise ParseError(f"opaque box {self.target}: picks {self.picks!r} are not result positions")
         if self.picks and len(self.picks) != len(self.outputs):
             raise ParseError(f"opaque box {self.target}: {len(self.picks)} picked results for"
                              f" {len(self.outputs)} output segments '{self.outputs}'")

@@ -77,7 +77,8 @@ class TracedDiagram(Block):
         return _state_for(module, self.tensors, self.example)
 
 
-def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **example_kwargs: Any) -> TracedDiagram:
+def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, capture: str = "dispatch",
+          **example_kwargs: Any) -> TracedDiagram:
     """The neural circuit diagram of ``model`` run on ``example_inputs``.
 
     ``axes`` names input axes: ``{"input_ids": "b t"}`` (by argument name), a list (by
@@ -85,10 +86,14 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **exam
     named by the rules of :mod:`ncd.trace.idioms`.  The model runs in its current mode
     (call ``model.eval()`` first to drop dropout).  Operators without a rule become opaque
     boxes; one warning lists them.
+
+    ``capture="dispatch"`` (the default) runs the model once eagerly, recording its ATen
+    calls, and falls back to ``torch.export`` when that recording cannot stand for the model;
+    ``capture="export"`` uses ``torch.export`` from the start.
     """
     import torch
 
-    from ncd.trace.capture import capture
+    from ncd.trace.capture import capture as capture_graph
     from ncd.trace.convert import Converter
     from ncd.trace.idioms import load_rules
     from ncd.trace.wiring import assemble
@@ -96,7 +101,7 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, **exam
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
     load_rules()
-    captured = capture(model, tuple(example_inputs), dict(example_kwargs))
+    captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)

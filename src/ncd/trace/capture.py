@@ -1,6 +1,7 @@
 """Capture a model as an ATen-level graph, with real values for every node.
 
-``torch.export`` (non-strict) is tried first; when it fails for a reason other than
+By default the model is run once eagerly and its ATen calls recorded (:mod:`ncd.trace.record`);
+when that recording cannot stand for the model, ``torch.export`` (non-strict) is used; when it fails for a reason other than
 data-dependent control flow, a dispatch-mode trace (``make_fx``) over the parameters is
 used instead.  Data-dependent control flow is an :class:`~ncd.errors.TraceError`.
 
@@ -77,8 +78,24 @@ def input_names(model: torch.nn.Module, n_args: int, kwargs: dict[str, Any]) -> 
     return names + list(kwargs)
 
 
-def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
+#: how :func:`capture` may capture: one eager run recorded at the pre-dispatch level (falling back to
+#: export), or ``torch.export`` itself (falling back to ``make_fx``)
+METHODS = ("dispatch", "export")
+
+
+def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str = "dispatch") -> Captured:
+    if method not in METHODS:
+        raise TraceError(f"unknown capture {method!r}; known: {', '.join(METHODS)}")
     flat = _Flat(model)
+    if method == "dispatch":
+        from ncd.trace.record import Unsupported, record
+
+        try:
+            return record(model, args, kwargs, flat)
+        except Unsupported:
+            pass  # torch.export decides (and reports data-dependent control flow)
+        except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
+            pass
     names = input_names(model, len(args), kwargs)
     try:
         with torch.no_grad():

@@ -468,11 +468,31 @@ def attention(conv: Converter, node: Node) -> None:
     causal = node.kwargs.get("is_causal", extra[2] or False)
     scale = node.kwargs.get("scale", extra[3])
     gqa = node.kwargs.get("enable_gqa", False)
-    if dropout or not all(_live(t) for t in (q, k, v)) or gqa:
-        raise Decline("dropout, constant operands or grouped-query flag")
+    if dropout or not all(_live(t) for t in (q, k, v)):
+        raise Decline("dropout or constant operands")
     vq, vk, vv = conv.value(q), conv.value(k), conv.value(v)
     nq = conv.names(vq)
-    if len(nq) < 2 or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-1] != _shape(v)[:-1]:
+    groups = 1
+    if gqa and len(nq) >= 3 and _shape(q)[-3] != _shape(k)[-3]:
+        # grouped-query attention: query heads h = (g r), g the key/value heads, each shared by r query heads
+        heads, kv_heads = _shape(q)[-3], _shape(k)[-3]
+        if heads % kv_heads or _shape(q)[:-3] != _shape(k)[:-3]:
+            raise Decline("query heads are not a multiple of the key/value heads")
+        groups = heads // kv_heads
+        g = conv.names(vk)[-3]
+        if g in nq:
+            g = conv.namer.fresh(kv_heads, "g")
+        while g in nq:
+            g += PRIME
+        r = conv.namer.fresh(groups, "r")
+        while r in nq or r == g:
+            r += PRIME
+        merged = nq
+        vq = conv.view(vq, nq[:-3] + [g, r] + nq[-2:], _shape(q)[:-3] + (kv_heads, groups) + _shape(q)[-2:])
+        nq = conv.names(vq)
+        if _shape(k)[:-1] != _shape(v)[:-1]:
+            raise Decline("broadcast attention")
+    elif len(nq) < 2 or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-1] != _shape(v)[:-1]:
         raise Decline("broadcast attention")
     batch, y, d = nq[:-2], nq[-2], nq[-1]
     x = conv.names(vk)[-2].rstrip(PRIME)
@@ -481,8 +501,9 @@ def attention(conv: Converter, node: Node) -> None:
     dv = conv.names(vv)[-1]
     if dv in batch + [y, x]:
         dv = d if _shape(v)[-1] == _shape(q)[-1] else dv + PRIME
-    vk = relabel(conv, vk, batch + [x, d])
-    vv = relabel(conv, vv, batch + [x, dv])
+    kv_batch = batch[:-1] if groups > 1 else batch  # grouped: keys and values lack the r wire
+    vk = relabel(conv, vk, kv_batch + [x, d])
+    vv = relabel(conv, vv, kv_batch + [x, dv])
     scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
     steps_before = len(conv.steps)
     (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
@@ -499,6 +520,10 @@ def attention(conv: Converter, node: Node) -> None:
         if _live(mask):
             raise Decline("mask computed from the inputs")
         m = torch.zeros(m.shape).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m.to(node.value.dtype)
+        if groups > 1:
+            if m.dim() >= 3 and m.shape[-3] != 1:
+                raise Decline("a mask per query head under grouped-query attention")
+            m = m.unsqueeze(-3)
         additive = m if additive is None else additive + m
     if additive is not None:
         vm = operand(conv, Node("mask", "constant", value=additive, source="mask"), names, shape)
@@ -509,6 +534,8 @@ def attention(conv: Converter, node: Node) -> None:
     out_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vv].axes[-1],))
     (o,) = conv.emit(Box(EinsumOp(Type((conv.segs[s], conv.segs[vv])), out_seg)), [s, vv], [out_seg])
     _ = steps_before
+    if groups > 1:  # the query heads again: (g r) -> h
+        o = conv.view(o, merged[:-1] + [conv.names(o)[-1]], _shape(node))
     conv.bind(node, o)
 
 
@@ -672,8 +699,13 @@ def slice_(conv: Converter, node: Node) -> None:
 def concat(conv: Converter, node: Node) -> None:
     from ncd.prims.movement import ConcatOp
 
-    tensors = node.args[0]
+    out_shape = _shape(node)
+    # torch.cat skips 1-d empty tensors (an empty key/value cache): drop them
+    tensors = [t for t in node.args[0] if not (_tensor(t) and len(out_shape) != 1 and tuple(_shape(t)) == (0,))]
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) == 1 and _live(tensors[0]) and tuple(_shape(tensors[0])) == tuple(out_shape):
+        conv.bind(node, conv.value(tensors[0]))
+        return
     if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
         raise Decline("concat of fewer than two tensors or of constants only")
     out_shape = _shape(node)
@@ -711,6 +743,28 @@ def concat(conv: Converter, node: Node) -> None:
         raise Decline("concat does not weave")
     (vid,) = conv.emit(woven, vids, list(woven.cod))
     conv.bind(node, vid)
+
+
+@rule("aten.stack")
+def stack(conv: Converter, node: Node) -> None:
+    """``stack`` is a concatenation of the tensors, each read with a new size-1 wire (``▮``) at ``dim``."""
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
+        raise Decline("stack of fewer than two tensors or of constants only")
+    dim %= len(_shape(node))
+    parts = []
+    for t in tensors:
+        part = Node(f"{t.name}_unsqueeze", "call", None, (), {}, value=t.value.unsqueeze(dim), stack=node.stack, live=t.live,
+                    source=t.source if not t.live else "")
+        if t.live:
+            vid = conv.value(t)
+            names = conv.names(vid)
+            conv.bind(part, conv.view(vid, names[:dim] + ["1"] + names[dim:], _shape(part)))
+        parts.append(part)
+    joined = Node(node.name, "call", node.target, (parts, dim), {}, value=node.value, stack=node.stack, live=True)
+    concat(conv, joined)
+    conv.bind(node, conv.values[id(joined)])
 
 
 @rule("aten.select")

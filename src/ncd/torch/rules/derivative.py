@@ -7,7 +7,9 @@ import string
 from ncd.ir.size import evaluate
 from ncd.prims.derivative import (
     DerivativeOp,
+    EmbeddingGradOp,
     ExpandOp,
+    InsertOp,
     LinearTransposeOp,
     LinearWeightGradOp,
     MaskBackwardOp,
@@ -144,3 +146,25 @@ def lower_mask_backward(ctx: RuleContext) -> list[str]:
                          (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{g}.masked_fill({mask}{view}, 0.0)"]
+
+
+@register(InsertOp)
+def lower_insert(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, InsertOp)
+    n = evaluate(prim.axis.size, what=f"axis {prim.axis.name}")
+    start, stop, step = (evaluate(v, what="insert bound") for v in (prim.start, prim.stop, prim.step))
+    g = ctx.args[0].var
+    value = f"{g}[..., None]" if prim.source is None else g
+    where = f"torch.arange({start}, {stop}, {step}, device={g}.device)"
+    return [f"torch.zeros(*{value}.shape[:-1], {n}, dtype={g}.dtype, device={g}.device).index_copy(-1, {where}, {value})"]
+
+
+@register(EmbeddingGradOp)
+def lower_embedding_grad(ctx: RuleContext) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, EmbeddingGradOp)
+    n = len(prim.dim)
+    vocab = evaluate(prim.vocab, what="vocabulary size")
+    i, g = ctx.args[0].var, ctx.args[1].var
+    return [f"F.one_hot({i}, {vocab}).to({g}.dtype)[..., :{', None' * n}] * {g}.unsqueeze({-n - 1})"]

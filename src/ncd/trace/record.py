@@ -1,0 +1,270 @@
+"""The light capture: run the model once, eagerly, recording its ATen calls at the pre-dispatch level.
+
+A :class:`Recorder` is a dispatch mode installed at ``DispatchKey.PreDispatch`` (where
+``torch.export`` traces too, so operators arrive as ``aten.linear``, ``aten.layer_norm``,
+``aten.scaled_dot_product_attention`` rather than their decompositions).  Every call is run
+on the real tensors and recorded as a :class:`~ncd.trace.capture.Node` whose arguments
+point at the nodes that produced them (matched by tensor identity); global forward hooks
+keep the module stack.  One eager run replaces export's symbolic trace and the re-run of
+its graph, so the cost is that of running the model once.
+
+In-place operators are recorded as their functional versions.  When the recording cannot
+stand for the model (a value that depends on the inputs is read into Python — control flow
+may depend on it —, an output of data-dependent shape, a mutation through a view), it
+raises :class:`Unsupported` and :func:`~ncd.trace.capture.capture` falls back to ``torch.export``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ncd.trace.capture import Captured, Node, input_names, refs
+
+__all__ = ["record", "Unsupported"]
+
+#: operators whose output shape depends on the values of their inputs
+DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "nonzero_static"}
+
+
+class Unsupported(Exception):
+    """The eager recording cannot stand for this model; use ``torch.export``."""
+
+
+class _NeedValues(Exception):
+    """The recording on the meta device lacks a value it needs: record again on real values."""
+
+
+def _recorder_base() -> type:
+    # the pre-dispatch mode stack only admits the proxy mode's class (torch internals)
+    from torch.fx.experimental.proxy_tensor import ProxyTorchDispatchMode
+
+    return ProxyTorchDispatchMode
+
+
+class _Recording:
+    def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool) -> None:
+        self.nodes: list[Node] = []
+        self.by_id: dict[int, Node] = {}
+        self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
+        self.stack: list[tuple[str, str]] = []
+        self.paths = {id(m): p for p, m in model.named_modules(remove_duplicate=False) if p}
+        self.root = model
+        self.state: dict[int, tuple[str, bool]] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            self.state.setdefault(id(p), (name, True))
+        for name, b in model.named_buffers(remove_duplicate=False):
+            self.state.setdefault(id(b), (name, False))
+        self.counts: dict[str, int] = {}
+        self.meta = meta
+        self.inputs: list[Any] = []
+        self.device = next((v.device for v in leaves if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        self.real: dict[int, torch.Tensor] = {}  # meta tensor id -> its real value (indices and masks only)
+        for k, value in enumerate(leaves):
+            if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
+                node = Node(names[k] if k < len(names) else f"input{k}", "input", value=value,
+                            source=names[k] if k < len(names) else f"input{k}", live=True)
+                run = value.to("meta") if meta else value
+                self.real[id(run)] = value
+                self.add(node, run)
+                self.keep.append(value)
+                value = run
+            self.inputs.append(value)
+
+    def add(self, node: Node, value: Any) -> None:
+        self.nodes.append(node)
+        self.by_id[id(value)] = node
+        self.keep.append(value)
+
+    def ref(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            node = self.by_id.get(id(value))
+            if node is None:
+                name, learned = self.state.get(id(value), ("", False))
+                node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
+                            value=value.detach(), source=name)
+                self.add(node, value)
+            return node
+        if isinstance(value, tuple):
+            return tuple(self.ref(v) for v in value)
+        if isinstance(value, list):
+            return [self.ref(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.ref(v) for k, v in value.items()}
+        return value
+
+    def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        packet = func.overloadpacket.__name__
+        target = func
+        if func._schema.is_mutable:
+            target = self.functional(func, args)
+        # the model sees its inputs on the meta device: devices it names are the real inputs' device
+        real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
+        arg_refs, kwarg_refs = self.ref(real_args)
+        live = any(r.live for r in refs((arg_refs, kwarg_refs)))
+        if live and packet in DYNAMIC:
+            raise Unsupported(f"{packet} has an output of data-dependent shape")
+        if live and self.meta:  # shapes only: values that depend on the inputs are not needed to draw them
+            args, kwargs = _to_meta((args, kwargs))
+        else:
+            args, kwargs = real_args
+        out = func(*args, **kwargs)
+        value = out
+        if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
+            a, kw = self.real_values(real_args, packet)
+            value = func(*a, **kw)
+            self.real[id(out)] = value
+        if live and isinstance(out, (bool, int, float)):
+            raise Unsupported(f"{packet} reads a value that depends on the inputs into Python")
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live)
+        if isinstance(out, torch.Tensor):
+            self.add(node, out)
+            if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
+                node.value = value.clone()
+        else:
+            self.nodes.append(node)
+            self.keep.append(out)
+            if isinstance(out, (tuple, list)):
+                for j, item in enumerate(out):
+                    if isinstance(item, torch.Tensor):
+                        self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
+                                      stack=tuple(self.stack), live=live), item)
+        return out
+
+    def real_values(self, value: Any, packet: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "meta":
+                return value
+            if id(value) not in self.real:
+                raise _NeedValues(f"{packet} computes indices from values recorded without them")
+            return self.real[id(value)]
+        if isinstance(value, tuple):
+            return tuple(self.real_values(v, packet) for v in value)
+        if isinstance(value, list):
+            return [self.real_values(v, packet) for v in value]
+        if isinstance(value, dict):
+            return {k: self.real_values(v, packet) for k, v in value.items()}
+        return value
+
+    def functional(self, func: Any, args: tuple[Any, ...]) -> Any:
+        name = func.overloadpacket.__name__
+        base = name[:-1] if name.endswith("_") and not name.startswith("_") else None
+        mutated = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if base is None or mutated is None or not func._schema.arguments[0].alias_info \
+                or any(a.alias_info and a.alias_info.is_write for a in func._schema.arguments[1:]):
+            raise Unsupported(f"{func} mutates its arguments")
+        if mutated._base is not None and any(r.live for r in refs(self.ref(args))):
+            raise Unsupported(f"{func} writes through a view a value that depends on the inputs")
+        packet = getattr(torch.ops.aten, base, None)
+        overload = getattr(packet, func._overloadname, None) if packet is not None else None
+        if overload is None:
+            raise Unsupported(f"{func} has no functional version")
+        if id(mutated) in self.by_id:  # the earlier value must not change under the nodes that read it
+            previous = self.by_id[id(mutated)]
+            previous.value = previous.value.clone()
+        return overload
+
+
+def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module) -> Captured:
+    """Run ``flat`` (the model, returning its output tensors) once, recording every ATen call.
+
+    Calls that depend on the inputs run on the ``meta`` device (shapes only: the model's
+    compute is skipped); if that fails, the model is run again on real values.
+    """
+    try:
+        return _record(model, args, kwargs, flat, meta=True)
+    except Unsupported:
+        raise
+    except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
+        return _record(model, args, kwargs, flat, meta=False)
+
+
+def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
+            meta: bool) -> Captured:
+    from torch._dispatch.python import enable_python_dispatcher
+
+    names = input_names(model, len(args), kwargs)
+    leaves = list(args) + list(kwargs.values())
+    rec = _Recording(model, names, leaves, meta)
+    run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
+    base = _recorder_base()
+
+    class Recorder(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)
+            self._mode_key = torch._C._TorchDispatchModeKey.PROXY
+
+        def __enter__(self) -> Any:
+            return TorchDispatchMode.__enter__(self)
+
+        def __exit__(self, *exc: Any) -> Any:
+            return TorchDispatchMode.__exit__(self, *exc)
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            return rec.call(func, tuple(args), dict(kwargs or {}))
+
+    def pre(module: torch.nn.Module, _: Any) -> None:
+        path = rec.paths.get(id(module))
+        if path is not None:
+            rec.stack.append((path, type(module).__name__))
+
+    def post(module: torch.nn.Module, _: Any, __: Any) -> None:
+        if id(module) in rec.paths and rec.stack:
+            rec.stack.pop()
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
+             torch.nn.modules.module.register_module_forward_hook(post, always_call=True)]
+    try:
+        with torch.no_grad(), enable_python_dispatcher(), Recorder():
+            out = flat(*run_args, **run_kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    outputs = [rec.ref(t) for t in out]
+    nodes = _prune(rec.nodes, outputs)
+    return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
+
+
+def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
+    """Only the nodes the outputs depend on (inputs stay, in order)."""
+    needed = {id(n) for n in outputs if isinstance(n, Node)}
+    for node in reversed(nodes):
+        if id(node) in needed:
+            needed.update(id(r) for r in refs((node.args, node.kwargs)))
+    return [n for n in nodes if id(n) in needed or n.kind == "input"]
+
+
+def _to_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.device.type == "meta" else value.to("meta")
+    if isinstance(value, tuple):
+        return tuple(_to_meta(v) for v in value)
+    if isinstance(value, list):
+        return [_to_meta(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_meta(v) for k, v in value.items()}
+    return value
+
+
+def _discrete(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() and not value.is_complex()
+    if isinstance(value, (tuple, list)):
+        return any(_discrete(v) for v in value)
+    return False
+
+
+def _device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.device):
+        return device if value.type == "meta" else value
+    if isinstance(value, tuple):
+        return tuple(_device(v, device) for v in value)
+    if isinstance(value, list):
+        return [_device(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _device(v, device) for k, v in value.items()}
+    return value
