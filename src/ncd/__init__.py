@@ -15,6 +15,7 @@ from ncd.errors import (
     ParseError,
     SchemaError,
     SizeError,
+    TraceError,
     TypeMismatchError,
 )
 from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
@@ -40,7 +41,7 @@ from ncd.prims.structure import Add, Copy, Delete, Load, Rename, Save, Swap, Tra
 __version__ = "0.1.0"
 
 __all__ = [
-    "NCDError", "ParseError", "SizeError", "TypeMismatchError", "SchemaError", "LoweringError", "InputError",
+    "NCDError", "ParseError", "SizeError", "TypeMismatchError", "SchemaError", "LoweringError", "InputError", "TraceError",
     "Axis", "Segment", "Type", "parse_axis", "parse_type",
     "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "repeat",
     "Linear", "Einsum", "Unit", "Softmax", "Scale", "Multiply", "elementwise",
