@@ -33,3 +33,35 @@ sample("view", "split-heads", lambda: ncd.Identity.of("b m:6") >> View("m:6", "h
        lambda p, x: x[0].reshape(*x[0].shape[:-1], 2, 3), cod="b h:2 k:3")
 sample("view", "rename", lambda: View("t:4", "s:4"), {}, lambda p, x: x[0], cod="s:4")
 error("view", "entries", lambda: View("m:6", "h:2 k:4"), r"6 entries cannot be read as 2 \* 4 = 8", SizeError)
+
+# -- index computations (ncd.prims.gather); references index with torch directly ------------
+from ncd.prims.gather import ArgMax, Cast, Compare, Gather  # noqa: E402
+
+
+sample("gather", "end-token-pooling", lambda: ncd.Identity.of("b t m, b [t]") >> Gather("t"), {"b": 3, "t": 5, "m": 4},
+       lambda p, x: x[0].gather(-2, x[1][..., None, None].expand(*x[1].shape, 1, 4)).squeeze(-2), cod="b m")
+sample("gather", "shared-positions", lambda: ncd.Identity.of("b t m, j [t]") >> Gather("t", "j [t]"),
+       {"b": 2, "t": 5, "m": 3, "j": 4}, lambda p, x: x[0][..., x[1], :].movedim(-2, -2), cod="b j m", batch=())
+sample("gather", "woven-batch", lambda: Gather("t"), {"t": 6}, lambda p, x: x[0].gather(-1, x[1].unsqueeze(-1)).squeeze(-1),
+       batch=(3,))
+error("gather", "range", lambda: Gather("t:5", "[4]"), r"gather along axis t of size 5: the positions '\[4\]' must be an"
+      r" index segment with range \[5\]", SizeError)
+error("gather", "name", lambda: Gather("t:5", "t:2 [5]"), r"gather along axis t: the positions 't:2 \[5\]' reuse its name",
+      ParseError)
+sample("argmax", "float", lambda: ncd.Identity.of("b t") >> ArgMax("t"), {"b": 3, "t": 5}, lambda p, x: x[0].argmax(-1), grad=False,
+       cod="b [t]")
+sample("argmax", "first-true", lambda: ncd.Identity.of("b t [bool]") >> ArgMax("t [bool]"), {"b": 3, "t": 5},
+       lambda p, x: torch.tensor([[int(v) for v in row].index(1) if bool(row.any()) else 0 for row in x[0].reshape(-1, 5)])
+       .reshape(x[0].shape[:-1]), cod="b [t]")
+error("argmax", "two-axes", lambda: ArgMax("a b"), r"argmax takes one axis, not 'a b'", ParseError)
+sample("compare", "eq-index", lambda: ncd.Identity.of("b t [4]") >> Compare("==", 2, "[4]"), {"b": 3, "t": 5},
+       lambda p, x: torch.tensor([[v == 2 for v in row] for row in x[0].reshape(-1, 5).tolist()]).reshape(x[0].shape),
+       cod="b t [bool]")
+sample("compare", "lt-float", lambda: ncd.Identity.of("b") >> Compare("<", 0.5), {"b": 4}, lambda p, x: x[0] < 0.5,
+       cod="b [bool]", grad=False)
+error("compare", "relation", lambda: Compare("=~", 1), r"compare: unknown relation '=~'", ParseError)
+sample("cast", "bool-to-index", lambda: ncd.Identity.of("b [bool]") >> Cast("[bool]", "[2]"), {"b": 4},
+       lambda p, x: torch.where(x[0], 1, 0), cod="b [2]")
+sample("cast", "index-to-float", lambda: ncd.Identity.of("b [7]") >> Cast("[7]", ""), {"b": 4},
+       lambda p, x: x[0] * 1.0, cod="b")
+error("cast", "axes", lambda: Cast("a", "a [2]"), r"cast takes scalar segments, not 'a' -> 'a \[2\]'", ParseError)

@@ -14,6 +14,7 @@ from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
 from ncd.ir.diagram import Box, Identity
+from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp
 from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.prims.structure import DeleteOp
 
@@ -116,3 +117,27 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
 
 
 unsupported("opaque", "an opaque ATen call has no known derivative rule", backward=True)
+
+
+# -- index computations (ncd.prims.gather) -------------------------------------------------
+@cost_rule(GatherOp)
+def cost_gather(ctx: CostContext) -> list[Tensor]:
+    """``take_along_dim`` counts no FLOPs; for the backward scatter autograd keeps the tensor and the positions
+    broadcast to the output's shape (a new integer tensor)."""
+    x = ctx.inputs[0]
+    if x.grad:
+        ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
+    return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@cost_rule(ArgMaxOp)
+@cost_rule(CompareOp)
+@cost_rule(CastOp)
+def cost_index_computation(ctx: CostContext) -> list[Tensor]:
+    """Argmax, comparisons and casts of scalars: no FLOPs, nothing kept (no gradient flows through them)."""
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype=ctx.box.cod[0].dtype)]
+
+
+unsupported("gather", "the transpose of a gather (a scatter-add) is not a primitive yet", backward=True)
+for _op in ("argmax", "compare", "cast"):
+    unsupported(_op, "an index computation has no derivative (its output is an index or a bool)", backward=True)

@@ -130,3 +130,4 @@ def draw_mask(ctx: Layout, box: Box) -> Frag:
     """Masks: their glyph in a small box."""
     parts = typeset_text({"causal_mask": "causal", "padding_mask": "pad"}.get(box.prim.op, box.prim.label()))
     return generic_box(ctx, box.dom, box.cod, parts, fill="#eeeeee", name=box.prim.op)
+scalar("compare", "cast")(lambda ctx, box, dom, cod: glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op))

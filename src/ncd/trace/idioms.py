@@ -37,7 +37,8 @@ __all__ = ["load_rules"]
 
 
 def load_rules() -> None:
-    """Rules register on import; nothing else to do."""
+    """Rules register on import (this module and :mod:`ncd.trace.indexing`)."""
+    import ncd.trace.indexing  # noqa: F401
 
 
 def _tensor(value: Any) -> bool:
@@ -64,6 +65,11 @@ def dropout(conv: Converter, node: Node) -> None:
       "aten.type_as", "aten.expand_as", "aten.expand")
 def alias(conv: Converter, node: Node) -> None:
     source = node.args[0]
+    if _tensor(source) and source.value.dtype != node.value.dtype:
+        from ncd.trace.indexing import cast
+
+        if cast(conv, node):
+            return
     if not _tensor(source) or source.value.dtype != node.value.dtype or tuple(source.value.shape) != tuple(node.value.shape):
         raise Decline("changes dtype or shape")
     conv.bind(node, conv.value(source))

@@ -1,0 +1,150 @@
+"""Conversion rules for index computations: integer casts, comparisons, argmax, gathers.
+
+HF's CLIP text model pools on the end-of-text token with
+``x[arange(b), (ids.to(int) == eos).int().argmax(-1)]``.  Each step has a box
+(:mod:`ncd.prims.gather`): a cast between integer dtypes is a wire (an index segment is an
+index segment), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp`, ``== eos`` a
+:class:`~ncd.prims.gather.CompareOp`, ``argmax`` an :class:`~ncd.prims.gather.ArgMaxOp`
+and the advanced index a :class:`~ncd.prims.gather.GatherOp` woven over ``b`` on both
+inputs (``arange(b)`` is the diagonal) and over the feature wires on the tensor only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+import torch
+
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box
+from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp
+from ncd.prims.opaque import ViewOp
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import PRIME
+
+__all__ = ["cast"]
+
+_RELATIONS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _integer(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+
+
+def cast(conv: Converter, node: Node) -> bool:
+    """A dtype change of a live value drawn as a wire (integer to integer) or a cast box; False if neither."""
+    source = node.args[0]
+    if not (isinstance(source, Node) and source.live and isinstance(source.value, torch.Tensor)):
+        return False
+    before, after = source.value, node.value
+    if tuple(before.shape) != tuple(after.shape):
+        return False
+    vid = conv.value(source)
+    seg = conv.segs[vid]
+    if _integer(before) and _integer(after):
+        conv.bind(node, vid)  # the same positions in a wider or narrower integer
+        return True
+    if before.dtype == torch.bool and _integer(after):
+        target = Segment((), "index", sympy.Integer(2))
+    elif _integer(before) and after.is_floating_point():
+        target = Segment(())
+    elif after.dtype == torch.bool and (_integer(before) or before.is_floating_point()):
+        target = Segment((), "bool")
+    else:
+        return False
+    conv.bind(node, conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), target)), [vid]))
+    return True
+
+
+@rule(*(f"aten.{k}" for k in _RELATIONS))
+def compare(conv: Converter, node: Node) -> None:
+    x, other = node.args[:2]
+    if isinstance(other, Node) and not other.live and isinstance(other.value, torch.Tensor) and other.value.dim() == 0:
+        other = other.value.item()
+    if not (isinstance(x, Node) and x.live) or isinstance(other, (Node, bool)) or not isinstance(other, (int, float)):
+        raise Decline("comparison of two tensors")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if seg.dtype == "bool":
+        raise Decline("comparison of bools")
+    relation = _RELATIONS[node.target.name().split("::")[1].split(".")[0]]
+    conv.bind(node, conv.apply(Box(CompareOp(relation, float(other), Segment((), seg.dtype, seg.range))), [vid]))
+
+
+@rule("aten.argmax")
+def argmax(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    extra = list(node.args[1:]) + [None, False]
+    dim = node.kwargs.get("dim", extra[0])
+    keep = node.kwargs.get("keepdim", extra[1])
+    if not (isinstance(x, Node) and x.live) or dim is None:
+        raise Decline("argmax over every entry")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    dim %= len(seg.axes)
+    out = conv.apply(Box(ArgMaxOp(Segment((seg.axes[dim],), seg.dtype, seg.range))), [vid])
+    if keep:
+        names = [("1" if k == dim else a.name) for k, a in enumerate(seg.axes)]
+        out = _retag(conv, out, names, tuple(int(s) for s in node.value.shape))
+    conv.bind(node, out)
+
+
+def _retag(conv: Converter, vid: int, names: list[str], shape: tuple[int, ...], value_range: int | None = None) -> int:
+    """``vid`` read with other wire names (and, for an index, a wider range)."""
+    seg = conv.segs[vid]
+    rng = value_range if value_range is not None else (None if seg.range is None else int(seg.range))
+    target = conv.namer.segment(names, shape, seg.dtype, rng)
+    if target.same(seg):
+        return vid
+    (out,) = conv.emit(Box(ViewOp(seg, target)), [vid], [target])
+    return out
+
+
+def _arange(value: Any, n: int) -> bool:
+    return (isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor)
+            and value.value.device.type != "meta" and tuple(value.value.shape) == (n,)
+            and torch.equal(value.value.cpu(), torch.arange(n, dtype=value.value.dtype)))
+
+
+@rule("aten.index")
+def index(conv: Converter, node: Node) -> None:
+    """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal)."""
+    x, indices = node.args[:2]
+    if not (isinstance(x, Node) and x.live and x.value.is_floating_point()):
+        raise Decline("not a float tensor")
+    live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
+    if len(live) != 1 or live[0] != len(indices) - 1:
+        raise Decline("not one index tensor, last")
+    d = live[0]
+    positions = indices[d]
+    pshape = tuple(int(s) for s in positions.value.shape)
+    if positions.value.dtype == torch.bool or not _integer(positions.value):
+        raise Decline("a boolean mask")
+    vx = conv.value(x)
+    nx = conv.names(vx)
+    size = int(x.value.shape[d])
+    diagonal = [k for k in range(d) if indices[k] is not None]
+    if diagonal and (len(diagonal) != 1 or len(pshape) != 1 or not _arange(indices[diagonal[0]], pshape[0])
+                     or int(x.value.shape[diagonal[0]]) != pshape[0]):
+        raise Decline("indices other than arange before the index tensor")
+    vi = conv.value(positions)
+    seg = conv.segs[vi]
+    if seg.range is None or int(seg.range) > size:
+        raise Decline("positions without a known range")
+    if diagonal:
+        names = [nx[diagonal[0]]]
+    else:
+        names = []
+        for n in conv.names(vi):
+            while n in nx or n in names:
+                n += PRIME
+            names.append(n)
+    vi = _retag(conv, vi, names, pshape, size)
+    axis = conv.segs[vx].axes[d]
+    box = Box(GatherOp(axis, Segment(conv.segs[vi].axes if not diagonal else (), "index", axis.size)))
+    out = conv.apply(box, [vx, vi])
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
