@@ -3,7 +3,8 @@
 None of these rules is weave-aware: the code generator moves woven axes to the front, so
 a rule sees its own axes trailing (``... c x y``) behind any number of leading dims.  Torch's
 convolution and pooling functions take one batch dim, so the rules reshape the leading dims
-into one and back: ``self.conv(x.reshape(-1, 3, 8, 8)).view(*x.shape[:-3], 16, 8, 8)``.
+into one and back: ``self.conv(x.reshape(-1, 3, 8, 8)).view(*x.shape[:-3], 16, 8, 8)`` — or call
+torch directly when the input already has torch's ``(N, C, ...)`` rank.
 
 * ``★`` is ``F.pad`` then one ``Tensor.unfold`` per spatial axis (a view, exact), then a
   stride-``d`` slice of each kernel axis for dilation;
@@ -44,7 +45,10 @@ def _batched(x: str, shape: list[int], out_shape: list[int], call: str, channel:
     """
     inner = ", ".join(map(str, shape if channel else [1, *shape]))
     outer = ", ".join(map(str, out_shape))
-    return f"{call.format(f'{x}.reshape(-1, {inner})')}.view(*{x}.shape[:-{len(shape)}], {outer})"
+    folded = f"{call.format(f'{x}.reshape(-1, {inner})')}.view(*{x}.shape[:-{len(shape)}], {outer})"
+    # torch takes (N, C, ...) as it is: call it directly in that common case, fold other batch layouts
+    rank = len(shape) + (1 if channel else 2)
+    return f"({call.format(x)} if {x}.dim() == {rank} else {folded})"
 
 
 def _options(**values: tuple[int, ...]) -> str:
