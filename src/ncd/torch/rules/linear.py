@@ -10,10 +10,14 @@ contraction order with ``opt_einsum`` for three or more operands.
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
 from ncd.ir.size import evaluate
 from ncd.prims.linear import EinsumOp, LinearOp, UnitOp
 from ncd.torch.rules import RuleContext, register
+
+if TYPE_CHECKING:
+    from ncd.torch.codegen import ClassEmitter
 
 
 def _letters(names: list[list[str]]) -> dict[str, str]:
@@ -30,15 +34,21 @@ def _sizes(ctx: RuleContext, axes: object) -> list[int]:
     return [evaluate(a.size, what=f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
 
 
+def linear_module(em: ClassEmitter, prim: LinearOp, label: str | None) -> str:
+    """Declare the ``nn.Linear`` holding a learned linear map's weights (flattened axes, torch layout)."""
+    fan_in = _product([evaluate(a.size, what=f"axis {a.name}") for a in prim.dom_axes])
+    fan_out = _product([evaluate(a.size, what=f"axis {a.name}") for a in prim.cod_axes])
+    hint = ("L_plus" if prim.bias else "L") + (f"_{label}" if label else "")
+    return em.attr(hint, f"nn.Linear({fan_in}, {fan_out}, bias={prim.bias})".replace(", bias=True", ""))
+
+
 @register(LinearOp, weave_aware=True)
 def lower_linear(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, LinearOp)
     n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
     ins, outs = _sizes(ctx, prim.dom_axes), _sizes(ctx, prim.cod_axes)
-    fan_in, fan_out = _product(ins), _product(outs)
-    hint = ("L_plus" if prim.bias else "L") + (f"_{ctx.box.label}" if ctx.box.label else "")
-    module = ctx.em.attr(hint, f"nn.Linear({fan_in}, {fan_out}, bias={prim.bias})".replace(", bias=True", ""))
+    module = linear_module(ctx.em, prim, ctx.box.label)
     x = ctx.args[0].var
     dims_in, dims_out = ctx.own_dims("dom", 0), ctx.own_dims("cod", 0)
     trailing_in = dims_in == list(range(-n_in, 0))
