@@ -6,6 +6,7 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
+from ncd.prims.gather import ArgMax, Cast, Compare, Gather
 from ncd.prims.opaque import Constant, Opaque, Parameter, View
 from tests.opdb import error, sample
 
@@ -35,9 +36,6 @@ sample("view", "rename", lambda: View("t:4", "s:4"), {}, lambda p, x: x[0], cod=
 error("view", "entries", lambda: View("m:6", "h:2 k:4"), r"6 entries cannot be read as 2 \* 4 = 8", SizeError)
 
 # -- index computations (ncd.prims.gather); references index with torch directly ------------
-from ncd.prims.gather import ArgMax, Cast, Compare, Gather  # noqa: E402
-
-
 sample("gather", "end-token-pooling", lambda: ncd.Identity.of("b t m, b [t]") >> Gather("t"), {"b": 3, "t": 5, "m": 4},
        lambda p, x: x[0].gather(-2, x[1][..., None, None].expand(*x[1].shape, 1, 4)).squeeze(-2), cod="b m")
 sample("gather", "shared-positions", lambda: ncd.Identity.of("b t m, j [t]") >> Gather("t", "j [t]"),

@@ -32,7 +32,7 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.size import sizes_equal, size_text
+from ncd.ir.size import size_text, sizes_equal
 
 __all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "Gather", "ArgMax", "Compare", "Cast", "RELATIONS"]
 

@@ -85,6 +85,8 @@ class Converter:
         self.index_range: dict[int, int] = {}
         self.inputs: list[int] = []
         self._picked: dict[tuple[int, int], int] = {}
+        self._calls: dict[tuple[int, str], list[Node]] | None = None
+        self._tried: set[tuple[int, str]] = set()
         self._name_inputs(axes)
 
     # -- values ------------------------------------------------------------------------
@@ -241,6 +243,17 @@ class Converter:
             outputs.append(self.value(ref) if isinstance(ref, Node) else self.value(torch.as_tensor(ref)))
         return outputs
 
+    def module_calls(self) -> dict[tuple[int, str], list[Node]]:
+        """The calls made inside each activation or RMS-norm module, by ``(depth, path)`` (one pass, built once)."""
+        if self._calls is None:
+            self._calls = {}
+            for n in self.captured.nodes:
+                if n.kind == "call":
+                    for depth, (path, cls) in enumerate(n.stack):
+                        if ACTIVATIONS.get(cls) or cls.endswith("RMSNorm") or cls == "T5LayerNorm":
+                            self._calls.setdefault((depth, path), []).append(n)
+        return self._calls
+
     def module_idiom(self, node: Node) -> bool:
         """A whole activation or RMS-norm module call drawn as one box."""
         from ncd.prims.elementwise import ElementwiseOp
@@ -250,7 +263,10 @@ class Converter:
             kind = "act" if ACTIVATIONS.get(cls) else "rms" if cls.endswith("RMSNorm") or cls == "T5LayerNorm" else None
             if kind is None:
                 continue
-            run = [n for n in self.captured.nodes if n.kind == "call" and len(n.stack) > depth and n.stack[depth][0] == path]
+            if (depth, path) in self._tried:  # decided at the module's first call
+                return False
+            self._tried.add((depth, path))
+            run = self.module_calls().get((depth, path), [])
             members = {id(n) for n in run}
             outside = [r for n in run for r in refs((n.args, n.kwargs)) if id(r) not in members and r.live]
             used_after = [n for n in run if any(id(c) not in members for c in self.consumers.get(id(n), []))

@@ -107,11 +107,15 @@ class _Recording:
         live = any(r.live for r in refs((arg_refs, kwarg_refs)))
         if live and packet in DYNAMIC:
             raise Unsupported(f"{packet} has an output of data-dependent shape")
-        if live and self.meta:  # shapes only: values that depend on the inputs are not needed to draw them
+        first = args[0] if args else None
+        if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
+            out = torch.empty_like(_to_meta(first))  # the meta kernels of norms are slow Python decompositions
+        elif live and self.meta:  # shapes only: values that depend on the inputs are not needed to draw them
             args, kwargs = _to_meta((args, kwargs))
+            out = func(*args, **kwargs)
         else:
             args, kwargs = real_args
-        out = func(*args, **kwargs)
+            out = func(*args, **kwargs)
         value = out
         if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
             a, kw = self.real_values(real_args, packet)
@@ -236,6 +240,11 @@ def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
         if id(node) in needed:
             needed.update(id(r) for r in refs((node.args, node.kwargs)))
     return [n for n in nodes if id(n) in needed or n.kind == "input"]
+
+
+#: operators whose one result has the shape, dtype and layout of their first argument (norms, activations)
+SHAPE_OF_INPUT = frozenset({"batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "relu", "gelu", "silu",
+                            "sigmoid", "tanh", "hardtanh", "leaky_relu", "elu", "mish", "hardswish", "hardsigmoid"})
 
 
 def _to_meta(value: Any) -> Any:
