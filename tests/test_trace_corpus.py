@@ -124,3 +124,32 @@ def test_clip_text_pools_on_the_end_token_wherever_it_is() -> None:
     with torch.no_grad():
         want = model(other).pooler_output
     torch.testing.assert_close(d.to_torch()(other)[1], want, atol=1e-5, rtol=1e-4)
+
+
+def test_llama_rotary_embedding_is_one_box_per_query_and_key() -> None:
+    """HF's ``apply_rotary_pos_emb`` (products, slices, a negation, a concatenation) is drawn as ``ρ`` on the position
+    and head-feature wires, woven over batch and heads; nothing of its arithmetic is left and the round trip holds."""
+    torch.manual_seed(0)
+    model, args, _ = llama()
+    d = round_trip(model.eval(), *args)
+    rotary = [b.prim for b in d.boxes() if b.prim.op == "rotary"]
+    assert len(rotary) == 2 and d.opaque_count == 0  # queries and keys, drawn once in the repetition
+    assert all(p.axis.size == 8 and str(p.position.size) == "t" and p.base == 10000.0 for p in rotary)
+    assert not [b for b in d.boxes() if b.prim.op in ("concat", "slice") or getattr(b.prim, "function", "") == "neg"]
+
+
+def test_gpt2_traced_at_8_tokens_lowers_at_12_and_bert_says_why_it_cannot() -> None:
+    """Batch and sequence axes are symbols (traced sizes as defaults): GPT-2's position table is a slice ``:t`` and its
+    mask ``◸``, so the diagram lowered at t=12 equals the model at t=12.  BERT's token-type rows are still a traced
+    ``b t m`` tensor, so other sizes are refused with a TraceError naming that box."""
+    torch.manual_seed(0)
+    model, _, _ = gpt2()
+    d = ncd.trace(model.eval(), torch.randint(0, 50, (2, 8)))
+    assert dict(d.get("defaults")) == {"b": 2, "t": 8} and str(d.dom) == "b t̅ [50]"
+    x = torch.randint(0, 50, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch(t=12)(x), model(x).last_hidden_state, atol=1e-5, rtol=1e-4)
+    model, _, _ = bert()
+    d = ncd.trace(model.eval(), torch.randint(0, 50, (2, 8)))
+    with pytest.raises(ncd.NCDError, match=r"cannot lower BertModel at \{'t': 12\}.*token_type_embeddings"):
+        d.to_torch(t=12)

@@ -130,7 +130,7 @@ _PRIMES = tuple(2**12 * 3**4 * 5**2 * 7 * p for p in (11, 13, 17, 19, 23, 29, 31
                                                       83, 89, 97, 101, 103, 107, 109, 113))
 
 _FAMILIES = ("elementwise", "linear", "softmax", "structure", "derivative", "attention", "normalization",
-             "movement", "convolution", "embedding", "regularization", "constant", "opaque")
+             "movement", "convolution", "embedding", "regularization", "constant", "opaque", "rotary")
 _LOADED = False
 
 

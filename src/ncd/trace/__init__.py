@@ -11,7 +11,7 @@ remembers the model's parameter values, so ``ncd.trace(model, x).to_torch()`` co
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
 >>> d = ncd.trace(model, torch.randn(2, 4))
 >>> str(d.dom), str(d.cod)
-('b:2 m:4', 'b:2 n:3')
+('b m:4', 'b n:3')
 >>> x = torch.randn(2, 4)
 >>> torch.allclose(d.to_torch()(x), model(x), atol=1e-6)
 True
@@ -48,6 +48,7 @@ class TracedDiagram(Block):
     opaque: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
     method: str = field(default="export", compare=False, hash=False)
     training: bool = field(default=False, compare=False, hash=False)
+    fixed: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -65,10 +66,22 @@ class TracedDiagram(Block):
 
     def to_torch(self, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
+        from ncd.torch.codegen import defaults_of
         from ncd.torch.module import to_torch
 
+        defaults = defaults_of(self.as_block())
+        other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
+        if other and self.fixed:
+            raise TraceError(f"cannot lower {self.name} at {other} (traced at {defaults}): these boxes hold tensors or"
+                             f" calls of the traced sizes: {'; '.join(self.fixed[:4])}")
         module = to_torch(self.as_block(), **sizes)
         module.train(self.training)  # the mode the model was traced in
+        if other:  # the first-use order does not depend on sizes: read it at the traced ones
+            at_trace = to_torch(self.as_block())
+            names = list(_state_for(at_trace, self.tensors, self.example))
+            state = _state_for(at_trace, self.tensors, self.example)
+            module.load_state_dict({n: state[n] for n in names}, strict=False)
+            return module
         load_parameters(module, self.tensors, self.example)
         return module
 
@@ -111,8 +124,30 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=2)
-    return TracedDiagram(body, type(model).__name__, (), tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
-                         captured.method, model.training)
+    body, meta, fixed = _symbolic(body, conv)
+    return TracedDiagram(body, type(model).__name__, meta, tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
+                         captured.method, model.training, fixed)
+
+
+def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ...]]:
+    """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults."""
+    from ncd.errors import NCDError
+    from ncd.trace.symbolic import symbolize
+
+    sizes: dict[str, int] = {}
+    for vid in conv.inputs:
+        for a in conv.segs[vid].axes:
+            if a.name in ("b", "t") and not a.size.free_symbols:
+                sizes.setdefault(a.name, int(a.size))
+    if not sizes:
+        return body, (), ()
+    try:
+        new, fixed = symbolize(body, sizes)
+        if not new.dom.same(new.dom) or new.free_symbols - {s for s in new.free_symbols if str(s) in sizes}:
+            return body, (), ()
+    except NCDError:
+        return body, (), ()
+    return new, (("defaults", tuple(sorted(sizes.items()))),), tuple(fixed)
 
 
 def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:

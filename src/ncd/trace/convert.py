@@ -144,6 +144,8 @@ class Converter:
         if names is None:
             names = [self.namer.fresh(int(s)) for s in tensor.shape]
         seg = self.seg_for(tensor, names)
+        if isinstance(ref, Node) and self.learned(ref) and (rows := self.leading_rows(ref, tensor, seg)) is not None:
+            return rows
         if isinstance(ref, Node) and self.learned(ref):
             box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
             self.emitted.tensors.append([tensor])
@@ -154,6 +156,31 @@ class Converter:
             box = Box(ConstantOp(seg, dtype_name(tensor), None, source))
             self.emitted.tensors.append([tensor])
         (vid,) = self.emit(box, [], [seg])
+        return vid
+
+    def leading_rows(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """A learned tensor that is the first rows of a parameter (``wpe(arange(t))``) as the table sliced to ``:t``
+        (the slice, not the rows, so the diagram holds at other lengths)."""
+        import sympy
+
+        from ncd.prims.movement import SliceOp
+
+        if self.model is None or tensor.dim() < 1 or len(seg.axes) != tensor.dim():
+            return None
+        table = dict(self.model.named_parameters()).get(self.origin(ref))
+        n = int(tensor.shape[0])
+        if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
+            return None
+        if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
+            return None
+        full = self.namer.segment([self.namer.fresh(int(table.shape[0]))] + list(seg.names[1:]),
+                                  tuple(int(x) for x in table.shape), seg.dtype, None)
+        cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
+        woven, mapping = fit(cut, Type((full,)))
+        if mapping:
+            return None
+        (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))) >> woven, [], [seg])
+        self.emitted.tensors.append([table.detach()])
         return vid
 
     def origin(self, node: Node) -> str:
@@ -212,6 +239,9 @@ class Converter:
 
     # -- the walk -----------------------------------------------------------------------
     def run(self) -> list[int]:
+        from ncd.trace.rotary import emit_rotary, find_rotary
+
+        rotary = find_rotary(self)
         for node in self.captured.nodes:
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue
@@ -227,6 +257,9 @@ class Converter:
                 continue
             self.stack = node.stack
             self.current = node
+            if id(node) in rotary:
+                emit_rotary(self, node, *rotary[id(node)])
+                continue
             name, _ = op_name(node.target)
             fn = RULES.get(name)
             mark = (len(self.steps), self.counter, len(self.emitted.tensors))

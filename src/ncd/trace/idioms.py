@@ -531,7 +531,12 @@ def attention(conv: Converter, node: Node) -> None:
                 raise Decline("a mask per query head under grouped-query attention")
             m = m.unsqueeze(-3)
         additive = m if additive is None else additive + m
-    if additive is not None:
+    if additive is not None and _is_causal(additive):  # ◸: no table, any length
+        from ncd.prims.attention import CausalMaskOp
+
+        axes = conv.segs[s].axes
+        s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1])), [s])
+    elif additive is not None:
         vm = operand(conv, Node("mask", "constant", value=additive, source="mask"), names, shape)
         s = conv.apply(Box(AddOp(2)), [s, vm])
         if list(conv.segs[s].names) != names:
@@ -543,6 +548,16 @@ def attention(conv: Converter, node: Node) -> None:
     if groups > 1:  # the query heads again: (g r) -> h
         o = conv.view(o, merged[:-1] + [conv.names(o)[-1]], _shape(node))
     conv.bind(node, o)
+
+
+def _is_causal(additive: torch.Tensor) -> bool:
+    """An additive mask that is the causal one on its last two axes (0 on and below the diagonal, ≤ -1e30 above)."""
+    if additive.dim() < 2 or additive.shape[-1] != additive.shape[-2] or additive.device.type == "meta":
+        return False
+    n = additive.shape[-1]
+    above = ~torch.ones(n, n, dtype=torch.bool).tril()
+    blocked = additive <= -1e30
+    return bool((blocked == above.expand_as(blocked)).all()) and bool((additive.masked_fill(above, 0) == 0).all())
 
 
 def attention_diagram(steps: list[Diagram]) -> Diagram:

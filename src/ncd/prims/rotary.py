@@ -1,0 +1,71 @@
+"""Rotary position embedding (RoFormer; LLaMA's ``apply_rotary_pos_emb``) as one box ``ρ``.
+
+``Rotary("k", "t")`` acts on a segment ``t k``: at position ``p`` along ``t`` (positions are
+the axis' indices ``0 … t-1``) it rotates the pairs ``(x_j, x_{j+k/2})`` of the feature axis
+``k`` by the angles ``p · base^(-2j/k)``:
+
+``ρ(x)[p] = x[p] ⊙ cos θ_p + rotate_half(x[p]) ⊙ sin θ_p``,  ``rotate_half(x) = (-x₂, x₁)``,
+
+the convention of Hugging Face's LLaMA (halves, not interleaved pairs).  ``scale``
+multiplies the cos/sin tables (HF's ``attention_scaling``).  Woven over batch and heads
+(``b h t k``) it is the rotary embedding of a multi-head query or key.  The box is linear
+in ``x``: the table depends on the positions only.
+
+>>> import ncd
+>>> from ncd.prims.rotary import Rotary
+>>> str((ncd.Identity.of("b h t k:8") >> Rotary("k:8", "t")).cod)
+'b h t k:8'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import sympy
+
+from ncd.errors import ParseError, SizeError
+from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.size import size_text
+
+__all__ = ["RotaryOp", "Rotary"]
+
+
+@dataclass(frozen=True)
+class RotaryOp(Primitive):
+    """Rotate the halves of feature axis ``axis`` by position-dependent angles along ``position``."""
+
+    axis: Axis
+    position: Axis
+    base: float = 10000.0
+    scale: float = 1.0
+
+    op: ClassVar[str] = "rotary"
+    family: ClassVar[str] = "rotary"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        if self.axis.name == self.position.name:
+            raise ParseError(f"rotary: the feature axis and the position axis are both named {self.axis.name}")
+        size = sympy.sympify(self.axis.size)
+        if size.is_number and int(size) % 2:
+            raise SizeError(f"rotary on axis {self.axis.name} of size {size_text(self.axis.size)}: the feature axis"
+                            f" must have an even size (its halves are rotated into each other)")
+        if isinstance(self.base, bool) or not isinstance(self.base, (int, float)) or not self.base > 0:
+            raise ParseError(f"rotary on axis {self.axis.name}: the base {self.base!r} must be a positive number")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
+            raise ParseError(f"rotary on axis {self.axis.name}: the scale {self.scale!r} must be a number")
+
+    def signature(self) -> tuple[Type, Type]:
+        t = Type((Segment((self.position, self.axis)),))
+        return t, t
+
+    def label(self) -> str:
+        return "ρ"
+
+
+def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0) -> Box:
+    """Rotary position embedding of feature axis ``axis`` (even size) at the positions along ``position``."""
+    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale)))

@@ -1,0 +1,137 @@
+"""The rotary position embedding idiom: HF's ``apply_rotary_pos_emb`` drawn as one ``ρ`` box.
+
+``q * cos + rotate_half(q) * sin`` with ``rotate_half(q) = cat(-q[..., k/2:], q[..., :k/2])``
+arrives as seven ATen calls (two products, two slices, a negation, a concatenation, a sum)
+and two folded tables.  :func:`find_rotary` looks for that shape before the walk: the same
+live ``x`` in both products, halves of its last axis, tables that do not depend on the
+inputs and equal RoFormer's cos/sin of ``position · base^(-2j/k)`` along the second-to-last
+axis (``base`` and the table scale are read off the tables).  The seven calls become
+:func:`ncd.prims.rotary.Rotary` on ``t k``, woven over the other wires (``b h``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ncd.ir.diagram import Box
+from ncd.prims.rotary import RotaryOp
+from ncd.trace.capture import Node
+
+if TYPE_CHECKING:
+    from ncd.trace.convert import Converter
+
+__all__ = ["find_rotary", "emit_rotary", "rotary_table"]
+
+
+def _op(node: Any) -> str:
+    from ncd.trace.convert import op_name
+
+    return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
+
+
+def rotary_table(t: int, k: int, base: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos and sin tables ``(t, k)`` exactly as the lowering (and HF's LLaMA) computes them, in float32."""
+    inv = 1.0 / (base ** (torch.arange(0, k, 2, dtype=torch.int64).float() / k))
+    freqs = torch.arange(t).float()[:, None] * inv[None, :]
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos() * scale, angles.sin() * scale
+
+
+def _halves(cat: Any, x: Node, k: int) -> bool:
+    """``cat([neg(x[..., k/2:]), x[..., :k/2]], -1)``."""
+    if _op(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)):
+        return False
+    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    if len(cat.args[0]) != 2 or dim not in (-1, x.value.dim() - 1):
+        return False
+    neg, low = cat.args[0]
+    if _op(neg) != "aten.neg":
+        return False
+    high = neg.args[0]
+
+    def sliced(node: Any, start: int, stop: int) -> bool:
+        if _op(node) != "aten.slice" or node.args[0] is not x:
+            return False
+        args = list(node.args[1:]) + [None] * 4
+        d, a, b, step = args[0], args[1] or 0, args[2], args[3] or 1
+        b = k if b is None or b >= k else b
+        return d in (-1, x.value.dim() - 1) and (a, b, step) == (start, stop, 1)
+
+    return sliced(high, k // 2, k) and sliced(low, 0, k // 2)
+
+
+def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[float, float] | None:
+    t, k = cos.shape[-2:]
+    scale = float(cos[..., 0, 0].reshape(-1)[0])
+    given = getattr(getattr(model, "config", None), "rope_theta", None)
+    guesses = [float(given)] if isinstance(given, (int, float)) and given > 0 else []
+    if t > 1 and k >= 4 and scale > 0:
+        angle = math.atan2(float(sin[..., 1, 1].reshape(-1)[0]), float(cos[..., 1, 1].reshape(-1)[0]))
+        if angle > 0:
+            base = angle ** (-k / 2)
+            guesses += [float(round(base)), base]
+    if k == 2:
+        guesses.append(10000.0)
+    for base in guesses:
+        want_cos, want_sin = rotary_table(t, k, base, scale)
+        if torch.allclose(cos.float(), want_cos.expand_as(cos), atol=1e-5, rtol=1e-4) and \
+                torch.allclose(sin.float(), want_sin.expand_as(sin), atol=1e-5, rtol=1e-4):
+            return base, scale
+    return None
+
+
+def _match(conv: Converter, add: Node) -> tuple[list[Node], Node, float, float] | None:
+    if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
+        return None
+    for first, second in (add.args, add.args[::-1]):
+        if _op(first) != "aten.mul" or _op(second) != "aten.mul":
+            continue
+        for x, cos in (first.args, first.args[::-1]):
+            if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
+                continue
+            if not x.value.is_floating_point() or x.value.dim() < 2 or tuple(x.value.shape) != tuple(add.value.shape):
+                continue
+            k = int(x.value.shape[-1])
+            for cat, sin in (second.args, second.args[::-1]):
+                if not (isinstance(sin, Node) and not sin.live and _halves(cat, x, k)):
+                    continue
+                tables = [c.value for c in (cos, sin)]
+                if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2
+                       or tuple(v.shape[-2:]) != tuple(x.value.shape[-2:]) or v.dim() > x.value.dim() for v in tables):
+                    continue
+                found = _base_and_scale(tables[0], tables[1], conv.model)
+                if found is None:
+                    continue
+                neg, low = cat.args[0]
+                members = [first, second, cat, neg, neg.args[0], low]
+                inside = {id(m) for m in members} | {id(add)}
+                if any(id(c) not in inside for m in members for c in conv.consumers.get(id(m), [])):
+                    continue
+                if any(o is m for o in conv.captured.outputs for m in members):
+                    continue
+                return members, x, found[0], found[1]
+    return None
+
+
+def find_rotary(conv: Converter) -> dict[int, tuple[Node, float, float]]:
+    """The sums that are rotary embeddings, by node id (their other calls are added to ``conv.skip``)."""
+    found: dict[int, tuple[Node, float, float]] = {}
+    for node in conv.captured.nodes:
+        if node.kind == "call" and node.live and _op(node) == "aten.add":
+            match = _match(conv, node)
+            if match is not None:
+                members, x, base, scale = match
+                conv.skip |= {id(m) for m in members}
+                found[id(node)] = (x, base, scale)
+    return found
+
+
+def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float) -> None:
+    """``ρ`` on the last two wires of ``x`` (positions, features), woven over the others."""
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    prim = RotaryOp(seg.axes[-1], seg.axes[-2], base, scale)
+    conv.bind(node, conv.apply(Box(prim), [vid]))
