@@ -194,3 +194,156 @@ def _table_vjp(i: torch.Tensor, g: torch.Tensor, vocab: int) -> torch.Tensor:
 sample("embedding_grad", "rows", lambda: EmbeddingGrad(7, "m"), {"m": 4},
        lambda p, x: _table_vjp(x[0], x[1], 7), dom="[7], m", cod="vocab:7 m", batch=(3,))
 error("embedding_grad", "no-dim", lambda: EmbeddingGrad(7, ""), r"must be one segment of feature axes", ParseError)
+
+
+# -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
+from ncd.ir.axes import Segment  # noqa: E402
+from ncd.ir.diagram import Box  # noqa: E402
+from ncd.ir.size import size  # noqa: E402
+from ncd.prims.derivative import (  # noqa: E402
+    AvgPoolTransposeOp,
+    BatchNormBackwardOp,
+    BatchNormStatsOp,
+    ConvWeightGradOp,
+    ConvWithWeightOp,
+    Diagonal,
+    MaxPoolArgmaxOp,
+    MaxPoolBackwardOp,
+    conv_weight_segment,
+)
+
+
+def _seg(text: str) -> Segment:
+    return ncd.parse_type(text)[0]
+
+
+def _diagonal_vjp(x: torch.Tensor) -> torch.Tensor:
+    """The transpose of ``einsum('aba->ba')``, taken by autograd."""
+    z = torch.zeros(x.shape[:-2] + (x.shape[-1], x.shape[-2], x.shape[-1]), requires_grad=True)
+    (grad,) = torch.autograd.grad(torch.einsum("...aba->...ba", z), z, x, create_graph=True)
+    return grad
+
+
+sample("diagonal", "embed", lambda: Diagonal("a", "a a"), {"a": 4}, lambda p, x: torch.diag_embed(x[0]), cod="a a")
+sample("diagonal", "three-axes", lambda: Diagonal("b a", "a b a"), {"a": 3, "b": 2}, lambda p, x: _diagonal_vjp(x[0]))
+error("diagonal", "missing", lambda: Diagonal("a", "a b a"), r"the source must hold each axis of the target exactly once",
+      TypeMismatchError)
+
+_POOL = (_seg("x:6 y:4"), _seg("x:3 y:2"))
+
+
+def _pool_argmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    y, i = F.max_pool2d(x.reshape(-1, 1, 6, 4), 2, return_indices=True)
+    return y.view(*x.shape[:-2], 3, 2), i.view(*x.shape[:-2], 3, 2)
+
+
+sample("maxpool_argmax", "2d", lambda: ncd.Identity.of("c x:6 y:4") >> Box(MaxPoolArgmaxOp(*_POOL, (2, 2), (2, 2), (0, 0), (1, 1))),
+       {"c": 2}, lambda p, x: _pool_argmax(x[0]), cod="c x:3 y:2, c x:3 y:2 [24]", grad=False)
+error("maxpool_argmax", "positions", lambda: MaxPoolArgmaxOp(_seg("x"), _seg("y"), (2,), (2,), (0,), (1,)),
+      r"positions 'y' must name the 1 to 3 spatial axes 'x'", ncd.ParseError)
+
+
+def _unpool_inputs(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 6, 4), generator=gen)
+    _, i = _pool_argmax(x)
+    return i, torch.randn((2, 3, 2), generator=gen)
+
+
+sample("maxpool_backward", "unpool", lambda: ncd.Identity.of("c x:3 y:2 [24], c x:3 y:2") >> Box(MaxPoolBackwardOp(*_POOL)),
+       {"c": 2}, lambda p, x: F.max_unpool2d(x[1][:, None], x[0][:, None], 2, output_size=(6, 4))[:, 0],
+       inputs=_unpool_inputs, cod="c x:6 y:4", batch=())
+error("maxpool_backward", "positions", lambda: MaxPoolBackwardOp(_seg("x y"), _seg("x"), ), r"must name the 1 to 3 spatial",
+      ncd.ParseError)
+
+
+def _pool_vjp(g: torch.Tensor, pool, n: int) -> torch.Tensor:
+    z = torch.zeros(g.shape[:-1] + (n,), requires_grad=True)
+    (grad,) = torch.autograd.grad(pool(z[..., None, :])[..., 0, :], z, g, create_graph=True)
+    return grad
+
+
+sample("avgpool_transpose", "exclude-pad",
+       lambda: Box(AvgPoolTransposeOp(_seg("x:5"), _seg("x:5"), (3,), (1,), (1,), False)), {},
+       lambda p, x: _pool_vjp(x[0], lambda t: F.avg_pool1d(t, 3, 1, 1, count_include_pad=False), 5), cod="x:5")
+sample("avgpool_transpose", "adaptive-uneven", lambda: Box(AvgPoolTransposeOp(_seg("x:7"), _seg("x:3"), adaptive=True)), {},
+       lambda p, x: _pool_vjp(x[0], lambda t: F.adaptive_avg_pool1d(t, 3), 7), cod="x:7")
+error("avgpool_transpose", "entries", lambda: AvgPoolTransposeOp(_seg("x"), _seg("x"), (3, 3), (1,), (1,)),
+      r"kernel, stride and padding need 1 entries each", ncd.ParseError)
+
+
+def _bn_stats_reference(training: bool):
+    def reference(p: dict, x: tuple) -> tuple:
+        w, b = (next(v for k, v in p.items() if k.endswith(n)) for n in ("weight", "bias"))
+        if training:
+            var, mean = torch.var_mean(x[0], dim=(0, 2, 3), unbiased=False)
+        else:
+            mean, var = (next(v for k, v in p.items() if k.endswith(n)) for n in ("running_mean", "running_var"))
+        y = F.batch_norm(x[0], None if training else mean, None if training else var, w, b, training=training)
+        return y, mean, torch.rsqrt(var + 1e-5)
+    return reference
+
+
+sample("batchnorm_stats", "eval", lambda: Box(BatchNormStatsOp(_seg("b c x y"), 1)), {"b": 2, "c": 3, "x": 4, "y": 5},
+       _bn_stats_reference(False), cod="b c x y, c, c", batch=(), grad=False)
+sample("batchnorm_stats", "train", lambda: Box(BatchNormStatsOp(_seg("b c x y"), 1)), {"b": 4, "c": 3, "x": 4, "y": 5},
+       _bn_stats_reference(True), batch=(), train=True, grad=False, atol=1e-4)
+error("batchnorm_stats", "channel", lambda: BatchNormStatsOp(_seg("c x"), 2), r"channel position 2 is not an axis of 'c x'",
+      ncd.ParseError)
+
+
+def _bn_inputs(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((4, 3, 5), generator=gen)
+    var, mean = torch.var_mean(x, dim=(0, 2), unbiased=False)
+    return x, mean, torch.rsqrt(var + 1e-5), torch.randn(3, generator=gen), torch.randn((4, 3, 5), generator=gen)
+
+
+def _bn_vjp(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    xs, w, b = x[0].detach().requires_grad_(True), x[3].detach().requires_grad_(True), torch.zeros(3, requires_grad=True)
+    out = F.batch_norm(xs, None, None, w, b, training=True)
+    return torch.autograd.grad(out, (xs, w, b), x[4])
+
+
+sample("batchnorm_backward", "train", lambda: Box(BatchNormBackwardOp(_seg("b c x"), 1)), {"b": 4, "c": 3, "x": 5},
+       lambda p, x: _bn_vjp(x), inputs=_bn_inputs, batch=(), grad=False, atol=1e-4, cod="b c x, c, c")
+error("batchnorm_backward", "channel", lambda: BatchNormBackwardOp(_seg("c"), 1), r"channel position 1 is not an axis",
+      ncd.ParseError)
+
+_C, _D = _seg("c:4 x:3 y:4"), _seg("d:2 x:6 y:8")  # a transposed convolution c -> d, kernel 3, stride 2, padding 1
+
+
+def _ct_weight() -> Segment:
+    return conv_weight_segment(_C, _D, (3, 3), size(2), True)
+
+
+def _conv_input_vjp(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The input gradient of a transposed convolution (the cotangent x[0], its weight x[1]), by autograd."""
+    z = torch.zeros((x[0].shape[0], 4, 3, 4), requires_grad=True)
+    out = F.conv_transpose2d(z, x[1], stride=2, padding=1, output_padding=1, groups=2)
+    (grad,) = torch.autograd.grad(out, z, x[0], create_graph=True)
+    return grad
+
+
+sample("conv_with_weight", "transpose-of-transposed",
+       lambda: ncd.Identity.of("b:2 d:2 x:6 y:8") @ ncd.Identity(ncd.ir.Type((_ct_weight(),)))
+       >> Box(ConvWithWeightOp(_D, _C, _ct_weight(), (3, 3), (2, 2), (1, 1), (1, 1), (), size(2), False,
+                               _seg("b:2"))),
+       {}, lambda p, x: _conv_input_vjp(x), cod="b:2 c:4 x:3 y:4", batch=())
+error("conv_with_weight", "rank", lambda: ConvWithWeightOp(_D, _C, _seg("a b"), (3, 3), (1, 1), (0, 0), (1, 1)),
+      r"a weight of 4 axes are needed, not 'a b'", ncd.ParseError)
+
+
+def _conv_weight_vjp(x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    w = torch.zeros((4, 1, 3, 3), requires_grad=True)
+    out = F.conv_transpose2d(x[0], w, stride=2, padding=1, output_padding=1, groups=2)
+    (grad,) = torch.autograd.grad(out, w, x[1], create_graph=True)
+    return grad
+
+
+sample("conv_weight_grad", "transposed-grouped",
+       lambda: Box(ConvWeightGradOp(_C, _D, _ct_weight(), (3, 3), (2, 2), (1, 1), (1, 1), size(2), True,
+                                    _seg("b:2"))),
+       {}, lambda p, x: _conv_weight_vjp(x), dom="b:2 c:4 x:3 y:4, b:2 d:2 x:6 y:8", batch=())
+error("conv_weight_grad", "rank", lambda: ConvWeightGradOp(_C, _D, _seg("a"), (3, 3), (1, 1), (0, 0), (1, 1)),
+      r"a weight of 4 axes are needed, not 'a'", ncd.ParseError)

@@ -32,16 +32,19 @@ from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
 from ncd.prims.derivative import ZerosOp
 from ncd.prims.linear import EinsumOp
-from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
+from ncd.prims.structure import AddOp, CopyOp, DeleteOp, RenameOp, SwapOp
 
-__all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types"]
+__all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types", "batched_rule", "woven_leading"]
 
 
 @dataclass(frozen=True)
 class BoxBackward:
     """A box's backward rule result.
 
-    ``stored``: what it needs, in order — ``("in", j)``, ``("out", j)`` or ``("param", name)``;
+    ``stored``: what it needs, in order — ``("in", j)``, ``("out", j)``, ``("param", name)`` or
+    ``("aux", j)``: the ``j``-th extra output of ``forward``, a replacement of the box in the
+    forward pass that also outputs values the box does not (max pooling's argmax, batch
+    normalisation's statistics), woven like output ``aux_like[j]``;
     ``diagram``: ``(stored..., ∂cod) -> (∂dom, ∂params...)`` (only float segments have cotangents);
     ``grads``: the parameter name of each trailing output of ``diagram``.
     """
@@ -49,6 +52,8 @@ class BoxBackward:
     stored: tuple[tuple[str, int | str], ...]
     diagram: Diagram
     grads: tuple[str, ...] = ()
+    forward: Diagram | None = None
+    aux_like: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class Grad:
     name: str
     #: sorts like the lowered module's ``parameters()``: per class, its own parameters, then child modules
     order: tuple = ()
+    #: a tied weight's gradient: ``(class, label)`` of the embedding whose table it shares (added to that gradient)
+    tie: tuple | None = None
+    #: an embedding table's ``(class, label)``, the target of ties
+    label: tuple | None = None
 
 
 @dataclass
@@ -134,8 +143,29 @@ def sum_over(segment: Segment, position: int, axis: Axis) -> Diagram:
 DIRECT_PARAMETERS = {"parameter"}
 
 
+def batched_rule(fn: object) -> object:
+    """Mark a backward rule that also takes ``batch=(axes...)``: the box woven over those leading axes.
+
+    Its diagram then takes the stored values and cotangents with the batch axes leading and
+    gives the weights' gradients already summed over them — a contraction, so no per-position
+    outer product is ever built (what autograd does too).
+    """
+    fn.batched = True  # type: ignore[attr-defined]
+    return fn
+
+
+def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None, ...]) -> Diagram:
+    """``box`` woven over ``axes`` (outermost first), leading in every output and in the inputs ``dom_pos`` marks 0."""
+    result = box
+    for axis in reversed(axes):
+        result = Weave(result, axis, dom_pos, tuple(0 for _ in result.cod))
+    return result
+
+
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, training: bool = True) -> None:
+        self.training = training
+        self.in_chain = False
         self.boxes = 0
         self.loads: dict[str, int] = {}
         self.position: tuple[int, ...] = ()
@@ -208,17 +238,45 @@ class _Builder:
         for (kind, which), seg in zip(result.stored, result.diagram.dom):
             if kind == "param":
                 stored.append(Stored(seg, "param", None, index, str(which)))
+            elif kind == "aux":
+                stored.append(Stored(seg, "value", ("out", result.aux_like[int(which)]), index))
             else:
                 stored.append(Stored(seg, "value", (kind, int(which)), index))
         n = len(cot(box.dom))
         levels = tuple((1, c) for c in self.classes)
         own = (0 if box.prim.op in DIRECT_PARAMETERS else 1, self.position)
-        grads = [Grad(seg, index, name, levels + (own, (k,))) for k, (seg, name) in
-                 enumerate(zip(result.diagram.cod.segments[n:], result.grads))]
+        here = self.classes[-1] if self.classes else ()
+        tied_to = getattr(box.prim, "tied_to", None) if box.prim.op == "unembed" else None
+        label = (here, box.label) if box.prim.op == "embedding" and box.label else None
+        grads = [Grad(seg, index, name, levels + (own, (k,)), (here, tied_to) if tied_to and name == "weight" else None,
+                      label if name == "weight" else None)
+                 for k, (seg, name) in enumerate(zip(result.diagram.cod.segments[n:], result.grads))]
         ports = [(k, int(w)) for k, w in result.stored if k != "param"]
-        return _Part(_box_forward(box, ports), result.diagram, stored, grads)
+        return _Part(_box_forward(box, ports, result.forward), result.diagram, stored, grads)
 
     def weave(self, node: Weave) -> _Part:
+        """Weaving; a chain of leading weaves around a box with a batched rule contracts its weights' gradients."""
+        chain, inner = [], node
+        while isinstance(inner, Weave):
+            chain.append(inner)
+            inner = inner.inner
+        leading = all(set(w.dom_pos) <= {0} and set(w.cod_pos) <= {0} for w in chain)
+        if self.in_chain or not isinstance(inner, Box) or not leading:
+            return self.woven(node)
+        rule = backward_entry(inner.prim)
+        if not getattr(rule, "batched", False):
+            return self.woven(node)
+        self.in_chain = True
+        try:
+            part = self.woven(node)
+        finally:
+            self.in_chain = False
+        result: BoxBackward = rule(inner, self, batch=tuple(w.axis for w in chain))
+        if result.diagram.dom.same(part.back.dom) and result.diagram.cod.same(part.back.cod):
+            part.back = result.diagram
+        return part
+
+    def woven(self, node: Weave) -> _Part:
         inner = self.at(node.inner, 0)
         chain: Diagram = node.inner
         while isinstance(chain, Weave):
@@ -270,19 +328,21 @@ def _stored_types(box: Box, result: BoxBackward) -> list[Segment]:
     return out
 
 
-def _box_forward(box: Box, ports: list[tuple[str, int]]) -> Diagram:
-    """``box`` followed by copies of the inputs and outputs its backward needs: ``A -> (B, stored)``."""
+def _box_forward(box: Box, ports: list[tuple[str, int]], replacement: Diagram | None = None) -> Diagram:
+    """``box`` (or its ``replacement`` with extra outputs) followed by copies of what its backward needs: ``A -> (B, stored)``."""
+    fwd = box if replacement is None else replacement
     if not ports:
-        return box
+        return fwd
     a, b = list(box.dom), list(box.cod)
+    aux = list(fwd.cod)[len(b):]
     ins = [j for kind, j in ports if kind == "in"]
     first = route(a, list(range(len(a))) + ins)
-    middle = Par.of(box, Identity(types([a[j] for j in ins])))
+    middle = Par.of(fwd, Identity(types([a[j] for j in ins])))
     picks = list(range(len(b)))
-    extra = iter(range(len(b), len(b) + len(ins)))
+    extra = iter(range(len(b) + len(aux), len(b) + len(aux) + len(ins)))
     for kind, j in ports:
-        picks.append(j if kind == "out" else next(extra))
-    return Seq.of(first, middle, route(b + [a[j] for j in ins], picks))
+        picks.append(j if kind == "out" else len(b) + j if kind == "aux" else next(extra))
+    return Seq.of(first, middle, route(b + aux + [a[j] for j in ins], picks))
 
 
 def _then(p: _Part, q: _Part) -> _Part:
@@ -343,13 +403,46 @@ class Plan:
     grads: tuple[int, ...]
 
 
-def plan(diagram: Diagram) -> Plan:
-    """Differentiate ``diagram``: its forward-with-residuals and backward diagrams."""
-    builder = _Builder()
+def _tie(diagram: Diagram, part: _Part) -> tuple[Diagram, list[int], dict[int, int]]:
+    """Add every tied weight's gradient to its table's: ``(backward, real grad outputs, grad -> parameter index)``."""
+    grads = part.grads
+    real = [k for k, g in enumerate(grads) if g.tie is None]
+    ranked = sorted(real, key=lambda k: grads[k].order)
+    param_of = {k: ranked.index(k) for k in real}
+    labels = {g.label: k for k, g in enumerate(grads) if g.label is not None}
+    tied = [k for k, g in enumerate(grads) if g.tie is not None]
+    for k in tied:
+        if grads[k].tie not in labels:
+            raise AnalysisError(f"backward of {describe(diagram)}: an unembedding is tied to embedding {grads[k].tie[1]!r},"
+                                " which is not in the same block")
+        param_of[k] = param_of[labels[grads[k].tie]]
+    if not tied:
+        return part.back, real, param_of
+    n = len(part.back.cod) - len(grads)
+    segs = list(part.back.cod)
+    picks, parts = list(range(n)), [Identity(types(segs[:n]))]
+    for k in real:
+        ties = [t for t in tied if labels[grads[t].tie] == k]
+        picks += [n + k] + [n + t for t in ties]
+        seg = segs[n + k]
+        if not ties:
+            parts.append(Identity(Type((seg,))))
+            continue
+        renames = [Box(RenameOp(segs[n + t], seg.names)) for t in ties]
+        parts.append(Seq.of(Par.of(Identity(Type((seg,))), *renames), woven_scalar(Box(AddOp(1 + len(ties))), seg)))
+    return Seq.of(part.back, route(segs, picks), Par.of(*parts)), real, param_of
+
+
+def plan(diagram: Diagram, *, training: bool = True) -> Plan:
+    """Differentiate ``diagram``: its forward-with-residuals and backward diagrams.
+
+    ``training``: whether the module runs in training mode (batch normalisation's statistics).
+    """
+    builder = _Builder(training)
     part = builder.diff(diagram)
     keys = [(g.box, g.name) for g in part.grads]
-    ranked = sorted(range(len(part.grads)), key=lambda k: part.grads[k].order)
-    index = [ranked.index(k) for k in range(len(part.grads))]  # grad output k is parameters()[index[k]]
+    back, real, param_of = _tie(diagram, part)
+    index = [param_of[k] for k in real]  # grad output k is parameters()[index[k]]
     stored: list[tuple] = []
     value = 0
     for s in part.stored:
@@ -357,13 +450,13 @@ def plan(diagram: Diagram) -> Plan:
             stored.append(("value", value))
             value += 1
         else:
-            stored.append(("param", index[keys.index((s.box, s.name))], s.name))
+            stored.append(("param", param_of[keys.index((s.box, s.name))], s.name))
     name = diagram.name if isinstance(diagram, Block) else "Diagram"
     meta = dict(diagram.meta) if isinstance(diagram, Block) else {}
     roles_in = tuple(f"stored {r[1]}" if r[0] == "value" else f"param {r[1]} {r[2]}" for r in stored)
     roles_in += tuple(f"cotangent {j}" for j in range(len(cot(diagram.cod))))
     roles_out = tuple(f"input {j}" for j in range(len(cot(diagram.dom)))) + tuple(f"param {k}" for k in index)
-    back_body = part.back.body if isinstance(part.back, Block) and isinstance(diagram, Block) else part.back
+    back_body = back.body if isinstance(back, Block) and isinstance(diagram, Block) else back
     fwd_body = part.forward.body if isinstance(part.forward, Block) and isinstance(diagram, Block) else part.forward
     back_meta = dict(meta, inputs=roles_in, outputs=roles_out)
     return Plan(
@@ -374,10 +467,10 @@ def plan(diagram: Diagram) -> Plan:
     )
 
 
-def backward(diagram: Diagram) -> Diagram:
+def backward(diagram: Diagram, *, training: bool = True) -> Diagram:
     """The reverse-mode diagram of ``diagram``: ``(stored values and weights, ∂outputs) -> (∂inputs, ∂weights)``.
 
     Its block's ``meta`` names each input (``stored k``, ``param p weight``, ``cotangent j``)
     and output (``input j``, ``param p``; ``p`` indexes the lowered module's ``parameters()``).
     """
-    return plan(diagram).backward
+    return plan(diagram, training=training).backward

@@ -9,8 +9,11 @@ Max pooling keeps its input and the int64 argmax indices; average pooling its in
 adaptive average pooling nothing.  ``★`` (pad + unfold) is a view with overlapping
 windows (no reshape of it is a view); ``★ᵀ`` (fold) writes a new tensor.  Backward: ``★``
 and ``★ᵀ`` transpose to each other; a learned convolution differentiates through the paper's
-decomposition ``★`` then ``L₊`` (groups = 1); transposed convolution and pooling are not
-supported by ``ncd.backward`` yet.
+decomposition ``★`` then ``L₊`` (groups = 1, 1 or 2 axes), otherwise (and when woven over
+leading axes) by the transposed convolution with the same weight and a one-einsum weight
+gradient ``∂★``; a transposed convolution's input gradient is the convolution (the transpose of
+``★ᵀ`` is ``★``); max pooling stores its argmax and routes the cotangent there (``Maxᵀ``); average
+pooling transposes to ``𝔼ᵀ`` then ``★ᵀ``.
 
 ``FlopCounterMode`` ignores ``groups`` when it counts a convolution's weight gradient, so
 for a grouped convolution it reports ``(groups − 1) x`` the forward FLOPs more than are
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import sympy
 
-from ncd.analysis.backward import BoxBackward, route
+from ncd.analysis.backward import BoxBackward, batched_rule, route, woven_scalar
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import AnalysisError, backward_rule, cost_rule, unsupported
+from ncd.analysis.tables import backward_rule, cost_rule
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
+from ncd.ir.size import size
 from ncd.prims.convolution import (
     AdaptiveAvgPoolOp,
     AvgPoolOp,
@@ -35,8 +39,20 @@ from ncd.prims.convolution import (
     ConvOp,
     ConvTransposeOp,
     MaxPoolOp,
+    transposed_size,
 )
-from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
+from ncd.prims.derivative import (
+    AvgPoolTransposeOp,
+    ConvWeightGradOp,
+    ConvWithWeightOp,
+    ExpandOp,
+    LinearTransposeOp,
+    LinearWeightGradOp,
+    MaxPoolArgmaxOp,
+    MaxPoolBackwardOp,
+    conv_weight_segment,
+)
+from ncd.prims.elementwise import ScaleOp
 from ncd.prims.linear import EinsumOp
 
 
@@ -155,18 +171,13 @@ def _woven(box: Box, axes: tuple, dom_pos: tuple, cod_pos: tuple) -> Diagram:
     return result
 
 
-@backward_rule(ConvOp)
-def backward_conv(box: Box, builder: object) -> BoxBackward:
+def _decomposed(box: Box) -> BoxBackward:
     """The paper's decomposition: a learned convolution is ``★`` then ``L₊`` over (channels, kernel).
 
-    ``∂x = ★ᵀ(Lᵀ g)``, ``∂W = Σ_positions ∂L(★x, g)``, ``∂b = Σ_positions g`` (``groups=1``).
+    ``∂x = ★ᵀ(Lᵀ g)``, ``∂W = Σ_positions ∂L(★x, g)``, ``∂b = Σ_positions g`` (``groups=1``, 1 or 2 spatial axes).
     """
     prim = box.prim
-    if prim.groups != 1:
-        raise AnalysisError(f"backward of {box.text()}: grouped convolutions (groups={prim.groups}) are not supported")
     channel, spatial = prim.dom_axes.axes[0], Segment(prim.dom_axes.axes[1:])
-    if len(spatial) not in (1, 2):
-        raise AnalysisError(f"backward of {box.text()}: ★ has 1 or 2 spatial axes, this convolution {len(spatial)}")
     out_channel, positions = prim.cod_axes.axes[0], Segment(prim.cod_axes.axes[1:])
     taken = set(prim.dom_axes.names) | set(prim.cod_axes.names)
     kernel_names = tuple(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken) for i in range(1, len(spatial) + 1))
@@ -191,8 +202,95 @@ def backward_conv(box: Box, builder: object) -> BoxBackward:
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
 
 
-unsupported("conv_transpose", "a transposed convolution's transpose with an explicit weight has no primitive yet",
-            backward=True)
-for _op in ("maxpool", "avgpool", "adaptive_avgpool"):
-    unsupported(_op, "pooling's transpose (scatter to the argmax / spread over the window) has no primitive yet",
-                backward=True)
+def _with_weight(box: Box, batch: tuple) -> BoxBackward:
+    """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes).
+
+    ``∂x``: the transposed convolution of ``g`` with the same weight (for a transposed
+    convolution: the convolution — the transpose of ``★ᵀ`` is ``★``); ``∂W``: the windows
+    contracted with the other operand over positions and the leading ``batch`` in one einsum
+    (``∂★``); ``∂b = Σ g``.
+    """
+    prim = box.prim
+    transposed = isinstance(prim, ConvTransposeOp)
+    dom, cod = prim.dom_axes, prim.cod_axes
+    weight = conv_weight_segment(dom, cod, prim.kernel, prim.groups, transposed)
+    if transposed:
+        output_padding: tuple[int, ...] = ()
+    else:
+        output_padding = tuple(int(a.size - transposed_size(b.size, k, s, p, d)) if not (a.size - transposed_size(
+            b.size, k, s, p, d)).free_symbols else 0 for a, b, k, s, p, d in
+            zip(dom.axes[1:], cod.axes[1:], prim.kernel, prim.stride, prim.padding, prim.dilation))
+    d_input = Box(ConvWithWeightOp(cod, dom, weight, prim.kernel, prim.stride, prim.padding, prim.dilation,
+                                   output_padding, prim.groups, not transposed, Segment(batch)))
+    d_weight = Box(ConvWeightGradOp(dom, cod, weight, prim.kernel, prim.stride, prim.padding, prim.dilation, prim.groups,
+                                    transposed, Segment(batch)))
+    xb, gb = Segment(tuple(batch) + dom.axes), Segment(tuple(batch) + cod.axes)
+    parts = [d_input, d_weight]
+    picks = [2, 1, 0, 2]
+    if prim.bias:
+        parts.append(Box(EinsumOp(Type((gb,)), Segment((cod.axes[0],)))))
+        picks.append(2)
+    grads = ("weight", "bias") if prim.bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, weight, gb], picks), Par.of(*parts)), grads)
+
+
+@backward_rule(ConvOp)
+@batched_rule
+def backward_conv(box: Box, builder: object, batch: tuple = ()) -> BoxBackward:
+    """Ungrouped 1-d/2-d: through ``★`` (the paper's decomposition); otherwise, or woven over leading axes, ``_with_weight``."""
+    prim = box.prim
+    if prim.groups == 1 and len(prim.kernel) in (1, 2) and not batch:
+        return _decomposed(box)
+    return _with_weight(box, batch)
+
+
+@backward_rule(ConvTransposeOp)
+@batched_rule
+def backward_conv_transpose(box: Box, builder: object, batch: tuple = ()) -> BoxBackward:
+    return _with_weight(box, batch)
+
+
+@backward_rule(MaxPoolOp)
+def backward_maxpool(box: Box, builder: object) -> BoxBackward:
+    """Route each cotangent to its window's maximum: the forward pass stores the argmax (an index), ``Maxᵀ`` scatters."""
+    prim = box.prim
+    forward = Box(MaxPoolArgmaxOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding, prim.dilation))
+    back = Box(MaxPoolBackwardOp(prim.axes, prim.positions))
+    return BoxBackward((("aux", 0),), back, forward=forward, aux_like=(0,))
+
+
+def _spread(positions: Segment, axes: Segment, kernel: tuple[int, ...], stride: tuple[int, ...],
+            padding: tuple[int, ...]) -> Diagram:
+    """``𝔼ᵀ`` then ``★ᵀ``: each cotangent copied onto its window, divided by the window's size, windows summed."""
+    taken = set(axes.names)
+    names = tuple(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken) for i in range(1, len(axes) + 1))
+    star_t = ConvolutionTensorTOp(axes, positions, names, kernel, stride, padding, (1,) * len(axes))
+    count = 1
+    for k in kernel:
+        count *= k
+    return Seq.of(Box(ExpandOp(positions, star_t.windowed())), woven_scalar(Box(ScaleOp(size(f"1/{count}"))),
+                                                                              star_t.windowed()), Box(star_t))
+
+
+@backward_rule(AvgPoolOp)
+def backward_avgpool(box: Box, builder: object) -> BoxBackward:
+    """Average pooling is linear: its transpose ``𝔼ᵀ`` then ``★ᵀ`` (drawn with ``★ᵀ`` for 1 or 2 axes, padding counted)."""
+    prim = box.prim
+    if prim.count_include_pad and len(prim.axes) in (1, 2):
+        return BoxBackward((), _spread(prim.positions, prim.axes, prim.kernel, prim.stride, prim.padding))
+    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding,
+                                                  prim.count_include_pad)))
+
+
+@backward_rule(AdaptiveAvgPoolOp)
+def backward_adaptive_avgpool(box: Box, builder: object) -> BoxBackward:
+    """Even windows (the size divisible by the output's) are an average pooling's; uneven ones ``𝔼ᵀ★ᵀ`` in one box."""
+    prim = box.prim
+    try:
+        ratios = [int(a.size / b.size) for a, b in zip(prim.axes, prim.positions) if (a.size / b.size).is_integer]
+    except TypeError:  # pragma: no cover - symbolic sizes
+        ratios = []
+    if len(ratios) == len(prim.axes) and len(prim.axes) in (1, 2):
+        k = tuple(ratios)
+        return BoxBackward((), _spread(prim.positions, prim.axes, k, k, (0,) * len(k)))
+    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, adaptive=True)))

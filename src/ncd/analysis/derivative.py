@@ -63,6 +63,11 @@ def cost_mask_backward(ctx: CostContext) -> list[Tensor]:
 def cost_embedding_grad(ctx: CostContext) -> list[Tensor]:
     """``onehot(i) * g``: autograd keeps the (float) one-hot rows for ``g``'s gradient."""
     i, g = ctx.inputs
+    if len(ctx.prim.batch):  # index_add: autograd keeps the indices (an index_select routes the gradient back)
+        if g.grad:
+            ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+        ctx.other(g.numel, sympy.Integer(0))
+        return [ctx.output(0)]
     rows = ctx.out_axes[0][len(i.axes)]
     onehot = ctx.new(i.axes + (rows,), grad=False)
     if g.grad:
@@ -113,9 +118,10 @@ def _weighted(ctx: CostContext, transpose: bool) -> list[Tensor]:
         g = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, outs))
         w = _relabel(second, _suffixed(ctx, "dom", 1, second.axes, outs + ins))
         result = _einsum(ctx, [g, w], _suffixed(ctx, "cod", 0, ctx.out_axes[0], ins))
-    else:  # (x: dom, g: cod) -> cod dom
-        x = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, ins))
-        g = _relabel(second, _suffixed(ctx, "dom", 1, second.axes, outs))
+    else:  # (x: batch dom, g: batch cod) -> cod dom, the batch summed
+        batch = tuple(a.name for a in prim.batch)
+        x = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, batch + ins))
+        g = _relabel(second, _suffixed(ctx, "dom", 1, second.axes, batch + outs))
         result = _einsum(ctx, [x, g], _suffixed(ctx, "cod", 0, ctx.out_axes[0], outs + ins))
     return [Tensor(result.storage, ctx.out_axes[0], (), result.grad)]
 
@@ -135,7 +141,138 @@ def cost_linear_weight_grad(ctx: CostContext) -> list[Tensor]:
     return _weighted(ctx, False)
 
 
+# -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
+from ncd.analysis.layout import numel  # noqa: E402
+from ncd.prims.derivative import (  # noqa: E402
+    AvgPoolTransposeOp,
+    BatchNormBackwardOp,
+    BatchNormStatsOp,
+    ConvWeightGradOp,
+    ConvWithWeightOp,
+    DiagonalOp,
+    MaxPoolArgmaxOp,
+    MaxPoolBackwardOp,
+)
+
+
+def _product(values: object) -> sympy.Expr:
+    result = sympy.Integer(1)
+    for v in values:  # type: ignore[attr-defined]
+        result = result * v
+    return result
+
+
+@cost_rule(DiagonalOp)
+def cost_diagonal(ctx: CostContext) -> list[Tensor]:
+    """``x[..., None] * eye``: one product per repeated wire; autograd keeps each identity matrix."""
+    prim = ctx.prim
+    seen: set[str] = set()
+    for a in prim.target:
+        if a.name in seen:
+            eye = ctx.new((a, a.renamed(a.name + "′")), grad=False)
+            if ctx.inputs[0].grad:
+                ctx.save(eye)
+            ctx.other(ctx.numel(), ctx.numel())
+        seen.add(a.name)
+    return [ctx.output(0)]
+
+
+@cost_rule(MaxPoolArgmaxOp)
+def cost_maxpool_argmax(ctx: CostContext) -> list[Tensor]:
+    """As max pooling (input and int64 argmax kept), the argmax also an output."""
+    x = ctx.inputs[0]
+    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    index = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
+    if x.grad:
+        ctx.save(flat, index)
+    ctx.other(ctx.numel() * _product(ctx.prim.kernel), ctx.numel())
+    return [ctx.output(0), index]
+
+
+@cost_rule(MaxPoolBackwardOp)
+def cost_maxpool_backward(ctx: CostContext) -> list[Tensor]:
+    """``zeros.scatter_add(-1, i, g)``: autograd keeps the index (a gather routes the gradient back)."""
+    i, g = ctx.inputs
+    if g.grad:
+        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+    ctx.other(g.numel, g.numel)
+    return [ctx.output(0)]
+
+
+@cost_rule(AvgPoolTransposeOp)
+def cost_avgpool_transpose(ctx: CostContext) -> list[Tensor]:
+    ctx.other(ctx.numel(), ctx.inputs[0].numel)
+    return [ctx.output(0)]
+
+
+@cost_rule(BatchNormStatsOp)
+def cost_batchnorm_stats(ctx: CostContext) -> list[Tensor]:
+    """As batch normalisation; the statistics are outputs (training: recomputed with ``mean``/``var``, ``rsqrt`` kept)."""
+    x = ctx.inputs[0]
+    prim = ctx.prim
+    viewed = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    channel = (prim.axes.axes[prim.channel],)
+    ctx.save(viewed)
+    training = ctx.walker.training or not prim.track_running_stats
+    if training:
+        ctx.save(ctx.new(channel, grad=False), ctx.new(channel, grad=False))
+    rstd = ctx.new(channel, grad=x.grad and training)
+    if x.grad and training:
+        ctx.save(rstd)
+    n = ctx.numel()
+    ctx.other(7 * n + 3 * x.numel, 10 * n)
+    return [ctx.output(0), ctx.new(channel, grad=False), ctx.new(channel, grad=False)]
+
+
+@cost_rule(BatchNormBackwardOp)
+def cost_batchnorm_backward(ctx: CostContext) -> list[Tensor]:
+    ctx.other(12 * ctx.numel(), sympy.Integer(0))
+    return [ctx.output(j) for j in range(len(ctx.out_axes))]
+
+
+@cost_rule(ConvWithWeightOp)
+def cost_conv_with_weight(ctx: CostContext) -> list[Tensor]:
+    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input: both operands kept, a product per gradient."""
+    prim = ctx.prim
+    x, w = ctx.inputs
+    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
+    if prim.transposed:
+        n_batch = x.numel / numel(prim.dom_axes.axes)
+        flops = 2 * n_batch * numel(prim.dom_axes.axes[1:]) * _product(prim.kernel) * c_in * (c_out / prim.groups)
+    else:
+        n_batch = ctx.numel() / numel(prim.cod_axes.axes)
+        flops = 2 * n_batch * c_out * numel(prim.cod_axes.axes[1:]) * (c_in / prim.groups) * _product(prim.kernel)
+    ctx.matmul(flops, flops * (int(x.grad) + int(w.grad)))
+    if w.grad:
+        ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    if x.grad or w.grad:
+        ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))
+    return [ctx.output(0)]
+
+
+@cost_rule(ConvWeightGradOp)
+def cost_conv_weight_grad(ctx: CostContext) -> list[Tensor]:
+    """The windows (a copy when reshaped) contracted with the other operand: ``torch.einsum``'s ``bmm``."""
+    prim = ctx.prim
+    x, g = ctx.inputs
+    windowed, other = (g, x) if prim.transposed else (x, g)
+    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
+    groups = Axis("γ", prim.groups)
+    kernel = prim.weight.axes[2:]
+    positions = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
+    batch = prim.batch.axes
+    i_axis = Axis("ι", w_axes.axes[0].size / prim.groups)
+    j_axis = Axis("ȷ", o_axes.axes[0].size / prim.groups)
+    win = ctx.new(batch + (groups, i_axis) + positions + kernel, grad=windowed.grad)
+    oth = other if other.contiguous else ctx.new(other.axes, grad=other.grad)
+    oth = Tensor(oth.storage, batch + (groups, j_axis) + positions, (), oth.grad, oth.dtype)
+    result = _einsum(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
+    return [Tensor(result.storage, ctx.out_axes[0], (), result.grad)]
+
+
 SECOND_ORDER = ("derivative", "softmax_backward", "norm_backward", "mask_backward", "insert", "embedding_grad", "expand",
-                "zeros", "linear_transpose", "linear_weight_grad")
+                "zeros", "linear_transpose", "linear_weight_grad", "diagonal", "maxpool_argmax", "maxpool_backward",
+                "avgpool_transpose", "batchnorm_stats", "batchnorm_backward", "conv_with_weight", "conv_weight_grad")
 for _op in SECOND_ORDER:
     unsupported(_op, "second derivatives (the backward of a backward diagram) are not supported", backward=True)

@@ -2,21 +2,22 @@
 
 ``nn.Embedding`` keeps only its indices; the unembedding is ``F.linear`` (``2·batch·dim·vocab``
 FLOPs, the input kept).  Backward: the table's gradient is ``onehot(i) ⊗ g`` summed over
-positions; an untied unembedding differentiates like a learned map; a tied one is not
-supported yet (its weight gets two gradients).
+positions; an unembedding differentiates like a learned map; a tied one's weight gradient is
+added to the table's (the two gradients of one shared weight are summed).
 """
 
 from __future__ import annotations
 
 import sympy
 
-from ncd.analysis.backward import BoxBackward, route
+from ncd.analysis.backward import BoxBackward, batched_rule
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import AnalysisError, backward_rule, cost_rule
-from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Box, Identity, Par, Seq
-from ncd.prims.derivative import EmbeddingGradOp, LinearTransposeOp, LinearWeightGradOp, weight_segment
+from ncd.analysis.linear import learned_map_backward
+from ncd.analysis.tables import backward_rule, cost_rule
+from ncd.ir.axes import Axis, Segment
+from ncd.ir.diagram import Box
+from ncd.prims.derivative import EmbeddingGradOp
 from ncd.prims.embedding import EmbeddingOp, UnembedOp
 
 
@@ -47,22 +48,23 @@ def cost_unembed(ctx: CostContext) -> list[Tensor]:
 
 # -- backward ------------------------------------------------------------------------------
 @backward_rule(EmbeddingOp)
-def backward_embedding(box: Box, builder: object) -> BoxBackward:
-    """An embedding is a one-hot vector through a learned map: the table's gradient is ``onehot(i) ⊗ g``."""
+@batched_rule
+def backward_embedding(box: Box, builder: object, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """An embedding is a one-hot vector through a learned map: the table's gradient is ``Σ onehot(i) ⊗ g``.
+
+    Woven over leading axes, the sum is one ``index_add`` of the cotangent's rows (no one-hot tensor).
+    """
     prim = box.prim
-    return BoxBackward((("in", 0),), Box(EmbeddingGradOp(prim.vocab, prim.dim)), ("weight",))
+    return BoxBackward((("in", 0),), Box(EmbeddingGradOp(prim.vocab, prim.dim, Segment(batch))), ("weight",))
 
 
 @backward_rule(UnembedOp)
-def backward_unembed(box: Box, builder: object) -> BoxBackward:
-    """Untied: a learned map ``dim -> vocab`` (``Lᵀ``, ``∂L``, bias ``g``)."""
+@batched_rule
+def backward_unembed(box: Box, builder: object, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """A learned map ``dim -> vocab`` (``Lᵀ``, ``∂L``, bias ``g``).
+
+    Tied (``tied_to="E"``): the weight is embedding ``E``'s table, and ``∂L`` is *added* to the
+    table's gradient ``∂Emb`` (``ncd.backward`` draws the sum).
+    """
     prim = box.prim
-    if prim.tied_to is not None:
-        raise AnalysisError(f"backward of {box.text()}: a tied unembedding shares its weight with embedding"
-                            f" {prim.tied_to!r}, whose two gradients ncd.backward does not add up yet")
-    x, g = prim.dim, Segment((prim.vocab,))
-    w = weight_segment(x, g)
-    picks = [2, 1, 0, 2] + ([2] if prim.bias else [])
-    parts = [Box(LinearTransposeOp(x, g)), Box(LinearWeightGradOp(x, g))] + ([Identity(Type((g,)))] if prim.bias else [])
-    grads = ("weight", "bias") if prim.bias else ("weight",)
-    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([x, w, g], picks), Par.of(*parts)), grads)
+    return learned_map_backward(prim.dim, Segment((prim.vocab,)), prim.bias, batch)

@@ -124,25 +124,32 @@ def cost_unit(ctx: CostContext) -> list[Tensor]:
 
 
 # -- backward ------------------------------------------------------------------------------
-from ncd.analysis.backward import BoxBackward, cot, route  # noqa: E402
-from ncd.analysis.tables import AnalysisError, backward_rule  # noqa: E402
+from ncd.analysis.backward import BoxBackward, batched_rule, cot, route, woven_leading  # noqa: E402
+from ncd.analysis.tables import backward_rule  # noqa: E402
 from ncd.ir.axes import Segment, Type  # noqa: E402
-from ncd.ir.diagram import Box, Identity, Par, Seq, describe  # noqa: E402
-from ncd.prims.derivative import ExpandOp, LinearTransposeOp, LinearWeightGradOp, weight_segment  # noqa: E402
+from ncd.ir.diagram import Box, Identity, Par, Seq  # noqa: E402
+from ncd.prims.derivative import DiagonalOp, ExpandOp, LinearTransposeOp, LinearWeightGradOp, weight_segment  # noqa: E402
 from ncd.prims.structure import DeleteOp  # noqa: E402
 
 
-@backward_rule(LinearOp)
-def backward_linear(box: Box, builder: object) -> BoxBackward:
-    """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = g ⊗ x``, ``∂b = g`` (summed over woven axes)."""
-    prim = box.prim
-    x, g = prim.dom_axes, prim.cod_axes
+def learned_map_backward(x: Segment, g: Segment, bias: bool, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = Σ_batch g ⊗ x`` (one contraction), ``∂b = Σ_batch g``."""
     w = weight_segment(x, g)
-    segments = [x, w, g]
-    picks = [2, 1, 0, 2] + ([2] if prim.bias else [])
-    parts = [Box(LinearTransposeOp(x, g)), Box(LinearWeightGradOp(x, g))] + ([Identity(Type((g,)))] if prim.bias else [])
-    grads = ("weight", "bias") if prim.bias else ("weight",)
-    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
+    xb, gb = Segment(batch + x.axes), Segment(batch + g.axes)
+    picks = [2, 1, 0, 2] + ([2] if bias else [])
+    d_bias = Box(EinsumOp(Type((gb,)), g)) if batch else Identity(Type((g,)))
+    parts = [woven_leading(Box(LinearTransposeOp(x, g)), batch, (0, None)),
+             Box(LinearWeightGradOp(x, g, Segment(batch)))] + ([d_bias] if bias else [])
+    grads = ("weight", "bias") if bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, w, gb], picks), Par.of(*parts)), grads)
+
+
+@backward_rule(LinearOp)
+@batched_rule
+def backward_linear(box: Box, builder: object, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = g ⊗ x``, ``∂b = g`` (contracted over woven axes)."""
+    prim = box.prim
+    return learned_map_backward(prim.dom_axes, prim.cod_axes, prim.bias, batch)
 
 
 @backward_rule(EinsumOp)
@@ -150,9 +157,6 @@ def backward_einsum(box: Box, builder: object) -> BoxBackward:
     """The transposed wiring for each input: ``∂x_i = einsum(g, x_j≠i -> x_i)``, copied onto axes it summed away."""
     prim = box.prim
     inputs = list(prim.inputs)
-    for seg in inputs:
-        if len(set(seg.names)) != len(seg.names):
-            raise AnalysisError(f"backward of {describe(box)}: an input with a repeated axis (a diagonal) is not supported")
     n = len(inputs)
     stored = tuple(("in", j) for j in range(n)) if n > 1 else ()
     segments = (inputs if n > 1 else []) + [prim.output]
@@ -163,10 +167,13 @@ def backward_einsum(box: Box, builder: object) -> BoxBackward:
         sources = [prim.output] + [inputs[j] for j in range(n) if j != i]
         picks += [g] + ([j for j in range(n) if j != i] if n > 1 else [])
         known = {a.name for s in sources for a in s}
-        reachable = target.with_axes(a for a in target if a.name in known)
+        distinct = target.with_axes(a for k, a in enumerate(target) if a.name not in target.names[:k])
+        reachable = distinct.with_axes(a for a in distinct if a.name in known)
         part = Box(EinsumOp(Type(tuple(sources)), reachable))
-        if len(reachable) != len(target):
-            part = Seq.of(part, Box(ExpandOp(reachable, target)))
+        if len(reachable) != len(distinct):
+            part = Seq.of(part, Box(ExpandOp(reachable, distinct)))
+        if len(distinct) != len(target):  # a repeated wire: the transpose of taking the diagonal
+            part = Seq.of(part, Box(DiagonalOp(distinct, target)))
         parts.append(part)
     used = set(picks)
     for j in range(len(segments)):

@@ -5,7 +5,9 @@ deviation; RMS norm its input, the per-row ``rsqrt`` and (with a weight) the nor
 input; batch norm in training its input (as ``(N, C, L)``, a copy unless contiguous) and the
 per-channel batch mean and inverse deviation, in evaluation its input.
 Backward: ``∂x`` recomputes the statistics from the stored input (``NormBackward``); the
-weight's gradient is ``g ⊙ x̂`` and the bias's ``g``, summed over the other axes.
+weight's gradient is ``g ⊙ x̂`` and the bias's ``g``, summed over the other axes.  Batch norm's
+forward stores its batch (or running) statistics, and ``BNᵀ`` follows the module's mode
+(``ncd.backward(d, training=...)``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import sympy
 from ncd.analysis.backward import BoxBackward
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import backward_rule, cost_rule, unsupported
+from ncd.analysis.tables import backward_rule, cost_rule
 from ncd.ir.diagram import Box
-from ncd.prims.derivative import NormBackwardOp
+from ncd.prims.derivative import BatchNormBackwardOp, BatchNormStatsOp, NormBackwardOp
 from ncd.prims.normalization import BatchNormOp, LayerNormOp, RMSNormOp
 
 
@@ -85,5 +87,14 @@ def backward_rmsnorm(box: Box, builder: object) -> BoxBackward:
     return _norm_backward(box, "rms")
 
 
-unsupported("batchnorm", "its statistics couple every position of the batch (no woven form of its transpose yet)",
-            backward=True)
+@backward_rule(BatchNormOp)
+def backward_batchnorm(box: Box, builder: object) -> BoxBackward:
+    """The forward pass stores the input and the statistics it used (``μ``, ``1/σ``); ``BNᵀ`` is the standard
+    batch-norm backward over the reduced axes in training, and linear (``ĝ/σ``) in evaluation."""
+    prim = box.prim
+    forward = Box(BatchNormStatsOp(prim.axes, prim.channel, prim.eps, prim.momentum, prim.affine, prim.track_running_stats),
+                  box.label)
+    training = bool(getattr(builder, "training", True)) or not prim.track_running_stats
+    back = Box(BatchNormBackwardOp(prim.axes, prim.channel, prim.affine, training))
+    stored = (("in", 0), ("aux", 0), ("aux", 1)) + ((("param", "weight"),) if prim.affine else ())
+    return BoxBackward(stored, back, ("weight", "bias") if prim.affine else (), forward=forward, aux_like=(0, 0))

@@ -28,7 +28,7 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     diagram = bind_all(diagram, {k: v for k, v in {**defaults_of(diagram), **sizes}.items() if k in repeats})
     module = diagram.to_torch()
     module.train(train)
-    p = plan(diagram)
+    p = plan(diagram, training=train)
     forward = p.forward.to_torch()
     back = p.backward.to_torch()
     forward.train(train)

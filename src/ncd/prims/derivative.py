@@ -27,6 +27,8 @@ __all__ = [
     "DerivativeOp", "SoftmaxBackwardOp", "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp",
     "LinearWeightGradOp", "Derivative", "SoftmaxBackward", "NormBackward", "MaskBackward", "Expand", "Zeros",
     "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad", "DERIVATIVES",
+    "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp", "BatchNormStatsOp",
+    "BatchNormBackwardOp", "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment",
 ]
 
 SCALAR = Type((Segment(()),))
@@ -212,10 +214,11 @@ class InsertOp(Primitive):
 
 @dataclass(frozen=True)
 class EmbeddingGradOp(Primitive):
-    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient at one position (summed over woven axes after)."""
+    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient; with ``batch`` axes, ``Σ_batch`` (an ``index_add``)."""
 
     vocab: Size
     dim: Segment
+    batch: Segment = Segment(())
 
     op: ClassVar[str] = "embedding_grad"
     family: ClassVar[str] = "derivative"
@@ -223,7 +226,9 @@ class EmbeddingGradOp(Primitive):
 
     def signature(self) -> tuple[Type, Type]:
         rows = Axis(_fresh("vocab", self.dim), self.vocab)
-        return Type((Segment((), "index", self.vocab), self.dim)), Type((Segment((rows,) + self.dim.axes),))
+        b = self.batch.axes
+        return (Type((Segment(b, "index", self.vocab), Segment(b + self.dim.axes))),
+                Type((Segment((rows,) + self.dim.axes),)))
 
     def label(self) -> str:
         return "∂Emb"
@@ -261,17 +266,24 @@ class LinearTransposeOp(Primitive):
 
 @dataclass(frozen=True)
 class LinearWeightGradOp(Primitive):
-    """``(x: dom, g: cod) ↦ g ⊗ x``: the gradient of a learned map's weight (summed over woven axes after)."""
+    """``(x: dom, g: cod) ↦ g ⊗ x``: the gradient of a learned map's weight.
+
+    With ``batch`` axes (leading on both inputs) it is the contraction ``Σ_batch g ⊗ x`` — one
+    einsum, never the per-position outer product.
+    """
 
     dom_axes: Segment
     cod_axes: Segment
+    batch: Segment = Segment(())
 
     op: ClassVar[str] = "linear_weight_grad"
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((self.dom_axes, self.cod_axes)), Type((weight_segment(self.dom_axes, self.cod_axes),))
+        b = self.batch.axes
+        dom = Type((Segment(b + self.dom_axes.axes), Segment(b + self.cod_axes.axes)))
+        return dom, Type((weight_segment(self.dom_axes, self.cod_axes),))
 
     def label(self) -> str:
         return "∂L"
@@ -346,3 +358,288 @@ def EmbeddingGrad(vocab: SizeLike, dim: str) -> Box:
     if len(seg) != 1 or not seg[0].axes:
         raise ParseError(f"embedding gradient: dim {dim!r} must be one segment of feature axes")
     return Box.make(EmbeddingGradOp(size(vocab), seg[0]))
+
+
+# -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
+@dataclass(frozen=True)
+class DiagonalOp(Primitive):
+    """The transpose of taking a diagonal: ``source`` (distinct axes) placed on the diagonal of ``target``.
+
+    ``target`` repeats some of ``source``'s axes (``a -> a a``); entries off the diagonal are zero.
+    """
+
+    source: Segment
+    target: Segment
+
+    op: ClassVar[str] = "diagonal"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        if len(set(self.source.names)) != len(self.source) or set(self.source.names) != set(self.target.names):
+            raise TypeMismatchError(f"diagonal '{self.source}' -> '{self.target}': the source must hold each axis of the"
+                                    " target exactly once")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,)), Type((self.target,))
+
+    def label(self) -> str:
+        return "Δ"
+
+
+def _window_fields(axes: Segment, positions: Segment) -> None:
+    if len(axes) not in (1, 2, 3) or positions.names != axes.names:
+        raise ParseError(f"pooling transpose: positions '{positions}' must name the 1 to 3 spatial axes '{axes}'")
+
+
+def _plane(axes: Segment) -> Size:
+    result: Size = size(1)
+    for a in axes:
+        result = result * a.size
+    return result
+
+
+@dataclass(frozen=True)
+class MaxPoolArgmaxOp(Primitive):
+    """Max pooling that also outputs where each maximum was (flat index into the spatial axes): ``x -> (y, i)``."""
+
+    axes: Segment
+    positions: Segment
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    op: ClassVar[str] = "maxpool_argmax"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+
+    def signature(self) -> tuple[Type, Type]:
+        index = Segment(self.positions.axes, "index", _plane(self.axes))
+        return Type((self.axes,)), Type((self.positions, index))
+
+    def label(self) -> str:
+        return "★→Max, argmax"
+
+
+@dataclass(frozen=True)
+class MaxPoolBackwardOp(Primitive):
+    """``(i, g) ↦ ∂x``: each cotangent routed to the stored argmax ``i`` of its window (sums where windows overlap)."""
+
+    axes: Segment
+    positions: Segment
+
+    op: ClassVar[str] = "maxpool_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+
+    def signature(self) -> tuple[Type, Type]:
+        index = Segment(self.positions.axes, "index", _plane(self.axes))
+        return Type((index, self.positions)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "Maxᵀ"
+
+
+@dataclass(frozen=True)
+class AvgPoolTransposeOp(Primitive):
+    """The transpose of average pooling (``adaptive``: of ``F.adaptive_avg_pool``): ``𝔼ᵀ`` then ``★ᵀ``.
+
+    Each cotangent is spread evenly over its window (divided by the window's count) and
+    overlapping windows are summed.
+    """
+
+    axes: Segment
+    positions: Segment
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    count_include_pad: bool = True
+    adaptive: bool = False
+
+    op: ClassVar[str] = "avgpool_transpose"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+        n = 0 if self.adaptive else len(self.axes)
+        if any(len(v) != n for v in (self.kernel, self.stride, self.padding)):
+            raise ParseError(f"pooling transpose over '{self.axes}': kernel, stride and padding need {n} entries each")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.positions,)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "𝔼ᵀ★ᵀ"
+
+
+@dataclass(frozen=True)
+class BatchNormStatsOp(Primitive):
+    """Batch normalisation that also outputs the per-channel mean and ``1/σ`` it used: ``x -> (y, μ, 1/σ)``.
+
+    Training: the batch statistics; evaluation: the running estimates.  It lowers to the same
+    ``nn.BatchNorm1d`` as ``BatchNorm`` (same parameters and buffers).
+    """
+
+    axes: Segment
+    channel: int = 0
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+
+    op: ClassVar[str] = "batchnorm_stats"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+    learned: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.channel < len(self.axes):
+            raise ParseError(f"batchnorm stats: channel position {self.channel!r} is not an axis of '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        c = Segment((self.axes.axes[self.channel],))
+        return Type((self.axes,)), Type((self.axes, c, c))
+
+    def params(self) -> dict[str, tuple[Size, ...]]:
+        c = self.axes.axes[self.channel].size
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
+    def label(self) -> str:
+        return "BN, μ, 1/σ"
+
+
+@dataclass(frozen=True)
+class BatchNormBackwardOp(Primitive):
+    """The transpose of batch normalisation: ``(x, μ, 1/σ, [w], g) ↦ (∂x, [∂w, ∂b])``.
+
+    ``training``: the statistics depend on the batch, so ``∂x = (1/σ)(ĝ − 𝔼ĝ − x̂ 𝔼[ĝ x̂])`` with the
+    means over every axis but the channel; evaluation: the map is linear, ``∂x = ĝ/σ``.
+    """
+
+    axes: Segment
+    channel: int = 0
+    affine: bool = True
+    training: bool = True
+
+    op: ClassVar[str] = "batchnorm_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.channel < len(self.axes):
+            raise ParseError(f"batchnorm backward: channel position {self.channel!r} is not an axis of '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        x, c = self.axes, Segment((self.axes.axes[self.channel],))
+        dom = (x, c, c) + ((c,) if self.affine else ()) + (x,)
+        return Type(dom), Type((x,) + ((c, c) if self.affine else ()))
+
+    def label(self) -> str:
+        return "BNᵀ"
+
+
+def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int, ...], groups: Size,
+                        transposed: bool) -> Segment:
+    """The weight of a convolution ``dom -> cod`` (``transposed``: of a transposed one) as one segment, torch's layout.
+
+    Convolution: ``d c/groups κ…``; transposed convolution: ``c d/groups κ…`` (``κ1, κ2, …`` the kernel axes).
+    """
+    first, second = (dom_axes.axes[0], cod_axes.axes[0]) if transposed else (cod_axes.axes[0], dom_axes.axes[0])
+    taken = set(dom_axes.names) | set(cod_axes.names)
+    name = second.name if second.name != first.name and groups == 1 else second.name + "′"
+    kernel_axes = tuple(Axis(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken), size(k))
+                        for i, k in enumerate(kernel, 1))
+    return Segment((first, Axis(name, second.size / groups)) + kernel_axes)
+
+
+@dataclass(frozen=True)
+class ConvWithWeightOp(Primitive):
+    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
+
+    The transposes of learned convolutions: a convolution's input gradient is the transposed
+    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
+    convolution's is the convolution (``L`` after ``★``).
+    """
+
+    dom_axes: Segment
+    cod_axes: Segment
+    weight: Segment
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    output_padding: tuple[int, ...] = ()
+    groups: Size = size(1)
+    transposed: bool = False
+    batch: Segment = Segment(())
+
+    op: ClassVar[str] = "conv_with_weight"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+
+    def __post_init__(self) -> None:
+        n = len(self.kernel)
+        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
+            raise ParseError(f"convolution with weight '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
+                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        b = self.batch.axes
+        return Type((Segment(b + self.dom_axes.axes), self.weight)), Type((Segment(b + self.cod_axes.axes),))
+
+    def label(self) -> str:
+        return ("★ᵀ" if self.transposed else "★") + "·W"
+
+
+@dataclass(frozen=True)
+class ConvWeightGradOp(Primitive):
+    """``(x, g) ↦ ∂W``: a learned convolution's weight gradient, the contraction of its windows with the cotangent.
+
+    Sums over the output positions and the leading ``batch`` axes in one einsum.
+    ``transposed``: of a transposed convolution (the windows are taken of the cotangent).
+    """
+
+    dom_axes: Segment
+    cod_axes: Segment
+    weight: Segment
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: Size = size(1)
+    transposed: bool = False
+    batch: Segment = Segment(())
+
+    op: ClassVar[str] = "conv_weight_grad"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+
+    def __post_init__(self) -> None:
+        n = len(self.kernel)
+        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
+            raise ParseError(f"convolution weight gradient '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial"
+                             f" axes on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        b = self.batch.axes
+        return Type((Segment(b + self.dom_axes.axes), Segment(b + self.cod_axes.axes))), Type((self.weight,))
+
+    def label(self) -> str:
+        return "∂★"
+
+
+def Diagonal(source: str, target: str) -> Box:
+    """Place ``source`` on the diagonal of ``target``, e.g. ``Diagonal("a", "a a")`` (the transpose of ``Einsum("a a -> a")``)."""
+    src, dst = parse_type(source), parse_type(target)
+    if len(src) != 1 or len(dst) != 1:
+        raise ParseError(f"diagonal takes one segment on each side, not '{source}' -> '{target}'")
+    known = {a.name: a for a in src[0]}
+    return Box.make(DiagonalOp(src[0], dst[0].with_axes(known.get(a.name, a) for a in dst[0])))

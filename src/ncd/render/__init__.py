@@ -121,7 +121,8 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     """Draw ``diagram`` to ``path``; the extension chooses the format (``.svg .png .pdf .tex .tikz``).
 
     Options: ``depth``, ``fold``, ``labels``, ``legend``, ``title``, ``scale`` (PNG pixels per
-    point), ``embed_fonts`` (SVG), ``pitch`` and other sizes — see :class:`Style`.  Returns the path.
+    point), ``embed_fonts`` (SVG), ``costs`` (``True`` or sizes: each block's FLOPs and parameters
+    under its title), ``pitch`` and other sizes — see :class:`Style`.  Returns the path.
     """
     target = os.fspath(path)
     ext = os.path.splitext(target)[1].lower()
@@ -129,6 +130,12 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     if writer is None:
         known = ", ".join(sorted(WRITERS))
         raise InputError(f"draw: cannot write {target!r}: unknown extension {ext or '(none)'!r}; known: {known}")
+    costs = options.get("costs")
+    if costs is not None and not isinstance(costs, tuple):
+        from ncd.analysis.annotate import annotations
+
+        sizes = dict(costs) if isinstance(costs, dict) else {}
+        options["costs"] = tuple(annotations(diagram, **sizes).items()) if costs else ()
     writer(_check(diagram), target, Style.from_options(**options))
     return target
 

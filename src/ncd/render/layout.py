@@ -75,6 +75,7 @@ class Layout:
         self.style = style
         self.next_id = 0
         self.depth = 0
+        self.path: list[str] = []  # names of the enclosing blocks (cost annotations are keyed by this path)
         self.legend: list[tuple[str, str]] = list(style.legend)
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last
 
@@ -294,11 +295,14 @@ class Layout:
         colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
         self.depth += 1
         self.fences.append(colour)
+        self.path.append(node.name)
+        note = dict(self.style.costs).get("/".join(self.path)) if self.style.costs else None
         try:
             body = self.lay(node.body)
         finally:
             self.depth -= 1
             self.fences.pop()
+            self.path.pop()
         legend = node.get("legend")
         if legend:
             self.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
@@ -306,13 +310,18 @@ class Layout:
         name = title or node.name
         parts = typeset_text(name)
         tw, ascent, descent = self.text_size(parts, size)
-        w = max(body.w + 2 * pad, tw + 2 * pad)
+        note_parts = typeset_text(note) if note else []
+        nw, n_ascent, n_descent = self.text_size(note_parts, self.style.label_size) if note else (0.0, 0.0, 0.0)
+        w = max(body.w + 2 * pad, tw + 2 * pad, nw + 2 * pad)
         x0 = (w - body.w) / 2
-        top = body.top - ascent - descent - 2 * pad
+        top = body.top - ascent - descent - 2 * pad - (n_ascent + n_descent + 2 if note else 0.0)
         frag = Frag(w, top, body.bottom + pad, shifted(body.ins, 0.0), shifted(body.outs, 0.0),
                     seps_in=dict(body.seps_in), seps_out=dict(body.seps_out))
         frag.add(Rect(0.0, top, w, frag.bottom - top, fill=colour, stroke=None, radius=3.0, role="fence"))
         frag.add(*self.text(parts, (w - tw) / 2, top + pad + ascent, size, role="title"))
+        if note:
+            baseline = top + pad + ascent + descent + 2 + n_ascent
+            frag.add(*self.text(note_parts, (w - nw) / 2, baseline, self.style.label_size, role="label"))
         frag.place(body, x0, 0.0)
         for y in flat(body.ins):
             frag.add(Path.through([(0.0, y), (x0, y)]))
