@@ -121,6 +121,8 @@ SCRIPT = r"""
 
   function fit(maxScale) {
     var v = views[current], w = stage.clientWidth, h = stage.clientHeight;
+    // not laid out yet (a notebook iframe still sizing itself): try again on the next frame
+    if (!w || !h) { requestAnimationFrame(function () { fit(maxScale); }); return; }
     scale = Math.min(w / v.w, h / v.h, maxScale || 4) * 0.96;
     tx = (w - v.w * scale) / 2; ty = (h - v.h * scale) / 2; apply();
   }
