@@ -13,5 +13,5 @@ class Convolution(nn.Module):
 
     def forward(self, x):
         # x: c x y (3, 16, 16)
-        conv_1 = self.conv(x.reshape(-1, 3, 16, 16)).view(*x.shape[:-3], 8, 14, 14)  # d x y (8, 14, 14)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 3, 16, 16)).view(*x.shape[:-3], 8, 14, 14))  # d x y (8, 14, 14)
         return conv_1

@@ -17,13 +17,13 @@ class ResidualComponent(nn.Module):
 
     def forward(self, x):
         # x: n1 x y (16, 32, 32)
-        conv_1 = self.conv(x.reshape(-1, 16, 32, 32)).view(*x.shape[:-3], 16, 32, 32)  # nb x y (16, 32, 32)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 16, 32, 32)).view(*x.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
         batchnorm = self.bn(conv_1.reshape(-1, 16, 1024)).reshape(conv_1.shape)  # nb x y (16, 32, 32)
         relu = torch.relu(batchnorm)  # nb x y (16, 32, 32)
-        conv_3 = self.conv_2(relu.reshape(-1, 16, 32, 32)).view(*relu.shape[:-3], 16, 32, 32)  # nb x y (16, 32, 32)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 16, 32, 32)).view(*relu.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 16, 1024)).reshape(conv_3.shape)  # nb x y (16, 32, 32)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (16, 32, 32)
-        conv_5 = self.conv_4(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 64, 32, 32)  # n2 x y (64, 32, 32)
+        conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 64, 32, 32))  # n2 x y (64, 32, 32)
         return conv_5
 
 
@@ -43,13 +43,13 @@ class ResidualComponent2(nn.Module):
         # x: n2 x y (64, 32, 32)
         batchnorm = self.bn(x.reshape(-1, 64, 1024)).reshape(x.shape)  # n2 x y (64, 32, 32)
         relu = torch.relu(batchnorm)  # n2 x y (64, 32, 32)
-        conv_1 = self.conv(relu.reshape(-1, 64, 32, 32)).view(*relu.shape[:-3], 16, 32, 32)  # nb x y (16, 32, 32)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 64, 32, 32)).view(*relu.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 16, 1024)).reshape(conv_1.shape)  # nb x y (16, 32, 32)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (16, 32, 32)
-        conv_3 = self.conv_2(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 16, 32, 32)  # nb x y (16, 32, 32)
+        conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 16, 1024)).reshape(conv_3.shape)  # nb x y (16, 32, 32)
         relu_2 = torch.relu(batchnorm_2)  # nb x y (16, 32, 32)
-        conv_5 = self.conv_4(relu_2.reshape(-1, 16, 32, 32)).view(*relu_2.shape[:-3], 64, 32, 32)  # n2 x y (64, 32, 32)
+        conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 16, 32, 32)).view(*relu_2.shape[:-3], 64, 32, 32))  # n2 x y (64, 32, 32)
         return conv_5
 
 
@@ -82,7 +82,7 @@ class Block1(nn.Module):
         batchnorm = self.bn(x.reshape(-1, 16, 1024)).reshape(x.shape)  # n1 x y (16, 32, 32)
         relu = torch.relu(batchnorm)  # n1 x y (16, 32, 32)
         residualcomponent_1 = self.residualcomponent(relu)  # n2 x y (64, 32, 32)
-        conv_1 = self.conv(relu.reshape(-1, 16, 32, 32)).view(*relu.shape[:-3], 64, 32, 32)  # n2 x y (64, 32, 32)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 16, 32, 32)).view(*relu.shape[:-3], 64, 32, 32))  # n2 x y (64, 32, 32)
         add = residualcomponent_1 + conv_1  # n2 x y (64, 32, 32)
         identityunits_1 = add
         for layer in self.identityunits:
@@ -103,13 +103,13 @@ class ResidualComponent3(nn.Module):
 
     def forward(self, x):
         # x: n2 x y (64, 32, 32)
-        conv_1 = self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 32, 16, 16)  # nb x y (32, 16, 16)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
         batchnorm = self.bn(conv_1.reshape(-1, 32, 256)).reshape(conv_1.shape)  # nb x y (32, 16, 16)
         relu = torch.relu(batchnorm)  # nb x y (32, 16, 16)
-        conv_3 = self.conv_2(relu.reshape(-1, 32, 16, 16)).view(*relu.shape[:-3], 32, 16, 16)  # nb x y (32, 16, 16)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 32, 16, 16)).view(*relu.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 32, 256)).reshape(conv_3.shape)  # nb x y (32, 16, 16)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (32, 16, 16)
-        conv_5 = self.conv_4(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 128, 16, 16)  # n3 x y (128, 16, 16)
+        conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 128, 16, 16))  # n3 x y (128, 16, 16)
         return conv_5
 
 
@@ -129,13 +129,13 @@ class ResidualComponent4(nn.Module):
         # x: n3 x y (128, 16, 16)
         batchnorm = self.bn(x.reshape(-1, 128, 256)).reshape(x.shape)  # n3 x y (128, 16, 16)
         relu = torch.relu(batchnorm)  # n3 x y (128, 16, 16)
-        conv_1 = self.conv(relu.reshape(-1, 128, 16, 16)).view(*relu.shape[:-3], 32, 16, 16)  # nb x y (32, 16, 16)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 128, 16, 16)).view(*relu.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 32, 256)).reshape(conv_1.shape)  # nb x y (32, 16, 16)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (32, 16, 16)
-        conv_3 = self.conv_2(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 32, 16, 16)  # nb x y (32, 16, 16)
+        conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 32, 256)).reshape(conv_3.shape)  # nb x y (32, 16, 16)
         relu_2 = torch.relu(batchnorm_2)  # nb x y (32, 16, 16)
-        conv_5 = self.conv_4(relu_2.reshape(-1, 32, 16, 16)).view(*relu_2.shape[:-3], 128, 16, 16)  # n3 x y (128, 16, 16)
+        conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 32, 16, 16)).view(*relu_2.shape[:-3], 128, 16, 16))  # n3 x y (128, 16, 16)
         return conv_5
 
 
@@ -168,7 +168,7 @@ class Block2(nn.Module):
         batchnorm = self.bn(x.reshape(-1, 64, 1024)).reshape(x.shape)  # n2 x y (64, 32, 32)
         relu = torch.relu(batchnorm)  # n2 x y (64, 32, 32)
         residualcomponent_1 = self.residualcomponent(relu)  # n3 x y (128, 16, 16)
-        conv_1 = self.conv(relu.reshape(-1, 64, 32, 32)).view(*relu.shape[:-3], 128, 16, 16)  # n3 x y (128, 16, 16)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 64, 32, 32)).view(*relu.shape[:-3], 128, 16, 16))  # n3 x y (128, 16, 16)
         add = residualcomponent_1 + conv_1  # n3 x y (128, 16, 16)
         identityunits_1 = add
         for layer in self.identityunits:
@@ -189,13 +189,13 @@ class ResidualComponent5(nn.Module):
 
     def forward(self, x):
         # x: n3 x y (128, 16, 16)
-        conv_1 = self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 64, 8, 8)  # nb x y (64, 8, 8)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
         batchnorm = self.bn(conv_1.reshape(-1, 64, 64)).reshape(conv_1.shape)  # nb x y (64, 8, 8)
         relu = torch.relu(batchnorm)  # nb x y (64, 8, 8)
-        conv_3 = self.conv_2(relu.reshape(-1, 64, 8, 8)).view(*relu.shape[:-3], 64, 8, 8)  # nb x y (64, 8, 8)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 8, 8)).view(*relu.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 64, 64)).reshape(conv_3.shape)  # nb x y (64, 8, 8)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (64, 8, 8)
-        conv_5 = self.conv_4(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 256, 8, 8)  # n4 x y (256, 8, 8)
+        conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 256, 8, 8))  # n4 x y (256, 8, 8)
         return conv_5
 
 
@@ -215,13 +215,13 @@ class ResidualComponent6(nn.Module):
         # x: n4 x y (256, 8, 8)
         batchnorm = self.bn(x.reshape(-1, 256, 64)).reshape(x.shape)  # n4 x y (256, 8, 8)
         relu = torch.relu(batchnorm)  # n4 x y (256, 8, 8)
-        conv_1 = self.conv(relu.reshape(-1, 256, 8, 8)).view(*relu.shape[:-3], 64, 8, 8)  # nb x y (64, 8, 8)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 256, 8, 8)).view(*relu.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 64, 64)).reshape(conv_1.shape)  # nb x y (64, 8, 8)
         relu_1 = torch.relu(batchnorm_1)  # nb x y (64, 8, 8)
-        conv_3 = self.conv_2(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 64, 8, 8)  # nb x y (64, 8, 8)
+        conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 64, 64)).reshape(conv_3.shape)  # nb x y (64, 8, 8)
         relu_2 = torch.relu(batchnorm_2)  # nb x y (64, 8, 8)
-        conv_5 = self.conv_4(relu_2.reshape(-1, 64, 8, 8)).view(*relu_2.shape[:-3], 256, 8, 8)  # n4 x y (256, 8, 8)
+        conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 64, 8, 8)).view(*relu_2.shape[:-3], 256, 8, 8))  # n4 x y (256, 8, 8)
         return conv_5
 
 
@@ -254,7 +254,7 @@ class Block3(nn.Module):
         batchnorm = self.bn(x.reshape(-1, 128, 256)).reshape(x.shape)  # n3 x y (128, 16, 16)
         relu = torch.relu(batchnorm)  # n3 x y (128, 16, 16)
         residualcomponent_1 = self.residualcomponent(relu)  # n4 x y (256, 8, 8)
-        conv_1 = self.conv(relu.reshape(-1, 128, 16, 16)).view(*relu.shape[:-3], 256, 8, 8)  # n4 x y (256, 8, 8)
+        conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 128, 16, 16)).view(*relu.shape[:-3], 256, 8, 8))  # n4 x y (256, 8, 8)
         add = residualcomponent_1 + conv_1  # n4 x y (256, 8, 8)
         identityunits_1 = add
         for layer in self.identityunits:
@@ -284,7 +284,7 @@ class AvgPool(nn.Module):
 
     def forward(self, x):
         # x: x y (8, 8)
-        pooled = F.adaptive_avg_pool2d(x.reshape(-1, 1, 8, 8), 1).view(*x.shape[:-2], 1, 1)  # x y (1, 1)
+        pooled = (F.adaptive_avg_pool2d(x, 1) if x.dim() == 4 else F.adaptive_avg_pool2d(x.reshape(-1, 1, 8, 8), 1).view(*x.shape[:-2], 1, 1))  # x y (1, 1)
         return pooled
 
 
@@ -329,7 +329,7 @@ class IdentityResNet(nn.Module):
 
     def forward(self, x):
         # x: c x y (3, 32, 32)
-        conv_1 = self.conv(x.reshape(-1, 3, 32, 32)).view(*x.shape[:-3], 16, 32, 32)  # n1 x y (16, 32, 32)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 3, 32, 32)).view(*x.shape[:-3], 16, 32, 32))  # n1 x y (16, 32, 32)
         block1_1 = self.block1(conv_1)  # n2 x y (64, 32, 32)
         block2_1 = self.block2(block1_1)  # n3 x y (128, 16, 16)
         block3_1 = self.block3(block2_1)  # n4 x y (256, 8, 8)

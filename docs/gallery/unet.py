@@ -14,9 +14,9 @@ class DoubleConvolution(nn.Module):
 
     def forward(self, x):
         # x: c0 h w (1, 64, 64)
-        conv_1 = self.conv(x.reshape(-1, 1, 64, 64)).view(*x.shape[:-3], 64, 64, 64)  # ch h w (64, 64, 64)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 1, 64, 64)).view(*x.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu = torch.relu(conv_1)  # ch h w (64, 64, 64)
-        conv_3 = self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64)  # ch h w (64, 64, 64)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu_1 = torch.relu(conv_3)  # ch h w (64, 64, 64)
         return relu_1
 
@@ -33,7 +33,7 @@ class DownScaleBlock(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (64, 64, 64)
         store['C_1'] = doubleconvolution_1
-        pooled = F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 64, 64), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 32, 32)  # h w (32, 32)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 64, 64), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 32, 32))  # h w (32, 32)
         return pooled
 
 
@@ -47,9 +47,9 @@ class DoubleConvolution2(nn.Module):
 
     def forward(self, x):
         # x: ch h w (64, 32, 32)
-        conv_1 = self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 128, 32, 32)  # ch h w (128, 32, 32)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu = torch.relu(conv_1)  # ch h w (128, 32, 32)
-        conv_3 = self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32)  # ch h w (128, 32, 32)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu_1 = torch.relu(conv_3)  # ch h w (128, 32, 32)
         return relu_1
 
@@ -66,7 +66,7 @@ class DownScaleBlock2(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (128, 32, 32)
         store['C_2'] = doubleconvolution_1
-        pooled = F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 32, 32), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 16, 16)  # h w (16, 16)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 32, 32), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 16, 16))  # h w (16, 16)
         return pooled
 
 
@@ -80,9 +80,9 @@ class DoubleConvolution3(nn.Module):
 
     def forward(self, x):
         # x: ch h w (128, 16, 16)
-        conv_1 = self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 256, 16, 16)  # ch h w (256, 16, 16)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu = torch.relu(conv_1)  # ch h w (256, 16, 16)
-        conv_3 = self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16)  # ch h w (256, 16, 16)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu_1 = torch.relu(conv_3)  # ch h w (256, 16, 16)
         return relu_1
 
@@ -99,7 +99,7 @@ class DownScaleBlock3(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (256, 16, 16)
         store['C_3'] = doubleconvolution_1
-        pooled = F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 16, 16), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 8, 8)  # h w (8, 8)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 16, 16), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 8, 8))  # h w (8, 8)
         return pooled
 
 
@@ -113,9 +113,9 @@ class DoubleConvolution4(nn.Module):
 
     def forward(self, x):
         # x: ch h w (256, 8, 8)
-        conv_1 = self.conv(x.reshape(-1, 256, 8, 8)).view(*x.shape[:-3], 512, 8, 8)  # ch h w (512, 8, 8)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 256, 8, 8)).view(*x.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu = torch.relu(conv_1)  # ch h w (512, 8, 8)
-        conv_3 = self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8)  # ch h w (512, 8, 8)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu_1 = torch.relu(conv_3)  # ch h w (512, 8, 8)
         return relu_1
 
@@ -132,7 +132,7 @@ class DownScaleBlock4(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (512, 8, 8)
         store['C_4'] = doubleconvolution_1
-        pooled = F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 8, 8), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 4, 4)  # h w (4, 4)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 8, 8), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 4, 4))  # h w (4, 4)
         return pooled
 
 
@@ -146,9 +146,9 @@ class DoubleConvolution5(nn.Module):
 
     def forward(self, x):
         # x: ch h w (512, 4, 4)
-        conv_1 = self.conv(x.reshape(-1, 512, 4, 4)).view(*x.shape[:-3], 1024, 4, 4)  # ch h w (1024, 4, 4)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 512, 4, 4)).view(*x.shape[:-3], 1024, 4, 4))  # ch h w (1024, 4, 4)
         relu = torch.relu(conv_1)  # ch h w (1024, 4, 4)
-        conv_3 = self.conv_2(relu.reshape(-1, 1024, 4, 4)).view(*relu.shape[:-3], 1024, 4, 4)  # ch h w (1024, 4, 4)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 1024, 4, 4)).view(*relu.shape[:-3], 1024, 4, 4))  # ch h w (1024, 4, 4)
         relu_1 = torch.relu(conv_3)  # ch h w (1024, 4, 4)
         return relu_1
 
@@ -164,7 +164,7 @@ class Bottom(nn.Module):
     def forward(self, x):
         # x: ch h w (512, 4, 4)
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (1024, 4, 4)
-        conv_t_1 = self.conv_t(doubleconvolution_1.reshape(-1, 1024, 4, 4)).view(*doubleconvolution_1.shape[:-3], 512, 8, 8)  # ch h w (512, 8, 8)
+        conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 1024, 4, 4)).view(*doubleconvolution_1.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         return conv_t_1
 
 
@@ -178,9 +178,9 @@ class DoubleConvolution6(nn.Module):
 
     def forward(self, x):
         # x: cat h w (1024, 8, 8)
-        conv_1 = self.conv(x.reshape(-1, 1024, 8, 8)).view(*x.shape[:-3], 512, 8, 8)  # ch h w (512, 8, 8)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 1024, 8, 8)).view(*x.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu = torch.relu(conv_1)  # ch h w (512, 8, 8)
-        conv_3 = self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8)  # ch h w (512, 8, 8)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu_1 = torch.relu(conv_3)  # ch h w (512, 8, 8)
         return relu_1
 
@@ -200,7 +200,7 @@ class UpScaleBlock(nn.Module):
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (1024, 8, 8)
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (512, 8, 8)
-        conv_t_1 = self.conv_t(doubleconvolution_1.reshape(-1, 512, 8, 8)).view(*doubleconvolution_1.shape[:-3], 256, 16, 16)  # ch h w (256, 16, 16)
+        conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 512, 8, 8)).view(*doubleconvolution_1.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         return conv_t_1
 
 
@@ -214,9 +214,9 @@ class DoubleConvolution7(nn.Module):
 
     def forward(self, x):
         # x: cat h w (512, 16, 16)
-        conv_1 = self.conv(x.reshape(-1, 512, 16, 16)).view(*x.shape[:-3], 256, 16, 16)  # ch h w (256, 16, 16)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 512, 16, 16)).view(*x.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu = torch.relu(conv_1)  # ch h w (256, 16, 16)
-        conv_3 = self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16)  # ch h w (256, 16, 16)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu_1 = torch.relu(conv_3)  # ch h w (256, 16, 16)
         return relu_1
 
@@ -236,7 +236,7 @@ class UpScaleBlock2(nn.Module):
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (512, 16, 16)
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (256, 16, 16)
-        conv_t_1 = self.conv_t(doubleconvolution_1.reshape(-1, 256, 16, 16)).view(*doubleconvolution_1.shape[:-3], 128, 32, 32)  # ch h w (128, 32, 32)
+        conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 256, 16, 16)).view(*doubleconvolution_1.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         return conv_t_1
 
 
@@ -250,9 +250,9 @@ class DoubleConvolution8(nn.Module):
 
     def forward(self, x):
         # x: cat h w (256, 32, 32)
-        conv_1 = self.conv(x.reshape(-1, 256, 32, 32)).view(*x.shape[:-3], 128, 32, 32)  # ch h w (128, 32, 32)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 256, 32, 32)).view(*x.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu = torch.relu(conv_1)  # ch h w (128, 32, 32)
-        conv_3 = self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32)  # ch h w (128, 32, 32)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu_1 = torch.relu(conv_3)  # ch h w (128, 32, 32)
         return relu_1
 
@@ -272,7 +272,7 @@ class UpScaleBlock3(nn.Module):
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (256, 32, 32)
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (128, 32, 32)
-        conv_t_1 = self.conv_t(doubleconvolution_1.reshape(-1, 128, 32, 32)).view(*doubleconvolution_1.shape[:-3], 64, 64, 64)  # ch h w (64, 64, 64)
+        conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 128, 32, 32)).view(*doubleconvolution_1.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         return conv_t_1
 
 
@@ -286,9 +286,9 @@ class DoubleConvolution9(nn.Module):
 
     def forward(self, x):
         # x: cat h w (128, 64, 64)
-        conv_1 = self.conv(x.reshape(-1, 128, 64, 64)).view(*x.shape[:-3], 64, 64, 64)  # ch h w (64, 64, 64)
+        conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 64, 64)).view(*x.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu = torch.relu(conv_1)  # ch h w (64, 64, 64)
-        conv_3 = self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64)  # ch h w (64, 64, 64)
+        conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu_1 = torch.relu(conv_3)  # ch h w (64, 64, 64)
         return relu_1
 
@@ -308,7 +308,7 @@ class Head(nn.Module):
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (128, 64, 64)
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (64, 64, 64)
-        conv_1 = self.conv(doubleconvolution_1.reshape(-1, 64, 64, 64)).view(*doubleconvolution_1.shape[:-3], 2, 64, 64)  # y h w (2, 64, 64)
+        conv_1 = (self.conv(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv(doubleconvolution_1.reshape(-1, 64, 64, 64)).view(*doubleconvolution_1.shape[:-3], 2, 64, 64))  # y h w (2, 64, 64)
         return conv_1
 
 
