@@ -296,16 +296,19 @@ class Codegen:
             n = len(layout)
             src = [layout.index(("woven", w)) - n for w in carried]
             dst = [k - n for k in range(len(carried))]
-            if src != dst:
-                var = em.assign(f"{v.var}_moved", f"torch.movedim({var}, {tuple(src)}, {tuple(dst)})", v.axes)
+            if src != dst:  # the comment shows the layout after the move: woven axes first
+                front = tuple(woven[w].axis for w in carried) + seg.axes
+                var = em.assign(f"{v.var}_moved", f"torch.movedim({var}, {tuple(src)}, {tuple(dst)})", front)
             present = list(carried)
             for w in range(len(woven)):
                 if w in present:
                     continue
                 index = sum(1 for p in present if p < w)
                 total = len(present) + len(seg)
-                var = em.assign(f"{v.var}_shared", f"{var}.unsqueeze({index - total - 1})", v.axes)
                 present = sorted(present + [w])
+                front = tuple(woven[p].axis.resized(1) if p == w or woven[p].dom_pos[j] is None else woven[p].axis
+                              for p in present) + seg.axes
+                var = em.assign(f"{v.var}_shared", f"{var}.unsqueeze({index - total - 1})", front)
                 unsqueezed = True
             moved.append(Value(var, seg.axes, seg.dtype))
         if isinstance(inner, Box):
@@ -313,7 +316,9 @@ class Codegen:
             self._track_store(inner)
             em.uses_store = em.uses_store or isinstance(inner.prim, (SaveOp, LoadOp))
             ctx = RuleContext(inner, moved, (), [seg.axes for seg in inner.cod], em)
-            results = self._bind_outputs(inner, em, entry.fn(ctx), inner.cod)
+            # comments show the woven axes in front, where they are while the box runs
+            front_cod = Type(tuple(seg.with_axes(tuple(w.axis for w in woven) + seg.axes) for seg in inner.cod))
+            results = self._bind_outputs(inner, em, entry.fn(ctx), front_cod)
         else:
             results = self.lower(inner, em, moved)
         out: list[Value] = []
@@ -323,8 +328,9 @@ class Codegen:
             var = v.var
             if unsqueezed:
                 sizes = ", ".join(str(evaluate(w.axis.size)) for w in woven) + ", " + ", ".join(["-1"] * len(inner.cod[j]))
+                front = tuple(w.axis for w in woven) + inner.cod[j].axes
                 var = em.assign(f"{v.var}_full", f"{var}.expand(*{var}.shape[:-{n}], {sizes.rstrip(', ')})"
-                                if n else var, seg.axes)
+                                if n else var, front)
             src = [k - n for k in range(len(woven))]
             dst = [layout.index(("woven", w)) - n for w in range(len(woven))]
             if src != dst:
