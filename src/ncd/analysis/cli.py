@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from ncd.errors import NCDError, SizeError
+from ncd.cli import load_diagram, parse_sizes
 
-__all__ = ["add_arguments", "run", "load_diagram"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,33 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--formulas", action="store_true", help="also print the totals as formulas in the axis sizes")
     parser.add_argument("--complexity", action="store_true", help="also print the leading terms per block")
     parser.add_argument("--measure", action="store_true", help="also measure the lowered module (FLOP counter, autograd)")
-
-
-def load_diagram(name: str):  # type: ignore[no-untyped-def]
-    """A zoo model by name, or a diagram from a JSON file."""
-    if os.path.exists(name) or name.endswith(".json"):
-        from ncd.ir.serialize import load_json
-
-        try:
-            with open(name, encoding="utf-8") as handle:
-                return load_json(handle.read())
-        except OSError as error:
-            raise NCDError(f"cannot read {name}: {error.strerror}") from None
-    import ncd.zoo
-
-    if name not in ncd.zoo.MODELS:
-        raise NCDError(f"{name!r} is neither a JSON file nor a zoo model; the zoo has {', '.join(ncd.zoo.MODELS)}")
-    return ncd.zoo.MODELS[name]()
-
-
-def parse_sizes(items: list[str]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip().isdigit():
-            raise SizeError(f"--size {item!r} must look like name=whole-number, e.g. --size m=512")
-        sizes[key.strip()] = int(value)
-    return sizes
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from ncd.errors import InputError
+from ncd.cli import load_diagram, parse_sizes
 
-__all__ = ["add_arguments", "run", "load_diagram"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,46 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=2.0, help="PNG pixels per point (default 2)")
 
 
-def _sizes(items: list[str]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip().lstrip("-").isdigit():
-            raise InputError(f"--size {item!r}: expected NAME=WHOLE_NUMBER, e.g. --size m=512")
-        sizes[name.strip()] = int(value)
-    return sizes
-
-
-def load_diagram(source: str, sizes: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
-    """A diagram from a JSON file path, or from the zoo by name (``ncd.zoo`` is imported only here)."""
-    sizes = sizes or {}
-    if os.path.exists(source) or source.endswith(".json"):
-        if not os.path.exists(source):
-            raise InputError(f"draw: no such file {source!r}")
-        from ncd.ir.serialize import load_json
-
-        with open(source, encoding="utf-8") as fh:
-            diagram = load_json(fh.read())
-        return diagram.bind(**sizes) if sizes else diagram
-    try:
-        import ncd.zoo as zoo
-    except ModuleNotFoundError as error:  # pragma: no cover - the zoo ships with ncd
-        raise InputError(f"draw: {source!r} is not a file and the model zoo is not available") from error
-    models = getattr(zoo, "MODELS", {})
-    factory = models.get(source) or getattr(zoo, source, None)
-    if not callable(factory):
-        known = ", ".join(sorted(models)) or "(none)"
-        raise InputError(f"draw: {source!r} is neither a diagram JSON file nor a zoo model; zoo models: {known}")
-    try:
-        return factory(**sizes)
-    except TypeError as error:
-        raise InputError(f"draw: zoo model {source!r} does not accept sizes {sorted(sizes)}: {error}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ncd.render import draw
 
-    diagram = load_diagram(args.diagram, _sizes(args.size))
+    diagram = load_diagram(args.diagram, parse_sizes(args.size))
     path = draw(diagram, args.output, depth=args.depth, labels=args.labels, fold=not args.no_fold, title=args.title,
                 scale=args.scale)
     print(path)

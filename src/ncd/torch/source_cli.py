@@ -3,40 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 
-from ncd.errors import NCDError
-from ncd.ir.diagram import Diagram
-
-
-def parse_sizes(items: list[str] | None) -> dict[str, int]:
-    """``["m=512", "h=8"]`` -> ``{"m": 512, "h": 8}``."""
-    sizes: dict[str, int] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip().isdigit():
-            raise NCDError(f"size {item!r} must look like name=integer, e.g. m=512")
-        sizes[key.strip()] = int(value)
-    return sizes
-
-
-def load_diagram(target: str) -> Diagram:
-    """A diagram from a JSON file path or a zoo model name."""
-    if os.path.exists(target):
-        from ncd.ir.serialize import load_json
-
-        with open(target, encoding="utf-8") as handle:
-            return load_json(handle.read())
-    try:
-        zoo = importlib.import_module("ncd.zoo")
-    except ModuleNotFoundError:
-        raise NCDError(f"{target!r} is not a file, and the zoo is not available") from None
-    factory = getattr(zoo, target, None)
-    if factory is None or not callable(factory):
-        names = ", ".join(getattr(zoo, "__all__", []))
-        raise NCDError(f"{target!r} is neither a file nor a zoo model; zoo models: {names}")
-    return factory()
+from ncd.cli import load_diagram, parse_sizes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
