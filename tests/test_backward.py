@@ -7,8 +7,11 @@ import torch
 
 import ncd
 from ncd.analysis import plan
+from ncd.analysis.backward import cot
 from ncd.analysis.tables import BACKWARD, AnalysisError, load_all
 from ncd.analysis.verify import compare_gradients
+from ncd.prims.gather import Gather
+from ncd.prims.rotary import Rotary
 from tests.opdb import SAMPLES, Sample, load
 from tests.test_cost import SIZES, attention_head, mlp, multi_head_attention
 
@@ -23,9 +26,39 @@ def differentiable(s: Sample) -> bool:
         return False
     if not all(b.prim.op in BACKWARD for b in d.boxes()):
         return False
+    if not _has_leaves(d):
+        return False  # nothing to differentiate: test_backward_without_float_inputs_has_no_gradients
     if s.train and s.op == "dropout":
         return False  # dropout differentiates as in evaluation (a backward diagram cannot replay the mask)
     return s.inputs is None or not any(b.prim.learned for b in d.boxes())
+
+
+def _has_leaves(d: ncd.Diagram) -> bool:
+    return any(seg.dtype == "float" for seg in d.dom) or any(b.prim.learned for b in d.boxes())
+
+
+def test_importers_index_computations_and_rotary_have_backward_rules() -> None:
+    """Issue #6: gather, argmax, comparisons, casts and rotary differentiate (none is declared unsupported)."""
+    from ncd.analysis.tables import UNSUPPORTED
+
+    for op in ("gather", "argmax", "compare", "cast", "rotary"):
+        assert op in BACKWARD and "backward" not in UNSUPPORTED.get(op, {})
+    d = ncd.Identity.of("b t m, b [t]") >> Gather("t")
+    assert [b.prim.op for b in ncd.backward(d).boxes()].count("gather_transpose") == 1
+    assert [b.prim.label() for b in ncd.backward(Rotary("k", "t")).boxes()] == ["ρᵀ"]
+
+
+@pytest.mark.parametrize("s", [s for s in SAMPLES if s.op in BACKWARD and not _has_leaves(s.build())], ids=lambda s: s.id)
+def test_backward_without_float_inputs_has_no_gradients(s: Sample) -> None:
+    """Index and bool inputs only: autograd gives no gradient (the outputs do not require one); neither does the diagram."""
+    d = s.build()
+    module = d.to_torch(**s.sizes)
+    outs = module(*d.example_inputs(*s.batch, **s.sizes))
+    assert not any(o.requires_grad for o in (outs if isinstance(outs, tuple) else (outs,)))
+    back = ncd.backward(d).bind(**s.sizes)
+    assert len(back.cod) == 0
+    assert str(back.dom) == str(cot(d.bind(**s.sizes).cod))
+    back.to_torch()(*[torch.randn(*(int(a.size) for a in seg)) for seg in back.dom])  # it lowers and runs
 
 
 def test_the_issues_primitives_have_backward_rules() -> None:

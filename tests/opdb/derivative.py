@@ -347,3 +347,24 @@ sample("conv_weight_grad", "transposed-grouped",
        {}, lambda p, x: _conv_weight_vjp(x), dom="b:2 c:4 x:3 y:4, b:2 d:2 x:6 y:8", batch=())
 error("conv_weight_grad", "rank", lambda: ConvWeightGradOp(_C, _D, _seg("a"), (3, 3), (1, 1), (0, 0), (1, 1)),
       r"a weight of 4 axes are needed, not 'a'", ncd.ParseError)
+
+
+# -- the transpose of a gather (ncd.prims.gather) ----------------------------------------------
+from ncd.errors import SizeError  # noqa: E402
+from ncd.prims.derivative import GatherTranspose  # noqa: E402
+
+
+def _scatter_reference(i: torch.Tensor, g: torch.Tensor, t: int, n: int) -> torch.Tensor:
+    """``Σ_J onehot(i)[..., J, t] · g[..., J]``: each cotangent entry at its position, repeats added."""
+    hot = F.one_hot(i, t).to(g.dtype) * g[..., None]
+    return hot.flatten(hot.dim() - 1 - n, -2).sum(-2) if n else hot
+
+
+sample("gather_transpose", "one-position", lambda: ncd.Identity.of("b [t], b") >> GatherTranspose("t"), {"b": 3, "t": 5},
+       lambda p, x: _scatter_reference(x[0], x[1], 5, 0), cod="b t")
+sample("gather_transpose", "repeated-positions", lambda: ncd.Identity.of("j k [t], j k") >> GatherTranspose("t", "j k [t]"),
+       {"j": 4, "k": 3, "t": 5}, lambda p, x: _scatter_reference(x[0], x[1], 5, 2), cod="t")
+error("gather_transpose", "range", lambda: GatherTranspose("t:5", "[4]"),
+      r"gather along axis t of size 5: the positions '\[4\]' must be an index segment with range \[5\]", SizeError)
+error("gather_transpose", "name", lambda: GatherTranspose("t:5", "t:2 [5]"),
+      r"gather along axis t: the positions 't:2 \[5\]' reuse its name", ParseError)

@@ -63,3 +63,6 @@ sample("cast", "bool-to-index", lambda: ncd.Identity.of("b [bool]") >> Cast("[bo
 sample("cast", "index-to-float", lambda: ncd.Identity.of("b [7]") >> Cast("[7]", ""), {"b": 4},
        lambda p, x: x[0] * 1.0, cod="b")
 error("cast", "axes", lambda: Cast("a", "a [2]"), r"cast takes scalar segments, not 'a' -> 'a \[2\]'", ParseError)
+sample("cast", "float-to-bool", lambda: ncd.Identity.of("b") >> Cast("", "bool"), {"b": 4}, lambda p, x: x[0] != 0,
+       cod="b [bool]", grad=False)
+sample("cast", "float-to-float", lambda: ncd.Identity.of("b") >> Cast("", ""), {"b": 4}, lambda p, x: x[0] * 1.0, cod="b")

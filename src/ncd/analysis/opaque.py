@@ -1,19 +1,28 @@
-"""Cost and backward rules for the importer's primitives: learned tensors, constants, views, opaque calls.
+"""Cost and backward rules for the importer's primitives: learned tensors, constants, views, opaque calls,
+index computations.
 
 An opaque box is an ATen call ``ncd`` does not understand: its cost is *measured* once
 sizes are bound (the call runs under ``FlopCounterMode`` and ``saved_tensors_hooks`` on
 random inputs of its traced shapes) and counts nothing while they are symbolic.
+
+A gather's transpose is a scatter-add of the cotangent at the stored positions
+(``gather tᵀ``, :class:`ncd.prims.derivative.GatherTransposeOp`), and that one's is the
+gather again; argmax, comparisons and casts give indices or bools, so no gradient flows
+through them: a float input gets zeros (what ``torch.autograd`` reports for an unused
+input), a float output's cotangent is deleted.
 """
 
 from __future__ import annotations
 
 import sympy
 
-from ncd.analysis.backward import BoxBackward, cot
+from ncd.analysis.backward import BoxBackward, cot, route
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
-from ncd.ir.diagram import Box, Identity
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box, Diagram, Identity, Seq
+from ncd.prims.derivative import GatherTransposeOp, ZerosOp
 from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp
 from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.prims.structure import DeleteOp
@@ -138,6 +147,45 @@ def cost_index_computation(ctx: CostContext) -> list[Tensor]:
     return [ctx.new(ctx.out_axes[0], grad=False, dtype=ctx.box.cod[0].dtype)]
 
 
-unsupported("gather", "the transpose of a gather (a scatter-add) is not a primitive yet", backward=True)
-for _op in ("argmax", "compare", "cast"):
-    unsupported(_op, "an index computation has no derivative (its output is an index or a bool)", backward=True)
+@cost_rule(GatherTransposeOp)
+def cost_gather_transpose(ctx: CostContext) -> list[Tensor]:
+    """``zeros.scatter_add(-1, i, g)``: no FLOPs counted; autograd keeps the positions (a gather routes the gradient back)."""
+    i, g = ctx.inputs
+    if g.grad:
+        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+    ctx.other(g.numel, g.numel)
+    return [ctx.output(0)]
+
+
+@backward_rule(GatherOp)
+def backward_gather(box: Box, builder: object) -> BoxBackward:
+    """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient)."""
+    prim = box.prim
+    return BoxBackward((("in", 1),), Box(GatherTransposeOp(prim.axis, prim.positions)))
+
+
+@backward_rule(GatherTransposeOp)
+def backward_gather_transpose(box: Box, builder: object) -> BoxBackward:
+    """The transpose of a scatter-add at positions is the gather at the same positions."""
+    prim = box.prim
+    segments = [prim.positions, Segment((prim.axis,))]
+    return BoxBackward((("in", 0),), Seq.of(route(segments, [1, 0]), Box(GatherOp(prim.axis, prim.positions))))
+
+
+@backward_rule(ArgMaxOp)
+@backward_rule(CompareOp)
+@backward_rule(CastOp)
+def backward_index_computation(box: Box, builder: object) -> BoxBackward:
+    """No gradient flows through an index or a bool: float inputs get zeros, a float output's cotangent is deleted.
+
+    A cast between two float segments (``() -> ()``) passes the cotangent through.
+    """
+    into, out = cot(box.dom), cot(box.cod)
+    if len(into) and len(out):  # float to float
+        return BoxBackward((), Identity(out))
+    parts: list[Diagram] = []
+    if len(out):
+        parts.append(Box(DeleteOp(out)))
+    if len(into):
+        parts.append(Box(ZerosOp(into)))
+    return BoxBackward((), Seq.of(*parts) if parts else Identity(out))

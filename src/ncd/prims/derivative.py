@@ -28,7 +28,8 @@ __all__ = [
     "LinearWeightGradOp", "Derivative", "SoftmaxBackward", "NormBackward", "MaskBackward", "Expand", "Zeros",
     "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad", "DERIVATIVES",
     "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp", "BatchNormStatsOp",
-    "BatchNormBackwardOp", "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment",
+    "BatchNormBackwardOp", "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment", "GatherTransposeOp",
+    "GatherTranspose",
 ]
 
 SCALAR = Type((Segment(()),))
@@ -643,3 +644,35 @@ def Diagonal(source: str, target: str) -> Box:
         raise ParseError(f"diagonal takes one segment on each side, not '{source}' -> '{target}'")
     known = {a.name: a for a in src[0]}
     return Box.make(DiagonalOp(src[0], dst[0].with_axes(known.get(a.name, a) for a in dst[0])))
+
+
+@dataclass(frozen=True)
+class GatherTransposeOp(Primitive):
+    """``(i, g) ↦ ∂x``: the transpose of :class:`ncd.prims.gather.GatherOp` — each cotangent entry added back at its
+    position along ``axis`` (a scatter-add; positions taken twice add up, untaken ones get zero)."""
+
+    axis: Axis
+    positions: Segment
+
+    op: ClassVar[str] = "gather_transpose"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        from ncd.prims.gather import GatherOp
+
+        GatherOp(self.axis, self.positions)  # the same checks as the gather it transposes
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.positions, Segment(self.positions.axes))), Type((Segment((self.axis,)),))
+
+    def label(self) -> str:
+        return f"gather {self.axis.name}ᵀ"
+
+
+def GatherTranspose(axis: AxisLike, positions: TypeLike = "") -> Box:
+    """The transpose of ``Gather(axis, positions)``: ``(positions, cotangent) -> axis`` by scatter-add."""
+    from ncd.prims.gather import Gather
+
+    prim = Gather(axis if isinstance(axis, (str, Axis)) else as_axis(axis), positions).prim
+    return Box.make(GatherTransposeOp(prim.axis, prim.positions))  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ the axis' indices ``0 … t-1``) it rotates the pairs ``(x_j, x_{j+k/2})`` of th
 ``ρ(x)[p] = x[p] ⊙ cos θ_p + rotate_half(x[p]) ⊙ sin θ_p``,  ``rotate_half(x) = (-x₂, x₁)``,
 
 the convention of Hugging Face's LLaMA (halves, not interleaved pairs).  ``scale``
-multiplies the cos/sin tables (HF's ``attention_scaling``).  Woven over batch and heads
+multiplies the cos/sin tables (HF's ``attention_scaling``).  ``inverse=True`` rotates by
+minus the angles (``sin`` negated): the transpose ``ρᵀ``, the box's backward.  Woven over batch and heads
 (``b h t k``) it is the rotary embedding of a multi-head query or key.  The box is linear
 in ``x``: the table depends on the positions only.
 
@@ -41,6 +42,8 @@ class RotaryOp(Primitive):
     position: Axis
     base: float = 10000.0
     scale: float = 1.0
+    #: rotate by minus the angles: the transpose ``ρᵀ`` (rotations are orthogonal)
+    inverse: bool = False
 
     op: ClassVar[str] = "rotary"
     family: ClassVar[str] = "rotary"
@@ -57,15 +60,20 @@ class RotaryOp(Primitive):
             raise ParseError(f"rotary on axis {self.axis.name}: the base {self.base!r} must be a positive number")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
             raise ParseError(f"rotary on axis {self.axis.name}: the scale {self.scale!r} must be a number")
+        if not isinstance(self.inverse, bool):
+            raise ParseError(f"rotary on axis {self.axis.name}: inverse must be True or False, not {self.inverse!r}")
 
     def signature(self) -> tuple[Type, Type]:
         t = Type((Segment((self.position, self.axis)),))
         return t, t
 
     def label(self) -> str:
-        return "ρ"
+        return "ρᵀ" if self.inverse else "ρ"
 
 
-def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0) -> Box:
-    """Rotary position embedding of feature axis ``axis`` (even size) at the positions along ``position``."""
-    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale)))
+def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0, inverse: bool = False) -> Box:
+    """Rotary position embedding of feature axis ``axis`` (even size) at the positions along ``position``.
+
+    ``inverse=True``: the rotation by minus the angles (the transpose, ``ρᵀ``).
+    """
+    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse))

@@ -371,3 +371,20 @@ def lower_conv_weight_grad(ctx: RuleContext) -> list[str]:
     subs = f"{L}{B}{G}{Ii}{P}{K},{L}{B}{G}{J}{P}->{L}{G}{J}{Ii}{K}"
     weight = _ints(ctx, prim.weight)
     return [f"torch.einsum('{subs}', {wv}, {ov}).reshape(*{lead}, {', '.join(map(str, weight))})"]
+
+
+from ncd.prims.derivative import GatherTransposeOp  # noqa: E402
+
+
+@register(GatherTransposeOp)
+def lower_gather_transpose(ctx: RuleContext) -> list[str]:
+    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast)."""
+    prim = ctx.prim
+    assert isinstance(prim, GatherTransposeOp)
+    t = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
+    n = len(prim.positions.axes)
+    i, g = ctx.em.fresh("positions"), ctx.em.fresh("cotangent")
+    ctx.em.line(f"{i}, {g} = torch.broadcast_tensors({ctx.args[0].var}, {ctx.args[1].var})")
+    lead, flat = (f"{g}.shape[:-{n}]", f".flatten(-{n})") if n else (f"{g}.shape", ".unsqueeze(-1)")
+    zeros = f"torch.zeros(*{lead}, {t}, dtype={g}.dtype, device={g}.device)"
+    return [f"{zeros}.scatter_add(-1, {i}{flat}, {g}{flat})"]

@@ -8,7 +8,10 @@ from ncd.torch.rules import RuleContext, register
 
 @register(RotaryOp)
 def lower_rotary(ctx: RuleContext) -> list[str]:
-    """``x * cos + cat(-x₂, x₁) * sin`` on ``(..., t, k)``; the positions are read from the tensor (any length)."""
+    """``x * cos + cat(-x₂, x₁) * sin`` on ``(..., t, k)``; the positions are read from the tensor (any length).
+
+    The transpose (``inverse``) rotates by minus the angles: ``x * cos - cat(-x₂, x₁) * sin``.
+    """
     prim = ctx.prim
     assert isinstance(prim, RotaryOp)
     k = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
@@ -22,4 +25,5 @@ def lower_rotary(ctx: RuleContext) -> list[str]:
     cos = ctx.em.assign("cos", f"({angles}.cos(){scale}).to({x}.dtype)", axes)
     sin = ctx.em.assign("sin", f"({angles}.sin(){scale}).to({x}.dtype)", axes)
     half = k // 2
-    return [f"{x} * {cos} + torch.cat((-{x}[..., {half}:], {x}[..., :{half}]), dim=-1) * {sin}"]
+    sign = "-" if prim.inverse else "+"
+    return [f"{x} * {cos} {sign} torch.cat((-{x}[..., {half}:], {x}[..., :{half}]), dim=-1) * {sin}"]
