@@ -33,7 +33,7 @@ class DownScaleBlock(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (64, 64, 64)
         store['C_1'] = doubleconvolution_1
-        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 64, 64), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 32, 32))  # h w (32, 32)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 64, 64), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 32, 32))  # ch h w (64, 32, 32)
         return pooled
 
 
@@ -66,7 +66,7 @@ class DownScaleBlock2(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (128, 32, 32)
         store['C_2'] = doubleconvolution_1
-        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 32, 32), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 16, 16))  # h w (16, 16)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 32, 32), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 16, 16))  # ch h w (128, 16, 16)
         return pooled
 
 
@@ -99,7 +99,7 @@ class DownScaleBlock3(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (256, 16, 16)
         store['C_3'] = doubleconvolution_1
-        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 16, 16), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 8, 8))  # h w (8, 8)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 16, 16), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 8, 8))  # ch h w (256, 8, 8)
         return pooled
 
 
@@ -132,7 +132,7 @@ class DownScaleBlock4(nn.Module):
         store = {} if store is None else store
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (512, 8, 8)
         store['C_4'] = doubleconvolution_1
-        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 8, 8), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 4, 4))  # h w (4, 4)
+        pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 8, 8), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 4, 4))  # ch h w (512, 4, 4)
         return pooled
 
 

@@ -17,7 +17,7 @@ class Embeddings(nn.Module):
     def forward(self, x):
         # x: c row col (3, 32, 32)
         c_1 = self.c  # o m (1, 768)
-        windows = x.unfold(-2, 16, 16).unfold(-2, 16, 16)  # row col i j (2, 2, 16, 16)
+        windows = x.unfold(-2, 16, 16).unfold(-2, 16, 16)  # c row col i j (3, 2, 2, 16, 16)
         transpose = torch.movedim(windows, (-4, -3, -5, -2, -1), (-5, -4, -3, -2, -1))  # row col c i j (2, 2, 3, 16, 16)
         linear = self.l_plus(transpose.flatten(-3))  # row col m (2, 2, 768)
         bind = linear.flatten(-3, -2)  # t m (4, 768)
@@ -108,8 +108,8 @@ class Head(nn.Module):
     def forward(self, x):
         # x: s m (5, 768)
         layernorm = self.ln(x)  # s m (5, 768)
-        layernorm_moved = torch.movedim(layernorm, (-1,), (-2,))  # s m (5, 768)
-        index = layernorm_moved.select(-1, 0)  # scalar
+        layernorm_moved = torch.movedim(layernorm, (-1,), (-2,))  # m s (768, 5)
+        index = layernorm_moved.select(-1, 0)  # m (768)
         linear = self.l_plus(index)  # n (1000)
         return linear
 
