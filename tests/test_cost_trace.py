@@ -9,8 +9,6 @@ import torch
 
 import ncd
 from ncd.analysis.measure import measure
-
-pytest.importorskip("transformers")
 from tests.test_trace_corpus import CORPUS  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*")

@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 import torch
+import transformers as T  # noqa: E402  (a test dependency: its absence must fail, not skip)
 
 import ncd
 from tests.test_trace import round_trip
 
-T = pytest.importorskip("transformers")
 warnings.filterwarnings("ignore", message=".*bos_token_id.*")
 
 
