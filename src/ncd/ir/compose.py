@@ -56,7 +56,7 @@ def then(left: Diagram, right: Diagram) -> Diagram:
         raise TypeMismatchError(f"cannot compose {describe(left)} with {type(right).__name__} {right!r}: not a diagram")
     if left.cod.same(right.dom):
         return Seq.of(left, right)
-    fitted, left_map, _ = _fit(right, left.cod, left)
+    fitted, left_map = _fit(right, left.cod, left)
     return Seq.of(left.subs(left_map) if left_map else left, fitted)
 
 
@@ -66,15 +66,15 @@ def fit(diagram: Diagram, target: Type, left: Diagram | None = None) -> tuple[Di
     Returns the woven diagram (with its placeholder sizes adopted from ``target``) and the
     bindings that the *left* side needs (its bare-symbol sizes that ``diagram`` fixes).
     """
-    fitted, left_map, _ = _fit(diagram, target, left)
+    fitted, left_map = _fit(diagram, target, left)
     return fitted, left_map
 
 
-Maps = tuple[Diagram, dict[sympy.Symbol, sympy.Expr], dict[sympy.Symbol, sympy.Expr]]
+Maps = tuple[Diagram, dict[sympy.Symbol, sympy.Expr]]
 
 
 def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
-    """Fit ``diagram`` to ``target``: returns it woven and substituted, the left side's map and its own map.
+    """Fit ``diagram`` to ``target``: returns it woven and substituted, and the left side's map.
 
     Sizes are unified per side: a bare symbol on the right (a placeholder such as ``x`` in
     ``LayerNorm("c x")``) adopts the left's size *within the right diagram only*; a bare symbol
@@ -88,7 +88,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
         for part in diagram.parts:
             n = len(part.dom)
             piece = Type(target.segments[offset : offset + n])
-            fitted, lm, _ = _fit(part, piece.subs(left_map), left)
+            fitted, lm = _fit(part, piece.subs(left_map), left)
             for key, value in lm.items():
                 if key in left_map and not sizes_equal(left_map[key], value):
                     raise mismatch(left or Identity(target), diagram,
@@ -96,7 +96,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
                 left_map[key] = value
             parts.append(fitted)
             offset += n
-        return Par.of(*parts), left_map, {}
+        return Par.of(*parts), left_map
     ctx = left if left is not None else Identity(target)
     dom = diagram.dom
     if len(dom) != len(target):
@@ -151,7 +151,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
     woven = [a.subs(left_mapping) for a in prefix + suffix]
     result = diagram.subs(mapping) if mapping else diagram
     if not woven:
-        return result, left_mapping, mapping
+        return result, left_mapping
     own_cod = [list(seg.names) for seg in result.cod]
     # Final layouts: inputs exactly as in target; outputs prefix + own + suffix.
     final_cod = [[a.name for a in prefix] + names + [a.name for a in suffix] for names in own_cod]
@@ -169,7 +169,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
         for j, names in enumerate(final_cod):
             cod_pos.append(_slot(names, own_cod[j], len(prefix), axis.name, inner_names))
         result = Weave(result, axis, tuple(dom_pos), tuple(cod_pos))
-    return result, left_mapping, mapping
+    return result, left_mapping
 
 
 def _is_woven_slot(k: int, names: list[str], own: list[str], n_prefix: int) -> bool:

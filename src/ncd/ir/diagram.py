@@ -462,15 +462,3 @@ def repeat(
     if not isinstance(built, Diagram):
         raise TypeMismatchError(f"repeat: the body must be a diagram, not {type(built).__name__}")
     return Repeat(built, var, size(start), size(stop), name)
-
-
-def as_int_sizes(diagram: Diagram, sizes: Mapping[str, int]) -> dict[str, int]:
-    """Validate user-supplied sizes (names and whole numbers)."""
-    result: dict[str, int] = {}
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SizeError(f"size {key}={value!r} must be a whole number")
-        if value <= 0:
-            raise SizeError(f"size {key}={value} must be positive")
-        result[key] = value
-    return result
