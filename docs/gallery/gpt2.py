@@ -64,9 +64,9 @@ class Block(nn.Module):
         dropout_1 = self.dropout(o)  # t m (8, 768)
         add = dropout_1 + x  # t m (8, 768)
         layernorm_1 = self.ln_1(add)  # t m (8, 768)
-        linear_3 = self.l_plus(layernorm_1)  # f (3072)
-        gelu_tanh = F.gelu(linear_3, approximate='tanh')  # f (3072)
-        linear_4 = self.l_plus_1(gelu_tanh)  # m (768)
+        linear_3 = self.l_plus(layernorm_1)  # t f (8, 3072)
+        gelu_tanh = F.gelu(linear_3, approximate='tanh')  # t f (8, 3072)
+        linear_4 = self.l_plus_1(gelu_tanh)  # t m (8, 768)
         dropout_3 = self.dropout_2(linear_4)  # t m (8, 768)
         add_1 = dropout_3 + add  # t m (8, 768)
         return add_1

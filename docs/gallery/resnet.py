@@ -334,7 +334,7 @@ class IdentityResNet(nn.Module):
         block2_1 = self.block2(block1_1)  # n3 x y (128, 16, 16)
         block3_1 = self.block3(block2_1)  # n4 x y (256, 8, 8)
         batchnormactivate_1 = self.batchnormactivate(block3_1)  # n4 x y (256, 8, 8)
-        avgpool_1 = self.avgpool(batchnormactivate_1)  # x y (1, 1)
+        avgpool_1 = self.avgpool(batchnormactivate_1)  # n4 x y (256, 1, 1)
         linear_1 = self.linear(avgpool_1)  # k (10)
         softmax_1 = self.softmax(linear_1)  # k (10)
         return softmax_1

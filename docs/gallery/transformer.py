@@ -87,9 +87,9 @@ class EncoderLayer(nn.Module):
         dropout_1 = self.dropout(o)  # x m (8, 512)
         add = dropout_1 + x  # x m (8, 512)
         layernorm = self.ln(add)  # x m (8, 512)
-        linear_3 = self.l_plus(layernorm)  # f (2048)
-        relu = torch.relu(linear_3)  # f (2048)
-        linear_4 = self.l_plus_1(relu)  # m (512)
+        linear_3 = self.l_plus(layernorm)  # x f (8, 2048)
+        relu = torch.relu(linear_3)  # x f (8, 2048)
+        linear_4 = self.l_plus_1(relu)  # x m (8, 512)
         dropout_3 = self.dropout_2(linear_4)  # x m (8, 512)
         add_1 = dropout_3 + layernorm  # x m (8, 512)
         layernorm_1 = self.ln_1(add_1)  # x m (8, 512)
@@ -209,9 +209,9 @@ class DecoderLayer(nn.Module):
         dropout_3 = self.dropout_2(o_1)  # y m (8, 512)
         add_1 = layernorm + dropout_3  # y m (8, 512)
         layernorm_1 = self.ln_1(add_1)  # y m (8, 512)
-        linear_4 = self.l_plus(layernorm_1)  # f (2048)
-        relu = torch.relu(linear_4)  # f (2048)
-        linear_5 = self.l_plus_1(relu)  # m (512)
+        linear_4 = self.l_plus(layernorm_1)  # y f (8, 2048)
+        relu = torch.relu(linear_4)  # y f (8, 2048)
+        linear_5 = self.l_plus_1(relu)  # y m (8, 512)
         dropout_5 = self.dropout_4(linear_5)  # y m (8, 512)
         add_2 = dropout_5 + layernorm_1  # y m (8, 512)
         layernorm_2 = self.ln_2(add_2)  # y m (8, 512)
@@ -255,5 +255,5 @@ class Transformer(nn.Module):
         decoder_1 = encoder
         for layer_1 in self.decoders:
             decoder_0, decoder_1 = layer_1(decoder_0, decoder_1)
-        output_1 = self.output(decoder_0)  # v (37000)
+        output_1 = self.output(decoder_0)  # y v (8, 37000)
         return output_1

@@ -89,9 +89,9 @@ class EncoderLayer(nn.Module):
         dropout_1 = self.dropout(o)  # s m (5, 768)
         add = dropout_1 + x  # s m (5, 768)
         layernorm_1 = self.ln_1(add)  # s m (5, 768)
-        linear_3 = self.l_plus(layernorm_1)  # f (3072)
-        gelu = F.gelu(linear_3)  # f (3072)
-        linear_4 = self.l_plus_1(gelu)  # m (768)
+        linear_3 = self.l_plus(layernorm_1)  # s f (5, 3072)
+        gelu = F.gelu(linear_3)  # s f (5, 3072)
+        linear_4 = self.l_plus_1(gelu)  # s m (5, 768)
         dropout_3 = self.dropout_2(linear_4)  # s m (5, 768)
         add_1 = dropout_3 + add  # s m (5, 768)
         return add_1

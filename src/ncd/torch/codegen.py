@@ -76,6 +76,8 @@ class ClassEmitter:
     body: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
     uses_store: bool = False
+    #: woven axes moved in front of every tensor while a woven sub-diagram is lowered (shown in comments)
+    leading: tuple[Axis, ...] = ()
 
     def fresh(self, hint: str) -> str:
         base = identifier(hint)
@@ -97,7 +99,7 @@ class ClassEmitter:
         if expr.isidentifier():
             return expr
         name = self.fresh(hint)
-        self.body.append(f"{name} = {expr}  {layout_comment(axes)}")
+        self.body.append(f"{name} = {expr}  {layout_comment(self.leading + axes)}")
         return name
 
 
@@ -211,7 +213,7 @@ class Codegen:
         call = f"{target}({', '.join(args)})"
         if len(cod) == 1:
             var = em.fresh(title)
-            em.line(f"{var} = {call}  {layout_comment(cod[0].axes)}")
+            em.line(f"{var} = {call}  {layout_comment(em.leading + cod[0].axes)}")
             return [Value(var, cod[0].axes, cod[0].dtype)]
         names = [em.fresh(f"{title}_{j}") for j in range(len(cod))]
         em.line(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {call}")
@@ -320,7 +322,12 @@ class Codegen:
             front_cod = Type(tuple(seg.with_axes(tuple(w.axis for w in woven) + seg.axes) for seg in inner.cod))
             results = self._bind_outputs(inner, em, entry.fn(ctx), front_cod)
         else:
-            results = self.lower(inner, em, moved)
+            outer = em.leading
+            em.leading = outer + tuple(w.axis for w in woven)
+            try:
+                results = self.lower(inner, em, moved)
+            finally:
+                em.leading = outer
         out: list[Value] = []
         for j, (v, seg) in enumerate(zip(results, out_types)):
             layout = _markers(len(inner.cod[j]), [w.cod_pos[j] for w in woven])
