@@ -562,13 +562,8 @@ def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int,
 
 
 @dataclass(frozen=True)
-class ConvWithWeightOp(Primitive):
-    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
-
-    The transposes of learned convolutions: a convolution's input gradient is the transposed
-    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
-    convolution's is the convolution (``L`` after ``★``).
-    """
+class _ConvolutionGeometry(Primitive):
+    """Fields and checks shared by the convolution derivatives: both sides' axes, the weight and the window."""
 
     dom_axes: Segment
     cod_axes: Segment
@@ -577,6 +572,25 @@ class ConvWithWeightOp(Primitive):
     stride: tuple[int, ...]
     padding: tuple[int, ...]
     dilation: tuple[int, ...]
+
+    what: ClassVar[str] = "convolution derivative"
+
+    def __post_init__(self) -> None:
+        n = len(self.kernel)
+        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
+            raise ParseError(f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
+                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+
+
+@dataclass(frozen=True)
+class ConvWithWeightOp(_ConvolutionGeometry):
+    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
+
+    The transposes of learned convolutions: a convolution's input gradient is the transposed
+    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
+    convolution's is the convolution (``L`` after ``★``).
+    """
+
     output_padding: tuple[int, ...] = ()
     groups: Size = size(1)
     transposed: bool = False
@@ -585,12 +599,7 @@ class ConvWithWeightOp(Primitive):
     op: ClassVar[str] = "conv_with_weight"
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
-
-    def __post_init__(self) -> None:
-        n = len(self.kernel)
-        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
-            raise ParseError(f"convolution with weight '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
-                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+    what: ClassVar[str] = "convolution with weight"
 
     def signature(self) -> tuple[Type, Type]:
         b = self.batch.axes
@@ -601,20 +610,13 @@ class ConvWithWeightOp(Primitive):
 
 
 @dataclass(frozen=True)
-class ConvWeightGradOp(Primitive):
+class ConvWeightGradOp(_ConvolutionGeometry):
     """``(x, g) ↦ ∂W``: a learned convolution's weight gradient, the contraction of its windows with the cotangent.
 
     Sums over the output positions and the leading ``batch`` axes in one einsum.
     ``transposed``: of a transposed convolution (the windows are taken of the cotangent).
     """
 
-    dom_axes: Segment
-    cod_axes: Segment
-    weight: Segment
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
     groups: Size = size(1)
     transposed: bool = False
     batch: Segment = Segment(())
@@ -622,12 +624,7 @@ class ConvWeightGradOp(Primitive):
     op: ClassVar[str] = "conv_weight_grad"
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
-
-    def __post_init__(self) -> None:
-        n = len(self.kernel)
-        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
-            raise ParseError(f"convolution weight gradient '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial"
-                             f" axes on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+    what: ClassVar[str] = "convolution weight gradient"
 
     def signature(self) -> tuple[Type, Type]:
         b = self.batch.axes
