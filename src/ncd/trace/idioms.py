@@ -622,18 +622,23 @@ def rms_norm(conv: Converter, node: Node) -> None:
         conv.emitted.tensors.append([w])
 
 
-@rule("aten.conv1d", "aten.conv2d", "aten.conv3d")
+@rule("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d")
 def convolution(conv: Converter, node: Node) -> None:
-    from ncd.prims.convolution import ConvOp
+    from ncd.prims.convolution import ConvOp, ConvTransposeOp
 
+    transposed = "conv_transpose" in str(node.target)
     x, weight = node.args[:2]
-    extra = list(node.args[2:]) + [None] * 5
+    extra = list(node.args[2:]) + [None] * 6
     w, b = _weight(weight), _weight(extra[0])
     if not _live(x) or w is None or (extra[0] is not None and b is None) or isinstance(extra[2], str):
         raise Decline("convolution with computed weights or string padding")
     n = w.dim() - 2
-    stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
-    groups = int(extra[4] or 1)
+    if transposed:  # conv_transpose(x, w, b, stride, padding, output_padding, groups, dilation)
+        stride, padding, output_padding = _ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 0)
+        groups, dilation = int(extra[4] or 1), _ints(extra[5], n, 1)
+    else:  # conv(x, w, b, stride, padding, dilation, groups)
+        stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
+        groups = int(extra[4] or 1)
     vid = conv.value(x)
     seg = conv.segs[vid]
     if len(seg.axes) < n + 1:
@@ -649,8 +654,12 @@ def convolution(conv: Converter, node: Node) -> None:
     try:
         import sympy
 
-        box = Box(ConvOp(dom, cod, tuple(int(k) for k in w.shape[2:]), stride, padding, dilation, sympy.Integer(groups),
-                         b is not None), label)
+        kernel = tuple(int(k) for k in w.shape[2:])
+        if transposed:
+            box = Box(ConvTransposeOp(dom, cod, kernel, stride, padding, output_padding, dilation, sympy.Integer(groups),
+                                      b is not None), label)
+        else:
+            box = Box(ConvOp(dom, cod, kernel, stride, padding, dilation, sympy.Integer(groups), b is not None), label)
     except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
         raise Decline(str(error)) from None
     conv.bind(node, conv.apply(box, [vid]))
@@ -742,9 +751,11 @@ def concat(conv: Converter, node: Node) -> None:
             names[dim] = conv.namer.fresh(int(t.value.shape[dim]))
             vid = conv.value(t, names)
         names = conv.names(vid)
-        if len(names) != len(template) or [n for k, n in enumerate(names) if k != dim] != \
-                [n for k, n in enumerate(template) if k != dim]:
-            raise Decline("the other wires differ")
+        if len(names) != len(template):
+            raise Decline("the tensors have different numbers of wires")
+        if [n for k, n in enumerate(names) if k != dim] != [n for k, n in enumerate(template) if k != dim]:
+            # the same sizes reached by different paths (a skip connection): read them with the template's names
+            names = [names[k] if k == dim else template[k] for k in range(len(names))]
         own = names[dim]
         while own in used:
             own += PRIME
