@@ -18,7 +18,7 @@ import sympy
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
 from ncd.analysis.layout import Tensor, numel
 from ncd.analysis.tables import cost_rule
-from ncd.ir.diagram import Diagram
+from ncd.ir.diagram import Diagram, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 
 __all__ = ["match", "fused_attention"]
@@ -28,15 +28,12 @@ from ncd.analysis.tables import _PRIMES  # noqa: E402
 
 def match(parts: list[Diagram], k: int) -> tuple[int, Any] | None:
     """The attention pattern lowering fuses at ``parts[k:]`` (recognised on dummy sizes if unbound)."""
-    from ncd.ir.diagram import Par, Weave
+    from ncd.ir.diagram import Par
     from ncd.torch import fusion
 
     if not fusion.ENABLED:
         return None
-    head = parts[k]
-    while isinstance(head, Weave):
-        head = head.inner
-    if not isinstance(head, Par):
+    if not isinstance(unweave(parts[k])[0], Par):
         return None
     found = fusion._recognise(parts, k)
     if found is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
 from ncd.prims.derivative import ZerosOp
 from ncd.prims.linear import EinsumOp
 from ncd.prims.structure import AddOp, CopyOp, DeleteOp, RenameOp, SwapOp
@@ -256,10 +256,7 @@ class _Builder:
 
     def weave(self, node: Weave) -> _Part:
         """Weaving; a chain of leading weaves around a box with a batched rule contracts its weights' gradients."""
-        chain, inner = [], node
-        while isinstance(inner, Weave):
-            chain.append(inner)
-            inner = inner.inner
+        inner, chain = unweave(node)
         leading = all(set(w.dom_pos) <= {0} and set(w.cod_pos) <= {0} for w in chain)
         if self.in_chain or not isinstance(inner, Box) or not leading:
             return self.woven(node)
@@ -278,10 +275,7 @@ class _Builder:
 
     def woven(self, node: Weave) -> _Part:
         inner = self.at(node.inner, 0)
-        chain: Diagram = node.inner
-        while isinstance(chain, Weave):
-            chain = chain.inner
-        on_box = isinstance(chain, Box)
+        on_box = isinstance(unweave(node.inner)[0], Box)
         c = node.axis
 
         def position(s: Stored) -> int | None:

@@ -40,7 +40,7 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.size import evaluate, symbol
 
 __all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
@@ -224,14 +224,10 @@ class _Walker:
         if isinstance(node, Box):
             return self.box(node, values, (), frame)
         if isinstance(node, Weave):
-            woven: list[Weave] = []
-            inner: Diagram = node
-            while isinstance(inner, Weave):
-                woven.append(inner)
-                inner = inner.inner
-            if isinstance(inner, Box) and cost_entry(inner.prim).in_place(inner, tuple(woven)):
-                return self.box(inner, values, tuple(woven), frame)
-            return self.generic(inner, values, tuple(woven), frame, node.cod)
+            inner, woven = unweave(node)
+            if isinstance(inner, Box) and cost_entry(inner.prim).in_place(inner, woven):
+                return self.box(inner, values, woven, frame)
+            return self.generic(inner, values, woven, frame, node.cod)
         if isinstance(node, Block):
             self.blocks.append(node.name)
             try:

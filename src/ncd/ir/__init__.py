@@ -2,12 +2,12 @@
 
 from ncd.ir.axes import Axis, Segment, Type, as_axis, as_type, parse_axis, parse_segment, parse_type
 from ncd.ir.compose import fit, then
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, repeat
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, repeat, unweave
 from ncd.ir.primitive import PRIMITIVES, Primitive
 from ncd.ir.size import evaluate, size, symbol
 
 __all__ = [
     "Axis", "Segment", "Type", "as_axis", "as_type", "parse_axis", "parse_segment", "parse_type",
     "fit", "then", "Block", "Box", "Diagram", "Identity", "Par", "Repeat", "Seq", "Weave", "describe",
-    "repeat", "PRIMITIVES", "Primitive", "evaluate", "size", "symbol",
+    "repeat", "unweave", "PRIMITIVES", "Primitive", "evaluate", "size", "symbol",
 ]

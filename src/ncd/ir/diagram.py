@@ -30,7 +30,7 @@ from ncd.ir.size import Size, SizeLike, evaluate, size, substitute, symbol
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe"]
+__all__ = ["Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave"]
 
 
 class Diagram:
@@ -442,6 +442,21 @@ class _Shadow(Diagram):
 
     def walk(self) -> Iterator[Diagram]:
         yield self
+
+
+def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
+    """What a chain of weaves broadcasts, and the weaves, outermost first.
+
+    >>> import ncd
+    >>> core, weaves = unweave(ncd.Softmax("x").weave("b", "h"))
+    >>> core.text(), [w.axis.name for w in weaves]
+    ('◁', ['b', 'h'])
+    """
+    weaves: list[Weave] = []
+    while isinstance(diagram, Weave):
+        weaves.append(diagram)
+        diagram = diagram.inner
+    return diagram, tuple(weaves)
 
 
 def repeat(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ncd.ir.axes import Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.size import size
 from ncd.render.model import Circle, Drawing, Item, Path, Port, Rect
 from ncd.render.style import Style, fence_colour
@@ -124,7 +124,7 @@ class Layout:
         if isinstance(node, Par):
             return self.par(node.parts)
         if isinstance(node, Weave):
-            scalar = _scalar_core(node)
+            scalar = scalar_core(node)
             if scalar is not None:
                 from ncd.render.pictograms import scalar_rule
 
@@ -389,10 +389,9 @@ def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) ->
                 frag.add(Path.through([(xa, y), (xb, y)], dashed=True, width=0.8, role="separator"))
 
 
-def _scalar_core(node: Weave) -> Box | None:
-    inner: Diagram = node
-    while isinstance(inner, Weave):
-        inner = inner.inner
+def scalar_core(node: Weave) -> Box | None:
+    """The box a chain of weaves broadcasts, if it is a scalar map (drawn as a glyph on the wires)."""
+    inner = unweave(node)[0]
     if isinstance(inner, Box) and all(len(s) == 0 for s in inner.dom) and all(len(s) == 0 for s in inner.cod):
         return inner
     return None
@@ -462,9 +461,7 @@ def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
     """Runs of identical blocks (woven or not) become one block with a count."""
     groups: list[tuple[Diagram, int]] = []
     for part in parts:
-        core = part
-        while isinstance(core, Weave):
-            core = core.inner
+        core = unweave(part)[0]
         if groups and isinstance(core, Block) and groups[-1][0] == part:
             groups[-1] = (part, groups[-1][1] + 1)
         else:

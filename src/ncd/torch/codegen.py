@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ncd.errors import LoweringError, SizeError
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.size import evaluate, size_text
 from ncd.prims.structure import LoadOp, SaveOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, Value, Woven, rule_for
@@ -186,14 +186,11 @@ class Codegen:
         if isinstance(node, Box):
             return self.lower_box(node, em, values, ())
         if isinstance(node, Weave):
-            woven: list[Woven] = []
-            inner: Diagram = node
-            while isinstance(inner, Weave):
-                woven.append(Woven(inner.axis, inner.dom_pos, inner.cod_pos))
-                inner = inner.inner
+            inner, chain = unweave(node)
+            woven = tuple(Woven(w.axis, w.dom_pos, w.cod_pos) for w in chain)
             if isinstance(inner, Box):
-                return self.lower_box(inner, em, values, tuple(woven))
-            return self.lower_weave_generic(inner, em, values, tuple(woven), node.cod)
+                return self.lower_box(inner, em, values, woven)
+            return self.lower_weave_generic(inner, em, values, woven, node.cod)
         if isinstance(node, Block):
             return self.call_block(node.body, node.name, em, values)
         if isinstance(node, Repeat):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, unweave
 from ncd.ir.size import evaluate
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 from ncd.prims.elementwise import ScaleOp
@@ -63,15 +63,9 @@ def disabled() -> Iterator[None]:
         ENABLED = before
 
 
-def _strip(d: Diagram) -> Diagram:
-    while isinstance(d, Weave):
-        d = d.inner
-    return d
-
-
 def _chain(d: Diagram) -> list[Box] | None:
     """The boxes acting on the scores, in order, if ``d`` is a plain chain (mask wires may run beside)."""
-    d = _strip(d)
+    d = unweave(d)[0]
     if isinstance(d, Box):
         return [d]
     if isinstance(d, Seq):
@@ -88,7 +82,7 @@ def _chain(d: Diagram) -> list[Box] | None:
 
 
 def _is_wire(d: Diagram, dtype: str) -> bool:
-    d = _strip(d)
+    d = unweave(d)[0]
     return isinstance(d, Identity) and len(d.type) == 1 and d.type[0].dtype == dtype
 
 
@@ -122,7 +116,7 @@ def _recognise(parts: list[Diagram], k: int) -> tuple[int, Attention] | None:
     boxes: list[Box] = []
     i = k
     while i < len(parts):
-        inner = _strip(parts[i])
+        inner = unweave(parts[i])[0]
         if not (isinstance(inner, Par) and len(inner.parts) == 2 and _is_wire(inner.parts[1], "float")):
             break
         chain = _chain(inner.parts[0])
@@ -133,7 +127,7 @@ def _recognise(parts: list[Diagram], k: int) -> tuple[int, Attention] | None:
         i += 1
     if not run or i >= len(parts):
         return None
-    final = _strip(parts[i])
+    final = unweave(parts[i])[0]
     if not (isinstance(final, Box) and isinstance(final.prim, EinsumOp) and len(final.prim.inputs) == 2):
         return None
     # -- the chain: einsum, scales and masks, softmax, optional dropout ------------------------

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave
-from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, unweave
+from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with, scalar_core
 from ncd.render.model import Drawing, Path, Rect
 from ncd.render.style import Style
 from ncd.viewer.info import Catalogue
@@ -110,7 +110,7 @@ class ViewLayout(Layout):
                 frag = super().lay(node)
             finally:
                 self._woven.pop()
-            core = _scalar_core(node)
+            core = scalar_core(node)
             if core is not None:  # the renderer draws it as one glyph through the woven wires
                 woven = outer + (node.axis,) + _weave_axes(node)
                 self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, node.weave(*outer) if outer else node))
@@ -185,22 +185,8 @@ def _tag_path(path: Path, tag: int) -> _TaggedPath:
     return _TaggedPath(**_fields(path), tag=tag)
 
 
-def _scalar_core(node: Weave) -> Box | None:
-    inner: Diagram = node
-    while isinstance(inner, Weave):
-        inner = inner.inner
-    if isinstance(inner, Box) and all(len(s) == 0 for s in inner.dom) and all(len(s) == 0 for s in inner.cod):
-        return inner
-    return None
-
-
 def _weave_axes(node: Weave) -> tuple[Axis, ...]:
-    axes: list[Axis] = []
-    inner: Diagram = node.inner
-    while isinstance(inner, Weave):
-        axes.append(inner.axis)
-        inner = inner.inner
-    return tuple(axes)
+    return tuple(w.axis for w in unweave(node.inner)[1])
 
 
 def _lay_out(ctx: ViewLayout, diagram: Diagram) -> Drawing:
