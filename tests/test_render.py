@@ -125,8 +125,8 @@ def test_depth_collapses_blocks_into_component_boxes() -> None:
 
 
 def test_identical_blocks_fold_into_one_with_a_count() -> None:
-    folded = layout(folded_layers())
-    unfolded = layout(folded_layers(), fold=False)
+    folded = layout(folded_layers(), page="none")
+    unfolded = layout(folded_layers(), fold=False, page="none")
     assert "×3" in [t.string for t in folded.of(Text)]
     assert len(unfolded.footprints) == 3 * len(folded.footprints)
 

@@ -120,7 +120,8 @@ def _write(path: str, data: str | bytes) -> None:
 def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     """Draw ``diagram`` to ``path``; the extension chooses the format (``.svg .png .pdf .tex .tikz``).
 
-    Options: ``depth``, ``fold``, ``labels``, ``legend``, ``title``, ``scale`` (PNG pixels per
+    Options: ``page`` (``"column"``: wrap into rows that fit a 6.5-inch column, the default;
+    ``"slide"``: wider rows; ``"none"``: one row), ``depth``, ``fold``, ``labels``, ``legend``, ``title``, ``scale`` (PNG pixels per
     point), ``embed_fonts`` (SVG), ``costs`` (``True`` or sizes: each block's FLOPs and parameters
     under its title), ``pitch`` and other sizes — see :class:`Style`.  Returns the path.
     """

@@ -25,7 +25,7 @@ from typing import Any, Union
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.size import size
-from ncd.render.model import Circle, Drawing, Item, Path, Port, Rect
+from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import Piece, axis_pieces, pieces, typeset, typeset_text
 
@@ -78,6 +78,9 @@ class Layout:
         self.path: list[str] = []  # names of the enclosing blocks (cost annotations are keyed by this path)
         self.legend: list[tuple[str, str]] = list(style.legend)
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last
+        #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
+        #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
+        self.collapse: set[int] = set()
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -178,8 +181,17 @@ class Layout:
 
     # -- sequential composition ------------------------------------------------------------
     def seq(self, parts: Sequence[Diagram]) -> Frag:
-        groups = _fold(parts) if self.style.fold else [(p, 1) for p in parts]
-        frags = [self.lay(p) if n == 1 else self.folded(p, n) for p, n in groups]
+        return self.seq_groups(self.groups(parts))
+
+    def groups(self, parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
+        """The columns of a sequence: runs of identical blocks folded into one with a count (``fold``)."""
+        return _fold(parts) if self.style.fold else [(p, 1) for p in parts]
+
+    def lay_group(self, node: Diagram, count: int) -> Frag:
+        return self.lay(node) if count == 1 else self.folded(node, count)
+
+    def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
+        frags = [self.lay_group(p, n) for p, n in groups]
         nodes = [p for p, _ in groups]
         result = Frag(0.0, frags[0].top, frags[0].bottom, frags[0].ins, frags[0].outs, seps_in=dict(frags[0].seps_in))
         result.place(frags[0], 0.0, 0.0)
@@ -290,7 +302,7 @@ class Layout:
     # -- blocks, components, repetition ------------------------------------------------------
     def block(self, node: Block, title: str | None = None) -> Frag:
         depth = self.style.depth
-        if depth is not None and self.depth >= depth:
+        if (depth is not None and self.depth >= depth) or id(node) in self.collapse:
             return self.component(node)
         colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
         self.depth += 1
@@ -482,7 +494,10 @@ def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Draw
 
 
 def _layout(diagram: Diagram, style: Style) -> Drawing:
-    return lay_out_with(Layout(style), diagram)
+    from ncd.render.wrap import page_layout
+
+    ctx = Layout(style)
+    return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
 def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
@@ -517,22 +532,52 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
         header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
         head_h = ascent + descent + 6
     legend_items, legend_w, legend_h = _legend(ctx)
-    top_h = max(head_h, legend_h + 6 if legend_items else 0.0)
-    width = max(frag.w, (frag.w + legend_w) if legend_items else 0.0) + 2 * m
-    dy = m + top_h - frag.top
+    width = max(frag.w, legend_w) + 2 * m
     items: list[Item] = []
     for it in header:
         items.append(it.moved(m, m))  # type: ignore[union-attr]
+    body: list[Item] = []
+    _flatten(frag, m, m + head_h - frag.top, body)
+    lx = m + max(frag.w - legend_w, 0.0) + 12.0
+    # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
+    # above the drawing otherwise
+    beside = bool(legend_items) and not any(_hits(it, (lx - 6, m + head_h, width, m + head_h + legend_h + 6)) for it in body)
+    top_h = head_h if beside or not legend_items else max(head_h, legend_h + 6)
+    dy = m + top_h - frag.top
+    if top_h != head_h:
+        body = []
+        _flatten(frag, m, dy, body)
     for it in legend_items:
-        items.append(it.moved(m + max(frag.w - legend_w, 0.0), m))  # type: ignore[union-attr]
-    _flatten(frag, m, dy, items)
+        items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))  # type: ignore[union-attr]
+    items.extend(body)
     height = m + top_h + (frag.bottom - frag.top) + m
     return Drawing(round(width, 2), round(height, 2), items)
+
+
+def _hits(item: Item, box: tuple[float, float, float, float]) -> bool:
+    """Whether a visible item's bounding box meets ``box``."""
+    if isinstance(item, Text):
+        b = item.bounds
+    elif isinstance(item, Rect):
+        b = (item.x, item.y, item.x + item.w, item.y + item.h)
+    elif isinstance(item, Path):
+        xs = [c[k] for c in item.commands for k in range(1, len(c), 2)]
+        ys = [c[k] for c in item.commands for k in range(2, len(c), 2)]
+        b = (min(xs), min(ys), max(xs), max(ys))
+    elif isinstance(item, Circle):
+        b = (item.cx - item.r, item.cy - item.r, item.cx + item.r, item.cy + item.r)
+    elif isinstance(item, Polygon):
+        b = (min(x for x, _ in item.points), min(y for _, y in item.points),
+             max(x for x, _ in item.points), max(y for _, y in item.points))
+    else:
+        return False
+    return b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3]
 
 
 def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
     if not ctx.legend:
         return [], 0.0, 0.0
+    ctx.legend = list(dict.fromkeys(ctx.legend))  # a block laid out twice (page layout) adds its legend twice
     size = ctx.style.label_size
     rows = [typeset_text(f"{k} = ") + _size_or_text(v) for k, v in ctx.legend]
     head = typeset_text("Legend")

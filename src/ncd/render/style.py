@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ncd.errors import InputError
 
-__all__ = ["Style", "FENCE_COLOURS", "fence_colour", "FONT_STACK", "SERIF_STACK", "SYMBOL_STACK"]
+__all__ = ["Style", "FENCE_COLOURS", "fence_colour", "FONT_STACK", "SERIF_STACK", "SYMBOL_STACK", "PAGES"]
 
 FONT_STACK = "'CMU Sans Serif', 'Latin Modern Sans', 'DejaVu Sans', Helvetica, Arial, sans-serif"
 SYMBOL_STACK = "'DejaVu Sans', 'Noto Sans Symbols', 'Segoe UI Symbol', sans-serif"
@@ -33,6 +33,12 @@ def fence_colour(name: str, avoid: str | None = None) -> str:
     return FENCE_COLOURS[k]
 
 
+#: Page formats for ``page=``: the widest row (points) and the widest width:height ratio wanted.
+#: A column row is also narrow enough for its smallest text to print at ≥ 6 pt in a 468 pt column
+#: (7.7 pt scripts: 600 pt).
+PAGES: dict[str, tuple[float, float]] = {"column": (640.0, 3.0), "slide": (1200.0, 3.5), "none": (float("inf"), float("inf"))}
+
+
 @dataclass(frozen=True)
 class Style:
     """Everything ``ncd.draw(..., **options)`` accepts besides the path.
@@ -42,7 +48,11 @@ class Style:
     (every gap), ``"ends"`` (only the diagram's inputs and outputs) or ``"none"``; ``legend``:
     derived sizes shown in a legend box (``{"n_b": "n_1/4"}``); ``title``: a heading;
     ``costs``: ``True`` (or a dict of sizes) writes each block's forward FLOPs and parameters
-    under its title, as ``ncd.cost`` counts them (``ncd.draw`` turns it into ``(path, text)`` pairs).
+    under its title, as ``ncd.cost`` counts them (``ncd.draw`` turns it into ``(path, text)`` pairs);
+    ``page``: ``"column"`` (default) wraps a drawing that is too wide for a 6.5-inch column into
+    rows joined by continuation arrows, a block too wide for a row drawn as its box with its
+    definition (``box = contents``) below; ``"slide"`` allows rows twice as wide (wide slides);
+    ``"none"`` draws one long row.
     """
 
     pitch: float = 16.0
@@ -59,6 +69,7 @@ class Style:
     costs: tuple[tuple[str, str], ...] = ()
     scale: float = 2.0
     embed_fonts: bool = False
+    page: Literal["column", "slide", "none"] = "column"
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     @staticmethod
@@ -72,6 +83,8 @@ class Style:
             options["legend"] = tuple(legend.items()) if isinstance(legend, dict) else tuple(legend or ())
         if options.get("labels", "all") not in ("all", "ends", "none"):
             raise InputError(f"draw: labels={options['labels']!r}; use 'all', 'ends' or 'none'")
+        if options.get("page", "column") not in PAGES:
+            raise InputError(f"draw: page={options['page']!r}; use 'column', 'slide' or 'none'")
         depth = options.get("depth")
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise InputError(f"draw: depth={depth!r} must be a whole number ≥ 0 (or None)")

@@ -1,0 +1,70 @@
+"""Drawings fit a page: every gallery model (default and ``depth=1``) and small traced GPT-2, Llama and
+ViT models print within 3:1 (width:height) with no text under 6 pt in a 6.5-inch column.
+
+The figures are measured on the finished drawing (its size and the point size of every text run),
+independently of how the layout chose its rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.render import layout
+from ncd.render.check import problems
+from ncd.render.measure import COLUMN_PT, drawing_figures
+from ncd.render.model import Path, Text
+
+warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*")
+
+
+def _traced(name: str) -> ncd.Diagram:
+    from tests import test_trace_corpus as corpus
+
+    torch.manual_seed(0)
+    model, args, kwargs = getattr(corpus, name)()
+    return ncd.trace(model.eval(), *args, **kwargs)
+
+
+CASES = [(name, {}) for name in ncd.zoo.MODELS] + [(name, {"depth": 1}) for name in ncd.zoo.MODELS]
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=[f"{n}-{o.get('depth', 'all')}" for n, o in CASES])
+def test_gallery_drawings_fit_a_column(name: str, options: dict) -> None:
+    drawing = layout(ncd.zoo.MODELS[name](), **options)
+    fig = drawing_figures(drawing)
+    assert fig.aspect <= 3.0, (name, drawing.width, drawing.height)
+    assert fig.min_label_pt >= 6.0, (name, drawing.width, fig.min_label_pt)
+    assert problems(drawing) == []
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "vit"])
+def test_traced_models_fit_a_column(name: str) -> None:
+    drawing = layout(_traced(name))
+    fig = drawing_figures(drawing)
+    assert fig.aspect <= 3.0 and fig.min_label_pt >= 6.0, (name, drawing.width, drawing.height, fig.min_label_pt)
+    assert problems(drawing) == []
+
+
+def test_wrapped_rows_are_joined_by_continuation_arrows_and_blocks_defined() -> None:
+    d = ncd.zoo.resnet()
+    one_row = layout(d, page="none")
+    page = layout(d)
+    assert one_row.width > 3 * one_row.height > 0  # the drawing the page layout has to fold
+    arrows = [p for p in page.of(Path) if p.arrow and p.role == "wire"]
+    assert len(arrows) >= 2 * 3  # out of one row and into the next, one per wire
+    equals = [t for t in page.of(Text) if t.string == "="]
+    assert len(equals) >= 2  # "IdentityResNet =" and at least one collapsed block's definition
+    assert page.width <= COLUMN_PT * min(r.size for t in page.of(Text) for r in t.runs) / 6.0 + 1e-6
+
+
+def test_slides_allow_wider_rows_and_none_keeps_one_row() -> None:
+    d = ncd.zoo.transformer()
+    column, slide, none = layout(d), layout(d, page="slide"), layout(d, page="none")
+    assert column.width < slide.width < none.width
+    assert slide.width <= 1200 and drawing_figures(slide).aspect <= 3.5
+    with pytest.raises(ncd.InputError, match="page="):
+        layout(d, page="poster")
