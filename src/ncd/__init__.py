@@ -81,6 +81,10 @@ __all__ += ["cost", "backward"]
 # -- interpreters: trace --
 from ncd.trace import TracedDiagram, trace  # noqa: E402
 __all__ += ["trace", "TracedDiagram"]
+# -- interpreters: inference (prefill, one-token step, caches) --
+from ncd.inference import decode  # noqa: E402
+
+__all__ += ["decode"]
 
 
 def block(name: str, diagram: Diagram, **meta: object) -> Block:

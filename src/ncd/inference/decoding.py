@@ -1,0 +1,209 @@
+"""``ncd.decode(diagram)``: the prefill and the one-token step of a causal model, and its cache bytes.
+
+>>> import ncd
+>>> d = ncd.decode(ncd.zoo.gpt2(v=50, m=16, k=4, h=4, N=2, n=32, t=5))
+>>> str(d.prefill.dom), str(d.prefill.cod).count("k h")
+('t̅ [v]', 4)
+>>> str(d.step.dom).split(", ")[:2]
+['t̅:1 [v]', 'x̅:c k h']
+>>> [s.key for s in d.sites]
+['K', 'V']
+>>> d.cache_bytes(dtype="float32")
+256
+>>> print(d.cache_formula())
+2*N*h*k*q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+
+from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis
+from ncd.inference.dtypes import element_bytes
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
+from ncd.ir.size import Size, evaluate, symbol
+from ncd.prims.structure import DeleteOp, LoadOp, SaveOp
+
+__all__ = ["decode", "Decoding"]
+
+#: the symbol for the number of cached positions in the step
+PAST = "c"
+
+
+@dataclass
+class Decoding:
+    """A causal diagram derived for token-by-token generation.
+
+    ``prefill``: ``tokens -> outputs, caches`` (every position of a prompt, every cache saved).
+    ``step``: ``one token, past caches -> outputs, caches`` (``c`` past positions; the caches grow by one).
+    Caches are listed layer by layer, each layer's sites in the order they are met (``K``, ``V``).
+    """
+
+    diagram: Diagram
+    prefill: Block
+    step: Block
+    sites: list[CacheSite]
+    token: str
+    sizes: dict[str, int]
+    #: every cache slot ``(key, layer)``, in the order the prefill returns and the step takes them
+    slots: list[tuple[str, int | None]]
+
+    def cache_formula(self, per: str = "model") -> sympy.Expr:
+        """Bytes of cache per token as a formula: ``q`` bytes per element, summed over every site (``per="model"``)
+        or over the sites of one layer (``per="layer"``, the repetition variable left free)."""
+        q = symbol("q")
+        total = sympy.Integer(0)
+        for site in self.sites:
+            per_token = q * _numel(site.per_token())
+            if per == "layer":
+                total += per_token
+            else:
+                total += sympy.summation(per_token, (symbol(site.var), site.start, site.start + site.count - 1)) \
+                    if site.var and symbol(site.var) in per_token.free_symbols else per_token * site.count
+        return sympy.factor(total)
+
+    def cache_bytes(self, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
+        """Bytes of cache per token for the whole model (a number once every size is bound, else a formula).
+
+        ``dtype`` is the element type the caches are stored in (``bfloat16``, ``float16``, ``float8``,
+        ``int8``, ``int4``, ``float32``, ``float64``); sizes override the diagram's defaults.
+        """
+        formula = self.cache_formula().subs(symbol("q"), element_bytes(dtype))
+        return _bind(formula, {**self.sizes, **sizes})
+
+    def cache_bytes_per_layer(self, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
+        """Bytes of cache per token of one layer (one iteration of the repeated block)."""
+        formula = self.cache_formula("layer").subs(symbol("q"), element_bytes(dtype))
+        return _bind(formula, {**self.sizes, **sizes})
+
+    def lower(self, weights: Mapping[str, Any] | None = None, dtype: Any = None, **sizes: int) -> Any:
+        """A :class:`ncd.inference.run.Decoder` running the lowered prefill and steps with shared weights.
+
+        ``weights``: a state dict of ``diagram.to_torch()`` (default: freshly initialised); ``dtype`` a torch dtype.
+        """
+        from ncd.inference.run import Decoder
+
+        return Decoder(self, {**self.sizes, **sizes}, dict(weights) if weights is not None else None, dtype)
+
+
+def _numel(seg: Segment) -> sympy.Expr:
+    total = sympy.Integer(1)
+    for a in seg.axes:
+        total *= a.size
+    return total
+
+
+def _bind(formula: sympy.Expr, sizes: Mapping[str, int]) -> int | sympy.Expr:
+    bound = formula.xreplace({symbol(k): sympy.Integer(v) for k, v in sizes.items()})
+    if bound.free_symbols:
+        return sympy.factor(bound)
+    return evaluate(sympy.simplify(bound))
+
+
+def _slots(sites: list[CacheSite]) -> list[tuple[str, int | None]]:
+    by_var: dict[str | None, list[CacheSite]] = {}
+    for s in sites:
+        by_var.setdefault(s.var, []).append(s)
+    order: list[tuple[str, int | None]] = []
+    for group in by_var.values():
+        rows = [s.slots() for s in group]
+        for layer in zip(*rows):
+            order.extend(layer)
+    return order
+
+
+def _site_segment(sites: list[CacheSite], key: str, index: int | None) -> tuple[CacheSite, Segment]:
+    for s in sites:
+        if s.key == key and (s.var is None) == (index is None):
+            seg = s.segment if index is None else s.segment.subs({symbol(s.var): sympy.Integer(index)})  # type: ignore[arg-type]
+            return s, seg
+    raise DecodeError(f"internal: no cache site {key}")
+
+
+def _index(index: int | None) -> Size | None:
+    return None if index is None else sympy.Integer(index)
+
+
+def _resized(seg: Segment, axis: str, new: Size) -> Segment:
+    return seg.with_axes(a if a.name != axis else a.__class__(a.name, new, a.role) for a in seg.axes)
+
+
+def _bind_repeats(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
+    needed: set[str] = set()
+    for node in diagram.walk():
+        if isinstance(node, Repeat):
+            needed |= {str(s) for s in (node.start.free_symbols | node.stop.free_symbols)}
+    missing = sorted(n for n in needed if n not in sizes)
+    if missing:
+        raise DecodeError(f"decode: bind the repetition count{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+                          f" (e.g. ncd.decode(d, {missing[0]}=12)); each layer's cache is its own wire")
+    return diagram.bind(**{n: sizes[n] for n in needed}) if needed else diagram
+
+
+def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Decoding:
+    """Derive the prefill and the one-token step of the causal ``diagram`` (see :mod:`ncd.inference.derive`).
+
+    ``tokens`` names the token axis (default: the item axis of the first input, ``~t``);
+    ``sizes`` bind sizes (repetition counts must be bound; a top block's defaults count).
+    """
+    if not isinstance(diagram, Diagram):
+        raise DecodeError(f"decode expects a diagram, not {type(diagram).__name__}")
+    defaults = dict(diagram.get("defaults", ())) if isinstance(diagram, Block) else {}
+    all_sizes = {**defaults, **sizes}
+    require_causal(diagram)
+    bound = _bind_repeats(diagram, all_sizes)
+    token = token_axis(bound, tokens)
+    name = diagram.name if isinstance(diagram, Block) else "Model"
+    if isinstance(bound, Block):  # the derived blocks take the model's place: the same submodule names
+        bound = bound.body
+
+    pre = derive(bound, "prefill", token)
+    outputs = Type(tuple(pre.body.cod))
+    loads = []
+    for key, index in _slots(pre.sites):
+        _, seg = _site_segment(pre.sites, key, index)
+        loads.append(Box(LoadOp(Type((seg,)), key, _index(index))))
+    prefill_body = Seq.of(pre.body, Par.of(Identity(outputs), *loads))
+    prefill = Block(prefill_body, f"{name}Prefill", _meta(diagram, all_sizes, step=False))
+
+    step_source = bound
+    t = symbol(token.name)
+    if token.size == t:
+        step_source = bound.subs({t: sympy.Integer(1)})
+    st = derive(step_source, "step", token)
+    c = symbol(PAST)
+    saves, ends = [], []
+    for key, index in _slots(st.sites):
+        site, seg = _site_segment(st.sites, key, index)
+        new = seg.axis(site.axis).size
+        past = _resized(seg, site.axis, c)
+        saves.append(Seq.of(Box(SaveOp(Type((past,)), key, _index(index))), Box(DeleteOp(Type((past,))))))
+        ends.append(Box(LoadOp(Type((_resized(seg, site.axis, c + new),)), key, _index(index))))
+    step_body = Seq.of(
+        Par.of(Identity(Type(tuple(st.body.dom))), *saves),
+        st.body,
+        Par.of(Identity(Type(tuple(st.body.cod))), *ends),
+    )
+    step = Block(step_body, f"{name}Step", _meta(diagram, all_sizes, step=True, token=token.name))
+    # the formulas keep the repetition counts symbolic: take them from the diagram as given
+    counts = {node.var: node for node in diagram.walk() if isinstance(node, Repeat)}
+    sites = [dataclasses.replace(s, count=counts[s.var].stop - counts[s.var].start, start=counts[s.var].start)
+             if s.var in counts else s for s in pre.sites]
+    return Decoding(diagram, prefill, step, sites, token.name, all_sizes, _slots(pre.sites))
+
+
+def _meta(diagram: Diagram, sizes: dict[str, int], *, step: bool, token: str = "t") -> tuple[tuple[str, Any], ...]:
+    meta = dict(diagram.meta) if isinstance(diagram, Block) else {}
+    defaults = dict(meta.get("defaults", ()))
+    if step:
+        past = defaults.pop(token, None)
+        defaults[PAST] = int(past) if past is not None else 8
+    if defaults:
+        meta["defaults"] = tuple(defaults.items())
+    return tuple(sorted(meta.items()))

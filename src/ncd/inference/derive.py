@@ -1,0 +1,425 @@
+"""Derive the prefill and the one-token step of a causal diagram, with its caches as saved/loaded wires.
+
+The rule is the diagram's own: a new token reads earlier positions only through the wires
+that carry a **key axis** (the key side of a causal mask, ``x`` in ``◸(y, x)``).  Such a
+wire is *position-wise* while every box it passes acts on each key position alone (the key
+axis is woven past the box, or only renamed or crossed); the first box that mixes key
+positions (the scores contraction, the softmax, the contraction with the values) is where
+the past must be present.  That wire, just before the mixing box, is a **cache**:
+
+* the **prefill** runs the whole prompt and saves every cache (``→K_i``) and returns it;
+* the **step** takes one new token and the past caches, loads each one (``K_i→``), joins
+  the new position after it (``⧺`` along the key axis, ``c`` past positions + 1) and saves
+  the result; everything after the cut sees ``c+1`` key positions, everything before one.
+
+Positions that depend on the absolute index (a learned table sliced ``0:t``, sinusoidal
+positions) are taken at ``c : c+1`` in the step.  Both results are ordinary diagrams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ncd.errors import NCDError
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.primitive import Primitive, map_values
+from ncd.ir.size import Size, size_text, sizes_equal, symbol
+from ncd.prims.attention import CausalMaskOp
+from ncd.prims.constant import SinusoidalOp
+from ncd.prims.movement import ConcatOp, SliceOp
+from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
+
+__all__ = ["DecodeError", "CacheSite", "Derivation", "derive", "token_axis", "causal_axes"]
+
+
+class DecodeError(NCDError):
+    """A diagram cannot be decoded token by token as asked (not causal, or an unsupported mixing)."""
+
+
+#: boxes that may carry a key axis as one of their own wires and still act on each key position alone
+_POSITIONWISE = (RenameOp, TransposeOp, CopyOp, SwapOp, DeleteOp, SaveOp)
+
+
+@dataclass(frozen=True)
+class CacheSite:
+    """One cached wire: its slot ``key`` (indexed by the repetition ``var``), its segment and key axis.
+
+    ``segment`` is the wire at the prefill's sizes (the key axis sized like the prompt);
+    ``count`` is how many times the site runs (the repetition's length, a formula).
+    """
+
+    key: str
+    var: str | None
+    segment: Segment
+    axis: str
+    count: Size
+    start: Size = sympy.Integer(0)
+    blocks: tuple[str, ...] = ()
+
+    def per_token(self) -> Segment:
+        """The cached wire without its key axis: what one token adds to the cache."""
+        return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis)
+
+    def slots(self) -> list[tuple[str, int | None]]:
+        """Every ``(key, index)`` this site saves, once the repetition count is a number."""
+        if self.var is None:
+            return [(self.key, None)]
+        try:
+            start, stop = int(self.start), int(self.start + self.count)
+        except TypeError:
+            raise DecodeError(f"cache {self.key}: the repetition {self.var} runs {size_text(self.count)} times;"
+                              " bind its size (e.g. decode(d, N=12)) to list its caches") from None
+        return [(self.key, i) for i in range(start, stop)]
+
+
+@dataclass
+class _Wire:
+    """A segment in flight: its type in the derived diagram and which key axes already hold every position."""
+
+    segment: Segment
+    full: frozenset[str] = frozenset()
+
+
+@dataclass
+class Derivation:
+    """The result of :func:`derive`: the derived diagram (body only) and the caches it found."""
+
+    body: Diagram
+    sites: list[CacheSite]
+
+
+@dataclass
+class _Walk:
+    mode: str  # "prefill" or "step"
+    keys: frozenset[str]  # key axes (the key side of every causal mask)
+    tokens: frozenset[str]  # the token axis and every name it is renamed to
+    past: Size  # symbol for the number of cached positions (step only)
+    new: Size  # new positions in the step (1)
+    sites: list[CacheSite] = field(default_factory=list)
+    repeats: list[Repeat] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+
+    # -- the walk ------------------------------------------------------------------------
+    def walk(self, node: Diagram, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        if len(wires) != len(node.dom):
+            raise DecodeError(f"internal: {len(wires)} wires reach a node taking '{node.dom}'")
+        if isinstance(node, Identity):
+            return Identity(Type(tuple(w.segment for w in wires)), node.source), wires
+        if isinstance(node, Seq):
+            parts = []
+            for part in node.parts:
+                new, wires = self.walk(part, wires)
+                parts.append(new)
+            return Seq.of(*parts), wires
+        if isinstance(node, Par):
+            parts, out, offset = [], [], 0
+            for part in node.parts:
+                n = len(part.dom)
+                new, got = self.walk(part, wires[offset: offset + n])
+                parts.append(new)
+                out.extend(got)
+                offset += n
+            return Par.of(*parts), out
+        if isinstance(node, Block):
+            self.blocks.append(node.name)
+            try:
+                body, out = self.walk(node.body, wires)
+            finally:
+                self.blocks.pop()
+            return Block(body, node.name, node.meta), out
+        if isinstance(node, Repeat):
+            if self.repeats and _contains_mask(node.body, self.keys):
+                raise DecodeError(f"repeat {node.name or node.var!r}: caches inside nested repetitions are not supported")
+            self.repeats.append(node)
+            try:
+                body, out = self.walk(node.body, wires)
+            finally:
+                self.repeats.pop()
+            return Repeat(body, node.var, node.start, node.stop, node.name), out
+        if isinstance(node, (Box, Weave)):
+            return self.leaf(node, wires)
+        raise DecodeError(f"decode: no rule for diagram node {type(node).__name__}")
+
+    def leaf(self, node: Box | Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        """A box or a woven diagram: cut the caches it mixes, then rebuild it at the wires' sizes."""
+        prefix: list[Diagram] = []
+        cut = self.mixed(node, wires)
+        if cut:
+            cache, wires = self.cut(node, wires, cut)
+            prefix.append(cache)
+        if isinstance(node, Weave):
+            new, out = self.weave(node, wires)
+        else:
+            new, out = self.box(node, wires)
+        return Seq.of(*prefix, new), out
+
+    def weave(self, node: Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        axis = node.axis
+        inner_wires = []
+        for w, p in zip(wires, node.dom_pos):
+            if p is None:
+                inner_wires.append(w)
+                continue
+            carried = w.segment.axes[p]
+            axis = dataclasses.replace(axis, size=carried.size)
+            inner_wires.append(_Wire(w.segment.with_axes(w.segment.axes[:p] + w.segment.axes[p + 1:]), w.full - {axis.name}))
+        if axis.name in self.tokens and not any(p is not None for p in node.dom_pos):
+            axis = self.resize_axis(axis, {})
+        inner, inner_out = self.walk(node.inner, inner_wires)
+        new = Weave(inner, axis, node.dom_pos, node.cod_pos)
+        full_axis = any(axis.name in w.full for w, p in zip(wires, node.dom_pos) if p is not None)
+        out = [_Wire(seg, w.full | ({axis.name} if full_axis else frozenset())) for seg, w in zip(new.cod, inner_out)]
+        return new, out
+
+    def box(self, node: Box, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        prim = node.prim
+        full = frozenset().union(*(w.full for w in wires)) if wires else frozenset()
+        mapping = self.mapping(node, wires)
+        if isinstance(prim, CausalMaskOp) and self.mode == "step":
+            if not sizes_equal(mapping.get(prim.query.name, prim.query.size), self.new):
+                raise DecodeError(f"{node.text()}: a step of more than one token needs an offset causal mask")
+            return Identity(Type(tuple(w.segment for w in wires))), wires
+        if isinstance(prim, SliceOp) and self.mode == "step" and prim.output.name in self.tokens:
+            return self.positions_slice(node, wires, mapping)
+        if isinstance(prim, SinusoidalOp) and self.mode == "step" and prim.segment.axes[0].name in self.tokens:
+            return self.positions_table(node)
+        if isinstance(prim, RenameOp):
+            new_prim = resize(prim, mapping, self.default_size)
+            assert isinstance(new_prim, RenameOp)
+            renamed = {a.name: n for a, n in zip(new_prim.segment.axes, new_prim.names)}
+            new = Box(new_prim, node.label, node.source)
+            seg_full = frozenset(renamed.get(n, n) for n in wires[0].full)
+            return new, [_Wire(new.cod[0], seg_full)]
+        new = Box(resize(prim, mapping, self.default_size), node.label, node.source)
+        out = [_Wire(seg, full & frozenset(seg.names)) for seg in new.cod]
+        return new, out
+
+    # -- sizes ---------------------------------------------------------------------------
+    def mapping(self, node: Diagram, wires: list[_Wire]) -> dict[str, Size]:
+        """New sizes by axis name: what the wires reaching ``node`` carry where it expects other sizes."""
+        found: dict[str, Size] = {}
+        for expected, wire in zip(node.dom, wires):
+            if len(expected) != len(wire.segment):
+                raise DecodeError(f"internal: '{wire.segment}' reaches a box expecting '{expected}'")
+            for a, b in zip(expected.axes, wire.segment.axes):
+                if not sizes_equal(a.size, b.size):
+                    found[a.name] = b.size
+        return found
+
+    def default_size(self, axis: Axis) -> Size | None:
+        """The step's size of a token axis that no wire sizes (one new position)."""
+        if self.mode == "step" and axis.name in self.tokens:
+            return self.new
+        return None
+
+    def resize_axis(self, axis: Axis, mapping: Mapping[str, Size]) -> Axis:
+        return _resize_axis(axis, mapping, self.default_size)
+
+    # -- caches --------------------------------------------------------------------------
+    def mixed(self, node: Box | Weave, wires: list[_Wire]) -> list[int]:
+        """Input wires holding only new positions of a key axis that ``node`` mixes."""
+        core, weaves = unweave(node)
+        woven = {w.axis.name for w in weaves}
+        result = []
+        for j, w in enumerate(wires):
+            fresh = (set(w.segment.names) & self.keys) - w.full
+            if not fresh:
+                continue
+            if isinstance(core, Box):
+                own = {a.name for seg in core.dom for a in seg.axes}
+                if (fresh - woven) & own and not isinstance(core.prim, _POSITIONWISE):
+                    result.append(j)
+            elif _mixes(core, fresh):
+                result.append(j)
+        return result
+
+    def cut(self, node: Diagram, wires: list[_Wire], cut: list[int]) -> tuple[Diagram, list[_Wire]]:
+        parts: list[Diagram] = []
+        out: list[_Wire] = []
+        for j, w in enumerate(wires):
+            if j not in cut:
+                parts.append(Identity(Type((w.segment,))))
+                out.append(w)
+                continue
+            (axis_name,) = sorted((set(w.segment.names) & self.keys) - w.full)[:1]
+            site = self.site(node, w.segment, axis_name)
+            index = symbol(site.var) if site.var else None
+            if self.mode == "prefill":
+                parts.append(Box(SaveOp(Type((w.segment,)), site.key, index)))
+                out.append(_Wire(w.segment, w.full | {axis_name}))
+                continue
+            k = w.segment.index(axis_name)
+            new_axis = w.segment.axes[k]
+            past_axis = dataclasses.replace(new_axis, size=self.past)
+            full_axis = dataclasses.replace(new_axis, size=self.past + new_axis.size)
+            past = w.segment.with_axes(w.segment.axes[:k] + (past_axis,) + w.segment.axes[k + 1:])
+            whole = w.segment.with_axes(w.segment.axes[:k] + (full_axis,) + w.segment.axes[k + 1:])
+            join = ConcatOp((past_axis, new_axis), full_axis, Segment(w.segment.axes[:k]), Segment(w.segment.axes[k + 1:]))
+            parts.append(Seq.of(
+                Par.of(Box(LoadOp(Type((past,)), site.key, index)), Identity(Type((w.segment,)))),
+                Box(join),
+                Box(SaveOp(Type((whole,)), site.key, index)),
+            ))
+            out.append(_Wire(whole, w.full | {axis_name}))
+        return Par.of(*parts), out
+
+    def site(self, consumer: Diagram, segment: Segment, axis_name: str) -> CacheSite:
+        core, _ = unweave(consumer)
+        keeps = any(axis_name in seg.names for seg in core.cod)
+        role = "K" if keeps else "V"
+        repeat = self.repeats[-1] if self.repeats else None
+        taken = {s.key for s in self.sites if (s.var or None) == (repeat.var if repeat else None)}
+        key, n = role, 2
+        while key in taken:
+            key, n = f"{role}{n}", n + 1
+        site = CacheSite(
+            key, repeat.var if repeat else None, segment, axis_name,
+            (repeat.stop - repeat.start) if repeat else sympy.Integer(1),
+            repeat.start if repeat else sympy.Integer(0), tuple(self.blocks),
+        )
+        self.sites.append(site)
+        return site
+
+    # -- absolute positions ----------------------------------------------------------------
+    def positions_slice(self, node: Box, wires: list[_Wire], mapping: dict[str, Size]) -> tuple[Diagram, list[_Wire]]:
+        prim = node.prim
+        assert isinstance(prim, SliceOp)
+        if prim.start != 0 or prim.step != 1:
+            raise DecodeError(f"{node.text()}: positions sliced from {size_text(prim.start)} with step"
+                              f" {size_text(prim.step)}; the step derivation knows tables sliced from 0")
+        axis = self.resize_axis(prim.axis, mapping)
+        output = dataclasses.replace(prim.output, size=self.new)
+        new = Box(SliceOp(axis, self.past, self.past + self.new, prim.step, output), node.label, node.source)
+        return new, [_Wire(new.cod[0])]
+
+    def positions_table(self, node: Box) -> tuple[Diagram, list[_Wire]]:
+        prim = node.prim
+        assert isinstance(prim, SinusoidalOp)
+        position, feature = prim.segment.axes
+        whole = dataclasses.replace(position, size=self.past + self.new)
+        table = Box(SinusoidalOp(prim.segment.with_axes((whole, feature)), prim.base), node.label, node.source)
+        last = dataclasses.replace(position, size=self.new)
+        new = Seq.of(table, _slice_leading(whole, last, feature, self))
+        return new, [_Wire(new.cod[0])]
+
+
+def _slice_leading(whole: Axis, last: Axis, feature: Axis, walk: _Walk) -> Diagram:
+    """``c+1 m -> 1 m``: keep the last position of a table (the slice woven over the feature wire)."""
+    pick = Box(SliceOp(whole, walk.past, walk.past + walk.new, sympy.Integer(1), last))
+    return Weave(pick, feature, (1,), (1,))
+
+
+def _resize_axis(axis: Axis, mapping: Mapping[str, Size], default: Any) -> Axis:
+    if axis.parts:
+        parts = tuple(_resize_axis(p, mapping, default) for p in axis.parts)
+        if parts == axis.parts:
+            return axis
+        total = sympy.Integer(1)
+        for p in parts:
+            total = total * p.size
+        return dataclasses.replace(axis, size=total, parts=parts)
+    if axis.name in mapping:
+        return dataclasses.replace(axis, size=mapping[axis.name])
+    fallback = default(axis)
+    if fallback is not None and not sizes_equal(fallback, axis.size):
+        return dataclasses.replace(axis, size=fallback)
+    return axis
+
+
+def resize(prim: Primitive, mapping: Mapping[str, Size], default: Any = lambda a: None) -> Primitive:
+    """``prim`` with every axis named in ``mapping`` given its new size (the box's other fields kept)."""
+
+    def visit(value: Any) -> Any:
+        if isinstance(value, Axis):
+            return _resize_axis(value, mapping, default)
+        if isinstance(value, Segment):
+            return value.with_axes(_resize_axis(a, mapping, default) for a in value.axes)
+        if isinstance(value, Type):
+            return Type(tuple(visit(s) for s in value.segments))
+        return value
+
+    changes = {f.name: map_values(getattr(prim, f.name), visit) for f in dataclasses.fields(prim)}
+    if all(changes[k] is getattr(prim, k) or changes[k] == getattr(prim, k) for k in changes):
+        return prim
+    return dataclasses.replace(prim, **changes)
+
+
+def _mixes(node: Diagram, names: set[str]) -> bool:
+    """Whether some box inside ``node`` has one of ``names`` as its own wire and mixes along it."""
+    for box in node.boxes():
+        own = {a.name for seg in box.dom for a in seg.axes}
+        if own & names and not isinstance(box.prim, _POSITIONWISE):
+            return True
+    return False
+
+
+def _contains_mask(node: Diagram, keys: frozenset[str]) -> bool:
+    return any(isinstance(b.prim, CausalMaskOp) for b in node.boxes())
+
+
+# -- entry points -----------------------------------------------------------------------------
+def causal_axes(diagram: Diagram) -> tuple[frozenset[str], frozenset[str]]:
+    """The query and key axes of every causal mask in ``diagram``."""
+    queries, keys = set(), set()
+    for b in diagram.boxes():
+        if isinstance(b.prim, CausalMaskOp):
+            queries.add(b.prim.query.name)
+            keys.add(b.prim.key.name)
+    return frozenset(queries), frozenset(keys)
+
+
+def require_causal(diagram: Diagram) -> frozenset[str]:
+    """The key axes of ``diagram``'s causal masks; an error if it has none."""
+    _, keys = causal_axes(diagram)
+    if not keys:
+        raise DecodeError(
+            "decode: the diagram has no causal mask (◸), so a new token's dependence on earlier positions is not"
+            " stated; decode needs a causal model (e.g. heads_attention(..., mask='causal'))"
+        )
+    return keys
+
+
+def token_axis(diagram: Diagram, name: str | None = None) -> Axis:
+    """The token axis: ``name`` if given, else the item axis of the first input (``~t`` in ``~t [v]``)."""
+    for seg in diagram.dom:
+        for a in seg.axes:
+            if (name is None and a.is_item) or a.name == name:
+                return a
+    if name is not None:
+        raise DecodeError(f"decode: the axis {name!r} is not an input wire of '{diagram.dom}'")
+    raise DecodeError(f"decode: no item axis (such as ~t) among the inputs '{diagram.dom}'; name the token axis,"
+                      " e.g. ncd.decode(d, tokens='t')")
+
+
+def token_names(diagram: Diagram, token: str) -> frozenset[str]:
+    """``token`` and every name it is renamed to (queries ``y``, keys ``x``)."""
+    names = {token}
+    changed = True
+    while changed:
+        changed = False
+        for b in diagram.boxes():
+            if isinstance(b.prim, RenameOp):
+                for a, n in zip(b.prim.segment.axes, b.prim.names):
+                    if a.name in names and n not in names:
+                        names.add(n)
+                        changed = True
+    return frozenset(names)
+
+
+def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivation:
+    """Walk ``diagram`` (repetition counts bound) and return its ``mode`` (prefill or step) body and caches."""
+    keys = require_causal(diagram)
+    walk = _Walk(mode, keys, token_names(diagram, token.name), symbol(past), sympy.Integer(1))
+    wires = []
+    for seg in diagram.dom:
+        if mode == "step":
+            seg = seg.with_axes(walk.resize_axis(a, {}) for a in seg.axes)
+        wires.append(_Wire(seg))
+    body, _ = walk.walk(diagram, wires)
+    return Derivation(body, walk.sites)

@@ -1,0 +1,62 @@
+"""Causal decoders built with the DSL, for the decode examples: grouped-query attention, RMSNorm, a gated MLP.
+
+``gqa_decoder`` has ``g`` key/value heads, each shared by ``r`` query heads (``h = g·r``):
+the scores are ``Einsum("~y k g r, ~x k g -> ~y ~x g r")``, so keys and values never carry
+``r`` and the derived caches hold ``g`` heads only.
+
+>>> import ncd
+>>> from ncd.inference.examples import gqa_decoder
+>>> d = ncd.decode(gqa_decoder())
+>>> [str(s.segment) for s in d.sites]
+['x̅:t k g', 'x̅:t k g']
+>>> llama8b = ncd.decode(gqa_decoder(v=128256, m=4096, k=128, g=8, r=4, f=14336, N=32))
+>>> llama8b.cache_bytes(dtype="bfloat16")
+131072
+"""
+
+from __future__ import annotations
+
+import ncd
+from ncd.zoo._model import model
+
+__all__ = ["gqa_attention", "gqa_decoder"]
+
+
+def gqa_attention(tokens: str = "t") -> ncd.Diagram:
+    """Causal grouped-query self-attention ``~t m -> ~t m``: queries ``k g r``, keys and values ``k g``."""
+    t = tokens
+
+    def project(role: str, axis: str, spec: str) -> ncd.Diagram:
+        return ncd.Identity.of(f"~{t} m") >> ncd.Rename(f"~{t} -> ~{axis}") >> ncd.Linear(spec, name=role)
+
+    projections = (
+        ncd.Copy(f"~{t} m", 3)
+        >> project("Q", "y", "m -> k g r") @ project("K", "x", "m -> k g") @ project("V", "x", "m -> k g")
+    ).block("Linear")
+    scores = (
+        ncd.Einsum("~y k g r, ~x k g -> ~y ~x g r") >> ncd.Scale("k**-0.5")
+        >> ncd.CausalMask(query="y", key="x") >> ncd.Softmax("~x")
+    )
+    attend = (scores @ ncd.Identity.of("~x k g") >> ncd.Einsum("~y ~x g r, ~x k g -> ~y k g r")).block("Attention")
+    return projections >> attend >> ncd.Linear("k g r -> m", name="O") >> ncd.Rename(f"~y -> ~{t}")
+
+
+def gqa_decoder(
+    v: int = 64, m: int = 32, k: int = 8, g: int = 2, r: int = 2, f: int = 48, N: int = 2, t: int = 6,
+    *, eps: float = 1e-6,
+) -> ncd.Block:
+    """A pre-norm causal decoder: token embedding, ``N`` blocks (RMSNorm, grouped-query attention, RMSNorm,
+    SiLU-gated MLP), final RMSNorm and an output **L** to the vocabulary ``v``; no positions are added."""
+    wires = ncd.Identity.of("~t m")
+    gate = ncd.Copy("m") >> ncd.Linear("m -> f", name="gate") @ ncd.Linear("m -> f", name="up")
+    mlp = gate >> (ncd.SiLU() @ ncd.Identity.of("f")) >> ncd.Multiply() >> ncd.Linear("f -> m", name="down")
+    layer = (
+        ncd.residual(wires >> ncd.RMSNorm("m", eps=eps) >> gqa_attention("t"))
+        >> ncd.residual(wires >> ncd.RMSNorm("m", eps=eps) >> mlp)
+    ).block("Layer")
+    body = (
+        ncd.Identity.of("~t [v]") >> ncd.Embedding(vocab="v", dim="m", name="E")
+        >> ncd.repeat(layer, "i", 0, "N", name="Layers")
+        >> ncd.RMSNorm("m", eps=eps) >> ncd.Linear("m -> v", name="head")
+    )
+    return model("GQADecoder", body, v=v, m=m, k=k, g=g, r=r, f=f, N=N, t=t)

@@ -1,0 +1,98 @@
+"""Running a decoding: the lowered prefill, then lowered steps, all with one set of weights.
+
+>>> import ncd, torch
+>>> g = ncd.zoo.gpt2(v=50, m=16, k=4, h=4, N=2, n=32, t=5)
+>>> run = ncd.decode(g).lower()
+>>> tokens = torch.tensor([3, 1, 4, 1, 5])
+>>> logits, caches = run.prefill(tokens)
+>>> [tuple(c.shape) for c in caches][:2]
+[(5, 4, 4), (5, 4, 4)]
+>>> logits, caches = run.step(torch.tensor([9]), caches)
+>>> tuple(logits.shape), tuple(caches[0].shape)
+((1, 50), (6, 4, 4))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ncd.inference.derive import DecodeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ncd.inference.decoding import Decoding
+
+__all__ = ["Decoder"]
+
+
+class Decoder:
+    """The lowered prefill and step of a :class:`~ncd.inference.decoding.Decoding`, sharing one set of weights.
+
+    ``weights`` is a state dict of the model's own lowered module (``diagram.to_torch()``); by default
+    a freshly initialised one.  A step is lowered once per cache length (its wires have static sizes).
+    """
+
+    def __init__(self, decoding: Decoding, sizes: dict[str, int], weights: dict[str, Any] | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        import torch
+
+        self.decoding = decoding
+        self.sizes = {k: v for k, v in sizes.items() if k not in (decoding.token, "c")}
+        self.dtype = dtype or torch.float32
+        if weights is None:
+            weights = decoding.diagram.to_torch(**self.sizes).state_dict()
+        self.weights = weights
+        self._prefill: dict[int, torch.nn.Module] = {}
+        self._steps: dict[int, torch.nn.Module] = {}
+
+    def _module(self, diagram: Any, **sizes: int) -> torch.nn.Module:
+        module = diagram.to_torch(**self.sizes, **sizes)
+        module.load_state_dict(self.weights)
+        return module.to(self.dtype).eval()
+
+    def prefill_module(self, length: int) -> torch.nn.Module:
+        if length not in self._prefill:
+            self._prefill[length] = self._module(self.decoding.prefill, **{self.decoding.token: length})
+        return self._prefill[length]
+
+    def step_module(self, past: int) -> torch.nn.Module:
+        if past not in self._steps:
+            self._steps[past] = self._module(self.decoding.step, c=past)
+        return self._steps[past]
+
+    def _length(self, tokens: torch.Tensor) -> int:
+        return int(tokens.shape[-1])
+
+    def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The outputs at every prompt position and every cache (in ``decoding.slots`` order)."""
+        out = self.prefill_module(self._length(tokens))(tokens)
+        return out[0], list(out[1:])
+
+    def step(self, token: torch.Tensor, caches: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The outputs at one new position and the caches grown by it."""
+        if len(caches) != len(self.decoding.slots):
+            raise DecodeError(f"step: {len(caches)} caches given, the model has {len(self.decoding.slots)}"
+                              f" ({', '.join(_slot(s) for s in self.decoding.slots)})")
+        site = self.decoding.sites[0]
+        k = site.segment.index(site.axis)
+        past = int(caches[0].shape[k - len(site.segment)])
+        out = self.step_module(past)(token, *caches)
+        return out[0], list(out[1:])
+
+    def generate(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
+        """Greedy decoding: ``new`` tokens after ``prompt``, each the argmax of the last output's last axis."""
+        import torch
+
+        logits, caches = self.prefill(prompt)
+        tokens = [prompt]
+        for _ in range(new):
+            nxt = logits[..., -1:, :].argmax(-1)
+            tokens.append(nxt)
+            logits, caches = self.step(nxt, caches)
+        return torch.cat(tokens, dim=-1)
+
+
+def _slot(slot: tuple[str, int | None]) -> str:
+    key, index = slot
+    return key if index is None else f"{key}_{index}"
