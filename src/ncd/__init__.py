@@ -106,3 +106,7 @@ def load_json(text: str) -> Diagram:
     from ncd.ir.serialize import load_json as _load
 
     return _load(text)
+# -- interpreters: IO-aware costs (memory hierarchies) --
+from ncd.iomodel import Hierarchy, io, online_softmax  # noqa: E402
+
+__all__ += ["Hierarchy", "io", "online_softmax"]

@@ -1,0 +1,234 @@
+"""A diagram as a flat list of operations on named arrays — what the IO model counts.
+
+Only which axes an array carries matters here (not their order): an array is a set of named
+axes with sizes.  Structural boxes (copy, swap, transpose, rename, delete) move no data and
+make no new array: their outputs are views of their inputs.  Weights of learned boxes are
+arrays too (``params``).  A block made by :func:`ncd.online_softmax` is one operation,
+streamable along its key axis with the online-softmax state.
+
+>>> import ncd
+>>> from ncd.iomodel.program import flatten
+>>> p = flatten(ncd.Einsum("a b, b c -> a c"), {"a": 4, "b": 3, "c": 2})
+>>> [(op.label, [t.names for t in op.inputs], op.outputs[0].names) for op in p.ops]
+[('einsum', [('a', 'b'), ('b', 'c')], ('a', 'c'))]
+>>> p.flops(p.ops[0])
+(48, 0)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sympy
+
+from ncd.errors import SizeError
+from ncd.ir.axes import Axis
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
+from ncd.ir.size import evaluate, symbol
+from ncd.prims.attention import CausalMaskOp
+from ncd.prims.linear import EinsumOp, LinearOp
+from ncd.prims.softmax import SoftmaxOp
+from ncd.prims.structure import CopyOp, DeleteOp, RenameOp, SwapOp, TransposeOp
+
+__all__ = ["Array", "Op", "Program", "flatten", "ONLINE"]
+
+#: The block name :func:`ncd.online_softmax` gives the online form (its meta holds the key axis).
+ONLINE = "online softmax"
+
+Role = Literal["input", "param", "value"]
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, eq=False)
+class Array:
+    """An array: named axes with sizes; ``root`` identifies the memory it views."""
+
+    axes: tuple[tuple[str, sympy.Expr], ...]
+    role: Role
+    root: int = -1
+    name: str = ""
+    uid: int = field(default_factory=lambda: next(_counter))
+
+    def __post_init__(self) -> None:
+        if self.root < 0:
+            object.__setattr__(self, "root", self.uid)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a for a, _ in self.axes)
+
+    def size(self, axis: str) -> sympy.Expr:
+        return dict(self.axes)[axis]
+
+    def elements(self) -> sympy.Expr:
+        return sympy.Mul(*(s for _, s in self.axes)) if self.axes else sympy.Integer(1)
+
+    def key(self) -> tuple[int, frozenset[str]]:
+        """Two views with the same root and axes are the same data (one load serves both)."""
+        return (self.root, frozenset(self.names))
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One operation: its box (or online-softmax block), input, weight and output arrays."""
+
+    node: Diagram
+    label: str
+    kind: Literal["matmul", "online", "softmax", "causal", "other"]
+    inputs: tuple[Array, ...]
+    params: tuple[Array, ...]
+    outputs: tuple[Array, ...]
+    stream_axis: str | None = None  # the key axis of an online-softmax op
+
+    @property
+    def axes(self) -> dict[str, sympy.Expr]:
+        """Every axis the operation loops over (inputs, weights and outputs)."""
+        found: dict[str, sympy.Expr] = {}
+        for arr in (*self.inputs, *self.params, *self.outputs):
+            for name, s in arr.axes:
+                found.setdefault(name, s)
+        return found
+
+    def reduced(self) -> set[str]:
+        """Axes it reads but does not output (contractions, normalisations' reductions)."""
+        out = {n for arr in self.outputs for n in arr.names}
+        return {n for n in self.axes if n not in out}
+
+
+@dataclass
+class Program:
+    """The operations in order, the diagram's input arrays and its output arrays."""
+
+    ops: list[Op]
+    inputs: list[Array]
+    outputs: list[Array]
+
+    def params(self) -> list[Array]:
+        return [p for op in self.ops for p in op.params]
+
+    def flops(self, op: Op) -> tuple[sympy.Expr, sympy.Expr]:
+        """(matrix FLOPs, other FLOPs) of one operation.
+
+        Matrix: 2 per multiply-add over every axis the contraction loops over (an online
+        softmax counts its ``P·V`` product).  Other (ours): 5 per element for a softmax or the
+        online softmax's exponentials, 1 per output element for everything else.
+        """
+        loop = sympy.Mul(*op.axes.values())
+        out = sum((a.elements() for a in op.outputs), sympy.Integer(0))
+        if op.kind == "matmul":
+            return 2 * loop, sympy.Integer(0)
+        if op.kind == "online":
+            scores = op.inputs[0].elements()
+            return 2 * loop, 5 * scores
+        if op.kind == "softmax":
+            return sympy.Integer(0), 5 * out
+        return sympy.Integer(0), out
+
+    def causal_pairs(self) -> list[tuple[str, str]]:
+        """(query, key) axis pairs under a causal mask."""
+        return [(op.node.prim.query.name, op.node.prim.key.name) for op in self.ops  # type: ignore[attr-defined]
+                if op.kind == "causal"]
+
+
+def _arr(axes: list[Axis], woven: tuple[Axis, ...], role: Role, name: str = "") -> Array:
+    names = {a.name for a in axes}
+    full = [(a.name, a.size) for a in woven if a.name not in names] + [(a.name, a.size) for a in axes]
+    return Array(tuple(full), role, name=name)
+
+
+class _Walker:
+    def __init__(self, sizes: Mapping[str, int]) -> None:
+        self.sizes = dict(sizes)
+        self.ops: list[Op] = []
+
+    def walk(self, node: Diagram, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+        if isinstance(node, Identity):
+            return ins
+        if isinstance(node, Seq):
+            for part in node.parts:
+                ins = self.walk(part, ins, woven)
+            return ins
+        if isinstance(node, Par):
+            out: list[Array] = []
+            i = 0
+            for part in node.parts:
+                n = len(part.dom)
+                out += self.walk(part, ins[i : i + n], woven)
+                i += n
+            return out
+        if isinstance(node, Weave):
+            return self.walk(node.inner, ins, woven + (node.axis,))
+        if isinstance(node, Block):
+            if node.name == ONLINE and node.get("key"):
+                return self.online(node, ins, woven)
+            return self.walk(node.body, ins, woven)
+        if isinstance(node, Repeat):
+            count = evaluate(node.stop - node.start, self.sizes, what=f"repetition count of {node.name or node.var!r}")
+            start = evaluate(node.start, self.sizes, what="repetition start")
+            for i in range(start, start + count):
+                ins = self.walk(node.iteration(i), ins, woven)
+            return ins
+        if isinstance(node, Box):
+            return self.box(node, ins, woven)
+        raise SizeError(f"the IO model cannot read {describe(node)} ({type(node).__name__})")
+
+    def online(self, node: Block, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+        outs = [_arr(list(seg.axes), woven, "value") for seg in node.cod]
+        self.ops.append(Op(node, "online ◁·", "online", tuple(ins), (), tuple(outs), str(node.get("key"))))
+        return outs
+
+    def box(self, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+        prim = node.prim
+        if isinstance(prim, CopyOp):
+            return ins * prim.n
+        if isinstance(prim, DeleteOp):
+            return []
+        if isinstance(prim, SwapOp):
+            return [ins[k] for k in prim.perm]
+        if isinstance(prim, TransposeOp):
+            return ins
+        if isinstance(prim, RenameOp):
+            src = ins[0]
+            mapping = dict(zip(prim.segment.names, prim.names))
+            axes = tuple((mapping.get(n, n), s) for n, s in src.axes)
+            return [Array(axes, src.role, src.root, src.name)]
+        outs = [_arr(list(seg.axes), woven, "value") for seg in node.cod]
+        params: list[Array] = []
+        if isinstance(prim, LinearOp):
+            params.append(_arr(list(prim.cod_axes.axes) + list(prim.dom_axes.axes), (), "param", node.text()))
+            if prim.bias:
+                params.append(_arr(list(prim.cod_axes.axes), (), "param", node.text() + ".bias"))
+        else:
+            for pname, shape in prim.params().items():
+                anon = [Axis(f"_{node.text()}.{pname}{j}", s) for j, s in enumerate(shape)]
+                params.append(_arr(anon, (), "param", f"{node.text()}.{pname}"))
+        kind: Literal["matmul", "softmax", "causal", "other"] = "other"
+        if isinstance(prim, (EinsumOp, LinearOp)):
+            kind = "matmul"
+        elif isinstance(prim, SoftmaxOp):
+            kind = "softmax"
+        elif isinstance(prim, CausalMaskOp):
+            kind = "causal"
+        self.ops.append(Op(node, node.text(), kind, tuple(ins), tuple(params), tuple(outs)))
+        return outs
+
+
+def defaults(diagram: Diagram) -> dict[str, int]:
+    """Default sizes a zoo model carries (``meta['defaults']`` of its top block)."""
+    if isinstance(diagram, Block):
+        return dict(diagram.get("defaults", ()) or ())
+    return {}
+
+
+def flatten(diagram: Diagram, sizes: Mapping[str, int | sympy.Expr] | None = None) -> Program:
+    """The operations of ``diagram`` with sizes bound (unbound sizes stay symbolic)."""
+    bound = {**defaults(diagram), **(sizes or {})}
+    concrete = {k: v for k, v in bound.items() if isinstance(v, int) or (isinstance(v, sympy.Expr) and v.is_number)}
+    d = diagram.subs({symbol(k): sympy.sympify(v) for k, v in bound.items()}) if bound else diagram
+    walker = _Walker({k: int(v) for k, v in concrete.items()})
+    inputs = [_arr(list(seg.axes), (), "input", f"in{j}") for j, seg in enumerate(d.dom)]
+    outputs = walker.walk(d, list(inputs), ())
+    return Program(walker.ops, inputs, outputs)
