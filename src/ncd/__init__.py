@@ -78,6 +78,9 @@ __all__ += ["draw"]
 # -- interpreters: cost and backward --
 from ncd.analysis import backward, cost  # noqa: E402
 __all__ += ["cost", "backward"]
+# -- distributed: meshes, placements, collectives --
+from ncd.distributed import Mesh, ShardingError, shard  # noqa: E402
+__all__ += ["Mesh", "shard", "ShardingError"]
 # -- interpreters: trace --
 from ncd.trace import TracedDiagram, trace  # noqa: E402
 __all__ += ["trace", "TracedDiagram"]

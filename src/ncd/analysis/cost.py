@@ -464,7 +464,9 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
             _analyse(bound, dtype, training)
-    return report
+    from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)
+
+    return attach(report)
 
 
 def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> tuple[Metrics, list[BoxCost], sympy.Expr | None,
