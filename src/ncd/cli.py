@@ -2,7 +2,8 @@
 
 Each sub-command lives beside the interpreter it drives and is imported only when used:
 ``ncd draw`` (``ncd.render.cli``), ``ncd gallery`` (``ncd.zoo.cli``), ``ncd trace``
-(``ncd.torch.trace_cli``), ``ncd cost`` (``ncd.analysis.cli``), ``ncd source`` (below).
+(``ncd.torch.trace_cli``), ``ncd cost`` (``ncd.analysis.cli``), ``ncd source`` (below),
+``ncd shard`` (``ncd.distributed.cli``).
 A module providing a command defines ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("ncd.torch.trace_cli", "turn a PyTorch model (module:factory) into a diagram"),
     "cost": ("ncd.analysis.cli", "print FLOPs, parameters and memory of a diagram"),
     "source": ("ncd.torch.source_cli", "print the generated PyTorch source of a diagram"),
+    "shard": ("ncd.distributed.cli", "place axes on a device mesh; print per-rank costs and the collectives"),
 }
 
 

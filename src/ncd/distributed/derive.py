@@ -191,7 +191,7 @@ class _Deriver:
     def record(self, kind: str, m: str, phase: str, numel: sympy.Expr, where: Diagram, wire: Wire, reason: str,
                path: Path, activation: bool = True) -> None:
         self.collectives.append(Collective(kind, m, phase, sympy.simplify(numel), self.multiplier,
-                                           describe(where), wire.label(), reason, path, activation))
+                                           _short(where), wire.label(), reason, path, activation))
         for k in range(len(path) + 1):
             self.redistributed[path[:k]] = self.redistributed.get(path[:k], 0) + 1
 
@@ -316,7 +316,7 @@ class _Deriver:
 
     def box(self, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
         prim = core.prim
-        wires = self.resolve(wires, node, path, f"before {describe(core)}") if not isinstance(
+        wires = self.resolve(wires, node, path, f"before {core.text()}") if not isinstance(
             prim, (CopyOp, RenameOp, SwapOp)) and prim.op not in ("add", "transpose", "delete") else wires
         style: dict[str, str] = {}
         arrived = list(wires)
@@ -361,7 +361,7 @@ class _Deriver:
                 for a in w.names:
                     if a not in plan.divisors:
                         seen.setdefault(a, set()).add(1)
-        plan.resolved = self.resolve(outs, node, path, f"after {describe(core)}")
+        plan.resolved = self.resolve(outs, node, path, f"after {core.text()}")
         return plan.resolved
 
     def add(self, node: Diagram, wires: list[Wire], path: Path) -> Wire:
@@ -391,7 +391,7 @@ class _Deriver:
                 target[m] = None  # a split input axis contracted with a whole weight: gather it first
             elif s is not None:
                 out[m] = s  # split along a woven axis: runs on the slice
-        w = self.redistribute(w, target, node, path, f"for {describe(node)}")
+        w = self.redistribute(w, target, node, path, f"for {_short(node)}")
         for m, kind in style.items():
             if kind == "colwise":
                 self.entry(w, m, node, path)
@@ -409,7 +409,7 @@ class _Deriver:
             for j, w in enumerate(wires):
                 target_per_wire[j][m] = a if a in w.names else None
             out[m] = a if a in out_names else PARTIAL
-        wires = [self.redistribute(w, t, node, path, f"for {describe(node)}") for w, t in zip(wires, target_per_wire)]
+        wires = [self.redistribute(w, t, node, path, f"for {_short(node)}") for w, t in zip(wires, target_per_wire)]
         return wires, [self.fresh(node.cod[0].axes, out)]
 
     def generic(self, node: Diagram, core: Box, wires: list[Wire], path: Path) -> tuple[list[Wire], list[Wire]]:
@@ -419,7 +419,7 @@ class _Deriver:
         fixed = []
         for w in wires:
             target = {m: None for m, s in w.place if s in own}
-            w = self.redistribute(w, target, node, path, f"because {describe(core)} acts on it")
+            w = self.redistribute(w, target, node, path, f"because {core.text()} acts on it")
             for m, s in w.place:
                 out.setdefault(m, s)
             fixed.append(w)
@@ -430,6 +430,18 @@ class _Deriver:
             names = {a.name for a in self.axes_of(seg)}
             outs.append(self.fresh(seg.axes, {m: s for m, s in out.items() if s in names}))
         return fixed, outs
+
+
+def _short(node: Diagram) -> str:
+    """A box's label (``L₊^O``), a block's or repeat's name, for the collective listings."""
+    core, _ = unweave(node)
+    if isinstance(core, Box):
+        return core.text()
+    if isinstance(core, Block):
+        return f"block {core.name}"
+    if isinstance(core, Repeat):
+        return f"repeat {core.name or core.var}"
+    return describe(core)
 
 
 def _aliases(diagram: Diagram) -> dict[str, set[str]]:

@@ -147,8 +147,8 @@ class ShardedCost:
             total += int(count) * collective_time(c.kind, self.mesh[c.mesh_axis], int(numel) * self.itemsize, chosen)
         return total
 
-    def table(self) -> str:
-        """The per-rank table ``ncd shard`` prints."""
+    def table(self) -> Any:
+        """The per-rank table ``ncd shard`` prints (a ``rich`` table)."""
         from ncd.distributed.table import per_rank_table
 
         return per_rank_table(self)
