@@ -7,6 +7,7 @@ independently of how the layout chose its rows.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -21,6 +22,7 @@ from ncd.render.model import Path, Text
 warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*")
 
 
+@functools.cache
 def _traced(name: str) -> ncd.Diagram:
     from tests import test_trace_corpus as corpus
 

@@ -2,6 +2,8 @@
 
 * no box (footprint) overlaps another box;
 * no text overlaps another text or a box it does not belong to;
+* no dashed separator runs through a text;
+* text drawn in a box stays inside it (and inside its circle);
 * every wire starts and ends on a port, a junction dot, an arrow tip or another wire's end,
   and every port has a wire;
 * no wire passes through a box it does not belong to.
@@ -13,8 +15,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ncd.render.model import Circle, Drawing, Footprint, Path, Polygon, Port, Text
 
@@ -51,17 +54,26 @@ def _pairs(boxes: list[tuple[Box4, object]], size: float = 64.0) -> Iterable[tup
 
 
 def _key(x: float, y: float) -> tuple[int, int]:
-    return (round(x * 10), round(y * 10))
+    # floor(v + 0.5 + ε), not round(): round() sends 2840.5 and 2840.5000000000007 to different keys
+    return (math.floor(x * 10 + 0.5 + 1e-6), math.floor(y * 10 + 0.5 + 1e-6))
 
 
-def problems(drawing: Drawing) -> list[str]:
-    """Every violated invariant, as readable sentences (empty when the layout is sound)."""
+def problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None = None) -> list[str]:
+    """Every violated invariant, as readable sentences (empty when the layout is sound).
+
+    ``text_bounds``: the box of each text (in ``drawing.of(Text)`` order) as measured elsewhere, e.g. the
+    ink a browser drew (``None`` for a text with no ink); by default the layout's own boxes."""
     found: list[str] = []
     feet = [f for f in drawing.footprints]
     texts = [t for t in drawing.of(Text)]
     wires = [p for p in drawing.of(Path) if p.role == "wire"]
+    if text_bounds is None:
+        boxes: dict[int, Box4] = {id(t): t.bounds for t in texts}
+    else:
+        boxes = {id(t): b for t, b in zip(texts, text_bounds) if b is not None}
+        texts = [t for t in texts if id(t) in boxes]
 
-    shapes: list[tuple[Box4, object]] = [(f.bounds, f) for f in feet] + [(t.bounds, t) for t in texts]
+    shapes: list[tuple[Box4, object]] = [(f.bounds, f) for f in feet] + [(boxes[id(t)], t) for t in texts]
     for i, j in _pairs(shapes):
         (a, x), (b, y) = shapes[i], shapes[j]
         if not _overlap(a, b):
@@ -75,6 +87,9 @@ def problems(drawing: Drawing) -> list[str]:
             text, foot = (x, y) if isinstance(x, Text) else (y, x)
             if text.owner != foot.id:  # type: ignore[union-attr]
                 found.append(f"text {text.string!r} overlaps box {foot.name!r}")  # type: ignore[union-attr]
+
+    found.extend(_separators_through_text(drawing, texts, boxes))
+    found.extend(_glyph_overflow(drawing, feet, texts, boxes))
 
     grid: dict[tuple[int, int], list[Footprint]] = defaultdict(list)
     for f in feet:
@@ -115,6 +130,49 @@ def problems(drawing: Drawing) -> list[str]:
         if ends.get(k, 0) == 0 and not _near(k, ends):
             found.append(f"port at ({p.x:.1f}, {p.y:.1f}) of box {p.box} has no wire")
     return found
+
+
+def _separators_through_text(drawing: Drawing, texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
+    """A dashed tuple separator must not run through a label."""
+    out: list[str] = []
+    grid: dict[tuple[int, int], list[Text]] = defaultdict(list)
+    for t in texts:
+        for cell in _cells(boxes[id(t)], 64.0):
+            grid[cell].append(t)
+    for sep in drawing.of(Path):
+        if sep.role != "separator":
+            continue
+        hit: set[int] = set()
+        for x, y in sep.samples(24):
+            for t in grid.get((int(x // 64.0), int(y // 64.0)), ()):
+                b = boxes[id(t)]
+                if id(t) not in hit and b[0] + EPS < x < b[2] - EPS and b[1] + EPS < y < b[3] - EPS:
+                    hit.add(id(t))
+                    out.append(f"a dashed separator runs through text {t.string!r} at ({x:.1f}, {y:.1f})")
+    return out
+
+
+def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
+    """Text drawn in a box (its ``owner``) stays inside it: inside the footprint, and inside its circle if it has one."""
+    out: list[str] = []
+    by_id = {f.id: f for f in feet}
+    circles = {c.owner: c for c in drawing.of(Circle) if c.owner is not None and c.role == "glyph"}
+    for t in texts:
+        if t.owner is None or t.role == "label":
+            continue
+        b = boxes[id(t)]
+        foot = by_id.get(t.owner)
+        if foot is not None and not (foot.x - EPS <= b[0] and b[2] <= foot.x + foot.w + EPS
+                                     and foot.y - EPS <= b[1] and b[3] <= foot.y + foot.h + EPS):
+            out.append(f"text {t.string!r} spills out of box {foot.name!r}")
+            continue
+        c = circles.get(t.owner)
+        if c is not None:
+            dy = max(abs(b[1] - c.cy), abs(b[3] - c.cy))
+            half = math.sqrt(max(c.r * c.r - dy * dy, 0.0))
+            if b[0] < c.cx - half - EPS or b[2] > c.cx + half + EPS:
+                out.append(f"text {t.string!r} spills out of its circle")
+    return out
 
 
 def _near(k: tuple[int, int], pool: Iterable[tuple[int, int]] | dict) -> bool:

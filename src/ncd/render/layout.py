@@ -112,6 +112,10 @@ class Layout:
             items.append(Path((("M", x0, yo), ("L", x1, yo)), width=0.7, role="text", owner=owner))
         return items
 
+    def label_clearance(self) -> float:
+        """How far above its wire a wire label reaches (its baseline 2.5 above, its ascent, an overline, a margin)."""
+        return 2.5 + 0.86 * self.style.label_size + 1.5
+
     def text_size(self, parts: Sequence[Piece], size: float, bold: bool = False) -> tuple[float, float, float]:
         text, _ = typeset(tuple(parts), 0, 0, size, bold=bold)
         return text.width, text.ascent, text.descent
@@ -172,8 +176,8 @@ class Layout:
             frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
             frag.include(min(a, b), max(a, b))
         for j in range(len(typ) - 1):
-            ya = (seps_left or {}).get(j, _between(left, j))
-            yb = (seps_right or {}).get(j, _between(right, j))
+            ya = (seps_left or {}).get(j, _between(left, j, self.label_clearance()))
+            yb = (seps_right or {}).get(j, _between(right, j, self.label_clearance()))
             if ya is not None and yb is not None:
                 pts = [(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)]
                 frag.add(Path.through(pts, dashed=True, width=0.8, role="separator"))
@@ -229,8 +233,9 @@ class Layout:
             first = min(ports) if ports else frag.top
             if prev is None:
                 dy = -frag.top
-            else:
-                dy = max(prev[0] + 0.5 * p - frag.top, prev[1] + p + g - first)
+            else:  # below the part above, its wires a segment apart, room for the separator above the first label
+                dy = max(prev[0] + 0.5 * p - frag.top, prev[1] + p + g - first,
+                         prev[0] + self.label_clearance() + 3.0 - first)
             placements.append(dy)
             last = max(ports) if ports else frag.bottom
             prev = (frag.bottom + dy, last + dy)
@@ -249,7 +254,11 @@ class Layout:
                     result.add(Path.through([(x0 + frag.w, y + dy), (width, y + dy)]))
             if k > 0:
                 above = frags[k - 1].bottom + placements[k - 1]
-                ymid = (above + frag.top + dy) / 2
+                ports_k = flat(frag.ins) + flat(frag.outs)
+                below = frag.top + dy
+                if ports_k:  # the label of the first wire sits above it: the separator runs above that label
+                    below = min(below, min(ports_k) + dy - self.label_clearance())
+                ymid = (above + max(below, above)) / 2
                 if width > 0:
                     result.add(Path.through([(0.0, ymid), (width, ymid)], dashed=True, width=0.8, role="separator"))
                 if n_in and frag.ins:
@@ -415,12 +424,18 @@ def _bend_width(dy: float, pitch: float) -> float:
     return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
 
 
-def _between(ports: Ports, j: int) -> float | None:
+def _between(ports: Ports, j: int, clearance: float = 0.0) -> float | None:
+    """Where the dashed line between segments ``j`` and ``j+1`` runs: nearer the upper wire, and above the
+    lower wire's label (``clearance``: how far a label reaches above its wire)."""
     above = [y for seg in ports[: j + 1] for y in seg]
     below = [y for seg in ports[j + 1:] for y in seg]
     if not above or not below:
         return None
-    return above[-1] + 0.4 * (below[0] - above[-1])  # nearer the upper wire: the lower wire's label sits above it
+    y_up, y_low = above[-1], below[0]
+    y = y_up + 0.4 * (y_low - y_up)
+    if clearance and y > y_low - clearance:
+        y = max((y_up + y_low - clearance) / 2, y_up + 1.0)
+    return y
 
 
 def _align(outs: Ports, ins: Ports) -> float:

@@ -22,32 +22,12 @@ __all__ = ["Run", "Text", "Path", "Rect", "Polygon", "Circle", "Footprint", "Por
 Role = Literal["wire", "separator", "box", "glyph", "fence", "legend", "label", "title", "text", "paren", "dot", "shadow"]
 Command = tuple  # ('M', x, y) | ('L', x, y) | ('C', x1, y1, x2, y2, x, y) | ('Z',)
 
-_NARROW = set("ijlI.,:;|!'()[]/ft1·")
-_WIDE = set("mwMW@")
+def text_width(text: str, size: float, bold: bool = False, italic: bool = False, serif: bool = False) -> float:
+    """The advance width of ``text`` in the face it is drawn in, from the bundled font's own metrics
+    (:mod:`ncd.render.fonts`); characters the text face lacks are measured in the symbols face."""
+    from ncd.render.fonts import advance, face_for
 
-
-def text_width(text: str, size: float, bold: bool = False) -> float:
-    """An estimate of the advance width of ``text`` in a Computer-Modern-like sans font."""
-    total = 0.0
-    for ch in text:
-        code = ord(ch)
-        if code >= 0x2190 and ch not in "−∗√":
-            total += 0.92  # symbols come from a wider symbol font
-        elif ch in "=+<>±×":
-            total += 0.78
-        elif ch == "\u00a0" or ch == " ":
-            total += 0.33
-        elif ch in _NARROW:
-            total += 0.30
-        elif ch in _WIDE:
-            total += 0.85
-        elif ch.isupper():
-            total += 0.66
-        elif ch.isdigit():
-            total += 0.52
-        else:
-            total += 0.52
-    return total * size * (1.08 if bold else 1.0)
+    return advance(text, face_for(bold, italic, serif), size)
 
 
 @dataclass(frozen=True)
@@ -80,7 +60,7 @@ class Text:
     @staticmethod
     def plain(x: float, y: float, text: str, size: float = 11.0, *, bold: bool = False, role: Role = "label",
               owner: int | None = None, serif: bool = False, italic: bool = False) -> Text:
-        w = text_width(text, size, bold)
+        w = text_width(text, size, bold, italic, serif)
         return Text(x, y, (Run(text, 0.0, 0.0, size, italic, bold, serif),), w, 0.72 * size, 0.25 * size, role, owner)
 
     @property

@@ -14,7 +14,7 @@ import math
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Box
 from ncd.render.layout import Frag, Layout, flat
-from ncd.render.model import Footprint, Path, Port, Rect
+from ncd.render.model import Circle, Footprint, Path, Port, Rect
 from ncd.render.pictograms import INK, LEARNED_FILL, _by_name, _centre, _ports, generic_box, glyph_through, rule, scalar, wiring
 from ncd.render.typeset import Piece, typeset_text
 
@@ -36,6 +36,11 @@ def draw_norm(ctx: Layout, box: Box) -> Frag:
     ys = flat(ins) or [0.0]
     cy = (ys[0] + ys[-1]) / 2
     r = max(0.5 * p, (ys[-1] - ys[0]) / 2 + 0.35 * p)
+    parts = typeset_text(box.prim.label()) if box.prim.op != "layernorm" else ()
+    size = 0.75 * ctx.style.label_size
+    if parts:  # RMS, BN: the circle grows until the word fits inside it
+        tw, ta, td = ctx.text_size(parts, size)
+        r = max(r, math.hypot(tw / 2, (ta + td) / 2) + 1.5)
     w = 2 * r + 1.2 * p
     cx = w / 2
     nid = ctx.new_id()
@@ -46,15 +51,9 @@ def draw_norm(ctx: Layout, box: Box) -> Frag:
         dx = math.sqrt(max(r * r - (y - cy) ** 2, 0.0))
         frag.add(Path.through([(0.0, y), (cx - dx, y)], owner=nid), Port(cx - dx, y, nid))
         frag.add(Path.through([(cx + dx, y), (w, y)], owner=nid), Port(cx + dx, y, nid))
-    k = 0.5523 * r
-    circle = (("M", cx + r, cy), ("C", cx + r, cy + k, cx + k, cy + r, cx, cy + r),
-              ("C", cx - k, cy + r, cx - r, cy + k, cx - r, cy), ("C", cx - r, cy - k, cx - k, cy - r, cx, cy - r),
-              ("C", cx + k, cy - r, cx + r, cy - k, cx + r, cy))
-    frag.add(Path(circle, fill="#ffffff", width=2.0 if box.learned else 0.9, role="glyph", owner=nid))
-    if box.prim.op != "layernorm":
-        parts = typeset_text(box.prim.label())
-        tw, ta, td = ctx.text_size(parts, 7.5)
-        frag.add(*ctx.text(parts, cx - tw / 2, cy + (ta - td) / 2, 7.5, owner=nid))
+    frag.add(Circle(cx, cy, r, fill="#ffffff", stroke="#222222", width=2.0 if box.learned else 0.9, role="glyph", owner=nid))
+    if parts:
+        frag.add(*ctx.text(parts, cx - tw / 2, cy + (ta - td) / 2, size, owner=nid))
     frag.add(Footprint(0.0, top, w, bottom - top, nid, "glyph", box.prim.op))
     _ports(frag, nid)
     return frag

@@ -1,4 +1,5 @@
-"""PNG and PDF from the SVG, through cairosvg (a real SVG renderer; fonts come from fontconfig)."""
+"""PNG and PDF from the SVG, through cairosvg (a real SVG renderer; fonts come from fontconfig, which is
+given the bundled fonts first, so the PDF embeds subsets of the same fonts the SVG uses)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ __all__ = ["svg_to_png", "svg_to_pdf"]
 
 
 def _cairosvg():  # type: ignore[no-untyped-def]
+    from ncd.render.fonts import register_with_fontconfig
+
+    register_with_fontconfig()  # the bundled fonts, so cairo draws (and the PDF embeds) the same glyphs everywhere
     try:
         import cairosvg
     except ImportError as error:  # pragma: no cover - depends on the environment

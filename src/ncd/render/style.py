@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ncd.errors import InputError
+from ncd.render.fonts import FAMILIES
 
 __all__ = ["Style", "FENCE_COLOURS", "fence_colour", "FONT_STACK", "SERIF_STACK", "SYMBOL_STACK", "PAGES"]
 
-FONT_STACK = "'CMU Sans Serif', 'Latin Modern Sans', 'DejaVu Sans', Helvetica, Arial, sans-serif"
-SYMBOL_STACK = "'DejaVu Sans', 'Noto Sans Symbols', 'Segoe UI Symbol', sans-serif"
-SERIF_STACK = "'CMU Serif', 'Latin Modern Roman', 'DejaVu Serif', 'Times New Roman', serif"
+FONT_STACK = FAMILIES["sans"]
+SYMBOL_STACK = FAMILIES["symbols"]
+SERIF_STACK = FAMILIES["serif"]
 
 #: Pale fills like the paper's fenced regions (purple, orange, green, pink, blue, yellow, grey).
 FENCE_COLOURS = ("#dcd8ee", "#f8e0c6", "#dcefd8", "#f7dde0", "#d9e8f6", "#f5f1c9", "#e7e7e7")
@@ -68,7 +69,7 @@ class Style:
     title: str | None = None
     costs: tuple[tuple[str, str], ...] = ()
     scale: float = 2.0
-    embed_fonts: bool = False
+    embed_fonts: bool = True
     page: Literal["column", "slide", "none"] = "column"
     extra: tuple[tuple[str, Any], ...] = field(default=())
 

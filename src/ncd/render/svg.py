@@ -1,34 +1,30 @@
 """The SVG painter: one element per primitive of a :class:`~ncd.render.model.Drawing`, no layout decisions.
 
-The SVG is self-contained: fonts are named with a fallback stack (Computer Modern Sans
-first, as in the paper), or embedded with ``embed_fonts=True``.
+The SVG is self-contained: subsets of the bundled fonts (Computer Modern, as in the paper;
+:mod:`ncd.render.fonts`) with just the characters the drawing uses are embedded as
+``@font-face`` rules (``embed_fonts=False`` names them only, with a fallback stack).
 
->>> from ncd.render.model import Drawing, Rect
->>> svg = paint_svg(Drawing(20, 10, [Rect(1, 1, 5, 5)]))
->>> svg.startswith('<svg') and '<rect' in svg
+>>> from ncd.render.model import Drawing, Rect, Text
+>>> svg = paint_svg(Drawing(20, 10, [Rect(1, 1, 5, 5), Text.plain(2, 8, "m")]))
+>>> svg.startswith('<svg') and '<rect' in svg and "@font-face{font-family:'NCD Sans'" in svg
 True
+>>> sorted(faces_used(svg)["sans"])
+['m']
 """
 
 from __future__ import annotations
 
-import base64
-import os
-from html import escape
+import re
+from html import escape, unescape
 
+from ncd.render import fonts
+from ncd.render.fonts import face_for
 from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Text
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
-__all__ = ["paint_svg", "font_face_css"]
+__all__ = ["paint_svg", "font_face_css", "faces_used"]
 
 NBSP = "\u00a0"
-
-_FONT_FILES = {
-    ("CMU Sans Serif", "normal", "normal"): "cmunss.ttf",
-    ("CMU Sans Serif", "bold", "normal"): "cmunsx.ttf",
-    ("CMU Serif", "normal", "italic"): "cmunti.ttf",
-    ("CMU Serif", "normal", "normal"): "cmunrm.ttf",
-}
-_FONT_DIRS = ("/usr/share/fonts/truetype/cmu", "/usr/share/fonts/opentype/cmu", "/usr/local/share/fonts")
 
 
 def _n(v: float) -> str:
@@ -43,22 +39,37 @@ def _path_d(p: Path) -> str:
     return " ".join(out)
 
 
-def font_face_css() -> str:
-    """``@font-face`` rules embedding the CMU fonts found on this machine (empty if none)."""
-    rules = []
-    for (family, weight, style), name in _FONT_FILES.items():
-        for folder in _FONT_DIRS:
-            path = os.path.join(folder, name)
-            if os.path.exists(path):
-                with open(path, "rb") as fh:
-                    data = base64.b64encode(fh.read()).decode()
-                rules.append(f"@font-face{{font-family:'{family}';font-weight:{weight};font-style:{style};"
-                             f"src:url(data:font/ttf;base64,{data}) format('truetype');}}")
-                break
-    return "".join(rules)
+def font_face_css(drawing: Drawing | None = None) -> str:
+    """``@font-face`` rules embedding subsets of the bundled fonts with the characters ``drawing`` uses
+    (every character of the bundled text faces when ``drawing`` is ``None``)."""
+    used: dict[str, set[str]] = {}
+    if drawing is None:
+        used = {"sans": {chr(c) for c in range(0x20, 0x17F)}, "sans-bold": {chr(c) for c in range(0x20, 0x7F)},
+                "serif-italic": {chr(c) for c in range(0x20, 0x17F)}}
+    else:
+        for t in drawing.of(Text):
+            for run in t.runs:
+                face = face_for(run.bold, run.italic, run.serif, run.symbol)
+                used.setdefault(face, set()).update(run.text)
+    return fonts.font_face_css(used)
 
 
-def paint_svg(drawing: Drawing, *, embed_fonts: bool = False, scale: float = 1.0) -> str:
+_TEXT = re.compile(r"<text ([^>]*)>([^<]*)</text>")
+
+
+def faces_used(svg: str) -> dict[str, set[str]]:
+    """The characters each face draws in SVG text written by :func:`paint_svg` (for one shared ``@font-face``
+    block over many drawings, e.g. the viewer's views)."""
+    used: dict[str, set[str]] = {}
+    for attrs, body in _TEXT.findall(svg):
+        symbol = escape(SYMBOL_STACK) in attrs
+        serif = escape(SERIF_STACK) in attrs
+        face = face_for('font-weight="bold"' in attrs, 'font-style="italic"' in attrs, serif, symbol)
+        used.setdefault(face, set()).update(unescape(body).replace(NBSP, " "))
+    return used
+
+
+def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0) -> str:
     """The SVG text of ``drawing`` (``scale`` multiplies the nominal width and height)."""
     w, h = drawing.width, drawing.height
     out = [
@@ -68,7 +79,7 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = False, scale: float = 1.0
         "orient=\"auto\"><path d=\"M0 0 L10 5 L0 10 L3 5 Z\" fill=\"#222222\"/></marker></defs>",
     ]
     if embed_fonts:
-        css = font_face_css()
+        css = font_face_css(drawing)
         if css:
             out.append(f"<style>{css}</style>")
     out.append(f'<rect x="0" y="0" width="{_n(w)}" height="{_n(h)}" fill="#ffffff"/>')

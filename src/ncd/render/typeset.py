@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import sympy
 
 from ncd.ir.axes import Axis
-from ncd.render.model import Run, Text, text_width
+from ncd.render.fonts import advance, face_for, italic_overhang, text_face_characters
+from ncd.render.model import Run, Text
 
 __all__ = ["Piece", "pieces", "axis_pieces", "label_text", "typeset", "typeset_text"]
 
@@ -148,17 +149,21 @@ def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str
     for p in parts:
         s = size * (0.7 if p.script else 1.0)
         dy = -0.42 * size if p.script == 1 else (0.22 * size if p.script == -1 else 0.0)
-        w = text_width(p.text, s, bold) * (1.02 if p.italic else 1.0)
+        chunks = _split_symbols(p.text)
+        widths = [_chunk_width(chunk, sym, s, bold, p.italic) for chunk, sym in chunks]
+        w = sum(widths)
+        if p.italic and chunks and not chunks[-1][1]:  # italic correction before what follows
+            w += italic_overhang(chunks[-1][0], "serif-italic", s)
         if p.script and last_script == -p.script:  # a subscript and a superscript stack (L₊^Q)
             dx = last_start
             start, dx = dx, dx + max(w, last_width)
         else:
             start, dx = dx, dx + w
         offset = start
-        for chunk, is_symbol in _split_symbols(p.text):
+        for (chunk, is_symbol), cw in zip(chunks, widths):
             runs.append(Run(chunk, offset, dy, s, p.italic and not is_symbol, bold, serif=p.italic and not is_symbol,
                             symbol=is_symbol))
-            offset += text_width(chunk, s, bold)
+            offset += cw
         if p.overline:
             slant = 0.12 * s if p.italic else 0.0
             overlines.append((x + start + 0.06 * s + slant, x + start + w + slant - 0.04 * s, y - 0.78 * size))
@@ -171,13 +176,13 @@ def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str
     return Text(x, y, tuple(runs), dx, ascent, descent, role, owner), overlines  # type: ignore[arg-type]
 
 
-_TEXT_FONT_EXTRA = set("−·…→∗√")
+def _chunk_width(chunk: str, symbol: bool, size: float, bold: bool, italic: bool) -> float:
+    return advance(chunk, face_for(bold, italic and not symbol, italic and not symbol, symbol), size)
 
 
 def is_symbol(ch: str) -> bool:
-    """Whether ``ch`` is outside what Computer Modern Sans covers (Latin-1, Greek, a few math signs)."""
-    code = ord(ch)
-    return not (code < 0x250 or 0x370 <= code < 0x400 or ch in _TEXT_FONT_EXTRA)
+    """Whether ``ch`` is missing from the text font (Computer Modern Sans): it is drawn from the symbols face."""
+    return ord(ch) not in text_face_characters()
 
 
 def _split_symbols(text: str) -> list[tuple[str, bool]]:

@@ -18,6 +18,8 @@ import html
 import json
 from typing import Any
 
+from ncd.render.fonts import font_face_css
+from ncd.render.svg import faces_used
 from ncd.viewer.assets import CSS, SCRIPT
 from ncd.viewer.views import Views
 
@@ -54,12 +56,17 @@ def page(views: Views, title: str) -> str:
     if views.truncated:
         note += f" This model has more than {len(views.views)} distinct blocks: deeper ones stay collapsed."
     name = html.escape(title)
+    used: dict[str, set[str]] = {}
+    for v in views.views:
+        for face, chars in faces_used(v.svg).items():
+            used.setdefault(face, set()).update(chars)
+    fonts_css = font_face_css(used)  # subsets of the bundled fonts, once for every view
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_csp()}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         "<meta name=\"generator\" content=\"ncd viewer\">\n"
-        f"<title>{name} — ncd</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"<title>{name} — ncd</title>\n<style>{fonts_css}{CSS}</style>\n</head>\n<body>\n"
         "<header id=\"ncd-bar\">"
         f"<span id=\"ncd-name\" title=\"{name}\">{name}</span><nav id=\"ncd-crumbs\" aria-label=\"expanded blocks\"></nav>"
         "<div id=\"ncd-search-wrap\"><input id=\"ncd-search\" type=\"search\" placeholder=\"Find a block…\" "

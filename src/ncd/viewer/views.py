@@ -258,7 +258,7 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, key: str, 
             cls, extra = ("ncd-comp", f' data-block="{block_key}"') if block_key is not None else ("ncd-box", "")
             boxes.append(f'<rect class="{cls}" data-i="{info}"{extra} x="{_n(fp.x)}" y="{_n(fp.y)}" '
                          f'width="{_n(fp.w)}" height="{_n(fp.h)}"/>')
-    svg = paint_svg(Drawing(drawing.width, drawing.height, items), embed_fonts=style.embed_fonts)
+    svg = paint_svg(Drawing(drawing.width, drawing.height, items), embed_fonts=False)  # the page embeds them once
     overlay = '<g class="ncd-hit">' + "".join(fences + boxes + wires) + "</g>"
     head, _, tail = svg.rpartition("</svg>")
     return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, ctx.collapsed)

@@ -1,0 +1,176 @@
+"""The fonts drawings use, bundled with ncd, and text widths measured from their own metrics.
+
+Five faces (subsets of Computer Modern Unicode and DejaVu Sans, renamed ``NCD …``; see
+``README.md`` here): ``sans``, ``sans-bold``, ``serif``, ``serif-italic`` and ``symbols``.
+:func:`advance` shapes text with HarfBuzz over the font files (advance widths and kerning, as
+browsers and cairo do);
+:func:`font_face_css` embeds subsets of the faces in an SVG; :func:`register_with_fontconfig`
+makes them known to cairo, so PNG and PDF output (which embeds subset fonts) looks the same
+on a machine without them installed.
+
+>>> round(advance("m", "sans", 10.0), 3), round(advance("mm", "sans", 10.0), 3)
+(7.94, 15.88)
+>>> advance("★", "symbols", 10.0) > advance("i", "sans", 10.0)
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import ctypes.util
+import functools
+import io
+import os
+from dataclasses import dataclass
+
+__all__ = ["FACES", "FAMILIES", "FONT_DIR", "advance", "italic_overhang", "face_for", "font_face_css",
+           "register_with_fontconfig", "text_face_characters"]
+
+FONT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Face key -> (file, CSS family, weight, style).
+FACES: dict[str, tuple[str, str, str, str]] = {
+    "sans": ("ncd-sans.ttf", "NCD Sans", "normal", "normal"),
+    "sans-bold": ("ncd-sans-bold.ttf", "NCD Sans", "bold", "normal"),
+    "serif": ("ncd-serif.ttf", "NCD Serif", "normal", "normal"),
+    "serif-italic": ("ncd-serif-italic.ttf", "NCD Serif", "normal", "italic"),
+    "symbols": ("ncd-symbols.ttf", "NCD Symbols", "normal", "normal"),
+}
+#: CSS families of the faces (the bundled font first, then the originals and fallbacks).
+FAMILIES = {
+    "sans": "'NCD Sans', 'CMU Sans Serif', 'Latin Modern Sans', 'DejaVu Sans', sans-serif",
+    "serif": "'NCD Serif', 'CMU Serif', 'Latin Modern Roman', 'DejaVu Serif', serif",
+    "symbols": "'NCD Symbols', 'DejaVu Sans', 'Noto Sans Symbols', sans-serif",
+}
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    units: int
+    cmap: dict[int, str]
+    widths: dict[str, int]
+    overhang: dict[str, int]  # how far an (italic) glyph's ink reaches past its advance
+    missing: int
+
+
+@functools.cache
+def _metrics(face: str) -> _Metrics:
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(os.path.join(FONT_DIR, FACES[face][0]))
+    hmtx = font["hmtx"].metrics
+    glyf = font["glyf"] if "glyf" in font else None
+    widths = {name: adv for name, (adv, _) in hmtx.items()}
+    overhang: dict[str, int] = {}
+    if glyf is not None:
+        for name, (adv, _) in hmtx.items():
+            g = glyf[name]
+            if getattr(g, "numberOfContours", 0) and hasattr(g, "xMax"):
+                overhang[name] = max(0, g.xMax - adv)
+    return _Metrics(font["head"].unitsPerEm, dict(font.getBestCmap()), widths, overhang, widths.get(".notdef", 0))
+
+
+@functools.lru_cache(maxsize=1)
+def text_face_characters() -> frozenset[int]:
+    """The code points the text face (sans) has; everything else is drawn from the symbols face."""
+    return frozenset(_metrics("sans").cmap)
+
+
+def face_for(bold: bool = False, italic: bool = False, serif: bool = False, symbol: bool = False) -> str:
+    """The face key a run of text is drawn in."""
+    if symbol:
+        return "symbols"
+    if italic or serif:
+        return "serif-italic" if italic else "serif"
+    return "sans-bold" if bold else "sans"
+
+
+@functools.cache
+def _hb_font(face: str):  # type: ignore[no-untyped-def]
+    import uharfbuzz as hb
+
+    with open(os.path.join(FONT_DIR, FACES[face][0]), "rb") as fh:
+        return hb.Font(hb.Face(fh.read()))
+
+
+@functools.lru_cache(maxsize=65536)
+def _shaped_units(text: str, face: str) -> float:
+    """The advance of ``text`` in font units, shaped by HarfBuzz (kerning as Chromium and cairo apply it)."""
+    import uharfbuzz as hb
+
+    m = _metrics(face)
+    total = 0.0
+    run = ""
+    for ch in text + "\0":
+        if ch != "\0" and (ord(ch) in m.cmap or face == "symbols"):
+            run += ch
+            continue
+        if run:
+            buf = hb.Buffer()
+            buf.add_str(run)
+            buf.guess_segment_properties()
+            hb.shape(_hb_font(face), buf, {"kern": True, "liga": False})
+            total += sum(pos.x_advance for pos in buf.glyph_positions)
+            run = ""
+        if ch != "\0":  # drawn from the symbols face; measured there (in this face's units)
+            total += _shaped_units(ch, "symbols") * m.units / _metrics("symbols").units
+    return total
+
+
+def advance(text: str, face: str, size: float) -> float:
+    """The advance width of ``text`` at ``size`` points in ``face``: shaped with the font's own metrics and kerning.
+
+    A character the face lacks is measured in the symbols face (where the renderer draws it)."""
+    return _shaped_units(text, face) * size / _metrics(face).units
+
+
+def italic_overhang(text: str, face: str, size: float) -> float:
+    """How far the ink of the last character of ``text`` reaches past its advance (TeX's italic correction)."""
+    if not text:
+        return 0.0
+    m = _metrics(face)
+    name = m.cmap.get(ord(text[-1]))
+    return m.overhang.get(name, 0) * size / m.units if name else 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _subset(face: str, chars: str) -> str:
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(os.path.join(FONT_DIR, FACES[face][0]), recalcTimestamp=False)
+    options = subset.Options()
+    options.layout_features = ["kern"]
+    options.notdef_outline = True
+    sub = subset.Subsetter(options)
+    sub.populate(text=chars + " ")
+    sub.subset(font)
+    buf = io.BytesIO()
+    font.save(buf)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def font_face_css(used: dict[str, set[str]]) -> str:
+    """``@font-face`` rules embedding, for each face, a subset with just the characters ``used`` in it."""
+    rules = []
+    for face, chars in sorted(used.items()):
+        if not chars:
+            continue
+        _, family, weight, style = FACES[face]
+        data = _subset(face, "".join(sorted(chars)))
+        rules.append(f"@font-face{{font-family:'{family}';font-weight:{weight};font-style:{style};"
+                     f"src:url(data:font/ttf;base64,{data}) format('truetype');}}")
+    return "".join(rules)
+
+
+@functools.lru_cache(maxsize=1)
+def register_with_fontconfig() -> bool:
+    """Add the bundled fonts to this process's fontconfig (what cairo draws PNG and PDF text with)."""
+    name = ctypes.util.find_library("fontconfig") or "libfontconfig.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+        lib.FcConfigAppFontAddDir.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        return bool(lib.FcConfigAppFontAddDir(None, FONT_DIR.encode()))
+    except (OSError, AttributeError):  # pragma: no cover - no fontconfig: cairo uses what it has
+        return False

@@ -1,0 +1,49 @@
+"""Fonts: widths come from the bundled font files, and every output carries the fonts it uses.
+
+The widths are checked against Chromium's own text layout in ``tests/test_render_browser.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+from fontTools.ttLib import TTFont
+
+import ncd
+from ncd.render import to_pdf, to_svg
+from ncd.render.fonts import FACES, FONT_DIR, advance
+from ncd.render.svg import faces_used
+
+
+def test_advance_is_the_sum_of_the_fonts_advance_widths() -> None:
+    font = TTFont(f"{FONT_DIR}/{FACES['sans'][0]}")
+    cmap, hmtx, units = font.getBestCmap(), font["hmtx"].metrics, font["head"].unitsPerEm
+    def plain(text: str) -> float:
+        return sum(hmtx[cmap[ord(c)]][0] for c in text) * 12.0 / units
+
+    assert advance("mmm", "sans", 12.0) == plain("mmm")  # no kerning pair: the font's advance widths
+    kerned = advance("LayerNorm", "sans", 12.0)
+    assert plain("LayerNorm") - 0.04 * kerned < kerned < plain("LayerNorm")  # kerning (L-a-y) tightens it a little
+    assert advance("W", "sans", 10.0) > advance("i", "sans", 10.0) * 2  # real metrics, not a character class
+
+
+def test_svg_embeds_subsets_with_exactly_the_characters_it_draws() -> None:
+    svg = to_svg(ncd.zoo.attention())
+    faces = dict(re.findall(r"font-family:'([^']+)';font-weight:(\w+)", svg))
+    assert "NCD Sans" in faces and "NCD Symbols" in faces
+    used = faces_used(svg)
+    for face, chars in used.items():
+        data = re.search(rf"font-family:'{FACES[face][1]}';font-weight:{FACES[face][2]};font-style:{FACES[face][3]};"
+                         r"src:url\(data:font/ttf;base64,([A-Za-z0-9+/=]+)\)", svg)
+        assert data, face
+        cmap = TTFont(io.BytesIO(base64.b64decode(data.group(1)))).getBestCmap()
+        assert {chr(c) for c in cmap} >= chars - {" "}
+        assert len(cmap) <= len(chars) + 2  # a subset: what is drawn (and a space), nothing more
+
+
+def test_pdf_embeds_the_bundled_fonts() -> None:
+    pdf = to_pdf(ncd.zoo.attention())
+    names = set(re.findall(rb"/FontName\s*/[A-Z]{6}\+(\w+)", pdf))
+    assert names and all(n.startswith(b"NCD") for n in names), names
