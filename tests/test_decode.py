@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 import ncd
 from ncd.inference import DecodeError
+from ncd.inference.costs import Roofline
 from ncd.inference.examples import gqa_decoder
+from ncd.inference.policy import Policy
 from ncd.render.check import problems
 from ncd.render.model import Text
 from ncd.zoo.heads import heads_attention
@@ -109,3 +114,96 @@ def test_not_causal_or_unbound_repetitions_are_errors() -> None:
         ncd.decode(ncd.repeat(layer, "i", 0, "N"))
     with pytest.raises(DecodeError, match="no item axis"):
         ncd.decode(ncd.Identity.of("t m") >> ncd.Linear("m -> m") >> layer)
+
+
+def _counted(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("model", [ncd.zoo.gpt2(**GPT2, t=6), gqa_decoder(N=3)], ids=["gpt2", "gqa"])
+def test_prefill_and_step_flops_equal_the_flop_counter_on_the_lowered_modules(model: ncd.Block) -> None:
+    d = ncd.decode(model)
+    costs = d.costs(t=6, c=9)
+    run = d.lower()
+    assert costs.prefill_matmul == _counted(run.prefill_module(6), torch.arange(6) % 40)
+    caches = [torch.randn(9, *c.shape[1:]) for c in run.prefill(torch.arange(6) % 40)[1]]
+    assert costs.step_matmul == _counted(run.step_module(9), torch.tensor([3]), *caches)
+    # a step reads every weight once (looked-up rows aside) and the whole past cache
+    assert costs.cache_read_bytes == 9 * d.cache_bytes(dtype="bfloat16")
+    assert costs.step_bytes == costs.weight_bytes + costs.cache_read_bytes
+    assert costs.intensity == costs.step_flops / costs.step_bytes
+
+
+def test_gpt2_small_step_reads_its_weights_once_and_the_cache() -> None:
+    d = ncd.decode(ncd.zoo.gpt2())
+    costs = d.costs(c=1000, t=128)
+    # 124,439,808 parameters; the position table (1024 x 768) is read at one row
+    assert costs.params == 124_439_808
+    assert costs.weight_bytes == 2 * (124_439_808 - 1024 * 768 + 768)
+    assert costs.cache_per_token == 36_864 and costs.cache_read_bytes == 36_864_000
+    fast = Roofline("test", flops_per_second=1e15, bytes_per_second=1e12)
+    assert d.costs(c=1000, t=128, roofline=fast).bound == "memory"
+    assert d.costs(c=1000, t=128, roofline=Roofline("slow", 1e9, 1e12)).bound == "compute"
+
+
+def test_element_type_policies_are_held_as_costed() -> None:
+    d = ncd.decode(gqa_decoder(N=2))
+    tokens = torch.arange(6) % 40
+    plain = d.lower(dtype=torch.float64)
+    reference, _ = plain.prefill(tokens)
+    for kind in ("bfloat16", "float16", "float8", "int8"):
+        policy = Policy("float64", cache=kind)
+        run = d.lower(dtype=torch.float64, policy=policy, weights=plain.weights)
+        logits, caches = run.prefill(tokens)
+        logits, caches = run.step(torch.tensor([5]), caches)
+        assert run.held_bytes(caches) == 7 * policy.cache_bytes(d), kind
+        held = {t.dtype for c in caches for t in (c if isinstance(c, tuple) else (c,))}
+        assert held == {"bfloat16": {torch.bfloat16}, "float16": {torch.float16}, "float8": {torch.float8_e4m3fn},
+                        "int8": {torch.int8, torch.float16}}[kind]
+    # rounding the caches changes the outputs a little, and the wider types less
+    errors = {}
+    for kind in ("bfloat16", "float8"):
+        run = d.lower(dtype=torch.float64, policy=Policy("float64", cache=kind), weights=plain.weights)
+        _, caches = run.prefill(tokens[:5])
+        logits, _ = run.step(tokens[5:6], caches)
+        errors[kind] = (logits - reference[5:6]).abs().max().item()
+    assert 0 < errors["bfloat16"] < errors["float8"] < 1
+    # int4 is costed at half a byte but held one value per byte: said in the docs, measured here
+    run = d.lower(dtype=torch.float64, policy=Policy("float64", cache="int4"), weights=plain.weights)
+    _, caches = run.prefill(tokens)
+    values = [c[0] for c in caches]
+    assert all(v.dtype == torch.int8 and int(v.min()) >= -8 and int(v.max()) <= 7 for v in values)
+
+
+def test_weights_in_a_block_follow_its_element_type() -> None:
+    d = ncd.decode(gqa_decoder(v=1000, m=256, k=16, g=4, r=4, f=512, N=3))
+    plain = d.costs(c=10, t=4)
+    projections = 3 * 256 * (256 + 2 * 64)  # L^Q, L^K, L^V of every layer
+    fp8 = d.costs(c=10, t=4, policy=Policy("bfloat16", blocks={"Linear": "float8"}))
+    assert plain.weight_bytes - fp8.weight_bytes == projections
+
+
+def test_cli_prints_the_decode_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from ncd.cli import main
+
+    assert main(["decode", "gpt2", "--size", "N=2", "--prompt", "16", "--context", "100",
+                 "--peak-flops", "1e15", "--bandwidth", "1e12", "--formulas"]) == 0
+    out = capsys.readouterr().out
+    costs = ncd.decode(ncd.zoo.gpt2(N=2)).costs(t=16, c=100)
+    assert f"{costs.step_flops:,}" in out and f"{costs.prefill_flops:,}" in out
+    assert "memory-bound" in out and "2*N*h*k*q" in out
+    assert main(["decode", "vit"]) == 2
+    assert "no causal mask" in capsys.readouterr().err
+
+
+def test_the_inference_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "inference.md").read_text(encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for k, block in enumerate(re.findall(r"```python\n(.*?)```", page, flags=re.S)):
+        exec(compile(block, f"docs/inference.md (example {k + 1})", "exec"), namespace)  # noqa: S102 - our own docs

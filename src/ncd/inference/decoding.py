@@ -82,14 +82,23 @@ class Decoding:
         formula = self.cache_formula("layer").subs(symbol("q"), element_bytes(dtype))
         return _bind(formula, {**self.sizes, **sizes})
 
-    def lower(self, weights: Mapping[str, Any] | None = None, dtype: Any = None, **sizes: int) -> Any:
+    def costs(self, dtype: str = "bfloat16", roofline: Any = None, policy: Any = None, **sizes: int) -> Any:
+        """:class:`~ncd.inference.costs.DecodeCosts` of a prefill of ``t`` tokens and a step after ``c`` cached ones."""
+        from ncd.inference.costs import decode_costs
+
+        return decode_costs(self, dtype, roofline, policy, **sizes)
+
+    def lower(self, weights: Mapping[str, Any] | None = None, dtype: Any = None, policy: Any = None,
+              **sizes: int) -> Any:
         """A :class:`ncd.inference.run.Decoder` running the lowered prefill and steps with shared weights.
 
-        ``weights``: a state dict of ``diagram.to_torch()`` (default: freshly initialised); ``dtype`` a torch dtype.
+        ``weights``: a state dict of ``diagram.to_torch()`` (default: freshly initialised); ``dtype`` the torch
+        dtype computed in; ``policy`` an :class:`~ncd.inference.policy.Policy` whose element types the weights
+        and caches are held in (real casts).
         """
         from ncd.inference.run import Decoder
 
-        return Decoder(self, {**self.sizes, **sizes}, dict(weights) if weights is not None else None, dtype)
+        return Decoder(self, {**self.sizes, **sizes}, dict(weights) if weights is not None else None, dtype, policy)
 
 
 def _numel(seg: Segment) -> sympy.Expr:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ncd
 from ncd.zoo._model import model
 
-__all__ = ["gqa_attention", "gqa_decoder"]
+__all__ = ["gqa_attention", "gqa_decoder", "llama_8b_shape", "PRESETS"]
 
 
 def gqa_attention(tokens: str = "t") -> ncd.Diagram:
@@ -60,3 +60,13 @@ def gqa_decoder(
         >> ncd.RMSNorm("m", eps=eps) >> ncd.Linear("m -> v", name="head")
     )
     return model("GQADecoder", body, v=v, m=m, k=k, g=g, r=r, f=f, N=N, t=t)
+
+
+def llama_8b_shape(**sizes: int) -> ncd.Block:
+    """:func:`gqa_decoder` at the sizes of Llama-3.1-8B: 32 layers, 32 query heads in 8 key/value groups of
+    head dimension 128, width 4096, MLP 14336, vocabulary 128256 (no rotary positions)."""
+    return gqa_decoder(**{"v": 128256, "m": 4096, "k": 128, "g": 8, "r": 4, "f": 14336, "N": 32, "t": 128, **sizes})
+
+
+#: models ``ncd decode`` knows by name besides the zoo
+PRESETS = {"gqa_decoder": gqa_decoder, "llama-3.1-8b": llama_8b_shape}

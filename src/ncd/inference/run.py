@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from ncd.inference.decoding import Decoding
+    from ncd.inference.policy import Policy
 
 __all__ = ["Decoder"]
 
@@ -34,10 +35,11 @@ class Decoder:
     """
 
     def __init__(self, decoding: Decoding, sizes: dict[str, int], weights: dict[str, Any] | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, policy: Policy | None = None) -> None:
         import torch
 
         self.decoding = decoding
+        self.policy = policy
         self.sizes = {k: v for k, v in sizes.items() if k not in (decoding.token, "c")}
         self.dtype = dtype or torch.float32
         if weights is None:
@@ -49,7 +51,10 @@ class Decoder:
     def _module(self, diagram: Any, **sizes: int) -> torch.nn.Module:
         module = diagram.to_torch(**self.sizes, **sizes)
         module.load_state_dict(self.weights)
-        return module.to(self.dtype).eval()
+        module = module.to(self.dtype).eval()
+        if self.policy is not None:
+            self.policy.apply_weights(module, self.dtype)
+        return module
 
     def prefill_module(self, length: int) -> torch.nn.Module:
         if length not in self._prefill:
@@ -67,18 +72,41 @@ class Decoder:
     def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs at every prompt position and every cache (in ``decoding.slots`` order)."""
         out = self.prefill_module(self._length(tokens))(tokens)
-        return out[0], list(out[1:])
+        return out[0], self._store(out[1:])
 
     def step(self, token: torch.Tensor, caches: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs at one new position and the caches grown by it."""
         if len(caches) != len(self.decoding.slots):
             raise DecodeError(f"step: {len(caches)} caches given, the model has {len(self.decoding.slots)}"
                               f" ({', '.join(_slot(s) for s in self.decoding.slots)})")
+        caches = self._load(caches)
         site = self.decoding.sites[0]
-        k = site.segment.index(site.axis)
-        past = int(caches[0].shape[k - len(site.segment)])
+        past = int(caches[0].shape[_row(site)])
         out = self.step_module(past)(token, *caches)
-        return out[0], list(out[1:])
+        return out[0], self._store(out[1:])
+
+    # -- caches held in the policy's element types -------------------------------------------
+    def _keys(self) -> list[Any]:
+        by_key = {s.key: s for s in self.decoding.sites}
+        return [by_key[key] for key, _ in self.decoding.slots]
+
+    def _store(self, caches: Any) -> list[Any]:
+        if self.policy is None:
+            return list(caches)
+        return [self.policy.store(c, self.policy.cache_type(s.key), _row(s)) for c, s in zip(caches, self._keys())]
+
+    def _load(self, caches: list[Any]) -> list[torch.Tensor]:
+        if self.policy is None:
+            return list(caches)
+        return [self.policy.load(c, self.dtype) for c in caches]
+
+    def held_bytes(self, caches: list[Any]) -> int:
+        """Bytes the caches occupy as held (int8/int4 values and their scales; int4 one value per byte)."""
+        total = 0
+        for c in caches:
+            for t in c if isinstance(c, tuple) else (c,):
+                total += t.numel() * t.element_size()
+        return total
 
     def generate(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
         """Greedy decoding: ``new`` tokens after ``prompt``, each the argmax of the last output's last axis."""
@@ -91,6 +119,11 @@ class Decoder:
             tokens.append(nxt)
             logits, caches = self.step(nxt, caches)
         return torch.cat(tokens, dim=-1)
+
+
+def _row(site: Any) -> int:
+    """Where the key axis sits in a cache tensor, counted from the end (leading batch axes allowed)."""
+    return site.segment.index(site.axis) - len(site.segment)
 
 
 def _slot(slot: tuple[str, int | None]) -> str:

@@ -1,0 +1,199 @@
+"""Element-type policies: which element type weights, blocks and caches are stored in.
+
+A :class:`Policy` names a default element type, optionally one for the caches (all of them or
+per cache key, ``K``/``V``) and one per block (the weights of the boxes inside a block of that
+name; the innermost named block wins).  Costs follow: the bytes a step reads and the cache
+bytes per token.  Lowering (:meth:`Policy.apply_weights`, :meth:`Policy.store` / :meth:`Policy.load`,
+used by :class:`~ncd.inference.run.Decoder`) inserts real casts:
+
+* ``float64``, ``float32``, ``bfloat16``, ``float16``: the tensors are held in that torch dtype;
+* ``float8`` (e4m3): held as ``torch.float8_e4m3fn`` and widened to the compute type where used
+  (torch has no float8 arithmetic on CPU);
+* ``int8``: symmetric quantisation, values held as ``torch.int8`` with one float16 scale per
+  position of a cache (counted: 2 bytes per token per cache) and per output row of a weight
+  (not counted in the weight bytes: a row of a weight is thousands of elements);
+* ``int4``: the same with values in ``[-8, 7]`` — **held one per byte in a ``torch.int8``
+  tensor, since torch has no packed 4-bit tensor type**: the numbers are int4's, the memory
+  of the lowered module is not (the costs count half a byte per element).
+
+>>> from ncd.inference.examples import gqa_decoder
+>>> import ncd
+>>> d = ncd.decode(gqa_decoder(v=128256, m=4096, k=128, g=8, r=4, f=14336, N=32))
+>>> Policy("bfloat16", cache="float8").cache_bytes(d)
+65536
+>>> Policy("bfloat16", caches={"K": "int8", "V": "int4"}).cache_bytes(d)  # 32 layers x (1024 + 2 + 512 + 2)
+49280
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sympy
+
+from ncd.inference.dtypes import canonical, element_bytes, torch_dtype
+from ncd.ir.diagram import Block, Box, Diagram, Repeat
+from ncd.ir.size import evaluate, symbol
+
+if TYPE_CHECKING:
+    import torch
+
+    from ncd.inference.decoding import Decoding
+
+__all__ = ["Policy"]
+
+_QMAX = {"int8": 127, "int4": 7}
+#: an int8/int4 cache holds one float16 scale per position (per sequence) beside its values
+SCALE_BYTES = 2
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Element types: ``default`` for weights and activations, ``cache`` for every cache, ``caches`` per cache
+    key, ``blocks`` per block name (the weights inside it)."""
+
+    default: str = "bfloat16"
+    cache: str | None = None
+    caches: Mapping[str, str] = field(default_factory=dict)
+    blocks: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default", canonical(self.default))
+        object.__setattr__(self, "cache", canonical(self.cache) if self.cache else None)
+        object.__setattr__(self, "caches", {k: canonical(v) for k, v in dict(self.caches).items()})
+        object.__setattr__(self, "blocks", {k: canonical(v) for k, v in dict(self.blocks).items()})
+
+    # -- what each tensor is held in -------------------------------------------------------
+    def cache_type(self, key: str) -> str:
+        """The element type of the cache ``key`` (``K``, ``V``, ...)."""
+        base = key.rstrip("0123456789")
+        return self.caches.get(key) or self.caches.get(base) or self.cache or self.default
+
+    def block_type(self, blocks: tuple[str, ...]) -> str:
+        """The element type of weights inside the nested ``blocks`` (innermost named block wins)."""
+        for name in reversed(blocks):
+            if name in self.blocks:
+                return self.blocks[name]
+        return self.default
+
+    def describe(self) -> str:
+        parts = [f"weights {self.default}"]
+        parts += [f"{k} {v}" for k, v in self.blocks.items()]
+        if self.caches:
+            parts += [f"cache {k} {v}" for k, v in self.caches.items()]
+        parts.append(f"caches {self.cache or self.default}")
+        return ", ".join(parts)
+
+    # -- costs -------------------------------------------------------------------------------
+    def cache_bytes(self, decoding: Decoding, **sizes: int) -> int | sympy.Expr:
+        """Bytes of cache per token for the whole model, each cache in its own element type."""
+        return self._cache(decoding, "model", sizes)
+
+    def cache_bytes_per_layer(self, decoding: Decoding, **sizes: int) -> int | sympy.Expr:
+        return self._cache(decoding, "layer", sizes)
+
+    def _cache(self, decoding: Decoding, per: str, sizes: Mapping[str, int]) -> int | sympy.Expr:
+        from ncd.inference.decoding import _bind, _numel
+
+        total = sympy.Integer(0)
+        for site in decoding.sites:
+            kind = self.cache_type(site.key)
+            one = element_bytes(kind) * _numel(site.per_token()) + (SCALE_BYTES if kind in _QMAX else 0)
+            if per == "layer" or site.var is None:
+                total += one * (1 if per == "layer" else site.count)
+            else:
+                total += sympy.summation(one, (symbol(site.var), site.start, site.start + site.count - 1))
+        return _bind(total, {**decoding.sizes, **sizes})
+
+    def weight_bytes(self, step: Diagram, sizes: Mapping[str, int], elements: int) -> int | float:
+        """Bytes of the weights a step reads (``elements`` of them), each in its block's element type."""
+        counted = sympy.Integer(0)
+        extra = sympy.Integer(0)
+        for box, blocks in _learned(step, ()):
+            n = sympy.Integer(0)
+            for shape in box.prim.params().values():
+                n += sympy.Mul(*shape)
+            q = element_bytes(self.block_type(blocks))
+            counted += n
+            extra += n * (q - element_bytes(self.default))
+        values = {symbol(k): v for k, v in sizes.items()}
+        extra_n = evaluate(sympy.nsimplify(extra.xreplace(values)) * 2, what="weight bytes") / 2
+        result = elements * element_bytes(self.default) + sympy.Rational(extra_n)
+        return int(result) if result.is_integer else float(result)
+
+    # -- lowering ------------------------------------------------------------------------------
+    def apply_weights(self, module: torch.nn.Module, compute: torch.dtype) -> None:
+        """Round every parameter through its element type: a real cast to it (or int quantisation) and back to
+        ``compute``, in which the lowered module runs; blocks match the lowered classes named after them."""
+        import torch
+
+        with torch.no_grad():
+            for name, sub in module.named_modules():
+                dtype = self._module_type(module, name)
+                for p in sub.parameters(recurse=False):
+                    p.copy_(self.round(p.detach(), dtype, rows=0).to(compute))
+
+    def _module_type(self, root: torch.nn.Module, path: str) -> str:
+        chain = []
+        node = root
+        for part in path.split(".") if path else []:
+            node = getattr(node, part) if not part.isdigit() else node[int(part)]  # type: ignore[index]
+            chain.append(type(node).__name__.rstrip("0123456789"))
+        for cls in reversed(chain):
+            for block, dtype in self.blocks.items():
+                if cls == _class_name(block):
+                    return dtype
+        return self.default
+
+    def round(self, x: torch.Tensor, dtype: str, rows: int) -> torch.Tensor:
+        """``x`` stored in ``dtype`` and read back (``rows``: the axis that gets one int scale per index)."""
+        stored = self.store(x, dtype, rows)
+        return self.load(stored, x.dtype)
+
+    @staticmethod
+    def store(x: torch.Tensor, dtype: str, rows: int) -> Any:
+        """``x`` held in ``dtype``: a tensor of that torch type, or ``(int8 values, scales)`` for int8/int4."""
+        import torch
+
+        dtype = canonical(dtype)
+        if dtype in _QMAX:
+            qmax = _QMAX[dtype]
+            row = rows % max(x.dim(), 1)
+            dims = [d for d in range(row + 1, x.dim())]
+            absmax = x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
+            scale = (absmax / qmax).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
+            values = torch.clamp(torch.round(x / scale.to(x.dtype)), -qmax - 1, qmax).to(torch.int8)
+            return values, scale
+        return x.to(getattr(torch, torch_dtype(dtype)))  # type: ignore[arg-type]
+
+    @staticmethod
+    def load(stored: Any, compute: torch.dtype) -> torch.Tensor:
+        if isinstance(stored, tuple):
+            values, scale = stored
+            return values.to(compute) * scale.to(compute)
+        return stored.to(compute)
+
+
+def _class_name(title: str) -> str:
+    import re
+
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"\W+|_", title) if part) or "Block"
+
+
+def _learned(node: Diagram, blocks: tuple[str, ...]) -> list[tuple[Box, tuple[str, ...]]]:
+    found: list[tuple[Box, tuple[str, ...]]] = []
+    if isinstance(node, Box):
+        if node.prim.params():
+            found.append((node, blocks))
+        return found
+    if isinstance(node, Block):
+        blocks = blocks + (node.name,)
+    if isinstance(node, Repeat):
+        for i in range(int(node.start), int(node.stop)):
+            found.extend(_learned(node.iteration(i), blocks))
+        return found
+    for child in node.children():
+        found.extend(_learned(child, blocks))
+    return found
