@@ -1,11 +1,18 @@
-"""The HTML viewer: file size, build time and time to interactive in headless Chromium.
+"""The HTML viewer: build time (costs on and off), file size, and what the page does in headless Chromium.
 
-For GPT-2 small (12 layers) and a 48-layer GPT-2 (XL widths), written with ``ncd.repeat``;
-the same 48 layers chained with ``>>`` (folded into one drawn block); and, as the worst case,
-that chain with folding turned off (every layer its own block, hence its own view).
-"Interactive" is the moment the page's script has drawn the first view and wired its
-handlers (``window.ncdViewer.ready``), measured from the start of navigation to a
-``file://`` URL; "expand" is one click on the first collapsed block until its view is shown.
+Cases: GPT-2 small (12 layers) and a 48-layer GPT-2 (XL widths), written with ``ncd.repeat``;
+the same 48 layers chained with ``>>`` (folded into one drawn block); that chain with folding
+turned off (every layer its own block, hence its own panel); and a GPT-2 of 48 layers traced
+from ``transformers`` (random weights, small widths).
+
+"build" is ``ncd.viewer.to_html`` in this process (median of ``--repeat`` runs, after one
+warm-up build of a small model).  "interactive" is the moment the page's script has drawn
+the first view and wired its handlers (``window.ncdViewer.ready``), from the start of
+navigation to a ``file://`` URL; "expand" is one click on the first collapsed block until its
+panel is shown.  "on screen" and "text" are measured from the browser's bounding boxes after
+every step of a walk — expand every block one after another (all open at once), then Esc
+until none is: the smallest share of the drawing inside the window, and the smallest height
+of the wire labels relative to the first paint (1.00 = as large as at first paint).
 
 Run: ``.venv/bin/python benchmarks/bench_viewer.py [--repeat 3]``.
 """
@@ -13,11 +20,10 @@ Run: ``.venv/bin/python benchmarks/bench_viewer.py [--repeat 3]``.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,11 +31,24 @@ from playwright.sync_api import sync_playwright
 
 import ncd
 import ncd.zoo
-from ncd.viewer import write_html
+from ncd.viewer import to_html
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+MEASURE = """() => {
+  const st = document.getElementById('ncd-stage').getBoundingClientRect();
+  let area = 0, vis = 0;
+  for (const v of document.querySelectorAll('#ncd-canvas svg.ncd-view')) {
+    const r = v.getBoundingClientRect();
+    const w = Math.max(0, Math.min(r.right, st.right) - Math.max(r.left, st.left));
+    const h = Math.max(0, Math.min(r.bottom, st.bottom) - Math.max(r.top, st.top));
+    area += r.width * r.height; vis += w * h;
+  }
+  const hs = [...document.querySelectorAll('#ncd-canvas svg.ncd-view text[font-size="11"]')]
+    .map(t => t.getBoundingClientRect().height).filter(h => h > 0);
+  return [vis / area, Math.min(...hs)];
+}"""
 
 
 def chained(layers: int) -> ncd.Diagram:
@@ -44,53 +63,92 @@ def chained(layers: int) -> ncd.Diagram:
     return chain.block("GPT2-chained", defaults=model.get("defaults"))
 
 
+def traced(layers: int) -> ncd.Diagram:
+    """A GPT-2 of ``layers`` layers from ``transformers`` (random weights), through ``ncd.trace``."""
+    import torch
+    import transformers
+
+    warnings.filterwarnings("ignore", message=".*token_id.*")
+    config = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=4, vocab_size=50, n_positions=16,
+                                     use_cache=False, bos_token_id=0, eos_token_id=0)
+    return ncd.trace(transformers.GPT2Model(config).eval(), torch.randint(0, 50, (1, 8)))
+
+
 CASES: list[tuple[str, Callable[[], ncd.Diagram], dict]] = [
     ("GPT-2 small (repeat, N=12)", lambda: ncd.zoo.gpt2(), {}),
     ("GPT-2 48 layers (repeat, N=48, m=1600)", lambda: ncd.zoo.gpt2(N=48, m=1600, h=25), {}),
     ("48 layers chained with >> (folded)", lambda: chained(48), {}),
     ("48 layers chained, fold=False", lambda: chained(48), {"fold": False}),
+    ("GPT-2 48 layers traced (transformers)", lambda: traced(48), {}),
 ]
 
 
-def measure(context, path: Path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def build_time(diagram: ncd.Diagram, repeat: int, **options: object) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        to_html(diagram, **options)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(context, path: Path) -> tuple[float, float, float, float, int]:  # type: ignore[no-untyped-def]
     page = context.new_page()
     start = time.perf_counter()
     page.goto(path.as_uri())
     page.wait_for_function("window.ncdViewer && window.ncdViewer.ready", timeout=120_000)
     ready = time.perf_counter() - start
+    on_screen, first = page.evaluate(MEASURE)
+    worst = [on_screen, 1.0]
     key = page.evaluate("document.querySelector('.ncd-comp[data-block]').getAttribute('data-block')")
     start = time.perf_counter()
     page.click(f'.ncd-comp[data-block="{key}"]')
-    page.wait_for_function(f"ncdViewer.current() === {key!r}")
+    page.wait_for_function(f"ncdViewer.expanded().indexOf({key!r}) >= 0")
     expand = time.perf_counter() - start
+    steps = 0
+    while steps < 40:  # expand every collapsed block drawn, one click at a time
+        closed = page.evaluate("[...document.querySelectorAll('.ncd-comp[data-block]:not(.ncd-open)')]"
+                               ".map(e => e.getAttribute('data-block')).filter(k => ncdViewer.views.includes(k))")
+        if not closed:
+            break
+        page.click(f'.ncd-comp[data-block="{closed[0]}"]')
+        steps += 1
+        seen, text = page.evaluate(MEASURE)
+        worst = [min(worst[0], seen), min(worst[1], text / first)]
+    while page.evaluate("ncdViewer.expanded().length"):
+        page.keyboard.press("Escape")
+        seen, text = page.evaluate(MEASURE)
+        worst = [min(worst[0], seen), min(worst[1], text / first)]
     page.close()
-    return ready, expand
+    return ready, expand, worst[0], worst[1], steps + 1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="page loads per case (the median is shown)")
+    parser.add_argument("--repeat", type=int, default=3, help="builds and page loads per case (the median is shown)")
     args = parser.parse_args()
+    to_html(ncd.zoo.gpt2(N=2))  # warm-up: imports and caches
     rows = []
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(Path(folder) / "profile"), executable_path=CHROMIUM,
                                                        headless=True, args=ARGS, viewport={"width": 1280, "height": 800})
         for k, (name, build, options) in enumerate(CASES):
             diagram = build()
-            start = time.perf_counter()
-            path = Path(write_html(diagram, Path(folder) / f"case{k}.html", **options))
-            built = time.perf_counter() - start
-            text = path.read_text(encoding="utf-8")
-            data = re.search(r'<script type="application/json" id="ncd-data">(.*?)</script>', text, re.S)
-            views = len(json.loads(data.group(1))["views"]) if data else 0
+            off = build_time(diagram, args.repeat, costs=False, **options)
+            on = build_time(diagram, args.repeat, costs=True, **options)
+            path = Path(folder) / f"case{k}.html"
+            path.write_text(to_html(diagram, **options), encoding="utf-8")  # type: ignore[arg-type]
+            views = len(ncd.viewer.explore(diagram, ncd.render.Style.from_options(**options), costs=False).views)
             loads = [measure(context, path) for _ in range(args.repeat)]
-            rows.append((name, path.stat().st_size, views, built, statistics.median(r for r, _ in loads),
-                         statistics.median(e for _, e in loads)))
+            rows.append((name, path.stat().st_size, views, off, on, statistics.median(r[0] for r in loads),
+                         statistics.median(r[1] for r in loads), min(r[2] for r in loads), min(r[3] for r in loads),
+                         loads[0][4]))
         context.close()
-    header = ("model", "file", "views", "build (Python)", "interactive", "expand")
-    print(f"{header[0]:<42} {header[1]:>9} {header[2]:>6} {header[3]:>15} {header[4]:>12} {header[5]:>8}")
-    for name, size, views, built, ready, expand in rows:
-        print(f"{name:<42} {size / 1e3:>7.0f}kB {views:>6} {built:>14.2f}s {ready:>11.2f}s {expand * 1e3:>6.0f}ms")
+    print(f"{'model':<40} {'file':>8} {'views':>5} {'build':>7} {'+costs':>7} {'ready':>6} {'expand':>7} "
+          f"{'open':>5} {'on screen':>9} {'text':>5}")
+    for name, size, views, off, on, ready, expand, seen, text, opened in rows:
+        print(f"{name:<40} {size / 1e3:>6.0f}kB {views:>5} {off:>6.2f}s {on:>6.2f}s {ready:>5.2f}s {expand * 1e3:>5.0f}ms "
+              f"{opened:>5} {seen:>9.0%} {text:>5.2f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 import ncd
+import ncd.zoo
 from ncd.viewer import explore, notebook_html, to_html, write_html
 from ncd.viewer.page import script_json
 
@@ -141,15 +142,93 @@ def test_every_wire_between_boxes_is_hoverable_in_every_view() -> None:
     model = gpt2_like()
     catalogue = Catalogue(model, costs=False)
     model_axes = {a.name for node in model.walk() for typ in (node.dom, node.cod) for seg in typ for a in seg}
-    for view in explore(model, costs=False).views:
-        parts = view.key.split("/") if view.key else []
-        expanded = frozenset("/".join(parts[:k]) for k in range(1, len(parts) + 1))
-        items = _continue_wires(_lay_out(ViewLayout(ncd.render.Style(), catalogue, expanded, 1), model).items,
-                                catalogue.wire_axis)
+    views = explore(model, costs=False)
+    for view in views.views:
+        panel = (view.key, views.contexts[view.key]) if view.key else None
+        ctx = ViewLayout(ncd.render.Style(), catalogue, 1, panel)
+        node = panel[1].node if panel else model
+        items = _continue_wires(_lay_out(ctx, node).items, catalogue.wire_axis)
         wires = [it for it in items if isinstance(it, Path) and it.role == "wire" and it.owner is None and not it.dashed]
         assert wires and all(isinstance(it, _TaggedPath) for it in wires), view.key
         names = {catalogue.infos[it.tag]["title"].removeprefix("axis ").rstrip("\u0305") for it in wires}
-        assert names <= model_axes and {"t", "m"} <= names, names
+        ends = {a.name for typ in (node.dom, node.cod) for seg in typ for a in seg}
+        assert names <= model_axes and ends <= names, (view.key, names)
+
+
+def test_a_panel_is_the_renderers_drawing_of_its_block() -> None:
+    """Each panel is the block's definition: the renderer's drawing of that block, its sub-blocks collapsed."""
+    import xml.etree.ElementTree as ET
+
+    model = gpt2_like()
+    views = explore(model)
+    ns = "{http://www.w3.org/2000/svg}"
+    for view in views.views[1:]:
+        node = views.contexts[view.key].node
+        svg = re.sub(r'<g class="ncd-hit">.*?</g>\n', "", view.svg, flags=re.S)
+        mine, theirs = ET.fromstring(svg), ET.fromstring(ncd.render.to_svg(node, depth=1))
+        assert [t.text for t in mine.iter(f"{ns}text")] == [t.text for t in theirs.iter(f"{ns}text")], view.key
+        assert len(list(mine.iter(f"{ns}path"))) == len(list(theirs.iter(f"{ns}path")))
+        assert (view.width, view.height) == pytest.approx((float(theirs.get("width")), float(theirs.get("height"))))
+    # the panel of a block lists exactly the sub-blocks it draws collapsed
+    layer = next(v for v in views.views if views.catalogue.blocks.get(v.key, {}).get("name") == "Layer")
+    assert sorted(views.catalogue.blocks[k]["name"] for k in layer.collapsed) == ["Attention", "MLP"]
+
+
+def test_box_records_name_their_primitive_for_search() -> None:
+    views = explore(gpt2_like(), costs=False)
+    boxes = [r for r in views.catalogue.infos if r["kind"] == "box"]
+    words = {r["title"]: r["find"][0].split() for r in boxes}
+    assert "softmax" in next(w for t, w in words.items() if "softmax" in w)
+    assert "gelu" in words["GELU"]
+    assert {"linear", "projection", "q"} <= set(next(w for t, w in words.items() if t.endswith("^Q")))
+    axes = {r["find"][0] for r in views.catalogue.infos if r["kind"] == "wire"}
+    assert {"m", "k", "h", "f", "t", "v"} <= axes
+    # every record the page can search for is drawn in some view
+    drawn = {i for v in views.views for i in v.infos}
+    assert {i for i, r in enumerate(views.catalogue.infos) if r["kind"] != "block"} <= drawn
+
+
+def _traced_gpt2(layers: int) -> ncd.Diagram:
+    import warnings
+
+    import torch
+    import transformers
+
+    warnings.filterwarnings("ignore", message=".*token_id.*")
+    config = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=4, vocab_size=50, n_positions=16, use_cache=False,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    return ncd.trace(transformers.GPT2Model(config).eval(), torch.randint(0, 50, (1, 6)))
+
+
+def _chained(layers: int) -> ncd.Diagram:
+    model = gpt2_like(1)
+    repeat = next(node for node in model.walk() if isinstance(node, ncd.Repeat))
+    chain = ncd.Identity.of(repeat.dom)
+    for _ in range(layers):
+        chain = chain >> repeat.body
+    return chain.block("Chain", defaults=model.get("defaults"))
+
+
+@pytest.mark.parametrize("build", [lambda: gpt2_like(6), lambda: _chained(4), lambda: _traced_gpt2(3),
+                                   lambda: ncd.zoo.MODELS["transformer"](), lambda: ncd.zoo.MODELS["resnet"]()],
+                         ids=["repeat", "chain", "traced", "transformer", "resnet"])
+def test_composed_costs_equal_costing_the_whole(build) -> None:
+    """The viewer costs each distinct part once and composes; the totals are ``ncd.cost`` of the whole."""
+    from ncd.viewer.costs import Costs
+
+    model = build()
+    defaults = dict(model.get("defaults", ())) if isinstance(model, ncd.Block) else {}
+    mine, whole = Costs(defaults).of(model), ncd.cost(model)
+    for name in ("forward_flops", "backward_flops", "params", "activation_bytes"):
+        assert getattr(mine, name) == getattr(whole, name), name
+    # and the top block's tooltip shows them
+    catalogue = explore(model).catalogue
+    top = dict(catalogue.infos[catalogue.block_info["0"]]["rows"]) if "0" in catalogue.block_info else None
+    if top is not None:
+        from ncd.viewer.info import human
+
+        assert top["forward"] == human(float(whole.forward_flops), "FLOP")
 
 
 def test_box_records_show_primitive_parameters_types_and_weights() -> None:
@@ -215,6 +294,7 @@ def test_draw_and_the_command_line_write_one_html_file(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     data = _data(out.read_text(encoding="utf-8"))
     assert data["depth"] == 2 and len(data["views"]) == 1 + 4  # Attention, MLP, and Attention's two sub-blocks
+    assert all(set(v) == {"key", "svg", "w", "h", "i"} for v in data["views"])
     assert write_html(model, tmp_path / "w.html") == str(tmp_path / "w.html")
 
 

@@ -33,6 +33,24 @@ POINT = """(el) => { const n = el.getTotalLength(), q = el.getPointAtLength(n / 
   return [q.x * m.a + q.y * m.c + m.e, q.x * m.b + q.y * m.d + m.f]; }"""
 
 
+#: What is on screen: the share of the drawing (every shown view) inside the stage, the share of the stage it
+#: covers, and the height of the wire labels (the renderer's smallest regular text, ``Style.label_size``;
+#: scripts inside them are smaller by a fixed ratio), all from the browser's own bounding boxes.
+MEASURE = """() => {
+  const st = document.getElementById('ncd-stage').getBoundingClientRect();
+  let area = 0, vis = 0;
+  for (const v of document.querySelectorAll('#ncd-canvas svg.ncd-view')) {
+    const r = v.getBoundingClientRect();
+    const w = Math.max(0, Math.min(r.right, st.right) - Math.max(r.left, st.left));
+    const h = Math.max(0, Math.min(r.bottom, st.bottom) - Math.max(r.top, st.top));
+    area += r.width * r.height; vis += w * h;
+  }
+  const hs = [...document.querySelectorAll('#ncd-canvas svg.ncd-view text[font-size="11"]')]
+    .map(t => t.getBoundingClientRect().height).filter(h => h > 0);
+  return {on_screen: vis / area, cover: vis / (st.width * st.height), text: Math.min(...hs)};
+}"""
+
+
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data dir
@@ -76,8 +94,14 @@ class Opened:
         self.seconds = time.perf_counter() - start
         self.url = path.as_uri()
 
-    def current(self) -> str:
-        return self.page.evaluate("ncdViewer.current()")
+    def expanded(self) -> list[str]:
+        return self.page.evaluate("ncdViewer.expanded()")
+
+    def shown(self) -> list[str]:
+        return sorted(self.page.evaluate("ncdViewer.shown()"))
+
+    def measure(self) -> dict[str, float]:
+        return self.page.evaluate(MEASURE)
 
     def key(self, name: str) -> str:
         return self.page.evaluate("(n) => Object.keys(ncdViewer.blocks).find(k => ncdViewer.blocks[k].name === n)", name)
@@ -103,29 +127,62 @@ class Opened:
         self.page.close()
 
 
-def test_expand_and_collapse_blocks_one_path_at_a_time(context: BrowserContext, model_file: Path, shots: Path) -> None:
+def test_expand_several_blocks_keeping_the_drawing_on_screen(context: BrowserContext, model_file: Path,
+                                                              shots: Path) -> None:
+    """Open blocks on several paths at once; after every expand, collapse and Esc the whole drawing is on
+    screen (at least 90 %) and no text is smaller than at first paint — measured from real bounding boxes."""
     view = Opened(context, model_file)
     page = view.page
-    assert view.current() == ""
+    first = view.measure()
+    assert view.expanded() == [] and view.shown() == [""] and first["on_screen"] > 0.99
     page.screenshot(path=shots / "1-top.png")
-    layer, attention = view.key("Layer"), view.key("Attention")
-    before = page.locator(f'.ncd-comp[data-block="{layer}"]').bounding_box()
+    layer, attention, mlp = view.key("Layer"), view.key("Attention"), view.key("MLP")
+    projections, product = view.key("Projections"), view.key("ScaledDotProduct")
+    seen = []
+
+    def check(step: str) -> None:
+        now = view.measure()
+        seen.append((step, now))
+        assert now["on_screen"] >= 0.9, (step, now)
+        assert now["text"] >= first["text"] - 0.01, (step, now, first)
+
     page.click(f'.ncd-comp[data-block="{layer}"]')
-    assert view.current() == layer
-    fence = page.locator(f'.ncd-fence[data-block="{layer}"]').bounding_box()
-    assert before and fence and fence["x"] <= before["x"] + 1  # the block opens where it was (or zooms out to fit)
+    assert view.shown() == sorted(["", layer])
+    check("expand Layer")
     page.click(f'.ncd-comp[data-block="{attention}"]')
-    assert view.current() == attention
-    assert page.inner_text("#ncd-crumbs").split() == ["top", "›", "Layer", "›", "Attention"]
-    page.screenshot(path=shots / "2-attention-open.png")
-    # collapse: click the Attention fence on its title strip (no box there)
+    check("expand Attention")
+    page.click(f'.ncd-comp[data-block="{mlp}"]')  # a second block, beside the first
+    check("expand MLP")
+    page.click(f'.ncd-comp[data-block="{product}"]')
+    check("expand ScaledDotProduct")
+    assert sorted(view.expanded()) == sorted([layer, attention, mlp, product])
+    assert view.shown() == sorted(["", layer, attention, mlp, product])
+    assert page.locator(".ncd-comp.ncd-open").count() == 4  # each open block is marked where it is drawn
+    assert page.locator("#ncd-crumbs button").all_inner_texts() == ["top", "Layer", "Attention", "ScaledDotProduct", "MLP"]
+    page.screenshot(path=shots / "2-four-open.png")
+    # collapse Attention by clicking its fence on the title strip: its sub-block closes with it
     box = page.locator(f'.ncd-fence[data-block="{attention}"]').bounding_box()
     assert box
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + 5)
-    assert view.current() == layer
-    assert page.locator(f'.ncd-comp[data-block="{attention}"]').count() == 1
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + 3)
+    assert sorted(view.expanded()) == sorted([layer, mlp])
+    check("collapse Attention")
+    page.click(f'.ncd-comp[data-block="{mlp}"]')  # clicking an open block's box collapses it too
+    assert view.expanded() == [layer]
+    check("collapse MLP")
+    page.click(f'.ncd-comp[data-block="{attention}"]')
+    page.click(f'.ncd-comp[data-block="{projections}"]')
+    check("expand Projections")
     page.keyboard.press("Escape")
-    assert view.current() == ""
+    assert view.expanded() == [layer, attention]
+    check("Esc")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")
+    assert view.expanded() == [] and view.shown() == [""]
+    check("Esc to the top")
+    assert view.measure() == pytest.approx(first)
+    page.screenshot(path=shots / "3-after-esc.png")
+    print("\n" + "\n".join(f"{step:<26} on screen {m['on_screen']:.0%}, covers {m['cover']:.0%} of the stage, "
+                            f"smallest text {m['text']:.1f} px (first paint {first['text']:.1f} px)" for step, m in seen))
     view.close()
 
 
@@ -165,16 +222,52 @@ def test_search_finds_a_block_and_shows_it(context: BrowserContext, model_file: 
     assert "GPT2 › Layer › Attention" in items.first.inner_text()
     page.keyboard.press("Enter")
     target = view.key("ScaledDotProduct")
-    assert view.current() == view.key("Attention")  # the view where it is drawn collapsed
+    assert view.expanded() == [view.key("Attention"), view.key("Layer")]  # the panels it is drawn in
     hit = page.locator(f'.ncd-comp[data-block="{target}"]')
     assert "ncd-flash" in (hit.get_attribute("class") or "")
     box, stage = hit.bounding_box(), page.locator("#ncd-stage").bounding_box()
     assert box and stage
-    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    assert abs(centre[0] - (stage["x"] + stage["width"] / 2)) < 2 and abs(centre[1] - (stage["y"] + stage["height"] / 2)) < 2
+    assert stage["x"] <= box["x"] and box["x"] + box["width"] <= stage["x"] + stage["width"]
+    assert stage["y"] <= box["y"] and box["y"] + box["height"] <= stage["y"] + stage["height"]
     page.screenshot(path=shots / "4-search.png")
     page.fill("#ncd-search", "no such block")
-    assert page.inner_text("#ncd-results") == "no block named like that"
+    assert page.inner_text("#ncd-results") == "nothing drawn is named like that"
+    view.close()
+
+
+@pytest.mark.parametrize(("query", "title", "kind", "inside"), [
+    ("gelu", "GELU", "box", "MLP"),
+    ("softmax", None, "box", "ScaledDotProduct"),
+    ("projection", "L₊^Q", "box", "Projections"),
+    ("f", "axis f", "axis", "MLP"),
+])
+def test_search_finds_boxes_primitives_and_axes(context: BrowserContext, model_file: Path, shots: Path, query: str,
+                                                title: str | None, kind: str, inside: str) -> None:
+    """Search goes past block names: a primitive (GELU, softmax), what people call a box (a projection), an axis."""
+    view = Opened(context, model_file)
+    page = view.page
+    page.fill("#ncd-search", query)
+    items = page.locator("#ncd-results li")
+    texts = [items.nth(k).inner_text() for k in range(items.count())]
+    pick = next(k for k, t in enumerate(texts) if t.split("\n")[0].startswith(title or "") and kind in t and inside in t)
+    data = "() => JSON.parse(document.getElementById('ncd-data').textContent).infos"
+    for _ in range(pick):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    assert view.key(inside) in view.expanded()  # the panel where it is drawn is open
+    flashed = page.locator(".ncd-hit .ncd-flash")
+    assert flashed.count() >= 1
+    records = page.evaluate(data)
+    for k in range(flashed.count()):
+        record = records[int(flashed.nth(k).get_attribute("data-i") or -1)]
+        assert record["kind"] == ("wire" if kind == "axis" else "box")
+        assert query in " ".join(record["find"])
+        panel = flashed.nth(k).evaluate("e => e.closest('svg.ncd-view').getAttribute('data-view')")
+        assert panel == view.key(inside)
+    box, stage = flashed.first.bounding_box(), page.locator("#ncd-stage").bounding_box()
+    assert box and stage and stage["x"] <= box["x"] + box["width"] / 2 <= stage["x"] + stage["width"]
+    assert view.measure()["on_screen"] >= 0.9
+    page.screenshot(path=shots / f"4-search-{query}.png")
     view.close()
 
 
@@ -195,7 +288,7 @@ def test_wheel_zooms_and_drag_pans_without_toggling(context: BrowserContext, mod
     page.mouse.up()
     after = page.evaluate(matrix)
     assert (after["e"] - start["e"], after["f"] - start["f"]) == pytest.approx((80, 40), abs=1)
-    assert view.current() == ""  # a drag that starts on a block does not expand it
+    assert view.expanded() == []  # a drag that starts on a block does not expand it
     view.close()
 
 
@@ -216,6 +309,22 @@ def test_export_the_current_view_as_svg_and_png(context: BrowserContext, model_f
     texts = [t.text for t in exported.iter(f"{SVG_NS}text")]
     assert texts == [t.text for t in reference.iter(f"{SVG_NS}text")]
     assert len(list(exported.iter(f"{SVG_NS}path"))) == len(list(reference.iter(f"{SVG_NS}path")))
+
+    # with a block open, the export is the sheet: the top view and the block's panel, each the renderer's drawing
+    from tests.test_viewer import explore
+
+    layer = view.key("Layer")
+    page.click(f'.ncd-comp[data-block="{layer}"]')
+    with page.expect_download() as got:
+        page.click("#ncd-export-svg")
+    sheet = ET.fromstring(got.value.path().read_text(encoding="utf-8"))
+    panels = [el for el in sheet if el.tag == f"{SVG_NS}svg"]
+    assert len(panels) == 2 and not sheet.findall(f".//{SVG_NS}g[@class='ncd-hit']")
+    views = {v.key: v for v in explore(model).views}
+    for panel, key in zip(panels, ["", layer]):
+        painted = ET.fromstring(views[key].svg)
+        assert [t.text for t in panel.iter(f"{SVG_NS}text")] == [t.text for t in painted.iter(f"{SVG_NS}text")]
+    page.keyboard.press("Escape")
 
     with page.expect_download() as got:
         page.click("#ncd-export-png")
@@ -239,6 +348,7 @@ def test_labels_from_user_models_run_nothing(context: BrowserContext, tmp_path: 
     text = view.hover_info(f'.ncd-comp[data-block="{key}"]')
     assert text.splitlines()[0] == EVIL
     page.click(f'.ncd-comp[data-block="{key}"]')
+    assert view.expanded() == [key]
     index = page.evaluate("(t) => JSON.parse(document.getElementById('ncd-data').textContent).infos.findIndex(r => r.title === t)",
                           "L^" + EVIL)
     assert EVIL in view.hover_info(f'.ncd-box[data-i="{index}"]')
@@ -260,7 +370,7 @@ def test_notebook_display_works_offline(context: BrowserContext, shots: Path) ->
     frame.wait_for_function("window.ncdViewer && window.ncdViewer.ready", timeout=30_000)
     key = frame.evaluate("Object.keys(ncdViewer.blocks).find(k => ncdViewer.blocks[k].name === 'Layer')")
     frame.click(f'.ncd-comp[data-block="{key}"]')
-    assert frame.evaluate("ncdViewer.current()") == key
+    assert frame.evaluate("ncdViewer.expanded()") == [key]
     page.screenshot(path=shots / "6-notebook.png")
     assert all(not url.startswith(("http:", "https:")) for url in requests), requests
     page.close()
@@ -274,8 +384,9 @@ def test_gpt2_opens_and_becomes_interactive(context: BrowserContext, tmp_path: P
     start = time.perf_counter()
     key = view.key("Block")
     page.click(f'.ncd-comp[data-block="{key}"]')
-    assert view.current() == key
+    assert view.expanded() == [key]
     expand = time.perf_counter() - start
+    assert view.measure()["on_screen"] >= 0.9
     print(f"\nGPT-2 ({layers} layers): {path.stat().st_size / 1e3:.0f} kB, interactive after {view.seconds:.2f} s, "
           f"first expansion {expand * 1e3:.0f} ms")
     page.screenshot(path=shots / f"7-gpt2-{layers}.png")

@@ -4,13 +4,15 @@
 the diagram in the paper's notation — the renderer's own SVG — with pan and zoom, blocks
 that expand and collapse on click, repeated blocks folded with their count, tooltips on
 every wire (axis name and size) and box (primitive, parameters, types, costs), a search
-box for blocks, and export of the current view to SVG or PNG.  In a notebook a diagram
-displays as the same viewer (``Diagram._repr_html_``), inside a sandboxed iframe.
+box for blocks, boxes, primitives and axes, and export of what is shown to SVG or PNG.  In
+a notebook a diagram displays as the same viewer (``Diagram._repr_html_``), inside a
+sandboxed iframe.
 
-Expanding is *one path at a time*: the page holds one pre-rendered view per block (that
-block and its ancestors expanded, everything else at the default ``depth``, 1 unless
-given); clicking a collapsed block shows its view, clicking an expanded block's fence
-returns to its parent's view.  See ``docs/viewer.md``.
+The page holds the top view (blocks at or below the default ``depth``, 1 unless given,
+collapsed) and one pre-rendered *definition panel* per distinct block — the block's fence
+around its contents, as the paper draws a definition.  Clicking a collapsed block adds its
+panel beside the drawing; any number can be open at once, and the script packs them into
+rows that fit the window.  See ``docs/viewer.md``.
 
 >>> import ncd
 >>> page = to_html((ncd.Linear("m -> n") >> ncd.ReLU()).block("<b>Net</b>"))

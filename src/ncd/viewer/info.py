@@ -1,10 +1,13 @@
 """What the viewer shows on hover: one record per distinct box, block and wire, shared by every view.
 
-A record is ``{"kind", "title", "rows": [[label, value], ...]}`` of plain text; the page shows it
+A record is ``{"kind", "title", "rows": [[label, value], ...], "find": [words, more words]}`` of
+plain text (``find``: what a search matches, lower case: the label, primitive, family, kind and
+:data:`SYNONYMS` first, parameters second); the page shows it
 with ``textContent`` only, so user labels (module and class names) can never become markup.
 Sizes are shown as written and, where the top block's ``defaults`` bind them, with their
-values (``m = 768``).  Costs come from :func:`ncd.analysis.cost.cost` when that interpreter is
-present and knows every primitive involved; otherwise the rows are simply absent.
+values (``m = 768``).  Costs come from :func:`ncd.analysis.cost.cost` (each distinct part once, composed by
+:class:`~ncd.viewer.costs.Costs`) when that interpreter is present and knows every primitive
+involved; otherwise the rows are simply absent.
 
 >>> import ncd
 >>> cat = Catalogue(ncd.Linear("m -> n").block("Net", defaults=(("m", 4), ("n", 3))))
@@ -25,8 +28,18 @@ import sympy
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat
 from ncd.ir.size import symbol
+from ncd.viewer.costs import Costs
 
-__all__ = ["Catalogue", "human"]
+__all__ = ["Catalogue", "human", "SYNONYMS"]
+
+#: Words a search for a box also matches, by primitive (what people call these operations).
+SYNONYMS = {
+    "linear": "projection dense matmul",
+    "einsum": "contraction matmul product",
+    "unembed": "projection logits",
+    "embedding": "lookup",
+    "softmax": "attention weights",
+}
 
 _UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
@@ -52,7 +65,7 @@ class Catalogue:
         self._index: dict[str, int] = {}
         self._seen: dict[tuple[Any, ...], int] = {}
         self.wire_axis: dict[int, tuple[str, str]] = {}  # wire record -> (axis name, size)
-        self._cost = _cost_function() if costs else None
+        self.costs = Costs(self.defaults) if costs else None
 
     # -- records ------------------------------------------------------------------------------
     def _add(self, record: dict[str, Any]) -> int:
@@ -87,7 +100,8 @@ class Catalogue:
         rows += self._cost_rows(costed if costed is not None else box)
         if box.source:
             rows.append(["built at", str(box.source)])
-        index = self._add({"kind": "box", "title": box.text(), "rows": rows})
+        words = " ".join(dict.fromkeys([box.text(), prim.op, prim.family, prim.kind, box.label or "", SYNONYMS.get(prim.op, "")]))
+        index = self._add({"kind": "box", "title": box.text(), "rows": rows, "find": [words.lower(), params.lower()]})
         self._seen[memo] = index
         return index
 
@@ -101,7 +115,8 @@ class Catalogue:
             rows.append(["broadcast", "runs past the box: the box is applied for every index of this axis"])
         elif segment is not None and segments > 1:
             rows.append(["segment", f"{segment + 1} of {segments}"])
-        index = self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows})
+        index = self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows,
+                           "find": [axis.name.lower(), ""]})
         self.wire_axis[index] = (axis.name, str(axis.size))
         return index
 
@@ -124,7 +139,7 @@ class Catalogue:
         if woven:
             rows.append(["broadcast over", " ".join(self.axis_text(a) for a in woven)])
         rows += self._cost_rows(node)
-        index = self._add({"kind": "block", "title": node.name, "rows": rows, "key": key})
+        index = self._add({"kind": "block", "title": node.name, "rows": rows, "key": key, "find": [node.name.lower(), ""]})
         self.block_info[key] = index
         self.blocks[key] = {"name": node.name, "parent": parent, "depth": depth, "expandable": expandable,
                             "info": index, "state": False}
@@ -163,13 +178,9 @@ class Catalogue:
 
     # -- costs ------------------------------------------------------------------------------------
     def _cost_rows(self, node: Diagram) -> list[list[str]]:
-        if self._cost is None:
+        metrics = self.costs.of(node) if self.costs is not None else None
+        if metrics is None:
             return []
-        try:
-            report = self._cost(node, **{k: v for k, v in self.defaults.items() if symbol(k) in node.free_symbols})
-        except Exception:  # an interpreter still being written, or a primitive it does not know
-            return []
-        metrics = report.numbers if report.numbers is not None else report.formulas
         rows = []
         for label, name, unit in (("forward", "forward_flops", "FLOP"), ("backward", "backward_flops", "FLOP"),
                                   ("parameter count", "params", ""), ("activations", "activation_bytes", "B")):
@@ -184,10 +195,3 @@ class Catalogue:
                 rows.append([label, text if len(text) <= 160 else text[:157] + "…"])
         return rows
 
-
-def _cost_function() -> Any:
-    try:
-        from ncd.analysis.cost import cost
-    except ImportError:
-        return None
-    return cost

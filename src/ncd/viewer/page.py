@@ -25,9 +25,9 @@ from ncd.viewer.views import Views
 
 __all__ = ["page", "iframe", "script_json", "HELP"]
 
-HELP = ("Click a 3-D box to expand its block, click a block's fence to collapse it (one expanded path at a time). "
-        "Hover a wire or a box for its sizes, types and costs. Drag to pan, wheel to zoom, "
-        "/ to search, Esc to go up, 0 to fit.")
+HELP = ("Click a 3-D box to expand its block (its definition opens beside the drawing; open as many as you like), "
+        "click it again or the block's fence to collapse it. Hover a wire or a box for its sizes, types and costs. "
+        "Drag to pan, wheel to zoom, / to search blocks, boxes and axes, Esc to collapse the last block, 0 to fit.")
 
 
 def script_json(value: Any) -> str:
@@ -48,7 +48,7 @@ def page(views: Views, title: str) -> str:
     payload = {
         "title": title,
         "depth": views.depth,
-        "views": [{"key": v.key, "svg": v.svg, "w": v.width, "h": v.height} for v in views.views],
+        "views": [{"key": v.key, "svg": v.svg, "w": v.width, "h": v.height, "i": v.infos} for v in views.views],
         "blocks": cat.blocks,
         "infos": cat.infos,
     }
@@ -69,8 +69,8 @@ def page(views: Views, title: str) -> str:
         f"<title>{name} — ncd</title>\n<style>{fonts_css}{CSS}</style>\n</head>\n<body>\n"
         "<header id=\"ncd-bar\">"
         f"<span id=\"ncd-name\" title=\"{name}\">{name}</span><nav id=\"ncd-crumbs\" aria-label=\"expanded blocks\"></nav>"
-        "<div id=\"ncd-search-wrap\"><input id=\"ncd-search\" type=\"search\" placeholder=\"Find a block…\" "
-        "autocomplete=\"off\" aria-label=\"find a block by name\"><ul id=\"ncd-results\" hidden></ul></div>"
+        "<div id=\"ncd-search-wrap\"><input id=\"ncd-search\" type=\"search\" placeholder=\"Find a block, box or axis…\" "
+        "autocomplete=\"off\" aria-label=\"find a block, box or axis\"><ul id=\"ncd-results\" hidden></ul></div>"
         "<button id=\"ncd-fit\" title=\"fit to window (0)\">Fit</button>"
         "<button id=\"ncd-zoom-in\" title=\"zoom in\">+</button><button id=\"ncd-zoom-out\" title=\"zoom out\">−</button>"
         "<button id=\"ncd-export-svg\" title=\"save this view as SVG\">SVG</button>"

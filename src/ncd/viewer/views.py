@@ -1,18 +1,20 @@
-"""View states: one pre-rendered SVG per *expanded path* of blocks, with hit regions for the browser.
+"""Views: the top drawing and one pre-rendered *definition panel* per block, with hit regions.
 
-A view state is the default ``depth`` plus one expanded block and its ancestors.  The root
-state shows every block at or below ``depth`` as a component box; the state of block ``K``
-shows ``K`` (and the blocks around it) expanded, its own sub-blocks collapsed.  Starting from
-the root, every collapsed block seen is a new state, so there are at most *1 + the number of
-distinct drawn blocks* states — few, because repeated blocks are folded and repetitions are
-drawn once.
+The top view is the diagram at the default ``depth``: every block at or below it is a
+component box.  The panel of block ``K`` is ``K``'s definition, as the paper draws one — the
+block's fence around its contents, its own sub-blocks collapsed — laid out once, on its own.
+The browser composes them: expanding a block adds its panel to the page, so any number of
+blocks can be open at once, and the page holds one drawing per *distinct drawn block* (folded
+and repeated blocks count once) however they are combined.
 
 Layout is the renderer's (:class:`ncd.render.layout.Layout`), subclassed to decide which
 blocks collapse and to note what each drawn item stands for: the footprint of each box and
 component, the fence of each expanded block and the axis of each wire between columns.
 Those notes become a transparent overlay (``<g class="ncd-hit">``) appended to the
 renderer's SVG; every label the user wrote stays in the JSON side table (:class:`Catalogue`),
-never in markup.
+never in markup.  A panel is laid out in the context where its block was met (the axes it
+is broadcast over, the repetitions around it, the colour of the fence it sits in), so its
+records and costs are those of that occurrence.
 
 >>> import ncd
 >>> inner = (ncd.Linear("m -> n") >> ncd.ReLU()).block("Inner")
@@ -34,7 +36,7 @@ from ncd.render.model import Drawing, Path, Rect
 from ncd.render.style import Style
 from ncd.viewer.info import Catalogue
 
-__all__ = ["View", "Views", "ViewLayout", "explore", "MAX_VIEWS"]
+__all__ = ["View", "Views", "ViewLayout", "Context", "explore", "render_view", "MAX_VIEWS"]
 
 #: At most this many view states are rendered; deeper blocks then stay collapsed (noted on the page).
 MAX_VIEWS = 400
@@ -62,39 +64,67 @@ class _Frame:
 
 @dataclass
 class View:
-    """One view state: the deepest expanded block ``key`` ("" for the root) and its SVG with hit regions."""
+    """The top view (``key`` "") or the definition panel of block ``key``: its SVG with hit regions."""
 
     key: str
     svg: str
     width: float
     height: float
     collapsed: list[str] = field(default_factory=list)
+    infos: list[int] = field(default_factory=list)  # the records of everything drawn in it (what search finds here)
 
 
 @dataclass
 class Views:
-    """Every view state of a diagram and the side table of what their items stand for."""
+    """The top view and every panel of a diagram, and the side table of what their items stand for."""
 
     views: list[View]
     catalogue: Catalogue
     depth: int
     truncated: bool = False
+    contexts: dict[str, Context] = field(default_factory=dict)  # where each panel's block was met
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a collapsed block was met: what its panel needs to draw and describe that occurrence."""
+
+    node: Block
+    depth: int
+    woven: tuple[Axis, ...]
+    repeats: tuple[Repeat, ...]
+    fences: tuple[str, ...]
+    path: tuple[str, ...]
 
 
 class ViewLayout(Layout):
-    """The renderer's layout, collapsing blocks by view state and recording what each item stands for."""
+    """The renderer's layout, collapsing blocks by view and recording what each item stands for.
 
-    def __init__(self, style: Style, catalogue: Catalogue, expanded: frozenset[str], depth: int) -> None:
+    With ``panel=(key, context)`` it lays out the definition of block ``key`` (the block open,
+    its sub-blocks collapsed) as it was met in ``context``; without, the top view.
+    """
+
+    def __init__(self, style: Style, catalogue: Catalogue, depth: int, panel: tuple[str, Context] | None = None) -> None:
         super().__init__(dataclasses.replace(style, depth=None))
         self.catalogue = catalogue
-        self.expanded = expanded
         self.default_depth = depth
         self.claims: dict[int, tuple[int, str | None]] = {}  # footprint id -> (info, block key of a component)
         self.collapsed: list[str] = []
+        self.found: dict[str, Context] = {}  # collapsed block key -> where it was met
         self._frames = [_Frame("")]
+        self._offset = 0
         self._woven: list[Axis] = []
         self._repeats: list[Repeat] = []
         self._fold = 1
+        self.expanded: frozenset[str] = frozenset()
+        if panel is not None:
+            key, ctx = panel
+            parent, _, index = key.rpartition("/")
+            self._frames = [_Frame(parent, int(index))]
+            self._offset = ctx.depth
+            self._woven, self._repeats = list(ctx.woven), list(ctx.repeats)
+            self.fences, self.path = list(ctx.fences), list(ctx.path)
+            self.expanded = frozenset({key})
 
     def _claim(self, start: int, info: int, key: str | None = None) -> None:
         for box_id in range(start + 1, self.next_id + 1):
@@ -155,7 +185,7 @@ class ViewLayout(Layout):
         frame = self._frames[-1]
         key = f"{frame.key}/{frame.count}" if frame.key else str(frame.count)
         frame.count += 1
-        depth = len(self._frames) - 1
+        depth = len(self._frames) - 1 + self._offset
         fold, self._fold = self._fold, 1
         expandable = depth >= self.default_depth
         info = self.catalogue.block(key, node, frame.key, depth, expandable, fold, tuple(self._repeats), tuple(self._woven))
@@ -164,6 +194,8 @@ class ViewLayout(Layout):
             frag = self.component(node)
             self._claim(start, info, key)
             self.collapsed.append(key)
+            self.found[key] = Context(node, depth, tuple(self._woven), tuple(self._repeats), tuple(self.fences),
+                                      tuple(self.path))
             return frag
         self._frames.append(_Frame(key))
         try:
@@ -234,19 +266,26 @@ def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> li
     return items
 
 
-def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, key: str, expanded: frozenset[str], depth: int) -> View:
-    """Lay out and paint one view state, with its hit overlay."""
+def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int,
+                panel: tuple[str, Context] | None = None) -> tuple[View, dict[str, Context]]:
+    """Lay out and paint the top view (or block ``panel``'s definition) with its hit overlay.
+
+    Returns the view and, for each block drawn collapsed in it, where it was met.
+    """
     from ncd.render.svg import paint_svg
 
-    ctx = ViewLayout(style, catalogue, expanded, depth)
-    drawing = _lay_out(ctx, diagram)
+    ctx = ViewLayout(style if panel is None else _panel_style(style), catalogue, depth, panel)
+    drawing = _lay_out(ctx, diagram if panel is None else panel[1].node)
     items, fences, wires = [], [], []
+    used: set[int] = set()
     for it in _continue_wires(drawing.items, catalogue.wire_axis):
         if isinstance(it, _TaggedPath):
+            used.add(it.tag)
             wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')
             it = Path(**_fields(it))
         elif isinstance(it, _TaggedRect):
             info = catalogue.block_info[it.tag]
+            used.add(info)
             fences.append(f'<rect class="ncd-fence" data-i="{info}" data-block="{it.tag}" x="{_n(it.x)}" y="{_n(it.y)}" '
                           f'width="{_n(it.w)}" height="{_n(it.h)}"/>')
             it = Rect(**_fields(it))
@@ -255,31 +294,39 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, key: str, 
     for fp in drawing.footprints:
         if fp.id in ctx.claims:
             info, block_key = ctx.claims[fp.id]
+            used.add(info)
             cls, extra = ("ncd-comp", f' data-block="{block_key}"') if block_key is not None else ("ncd-box", "")
             boxes.append(f'<rect class="{cls}" data-i="{info}"{extra} x="{_n(fp.x)}" y="{_n(fp.y)}" '
                          f'width="{_n(fp.w)}" height="{_n(fp.h)}"/>')
     svg = paint_svg(Drawing(drawing.width, drawing.height, items), embed_fonts=False)  # the page embeds them once
     overlay = '<g class="ncd-hit">' + "".join(fences + boxes + wires) + "</g>"
     head, _, tail = svg.rpartition("</svg>")
-    return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, ctx.collapsed)
+    key = "" if panel is None else panel[0]
+    return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, ctx.collapsed,
+                sorted(used)), ctx.found
+
+
+def _panel_style(style: Style) -> Style:
+    """A panel has no heading and no legend of its own (the top view carries them)."""
+    return dataclasses.replace(style, title=None, legend=())
 
 
 def explore(diagram: Diagram, style: Style | None = None, *, depth: int | None = None, costs: bool = True,
             max_views: int = MAX_VIEWS) -> Views:
-    """Render the root view and, breadth first, the view of every collapsed block met on the way."""
+    """Render the top view and, breadth first, the panel of every collapsed block met on the way."""
     style = style or Style()
     depth = style.depth if depth is None else depth
     depth = 1 if depth is None else depth
     catalogue = Catalogue(diagram, costs=costs)
-    views: list[View] = []
-    seen = {""}
-    queue = [""]
-    truncated = False
+    root, found = render_view(diagram, style, catalogue, depth)
+    views = [root]
+    queue = list(root.collapsed)
+    seen = set(queue[:max_views])
+    truncated = len(queue) > max_views
+    queue = queue[:max_views]
     while queue:
         key = queue.pop(0)
-        parts = key.split("/") if key else []
-        expanded = frozenset("/".join(parts[:k]) for k in range(1, len(parts) + 1))
-        view = render_view(diagram, style, catalogue, key, expanded, depth)
+        view, more = render_view(diagram, style, catalogue, depth, (key, found[key]))
         views.append(view)
         for child in view.collapsed:
             if child not in seen:
@@ -287,7 +334,8 @@ def explore(diagram: Diagram, style: Style | None = None, *, depth: int | None =
                     truncated = True
                     continue
                 seen.add(child)
+                found[child] = more[child]
                 queue.append(child)
-    for key in seen - {""}:
+    for key in seen:
         catalogue.blocks[key]["state"] = True
-    return Views(views, catalogue, depth, truncated)
+    return Views(views, catalogue, depth, truncated, {k: found[k] for k in seen})

@@ -1,0 +1,200 @@
+"""Costs for the viewer's records: each distinct part costed once by :func:`ncd.cost`, then composed.
+
+A page shows the costs of every drawn box and block, and a model's blocks contain one
+another: costing each block from scratch walks the whole model for the top block, again
+for each layer, and so on — seconds for 48 layers.  Here a block is composed from its
+parts, each distinct part costed once (the 48 equal layers of a chain are one part):
+
+* a sequence is cut before and after each block or repetition (runs of other parts stay
+  together, so patterns such as fused attention are costed whole); its cost is the sum of
+  its pieces minus what each adjacent pair counts twice when costed apart (an activation
+  both save, measured by costing the pair together);
+* a repetition whose body does not depend on its variable is ``n`` bodies minus ``n - 1``
+  overlaps of a body with the next; a block is its body;
+* everything else (a box, a broadcast, a parallel composition, a run of boxes) — and any
+  part with nothing repeated inside, where one walk is as fast as any split — goes to
+  ``ncd.cost`` as it is.
+
+Totals equal ``ncd.cost`` of the whole, checked over the gallery and traced models in
+``tests/test_viewer.py``.
+
+>>> import ncd
+>>> net = (ncd.Linear("m -> n") >> ncd.ReLU()).block("A") >> (ncd.Linear("n -> m") >> ncd.ReLU()).block("B")
+>>> mine, whole = Costs({"m": 4, "n": 3}).of(net), ncd.cost(net, m=4, n=3)
+>>> (mine.forward_flops, mine.activation_bytes) == (whole.forward_flops, whole.activation_bytes)
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import sympy
+
+from ncd.ir.diagram import Block, Diagram, Repeat, Seq
+from ncd.ir.size import symbol
+
+__all__ = ["Costs"]
+
+
+class Costs:
+    """Memoised metrics (``ncd.analysis.cost.Metrics``) of diagram parts under fixed size bindings."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = dict(sizes)
+        self._cost = _cost_function()
+        self._by_id: dict[int, tuple[Diagram, Any]] = {}  # keeps each part alive while its id is a key
+        self._by_shape: dict[tuple[str, str, str], list[tuple[Diagram, Any]]] = {}
+        self._leaves: dict[int, tuple[Diagram, Any]] = {}
+        self._pairs: dict[tuple[int, int], tuple[Diagram, Diagram, Any]] = {}
+        self._cuts: dict[int, tuple[Diagram, list[Diagram]]] = {}
+        self._worth: dict[int, tuple[Diagram, bool]] = {}
+
+    @property
+    def available(self) -> bool:
+        return self._cost is not None
+
+    def of(self, node: Diagram) -> Any:
+        """The metrics of ``node`` (numbers where every size is bound, formulas otherwise), or ``None``."""
+        if self._cost is None:
+            return None
+        hit = self._by_id.get(id(node))
+        if hit is not None:
+            return hit[1]
+        shape = (type(node).__name__, str(node.dom), str(node.cod))
+        if isinstance(node, Block):  # equal blocks (a chain of identical layers) are costed once
+            for other, value in self._by_shape.get(shape, ()):
+                if other == node:
+                    self._by_id[id(node)] = (node, value)
+                    return value
+        value = self._compose(node)
+        self._by_id[id(node)] = (node, value)
+        if isinstance(node, Block):
+            self._by_shape.setdefault(shape, []).append((node, value))
+        return value
+
+    def _compose(self, node: Diagram) -> Any:
+        if not self._repeats(node):  # nothing repeated inside: one walk is as fast as any split
+            return self._leaf(node)
+        if isinstance(node, Block):
+            return self.of(node.body)
+        if isinstance(node, Repeat) and symbol(node.var) not in node.body.free_symbols:
+            body, twice = self.of(node.body), self._overlap(node.body, node.body)
+            if body is None or twice is None:
+                return None
+            count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
+            return _combine(lambda b, o: sympy.expand(b * count - o * (count - 1)), body, twice)
+        if isinstance(node, Seq):
+            pieces = self._pieces(node)
+            if len(pieces) > 1:
+                values = [self.of(p) for p in pieces] + [self._overlap(a, b) for a, b in zip(pieces, pieces[1:])]
+                if any(v is None for v in values):
+                    return None
+                n = len(pieces)
+                return _combine(lambda *v: sympy.expand(sum(v[:n]) - sum(v[n:])), *values)
+        return self._leaf(node)
+
+    def _overlap(self, first: Diagram, second: Diagram) -> Any:
+        """What ``first`` and then ``second`` count twice when costed apart (at their meeting point)."""
+        a, b = self._end(first, -1), self._end(second, 0)
+        key = (id(a), id(b))
+        if key not in self._pairs:
+            parts = [self._leaf(a), self._leaf(b), self._leaf(a >> b)]
+            value = None if any(v is None for v in parts) else _combine(lambda x, y, z: sympy.expand(x + y - z), *parts)
+            self._pairs[key] = (a, b, value)
+        return self._pairs[key][2]
+
+    def _repeats(self, node: Diagram) -> bool:
+        """Whether ``node`` holds work done many times over (a bound repetition, a chain of equal blocks)."""
+        hit = self._worth.get(id(node))
+        if hit is not None:
+            return hit[1]
+        if isinstance(node, Block):
+            value = self._repeats(node.body)
+        elif isinstance(node, Repeat):
+            count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
+            value = symbol(node.var) not in node.body.free_symbols and bool(count.is_number and count > 1)
+        elif isinstance(node, Seq):
+            parts = [p for p in node.parts if _structural(p)]
+            value = any(a == b for a, b in zip(node.parts, node.parts[1:]) if _structural(a)) or \
+                any(self._repeats(p) for p in parts)
+        else:
+            value = False
+        self._worth[id(node)] = (node, value)
+        return value
+
+    def _pieces(self, node: Seq) -> list[Diagram]:
+        hit = self._cuts.get(id(node))
+        if hit is None:
+            hit = self._cuts[id(node)] = (node, _pieces(node.parts))
+        return hit[1]
+
+    def _end(self, node: Diagram, side: int) -> Diagram:
+        """The innermost piece of ``node`` at its start (``side`` 0) or end (-1): where it meets its neighbour."""
+        while True:
+            if isinstance(node, Block):
+                node = node.body
+            elif isinstance(node, Repeat) and symbol(node.var) not in node.body.free_symbols:
+                node = node.body
+            elif isinstance(node, Seq) and len(self._pieces(node)) > 1:
+                node = self._pieces(node)[side]
+            else:
+                return node
+
+    def _subs(self, node: Diagram) -> dict[Any, Any]:
+        return {symbol(k): sympy.Integer(v) for k, v in self.sizes.items() if symbol(k) in node.free_symbols}
+
+    def _leaf(self, node: Diagram) -> Any:
+        hit = self._leaves.get(id(node))
+        if hit is not None:
+            return hit[1]
+        free = {str(s) for s in node.free_symbols}
+        sizes = {k: v for k, v in self.sizes.items() if k in free}
+        try:
+            # with every size bound, cost the bound diagram: numbers only (formulas in symbols are much slower)
+            report = self._cost(node.bind(**sizes) if sizes and free <= set(sizes) else node, **sizes)
+            value = report.numbers if report.numbers is not None else report.formulas
+        except Exception:  # an interpreter still being written, or a primitive it does not know
+            value = None
+        self._leaves[id(node)] = (node, value)
+        return value
+
+
+def _structural(part: Diagram) -> bool:
+    return isinstance(part, (Block, Repeat))
+
+
+def _pieces(parts: Sequence[Diagram]) -> list[Diagram]:
+    """A sequence cut before and after each block and repetition; other runs stay whole."""
+    pieces: list[Diagram] = []
+    run: list[Diagram] = []
+    for part in parts:
+        if _structural(part):
+            if run:
+                pieces.append(_join(run))
+                run = []
+            pieces.append(part)
+        else:
+            run.append(part)
+    if run:
+        pieces.append(_join(run))
+    return pieces
+
+
+def _join(run: list[Diagram]) -> Diagram:
+    return run[0] if len(run) == 1 else Seq(tuple(run))
+
+
+def _combine(fn: Any, *metrics: Any) -> Any:
+    """A metrics record whose every field is ``fn`` of the same field of ``metrics``."""
+    return type(metrics[0])(**{f.name: fn(*(getattr(m, f.name) for m in metrics)) for f in dataclasses.fields(metrics[0])})
+
+
+def _cost_function() -> Any:
+    try:
+        from ncd.analysis.cost import cost
+    except ImportError:
+        return None
+    return cost
