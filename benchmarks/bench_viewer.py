@@ -32,25 +32,11 @@ from playwright.sync_api import sync_playwright
 import ncd
 import ncd.zoo
 from ncd.viewer import to_html
+from ncd.viewer.script import MEASURE
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-MEASURE = """() => {
-  const st = document.getElementById('ncd-stage').getBoundingClientRect();
-  let area = 0, vis = 0;
-  for (const v of document.querySelectorAll('#ncd-canvas svg.ncd-view')) {
-    const r = v.getBoundingClientRect();
-    const w = Math.max(0, Math.min(r.right, st.right) - Math.max(r.left, st.left));
-    const h = Math.max(0, Math.min(r.bottom, st.bottom) - Math.max(r.top, st.top));
-    area += r.width * r.height; vis += w * h;
-  }
-  const hs = [...document.querySelectorAll('#ncd-canvas svg.ncd-view text[font-size="11"]')]
-    .map(t => t.getBoundingClientRect().height).filter(h => h > 0);
-  return [vis / area, Math.min(...hs)];
-}"""
-
-
 def chained(layers: int) -> ncd.Diagram:
     """GPT-2's body with its layers written out one after another (``>>``) instead of ``ncd.repeat``."""
     model = ncd.zoo.gpt2(N=layers, m=1600, h=25)
@@ -98,8 +84,8 @@ def measure(context, path: Path) -> tuple[float, float, float, float, int]:  # t
     page.goto(path.as_uri())
     page.wait_for_function("window.ncdViewer && window.ncdViewer.ready", timeout=120_000)
     ready = time.perf_counter() - start
-    on_screen, first = page.evaluate(MEASURE)
-    worst = [on_screen, 1.0]
+    shown = page.evaluate(MEASURE)
+    worst, first = [shown["on_screen"], 1.0], shown["text"]
     key = page.evaluate("document.querySelector('.ncd-comp[data-block]').getAttribute('data-block')")
     start = time.perf_counter()
     page.click(f'.ncd-comp[data-block="{key}"]')
@@ -113,12 +99,12 @@ def measure(context, path: Path) -> tuple[float, float, float, float, int]:  # t
             break
         page.click(f'.ncd-comp[data-block="{closed[0]}"]')
         steps += 1
-        seen, text = page.evaluate(MEASURE)
-        worst = [min(worst[0], seen), min(worst[1], text / first)]
+        shown = page.evaluate(MEASURE)
+        worst = [min(worst[0], shown["on_screen"]), min(worst[1], shown["text"] / first)]
     while page.evaluate("ncdViewer.expanded().length"):
         page.keyboard.press("Escape")
-        seen, text = page.evaluate(MEASURE)
-        worst = [min(worst[0], seen), min(worst[1], text / first)]
+        shown = page.evaluate(MEASURE)
+        worst = [min(worst[0], shown["on_screen"]), min(worst[1], shown["text"] / first)]
     page.close()
     return ready, expand, worst[0], worst[1], steps + 1
 

@@ -21,6 +21,7 @@ import ncd
 import ncd.zoo
 from ncd.render import to_png, to_svg
 from ncd.viewer import write_html
+from ncd.viewer.script import MEASURE
 from tests.test_viewer import EVIL, SIZES, gpt2_like
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,24 +32,6 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 #: The middle of an SVG path on screen (its bounding box is flat for straight wires, so hover by point).
 POINT = """(el) => { const n = el.getTotalLength(), q = el.getPointAtLength(n / 2), m = el.getScreenCTM();
   return [q.x * m.a + q.y * m.c + m.e, q.x * m.b + q.y * m.d + m.f]; }"""
-
-
-#: What is on screen: the share of the drawing (every shown view) inside the stage, the share of the stage it
-#: covers, and the height of the wire labels (the renderer's smallest regular text, ``Style.label_size``;
-#: scripts inside them are smaller by a fixed ratio), all from the browser's own bounding boxes.
-MEASURE = """() => {
-  const st = document.getElementById('ncd-stage').getBoundingClientRect();
-  let area = 0, vis = 0;
-  for (const v of document.querySelectorAll('#ncd-canvas svg.ncd-view')) {
-    const r = v.getBoundingClientRect();
-    const w = Math.max(0, Math.min(r.right, st.right) - Math.max(r.left, st.left));
-    const h = Math.max(0, Math.min(r.bottom, st.bottom) - Math.max(r.top, st.top));
-    area += r.width * r.height; vis += w * h;
-  }
-  const hs = [...document.querySelectorAll('#ncd-canvas svg.ncd-view text[font-size="11"]')]
-    .map(t => t.getBoundingClientRect().height).filter(h => h > 0);
-  return {on_screen: vis / area, cover: vis / (st.width * st.height), text: Math.min(...hs)};
-}"""
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ opening blocks never shrinks the text below the first paint's while that holds. 
 
 from __future__ import annotations
 
-__all__ = ["SCRIPT"]
+__all__ = ["SCRIPT", "MEASURE"]
 
 SCRIPT = r"""
 (function () {
@@ -431,3 +431,21 @@ SCRIPT = r"""
   start();
 })();
 """
+
+#: For tests and benchmarks (Playwright's ``page.evaluate``), not part of the page: what is on screen —
+#: the share of the drawing (every shown view) inside the stage, the share of the stage it covers, and
+#: the height of the wire labels (the renderer's smallest regular text, ``Style.label_size``; scripts
+#: inside them are smaller by a fixed ratio), all from the browser's own bounding boxes.
+MEASURE = """() => {
+  const st = document.getElementById('ncd-stage').getBoundingClientRect();
+  let area = 0, vis = 0;
+  for (const v of document.querySelectorAll('#ncd-canvas svg.ncd-view')) {
+    const r = v.getBoundingClientRect();
+    const w = Math.max(0, Math.min(r.right, st.right) - Math.max(r.left, st.left));
+    const h = Math.max(0, Math.min(r.bottom, st.bottom) - Math.max(r.top, st.top));
+    area += r.width * r.height; vis += w * h;
+  }
+  const hs = [...document.querySelectorAll('#ncd-canvas svg.ncd-view text[font-size="11"]')]
+    .map(t => t.getBoundingClientRect().height).filter(h => h > 0);
+  return {on_screen: vis / area, cover: vis / (st.width * st.height), text: Math.min(...hs)};
+}"""
