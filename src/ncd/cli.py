@@ -3,7 +3,7 @@
 Each sub-command lives beside the interpreter it drives and is imported only when used:
 ``ncd draw`` (``ncd.render.cli``), ``ncd gallery`` (``ncd.zoo.cli``), ``ncd trace``
 (``ncd.torch.trace_cli``), ``ncd cost`` (``ncd.analysis.cli``), ``ncd source`` (below),
-``ncd shard`` (``ncd.distributed.cli``), ``ncd decode`` (``ncd.inference.cli``).
+``ncd shard`` (``ncd.distributed.cli``), ``ncd decode`` (``ncd.inference.cli``), ``ncd io`` (``ncd.iomodel.cli``).
 A module providing a command defines ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "source": ("ncd.torch.source_cli", "print the generated PyTorch source of a diagram"),
     "shard": ("ncd.distributed.cli", "place axes on a device mesh; print per-rank costs and the collectives"),
     "decode": ("ncd.inference.cli", "prefill and per-token step costs, cache bytes per token of a causal model"),
+    "io": ("ncd.iomodel.cli", "IO-aware costs on a memory hierarchy: transfers, memory and time per level"),
 }
 
 

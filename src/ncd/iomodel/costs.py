@@ -218,14 +218,14 @@ def live_columns(program: Program, schedule: Schedule, level: str) -> list[list[
     for key, (lo, hi, _tag) in spans.items():
         a = arrays[key]
         t = tile(a.axes, schedule, level)
-        label = " ".join(a.names) or "()"
+        label = {"out": "out: ", "tmp": ""}.get(_tag, f"{a.name}: ") + (" ".join(a.names) or "()")
         for i in range(lo, hi + 1):
             cols[i].append((label, t))
         if key in outputs:
             st = state_axes(program, a)
             if st is not None:
                 for i in range(lo, hi + 1):
-                    cols[i].append(("m l " + " ".join(x for x, _ in st), 2 * tile(st, schedule, level)))
+                    cols[i].append(("m, l: " + " ".join(x for x, _ in st), 2 * tile(st, schedule, level)))
     return cols
 
 
@@ -245,9 +245,9 @@ def memory(program: Program, schedule: Schedule, level: str, *, bottom: bool) ->
     total = ZERO
     for arr in [*used_inputs(program), *written_outputs(program)]:
         total += tile(arr.axes, schedule, level)
-        st = state_axes(program, arr)
-        if st is not None and arr in written_outputs(program):
-            total += 2 * tile(st, schedule, level)
+    for move in moves(program, schedule, level):  # a spilled online state passes through this level too
+        if move.kind == "state write":
+            total += move.tile
     return sympy.expand(total)
 
 

@@ -177,7 +177,7 @@ class _Walker:
 
     def online(self, node: Block, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
         outs = [_arr(list(seg.axes), woven, "value") for seg in node.cod]
-        self.ops.append(Op(node, "online ◁·", "online", tuple(ins), (), tuple(outs), str(node.get("key"))))
+        self.ops.append(Op(node, "online softmax", "online", tuple(ins), (), tuple(outs), str(node.get("key"))))
         return outs
 
     def box(self, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
