@@ -141,46 +141,45 @@ def pseudocode_drawing(report: IOReport) -> Drawing:
     d = Drawing(0, 0, [])
     y = 18.0
     d.items.append(Text.plain(10, y, f"{h.name}: {sched.describe()}", 9, bold=True, role="title"))
-    indent = 10.0
-    frames: list[tuple[float, float, str]] = []
-    lines: list[tuple[float, str, str]] = []  # (indent, text, level)
-    mv = moves(prog, sched, bottom)
-    loads_at: dict[int, list[str]] = {}
-    for m in mv:
-        if m.kind != "read":
-            continue
-        names = set(m.array.names)
-        deepest = max([i for i, lp in enumerate(loops) if lp.kind == "stream" and lp.axis in names and lp.count != 1],
-                      default=-1)
-        loads_at.setdefault(deepest, []).append(f"load {m.array.name or 'in'}[{' '.join(m.array.names)}]"
-                                               f"  tile {_fmt(m.tile)}")
-    for line in loads_at.get(-1, []) if not any(lp.kind == "group" for lp in loops) else []:
-        lines.append((indent, line, bottom))
-    for i, lp in enumerate(loops):
-        head = ("parallel for" if lp.kind == "group" else "for") + f" {lp.axis} in {_fmt(lp.count)} chunks of {_fmt(lp.chunk)}"
-        lines.append((indent, head + f"   [{lp.level}]", lp.level))
-        frames.append((indent + 3, len(lines), lp.level))
-        indent += 14
-        last_group = i == max((j for j, x in enumerate(loops) if x.kind == "group"), default=-1)
-        if last_group:
-            lines += [(indent, t, bottom) for t in loads_at.get(-1, [])]
-        lines += [(indent, t, bottom) for t in loads_at.get(i, [])]
-    ops = [op.label for op in prog.ops]
-    lines.append((indent, "compute " + ", ".join(ops), bottom))
-    writes = [m for m in mv if m.kind != "read"]
-    for m in writes:
-        lines.append((indent - 14 if loops else indent,
-                      f"{m.kind} out[{' '.join(m.array.names)}]  tile {_fmt(m.tile)}", bottom))
+    last_group = max((i for i, lp in enumerate(loops) if lp.kind == "group"), default=-1)
+
+    def depth(names: tuple[str, ...]) -> int:
+        runs = [i for i, lp in enumerate(loops) if lp.kind == "stream" and lp.count != 1 and lp.axis in names]
+        return max(runs + [last_group])
+
+    at: dict[tuple[int, str], list[str]] = {}
+    for m in moves(prog, sched, bottom):
+        where = "before" if m.kind in ("read", "spill read", "state read") else "after"
+        name = m.array.name if m.kind == "read" else "out"
+        verb = {"read": "load", "write": "write", "spill read": "read back", "state read": "read back m, l of",
+                "state write": "write m, l of"}[m.kind]
+        at.setdefault((depth(m.array.names), where), []).append(
+            f"{verb} {name}[{' '.join(m.array.names)}]  tile {_fmt(m.tile)}")
+    lines: list[tuple[float, str]] = []
+    frames: list[tuple[float, int, int, str]] = []
+
+    def emit(i: int, indent: float) -> None:
+        lines.extend((indent, t) for t in at.get((i, "before"), []))
+        if i + 1 < len(loops):
+            lp = loops[i + 1]
+            head = ("parallel for" if lp.kind == "group" else "for") + \
+                f" {lp.axis} in {_fmt(lp.count)} chunks of {_fmt(lp.chunk)}   [{lp.level}]"
+            lines.append((indent, head))
+            first = len(lines)
+            emit(i + 1, indent + 14)
+            frames.append((indent + 3, first, len(lines) - 1, lp.level))
+        else:
+            lines.append((indent, "compute " + ", ".join(op.label for op in prog.ops)))
+        lines.extend((indent, t) for t in at.get((i, "after"), []))
+
+    emit(-1, 10.0)
     y += 8
-    for ind, text, level in lines:
+    for ind, text in lines:
         y += 13
-        stroke, _ = level_colour(report, level)
         d.items.append(Text.plain(ind, y, text, 8, role="text"))
-    # loop frames: a bracket from the loop's header down to the compute line
-    for (x, start, level) in frames:
+    for x, first, last, level in frames:  # a bracket in the loop's level colour along its body
         stroke, _ = level_colour(report, level)
-        top = 26 + 13 * start + 3
-        bot = 26 + 13 * len(lines) + 3
+        top, bot = 26 + 13 * first + 3, 26 + 13 * (last + 1) + 3
         d.items.append(Path.through([(x + 4, top), (x, top), (x, bot), (x + 4, bot)], stroke=stroke, width=1.2,
                                     role="fence"))
     text_w = max(t.x + t.width for t in d.of(Text)) + 20

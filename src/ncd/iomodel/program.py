@@ -202,9 +202,9 @@ class _Walker:
             if prim.bias:
                 params.append(_arr(list(prim.cod_axes.axes), (), "param", node.text() + ".bias"))
         else:
-            for pname, shape in prim.params().items():
-                anon = [Axis(f"_{node.text()}.{pname}{j}", s) for j, s in enumerate(shape)]
-                params.append(_arr(anon, (), "param", f"{node.text()}.{pname}"))
+            for pname, shape in prim.params().items():  # weights of other boxes: axes no relabelling names
+                anon = tuple((f"_{node.text()}.{pname}{j}", s) for j, s in enumerate(shape))
+                params.append(Array(anon, "param", name=f"{node.text()}.{pname}"))
         kind: Literal["matmul", "softmax", "causal", "other"] = "other"
         if isinstance(prim, (EinsumOp, LinearOp)):
             kind = "matmul"
