@@ -83,6 +83,12 @@ class Metrics:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
+    @staticmethod
+    def total(items: Sequence[Metrics]) -> Metrics:
+        """The sum of many metrics, each field added in one go (linear in their number)."""
+        names = [f.name for f in dataclasses.fields(Metrics)]
+        return Metrics(**{n: _sum([getattr(m, n) for m in items]) for n in names})
+
     def map(self, fn: Any) -> Metrics:
         return Metrics(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
@@ -299,16 +305,60 @@ class _Walker:
             return None
         end = self.step + 1
         keep = {v.storage for v in inputs} | {v.storage for v in outputs} | set(self.saved)
-        candidates = []
+        # a sweep over the steps: a storage is live from its birth to its last use (to the end if kept)
+        born: dict[int, list[sympy.Expr]] = {}
+        dies: dict[int, list[sympy.Expr]] = {}
+        for sid, b in self.bytes.items():
+            if sid in self.params:
+                continue
+            born.setdefault(self.born[sid], []).append(b)
+            if sid not in keep and self.last[sid] + 1 < end:
+                dies.setdefault(self.last[sid] + 1, []).append(b)
+        candidates: dict[sympy.Expr, None] = {}
+        total: sympy.Expr = ZERO
         for t in range(0, end):
-            total = ZERO
-            for sid, b in self.bytes.items():
-                if sid in self.params:
-                    continue
-                if self.born[sid] <= t and (sid in keep or self.last[sid] >= t):
-                    total += b
-            candidates.append(total)
-        return sympy.Max(*candidates) if len(candidates) > 1 else candidates[0]
+            if t in born or t in dies:
+                total = sympy.Add(total, *born.get(t, ()), *(-b for b in dies.get(t, ())))
+            candidates[total] = None
+        distinct = list(candidates)
+        if all(c.is_Number for c in distinct):
+            return max(distinct)
+        frontier: list[sympy.Expr] = []  # candidates no other one provably exceeds (sizes are positive)
+        for c in distinct:
+            if any(_at_least(f, c) for f in frontier):
+                continue
+            frontier = [f for f in frontier if not _at_least(c, f)] + [c]
+        return sympy.Max(*frontier) if len(frontier) > 1 else frontier[0]
+
+
+def _at_least(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether ``a >= b`` for every positive value of the sizes: ``a - b`` has no negative coefficient."""
+    difference = a - b
+    if difference.is_Number:
+        return bool(difference >= 0)
+    split = [term.as_coeff_Mul() for term in sympy.Add.make_args(difference)]
+    if all(c.is_Number and _monomial(rest) for c, rest in split):  # already expanded: read the signs
+        return all(c >= 0 for c, _ in split)
+    difference = sympy.expand(difference)
+    if difference.is_Number:
+        return bool(difference >= 0)
+    try:
+        return all(c >= 0 for c in sympy.Poly(difference, *sorted(difference.free_symbols, key=str)).coeffs())
+    except sympy.PolynomialError:
+        return False
+
+
+def _sum(terms: list[sympy.Expr]) -> sympy.Expr:
+    """``sympy.Add(*terms)``, with whole numbers added as Python integers (far faster)."""
+    numbers = [t for t in terms if t.is_Integer]
+    rest = [t for t in terms if not t.is_Integer]
+    return sympy.Add(sympy.Integer(sum(int(t) for t in numbers)), *rest)
+
+
+def _monomial(expr: sympy.Expr) -> bool:
+    """A product of powers of symbols (positive whole exponents), or 1."""
+    return all(f.is_Symbol or (f.is_Pow and f.base.is_Symbol and f.exp.is_Integer and f.exp > 0) or f == 1
+               for f in sympy.Mul.make_args(expr))
 
 
 def _expand(v: Tensor, axes: list[Axis]) -> Tensor:
@@ -327,15 +377,36 @@ class CostReport:
 
     diagram: Diagram
     sizes: dict[str, int]
-    formulas: Metrics
-    box_formulas: list[BoxCost]
-    peak_formula: sympy.Expr | None
-    activation_by_dtype_formula: dict[str, sympy.Expr]
     dtype: str = "float32"
+    training: bool = True
     numbers: Metrics | None = None
     box_numbers: list[BoxCost] | None = None
     peak_number: sympy.Expr | None = None
     activation_by_dtype_number: dict[str, sympy.Expr] | None = None
+    #: the symbolic analysis, computed on first use when every size is bound (it is the slower walk)
+    _symbolic: Analysis | None = field(default=None, repr=False)
+
+    def _formulas(self) -> Analysis:
+        if self._symbolic is None:
+            self._symbolic = _analyse(self.diagram, self.dtype, self.training)
+        return self._symbolic
+
+    @property
+    def formulas(self) -> Metrics:
+        """The totals as sympy formulas in the axis sizes."""
+        return self._formulas()[0]
+
+    @property
+    def box_formulas(self) -> list[BoxCost]:
+        return self._formulas()[1]
+
+    @property
+    def peak_formula(self) -> sympy.Expr | None:
+        return self._formulas()[2]
+
+    @property
+    def activation_by_dtype_formula(self) -> dict[str, sympy.Expr]:
+        return self._formulas()[3]
 
     @property
     def boxes(self) -> list[BoxCost]:
@@ -359,7 +430,7 @@ class CostReport:
 
     def __getattr__(self, name: str) -> Any:
         if name in Metrics.NAMES:
-            source = self.__dict__["numbers"] if self.__dict__.get("numbers") is not None else self.__dict__["formulas"]
+            source = self.__dict__["numbers"] if self.__dict__.get("numbers") is not None else self.formulas
             return self.value(getattr(source, name))
         raise AttributeError(name)
 
@@ -385,13 +456,11 @@ class CostReport:
 
     @staticmethod
     def _blocks(boxes: list[BoxCost]) -> dict[str, Metrics]:
-        result: dict[str, Metrics] = {}
+        members: dict[str, list[Metrics]] = {}
         for b in boxes:
             for k in range(1, len(b.blocks) + 1):
-                key = "/".join(b.blocks[:k])
-                result.setdefault(key, Metrics())
-                result[key] += b.metrics
-        return result
+                members.setdefault("/".join(b.blocks[:k]), []).append(b.metrics)
+        return {key: Metrics.total(items) for key, items in members.items()}
 
     def complexity(self) -> dict[str, list[tuple[sympy.Expr, dict[str, int]]]]:
         """Leading terms (highest total degree) of the forward FLOPs, per block and for the whole.
@@ -457,28 +526,29 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
 
             raise SizeError(f"cost: size {key}={value!r} must be a positive whole number")
     bound_sizes = {**_defaults(diagram), **sizes}
-    report = CostReport(diagram, bound_sizes, *_analyse(diagram, dtype, training), dtype=dtype)
+    report = CostReport(diagram, bound_sizes, dtype=dtype, training=training)
     free = {str(s) for s in diagram.free_symbols}
     if free <= set(bound_sizes):
         # exact numbers: walk the bound diagram (repetitions unrolled; einsum paths depend on sizes)
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
             _analyse(bound, dtype, training)
+    else:
+        report._formulas()
     from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)
 
     return attach(report)
 
 
-def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> tuple[Metrics, list[BoxCost], sympy.Expr | None,
-                                                                          dict[str, sympy.Expr]]:
+Analysis = tuple[Metrics, list[BoxCost], "sympy.Expr | None", dict[str, sympy.Expr]]
+
+
+def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> Analysis:
     walker = _Walker(DTYPE_BYTES[dtype], training)
     inputs = [walker.allocate(seg.axes, tuple(a.name for a in seg.axes), seg.dtype == "float", seg.dtype)
               for seg in diagram.dom]
     outputs = walker.walk(diagram, inputs, ())
-    total = Metrics()
-    for b in walker.boxes:
-        total += b.metrics
-    total = total.map(sympy.expand)
+    total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
     by_dtype: dict[str, sympy.Expr] = {}
     for sid in walker.saved:
         key = {"float": dtype, "index": "int64", "bool": "bool"}[walker.dtypes[sid]]

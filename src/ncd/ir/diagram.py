@@ -179,6 +179,16 @@ def describe(diagram: Diagram, end: Literal["input", "output"] = "output") -> st
     return f"identity on '{diagram.dom}'" + (f" (built at {source})" if source else "")
 
 
+def _check_junctions(parts: tuple[Diagram, ...] | list[Diagram], junctions: Iterable[int]) -> None:
+    """Every ``parts[k-1].cod`` equals ``parts[k].dom`` for ``k`` in ``junctions``."""
+    for k in junctions:
+        left, right = parts[k - 1], parts[k]
+        if not left.cod.same(right.dom):
+            from ncd.ir.compose import mismatch
+
+            raise mismatch(left, right, "types differ")
+
+
 def _set(node: Any, **values: Any) -> None:
     for key, value in values.items():
         object.__setattr__(node, key, value)
@@ -248,20 +258,31 @@ class Seq(Diagram):
     def __post_init__(self) -> None:
         if len(self.parts) < 2:
             raise TypeMismatchError("a sequential composition needs at least two parts")
-        for left, right in zip(self.parts, self.parts[1:]):
-            if not left.cod.same(right.dom):
-                from ncd.ir.compose import mismatch
-
-                raise mismatch(left, right, "types differ")
+        _check_junctions(self.parts, range(1, len(self.parts)))
         _set(self, dom=self.parts[0].dom, cod=self.parts[-1].cod)
 
     @staticmethod
     def of(*parts: Diagram) -> Diagram:
+        """Flattened composition; only the junctions *between* the given parts are checked.
+
+        The junctions inside a part that is already a ``Seq`` were checked when it was built,
+        so composing one part at a time with ``>>`` costs time linear in the chain's length.
+        """
         flat: list[Diagram] = []
+        junctions: list[int] = []
         for p in parts:
-            flat.extend(p.parts if isinstance(p, Seq) else (p,))
-        flat = [p for p in flat if not isinstance(p, Identity)] or [parts[0]]
-        return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+            pieces = [q for q in (p.parts if isinstance(p, Seq) else (p,)) if not isinstance(q, Identity)]
+            if pieces and flat:
+                junctions.append(len(flat))
+            flat.extend(pieces)
+        if not flat:
+            return parts[0]
+        if len(flat) == 1:
+            return flat[0]
+        _check_junctions(flat, junctions)  # a dropped identity's neighbours now meet directly
+        node = Seq.__new__(Seq)
+        _set(node, parts=tuple(flat), dom=flat[0].dom, cod=flat[-1].cod)
+        return node
 
     def children(self) -> tuple[Diagram, ...]:
         return self.parts

@@ -214,6 +214,13 @@ def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) ->
     """``value`` with symbols replaced; a no-op when none of them occur."""
     if not mapping or not (value.free_symbols & mapping.keys()):
         return value
+    relevant = tuple(sorted(((k, v) for k, v in mapping.items() if k in value.free_symbols), key=lambda kv: kv[0].name))
+    return _substituted(value, relevant)
+
+
+@functools.lru_cache(maxsize=65536)
+def _substituted(value: sympy.Expr, mapping: tuple[tuple[sympy.Symbol, sympy.Expr], ...]) -> sympy.Expr:
+    """``substitute`` for the symbols that occur (memoised: a diagram repeats the same sizes everywhere)."""
     return sympy.simplify(value.xreplace(dict(mapping)))
 
 

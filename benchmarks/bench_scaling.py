@@ -1,0 +1,128 @@
+"""How building, lowering, costing, drawing and the viewer grow with the size of a diagram.
+
+Two families of diagrams, each at 10, 100, 1,000 and 10,000 boxes:
+
+* **chain** — a flat chain of alternating ``Linear("m -> m")`` and ``ReLU`` boxes, built with
+  ``>>`` one part at a time (what a loop over layers in user code does);
+* **repeat** — ``ncd.repeat`` of a four-box layer (``LayerNorm >> Linear >> GELU >> Linear``)
+  over 10, 100 and 1,000 layers (four times as many boxes), bound.
+
+For each stage the table prints the seconds taken and, in the last row, the growth exponent
+fitted between the smallest and the largest size (``log(t_max/t_min) / log(n_max/n_min)``,
+measured from 100 boxes up so that fixed costs do not flatter it).  Target: exponent ≤ 1.1
+and at most 2 s at 10,000 boxes / 1,000 layers for every stage.
+
+Run: ``.venv/bin/python benchmarks/bench_scaling.py [--max 10000] [--stages build,lower,cost]``.
+A stage that exceeds ``--budget`` seconds at one size is not run at larger sizes (``>budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import ncd
+
+STAGES = ("build", "lower", "cost", "draw", "viewer")
+
+
+def chain(n: int) -> ncd.Diagram:
+    """``n`` boxes composed one at a time with ``>>``."""
+    d: ncd.Diagram = ncd.Identity.of("b m")
+    for i in range(n):
+        d = d >> (ncd.Linear("m -> m", name=f"L{i}") if i % 2 == 0 else ncd.ReLU())
+    return d
+
+
+def repeated(layers: int) -> ncd.Diagram:
+    """A four-box layer repeated ``layers`` times (``ncd.repeat``), inside a top block."""
+    layer = (ncd.LayerNorm("m") >> ncd.Linear("m -> f", bias=True) >> ncd.GELU()
+             >> ncd.Linear("f -> m", bias=True)).block("Layer")
+    body = ncd.Identity.of("b m") >> ncd.repeat(layer, "i", 0, layers, name="Layers")
+    return body.block("Model", defaults=(("b", 2), ("m", 8), ("f", 16)))
+
+
+SIZES = {"b": 2, "m": 8, "f": 16}
+
+
+def stage_functions(make: Callable[[int], ncd.Diagram]) -> dict[str, Callable[[int], Callable[[], object]]]:
+    """For each stage: given a size, the thunk to time (diagrams are built outside the timing)."""
+    from ncd.render import to_svg
+    from ncd.viewer import to_html
+
+    def build(n: int) -> Callable[[], object]:
+        return lambda: make(n)
+
+    def on(fn: Callable[[ncd.Diagram], object]) -> Callable[[int], Callable[[], object]]:
+        def prepare(n: int) -> Callable[[], object]:
+            diagram = make(n)
+            return lambda: fn(diagram)
+        return prepare
+
+    return {
+        "build": build,
+        "lower": on(lambda d: d.to_source(**{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})),
+        "cost": on(lambda d: ncd.cost(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})),
+        "draw": on(lambda d: to_svg(d)),
+        "viewer": on(lambda d: to_html(d, costs=True)),
+    }
+
+
+def measure(thunk: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    thunk()
+    return time.perf_counter() - start
+
+
+def exponent(times: dict[int, float]) -> float | None:
+    points = sorted((n, t) for n, t in times.items() if n >= 100 and t == t)
+    if len(points) < 2 or points[0][1] <= 0:
+        return None
+    (n0, t0), (n1, t1) = points[0], points[-1]
+    return math.log(t1 / t0) / math.log(n1 / n0)
+
+
+def run(family: str, make: Callable[[int], ncd.Diagram], counts: list[int], unit: int, stages: list[str],
+        budget: float) -> None:
+    functions = stage_functions(make)
+    table: dict[str, dict[int, float]] = {s: {} for s in stages}
+    skipped: dict[str, int] = {}
+    for count in counts:
+        for stage in stages:
+            if stage in skipped:
+                continue
+            functions[stage](max(1, count // 10))()  # warm up caches and lazy imports at a small size
+            seconds = measure(functions[stage](count))
+            table[stage][count * unit] = seconds
+            if seconds > budget:
+                skipped[stage] = count
+    boxes = sorted({n for col in table.values() for n in col})
+    print(f"\n{family}: seconds per stage (boxes = {unit} x count)")
+    print(f"{'boxes':>8} " + " ".join(f"{s:>9}" for s in stages))
+    for n in boxes:
+        cells = [f"{table[s][n]:9.3f}" if n in table[s] else f"{'>' + str(budget):>9}" for s in stages]
+        print(f"{n:>8} " + " ".join(cells))
+    cells = []
+    for s in stages:
+        e = exponent(table[s])
+        cells.append(f"{e:9.2f}" if e is not None and s not in skipped else f"{'-':>9}")
+    print(f"{'exponent':>8} " + " ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max", type=int, default=10000, help="largest number of boxes")
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds after which a stage stops growing")
+    args = parser.parse_args()
+    stages = [s for s in args.stages.split(",") if s]
+    counts = [n for n in (10, 100, 1000, 10000) if n <= args.max]
+    run("chain (>> one part at a time)", chain, counts, 1, stages, args.budget)
+    layers = [n for n in (10, 100, 1000) if n * 4 <= max(args.max, 40)]
+    run("repeat (four-box layer; count = layers)", repeated, layers, 4, stages, args.budget)
+
+
+if __name__ == "__main__":
+    main()
