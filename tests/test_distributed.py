@@ -144,3 +144,38 @@ def test_sharded_diagram_round_trips_through_json() -> None:
     sharded = ncd.shard(gpt2_block(), ncd.Mesh(tp=8), MEGATRON)
     again = ncd.load_json(sharded.to_json())
     assert ncd.cost(again).collectives == ncd.cost(sharded).collectives
+
+
+@pytest.mark.parametrize(("placements", "tags"), [
+    (MEGATRON, ["AR_tp", "AR_tp", "∂AR_tp", "∂AR_tp"]),
+    ({**MEGATRON, "t": "tp"}, ["AG_tp", "AG_tp", "RS_tp", "RS_tp"]),
+])
+def test_drawing_tags_each_derived_collective_and_subscripts_split_wires(placements: dict, tags: list[str]) -> None:
+    from ncd.render import layout
+    from ncd.render.check import problems
+    from ncd.render.model import Rect, Text
+
+    sharded = ncd.shard(gpt2_block(), ncd.Mesh(tp=8), placements)
+    drawing = layout(sharded, page="none")
+    assert problems(drawing) == []
+    glyphs = [r for r in drawing.of(Rect) if r.role == "glyph" and r.stroke == "#b03030"]
+    texts = [t.string for t in drawing.of(Text)]
+    found = sorted(t for t in texts if t.replace("∂", "")[:2] in ("AR", "AG", "RS"))
+    assert found == sorted(t.replace("_", "") for t in tags) and len(glyphs) == len(tags)
+    assert sum(t == "htp" for t in texts) >= 3 and any(t.startswith("ftp") for t in texts)  # h and f carry their mesh axis
+    plain = layout(gpt2_block(), page="none")
+    assert not [t for t in plain.of(Text) if "tp" in t.string]
+
+
+def test_shard_command_prints_the_per_rank_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from ncd.cli import main
+
+    assert main(["shard", "gpt2", "--mesh", "tp=4", "--place", "h=tp,f=tp", "--size", "N=2", "--where"]) == 0
+    out = capsys.readouterr().out
+    report = ncd.cost(ncd.shard(ncd.zoo.gpt2(N=2), ncd.Mesh(tp=4), MEGATRON))
+    assert report.collectives["all_reduce"] == 4
+    row = next(line for line in out.splitlines() if "forward" in line and "all_reduce" in line)
+    assert f"{report.per_rank.collective_bytes()['all_reduce']:,}" in row and " 4 " in row
+    assert f"{report.per_rank.param_bytes:,}" in out and "forward all_reduce over tp ×2: 6144 elements of y m (Σtp) at L₊^O" in out
+    assert main(["shard", "gpt2", "--mesh", "tp=8", "--place", "h=tp,f=tp"]) == 2  # 12 heads do not split 8 ways
+    assert "axis h of size h = 12" in capsys.readouterr().err

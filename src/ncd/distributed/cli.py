@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(per_rank_table(report.per_rank, link))
     console.print(collective_table(report.per_rank, link))
     if args.where:
+        value = report.per_rank._value
         for c in report.per_rank.collectives:
-            console.print(f"  {c}", highlight=False)
+            count, numel = value(c.count), value(c.numel * (report.per_rank.batch if c.activation else 1))
+            console.print(f"  {c.phase} {c.kind} over {c.mesh_axis} ×{count}: {numel} elements of {c.wire} at {c.where}"
+                          f" ({c.reason})", highlight=False)
     return 0

@@ -121,6 +121,9 @@ class Derivation:
     outputs: list[Wire]
     units: list[tuple[Diagram, dict[str, int], sympy.Expr]]  # (node, axis divisors, multiplicity)
     fsdp_units: list[tuple[Path, Diagram, sympy.Expr, bool]]  # (path, block, multiplicity, is root)
+    outputs_of: dict[int, list[Wire]] = field(default_factory=dict)  # by id(node), for drawing
+    inputs_of: dict[int, list[Wire]] = field(default_factory=dict)
+    path_of: dict[int, Path] = field(default_factory=dict)
 
     @property
     def mesh(self) -> Mesh:
@@ -149,6 +152,9 @@ class _Deriver:
         self.multiplier: sympy.Expr = ONE
         self.fsdp_units: list[tuple[Path, Diagram, sympy.Expr, bool]] = []
         self.woven: tuple[Axis, ...] = ()
+        self.outputs_of: dict[int, list[Wire]] = {}  # by id(node): the wires it gives (for drawing)
+        self.inputs_of: dict[int, list[Wire]] = {}  # by id(node): the wires it takes
+        self.path_of: dict[int, Path] = {}
 
     # -- placements ----------------------------------------------------------------------------
     def placed(self, name: str) -> str | None:
@@ -253,6 +259,13 @@ class _Deriver:
 
     # -- the walk ------------------------------------------------------------------------------
     def walk(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
+        self.inputs_of[id(node)] = list(wires)
+        self.path_of[id(node)] = path
+        out = self._walk(node, wires, path)
+        self.outputs_of[id(node)] = out
+        return out
+
+    def _walk(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
         if isinstance(node, Identity):
             return wires
         if isinstance(node, Seq):
@@ -472,7 +485,8 @@ def derive(sharded: Diagram) -> Derivation:
         d.fsdp_units = []
     else:
         _fsdp(d, sharding)
-    return Derivation(sharding, d.collectives, d.boxes, d.block_inputs, outputs, units, d.fsdp_units)
+    return Derivation(sharding, d.collectives, d.boxes, d.block_inputs, outputs, units, d.fsdp_units, d.outputs_of,
+                      d.inputs_of, d.path_of)
 
 
 def _cost_units(d: _Deriver, node: Diagram, path: Path, mult: sympy.Expr,

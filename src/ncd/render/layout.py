@@ -81,6 +81,9 @@ class Layout:
         #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
         #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
         self.collapse: set[int] = set()
+        #: notes on the gaps around nodes, keyed ``("after" | "before", id(node))``: per segment, subscripts for
+        #: wire labels, and a glyph text (``ncd.distributed.draw`` puts mesh axes and collectives here)
+        self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str], ...], str | None]] = dict(style.extra).get("wire_notes", {})
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -154,20 +157,38 @@ class Layout:
 
     # -- gaps between columns ------------------------------------------------------------
     def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None = None,
-            seps_right: dict[int, float] | None = None) -> tuple[Frag, float]:
-        """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments."""
+            seps_right: dict[int, float] | None = None,
+            note: tuple[tuple[dict[str, str], ...], str | None] | None = None) -> tuple[Frag, float]:
+        """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments.
+
+        ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph.
+        """
         p = self.style.pitch
         frag = Frag(0.0, 0.0, 0.0, left, right)
         label_w = 0.0
+        subscripts, glyph = note if note else ((), None)
         if labels and self.style.labels != "none":
-            for seg, ys in zip(typ, left):
+            for j, (seg, ys) in enumerate(zip(typ, left)):
                 for axis, y in zip(seg, ys):
                     parts = axis_pieces(axis)
+                    if j < len(subscripts) and axis.name in subscripts[j]:  # on the name: t̄_tp, f_tp = 4m
+                        at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
+                        parts = parts[:at] + (Piece(subscripts[j][axis.name], script=-1),) + parts[at:]
                     w, ascent, _ = self.text_size(parts, self.style.label_size)
                     frag.add(*self.text(parts, 3.0, y - 2.5, self.style.label_size, role="label"))
                     frag.include(y - 2.5 - ascent, y)
                     label_w = max(label_w, w + 6.0)
         label_w = max(label_w, 8.0)
+        glyph_items: list[Item] = []
+        if glyph and flat(left):  # a collective: a small labelled tag across the wires, after the labels
+            gw, ascent, descent = self.text_size(typeset_text(glyph), self.style.label_size * 0.8)
+            top, bottom = min(flat(left)) - 0.45 * p, max(flat(left)) + 0.45 * p
+            glyph_items.append(Rect(label_w, top, gw + 6.0, bottom - top, fill="#ffffff", stroke="#b03030", width=1.0,
+                                    radius=3.0, role="glyph"))
+            glyph_items += self.text(typeset_text(glyph), label_w + 3.0, (top + bottom) / 2 + (ascent - descent) / 2,
+                                     self.style.label_size * 0.8, role="label")
+            frag.include(top, bottom)
+            label_w += gw + 10.0
         dys = [abs(a - b) for a, b in zip(flat(left), flat(right))]
         bend = _bend_width(max(dys, default=0.0), p)
         w = label_w + bend
@@ -175,6 +196,7 @@ class Layout:
         for a, b in zip(flat(left), flat(right)):
             frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
             frag.include(min(a, b), max(a, b))
+        frag.add(*glyph_items)
         for j in range(len(typ) - 1):
             ya = (seps_left or {}).get(j, _between(left, j, self.label_clearance()))
             yb = (seps_right or {}).get(j, _between(right, j, self.label_clearance()))
@@ -203,10 +225,11 @@ class Layout:
         outs = frags[0].outs
         seps = frags[0].seps_out
         labels = self.style.labels == "all"
-        for prev, frag in zip(nodes, frags[1:]):
+        for prev, nxt, frag in zip(nodes, nodes[1:], frags[1:]):
             dy_next = _align(outs, frag.ins)
             right = shifted(frag.ins, dy_next)
-            gap, w = self.gap(outs, right, prev.cod, labels, seps, {j: y + dy_next for j, y in frag.seps_in.items()})
+            note = _merge_notes(self.notes.get(("after", id(prev))), self.notes.get(("before", id(nxt)))) if self.notes else None
+            gap, w = self.gap(outs, right, prev.cod, labels, seps, {j: y + dy_next for j, y in frag.seps_in.items()}, note)
             result.place(gap, x, 0.0)
             result.include(gap.top, gap.bottom)
             x += w
@@ -401,6 +424,14 @@ class Layout:
 
 
 # -- module-level helpers -----------------------------------------------------------------------
+def _merge_notes(after: Any, before: Any) -> Any:
+    """The note of a gap: the left node's output subscripts, and the glyphs of both sides."""
+    if not after or not before:
+        return after or before
+    glyphs = " ".join(g for g in (after[1], before[1]) if g)
+    return (after[0] or before[0], glyphs or None)
+
+
 def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) -> None:
     """Dashed lines between segments across the margins between a fence's edge and its body."""
     for ports, seps, typ, xa, xb in ((body.ins, body.seps_in, dom, 0.0, x0), (body.outs, body.seps_out, cod, x0 + body.w, frag.w)):
@@ -509,9 +540,10 @@ def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Draw
 
 
 def _layout(diagram: Diagram, style: Style) -> Drawing:
+    from ncd.distributed.draw import wire_notes  # a sharded diagram: mesh axes on its wires, collectives tagged
     from ncd.render.wrap import page_layout
 
-    ctx = Layout(style)
+    ctx = Layout(wire_notes(diagram, style))
     return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
