@@ -53,7 +53,7 @@ def test_fake_predictions_are_the_ones_computed_here(fake: dict) -> None:
 
 def test_sharded_module_equals_single_process_on_gloo() -> None:
     result = _run("gloo", "all", "2")
-    assert set(result) == {"tp", "tp_sp"}
+    assert set(result) == {"tp", "tp_sp", "dp_tp"}  # dp_tp on 2 processes: FSDP2 over dp=2, tp=1
     for name, r in result.items():
         assert r["allclose"] and r["same_names"], (name, r)
         assert r["output"] < 1e-12 and r["grads"] < 1e-12 and r["params"] == 16
@@ -92,6 +92,8 @@ def test_per_rank_costs_split_the_sharded_boxes_only() -> None:
     unsharded = ncd.cost(ncd.shard(block, ncd.Mesh(tp=1), MEGATRON))
     assert unsharded.per_rank.forward_flops == whole.forward_flops
     assert unsharded.per_rank.params == whole.params
+    assert unsharded.per_rank.activation_bytes == whole.activation_bytes
+    assert sharded.per_rank.activation_bytes < whole.activation_bytes / 2
     assert (f, h, k) == (4 * m, 8, 8)
 
 

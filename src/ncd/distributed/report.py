@@ -155,17 +155,34 @@ class ShardedCost:
 
 
 def _per_rank(report: Any, derivation: Derivation) -> Any:
+    """Per-rank metrics: every region with one split per axis and no collective inside, costed at its local sizes.
+
+    FLOPs and parameters add up region by region.  Activation bytes are the whole model's (each saved
+    tensor once) less what each region saves less per rank, since a tensor saved by two regions
+    (one input feeding both) must not count twice.
+    """
     from ncd.analysis.cost import Metrics, cost
     from ncd.distributed.derive import resize
 
     total = Metrics()
+    saved = sympy.Integer(0)
     for node, divisors, mult in derivation.units:
         unit = resize(node, divisors)
         if isinstance(unit, Block) and sharding_of(unit) is not None:  # the whole model: cost it unsharded
             unit = Block(unit.body, unit.name, tuple((k, v) for k, v in unit.meta if k not in SHARDING_KEYS))
         local = cost(unit, dtype=report.dtype, training=_training(report)).formulas
         total += local.map(lambda e, m=mult: e * m)
+        if divisors:
+            whole = cost(_unsharded(node), dtype=report.dtype, training=_training(report)).formulas
+            saved += mult * (whole.activation_bytes - local.activation_bytes)
+    total.activation_bytes = report.formulas.activation_bytes - saved
     return total.map(sympy.expand)
+
+
+def _unsharded(node: Any) -> Any:
+    if isinstance(node, Block) and sharding_of(node) is not None:
+        return Block(node.body, node.name, tuple((k, v) for k, v in node.meta if k not in SHARDING_KEYS))
+    return node
 
 
 def _training(report: Any) -> bool:

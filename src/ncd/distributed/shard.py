@@ -39,7 +39,7 @@ __all__ = ["shard", "sharding_of", "Sharding", "BATCH"]
 BATCH = "b"
 #: boxes through whose own axes a split may run (their sharding rules live in derive.py)
 #: the block meta keys a sharded diagram carries
-SHARDING_KEYS = ("mesh", "placements", "fsdp")
+SHARDING_KEYS = ("mesh", "placements", "fsdp", "_sharding")
 NORMALISING = {"softmax", "layernorm", "rmsnorm", "batchnorm"}
 SPLITTABLE = {"linear", "einsum", "copy", "rename", "transpose", "swap", "delete", "add", "identity"}
 
@@ -56,8 +56,10 @@ class Sharding:
         return tuple(m for a, m in self.placements.items() if a == BATCH)
 
     def meta(self) -> tuple[tuple[str, Any], ...]:
+        """Block meta: the machine-read keys, and ``_sharding`` (a drawn block shows it under its name)."""
+        places = ", ".join(f"{a}→{m}" for a, m in self.placements.items())
         return (("mesh", self.mesh.items_tuple()), ("placements", tuple(sorted(self.placements.items()))),
-                ("fsdp", self.fsdp))
+                ("fsdp", self.fsdp), ("_sharding", f"{self.mesh}: {places}"))
 
     def __repr__(self) -> str:
         places = ", ".join(f"{a}={m}" for a, m in self.placements.items())

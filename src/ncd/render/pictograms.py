@@ -252,7 +252,7 @@ def _by_name(dom: Type, cod: Type) -> tuple[list[list[int]], list[list[int]]]:
 
 def component_box(ctx: Layout, node: Block) -> Frag:
     """A collapsed block: a 3-D box with its name and parameters; the sizes label its ports."""
-    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend")]
+    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp")]
     params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in meta)
     parts = typeset_text(node.name) + ((Piece(f" ({params})"),) if params else ())
     fill = fence_colour(node.name, avoid=ctx.fences[-1] if ctx.fences else None)
