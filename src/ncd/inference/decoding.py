@@ -204,6 +204,8 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     counts = {node.var: node for node in diagram.walk() if isinstance(node, Repeat)}
     sites = [dataclasses.replace(s, count=counts[s.var].stop - counts[s.var].start, start=counts[s.var].start)
              if s.var in counts else s for s in pre.sites]
+    batch = tuple(a.name for seg in bound.dom if token.name in seg.names for a in seg.axes if a.name != token.name)
+    sites = [dataclasses.replace(s, batch=batch) for s in sites]
     return Decoding(diagram, prefill, step, sites, token.name, all_sizes, _slots(pre.sites))
 
 

@@ -13,7 +13,7 @@ the past must be present.  That wire, just before the mixing box, is a **cache**
   the result; everything after the cut sees ``c+1`` key positions, everything before one.
 
 Positions that depend on the absolute index (a learned table sliced ``0:t``, sinusoidal
-positions) are taken at ``c : c+1`` in the step.  Both results are ordinary diagrams.
+positions, rotary embeddings ``ρ``) are taken at ``c : c+1`` in the step.  Both results are ordinary diagrams.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from ncd.ir.size import Size, size_text, sizes_equal, symbol
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.constant import SinusoidalOp
 from ncd.prims.movement import ConcatOp, SliceOp
+from ncd.prims.opaque import ViewOp
+from ncd.prims.rotary import RotaryOp
 from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 
 __all__ = ["DecodeError", "CacheSite", "Derivation", "derive", "token_axis", "causal_axes"]
@@ -61,10 +63,12 @@ class CacheSite:
     count: Size
     start: Size = sympy.Integer(0)
     blocks: tuple[str, ...] = ()
+    #: batch axes (the token input's other axes): one token of one sequence does not carry them
+    batch: tuple[str, ...] = ()
 
     def per_token(self) -> Segment:
-        """The cached wire without its key axis: what one token adds to the cache."""
-        return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis)
+        """The cached wire without its key axis and batch axes: what one token of one sequence adds to the cache."""
+        return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis and a.name not in self.batch)
 
     def slots(self) -> list[tuple[str, int | None]]:
         """Every ``(key, index)`` this site saves, once the repetition count is a number."""
@@ -189,6 +193,13 @@ class _Walk:
             return self.positions_slice(node, wires, mapping)
         if isinstance(prim, SinusoidalOp) and self.mode == "step" and prim.segment.axes[0].name in self.tokens:
             return self.positions_table(node)
+        if isinstance(prim, RotaryOp) and self.mode == "step" and prim.position.name in self.tokens:
+            if prim.position.name in full:
+                raise DecodeError(f"{node.text()}: rotates positions of a cached key axis {prim.position.name}; the step"
+                                  " needs the rotation before the cache")
+            rotated = dataclasses.replace(resize(prim, mapping, self.default_size), offset=prim.offset + self.past)
+            new = Box(rotated, node.label, node.source)
+            return new, [_Wire(new.cod[0], full & frozenset(new.cod[0].names))]
         if isinstance(prim, RenameOp):
             new_prim = resize(prim, mapping, self.default_size)
             assert isinstance(new_prim, RenameOp)
@@ -232,8 +243,7 @@ class _Walk:
             if not fresh:
                 continue
             if isinstance(core, Box):
-                own = {a.name for seg in core.dom for a in seg.axes}
-                if (fresh - woven) & own and not isinstance(core.prim, _POSITIONWISE):
+                if _mixes_box(core, fresh - woven):
                     result.append(j)
             elif _mixes(core, fresh):
                 result.append(j)
@@ -350,13 +360,30 @@ def resize(prim: Primitive, mapping: Mapping[str, Size], default: Any = lambda a
     return dataclasses.replace(prim, **changes)
 
 
+def _mixes_box(box: Box, names: set[str]) -> bool:
+    """Whether ``box`` has one of ``names`` as its own wire and mixes positions along it."""
+    own = {a.name for seg in box.dom for a in seg.axes} & names
+    if not own or isinstance(box.prim, _POSITIONWISE):
+        return False
+    if isinstance(box.prim, ViewOp):  # a view that keeps the key axis whole (or only renames it) is position-wise
+        return not all(_renamed_by_view(box.prim, n) for n in own)
+    return True
+
+
+def _renamed_by_view(prim: ViewOp, name: str) -> str | None:
+    """What a view calls the axis ``name`` of its source, when it keeps it whole (same size), else ``None``."""
+    source, target = prim.source, prim.target
+    k = source.names.index(name)
+    if name in target.names and sizes_equal(target.axis(name).size, source.axes[k].size):
+        return name
+    if len(source) == len(target) and all(sizes_equal(a.size, b.size) for a, b in zip(source.axes, target.axes)):
+        return target.axes[k].name
+    return None
+
+
 def _mixes(node: Diagram, names: set[str]) -> bool:
     """Whether some box inside ``node`` has one of ``names`` as its own wire and mixes along it."""
-    for box in node.boxes():
-        own = {a.name for seg in box.dom for a in seg.axes}
-        if own & names and not isinstance(box.prim, _POSITIONWISE):
-            return True
-    return False
+    return any(_mixes_box(box, names) for box in node.boxes())
 
 
 def _contains_mask(node: Diagram, keys: frozenset[str]) -> bool:
@@ -404,11 +431,15 @@ def token_names(diagram: Diagram, token: str) -> frozenset[str]:
     while changed:
         changed = False
         for b in diagram.boxes():
+            pairs: list[tuple[str, str | None]] = []
             if isinstance(b.prim, RenameOp):
-                for a, n in zip(b.prim.segment.axes, b.prim.names):
-                    if a.name in names and n not in names:
-                        names.add(n)
-                        changed = True
+                pairs = [(a.name, n) for a, n in zip(b.prim.segment.axes, b.prim.names)]
+            elif isinstance(b.prim, ViewOp):
+                pairs = [(n, _renamed_by_view(b.prim, n)) for n in b.prim.source.names]
+            for old, new in pairs:
+                if old in names and new is not None and new not in names:
+                    names.add(new)
+                    changed = True
     return frozenset(names)
 
 

@@ -45,33 +45,43 @@ class Decoder:
         if weights is None:
             weights = decoding.diagram.to_torch(**self.sizes).state_dict()
         self.weights = weights
-        self._prefill: dict[int, torch.nn.Module] = {}
-        self._steps: dict[int, torch.nn.Module] = {}
+        self._prefill: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._steps: dict[tuple[int, ...], torch.nn.Module] = {}
 
     def _module(self, diagram: Any, **sizes: int) -> torch.nn.Module:
-        module = diagram.to_torch(**self.sizes, **sizes)
+        module = diagram.to_torch(**{**self.sizes, **sizes})
         module.load_state_dict(self.weights)
         module = module.to(self.dtype).eval()
         if self.policy is not None:
             self.policy.apply_weights(module, self.dtype)
         return module
 
-    def prefill_module(self, length: int) -> torch.nn.Module:
-        if length not in self._prefill:
-            self._prefill[length] = self._module(self.decoding.prefill, **{self.decoding.token: length})
-        return self._prefill[length]
+    def prefill_module(self, length: int, **batch: int) -> torch.nn.Module:
+        """The lowered prefill of ``length`` tokens (batch sizes such as ``b=2`` where the inputs have them)."""
+        key = (length, *sorted(batch.items()))
+        if key not in self._prefill:
+            self._prefill[key] = self._module(self.decoding.prefill, **{self.decoding.token: length}, **batch)
+        return self._prefill[key]
 
-    def step_module(self, past: int) -> torch.nn.Module:
-        if past not in self._steps:
-            self._steps[past] = self._module(self.decoding.step, c=past)
-        return self._steps[past]
+    def step_module(self, past: int, **batch: int) -> torch.nn.Module:
+        """The lowered step after ``past`` cached positions."""
+        key = (past, *sorted(batch.items()))
+        if key not in self._steps:
+            self._steps[key] = self._module(self.decoding.step, c=past, **batch)
+        return self._steps[key]
 
-    def _length(self, tokens: torch.Tensor) -> int:
-        return int(tokens.shape[-1])
+    def _batch(self, tokens: torch.Tensor) -> dict[str, int]:
+        """Sizes of the token input's other axes (a traced model's batch ``b``), read off the tensor."""
+        seg = next(s for s in self.decoding.prefill.dom if self.decoding.token in s.names)
+        found = {}
+        for k, axis in enumerate(seg.axes):
+            if axis.name != self.decoding.token and str(axis.size) == axis.name and tokens.dim() >= len(seg) - k:
+                found[axis.name] = int(tokens.shape[k - len(seg)])
+        return found
 
     def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs at every prompt position and every cache (in ``decoding.slots`` order)."""
-        out = self.prefill_module(self._length(tokens))(tokens)
+        out = self.prefill_module(int(tokens.shape[-1]), **self._batch(tokens))(tokens)
         return out[0], self._store(out[1:])
 
     def step(self, token: torch.Tensor, caches: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -82,7 +92,7 @@ class Decoder:
         caches = self._load(caches)
         site = self.decoding.sites[0]
         past = int(caches[0].shape[_row(site)])
-        out = self.step_module(past)(token, *caches)
+        out = self.step_module(past, **self._batch(token))(token, *caches)
         return out[0], self._store(out[1:])
 
     # -- caches held in the policy's element types -------------------------------------------

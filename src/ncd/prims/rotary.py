@@ -8,7 +8,8 @@ the axis' indices ``0 … t-1``) it rotates the pairs ``(x_j, x_{j+k/2})`` of th
 
 the convention of Hugging Face's LLaMA (halves, not interleaved pairs).  ``scale``
 multiplies the cos/sin tables (HF's ``attention_scaling``).  ``inverse=True`` rotates by
-minus the angles (``sin`` negated): the transpose ``ρᵀ``, the box's backward.  Woven over batch and heads
+minus the angles (``sin`` negated): the transpose ``ρᵀ``, the box's backward.  ``offset`` shifts
+the positions to ``offset … offset+t-1`` (a decode step after ``c`` cached positions).  Woven over batch and heads
 (``b h t k``) it is the rotary embedding of a multi-head query or key.  The box is linear
 in ``x``: the table depends on the positions only.
 
@@ -29,7 +30,7 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.size import size_text
+from ncd.ir.size import Size, SizeLike, size, size_text
 
 __all__ = ["RotaryOp", "Rotary"]
 
@@ -44,6 +45,8 @@ class RotaryOp(Primitive):
     scale: float = 1.0
     #: rotate by minus the angles: the transpose ``ρᵀ`` (rotations are orthogonal)
     inverse: bool = False
+    #: the absolute position of index 0 along ``position`` (a decode step after ``c`` cached positions: ``c``)
+    offset: Size = sympy.Integer(0)
 
     op: ClassVar[str] = "rotary"
     family: ClassVar[str] = "rotary"
@@ -62,18 +65,26 @@ class RotaryOp(Primitive):
             raise ParseError(f"rotary on axis {self.axis.name}: the scale {self.scale!r} must be a number")
         if not isinstance(self.inverse, bool):
             raise ParseError(f"rotary on axis {self.axis.name}: inverse must be True or False, not {self.inverse!r}")
+        if not isinstance(self.offset, sympy.Basic):
+            object.__setattr__(self, "offset", size(self.offset))
+        if self.offset.is_number and not (self.offset.is_integer and self.offset >= 0):
+            raise SizeError(f"rotary on axis {self.axis.name}: the position offset {size_text(self.offset)} must be a"
+                            " whole number >= 0")
 
     def signature(self) -> tuple[Type, Type]:
         t = Type((Segment((self.position, self.axis)),))
         return t, t
 
     def label(self) -> str:
-        return "ρᵀ" if self.inverse else "ρ"
+        text = "ρᵀ" if self.inverse else "ρ"
+        return text if self.offset == 0 else f"{text}+{size_text(self.offset)}"
 
 
-def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0, inverse: bool = False) -> Box:
+def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0, inverse: bool = False,
+           offset: SizeLike = 0) -> Box:
     """Rotary position embedding of feature axis ``axis`` (even size) at the positions along ``position``.
 
-    ``inverse=True``: the rotation by minus the angles (the transpose, ``ρᵀ``).
+    ``inverse=True``: the rotation by minus the angles (the transpose, ``ρᵀ``).  ``offset``: the absolute
+    position of the first index (positions ``offset … offset+t-1``; a decode step's is the cache length).
     """
-    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse))
+    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse, size(offset)))

@@ -18,8 +18,10 @@ def lower_rotary(ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     axes = (prim.position, prim.axis)
     inv = f"1.0 / ({prim.base!r} ** (torch.arange(0, {k}, 2, dtype=torch.int64, device={x}.device).float() / {k}))"
-    freqs = ctx.em.assign("freqs", f"torch.arange({x}.shape[-2], device={x}.device).float()[:, None] * ({inv})[None, :]",
-                          axes)
+    offset = ctx.int(prim.offset, f"the position offset of {prim.axis.name}")
+    positions = f"torch.arange({x}.shape[-2], device={x}.device)" if not offset else \
+        f"torch.arange({offset}, {offset} + {x}.shape[-2], device={x}.device)"
+    freqs = ctx.em.assign("freqs", f"{positions}.float()[:, None] * ({inv})[None, :]", axes)
     angles = ctx.em.assign("angles", f"torch.cat(({freqs}, {freqs}), dim=-1)", axes)
     scale = "" if prim.scale == 1.0 else f" * {prim.scale!r}"
     cos = ctx.em.assign("cos", f"({angles}.cos(){scale}).to({x}.dtype)", axes)

@@ -1,0 +1,67 @@
+"""ncd.decode on traced ``transformers`` models: decoding equals the full forward and ``generate`` with the library's
+cache, and the cache bytes per token equal what the library's cache objects hold (small configs, random weights)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import transformers as T  # noqa: N812  (a test dependency: its absence must fail, not skip)
+
+import ncd
+
+warnings.filterwarnings("ignore", message=".*bos_token_id.*")
+
+SMALL = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+             vocab_size=50, max_position_embeddings=64, use_cache=False)
+MODELS = {
+    "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(**SMALL)),
+    "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**SMALL)),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def traced(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module, ncd.TracedDiagram]:
+    torch.manual_seed(0)
+    model = MODELS[request.param]().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diagram = ncd.trace(model, torch.randint(0, 50, (2, 6)), axes={"input_ids": "b ~t"})
+    return request.param, model, diagram
+
+
+def test_decoding_equals_the_full_forward_at_every_position(traced: tuple[str, torch.nn.Module, ncd.TracedDiagram]) -> None:
+    name, model, diagram = traced
+    d = ncd.decode(diagram)
+    # grouped-query attention: the caches hold the 2 key/value heads, not the 4 query heads
+    assert all(s.segment.axes[1].size == 2 for s in d.sites), [str(s.segment) for s in d.sites]
+    run = d.lower(dtype=torch.float64)
+    tokens = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    full = diagram.to_torch(t=9).double()
+    with torch.no_grad():
+        lowered = full(tokens)
+        library = model.double()(tokens).logits
+        model.float()
+        logits, caches = run.prefill(tokens[:, :5])
+        torch.testing.assert_close(logits, lowered[:, :5], rtol=1e-10, atol=1e-10)
+        for p in range(5, 9):
+            logits, caches = run.step(tokens[:, p:p + 1], caches)
+            torch.testing.assert_close(logits, lowered[:, p:p + 1], rtol=1e-10, atol=1e-10)
+            # the library computes its rotary tables in float32: agreement to that precision
+            torch.testing.assert_close(logits, library[:, p:p + 1], rtol=1e-6, atol=1e-6)
+
+
+def test_greedy_tokens_and_cache_bytes_equal_the_librarys(traced: tuple[str, torch.nn.Module, ncd.TracedDiagram]) -> None:
+    name, model, diagram = traced
+    d = ncd.decode(diagram)
+    prompt = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(2))
+    run = d.lower()
+    ours = run.generate(prompt, 4)
+    with torch.no_grad():
+        theirs = model.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=0)
+        cache = model(theirs, use_cache=True).past_key_values
+    assert ours.tolist() == theirs.tolist()
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert held == theirs.shape[-1] * d.cache_bytes(dtype="float32")
+    assert str(d.cache_formula()) == "64*q"  # 2 layers x (K, V) x 2 key/value heads x 8
