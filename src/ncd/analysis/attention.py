@@ -1,7 +1,8 @@
 """Attention: the masks' rules, and the cost of the fused ``scaled_dot_product_attention``.
 
 Lowering fuses softmax-then-contract attention into ``F.scaled_dot_product_attention``
-(``ncd.torch.fusion``), so the cost walk does too, on the same pattern.  Costs are those of
+where :func:`ncd.prims.patterns.recognise_attention` finds the pattern; the cost walk asks
+the same function, so it costs exactly the calls the generated code makes.  Costs are those of
 PyTorch's *math* backend (the one ``FlopCounterMode`` can see; measure under
 ``sdpa_kernel(SDPBackend.MATH)``): two batched products of ``2·B·L·S·E`` and ``2·B·L·S·Ev``
 FLOPs, each repeated twice backward; autograd keeps the scaled queries and keys (new
@@ -18,35 +19,17 @@ import sympy
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
 from ncd.analysis.layout import Tensor, numel
 from ncd.analysis.tables import cost_rule
-from ncd.ir.diagram import Diagram, unweave
+from ncd.ir.diagram import Diagram, Par, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
+from ncd.prims.patterns import recognise_attention
 
 __all__ = ["match", "fused_attention"]
 
-from ncd.analysis.tables import _PRIMES  # noqa: E402
-
-
 def match(parts: list[Diagram], k: int) -> tuple[int, Any] | None:
-    """The attention pattern lowering fuses at ``parts[k:]`` (recognised on dummy sizes if unbound)."""
-    from ncd.ir.diagram import Par
-    from ncd.torch import fusion
-
-    if not fusion.ENABLED:
-        return None
+    """The attention pattern lowering fuses at ``parts[k:]`` (the one recogniser, on any sizes)."""
     if not isinstance(unweave(parts[k])[0], Par):
         return None
-    found = fusion._recognise(parts, k)
-    if found is not None:
-        return found
-    window = parts[k: k + 8]
-    free = sorted({s for p in window for s in p.free_symbols}, key=str)
-    if not free or len(free) > len(_PRIMES):
-        return None
-    dummy = {str(s): n for s, n in zip(free, _PRIMES)}
-    try:
-        return fusion._recognise([p.bind(**dummy) for p in window], 0)
-    except Exception:  # sizes that only make sense bound: the numbers (bound walk) decide
-        return None
+    return recognise_attention(parts, k)
 
 
 def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor]) -> list[Tensor]:

@@ -40,7 +40,8 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave
+from ncd.ir.interpreter import Interpreter
 from ncd.ir.size import evaluate, symbol
 
 __all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
@@ -169,7 +170,9 @@ class CostContext:
         return numel(self.out_axes[j])
 
 
-class _Walker:
+class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
+    """The cost model as an :class:`~ncd.ir.interpreter.Interpreter`: abstract tensors in, costs recorded."""
+
     def __init__(self, itemsize: int, training: bool = True) -> None:
         self.itemsize = itemsize
         self.training = training
@@ -201,48 +204,33 @@ class _Walker:
         self.saved[t.storage] = len(self.boxes)
         metrics.activation_bytes += self.bytes[t.storage]
 
-    # -- the walk ----------------------------------------------------------------------
+    # -- the walk (ncd.ir.interpreter: the traversal code generation shares) -------------------
     def walk(self, node: Diagram, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
-        if isinstance(node, Identity):
-            return values
-        if isinstance(node, Seq):
-            from ncd.analysis.attention import fused_attention, match
+        return self.run(node, values, frame)
 
-            parts, k = list(node.parts), 0
-            while k < len(parts):
-                found = match(parts, k)
-                if found is not None:
-                    length, pattern = found
-                    values = fused_attention(self, pattern, parts[k: k + length], values)
-                    k += length
-                    continue
-                values = self.walk(parts[k], values, frame)
-                k += 1
-            return values
-        if isinstance(node, Par):
-            out: list[Tensor] = []
-            offset = 0
-            for part in node.parts:
-                n = len(part.dom)
-                out.extend(self.walk(part, values[offset: offset + n], frame))
-                offset += n
-            return out
-        if isinstance(node, Box):
-            return self.box(node, values, (), frame)
-        if isinstance(node, Weave):
-            inner, woven = unweave(node)
-            if isinstance(inner, Box) and cost_entry(inner.prim).in_place(inner, woven):
-                return self.box(inner, values, woven, frame)
-            return self.generic(inner, values, woven, frame, node.cod)
-        if isinstance(node, Block):
-            self.blocks.append(node.name)
-            try:
-                return self.walk(node.body, values, frame)
-            finally:
-                self.blocks.pop()
-        if isinstance(node, Repeat):
-            return self.repeat(node, values, frame)
-        raise AnalysisError(f"no cost analysis for diagram node {type(node).__name__}")
+    def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Tensor], frame: tuple[Axis, ...]
+                ) -> tuple[int, list[Tensor]] | None:
+        from ncd.analysis.attention import fused_attention, match
+
+        found = match(list(parts), k)
+        if found is None:
+            return None
+        length, pattern = found
+        return length, fused_attention(self, pattern, list(parts[k: k + length]), values)
+
+    def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
+        return cost_entry(box.prim).in_place(box, woven)
+
+    def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Tensor], cod: Type,
+              frame: tuple[Axis, ...]) -> list[Tensor]:
+        return self.generic(inner, values, woven, frame, cod)
+
+    def block(self, node: Block, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        self.blocks.append(node.name)
+        try:
+            return self.run(node.body, values, frame)
+        finally:
+            self.blocks.pop()
 
     def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...]) -> list[Tensor]:
         self.step += 1

@@ -16,18 +16,14 @@ from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor, einsum, numel
 from ncd.analysis.tables import cost_rule
 from ncd.ir.axes import Axis
+from ncd.ir.diagram import Box, Weave
+from ncd.ir.weaving import Side, WeaveView
 from ncd.prims.linear import EinsumOp, LinearOp, UnitOp
 
 
-def markers(box: object, woven: tuple, side: str, j: int) -> list[tuple[str, int]]:
+def markers(box: Box, woven: tuple[Weave, ...], side: Side, j: int) -> list[tuple[str, int]]:
     """The code layout of input/output ``j``: ``("own", k)`` or ``("woven", w)`` per axis (as lowering sees it)."""
-    own = (box.dom if side == "dom" else box.cod)[j]  # type: ignore[attr-defined]
-    layout: list[tuple[str, int]] = [("own", k) for k in range(len(own))]
-    for w in reversed(range(len(woven))):
-        pos = (woven[w].dom_pos if side == "dom" else woven[w].cod_pos)[j]
-        if pos is not None:
-            layout.insert(pos, ("woven", w))
-    return layout
+    return WeaveView(box, woven).markers(side, j)
 
 
 def _trailing(ctx: CostContext) -> bool:
@@ -127,7 +123,7 @@ def cost_unit(ctx: CostContext) -> list[Tensor]:
 from ncd.analysis.backward import BoxBackward, batched_rule, cot, route, woven_leading  # noqa: E402
 from ncd.analysis.tables import backward_rule  # noqa: E402
 from ncd.ir.axes import Segment, Type  # noqa: E402
-from ncd.ir.diagram import Box, Identity, Par, Seq  # noqa: E402
+from ncd.ir.diagram import Identity, Par, Seq  # noqa: E402
 from ncd.prims.derivative import DiagonalOp, ExpandOp, LinearTransposeOp, LinearWeightGradOp, weight_segment  # noqa: E402
 from ncd.prims.structure import DeleteOp  # noqa: E402
 

@@ -95,7 +95,7 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ncd.torch.rules.opaque import call_text
+    from ncd.prims.opaque import call_text
 
     xs = []
     for shape, dtype in zip(shapes, dtypes):

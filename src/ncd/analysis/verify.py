@@ -21,7 +21,7 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     """``[(what, from the backward diagram, from torch.autograd), ...]`` for every float input and parameter."""
     import torch
 
-    from ncd.torch.codegen import bind_all, defaults_of
+    from ncd.ir.diagram import bind_all, defaults_of
 
     torch.manual_seed(seed)
     repeats = {str(s) for s in diagram.free_symbols}  # bind everything: repetitions unroll only when counted

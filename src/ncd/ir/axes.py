@@ -122,7 +122,7 @@ class Segment:
         if not self.axes and self.dtype == "float":
             return SCALAR_TEXT
         if self.dtype == "index":
-            text += (" " if text else "") + f"[{size_text(self.range)}]"  # type: ignore[arg-type]
+            text += (" " if text else "") + f"[{size_text(self.range)}]"
         elif self.dtype == "bool":
             text += (" " if text else "") + "[bool]"
         return text
@@ -177,7 +177,7 @@ class Segment:
             and all(a.same(b) for a, b in zip(self.axes, other.axes))
             and self.dtype == other.dtype
             and (self.range is None) == (other.range is None)
-            and (self.range is None or sizes_equal(self.range, other.range))  # type: ignore[arg-type]
+            and (self.range is None or sizes_equal(self.range, other.range))
         )
 
 
@@ -221,7 +221,7 @@ class Type:
                 found |= a.size.free_symbols
             if seg.range is not None:
                 found |= seg.range.free_symbols
-        return found  # type: ignore[return-value]
+        return found
 
 
 AxisLike = Union[str, Axis]

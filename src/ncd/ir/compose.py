@@ -123,8 +123,8 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
                 continue
             a, b = want.axes[t_index], have.axes[h_index]
             _unify_sizes(a.size, b.size, left_mapping, mapping, ctx, diagram, f"axis {a.name}")
-        if want.dtype == "index" and not sizes_equal(want.range, have.range):  # type: ignore[arg-type]
-            _unify_sizes(want.range, have.range, left_mapping, mapping, ctx, diagram,  # type: ignore[arg-type]
+        if want.dtype == "index" and not sizes_equal(want.range, have.range):
+            _unify_sizes(want.range, have.range, left_mapping, mapping, ctx, diagram,
                          f"the index range of segment {j}")
         used = [i for i, h in enumerate(matched) if h is not None]
         extras: dict[str, int] = {}

@@ -30,7 +30,7 @@ from ncd.ir.size import Size, SizeLike, evaluate, size, substitute, symbol
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave"]
+__all__ = ["bind_all", "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave"]
 
 
 class Diagram:
@@ -117,11 +117,11 @@ class Diagram:
                 yield node
 
     # -- interpreters (lazy imports keep ncd.ir free of torch) ----------------------
-    def to_torch(self, **sizes: int) -> torch.nn.Module:
+    def to_torch(self, *, check_inputs: bool = True, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` (sizes bound here override ``defaults``)."""
         from ncd.torch.module import to_torch
 
-        return to_torch(self, **sizes)
+        return to_torch(self, check_inputs=check_inputs, **sizes)
 
     def to_source(self, **sizes: int) -> str:
         """Readable PyTorch source for this diagram."""
@@ -271,7 +271,8 @@ class Seq(Diagram):
         flat: list[Diagram] = []
         junctions: list[int] = []
         for p in parts:
-            pieces = [q for q in (p.parts if isinstance(p, Seq) else (p,)) if not isinstance(q, Identity)]
+            # a Seq's parts are never identities (dropped when it was built)
+            pieces = p.parts if isinstance(p, Seq) else () if isinstance(p, Identity) else (p,)
             if pieces and flat:
                 junctions.append(len(flat))
             flat.extend(pieces)
@@ -370,7 +371,7 @@ class Weave(Diagram):
         return Weave(self.inner.subs(mapping), self.axis.subs(mapping), self.dom_pos, self.cod_pos)
 
     def _own_symbols(self) -> set[sympy.Symbol]:
-        return set(self.axis.size.free_symbols)  # type: ignore[arg-type]
+        return set(self.axis.size.free_symbols)
 
 
 @dataclass(frozen=True, repr=False)
@@ -432,7 +433,7 @@ class Repeat(Diagram):
         return Repeat(self.body.subs(inner), self.var, substitute(self.start, inner), substitute(self.stop, inner), self.name)
 
     def _own_symbols(self) -> set[sympy.Symbol]:
-        return set(self.start.free_symbols | self.stop.free_symbols)  # type: ignore[arg-type]
+        return set(self.start.free_symbols | self.stop.free_symbols)
 
     def walk(self) -> Iterator[Diagram]:
         yield self
@@ -498,3 +499,24 @@ def repeat(
     if not isinstance(built, Diagram):
         raise TypeMismatchError(f"repeat: the body must be a diagram, not {type(built).__name__}")
     return Repeat(built, var, size(start), size(stop), name)
+
+
+def defaults_of(diagram: Diagram) -> dict[str, int]:
+    """Default sizes recorded on a top-level block (``meta['defaults']``)."""
+    if isinstance(diagram, Block):
+        return dict(diagram.get("defaults", ()))
+    return {}
+
+
+def bind_all(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
+    """Bind defaults then ``sizes``; every size must end up a whole number."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SizeError(f"size {key}={value!r} must be a positive whole number")
+    merged = {**defaults_of(diagram), **sizes}
+    bound = diagram.bind(**merged) if merged else diagram
+    free = bound.free_symbols
+    if free:
+        names = ", ".join(sorted(str(s) for s in free))
+        raise SizeError(f"cannot lower '{bound.dom}' -> '{bound.cod}': sizes {names} are not bound; pass them as keywords")
+    return bound

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import sympy
 
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.size import Size, substitute
 
@@ -34,6 +35,8 @@ class Primitive:
     learned: ClassVar[bool] = False
     #: Whether the lowered function broadcasts missing leading axes of its inputs (like ``+``).
     broadcasts: ClassVar[bool] = True
+    #: Which woven layouts the lowering handles in place (``ncd.ir.weaving``); others move woven axes to the front.
+    weave_policy: ClassVar[weaving.WeavePolicy] = weaving.never
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,9 +79,9 @@ class Primitive:
             if isinstance(v, (Segment, Type)):
                 found.update((v if isinstance(v, Type) else Type((v,))).free_symbols)
             elif isinstance(v, Axis):
-                found.update(v.size.free_symbols)  # type: ignore[arg-type]
+                found.update(v.size.free_symbols)
             elif isinstance(v, sympy.Basic):
-                found.update(v.free_symbols)  # type: ignore[arg-type]
+                found.update(v.free_symbols)
             return v
 
         for f in dataclasses.fields(self):
@@ -93,7 +96,7 @@ def _subs_value(value: Any, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Any:
     if isinstance(value, (Axis, Segment, Type)):
         return value.subs(mapping)
     if isinstance(value, sympy.Basic):
-        return substitute(value, mapping)  # type: ignore[arg-type]
+        return substitute(value, mapping)
     return value
 
 

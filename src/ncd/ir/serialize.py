@@ -67,7 +67,7 @@ def _value(v: Any) -> Any:
     if isinstance(v, Type):
         return {"type": [_value(s) for s in v.segments]}
     if isinstance(v, sympy.Basic):
-        return {"size": size_text(v)}  # type: ignore[arg-type]
+        return {"size": size_text(v)}
     if isinstance(v, tuple):
         return {"tuple": [_value(x) for x in v]}
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -253,7 +253,7 @@ class _Reader:
         if unknown:
             raise self.fail(f"{path}.fields", f"primitive {op!r} has no field(s) {sorted(unknown)}")
         fields = {k: self.value(v, f"{path}.fields.{k}") for k, v in raw.items()}
-        hints = _field_hints(cls)
+        hints = _field_hints(cls)  # type: ignore[arg-type]  # a primitive class is hashable
         for k, v in fields.items():
             if k in hints and not _conforms(v, hints[k]):
                 raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {_hint_text(hints[k])}, found {_short(v)}")

@@ -193,7 +193,7 @@ def size(value: SizeLike) -> sympy.Expr:
     if isinstance(value, str):
         return _parse(value)
     if isinstance(value, sympy.Basic):
-        return value  # type: ignore[return-value]
+        return value
     raise SizeError(f"a size must be a whole number or an expression, not {type(value).__name__} {value!r}")
 
 
@@ -207,7 +207,7 @@ def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     """Whether two sizes are equal for every value of their symbols."""
     if a == b:
         return True
-    return sympy.simplify(a - b) == 0
+    return bool(sympy.simplify(a - b) == 0)
 
 
 def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:

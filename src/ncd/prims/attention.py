@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -37,6 +38,7 @@ class CausalMaskOp(Primitive):
     key: Axis
 
     op: ClassVar[str] = "causal_mask"
+    weave_policy = weaving.input_like_output
     family: ClassVar[str] = "attention"
     kind: ClassVar[Kind] = "nonlinear"
 
@@ -59,6 +61,7 @@ class PaddingMaskOp(Primitive):
     key: Axis
 
     op: ClassVar[str] = "padding_mask"
+    weave_policy = weaving.mask_aligned
     family: ClassVar[str] = "attention"
     kind: ClassVar[Kind] = "nonlinear"
 

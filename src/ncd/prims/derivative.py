@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError, TypeMismatchError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -49,6 +50,7 @@ class DerivativeOp(Primitive):
     at: str = "input"
 
     op: ClassVar[str] = "derivative"
+    weave_policy = weaving.always
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "nonlinear"
 
@@ -76,6 +78,7 @@ class SoftmaxBackwardOp(Primitive):
     log: bool = False
 
     op: ClassVar[str] = "softmax_backward"
+    weave_policy = weaving.same_inputs_and_output
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "nonlinear"
 
@@ -162,6 +165,13 @@ class NormBackwardOp(Primitive):
         return ("LN" if self.norm == "layer" else "RMS") + "ᵀ"
 
 
+def _mask_backward_policy(view: weaving.WeaveView) -> bool:
+    """In place when the cotangent keeps its layout and a padding mask's axes come in its order."""
+    prim = view.box.prim
+    assert isinstance(prim, MaskBackwardOp)
+    return weaving.mask_aligned(view) if prim.query is None else weaving.input_like_output(view)
+
+
 @dataclass(frozen=True)
 class MaskBackwardOp(Primitive):
     """The transpose of a mask: the cotangent with zeros where scores were masked.
@@ -174,6 +184,7 @@ class MaskBackwardOp(Primitive):
     query: Axis | None = None
 
     op: ClassVar[str] = "mask_backward"
+    weave_policy = staticmethod(_mask_backward_policy)
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "linear"
 
@@ -255,6 +266,7 @@ class LinearTransposeOp(Primitive):
     cod_axes: Segment
 
     op: ClassVar[str] = "linear_transpose"
+    weave_policy = weaving.always
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
 
@@ -278,6 +290,7 @@ class LinearWeightGradOp(Primitive):
     batch: Segment = Segment(())
 
     op: ClassVar[str] = "linear_weight_grad"
+    weave_policy = weaving.always
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError
+from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -69,6 +70,7 @@ class ElementwiseOp(Primitive):
     function: str
 
     op: ClassVar[str] = "elementwise"
+    weave_policy = weaving.always
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "nonlinear"
 
@@ -95,6 +97,7 @@ class ScaleOp(Primitive):
     factor: Size
 
     op: ClassVar[str] = "scale"
+    weave_policy = weaving.always
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "linear"
 
@@ -112,6 +115,7 @@ class MultiplyOp(Primitive):
     n: int = 2
 
     op: ClassVar[str] = "multiply"
+    weave_policy = weaving.same_layouts
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "multilinear"
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -40,6 +41,7 @@ class EmbeddingOp(Primitive):
     dim: Segment
 
     op: ClassVar[str] = "embedding"
+    weave_policy = weaving.trailing
     family: ClassVar[str] = "embedding"
     kind: ClassVar[Kind] = "linear"
     learned: ClassVar[bool] = True
@@ -67,6 +69,7 @@ class UnembedOp(Primitive):
     bias: bool = False
 
     op: ClassVar[str] = "unembed"
+    weave_policy = weaving.trailing
     family: ClassVar[str] = "embedding"
     kind: ClassVar[Kind] = "linear"
     learned: ClassVar[bool] = True

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError, SizeError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -43,6 +44,7 @@ class LinearOp(Primitive):
     bias: bool = False
 
     op: ClassVar[str] = "linear"
+    weave_policy = weaving.always
     family: ClassVar[str] = "linear"
     kind: ClassVar[Kind] = "linear"
     learned: ClassVar[bool] = True
@@ -73,6 +75,7 @@ class EinsumOp(Primitive):
     output: Segment
 
     op: ClassVar[str] = "einsum"
+    weave_policy = weaving.always
     family: ClassVar[str] = "linear"
     kind: ClassVar[Kind] = "multilinear"
 

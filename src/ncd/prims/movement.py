@@ -33,6 +33,7 @@ from typing import ClassVar
 import sympy
 
 from ncd.errors import ParseError, SizeError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -104,6 +105,7 @@ class BindOp(Primitive):
     output: Axis
 
     op: ClassVar[str] = "bind"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "structural"
 
@@ -133,6 +135,7 @@ class UnbindOp(Primitive):
     outputs: Segment
 
     op: ClassVar[str] = "unbind"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "structural"
 
@@ -168,6 +171,7 @@ class ConcatOp(Primitive):
     after: Segment = Segment(())
 
     op: ClassVar[str] = "concat"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "linear"
 
@@ -205,6 +209,7 @@ class IndexOp(Primitive):
     index: Size
 
     op: ClassVar[str] = "index"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "linear"
 
@@ -233,6 +238,7 @@ class SliceOp(Primitive):
     output: Axis
 
     op: ClassVar[str] = "slice"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "linear"
 
@@ -268,6 +274,7 @@ class SqueezeOp(Primitive):
     axis: Axis
 
     op: ClassVar[str] = "squeeze"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "structural"
 
@@ -290,6 +297,7 @@ class UnsqueezeOp(Primitive):
     position: int = 0
 
     op: ClassVar[str] = "unsqueeze"
+    weave_policy = weaving.same_weave
     family: ClassVar[str] = "movement"
     kind: ClassVar[Kind] = "structural"
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -73,6 +74,7 @@ class LayerNormOp(Primitive):
     bias: bool = True
 
     op: ClassVar[str] = "layernorm"
+    weave_policy = weaving.own_last
     family: ClassVar[str] = "normalization"
     kind: ClassVar[Kind] = "nonlinear"
     learned: ClassVar[bool] = True
@@ -106,6 +108,7 @@ class RMSNormOp(Primitive):
     affine: bool = True
 
     op: ClassVar[str] = "rmsnorm"
+    weave_policy = weaving.own_last
     family: ClassVar[str] = "normalization"
     kind: ClassVar[Kind] = "nonlinear"
     learned: ClassVar[bool] = True
@@ -143,6 +146,7 @@ class BatchNormOp(Primitive):
     track_running_stats: bool = True
 
     op: ClassVar[str] = "batchnorm"
+    weave_policy = weaving.always
     family: ClassVar[str] = "normalization"
     kind: ClassVar[Kind] = "nonlinear"
     learned: ClassVar[bool] = True

@@ -26,13 +26,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ncd.errors import ParseError, SizeError
+from ncd.errors import LoweringError, NCDError, ParseError, SizeError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, evaluate, size_text
 
-__all__ = ["OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
+__all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
            "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
@@ -284,3 +284,49 @@ def Constant(segment: TypeLike, dtype: str = "float32", value: float | None = No
 def View(source: TypeLike, target: TypeLike) -> Box:
     """Read one segment with other wires of the same total size, e.g. ``View("m:6", "k:2 h:3")``."""
     return Box.make(ViewOp(_segment(source, "a view"), _segment(target, "a view")))
+
+
+# -- the call as source (written by lowering, run by the cost measurement) ---------------------------
+def literal(value: Any, inputs: list[str]) -> str:
+    """Python source for one captured argument (``("$in", j)`` is input ``j``)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0].startswith("$"):
+        tag, payload = value
+        if tag == "$in" and isinstance(payload, int) and not isinstance(payload, bool) and 0 <= payload < len(inputs):
+            return inputs[payload]
+        if tag in TAGS and payload in TAGS[tag]:
+            return f"torch.{payload}"
+        if tag == "$device" and isinstance(payload, str) and DEVICE.fullmatch(payload):
+            return f"torch.device({payload!r})"
+        raise LoweringError(f"opaque box: argument {value!r} cannot be written as source")
+    if isinstance(value, tuple):
+        inner = ", ".join(literal(v, inputs) for v in value)
+        return f"[{inner}]"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "float('-inf')"
+        if math.isnan(value):
+            return "float('nan')"
+        return repr(float(value))
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)  # str: checked against a short word pattern by ``check_call``; repr quotes it
+    raise LoweringError(f"opaque box: argument {value!r} of type {type(value).__name__} cannot be written as source")
+
+
+def checked(prim: OpaqueOp) -> None:
+    """Re-check the call before writing it as source (the primitive may have been built around its checks)."""
+    try:
+        check_call(prim.target, len(prim.inputs), prim.args, prim.kwargs)
+    except NCDError as e:
+        raise LoweringError(f"cannot lower {e}") from None
+
+
+def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
+    checked(prim)
+    args = [literal(a, inputs) for a in prim.args]
+    args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
+    parts = prim.target.split(".")
+    if parts[0] == "aten":
+        fn = "torch.ops." + prim.target
+    else:
+        raise LoweringError(f"opaque box: cannot call {prim.target!r}")
+    return f"{fn}({', '.join(args)})"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError
+from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -27,6 +28,7 @@ class DropoutOp(Primitive):
     p: float = 0.5
 
     op: ClassVar[str] = "dropout"
+    weave_policy = weaving.always
     family: ClassVar[str] = "regularization"
     kind: ClassVar[Kind] = "nonlinear"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
@@ -26,6 +27,7 @@ class SoftmaxOp(Primitive):
     log: bool = False
 
     op: ClassVar[str] = "softmax"
+    weave_policy = weaving.always
     family: ClassVar[str] = "softmax"
     kind: ClassVar[Kind] = "nonlinear"
 

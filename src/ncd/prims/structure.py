@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ncd.errors import ParseError, TypeMismatchError
+from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par
 from ncd.ir.primitive import Kind, Primitive
@@ -51,6 +52,7 @@ class CopyOp(Primitive):
     n: int = 2
 
     op: ClassVar[str] = "copy"
+    weave_policy = weaving.always
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
 
@@ -72,6 +74,7 @@ class DeleteOp(Primitive):
     type: Type
 
     op: ClassVar[str] = "delete"
+    weave_policy = weaving.always
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
 
@@ -89,6 +92,7 @@ class AddOp(Primitive):
     n: int = 2
 
     op: ClassVar[str] = "add"
+    weave_policy = weaving.same_layouts
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "linear"
 
@@ -111,6 +115,7 @@ class SwapOp(Primitive):
     perm: tuple[int, ...]
 
     op: ClassVar[str] = "swap"
+    weave_policy = weaving.always
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
 
@@ -133,6 +138,7 @@ class TransposeOp(Primitive):
     perm: tuple[int, ...]
 
     op: ClassVar[str] = "transpose"
+    weave_policy = weaving.woven_kept
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "linear"
 
@@ -158,6 +164,7 @@ class RenameOp(Primitive):
     names: tuple[str, ...]
 
     op: ClassVar[str] = "rename"
+    weave_policy = weaving.always
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
 

@@ -128,6 +128,10 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     target = os.fspath(path)
     ext = os.path.splitext(target)[1].lower()
     writer = WRITERS.get(ext)
+    if writer is None:  # the viewer registers ".html"; imported here, so that render does not import viewer
+        import ncd.viewer  # noqa: F401
+
+        writer = WRITERS.get(ext)
     if writer is None:
         known = ", ".join(sorted(WRITERS))
         raise InputError(f"draw: cannot write {target!r}: unknown extension {ext or '(none)'!r}; known: {known}")
@@ -140,5 +144,3 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     writer(_check(diagram), target, Style.from_options(**options))
     return target
 
-
-import ncd.viewer  # noqa: E402,F401  (registers the ".html" writer: the interactive viewer)

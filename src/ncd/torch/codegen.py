@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ncd.errors import LoweringError, SizeError
+from ncd.errors import LoweringError
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
+from ncd.ir.interpreter import Interpreter
 from ncd.ir.size import evaluate, size_text
+from ncd.ir.weaving import lowers_in_place
 from ncd.prims.structure import LoadOp, SaveOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, Value, Woven, rule_for
 
@@ -26,27 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 '''
-
-
-def defaults_of(diagram: Diagram) -> dict[str, int]:
-    """Default sizes recorded on a top-level block (``meta['defaults']``)."""
-    if isinstance(diagram, Block):
-        return dict(diagram.get("defaults", ()))
-    return {}
-
-
-def bind_all(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
-    """Bind defaults then ``sizes``; every size must end up a whole number."""
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SizeError(f"size {key}={value!r} must be a positive whole number")
-    merged = {**defaults_of(diagram), **sizes}
-    bound = diagram.bind(**merged) if merged else diagram
-    free = bound.free_symbols
-    if free:
-        names = ", ".join(sorted(str(s) for s in free))
-        raise SizeError(f"cannot lower '{bound.dom}' -> '{bound.cod}': sizes {names} are not bound; pass them as keywords")
-    return bound
 
 
 def identifier(text: str, default: str = "x") -> str:
@@ -79,11 +60,19 @@ class ClassEmitter:
     #: woven axes moved in front of every tensor while a woven sub-diagram is lowered (shown in comments)
     leading: tuple[Axis, ...] = ()
 
+    #: per base name, the next suffix to try (so that naming n locals alike stays linear)
+    suffixes: dict[str, int] = field(default_factory=dict)
+
     def fresh(self, hint: str) -> str:
         base = identifier(hint)
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
+        name, k = base, self.suffixes.get(base, 1)
+        if name in self.names:
+            name = f"{base}_{k}"
+            while name in self.names:
+                k += 1
+                name = f"{base}_{k}"
+            k += 1
+        self.suffixes[base] = k
         self.names.add(name)
         return name
 
@@ -103,8 +92,8 @@ class ClassEmitter:
         return name
 
 
-class Codegen:
-    """Walks a fully bound diagram and writes classes."""
+class Codegen(Interpreter[Value, "ClassEmitter"]):
+    """Walks a fully bound diagram and writes classes (an :class:`~ncd.ir.interpreter.Interpreter`)."""
 
     def __init__(self) -> None:
         self.classes: dict[Diagram, str] = {}
@@ -156,46 +145,34 @@ class Codegen:
         lines.append(f"        return {result if len(outputs) == 1 else '(' + result + (',' if len(outputs) == 1 else '') + ')'}")
         return "\n".join(lines) + "\n"
 
-    # -- the walk --------------------------------------------------------------------
+    # -- the walk (ncd.ir.interpreter: the traversal the cost analysis shares) -----------------
     def lower(self, node: Diagram, em: ClassEmitter, values: list[Value]) -> list[Value]:
-        if isinstance(node, Identity):
-            return values
-        if isinstance(node, Seq):
-            from ncd.torch.fusion import match_attention
+        return self.run(node, values, em)
 
-            parts = list(node.parts)
-            k = 0
-            while k < len(parts):
-                fused = match_attention(parts, k)
-                if fused is not None:
-                    length, emit = fused
-                    values = emit(self, em, values)
-                    k += length
-                    continue
-                values = self.lower(parts[k], em, values)
-                k += 1
-            return values
-        if isinstance(node, Par):
-            out: list[Value] = []
-            offset = 0
-            for part in node.parts:
-                n = len(part.dom)
-                out.extend(self.lower(part, em, values[offset : offset + n]))
-                offset += n
-            return out
-        if isinstance(node, Box):
-            return self.lower_box(node, em, values, ())
-        if isinstance(node, Weave):
-            inner, chain = unweave(node)
-            woven = tuple(Woven(w.axis, w.dom_pos, w.cod_pos) for w in chain)
-            if isinstance(inner, Box):
-                return self.lower_box(inner, em, values, woven)
-            return self.lower_weave_generic(inner, em, values, woven, node.cod)
-        if isinstance(node, Block):
-            return self.call_block(node.body, node.name, em, values)
-        if isinstance(node, Repeat):
-            return self.lower_repeat(node, em, values)
-        raise LoweringError(f"no lowering for diagram node {type(node).__name__}")
+    def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Value], em: ClassEmitter
+                ) -> tuple[int, list[Value]] | None:
+        from ncd.torch.fusion import match_attention
+
+        fused = match_attention(list(parts), k)
+        if fused is None:
+            return None
+        length, emit = fused
+        return length, emit(self, em, values)
+
+    def box(self, box: Box, values: list[Value], woven: tuple[Weave, ...], em: ClassEmitter) -> list[Value]:
+        return self.lower_box(box, em, values, _record(woven))
+
+    def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Value], cod: Type, em: ClassEmitter
+              ) -> list[Value]:
+        if isinstance(inner, Box):
+            return self.lower_box(inner, em, values, _record(woven))
+        return self.lower_weave_generic(inner, em, values, _record(woven), cod)
+
+    def block(self, node: Block, values: list[Value], em: ClassEmitter) -> list[Value]:
+        return self.call_block(node.body, node.name, em, values)
+
+    def repeat(self, node: Repeat, values: list[Value], em: ClassEmitter) -> list[Value]:
+        return self.lower_repeat(node, em, values)
 
     def call_block(self, body: Diagram, title: str, em: ClassEmitter, values: list[Value], attr: str | None = None) -> list[Value]:
         cls = self.class_for(body, title)
@@ -253,14 +230,14 @@ class Codegen:
         self._track_store(box)
         em.uses_store = em.uses_store or isinstance(box.prim, (SaveOp, LoadOp))
         out_types = _woven_cod(box, woven)
-        if not woven or (entry.weave_aware and _uniform_weave(box, woven)):
+        if lowers_in_place(box, woven):
             ctx = RuleContext(box, list(values), woven, [seg.axes for seg in out_types], em)
             try:
                 exprs = entry.fn(ctx)
             except NotWeaveAware:
-                pass
-            else:
-                return self._bind_outputs(box, em, exprs, out_types)
+                raise LoweringError(f"the lowering rule of {box.prim.op!r} refused the woven layout its primitive's"
+                                    " weave_policy accepts") from None
+            return self._bind_outputs(box, em, exprs, out_types)
         return self.lower_weave_generic(box, em, values, woven, out_types)
 
     def _track_store(self, box: Box) -> None:
@@ -351,32 +328,8 @@ def _markers(n_own: int, positions: list[int | None]) -> list[tuple[str, int]]:
     return layout
 
 
-def _uniform_weave(box: Box, woven: tuple[Woven, ...]) -> bool:
-    """Whether every woven axis keeps its place (before or after the box's own axes, in the same order)
-    in every input that carries it and in every output.
-
-    Weave-aware rules are written for such weaves (the ones composition builds); any other
-    weave — an axis that moves, or sits between the box's own axes — is lowered generically.
-    """
-
-    def sides(n_own: int, positions: list[int | None]) -> list[tuple[int, str]] | None:
-        layout = _markers(n_own, positions)
-        own = [i for i, (kind, _) in enumerate(layout) if kind == "own"]
-        result = []
-        for i, (kind, w) in enumerate(layout):
-            if kind != "woven":
-                continue
-            if own and own[0] < i < own[-1]:
-                return None
-            result.append((w, "before" if not own or i < own[0] else "after"))
-        return result
-
-    layouts = [sides(len(seg), [w.dom_pos[j] for w in woven]) for j, seg in enumerate(box.dom)]
-    layouts += [sides(len(seg), [w.cod_pos[j] for w in woven]) for j, seg in enumerate(box.cod)]
-    if any(layout is None for layout in layouts):
-        return False
-    full = max(layouts, key=len)  # type: ignore[arg-type]
-    return all(layout == [x for x in full if x in layout] for layout in layouts)  # type: ignore[union-attr,operator]
+def _record(woven: tuple[Weave, ...]) -> tuple[Woven, ...]:
+    return tuple(Woven(w.axis, w.dom_pos, w.cod_pos) for w in woven)
 
 
 def _woven_cod(box: Box, woven: tuple[Woven, ...]) -> Type:

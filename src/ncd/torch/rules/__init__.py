@@ -5,10 +5,12 @@ expression per output segment.  Inputs arrive as :class:`Value`\\ s (a local var
 its axis layout); every tensor may carry extra *leading* batch dimensions, so rules index
 dimensions from the end (``dim=-1``) and use ``...`` in einsum subscripts.
 
-Rules registered with ``weave_aware=True`` receive woven (broadcast) axes in place, in
-``ctx.woven``, and must handle them (einsum letters, softmax dims, ...).  Other rules see
-only their own axes: the code generator moves woven axes to the front first and back
-afterwards.  A weave-aware rule may raise :class:`NotWeaveAware` to ask for that instead.
+A rule receives woven (broadcast) axes in place, in ``ctx.woven``, exactly when
+:func:`ncd.ir.weaving.lowers_in_place` says so — from the primitive's declared
+``weave_policy`` — and must then handle them (einsum letters, softmax dims, ...).  Otherwise
+it sees only its own axes: the code generator moves woven axes to the front first and back
+afterwards.  The cost analysis asks the same function, so both take one decision.
+(``weave_aware=`` of :func:`register` is documentation only: the policy lives on the primitive.)
 
 Rules do not import torch: they write source text.
 """
@@ -25,6 +27,7 @@ from ncd.ir.axes import Axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import Size, evaluate
+from ncd.ir.weaving import WeaveView
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
@@ -51,7 +54,8 @@ class Woven:
 
 
 class NotWeaveAware(Exception):
-    """Raised by a weave-aware rule that cannot handle this weave in place."""
+    """Kept for compatibility: a rule must not raise it (the primitive's ``weave_policy`` decides);
+    code generation reports it as a :class:`~ncd.errors.LoweringError`."""
 
 
 @dataclass
@@ -74,20 +78,11 @@ class RuleContext:
 
     def markers(self, side: str, j: int) -> list[tuple[str, int]]:
         """Layout of input (``side="dom"``) or output ``j``: ``("own", k)`` or ``("woven", w)`` per axis."""
-        own = (self.box.dom if side == "dom" else self.box.cod)[j]
-        layout: list[tuple[str, int]] = [("own", k) for k in range(len(own))]
-        for w in reversed(range(len(self.woven))):
-            pos = (self.woven[w].dom_pos if side == "dom" else self.woven[w].cod_pos)[j]
-            if pos is not None:
-                layout.insert(pos, ("woven", w))
-        return layout
+        return WeaveView(self.box, self.woven).markers(side, j)  # type: ignore[arg-type]
 
     def own_dims(self, side: str, j: int) -> list[int]:
         """Negative dims of the box's own axes in the full layout of input/output ``j``."""
-        layout = self.markers(side, j)
-        n = len(layout)
-        dims = {k: i - n for i, (kind, k) in enumerate(layout) if kind == "own"}
-        return [dims[k] for k in range(len(dims))]
+        return WeaveView(self.box, self.woven).own_dims(side, j)  # type: ignore[arg-type]
 
     def subscripts(self, own_letters: list[list[str]], out_letters: list[str]) -> str:
         """Einsum subscripts with woven axes given fresh letters: ``"...ab,...cb->...ac"``."""

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 
 @register(CausalMaskOp, weave_aware=True)
 def lower_causal_mask(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, CausalMaskOp)
-    if ctx.markers("dom", 0) != ctx.markers("cod", 0):
-        raise NotWeaveAware
     rows = ctx.int(prim.query.size, f"axis {prim.query.name}")
     cols = ctx.int(prim.key.size, f"axis {prim.key.name}")
     layout = ctx.markers("dom", 0)
@@ -29,8 +27,6 @@ def align(ctx: RuleContext, target: int, source: int, var: str) -> str:
     """``var`` (input ``source``) indexed with ``None`` so it broadcasts against input ``target`` by axis."""
     want = ctx.markers("dom", target)
     have = ctx.markers("dom", source)
-    if [m for m in want if m in have] != have:
-        raise NotWeaveAware
     index = [":" if m in have else "None" for m in want]  # leading batch dimensions line up in front
     if all(i == ":" for i in index):
         return var
@@ -39,7 +35,5 @@ def align(ctx: RuleContext, target: int, source: int, var: str) -> str:
 
 @register(PaddingMaskOp, weave_aware=True)
 def lower_padding_mask(ctx: RuleContext) -> list[str]:
-    if ctx.markers("dom", 0) != ctx.markers("cod", 0):
-        raise NotWeaveAware
     scores, mask = ctx.args
     return [f"{scores.var}.masked_fill(~{align(ctx, 0, 1, mask.var)}, float('-inf'))"]

@@ -17,7 +17,7 @@ from ncd.prims.derivative import (
     SoftmaxBackwardOp,
     ZerosOp,
 )
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 #: f′ written in terms of the stored value ``{v}`` (the input or the output, see DERIVATIVES)
 FORMULAS = {
@@ -49,8 +49,6 @@ def lower_derivative(ctx: RuleContext) -> list[str]:
 def lower_softmax_backward(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, SoftmaxBackwardOp)
-    if ctx.markers("dom", 0) != ctx.markers("dom", 1) or ctx.markers("dom", 0) != ctx.markers("cod", 0):
-        raise NotWeaveAware
     (dim,) = ctx.own_dims("dom", 0)
     y, g = ctx.args[0].var, ctx.args[1].var
     if prim.log:
@@ -129,13 +127,9 @@ def lower_norm_backward(ctx: RuleContext) -> list[str]:
 def lower_mask_backward(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, MaskBackwardOp)
-    if ctx.markers("dom", 0) != ctx.markers("cod", 0):
-        raise NotWeaveAware
     g = ctx.args[0].var
     if prim.query is None:
         want, have = ctx.markers("dom", 0), ctx.markers("dom", 1)
-        if [m for m in want if m in have] != have:
-            raise NotWeaveAware
         index = [":" if m in have else "None" for m in want]
         mask = ctx.args[1].var + ("" if all(i == ":" for i in index) else f"[..., {', '.join(index)}]")
         return [f"{g}.masked_fill(~{mask}, 0.0)"]

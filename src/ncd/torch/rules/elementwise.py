@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ncd.ir.size import size_text
 from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 CALLS = {
     "relu": "torch.relu({})",
@@ -45,13 +45,6 @@ def lower_scale(ctx: RuleContext) -> list[str]:
     return [f"{ctx.args[0].var} * {factor_text(ctx)}"]
 
 
-def _same_layouts(ctx: RuleContext) -> bool:
-    first = ctx.markers("dom", 0)
-    return all(ctx.markers("dom", j) == first for j in range(len(ctx.args)))
-
-
 @register(MultiplyOp, weave_aware=True)
 def lower_multiply(ctx: RuleContext) -> list[str]:
-    if ctx.woven and not _same_layouts(ctx):
-        raise NotWeaveAware
     return [" * ".join(v.var for v in ctx.args)]

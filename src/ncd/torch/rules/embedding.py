@@ -8,7 +8,7 @@ table is one parameter shared by both (``module.parameters()`` lists it once).
 from __future__ import annotations
 
 from ncd.prims.embedding import EmbeddingOp, UnembedOp
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 _TABLES = "ncd_embedding_tables"
 
@@ -16,14 +16,6 @@ _TABLES = "ncd_embedding_tables"
 def _tables(ctx: RuleContext) -> dict[str, tuple[str, int, int]]:
     """Embedding modules of the class being generated, by box label."""
     return ctx.em.__dict__.setdefault(_TABLES, {})  # type: ignore[no-any-return]
-
-
-def _trailing(ctx: RuleContext) -> bool:
-    """Own axes last on both sides, woven axes in the same order before them."""
-    dom, cod = ctx.markers("dom", 0), ctx.markers("cod", 0)
-    woven_dom = [m for m in dom if m[0] == "woven"]
-    woven_cod = [m for m in cod if m[0] == "woven"]
-    return woven_dom == dom[: len(woven_dom)] and woven_cod == cod[: len(woven_cod)] and woven_dom == woven_cod
 
 
 def _product(values: list[int]) -> int:
@@ -37,8 +29,6 @@ def _product(values: list[int]) -> int:
 def lower_embedding(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, EmbeddingOp)
-    if not _trailing(ctx):
-        raise NotWeaveAware
     vocab = ctx.int(prim.vocab, "vocabulary size")
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
     label = ctx.box.label
@@ -53,8 +43,6 @@ def lower_embedding(ctx: RuleContext) -> list[str]:
 def lower_unembed(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, UnembedOp)
-    if not _trailing(ctx):
-        raise NotWeaveAware
     vocab = ctx.int(prim.vocab.size, f"axis {prim.vocab.name}")
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
     x = ctx.args[0].var

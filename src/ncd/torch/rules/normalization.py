@@ -12,17 +12,12 @@ statistics of ``nn.BatchNorm2d`` / ``3d`` and the same parameter and buffer name
 from __future__ import annotations
 
 from ncd.prims.normalization import BatchNormOp, LayerNormOp, RMSNormOp
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 
 def _shape(ctx: RuleContext, axes: object) -> str:
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
     return str(sizes[0]) if len(sizes) == 1 else str(tuple(sizes))
-
-
-def _trailing(ctx: RuleContext) -> bool:
-    n = len(ctx.box.dom[0])
-    return ctx.own_dims("dom", 0) == list(range(-n, 0)) and ctx.markers("dom", 0) == ctx.markers("cod", 0)
 
 
 def _options(**pairs: tuple[object, object]) -> str:
@@ -34,8 +29,6 @@ def _options(**pairs: tuple[object, object]) -> str:
 def lower_layernorm(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, LayerNormOp)
-    if not _trailing(ctx):
-        raise NotWeaveAware
     options = _options(eps=(prim.eps, 1e-5), elementwise_affine=(prim.affine, True), bias=(prim.bias or not prim.affine, True))
     module = ctx.em.attr("ln" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.LayerNorm({_shape(ctx, prim.axes)}{options})")
     return [f"{module}({ctx.args[0].var})"]
@@ -45,8 +38,6 @@ def lower_layernorm(ctx: RuleContext) -> list[str]:
 def lower_rmsnorm(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, RMSNormOp)
-    if not _trailing(ctx):
-        raise NotWeaveAware
     options = f", eps={prim.eps!r}" + ("" if prim.affine else ", elementwise_affine=False")
     module = ctx.em.attr("rms" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.RMSNorm({_shape(ctx, prim.axes)}{options})")
     return [f"{module}({ctx.args[0].var})"]

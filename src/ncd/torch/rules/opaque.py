@@ -10,55 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ncd.errors import LoweringError, NCDError
+from ncd.errors import LoweringError
 from ncd.ir.size import evaluate
-from ncd.prims.opaque import DEVICE, DTYPES, TAGS, ConstantOp, OpaqueOp, ParameterOp, ViewOp, check_call
+from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp, call_text
 from ncd.torch.rules import RuleContext, register
-
-
-def literal(value: Any, inputs: list[str]) -> str:
-    """Python source for one captured argument (``("$in", j)`` is input ``j``)."""
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0].startswith("$"):
-        tag, payload = value
-        if tag == "$in" and isinstance(payload, int) and not isinstance(payload, bool) and 0 <= payload < len(inputs):
-            return inputs[payload]
-        if tag in TAGS and payload in TAGS[tag]:
-            return f"torch.{payload}"
-        if tag == "$device" and isinstance(payload, str) and DEVICE.fullmatch(payload):
-            return f"torch.device({payload!r})"
-        raise LoweringError(f"opaque box: argument {value!r} cannot be written as source")
-    if isinstance(value, tuple):
-        inner = ", ".join(literal(v, inputs) for v in value)
-        return f"[{inner}]"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "float('inf')" if value > 0 else "float('-inf')"
-        if math.isnan(value):
-            return "float('nan')"
-        return repr(float(value))
-    if value is None or isinstance(value, (bool, int, str)):
-        return repr(value)  # str: checked against a short word pattern by ``check_call``; repr quotes it
-    raise LoweringError(f"opaque box: argument {value!r} of type {type(value).__name__} cannot be written as source")
-
-
-def checked(prim: OpaqueOp) -> None:
-    """Re-check the call before writing it as source (the primitive may have been built around its checks)."""
-    try:
-        check_call(prim.target, len(prim.inputs), prim.args, prim.kwargs)
-    except NCDError as e:
-        raise LoweringError(f"cannot lower {e}") from None
-
-
-def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
-    checked(prim)
-    args = [literal(a, inputs) for a in prim.args]
-    args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
-    parts = prim.target.split(".")
-    if parts[0] == "aten":
-        fn = "torch.ops." + prim.target
-    else:
-        raise LoweringError(f"opaque box: cannot call {prim.target!r}")
-    return f"{fn}({', '.join(args)})"
 
 
 @register(OpaqueOp)

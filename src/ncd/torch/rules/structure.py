@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ncd.ir.size import evaluate
 from ncd.prims.structure import AddOp, CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
-from ncd.torch.rules import NotWeaveAware, RuleContext, register
+from ncd.torch.rules import RuleContext, register
 
 
 @register(CopyOp, weave_aware=True)
@@ -21,9 +21,6 @@ def lower_delete(ctx: RuleContext) -> list[str]:
 
 @register(AddOp, weave_aware=True)
 def lower_add(ctx: RuleContext) -> list[str]:
-    first = ctx.markers("dom", 0)
-    if ctx.woven and any(ctx.markers("dom", j) != first for j in range(len(ctx.args))):
-        raise NotWeaveAware
     return [" + ".join(v.var for v in ctx.args)]
 
 
@@ -43,10 +40,6 @@ def lower_swap(ctx: RuleContext) -> list[str]:
 def lower_transpose(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, TransposeOp)
-    woven_in = [m for m in enumerate(ctx.markers("dom", 0)) if m[1][0] == "woven"]
-    woven_out = [m for m in enumerate(ctx.markers("cod", 0)) if m[1][0] == "woven"]
-    if woven_in != woven_out:
-        raise NotWeaveAware
     src = ctx.own_dims("dom", 0)
     dst = ctx.own_dims("cod", 0)
     # output own axis k is input own axis perm[k]; woven axes stay where they are

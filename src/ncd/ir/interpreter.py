@@ -1,0 +1,121 @@
+"""One traversal of a diagram in execution order, with documented override points.
+
+:class:`Interpreter` walks a diagram the way the generated code runs it — sequential parts
+left to right, parallel parts on their own segments, woven boxes in place or generically,
+blocks, repetitions — threading one *value* per segment (a variable in generated code, an
+abstract tensor in the cost model, ...) and a *context* (the class being written, the
+enclosing frame, ...).  Code generation (``ncd.torch.codegen.Codegen``) and the cost
+analysis (``ncd.analysis.cost``) are subclasses, so they visit the same boxes, with the same
+woven axes, in the same order, and take the same decisions: whether a woven box runs in
+place (:func:`ncd.ir.weaving.lowers_in_place`) and which rewrites apply (the :meth:`rewrite`
+hook, where both plug in the one attention recogniser).
+
+Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`block`,
+:meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`.
+
+>>> import ncd
+>>> class Depth(Interpreter[int, None]):
+...     # how many boxes each output has passed through (the longest way)
+...     def box(self, box, values, woven, ctx):
+...         return [max(values, default=0) + 1] * len(box.cod)
+>>> Depth().run(ncd.Linear("m -> n") >> ncd.ReLU() >> ncd.Linear("n -> m"), [0], None)
+[3]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from ncd.errors import NCDError
+from ncd.ir.axes import Type
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.size import evaluate
+from ncd.ir.weaving import lowers_in_place
+
+__all__ = ["Interpreter"]
+
+V = TypeVar("V")
+C = TypeVar("C")
+
+
+class Interpreter(Generic[V, C]):
+    """Base interpreter: ``run(diagram, values, ctx)`` returns one value per output segment."""
+
+    def run(self, node: Diagram, values: list[V], ctx: C) -> list[V]:
+        """Dispatch on the node kind (the closed set of ``ncd.ir.diagram``)."""
+        if isinstance(node, Identity):
+            return self.identity(node, values, ctx)
+        if isinstance(node, Seq):
+            return self.seq(node.parts, values, ctx)
+        if isinstance(node, Par):
+            return self.par(node.parts, values, ctx)
+        if isinstance(node, Box):
+            return self.box(node, values, (), ctx)
+        if isinstance(node, Weave):
+            inner, chain = unweave(node)
+            if isinstance(inner, Box) and self.in_place(inner, chain):
+                return self.box(inner, values, chain, ctx)
+            return self.weave(inner, chain, values, node.cod, ctx)
+        if isinstance(node, Block):
+            return self.block(node, values, ctx)
+        if isinstance(node, Repeat):
+            return self.repeat(node, values, ctx)
+        raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
+
+    # -- structure (rarely overridden) ---------------------------------------------------------
+    def seq(self, parts: Sequence[Diagram], values: list[V], ctx: C) -> list[V]:
+        """Parts left to right; at each position :meth:`rewrite` may consume several parts at once."""
+        k = 0
+        while k < len(parts):
+            rewritten = self.rewrite(parts, k, values, ctx)
+            if rewritten is not None:
+                consumed, values = rewritten
+                k += consumed
+                continue
+            values = self.run(parts[k], values, ctx)
+            k += 1
+        return values
+
+    def par(self, parts: Sequence[Diagram], values: list[V], ctx: C) -> list[V]:
+        """Each part on its own input segments; outputs concatenated."""
+        out: list[V] = []
+        offset = 0
+        for part in parts:
+            n = len(part.dom)
+            out.extend(self.run(part, values[offset: offset + n], ctx))
+            offset += n
+        return out
+
+    # -- override points -----------------------------------------------------------------------
+    def identity(self, node: Identity, values: list[V], ctx: C) -> list[V]:
+        """Wires: the values pass through."""
+        return values
+
+    def box(self, box: Box, values: list[V], woven: tuple[Weave, ...], ctx: C) -> list[V]:
+        """A primitive; ``woven`` (outermost first) are the broadcast axes it handles in place."""
+        raise NotImplementedError
+
+    def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[V], cod: Type, ctx: C) -> list[V]:
+        """A woven sub-diagram not handled in place: move woven axes to the front, run ``inner``, move back."""
+        raise NCDError(f"{type(self).__name__}: no generic weave for {type(inner).__name__}")
+
+    def block(self, node: Block, values: list[V], ctx: C) -> list[V]:
+        """A fenced region; by default its body runs in the same context."""
+        return self.run(node.body, values, ctx)
+
+    def repeat(self, node: Repeat, values: list[V], ctx: C) -> list[V]:
+        """Iterations ``start … stop-1`` one after another (sizes must be bound)."""
+        start = evaluate(node.start, what=f"start of repeat {node.var}")
+        stop = evaluate(node.stop, what=f"stop of repeat {node.var}")
+        for i in range(start, stop):
+            values = self.run(node.iteration(i), values, ctx)
+        return values
+
+    def rewrite(self, parts: Sequence[Diagram], k: int, values: list[V], ctx: C) -> tuple[int, list[V]] | None:
+        """A rewrite (fusion) of ``parts[k:]``: the number of parts consumed and the outputs, or ``None``."""
+        return None
+
+    def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
+        """Whether a woven box runs on the woven layout (:meth:`box`) or generically (:meth:`weave`)."""
+        return lowers_in_place(box, woven)
