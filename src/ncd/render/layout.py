@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ncd.ir.axes import Type
+from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.size import size
 from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
 from ncd.render.style import Style, fence_colour
-from ncd.render.typeset import Piece, axis_pieces, pieces, typeset, typeset_text
+from ncd.render.typeset import Piece, axis_pieces, legend_entry, name_pieces, pieces, symbol_pieces, typeset, typeset_text
 
 __all__ = ["Frag", "Layout", "layout", "Ports"]
 
@@ -115,6 +115,17 @@ class Layout:
             items.append(Path((("M", x0, yo), ("L", x1, yo)), width=0.7, role="text", owner=owner))
         return items
 
+    def axis_label(self, axis: Axis) -> tuple[Piece, ...]:
+        """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
+        which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
+        entry = legend_entry(axis)
+        if entry is None:
+            return axis_pieces(axis)
+        row = (entry[0], str(entry[1]))
+        if row not in self.legend:
+            self.legend.append(row)
+        return name_pieces(axis)
+
     def label_clearance(self) -> float:
         """How far above its wire a wire label reaches (its baseline 2.5 above, its ascent, an overline, a margin)."""
         return 2.5 + 0.86 * self.style.label_size + 1.5
@@ -170,7 +181,7 @@ class Layout:
         if labels and self.style.labels != "none":
             for j, (seg, ys) in enumerate(zip(typ, left)):
                 for axis, y in zip(seg, ys):
-                    parts = axis_pieces(axis)
+                    parts = self.axis_label(axis)
                     if j < len(subscripts) and axis.name in subscripts[j]:  # on the name: t̄_tp, f_tp = 4m
                         at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
                         parts = parts[:at] + (Piece(subscripts[j][axis.name], script=-1),) + parts[at:]
@@ -626,7 +637,8 @@ def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
         return [], 0.0, 0.0
     ctx.legend = list(dict.fromkeys(ctx.legend))  # a block laid out twice (page layout) adds its legend twice
     size = ctx.style.label_size
-    rows = [typeset_text(f"{k} = ") + _size_or_text(v) for k, v in ctx.legend]
+    rows = [(symbol_pieces(k) if k.isidentifier() else typeset_text(k)) + (Piece(" = "),) + _size_or_text(v)
+            for k, v in ctx.legend]
     head = typeset_text("Legend")
     widths = [ctx.text_size(r, size)[0] for r in rows] + [ctx.text_size(head, size)[0]]
     w = max(widths) + 16

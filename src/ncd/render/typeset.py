@@ -11,6 +11,8 @@ quotients with a slash (``x/s``), products of a number and symbols juxtaposed (`
 [('k', 0), ('−1/2', 1)]
 >>> label_text(__import__("ncd").parse_axis("k:10"))
 'k = 10'
+>>> [(p.text, p.script) for p in pieces(sympy.Float(0.353553390593274))], pieces(sympy.Float(0.1234567))[0].text
+([('8', 0), ('−1/2', 1)], '0.1235')
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ncd.ir.axes import Axis
 from ncd.render.fonts import advance, face_for, italic_overhang, text_face_characters
 from ncd.render.model import Run, Text
 
-__all__ = ["Piece", "pieces", "axis_pieces", "label_text", "typeset", "typeset_text"]
+__all__ = ["Piece", "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
+           "typeset_text"]
 
 
 @dataclass(frozen=True)
@@ -40,20 +43,49 @@ class Piece:
 
 def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     base, _, sub = name.partition("_")
+    if len(base) > 1 and sub:  # a Python identifier (self_attn, num_heads): printed as written
+        base, sub = name, ""
     trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", base) if not sub else None
     if trailing:  # c0, n1, x1: the paper writes c₀, n₁, x₁
         base, sub = trailing.group(1), trailing.group(2)
-    out = [Piece(base, italic=len(base) == 1, script=script, overline=item and script == 0)]
+    # a name in a size is a variable: italic whether it has one letter or several (n, ch, row)
+    out = [Piece(base, italic=base.isalpha(), script=script, overline=item and script == 0)]
     if sub:
         out.append(Piece(sub.replace("_", ","), italic=len(sub) == 1 and sub.isalpha(), script=-1))
     return out
+
+
+def symbol_pieces(name: str) -> tuple[Piece, ...]:
+    """A size variable's name as the wires write it (``n_b`` → n with subscript b; ``self_attn`` as written)."""
+    return tuple(_symbol(name, False, 0))
 
 
 def _exponent_text(e: sympy.Expr) -> str:
     return str(e).replace(" ", "").replace("-", "−").replace("**", "^").replace("*", "·")
 
 
+def _float_pieces(value: float, script: int) -> list[Piece]:
+    """A float as the paper would write it: ``n^{−1/2}`` or ``√n`` when it is one, else 4 significant digits."""
+    sign = "−" if value < 0 else ""
+    v = abs(value)
+    if v > 0:
+        for n, power in ((round(1 / (v * v)), "−1/2"), (round(v * v), "1/2")):
+            if 2 <= n <= 1 << 20 and abs(n ** (-0.5 if power == "−1/2" else 0.5) - v) <= 1e-9 * v:
+                if script:
+                    return [Piece(f"{sign}{n}^{power}", script=script)]
+                return [Piece(f"{sign}{n}", script=script), Piece(power, script=1)]
+    text = f"{v:.4g}"
+    if "e" in text:
+        mantissa, exp = text.split("e")
+        text = f"{mantissa}·10^{int(exp)}".replace("-", "−") if script else mantissa
+        if not script:
+            return [Piece(sign + text + "·10", script=script), Piece(str(int(exp)).replace("-", "−"), script=1)]
+    return [Piece(sign + text, script=script)]
+
+
 def _pieces(expr: sympy.Expr, item: bool, script: int, outer: bool = True) -> list[Piece]:
+    if isinstance(expr, sympy.Float):
+        return _float_pieces(float(expr), script)
     if isinstance(expr, sympy.Integer) or expr.is_Number:
         return [Piece(str(expr).replace("-", "−"), script=script)]
     if isinstance(expr, sympy.Symbol):
@@ -132,6 +164,24 @@ def axis_pieces(axis: Axis) -> tuple[Piece, ...]:
     return pieces(axis.size, item)
 
 
+def legend_entry(axis: Axis) -> tuple[str, sympy.Expr] | None:
+    """``(name, size)`` when a wire is better labelled by its name with the size in the legend: a named axis
+    whose size is a compound expression not mentioning the name (``s = x²/256 + 1``, ``x_i = 512·2^{1−i}``)."""
+    if axis.parts or not axis.name.isidentifier():
+        return None
+    named = sympy.Symbol(axis.name, positive=True)
+    sz = axis.size
+    if sz == named or str(sz) == axis.name or named in sz.free_symbols or sz.is_Number or sz.is_Symbol:
+        return None
+    return axis.name, sz
+
+
+@functools.lru_cache(maxsize=8192)
+def name_pieces(axis: Axis) -> tuple[Piece, ...]:
+    """The wire label that names ``axis`` (its size is in the legend): ``s̄``."""
+    return tuple(_symbol(axis.name, axis.role == "item", 0))
+
+
 def label_text(axis: Axis) -> str:
     """The label of ``axis`` as plain text (for messages and tests)."""
     return "".join(p.text for p in axis_pieces(axis))
@@ -197,13 +247,21 @@ def _split_symbols(text: str) -> list[tuple[str, bool]]:
 
 
 def typeset_text(text: str) -> tuple[Piece, ...]:
-    """Plain text with ``_x`` subscripts and ``^x`` superscripts (single tokens), e.g. ``C_λ``, ``L^Q``."""
+    """Plain text with ``_x`` subscripts and ``^x`` superscripts (single tokens), e.g. ``C_λ``, ``L^Q``.
+
+    An underscore after a word of several letters is part of a Python name and printed as written:
+
+    >>> [p.text for p in typeset_text("self_attn: C_λ")]
+    ['self_attn: C', 'λ']
+    """
     out: list[Piece] = []
     buf = ""
     k = 0
     while k < len(text):
         ch = text[k]
-        if ch in "_^" and k + 1 < len(text):
+        word = re.search(r"\w*$", buf).group(0)  # type: ignore[union-attr]
+        identifier = ch == "_" and len(word) > 1 and text[k + 1:k + 2] != "{"  # self_attn: a Python name, as written
+        if ch in "_^" and k + 1 < len(text) and not identifier:
             if buf:
                 out.append(Piece(buf))
                 buf = ""
