@@ -249,10 +249,10 @@ def _split_symbols(text: str) -> list[tuple[str, bool]]:
 def typeset_text(text: str) -> tuple[Piece, ...]:
     """Plain text with ``_x`` subscripts and ``^x`` superscripts (single tokens), e.g. ``C_λ``, ``L^Q``.
 
-    An underscore after a word of several letters is part of a Python name and printed as written:
+    An underscore after a lower-case word of several letters is part of a Python name and printed as written:
 
-    >>> [p.text for p in typeset_text("self_attn: C_λ")]
-    ['self_attn: C', 'λ']
+    >>> [p.text for p in typeset_text("self_attn: C_λ AR_tp")]
+    ['self_attn: C', 'λ', ' AR', 'tp']
     """
     out: list[Piece] = []
     buf = ""
@@ -260,7 +260,8 @@ def typeset_text(text: str) -> tuple[Piece, ...]:
     while k < len(text):
         ch = text[k]
         word = re.search(r"\w*$", buf).group(0)  # type: ignore[union-attr]
-        identifier = ch == "_" and len(word) > 1 and text[k + 1:k + 2] != "{"  # self_attn: a Python name, as written
+        # self_attn, q_proj: a Python name, printed as written (but C_λ, n_b, AR_tp: a subscript)
+        identifier = ch == "_" and len(word) > 1 and any(c.islower() for c in word) and text[k + 1:k + 2] != "{"
         if ch in "_^" and k + 1 < len(text) and not identifier:
             if buf:
                 out.append(Piece(buf))
