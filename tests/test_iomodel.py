@@ -206,6 +206,9 @@ def test_presets_levels_restrict_and_sources() -> None:
     h100, h200 = ncd.Hierarchy.preset("h100"), ncd.Hierarchy.preset("h200")
     assert h100.level("hbm").capacity == 80 * 10**9 and h100.level("l2").bandwidth == 3.35e12
     assert h200.level("l2").bandwidth == 4.8e12 and h100.rate("float16") == 989.4e12
+    a100 = ncd.Hierarchy.preset("a100")
+    assert a100.capacity("smem", "float16") == 83456 and math.isqrt(83456) == 288
+    assert a100.level("l2").bandwidth == 2.039e12 and a100.rate("bfloat16") == 312e12
     two = h100.restrict("hbm", "smem")
     assert two.levels == ("hbm", "smem") and two.level("smem").bandwidth == 3.35e12  # the bottleneck pipe
     assert h100.multiple("smem", "k", "float16") == 64 and h100.multiple("smem", "k", "float8") == 128

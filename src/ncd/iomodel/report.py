@@ -67,6 +67,7 @@ class IOReport:
     bound: str | None
     causal: bool
     formulas: dict[str, sympy.Expr] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     scope = "totals over every axis (all heads and batch entries); elements (bytes = elements x q)"
 
@@ -98,7 +99,8 @@ class IOReport:
                          f" {self.capacity[lvl]:>12,} {fits:>5} {_time(t):>11}")
         lines.append(f"compute: {_fmt(self.matmul_flops)} matrix + {_fmt(self.other_flops)} other FLOPs"
                      f" = {_time(self.compute_time)}{' (causal)' if self.causal else ''}")
-        lines.append(f"time {_time(self.time)}: {self.bound or '?'}-bound")
+        lines.append(f"time {_time(self.time)}: {self.bound or '?'}-bound; {self.scope}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -160,11 +162,16 @@ def io(diagram: Diagram, hierarchy: Hierarchy, *, group: SizeMap | None = None, 
     bound = None
     if compute.is_number and transfer.is_number:
         bound = "compute" if compute >= transfer else "memory"
+    warnings = [f"{lp.kind} {lp.axis}->{size_text(lp.chunk)} at {lp.level} is not a multiple of {m}"
+                f" ({', '.join(c.why for c in hierarchy.level(lp.level).constraints if c.why)})"
+                for lp in schedule.nest
+                for m in [hierarchy.multiple(lp.level, lp.axis, dtype)]
+                if lp.chunk.is_number and int(lp.chunk) % m and lp.count != 1]
     return IOReport(
         hierarchy, schedule, program, dtype, q, fused,
         {k: _num(v) for k, v in formulas.items()}, {k: _num(v) for k, v in mem.items()}, capacity, feasible,
         _num(mm), _num(other), _num(compute), {k: _num(v) for k, v in transfer_times.items()}, _num(time), bound,
-        bool(program.causal_pairs()), formulas,
+        bool(program.causal_pairs()), formulas, warnings,
     )
 
 
