@@ -106,6 +106,15 @@ def test_error_inputs(e) -> None:
         e.call()
 
 
+def test_every_elementwise_function_has_a_sample() -> None:
+    """One row of ``ROWS`` gives a function to every interpreter; its sample checks them all."""
+    from ncd.prims.elementwise import ROWS
+
+    _load_all()
+    sampled = {s.name for s in SAMPLES if s.op == "elementwise"}
+    assert not set(ROWS) - sampled, f"elementwise functions without samples: {sorted(set(ROWS) - sampled)}"
+
+
 def test_every_primitive_has_samples_errors_and_rules() -> None:
     _load_all()
     sampled = {s.op for s in SAMPLES}

@@ -21,6 +21,7 @@ def only(params: dict[str, torch.Tensor], suffix: str) -> torch.Tensor:
 REFS = {
     "relu": torch.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "exp": torch.exp, "square": torch.square, "neg": torch.neg,
+    "abs": torch.abs, "identity": lambda x: x,
 }
 for fn, ref in REFS.items():
     sample("elementwise", fn, lambda fn=fn: ncd.Identity.of("a b") >> ncd.elementwise(fn), {"a": 3, "b": 4},

@@ -12,14 +12,10 @@ import sympy
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import cost_rule
-from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.prims.elementwise import ROWS, ElementwiseOp, MultiplyOp, ScaleOp
 
-#: which value autograd saves for each elementwise function's backward (None: nothing)
-SAVES: dict[str, str | None] = {
-    "relu": "output", "tanh": "output", "sigmoid": "output", "exp": "output", "sqrt": "output",
-    "gelu": "input", "gelu_tanh": "input", "silu": "input", "log": "input", "square": "input", "abs": "input",
-    "neg": None, "identity": None,
-}
+#: which value autograd saves for each elementwise function's backward (None: nothing): ``ROWS``' column
+SAVES: dict[str, str | None] = {name: row.saves for name, row in ROWS.items()}
 
 
 @cost_rule(ElementwiseOp)

@@ -23,6 +23,7 @@ from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_typ
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, SizeLike, size
+from ncd.prims.elementwise import ROWS
 
 __all__ = [
     "DerivativeOp", "SoftmaxBackwardOp", "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp",
@@ -35,11 +36,9 @@ __all__ = [
 
 SCALAR = Type((Segment(()),))
 
-#: for each elementwise function, which stored value its derivative reads
-DERIVATIVES: dict[str, str] = {
-    "relu": "output", "tanh": "output", "sigmoid": "output", "exp": "output", "sqrt": "output",
-    "gelu": "input", "gelu_tanh": "input", "silu": "input", "log": "input", "square": "input", "abs": "input",
-}
+#: for each elementwise function, which stored value its derivative reads (from ``ncd.prims.elementwise.ROWS``)
+DERIVATIVES: dict[str, str] = {name: row.saves for name, row in ROWS.items()
+                               if row.derivative is not None and row.saves is not None}
 
 
 @dataclass(frozen=True)

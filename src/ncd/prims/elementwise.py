@@ -30,6 +30,8 @@ __all__ = [
     "Scale",
     "Multiply",
     "FUNCTIONS",
+    "Function",
+    "ROWS",
     "elementwise",
     "ReLU",
     "GELU",
@@ -45,22 +47,47 @@ __all__ = [
 
 SCALAR = Type((Segment(()),))
 
-#: Elementwise function names and the glyph the paper draws for them.
-FUNCTIONS: dict[str, str] = {
-    "relu": "R",
-    "gelu": "GELU",
-    "gelu_tanh": "GELU",
-    "silu": "SiLU",
-    "tanh": "tanh",
-    "sigmoid": "σ",
-    "exp": "exp",
-    "log": "log",
-    "square": "x²",
-    "sqrt": "√",
-    "neg": "−",
-    "abs": "|x|",
-    "identity": "id",
+@dataclass(frozen=True)
+class Function:
+    """One row of the elementwise family: what every interpreter needs to know about a scalar function.
+
+    ``glyph`` is what the paper draws; ``call`` the PyTorch source of the lowering (``{}`` is
+    the input); ``saves`` which value autograd keeps for the backward pass (``"input"``,
+    ``"output"`` or ``None``) — the cost model counts it and the backward diagram stores it;
+    ``derivative`` is f′ as PyTorch source in that stored value ``{v}`` (``None`` when the
+    backward needs no derivative box: ``neg`` and ``identity``).
+    """
+
+    glyph: str
+    call: str
+    saves: str | None
+    derivative: str | None
+
+
+_GELU = "0.5 * (1 + torch.erf({v} * 0.7071067811865476)) + {v} * torch.exp(-0.5 * {v} * {v}) * 0.3989422804014327"
+_GELU_TANH = ("0.5 * (1 + torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)))"
+              " + 0.5 * {v} * (1 - torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)) ** 2)"
+              " * 0.7978845608028654 * (1 + 0.134145 * {v} * {v})")
+
+#: The elementwise family, one row per function (add a function here and every interpreter has it).
+ROWS: dict[str, Function] = {
+    "relu": Function("R", "torch.relu({})", "output", "({v} > 0).to({v}.dtype)"),
+    "gelu": Function("GELU", "F.gelu({})", "input", _GELU),
+    "gelu_tanh": Function("GELU", "F.gelu({}, approximate='tanh')", "input", _GELU_TANH),
+    "silu": Function("SiLU", "F.silu({})", "input", "torch.sigmoid({v}) * (1 + {v} * (1 - torch.sigmoid({v})))"),
+    "tanh": Function("tanh", "torch.tanh({})", "output", "1 - {v} * {v}"),
+    "sigmoid": Function("σ", "torch.sigmoid({})", "output", "{v} * (1 - {v})"),
+    "exp": Function("exp", "torch.exp({})", "output", "{v}"),
+    "log": Function("log", "torch.log({})", "input", "1 / {v}"),
+    "square": Function("x²", "torch.square({})", "input", "2 * {v}"),
+    "sqrt": Function("√", "torch.sqrt({})", "output", "0.5 / {v}"),
+    "neg": Function("−", "torch.neg({})", None, None),
+    "abs": Function("|x|", "torch.abs({})", "input", "torch.sign({v})"),
+    "identity": Function("id", "{}", None, None),
 }
+
+#: Elementwise function names and the glyph the paper draws for them.
+FUNCTIONS: dict[str, str] = {name: row.glyph for name, row in ROWS.items()}
 
 
 @dataclass(frozen=True)

@@ -17,31 +17,18 @@ from ncd.prims.derivative import (
     SoftmaxBackwardOp,
     ZerosOp,
 )
+from ncd.prims.elementwise import ROWS
 from ncd.torch.rules import RuleContext, register
 
-#: f′ written in terms of the stored value ``{v}`` (the input or the output, see DERIVATIVES)
-FORMULAS = {
-    "relu": "({v} > 0).to({v}.dtype)",
-    "tanh": "1 - {v} * {v}",
-    "sigmoid": "{v} * (1 - {v})",
-    "exp": "{v}",
-    "sqrt": "0.5 / {v}",
-    "gelu": "0.5 * (1 + torch.erf({v} * 0.7071067811865476)) + {v} * torch.exp(-0.5 * {v} * {v}) * 0.3989422804014327",
-    "silu": "torch.sigmoid({v}) * (1 + {v} * (1 - torch.sigmoid({v})))",
-    "log": "1 / {v}",
-    "square": "2 * {v}",
-    "abs": "torch.sign({v})",
-}
-_GELU_TANH = ("0.5 * (1 + torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)))"
-              " + 0.5 * {v} * (1 - torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)) ** 2)"
-              " * 0.7978845608028654 * (1 + 0.134145 * {v} * {v})")
+#: f′ written in terms of the stored value ``{v}``: the derivative column of ``ncd.prims.elementwise.ROWS``
+FORMULAS = {name: row.derivative for name, row in ROWS.items() if row.derivative is not None}
 
 
 @register(DerivativeOp, weave_aware=True)
 def lower_derivative(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, DerivativeOp)
-    formula = _GELU_TANH if prim.function == "gelu_tanh" else FORMULAS[prim.function]
+    formula = FORMULAS[prim.function]
     return [formula.format(v=ctx.args[0].var)]
 
 

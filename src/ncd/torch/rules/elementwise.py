@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from ncd.ir.size import size_text
-from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.prims.elementwise import ROWS, ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.torch.rules import RuleContext, register
 
-CALLS = {
-    "relu": "torch.relu({})",
-    "gelu": "F.gelu({})",
-    "gelu_tanh": "F.gelu({}, approximate='tanh')",
-    "silu": "F.silu({})",
-    "tanh": "torch.tanh({})",
-    "sigmoid": "torch.sigmoid({})",
-    "exp": "torch.exp({})",
-    "log": "torch.log({})",
-    "square": "torch.square({})",
-    "sqrt": "torch.sqrt({})",
-    "neg": "torch.neg({})",
-    "abs": "torch.abs({})",
-    "identity": "{}",
-}
+#: the lowering column of the elementwise family table (``ncd.prims.elementwise.ROWS``)
+CALLS = {name: row.call for name, row in ROWS.items()}
 
 
 @register(ElementwiseOp, weave_aware=True)
