@@ -152,13 +152,14 @@ def test_sharded_diagram_round_trips_through_json() -> None:
     (MEGATRON, ["AR_tp", "AR_tp", "∂AR_tp", "∂AR_tp"]),
     ({**MEGATRON, "t": "tp"}, ["AG_tp", "AG_tp", "RS_tp", "RS_tp"]),
 ])
-def test_drawing_tags_each_derived_collective_and_subscripts_split_wires(placements: dict, tags: list[str]) -> None:
+@pytest.mark.parametrize("page", ["none", "column"])  # one row, and wrapped into rows with definitions
+def test_drawing_tags_each_derived_collective_and_subscripts_split_wires(placements: dict, tags: list[str], page: str) -> None:
     from ncd.render import layout
     from ncd.render.check import problems
     from ncd.render.model import Rect, Text
 
     sharded = ncd.shard(gpt2_block(), ncd.Mesh(tp=8), placements)
-    drawing = layout(sharded, page="none")
+    drawing = layout(sharded, page=page)
     assert problems(drawing) == []
     glyphs = [r for r in drawing.of(Rect) if r.role == "glyph" and r.stroke == "#b03030"]
     texts = [t.string for t in drawing.of(Text)]

@@ -124,6 +124,7 @@ class Derivation:
     outputs_of: dict[int, list[Wire]] = field(default_factory=dict)  # by id(node), for drawing
     inputs_of: dict[int, list[Wire]] = field(default_factory=dict)
     path_of: dict[int, Path] = field(default_factory=dict)
+    composites: set[int] = field(default_factory=set)
 
     @property
     def mesh(self) -> Mesh:
@@ -155,6 +156,7 @@ class _Deriver:
         self.outputs_of: dict[int, list[Wire]] = {}  # by id(node): the wires it gives (for drawing)
         self.inputs_of: dict[int, list[Wire]] = {}  # by id(node): the wires it takes
         self.path_of: dict[int, Path] = {}
+        self.composites: set[int] = set()  # ids of sequential and parallel composites (a drawing may regroup them)
 
     # -- placements ----------------------------------------------------------------------------
     def placed(self, name: str) -> str | None:
@@ -261,6 +263,8 @@ class _Deriver:
     def walk(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
         self.inputs_of[id(node)] = list(wires)
         self.path_of[id(node)] = path
+        if isinstance(node, (Seq, Par)):
+            self.composites.add(id(node))
         out = self._walk(node, wires, path)
         self.outputs_of[id(node)] = out
         return out
@@ -486,7 +490,7 @@ def derive(sharded: Diagram) -> Derivation:
     else:
         _fsdp(d, sharding)
     return Derivation(sharding, d.collectives, d.boxes, d.block_inputs, outputs, units, d.fsdp_units, d.outputs_of,
-                      d.inputs_of, d.path_of)
+                      d.inputs_of, d.path_of, d.composites)
 
 
 def _cost_units(d: _Deriver, node: Diagram, path: Path, mult: sympy.Expr,

@@ -49,16 +49,21 @@ def notes(sharded: Diagram) -> dict[tuple[str, int], tuple[tuple[dict[str, str],
             if not tags:
                 continue
             key = _outermost(derivation, table, wires, plan.path)
-            subscripts = _subscripts(plan.outputs) if side == "after" else ()  # left of the tag: before the reduction
+            subscripts = _subscripts(plan.outputs if side == "after" else plan.arrived)  # left of the tag: before it
             result[(side, key)] = (subscripts, " ".join(tags))
     return result
 
 
 def _outermost(derivation: Any, table: dict[int, list[Wire]], wires: list[Wire], path: tuple[int, ...]) -> int:
+    """The outermost box, weave or block holding the box whose input (output) is the same tensor.
+
+    Sequential and parallel composites are skipped: a wrapped drawing regroups them into rows and steps.
+    """
     srcs = tuple(w.src for w in wires)
     found = [(len(derivation.path_of[k]), k) for k, ws in table.items()
              if tuple(w.src for w in ws) == srcs and path[: len(derivation.path_of[k])] == derivation.path_of[k]]
-    return min(found)[1]
+    steps = [f for f in found if f[1] not in derivation.composites]
+    return min(steps or found)[1]
 
 
 def wire_notes(diagram: Diagram, style: Any) -> Any:

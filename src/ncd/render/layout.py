@@ -166,10 +166,20 @@ class Layout:
         values = flat(ys) or [0.0]
         return Frag(0.0, min(values), max(values), ys, [list(s) for s in ys])
 
+    def note(self, side: str, node: Diagram) -> tuple[tuple[dict[str, str] | None, ...], str | None] | None:
+        """The note (see ``notes``) for the gap ``side`` (``"after"`` or ``"before"``) of ``node``."""
+        if not self.notes:
+            return None
+        step, offset = _step(node)
+        found = self.notes.get((side, id(step)))
+        if found and offset:
+            found = ((None,) * offset + tuple(found[0]), found[1])  # None: wires the note is not about
+        return found
+
     # -- gaps between columns ------------------------------------------------------------
     def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None = None,
             seps_right: dict[int, float] | None = None,
-            note: tuple[tuple[dict[str, str], ...], str | None] | None = None) -> tuple[Frag, float]:
+            note: tuple[tuple[dict[str, str] | None, ...], str | None] | None = None) -> tuple[Frag, float]:
         """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments.
 
         ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph.
@@ -182,7 +192,7 @@ class Layout:
             for j, (seg, ys) in enumerate(zip(typ, left)):
                 for axis, y in zip(seg, ys):
                     parts = self.axis_label(axis)
-                    if j < len(subscripts) and axis.name in subscripts[j]:  # on the name: t̄_tp, f_tp = 4m
+                    if j < len(subscripts) and subscripts[j] and axis.name in subscripts[j]:  # on the name: t̄_tp, f_tp = 4m
                         at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
                         parts = parts[:at] + (Piece(subscripts[j][axis.name], script=-1),) + parts[at:]
                     w, ascent, _ = self.text_size(parts, self.style.label_size)
@@ -191,9 +201,11 @@ class Layout:
                     label_w = max(label_w, w + 6.0)
         label_w = max(label_w, 8.0)
         glyph_items: list[Item] = []
-        if glyph and flat(left):  # a collective: a small labelled tag across the wires, after the labels
+        about = [y for j, ys in enumerate(left) for y in ys
+                 if not subscripts or (j < len(subscripts) and subscripts[j] is not None)]
+        if glyph and about:  # a collective: a small labelled tag across the wires it concerns, after the labels
             gw, ascent, descent = self.text_size(typeset_text(glyph), self.style.label_size * 0.8)
-            top, bottom = min(flat(left)) - 0.45 * p, max(flat(left)) + 0.45 * p
+            top, bottom = min(about) - 0.45 * p, max(about) + 0.45 * p
             glyph_items.append(Rect(label_w, top, gw + 6.0, bottom - top, fill="#ffffff", stroke="#b03030", width=1.0,
                                     radius=3.0, role="glyph"))
             glyph_items += self.text(typeset_text(glyph), label_w + 3.0, (top + bottom) / 2 + (ascent - descent) / 2,
@@ -239,7 +251,7 @@ class Layout:
         for prev, nxt, frag in zip(nodes, nodes[1:], frags[1:]):
             dy_next = _align(outs, frag.ins)
             right = shifted(frag.ins, dy_next)
-            note = _merge_notes(self.notes.get(("after", id(prev))), self.notes.get(("before", id(nxt)))) if self.notes else None
+            note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
             gap, w = self.gap(outs, right, prev.cod, labels, seps, {j: y + dy_next for j, y in frag.seps_in.items()}, note)
             result.place(gap, x, 0.0)
             result.include(gap.top, gap.bottom)
@@ -435,6 +447,16 @@ class Layout:
 
 
 # -- module-level helpers -----------------------------------------------------------------------
+def _step(node: Diagram) -> tuple[Diagram, int]:
+    """A step of a wrapped row and the segments before it: the page layout draws ``f @ g`` as
+    ``(f @ id) >> (id @ g)``, and notes are keyed by ``f`` and ``g``."""
+    if isinstance(node, Par):
+        live = [k for k, p in enumerate(node.parts) if not isinstance(p, Identity)]
+        if len(live) == 1:
+            return node.parts[live[0]], sum(len(p.dom) for p in node.parts[: live[0]])
+    return node, 0
+
+
 def _merge_notes(after: Any, before: Any) -> Any:
     """The note of a gap: the left node's output subscripts, and the glyphs of both sides."""
     if not after or not before:

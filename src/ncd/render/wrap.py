@@ -241,8 +241,8 @@ def _row(ctx, groups: Sequence[Group]):  # type: ignore[no-untyped-def]
     first, last = groups[0][0], groups[-1][0]
     labels = ctx.style.labels != "none"
     frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
-    left, lw = ctx.gap(body.ins, body.ins, first.dom, labels)
-    right, rw = ctx.gap(body.outs, body.outs, last.cod, labels)
+    left, lw = ctx.gap(body.ins, body.ins, first.dom, labels, note=ctx.note("before", first))
+    right, rw = ctx.gap(body.outs, body.outs, last.cod, labels, note=ctx.note("after", last))
     frag.place(left, 0.0, 0.0)
     frag.place(body, lw, 0.0)
     frag.place(right, lw + body.w, 0.0)
