@@ -207,3 +207,25 @@ def test_the_inference_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for k, block in enumerate(re.findall(r"```python\n(.*?)```", page, flags=re.S)):
         exec(compile(block, f"docs/inference.md (example {k + 1})", "exec"), namespace)  # noqa: S102 - our own docs
+
+
+def test_sliding_window_caches_are_bounded_and_decoding_equals_the_full_forward() -> None:
+    model = gqa_decoder(v=40, m=24, k=4, g=2, r=3, f=32, N=2, window=3)
+    d = ncd.decode(model)
+    assert str(d.step.dom).split(", ")[1] == "x̅:Min(2,c) k g"  # the last window-1 positions
+    run = d.lower(dtype=torch.float64)
+    full = model.to_torch(t=9)
+    full.load_state_dict(run.weights)
+    tokens = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(3))
+    reference = full.double().eval()(tokens)
+    logits, caches = run.prefill(tokens[:, :4])
+    torch.testing.assert_close(logits, reference[:, :4], rtol=1e-12, atol=1e-12)
+    for p in range(4, 9):
+        logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
+        torch.testing.assert_close(logits, reference[:, p:p + 1], rtol=1e-12, atol=1e-12)
+        assert all(c.shape[1] == 2 for c in caches)
+    with pytest.raises(DecodeError, match="past="):
+        run.step(tokens[:, :1], caches)
+    assert d.cache_bytes_at(1000, dtype="float32") == 2 * d.cache_bytes(dtype="float32")
+    assert d.costs(c=1000, t=4).cache_read_bytes == 2 * d.cache_bytes()
+    assert run.generate(tokens[0, :4], 3).tolist()[:4] == tokens[0, :4].tolist()

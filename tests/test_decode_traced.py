@@ -65,3 +65,36 @@ def test_greedy_tokens_and_cache_bytes_equal_the_librarys(traced: tuple[str, tor
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     assert held == theirs.shape[-1] * d.cache_bytes(dtype="float32")
     assert str(d.cache_formula()) == "64*q"  # 2 layers x (K, V) x 2 key/value heads x 8
+
+
+def test_mistral_sliding_window_is_read_as_a_windowed_causal_mask_and_repeat_kv_is_refused() -> None:
+    """Mistral's additive mask becomes ``◸4`` (no table, any length); its ``repeat_kv`` (an ``expand`` the importer
+    keeps opaque, at the traced sizes) blocks decoding, with an error that names it."""
+    torch.manual_seed(0)
+    config = dict(SMALL, sliding_window=4)
+    model = T.MistralForCausalLM(T.MistralConfig(**config)).eval()
+    tokens = torch.randint(0, 50, (2, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diagram = ncd.trace(model, tokens, axes={"input_ids": "b ~t"})
+    masks = [b.prim for b in diagram.boxes() if b.prim.op == "causal_mask"]
+    assert masks and all(m.window == 4 for m in masks)
+    assert not [b for b in diagram.boxes() if b.prim.op == "constant" and len(b.cod[0]) >= 2]
+    with torch.no_grad():
+        torch.testing.assert_close(diagram.to_torch()(tokens), model(tokens).logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ncd.inference.DecodeError, match="opaque box on the token wires"):
+        ncd.decode(diagram)
+
+
+def test_sliding_window_cache_bytes_equal_mistrals_dynamic_cache() -> None:
+    """The same shape built with the DSL (2 layers, 2 key/value heads of 8, window 4) holds what transformers'
+    ``DynamicSlidingWindowLayer`` holds: the last ``window-1`` positions."""
+    from ncd.inference.examples import gqa_decoder
+
+    model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=4))).eval()
+    d = ncd.decode(gqa_decoder(v=50, m=32, k=8, g=2, r=2, f=64, N=2, window=4))
+    for length in (2, 3, 10):
+        with torch.no_grad():
+            cache = model(torch.randint(0, 50, (1, length)), use_cache=True).past_key_values
+        held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+        assert held == d.cache_bytes_at(length, dtype="float32"), length

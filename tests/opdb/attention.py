@@ -5,21 +5,29 @@ from __future__ import annotations
 import torch
 
 import ncd
-from ncd.errors import ParseError, TypeMismatchError
+from ncd.errors import ParseError, SizeError, TypeMismatchError
 from tests.opdb import error, sample
 
 
-def causal_reference(scores: torch.Tensor, query_dim: int, key_dim: int) -> torch.Tensor:
+def causal_reference(scores: torch.Tensor, query_dim: int, key_dim: int, window: int | None = None) -> torch.Tensor:
     rows, cols = scores.shape[query_dim], scores.shape[key_dim]
     query = torch.arange(rows).view(-1, *([1] * (-query_dim - 1)))
     key = torch.arange(cols).view(-1, *([1] * (-key_dim - 1)))
-    return scores.masked_fill(key > query, float("-inf"))
+    blocked = (key > query) | ((key <= query - window) if window is not None else False)
+    return scores.masked_fill(blocked, float("-inf"))
 
 
 sample("causal_mask", "heads-last", lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x") >> ncd.Softmax("x"),
        {"y": 4, "x": 5, "h": 2}, lambda p, x: torch.softmax(causal_reference(x[0], -3, -2), dim=-2), cod="y x h")
 sample("causal_mask", "plain", lambda: ncd.CausalMask("y", "x"), {"y": 3, "x": 3},
        lambda p, x: causal_reference(x[0], -2, -1), grad=False)
+sample("causal_mask", "sliding-window", lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", window=2),
+       {"y": 5, "x": 5, "h": 2}, lambda p, x: causal_reference(x[0], -3, -2, window=2), grad=False)
+sample("causal_mask", "sliding-window-softmax",
+       lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", window=3) >> ncd.Softmax("x"),
+       {"y": 6, "x": 6, "h": 2}, lambda p, x: torch.softmax(causal_reference(x[0], -3, -2, window=3), dim=-2), cod="y x h")
+error("causal_mask", "window", lambda: ncd.CausalMask("y", "x", window=0), r"the window 0 must be a whole number >= 1",
+      SizeError)
 error("causal_mask", "same-axis", lambda: ncd.CausalMask("x", "x"), r"query and key axes must differ, both are 'x'", ParseError)
 
 

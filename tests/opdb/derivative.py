@@ -158,6 +158,9 @@ def _masked_vjp(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 sample("mask_backward", "causal", lambda: ncd.Identity.of("h y x") >> MaskBackward("x", "y"), {"h": 2, "y": 4, "x": 4},
        lambda p, x: _masked_vjp(x[0], torch.ones(4, 4, dtype=torch.bool).triu(1)), cod="h y x")
+sample("mask_backward", "causal-window", lambda: ncd.Identity.of("y x") >> MaskBackward("x", "y", window=2),
+       {"y": 5, "x": 5}, lambda p, x: _masked_vjp(x[0], torch.ones(5, 5, dtype=torch.bool).triu(1)
+                                                  | torch.ones(5, 5, dtype=torch.bool).tril(-2)), cod="y x")
 sample("mask_backward", "padding", lambda: ncd.Identity.of("y x, x [bool]") >> MaskBackward("x"), {"y": 3, "x": 5},
        lambda p, x: _masked_vjp(x[0], ~x[1][..., None, :]), cod="y x", batch=())
 error("mask_backward", "missing-axis", lambda: ncd.Identity.of("y x") >> MaskBackward("k", "y"),

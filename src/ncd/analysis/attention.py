@@ -114,7 +114,7 @@ from ncd.prims.structure import SwapOp  # noqa: E402
 @backward_rule(CausalMaskOp)
 def backward_causal_mask(box: Box, builder: object) -> BoxBackward:
     """Masked scores get no gradient: the cotangent with zeros above the diagonal."""
-    return BoxBackward((), Box(MaskBackwardOp(box.prim.key, box.prim.query)))
+    return BoxBackward((), Box(MaskBackwardOp(box.prim.key, box.prim.query, box.prim.window)))
 
 
 @backward_rule(PaddingMaskOp)

@@ -90,7 +90,7 @@ def decode_table(decoding: Any, costs: Any, policy: Any) -> Any:
         count = _count(decoding, name)
         prefill_layer = costs.prefill_layers.get(name.replace("Step/", "Prefill/"), 0)
         table.add_row(f"{name.split('/')[-1]} (one of {count})", f"{prefill_layer:,}", f"{flops:,}",
-                      _bytes(float(per_layer)), _bytes(float(per_layer) * c))
+                      _bytes(float(per_layer)), _bytes(float(costs.cache_read_bytes) / max(count, 1)))
     table.add_row("model", f"{costs.prefill_flops:,}", f"{costs.step_flops:,}", _bytes(float(costs.cache_per_token)),
                   _bytes(float(costs.cache_read_bytes)), style="bold")
     table.caption = (

@@ -4,7 +4,8 @@ FLOPs come from ``ncd.cost`` on the derived diagrams (inference mode), so they a
 of the lowered modules: the matrix-product part equals ``torch.utils.flop_counter`` on them.
 Bytes read by a step are the **weights** it touches (every parameter once, except an embedding
 table that is only looked up — its new tokens' rows — and a learned table sliced at the new
-position — that row) plus the **past cache** (``c`` positions × bytes per token); the new
+position — that row) plus the **past cache** (``c`` positions × bytes per token, at most ``window-1`` positions under a
+sliding window); the new
 token's cache entry is written, not read.  Element types come from ``dtype`` (one for
 everything) or an :class:`~ncd.inference.policy.Policy`.
 
@@ -153,15 +154,17 @@ def decode_costs(decoding: Decoding, dtype: str = "bfloat16", roofline: Roofline
     if policy is not None:
         weight_bytes = policy.weight_bytes(decoding.step, step_sizes, weights)
         per_token = policy.cache_bytes(decoding, **all_sizes)
+        held = policy.cache_bytes_at(decoding, past, **all_sizes)
     else:
         weight_bytes = weights * element_bytes(dtype)
         per_token = decoding.cache_bytes(dtype=dtype, **all_sizes)
+        held = decoding.cache_bytes_at(past, dtype=dtype, **all_sizes)
     layers, prefill_layers = _per_layer(decoding, step), _per_layer(decoding, prefill)
     return DecodeCosts(
         all_sizes,
         int(_number(prefill.forward_matmul, "prefill FLOPs")), int(_number(prefill.forward_other, "prefill FLOPs")),
         int(_number(step.forward_matmul, "step FLOPs")), int(_number(step.forward_other, "step FLOPs")),
-        _plain(weight_bytes), _plain(per_token), _plain(per_token * past), params, layers, prefill_layers, roofline,
+        _plain(weight_bytes), _plain(per_token), _plain(held), params, layers, prefill_layers, roofline,
     )
 
 

@@ -77,6 +77,16 @@ class Decoding:
         formula = self.cache_formula().subs(symbol("q"), element_bytes(dtype))
         return _bind(formula, {**self.sizes, **sizes})
 
+    def cache_bytes_at(self, positions: int, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
+        """Bytes the caches of the whole model hold after ``positions`` tokens (sliding windows bound them)."""
+        q = element_bytes(dtype)
+        total = sympy.Integer(0)
+        for site in self.sites:
+            one = q * _numel(site.per_token()) * site.held(sympy.Integer(positions))
+            total += sympy.summation(one, (symbol(site.var), site.start, site.start + site.count - 1)) \
+                if site.var and symbol(site.var) in one.free_symbols else one * site.count
+        return _bind(total, {**self.sizes, **sizes})
+
     def cache_bytes_per_layer(self, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
         """Bytes of cache per token of one layer (one iteration of the repeated block)."""
         formula = self.cache_formula("layer").subs(symbol("q"), element_bytes(dtype))
@@ -177,7 +187,9 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     loads = []
     for key, index in _slots(pre.sites):
         _, seg = _site_segment(pre.sites, key, index)
-        loads.append(Box(LoadOp(Type((seg,)), key, _index(index))))
+        site, _ = _site_segment(pre.sites, key, index)
+        held = _resized(seg, site.axis, site.held(seg.axis(site.axis).size))
+        loads.append(Box(LoadOp(Type((held,)), key, _index(index))))
     prefill_body = Seq.of(pre.body, Par.of(Identity(outputs), *loads))
     prefill = Block(prefill_body, f"{name}Prefill", _meta(diagram, all_sizes, step=False))
 
@@ -191,9 +203,9 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     for key, index in _slots(st.sites):
         site, seg = _site_segment(st.sites, key, index)
         new = seg.axis(site.axis).size
-        past = _resized(seg, site.axis, c)
+        past = _resized(seg, site.axis, site.held(c))
         saves.append(Seq.of(Box(SaveOp(Type((past,)), key, _index(index))), Box(DeleteOp(Type((past,))))))
-        ends.append(Box(LoadOp(Type((_resized(seg, site.axis, c + new),)), key, _index(index))))
+        ends.append(Box(LoadOp(Type((_resized(seg, site.axis, site.held(c + new)),)), key, _index(index))))
     step_body = Seq.of(
         Par.of(Identity(Type(tuple(st.body.dom))), *saves),
         st.body,

@@ -33,7 +33,7 @@ from ncd.ir.size import Size, size_text, sizes_equal, symbol
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.constant import SinusoidalOp
 from ncd.prims.movement import ConcatOp, SliceOp
-from ncd.prims.opaque import ViewOp
+from ncd.prims.opaque import OpaqueOp, ViewOp
 from ncd.prims.rotary import RotaryOp
 from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 
@@ -65,6 +65,12 @@ class CacheSite:
     blocks: tuple[str, ...] = ()
     #: batch axes (the token input's other axes): one token of one sequence does not carry them
     batch: tuple[str, ...] = ()
+    #: the sliding window of the causal mask over this key axis (``None``: the cache keeps every position)
+    window: Size | None = None
+
+    def held(self, positions: Size) -> Size:
+        """Positions the cache keeps after ``positions`` tokens: all, or the last ``window-1`` under a sliding window."""
+        return positions if self.window is None else sympy.Min(positions, self.window - 1)
 
     def per_token(self) -> Segment:
         """The cached wire without its key axis and batch axes: what one token of one sequence adds to the cache."""
@@ -103,7 +109,8 @@ class _Walk:
     mode: str  # "prefill" or "step"
     keys: frozenset[str]  # key axes (the key side of every causal mask)
     tokens: frozenset[str]  # the token axis and every name it is renamed to
-    past: Size  # symbol for the number of cached positions (step only)
+    windows: dict[str, Size]  # sliding windows by key axis
+    past: Size  # symbol for the number of positions before the step (step only)
     new: Size  # new positions in the step (1)
     sites: list[CacheSite] = field(default_factory=list)
     repeats: list[Repeat] = field(default_factory=list)
@@ -183,6 +190,12 @@ class _Walk:
 
     def box(self, node: Box, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
         prim = node.prim
+        if isinstance(prim, OpaqueOp) and {a.name for seg in node.dom + node.cod for a in seg.axes} & self.tokens:
+            raise DecodeError(
+                f"{node.text()}: an opaque box on the token wires runs only at the traced sizes ('{node.dom}' ->"
+                f" '{node.cod}'), so neither a one-token step nor the cache before it can be derived; the importer"
+                " must turn it into diagram boxes first"
+            )
         full = frozenset().union(*(w.full for w in wires)) if wires else frozenset()
         mapping = self.mapping(node, wires)
         if isinstance(prim, CausalMaskOp) and self.mode == "step":
@@ -260,21 +273,21 @@ class _Walk:
             (axis_name,) = sorted((set(w.segment.names) & self.keys) - w.full)[:1]
             site = self.site(node, w.segment, axis_name)
             index = symbol(site.var) if site.var else None
-            if self.mode == "prefill":
-                parts.append(Box(SaveOp(Type((w.segment,)), site.key, index)))
-                out.append(_Wire(w.segment, w.full | {axis_name}))
-                continue
             k = w.segment.index(axis_name)
             new_axis = w.segment.axes[k]
-            past_axis = dataclasses.replace(new_axis, size=self.past)
-            full_axis = dataclasses.replace(new_axis, size=self.past + new_axis.size)
-            past = w.segment.with_axes(w.segment.axes[:k] + (past_axis,) + w.segment.axes[k + 1:])
-            whole = w.segment.with_axes(w.segment.axes[:k] + (full_axis,) + w.segment.axes[k + 1:])
+            if self.mode == "prefill":
+                parts.append(_save(w.segment, k, site, index, new_axis.size, new_axis.size))
+                out.append(_Wire(w.segment, w.full | {axis_name}))
+                continue
+            past_axis = dataclasses.replace(new_axis, size=site.held(self.past))
+            full_axis = dataclasses.replace(new_axis, size=past_axis.size + new_axis.size)
+            past = _with_axis(w.segment, k, past_axis)
+            whole = _with_axis(w.segment, k, full_axis)
             join = ConcatOp((past_axis, new_axis), full_axis, Segment(w.segment.axes[:k]), Segment(w.segment.axes[k + 1:]))
             parts.append(Seq.of(
                 Par.of(Box(LoadOp(Type((past,)), site.key, index)), Identity(Type((w.segment,)))),
                 Box(join),
-                Box(SaveOp(Type((whole,)), site.key, index)),
+                _save(whole, k, site, index, full_axis.size, self.past + new_axis.size),
             ))
             out.append(_Wire(whole, w.full | {axis_name}))
         return Par.of(*parts), out
@@ -288,10 +301,14 @@ class _Walk:
         key, n = role, 2
         while key in taken:
             key, n = f"{role}{n}", n + 1
+        window = self.windows.get(axis_name)
+        if window is not None and window.is_number and int(window) < 2:
+            raise DecodeError(f"the causal mask on {axis_name} has a window of {size_text(window)}: a query sees only"
+                              " itself, nothing is cached; write the attention without the mask")
         site = CacheSite(
             key, repeat.var if repeat else None, segment, axis_name,
             (repeat.stop - repeat.start) if repeat else sympy.Integer(1),
-            repeat.start if repeat else sympy.Integer(0), tuple(self.blocks),
+            repeat.start if repeat else sympy.Integer(0), tuple(self.blocks), window=window,
         )
         self.sites.append(site)
         return site
@@ -317,6 +334,30 @@ class _Walk:
         last = dataclasses.replace(position, size=self.new)
         new = Seq.of(table, _slice_leading(whole, last, feature, self))
         return new, [_Wire(new.cod[0])]
+
+
+def _with_axis(segment: Segment, k: int, axis: Axis) -> Segment:
+    return segment.with_axes(segment.axes[:k] + (axis,) + segment.axes[k + 1:])
+
+
+def _save(segment: Segment, k: int, site: CacheSite, index: Size | None, length: Size, positions: Size) -> Diagram:
+    """``→K_i`` on a wire of ``length`` positions along axis ``k``; under a sliding window only the last
+    ``held(positions)`` are kept (a copy is sliced and saved, the wire goes on whole)."""
+    if site.window is None:
+        return Box(SaveOp(Type((segment,)), site.key, index))
+    keep = site.held(positions)
+    axis = segment.axes[k]
+    kept = _with_axis(segment, k, dataclasses.replace(axis, size=keep))
+    pick: Diagram = Box(SliceOp(axis, length - keep, length, sympy.Integer(1), dataclasses.replace(axis, size=keep)))
+    for j in range(k + 1, len(segment)):  # weave the slice over the other wires, after then before
+        pick = Weave(pick, segment.axes[j], (j - k,), (j - k,))
+    for j in reversed(range(k)):
+        pick = Weave(pick, segment.axes[j], (0,), (0,))
+    return Seq.of(
+        Box(CopyOp(Type((segment,)))),
+        Par.of(Seq.of(pick, Box(SaveOp(Type((kept,)), site.key, index)), Box(DeleteOp(Type((kept,))))),
+               Identity(Type((segment,)))),
+    )
 
 
 def _slice_leading(whole: Axis, last: Axis, feature: Axis, walk: _Walk) -> Diagram:
@@ -391,6 +432,21 @@ def _contains_mask(node: Diagram, keys: frozenset[str]) -> bool:
 
 
 # -- entry points -----------------------------------------------------------------------------
+def windows_of(diagram: Diagram) -> dict[str, Size]:
+    """The sliding window of the causal masks, by key axis (an error if one key axis has two)."""
+    found: dict[str, Size] = {}
+    for b in diagram.boxes():
+        if isinstance(b.prim, CausalMaskOp):
+            name, window = b.prim.key.name, b.prim.window
+            if name in found and (window is None or not sizes_equal(found[name], window)) or \
+                    window is None and any(isinstance(c.prim, CausalMaskOp) and c.prim.key.name == name
+                                           and c.prim.window is not None for c in diagram.boxes()):
+                raise DecodeError(f"causal masks over the key axis {name} have different windows; name their key axes apart")
+            if window is not None:
+                found[name] = window
+    return found
+
+
 def causal_axes(diagram: Diagram) -> tuple[frozenset[str], frozenset[str]]:
     """The query and key axes of every causal mask in ``diagram``."""
     queries, keys = set(), set()
@@ -446,7 +502,7 @@ def token_names(diagram: Diagram, token: str) -> frozenset[str]:
 def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivation:
     """Walk ``diagram`` (repetition counts bound) and return its ``mode`` (prefill or step) body and caches."""
     keys = require_causal(diagram)
-    walk = _Walk(mode, keys, token_names(diagram, token.name), symbol(past), sympy.Integer(1))
+    walk = _Walk(mode, keys, token_names(diagram, token.name), windows_of(diagram), symbol(past), sympy.Integer(1))
     wires = []
     for seg in diagram.dom:
         if mode == "step":

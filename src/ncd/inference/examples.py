@@ -22,8 +22,9 @@ from ncd.zoo._model import model
 __all__ = ["gqa_attention", "gqa_decoder", "llama_8b_shape", "PRESETS"]
 
 
-def gqa_attention(tokens: str = "t") -> ncd.Diagram:
-    """Causal grouped-query self-attention ``~t m -> ~t m``: queries ``k g r``, keys and values ``k g``."""
+def gqa_attention(tokens: str = "t", window: int | str | None = None) -> ncd.Diagram:
+    """Causal grouped-query self-attention ``~t m -> ~t m``: queries ``k g r``, keys and values ``k g``;
+    ``window``: a sliding window (each query sees itself and the ``window-1`` positions before it)."""
     t = tokens
 
     def project(role: str, axis: str, spec: str) -> ncd.Diagram:
@@ -35,7 +36,7 @@ def gqa_attention(tokens: str = "t") -> ncd.Diagram:
     ).block("Linear")
     scores = (
         ncd.Einsum("~y k g r, ~x k g -> ~y ~x g r") >> ncd.Scale("k**-0.5")
-        >> ncd.CausalMask(query="y", key="x") >> ncd.Softmax("~x")
+        >> ncd.CausalMask(query="y", key="x", window=window) >> ncd.Softmax("~x")
     )
     attend = (scores @ ncd.Identity.of("~x k g") >> ncd.Einsum("~y ~x g r, ~x k g -> ~y k g r")).block("Attention")
     return projections >> attend >> ncd.Linear("k g r -> m", name="O") >> ncd.Rename(f"~y -> ~{t}")
@@ -43,15 +44,16 @@ def gqa_attention(tokens: str = "t") -> ncd.Diagram:
 
 def gqa_decoder(
     v: int = 64, m: int = 32, k: int = 8, g: int = 2, r: int = 2, f: int = 48, N: int = 2, t: int = 6,
-    *, eps: float = 1e-6,
+    *, eps: float = 1e-6, window: int | None = None,
 ) -> ncd.Block:
     """A pre-norm causal decoder: token embedding, ``N`` blocks (RMSNorm, grouped-query attention, RMSNorm,
-    SiLU-gated MLP), final RMSNorm and an output **L** to the vocabulary ``v``; no positions are added."""
+    SiLU-gated MLP), final RMSNorm and an output **L** to the vocabulary ``v``; no positions are added.
+    ``window``: Mistral's sliding window on every layer's attention."""
     wires = ncd.Identity.of("~t m")
     gate = ncd.Copy("m") >> ncd.Linear("m -> f", name="gate") @ ncd.Linear("m -> f", name="up")
     mlp = gate >> (ncd.SiLU() @ ncd.Identity.of("f")) >> ncd.Multiply() >> ncd.Linear("f -> m", name="down")
     layer = (
-        ncd.residual(wires >> ncd.RMSNorm("m", eps=eps) >> gqa_attention("t"))
+        ncd.residual(wires >> ncd.RMSNorm("m", eps=eps) >> gqa_attention("t", window))
         >> ncd.residual(wires >> ncd.RMSNorm("m", eps=eps) >> mlp)
     ).block("Layer")
     body = (

@@ -94,13 +94,19 @@ class Policy:
     def cache_bytes_per_layer(self, decoding: Decoding, **sizes: int) -> int | sympy.Expr:
         return self._cache(decoding, "layer", sizes)
 
-    def _cache(self, decoding: Decoding, per: str, sizes: Mapping[str, int]) -> int | sympy.Expr:
+    def cache_bytes_at(self, decoding: Decoding, positions: int, **sizes: int) -> int | sympy.Expr:
+        """Bytes the caches hold after ``positions`` tokens (sliding windows bound them)."""
+        return self._cache(decoding, "model", sizes, positions)
+
+    def _cache(self, decoding: Decoding, per: str, sizes: Mapping[str, int], positions: int | None = None) -> int | sympy.Expr:
         from ncd.inference.decoding import _bind, _numel
 
         total = sympy.Integer(0)
         for site in decoding.sites:
             kind = self.cache_type(site.key)
             one = element_bytes(kind) * _numel(site.per_token()) + (SCALE_BYTES if kind in _QMAX else 0)
+            if positions is not None:
+                one = one * site.held(sympy.Integer(positions))
             if per == "layer" or site.var is None:
                 total += one * (1 if per == "layer" else site.count)
             else:

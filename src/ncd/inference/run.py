@@ -84,14 +84,21 @@ class Decoder:
         out = self.prefill_module(int(tokens.shape[-1]), **self._batch(tokens))(tokens)
         return out[0], self._store(out[1:])
 
-    def step(self, token: torch.Tensor, caches: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The outputs at one new position and the caches grown by it."""
+    def step(self, token: torch.Tensor, caches: list[torch.Tensor],
+             past: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The outputs at one new position and the caches grown by it.
+
+        ``past``: how many tokens came before (needed under a sliding window, where the caches keep fewer).
+        """
         if len(caches) != len(self.decoding.slots):
             raise DecodeError(f"step: {len(caches)} caches given, the model has {len(self.decoding.slots)}"
                               f" ({', '.join(_slot(s) for s in self.decoding.slots)})")
         caches = self._load(caches)
-        site = self.decoding.sites[0]
-        past = int(caches[0].shape[_row(site)])
+        if past is None:
+            if any(s.window is not None for s in self.decoding.sites):
+                raise DecodeError("step: under a sliding window the caches keep only the last positions;"
+                                  " say how many tokens came before (past=...)")
+            past = int(caches[0].shape[_row(self.decoding.sites[0])])
         out = self.step_module(past, **self._batch(token))(token, *caches)
         return out[0], self._store(out[1:])
 
@@ -124,10 +131,10 @@ class Decoder:
 
         logits, caches = self.prefill(prompt)
         tokens = [prompt]
-        for _ in range(new):
+        for k in range(new):
             nxt = logits[..., -1:, :].argmax(-1)
             tokens.append(nxt)
-            logits, caches = self.step(nxt, caches)
+            logits, caches = self.step(nxt, caches, past=int(prompt.shape[-1]) + k)
         return torch.cat(tokens, dim=-1)
 
 

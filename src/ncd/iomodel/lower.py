@@ -111,6 +111,8 @@ class Streamed(torch.nn.Module):
             if op.params:
                 raise LoweringError(f"streamed lowering takes diagrams without weights; {describe(op.node)} is learned"
                                     " (write it as an einsum wiring with the weight as an input)")
+            if isinstance(prim, CausalMaskOp) and prim.window is not None:
+                raise LoweringError(f"streamed lowering has no sliding-window mask yet: {describe(op.node)}")
             if op.kind != "online" and not isinstance(prim, (EinsumOp, ScaleOp, CausalMaskOp, ElementwiseOp)):
                 raise LoweringError(f"streamed lowering supports einsum wirings, scales, causal masks, elementwise"
                                     f" functions and online softmax, not {describe(op.node)}")

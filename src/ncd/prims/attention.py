@@ -2,7 +2,8 @@
 
 ``CausalMask(query="y", key="x")`` acts on scores ``"y x"`` and sets every entry whose key
 index is greater than its query index to ``-inf`` (top-left aligned, as
-``F.scaled_dot_product_attention(is_causal=True)``).  ``PaddingMask(key="x")`` takes the
+``F.scaled_dot_product_attention(is_causal=True)``); ``window=w`` also masks keys ``w`` or more
+positions before the query (a sliding window).  ``PaddingMask(key="x")`` takes the
 scores and a boolean segment ``"x [bool]"``: **True keeps** a key, False masks it with
 ``-inf`` (the convention of ``F.scaled_dot_product_attention``'s boolean ``attn_mask``;
 note ``nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite one).  Both are
@@ -21,11 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ncd.errors import ParseError
+import sympy
+
+from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.size import Size, SizeLike, size, size_text
 
 __all__ = ["CausalMaskOp", "PaddingMaskOp", "CausalMask", "PaddingMask"]
 
@@ -36,6 +40,8 @@ class CausalMaskOp(Primitive):
 
     query: Axis
     key: Axis
+    #: a sliding window: a query also ignores keys ``window`` or more positions before it (``None``: none)
+    window: Size | None = None
 
     op: ClassVar[str] = "causal_mask"
     weave_policy = weaving.input_like_output
@@ -45,13 +51,19 @@ class CausalMaskOp(Primitive):
     def __post_init__(self) -> None:
         if self.query.name == self.key.name:
             raise ParseError(f"causal mask: the query and key axes must differ, both are {self.query.name!r}")
+        if self.window is not None:
+            if not isinstance(self.window, sympy.Basic):
+                object.__setattr__(self, "window", size(self.window))
+            if self.window.is_number and not (self.window.is_integer and self.window >= 1):
+                raise SizeError(f"causal mask on {self.query.name}, {self.key.name}: the window"
+                                f" {size_text(self.window)} must be a whole number >= 1")
 
     def signature(self) -> tuple[Type, Type]:
         t = Type((Segment((self.query, self.key)),))
         return t, t
 
     def label(self) -> str:
-        return "◸"
+        return "◸" if self.window is None else f"◸{size_text(self.window)}"
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,12 @@ class PaddingMaskOp(Primitive):
         return "▭"
 
 
-def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = None) -> Box:
-    """Mask scores ``"query key"`` so that a query attends to keys at or before its own index."""
-    return Box.make(CausalMaskOp(as_axis(query), as_axis(key)), name)
+def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = None, window: SizeLike | None = None) -> Box:
+    """Mask scores ``"query key"`` so that a query attends to keys at or before its own index.
+
+    ``window``: a sliding window (Mistral's): query ``i`` attends keys ``i-window+1 … i`` only.
+    """
+    return Box.make(CausalMaskOp(as_axis(query), as_axis(key), None if window is None else size(window)), name)
 
 
 def PaddingMask(key: AxisLike = "x", name: str | None = None) -> Box:

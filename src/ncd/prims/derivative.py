@@ -175,12 +175,15 @@ def _mask_backward_policy(view: weaving.WeaveView) -> bool:
 class MaskBackwardOp(Primitive):
     """The transpose of a mask: the cotangent with zeros where scores were masked.
 
-    Causal (``query`` given): zeros above the diagonal of ``query key``; padding (no ``query``):
+    Causal (``query`` given): zeros above the diagonal of ``query key`` (and, with ``window``, that many
+    positions below it and further); padding (no ``query``):
     ``(g: key, mask: key [bool]) ↦ g`` with zeros where the mask is False.
     """
 
     key: Axis
     query: Axis | None = None
+    #: the causal mask's sliding window: zeros also ``window`` or more positions below the diagonal
+    window: Size | None = None
 
     op: ClassVar[str] = "mask_backward"
     weave_policy = staticmethod(_mask_backward_policy)
@@ -354,9 +357,10 @@ def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, b
                                    else bool(bias)))
 
 
-def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None) -> Box:
-    """The transpose of ``CausalMask(query, key)`` (``query`` given) or of ``PaddingMask(key)``."""
-    return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query)))
+def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None, window: SizeLike | None = None) -> Box:
+    """The transpose of ``CausalMask(query, key, window=window)`` (``query`` given) or of ``PaddingMask(key)``."""
+    return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query),
+                                   None if window is None else size(window)))
 
 
 def Insert(axis: AxisLike, start: int, stop: int | None = None, step: int = 1, source: AxisLike | None = None) -> Box:

@@ -148,6 +148,8 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
                 return None
             scale = scale * factor
         elif softmax is None and isinstance(prim, CausalMaskOp) and causal is None:
+            if prim.window is not None:  # is_causal has no window: the unfused lowering holds the band
+                return None
             causal, masked = prim, True
         elif softmax is None and isinstance(prim, PaddingMaskOp) and padding is None:
             padding, masked = prim, True

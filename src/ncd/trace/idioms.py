@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import sympy
 import torch
 
 from ncd.ir.axes import Segment, Type
@@ -531,11 +532,12 @@ def attention(conv: Converter, node: Node) -> None:
                 raise Decline("a mask per query head under grouped-query attention")
             m = m.unsqueeze(-3)
         additive = m if additive is None else additive + m
-    if additive is not None and _is_causal(additive):  # ◸: no table, any length
+    window = _causal_window(additive) if additive is not None else None
+    if additive is not None and (_is_causal(additive) or window):  # ◸ (with a sliding window): no table, any length
         from ncd.prims.attention import CausalMaskOp
 
         axes = conv.segs[s].axes
-        s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1])), [s])
+        s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1], None if window is None else sympy.Integer(window))), [s])
     elif additive is not None:
         vm = operand(conv, Node("mask", "constant", value=additive, source="mask"), names, shape)
         s = conv.apply(Box(AddOp(2)), [s, vm])
@@ -548,6 +550,24 @@ def attention(conv: Converter, node: Node) -> None:
     if groups > 1:  # the query heads again: (g r) -> h
         o = conv.view(o, merged[:-1] + [conv.names(o)[-1]], _shape(node))
     conv.bind(node, o)
+
+
+def _causal_window(additive: torch.Tensor) -> int | None:
+    """``w`` if the additive mask is causal with a sliding window of ``w`` (query ``i`` sees keys ``i-w+1 … i``) on
+    its last two axes, with ``1 < w < n`` (the window cuts something off); else ``None``."""
+    if additive.dim() < 2 or additive.shape[-1] != additive.shape[-2] or additive.device.type == "meta":
+        return None
+    n = additive.shape[-1]
+    blocked = additive <= -1e30
+    first = blocked[..., -1, :]  # the last query sees exactly its window
+    seen = int((~first).reshape(-1, n)[0].sum())
+    if not 1 < seen < n:
+        return None
+    band = torch.ones(n, n, dtype=torch.bool)
+    outside = ~band.tril() | band.tril(-seen)
+    if bool((blocked == outside.expand_as(blocked)).all()) and bool((additive.masked_fill(outside, 0) == 0).all()):
+        return seen
+    return None
 
 
 def _is_causal(additive: torch.Tensor) -> bool:

@@ -16,9 +16,12 @@ def lower_causal_mask(ctx: RuleContext) -> list[str]:
     first = layout.index(("own", 0))
     shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
     x = ctx.args[0].var
-    mask = ctx.em.assign(
-        "causal", f"torch.ones({rows}, {cols}, dtype=torch.bool, device={x}.device).triu(1)", (prim.query, prim.key)
-    )
+    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={x}.device)"
+    blocked = f"{ones}.triu(1)"
+    if prim.window is not None:  # and keys `window` or more positions back: the band below
+        window = ctx.int(prim.window, f"the window of the causal mask on {prim.query.name}, {prim.key.name}")
+        blocked = f"({blocked} | {ones}.tril(-{window}))"
+    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{x}.masked_fill({mask}{view}, float('-inf'))"]
 

@@ -124,8 +124,9 @@ def lower_mask_backward(ctx: RuleContext) -> list[str]:
     layout = ctx.markers("dom", 0)
     first = layout.index(("own", 0))
     shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
-    mask = ctx.em.assign("causal", f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device).triu(1)",
-                         (prim.query, prim.key))
+    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device)"
+    blocked = f"{ones}.triu(1)" if prim.window is None else f"({ones}.triu(1) | {ones}.tril(-{evaluate(prim.window)}))"
+    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{g}.masked_fill({mask}{view}, 0.0)"]
 
