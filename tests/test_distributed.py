@@ -182,3 +182,15 @@ def test_shard_command_prints_the_per_rank_table(capsys: pytest.CaptureFixture[s
     assert f"{report.per_rank.param_bytes:,}" in out and "forward all_reduce over tp ×2: 6144 elements of y m (Σtp) at L₊^O" in out
     assert main(["shard", "gpt2", "--mesh", "tp=8", "--place", "h=tp,f=tp"]) == 2  # 12 heads do not split 8 ways
     assert "axis h of size h = 12" in capsys.readouterr().err
+
+
+def test_a_change_of_split_axis_is_an_all_to_all_both_ways() -> None:
+    # the first input arrives split along h (a column-parallel map), the second along t: the einsum needs one split
+    diagram = (ncd.Identity.of("m") >> ncd.Linear("m -> h")) @ ncd.Identity.of("~t h") >> ncd.Einsum("h, ~t h -> ~t h")
+    sharded = ncd.shard(diagram, ncd.Mesh(tp=4), {"h": "tp", "t": "tp"})
+    report = ncd.cost(sharded, m=8, h=8, t=16)
+    assert report.collectives == {"all_reduce": 0, "all_gather": 0, "reduce_scatter": 0, "all_to_all": 1}
+    assert report.per_rank.counts("backward") == {"all_reduce": 1, "all_gather": 0, "reduce_scatter": 0, "all_to_all": 1}
+    moved = next(c for c in derive(sharded).collectives if c.kind == "all_to_all")
+    assert sympy.simplify(moved.numel - sympy.Symbol("h", positive=True) * sympy.Symbol("t", positive=True) / 4) == 0
+    assert report.per_rank.collective_bytes()["all_to_all"] == 8 * 16 // 4 * 4
