@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ncd
-from ncd.errors import InputError, SizeError, TypeMismatchError
+from ncd.errors import InputError, SizeError, TypeMismatchError, display_path
 from ncd.ir.size import symbol
 
-THIS_FILE = __file__
+THIS_FILE = display_path(__file__)  # diagrams record paths relative to the working directory
 
 
 def _line(offset: int = 0) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ncd.errors import (
     InputError,
+    LimitError,
     LoweringError,
     NCDError,
     ParseError,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NCDError", "ParseError", "SizeError", "TypeMismatchError", "SchemaError", "LoweringError", "InputError", "TraceError",
+    "LimitError",
     "Axis", "Segment", "Type", "parse_axis", "parse_type",
     "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "repeat",
     "Linear", "Einsum", "Unit", "Softmax", "Scale", "Multiply", "elementwise",
@@ -104,11 +106,17 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'ncd' has no attribute {name!r}")
 
 
-def load_json(text: str) -> Diagram:
-    """Read a diagram written by ``Diagram.to_json`` (never executes code)."""
+def load_json(text: str | bytes, *, trust: bool = False) -> Diagram:
+    """Read a diagram written by ``Diagram.to_json`` (never executes code).
+
+    Safe by default: an opaque box may call only the pure tensor operators of
+    ``ncd.prims.opaque_allowlist``, and sizes, nesting and lengths are checked against
+    ``ncd.limits``; ``trust=True`` lifts the operator allowlist for files you trust.  Every
+    problem raises an ``ncd.SchemaError`` (or ``ncd.LimitError``) naming the JSON path.
+    """
     from ncd.ir.serialize import load_json as _load
 
-    return _load(text)
+    return _load(text, trust=trust)
 # -- interpreters: IO-aware costs (memory hierarchies) --
 from ncd.iomodel import Hierarchy, io, online_softmax  # noqa: E402
 

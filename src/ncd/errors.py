@@ -7,6 +7,7 @@ and, where a box is involved, the user's line that built it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +21,39 @@ __all__ = [
     "LoweringError",
     "InputError",
     "TraceError",
+    "LimitError",
     "SourceLocation",
     "user_location",
+    "printable",
+    "display_path",
 ]
+
+#: C0 and C1 control characters (tab and newline kept), DEL, lone surrogates and the Unicode bidirectional
+#: overrides, which can make printed text lie about what it says; ANSI escape sequences are removed whole.
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|.?)")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: escape sequences and control characters removed.
+
+    >>> printable("box \x1b[31mred\x1b[0m\x07 and \x1b]0;title\x07 done")
+    'box red and  done'
+    """
+    return _CONTROL.sub("", _ESCAPE.sub("", text))
 
 
 class NCDError(Exception):
-    """Base class of all errors raised by ``ncd``."""
+    """Base class of all errors raised by ``ncd``.
+
+    Its message is made safe to print: names read from files cannot smuggle terminal escapes.
+
+    >>> str(NCDError("bad name 'x\x1b[2J'"))
+    "bad name 'x'"
+    """
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class ParseError(NCDError, ValueError):
@@ -57,6 +84,10 @@ class TraceError(NCDError):
     """A PyTorch model cannot be turned into a diagram (e.g. data-dependent control flow)."""
 
 
+class LimitError(NCDError, ValueError):
+    """A diagram exceeds a resource limit of :mod:`ncd.limits` (a size, a count, a depth, a memory budget)."""
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -75,12 +106,34 @@ class SourceLocation:
         return [self.file, self.line, self.function]
 
 
+def display_path(filename: str) -> str:
+    """A source file as recorded in diagrams: relative to the working directory when inside it, else its base name.
+
+    Diagrams are shared (JSON, HTML, SVG), so they never embed an absolute path of the building machine.
+
+    >>> display_path(os.path.join(os.getcwd(), "models", "net.py")) == os.path.join("models", "net.py")
+    True
+    >>> display_path("/home/someone/secret/net.py")
+    'net.py'
+    >>> display_path(os.path.join(_PACKAGE_DIR, "zoo", "gallery.py")) == os.path.join("ncd", "zoo", "gallery.py")
+    True
+    """
+    if filename.startswith("<") or not os.path.isabs(filename):
+        return filename if ".." not in filename.split(os.sep) else os.path.basename(filename)
+    if filename.startswith(_PACKAGE_DIR + os.sep):  # the gallery's own lines: ncd/zoo/...
+        return os.path.relpath(filename, os.path.dirname(_PACKAGE_DIR))
+    relative = os.path.relpath(filename, os.getcwd()) if os.path.isabs(os.getcwd()) else filename
+    if relative.startswith(".." + os.sep) or relative == ".." or os.path.isabs(relative):
+        return os.path.basename(filename)
+    return relative
+
+
 def user_location() -> SourceLocation | None:
     """The innermost stack frame outside the ``ncd`` package (the user's line)."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
         if not filename.startswith(_PACKAGE_DIR + os.sep) or os.sep + "zoo" + os.sep in filename[len(_PACKAGE_DIR):]:
-            return SourceLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+            return SourceLocation(display_path(frame.f_code.co_filename), frame.f_lineno, frame.f_code.co_name)
         frame = frame.f_back  # type: ignore[assignment]
     return None

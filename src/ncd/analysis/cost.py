@@ -40,9 +40,10 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, check_size_names
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.size import evaluate, symbol
+from ncd.limits import check_diagram
 
 __all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
 
@@ -513,12 +514,15 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
             from ncd.errors import SizeError
 
             raise SizeError(f"cost: size {key}={value!r} must be a positive whole number")
+    check_size_names(diagram, sizes, "cost", _defaults(diagram))
+    check_diagram(diagram, memory=False)  # repetition counts, before anything is unrolled
     bound_sizes = {**_defaults(diagram), **sizes}
     report = CostReport(diagram, bound_sizes, dtype=dtype, training=training)
     free = {str(s) for s in diagram.free_symbols}
     if free <= set(bound_sizes):
         # exact numbers: walk the bound diagram (repetitions unrolled; einsum paths depend on sizes)
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
+        check_diagram(bound, memory=False)
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
             _analyse(bound, dtype, training)
     else:

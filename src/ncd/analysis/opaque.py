@@ -14,6 +14,8 @@ input), a float output's cotangent is deleted.
 
 from __future__ import annotations
 
+import math
+
 import sympy
 
 from ncd.analysis.backward import BoxBackward, cot, route
@@ -80,6 +82,13 @@ def cost_opaque(ctx: CostContext) -> list[Tensor]:
     shapes = [[a.size for a in t.axes] for t in ctx.inputs]
     if any(getattr(s, "free_symbols", None) for shape in shapes for s in shape):
         return outs
+    from ncd.limits import check_count
+    from ncd.prims.opaque import check_shapes
+
+    # the call runs on real tensors: they must fit the memory budget, and its results have the declared shapes
+    check_count(f"cost of {ctx.box.text()}: the bytes of its inputs", sum(8 * math.prod(int(s) for s in shape)
+                                                                        for shape in shapes), "memory")
+    check_shapes(ctx.box.prim)  # type: ignore[arg-type]
     forward, backward, own, saved = _measure_opaque(ctx.box, [tuple(int(s) for s in shape) for shape in shapes],
                                                     [t.dtype for t in ctx.inputs])
     ctx.matmul(sympy.Integer(forward), sympy.Integer(backward))

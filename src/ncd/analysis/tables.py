@@ -90,13 +90,13 @@ def load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    _LOADED = True
     for family in _FAMILIES:
         try:
             importlib.import_module(f"ncd.analysis.{family}")
         except ModuleNotFoundError as error:
             if error.name != f"ncd.analysis.{family}":
                 raise
+    _LOADED = True  # only now: another thread must not see half of the rules (imports wait for each other)
 
 
 def _missing(op: str, what: str) -> AnalysisError:

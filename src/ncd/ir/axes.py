@@ -25,8 +25,9 @@ from typing import Literal, Union
 
 import sympy
 
-from ncd.errors import ParseError, SizeError
+from ncd.errors import LimitError, ParseError, SizeError
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute, symbol
+from ncd.limits import limits
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike"]
 
@@ -62,6 +63,9 @@ class Axis:
         value = self.size
         if value.is_positive is False or (value.is_number and value.is_integer is not True):
             raise SizeError(f"axis {self.name} has size {size_text(value)}; a size must be a positive whole number")
+        if value.is_number and value > limits().axis_size:
+            raise LimitError(f"axis {self.name} has size {size_text(value)}, more than the limit of {limits().axis_size}"
+                             " (axis_size in ncd.limits)")
 
     def __str__(self) -> str:
         text = self.name if not self.parts else "(" + " ".join(str(p) for p in self.parts) + ")"
@@ -137,6 +141,12 @@ class Segment:
         return iter(self.axes)
 
     @property
+    def repeated(self) -> list[str]:
+        """Axis names that occur more than once (only an einsum's diagonal wires may do that)."""
+        names = [a.name for a in self.axes]
+        return sorted({n for n in names if names.count(n) > 1})
+
+    @property
     def names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.axes)
 
@@ -186,6 +196,11 @@ class Type:
     """A tuple of segments, drawn stacked and separated by dashed lines."""
 
     segments: tuple[Segment, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if len(self.segments) > limits().segments:
+            raise LimitError(f"a type of {len(self.segments)} tensors is more than the limit of {limits().segments}"
+                             " (segments in ncd.limits)")
 
     def __str__(self) -> str:
         return ", ".join(str(s) for s in self.segments)

@@ -24,13 +24,15 @@ import sympy
 
 from ncd.errors import SizeError, SourceLocation, TypeMismatchError, user_location
 from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
+from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import Size, SizeLike, evaluate, size, substitute, symbol
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["bind_all", "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave"]
+__all__ = ["bind_all", "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
+           "check_size_names"]
 
 
 class Diagram:
@@ -225,7 +227,14 @@ class Box(Diagram):
     source: SourceLocation | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.label is not None:
+            check_text(self.label, "a box label")
         dom, cod = self.prim.signature()
+        if not self.prim.repeated_axes:
+            for seg in (*dom, *cod):
+                if seg.repeated:
+                    raise TypeMismatchError(f"{self.prim.label()}: tensor '{seg}' names axis {', '.join(seg.repeated)}"
+                                            " twice; the axes of one tensor need distinct names")
         _set(self, dom=dom, cod=cod)
 
     @classmethod
@@ -358,6 +367,11 @@ class Weave(Diagram):
                     raise TypeMismatchError(
                         f"weave over {self.axis.name}: position {p} is outside segment '{seg}' of {describe(inner)}"
                     )
+        for positions, typ in ((self.dom_pos, inner.dom), (self.cod_pos, inner.cod)):
+            for p, seg in zip(positions, typ):
+                if p is not None and self.axis.name in seg.names:
+                    raise TypeMismatchError(f"weave over {self.axis.name}: segment '{seg}' of {describe(inner)} already"
+                                            f" has an axis {self.axis.name}; rename one of them")
         dom = Type(tuple(s if p is None else s.insert(p, self.axis) for s, p in zip(inner.dom, self.dom_pos)))
         cod = Type(tuple(s.insert(p, self.axis) for s, p in zip(inner.cod, self.cod_pos)))
         _set(self, dom=dom, cod=cod)
@@ -383,8 +397,10 @@ class Block(Diagram):
     meta: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        check_text(self.name, "a block name")
         if not isinstance(self.body, Diagram):
             raise TypeMismatchError(f"block {self.name!r}: its body must be a diagram, not {type(self.body).__name__}")
+        _check_meta(self.name, self.meta)
         _set(self, dom=self.body.dom, cod=self.body.cod)
 
     def children(self) -> tuple[Diagram, ...]:
@@ -395,6 +411,28 @@ class Block(Diagram):
 
     def get(self, key: str, default: Any = None) -> Any:
         return dict(self.meta).get(key, default)
+
+
+def _check_meta(name: str, meta: Any) -> None:
+    """A block's ``meta`` is (key, value) pairs; ``defaults`` maps size names to positive whole numbers and
+    ``legend`` names to texts, since source, costs and drawings read them."""
+    if not isinstance(meta, tuple) or not all(isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) for m in meta):
+        raise TypeMismatchError(f"block {name!r}: meta must be a tuple of (key, value) pairs, not {meta!r:.80}")
+    for key, value in meta:
+        if key not in ("defaults", "legend"):
+            continue
+        pairs = tuple(value.items()) if isinstance(value, dict) else value
+        if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                                   for p in pairs):
+            raise TypeMismatchError(f"block {name!r}: {key} must be (name, value) pairs, not {value!r:.80}")
+        for k, v in pairs:
+            check_text(k, f"a name in the {key} of block {name!r}")
+            if key == "defaults" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise SizeError(f"block {name!r}: default size {k}={v!r} is not a positive whole number")
+            if key == "legend" and not isinstance(v, (str, int, sympy.Basic)):
+                raise TypeMismatchError(f"block {name!r}: legend entry {k}={v!r:.60} is not a text or a size")
+            if key == "legend" and isinstance(v, str):
+                check_text(v, f"the legend of block {name!r}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -412,6 +450,9 @@ class Repeat(Diagram):
     name: str | None = None
 
     def __post_init__(self) -> None:
+        check_text(self.var, "a repetition variable")
+        if self.name is not None:
+            check_text(self.name, "a repetition name")
         i = symbol(self.var)
         step_dom = self.body.dom.subs({i: i + 1})
         if not self.body.cod.same(step_dom):
@@ -466,6 +507,32 @@ class _Shadow(Diagram):
         yield self
 
 
+def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: Iterable[str] = ()) -> None:
+    """Refuse size keywords that name no size of ``diagram`` (a misspelt ``heads=4`` would silently do nothing).
+
+    >>> import ncd
+    >>> check_size_names(ncd.Linear("m -> h k"), ["h", "heads"], "to_torch")
+    Traceback (most recent call last):
+    ncd.errors.SizeError: to_torch: heads is not a size of the diagram; its sizes are h, k, m
+    """
+    names = dict.fromkeys(names) if not isinstance(names, Mapping) else names
+    valid = {str(s) for s in diagram.free_symbols} | set(known)
+    fixed: dict[str, set[Any]] = {}
+    for node in diagram.walk():
+        for seg in (*node.dom, *node.cod):
+            for a in seg.axes:
+                fixed.setdefault(a.name, set()).add(a.size)
+    unknown = [n for n in names if n not in valid and n not in fixed]
+    for n, value in names.items():
+        sizes = fixed.get(n, set())
+        if n not in valid and value is not None and len(sizes) == 1 and next(iter(sizes)).is_number \
+                and next(iter(sizes)) != value:
+            raise SizeError(f"{what}: axis {n} has size {next(iter(sizes))} in the diagram, so {n}={value} cannot apply")
+    if unknown:
+        raise SizeError(f"{what}: {', '.join(sorted(unknown))} {'is' if len(unknown) == 1 else 'are'} not a size of the"
+                        f" diagram; its sizes are {', '.join(sorted(valid)) or 'all bound'}")
+
+
 def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
     """What a chain of weaves broadcasts, and the weaves, outermost first.
 
@@ -513,10 +580,14 @@ def bind_all(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise SizeError(f"size {key}={value!r} must be a positive whole number")
+    check_size_names(diagram, sizes, "cannot lower", defaults_of(diagram))
     merged = {**defaults_of(diagram), **sizes}
     bound = diagram.bind(**merged) if merged else diagram
     free = bound.free_symbols
     if free:
         names = ", ".join(sorted(str(s) for s in free))
         raise SizeError(f"cannot lower '{bound.dom}' -> '{bound.cod}': sizes {names} are not bound; pass them as keywords")
+    from ncd.limits import check_diagram
+
+    check_diagram(bound)  # repetition counts and the memory budget, before anything is allocated
     return bound

@@ -37,6 +37,8 @@ class Primitive:
     broadcasts: ClassVar[bool] = True
     #: Which woven layouts the lowering handles in place (``ncd.ir.weaving``); others move woven axes to the front.
     weave_policy: ClassVar[weaving.WeavePolicy] = weaving.never
+    #: Whether one tensor may carry two wires of the same name (an einsum's diagonal ``a a -> a``); else refused.
+    repeated_axes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

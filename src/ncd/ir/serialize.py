@@ -16,24 +16,26 @@ import dataclasses
 import functools
 import importlib
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, Union
 
 import sympy
 
-from ncd.errors import NCDError, SchemaError, SourceLocation
+from ncd.errors import LimitError, NCDError, SchemaError, SourceLocation, display_path, printable
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.names import check_text
 from ncd.ir.primitive import PRIMITIVES
 from ncd.ir.size import size, size_text
+from ncd.limits import limits
+from ncd.prims.opaque_allowlist import check_allowed
 
 __all__ = ["to_json", "load_json", "FORMAT", "VERSION", "encode"]
 
 FORMAT = "ncd.diagram"
 VERSION = 1
-#: A file nested deeper than this (diagram nodes plus tagged values) is refused, not recursed into.
-MAX_DEPTH = 200
 #: Whole numbers in primitive fields are bounded (a copy count of 10**12 would exhaust memory).
 MAX_INT = 2**20
 
@@ -105,17 +107,86 @@ def to_json(d: Diagram, indent: int | None = None) -> str:
 
 
 # -- decoding ------------------------------------------------------------------------
+#: The keys each kind of object may have (anything else is refused, never dropped).
+_NODE_KEYS = {
+    "identity": {"node", "type"},
+    "box": {"node", "op", "fields", "label", "source"},
+    "seq": {"node", "parts"},
+    "par": {"node", "parts"},
+    "weave": {"node", "inner", "axis", "dom_pos", "cod_pos"},
+    "block": {"node", "name", "body", "meta"},
+    "repeat": {"node", "body", "var", "start", "stop", "name"},
+}
+_VALUE_KEYS = {"axis": {"axis", "size", "role", "parts"}, "segment": {"segment", "dtype", "range"}, "type": {"type"},
+               "size": {"size"}, "tuple": {"tuple"}}
+#: Primitive fields that may hold an infinite or NaN number (a traced mask constant, a captured argument).
+_NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs")}
+
+
+def _scan(data: Any) -> None:
+    """Before decoding: nesting depth, node count, and every string (keys too) against :mod:`ncd.limits`."""
+    lim = limits()
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(data, "$", 1)]
+    while stack:
+        x, path, depth = stack.pop()
+        if depth > lim.depth:
+            raise SchemaError(f"invalid diagram JSON at {path}: the file is nested more than {lim.depth} levels deep"
+                              " (depth in ncd.limits)")
+        if isinstance(x, str):
+            _string(x, path)
+        elif isinstance(x, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(x))
+        elif isinstance(x, dict):
+            if "node" in x:
+                nodes += 1
+                if nodes > lim.nodes:
+                    raise SchemaError(f"invalid diagram JSON at {path}: the file has more than {lim.nodes} diagram nodes"
+                                      " (nodes in ncd.limits)")
+            for k, v in x.items():
+                _string(k, f"{path} (a key)")
+                stack.append((v, f"{path}.{k}", depth + 1))
+
+
+def _string(text: str, path: str) -> None:
+    try:
+        check_text(text, "a text")
+    except NCDError as e:
+        raise SchemaError(f"invalid diagram JSON at {path}: {e}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise SchemaError(f"invalid diagram JSON: key {k!r:.60} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def _nonfinite(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(_nonfinite(v) for v in value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, trust: bool = False) -> None:
         self.depth = 0
+        self.trust = trust
+
+    def keys(self, o: dict[str, Any], allowed: set[str], path: str, what: str) -> None:
+        unknown = set(o) - allowed
+        if unknown:
+            raise self.fail(path, f"{what} has no field(s) {sorted(unknown)}; its fields are {sorted(allowed)}")
 
     def fail(self, path: str, message: str) -> SchemaError:
         return SchemaError(f"invalid diagram JSON at {path}: {message}")
 
     def enter(self, path: str) -> None:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise self.fail(path, f"the file is nested more than {MAX_DEPTH} levels deep")
+        if self.depth > limits().depth:
+            raise self.fail(path, f"the file is nested more than {limits().depth} levels deep (depth in ncd.limits)")
 
     def obj(self, x: Any, path: str, *keys: str) -> dict[str, Any]:
         if not isinstance(x, dict):
@@ -159,6 +230,9 @@ class _Reader:
         if isinstance(x, list):
             raise self.fail(path, "bare lists are not allowed; tuples are tagged {'tuple': [...]}")
         o = self.obj(x, path)
+        tag = next((k for k in _VALUE_KEYS if k in o), None)  # the order decoding reads them in
+        if tag is not None:
+            self.keys(o, _VALUE_KEYS[tag], path, f"a tagged {tag} value")
         if "axis" in o:
             parts = tuple(self.value(p, f"{path}.parts[{i}]") for i, p in enumerate(self.list(o.get("parts", []), f"{path}.parts")))
             role = o.get("role", "feature")
@@ -197,6 +271,9 @@ class _Reader:
     def _diagram(self, x: Any, path: str) -> Diagram:
         o = self.obj(x, path, "node")
         kind = o["node"]
+        if not isinstance(kind, str) or kind not in _NODE_KEYS:
+            raise self.fail(f"{path}.node", f"unknown node kind {kind!r:.60}; known: {', '.join(_NODE_KEYS)}")
+        self.keys(o, _NODE_KEYS[kind], path, f"a {kind} node")
         try:
             if kind == "identity":
                 t = self.value(o.get("type"), f"{path}.type")
@@ -253,8 +330,15 @@ class _Reader:
         if unknown:
             raise self.fail(f"{path}.fields", f"primitive {op!r} has no field(s) {sorted(unknown)}")
         fields = {k: self.value(v, f"{path}.fields.{k}") for k, v in raw.items()}
+        if op == "opaque" and not self.trust:
+            try:
+                check_allowed(fields.get("target"))  # type: ignore[arg-type]
+            except NCDError as e:
+                raise self.fail(f"{path}.fields.target", str(e)) from None
         hints = _field_hints(cls)  # type: ignore[arg-type]  # a primitive class is hashable
         for k, v in fields.items():
+            if (op, k) not in _NONFINITE_FIELDS and _nonfinite(v):
+                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} takes finite numbers, found {_short(v)}")
             if k in hints and not _conforms(v, hints[k]):
                 raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {_hint_text(hints[k])}, found {_short(v)}")
             if not _small_ints(v):
@@ -275,7 +359,9 @@ class _Reader:
             if len(src) != 3 or not isinstance(src[0], str) or isinstance(src[1], bool) or not isinstance(src[1], int) \
                     or not isinstance(src[2], str):
                 raise self.fail(f"{path}.source", "expected [file, line, function]")
-            box = Box(box.prim, box.label, SourceLocation(str(src[0]), src[1], str(src[2])))
+            if not 0 <= src[1] <= 10**9:
+                raise self.fail(f"{path}.source[1]", f"line {src[1]} is not a line number")
+            box = Box(box.prim, box.label, SourceLocation(display_path(str(src[0])), src[1], str(src[2])))
         return box
 
 
@@ -334,19 +420,41 @@ def _small_ints(value: Any) -> bool:
     return not isinstance(value, int) or isinstance(value, bool) or abs(value) <= MAX_INT
 
 
-def load_json(text: str) -> Diagram:
-    """Read a diagram from :func:`to_json` text; malformed input raises :class:`SchemaError`."""
+def load_json(text: str | bytes, *, trust: bool = False) -> Diagram:
+    """Read a diagram from :func:`to_json` text; malformed input raises :class:`SchemaError`.
+
+    Loading never executes code, and a file's opaque boxes may call only the pure tensor operators of
+    :mod:`ncd.prims.opaque_allowlist` unless ``trust=True`` (files you made or trust).  Sizes, nesting,
+    node counts and string lengths are checked against :mod:`ncd.limits` before anything is built.
+    """
     _load_families()
+    lim = limits()
+    if isinstance(text, (bytes, bytearray)):
+        if len(text) > lim.file_bytes:
+            raise LimitError(f"invalid diagram JSON: the file has {len(text)} bytes, more than the limit of"
+                             f" {lim.file_bytes} (file_bytes in ncd.limits)")
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SchemaError(f"invalid diagram JSON: the file is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if not isinstance(text, str):
+        raise SchemaError(f"invalid diagram JSON: expected text, found {type(text).__name__}")
+    if len(text) > lim.file_bytes:
+        raise LimitError(f"invalid diagram JSON: the text has {len(text)} characters, more than the limit of"
+                         f" {lim.file_bytes} (file_bytes in ncd.limits)")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except (TypeError, ValueError, RecursionError) as e:
-        raise SchemaError(f"invalid diagram JSON: {e}") from None
-    reader = _Reader()
+        raise SchemaError(f"invalid diagram JSON: {printable(str(e))[:200]}") from None
+    _scan(data)
+    reader = _Reader(trust)
     top = reader.obj(data, "$", "format", "version", "diagram")
+    reader.keys(top, {"format", "version", "diagram"}, "$", "the document")
     if top["format"] != FORMAT:
-        raise SchemaError(f"invalid diagram JSON at $.format: expected {FORMAT!r}, found {top['format']!r}")
-    if top["version"] != VERSION:
+        raise SchemaError(f"invalid diagram JSON at $.format: expected {FORMAT!r}, found {_short(top['format'])}")
+    version = top["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
         raise SchemaError(
-            f"invalid diagram JSON at $.version: this ncd reads version {VERSION}, the file is version {top['version']!r}"
+            f"invalid diagram JSON at $.version: this ncd reads version {VERSION}, the file is version {_short(version)}"
         )
     return reader.diagram(top["diagram"], "$.diagram")

@@ -389,6 +389,7 @@ class DiagonalOp(Primitive):
     target: Segment
 
     op: ClassVar[str] = "diagonal"
+    repeated_axes: ClassVar[bool] = True
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "linear"
 

@@ -76,6 +76,7 @@ class EinsumOp(Primitive):
 
     op: ClassVar[str] = "einsum"
     weave_policy = weaving.always
+    repeated_axes: ClassVar[bool] = True
     family: ClassVar[str] = "linear"
     kind: ClassVar[Kind] = "multilinear"
 

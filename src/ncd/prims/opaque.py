@@ -33,7 +33,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, evaluate, size_text
 
 __all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
-           "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target"]
+           "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target", "check_shapes"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -330,3 +330,26 @@ def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
     else:
         raise LoweringError(f"opaque box: cannot call {prim.target!r}")
     return f"{fn}({', '.join(args)})"
+
+
+def check_shapes(prim: OpaqueOp) -> None:
+    """Run the call on ``meta`` tensors (nothing allocated) and refuse it unless its results have the declared
+    shapes: the memory budget is checked on the declared types, so a call must not make larger tensors."""
+    import torch
+
+    def shape(seg: Any) -> list[int]:
+        return [evaluate(a.size, what=f"axis {a.name}") for a in seg.axes]
+
+    dtypes = {"float": torch.float32, "index": torch.int64, "bool": torch.bool}
+    inputs = [torch.empty(shape(seg), dtype=dtypes[seg.dtype], device="meta") for seg in prim.inputs]
+    try:
+        out = eval(call_text(prim, [f"x{j}" for j in range(len(inputs))]), {"torch": torch},  # noqa: S307 - checked call
+                   {f"x{j}": x for j, x in enumerate(inputs)})
+    except Exception:  # noqa: BLE001 - no meta kernel or a data-dependent shape: the real call decides
+        return
+    results = out if isinstance(out, (tuple, list)) else (out,)
+    picked = [results[k] for k in prim.picks] if prim.picks and max(prim.picks) < len(results) else list(results)
+    for j, (seg, result) in enumerate(zip(prim.outputs, picked)):
+        if isinstance(result, torch.Tensor) and list(result.shape) != shape(seg):
+            raise LoweringError(f"opaque box {prim.target}: result {j} has shape {tuple(result.shape)}, but the diagram"
+                                f" declares '{seg}' ({', '.join(str(s) for s in shape(seg))})")

@@ -82,8 +82,8 @@ _LOADED = False
 def _load_families() -> None:
     global _LOADED
     if not _LOADED:
-        _LOADED = True
         import ncd.render.pictograms_more  # noqa: F401  (registers the other families)
+        _LOADED = True  # after the import: another thread must not see half of the families
 
 
 # -- building blocks ----------------------------------------------------------------------------

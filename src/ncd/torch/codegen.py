@@ -7,7 +7,6 @@ what runs (and what appears in tracebacks).
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, default
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.size import evaluate, size_text
 from ncd.ir.weaving import lowers_in_place
+from ncd.ir.names import class_name, python_name
 from ncd.prims.structure import LoadOp, SaveOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, Value, Woven, rule_for
 
@@ -31,12 +31,8 @@ from torch import nn
 
 
 def identifier(text: str, default: str = "x") -> str:
-    name = re.sub(r"\W+", "_", text.replace("₊", "_plus").replace("^", "_")).strip("_").lower()
-    if not name or name[0].isdigit():
-        name = default + ("_" + name if name else "")
-    if keyword.iskeyword(name) or name in {"self", "torch", "nn", "F", "store"}:
-        name += "_"
-    return name
+    """A variable name for ``text`` as Python reads it (NFKC, no keyword or builtin; see ``ncd.ir.names``)."""
+    return python_name(text, default)
 
 
 def layout_comment(axes: tuple[Axis, ...]) -> str:
@@ -121,9 +117,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         return name
 
     def _class_name(self, title: str) -> str:
-        base = "".join(part[:1].upper() + part[1:] for part in re.split(r"\W+|_", title) if part) or "Block"
-        if base[0].isdigit():
-            base = "Block" + base
+        base = class_name(title)
         name, k = base, 2
         while name in self.class_names:
             name, k = f"{base}{k}", k + 1

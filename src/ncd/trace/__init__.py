@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+import functools
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,22 @@ class TracedDiagram(Block):
         return _state_for(module, self.tensors, self.example)
 
 
+#: Tracing records through process-wide state (torch's dispatch modes, our rule tables), so traces run one at a time.
+_LOCK = threading.RLock()
+
+
+def _one_at_a_time(fn: Any) -> Any:
+    """Make ``fn`` thread-safe: concurrent calls wait for each other instead of mixing their recordings."""
+
+    @functools.wraps(fn)
+    def serialised(*args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return fn(*args, **kwargs)
+
+    return serialised
+
+
+@_one_at_a_time
 def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, capture: str = "dispatch",
           **example_kwargs: Any) -> TracedDiagram:
     """The neural circuit diagram of ``model`` run on ``example_inputs``.

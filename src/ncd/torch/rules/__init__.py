@@ -18,6 +18,7 @@ Rules do not import torch: they write source text.
 from __future__ import annotations
 
 import string
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -133,15 +134,19 @@ def rule_for(prim: Primitive) -> RuleEntry:
 
 
 _LOADED = False
+_LOADING = threading.Lock()
 
 
 def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    _LOADED = True
-    import importlib
-    import pkgutil
+    with _LOADING:  # another thread may be importing the rules: wait for all of them
+        if _LOADED:
+            return
+        import importlib
+        import pkgutil
 
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+        _LOADED = True

@@ -12,7 +12,7 @@ from typing import Any
 
 from ncd.errors import LoweringError
 from ncd.ir.size import evaluate
-from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp, call_text
+from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp, call_text, check_shapes
 from ncd.torch.rules import RuleContext, register
 
 
@@ -20,6 +20,7 @@ from ncd.torch.rules import RuleContext, register
 def lower_opaque(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
     assert isinstance(prim, OpaqueOp)
+    check_shapes(prim)
     call = call_text(prim, [v.var for v in ctx.args])
     if not prim.picks:
         return [call]

@@ -1,0 +1,131 @@
+"""The ATen operators an opaque box of an untrusted diagram file may call.
+
+An opaque box calls an ATen operator with captured constant arguments.  A diagram file is
+data, so :func:`ncd.load_json` accepts only the *pure tensor functions* listed here: their
+results depend only on their arguments, and they touch no file, process, network, storage
+shared with anything else, or global random state.  Each overload must moreover pass
+:func:`side_effects` on its schema (no argument written, no ``out=`` variant, no random draw,
+no uninitialised memory, no output shape that depends on the data).  Files you trust can name
+any operator: ``ncd.load_json(text, trust=True)``.  Diagrams made by ``ncd.trace`` in the same
+process are trusted (they come from the user's own model).
+
+>>> check_allowed("aten.cumsum.default")
+>>> check_allowed("aten.from_file.default")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+ncd.errors.ParseError: operator aten.from_file.default may reach files, storage, randomness, raw memory or processes, ...
+>>> side_effects("aten.add_.Tensor")
+['writes to its arguments', 'is an in-place operator', 'returns a tensor it wrote to']
+"""
+
+from __future__ import annotations
+
+from ncd.errors import ParseError
+
+__all__ = ["ALLOWED", "check_allowed", "side_effects"]
+
+_POINTWISE = """
+abs absolute neg negative positive exp exp2 expm1 log log2 log10 log1p sqrt rsqrt sin cos tan asin acos atan
+arcsin arccos arctan sinh cosh tanh asinh acosh atanh sigmoid logit erf erfc erfinv sign sgn signbit floor ceil round
+trunc fix frac reciprocal square relu relu6 gelu silu mish hardtanh hardsigmoid hardswish elu selu celu leaky_relu
+softplus softshrink hardshrink threshold logical_not bitwise_not isnan isinf isposinf isneginf isfinite
+nan_to_num clamp clamp_min clamp_max clip deg2rad rad2deg digamma lgamma sinc i0 xlogy lerp addcmul addcdiv glu
+prelu _prelu_kernel
+add sub subtract mul multiply div divide true_divide floor_divide rsub pow float_power remainder fmod maximum minimum
+fmax fmin atan2 arctan2 hypot copysign logaddexp logaddexp2 heaviside eq ne lt le gt ge equal isclose
+logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift
+where masked_fill
+"""
+_REDUCTIONS = """
+sum mean nanmean prod amax amin max min argmax argmin var std var_mean std_mean norm linalg_vector_norm
+frobenius_norm logsumexp all any cumsum cumprod cummax cummin logcumsumexp aminmax sort argsort
+topk kthvalue median nanmedian softmax _softmax log_softmax _log_softmax special_softmax special_log_softmax
+"""
+_LINEAR = """
+mm bmm matmul addmm addbmm baddbmm addmv mv dot vdot outer ger einsum linear bilinear tensordot kron tril triu
+diag diag_embed trace cross linalg_cross cdist _cdist_forward _euclidean_dist
+convolution _convolution conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d
+max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices avg_pool1d avg_pool2d avg_pool3d
+adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d _adaptive_avg_pool2d _adaptive_avg_pool3d
+adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
+upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
+upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d pixel_shuffle pixel_unshuffle
+im2col col2im grid_sampler_2d affine_grid_generator
+native_layer_norm layer_norm group_norm native_group_norm rms_norm _native_batch_norm_legit_no_training
+embedding one_hot scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu
+"""
+_INDEXING = """
+gather index_select take_along_dim take index scatter scatter_add scatter_reduce index_add index_copy index_fill
+index_put masked_scatter slice_scatter select_scatter diagonal_scatter searchsorted bucketize
+"""
+_MOVEMENT = """
+cat concat concatenate stack hstack vstack flip fliplr flipud roll rot90 repeat tile repeat_interleave pad
+constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
+replication_pad3d clone contiguous _to_copy type_as lift_fresh_copy
+permute transpose t view reshape _unsafe_view expand expand_as squeeze unsqueeze flatten unflatten select slice
+narrow split split_with_sizes chunk tensor_split unbind movedim moveaxis swapaxes swapdims unfold diagonal view_as
+_reshape_alias permute_copy transpose_copy view_copy expand_copy squeeze_copy unsqueeze_copy select_copy slice_copy
+split_copy split_with_sizes_copy unbind_copy diagonal_copy t_copy
+view_as_real view_as_complex polar complex real imag angle conj _conj resolve_conj resolve_neg
+fft_fft fft_ifft fft_rfft fft_irfft fft_fft2 fft_ifft2 fft_rfft2 fft_irfft2 fft_fftn fft_ifftn fft_rfftn fft_irfftn
+_fft_r2c _fft_c2r _fft_c2c
+arange zeros ones full zeros_like ones_like full_like eye linspace logspace scalar_tensor new_zeros new_ones new_full
+"""
+
+#: Operator names (the middle part of ``aten.<name>.<overload>``) an untrusted file may call.
+ALLOWED: frozenset[str] = frozenset((_POINTWISE + _REDUCTIONS + _LINEAR + _INDEXING + _MOVEMENT).split())
+
+#: Words that mark an operator as touching more than its tensors, whatever its schema says.
+_SUSPECT = ("file", "storage", "share", "set_", "random", "rand", "seed", "dropout", "bernoulli", "multinomial",
+            "normal", "uniform", "exponential", "geometric", "cauchy", "log_normal", "poisson", "empty", "print",
+            "save", "load", "record_stream", "_local_scalar", "item", "sym_", "_assert", "_foreach", "_fused", "cuda",
+            "mkldnn", "pin_memory", "resize", "copy_", "fill_", "zero_", "detach_", "_version", "data_ptr", "async",
+            "wait", "allreduce", "process", "_c10d", "to_padded", "nonzero", "unique", "masked_select")
+
+
+def side_effects(target: str) -> list[str]:
+    """What the ATen overload ``target`` does besides computing from its arguments (empty: nothing).
+
+    Read from its schema: written (mutable) arguments, ``out=`` variants, in-place and
+    view-mutating tags, a random generator or seeded randomness, uninitialised memory, output
+    shapes that depend on tensor values, and names of file, storage, process or
+    communication operators.
+    """
+    import torch
+
+    from ncd.prims.opaque import resolve_target
+
+    overload = resolve_target(target)
+    assert isinstance(overload, torch._ops.OpOverload)
+    schema = overload._schema
+    name = target.split(".")[1]
+    found: list[str] = []
+    if schema.is_mutable or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+        found.append("writes to its arguments")
+    if any(a.is_out for a in schema.arguments) or schema.overload_name.startswith("out") or "_out" in schema.overload_name:
+        found.append("writes into an out= tensor")
+    tags = set(overload.tags)
+    if torch.Tag.inplace_view in tags or torch.Tag.inplace in tags or name.endswith("_") and not name.startswith("_"):
+        found.append("is an in-place operator")
+    if torch.Tag.nondeterministic_seeded in tags or any("Generator" in str(a.type) for a in schema.arguments):
+        found.append("draws from the global random state")
+    if torch.Tag.dynamic_output_shape in tags or torch.Tag.data_dependent_output in tags:
+        found.append("has an output that depends on tensor values in ways the diagram cannot declare")
+    if any(word in name for word in _SUSPECT):
+        found.append("may reach files, storage, randomness, raw memory or processes")
+    if any(str(a.type).startswith(("Storage", "Stream", "__torch__", "Any", "Capsule")) for a in schema.arguments):
+        found.append("takes a storage, stream or object argument")
+    if any(r.alias_info is not None and r.alias_info.is_write for r in schema.returns):
+        found.append("returns a tensor it wrote to")
+    return found
+
+
+def check_allowed(target: str) -> None:
+    """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it)."""
+    effects = side_effects(target)  # an unknown operator is refused here, by name
+    if effects:
+        raise ParseError(f"operator {target} {' and '.join(effects)}, so an untrusted diagram may not call it;"
+                         " load the file with ncd.load_json(text, trust=True) only if you trust it")
+    if target.split(".")[1] not in ALLOWED:
+        raise ParseError(f"operator {target} is not on ncd's allowlist of pure tensor operators"
+                         " (ncd.prims.opaque_allowlist); load the file with ncd.load_json(text, trust=True) only if you"
+                         " trust it")
