@@ -123,9 +123,49 @@ class Outcome:
     detail: str = ""
 
 
-def _stages(text: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+#: Public builders and the text arguments a hostile caller might give them.
+BUILDERS: list[tuple[str, Callable[..., Any], int]] = [
+    ("parse_type", ncd.parse_type, 1), ("Linear", ncd.Linear, 1), ("Einsum", ncd.Einsum, 1),
+    ("Softmax", ncd.Softmax, 1), ("LayerNorm", ncd.LayerNorm, 1), ("Identity.of", ncd.Identity.of, 1),
+    ("Copy", ncd.Copy, 1), ("Transpose", ncd.Transpose, 1), ("Scale", ncd.Scale, 1), ("Embedding", ncd.Embedding, 1),
+    ("Concat", ncd.Concat, 1), ("Bind", ncd.Bind, 1), ("Index", ncd.Index, 1), ("Conv", ncd.Conv, 1),
+    ("Sinusoidal", ncd.Sinusoidal, 1), ("Rename", ncd.Rename, 1),
+]
+TEXTS = ["m -> n", "a b -> b a", "y k, x k -> y x", "b t m", "m", "m:0", "m:-3", "m:1/2", "m:10**30", "m m -> n",
+         "x -> ｘ", "W₁ -> L²", "ℓ", "(k h)", "~t m", "b t m, b s m", "m -> k h", "", " ", ",", "->", "a:2**2**2**2",
+         "b (k h) -> b k h", "m:3 -> n:4", "\x1b[2J", "a" * 500, "0", "k**-0.5", "inf", "nan", "1e309"]
+
+
+def build_case(seed: int) -> Callable[[], Any]:
+    """Case ``seed`` of the builder fuzz: a public builder called with hostile text, sized and composed at random."""
+    rng = random.Random(seed)
+    calls = []
+    for _ in range(rng.choice([1, 2, 3])):
+        name, fn, _ = rng.choice(BUILDERS)
+        arg = rng.choice(TEXTS + [v for v in POOL if isinstance(v, (str, int))])
+        label = rng.choice([None, "x", "ｘ", "sum", "W₁", "\x07", "class"])
+        calls.append((fn, arg, label))
+    sizes = {k: rng.choice([1, 2, 3, 0, -1, 2**40]) for k in rng.sample(["m", "n", "k", "h", "a", "b", "t", "heads"], 3)}
+
+    def build() -> Any:
+        diagram = None
+        for fn, arg, label in calls:
+            try:
+                part = fn(arg, name=label) if label is not None and fn in (ncd.Linear,) else fn(arg)
+            except TypeError:  # the builder's own Python signature (e.g. a required second argument)
+                part = fn(arg, arg)
+            if not isinstance(part, ncd.Diagram):
+                part = ncd.Identity(part) if isinstance(part, ncd.Type) else ncd.Identity.of("m")
+            diagram = part if diagram is None else diagram >> part
+        return diagram.bind(**sizes) if sizes else diagram
+
+    return build
+
+
+def _stages(text: str | Callable[[], Any]) -> Iterator[tuple[str, Callable[[], Any]]]:
     state: dict[str, Any] = {}
-    yield "load", lambda: state.setdefault("d", ncd.load_json(text))
+    load = (lambda: ncd.load_json(text)) if isinstance(text, str) else text
+    yield "load", lambda: state.setdefault("d", load())
 
     def sizes() -> dict[str, int]:
         d = state["d"]
@@ -141,6 +181,18 @@ def _stages(text: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     yield "draw", lambda: ncd.render.to_svg(state["d"])
 
 
+def warm_up() -> None:
+    """Import and initialise everything once, outside any time limit (a timer firing inside ``import torch``
+    would leave it half imported)."""
+    import torch  # noqa: F401
+
+    d = ncd.zoo.mlp()
+    d.to_torch()(*d.example_inputs())
+    ncd.cost(d).table()
+    ncd.backward(d)
+    ncd.render.to_svg(d)
+
+
 def _defaults(d: Any) -> tuple[tuple[str, int], ...]:
     return tuple(d.get("defaults", ())) if isinstance(d, ncd.Block) else ()
 
@@ -149,8 +201,9 @@ def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_case(text: str, time_limit: float = 10.0, memory_margin: int = 3 * 2**30) -> Outcome:
-    """Drive ``text`` through the public API under a time limit, in the current directory (which must be empty)."""
+def run_case(text: str | Callable[[], Any], time_limit: float = 10.0, memory_margin: int = 3 * 2**30) -> Outcome:
+    """Drive ``text`` (or what a builder call returns) through the public API under a time limit, in the current
+    directory (which must be empty)."""
     assert threading.current_thread() is threading.main_thread(), "the time limit needs the main thread"
     before = _rss()
 

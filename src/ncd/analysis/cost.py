@@ -514,7 +514,8 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
             from ncd.errors import SizeError
 
             raise SizeError(f"cost: size {key}={value!r} must be a positive whole number")
-    check_size_names(diagram, sizes, "cost", _defaults(diagram))
+    sharded = isinstance(diagram, Block) and diagram.get("mesh") is not None  # per-rank costs read the batch ``b``
+    check_size_names(diagram, sizes, "cost", [*_defaults(diagram), *(["b"] if sharded else [])])
     check_diagram(diagram, memory=False)  # repetition counts, before anything is unrolled
     bound_sizes = {**_defaults(diagram), **sizes}
     report = CostReport(diagram, bound_sizes, dtype=dtype, training=training)
