@@ -154,7 +154,8 @@ class Costs:
         sizes = {k: v for k, v in self.sizes.items() if k in free}
         try:
             # with every size bound, cost the bound diagram: numbers only (formulas in symbols are much slower)
-            report = self._cost(node.bind(**sizes) if sizes and free <= set(sizes) else node, **sizes)
+            bound = bool(sizes) and free <= set(sizes)  # a bound diagram takes no size keywords (they would name nothing)
+            report = self._cost(node.bind(**sizes)) if bound else self._cost(node, **sizes)
             value = report.numbers if report.numbers is not None else report.formulas
         except Exception:  # an interpreter still being written, or a primitive it does not know
             value = None
