@@ -15,9 +15,9 @@ from ncd.errors import LoweringError
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
 from ncd.ir.interpreter import Interpreter
+from ncd.ir.names import class_name, python_name
 from ncd.ir.size import evaluate, size_text
 from ncd.ir.weaving import lowers_in_place
-from ncd.ir.names import class_name, python_name
 from ncd.prims.structure import LoadOp, SaveOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, Value, Woven, rule_for
 
