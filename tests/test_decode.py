@@ -112,6 +112,12 @@ def test_not_causal_or_unbound_repetitions_are_errors() -> None:
     layer = (ncd.Identity.of("~t m") >> heads_attention(self_attention=True, mask="causal", tokens="t")).block("L")
     with pytest.raises(DecodeError, match="bind the repetition count N"):
         ncd.decode(ncd.repeat(layer, "i", 0, "N"))
+    with pytest.raises(DecodeError, match="rename one of them"):  # the encoder-decoder: source x, decoder keys x
+        ncd.decode(ncd.zoo.transformer(), tokens="y")
+    both = (ncd.Identity.of("~t m") >> heads_attention(self_attention=True, mask="causal", tokens="t")
+            >> heads_attention(self_attention=True, mask=None, tokens="t"))  # a bidirectional one after it
+    with pytest.raises(DecodeError, match="2 softmaxes over the key axes x but 1 causal mask"):
+        ncd.decode(both.block("Mixed", defaults=(("m", 8), ("k", 2), ("h", 4), ("t", 3))))
     with pytest.raises(DecodeError, match="no item axis"):
         ncd.decode(ncd.Identity.of("t m") >> ncd.Linear("m -> m") >> layer)
 

@@ -35,6 +35,7 @@ from ncd.prims.constant import SinusoidalOp
 from ncd.prims.movement import ConcatOp, SliceOp
 from ncd.prims.opaque import OpaqueOp, ViewOp
 from ncd.prims.rotary import RotaryOp
+from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 
 __all__ = ["DecodeError", "CacheSite", "Derivation", "derive", "token_axis", "causal_axes"]
@@ -468,6 +469,24 @@ def require_causal(diagram: Diagram) -> frozenset[str]:
     return keys
 
 
+def _require_unambiguous(diagram: Diagram, token: Axis, keys: frozenset[str]) -> None:
+    """Refuse what names alone cannot tell apart: a token name that is also another input's wire, or an attention
+    over a key axis that no causal mask covers (a bidirectional or cross attention sharing the key's name)."""
+    names = token_names(diagram, token.name)
+    others = {a.name for seg in diagram.dom for a in seg.axes if a.name != token.name} & names
+    if others:
+        raise DecodeError(f"decode: the inputs '{diagram.dom}' carry {', '.join(sorted(others))}, which the token axis"
+                          f" {token.name} is also renamed to; decode follows wires by name, so rename one of them")
+    masks = sum(1 for b in diagram.boxes() if isinstance(b.prim, CausalMaskOp))
+    softmaxes = [b for b in diagram.boxes() if isinstance(b.prim, SoftmaxOp) and b.prim.axis.name in keys]
+    if len(softmaxes) > masks:
+        raise DecodeError(
+            f"decode: {len(softmaxes)} softmaxes over the key axes {', '.join(sorted(keys))} but {masks} causal mask(s):"
+            " an attention over those keys is not causal (bidirectional, or cross attention sharing the key's name),"
+            " so a new token's step cannot be derived from the diagram"
+        )
+
+
 def token_axis(diagram: Diagram, name: str | None = None) -> Axis:
     """The token axis: ``name`` if given, else the item axis of the first input (``~t`` in ``~t [v]``)."""
     for seg in diagram.dom:
@@ -502,6 +521,7 @@ def token_names(diagram: Diagram, token: str) -> frozenset[str]:
 def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivation:
     """Walk ``diagram`` (repetition counts bound) and return its ``mode`` (prefill or step) body and caches."""
     keys = require_causal(diagram)
+    _require_unambiguous(diagram, token, keys)
     walk = _Walk(mode, keys, token_names(diagram, token.name), windows_of(diagram), symbol(past), sympy.Integer(1))
     wires = []
     for seg in diagram.dom:
