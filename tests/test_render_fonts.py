@@ -8,12 +8,15 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
 
+import pytest
 from fontTools.ttLib import TTFont
 
 import ncd
-from ncd.render import to_pdf, to_svg
+from ncd.render import to_pdf, to_png, to_svg
 from ncd.render.fonts import FACES, FONT_DIR, advance
+from ncd.render.raster import DrawingTooLargeWarning
 from ncd.render.svg import faces_used
 
 
@@ -47,3 +50,17 @@ def test_pdf_embeds_the_bundled_fonts() -> None:
     pdf = to_pdf(ncd.zoo.attention())
     names = set(re.findall(rb"/FontName\s*/[A-Z]{6}\+(\w+)", pdf))
     assert names and all(n.startswith(b"NCD") for n in names), names
+
+
+def test_exports_of_any_size_scale_down_with_a_warning_instead_of_failing() -> None:
+    d = ncd.Identity.of("b m")
+    for k in range(200):
+        d = d >> ncd.Linear("m -> m", name=f"W{k}")
+    with pytest.warns(DrawingTooLargeWarning, match="scaled down"):
+        png = to_png(d, page="none", scale=4)
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert 32000 < width <= 32767 and height > 10
+    with pytest.warns(DrawingTooLargeWarning):
+        pdf = to_pdf(d, page="none", scale=1)
+    box = [float(v) for v in re.search(rb"/MediaBox \[\s*([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", pdf).groups()]
+    assert 14000 < max(box[2], box[3]) <= 14400

@@ -1,11 +1,37 @@
 """PNG and PDF from the SVG, through cairosvg (a real SVG renderer; fonts come from fontconfig, which is
-given the bundled fonts first, so the PDF embeds subsets of the same fonts the SVG uses)."""
+given the bundled fonts first, so the PDF embeds subsets of the same fonts the SVG uses).
+
+Exports never fail on size: cairo cannot make an image wider or taller than 32,767 pixels, and PDF
+viewers do not show pages over 14,400 points (200 inches), so a larger drawing is scaled down to the
+limit with a :class:`DrawingTooLargeWarning` saying by how much (``page="column"``, the default,
+keeps drawings far smaller).
+
+>>> svg = '<svg xmlns="http://www.w3.org/2000/svg" width="40000" height="10" viewBox="0 0 40000 10"/>'
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     png = svg_to_png(svg, 2.0)
+>>> png[:4] == b"\\x89PNG" and "scaled down" in str(caught[0].message)
+True
+"""
 
 from __future__ import annotations
 
+import re
+import warnings
+
 from ncd.errors import InputError
 
-__all__ = ["svg_to_png", "svg_to_pdf"]
+__all__ = ["svg_to_png", "svg_to_pdf", "DrawingTooLargeWarning", "MAX_PIXELS", "MAX_PDF_POINTS"]
+
+#: cairo's largest image side, in pixels.
+MAX_PIXELS = 32767
+#: The largest PDF page side viewers accept, in points (200 inches).
+MAX_PDF_POINTS = 14400.0
+
+
+class DrawingTooLargeWarning(UserWarning):
+    """A PNG or PDF was scaled down to fit the format's largest size."""
 
 
 def _cairosvg():  # type: ignore[no-untyped-def]
@@ -19,11 +45,31 @@ def _cairosvg():  # type: ignore[no-untyped-def]
     return cairosvg
 
 
+def _size(svg: str) -> tuple[float, float]:
+    head = re.search(r"<svg\b[^>]*>", svg)
+    found = {k: float(v) for k, v in re.findall(r'\b(width|height)="([\d.]+)"', head.group(0))} if head else {}
+    return found.get("width", 0.0), found.get("height", 0.0)
+
+
+def _fit(svg: str, scale: float, limit: float, unit: str, what: str) -> float:
+    w, h = _size(svg)
+    side = max(w, h) * scale
+    if side <= limit:
+        return scale
+    fitted = scale * limit / side * 0.999
+    warnings.warn(f"{what}: a {w * scale:.0f}×{h * scale:.0f} {unit} drawing is larger than the format allows "
+                  f"({limit:.0f} {unit} a side); scaled down by {scale / fitted:.2f}× (scale {fitted:.3g})",
+                  DrawingTooLargeWarning, stacklevel=3)
+    return fitted
+
+
 def svg_to_png(svg: str, scale: float = 2.0) -> bytes:
-    """Rasterise SVG text at ``scale`` pixels per point."""
+    """Rasterise SVG text at ``scale`` pixels per point (less, with a warning, if that exceeds 32,767 pixels)."""
+    scale = _fit(svg, scale, MAX_PIXELS, "px", "PNG")
     return _cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale)
 
 
 def svg_to_pdf(svg: str) -> bytes:
-    """Vector PDF of SVG text."""
-    return _cairosvg().svg2pdf(bytestring=svg.encode("utf-8"))
+    """Vector PDF of SVG text (scaled down, with a warning, to pages of at most 200 inches a side)."""
+    scale = _fit(svg, 0.75, MAX_PDF_POINTS, "pt", "PDF") / 0.75  # cairosvg: one SVG unit is 0.75 pt
+    return _cairosvg().svg2pdf(bytestring=svg.encode("utf-8"), scale=scale)
