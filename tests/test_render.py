@@ -213,3 +213,15 @@ def test_cli_reports_unknown_models(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 
+
+
+def test_tikz_draws_every_element_in_a_named_style_a_user_can_restyle() -> None:
+    from ncd.render.tikz import ROLES
+
+    source = to_tikz(ncd.zoo.unet(), standalone=False)
+    drawn = [line for line in source.splitlines() if line.startswith(("\\path[", "\\node["))]
+    assert drawn and all(re.search(r",?ncd (" + "|".join(ROLES) + r")\]", line) for line in drawn)
+    assert "rgb,255" not in source  # colours are named (\providecolor), not literals
+    assert all(f"\\ncdstyle{{ncd {role}}}" in source for role in ROLES)  # defined unless the user defined it first
+    assert "y\\ =\\ " not in source and "\\ =\\ " in source  # spaces survive: 'y = x', not 'y=  x'
+    assert "\\bigstar" in source and "\\star$" not in source

@@ -2,27 +2,34 @@ r"""The TikZ/PGF painter: the same drawing as the SVG, as LaTeX source that ``pd
 
 The picture uses ``x=1pt, y=-1pt`` so layout coordinates (points, ``y`` down) are used as
 they are.  Text is typeset in Computer Modern Sans (the paper's font) with symbols in
-math italic; non-ASCII characters are mapped to LaTeX commands.
+math italic; non-ASCII characters are mapped to LaTeX commands; spaces are kept (``y = x``).
+
+Every element is drawn in a **named style** a user can restyle: ``ncd wire``, ``ncd separator``,
+``ncd box``, ``ncd fence``, ``ncd glyph``, ``ncd legend``, ``ncd paren``, ``ncd dot``, ``ncd shadow``,
+``ncd label`` (wire labels), ``ncd title``, ``ncd text``.  Each is defined only if it is not defined
+already, so ``\tikzset{ncd wire/.style={line width=1.2pt}}`` before the picture wins.  Colours are
+named too (``ncd-DCD8EE``), defined with ``\providecolor``.
 
 >>> latex_text("C_λ → 2")
-'C\\_$\\lambda$ $\\rightarrow$ 2'
+'C\\_$\\lambda$\\ $\\rightarrow$\\ 2'
 """
 
 from __future__ import annotations
 
+from ncd.render.fonts import advance
 from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Text
 
-__all__ = ["paint_tikz", "latex_text"]
+__all__ = ["paint_tikz", "latex_text", "ROLES"]
 
 _SYMBOLS = {
     "−": "$-$", "·": "$\\cdot$", "∗": "$\\ast$", "→": "$\\rightarrow$", "⊙": "$\\odot$", "√": "$\\surd$",
-    "×": "$\\times$", "◁": "$\\triangleleft$", "★": "$\\star$", "…": "\\ldots{}", "∪": "$\\cup$", "⊸": "$\\multimap$",
+    "×": "$\\times$", "◁": "$\\triangleleft$", "★": "$\\bigstar$", "…": "\\ldots{}", "∪": "$\\cup$", "⊸": "$\\multimap$",
     "λ": "$\\lambda$", "σ": "$\\sigma$", "μ": "$\\mu$", "α": "$\\alpha$", "β": "$\\beta$", "γ": "$\\gamma$",
     "δ": "$\\delta$", "ε": "$\\epsilon$", "θ": "$\\theta$", "π": "$\\pi$", "τ": "$\\tau$", "ω": "$\\omega$",
     "η": "$\\eta$", "ρ": "$\\rho$", "φ": "$\\phi$", "χ": "$\\chi$", "ψ": "$\\psi$", "Σ": "$\\Sigma$", "𝔼": "$\\mathbb{E}$",
     "↢": "$\\leftarrowtail$", "↣": "$\\rightarrowtail$", "↦": "$\\mapsto$", "▮": "$\\blacksquare$", "▯": "$\\square$",
     "◸": "$\\triangle$", "▭": "$\\square$", "⧺": "$+\\!\\!+$", "➤": "$\\blacktriangleright$", "•": "$\\bullet$",
-    "²": "$^2$", "³": "$^3$", "ᵀ": "$^T$", "₊": "$_+$", "\u00a0": "~", "\u0305": "",
+    " ": "\\ ", "²": "$^2$", "³": "$^3$", "ᵀ": "$^T$", "₊": "$_+$", "\u00a0": "~", "\u0305": "",
     "#": "\\#", "$": "\\$", "%": "\\%", "&": "\\&", "_": "\\_", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}",
     "^": "\\textasciicircum{}", "\\": "\\textbackslash{}", "<": "$<$", ">": "$>$", "|": "$|$",
 }
@@ -46,12 +53,17 @@ def _n(v: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
+ROLES = ("wire", "separator", "box", "fence", "glyph", "legend", "paren", "dot", "shadow", "label", "title", "text")
+#: The default look of each role (what a user overrides with ``\tikzset{ncd <role>/.style=...}``).
+_ROLE_DEFAULTS = {"separator": "dash pattern=on 4pt off 3pt", "label": "anchor=base west,inner sep=0pt",
+                  "title": "anchor=base west,inner sep=0pt", "text": "anchor=base west,inner sep=0pt"}
+
+
 def _colour(value: str) -> str:
-    r, g, b = (int(value[k:k + 2], 16) for k in (1, 3, 5))
-    return f"{{rgb,255:red,{r};green,{g};blue,{b}}}"
+    return f"ncd-{value.lstrip('#').upper()}"
 
 
-def _style(fill: str | None, stroke: str | None, width: float, extra: str = "") -> str:
+def _style(role: str, fill: str | None, stroke: str | None, width: float, extra: str = "") -> str:
     opts = []
     if fill:
         opts.append(f"fill={_colour(fill)}")
@@ -60,7 +72,20 @@ def _style(fill: str | None, stroke: str | None, width: float, extra: str = "") 
         opts.append(f"line width={_n(width)}pt")
     if extra:
         opts.append(extra)
+    opts.append(f"ncd {role}")  # last: a user's style for the role overrides what the drawing chose
     return ",".join(opts)
+
+
+def _preamble(drawing: Drawing) -> list[str]:
+    colours: set[str] = set()
+    for it in drawing.visible:
+        for c in (getattr(it, "fill", None), getattr(it, "stroke", None)):
+            if c:
+                colours.add(c)
+    lines = ["\\providecommand\\ncdstyle[2]{\\pgfkeysifdefined{/tikz/#1/.@cmd}{}{\\tikzset{#1/.style={#2}}}}"]
+    lines += [f"\\ncdstyle{{ncd {role}}}{{{_ROLE_DEFAULTS.get(role, '')}}}" for role in ROLES]
+    lines += [f"\\providecolor{{{_colour(c)}}}{{HTML}}{{{c.lstrip('#').upper()}}}" for c in sorted(colours)]
+    return lines
 
 
 def _path(p: Path) -> str:
@@ -79,24 +104,25 @@ def _path(p: Path) -> str:
 
 def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
     """TikZ source of ``drawing``; with ``standalone`` a complete document for ``pdflatex``."""
-    lines = ["\\begin{tikzpicture}[x=1pt,y=-1pt,line cap=round,line join=round]",
+    lines = ["\\begin{tikzpicture}[x=1pt,y=-1pt,line cap=round,line join=round]", *_preamble(drawing),
              f"\\useasboundingbox (0,0) rectangle ({_n(drawing.width)},{_n(drawing.height)});"]
     for it in drawing.visible:
         if isinstance(it, Rect):
             extra = f"rounded corners={_n(it.radius)}pt" if it.radius else ""
-            style = _style(it.fill, it.stroke, it.width, extra)
+            style = _style(it.role, it.fill, it.stroke, it.width, extra)
             lines.append(f"\\path[{style}] ({_n(it.x)},{_n(it.y)}) rectangle ({_n(it.x + it.w)},{_n(it.y + it.h)});")
         elif isinstance(it, Path):
-            extra = "dash pattern=on 4pt off 3pt" if it.dashed else ""
+            extra = "dash pattern=on 4pt off 3pt" if it.dashed and it.role != "separator" else ""
             if it.arrow:
                 extra = ",".join(e for e in (extra, "-{Stealth}") if e)
-            style = _style(it.fill, it.stroke, it.width, extra)
+            style = _style(it.role, it.fill, it.stroke, it.width, extra)
             lines.append(f"\\path[{style}] {_path(it)};")
         elif isinstance(it, Polygon):
             pts = " -- ".join(f"({_n(x)},{_n(y)})" for x, y in it.points)
-            lines.append(f"\\path[{_style(it.fill, it.stroke, it.width)}] {pts} -- cycle;")
+            lines.append(f"\\path[{_style(it.role, it.fill, it.stroke, it.width)}] {pts} -- cycle;")
         elif isinstance(it, Circle):
-            lines.append(f"\\path[{_style(it.fill, it.stroke, it.width)}] ({_n(it.cx)},{_n(it.cy)}) circle[radius={_n(it.r)}pt];")
+            style = _style(it.role, it.fill, it.stroke, it.width)
+            lines.append(f"\\path[{style}] ({_n(it.cx)},{_n(it.cy)}) circle[radius={_n(it.r)}pt];")
         elif isinstance(it, Text):
             for run in it.runs:
                 font = f"\\fontsize{{{_n(run.size)}}}{{{_n(run.size * 1.2)}}}\\selectfont"
@@ -105,11 +131,14 @@ def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
                     font += "\\itshape"
                 if run.bold:
                     font += "\\bfseries"
-                lines.append(f"\\node[anchor=base west,inner sep=0pt,font={font}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)})"
-                             f" {{{latex_text(run.text)}}};")
+                body = latex_text(run.text)
+                if run.symbol:  # centred in the width the layout measured for it (the TeX glyph may differ)
+                    w = advance(run.text, "symbols", run.size)
+                    body = f"\\makebox[{_n(w)}pt][c]{{{body}}}"
+                lines.append(f"\\node[font={font},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) {{{body}}};")
     lines.append("\\end{tikzpicture}")
     body = "\n".join(lines) + "\n"
     if not standalone:
         return body
-    return ("\\documentclass[tikz,border=0pt]{standalone}\n\\usepackage{lmodern}\n\\usepackage{amssymb}\n"
+    return ("\\documentclass[tikz,border=0pt]{standalone}\n\\usepackage{lmodern}\n\\usepackage{amssymb}\n\\usepackage{xcolor}\n"
             "\\usetikzlibrary{arrows.meta}\n\\begin{document}\n" + body + "\\end{document}\n")
