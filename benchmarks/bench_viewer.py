@@ -5,14 +5,16 @@ the same 48 layers chained with ``>>`` (folded into one drawn block); that chain
 turned off (every layer its own block, hence its own panel); and a GPT-2 of 48 layers traced
 from ``transformers`` (random weights, small widths).
 
-"build" is ``ncd.viewer.to_html`` in this process (median of ``--repeat`` runs, after one
-warm-up build of a small model).  "interactive" is the moment the page's script has drawn
-the first view and wired its handlers (``window.ncdViewer.ready``), from the start of
-navigation to a ``file://`` URL; "expand" is one click on the first collapsed block until its
-panel is shown.  "on screen" and "text" are measured from the browser's bounding boxes after
-every step of a walk — expand every block one after another (all open at once), then Esc
-until none is: the smallest share of the drawing inside the window, and the smallest height
-of the wire labels relative to the first paint (1.00 = as large as at first paint).
+"build" is ``ncd.viewer.to_html`` in this process (median of ``--repeat`` runs, after one warm-up
+build of a small model), without and with costs; "ncd.cost" is one ``ncd.cost`` of the whole model,
+side by side: the old page ran that (and one per nested block) for its records. "interactive" is the
+moment the page's script has drawn the first view and wired its handlers
+(``window.ncdViewer.ready``), from the start of navigation to a ``file://`` URL; "expand" is one
+click on the first collapsed block until its panel is shown. "on screen" and "text" are measured
+from the browser's bounding boxes after every step of a walk — expand every block one after another
+(all open at once), then Esc until none is: the smallest share of the drawing inside the window, and
+the smallest height of the wire labels relative to the first paint (1.00 = as large as at first
+paint); "label px" is the wire labels' height at first paint.
 
 Run: ``.venv/bin/python benchmarks/bench_viewer.py [--repeat 3]``.
 """
@@ -78,7 +80,7 @@ def build_time(diagram: ncd.Diagram, repeat: int, **options: object) -> float:
     return statistics.median(times)
 
 
-def measure(context, path: Path) -> tuple[float, float, float, float, int]:  # type: ignore[no-untyped-def]
+def measure(context, path: Path) -> tuple[float, float, float, float, int, float]:  # type: ignore[no-untyped-def]
     page = context.new_page()
     start = time.perf_counter()
     page.goto(path.as_uri())
@@ -106,7 +108,7 @@ def measure(context, path: Path) -> tuple[float, float, float, float, int]:  # t
         shown = page.evaluate(MEASURE)
         worst = [min(worst[0], shown["on_screen"]), min(worst[1], shown["text"] / first)]
     page.close()
-    return ready, expand, worst[0], worst[1], steps + 1
+    return ready, expand, worst[0], worst[1], steps + 1, first
 
 
 def main() -> None:
@@ -122,19 +124,22 @@ def main() -> None:
             diagram = build()
             off = build_time(diagram, args.repeat, costs=False, **options)
             on = build_time(diagram, args.repeat, costs=True, **options)
+            start = time.perf_counter()
+            ncd.cost(diagram)  # the baseline: one walk of the whole model (the old page did this per block)
+            whole = time.perf_counter() - start
             path = Path(folder) / f"case{k}.html"
             path.write_text(to_html(diagram, **options), encoding="utf-8")  # type: ignore[arg-type]
             views = len(ncd.viewer.explore(diagram, ncd.render.Style.from_options(**options), costs=False).views)
             loads = [measure(context, path) for _ in range(args.repeat)]
-            rows.append((name, path.stat().st_size, views, off, on, statistics.median(r[0] for r in loads),
+            rows.append((name, path.stat().st_size, views, off, on, whole, statistics.median(r[0] for r in loads),
                          statistics.median(r[1] for r in loads), min(r[2] for r in loads), min(r[3] for r in loads),
-                         loads[0][4]))
+                         loads[0][4], loads[0][5]))
         context.close()
-    print(f"{'model':<40} {'file':>8} {'views':>5} {'build':>7} {'+costs':>7} {'ready':>6} {'expand':>7} "
-          f"{'open':>5} {'on screen':>9} {'text':>5}")
-    for name, size, views, off, on, ready, expand, seen, text, opened in rows:
-        print(f"{name:<40} {size / 1e3:>6.0f}kB {views:>5} {off:>6.2f}s {on:>6.2f}s {ready:>5.2f}s {expand * 1e3:>5.0f}ms "
-              f"{opened:>5} {seen:>9.0%} {text:>5.2f}")
+    print(f"{'model':<40} {'file':>8} {'views':>5} {'build':>7} {'+costs':>7} {'ncd.cost':>8} {'ready':>6} {'expand':>7} "
+          f"{'open':>5} {'label px':>8} {'on screen':>9} {'text':>5}")
+    for name, size, views, off, on, whole, ready, expand, seen, text, opened, first in rows:
+        print(f"{name:<40} {size / 1e3:>6.0f}kB {views:>5} {off:>6.2f}s {on:>6.2f}s {whole:>7.2f}s {ready:>5.2f}s "
+              f"{expand * 1e3:>5.0f}ms {opened:>5} {first:>8.1f} {seen:>9.0%} {text:>5.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ another: costing each block from scratch walks the whole model for the top block
 for each layer, and so on — seconds for 48 layers.  Here a block is composed from its
 parts, each distinct part costed once (the 48 equal layers of a chain are one part):
 
-* a sequence is cut before and after each block or repetition (runs of other parts stay
+* a sequence is cut before and after each block (broadcast or not) or repetition (runs of other parts stay
   together, so patterns such as fused attention are costed whole); its cost is the sum of
   its pieces minus what each adjacent pair counts twice when costed apart (an activation
   both save, measured by costing the pair together);
@@ -33,7 +33,7 @@ from typing import Any
 
 import sympy
 
-from ncd.ir.diagram import Block, Diagram, Repeat, Seq
+from ncd.ir.diagram import Block, Diagram, Repeat, Seq, Weave, unweave
 from ncd.ir.size import symbol
 
 __all__ = ["Costs"]
@@ -51,6 +51,7 @@ class Costs:
         self._pairs: dict[tuple[int, int], tuple[Diagram, Diagram, Any]] = {}
         self._cuts: dict[int, tuple[Diagram, list[Diagram]]] = {}
         self._worth: dict[int, tuple[Diagram, bool]] = {}
+        self._symbols: dict[int, tuple[Diagram, Any]] = {}
 
     @property
     def available(self) -> bool:
@@ -80,7 +81,7 @@ class Costs:
             return self._leaf(node)
         if isinstance(node, Block):
             return self.of(node.body)
-        if isinstance(node, Repeat) and symbol(node.var) not in node.body.free_symbols:
+        if isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
             body, twice = self.of(node.body), self._overlap(node.body, node.body)
             if body is None or twice is None:
                 return None
@@ -115,7 +116,7 @@ class Costs:
             value = self._repeats(node.body)
         elif isinstance(node, Repeat):
             count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
-            value = symbol(node.var) not in node.body.free_symbols and bool(count.is_number and count > 1)
+            value = symbol(node.var) not in self._free(node.body) and bool(count.is_number and count > 1)
         elif isinstance(node, Seq):
             parts = [p for p in node.parts if _structural(p)]
             value = any(a == b for a, b in zip(node.parts, node.parts[1:]) if _structural(a)) or \
@@ -136,21 +137,27 @@ class Costs:
         while True:
             if isinstance(node, Block):
                 node = node.body
-            elif isinstance(node, Repeat) and symbol(node.var) not in node.body.free_symbols:
+            elif isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
                 node = node.body
             elif isinstance(node, Seq) and len(self._pieces(node)) > 1:
                 node = self._pieces(node)[side]
             else:
                 return node
 
+    def _free(self, node: Diagram) -> Any:
+        hit = self._symbols.get(id(node))
+        if hit is None:
+            hit = self._symbols[id(node)] = (node, node.free_symbols)
+        return hit[1]
+
     def _subs(self, node: Diagram) -> dict[Any, Any]:
-        return {symbol(k): sympy.Integer(v) for k, v in self.sizes.items() if symbol(k) in node.free_symbols}
+        return {symbol(k): sympy.Integer(v) for k, v in self.sizes.items() if symbol(k) in self._free(node)}
 
     def _leaf(self, node: Diagram) -> Any:
         hit = self._leaves.get(id(node))
         if hit is not None:
             return hit[1]
-        free = {str(s) for s in node.free_symbols}
+        free = {str(s) for s in self._free(node)}
         sizes = {k: v for k, v in self.sizes.items() if k in free}
         try:
             # with every size bound, cost the bound diagram: numbers only (formulas in symbols are much slower)
@@ -164,7 +171,8 @@ class Costs:
 
 
 def _structural(part: Diagram) -> bool:
-    return isinstance(part, (Block, Repeat))
+    """A block, a repetition, or a block broadcast over axes: where a sequence is cut."""
+    return isinstance(part, (Block, Repeat)) or (isinstance(part, Weave) and isinstance(unweave(part)[0], Block))
 
 
 def _pieces(parts: Sequence[Diagram]) -> list[Diagram]:

@@ -5,7 +5,7 @@ The script composes them: the *sheet* is the top view followed by the panel of e
 expanded block, in tree order, packed into rows so that the sheet has the window's shape.
 After every expand, collapse and ``Esc`` the whole sheet is fitted to the window, never at a
 larger text size than the first paint; the first paint's scale is the one at which the top
-view and every panel fit together (never below 0.75 unless the top view alone needs it), so
+view and every panel fit together (never below 0.7 unless the top view alone needs it), so
 opening blocks never shrinks the text below the first paint's while that holds.  Labels are shown with ``textContent`` only.
 """
 
@@ -25,7 +25,7 @@ SCRIPT = r"""
     views[v.key] = v;
     v.i.forEach(function (i) { (where[i] = where[i] || []).push(v.key); });
   });
-  var GAP = 24, CAP = 1.5, FLOOR = 0.75, MARGIN = 0.96;
+  var GAP = 24, CAP = 1.5, FLOOR = 0.7, MARGIN = 0.96;
   var open = [], shown = {}, sheet = {w: 0, h: 0}, tx = 0, ty = 0, scale = 1, base = 1;
 
   function apply() { canvas.style.transform = "translate(" + tx + "px," + ty + "px) scale(" + scale + ")"; }

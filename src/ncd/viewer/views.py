@@ -35,6 +35,7 @@ from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with, scalar_co
 from ncd.render.model import Drawing, Path, Rect
 from ncd.render.style import Style
 from ncd.viewer.info import Catalogue
+from ncd.viewer.rows import wrap_rows
 
 __all__ = ["View", "Views", "ViewLayout", "Context", "explore", "render_view", "MAX_VIEWS"]
 
@@ -117,6 +118,7 @@ class ViewLayout(Layout):
         self._repeats: list[Repeat] = []
         self._fold = 1
         self.expanded: frozenset[str] = frozenset()
+        self._wrap: Diagram | None = None
         if panel is not None:
             key, ctx = panel
             parent, _, index = key.rpartition("/")
@@ -125,6 +127,7 @@ class ViewLayout(Layout):
             self._woven, self._repeats = list(ctx.woven), list(ctx.repeats)
             self.fences, self.path = list(ctx.fences), list(ctx.path)
             self.expanded = frozenset({key})
+            self._wrap = ctx.node.body  # a panel's contents go into rows when too wide for a window
 
     def _claim(self, start: int, info: int, key: str | None = None) -> None:
         for box_id in range(start + 1, self.next_id + 1):
@@ -132,6 +135,11 @@ class ViewLayout(Layout):
 
     # -- recording what is drawn --------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
+        if node is self._wrap:
+            self._wrap = None
+            rows = wrap_rows(self, node)
+            if rows is not None:
+                return rows
         start = self.next_id
         outer = tuple(self._woven)
         if isinstance(node, Weave):
@@ -275,6 +283,8 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
     from ncd.render.svg import paint_svg
 
     ctx = ViewLayout(style if panel is None else _panel_style(style), catalogue, depth, panel)
+    if panel is None:  # the top view's contents go into rows too when too wide for a window
+        ctx._wrap = diagram.body if isinstance(diagram, Block) else diagram
     drawing = _lay_out(ctx, diagram if panel is None else panel[1].node)
     items, fences, wires = [], [], []
     used: set[int] = set()
@@ -302,7 +312,7 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
     overlay = '<g class="ncd-hit">' + "".join(fences + boxes + wires) + "</g>"
     head, _, tail = svg.rpartition("</svg>")
     key = "" if panel is None else panel[0]
-    return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, ctx.collapsed,
+    return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, list(dict.fromkeys(ctx.collapsed)),
                 sorted(used)), ctx.found
 
 
