@@ -1,11 +1,12 @@
 """A long panel in rows: the body of a block too wide for a window, wrapped as the paper wraps a diagram.
 
-A definition panel is one block's contents.  When those contents — the columns of the
-block's top-level sequence, identical neighbours folded — are wider than :data:`WRAP_AFTER`
-times :data:`ROW_WIDTH`, they are packed greedily into rows of at most :data:`ROW_WIDTH`; each later row starts with its wire labels and arrows
-coming in, each earlier one ends with its labels and arrows going on, and the last row's
-outputs run on to the right edge so the fence closes around all rows.  The block's fence,
-title and wires are then drawn around the rows by the renderer's own ``Layout.block``.
+A definition panel is one block's contents. When those contents — the columns of the block's
+top-level sequence, identical neighbours folded — are wider than :data:`WRAP_AFTER` times
+:data:`ROW_WIDTH`, they are packed greedily into rows of at most :data:`ROW_WIDTH`; each later
+row starts with its wire labels and arrows coming in, each earlier one ends with its labels and
+arrows going on, and the last row's outputs run on to the right edge so the fence closes around
+all rows. The block's fence, title and wires are then drawn around the rows by the renderer's
+own ``Layout.block``.
 
 Columns are measured by laying them out once and then laid out again for real, so block
 keys (numbered in drawing order) come out the same as in one row.
