@@ -6,7 +6,7 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
-from ncd.prims.gather import ArgMax, Cast, Compare, Gather
+from ncd.prims.gather import ArgMax, Arithmetic, Cast, Compare, Gather
 from ncd.prims.opaque import Constant, Opaque, Parameter, View
 from tests.opdb import error, sample
 
@@ -66,3 +66,26 @@ error("cast", "axes", lambda: Cast("a", "a [2]"), r"cast takes scalar segments, 
 sample("cast", "float-to-bool", lambda: ncd.Identity.of("b") >> Cast("", "bool"), {"b": 4}, lambda p, x: x[0] != 0,
        cod="b [bool]", grad=False)
 sample("cast", "float-to-float", lambda: ncd.Identity.of("b") >> Cast("", ""), {"b": 4}, lambda p, x: x[0] * 1.0, cod="b")
+
+
+# -- arithmetic with a Python number of any type, on either side (references: the Python expression itself) ----------
+sample("arithmetic", "rsub-int", lambda: ncd.Identity.of("b m") >> Arithmetic("-", 1, reflected=True), {"b": 2, "m": 3},
+       lambda p, x: 1 - x[0])
+sample("arithmetic", "add-int", lambda: ncd.Identity.of("b m") >> Arithmetic("+", 1), {"b": 2, "m": 3}, lambda p, x: x[0] + 1)
+sample("arithmetic", "rdiv", lambda: ncd.Identity.of("b m") >> Arithmetic("/", 3.0, reflected=True), {"b": 2, "m": 3},
+       lambda p, x: 3.0 / x[0])
+sample("arithmetic", "square", lambda: ncd.Identity.of("b m") >> Arithmetic("**", 2), {"b": 2, "m": 3}, lambda p, x: x[0] ** 2)
+sample("arithmetic", "exp2", lambda: ncd.Identity.of("b m") >> Arithmetic("**", 2, reflected=True), {"b": 2, "m": 3},
+       lambda p, x: 2 ** x[0])
+sample("arithmetic", "clamp-min", lambda: ncd.Identity.of("b m") >> Arithmetic("max", -0.5), {"b": 2, "m": 3},
+       lambda p, x: x[0].clamp_min(-0.5))
+sample("arithmetic", "scale-by-bool", lambda: ncd.Identity.of("b m") >> Arithmetic("*", True), {"b": 2, "m": 3},
+       lambda p, x: x[0] * True)
+sample("arithmetic", "index-floor-divide", lambda: ncd.Identity.of("b [9]") >> Arithmetic("//", 2, "[9]", "[5]"), {"b": 4},
+       lambda p, x: x[0] // 2, cod="b [5]")
+sample("arithmetic", "index-true-divide", lambda: ncd.Identity.of("b [9]") >> Arithmetic("/", 2, "[9]", ""), {"b": 4},
+       lambda p, x: x[0] / 2, cod="b", grad=False)
+sample("arithmetic", "index-times-int", lambda: ncd.Identity.of("b [9]") >> Arithmetic("*", 3, "[9]", "[25]"), {"b": 4},
+       lambda p, x: x[0] * 3, cod="b [25]")
+error("arithmetic", "operator", lambda: Arithmetic("<<", 1), r"arithmetic: unknown operator '<<'", ParseError)
+error("arithmetic", "value", lambda: Arithmetic("+", "1"), r"arithmetic \+: '1' is not a Python number", ParseError)

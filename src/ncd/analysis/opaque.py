@@ -22,10 +22,10 @@ from ncd.analysis.backward import BoxBackward, cot, route
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
-from ncd.ir.axes import Segment
-from ncd.ir.diagram import Box, Diagram, Identity, Seq
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.prims.derivative import GatherTransposeOp, ZerosOp
-from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp
+from ncd.prims.gather import ArgMaxOp, ArithmeticOp, CastOp, CompareOp, GatherOp
 from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.prims.structure import DeleteOp
 
@@ -198,3 +198,60 @@ def backward_index_computation(box: Box, builder: object) -> BoxBackward:
     if len(into):
         parts.append(Box(ZerosOp(into)))
     return BoxBackward((), Seq.of(*parts) if parts else Identity(out))
+
+
+# -- arithmetic with a Python number (ncd.prims.gather.ArithmeticOp) -------------------------
+def _differentiable(prim: ArithmeticOp) -> bool:
+    return prim.source.dtype == "float" and prim.target.dtype == "float" and prim.operator != "//"
+
+
+@cost_rule(ArithmeticOp)
+def cost_arithmetic(ctx: CostContext) -> list[Tensor]:
+    """What autograd keeps: ``x ** c`` and ``min``/``max`` their input, ``c ** x`` its input and output, ``c / x`` (a reciprocal,
+    then a product) the reciprocal; sums, differences and products with a number nothing."""
+    prim = ctx.prim
+    x = ctx.inputs[0]
+    grad = x.grad and _differentiable(prim)
+    y = ctx.like(0, x) if prim.target.dtype == prim.source.dtype else ctx.new(ctx.out_axes[0], grad=grad, dtype=prim.target.dtype)
+    n = ctx.numel()
+    if grad:
+        if prim.operator == "**" and not prim.reflected or prim.operator in ("min", "max"):
+            ctx.save(x)
+        elif prim.operator == "**":
+            ctx.save(x, y)
+        elif prim.operator == "/" and prim.reflected:
+            ctx.save(ctx.like(0, x))
+    ctx.other(n, n if grad else sympy.Integer(0))
+    return [y]
+
+
+@backward_rule(ArithmeticOp)
+def backward_arithmetic(box: Box, builder: object) -> BoxBackward:
+    """Sums and differences pass the cotangent (negated for ``c − x``), products and quotients by ``c`` scale it; the
+    others multiply it by their derivative, itself arithmetic on the stored input or output:
+    ``(x^c)′ = c·x^(c−1)``, ``(c/x)′ = −c·x^−2``, ``(c^x)′ = ln c·c^x``, ``min/max``: ``[x ≷ c]``."""
+    import math
+
+    from ncd.prims.elementwise import MultiplyOp, ScaleOp
+    from ncd.prims.gather import CompareOp
+
+    prim = box.prim
+    if not _differentiable(prim):
+        return backward_index_computation(box, builder)
+    scalar = Segment(())
+    op, c = prim.operator, prim.value
+    if op in ("+", "%") or op == "-" and not prim.reflected:
+        return BoxBackward((), Identity(Type((scalar,))))
+    if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
+        factor = -1 if op == "-" else c if op == "*" else 1 / c
+        return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
+    if op == "**" and prim.reflected:
+        port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
+    elif op == "**":
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", c - 1, scalar, scalar)), Box(ScaleOp(sympy.sympify(c))))
+    elif op == "/":
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, scalar, scalar)), Box(ScaleOp(sympy.sympify(-c))))
+    else:
+        relation = ">" if op == "max" else "<"
+        port, derivative = ("in", 0), Seq.of(Box(CompareOp(relation, float(c), scalar)), Box(CastOp(Segment((), "bool"), scalar)))
+    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(Type((scalar,)))), Box(MultiplyOp(2))))

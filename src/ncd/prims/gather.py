@@ -12,6 +12,9 @@ axes and is woven over the rest, like an embedding:
   on ties, as torch does); the input may be float, index or bool.
 * ``Compare("==", 3, "[v]")`` compares a scalar with a number and gives a bool; ``Cast``
   reads a scalar segment as another dtype (``bool -> [2]``, ``[v] -> ()``).
+* ``Arithmetic("//", 2, "[9]", "[5]")`` is a binary operator between a scalar and a Python
+  number of any type, on either side (``1 - x``, ``ids * 3 + 1``, ``2 ** x``), with the
+  dtype of its result as torch gives it.
 
 They are drawn as labelled boxes (family ``opaque``, the importer's family).
 
@@ -21,6 +24,8 @@ They are drawn as labelled boxes (family ``opaque``, the importer's family).
 'b m'
 >>> str((ncd.Identity.of("b t [50]") >> Compare("==", 7, "[50]") >> Cast("bool", "[2]") >> ArgMax("t [2]")).cod)
 'b [t]'
+>>> Arithmetic("-", 1, reflected=True).text()
+'1 − ·'
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import size_text, sizes_equal
 
-__all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "Gather", "ArgMax", "Compare", "Cast", "RELATIONS"]
+__all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
+           "Arithmetic", "RELATIONS", "OPERATORS"]
 
 #: comparison relations and their torch operators
 RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
@@ -137,6 +143,47 @@ class CastOp(Primitive):
         return "cast"
 
 
+#: binary operators between a scalar and a Python number, and how they are drawn
+OPERATORS = {"+": "+", "-": "−", "*": "·", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max"}
+
+
+@dataclass(frozen=True)
+class ArithmeticOp(Primitive):
+    """``x ∘ value`` (or ``value ∘ x`` when ``reflected``) for a scalar segment and a Python number of any type.
+
+    ``target`` is the result's dtype as torch gives it (an integer tensor divided by a number is a float).
+    """
+
+    operator: str
+    value: float | int | bool
+    source: Segment
+    target: Segment
+    reflected: bool = False
+
+    op: ClassVar[str] = "arithmetic"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.operator not in OPERATORS:
+            raise ParseError(f"arithmetic: unknown operator {self.operator!r}; known: {' '.join(OPERATORS)}")
+        if not isinstance(self.value, (bool, int, float)):
+            raise ParseError(f"arithmetic {self.operator}: {self.value!r} is not a Python number")
+        if self.source.axes or self.target.axes:
+            raise ParseError(f"arithmetic takes scalar segments, not '{self.source}' -> '{self.target}'")
+        if self.reflected and self.operator in ("min", "max"):
+            raise ParseError(f"arithmetic {self.operator} is symmetric: it is never reflected")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,)), Type((self.target,))
+
+    def label(self) -> str:
+        value = repr(self.value)
+        if self.operator in ("min", "max"):
+            return f"{self.operator}(·, {value})"
+        return f"{value} {OPERATORS[self.operator]} ·" if self.reflected else f"{OPERATORS[self.operator]} {value}"
+
+
 def _scalar(value: TypeLike, what: str) -> Segment:
     if isinstance(value, str) and value.strip() in ("", "float"):
         return Segment(())
@@ -168,3 +215,11 @@ def Compare(relation: str, value: float, source: TypeLike = "") -> Box:
 def Cast(source: TypeLike, target: TypeLike) -> Box:
     """A scalar read as another dtype: ``Cast("bool", "[2]")``, ``Cast("[v]", "")``."""
     return Box.make(CastOp(_scalar(source, "cast"), _scalar(target, "cast")))
+
+
+def Arithmetic(operator: str, value: float | int | bool, source: TypeLike = "", target: TypeLike | None = None,
+               reflected: bool = False) -> Box:
+    """``x ∘ value`` for a scalar ``source`` (``""``: a float, ``"[v]"``: an index); ``reflected``: ``value ∘ x``.
+    ``target`` (default: the source's dtype) is the result's dtype, as torch gives it."""
+    src = _scalar(source, "arithmetic")
+    return Box.make(ArithmeticOp(operator, value, src, src if target is None else _scalar(target, "arithmetic"), reflected))

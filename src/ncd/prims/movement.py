@@ -34,7 +34,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
+from ncd.ir.axes import Axis, Dtype, Segment, Type, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
@@ -236,6 +236,8 @@ class SliceOp(Primitive):
     stop: Size
     step: Size
     output: Axis
+    dtype: Dtype = "float"  # what the sliced tensor holds (an index segment keeps its range)
+    range: Size | None = None
 
     op: ClassVar[str] = "slice"
     weave_policy = weaving.same_weave
@@ -256,7 +258,7 @@ class SliceOp(Primitive):
                             f" slice keeps {size_text(slice_size(self.start, self.stop, self.step))} entries")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)),)), Type((Segment((self.output,)),))
+        return Type((Segment((self.axis,), self.dtype, self.range),)), Type((Segment((self.output,), self.dtype, self.range),))
 
     def label(self) -> str:
         step = "" if self.step == 1 else f":{size_text(self.step)}"

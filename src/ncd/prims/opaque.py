@@ -40,8 +40,9 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16"
 #: the torch objects an opaque call may name besides dtypes (``torch.<name>``).
 LAYOUTS = ("strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn")
 MEMORY_FORMATS = ("contiguous_format", "preserve_format", "channels_last", "channels_last_3d")
-#: ``aten.<operator>.<overload>``: the only callables an opaque box may name.
-TARGET = re.compile(r"aten\.[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+#: ``<namespace>.<operator>.<overload>``: the only callables an opaque box may name (ATen's, or a custom operator
+#: registered with ``torch.library`` in this process — never a Python function).
+TARGET = re.compile(r"[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 DEVICE = re.compile(r"(cpu|cuda|meta|mps|xpu)(:[0-9]{1,3})?")
 WORD = re.compile(r"[A-Za-z0-9_.\-]{0,64}")  # string arguments (``approximate="tanh"``, ``rounding_mode="floor"``)
 TAGS = {"$dtype": DTYPES, "$layout": LAYOUTS, "$memory_format": MEMORY_FORMATS}
@@ -57,10 +58,10 @@ def resolve_target(target: str) -> object:
         raise ParseError(f"opaque box: {target!r} is not the name of an ATen operator (such as 'aten.cumsum.default')")
     import torch
 
-    _, packet, overload = target.split(".")
+    namespace, packet, overload = target.split(".")
     try:
-        found = getattr(getattr(torch.ops.aten, packet), overload)
-    except (AttributeError, RuntimeError):
+        found = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
+    except (AttributeError, RuntimeError, ModuleNotFoundError):
         found = None
     if not isinstance(found, torch._ops.OpOverload):
         raise ParseError(f"opaque box: {target!r} is not the name of an ATen operator (no such overload in torch.ops)")
@@ -324,11 +325,7 @@ def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
     checked(prim)
     args = [literal(a, inputs) for a in prim.args]
     args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
-    parts = prim.target.split(".")
-    if parts[0] == "aten":
-        fn = "torch.ops." + prim.target
-    else:
-        raise LoweringError(f"opaque box: cannot call {prim.target!r}")
+    fn = "torch.ops." + prim.target  # checked: an operator registered in torch.ops (ATen's or a custom one)
     return f"{fn}({', '.join(args)})"
 
 

@@ -137,6 +137,11 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
+    from ncd.trace.convert import op_name, where
+
+    for node, error in conv.failures:
+        warnings.warn(f"ncd.trace({type(model).__name__}): converting {op_name(node.target)[1]} {where(node)} failed"
+                      f" ({error}); drawn as an opaque box", stacklevel=2)
     opaque = tuple(sorted(conv.emitted.opaque.items()))
     if opaque:
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
@@ -191,8 +196,8 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
 
 
 def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
-               example: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-    order = _first_use(module, example)
+               example: tuple[torch.Tensor, ...], order: list[str] | None = None) -> dict[str, torch.Tensor]:
+    order = _first_use(module, example) if order is None else order
     flat = [t for group in tensors for t in group]
     current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     unused = set(current) - set(order)
@@ -216,8 +221,26 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use."""
     import torch
 
-    state = _state_for(module, tensors, example)
+    order = _first_use(module, example)
+    state = _state_for(module, tensors, example, order)
     with torch.no_grad():
         current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         for name, value in state.items():
             current[name].copy_(value)
+    _tie(module, order, [t for group in tensors for t in group])
+
+
+def _tie(module: torch.nn.Module, order: list[str], flat: list[torch.Tensor]) -> None:
+    """Parameters loaded from one tensor of the model (tied weights) become one parameter of ``module``."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    first: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    for name, value in zip(order, flat):
+        if name not in params or value.device.type == "meta":
+            continue
+        key = (value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size(), tuple(value.shape),
+               tuple(value.stride()))
+        if key not in first:
+            first[key] = name
+        elif params[first[key]].shape == params[name].shape:
+            owner, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(owner) if owner else module, attr, params[first[key]])

@@ -37,6 +37,7 @@ class Node:
     stack: tuple[tuple[str, str], ...] = ()  # (module path, class name), outermost first
     source: str = ""  # parameter / buffer name in the model's state dict, or input name
     live: bool = False  # depends on an input
+    line: str = ""  # the user's source line that made the call ("file.py:12"), where known
 
 
 @dataclass
@@ -149,6 +150,41 @@ def _stack_of(node: torch.fx.Node) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _internal(filename: str) -> bool:
+    """Whether a source file belongs to torch or ncd (not to the user's model)."""
+    import os
+
+    path = filename.replace(os.sep, "/")
+    return any(part in path for part in ("/torch/", "/ncd/", "/contextlib.py", "/functools.py", "<frozen")) \
+        or path.startswith("<")
+
+
+def user_line() -> str:
+    """``file.py:12`` of the innermost frame of the caller's stack outside torch and ncd."""
+    import os
+    import sys
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not _internal(name):
+            return f"{os.path.basename(name)}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
+def _line_of_trace(text: Any) -> str:
+    """The innermost user frame of an FX ``stack_trace`` (``File "...", line N, in f``)."""
+    import os
+    import re
+
+    found = ""
+    for m in re.finditer(r'File "([^"]+)", line (\d+)', text or ""):
+        if not _internal(m.group(1)):
+            found = f"{os.path.basename(m.group(1))}:{m.group(2)}"
+    return found
+
+
 def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]) -> Captured:
     sig = ep.graph_signature
     params = dict(sig.inputs_to_parameters)
@@ -180,7 +216,7 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
             nodes.append(node)
         elif fx_node.op == "call_function":
             node = Node(fx_node.name, "call", fx_node.target, _map(fx_node.args, env), _map(fx_node.kwargs, env),
-                        stack=_stack_of(fx_node))
+                        stack=_stack_of(fx_node), line=_line_of_trace(fx_node.meta.get("stack_trace")))
             env[fx_node.name] = node
             nodes.append(node)
         elif fx_node.op == "output":

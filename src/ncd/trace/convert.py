@@ -49,7 +49,8 @@ def op_name(target: Any) -> tuple[str, str]:
     """``("aten.linear", "aten.linear.default")`` for an OpOverload."""
     name = getattr(target, "name", None)
     if callable(name):
-        full = "aten." + target.name().split("::", 1)[-1]
+        namespace, _, rest = target.name().rpartition("::")
+        full = (namespace or "aten") + "." + rest
         overload = getattr(target, "_overloadname", "default")
         packet = full.split(".")[0] + "." + full.split(".")[1] if full.count(".") >= 1 else full
         return packet, f"{packet}.{overload}"
@@ -87,6 +88,7 @@ class Converter:
         self._picked: dict[tuple[int, int], int] = {}
         self._calls: dict[tuple[int, str], list[Node]] | None = None
         self._tried: set[tuple[int, str]] = set()
+        self.failures: list[tuple[Node, str]] = []  # calls whose rule failed (drawn opaque), with the error
         self._name_inputs(axes)
 
     # -- values ------------------------------------------------------------------------
@@ -237,6 +239,18 @@ class Converter:
         """The node's value is ``vid``; if the shapes differ (fused chains) the caller knows why."""
         self.values[id(node)] = vid
 
+    def mark(self) -> tuple[int, int, int, set[int] | None]:
+        """Where the conversion stands, for :meth:`rollback`."""
+        return len(self.steps), len(self.values), len(self.emitted.tensors), set(self.skip) if self.skip else None
+
+    def rollback(self, mark: tuple[int, int, int, set[int] | None]) -> None:
+        """Forget what a rule emitted and bound since ``mark`` (it declined or failed)."""
+        del self.steps[mark[0]:]
+        for key in list(self.values)[mark[1]:]:
+            del self.values[key]
+        del self.emitted.tensors[mark[2]:]
+        self.skip = mark[3] if mark[3] is not None else set()
+
     # -- the walk -----------------------------------------------------------------------
     def run(self) -> list[int]:
         from ncd.trace.rotary import emit_rotary, find_rotary
@@ -247,6 +261,8 @@ class Converter:
                 continue
             if node.value is None or isinstance(node.value, (bool, int, float)):
                 continue  # checks and asserts: no tensor comes out
+            if isinstance(node.value, torch.Tensor) and node.value.numel() == 0:
+                continue  # no entries (an empty slice): concatenations drop it, anything else draws it as a constant
             if op_name(node.target)[0] == "operator.getitem":
                 source, k = node.args
                 key = (id(source), k)
@@ -262,14 +278,16 @@ class Converter:
                 continue
             name, _ = op_name(node.target)
             fn = RULES.get(name)
-            mark = (len(self.steps), self.counter, len(self.emitted.tensors))
+            mark = self.mark()
             if fn is not None:
                 try:
                     fn(self, node)
                     continue
                 except Decline:
-                    del self.steps[mark[0]:]
-                    del self.emitted.tensors[mark[2]:]
+                    self.rollback(mark)
+                except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
+                    self.rollback(mark)
+                    self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
             self.opaque(node)
         outputs = []
         for ref in self.captured.outputs:
@@ -319,7 +337,10 @@ class Converter:
             label = path.rsplit(".", 1)[-1]
             try:
                 if kind == "act":
-                    out = self.apply(Box(ElementwiseOp(ACTIVATIONS[cls])), [vid])  # type: ignore[arg-type]
+                    function = ACTIVATIONS[cls]
+                    if not self._module_agrees(path, source, result, lambda x: ELEMENTWISE[function](x)):  # type: ignore[index]
+                        return False
+                    out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
                 else:
                     module = self.model.get_submodule(path) if self.model is not None else None
                     weight = getattr(module, "weight", None)
@@ -327,14 +348,12 @@ class Converter:
                     if not isinstance(weight, torch.Tensor) or eps is None or weight.shape != source.value.shape[-1:]:
                         return False
                     seg = self.segs[vid]
-                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), True), label), [vid])
-                    self.emitted.tensors.append([weight.detach()])
-                    if source.value.device.type != "meta" and not torch.allclose(
-                            torch.nn.functional.rms_norm(source.value, (weight.shape[0],), weight, float(eps)),
-                            result.value, atol=1e-5, rtol=1e-4):
-                        del self.steps[-1]
-                        del self.emitted.tensors[-1]
+                    n, w = weight.shape[0], weight.detach()
+                    if not self._module_agrees(path, source, result,
+                                               lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps))):
                         return False
+                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), True), label), [vid])
+                    self.emitted.tensors.append([w])
             except Decline:
                 return False
             self.skip |= members
@@ -343,6 +362,25 @@ class Converter:
                 self.values[id(n)] = vid
             return True
         return False
+
+    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
+        and on a random input of the same shape run through the module itself — a class name is never proof."""
+        if self.model is None:
+            return False
+        try:
+            module = self.model.get_submodule(path)
+            value = source.value
+            gen = torch.Generator().manual_seed(0)
+            probe = (3 * torch.randn(tuple(value.shape), generator=gen)).to(value.dtype)
+            with torch.no_grad():
+                pairs = [(module(probe), fn(probe))]
+                if value.device.type != "meta" and result.value.device.type != "meta":
+                    pairs.append((result.value, fn(value)))
+            return all(isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                       and torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in pairs)
+        except Exception:  # noqa: BLE001 - a module that cannot be run alone is not recognised
+            return False
 
     def opaque(self, node: Node) -> None:
         """An opaque box calling the node's operator with its constant arguments."""
@@ -431,6 +469,17 @@ class Converter:
         return unique([n if n is not None else self.namer.fresh(s) for n, s in zip(best, shape)])
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def where(node: Node) -> str:
+    """``at encoder.layer.0.attention (modeling_bert.py:301)``: the module path and user source line of a call."""
+    path = node.stack[-1][0] if node.stack else "the top level"
+    return f"at {path}" + (f" ({node.line})" if node.line else "")
+
+
 def _alias_of(node: Node, source: Node) -> bool:
     """Whether ``node`` is ``source`` passed through casts to its own dtype (``x.to(torch.float32)``)."""
     while node is not source:
@@ -458,7 +507,13 @@ def dtype_name(tensor: torch.Tensor) -> str:
     return name if name in DTYPES else "float32"
 
 
-#: Module classes drawn as one elementwise box (whatever ATen operators they run).
+#: The elementwise functions module idioms may stand for, as torch computes them (for the numeric check).
+ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": torch.nn.functional.gelu, "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "silu": torch.nn.functional.silu, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+}
+
+#: Module classes that may be drawn as one elementwise box (whatever ATen operators they run), once checked on values.
 ACTIVATIONS = {
     "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh",
     "PytorchGELUTanh": "gelu_tanh", "QuickGELUActivation": None, "SiLUActivation": "silu", "GELU": None, "SiLU": "silu",

@@ -38,8 +38,9 @@ __all__ = ["load_rules"]
 
 
 def load_rules() -> None:
-    """Rules register on import (this module and :mod:`ncd.trace.indexing`)."""
+    """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
     import ncd.trace.indexing  # noqa: F401
+    import ncd.trace.scalars  # noqa: F401
 
 
 def _tensor(value: Any) -> bool:
@@ -713,7 +714,8 @@ def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step:
     others = set(seg.names) - {axis.name}
     while name in others:
         name += PRIME
-    box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept)))
+    box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
+                      seg.dtype, seg.range))
     return conv.apply(box, [vid])
 
 
@@ -751,7 +753,8 @@ def concat(conv: Converter, node: Node) -> None:
 
     out_shape = _shape(node)
     # torch.cat skips 1-d empty tensors (an empty key/value cache): drop them
-    tensors = [t for t in node.args[0] if not (_tensor(t) and len(out_shape) != 1 and tuple(_shape(t)) == (0,))]
+    tensors = [t for t in node.args[0] if not (_tensor(t) and (len(out_shape) != 1 and tuple(_shape(t)) == (0,)
+                                                                or t.value.numel() == 0))]
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
     if len(tensors) == 1 and _live(tensors[0]) and tuple(_shape(tensors[0])) == tuple(out_shape):
         conv.bind(node, conv.value(tensors[0]))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ncd.trace.capture import Captured, Node, input_names, refs
+from ncd.trace.capture import Captured, Node, input_names, refs, user_line
 
 __all__ = ["record", "Unsupported"]
 
@@ -105,6 +105,12 @@ class _Recording:
         real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
         arg_refs, kwarg_refs = self.ref(real_args)
         live = any(r.live for r in refs((arg_refs, kwarg_refs)))
+        if live and packet in SHAPE_ONLY:  # ones_like(x): a constant whatever x holds, recorded with its values
+            a, kw = _stand_ins(real_args, self.device)
+            out = func(*a, **kw)
+            k = self.counts[packet] = self.counts.get(packet, 0) + 1
+            self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack)), out)
+            return out
         if live and packet in DYNAMIC:
             raise Unsupported(f"{packet} has an output of data-dependent shape")
         first = args[0] if args else None
@@ -124,7 +130,8 @@ class _Recording:
         if live and isinstance(out, (bool, int, float)):
             raise Unsupported(f"{packet} reads a value that depends on the inputs into Python")
         k = self.counts[packet] = self.counts.get(packet, 0) + 1
-        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live)
+        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
+                    line=user_line() if live else "")
         if isinstance(out, torch.Tensor):
             self.add(node, out)
             if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
@@ -245,6 +252,22 @@ def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
 #: operators whose one result has the shape, dtype and layout of their first argument (norms, activations)
 SHAPE_OF_INPUT = frozenset({"batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "relu", "gelu", "silu",
                             "sigmoid", "tanh", "hardtanh", "leaky_relu", "elu", "mish", "hardswish", "hardsigmoid"})
+
+
+#: operators whose result depends on the shapes of their tensor arguments only, never on their values
+SHAPE_ONLY = frozenset({"ones_like", "zeros_like", "full_like", "empty_like", "new_ones", "new_zeros", "new_full",
+                        "new_empty"})
+
+
+def _stand_ins(value: Any, device: torch.device) -> Any:
+    """``value`` with every meta tensor replaced by a real one of its shape and dtype (for :data:`SHAPE_ONLY` calls)."""
+    if isinstance(value, torch.Tensor):
+        return torch.zeros(value.shape, dtype=value.dtype, device=device) if value.device.type == "meta" else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_stand_ins(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _stand_ins(v, device) for k, v in value.items()}
+    return value
 
 
 def _to_meta(value: Any) -> Any:

@@ -6,7 +6,7 @@ size-1 dimensions there), so each rule sees its own axes last and broadcasts the
 
 from __future__ import annotations
 
-from ncd.prims.gather import RELATIONS, ArgMaxOp, CastOp, CompareOp, GatherOp
+from ncd.prims.gather import RELATIONS, ArgMaxOp, ArithmeticOp, CastOp, CompareOp, GatherOp
 from ncd.torch.rules import RuleContext, register
 
 _TORCH_DTYPE = {"index": "torch.long", "bool": "torch.bool"}
@@ -49,3 +49,23 @@ def lower_cast(ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     dtype = _TORCH_DTYPE.get(prim.target.dtype)
     return [f"{x}.to({dtype})" if dtype else f"{x}.to(torch.get_default_dtype())"]
+
+
+@register(ArithmeticOp, weave_aware=True)
+def lower_arithmetic(ctx: RuleContext) -> list[str]:
+    """The Python expression itself (``x + 1``, ``1 - x``, ``x // 2``): torch's type promotion gives the result's dtype."""
+    prim = ctx.prim
+    assert isinstance(prim, ArithmeticOp)
+    x, value = ctx.args[0].var, number_text(prim.value)
+    if prim.operator in ("min", "max"):
+        return [f"torch.clamp_{'min' if prim.operator == 'max' else 'max'}({x}, {value})"]  # max(x, c) is x clamped below
+    a, b = (value, x) if prim.reflected else (x, value)
+    return [f"({a} {prim.operator} {b})"]
+
+
+def number_text(value: float | int | bool) -> str:
+    """A Python number as source (``float('inf')``, ``(-2)``)."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return f"float('{value}')"
+    text = repr(value)
+    return f"({text})" if text.startswith("-") else text

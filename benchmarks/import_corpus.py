@@ -1,0 +1,689 @@
+"""The import corpus: ``ncd.trace`` on every model type of the installed ``transformers``, and on plain PyTorch.
+
+Every model type of ``transformers``' auto model mapping is built from its config with tiny sizes
+(layers, widths, heads, experts, vocabulary, image size shrunk generically, sub-configs too) and
+random weights — no downloads —, plus the heads that change the graph (tied LM heads,
+encoder–decoder LMs, classification heads, an explicit attention mask) and plain-PyTorch models
+(LSTM/GRU, FFT and complex tensors, Python-scalar arithmetic, in-place operations, masks as
+inputs).  A model type "builds" when its tiny model constructs and runs on the generated inputs;
+the others are listed with the reason.  For each model that builds:
+
+* traced, refused (:class:`ncd.TraceError`, by design: control flow on input values) or crashed;
+* opaque boxes drawn, boxes drawn, parameter counts (lowered against original);
+* round-trip max |difference| of the lowered module against the model, on the traced input
+  and on a fresh input of the same shapes (equal: ``allclose(atol=1e-4, rtol=1e-4)``);
+* "silently wrong": traced without any warning but not equal;
+* trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG) in the same process;
+* deterministic: a second trace draws the same SVG, byte for byte.
+
+Each model runs in a forked child with a time limit, so one bad model cannot stop the run.
+
+    .venv/bin/python benchmarks/import_corpus.py                  # everything; writes docs/import-coverage.md
+    .venv/bin/python benchmarks/import_corpus.py gpt2 llama -v    # some models, details printed
+    .venv/bin/python benchmarks/import_corpus.py --list           # the names only
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+BATCH, TOKENS = 2, 8
+
+# -- shrinking a config generically ---------------------------------------------------------------------------------
+LAYERS = {"num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
+          "decoder_layers", "num_encoder_layers", "num_text_layers", "num_vision_layers", "text_layers", "vision_layers",
+          "num_self_attends_per_block", "num_blocks", "depth"}
+HIDDEN = {"hidden_size", "d_model", "n_embd", "embed_dim", "d_embed", "word_embed_proj_dim", "embedding_size",
+          "hidden_dim", "dim", "emb_dim", "d_hidden", "embedding_dim", "projection_dim", "text_embed_dim",
+          "vision_embed_dim"}
+HEADS = {"num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "decoder_attention_heads", "n_heads",
+         "attention_heads"}
+KV_HEADS = {"num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"}
+FFN = {"intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_hidden_size",
+       "moe_intermediate_size", "shared_expert_intermediate_size", "inner_dim", "d_inner", "mlp_dim"}
+EXPERTS = {"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"}
+MAX_WIDTH, MAX_FFN = 32, 64
+
+
+def shrink(config: Any, depth: int = 0) -> Any:
+    """``config`` with small sizes: 2 layers, width 32, 4 heads (2 key/value), ffn 64, 4 experts, a small vocabulary."""
+    from transformers import PretrainedConfig
+
+    d = config.__dict__
+    for key, value in list(d.items()):
+        if isinstance(value, PretrainedConfig) and depth < 3:
+            shrink(value, depth + 1)
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if key in LAYERS and value > 2:
+            d[key] = 2
+        elif key in HIDDEN and value > MAX_WIDTH:
+            d[key] = MAX_WIDTH
+        elif key in HEADS and value > 4:
+            d[key] = 4
+        elif key in KV_HEADS and value > 2:
+            d[key] = 2
+        elif key in FFN and value > MAX_FFN:
+            d[key] = MAX_FFN
+        elif key in EXPERTS and value > 4:
+            d[key] = 4
+        elif key in ("num_experts_per_tok", "moe_topk", "top_k") and value > 2:
+            d[key] = 2
+        elif key in ("head_dim", "d_kv", "attention_head_size", "kv_channels") and value > 8:
+            d[key] = 8
+        elif key == "image_size" and value > 32:
+            d[key] = 32
+        elif key == "patch_size" and value > 4:
+            d[key] = 4
+        elif key in ("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions") and value > 64:
+            d[key] = 64
+    for key in ("depths",):
+        if isinstance(d.get(key), (list, tuple)):
+            d[key] = [min(int(v), 1) for v in d[key]]
+    for key in ("hidden_sizes", "embed_dims", "dims", "channels"):
+        if isinstance(d.get(key), (list, tuple)) and all(isinstance(v, int) for v in d[key]):
+            d[key] = [max(8, int(v) // 8) for v in d[key]]
+    if isinstance(d.get("num_heads"), (list, tuple)):
+        d["num_heads"] = [2] * len(d["num_heads"])
+    vocab = d.get("vocab_size")
+    if isinstance(vocab, int) and vocab > 128:
+        special = [v for k, v in d.items() if isinstance(v, int) and not isinstance(v, bool)
+                   and (k.endswith("token_id") or k.endswith("token_index"))]
+        d["vocab_size"] = max([128] + [v + 1 for v in special])
+    return config
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def used_params(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
+    """Elements of the distinct parameters ``model`` reads on ``inputs`` (a tied weight counts once)."""
+    from torch.overrides import TorchFunctionMode
+
+    params = {id(p): p for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
+                if isinstance(t, torch.Tensor) and id(t) in params:
+                    seen[id(t)] = t.numel()
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Watch():
+        model(**inputs)
+    return sum(seen.values())
+
+
+# -- inputs ------------------------------------------------------------------------------------------------------------
+def _sub(config: Any, *names: str) -> Any:
+    for name in names:
+        sub = getattr(config, name, None)
+        if sub is not None and not isinstance(sub, (int, float, str, bool, dict, list)):
+            return sub
+    return config
+
+
+def _image(config: Any) -> tuple[int, int, int]:
+    vision = _sub(config, "vision_config", "backbone_config")
+    size = getattr(vision, "image_size", None) or getattr(config, "image_size", None) or 32
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    if isinstance(size, dict):
+        size = size.get("height", 32)
+    channels = getattr(vision, "num_channels", None) or getattr(config, "num_channels", None) or 3
+    return int(channels), int(size), int(size)
+
+
+def make_inputs(model: nn.Module, config: Any, seed: int) -> dict[str, torch.Tensor]:
+    """Inputs for ``model`` from its forward signature and config (ids avoid the low special tokens)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = inspect.signature(model.forward).parameters
+    main = getattr(model, "main_input_name", "input_ids")
+    text = _sub(config, "text_config", "decoder")
+    vocab = int(getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 100)
+    ids = lambda n=TOKENS: torch.randint(3, max(4, min(vocab, 100)), (BATCH, n), generator=gen)  # noqa: E731
+    inputs: dict[str, torch.Tensor] = {}
+    if main == "input_ids" or (main not in params and "input_ids" in params):
+        inputs["input_ids"] = ids()
+    elif main == "pixel_values":
+        c, h, w = _image(config)
+        inputs["pixel_values"] = torch.randn(BATCH, c, h, w, generator=gen)
+    elif main == "input_values":
+        inputs["input_values"] = torch.randn(BATCH, 1600, generator=gen)
+    elif main == "input_features":
+        mel = int(getattr(config, "num_mel_bins", 0) or getattr(config, "feature_size", 0) or 80)
+        frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
+        inputs["input_features"] = torch.randn(BATCH, mel, frames, generator=gen)
+    else:
+        raise LookupError(f"no input generator for main input {main!r}")
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
+        inputs["decoder_input_ids"] = ids(5)
+    return inputs
+
+
+# -- the corpus: one entry per model ---------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    name: str
+    kind: str  # "base", "head", "mask", "torch"
+    #: the model, its example inputs and fresh inputs of the same shapes
+    build: Callable[[], tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(repr=False)
+
+
+def _hf_build(model_type: str, mapping: str, mask: bool = False) -> Callable[[], Any]:
+    def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        import transformers
+        from transformers.models.auto import modeling_auto
+
+        names = getattr(modeling_auto, mapping)
+        cls_name = names[model_type]
+        cls_name = cls_name[0] if isinstance(cls_name, (list, tuple)) else cls_name
+        cls = getattr(transformers, cls_name)
+        errors = []
+        for attempt in ("tiny", "default"):
+            config = transformers.AutoConfig.for_model(model_type)
+            if attempt == "tiny":
+                shrink(config)
+            try:
+                config.use_cache = False
+                with torch.device("meta"):
+                    size = n_params(cls(config))
+                if size > 60_000_000:
+                    raise ValueError(f"{size / 1e6:.0f} M parameters")
+                torch.manual_seed(0)
+                model = cls(config).eval()
+                with torch.no_grad():  # away from the initialisation (a norm's weight of ones hides how it is used)
+                    for p in model.parameters():
+                        p.add_(0.05 * torch.randn_like(p))
+                pair = [make_inputs(model, config, seed) for seed in (0, 1)]
+                if mask:
+                    for inputs in pair:
+                        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+                        inputs["attention_mask"][0, :2] = 0
+                with torch.no_grad():
+                    model(**pair[0])
+                return model, pair[0], pair[1]
+            except Exception as error:  # noqa: BLE001 - the corpus records why a type does not build
+                errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
+        raise NotBuilt("; ".join(errors))
+
+    return build
+
+
+class NotBuilt(Exception):
+    """The model cannot be built (or run) from a tiny config with the generated inputs."""
+
+
+def _line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else "")[:160]
+
+
+HEADS_TO_ADD = [("gpt2", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), ("llama", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+                ("bert", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"), ("t5", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+                ("bart", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"), ("mixtral", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+                ("vit", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
+                ("bert", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES")]
+MASKED = ["gpt2", "bert", "llama", "mistral"]
+
+
+def hf_entries() -> list[Entry]:
+    from transformers.models.auto import modeling_auto
+
+    entries = [Entry(t, "base", _hf_build(t, "MODEL_MAPPING_NAMES")) for t in sorted(modeling_auto.MODEL_MAPPING_NAMES)]
+    for t, mapping in HEADS_TO_ADD:
+        if t in getattr(modeling_auto, mapping):
+            head = mapping.removeprefix("MODEL_FOR_").removesuffix("_MAPPING_NAMES").lower().replace("_", "-")
+            entries.append(Entry(f"{t}+{head}", "head", _hf_build(t, mapping)))
+    entries += [Entry(f"{t}+attention_mask", "mask", _hf_build(t, "MODEL_MAPPING_NAMES", mask=True)) for t in MASKED]
+    return entries
+
+
+# -- plain PyTorch -------------------------------------------------------------------------------------------------------
+class LSTMTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.lstm, self.out = nn.Embedding(50, 16), nn.LSTM(16, 24, batch_first=True), nn.Linear(24, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.lstm(self.embed(ids))[0])
+
+
+class GRUEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(16, 24, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0]
+
+
+class FourierMixer(nn.Module):
+    """FNet-style token mixing and a spectral filter: real FFT, complex product, inverse FFT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter = nn.Parameter(torch.randn(TOKENS // 2 + 1, 16, dtype=torch.cfloat))
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = torch.fft.fft(torch.fft.fft(x, dim=-1), dim=-2).real
+        spectral = torch.fft.irfft(torch.fft.rfft(x, dim=1) * self.filter, n=x.shape[1], dim=1)
+        return self.proj(mixed + spectral)
+
+
+class ScalarArithmetic(nn.Module):
+    """Every binary operator between tensors and Python scalars (int, float, bool), on either side."""
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (x + 1) * 2 - 0.5
+        y = 1 - y
+        y = 3.0 / (y.abs() + 1) + y / 4 + 2 ** x.clamp(-2, 2) + x ** 2
+        y = y * True + (x > 0) * 1.5
+        k = ids * 3 + 1
+        k = k // 2 - ids % 3
+        return y, k
+
+
+class InPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        y.add_(1.0)
+        y.mul_(0.5)
+        torch.relu_(y)
+        y[:, 0] = 0.0
+        return y
+
+
+class MaskedAttention(nn.Module):
+    """Attention with a boolean padding mask passed as an input (masked_fill, softmax)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(16, 48), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = q @ k.transpose(-1, -2) * 16 ** -0.5
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        return self.out(scores.softmax(-1) @ v)
+
+
+def _torch_build(cls: type[nn.Module], make: Callable[[torch.Generator], dict[str, torch.Tensor]]) -> Any:
+    def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        return cls().eval(), make(torch.Generator().manual_seed(0)), make(torch.Generator().manual_seed(1))
+
+    return build
+
+
+def _mask(g: torch.Generator) -> dict[str, torch.Tensor]:
+    mask = torch.rand(BATCH, TOKENS, generator=g) > 0.3
+    mask[:, 0] = True
+    return {"x": torch.randn(BATCH, TOKENS, 16, generator=g), "mask": mask}
+
+
+def torch_entries() -> list[Entry]:
+    return [
+        Entry("torch.lstm", "torch", _torch_build(LSTMTagger, lambda g: {"ids": torch.randint(0, 50, (BATCH, TOKENS), generator=g)})),
+        Entry("torch.gru", "torch", _torch_build(GRUEncoder, lambda g: {"x": torch.randn(BATCH, TOKENS, 16, generator=g)})),
+        Entry("torch.fft", "torch", _torch_build(FourierMixer, lambda g: {"x": torch.randn(BATCH, TOKENS, 16, generator=g)})),
+        Entry("torch.scalars", "torch", _torch_build(ScalarArithmetic, lambda g: {
+            "x": torch.randn(BATCH, 16, generator=g), "ids": torch.randint(0, 9, (BATCH, 16), generator=g)})),
+        Entry("torch.inplace", "torch", _torch_build(InPlace, lambda g: {"x": torch.randn(BATCH, 16, generator=g)})),
+        Entry("torch.mask", "torch", _torch_build(MaskedAttention, _mask)),
+    ]
+
+
+def all_entries() -> list[Entry]:
+    return torch_entries() + hf_entries()
+
+
+# -- one model -------------------------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    name: str
+    kind: str
+    status: str = ""  # "not built", "traced", "refused", "crashed"
+    reason: str = ""
+    method: str = ""
+    opaque: int = 0
+    opaque_ops: str = ""
+    boxes: int = 0
+    warned: bool = False
+    equal: bool = False
+    diff: float = math.nan
+    diff_fresh: float = math.nan
+    lowered: str = ""  # an error lowering or running the lowered module
+    params: int = 0
+    params_lowered: int = 0
+    trace_s: float = math.nan
+    draw_s: float = math.nan
+    torchview_s: float = math.nan
+    deterministic: bool | None = None
+    layers: int = 0
+
+    @property
+    def silently_wrong(self) -> bool:
+        return self.status == "traced" and not self.warned and not self.equal
+
+
+def _leaves(value: Any) -> list[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+def _max_diff(got: Any, want: Any) -> tuple[float, bool]:
+    got, want = _leaves(got), _leaves(want)
+    if len(got) != len(want):
+        return math.inf, False
+    worst, equal = 0.0, True
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            return math.inf, False
+        if g.is_floating_point() or g.is_complex() or w.is_floating_point():
+            g, w = g.to(torch.complex128 if g.is_complex() else torch.float64), w.to(g.dtype if g.is_complex() else torch.float64)
+            finite = torch.isfinite(w) & torch.isfinite(g)
+            if not torch.equal(torch.isfinite(w), torch.isfinite(g)):
+                return math.inf, False
+            d = (g - w).abs()[finite]
+            worst = max(worst, float(d.max()) if d.numel() else 0.0)
+            equal = equal and torch.allclose(g[finite], w[finite], atol=1e-4, rtol=1e-4)
+        else:
+            same = torch.equal(g, w.to(g.dtype))
+            worst = max(worst, 0.0 if same else math.inf)
+            equal = equal and same
+    return worst, equal
+
+
+def _layers(model: nn.Module) -> int:
+    lists = [len(m) for m in model.modules() if isinstance(m, nn.ModuleList)]
+    return max(lists, default=1)
+
+
+def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
+    """The result, and the model with its inputs (for torchview) when it traced."""
+    import ncd
+    from ncd.prims.opaque import OpaqueOp
+    from ncd.render import to_svg
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    result = Result(entry.name, entry.kind)
+    try:
+        model, inputs, fresh = entry.build()
+    except Exception as error:  # noqa: BLE001
+        result.status, result.reason = "not built", _line(error) if isinstance(error, NotBuilt) else f"{type(error).__name__}: {_line(error)}"
+        return result, None
+    result.params, result.layers = used_params(model, inputs), _layers(model)
+    with torch.no_grad():
+        want, want_fresh = model(**inputs), model(**fresh)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            d = ncd.trace(model, **inputs)
+    except ncd.TraceError as error:
+        result.status, result.reason = "refused", _line(error)
+        return result, None
+    except Exception as error:  # noqa: BLE001
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        result.status = "crashed"
+        result.reason = f"{type(error).__name__}: {_line(error)} ({os.path.basename(frame.filename)}:{frame.lineno})"
+        return result, None
+    result.trace_s = time.perf_counter() - start
+    result.status, result.method = "traced", d.method
+    ours = [w for w in caught if "ncd" in str(w.message) or "opaque" in str(w.message)]
+    result.warned = bool(ours)
+    boxes = list(d.boxes())
+    result.boxes = len(boxes)
+    result.opaque = sum(isinstance(b.prim, OpaqueOp) for b in boxes)
+    result.opaque_ops = ", ".join(f"{n.removeprefix('aten.')}×{k}" for n, k in d.opaque)
+    start = time.perf_counter()
+    try:
+        svg = to_svg(d)
+        result.draw_s = time.perf_counter() - start
+        if determinism:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result.deterministic = to_svg(ncd.trace(model, **inputs)) == svg
+    except Exception as error:  # noqa: BLE001
+        result.lowered = f"drawing: {type(error).__name__}: {_line(error)}"
+    try:
+        lowered = d.to_torch()
+        result.params_lowered = n_params(lowered)
+        with torch.no_grad():
+            got = lowered(*inputs.values())
+            got_fresh = lowered(*fresh.values())
+        result.diff, equal = _max_diff(got, want)
+        result.diff_fresh, equal_fresh = _max_diff(got_fresh, want_fresh)
+        result.equal = equal and equal_fresh
+    except Exception as error:  # noqa: BLE001
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        result.lowered = f"{type(error).__name__}: {_line(error)} ({os.path.basename(frame.filename)}:{frame.lineno})"
+    return result, (model, inputs)
+
+
+def _time_torchview(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    try:
+        import torchview
+
+        start = time.perf_counter()
+        graph = torchview.draw_graph(model, input_data=dict(inputs), save_graph=False, depth=math.inf)
+        graph.visual_graph.pipe(format="svg")
+        return time.perf_counter() - start
+    except Exception:  # noqa: BLE001 - torchview fails on some models: no time to compare
+        return math.nan
+
+
+def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any) -> None:
+    """Sends the result, then (if asked, and the model traced) torchview's time in a second message."""
+    try:
+        result, built = run_one(entry, determinism)
+    except BaseException as error:  # noqa: BLE001 - the parent records it
+        result, built = Result(entry.name, entry.kind, "crashed", f"{type(error).__name__}: {_line(error)} (harness)"), None
+    conn.send(asdict(result))
+    if torchview and result.status == "traced":
+        conn.send(_time_torchview(*built) if built is not None else math.nan)
+
+
+def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, determinism: bool,
+            verbose: bool) -> list[Result]:
+    """Each entry in a forked child (at most ``jobs`` at once), killed after ``timeout`` seconds."""
+    ctx = multiprocessing.get_context("fork")
+    pending = list(entries)
+    running: list[list[Any]] = []
+    results: dict[str, Result] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            entry = pending.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            process = ctx.Process(target=_child, args=(entry, torchview, determinism, send))
+            process.start()
+            send.close()
+            running.append([entry, process, recv, time.monotonic(), None])
+        time.sleep(0.05)
+        for item in list(running):
+            entry, process, recv, started, result = item
+            done = False
+            try:
+                while recv.poll():
+                    message = recv.recv()
+                    if isinstance(message, dict):
+                        result = item[4] = Result(**message)
+                        done = not (torchview and result.status == "traced")
+                    else:
+                        result.torchview_s, done = message, True
+            except (EOFError, OSError):
+                done = True
+            if result is None and (done or not process.is_alive()):
+                result = Result(entry.name, entry.kind, "crashed", f"the child died (exit code {process.exitcode})")
+                done = True
+            elif not done and not process.is_alive() and not recv.poll():
+                done = True  # torchview died: no time to compare
+            elif not done and time.monotonic() - started > timeout:
+                process.kill()
+                if result is None:
+                    result = Result(entry.name, entry.kind, "timeout", f"more than {timeout:.0f} s")
+                done = True
+            if done:
+                process.join(5)
+                running.remove(item)
+                results[entry.name] = result
+                if verbose:
+                    print(_line_of(result), flush=True)
+                else:
+                    print(".", end="", flush=True)
+    if not verbose:
+        print()
+    return [results[e.name] for e in entries]
+
+
+def _line_of(r: Result) -> str:
+    if r.status != "traced":
+        return f"{r.name:32} {r.status:10} {r.reason}"
+    eq = "equal" if r.equal else ("WRONG" if r.silently_wrong else "differs")
+    return (f"{r.name:32} {r.method:8} {eq:7} diff {r.diff:.1e}/{r.diff_fresh:.1e} opaque {r.opaque}/{r.boxes}"
+            f" params {r.params_lowered}/{r.params} trace {r.trace_s:.2f}s draw {r.draw_s:.2f}s torchview {r.torchview_s:.2f}s"
+            f" det {r.deterministic} {r.lowered} {r.opaque_ops}")
+
+
+# -- the report ------------------------------------------------------------------------------------------------------------
+def _pct(a: int, b: int) -> str:
+    return f"{a}/{b} ({100 * a / b:.1f} %)" if b else "0/0"
+
+
+def summary(results: list[Result]) -> list[str]:
+    built = [r for r in results if r.status != "not built"]
+    traced = [r for r in built if r.status == "traced"]
+    equal = [r for r in traced if r.equal]
+    boxes, opaque = sum(r.boxes for r in traced), sum(r.opaque for r in traced)
+    crashed = [r for r in built if r.status in ("crashed", "timeout") or r.lowered]
+    wrong = [r for r in traced if r.silently_wrong]
+    shared = [r for r in traced if r.params_lowered and r.params_lowered == r.params]
+    lowered = [r for r in traced if r.params_lowered]
+    det = [r for r in traced if r.deterministic is not None]
+    ratios = sorted((r.trace_s + r.draw_s) / r.torchview_s for r in traced if r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
+    lines = [
+        f"- models in the corpus: {len(results)} ({sum(r.kind == 'base' for r in results)} `transformers` model types,"
+        f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants, {sum(r.kind == 'torch' for r in results)} plain PyTorch)",
+        f"- build from a tiny config and run: {len(built)}",
+        f"- traced: {_pct(len(traced), len(built))}; refused by design (TraceError): {sum(r.status == 'refused' for r in built)}",
+        f"- **crashed or timed out (tracing, drawing or running the lowered module): {len(crashed)}**",
+        f"- **round-trip equal (atol 1e-4, traced and fresh input): {_pct(len(equal), len(built))}**",
+        f"- **silently wrong (no warning, not equal): {len(wrong)}**" + (f" — {', '.join(r.name for r in wrong)}" if wrong else ""),
+        f"- **opaque boxes: {_pct(opaque, boxes)} of drawn boxes**",
+        f"- parameter count equal to the original's: {_pct(len(shared), len(lowered))}",
+        f"- deterministic (second trace, same SVG bytes): {_pct(sum(bool(r.deterministic) for r in det), len(det))}",
+        f"- captured by the default (dispatch) path: {_pct(sum(r.method == 'dispatch' for r in traced), len(traced))}",
+    ]
+    if ratios:
+        lines.append(f"- trace+draw time / torchview time: median {ratios[len(ratios) // 2]:.2f}×,"
+                     f" max {ratios[-1]:.2f}× over {len(ratios)} models")
+    return lines
+
+
+def report(results: list[Result], seconds: float) -> str:
+    import transformers
+
+    rows = ["| model | status | capture | equal | max diff (traced / fresh) | opaque / boxes | params (lowered / original) |"
+            " trace + draw | torchview | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if r.status == "not built":
+            continue
+        if r.status != "traced":
+            rows.append(f"| {r.name} | **{r.status}** | | | | | | | | {r.reason.replace('|', '/')} |")
+            continue
+        eq = "yes" if r.equal else ("**silently wrong**" if r.silently_wrong else "no (warned)")
+        notes = "; ".join(x for x in (r.lowered, r.opaque_ops, "" if r.deterministic in (None, True) else "not deterministic") if x)
+        rows.append(f"| {r.name} | traced | {r.method} | {eq} | {r.diff:.1e} / {r.diff_fresh:.1e} | {r.opaque} / {r.boxes} |"
+                    f" {r.params_lowered:,} / {r.params:,} | {r.trace_s + r.draw_s:.2f} s | {r.torchview_s:.2f} s |"
+                    f" {notes.replace('|', '/')} |")
+    skipped = [f"- {r.name}: {r.reason.replace('|', '/')}" for r in results if r.status == "not built"]
+    return "\n".join([
+        "# Import coverage", "",
+        f"`ncd.trace` on every model type of `transformers` {transformers.__version__} (torch {torch.__version__}) that builds"
+        " from a tiny config with random weights, plus heads and plain-PyTorch models.  Generated by"
+        f" `benchmarks/import_corpus.py` in {seconds / 60:.0f} min; do not edit by hand.", "",
+        "## Summary", "", *summary(results), "",
+        "## Models", "", *rows, "",
+        "## Model types that do not build from a tiny config (with the generated inputs)", "",
+        *skipped, "",
+    ])
+
+
+def _warm_up(torchview: bool) -> None:
+    """One small trace, drawing and torchview graph before the children fork: their times exclude first-use costs."""
+    import ncd
+    from ncd.render import to_svg
+
+    model, inputs = LSTMTagger().eval(), {"ids": torch.randint(0, 50, (BATCH, TOKENS))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m, i in ((model, inputs), (MaskedAttention(), _mask(torch.Generator()))):
+            to_svg(ncd.trace(m, **i)).encode()
+            if torchview:
+                _time_torchview(m, i)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="only these entries (substrings)")
+    parser.add_argument("-j", "--jobs", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per model")
+    parser.add_argument("--no-torchview", action="store_true")
+    parser.add_argument("--no-determinism", action="store_true")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-o", "--output", default=None, help="the report (default: docs/import-coverage.md on a full run)")
+    args = parser.parse_args()
+    import transformers  # noqa: F401 - imported once, before the children fork
+
+    import ncd.render  # noqa: F401 - the children use the code as it was when the run started
+    import ncd.torch.module  # noqa: F401
+    import ncd.trace.convert  # noqa: F401
+    import ncd.trace.idioms  # noqa: F401
+    import ncd.trace.record  # noqa: F401
+
+    torch.set_num_threads(1)
+    _warm_up(not args.no_torchview)
+    entries = all_entries()
+    if args.names:
+        entries = [e for e in entries if any(n == e.name or n in e.name for n in args.names)]
+    if args.list:
+        print("\n".join(e.name for e in entries))
+        return
+    start = time.perf_counter()
+    results = run_all(entries, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose)
+    seconds = time.perf_counter() - start
+    print("\n".join(summary(results)))
+    output = args.output or (None if args.names else os.path.join(os.path.dirname(__file__), "..", "docs", "import-coverage.md"))
+    if output:
+        with open(output, "w") as f:
+            f.write(report(results, seconds))
+        print(f"wrote {output}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

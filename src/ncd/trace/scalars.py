@@ -1,0 +1,128 @@
+"""Arithmetic between a traced tensor and a Python number of any type, on either side.
+
+``x + 1``, ``1 - x``, ``3.0 / x``, ``2 ** x``, ``ids * 3 + 1``, ``ids // 2``, ``x.clamp(-2, 2)``, ``x * True``:
+each becomes an :class:`~ncd.prims.gather.ArithmeticOp` box whose result has the dtype torch gives it (an index
+segment's range follows by interval arithmetic).  Float sums and products that the plain rules of
+:mod:`ncd.trace.idioms` draw as ``+`` and ``*c`` boxes keep those; this rule takes what they decline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+import torch
+
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box
+from ncd.prims.gather import ArithmeticOp
+from ncd.trace import idioms
+from ncd.trace.capture import Node
+from ncd.trace.convert import RULES, Converter, Decline, rule
+
+__all__ = ["scalar_arithmetic"]
+
+#: ATen packet -> (operator, reflected)
+OPERATORS = {"add": ("+", False), "sub": ("-", False), "rsub": ("-", True), "mul": ("*", False), "div": ("/", False),
+             "true_divide": ("/", False), "floor_divide": ("//", False), "remainder": ("%", False), "pow": ("**", False),
+             "clamp_min": ("max", False), "clamp_max": ("min", False), "reciprocal": ("/", True)}
+
+
+def _number(value: Any) -> bool | int | float | None:
+    """A Python number, or the value of a 0-d constant tensor (which torch promotes like one)."""
+    if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.dim() == 0 \
+            and value.value.device.type != "meta":
+        value = value.value.item()
+    if isinstance(value, (bool, int, float)):
+        return value
+    return None
+
+
+def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, reflected: bool) -> Segment:
+    out = node.value
+    if out.dtype == torch.bool:
+        return Segment((), "bool")
+    if out.is_floating_point():
+        return Segment(())
+    if source.dtype == "index" and source.range is not None and not sympy.sympify(source.range).free_symbols:
+        top = int(source.range) - 1
+        ends = []
+        for x in (0, top):
+            a, b = (c, x) if reflected else (x, c)
+            try:
+                ends.append(int({"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
+                                 "**": a ** b, "max": max(a, b), "min": min(a, b)}[op]))
+            except (ZeroDivisionError, KeyError, OverflowError, ValueError):
+                break
+        else:
+            return Segment((), "index", sympy.Integer(max(max(abs(e) for e in ends) + 1, 1)))
+    from ncd.trace.convert import kind_of
+
+    _, rng = kind_of(out)
+    return Segment((), "index", None if rng is None else sympy.Integer(rng))
+
+
+def _apply(conv: Converter, node: Node, vid: int, op: str, c: Any, reflected: bool, last: bool = True) -> int:
+    seg = conv.segs[vid]
+    source = Segment((), seg.dtype, seg.range)
+    target = _target(conv, node, source, op, c, reflected) if last else source
+    return conv.apply(Box(ArithmeticOp(op, c, source, target, reflected)), [vid])
+
+
+def scalar_arithmetic(conv: Converter, node: Node) -> None:
+    """One live tensor and one Python number: an arithmetic box (or two, for ``clamp``)."""
+    packet = node.target.name().split("::")[1].split(".")[0]
+    if not isinstance(node.value, torch.Tensor) or node.value.is_complex():
+        raise Decline("not a tensor result")
+    args = list(node.args)
+    if packet in ("clamp", "clip"):
+        lo = node.kwargs.get("min", args[1] if len(args) > 1 else None)
+        hi = node.kwargs.get("max", args[2] if len(args) > 2 else None)
+        x = args[0]
+        if not idioms._live(x) or any(v is not None and _number(v) is None for v in (lo, hi)):
+            raise Decline("clamp by tensors")
+        vid = conv.value(x)
+        steps = [("max", _number(lo)), ("min", _number(hi))]
+        steps = [(o, v) for o, v in steps if v is not None]
+        for k, (o, v) in enumerate(steps):
+            vid = _apply(conv, node, vid, o, v, False, last=k == len(steps) - 1)
+        conv.bind(node, vid)
+        return
+    op, reflected = OPERATORS[packet]
+    if packet == "reciprocal":
+        x, c = args[0], 1
+    elif packet == "div" and node.kwargs.get("rounding_mode") is not None:
+        if node.kwargs["rounding_mode"] != "floor":
+            raise Decline("division rounded towards zero")
+        op = "//"
+        x, c = args[0], _number(args[1])
+    elif packet == "pow" and not idioms._live(args[0]):
+        x, c, reflected = args[1], _number(args[0]), True
+    elif packet in ("add", "mul") and not idioms._live(args[0]):
+        x, c = args[1], _number(args[0])
+    else:
+        x, c = args[0], _number(args[1])
+    alpha = node.kwargs.get("alpha", args[2] if packet in ("add", "sub", "rsub") and len(args) > 2 else 1)
+    if c is None or not idioms._live(x) or not isinstance(x.value, torch.Tensor) or x.value.is_complex() or alpha != 1:
+        raise Decline("not a tensor and a number")
+    if tuple(x.value.shape) != tuple(node.value.shape):
+        raise Decline("broadcast")
+    conv.bind(node, _apply(conv, node, conv.value(x), op, c, reflected))
+
+
+def _with_fallback(first: Any) -> Any:
+    def convert(conv: Converter, node: Node) -> None:
+        mark = conv.mark()
+        try:
+            first(conv, node)
+        except Exception:  # noqa: BLE001 - the plain rule declined or failed: try the number rule on a clean slate
+            conv.rollback(mark)
+            scalar_arithmetic(conv, node)
+
+    return convert
+
+
+for _packet in OPERATORS:
+    _name = f"aten.{_packet}"
+    RULES[_name] = _with_fallback(RULES[_name]) if _name in RULES else scalar_arithmetic
+rule("aten.clamp", "aten.clip")(scalar_arithmetic)

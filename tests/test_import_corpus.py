@@ -1,0 +1,67 @@
+"""A fast, representative subset of the import corpus (``benchmarks/import_corpus.py``), run as the full corpus runs it.
+
+Every model here is built from a tiny config with random weights; the lowered diagram must equal the model on
+the traced input and on a fresh one, and a model drawn without warning is never wrong.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+import warnings
+
+import pytest
+import torch
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "import_corpus.py"
+_spec = importlib.util.spec_from_file_location("import_corpus", _PATH)
+assert _spec is not None and _spec.loader is not None
+corpus = sys.modules["import_corpus"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus)
+
+#: one model of each kind the corpus holds: a plain-PyTorch model per idiom, a norm that is not the class name's
+#: (Gemma: ``(1 + w)``), absolute positions from a cumulative sum (RoBERTa), a tied LM head, an encoder–decoder,
+#: a vision encoder, a mixture of experts and an explicit attention mask
+SUBSET = ["torch.scalars", "torch.inplace", "torch.mask", "torch.lstm", "gemma", "roberta", "gpt2+causal-lm", "t5", "vit",
+          "mixtral", "bert+attention_mask"]
+
+
+@pytest.fixture(scope="module")
+def entries() -> dict[str, object]:
+    return {e.name: e for e in corpus.all_entries() if e.name in SUBSET}
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_corpus_model_round_trips(name: str, entries: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result, _ = corpus.run_one(entries[name], determinism=False)
+    assert result.status == "traced", result.reason
+    assert not result.lowered, result.lowered
+    assert result.equal, (result.diff, result.diff_fresh, result.opaque_ops)
+    if name not in FOLDED:
+        assert result.params_lowered == result.params  # tied weights stay one parameter
+
+
+#: models whose lowered module holds a tensor computed from parameters alone (folded at trace time: BERT's token-type
+#: rows for the batch, ViT's class token with its position, T5's relative-position bias), so its parameter count
+#: differs from the original's (reported by the corpus)
+FOLDED = {"vit", "t5", "bert+attention_mask"}
+
+
+def test_the_corpus_enumerates_every_model_type_of_transformers() -> None:
+    from transformers.models.auto import modeling_auto
+
+    names = {e.name for e in corpus.all_entries()}
+    assert set(modeling_auto.MODEL_MAPPING_NAMES) <= names
+    assert {"torch.lstm", "torch.gru", "torch.fft", "torch.scalars", "torch.inplace", "torch.mask"} <= names
+
+
+def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() -> None:
+    import transformers
+
+    config = corpus.shrink(transformers.AutoConfig.for_model("llama"))
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (2, 32, 4, 64)
+    assert config.vocab_size > max(config.bos_token_id, config.eos_token_id)
