@@ -345,7 +345,8 @@ def _mask(g: torch.Generator) -> dict[str, torch.Tensor]:
 
 def torch_entries() -> list[Entry]:
     return [
-        Entry("torch.lstm", "torch", _torch_build(LSTMTagger, lambda g: {"ids": torch.randint(0, 50, (BATCH, TOKENS), generator=g)})),
+        Entry("torch.lstm", "torch",
+              _torch_build(LSTMTagger, lambda g: {"ids": torch.randint(0, 50, (BATCH, TOKENS), generator=g)})),
         Entry("torch.gru", "torch", _torch_build(GRUEncoder, lambda g: {"x": torch.randn(BATCH, TOKENS, 16, generator=g)})),
         Entry("torch.fft", "torch", _torch_build(FourierMixer, lambda g: {"x": torch.randn(BATCH, TOKENS, 16, generator=g)})),
         Entry("torch.scalars", "torch", _torch_build(ScalarArithmetic, lambda g: {
@@ -433,7 +434,8 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
     try:
         model, inputs, fresh = entry.build()
     except Exception as error:  # noqa: BLE001
-        result.status, result.reason = "not built", _line(error) if isinstance(error, NotBuilt) else f"{type(error).__name__}: {_line(error)}"
+        result.status = "not built"
+        result.reason = _line(error) if isinstance(error, NotBuilt) else f"{type(error).__name__}: {_line(error)}"
         return result, None
     result.params, result.layers = used_params(model, inputs), _layers(model)
     with torch.no_grad():
@@ -583,10 +585,12 @@ def summary(results: list[Result]) -> list[str]:
     shared = [r for r in traced if r.params_lowered and r.params_lowered == r.params]
     lowered = [r for r in traced if r.params_lowered]
     det = [r for r in traced if r.deterministic is not None]
-    ratios = sorted((r.trace_s + r.draw_s) / r.torchview_s for r in traced if r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
+    ratios = sorted((r.trace_s + r.draw_s) / r.torchview_s for r in traced
+                    if r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
     lines = [
         f"- models in the corpus: {len(results)} ({sum(r.kind == 'base' for r in results)} `transformers` model types,"
-        f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants, {sum(r.kind == 'torch' for r in results)} plain PyTorch)",
+        f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants,"
+        f" {sum(r.kind == 'torch' for r in results)} plain PyTorch)",
         f"- build from a tiny config and run: {len(built)}",
         f"- traced: {_pct(len(traced), len(built))}; refused by design (TraceError): {sum(r.status == 'refused' for r in built)}",
         f"- **crashed or timed out (tracing, drawing or running the lowered module): {len(crashed)}**",

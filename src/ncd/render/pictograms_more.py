@@ -129,5 +129,6 @@ def draw_mask(ctx: Layout, box: Box) -> Frag:
     """Masks: their glyph in a small box."""
     parts = typeset_text({"causal_mask": "causal", "padding_mask": "pad"}.get(box.prim.op, box.prim.label()))
     return generic_box(ctx, box.dom, box.cod, parts, fill="#eeeeee", name=box.prim.op)
-scalar("compare", "cast", "arithmetic")(lambda ctx, box, dom, cod: glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op))
+scalar("compare", "cast", "arithmetic")(
+    lambda ctx, box, dom, cod: glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op))
 rule("rotary")(lambda ctx, box: generic_box(ctx, box.dom, box.cod, typeset_text("ρ"), fill="#e3ecf7", name="rotary", min_w=16.0))
