@@ -386,7 +386,7 @@ class Result:
 
     @property
     def silently_wrong(self) -> bool:
-        return self.status == "traced" and not self.warned and not self.equal
+        return self.status == "traced" and not self.warned and not self.equal and not self.lowered
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
@@ -663,11 +663,14 @@ def main() -> None:
     args = parser.parse_args()
     import transformers  # noqa: F401 - imported once, before the children fork
 
-    import ncd.render  # noqa: F401 - the children use the code as it was when the run started
-    import ncd.torch.module  # noqa: F401
-    import ncd.trace.convert  # noqa: F401
-    import ncd.trace.idioms  # noqa: F401
-    import ncd.trace.record  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import ncd
+
+    for info in pkgutil.walk_packages(ncd.__path__, "ncd."):  # the children run the code as it was at the start
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
 
     torch.set_num_threads(1)
     _warm_up(not args.no_torchview)

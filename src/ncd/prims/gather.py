@@ -144,7 +144,7 @@ class CastOp(Primitive):
 
 
 #: binary operators between a scalar and a Python number, and how they are drawn
-OPERATORS = {"+": "+", "-": "−", "*": "·", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max"}
+OPERATORS = {"+": "+", "-": "−", "*": "×", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max"}
 
 
 @dataclass(frozen=True)

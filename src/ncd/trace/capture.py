@@ -88,7 +88,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     if method not in METHODS:
         raise TraceError(f"unknown capture {method!r}; known: {', '.join(METHODS)}")
     flat = _Flat(model)
-    if method == "dispatch":
+    if method == "dispatch" and recorder_works():
         from ncd.trace.record import Unsupported, record
 
         try:
@@ -116,6 +116,36 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                 f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
             ) from None
     return _from_export(ep, flat, args, kwargs, names)
+
+
+_RECORDER: list[bool] = []  # the self-check's verdict, once per process
+
+
+def recorder_works() -> bool:
+    """Whether the fast recorder runs on the installed torch: checked on first use on a tiny model.
+
+    It relies on torch internals (a dispatch mode at the pre-dispatch key); when they change, it warns once — naming
+    the torch version and what the fallback costs — and ``ncd.trace`` uses ``torch.export`` instead.
+    """
+    if not _RECORDER:
+        from ncd.trace.record import record
+
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+        x = torch.randn(2, 3)
+        try:
+            got = record(model, (x,), {}, _Flat(model))
+            ops = [str(getattr(n.target, "__name__", n.target)) for n in got.nodes if n.kind == "call"]
+            ok = any("linear" in o for o in ops) and any("relu" in o for o in ops)
+            error = "" if ok else f"it recorded {ops}"
+        except Exception as e:  # noqa: BLE001 - any failure of the recorder itself
+            ok, error = False, f"{type(e).__name__}: {_first_line(e)}"
+        if not ok:
+            import warnings
+
+            warnings.warn(f"ncd.trace: the fast recorder does not run on torch {torch.__version__} ({error}); tracing falls"
+                          " back to torch.export, typically 3-6x slower to trace", RuntimeWarning, stacklevel=3)
+        _RECORDER.append(ok)
+    return _RECORDER[0]
 
 
 def _first_line(error: BaseException) -> str:

@@ -596,6 +596,12 @@ def embedding(conv: Converter, node: Node) -> None:
         raise Decline("not a learned table")
     vid = conv.value(ids)
     seg = conv.segs[vid]
+    if seg.dtype == "index" and seg.range is not None and not seg.range.free_symbols and int(seg.range) != table.shape[0]:
+        from ncd.prims.opaque import ViewOp  # the model takes only positions below the table's rows: read them as rows
+
+        wider = Segment(seg.axes, "index", sympy.Integer(int(table.shape[0])))
+        (vid,) = conv.emit(Box(ViewOp(seg, wider)), [vid], [wider])
+        seg = wider
     if seg.dtype != "index" or seg.range is None or int(seg.range) != table.shape[0]:
         raise Decline("indices without the vocabulary as range")
     dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), "m")], (int(table.shape[1]),))

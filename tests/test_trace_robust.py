@@ -1,0 +1,164 @@
+"""``ncd.trace`` never crashes and is never silently wrong: the cases that used to crash, the recorder's self-check,
+a failing rule (an opaque box and one warning naming the module and the line), idioms checked on values."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.trace import capture
+from tests.test_trace import round_trip
+
+
+def _fresh_round_trip(model: nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
+    """Round trip on the traced inputs and on fresh ones of the same shapes (integers: the same values)."""
+    d = round_trip(model, *args)
+    fresh = [torch.randn_like(a) if a.is_floating_point() else a for a in args]
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(*fresh), model(*fresh), atol=1e-5, rtol=1e-4)
+    return d
+
+
+class Scalars(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = 1 - (x + 1) * 2
+        return 3.0 / (y.abs() + 1) + 2 ** x.clamp(-2, 2) + x ** 3 + x * True
+
+
+class IndexArithmetic(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(40, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids[:, 1:] * 3 // 2 + 1)
+
+
+def test_python_numbers_of_every_type_on_either_side_are_boxes() -> None:
+    d = _fresh_round_trip(Scalars(), torch.randn(2, 5))
+    assert d.opaque_count == 0
+    labels = {b.prim.label() for b in d.boxes() if b.prim.op == "arithmetic"}
+    assert {"1 − ·", "1 / ·", "2 ^ ·", "^ 3", "max(·, -2)", "min(·, 2)"} <= labels
+
+
+def test_index_arithmetic_and_slices_of_index_tensors_keep_a_range() -> None:
+    d = _fresh_round_trip(IndexArithmetic(), torch.randint(0, 9, (2, 6)))
+    assert d.opaque_count == 0
+    ranges = [b.prim.target.range for b in d.boxes() if b.prim.op == "arithmetic"]
+    # the ids feed an embedding of 40 rows, so they range over 0..39; * 3, // 2, + 1 by interval arithmetic
+    assert [int(r) for r in ranges] == [118, 59, 60]
+
+
+class EmptyAndShapeOnly(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(x)  # a constant whatever x holds (recorded on the meta device without values before)
+        return torch.cat([x[:, 0:0], x * ones.cumsum(-1)], 1)
+
+
+def test_empty_slices_and_shape_only_constants() -> None:
+    _fresh_round_trip(EmptyAndShapeOnly(), torch.randn(3, 4))
+
+
+torch.library.define("ncd_test::twice", "(Tensor x) -> Tensor")
+
+
+@torch.library.impl("ncd_test::twice", "cpu")
+def _twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@torch.library.register_fake("ncd_test::twice")
+def _twice_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class Custom(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.ncd_test.twice(torch.nn.functional.gelu(x, approximate="tanh")) + 1
+
+
+def test_a_custom_operator_is_an_opaque_box_that_calls_it() -> None:
+    with pytest.warns(UserWarning, match=r"ncd_test\.twice\.default ×1"):
+        d = ncd.trace(Custom(), torch.randn(2, 3))
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(d.to_torch()(x), Custom()(x))
+    assert d.opaque == (("ncd_test.twice.default", 1),)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.fc(x), -1)  # the line the warning names
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Block()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_a_failing_rule_is_an_opaque_box_and_one_warning_naming_module_and_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ncd.trace.convert import RULES
+    from ncd.trace.idioms import load_rules
+
+    load_rules()
+
+    def broken(conv: object, node: object) -> None:
+        raise KeyError("a bug in a rule")
+
+    monkeypatch.setitem(RULES, "aten.softmax", broken)
+    monkeypatch.setitem(RULES, "aten._softmax", broken)
+    net = Net()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(net, torch.randn(2, 4))
+    failures = [str(w.message) for w in caught if "failed" in str(w.message)]
+    assert len(failures) == 1
+    assert "at inner (test_trace_robust.py:" in failures[0] and "KeyError" in failures[0] and "opaque box" in failures[0]
+    assert d.opaque_count == 1
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(d.to_torch()(x), net(x))
+
+
+def test_the_default_capture_records_on_the_pinned_torch() -> None:
+    """The fast recorder's self-check passes on the pinned torch, and the default path uses it (no export fallback)."""
+    capture._RECORDER.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        assert capture.recorder_works()
+        d = ncd.trace(nn.Sequential(nn.Linear(3, 4), nn.GELU()), torch.randn(2, 3))
+    assert d.method == "dispatch"
+
+
+def test_a_broken_recorder_warns_once_naming_torch_and_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = importlib.import_module("ncd.trace.record")
+
+    def broken() -> type:
+        raise AttributeError("ProxyTorchDispatchMode moved")
+
+    monkeypatch.setattr(record, "_recorder_base", broken)
+    capture._RECORDER.clear()
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    x = torch.randn(2, 3)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first, second = ncd.trace(model, x), ncd.trace(model, x)
+    finally:
+        capture._RECORDER.clear()
+    messages = [str(w.message) for w in caught if "recorder" in str(w.message)]
+    assert len(messages) == 1 and torch.__version__ in messages[0] and "torch.export" in messages[0]
+    assert "slower" in messages[0] and "ProxyTorchDispatchMode moved" in messages[0]
+    assert first.method == second.method == "export"
+    torch.testing.assert_close(first.to_torch()(x), model(x))
