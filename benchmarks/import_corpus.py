@@ -661,10 +661,10 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-o", "--output", default=None, help="the report (default: docs/import-coverage.md on a full run)")
     args = parser.parse_args()
-    import transformers  # noqa: F401 - imported once, before the children fork
-
     import importlib
     import pkgutil
+
+    import transformers  # noqa: F401 - imported once, before the children fork
 
     import ncd
 
