@@ -12,6 +12,7 @@ their batch axes are adjacent in memory, a copy otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sympy
@@ -25,7 +26,7 @@ from ncd.prims.patterns import recognise_attention
 
 __all__ = ["match", "fused_attention"]
 
-def match(parts: list[Diagram], k: int) -> tuple[int, Any] | None:
+def match(parts: Sequence[Diagram], k: int) -> tuple[int, Any] | None:
     """The attention pattern lowering fuses at ``parts[k:]`` (the one recogniser, on any sizes)."""
     if not isinstance(unweave(parts[k])[0], Par):
         return None

@@ -213,7 +213,7 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
                 ) -> tuple[int, list[Tensor]] | None:
         from ncd.analysis.attention import fused_attention, match
 
-        found = match(list(parts), k)
+        found = match(parts, k)
         if found is None:
             return None
         length, pattern = found

@@ -147,7 +147,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
                 ) -> tuple[int, list[Value]] | None:
         from ncd.torch.fusion import match_attention
 
-        fused = match_attention(list(parts), k)
+        fused = match_attention(parts, k)
         if fused is None:
             return None
         length, emit = fused

@@ -13,7 +13,7 @@ gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ncd.ir.diagram import Diagram
@@ -29,7 +29,7 @@ __all__ = ["match_attention", "disabled"]
 Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
 
 
-def match_attention(parts: list[Diagram], k: int) -> tuple[int, Emit] | None:
+def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit] | None:
     """If ``parts[k:]`` starts with an attention pattern, its length and emitter."""
     found = recognise_attention(parts, k)
     if found is None:
