@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ncd.iomodel.program import Array, Op, Program
+from ncd.iomodel.program import Array, Mask, Op, Program
 from ncd.iomodel.schedule import Loop, Schedule
 
 __all__ = ["Move", "transfers", "moves", "memory", "live_columns", "unfused_transfers", "unfused_memory", "flops",
@@ -113,7 +113,7 @@ def _runs(lp: Loop) -> bool:
     return lp.kind == "stream" and lp.count != 1
 
 
-def _visits(names: Iterable[str], loops: tuple[Loop, ...], causal: list[tuple[str, str]]) -> tuple[sympy.Expr, int]:
+def _visits(names: Iterable[str], loops: tuple[Loop, ...], causal: list[Mask]) -> tuple[sympy.Expr, int]:
     """Visits of a tile: every group, and the stream loops down to its deepest; and that depth."""
     names = set(names)
     streams = [i for i, lp in enumerate(loops) if _runs(lp) and lp.axis in names]
@@ -123,28 +123,30 @@ def _visits(names: Iterable[str], loops: tuple[Loop, ...], causal: list[tuple[st
     return v * _causal_fraction(counted, causal), depth
 
 
-def _causal_fraction(counted: list[Loop], causal: list[tuple[str, str]]) -> sympy.Expr:
+def _causal_fraction(counted: list[Loop], causal: list[Mask]) -> sympy.Expr:
     """Under a causal mask, the fraction of (query chunk, key chunk) pairs not wholly masked."""
-    for qy, kx in causal:
-        ys = [lp for lp in counted if lp.axis == qy]
-        xs = [lp for lp in counted if lp.axis == kx]
+    for mask in causal:
+        ys = [lp for lp in counted if lp.axis == mask.query]
+        xs = [lp for lp in counted if lp.axis == mask.key]
         if not ys or not xs:
             continue
         cy, cx = ys[-1].chunk, xs[-1].chunk
         ny = sympy.Mul(*(lp.count for lp in ys))
         nx = sympy.Mul(*(lp.count for lp in xs))
-        if all(v.is_number for v in (cy, cx, ny, nx)):
+        window = mask.window
+        if all(v.is_number for v in (cy, cx, ny, nx)) and (window is None or sympy.sympify(window).is_number):
             cy_, cx_, ny_, nx_ = int(cy), int(cx), int(ny), int(nx)
-            pairs = sum(min(nx_, ((i + 1) * cy_ - 1) // cx_ + 1) for i in range(ny_))
+            pairs = sum(1 for i in range(ny_) for j in range(nx_)
+                        if mask.keeps((i * cy_, (i + 1) * cy_), (j * cx_, (j + 1) * cx_)))
             return sympy.Rational(pairs, ny_ * nx_)
-        return sympy.Rational(1, 2)
+        return sympy.Rational(1, 2)  # symbolic: about half the pairs (ours)
     return sympy.Integer(1)
 
 
 def moves(program: Program, schedule: Schedule, level: str) -> list[Move]:
     """Every array's traffic across the boundary above ``level`` under the relabelling."""
     loops = schedule.loops(level)
-    causal = program.causal_pairs()
+    causal = program.masks()
     out: list[Move] = []
     for arr in used_inputs(program):
         v, _ = _visits(arr.names, loops, causal)
@@ -327,14 +329,22 @@ def unfused_memory(program: Program, *, top: bool) -> sympy.Expr:
 
 
 def flops(program: Program) -> tuple[sympy.Expr, sympy.Expr]:
-    """(matrix, other) FLOPs of the whole diagram; a causal mask halves what it masks (ours: exactly ½)."""
-    causal = program.causal_pairs()
+    """(matrix, other) FLOPs of the whole diagram.
+
+    Operations under a causal mask count only the unmasked (query, key) pairs: exactly, once
+    the sizes (and any sliding window) are numbers; half of them otherwise (ours).
+    """
+    masks = program.masks()
     mm, other = ZERO, ZERO
     for op in program.ops:
         a, b = program.flops(op)
         f = sympy.Integer(1)
-        if any(q in op.axes and k in op.axes for q, k in causal):
-            f = sympy.Rational(1, 2)
+        for m in masks:
+            if m.query in op.axes and m.key in op.axes:
+                ny, nx = sympy.sympify(op.axes[m.query]), sympy.sympify(op.axes[m.key])
+                kept = m.kept(int(ny), int(nx)) if ny.is_number and nx.is_number else None
+                f = sympy.Rational(kept, int(ny) * int(nx)) if kept is not None else sympy.Rational(1, 2)
+                break
         mm, other = mm + f * a, other + f * b
     return mm, other
 

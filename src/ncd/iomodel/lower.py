@@ -111,8 +111,6 @@ class Streamed(torch.nn.Module):
             if op.params:
                 raise LoweringError(f"streamed lowering takes diagrams without weights; {describe(op.node)} is learned"
                                     " (write it as an einsum wiring with the weight as an input)")
-            if isinstance(prim, CausalMaskOp) and prim.window is not None:
-                raise LoweringError(f"streamed lowering has no sliding-window mask yet: {describe(op.node)}")
             if op.kind != "online" and not isinstance(prim, (EinsumOp, ScaleOp, CausalMaskOp, ElementwiseOp)):
                 raise LoweringError(f"streamed lowering supports einsum wirings, scales, causal masks, elementwise"
                                     f" functions and online softmax, not {describe(op.node)}")
@@ -132,7 +130,7 @@ class Streamed(torch.nn.Module):
         return {n: (start[n], start[n] + self.extent[n]) for n in self.full}
 
     def _needed(self, r: Ranges) -> bool:
-        return all(r[x][0] <= r[y][1] - 1 for y, x in self.program.causal_pairs())
+        return all(m.keeps(r[m.query], r[m.key]) for m in self.program.masks())
 
     def _steps(self) -> list[tuple[int, ...]]:
         return [ix for ix in itertools.product(*(range(int(lp.count)) for lp in self.loops)) if self._needed(self._ranges(ix))]
@@ -245,7 +243,10 @@ class Streamed(torch.nn.Module):
             y, x = prim.query.name, prim.key.name
             qi = torch.arange(*r[y]).reshape([-1 if n == y else 1 for n in out])
             ki = torch.arange(*r[x]).reshape([-1 if n == x else 1 for n in out])
-            return t.masked_fill_(ki > qi, float("-inf")) if in_place else t.masked_fill(ki > qi, float("-inf"))
+            masked = ki > qi
+            if prim.window is not None:  # a sliding window also hides keys `window` or more positions back
+                masked = masked | (qi - ki >= int(sympy.sympify(prim.window).subs(_symbols(self.sizes))))
+            return t.masked_fill_(masked, float("-inf")) if in_place else t.masked_fill(masked, float("-inf"))
         raise LoweringError(f"streamed lowering: no rule for {describe(op.node)}")
 
     def _accumulate(self, op: Op, args: list[torch.Tensor], acc: _Acc | None, r: Ranges,

@@ -33,7 +33,7 @@ from ncd.prims.linear import EinsumOp, LinearOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import CopyOp, DeleteOp, RenameOp, SwapOp, TransposeOp
 
-__all__ = ["Array", "Op", "Program", "flatten", "ONLINE"]
+__all__ = ["Array", "Mask", "Op", "Program", "flatten", "ONLINE"]
 
 #: The block name :func:`ncd.online_softmax` gives the online form (its meta holds the key axis).
 ONLINE = "online softmax"
@@ -127,10 +127,32 @@ class Program:
             return sympy.Integer(0), 5 * out
         return sympy.Integer(0), out
 
-    def causal_pairs(self) -> list[tuple[str, str]]:
-        """(query, key) axis pairs under a causal mask."""
-        return [(op.node.prim.query.name, op.node.prim.key.name) for op in self.ops  # type: ignore[attr-defined]
-                if op.kind == "causal"]
+    def masks(self) -> list[Mask]:
+        """The causal masks (query axis, key axis, sliding window) of the diagram."""
+        return [Mask(op.node.prim.query.name, op.node.prim.key.name, op.node.prim.window)  # type: ignore[attr-defined]
+                for op in self.ops if op.kind == "causal"]
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A causal mask: query ``q`` sees key ``k`` iff ``k <= q`` (and ``q - k < window`` with a window)."""
+
+    query: str
+    key: str
+    window: sympy.Expr | None = None
+
+    def keeps(self, q: tuple[int, int], k: tuple[int, int]) -> bool:
+        """Whether any (query, key) pair of the index ranges ``[q0, q1) x [k0, k1)`` is unmasked."""
+        if k[0] > q[1] - 1:
+            return False
+        return self.window is None or q[0] - (k[1] - 1) < int(self.window)
+
+    def kept(self, ny: int, nx: int) -> int | None:
+        """Unmasked (query, key) pairs of a ``ny x nx`` score matrix (``None`` if the window is symbolic)."""
+        if self.window is not None and not sympy.sympify(self.window).is_number:
+            return None
+        w = nx if self.window is None else int(self.window)
+        return sum(max(0, min(q, nx - 1) - max(0, q - w + 1) + 1) for q in range(ny))
 
 
 def _arr(axes: list[Axis], woven: tuple[Axis, ...], role: Role, name: str = "") -> Array:

@@ -1,12 +1,13 @@
 """``ncd.io``: transfers, memory, time and the roofline verdict of a relabelled diagram.
 
 Counts are **totals over every axis of the diagram** (all heads, all batch entries), in
-elements; bytes are elements × ``q``.  A causal mask in the diagram halves the FLOPs of the
-operations under it and removes the wholly masked (query chunk, key chunk) pairs from the
-transfers.  Times: a level's transfer time is ``H_ℓ q / B_ℓ``; transfers at different levels
-overlap (ours: ``transfer time = max_ℓ``; ``report.serial_time`` gives the sum); matrix and
-other arithmetic do not overlap (``compute = matrix FLOPs / F + other FLOPs / F_vector``);
-``time = max(compute, transfer)`` — a ceiling that assumes latency hidden.
+elements; bytes are elements × ``q``.  A causal mask in the diagram (sliding window included)
+keeps only the FLOPs of the unmasked (query, key) pairs (about half without a window) and
+removes the wholly masked (query chunk, key chunk) pairs from the transfers.  Times: a level's
+transfer time is ``H_ℓ q / B_ℓ``; transfers at different levels overlap (ours: ``transfer time =
+max_ℓ``; ``report.serial_time`` gives the sum); matrix and other arithmetic do not overlap
+(``compute = matrix FLOPs / F + other FLOPs / F_vector``); ``time = max(compute, transfer)`` —
+a ceiling that assumes latency hidden.
 
 >>> import ncd
 >>> h = ncd.Hierarchy.preset("h100").restrict("hbm", "smem")
@@ -171,7 +172,7 @@ def io(diagram: Diagram, hierarchy: Hierarchy, *, group: SizeMap | None = None, 
         hierarchy, schedule, program, dtype, q, fused,
         {k: _num(v) for k, v in formulas.items()}, {k: _num(v) for k, v in mem.items()}, capacity, feasible,
         _num(mm), _num(other), _num(compute), {k: _num(v) for k, v in transfer_times.items()}, _num(time), bound,
-        bool(program.causal_pairs()), formulas, warnings,
+        bool(program.masks()), formulas, warnings,
     )
 
 

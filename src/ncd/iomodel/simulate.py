@@ -5,8 +5,8 @@ the nest with real index ranges, keeps in each unit (one per group) the tile of 
 currently resident, loads an input tile when the tile needed changes, and writes an output
 tile when it is replaced or at the end; an output tile visited more than once holds a partial
 result, so it is read back on each visit (with its online-softmax state), as FlashAttention-1
-does.  A step whose query range lies wholly before its key range under a causal mask is
-skipped.  Sizes must be numbers.
+does.  A step whose (query, key) ranges are wholly masked by a causal mask (sliding window
+included) is skipped.  Sizes must be numbers.
 
 >>> import ncd
 >>> from ncd.iomodel.program import flatten
@@ -50,7 +50,7 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
     extent = dict(full)
     for lp, c in zip(loops, chunks):
         extent[lp.axis] = c  # the innermost loop on an axis sets the tile extent
-    causal = program.causal_pairs()
+    masks = program.masks()
     groups = [i for i, lp in enumerate(loops) if lp.kind == "group"]
     inputs, outputs = used_inputs(program), written_outputs(program)
 
@@ -64,7 +64,7 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
         return {n: (start[n], start[n] + extent[n]) for n in full}
 
     def needed(r: dict[str, tuple[int, int]]) -> bool:
-        return all(r[x][0] <= r[y][1] - 1 for y, x in causal if x in r and y in r)
+        return all(m.keeps(r[m.query], r[m.key]) for m in masks if m.query in r and m.key in r)
 
     def tile_id(arr: Array, r: dict[str, tuple[int, int]]) -> tuple[int, ...]:
         return tuple(r[n][0] for n in arr.names)
