@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Iterator
 
 from ncd.errors import SizeError
 from ncd.iomodel.costs import state_axes, used_inputs, written_outputs
@@ -54,8 +55,12 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
     groups = [i for i, lp in enumerate(loops) if lp.kind == "group"]
     inputs, outputs = used_inputs(program), written_outputs(program)
 
-    def steps() -> itertools.product[tuple[int, ...]]:
-        return itertools.product(*(range(c) for c in counts))
+    def steps() -> Iterator[tuple[tuple[int, ...], dict[str, tuple[int, int]]]]:
+        """Every step of the nest that is not wholly masked: its unit (group indices) and ranges."""
+        for index in itertools.product(*(range(c) for c in counts)):
+            r = ranges(index)
+            if needed(r):
+                yield tuple(index[i] for i in groups), r
 
     def ranges(index: tuple[int, ...]) -> dict[str, tuple[int, int]]:
         start = dict.fromkeys(full, 0)
@@ -75,11 +80,7 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
     # pass 1: how many times each output tile becomes resident
     periods: Counter[tuple[object, ...]] = Counter()
     resident: dict[tuple[object, ...], tuple[int, ...]] = {}
-    for index in steps():
-        r = ranges(index)
-        if not needed(r):
-            continue
-        unit = tuple(index[i] for i in groups)
+    for unit, r in steps():
         for arr in outputs:
             t = tile_id(arr, r)
             if resident.get((unit, arr.uid)) != t:
@@ -91,11 +92,7 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
     spilled = {uid for (uid, _), n in periods.items() if n > 1}
     moved = 0
     held: dict[tuple[object, ...], tuple[int, ...]] = {}
-    for index in steps():
-        r = ranges(index)
-        if not needed(r):
-            continue
-        unit = tuple(index[i] for i in groups)
+    for unit, r in steps():
         for arr in inputs:
             t = tile_id(arr, r)
             if held.get((unit, arr.key())) != t:
