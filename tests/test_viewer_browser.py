@@ -289,6 +289,7 @@ def test_export_the_current_view_as_svg_and_png(context: BrowserContext, model_f
     exported = ET.parse(svg_path).getroot()
     reference = ET.fromstring(to_svg(model, depth=1))  # the renderer's own drawing of the same view
     assert not exported.findall(f".//{SVG_NS}g[@class='ncd-hit']")
+    assert "@font-face" in (exported.find(f"{SVG_NS}style").text or "")  # the fonts travel with the file
     texts = [t.text for t in exported.iter(f"{SVG_NS}text")]
     assert texts == [t.text for t in reference.iter(f"{SVG_NS}text")]
     assert len(list(exported.iter(f"{SVG_NS}path"))) == len(list(reference.iter(f"{SVG_NS}path")))

@@ -66,7 +66,7 @@ def page(views: Views, title: str) -> str:
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_csp()}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         "<meta name=\"generator\" content=\"ncd viewer\">\n"
-        f"<title>{name} — ncd</title>\n<style>{fonts_css}{CSS}</style>\n</head>\n<body>\n"
+        f"<title>{name} — ncd</title>\n<style id=\"ncd-fonts\">{fonts_css}</style>\n<style>{CSS}</style>\n</head>\n<body>\n"
         "<header id=\"ncd-bar\">"
         f"<span id=\"ncd-name\" title=\"{name}\">{name}</span><nav id=\"ncd-crumbs\" aria-label=\"expanded blocks\"></nav>"
         "<div id=\"ncd-search-wrap\"><input id=\"ncd-search\" type=\"search\" placeholder=\"Find a block, box or axis…\" "

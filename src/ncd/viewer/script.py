@@ -391,6 +391,11 @@ SCRIPT = r"""
         out.appendChild(el);
       });
     }
+    var fonts = document.getElementById("ncd-fonts");  // the page's font subsets: the file looks the same anywhere
+    if (fonts && fonts.textContent) {
+      var style = document.createElementNS("http://www.w3.org/2000/svg", "style");
+      style.textContent = fonts.textContent; out.insertBefore(style, out.firstChild);
+    }
     return new XMLSerializer().serializeToString(out);
   }
   function fileName(ext) {
