@@ -162,3 +162,20 @@ def test_a_broken_recorder_warns_once_naming_torch_and_the_cost(monkeypatch: pyt
     assert "slower" in messages[0] and "ProxyTorchDispatchMode moved" in messages[0]
     assert first.method == second.method == "export"
     torch.testing.assert_close(first.to_torch()(x), model(x))
+
+
+class Spectral(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter = nn.Parameter(torch.randn(3, 4, dtype=torch.cfloat))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft(torch.fft.rfft(x, dim=1) * self.filter, n=x.shape[1], dim=1)
+
+
+def test_complex_parameters_are_refused_when_lowering_never_cast_to_real() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(Spectral(), torch.randn(2, 4, 4))
+    with pytest.raises(ncd.TraceError, match=r"complex numbers \(shape \(3, 4\)\)"):
+        d.to_torch()

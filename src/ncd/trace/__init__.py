@@ -209,6 +209,9 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
     state = {}
     for name, value in zip(order, flat):
         target = current[name]
+        if value.is_complex() and not target.is_complex():
+            raise TraceError(f"cannot load the traced values: {name} holds complex numbers (shape {tuple(value.shape)}),"
+                             " which the lowered module cannot hold yet; the diagram draws it, but does not run it")
         if target.numel() != value.numel():
             raise TraceError(f"cannot load the traced values: {name} has shape {tuple(target.shape)} in the lowered"
                              f" module but the traced tensor has shape {tuple(value.shape)}")
