@@ -225,3 +225,23 @@ def test_tikz_draws_every_element_in_a_named_style_a_user_can_restyle() -> None:
     assert all(f"\\ncdstyle{{ncd {role}}}" in source for role in ROLES)  # defined unless the user defined it first
     assert "y\\ =\\ " not in source and "\\ =\\ " in source  # spaces survive: 'y = x', not 'y=  x'
     assert "\\bigstar" in source and "\\star$" not in source
+
+
+def test_convolution_boxes_show_stride_dilation_padding_and_their_name() -> None:
+    d = ncd.Identity.of("c ~x ~y") >> ncd.Conv("c ~x ~y -> d ~x:x/2 ~y:y/2", kernel=3, stride=2, padding=1, name="Q")
+    labels = [t.string for t in layout(d).of(Text) if t.role == "text"]
+    assert labels == ["★3s2,p1Q"]  # ★3, subscript s2,p1, superscript Q (like L^Q)
+    plain = ncd.Identity.of("c ~x") >> ncd.Conv("c ~x -> d ~x", kernel=3, padding=1)
+    assert [t.string for t in layout(plain).of(Text) if t.role == "text"] == ["★3p1"]
+
+
+def test_pooling_is_a_trapezoid_and_a_save_tag_takes_every_wire() -> None:
+    from ncd.render.model import Circle, Polygon
+
+    d = ncd.Identity.of("c ~x ~y") >> ncd.Save("c ~x ~y", "C", "λ") >> ncd.MaxPool("~x ~y", 2)
+    drawing = layout(d, page="none")
+    (pool,) = [p for p in drawing.of(Polygon) if p.role == "box"]
+    (x0, t0), (x1, t1), (x2, b1), (x3, b0) = pool.points
+    assert x0 == x3 and x1 == x2 and b0 - t0 < b1 - t1  # a short input edge, a tall output edge
+    dots = [c for c in drawing.of(Circle) if c.role == "dot"]
+    assert len(dots) == 3 and len({round(c.cx, 2) for c in dots}) == 1  # one dot on each of c, x̄, ȳ

@@ -70,8 +70,8 @@ FIGURES = [
     Figure("unet", "the U-Net", ncd.zoo.unet, {}, [
         ("Each block's definition follows the overview instead of one figure with nested parentheses.",
          "blocks too wide for a row are defined once below (`box =`)."),
-        ("Max pooling is drawn as a labelled box (`★2→Max`), not the paper's trapezoid.",
-         "not done yet (issue #12): the trapezoid pictogram for pooling is still to be drawn.")]),
+        ("Pooling is one trapezoid labelled `★2→Max`, not the trapezoid followed by a `Max➤` glyph.",
+         "pooling is one primitive in ncd; its reduction is written in its label.")]),
     Figure("visual_attention", "visual attention", ncd.zoo.visual_attention, {}, []),
     Figure("inner_broadcasting0", "inner broadcasting", _inner_broadcast, {}, [
         ("The shared segment's wire is drawn past the woven box, joined by a dot.",

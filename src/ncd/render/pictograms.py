@@ -124,6 +124,9 @@ def generic_box(ctx: Layout, dom: Type, cod: Type, parts: Sequence[Piece], *, si
     if shape == "trapezoid":
         w += 6.0
         fi = flat(ins) or [cy]
+        if max(fi) + 0.5 * p > top + h - 0.3 * p:  # inputs reach the bottom (pooling): a taller output edge
+            h += 0.6 * p
+            frag.bottom = top + h
         frag.w = w
         frag.add(Polygon(((0.0, top), (w, top), (w, top + h), (0.0, max(fi) + 0.5 * p)), fill=fill, stroke=stroke, width=width,
                          role="box", owner=box_id))
@@ -381,7 +384,7 @@ def _slot(box: Box) -> tuple[Piece, ...]:
 
 @rule("save")
 def draw_save(ctx: Layout, box: Box) -> Frag:
-    """``→ C_λ``: the wires go on; a branch from a dot on the top wire feeds the tag."""
+    """``→ C_λ``: the wires go on; every wire of the tensor branches at a dot into the tag (one stem through the dots)."""
     p, size = ctx.style.pitch, ctx.style.text_size
     ins = ctx.stack(box.dom)
     ys = flat(ins) or [0.0]
@@ -394,8 +397,9 @@ def draw_save(ctx: Layout, box: Box) -> Frag:
     frag = Frag(w, tag_top, max(ys), ins, [list(s) for s in ins])
     for y in flat(ins):
         frag.add(Path.through([(0.0, y), (w, y)]))
-    frag.add(Circle(5.0, ys[0], 2.2))
-    frag.add(Path((("M", 5.0, ys[0]), ("L", 5.0, tag_bottom)), owner=tid))
+    for y in ys:
+        frag.add(Circle(5.0, y, 2.2))
+    frag.add(Path((("M", 5.0, max(ys)), ("L", 5.0, tag_bottom)), owner=tid))
     frag.add(Rect(2.0, tag_top, w - 4.0, tag_bottom - tag_top, fill="#f8f1b8", stroke=None, radius=2.0, owner=tid))
     frag.add(*ctx.text(parts, 8.0, tag_bottom - 3.0 - td, size, owner=tid))
     frag.add(Footprint(2.0, tag_top, w - 4.0, tag_bottom - tag_top, tid, "box", "save"))

@@ -28,6 +28,29 @@ def _label(box: Box) -> tuple[Piece, ...]:
     return typeset_text(box.prim.label().replace("ᵀ", "^{T}"))
 
 
+#: Convolution parameters written under ``★`` when they differ from the default: (field, letter, default).
+CONV_PARAMETERS = (("stride", "s", 1), ("dilation", "d", 1), ("padding", "p", 0))
+
+
+def _conv_label(box: Box, stride_in_label: bool = False) -> tuple[Piece, ...]:
+    """``★3`` with its stride, dilation and padding as a subscript (``★3`` with ``s2,p1``) and its name as a
+    superscript, like **L^Q**."""
+    notes = []
+    for field, letter, default in CONV_PARAMETERS:
+        values = tuple(getattr(box.prim, field, ()) or ())
+        if field == "stride" and stride_in_label:
+            continue  # ★2: the convolution tensor's label is its stride already
+        if values and set(values) != {default}:
+            shown = str(values[0]) if len(set(values)) == 1 else "×".join(str(v) for v in values)
+            notes.append(f"{letter}{shown}")
+    parts = _label(box)
+    if notes:
+        parts += (Piece(",".join(notes), script=-1),)
+    if box.label:
+        parts += (Piece(box.label, script=1),)
+    return parts
+
+
 @rule("layernorm", "rmsnorm", "batchnorm")
 def draw_norm(ctx: Layout, box: Box) -> Frag:
     """A circle touched by the normalised wires (bold when it carries a learned scale)."""
@@ -62,19 +85,21 @@ def draw_norm(ctx: Layout, box: Box) -> Frag:
 @rule("conv_tensor", "conv_tensor_t")
 def draw_conv_tensor(ctx: Layout, box: Box) -> Frag:
     """The convolution tensor ``★`` (``★ᵀ``): a trapezoid with its stride."""
-    return generic_box(ctx, box.dom, box.cod, _label(box), fill=CONV_FILL, shape="trapezoid", name=box.prim.op)
+    return generic_box(ctx, box.dom, box.cod, _conv_label(box, stride_in_label=True), fill=CONV_FILL, shape="trapezoid",
+                       name=box.prim.op)
 
 
 @rule("conv", "conv_transpose")
 def draw_learned_conv(ctx: Layout, box: Box) -> Frag:
     """Compact learned convolution ``★3`` (``★ᵀ3``): bold frame."""
-    return generic_box(ctx, box.dom, box.cod, _label(box), fill="#e4f2fb", width=2.2, name=box.prim.op)
+    return generic_box(ctx, box.dom, box.cod, _conv_label(box), fill="#e4f2fb", width=2.2, name=box.prim.op)
 
 
 @rule("maxpool", "avgpool", "adaptive_avgpool")
 def draw_pool(ctx: Layout, box: Box) -> Frag:
-    """``★`` followed by the reduction over the window (``Max``, ``𝔼``)."""
-    return generic_box(ctx, box.dom, box.cod, _label(box), fill=CONV_FILL, shape="trapezoid", name=box.prim.op)
+    """``★`` followed by the reduction over the window (``Max``, ``𝔼``), on the convolution tensor's trapezoid."""
+    return generic_box(ctx, box.dom, box.cod, _conv_label(box, stride_in_label=True), fill=CONV_FILL, shape="trapezoid",
+                       name=box.prim.op)
 
 
 @rule("bind", "unbind", "concat")

@@ -95,8 +95,8 @@ def _pieces(expr: sympy.Expr, item: bool, script: int, outer: bool = True) -> li
         if e == sympy.Rational(1, 2):
             return [Piece("√", script=script)] + _wrap(base, item, script)
         inner = _wrap(base, item, script)
-        if script == 0:
-            return inner + [Piece(_exponent_text(e), script=1)]
+        if script == 0:  # the exponent typeset like any size, raised: 2^{1−l} with an italic l
+            return inner + _pieces(e, False, 1)
         return inner + [Piece("^" + _exponent_text(e), script=script)]
     if isinstance(expr, sympy.Mul):
         num, den = sympy.fraction(expr)
