@@ -29,7 +29,7 @@ from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, T
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import Piece, axis_pieces, legend_entry, name_pieces, pieces, symbol_pieces, typeset, typeset_text
 
-__all__ = ["Frag", "Layout", "layout", "Ports"]
+__all__ = ["Frag", "Layout", "layout", "Ports", "framed"]
 
 Ports = list[list[float]]
 Placed = tuple[float, float, "Frag"]
@@ -582,12 +582,16 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
 
 def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
     """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
-    style = ctx.style
-    body = ctx.lay(diagram)
+    return _finish(ctx, framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
+
+
+def framed(ctx: Layout, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None) -> Frag:
+    """``body`` with its wire labels in a gap at each end and boundary ports: a whole drawing, or one row of a
+    page (``note_in``/``note_out``: the notes of the gaps, see :meth:`Layout.gap`)."""
     frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
-    labels = style.labels != "none"
-    left, lw = ctx.gap(body.ins, body.ins, diagram.dom, labels)
-    right, rw = ctx.gap(body.outs, body.outs, diagram.cod, labels)
+    labels = ctx.style.labels != "none"
+    left, lw = ctx.gap(body.ins, body.ins, dom, labels, note=note_in)
+    right, rw = ctx.gap(body.outs, body.outs, cod, labels, note=note_out)
     frag.place(left, 0.0, 0.0)
     frag.place(body, lw, 0.0)
     frag.place(right, lw + body.w, 0.0)
@@ -598,7 +602,7 @@ def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
         frag.add(Port(0.0, y, -1))
     for y in flat(body.outs):
         frag.add(Port(frag.w, y, -1))
-    return _finish(ctx, frag)
+    return frag
 
 
 def _finish(ctx: Layout, frag: Frag) -> Drawing:

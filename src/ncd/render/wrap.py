@@ -235,45 +235,18 @@ def _lay_section(ctx, section: _Section, target: float, page, y: float, queue: l
 
 def _row(ctx, groups: Sequence[Group]):  # type: ignore[no-untyped-def]
     """One row: its columns in sequence, with the wire labels at both ends and boundary ports."""
-    from ncd.render.layout import Frag, flat
+    from ncd.render.layout import framed
 
-    body = ctx.seq_groups(groups)
     first, last = groups[0][0], groups[-1][0]
-    labels = ctx.style.labels != "none"
-    frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
-    left, lw = ctx.gap(body.ins, body.ins, first.dom, labels, note=ctx.note("before", first))
-    right, rw = ctx.gap(body.outs, body.outs, last.cod, labels, note=ctx.note("after", last))
-    frag.place(left, 0.0, 0.0)
-    frag.place(body, lw, 0.0)
-    frag.place(right, lw + body.w, 0.0)
-    for f in (left, right):
-        frag.include(f.top, f.bottom)
-    frag.w = lw + body.w + rw
-    for wy in flat(body.ins):
-        frag.add(Port(0.0, wy, -1))
-    for wy in flat(body.outs):
-        frag.add(Port(frag.w, wy, -1))
-    return frag
+    return framed(ctx, ctx.seq_groups(groups), first.dom, last.cod, ctx.note("before", first), ctx.note("after", last))
 
 
 def _lay_header(ctx, block: Block, path: list[str], page, y: float, Frag) -> float:  # type: ignore[no-untyped-def]
     """``box =``: the block drawn as its component box with its port labels, then an equals sign."""
-    from ncd.render.layout import flat
+    from ncd.render.layout import framed
 
     box = ctx.component(block)
-    labels = ctx.style.labels != "none"
-    left, lw = ctx.gap(box.ins, box.ins, block.dom, labels)
-    right, rw = ctx.gap(box.outs, box.outs, block.cod, labels)
-    head = Frag(lw + box.w + rw, box.top, box.bottom, box.ins, box.outs)
-    head.place(left, 0.0, 0.0)
-    head.place(box, lw, 0.0)
-    head.place(right, lw + box.w, 0.0)
-    for f in (left, right):
-        head.include(f.top, f.bottom)
-    for wy in flat(box.ins):
-        head.add(Port(0.0, wy, -1))
-    for wy in flat(box.outs):
-        head.add(Port(head.w, wy, -1))
+    head = framed(ctx, box, block.dom, block.cod)
     size = ctx.style.letter_size
     eq = (Piece("="),)
     ew, ascent, _ = ctx.text_size(eq, size)
