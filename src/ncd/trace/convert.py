@@ -288,7 +288,13 @@ class Converter:
                 except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
                     self.rollback(mark)
                     self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
-            self.opaque(node)
+            try:
+                self.opaque(node)
+            except Exception as error:  # noqa: BLE001 - not even an opaque box can stand for it: refuse, naming it
+                from ncd.errors import TraceError
+
+                raise TraceError(f"cannot draw {op_name(node.target)[1]} {where(node)}: {type(error).__name__}:"
+                                 f" {_first_line(error)}") from None
         outputs = []
         for ref in self.captured.outputs:
             outputs.append(self.value(ref) if isinstance(ref, Node) else self.value(torch.as_tensor(ref)))
