@@ -36,10 +36,11 @@ POOL: list[Any] = [
 NODE_KINDS = ["identity", "box", "seq", "par", "weave", "block", "repeat", "loop"]
 
 
-def seed_documents() -> list[tuple[str, dict[str, Any]]]:
-    """The gallery's small models and every primitive sample of the op database, as JSON documents."""
+def seed_documents(large: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The gallery's small models (``large``: and the transformer) and every primitive sample of the op database,
+    as JSON documents."""
     docs: list[tuple[str, dict[str, Any]]] = []
-    for name in ("mlp", "attention", "multi_head_attention", "convolution", "transformer"):
+    for name in ("mlp", "attention", "multi_head_attention", "convolution") + (("transformer",) if large else ()):
         docs.append((name, json.loads(ncd.zoo.MODELS[name]().to_json())))
     from tests.opdb import SAMPLES, load
 
@@ -215,7 +216,7 @@ def run_case(text: str | Callable[[], Any], time_limit: float = 10.0, memory_mar
     stage = "load"
     outcome = Outcome("ok")
     try:
-        with ncd.limits.override(memory=256 * 2**20):
+        with ncd.limits.override(memory=2**30):
             for stage, step in _stages(text):
                 try:
                     step()

@@ -271,6 +271,28 @@ def test_block_defaults_and_legends_must_be_pairs() -> None:
         body.block("b", legend=("x",))
 
 
+def test_infinite_or_nan_constants_are_refused_where_they_would_reach_code() -> None:
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ncd.ParseError, match="eps must be a finite non-negative number"):
+            ncd.LayerNorm("m", eps=bad)
+    for base in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ncd.ParseError, match="finite positive base"):
+            ncd.Sinusoidal("t m", base=base)
+
+
+def test_a_failure_while_running_is_an_ncd_error_naming_the_generated_line() -> None:
+    """torch refuses batch statistics of one sample; the error says which generated line, and keeps torch's."""
+    module = ncd.BatchNorm("b c:3", channel="c").to_torch(b=1)
+    module.train()
+    with pytest.raises(ncd.RunError, match=r"at generated line \d+ `.*self\.bn\(.*`: ValueError: Expected more than 1"
+                                           r" value per channel") as info:
+        module(torch.randn(1, 3))
+    assert isinstance(info.value.__cause__, ValueError)
+    x = torch.randn(4, 3)  # the control: a real batch runs, as torch's own batch normalisation
+    torch.testing.assert_close(ncd.BatchNorm("b c:3", channel="c").to_torch(b=4)(x),
+                               torch.nn.functional.batch_norm(x, None, None, training=True))
+
+
 # -- 5. names -------------------------------------------------------------------------------------------
 def test_a_full_width_label_is_not_the_input_variable() -> None:
     """``residual(L^ｘ)`` computes x + L(x): Python reads ``ｘ`` as ``x``, so it must get its own name."""
@@ -352,3 +374,11 @@ def test_the_examples_of_security_md_run() -> None:
     root = Path(__file__).resolve().parent.parent
     result = doctest.testfile(str(root / "SECURITY.md"), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+@pytest.mark.parametrize("shape", ["100000x100000x100000", "0x3", "2x3:intx", "2x3:int0", "axb"])
+def test_trace_inputs_on_the_command_line_are_checked_before_they_are_allocated(shape: str) -> None:
+    from ncd.torch.trace_cli import parse_input
+
+    with pytest.raises(ncd.TraceError, match=f"input '{shape}'"):
+        parse_input(shape)

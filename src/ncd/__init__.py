@@ -14,6 +14,7 @@ from ncd.errors import (
     LoweringError,
     NCDError,
     ParseError,
+    RunError,
     SchemaError,
     SizeError,
     TraceError,
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NCDError", "ParseError", "SizeError", "TypeMismatchError", "SchemaError", "LoweringError", "InputError", "TraceError",
-    "LimitError",
+    "LimitError", "RunError",
     "Axis", "Segment", "Type", "parse_axis", "parse_type",
     "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "repeat",
     "Linear", "Einsum", "Unit", "Softmax", "Scale", "Multiply", "elementwise",

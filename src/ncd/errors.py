@@ -22,6 +22,7 @@ __all__ = [
     "InputError",
     "TraceError",
     "LimitError",
+    "RunError",
     "SourceLocation",
     "user_location",
     "printable",
@@ -82,6 +83,10 @@ class InputError(NCDError, ValueError):
 
 class TraceError(NCDError):
     """A PyTorch model cannot be turned into a diagram (e.g. data-dependent control flow)."""
+
+
+class RunError(NCDError, RuntimeError):
+    """A lowered module failed while running (torch's error is its ``__cause__``; the message names the line)."""
 
 
 class LimitError(NCDError, ValueError):

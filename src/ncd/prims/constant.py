@@ -47,6 +47,8 @@ class SinusoidalOp(Primitive):
     def __post_init__(self) -> None:
         if len(self.segment) != 2:
             raise ParseError(f"sinusoidal positions need exactly two axes (position, feature), not '{self.segment}'")
+        if isinstance(self.base, bool) or not isinstance(self.base, (int, float)) or not 0 < self.base < float("inf"):
+            raise ParseError(f"sinusoidal positions need a finite positive base, not {self.base!r}")
 
     def signature(self) -> tuple[Type, Type]:
         return Type(()), Type((self.segment,))

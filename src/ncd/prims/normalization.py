@@ -60,8 +60,8 @@ def axes_segment(axes: str | Segment, what: str) -> Segment:
 
 
 def _check_eps(eps: float, what: str) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ParseError(f"{what}: eps must be a non-negative number, not {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+        raise ParseError(f"{what}: eps must be a finite non-negative number, not {eps!r}")
 
 
 @dataclass(frozen=True)

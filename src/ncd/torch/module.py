@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ncd.errors import InputError
+from ncd.errors import InputError, NCDError, RunError
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import evaluate
@@ -47,12 +47,42 @@ def to_torch(diagram: Diagram, *, check_inputs: bool = True, **sizes: int) -> to
     bound = bind_all(diagram, sizes)
     source = to_source(bound)
     namespace = compile_source(source)
-    module = namespace[top_class_name(source)]()
+    module = _reporting(namespace[top_class_name(source)])()
     module.ncd_diagram = bound
     module.ncd_source = source
     if check_inputs:
         module.register_forward_pre_hook(_checker(bound.dom))
     return module
+
+
+def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
+    """The generated top class, whose calls re-raise torch's errors as :class:`~ncd.errors.RunError` naming the
+    generated line that failed (the original error is its ``__cause__``)."""
+
+    def __call__(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return torch.nn.Module.__call__(self, *args, **kwargs)
+        except NCDError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise RunError(f"running {cls.__name__}{_generated_line(error)}: {type(error).__name__}:"
+                           f" {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+
+    return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+
+
+def _generated_line(error: BaseException) -> str:
+    """`` at generated line N `code` `` for the innermost frame of generated source in the traceback."""
+    found = ""
+    tb = error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith("<ncd-generated"):
+            code = linecache.getline(filename, tb.tb_lineno).strip()
+            found = f" at generated line {tb.tb_lineno} `{code[:120]}`"
+        tb = tb.tb_next
+    return found
 
 
 def _checker(dom: Type) -> Any:

@@ -37,8 +37,18 @@ def parse_input(text: str, seed: int = 0):  # noqa: ANN201 - a torch tensor
         shape = tuple(int(s) for s in shape_text.lower().split("x") if s)
     except ValueError:
         raise TraceError(f"input {text!r}: a shape is sizes joined by 'x', such as 2x3x32x32") from None
+    from ncd.limits import byte_text, limits
+
+    entries = 1
+    for n in shape:
+        entries *= n
+    if not shape or any(n <= 0 for n in shape) or entries * 8 > limits().memory:
+        raise TraceError(f"input {text!r}: a shape of positive sizes whose tensor fits the memory budget of"
+                         f" {byte_text(limits().memory)} (ncd.limits)")
     generator = torch.Generator().manual_seed(seed)
     if kind.startswith("int"):
+        if not (kind[3:] or "100").isdigit() or not 0 < int(kind[3:] or 100) <= limits().axis_size:
+            raise TraceError(f"input {text!r}: ':int<V>' needs a positive whole number V, such as :int100")
         high = int(kind[3:] or 100)
         return torch.randint(0, high, shape, generator=generator)
     if kind:
