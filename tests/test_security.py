@@ -293,6 +293,12 @@ def test_a_failure_while_running_is_an_ncd_error_naming_the_generated_line() -> 
                                torch.nn.functional.batch_norm(x, None, None, training=True))
 
 
+def test_an_overflow_while_running_is_an_ncd_error() -> None:
+    module = (ncd.Identity.of("m") >> ncd.Scale("10**30")).to_torch(m=3)
+    with pytest.raises(ncd.RunError, match="OverflowError"):
+        module(torch.randn(3))
+
+
 # -- 5. names -------------------------------------------------------------------------------------------
 def test_a_full_width_label_is_not_the_input_variable() -> None:
     """``residual(L^ｘ)`` computes x + L(x): Python reads ``ｘ`` as ``x``, so it must get its own name."""

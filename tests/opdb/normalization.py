@@ -44,7 +44,8 @@ sample("rmsnorm", "torch", lambda: ncd.Identity.of("t m h") >> ncd.RMSNorm("m h"
        lambda p, x: F.rms_norm(x[0], (4, 2), param(p, "weight"), eps=1e-5))
 sample("rmsnorm", "woven-after", lambda: ncd.Identity.of("m h") >> ncd.RMSNorm("m", affine=False), {"m": 5, "h": 3},
        lambda p, x: rms_reference(x[0], None, (-2,), 1e-6))
-error("rmsnorm", "eps", lambda: ncd.RMSNorm("m", eps=-1.0), r"rmsnorm: eps must be a non-negative number, not -1.0", ParseError)
+error("rmsnorm", "eps", lambda: ncd.RMSNorm("m", eps=-1.0), r"rmsnorm: eps must be a finite non-negative number, not -1.0",
+      ParseError)
 
 # -- batchnorm -----------------------------------------------------------------------------
 def batchnorm_reference(training: bool):

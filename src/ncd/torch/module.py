@@ -64,7 +64,7 @@ def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
             return torch.nn.Module.__call__(self, *args, **kwargs)
         except NCDError:
             raise
-        except (RuntimeError, ValueError, IndexError) as error:
+        except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
             raise RunError(f"running {cls.__name__}{_generated_line(error)}: {type(error).__name__}:"
                            f" {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
 
