@@ -103,15 +103,23 @@ _KEEP = re.compile(r"(\x1b\[[0-9;]*m)")
 
 
 class _Printable:
-    """A text stream that passes only printable text on (and the colour codes of a terminal)."""
+    """A text stream that passes only printable text on (and the colour codes of a terminal); with ``ours_only``,
+    only lines ``ncd`` wrote (they start with ``ncd``): a failed trace makes torch print whole graphs."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, ours_only: bool = False) -> None:
         self._stream = stream
+        self._ours_only = ours_only
+        self._line = ""
 
     def write(self, text: str) -> int:
+        written = len(text)
+        if self._ours_only:
+            self._line += text
+            *lines, self._line = self._line.split("\n")
+            text = "".join(line + "\n" for line in lines if line.startswith("ncd"))
         parts = _KEEP.split(text)
         self._stream.write("".join(p if k % 2 else printable(p) for k, p in enumerate(parts)))
-        return len(text)
+        return written
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -121,17 +129,16 @@ class _Printable:
 def _guarded(verbose: bool) -> Iterator[None]:
     """Printable standard streams; torch's logging and warnings quiet unless ``verbose``."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Printable(out), _Printable(err)  # type: ignore[assignment]
-    logger = logging.getLogger("torch")
-    level = logger.level
+    sys.stdout, sys.stderr = _Printable(out), _Printable(err, ours_only=not verbose)  # type: ignore[assignment]
+    disabled = logging.root.manager.disable
     try:
         with warnings.catch_warnings():
             if not verbose:
-                logger.setLevel(logging.CRITICAL)
+                logging.disable(logging.CRITICAL)  # torch logs whole graphs when a trace fails
                 warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(disabled)
         sys.stdout, sys.stderr = out, err
 
 
