@@ -689,7 +689,7 @@ def main() -> None:
     start = time.perf_counter()
     results = run_all(entries, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose)
     seconds = time.perf_counter() - start
-    sample = f"every {args.every}th `transformers` model type (in name order)" if args.every > 1 else ""
+    sample = f"every {args.every}-th `transformers` model type (in name order)" if args.every > 1 else ""
     print("\n".join(summary(results)))
     output = args.output or (None if args.names else os.path.join(os.path.dirname(__file__), "..", "docs", "import-coverage.md"))
     if output:

@@ -44,7 +44,7 @@ MEMORY_FORMATS = ("contiguous_format", "preserve_format", "channels_last", "chan
 #: registered with ``torch.library`` in this process — never a Python function).
 TARGET = re.compile(r"[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 DEVICE = re.compile(r"(cpu|cuda|meta|mps|xpu)(:[0-9]{1,3})?")
-WORD = re.compile(r"[A-Za-z0-9_.\-]{0,64}")  # string arguments (``approximate="tanh"``, ``rounding_mode="floor"``)
+WORD = re.compile(r"[A-Za-z0-9_.,> \-]{0,64}")  # strings: ``approximate="tanh"``, einsum equations
 TAGS = {"$dtype": DTYPES, "$layout": LAYOUTS, "$memory_format": MEMORY_FORMATS}
 
 
