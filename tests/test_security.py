@@ -398,3 +398,10 @@ def test_a_failed_trace_prints_one_line_not_torchs_logs(tmp_path: Path) -> None:
                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("ncd trace: error: cannot trace Branchy"), run.stderr
+
+
+def test_a_block_with_no_outputs_lowers_to_valid_code() -> None:
+    """Found by the long fuzz run: a block that only deletes its wire, in parallel with an identity."""
+    d = ncd.Identity.of("a:3") @ ncd.Delete("b:2").block("b")
+    x0, x1 = torch.randn(3), torch.randn(2)
+    torch.testing.assert_close(d.to_torch()(x0, x1), x0)

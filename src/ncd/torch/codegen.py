@@ -183,6 +183,9 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             var = em.fresh(title)
             em.line(f"{var} = {call}  {layout_comment(em.leading + cod[0].axes)}")
             return [Value(var, cod[0].axes, cod[0].dtype)]
+        if not len(cod):  # a block with no outputs (it only deletes wires): called, nothing bound
+            em.line(call)
+            return []
         names = [em.fresh(f"{title}_{j}") for j in range(len(cod))]
         em.line(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {call}")
         return [Value(n, seg.axes, seg.dtype) for n, seg in zip(names, cod)]
