@@ -57,6 +57,13 @@ FFN = {"intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "de
        "moe_intermediate_size", "shared_expert_intermediate_size", "inner_dim", "d_inner", "mlp_dim"}
 EXPERTS = {"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"}
 MAX_WIDTH, MAX_FFN = 32, 64
+# the largest value each size field keeps (the groups are disjoint)
+CAPS = {key: cap for keys, cap in (
+    (LAYERS, 2), (HIDDEN, MAX_WIDTH), (HEADS, 4), (KV_HEADS, 2), (FFN, MAX_FFN), (EXPERTS, 4),
+    ({"num_experts_per_tok", "moe_topk", "top_k"}, 2), ({"head_dim", "d_kv", "attention_head_size", "kv_channels"}, 8),
+    ({"image_size"}, 32), ({"patch_size"}, 4),
+    ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
+) for key in keys}
 
 
 def shrink(config: Any, depth: int = 0) -> Any:
@@ -69,28 +76,9 @@ def shrink(config: Any, depth: int = 0) -> Any:
             shrink(value, depth + 1)
         if isinstance(value, bool) or not isinstance(value, int):
             continue
-        if key in LAYERS and value > 2:
-            d[key] = 2
-        elif key in HIDDEN and value > MAX_WIDTH:
-            d[key] = MAX_WIDTH
-        elif key in HEADS and value > 4:
-            d[key] = 4
-        elif key in KV_HEADS and value > 2:
-            d[key] = 2
-        elif key in FFN and value > MAX_FFN:
-            d[key] = MAX_FFN
-        elif key in EXPERTS and value > 4:
-            d[key] = 4
-        elif key in ("num_experts_per_tok", "moe_topk", "top_k") and value > 2:
-            d[key] = 2
-        elif key in ("head_dim", "d_kv", "attention_head_size", "kv_channels") and value > 8:
-            d[key] = 8
-        elif key == "image_size" and value > 32:
-            d[key] = 32
-        elif key == "patch_size" and value > 4:
-            d[key] = 4
-        elif key in ("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions") and value > 64:
-            d[key] = 64
+        cap = CAPS.get(key)
+        if cap is not None and value > cap:
+            d[key] = cap
     for key in ("depths",):
         if isinstance(d.get(key), (list, tuple)):
             d[key] = [min(int(v), 1) for v in d[key]]
