@@ -405,3 +405,15 @@ def test_a_block_with_no_outputs_lowers_to_valid_code() -> None:
     d = ncd.Identity.of("a:3") @ ncd.Delete("b:2").block("b")
     x0, x1 = torch.randn(3), torch.randn(2)
     torch.testing.assert_close(d.to_torch()(x0, x1), x0)
+
+
+def test_memory_budget_finds_a_peak_in_the_middle_of_a_repetition() -> None:
+    # the hidden width is 1 at both ends of the range and 25*2**20+1 at i = 5: checking only the
+    # first and last iteration would let a hostile file allocate 800 MiB of weights at i = 5
+    width = "i*(10-i)*2**20+1"
+    layer = (ncd.Linear(f"m -> n:{width}") >> ncd.Linear(f"n:{width} -> m")).block("layer")
+    deep = ncd.repeat(layer, "i", 0, 11)
+    with override(memory=2**28), pytest.raises(LimitError, match=r"weight .* more than the memory budget of 256 MiB"):
+        deep.to_torch(m=2)
+    small = ncd.repeat(ncd.Linear("m -> m").block("layer"), "i", 0, 11)
+    assert sum(p.numel() for p in small.to_torch(m=2).parameters()) == 11 * 4  # unchanged sizes: one visit, counted 11 times

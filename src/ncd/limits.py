@@ -143,9 +143,10 @@ def check_diagram(diagram: object, *, memory: bool = True) -> None:
     """Before lowering or costing a bound diagram: repetition counts (nested ones multiplied) and,
     with ``memory``, the bytes of every tensor and of all parameters against the memory budget.
 
-    A tensor is a box's input or output segment together with the axes it is woven over; inside a
-    repetition, the first and the last iteration are checked (sizes change monotonically with the
-    iteration variable in every diagram ``ncd`` builds) and the parameters counted that many times.
+    A tensor is a box's input or output segment together with the axes it is woven over. A
+    repetition whose sizes do not depend on its variable is checked once, its parameters counted
+    that many times; otherwise every iteration is checked (a size may peak anywhere in the range,
+    e.g. ``(i-5)**2``), which the repetition limit keeps linear in the unrolled diagram.
     """
     from ncd.ir.diagram import Diagram
 
@@ -163,6 +164,7 @@ class _Budget:
 
     def visit(self, node: object, woven: tuple[object, ...], times: int) -> None:
         from ncd.ir.diagram import Box, Repeat, Weave
+        from ncd.ir.size import symbol
 
         if isinstance(node, Repeat):
             name = node.name or node.var
@@ -172,9 +174,12 @@ class _Budget:
             count = node.count()
             check_count(f"the repetition count of {name!r}" + (f" (inside repetitions of {times} in all)" if times > 1 else ""),
                         count * times, "repeat")
-            start = int(node.start)
-            for index in sorted({start, start + count - 1}):
-                self.visit(node.iteration(index), woven, times * count)
+            if symbol(node.var) not in node.body.free_symbols:  # every iteration has the same sizes
+                self.visit(node.body, woven, times * count)
+                return
+            start = int(node.start)  # sizes vary with the iteration: check each one (no monotonicity assumed)
+            for index in range(start, start + count):
+                self.visit(node.iteration(index), woven, times)
             return
         if isinstance(node, Weave):
             self.visit(node.inner, (*woven, node.axis), times)
