@@ -74,6 +74,10 @@ __all__ += ["Embedding", "Unembed", "CausalMask", "PaddingMask", "Dropout"]
 from ncd.prims.constant import Parameter, Sinusoidal  # noqa: E402
 
 __all__ += ["Parameter", "Sinusoidal"]
+# -- prims: scan (a recurrence over a time axis) --
+from ncd.prims.scan import Scan  # noqa: E402
+
+__all__ += ["Scan"]
 # -- interpreters: draw --
 from ncd.render import draw  # noqa: E402
 

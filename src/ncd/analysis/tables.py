@@ -82,7 +82,7 @@ def unsupported(op: str, why: str, *, cost: bool = False, backward: bool = False
 
 
 _FAMILIES = ("elementwise", "linear", "softmax", "structure", "derivative", "attention", "normalization",
-             "movement", "convolution", "embedding", "regularization", "constant", "opaque", "rotary")
+             "movement", "convolution", "embedding", "regularization", "constant", "opaque", "rotary", "scan")
 _LOADED = False
 
 

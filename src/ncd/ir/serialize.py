@@ -72,6 +72,8 @@ def _value(v: Any) -> Any:
         return {"size": size_text(v)}
     if isinstance(v, tuple):
         return {"tuple": [_value(x) for x in v]}
+    if isinstance(v, Diagram):  # a primitive holding a sub-diagram (a scan's body)
+        return {"diagram": encode(v)}
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     raise SchemaError(f"cannot serialise value of type {type(v).__name__}: {v!r}")
@@ -118,7 +120,7 @@ _NODE_KEYS = {
     "repeat": {"node", "body", "var", "start", "stop", "name"},
 }
 _VALUE_KEYS = {"axis": {"axis", "size", "role", "parts"}, "segment": {"segment", "dtype", "range"}, "type": {"type"},
-               "size": {"size"}, "tuple": {"tuple"}}
+               "size": {"size"}, "tuple": {"tuple"}, "diagram": {"diagram"}}
 #: Primitive fields that may hold an infinite or NaN number (a traced mask constant, a captured argument).
 _NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs")}
 
@@ -259,6 +261,8 @@ class _Reader:
             return self.size(o["size"], f"{path}.size")
         if "tuple" in o:
             return tuple(self.value(v, f"{path}.tuple[{i}]") for i, v in enumerate(self.list(o["tuple"], f"{path}.tuple")))
+        if "diagram" in o:
+            return self.diagram(o["diagram"], f"{path}.diagram")
         raise self.fail(path, f"unknown value with keys {sorted(o)}")
 
     def diagram(self, x: Any, path: str) -> Diagram:

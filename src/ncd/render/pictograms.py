@@ -83,6 +83,7 @@ def _load_families() -> None:
     global _LOADED
     if not _LOADED:
         import ncd.render.pictograms_more  # noqa: F401  (registers the other families)
+        import ncd.render.pictograms_scan  # noqa: F401  (the scan: ncd.prims.scan)
         _LOADED = True  # after the import: another thread must not see half of the families
 
 
