@@ -16,7 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import sympy
+
+from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
+from ncd.ir.program import OpKind
 from ncd.ir.size import evaluate
 from ncd.prims.patterns import Attention, disabled, recognise_attention
 
@@ -43,13 +47,22 @@ def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit] | None
 
 
 # -- code ---------------------------------------------------------------------------------------
-def _assign(em: ClassEmitter, hint: str, expr: str, layout: list[str]) -> str:
-    name = em.fresh(hint)
-    em.line(f"{name} = {expr}  # {' '.join(layout)}")
-    return name
+def _assign(em: ClassEmitter, hint: str, expr: str, layout: list[str], sizes: dict[str, sympy.Expr],
+            kind: OpKind = "view", dtype: str = "float") -> str:
+    """Bind ``expr`` (axes ``layout``, grouped ones written ``(y x)``) as an op of the program."""
+    return em.assign(hint, expr, tuple(_axis(n, sizes) for n in layout), dtype, comment=f"# {' '.join(layout)}",
+                     kind=kind)
 
 
-def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hint: str) -> str:
+def _axis(name: str, sizes: dict[str, sympy.Expr]) -> Axis:
+    if not name.startswith("("):
+        return Axis(name, sizes[name])
+    parts = tuple(Axis(n, sizes[n]) for n in name[1:-1].split())
+    return Axis(name, sympy.Mul(*(p.size for p in parts)), parts=parts)
+
+
+def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hint: str,
+             sizes: dict[str, sympy.Expr], dtype: str = "float") -> str:
     """Permute the trailing axes ``have`` into the order of ``target``; size-1 axes where ``have`` lacks one."""
     n = len(have)
     order = [t for t in target if t in have]
@@ -62,7 +75,7 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
     if expr == var:
         return var
-    return _assign(em, hint, expr, target)
+    return _assign(em, hint, expr, target, sizes, dtype=dtype)
 
 
 def _group(names: list[str]) -> str:
@@ -75,35 +88,36 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
     q, k = values[0].var, values[1].var
     v = values[-1].var
     sizes = {name: evaluate(value, what=f'axis {name}') for name, value in a.sizes.items()}
+    known = a.sizes
     em.line(f"# attention fused into SDPA: batch ({' '.join(a.batch)}), queries ({' '.join(a.query)}), keys {a.key},"
             f" contracted ({' '.join(a.contracted)}), values ({' '.join(a.value)})")
-    q = _arrange(em, q, a.q, a.batch + a.query + a.contracted, "q")
-    k = _arrange(em, k, a.k, a.batch + [a.key] + a.contracted, "k")
-    v = _arrange(em, v, a.v, a.batch + [a.key] + a.value, "v")
+    q = _arrange(em, q, a.q, a.batch + a.query + a.contracted, "q", known)
+    k = _arrange(em, k, a.k, a.batch + [a.key] + a.contracted, "k", known)
+    v = _arrange(em, v, a.v, a.batch + [a.key] + a.value, "v", known)
     nc, nq, nv = len(a.contracted), len(a.query), len(a.value)
     contracted, queries, values_ = _group(a.contracted), _group(a.query), _group(a.value)
     if nc > 1:
-        q = _assign(em, "q", f"{q}.flatten({-nc})", a.batch + a.query + [contracted])
-        k = _assign(em, "k", f"{k}.flatten({-nc})", a.batch + [a.key, contracted])
+        q = _assign(em, "q", f"{q}.flatten({-nc})", a.batch + a.query + [contracted], known)
+        k = _assign(em, "k", f"{k}.flatten({-nc})", a.batch + [a.key, contracted], known)
     if nq > 1:
-        q = _assign(em, "q", f"{q}.flatten({-nq - 1}, -2)", a.batch + [queries, contracted])
+        q = _assign(em, "q", f"{q}.flatten({-nq - 1}, -2)", a.batch + [queries, contracted], known)
     if nv > 1:
-        v = _assign(em, "v", f"{v}.flatten({-nv})", a.batch + [a.key, values_])
+        v = _assign(em, "v", f"{v}.flatten({-nv})", a.batch + [a.key, values_], known)
     options = []
     if a.mask is not None:
-        m = _arrange(em, values[2].var, a.mask, a.batch + a.query + [a.key], "attn_mask")
+        m = _arrange(em, values[2].var, a.mask, a.batch + a.query + [a.key], "attn_mask", known, "bool")
         missing = [n for n in a.query if n not in a.mask]
         if nq > 1:
             if missing:
                 width = len(a.batch) + nq + 1
                 shape = [str(sizes[n]) if n in missing else "-1" for n in a.batch + a.query + [a.key]]
                 m = _assign(em, "attn_mask", f"{m}.expand(*{m}.shape[:-{width}], {', '.join(shape)})",
-                            a.batch + a.query + [a.key])
-            m = _assign(em, "attn_mask", f"{m}.flatten({-nq - 1}, -2)", a.batch + [queries, a.key])
+                            a.batch + a.query + [a.key], known, dtype="bool")
+            m = _assign(em, "attn_mask", f"{m}.flatten({-nq - 1}, -2)", a.batch + [queries, a.key], known, dtype="bool")
         if a.causal:
             rows, cols = sizes[a.query[0]], sizes[a.key]
             m = _assign(em, "attn_mask", f"{m} & torch.ones({rows}, {cols}, dtype=torch.bool, device={m}.device).tril()",
-                        a.batch + [queries, a.key])
+                        a.batch + [queries, a.key], known, dtype="bool")
         options.append(f"attn_mask={m}")
     if a.dropout:
         options.append(f"dropout_p={a.dropout!r} if self.training else 0.0")
@@ -111,12 +125,13 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
         options.append("is_causal=True")
     options.append(f"scale={float(a.scale)!r}")
     out = _assign(em, "attention", f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})",
-                  a.batch + [queries, values_])
+                  a.batch + [queries, values_], known, kind="call")
     if nv > 1:
-        out = _assign(em, "attention", f"{out}.unflatten(-1, {tuple(sizes[n] for n in a.value)})", a.batch + [queries] + a.value)
+        out = _assign(em, "attention", f"{out}.unflatten(-1, {tuple(sizes[n] for n in a.value)})",
+                      a.batch + [queries] + a.value, known)
     if nq > 1:
         out = _assign(em, "attention", f"{out}.unflatten({-nv - 1}, {tuple(sizes[n] for n in a.query)})",
-                      a.batch + a.query + a.value)
+                      a.batch + a.query + a.value, known)
     have = a.batch + a.query + a.value
-    out = _arrange(em, out, have, a.out, "attention")
+    out = _arrange(em, out, have, a.out, "attention", known)
     return [Value(out, a.out_axes, "float")]

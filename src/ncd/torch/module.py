@@ -18,7 +18,7 @@ from ncd.errors import InputError, NCDError, RunError
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import evaluate
-from ncd.torch.codegen import bind_all, to_source, top_class_name
+from ncd.torch.codegen import bind_all, lower
 
 __all__ = ["to_torch", "example_inputs", "compile_source"]
 
@@ -45,11 +45,11 @@ def to_torch(diagram: Diagram, *, check_inputs: bool = True, **sizes: int) -> to
     torch.Size([5, 2, 4])
     """
     bound = bind_all(diagram, sizes)
-    source = to_source(bound)
+    program = lower(bound)  # produced once: printed, compiled, and kept on the module
+    source = program.to_source()
     namespace = compile_source(source)
-    module = _reporting(namespace[top_class_name(source)])()
-    module.ncd_diagram = bound
-    module.ncd_source = source
+    module = _reporting(namespace[program.top.name])()
+    vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
         module.register_forward_pre_hook(_checker(bound.dom))
     return module
@@ -122,7 +122,7 @@ def example_inputs(diagram: Diagram, *batch: int, seed: int | None = 0, **sizes:
     for seg in bound.dom:
         shape = tuple(batch) + tuple(evaluate(a.size, what=f"axis {a.name}") for a in seg)
         if seg.dtype == "index":
-            high = evaluate(seg.range, what="index range")  # type: ignore[arg-type]
+            high = evaluate(seg.range, what="index range")
             tensors.append(torch.randint(0, high, shape, generator=generator))
         elif seg.dtype == "bool":
             tensors.append(torch.rand(shape, generator=generator) > 0.2)

@@ -1,8 +1,14 @@
-"""The lowering rule table: one rule per primitive ``op``, producing PyTorch source.
+"""The lowering rule table: one rule per primitive ``op``, emitting ops of the lowered program.
 
-A rule is a function ``rule(ctx: RuleContext) -> list[str]`` returning one Python
-expression per output segment.  Inputs arrive as :class:`Value`\\ s (a local variable and
-its axis layout); every tensor may carry extra *leading* batch dimensions, so rules index
+A rule is a function ``rule(ctx: RuleContext) -> list[Expr | str]`` returning one expression
+per output segment; the code generator binds each to a new local, as one op of the
+:class:`~ncd.ir.program.Program`.  Typed expressions come from the context —
+``ctx.call("torch.relu", x)``, ``ctx.method(x, "flatten", -2)``, ``ctx.module(attr, x)``,
+``ctx.einsum("...ab,cb->...ac", x, w)`` — and record what runs and which values it reads;
+intermediate results are bound with ``ctx.bind(expr, axes, hint)``, which returns a
+:class:`Value`.  A plain string is still accepted (an untyped ``expr`` op whose arguments are
+the values its text names).  Inputs arrive as :class:`Value`\\ s (a local variable and its
+axis layout); every tensor may carry extra *leading* batch dimensions, so rules index
 dimensions from the end (``dim=-1``) and use ``...`` in einsum subscripts.
 
 A rule receives woven (broadcast) axes in place, in ``ctx.woven``, exactly when
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import string
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,22 +33,14 @@ from ncd.errors import LoweringError
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
+from ncd.ir.program import Expr, OpKind, Value
 from ncd.ir.size import Size, evaluate
 from ncd.ir.weaving import WeaveView
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
 
-__all__ = ["Value", "Woven", "RuleContext", "Rule", "LOWERING", "register", "NotWeaveAware", "rule_for"]
-
-
-@dataclass(frozen=True)
-class Value:
-    """A tensor in generated code: its variable and its trailing axis layout."""
-
-    var: str
-    axes: tuple[Axis, ...]
-    dtype: str = "float"
+__all__ = ["Value", "Expr", "Woven", "RuleContext", "Rule", "LOWERING", "register", "NotWeaveAware", "rule_for"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,6 @@ class RuleContext:
     def prim(self) -> Primitive:
         return self.box.prim
 
-    def int(self, value: Size, what: str = "size") -> int:
-        return evaluate(value, what=f"{what} in {self.box.text()}")
-
     def markers(self, side: str, j: int) -> list[tuple[str, int]]:
         """Layout of input (``side="dom"``) or output ``j``: ``("own", k)`` or ``("woven", w)`` per axis."""
         return WeaveView(self.box, self.woven).markers(side, j)  # type: ignore[arg-type]
@@ -97,12 +92,66 @@ class RuleContext:
         ins = [render(self.markers("dom", j), own_letters[j]) for j in range(len(own_letters))]
         return ",".join(ins) + "->" + render(self.markers("cod", 0), out_letters)
 
+    # -- typed ops (the lowered program records what runs and what it reads) --------------------
+    def _arg(self, value: object) -> tuple[str, tuple[Value, ...]]:
+        if isinstance(value, Value):
+            return value.var, (self.em.values.get(value.var, value),)
+        if isinstance(value, Expr):
+            return value.text, value.args
+        if isinstance(value, str):
+            return value, ()
+        return repr(value), ()
+
+    def _render(self, values: Sequence[object], options: dict[str, object]) -> tuple[str, tuple[Value, ...]]:
+        texts: list[str] = []
+        reads: dict[str, Value] = {}
+        for key, item in [(None, v) for v in values] + list(options.items()):
+            text, args = self._arg(item)
+            texts.append(text if key is None else f"{key}={text}")
+            reads.update((v.var, v) for v in args)
+        return ", ".join(texts), tuple(reads.values())
+
+    def call(self, target: str, *args: object, kind: OpKind = "call", **options: object) -> Expr:
+        """``target(args..., key=value)``: values, expressions, source text or Python literals as arguments.
+
+        >>> import ncd
+        >>> from ncd.torch.codegen import to_program
+        >>> [(op.kind, op.target) for _, op in to_program(ncd.Unit("a", "b:a"), a=3).ops()]
+        [('call', 'torch.eye')]
+        """
+        text, reads = self._render(args, options)
+        return Expr(f"{target}({text})", kind, target, reads)
+
+    def method(self, value: Value | Expr, name: str, *args: object, **options: object) -> Expr:
+        """``value.name(args...)`` (a tensor method: ``flatten``, ``unflatten``, ``view``, ...)."""
+        head, reads = self._arg(value)
+        text, more = self._render(args, options)
+        return Expr(f"{head}.{name}({text})", "call", f"Tensor.{name}", reads + tuple(v for v in more if v not in reads))
+
+    def module(self, attribute: str, *args: object) -> Expr:
+        """A call of a submodule this rule declared with ``ctx.em.attr`` (``self.l_q(x)``)."""
+        return self.call(attribute, *args, kind="module")
+
+    def einsum(self, equation: str, *operands: Value | Expr | str) -> Expr:
+        """``torch.einsum(equation, operands...)``."""
+        text, reads = self._render(operands, {})
+        return Expr(f"torch.einsum('{equation}', {text})", "einsum", "torch.einsum", reads)
+
+    def bind(self, expr: Expr | str, axes: Sequence[Axis], hint: str = "t", dtype: str = "float") -> Value:
+        """Emit ``expr`` as an op of its own now, bound to a new local; the value (its layout ``axes``)."""
+        return Value(self.em.assign(hint, expr, tuple(axes), dtype), tuple(axes), dtype)
+
     def fail(self, message: str) -> LoweringError:
         location = f" (built at {self.box.source})" if self.box.source else ""
         return LoweringError(f"cannot lower {self.box.text()}{location}: {message}")
 
+    # last in the class: annotations above read the builtin ``int``, not this method
+    def int(self, value: Size, what: str = "size") -> int:
+        """``value`` as a whole number (every size is bound when lowering)."""
+        return evaluate(value, what=f"{what} in {self.box.text()}")
 
-Rule = Callable[[RuleContext], list[str]]
+
+Rule = Callable[[RuleContext], "Sequence[str | Expr]"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ncd.ir.size import evaluate
 from ncd.prims.linear import EinsumOp, LinearOp, UnitOp
-from ncd.torch.rules import RuleContext, register
+from ncd.torch.rules import Expr, RuleContext, register
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
@@ -43,33 +43,33 @@ def linear_module(em: ClassEmitter, prim: LinearOp, label: str | None) -> str:
 
 
 @register(LinearOp, weave_aware=True)
-def lower_linear(ctx: RuleContext) -> list[str]:
+def lower_linear(ctx: RuleContext) -> list[Expr]:
     prim = ctx.prim
     assert isinstance(prim, LinearOp)
     n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
     ins, outs = _sizes(ctx, prim.dom_axes), _sizes(ctx, prim.cod_axes)
     module = linear_module(ctx.em, prim, ctx.box.label)
-    x = ctx.args[0].var
+    x = ctx.args[0]
     dims_in, dims_out = ctx.own_dims("dom", 0), ctx.own_dims("cod", 0)
     trailing_in = dims_in == list(range(-n_in, 0))
     trailing_out = dims_out == list(range(-n_out, 0))
     same_woven = [m for m in ctx.markers("dom", 0) if m[0] == "woven"] == [m for m in ctx.markers("cod", 0) if m[0] == "woven"]
     if trailing_in and trailing_out and same_woven:
-        arg = x if n_in == 1 else f"{x}.flatten({-n_in})"
-        call = f"{module}({arg})"
-        return [call if n_out == 1 else f"{call}.unflatten(-1, {tuple(outs)})"]
+        call = ctx.module(module, x if n_in == 1 else ctx.method(x, "flatten", -n_in))
+        return [call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs))]
     letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
     own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
     own_out = [letters[a.name + "_out"] for a in prim.cod_axes]
     subs = ctx.subscripts([own_in], own_out)
     weight_spec = "".join(own_out + own_in)
     lhs, rhs = subs.split("->")
-    expr = f"torch.einsum('{lhs},{weight_spec}->{rhs}', {x}, {module}.weight.view({', '.join(map(str, outs + ins))}))"
+    weight = f"{module}.weight.view({', '.join(map(str, outs + ins))})"
+    expr = ctx.einsum(f"{lhs},{weight_spec}->{rhs}", x, weight)
     if prim.bias:
         layout = ctx.markers("cod", 0)
         first = min(i for i, (kind, _) in enumerate(layout) if kind == "own")
         shape = [outs[k] if kind == "own" else 1 for kind, k in layout[first:]]
-        expr += f" + {module}.bias.view({', '.join(map(str, shape))})"
+        expr = Expr(f"{expr} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", expr.args)
     return [expr]
 
 
@@ -81,20 +81,17 @@ def _product(values: list[int]) -> int:
 
 
 @register(EinsumOp, weave_aware=True)
-def lower_einsum(ctx: RuleContext) -> list[str]:
+def lower_einsum(ctx: RuleContext) -> list[Expr]:
     prim = ctx.prim
     assert isinstance(prim, EinsumOp)
     letters = _letters([list(seg.names) for seg in prim.inputs])
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
-    subs = ctx.subscripts(own_in, own_out)
-    args = ", ".join(v.var for v in ctx.args)
-    return [f"torch.einsum('{subs}', {args})"]
+    return [ctx.einsum(ctx.subscripts(own_in, own_out), *ctx.args)]
 
 
 @register(UnitOp)
-def lower_unit(ctx: RuleContext) -> list[str]:
+def lower_unit(ctx: RuleContext) -> list[Expr]:
     prim = ctx.prim
     assert isinstance(prim, UnitOp)
-    n = evaluate(prim.first.size, what=f"axis {prim.first.name}")
-    return [f"torch.eye({n})"]
+    return [ctx.call("torch.eye", evaluate(prim.first.size, what=f"axis {prim.first.name}"))]
