@@ -67,23 +67,41 @@ def test_greedy_tokens_and_cache_bytes_equal_the_librarys(traced: tuple[str, tor
     assert str(d.cache_formula()) == "64*q"  # 2 layers x (K, V) x 2 key/value heads x 8
 
 
-def test_mistral_sliding_window_is_read_as_a_windowed_causal_mask_and_repeat_kv_is_refused() -> None:
-    """Mistral's additive mask becomes ``◸4`` (no table, any length); its ``repeat_kv`` (an ``expand`` the importer
-    keeps opaque, at the traced sizes) blocks decoding, with an error that names it."""
+def test_traced_mistral_sliding_window_decodes_equal_to_the_full_forward_and_generate() -> None:
+    """Mistral's additive mask becomes ``◸4`` (no table, any length) and its ``repeat_kv`` (unsqueeze, expand, reshape
+    before an attention with an explicit mask) grouped-query attention: 0 opaque boxes, caches of the 2 key/value heads;
+    prefill then steps equal the full forward, greedy tokens equal ``generate``, cache bytes the library's cache."""
     torch.manual_seed(0)
-    config = dict(SMALL, sliding_window=4)
-    model = T.MistralForCausalLM(T.MistralConfig(**config)).eval()
+    model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=4))).eval()
     tokens = torch.randint(0, 50, (2, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         diagram = ncd.trace(model, tokens, axes={"input_ids": "b ~t"})
+    assert diagram.opaque_count == 0, diagram.opaque
     masks = [b.prim for b in diagram.boxes() if b.prim.op == "causal_mask"]
     assert masks and all(m.window == 4 for m in masks)
     assert not [b for b in diagram.boxes() if b.prim.op == "constant" and len(b.cod[0]) >= 2]
     with torch.no_grad():
         torch.testing.assert_close(diagram.to_torch()(tokens), model(tokens).logits, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ncd.inference.DecodeError, match="opaque box on the token wires"):
-        ncd.decode(diagram)
+    d = ncd.decode(diagram)
+    assert all(s.segment.axes[1].size == 2 for s in d.sites), [str(s.segment) for s in d.sites]
+    run = d.lower(dtype=torch.float64)
+    longer = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = diagram.to_torch(t=9).double()(longer)
+        logits, caches = run.prefill(longer[:, :5])
+        torch.testing.assert_close(logits, full[:, :5], rtol=1e-10, atol=1e-10)
+        for p in range(5, 9):
+            logits, caches = run.step(longer[:, p:p + 1], caches, past=p)
+            torch.testing.assert_close(logits, full[:, p:p + 1], rtol=1e-10, atol=1e-10)
+    prompt = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(2))
+    ours = d.lower().generate(prompt, 4)
+    with torch.no_grad():
+        theirs = model.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=0)
+        cache = model(theirs, use_cache=True).past_key_values
+    assert ours.tolist() == theirs.tolist()
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert held == d.cache_bytes_at(theirs.shape[-1], dtype="float32")
 
 
 def test_sliding_window_cache_bytes_equal_mistrals_dynamic_cache() -> None:

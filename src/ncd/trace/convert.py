@@ -256,6 +256,9 @@ class Converter:
         from ncd.trace.rotary import emit_rotary, find_rotary
 
         rotary = find_rotary(self)
+        from ncd.trace.idioms import prepare
+
+        prepare(self)  # idioms read before the walk (head expansion, input masks): their operations are skipped
         for node in self.captured.nodes:
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue

@@ -25,7 +25,7 @@ import sympy
 import torch
 
 from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Box, Diagram, Seq
+from ncd.ir.diagram import Box
 from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.prims.linear import EinsumOp, LinearOp
 from ncd.prims.softmax import SoftmaxOp
@@ -34,13 +34,21 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.naming import PRIME, unique
 
-__all__ = ["load_rules"]
+__all__ = ["load_rules", "prepare"]
 
 
 def load_rules() -> None:
     """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
+    import ncd.trace.attention  # noqa: F401
     import ncd.trace.indexing  # noqa: F401
     import ncd.trace.scalars  # noqa: F401
+
+
+def prepare(conv: Converter) -> None:
+    """Pre-passes before the walk: idioms spanning several recorded operations mark the ones they replace as skipped."""
+    from ncd.trace.attention import prepare as attention
+
+    attention(conv)
 
 
 def _tensor(value: Any) -> bool:
@@ -64,7 +72,7 @@ def dropout(conv: Converter, node: Node) -> None:
 
 
 @rule("aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy", "aten.to", "aten._to_copy",
-      "aten.type_as", "aten.expand_as", "aten.expand")
+      "aten.type_as")
 def alias(conv: Converter, node: Node) -> None:
     source = node.args[0]
     if _tensor(source) and source.value.dtype != node.value.dtype:
@@ -465,126 +473,6 @@ def reduce(conv: Converter, node: Node) -> None:
     conv.bind(node, vid2)
 
 
-# -- attention ----------------------------------------------------------------------------
-@rule("aten.scaled_dot_product_attention")
-def attention(conv: Converter, node: Node) -> None:
-    """softmax(q kᵀ · scale + mask) v, drawn with the key axis renamed apart from the query axis."""
-    q, k, v = node.args[:3]
-    extra = list(node.args[3:]) + [None] * 4
-    mask = node.kwargs.get("attn_mask", extra[0])
-    dropout = node.kwargs.get("dropout_p", extra[1] or 0.0)
-    causal = node.kwargs.get("is_causal", extra[2] or False)
-    scale = node.kwargs.get("scale", extra[3])
-    gqa = node.kwargs.get("enable_gqa", False)
-    if dropout or not all(_live(t) for t in (q, k, v)):
-        raise Decline("dropout or constant operands")
-    vq, vk, vv = conv.value(q), conv.value(k), conv.value(v)
-    nq = conv.names(vq)
-    groups = 1
-    if gqa and len(nq) >= 3 and _shape(q)[-3] != _shape(k)[-3]:
-        # grouped-query attention: query heads h = (g r), g the key/value heads, each shared by r query heads
-        heads, kv_heads = _shape(q)[-3], _shape(k)[-3]
-        if heads % kv_heads or _shape(q)[:-3] != _shape(k)[:-3]:
-            raise Decline("query heads are not a multiple of the key/value heads")
-        groups = heads // kv_heads
-        g = conv.names(vk)[-3]
-        if g in nq:
-            g = conv.namer.fresh(kv_heads, "g")
-        while g in nq:
-            g += PRIME
-        r = conv.namer.fresh(groups, "r")
-        while r in nq or r == g:
-            r += PRIME
-        merged = nq
-        vq = conv.view(vq, nq[:-3] + [g, r] + nq[-2:], _shape(q)[:-3] + (kv_heads, groups) + _shape(q)[-2:])
-        nq = conv.names(vq)
-        if _shape(k)[:-1] != _shape(v)[:-1]:
-            raise Decline("broadcast attention")
-    elif len(nq) < 2 or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-1] != _shape(v)[:-1]:
-        raise Decline("broadcast attention")
-    batch, y, d = nq[:-2], nq[-2], nq[-1]
-    x = conv.names(vk)[-2].rstrip(PRIME)
-    while x in nq:
-        x += PRIME
-    dv = conv.names(vv)[-1]
-    if dv in batch + [y, x]:
-        dv = d if _shape(v)[-1] == _shape(q)[-1] else dv + PRIME
-    kv_batch = batch[:-1] if groups > 1 else batch  # grouped: keys and values lack the r wire
-    vk = relabel(conv, vk, kv_batch + [x, d])
-    vv = relabel(conv, vv, kv_batch + [x, dv])
-    scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
-    steps_before = len(conv.steps)
-    (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
-    factor = scale if scale is not None else 1.0 / math.sqrt(_shape(q)[-1])
-    s = _scale(conv, s, float(factor))
-    shape = tuple(int(a.size) for a in scores_seg.axes)
-    names = list(scores_seg.names)
-    additive = None
-    if causal:
-        n_y, n_x = shape[-2], shape[-1]
-        additive = torch.zeros(n_y, n_x).masked_fill(~torch.ones(n_y, n_x, dtype=torch.bool).tril(), float("-inf"))
-    if mask is not None:
-        m = mask.value if isinstance(mask, Node) else torch.as_tensor(mask)
-        if _live(mask):
-            raise Decline("mask computed from the inputs")
-        m = torch.zeros(m.shape).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m.to(node.value.dtype)
-        if groups > 1:
-            if m.dim() >= 3 and m.shape[-3] != 1:
-                raise Decline("a mask per query head under grouped-query attention")
-            m = m.unsqueeze(-3)
-        additive = m if additive is None else additive + m
-    window = _causal_window(additive) if additive is not None else None
-    if additive is not None and (_is_causal(additive) or window):  # ◸ (with a sliding window): no table, any length
-        from ncd.prims.attention import CausalMaskOp
-
-        axes = conv.segs[s].axes
-        s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1], None if window is None else sympy.Integer(window))), [s])
-    elif additive is not None:
-        vm = operand(conv, Node("mask", "constant", value=additive, source="mask"), names, shape)
-        s = conv.apply(Box(AddOp(2)), [s, vm])
-        if list(conv.segs[s].names) != names:
-            raise Decline("mask does not line up")
-    s = conv.apply(Box(SoftmaxOp(conv.segs[s].axes[-1])), [s])
-    out_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vv].axes[-1],))
-    (o,) = conv.emit(Box(EinsumOp(Type((conv.segs[s], conv.segs[vv])), out_seg)), [s, vv], [out_seg])
-    _ = steps_before
-    if groups > 1:  # the query heads again: (g r) -> h
-        o = conv.view(o, merged[:-1] + [conv.names(o)[-1]], _shape(node))
-    conv.bind(node, o)
-
-
-def _causal_window(additive: torch.Tensor) -> int | None:
-    """``w`` if the additive mask is causal with a sliding window of ``w`` (query ``i`` sees keys ``i-w+1 … i``) on
-    its last two axes, with ``1 < w < n`` (the window cuts something off); else ``None``."""
-    if additive.dim() < 2 or additive.shape[-1] != additive.shape[-2] or additive.device.type == "meta":
-        return None
-    n = additive.shape[-1]
-    blocked = additive <= -1e30
-    first = blocked[..., -1, :]  # the last query sees exactly its window
-    seen = int((~first).reshape(-1, n)[0].sum())
-    if not 1 < seen < n:
-        return None
-    band = torch.ones(n, n, dtype=torch.bool)
-    outside = ~band.tril() | band.tril(-seen)
-    if bool((blocked == outside.expand_as(blocked)).all()) and bool((additive.masked_fill(outside, 0) == 0).all()):
-        return seen
-    return None
-
-
-def _is_causal(additive: torch.Tensor) -> bool:
-    """An additive mask that is the causal one on its last two axes (0 on and below the diagonal, ≤ -1e30 above)."""
-    if additive.dim() < 2 or additive.shape[-1] != additive.shape[-2] or additive.device.type == "meta":
-        return False
-    n = additive.shape[-1]
-    above = ~torch.ones(n, n, dtype=torch.bool).tril()
-    blocked = additive <= -1e30
-    return bool((blocked == above.expand_as(blocked)).all()) and bool((additive.masked_fill(above, 0) == 0).all())
-
-
-def attention_diagram(steps: list[Diagram]) -> Diagram:
-    return Seq.of(*steps)
-
-
 # -- embeddings, normalisation, convolution -------------------------------------------------
 @rule("aten.embedding")
 def embedding(conv: Converter, node: Node) -> None:
@@ -866,10 +754,11 @@ def pool(conv: Converter, node: Node) -> None:
     out_shape = _shape(node)[-n:]
     positions = conv.namer.segment([a.name for a in axes.axes], out_shape)
     try:
+        prim: MaxPoolOp | AvgPoolOp
         if "max" in name:
             prim = MaxPoolOp(axes, positions, kernel, stride, padding, (1,) * n)
         else:
-            prim = AvgPoolOp(axes, positions, kernel, stride, padding)  # type: ignore[call-arg]
+            prim = AvgPoolOp(axes, positions, kernel, stride, padding)
     except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
         raise Decline(str(error)) from None
     conv.bind(node, conv.apply(Box(prim), [vid]))

@@ -16,7 +16,9 @@ raises :class:`Unsupported` and :func:`~ncd.trace.capture.capture` falls back to
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.capture import Captured, Node, input_names, refs, user_line
 
-__all__ = ["record", "Unsupported"]
+__all__ = ["record", "Unsupported", "ReadsValue"]
 
 #: operators whose output shape depends on the values of their inputs
 DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "nonzero_static"}
@@ -32,6 +34,10 @@ DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_
 
 class Unsupported(Exception):
     """The eager recording cannot stand for this model; use ``torch.export``."""
+
+
+class ReadsValue(Unsupported):
+    """The model read a value that depends on the inputs into Python (its control flow may depend on it)."""
 
 
 class _NeedValues(Exception):
@@ -128,7 +134,7 @@ class _Recording:
             value = func(*a, **kw)
             self.real[id(out)] = value
         if live and isinstance(out, (bool, int, float)):
-            raise Unsupported(f"{packet} reads a value that depends on the inputs into Python")
+            raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python")
         k = self.counts[packet] = self.counts.get(packet, 0) + 1
         node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
                     line=user_line() if live else "")
@@ -187,11 +193,38 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     compute is skipped); if that fails, the model is run again on real values.
     """
     try:
-        return _record(model, args, kwargs, flat, meta=True)
-    except Unsupported:
-        raise
-    except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
-        return _record(model, args, kwargs, flat, meta=False)
+        try:
+            return _record(model, args, kwargs, flat, meta=True)
+        except Unsupported:
+            raise
+        except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
+            return _record(model, args, kwargs, flat, meta=False)
+    except ReadsValue:
+        pass
+    # A model that reads an input's value into Python (``if mask.all(): skip the mask``) is recorded as torch.export
+    # sees it: libraries take their traceable path when they are being exported (``torch.compiler.is_exporting()``),
+    # with no branch on values.  Export would record the same operations, only slower.
+    with _as_exporting():
+        try:
+            return _record(model, args, kwargs, flat, meta=True)
+        except Unsupported:
+            raise
+        except Exception:  # noqa: BLE001 - as above
+            return _record(model, args, kwargs, flat, meta=False)
+
+
+@contextlib.contextmanager
+def _as_exporting() -> Iterator[None]:
+    """``torch.compiler.is_compiling()`` and ``is_exporting()`` true, as during ``torch.export``."""
+    compiler = torch.compiler
+    before = (getattr(compiler, "_is_compiling_flag", False), getattr(compiler, "_is_exporting_flag", False))
+    if not (hasattr(compiler, "_is_compiling_flag") and hasattr(compiler, "_is_exporting_flag")):
+        raise Unsupported("this torch has no exporting flags to set")
+    compiler._is_compiling_flag, compiler._is_exporting_flag = True, True
+    try:
+        yield
+    finally:
+        compiler._is_compiling_flag, compiler._is_exporting_flag = before
 
 
 def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
@@ -206,14 +239,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     class Recorder(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)
+            TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)  # type: ignore[no-untyped-call]
             self._mode_key = torch._C._TorchDispatchModeKey.PROXY
 
         def __enter__(self) -> Any:
-            return TorchDispatchMode.__enter__(self)
+            return TorchDispatchMode.__enter__(self)  # type: ignore[no-untyped-call]
 
         def __exit__(self, *exc: Any) -> Any:
-            return TorchDispatchMode.__exit__(self, *exc)
+            return TorchDispatchMode.__exit__(self, *exc)  # type: ignore[no-untyped-call]
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             return rec.call(func, tuple(args), dict(kwargs or {}))
