@@ -42,6 +42,7 @@ def load_rules() -> None:
     import ncd.trace.attention  # noqa: F401
     import ncd.trace.indexing  # noqa: F401
     import ncd.trace.scalars  # noqa: F401
+    import ncd.trace.recurrent  # noqa: F401  (LSTM, GRU, RNN as scans: recur)
 
 
 def prepare(conv: Converter) -> None:

@@ -1,0 +1,180 @@
+"""Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) as scans over the time axis, built from their equations.
+
+``aten.lstm`` / ``aten.gru`` / ``aten.rnn_tanh`` / ``aten.rnn_relu`` arrive as one call each.  Every
+layer becomes the input projection of all positions at once (a learned ``L^ih`` woven over the
+batch and time axes) and an :func:`ncd.Scan` over the time axis whose body is one cell — drawn
+once, never unrolled per token.  The cells are PyTorch's documented equations (``nn.LSTM``:
+``i, f, g, o`` gates; ``nn.GRU``: ``r, z, n`` with the reset gate applied to ``W_hn h + b_hn``);
+the round-trip test checks them against the modules.  Bidirectional layers, projections
+(``proj_size``) and packed sequences are declined (an opaque box calling the operator).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.compose import fit
+from ncd.ir.diagram import Box, Diagram
+from ncd.ir.size import size
+from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.prims.linear import LinearOp
+from ncd.prims.movement import ConcatOp, IndexOp, UnsqueezeOp
+from ncd.prims.scan import ScanOp
+from ncd.prims.structure import AddOp
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.wiring import Step, wire
+
+__all__ = ["Graph"]
+
+#: gates per cell, by ATen operator
+GATES = {"aten.lstm": 4, "aten.gru": 3, "aten.rnn_tanh": 1, "aten.rnn_relu": 1}
+
+
+class Graph:
+    """A small graph of boxes over value ids, wired into one diagram (a scan's body)."""
+
+    def __init__(self) -> None:
+        self.segs: dict[int, Segment] = {}
+        self.steps: list[Step] = []
+
+    def value(self, seg: Segment) -> int:
+        vid = len(self.segs) + 1
+        self.segs[vid] = seg
+        return vid
+
+    def apply(self, box: Diagram, *ins: int) -> int:
+        """``box`` woven over the axes of its inputs it does not use; its one output."""
+        woven, mapping = fit(box, Type(tuple(self.segs[v] for v in ins)))
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        (out,) = woven.cod
+        vid = self.value(out)
+        self.steps.append(Step(woven, list(ins), [vid]))
+        return vid
+
+    def diagram(self, inputs: list[int], outputs: list[int]) -> Diagram:
+        return wire(inputs, self.steps, outputs, self.segs)
+
+
+def _tensor(ref: Any) -> torch.Tensor:
+    if not isinstance(ref, Node) or ref.live or not isinstance(ref.value, torch.Tensor) or ref.value.device.type == "meta":
+        raise Decline("a recurrent layer's weights must be parameters with values")
+    return ref.value.detach()
+
+
+def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], w_hh: torch.Tensor, b_hh: torch.Tensor | None,
+          conv: Converter) -> tuple[Diagram, int]:
+    """One step ``(state..., gx_t) -> (state'..., y_t)``; returns the body and its number of states."""
+    g = Graph()
+    state = Segment(batch + (k,))
+    h = g.value(state)
+    c = g.value(state) if kind == "aten.lstm" else None
+    gates = Segment(batch + ((q,) if q is not None else ()) + (k,))
+    gx = g.value(gates)
+    cod = Segment(((q,) if q is not None else ()) + (k,))
+    gh = g.apply(Box(LinearOp(Segment((k,)), cod, b_hh is not None), "hh"), h)
+    conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
+
+    def pick(v: int, j: int) -> int:
+        assert q is not None
+        return g.apply(Box(IndexOp(q, size(j))), v)
+
+    def act(name: str, v: int) -> int:
+        return g.apply(Box(ElementwiseOp(name)), v)  # type: ignore[arg-type]
+
+    def add(a: int, b: int) -> int:
+        return g.apply(Box(AddOp(2)), a, b)
+
+    def mul(a: int, b: int) -> int:
+        return g.apply(Box(MultiplyOp(2)), a, b)
+
+    if kind == "aten.lstm":
+        assert c is not None
+        s = add(gx, gh)
+        i, f, cand, o = act("sigmoid", pick(s, 0)), act("sigmoid", pick(s, 1)), act("tanh", pick(s, 2)), \
+            act("sigmoid", pick(s, 3))
+        c2 = add(mul(f, c), mul(i, cand))
+        h2 = mul(o, act("tanh", c2))
+        return g.diagram([h, c, gx], [h2, c2, h2]), 2
+    if kind == "aten.gru":
+        r = act("sigmoid", add(pick(gx, 0), pick(gh, 0)))
+        z = act("sigmoid", add(pick(gx, 1), pick(gh, 1)))
+        n = act("tanh", add(pick(gx, 2), mul(r, pick(gh, 2))))
+        h2 = add(n, mul(z, add(h, g.apply(Box(ScaleOp(size(-1))), n))))  # (1 - z) n + z h
+        return g.diagram([h, gx], [h2, h2]), 1
+    h2 = act("tanh" if kind == "aten.rnn_tanh" else "relu", add(gx, gh))
+    return g.diagram([h, gx], [h2, h2]), 1
+
+
+@rule("aten.lstm", "aten.gru", "aten.rnn_tanh", "aten.rnn_relu")
+def recurrent(conv: Converter, node: Node) -> None:
+    """``aten.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)``."""
+    from ncd.trace.convert import op_name
+
+    kind = op_name(node.target)[0]
+    if len(node.args) != 9 or not isinstance(node.args[0], Node) or not node.args[0].live:
+        raise Decline("packed sequences or an input that is not a traced value")
+    x, hx, params, has_biases, layers, dropout, train, bidirectional, batch_first = node.args
+    n_gates = GATES[kind]
+    per_layer = 4 if has_biases else 2
+    if bidirectional or len(params) != per_layer * layers or (train and dropout and layers > 1):
+        raise Decline("bidirectional layers, projections or dropout between layers")
+    hxs = list(hx) if kind == "aten.lstm" else [hx]
+    xv = conv.value(x)
+    seg = conv.segs[xv]
+    batched = len(seg) == 3
+    tdim = 1 if batched and batch_first else 0
+    time = seg.axes[tdim]
+    batch = (seg.axes[1 - tdim],) if batched else ()
+    hidden = int(_tensor(params[1]).shape[1])
+    k = conv.namer.segment([conv.namer.fresh(hidden)], (hidden,)).axes[0]
+    q = conv.namer.segment([conv.namer.fresh(n_gates)], (n_gates,)).axes[0] if n_gates > 1 else None
+    states_in: list[int] = []  # (layers, [batch,] hidden) each, after the first projection (the order of first use)
+    finals: list[list[int]] = [[] for _ in hxs]
+    out = xv
+    for layer in range(layers):
+        w_ih, w_hh = _tensor(params[per_layer * layer]), _tensor(params[per_layer * layer + 1])
+        b_ih, b_hh = (_tensor(params[per_layer * layer + 2]), _tensor(params[per_layer * layer + 3])) if has_biases \
+            else (None, None)
+        feature = conv.segs[out].axes[-1]
+        gates_cod = Segment(((q,) if q is not None else ()) + (k,))
+        gx = conv.apply(Box(LinearOp(Segment((feature,)), gates_cod, b_ih is not None), f"ih{layer}"), [out])
+        conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
+        if not states_in:
+            states_in = [conv.value(h) for h in hxs]
+        layer_axis = conv.segs[states_in[0]].axes[0]
+        starts = []
+        for v in states_in:
+            picked = conv.apply(Box(IndexOp(layer_axis, size(layer))), [v])
+            starts.append(conv.view(picked, [a.name for a in batch] + [k.name],
+                                    tuple(int(a.size) for a in batch) + (hidden,)))
+        body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
+        pos = conv.segs[gx].names.index(time.name)
+        scan = Box(ScanOp(body, time, 0, carry, (pos,), (pos,)), kind.removeprefix("aten.").upper())
+        outs = conv.emit(scan, starts + [gx], list(scan.cod))
+        for j in range(carry):
+            finals[j].append(outs[j])
+        out = outs[-1]
+    conv._picked[(id(node), 0)] = out
+    for j, values in enumerate(finals):
+        conv._picked[(id(node), j + 1)] = _stack(conv, values, conv.segs[states_in[0]].axes[0])
+
+
+def _stack(conv: Converter, values: list[int], layer: Axis) -> int:
+    """The final states of every layer along a new leading layer axis (``h_n``)."""
+    taken = set(conv.segs[values[0]].names)
+    name = "l"
+    while name in taken:
+        name += "′"
+    layer = Axis(name, layer.size)
+    one = layer.resized(1)
+    rows = [conv.apply(Box(UnsqueezeOp(one, Segment((conv.segs[v].axes[0],)), 0)), [v]) for v in values]
+    if len(rows) == 1:
+        return rows[0]
+    rest = Segment(conv.segs[rows[0]].axes[1:])
+    return conv.emit(Box(ConcatOp((one,) * len(rows), layer, Segment(()), rest)), rows,
+                     [Segment((layer,) + rest.axes)])[0]
