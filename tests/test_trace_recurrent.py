@@ -55,3 +55,56 @@ def test_bidirectional_layers_are_declined_visibly() -> None:
     with pytest.warns(UserWarning, match="opaque"):
         d = ncd.trace(model, torch.randn(5, 2, 4))
     assert d.opaque_count == 1
+
+
+class Elman(torch.nn.Module):
+    """A recurrence written as a Python loop (what the recorder unrolls): ``h = tanh(W h + U x_t)``."""
+
+    def __init__(self, reverse: bool = False, shifted: bool = False) -> None:
+        super().__init__()
+        self.w, self.u = torch.nn.Linear(5, 5), torch.nn.Linear(3, 5, bias=False)
+        self.reverse, self.shifted = reverse, shifted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[0], 5)
+        ys = []
+        order = range(x.shape[1] - 1, -1, -1) if self.reverse else range(x.shape[1])
+        for i in order:
+            j = min(i + 1, x.shape[1] - 1) if self.shifted else i  # not the step's own position: no scan
+            h = torch.tanh(self.w(h) + self.u(x[:, j]))
+            ys.append(h * 2)
+        if self.reverse:
+            ys.reverse()
+        return torch.stack(ys, dim=1) + h[:, None]
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse", "shifted"])
+def test_recorded_loops_fold_into_one_scan(kind: str) -> None:
+    torch.manual_seed(0)
+    model = Elman(reverse=kind == "reverse", shifted=kind == "shifted").eval()
+    d = ncd.trace(model, torch.randn(2, 7, 3))
+    assert len(_scans(d)) == (0 if kind == "shifted" else 1)
+    x = torch.randn(2, 7, 3)
+    torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-4)
+    if kind == "reverse":
+        assert _scans(d)[0].reverse
+
+
+def test_mamba_selective_scan_folds_and_round_trips() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                                   conv_kernel=4, time_step_rank=4)
+    torch.manual_seed(0)
+    model = transformers.MambaModel(cfg).eval()
+    from ncd.render import to_svg
+
+    sizes = []
+    for length in (6, 48):
+        d = ncd.trace(model, torch.randint(0, 64, (2, length)), use_cache=False)
+        assert [int(s.length) for s in _scans(d)] == [length]  # one scan, drawn once for both layers
+        ids = torch.randint(0, 64, (2, length))
+        got = d.to_torch()(ids)
+        torch.testing.assert_close(got[0] if isinstance(got, tuple) else got,
+                                   model(ids, use_cache=False).last_hidden_state, atol=1e-4, rtol=1e-4)
+        sizes.append(len(to_svg(d, embed_fonts=False)))
+    assert sizes[1] < 1.01 * sizes[0]

@@ -133,6 +133,9 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
     load_rules()
     captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+    from ncd.trace.loops import fold_time_loops  # recorded time loops -> scans (recur)
+
+    captured = fold_time_loops(captured)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)

@@ -84,7 +84,7 @@ def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], w_hh: tor
         return g.apply(Box(IndexOp(q, size(j))), v)
 
     def act(name: str, v: int) -> int:
-        return g.apply(Box(ElementwiseOp(name)), v)  # type: ignore[arg-type]
+        return g.apply(Box(ElementwiseOp(name)), v)
 
     def add(a: int, b: int) -> int:
         return g.apply(Box(AddOp(2)), a, b)

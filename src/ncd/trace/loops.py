@@ -1,0 +1,361 @@
+"""Folding recorded time loops into scans: a Python loop over positions becomes one :func:`ncd.Scan`.
+
+An eager recording unrolls ``for i in range(T): state = f(state, x[:, i]); ys.append(g(state))``
+into ``T`` copies of the step followed by ``torch.stack(ys)`` (Mamba's selective scan in
+``transformers``' slow path; any hand-written recurrence).  :func:`fold_time_loops` looks at
+every stack of ``T >= 2`` recorded values and proves, call by call, that the calls before it are
+``T`` copies of one step: the same operators with the same constant arguments, each reading
+(a) values from before the loop (the same in every step), (b) values of its own step,
+(c) values the step before made (a *state*; the first step reads its initial value instead), or
+(d) ``x.select(dim, i)`` of a value from before the loop at the step's own position ``i`` (a
+*scanned* input).  Calls that read only values from before the loop are hoisted out of it.  Any
+other use of a step's value outside the loop, a position that is not ``i``, or a step that is not
+an exact copy leaves the recording as it is (unrolled, still correct).
+
+The folded steps are replaced by one call of a :class:`Loop` (its operator), converted by the
+rule below: the first step is converted on its own (a nested conversion with the loop's
+inputs as its inputs) into the scan's body.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment
+from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.convert import Converter, Decline, op_name, rule
+
+__all__ = ["fold_time_loops", "Loop"]
+
+SELECT = "aten.select.int"
+
+
+@dataclass(eq=False)
+class Loop:
+    """The operator of a folded loop: the first step's calls and how the loop's inputs enter them."""
+
+    body: list[Node]  # copies of the first step's calls (arguments re-pointed at the input nodes below)
+    consts: list[Node]  # input nodes: values from before the loop that every step reads
+    states: list[Node]  # input nodes: the states (the first step's view of them)
+    slices: list[Node]  # input nodes: one position of each scanned input
+    next_states: list[Node]  # the body's calls computing each next state
+    outputs: list[Node]  # the body's calls whose values are stacked
+    dims: list[int]  # the time dimension of each scanned input (from the end)
+    stack_dims: list[int]  # the time dimension of each stacked output (from the end)
+    reverse: bool = False
+    _overloadname: str = field(default="default")
+
+    def name(self) -> str:
+        return "ncd::scan"
+
+
+def _positions(nodes: list[Node]) -> dict[int, int]:
+    return {id(n): k for k, n in enumerate(nodes)}
+
+
+def fold_time_loops(captured: Captured) -> Captured:
+    """``captured`` with every provable time loop folded into one :class:`Loop` call (see the module doc)."""
+    nodes = list(captured.nodes)
+    k = 0
+    while k < len(nodes):
+        node = nodes[k]
+        if node.kind == "call" and op_name(node.target)[1] == "aten.stack.default":
+            folded = _fold(nodes, k, captured.outputs)
+            if folded is not None:
+                nodes = folded
+                k = 0
+                continue
+        k += 1
+    if len(nodes) == len(captured.nodes):
+        return captured
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(value, (list, tuple)):
+        out: list[tuple[tuple[Any, ...], Any]] = []
+        for j, v in enumerate(value):
+            out.extend(_leaves(v, path + (j,)))
+        return out
+    if isinstance(value, dict):
+        out = []
+        for key in sorted(value):
+            out.extend(_leaves(value[key], path + (key,)))
+        return out
+    return [(path, value)]
+
+
+def _fold(nodes: list[Node], s: int, outputs: list[Any]) -> list[Node] | None:  # noqa: C901 - one proof, step by step
+    stack = nodes[s]
+    items = stack.args[0] if stack.args else None
+    dim = stack.args[1] if len(stack.args) > 1 else stack.kwargs.get("dim", 0)
+    if not isinstance(items, (list, tuple)) or len(items) < 2 or not all(isinstance(y, Node) and y.kind == "call"
+                                                                          for y in items):
+        return None
+    calls = [j for j in range(s) if nodes[j].kind == "call"]
+    where = {calls[j]: j for j in range(len(calls))}
+    call_ids = {id(nodes[c]) for c in calls}
+    if any(id(y) not in call_ids for y in items):
+        return None
+    pos = _positions(nodes)
+    ends = [where[pos[id(y)]] for y in items]
+    flipped = ends[0] > ends[-1]  # stacked last step first: a loop running backwards that stores at its positions
+    if flipped:
+        items, ends = list(reversed(items)), list(reversed(ends))
+    steps = len(items)
+    length = ends[1] - ends[0]
+    if length < 1 or any(ends[i + 1] - ends[i] != length for i in range(steps - 1)):
+        return None
+    for shift in range(length):  # the step may go on after the value it stacks
+        last = ends[-1] + shift
+        first = ends[0] + shift - length + 1
+        if first < 0 or last >= len(calls):
+            break
+        chunks = [[nodes[calls[first + i * length + j]] for j in range(length)] for i in range(steps)]
+        plan = _prove(chunks, items)
+        if plan is not None and plan.reverse == flipped:
+            return _rewrite(nodes, stack, chunks, plan, dim, outputs)
+    return None
+
+
+@dataclass
+class _Plan:
+    hoisted: set[int]  # positions computed once, before the loop
+    selects: dict[int, tuple[Node, int]]  # position -> (scanned value before the loop, its dim)
+    states: dict[int, Node]  # position of the next state -> its initial value
+    output: int  # the position whose value is stacked
+    reverse: bool
+
+
+def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
+    steps, length = len(chunks), len(chunks[0])
+    index = [{id(n): j for j, n in enumerate(chunk)} for chunk in chunks]
+    outputs = {index[i].get(id(y)) for i, y in enumerate(items)}
+    if len(outputs) != 1 or None in outputs:
+        return None
+    output = next(iter(outputs))
+    assert output is not None
+    hoisted: set[int] = set()
+    selects: dict[int, tuple[Node, int]] = {}
+    states: dict[int, Node] = {}
+    reverse: bool | None = None
+    for j in range(length):
+        first = chunks[0][j]
+        if any(c[j].target is not first.target for c in chunks):
+            return None
+        leaves = [_leaves((c[j].args, c[j].kwargs)) for c in chunks]
+        if any(len(lv) != len(leaves[0]) or [p for p, _ in lv] != [p for p, _ in leaves[0]] for lv in leaves):
+            return None
+        inside = False
+        for at, (path, v0) in enumerate(leaves[0]):
+            values = [lv[at][1] for lv in leaves]
+            if isinstance(v0, Node):
+                if not all(isinstance(v, Node) for v in values):
+                    return None
+                own = [index[i].get(id(v)) for i, v in enumerate(values)]
+                if all(o == own[0] for o in own) and own[0] is not None:
+                    inside = inside or own[0] not in hoisted
+                    continue
+                if all(v is v0 for v in values) and all(o is None for o in own):
+                    continue  # from before the loop (or a parameter)
+                before = [index[i - 1].get(id(v)) for i, v in enumerate(values) if i > 0]
+                if own[0] is None and len(set(before)) == 1 and before[0] is not None and \
+                        all(o is None for o in own[1:]):
+                    q = before[0]
+                    if states.get(q, v0) is not v0:
+                        return None
+                    states[q] = v0
+                    inside = True
+                    continue
+                return None
+            if path == (0, 2) and op_name(first.target)[1] == SELECT and isinstance(v0, int) and \
+                    all(isinstance(v, int) for v in values):
+                forward = all(v == i for i, v in enumerate(values))
+                backward = all(v == steps - 1 - i for i, v in enumerate(values))
+                if forward or backward:
+                    if reverse is not None and reverse != backward:
+                        return None
+                    reverse = backward and not forward
+                    source = first.args[0]
+                    if not isinstance(source, Node) or index[0].get(id(source)) not in (None, *hoisted):
+                        return None
+                    if source.value.dim() and isinstance(first.args[1], int):
+                        selects[j] = (source, first.args[1] % source.value.dim())
+                    else:
+                        return None
+                    inside = True
+                    continue
+            if not all(_same(v, v0) for v in values):
+                return None
+        if not inside and j not in selects:
+            hoisted.add(j)
+    if not selects or output in hoisted:
+        return None
+    return _Plan(hoisted, selects, states, output, bool(reverse))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is b
+    return type(a) is type(b) and a == b
+
+
+def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Plan, dim: int,
+             outputs: list[Any]) -> list[Node] | None:
+    length = len(chunks[0])
+    members = {id(n) for chunk in chunks for n in chunk}
+    last = chunks[-1]
+    finals = sorted(plan.states)
+    # every use outside the loop: the stack, or the last step's states
+    allowed = {id(stack)}
+    for node in nodes:
+        if id(node) in members or id(node) in allowed:
+            continue
+        for r in refs((node.args, node.kwargs)):
+            if id(r) in members and not (r is last[plan.output] and node is stack) and \
+                    not any(r is last[q] for q in finals) and not any(r is chunks[0][h] for h in plan.hoisted):
+                return None
+    if any(isinstance(o, Node) and id(o) in members and not any(o is last[q] for q in finals) for o in outputs):
+        return None
+    first = chunks[0]
+    hoisted_nodes = [first[h] for h in sorted(plan.hoisted)]
+    # the body: copies of the first step's calls, reading input nodes
+    consts: dict[int, tuple[Node, Node]] = {}  # id of the outside value -> (it, the body's input node)
+    mapping: dict[int, Node] = {}
+    state_inputs = {q: Node(f"state{k}", "input", value=init.value, source=f"state{k}", live=True)
+                    for k, (q, init) in enumerate(sorted(plan.states.items()))}
+    slice_inputs = {j: Node(f"x{k}", "input", value=first[j].value, source=f"x{k}", live=True)
+                    for k, j in enumerate(sorted(plan.selects))}
+    init_of = {id(init): state_inputs[q] for q, init in plan.states.items()}
+    body: list[Node] = []
+
+    def remap(value: Any) -> Any:
+        if isinstance(value, Node):
+            if id(value) in mapping:
+                return mapping[id(value)]
+            if id(value) in init_of:
+                return init_of[id(value)]
+            if value.live:
+                if id(value) not in consts:
+                    consts[id(value)] = (value, Node(f"c{len(consts)}", "input", value=value.value,
+                                                     source=f"c{len(consts)}", live=True))
+                return consts[id(value)][1]
+            return value  # a parameter or a constant: the nested conversion folds it
+        if isinstance(value, (list, tuple)):
+            return type(value)(remap(v) for v in value)
+        if isinstance(value, dict):
+            return {k: remap(v) for k, v in value.items()}
+        return value
+
+    for j in range(length):
+        n = first[j]
+        if j in plan.hoisted:
+            continue
+        if j in plan.selects:
+            mapping[id(n)] = slice_inputs[j]
+            continue
+        copy = Node(n.name, "call", n.target, remap(n.args), remap(n.kwargs), n.value, n.stack, n.source, True, n.line)
+        mapping[id(n)] = copy
+        body.append(copy)
+    _relive(body)
+    scanned = [plan.selects[j] for j in sorted(plan.selects)]
+    ys = stack.value
+    loop = Loop(body, [inner for _, inner in consts.values()], [state_inputs[q] for q in sorted(plan.states)],
+                [slice_inputs[j] for j in sorted(plan.selects)],
+                [mapping[id(first[q])] for q in sorted(plan.states)], [mapping[id(first[plan.output])]],
+                [d - source.value.dim() for source, d in scanned], [dim % ys.dim() - ys.dim()], plan.reverse)
+    if any(not isinstance(n, Node) for n in loop.next_states + loop.outputs):
+        return None
+    outer_consts = [outer for outer, _ in consts.values()]
+    inits = [plan.states[q] for q in sorted(plan.states)]
+    args = (tuple(outer_consts), tuple(inits), tuple(source for source, _ in scanned))
+    value = tuple(last[q].value for q in finals) + (ys,)
+    call = Node(f"scan_{stack.name}", "call", loop, args, {}, value, first[plan.output].stack, "", True, first[0].line)
+    picks = []
+    for k, q in enumerate(finals):
+        node = last[q]
+        node.target, node.args, node.kwargs = operator.getitem, (call, k), {}
+        picks.append(node)
+    stack.target, stack.args, stack.kwargs = operator.getitem, (call, len(finals)), {}
+    start = nodes.index(first[0])
+    out: list[Node] = []
+    for k, node in enumerate(nodes):
+        if k == start:
+            out.extend(hoisted_nodes)
+            out.append(call)
+            out.extend(picks)
+            out.append(stack)
+        if id(node) in members or node is stack:
+            continue
+        out.append(node)
+    return out
+
+
+def _relive(body: list[Node]) -> None:
+    """Liveness inside the body: a call is live when it reads an input or a live call (a state starting at zero is)."""
+    for n in body:
+        n.live = any(r.kind == "input" or (r.kind == "call" and r.live) for r in refs((n.args, n.kwargs)))
+
+
+@rule("ncd.scan")
+def convert_loop(conv: Converter, node: Node) -> None:
+    """The folded loop as one scan box: its body converted on its own, named like the loop's inputs."""
+    from ncd.ir.axes import Type
+    from ncd.ir.diagram import Box
+    from ncd.prims.scan import ScanOp
+    from ncd.trace.wiring import assemble
+
+    loop: Loop = node.target
+    consts, inits, scanned = node.args
+    const_ids = [conv.value(r) for r in consts]
+    state_ids = [conv.value(r) for r in inits]
+    x_ids = [conv.value(r) for r in scanned]
+    time_names = {conv.segs[v].names[d] for v, d in zip(x_ids, loop.dims)}
+    if len(time_names) != 1:
+        x_ids = [_rename_time(conv, v, d, sorted(time_names)[0]) for v, d in zip(x_ids, loop.dims)]
+    time = conv.segs[x_ids[0]].axes[loop.dims[0]]
+    inputs = loop.consts + loop.states + loop.slices
+    from ncd.trace.capture import Captured
+
+    sub_captured = Captured(inputs + loop.body, loop.next_states + loop.outputs, "dispatch", [n.source for n in inputs])
+    sub = Converter(sub_captured, None, conv.model)
+    for n, v in zip(inputs, const_ids + state_ids + x_ids):
+        seg = conv.segs[v]
+        if loop.slices and n in loop.slices:
+            kept = list(seg.axes)
+            del kept[loop.dims[loop.slices.index(n)]]
+            seg = Segment(tuple(kept), seg.dtype, seg.range)
+        sub.segs[sub.values[id(n)]] = seg
+    sub.namer = conv.namer
+    outs = sub.run()
+    if sub.failures or sub.emitted.opaque:
+        raise Decline("the loop's step does not convert without opaque boxes")
+    c, k = len(const_ids), len(state_ids)
+    for j in range(k):  # a state leaves the body with the names it entered with
+        want = sub.segs[sub.inputs[c + j]]
+        outs[j] = sub.view(outs[j], list(want.names), tuple(int(a.size) for a in want.axes))
+    for st in sub.steps:  # the body is the scan's: no module blocks inside it
+        st.stack = ()
+    body = assemble(sub.steps, outs, sub.segs, sub.inputs, fold=False)
+    y_segs = [sub.segs[v] for v in outs[k:]]
+    y_pos = [d + len(seg) + 1 for d, seg in zip(loop.stack_dims, y_segs)]
+    x_pos = [d % len(conv.segs[v]) for v, d in zip(x_ids, loop.dims)]
+    box = Box(ScanOp(body, time, c, k, tuple(x_pos), tuple(y_pos), loop.reverse))
+    got = Type(tuple(conv.segs[v] for v in const_ids + state_ids + x_ids))
+    if not box.dom.same(got):
+        raise Decline(f"the loop's inputs '{got}' do not fit its body '{box.dom}'")
+    vids = conv.emit(box, const_ids + state_ids + x_ids, list(box.cod))
+    conv.emitted.tensors.extend(sub.emitted.tensors)
+    for j, vid in enumerate(vids):
+        conv._picked[(id(node), j)] = vid
+
+
+def _rename_time(conv: Converter, vid: int, dim: int, name: str) -> int:
+    seg = conv.segs[vid]
+    names = list(seg.names)
+    names[dim] = name
+    return conv.view(vid, names, tuple(int(a.size) for a in seg.axes))
