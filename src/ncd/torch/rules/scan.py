@@ -18,6 +18,7 @@ appends its outputs to lists stacked after the loop::
 from __future__ import annotations
 
 from ncd.prims.scan import ScanOp, inline
+from ncd.ir.program import Op
 from ncd.torch.rules import RuleContext, Value, register
 
 
@@ -43,8 +44,8 @@ def lower_scan(ctx: RuleContext) -> list[str]:
     for name in lists:
         em.line(f"{name} = []")
     step = em.fresh("step")
-    em.line(f"for {step} in range({steps - 1}, -1, -1):" if prim.reverse else f"for {step} in range({steps}):")
-    mark = len(em.body)
+    header = f"for {step} in range({steps - 1}, -1, -1):" if prim.reverse else f"for {step} in range({steps}):"
+    mark = len(em.function.ops)
     slices = []
     for v, pos, seg in zip(xs, prim.x_pos, body.dom.segments[c + k:]):
         var = em.fresh(f"{v.var}_t")
@@ -56,7 +57,11 @@ def lower_scan(ctx: RuleContext) -> list[str]:
             em.line(f"{s.var} = {r.var}")
     for name, r in zip(lists, results[k:]):
         em.line(f"{name}.append({r.var})")
-    em.body[mark:] = ["    " + line for line in em.body[mark:]]
+    inside = em.function.ops[mark:]  # the step's ops become one loop op of the program
+    del em.function.ops[mark:]
+    code = "\n".join([header] + ["    " + line for op in inside for line in op.lines()])
+    args = tuple(dict.fromkeys(v for op in inside for v in op.args if v.var in {a.var for a in ctx.args} | set(lists)))
+    em.emit(Op("loop", "for", args, tuple(states), code, box=em.current))
     outs = [s.var for s in states]
     for name, pos, seg in zip(lists, prim.y_pos, body.cod.segments[k:]):
         if prim.reverse:
