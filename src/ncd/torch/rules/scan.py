@@ -17,8 +17,8 @@ appends its outputs to lists stacked after the loop::
 
 from __future__ import annotations
 
-from ncd.prims.scan import ScanOp, inline
 from ncd.ir.program import Op
+from ncd.prims.scan import ScanOp, inline
 from ncd.torch.rules import RuleContext, Value, register
 
 
