@@ -126,3 +126,8 @@ def load_json(text: str | bytes, *, trust: bool = False) -> Diagram:
 from ncd.iomodel import Hierarchy, io, online_softmax  # noqa: E402
 
 __all__ += ["Hierarchy", "io", "online_softmax"]
+# -- prims: the ends of an axis (roll, pad), cumulative sums --
+from ncd.prims.cumulative import CumSum  # noqa: E402
+from ncd.prims.padding import Pad, Roll  # noqa: E402
+
+__all__ += ["Roll", "Pad", "CumSum"]

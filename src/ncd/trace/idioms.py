@@ -40,6 +40,7 @@ __all__ = ["load_rules", "prepare"]
 def load_rules() -> None:
     """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
     import ncd.trace.attention  # noqa: F401
+    import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ... — one line)
     import ncd.trace.indexing  # noqa: F401
     import ncd.trace.recurrent  # noqa: F401  (LSTM, GRU, RNN as scans: recur)
     import ncd.trace.scalars  # noqa: F401

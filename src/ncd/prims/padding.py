@@ -1,0 +1,312 @@
+"""The ends of an axis: a cyclic shift (``roll``) and padding (constant, reflected, replicated).
+
+Both act on a few axes of one tensor and are woven over the rest, like a convolution's window:
+
+* ``Roll("h w", (-3, -3))`` shifts entries cyclically along ``h`` and ``w`` (Swin's shifted
+  windows): ``torch.roll``; its transpose is the opposite shift.
+* ``Pad("x y", (1, 1), mode="reflect")`` adds entries before and after each axis:
+  ``mode="constant"`` fills them with ``value`` (negative amounts crop, as ``F.pad`` does),
+  ``"reflect"`` mirrors the axis without repeating its edge, ``"replicate"`` repeats the edge.
+  The padded axes keep their names (``x -> x:x+2``) unless ``out`` renames them.  A constant
+  pad's transpose is the crop of the same amounts; a reflected or replicated pad's transpose
+  adds each mirrored entry back onto its source (:class:`PadTransposeOp`).
+
+One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
+
+>>> import ncd
+>>> str((ncd.Identity.of("c x y") >> ncd.Pad("x y", 1, 2, mode="reflect")).cod)
+'c x:x+3 y:y+3'
+>>> ncd.Roll("h w", (-3, -3)).prim.label()
+'roll −3, −3'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
+
+from ncd.errors import ParseError, SizeError
+from ncd.ir import weaving
+from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.size import size_text
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import BoxBackward
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.render.layout import Frag, Layout
+    from ncd.torch.rules import RuleContext
+
+__all__ = ["RollOp", "PadOp", "PadTransposeOp", "Roll", "Pad", "PAD_MODES"]
+
+#: padding modes and ``F.pad``'s name for them
+PAD_MODES = ("constant", "reflect", "replicate")
+
+
+def _ints(values: object, n: int, what: str) -> tuple[int, ...]:
+    if isinstance(values, int) and not isinstance(values, bool):
+        return (values,) * n
+    if not isinstance(values, (tuple, list)) or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ParseError(f"{what}: {values!r} is not a whole number or a tuple of whole numbers")
+    out = tuple(values)
+    if len(out) == 1:
+        return out * n
+    if len(out) != n:
+        raise ParseError(f"{what}: {len(out)} amounts for {n} axes")
+    return out
+
+
+def _signed(v: int) -> str:
+    return f"−{-v}" if v < 0 else str(v)
+
+
+@dataclass(frozen=True)
+class RollOp(Primitive):
+    """Entries of ``axes`` shifted cyclically by ``shifts`` (one per axis): ``torch.roll``."""
+
+    axes: Segment
+    shifts: tuple[int, ...]
+
+    op: ClassVar[str] = "roll"
+    family: ClassVar[str] = "padding"
+    kind: ClassVar[Kind] = "linear"
+    weave_policy = weaving.same_inputs_and_output
+
+    def __post_init__(self) -> None:
+        if not self.axes.axes or self.axes.repeated:
+            raise ParseError(f"roll takes distinct axes, not '{self.axes}'")
+        if len(self.shifts) != len(self.axes) or any(isinstance(s, bool) or not isinstance(s, int) for s in self.shifts):
+            raise ParseError(f"roll of '{self.axes}': needs one whole-number shift per axis, not {self.shifts!r}")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "roll " + ", ".join(_signed(s) for s in self.shifts)
+
+
+@dataclass(frozen=True)
+class PadOp(Primitive):
+    """``before[i]`` and ``after[i]`` entries added to axis ``i`` of ``axes`` (the result: ``output``)."""
+
+    axes: Segment
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    mode: str = "constant"
+    value: float = 0.0
+    output: Segment | None = None
+
+    op: ClassVar[str] = "pad"
+    family: ClassVar[str] = "padding"
+    kind: ClassVar[Kind] = "nonlinear"  # affine: a constant fill
+    weave_policy = weaving.own_last
+
+    def __post_init__(self) -> None:
+        n = len(self.axes)
+        where = f"pad of '{self.axes}'"
+        if not n or self.axes.repeated or self.axes.dtype != "float":
+            raise ParseError(f"{where}: pads distinct axes of a float tensor")
+        if self.mode not in PAD_MODES:
+            raise ParseError(f"{where}: unknown mode {self.mode!r}; known: {', '.join(PAD_MODES)}")
+        if len(self.before) != n or len(self.after) != n:
+            raise ParseError(f"{where}: needs one amount before and after each of its {n} axes")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or self.value != self.value:
+            raise ParseError(f"{where}: the fill value {self.value!r} is not a number")
+        if self.mode != "constant":
+            if n > 3:
+                raise ParseError(f"{where}: {self.mode} padding takes 1 to 3 axes (torch's limit), not {n}")
+            if min(self.before + self.after) < 0:
+                raise SizeError(f"{where}: {self.mode} padding needs amounts >= 0, not {self.before} and {self.after}")
+        for a, b, c in zip(self.axes, self.before, self.after):
+            if a.size.free_symbols:
+                continue
+            if self.mode == "reflect" and max(b, c) >= a.size:
+                raise SizeError(f"{where}: reflect padding of axis {a.name} of size {size_text(a.size)} by {b} and {c}"
+                                f" must be smaller than the axis")
+            if a.size + b + c < 1:
+                raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c} leaves nothing")
+        if self.output is not None:
+            want = self.padded()
+            if len(self.output) != n or any(not sympy.simplify(x.size - y.size) == 0 for x, y in zip(self.output, want)):
+                raise SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'")
+
+    def padded(self) -> Segment:
+        return Segment(tuple(a.resized(a.size + b + c) for a, b, c in zip(self.axes, self.before, self.after)))
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.output if self.output is not None else self.padded(),))
+
+    def label(self) -> str:
+        if self.before == self.after:
+            same = len(set(self.before)) == 1
+            amounts = _signed(self.before[0]) if same else ", ".join(_signed(b) for b in self.before)
+        else:
+            amounts = ", ".join(f"{_signed(b)}|{_signed(c)}" for b, c in zip(self.before, self.after))
+        fill = f" fill {self.value:g}" if self.mode == "constant" and self.value else ""
+        return f"pad{'' if self.mode == 'constant' else ' ' + self.mode} {amounts}{fill}"
+
+
+@dataclass(frozen=True)
+class PadTransposeOp(Primitive):
+    """The transpose of a reflected or replicated :class:`PadOp`: every padded entry added back onto its source.
+
+    The fields are the forward padding's; the box maps its output axes to its input axes.
+    """
+
+    axes: Segment
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    mode: str
+
+    op: ClassVar[str] = "pad_transpose"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        if self.mode == "constant":
+            raise ParseError("the transpose of a constant pad is a crop: Pad with negative amounts")
+        PadOp(self.axes, self.before, self.after, self.mode)  # checks the amounts
+
+    @property
+    def pad(self) -> PadOp:
+        return PadOp(self.axes, self.before, self.after, self.mode)
+
+    def signature(self) -> tuple[Type, Type]:
+        dom, cod = self.pad.signature()
+        return cod, dom
+
+    def label(self) -> str:
+        return self.pad.label() + "ᵀ"
+
+
+def _segment(axes: TypeLike, what: str) -> Segment:
+    typ = as_type(axes)
+    if len(typ) != 1:
+        raise ParseError(f"{what} takes one segment, not '{typ}'")
+    return typ[0]
+
+
+def Roll(axes: TypeLike, shifts: int | tuple[int, ...]) -> Box:
+    """Shift the entries of ``axes`` cyclically (``torch.roll(x, shifts, dims)``)."""
+    seg = _segment(axes, "roll")
+    return Box.make(RollOp(seg, _ints(shifts, len(seg), f"roll of '{seg}'")))
+
+
+def Pad(axes: TypeLike, amounts: int | tuple[int, ...], after: int | tuple[int, ...] | None = None, *,
+        mode: str = "constant", value: float = 0.0, out: TypeLike | None = None) -> Box:
+    """Pad ``axes`` by ``amounts`` before (and ``after``, default: the same) each; ``mode``: constant, reflect, replicate."""
+    seg = _segment(axes, "pad")
+    before = _ints(amounts, len(seg), f"pad of '{seg}'")
+    end = before if after is None else _ints(after, len(seg), f"pad of '{seg}'")
+    output = None
+    if out is not None:
+        names = _segment(out, "pad").names
+        padded = PadOp(seg, before, end, mode, value).padded()
+        output = Segment(tuple(a.renamed(n) for a, n in zip(padded, names))) if len(names) == len(seg) else _segment(out, "pad")
+    return Box.make(PadOp(seg, before, end, mode, float(value), output))
+
+
+# -- lowering (ncd.torch.rules) -----------------------------------------------------------------
+def _pads(prim: PadOp) -> tuple[int, ...]:
+    """``F.pad``'s amounts: last axis first, before then after."""
+    return tuple(v for b, a in zip(reversed(prim.before), reversed(prim.after)) for v in (b, a))
+
+
+def lower_roll(prim: RollOp, ctx: RuleContext) -> list[str]:
+    dims = tuple(ctx.own_dims("dom", 0))
+    return [f"torch.roll({ctx.args[0].var}, {prim.shifts}, {dims})"]
+
+
+def _folded(ctx: RuleContext, x: str, axes: tuple[Axis, ...], call: str, out: tuple[Axis, ...]) -> str:
+    """``call`` on ``x`` with its leading dims folded into one (torch's reflect/replicate take 1 or 2 more dims)."""
+    inner = ", ".join(str(ctx.int(a.size, f"axis {a.name}")) for a in axes)
+    outer = ", ".join(str(ctx.int(a.size, f"axis {a.name}")) for a in out)
+    return f"{call.format(f'{x}.reshape(-1, {inner})')}.view(*{x}.shape[:-{len(axes)}], {outer})"
+
+
+def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
+    x = ctx.args[0].var
+    if prim.mode == "constant":
+        value = "" if prim.value == 0 else f", value={prim.value!r}"
+        return [f"F.pad({x}, {_pads(prim)}{value})"]
+    return [_folded(ctx, x, prim.axes.axes, f"F.pad({{}}, {_pads(prim)}, mode={prim.mode!r})", prim.padded().axes)]
+
+
+def lower_pad_transpose(prim: PadTransposeOp, ctx: RuleContext) -> list[str]:
+    pad = prim.pad
+    n = len(pad.axes)
+    name = {"reflect": "reflection", "replicate": "replication"}[pad.mode]
+    g = ctx.args[0].var
+    shape = ", ".join(str(ctx.int(a.size, f"axis {a.name}")) for a in pad.axes)
+    like = f"{{0}}.new_empty(({{0}}.shape[0], {shape}))"
+    call = f"torch.ops.aten.{name}_pad{n}d_backward({{0}}, {like}, {list(_pads(pad))})"
+    return [_folded(ctx, g, pad.padded().axes, call, pad.axes.axes)]
+
+
+# -- costs and backward (ncd.analysis) ----------------------------------------------------------
+def cost_roll(prim: RollOp, ctx: CostContext) -> list[Tensor]:
+    """``torch.roll`` writes a new tensor and keeps nothing."""
+    return [ctx.like(0, ctx.inputs[0])]
+
+
+def cost_pad(prim: PadOp, ctx: CostContext) -> list[Tensor]:
+    """A constant pad keeps nothing; reflected and replicated pads keep their (folded) input."""
+    x = ctx.inputs[0]
+    if prim.mode != "constant" and x.grad:
+        ctx.save(x if x.contiguous else ctx.new(x.axes, grad=x.grad))
+    return [ctx.output(0)]
+
+
+def cost_pad_transpose(prim: PadTransposeOp, ctx: CostContext) -> list[Tensor]:
+    """``reflection_pad*_backward`` keeps nothing (its own derivative is the pad)."""
+    ctx.other(ctx.inputs[0].numel, ctx.numel() if ctx.grad else sympy.Integer(0))
+    return [ctx.output(0)]
+
+
+def backward_roll(prim: RollOp, box: Box, builder: object) -> BoxBackward:
+    """The transpose of a cyclic shift is the opposite shift."""
+    from ncd.analysis.backward import BoxBackward
+
+    return BoxBackward((), Box(RollOp(prim.axes, tuple(-s for s in prim.shifts))))
+
+
+def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
+    """Constant: crop the cotangent by the same amounts; reflect/replicate: :class:`PadTransposeOp`."""
+    from ncd.analysis.backward import BoxBackward
+
+    if prim.mode != "constant":
+        return BoxBackward((), Box(PadTransposeOp(prim.axes, prim.before, prim.after, prim.mode)))
+    padded = prim.output if prim.output is not None else prim.padded()
+    crop = PadOp(padded, tuple(-b for b in prim.before), tuple(-a for a in prim.after), output=prim.axes)
+    return BoxBackward((), Box(crop))
+
+
+def backward_pad_transpose(prim: PadTransposeOp, box: Box, builder: object) -> BoxBackward:
+    """Linear, so its transpose is the pad itself."""
+    from ncd.analysis.backward import BoxBackward
+
+    return BoxBackward((), Box(prim.pad))
+
+
+# -- drawing (ncd.render) -----------------------------------------------------------------------
+def draw_boundary(prim: RollOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) -> Frag:
+    """A tag on the wires it acts on, like a slice: ``roll −3, −3``, ``pad 1|1``."""
+    from ncd.render.pictograms import generic_box
+    from ncd.render.typeset import typeset_text
+
+    return generic_box(ctx, box.dom, box.cod, typeset_text(box.prim.label()), fill="#fdf3d0", name=box.prim.op, min_w=16.0)
+
+
+def _register() -> None:
+    from ncd.prims._rules import register_family
+
+    register_family(RollOp, lower_roll, cost_roll, backward_roll, draw_boundary)
+    register_family(PadOp, lower_pad, cost_pad, backward_pad, draw_boundary)
+    register_family(PadTransposeOp, lower_pad_transpose, cost_pad_transpose, backward_pad_transpose, draw_boundary)
+
+
+_register()
