@@ -50,3 +50,55 @@ def test_what_the_boxes_cannot_say_stays_opaque_and_exact() -> None:
         warnings.simplefilter("ignore")
         d = _fresh_round_trip(Unsupported(), torch.randn(2, 5))
     assert d.opaque_count == 2
+
+
+class Vision(nn.Module):
+    """ConvNeXt/MobileViT-style pieces: group norm, interpolation, adaptive pooling, functions met opaque before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(2, 4)
+        self.plain = nn.GroupNorm(4, 4, affine=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.plain(self.norm(x))
+        y = F.interpolate(y, scale_factor=2, mode="nearest")
+        y = F.interpolate(y, size=(5, 7), mode="bilinear", align_corners=False)
+        z = F.adaptive_avg_pool2d(y, (3, 2)) + F.adaptive_max_pool2d(y, (3, 2))
+        act = torch.rsqrt(z.abs() + 1) + F.softplus(z) + F.hardswish(z) + F.hardsigmoid(z) + F.relu6(z) + F.mish(z)
+        return act, F.leaky_relu(z) * F.elu(z) + torch.erf(z) + torch.sin(z) * torch.cos(z), z / (y.mean(-1)[..., :3, None] + 2)
+
+
+def test_group_norm_resampling_and_functions_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Vision(), torch.randn(2, 4, 6, 5))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("groupnorm") == 2 and ops.count("interpolate") == 2 and ops.count("divide") == 1
+    assert {"adaptive_avgpool", "adaptive_maxpool"} <= set(ops)
+    functions = {b.prim.function for b in d.boxes() if b.prim.op == "elementwise"}
+    assert {"rsqrt", "softplus", "hardswish", "hardsigmoid", "relu6", "mish", "leaky_relu", "elu", "erf", "sin", "cos"} <= functions
+    assert sum(p.numel() for p in d.to_torch().parameters()) == 8  # the affine group norm's weight and bias
+
+
+class Router(nn.Module):
+    """A mixture-of-experts router (Mixtral, Qwen2-MoE): top-k experts, their weights renormalised, tokens sorted by expert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(6, 5, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        probs = torch.softmax(self.gate(x), dim=-1)
+        weights, experts = torch.topk(probs, 2, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        ranked, order = torch.sort(probs, dim=1, descending=True)
+        return weights, experts, ranked, order, torch.argsort(probs, dim=-1, stable=True)
+
+
+def test_top_k_and_sort_routing_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Router(), torch.randn(2, 7, 6))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("topk") == 1 and ops.count("sort") == 2 and ops.count("divide") == 1

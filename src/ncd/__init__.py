@@ -131,3 +131,10 @@ from ncd.prims.cumulative import CumSum  # noqa: E402
 from ncd.prims.padding import Pad, Roll  # noqa: E402
 
 __all__ += ["Roll", "Pad", "CumSum"]
+# -- prims: ranking (top-k, sort), resampling (interpolation, adaptive max pooling), group norm, division --
+from ncd.prims.division import Divide  # noqa: E402
+from ncd.prims.groupnorm import GroupNorm  # noqa: E402
+from ncd.prims.ranking import Sort, TopK  # noqa: E402
+from ncd.prims.resampling import AdaptiveMaxPool, Interpolate  # noqa: E402
+
+__all__ += ["TopK", "Sort", "Interpolate", "AdaptiveMaxPool", "GroupNorm", "Divide"]

@@ -84,6 +84,23 @@ ROWS: dict[str, Function] = {
     "neg": Function("−", "torch.neg({})", None, None),
     "abs": Function("|x|", "torch.abs({})", "input", "torch.sign({v})"),
     "identity": Function("id", "{}", None, None),
+    # functions the importer met opaque (one row each: lowering, saved value, derivative and glyph)
+    "rsqrt": Function("1/√", "torch.rsqrt({})", "output", "-0.5 * {v} * {v} * {v}"),
+    "reciprocal": Function("1/x", "torch.reciprocal({})", "output", "-{v} * {v}"),
+    "softplus": Function("softplus", "F.softplus({})", "input", "torch.sigmoid({v})"),
+    "mish": Function("mish", "F.mish({})", "input",
+                     "torch.tanh(F.softplus({v})) + {v} * torch.sigmoid({v}) * (1 - torch.tanh(F.softplus({v})) ** 2)"),
+    "hardswish": Function("hswish", "F.hardswish({})", "input",
+                          "torch.where({v} < -3, 0.0, torch.where({v} <= 3, {v} / 3 + 0.5, 1.0))"),
+    "hardsigmoid": Function("hσ", "F.hardsigmoid({})", "input", "(({v} > -3) & ({v} < 3)).to({v}.dtype) / 6"),
+    "relu6": Function("R6", "F.relu6({})", "input", "(({v} > 0) & ({v} < 6)).to({v}.dtype)"),
+    "leaky_relu": Function("LR", "F.leaky_relu({})", "input", "torch.where({v} > 0, 1.0, 0.01)"),
+    "elu": Function("ELU", "F.elu({})", "input", "torch.where({v} > 0, 1.0, torch.exp({v}))"),
+    "erf": Function("erf", "torch.erf({})", "input", "1.1283791670955126 * torch.exp(-{v} * {v})"),
+    "sin": Function("sin", "torch.sin({})", "input", "torch.cos({v})"),
+    "cos": Function("cos", "torch.cos({})", "input", "-torch.sin({v})"),
+    "log1p": Function("log1p", "torch.log1p({})", "input", "1 / (1 + {v})"),
+    "expm1": Function("expm1", "torch.expm1({})", "output", "{v} + 1"),
 }
 
 #: Elementwise function names and the glyph the paper draws for them.

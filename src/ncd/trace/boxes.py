@@ -151,3 +151,272 @@ def cumsum(conv: Converter, node: Node) -> None:
     if not conv.segs[woven].same(whole):
         raise Decline("the sum's wires")
     _same_wires(conv, node, woven)
+
+
+# -- elementwise functions (rows of ncd.prims.elementwise.ROWS) and division ----------------------
+#: ATen operator -> (row of ROWS, the default arguments beyond the input it is exact for)
+UNARY = {"rsqrt": ("rsqrt", ()), "reciprocal": ("reciprocal", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
+         "hardswish": ("hardswish", ()), "hardsigmoid": ("hardsigmoid", ()), "relu6": ("relu6", ()),
+         "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
+         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "hardtanh": ("relu6", (0, 6))}
+
+
+@rule(*(f"aten.{name}" for name in UNARY))
+def unary(conv: Converter, node: Node) -> None:
+    from ncd.prims.elementwise import ElementwiseOp
+
+    name = node.target.name().split("::")[1].split(".")[0]
+    function, defaults = UNARY[name]
+    given = list(node.args[1:])
+    if any(a != d for a, d in zip(given, defaults)) or len(given) > len(defaults) or node.kwargs:
+        raise Decline(f"{name} with other arguments {given} {node.kwargs}")
+    if name == "hardtanh" and len(given) != 2:
+        raise Decline("hardtanh other than relu6")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _same_wires(conv, node, conv.apply(Box(ElementwiseOp(function)), [vid]))
+
+
+def _division(conv: Converter, node: Node) -> bool:
+    """``a / b`` for two float tensors (broadcast by position, as torch does); False when it is not that."""
+    from ncd.prims.division import DivideOp
+    from ncd.trace.idioms import operand, out_names
+
+    a, b = node.args[:2]
+    tensors = [v for v in (a, b) if isinstance(v, Node) and isinstance(v.value, torch.Tensor)]
+    if (len(tensors) != 2 or not any(v.live for v in tensors) or node.kwargs.get("rounding_mode") is not None
+            or not node.value.is_floating_point() or any(v.value.dtype != node.value.dtype for v in tensors)):
+        return False
+    names = out_names(conv, node, [a, b])
+    shape = tuple(int(s) for s in node.value.shape)
+    va, vb = operand(conv, a, names, shape), operand(conv, b, names, shape)
+    vid = conv.apply(Box(DivideOp()), [va, vb])
+    if list(conv.segs[vid].names) != names:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+    conv.bind(node, vid)
+    return True
+
+
+def _hook_division() -> None:
+    """Tensor/tensor division beside the core arithmetic rule (which keeps numbers and the other operators)."""
+    from ncd.trace.convert import RULES
+    from ncd.trace.idioms import arithmetic
+
+    def divide(conv: Converter, node: Node) -> None:
+        if node.target.name().split("::")[1].split(".")[0] == "div" and _division(conv, node):
+            return
+        arithmetic(conv, node)
+
+    for name in ("aten.div",):
+        if RULES.get(name) is arithmetic:
+            RULES[name] = divide
+
+
+_hook_division()
+
+
+# -- group norm, resampling --------------------------------------------------------------------
+def _weight(value: Any) -> torch.Tensor | None:
+    from ncd.trace.idioms import _weight as weight
+
+    return weight(value)
+
+
+@rule("aten.group_norm")
+def group_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.groupnorm import GroupNormOp
+
+    x, groups = node.args[:2]
+    extra = list(node.args[2:]) + [None] * 3
+    weight, bias, eps = extra[0], extra[1], extra[2] if extra[2] is not None else 1e-5
+    w, b = _weight(weight), _weight(bias)
+    if (weight is None) != (bias is None) or (weight is not None and (w is None or b is None)):
+        raise Decline("group norm with computed or partial parameters")
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    if len(seg.axes) < 2:
+        raise Decline("no channel axis")
+    try:
+        box = Box(GroupNormOp(Segment(seg.axes[1:]), int(groups), float(eps), w is not None))
+    except Exception as error:  # noqa: BLE001 - a group norm the box refuses stays opaque
+        raise Decline(str(error)) from None
+    _same_wires(conv, node, conv.apply(box, [vid]))
+    if w is not None and b is not None:
+        conv.emitted.tensors.append([w, b])
+
+
+_UPSAMPLE = {"upsample_nearest": "nearest", "_upsample_nearest_exact": "nearest-exact", "upsample_linear": "linear",
+             "upsample_bilinear": "bilinear", "upsample_bicubic": "bicubic", "upsample_trilinear": "trilinear"}
+
+
+@rule(*(f"aten.{k}{n}d" for k in _UPSAMPLE for n in (1, 2, 3)))
+def upsample(conv: Converter, node: Node) -> None:
+    from ncd.prims.resampling import MODES, InterpolateOp
+
+    name = node.target.name().split("::")[1].split(".")[0]
+    n = int(name[-2])
+    mode = _UPSAMPLE[name[:-2]]
+    if n not in MODES[mode]:
+        raise Decline(f"{mode} on {n} axes")
+    smooth = mode in ("linear", "bilinear", "bicubic", "trilinear")
+    args = list(node.args[1:])
+    overload = getattr(node.target, "_overloadname", "default")
+    if overload == "vec":  # (input, output_size, [align_corners,] scale_factors)
+        corners = bool(args[1]) if smooth else False
+        factors = args[2] if smooth else args[1]
+    else:  # (input, output_size, [align_corners,] scales_*...)
+        corners = bool(args[1]) if smooth else False
+        factors = args[2:] if smooth else args[1:]
+        factors = None if not factors or all(f is None for f in factors) else factors
+    if factors is not None and any(f is None for f in factors):
+        raise Decline("some scales given")
+    vid = _live_float(conv, node.args[0])
+    seg = conv.segs[vid]
+    if len(seg.axes) < n + 1:
+        raise Decline("no batch or channel axis")
+    axes = Segment(seg.axes[len(seg.axes) - n:])
+    out_shape = tuple(int(s) for s in node.value.shape[-n:])
+    from ncd.ir.axes import Axis
+
+    output = _renamed(conv, seg, Segment(tuple(Axis(a.name, s, a.role) for a, s in zip(axes, out_shape))))
+    scales = None if factors is None else tuple(float(f) for f in factors)
+    try:
+        box = Box(InterpolateOp(axes, output, mode, corners, scales))
+    except Exception as error:  # noqa: BLE001 - an interpolation the box refuses stays opaque
+        raise Decline(str(error)) from None
+    _same_wires(conv, node, conv.apply(box, [vid]))
+
+
+def _pooled_sizes(conv: Converter, node: Node, vid: int) -> tuple[Segment, Segment]:
+    from ncd.ir.axes import Axis
+
+    size = node.args[1]
+    n = len(size) if isinstance(size, (list, tuple)) else 1
+    seg = conv.segs[vid]
+    if len(seg.axes) < n + 1:
+        raise Decline("no batch or channel axis")
+    axes = Segment(seg.axes[len(seg.axes) - n:])
+    value = node.value[0] if isinstance(node.value, (tuple, list)) else node.value
+    out = tuple(int(s) for s in value.shape[-n:])
+    return axes, Segment(tuple(Axis(a.name, sympy_int(s), a.role) for a, s in zip(axes, out)))
+
+
+def sympy_int(value: int) -> Any:
+    import sympy
+
+    return sympy.Integer(value)
+
+
+@rule("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d")
+def adaptive_avg_pool(conv: Converter, node: Node) -> None:
+    from ncd.prims.convolution import AdaptiveAvgPoolOp
+
+    vid = _live_float(conv, node.args[0])
+    axes, positions = _pooled_sizes(conv, node, vid)
+    _same_wires(conv, node, conv.apply(Box(AdaptiveAvgPoolOp(axes, positions)), [vid]))
+
+
+def _emit_many(conv: Converter, node: Node, box: Box, vid: int) -> list[int]:
+    """Emit a box with several outputs, woven over the wires of its input it does not use."""
+    from ncd.ir.axes import Type
+    from ncd.ir.compose import fit
+
+    woven, mapping = fit(box, Type((conv.segs[vid],)))
+    if mapping:
+        raise Decline(f"sizes would need unifying: {mapping}")
+    vids = conv.emit(woven, [vid], list(woven.cod))
+    for k, (out, value) in enumerate(zip(vids, node.value)):
+        if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in value.shape):
+            raise Decline(f"output {k} has the wrong shape")
+    return vids
+
+
+def _used(conv: Converter, node: Node) -> set[int]:
+    return {c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)}
+
+
+@rule("aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d")
+def adaptive_max_pool(conv: Converter, node: Node) -> None:
+    from ncd.prims.resampling import AdaptiveMaxPoolOp
+
+    vid = _live_float(conv, node.args[0])
+    axes, positions = _pooled_sizes(conv, node, vid)
+    if not isinstance(node.value, (tuple, list)):
+        raise Decline("one output")
+    used = _used(conv, node)
+    box = Box(AdaptiveMaxPoolOp(axes, positions, 1 in used))
+    vids = _emit_many(conv, node, box, vid)
+    for k in used:
+        conv._picked[(id(node), k)] = vids[k]
+
+
+# -- ranking -------------------------------------------------------------------------------------
+def _positions_axis(conv: Converter, seg: Segment, d: int, size: int) -> Any:
+    """A new axis for the ranked positions, named after the ranked axis and unlike every wire of ``seg``."""
+    from ncd.ir.axes import Axis
+
+    axis = seg.axes[d]
+    name = conv.namer.claim(axis.name.rstrip("0123456789" + PRIME), size, "item" if axis.is_item else "feature")
+    while name in seg.names:
+        name += PRIME
+    return Axis(name, sympy_int(size), axis.role)
+
+
+@rule("aten.topk")
+def topk(conv: Converter, node: Node) -> None:
+    from ncd.prims.ranking import TopKOp
+
+    x, k = node.args[:2]
+    rest = list(node.args[2:])
+    dim = rest[0] if rest else node.kwargs.get("dim", -1)
+    largest = rest[1] if len(rest) > 1 else node.kwargs.get("largest", True)
+    ordered = rest[2] if len(rest) > 2 else node.kwargs.get("sorted", True)
+    if not ordered:
+        raise Decline("unsorted top-k")
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest)))
+    vids = _emit_many(conv, node, box, vid)
+    for j in _used(conv, node):
+        conv._picked[(id(node), j)] = vids[j]
+
+
+def _sort_options(node: Node) -> tuple[int, bool, bool]:
+    """``(dim, descending, stable)`` of ``sort``/``argsort`` (default and ``stable`` overloads)."""
+    overload = getattr(node.target, "_overloadname", "default")
+    kwargs = dict(node.kwargs)
+    rest = list(node.args[1:])
+    if overload == "stable":
+        return kwargs.get("dim", -1), bool(kwargs.get("descending", False)), bool(kwargs.get("stable", False))
+    dim = rest[0] if rest else kwargs.get("dim", -1)
+    descending = rest[1] if len(rest) > 1 else kwargs.get("descending", False)
+    return dim, bool(descending), False
+
+
+@rule("aten.sort", "aten.argsort")
+def sort(conv: Converter, node: Node) -> None:
+    from ncd.ir.axes import Type
+    from ncd.ir.diagram import Identity, Par
+    from ncd.prims.ranking import SortOp
+    from ncd.prims.structure import DeleteOp
+
+    dim, descending, stable = _sort_options(node)
+    vid = _live_float(conv, node.args[0])
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    box = Box(SortOp(seg.axes[d], _positions_axis(conv, seg, d, int(seg.axes[d].size)), descending, stable))
+    if "argsort" in node.target.name():
+        from ncd.ir.compose import fit
+
+        woven, mapping = fit(box, Type((seg,)))
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        values, positions = woven.cod
+        (out,) = conv.emit(woven >> Par.of(Box(DeleteOp(Type((values,)))), Identity(Type((positions,)))), [vid], [positions])
+        _same_wires(conv, node, out)
+        return
+    vids = _emit_many(conv, node, box, vid)
+    for j in _used(conv, node):
+        conv._picked[(id(node), j)] = vids[j]
