@@ -32,6 +32,12 @@ sample("sort", "descending", lambda: ncd.Identity.of("b t") >> ncd.Sort("t", "s"
        lambda p, x: tuple(torch.sort(x[0], dim=-1, descending=True)), cod="b s:t, b s:t [t]", grad=False)
 sample("sort", "stable-woven-after", lambda: ncd.Identity.of("t c") >> ncd.Sort("t", "s", stable=True), {"t": 5, "c": 3},
        lambda p, x: tuple(torch.sort(x[0], dim=-2, stable=True)), grad=False)
+def _ids(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    return (torch.randperm(2 * sizes["t"]).reshape(2, sizes["t"]) % 9,)
+
+
+sample("sort", "expert-ids", lambda: ncd.Identity.of("t [9]") >> ncd.Sort("t [9]", "s", stable=True), {"t": 6},
+       lambda p, x: tuple(torch.sort(x[0], dim=-1, stable=True)), inputs=_ids, cod="s:t [9], s:t [t]")
 error("sort", "size", lambda: ncd.Box.make(ncd.Sort("t:4", "s").prim.__class__(parse_segment("t:4").axes[0],
                                                                               parse_segment("s:3").axes[0])),
       r"the output axis s has size 3", SizeError)

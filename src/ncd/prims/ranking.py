@@ -29,7 +29,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
+from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.size import Size, size_text
@@ -51,6 +51,8 @@ class TopKOp(Primitive):
     axis: Axis
     output: Axis
     largest: bool = True
+    dtype: Dtype = "float"  # what is ranked: floats, or indices below ``range``
+    range: Size | None = None
 
     op: ClassVar[str] = "topk"
     family: ClassVar[str] = "ranking"
@@ -66,7 +68,7 @@ class TopKOp(Primitive):
             raise SizeError(f"{where}: k={size_text(k)} must be between 1 and the size {size_text(n)} of {self.axis.name}")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)),)), Type((Segment((self.output,)), Segment((self.output,), "index", self.axis.size)))
+        return _ranked(self)
 
     def label(self) -> str:
         return f"top{size_text(self.output.size)} {self.axis.name}" + ("" if self.largest else " ↑")
@@ -80,6 +82,8 @@ class SortOp(Primitive):
     output: Axis
     descending: bool = False
     stable: bool = False
+    dtype: Dtype = "float"  # what is sorted: floats, or indices below ``range``
+    range: Size | None = None
 
     op: ClassVar[str] = "sort"
     family: ClassVar[str] = "ranking"
@@ -95,26 +99,45 @@ class SortOp(Primitive):
                             f" {self.output.name} has size {size_text(self.output.size)}")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)),)), Type((Segment((self.output,)), Segment((self.output,), "index", self.axis.size)))
+        return _ranked(self)
 
     def label(self) -> str:
         return f"sort {self.axis.name}" + (" ↓" if self.descending else "")
 
 
-def _axis(value: AxisLike) -> Axis:
-    return as_axis(value)
+def _ranked(prim: TopKOp | SortOp) -> tuple[Type, Type]:
+    if prim.dtype not in ("float", "index"):
+        raise ParseError(f"{prim.op} along {prim.axis.name}: ranks floats or indices, not {prim.dtype}")
+    source = Segment((prim.axis,), prim.dtype, prim.range)
+    values = Segment((prim.output,), prim.dtype, prim.range)
+    return Type((source,)), Type((values, Segment((prim.output,), "index", prim.axis.size)))
 
 
-def TopK(axis: AxisLike, k: int | Size, output: str, largest: bool = True) -> Box:
-    """The ``k`` largest entries of ``axis`` along a new axis ``output``, and their positions (``torch.topk``)."""
-    ax = _axis(axis)
-    return Box.make(TopKOp(ax, Axis(output, sympy.sympify(k)), largest))
+def _source(value: AxisLike | TypeLike, what: str) -> Segment:
+    """One axis, of floats (``"e"``) or of indices (``"t [9]"``)."""
+    if isinstance(value, Axis):
+        return Segment((value,))
+    if isinstance(value, str) and "[" not in value:
+        return Segment((as_axis(value),))
+    typ = as_type(value)
+    if len(typ) != 1 or len(typ[0]) != 1:
+        raise ParseError(f"{what} ranks along one axis, not '{typ}'")
+    return typ[0]
 
 
-def Sort(axis: AxisLike, output: str, descending: bool = False, stable: bool = False) -> Box:
-    """The entries of ``axis`` sorted along a new axis ``output`` (of the same size), and their positions."""
-    ax = _axis(axis)
-    return Box.make(SortOp(ax, Axis(output, ax.size, ax.role), descending, stable))
+def TopK(axis: AxisLike | TypeLike, k: int | Size, output: str, largest: bool = True) -> Box:
+    """The ``k`` largest entries of ``axis`` (``"e"``, or indices ``"e [9]"``) along a new axis ``output``, and their
+    positions (``torch.topk``)."""
+    src = _source(axis, "top-k")
+    return Box.make(TopKOp(src.axes[0], Axis(output, sympy.sympify(k)), largest, src.dtype, src.range))
+
+
+def Sort(axis: AxisLike | TypeLike, output: str, descending: bool = False, stable: bool = False) -> Box:
+    """The entries of ``axis`` (``"t"``, or indices ``"t [9]"``) sorted along a new axis ``output`` (of the same size),
+    and their positions."""
+    src = _source(axis, "sort")
+    ax = src.axes[0]
+    return Box.make(SortOp(ax, Axis(output, ax.size, ax.role), descending, stable, src.dtype, src.range))
 
 
 # -- lowering -----------------------------------------------------------------------------------
@@ -139,7 +162,7 @@ def lower_sort(prim: SortOp, ctx: RuleContext) -> list[str]:
 def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
     """No FLOPs counted; autograd keeps the positions (the entries' gradient is scattered back there)."""
     x = ctx.inputs[0]
-    values = ctx.new(ctx.out_axes[0], grad=x.grad)
+    values = ctx.new(ctx.out_axes[0], grad=x.grad, dtype=prim.dtype)
     positions = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
     if x.grad:
         ctx.save(positions)
@@ -150,8 +173,11 @@ def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
 def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBackward:
     """The entries are the input gathered at the positions: their cotangent is scattered back (``gather ᵀ``)."""
     from ncd.analysis.backward import BoxBackward
+    from ncd.ir.diagram import Identity
     from ncd.prims.derivative import GatherTransposeOp
 
+    if prim.dtype != "float":  # indices ranked: no gradient flows
+        return BoxBackward((), Identity(Type(())))
     positions = Segment((prim.output,), "index", prim.axis.size)
     return BoxBackward((("out", 1),), Box(GatherTransposeOp(prim.axis, positions)))
 

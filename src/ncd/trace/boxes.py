@@ -23,6 +23,16 @@ from ncd.trace.naming import PRIME
 __all__: list[str] = []
 
 
+def _live_ranked(conv: Converter, x: Any) -> int:
+    """The value id of a live float or integer tensor argument (ranking sorts either)."""
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or x.value.dtype == torch.bool:
+        raise Decline("not a live float or integer tensor")
+    vid = conv.value(x)
+    if conv.segs[vid].dtype not in ("float", "index") or (conv.segs[vid].dtype == "index" and x.value.dtype != torch.long):
+        raise Decline("indices of another width")
+    return vid
+
+
 def _live_float(conv: Converter, x: Any) -> int:
     """The value id of a live float tensor argument (else the call stays opaque)."""
     if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
@@ -53,12 +63,20 @@ def _same_wires(conv: Converter, node: Node, vid: int) -> None:
     conv.bind(node, vid)
 
 
+def _claim(conv: Converter, old: str, size: int, role: str) -> str:
+    """A name for an axis of ``size`` derived from ``old`` (``x`` -> ``x2``; a size-1 wire ``1`` -> a fresh name)."""
+    base = old.rstrip("0123456789" + PRIME)
+    if not base:
+        return conv.namer.fresh(size, None, role)
+    return conv.namer.claim(base, size, role)
+
+
 def _renamed(conv: Converter, seg: Segment, changed: Segment) -> Segment:
     """Axes of ``seg`` that changed size (``changed``) under names of their own, derived from the old ones."""
     others = set(seg.names) - set(changed.names)
     names = []
     for a in changed:
-        name = conv.namer.claim(a.name.rstrip("0123456789" + PRIME), int(a.size), "item" if a.is_item else "feature")
+        name = _claim(conv, a.name, int(a.size), "item" if a.is_item else "feature")
         while name in others or name in names:
             name += PRIME
         names.append(name)
@@ -357,7 +375,7 @@ def _positions_axis(conv: Converter, seg: Segment, d: int, size: int) -> Any:
     from ncd.ir.axes import Axis
 
     axis = seg.axes[d]
-    name = conv.namer.claim(axis.name.rstrip("0123456789" + PRIME), size, "item" if axis.is_item else "feature")
+    name = _claim(conv, axis.name, size, "item" if axis.is_item else "feature")
     while name in seg.names:
         name += PRIME
     return Axis(name, sympy_int(size), axis.role)
@@ -374,10 +392,10 @@ def topk(conv: Converter, node: Node) -> None:
     ordered = rest[2] if len(rest) > 2 else node.kwargs.get("sorted", True)
     if not ordered:
         raise Decline("unsorted top-k")
-    vid = _live_float(conv, x)
+    vid = _live_ranked(conv, x)
     seg = conv.segs[vid]
     (d,) = _dims(conv, vid, dim)
-    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest)))
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest), seg.dtype, seg.range))
     vids = _emit_many(conv, node, box, vid)
     for j in _used(conv, node):
         conv._picked[(id(node), j)] = vids[j]
@@ -403,10 +421,11 @@ def sort(conv: Converter, node: Node) -> None:
     from ncd.prims.structure import DeleteOp
 
     dim, descending, stable = _sort_options(node)
-    vid = _live_float(conv, node.args[0])
+    vid = _live_ranked(conv, node.args[0])
     seg = conv.segs[vid]
     (d,) = _dims(conv, vid, dim)
-    box = Box(SortOp(seg.axes[d], _positions_axis(conv, seg, d, int(seg.axes[d].size)), descending, stable))
+    box = Box(SortOp(seg.axes[d], _positions_axis(conv, seg, d, int(seg.axes[d].size)), descending, stable, seg.dtype,
+                     seg.range))
     if "argsort" in node.target.name():
         from ncd.ir.compose import fit
 
