@@ -83,7 +83,9 @@ class Layout:
         self.collapse: set[int] = set()
         #: notes on the gaps around nodes, keyed ``("after" | "before", id(node))``: per segment, subscripts for
         #: wire labels, and a glyph text (``ncd.distributed.draw`` puts mesh axes and collectives here)
-        self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str], ...], str | None]] = dict(style.extra).get("wire_notes", {})
+        self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str] | None, ...], str | None]] = \
+            dict(style.extra).get("wire_notes", {})
+        self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -192,9 +194,10 @@ class Layout:
             for j, (seg, ys) in enumerate(zip(typ, left)):
                 for axis, y in zip(seg, ys):
                     parts = self.axis_label(axis)
-                    if j < len(subscripts) and subscripts[j] and axis.name in subscripts[j]:  # on the name: t̄_tp, f_tp = 4m
+                    sub = subscripts[j] if j < len(subscripts) else None
+                    if sub and axis.name in sub:  # on the name: t̄_tp, f_tp = 4m
                         at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
-                        parts = parts[:at] + (Piece(subscripts[j][axis.name], script=-1),) + parts[at:]
+                        parts = parts[:at] + (Piece(sub[axis.name], script=-1),) + parts[at:]
                     w, ascent, _ = self.text_size(parts, self.style.label_size)
                     frag.add(*self.text(parts, 3.0, y - 2.5, self.style.label_size, role="label"))
                     frag.include(y - 2.5 - ascent, y)
@@ -318,28 +321,48 @@ class Layout:
 
     # -- broadcasting ------------------------------------------------------------------------
     def weave(self, node: Weave) -> Frag:
-        inner = self.lay(node.inner)
+        """A chain of weaves drawn at once: the inner fragment, and each woven wire running past it on a track
+        above it (a wire woven before the inner wires) or below it (after them), stacked in the order the wires
+        have on the boundary — so wires cross only where the weave really moves an axis, as a transpose would."""
+        if node is self._through:  # an inner weave of a chain that the outermost weave draws
+            self._through = node.inner if isinstance(node.inner, Weave) else None
+            return self.lay(node.inner)
+        core, weaves = unweave(node)
+        self._through = node.inner if isinstance(node.inner, Weave) else None
+        try:
+            inner = self.lay(node.inner)
+        finally:
+            self._through = None
         p, g = self.style.pitch, self.style.segment_gap
-        carried = [j for j, pos in enumerate(node.dom_pos) if pos is not None]
-        if carried:
-            j0 = carried[0]
-            pos, n = node.dom_pos[j0], len(node.inner.dom[j0])
-        else:
-            pos, n = (node.cod_pos[0], len(node.inner.cod[0])) if node.cod_pos else (0, 0)
-        above = pos == 0 or (pos != n and 2 * pos <= n)  # type: ignore[operator]
+        dom, cod = _woven_entries(core.dom, weaves, "dom"), _woven_entries(core.cod, weaves, "cod")
+        # each woven wire runs on the side where it crosses fewest inner wires on its way in and out
+        cost: dict[int, list[int]] = {}
+        for entries in (dom, cod):
+            order = [k for seg in entries for k in seg]
+            n_core, before = sum(1 for k in order if k >= 0), 0
+            for k in order:
+                if k >= 0:
+                    before += 1
+                else:
+                    c = cost.setdefault(k, [0, 0])
+                    c[0], c[1] = c[0] + before, c[1] + n_core - before
+        above = [k for k, (up, down) in cost.items() if up <= down]
+        below = [k for k, (up, down) in cost.items() if up > down]
         ports = flat(inner.ins) + flat(inner.outs)
-        if above:
-            track = min(inner.top - 0.45 * p, min(ports, default=inner.top) - p)
-        else:
-            track = max(inner.bottom + 0.45 * p, max(ports, default=inner.bottom) + p)
-        left, left_internal = _boundary(inner.ins, node.dom_pos, track, p, g)
-        right, right_internal = _boundary(inner.outs, node.cod_pos, track, p, g)
+        high = min(inner.top - 0.45 * p, min(ports, default=inner.top) - p)
+        low = max(inner.bottom + 0.45 * p, max(ports, default=inner.bottom) + p)
+        track = {k: high - (len(above) - 1 - n) * p for n, k in enumerate(above)}
+        track.update({k: low + n * p for n, k in enumerate(below)})
+        left, left_internal = _boundary(dom, inner.ins, track, p, g)
+        right, right_internal = _boundary(cod, inner.outs, track, p, g)
         bend_l = _bend_width(max((abs(a - b) for a, b in zip(flat(left), left_internal)), default=0.0), p)
         bend_r = _bend_width(max((abs(a - b) for a, b in zip(flat(right), right_internal)), default=0.0), p)
         w = bend_l + inner.w + bend_r
-        frag = Frag(w, min(inner.top, track), max(inner.bottom, track), left, right)
+        heights = list(track.values())
+        frag = Frag(w, min([inner.top] + heights), max([inner.bottom] + heights), left, right)
         frag.place(inner, bend_l, 0.0)
-        frag.add(Path.through([(bend_l, track), (bend_l + inner.w, track)]))
+        for k in above + below:
+            frag.add(self.woven_wire(weaves[-k - 1].axis, Path.through([(bend_l, track[k]), (bend_l + inner.w, track[k])])))
         for y_out, y_in in zip(flat(left), left_internal):
             if bend_l:
                 frag.add(Path.through([(0.0, y_out), (bend_l, y_in)]))
@@ -348,11 +371,15 @@ class Layout:
             if bend_r:
                 frag.add(Path.through([(bend_l + inner.w, y_in), (w, y_out)]))
             frag.include(y_out, y_out)
-        if len(carried) > 1:
-            frag.add(Circle(bend_l, track, 2.2))
-        if len(node.cod_pos) > 1:
-            frag.add(Circle(bend_l + inner.w, track, 2.2))
+        for entries, x in ((dom, bend_l), (cod, bend_l + inner.w)):
+            for k, n in Counter(k for seg in entries for k in seg if k < 0).items():
+                if n > 1:  # a wire several segments carry: joined on its track (a copy, or a merge)
+                    frag.add(Circle(x, track[k], 2.2))
         return frag
+
+    def woven_wire(self, axis: Axis, path: Path) -> Path:
+        """The wire of ``axis`` running past a weave's inner fragment (the viewer tags it with its axis)."""
+        return path
 
     # -- blocks, components, repetition ------------------------------------------------------
     def block(self, node: Block, title: str | None = None) -> Frag:
@@ -512,39 +539,47 @@ def _align(outs: Ports, ins: Ports) -> float:
     return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
 
 
-def _boundary(internal: Ports, positions: Sequence[int | None], track: float, pitch: float,
-              gap: float) -> tuple[Ports, list[float]]:
-    """Boundary heights for a weave's ports (the woven wire inserted one pitch from its neighbour, so the
-    boundary stays compact) and the height where each meets the inside (the track for the woven wire)."""
-    entries: list[tuple[float | None, int]] = []
-    targets: list[float] = []
-    for j, ys in enumerate(internal):
-        seg: list[tuple[float | None, int]] = [(y, j) for y in ys]
-        seg_targets = list(ys)
-        pos = positions[j] if j < len(positions) else None
-        if pos is not None:
-            seg.insert(pos, (None, j))
-            seg_targets.insert(pos, track)
-        entries.extend(seg)
-        targets.extend(seg_targets)
-    desired: list[float | None] = [y for y, _ in entries]
-    ys: list[float] = []
-    for k, (want, seg_index) in enumerate(entries):
-        step = 0.0 if k == 0 else pitch + (gap if entries[k - 1][1] != seg_index else 0.0)
-        if want is None:
-            if k > 0:
-                want = ys[-1] + step
-            else:
-                later = next((d for d in desired if d is not None), track)
-                want = later - pitch
-        y = want if k == 0 else max(want, ys[-1] + step)
-        ys.append(round(y, 3))
-    out: Ports = []
+def _woven_entries(typ: Type, weaves: Sequence[Weave], side: str) -> list[list[int]]:
+    """The wires of a chain of weaves' boundary, per segment: ``k >= 0`` the inner fragment's ``k``-th port,
+    ``-i - 1`` the axis of ``weaves[i]`` (outermost first)."""
+    segs: list[list[int]] = []
     k = 0
-    for j, seg_ys in enumerate(internal):
-        n = len(seg_ys) + (1 if j < len(positions) and positions[j] is not None else 0)
-        out.append(ys[k:k + n])
-        k += n
+    for seg in typ:
+        segs.append(list(range(k, k + len(seg))))
+        k += len(seg)
+    for i in range(len(weaves) - 1, -1, -1):
+        positions = weaves[i].dom_pos if side == "dom" else weaves[i].cod_pos
+        for j, pos in enumerate(positions):
+            if pos is not None:
+                segs[j].insert(pos, -i - 1)
+    return segs
+
+
+def _boundary(entries: list[list[int]], internal: Ports, track: dict[int, float], pitch: float,
+              gap: float) -> tuple[Ports, list[float]]:
+    """Boundary heights for a weave's ports (``entries`` as :func:`_woven_entries` gives them) and the height
+    where each meets the inside: an inner port's own height, or a woven wire's track.  A woven wire enters one
+    pitch from its neighbour, so the boundary stays compact, and bends to its track (unless that is near)."""
+    inside = flat(internal)
+    wires = [(k, j) for j, seg in enumerate(entries) for k in seg]
+    targets = [inside[k] if k >= 0 else track[k] for k, _ in wires]
+    first = next((n for n, (k, _) in enumerate(wires) if k >= 0), None)
+    ys: list[float] = []
+    for n, (k, j) in enumerate(wires):
+        step = 0.0 if n == 0 else pitch + (gap if wires[n - 1][1] != j else 0.0)
+        if k >= 0:
+            want = inside[k]
+        else:  # compact, or straight on to its track when that is near
+            want = ys[-1] + step if n > 0 else (inside[wires[first][0]] - first * pitch if first is not None
+                                                  else targets[0])
+            if abs(targets[n] - want) <= 0.5 * pitch:
+                want = targets[n]
+        ys.append(round(want if n == 0 else max(want, ys[-1] + step), 3))
+    out: Ports = []
+    n = 0
+    for seg in entries:
+        out.append(ys[n:n + len(seg)])
+        n += len(seg)
     return out, targets
 
 
@@ -619,7 +654,7 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
     width = max(frag.w, legend_w) + 2 * m
     items: list[Item] = []
     for it in header:
-        items.append(it.moved(m, m))  # type: ignore[union-attr]
+        items.append(it.moved(m, m))
     body: list[Item] = []
     _flatten(frag, m, m + head_h - frag.top, body)
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
@@ -632,7 +667,7 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
         body = []
         _flatten(frag, m, dy, body)
     for it in legend_items:
-        items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))  # type: ignore[union-attr]
+        items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))
     items.extend(body)
     height = m + top_h + (frag.bottom - frag.top) + m
     return Drawing(round(width, 2), round(height, 2), items)
@@ -680,7 +715,7 @@ def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
 
 def _size_or_text(value: object) -> tuple[Piece, ...]:
     try:
-        return pieces(size(value))  # type: ignore[arg-type]
+        return pieces(size(value))
     except Exception:
         return typeset_text(str(value))
 
@@ -695,7 +730,7 @@ def _flatten(frag: Frag, dx: float, dy: float, out: list[Item]) -> None:
                 stack.append((current, x, y, k + 1))
                 stack.append((it[2], x + it[0], y + it[1], 0))
                 break
-            out.append(it.moved(x, y))  # type: ignore[union-attr]
+            out.append(it.moved(x, y))
 
 
 #: A drawing rule: the layout and a box in, a fragment out.

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ncd.render.model import Drawing, Text
+from ncd.render.model import Drawing, Path, Text
 
-__all__ = ["COLUMN_PT", "MIN_PRINT_PT", "Figures", "drawing_figures"]
+__all__ = ["COLUMN_PT", "MIN_PRINT_PT", "Figures", "drawing_figures", "crossings", "crossing_points"]
 
 #: A 6.5-inch column, in points.
 COLUMN_PT = 468.0
@@ -38,3 +38,72 @@ def drawing_figures(drawing: Drawing, column: float = COLUMN_PT) -> Figures:
     sizes = [run.size for t in drawing.of(Text) for run in t.runs if run.text.strip()]
     smallest = min(sizes, default=float("inf")) * scale
     return Figures(drawing.width / drawing.height if drawing.height else float("inf"), smallest, scale)
+
+
+def crossings(drawing: Drawing, *, free: bool = False) -> int:
+    """How many times two wires cross in ``drawing`` (curves sampled; wires that meet at an end — a copy, a
+    merge, a port — do not count).  In this notation a crossing says the axes are permuted, so a drawing of a
+    diagram without a transpose should have none.  ``free=True`` counts only crossings of two wires that no box
+    draws (a box's own wiring — a transpose, an einsum, a copy of a tuple — may cross; the layout's may not).
+
+    >>> import ncd
+    >>> crossings(ncd.render.layout(ncd.Identity.of("b c y x") >> ncd.Linear("c -> d")))
+    0
+    >>> crossings(ncd.render.layout(ncd.Identity.of("a b") >> ncd.Transpose("a b -> b a")))
+    1
+    """
+    return len(crossing_points(drawing, free=free))
+
+
+def crossing_points(drawing: Drawing, *, free: bool = False) -> list[tuple[float, float]]:
+    """Where two wires of ``drawing`` cross (see :func:`crossings`)."""
+    lines = []
+    for item in drawing.of(Path):
+        if item.role != "wire" or (free and item.owner is not None):
+            continue
+        pts = list(item.samples(8))
+        if len(pts) < 2:
+            continue
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        lines.append((min(xs), max(xs), min(ys), max(ys), pts))
+    lines.sort(key=lambda line: line[0])
+    found: list[tuple[float, float]] = []
+    for i, (_, x1, y0, y1, a) in enumerate(lines):
+        ends_a = (a[0], a[-1])
+        for u0, _, v0, v1, b in lines[i + 1:]:
+            if u0 > x1:
+                break
+            if v0 > y1 or v1 < y0:
+                continue
+            ends = ends_a + (b[0], b[-1])
+            found.extend(_polylines_cross(a, b, ends))
+    return found
+
+
+def _polylines_cross(a: list[tuple[float, float]], b: list[tuple[float, float]],
+                     ends: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    found = []
+    for p, q in zip(a, a[1:]):
+        for r, s in zip(b, b[1:]):
+            hit = _proper_intersection(p, q, r, s)
+            if hit and all(abs(hit[0] - e[0]) + abs(hit[1] - e[1]) > 1.0 for e in ends):
+                found.append(hit)
+    return found
+
+
+def _proper_intersection(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float],
+                         s: tuple[float, float]) -> tuple[float, float] | None:
+    """Where segments ``pq`` and ``rs`` cross at one point (overlapping, parallel segments do not cross)."""
+    if max(p[0], q[0]) < min(r[0], s[0]) or max(r[0], s[0]) < min(p[0], q[0]):
+        return None
+    if max(p[1], q[1]) < min(r[1], s[1]) or max(r[1], s[1]) < min(p[1], q[1]):
+        return None
+    dx1, dy1, dx2, dy2 = q[0] - p[0], q[1] - p[1], s[0] - r[0], s[1] - r[1]
+    den = dx1 * dy2 - dy1 * dx2
+    if abs(den) < 1e-12:
+        return None
+    t = ((r[0] - p[0]) * dy2 - (r[1] - p[1]) * dx2) / den
+    u = ((r[0] - p[0]) * dy1 - (r[1] - p[1]) * dx1) / den
+    if 0.0 <= t < 1.0 and 0.0 <= u < 1.0:  # half-open: a crossing at a shared vertex counts once
+        return (p[0] + t * dx1, p[1] + t * dy1)
+    return None

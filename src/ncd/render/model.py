@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 __all__ = ["Run", "Text", "Path", "Rect", "Polygon", "Circle", "Footprint", "Port", "Drawing", "Item", "text_width"]
 
 Role = Literal["wire", "separator", "box", "glyph", "fence", "legend", "label", "title", "text", "paren", "dot", "shadow"]
-Command = tuple  # ('M', x, y) | ('L', x, y) | ('C', x1, y1, x2, y2, x, y) | ('Z',)
+Command = tuple[Any, ...]  # ('M', x, y) | ('L', x, y) | ('C', x1, y1, x2, y2, x, y) | ('Z',)
 
 def text_width(text: str, size: float, bold: bool = False, italic: bool = False, serif: bool = False) -> float:
     """The advance width of ``text`` in the face it is drawn in, from the bundled font's own metrics
@@ -222,6 +222,7 @@ class Port:
 
 
 Item = Union[Text, Path, Rect, Polygon, Circle, Footprint, Port]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -232,7 +233,7 @@ class Drawing:
     height: float
     items: list[Item] = field(default_factory=list)
 
-    def of(self, kind: type) -> list:
+    def of(self, kind: type[_T]) -> list[_T]:
         return [i for i in self.items if isinstance(i, kind)]
 
     @property

@@ -167,13 +167,8 @@ class ViewLayout(Layout):
                 frag.items[k] = _tag_path(frag.items[k], self.catalogue.wire(axis, j, len(typ)))  # type: ignore[arg-type]
         return frag, w
 
-    def weave(self, node: Weave) -> Frag:
-        frag = super().weave(node)
-        for k, it in enumerate(frag.items):  # the woven wire running past the inner fragment
-            if isinstance(it, Path) and it.role == "wire" and len(it.commands) == 2 and it.commands[1][0] == "L":
-                frag.items[k] = _tag_path(it, self.catalogue.wire(node.axis, None, 0, woven=True))
-                break
-        return frag
+    def woven_wire(self, axis: Axis, path: Path) -> Path:
+        return _tag_path(path, self.catalogue.wire(axis, None, 0, woven=True))
 
     def folded(self, node: Diagram, count: int) -> Frag:
         self._fold = count
