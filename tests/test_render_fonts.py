@@ -54,7 +54,7 @@ def test_pdf_embeds_the_bundled_fonts() -> None:
 
 def test_exports_of_any_size_scale_down_with_a_warning_instead_of_failing() -> None:
     d = ncd.Identity.of("b m")
-    for k in range(200):
+    for k in range(300):  # wider than a PDF page may be (14,400 pt)
         d = d >> ncd.Linear("m -> m", name=f"W{k}")
     with pytest.warns(DrawingTooLargeWarning, match="scaled down"):
         png = to_png(d, page="none", scale=4)

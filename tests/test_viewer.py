@@ -318,7 +318,7 @@ def test_a_panel_too_wide_for_a_window_goes_into_rows() -> None:
     from ncd.viewer.rows import ROW_WIDTH
 
     steps = ncd.Identity.of("~t m")
-    for k in range(24):
+    for k in range(40):
         steps = steps >> (ncd.Linear("m -> m", name=f"W{k}") >> ncd.ReLU()).block(f"Step{k}")
     views = explore((ncd.Identity.of("~t m") >> steps.block("Wide")).block("Net"), costs=False)
     panel = views.views[1]
@@ -327,8 +327,8 @@ def test_a_panel_too_wide_for_a_window_goes_into_rows() -> None:
     assert one_row.width > 2.5 * ROW_WIDTH and panel.width <= ROW_WIDTH + 100
     assert panel.svg.count("marker-end") >= 2 * 2 * 2  # two wires, out of and into each of 2+ breaks
     # every block of the one-row drawing is there, in order, with the keys it has in one row
-    assert [views.catalogue.blocks[k]["name"] for k in panel.collapsed] == [f"Step{k}" for k in range(24)]
-    assert panel.collapsed == [f"0/0/{k}" for k in range(24)]
+    assert [views.catalogue.blocks[k]["name"] for k in panel.collapsed] == [f"Step{k}" for k in range(40)]
+    assert panel.collapsed == [f"0/0/{k}" for k in range(40)]
     ns = "{http://www.w3.org/2000/svg}"
     import xml.etree.ElementTree as ET
 
@@ -336,4 +336,4 @@ def test_a_panel_too_wide_for_a_window_goes_into_rows() -> None:
     mine = Counter(t.text for t in ET.fromstring(svg).iter(f"{ns}text"))
     theirs = Counter(t.text for t in ET.fromstring(ncd.render.to_svg(node, depth=1, page="none")).iter(f"{ns}text"))
     assert not theirs - mine  # the rows add wire labels at their ends, nothing is dropped
-    assert panel.svg.count('class="ncd-comp"') == 24
+    assert panel.svg.count('class="ncd-comp"') == 40

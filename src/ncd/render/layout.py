@@ -81,11 +81,15 @@ class Layout:
         #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
         #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
         self.collapse: set[int] = set()
+        #: fragments already laid out, reused while the context they were laid out in is unchanged: set by the
+        #: page layout, which measures, packs and places the same columns (``None``: no reuse)
+        self.memo: dict[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: notes on the gaps around nodes, keyed ``("after" | "before", id(node))``: per segment, subscripts for
         #: wire labels, and a glyph text (``ncd.distributed.draw`` puts mesh axes and collectives here)
         self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str] | None, ...], str | None]] = \
             dict(style.extra).get("wire_notes", {})
         self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
+        self._labels: dict[Axis, tuple[Piece, ...]] = {}  # wire labels by axis (its legend row added once)
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -111,29 +115,35 @@ class Layout:
     def text(self, parts: Sequence[Piece], x: float, y: float, size: float, role: str = "text",
              owner: int | None = None, bold: bool = False) -> list[Item]:
         """Typeset text at ``(x, y)`` (baseline start), with its overlines."""
-        text, overlines = typeset(tuple(parts), x, y, size, role, owner, bold)
-        items: list[Item] = [text]
+        t, overlines = _typeset_at_origin(tuple(parts), size, bold)
+        items: list[Item] = [Text(x, y, t.runs, t.width, t.ascent, t.descent, role, owner)]  # type: ignore[arg-type]
         for x0, x1, yo in overlines:
-            items.append(Path((("M", x0, yo), ("L", x1, yo)), width=0.7, role="text", owner=owner))
+            items.append(Path((("M", x0 + x, yo + y), ("L", x1 + x, yo + y)), width=0.7, role="text", owner=owner))
         return items
 
     def axis_label(self, axis: Axis) -> tuple[Piece, ...]:
         """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
         which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
+        hit = self._labels.get(axis)
+        if hit is not None:
+            return hit
         entry = legend_entry(axis)
         if entry is None:
-            return axis_pieces(axis)
-        row = (entry[0], str(entry[1]))
-        if row not in self.legend:
-            self.legend.append(row)
-        return name_pieces(axis)
+            parts = axis_pieces(axis)
+        else:
+            row = (entry[0], str(entry[1]))
+            if row not in self.legend:
+                self.legend.append(row)
+            parts = name_pieces(axis)
+        self._labels[axis] = parts
+        return parts
 
     def label_clearance(self) -> float:
         """How far above its wire a wire label reaches (its baseline 2.5 above, its ascent, an overline, a margin)."""
         return 2.5 + 0.86 * self.style.label_size + 1.5
 
     def text_size(self, parts: Sequence[Piece], size: float, bold: bool = False) -> tuple[float, float, float]:
-        text, _ = typeset(tuple(parts), 0, 0, size, bold=bold)
+        text, _ = _typeset_at_origin(tuple(parts), size, bold)
         return text.width, text.ascent, text.descent
 
     # -- dispatch ------------------------------------------------------------------------
@@ -186,6 +196,20 @@ class Layout:
 
         ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph.
         """
+        memo = self.memo
+        if memo is not None and note is None:  # a gap owns no boxes: equal gaps are one fragment, placed many times
+            key = ("gap", typ, labels, tuple(map(tuple, left)), tuple(map(tuple, right)),
+                   tuple(sorted(seps_left.items())) if seps_left else None,
+                   tuple(sorted(seps_right.items())) if seps_right else None)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = (self._gap(left, right, typ, labels, seps_left, seps_right, None),)
+            return hit[0]  # type: ignore[no-any-return]
+        return self._gap(left, right, typ, labels, seps_left, seps_right, note)
+
+    def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+             seps_right: dict[int, float] | None,
+             note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
         p = self.style.pitch
         frag = Frag(0.0, 0.0, 0.0, left, right)
         label_w = 0.0
@@ -240,34 +264,58 @@ class Layout:
         return _fold(parts) if self.style.fold else [(p, 1) for p in parts]
 
     def lay_group(self, node: Diagram, count: int) -> Frag:
-        return self.lay(node) if count == 1 else self.folded(node, count)
+        memo = self.memo
+        if memo is None:
+            return self.lay(node) if count == 1 else self.folded(node, count)
+        key = ("group", id(node), count, self.depth, tuple(self.path), self.fences[-1] if self.fences else None,
+               frozenset(self.collapse) if self.collapse else None)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is node:
+            return hit[1]  # type: ignore[no-any-return]
+        frag = self.lay(node) if count == 1 else self.folded(node, count)
+        memo[key] = (node, frag)
+        return frag
 
     def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
-        frags = [self.lay_group(p, n) for p, n in groups]
-        nodes = [p for p, _ in groups]
-        result = Frag(0.0, frags[0].top, frags[0].bottom, frags[0].ins, frags[0].outs, seps_in=dict(frags[0].seps_in))
-        result.place(frags[0], 0.0, 0.0)
-        x = frags[0].w
-        outs = frags[0].outs
-        seps = frags[0].seps_out
-        labels = self.style.labels == "all"
-        for prev, nxt, frag in zip(nodes, nodes[1:], frags[1:]):
-            dy_next = _align(outs, frag.ins)
-            right = shifted(frag.ins, dy_next)
-            note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
-            gap, w = self.gap(outs, right, prev.cod, labels, seps, {j: y + dy_next for j, y in frag.seps_in.items()}, note)
-            result.place(gap, x, 0.0)
-            result.include(gap.top, gap.bottom)
+        return self.seq_frags([p for p, _ in groups], [self.lay_group(p, n) for p, n in groups])
+
+    def seq_frags(self, nodes: Sequence[Diagram], frags: Sequence[Frag]) -> Frag:
+        """Laid-out columns in sequence, each shifted to keep the most wires straight, joined by gaps."""
+        first = frags[0]
+        result = Frag(0.0, first.top, first.bottom, first.ins, first.outs, seps_in=dict(first.seps_in))
+        result.place(first, 0.0, 0.0)
+        x, y = first.w, 0.0
+        for prev, nxt, before, frag in zip(nodes, nodes[1:], frags, frags[1:]):
+            gap, w, dy = self.join(prev, nxt, before, frag)
+            result.place(gap, x, y)
+            result.include(gap.top + y, gap.bottom + y)
             x += w
-            result.place(frag, x, dy_next)
-            result.include(frag.top + dy_next, frag.bottom + dy_next)
+            y += dy
+            result.place(frag, x, y)
+            result.include(frag.top + y, frag.bottom + y)
             x += frag.w
-            outs = shifted(frag.outs, dy_next)
-            seps = {j: y + dy_next for j, y in frag.seps_out.items()}
+        last = frags[-1]
         result.w = x
-        result.outs = outs
-        result.seps_out = seps
+        result.outs = shifted(last.outs, y)
+        result.seps_out = {j: v + y for j, v in last.seps_out.items()}
         return result
+
+    def join(self, prev: Diagram, nxt: Diagram, before: Frag, frag: Frag) -> tuple[Frag, float, float]:
+        """The gap from column ``before`` (of node ``prev``) to the next column ``frag`` (of ``nxt``), in the
+        frame of ``before``: the gap, its width, and the shift of ``frag`` that keeps the most wires straight."""
+        memo = self.memo
+        key = ("join", id(before), id(frag), id(prev), id(nxt))
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None and hit[0] is before and hit[1] is frag and hit[2] is prev and hit[3] is nxt:
+                return hit[4]  # type: ignore[no-any-return]
+        dy = _align(before.outs, frag.ins)
+        note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
+        gap, w = self.gap(before.outs, shifted(frag.ins, dy), prev.cod, self.style.labels == "all", before.seps_out,
+                          {j: v + dy for j, v in frag.seps_in.items()}, note)
+        if memo is not None:
+            memo[key] = (before, frag, prev, nxt, (gap, w, dy))
+        return gap, w, dy
 
     # -- parallel composition --------------------------------------------------------------
     def par(self, parts: Sequence[Diagram]) -> Frag:
@@ -474,6 +522,20 @@ class Layout:
 
 
 # -- module-level helpers -----------------------------------------------------------------------
+_TYPESET: dict[tuple[tuple[Piece, ...], float, bool], tuple[Text, list[tuple[float, float, float]]]] = {}
+
+
+def _typeset_at_origin(parts: tuple[Piece, ...], size: float, bold: bool) -> tuple[Text, list[tuple[float, float, float]]]:
+    """``typeset`` at ``(0, 0)``, remembered: a drawing typesets the same few labels thousands of times."""
+    key = (parts, size, bold)
+    hit = _TYPESET.get(key)
+    if hit is None:
+        if len(_TYPESET) > 50_000:
+            _TYPESET.clear()
+        hit = _TYPESET[key] = typeset(parts, 0.0, 0.0, size, bold=bold)
+    return hit
+
+
 def _step(node: Diagram) -> tuple[Diagram, int]:
     """A step of a wrapped row and the segments before it: the page layout draws ``f @ g`` as
     ``(f @ id) >> (id @ g)``, and notes are keyed by ``f`` and ``g``."""
@@ -718,6 +780,21 @@ def _size_or_text(value: object) -> tuple[Piece, ...]:
         return pieces(size(value))
     except Exception:
         return typeset_text(str(value))
+
+
+def smallest_text(frag: Frag, default: float) -> float:
+    """The smallest size of any text run in ``frag`` (``default`` when it has no text)."""
+    smallest = default
+    stack = [frag]
+    while stack:
+        for it in stack.pop().items:
+            if isinstance(it, tuple):
+                stack.append(it[2])
+            elif isinstance(it, Text):
+                for run in it.runs:
+                    if run.size < smallest and run.text.strip():
+                        smallest = run.size
+    return smallest
 
 
 def _flatten(frag: Frag, dx: float, dy: float, out: list[Item]) -> None:

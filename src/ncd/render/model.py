@@ -14,13 +14,24 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
 __all__ = ["Run", "Text", "Path", "Rect", "Polygon", "Circle", "Footprint", "Port", "Drawing", "Item", "text_width"]
 
 Role = Literal["wire", "separator", "box", "glyph", "fence", "legend", "label", "title", "text", "paren", "dot", "shadow"]
+_I = TypeVar("_I")
 Command = tuple[Any, ...]  # ('M', x, y) | ('L', x, y) | ('C', x1, y1, x2, y2, x, y) | ('Z',)
+
+def _with(item: _I, **changes: Any) -> _I:
+    """A copy of a frozen record with some fields changed (``dataclasses.replace`` without re-running ``__init__``:
+    moving a drawing copies every item, and this is the hot path of laying out large diagrams)."""
+    new = object.__new__(type(item))
+    fields = new.__dict__
+    fields.update(item.__dict__)
+    fields.update(changes)
+    return new
+
 
 def text_width(text: str, size: float, bold: bool = False, italic: bool = False, serif: bool = False) -> float:
     """The advance width of ``text`` in the face it is drawn in, from the bundled font's own metrics
@@ -68,7 +79,7 @@ class Text:
         return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
 
     def moved(self, dx: float, dy: float) -> Text:
-        return replace(self, x=self.x + dx, y=self.y + dy)
+        return _with(self, x=self.x + dx, y=self.y + dy)
 
     @property
     def string(self) -> str:
@@ -105,12 +116,13 @@ class Path:
     def moved(self, dx: float, dy: float) -> Path:
         out: list[Command] = []
         for c in self.commands:
-            if c[0] == "Z":
-                out.append(c)
+            if len(c) == 3:
+                out.append((c[0], c[1] + dx, c[2] + dy))
+            elif len(c) == 7:
+                out.append((c[0], c[1] + dx, c[2] + dy, c[3] + dx, c[4] + dy, c[5] + dx, c[6] + dy))
             else:
-                vals = [v + (dx if i % 2 == 0 else dy) for i, v in enumerate(c[1:])]
-                out.append((c[0], *vals))
-        return replace(self, commands=tuple(out))
+                out.append((c[0], *(v + (dx if i % 2 == 0 else dy) for i, v in enumerate(c[1:]))))
+        return _with(self, commands=tuple(out))
 
     def samples(self, per_curve: int = 12) -> Iterator[tuple[float, float]]:
         """Points along the path (curves sampled), for geometric checks."""
@@ -158,7 +170,7 @@ class Rect:
     opacity: float = 1.0
 
     def moved(self, dx: float, dy: float) -> Rect:
-        return replace(self, x=self.x + dx, y=self.y + dy)
+        return _with(self, x=self.x + dx, y=self.y + dy)
 
 
 @dataclass(frozen=True)
@@ -171,7 +183,7 @@ class Polygon:
     owner: int | None = None
 
     def moved(self, dx: float, dy: float) -> Polygon:
-        return replace(self, points=tuple((x + dx, y + dy) for x, y in self.points))
+        return _with(self, points=tuple((x + dx, y + dy) for x, y in self.points))
 
 
 @dataclass(frozen=True)
@@ -186,7 +198,7 @@ class Circle:
     owner: int | None = None
 
     def moved(self, dx: float, dy: float) -> Circle:
-        return replace(self, cx=self.cx + dx, cy=self.cy + dy)
+        return _with(self, cx=self.cx + dx, cy=self.cy + dy)
 
 
 @dataclass(frozen=True)
@@ -202,7 +214,7 @@ class Footprint:
     name: str = ""
 
     def moved(self, dx: float, dy: float) -> Footprint:
-        return replace(self, x=self.x + dx, y=self.y + dy)
+        return _with(self, x=self.x + dx, y=self.y + dy)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -218,7 +230,7 @@ class Port:
     box: int
 
     def moved(self, dx: float, dy: float) -> Port:
-        return replace(self, x=self.x + dx, y=self.y + dy)
+        return _with(self, x=self.x + dx, y=self.y + dy)
 
 
 Item = Union[Text, Path, Rect, Polygon, Circle, Footprint, Port]

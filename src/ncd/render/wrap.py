@@ -27,17 +27,23 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Diagram, Identity, Par, Seq
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
-from ncd.render.model import Drawing, Path, Port, Text
+from ncd.render.model import Drawing, Path, Port
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, typeset_text
 
+if TYPE_CHECKING:
+    from ncd.render.layout import Frag, Layout
+
 __all__ = ["page_layout"]
+
+_T = TypeVar("_T")
 
 Group = tuple[Diagram, int]
 
@@ -76,60 +82,61 @@ def _outer_blocks(node: Diagram) -> list[Block]:
     return found
 
 
-def page_layout(ctx, diagram: Diagram) -> Drawing | None:  # type: ignore[no-untyped-def]
+def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
-    from ncd.render.layout import Frag, _finish, lay_out_with
+    from ncd.render.layout import Frag, _finish, framed, smallest_text
 
     style = ctx.style
     max_w, max_aspect = PAGES[style.page]
     if math.isinf(max_w):
         return None
-    legend0 = list(ctx.legend)
-    single = lay_out_with(ctx, diagram)
-    if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
-        smallest = min((r.size for t in single.of(Text) for r in t.runs if r.text.strip()), default=style.label_size)
-        max_w = min(max_w, COLUMN_PT * smallest / MIN_PRINT_PT)
-    if single.width <= max_w and single.width <= max_aspect * single.height:
-        return single
-    core = diagram
-    collapsed_at_top = style.depth is not None and style.depth <= 0
-    if collapsed_at_top:
-        return single
-    ctx.legend = list(legend0)
-    sections: list[_Section] = []
-    if isinstance(core, Block):
-        sections.append(_Section(core, ctx.groups(_chain(core.body)), core.dom, core.cod, [core.name], 1))
-    else:
-        sections.append(_Section(None, ctx.groups(_chain(core)), core.dom, core.cod))
-    if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(core):
-        return single
-    target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
-    best: Drawing | None = None
-    for _ in range(8):
-        ctx.collapse = set()
-        ctx.legend = list(legend0)
-        page = _lay_page(ctx, sections, target, Frag)
-        drawing = _finish(ctx, page)
-        if best is None or _score(drawing, max_w, max_aspect) < _score(best, max_w, max_aspect):
-            best = drawing
-        if drawing.width <= max_aspect * drawing.height or target < 120:
-            break
-        # too wide for its height: narrower rows (more of them)
-        target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
-    return best
+    ctx.memo = {}  # every column is laid out once, then measured, packed and placed
+    try:
+        one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
+        if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
+            max_w = min(max_w, COLUMN_PT * smallest_text(one_row, style.label_size) / MIN_PRINT_PT)
+        single: Drawing | None = None
+        if one_row.w + 2 * style.margin <= max_w:  # narrow enough: is it also short enough for its height?
+            single = _finish(ctx, one_row)
+            if single.width <= max_w and single.width <= max_aspect * single.height:
+                return single
+        if style.depth is not None and style.depth <= 0:
+            return single or _finish(ctx, one_row)
+        if isinstance(diagram, Block):
+            sections = [_Section(diagram, ctx.groups(_chain(diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
+        else:
+            sections = [_Section(None, ctx.groups(_chain(diagram)), diagram.dom, diagram.cod)]
+        if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
+            return single or _finish(ctx, one_row)
+        target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
+        best: Drawing | None = None
+        for _ in range(8):
+            ctx.collapse = set()
+            page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
+                             target, Frag)
+            drawing = _finish(ctx, page)
+            if best is None or _score(drawing, max_w, max_aspect) < _score(best, max_w, max_aspect):
+                best = drawing
+            if drawing.width <= max_aspect * drawing.height or target < 120:
+                break
+            # too wide for its height: narrower rows (more of them)
+            target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
+        return best
+    finally:
+        ctx.memo = None
 
 
 def _score(d: Drawing, max_w: float, max_aspect: float) -> tuple[bool, float]:
     return (d.width > max_aspect * d.height, d.width)
 
 
-def _add_legend(ctx, block: Block) -> None:  # type: ignore[no-untyped-def]
+def _add_legend(ctx: Layout, block: Block) -> None:
     legend = block.get("legend")
     if legend:
         ctx.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
 
 
-def _lay_page(ctx, first: Sequence[_Section], target: float, Frag):  # type: ignore[no-untyped-def]
+def _lay_page(ctx: Layout, first: Sequence[_Section], target: float, Frag: type[Frag]) -> Frag:
     """Every section (the diagram, then the definitions of the blocks collapsed to fit) stacked downwards."""
     page = Frag(0.0, 0.0, 0.0, [], [])
     queue = list(first)
@@ -145,7 +152,7 @@ def _lay_page(ctx, first: Sequence[_Section], target: float, Frag):  # type: ign
     return page
 
 
-def _with_frame(ctx, section: _Section, fn):  # type: ignore[no-untyped-def]
+def _with_frame(ctx: Layout, section: _Section, fn: Callable[[], _T]) -> _T:
     saved = (ctx.depth, list(ctx.path))
     ctx.depth, ctx.path = section.depth, list(section.path)
     try:
@@ -167,7 +174,7 @@ def _interchange(node: Par) -> list[Diagram]:
     return steps
 
 
-def _fit_groups(ctx, section: _Section, limit: float, queue: list[_Section], defined: list[Block]) -> None:  # type: ignore[no-untyped-def]
+def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Section], defined: list[Block]) -> None:
     """Make every column of ``section`` narrower than ``limit`` where it can: a wide parallel part is split
     into its branches' steps (interchange law); a wide column has its outermost blocks collapsed, their
     definitions queued."""
@@ -192,8 +199,8 @@ def _fit_groups(ctx, section: _Section, limit: float, queue: list[_Section], def
     section.groups = out
 
 
-def _lay_section(ctx, section: _Section, target: float, page, y: float, queue: list[_Section],  # type: ignore[no-untyped-def]
-                 defined: list[Block], Frag) -> float:
+def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
+                 defined: list[Block], Frag: type[Frag]) -> float:
     from ncd.render.layout import flat
 
     p = ctx.style.pitch
@@ -201,18 +208,10 @@ def _lay_section(ctx, section: _Section, target: float, page, y: float, queue: l
         _add_legend(ctx, section.header)
         y = _lay_header(ctx, section.header, section.path, page, y, Frag)
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
-    rows: list[list[Group]] = []
-    row: list[Group] = []
-    for group in section.groups:
-        if row and _with_frame(ctx, section, lambda: _row(ctx, row + [group])).w > target:
-            rows.append(row)
-            row = []
-        row.append(group)
-    if row:
-        rows.append(row)
+    rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
     indent = ARROW_RUN + 4.0
     for k, groups in enumerate(rows):
-        frag = _with_frame(ctx, section, lambda groups=groups: _row(ctx, groups))
+        frag = _with_frame(ctx, section, lambda groups=groups: _row(ctx, groups))  # type: ignore[misc]
         x0 = indent if k > 0 else 0.0
         dy = y - frag.top + (0.6 * p if k else 0.0)
         page.place(frag, x0, dy)
@@ -233,7 +232,39 @@ def _lay_section(ctx, section: _Section, target: float, page, y: float, queue: l
     return y
 
 
-def _row(ctx, groups: Sequence[Group]):  # type: ignore[no-untyped-def]
+def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Group]]:
+    """Columns into rows no wider than ``target`` (greedily; a column wider than a row gets a row of its own).
+
+    A row's width is its columns', the gaps' between them and its wire labels' at both ends; the columns and
+    gaps are laid out once (the context's memo) and the widths added up, so packing is linear in the columns."""
+    labels = ctx.style.labels != "none"
+    frags = [ctx.lay_group(node, count) for node, count in groups]
+    nodes = [node for node, _ in groups]
+
+    def edge(k: int, side: str) -> float:
+        node, frag = nodes[k], frags[k]
+        if side == "in":
+            return ctx.gap(frag.ins, frag.ins, node.dom, labels, note=ctx.note("before", node))[1]
+        return ctx.gap(frag.outs, frag.outs, node.cod, labels, note=ctx.note("after", node))[1]
+
+    rows: list[list[Group]] = []
+    start, width = 0, 0.0  # the row's width so far, without its right-hand labels
+    for k in range(len(groups)):
+        if k == start:
+            width = edge(k, "in") + frags[k].w
+            continue
+        grown = width + ctx.join(nodes[k - 1], nodes[k], frags[k - 1], frags[k])[1] + frags[k].w
+        if grown + edge(k, "out") > target:
+            rows.append(list(groups[start:k]))
+            start, width = k, edge(k, "in") + frags[k].w
+        else:
+            width = grown
+    if groups:
+        rows.append(list(groups[start:]))
+    return rows
+
+
+def _row(ctx: Layout, groups: Sequence[Group]) -> Frag:
     """One row: its columns in sequence, with the wire labels at both ends and boundary ports."""
     from ncd.render.layout import framed
 
@@ -241,7 +272,7 @@ def _row(ctx, groups: Sequence[Group]):  # type: ignore[no-untyped-def]
     return framed(ctx, ctx.seq_groups(groups), first.dom, last.cod, ctx.note("before", first), ctx.note("after", last))
 
 
-def _lay_header(ctx, block: Block, path: list[str], page, y: float, Frag) -> float:  # type: ignore[no-untyped-def]
+def _lay_header(ctx: Layout, block: Block, path: list[str], page: Frag, y: float, Frag: type[Frag]) -> float:
     """``box =``: the block drawn as its component box with its port labels, then an equals sign."""
     from ncd.render.layout import framed
 
@@ -263,4 +294,4 @@ def _lay_header(ctx, block: Block, path: list[str], page, y: float, Frag) -> flo
     page.place(head, 0.0, dy)
     page.include(head.top + dy, head.bottom + dy)
     page.w = max(page.w, head.w)
-    return head.bottom + dy + 0.8 * ctx.style.pitch
+    return float(head.bottom + dy + 0.8 * ctx.style.pitch)
