@@ -45,12 +45,8 @@ def test_a_transpose_crosses() -> None:
     assert crossings(layout(ncd.Identity.of("a b c") >> ncd.Transpose("a b c -> c b a"))) == 3
 
 
-# concatenation joins the wires both of its inputs carry (U-Net's spatial wires, ViT's class token and
-# patches along m): the second input's own wire must pass them on its way to the bar, as in the paper's U-Net
-MERGES = {"unet", "vit"}
-
-
-@pytest.mark.parametrize("name", sorted(set(ncd.zoo.MODELS) - MERGES))
+@pytest.mark.parametrize("name", sorted(ncd.zoo.MODELS))
 def test_gallery_layout_adds_no_crossings(name: str) -> None:
-    """Every crossing in a gallery drawing is drawn by a box (a transpose, an einsum, a copy of a tuple)."""
+    """Every crossing in a gallery drawing is drawn by a box (a transpose, an einsum, a copy of a tuple) or
+    joins wires at a dot (a concatenation joins the wires both inputs carry, as in the paper's U-Net)."""
     assert crossing_points(layout(ncd.zoo.MODELS[name]()), free=True) == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ncd.render.model import Drawing, Path, Text
+from ncd.render.model import Circle, Drawing, Path, Text
 
 __all__ = ["COLUMN_PT", "MIN_PRINT_PT", "Figures", "drawing_figures", "crossings", "crossing_points"]
 
@@ -44,7 +44,8 @@ def crossings(drawing: Drawing, *, free: bool = False) -> int:
     """How many times two wires cross in ``drawing`` (curves sampled; wires that meet at an end — a copy, a
     merge, a port — do not count).  In this notation a crossing says the axes are permuted, so a drawing of a
     diagram without a transpose should have none.  ``free=True`` counts only crossings of two wires that no box
-    draws (a box's own wiring — a transpose, an einsum, a copy of a tuple — may cross; the layout's may not).
+    draws and that do not run into a dot (a box's own wiring — a transpose, an einsum, a copy of a tuple — and
+    the wires a copy or a concatenation joins may cross; the layout's may not).
 
     >>> import ncd
     >>> crossings(ncd.render.layout(ncd.Identity.of("b c y x") >> ncd.Linear("c -> d")))
@@ -57,13 +58,14 @@ def crossings(drawing: Drawing, *, free: bool = False) -> int:
 
 def crossing_points(drawing: Drawing, *, free: bool = False) -> list[tuple[float, float]]:
     """Where two wires of ``drawing`` cross (see :func:`crossings`)."""
+    dots = {(round(c.cx), round(c.cy)) for c in drawing.of(Circle)} if free else set()
     lines = []
     for item in drawing.of(Path):
         if item.role != "wire" or (free and item.owner is not None):
             continue
         pts = list(item.samples(8))
-        if len(pts) < 2:
-            continue
+        if len(pts) < 2 or (dots and any((round(x), round(y)) in dots for x, y in (pts[0], pts[-1]))):
+            continue  # a wire into or out of a dot: a copy or a merge joins there
         xs, ys = [x for x, _ in pts], [y for _, y in pts]
         lines.append((min(xs), max(xs), min(ys), max(ys), pts))
     lines.sort(key=lambda line: line[0])
