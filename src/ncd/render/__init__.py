@@ -18,7 +18,7 @@ from typing import Any
 
 from ncd.errors import InputError
 from ncd.ir.diagram import Diagram
-from ncd.render.layout import layout
+from ncd.render.layout import layout, no_collector
 from ncd.render.model import Drawing
 from ncd.render.style import Style
 
@@ -52,7 +52,8 @@ def to_svg(diagram: Diagram, **options: Any) -> str:
     style = Style.from_options(**options)
     from ncd.render.svg import paint_svg
 
-    return paint_svg(layout(_check(diagram), style), embed_fonts=style.embed_fonts)
+    with no_collector():
+        return paint_svg(layout(_check(diagram), style), embed_fonts=style.embed_fonts)
 
 
 def to_tikz(diagram: Diagram, *, standalone: bool = True, **options: Any) -> str:
@@ -85,7 +86,9 @@ def to_pdf(diagram: Diagram, **options: Any) -> bytes:
 def _write_svg(diagram: Diagram, path: str, style: Style) -> None:
     from ncd.render.svg import paint_svg
 
-    _write(path, paint_svg(layout(diagram, style), embed_fonts=style.embed_fonts))
+    with no_collector():
+        text = paint_svg(layout(diagram, style), embed_fonts=style.embed_fonts)
+    _write(path, text)
 
 
 @register_writer(".tex", ".tikz")
@@ -112,9 +115,12 @@ def _write_pdf(diagram: Diagram, path: str, style: Style) -> None:
 
 
 def _write(path: str, data: str | bytes) -> None:
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(path, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
-        fh.write(data)
+    if isinstance(data, bytes):
+        with open(path, "wb") as fb:
+            fb.write(data)
+    else:
+        with open(path, "w", encoding="utf-8") as ft:
+            ft.write(data)
 
 
 def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
@@ -137,10 +143,10 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
         raise InputError(f"draw: cannot write {target!r}: unknown extension {ext or '(none)'!r}; known: {known}")
     costs = options.get("costs")
     if costs is not None and not isinstance(costs, tuple):
-        from ncd.analysis.annotate import annotations
+        from ncd.analysis.annotate import annotations as block_annotations
 
         sizes = dict(costs) if isinstance(costs, dict) else {}
-        options["costs"] = tuple(annotations(diagram, **sizes).items()) if costs else ()
+        options["costs"] = tuple(block_annotations(diagram, **sizes).items()) if costs else ()
     writer(_check(diagram), target, Style.from_options(**options))
     return target
 

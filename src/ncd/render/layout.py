@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -420,9 +421,11 @@ class Layout:
                 frag.add(Path.through([(bend_l + inner.w, y_in), (w, y_out)]))
             frag.include(y_out, y_out)
         for entries, x in ((dom, bend_l), (cod, bend_l + inner.w)):
-            for k, n in Counter(k for seg in entries for k in seg if k < 0).items():
-                if n > 1:  # a wire several segments carry: joined on its track (a copy, or a merge)
-                    frag.add(Circle(x, track[k], 2.2))
+            if len(entries) > 1:
+                woven = [k for seg in entries for k in seg if k < 0]
+                for k in dict.fromkeys(woven):
+                    if woven.count(k) > 1:  # a wire several segments carry: joined on its track (a copy, or a merge)
+                        frag.add(Circle(x, track[k], 2.2))
         return frag
 
     def woven_wire(self, axis: Axis, path: Path) -> Path:
@@ -596,6 +599,9 @@ def _align(outs: Ports, ins: Ports) -> float:
     pairs = list(zip(flat(outs), flat(ins)))
     if not pairs:
         return 0.0
+    first = round(pairs[0][0] - pairs[0][1], 3)
+    if all(round(a - b, 3) == first for a, b in pairs):  # the usual case: one shift keeps every wire straight
+        return first
     counts = Counter(round(a - b, 3) for a, b in pairs)
     best = max(counts.values())
     return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
@@ -657,16 +663,24 @@ def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
     return groups
 
 
-def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Drawing:
-    """Lay ``diagram`` out as a backend-free :class:`Drawing` (options as for :func:`ncd.draw`)."""
-    style = style or Style.from_options(**options)
+@contextmanager
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector paused: laying out and painting allocate many small acyclic records, and
+    collector passes over them (and over everything else the process holds) made large drawings superlinear."""
     enabled = gc.isenabled()
-    gc.disable()  # layout allocates many small acyclic records; collector passes made large diagrams superlinear
+    gc.disable()
     try:
-        return _layout(diagram, style)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Drawing:
+    """Lay ``diagram`` out as a backend-free :class:`Drawing` (options as for :func:`ncd.draw`)."""
+    style = style or Style.from_options(**options)
+    with no_collector():
+        return _layout(diagram, style)
 
 
 def _layout(diagram: Diagram, style: Style) -> Drawing:

@@ -27,9 +27,17 @@ __all__ = ["paint_svg", "font_face_css", "faces_used"]
 NBSP = "\u00a0"
 
 
+_NUMBERS: dict[float, str] = {}
+
+
 def _n(v: float) -> str:
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    text = _NUMBERS.get(v)  # coordinates repeat (rows of a page share their x): format each once
+    if text is None:
+        if len(_NUMBERS) > 200_000:
+            _NUMBERS.clear()
+        text = f"{v:.2f}".rstrip("0").rstrip(".")
+        text = _NUMBERS[v] = "0" if text in ("-0", "") else text
+    return text
 
 
 def _path_d(p: Path) -> str:
