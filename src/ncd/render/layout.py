@@ -402,8 +402,8 @@ class Layout:
         low = max(inner.bottom + 0.45 * p, max(ports, default=inner.bottom) + p)
         track = {k: high - (len(above) - 1 - n) * p for n, k in enumerate(above)}
         track.update({k: low + n * p for n, k in enumerate(below)})
-        left, left_internal = _boundary(dom, inner.ins, track, p, g)
-        right, right_internal = _boundary(cod, inner.outs, track, p, g)
+        left, left_internal = _woven_boundary(dom, inner.ins, track, p, g)
+        right, right_internal = _woven_boundary(cod, inner.outs, track, p, g)
         bend_l = _bend_width(max((abs(a - b) for a, b in zip(flat(left), left_internal)), default=0.0), p)
         bend_r = _bend_width(max((abs(a - b) for a, b in zip(flat(right), right_internal)), default=0.0), p)
         w = bend_l + inner.w + bend_r
@@ -623,8 +623,24 @@ def _woven_entries(typ: Type, weaves: Sequence[Weave], side: str) -> list[list[i
     return segs
 
 
-def _boundary(entries: list[list[int]], internal: Ports, track: dict[int, float], pitch: float,
+def _boundary(internal: Ports, positions: Sequence[int | None], track: float, pitch: float,
               gap: float) -> tuple[Ports, list[float]]:
+    """Boundary heights for ports with one woven wire inserted at ``positions[j]`` of segment ``j`` (``None``: not
+    there), running on ``track``, and the height where each meets the inside (see :func:`_woven_boundary`)."""
+    entries: list[list[int]] = []
+    k = 0
+    for j, seg in enumerate(internal):
+        ids = list(range(k, k + len(seg)))
+        k += len(seg)
+        pos = positions[j] if j < len(positions) else None
+        if pos is not None:
+            ids.insert(pos, -1)
+        entries.append(ids)
+    return _woven_boundary(entries, internal, {-1: track}, pitch, gap)
+
+
+def _woven_boundary(entries: list[list[int]], internal: Ports, track: dict[int, float], pitch: float,
+                    gap: float) -> tuple[Ports, list[float]]:
     """Boundary heights for a weave's ports (``entries`` as :func:`_woven_entries` gives them) and the height
     where each meets the inside: an inner port's own height, or a woven wire's track.  A woven wire enters one
     pitch from its neighbour, so the boundary stays compact, and bends to its track (unless that is near)."""
