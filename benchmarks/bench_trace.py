@@ -1,18 +1,22 @@
 """Benchmark: ``ncd.trace`` (+ layout and SVG) against ``torchview.draw_graph`` to SVG, on the same models.
 
-Prints one table: model, layers, ncd trace time, ncd layout+SVG time, torchview time (its
-Graphviz layout runs in a subprocess with a time limit), opaque boxes.  Models are built
-from configs with random weights (no downloads): GPT-2 small, BERT-base, ViT-B/16, a plain
-ResNet-50, and GPT-2 small with 12, 24 and 48 layers.
+Prints one table: model, layers, how ncd captured it, ncd trace time, ncd layout+SVG time,
+torchview time (its graph and Graphviz SVG) and the ratio, measured side by side in one
+process (median of ``--repeat`` runs each), and opaque boxes.  Models are built from configs
+with random weights (no downloads): 2-layer toys at the import corpus's sizes (with and
+without an ``attention_mask``, a sliding window, a mixture of experts), the same families
+with 12 and 24 layers, GPT-2 small, BERT-base, ViT-B/16, a plain ResNet-50, and GPT-2 small
+with 24 and 48 layers.  Targets: at most torchview's time from 12 layers up, at most 1.5×
+on the toys.
 
     .venv/bin/python benchmarks/bench_trace.py            # everything (minutes)
     .venv/bin/python benchmarks/bench_trace.py --quick    # small widths, a smoke run
+    .venv/bin/python benchmarks/bench_trace.py --only toy # the 2-layer toys
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
 import warnings
 from collections.abc import Callable
@@ -63,76 +67,122 @@ class ResNet50(nn.Module):
         return self.head(self.layers(self.stem(x)).mean((2, 3)))
 
 
-def models(quick: bool) -> list[tuple[str, int, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]]]:
+def models(quick: bool) -> list[tuple[str, int, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]]]]:
+    """2-layer toys at the import corpus's sizes, the same families with 12 and 24 layers, and real widths."""
     import transformers as T
 
     m, heads, ff = (64, 4, 256) if quick else (768, 12, 3072)
     tokens, image = (16, 32) if quick else (128, 224)
+    tiny = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                max_position_embeddings=64, use_cache=False)
 
-    def gpt2(n: int) -> Callable[[], Any]:
-        return lambda: (T.GPT2Model(T.GPT2Config(n_layer=n, n_embd=m, n_head=heads, use_cache=False)),
-                        (torch.randint(0, 1000, (1, tokens)),))
+    def ids(n: int = 8) -> torch.Tensor:
+        return torch.randint(0, 100, (2, n), generator=torch.Generator().manual_seed(0))
+
+    def padded() -> dict[str, Any]:
+        mask = torch.ones(2, 8, dtype=torch.long)
+        mask[0, :2] = 0
+        return {"attention_mask": mask}
+
+    def hf(cls: str, cfg: str, layers: int, mask: bool = False, **extra: Any) -> Callable[[], Any]:
+        def build() -> Any:
+            config = getattr(T, cfg)(**{**tiny, "num_hidden_layers": layers, **extra})
+            return getattr(T, cls)(config), (ids(),), (padded() if mask else {})
+        return build
+
+    def gpt2(n: int, width: int = m, heads_: int = heads, length: int = tokens) -> Callable[[], Any]:
+        return lambda: (T.GPT2Model(T.GPT2Config(n_layer=n, n_embd=width, n_head=heads_, vocab_size=1000, use_cache=False)),
+                        (torch.randint(0, 1000, (1, length)),), {})
 
     def bert() -> Any:
         return T.BertModel(T.BertConfig(hidden_size=m, num_attention_heads=heads, intermediate_size=ff)), \
-            (torch.randint(0, 1000, (1, tokens)),)
+            (torch.randint(0, 1000, (1, tokens)),), {}
 
     def vit() -> Any:
         return T.ViTModel(T.ViTConfig(hidden_size=m, num_attention_heads=heads, intermediate_size=ff, image_size=image,
-                                      patch_size=16)), (torch.randn(1, 3, image, image),)
+                                      patch_size=16)), (torch.randn(1, 3, image, image),), {}
 
     def resnet() -> Any:
-        return ResNet50(base=16 if quick else 64), (torch.randn(1, 3, image, image),)
+        return ResNet50(base=16 if quick else 64), (torch.randn(1, 3, image, image),), {}
 
-    return [("GPT-2 small", 12, gpt2(12)), ("BERT-base", 12, bert), ("ViT-B/16", 12, vit), ("ResNet-50", 50, resnet),
+    toys: list[tuple[str, int, Callable[[], Any]]] = [
+        ("llama (toy)", 2, hf("LlamaModel", "LlamaConfig", 2)),
+        ("mistral (toy)", 2, hf("MistralModel", "MistralConfig", 2, sliding_window=4)),
+        ("llama+attention_mask (toy)", 2, hf("LlamaModel", "LlamaConfig", 2, mask=True)),
+        ("bert (toy)", 2, hf("BertModel", "BertConfig", 2)),
+        ("bert+attention_mask (toy)", 2, hf("BertModel", "BertConfig", 2, mask=True)),
+        ("gpt2 (toy)", 2, gpt2(2, 32, 4, 8)),
+        ("mixtral (toy)", 2, hf("MixtralModel", "MixtralConfig", 2, num_local_experts=4, num_experts_per_tok=2)),
+    ]
+    deep: list[tuple[str, int, Callable[[], Any]]] = [
+        ("llama (corpus widths)", 12, hf("LlamaModel", "LlamaConfig", 12)),
+        ("llama+attention_mask (corpus widths)", 12, hf("LlamaModel", "LlamaConfig", 12, mask=True)),
+        ("bert (corpus widths)", 12, hf("BertModel", "BertConfig", 12)),
+        ("gpt2 (corpus widths)", 12, gpt2(12, 32, 4, 8)),
+        ("llama (corpus widths)", 24, hf("LlamaModel", "LlamaConfig", 24)),
+    ]
+    real = [("GPT-2 small", 12, gpt2(12)), ("BERT-base", 12, bert), ("ViT-B/16", 12, vit), ("ResNet-50", 50, resnet),
             ("GPT-2", 24, gpt2(24)), ("GPT-2", 48, gpt2(48))]
+    return toys + deep + real
 
 
-def _torchview(build: Callable[[], Any], out: Any) -> None:
-    import torchview
-
-    model, args = build()
-    start = time.perf_counter()
-    graph = torchview.draw_graph(model.eval(), input_data=list(args), save_graph=False)
-    graph.visual_graph.pipe(format="svg")
-    out.put(time.perf_counter() - start)
-
-
-def time_torchview(build: Callable[[], Any], limit: float) -> str:
-    queue: Any = multiprocessing.Queue()
-    process = multiprocessing.Process(target=_torchview, args=(build, queue))
-    process.start()
-    process.join(limit)
-    if process.is_alive():
-        process.terminate()
-        process.join()
-        return f"> {limit:.0f} s"
-    return f"{queue.get():.2f} s" if not queue.empty() else "failed"
-
-
-def main() -> None:
+def _ncd(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float, Any]:
     import ncd
     from ncd.render import to_svg
 
+    start = time.perf_counter()
+    diagram = ncd.trace(model, *args, **kwargs)
+    traced = time.perf_counter() - start
+    start = time.perf_counter()
+    to_svg(diagram)
+    return traced, time.perf_counter() - start, diagram
+
+
+def _torchview(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    import torchview
+
+    start = time.perf_counter()
+    graph = torchview.draw_graph(model, input_data=list(args), input_kwargs=kwargs or None, save_graph=False)
+    graph.visual_graph.pipe(format="svg")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    import statistics
+
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small widths (a smoke run)")
-    parser.add_argument("--limit", type=float, default=120.0, help="seconds allowed to torchview per model")
+    parser.add_argument("--quick", action="store_true", help="small widths for the real-width models (a smoke run)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per model and tool (the median is printed)")
     parser.add_argument("--no-torchview", action="store_true")
+    parser.add_argument("--only", default="", help="models whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| model | layers | ncd trace | ncd layout+SVG | ncd total | torchview (SVG) | opaque boxes |")
-    print("|---|---|---|---|---|---|---|")
-    for name, layers, build in models(args.quick):
-        model, inputs = build()
-        start = time.perf_counter()
-        diagram = ncd.trace(model.eval(), *inputs)
-        traced = time.perf_counter() - start
-        start = time.perf_counter()
-        to_svg(diagram)
-        drawn = time.perf_counter() - start
-        other = "skipped" if args.no_torchview else time_torchview(build, args.limit)
-        print(f"| {name} | {layers} | {traced:.2f} s | {drawn:.2f} s | {traced + drawn:.2f} s | {other} | {diagram.opaque_count} |",
-              flush=True)
+    chosen = [(n, k, b) for n, k, b in models(args.quick) if args.only.lower() in n.lower()]
+    warm, warm_args, warm_kwargs = chosen[0][2]()  # imports and first-call costs of both tools, outside the table
+    _ncd(warm.eval(), warm_args, warm_kwargs)
+    if not args.no_torchview:
+        _torchview(warm.eval(), warm_args, warm_kwargs)
+    print("| model | layers | capture | ncd trace | ncd layout+SVG | ncd total | torchview (SVG) | ncd / torchview"
+          " | opaque boxes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, layers, build in chosen:
+        model, inputs, kwargs = build()
+        model.eval()
+        runs = [_ncd(model, inputs, kwargs) for _ in range(args.repeat)]
+        traced = statistics.median(r[0] for r in runs)
+        drawn = statistics.median(r[1] for r in runs)
+        total = statistics.median(r[0] + r[1] for r in runs)
+        diagram = runs[-1][2]
+        if args.no_torchview:
+            other, ratio = "skipped", ""
+        else:
+            try:
+                seconds = statistics.median(_torchview(model, inputs, kwargs) for _ in range(args.repeat))
+                other, ratio = f"{seconds:.2f} s", f"{total / seconds:.2f}×"
+            except Exception as error:  # noqa: BLE001 - a model torchview cannot draw
+                other, ratio = f"failed ({type(error).__name__})", ""
+        print(f"| {name} | {layers} | {diagram.method} | {traced:.2f} s | {drawn:.2f} s | {total:.2f} s | {other} | {ratio} |"
+              f" {diagram.opaque_count} |", flush=True)
 
 
 if __name__ == "__main__":

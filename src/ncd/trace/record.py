@@ -40,6 +40,10 @@ class ReadsValue(Unsupported):
     """The model read a value that depends on the inputs into Python (its control flow may depend on it)."""
 
 
+#: record on the meta device (shapes only) before real values
+META = False
+
+
 class _NeedValues(Exception):
     """The recording on the meta device lacks a value it needs: record again on real values."""
 
@@ -194,7 +198,7 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     """
     try:
         try:
-            return _record(model, args, kwargs, flat, meta=True)
+            return _record(model, args, kwargs, flat, meta=META)
         except Unsupported:
             raise
         except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
@@ -206,7 +210,7 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     # with no branch on values.  Export would record the same operations, only slower.
     with _as_exporting():
         try:
-            return _record(model, args, kwargs, flat, meta=True)
+            return _record(model, args, kwargs, flat, meta=META)
         except Unsupported:
             raise
         except Exception:  # noqa: BLE001 - as above
