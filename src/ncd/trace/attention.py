@@ -184,8 +184,8 @@ def _subgraph(mask: Node, limit: int = 400) -> tuple[list[Node], list[Node]] | N
     return list(seen.values()), list(inputs.values())
 
 
-def _run(nodes: list[Node], given: dict[int, Any]) -> Any:
-    """Re-run recorded operations with some nodes' values replaced; the last node's value."""
+def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None) -> Any:
+    """Re-run recorded operations with some nodes' values replaced; the value of ``until`` (else the last node's)."""
     values = dict(given)
 
     def sub(value: Any) -> Any:
@@ -202,7 +202,7 @@ def _run(nodes: list[Node], given: dict[int, Any]) -> Any:
         for n in nodes:
             out = n.target(*sub(n.args), **sub(n.kwargs))
             values[id(n)] = out
-    return out
+    return out if until is None else values[id(until)]
 
 
 _EMPTY_ROWS: list[bool] = []

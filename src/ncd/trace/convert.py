@@ -258,7 +258,7 @@ class Converter:
         rotary = find_rotary(self)
         from ncd.trace.idioms import prepare
 
-        prepare(self)  # idioms read before the walk (head expansion, input masks): their operations are skipped
+        emitters = prepare(self)  # idioms read before the walk (head expansion, masks, experts): operations skipped
         for node in self.captured.nodes:
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue
@@ -278,6 +278,9 @@ class Converter:
             self.current = node
             if id(node) in rotary:
                 emit_rotary(self, node, *rotary[id(node)])
+                continue
+            if id(node) in emitters:
+                emitters[id(node)](self, node)
                 continue
             name, _ = op_name(node.target)
             fn = RULES.get(name)

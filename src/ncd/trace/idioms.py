@@ -46,11 +46,14 @@ def load_rules() -> None:
     import ncd.trace.scalars  # noqa: F401
 
 
-def prepare(conv: Converter) -> None:
-    """Pre-passes before the walk: idioms spanning several recorded operations mark the ones they replace as skipped."""
+def prepare(conv: Converter) -> dict[int, Any]:
+    """Pre-passes before the walk: idioms spanning several recorded operations mark the ones they replace as skipped;
+    returns, for the node that stands for each of them, the function that emits it (called by the walk in its place)."""
     from ncd.trace.attention import prepare as attention
+    from ncd.trace.moe import prepare as experts
 
     attention(conv)
+    return experts(conv)
 
 
 def _tensor(value: Any) -> bool:

@@ -266,10 +266,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
              torch.nn.modules.module.register_module_forward_hook(post, always_call=True)]
+    mha = torch.backends.mha
+    fast = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
         with torch.no_grad(), enable_python_dispatcher(), Recorder():
             out = flat(*run_args, **run_kwargs)
     finally:
+        mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
     outputs = [rec.ref(t) for t in out]

@@ -1,0 +1,303 @@
+"""Mixtures of experts: the experts' kernel plumbing drawn as a weighted sum over an expert axis.
+
+A library runs its experts however it likes — sorting tokens by expert and a grouped GEMM
+(``sort``, ``histc``, ``cumsum``, ``_grouped_mm``, ``index_put``), a batched GEMM, a loop — but
+what it computes from the tokens ``x`` (``t m``), the router's chosen experts ``i`` (``t k``, in
+``[e]``) and their weights ``w`` (``t k``) is::
+
+    y[t, m] = Σ_k w[t, k] · expert_{i[t, k]}(x[t])[m]
+            = Σ_e G[t, e] · expert_e(x[t])[m],   G[t, e] = Σ_k w[t, k] · [i[t, k] = e]
+
+with every expert the same gated MLP over weights that carry an expert axis ``e``:
+``expert_e(x) = (act(x W_gate[e]ᵀ) ⊙ x W_up[e]ᵀ) W_down[e]ᵀ``.  :func:`prepare` finds a module
+whose parameters carry a leading expert axis, reads the three tensors it receives from the
+recording and its one result, and re-runs the recorded operations on the traced values and on
+random tokens, experts and weights: only if they equal this sum every time (for one of the
+usual weight layouts and activations) is the module drawn as it — the gate ``G`` (a gather
+from the identity on ``e``, weighted by ``w``), the experts as einsums with ``e`` on their
+learned weights, and the weighted sum over ``e``.  The router before it (linear, softmax,
+top-k) is drawn by the ordinary rules.  Anything else stays as recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box
+from ncd.prims.elementwise import ElementwiseOp, MultiplyOp
+from ncd.prims.linear import EinsumOp
+from ncd.trace.capture import Node, refs
+from ncd.trace.convert import Converter, op_name
+
+__all__ = ["prepare", "Experts"]
+
+#: activations an expert may use, as torch computes them (the value check picks the one that agrees)
+ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"), "relu": torch.relu,
+}
+
+
+@dataclass
+class Experts:
+    """A recognised experts call: ``out = Σ_e G[t, e] · expert_e(x)``."""
+
+    path: str
+    x: Node
+    index: Node
+    weight: Node
+    out: Node
+    members: list[Node]
+    layout: str  # "gate_up" (W1: e 2f m, chunked gate|up), "gate_up_t" (W1: e m 2f), "plain" (W1: e f m, no gate)
+    act: str
+    params: list[tuple[str, torch.Tensor]]  # (state-dict name, value): the input projection(s), then the output one
+
+
+def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
+    """Find experts calls; skip their recorded operations and return an emitter for each call's result node."""
+    if conv.model is None:
+        return {}
+    by_path: dict[str, list[Node]] = {}
+    for n in conv.captured.nodes:
+        if n.kind == "call":
+            for path, _ in n.stack:
+                by_path.setdefault(path, []).append(n)
+    emitters: dict[int, Callable[[Converter, Node], None]] = {}
+    taken: set[int] = set()
+    for path, members in by_path.items():
+        if any(id(n) in taken for n in members):
+            continue
+        try:
+            module = conv.model.get_submodule(path)
+        except AttributeError:
+            continue
+        found = _recognise(conv, path, module, members)
+        if found is None:
+            continue
+        taken |= {id(n) for n in members}
+        conv.skip |= {id(n) for n in members if n is not found.out}
+        emitters[id(found.out)] = _emitter(found)
+    return emitters
+
+
+def _expert_params(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]] | None:
+    params = [(name, p) for name, p in module.named_parameters(recurse=False)]
+    if not params or any(p.dim() != 3 or not p.is_floating_point() for _, p in params):
+        return None
+    experts = {int(p.shape[0]) for _, p in params}
+    return params if len(experts) == 1 and experts.pop() >= 2 else None
+
+
+def _recognise(conv: Converter, path: str, module: torch.nn.Module, members: list[Node]) -> Experts | None:
+    params = _expert_params(module)
+    if params is None or len(params) not in (2, 3):
+        return None
+    inside = {id(n) for n in members}
+    outside: dict[int, Node] = {}
+    for n in members:
+        for r in refs((n.args, n.kwargs)):
+            if id(r) not in inside and r.live and isinstance(r.value, torch.Tensor):
+                outside[id(r)] = r
+    results = [n for n in members if any(id(c) not in inside for c in conv.consumers.get(id(n), []))
+               or any(o is n for o in conv.captured.outputs)]
+    if len(outside) != 3 or len(results) != 1:
+        return None
+    floats = [r for r in outside.values() if r.value.is_floating_point()]
+    ints = [r for r in outside.values() if not r.value.is_floating_point() and r.value.dtype != torch.bool]
+    if len(floats) != 2 or len(ints) != 1:
+        return None
+    (index,) = ints
+    if index.value.dim() != 2:
+        return None
+    tokens, k = (int(s) for s in index.value.shape)
+    x = next((f for f in floats if f.value.dim() == 2 and f.value.shape[0] == tokens and tuple(f.value.shape) != (tokens, k)),
+             None)
+    weight = next((f for f in floats if f is not x and tuple(f.value.shape) == (tokens, k)), None)
+    out = results[0]
+    if x is None or weight is None or tuple(out.value.shape) != tuple(x.value.shape):
+        return None
+    order = {id(n): j for j, n in enumerate(conv.captured.nodes)}
+    members = sorted(members, key=lambda n: order.get(id(n), 0))
+    prefix = f"{path}." if path else ""
+    named = [(prefix + name, p.detach()) for name, p in params]
+    for layout in _layouts(named, int(x.value.shape[1])):
+        for act in ACTS:
+            if _agrees(members, x, index, weight, out, named, layout, act):
+                return Experts(path, x, index, weight, out, members, layout, act, named)
+    return None
+
+
+def _layouts(params: list[tuple[str, torch.Tensor]], m: int) -> list[str]:
+    shapes = [tuple(int(s) for s in p.shape[1:]) for _, p in params]
+    found = []
+    if len(params) == 2:
+        (a, b), (c, d) = shapes
+        if b == m and a % 2 == 0 and (c, d) == (m, a // 2):
+            found.append("gate_up")
+        if a == m and b % 2 == 0 and (c, d) == (b // 2, m):
+            found.append("gate_up_t")
+        if b == m and (c, d) == (m, a):
+            found.append("plain")
+    elif len(params) == 3 and shapes[0] == shapes[1] and shapes[0][1] == m and shapes[2] == (m, shapes[0][0]):
+        found.append("gate_and_up")
+    return found
+
+
+def dense(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, params: list[tuple[str, torch.Tensor]],
+          layout: str, act: str) -> torch.Tensor:
+    """``Σ_e G[t, e] · expert_e(x)`` computed densely (every expert on every token), in float64."""
+    experts = int(params[0][1].shape[0])
+    x = x.double()
+    gate = torch.einsum("tk,tke->te", weight.double(), torch.nn.functional.one_hot(index.long(), experts).double())
+    w = [p.double() for _, p in params]
+    fn = ACTS[act]
+    if layout == "gate_up":
+        h = torch.einsum("tm,egm->teg", x, w[0])
+        g, u = h.chunk(2, dim=-1)
+        h = fn(g) * u
+    elif layout == "gate_up_t":
+        h = torch.einsum("tm,emg->teg", x, w[0])
+        g, u = h.chunk(2, dim=-1)
+        h = fn(g) * u
+    elif layout == "gate_and_up":
+        h = fn(torch.einsum("tm,efm->tef", x, w[0])) * torch.einsum("tm,efm->tef", x, w[1])
+    else:
+        h = fn(torch.einsum("tm,efm->tef", x, w[0]))
+    y = torch.einsum("tef,emf->tem", h, w[-1])
+    return torch.einsum("te,tem->tm", gate, y)
+
+
+def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, params: list[tuple[str, torch.Tensor]],
+            layout: str, act: str) -> bool:
+    """The recorded operations, re-run on the traced values and on random ones, equal :func:`dense` every time."""
+    from ncd.trace.attention import _run
+
+    tokens, k = (int(s) for s in index.value.shape)
+    experts = int(params[0][1].shape[0])
+    if x.value.device.type == "meta" or k > experts:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    probes = [(x.value, index.value, weight.value)]
+    for _ in range(3):
+        chosen = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)]).to(index.value.dtype)
+        probes.append(((2 * torch.randn(tuple(x.value.shape), generator=gen)).to(x.value.dtype), chosen,
+                       torch.rand((tokens, k), generator=gen).to(weight.value.dtype)))
+    try:
+        for xv, iv, wv in probes:
+            got = _run(members, {id(x): xv, id(index): iv, id(weight): wv}, until=out)
+            want = dense(xv, iv, wv, params, layout, act)
+            if not (isinstance(got, torch.Tensor) and got.shape == want.shape
+                    and torch.allclose(got.double(), want, atol=1e-5, rtol=1e-4)):
+                return False
+    except Exception:  # noqa: BLE001 - operations that cannot be re-run: not recognised
+        return False
+    return True
+
+
+def _emitter(found: Experts) -> Callable[[Converter, Node], None]:
+    def emit(conv: Converter, node: Node) -> None:
+        mark = conv.mark()
+        try:
+            conv.bind(node, _emit(conv, found))
+        except Exception:  # noqa: BLE001 - drawn as recorded (every operation by its rule or opaque)
+            conv.rollback(mark)
+            for n in found.members:
+                if n.live and n.value is not None and not isinstance(n.value, (bool, int, float)):
+                    _getitem_or_convert(conv, n)
+
+    return emit
+
+
+def _getitem_or_convert(conv: Converter, n: Node) -> None:
+    from ncd.trace.attention import _convert_one
+
+    if op_name(n.target)[0] == "operator.getitem":
+        key = (id(n.args[0]), n.args[1])
+        if key in conv._picked:
+            conv.values[id(n)] = conv._picked[key]
+        return
+    _convert_one(conv, n)
+
+
+def _fresh(conv: Converter, size: int, hint: str, taken: set[str]) -> str:
+    from ncd.trace.naming import PRIME
+
+    name = conv.namer.fresh(size, hint)
+    while name in taken:
+        name += PRIME
+    taken.add(name)
+    return name
+
+
+def _emit(conv: Converter, found: Experts) -> int:
+    from ncd.prims.gather import GatherOp
+    from ncd.prims.movement import SliceOp
+
+    vx, vi, vw = conv.value(found.x), conv.value(found.index), conv.value(found.weight)
+    tx, m = conv.names(vx)
+    ti, kk = conv.names(vi)
+    taken = {tx, m, kk}
+    experts = int(found.params[0][1].shape[0])
+    e = _fresh(conv, experts, "e", taken)
+    e_row = _fresh(conv, experts, "e", taken)
+    # the gate: G[t, e] = Σ_k w[t, k] · I[i[t, k], e] (the identity on e, gathered at the chosen experts)
+    vi = conv.view(vi, [tx, kk], tuple(int(s) for s in found.index.value.shape))
+    iseg = conv.segs[vi]
+    if iseg.dtype != "index" or iseg.range is None or int(iseg.range) != experts:
+        from ncd.prims.opaque import ViewOp
+
+        wider = Segment(iseg.axes, "index", sympy.Integer(experts))
+        (vi,) = conv.emit(Box(ViewOp(iseg, wider)), [vi], [wider])
+    identity = conv.value(Node("experts_identity", "constant", value=torch.eye(experts), source="identity"), [e_row, e])
+    row = conv.segs[identity].axes[0]
+    onehot = conv.apply(Box(GatherOp(row, conv.segs[vi])), [identity, vi])
+    vw = conv.view(vw, [tx, kk], tuple(int(s) for s in found.weight.value.shape))
+    gate_seg = Segment((conv.segs[vw].axes[0], conv.segs[onehot].axes[-1]))
+    (gate,) = conv.emit(Box(EinsumOp(Type((conv.segs[vw], conv.segs[onehot])), gate_seg)), [vw, onehot], [gate_seg])
+    # the experts: einsums with the expert axis e on their learned weights
+    w_in = found.params[:-1]
+    name_out, w_out = found.params[-1]
+    width = int(w_out.shape[2])
+    f = _fresh(conv, width, "f", taken)
+    hidden: int
+    if found.layout in ("gate_up", "gate_up_t"):
+        g2 = _fresh(conv, 2 * width, "f", taken)
+        names = [e, g2, m] if found.layout == "gate_up" else [e, m, g2]
+        vw1 = _parameter(conv, w_in[0], names)
+        h_seg = Segment((conv.segs[vx].axes[0], conv.segs[vw1].axes[0], conv.segs[vw1].axes[names.index(g2)]))
+        (h,) = conv.emit(Box(EinsumOp(Type((conv.segs[vx], conv.segs[vw1])), h_seg)), [vx, vw1], [h_seg])
+        axis = h_seg.axes[-1]
+        f_axis = conv.namer.axis(f, width)
+        gate_half = conv.apply(Box(SliceOp(axis, sympy.Integer(0), sympy.Integer(width), sympy.Integer(1), f_axis)), [h])
+        up_half = conv.apply(Box(SliceOp(axis, sympy.Integer(width), sympy.Integer(2 * width), sympy.Integer(1), f_axis)),
+                             [h])
+        hidden = conv.apply(Box(MultiplyOp(2)), [conv.apply(Box(ElementwiseOp(found.act)), [gate_half]), up_half])
+    else:
+        projected = []
+        for param in w_in:
+            vw1 = _parameter(conv, param, [e, f, m])
+            h_seg = Segment((conv.segs[vx].axes[0], conv.segs[vw1].axes[0], conv.segs[vw1].axes[1]))
+            (h,) = conv.emit(Box(EinsumOp(Type((conv.segs[vx], conv.segs[vw1])), h_seg)), [vx, vw1], [h_seg])
+            projected.append(h)
+        hidden = conv.apply(Box(ElementwiseOp(found.act)), [projected[0]])
+        if len(projected) == 2:
+            hidden = conv.apply(Box(MultiplyOp(2)), [hidden, projected[1]])
+    vw2 = _parameter(conv, (name_out, w_out), [e, m, f])
+    hseg = conv.segs[hidden]
+    y_seg = Segment((hseg.axes[0], hseg.axes[1], conv.segs[vw2].axes[1]))
+    (y,) = conv.emit(Box(EinsumOp(Type((hseg, conv.segs[vw2])), y_seg)), [hidden, vw2], [y_seg])
+    # the weighted sum over the expert axis
+    out_seg = Segment((y_seg.axes[0], y_seg.axes[2]))
+    (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[gate], y_seg)), out_seg)), [gate, y], [out_seg])
+    return out
+
+
+def _parameter(conv: Converter, param: tuple[str, torch.Tensor], names: list[str]) -> int:
+    name, value = param
+    return conv.value(Node(name.replace(".", "_"), "parameter", value=value, source=name), names)
