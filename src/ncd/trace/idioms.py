@@ -96,6 +96,7 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
     out: list[str] = []
     i = j = 0
     split_names = conv.__dict__.setdefault("_splits", {})
+    merged: dict[str, list[str]] = conv.__dict__.setdefault("_merges", {})  # a merged wire's name -> the wires merged
     while j < len(shape_out) or i < len(shape_in):
         if j < len(shape_out) and shape_out[j] == 1 and (i >= len(shape_in) or shape_in[i] != 1):
             out.append("1")
@@ -126,6 +127,9 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
         sizes_out = [shape_out[k] for k in b]
         if len(a) == 1 and len(b) == 1:
             out.append(group_in[0])
+        elif len(a) == 1 and merged.get(group_in[0]) and [int(conv.namer.size_of.get(n.rstrip(PRIME), -1))
+                                                          for n in merged[group_in[0]]] == sizes_out:
+            out.extend(merged[group_in[0]])  # a merge undone (tokens flattened, then unflattened): the names back
         elif len(a) == 1:
             parent = group_in[0].rstrip(PRIME)
             hints = ["h", "k"] if len(b) == 2 else [None] * len(b)
@@ -135,7 +139,9 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             out.extend(parts)
         elif len(b) == 1:
             key = tuple(n.rstrip(PRIME) for n in group_in)
-            out.append(split_names.get(key) or conv.namer.fresh(sizes_out[0]))
+            name = split_names.get(key) or conv.namer.fresh(sizes_out[0])
+            merged.setdefault(name, list(group_in))
+            out.append(name)
         else:
             out.extend(conv.namer.fresh(s) for s in sizes_out)
     return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import sympy
 import torch
@@ -87,7 +86,7 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
 
 
 def _expert_params(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]] | None:
-    params = [(name, p) for name, p in module.named_parameters(recurse=False)]
+    params: list[tuple[str, torch.Tensor]] = [(name, p) for name, p in module.named_parameters(recurse=False)]
     if not params or any(p.dim() != 3 or not p.is_floating_point() for _, p in params):
         return None
     experts = {int(p.shape[0]) for _, p in params}
@@ -228,7 +227,7 @@ def _getitem_or_convert(conv: Converter, n: Node) -> None:
 def _fresh(conv: Converter, size: int, hint: str, taken: set[str]) -> str:
     from ncd.trace.naming import PRIME
 
-    name = conv.namer.fresh(size, hint)
+    name = conv.namer.claim(hint, size)  # the role's own name (experts e, expert features f), not one by size
     while name in taken:
         name += PRIME
     taken.add(name)

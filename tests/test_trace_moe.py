@@ -1,0 +1,113 @@
+"""Mixtures of experts: whatever kernel runs the experts, the diagram is a gate and a weighted sum over an expert axis,
+recognised only when the recorded kernel equals that sum on random tokens, experts and weights (checked against the
+original model on fresh inputs)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import transformers as T  # noqa: N812  (a test dependency: its absence must fail, not skip)
+
+import ncd
+
+TINY = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+            num_hidden_layers=1, num_experts_per_tok=2, use_cache=False)
+MODELS: dict[str, Callable[[], torch.nn.Module]] = {
+    "mixtral": lambda: T.MixtralModel(T.MixtralConfig(**TINY, num_local_experts=4)),
+    "qwen2_moe": lambda: T.Qwen2MoeModel(T.Qwen2MoeConfig(**TINY, num_experts=4, moe_intermediate_size=48,
+                                                          shared_expert_intermediate_size=64)),
+    "olmoe": lambda: T.OlmoeModel(T.OlmoeConfig(**TINY, num_experts=4)),
+}
+KERNEL = {"aten.sort.default", "aten.histc.default", "aten._grouped_mm.default", "aten.index_put.default",
+          "aten.cumsum.default", "aten.index.Tensor"}
+
+
+def _trace(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *args)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_transformers_experts_are_a_weighted_sum_over_an_expert_axis(name: str) -> None:
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = torch.randint(0, 100, (2, 8))
+    d = _trace(model, ids)
+    assert not KERNEL & set(dict(d.opaque)), d.opaque  # the grouped GEMM's plumbing is gone
+    experts = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
+    assert len(experts) == 2 and all(int(b.cod[0].axes[0].size) == 4 for b in experts)
+    module = d.to_torch()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
+    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for i in (ids, fresh):
+            got = module(i)
+            got = got[0] if isinstance(got, tuple) else got
+            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+class DenseExperts(torch.nn.Module):
+    """Experts run as a batched GEMM over every expert, then the chosen ones gathered: another kernel, the same sum."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 4, bias=False)
+        self.gate = torch.nn.Parameter(torch.randn(4, 12, 8) / 3)
+        self.up = torch.nn.Parameter(torch.randn(4, 12, 8) / 3)
+        self.down = torch.nn.Parameter(torch.randn(4, 8, 12) / 3)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.router(x).softmax(-1)
+        weights, chosen = probs.topk(2, dim=-1)
+        return self.experts(x, chosen, weights)
+
+    def experts(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.silu(torch.einsum("tm,efm->tef", x, self.gate)) * torch.einsum("tm,efm->tef", x, self.up)
+        every = torch.einsum("tef,emf->tem", h, self.down) * self.scale
+        picked = every.gather(1, chosen[:, :, None].expand(-1, -1, every.shape[-1]))
+        return (picked * weights[:, :, None]).sum(1)
+
+
+class Wrapped(torch.nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.moe = DenseExperts(scale)
+        self.moe_experts = ExpertsOnly(self.moe)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.moe.router(x).softmax(-1)
+        weights, chosen = probs.topk(2, dim=-1)
+        return self.moe_experts(x, chosen, weights)
+
+
+class ExpertsOnly(torch.nn.Module):
+    """The experts as their own module (their weights directly on it), as libraries write them."""
+
+    def __init__(self, source: DenseExperts) -> None:
+        super().__init__()
+        self.gate, self.up, self.down, self.scale = source.gate, source.up, source.down, source.scale
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return DenseExperts.experts(self, x, chosen, weights)  # type: ignore[arg-type]
+
+
+def test_a_batched_gemm_kernel_is_recognised_and_a_different_sum_is_not() -> None:
+    torch.manual_seed(0)
+    x, fresh = torch.randn(6, 8), torch.randn(6, 8)
+    same = Wrapped(1.0).eval()
+    d = _trace(same, x)
+    assert "aten.gather.default" not in dict(d.opaque) and any(
+        b.prim.op == "parameter" and b.cod[0].axes[0].name == "e" for b in d.boxes())
+    torch.testing.assert_close(d.to_torch()(fresh), same(fresh), rtol=1e-4, atol=1e-6)
+    other = Wrapped(2.0).eval()  # every expert's output doubled: not the sum the gate and experts draw
+    d = _trace(other, x)
+    assert not any(b.prim.op == "parameter" and b.cod[0].axes[0].name == "e" for b in d.boxes())
+    torch.testing.assert_close(d.to_torch()(fresh), other(fresh), rtol=1e-4, atol=1e-6)
