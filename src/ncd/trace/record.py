@@ -40,8 +40,15 @@ class ReadsValue(Unsupported):
     """The model read a value that depends on the inputs into Python (its control flow may depend on it)."""
 
 
-#: record on the meta device (shapes only) before real values
-META = False
+#: Above this rough size of a model's arithmetic (parameters × input elements) the inputs' calls are recorded on the
+#: meta device (shapes only): its kernels cost ~1-10 ms an operator in Python, running a small model costs less.
+META_ABOVE = 5e9
+
+
+def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    params = sum(p.numel() for p in model.parameters())
+    elements = sum(v.numel() for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor))
+    return params * elements > META_ABOVE
 
 
 class _NeedValues(Exception):
@@ -193,15 +200,19 @@ class _Recording:
 def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module) -> Captured:
     """Run ``flat`` (the model, returning its output tensors) once, recording every ATen call.
 
-    Calls that depend on the inputs run on the ``meta`` device (shapes only: the model's
-    compute is skipped); if that fails, the model is run again on real values.
+    The model runs on its real values (every node keeps its value, so idioms can be checked on
+    them); a large one (:data:`META_ABOVE`) runs the calls that depend on the inputs on the
+    ``meta`` device (shapes only: its compute is skipped) and, if that fails, again for real.
     """
+    meta = _on_meta(model, args, kwargs)
     try:
         try:
-            return _record(model, args, kwargs, flat, meta=META)
+            return _record(model, args, kwargs, flat, meta=meta)
         except Unsupported:
             raise
         except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
+            if not meta:
+                raise
             return _record(model, args, kwargs, flat, meta=False)
     except ReadsValue:
         pass
@@ -210,10 +221,12 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     # with no branch on values.  Export would record the same operations, only slower.
     with _as_exporting():
         try:
-            return _record(model, args, kwargs, flat, meta=META)
+            return _record(model, args, kwargs, flat, meta=meta)
         except Unsupported:
             raise
         except Exception:  # noqa: BLE001 - as above
+            if not meta:
+                raise
             return _record(model, args, kwargs, flat, meta=False)
 
 
