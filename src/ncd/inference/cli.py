@@ -40,7 +40,7 @@ def _load(target: str, sizes: dict[str, int]) -> Any:
     from ncd.inference.examples import PRESETS
 
     if target in PRESETS:
-        return PRESETS[target](**sizes)
+        return PRESETS[target](**sizes)  # type: ignore[operator]
     return load_diagram(target, sizes)
 
 
@@ -100,8 +100,14 @@ def decode_table(decoding: Any, costs: Any, policy: Any) -> Any:
            f" {costs.step_seconds * 1e3:.3f} ms/step)" if costs.roofline else "; give --hierarchy or --peak-flops"
            " and --bandwidth for the verdict")
         + f"; {policy.describe()}"
+        + (f"; recurrent state {_bytes(float(_state(decoding, policy, costs)))} per sequence (in the cache column:"
+           " it does not grow per token)" if any(s.is_state for s in decoding.sites) else "")
     )
     return table
+
+
+def _state(decoding: Any, policy: Any, costs: Any) -> Any:
+    return decoding.state_bytes(dtype=policy.cache or policy.default, **costs.sizes)
 
 
 def _count(decoding: Any, name: str) -> int:

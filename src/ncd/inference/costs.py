@@ -183,7 +183,7 @@ def _plain(value: Any) -> int | float:
     if isinstance(value, sympy.Basic):
         _number(value, "a byte count")
         return int(value) if value.is_integer else float(value)
-    return value
+    return value  # type: ignore[no-any-return]
 
 
 def _only(diagram: Diagram, sizes: dict[str, int]) -> dict[str, int]:

@@ -60,6 +60,8 @@ class Decoding:
         q = symbol("q")
         total = sympy.Integer(0)
         for site in self.sites:
+            if site.is_state:
+                continue  # a recurrence's state does not grow with the tokens (state_formula)
             per_token = q * _numel(site.per_token())
             if per == "layer":
                 total += per_token
@@ -67,6 +69,20 @@ class Decoding:
                 total += sympy.summation(per_token, (symbol(site.var), site.start, site.start + site.count - 1)) \
                     if site.var and symbol(site.var) in per_token.free_symbols else per_token * site.count
         return sympy.factor(total)
+
+    def state_formula(self) -> sympy.Expr:
+        """Bytes of recurrent state per sequence (scans over the token axis): ``q`` bytes per element, every layer."""
+        q = symbol("q")
+        total = sympy.Integer(0)
+        for site in self.sites:
+            one = q * _numel(site.per_sequence())
+            total += sympy.summation(one, (symbol(site.var), site.start, site.start + site.count - 1)) \
+                if site.var and symbol(site.var) in one.free_symbols else one * site.count
+        return sympy.factor(total)
+
+    def state_bytes(self, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
+        """Bytes of recurrent state one sequence holds, whatever its length (0 for a model without scans)."""
+        return _bind(self.state_formula().subs(symbol("q"), element_bytes(dtype)), {**self.sizes, **sizes})
 
     def cache_bytes(self, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
         """Bytes of cache per token for the whole model (a number once every size is bound, else a formula).
@@ -78,11 +94,13 @@ class Decoding:
         return _bind(formula, {**self.sizes, **sizes})
 
     def cache_bytes_at(self, positions: int, dtype: str = "bfloat16", **sizes: int) -> int | sympy.Expr:
-        """Bytes the caches of the whole model hold after ``positions`` tokens (sliding windows bound them)."""
+        """Bytes the caches of the whole model hold after ``positions`` tokens (sliding windows bound them; recurrent
+        states count once)."""
         q = element_bytes(dtype)
         total = sympy.Integer(0)
         for site in self.sites:
-            one = q * _numel(site.per_token()) * site.held(sympy.Integer(positions))
+            one = q * (_numel(site.per_sequence()) if site.is_state else
+                       _numel(site.per_token()) * site.held(sympy.Integer(positions)))
             total += sympy.summation(one, (symbol(site.var), site.start, site.start + site.count - 1)) \
                 if site.var and symbol(site.var) in one.free_symbols else one * site.count
         return _bind(total, {**self.sizes, **sizes})
@@ -140,7 +158,7 @@ def _slots(sites: list[CacheSite]) -> list[tuple[str, int | None]]:
 def _site_segment(sites: list[CacheSite], key: str, index: int | None) -> tuple[CacheSite, Segment]:
     for s in sites:
         if s.key == key and (s.var is None) == (index is None):
-            seg = s.segment if index is None else s.segment.subs({symbol(s.var): sympy.Integer(index)})  # type: ignore[arg-type]
+            seg = s.segment if index is None else s.segment.subs({symbol(s.var): sympy.Integer(index)})
             return s, seg
     raise DecodeError(f"internal: no cache site {key}")
 
@@ -188,7 +206,7 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     for key, index in _slots(pre.sites):
         _, seg = _site_segment(pre.sites, key, index)
         site, _ = _site_segment(pre.sites, key, index)
-        held = _resized(seg, site.axis, site.held(seg.axis(site.axis).size))
+        held = seg if site.is_state else _resized(seg, site.axis, site.held(seg.axis(site.axis).size))
         loads.append(Box(LoadOp(Type((held,)), key, _index(index))))
     prefill_body = Seq.of(pre.body, Par.of(Identity(outputs), *loads))
     prefill = Block(prefill_body, f"{name}Prefill", _meta(diagram, all_sizes, step=False))
@@ -202,7 +220,7 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     saves, ends = [], []
     for key, index in _slots(st.sites):
         site, seg = _site_segment(st.sites, key, index)
-        new = seg.axis(site.axis).size
+        new = sympy.Integer(0) if site.is_state else seg.axis(site.axis).size
         past = _resized(seg, site.axis, site.held(c))
         saves.append(Seq.of(Box(SaveOp(Type((past,)), key, _index(index))), Box(DeleteOp(Type((past,))))))
         ends.append(Box(LoadOp(Type((_resized(seg, site.axis, site.held(c + new)),)), key, _index(index))))

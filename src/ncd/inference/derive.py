@@ -35,6 +35,7 @@ from ncd.prims.constant import SinusoidalOp
 from ncd.prims.movement import ConcatOp, SliceOp
 from ncd.prims.opaque import OpaqueOp, ViewOp
 from ncd.prims.rotary import RotaryOp
+from ncd.prims.scan import ScanOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, SwapOp, TransposeOp
 
@@ -73,9 +74,20 @@ class CacheSite:
         """Positions the cache keeps after ``positions`` tokens: all, or the last ``window-1`` under a sliding window."""
         return positions if self.window is None else sympy.Min(positions, self.window - 1)
 
+    @property
+    def is_state(self) -> bool:
+        """A recurrence's state (``axis`` empty): one tensor per sequence, whatever the number of tokens."""
+        return not self.axis
+
     def per_token(self) -> Segment:
         """The cached wire without its key axis and batch axes: what one token of one sequence adds to the cache."""
         return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis and a.name not in self.batch)
+
+    def per_sequence(self) -> Segment:
+        """A state without its batch axes: what one sequence holds (the cached wire of a key axis: nothing fixed)."""
+        if not self.is_state:
+            return Segment(())
+        return self.segment.with_axes(a for a in self.segment.axes if a.name not in self.batch)
 
     def slots(self) -> list[tuple[str, int | None]]:
         """Every ``(key, index)`` this site saves, once the repetition count is a number."""
@@ -199,6 +211,10 @@ class _Walk:
             )
         full = frozenset().union(*(w.full for w in wires)) if wires else frozenset()
         mapping = self.mapping(node, wires)
+        if isinstance(prim, ScanOp) and prim.axis.name in self.tokens:
+            return self.scan(node, mapping)
+        if not self.keys and self.mode == "step":
+            self.refuse_mixing(node, wires)
         if isinstance(prim, CausalMaskOp) and self.mode == "step":
             if not sizes_equal(mapping.get(prim.query.name, prim.query.size), self.new):
                 raise DecodeError(f"{node.text()}: a step of more than one token needs an offset causal mask")
@@ -211,7 +227,7 @@ class _Walk:
             if prim.position.name in full:
                 raise DecodeError(f"{node.text()}: rotates positions of a cached key axis {prim.position.name}; the step"
                                   " needs the rotation before the cache")
-            rotated = dataclasses.replace(resize(prim, mapping, self.default_size), offset=prim.offset + self.past)
+            rotated = dataclasses.replace(resize(prim, mapping, self.default_size), offset=prim.offset + self.past)  # type: ignore[call-arg]
             new = Box(rotated, node.label, node.source)
             return new, [_Wire(new.cod[0], full & frozenset(new.cod[0].names))]
         if isinstance(prim, RenameOp):
@@ -224,6 +240,49 @@ class _Walk:
         new = Box(resize(prim, mapping, self.default_size), node.label, node.source)
         out = [_Wire(seg, full & frozenset(seg.names)) for seg in new.cod]
         return new, out
+
+    # -- recurrences ---------------------------------------------------------------------
+    def scan(self, node: Box, mapping: dict[str, Size]) -> tuple[Diagram, list[_Wire]]:
+        """A scan over the token axis: the prefill saves its final states (``→S_i``); the step loads them in place of
+        the initial states (``S_i→``), runs one position and saves the new ones."""
+        prim = node.prim
+        assert isinstance(prim, ScanOp)
+        new = Box(resize(prim, mapping, self.default_size), node.label, node.source)
+        c, k = prim.consts, prim.carry
+        states = [new.dom[c + j] for j in range(k)]
+        sites = [self.state_site(seg) for seg in states]
+        index = [symbol(site.var) if site.var else None for site in sites]
+        after = Par.of(*(Box(SaveOp(Type((seg,)), site.key, i)) for seg, site, i in zip(states, sites, index)),
+                       *(Identity(Type((seg,))) for seg in new.cod.segments[k:]))
+        if self.mode == "prefill":
+            result: Diagram = Seq.of(new, after)
+        else:
+            before = Par.of(*(Identity(Type((seg,))) for seg in new.dom.segments[:c]),
+                            *(Seq.of(Box(DeleteOp(Type((seg,)))), Box(LoadOp(Type((seg,)), site.key, i)))
+                              for seg, site, i in zip(states, sites, index)),
+                            *(Identity(Type((seg,))) for seg in new.dom.segments[c + k:]))
+            result = Seq.of(before, new, after)
+        return result, [_Wire(seg) for seg in new.cod]
+
+    def state_site(self, segment: Segment) -> CacheSite:
+        repeat = self.repeats[-1] if self.repeats else None
+        taken = {s.key for s in self.sites if (s.var or None) == (repeat.var if repeat else None)}
+        key, n = "S", 2
+        while key in taken:
+            key, n = f"S{n}", n + 1
+        site = CacheSite(key, repeat.var if repeat else None, segment, "",
+                         (repeat.stop - repeat.start) if repeat else sympy.Integer(1),
+                         repeat.start if repeat else sympy.Integer(0), tuple(self.blocks))
+        self.sites.append(site)
+        return site
+
+    def refuse_mixing(self, node: Box, wires: list[_Wire]) -> None:
+        """Without causal masks, a box mixing token positions other than a scan has no cache rule: refuse it."""
+        own = {a.name for seg in node.dom for a in seg.axes} & self.tokens
+        if own and _mixes_box(node, own):
+            raise DecodeError(f"{node.text()}: mixes the token positions ({', '.join(sorted(own))}) of a model without"
+                              " causal masks, and only scans over the token axis carry a state; the step cannot be"
+                              " derived")
 
     # -- sizes ---------------------------------------------------------------------------
     def mapping(self, node: Diagram, wires: list[_Wire]) -> dict[str, Size]:
@@ -459,9 +518,9 @@ def causal_axes(diagram: Diagram) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def require_causal(diagram: Diagram) -> frozenset[str]:
-    """The key axes of ``diagram``'s causal masks; an error if it has none."""
+    """The key axes of ``diagram``'s causal masks; an error if it has none and no scan (a recurrence)."""
     _, keys = causal_axes(diagram)
-    if not keys:
+    if not keys and not any(isinstance(b.prim, ScanOp) for b in diagram.boxes()):
         raise DecodeError(
             "decode: the diagram has no causal mask (◸), so a new token's dependence on earlier positions is not"
             " stated; decode needs a causal model (e.g. heads_attention(..., mask='causal'))"

@@ -104,8 +104,11 @@ class Policy:
         total = sympy.Integer(0)
         for site in decoding.sites:
             kind = self.cache_type(site.key)
-            one = element_bytes(kind) * _numel(site.per_token()) + (SCALE_BYTES if kind in _QMAX else 0)
-            if positions is not None:
+            if site.is_state and positions is None:
+                continue  # a recurrence's state does not grow per token
+            one = element_bytes(kind) * _numel(site.per_sequence() if site.is_state else site.per_token()) + \
+                (SCALE_BYTES if kind in _QMAX else 0)
+            if positions is not None and not site.is_state:
                 one = one * site.held(sympy.Integer(positions))
             if per == "layer" or site.var is None:
                 total += one * (1 if per == "layer" else site.count)
@@ -178,8 +181,8 @@ class Policy:
     def load(stored: Any, compute: torch.dtype) -> torch.Tensor:
         if isinstance(stored, tuple):
             values, scale = stored
-            return values.to(compute) * scale.to(compute)
-        return stored.to(compute)
+            return values.to(compute) * scale.to(compute)  # type: ignore[no-any-return]
+        return stored.to(compute)  # type: ignore[no-any-return]
 
 
 def _class_name(title: str) -> str:

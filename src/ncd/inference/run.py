@@ -43,10 +43,10 @@ class Decoder:
         self.sizes = {k: v for k, v in sizes.items() if k not in (decoding.token, "c")}
         self.dtype = dtype or torch.float32
         if weights is None:
-            weights = decoding.diagram.to_torch(**self.sizes).state_dict()
+            weights = decoding.diagram.to_torch(**self.sizes).state_dict()  # type: ignore[arg-type]
         self.weights = weights
-        self._prefill: dict[tuple[int, ...], torch.nn.Module] = {}
-        self._steps: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._prefill: dict[tuple[object, ...], torch.nn.Module] = {}
+        self._steps: dict[tuple[object, ...], torch.nn.Module] = {}
 
     def _module(self, diagram: Any, **sizes: int) -> torch.nn.Module:
         module = diagram.to_torch(**{**self.sizes, **sizes})
@@ -54,7 +54,7 @@ class Decoder:
         module = module.to(self.dtype).eval()
         if self.policy is not None:
             self.policy.apply_weights(module, self.dtype)
-        return module
+        return module  # type: ignore[no-any-return]
 
     def prefill_module(self, length: int, **batch: int) -> torch.nn.Module:
         """The lowered prefill of ``length`` tokens (batch sizes such as ``b=2`` where the inputs have them)."""
@@ -65,9 +65,10 @@ class Decoder:
 
     def step_module(self, past: int, **batch: int) -> torch.nn.Module:
         """The lowered step after ``past`` cached positions."""
-        key = (past, *sorted(batch.items()))
+        grows = "c" in {str(s) for s in self.decoding.step.free_symbols}  # only recurrent states: one step for all
+        key = (past if grows else 0, *sorted(batch.items()))
         if key not in self._steps:
-            self._steps[key] = self._module(self.decoding.step, c=past, **batch)
+            self._steps[key] = self._module(self.decoding.step, **({"c": past} if grows else {}), **batch)
         return self._steps[key]
 
     def _batch(self, tokens: torch.Tensor) -> dict[str, int]:
@@ -98,7 +99,8 @@ class Decoder:
             if any(s.window is not None for s in self.decoding.sites):
                 raise DecodeError("step: under a sliding window the caches keep only the last positions;"
                                   " say how many tokens came before (past=...)")
-            past = int(caches[0].shape[_row(self.decoding.sites[0])])
+            keyed = [k for k, s in enumerate(self._keys()) if not s.is_state]
+            past = int(caches[keyed[0]].shape[_row(self._keys()[keyed[0]])]) if keyed else 0  # states: no length
         out = self.step_module(past, **self._batch(token))(token, *caches)
         return out[0], self._store(out[1:])
 
@@ -140,7 +142,7 @@ class Decoder:
 
 def _row(site: Any) -> int:
     """Where the key axis sits in a cache tensor, counted from the end (leading batch axes allowed)."""
-    return site.segment.index(site.axis) - len(site.segment)
+    return int(site.segment.index(site.axis) - len(site.segment))
 
 
 def _slot(slot: tuple[str, int | None]) -> str:
