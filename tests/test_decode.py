@@ -12,7 +12,7 @@ import ncd
 from ncd.inference import DecodeError
 from ncd.inference.costs import Roofline
 from ncd.inference.examples import gqa_decoder
-from ncd.inference.policy import Policy
+from ncd.inference.policy import Policy, unpack_int4
 from ncd.render.check import problems
 from ncd.render.model import Text
 from ncd.zoo.heads import heads_attention
@@ -179,11 +179,17 @@ def test_element_type_policies_are_held_as_costed() -> None:
         logits, _ = run.step(tokens[5:6], caches)
         errors[kind] = (logits - reference[5:6]).abs().max().item()
     assert 0 < errors["bfloat16"] < errors["float8"] < 1
-    # int4 is costed at half a byte but held one value per byte: said in the docs, measured here
-    run = d.lower(dtype=torch.float64, policy=Policy("float64", cache="int4"), weights=plain.weights)
+    # int4 is held two values per byte (packed uint8), as costed: half a byte per element plus the scales
+    int4 = Policy("float64", cache="int4")
+    run = d.lower(dtype=torch.float64, policy=int4, weights=plain.weights)
     _, caches = run.prefill(tokens)
-    values = [c[0] for c in caches]
-    assert all(v.dtype == torch.int8 and int(v.min()) >= -8 and int(v.max()) <= 7 for v in values)
+    logits, caches = run.step(torch.tensor([5]), caches)  # the step unpacks and packs again
+    want, _ = plain.step(torch.tensor([5]), plain.prefill(tokens)[1])
+    assert 0 < (logits - want).abs().max().item() < 1  # rounded through 4 bits, and close
+    assert all(c[0].dtype == torch.uint8 for c in caches)
+    assert run.held_bytes(caches) == 7 * int4.cache_bytes(d)
+    unpacked = [unpack_int4(c[0], c[2]) for c in caches]
+    assert all(int(v.min()) >= -8 and int(v.max()) <= 7 for v in unpacked)
 
 
 def test_weights_in_a_block_follow_its_element_type() -> None:

@@ -12,9 +12,10 @@ used by :class:`~ncd.inference.run.Decoder`) inserts real casts:
 * ``int8``: symmetric quantisation, values held as ``torch.int8`` with one float16 scale per
   position of a cache (counted: 2 bytes per token per cache) and per output row of a weight
   (not counted in the weight bytes: a row of a weight is thousands of elements);
-* ``int4``: the same with values in ``[-8, 7]`` — **held one per byte in a ``torch.int8``
-  tensor, since torch has no packed 4-bit tensor type**: the numbers are int4's, the memory
-  of the lowered module is not (the costs count half a byte per element).
+* ``int4``: the same with values in ``[-8, 7]``, packed **two per byte** (a ``torch.uint8`` tensor, the
+  first value in the low nibble, along the last axis; torch has no 4-bit tensor type, so the packing is
+  ours) and unpacked where used: caches held as int4 take half a byte per element, as the costs say.
+  Weights are rounded through int4 (the lowered module computes in its compute type).
 
 >>> from ncd.inference.examples import gqa_decoder
 >>> import ncd
@@ -174,15 +175,46 @@ class Policy:
             absmax = x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
             scale = (absmax / qmax).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
             values = torch.clamp(torch.round(x / scale.to(x.dtype)), -qmax - 1, qmax).to(torch.int8)
+            if dtype == "int4":
+                return pack_int4(values), scale, int(x.shape[-1]) if x.dim() else 1
             return values, scale
         return x.to(getattr(torch, torch_dtype(dtype)))  # type: ignore[arg-type]
 
     @staticmethod
     def load(stored: Any, compute: torch.dtype) -> torch.Tensor:
         if isinstance(stored, tuple):
-            values, scale = stored
+            values, scale = stored[:2]
+            if len(stored) == 3:
+                values = unpack_int4(values, stored[2])
             return values.to(compute) * scale.to(compute)  # type: ignore[no-any-return]
         return stored.to(compute)  # type: ignore[no-any-return]
+
+
+def pack_int4(values: torch.Tensor) -> torch.Tensor:
+    """int8 values in ``[-8, 7]`` packed two per byte along the last axis (``uint8``; an odd last axis padded).
+
+    >>> import torch
+    >>> v = torch.tensor([[-8, 7, 0], [1, -1, 3]], dtype=torch.int8)
+    >>> p = pack_int4(v)
+    >>> p.dtype, tuple(p.shape), torch.equal(unpack_int4(p, 3), v)
+    (torch.uint8, (2, 2), True)
+    """
+    import torch
+
+    u = (values.to(torch.int16) + 8).to(torch.uint8)
+    if values.dim() == 0:
+        u = u.reshape(1)
+    if u.shape[-1] % 2:
+        u = torch.nn.functional.pad(u, (0, 1))
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, last: int) -> torch.Tensor:
+    """The int8 values :func:`pack_int4` packed (``last``: the length of the last axis before packing)."""
+    import torch
+
+    low, high = (packed & 0x0F).to(torch.int8) - 8, (packed >> 4).to(torch.int8) - 8
+    return torch.stack((low, high), dim=-1).flatten(-2)[..., :last]
 
 
 def _class_name(title: str) -> str:

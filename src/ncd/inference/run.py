@@ -120,11 +120,12 @@ class Decoder:
         return [self.policy.load(c, self.dtype) for c in caches]
 
     def held_bytes(self, caches: list[Any]) -> int:
-        """Bytes the caches occupy as held (int8/int4 values and their scales; int4 one value per byte)."""
+        """Bytes the caches occupy as held (int8/int4 values and their scales; int4 two values per byte)."""
         total = 0
         for c in caches:
             for t in c if isinstance(c, tuple) else (c,):
-                total += t.numel() * t.element_size()
+                if hasattr(t, "element_size"):  # an int4 cache also carries its unpacked length
+                    total += t.numel() * t.element_size()
         return total
 
     def generate(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
