@@ -26,7 +26,7 @@ from typing import Literal, Union
 import sympy
 
 from ncd.errors import LimitError, ParseError, SizeError
-from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute, symbol
+from ncd.ir.size import Size, SizeLike, Substitution, size, size_text, sizes_equal, substitute, symbol
 from ncd.limits import limits
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike"]
@@ -89,11 +89,15 @@ class Axis:
         return replace(self, size=size(new_size), parts=())
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Axis:
+        memo = mapping.memo if isinstance(mapping, Substitution) else None
+        if memo is not None and self in memo:
+            return memo[self]  # type: ignore[no-any-return]
         new = substitute(self.size, mapping)
         parts = tuple(p.subs(mapping) for p in self.parts)
-        if new is self.size and parts == self.parts:
-            return self
-        return replace(self, size=new, parts=parts)
+        result = self if new is self.size and parts == self.parts else replace(self, size=new, parts=parts)
+        if memo is not None:
+            memo[self] = result
+        return result
 
     def same(self, other: Axis) -> bool:
         """Same name and (provably) equal size; roles are drawing hints and do not count."""
@@ -223,7 +227,13 @@ class Type:
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Type:
         if not mapping:
             return self
-        return Type(tuple(s.subs(mapping) for s in self.segments))
+        memo = mapping.memo if isinstance(mapping, Substitution) else None
+        if memo is not None and self in memo:
+            return memo[self]  # type: ignore[no-any-return]
+        result = Type(tuple(s.subs(mapping) for s in self.segments))
+        if memo is not None:
+            memo[self] = result
+        return result
 
     def same(self, other: Type) -> bool:
         return len(self) == len(other) and all(a.same(b) for a, b in zip(self.segments, other.segments))

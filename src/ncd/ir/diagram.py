@@ -16,6 +16,7 @@ repeated over an iteration variable, with its own parameters each time).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,7 +27,7 @@ from ncd.errors import SizeError, SourceLocation, TypeMismatchError, user_locati
 from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
 from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
-from ncd.ir.size import Size, SizeLike, evaluate, size, substitute, symbol
+from ncd.ir.size import Size, SizeLike, Substitution, evaluate, size, substitute, symbol
 
 if TYPE_CHECKING:
     import torch
@@ -97,7 +98,7 @@ class Diagram:
         >>> str(ncd.Linear("m -> k h").bind(m=512, h=8).dom)
         'm:512'
         """
-        mapping = {symbol(k): size(v) for k, v in sizes.items()}
+        mapping = Substitution({symbol(k): size(v) for k, v in sizes.items()})
         return self.subs(mapping) if mapping else self
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
@@ -248,14 +249,33 @@ class Box(Diagram):
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
         if not mapping:
             return self
-        return Box(self.prim.subs(mapping), self.label, self.source)
+        if not isinstance(mapping, Substitution):
+            return Box(self.prim.subs(mapping), self.label, self.source)
+        memo = mapping.memo
+        if self.prim not in memo:  # equal primitives (a repeated layer's boxes) are substituted once
+            memo[self.prim] = (self.prim.subs(mapping), None)
+        prim, types = memo[self.prim]
+        if types is None:
+            box = Box(prim, self.label, self.source)
+            memo[self.prim] = (prim, (box.dom, box.cod))
+            return box
+        node = Box.__new__(Box)  # the checks of __post_init__ passed for this primitive already
+        _set(node, prim=prim, label=self.label, source=self.source, dom=types[0], cod=types[1])
+        return node
 
     def _own_symbols(self) -> set[sympy.Symbol]:
-        return self.dom.free_symbols | self.cod.free_symbols | self.prim.free_symbols()
+        return set(_prim_symbols(self.prim))
 
     @property
     def learned(self) -> bool:
         return self.prim.learned
+
+
+@functools.lru_cache(maxsize=4096)
+def _prim_symbols(prim: Primitive) -> frozenset[sympy.Symbol]:
+    """The size symbols of a primitive and of its signature (boxes of repeated layers share primitives)."""
+    dom, cod = prim.signature()
+    return frozenset(dom.free_symbols | cod.free_symbols | prim.free_symbols())
 
 
 @dataclass(frozen=True, repr=False)
@@ -382,7 +402,13 @@ class Weave(Diagram):
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
         if not mapping:
             return self
-        return Weave(self.inner.subs(mapping), self.axis.subs(mapping), self.dom_pos, self.cod_pos)
+        if not isinstance(mapping, Substitution):
+            return Weave(self.inner.subs(mapping), self.axis.subs(mapping), self.dom_pos, self.cod_pos)
+        # positions and names do not change under a substitution: the checks of __post_init__ still hold
+        node = Weave.__new__(Weave)
+        _set(node, inner=self.inner.subs(mapping), axis=self.axis.subs(mapping), dom_pos=self.dom_pos,
+             cod_pos=self.cod_pos, dom=self.dom.subs(mapping), cod=self.cod.subs(mapping))
+        return node
 
     def _own_symbols(self) -> set[sympy.Symbol]:
         return set(self.axis.size.free_symbols)

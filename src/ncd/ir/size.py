@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Union
+from typing import Any, Union
 
 import sympy
 
@@ -208,6 +208,18 @@ def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     if a == b:
         return True
     return bool(sympy.simplify(a - b) == 0)
+
+
+class Substitution(dict[sympy.Symbol, sympy.Expr]):
+    """A size mapping that remembers what it substituted (``memo``: axes, primitives, ... to their results).
+
+    One :meth:`~ncd.ir.diagram.Diagram.bind` uses one, so the boxes and axes a long model repeats
+    are substituted (and checked) once.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.memo: dict[Any, Any] = {}
 
 
 def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:

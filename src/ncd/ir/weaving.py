@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from ncd.ir.axes import Axis
     from ncd.ir.diagram import Box
+    from ncd.ir.primitive import Primitive
 
 __all__ = ["Side", "WovenAxis", "WeaveView", "WeavePolicy", "lowers_in_place", "uniform", "never", "always", "same_layouts",
            "same_inputs_and_output", "input_like_output", "woven_kept", "same_weave", "trailing", "own_last",
@@ -89,8 +91,29 @@ def lowers_in_place(box: Box, woven: Sequence[WovenAxis]) -> bool:
     """
     if not woven:
         return True
-    view = WeaveView(box, tuple(woven))
-    return uniform(view) and type(box.prim).weave_policy(view)
+    return _in_place(box.prim, tuple((w.dom_pos, w.cod_pos) for w in woven))
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_place(prim: Primitive, positions: tuple[tuple[tuple[int | None, ...], tuple[int, ...]], ...]) -> bool:
+    """:func:`lowers_in_place` for a primitive and the positions of its woven axes (all the decision reads:
+    a box's types are its primitive's signature, and policies read layouts, never sizes or labels)."""
+    from ncd.ir.diagram import Box
+
+    view = WeaveView(Box(prim), tuple(_Positions(dom, cod) for dom, cod in positions))
+    return uniform(view) and type(prim).weave_policy(view)
+
+
+@dataclass(frozen=True)
+class _Positions:
+    """A woven axis as the layout sees it: its position in each input and output."""
+
+    dom_pos: tuple[int | None, ...]
+    cod_pos: tuple[int, ...]
+
+    @property
+    def axis(self) -> Axis:
+        raise TypeError("a weave policy reads the layout (positions), never the woven axis itself")
 
 
 def uniform(view: WeaveView) -> bool:

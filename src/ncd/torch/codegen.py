@@ -181,12 +181,12 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         return length, emit(self, em, values)
 
     def box(self, box: Box, values: list[Value], woven: tuple[Weave, ...], em: ClassEmitter) -> list[Value]:
-        return self.lower_box(box, em, values, _record(woven))
+        return self.lower_box(box, em, values, _record(woven), in_place=True)  # the interpreter asked in_place
 
     def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Value], cod: Type, em: ClassEmitter
               ) -> list[Value]:
         if isinstance(inner, Box):
-            return self.lower_box(inner, em, values, _record(woven))
+            return self.lower_box(inner, em, values, _record(woven), in_place=False)
         return self.lower_weave_generic(inner, em, values, _record(woven), cod)
 
     def block(self, node: Block, values: list[Value], em: ClassEmitter) -> list[Value]:
@@ -248,12 +248,13 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             values = self._call(f"{layers}[{k}]", cls, em, values, body.cod, title)
         return values
 
-    def lower_box(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...]) -> list[Value]:
+    def lower_box(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...],
+                  in_place: bool | None = None) -> list[Value]:
         entry = rule_for(box.prim)
         self._track_store(box)
         em.uses_store = em.uses_store or isinstance(box.prim, (SaveOp, LoadOp))
         out_types = _woven_cod(box, woven)
-        if lowers_in_place(box, woven):
+        if in_place if in_place is not None else lowers_in_place(box, woven):
             ctx = RuleContext(box, list(values), woven, [seg.axes for seg in out_types], em)
             em.current = box
             try:
