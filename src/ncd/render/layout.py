@@ -78,6 +78,7 @@ class Layout:
         self.depth = 0
         self.path: list[str] = []  # names of the enclosing blocks (cost annotations are keyed by this path)
         self.legend: list[tuple[str, str]] = list(style.legend)
+        self._rows: set[tuple[str, str]] = set(self.legend)
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last
         #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
         #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
@@ -90,7 +91,11 @@ class Layout:
         self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str] | None, ...], str | None]] = \
             dict(style.extra).get("wire_notes", {})
         self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
-        self._labels: dict[Axis, tuple[Piece, ...]] = {}  # wire labels by axis (its legend row added once)
+        self._labels: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str] | None]] = {}  # wire labels, legend rows
+        #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic),
+        #: and a key that changes with them (part of the memo's keys)
+        self.generic: dict[Axis, tuple[Piece, ...]] | None = None
+        self.generic_key = 0
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -125,19 +130,29 @@ class Layout:
     def axis_label(self, axis: Axis) -> tuple[Piece, ...]:
         """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
         which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
+        if self.generic is not None:
+            symbol = self.generic.get(axis)
+            if symbol is not None:
+                return symbol
         hit = self._labels.get(axis)
-        if hit is not None:
-            return hit
-        entry = legend_entry(axis)
-        if entry is None:
-            parts = axis_pieces(axis)
-        else:
-            row = (entry[0], str(entry[1]))
-            if row not in self.legend:
+        if hit is None:
+            entry = legend_entry(axis)
+            hit = (axis_pieces(axis), None) if entry is None else (name_pieces(axis), (entry[0], str(entry[1])))
+            self._labels[axis] = hit
+        if hit[1] is not None:
+            self.add_legend(hit[1])
+        return hit[0]
+
+    def add_legend(self, *rows: tuple[str, str]) -> None:
+        """Rows for the legend (each once)."""
+        for row in rows:
+            if row not in self._rows:
+                self._rows.add(row)
                 self.legend.append(row)
-            parts = name_pieces(axis)
-        self._labels[axis] = parts
-        return parts
+
+    def reset_legend(self, rows: Sequence[tuple[str, str]]) -> None:
+        self.legend = list(rows)
+        self._rows = set(self.legend)
 
     def label_clearance(self) -> float:
         """How far above its wire a wire label reaches (its baseline 2.5 above, its ascent, an overline, a margin)."""
@@ -199,12 +214,16 @@ class Layout:
         """
         memo = self.memo
         if memo is not None and note is None:  # a gap owns no boxes: equal gaps are one fragment, placed many times
-            key = ("gap", typ, labels, tuple(map(tuple, left)), tuple(map(tuple, right)),
+            key = ("gap", typ, labels, self.generic_key if self.generic else 0, tuple(map(tuple, left)), tuple(map(tuple, right)),
                    tuple(sorted(seps_left.items())) if seps_left else None,
                    tuple(sorted(seps_right.items())) if seps_right else None)
             hit = memo.get(key)
             if hit is None:
-                hit = memo[key] = (self._gap(left, right, typ, labels, seps_left, seps_right, None),)
+                rows = len(self.legend)
+                made = self._gap(left, right, typ, labels, seps_left, seps_right, None)
+                hit = memo[key] = (made, tuple(self.legend[rows:]))
+            else:
+                self.add_legend(*hit[1])
             return hit[0]  # type: ignore[no-any-return]
         return self._gap(left, right, typ, labels, seps_left, seps_right, note)
 
@@ -269,12 +288,14 @@ class Layout:
         if memo is None:
             return self.lay(node) if count == 1 else self.folded(node, count)
         key = ("group", id(node), count, self.depth, tuple(self.path), self.fences[-1] if self.fences else None,
-               frozenset(self.collapse) if self.collapse else None)
+               frozenset(self.collapse) if self.collapse else None, self.generic_key if self.generic else 0)
         hit = memo.get(key)
         if hit is not None and hit[0] is node:
+            self.add_legend(*hit[2])  # the rows its labels and blocks put in the legend, as when it was laid out
             return hit[1]  # type: ignore[no-any-return]
+        before = len(self.legend)
         frag = self.lay(node) if count == 1 else self.folded(node, count)
-        memo[key] = (node, frag)
+        memo[key] = (node, frag, tuple(self.legend[before:]))
         return frag
 
     def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
@@ -309,13 +330,15 @@ class Layout:
         if memo is not None:
             hit = memo.get(key)
             if hit is not None and hit[0] is before and hit[1] is frag and hit[2] is prev and hit[3] is nxt:
+                self.add_legend(*hit[5])
                 return hit[4]  # type: ignore[no-any-return]
+        rows = len(self.legend)
         dy = _align(before.outs, frag.ins)
         note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
         gap, w = self.gap(before.outs, shifted(frag.ins, dy), prev.cod, self.style.labels == "all", before.seps_out,
                           {j: v + dy for j, v in frag.seps_in.items()}, note)
         if memo is not None:
-            memo[key] = (before, frag, prev, nxt, (gap, w, dy))
+            memo[key] = (before, frag, prev, nxt, (gap, w, dy), tuple(self.legend[rows:]))
         return gap, w, dy
 
     # -- parallel composition --------------------------------------------------------------
@@ -450,7 +473,7 @@ class Layout:
             self.path.pop()
         legend = node.get("legend")
         if legend:
-            self.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
+            self.add_legend(*(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)))
         pad, size = 7.0, self.style.text_size
         name = title or node.name
         parts = typeset_text(name)
@@ -788,7 +811,7 @@ def _hits(item: Item, box: tuple[float, float, float, float]) -> bool:
 def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
     if not ctx.legend:
         return [], 0.0, 0.0
-    ctx.legend = list(dict.fromkeys(ctx.legend))  # a block laid out twice (page layout) adds its legend twice
+    ctx.reset_legend(list(dict.fromkeys(ctx.legend)))
     size = ctx.style.label_size
     rows = [(symbol_pieces(k) if k.isidentifier() else typeset_text(k)) + (Piece(" = "),) + _size_or_text(v)
             for k, v in ctx.legend]
@@ -806,6 +829,11 @@ def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
 
 
 def _size_or_text(value: object) -> tuple[Piece, ...]:
+    if isinstance(value, str) and ", " in value:  # one value per instance of a shared definition
+        out: tuple[Piece, ...] = ()
+        for k, part in enumerate(value.split(", ")):
+            out += ((Piece(", "),) if k else ()) + _size_or_text(part)
+        return out
     try:
         return pieces(size(value))
     except Exception:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Diagram, Identity, Par, Seq
+from ncd.render.generic import generic_labels
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Path, Port
 from ncd.render.style import PAGES
@@ -61,6 +62,8 @@ class _Section:
     cod: Type
     path: list[str] = field(default_factory=list)
     depth: int = 0
+    #: other blocks of the header's name and shape drawn by this definition, their sizes as symbols
+    instances: list[Block] = field(default_factory=list)
 
 
 def _chain(node: Diagram) -> list[Diagram]:
@@ -91,6 +94,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     if math.isinf(max_w):
         return None
     ctx.memo = {}  # every column is laid out once, then measured, packed and placed
+    legend0 = list(ctx.legend)
     try:
         one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
@@ -112,6 +116,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         best: Drawing | None = None
         for _ in range(8):
             ctx.collapse = set()
+            ctx.reset_legend(legend0)  # the rows of what this page draws (memo hits add theirs again)
             page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
                              target, Frag)
             drawing = _finish(ctx, page)
@@ -133,7 +138,7 @@ def _score(d: Drawing, max_w: float, max_aspect: float) -> tuple[bool, float]:
 def _add_legend(ctx: Layout, block: Block) -> None:
     legend = block.get("legend")
     if legend:
-        ctx.legend.extend(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend))
+        ctx.add_legend(*(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)))
 
 
 def _lay_page(ctx: Layout, first: Sequence[_Section], target: float, Frag: type[Frag]) -> Frag:
@@ -191,16 +196,71 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
         blocks = [b for b in _outer_blocks(node) if id(b) not in ctx.collapse] if frag.w > limit else []
         for b in blocks:
             ctx.collapse.add(id(b))
-            if not any(b is d or b == d for d in defined):
-                defined.append(b)
-                path = section.path + [b.name]
-                queue.append(_Section(b, ctx.groups(_chain(b.body)), b.dom, b.cod, path, section.depth + 1))
+            # a definition shared by blocks of one name draws the first one's contents: the blocks there stand
+            # for the blocks in the same place of the others, which need a definition as well
+            where = _path_to(section.header.body, b) if section.header is not None and section.instances else None
+            others = [_follow(other.body, where) for other in section.instances] if where is not None else []
+            for block in [b] + [o for o in others if isinstance(o, Block)]:
+                _define(ctx, block, section, queue, defined)
         out.append((node, count))
     section.groups = out
 
 
+def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], defined: list[Block]) -> None:
+    """Queue the definition of collapsed block ``b`` unless one is drawn already: one per block name, its sizes as
+    symbols, where the blocks of that name have one shape (:func:`ncd.render.generic.generic_labels`)."""
+    if any(b is d or b == d for d in defined):
+        return
+    defined.append(b)
+    pending = next((q for q in queue if q.header is not None and q.header.name == b.name
+                    and generic_labels([q.header, *q.instances, b]) is not None), None)
+    if pending is not None:
+        pending.instances.append(b)
+        return
+    path = section.path + [b.name]
+    queue.append(_Section(b, ctx.groups(_chain(b.body)), b.dom, b.cod, path, section.depth + 1))
+
+
+def _path_to(root: Diagram, target: Diagram) -> list[int] | None:
+    """The child indices from ``root`` down to ``target`` (by identity)."""
+    stack: list[tuple[Diagram, list[int]]] = [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        stack.extend((child, path + [k]) for k, child in enumerate(node.children()))
+    return None
+
+
+def _follow(root: Diagram, path: list[int]) -> Diagram | None:
+    node = root
+    for k in path:
+        children = node.children()
+        if k >= len(children):
+            return None
+        node = children[k]
+    return node
+
+
 def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
                  defined: list[Block], Frag: type[Frag]) -> float:
+    """A definition (or the diagram itself): its header and its rows; a definition several blocks of one name
+    share labels the wires that differ between them with symbols (:mod:`ncd.render.generic`)."""
+    generic = None
+    if section.header is not None and section.instances:
+        generic = generic_labels([section.header, *section.instances], taken=(k for k, _ in ctx.legend))
+    if generic is None:
+        return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
+    ctx.generic, ctx.generic_key = generic[0], ctx.generic_key + 1
+    ctx.add_legend(*generic[1])
+    try:
+        return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
+    finally:
+        ctx.generic = None
+
+
+def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
+              defined: list[Block], Frag: type[Frag]) -> float:
     from ncd.render.layout import flat
 
     p = ctx.style.pitch

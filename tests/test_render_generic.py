@@ -1,0 +1,63 @@
+"""One definition per block name, its sizes as symbols (as the paper draws Block(s, N) once).
+
+Checked on the finished drawing: how many definitions (``box =``) are drawn, and what the legend
+says each symbol stands for in each instance, against the sizes the diagram was built with.
+"""
+
+from __future__ import annotations
+
+import ncd
+from ncd.render import layout
+from ncd.render.model import Text
+
+
+def unit(c_in: str, c_out: str, relu: bool = True) -> ncd.Diagram:
+    """A block too wide for a row of a column, so that the page draws it by its definition."""
+    body = ncd.Identity.of(f"b {c_in}") >> ncd.Linear(f"{c_in} -> h", name="up") >> ncd.GELU()
+    for k in range(6):
+        body = body >> ncd.Linear("h -> h", name=f"mid{k}") >> ncd.GELU()
+    body = body >> ncd.Linear(f"h -> {c_out}", name="down")
+    return (body >> ncd.ReLU() if relu else body).block("Unit")
+
+
+def chain(*units: ncd.Diagram) -> ncd.Diagram:
+    d: ncd.Diagram = units[0]
+    for u in units[1:]:
+        d = d >> u
+    return d.block("Net")
+
+
+def definitions(drawing: ncd.render.Drawing) -> int:
+    return sum(1 for t in drawing.of(Text) if t.string == "=")
+
+
+def legend(drawing: ncd.render.Drawing) -> list[str]:
+    return [t.string for t in drawing.of(Text) if " = " in t.string]
+
+
+def test_blocks_of_one_name_and_shape_share_one_definition() -> None:
+    names = [f"n{k}" for k in range(7)]
+    d = chain(*(unit(a, b) for a, b in zip(names, names[1:])))
+    drawing = layout(d)
+    assert definitions(drawing) == 2  # Net = ..., Unit = ... (six instances, one definition)
+    rows = legend(drawing)
+    assert "ni = n0, n1, n2, n3, n4, n5" in rows and "nj = n1, n2, n3, n4, n5, n6" in rows
+    # the definition's wires carry the symbols, its instances their own sizes
+    labels = {t.string for t in drawing.of(Text)}
+    assert {"ni", "nj"} <= labels and {"n3", "n6"} <= labels
+
+
+def test_blocks_of_one_name_but_another_shape_keep_their_own_definitions() -> None:
+    names = [f"n{k}" for k in range(7)]
+    d = chain(*(unit(a, b, relu=k % 2 == 0) for k, (a, b) in enumerate(zip(names, names[1:]))))
+    drawing = layout(d)
+    assert definitions(drawing) == 3  # Net, Unit with ReLU (three instances), Unit without (three)
+    assert legend(drawing) == ["ni = n0, n2, n4", "nj = n1, n3, n5", "nk = n1, n3, n5", "nl = n2, n4, n6"]
+
+
+def test_resnet_draws_each_block_once_per_shape() -> None:
+    """IdentityUnit (three sizes) is defined once; ResidualComponent once per shape (plain, strided, pre-activated)."""
+    drawing = layout(ncd.zoo.resnet())
+    names = [t.string for t in drawing.of(Text) if t.string in ("ResidualComponent", "IdentityUnit")]
+    assert names.count("IdentityUnit") == 3 + 1  # three uses, one definition
+    assert definitions(drawing) == 1 + 3 + 1 + 3  # the model, Block1-3, IdentityUnit, three ResidualComponents
