@@ -67,7 +67,7 @@ class Vision(nn.Module):
         y = F.interpolate(y, size=(5, 7), mode="bilinear", align_corners=False)
         z = F.adaptive_avg_pool2d(y, (3, 2)) + F.adaptive_max_pool2d(y, (3, 2))
         act = torch.rsqrt(z.abs() + 1) + F.softplus(z) + F.hardswish(z) + F.hardsigmoid(z) + F.relu6(z) + F.mish(z)
-        return act, F.leaky_relu(z) * F.elu(z) + torch.erf(z) + torch.sin(z) * torch.cos(z), z / (y.mean(-1)[..., :3, None] + 2)
+        return act, F.leaky_relu(z) * F.elu(z) + torch.erf(z) + torch.sin(z) * torch.cos(z) + torch.square(z), z / (y.mean(-1)[..., :3, None] + 2)
 
 
 def test_group_norm_resampling_and_functions_are_boxes_that_round_trip() -> None:
@@ -78,7 +78,8 @@ def test_group_norm_resampling_and_functions_are_boxes_that_round_trip() -> None
     assert ops.count("groupnorm") == 2 and ops.count("interpolate") == 2 and ops.count("divide") == 1
     assert {"adaptive_avgpool", "adaptive_maxpool"} <= set(ops)
     functions = {b.prim.function for b in d.boxes() if b.prim.op == "elementwise"}
-    assert {"rsqrt", "softplus", "hardswish", "hardsigmoid", "relu6", "mish", "leaky_relu", "elu", "erf", "sin", "cos"} <= functions
+    assert {"rsqrt", "softplus", "hardswish", "hardsigmoid", "relu6", "mish", "leaky_relu", "elu", "erf", "sin", "cos",
+            "square"} <= functions
     assert sum(p.numel() for p in d.to_torch().parameters()) == 8  # the affine group norm's weight and bias
 
 

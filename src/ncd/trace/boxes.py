@@ -174,7 +174,7 @@ def cumsum(conv: Converter, node: Node) -> None:
 # -- elementwise functions (rows of ncd.prims.elementwise.ROWS) and division ----------------------
 #: ATen operator -> (row of ROWS, the default arguments beyond the input it is exact for)
 #: (``reciprocal`` is ncd.trace.scalars': ``1 / ·``)
-UNARY = {"rsqrt": ("rsqrt", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
+UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
          "hardswish": ("hardswish", ()), "hardsigmoid": ("hardsigmoid", ()), "relu6": ("relu6", ()),
          "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
          "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "hardtanh": ("relu6", (0, 6))}
