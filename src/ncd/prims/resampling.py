@@ -96,22 +96,11 @@ class InterpolateOp(Primitive):
 
 
 @dataclass(frozen=True)
-class InterpolateTransposeOp(Primitive):
-    """The transpose of :class:`InterpolateOp` (same fields): ``output -> axes``."""
-
-    axes: Segment
-    output: Segment
-    mode: str = "nearest"
-    align_corners: bool = False
-    scales: tuple[float, ...] | None = None
+class InterpolateTransposeOp(InterpolateOp):
+    """The transpose of :class:`InterpolateOp` (same fields, same checks): ``output -> axes``."""
 
     op: ClassVar[str] = "interpolate_transpose"
     family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-    weave_policy = weaving.own_last
-
-    def __post_init__(self) -> None:
-        self.forward()  # the same checks
 
     def forward(self) -> InterpolateOp:
         return InterpolateOp(self.axes, self.output, self.mode, self.align_corners, self.scales)
