@@ -67,7 +67,8 @@ class Vision(nn.Module):
         y = F.interpolate(y, size=(5, 7), mode="bilinear", align_corners=False)
         z = F.adaptive_avg_pool2d(y, (3, 2)) + F.adaptive_max_pool2d(y, (3, 2))
         act = torch.rsqrt(z.abs() + 1) + F.softplus(z) + F.hardswish(z) + F.hardsigmoid(z) + F.relu6(z) + F.mish(z)
-        return act, F.leaky_relu(z) * F.elu(z) + torch.erf(z) + torch.sin(z) * torch.cos(z) + torch.square(z), z / (y.mean(-1)[..., :3, None] + 2)
+        more = F.leaky_relu(z) * F.elu(z) + torch.erf(z) + torch.sin(z) * torch.cos(z) + torch.square(z)
+        return act, more, z / (y.mean(-1)[..., :3, None] + 2)
 
 
 def test_group_norm_resampling_and_functions_are_boxes_that_round_trip() -> None:
