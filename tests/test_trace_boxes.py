@@ -105,3 +105,13 @@ def test_top_k_and_sort_routing_are_boxes_that_round_trip() -> None:
     assert d.opaque_count == 0
     ops = _ops(d)
     assert ops.count("topk") == 1 and ops.count("sort") == 2 and ops.count("divide") == 1
+
+
+def test_the_internals_worked_example_runs() -> None:
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "internals.md").read_text(encoding="utf-8")
+    section = page[page.index("## Worked example: adding `roll`"):]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    exec(compile(block, "docs/internals.md (worked example)", "exec"), {"__name__": "__docs__"})  # noqa: S102 - our own docs
