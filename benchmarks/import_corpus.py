@@ -79,9 +79,14 @@ def shrink(config: Any, depth: int = 0) -> Any:
         cap = CAPS.get(key)
         if cap is not None and value > cap:
             d[key] = cap
-    for key in ("depths",):
+    for key in ("depths", "blocks_per_stage"):
         if isinstance(d.get(key), (list, tuple)):
             d[key] = [min(int(v), 1) for v in d[key]]
+    widths = d.get("embed_dim_per_stage")
+    if isinstance(widths, (list, tuple)) and isinstance(d.get("hidden_size"), int) and widths and widths[0] > d["hidden_size"]:
+        d["embed_dim_per_stage"] = [int(w) * d["hidden_size"] // int(widths[0]) for w in widths]  # stage 0 is the width
+    if isinstance(d.get("image_size"), (list, tuple)) and all(isinstance(v, int) and v > 64 for v in d["image_size"]):
+        d["image_size"] = [64] * len(d["image_size"])  # per-side sizes: square, small
     for key in ("hidden_sizes", "embed_dims", "dims", "channels"):
         if isinstance(d.get(key), (list, tuple)) and all(isinstance(v, int) for v in d[key]):
             d[key] = [max(8, int(v) // 8) for v in d[key]]

@@ -91,11 +91,22 @@ def _check_value(value: Any, n_inputs: int, where: str) -> None:
                 if not isinstance(payload, str) or not DEVICE.fullmatch(payload):
                     raise ParseError(f"{where}: unknown device {payload!r}")
                 return
+            if tag == "$empty":
+                if not _empty(payload):
+                    raise ParseError(f"{where}: ('$empty', {payload!r}) is not (dtype, shape) of a tensor without entries")
+                return
             raise ParseError(f"{where}: unknown argument tag {tag!r}")
         for v in value:
             _check_value(v, n_inputs, where)
         return
     raise ParseError(f"{where}: argument {value!r} of type {type(value).__name__} is not a plain constant")
+
+
+def _empty(payload: Any) -> bool:
+    """``("float32", (2, 0))``: the dtype and shape of a tensor without entries (an argument that holds no data)."""
+    return (isinstance(payload, tuple) and len(payload) == 2 and payload[0] in DTYPES and isinstance(payload[1], tuple)
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 31 for n in payload[1])
+            and 0 in payload[1])
 
 
 def check_call(target: str, n_inputs: int, args: Any, kwargs: Any) -> None:
@@ -126,7 +137,8 @@ class OpaqueOp(Primitive):
     ``args`` and ``kwargs`` (a tuple of ``(name, value)`` pairs) are the call's arguments,
     where ``("$in", j)`` stands for input segment ``j`` and ``("$dtype", "float32")``,
     ``("$device", "cpu")``, ``("$layout", ...)``, ``("$memory_format", ...)`` for torch
-    objects.  ``picks`` selects outputs when the operator returns a tuple (empty: one tensor).
+    objects, ``("$empty", ("float32", (2, 0)))`` for a tensor without entries.
+    ``picks`` selects outputs when the operator returns a tuple (empty: one tensor).
     """
 
     target: str
@@ -298,6 +310,8 @@ def literal(value: Any, inputs: list[str]) -> str:
             return f"torch.{payload}"
         if tag == "$device" and isinstance(payload, str) and DEVICE.fullmatch(payload):
             return f"torch.device({payload!r})"
+        if tag == "$empty" and _empty(payload):
+            return f"torch.empty({tuple(payload[1])!r}, dtype=torch.{payload[0]})"
         raise LoweringError(f"opaque box: argument {value!r} cannot be written as source")
     if isinstance(value, tuple):
         inner = ", ".join(literal(v, inputs) for v in value)

@@ -143,8 +143,9 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     from ncd.trace.convert import op_name, where
 
     for node, error in conv.failures:
-        warnings.warn(f"ncd.trace({type(model).__name__}): converting {op_name(node.target)[1]} {where(node)} failed"
-                      f" ({error}); drawn as an opaque box", stacklevel=2)
+        what = f"converting {op_name(node.target)[1]} {where(node)}" if node is not None else "tracing"
+        drawn = "" if "drawn as a constant" in error else "; drawn as an opaque box"
+        warnings.warn(f"ncd.trace({type(model).__name__}): {what} failed ({error}){drawn}", stacklevel=2)
     opaque = tuple(sorted(conv.emitted.opaque.items()))
     if opaque:
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)

@@ -88,7 +88,7 @@ class Converter:
         self._picked: dict[tuple[int, int], int] = {}
         self._calls: dict[tuple[int, str], list[Node]] | None = None
         self._tried: set[tuple[int, str]] = set()
-        self.failures: list[tuple[Node, str]] = []  # calls whose rule failed (drawn opaque), with the error
+        self.failures: list[tuple[Node | None, str]] = []  # calls whose rule failed (drawn opaque), with the error
         self._name_inputs(axes)
 
     # -- values ------------------------------------------------------------------------
@@ -239,26 +239,37 @@ class Converter:
         """The node's value is ``vid``; if the shapes differ (fused chains) the caller knows why."""
         self.values[id(node)] = vid
 
-    def mark(self) -> tuple[int, int, int, set[int] | None]:
+    def mark(self) -> tuple[int, int, int, set[int] | None, dict[str, int]]:
         """Where the conversion stands, for :meth:`rollback`."""
-        return len(self.steps), len(self.values), len(self.emitted.tensors), set(self.skip) if self.skip else None
+        return (len(self.steps), len(self.values), len(self.emitted.tensors), set(self.skip) if self.skip else None,
+                dict(self.emitted.opaque))
 
-    def rollback(self, mark: tuple[int, int, int, set[int] | None]) -> None:
+    def rollback(self, mark: tuple[int, int, int, set[int] | None, dict[str, int]]) -> None:
         """Forget what a rule emitted and bound since ``mark`` (it declined or failed)."""
         del self.steps[mark[0]:]
         for key in list(self.values)[mark[1]:]:
             del self.values[key]
         del self.emitted.tensors[mark[2]:]
         self.skip = mark[3] if mark[3] is not None else set()
+        self.emitted.opaque = dict(mark[4])
 
     # -- the walk -----------------------------------------------------------------------
     def run(self) -> list[int]:
-        from ncd.trace.rotary import emit_rotary, find_rotary
-
-        rotary = find_rotary(self)
         from ncd.trace.idioms import prepare
+        from ncd.trace.rotary import find_rotary
 
-        emitters = prepare(self)  # idioms read before the walk (head expansion, masks, experts): operations skipped
+        try:
+            rotary = find_rotary(self)
+        except Exception as error:  # noqa: BLE001 - no rotary idiom then: the recorded operations are drawn
+            rotary = {}
+            self.failures.append((None, f"finding rotary embeddings: {type(error).__name__}: {_first_line(error)}"))
+        mark = self.mark()
+        emitters: dict[int, Any] = {}
+        try:
+            emitters = prepare(self)  # idioms read before the walk (head expansion, masks, experts): operations skipped
+        except Exception as error:  # noqa: BLE001 - those idioms are not drawn; the recorded operations are
+            self.rollback(mark)
+            self.failures.append((None, f"reading idioms: {type(error).__name__}: {_first_line(error)}"))
         for node in self.captured.nodes:
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue
@@ -272,39 +283,59 @@ class Converter:
                 if key in self._picked:
                     self.values[id(node)] = self._picked[key]
                 continue
-            if self.module_idiom(node):
-                continue
-            self.stack = node.stack
-            self.current = node
-            if id(node) in rotary:
-                emit_rotary(self, node, *rotary[id(node)])
-                continue
-            if id(node) in emitters:
-                emitters[id(node)](self, node)
-                continue
-            name, _ = op_name(node.target)
-            fn = RULES.get(name)
-            mark = self.mark()
-            if fn is not None:
-                try:
-                    fn(self, node)
-                    continue
-                except Decline:
-                    self.rollback(mark)
-                except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
-                    self.rollback(mark)
-                    self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
-            try:
-                self.opaque(node)
-            except Exception as error:  # noqa: BLE001 - not even an opaque box can stand for it: refuse, naming it
-                from ncd.errors import TraceError
-
-                raise TraceError(f"cannot draw {op_name(node.target)[1]} {where(node)}: {type(error).__name__}:"
-                                 f" {_first_line(error)}") from None
+            self.convert(node, rotary, emitters)
         outputs = []
         for ref in self.captured.outputs:
-            outputs.append(self.value(ref) if isinstance(ref, Node) else self.value(torch.as_tensor(ref)))
+            try:
+                outputs.append(self.value(ref) if isinstance(ref, Node) else self.value(torch.as_tensor(ref)))
+            except Exception as error:  # noqa: BLE001 - an output nothing can stand for: refuse, naming it
+                from ncd.errors import TraceError
+
+                what = where(ref) if isinstance(ref, Node) else "(a constant output)"
+                raise TraceError(f"cannot draw an output of the model {what}: {type(error).__name__}:"
+                                 f" {_first_line(error)}") from None
         return outputs
+
+    def convert(self, node: Node, rotary: dict[int, Any], emitters: dict[int, Any] | None = None) -> None:
+        """Emit the boxes of one call: a module idiom, a rule, or else an opaque box.  A failure anywhere here is
+        recorded (a warning names the module path and line) and the call is drawn opaque; should even that fail,
+        its traced value stands in as a constant (also warned about)."""
+        from ncd.trace.rotary import emit_rotary
+
+        mark = self.mark()
+        try:
+            if self.module_idiom(node):
+                return
+        except Exception as error:  # noqa: BLE001 - the idiom is not drawn; the recorded operations are
+            self.rollback(mark)
+            self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
+        self.stack = node.stack
+        self.current = node
+        name, _ = op_name(node.target)
+        fn = RULES.get(name)
+        mark = self.mark()
+        try:
+            if id(node) in rotary:
+                emit_rotary(self, node, *rotary[id(node)])
+                return
+            if emitters and id(node) in emitters:
+                emitters[id(node)](self, node)
+                return
+            if fn is not None:
+                fn(self, node)
+                return
+        except Decline:
+            self.rollback(mark)
+        except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
+            self.rollback(mark)
+            self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
+        mark = self.mark()
+        try:
+            self.opaque(node)
+        except Exception as error:  # noqa: BLE001 - not even an opaque box: its traced value, warned about
+            self.rollback(mark)
+            self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
+                                        " its traced value is drawn as a constant"))
 
     def module_calls(self) -> dict[tuple[int, str], list[Node]]:
         """The calls made inside each activation or RMS-norm module, by ``(depth, path)`` (one pass, built once)."""
@@ -377,18 +408,23 @@ class Converter:
 
     def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
-        and on a random input of the same shape run through the module itself — a class name is never proof."""
+        and on a random input run through the module itself — a class name is never proof.  The modules checked act
+        on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time)."""
         if self.model is None:
             return False
         try:
             module = self.model.get_submodule(path)
             value = source.value
+            shape = tuple(int(s) for s in value.shape)
+            if value.numel() > _CHECKED and value.dim() >= 1:  # the same last axis, fewer rows
+                shape = (max(1, min(_CHECKED // max(shape[-1], 1), 64)), shape[-1])
             gen = torch.Generator().manual_seed(0)
-            probe = (3 * torch.randn(tuple(value.shape), generator=gen)).to(value.dtype)
+            probe = (3 * torch.randn(shape, generator=gen)).to(value.dtype)
             with torch.no_grad():
                 pairs = [(module(probe), fn(probe))]
                 if value.device.type != "meta" and result.value.device.type != "meta":
-                    pairs.append((result.value, fn(value)))
+                    got, want = _rows(result.value), _rows(value)
+                    pairs.append((got, fn(want)) if want is not None and got is not None else (result.value, fn(value)))
             return all(isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
                        and torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in pairs)
         except Exception:  # noqa: BLE001 - a module that cannot be run alone is not recognised
@@ -403,6 +439,8 @@ class Converter:
             if isinstance(value, Node):
                 if not isinstance(value.value, torch.Tensor):
                     return template(value.value)
+                if value.value.numel() == 0:  # no data to wire: the call gets an empty tensor of its dtype and shape
+                    return ("$empty", (dtype_name(value.value), tuple(int(n) for n in value.value.shape)))
                 tensor_refs.append(value)
                 return ("$in", len(tensor_refs) - 1)
             if isinstance(value, (list, tuple)):
@@ -430,7 +468,7 @@ class Converter:
             keys: list[Any] = [id(node)]
         else:
             used = sorted({c.args[1] for c in self.consumers.get(id(node), []) if op_name(c.target)[0] == "operator.getitem"})
-            used = [k for k in used if isinstance(out[k], torch.Tensor)]
+            used = [k for k in used if isinstance(out[k], torch.Tensor) and out[k].numel() > 0]
             outs = [self.seg_for(out[k], self.names_like(out[k], inputs)) for k in used]
             picks = tuple(used)
             keys = [(id(node), k) for k in used]
@@ -479,6 +517,22 @@ class Converter:
                     best[-k] = seg.names[-k]
                 k += 1
         return unique([n if n is not None else self.namer.fresh(s) for n, s in zip(best, shape)])
+
+
+#: Entries of a traced value a module idiom is checked on in full; larger values are checked on a sample of rows.
+_CHECKED = 1 << 16
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor`` (a traced value) if small, else a spread-out sample of its rows (last axis kept): ``None`` if 0-d."""
+    if tensor.numel() <= _CHECKED:
+        return tensor
+    if tensor.dim() < 1:
+        return None
+    flat = tensor.reshape(-1, tensor.shape[-1])
+    n = max(1, min(flat.shape[0], _CHECKED // max(int(tensor.shape[-1]), 1)))
+    picks = torch.linspace(0, flat.shape[0] - 1, n).round().long().unique()
+    return flat[picks]
 
 
 def _first_line(error: BaseException) -> str:
