@@ -86,6 +86,7 @@ class Converter:
         self.index_range: dict[int, int] = {}
         self.inputs: list[int] = []
         self._picked: dict[tuple[int, int], int] = {}
+        self._bound: list[Node] = []  # every node bound, alive while values are keyed by their ids
         self._calls: dict[tuple[int, str], list[Node]] | None = None
         self._tried: set[tuple[int, str]] = set()
         self.failures: list[tuple[Node | None, str]] = []  # calls whose rule failed (drawn opaque), with the error
@@ -236,8 +237,12 @@ class Converter:
         return out
 
     def bind(self, node: Node, vid: int) -> None:
-        """The node's value is ``vid``; if the shapes differ (fused chains) the caller knows why."""
+        """The node's value is ``vid``; if the shapes differ (fused chains) the caller knows why.
+
+        Values are keyed by ``id(node)``: a node a rule made for the occasion is kept alive here, so that no later
+        object can take its id and be mistaken for it (that made traces of one model differ from run to run)."""
         self.values[id(node)] = vid
+        self._bound.append(node)
 
     def mark(self) -> tuple[int, int, int, set[int] | None, dict[str, int]]:
         """Where the conversion stands, for :meth:`rollback`."""
