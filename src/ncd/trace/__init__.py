@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
@@ -132,10 +133,15 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
     load_rules()
-    captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+    with _state_kept(model):  # caches the model fills while it runs would make the next trace differ
+        captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.loops import fold_time_loops  # recorded time loops -> scans (recur)
 
-    captured = fold_time_loops(captured)
+    try:
+        captured = fold_time_loops(captured)
+    except Exception as error:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
+        warnings.warn(f"ncd.trace({type(model).__name__}): folding time loops failed ({type(error).__name__}:"
+                      f" {str(error).strip()[:200]}); drawn step by step", stacklevel=2)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
@@ -154,6 +160,36 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     body, meta, fixed = _symbolic(body, conv)
     return TracedDiagram(body, type(model).__name__, meta, tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
                          captured.method, model.training, fixed)
+
+
+@contextlib.contextmanager
+def _state_kept(model: torch.nn.Module) -> Any:
+    """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too).
+
+    Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
+    device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
+    read a tensor of unknown origin instead of the parameter it came from."""
+    saved = []
+    for module in model.modules():
+        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        contents = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in attrs.items()
+                    if type(v) in (dict, list)}
+        saved.append((module, attrs, contents))
+    try:
+        yield
+    finally:
+        for module, attrs, contents in saved:
+            for k in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
+                delattr(module, k)
+            for k, v in attrs.items():
+                if vars(module).get(k) is not v:
+                    vars(module)[k] = v
+                if k in contents:
+                    if isinstance(v, dict):
+                        v.clear()
+                        v.update(contents[k])
+                    else:
+                        v[:] = contents[k]
 
 
 def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ...]]:
