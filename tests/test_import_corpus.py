@@ -65,3 +65,60 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
     config = corpus.shrink(transformers.AutoConfig.for_model("llama"))
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (2, 32, 4, 64)
     assert config.vocab_size > max(config.bos_token_id, config.eos_token_id)
+
+
+class _Cached(torch.nn.Module):
+    """Caches a tensor computed from a parameter on its first call in eval mode (as LeViT's attention biases do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(3, 4))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "bias" not in self.cache:
+            self.cache["bias"] = self.table[:, :2].sum(0)
+        return torch.stack([x, x * 2], dim=-1).sum(-1) * self.cache["bias"]
+
+
+def test_tracing_twice_draws_the_same_diagram_even_when_the_model_fills_a_cache() -> None:
+    import ncd
+
+    torch.manual_seed(0)
+    model, x = _Cached().eval(), torch.randn(5, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, second = ncd.trace(model, x), ncd.trace(model, x)
+    assert first == second
+    assert model.cache == {}  # put back as it was
+    assert torch.allclose(first.to_torch()(x), model(x))
+
+
+class _Tanh(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+def test_a_failing_rule_is_an_opaque_box_and_a_warning_naming_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ncd
+    from ncd.trace.convert import RULES
+    from ncd.trace.idioms import load_rules
+
+    load_rules()
+
+    def broken(conv: object, node: object) -> None:
+        raise RuntimeError("a bug in a rule")
+
+    monkeypatch.setitem(RULES, "aten.tanh", broken)
+    model, x = _Tanh().eval(), torch.randn(3, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    messages = [str(w.message) for w in caught]
+    assert any("aten.tanh" in m and "a bug in a rule" in m and "test_import_corpus.py" in m for m in messages), messages
+    assert d.opaque_count == 1
+    assert torch.allclose(d.to_torch()(x), model(x), atol=1e-6)
