@@ -127,3 +127,23 @@ def test_the_internals_page_example_runs() -> None:
     assert test.examples
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
     assert result.failed == 0
+
+
+def test_attention_operands_reach_sdpa_with_a_dense_last_dimension() -> None:
+    # the gallery writes heads after features (m -> k h): arranging for SDPA moves k away from the end;
+    # the program packs such operands (a layout chosen), and leaves already-dense ones alone
+    diagram = MODELS["multi_head_attention"]()
+    module = diagram.to_torch()
+    sdpa = [op for _, op in module.ncd_program.ops() if op.target == "F.scaled_dot_product_attention"]
+    assert len(sdpa) == 1 and len(sdpa[0].args) == 3
+    frames = _locals_of_forwards(module, diagram.example_inputs(2))
+    local = next(frame for frame in frames.values() if sdpa[0].args[0].var in frame and "attention" in frame)
+    for value in sdpa[0].args:
+        assert local[value.var].stride()[-1] == 1, f"{value.var} reaches SDPA strided"
+    q = ncd.Identity.of("t m") >> ncd.Linear("m -> h k")
+    k, v = (ncd.Identity.of("t m") >> ncd.Rename("t -> x") >> ncd.Linear("m -> h k") for _ in range(2))
+    scores = ncd.Einsum("t h k, x h k -> h t x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
+    attend = (scores @ ncd.Identity.of("x h k")) >> ncd.Einsum("h t x, x h k -> t h k")
+    heads_first = ncd.Copy("t m", 3) >> (q @ k @ v) >> attend
+    source = heads_first.to_source(t=4, m=8, h=2, k=4)
+    assert "scaled_dot_product_attention" in source and ".contiguous()" not in source

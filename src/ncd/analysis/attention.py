@@ -22,7 +22,7 @@ from ncd.analysis.layout import Tensor, numel
 from ncd.analysis.tables import cost_rule
 from ncd.ir.diagram import Diagram, Par, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
-from ncd.prims.patterns import recognise_attention
+from ncd.prims.patterns import packs, recognise_attention
 
 __all__ = ["match", "fused_attention"]
 
@@ -62,6 +62,10 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = B * L * S
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
+    q, k, v = (_packed(ctx, t, have, target) for t, have, target in (
+        (q, pattern.q, pattern.batch + pattern.query + pattern.contracted),
+        (k, pattern.k, pattern.batch + [pattern.key] + pattern.contracted),
+        (v, pattern.v, pattern.batch + [pattern.key] + pattern.value)))
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
     folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
@@ -69,6 +73,19 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     out = ctx.new(out_axes, tuple(batch + list(pattern.query) + list(pattern.value)), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
     return [out]
+
+
+def _packed(ctx: CostContext, t: Tensor, have: list[str], target: list[str]) -> Tensor:
+    """An operand as SDPA receives it: packed densely in ``target`` order when lowering packs it
+    (:func:`ncd.prims.patterns.packs`; ``.contiguous()`` copies unless it already is dense that way)."""
+    if not packs(have, target):
+        return t
+    names = set(target)
+    order = [n for n in t.names if n not in names] + [n for n in target if n in t.names]
+    arranged = t.relabel([next(a for a in t.axes if a.name == n) for n in order])
+    if arranged.contiguous:
+        return arranged
+    return ctx.new(arranged.axes, grad=t.grad)
 
 
 def _axis(t: Tensor, name: str) -> Any:

@@ -44,7 +44,7 @@ from ncd.prims.linear import EinsumOp
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
 
-__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED"]
+__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs"]
 
 #: Set to False (or use :func:`disabled`) to lower and cost attention box by box.
 ENABLED = True
@@ -104,6 +104,18 @@ class Attention:
     dropout: float
     sizes: dict[str, sympy.Expr]
     out_axes: tuple[Axis, ...]
+
+
+def packs(have: Sequence[str], target: Sequence[str]) -> bool:
+    """Whether the fused attention packs an operand densely (``.contiguous()``) after arranging it.
+
+    Arranging an operand from ``have`` into the ``target`` order is a view; when it moves the
+    operand's last axis (its contiguous one) away from the end, SDPA would read a strided last
+    dimension, several times slower on CPU than packing it first (``benchmarks/bench_lowering.py``).
+    Lowering and costs both ask this function.
+    """
+    present = [t for t in target if t in have]
+    return bool(present) and present[-1] != have[-1]
 
 
 def _unique(names: tuple[str, ...]) -> bool:

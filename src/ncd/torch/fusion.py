@@ -13,7 +13,8 @@ gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import sympy
@@ -22,13 +23,30 @@ from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
 from ncd.ir.program import OpKind
 from ncd.ir.size import evaluate
-from ncd.prims.patterns import Attention, disabled, recognise_attention
+from ncd.prims.patterns import Attention, disabled, packs, recognise_attention
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
     from ncd.torch.rules import Value
 
-__all__ = ["match_attention", "disabled"]
+__all__ = ["match_attention", "disabled", "inherited_layouts"]
+
+#: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
+LAYOUTS_CHOSEN = True
+
+
+@contextlib.contextmanager
+def inherited_layouts() -> Iterator[None]:
+    """Lower with the operands' inherited (strided) layouts, for comparison (``benchmarks/bench_lowering.py``).
+
+    Costs are computed for the chosen layouts; use this only to measure the difference.
+    """
+    global LAYOUTS_CHOSEN
+    before, LAYOUTS_CHOSEN = LAYOUTS_CHOSEN, False
+    try:
+        yield
+    finally:
+        LAYOUTS_CHOSEN = before
 
 Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
 
@@ -62,7 +80,7 @@ def _axis(name: str, sizes: dict[str, sympy.Expr]) -> Axis:
 
 
 def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hint: str,
-             sizes: dict[str, sympy.Expr], dtype: str = "float") -> str:
+             sizes: dict[str, sympy.Expr], dtype: str = "float", pack: bool = False) -> str:
     """Permute the trailing axes ``have`` into the order of ``target``; size-1 axes where ``have`` lacks one."""
     n = len(have)
     order = [t for t in target if t in have]
@@ -73,6 +91,8 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr = f"torch.movedim({expr}, {src}, {dst})"
     if len(order) != len(target):
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
+    if pack and LAYOUTS_CHOSEN and packs(have, target):  # a dense last dimension for SDPA (the layout chosen)
+        expr += ".contiguous()"
     if expr == var:
         return var
     return _assign(em, hint, expr, target, sizes, dtype=dtype)
@@ -91,9 +111,9 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
     known = a.sizes
     em.line(f"# attention fused into SDPA: batch ({' '.join(a.batch)}), queries ({' '.join(a.query)}), keys {a.key},"
             f" contracted ({' '.join(a.contracted)}), values ({' '.join(a.value)})")
-    q = _arrange(em, q, a.q, a.batch + a.query + a.contracted, "q", known)
-    k = _arrange(em, k, a.k, a.batch + [a.key] + a.contracted, "k", known)
-    v = _arrange(em, v, a.v, a.batch + [a.key] + a.value, "v", known)
+    q = _arrange(em, q, a.q, a.batch + a.query + a.contracted, "q", known, pack=True)
+    k = _arrange(em, k, a.k, a.batch + [a.key] + a.contracted, "k", known, pack=True)
+    v = _arrange(em, v, a.v, a.batch + [a.key] + a.value, "v", known, pack=True)
     nc, nq, nv = len(a.contracted), len(a.query), len(a.value)
     contracted, queries, values_ = _group(a.contracted), _group(a.query), _group(a.value)
     if nc > 1:
