@@ -32,9 +32,9 @@ class ScaledDotProductAttention(nn.Module):
         # x1: x k h (8, 64, 12)
         # x2: x k h (8, 64, 12)
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
-        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
-        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
-        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
+        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h y k
+        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
+        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
         attention = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
@@ -87,8 +87,8 @@ class GPT2(nn.Module):
         # x: t (8)
         e = self.embedding_e(x)  # t m (8, 768)
         p_1 = self.p  # n m (1024, 768)
-        slice = p_1[..., 0:8, :]  # t m (8, 768)
-        add = e + slice  # t m (8, 768)
+        slice_ = p_1[..., 0:8, :]  # t m (8, 768)
+        add = e + slice_  # t m (8, 768)
         dropout_1 = self.dropout(add)  # t m (8, 768)
         blocks_1 = dropout_1
         for layer in self.blocks:

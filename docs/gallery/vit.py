@@ -57,9 +57,9 @@ class ScaledDotProductAttention(nn.Module):
         # x1: x k h (5, 64, 12)
         # x2: x k h (5, 64, 12)
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
-        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
-        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
-        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
+        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h y k
+        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
+        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
         attention = F.scaled_dot_product_attention(q, k, v, scale=0.125)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
