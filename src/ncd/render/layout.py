@@ -28,7 +28,19 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weav
 from ncd.ir.size import size
 from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
 from ncd.render.style import Style, fence_colour
-from ncd.render.typeset import Piece, axis_pieces, legend_entry, name_pieces, pieces, symbol_pieces, typeset, typeset_text
+from ncd.render.typeset import (
+    DiagramAxes,
+    Piece,
+    as_item,
+    axis_pieces,
+    diagram_axes,
+    legend_entry,
+    name_pieces,
+    pieces,
+    symbol_pieces,
+    typeset,
+    typeset_text,
+)
 
 __all__ = ["Frag", "Layout", "layout", "Ports", "framed"]
 
@@ -96,6 +108,8 @@ class Layout:
         #: and a key that changes with them (part of the memo's keys)
         self.generic: dict[Axis, tuple[Piece, ...]] | None = None
         self.generic_key = 0
+        #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
+        self.axes: DiagramAxes | None = None
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -134,6 +148,8 @@ class Layout:
             symbol = self.generic.get(axis)
             if symbol is not None:
                 return symbol
+        if self.axes is not None:
+            axis = as_item(axis, self.axes)
         hit = self._labels.get(axis)
         if hit is None:
             entry = legend_entry(axis)
@@ -727,11 +743,14 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
     from ncd.render.wrap import page_layout
 
     ctx = Layout(wire_notes(diagram, style))
+    ctx.axes = diagram_axes(diagram)
     return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
 def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
     """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
+    if ctx.axes is None:
+        ctx.axes = diagram_axes(diagram)
     return _finish(ctx, framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
 
 

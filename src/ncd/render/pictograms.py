@@ -22,7 +22,7 @@ from ncd.ir.diagram import Block, Box
 from ncd.render.layout import Frag, Layout, Ports, flat
 from ncd.render.model import Circle, Footprint, Path, Polygon, Port, Rect
 from ncd.render.style import fence_colour
-from ncd.render.typeset import Piece, pieces, typeset_text
+from ncd.render.typeset import DiagramAxes, Piece, factor_pieces, pieces, typeset_text
 
 __all__ = ["BOX_RULES", "SCALAR_RULES", "rule", "scalar", "box_rule", "scalar_rule", "generic_box", "wiring",
            "glyph_through", "component_box", "arrowhead",
@@ -431,7 +431,7 @@ def draw_activation(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
 @scalar("scale")
 def draw_scale(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """``∗k^−1/2 ➤`` above the wires: the scale arrow labelled with its factor."""
-    parts = (Piece("∗"),) + pieces(box.prim.factor) + (Piece(" ➤"),)  # type: ignore[attr-defined]
+    parts = (Piece("∗"),) + factor_pieces(box.prim.factor, ctx.axes or DiagramAxes()) + (Piece(" ➤"),)  # type: ignore[attr-defined]
     return glyph_through(ctx, dom, parts, arrows=False, name="scale")
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -27,8 +28,11 @@ from ncd.ir.axes import Axis
 from ncd.render.fonts import advance, face_for, italic_overhang, text_face_characters
 from ncd.render.model import Run, Text
 
+if TYPE_CHECKING:
+    from ncd.ir.diagram import Diagram
+
 __all__ = ["Piece", "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
-           "typeset_text"]
+           "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class Piece:
     overline: bool = False
 
 
+#: prime marks an axis name may end with (a second copy of an axis: ``tʹ``)
+_PRIMES = "'ʹ"
+
+
 def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     base, _, sub = name.partition("_")
     if len(base) > 1 and sub:  # a Python identifier (self_attn, num_heads): printed as written
@@ -49,7 +57,13 @@ def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     if trailing:  # c0, n1, x1: the paper writes c₀, n₁, x₁
         base, sub = trailing.group(1), trailing.group(2)
     # a name in a size is a variable: italic whether it has one letter or several (n, ch, row)
+    letters = base.rstrip(_PRIMES)
+    primes = base[len(letters):] if letters else ""
+    if primes:  # tʹ (a second copy of t): the overline is over the letter, the prime after it
+        base = letters
     out = [Piece(base, italic=base.isalpha(), script=script, overline=item and script == 0)]
+    if primes:
+        out.append(Piece(primes, italic=True, script=script))
     if sub:
         out.append(Piece(sub.replace("_", ","), italic=len(sub) == 1 and sub.isalpha(), script=-1))
     return out
@@ -84,8 +98,8 @@ def _float_pieces(value: float, script: int) -> list[Piece]:
 
 
 def _pieces(expr: sympy.Expr, item: bool, script: int, outer: bool = True) -> list[Piece]:
-    if isinstance(expr, sympy.Float):
-        return _float_pieces(float(expr), script)
+    if isinstance(expr, sympy.Float) or (isinstance(expr, sympy.Rational) and expr.q > 10_000):
+        return _float_pieces(float(expr), script)  # Scale(0.3536) is stored as an exact fraction of 10^15
     if isinstance(expr, sympy.Integer) or expr.is_Number:
         return [Piece(str(expr).replace("-", "−"), script=script)]
     if isinstance(expr, sympy.Symbol):
@@ -180,6 +194,85 @@ def legend_entry(axis: Axis) -> tuple[str, sympy.Expr] | None:
 def name_pieces(axis: Axis) -> tuple[Piece, ...]:
     """The wire label that names ``axis`` (its size is in the legend): ``s̄``."""
     return tuple(_symbol(axis.name, axis.role == "item", 0))
+
+
+@dataclass(frozen=True)
+class DiagramAxes:
+    """What a drawing needs to know about the axes of the whole diagram (see :func:`diagram_axes`)."""
+
+    #: ``(name, size)`` of every axis some node marks as an item axis
+    items: frozenset[tuple[str, sympy.Expr]] = frozenset()
+    #: the names of the axes of each whole-number size
+    by_size: tuple[tuple[int, frozenset[str]], ...] = ()
+
+    def named(self, value: int) -> str | None:
+        """The one axis name of size ``value`` (``None`` when there is none or several)."""
+        names = dict(self.by_size).get(value, frozenset())
+        return next(iter(names)) if len(names) == 1 else None
+
+
+def diagram_axes(diagram: Diagram) -> DiagramAxes:
+    """The item axes of ``diagram`` and its axis names by size.
+
+    Roles are drawing hints (:meth:`Axis.same` ignores them), so a box built from plain names
+    (``CausalMask("y", "x")``, ``Softmax("x")``) outputs feature wires even when it receives ``ȳ x̄``.
+    The paper's overline belongs to the axis, not to one box: the wire labels keep it (:func:`as_item`).
+
+    >>> import ncd
+    >>> axes = diagram_axes(ncd.Einsum("~y k:8, ~x k:8 -> ~y ~x") >> ncd.CausalMask("y", "x"))
+    >>> sorted(n for n, _ in axes.items), axes.named(8)
+    (['x', 'y'], 'k')
+    """
+    items: set[tuple[str, sympy.Expr]] = set()
+    by_size: dict[int, set[str]] = {}
+    seen: set[int] = set()
+    for node in diagram.walk():
+        for typ in (node.dom, node.cod):
+            if id(typ) in seen:
+                continue
+            seen.add(id(typ))
+            for seg in typ:
+                for a in seg:
+                    if a.parts:
+                        continue
+                    if a.role == "item":
+                        items.add((a.name, a.size))
+                    if a.size.is_Integer:
+                        by_size.setdefault(int(a.size), set()).add(a.name)
+    return DiagramAxes(frozenset(items), tuple((n, frozenset(names)) for n, names in sorted(by_size.items())))
+
+
+def as_item(axis: Axis, axes: DiagramAxes) -> Axis:
+    """``axis`` drawn as an item (overlined) when the diagram marks its name and size as one anywhere."""
+    if axis.role == "item" or axis.parts or (axis.name, axis.size) not in axes.items:
+        return axis
+    return replace(axis, role="item")
+
+
+#: the powers a constant factor is recognised as: n^{−1/2} (attention's scale), n^{1/2}, 1/n
+_POWERS = ((-0.5, "−1/2"), (0.5, "1/2"), (-1.0, "−1"))
+
+
+def factor_pieces(factor: sympy.Expr, axes: DiagramAxes) -> tuple[Piece, ...]:
+    """A constant factor written with the size symbol it is a power of, as the paper does: ``k^{−1/2}``, not
+    ``8^{−1/2}`` or 0.3536, when the diagram has exactly one axis of that size (otherwise as :func:`pieces`).
+
+    >>> from ncd.ir.size import size
+    >>> axes = diagram_axes(__import__("ncd").Identity.of("~x k:8"))
+    >>> [(p.text, p.script) for p in factor_pieces(sympy.Float(8 ** -0.5), axes)]
+    [('k', 0), ('−1/2', 1)]
+    >>> [p.text for p in factor_pieces(size("k**-0.5"), axes)]
+    ['k', '−1/2']
+    """
+    if factor.is_number and factor.is_real and factor > 0:
+        v = float(factor)
+        for power, text in _POWERS:
+            n = round(v ** (1.0 / power))
+            if n >= 2 and abs(n ** power - v) <= 1e-9 * v:
+                name = axes.named(n)
+                if name is not None:
+                    return tuple(_symbol(name, False, 0)) + (Piece(text, script=1),)
+    return pieces(factor)
 
 
 def label_text(axis: Axis) -> str:
