@@ -7,7 +7,10 @@ it measures each text run — its advance as laid out
 
 * the widths the layout used (from the font files) are the browser's, run by run;
 * no collision between the *measured* texts: text–text, text–box (a box the text is not drawn in),
-  dashed separator–text, and glyph overflow (text drawn in a box stays inside it).
+  dashed separator–text, wire–text (a wire drawn through a label's ink) and glyph overflow (text drawn
+  in a box stays inside it).
+
+The same is measured over traced GPT-2, Llama, BERT and ViT models built from configs.
 """
 
 from __future__ import annotations
@@ -81,11 +84,10 @@ def _ink(drawing: Drawing, measured: list[list[float]]) -> list[tuple[float, flo
 
 def _collisions(drawing: Drawing, measured: list[list[float]]) -> list[str]:
     """What ``ncd.render.check`` finds with the texts where the browser drew them (text–text, text–box,
-    separator–text, glyph overflow)."""
+    separator–text, wire–text, glyph overflow)."""
     return [p for p in problems(drawing, text_bounds=_ink(drawing, measured)) if "text" in p]
 
 
-# (the traced corpus is checked by ``ncd.render.check`` in test_render_page.py, with the widths this test validates)
 CASES = [(n, {}) for n in ncd.zoo.MODELS] + [(n, {"depth": 1}) for n in ncd.zoo.MODELS]
 
 
@@ -117,3 +119,11 @@ def test_without_embedded_fonts_the_browser_would_draw_other_widths(browser: Bro
     text_runs = [(o, e[0], b[0]) for o, e, b, r in zip(ours, embedded, bare, runs) if r.text.strip()]
     assert all(abs(o - e) <= 0.5 + 0.01 * o for o, e, _ in text_runs)
     assert sum(abs(o - b) for o, _, b in text_runs) > 0.2 * sum(o for o, _, _ in text_runs)  # the fallback differs
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "vit"])
+def test_traced_models_measured_in_the_browser_do_not_collide(browser: Browser, name: str) -> None:
+    from tests.test_render_page import _traced
+
+    drawing = layout(_traced(name))
+    assert _collisions(drawing, _measure(browser, drawing)) == []

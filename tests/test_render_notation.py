@@ -41,3 +41,37 @@ def test_a_constant_scale_is_written_with_its_size_symbol() -> None:
     # no axis of that size: 4 significant digits
     d3 = ncd.Einsum("~y k:8, ~x k:8 -> ~y ~x") >> ncd.Scale(0.123456)
     assert _scale_label(layout(d3, page="none")).startswith("∗0.1235")
+
+
+def test_check_finds_a_wire_drawn_through_a_label() -> None:
+    from ncd.render.check import problems
+    from ncd.render.model import Drawing
+
+    label = Text.plain(10.0, 20.0, "x/2", 9.0)
+    through = Path.through([(0.0, 17.0), (60.0, 17.0)])  # across the label's middle
+    below = Path.through([(0.0, 23.0 + label.descent), (60.0, 23.0 + label.descent)])  # clear of its descent
+    diagonal = Path.through([(5.0, 0.0), (40.0, 40.0)])
+    found = problems(Drawing(60.0, 40.0, [label, through]))
+    assert [p for p in found if "runs through text 'x/2'" in p], found
+    assert not [p for p in problems(Drawing(60.0, 40.0, [label, below])) if "runs through" in p]
+    assert [p for p in problems(Drawing(60.0, 40.0, [label, diagonal])) if "runs through" in p]
+
+
+def test_a_labels_descent_clears_its_wire() -> None:
+    # the slash of x/2 and a subscript (n₁) reach below the baseline; the label is raised so their ink stays
+    # at least 1 pt above the wire (measured from the font's glyph boxes)
+    from ncd.render.fonts import face_for, ink_extent
+
+    drawing = layout(ncd.zoo.resnet(), depth=1)
+    runs = []  # the straight horizontal runs of the wires: (x0, x1, y)
+    for p in drawing.of(Path):
+        if p.role == "wire":
+            for a, b in zip(p.commands, p.commands[1:]):
+                if b[0] == "L" and abs(a[-1] - b[2]) < 1e-9:
+                    runs.append((min(a[-2], b[1]), max(a[-2], b[1]), b[2]))
+    labels = [t for t in drawing.of(Text) if t.role == "label" and ("/" in t.string or t.string.startswith("n"))]
+    assert labels
+    for t in labels:
+        ink = max(ink_extent(r.text, face_for(r.bold, r.italic, r.serif, r.symbol), r.size)[1] + r.dy for r in t.runs)
+        gaps = [y - (t.y + ink) for x0, x1, y in runs if x0 <= t.x and t.x + t.width <= x1 and 0 <= y - t.y <= 8]
+        assert gaps and min(gaps) >= 1.0 - 1e-6, (t.string, gaps)

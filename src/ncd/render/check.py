@@ -3,6 +3,7 @@
 * no box (footprint) overlaps another box;
 * no text overlaps another text or a box it does not belong to;
 * no dashed separator runs through a text;
+* no wire is drawn through a text (a label, a box's name, a legend);
 * text drawn in a box stays inside it (and inside its circle);
 * every wire starts and ends on a port, a junction dot, an arrow tip or another wire's end,
   and every port has a wire;
@@ -89,6 +90,7 @@ def problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None = None)
                 found.append(f"text {text.string!r} overlaps box {foot.name!r}")  # type: ignore[union-attr]
 
     found.extend(_separators_through_text(drawing, texts, boxes))
+    found.extend(_wires_through_text(wires, texts, boxes))
     found.extend(_glyph_overflow(drawing, feet, texts, boxes))
 
     grid: dict[tuple[int, int], list[Footprint]] = defaultdict(list)
@@ -149,6 +151,58 @@ def _separators_through_text(drawing: Drawing, texts: list[Text], boxes: dict[in
                 if id(t) not in hit and b[0] + EPS < x < b[2] - EPS and b[1] + EPS < y < b[3] - EPS:
                     hit.add(id(t))
                     out.append(f"a dashed separator runs through text {t.string!r} at ({x:.1f}, {y:.1f})")
+    return out
+
+
+def _segments(path: Path) -> Iterator[tuple[float, float, float, float]]:
+    """The straight pieces of a path (a cubic as 16 chords)."""
+    points = list(path.samples(16))
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        yield x0, y0, x1, y1
+
+
+def _crosses(seg: tuple[float, float, float, float], b: Box4) -> bool:
+    """Whether the segment enters the open box ``b`` (Liang–Barsky clipping)."""
+    x0, y0, x1, y1 = seg
+    dx, dy = x1 - x0, y1 - y0
+    lo, hi = 0.0, 1.0
+    for p, q in ((-dx, x0 - b[0]), (dx, b[2] - x0), (-dy, y0 - b[1]), (dy, b[3] - y0)):
+        if abs(p) < 1e-12:
+            if q <= 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            lo = max(lo, t)
+        else:
+            hi = min(hi, t)
+        if lo >= hi:
+            return False
+    return True
+
+
+def _wires_through_text(wires: list[Path], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
+    """No wire is drawn through a text: its glyph box (shrunk by ``EPS`` for the wire's half stroke) stays clear."""
+    out: list[str] = []
+    grid: dict[tuple[int, int], list[Text]] = defaultdict(list)
+    for t in texts:
+        b = boxes[id(t)]
+        if b[2] - b[0] > 2 * EPS and b[3] - b[1] > 2 * EPS:
+            for cell in _cells(b, 64.0):
+                grid[cell].append(t)
+    hit: set[int] = set()
+    for w in wires:
+        for seg in _segments(w):
+            sb = (min(seg[0], seg[2]), min(seg[1], seg[3]), max(seg[0], seg[2]), max(seg[1], seg[3]))
+            for cell in _cells(sb, 64.0):
+                for t in grid.get(cell, ()):
+                    if id(t) in hit:
+                        continue
+                    b = boxes[id(t)]
+                    if _crosses(seg, (b[0] + EPS, b[1] + EPS, b[2] - EPS, b[3] - EPS)):
+                        hit.add(id(t))
+                        out.append(f"a wire ending at ({w.ends[1][0]:.1f}, {w.ends[1][1]:.1f}) runs through text "
+                                   f"{t.string!r} at ({seg[0]:.1f}, {seg[1]:.1f})")
     return out
 
 

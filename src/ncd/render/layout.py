@@ -170,9 +170,14 @@ class Layout:
         self.legend = list(rows)
         self._rows = set(self.legend)
 
+    def label_rise(self, descent: float) -> float:
+        """How far above its wire a wire label's baseline sits: its descent (``/``, ``(``, a subscript ``n₁`` reach
+        below the baseline) and 1 pt clear of the wire's stroke, which survives a renderer's hinting."""
+        return descent + 1.0
+
     def label_clearance(self) -> float:
-        """How far above its wire a wire label reaches (its baseline 2.5 above, its ascent, an overline, a margin)."""
-        return 2.5 + 0.86 * self.style.label_size + 1.5
+        """How far above its wire a wire label reaches (its baseline, its ascent, an overline, a margin)."""
+        return self.label_rise(0.25 * self.style.label_size) + 0.86 * self.style.label_size + 1.5
 
     def text_size(self, parts: Sequence[Piece], size: float, bold: bool = False) -> tuple[float, float, float]:
         text, _ = _typeset_at_origin(tuple(parts), size, bold)
@@ -258,9 +263,10 @@ class Layout:
                     if sub and axis.name in sub:  # on the name: t̄_tp, f_tp = 4m
                         at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
                         parts = parts[:at] + (Piece(sub[axis.name], script=-1),) + parts[at:]
-                    w, ascent, _ = self.text_size(parts, self.style.label_size)
-                    frag.add(*self.text(parts, 3.0, y - 2.5, self.style.label_size, role="label"))
-                    frag.include(y - 2.5 - ascent, y)
+                    w, ascent, descent = self.text_size(parts, self.style.label_size)
+                    lift = self.label_rise(descent)
+                    frag.add(*self.text(parts, 3.0, y - lift, self.style.label_size, role="label"))
+                    frag.include(y - lift - ascent, y)
                     label_w = max(label_w, w + 6.0)
         label_w = max(label_w, 8.0)
         glyph_items: list[Item] = []

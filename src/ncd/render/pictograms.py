@@ -157,7 +157,7 @@ def glyph_through(ctx: Layout, typ: Type, parts: Sequence[Piece], *, arrows: boo
     w = tw + 2 * pad + 8.0
     base = top_wire - 4.0 - td
     gid = ctx.new_id()
-    frag = Frag(w, base - ta, max(ys) if ys else top_wire, ins, [list(s) for s in ins])
+    frag = Frag(w, base - ta - 1.0, max(ys) if ys else top_wire, ins, [list(s) for s in ins])
     x = 4.0
     if arrows:
         frag.add(arrowhead(x, base - 0.33 * size, a, gid))
@@ -165,7 +165,8 @@ def glyph_through(ctx: Layout, typ: Type, parts: Sequence[Piece], *, arrows: boo
     frag.add(*ctx.text(parts, x, base, size, role="text", owner=gid))
     if arrows:
         frag.add(arrowhead(x + tw + 3.0, base - 0.33 * size, a, gid))
-    frag.add(Footprint(2.0, base - ta, w - 4.0, ta + td, gid, "glyph", name))
+    # 1 pt of room around the text: the ink of (, √ and / reaches the box's edge, and hinting may push it out
+    frag.add(Footprint(2.0, base - ta - 1.0, w - 4.0, ta + td + 2.0, gid, "glyph", name))
     for y in ys:
         frag.add(Path.through([(0.0, y), (w, y)]))
     if not ys:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import sympy
 
 from ncd.ir.axes import Axis
-from ncd.render.fonts import advance, face_for, italic_overhang, text_face_characters
+from ncd.render.fonts import advance, face_for, ink_extent, italic_overhang, text_face_characters
 from ncd.render.model import Run, Text
 
 if TYPE_CHECKING:
@@ -307,6 +307,9 @@ def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str
             runs.append(Run(chunk, offset, dy, s, p.italic and not is_symbol, bold, serif=p.italic and not is_symbol,
                             symbol=is_symbol))
             offset += cw
+            up, down = ink_extent(chunk, face_for(bold, p.italic and not is_symbol, p.italic and not is_symbol,
+                                                  is_symbol), s)
+            ascent, descent = max(ascent, up - dy), max(descent, down + dy)  # (, / and √ reach past 0.72 and 0.25
         if p.overline:
             slant = 0.12 * s if p.italic else 0.0
             overlines.append((x + start + 0.06 * s + slant, x + start + w + slant - 0.04 * s, y - 0.78 * size))
