@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path as FsPath
+
 import ncd
 from ncd.render import layout
 from ncd.render.model import Path, Text
@@ -75,3 +77,36 @@ def test_a_labels_descent_clears_its_wire() -> None:
         ink = max(ink_extent(r.text, face_for(r.bold, r.italic, r.serif, r.symbol), r.size)[1] + r.dy for r in t.runs)
         gaps = [y - (t.y + ink) for x0, x1, y in runs if x0 <= t.x and t.x + t.width <= x1 and 0 <= y - t.y <= 8]
         assert gaps and min(gaps) >= 1.0 - 1e-6, (t.string, gaps)
+
+
+def test_tikz_typesets_every_run_at_the_layouts_width(tmp_path: FsPath) -> None:
+    # pdflatex measures each run exactly as the TikZ painter writes it (its font commands and body); the widths
+    # must be the layout's, which come from the bundled font files through HarfBuzz
+    import re
+    import shutil
+    import subprocess
+
+    from ncd.render.fonts import advance, face_for
+    from ncd.render.tikz import _FONTS, run_body, run_font
+
+    assert shutil.which("pdflatex"), "pdflatex is needed (scripts/setup.sh installs Debian's texlive packages)"
+    runs = {}
+    for d, options in [(ncd.zoo.transformer(), {}), (ncd.zoo.resnet(), {"depth": 1}), (ncd.zoo.unet(), {"depth": 1})]:
+        for t in layout(d, **options).of(Text):
+            for r in t.runs:
+                runs.setdefault((r.text, r.size, r.italic, r.bold, r.serif, r.symbol), r)
+    keys = list(runs)
+    lines = ["\\documentclass{article}\\usepackage{amssymb}\\begin{document}", *_FONTS]
+    lines += [f"\\setbox0\\hbox{{{run_font(runs[k])} {run_body(runs[k])}}}\\typeout{{W:{i}:\\the\\wd0}}"
+              for i, k in enumerate(keys)]
+    lines.append("x\\end{document}")
+    out = tmp_path
+    (out / "w.tex").write_text("\n".join(lines), encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "w.tex"], cwd=out, capture_output=True,
+                   timeout=120, check=True)
+    tex = {int(i): float(v) for i, v in re.findall(r"W:(\d+):([\d.]+)pt", (out / "w.log").read_text(errors="replace"))}
+    assert len(tex) == len(keys) > 60
+    for i, k in enumerate(keys):
+        r = runs[k]
+        ours = advance(r.text.replace("\u00a0", " "), face_for(r.bold, r.italic, r.serif, r.symbol), r.size)
+        assert abs(tex[i] - ours) <= 0.5, (r.text, r.size, tex[i], ours)

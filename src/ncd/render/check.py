@@ -86,8 +86,9 @@ def problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None = None)
                 found.append(f"text {x.string!r} overlaps text {y.string!r}")
         else:
             text, foot = (x, y) if isinstance(x, Text) else (y, x)
-            if text.owner != foot.id:  # type: ignore[union-attr]
-                found.append(f"text {text.string!r} overlaps box {foot.name!r}")  # type: ignore[union-attr]
+            assert isinstance(text, Text) and isinstance(foot, Footprint)
+            if text.owner != foot.id:
+                found.append(f"text {text.string!r} overlaps box {foot.name!r}")
 
     found.extend(_separators_through_text(drawing, texts, boxes))
     found.extend(_wires_through_text(wires, texts, boxes))
@@ -229,6 +230,6 @@ def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], 
     return out
 
 
-def _near(k: tuple[int, int], pool: Iterable[tuple[int, int]] | dict) -> bool:
+def _near(k: tuple[int, int], pool: Iterable[tuple[int, int]] | dict[tuple[int, int], int]) -> bool:
     x, y = k
     return any((x + dx, y + dy) in pool for dx in (-1, 0, 1) for dy in (-1, 0, 1))

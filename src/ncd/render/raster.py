@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
 from ncd.errors import InputError
 
@@ -34,7 +35,7 @@ class DrawingTooLargeWarning(UserWarning):
     """A PNG or PDF was scaled down to fit the format's largest size."""
 
 
-def _cairosvg():  # type: ignore[no-untyped-def]
+def _cairosvg() -> Any:
     from ncd.render.fonts import register_with_fontconfig
 
     register_with_fontconfig()  # the bundled fonts, so cairo draws (and the PDF embeds) the same glyphs everywhere
@@ -66,10 +67,10 @@ def _fit(svg: str, scale: float, limit: float, unit: str, what: str) -> float:
 def svg_to_png(svg: str, scale: float = 2.0) -> bytes:
     """Rasterise SVG text at ``scale`` pixels per point (less, with a warning, if that exceeds 32,767 pixels)."""
     scale = _fit(svg, scale, MAX_PIXELS, "px", "PNG")
-    return _cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale)
+    return bytes(_cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale))
 
 
 def svg_to_pdf(svg: str) -> bytes:
     """Vector PDF of SVG text (scaled down, with a warning, to pages of at most 200 inches a side)."""
     scale = _fit(svg, 0.75, MAX_PDF_POINTS, "pt", "PDF") / 0.75  # cairosvg: one SVG unit is 0.75 pt
-    return _cairosvg().svg2pdf(bytestring=svg.encode("utf-8"), scale=scale)
+    return bytes(_cairosvg().svg2pdf(bytestring=svg.encode("utf-8"), scale=scale))

@@ -1,8 +1,11 @@
 r"""The TikZ/PGF painter: the same drawing as the SVG, as LaTeX source that ``pdflatex`` compiles.
 
 The picture uses ``x=1pt, y=-1pt`` so layout coordinates (points, ``y`` down) are used as
-they are.  Text is typeset in Computer Modern Sans (the paper's font) with symbols in
-math italic; non-ASCII characters are mapped to LaTeX commands; spaces are kept (``y = x``).
+they are.  Text is typeset in Computer Modern Sans and Serif Italic at their 10 pt design size,
+scaled (the fonts the layout measures: CMU Sans and Serif are these designs), so every run has the
+width it has in the SVG (``tests/test_render_notation.py`` checks it with pdflatex, to 0.5 pt);
+non-ASCII characters are mapped to LaTeX commands, each boxed to the width the layout gave it
+(``$\surd$`` is wider in TeX's math font); spaces are kept (``y = x``).
 
 Every element is drawn in a **named style** a user can restyle: ``ncd wire``, ``ncd separator``,
 ``ncd box``, ``ncd fence``, ``ncd glyph``, ``ncd legend``, ``ncd paren``, ``ncd dot``, ``ncd shadow``,
@@ -16,10 +19,10 @@ named too (``ncd-DCD8EE``), defined with ``\providecolor``.
 
 from __future__ import annotations
 
-from ncd.render.fonts import advance
-from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Text
+from ncd.render.fonts import advance, face_for
+from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Run, Text
 
-__all__ = ["paint_tikz", "latex_text", "ROLES"]
+__all__ = ["paint_tikz", "latex_text", "run_font", "run_body", "ROLES"]
 
 _SYMBOLS = {
     "−": "$-$", "·": "$\\cdot$", "∗": "$\\ast$", "→": "$\\rightarrow$", "⊙": "$\\odot$", "√": "$\\surd$",
@@ -35,12 +38,22 @@ _SYMBOLS = {
 }
 
 
-def latex_text(text: str) -> str:
-    """``text`` with LaTeX specials escaped and known symbols replaced (unknown ones become ``?``)."""
+#: escapes of ASCII characters (typeset by TeX in the text font, at the text font's width)
+_ESCAPES = frozenset("#$%&_{}~^\\ ")
+
+
+def latex_text(text: str, face: str | None = None, size: float = 0.0) -> str:
+    """``text`` with LaTeX specials escaped and known symbols replaced (unknown ones become ``?``).
+
+    With ``face`` and ``size``, each symbol set in math (``$\\surd$``, ``$-$``) is centred in a box as wide as
+    the layout measured it in that face, so TeX's math glyphs do not move what follows."""
     out = []
     for ch in text:
         if ch in _SYMBOLS:
-            out.append(_SYMBOLS[ch])
+            body = _SYMBOLS[ch]
+            if face is not None and ch not in _ESCAPES and body:
+                body = f"\\makebox[{_n(advance(ch, face, size))}pt][c]{{{body}}}"
+            out.append(body)
         elif ord(ch) < 128:
             out.append(ch)
         else:
@@ -84,8 +97,40 @@ def _preamble(drawing: Drawing) -> list[str]:
                 colours.add(c)
     lines = ["\\providecommand\\ncdstyle[2]{\\pgfkeysifdefined{/tikz/#1/.@cmd}{}{\\tikzset{#1/.style={#2}}}}"]
     lines += [f"\\ncdstyle{{ncd {role}}}{{{_ROLE_DEFAULTS.get(role, '')}}}" for role in ROLES]
+    lines += _FONTS
     lines += [f"\\providecolor{{{_colour(c)}}}{{HTML}}{{{c.lstrip('#').upper()}}}" for c in sorted(colours)]
     return lines
+
+
+#: The fonts of the drawing: Computer Modern at its 10 pt design size, scaled (CMU Sans and Serif, which the
+#: layout measures, are these fonts; LaTeX's own sizes would pick the narrower 12 pt design of ``lmss12``).
+_FONTS = [
+    "\\DeclareFontFamily{OT1}{ncdss}{}",
+    "\\DeclareFontShape{OT1}{ncdss}{m}{n}{<-> cmss10}{}",
+    "\\DeclareFontShape{OT1}{ncdss}{bx}{n}{<-> cmssbx10}{}",
+    "\\DeclareFontShape{OT1}{ncdss}{b}{n}{<-> ssub * ncdss/bx/n}{}",
+    "\\DeclareFontFamily{OT1}{ncdrm}{}",
+    "\\DeclareFontShape{OT1}{ncdrm}{m}{n}{<-> cmr10}{}",
+    "\\DeclareFontShape{OT1}{ncdrm}{m}{it}{<-> cmti10}{}",
+]
+
+
+def run_font(run: Run) -> str:
+    """The LaTeX font commands of a text run: Computer Modern Sans (or Serif) at the run's size."""
+    font = f"\\fontsize{{{_n(run.size)}}}{{{_n(run.size * 1.2)}}}\\fontencoding{{OT1}}"
+    font += "\\fontfamily{ncdrm}" if run.serif else "\\fontfamily{ncdss}"
+    font += "\\fontseries{bx}" if run.bold else "\\fontseries{m}"
+    font += "\\fontshape{it}" if run.italic else "\\fontshape{n}"
+    return font + "\\selectfont"
+
+
+def run_body(run: Run) -> str:
+    """The LaTeX text of a run: symbols boxed to the width the layout measured for them."""
+    face = face_for(run.bold, run.italic, run.serif, run.symbol)
+    body = latex_text(run.text, face, run.size)
+    if run.symbol:  # centred in the width the layout measured for it (the TeX glyph may differ)
+        body = f"\\makebox[{_n(advance(run.text, 'symbols', run.size))}pt][c]{{{latex_text(run.text)}}}"
+    return body
 
 
 def _path(p: Path) -> str:
@@ -125,17 +170,8 @@ def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
             lines.append(f"\\path[{style}] ({_n(it.cx)},{_n(it.cy)}) circle[radius={_n(it.r)}pt];")
         elif isinstance(it, Text):
             for run in it.runs:
-                font = f"\\fontsize{{{_n(run.size)}}}{{{_n(run.size * 1.2)}}}\\selectfont"
-                font += "\\rmfamily" if run.serif else "\\sffamily"
-                if run.italic:
-                    font += "\\itshape"
-                if run.bold:
-                    font += "\\bfseries"
-                body = latex_text(run.text)
-                if run.symbol:  # centred in the width the layout measured for it (the TeX glyph may differ)
-                    w = advance(run.text, "symbols", run.size)
-                    body = f"\\makebox[{_n(w)}pt][c]{{{body}}}"
-                lines.append(f"\\node[font={font},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) {{{body}}};")
+                lines.append(f"\\node[font={run_font(run)},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) "
+                             f"{{{run_body(run)}}};")
     lines.append("\\end{tikzpicture}")
     body = "\n".join(lines) + "\n"
     if not standalone:

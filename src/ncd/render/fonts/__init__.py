@@ -92,7 +92,7 @@ def face_for(bold: bool = False, italic: bool = False, serif: bool = False, symb
 
 @functools.cache
 def _hb_font(face: str):  # type: ignore[no-untyped-def]
-    import uharfbuzz as hb
+    import uharfbuzz as hb  # type: ignore[import-untyped]
 
     with open(os.path.join(FONT_DIR, FACES[face][0]), "rb") as fh:
         return hb.Font(hb.Face(fh.read()))
