@@ -210,9 +210,18 @@ def _chained(layers: int) -> ncd.Diagram:
     return chain.block("Chain", defaults=model.get("defaults"))
 
 
+def _woven_repeat(layers: int) -> ncd.Diagram:
+    """A repetition broadcast over the batch (the layers take ``m``, the model ``b m``): costed as ``(b layer)ⁿ``."""
+    layer = (ncd.LayerNorm("m") >> ncd.Linear("m -> f", bias=True) >> ncd.GELU()
+             >> ncd.Linear("f -> m", bias=True)).block("Layer")
+    body = ncd.Identity.of("b m") >> ncd.repeat(layer, "i", 0, layers, name="Layers")
+    return body.block("Model", defaults=(("b", 2), ("m", 8), ("f", 16)))
+
+
 @pytest.mark.parametrize("build", [lambda: gpt2_like(6), lambda: _chained(4), lambda: _traced_gpt2(3),
-                                   lambda: ncd.zoo.MODELS["transformer"](), lambda: ncd.zoo.MODELS["resnet"]()],
-                         ids=["repeat", "chain", "traced", "transformer", "resnet"])
+                                   lambda: ncd.zoo.MODELS["transformer"](), lambda: ncd.zoo.MODELS["resnet"](),
+                                   lambda: _woven_repeat(7)],
+                         ids=["repeat", "chain", "traced", "transformer", "resnet", "woven-repeat"])
 def test_composed_costs_equal_costing_the_whole(build) -> None:
     """The viewer costs each distinct part once and composes; the totals are ``ncd.cost`` of the whole."""
     from ncd.viewer.costs import Costs

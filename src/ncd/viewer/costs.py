@@ -33,6 +33,7 @@ from typing import Any
 
 import sympy
 
+from ncd.errors import NCDError
 from ncd.ir.diagram import Block, Diagram, Repeat, Seq, Weave, unweave
 from ncd.ir.size import symbol
 
@@ -52,6 +53,7 @@ class Costs:
         self._cuts: dict[int, tuple[Diagram, list[Diagram]]] = {}
         self._worth: dict[int, tuple[Diagram, bool]] = {}
         self._symbols: dict[int, tuple[Diagram, Any]] = {}
+        self._pushes: dict[int, tuple[Diagram, Diagram | None]] = {}
 
     @property
     def available(self) -> bool:
@@ -79,6 +81,9 @@ class Costs:
     def _compose(self, node: Diagram) -> Any:
         if not self._repeats(node):  # nothing repeated inside: one walk is as fast as any split
             return self._leaf(node)
+        pushed = self._pushed(node)
+        if pushed is not None:
+            return self.of(pushed)
         if isinstance(node, Block):
             return self.of(node.body)
         if isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
@@ -112,7 +117,10 @@ class Costs:
         hit = self._worth.get(id(node))
         if hit is not None:
             return hit[1]
-        if isinstance(node, Block):
+        pushed = self._pushed(node)
+        if pushed is not None:
+            value = self._repeats(pushed)
+        elif isinstance(node, Block):
             value = self._repeats(node.body)
         elif isinstance(node, Repeat):
             count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
@@ -135,7 +143,10 @@ class Costs:
     def _end(self, node: Diagram, side: int) -> Diagram:
         """The innermost piece of ``node`` at its start (``side`` 0) or end (-1): where it meets its neighbour."""
         while True:
-            if isinstance(node, Block):
+            pushed = self._pushed(node)
+            if pushed is not None:
+                node = pushed
+            elif isinstance(node, Block):
                 node = node.body
             elif isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
                 node = node.body
@@ -143,6 +154,26 @@ class Costs:
                 node = self._pieces(node)[side]
             else:
                 return node
+
+    def _pushed(self, node: Diagram) -> Diagram | None:
+        """A block or repetition broadcast over axes, as the block or repetition of its broadcast body (the same
+        computation: ``b (f)ⁿ = (b f)ⁿ``), so that its repeated work is costed once; ``None`` for anything else."""
+        if not isinstance(node, Weave):
+            return None
+        hit = self._pushes.get(id(node))
+        if hit is None:
+            core, weaves = unweave(node)
+            pushed: Diagram | None = None
+            if isinstance(core, (Block, Repeat)):
+                body = core.body
+                try:
+                    for w in reversed(weaves):  # innermost first
+                        body = dataclasses.replace(w, inner=body)
+                    pushed = dataclasses.replace(core, body=body)
+                except NCDError:  # the axis moves between iterations: the repetition cannot carry it
+                    pushed = None
+            hit = self._pushes[id(node)] = (node, pushed)
+        return hit[1]
 
     def _free(self, node: Diagram) -> Any:
         hit = self._symbols.get(id(node))
