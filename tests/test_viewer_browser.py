@@ -136,13 +136,20 @@ def test_expand_several_blocks_keeping_the_drawing_on_screen(context: BrowserCon
     check("expand Attention")
     page.click(f'.ncd-comp[data-block="{mlp}"]')  # a second block, beside the first
     check("expand MLP")
+    assert sorted(view.expanded()) == sorted([layer, attention, mlp])  # two sibling panels and their parent
     page.click(f'.ncd-comp[data-block="{product}"]')
     check("expand ScaledDotProduct")
-    assert sorted(view.expanded()) == sorted([layer, attention, mlp, product])
-    assert view.shown() == sorted(["", layer, attention, mlp, product])
-    assert page.locator(".ncd-comp.ncd-open").count() == 4  # each open block is marked where it is drawn
-    assert page.locator("#ncd-crumbs button").all_inner_texts() == ["top", "Layer", "Attention", "ScaledDotProduct", "MLP"]
+    # all four fit at the first paint's text size, or the block opened longest ago that does not enclose
+    # ScaledDotProduct (MLP) was closed to keep the text that size
+    opened = [layer, attention, mlp, product] if mlp in view.expanded() else [layer, attention, product]
+    assert sorted(view.expanded()) == sorted(opened)
+    assert view.shown() == sorted(["", *opened])
+    assert page.locator(".ncd-comp.ncd-open").count() == len(opened)  # each open block is marked where it is drawn
+    names = ["top", "Layer", "Attention", "ScaledDotProduct"] + (["MLP"] if mlp in opened else [])
+    assert page.locator("#ncd-crumbs button").all_inner_texts() == names
     page.screenshot(path=shots / "2-four-open.png")
+    if mlp not in opened:
+        page.click(f'.ncd-comp[data-block="{mlp}"]')
     # collapse Attention by clicking its fence on the title strip: its sub-block closes with it
     box = page.locator(f'.ncd-fence[data-block="{attention}"]').bounding_box()
     assert box

@@ -33,10 +33,14 @@ COMMON = [
 ]
 
 
+PAPER = "https://arxiv.org/abs/2402.05424"
+
+
 @dataclass(frozen=True)
 class Figure:
-    name: str  # the paper figure's file name (without .png)
-    shows: str
+    name: str  # the paper figure's file name in the figure set (without .png)
+    number: str  # the figure's number in the paper ("" when the figure set does not record it)
+    caption: str  # what the paper's figure shows, in our words
     build: Callable[[], ncd.Diagram]
     options: dict
     departures: list[tuple[str, str]]
@@ -46,34 +50,51 @@ def _inner_broadcast() -> ncd.Diagram:
     return ncd.Einsum("y k, x k -> y x").weave("h", shared=[1]) >> ncd.Softmax("x")
 
 
+def _broadcast() -> ncd.Diagram:
+    return ncd.Identity.of("r:4 a:3") >> ncd.Linear("a:3 -> b:2", name="G")
+
+
+def _elementwise() -> ncd.Diagram:
+    return ncd.Identity.of("r:4 a:3") >> ncd.ReLU()
+
+
 FIGURES = [
-    Figure("scaled_attention", "scaled dot-product attention", ncd.zoo.attention, {}, [
+    Figure("broadcasting0", "", "broadcasting: an operation G on a row of 3 applied to each of 4 rows", _broadcast, {}, [
+        ("The data tiles (grids of cells) beside the wires are not drawn; wires are labelled `r = 4`, not `4`.",
+         "a wire is an axis; it carries its name and size (the paper's figure is about sizes only)."),
+        ("G is drawn as a learned linear map, bold **L** with its name as superscript.",
+         "the diagram needs a concrete operation; a linear map is the paper's own example of one.")]),
+    Figure("elementwise0", "", "an elementwise function: f on one value broadcast over every value (4 × 3)",
+           _elementwise, {}, [
+               ("The function is ReLU, drawn as the paper's arrow glyph `➤R➤` above the wires.",
+                "the paper draws named activations this way; a generic `f` has no primitive.")]),
+    Figure("scaled_attention", "20", "scaled dot-product attention", ncd.zoo.attention, {}, [
         ("The scale `∗k^−1/2` is a glyph on the wire, not a tinted box.",
          "scalar maps are drawn on the wires they act on (LANGUAGE.md §5), like `➤R➤`."),
         ("The query, key and value inputs are not lettered Q, K, V.",
          "wires carry their axes; the block's inputs are its dashed-separated segments.")]),
-    Figure("multihead0", "multi-head attention", ncd.zoo.multi_head_attention, {}, [
+    Figure("multihead0", "21", "multi-head attention", ncd.zoo.multi_head_attention, {}, [
         ("The *Concat (Diagonalize)* fence is a dot joining the h wires.",
          "the dot is the diagonal itself; a fence is drawn only for a block the model defines.")]),
-    Figure("imagerec", "basic image recogniser for digits", ncd.zoo.mlp, {}, [
+    Figure("imagerec", "2", "a basic image recogniser for digits (flatten, three linear layers, softmax)", ncd.zoo.mlp, {}, [
         ("The input `X` and output `Ŷ` tiles are not drawn.",
          "the diagram's boundary wires are its input and output."),
         ("The title is the definition's box (`box =`) rather than a heading.",
          "the one-row drawing is 3.5:1, wider than the 3:1 page limit; `title=` adds a heading.")]),
-    Figure("IdResNet_block", "the identity ResNet block",
+    Figure("IdResNet_block", "26", "the identity ResNet block",
            lambda: identity_block("n1", "n2", 2, "x").block("Identity ResNet block"), {"legend": {"n_b": "n_2/4"}}, [
         ("Block parameters (s, N) are shown as the concrete sizes of this instance.",
          "a diagram is one instance; its component box shows the sizes it was built with.")]),
-    Figure("IdResNet_overall", "the identity ResNet, blocks collapsed", ncd.zoo.resnet, {"depth": 1}, [
+    Figure("IdResNet_overall", "26", "the identity ResNet, its blocks as component boxes", ncd.zoo.resnet, {"depth": 1}, [
         ("BatchNorm & activate, pooling, linear and softmax are fenced by the blocks the model defines.",
          "fences come from the model's blocks, not from a drawing choice.")]),
-    Figure("unet", "the U-Net", ncd.zoo.unet, {}, [
+    Figure("unet", "27", "the U-Net, skip tensors saved and loaded across levels", ncd.zoo.unet, {}, [
         ("Each block's definition follows the overview instead of one figure with nested parentheses.",
          "blocks too wide for a row are defined once below (`box =`)."),
         ("Pooling is one trapezoid labelled `★2→Max`, not the trapezoid followed by a `Max➤` glyph.",
          "pooling is one primitive in ncd; its reduction is written in its label.")]),
-    Figure("visual_attention", "visual attention", ncd.zoo.visual_attention, {}, []),
-    Figure("inner_broadcasting0", "inner broadcasting", _inner_broadcast, {}, [
+    Figure("visual_attention", "28", "visual attention: 1×1 convolutions into multi-head attention over pixels", ncd.zoo.visual_attention, {}, []),
+    Figure("inner_broadcasting0", "", "inner broadcasting: an operation lifted over an axis only some of its inputs carry", _inner_broadcast, {}, [
         ("The shared segment's wire is drawn past the woven box, joined by a dot.",
          "the same wiring as the paper's; ncd draws every weave this way.")]),
 ]
@@ -81,10 +102,12 @@ FIGURES = [
 
 def main() -> None:
     rows = ["# Notation: the paper's figures and ncd's drawings", "",
-            "Generated by `docs/notation/make_notation.py` (do not edit by hand). Each paper figure "
-            "ncd reproduces, next to ncd's default drawing of the same model; the figures themselves are "
-            "in the paper (Abbott, TMLR 2024) and not redistributed here. Measured: width:height, the "
-            "smallest text once printed in a 6.5-inch column, and `ncd.render.check` problems.", "",
+            "Generated by `docs/notation/make_notation.py` (do not edit by hand). Each figure of the paper "
+            f"([Abbott, *Neural Circuit Diagrams*, TMLR 2024, arXiv 2402.05424]({PAPER})) that ncd reproduces: on the "
+            "left the figure — its number, what it shows, a link to the paper (the figures themselves are not "
+            "redistributed here) — and on the right ncd's default drawing of the same model, with every departure "
+            "from the paper and its reason below. Measured: width:height, the smallest text once printed in a "
+            "6.5-inch column, and `ncd.render.check` problems (overlaps of any kind, wires through labels).", "",
             "Departures in every drawing:", ""]
     rows += [f"* {what} — *why:* {why}" for what, why in COMMON]
     rows.append("")
@@ -93,9 +116,11 @@ def main() -> None:
         drawing = ncd.render.layout(diagram, **fig.options)
         figures = drawing_figures(drawing)
         ncd.draw(diagram, HERE / f"{fig.name}.png", scale=1.5, **fig.options)
-        rows += [f"## `{fig.name}` — {fig.shows}", "",
-                 "| paper | ncd |", "|---|---|",
-                 f"| figure `{fig.name}` of the paper | ![{fig.name}](notation/{fig.name}.png) |", "",
+        number = f"Figure {fig.number}" if fig.number else "Figure (unnumbered in our figure set)"
+        left = f"**{number}** (`{fig.name}`)<br>{fig.caption}<br>[in the paper]({PAPER})"
+        rows += [f"## {fig.caption[0].upper()}{fig.caption[1:]}", "",
+                 "| the paper | ncd |", "|---|---|",
+                 f"| {left} | ![ncd's drawing: {fig.caption}](notation/{fig.name}.png) |", "",
                  f"ncd: {drawing.width:.0f}×{drawing.height:.0f} pt, {figures.aspect:.2f}:1, smallest text "
                  f"{figures.min_label_pt:.1f} pt in a column, {len(problems(drawing))} layout problems.", ""]
         if fig.departures:

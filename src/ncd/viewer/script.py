@@ -3,10 +3,12 @@
 The page holds the top view and one definition panel per block (:mod:`ncd.viewer.views`).
 The script composes them: the *sheet* is the top view followed by the panel of every
 expanded block, in tree order, packed into rows so that the sheet has the window's shape.
-After every expand, collapse and ``Esc`` the whole sheet is fitted to the window, never at a
-larger text size than the first paint; the first paint's scale is the one at which the top
-view and every panel fit together (never below 0.7 unless the top view alone needs it), so
-opening blocks never shrinks the text below the first paint's while that holds.  Labels are shown with ``textContent`` only.
+After every expand, collapse and ``Esc`` the whole sheet is fitted to the window at the first
+paint's scale: the one at which the top view and every panel fit together, but not below the
+drawings' own size (wire labels at 11 px), nor above the scale at which the top view with any one
+block open (and the panels it is drawn in) fits.  When the open panels would need smaller text,
+the blocks opened longest ago are closed, so the text is never smaller than at first paint and
+all of what is open is on screen.  Labels are shown with ``textContent`` only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ SCRIPT = r"""
     views[v.key] = v;
     v.i.forEach(function (i) { (where[i] = where[i] || []).push(v.key); });
   });
-  var GAP = 24, CAP = 1.5, FLOOR = 0.7, MARGIN = 0.96;
+  var GAP = 24, CAP = 1.5, NATURAL = 1, MARGIN = 0.96;
   var open = [], shown = {}, sheet = {w: 0, h: 0}, tx = 0, ty = 0, scale = 1, base = 1;
 
   function apply() { canvas.style.transform = "translate(" + tx + "px," + ty + "px) scale(" + scale + ")"; }
@@ -110,19 +112,39 @@ SCRIPT = r"""
 
   function stageSize() { return {w: stage.clientWidth, h: stage.clientHeight}; }
 
-  // The first paint's scale: the top view and every panel fit together at it (so no combination of open
-  // blocks needs smaller text), unless that is below FLOOR: then the top view alone decides, up to FLOOR.
+  function trailOf(key) {  // view `key` and the views it is drawn in (what opening it opens)
+    var out = [];
+    for (var k = key; k; k = parentState(k)) { if (views[k]) { out.push(k); } }
+    return out;
+  }
+  function within(k, key) { return k === key || key.indexOf(k + "/") === 0; }  // k is key or an enclosing block
+
+  // The first paint's scale: the one at which the top view and every panel fit together, but not below the
+  // drawings' own size (1: wire labels at 11 px) — and never above the largest (up to CAP) at which the top view
+  // with any one block open, and the panels it is drawn in, fits.  Opening blocks never makes text smaller
+  // than this: when the open panels would not fit at it, the blocks opened longest ago are closed (refresh).
   function firstScale() {
-    var st = stageSize(), top = pack([""], st.w, st.h).fit * MARGIN;
+    var st = stageSize(), one = CAP;
     everything = pack(Object.keys(views).sort(treeOrder), st.w, st.h);
-    return Math.max(Math.min(CAP, top, everything.fit * MARGIN), Math.min(top, FLOOR));
+    Object.keys(views).forEach(function (k) {
+      one = Math.min(one, pack([""].concat(trailOf(k).sort(treeOrder)), st.w, st.h).fit * MARGIN);
+    });
+    return Math.min(one, Math.max(everything.fit * MARGIN, NATURAL));
   }
 
-  // Lay the sheet out again and fit it: everything on screen, text never larger than at first paint.
-  function refresh() {
+  // Lay the sheet out again and fit it: everything on screen, text never larger — nor smaller — than at first
+  // paint. `keep`: the block just opened (default: the last opened), which stays open with its enclosing panels.
+  function refresh(keep) {
     var st = stageSize();
-    if (!st.w || !st.h) { requestAnimationFrame(refresh); return; }  // a notebook iframe still sizing itself
+    if (!st.w || !st.h) { requestAnimationFrame(function () { refresh(keep); }); return; }  // a notebook iframe sizing itself
+    keep = keep || open[open.length - 1] || "";
     var keys = visible(), p = arrange(keys, st.w, st.h);
+    while (p.fit * MARGIN < base - 1e-9) {  // too much open for the first paint's text size: close the oldest
+      var old = open.filter(function (k) { return !within(k, keep); })[0];
+      if (old === undefined) { break; }
+      open = open.filter(function (k) { return !within(old, k); });
+      keys = visible(); p = arrange(keys, st.w, st.h);
+    }
     Object.keys(shown).forEach(function (k) { if (keys.indexOf(k) < 0) { shown[k].remove(); delete shown[k]; } });
     keys.forEach(function (k) {
       var el = drawing(k);
@@ -163,7 +185,7 @@ SCRIPT = r"""
     }
     return changed;
   }
-  function expand(key) { if (views[key] && key && openPath(key)) { refresh(); } }
+  function expand(key) { if (views[key] && key && openPath(key)) { refresh(key); } }
   function collapse(key) {
     var before = open.length;
     open = open.filter(function (k) { return k !== key && k.indexOf(key + "/") !== 0; });
