@@ -93,8 +93,10 @@ FIGURES = [
          "blocks too wide for a row are defined once below (`box =`)."),
         ("Pooling is one trapezoid labelled `★2→Max`, not the trapezoid followed by a `Max➤` glyph.",
          "pooling is one primitive in ncd; its reduction is written in its label.")]),
-    Figure("visual_attention", "28", "visual attention: 1×1 convolutions into multi-head attention over pixels", ncd.zoo.visual_attention, {}, []),
-    Figure("inner_broadcasting0", "", "inner broadcasting: an operation lifted over an axis only some of its inputs carry", _inner_broadcast, {}, [
+    Figure("visual_attention", "28", "visual attention: 1×1 convolutions into multi-head attention over pixels",
+           ncd.zoo.visual_attention, {}, []),
+    Figure("inner_broadcasting0", "", "inner broadcasting: an operation lifted over an axis only some of its inputs carry",
+           _inner_broadcast, {}, [
         ("The shared segment's wire is drawn past the woven box, joined by a dot.",
          "the same wiring as the paper's; ncd draws every weave this way.")]),
 ]
