@@ -139,9 +139,9 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
 
     try:
         captured = fold_time_loops(captured)
-    except Exception as error:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
-        warnings.warn(f"ncd.trace({type(model).__name__}): folding time loops failed ({type(error).__name__}:"
-                      f" {str(error).strip()[:200]}); drawn step by step", stacklevel=2)
+    except Exception as folding:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
+        warnings.warn(f"ncd.trace({type(model).__name__}): folding time loops failed ({type(folding).__name__}:"
+                      f" {str(folding).strip()[:200]}); drawn step by step", stacklevel=2)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
