@@ -4,15 +4,12 @@ the lowered module; formulas against hand-derived ones."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import sympy
 
 import ncd
 from ncd.analysis.measure import measure
-from ncd.analysis.tables import BACKWARD, COST, UNSUPPORTED, AnalysisError, backward_entry, cost_entry, load_all
-from ncd.ir.primitive import PRIMITIVES
+from ncd.analysis.tables import COST, AnalysisError, load_all
 from ncd.ir.size import symbol
 from ncd.torch.fusion import disabled
 from tests.opdb import SAMPLES, Sample, load
@@ -153,22 +150,3 @@ def test_errors_name_the_problem() -> None:
         ncd.cost(ncd.ReLU(), dtype="float8")
     with pytest.raises(ncd.SizeError, match="b=0"):
         ncd.cost(ncd.ReLU(), b=0)
-
-
-def test_every_primitive_has_cost_and_backward_rules_or_is_declared_unsupported() -> None:
-    ops = set(PRIMITIVES)
-    no_cost = {op for op in ops - set(COST) if "cost" not in UNSUPPORTED.get(op, {})}
-    no_backward = {op for op in ops - set(BACKWARD) if "backward" not in UNSUPPORTED.get(op, {})}
-    assert not no_cost, f"no cost rule and no 'unsupported' entry: {sorted(no_cost)}"
-    assert not no_backward, f"no backward rule and no 'unsupported' entry: {sorted(no_backward)}"
-    for op, entry in UNSUPPORTED.items():
-        for interpreter, why in entry.items():
-            assert why and op not in (COST if interpreter == "cost" else BACKWARD), (op, interpreter)
-
-
-def test_unsupported_primitives_raise_errors_that_say_why() -> None:
-    for op, entry in UNSUPPORTED.items():
-        for interpreter, why in entry.items():
-            prim = type("Fake", (), {"op": op})()
-            with pytest.raises(AnalysisError, match="is not supported: " + re.escape(why)):
-                (cost_entry if interpreter == "cost" else backward_entry)(prim)

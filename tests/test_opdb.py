@@ -9,8 +9,8 @@ import torch
 
 import ncd
 from ncd.ir.primitive import PRIMITIVES
+from ncd.ir.rules import load as _load_all
 from ncd.torch.module import compile_source
-from ncd.torch.rules import LOWERING, _load_all
 from tests.opdb import ERRORS, SAMPLES, Sample, load
 
 load()
@@ -122,4 +122,3 @@ def test_every_primitive_has_samples_errors_and_rules() -> None:
     ops = set(PRIMITIVES) - {"opaque"}
     assert not ops - sampled, f"primitives without samples: {sorted(ops - sampled)}"
     assert not ops - errored, f"primitives without error samples: {sorted(ops - errored)}"
-    assert not set(PRIMITIVES) - set(LOWERING), f"primitives without lowering rules: {sorted(set(PRIMITIVES) - set(LOWERING))}"

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 import ncd
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.prims.derivative import (
-    Derivative,
     EmbeddingGrad,
     Expand,
     Insert,
@@ -16,9 +15,10 @@ from ncd.prims.derivative import (
     LinearWeightGrad,
     MaskBackward,
     NormBackward,
-    SoftmaxBackward,
-    Zeros,
 )
+from ncd.prims.elementwise import Derivative
+from ncd.prims.softmax import SoftmaxBackward
+from ncd.prims.structure import Zeros
 from tests.opdb import error, sample
 
 FORWARD = {

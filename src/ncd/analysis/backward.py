@@ -30,30 +30,11 @@ from dataclasses import dataclass, field, replace
 from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
-from ncd.prims.derivative import ZerosOp
+from ncd.ir.rules import BATCHED_BACKWARD, BoxBackward
 from ncd.prims.linear import EinsumOp
-from ncd.prims.structure import AddOp, CopyOp, DeleteOp, RenameOp, SwapOp
+from ncd.prims.structure import AddOp, RenameOp, ZerosOp, cot, route, woven_scalar
 
 __all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types", "batched_rule", "woven_leading"]
-
-
-@dataclass(frozen=True)
-class BoxBackward:
-    """A box's backward rule result.
-
-    ``stored``: what it needs, in order — ``("in", j)``, ``("out", j)``, ``("param", name)`` or
-    ``("aux", j)``: the ``j``-th extra output of ``forward``, a replacement of the box in the
-    forward pass that also outputs values the box does not (max pooling's argmax, batch
-    normalisation's statistics), woven like output ``aux_like[j]``;
-    ``diagram``: ``(stored..., ∂cod) -> (∂dom, ∂params...)`` (only float segments have cotangents);
-    ``grads``: the parameter name of each trailing output of ``diagram``.
-    """
-
-    stored: tuple[tuple[str, int | str], ...]
-    diagram: Diagram
-    grads: tuple[str, ...] = ()
-    forward: Diagram | None = None
-    aux_like: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,49 +75,17 @@ def types(segments: Sequence[Segment]) -> Type:
     return Type(tuple(segments))
 
 
-def cot(t: Type) -> Type:
-    """The cotangent type: the float segments of ``t`` (indices and masks have no gradient)."""
-    return Type(tuple(s for s in t if s.dtype == "float"))
-
-
-def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
-    """Copies, deletions and a crossing taking ``segments`` to ``[segments[k] for k in picks]``."""
-    parts: list[Diagram] = []
-    produced: list[int] = []
-    for k, seg in enumerate(segments):
-        count = list(picks).count(k)
-        t = Type((seg,))
-        if count == 0:
-            parts.append(Box(DeleteOp(t)))
-        elif count == 1:
-            parts.append(Identity(t))
-            produced.append(k)
-        else:
-            parts.append(Box(CopyOp(t, count)))
-            produced.extend([k] * count)
-    result = Par.of(*parts) if parts else Identity(Type(()))
-    used = [False] * len(produced)
-    perm = []
-    for k in picks:
-        i = next(i for i, p in enumerate(produced) if p == k and not used[i])
-        used[i] = True
-        perm.append(i)
-    if perm != list(range(len(perm))):
-        result = Seq.of(result, Box(SwapOp(result.cod, tuple(perm))))
-    return result
-
-
-def woven_scalar(box: Box, segment: Segment) -> Diagram:
-    """A box on scalars (``add``, ``multiply``, ``f′``) broadcast over every axis of ``segment``."""
-    result: Diagram = box
-    for axis in reversed(segment.axes):
-        result = Weave(result, axis, tuple(0 for _ in box.dom), tuple(0 for _ in box.cod))
-    return result
-
-
 def sum_over(segment: Segment, position: int, axis: Axis) -> Diagram:
     """Sum the ``axis`` at ``position`` of ``segment`` away (an einsum with one input)."""
     return Box(EinsumOp(Type((segment.insert(position, axis),)), segment))
+
+
+def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None, ...]) -> Diagram:
+    """``box`` woven over ``axes`` (outermost first), leading in every output and in the inputs ``dom_pos`` marks 0."""
+    result = box
+    for axis in reversed(axes):
+        result = Weave(result, axis, dom_pos, tuple(0 for _ in result.cod))
+    return result
 
 
 #: primitives whose weight is an ``nn.Parameter`` of the enclosing class (not of a child module)
@@ -154,15 +103,7 @@ def batched_rule(fn: object) -> object:
     return fn
 
 
-def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None, ...]) -> Diagram:
-    """``box`` woven over ``axes`` (outermost first), leading in every output and in the inputs ``dom_pos`` marks 0."""
-    result = box
-    for axis in reversed(axes):
-        result = Weave(result, axis, dom_pos, tuple(0 for _ in result.cod))
-    return result
-
-
-class _Builder:
+class Builder:
     def __init__(self, training: bool = True) -> None:
         self.training = training
         self.in_chain = False
@@ -260,15 +201,15 @@ class _Builder:
         leading = all(set(w.dom_pos) <= {0} and set(w.cod_pos) <= {0} for w in chain)
         if self.in_chain or not isinstance(inner, Box) or not leading:
             return self.woven(node)
-        rule = backward_entry(inner.prim)
-        if not getattr(rule, "batched", False):
+        rule = BATCHED_BACKWARD.get(inner.prim)
+        if rule is None:
             return self.woven(node)
         self.in_chain = True
         try:
             part = self.woven(node)
         finally:
             self.in_chain = False
-        result: BoxBackward = rule(inner, self, batch=tuple(w.axis for w in chain))
+        result: BoxBackward = rule(inner.prim, inner, self, tuple(w.axis for w in chain))
         if result.diagram.dom.same(part.back.dom) and result.diagram.cod.same(part.back.cod):
             part.back = result.diagram
         return part
@@ -432,7 +373,7 @@ def plan(diagram: Diagram, *, training: bool = True) -> Plan:
 
     ``training``: whether the module runs in training mode (batch normalisation's statistics).
     """
-    builder = _Builder(training)
+    builder = Builder(training)
     part = builder.diff(diagram)
     keys = [(g.box, g.name) for g in part.grads]
     back, real, param_of = _tie(diagram, part)

@@ -13,7 +13,6 @@ from ncd.analysis.linear import _einsum, markers, tagged
 from ncd.analysis.tables import cost_rule, unsupported
 from ncd.ir.axes import Axis
 from ncd.prims.derivative import (
-    DerivativeOp,
     EmbeddingGradOp,
     ExpandOp,
     InsertOp,
@@ -21,21 +20,7 @@ from ncd.prims.derivative import (
     LinearWeightGradOp,
     MaskBackwardOp,
     NormBackwardOp,
-    SoftmaxBackwardOp,
-    ZerosOp,
 )
-
-
-@cost_rule(DerivativeOp)
-def cost_derivative(ctx: CostContext) -> list[Tensor]:
-    ctx.other(ctx.numel(), sympy.Integer(0))
-    return [ctx.like(0, ctx.inputs[0])]
-
-
-@cost_rule(SoftmaxBackwardOp)
-def cost_softmax_backward(ctx: CostContext) -> list[Tensor]:
-    ctx.other(4 * ctx.numel(), sympy.Integer(0))
-    return [ctx.output(0)]
 
 
 @cost_rule(NormBackwardOp)
@@ -91,11 +76,6 @@ def cost_insert(ctx: CostContext) -> list[Tensor]:
 def cost_expand(ctx: CostContext) -> list[Tensor]:
     x = ctx.inputs[0]
     return [Tensor(x.storage, ctx.out_axes[0], x.order, x.grad, x.dtype, dense=False)]
-
-
-@cost_rule(ZerosOp)
-def cost_zeros(ctx: CostContext) -> list[Tensor]:
-    return [ctx.new(axes, grad=False) for axes in ctx.out_axes]
 
 
 def _suffixed(ctx: CostContext, side: str, j: int, axes: tuple[Axis, ...], own: tuple[str, ...]) -> tuple[Axis, ...]:

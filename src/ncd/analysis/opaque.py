@@ -24,10 +24,10 @@ from ncd.analysis.layout import Tensor
 from ncd.analysis.tables import backward_rule, cost_rule, unsupported
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
-from ncd.prims.derivative import GatherTransposeOp, ZerosOp
+from ncd.prims.derivative import GatherTransposeOp
 from ncd.prims.gather import ArgMaxOp, ArithmeticOp, CastOp, CompareOp, GatherOp
 from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp, ViewOp
-from ncd.prims.structure import DeleteOp
+from ncd.prims.structure import DeleteOp, ZerosOp
 
 
 @cost_rule(ParameterOp)

@@ -29,6 +29,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, SizeLike, size, size_text
 
 __all__ = ["CausalMaskOp", "PaddingMaskOp", "CausalMask", "PaddingMask"]
@@ -96,3 +97,8 @@ def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = No
 def PaddingMask(key: AxisLike = "x", name: str | None = None) -> Box:
     """Mask scores along ``key`` with a boolean ``"key [bool]"`` segment (True = attend, False = padding)."""
     return Box.make(PaddingMaskOp(as_axis(key)), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(CausalMaskOp, aten=("aten.scaled_dot_product_attention",))
+IMPORT.unsupported(PaddingMaskOp, "a traced padding mask is a tensor added to the scores (an addition box)")

@@ -21,6 +21,7 @@ from ncd.errors import ParseError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import ParameterOp
 
 __all__ = ["SinusoidalOp", "Sinusoidal", "Parameter"]
@@ -69,3 +70,7 @@ def Parameter(type_: TypeLike, name: str | None = None) -> Box:
     """A learned tensor with no input (bold): learned positions, a class token, a bias to add."""
     seg = _one_segment(type_, "Parameter")
     return Box.make(ParameterOp(seg, name or ""), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.unsupported(SinusoidalOp, "a traced positional table is a constant tensor: it imports as a constant box")

@@ -56,6 +56,7 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute
 from ncd.prims.linear import split_spec
 
@@ -657,3 +658,13 @@ def AdaptiveAvgPool(axes: TypeLike, output: SizeLike | Sequence[SizeLike]) -> Bo
     if len(sizes) != len(spatial):
         raise ParseError(f"{where}: output {tuple(sizes)} has {len(sizes)} entries but there are {len(spatial)} spatial axes")
     return Box.make(AdaptiveAvgPoolOp(spatial, _resized(spatial, [size(v) for v in sizes])))
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(ConvOp, ConvTransposeOp, aten=("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d",
+                                          "aten.conv_transpose2d", "aten.conv_transpose3d"))
+IMPORT.known(MaxPoolOp, aten=("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d"))
+IMPORT.known(AvgPoolOp, aten=("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d"))
+IMPORT.unsupported(AdaptiveAvgPoolOp, "not recognised yet: a traced adaptive pooling becomes an opaque box")
+for _cls in (ConvolutionTensorOp, ConvolutionTensorTOp):
+    IMPORT.unsupported(_cls, "the paper's convolution tensor; traced convolutions import as ConvOp")

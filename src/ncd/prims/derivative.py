@@ -19,75 +19,22 @@ from typing import ClassVar
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_type, parse_type
+from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT, NOT_TRACED
 from ncd.ir.size import Size, SizeLike, size
-from ncd.prims.elementwise import ROWS
 
 __all__ = [
-    "DerivativeOp", "SoftmaxBackwardOp", "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "ZerosOp", "LinearTransposeOp",
-    "LinearWeightGradOp", "Derivative", "SoftmaxBackward", "NormBackward", "MaskBackward", "Expand", "Zeros",
-    "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad", "DERIVATIVES",
+    "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "LinearTransposeOp",
+    "LinearWeightGradOp", "NormBackward", "MaskBackward", "Expand",
+    "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad",
     "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp", "BatchNormStatsOp",
     "BatchNormBackwardOp", "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment", "GatherTransposeOp",
     "GatherTranspose",
 ]
 
 SCALAR = Type((Segment(()),))
-
-#: for each elementwise function, which stored value its derivative reads (from ``ncd.prims.elementwise.ROWS``)
-DERIVATIVES: dict[str, str] = {name: row.saves for name, row in ROWS.items()
-                               if row.derivative is not None and row.saves is not None}
-
-
-@dataclass(frozen=True)
-class DerivativeOp(Primitive):
-    """``f′``: the derivative of the elementwise ``function``, read from its stored input or output."""
-
-    function: str
-    at: str = "input"
-
-    op: ClassVar[str] = "derivative"
-    weave_policy = weaving.always
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        if self.function not in DERIVATIVES:
-            raise ParseError(f"derivative: no derivative known for {self.function!r}; known: {', '.join(sorted(DERIVATIVES))}")
-        if self.at != DERIVATIVES[self.function]:
-            raise ParseError(f"derivative of {self.function!r} is read from its {DERIVATIVES[self.function]}, not its {self.at}")
-
-    def signature(self) -> tuple[Type, Type]:
-        return SCALAR, SCALAR
-
-    def label(self) -> str:
-        return f"{self.function}′"
-
-    def hint(self) -> str:
-        return f"d_{self.function}"
-
-
-@dataclass(frozen=True)
-class SoftmaxBackwardOp(Primitive):
-    """``(y, g) ↦ y ⊙ (g − Σ_axis g ⊙ y)`` (log-softmax: ``g − exp(y) Σ_axis g``), from the stored output ``y``."""
-
-    axis: Axis
-    log: bool = False
-
-    op: ClassVar[str] = "softmax_backward"
-    weave_policy = weaving.same_inputs_and_output
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def signature(self) -> tuple[Type, Type]:
-        seg = Segment((self.axis,))
-        return Type((seg, seg)), Type((seg,))
-
-    def label(self) -> str:
-        return "log◁ᵀ" if self.log else "◁ᵀ"
-
 
 @dataclass(frozen=True)
 class ExpandOp(Primitive):
@@ -112,23 +59,6 @@ class ExpandOp(Primitive):
 
     def label(self) -> str:
         return "•"
-
-
-@dataclass(frozen=True)
-class ZerosOp(Primitive):
-    """Zeros of a type (the cotangent of a deleted wire)."""
-
-    type: Type
-
-    op: ClassVar[str] = "zeros"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type(()), self.type
-
-    def label(self) -> str:
-        return "0"
 
 
 @dataclass(frozen=True)
@@ -305,15 +235,6 @@ class LinearWeightGradOp(Primitive):
         return "∂L"
 
 
-def Derivative(function: str, at: str | None = None) -> Box:
-    """``f′`` of an elementwise function (``at``: the stored value it reads, by default the one autograd keeps)."""
-    return Box.make(DerivativeOp(function, at if at is not None else DERIVATIVES.get(function, "input")))
-
-
-def SoftmaxBackward(axis: AxisLike, log: bool = False) -> Box:
-    return Box.make(SoftmaxBackwardOp(as_axis(axis), bool(log)))
-
-
 def Expand(source: str, target: str) -> Box:
     """Broadcast-copy ``source`` onto ``target``'s axes, e.g. ``Expand("a", "a b")``."""
     src, dst = parse_type(source), parse_type(target)
@@ -321,10 +242,6 @@ def Expand(source: str, target: str) -> Box:
         raise ParseError(f"expand takes one segment on each side, not '{source}' -> '{target}'")
     known = {a.name: a for a in src[0]}
     return Box.make(ExpandOp(src[0], dst[0].with_axes(known.get(a.name, a) for a in dst[0])))
-
-
-def Zeros(type_: TypeLike) -> Box:
-    return Box.make(ZerosOp(as_type(type_)))
 
 
 def LinearTranspose(spec: str) -> Box:
@@ -690,3 +607,10 @@ def GatherTranspose(axis: AxisLike, positions: TypeLike = "") -> Box:
 
     prim = Gather(axis if isinstance(axis, (str, Axis)) else as_axis(axis), positions).prim
     return Box.make(GatherTransposeOp(prim.axis, prim.positions))  # type: ignore[attr-defined]
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+for _cls in (ExpandOp, NormBackwardOp, MaskBackwardOp, InsertOp, EmbeddingGradOp, LinearTransposeOp, LinearWeightGradOp,
+             DiagonalOp, MaxPoolArgmaxOp, MaxPoolBackwardOp, AvgPoolTransposeOp, BatchNormStatsOp, BatchNormBackwardOp,
+             ConvWithWeightOp, ConvWeightGradOp, GatherTransposeOp):
+    IMPORT.unsupported(_cls, NOT_TRACED)

@@ -14,14 +14,23 @@ weaves it over all of that tensor's axes, exactly as the paper draws ``➤R➤``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.prims.structure import route
+
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
 
 __all__ = [
     "ElementwiseOp",
@@ -43,6 +52,9 @@ __all__ = [
     "Square",
     "Sqrt",
     "Identity1",
+    "DerivativeOp",
+    "Derivative",
+    "DERIVATIVES",
 ]
 
 SCALAR = Type((Segment(()),))
@@ -229,3 +241,181 @@ def Scale(factor: SizeLike) -> Box:
 def Multiply(n: int = 2) -> Box:
     """Elementwise product of ``n`` tensors of the same type."""
     return Box.make(MultiplyOp(n))
+
+
+# -- the derivative of an elementwise function (backward diagrams) ---------------------------
+#: for each elementwise function, which stored value its derivative reads (from ``ncd.prims.elementwise.ROWS``)
+DERIVATIVES: dict[str, str] = {name: row.saves for name, row in ROWS.items()
+                               if row.derivative is not None and row.saves is not None}
+
+
+@dataclass(frozen=True)
+class DerivativeOp(Primitive):
+    """``f′``: the derivative of the elementwise ``function``, read from its stored input or output."""
+
+    function: str
+    at: str = "input"
+
+    op: ClassVar[str] = "derivative"
+    weave_policy = weaving.always
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.function not in DERIVATIVES:
+            raise ParseError(f"derivative: no derivative known for {self.function!r}; known: {', '.join(sorted(DERIVATIVES))}")
+        if self.at != DERIVATIVES[self.function]:
+            raise ParseError(f"derivative of {self.function!r} is read from its {DERIVATIVES[self.function]}, not its {self.at}")
+
+    def signature(self) -> tuple[Type, Type]:
+        return SCALAR, SCALAR
+
+    def label(self) -> str:
+        return f"{self.function}′"
+
+    def hint(self) -> str:
+        return f"d_{self.function}"
+
+
+def Derivative(function: str, at: str | None = None) -> Box:
+    """``f′`` of an elementwise function (``at``: the stored value it reads, by default the one autograd keeps)."""
+    return Box.make(DerivativeOp(function, at if at is not None else DERIVATIVES.get(function, "input")))
+
+
+# -- lowering --------------------------------------------------------------------------------
+#: the lowering column of the elementwise family table (``ncd.prims.elementwise.ROWS``)
+CALLS = {name: row.call for name, row in ROWS.items()}
+
+
+@LOWERING.rule(ElementwiseOp)
+def lower_elementwise(prim: ElementwiseOp, ctx: RuleContext) -> list[str]:
+    return [CALLS[prim.function].format(ctx.args[0].var)]
+
+
+def factor_text(ctx: RuleContext) -> str:
+    prim = ctx.prim
+    assert isinstance(prim, ScaleOp)
+    value = prim.factor
+    if value.free_symbols:
+        raise ctx.fail(f"factor {size_text(value)} is not bound")
+    number = float(value)
+    return repr(int(number)) if number.is_integer() else repr(number)
+
+
+@LOWERING.rule(ScaleOp)
+def lower_scale(prim: ScaleOp, ctx: RuleContext) -> list[str]:
+    return [f"{ctx.args[0].var} * {factor_text(ctx)}"]
+
+
+@LOWERING.rule(MultiplyOp)
+def lower_multiply(prim: MultiplyOp, ctx: RuleContext) -> list[str]:
+    return [" * ".join(v.var for v in ctx.args)]
+
+
+@LOWERING.rule(DerivativeOp)
+def lower_derivative(prim: DerivativeOp, ctx: RuleContext) -> list[str]:
+    """f′ written in terms of the stored value ``{v}``: the derivative column of :data:`ROWS`."""
+    formula = ROWS[prim.function].derivative
+    assert formula is not None  # DerivativeOp checks that the function has one
+    return [formula.format(v=ctx.args[0].var)]
+
+
+# -- costs: what autograd keeps ---------------------------------------------------------------
+#: which value autograd saves for each elementwise function's backward (None: nothing): ``ROWS``' column
+SAVES: dict[str, str | None] = {name: row.saves for name, row in ROWS.items()}
+
+
+@COST.rule(ElementwiseOp)
+def cost_elementwise(prim: ElementwiseOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    function = prim.function
+    if function == "identity":
+        return [x.relabel(ctx.out_axes[0])]
+    y = ctx.like(0, x)
+    n = ctx.numel()
+    if x.grad:
+        which = SAVES[function]
+        if which is not None:
+            ctx.save(y if which == "output" else x)
+        ctx.other(n, n if which is None else 2 * n)
+    else:
+        ctx.other(n, sympy.Integer(0))
+    return [y]
+
+
+@COST.rule(ScaleOp)
+def cost_scale(prim: ScaleOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    n = ctx.numel()
+    ctx.other(n, n if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+@COST.rule(MultiplyOp)
+def cost_multiply(prim: MultiplyOp, ctx: CostContext) -> list[Tensor]:
+    inputs = ctx.inputs
+    n = ctx.numel()
+    acc = inputs[0]
+    for k, x in enumerate(inputs[1:], start=1):
+        last = k == len(inputs) - 1
+        full = all(a.name in acc.names for a in ctx.out_axes[0])
+        grad = acc.grad or x.grad
+        if last:
+            out = ctx.like(0, acc) if full else ctx.output(0)
+        else:
+            out = ctx.new(ctx.out_axes[0], acc.order if full else None, grad)
+        ctx.save(*([x] if acc.grad else []) + ([acc] if x.grad else []))
+        ctx.other(n, n * (int(acc.grad) + int(x.grad)))
+        acc = out
+    return [acc]
+
+
+@COST.rule(DerivativeOp)
+def cost_derivative(prim: DerivativeOp, ctx: CostContext) -> list[Tensor]:
+    ctx.other(ctx.numel(), sympy.Integer(0))
+    return [ctx.like(0, ctx.inputs[0])]
+
+
+# -- backward ------------------------------------------------------------------------------
+
+
+@BACKWARD.rule(ElementwiseOp)
+def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxBackward:
+    """``∂x = g ⊙ f′(v)`` with ``v`` the stored input or output (``neg``: ``−g``; ``identity``: ``g``)."""
+    function = prim.function
+    if function == "identity":
+        return BoxBackward((), Identity(SCALAR))
+    if function == "neg":
+        return BoxBackward((), Box(ScaleOp(sympy.Integer(-1))))
+    which = SAVES[function]
+    port = ("out", 0) if which == "output" else ("in", 0)
+    derivative = Box(DerivativeOp(function, which or "input"))
+    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR)), Box(MultiplyOp(2))))
+
+
+@BACKWARD.rule(ScaleOp)
+def backward_scale(prim: ScaleOp, box: Box, builder: object) -> BoxBackward:
+    """Scaling is linear and self-transposed: ``∂x = factor · g``."""
+    return BoxBackward((), Box(prim))
+
+
+@BACKWARD.rule(MultiplyOp)
+def backward_multiply(prim: MultiplyOp, box: Box, builder: object) -> BoxBackward:
+    """``∂x_i = g ⊙ ∏_{j≠i} x_j`` (every factor stored)."""
+    n = prim.n
+    stored = tuple(("in", j) for j in range(n))
+    segments = list(box.dom) + [SCALAR[0]]
+    picks: list[int] = []
+    for i in range(n):
+        picks += [n] + [j for j in range(n) if j != i]
+    parts = [Box(MultiplyOp(n)) for _ in range(n)]
+    return BoxBackward(stored, Seq.of(route(segments, picks), Par.of(*parts)))
+
+BACKWARD.unsupported(DerivativeOp, SECOND_ORDER)
+
+# -- import: recognised by ncd.trace.idioms (unary functions, powers, products and scalings) -----
+IMPORT.known(ElementwiseOp, aten=("aten.relu", "aten.silu", "aten.tanh", "aten.sigmoid", "aten.exp", "aten.log",
+                                  "aten.sqrt", "aten.neg", "aten.abs", "aten.gelu", "aten.pow"))
+IMPORT.known(MultiplyOp, aten=("aten.mul",))
+IMPORT.known(ScaleOp, aten=("aten.mul", "aten.div"))
+IMPORT.unsupported(DerivativeOp, NOT_TRACED)

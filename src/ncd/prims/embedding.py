@@ -28,6 +28,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size
 
 __all__ = ["EmbeddingOp", "UnembedOp", "Embedding", "Unembed"]
@@ -120,3 +121,8 @@ def Unembed(vocab: str = "v", dim: str = "m", tied_to: str | None = None, bias: 
     axis = _vocab(vocab, "unembed")
     seg = _dim(dim, "unembed")
     return Box.make(UnembedOp(axis, seg, tied_to, bool(bias)), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(EmbeddingOp, aten=("aten.embedding",))
+IMPORT.unsupported(UnembedOp, "a traced (tied) output head is an aten.linear: it imports as a linear map")

@@ -37,6 +37,7 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import size_text, sizes_equal
 
 __all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
@@ -223,3 +224,11 @@ def Arithmetic(operator: str, value: float | int | bool, source: TypeLike = "", 
     ``target`` (default: the source's dtype) is the result's dtype, as torch gives it."""
     src = _scalar(source, "arithmetic")
     return Box.make(ArithmeticOp(operator, value, src, src if target is None else _scalar(target, "arithmetic"), reflected))
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(GatherOp, aten=("aten.index",))
+IMPORT.known(ArgMaxOp, aten=("aten.argmax",))
+IMPORT.known(CompareOp, aten=("aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge"))
+IMPORT.known(CastOp, aten=("aten.to", "aten._to_copy"))
+IMPORT.known(ArithmeticOp, by="ncd.trace.scalars")

@@ -23,6 +23,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, size_text, sizes_equal
 
 __all__ = ["LinearOp", "EinsumOp", "UnitOp", "Linear", "Einsum", "Unit", "split_spec"]
@@ -175,3 +176,10 @@ def Unit(first: str, second: str) -> Box:
     if len(a) != 1 or len(b) != 1:
         raise ParseError("unit takes one axis on each side, e.g. Unit('a', 'b:a')")
     return Box.make(UnitOp(a[0], b[0]))
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(LinearOp, aten=("aten.linear", "aten.addmm", "aten.mm", "aten.matmul"))
+IMPORT.known(EinsumOp, aten=("aten.einsum", "aten.matmul", "aten.bmm", "aten.mm", "aten.mean", "aten.sum",
+                             "aten.scaled_dot_product_attention"))
+IMPORT.unsupported(UnitOp, "a constant one-hot wiring of the diagram language; traced models have no such call")

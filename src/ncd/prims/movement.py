@@ -37,6 +37,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Dtype, Segment, Type, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
 
 __all__ = [
@@ -436,3 +437,11 @@ def Unsqueeze(axis: str, position: str | None = None, *, after: str | None = Non
     anchor = position if position is not None else after
     around = Segment(()) if anchor is None else Segment((_one_axis(anchor, "unsqueeze"),))
     return Box.make(UnsqueezeOp(new, around, 0 if position is not None else len(around)), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(SliceOp, aten=("aten.slice", "aten.split", "aten.split_with_sizes", "aten.chunk"))
+IMPORT.known(ConcatOp, aten=("aten.cat", "aten.concat", "aten.stack"))
+IMPORT.known(IndexOp, aten=("aten.select",))
+for _cls in (BindOp, UnbindOp, SqueezeOp, UnsqueezeOp):
+    IMPORT.unsupported(_cls, "the importer writes reshapes as views (ncd.trace.idioms.reshape), not as this box")

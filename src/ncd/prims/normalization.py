@@ -34,6 +34,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size
 
 __all__ = ["LayerNormOp", "RMSNormOp", "BatchNormOp", "LayerNorm", "RMSNorm", "BatchNorm", "axes_segment"]
@@ -224,3 +225,9 @@ def BatchNorm(
             raise ParseError(f"batchnorm: channel axis {channel!r} is not among its axes '{seg}'")
         position = hits[0]
     return Box.make(BatchNormOp(seg, position, float(eps), float(momentum), bool(affine), bool(track_running_stats)), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(LayerNormOp, aten=("aten.layer_norm",))
+IMPORT.known(RMSNormOp, aten=("aten.rms_norm",), by="ncd.trace.convert")
+IMPORT.known(BatchNormOp, aten=("aten.batch_norm",))

@@ -30,6 +30,7 @@ from ncd.errors import LoweringError, NCDError, ParseError, SizeError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, evaluate, size_text
 
 __all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
@@ -364,3 +365,8 @@ def check_shapes(prim: OpaqueOp) -> None:
         if isinstance(result, torch.Tensor) and list(result.shape) != shape(seg):
             raise LoweringError(f"opaque box {prim.target}: result {j} has shape {tuple(result.shape)}, but the diagram"
                                 f" declares '{seg}' ({', '.join(str(s) for s in shape(seg))})")
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(OpaqueOp, ParameterOp, ConstantOp, by="ncd.trace.convert")
+IMPORT.known(ViewOp, aten=("aten.view", "aten.reshape", "aten.unsqueeze", "aten.squeeze", "aten.flatten"))

@@ -15,6 +15,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 
 __all__ = ["DropoutOp", "Dropout"]
 
@@ -51,3 +52,7 @@ def Dropout(p: float = 0.5, name: str | None = None) -> Box:
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise ParseError(f"dropout: the probability p must be a number in [0, 1], not {p!r}")
     return Box.make(DropoutOp(float(p)), name)
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.unsupported(DropoutOp, "traced in evaluation mode dropout is the identity; in training it stays an opaque call")

@@ -30,6 +30,7 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size, SizeLike, size, size_text
 
 __all__ = ["RotaryOp", "Rotary"]
@@ -88,3 +89,7 @@ def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: flo
     position of the first index (positions ``offset … offset+t-1``; a decode step's is the cache length).
     """
     return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse, size(offset)))
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(RotaryOp, by="ncd.trace.rotary")

@@ -36,6 +36,7 @@ from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Type, as_axis
 from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import IMPORT
 from ncd.ir.size import Size
 
 __all__ = ["ScanOp", "Scan", "inline"]
@@ -154,3 +155,7 @@ def Scan(body: Diagram, axis: AxisLike, *, carry: int = 1, consts: int = 0, x_po
     xp = tuple(x_pos) if x_pos is not None else (0,) * max(n_x, 0)
     yp = tuple(y_pos) if y_pos is not None else (0,) * max(n_y, 0)
     return Box.make(ScanOp(body, time, consts, carry, xp, yp, reverse), label)
+
+
+# import recognition (ncd.ir.rules): recurrent modules are not folded into scans yet
+IMPORT.unsupported(ScanOp, "not recognised yet: a traced recurrent loop imports step by step")

@@ -10,16 +10,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type, parse_type
-from ncd.ir.diagram import Box, Diagram, Identity, Par
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, evaluate, size, size_text
 from ncd.prims.linear import split_spec
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
 
 __all__ = [
     "CopyOp",
@@ -29,6 +39,11 @@ __all__ = [
     "TransposeOp",
     "SaveOp",
     "LoadOp",
+    "ZerosOp",
+    "Zeros",
+    "cot",
+    "route",
+    "woven_scalar",
     "RenameOp",
     "Rename",
     "Copy",
@@ -227,6 +242,23 @@ class LoadOp(Primitive):
         return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
 
 
+@dataclass(frozen=True)
+class ZerosOp(Primitive):
+    """Zeros of a type (the cotangent of a deleted wire)."""
+
+    type: Type
+
+    op: ClassVar[str] = "zeros"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type(()), self.type
+
+    def label(self) -> str:
+        return "0"
+
+
 def Copy(type_: TypeLike, n: int = 2) -> Box:
     """Copy ``type_`` into ``n`` equal tuples."""
     return Box.make(CopyOp(as_type(type_), n))
@@ -294,3 +326,264 @@ def residual(branch: Diagram, skip: Diagram | None = None) -> Diagram:
             f"residual: the branch gives '{branch.cod}' but the skip path gives '{side.cod}'; they must be equal to add"
         )
     return Copy(branch.dom) >> Par.of(branch, side) >> Add()
+
+
+def Zeros(type_: TypeLike) -> Box:
+    return Box.make(ZerosOp(as_type(type_)))
+
+
+# -- wiring helpers of backward rules -------------------------------------------------------
+
+
+def cot(t: Type) -> Type:
+    """The cotangent type: the float segments of ``t`` (indices and masks have no gradient)."""
+    return Type(tuple(s for s in t if s.dtype == "float"))
+
+
+def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
+    """Copies, deletions and a crossing taking ``segments`` to ``[segments[k] for k in picks]``."""
+    parts: list[Diagram] = []
+    produced: list[int] = []
+    for k, seg in enumerate(segments):
+        count = list(picks).count(k)
+        t = Type((seg,))
+        if count == 0:
+            parts.append(Box(DeleteOp(t)))
+        elif count == 1:
+            parts.append(Identity(t))
+            produced.append(k)
+        else:
+            parts.append(Box(CopyOp(t, count)))
+            produced.extend([k] * count)
+    result = Par.of(*parts) if parts else Identity(Type(()))
+    used = [False] * len(produced)
+    perm = []
+    for k in picks:
+        i = next(i for i, p in enumerate(produced) if p == k and not used[i])
+        used[i] = True
+        perm.append(i)
+    if perm != list(range(len(perm))):
+        result = Seq.of(result, Box(SwapOp(result.cod, tuple(perm))))
+    return result
+
+
+def woven_scalar(box: Box, segment: Segment) -> Diagram:
+    """A box on scalars (``add``, ``multiply``, ``f′``) broadcast over every axis of ``segment``."""
+    result: Diagram = box
+    for axis in reversed(segment.axes):
+        result = Weave(result, axis, tuple(0 for _ in box.dom), tuple(0 for _ in box.cod))
+    return result
+
+
+# -- lowering --------------------------------------------------------------------------------
+@LOWERING.rule(CopyOp)
+def lower_copy(prim: CopyOp, ctx: RuleContext) -> list[str]:
+    return [v.var for v in ctx.args] * prim.n
+
+
+@LOWERING.rule(DeleteOp)
+def lower_delete(prim: DeleteOp, ctx: RuleContext) -> list[str]:
+    return []
+
+
+@LOWERING.rule(AddOp)
+def lower_add(prim: AddOp, ctx: RuleContext) -> list[str]:
+    return [" + ".join(v.var for v in ctx.args)]
+
+
+@LOWERING.rule(RenameOp)
+def lower_rename(prim: RenameOp, ctx: RuleContext) -> list[str]:
+    return [ctx.args[0].var]
+
+
+@LOWERING.rule(SwapOp)
+def lower_swap(prim: SwapOp, ctx: RuleContext) -> list[str]:
+    return [ctx.args[k].var for k in prim.perm]
+
+
+@LOWERING.rule(TransposeOp)
+def lower_transpose(prim: TransposeOp, ctx: RuleContext) -> list[str]:
+    src = ctx.own_dims("dom", 0)
+    dst = ctx.own_dims("cod", 0)
+    # output own axis k is input own axis perm[k]; woven axes stay where they are
+    if all(src[p] == dst[k] for k, p in enumerate(prim.perm)):
+        return [ctx.args[0].var]
+    sources = tuple(src[p] for p in prim.perm)
+    return [f"torch.movedim({ctx.args[0].var}, {sources}, {tuple(dst)})"]
+
+
+def _lowered_slot(ctx: RuleContext, key: str, index: Size | None) -> str:
+    if index is None:
+        return repr(key)
+    return repr(f"{key}_{evaluate(index, what='save/load index')}")
+
+
+@LOWERING.rule(SaveOp)
+def lower_save(prim: SaveOp, ctx: RuleContext) -> list[str]:
+    if len(ctx.args) != 1:
+        ctx.em.line(f"store[{_lowered_slot(ctx, prim.key, prim.index)}] = ({', '.join(v.var for v in ctx.args)})")
+    else:
+        ctx.em.line(f"store[{_lowered_slot(ctx, prim.key, prim.index)}] = {ctx.args[0].var}")
+    return [v.var for v in ctx.args]
+
+
+@LOWERING.rule(LoadOp)
+def lower_load(prim: LoadOp, ctx: RuleContext) -> list[str]:
+    slot = _lowered_slot(ctx, prim.key, prim.index)
+    if len(prim.type) == 1:
+        return [f"store[{slot}]"]
+    return [f"store[{slot}][{k}]" for k in range(len(prim.type))]
+
+
+@LOWERING.rule(ZerosOp)
+def lower_zeros(prim: ZerosOp, ctx: RuleContext) -> list[str]:
+    return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in seg)})" for seg in prim.type]
+
+
+# -- costs (no arithmetic but ``+``) ---------------------------------------------------------
+@COST.rule(CopyOp)
+def cost_copy(prim: CopyOp, ctx: CostContext) -> list[Tensor]:
+    return [t.relabel(axes) for t, axes in zip(ctx.inputs * prim.n, ctx.out_axes)]
+
+
+@COST.rule(DeleteOp)
+def cost_delete(prim: DeleteOp, ctx: CostContext) -> list[Tensor]:
+    return []
+
+
+@COST.rule(AddOp)
+def cost_add(prim: AddOp, ctx: CostContext) -> list[Tensor]:
+    first = ctx.inputs[0]
+    full = all(a.name in first.names for a in ctx.out_axes[0])
+    ctx.other((len(ctx.inputs) - 1) * ctx.numel(), sympy.Integer(0))
+    return [ctx.like(0, first) if full else ctx.output(0)]
+
+
+@COST.rule(SwapOp)
+def cost_swap(prim: SwapOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.inputs[k].relabel(axes) for k, axes in zip(prim.perm, ctx.out_axes)]
+
+
+@COST.rule(TransposeOp)
+def cost_transpose(prim: TransposeOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.inputs[0].relabel(ctx.out_axes[0])]
+
+
+def _slot(prim: SaveOp | LoadOp) -> str:
+    index = prim.index
+    return prim.key if index is None else f"{prim.key}_{size_text(index)}"
+
+
+@COST.rule(SaveOp)
+def cost_save(prim: SaveOp, ctx: CostContext) -> list[Tensor]:
+    ctx.walker.store[_slot(prim)] = list(ctx.inputs)
+    return list(ctx.inputs)
+
+
+@COST.rule(LoadOp)
+def cost_load(prim: LoadOp, ctx: CostContext) -> list[Tensor]:
+    slot = _slot(prim)
+    stored = ctx.walker.store.get(slot)
+    if stored is None:
+        return [ctx.new(axes, grad=False) for axes in ctx.out_axes]
+    return [t.relabel(axes) for t, axes in zip(stored, ctx.out_axes)]
+
+
+# -- backward ------------------------------------------------------------------------------
+_SCALAR = Type((Segment(()),))
+
+
+@BACKWARD.rule(CopyOp)
+def backward_copy(prim: CopyOp, box: Box, builder: Builder) -> BoxBackward:
+    """The transpose of a copy is a sum: each segment's cotangents from every copy are added."""
+    segs = list(cot(prim.type))
+    k, n = len(segs), prim.n
+    if n == 1 or not segs:
+        return BoxBackward((), Identity(cot(box.cod)))
+    picks = [c * k + s for s in range(k) for c in range(n)]
+    adds = [woven_scalar(Box(AddOp(n)), seg) for seg in segs]
+    return BoxBackward((), Seq.of(route(segs * n, picks), Par.of(*adds)))
+
+
+@BACKWARD.rule(DeleteOp)
+def backward_delete(prim: DeleteOp, box: Box, builder: Builder) -> BoxBackward:
+    """A deleted wire gets a zero cotangent."""
+    t = cot(prim.type)
+    return BoxBackward((), Box(ZerosOp(t)) if len(t) else Identity(Type(())))
+
+
+@BACKWARD.rule(AddOp)
+def backward_add(prim: AddOp, box: Box, builder: Builder) -> BoxBackward:
+    """The transpose of a sum is a copy."""
+    return BoxBackward((), Box(CopyOp(_SCALAR, prim.n)))
+
+
+@BACKWARD.rule(SwapOp)
+def backward_swap(prim: SwapOp, box: Box, builder: Builder) -> BoxBackward:
+    floats = [j for j, seg in enumerate(prim.type) if seg.dtype == "float"]
+    out_floats = [k for k in prim.perm if prim.type[k].dtype == "float"]  # input index of each float output
+    perm = tuple(out_floats.index(j) for j in floats)
+    cods = cot(box.cod)
+    return BoxBackward((), Box(SwapOp(cods, perm)) if perm != tuple(range(len(perm))) else Identity(cods))
+
+
+@BACKWARD.rule(TransposeOp)
+def backward_transpose(prim: TransposeOp, box: Box, builder: Builder) -> BoxBackward:
+    perm = prim.perm
+    inverse = tuple(perm.index(k) for k in range(len(perm)))
+    return BoxBackward((), Box(TransposeOp(box.cod[0], inverse)))
+
+
+@BACKWARD.rule(SaveOp)
+def backward_save(prim: SaveOp, box: Box, builder: Builder) -> BoxBackward:
+    """``∂x = g + Σ`` the cotangents of every load of this slot (saved by their backward, which runs first)."""
+    t = cot(prim.type)
+    keys = builder.saved_keys(_slot(prim))
+    if not keys or not len(t):
+        return BoxBackward((), Identity(t))
+    loads = [Box(LoadOp(t, key)) for key in keys]
+    n = len(keys) + 1
+    k = len(t)
+    picks = [c * k + s for s in range(k) for c in range(n)]
+    adds = [woven_scalar(Box(AddOp(n)), seg) for seg in t]
+    return BoxBackward((), Seq.of(Par.of(Identity(t), *loads), route(list(t) * n, picks), Par.of(*adds)))
+
+
+@BACKWARD.rule(LoadOp)
+def backward_load(prim: LoadOp, box: Box, builder: Builder) -> BoxBackward:
+    """A load's cotangent is saved for the matching save's backward."""
+    t = cot(prim.type)
+    if not len(t):
+        return BoxBackward((), Identity(Type(())))
+    key = builder.load_key(_slot(prim))
+    return BoxBackward((), Seq.of(Box(SaveOp(t, key)), Box(DeleteOp(t))))
+
+
+@COST.rule(RenameOp)
+def cost_rename(prim: RenameOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    names = dict(zip(prim.segment.names, prim.names))
+    return [replace(x, axes=ctx.out_axes[0], order=tuple(names.get(n, n) for n in x.order))]
+
+
+@BACKWARD.rule(RenameOp)
+def backward_rename(prim: RenameOp, box: Box, builder: Builder) -> BoxBackward:
+    seg = box.cod[0]
+    return BoxBackward((), Box(RenameOp(seg, prim.segment.names)))
+
+
+@COST.rule(ZerosOp)
+def cost_zeros(prim: ZerosOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.new(axes, grad=False) for axes in ctx.out_axes]
+
+
+BACKWARD.unsupported(ZerosOp, SECOND_ORDER)
+
+# -- import: the importer's wiring (ncd.trace.wiring) routes values with copies, deletions and crossings ----
+IMPORT.known(CopyOp, DeleteOp, SwapOp, by="ncd.trace.wiring")
+IMPORT.known(AddOp, aten=("aten.add", "aten.sub"))
+IMPORT.known(TransposeOp, aten=("aten.permute", "aten.transpose", "aten.t"))
+IMPORT.unsupported(RenameOp, "the importer names each value's axes when it creates them: no renaming box is needed")
+for _cls in (SaveOp, LoadOp):
+    IMPORT.unsupported(_cls, "caches of the decode passes (ncd.decode), built from a diagram, never traced")
+IMPORT.unsupported(ZerosOp, NOT_TRACED)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box
+from ncd.ir.rules import DRAWING, SCALAR_DRAWING
 from ncd.render.layout import Frag, Layout, Ports, flat
 from ncd.render.model import Circle, Footprint, Path, Polygon, Port, Rect
 from ncd.render.style import fence_colour
@@ -67,12 +68,19 @@ def scalar(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
 
 
 def box_rule(op: str) -> Rule:
+    """The drawing rule of ``op``: a family's ``ncd.ir.rules.DRAWING`` rule, a rule here, or the labelled box."""
     _load_families()
+    typed = DRAWING.get(op)
+    if typed is not None:
+        return lambda layout, box: typed(box.prim, layout, box)
     return BOX_RULES.get(op, draw_fallback)
 
 
 def scalar_rule(op: str) -> ScalarRule:
     _load_families()
+    typed = SCALAR_DRAWING.get(op)
+    if typed is not None:
+        return lambda layout, box, dom, cod: typed(box.prim, layout, box, dom, cod)
     return SCALAR_RULES.get(op, draw_scalar_fallback)
 
 

@@ -19,6 +19,7 @@ import torch
 from ncd.ir.axes import Segment, Type
 from ncd.ir.compose import fit
 from ncd.ir.diagram import Box, Diagram
+from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.naming import Namer, unique
@@ -317,7 +318,7 @@ class Converter:
         self.stack = node.stack
         self.current = node
         name, _ = op_name(node.target)
-        fn = RULES.get(name)
+        fn = RULES.get(name) or IMPORT.get(name)  # the importer's rules, then the families' (ncd.ir.rules)
         mark = self.mark()
         try:
             if id(node) in rotary:

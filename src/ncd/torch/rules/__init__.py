@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ncd.errors import LoweringError
+from ncd.ir import rules
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Box
-from ncd.ir.primitive import Primitive
+from ncd.ir.primitive import PRIMITIVES, Primitive
 from ncd.ir.program import Expr, OpKind, Value
 from ncd.ir.size import Size, evaluate
 from ncd.ir.weaving import WeaveView
@@ -160,26 +161,27 @@ class RuleEntry:
     weave_aware: bool
 
 
-LOWERING: dict[str, RuleEntry] = {}
+#: every lowering rule, by ``op`` (the registry of :mod:`ncd.ir.rules`)
+LOWERING = rules.LOWERING
 
 
 def register(op: str | type[Primitive], *, weave_aware: bool = False) -> Callable[[Rule], Rule]:
-    """Decorator registering a lowering rule for a primitive (by class or ``op`` name)."""
-    name = op if isinstance(op, str) else op.op
+    """Decorator registering an untyped lowering rule ``fn(ctx)`` (prefer ``ncd.ir.rules.LOWERING.rule``:
+    ``fn(prim, ctx)`` beside the primitive)."""
+    cls = PRIMITIVES[op] if isinstance(op, str) else op
 
     def deco(fn: Rule) -> Rule:
-        LOWERING[name] = RuleEntry(fn, weave_aware)
+        rules.LOWERING.rule(cls)(lambda prim, ctx: fn(ctx))
         return fn
 
     return deco
 
 
 def rule_for(prim: Primitive) -> RuleEntry:
+    """The lowering rule of ``prim`` (from :data:`ncd.ir.rules.LOWERING`), as ``fn(ctx)``."""
     _load_all()
-    try:
-        return LOWERING[prim.op]
-    except KeyError:
-        raise LoweringError(f"no lowering rule for primitive {prim.op!r} ({type(prim).__name__})") from None
+    fn = rules.LOWERING.lookup(prim)
+    return RuleEntry(lambda ctx: fn(ctx.prim, ctx), True)
 
 
 _LOADED = False
@@ -196,6 +198,7 @@ def _load_all() -> None:
         import importlib
         import pkgutil
 
+        rules.load()
         for info in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{info.name}")
         _LOADED = True

@@ -6,7 +6,6 @@ import string
 
 from ncd.ir.size import evaluate
 from ncd.prims.derivative import (
-    DerivativeOp,
     EmbeddingGradOp,
     ExpandOp,
     InsertOp,
@@ -14,33 +13,8 @@ from ncd.prims.derivative import (
     LinearWeightGradOp,
     MaskBackwardOp,
     NormBackwardOp,
-    SoftmaxBackwardOp,
-    ZerosOp,
 )
-from ncd.prims.elementwise import ROWS
 from ncd.torch.rules import RuleContext, register
-
-#: f′ written in terms of the stored value ``{v}``: the derivative column of ``ncd.prims.elementwise.ROWS``
-FORMULAS = {name: row.derivative for name, row in ROWS.items() if row.derivative is not None}
-
-
-@register(DerivativeOp, weave_aware=True)
-def lower_derivative(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, DerivativeOp)
-    formula = FORMULAS[prim.function]
-    return [formula.format(v=ctx.args[0].var)]
-
-
-@register(SoftmaxBackwardOp, weave_aware=True)
-def lower_softmax_backward(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, SoftmaxBackwardOp)
-    (dim,) = ctx.own_dims("dom", 0)
-    y, g = ctx.args[0].var, ctx.args[1].var
-    if prim.log:
-        return [f"{g} - torch.exp({y}) * {g}.sum({dim}, keepdim=True)"]
-    return [f"{y} * ({g} - ({g} * {y}).sum({dim}, keepdim=True))"]
 
 
 @register(ExpandOp)
@@ -57,13 +31,6 @@ def lower_expand(ctx: RuleContext) -> list[str]:
     sizes = ", ".join(str(evaluate(a.size, what=f"axis {a.name}")) for a in prim.target)
     batch = f"{ctx.args[0].var}.shape[:-{k}]" if k else f"{x}.shape"
     return [f"{x}[..., {index}].expand(*{batch}, {sizes})"]
-
-
-@register(ZerosOp)
-def lower_zeros(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, ZerosOp)
-    return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in seg)})" for seg in prim.type]
 
 
 def _positional(n: int, skip: str = "") -> list[str]:

@@ -1,0 +1,118 @@
+"""One table: every primitive × every interpreter, each cell a rule or an explicit, tested "unsupported".
+
+Interpreters keyed on primitives: lowering, cost, backward (``ncd.ir.rules``), drawing (a family's
+``DRAWING`` rule, a pictogram of ``ncd.render``, or the deliberate labelled box), import (an ATen
+recogniser that makes the primitive, or a reason it never appears in a forward trace).  A new
+primitive fails here until every cell is filled; an "unsupported" cell must raise an error quoting
+its reason.  ``python tests/test_rule_coverage.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import ncd  # noqa: F401  (declares every primitive)
+from ncd.errors import NCDError
+from ncd.ir.primitive import PRIMITIVES, Primitive
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, SCALAR_DRAWING, RuleTable, load
+from ncd.render.pictograms import BOX_RULES, LABELLED_BOX_FAMILIES, LABELLED_BOX_OPS, SCALAR_RULES, box_rule
+
+INTERPRETERS = ("lowering", "cost", "backward", "drawing", "import")
+RULED: dict[str, RuleTable] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD}
+LABELLED = "unsupported: drawn as its label in a box (a deliberate choice: no pictogram)"
+
+
+def _drawing(cls: type[Primitive]) -> str | None:
+    box_rule(cls.op)  # loads the renderer's pictogram families
+    if DRAWING.has(cls) or SCALAR_DRAWING.has(cls) or cls.op in BOX_RULES or cls.op in SCALAR_RULES:
+        return "rule"
+    if cls.op in LABELLED_BOX_OPS or cls.family in LABELLED_BOX_FAMILIES:
+        return LABELLED
+    return None
+
+
+def _import_rules() -> None:
+    from ncd.trace.idioms import load_rules
+
+    load_rules()
+
+
+def cell(cls: type[Primitive], interpreter: str) -> str | None:
+    """``"rule"``, ``"unsupported: <why>"`` or ``None`` (missing)."""
+    if interpreter in RULED:
+        return RULED[interpreter].status(cls)
+    if interpreter == "drawing":
+        return _drawing(cls)
+    return IMPORT.status(cls)
+
+
+def table() -> dict[str, dict[str, str | None]]:
+    load()
+    return {op: {i: cell(cls, i) for i in INTERPRETERS} for op, cls in sorted(PRIMITIVES.items())}
+
+
+def test_every_primitive_has_a_rule_or_an_explicit_unsupported_entry_in_every_interpreter() -> None:
+    missing = [f"{op} × {i}" for op, row in table().items() for i, status in row.items() if status is None]
+    assert not missing, "cells without a rule or an 'unsupported' entry:\n  " + "\n  ".join(missing)
+
+
+@pytest.mark.parametrize("interpreter", sorted(RULED))
+def test_unsupported_cells_raise_errors_that_say_why(interpreter: str) -> None:
+    table_ = RULED[interpreter]
+    for op, why in table_.unsupported_ops().items():
+        prim = object.__new__(PRIMITIVES[op])  # the look-up reads only the class and its op
+        with pytest.raises(NCDError, match="is not supported: " + re.escape(why)):
+            table_.lookup(prim)
+
+
+def test_a_rule_and_an_unsupported_entry_exclude_each_other() -> None:
+    for name, table_ in RULED.items():
+        both = set(table_.rules()) & set(table_.unsupported_ops())
+        assert not both, (name, both)
+
+
+def test_every_declared_import_source_has_a_recogniser() -> None:
+    from ncd.trace.convert import RULES
+
+    _import_rules()
+    for op, cls in PRIMITIVES.items():
+        for aten in IMPORT.sources(cls):
+            assert aten in RULES or IMPORT.get(aten) is not None, f"{op}: no recogniser for {aten}"
+        for module in IMPORT.makers(cls):
+            source = Path(importlib.import_module(module).__file__ or "").read_text(encoding="utf-8")
+            assert re.search(rf"\b{cls.__name__}\(", source), f"{op}: {module} never builds {cls.__name__}"
+
+
+def test_labelled_drawing_cells_draw_the_label_in_a_box() -> None:
+    for op, cls in PRIMITIVES.items():
+        if _drawing(cls) == LABELLED:
+            assert box_rule(op).__name__ == "draw_fallback", op
+
+
+def test_rules_receive_their_own_primitive() -> None:
+    """A registered rule is called as ``rule(prim, ...)``: here a fake table shows the calling convention."""
+    from ncd.prims.softmax import SoftmaxOp
+
+    seen: list[object] = []
+    fake: RuleTable[[int], str] = RuleTable("fake")
+
+    @fake.rule(SoftmaxOp)
+    def _rule(prim: SoftmaxOp, n: int) -> str:
+        seen.append(prim)
+        return prim.axis.name * n
+
+    prim = SoftmaxOp(ncd.Axis("x", 3))  # type: ignore[attr-defined]
+    assert fake.apply(prim, 2) == "xx" and seen == [prim]
+    with pytest.raises(NCDError, match="no fake rule for primitive 'rename'"):
+        fake.lookup(object.__new__(PRIMITIVES["rename"]))
+
+
+if __name__ == "__main__":
+    rows = table()
+    print(f"{'primitive':<22}" + "".join(f"{i:<12}" for i in INTERPRETERS))
+    for op, row in rows.items():
+        print(f"{op:<22}" + "".join(f"{(s or 'MISSING').split(':')[0]:<12}" for s in row.values()))
