@@ -1,13 +1,13 @@
-"""Primitives of backward diagrams: derivatives of elementwise maps, softmax's backward,
-transposed learned maps, broadcast copies (the transpose of a sum) and zeros.
+"""Primitives of backward diagrams not yet beside their family: transposed learned maps, broadcast
+copies (the transpose of a sum), and the backward boxes of normalisation, masks, pooling and convolution.
+(A family's derivative primitives move into its module: ``DerivativeOp`` is in ``ncd.prims.elementwise``,
+``SoftmaxBackwardOp`` in ``ncd.prims.softmax``, ``ZerosOp`` in ``ncd.prims.structure``.)
 
 ``ncd.backward`` builds reverse-mode diagrams from these and the ordinary primitives; they
 lower like any box, so a backward diagram runs as a module.
 
 >>> import ncd
->>> from ncd.prims.derivative import Derivative, Expand
->>> str((ncd.Identity.of("b m") >> Derivative("tanh", "output")).cod)
-'b m'
+>>> from ncd.prims.derivative import Expand
 >>> str(Expand("a", "a b").cod)
 'a b'
 """
