@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md", "docs/internals.md"]
+PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md"]
 
 
 def _blocks(page: str) -> list[str]:

@@ -111,6 +111,16 @@ def test_rules_receive_their_own_primitive() -> None:
         fake.lookup(object.__new__(PRIMITIVES["rename"]))
 
 
+def test_the_internals_page_example_runs() -> None:
+    import doctest
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "internals.md").read_text(encoding="utf-8")
+    section = page.split("## Primitive families", 1)[1].split("\n## ", 1)[0]
+    test = doctest.DocTestParser().get_doctest(section, {}, "internals.md: primitive families", None, 0)
+    assert test.examples
+    assert doctest.DocTestRunner().run(test).failed == 0
+
+
 if __name__ == "__main__":
     rows = table()
     print(f"{'primitive':<22}" + "".join(f"{i:<12}" for i in INTERPRETERS))
