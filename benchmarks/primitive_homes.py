@@ -16,10 +16,12 @@ from pathlib import Path
 
 import ncd  # noqa: F401  (declares every primitive)
 from ncd.ir.primitive import PRIMITIVES
+from ncd.ir.rules import load
 
 
 def homes(root: Path) -> dict[str, tuple[str, int, list[str]]]:
     """Class name -> (op, number of files naming it, those files)."""
+    load()  # every family module, so every primitive is declared
     texts = {p: p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py"))}
     result = {}
     for op, cls in sorted(PRIMITIVES.items(), key=lambda kv: kv[1].__name__):

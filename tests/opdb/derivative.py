@@ -7,16 +7,12 @@ import torch.nn.functional as F
 
 import ncd
 from ncd.errors import ParseError, TypeMismatchError
-from ncd.prims.derivative import (
-    EmbeddingGrad,
-    Expand,
-    Insert,
-    LinearTranspose,
-    LinearWeightGrad,
-    MaskBackward,
-    NormBackward,
-)
+from ncd.prims.attention import MaskBackward
+from ncd.prims.derivative import Expand, LinearTranspose, LinearWeightGrad
 from ncd.prims.elementwise import Derivative
+from ncd.prims.embedding import EmbeddingGrad
+from ncd.prims.movement import Insert
+from ncd.prims.normalization import NormBackward
 from ncd.prims.softmax import SoftmaxBackward
 from ncd.prims.structure import Zeros
 from tests.opdb import error, sample
@@ -205,8 +201,6 @@ from ncd.ir.diagram import Box  # noqa: E402
 from ncd.ir.size import size  # noqa: E402
 from ncd.prims.derivative import (  # noqa: E402
     AvgPoolTransposeOp,
-    BatchNormBackwardOp,
-    BatchNormStatsOp,
     ConvWeightGradOp,
     ConvWithWeightOp,
     Diagonal,
@@ -214,6 +208,7 @@ from ncd.prims.derivative import (  # noqa: E402
     MaxPoolBackwardOp,
     conv_weight_segment,
 )
+from ncd.prims.normalization import BatchNormBackwardOp, BatchNormStatsOp  # noqa: E402
 
 
 def _seg(text: str) -> Segment:
@@ -354,7 +349,7 @@ error("conv_weight_grad", "rank", lambda: ConvWeightGradOp(_C, _D, _seg("a"), (3
 
 # -- the transpose of a gather (ncd.prims.gather) ----------------------------------------------
 from ncd.errors import SizeError  # noqa: E402
-from ncd.prims.derivative import GatherTranspose  # noqa: E402
+from ncd.prims.gather import GatherTranspose  # noqa: E402
 
 
 def _scatter_reference(i: torch.Tensor, g: torch.Tensor, t: int, n: int) -> torch.Tensor:

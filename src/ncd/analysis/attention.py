@@ -1,4 +1,4 @@
-"""Attention: the masks' rules, and the cost of the fused ``scaled_dot_product_attention``.
+"""Attention: the cost of the fused ``scaled_dot_product_attention``.
 
 Lowering fuses softmax-then-contract attention into ``F.scaled_dot_product_attention``
 where :func:`ncd.prims.patterns.recognise_attention` finds the pattern; the cost walk asks
@@ -18,10 +18,8 @@ from typing import Any
 import sympy
 
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
-from ncd.analysis.layout import Tensor, numel
-from ncd.analysis.tables import cost_rule
+from ncd.analysis.layout import Tensor
 from ncd.ir.diagram import Diagram, Par, unweave
-from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 from ncd.prims.patterns import packs, recognise_attention
 
 __all__ = ["match", "fused_attention"]
@@ -90,53 +88,3 @@ def _packed(ctx: CostContext, t: Tensor, have: list[str], target: list[str]) -> 
 
 def _axis(t: Tensor, name: str) -> Any:
     return next(a for a in t.axes if a.name == name)
-
-
-# -- masks ---------------------------------------------------------------------------------
-@cost_rule(CausalMaskOp)
-def cost_causal_mask(ctx: CostContext) -> list[Tensor]:
-    """``masked_fill`` with a fresh ``triu`` mask: autograd keeps the (boolean) mask."""
-    x = ctx.inputs[0]
-    prim = ctx.prim
-    if x.grad:
-        ctx.save(ctx.new((prim.query, prim.key), grad=False, dtype="bool"))
-    else:
-        ctx.new((prim.query, prim.key), grad=False, dtype="bool")
-    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
-    return [ctx.like(0, x)]
-
-
-@cost_rule(PaddingMaskOp)
-def cost_padding_mask(ctx: CostContext) -> list[Tensor]:
-    """``masked_fill(~mask)``: autograd keeps the negated mask (a new boolean tensor)."""
-    x, mask = ctx.inputs
-    inverted = ctx.new(mask.axes, mask.order, grad=False, dtype="bool")
-    if x.grad:
-        ctx.save(inverted)
-    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
-    return [ctx.like(0, x)]
-
-
-_ = numel
-
-
-# -- backward ------------------------------------------------------------------------------
-from ncd.analysis.backward import BoxBackward  # noqa: E402
-from ncd.analysis.tables import backward_rule  # noqa: E402
-from ncd.ir.axes import Type  # noqa: E402
-from ncd.ir.diagram import Box, Seq  # noqa: E402
-from ncd.prims.derivative import MaskBackwardOp  # noqa: E402
-from ncd.prims.structure import SwapOp  # noqa: E402
-
-
-@backward_rule(CausalMaskOp)
-def backward_causal_mask(box: Box, builder: object) -> BoxBackward:
-    """Masked scores get no gradient: the cotangent with zeros above the diagonal."""
-    return BoxBackward((), Box(MaskBackwardOp(box.prim.key, box.prim.query, box.prim.window)))
-
-
-@backward_rule(PaddingMaskOp)
-def backward_padding_mask(box: Box, builder: object) -> BoxBackward:
-    """The cotangent with zeros where the (stored) mask is False."""
-    t = box.dom
-    return BoxBackward((("in", 1),), Seq.of(Box(SwapOp(Type((t[1], t[0])), (1, 0))), Box(MaskBackwardOp(box.prim.key))))

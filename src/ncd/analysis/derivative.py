@@ -13,63 +13,10 @@ from ncd.analysis.linear import _einsum, markers, tagged
 from ncd.analysis.tables import cost_rule, unsupported
 from ncd.ir.axes import Axis
 from ncd.prims.derivative import (
-    EmbeddingGradOp,
     ExpandOp,
-    InsertOp,
     LinearTransposeOp,
     LinearWeightGradOp,
-    MaskBackwardOp,
-    NormBackwardOp,
 )
-
-
-@cost_rule(NormBackwardOp)
-def cost_norm_backward(ctx: CostContext) -> list[Tensor]:
-    ctx.other(10 * ctx.numel(), sympy.Integer(0))
-    return [ctx.output(j) for j in range(len(ctx.out_axes))]
-
-
-@cost_rule(MaskBackwardOp)
-def cost_mask_backward(ctx: CostContext) -> list[Tensor]:
-    """``masked_fill(mask, 0)``, like the masks themselves: autograd keeps the boolean mask."""
-    g = ctx.inputs[0]
-    prim = ctx.prim
-    if prim.query is not None:
-        mask = ctx.new((prim.query, prim.key), grad=False, dtype="bool")
-    else:
-        mask = ctx.new(ctx.inputs[1].axes, ctx.inputs[1].order, grad=False, dtype="bool")
-    if g.grad:
-        ctx.save(mask)
-    ctx.other(ctx.numel(), ctx.numel() if g.grad else sympy.Integer(0))
-    return [ctx.like(0, g)]
-
-
-@cost_rule(EmbeddingGradOp)
-def cost_embedding_grad(ctx: CostContext) -> list[Tensor]:
-    """``onehot(i) * g``: autograd keeps the (float) one-hot rows for ``g``'s gradient."""
-    i, g = ctx.inputs
-    if len(ctx.prim.batch):  # index_add: autograd keeps the indices (an index_select routes the gradient back)
-        if g.grad:
-            ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
-        ctx.other(g.numel, sympy.Integer(0))
-        return [ctx.output(0)]
-    rows = ctx.out_axes[0][len(i.axes)]
-    onehot = ctx.new(i.axes + (rows,), grad=False)
-    if g.grad:
-        ctx.save(onehot)
-    ctx.other(ctx.numel(), sympy.Integer(0))
-    return [ctx.output(0)]
-
-
-@cost_rule(InsertOp)
-def cost_insert(ctx: CostContext) -> list[Tensor]:
-    """``zeros.index_copy(-1, positions, x)``: autograd keeps the int64 positions and ``x``."""
-    prim = ctx.prim
-    x = ctx.inputs[0]
-    count = sympy.Integer(1) if prim.source is None else prim.source.size
-    if x.grad:
-        ctx.save(ctx.new((Axis("positions", count),), grad=False, dtype="index"), x)
-    return [ctx.output(0)]
 
 
 @cost_rule(ExpandOp)
@@ -125,8 +72,6 @@ def cost_linear_weight_grad(ctx: CostContext) -> list[Tensor]:
 from ncd.analysis.layout import numel  # noqa: E402
 from ncd.prims.derivative import (  # noqa: E402
     AvgPoolTransposeOp,
-    BatchNormBackwardOp,
-    BatchNormStatsOp,
     ConvWeightGradOp,
     ConvWithWeightOp,
     DiagonalOp,
@@ -185,31 +130,6 @@ def cost_avgpool_transpose(ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
-@cost_rule(BatchNormStatsOp)
-def cost_batchnorm_stats(ctx: CostContext) -> list[Tensor]:
-    """As batch normalisation; the statistics are outputs (training: recomputed with ``mean``/``var``, ``rsqrt`` kept)."""
-    x = ctx.inputs[0]
-    prim = ctx.prim
-    viewed = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
-    channel = (prim.axes.axes[prim.channel],)
-    ctx.save(viewed)
-    training = ctx.walker.training or not prim.track_running_stats
-    if training:
-        ctx.save(ctx.new(channel, grad=False), ctx.new(channel, grad=False))
-    rstd = ctx.new(channel, grad=x.grad and training)
-    if x.grad and training:
-        ctx.save(rstd)
-    n = ctx.numel()
-    ctx.other(7 * n + 3 * x.numel, 10 * n)
-    return [ctx.output(0), ctx.new(channel, grad=False), ctx.new(channel, grad=False)]
-
-
-@cost_rule(BatchNormBackwardOp)
-def cost_batchnorm_backward(ctx: CostContext) -> list[Tensor]:
-    ctx.other(12 * ctx.numel(), sympy.Integer(0))
-    return [ctx.output(j) for j in range(len(ctx.out_axes))]
-
-
 @cost_rule(ConvWithWeightOp)
 def cost_conv_with_weight(ctx: CostContext) -> list[Tensor]:
     """``F.conv*`` / ``F.conv_transpose*`` with the weight an input: both operands kept, a product per gradient."""
@@ -251,8 +171,7 @@ def cost_conv_weight_grad(ctx: CostContext) -> list[Tensor]:
     return [Tensor(result.storage, ctx.out_axes[0], (), result.grad)]
 
 
-SECOND_ORDER = ("derivative", "softmax_backward", "norm_backward", "mask_backward", "insert", "embedding_grad", "expand",
-                "zeros", "linear_transpose", "linear_weight_grad", "diagonal", "maxpool_argmax", "maxpool_backward",
-                "avgpool_transpose", "batchnorm_stats", "batchnorm_backward", "conv_with_weight", "conv_weight_grad")
+SECOND_ORDER = ("expand", "linear_transpose", "linear_weight_grad", "diagonal", "maxpool_argmax", "maxpool_backward",
+                "avgpool_transpose", "conv_with_weight", "conv_weight_grad")
 for _op in SECOND_ORDER:
     unsupported(_op, "second derivatives (the backward of a backward diagram) are not supported", backward=True)

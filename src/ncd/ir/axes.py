@@ -29,7 +29,8 @@ from ncd.errors import LimitError, ParseError, SizeError
 from ncd.ir.size import Size, SizeLike, Substitution, size, size_text, sizes_equal, substitute, symbol
 from ncd.limits import limits
 
-__all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike"]
+__all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike",
+           "numel"]
 
 Role = Literal["feature", "item"]
 Dtype = Literal["float", "index", "bool"]
@@ -369,3 +370,11 @@ def as_axis(value: AxisLike) -> Axis:
     if isinstance(value, str):
         return parse_axis(value)
     raise ParseError(f"expected an axis or its text form, not {type(value).__name__} {value!r}")
+
+
+def numel(axes: Iterable[Axis]) -> Size:
+    """The number of elements of a tensor with these axes: the product of their sizes."""
+    result: Size = sympy.Integer(1)
+    for a in axes:
+        result = result * a.size
+    return result

@@ -2,16 +2,16 @@
 
 A family module (``ncd.prims.<family>``) declares its primitives and registers, in the same
 file, each interpreter's rule for them.  A rule receives **its own primitive** first (typed:
-``SoftmaxOp``, not ``Primitive``), then the interpreter's context::
+``RollOp``, not ``Primitive``), then the interpreter's context::
 
-    @LOWERING.rule(SoftmaxOp)
-    def _lower(prim: SoftmaxOp, ctx: RuleContext) -> list[str]: ...
+    @LOWERING.rule(RollOp)
+    def _lower(prim: RollOp, ctx: RuleContext) -> list[str]: ...
 
-    @COST.rule(SoftmaxOp)
-    def _cost(prim: SoftmaxOp, ctx: CostContext) -> list[Tensor]: ...
+    @COST.rule(RollOp)
+    def _cost(prim: RollOp, ctx: CostContext) -> list[Tensor]: ...
 
-    @BACKWARD.rule(SoftmaxOp)
-    def _backward(prim: SoftmaxOp, box: Box, builder: Builder) -> BoxBackward: ...
+    @BACKWARD.rule(RollOp)
+    def _backward(prim: RollOp, box: Box, builder: Builder) -> BoxBackward: ...
 
 A primitive an interpreter deliberately does not handle gets ``TABLE.unsupported(XxxOp, why)``:
 looking it up raises an :class:`~ncd.errors.NCDError` quoting ``why``.  The coverage test
@@ -25,9 +25,7 @@ generation — so family modules import it freely.  The context types (``RuleCon
 :func:`load` is the one loader: it imports every module of ``ncd.prims``, so which rules exist
 never depends on what was imported first.
 
->>> from ncd.prims.softmax import SoftmaxOp
->>> load()
->>> LOWERING.has(SoftmaxOp), COST.has(SoftmaxOp), BACKWARD.has(SoftmaxOp)
+>>> LOWERING.has("softmax"), COST.has("softmax"), BACKWARD.has("softmax")
 (True, True, True)
 >>> LOWERING.status("softmax")
 'rule'
@@ -283,11 +281,9 @@ TABLES: dict[str, RuleTable[Any, Any]] = {"lowering": LOWERING, "cost": COST, "b
                                           "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING}
 
 #: rule modules not (yet) beside their primitives, loaded after the families
-LEGACY: tuple[str, ...] = tuple(f"ncd.torch.rules.{m}" for m in (
-    "attention", "constant", "convolution", "derivative", "embedding", "gather", "linear", "movement",
-    "normalization", "opaque", "regularization", "rotary", "scan")) + tuple(f"ncd.analysis.{m}" for m in (
-    "linear", "derivative", "attention", "normalization", "movement",
-    "convolution", "embedding", "regularization", "constant", "opaque", "rotary", "scan"))
+LEGACY: tuple[str, ...] = ("ncd.torch.rules.convolution", "ncd.torch.rules.derivative", "ncd.torch.rules.linear",
+                           "ncd.torch.rules.scan", "ncd.analysis.linear", "ncd.analysis.derivative",
+                           "ncd.analysis.convolution", "ncd.analysis.scan")
 
 _LOADED = False
 _LOADING = threading.RLock()

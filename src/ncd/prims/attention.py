@@ -20,17 +20,25 @@ scores have (it is then shared across them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Seq
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
-from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, evaluate, size, size_text
+from ncd.prims.structure import SwapOp
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["CausalMaskOp", "PaddingMaskOp", "CausalMask", "PaddingMask"]
 
@@ -102,3 +110,160 @@ def PaddingMask(key: AxisLike = "x", name: str | None = None) -> Box:
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(CausalMaskOp, aten=("aten.scaled_dot_product_attention",))
 IMPORT.unsupported(PaddingMaskOp, "a traced padding mask is a tensor added to the scores (an addition box)")
+
+
+# -- derivative primitives of the family (backward diagrams) -----------------------------------
+def _mask_backward_policy(view: weaving.WeaveView) -> bool:
+    """In place when the cotangent keeps its layout and a padding mask's axes come in its order."""
+    prim = view.box.prim
+    assert isinstance(prim, MaskBackwardOp)
+    return weaving.mask_aligned(view) if prim.query is None else weaving.input_like_output(view)
+
+
+@dataclass(frozen=True)
+class MaskBackwardOp(Primitive):
+    """The transpose of a mask: the cotangent with zeros where scores were masked.
+
+    Causal (``query`` given): zeros above the diagonal of ``query key`` (and, with ``window``, that many
+    positions below it and further); padding (no ``query``):
+    ``(g: key, mask: key [bool]) ↦ g`` with zeros where the mask is False.
+    """
+
+    key: Axis
+    query: Axis | None = None
+    #: the causal mask's sliding window: zeros also ``window`` or more positions below the diagonal
+    window: Size | None = None
+
+    op: ClassVar[str] = "mask_backward"
+    weave_policy = staticmethod(_mask_backward_policy)
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        if self.query is not None:
+            t = Type((Segment((self.query, self.key)),))
+            return t, t
+        scores = Segment((self.key,))
+        return Type((scores, Segment((self.key,), "bool"))), Type((scores,))
+
+    def label(self) -> str:
+        return ("◸" if self.query is not None else "▭") + "ᵀ"
+
+
+def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None, window: SizeLike | None = None) -> Box:
+    """The transpose of ``CausalMask(query, key, window=window)`` (``query`` given) or of ``PaddingMask(key)``."""
+    return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query),
+                                   None if window is None else size(window)))
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(CausalMaskOp)
+def lower_causal_mask(prim: CausalMaskOp, ctx: RuleContext) -> list[str]:
+    rows = ctx.int(prim.query.size, f"axis {prim.query.name}")
+    cols = ctx.int(prim.key.size, f"axis {prim.key.name}")
+    layout = ctx.markers("dom", 0)
+    first = layout.index(("own", 0))
+    shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
+    x = ctx.args[0].var
+    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={x}.device)"
+    blocked = f"{ones}.triu(1)"
+    if prim.window is not None:  # and keys `window` or more positions back: the band below
+        window = ctx.int(prim.window, f"the window of the causal mask on {prim.query.name}, {prim.key.name}")
+        blocked = f"({blocked} | {ones}.tril(-{window}))"
+    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
+    view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
+    return [f"{x}.masked_fill({mask}{view}, float('-inf'))"]
+
+
+def align(ctx: RuleContext, target: int, source: int, var: str) -> str:
+    """``var`` (input ``source``) indexed with ``None`` so it broadcasts against input ``target`` by axis."""
+    want = ctx.markers("dom", target)
+    have = ctx.markers("dom", source)
+    index = [":" if m in have else "None" for m in want]  # leading batch dimensions line up in front
+    if all(i == ":" for i in index):
+        return var
+    return f"{var}[..., {', '.join(index)}]"
+
+
+@LOWERING.rule(PaddingMaskOp)
+def lower_padding_mask(prim: PaddingMaskOp, ctx: RuleContext) -> list[str]:
+    scores, mask = ctx.args
+    return [f"{scores.var}.masked_fill(~{align(ctx, 0, 1, mask.var)}, float('-inf'))"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(CausalMaskOp)
+def cost_causal_mask(prim: CausalMaskOp, ctx: CostContext) -> list[Tensor]:
+    """``masked_fill`` with a fresh ``triu`` mask: autograd keeps the (boolean) mask."""
+    x = ctx.inputs[0]
+    if x.grad:
+        ctx.save(ctx.new((prim.query, prim.key), grad=False, dtype="bool"))
+    else:
+        ctx.new((prim.query, prim.key), grad=False, dtype="bool")
+    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+@COST.rule(PaddingMaskOp)
+def cost_padding_mask(prim: PaddingMaskOp, ctx: CostContext) -> list[Tensor]:
+    """``masked_fill(~mask)``: autograd keeps the negated mask (a new boolean tensor)."""
+    x, mask = ctx.inputs
+    inverted = ctx.new(mask.axes, mask.order, grad=False, dtype="bool")
+    if x.grad:
+        ctx.save(inverted)
+    ctx.other(ctx.numel(), ctx.numel() if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+
+# -- backward ------------------------------------------------------------------------------
+
+
+@BACKWARD.rule(CausalMaskOp)
+def backward_causal_mask(prim: CausalMaskOp, box: Box, builder: Builder) -> BoxBackward:
+    """Masked scores get no gradient: the cotangent with zeros above the diagonal."""
+    return BoxBackward((), Box(MaskBackwardOp(prim.key, prim.query, prim.window)))
+
+
+@BACKWARD.rule(PaddingMaskOp)
+def backward_padding_mask(prim: PaddingMaskOp, box: Box, builder: Builder) -> BoxBackward:
+    """The cotangent with zeros where the (stored) mask is False."""
+    t = box.dom
+    return BoxBackward((("in", 1),), Seq.of(Box(SwapOp(Type((t[1], t[0])), (1, 0))), Box(MaskBackwardOp(prim.key))))
+
+
+@LOWERING.rule(MaskBackwardOp)
+def lower_mask_backward(prim: MaskBackwardOp, ctx: RuleContext) -> list[str]:
+    g = ctx.args[0].var
+    if prim.query is None:
+        want, have = ctx.markers("dom", 0), ctx.markers("dom", 1)
+        index = [":" if m in have else "None" for m in want]
+        mask = ctx.args[1].var + ("" if all(i == ":" for i in index) else f"[..., {', '.join(index)}]")
+        return [f"{g}.masked_fill(~{mask}, 0.0)"]
+    rows, cols = evaluate(prim.query.size), evaluate(prim.key.size)
+    layout = ctx.markers("dom", 0)
+    first = layout.index(("own", 0))
+    shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
+    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device)"
+    blocked = f"{ones}.triu(1)" if prim.window is None else f"({ones}.triu(1) | {ones}.tril(-{evaluate(prim.window)}))"
+    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
+    view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
+    return [f"{g}.masked_fill({mask}{view}, 0.0)"]
+
+
+@COST.rule(MaskBackwardOp)
+def cost_mask_backward(prim: MaskBackwardOp, ctx: CostContext) -> list[Tensor]:
+    """``masked_fill(mask, 0)``, like the masks themselves: autograd keeps the boolean mask."""
+    g = ctx.inputs[0]
+    if prim.query is not None:
+        mask = ctx.new((prim.query, prim.key), grad=False, dtype="bool")
+    else:
+        mask = ctx.new(ctx.inputs[1].axes, ctx.inputs[1].order, grad=False, dtype="bool")
+    if g.grad:
+        ctx.save(mask)
+    ctx.other(ctx.numel(), ctx.numel() if g.grad else sympy.Integer(0))
+    return [ctx.like(0, g)]
+
+for _cls in (MaskBackwardOp,):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

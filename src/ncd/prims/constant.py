@@ -14,15 +14,25 @@ paper's learned positional encoding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 from ncd.errors import ParseError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+from ncd.ir.size import evaluate
 from ncd.prims.opaque import ParameterOp
+from ncd.prims.structure import DeleteOp, cot
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["SinusoidalOp", "Sinusoidal", "Parameter"]
 
@@ -74,3 +84,34 @@ def Parameter(type_: TypeLike, name: str | None = None) -> Box:
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.unsupported(SinusoidalOp, "a traced positional table is a constant tensor: it imports as a constant box")
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(SinusoidalOp)
+def lower_sinusoidal(prim: SinusoidalOp, ctx: RuleContext) -> list[str]:
+    t, m = (evaluate(a.size, what=f"axis {a.name}") for a in prim.segment)
+    if m % 2:
+        raise ctx.fail(f"the feature axis {prim.segment.axes[1].name} has odd size {m}; sinusoidal positions need an even size")
+    scale = -math.log(prim.base) / m
+    name = ctx.em.fresh("positions")
+    ctx.em.init.extend([
+        f"{name} = torch.zeros({t}, {m})",
+        f"{name}_t = torch.arange({t}, dtype=torch.float32)[:, None]",
+        f"{name}_f = torch.exp(torch.arange(0, {m}, 2, dtype=torch.float32) * {scale!r})",
+        f"{name}[:, 0::2] = torch.sin({name}_t * {name}_f)",
+        f"{name}[:, 1::2] = torch.cos({name}_t * {name}_f)",
+        f"self.register_buffer({name!r}, {name}, persistent=False)",
+    ])
+    return [f"self.{name}"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(SinusoidalOp)
+def cost_sinusoidal(prim: SinusoidalOp, ctx: CostContext) -> list[Tensor]:
+    t = ctx.parameter(ctx.out_axes[0])  # a buffer: like a parameter, never an activation
+    return [replace(t, grad=False, dtype="float", dense=True)]
+
+
+@BACKWARD.rule(SinusoidalOp)
+def backward_sinusoidal(prim: SinusoidalOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(DeleteOp(cot(box.cod))))

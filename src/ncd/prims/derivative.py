@@ -1,7 +1,7 @@
 """Primitives of backward diagrams not yet beside their family: transposed learned maps, broadcast
 copies (the transpose of a sum), and the backward boxes of normalisation, masks, pooling and convolution.
-(A family's derivative primitives move into its module: ``DerivativeOp`` is in ``ncd.prims.elementwise``,
-``SoftmaxBackwardOp`` in ``ncd.prims.softmax``, ``ZerosOp`` in ``ncd.prims.structure``.)
+(A family's own derivative primitives live in its module: ``f′`` in ``ncd.prims.elementwise``, softmax's
+backward in ``ncd.prims.softmax``, zeros in ``ncd.prims.structure``, normalisation's in ``ncd.prims.normalization``.)
 
 ``ncd.backward`` builds reverse-mode diagrams from these and the ordinary primitives; they
 lower like any box, so a backward diagram runs as a module.
@@ -19,19 +19,19 @@ from typing import ClassVar
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, parse_type
+from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import IMPORT, NOT_TRACED
-from ncd.ir.size import Size, SizeLike, size
+from ncd.ir.size import Size, size
 
 __all__ = [
-    "NormBackwardOp", "MaskBackwardOp", "ExpandOp", "LinearTransposeOp",
-    "LinearWeightGradOp", "NormBackward", "MaskBackward", "Expand",
-    "LinearTranspose", "LinearWeightGrad", "InsertOp", "Insert", "EmbeddingGradOp", "EmbeddingGrad",
-    "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp", "BatchNormStatsOp",
-    "BatchNormBackwardOp", "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment", "GatherTransposeOp",
-    "GatherTranspose",
+    "ExpandOp", "LinearTransposeOp",
+    "LinearWeightGradOp", "Expand",
+    "LinearTranspose", "LinearWeightGrad",
+    "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp",
+    "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment",
+   
 ]
 
 SCALAR = Type((Segment(()),))
@@ -59,123 +59,6 @@ class ExpandOp(Primitive):
 
     def label(self) -> str:
         return "•"
-
-
-@dataclass(frozen=True)
-class NormBackwardOp(Primitive):
-    """The transpose of layer (``norm="layer"``) or RMS (``"rms"``) normalisation over ``axes``.
-
-    ``(x, [w], g) ↦ (∂x, [g ⊙ x̂], [g])``: the statistics are recomputed from the stored input.
-    """
-
-    norm: str
-    axes: Segment
-    eps: float = 1e-5
-    affine: bool = True
-    bias: bool = True
-
-    op: ClassVar[str] = "norm_backward"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        if self.norm not in ("layer", "rms"):
-            raise ParseError(f"norm backward: the normalisation must be 'layer' or 'rms', not {self.norm!r}")
-        if self.bias and (self.norm != "layer" or not self.affine):
-            raise ParseError(f"norm backward over '{self.axes}': only an affine layer norm has a bias")
-
-    def signature(self) -> tuple[Type, Type]:
-        x = self.axes
-        dom = (x,) + ((x,) if self.affine else ()) + (x,)
-        cod = (x,) + ((x,) if self.affine else ()) + ((x,) if self.bias else ())
-        return Type(dom), Type(cod)
-
-    def label(self) -> str:
-        return ("LN" if self.norm == "layer" else "RMS") + "ᵀ"
-
-
-def _mask_backward_policy(view: weaving.WeaveView) -> bool:
-    """In place when the cotangent keeps its layout and a padding mask's axes come in its order."""
-    prim = view.box.prim
-    assert isinstance(prim, MaskBackwardOp)
-    return weaving.mask_aligned(view) if prim.query is None else weaving.input_like_output(view)
-
-
-@dataclass(frozen=True)
-class MaskBackwardOp(Primitive):
-    """The transpose of a mask: the cotangent with zeros where scores were masked.
-
-    Causal (``query`` given): zeros above the diagonal of ``query key`` (and, with ``window``, that many
-    positions below it and further); padding (no ``query``):
-    ``(g: key, mask: key [bool]) ↦ g`` with zeros where the mask is False.
-    """
-
-    key: Axis
-    query: Axis | None = None
-    #: the causal mask's sliding window: zeros also ``window`` or more positions below the diagonal
-    window: Size | None = None
-
-    op: ClassVar[str] = "mask_backward"
-    weave_policy = staticmethod(_mask_backward_policy)
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def signature(self) -> tuple[Type, Type]:
-        if self.query is not None:
-            t = Type((Segment((self.query, self.key)),))
-            return t, t
-        scores = Segment((self.key,))
-        return Type((scores, Segment((self.key,), "bool"))), Type((scores,))
-
-    def label(self) -> str:
-        return ("◸" if self.query is not None else "▭") + "ᵀ"
-
-
-@dataclass(frozen=True)
-class InsertOp(Primitive):
-    """The transpose of indexing / slicing ``axis``: the input placed at ``start:stop:step``, zeros elsewhere.
-
-    ``source`` is the sliced axis (``None``: a single index, the input is a scalar).
-    """
-
-    axis: Axis
-    start: Size
-    stop: Size
-    step: Size
-    source: Axis | None = None
-
-    op: ClassVar[str] = "insert"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def signature(self) -> tuple[Type, Type]:
-        dom = Segment(()) if self.source is None else Segment((self.source,))
-        return Type((dom,)), Type((Segment((self.axis,)),))
-
-    def label(self) -> str:
-        return "[]ᵀ"
-
-
-@dataclass(frozen=True)
-class EmbeddingGradOp(Primitive):
-    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient; with ``batch`` axes, ``Σ_batch`` (an ``index_add``)."""
-
-    vocab: Size
-    dim: Segment
-    batch: Segment = Segment(())
-
-    op: ClassVar[str] = "embedding_grad"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "multilinear"
-
-    def signature(self) -> tuple[Type, Type]:
-        rows = Axis(_fresh("vocab", self.dim), self.vocab)
-        b = self.batch.axes
-        return (Type((Segment(b, "index", self.vocab), Segment(b + self.dim.axes))),
-                Type((Segment((rows,) + self.dim.axes),)))
-
-    def label(self) -> str:
-        return "∂Emb"
 
 
 def _fresh(name: str, seg: Segment) -> str:
@@ -263,35 +146,6 @@ def _spec(spec: str) -> tuple[Segment, Segment]:
     if len(dom) != 1 or len(cod) != 1 or not dom[0].axes or not cod[0].axes:
         raise ParseError(f"linear spec {spec!r} must map one segment to one segment, each with at least one axis")
     return dom[0], cod[0]
-
-
-def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, bias: bool | None = None) -> Box:
-    """The transpose of ``LayerNorm`` (``norm="layer"``) or ``RMSNorm`` (``"rms"``) over ``axes``."""
-    seg = parse_type(axes)
-    if len(seg) != 1:
-        raise ParseError(f"norm backward: {axes!r} must be one segment")
-    return Box.make(NormBackwardOp(norm, seg[0], float(eps), bool(affine), (norm == "layer" and affine) if bias is None
-                                   else bool(bias)))
-
-
-def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None, window: SizeLike | None = None) -> Box:
-    """The transpose of ``CausalMask(query, key, window=window)`` (``query`` given) or of ``PaddingMask(key)``."""
-    return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query),
-                                   None if window is None else size(window)))
-
-
-def Insert(axis: AxisLike, start: int, stop: int | None = None, step: int = 1, source: AxisLike | None = None) -> Box:
-    """Zeros along ``axis`` with the input written at ``start`` (a scalar) or ``start:stop:step`` (axis ``source``)."""
-    return Box.make(InsertOp(as_axis(axis), size(start), size(start + 1 if stop is None else stop), size(step),
-                             None if source is None else as_axis(source)))
-
-
-def EmbeddingGrad(vocab: SizeLike, dim: str) -> Box:
-    """The gradient of an embedding table ``vocab x dim`` at one position: ``onehot(i) ⊗ g``."""
-    seg = parse_type(dim)
-    if len(seg) != 1 or not seg[0].axes:
-        raise ParseError(f"embedding gradient: dim {dim!r} must be one segment of feature axes")
-    return Box.make(EmbeddingGradOp(size(vocab), seg[0]))
 
 
 # -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
@@ -415,72 +269,6 @@ class AvgPoolTransposeOp(Primitive):
         return "𝔼ᵀ★ᵀ"
 
 
-@dataclass(frozen=True)
-class BatchNormStatsOp(Primitive):
-    """Batch normalisation that also outputs the per-channel mean and ``1/σ`` it used: ``x -> (y, μ, 1/σ)``.
-
-    Training: the batch statistics; evaluation: the running estimates.  It lowers to the same
-    ``nn.BatchNorm1d`` as ``BatchNorm`` (same parameters and buffers).
-    """
-
-    axes: Segment
-    channel: int = 0
-    eps: float = 1e-5
-    momentum: float = 0.1
-    affine: bool = True
-    track_running_stats: bool = True
-
-    op: ClassVar[str] = "batchnorm_stats"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-    learned: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.channel < len(self.axes):
-            raise ParseError(f"batchnorm stats: channel position {self.channel!r} is not an axis of '{self.axes}'")
-
-    def signature(self) -> tuple[Type, Type]:
-        c = Segment((self.axes.axes[self.channel],))
-        return Type((self.axes,)), Type((self.axes, c, c))
-
-    def params(self) -> dict[str, tuple[Size, ...]]:
-        c = self.axes.axes[self.channel].size
-        return {"weight": (c,), "bias": (c,)} if self.affine else {}
-
-    def label(self) -> str:
-        return "BN, μ, 1/σ"
-
-
-@dataclass(frozen=True)
-class BatchNormBackwardOp(Primitive):
-    """The transpose of batch normalisation: ``(x, μ, 1/σ, [w], g) ↦ (∂x, [∂w, ∂b])``.
-
-    ``training``: the statistics depend on the batch, so ``∂x = (1/σ)(ĝ − 𝔼ĝ − x̂ 𝔼[ĝ x̂])`` with the
-    means over every axis but the channel; evaluation: the map is linear, ``∂x = ĝ/σ``.
-    """
-
-    axes: Segment
-    channel: int = 0
-    affine: bool = True
-    training: bool = True
-
-    op: ClassVar[str] = "batchnorm_backward"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.channel < len(self.axes):
-            raise ParseError(f"batchnorm backward: channel position {self.channel!r} is not an axis of '{self.axes}'")
-
-    def signature(self) -> tuple[Type, Type]:
-        x, c = self.axes, Segment((self.axes.axes[self.channel],))
-        dom = (x, c, c) + ((c,) if self.affine else ()) + (x,)
-        return Type(dom), Type((x,) + ((c, c) if self.affine else ()))
-
-    def label(self) -> str:
-        return "BNᵀ"
-
-
 def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int, ...], groups: Size,
                         transposed: bool) -> Segment:
     """The weight of a convolution ``dom -> cod`` (``transposed``: of a transposed one) as one segment, torch's layout.
@@ -577,40 +365,8 @@ def Diagonal(source: str, target: str) -> Box:
     return Box.make(DiagonalOp(src[0], dst[0].with_axes(known.get(a.name, a) for a in dst[0])))
 
 
-@dataclass(frozen=True)
-class GatherTransposeOp(Primitive):
-    """``(i, g) ↦ ∂x``: the transpose of :class:`ncd.prims.gather.GatherOp` — each cotangent entry added back at its
-    position along ``axis`` (a scatter-add; positions taken twice add up, untaken ones get zero)."""
-
-    axis: Axis
-    positions: Segment
-
-    op: ClassVar[str] = "gather_transpose"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        from ncd.prims.gather import GatherOp
-
-        GatherOp(self.axis, self.positions)  # the same checks as the gather it transposes
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.positions, Segment(self.positions.axes))), Type((Segment((self.axis,)),))
-
-    def label(self) -> str:
-        return f"gather {self.axis.name}ᵀ"
-
-
-def GatherTranspose(axis: AxisLike, positions: TypeLike = "") -> Box:
-    """The transpose of ``Gather(axis, positions)``: ``(positions, cotangent) -> axis`` by scatter-add."""
-    from ncd.prims.gather import Gather
-
-    prim = Gather(axis if isinstance(axis, (str, Axis)) else as_axis(axis), positions).prim
-    return Box.make(GatherTransposeOp(prim.axis, prim.positions))  # type: ignore[attr-defined]
-
-
 # -- import recognition (ncd.trace) ------------------------------------------------------------
-for _cls in (ExpandOp, NormBackwardOp, MaskBackwardOp, InsertOp, EmbeddingGradOp, LinearTransposeOp, LinearWeightGradOp,
-             DiagonalOp, MaxPoolArgmaxOp, MaxPoolBackwardOp, AvgPoolTransposeOp, BatchNormStatsOp, BatchNormBackwardOp,
-             ConvWithWeightOp, ConvWeightGradOp, GatherTransposeOp):
+for _cls in (ExpandOp, LinearTransposeOp, LinearWeightGradOp,
+             DiagonalOp, MaxPoolArgmaxOp, MaxPoolBackwardOp, AvgPoolTransposeOp,
+             ConvWithWeightOp, ConvWeightGradOp):
     IMPORT.unsupported(_cls, NOT_TRACED)

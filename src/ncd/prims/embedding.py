@@ -21,15 +21,24 @@ embedding first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
+from ncd.ir.axes import Axis, Segment, Type, numel, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
-from ncd.ir.size import Size
+from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, evaluate, size
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["EmbeddingOp", "UnembedOp", "Embedding", "Unembed"]
 
@@ -90,6 +99,13 @@ class UnembedOp(Primitive):
         return "Embᵀ" if self.tied_to is None else f"Embᵀ^{self.tied_to}"
 
 
+
+def _fresh(name: str, seg: Segment) -> str:
+    while name in seg.names:
+        name += "′"
+    return name
+
+
 def _dim(dim: str, what: str) -> Segment:
     if not isinstance(dim, str):
         raise ParseError(f"{what}: dim must be axis text such as 'm', not {type(dim).__name__} {dim!r}")
@@ -126,3 +142,175 @@ def Unembed(vocab: str = "v", dim: str = "m", tied_to: str | None = None, bias: 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(EmbeddingOp, aten=("aten.embedding",))
 IMPORT.unsupported(UnembedOp, "a traced (tied) output head is an aten.linear: it imports as a linear map")
+
+
+# -- derivative primitives of the family (backward diagrams) -----------------------------------
+@dataclass(frozen=True)
+class EmbeddingGradOp(Primitive):
+    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient; with ``batch`` axes, ``Σ_batch`` (an ``index_add``)."""
+
+    vocab: Size
+    dim: Segment
+    batch: Segment = Segment(())
+
+    op: ClassVar[str] = "embedding_grad"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+
+    def signature(self) -> tuple[Type, Type]:
+        rows = Axis(_fresh("vocab", self.dim), self.vocab)
+        b = self.batch.axes
+        return (Type((Segment(b, "index", self.vocab), Segment(b + self.dim.axes))),
+                Type((Segment((rows,) + self.dim.axes),)))
+
+    def label(self) -> str:
+        return "∂Emb"
+
+
+def EmbeddingGrad(vocab: SizeLike, dim: str) -> Box:
+    """The gradient of an embedding table ``vocab x dim`` at one position: ``onehot(i) ⊗ g``."""
+    seg = parse_type(dim)
+    if len(seg) != 1 or not seg[0].axes:
+        raise ParseError(f"embedding gradient: dim {dim!r} must be one segment of feature axes")
+    return Box.make(EmbeddingGradOp(size(vocab), seg[0]))
+
+
+# -- lowering ----------------------------------------------------------------------------------
+_TABLES = "ncd_embedding_tables"
+
+
+def _tables(ctx: RuleContext) -> dict[str, tuple[str, int, int]]:
+    """Embedding modules of the class being generated, by box label."""
+    return ctx.em.__dict__.setdefault(_TABLES, {})  # type: ignore[no-any-return]
+
+
+def _product(values: list[int]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
+
+
+@LOWERING.rule(EmbeddingOp)
+def lower_embedding(prim: EmbeddingOp, ctx: RuleContext) -> list[str]:
+    vocab = ctx.int(prim.vocab, "vocabulary size")
+    sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
+    label = ctx.box.label
+    module = ctx.em.attr("embedding" + (f"_{label}" if label else ""), f"nn.Embedding({vocab}, {_product(sizes)})")
+    if label:
+        _tables(ctx)[label] = (module, vocab, _product(sizes))
+    call = f"{module}({ctx.args[0].var})"
+    return [call if len(sizes) == 1 else f"{call}.unflatten(-1, {tuple(sizes)})"]
+
+
+@LOWERING.rule(UnembedOp)
+def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[str]:
+    vocab = ctx.int(prim.vocab.size, f"axis {prim.vocab.name}")
+    sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
+    x = ctx.args[0].var
+    arg = x if len(sizes) == 1 else f"{x}.flatten({-len(sizes)})"
+    if prim.tied_to is None:
+        module = ctx.em.attr("unembed" + (f"_{ctx.box.label}" if ctx.box.label else ""),
+                             f"nn.Linear({_product(sizes)}, {vocab}, bias={prim.bias})")
+        return [f"{module}({arg})"]
+    entry = _tables(ctx).get(prim.tied_to)
+    if entry is None:
+        raise ctx.fail(
+            f"it is tied to the embedding labelled {prim.tied_to!r}, but no embedding box with that label comes before it"
+            " in the same block; put both in one block, the embedding first"
+        )
+    table, rows, width = entry
+    if (rows, width) != (vocab, _product(sizes)):
+        raise ctx.fail(
+            f"it is tied to embedding {prim.tied_to!r} whose table is {rows} x {width}, but it maps"
+            f" {' '.join(prim.dim.names)} ({_product(sizes)}) to {prim.vocab.name}={vocab}"
+        )
+    bias = ""
+    if prim.bias:
+        bias = ", " + ctx.em.attr("unembed_bias", f"nn.Parameter(torch.zeros({vocab}))")
+    return [f"F.linear({arg}, {table}.weight{bias})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(EmbeddingOp)
+def cost_embedding(prim: EmbeddingOp, ctx: CostContext) -> list[Tensor]:
+    ctx.save(ctx.inputs[0])
+    return [ctx.new(ctx.out_axes[0], grad=True)]
+
+
+@COST.rule(UnembedOp)
+def cost_unembed(prim: UnembedOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    fan_in, fan_out = numel(prim.dim.axes), prim.vocab.size
+    batch = x.numel / fan_in
+    names = list(prim.dim.names)
+    flat = x if x.merges([names]) else ctx.new(x.axes, grad=x.grad)
+    if len(flat.axes) - len(names) + 1 > 2 and not flat.contiguous:
+        flat = ctx.new(x.axes, grad=x.grad)
+    flops = 2 * batch * fan_in * fan_out
+    ctx.matmul(flops, flops * (1 + int(x.grad)))
+    ctx.save(flat)
+    if prim.bias:
+        ctx.other(batch * fan_out, batch * fan_out)
+    _ = sympy
+    return [ctx.output(0)]
+
+
+# -- backward ------------------------------------------------------------------------------
+@BACKWARD.rule(EmbeddingOp)
+@BATCHED_BACKWARD.rule(EmbeddingOp)
+def backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """An embedding is a one-hot vector through a learned map: the table's gradient is ``Σ onehot(i) ⊗ g``.
+
+    Woven over leading axes, the sum is one ``index_add`` of the cotangent's rows (no one-hot tensor).
+    """
+    return BoxBackward((("in", 0),), Box(EmbeddingGradOp(prim.vocab, prim.dim, Segment(batch))), ("weight",))
+
+
+@BACKWARD.rule(UnembedOp)
+@BATCHED_BACKWARD.rule(UnembedOp)
+def backward_unembed(prim: UnembedOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """A learned map ``dim -> vocab`` (``Lᵀ``, ``∂L``, bias ``g``).
+
+    Tied (``tied_to="E"``): the weight is embedding ``E``'s table, and ``∂L`` is *added* to the
+    table's gradient ``∂Emb`` (``ncd.backward`` draws the sum).
+    """
+    from ncd.analysis.linear import learned_map_backward  # the linear family's rule (moves beside LinearOp later)
+
+    return learned_map_backward(prim.dim, Segment((prim.vocab,)), prim.bias, batch)
+
+
+@LOWERING.rule(EmbeddingGradOp)
+def lower_embedding_grad(prim: EmbeddingGradOp, ctx: RuleContext) -> list[str]:
+    n = len(prim.dim)
+    vocab = evaluate(prim.vocab, what="vocabulary size")
+    i, g = ctx.args[0].var, ctx.args[1].var
+    if len(prim.batch):  # Σ over the batch (and any leading dims): rows added at their indices, no one-hot
+        sizes = [evaluate(a.size, what=f"axis {a.name}") for a in prim.dim]
+        width = 1
+        for v in sizes:
+            width *= v
+        table = f"torch.zeros({vocab}, {width}, dtype={g}.dtype, device={g}.device)"
+        return [f"{table}.index_add(0, {i}.reshape(-1), {g}.reshape(-1, {width})).view({vocab}, {', '.join(map(str, sizes))})"]
+    return [f"F.one_hot({i}, {vocab}).to({g}.dtype)[..., :{', None' * n}] * {g}.unsqueeze({-n - 1})"]
+
+
+@COST.rule(EmbeddingGradOp)
+def cost_embedding_grad(prim: EmbeddingGradOp, ctx: CostContext) -> list[Tensor]:
+    """``onehot(i) * g``: autograd keeps the (float) one-hot rows for ``g``'s gradient."""
+    i, g = ctx.inputs
+    if len(prim.batch):  # index_add: autograd keeps the indices (an index_select routes the gradient back)
+        if g.grad:
+            ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+        ctx.other(g.numel, sympy.Integer(0))
+        return [ctx.output(0)]
+    rows = ctx.out_axes[0][len(i.axes)]
+    onehot = ctx.new(i.axes + (rows,), grad=False)
+    if g.grad:
+        ctx.save(onehot)
+    ctx.other(ctx.numel(), sympy.Integer(0))
+    return [ctx.output(0)]
+
+for _cls in (EmbeddingGradOp,):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

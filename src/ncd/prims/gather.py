@@ -30,15 +30,26 @@ They are drawn as labelled boxes (family ``opaque``, the importer's family).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError, SizeError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
-from ncd.ir.diagram import Box
+from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_type, parse_axis
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
 from ncd.ir.size import size_text, sizes_equal
+from ncd.prims.structure import DeleteOp, ZerosOp, cot, route
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
            "Arithmetic", "RELATIONS", "OPERATORS"]
@@ -232,3 +243,213 @@ IMPORT.known(ArgMaxOp, aten=("aten.argmax",))
 IMPORT.known(CompareOp, aten=("aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge"))
 IMPORT.known(CastOp, aten=("aten.to", "aten._to_copy"))
 IMPORT.known(ArithmeticOp, by="ncd.trace.scalars")
+
+
+# -- derivative primitives of the family (backward diagrams) -----------------------------------
+@dataclass(frozen=True)
+class GatherTransposeOp(Primitive):
+    """``(i, g) ↦ ∂x``: the transpose of :class:`ncd.prims.gather.GatherOp` — each cotangent entry added back at its
+    position along ``axis`` (a scatter-add; positions taken twice add up, untaken ones get zero)."""
+
+    axis: Axis
+    positions: Segment
+
+    op: ClassVar[str] = "gather_transpose"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        from ncd.prims.gather import GatherOp
+
+        GatherOp(self.axis, self.positions)  # the same checks as the gather it transposes
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.positions, Segment(self.positions.axes))), Type((Segment((self.axis,)),))
+
+    def label(self) -> str:
+        return f"gather {self.axis.name}ᵀ"
+
+
+def GatherTranspose(axis: AxisLike, positions: TypeLike = "") -> Box:
+    """The transpose of ``Gather(axis, positions)``: ``(positions, cotangent) -> axis`` by scatter-add."""
+    from ncd.prims.gather import Gather
+
+    prim = Gather(axis if isinstance(axis, (str, Axis)) else as_axis(axis), positions).prim
+    return Box.make(GatherTransposeOp(prim.axis, prim.positions))  # type: ignore[attr-defined]
+
+
+# -- lowering ----------------------------------------------------------------------------------
+_TORCH_DTYPE = {"index": "torch.long", "bool": "torch.bool"}
+
+
+@LOWERING.rule(GatherOp)
+def lower_gather(prim: GatherOp, ctx: RuleContext) -> list[str]:
+    """``x[..., t]`` at positions ``i[..., J]``: ``take_along_dim`` broadcasts the leading (woven) dimensions."""
+    x, positions = ctx.args[0].var, ctx.args[1].var
+    n = len(prim.positions.axes)
+    spread = f"{x}[(..., {'None, ' * n}slice(None))]" if n else x
+    return [f"torch.take_along_dim({spread}, {positions}.unsqueeze(-1), dim=-1).squeeze(-1)"]
+
+
+@LOWERING.rule(ArgMaxOp)
+def lower_argmax(prim: ArgMaxOp, ctx: RuleContext) -> list[str]:
+    x = ctx.args[0].var
+    if prim.source.dtype == "bool":  # torch's argmax takes no bools
+        x = f"{x}.to(torch.uint8)"
+    return [f"torch.argmax({x}, dim=-1)"]
+
+
+@LOWERING.rule(CompareOp)
+def lower_compare(prim: CompareOp, ctx: RuleContext) -> list[str]:
+    value = float(prim.value)
+    text = repr(int(value)) if value.is_integer() and prim.source.dtype == "index" else repr(value)
+    return [f"torch.{RELATIONS[prim.relation]}({ctx.args[0].var}, {text})"]
+
+
+@LOWERING.rule(CastOp)
+def lower_cast(prim: CastOp, ctx: RuleContext) -> list[str]:
+    x = ctx.args[0].var
+    dtype = _TORCH_DTYPE.get(prim.target.dtype)
+    return [f"{x}.to({dtype})" if dtype else f"{x}.to(torch.get_default_dtype())"]
+
+
+@LOWERING.rule(ArithmeticOp)
+def lower_arithmetic(prim: ArithmeticOp, ctx: RuleContext) -> list[str]:
+    """The Python expression itself (``x + 1``, ``1 - x``, ``x // 2``): torch's type promotion gives the result's dtype."""
+    x, value = ctx.args[0].var, number_text(prim.value)
+    if prim.operator in ("min", "max"):
+        return [f"torch.clamp_{'min' if prim.operator == 'max' else 'max'}({x}, {value})"]  # max(x, c) is x clamped below
+    a, b = (value, x) if prim.reflected else (x, value)
+    return [f"({a} {prim.operator} {b})"]
+
+
+def number_text(value: float | int | bool) -> str:
+    """A Python number as source (``float('inf')``, ``(-2)``)."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return f"float('{value}')"
+    text = repr(value)
+    return f"({text})" if text.startswith("-") else text
+
+
+# -- costs and backward ------------------------------------------------------------------------
+# -- index computations (ncd.prims.gather) -------------------------------------------------
+@COST.rule(GatherOp)
+def cost_gather(prim: GatherOp, ctx: CostContext) -> list[Tensor]:
+    """``take_along_dim`` counts no FLOPs; for the backward scatter autograd keeps the tensor and the positions
+    broadcast to the output's shape (a new integer tensor)."""
+    x = ctx.inputs[0]
+    if x.grad:
+        ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
+    return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@COST.rule(ArgMaxOp, CompareOp, CastOp)
+def cost_index_computation(prim: ArgMaxOp | CompareOp | CastOp, ctx: CostContext) -> list[Tensor]:
+    """Argmax, comparisons and casts of scalars: no FLOPs, nothing kept (no gradient flows through them)."""
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype=ctx.box.cod[0].dtype)]
+
+
+@COST.rule(GatherTransposeOp)
+def cost_gather_transpose(prim: GatherTransposeOp, ctx: CostContext) -> list[Tensor]:
+    """``zeros.scatter_add(-1, i, g)``: no FLOPs counted; autograd keeps the positions (a gather routes the gradient back)."""
+    i, g = ctx.inputs
+    if g.grad:
+        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+    ctx.other(g.numel, g.numel)
+    return [ctx.output(0)]
+
+
+@BACKWARD.rule(GatherOp)
+def backward_gather(prim: GatherOp, box: Box, builder: Builder) -> BoxBackward:
+    """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient)."""
+    return BoxBackward((("in", 1),), Box(GatherTransposeOp(prim.axis, prim.positions)))
+
+
+@BACKWARD.rule(GatherTransposeOp)
+def backward_gather_transpose(prim: GatherTransposeOp, box: Box, builder: Builder) -> BoxBackward:
+    """The transpose of a scatter-add at positions is the gather at the same positions."""
+    segments = [prim.positions, Segment((prim.axis,))]
+    return BoxBackward((("in", 0),), Seq.of(route(segments, [1, 0]), Box(GatherOp(prim.axis, prim.positions))))
+
+
+@BACKWARD.rule(ArgMaxOp, CompareOp, CastOp)
+def backward_index_computation(prim: ArgMaxOp | CompareOp | CastOp | ArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
+    """No gradient flows through an index or a bool: float inputs get zeros, a float output's cotangent is deleted.
+
+    A cast between two float segments (``() -> ()``) passes the cotangent through.
+    """
+    into, out = cot(box.dom), cot(box.cod)
+    if len(into) and len(out):  # float to float
+        return BoxBackward((), Identity(out))
+    parts: list[Diagram] = []
+    if len(out):
+        parts.append(Box(DeleteOp(out)))
+    if len(into):
+        parts.append(Box(ZerosOp(into)))
+    return BoxBackward((), Seq.of(*parts) if parts else Identity(out))
+
+
+# -- arithmetic with a Python number (ncd.prims.gather.ArithmeticOp) -------------------------
+def _differentiable(prim: ArithmeticOp) -> bool:
+    return prim.source.dtype == "float" and prim.target.dtype == "float" and prim.operator != "//"
+
+
+@COST.rule(ArithmeticOp)
+def cost_arithmetic(prim: ArithmeticOp, ctx: CostContext) -> list[Tensor]:
+    """What autograd keeps: ``x ** c`` and ``min``/``max`` their input, ``c ** x`` its input and output, ``c / x`` (a reciprocal,
+    then a product) the reciprocal; sums, differences and products with a number nothing."""
+    x = ctx.inputs[0]
+    grad = x.grad and _differentiable(prim)
+    y = ctx.like(0, x) if prim.target.dtype == prim.source.dtype else ctx.new(ctx.out_axes[0], grad=grad, dtype=prim.target.dtype)
+    n = ctx.numel()
+    if grad:
+        if prim.operator == "**" and not prim.reflected or prim.operator in ("min", "max"):
+            ctx.save(x)
+        elif prim.operator == "**":
+            ctx.save(x, y)
+        elif prim.operator == "/" and prim.reflected:
+            ctx.save(ctx.like(0, x))
+    ctx.other(n, n if grad else sympy.Integer(0))
+    return [y]
+
+
+@BACKWARD.rule(ArithmeticOp)
+def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
+    """Sums and differences pass the cotangent (negated for ``c − x``), products and quotients by ``c`` scale it; the
+    others multiply it by their derivative, itself arithmetic on the stored input or output:
+    ``(x^c)′ = c·x^(c−1)``, ``(c/x)′ = −c·x^−2``, ``(c^x)′ = ln c·c^x``, ``min/max``: ``[x ≷ c]``."""
+
+    from ncd.prims.elementwise import MultiplyOp, ScaleOp
+    if not _differentiable(prim):
+        return backward_index_computation(prim, box, builder)
+    scalar = Segment(())
+    op, c = prim.operator, prim.value
+    if op in ("+", "%") or op == "-" and not prim.reflected:
+        return BoxBackward((), Identity(Type((scalar,))))
+    if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
+        factor = -1 if op == "-" else c if op == "*" else 1 / c
+        return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
+    if op == "**" and prim.reflected:
+        port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
+    elif op == "**":
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", c - 1, scalar, scalar)), Box(ScaleOp(sympy.sympify(c))))
+    elif op == "/":
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, scalar, scalar)), Box(ScaleOp(sympy.sympify(-c))))
+    else:
+        relation = ">" if op == "max" else "<"
+        port, derivative = ("in", 0), Seq.of(Box(CompareOp(relation, float(c), scalar)), Box(CastOp(Segment((), "bool"), scalar)))
+    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(Type((scalar,)))), Box(MultiplyOp(2))))
+
+
+@LOWERING.rule(GatherTransposeOp)
+def lower_gather_transpose(prim: GatherTransposeOp, ctx: RuleContext) -> list[str]:
+    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast)."""
+    t = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
+    n = len(prim.positions.axes)
+    i, g = ctx.em.fresh("positions"), ctx.em.fresh("cotangent")
+    ctx.em.line(f"{i}, {g} = torch.broadcast_tensors({ctx.args[0].var}, {ctx.args[1].var})")
+    lead, flat = (f"{g}.shape[:-{n}]", f".flatten(-{n})") if n else (f"{g}.shape", ".unsqueeze(-1)")
+    zeros = f"torch.zeros(*{lead}, {t}, dtype={g}.dtype, device={g}.device)"
+    return [f"{zeros}.scatter_add(-1, {i}{flat}, {g}{flat})"]
+
+IMPORT.unsupported(GatherTransposeOp, NOT_TRACED)

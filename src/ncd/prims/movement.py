@@ -27,18 +27,25 @@ Each box touches only the axes it moves, so it is woven over every other wire:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Dtype, Segment, Type, parse_axis, parse_type
-from ncd.ir.diagram import Box
+from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis, parse_type
+from ncd.ir.diagram import Box, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
-from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, evaluate, size, size_text, sizes_equal
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = [
     "BindOp", "UnbindOp", "ConcatOp", "IndexOp", "SliceOp", "SqueezeOp", "UnsqueezeOp",
@@ -445,3 +452,243 @@ IMPORT.known(ConcatOp, aten=("aten.cat", "aten.concat", "aten.stack"))
 IMPORT.known(IndexOp, aten=("aten.select",))
 for _cls in (BindOp, UnbindOp, SqueezeOp, UnsqueezeOp):
     IMPORT.unsupported(_cls, "the importer writes reshapes as views (ncd.trace.idioms.reshape), not as this box")
+
+
+# -- derivative primitives of the family (backward diagrams) -----------------------------------
+@dataclass(frozen=True)
+class InsertOp(Primitive):
+    """The transpose of indexing / slicing ``axis``: the input placed at ``start:stop:step``, zeros elsewhere.
+
+    ``source`` is the sliced axis (``None``: a single index, the input is a scalar).
+    """
+
+    axis: Axis
+    start: Size
+    stop: Size
+    step: Size
+    source: Axis | None = None
+
+    op: ClassVar[str] = "insert"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def signature(self) -> tuple[Type, Type]:
+        dom = Segment(()) if self.source is None else Segment((self.source,))
+        return Type((dom,)), Type((Segment((self.axis,)),))
+
+    def label(self) -> str:
+        return "[]ᵀ"
+
+
+def Insert(axis: AxisLike, start: int, stop: int | None = None, step: int = 1, source: AxisLike | None = None) -> Box:
+    """Zeros along ``axis`` with the input written at ``start`` (a scalar) or ``start:stop:step`` (axis ``source``)."""
+    return Box.make(InsertOp(as_axis(axis), size(start), size(start + 1 if stop is None else stop), size(step),
+                             None if source is None else as_axis(source)))
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(BindOp)
+def lower_bind(prim: BindOp, ctx: RuleContext) -> list[str]:
+    dims = ctx.own_dims("dom", 0)
+    x = ctx.args[0].var
+    if len(dims) == 1:
+        return [x]
+    if dims[-1] == -1:
+        return [f"{x}.flatten({dims[0]})"]
+    return [f"{x}.flatten({dims[0]}, {dims[-1]})"]
+
+
+@LOWERING.rule(UnbindOp)
+def lower_unbind(prim: UnbindOp, ctx: RuleContext) -> list[str]:
+    (dim,) = ctx.own_dims("dom", 0)
+    sizes = tuple(ctx.int(a.size, f"axis {a.name}") for a in prim.outputs)
+    x = ctx.args[0].var
+    return [x if len(sizes) == 1 else f"{x}.unflatten({dim}, {sizes})"]
+
+
+@LOWERING.rule(ConcatOp)
+def lower_concat(prim: ConcatOp, ctx: RuleContext) -> list[str]:
+    dim = ctx.own_dims("cod", 0)[prim.position]
+    names = [v.var for v in ctx.args]
+    # A learned tensor (a class token) has no batch dimensions while the stream has some:
+    # broadcast the leading dimensions first (a no-op view when they already agree).
+    n = len(ctx.markers("cod", 0))
+    batch = ctx.em.fresh("batch")
+    ctx.em.line(f"{batch} = torch.broadcast_shapes({', '.join(f'{v}.shape[:-{n}]' for v in names)})")
+    keep = ", ".join(["-1"] * n)
+    return [f"torch.cat([{', '.join(f'{v}.expand(*{batch}, {keep})' for v in names)}], dim={dim})"]
+
+
+@LOWERING.rule(IndexOp)
+def lower_index(prim: IndexOp, ctx: RuleContext) -> list[str]:
+    (dim,) = ctx.own_dims("dom", 0)
+    return [f"{ctx.args[0].var}.select({dim}, {ctx.int(prim.index, 'index')})"]
+
+
+@LOWERING.rule(SliceOp)
+def lower_slice(prim: SliceOp, ctx: RuleContext) -> list[str]:
+    (dim,) = ctx.own_dims("dom", 0)
+    start, stop, step = (ctx.int(v, "slice bound") for v in (prim.start, prim.stop, prim.step))
+    text = f"{start}:{stop}" + (f":{step}" if step != 1 else "")
+    rest = ", :" * (-dim - 1)
+    return [f"{ctx.args[0].var}[..., {text}{rest}]"]
+
+
+@LOWERING.rule(SqueezeOp)
+def lower_squeeze(prim: SqueezeOp, ctx: RuleContext) -> list[str]:
+    (dim,) = ctx.own_dims("dom", 0)
+    return [f"{ctx.args[0].var}.squeeze({dim})"]
+
+
+@LOWERING.rule(UnsqueezeOp)
+def lower_unsqueeze(prim: UnsqueezeOp, ctx: RuleContext) -> list[str]:
+    dim = ctx.own_dims("cod", 0)[prim.position]
+    return [f"{ctx.args[0].var}.unsqueeze({dim})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+def _replace(order: tuple[str, ...], old: list[str], new: list[str]) -> tuple[str, ...]:
+    """``order`` with the run of ``old`` names (adjacent) replaced by ``new``."""
+    present = [n for n in order if n in old]
+    if not present:
+        return order
+    first = order.index(present[0])
+    rest = [n for n in order if n not in old]
+    return tuple(rest[:first] + new + rest[first:])
+
+
+@COST.rule(BindOp)
+def cost_bind(prim: BindOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    names = list(prim.inputs.names)
+    if len(names) == 1 or x.merges([names]):
+        return [replace(x, axes=ctx.out_axes[0], order=_replace(x.order, names, [prim.output.name]), dense=True)]
+    return [ctx.output(0)]  # reshape of axes not adjacent in memory: a copy
+
+
+@COST.rule(UnbindOp)
+def cost_unbind(prim: UnbindOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    return [replace(x, axes=ctx.out_axes[0], order=_replace(x.order, [prim.input.name], list(prim.outputs.names)),
+                    dense=True)]
+
+
+@COST.rule(SqueezeOp)
+def cost_squeeze(prim: SqueezeOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.inputs[0].relabel(ctx.out_axes[0])]
+
+
+@COST.rule(UnsqueezeOp)
+def cost_unsqueeze(prim: UnsqueezeOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.inputs[0].relabel(ctx.out_axes[0])]
+
+
+@COST.rule(IndexOp)
+def cost_index(prim: IndexOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.inputs[0].relabel(ctx.out_axes[0])]
+
+
+@COST.rule(SliceOp)
+def cost_slice(prim: SliceOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    order = tuple(prim.output.name if n == prim.axis.name else n for n in x.order)
+    return [replace(x, axes=ctx.out_axes[0], order=order, dense=True)]
+
+
+@COST.rule(ConcatOp)
+def cost_concat(prim: ConcatOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.new(ctx.out_axes[0], grad=any(t.grad for t in ctx.inputs))]
+
+
+# -- backward ------------------------------------------------------------------------------
+@BACKWARD.rule(BindOp)
+def backward_bind(prim: BindOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(UnbindOp(prim.output, prim.inputs)))
+
+
+@BACKWARD.rule(UnbindOp)
+def backward_unbind(prim: UnbindOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(BindOp(prim.outputs, prim.input)))
+
+
+@BACKWARD.rule(SqueezeOp)
+def backward_squeeze(prim: SqueezeOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(UnsqueezeOp(prim.axis, Segment(()), 0)))
+
+
+@BACKWARD.rule(UnsqueezeOp)
+def backward_unsqueeze(prim: UnsqueezeOp, box: Box, builder: Builder) -> BoxBackward:
+    from ncd.analysis.backward import woven_scalar
+
+    squeeze = Box(SqueezeOp(prim.axis))
+    before, after = prim.around.axes[: prim.position], prim.around.axes[prim.position:]
+    result = squeeze
+    from ncd.ir.diagram import Weave
+
+    for axis in reversed(after):
+        result = Weave(result, axis, (1,), (0,))
+    for axis in reversed(before):
+        result = Weave(result, axis, (0,), (0,))
+    _ = woven_scalar
+    return BoxBackward((), result)
+
+
+@BACKWARD.rule(ConcatOp)
+def backward_concat(prim: ConcatOp, box: Box, builder: Builder) -> BoxBackward:
+    """The transpose of a concatenation: one slice of the cotangent per input."""
+    from ncd.analysis.backward import route
+
+    start = sympy.Integer(0)
+    parts = []
+    for axis in prim.inputs:
+        cut = Box(SliceOp(prim.output, start, start + axis.size, sympy.Integer(1), axis))
+        from ncd.ir.diagram import Weave
+
+        woven = cut
+        for a in reversed(prim.after.axes):
+            woven = Weave(woven, a, (1,), (1,))
+        for a in reversed(prim.before.axes):
+            woven = Weave(woven, a, (0,), (0,))
+        parts.append(woven)
+        start = start + axis.size
+    out = Segment(prim.before.axes + (prim.output,) + prim.after.axes)
+    return BoxBackward((), Seq.of(route([out], [0] * len(parts)), Par.of(*parts)))
+
+
+@BACKWARD.rule(IndexOp)
+def backward_index(prim: IndexOp, box: Box, builder: Builder) -> BoxBackward:
+    """The transpose of picking one entry: the cotangent written there, zeros elsewhere."""
+    n = prim.axis.size
+    index = prim.index if not (prim.index.is_number and prim.index < 0) else prim.index + n
+    return BoxBackward((), Box(InsertOp(prim.axis, index, index + 1, sympy.Integer(1))))
+
+
+@BACKWARD.rule(SliceOp)
+def backward_slice(prim: SliceOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(InsertOp(prim.axis, prim.start, prim.stop, prim.step, prim.output)))
+
+
+
+
+@LOWERING.rule(InsertOp)
+def lower_insert(prim: InsertOp, ctx: RuleContext) -> list[str]:
+    n = evaluate(prim.axis.size, what=f"axis {prim.axis.name}")
+    start, stop, step = (evaluate(v, what="insert bound") for v in (prim.start, prim.stop, prim.step))
+    g = ctx.args[0].var
+    value = f"{g}[..., None]" if prim.source is None else g
+    where = f"torch.arange({start}, {stop}, {step}, device={g}.device)"
+    return [f"torch.zeros(*{value}.shape[:-1], {n}, dtype={g}.dtype, device={g}.device).index_copy(-1, {where}, {value})"]
+
+
+@COST.rule(InsertOp)
+def cost_insert(prim: InsertOp, ctx: CostContext) -> list[Tensor]:
+    """``zeros.index_copy(-1, positions, x)``: autograd keeps the int64 positions and ``x``."""
+    x = ctx.inputs[0]
+    count = sympy.Integer(1) if prim.source is None else prim.source.size
+    if x.grad:
+        ctx.save(ctx.new((Axis("positions", count),), grad=False, dtype="index"), x)
+    return [ctx.output(0)]
+
+for _cls in (InsertOp,):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

@@ -27,15 +27,24 @@ The rule for which axes are reduced is always explicit:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_type
+from ncd.ir.axes import Axis, Segment, Type, numel, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["LayerNormOp", "RMSNormOp", "BatchNormOp", "LayerNorm", "RMSNorm", "BatchNorm", "axes_segment"]
 
@@ -231,3 +240,330 @@ def BatchNorm(
 IMPORT.known(LayerNormOp, aten=("aten.layer_norm",))
 IMPORT.known(RMSNormOp, aten=("aten.rms_norm",), by="ncd.trace.convert")
 IMPORT.known(BatchNormOp, aten=("aten.batch_norm",))
+
+
+# -- derivative primitives of the family (backward diagrams) -----------------------------------
+@dataclass(frozen=True)
+class NormBackwardOp(Primitive):
+    """The transpose of layer (``norm="layer"``) or RMS (``"rms"``) normalisation over ``axes``.
+
+    ``(x, [w], g) ↦ (∂x, [g ⊙ x̂], [g])``: the statistics are recomputed from the stored input.
+    """
+
+    norm: str
+    axes: Segment
+    eps: float = 1e-5
+    affine: bool = True
+    bias: bool = True
+
+    op: ClassVar[str] = "norm_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("layer", "rms"):
+            raise ParseError(f"norm backward: the normalisation must be 'layer' or 'rms', not {self.norm!r}")
+        if self.bias and (self.norm != "layer" or not self.affine):
+            raise ParseError(f"norm backward over '{self.axes}': only an affine layer norm has a bias")
+
+    def signature(self) -> tuple[Type, Type]:
+        x = self.axes
+        dom = (x,) + ((x,) if self.affine else ()) + (x,)
+        cod = (x,) + ((x,) if self.affine else ()) + ((x,) if self.bias else ())
+        return Type(dom), Type(cod)
+
+    def label(self) -> str:
+        return ("LN" if self.norm == "layer" else "RMS") + "ᵀ"
+
+
+def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, bias: bool | None = None) -> Box:
+    """The transpose of ``LayerNorm`` (``norm="layer"``) or ``RMSNorm`` (``"rms"``) over ``axes``."""
+    seg = parse_type(axes)
+    if len(seg) != 1:
+        raise ParseError(f"norm backward: {axes!r} must be one segment")
+    return Box.make(NormBackwardOp(norm, seg[0], float(eps), bool(affine), (norm == "layer" and affine) if bias is None
+                                   else bool(bias)))
+
+
+@dataclass(frozen=True)
+class BatchNormStatsOp(Primitive):
+    """Batch normalisation that also outputs the per-channel mean and ``1/σ`` it used: ``x -> (y, μ, 1/σ)``.
+
+    Training: the batch statistics; evaluation: the running estimates.  It lowers to the same
+    ``nn.BatchNorm1d`` as ``BatchNorm`` (same parameters and buffers).
+    """
+
+    axes: Segment
+    channel: int = 0
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+
+    op: ClassVar[str] = "batchnorm_stats"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+    learned: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.channel < len(self.axes):
+            raise ParseError(f"batchnorm stats: channel position {self.channel!r} is not an axis of '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        c = Segment((self.axes.axes[self.channel],))
+        return Type((self.axes,)), Type((self.axes, c, c))
+
+    def params(self) -> dict[str, tuple[Size, ...]]:
+        c = self.axes.axes[self.channel].size
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
+    def label(self) -> str:
+        return "BN, μ, 1/σ"
+
+
+@dataclass(frozen=True)
+class BatchNormBackwardOp(Primitive):
+    """The transpose of batch normalisation: ``(x, μ, 1/σ, [w], g) ↦ (∂x, [∂w, ∂b])``.
+
+    ``training``: the statistics depend on the batch, so ``∂x = (1/σ)(ĝ − 𝔼ĝ − x̂ 𝔼[ĝ x̂])`` with the
+    means over every axis but the channel; evaluation: the map is linear, ``∂x = ĝ/σ``.
+    """
+
+    axes: Segment
+    channel: int = 0
+    affine: bool = True
+    training: bool = True
+
+    op: ClassVar[str] = "batchnorm_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.channel < len(self.axes):
+            raise ParseError(f"batchnorm backward: channel position {self.channel!r} is not an axis of '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        x, c = self.axes, Segment((self.axes.axes[self.channel],))
+        dom = (x, c, c) + ((c,) if self.affine else ()) + (x,)
+        return Type(dom), Type((x,) + ((c, c) if self.affine else ()))
+
+    def label(self) -> str:
+        return "BNᵀ"
+
+
+# -- lowering ----------------------------------------------------------------------------------
+def _shape(ctx: RuleContext, axes: object) -> str:
+    sizes = [ctx.int(a.size, f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
+    return str(sizes[0]) if len(sizes) == 1 else str(tuple(sizes))
+
+
+def _options(**pairs: tuple[object, object]) -> str:
+    """``, key=value`` for every option that differs from its default."""
+    return "".join(f", {k}={v!r}" for k, (v, default) in pairs.items() if v != default)
+
+
+@LOWERING.rule(LayerNormOp)
+def lower_layernorm(prim: LayerNormOp, ctx: RuleContext) -> list[str]:
+    options = _options(eps=(prim.eps, 1e-5), elementwise_affine=(prim.affine, True), bias=(prim.bias or not prim.affine, True))
+    module = ctx.em.attr("ln" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.LayerNorm({_shape(ctx, prim.axes)}{options})")
+    return [f"{module}({ctx.args[0].var})"]
+
+
+@LOWERING.rule(RMSNormOp)
+def lower_rmsnorm(prim: RMSNormOp, ctx: RuleContext) -> list[str]:
+    options = f", eps={prim.eps!r}" + ("" if prim.affine else ", elementwise_affine=False")
+    module = ctx.em.attr("rms" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.RMSNorm({_shape(ctx, prim.axes)}{options})")
+    return [f"{module}({ctx.args[0].var})"]
+
+
+@LOWERING.rule(BatchNormOp)
+def lower_batchnorm(prim: BatchNormOp, ctx: RuleContext) -> list[str]:
+    if ctx.woven:
+        names = ", ".join(f"{w.axis.name}={ctx.int(w.axis.size)}" for w in ctx.woven)
+        own = " ".join(prim.axes.names)
+        raise ctx.fail(
+            f"batch normalisation over '{own}' is woven over {names}, but it computes statistics across its batch"
+            f" and cannot be broadcast; name the axes among its own, e.g."
+            f" BatchNorm('{' '.join(w.axis.name for w in ctx.woven)} {own}', channel='{prim.channel_axis.name}')"
+        )
+    channels = ctx.int(prim.channel_axis.size, f"axis {prim.channel_axis.name}")
+    options = _options(
+        eps=(prim.eps, 1e-5), momentum=(prim.momentum, 0.1), affine=(prim.affine, True),
+        track_running_stats=(prim.track_running_stats, True),
+    )
+    module = ctx.em.attr("bn" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.BatchNorm1d({channels}{options})")
+    after = 1
+    for a in prim.axes.axes[prim.channel + 1 :]:
+        after *= ctx.int(a.size, f"axis {a.name}")
+    x = ctx.args[0].var
+    view = f"{x}.reshape(-1, {channels})" if prim.channel == len(prim.axes) - 1 else f"{x}.reshape(-1, {channels}, {after})"
+    return [f"{module}({view}).reshape({x}.shape)"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+def _rows(ctx: CostContext) -> sympy.Expr:
+    return ctx.inputs[0].numel / numel(ctx.prim.axes.axes)
+
+
+@COST.rule(LayerNormOp)
+def cost_layernorm(prim: LayerNormOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    rows = _rows(ctx)
+    stats = tuple(a for a in ctx.out_axes[0] if a.name not in prim.axes.names)
+    ctx.save(x, ctx.new(stats, grad=False), ctx.new(stats, grad=False))
+    n = ctx.numel()
+    ctx.other(7 * n, 10 * n)
+    _ = rows
+    return [ctx.output(0)]
+
+
+@COST.rule(RMSNormOp)
+def cost_rmsnorm(prim: RMSNormOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    stats = tuple(a for a in ctx.out_axes[0] if a.name not in prim.axes.names)
+    ctx.save(x, ctx.new(stats, grad=False))
+    if prim.affine:
+        ctx.save(ctx.new(x.axes, x.order, grad=True))
+    n = ctx.numel()
+    ctx.other(5 * n, 8 * n)
+    return [ctx.like(0, x)]
+
+
+@COST.rule(BatchNormOp)
+def cost_batchnorm(prim: BatchNormOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    viewed = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    ctx.save(viewed)
+    if ctx.walker.training:
+        channel = prim.axes.axes[prim.channel]
+        ctx.save(ctx.new((channel,), grad=False), ctx.new((channel,), grad=False))
+    n = ctx.numel()
+    ctx.other(7 * n, 10 * n)
+    return [ctx.output(0)]
+
+
+# -- backward ------------------------------------------------------------------------------
+def _norm_backward(box: Box, kind: str) -> BoxBackward:
+    prim = box.prim
+    affine = prim.affine
+    bias = kind == "layer" and affine and prim.bias
+    x = prim.axes
+    op = NormBackwardOp(kind, x, prim.eps, affine, bias)
+    stored = (("in", 0),) + ((("param", "weight"),) if affine else ())
+    grads = (("weight",) if affine else ()) + (("bias",) if bias else ())
+    return BoxBackward(stored, Box(op), grads)
+
+
+@BACKWARD.rule(LayerNormOp)
+def backward_layernorm(prim: LayerNormOp, box: Box, builder: Builder) -> BoxBackward:
+    return _norm_backward(box, "layer")
+
+
+@BACKWARD.rule(RMSNormOp)
+def backward_rmsnorm(prim: RMSNormOp, box: Box, builder: Builder) -> BoxBackward:
+    return _norm_backward(box, "rms")
+
+
+@BACKWARD.rule(BatchNormOp)
+def backward_batchnorm(prim: BatchNormOp, box: Box, builder: Builder) -> BoxBackward:
+    """The forward pass stores the input and the statistics it used (``μ``, ``1/σ``); ``BNᵀ`` is the standard
+    batch-norm backward over the reduced axes in training, and linear (``ĝ/σ``) in evaluation."""
+    forward = Box(BatchNormStatsOp(prim.axes, prim.channel, prim.eps, prim.momentum, prim.affine, prim.track_running_stats),
+                  box.label)
+    training = bool(getattr(builder, "training", True)) or not prim.track_running_stats
+    back = Box(BatchNormBackwardOp(prim.axes, prim.channel, prim.affine, training))
+    stored = (("in", 0), ("aux", 0), ("aux", 1)) + ((("param", "weight"),) if prim.affine else ())
+    return BoxBackward(stored, back, ("weight", "bias") if prim.affine else (), forward=forward, aux_like=(0, 0))
+
+
+@LOWERING.rule(NormBackwardOp)
+def lower_norm_backward(prim: NormBackwardOp, ctx: RuleContext) -> list[str]:
+    n = len(prim.axes)
+    dims = tuple(range(-n, 0))
+    em, axes = ctx.em, ctx.args[0].axes
+    x, g = ctx.args[0].var, ctx.args[-1].var
+    if prim.norm == "layer":
+        x = em.assign("centred", f"{x} - {x}.mean({dims}, keepdim=True)", axes)
+    rstd = em.assign("rstd", f"torch.rsqrt(({x} * {x}).mean({dims}, keepdim=True) + {prim.eps!r})", axes)
+    xhat = em.assign("x_hat", f"{x} * {rstd}", axes)
+    gh = em.assign("g_hat", f"{g} * {ctx.args[1].var}", axes) if prim.affine else g
+    centre = f" - {gh}.mean({dims}, keepdim=True)" if prim.norm == "layer" else ""
+    dx = f"{rstd} * ({gh}{centre} - {xhat} * ({gh} * {xhat}).mean({dims}, keepdim=True))"
+    return [dx] + ([f"{g} * {xhat}"] if prim.affine else []) + ([g] if prim.bias else [])
+
+
+def _channel_view(ctx: RuleContext, x: str, axes: Segment, channel: int) -> tuple[str, int]:
+    """``x`` viewed as ``(N, C, L)`` like batch normalisation's lowering, and ``C``."""
+    sizes = [ctx.int(a.size, f"axis {a.name}") for a in axes]
+    after = 1
+    for v in sizes[channel + 1:]:
+        after *= v
+    return f"{x}.reshape(-1, {sizes[channel]}, {after})", sizes[channel]
+
+
+@LOWERING.rule(BatchNormStatsOp)
+def lower_batchnorm_stats(prim: BatchNormStatsOp, ctx: RuleContext) -> list[str]:
+    """The same ``nn.BatchNorm1d`` as ``BatchNorm``, and the statistics it normalised with."""
+    defaults = {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
+    options = "".join(f", {k}={getattr(prim, k)!r}" for k, v in defaults.items() if getattr(prim, k) != v)
+    x = ctx.args[0].var
+    view, channels = _channel_view(ctx, x, prim.axes, prim.channel)
+    module = ctx.em.attr("bn" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.BatchNorm1d({channels}{options})")
+    flat = ctx.em.assign("x_ncl", view, ctx.args[0].axes)
+    batch = f"not {module}.track_running_stats or {module}.training"
+    mean = ctx.em.assign("mean", f"{flat}.mean((0, 2)) if {batch} else {module}.running_mean", ())
+    var = f"{flat}.var((0, 2), unbiased=False) if {batch} else {module}.running_var"
+    rstd = ctx.em.assign("rstd", f"torch.rsqrt(({var}) + {prim.eps!r})", ())
+    return [f"{module}({flat}).reshape({x}.shape)", f"{mean}.detach()", f"{rstd}.detach()"]
+
+
+@LOWERING.rule(BatchNormBackwardOp)
+def lower_batchnorm_backward(prim: BatchNormBackwardOp, ctx: RuleContext) -> list[str]:
+    x, mean, rstd = (a.var for a in ctx.args[:3])
+    g = ctx.args[-1].var
+    em = ctx.em
+    flat, _ = _channel_view(ctx, x, prim.axes, prim.channel)
+    gflat, _ = _channel_view(ctx, g, prim.axes, prim.channel)
+    gv = em.assign("g_ncl", gflat, ctx.args[-1].axes)
+    xhat = em.assign("x_hat", f"({flat} - {mean}[:, None]) * {rstd}[:, None]", ctx.args[0].axes)
+    gh = em.assign("g_hat", f"{gv} * {ctx.args[3].var}[:, None]", ctx.args[-1].axes) if prim.affine else gv
+    if prim.training:
+        dx = f"{rstd}[:, None] * ({gh} - {gh}.mean((0, 2), keepdim=True) - {xhat} * ({gh} * {xhat}).mean((0, 2), keepdim=True))"
+    else:
+        dx = f"{gh} * {rstd}[:, None]"
+    grads = [f"({gv} * {xhat}).sum((0, 2))", f"{gv}.sum((0, 2))"] if prim.affine else []
+    return [f"({dx}).reshape({g}.shape)"] + grads
+
+
+@COST.rule(NormBackwardOp)
+def cost_norm_backward(prim: NormBackwardOp, ctx: CostContext) -> list[Tensor]:
+    ctx.other(10 * ctx.numel(), sympy.Integer(0))
+    return [ctx.output(j) for j in range(len(ctx.out_axes))]
+
+
+@COST.rule(BatchNormStatsOp)
+def cost_batchnorm_stats(prim: BatchNormStatsOp, ctx: CostContext) -> list[Tensor]:
+    """As batch normalisation; the statistics are outputs (training: recomputed with ``mean``/``var``, ``rsqrt`` kept)."""
+    x = ctx.inputs[0]
+    viewed = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    channel = (prim.axes.axes[prim.channel],)
+    ctx.save(viewed)
+    training = ctx.walker.training or not prim.track_running_stats
+    if training:
+        ctx.save(ctx.new(channel, grad=False), ctx.new(channel, grad=False))
+    rstd = ctx.new(channel, grad=x.grad and training)
+    if x.grad and training:
+        ctx.save(rstd)
+    n = ctx.numel()
+    ctx.other(7 * n + 3 * x.numel, 10 * n)
+    return [ctx.output(0), ctx.new(channel, grad=False), ctx.new(channel, grad=False)]
+
+
+@COST.rule(BatchNormBackwardOp)
+def cost_batchnorm_backward(prim: BatchNormBackwardOp, ctx: CostContext) -> list[Tensor]:
+    ctx.other(12 * ctx.numel(), sympy.Integer(0))
+    return [ctx.output(j) for j in range(len(ctx.out_axes))]
+
+for _cls in (NormBackwardOp, BatchNormStatsOp, BatchNormBackwardOp,):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

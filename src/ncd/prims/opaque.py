@@ -23,15 +23,25 @@ from __future__ import annotations
 import keyword
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sympy
 
 from ncd.errors import LoweringError, NCDError, ParseError, SizeError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Identity
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text
+from ncd.prims.structure import DeleteOp, cot
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaque", "Parameter", "Constant", "View", "DTYPES",
            "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target", "check_shapes"]
@@ -370,3 +380,168 @@ def check_shapes(prim: OpaqueOp) -> None:
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(OpaqueOp, ParameterOp, ConstantOp, by="ncd.trace.convert")
 IMPORT.known(ViewOp, aten=("aten.view", "aten.reshape", "aten.unsqueeze", "aten.squeeze", "aten.flatten"))
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(OpaqueOp)
+def lower_opaque(prim: OpaqueOp, ctx: RuleContext) -> list[str]:
+    check_shapes(prim)
+    call = call_text(prim, [v.var for v in ctx.args])
+    if not prim.picks:
+        return [call]
+    result = ctx.em.fresh(prim.hint() + "_out")
+    ctx.em.line(f"{result} = {call}")
+    return [f"{result}[{k}]" for k in prim.picks]
+
+
+def _shape(ctx: RuleContext, seg: Any) -> str:
+    sizes = [str(evaluate(a.size, what=f"axis {a.name}")) for a in seg.axes]
+    return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+
+def _attr_hint(hint: str) -> str:
+    import torch.nn
+
+    return hint + "_" if hasattr(torch.nn.Module, hint) else hint
+
+
+@LOWERING.rule(ParameterOp)
+def lower_parameter(prim: ParameterOp, ctx: RuleContext) -> list[str]:
+    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Parameter(torch.zeros({_shape(ctx, prim.segment)}))")]
+
+
+@LOWERING.rule(ConstantOp)
+def lower_constant(prim: ConstantOp, ctx: RuleContext) -> list[str]:
+    shape = _shape(ctx, prim.segment)
+    if prim.dtype not in DTYPES:
+        raise LoweringError(f"constant {prim.name}: unknown dtype {prim.dtype!r}; known: {', '.join(DTYPES)}")
+    if prim.value is not None:
+        if isinstance(prim.value, bool) or not isinstance(prim.value, (int, float)):
+            raise LoweringError(f"constant {prim.name}: value {prim.value!r} is not a number")
+        value = float(prim.value)
+        text = ("float('-inf')" if value < 0 else "float('inf')") if math.isinf(value) else \
+            "float('nan')" if math.isnan(value) else repr(value)
+        if prim.dtype == "bool":
+            text = repr(bool(value))
+        elif prim.dtype.startswith(("int", "uint")):
+            text = repr(int(value))
+        return [f"torch.full({shape}, {text}, dtype=torch.{prim.dtype})"]
+    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Buffer(torch.zeros({shape}, dtype=torch.{prim.dtype}))")]
+
+
+@LOWERING.rule(ViewOp)
+def lower_view(prim: ViewOp, ctx: RuleContext) -> list[str]:
+    x = ctx.args[0].var
+    n = len(prim.source)
+    sizes = [str(evaluate(a.size, what=f"axis {a.name}")) for a in prim.target.axes]
+    if [a.size for a in prim.source.axes] == [a.size for a in prim.target.axes]:
+        return [x]  # same sizes: only the names change
+    lead = f"*{x}.shape[:{x}.dim() - {n}]" if n else f"*{x}.shape"
+    return [f"{x}.reshape({', '.join([lead] + sizes)})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(ParameterOp)
+def cost_parameter(prim: ParameterOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.parameter(ctx.out_axes[0])]
+
+
+@BACKWARD.rule(ParameterOp)
+def backward_parameter(prim: ParameterOp, box: Box, builder: Builder) -> BoxBackward:
+    """A learned tensor's cotangent is its gradient."""
+    return BoxBackward((), Identity(cot(box.cod)), ("weight",))
+
+
+@COST.rule(ConstantOp)
+def cost_constant(prim: ConstantOp, ctx: CostContext) -> list[Tensor]:
+    if prim.value is None:  # a buffer
+        t = ctx.parameter(ctx.out_axes[0])
+        return [replace(t, grad=False, dtype=_dtype(prim.dtype), dense=True)]
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype=_dtype(prim.dtype))]
+
+
+def _dtype(name: str) -> str:
+    return "bool" if name == "bool" else "index" if name.startswith(("int", "uint")) else "float"
+
+
+@BACKWARD.rule(ConstantOp)
+def backward_constant(prim: ConstantOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(DeleteOp(cot(box.cod))) if len(cot(box.cod)) else Identity(cot(box.cod)))
+
+
+@COST.rule(ViewOp)
+def cost_view(prim: ViewOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    if [a.size for a in prim.source] == [a.size for a in prim.target]:
+        names = dict(zip(prim.source.names, prim.target.names))
+        return [replace(x, axes=ctx.out_axes[0], order=tuple(names.get(n, n) for n in x.order))]
+    if x.contiguous:
+        return [replace(x, axes=ctx.out_axes[0], order=tuple(a.name for a in ctx.out_axes[0]), dense=True)]
+    return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@BACKWARD.rule(ViewOp)
+def backward_view(prim: ViewOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Box(ViewOp(prim.target, prim.source)))
+
+
+@COST.rule(OpaqueOp)
+def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
+    outs = [ctx.new(axes, grad=ctx.grad and seg.dtype == "float", dtype=seg.dtype)
+            for axes, seg in zip(ctx.out_axes, ctx.box.cod)]
+    shapes = [[a.size for a in t.axes] for t in ctx.inputs]
+    if any(getattr(s, "free_symbols", None) for shape in shapes for s in shape):
+        return outs
+    from ncd.limits import check_count
+    from ncd.prims.opaque import check_shapes
+
+    # the call runs on real tensors: they must fit the memory budget, and its results have the declared shapes
+    check_count(f"cost of {ctx.box.text()}: the bytes of its inputs", sum(8 * math.prod(int(s) for s in shape)
+                                                                        for shape in shapes), "memory")
+    check_shapes(ctx.box.prim)  # type: ignore[arg-type]
+    forward, backward, own, saved = _measure_opaque(ctx.box, [tuple(int(s) for s in shape) for shape in shapes],
+                                                    [t.dtype for t in ctx.inputs])
+    ctx.matmul(sympy.Integer(forward), sympy.Integer(backward))
+    ctx.save(*(ctx.inputs[j] for j in own))
+    for nbytes in saved:  # tensors the call made and autograd keeps: only their size is known
+        t = ctx.new((), grad=False)
+        ctx.walker.bytes[t.storage] = sympy.Integer(nbytes)
+        ctx.save(t)
+    return outs
+
+
+def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ncd.prims.opaque import call_text
+
+    xs = []
+    for shape, dtype in zip(shapes, dtypes):
+        if dtype == "float":
+            xs.append(torch.randn(shape, requires_grad=True))
+        elif dtype == "bool":
+            xs.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            xs.append(torch.zeros(shape, dtype=torch.long))
+    inputs = {f"x{j}": x for j, x in enumerate(xs)}
+    ptrs: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptrs.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    code = call_text(box.prim, list(inputs))  # type: ignore[arg-type]
+    with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = eval(code, {"torch": torch}, inputs)  # noqa: S307 - an ATen call of the diagram, with its own arguments
+    outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(o, torch.Tensor) and o.requires_grad]
+    with FlopCounterMode(display=False) as backward:
+        if outs:
+            torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+    own = {x.untyped_storage().data_ptr(): j for j, x in enumerate(xs)}
+    kept = [own[p] for p in ptrs if p in own]
+    saved = [n for p, n in ptrs.items() if p not in own and n]
+    return int(forward.get_total_flops()), int(backward.get_total_flops()), kept, saved
+
+
+BACKWARD.unsupported(OpaqueOp, "an opaque ATen call has no known derivative rule")

@@ -8,14 +8,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Identity
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["DropoutOp", "Dropout"]
 
@@ -56,3 +65,29 @@ def Dropout(p: float = 0.5, name: str | None = None) -> Box:
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.unsupported(DropoutOp, "traced in evaluation mode dropout is the identity; in training it stays an opaque call")
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(DropoutOp)
+def lower_dropout(prim: DropoutOp, ctx: RuleContext) -> list[str]:
+    module = ctx.em.attr("dropout" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.Dropout({prim.p!r})")
+    return [f"{module}({ctx.args[0].var})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(DropoutOp)
+def cost_dropout(prim: DropoutOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    if not ctx.walker.training or prim.p == 0:
+        return [x.relabel(ctx.out_axes[0])]
+    noise = ctx.new(x.axes, x.order, grad=False)
+    if x.grad:
+        ctx.save(noise)
+    n = ctx.numel()
+    ctx.other(2 * n, n if x.grad else sympy.Integer(0))
+    return [ctx.like(0, x)]
+
+
+@BACKWARD.rule(DropoutOp)
+def backward_dropout(prim: DropoutOp, box: Box, builder: Builder) -> BoxBackward:
+    return BoxBackward((), Identity(box.cod))

@@ -21,8 +21,8 @@ in ``x``: the table depends on the positions only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
@@ -30,8 +30,15 @@ from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = ["RotaryOp", "Rotary"]
 
@@ -93,3 +100,44 @@ def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: flo
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(RotaryOp, by="ncd.trace.rotary")
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(RotaryOp)
+def lower_rotary(prim: RotaryOp, ctx: RuleContext) -> list[str]:
+    """``x * cos + cat(-x₂, x₁) * sin`` on ``(..., t, k)``; the positions are read from the tensor (any length).
+
+    The transpose (``inverse``) rotates by minus the angles: ``x * cos - cat(-x₂, x₁) * sin``.
+    """
+    k = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
+    x = ctx.args[0].var
+    axes = (prim.position, prim.axis)
+    inv = f"1.0 / ({prim.base!r} ** (torch.arange(0, {k}, 2, dtype=torch.int64, device={x}.device).float() / {k}))"
+    offset = ctx.int(prim.offset, f"the position offset of {prim.axis.name}")
+    positions = f"torch.arange({x}.shape[-2], device={x}.device)" if not offset else \
+        f"torch.arange({offset}, {offset} + {x}.shape[-2], device={x}.device)"
+    freqs = ctx.em.assign("freqs", f"{positions}.float()[:, None] * ({inv})[None, :]", axes)
+    angles = ctx.em.assign("angles", f"torch.cat(({freqs}, {freqs}), dim=-1)", axes)
+    scale = "" if prim.scale == 1.0 else f" * {prim.scale!r}"
+    cos = ctx.em.assign("cos", f"({angles}.cos(){scale}).to({x}.dtype)", axes)
+    sin = ctx.em.assign("sin", f"({angles}.sin(){scale}).to({x}.dtype)", axes)
+    half = k // 2
+    sign = "-" if prim.inverse else "+"
+    return [f"{x} * {cos} {sign} torch.cat((-{x}[..., {half}:], {x}[..., :{half}]), dim=-1) * {sin}"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(RotaryOp)
+def cost_rotary(prim: RotaryOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    n = ctx.numel()
+    if x.grad:
+        ctx.save(ctx.new((prim.position, prim.axis), grad=False), ctx.new((prim.position, prim.axis), grad=False))
+    ctx.other(4 * n, 4 * n if x.grad else sympy.Integer(0))  # two products, a negation and a sum
+    return [ctx.output(0)]
+
+
+@BACKWARD.rule(RotaryOp)
+def backward_rotary(prim: RotaryOp, box: Box, builder: Builder) -> BoxBackward:
+    """``ρᵀ``: the same rotation with the angles negated (and ``ρ`` for ``ρᵀ``); the scale is its own transpose."""
+    return BoxBackward((), Box(replace(prim, inverse=not prim.inverse)))

@@ -6,13 +6,9 @@ import string
 
 from ncd.ir.size import evaluate
 from ncd.prims.derivative import (
-    EmbeddingGradOp,
     ExpandOp,
-    InsertOp,
     LinearTransposeOp,
     LinearWeightGradOp,
-    MaskBackwardOp,
-    NormBackwardOp,
 )
 from ncd.torch.rules import RuleContext, register
 
@@ -59,79 +55,9 @@ def lower_linear_weight_grad(ctx: RuleContext) -> list[str]:
     return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
 
 
-@register(NormBackwardOp)
-def lower_norm_backward(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, NormBackwardOp)
-    n = len(prim.axes)
-    dims = tuple(range(-n, 0))
-    em, axes = ctx.em, ctx.args[0].axes
-    x, g = ctx.args[0].var, ctx.args[-1].var
-    if prim.norm == "layer":
-        x = em.assign("centred", f"{x} - {x}.mean({dims}, keepdim=True)", axes)
-    rstd = em.assign("rstd", f"torch.rsqrt(({x} * {x}).mean({dims}, keepdim=True) + {prim.eps!r})", axes)
-    xhat = em.assign("x_hat", f"{x} * {rstd}", axes)
-    gh = em.assign("g_hat", f"{g} * {ctx.args[1].var}", axes) if prim.affine else g
-    centre = f" - {gh}.mean({dims}, keepdim=True)" if prim.norm == "layer" else ""
-    dx = f"{rstd} * ({gh}{centre} - {xhat} * ({gh} * {xhat}).mean({dims}, keepdim=True))"
-    return [dx] + ([f"{g} * {xhat}"] if prim.affine else []) + ([g] if prim.bias else [])
-
-
-@register(MaskBackwardOp, weave_aware=True)
-def lower_mask_backward(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, MaskBackwardOp)
-    g = ctx.args[0].var
-    if prim.query is None:
-        want, have = ctx.markers("dom", 0), ctx.markers("dom", 1)
-        index = [":" if m in have else "None" for m in want]
-        mask = ctx.args[1].var + ("" if all(i == ":" for i in index) else f"[..., {', '.join(index)}]")
-        return [f"{g}.masked_fill(~{mask}, 0.0)"]
-    rows, cols = evaluate(prim.query.size), evaluate(prim.key.size)
-    layout = ctx.markers("dom", 0)
-    first = layout.index(("own", 0))
-    shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
-    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device)"
-    blocked = f"{ones}.triu(1)" if prim.window is None else f"({ones}.triu(1) | {ones}.tril(-{evaluate(prim.window)}))"
-    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
-    view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
-    return [f"{g}.masked_fill({mask}{view}, 0.0)"]
-
-
-@register(InsertOp)
-def lower_insert(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, InsertOp)
-    n = evaluate(prim.axis.size, what=f"axis {prim.axis.name}")
-    start, stop, step = (evaluate(v, what="insert bound") for v in (prim.start, prim.stop, prim.step))
-    g = ctx.args[0].var
-    value = f"{g}[..., None]" if prim.source is None else g
-    where = f"torch.arange({start}, {stop}, {step}, device={g}.device)"
-    return [f"torch.zeros(*{value}.shape[:-1], {n}, dtype={g}.dtype, device={g}.device).index_copy(-1, {where}, {value})"]
-
-
-@register(EmbeddingGradOp)
-def lower_embedding_grad(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, EmbeddingGradOp)
-    n = len(prim.dim)
-    vocab = evaluate(prim.vocab, what="vocabulary size")
-    i, g = ctx.args[0].var, ctx.args[1].var
-    if len(prim.batch):  # Σ over the batch (and any leading dims): rows added at their indices, no one-hot
-        sizes = [evaluate(a.size, what=f"axis {a.name}") for a in prim.dim]
-        width = 1
-        for v in sizes:
-            width *= v
-        table = f"torch.zeros({vocab}, {width}, dtype={g}.dtype, device={g}.device)"
-        return [f"{table}.index_add(0, {i}.reshape(-1), {g}.reshape(-1, {width})).view({vocab}, {', '.join(map(str, sizes))})"]
-    return [f"F.one_hot({i}, {vocab}).to({g}.dtype)[..., :{', None' * n}] * {g}.unsqueeze({-n - 1})"]
-
-
 # -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
 from ncd.prims.derivative import (  # noqa: E402
     AvgPoolTransposeOp,
-    BatchNormBackwardOp,
-    BatchNormStatsOp,
     ConvWeightGradOp,
     ConvWithWeightOp,
     DiagonalOp,
@@ -233,44 +159,6 @@ def _channel_view(ctx: RuleContext, x: str, axes: object, channel: int) -> tuple
     return f"{x}.reshape(-1, {sizes[channel]}, {after})", sizes[channel]
 
 
-@register(BatchNormStatsOp)
-def lower_batchnorm_stats(ctx: RuleContext) -> list[str]:
-    """The same ``nn.BatchNorm1d`` as ``BatchNorm``, and the statistics it normalised with."""
-    prim = ctx.prim
-    assert isinstance(prim, BatchNormStatsOp)
-    defaults = {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
-    options = "".join(f", {k}={getattr(prim, k)!r}" for k, v in defaults.items() if getattr(prim, k) != v)
-    x = ctx.args[0].var
-    view, channels = _channel_view(ctx, x, prim.axes, prim.channel)
-    module = ctx.em.attr("bn" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.BatchNorm1d({channels}{options})")
-    flat = ctx.em.assign("x_ncl", view, ctx.args[0].axes)
-    batch = f"not {module}.track_running_stats or {module}.training"
-    mean = ctx.em.assign("mean", f"{flat}.mean((0, 2)) if {batch} else {module}.running_mean", ())
-    var = f"{flat}.var((0, 2), unbiased=False) if {batch} else {module}.running_var"
-    rstd = ctx.em.assign("rstd", f"torch.rsqrt(({var}) + {prim.eps!r})", ())
-    return [f"{module}({flat}).reshape({x}.shape)", f"{mean}.detach()", f"{rstd}.detach()"]
-
-
-@register(BatchNormBackwardOp)
-def lower_batchnorm_backward(ctx: RuleContext) -> list[str]:
-    prim = ctx.prim
-    assert isinstance(prim, BatchNormBackwardOp)
-    x, mean, rstd = (a.var for a in ctx.args[:3])
-    g = ctx.args[-1].var
-    em = ctx.em
-    flat, _ = _channel_view(ctx, x, prim.axes, prim.channel)
-    gflat, _ = _channel_view(ctx, g, prim.axes, prim.channel)
-    gv = em.assign("g_ncl", gflat, ctx.args[-1].axes)
-    xhat = em.assign("x_hat", f"({flat} - {mean}[:, None]) * {rstd}[:, None]", ctx.args[0].axes)
-    gh = em.assign("g_hat", f"{gv} * {ctx.args[3].var}[:, None]", ctx.args[-1].axes) if prim.affine else gv
-    if prim.training:
-        dx = f"{rstd}[:, None] * ({gh} - {gh}.mean((0, 2), keepdim=True) - {xhat} * ({gh} * {xhat}).mean((0, 2), keepdim=True))"
-    else:
-        dx = f"{gh} * {rstd}[:, None]"
-    grads = [f"({gv} * {xhat}).sum((0, 2))", f"{gv}.sum((0, 2))"] if prim.affine else []
-    return [f"({dx}).reshape({g}.shape)"] + grads
-
-
 @register(ConvWithWeightOp)
 def lower_conv_with_weight(ctx: RuleContext) -> list[str]:
     prim = ctx.prim
@@ -322,18 +210,5 @@ def lower_conv_weight_grad(ctx: RuleContext) -> list[str]:
     return [f"torch.einsum('{subs}', {wv}, {ov}).reshape(*{lead}, {', '.join(map(str, weight))})"]
 
 
-from ncd.prims.derivative import GatherTransposeOp  # noqa: E402
 
 
-@register(GatherTransposeOp)
-def lower_gather_transpose(ctx: RuleContext) -> list[str]:
-    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast)."""
-    prim = ctx.prim
-    assert isinstance(prim, GatherTransposeOp)
-    t = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
-    n = len(prim.positions.axes)
-    i, g = ctx.em.fresh("positions"), ctx.em.fresh("cotangent")
-    ctx.em.line(f"{i}, {g} = torch.broadcast_tensors({ctx.args[0].var}, {ctx.args[1].var})")
-    lead, flat = (f"{g}.shape[:-{n}]", f".flatten(-{n})") if n else (f"{g}.shape", ".unsqueeze(-1)")
-    zeros = f"torch.zeros(*{lead}, {t}, dtype={g}.dtype, device={g}.device)"
-    return [f"{zeros}.scatter_add(-1, {i}{flat}, {g}{flat})"]
