@@ -59,7 +59,8 @@ __all__ = [
 from ncd.prims.normalization import BatchNorm, LayerNorm, RMSNorm  # noqa: E402
 __all__ += ["LayerNorm", "RMSNorm", "BatchNorm"]
 # -- prims: convolution and pooling --
-from ncd.prims.convolution import AdaptiveAvgPool, AvgPool, Conv, ConvolutionTensor, ConvolutionTensorT, ConvTranspose, MaxPool  # noqa: E402
+from ncd.prims.convolution import Conv, ConvolutionTensor, ConvolutionTensorT, ConvTranspose  # noqa: E402
+from ncd.prims.pooling import AdaptiveAvgPool, AvgPool, MaxPool  # noqa: E402
 
 __all__ += ["ConvolutionTensor", "ConvolutionTensorT", "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool"]
 # -- prims: movement (bind, unbind, concat, index, slice, squeeze) --

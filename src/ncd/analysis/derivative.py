@@ -5,8 +5,6 @@ Their own backward (second derivatives) is not supported.
 
 from __future__ import annotations
 
-import sympy
-
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.linear import _einsum, markers, tagged
@@ -68,23 +66,8 @@ def cost_linear_weight_grad(ctx: CostContext) -> list[Tensor]:
     return _weighted(ctx, False)
 
 
-# -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
-from ncd.analysis.layout import numel  # noqa: E402
-from ncd.prims.derivative import (  # noqa: E402
-    AvgPoolTransposeOp,
-    ConvWeightGradOp,
-    ConvWithWeightOp,
-    DiagonalOp,
-    MaxPoolArgmaxOp,
-    MaxPoolBackwardOp,
-)
-
-
-def _product(values: object) -> sympy.Expr:
-    result = sympy.Integer(1)
-    for v in values:  # type: ignore[attr-defined]
-        result = result * v
-    return result
+# -- diagonals -------------------------------------------------------------------------------
+from ncd.prims.derivative import DiagonalOp  # noqa: E402
 
 
 @cost_rule(DiagonalOp)
@@ -102,76 +85,6 @@ def cost_diagonal(ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
-@cost_rule(MaxPoolArgmaxOp)
-def cost_maxpool_argmax(ctx: CostContext) -> list[Tensor]:
-    """As max pooling (input and int64 argmax kept), the argmax also an output."""
-    x = ctx.inputs[0]
-    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
-    index = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
-    if x.grad:
-        ctx.save(flat, index)
-    ctx.other(ctx.numel() * _product(ctx.prim.kernel), ctx.numel())
-    return [ctx.output(0), index]
-
-
-@cost_rule(MaxPoolBackwardOp)
-def cost_maxpool_backward(ctx: CostContext) -> list[Tensor]:
-    """``zeros.scatter_add(-1, i, g)``: autograd keeps the index (a gather routes the gradient back)."""
-    i, g = ctx.inputs
-    if g.grad:
-        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
-    ctx.other(g.numel, g.numel)
-    return [ctx.output(0)]
-
-
-@cost_rule(AvgPoolTransposeOp)
-def cost_avgpool_transpose(ctx: CostContext) -> list[Tensor]:
-    ctx.other(ctx.numel(), ctx.inputs[0].numel)
-    return [ctx.output(0)]
-
-
-@cost_rule(ConvWithWeightOp)
-def cost_conv_with_weight(ctx: CostContext) -> list[Tensor]:
-    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input: both operands kept, a product per gradient."""
-    prim = ctx.prim
-    x, w = ctx.inputs
-    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
-    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
-    if prim.transposed:
-        n_batch = x.numel / numel(prim.dom_axes.axes)
-        flops = 2 * n_batch * numel(prim.dom_axes.axes[1:]) * _product(prim.kernel) * c_in * (c_out / prim.groups)
-    else:
-        n_batch = ctx.numel() / numel(prim.cod_axes.axes)
-        flops = 2 * n_batch * c_out * numel(prim.cod_axes.axes[1:]) * (c_in / prim.groups) * _product(prim.kernel)
-    ctx.matmul(flops, flops * (int(x.grad) + int(w.grad)))
-    if w.grad:
-        ctx.metrics.counter_excess += flops * (prim.groups - 1)
-    if x.grad or w.grad:
-        ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))
-    return [ctx.output(0)]
-
-
-@cost_rule(ConvWeightGradOp)
-def cost_conv_weight_grad(ctx: CostContext) -> list[Tensor]:
-    """The windows (a copy when reshaped) contracted with the other operand: ``torch.einsum``'s ``bmm``."""
-    prim = ctx.prim
-    x, g = ctx.inputs
-    windowed, other = (g, x) if prim.transposed else (x, g)
-    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
-    groups = Axis("γ", prim.groups)
-    kernel = prim.weight.axes[2:]
-    positions = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
-    batch = prim.batch.axes
-    i_axis = Axis("ι", w_axes.axes[0].size / prim.groups)
-    j_axis = Axis("ȷ", o_axes.axes[0].size / prim.groups)
-    win = ctx.new(batch + (groups, i_axis) + positions + kernel, grad=windowed.grad)
-    oth = other if other.contiguous else ctx.new(other.axes, grad=other.grad)
-    oth = Tensor(oth.storage, batch + (groups, j_axis) + positions, (), oth.grad, oth.dtype)
-    result = _einsum(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
-    return [Tensor(result.storage, ctx.out_axes[0], (), result.grad)]
-
-
-SECOND_ORDER = ("expand", "linear_transpose", "linear_weight_grad", "diagonal", "maxpool_argmax", "maxpool_backward",
-                "avgpool_transpose", "conv_with_weight", "conv_weight_grad")
+SECOND_ORDER = ("expand", "linear_transpose", "linear_weight_grad", "diagonal")
 for _op in SECOND_ORDER:
     unsupported(_op, "second derivatives (the backward of a backward diagram) are not supported", backward=True)

@@ -281,9 +281,8 @@ TABLES: dict[str, RuleTable[Any, Any]] = {"lowering": LOWERING, "cost": COST, "b
                                           "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING}
 
 #: rule modules not (yet) beside their primitives, loaded after the families
-LEGACY: tuple[str, ...] = ("ncd.torch.rules.convolution", "ncd.torch.rules.derivative", "ncd.torch.rules.linear",
-                           "ncd.torch.rules.scan", "ncd.analysis.linear", "ncd.analysis.derivative",
-                           "ncd.analysis.convolution", "ncd.analysis.scan")
+LEGACY: tuple[str, ...] = ("ncd.torch.rules.linear", "ncd.torch.rules.scan", "ncd.analysis.linear", "ncd.analysis.derivative",
+                           "ncd.analysis.scan")
 
 _LOADED = False
 _LOADING = threading.RLock()

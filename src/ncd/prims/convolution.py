@@ -46,170 +46,68 @@ Transposed convolution: ``(x − 1)s − 2p + d(k−1) + output_padding + 1``, e
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Union
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_type
-from ncd.ir.diagram import Box
+from ncd.ir.axes import Axis, Segment, Type, TypeLike, numel, parse_type
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
-from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal, substitute
-from ncd.prims.linear import split_spec
+from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
+from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
+from ncd.prims.linear import EinsumOp, split_spec
+from ncd.prims.structure import route
+from ncd.prims.windows import (
+    IntOrInts,
+    Ints,
+    _arg,
+    _batched,
+    _check_sizes,
+    _check_tuples,
+    _fmt,
+    _folded,
+    _ints,
+    _is_number,
+    _options,
+    _per_axis,
+    _prod,
+    _product,
+    _sizes,
+    _spatial,
+    _subs_checked,
+    _tuple,
+    _windows,
+    transposed_size,
+    window_size,
+)
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = [
     "ConvolutionTensorOp",
     "ConvolutionTensorTOp",
     "ConvOp",
     "ConvTransposeOp",
-    "MaxPoolOp",
-    "AvgPoolOp",
-    "AdaptiveAvgPoolOp",
     "ConvolutionTensor",
     "ConvolutionTensorT",
     "Conv",
     "ConvTranspose",
-    "MaxPool",
-    "AvgPool",
-    "AdaptiveAvgPool",
     "window_size",
     "transposed_size",
 ]
 
-Ints = tuple[int, ...]
-IntOrInts = Union[int, Sequence[int]]
 
 
-# -- size arithmetic ----------------------------------------------------------------------
-def _is_number(value: Size) -> bool:
-    return not value.free_symbols
-
-
-def _whole(value: Size, what: str) -> int:
-    if not value.is_integer:
-        raise SizeError(f"{what} has size {size_text(value)}, which is not a whole number")
-    return int(value)
-
-
-def window_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, what: str = "axis") -> Size:
-    """Number of kernel windows along an axis of size ``x`` (see the module's size rule).
-
-    >>> from ncd.ir.size import size
-    >>> window_size(size("x"), 3, 2, 1, 1), window_size(size(7), 3, 2, 1, 1), window_size(size("x"), 3, 1, 0, 1)
-    (x/2, 4, x - 2)
-    """
-    e = 2 * padding - dilation * (kernel - 1) - 1
-    if _is_number(x):
-        out = (_whole(x, what) + e) // stride + 1
-        if out < 1:
-            raise SizeError(
-                f"{what} of size {size_text(x)} (padding {padding} on each side) is shorter than the kernel's span"
-                f" {dilation * (kernel - 1) + 1} (kernel {kernel}, dilation {dilation})"
-            )
-        return sympy.Integer(out)
-    if stride == 1:
-        return x + e + 1
-    return x / stride + e // stride + 1
-
-
-def transposed_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, output_padding: int = 0,
-                    what: str = "axis") -> Size:
-    """Output size of a transposed convolution: ``(x − 1)s − 2p + d(k−1) + output_padding + 1``.
-
-    >>> from ncd.ir.size import size
-    >>> transposed_size(size("x"), 4, 2, 1, 1)
-    2*x
-    """
-    out = (x - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
-    if _is_number(out) and _whole(out, what) < 1:
-        raise SizeError(f"{what} of size {size_text(x)} gives a transposed-convolution output of {size_text(out)} positions")
-    return out
-
-
-def _check_sizes(what: str, inputs: Sequence[Axis], outputs: Sequence[Axis], expected: Sequence[Size],
-                 strides: Sequence[int]) -> None:
-    """Every stored output size must equal what the size rule gives for its input axis."""
-    for a, b, want, s in zip(inputs, outputs, expected, strides):
-        if sizes_equal(b.size, want):
-            continue
-        if _is_number(b.size) and not b.size.is_integer:
-            raise _not_divisible(what, a.name, a.size, b.size, s)
-        raise SizeError(
-            f"{what}: output axis {b.name} has size {size_text(b.size)}, but input axis {a.name}={size_text(a.size)}"
-            f" gives {size_text(want)}"
-        )
-
-
-def _not_divisible(what: str, name: str, value: Size, out: Size, stride: int) -> SizeError:
-    return SizeError(
-        f"{what}: stride {stride} does not divide axis {name}={size_text(value)}: the output size, written"
-        f" symbolically before {name} was bound, would be {size_text(out)}; bind {name} before building"
-        f" the box to use PyTorch's floor rule, or choose a multiple of {stride}"
-    )
-
-
-def _subs_checked(prim: Primitive, mapping: Mapping[sympy.Symbol, sympy.Expr], inputs: Sequence[Axis],
-                  outputs: Sequence[Axis], strides: Sequence[int]) -> Primitive:
-    """``Primitive.subs`` that explains a binding breaking the symbolic size rule's divisibility."""
-    for a, b, s in zip(inputs, outputs, strides):
-        out = substitute(b.size, mapping)
-        if _is_number(out) and not out.is_integer:
-            raise _not_divisible(prim.label(), a.name, substitute(a.size, mapping), out, s)
-    return Primitive.subs(prim, mapping)
-
-
-def _per_axis(value: object, n: int, what: str, where: str, minimum: int) -> Ints:
-    if isinstance(value, bool):
-        raise ParseError(f"{where}: {what} must be a whole number or one per spatial axis, not {value!r}")
-    if isinstance(value, int):
-        values: Ints = (value,) * n
-    elif isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        values = tuple(value)
-        if len(values) != n:
-            raise ParseError(f"{where}: {what} {values} has {len(values)} entries but there are {n} spatial axes")
-    else:
-        raise ParseError(f"{where}: {what} must be a whole number or one per spatial axis, not {value!r}")
-    if any(v < minimum for v in values):
-        raise SizeError(f"{where}: {what} must be at least {minimum}, not {value!r}")
-    return values
-
-
-def _check_tuples(where: str, n: int, **tuples: Ints) -> None:
-    """Validate stored tuples (they may come from JSON, not only from the constructors)."""
-    minimum = {"kernel": 1, "stride": 1, "dilation": 1, "padding": 0, "output_padding": 0}
-    for what, values in tuples.items():
-        if not isinstance(values, tuple) or len(values) != n or not all(isinstance(v, int) for v in values):
-            raise ParseError(f"{where}: {what} must be {n} whole number(s), one per spatial axis, not {values!r}")
-        if any(v < minimum[what] for v in values):
-            raise SizeError(f"{where}: {what} must be at least {minimum[what]}, not {values}")
-
-
-def _spatial(text: TypeLike, where: str, dims: tuple[int, ...] = (1, 2, 3)) -> Segment:
-    t = as_type(text)
-    if len(t) != 1 or len(t[0]) not in dims or t[0].dtype != "float":
-        allowed = " or ".join(str(d) for d in dims)
-        raise ParseError(f"{where}: give {allowed} spatial axes as one segment, e.g. 'x y', not '{t}'")
-    if len(set(t[0].names)) != len(t[0]):
-        raise ParseError(f"{where}: spatial axes '{t}' repeat a name")
-    return t[0]
-
-
-def _fmt(values: Ints) -> str:
-    return str(values[0]) if len(set(values)) == 1 else "×".join(map(str, values))
-
-
-def _windows(axes: Segment, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, where: str) -> Segment:
-    return axes.with_axes(
-        Axis(a.name, window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}"), a.role)
-        for a, k, s, p, d in zip(axes, kernel, stride, padding, dilation)
-    )
-
-
-def _resized(axes: Segment, sizes: Sequence[Size]) -> Segment:
-    return axes.with_axes(Axis(a.name, sz, a.role) for a, sz in zip(axes, sizes))
 
 
 # -- the convolution tensor ★ and its transpose ---------------------------------------------
@@ -520,151 +418,406 @@ def ConvTranspose(spec: str, kernel: IntOrInts = 3, stride: IntOrInts = 1, paddi
                     name)
 
 
-# -- pooling ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MaxPoolOp(Primitive):
-    """Max pooling: ``★`` (padding −∞) then ``Max`` over the kernel axes, fused."""
-
-    axes: Segment
-    positions: Segment
-    kernel: Ints
-    stride: Ints
-    padding: Ints
-    dilation: Ints
-
-    op: ClassVar[str] = "maxpool"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        _check_pool(self, self.dilation)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
-        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.positions,))
-
-    def label(self) -> str:
-        return f"★{_fmt(self.kernel)}→Max"
-
-    def hint(self) -> str:
-        return "pooled"
-
-
-@dataclass(frozen=True)
-class AvgPoolOp(Primitive):
-    """Average pooling: ``★`` then the mean ``𝔼`` over the kernel axes, fused."""
-
-    axes: Segment
-    positions: Segment
-    kernel: Ints
-    stride: Ints
-    padding: Ints
-    count_include_pad: bool = True
-
-    op: ClassVar[str] = "avgpool"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        _check_pool(self, (1,) * len(self.kernel))
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
-        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.positions,))
-
-    def label(self) -> str:
-        return f"★{_fmt(self.kernel)}→𝔼"
-
-    def hint(self) -> str:
-        return "pooled"
-
-
-def _check_pool(prim: MaxPoolOp | AvgPoolOp, dilation: Ints) -> None:
-    where, n = prim.label(), len(prim.axes)
-    if n not in (1, 2, 3) or prim.positions.names != prim.axes.names:
-        raise ParseError(f"{where}: positions '{prim.positions}' must name the 1 to 3 spatial axes '{prim.axes}'")
-    _check_tuples(where, n, kernel=prim.kernel, stride=prim.stride, padding=prim.padding, dilation=dilation)
-    for a, k, p, d in zip(prim.axes, prim.kernel, prim.padding, dilation):
-        if 2 * p > d * (k - 1) + 1:
-            raise SizeError(f"{where}: padding {p} along axis {a.name} is more than half the kernel's span"
-                            f" {d * (k - 1) + 1} (kernel {k}, dilation {d})")
-    expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}")
-                for a, k, s, p, d in zip(prim.axes, prim.kernel, prim.stride, prim.padding, dilation)]
-    _check_sizes(where, prim.axes.axes, prim.positions.axes, expected, prim.stride)
-
-
-def _pool_args(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None, padding: IntOrInts, dilation: IntOrInts,
-               where: str) -> tuple[Segment, Segment, Ints, Ints, Ints, Ints]:
-    spatial = _spatial(axes, where)
-    n = len(spatial)
-    k = _per_axis(kernel, n, "kernel", where, 1)
-    s = k if stride is None else _per_axis(stride, n, "stride", where, 1)
-    p = _per_axis(padding, n, "padding", where, 0)
-    d = _per_axis(dilation, n, "dilation", where, 1)
-    return spatial, _windows(spatial, k, s, p, d, where), k, s, p, d
-
-
-def MaxPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
-            dilation: IntOrInts = 1) -> Box:
-    """Max pooling over 1 to 3 spatial axes, e.g. ``MaxPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
-    return Box.make(MaxPoolOp(*_pool_args(axes, kernel, stride, padding, dilation, "maxpool")))
-
-
-def AvgPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
-            count_include_pad: bool = True) -> Box:
-    """Average pooling over 1 to 3 spatial axes, e.g. ``AvgPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
-    spatial, positions, k, s, p, _ = _pool_args(axes, kernel, stride, padding, 1, "avgpool")
-    return Box.make(AvgPoolOp(spatial, positions, k, s, p, bool(count_include_pad)))
-
-
-@dataclass(frozen=True)
-class AdaptiveAvgPoolOp(Primitive):
-    """Adaptive average pooling to fixed output sizes (``F.adaptive_avg_pool*``'s windows)."""
-
-    axes: Segment
-    positions: Segment
-
-    op: ClassVar[str] = "adaptive_avgpool"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        if len(self.axes) not in (1, 2, 3) or self.positions.names != self.axes.names:
-            raise ParseError(f"{self.label()}: positions '{self.positions}' must name the 1 to 3 spatial axes '{self.axes}'")
-        for a in self.positions:
-            if _is_number(a.size) and (not a.size.is_integer or a.size < 1):
-                raise SizeError(f"{self.label()}: output size of axis {a.name} must be a positive whole number, not"
-                                f" {size_text(a.size)}")
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.positions,))
-
-    def label(self) -> str:
-        return "𝔼→" + " ".join(size_text(a.size) for a in self.positions)
-
-    def hint(self) -> str:
-        return "pooled"
-
-
-def AdaptiveAvgPool(axes: TypeLike, output: SizeLike | Sequence[SizeLike]) -> Box:
-    """Adaptive average pooling of 1 to 3 spatial axes to ``output`` sizes, e.g. ``AdaptiveAvgPool("x y", 1)``."""
-    where = "adaptive_avgpool"
-    spatial = _spatial(axes, where)
-    sizes = list(output) if isinstance(output, (tuple, list)) else [output] * len(spatial)
-    if len(sizes) != len(spatial):
-        raise ParseError(f"{where}: output {tuple(sizes)} has {len(sizes)} entries but there are {len(spatial)} spatial axes")
-    return Box.make(AdaptiveAvgPoolOp(spatial, _resized(spatial, [size(v) for v in sizes])))
-
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(ConvOp, ConvTransposeOp, aten=("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d",
                                           "aten.conv_transpose2d", "aten.conv_transpose3d"))
-IMPORT.known(MaxPoolOp, aten=("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d"))
-IMPORT.known(AvgPoolOp, aten=("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d"))
-IMPORT.unsupported(AdaptiveAvgPoolOp, "not recognised yet: a traced adaptive pooling becomes an opaque box")
 for _cls in (ConvolutionTensorOp, ConvolutionTensorTOp):
     IMPORT.unsupported(_cls, "the paper's convolution tensor; traced convolutions import as ConvOp")
+
+
+# -- derivative primitives of convolutions (backward diagrams) ---------------------------------
+def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int, ...], groups: Size,
+                        transposed: bool) -> Segment:
+    """The weight of a convolution ``dom -> cod`` (``transposed``: of a transposed one) as one segment, torch's layout.
+
+    Convolution: ``d c/groups κ…``; transposed convolution: ``c d/groups κ…`` (``κ1, κ2, …`` the kernel axes).
+    """
+    first, second = (dom_axes.axes[0], cod_axes.axes[0]) if transposed else (cod_axes.axes[0], dom_axes.axes[0])
+    taken = set(dom_axes.names) | set(cod_axes.names)
+    name = second.name if second.name != first.name and groups == 1 else second.name + "′"
+    kernel_axes = tuple(Axis(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken), size(k))
+                        for i, k in enumerate(kernel, 1))
+    return Segment((first, Axis(name, second.size / groups)) + kernel_axes)
+
+
+@dataclass(frozen=True)
+class _ConvolutionGeometry(Primitive):
+    """Fields and checks shared by the convolution derivatives: both sides' axes, the weight and the window."""
+
+    dom_axes: Segment
+    cod_axes: Segment
+    weight: Segment
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    what: ClassVar[str] = "convolution derivative"
+
+    def __post_init__(self) -> None:
+        n = len(self.kernel)
+        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
+            raise ParseError(f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
+                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
+
+
+@dataclass(frozen=True)
+class ConvWithWeightOp(_ConvolutionGeometry):
+    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
+
+    The transposes of learned convolutions: a convolution's input gradient is the transposed
+    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
+    convolution's is the convolution (``L`` after ``★``).
+    """
+
+    output_padding: tuple[int, ...] = ()
+    groups: Size = size(1)
+    transposed: bool = False
+    batch: Segment = Segment(())
+
+    op: ClassVar[str] = "conv_with_weight"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+    what: ClassVar[str] = "convolution with weight"
+
+    def signature(self) -> tuple[Type, Type]:
+        b = self.batch.axes
+        return Type((Segment(b + self.dom_axes.axes), self.weight)), Type((Segment(b + self.cod_axes.axes),))
+
+    def label(self) -> str:
+        return ("★ᵀ" if self.transposed else "★") + "·W"
+
+
+@dataclass(frozen=True)
+class ConvWeightGradOp(_ConvolutionGeometry):
+    """``(x, g) ↦ ∂W``: a learned convolution's weight gradient, the contraction of its windows with the cotangent.
+
+    Sums over the output positions and the leading ``batch`` axes in one einsum.
+    ``transposed``: of a transposed convolution (the windows are taken of the cotangent).
+    """
+
+    groups: Size = size(1)
+    transposed: bool = False
+    batch: Segment = Segment(())
+
+    op: ClassVar[str] = "conv_weight_grad"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "multilinear"
+    what: ClassVar[str] = "convolution weight gradient"
+
+    def signature(self) -> tuple[Type, Type]:
+        b = self.batch.axes
+        return Type((Segment(b + self.dom_axes.axes), Segment(b + self.cod_axes.axes))), Type((self.weight,))
+
+    def label(self) -> str:
+        return "∂★"
+
+
+# -- lowering ----------------------------------------------------------------------------------
+
+
+@LOWERING.rule(ConvolutionTensorOp)
+def lower_conv_tensor(prim: ConvolutionTensorOp, ctx: RuleContext) -> list[str]:
+    assert isinstance(prim, ConvolutionTensorOp) and not isinstance(prim, ConvolutionTensorTOp)
+    n = len(prim.axes)
+    expr = ctx.args[0].var
+    if any(prim.padding):
+        pads = tuple(p for p in reversed(prim.padding) for _ in (0, 1))
+        expr = f"F.pad({expr}, {pads})"
+    for k, s, d in zip(prim.kernel, prim.stride, prim.dilation):
+        expr += f".unfold({-n}, {d * (k - 1) + 1}, {s})"
+    if any(d != 1 for d in prim.dilation):
+        expr += "[..., " + ", ".join(f"::{d}" if d != 1 else ":" for d in prim.dilation) + "]"
+    return [expr]
+
+
+@LOWERING.rule(ConvolutionTensorTOp)
+def lower_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: RuleContext) -> list[str]:
+    n = len(prim.axes)
+    full, positions = _sizes(ctx, prim.axes.axes), _sizes(ctx, prim.positions.axes)
+    blocks = 1
+    for p in positions:
+        blocks *= p
+    window = 1
+    for k in prim.kernel:
+        window *= k
+
+    def two_d(values: tuple[int, ...] | list[int], pad: int) -> tuple[int, ...]:
+        return tuple(values) if n == 2 else (pad, *values)
+
+    x = ctx.args[0].var
+    options = _options(dilation=two_d(prim.dilation, 1), padding=two_d(prim.padding, 0), stride=two_d(prim.stride, 1))
+    kernel = _arg(two_d(prim.kernel, 1))
+    fold = f"F.fold({x}.reshape(-1, {blocks}, {window}).transpose(-1, -2), {two_d(full, 1)}, {kernel}{options})"
+    return [f"{fold}.view(*{x}.shape[:-{2 * n}], {', '.join(map(str, full))})"]
+
+
+@LOWERING.rule(ConvOp)
+def lower_conv(prim: ConvOp, ctx: RuleContext) -> list[str]:
+    n = prim.ndim
+    shape, out = _sizes(ctx, prim.dom_axes.axes), _sizes(ctx, prim.cod_axes.axes)
+    groups = ctx.int(prim.groups, "groups")
+    options = _options(stride=prim.stride, padding=prim.padding, dilation=prim.dilation, groups=(groups,))
+    options += "" if prim.bias else ", bias=False"
+    hint = "conv" + (f"_{ctx.box.label}" if ctx.box.label else "")
+    module = ctx.em.attr(hint, f"nn.Conv{n}d({shape[0]}, {out[0]}, {_arg(prim.kernel)}{options})")
+    return [_batched(ctx.args[0].var, shape, out, module + "({})")]
+
+
+@LOWERING.rule(ConvTransposeOp)
+def lower_conv_transpose(prim: ConvTransposeOp, ctx: RuleContext) -> list[str]:
+    n = prim.ndim
+    shape, out = _sizes(ctx, prim.dom_axes.axes), _sizes(ctx, prim.cod_axes.axes)
+    groups = ctx.int(prim.groups, "groups")
+    options = _options(stride=prim.stride, padding=prim.padding, output_padding=prim.output_padding, groups=(groups,),
+                       dilation=prim.dilation)
+    options += "" if prim.bias else ", bias=False"
+    hint = "conv_t" + (f"_{ctx.box.label}" if ctx.box.label else "")
+    module = ctx.em.attr(hint, f"nn.ConvTranspose{n}d({shape[0]}, {out[0]}, {_arg(prim.kernel)}{options})")
+    return [_batched(ctx.args[0].var, shape, out, module + "({})")]
+
+
+@LOWERING.rule(ConvWithWeightOp)
+def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[str]:
+    n = len(prim.kernel)
+    shape, out = _ints(ctx, prim.dom_axes), _ints(ctx, prim.cod_axes)
+    groups = ctx.int(prim.groups, "groups")
+    x, w = ctx.args[0].var, ctx.args[1].var
+    arg = f"{x}.reshape(-1, {', '.join(map(str, shape))})"
+    if prim.transposed:
+        call = (f"F.conv_transpose{n}d({arg}, {w}, None, {_tuple(prim.stride)}, {_tuple(prim.padding)},"
+                f" {_tuple(prim.output_padding)}, {groups}, {_tuple(prim.dilation)})")
+    else:
+        call = f"F.conv{n}d({arg}, {w}, None, {_tuple(prim.stride)}, {_tuple(prim.padding)}, {_tuple(prim.dilation)}, {groups})"
+    return [f"{call}.view(*{x}.shape[:-{n + 1}], {', '.join(map(str, out))})"]
+
+
+@LOWERING.rule(ConvWeightGradOp)
+def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[str]:
+    """Windows (``★``: pad, unfold, dilate) contracted with the other operand over positions and batch: one einsum."""
+    n, nb = len(prim.kernel), len(prim.batch)
+    groups = ctx.int(prim.groups, "groups")
+    x, g = ctx.args[0].var, ctx.args[1].var
+    windowed, other = (g, x) if prim.transposed else (x, g)
+    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
+    w_sizes, o_sizes = _ints(ctx, w_axes), _ints(ctx, o_axes)
+    bsizes = _ints(ctx, prim.batch)
+    lead = f"{x}.shape[:-{nb + n + 1}]"
+    expr = f"{windowed}.reshape(-1, {', '.join(map(str, [*bsizes, *w_sizes]))})"
+    if any(prim.padding):
+        expr = f"F.pad({expr}, {tuple(p for p in reversed(prim.padding) for _ in (0, 1))})"
+    for k, s, d in zip(prim.kernel, prim.stride, prim.dilation):
+        expr += f".unfold({-n}, {d * (k - 1) + 1}, {s})"
+    positions = o_sizes[1:]
+    expr += "[..., " + ", ".join(f":{p}" for p in positions) + ", " + ", ".join(f"::{d}" for d in prim.dilation) + "]"
+    win = ctx.em.assign("windows", expr, ())
+    letters = iter(string.ascii_letters)
+    L, G, Ii, J = (next(letters) for _ in range(4))
+    B = "".join(next(letters) for _ in range(nb))
+    P = "".join(next(letters) for _ in range(n))
+    K = "".join(next(letters) for _ in range(n))
+    cw, co = w_sizes[0] // groups, o_sizes[0] // groups
+    wv = f"{win}.reshape(-1, {', '.join(map(str, [*bsizes, groups, cw, *positions, *prim.kernel]))})"
+    ov = f"{other}.reshape(-1, {', '.join(map(str, [*bsizes, groups, co, *positions]))})"
+    subs = f"{L}{B}{G}{Ii}{P}{K},{L}{B}{G}{J}{P}->{L}{G}{J}{Ii}{K}"
+    weight = _ints(ctx, prim.weight)
+    return [f"torch.einsum('{subs}', {wv}, {ov}).reshape(*{lead}, {', '.join(map(str, weight))})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+
+
+@COST.rule(ConvOp)
+def cost_conv(prim: ConvOp, ctx: CostContext) -> list[Tensor]:
+    x = _folded(ctx)
+    out = ctx.out_axes[0]
+    n_batch = numel(out) / numel(prim.cod_axes.axes)
+    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
+    spatial = numel(prim.cod_axes.axes[1:])
+    flops = 2 * n_batch * c_out * spatial * (c_in / prim.groups) * _prod(prim.kernel)
+    ctx.matmul(flops, flops * (1 + int(x.grad)))
+    ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    ctx.save(x)
+    if prim.bias:
+        ctx.other(numel(out), numel(out))
+    return [ctx.output(0)]
+
+
+@COST.rule(ConvTransposeOp)
+def cost_conv_transpose(prim: ConvTransposeOp, ctx: CostContext) -> list[Tensor]:
+    x = _folded(ctx)
+    n_batch = ctx.inputs[0].numel / numel(prim.dom_axes.axes)
+    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
+    spatial = numel(prim.dom_axes.axes[1:])
+    flops = 2 * n_batch * spatial * _prod(prim.kernel) * c_in * (c_out / prim.groups)
+    ctx.matmul(flops, flops * (1 + int(x.grad)))
+    ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    ctx.save(x)
+    if prim.bias:
+        ctx.other(ctx.numel(), ctx.numel())
+    return [ctx.output(0)]
+
+
+@COST.rule(ConvolutionTensorOp)
+def cost_conv_tensor(prim: ConvolutionTensorOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    if any(prim.padding):
+        x = ctx.new(x.axes, grad=x.grad)  # F.pad writes a new tensor
+    return [replace(x, axes=ctx.out_axes[0], order=(), dense=False)]
+
+
+@COST.rule(ConvolutionTensorTOp)
+def cost_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: CostContext) -> list[Tensor]:
+    x = ctx.inputs[0]
+    if not x.contiguous:
+        ctx.new(x.axes, grad=x.grad)
+    ctx.other(x.numel, sympy.Integer(0))
+    return [ctx.output(0)]
+
+
+# -- backward ------------------------------------------------------------------------------
+def _swap(prim: ConvolutionTensorOp, cls: type) -> Box:
+    return Box(cls(prim.axes, prim.positions, prim.kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation))
+
+
+@BACKWARD.rule(ConvolutionTensorOp)
+def backward_conv_tensor(prim: ConvolutionTensorOp, box: Box, builder: object) -> BoxBackward:
+    """``★`` is linear: its transpose is ``★ᵀ`` (fold: overlapping windows summed)."""
+    return BoxBackward((), _swap(prim, ConvolutionTensorTOp))
+
+
+@BACKWARD.rule(ConvolutionTensorTOp)
+def backward_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box, builder: object) -> BoxBackward:
+    return BoxBackward((), _swap(prim, ConvolutionTensorOp))
+
+
+def _woven(box: Box, axes: tuple, dom_pos: tuple, cod_pos: tuple) -> Diagram:
+    """``box`` woven over ``axes`` (outermost first), each at the same positions."""
+    result: Diagram = box
+    for axis in reversed(axes):
+        result = Weave(result, axis, dom_pos, cod_pos)
+    return result
+
+
+def _decomposed(box: Box) -> BoxBackward:
+    """The paper's decomposition: a learned convolution is ``★`` then ``L₊`` over (channels, kernel).
+
+    ``∂x = ★ᵀ(Lᵀ g)``, ``∂W = Σ_positions ∂L(★x, g)``, ``∂b = Σ_positions g`` (``groups=1``, 1 or 2 spatial axes).
+    """
+    prim = box.prim
+    channel, spatial = prim.dom_axes.axes[0], Segment(prim.dom_axes.axes[1:])
+    out_channel, positions = prim.cod_axes.axes[0], Segment(prim.cod_axes.axes[1:])
+    taken = set(prim.dom_axes.names) | set(prim.cod_axes.names)
+    kernel_names = tuple(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken) for i in range(1, len(spatial) + 1))
+    star = ConvolutionTensorOp(spatial, positions, kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation)
+    star_t = ConvolutionTensorTOp(spatial, positions, kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation)
+    window = Segment((channel,) + star.kernel_axes())  # what L maps from, at each position
+    cod = Segment((out_channel,))
+    n = len(positions)
+    windows = Weave(Box(star), channel, (0,), (0,))  # c x y -> c x′ y′ κ1 κ2
+    weight = _woven(Box(LinearWeightGradOp(window, cod)), positions.axes, (1, 1), (0,))
+    weight_sum = Box(EinsumOp(Type((weight.cod[0],)), Segment(weight.cod[0].axes[n:])))
+    d_weight = Seq.of(Par.of(windows, Identity(Type((prim.cod_axes,)))), weight, weight_sum)
+    d_input = Seq.of(_woven(Box(LinearTransposeOp(window, cod)), positions.axes, (1, None), (1,)),
+                     Weave(Box(star_t), channel, (0,), (0,)))
+    parts = [d_input, d_weight]
+    picks = [2, 1, 0, 2]
+    if prim.bias:
+        parts.append(Box(EinsumOp(Type((prim.cod_axes,)), cod)))
+        picks.append(2)
+    segments = [prim.dom_axes, d_input.dom[1], prim.cod_axes]
+    grads = ("weight", "bias") if prim.bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
+
+
+def _with_weight(box: Box, batch: tuple) -> BoxBackward:
+    """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes).
+
+    ``∂x``: the transposed convolution of ``g`` with the same weight (for a transposed
+    convolution: the convolution — the transpose of ``★ᵀ`` is ``★``); ``∂W``: the windows
+    contracted with the other operand over positions and the leading ``batch`` in one einsum
+    (``∂★``); ``∂b = Σ g``.
+    """
+    prim = box.prim
+    transposed = isinstance(prim, ConvTransposeOp)
+    dom, cod = prim.dom_axes, prim.cod_axes
+    weight = conv_weight_segment(dom, cod, prim.kernel, prim.groups, transposed)
+    if transposed:
+        output_padding: tuple[int, ...] = ()
+    else:
+        output_padding = tuple(int(a.size - transposed_size(b.size, k, s, p, d)) if not (a.size - transposed_size(
+            b.size, k, s, p, d)).free_symbols else 0 for a, b, k, s, p, d in
+            zip(dom.axes[1:], cod.axes[1:], prim.kernel, prim.stride, prim.padding, prim.dilation))
+    d_input = Box(ConvWithWeightOp(cod, dom, weight, prim.kernel, prim.stride, prim.padding, prim.dilation,
+                                   output_padding, prim.groups, not transposed, Segment(batch)))
+    d_weight = Box(ConvWeightGradOp(dom, cod, weight, prim.kernel, prim.stride, prim.padding, prim.dilation, prim.groups,
+                                    transposed, Segment(batch)))
+    xb, gb = Segment(tuple(batch) + dom.axes), Segment(tuple(batch) + cod.axes)
+    parts = [d_input, d_weight]
+    picks = [2, 1, 0, 2]
+    if prim.bias:
+        parts.append(Box(EinsumOp(Type((gb,)), Segment((cod.axes[0],)))))
+        picks.append(2)
+    grads = ("weight", "bias") if prim.bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, weight, gb], picks), Par.of(*parts)), grads)
+
+
+@BACKWARD.rule(ConvOp)
+@BATCHED_BACKWARD.rule(ConvOp)
+def backward_conv(prim: ConvOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """Ungrouped 1-d/2-d: through ``★`` (the paper's decomposition); otherwise, or woven over leading axes, ``_with_weight``."""
+    if prim.groups == 1 and len(prim.kernel) in (1, 2) and not batch:
+        return _decomposed(box)
+    return _with_weight(box, batch)
+
+
+@BACKWARD.rule(ConvTransposeOp)
+@BATCHED_BACKWARD.rule(ConvTransposeOp)
+def backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    return _with_weight(box, batch)
+
+
+@COST.rule(ConvWithWeightOp)
+def cost_conv_with_weight(prim: ConvWithWeightOp, ctx: CostContext) -> list[Tensor]:
+    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input: both operands kept, a product per gradient."""
+    x, w = ctx.inputs
+    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
+    if prim.transposed:
+        n_batch = x.numel / numel(prim.dom_axes.axes)
+        flops = 2 * n_batch * numel(prim.dom_axes.axes[1:]) * _product(prim.kernel) * c_in * (c_out / prim.groups)
+    else:
+        n_batch = ctx.numel() / numel(prim.cod_axes.axes)
+        flops = 2 * n_batch * c_out * numel(prim.cod_axes.axes[1:]) * (c_in / prim.groups) * _product(prim.kernel)
+    ctx.matmul(flops, flops * (int(x.grad) + int(w.grad)))
+    if w.grad:
+        ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    if x.grad or w.grad:
+        ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))
+    return [ctx.output(0)]
+
+
+@COST.rule(ConvWeightGradOp)
+def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tensor]:
+    """The windows (a copy when reshaped) contracted with the other operand: ``torch.einsum``'s ``bmm``."""
+    x, g = ctx.inputs
+    windowed, other = (g, x) if prim.transposed else (x, g)
+    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
+    groups = Axis("γ", prim.groups)
+    kernel = prim.weight.axes[2:]
+    positions = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
+    batch = prim.batch.axes
+    i_axis = Axis("ι", w_axes.axes[0].size / prim.groups)
+    j_axis = Axis("ȷ", o_axes.axes[0].size / prim.groups)
+    win = ctx.new(batch + (groups, i_axis) + positions + kernel, grad=windowed.grad)
+    oth = other if other.contiguous else ctx.new(other.axes, grad=other.grad)
+    oth = replace(oth, axes=batch + (groups, j_axis) + positions, order=(), dense=True)
+    from ncd.analysis.linear import _einsum  # the contraction's costs as torch.einsum runs it (the linear family's)
+
+    result = _einsum(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
+    return [replace(result, axes=ctx.out_axes[0], order=(), dtype="float", dense=True)]
+
+for _cls in (ConvWithWeightOp, ConvWeightGradOp):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

@@ -14,23 +14,28 @@ lower like any box, so a backward diagram runs as a module.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_type
+from ncd.ir.axes import Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT, NOT_TRACED
-from ncd.ir.size import Size, size
+from ncd.ir.rules import IMPORT, LOWERING, NOT_TRACED
+from ncd.ir.size import evaluate
+
+if TYPE_CHECKING:
+    from ncd.torch.rules import RuleContext
+
 
 __all__ = [
     "ExpandOp", "LinearTransposeOp",
     "LinearWeightGradOp", "Expand",
     "LinearTranspose", "LinearWeightGrad",
-    "DiagonalOp", "Diagonal", "MaxPoolArgmaxOp", "MaxPoolBackwardOp", "AvgPoolTransposeOp",
-    "ConvWithWeightOp", "ConvWeightGradOp", "conv_weight_segment",
+    "DiagonalOp", "Diagonal",
+   
    
 ]
 
@@ -176,186 +181,6 @@ class DiagonalOp(Primitive):
         return "Δ"
 
 
-def _window_fields(axes: Segment, positions: Segment) -> None:
-    if len(axes) not in (1, 2, 3) or positions.names != axes.names:
-        raise ParseError(f"pooling transpose: positions '{positions}' must name the 1 to 3 spatial axes '{axes}'")
-
-
-def _plane(axes: Segment) -> Size:
-    result: Size = size(1)
-    for a in axes:
-        result = result * a.size
-    return result
-
-
-@dataclass(frozen=True)
-class MaxPoolArgmaxOp(Primitive):
-    """Max pooling that also outputs where each maximum was (flat index into the spatial axes): ``x -> (y, i)``."""
-
-    axes: Segment
-    positions: Segment
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-
-    op: ClassVar[str] = "maxpool_argmax"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        _window_fields(self.axes, self.positions)
-
-    def signature(self) -> tuple[Type, Type]:
-        index = Segment(self.positions.axes, "index", _plane(self.axes))
-        return Type((self.axes,)), Type((self.positions, index))
-
-    def label(self) -> str:
-        return "★→Max, argmax"
-
-
-@dataclass(frozen=True)
-class MaxPoolBackwardOp(Primitive):
-    """``(i, g) ↦ ∂x``: each cotangent routed to the stored argmax ``i`` of its window (sums where windows overlap)."""
-
-    axes: Segment
-    positions: Segment
-
-    op: ClassVar[str] = "maxpool_backward"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        _window_fields(self.axes, self.positions)
-
-    def signature(self) -> tuple[Type, Type]:
-        index = Segment(self.positions.axes, "index", _plane(self.axes))
-        return Type((index, self.positions)), Type((self.axes,))
-
-    def label(self) -> str:
-        return "Maxᵀ"
-
-
-@dataclass(frozen=True)
-class AvgPoolTransposeOp(Primitive):
-    """The transpose of average pooling (``adaptive``: of ``F.adaptive_avg_pool``): ``𝔼ᵀ`` then ``★ᵀ``.
-
-    Each cotangent is spread evenly over its window (divided by the window's count) and
-    overlapping windows are summed.
-    """
-
-    axes: Segment
-    positions: Segment
-    kernel: tuple[int, ...] = ()
-    stride: tuple[int, ...] = ()
-    padding: tuple[int, ...] = ()
-    count_include_pad: bool = True
-    adaptive: bool = False
-
-    op: ClassVar[str] = "avgpool_transpose"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        _window_fields(self.axes, self.positions)
-        n = 0 if self.adaptive else len(self.axes)
-        if any(len(v) != n for v in (self.kernel, self.stride, self.padding)):
-            raise ParseError(f"pooling transpose over '{self.axes}': kernel, stride and padding need {n} entries each")
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.positions,)), Type((self.axes,))
-
-    def label(self) -> str:
-        return "𝔼ᵀ★ᵀ"
-
-
-def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int, ...], groups: Size,
-                        transposed: bool) -> Segment:
-    """The weight of a convolution ``dom -> cod`` (``transposed``: of a transposed one) as one segment, torch's layout.
-
-    Convolution: ``d c/groups κ…``; transposed convolution: ``c d/groups κ…`` (``κ1, κ2, …`` the kernel axes).
-    """
-    first, second = (dom_axes.axes[0], cod_axes.axes[0]) if transposed else (cod_axes.axes[0], dom_axes.axes[0])
-    taken = set(dom_axes.names) | set(cod_axes.names)
-    name = second.name if second.name != first.name and groups == 1 else second.name + "′"
-    kernel_axes = tuple(Axis(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken), size(k))
-                        for i, k in enumerate(kernel, 1))
-    return Segment((first, Axis(name, second.size / groups)) + kernel_axes)
-
-
-@dataclass(frozen=True)
-class _ConvolutionGeometry(Primitive):
-    """Fields and checks shared by the convolution derivatives: both sides' axes, the weight and the window."""
-
-    dom_axes: Segment
-    cod_axes: Segment
-    weight: Segment
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-
-    what: ClassVar[str] = "convolution derivative"
-
-    def __post_init__(self) -> None:
-        n = len(self.kernel)
-        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
-            raise ParseError(f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
-                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
-
-
-@dataclass(frozen=True)
-class ConvWithWeightOp(_ConvolutionGeometry):
-    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
-
-    The transposes of learned convolutions: a convolution's input gradient is the transposed
-    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
-    convolution's is the convolution (``L`` after ``★``).
-    """
-
-    output_padding: tuple[int, ...] = ()
-    groups: Size = size(1)
-    transposed: bool = False
-    batch: Segment = Segment(())
-
-    op: ClassVar[str] = "conv_with_weight"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "multilinear"
-    what: ClassVar[str] = "convolution with weight"
-
-    def signature(self) -> tuple[Type, Type]:
-        b = self.batch.axes
-        return Type((Segment(b + self.dom_axes.axes), self.weight)), Type((Segment(b + self.cod_axes.axes),))
-
-    def label(self) -> str:
-        return ("★ᵀ" if self.transposed else "★") + "·W"
-
-
-@dataclass(frozen=True)
-class ConvWeightGradOp(_ConvolutionGeometry):
-    """``(x, g) ↦ ∂W``: a learned convolution's weight gradient, the contraction of its windows with the cotangent.
-
-    Sums over the output positions and the leading ``batch`` axes in one einsum.
-    ``transposed``: of a transposed convolution (the windows are taken of the cotangent).
-    """
-
-    groups: Size = size(1)
-    transposed: bool = False
-    batch: Segment = Segment(())
-
-    op: ClassVar[str] = "conv_weight_grad"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "multilinear"
-    what: ClassVar[str] = "convolution weight gradient"
-
-    def signature(self) -> tuple[Type, Type]:
-        b = self.batch.axes
-        return Type((Segment(b + self.dom_axes.axes), Segment(b + self.cod_axes.axes))), Type((self.weight,))
-
-    def label(self) -> str:
-        return "∂★"
-
-
 def Diagonal(source: str, target: str) -> Box:
     """Place ``source`` on the diagonal of ``target``, e.g. ``Diagonal("a", "a a")`` (the transpose of ``Einsum("a a -> a")``)."""
     src, dst = parse_type(source), parse_type(target)
@@ -366,7 +191,65 @@ def Diagonal(source: str, target: str) -> Box:
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
-for _cls in (ExpandOp, LinearTransposeOp, LinearWeightGradOp,
-             DiagonalOp, MaxPoolArgmaxOp, MaxPoolBackwardOp, AvgPoolTransposeOp,
-             ConvWithWeightOp, ConvWeightGradOp):
+for _cls in (ExpandOp, LinearTransposeOp, LinearWeightGradOp, DiagonalOp):
     IMPORT.unsupported(_cls, NOT_TRACED)
+
+
+# -- lowering ----------------------------------------------------------------------------------
+@LOWERING.rule(ExpandOp)
+def lower_expand(prim: ExpandOp, ctx: RuleContext) -> list[str]:
+    x = ctx.args[0].var
+    src, dst = list(prim.source.names), list(prim.target.names)
+    present = [n for n in dst if n in src]
+    k = len(src)
+    if present != src:
+        x = f"torch.movedim({x}, {tuple(range(-k, 0))}, {tuple(present.index(n) - k for n in src)})"
+    index = ", ".join(":" if n in src else "None" for n in dst)
+    sizes = ", ".join(str(evaluate(a.size, what=f"axis {a.name}")) for a in prim.target)
+    batch = f"{ctx.args[0].var}.shape[:-{k}]" if k else f"{x}.shape"
+    return [f"{x}[..., {index}].expand(*{batch}, {sizes})"]
+
+
+def _positional(n: int, skip: str = "") -> list[str]:
+    pool = [c for c in string.ascii_letters if c not in skip]
+    return pool[:n]
+
+
+@LOWERING.rule(LinearTransposeOp)
+def lower_linear_transpose(prim: LinearTransposeOp, ctx: RuleContext) -> list[str]:
+    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes))
+    out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
+    subs = ctx.subscripts([out, out + inp], inp)
+    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+
+
+@LOWERING.rule(LinearWeightGradOp)
+def lower_linear_weight_grad(prim: LinearWeightGradOp, ctx: RuleContext) -> list[str]:
+    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes) + len(prim.batch))
+    out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):len(prim.cod_axes) + len(prim.dom_axes)]
+    batch = letters[len(prim.cod_axes) + len(prim.dom_axes):]
+    subs = ctx.subscripts([batch + inp, batch + out], out + inp)
+    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+
+
+# -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
+
+
+@LOWERING.rule(DiagonalOp)
+def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[str]:
+    """``einsum`` of the source with one identity matrix (a cup) per repeated axis."""
+    letters = dict(zip(prim.source.names, string.ascii_letters))
+    spare = iter(c for c in string.ascii_letters[len(letters):])
+    x = ctx.args[0].var
+    out, eyes, seen = "", [], set()
+    for a in prim.target:
+        if a.name in seen:
+            fresh = next(spare)
+            out += fresh
+            eyes.append((letters[a.name] + fresh, ctx.int(a.size, f"axis {a.name}")))
+        else:
+            seen.add(a.name)
+            out += letters[a.name]
+    subs = ",".join(["..." + "".join(letters.values())] + [e for e, _ in eyes]) + "->..." + out
+    mats = "".join(f", torch.eye({n}, dtype={x}.dtype, device={x}.device)" for _, n in eyes)
+    return [f"torch.einsum('{subs}', {x}{mats})"]

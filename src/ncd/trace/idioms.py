@@ -744,7 +744,7 @@ def select(conv: Converter, node: Node) -> None:
 
 @rule("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
 def pool(conv: Converter, node: Node) -> None:
-    from ncd.prims.convolution import AvgPoolOp, MaxPoolOp
+    from ncd.prims.pooling import AvgPoolOp, MaxPoolOp
 
     x, kernel = node.args[:2]
     name = node.target.name()

@@ -1,0 +1,472 @@
+"""Pooling: maximum, average and adaptive average over windows of spatial axes, and their backward boxes.
+
+>>> import ncd
+>>> str((ncd.Identity.of("b c x y") >> ncd.MaxPool("x y", 2)).cod)
+'b c x:x/2 y:y/2'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
+
+from ncd.errors import ParseError, SizeError
+from ncd.ir.axes import Segment, Type, TypeLike
+from ncd.ir.diagram import Box, Diagram, Seq
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.prims.convolution import ConvolutionTensorTOp
+from ncd.prims.derivative import ExpandOp
+from ncd.prims.elementwise import ScaleOp
+from ncd.prims.structure import woven_scalar
+from ncd.prims.windows import (
+    IntOrInts,
+    Ints,
+    _arg,
+    _batched,
+    _check_sizes,
+    _check_tuples,
+    _fmt,
+    _folded,
+    _ints,
+    _is_number,
+    _options,
+    _per_axis,
+    _prod,
+    _product,
+    _resized,
+    _sizes,
+    _spatial,
+    _subs_checked,
+    _tuple,
+    _windows,
+    window_size,
+)
+
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
+__all__ = ["MaxPoolOp", "AvgPoolOp", "AdaptiveAvgPoolOp", "MaxPool", "AvgPool", "AdaptiveAvgPool", "MaxPoolArgmaxOp",
+           "MaxPoolBackwardOp", "AvgPoolTransposeOp"]
+
+
+@dataclass(frozen=True)
+class MaxPoolOp(Primitive):
+    """Max pooling: ``★`` (padding −∞) then ``Max`` over the kernel axes, fused."""
+
+    axes: Segment
+    positions: Segment
+    kernel: Ints
+    stride: Ints
+    padding: Ints
+    dilation: Ints
+
+    op: ClassVar[str] = "maxpool"
+    family: ClassVar[str] = "convolution"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        _check_pool(self, self.dilation)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
+        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.positions,))
+
+    def label(self) -> str:
+        return f"★{_fmt(self.kernel)}→Max"
+
+    def hint(self) -> str:
+        return "pooled"
+
+
+@dataclass(frozen=True)
+class AvgPoolOp(Primitive):
+    """Average pooling: ``★`` then the mean ``𝔼`` over the kernel axes, fused."""
+
+    axes: Segment
+    positions: Segment
+    kernel: Ints
+    stride: Ints
+    padding: Ints
+    count_include_pad: bool = True
+
+    op: ClassVar[str] = "avgpool"
+    family: ClassVar[str] = "convolution"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        _check_pool(self, (1,) * len(self.kernel))
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
+        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.positions,))
+
+    def label(self) -> str:
+        return f"★{_fmt(self.kernel)}→𝔼"
+
+    def hint(self) -> str:
+        return "pooled"
+
+
+def _check_pool(prim: MaxPoolOp | AvgPoolOp, dilation: Ints) -> None:
+    where, n = prim.label(), len(prim.axes)
+    if n not in (1, 2, 3) or prim.positions.names != prim.axes.names:
+        raise ParseError(f"{where}: positions '{prim.positions}' must name the 1 to 3 spatial axes '{prim.axes}'")
+    _check_tuples(where, n, kernel=prim.kernel, stride=prim.stride, padding=prim.padding, dilation=dilation)
+    for a, k, p, d in zip(prim.axes, prim.kernel, prim.padding, dilation):
+        if 2 * p > d * (k - 1) + 1:
+            raise SizeError(f"{where}: padding {p} along axis {a.name} is more than half the kernel's span"
+                            f" {d * (k - 1) + 1} (kernel {k}, dilation {d})")
+    expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}")
+                for a, k, s, p, d in zip(prim.axes, prim.kernel, prim.stride, prim.padding, dilation)]
+    _check_sizes(where, prim.axes.axes, prim.positions.axes, expected, prim.stride)
+
+
+def _pool_args(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None, padding: IntOrInts, dilation: IntOrInts,
+               where: str) -> tuple[Segment, Segment, Ints, Ints, Ints, Ints]:
+    spatial = _spatial(axes, where)
+    n = len(spatial)
+    k = _per_axis(kernel, n, "kernel", where, 1)
+    s = k if stride is None else _per_axis(stride, n, "stride", where, 1)
+    p = _per_axis(padding, n, "padding", where, 0)
+    d = _per_axis(dilation, n, "dilation", where, 1)
+    return spatial, _windows(spatial, k, s, p, d, where), k, s, p, d
+
+
+def MaxPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
+            dilation: IntOrInts = 1) -> Box:
+    """Max pooling over 1 to 3 spatial axes, e.g. ``MaxPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
+    return Box.make(MaxPoolOp(*_pool_args(axes, kernel, stride, padding, dilation, "maxpool")))
+
+
+def AvgPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
+            count_include_pad: bool = True) -> Box:
+    """Average pooling over 1 to 3 spatial axes, e.g. ``AvgPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
+    spatial, positions, k, s, p, _ = _pool_args(axes, kernel, stride, padding, 1, "avgpool")
+    return Box.make(AvgPoolOp(spatial, positions, k, s, p, bool(count_include_pad)))
+
+
+@dataclass(frozen=True)
+class AdaptiveAvgPoolOp(Primitive):
+    """Adaptive average pooling to fixed output sizes (``F.adaptive_avg_pool*``'s windows)."""
+
+    axes: Segment
+    positions: Segment
+
+    op: ClassVar[str] = "adaptive_avgpool"
+    family: ClassVar[str] = "convolution"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        if len(self.axes) not in (1, 2, 3) or self.positions.names != self.axes.names:
+            raise ParseError(f"{self.label()}: positions '{self.positions}' must name the 1 to 3 spatial axes '{self.axes}'")
+        for a in self.positions:
+            if _is_number(a.size) and (not a.size.is_integer or a.size < 1):
+                raise SizeError(f"{self.label()}: output size of axis {a.name} must be a positive whole number, not"
+                                f" {size_text(a.size)}")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.positions,))
+
+    def label(self) -> str:
+        return "𝔼→" + " ".join(size_text(a.size) for a in self.positions)
+
+    def hint(self) -> str:
+        return "pooled"
+
+
+def AdaptiveAvgPool(axes: TypeLike, output: SizeLike | Sequence[SizeLike]) -> Box:
+    """Adaptive average pooling of 1 to 3 spatial axes to ``output`` sizes, e.g. ``AdaptiveAvgPool("x y", 1)``."""
+    where = "adaptive_avgpool"
+    spatial = _spatial(axes, where)
+    sizes = list(output) if isinstance(output, (tuple, list)) else [output] * len(spatial)
+    if len(sizes) != len(spatial):
+        raise ParseError(f"{where}: output {tuple(sizes)} has {len(sizes)} entries but there are {len(spatial)} spatial axes")
+    return Box.make(AdaptiveAvgPoolOp(spatial, _resized(spatial, [size(v) for v in sizes])))
+
+
+# -- derivative primitives of pooling (backward diagrams) --------------------------------------
+def _window_fields(axes: Segment, positions: Segment) -> None:
+    if len(axes) not in (1, 2, 3) or positions.names != axes.names:
+        raise ParseError(f"pooling transpose: positions '{positions}' must name the 1 to 3 spatial axes '{axes}'")
+
+
+def _plane(axes: Segment) -> Size:
+    result: Size = size(1)
+    for a in axes:
+        result = result * a.size
+    return result
+
+
+@dataclass(frozen=True)
+class MaxPoolArgmaxOp(Primitive):
+    """Max pooling that also outputs where each maximum was (flat index into the spatial axes): ``x -> (y, i)``."""
+
+    axes: Segment
+    positions: Segment
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    op: ClassVar[str] = "maxpool_argmax"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+
+    def signature(self) -> tuple[Type, Type]:
+        index = Segment(self.positions.axes, "index", _plane(self.axes))
+        return Type((self.axes,)), Type((self.positions, index))
+
+    def label(self) -> str:
+        return "★→Max, argmax"
+
+
+@dataclass(frozen=True)
+class MaxPoolBackwardOp(Primitive):
+    """``(i, g) ↦ ∂x``: each cotangent routed to the stored argmax ``i`` of its window (sums where windows overlap)."""
+
+    axes: Segment
+    positions: Segment
+
+    op: ClassVar[str] = "maxpool_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+
+    def signature(self) -> tuple[Type, Type]:
+        index = Segment(self.positions.axes, "index", _plane(self.axes))
+        return Type((index, self.positions)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "Maxᵀ"
+
+
+@dataclass(frozen=True)
+class AvgPoolTransposeOp(Primitive):
+    """The transpose of average pooling (``adaptive``: of ``F.adaptive_avg_pool``): ``𝔼ᵀ`` then ``★ᵀ``.
+
+    Each cotangent is spread evenly over its window (divided by the window's count) and
+    overlapping windows are summed.
+    """
+
+    axes: Segment
+    positions: Segment
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    count_include_pad: bool = True
+    adaptive: bool = False
+
+    op: ClassVar[str] = "avgpool_transpose"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "linear"
+
+    def __post_init__(self) -> None:
+        _window_fields(self.axes, self.positions)
+        n = 0 if self.adaptive else len(self.axes)
+        if any(len(v) != n for v in (self.kernel, self.stride, self.padding)):
+            raise ParseError(f"pooling transpose over '{self.axes}': kernel, stride and padding need {n} entries each")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.positions,)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "𝔼ᵀ★ᵀ"
+
+
+# -- lowering ----------------------------------------------------------------------------------
+def _pool(ctx: RuleContext, fn: str, args: str) -> list[str]:
+    prim = ctx.prim
+    assert isinstance(prim, (MaxPoolOp, AvgPoolOp, AdaptiveAvgPoolOp))
+    n = len(prim.axes)
+    shape, out = _sizes(ctx, prim.axes.axes), _sizes(ctx, prim.positions.axes)
+    return [_batched(ctx.args[0].var, shape, out, f"F.{fn}{n}d({{}}, {args})", channel=False)]
+
+
+@LOWERING.rule(MaxPoolOp)
+def lower_maxpool(prim: MaxPoolOp, ctx: RuleContext) -> list[str]:
+    args = _arg(prim.kernel) + f", stride={_arg(prim.stride)}" + _options(padding=prim.padding, dilation=prim.dilation)
+    return _pool(ctx, "max_pool", args)
+
+
+@LOWERING.rule(AvgPoolOp)
+def lower_avgpool(prim: AvgPoolOp, ctx: RuleContext) -> list[str]:
+    args = _arg(prim.kernel) + f", stride={_arg(prim.stride)}" + _options(padding=prim.padding)
+    return _pool(ctx, "avg_pool", args + ("" if prim.count_include_pad else ", count_include_pad=False"))
+
+
+@LOWERING.rule(AdaptiveAvgPoolOp)
+def lower_adaptive_avgpool(prim: AdaptiveAvgPoolOp, ctx: RuleContext) -> list[str]:
+    return _pool(ctx, "adaptive_avg_pool", _arg(tuple(_sizes(ctx, prim.positions.axes))))
+
+
+@LOWERING.rule(MaxPoolArgmaxOp)
+def lower_maxpool_argmax(prim: MaxPoolArgmaxOp, ctx: RuleContext) -> list[str]:
+    n = len(prim.axes)
+    shape, out = _ints(ctx, prim.axes), _ints(ctx, prim.positions)
+    x = ctx.args[0].var
+    options = f"{_tuple(prim.kernel)}, stride={_tuple(prim.stride)}, padding={_tuple(prim.padding)}, " \
+              f"dilation={_tuple(prim.dilation)}, return_indices=True"
+    pooled, where = ctx.em.fresh("pooled"), ctx.em.fresh("argmax")
+    ctx.em.line(f"{pooled}, {where} = F.max_pool{n}d({x}.reshape(-1, 1, {', '.join(map(str, shape))}), {options})")
+    restore = f".view(*{x}.shape[:-{n}], {', '.join(map(str, out))})"
+    return [pooled + restore, where + restore]
+
+
+@LOWERING.rule(MaxPoolBackwardOp)
+def lower_maxpool_backward(prim: MaxPoolBackwardOp, ctx: RuleContext) -> list[str]:
+    """Scatter-add each cotangent to its window's argmax (overlapping windows add up)."""
+    n = len(prim.axes)
+    shape = _ints(ctx, prim.axes)
+    plane = 1
+    for v in shape:
+        plane *= v
+    i, g = ctx.args[0].var, ctx.args[1].var
+    zeros = f"torch.zeros(*{g}.shape[:-{n}], {plane}, dtype={g}.dtype, device={g}.device)"
+    scatter = f"{zeros}.scatter_add(-1, {i}.flatten(-{n}), {g}.flatten(-{n}))"
+    return [f"{scatter}.view(*{g}.shape[:-{n}], {', '.join(map(str, shape))})"]
+
+
+@LOWERING.rule(AvgPoolTransposeOp)
+def lower_avgpool_transpose(prim: AvgPoolTransposeOp, ctx: RuleContext) -> list[str]:
+    """ATen's average-pooling transposes (1-d runs as 2-d with a unit axis); the input is only a shape."""
+    n = len(prim.axes)
+    shape, out = _ints(ctx, prim.axes), _ints(ctx, prim.positions)
+    g = ctx.args[0].var
+    dims = max(n, 2)
+    pad1 = [1] * (dims - n)
+    grad = f"{g}.reshape(-1, 1, {', '.join(map(str, pad1 + out))})"
+    like = f"{g}.new_zeros(1, 1, {', '.join(map(str, pad1 + shape))}).expand({grad}.shape[0], 1, " \
+           f"{', '.join(map(str, pad1 + shape))})"
+    if prim.adaptive:
+        call = f"torch.ops.aten._adaptive_avg_pool{dims}d_backward({grad}, {like})"
+    else:
+        kernel, stride = [1] * (dims - n) + list(prim.kernel), [1] * (dims - n) + list(prim.stride)
+        padding = [0] * (dims - n) + list(prim.padding)
+        call = (f"torch.ops.aten.avg_pool{dims}d_backward({grad}, {like}, {kernel}, {stride}, {padding}, False,"
+                f" {prim.count_include_pad}, None)")
+    return [f"{call}.view(*{g}.shape[:-{n}], {', '.join(map(str, shape))})"]
+
+
+# -- costs and backward ------------------------------------------------------------------------
+@COST.rule(MaxPoolOp)
+def cost_maxpool(prim: MaxPoolOp, ctx: CostContext) -> list[Tensor]:
+    x = _folded(ctx)
+    if x.grad:
+        ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
+    ctx.other(ctx.numel() * _prod(prim.kernel), ctx.numel())
+    return [ctx.output(0)]
+
+
+@COST.rule(AvgPoolOp)
+def cost_avgpool(prim: AvgPoolOp, ctx: CostContext) -> list[Tensor]:
+    x = _folded(ctx)
+    if x.grad:
+        ctx.save(x)
+    ctx.other(ctx.numel() * _prod(prim.kernel), ctx.inputs[0].numel)
+    return [ctx.output(0)]
+
+
+@COST.rule(AdaptiveAvgPoolOp)
+def cost_adaptive_avgpool(prim: AdaptiveAvgPoolOp, ctx: CostContext) -> list[Tensor]:
+    """Pooling to size 1 everywhere is a mean (keeps nothing); otherwise the input is kept."""
+    x = _folded(ctx)
+    if x.grad and any(a.size != 1 for a in prim.positions):
+        ctx.save(x)
+    ctx.other(ctx.inputs[0].numel, ctx.inputs[0].numel)
+    return [ctx.output(0)]
+
+
+@BACKWARD.rule(MaxPoolOp)
+def backward_maxpool(prim: MaxPoolOp, box: Box, builder: object) -> BoxBackward:
+    """Route each cotangent to its window's maximum: the forward pass stores the argmax (an index), ``Maxᵀ`` scatters."""
+    forward = Box(MaxPoolArgmaxOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding, prim.dilation))
+    back = Box(MaxPoolBackwardOp(prim.axes, prim.positions))
+    return BoxBackward((("aux", 0),), back, forward=forward, aux_like=(0,))
+
+
+def _spread(positions: Segment, axes: Segment, kernel: tuple[int, ...], stride: tuple[int, ...],
+            padding: tuple[int, ...]) -> Diagram:
+    """``𝔼ᵀ`` then ``★ᵀ``: each cotangent copied onto its window, divided by the window's size, windows summed."""
+    taken = set(axes.names)
+    names = tuple(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken) for i in range(1, len(axes) + 1))
+    star_t = ConvolutionTensorTOp(axes, positions, names, kernel, stride, padding, (1,) * len(axes))
+    count = 1
+    for k in kernel:
+        count *= k
+    return Seq.of(Box(ExpandOp(positions, star_t.windowed())), woven_scalar(Box(ScaleOp(size(f"1/{count}"))),
+                                                                              star_t.windowed()), Box(star_t))
+
+
+@BACKWARD.rule(AvgPoolOp)
+def backward_avgpool(prim: AvgPoolOp, box: Box, builder: object) -> BoxBackward:
+    """Average pooling is linear: its transpose ``𝔼ᵀ`` then ``★ᵀ`` (drawn with ``★ᵀ`` for 1 or 2 axes, padding counted)."""
+    if prim.count_include_pad and len(prim.axes) in (1, 2):
+        return BoxBackward((), _spread(prim.positions, prim.axes, prim.kernel, prim.stride, prim.padding))
+    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding,
+                                                  prim.count_include_pad)))
+
+
+@BACKWARD.rule(AdaptiveAvgPoolOp)
+def backward_adaptive_avgpool(prim: AdaptiveAvgPoolOp, box: Box, builder: object) -> BoxBackward:
+    """Even windows (the size divisible by the output's) are an average pooling's; uneven ones ``𝔼ᵀ★ᵀ`` in one box."""
+    try:
+        ratios = [int(a.size / b.size) for a, b in zip(prim.axes, prim.positions) if (a.size / b.size).is_integer]
+    except TypeError:  # pragma: no cover - symbolic sizes
+        ratios = []
+    if len(ratios) == len(prim.axes) and len(prim.axes) in (1, 2):
+        k = tuple(ratios)
+        return BoxBackward((), _spread(prim.positions, prim.axes, k, k, (0,) * len(k)))
+    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, adaptive=True)))
+
+
+@COST.rule(MaxPoolArgmaxOp)
+def cost_maxpool_argmax(prim: MaxPoolArgmaxOp, ctx: CostContext) -> list[Tensor]:
+    """As max pooling (input and int64 argmax kept), the argmax also an output."""
+    x = ctx.inputs[0]
+    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    index = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
+    if x.grad:
+        ctx.save(flat, index)
+    ctx.other(ctx.numel() * _product(prim.kernel), ctx.numel())
+    return [ctx.output(0), index]
+
+
+@COST.rule(MaxPoolBackwardOp)
+def cost_maxpool_backward(prim: MaxPoolBackwardOp, ctx: CostContext) -> list[Tensor]:
+    """``zeros.scatter_add(-1, i, g)``: autograd keeps the index (a gather routes the gradient back)."""
+    i, g = ctx.inputs
+    if g.grad:
+        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+    ctx.other(g.numel, g.numel)
+    return [ctx.output(0)]
+
+
+@COST.rule(AvgPoolTransposeOp)
+def cost_avgpool_transpose(prim: AvgPoolTransposeOp, ctx: CostContext) -> list[Tensor]:
+    ctx.other(ctx.numel(), ctx.inputs[0].numel)
+    return [ctx.output(0)]
+
+
+# -- import recognition (ncd.trace) ------------------------------------------------------------
+IMPORT.known(MaxPoolOp, aten=("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d"))
+IMPORT.known(AvgPoolOp, aten=("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d"))
+IMPORT.unsupported(AdaptiveAvgPoolOp, "not recognised yet: a traced adaptive pooling becomes an opaque box")
+for _cls in (MaxPoolArgmaxOp, MaxPoolBackwardOp, AvgPoolTransposeOp):
+    BACKWARD.unsupported(_cls, SECOND_ORDER)
+    IMPORT.unsupported(_cls, NOT_TRACED)

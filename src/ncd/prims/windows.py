@@ -1,0 +1,213 @@
+"""Window arithmetic shared by convolution and pooling: output sizes, argument checks, lowering helpers.
+
+>>> import sympy
+>>> from ncd.prims.windows import window_size
+>>> window_size(sympy.Integer(32), kernel=3, stride=2, padding=1, dilation=1)
+16
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Union
+
+import sympy
+
+from ncd.errors import ParseError, SizeError
+from ncd.ir.axes import Axis, Segment, TypeLike, as_type
+from ncd.ir.primitive import Primitive
+from ncd.ir.size import Size, size_text, sizes_equal, substitute
+
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
+
+Ints = tuple[int, ...]
+IntOrInts = Union[int, Sequence[int]]
+
+
+# -- size arithmetic ----------------------------------------------------------------------
+def _is_number(value: Size) -> bool:
+    return not value.free_symbols
+
+
+def _whole(value: Size, what: str) -> int:
+    if not value.is_integer:
+        raise SizeError(f"{what} has size {size_text(value)}, which is not a whole number")
+    return int(value)
+
+
+def window_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, what: str = "axis") -> Size:
+    """Number of kernel windows along an axis of size ``x`` (see the module's size rule).
+
+    >>> from ncd.ir.size import size
+    >>> window_size(size("x"), 3, 2, 1, 1), window_size(size(7), 3, 2, 1, 1), window_size(size("x"), 3, 1, 0, 1)
+    (x/2, 4, x - 2)
+    """
+    e = 2 * padding - dilation * (kernel - 1) - 1
+    if _is_number(x):
+        out = (_whole(x, what) + e) // stride + 1
+        if out < 1:
+            raise SizeError(
+                f"{what} of size {size_text(x)} (padding {padding} on each side) is shorter than the kernel's span"
+                f" {dilation * (kernel - 1) + 1} (kernel {kernel}, dilation {dilation})"
+            )
+        return sympy.Integer(out)
+    if stride == 1:
+        return x + e + 1
+    return x / stride + e // stride + 1
+
+
+def transposed_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, output_padding: int = 0,
+                    what: str = "axis") -> Size:
+    """Output size of a transposed convolution: ``(x − 1)s − 2p + d(k−1) + output_padding + 1``.
+
+    >>> from ncd.ir.size import size
+    >>> transposed_size(size("x"), 4, 2, 1, 1)
+    2*x
+    """
+    out = (x - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+    if _is_number(out) and _whole(out, what) < 1:
+        raise SizeError(f"{what} of size {size_text(x)} gives a transposed-convolution output of {size_text(out)} positions")
+    return out
+
+
+def _check_sizes(what: str, inputs: Sequence[Axis], outputs: Sequence[Axis], expected: Sequence[Size],
+                 strides: Sequence[int]) -> None:
+    """Every stored output size must equal what the size rule gives for its input axis."""
+    for a, b, want, s in zip(inputs, outputs, expected, strides):
+        if sizes_equal(b.size, want):
+            continue
+        if _is_number(b.size) and not b.size.is_integer:
+            raise _not_divisible(what, a.name, a.size, b.size, s)
+        raise SizeError(
+            f"{what}: output axis {b.name} has size {size_text(b.size)}, but input axis {a.name}={size_text(a.size)}"
+            f" gives {size_text(want)}"
+        )
+
+
+def _not_divisible(what: str, name: str, value: Size, out: Size, stride: int) -> SizeError:
+    return SizeError(
+        f"{what}: stride {stride} does not divide axis {name}={size_text(value)}: the output size, written"
+        f" symbolically before {name} was bound, would be {size_text(out)}; bind {name} before building"
+        f" the box to use PyTorch's floor rule, or choose a multiple of {stride}"
+    )
+
+
+def _subs_checked(prim: Primitive, mapping: Mapping[sympy.Symbol, sympy.Expr], inputs: Sequence[Axis],
+                  outputs: Sequence[Axis], strides: Sequence[int]) -> Primitive:
+    """``Primitive.subs`` that explains a binding breaking the symbolic size rule's divisibility."""
+    for a, b, s in zip(inputs, outputs, strides):
+        out = substitute(b.size, mapping)
+        if _is_number(out) and not out.is_integer:
+            raise _not_divisible(prim.label(), a.name, substitute(a.size, mapping), out, s)
+    return Primitive.subs(prim, mapping)
+
+
+def _per_axis(value: object, n: int, what: str, where: str, minimum: int) -> Ints:
+    if isinstance(value, bool):
+        raise ParseError(f"{where}: {what} must be a whole number or one per spatial axis, not {value!r}")
+    if isinstance(value, int):
+        values: Ints = (value,) * n
+    elif isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        values = tuple(value)
+        if len(values) != n:
+            raise ParseError(f"{where}: {what} {values} has {len(values)} entries but there are {n} spatial axes")
+    else:
+        raise ParseError(f"{where}: {what} must be a whole number or one per spatial axis, not {value!r}")
+    if any(v < minimum for v in values):
+        raise SizeError(f"{where}: {what} must be at least {minimum}, not {value!r}")
+    return values
+
+
+def _check_tuples(where: str, n: int, **tuples: Ints) -> None:
+    """Validate stored tuples (they may come from JSON, not only from the constructors)."""
+    minimum = {"kernel": 1, "stride": 1, "dilation": 1, "padding": 0, "output_padding": 0}
+    for what, values in tuples.items():
+        if not isinstance(values, tuple) or len(values) != n or not all(isinstance(v, int) for v in values):
+            raise ParseError(f"{where}: {what} must be {n} whole number(s), one per spatial axis, not {values!r}")
+        if any(v < minimum[what] for v in values):
+            raise SizeError(f"{where}: {what} must be at least {minimum[what]}, not {values}")
+
+
+def _spatial(text: TypeLike, where: str, dims: tuple[int, ...] = (1, 2, 3)) -> Segment:
+    t = as_type(text)
+    if len(t) != 1 or len(t[0]) not in dims or t[0].dtype != "float":
+        allowed = " or ".join(str(d) for d in dims)
+        raise ParseError(f"{where}: give {allowed} spatial axes as one segment, e.g. 'x y', not '{t}'")
+    if len(set(t[0].names)) != len(t[0]):
+        raise ParseError(f"{where}: spatial axes '{t}' repeat a name")
+    return t[0]
+
+
+def _fmt(values: Ints) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "×".join(map(str, values))
+
+
+def _windows(axes: Segment, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, where: str) -> Segment:
+    return axes.with_axes(
+        Axis(a.name, window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}"), a.role)
+        for a, k, s, p, d in zip(axes, kernel, stride, padding, dilation)
+    )
+
+
+def _resized(axes: Segment, sizes: Sequence[Size]) -> Segment:
+    return axes.with_axes(Axis(a.name, sz, a.role) for a, sz in zip(axes, sizes))
+
+
+# -- lowering and cost helpers ------------------------------------------------------------
+def _arg(values: tuple[int, ...]) -> str:
+    """``3`` when every spatial axis agrees, else ``(3, 5)``."""
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+def _sizes(ctx: RuleContext, axes: tuple[Axis, ...]) -> list[int]:
+    return [ctx.int(a.size, f"axis {a.name}") for a in axes]
+
+
+def _batched(x: str, shape: list[int], out_shape: list[int], call: str, channel: bool = True) -> str:
+    """``call`` applied to ``x`` with its leading dims folded into one batch dim, then restored.
+
+    Without a ``channel`` axis, a unit channel axis is added for torch's ``(N, C, ...)`` layout.
+    """
+    inner = ", ".join(map(str, shape if channel else [1, *shape]))
+    outer = ", ".join(map(str, out_shape))
+    folded = f"{call.format(f'{x}.reshape(-1, {inner})')}.view(*{x}.shape[:-{len(shape)}], {outer})"
+    # torch takes (N, C, ...) as it is: call it directly in that common case, fold other batch layouts
+    rank = len(shape) + (1 if channel else 2)
+    return f"({call.format(x)} if {x}.dim() == {rank} else {folded})"
+
+
+def _options(**values: tuple[int, ...]) -> str:
+    defaults = {"stride": 1, "padding": 0, "dilation": 1, "output_padding": 0, "groups": 1}
+    parts = [f"{k}={_arg(v)}" for k, v in values.items() if set(v) != {defaults[k]}]
+    return "".join(", " + p for p in parts)
+
+
+def _folded(ctx: CostContext) -> Tensor:
+    """The input reshaped to ``(-1, own axes...)``: itself if contiguous, else a copy."""
+    x = ctx.inputs[0]
+    return x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+
+
+def _prod(values: object) -> sympy.Expr:
+    result = sympy.Integer(1)
+    for v in values:  # type: ignore[attr-defined]
+        result = result * v
+    return result
+
+
+def _ints(ctx: RuleContext, axes: object) -> list[int]:
+    return [ctx.int(a.size, f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
+
+
+def _tuple(values: object) -> str:
+    return str(tuple(values))  # type: ignore[call-overload]
+
+
+def _product(values: object) -> sympy.Expr:
+    result = sympy.Integer(1)
+    for v in values:  # type: ignore[attr-defined]
+        result = result * v
+    return result
