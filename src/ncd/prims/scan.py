@@ -157,5 +157,6 @@ def Scan(body: Diagram, axis: AxisLike, *, carry: int = 1, consts: int = 0, x_po
     return Box.make(ScanOp(body, time, consts, carry, xp, yp, reverse), label)
 
 
-# import recognition (ncd.ir.rules): recurrent modules are not folded into scans yet
-IMPORT.unsupported(ScanOp, "not recognised yet: a traced recurrent loop imports step by step")
+# import recognition (ncd.ir.rules): recorded time loops and recurrent modules fold into scans
+IMPORT.known(ScanOp, by="ncd.trace.loops")
+IMPORT.known(ScanOp, by="ncd.trace.recurrent")
