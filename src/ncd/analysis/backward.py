@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.ir.axes import Axis, Segment, Type
@@ -52,11 +53,11 @@ class Grad:
     box: int
     name: str
     #: sorts like the lowered module's ``parameters()``: per class, its own parameters, then child modules
-    order: tuple = ()
+    order: tuple[Any, ...] = ()
     #: a tied weight's gradient: ``(class, label)`` of the embedding whose table it shares (added to that gradient)
-    tie: tuple | None = None
+    tie: tuple[tuple[int, ...], str] | None = None
     #: an embedding table's ``(class, label)``, the target of ties
-    label: tuple | None = None
+    label: tuple[tuple[int, ...], str] | None = None
 
 
 @dataclass
@@ -245,7 +246,7 @@ class Builder:
                 sums.append(sum_over(seg, 0, c) if shared else Identity(Type((woven.cod[k],))))
             back = Seq.of(woven, Par.of(*sums)) if sums else woven
         values = [k for k, s in enumerate(inner.stored) if s.kind == "value"]
-        forward = Weave(inner.forward, c, node.dom_pos, tuple(node.cod_pos) + tuple(positions[k] for k in values))  # type: ignore[arg-type]
+        forward = Weave(inner.forward, c, node.dom_pos, tuple(node.cod_pos) + tuple(positions[k] or 0 for k in values))
         stored = [s if p is None else replace(s, segment=s.segment.insert(p, c), port=s.port if on_box else None)
                   for s, p in zip(inner.stored, positions)]
         return _Part(forward, back, stored, inner.grads)
@@ -334,7 +335,7 @@ class Plan:
 
     forward: Diagram
     backward: Diagram
-    stored: tuple[tuple, ...]
+    stored: tuple[tuple[str | int, ...], ...]
     grads: tuple[int, ...]
 
 
@@ -346,18 +347,20 @@ def _tie(diagram: Diagram, part: _Part) -> tuple[Diagram, list[int], dict[int, i
     param_of = {k: ranked.index(k) for k in real}
     labels = {g.label: k for k, g in enumerate(grads) if g.label is not None}
     tied = [k for k, g in enumerate(grads) if g.tie is not None]
-    for k in tied:
-        if grads[k].tie not in labels:
-            raise AnalysisError(f"backward of {describe(diagram)}: an unembedding is tied to embedding {grads[k].tie[1]!r},"
+    ties_of = {k: tie for k, g in enumerate(grads) if (tie := g.tie) is not None}
+    for k, tie in ties_of.items():
+        if tie not in labels:
+            raise AnalysisError(f"backward of {describe(diagram)}: an unembedding is tied to embedding {tie[1]!r},"
                                 " which is not in the same block")
-        param_of[k] = param_of[labels[grads[k].tie]]
+        param_of[k] = param_of[labels[tie]]
     if not tied:
         return part.back, real, param_of
     n = len(part.back.cod) - len(grads)
     segs = list(part.back.cod)
-    picks, parts = list(range(n)), [Identity(types(segs[:n]))]
+    picks: list[int] = list(range(n))
+    parts: list[Diagram] = [Identity(types(segs[:n]))]
     for k in real:
-        ties = [t for t in tied if labels[grads[t].tie] == k]
+        ties = [t for t in tied if labels[ties_of[t]] == k]
         picks += [n + k] + [n + t for t in ties]
         seg = segs[n + k]
         if not ties:
@@ -378,7 +381,7 @@ def plan(diagram: Diagram, *, training: bool = True) -> Plan:
     keys = [(g.box, g.name) for g in part.grads]
     back, real, param_of = _tie(diagram, part)
     index = [param_of[k] for k in real]  # grad output k is parameters()[index[k]]
-    stored: list[tuple] = []
+    stored: list[tuple[str | int, ...]] = []
     value = 0
     for s in part.stored:
         if s.kind == "value":

@@ -5,6 +5,8 @@ Their own backward (second derivatives) is not supported.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ncd.analysis.cost import CostContext
 from ncd.analysis.layout import Tensor
 from ncd.analysis.linear import _einsum, markers, tagged
@@ -23,7 +25,8 @@ def cost_expand(ctx: CostContext) -> list[Tensor]:
     return [Tensor(x.storage, ctx.out_axes[0], x.order, x.grad, x.dtype, dense=False)]
 
 
-def _suffixed(ctx: CostContext, side: str, j: int, axes: tuple[Axis, ...], own: tuple[str, ...]) -> tuple[Axis, ...]:
+def _suffixed(ctx: CostContext, side: Literal["dom", "cod"], j: int, axes: tuple[Axis, ...],
+              own: tuple[str, ...]) -> tuple[Axis, ...]:
     """``axes`` (a full layout) with the box's own axes renamed ``own[k]``."""
     layout = markers(ctx.box, ctx.woven, side, j)
     shift = len(axes) - len(layout)

@@ -38,7 +38,7 @@ import pkgutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ncd.errors import LoweringError, NCDError
 from ncd.ir.primitive import Primitive
@@ -81,10 +81,21 @@ class RuleTable(Generic[A, R]):
         self._rules: dict[str, Callable[Concatenate[Any, A], R]] = {}
         self._unsupported: dict[str, str] = {}
 
-    def rule(self, *classes: type[P]) -> Callable[[Callable[Concatenate[P, A], R]], Callable[Concatenate[P, A], R]]:
-        """Decorator registering ``fn(prim, ...)`` as the rule of the primitive ``classes``."""
+    @overload
+    def rule(self, cls: type[P], /) -> Callable[[Callable[Concatenate[P, A], R]], Callable[Concatenate[P, A], R]]: ...
 
-        def register(fn: Callable[Concatenate[P, A], R]) -> Callable[Concatenate[P, A], R]:
+    @overload
+    def rule(self, first: type[Primitive], second: type[Primitive], /,
+             *more: type[Primitive]) -> Callable[[Callable[Concatenate[Any, A], R]], Callable[Concatenate[Any, A], R]]: ...
+
+    def rule(self, *classes: type[Primitive]) -> Callable[[Callable[Concatenate[Any, A], R]], Callable[Concatenate[Any, A], R]]:
+        """Decorator registering ``fn(prim, ...)`` as the rule of the primitive ``classes``.
+
+        With one class the rule's first parameter is checked to be that class; a rule shared by several
+        classes annotates it with their union.
+        """
+
+        def register(fn: Callable[Concatenate[Any, A], R]) -> Callable[Concatenate[Any, A], R]:
             for cls in classes:
                 if not cls.op:
                     raise TypeError(f"{cls.__name__} has no op: register rules on a concrete primitive")

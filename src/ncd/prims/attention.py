@@ -135,7 +135,7 @@ class MaskBackwardOp(Primitive):
     window: Size | None = None
 
     op: ClassVar[str] = "mask_backward"
-    weave_policy = staticmethod(_mask_backward_policy)
+    weave_policy = _mask_backward_policy
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "linear"
 

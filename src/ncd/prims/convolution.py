@@ -677,22 +677,22 @@ def cost_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: CostContext) -> list[Ten
 
 
 # -- backward ------------------------------------------------------------------------------
-def _swap(prim: ConvolutionTensorOp, cls: type) -> Box:
+def _swap(prim: ConvolutionTensorOp, cls: type[ConvolutionTensorOp]) -> Box:
     return Box(cls(prim.axes, prim.positions, prim.kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation))
 
 
 @BACKWARD.rule(ConvolutionTensorOp)
-def backward_conv_tensor(prim: ConvolutionTensorOp, box: Box, builder: object) -> BoxBackward:
+def backward_conv_tensor(prim: ConvolutionTensorOp, box: Box, builder: Builder) -> BoxBackward:
     """``★`` is linear: its transpose is ``★ᵀ`` (fold: overlapping windows summed)."""
     return BoxBackward((), _swap(prim, ConvolutionTensorTOp))
 
 
 @BACKWARD.rule(ConvolutionTensorTOp)
-def backward_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box, builder: object) -> BoxBackward:
+def backward_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box, builder: Builder) -> BoxBackward:
     return BoxBackward((), _swap(prim, ConvolutionTensorOp))
 
 
-def _woven(box: Box, axes: tuple, dom_pos: tuple, cod_pos: tuple) -> Diagram:
+def _woven(box: Box, axes: tuple[Axis, ...], dom_pos: tuple[int | None, ...], cod_pos: tuple[int, ...]) -> Diagram:
     """``box`` woven over ``axes`` (outermost first), each at the same positions."""
     result: Diagram = box
     for axis in reversed(axes):
@@ -700,12 +700,11 @@ def _woven(box: Box, axes: tuple, dom_pos: tuple, cod_pos: tuple) -> Diagram:
     return result
 
 
-def _decomposed(box: Box) -> BoxBackward:
+def _decomposed(prim: ConvOp) -> BoxBackward:
     """The paper's decomposition: a learned convolution is ``★`` then ``L₊`` over (channels, kernel).
 
     ``∂x = ★ᵀ(Lᵀ g)``, ``∂W = Σ_positions ∂L(★x, g)``, ``∂b = Σ_positions g`` (``groups=1``, 1 or 2 spatial axes).
     """
-    prim = box.prim
     channel, spatial = prim.dom_axes.axes[0], Segment(prim.dom_axes.axes[1:])
     out_channel, positions = prim.cod_axes.axes[0], Segment(prim.cod_axes.axes[1:])
     taken = set(prim.dom_axes.names) | set(prim.cod_axes.names)
@@ -731,7 +730,7 @@ def _decomposed(box: Box) -> BoxBackward:
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
 
 
-def _with_weight(box: Box, batch: tuple) -> BoxBackward:
+def _with_weight(prim: ConvOp | ConvTransposeOp, batch: tuple[Axis, ...]) -> BoxBackward:
     """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes).
 
     ``∂x``: the transposed convolution of ``g`` with the same weight (for a transposed
@@ -739,7 +738,6 @@ def _with_weight(box: Box, batch: tuple) -> BoxBackward:
     contracted with the other operand over positions and the leading ``batch`` in one einsum
     (``∂★``); ``∂b = Σ g``.
     """
-    prim = box.prim
     transposed = isinstance(prim, ConvTransposeOp)
     dom, cod = prim.dom_axes, prim.cod_axes
     weight = conv_weight_segment(dom, cod, prim.kernel, prim.groups, transposed)
@@ -763,19 +761,27 @@ def _with_weight(box: Box, batch: tuple) -> BoxBackward:
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, weight, gb], picks), Par.of(*parts)), grads)
 
 
-@BACKWARD.rule(ConvOp)
 @BATCHED_BACKWARD.rule(ConvOp)
-def backward_conv(prim: ConvOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+def batched_backward_conv(prim: ConvOp, box: Box, builder: Builder, batch: tuple[Axis, ...]) -> BoxBackward:
     """Ungrouped 1-d/2-d: through ``★`` (the paper's decomposition); otherwise, or woven over leading axes, ``_with_weight``."""
     if prim.groups == 1 and len(prim.kernel) in (1, 2) and not batch:
-        return _decomposed(box)
-    return _with_weight(box, batch)
+        return _decomposed(prim)
+    return _with_weight(prim, batch)
+
+
+@BACKWARD.rule(ConvOp)
+def backward_conv(prim: ConvOp, box: Box, builder: Builder) -> BoxBackward:
+    return batched_backward_conv(prim, box, builder, ())
+
+
+@BATCHED_BACKWARD.rule(ConvTransposeOp)
+def batched_backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder, batch: tuple[Axis, ...]) -> BoxBackward:
+    return _with_weight(prim, batch)
 
 
 @BACKWARD.rule(ConvTransposeOp)
-@BATCHED_BACKWARD.rule(ConvTransposeOp)
-def backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
-    return _with_weight(box, batch)
+def backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder) -> BoxBackward:
+    return _with_weight(prim, ())
 
 
 @COST.rule(ConvWithWeightOp)
@@ -818,6 +824,6 @@ def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tens
     result = _einsum(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
     return [replace(result, axes=ctx.out_axes[0], order=(), dtype="float", dense=True)]
 
-for _cls in (ConvWithWeightOp, ConvWeightGradOp):
-    BACKWARD.unsupported(_cls, SECOND_ORDER)
-    IMPORT.unsupported(_cls, NOT_TRACED)
+for _weight_box in (ConvWithWeightOp, ConvWeightGradOp):
+    BACKWARD.unsupported(_weight_box, SECOND_ORDER)
+    IMPORT.unsupported(_weight_box, NOT_TRACED)

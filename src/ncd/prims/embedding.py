@@ -258,8 +258,12 @@ def cost_unembed(prim: UnembedOp, ctx: CostContext) -> list[Tensor]:
 
 # -- backward ------------------------------------------------------------------------------
 @BACKWARD.rule(EmbeddingOp)
+def backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder) -> BoxBackward:
+    return batched_backward_embedding(prim, box, builder, ())
+
+
 @BATCHED_BACKWARD.rule(EmbeddingOp)
-def backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+def batched_backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder, batch: tuple[Axis, ...]) -> BoxBackward:
     """An embedding is a one-hot vector through a learned map: the table's gradient is ``Σ onehot(i) ⊗ g``.
 
     Woven over leading axes, the sum is one ``index_add`` of the cotangent's rows (no one-hot tensor).
@@ -268,8 +272,12 @@ def backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder, batch: tup
 
 
 @BACKWARD.rule(UnembedOp)
+def backward_unembed(prim: UnembedOp, box: Box, builder: Builder) -> BoxBackward:
+    return batched_backward_unembed(prim, box, builder, ())
+
+
 @BATCHED_BACKWARD.rule(UnembedOp)
-def backward_unembed(prim: UnembedOp, box: Box, builder: Builder, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+def batched_backward_unembed(prim: UnembedOp, box: Box, builder: Builder, batch: tuple[Axis, ...]) -> BoxBackward:
     """A learned map ``dim -> vocab`` (``Lᵀ``, ``∂L``, bias ``g``).
 
     Tied (``tied_to="E"``): the weight is embedding ``E``'s table, and ``∂L`` is *added* to the

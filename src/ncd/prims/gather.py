@@ -429,6 +429,7 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
     if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
         factor = -1 if op == "-" else c if op == "*" else 1 / c
         return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
+    derivative: Diagram
     if op == "**" and prim.reflected:
         port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
     elif op == "**":

@@ -35,7 +35,7 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis, parse_type
-from ncd.ir.diagram import Box, Par, Seq
+from ncd.ir.diagram import Box, Diagram, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, evaluate, size, size_text, sizes_equal
@@ -622,7 +622,7 @@ def backward_unsqueeze(prim: UnsqueezeOp, box: Box, builder: Builder) -> BoxBack
 
     squeeze = Box(SqueezeOp(prim.axis))
     before, after = prim.around.axes[: prim.position], prim.around.axes[prim.position:]
-    result = squeeze
+    result: Diagram = squeeze
     from ncd.ir.diagram import Weave
 
     for axis in reversed(after):
@@ -644,7 +644,7 @@ def backward_concat(prim: ConcatOp, box: Box, builder: Builder) -> BoxBackward:
         cut = Box(SliceOp(prim.output, start, start + axis.size, sympy.Integer(1), axis))
         from ncd.ir.diagram import Weave
 
-        woven = cut
+        woven: Diagram = cut
         for a in reversed(prim.after.axes):
             woven = Weave(woven, a, (1,), (1,))
         for a in reversed(prim.before.axes):
@@ -689,6 +689,5 @@ def cost_insert(prim: InsertOp, ctx: CostContext) -> list[Tensor]:
         ctx.save(ctx.new((Axis("positions", count),), grad=False, dtype="index"), x)
     return [ctx.output(0)]
 
-for _cls in (InsertOp,):
-    BACKWARD.unsupported(_cls, SECOND_ORDER)
-    IMPORT.unsupported(_cls, NOT_TRACED)
+BACKWARD.unsupported(InsertOp, SECOND_ORDER)
+IMPORT.unsupported(InsertOp, NOT_TRACED)

@@ -443,10 +443,9 @@ def cost_batchnorm(prim: BatchNormOp, ctx: CostContext) -> list[Tensor]:
 
 
 # -- backward ------------------------------------------------------------------------------
-def _norm_backward(box: Box, kind: str) -> BoxBackward:
-    prim = box.prim
+def _norm_backward(prim: LayerNormOp | RMSNormOp, kind: str) -> BoxBackward:
     affine = prim.affine
-    bias = kind == "layer" and affine and prim.bias
+    bias = isinstance(prim, LayerNormOp) and affine and prim.bias
     x = prim.axes
     op = NormBackwardOp(kind, x, prim.eps, affine, bias)
     stored = (("in", 0),) + ((("param", "weight"),) if affine else ())
@@ -456,12 +455,12 @@ def _norm_backward(box: Box, kind: str) -> BoxBackward:
 
 @BACKWARD.rule(LayerNormOp)
 def backward_layernorm(prim: LayerNormOp, box: Box, builder: Builder) -> BoxBackward:
-    return _norm_backward(box, "layer")
+    return _norm_backward(prim, "layer")
 
 
 @BACKWARD.rule(RMSNormOp)
 def backward_rmsnorm(prim: RMSNormOp, box: Box, builder: Builder) -> BoxBackward:
-    return _norm_backward(box, "rms")
+    return _norm_backward(prim, "rms")
 
 
 @BACKWARD.rule(BatchNormOp)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Union
 
 import sympy
@@ -198,12 +198,12 @@ def _prod(values: object) -> sympy.Expr:
     return result
 
 
-def _ints(ctx: RuleContext, axes: object) -> list[int]:
-    return [ctx.int(a.size, f"axis {a.name}") for a in axes]  # type: ignore[attr-defined]
+def _ints(ctx: RuleContext, axes: Iterable[Axis]) -> list[int]:
+    return [ctx.int(a.size, f"axis {a.name}") for a in axes]
 
 
-def _tuple(values: object) -> str:
-    return str(tuple(values))  # type: ignore[call-overload]
+def _tuple(values: Iterable[object]) -> str:
+    return str(tuple(values))
 
 
 def _product(values: object) -> sympy.Expr:
