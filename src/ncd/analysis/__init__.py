@@ -1,7 +1,7 @@
 """Analysis interpreters: exact costs (:func:`cost`) and reverse-mode diagrams (:func:`backward`).
 
-Rules live in one module per primitive family (``ncd.analysis.elementwise``, ``.linear``,
-``.softmax``, ``.structure``, ``.derivative``), registered in ``ncd.analysis.tables``.
+Rules live beside their primitives (``ncd.prims.<family>``, registered in ``ncd.ir.rules``); the linear
+family's are still in ``ncd.analysis.linear`` and ``.derivative``.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class RuleTable(Generic[A, R]):
             return fn
         why = self._unsupported.get(prim.op)
         if why:
-            raise self.error(f"{self.name} of primitive {prim.op!r} ({type(prim).__name__}) is not supported: {why}")
+            raise self.error(f"{self.name} of primitive {prim.op!r} is not supported: {why}")
         raise self.error(f"no {self.name} rule for primitive {prim.op!r} ({type(prim).__name__})")
 
     def apply(self, prim: Primitive, *args: A.args, **kwargs: A.kwargs) -> R:
