@@ -103,7 +103,7 @@ def backward_cumsum(prim: CumSumOp, box: Box, builder: object) -> BoxBackward:
     """Linear: the transpose of a running sum from the start is a running sum from the end (and back)."""
     from ncd.analysis.backward import BoxBackward, cot
     from ncd.ir.diagram import Identity
-    from ncd.prims.derivative import ZerosOp
+    from ncd.prims.structure import ZerosOp
 
     if prim.source.dtype != "float":  # indices: no gradient flows
         return BoxBackward((), Identity(cot(box.cod)) if not len(cot(box.dom)) else Box(ZerosOp(cot(box.dom))))

@@ -174,7 +174,7 @@ def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBac
     """The entries are the input gathered at the positions: their cotangent is scattered back (``gather ᵀ``)."""
     from ncd.analysis.backward import BoxBackward
     from ncd.ir.diagram import Identity
-    from ncd.prims.derivative import GatherTransposeOp
+    from ncd.prims.gather import GatherTransposeOp
 
     if prim.dtype != "float":  # indices ranked: no gradient flows
         return BoxBackward((), Identity(Type(())))

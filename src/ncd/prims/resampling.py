@@ -255,7 +255,7 @@ def backward_interpolate_transpose(prim: InterpolateTransposeOp, box: Box, build
 def backward_adaptive_maxpool(prim: AdaptiveMaxPoolOp, box: Box, builder: object) -> BoxBackward:
     """Route each cotangent to its window's maximum: the forward pass also outputs the argmax, ``Maxᵀ`` scatters."""
     from ncd.analysis.backward import BoxBackward
-    from ncd.prims.derivative import MaxPoolBackwardOp
+    from ncd.prims.pooling import MaxPoolBackwardOp
 
     back = Box(MaxPoolBackwardOp(prim.axes, prim.positions))
     if prim.indices:

@@ -329,7 +329,7 @@ def sympy_int(value: int) -> Any:
 
 @rule("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d")
 def adaptive_avg_pool(conv: Converter, node: Node) -> None:
-    from ncd.prims.convolution import AdaptiveAvgPoolOp
+    from ncd.prims.pooling import AdaptiveAvgPoolOp
 
     vid = _live_float(conv, node.args[0])
     axes, positions = _pooled_sizes(conv, node, vid)
