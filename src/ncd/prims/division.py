@@ -105,3 +105,9 @@ def _register() -> None:
 
 
 _register()
+
+
+# -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
+from ncd.ir.rules import IMPORT  # noqa: E402
+
+IMPORT.known(DivideOp, by="ncd.trace.boxes")

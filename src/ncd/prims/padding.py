@@ -310,3 +310,10 @@ def _register() -> None:
 
 
 _register()
+
+
+# -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
+from ncd.ir.rules import IMPORT, NOT_TRACED  # noqa: E402
+
+IMPORT.known(PadOp, RollOp, by="ncd.trace.boxes")
+IMPORT.unsupported(PadTransposeOp, NOT_TRACED)

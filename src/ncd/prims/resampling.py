@@ -285,3 +285,10 @@ def _register() -> None:
 
 
 _register()
+
+
+# -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
+from ncd.ir.rules import IMPORT, NOT_TRACED  # noqa: E402
+
+IMPORT.known(AdaptiveMaxPoolOp, InterpolateOp, by="ncd.trace.boxes")
+IMPORT.unsupported(InterpolateTransposeOp, NOT_TRACED)
