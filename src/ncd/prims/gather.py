@@ -349,14 +349,17 @@ def cost_index_computation(prim: ArgMaxOp | CompareOp | CastOp, ctx: CostContext
     return [ctx.new(ctx.out_axes[0], grad=False, dtype=ctx.box.cod[0].dtype)]
 
 
-@COST.rule(GatherTransposeOp)
-def cost_gather_transpose(prim: GatherTransposeOp, ctx: CostContext) -> list[Tensor]:
-    """``zeros.scatter_add(-1, i, g)``: no FLOPs counted; autograd keeps the positions (a gather routes the gradient back)."""
+def cost_scatter_add(prim: Primitive, ctx: CostContext) -> list[Tensor]:
+    """``zeros.scatter_add(-1, i, g)`` (a gather's transpose, max pooling's backward): no FLOPs counted; autograd keeps
+    the positions (a gather routes the gradient back)."""
     i, g = ctx.inputs
     if g.grad:
         ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
     ctx.other(g.numel, g.numel)
     return [ctx.output(0)]
+
+
+COST.rule(GatherTransposeOp)(cost_scatter_add)
 
 
 @BACKWARD.rule(GatherOp)

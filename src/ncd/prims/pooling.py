@@ -22,6 +22,7 @@ from ncd.ir.size import Size, SizeLike, size, size_text
 from ncd.prims.convolution import ConvolutionTensorTOp
 from ncd.prims.derivative import ExpandOp
 from ncd.prims.elementwise import ScaleOp
+from ncd.prims.gather import cost_scatter_add
 from ncd.prims.structure import woven_scalar
 from ncd.prims.windows import (
     IntOrInts,
@@ -447,14 +448,7 @@ def cost_maxpool_argmax(prim: MaxPoolArgmaxOp, ctx: CostContext) -> list[Tensor]
     return [ctx.output(0), index]
 
 
-@COST.rule(MaxPoolBackwardOp)
-def cost_maxpool_backward(prim: MaxPoolBackwardOp, ctx: CostContext) -> list[Tensor]:
-    """``zeros.scatter_add(-1, i, g)``: autograd keeps the index (a gather routes the gradient back)."""
-    i, g = ctx.inputs
-    if g.grad:
-        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
-    ctx.other(g.numel, g.numel)
-    return [ctx.output(0)]
+COST.rule(MaxPoolBackwardOp)(cost_scatter_add)  # zeros.scatter_add(-1, i, g), as a gather's transpose
 
 
 @COST.rule(AvgPoolTransposeOp)
