@@ -1,8 +1,8 @@
 """How many files under ``src/ncd/`` name each primitive class (the issue's "one home per primitive").
 
 Prints one row per primitive class (its ``op`` and the number of files naming the class as a
-word) and the median.  Target: median at most 2 (its family module and, where it has one, a
-rule module that has not yet moved beside it).
+word) and the median.  Target: median at most 2 (its family module and, at most, one interpreter
+that builds or recognises it: the importer, a derived pass).
 
 Run: ``.venv/bin/python benchmarks/primitive_homes.py [--root src/ncd] [--rows]``.
 """

@@ -87,6 +87,56 @@ def test_every_declared_import_source_has_a_recogniser() -> None:
             assert re.search(rf"\b{cls.__name__}\(", source), f"{op}: {module} never builds {cls.__name__}"
 
 
+def test_every_rule_is_reachable_from_its_primitives_family_module() -> None:
+    """One home per primitive: each rule is defined in (or imported by name into) the module declaring the
+    primitive, or built there by a family rule builder of ``ncd.prims.kinds``; no legacy rule modules."""
+    import sys
+
+    from ncd.ir import rules
+
+    assert rules.LEGACY == ()
+    tables = {**rules.TABLES, "batched backward": rules.BATCHED_BACKWARD}
+    strays = []
+    for name, table_ in tables.items():
+        for op, fn in table_.rules().items():
+            home = PRIMITIVES[op].__module__
+            if fn.__module__ != "ncd.prims.kinds" and getattr(sys.modules[home], fn.__name__, None) is not fn:
+                strays.append(f"{name} rule of {op} ({home}): {fn.__module__}.{fn.__name__}")
+    assert not strays, "\n".join(strays)
+
+
+#: learned maps are bilinear in their input and their weight: an explicit rule gives both partial transposes
+LEARNED_LINEAR = {"linear", "conv", "conv_transpose", "embedding", "unembed"}
+
+
+def test_linear_and_multilinear_primitives_derive_their_backward_from_their_kind() -> None:
+    from ncd.ir.rules import SECOND_ORDER
+    from ncd.prims.kinds import DERIVED
+
+    load()
+    for op, cls in PRIMITIVES.items():
+        if cls.kind not in ("linear", "multilinear"):
+            assert op not in DERIVED, op
+            continue
+        if op in LEARNED_LINEAR:
+            assert cls.learned and BACKWARD.status(cls) == "rule" and op not in DERIVED, op
+        elif BACKWARD.why(cls) != SECOND_ORDER:
+            assert DERIVED.get(op) == cls.kind, f"{op}: a {cls.kind} primitive whose backward is not derived from its kind"
+
+
+def test_a_builder_refuses_a_primitive_of_another_kind() -> None:
+    from ncd.prims.kinds import partials, transpose
+    from ncd.prims.linear import EinsumOp
+    from ncd.prims.softmax import SoftmaxOp
+
+    with pytest.raises(TypeError, match="SoftmaxOp is of kind 'nonlinear'"):
+        transpose(SoftmaxOp)
+    with pytest.raises(TypeError, match="EinsumOp is of kind 'multilinear'"):
+        transpose(EinsumOp)
+    with pytest.raises(TypeError, match="only a multilinear primitive"):
+        partials(SoftmaxOp)
+
+
 def test_labelled_drawing_cells_draw_the_label_in_a_box() -> None:
     for op, cls in PRIMITIVES.items():
         if _drawing(cls) == LABELLED:

@@ -1,7 +1,6 @@
 """Analysis interpreters: exact costs (:func:`cost`) and reverse-mode diagrams (:func:`backward`).
 
-Rules live beside their primitives (``ncd.prims.<family>``, registered in ``ncd.ir.rules``); the linear
-family's are still in ``ncd.analysis.linear`` and ``.derivative``.
+Rules live beside their primitives (``ncd.prims.<family>``, registered in ``ncd.ir.rules``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from ncd.ir.rules import BATCHED_BACKWARD, BoxBackward
 from ncd.prims.linear import EinsumOp
 from ncd.prims.structure import AddOp, RenameOp, ZerosOp, cot, route, woven_scalar
 
-__all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types", "batched_rule", "woven_leading"]
+__all__ = ["backward", "plan", "Plan", "BoxBackward", "cot", "route", "woven_scalar", "types", "woven_leading"]
 
 
 @dataclass(frozen=True)
@@ -91,17 +91,6 @@ def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None,
 
 #: primitives whose weight is an ``nn.Parameter`` of the enclosing class (not of a child module)
 DIRECT_PARAMETERS = {"parameter"}
-
-
-def batched_rule(fn: object) -> object:
-    """Mark a backward rule that also takes ``batch=(axes...)``: the box woven over those leading axes.
-
-    Its diagram then takes the stored values and cotangents with the batch axes leading and
-    gives the weights' gradients already summed over them — a contraction, so no per-position
-    outer product is ever built (what autograd does too).
-    """
-    fn.batched = True  # type: ignore[attr-defined]
-    return fn
 
 
 class Builder:

@@ -291,9 +291,8 @@ IMPORT = Recognisers()
 TABLES: dict[str, RuleTable[Any, Any]] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD,
                                           "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING}
 
-#: rule modules not (yet) beside their primitives, loaded after the families
-LEGACY: tuple[str, ...] = ("ncd.torch.rules.linear", "ncd.torch.rules.scan", "ncd.analysis.linear", "ncd.analysis.derivative",
-                           "ncd.analysis.scan")
+#: rule modules not beside their primitives, loaded after the families (none: every rule is in its family's module)
+LEGACY: tuple[str, ...] = ()
 
 _LOADED = False
 _LOADING = threading.RLock()

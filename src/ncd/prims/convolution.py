@@ -60,6 +60,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
 from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
+from ncd.prims.kinds import transpose
 from ncd.prims.linear import EinsumOp, split_spec
 from ncd.prims.structure import route
 from ncd.prims.windows import (
@@ -681,15 +682,15 @@ def _swap(prim: ConvolutionTensorOp, cls: type[ConvolutionTensorOp]) -> Box:
     return Box(cls(prim.axes, prim.positions, prim.kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation))
 
 
-@BACKWARD.rule(ConvolutionTensorOp)
-def backward_conv_tensor(prim: ConvolutionTensorOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(ConvolutionTensorOp)
+def transpose_conv_tensor(prim: ConvolutionTensorOp, box: Box) -> Diagram:
     """``★`` is linear: its transpose is ``★ᵀ`` (fold: overlapping windows summed)."""
-    return BoxBackward((), _swap(prim, ConvolutionTensorTOp))
+    return _swap(prim, ConvolutionTensorTOp)
 
 
-@BACKWARD.rule(ConvolutionTensorTOp)
-def backward_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box, builder: Builder) -> BoxBackward:
-    return BoxBackward((), _swap(prim, ConvolutionTensorOp))
+@transpose(ConvolutionTensorTOp)
+def transpose_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box) -> Diagram:
+    return _swap(prim, ConvolutionTensorOp)
 
 
 def _woven(box: Box, axes: tuple[Axis, ...], dom_pos: tuple[int | None, ...], cod_pos: tuple[int, ...]) -> Diagram:
@@ -819,9 +820,9 @@ def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tens
     win = ctx.new(batch + (groups, i_axis) + positions + kernel, grad=windowed.grad)
     oth = other if other.contiguous else ctx.new(other.axes, grad=other.grad)
     oth = replace(oth, axes=batch + (groups, j_axis) + positions, order=(), dense=True)
-    from ncd.analysis.linear import _einsum  # the contraction's costs as torch.einsum runs it (the linear family's)
+    from ncd.analysis.linear import einsum_cost  # the contraction's costs as torch.einsum runs it
 
-    result = _einsum(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
+    result = einsum_cost(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
     return [replace(result, axes=ctx.out_axes[0], order=(), dtype="float", dense=True)]
 
 for _weight_box in (ConvWithWeightOp, ConvWeightGradOp):

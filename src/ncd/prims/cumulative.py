@@ -25,11 +25,12 @@ import sympy
 from ncd.errors import ParseError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import COST, DRAWING, IMPORT, LOWERING
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
-    from ncd.analysis.backward import BoxBackward
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
     from ncd.render.layout import Frag, Layout
@@ -79,6 +80,7 @@ def CumSum(source: TypeLike, reverse: bool = False) -> Box:
 
 
 # -- lowering -----------------------------------------------------------------------------------
+@LOWERING.rule(CumSumOp)
 def lower_cumsum(prim: CumSumOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     (d,) = ctx.own_dims("dom", 0)
@@ -88,6 +90,7 @@ def lower_cumsum(prim: CumSumOp, ctx: RuleContext) -> list[str]:
 
 
 # -- costs and backward -------------------------------------------------------------------------
+@COST.rule(CumSumOp)
 def cost_cumsum(prim: CumSumOp, ctx: CostContext) -> list[Tensor]:
     """One addition per entry; autograd keeps nothing (the reverse's flips neither)."""
     x = ctx.inputs[0]
@@ -99,18 +102,20 @@ def cost_cumsum(prim: CumSumOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.like(0, x)]
 
 
-def backward_cumsum(prim: CumSumOp, box: Box, builder: object) -> BoxBackward:
+@transpose(CumSumOp)
+def transpose_cumsum(prim: CumSumOp, box: Box) -> Diagram:
     """Linear: the transpose of a running sum from the start is a running sum from the end (and back)."""
-    from ncd.analysis.backward import BoxBackward, cot
+    from ncd.analysis.backward import cot
     from ncd.ir.diagram import Identity
     from ncd.prims.structure import ZerosOp
 
     if prim.source.dtype != "float":  # indices: no gradient flows
-        return BoxBackward((), Identity(cot(box.cod)) if not len(cot(box.dom)) else Box(ZerosOp(cot(box.dom))))
-    return BoxBackward((), Box(CumSumOp(prim.source, not prim.reverse)))
+        return Identity(cot(box.cod)) if not len(cot(box.dom)) else Box(ZerosOp(cot(box.dom)))
+    return Box(CumSumOp(prim.source, not prim.reverse))
 
 
 # -- drawing ------------------------------------------------------------------------------------
+@DRAWING.rule(CumSumOp)
 def draw_cumsum(prim: CumSumOp, ctx: Layout, box: Box) -> Frag:
     """``Σ≤ t`` in a box on the summed wire (a triangular sum)."""
     from ncd.render.pictograms import generic_box
@@ -120,16 +125,6 @@ def draw_cumsum(prim: CumSumOp, ctx: Layout, box: Box) -> Frag:
     return generic_box(ctx, box.dom, box.cod, parts, fill="#ffffff", name="cumsum")
 
 
-def _register() -> None:
-    from ncd.prims._rules import register_family
-
-    register_family(CumSumOp, lower_cumsum, cost_cumsum, backward_cumsum, draw_cumsum)
-
-
-_register()
-
-
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT  # noqa: E402
 
 IMPORT.known(CumSumOp, by="ncd.trace.boxes")

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type, parse_type
+from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT, LOWERING, NOT_TRACED
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
 from ncd.ir.size import evaluate
 
 if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
 
 
@@ -253,3 +255,74 @@ def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[str]:
     subs = ",".join(["..." + "".join(letters.values())] + [e for e, _ in eyes]) + "->..." + out
     mats = "".join(f", torch.eye({n}, dtype={x}.dtype, device={x}.device)" for _, n in eyes)
     return [f"torch.einsum('{subs}', {x}{mats})"]
+
+
+# -- costs (so that ``ncd.cost(ncd.backward(d))`` works); their own backward is not supported ------
+@COST.rule(ExpandOp)
+def cost_expand(prim: ExpandOp, ctx: CostContext) -> list[Tensor]:
+    """A broadcast view: no FLOPs, no copy."""
+    from ncd.analysis.layout import Tensor
+
+    x = ctx.inputs[0]
+    return [Tensor(x.storage, ctx.out_axes[0], x.order, x.grad, x.dtype, dense=False)]
+
+
+def _suffixed(ctx: CostContext, side: Literal["dom", "cod"], j: int, axes: tuple[Axis, ...],
+              own: tuple[str, ...]) -> tuple[Axis, ...]:
+    """``axes`` (a full layout) with the box's own axes renamed ``own[k]``."""
+    from ncd.prims.linear import markers
+
+    layout = markers(ctx.box, ctx.woven, side, j)
+    shift = len(axes) - len(layout)
+    result = list(axes)
+    for k, (kind, index) in enumerate(layout):
+        if kind == "own":
+            result[shift + k] = axes[shift + k].renamed(own[index])
+    return tuple(result)
+
+
+def _relabel(t: Tensor, axes: tuple[Axis, ...]) -> Tensor:
+    from ncd.analysis.layout import Tensor
+
+    names = {a.name: b.name for a, b in zip(t.axes, axes)}
+    return Tensor(t.storage, axes, tuple(names.get(n, n) for n in t.order), t.grad, t.dtype, t.dense)
+
+
+@COST.rule(LinearTransposeOp, LinearWeightGradOp)
+def cost_weighted(prim: LinearTransposeOp | LinearWeightGradOp, ctx: CostContext) -> list[Tensor]:
+    """An einsum with the weight (``Lᵀ g``) or of the input with the cotangent (``∂W``), as ``torch.einsum`` runs it."""
+    from ncd.analysis.layout import Tensor
+    from ncd.analysis.linear import einsum_cost
+    from ncd.prims.linear import tagged
+
+    outs = tuple(tagged(a.name, "_out") for a in prim.cod_axes)
+    ins = tuple(tagged(a.name, "_in") for a in prim.dom_axes)
+    first, second = ctx.inputs
+    if isinstance(prim, LinearTransposeOp):  # (g: cod, W: cod dom) -> dom
+        g = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, outs))
+        w = _relabel(second, _suffixed(ctx, "dom", 1, second.axes, outs + ins))
+        result = einsum_cost(ctx, [g, w], _suffixed(ctx, "cod", 0, ctx.out_axes[0], ins))
+    else:  # (x: batch dom, g: batch cod) -> cod dom, the batch summed
+        batch = tuple(a.name for a in prim.batch)
+        x = _relabel(first, _suffixed(ctx, "dom", 0, first.axes, batch + ins))
+        g = _relabel(second, _suffixed(ctx, "dom", 1, second.axes, batch + outs))
+        result = einsum_cost(ctx, [x, g], _suffixed(ctx, "cod", 0, ctx.out_axes[0], outs + ins))
+    return [Tensor(result.storage, ctx.out_axes[0], (), result.grad)]
+
+
+@COST.rule(DiagonalOp)
+def cost_diagonal(prim: DiagonalOp, ctx: CostContext) -> list[Tensor]:
+    """``x[..., None] * eye``: one product per repeated wire; autograd keeps each identity matrix."""
+    seen: set[str] = set()
+    for a in prim.target:
+        if a.name in seen:
+            eye = ctx.new((a, a.renamed(a.name + "′")), grad=False)
+            if ctx.inputs[0].grad:
+                ctx.save(eye)
+            ctx.other(ctx.numel(), ctx.numel())
+        seen.add(a.name)
+    return [ctx.output(0)]
+
+
+for _second in (ExpandOp, LinearTransposeOp, LinearWeightGradOp, DiagonalOp):
+    BACKWARD.unsupported(_second, SECOND_ORDER)

@@ -23,6 +23,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
@@ -57,11 +58,13 @@ def Divide() -> Box:
     return Box.make(DivideOp())
 
 
+@LOWERING.rule(DivideOp)
 def lower_divide(prim: DivideOp, ctx: RuleContext) -> list[str]:
     a, b = ctx.args
     return [f"{a.var} / {b.var}"]
 
 
+@COST.rule(DivideOp)
 def cost_divide(prim: DivideOp, ctx: CostContext) -> list[Tensor]:
     """One division per entry; autograd keeps the divisor, and the dividend when the divisor needs a gradient."""
     a, b = ctx.inputs
@@ -76,6 +79,7 @@ def cost_divide(prim: DivideOp, ctx: CostContext) -> list[Tensor]:
     return [out]
 
 
+@BACKWARD.rule(DivideOp)
 def backward_divide(prim: DivideOp, box: Box, builder: object) -> BoxBackward:
     """``∂a = g / b`` and ``∂b = −(g / b) ⊙ (a / b)``."""
     from ncd.analysis.backward import BoxBackward, route
@@ -89,6 +93,7 @@ def backward_divide(prim: DivideOp, box: Box, builder: object) -> BoxBackward:
     return BoxBackward((("in", 0), ("in", 1)), both)
 
 
+@SCALAR_DRAWING.rule(DivideOp)
 def draw_divide(prim: DivideOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """Like the product ``⊙``: equal wires of both tensors meet at dots under ``÷`` (the dividend's wires on top)."""
     from ncd.render.pictograms import _by_name, wiring
@@ -98,16 +103,6 @@ def draw_divide(prim: DivideOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> 
     return wiring(ctx, dom, cod, sources, caps, sign=(Piece("÷"),), align="top", name=prim.op)
 
 
-def _register() -> None:
-    from ncd.prims._rules import register_family
-
-    register_family(DivideOp, lower_divide, cost_divide, backward_divide, None, draw_divide)
-
-
-_register()
-
-
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT  # noqa: E402
 
 IMPORT.known(DivideOp, by="ncd.trace.boxes")

@@ -21,11 +21,11 @@ import sympy
 from ncd.errors import ParseError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Box, Identity, Par, Seq
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text
-from ncd.prims.structure import route
+from ncd.prims.kinds import partials, transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -393,23 +393,16 @@ def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxB
     return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR)), Box(MultiplyOp(2))))
 
 
-@BACKWARD.rule(ScaleOp)
-def backward_scale(prim: ScaleOp, box: Box, builder: object) -> BoxBackward:
+@transpose(ScaleOp)
+def transpose_scale(prim: ScaleOp, box: Box) -> Diagram:
     """Scaling is linear and self-transposed: ``∂x = factor · g``."""
-    return BoxBackward((), Box(prim))
+    return Box(prim)
 
 
-@BACKWARD.rule(MultiplyOp)
-def backward_multiply(prim: MultiplyOp, box: Box, builder: object) -> BoxBackward:
+@partials(MultiplyOp)
+def multiply_partial(prim: MultiplyOp, box: Box, i: int) -> Diagram:
     """``∂x_i = g ⊙ ∏_{j≠i} x_j`` (every factor stored)."""
-    n = prim.n
-    stored = tuple(("in", j) for j in range(n))
-    segments = list(box.dom) + [SCALAR[0]]
-    picks: list[int] = []
-    for i in range(n):
-        picks += [n] + [j for j in range(n) if j != i]
-    parts = [Box(MultiplyOp(n)) for _ in range(n)]
-    return BoxBackward(stored, Seq.of(route(segments, picks), Par.of(*parts)))
+    return Box(MultiplyOp(prim.n))
 
 BACKWARD.unsupported(DerivativeOp, SECOND_ORDER)
 

@@ -283,7 +283,7 @@ def batched_backward_unembed(prim: UnembedOp, box: Box, builder: Builder, batch:
     Tied (``tied_to="E"``): the weight is embedding ``E``'s table, and ``∂L`` is *added* to the
     table's gradient ``∂Emb`` (``ncd.backward`` draws the sum).
     """
-    from ncd.analysis.linear import learned_map_backward  # the linear family's rule (moves beside LinearOp later)
+    from ncd.prims.linear import learned_map_backward  # the linear family's rule
 
     return learned_map_backward(prim.dim, Segment((prim.vocab,)), prim.bias, batch)
 

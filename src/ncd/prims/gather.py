@@ -42,6 +42,7 @@ from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
 from ncd.ir.size import size_text, sizes_equal
+from ncd.prims.kinds import transpose
 from ncd.prims.structure import DeleteOp, ZerosOp, cot, route
 
 if TYPE_CHECKING:
@@ -362,17 +363,17 @@ def cost_scatter_add(prim: Primitive, ctx: CostContext) -> list[Tensor]:
 COST.rule(GatherTransposeOp)(cost_scatter_add)
 
 
-@BACKWARD.rule(GatherOp)
-def backward_gather(prim: GatherOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(GatherOp, stored=(1,))
+def transpose_gather(prim: GatherOp, box: Box) -> Diagram:
     """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient)."""
-    return BoxBackward((("in", 1),), Box(GatherTransposeOp(prim.axis, prim.positions)))
+    return Box(GatherTransposeOp(prim.axis, prim.positions))
 
 
-@BACKWARD.rule(GatherTransposeOp)
-def backward_gather_transpose(prim: GatherTransposeOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(GatherTransposeOp, stored=(0,))
+def transpose_gather_transpose(prim: GatherTransposeOp, box: Box) -> Diagram:
     """The transpose of a scatter-add at positions is the gather at the same positions."""
     segments = [prim.positions, Segment((prim.axis,))]
-    return BoxBackward((("in", 0),), Seq.of(route(segments, [1, 0]), Box(GatherOp(prim.axis, prim.positions))))
+    return Seq.of(route(segments, [1, 0]), Box(GatherOp(prim.axis, prim.positions)))
 
 
 @BACKWARD.rule(ArgMaxOp, CompareOp, CastOp)

@@ -30,6 +30,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING
 from ncd.ir.size import Size, size_text
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def GroupNorm(axes: TypeLike, groups: int, eps: float = 1e-5, affine: bool = Tru
     return Box.make(GroupNormOp(typ[0], groups, float(eps), affine))
 
 
+@LOWERING.rule(GroupNormOp)
 def lower_groupnorm(prim: GroupNormOp, ctx: RuleContext) -> list[str]:
     """``nn.GroupNorm`` on ``(N, C, *)``: leading axes folded into ``N`` (called directly when there is exactly one)."""
     shape = [ctx.int(a.size, f"axis {a.name}") for a in prim.axes]
@@ -104,6 +106,7 @@ def lower_groupnorm(prim: GroupNormOp, ctx: RuleContext) -> list[str]:
     return [f"({module}({x}) if {x}.dim() == {len(shape) + 1} else {folded})"]
 
 
+@COST.rule(GroupNormOp)
 def cost_groupnorm(prim: GroupNormOp, ctx: CostContext) -> list[Tensor]:
     """Autograd keeps the input (the weight is a parameter) and each group's mean and reciprocal deviation."""
     x = ctx.inputs[0]
@@ -117,6 +120,7 @@ def cost_groupnorm(prim: GroupNormOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
+@DRAWING.rule(GroupNormOp)
 def draw_groupnorm(prim: GroupNormOp, ctx: Layout, box: Box) -> Frag:
     """The paper's normalisation circle on the normalised wires, ``GN`` inside (bold: learned scale)."""
     from ncd.render.pictograms_more import draw_norm
@@ -124,18 +128,9 @@ def draw_groupnorm(prim: GroupNormOp, ctx: Layout, box: Box) -> Frag:
     return draw_norm(ctx, box)
 
 
-def _register() -> None:
-    from ncd.analysis.tables import unsupported
-    from ncd.prims._rules import register_family
-
-    register_family(GroupNormOp, lower_groupnorm, cost_groupnorm, None, draw_groupnorm)
-    unsupported(GroupNormOp.op, BACKWARD_UNSUPPORTED, backward=True)
-
-
-_register()
+BACKWARD.unsupported(GroupNormOp, BACKWARD_UNSUPPORTED)
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT  # noqa: E402
 
 IMPORT.known(GroupNormOp, by="ncd.trace.boxes")

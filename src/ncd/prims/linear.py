@@ -1,5 +1,8 @@
 """Linear wiring: learned linear maps **L** / **L₊**, einsum wirings, and the unit (cup).
 
+Every rule of the family lives here (:mod:`ncd.ir.rules`): lowering, cost, backward and import.
+The einsum's backward is derived from its kind (:func:`ncd.prims.kinds.partials`).
+
 Einsum specs name axes with spaces between them, like the text form of types:
 ``"y k h, x k h -> y x h"`` contracts ``k``, keeps ``h`` on a diagonal and takes the
 outer product over ``y`` and ``x``.
@@ -15,18 +18,30 @@ outer product over ``y`` and ``x``.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
-from ncd.ir.size import Size, size_text, sizes_equal
+from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+from ncd.ir.size import Size, evaluate, size_text, sizes_equal
+from ncd.ir.weaving import Side, WeaveView
+from ncd.prims.kinds import partials, transpose
 
-__all__ = ["LinearOp", "EinsumOp", "UnitOp", "Linear", "Einsum", "Unit", "split_spec"]
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.codegen import ClassEmitter
+    from ncd.torch.rules import Expr, RuleContext
+
+__all__ = ["LinearOp", "EinsumOp", "UnitOp", "Linear", "Einsum", "Unit", "split_spec", "linear_module", "markers", "tagged",
+           "learned_map_backward"]
 
 
 def split_spec(spec: str, what: str) -> tuple[str, str]:
@@ -176,6 +191,218 @@ def Unit(first: str, second: str) -> Box:
     if len(a) != 1 or len(b) != 1:
         raise ParseError("unit takes one axis on each side, e.g. Unit('a', 'b:a')")
     return Box.make(UnitOp(a[0], b[0]))
+
+
+# -- lowering ------------------------------------------------------------------------------------
+# A learned linear map is an ``nn.Linear`` over the flattened input and output axes (so weights load
+# straight from ``torch.nn`` models); on trailing axes it is called directly, as hand-written code would,
+# otherwise it becomes an einsum on a view of the weight.  Einsums keep woven axes as extra letters, and
+# ``torch.einsum`` picks the contraction order with ``opt_einsum`` for three or more operands.
+def _letters(names: list[list[str]]) -> dict[str, str]:
+    table: dict[str, str] = {}
+    pool = iter(string.ascii_letters)
+    for group in names:
+        for n in group:
+            if n not in table:
+                table[n] = next(pool)
+    return table
+
+
+def _sizes(axes: Segment) -> list[int]:
+    return [evaluate(a.size, what=f"axis {a.name}") for a in axes]
+
+
+def _product(values: list[int]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
+
+
+def linear_module(em: ClassEmitter, prim: LinearOp, label: str | None) -> str:
+    """Declare the ``nn.Linear`` holding a learned linear map's weights (flattened axes, torch layout)."""
+    fan_in, fan_out = _product(_sizes(prim.dom_axes)), _product(_sizes(prim.cod_axes))
+    hint = ("L_plus" if prim.bias else "L") + (f"_{label}" if label else "")
+    return em.attr(hint, f"nn.Linear({fan_in}, {fan_out}, bias={prim.bias})".replace(", bias=True", ""))
+
+
+@LOWERING.rule(LinearOp)
+def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
+    from ncd.torch.rules import Expr
+
+    n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
+    ins, outs = _sizes(prim.dom_axes), _sizes(prim.cod_axes)
+    module = linear_module(ctx.em, prim, ctx.box.label)
+    x = ctx.args[0]
+    dims_in, dims_out = ctx.own_dims("dom", 0), ctx.own_dims("cod", 0)
+    trailing_in = dims_in == list(range(-n_in, 0))
+    trailing_out = dims_out == list(range(-n_out, 0))
+    same_woven = [m for m in ctx.markers("dom", 0) if m[0] == "woven"] == [m for m in ctx.markers("cod", 0) if m[0] == "woven"]
+    if trailing_in and trailing_out and same_woven:
+        call = ctx.module(module, x if n_in == 1 else ctx.method(x, "flatten", -n_in))
+        return [call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs))]
+    letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
+    own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
+    own_out = [letters[a.name + "_out"] for a in prim.cod_axes]
+    subs = ctx.subscripts([own_in], own_out)
+    weight_spec = "".join(own_out + own_in)
+    lhs, rhs = subs.split("->")
+    weight = f"{module}.weight.view({', '.join(map(str, outs + ins))})"
+    expr = ctx.einsum(f"{lhs},{weight_spec}->{rhs}", x, weight)
+    if prim.bias:
+        layout = ctx.markers("cod", 0)
+        first = min(i for i, (kind, _) in enumerate(layout) if kind == "own")
+        shape = [outs[k] if kind == "own" else 1 for kind, k in layout[first:]]
+        expr = Expr(f"{expr} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", expr.args)
+    return [expr]
+
+
+@LOWERING.rule(EinsumOp)
+def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
+    letters = _letters([list(seg.names) for seg in prim.inputs])
+    own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
+    own_out = [letters[n] for n in prim.output.names]
+    return [ctx.einsum(ctx.subscripts(own_in, own_out), *ctx.args)]
+
+
+@LOWERING.rule(UnitOp)
+def lower_unit(prim: UnitOp, ctx: RuleContext) -> list[Expr]:
+    return [ctx.call("torch.eye", evaluate(prim.first.size, what=f"axis {prim.first.name}"))]
+
+
+# -- costs ---------------------------------------------------------------------------------------
+# On trailing axes a learned map is ``nn.Linear``: one ``mm``/``addmm`` of ``2·batch·in·out`` FLOPs
+# forward and, backward, one for the input's gradient and one for the weight's; autograd keeps the input
+# flattened to 2-D (the input itself when that is a view, a copy otherwise).  Elsewhere it is an einsum
+# with the weight, like any wiring, costed as ``torch.einsum`` runs it (``ncd.analysis.linear``).
+def markers(box: Box, woven: tuple[Weave, ...], side: Side, j: int) -> list[tuple[str, int]]:
+    """The code layout of input/output ``j``: ``("own", k)`` or ``("woven", w)`` per axis (as lowering sees it)."""
+    return WeaveView(box, woven).markers(side, j)
+
+
+def tagged(name: str, suffix: str) -> str:
+    """A distinct, valid axis name for ``name`` on one side of a learned map (bound axes ``(k h)`` included)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name) + suffix
+
+
+def _rename(axes: tuple[Axis, ...], names: dict[int, str]) -> tuple[Axis, ...]:
+    return tuple(a.renamed(names[k]) if k in names else a for k, a in enumerate(axes))
+
+
+def _trailing(prim: LinearOp, ctx: CostContext) -> bool:
+    dom, cod = markers(ctx.box, ctx.woven, "dom", 0), markers(ctx.box, ctx.woven, "cod", 0)
+    n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
+    return (all(m[0] == "own" for m in dom[len(dom) - n_in:]) and all(m[0] == "own" for m in cod[len(cod) - n_out:])
+            and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
+
+
+@COST.rule(LinearOp)
+def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
+    from ncd.analysis.layout import Tensor, numel
+    from ncd.analysis.linear import einsum_cost
+
+    x = ctx.inputs[0]
+    fan_in, fan_out = numel(prim.dom_axes.axes), numel(prim.cod_axes.axes)
+    batch = x.numel / fan_in
+    if prim.bias:
+        ctx.other(batch * fan_out, batch * fan_out)
+    if _trailing(prim, ctx):
+        n_in = len(prim.dom_axes)
+        own_in = [a.name for a in x.axes[len(x.axes) - n_in:]]
+        flat = x if x.merges([own_in]) else ctx.new(x.axes, grad=x.grad)
+        if len(flat.axes) - n_in + 1 > 2 and not flat.contiguous:
+            flat = ctx.new(x.axes, grad=x.grad)  # matmul folds the batch axes with reshape: a copy
+        flops = 2 * batch * fan_in * fan_out
+        ctx.matmul(flops, flops * (1 + int(x.grad)))
+        ctx.save(flat)
+        if x.grad:
+            ctx.other(sympy.Integer(0), sympy.Integer(0))
+        return [ctx.output(0)]
+    # an einsum with a view of the weight: '...{in},{out}{in}->...{out}'
+    dom_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "dom", 0)) if m[0] == "own"]
+    cod_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "cod", 0)) if m[0] == "own"]
+    shift_in = len(x.axes) - len(markers(ctx.box, ctx.woven, "dom", 0))
+    shift_out = len(ctx.out_axes[0]) - len(markers(ctx.box, ctx.woven, "cod", 0))
+    ins = {shift_in + p: tagged(a.name, "_in") for p, a in zip(dom_pos, prim.dom_axes)}
+    outs = {shift_out + p: tagged(a.name, "_out") for p, a in zip(cod_pos, prim.cod_axes)}
+    xr = Tensor(x.storage, _rename(x.axes, ins), tuple(ins.get(x.names.index(n), n) for n in x.order), x.grad, x.dtype)
+    weight = ctx.parameter(tuple(a.renamed(tagged(a.name, "_out")) for a in prim.cod_axes)
+                           + tuple(a.renamed(tagged(a.name, "_in")) for a in prim.dom_axes))
+    out_axes = _rename(ctx.out_axes[0], outs)
+    result = einsum_cost(ctx, [xr, weight], out_axes)
+    back = {new: old.name for new, old in zip((a.name for a in out_axes), ctx.out_axes[0])}
+    return [Tensor(result.storage, ctx.out_axes[0], tuple(back.get(n, n) for n in result.order), result.grad)]
+
+
+@COST.rule(EinsumOp)
+def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
+    from ncd.analysis.linear import einsum_cost
+
+    return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0])]
+
+
+@COST.rule(UnitOp)
+def cost_unit(prim: UnitOp, ctx: CostContext) -> list[Tensor]:
+    return [ctx.new(ctx.out_axes[0], grad=False)]
+
+
+# -- backward ------------------------------------------------------------------------------------
+def learned_map_backward(x: Segment, g: Segment, bias: bool, batch: tuple[Axis, ...] = ()) -> BoxBackward:
+    """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = Σ_batch g ⊗ x`` (one contraction), ``∂b = Σ_batch g``.
+
+    A learned map is bilinear in its input and its weight: these are its two partial transposes.
+    """
+    from ncd.analysis.backward import woven_leading
+    from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp, weight_segment
+    from ncd.prims.structure import route
+
+    w = weight_segment(x, g)
+    xb, gb = Segment(batch + x.axes), Segment(batch + g.axes)
+    picks = [2, 1, 0, 2] + ([2] if bias else [])
+    d_bias = Box(EinsumOp(Type((gb,)), g)) if batch else Identity(Type((g,)))
+    parts = [woven_leading(Box(LinearTransposeOp(x, g)), batch, (0, None)),
+             Box(LinearWeightGradOp(x, g, Segment(batch)))] + ([d_bias] if bias else [])
+    grads = ("weight", "bias") if bias else ("weight",)
+    return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, w, gb], picks), Par.of(*parts)), grads)
+
+
+@BACKWARD.rule(LinearOp)
+def backward_linear(prim: LinearOp, box: Box, builder: object) -> BoxBackward:
+    """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = g ⊗ x``, ``∂b = g``."""
+    return learned_map_backward(prim.dom_axes, prim.cod_axes, prim.bias)
+
+
+@BATCHED_BACKWARD.rule(LinearOp)
+def batched_backward_linear(prim: LinearOp, box: Box, builder: object, batch: tuple[Axis, ...]) -> BoxBackward:
+    """Woven over leading ``batch`` axes: the weight's and bias' gradients contracted over them."""
+    return learned_map_backward(prim.dom_axes, prim.cod_axes, prim.bias, batch)
+
+
+@partials(EinsumOp)
+def einsum_partial(prim: EinsumOp, box: Box, i: int) -> Diagram:
+    """The transposed wiring: ``∂x_i = einsum(g, x_j≠i -> x_i)``, copied onto axes it summed away."""
+    from ncd.prims.derivative import DiagonalOp, ExpandOp
+
+    inputs = list(prim.inputs)
+    target = inputs[i]
+    sources = [prim.output] + [inputs[j] for j in range(len(inputs)) if j != i]
+    known = {a.name for s in sources for a in s}
+    distinct = target.with_axes(a for k, a in enumerate(target) if a.name not in target.names[:k])
+    reachable = distinct.with_axes(a for a in distinct if a.name in known)
+    part: Diagram = Box(EinsumOp(Type(tuple(sources)), reachable))
+    if len(reachable) != len(distinct):
+        part = Seq.of(part, Box(ExpandOp(reachable, distinct)))
+    if len(distinct) != len(target):  # a repeated wire: the transpose of taking the diagonal
+        part = Seq.of(part, Box(DiagonalOp(distinct, target)))
+    return part
+
+
+@transpose(UnitOp)
+def unit_transpose(prim: UnitOp, box: Box) -> Diagram:
+    """The cup has no input: its cotangent is discarded."""
+    from ncd.prims.structure import DeleteOp, cot
+
+    return Box(DeleteOp(cot(box.cod)))
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------

@@ -39,6 +39,7 @@ from ncd.ir.diagram import Box, Diagram, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, evaluate, size, size_text, sizes_equal
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
@@ -633,8 +634,8 @@ def backward_unsqueeze(prim: UnsqueezeOp, box: Box, builder: Builder) -> BoxBack
     return BoxBackward((), result)
 
 
-@BACKWARD.rule(ConcatOp)
-def backward_concat(prim: ConcatOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(ConcatOp)
+def transpose_concat(prim: ConcatOp, box: Box) -> Diagram:
     """The transpose of a concatenation: one slice of the cotangent per input."""
     from ncd.analysis.backward import route
 
@@ -652,20 +653,20 @@ def backward_concat(prim: ConcatOp, box: Box, builder: Builder) -> BoxBackward:
         parts.append(woven)
         start = start + axis.size
     out = Segment(prim.before.axes + (prim.output,) + prim.after.axes)
-    return BoxBackward((), Seq.of(route([out], [0] * len(parts)), Par.of(*parts)))
+    return Seq.of(route([out], [0] * len(parts)), Par.of(*parts))
 
 
-@BACKWARD.rule(IndexOp)
-def backward_index(prim: IndexOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(IndexOp)
+def transpose_index(prim: IndexOp, box: Box) -> Diagram:
     """The transpose of picking one entry: the cotangent written there, zeros elsewhere."""
     n = prim.axis.size
     index = prim.index if not (prim.index.is_number and prim.index < 0) else prim.index + n
-    return BoxBackward((), Box(InsertOp(prim.axis, index, index + 1, sympy.Integer(1))))
+    return Box(InsertOp(prim.axis, index, index + 1, sympy.Integer(1)))
 
 
-@BACKWARD.rule(SliceOp)
-def backward_slice(prim: SliceOp, box: Box, builder: Builder) -> BoxBackward:
-    return BoxBackward((), Box(InsertOp(prim.axis, prim.start, prim.stop, prim.step, prim.output)))
+@transpose(SliceOp)
+def transpose_slice(prim: SliceOp, box: Box) -> Diagram:
+    return Box(InsertOp(prim.axis, prim.start, prim.stop, prim.step, prim.output))
 
 
 

@@ -30,10 +30,11 @@ import sympy
 
 from ncd.errors import LoweringError, NCDError, ParseError, SizeError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box, Identity
+from ncd.ir.diagram import Box, Diagram, Identity
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text
+from ncd.prims.kinds import transpose
 from ncd.prims.structure import DeleteOp, cot
 
 if TYPE_CHECKING:
@@ -480,9 +481,9 @@ def cost_view(prim: ViewOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
 
 
-@BACKWARD.rule(ViewOp)
-def backward_view(prim: ViewOp, box: Box, builder: Builder) -> BoxBackward:
-    return BoxBackward((), Box(ViewOp(prim.target, prim.source)))
+@transpose(ViewOp)
+def transpose_view(prim: ViewOp, box: Box) -> Diagram:
+    return Box(ViewOp(prim.target, prim.source))
 
 
 @COST.rule(OpaqueOp)

@@ -30,9 +30,11 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED
 from ncd.ir.size import size_text
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
@@ -216,6 +218,7 @@ def _pads(prim: PadOp) -> tuple[int, ...]:
     return tuple(v for b, a in zip(reversed(prim.before), reversed(prim.after)) for v in (b, a))
 
 
+@LOWERING.rule(RollOp)
 def lower_roll(prim: RollOp, ctx: RuleContext) -> list[str]:
     dims = tuple(ctx.own_dims("dom", 0))
     return [f"torch.roll({ctx.args[0].var}, {prim.shifts}, {dims})"]
@@ -228,6 +231,7 @@ def _folded(ctx: RuleContext, x: str, axes: tuple[Axis, ...], call: str, out: tu
     return f"{call.format(f'{x}.reshape(-1, {inner})')}.view(*{x}.shape[:-{len(axes)}], {outer})"
 
 
+@LOWERING.rule(PadOp)
 def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     if prim.mode == "constant":
@@ -236,6 +240,7 @@ def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
     return [_folded(ctx, x, prim.axes.axes, f"F.pad({{}}, {_pads(prim)}, mode={prim.mode!r})", prim.padded().axes)]
 
 
+@LOWERING.rule(PadTransposeOp)
 def lower_pad_transpose(prim: PadTransposeOp, ctx: RuleContext) -> list[str]:
     pad = prim.pad
     n = len(pad.axes)
@@ -248,11 +253,13 @@ def lower_pad_transpose(prim: PadTransposeOp, ctx: RuleContext) -> list[str]:
 
 
 # -- costs and backward (ncd.analysis) ----------------------------------------------------------
+@COST.rule(RollOp)
 def cost_roll(prim: RollOp, ctx: CostContext) -> list[Tensor]:
     """``torch.roll`` writes a new tensor and keeps nothing."""
     return [ctx.like(0, ctx.inputs[0])]
 
 
+@COST.rule(PadOp)
 def cost_pad(prim: PadOp, ctx: CostContext) -> list[Tensor]:
     """A constant pad keeps nothing; reflected and replicated pads keep their (folded) input."""
     x = ctx.inputs[0]
@@ -261,19 +268,21 @@ def cost_pad(prim: PadOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
+@COST.rule(PadTransposeOp)
 def cost_pad_transpose(prim: PadTransposeOp, ctx: CostContext) -> list[Tensor]:
     """``reflection_pad*_backward`` keeps nothing (its own derivative is the pad)."""
     ctx.other(ctx.inputs[0].numel, ctx.numel() if ctx.grad else sympy.Integer(0))
     return [ctx.output(0)]
 
 
-def backward_roll(prim: RollOp, box: Box, builder: object) -> BoxBackward:
+@transpose(RollOp)
+def transpose_roll(prim: RollOp, box: Box) -> Diagram:
     """The transpose of a cyclic shift is the opposite shift."""
-    from ncd.analysis.backward import BoxBackward
 
-    return BoxBackward((), Box(RollOp(prim.axes, tuple(-s for s in prim.shifts))))
+    return Box(RollOp(prim.axes, tuple(-s for s in prim.shifts)))
 
 
+@BACKWARD.rule(PadOp)
 def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
     """Constant: crop the cotangent by the same amounts; reflect/replicate: :class:`PadTransposeOp`."""
     from ncd.analysis.backward import BoxBackward
@@ -285,14 +294,15 @@ def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
     return BoxBackward((), Box(crop))
 
 
-def backward_pad_transpose(prim: PadTransposeOp, box: Box, builder: object) -> BoxBackward:
+@transpose(PadTransposeOp)
+def transpose_pad_transpose(prim: PadTransposeOp, box: Box) -> Diagram:
     """Linear, so its transpose is the pad itself."""
-    from ncd.analysis.backward import BoxBackward
 
-    return BoxBackward((), Box(prim.pad))
+    return Box(prim.pad)
 
 
 # -- drawing (ncd.render) -----------------------------------------------------------------------
+@DRAWING.rule(RollOp, PadOp, PadTransposeOp)
 def draw_boundary(prim: RollOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) -> Frag:
     """A tag on the wires it acts on, like a slice: ``roll −3, −3``, ``pad 1|1``."""
     from ncd.render.pictograms import generic_box
@@ -301,19 +311,7 @@ def draw_boundary(prim: RollOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) 
     return generic_box(ctx, box.dom, box.cod, typeset_text(box.prim.label()), fill="#fdf3d0", name=box.prim.op, min_w=16.0)
 
 
-def _register() -> None:
-    from ncd.prims._rules import register_family
-
-    register_family(RollOp, lower_roll, cost_roll, backward_roll, draw_boundary)
-    register_family(PadOp, lower_pad, cost_pad, backward_pad, draw_boundary)
-    register_family(PadTransposeOp, lower_pad_transpose, cost_pad_transpose, backward_pad_transpose, draw_boundary)
-
-
-_register()
-
-
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT, NOT_TRACED  # noqa: E402
 
 IMPORT.known(PadOp, RollOp, by="ncd.trace.boxes")
 IMPORT.unsupported(PadTransposeOp, NOT_TRACED)

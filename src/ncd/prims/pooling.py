@@ -23,6 +23,7 @@ from ncd.prims.convolution import ConvolutionTensorTOp
 from ncd.prims.derivative import ExpandOp
 from ncd.prims.elementwise import ScaleOp
 from ncd.prims.gather import cost_scatter_add
+from ncd.prims.kinds import transpose
 from ncd.prims.structure import woven_scalar
 from ncd.prims.windows import (
     IntOrInts,
@@ -414,17 +415,17 @@ def _spread(positions: Segment, axes: Segment, kernel: tuple[int, ...], stride: 
                                                                               star_t.windowed()), Box(star_t))
 
 
-@BACKWARD.rule(AvgPoolOp)
-def backward_avgpool(prim: AvgPoolOp, box: Box, builder: object) -> BoxBackward:
+@transpose(AvgPoolOp)
+def transpose_avgpool(prim: AvgPoolOp, box: Box) -> Diagram:
     """Average pooling is linear: its transpose ``𝔼ᵀ`` then ``★ᵀ`` (drawn with ``★ᵀ`` for 1 or 2 axes, padding counted)."""
     if prim.count_include_pad and len(prim.axes) in (1, 2):
-        return BoxBackward((), _spread(prim.positions, prim.axes, prim.kernel, prim.stride, prim.padding))
-    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding,
-                                                  prim.count_include_pad)))
+        return _spread(prim.positions, prim.axes, prim.kernel, prim.stride, prim.padding)
+    return Box(AvgPoolTransposeOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding,
+                                                  prim.count_include_pad))
 
 
-@BACKWARD.rule(AdaptiveAvgPoolOp)
-def backward_adaptive_avgpool(prim: AdaptiveAvgPoolOp, box: Box, builder: object) -> BoxBackward:
+@transpose(AdaptiveAvgPoolOp)
+def transpose_adaptive_avgpool(prim: AdaptiveAvgPoolOp, box: Box) -> Diagram:
     """Even windows (the size divisible by the output's) are an average pooling's; uneven ones ``𝔼ᵀ★ᵀ`` in one box."""
     try:
         ratios = [int(a.size / b.size) for a, b in zip(prim.axes, prim.positions) if (a.size / b.size).is_integer]
@@ -432,8 +433,8 @@ def backward_adaptive_avgpool(prim: AdaptiveAvgPoolOp, box: Box, builder: object
         ratios = []
     if len(ratios) == len(prim.axes) and len(prim.axes) in (1, 2):
         k = tuple(ratios)
-        return BoxBackward((), _spread(prim.positions, prim.axes, k, k, (0,) * len(k)))
-    return BoxBackward((), Box(AvgPoolTransposeOp(prim.axes, prim.positions, adaptive=True)))
+        return _spread(prim.positions, prim.axes, k, k, (0,) * len(k))
+    return Box(AvgPoolTransposeOp(prim.axes, prim.positions, adaptive=True))
 
 
 @COST.rule(MaxPoolArgmaxOp)

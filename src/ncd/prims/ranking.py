@@ -32,6 +32,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING
 from ncd.ir.size import Size, size_text
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def Sort(axis: AxisLike | TypeLike, output: str, descending: bool = False, stabl
 
 
 # -- lowering -----------------------------------------------------------------------------------
+@LOWERING.rule(TopKOp)
 def lower_topk(prim: TopKOp, ctx: RuleContext) -> list[str]:
     (d,) = ctx.own_dims("dom", 0)
     k = ctx.int(prim.output.size, f"axis {prim.output.name}")
@@ -150,6 +152,7 @@ def lower_topk(prim: TopKOp, ctx: RuleContext) -> list[str]:
     return [f"{name}.values", f"{name}.indices"]
 
 
+@LOWERING.rule(SortOp)
 def lower_sort(prim: SortOp, ctx: RuleContext) -> list[str]:
     (d,) = ctx.own_dims("dom", 0)
     name = ctx.em.fresh("sort")
@@ -159,6 +162,7 @@ def lower_sort(prim: SortOp, ctx: RuleContext) -> list[str]:
 
 
 # -- costs and backward -------------------------------------------------------------------------
+@COST.rule(TopKOp, SortOp)
 def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
     """No FLOPs counted; autograd keeps the positions (the entries' gradient is scattered back there)."""
     x = ctx.inputs[0]
@@ -170,6 +174,7 @@ def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
     return [values, positions]
 
 
+@BACKWARD.rule(TopKOp, SortOp)
 def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBackward:
     """The entries are the input gathered at the positions: their cotangent is scattered back (``gather ᵀ``)."""
     from ncd.analysis.backward import BoxBackward
@@ -183,6 +188,7 @@ def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBac
 
 
 # -- drawing ------------------------------------------------------------------------------------
+@DRAWING.rule(TopKOp, SortOp)
 def draw_ranking(prim: TopKOp | SortOp, ctx: Layout, box: Box) -> Frag:
     """A box naming the ranking (``top2 e``, ``sort t ↓``), with the entries and their positions as two tensors."""
     from ncd.render.pictograms import generic_box
@@ -191,17 +197,6 @@ def draw_ranking(prim: TopKOp | SortOp, ctx: Layout, box: Box) -> Frag:
     return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), fill="#eef3e2", name=prim.op)
 
 
-def _register() -> None:
-    from ncd.prims._rules import register_family
-
-    register_family(TopKOp, lower_topk, cost_ranking, backward_ranking, draw_ranking)
-    register_family(SortOp, lower_sort, cost_ranking, backward_ranking, draw_ranking)
-
-
-_register()
-
-
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT  # noqa: E402
 
 IMPORT.known(SortOp, TopKOp, by="ncd.trace.boxes")

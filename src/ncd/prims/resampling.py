@@ -29,9 +29,11 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED
 from ncd.ir.size import size_text
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
@@ -181,6 +183,7 @@ def _restore(x: str, source: str, n: int, ctx: RuleContext, seg: Segment) -> str
     return f"{x}.view(*{source}.shape[:-{n}], {_sizes(ctx, seg)})"
 
 
+@LOWERING.rule(InterpolateOp)
 def lower_interpolate(prim: InterpolateOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     n = len(prim.axes)
@@ -190,6 +193,7 @@ def lower_interpolate(prim: InterpolateOp, ctx: RuleContext) -> list[str]:
     return [_restore(call, x, n, ctx, prim.output)]
 
 
+@LOWERING.rule(InterpolateTransposeOp)
 def lower_interpolate_transpose(prim: InterpolateTransposeOp, ctx: RuleContext) -> list[str]:
     """ATen's ``upsample_*_backward``: the transpose of the interpolation, weights and all."""
     g = ctx.args[0].var
@@ -202,6 +206,7 @@ def lower_interpolate_transpose(prim: InterpolateTransposeOp, ctx: RuleContext) 
     return [_restore(call, g, n, ctx, prim.axes)]
 
 
+@LOWERING.rule(AdaptiveMaxPoolOp)
 def lower_adaptive_maxpool(prim: AdaptiveMaxPoolOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     n = len(prim.axes)
@@ -219,6 +224,7 @@ def _folded(ctx: CostContext) -> Tensor:
     return x if x.contiguous else ctx.new(x.axes, grad=x.grad)
 
 
+@COST.rule(InterpolateOp, InterpolateTransposeOp)
 def cost_interpolate(prim: InterpolateOp | InterpolateTransposeOp, ctx: CostContext) -> list[Tensor]:
     """No FLOPs counted, nothing kept (the transpose needs only the sizes)."""
     _folded(ctx)
@@ -226,6 +232,7 @@ def cost_interpolate(prim: InterpolateOp | InterpolateTransposeOp, ctx: CostCont
     return [ctx.output(0)]
 
 
+@COST.rule(AdaptiveMaxPoolOp)
 def cost_adaptive_maxpool(prim: AdaptiveMaxPoolOp, ctx: CostContext) -> list[Tensor]:
     """Autograd keeps the (folded) input and the argmax of every window."""
     x = _folded(ctx)
@@ -239,19 +246,19 @@ def cost_adaptive_maxpool(prim: AdaptiveMaxPoolOp, ctx: CostContext) -> list[Ten
     return outs
 
 
-def backward_interpolate(prim: InterpolateOp, box: Box, builder: object) -> BoxBackward:
-    from ncd.analysis.backward import BoxBackward
+@transpose(InterpolateOp)
+def transpose_interpolate(prim: InterpolateOp, box: Box) -> Diagram:
 
-    return BoxBackward((), Box(InterpolateTransposeOp(prim.axes, prim.output, prim.mode, prim.align_corners, prim.scales)))
+    return Box(InterpolateTransposeOp(prim.axes, prim.output, prim.mode, prim.align_corners, prim.scales))
 
 
-def backward_interpolate_transpose(prim: InterpolateTransposeOp, box: Box, builder: object) -> BoxBackward:
+@transpose(InterpolateTransposeOp)
+def transpose_interpolate_transpose(prim: InterpolateTransposeOp, box: Box) -> Diagram:
     """Linear: the transpose of the transpose is the interpolation."""
-    from ncd.analysis.backward import BoxBackward
-
-    return BoxBackward((), Box(prim.forward()))
+    return Box(prim.forward())
 
 
+@BACKWARD.rule(AdaptiveMaxPoolOp)
 def backward_adaptive_maxpool(prim: AdaptiveMaxPoolOp, box: Box, builder: object) -> BoxBackward:
     """Route each cotangent to its window's maximum: the forward pass also outputs the argmax, ``Maxᵀ`` scatters."""
     from ncd.analysis.backward import BoxBackward
@@ -265,6 +272,7 @@ def backward_adaptive_maxpool(prim: AdaptiveMaxPoolOp, box: Box, builder: object
 
 
 # -- drawing ------------------------------------------------------------------------------------
+@DRAWING.rule(InterpolateOp, InterpolateTransposeOp, AdaptiveMaxPoolOp)
 def draw_resampling(prim: InterpolateOp | InterpolateTransposeOp | AdaptiveMaxPoolOp, ctx: Layout, box: Box) -> Frag:
     """On the convolution family's trapezoid (a change of resolution): ``near ↑``, ``bilin ↑``, ``Max``."""
     from ncd.render.pictograms import generic_box
@@ -274,21 +282,7 @@ def draw_resampling(prim: InterpolateOp | InterpolateTransposeOp | AdaptiveMaxPo
     return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), fill=CONV_FILL, shape="trapezoid", name=prim.op)
 
 
-def _register() -> None:
-    from ncd.prims._rules import register_family
-
-    register_family(InterpolateOp, lower_interpolate, cost_interpolate, backward_interpolate, draw_resampling)
-    register_family(InterpolateTransposeOp, lower_interpolate_transpose, cost_interpolate, backward_interpolate_transpose,
-                    draw_resampling)
-    register_family(AdaptiveMaxPoolOp, lower_adaptive_maxpool, cost_adaptive_maxpool, backward_adaptive_maxpool,
-                    draw_resampling)
-
-
-_register()
-
-
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
-from ncd.ir.rules import IMPORT, NOT_TRACED  # noqa: E402
 
 IMPORT.known(AdaptiveMaxPoolOp, InterpolateOp, by="ncd.trace.boxes")
 IMPORT.unsupported(InterpolateTransposeOp, NOT_TRACED)

@@ -28,13 +28,13 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import Axis, AxisLike, Segment, Type, as_axis
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+from ncd.ir.rules import COST, IMPORT, LOWERING
 from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
-    from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
@@ -137,7 +137,7 @@ def cost_rotary(prim: RotaryOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
-@BACKWARD.rule(RotaryOp)
-def backward_rotary(prim: RotaryOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(RotaryOp)
+def transpose_rotary(prim: RotaryOp, box: Box) -> Diagram:
     """``ρᵀ``: the same rotation with the angles negated (and ``ρ`` for ``ρᵀ``); the scale is its own transpose."""
-    return BoxBackward((), Box(replace(prim, inverse=not prim.inverse)))
+    return Box(replace(prim, inverse=not prim.inverse))

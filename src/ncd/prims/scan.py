@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
@@ -36,8 +36,13 @@ from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Type, as_axis
 from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import IMPORT
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
 from ncd.ir.size import Size
+
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostContext, _Walker
+    from ncd.analysis.layout import Tensor
+    from ncd.torch.rules import RuleContext
 
 __all__ = ["ScanOp", "Scan", "inline"]
 
@@ -160,3 +165,126 @@ def Scan(body: Diagram, axis: AxisLike, *, carry: int = 1, consts: int = 0, x_po
 # import recognition (ncd.ir.rules): recorded time loops and recurrent modules fold into scans
 IMPORT.known(ScanOp, by="ncd.trace.loops")
 IMPORT.known(ScanOp, by="ncd.trace.recurrent")
+
+
+# -- lowering -------------------------------------------------------------------------------------
+# A Python loop over the time axis, the body inlined.
+#
+# The body is written once, inside ``for step in range(T):`` in the enclosing module, so its
+# parameters are attributes of that module and every step shares them.  Each step reads
+# ``x.select(dim, step)`` of the scanned inputs, threads the states through local variables and
+# appends its outputs to lists stacked after the loop::
+#
+#     state = state0
+#     ys = []
+#     for step in range(64):
+#         x_t = x.select(-2, step)
+#         ...                      # the body
+#         state = state_next
+#         ys.append(y_t)
+#     y = torch.stack(ys, dim=-2)
+@LOWERING.rule(ScanOp)
+def lower_scan(prim: ScanOp, ctx: RuleContext) -> list[str]:
+    from ncd.ir.program import Op
+    from ncd.torch.codegen import Codegen
+    from ncd.torch.rules import Value
+
+    em = ctx.em
+    steps = ctx.int(prim.axis.size, f"length of the scan over {prim.axis.name}")
+    if steps < 1:
+        raise ctx.fail(f"the time axis {prim.axis.name} has {steps} positions; a scan needs at least one")
+    c, k = prim.consts, prim.carry
+    consts, carries, xs = ctx.args[:c], ctx.args[c:c + k], ctx.args[c + k:]
+    body = prim.body
+    states = []
+    for j, v in enumerate(carries):
+        var = em.fresh("state" if k == 1 else f"state{j}")
+        em.line(f"{var} = {v.var}")
+        states.append(Value(var, body.dom[c + j].axes, v.dtype))
+    n_y = len(body.cod) - k
+    lists = [em.fresh("ys" if n_y == 1 else f"ys{j}") for j in range(n_y)]
+    for name in lists:
+        em.line(f"{name} = []")
+    step = em.fresh("step")
+    header = f"for {step} in range({steps - 1}, -1, -1):" if prim.reverse else f"for {step} in range({steps}):"
+    mark = len(em.function.ops)
+    slices = []
+    for v, pos, seg in zip(xs, prim.x_pos, body.dom.segments[c + k:]):
+        var = em.fresh(f"{v.var}_t")
+        em.line(f"{var} = {v.var}.select({pos - len(v.axes)}, {step})")
+        slices.append(Value(var, seg.axes, v.dtype))
+    results = Codegen().lower(inline(body), em, [*consts, *states, *slices])
+    for s, r in zip(states, results[:k]):
+        if s.var != r.var:
+            em.line(f"{s.var} = {r.var}")
+    for name, r in zip(lists, results[k:]):
+        em.line(f"{name}.append({r.var})")
+    inside = em.function.ops[mark:]  # the step's ops become one loop op of the program
+    del em.function.ops[mark:]
+    code = "\n".join([header] + ["    " + line for op in inside for line in op.lines()])
+    args = tuple(dict.fromkeys(v for op in inside for v in op.args if v.var in {a.var for a in ctx.args} | set(lists)))
+    em.emit(Op("loop", "for", args, tuple(states), code, box=em.current))
+    outs = [s.var for s in states]
+    for name, pos, seg in zip(lists, prim.y_pos, body.cod.segments[k:]):
+        if prim.reverse:
+            em.line(f"{name}.reverse()")
+        outs.append(f"torch.stack({name}, dim={pos - len(seg) - 1})")
+    return outs
+
+
+# -- costs ----------------------------------------------------------------------------------------
+# ``T x`` one step of the body, as the lowered loop runs it.
+#
+# One step is walked with the shared cost walker; its FLOPs count ``T`` times (the loop's selects
+# and the final stack are views and copies: no FLOPs).  What autograd keeps is counted by storage,
+# as ``torch`` keeps it: a tensor the step reads unchanged (a constant) once, a state once per step
+# — the state a step saves is the one the step before made, so when both save it, it counts once
+# plus the initial state — and everything else the step makes once per step.  Parameters of the
+# body count once (every step shares them).
+@COST.rule(ScanOp)
+def cost_scan(prim: ScanOp, ctx: CostContext) -> list[Tensor]:
+    from ncd.analysis.cost import Metrics, _Walker
+
+    c, k = prim.consts, prim.carry
+    body = prim.body
+    outer = ctx.walker
+    n_frame = len(ctx.out_axes[0]) - len(ctx.box.cod[0]) if ctx.out_axes else 0
+    frame = tuple(ctx.out_axes[0][:n_frame]) if ctx.out_axes else ()
+    sub = _Walker(outer.itemsize, outer.training)
+    sub.blocks = list(outer.blocks)
+    inputs = []
+    for t, seg in zip(ctx.inputs, body.dom):
+        lead = tuple(a for a in t.axes if a.name in {f.name for f in frame})
+        axes = lead + seg.axes
+        inputs.append(sub.allocate(axes, tuple(a.name for a in axes), t.grad, t.dtype))
+    results = sub.walk(inline(body), inputs, frame)
+    steps = prim.axis.size
+    step = Metrics.total([b.metrics for b in sub.boxes])
+    for name in ("forward_matmul", "forward_other", "backward_matmul", "backward_other", "counter_excess"):
+        setattr(ctx.metrics, name, getattr(ctx.metrics, name) + steps * getattr(step, name))
+    if outer.training:
+        ctx.metrics.activation_bytes += _saved_bytes(sub, inputs, results, c, k, steps)
+    outs = [ctx.output(j) for j in range(len(ctx.out_axes))]
+    return outs
+
+
+def _saved_bytes(sub: _Walker, inputs: list[Tensor], results: list[Tensor], c: int, k: int,
+                 steps: sympy.Expr) -> sympy.Expr:
+    consts = {t.storage for t in inputs[:c]}
+    states_in = [t.storage for t in inputs[c:c + k]]
+    total: sympy.Expr = sympy.Integer(0)
+    for sid in sub.saved:
+        size = sub.bytes[sid]
+        if sid in consts:
+            total += size
+        elif sid in states_in:
+            j = states_in.index(sid)
+            made_and_saved = results[j].storage in sub.saved and results[j].storage != sid
+            total += size if (made_and_saved or results[j].storage == sid) else steps * size
+        else:
+            total += steps * size
+    return total
+
+
+BACKWARD.unsupported(ScanOp, "the backward of a recurrence (a reverse scan over the time axis) is not derived yet;"
+                     " lower the model and use torch.autograd")

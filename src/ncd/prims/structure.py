@@ -23,6 +23,7 @@ from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, evaluate, size, size_text
+from ncd.prims.kinds import transpose
 from ncd.prims.linear import split_spec
 
 if TYPE_CHECKING:
@@ -512,10 +513,10 @@ def backward_delete(prim: DeleteOp, box: Box, builder: Builder) -> BoxBackward:
     return BoxBackward((), Box(ZerosOp(t)) if len(t) else Identity(Type(())))
 
 
-@BACKWARD.rule(AddOp)
-def backward_add(prim: AddOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(AddOp)
+def transpose_add(prim: AddOp, box: Box) -> Diagram:
     """The transpose of a sum is a copy."""
-    return BoxBackward((), Box(CopyOp(_SCALAR, prim.n)))
+    return Box(CopyOp(_SCALAR, prim.n))
 
 
 @BACKWARD.rule(SwapOp)
@@ -527,11 +528,11 @@ def backward_swap(prim: SwapOp, box: Box, builder: Builder) -> BoxBackward:
     return BoxBackward((), Box(SwapOp(cods, perm)) if perm != tuple(range(len(perm))) else Identity(cods))
 
 
-@BACKWARD.rule(TransposeOp)
-def backward_transpose(prim: TransposeOp, box: Box, builder: Builder) -> BoxBackward:
+@transpose(TransposeOp)
+def transpose_transpose(prim: TransposeOp, box: Box) -> Diagram:
     perm = prim.perm
     inverse = tuple(perm.index(k) for k in range(len(perm)))
-    return BoxBackward((), Box(TransposeOp(box.cod[0], inverse)))
+    return Box(TransposeOp(box.cod[0], inverse))
 
 
 @BACKWARD.rule(SaveOp)

@@ -1,7 +1,8 @@
 """The lowering rule table: one rule per primitive ``op``, emitting ops of the lowered program.
 
-A rule is a function ``rule(ctx: RuleContext) -> list[Expr | str]`` returning one expression
-per output segment; the code generator binds each to a new local, as one op of the
+A rule is a function ``rule(prim, ctx: RuleContext) -> list[Expr | str]``, registered beside its
+primitive with ``ncd.ir.rules.LOWERING.rule(XxxOp)``, returning one expression per output segment;
+the code generator binds each to a new local, as one op of the
 :class:`~ncd.ir.program.Program`.  Typed expressions come from the context —
 ``ctx.call("torch.relu", x)``, ``ctx.method(x, "flatten", -2)``, ``ctx.module(attr, x)``,
 ``ctx.einsum("...ab,cb->...ac", x, w)`` — and record what runs and which values it reads;
@@ -16,7 +17,6 @@ A rule receives woven (broadcast) axes in place, in ``ctx.woven``, exactly when
 ``weave_policy`` — and must then handle them (einsum letters, softmax dims, ...).  Otherwise
 it sees only its own axes: the code generator moves woven axes to the front first and back
 afterwards.  The cost analysis asks the same function, so both take one decision.
-(``weave_aware=`` of :func:`register` is documentation only: the policy lives on the primitive.)
 
 Rules do not import torch: they write source text.
 """
@@ -24,7 +24,6 @@ Rules do not import torch: they write source text.
 from __future__ import annotations
 
 import string
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ from ncd.errors import LoweringError
 from ncd.ir import rules
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Box
-from ncd.ir.primitive import PRIMITIVES, Primitive
+from ncd.ir.primitive import Primitive
 from ncd.ir.program import Expr, OpKind, Value
 from ncd.ir.size import Size, evaluate
 from ncd.ir.weaving import WeaveView
@@ -41,7 +40,7 @@ from ncd.ir.weaving import WeaveView
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
 
-__all__ = ["Value", "Expr", "Woven", "RuleContext", "Rule", "LOWERING", "register", "NotWeaveAware", "rule_for"]
+__all__ = ["Value", "Expr", "Woven", "RuleContext", "Rule", "LOWERING", "NotWeaveAware", "rule_for"]
 
 
 @dataclass(frozen=True)
@@ -165,18 +164,6 @@ class RuleEntry:
 LOWERING = rules.LOWERING
 
 
-def register(op: str | type[Primitive], *, weave_aware: bool = False) -> Callable[[Rule], Rule]:
-    """Decorator registering an untyped lowering rule ``fn(ctx)`` (prefer ``ncd.ir.rules.LOWERING.rule``:
-    ``fn(prim, ctx)`` beside the primitive)."""
-    cls = PRIMITIVES[op] if isinstance(op, str) else op
-
-    def deco(fn: Rule) -> Rule:
-        rules.LOWERING.rule(cls)(lambda prim, ctx: fn(ctx))
-        return fn
-
-    return deco
-
-
 def rule_for(prim: Primitive) -> RuleEntry:
     """The lowering rule of ``prim`` (from :data:`ncd.ir.rules.LOWERING`), as ``fn(ctx)``."""
     _load_all()
@@ -184,21 +171,6 @@ def rule_for(prim: Primitive) -> RuleEntry:
     return RuleEntry(lambda ctx: fn(ctx.prim, ctx), True)
 
 
-_LOADED = False
-_LOADING = threading.Lock()
-
-
 def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    with _LOADING:  # another thread may be importing the rules: wait for all of them
-        if _LOADED:
-            return
-        import importlib
-        import pkgutil
-
-        rules.load()
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _LOADED = True
+    """Every lowering rule is registered by its family module: :func:`ncd.ir.rules.load` imports them all."""
+    rules.load()
