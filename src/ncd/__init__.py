@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ncd.errors import (
     InputError,
     LimitError,
@@ -101,6 +103,10 @@ __all__ += ["decode"]
 def block(name: str, diagram: Diagram, **meta: object) -> Block:
     """A fenced, named block around ``diagram`` (one submodule when lowered)."""
     return diagram.block(name, **meta)
+
+
+if TYPE_CHECKING:
+    from ncd import zoo as zoo
 
 
 def __getattr__(name: str) -> object:

@@ -15,6 +15,7 @@ everything else whole) through ``torch.distributed.tensor.experimental.register_
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +60,7 @@ def to_distributed(sharded: Diagram, mesh: Any = None, *, batch_dims: int = 0, d
     mesh = device_mesh(sharded) if mesh is None else mesh
     if seed is not None:
         torch.manual_seed(seed)
-    module = sharded.to_torch(**sizes)
+    module = sharded.to_torch(check_inputs=True, **sizes)
     if dtype is not None:
         module = module.to(dtype)
     paths = module_paths(sharded, module)
@@ -81,7 +82,7 @@ def to_distributed(sharded: Diagram, mesh: Any = None, *, batch_dims: int = 0, d
             for fqn in paths.get(path, []):
                 fully_shard(module.get_submodule(fqn), mesh=dp_mesh)
         fully_shard(module, mesh=dp_mesh)
-    module.ncd_derivation = derivation
+    module.ncd_derivation = derivation  # type: ignore[assignment]  # read back by ncd.distributed.verify
     module.ncd_mesh = mesh
     return module
 
@@ -114,17 +115,16 @@ def tp_plan(derivation: Derivation, paths: dict[Path, list[str]], axis: str, bat
         if style == "colwise":
             colwise.setdefault(box.inputs[0].src, []).append(box)
             arrived = layout(box.arrived[0])
-            make: Callable[[], Any] = lambda arrived=arrived: ColwiseParallel(  # noqa: E731
-                input_layouts=arrived, output_layouts=Shard(-1), use_local_output=False)
+            make: Callable[[], Any] = functools.partial(ColwiseParallel, input_layouts=arrived, output_layouts=Shard(-1),
+                                                        use_local_output=False)
         elif style == "rowwise":
             out = layout(box.resolved[0])
             came = box.arrived[0].state(axis)
-            make = lambda out=out, came=came: RowwiseParallel(  # noqa: E731
-                input_layouts=Shard(-1) if came is not None else Replicate(), output_layouts=out,
-                use_local_output=isinstance(out, Replicate))
+            make = functools.partial(RowwiseParallel, input_layouts=Shard(-1) if came is not None else Replicate(),
+                                     output_layouts=out, use_local_output=isinstance(out, Replicate))
         else:
             dim = layout(box.inputs[0]).dim
-            make = lambda dim=dim: SequenceParallel(sequence_dim=dim, use_local_output=False)  # noqa: E731
+            make = functools.partial(SequenceParallel, sequence_dim=dim, use_local_output=False)
         for fqn in targets:
             plan[fqn] = make()
     # one gather (or one gradient reduction) for several column-parallel maps fed by the same tensor
@@ -231,10 +231,12 @@ def _assign(node: Diagram, path: Path, module: nn.Module, prefix: str, children:
 
 
 def _check_linear(box: Box, child: nn.Module) -> None:
-    shape = tuple(child.weight.shape)
+    prim, weight = box.prim, child.weight
+    assert isinstance(prim, LinearOp) and isinstance(weight, torch.Tensor)
+    shape = tuple(weight.shape)
     try:
-        out = evaluate(_product(box.prim.cod_axes.sizes))
-        inp = evaluate(_product(box.prim.dom_axes.sizes))
+        out = evaluate(_product(prim.cod_axes.sizes))
+        inp = evaluate(_product(prim.dom_axes.sizes))
     except Exception:
         return
     if shape != (out, inp):
@@ -261,21 +263,22 @@ def register_attention_sharding() -> None:
 
     aten = torch.ops.aten
 
-    @register_sharding(aten._scaled_dot_product_flash_attention_for_cpu.default)  # type: ignore[misc]
+    @register_sharding(aten._scaled_dot_product_flash_attention_for_cpu.default)  # type: ignore[untyped-decorator]
     def _forward(query: Any, key: Any, value: Any, dropout_p: float = 0.0, is_causal: bool = False,
                  attn_mask: Any = None, scale: Any = None) -> list[tuple[list[Any], list[Any]]]:
         heads = query.ndim - 3
-        rules = [([Replicate(), Replicate()], [Replicate(), Replicate(), Replicate(), None, None])]
+        r: Any = Replicate()
+        rules: list[tuple[list[Any], list[Any]]] = [([r, r], [r, r, r, None, None])]
         if heads >= 0:
             rules.append(([Shard(heads), Shard(heads)], [Shard(heads), Shard(heads), Shard(heads), None, None]))
         return rules
 
-    @register_sharding(aten._scaled_dot_product_flash_attention_for_cpu_backward.default)  # type: ignore[misc]
+    @register_sharding(aten._scaled_dot_product_flash_attention_for_cpu_backward.default)  # type: ignore[untyped-decorator]
     def _backward(grad_out: Any, query: Any, key: Any, value: Any, out: Any, logsumexp: Any, dropout_p: float,
                   is_causal: bool, attn_mask: Any = None, scale: Any = None) -> list[tuple[list[Any], list[Any]]]:
         heads = query.ndim - 3
         r, s = Replicate(), Shard(heads)
-        rules = [([r, r, r], [r, r, r, r, r, r, None, None])]
+        rules: list[tuple[list[Any], list[Any]]] = [([r, r, r], [r, r, r, r, r, r, None, None])]
         if heads >= 0:
             rules.append(([s, s, s], [s, s, s, s, s, s, None, None]))
         return rules

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -39,11 +39,11 @@ _KIND_OF = {
 }
 
 
-class CollectiveRecorder(TorchDispatchMode):
+class CollectiveRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's class is untyped
     """Every collective dispatched: its kind and its buffer's elements per rank (the convention of ``ncd.cost``)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.calls: list[tuple[str, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -122,7 +122,8 @@ def _local(x: torch.Tensor, mesh: Any, placements: list[Any]) -> torch.Tensor:
 
 
 def _plain(y: Any) -> torch.Tensor:
-    return y.to_local() if hasattr(y, "to_local") else y
+    result: torch.Tensor = y.to_local() if hasattr(y, "to_local") else y
+    return result
 
 
 def record(sharded: Diagram, batch: int = 2) -> dict[str, Any]:
@@ -142,13 +143,13 @@ def record(sharded: Diagram, batch: int = 2) -> dict[str, Any]:
         params = sum(_plain(p.data).numel() for p in module.parameters())
         inputs = _inputs(sharded, module, batch, torch.float32, 0)
         result: dict[str, Any] = {"param_numel": params}
-        with CommDebugMode() as debug, CollectiveRecorder() as recorder:
+        with CommDebugMode() as debug, CollectiveRecorder() as recorder:  # type: ignore[no-untyped-call]
             out = module(*inputs)
         result["forward"], result["forward_debug"] = recorder.summary(), _debug_counts(debug)
         outs = out if isinstance(out, tuple) else (out,)
-        loss = sum(_plain(y).sum() for y in outs)
-        with CommDebugMode() as debug, CollectiveRecorder() as recorder:
-            loss.backward()
+        loss = cast(torch.Tensor, sum(_plain(y).sum() for y in outs))
+        with CommDebugMode() as debug, CollectiveRecorder() as recorder:  # type: ignore[no-untyped-call]
+            loss.backward()  # type: ignore[no-untyped-call]
         result["backward"], result["backward_debug"] = recorder.summary(), _debug_counts(debug)
         return result
     finally:
@@ -205,7 +206,7 @@ def _gloo_compare(sharded: Diagram) -> dict[str, Any]:
     """
     from ncd.distributed.lower import to_distributed
 
-    module = to_distributed(sharded, batch_dims=1, dtype=torch.float64, seed=0)
+    module: Any = to_distributed(sharded, batch_dims=1, dtype=torch.float64, seed=0)  # carries ncd_mesh, ncd_derivation
     torch.manual_seed(0)
     reference = sharded.to_torch().to(torch.float64)
     data = [m for m in module.ncd_mesh.mesh_dim_names if m in module.ncd_derivation.sharding.data_axes]
@@ -229,7 +230,7 @@ def _gloo_compare(sharded: Diagram) -> dict[str, Any]:
     return {"output": float((y_full - y_ref[rows]).detach().abs().max()),
             "grads": max(float((grads[n] - p.grad).abs().max()) for n, p in named.items()),
             "allclose": bool(torch.allclose(y_full, y_ref[rows]) and
-                             all(torch.allclose(grads[n], p.grad) for n, p in named.items())),
+                             all(p.grad is not None and torch.allclose(grads[n], p.grad) for n, p in named.items())),
             "params": len(grads), "same_names": sorted(grads) == sorted(named)}
 
 
@@ -264,10 +265,11 @@ def compare_gloo(names: tuple[str, ...] = tuple(SCENARIOS), world: int = 2) -> d
         store, out = os.path.join(tmp, "store"), os.path.join(tmp, "out.json")
         for name in names:  # build (and cache) the diagrams before forking: the ranks start at once
             scenario_small(name, world)
-        mp.start_processes(_gloo_rank, args=(world, tuple(names), store, out), nprocs=world, join=True,
-                           start_method="fork")
+        mp.start_processes(_gloo_rank, args=(world, tuple(names), store, out),  # type: ignore[attr-defined, no-untyped-call]
+                           nprocs=world, join=True, start_method="fork")
         with open(out) as f:
-            return json.load(f)
+            result: dict[str, Any] = json.load(f)
+            return result
 
 
 def main(argv: list[str] | None = None) -> int:

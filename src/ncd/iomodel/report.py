@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import sympy
 
@@ -34,7 +35,7 @@ from ncd.ir.size import size, size_text
 
 __all__ = ["IOReport", "io"]
 
-Number = int | float | sympy.Expr
+Number: TypeAlias = int | float | sympy.Expr
 
 
 def _num(value: sympy.Expr) -> Number:
@@ -74,7 +75,7 @@ class IOReport:
 
     @property
     def flops(self) -> Number:
-        return self.matmul_flops + self.other_flops  # type: ignore[operator]
+        return self.matmul_flops + self.other_flops
 
     @property
     def serial_time(self) -> Number:
@@ -84,7 +85,7 @@ class IOReport:
 
     def bytes(self, level: str) -> Number:
         """Bytes moved across the boundary above ``level``."""
-        return self.transfers[level] * self.q  # type: ignore[operator]
+        return self.transfers[level] * self.q
 
     def table(self) -> str:
         """A per-level text table (what ``ncd io`` prints)."""
@@ -139,7 +140,7 @@ def io(diagram: Diagram, hierarchy: Hierarchy, *, group: SizeMap | None = None, 
     """
     q = element_bytes(dtype)
     bound_sizes = {k: size(v) for k, v in sizes.items()}
-    program = flatten(diagram, bound_sizes)  # type: ignore[arg-type]
+    program = flatten(diagram, bound_sizes)
     schedule = Schedule.make(hierarchy, program, group, stream)
     fused = not schedule.empty
     levels = hierarchy.levels
