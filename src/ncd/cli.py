@@ -129,7 +129,7 @@ class _Printable:
 def _guarded(verbose: bool) -> Iterator[None]:
     """Printable standard streams; torch's logging and warnings quiet unless ``verbose``."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Printable(out), _Printable(err, ours_only=not verbose)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = _Printable(out), _Printable(err, ours_only=not verbose)
     disabled = logging.root.manager.disable
     try:
         with warnings.catch_warnings():

@@ -201,10 +201,10 @@ class _Budget:
             entries, sizes = _entries(axes)
             need = entries * _ITEMSIZE.get(seg.dtype, 4)
             if need > budget:
-                largest = max(zip(sizes, (a.name for a in axes)))  # type: ignore[attr-defined]
+                largest = max(zip(sizes, (a.name for a in axes)))
                 raise LimitError(
-                    f"{describe(box)}: its tensor '{' '.join(a.name for a in axes)}' needs {byte_text(need)}"  # type: ignore[attr-defined]
-                    f" ({', '.join(f'{a.name}={s}' for a, s in zip(axes, sizes))}), more than the memory budget of"  # type: ignore[attr-defined]
+                    f"{describe(box)}: its tensor '{' '.join(a.name for a in axes)}' needs {byte_text(need)}"
+                    f" ({', '.join(f'{a.name}={s}' for a, s in zip(axes, sizes))}), more than the memory budget of"
                     f" {byte_text(budget)} (ncd.limits); its largest axis is {largest[1]} = {largest[0]}")
         for name, shape in box.prim.params().items():
             from ncd.ir.size import evaluate

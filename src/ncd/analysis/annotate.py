@@ -7,8 +7,7 @@ title, its forward FLOPs and parameters as :func:`ncd.cost` counts them.
 {'Layer': '56 FLOPs · 16 params'}
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: this module's public function is named ``annotations``
 from typing import Any
 
 import sympy
@@ -33,7 +32,7 @@ def annotations(diagram: Diagram, /, **sizes: int) -> dict[str, str]:
     """The annotation text of every block, by block path (``"Outer/Inner"``, as :attr:`CostReport.blocks`)."""
     from ncd.analysis.cost import cost
 
-    report = cost(diagram, **sizes)
+    report = cost(diagram, dtype="float32", training=True, **sizes)
     source = report.blocks
     return {path: f"{human(report.value(m.forward_flops))} FLOPs · {human(report.value(m.params))} params"
             for path, m in source.items()}

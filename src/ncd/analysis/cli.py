@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from ncd.cli import load_diagram, parse_sizes
+
+if TYPE_CHECKING:
+    from ncd.analysis.cost import CostReport
 
 __all__ = ["add_arguments", "run"]
 
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     diagram = load_diagram(args.diagram)
     sizes = parse_sizes(args.size)
-    report = cost(diagram, dtype=args.dtype, **sizes)
+    report = cost(diagram, dtype=args.dtype, training=True, **sizes)
     console = Console()
     console.print(report.table() if not args.no_boxes else _blocks_only(report))
     if args.formulas:
@@ -44,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
     if args.measure:
         from ncd.analysis.measure import measure
 
-        m = measure(diagram, **report.sizes)
+        m = measure(diagram, module=None, inputs=None, seed=0, training=True, **report.sizes)
         console.print(f"measured: forward {m.forward_flops} matmul FLOPs (model {report.forward_matmul}), backward"
                       f" {m.backward_flops} (model {report.backward_matmul}), activations {m.activation_bytes} B"
                       f" (model {report.activation_bytes})", highlight=False)
     return 0
 
 
-def _blocks_only(report):  # type: ignore[no-untyped-def]
+def _blocks_only(report: CostReport) -> Any:
     from ncd.analysis.table import cost_table
 
     return cost_table(report, boxes=False)

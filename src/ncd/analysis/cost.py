@@ -244,7 +244,7 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         for shape in box.prim.params().values():
             metrics.params += numel([Axis("p", s) for s in shape])
         ctx = CostContext(box, list(values), woven, out_axes, self, metrics)
-        outputs = cost_entry(box.prim).fn(ctx)
+        outputs: list[Tensor] = cost_entry(box.prim).fn(ctx)
         if len(outputs) != len(cod):
             raise AnalysisError(f"cost rule for {box.prim.op} gave {len(outputs)} outputs, expected {len(cod)}")
         self.boxes.append(BoxCost(box.text(), box.prim.op, tuple(self.blocks), metrics))
@@ -530,7 +530,8 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
         report._formulas()
     from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)
 
-    return attach(report)
+    attached: CostReport = attach(report)
+    return attached
 
 
 Analysis = tuple[Metrics, list[BoxCost], "sympy.Expr | None", dict[str, sympy.Expr]]

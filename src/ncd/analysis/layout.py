@@ -158,7 +158,7 @@ def einsum(
 
 
 def _one(value: sympy.Expr) -> bool:
-    return value == 1
+    return bool(value == 1)
 
 
 def _has(t: Tensor, name: str, sizes: dict[str, sympy.Expr]) -> bool:

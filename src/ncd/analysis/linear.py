@@ -44,4 +44,4 @@ def _path(operands: list[Tensor], out_axes: tuple[Axis, ...], sizes: dict[str, s
     eq = ",".join("".join(letters[n] for n in t.names) for t in operands) + "->" + "".join(letters[a.name] for a in out_axes)
     shapes = [tuple(int(a.size) for a in t.axes) for t in operands]
     path, _ = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
-    return [tuple(p) for p in path]  # type: ignore[misc]
+    return [tuple(p) for p in path]

@@ -46,7 +46,7 @@ def measure(diagram: Diagram, /, *, module: Any = None, inputs: tuple[Any, ...] 
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(seed)
-    module = module if module is not None else diagram.to_torch(**sizes)
+    module = module if module is not None else diagram.to_torch(check_inputs=True, **sizes)
     xs = inputs if inputs is not None else diagram.example_inputs(seed=seed, **sizes)
     xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
     module.train(training)

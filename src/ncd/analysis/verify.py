@@ -32,15 +32,15 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     forward = p.forward.to_torch()
     back = p.backward.to_torch()
     forward.train(train)
-    params = list(module.parameters())
+    params: list[torch.Tensor] = list(module.parameters())
     mine = list(forward.parameters())
     if len(mine) != len(params):
         raise AssertionError(f"the residual forward has {len(mine)} parameters, the module {len(params)}")
     with torch.no_grad():
         for a, b in zip(mine, params):
             a.copy_(b)
-    for a, b in zip(forward.buffers(), module.buffers()):
-        a.data.copy_(b.data)
+    for mine_buffer, buffer in zip(forward.buffers(), module.buffers()):
+        mine_buffer.data.copy_(buffer.data)
     xs = inputs if inputs is not None else diagram.example_inputs(seed=seed)
     xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
     torch.manual_seed(seed + 1)
@@ -58,7 +58,9 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     bound = p.backward
     args = []
     for role, seg in zip(p.stored, bound.dom):
-        tensor = stored[role[1]] if role[0] == "value" else params[role[1]]
+        index = role[1]
+        assert isinstance(index, int)
+        tensor = stored[index] if role[0] == "value" else params[index]
         shape = tuple(int(a.size) for a in seg)
         batch = tuple(tensor.shape[: tensor.dim() - len(shape)]) if role[0] == "value" else ()
         args.append(tensor.detach().reshape(batch + shape))

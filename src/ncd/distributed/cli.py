@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             raise ShardingError(f"--place {args.place!r}: write axis=mesh-axis pairs separated by commas, e.g. h=tp,f=tp")
         placements[axis.strip()] = target.strip()
     sharded = shard(load_diagram(args.diagram), Mesh.parse(args.mesh), placements)
-    report = cost(sharded, dtype=args.dtype, **parse_sizes(args.size))
+    report = cost(sharded, dtype=args.dtype, training=True, **parse_sizes(args.size))
     console = Console()
     link = LINKS[args.link]
     console.print(per_rank_table(report.per_rank, link))

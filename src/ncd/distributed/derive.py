@@ -213,9 +213,9 @@ class _Deriver:
         new_place = {m: s for m, s in current.items() if m not in changes}
         new_place.update({m: t for m, t in changes.items() if t is not None})
         if key in self.cache:  # the same tensor was already brought there: reuse it
-            src, gathered = self.cache[key]
-            return Wire(wire.axes, tuple(sorted(new_place.items())), src, gathered)
-        gathered = set(wire.gathered)
+            src, cached = self.cache[key]
+            return Wire(wire.axes, tuple(sorted(new_place.items())), src, cached)
+        gathered: set[str] = set(wire.gathered)
         for m, t in changes.items():
             s = current.get(m)
             full = self.numel(wire, full_on=m)

@@ -196,7 +196,8 @@ def _rewrite(node: Diagram, placements: Mapping[str, str]) -> Diagram:
 
 
 def _major(box: Box, placements: Mapping[str, str]) -> list[Diagram]:
-    prim: LinearOp = box.prim
+    prim = box.prim
+    assert isinstance(prim, LinearOp)
     dom, cod = prim.dom_axes, prim.cod_axes
 
     def first(seg: Any) -> tuple[Any, tuple[int, ...] | None]:

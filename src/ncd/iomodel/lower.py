@@ -178,7 +178,7 @@ class Streamed(torch.nn.Module):
                         self._finish(op, acc, r, r_index, results)
                 else:
                     own = op.inputs[0].role == "value" and value_last.get(op.inputs[0].uid) == i
-                    env[op.outputs[0].uid] = self._apply(op, args, r, in_place=own)
+                    env[op.outputs[0].uid] = self._run_op(op, args, r, in_place=own)
                 for a in op.inputs:
                     if last_use.get(a.key()) == i and a.role != "value":
                         self._drop(a, cache)
@@ -226,7 +226,7 @@ class Streamed(torch.nn.Module):
     def _drop(self, arr: Array, cache: dict[tuple[int, frozenset[str]], Any]) -> None:
         cache.pop(arr.key(), None)
 
-    def _apply(self, op: Op, args: list[torch.Tensor], r: Ranges, in_place: bool = False) -> torch.Tensor:
+    def _run_op(self, op: Op, args: list[torch.Tensor], r: Ranges, in_place: bool = False) -> torch.Tensor:
         """One operation on tiles; a one-input operation on a dead intermediate works in place."""
         prim = op.node.prim  # type: ignore[attr-defined]
         out = op.outputs[0].names
@@ -253,7 +253,7 @@ class Streamed(torch.nn.Module):
                     red_axes: tuple[str, ...]) -> _Acc:
         out = op.outputs[0].names
         if op.kind != "online":
-            part = self._apply(op, args, r)
+            part = self._run_op(op, args, r)
             if acc is None:
                 return _Acc(part)
             acc.o.add_(part)
@@ -288,7 +288,7 @@ class Streamed(torch.nn.Module):
         env = {op.outputs[0].uid: value}
         for later in self.program.ops[r_index + 1:]:
             args = [env[a.uid] for a in later.inputs]
-            env[later.outputs[0].uid] = self._apply(later, args, r)
+            env[later.outputs[0].uid] = self._run_op(later, args, r)
         for j, arr in enumerate(self.program.outputs):
             results[j][self._slice(arr, r)] = env[arr.uid]
 
@@ -326,7 +326,7 @@ def peak_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
-    events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    events = prof.profiler.kineto_results.events()
     deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     running = peak = 0
     for _, nbytes in deltas:

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sympy
 
@@ -100,7 +101,7 @@ def search(diagram: Diagram, hierarchy: Hierarchy, level: str, *, group: Sequenc
     syms = {n: sympy.Symbol(f"_tile_{n}", positive=True) for n in names}
     report = io(diagram, hierarchy, group={level: {n: syms[n] for n in group}} if group else None,
                 stream={level: {n: syms[n] for n in stream}} if stream else None, dtype=dtype, **sizes)
-    full = {}
+    full: dict[str, Any] = {}
     for op in report.program.ops:
         for n, s in op.axes.items():
             full.setdefault(n, sympy.sympify(s))

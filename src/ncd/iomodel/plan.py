@@ -48,20 +48,20 @@ class Plan:
     @property
     def transfers(self) -> dict[str, float]:
         levels = self.reports[0].hierarchy.levels
-        return {lv: sum(r.transfers[lv] for r in self.reports) for lv in levels}  # type: ignore[misc]
+        return {lv: sum(r.transfers[lv] for r in self.reports) for lv in levels}
 
     @property
     def memory(self) -> dict[str, float]:
         levels = self.reports[0].hierarchy.levels
-        return {lv: max(r.memory[lv] for r in self.reports) for lv in levels}  # type: ignore[type-var]
+        return {lv: max(r.memory[lv] for r in self.reports) for lv in levels}
 
     @property
     def time(self) -> float:
-        return float(sum(r.time for r in self.reports))  # type: ignore[arg-type]
+        return float(sum(r.time for r in self.reports))
 
     @property
     def compute_time(self) -> float:
-        return float(sum(r.compute_time for r in self.reports))  # type: ignore[arg-type]
+        return float(sum(r.compute_time for r in self.reports))
 
     def table(self) -> str:
         levels = self.reports[0].hierarchy.levels[1:]

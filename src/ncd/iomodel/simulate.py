@@ -23,6 +23,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any, cast
 
 from ncd.errors import SizeError
 from ncd.iomodel.costs import state_axes, used_inputs, written_outputs
@@ -34,7 +35,7 @@ __all__ = ["simulate"]
 
 def _int(value: object, what: str) -> int:
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(cast(Any, value))
     except TypeError:
         raise SizeError(f"the loop simulator needs numbers: {what} is {value}") from None
 
@@ -110,9 +111,9 @@ def simulate(program: Program, schedule: Schedule, level: str) -> int:
                 if arr.uid in spilled:
                     moved += size(arr.names) + extra
     for (_unit, uid) in held:
-        arr = next((a for a in outputs if a.uid == uid), None)
-        if arr is not None:
-            state = state_axes(program, arr)
+        out = next((a for a in outputs if a.uid == uid), None)
+        if out is not None:
+            state = state_axes(program, out)
             extra = 2 * size(tuple(n for n, _ in state)) if state is not None else 0
-            moved += size(arr.names) + (extra if uid in spilled else 0)
+            moved += size(out.names) + (extra if uid in spilled else 0)
     return moved

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 import warnings
+from typing import Any
 
 from ncd.errors import TraceError
 
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", help="write the diagram: .json, or a drawing (.svg, .png, .pdf, .tex)")
 
 
-def parse_input(text: str, seed: int = 0):  # noqa: ANN201 - a torch tensor
+def parse_input(text: str, seed: int = 0) -> Any:
     """A random tensor from ``2x8`` (floats) or ``2x8:int100`` (indices below 100)."""
     import torch
 
@@ -56,7 +57,7 @@ def parse_input(text: str, seed: int = 0):  # noqa: ANN201 - a torch tensor
     return torch.randn(shape, generator=generator)
 
 
-def load_factory(spec: str):  # noqa: ANN201 - an nn.Module
+def load_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise TraceError(f"model {spec!r} must be given as module:factory, e.g. mypackage.models:tiny_gpt")

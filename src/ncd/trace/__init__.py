@@ -77,7 +77,7 @@ class TracedDiagram(Block):
         if other and self.fixed:
             raise TraceError(f"cannot lower {self.name} at {other} (traced at {defaults}): these boxes hold tensors or"
                              f" calls of the traced sizes: {'; '.join(self.fixed[:4])}")
-        module = to_torch(self.as_block(), **sizes)
+        module = to_torch(self.as_block(), check_inputs=True, **sizes)
         module.train(self.training)  # the mode the model was traced in
         if other:  # the first-use order does not depend on sizes: read it at the traced ones
             at_trace = to_torch(self.as_block())
@@ -280,7 +280,7 @@ def _tie(module: torch.nn.Module, order: list[str], flat: list[torch.Tensor]) ->
     for name, value in zip(order, flat):
         if name not in params or value.device.type == "meta":
             continue
-        key = (value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size(), tuple(value.shape),
+        key = (int(value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size()), tuple(value.shape),
                tuple(value.stride()))
         if key not in first:
             first[key] = name

@@ -220,7 +220,7 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
     params = dict(sig.inputs_to_parameters)
     buffers = dict(sig.inputs_to_buffers)
     consts = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}))
-    state = dict(flat.named_parameters(remove_duplicate=False))
+    state: dict[str, torch.Tensor] = dict(flat.named_parameters(remove_duplicate=False))
     state.update(dict(flat.named_buffers(remove_duplicate=False)))
     user = [spec for spec in sig.input_specs if spec.kind.name == "USER_INPUT"]
     flat_inputs = [x for x in torch.utils._pytree.tree_leaves((args, kwargs))]

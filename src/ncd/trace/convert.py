@@ -230,8 +230,8 @@ class Converter:
 
     def view(self, vid: int, names: list[str], shape: tuple[int, ...]) -> int:
         """Read ``vid`` with other wires (no data moves); nothing is emitted if they are the same."""
-        target = self.namer.segment(names, shape, self.segs[vid].dtype,
-                                    None if self.segs[vid].range is None else int(self.segs[vid].range))
+        bound = self.segs[vid].range
+        target = self.namer.segment(names, shape, self.segs[vid].dtype, None if bound is None else int(bound))
         if target.same(self.segs[vid]):
             return vid
         (out,) = self.emit(Box(ViewOp(self.segs[vid], target)), [vid], [target])
@@ -407,8 +407,8 @@ class Converter:
                 return False
             self.skip |= members
             self.values[id(result)] = out
-            for n in aliases:
-                self.values[id(n)] = vid
+            for alias in aliases:
+                self.values[id(alias)] = vid
             return True
         return False
 
@@ -537,7 +537,7 @@ def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
         return None
     flat = tensor.reshape(-1, tensor.shape[-1])
     n = max(1, min(flat.shape[0], _CHECKED // max(int(tensor.shape[-1]), 1)))
-    picks = torch.linspace(0, flat.shape[0] - 1, n).round().long().unique()
+    picks = torch.unique(torch.linspace(0, flat.shape[0] - 1, n).round().long())
     return flat[picks]
 
 

@@ -89,6 +89,7 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
         conv.bind(node, vid)
         return
     op, reflected = OPERATORS[packet]
+    c: bool | int | float | None
     if packet == "reciprocal":
         x, c = args[0], 1
     elif packet == "div" and node.kwargs.get("rounding_mode") is not None:

@@ -18,6 +18,7 @@ from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Diagram
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
+from ncd.prims.movement import SliceOp
 
 __all__ = ["symbolize", "SIZED_BY_TRACE"]
 
@@ -58,7 +59,7 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
 
     def prim(p: Primitive) -> Primitive:
         changes = {f.name: value(getattr(p, f.name)) for f in dataclasses.fields(p)}
-        if p.op == "slice" and changes["output"] is not p.output and p.start == 0 and p.step == 1:
+        if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
             changes["stop"] = changes["output"].size
         if p.op == "view":  # a merge of symbolised axes: the product
             src = [a for a in changes["source"].axes]
@@ -81,7 +82,9 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
         return new
 
     def node(d: Diagram) -> Diagram:
-        changes = {f.name: value(getattr(d, f.name)) for f in dataclasses.fields(d) if f.init}
-        return dataclasses.replace(d, **changes)
+        record: Any = d  # every node kind is a frozen dataclass
+        changes = {f.name: value(getattr(d, f.name)) for f in dataclasses.fields(record) if f.init}
+        new: Diagram = dataclasses.replace(record, **changes)
+        return new
 
     return node(body), fixed

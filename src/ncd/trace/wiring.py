@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ncd.errors import NCDError
 from ncd.ir.axes import Segment, Type
@@ -277,7 +278,7 @@ def _fresh_alias(v: int, segs: dict[int, Segment]) -> int:
     return _ALIAS[0]
 
 
-def _int(n: int):  # noqa: ANN202
+def _int(n: int) -> Any:
     import sympy
 
     return sympy.Integer(n)

@@ -100,7 +100,7 @@ def _draw(diagram: Block, name: str, out: str, entry: Entry) -> None:
         entry.skipped.append("pictures: the renderer (ncd.draw) is not available")
         return
     # the full expansion, and for models with inner blocks an overview with them drawn as component boxes
-    views = [("", {})] + ([("-overview", {"depth": 1})] if _nested(diagram) else [])
+    views: list[tuple[str, dict[str, int]]] = [("", {})] + ([("-overview", {"depth": 1})] if _nested(diagram) else [])
     for suffix, options in views:
         for fmt in ("svg", "png"):
             path = os.path.join(out, f"{name}{suffix}.{fmt}")
