@@ -61,10 +61,19 @@ def stage_functions(make: Callable[[int], ncd.Diagram]) -> dict[str, Callable[[i
             return lambda: fn(diagram)
         return prepare
 
+    def bound(fn: Callable[..., object]) -> Callable[[int], Callable[[], object]]:
+        """``fn(diagram, **sizes)`` timed; the sizes it binds are found outside the timing."""
+        def prepare(n: int) -> Callable[[], object]:
+            diagram = make(n)
+            free = {str(s) for s in diagram.free_symbols}
+            sizes = {k: v for k, v in SIZES.items() if k in free}
+            return lambda: fn(diagram, **sizes)
+        return prepare
+
     return {
         "build": build,
-        "lower": on(lambda d: d.to_source(**{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})),
-        "cost": on(lambda d: ncd.cost(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})),
+        "lower": bound(lambda d, **sizes: d.to_source(**sizes)),
+        "cost": bound(lambda d, **sizes: ncd.cost(d, **sizes)),
         "draw": on(lambda d: to_svg(d)),
         "viewer": on(lambda d: to_html(d, costs=True)),
     }

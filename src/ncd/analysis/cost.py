@@ -303,6 +303,12 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
             born.setdefault(self.born[sid], []).append(b)
             if sid not in keep and self.last[sid] + 1 < end:
                 dies.setdefault(self.last[sid] + 1, []).append(b)
+        if all(b.is_Integer for b in self.bytes.values()):  # bound sizes: whole numbers, added as Python ints
+            live, best = 0, 0
+            for t in range(0, end):
+                live += sum(int(b) for b in born.get(t, ())) - sum(int(b) for b in dies.get(t, ()))
+                best = max(best, live)
+            return sympy.Integer(best)
         candidates: dict[sympy.Expr, None] = {}
         total: sympy.Expr = ZERO
         for t in range(0, end):

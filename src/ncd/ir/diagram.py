@@ -515,8 +515,13 @@ class Repeat(Diagram):
         return evaluate(self.stop - self.start, sizes, what=f"repetition count of {self.name or self.var!r}")
 
     def iteration(self, index: int) -> Diagram:
-        """The body at ``var = index``."""
-        return self.body.subs({symbol(self.var): sympy.Integer(index)})
+        """The body at ``var = index`` (the body itself when no size of it depends on ``var``)."""
+        i = symbol(self.var)
+        uses = self.__dict__.get("_uses_var")
+        if uses is None:  # asked once per repetition: unrolling n iterations of a fixed body stays O(n)
+            uses = i in self.body.free_symbols
+            _set(self, _uses_var=uses)
+        return self.body.subs({i: sympy.Integer(index)}) if uses else self.body
 
 
 class _Shadow(Diagram):
