@@ -7,7 +7,9 @@ Two families of diagrams, each at 10, 100, 1,000 and 10,000 boxes:
 * **repeat** — ``ncd.repeat`` of a four-box layer (``LayerNorm >> Linear >> GELU >> Linear``)
   over 10, 100 and 1,000 layers (four times as many boxes), bound.
 
-For each stage the table prints the seconds taken and, in the last row, the growth exponent
+Stages: ``build`` (``>>``), ``lower`` (``to_source``), ``cost`` (``ncd.cost`` with every size bound: numbers),
+``formulas`` (``ncd.cost`` with no size bound: sympy formulas in the sizes, peak included), ``draw`` (SVG),
+``viewer`` (HTML with costs).  For each stage the table prints the seconds taken and, in the last row, the growth exponent
 fitted between the smallest and the largest size (``log(t_max/t_min) / log(n_max/n_min)``,
 measured from 100 boxes up so that fixed costs do not flatter it).  Target: exponent ≤ 1.1
 and at most 2 s at 10,000 boxes / 1,000 layers for every stage.
@@ -24,8 +26,9 @@ import time
 from collections.abc import Callable
 
 import ncd
+from ncd.analysis.cost import CostReport
 
-STAGES = ("build", "lower", "cost", "draw", "viewer")
+STAGES = ("build", "lower", "cost", "formulas", "draw", "viewer")
 
 
 def chain(n: int) -> ncd.Diagram:
@@ -74,9 +77,15 @@ def stage_functions(make: Callable[[int], ncd.Diagram]) -> dict[str, Callable[[i
         "build": build,
         "lower": bound(lambda d, **sizes: d.to_source(**sizes)),
         "cost": bound(lambda d, **sizes: ncd.cost(d, **sizes)),
+        "formulas": on(lambda d: _formulas(ncd.cost(d))),
         "draw": on(lambda d: to_svg(d)),
         "viewer": on(lambda d: to_html(d, costs=True)),
     }
+
+
+def _formulas(report: CostReport) -> object:
+    """The symbolic totals and peak (what ``ncd.cost`` computes when no size is bound)."""
+    return report.formulas, report.peak_formula
 
 
 def measure(thunk: Callable[[], object]) -> float:

@@ -309,6 +309,9 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
                 live += sum(int(b) for b in born.get(t, ())) - sum(int(b) for b in dies.get(t, ()))
                 best = max(best, live)
             return sympy.Integer(best)
+        polynomial = _peak_of_polynomials(born, dies, end)
+        if polynomial is not None:
+            return polynomial
         candidates: dict[sympy.Expr, None] = {}
         total: sympy.Expr = ZERO
         for t in range(0, end):
@@ -324,6 +327,65 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
                 continue
             frontier = [f for f in frontier if not _at_least(c, f)] + [c]
         return sympy.Max(*frontier) if len(frontier) > 1 else frontier[0]
+
+
+Polynomial = dict[sympy.Expr, int]  # monomial (a product of size symbols, or 1) -> whole coefficient
+
+
+def _peak_of_polynomials(born: dict[int, list[sympy.Expr]], dies: dict[int, list[sympy.Expr]], end: int
+                         ) -> sympy.Expr | None:
+    """The peak sweep with live totals kept as ``{monomial: coefficient}`` (linear in the steps; sympy
+    builds only the final candidates).  ``None`` when a size is no polynomial (``floor`` ...)."""
+    memo: dict[sympy.Expr, Polynomial | None] = {}
+    for exprs in (*born.values(), *dies.values()):
+        for e in exprs:
+            if e not in memo:
+                memo[e] = _polynomial(e)
+                if memo[e] is None:
+                    return None
+    total: Polynomial = {}
+    candidates: dict[frozenset[tuple[sympy.Expr, int]], tuple[Polynomial, int]] = {}  # -> (total, first step)
+    for t in range(0, end):
+        for sign, group in ((1, born.get(t, ())), (-1, dies.get(t, ()))):
+            for e in group:
+                for m, c in memo[e].items():  # type: ignore[union-attr]
+                    total[m] = total.get(m, 0) + sign * c
+        key = frozenset((m, c) for m, c in total.items() if c)
+        if key not in candidates:
+            candidates[key] = (dict(key), t)
+    frontier: list[tuple[Polynomial, int]] = []  # candidates no other one provably exceeds (sizes are positive)
+    for c in candidates.values():
+        if any(_dominates(f[0], c[0]) for f in frontier):
+            continue
+        frontier = [f for f in frontier if not _dominates(c[0], f[0])] + [c]
+    # each one written as the sum of the storages live at its step (the sizes as the diagram writes them)
+    at: dict[int, sympy.Expr] = {}
+    expr, last = ZERO, -1
+    for t in sorted(t for _, t in frontier):  # one pass: each storage's bytes added (and removed) once
+        steps = range(last + 1, t + 1)
+        expr = _sum([expr, *(e for s in steps for e in born.get(s, ())), *(-e for s in steps for e in dies.get(s, ()))])
+        at[t], last = expr, t
+    exprs = [at[t] for _, t in frontier]
+    return sympy.Max(*exprs) if len(exprs) > 1 else exprs[0]
+
+
+def _polynomial(expr: sympy.Expr) -> Polynomial | None:
+    """``expr`` as ``{monomial: whole coefficient}``, or ``None`` when it is no such polynomial."""
+    for candidate in (expr, sympy.expand(expr)):
+        terms: Polynomial = {}
+        for term in sympy.Add.make_args(candidate):
+            c, rest = term.as_coeff_Mul()
+            if not (c.is_Integer and _monomial(rest)):
+                break
+            terms[rest] = terms.get(rest, 0) + int(c)
+        else:
+            return terms
+    return None
+
+
+def _dominates(a: Polynomial, b: Polynomial) -> bool:
+    """Whether ``a >= b`` for every positive value of the sizes (no coefficient of ``a - b`` is negative)."""
+    return all(a.get(m, 0) >= c for m, c in b.items()) and all(c >= 0 for m, c in a.items() if m not in b)
 
 
 def _at_least(a: sympy.Expr, b: sympy.Expr) -> bool:
@@ -344,10 +406,17 @@ def _at_least(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 
 def _sum(terms: list[sympy.Expr]) -> sympy.Expr:
-    """``sympy.Add(*terms)``, with whole numbers added as Python integers (far faster)."""
-    numbers = [t for t in terms if t.is_Integer]
-    rest = [t for t in terms if not t.is_Integer]
-    return sympy.Add(sympy.Integer(sum(int(t) for t in numbers)), *rest)
+    """``sympy.Add(*terms)``, with whole numbers added as Python integers and equal terms counted first
+    (a repeated layer adds the same terms many times; sympy then combines a few distinct ones)."""
+    number = 0
+    counts: dict[sympy.Expr, int] = {}
+    for t in terms:
+        for leaf in sympy.Add.make_args(t):
+            if leaf.is_Integer:
+                number += int(leaf)
+            else:
+                counts[leaf] = counts.get(leaf, 0) + 1
+    return sympy.Add(sympy.Integer(number), *(leaf if k == 1 else k * leaf for leaf, k in counts.items()))
 
 
 def _monomial(expr: sympy.Expr) -> bool:
@@ -549,9 +618,10 @@ def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> Analysis:
               for seg in diagram.dom]
     outputs = walker.walk(diagram, inputs, ())
     total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
-    by_dtype: dict[str, sympy.Expr] = {}
+    saved: dict[str, list[sympy.Expr]] = {}
     for sid in walker.saved:
         key = {"float": dtype, "index": "int64", "bool": "bool"}[walker.dtypes[sid]]
-        by_dtype[key] = by_dtype.get(key, ZERO) + walker.bytes[sid]
+        saved.setdefault(key, []).append(walker.bytes[sid])
+    by_dtype = {key: _sum(terms) for key, terms in saved.items()}
     return total, walker.boxes, walker.peak(inputs, outputs), by_dtype
 

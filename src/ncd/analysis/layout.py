@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import sympy
 
@@ -63,9 +64,16 @@ class Tensor:
 
 
 def numel(axes: Sequence[Axis]) -> sympy.Expr:
+    """The number of elements of a tensor with these axes (a product of their sizes)."""
+    return _product(tuple(a.size for a in axes))
+
+
+@lru_cache(maxsize=4096)
+def _product(sizes: tuple[sympy.Expr, ...]) -> sympy.Expr:
+    """The product of ``sizes`` (memoised: a diagram has few distinct shapes, sympy products are slow)."""
     result = sympy.Integer(1)
-    for a in axes:
-        result = result * a.size
+    for s in sizes:
+        result = result * s
     return result
 
 
