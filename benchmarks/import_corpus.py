@@ -21,12 +21,18 @@ Each model runs in a forked child with a time limit, so one bad model cannot sto
     .venv/bin/python benchmarks/import_corpus.py                  # everything; writes docs/import-coverage.md
     .venv/bin/python benchmarks/import_corpus.py gpt2 llama -v    # some models, details printed
     .venv/bin/python benchmarks/import_corpus.py --list           # the names only
+
+Each finished model is appended as one JSON line to a results file (``--results``, by default
+``benchmarks/results/import-corpus.jsonl`` on a full run), so a run can be made in pieces:
+``--resume`` skips the models already in that file, and the report is rendered from the file
+(``--report-only`` renders it without running anything).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import multiprocessing
 import os
@@ -42,6 +48,8 @@ import torch
 from torch import nn
 
 BATCH, TOKENS = 2, 8
+#: a full run's results file (one JSON line per model; ``out/`` is not committed)
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "out", "import-corpus.jsonl")
 
 # -- shrinking a config generically ---------------------------------------------------------------------------------
 LAYERS = {"num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
@@ -150,7 +158,10 @@ def make_inputs(model: nn.Module, config: Any, seed: int) -> dict[str, torch.Ten
     main = getattr(model, "main_input_name", "input_ids")
     text = _sub(config, "text_config", "decoder")
     vocab = int(getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 100)
-    ids = lambda n=TOKENS: torch.randint(3, max(4, min(vocab, 100)), (BATCH, n), generator=gen)  # noqa: E731
+
+    def ids(n: int = TOKENS) -> torch.Tensor:
+        return torch.randint(3, max(4, min(vocab, 100)), (BATCH, n), generator=gen)
+
     inputs: dict[str, torch.Tensor] = {}
     if main == "input_ids" or (main not in params and "input_ids" in params):
         inputs["input_ids"] = ids()
@@ -255,7 +266,8 @@ class LSTMTagger(nn.Module):
         self.embed, self.lstm, self.out = nn.Embedding(50, 16), nn.LSTM(16, 24, batch_first=True), nn.Linear(24, 5)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.out(self.lstm(self.embed(ids))[0])
+        out: torch.Tensor = self.out(self.lstm(self.embed(ids))[0])
+        return out
 
 
 class GRUEncoder(nn.Module):
@@ -264,7 +276,8 @@ class GRUEncoder(nn.Module):
         self.gru = nn.GRU(16, 24, num_layers=2, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gru(x)[0]
+        out: torch.Tensor = self.gru(x)[0]
+        return out
 
 
 class FourierMixer(nn.Module):
@@ -278,7 +291,8 @@ class FourierMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mixed = torch.fft.fft(torch.fft.fft(x, dim=-1), dim=-2).real
         spectral = torch.fft.irfft(torch.fft.rfft(x, dim=1) * self.filter, n=x.shape[1], dim=1)
-        return self.proj(mixed + spectral)
+        out: torch.Tensor = self.proj(mixed + spectral)
+        return out
 
 
 class ScalarArithmetic(nn.Module):
@@ -300,7 +314,7 @@ class InPlace(nn.Module):
         self.fc = nn.Linear(16, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x)
+        y: torch.Tensor = self.fc(x)
         y.add_(1.0)
         y.mul_(0.5)
         torch.relu_(y)
@@ -319,7 +333,8 @@ class MaskedAttention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         scores = q @ k.transpose(-1, -2) * 16 ** -0.5
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-        return self.out(scores.softmax(-1) @ v)
+        out: torch.Tensor = self.out(scores.softmax(-1) @ v)
+        return out
 
 
 def _torch_build(cls: type[nn.Module], make: Callable[[torch.Generator], dict[str, torch.Tensor]]) -> Any:
@@ -376,6 +391,7 @@ class Result:
     torchview_s: float = math.nan
     deterministic: bool | None = None
     layers: int = 0
+    wall_s: float = math.nan  # the child's whole time (build, trace, draw, lower, run, torchview)
 
     @property
     def silently_wrong(self) -> bool:
@@ -481,7 +497,7 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
 
 def _time_torchview(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     try:
-        import torchview
+        import torchview  # type: ignore[import-not-found, unused-ignore]
 
         start = time.perf_counter()
         graph = torchview.draw_graph(model, input_data=dict(inputs), save_graph=False, depth=math.inf)
@@ -503,8 +519,11 @@ def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any) -> None:
 
 
 def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, determinism: bool,
-            verbose: bool) -> list[Result]:
-    """Each entry in a forked child (at most ``jobs`` at once), killed after ``timeout`` seconds."""
+            verbose: bool, on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Each entry in a forked child (at most ``jobs`` at once), killed after ``timeout`` seconds.
+
+    ``on_result`` is called with each result as soon as its model is done (to save it).
+    """
     ctx = multiprocessing.get_context("fork")
     pending = list(entries)
     running: list[list[Any]] = []
@@ -544,7 +563,10 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
             if done:
                 process.join(5)
                 running.remove(item)
+                result.wall_s = time.monotonic() - started
                 results[entry.name] = result
+                if on_result is not None:
+                    on_result(result)
                 if verbose:
                     print(_line_of(result), flush=True)
                 else:
@@ -600,7 +622,12 @@ def summary(results: list[Result]) -> list[str]:
     return lines
 
 
-def report(results: list[Result], seconds: float, sample: str = "") -> str:
+def _minutes(results: list[Result]) -> str:
+    walls = [r.wall_s for r in results if r.wall_s == r.wall_s]
+    return f"{sum(walls) / 60:.0f} min of model time, summed over the models" if walls else "model times not recorded"
+
+
+def report(results: list[Result], sample: str = "") -> str:
     import transformers
 
     rows = ["| model | status | capture | equal | max diff (traced / fresh) | opaque / boxes | params (lowered / original) |"
@@ -621,7 +648,7 @@ def report(results: list[Result], seconds: float, sample: str = "") -> str:
         "# Import coverage", "",
         f"`ncd.trace` on every model type of `transformers` {transformers.__version__} (torch {torch.__version__}) that builds"
         " from a tiny config with random weights, plus heads and plain-PyTorch models.  Generated by"
-        f" `benchmarks/import_corpus.py` in {seconds / 60:.0f} min; do not edit by hand."
+        f" `benchmarks/import_corpus.py` ({_minutes(results)}); do not edit by hand."
         + (f"  This run is a sample: {sample}; run the script without `--every` for all of them." if sample else ""), "",
         "## Summary", "", *summary(results), "",
         "## Models", "", *rows, "",
@@ -644,6 +671,39 @@ def _warm_up(torchview: bool) -> None:
                 _time_torchview(m, i)
 
 
+def save(path: str, result: Result) -> None:
+    """Appends ``result`` to the results file ``path`` as one JSON line (flushed: a killed run keeps what it did)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(result)) + "\n")
+
+
+def load(path: str) -> dict[str, Result]:
+    """The results saved in ``path`` by name (a model saved twice: its last result); none when there is no file."""
+    results: dict[str, Result] = {}
+    if not os.path.exists(path):
+        return results
+    known = set(Result.__dataclass_fields__)
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a killed run: that model runs again on --resume
+                continue
+            result = Result(**{k: v for k, v in data.items() if k in known})
+            results[result.name] = result
+    return results
+
+
+def ordered(results: dict[str, Result], entries: list[Entry]) -> list[Result]:
+    """``results`` in the corpus' order (names the corpus no longer holds last)."""
+    order = {e.name: i for i, e in enumerate(entries)}
+    return sorted(results.values(), key=lambda r: (order.get(r.name, len(order)), r.name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="only these entries (substrings)")
@@ -655,7 +715,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="only every k-th transformers model type (a quick sample)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-o", "--output", default=None, help="the report (default: docs/import-coverage.md on a full run)")
+    parser.add_argument("--results", default=None,
+                        help=f"the JSON-lines results file, one line per model (default on a full run: {RESULTS})")
+    parser.add_argument("--resume", action="store_true", help="skip the models already in the results file")
+    parser.add_argument("--report-only", action="store_true", help="render the report from the results file; run nothing")
     args = parser.parse_args()
+    full = not args.names and args.every == 1
+    results_path = args.results or (RESULTS if full else None)
+    output = args.output or (os.path.join(os.path.dirname(__file__), "..", "docs", "import-coverage.md") if full else None)
+    if (args.resume or args.report_only) and not results_path:
+        parser.error("--resume and --report-only need --results (or a full run's default results file)")
     import importlib
     import pkgutil
 
@@ -663,12 +732,6 @@ def main() -> None:
 
     import ncd
 
-    for info in pkgutil.walk_packages(ncd.__path__, "ncd."):  # the children run the code as it was at the start
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
-
-    torch.set_num_threads(1)
-    _warm_up(not args.no_torchview)
     entries = all_entries()
     if args.every > 1:  # a deterministic sample of the transformers model types (plain PyTorch, heads and masks kept)
         base = [e for e in entries if e.kind == "base"]
@@ -679,15 +742,37 @@ def main() -> None:
     if args.list:
         print("\n".join(e.name for e in entries))
         return
-    start = time.perf_counter()
-    results = run_all(entries, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose)
-    seconds = time.perf_counter() - start
     sample = f"every {args.every}-th `transformers` model type (in name order)" if args.every > 1 else ""
+    if args.report_only:
+        assert results_path is not None
+        _write_report(ordered(load(results_path), all_entries()), sample, output)
+        return
+    if results_path and not args.resume and os.path.exists(results_path):
+        os.remove(results_path)  # a fresh run: no stale lines
+    done = load(results_path) if results_path and args.resume else {}
+    todo = [e for e in entries if e.name not in done]
+    if done:
+        print(f"resuming: {len(done)} models already in {results_path}, {len(todo)} to run", flush=True)
+
+    for info in pkgutil.walk_packages(ncd.__path__, "ncd."):  # the children run the code as it was at the start
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+
+    torch.set_num_threads(1)
+    _warm_up(not args.no_torchview)
+    on_result = (lambda r: save(results_path, r)) if results_path else None
+    results = run_all(todo, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose,
+                      on_result)
+    if results_path:
+        results = ordered(load(results_path), all_entries())
+    _write_report(results, sample, output)
+
+
+def _write_report(results: list[Result], sample: str, output: str | None) -> None:
     print("\n".join(summary(results)))
-    output = args.output or (None if args.names else os.path.join(os.path.dirname(__file__), "..", "docs", "import-coverage.md"))
     if output:
         with open(output, "w") as f:
-            f.write(report(results, seconds, sample))
+            f.write(report(results, sample))
         print(f"wrote {output}")
     sys.stdout.flush()
 

@@ -122,3 +122,19 @@ def test_a_failing_rule_is_an_opaque_box_and_a_warning_naming_the_call(monkeypat
     assert any("aten.tanh" in m and "a bug in a rule" in m and "test_import_corpus.py" in m for m in messages), messages
     assert d.opaque_count == 1
     assert torch.allclose(d.to_torch()(x), model(x), atol=1e-6)
+
+
+def test_results_are_saved_one_line_per_model_and_a_resumed_run_reads_them(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "results.jsonl")
+    first = corpus.Result("torch.lstm", "torch", "traced", diff=1e-7, params=10, params_lowered=10, wall_s=1.5)
+    corpus.save(path, first)
+    corpus.save(path, corpus.Result("gpt2", "base", "not built", "tiny: ValueError"))
+    corpus.save(path, corpus.Result("torch.lstm", "torch", "traced", diff=2e-7))  # run again: the last line wins
+    with open(path, "a") as f:
+        f.write('{"name": "cut')  # a line cut by a killed run is skipped (that model runs again)
+    loaded = corpus.load(path)
+    assert sorted(loaded) == ["gpt2", "torch.lstm"]
+    assert loaded["torch.lstm"].diff == 2e-7 and loaded["gpt2"].reason == "tiny: ValueError"
+    entries = corpus.all_entries()
+    assert [r.name for r in corpus.ordered(loaded, entries)] == ["torch.lstm", "gpt2"]  # the corpus' order
+    assert "| torch.lstm | traced |" in corpus.report(list(loaded.values()))
