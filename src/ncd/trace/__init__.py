@@ -214,7 +214,10 @@ def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ..
 
 
 def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
-    """Names of the module's parameters and buffers in the order its forward first uses them."""
+    """Names of the module's parameters and buffers in the order its forward first reads them.
+
+    A read is the attribute access (``self.weight``) — the order of the generated code, which is the order the
+    diagram's boxes were emitted in — or, for a tensor reached otherwise, its first use by a torch function."""
     import torch
     from torch.overrides import TorchFunctionMode
 
@@ -222,16 +225,30 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
     order: list[str] = []
     seen: set[int] = set()
 
+    def saw(t: Any) -> None:
+        if isinstance(t, torch.Tensor) and id(t) in names and id(t) not in seen:
+            seen.add(id(t))
+            order.append(names[id(t)])
+
     class Watch(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
-                if isinstance(t, torch.Tensor) and id(t) in names and id(t) not in seen:
-                    seen.add(id(t))
-                    order.append(names[id(t)])
+                saw(t)
             return func(*args, **(kwargs or {}))
 
-    with torch.no_grad(), Watch():
-        module(*example)
+    getattr_ = torch.nn.Module.__getattr__
+
+    def reading(self: torch.nn.Module, name: str) -> Any:
+        value = getattr_(self, name)
+        saw(value)
+        return value
+
+    torch.nn.Module.__getattr__ = reading  # type: ignore[method-assign]
+    try:
+        with torch.no_grad(), Watch():
+            module(*example)
+    finally:
+        torch.nn.Module.__getattr__ = getattr_  # type: ignore[method-assign]
     return order
 
 

@@ -416,6 +416,13 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         additive = structure if additive is None else additive + structure
         if _causal_window(additive):  # rows without any key: attention gives 0, softmax unfused NaN
             raise Decline("a sliding window and a padding mask")
+    elif isinstance(mask, Node) and _tensor(mask) and mask.value.is_floating_point() and _live(mask) \
+            and not conv.reads_inputs(mask):  # a bias computed from parameters (T5's relative positions): added
+        if groups > 1:
+            raise Decline("a bias per query head under grouped-query attention")
+        s = conv.apply(Box(AddOp(2)), [s, operand(conv, mask, names, shape)])
+        if list(conv.segs[s].names) != names:
+            raise Decline("bias does not line up")
     elif mask is not None:
         m = mask.value if isinstance(mask, Node) else torch.as_tensor(mask)
         if _live(mask):

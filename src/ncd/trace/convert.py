@@ -3,9 +3,12 @@
 :class:`Converter` walks the live nodes in execution order.  Each ATen operator has a rule
 in ``RULES`` (see :mod:`ncd.trace.idioms`) that names the output axes and emits boxes; an
 operator without a rule, or a rule that declines, becomes an opaque box that calls the
-operator itself.  Nodes that do not depend on the inputs are folded: parameters (and
-tensors computed from parameters only) become learned ``θ`` boxes, everything else a
-constant, emitted next to the step that uses it.
+operator itself.  Nodes that do not depend on the inputs are folded: parameters become
+learned ``θ`` boxes (and so do views of them: a transposed weight), everything else a
+constant, emitted next to the step that uses it.  A tensor computed from parameters
+(a class token expanded over the batch, an embedding table read at constant rows, a bias
+table gathered by a constant index) is drawn as its parameters and the operations on them,
+never folded into one tensor: the lowered module has the original's parameters.
 """
 
 from __future__ import annotations
@@ -81,9 +84,6 @@ class Converter:
         self.counter = 0
         self.skip: set[int] = set()
         self.consumers: dict[int, list[Node]] = {}
-        for node in captured.nodes:
-            for r in refs((node.args, node.kwargs)):
-                self.consumers.setdefault(id(r), []).append(node)
         self.index_range: dict[int, int] = {}
         self.inputs: list[int] = []
         self._picked: dict[tuple[int, int], int] = {}
@@ -91,7 +91,113 @@ class Converter:
         self._calls: dict[tuple[int, str], list[Node]] | None = None
         self._tried: set[tuple[int, str]] = set()
         self.failures: list[tuple[Node | None, str]] = []  # calls whose rule failed (drawn opaque), with the error
+        self._wires: list[Node] = []  # parameters read as wires by computations on parameters (kept alive: ids)
+        self._wire_learned_chains()
+        for node in captured.nodes:
+            for r in refs((node.args, node.kwargs)):
+                self.consumers.setdefault(id(r), []).append(node)
         self._name_inputs(axes)
+
+    def _wire_learned_chains(self) -> None:
+        """Computations on parameters alone are converted like computations on inputs: their nodes become live, and
+        each parameter they read as data (not as a learned box's weight) is read through a live copy of its node.
+
+        Views of a parameter (a transposed or cast weight) stay folded: they hold the parameter's entries once.  So
+        does a table read at its first rows (``wpe(arange(t))``): :meth:`leading_rows` draws it as the table sliced."""
+        memo: dict[int, bool] = {}
+
+        def learned(node: Node) -> bool:
+            if id(node) not in memo:
+                memo[id(node)] = node.kind == "parameter" or (node.kind == "call" and not node.live and any(
+                    learned(r) for r in refs((node.args, node.kwargs))))
+            return memo[id(node)]
+
+        wired: list[Node] = []
+        chosen: set[int] = set()
+        for node in self.captured.nodes:
+            if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
+                continue
+            args = refs((node.args, node.kwargs))
+            if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args):
+                continue
+            if self._first_rows(node):
+                continue
+            wired.append(node)
+            chosen.add(id(node))
+        if not wired:
+            return
+        # the views those computations read become wires too (a copy where the view is also a learned box's weight)
+        consumers: dict[int, list[Node]] = {}
+        for node in self.captured.nodes:
+            for r in refs((node.args, node.kwargs)):
+                consumers.setdefault(id(r), []).append(node)
+        position = {id(n): k for k, n in enumerate(self.captured.nodes)}
+        inserted: list[tuple[int, Node]] = []
+        copies: dict[int, Node] = {}
+        todo = list(wired)
+        while todo:
+            node = todo.pop()
+            node.live = True
+            keep = WEIGHTS.get(op_name(node.target)[0], ())
+
+            def wire(value: Any, at: int | None = None) -> Any:
+                if isinstance(value, (list, tuple)) and any(isinstance(v, Node) for v in value):
+                    return type(value)(wire(v) for v in value)
+                if not isinstance(value, Node) or at in keep or value.live:
+                    return value
+                if value.kind == "parameter":
+                    if id(value) not in copies:
+                        copies[id(value)] = Node(value.name, "parameter", value=value.value, stack=value.stack,
+                                                 source=value.source, live=True)
+                        self._wires.append(copies[id(value)])
+                    return copies[id(value)]
+                if value.kind != "call" or not learned(value):
+                    return value
+                if all(id(c) in chosen for c in consumers.get(id(value), [])):
+                    chosen.add(id(value))
+                    todo.append(value)  # every reader is a wire: the view is one too
+                    return value
+                if id(value) not in copies:  # also read as a learned box's weight: a copy reads it as a wire
+                    copy = Node(value.name + "_wire", "call", value.target, value.args, dict(value.kwargs), value.value,
+                                value.stack, value.source, False, value.line)
+                    copies[id(value)] = copy
+                    chosen.add(id(copy))
+                    inserted.append((position[id(value)], copy))
+                    todo.append(copy)
+                return copies[id(value)]
+
+            node.args = tuple(wire(a, k) for k, a in enumerate(node.args))
+            node.kwargs = {k: wire(v) for k, v in node.kwargs.items()}
+        for at, copy in sorted(inserted, key=lambda item: -item[0]):
+            self.captured.nodes.insert(at + 1, copy)
+
+    def reads_inputs(self, node: Node) -> bool:
+        """Whether ``node``'s value depends on a model input (not only on parameters and constants)."""
+        seen: set[int] = set()
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if n.kind == "input":
+                return True
+            if n.kind == "call" and n.live:
+                todo.extend(refs((n.args, n.kwargs)))
+        return False
+
+    def _first_rows(self, node: Node) -> bool:
+        """Whether ``node`` holds the first rows of the parameter it reads (leading size-1 axes aside)."""
+        if self.model is None or not isinstance(node.value, torch.Tensor) or node.value.device.type == "meta":
+            return False
+        tensor = node.value
+        while tensor.dim() > 1 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        table = dict(self.model.named_parameters()).get(self.origin(node))
+        if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
+            return False
+        n = int(tensor.shape[0])
+        return n <= table.shape[0] and torch.equal(tensor, table[:n].to(tensor.dtype))
 
     # -- values ------------------------------------------------------------------------
     def new_value(self, seg: Segment) -> int:
@@ -156,10 +262,13 @@ class Converter:
         elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call"):
             box = Box(ConstantOp(seg, dtype_name(tensor), float(tensor.item())))
         else:
-            source = self.relative(ref.source) if isinstance(ref, Node) and ref.source else "const"
+            origin = _buffer_of(ref) if isinstance(ref, Node) else ""
+            source = self.relative(origin) if origin else "const"
             box = Box(ConstantOp(seg, dtype_name(tensor), None, source))
             self.emitted.tensors.append([tensor])
         (vid,) = self.emit(box, [], [seg])
+        if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
+            self.bind(ref, vid)
         return vid
 
     def leading_rows(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
@@ -397,12 +506,17 @@ class Converter:
                     if not isinstance(weight, torch.Tensor) or eps is None or weight.shape != source.value.shape[-1:]:
                         return False
                     seg = self.segs[vid]
-                    n, w = weight.shape[0], weight.detach()
+                    n = weight.shape[0]
+                    # the weight only if the module reads it as a parameter (a weightless norm may hold ones)
+                    read = any(r.kind == "parameter" and r.source == f"{path}.weight"
+                               for m in run for r in refs((m.args, m.kwargs)))
+                    w = weight.detach() if read else None
                     if not self._module_agrees(path, source, result,
                                                lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps))):
                         return False
-                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), True), label), [vid])
-                    self.emitted.tensors.append([w])
+                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), read), label), [vid])
+                    if w is not None:
+                        self.emitted.tensors.append([w])
             except Decline:
                 return False
             self.skip |= members
@@ -525,6 +639,35 @@ class Converter:
         return unique([n if n is not None else self.namer.fresh(s) for n, s in zip(best, shape)])
 
 
+#: Operators that only view their operand (no entry computed, none repeated): a parameter read through them is still
+#: the parameter, folded into the learned box that uses it.
+VIEWS = frozenset({
+    "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze",
+    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone", "aten.detach", "aten.alias",
+    "aten.to", "aten._to_copy", "aten.lift_fresh_copy", "aten.numpy_T", "aten.type_as", "aten.view_as", "aten.reshape_as",
+    "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout",
+    # pieces that partition the parameter (``in_proj_weight.split([e, 2 e])``): each piece is a weight of its own
+    "aten.split", "aten.split_with_sizes", "aten.unsafe_split", "aten.chunk", "aten.unbind", "operator.getitem",
+})
+
+#: Argument positions that are a learned box's own tensors (its weight, bias, statistics): a parameter there stays the
+#: parameter node (the rule folds it into the box), whatever the other operands are.
+WEIGHTS: dict[str, tuple[int, ...]] = {
+    "aten.embedding": (0,), "aten.linear": (1, 2), "aten.addmm": (0, 2), "aten.mm": (1,), "aten.matmul": (1,),
+    "aten.convolution": (1, 2), "aten.conv1d": (1, 2), "aten.conv2d": (1, 2), "aten.conv3d": (1, 2),
+    "aten.conv_transpose1d": (1, 2), "aten.conv_transpose2d": (1, 2), "aten.conv_transpose3d": (1, 2),
+    "aten.layer_norm": (2, 3), "aten.native_layer_norm": (2, 3), "aten.group_norm": (2, 3), "aten.rms_norm": (2,),
+    "aten.batch_norm": (1, 2, 3, 4), "aten.native_batch_norm": (1, 2, 3, 4),
+    "aten._native_batch_norm_legit_no_training": (1, 2, 3, 4), "aten.instance_norm": (1, 2, 3, 4),
+    "aten.prelu": (1,),
+}
+
+
+def _tensors_in(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple)) and any(
+        isinstance(v, torch.Tensor) for v in value))
+
+
 #: Entries of a traced value a module idiom is checked on in full; larger values are checked on a sample of rows.
 _CHECKED = 1 << 16
 
@@ -539,6 +682,19 @@ def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
     n = max(1, min(flat.shape[0], _CHECKED // max(int(tensor.shape[-1]), 1)))
     picks = torch.unique(torch.linspace(0, flat.shape[0] - 1, n).round().long())
     return flat[picks]
+
+
+def _buffer_of(node: Node, depth: int = 8) -> str:
+    """The state-dict name of the buffer (or parameter) a constant is read from (``token_type_ids`` expanded and
+    gathered), else ``""``."""
+    for _ in range(depth):
+        if node.source:
+            return node.source
+        tensors = [r for r in refs(node.args) if isinstance(r.value, torch.Tensor)]
+        if node.kind != "call" or not tensors:
+            return ""
+        node = tensors[0]  # the data operand (a gather's source, not its index)
+    return ""
 
 
 def _first_line(error: BaseException) -> str:

@@ -466,7 +466,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
 @rule("aten.mean", "aten.sum")
 def reduce(conv: Converter, node: Node) -> None:
     x = node.args[0]
-    if not _live(x) or len(node.args) < 2 or not x.value.is_floating_point() or node.kwargs.get("dtype") is not None:
+    if not _live(x) or len(node.args) < 2 or not x.value.is_floating_point() \
+            or node.kwargs.get("dtype") not in (None, x.value.dtype):
         raise Decline("full reduction or dtype")
     vid = conv.value(x)
     seg = conv.segs[vid]
@@ -491,8 +492,8 @@ def embedding(conv: Converter, node: Node) -> None:
 
     weight, ids = node.args[0], node.args[1]
     table = _weight(weight)
-    if table is None or table.dim() != 2 or not _live(ids):
-        raise Decline("not a learned table")
+    if table is None or table.dim() != 2 or not _tensor(ids) or ids.value.is_floating_point():
+        raise Decline("not a learned table")  # ids may be constant: a table read at fixed rows (BERT's token types)
     vid = conv.value(ids)
     seg = conv.segs[vid]
     if seg.dtype == "index" and seg.range is not None and not seg.range.free_symbols and int(seg.range) != table.shape[0]:
