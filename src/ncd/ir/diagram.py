@@ -295,8 +295,12 @@ class Seq(Diagram):
         """Flattened composition; only the junctions *between* the given parts are checked.
 
         The junctions inside a part that is already a ``Seq`` were checked when it was built,
-        so composing one part at a time with ``>>`` costs time linear in the chain's length.
+        and a sequence grown by one part (``chain >> box``) does not copy the chain's parts
+        until they are asked for, so composing one part at a time with ``>>`` costs time
+        linear in the chain's length.
         """
+        if len(parts) == 2 and isinstance(parts[0], Seq) and not isinstance(parts[1], Identity):
+            return parts[0]._grown(parts[1].parts if isinstance(parts[1], Seq) else (parts[1],))
         flat: list[Diagram] = []
         junctions: list[int] = []
         for p in parts:
@@ -313,6 +317,33 @@ class Seq(Diagram):
         node = Seq.__new__(Seq)
         _set(node, parts=tuple(flat), dom=flat[0].dom, cod=flat[-1].cod)
         return node
+
+    def _grown(self, more: tuple[Diagram, ...]) -> Seq:
+        """``self >> Seq(more)``, whose parts (this sequence's, then ``more``) are joined when first read."""
+        last = self.__dict__["_tail"][-1] if "_tail" in self.__dict__ else self.parts[-1]
+        _check_junctions((last, more[0]), (1,))
+        node = Seq.__new__(Seq)
+        _set(node, _prefix=self, _tail=more, dom=self.dom, cod=more[-1].cod)
+        return node
+
+    def __getattr__(self, name: str) -> Any:
+        # the parts of a sequence grown one part at a time: the chain of prefixes is walked once, back to one whose
+        # parts are known, and joined (each prefix keeps its own parts unjoined until they are asked for)
+        if name != "parts" or "_prefix" not in self.__dict__:
+            raise AttributeError(name)
+        tails: list[tuple[Diagram, ...]] = []
+        node: Seq = self
+        while "parts" not in node.__dict__:
+            tails.append(node.__dict__["_tail"])
+            node = node.__dict__["_prefix"]
+        parts = node.parts + tuple(p for tail in reversed(tails) for p in tail)
+        _set(self, parts=parts)
+        del self.__dict__["_prefix"]
+        return parts
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
+        return {k: v for k, v in self.__dict__.items() if k not in ("_prefix", "_tail")}
 
     def children(self) -> tuple[Diagram, ...]:
         return self.parts

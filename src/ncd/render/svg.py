@@ -31,20 +31,42 @@ _NUMBERS: dict[float, str] = {}
 
 
 def _n(v: float) -> str:
-    text = _NUMBERS.get(v)  # coordinates repeat (rows of a page share their x): format each once
-    if text is None:
-        if len(_NUMBERS) > 200_000:
-            _NUMBERS.clear()
-        text = f"{v:.2f}".rstrip("0").rstrip(".")
-        text = _NUMBERS[v] = "0" if text in ("-0", "") else text
+    try:
+        return _NUMBERS[v]  # coordinates repeat (rows of a page share their x): format each once
+    except KeyError:
+        pass
+    if len(_NUMBERS) > 200_000:
+        _NUMBERS.clear()
+    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    text = _NUMBERS[v] = "0" if text in ("-0", "") else text
     return text
 
 
 def _path_d(p: Path) -> str:
+    n = _n
     out = []
-    for c in p.commands:
-        out.append(c[0] + (" " + " ".join(_n(v) for v in c[1:]) if len(c) > 1 else ""))
+    for c in p.commands:  # a drawing has tens of thousands of paths: the common commands are spelled out
+        k = len(c)
+        if k == 3:
+            out.append(f"{c[0]} {n(c[1])} {n(c[2])}")
+        elif k == 7:
+            out.append(f"{c[0]} {n(c[1])} {n(c[2])} {n(c[3])} {n(c[4])} {n(c[5])} {n(c[6])}")
+        else:
+            out.append(c[0] + (" " + " ".join(n(v) for v in c[1:]) if k > 1 else ""))
     return " ".join(out)
+
+
+_ESCAPED: dict[str, str] = {}
+
+
+def _text_body(text: str) -> str:
+    """A run's text as SVG character data (spaces kept as no-break spaces); texts repeat, each escaped once."""
+    body = _ESCAPED.get(text)
+    if body is None:
+        if len(_ESCAPED) > 100_000:
+            _ESCAPED.clear()
+        body = _ESCAPED[text] = escape(text.replace(" ", NBSP))
+    return body
 
 
 def font_face_css(drawing: Drawing | None = None) -> str:
@@ -111,21 +133,30 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0)
             for run in it.runs:
                 attrs = f'x="{_n(it.x + run.dx)}" y="{_n(it.y + run.dy)}" font-size="{_n(run.size)}"'
                 if run.symbol:
-                    attrs += f' font-family="{escape(SYMBOL_STACK)}"'
+                    attrs += _SYMBOL_FAMILY
                 elif run.serif:
-                    attrs += f' font-family="{escape(SERIF_STACK)}"'
+                    attrs += _SERIF_FAMILY
                 if run.italic:
                     attrs += ' font-style="italic"'
                 if run.bold:
                     attrs += ' font-weight="bold"'
-                body = escape(run.text.replace(" ", NBSP))
-                out.append(f'<text {attrs} fill="#111111">{body}</text>')
+                out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
+_PAINTS: dict[tuple[str | None, str | None, float], str] = {}
+_SYMBOL_FAMILY = f' font-family="{escape(SYMBOL_STACK)}"'
+_SERIF_FAMILY = f' font-family="{escape(SERIF_STACK)}"'
+
+
 def _paint(fill: str | None, stroke: str | None, width: float) -> str:
-    text = f'fill="{fill or "none"}"'
-    if stroke:
-        text += f' stroke="{stroke}" stroke-width="{_n(width)}"'
+    key = (fill, stroke, width)
+    text = _PAINTS.get(key)  # a drawing uses a handful of paints
+    if text is None:
+        text = f'fill="{fill or "none"}"'
+        if stroke:
+            text += f' stroke="{stroke}" stroke-width="{_n(width)}"'
+        if len(_PAINTS) < 10_000:
+            _PAINTS[key] = text
     return text

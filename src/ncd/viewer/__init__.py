@@ -28,6 +28,7 @@ from typing import Any
 from ncd.errors import InputError
 from ncd.ir.diagram import Block, Diagram
 from ncd.render import Style, register_writer
+from ncd.render.layout import no_collector
 from ncd.viewer.page import iframe, page
 from ncd.viewer.views import Views, explore
 
@@ -43,7 +44,8 @@ def _title(diagram: Diagram, style: Style) -> str:
 def _html(diagram: Diagram, style: Style, costs: bool) -> str:
     if not isinstance(diagram, Diagram):
         raise InputError(f"viewer: expected an ncd diagram, not {type(diagram).__name__} {diagram!r:.60}")
-    return page(explore(diagram, style, costs=costs), _title(diagram, style))
+    with no_collector():  # as the renderer: collector passes over a large drawing's records made it superlinear
+        return page(explore(diagram, style, costs=costs), _title(diagram, style))
 
 
 def to_html(diagram: Diagram, *, costs: bool = True, **options: Any) -> str:

@@ -20,7 +20,7 @@ involved; otherwise the rows are simply absent.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sympy
@@ -62,10 +62,14 @@ class Catalogue:
         self.infos: list[dict[str, Any]] = []
         self.blocks: dict[str, dict[str, Any]] = {}
         self.block_info: dict[str, int] = {}
-        self._index: dict[str, int] = {}
+        self._index: dict[Any, int] = {}
         self._seen: dict[tuple[Any, ...], int] = {}
         self.wire_axis: dict[int, tuple[str, str]] = {}  # wire record -> (axis name, size)
         self.costs = Costs(self.defaults) if costs else None
+        # what many equal boxes and wires share is worked out once (a 10,000-box chain has a few distinct kinds)
+        self._wires: dict[tuple[Any, ...], int] = {}
+        self._texts: dict[tuple[Any, ...], str] = {}
+        self._kinds: dict[tuple[Any, ...], tuple[list[list[str]], str]] = {}
 
     # -- records ------------------------------------------------------------------------------
     def _add(self, record: dict[str, Any]) -> int:
@@ -75,15 +79,40 @@ class Catalogue:
             self.infos.append(record)
         return self._index[text]
 
-    def box(self, box: Box, dom: Type, cod: Type, woven: tuple[Axis, ...], costed: Diagram | None = None) -> int:
+    def box(self, box: Box, dom: Type, cod: Type, woven: tuple[Axis, ...],
+            costed: Diagram | Callable[[], Diagram] | None = None) -> int:
         """The record of a drawn box.
 
         ``dom``/``cod`` are its wires as drawn, ``woven`` the axes broadcast past it and ``costed``
-        the box with those broadcasts (what its costs are computed for; the box itself by default).
+        the box with those broadcasts (what its costs are computed for, or a function making it when needed;
+        the box itself by default).
         """
-        memo = ("box", id(box), str(dom), str(cod), tuple(str(a) for a in woven))
+        memo = ("box", id(box), dom, cod, woven)
         if memo in self._seen:
             return self._seen[memo]
+        prim = box.prim
+        kind = (prim, dom, cod, woven)  # what the record says about every box of this primitive and wires
+        shared = self._kinds.get(kind)
+        if shared is None:
+            target = costed() if callable(costed) else costed
+            shared = self._kinds[kind] = self._box_rows(box, dom, cod, woven, target if target is not None else box)
+        rows, params = shared
+        title, where = box.text(), str(box.source) if box.source else ""
+        key = ("box", kind, title, box.label, where)
+        index = self._index.get(key)
+        if index is None:
+            words = " ".join(dict.fromkeys([title, prim.op, prim.family, prim.kind, box.label or "",
+                                            SYNONYMS.get(prim.op, "")]))
+            record = {"kind": "box", "title": title, "rows": rows + ([["built at", where]] if where else []),
+                      "find": [words.lower(), params.lower()]}
+            index = self._index[key] = len(self.infos)  # keyed exactly: no need to compare the text
+            self.infos.append(record)
+        self._seen[memo] = index
+        return index
+
+    def _box_rows(self, box: Box, dom: Type, cod: Type, woven: tuple[Axis, ...], costed: Diagram) -> tuple[list[list[str]], str]:
+        """The rows every box of ``box``'s primitive and wires shows (its costs do not depend on its label),
+        and its parameters as text."""
         prim = box.prim
         flags = [prim.family, prim.kind] + (["learned"] if prim.learned else [])
         rows = [["primitive", f"{prim.op} ({', '.join(f for f in flags if f)})"]]
@@ -97,16 +126,14 @@ class Catalogue:
         if learned:
             rows.append(["weights", "; ".join(f"{k}: {' × '.join(self.size_text(s) for s in shape)}"
                                               for k, shape in learned.items())])
-        rows += self._cost_rows(costed if costed is not None else box)
-        if box.source:
-            rows.append(["built at", str(box.source)])
-        words = " ".join(dict.fromkeys([box.text(), prim.op, prim.family, prim.kind, box.label or "", SYNONYMS.get(prim.op, "")]))
-        index = self._add({"kind": "box", "title": box.text(), "rows": rows, "find": [words.lower(), params.lower()]})
-        self._seen[memo] = index
-        return index
+        return rows + self._cost_rows(costed), params
 
     def wire(self, axis: Axis, segment: int | None, segments: int, *, woven: bool = False) -> int:
         """The record of a wire: its axis name, size and role."""
+        key = (axis, segment, segments, woven)
+        hit = self._wires.get(key)
+        if hit is not None:
+            return hit
         role = "item axis (drawn overlined)" if axis.is_item else "feature axis"
         rows = [["size", self.size_text(axis.size, axis.name)], ["role", role]]
         if axis.parts:
@@ -118,6 +145,7 @@ class Catalogue:
         index = self._add({"kind": "wire", "title": f"axis {self.axis_name(axis)}", "rows": rows,
                            "find": [axis.name.lower(), ""]})
         self.wire_axis[index] = (axis.name, str(axis.size))
+        self._wires[key] = index
         return index
 
     def block(self, key: str, node: Block, parent: str, depth: int, expandable: bool, fold: int,
@@ -147,6 +175,13 @@ class Catalogue:
 
     # -- text -----------------------------------------------------------------------------------
     def size_text(self, value: Any, name: str | None = None) -> str:
+        key = ("size", value, name)
+        hit = self._texts.get(key)
+        if hit is None:
+            hit = self._texts[key] = self._size_text(value, name)
+        return hit
+
+    def _size_text(self, value: Any, name: str | None) -> str:
         expr = sympy.sympify(value)
         text = str(expr).replace("**", "^")
         bound = expr.xreplace(self._subs) if self._subs else expr
@@ -163,6 +198,13 @@ class Catalogue:
         return self.size_text(axis.size, self.axis_name(axis)) if self._subs else str(axis)
 
     def type_text(self, typ: Type) -> str:
+        key = ("type", typ)
+        hit = self._texts.get(key)
+        if hit is None:
+            hit = self._texts[key] = self._type_text(typ)
+        return hit
+
+    def _type_text(self, typ: Type) -> str:
         text = str(typ) or "()"
         bound = [self.axis_text(a) for seg in typ for a in seg if self._subs and a.size.xreplace(self._subs) != a.size]
         return text + (f"  ({', '.join(dict.fromkeys(bound))})" if bound else "")

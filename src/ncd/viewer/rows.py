@@ -8,8 +8,8 @@ arrows going on, and the last row's outputs run on to the right edge so the fenc
 all rows. The block's fence, title and wires are then drawn around the rows by the renderer's
 own ``Layout.block``.
 
-Columns are measured by laying them out once and then laid out again for real, so block
-keys (numbered in drawing order) come out the same as in one row.
+Each column is laid out once: the fragments measured for packing are the ones placed, so the
+panel costs what the one-row drawing costs (block keys are numbered in drawing order, as in one row).
 
 >>> import ncd
 >>> from ncd.viewer.views import explore
@@ -48,31 +48,28 @@ def wrap_rows(ctx: Any, body: Diagram, width: float = ROW_WIDTH) -> Frag | None:
     groups = ctx.groups(list(body.parts) if isinstance(body, Seq) else [body])
     if len(groups) < 2:
         return None
-    frame = ctx._frames[-1]
-    start = frame.count
-    widths = [ctx.lay_group(node, count).w for node, count in groups]  # measuring pass
-    frame.count = start  # the real pass numbers the same blocks the same way
-    if sum(widths) + _GAP_GUESS * (len(widths) - 1) <= WRAP_AFTER * width:
-        return None
-    rows: list[list[tuple[Diagram, int]]] = [[]]
+    frags = [ctx.lay_group(node, count) for node, count in groups]  # laid out once, measured, then placed
+    if sum(f.w for f in frags) + _GAP_GUESS * (len(frags) - 1) <= WRAP_AFTER * width:
+        return ctx.seq_frags([node for node, _ in groups], frags)  # type: ignore[no-any-return]
+    rows: list[list[tuple[Diagram, Frag]]] = [[]]
     run = 0.0
-    for group, w in zip(groups, widths):
-        if rows[-1] and run + _GAP_GUESS + w > width:
+    for (node, _), frag in zip(groups, frags):
+        if rows[-1] and run + _GAP_GUESS + frag.w > width:
             rows.append([])
             run = 0.0
-        run += (_GAP_GUESS if rows[-1] else 0.0) + w
-        rows[-1].append(group)
+        run += (_GAP_GUESS if rows[-1] else 0.0) + frag.w
+        rows[-1].append((node, frag))
     return _stack(ctx, rows)
 
 
-def _stack(ctx: Any, rows: list[list[tuple[Diagram, int]]]) -> Frag:
+def _stack(ctx: Any, rows: list[list[tuple[Diagram, Frag]]]) -> Frag:
     p = ctx.style.pitch
     labels = ctx.style.labels != "none"
     page = Frag(0.0, 0.0, 0.0, [], [])
     y, last = 0.0, len(rows) - 1
     placed: list[tuple[Frag, float, float]] = []
     for k, groups in enumerate(rows):
-        body = ctx.seq_groups(groups)
+        body = ctx.seq_frags([node for node, _ in groups], [frag for _, frag in groups])
         row = Frag(0.0, body.top, body.bottom, body.ins, body.outs, seps_in=dict(body.seps_in),
                    seps_out=dict(body.seps_out))
         lw = rw = 0.0

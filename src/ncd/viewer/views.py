@@ -26,8 +26,9 @@ records and costs are those of that occurrence.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, unweave
@@ -38,6 +39,8 @@ from ncd.viewer.info import Catalogue
 from ncd.viewer.rows import wrap_rows
 
 __all__ = ["View", "Views", "ViewLayout", "Context", "explore", "render_view", "MAX_VIEWS"]
+
+_I = TypeVar("_I")
 
 #: At most this many view states are rendered; deeper blocks then stay collapsed (noted on the page).
 MAX_VIEWS = 400
@@ -119,6 +122,8 @@ class ViewLayout(Layout):
         self._fold = 1
         self.expanded: frozenset[str] = frozenset()
         self._wrap: Diagram | None = None
+        self._tagged: dict[int, Frag] = {}  # gaps whose wires carry their axes (kept alive while their id is a key)
+        self.memo = {}  # equal gaps are laid out once (columns are not memoised: see lay_group)
         if panel is not None:
             key, ctx = panel
             parent, _, index = key.rpartition("/")
@@ -151,21 +156,28 @@ class ViewLayout(Layout):
             core = scalar_core(node)
             if core is not None:  # the renderer draws it as one glyph through the woven wires
                 woven = outer + (node.axis,) + _weave_axes(node)
-                self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, node.weave(*outer) if outer else node))
+                self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, _woven_by(node, outer)))
             return frag
         frag = super().lay(node)
         if isinstance(node, Box):
-            self._claim(start, self.catalogue.box(node, node.dom, node.cod, outer, node.weave(*outer) if outer else node))
+            self._claim(start, self.catalogue.box(node, node.dom, node.cod, outer, _woven_by(node, outer)))
         return frag
 
     def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, *more: Any, **options: Any) -> tuple[Frag, float]:
         frag, w = super().gap(left, right, typ, labels, *more, **options)
+        if id(frag) in self._tagged:  # an equal gap met before (the renderer's memo): tagged already
+            return frag, w
+        self._tagged[id(frag)] = frag
         axes = [(axis, j) for j, seg in enumerate(typ) for axis in seg]
         wires = [k for k, it in enumerate(frag.items) if isinstance(it, Path) and it.role == "wire"]
         if len(wires) == len(axes) == len(flat(left)):
             for k, (axis, j) in zip(wires, axes):
                 frag.items[k] = _tag_path(frag.items[k], self.catalogue.wire(axis, j, len(typ)))  # type: ignore[arg-type]
         return frag, w
+
+    def lay_group(self, node: Diagram, count: int) -> Frag:
+        # every column is laid out where it is met: its blocks get their keys and contexts there
+        return self.lay(node) if count == 1 else self.folded(node, count)
 
     def woven_wire(self, axis: Axis, path: Path) -> Path:
         return _tag_path(path, self.catalogue.wire(axis, None, 0, woven=True))
@@ -207,17 +219,29 @@ class ViewLayout(Layout):
             self._frames.pop()
         for k, it in enumerate(frag.items):
             if isinstance(it, Rect) and it.role == "fence":
-                frag.items[k] = _TaggedRect(**_fields(it), tag=key)
+                frag.items[k] = _retype(it, _TaggedRect, tag=key)
                 break
         return frag
 
 
-def _fields(item: Any) -> dict[str, Any]:
-    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "tag"}
+def _woven_by(node: Diagram, outer: tuple[Axis, ...]) -> Callable[[], Diagram]:
+    """``node`` broadcast over ``outer`` (what its costs are computed for), built only when asked."""
+    return lambda: node.weave(*outer) if outer else node
+
+
+def _retype(item: Any, cls: type[_I], **changes: Any) -> _I:
+    """``item``'s fields in a record of class ``cls`` (a tagged subclass or its plain base), without ``__init__``:
+    the viewer tags and untags every wire of a drawing, so this is on its hot path."""
+    new = object.__new__(cls)
+    fields = dict(item.__dict__)
+    fields.pop("tag", None)
+    fields.update(changes)
+    new.__dict__.update(fields)
+    return new  # type: ignore[no-any-return]
 
 
 def _tag_path(path: Path, tag: int) -> _TaggedPath:
-    return _TaggedPath(**_fields(path), tag=tag)
+    return _retype(path, _TaggedPath, tag=tag)
 
 
 def _weave_axes(node: Weave) -> tuple[Axis, ...]:
@@ -226,15 +250,6 @@ def _weave_axes(node: Weave) -> tuple[Axis, ...]:
 
 def _lay_out(ctx: ViewLayout, diagram: Diagram) -> Drawing:
     return lay_out_with(ctx, diagram)
-
-
-def _n(v: float) -> str:
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _path_d(p: Path) -> str:
-    return " ".join(c[0] + "".join(" " + _n(v) for v in c[1:]) for c in p.commands)
 
 
 def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> list[Any]:
@@ -255,17 +270,26 @@ def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> li
                 at.setdefault(e, set()).add(it.tag)
     loose = [k for k, it in enumerate(items) if type(it) is Path and it.role == "wire" and it.owner is None
              and not it.dashed and len(it.commands) > 1]
-    changed = True
-    while changed and loose:
-        changed = False
-        for k in list(loose):
-            found = set().union(*(at.get(e, set()) for e in ends(items[k])))
-            if found and len({axis_of[t] for t in found}) == 1:
-                items[k] = _tag_path(items[k], min(found))
-                for e in ends(items[k]):
-                    at.setdefault(e, set()).add(items[k].tag)
-                loose.remove(k)
-                changed = True
+    waiting: dict[tuple[float, float], list[int]] = {}  # an end -> the untagged pieces that end there
+    for k in loose:
+        for e in ends(items[k]):
+            waiting.setdefault(e, []).append(k)
+    queue, done = list(reversed(loose)), set()
+    while queue:  # a piece tagged may let the pieces meeting it be tagged in turn: each looked at again then
+        k = queue.pop()
+        if k in done:
+            continue
+        here = ends(items[k])
+        found: set[int] = set()
+        for e in here:
+            found.update(at.get(e, ()))
+        if found and len({axis_of[t] for t in found}) == 1:
+            tag = min(found)
+            items[k] = _tag_path(items[k], tag)
+            done.add(k)
+            for e in here:
+                at.setdefault(e, set()).add(tag)
+                queue.extend(j for j in waiting.get(e, ()) if j not in done)
     return items
 
 
@@ -275,7 +299,7 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
 
     Returns the view and, for each block drawn collapsed in it, where it was met.
     """
-    from ncd.render.svg import paint_svg
+    from ncd.render.svg import _n, _path_d, paint_svg
 
     ctx = ViewLayout(style if panel is None else _panel_style(style), catalogue, depth, panel)
     if panel is None:  # the top view's contents go into rows too when too wide for a window
@@ -287,13 +311,13 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
         if isinstance(it, _TaggedPath):
             used.add(it.tag)
             wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')
-            it = Path(**_fields(it))
+            it = _retype(it, Path)
         elif isinstance(it, _TaggedRect):
             info = catalogue.block_info[it.tag]
             used.add(info)
             fences.append(f'<rect class="ncd-fence" data-i="{info}" data-block="{it.tag}" x="{_n(it.x)}" y="{_n(it.y)}" '
                           f'width="{_n(it.w)}" height="{_n(it.h)}"/>')
-            it = Rect(**_fields(it))
+            it = _retype(it, Rect)
         items.append(it)
     boxes = []
     for fp in drawing.footprints:
