@@ -213,8 +213,9 @@ def test_search_finds_a_block_and_shows_it(context: BrowserContext, model_file: 
     page.keyboard.press("Enter")
     target = view.key("ScaledDotProduct")
     assert view.expanded() == [view.key("Attention"), view.key("Layer")]  # the panels it is drawn in
+    # the found block stays highlighted until the next search or click: wait for that, however slow the machine
+    page.wait_for_selector(f'.ncd-comp.ncd-flash[data-block="{target}"]', state="attached", timeout=10_000)
     hit = page.locator(f'.ncd-comp[data-block="{target}"]')
-    assert "ncd-flash" in (hit.get_attribute("class") or "")
     box, stage = hit.bounding_box(), page.locator("#ncd-stage").bounding_box()
     assert box and stage
     assert stage["x"] <= box["x"] and box["x"] + box["width"] <= stage["x"] + stage["width"]
@@ -245,6 +246,7 @@ def test_search_finds_boxes_primitives_and_axes(context: BrowserContext, model_f
         page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     assert view.key(inside) in view.expanded()  # the panel where it is drawn is open
+    page.wait_for_selector(".ncd-hit .ncd-flash", state="attached", timeout=10_000)  # a condition, not a delay: it stays until the next search
     flashed = page.locator(".ncd-hit .ncd-flash")
     assert flashed.count() >= 1
     records = page.evaluate(data)

@@ -1,10 +1,11 @@
 """PNG and PDF from the SVG, through cairosvg (a real SVG renderer; fonts come from fontconfig, which is
 given the bundled fonts first, so the PDF embeds subsets of the same fonts the SVG uses).
 
-Exports never fail on size: cairo cannot make an image wider or taller than 32,767 pixels, and PDF
-viewers do not show pages over 14,400 points (200 inches), so a larger drawing is scaled down to the
-limit with a :class:`DrawingTooLargeWarning` saying by how much (``page="column"``, the default,
-keeps drawings far smaller).
+Exports never fail on size: cairo cannot make an image wider or taller than 32,767 pixels, an image
+of more than :data:`MAX_AREA` pixels would take gigabytes of memory, and PDF viewers do not show
+pages over 14,400 points (200 inches), so a larger drawing is scaled down to the limit with a
+:class:`DrawingTooLargeWarning` saying by how much (``page="column"``, the default, keeps drawings
+far smaller).
 
 >>> svg = '<svg xmlns="http://www.w3.org/2000/svg" width="40000" height="10" viewBox="0 0 40000 10"/>'
 >>> import warnings
@@ -17,16 +18,19 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from typing import Any
 
 from ncd.errors import InputError
 
-__all__ = ["svg_to_png", "svg_to_pdf", "DrawingTooLargeWarning", "MAX_PIXELS", "MAX_PDF_POINTS"]
+__all__ = ["svg_to_png", "svg_to_pdf", "DrawingTooLargeWarning", "MAX_PIXELS", "MAX_AREA", "MAX_PDF_POINTS"]
 
 #: cairo's largest image side, in pixels.
 MAX_PIXELS = 32767
+#: The most pixels a PNG gets (2**27: half a gibibyte of RGBA while cairo draws it).
+MAX_AREA = 2**27
 #: The largest PDF page side viewers accept, in points (200 inches).
 MAX_PDF_POINTS = 14400.0
 
@@ -52,21 +56,24 @@ def _size(svg: str) -> tuple[float, float]:
     return found.get("width", 0.0), found.get("height", 0.0)
 
 
-def _fit(svg: str, scale: float, limit: float, unit: str, what: str) -> float:
+def _fit(svg: str, scale: float, limit: float, unit: str, what: str, area: float = math.inf) -> float:
     w, h = _size(svg)
-    side = max(w, h) * scale
-    if side <= limit:
+    fitted = min(scale, scale * limit / max(w * scale, h * scale, 1e-9),
+                 scale * math.sqrt(area / max(w * scale * h * scale, 1e-9)))
+    if fitted >= scale:
         return scale
-    fitted = scale * limit / side * 0.999
+    fitted *= 0.999
+    bound = f"{limit:.0f} {unit} a side" + (f", {area / 1e6:.0f} million {unit}" if math.isfinite(area) else "")
     warnings.warn(f"{what}: a {w * scale:.0f}×{h * scale:.0f} {unit} drawing is larger than the format allows "
-                  f"({limit:.0f} {unit} a side); scaled down by {scale / fitted:.2f}× (scale {fitted:.3g})",
+                  f"({bound}); scaled down by {scale / fitted:.2f}× (scale {fitted:.3g})",
                   DrawingTooLargeWarning, stacklevel=3)
     return fitted
 
 
 def svg_to_png(svg: str, scale: float = 2.0) -> bytes:
-    """Rasterise SVG text at ``scale`` pixels per point (less, with a warning, if that exceeds 32,767 pixels)."""
-    scale = _fit(svg, scale, MAX_PIXELS, "px", "PNG")
+    """Rasterise SVG text at ``scale`` pixels per point (less, with a warning, if that exceeds 32,767 pixels a side
+    or :data:`MAX_AREA` pixels)."""
+    scale = _fit(svg, scale, MAX_PIXELS, "px", "PNG", MAX_AREA)
     return bytes(_cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale))
 
 

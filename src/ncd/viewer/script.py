@@ -204,7 +204,7 @@ SCRIPT = r"""
       var sep = document.createElement("span"); sep.textContent = "·"; crumbs.appendChild(sep);
       var b = document.createElement("button");
       b.textContent = blocks[key].name; b.title = "show this block";
-      b.addEventListener("click", function () { var f = fence(key); if (f) { reveal(f); flash(f); } });
+      b.addEventListener("click", function () { var f = fence(key); unflash(); if (f) { reveal(f); flash(f); } });
       crumbs.appendChild(b);
     });
   }
@@ -224,12 +224,15 @@ SCRIPT = r"""
     tx += st.left + st.width / 2 - (r.left + r.width / 2); ty += st.top + st.height / 2 - (r.top + r.height / 2); apply();
   }
 
-  function flash(el) {
-    el.classList.add("ncd-flash");
-    setTimeout(function () { el.classList.remove("ncd-flash"); }, 2500);
+  // what a search or a crumb found stays highlighted until the next one, or a click on the drawing
+  var flashed = [];
+  function unflash() {
+    flashed.forEach(function (e) { e.classList.remove("ncd-flash"); }); flashed = [];
   }
+  function flash(el) { el.classList.add("ncd-flash"); flashed.push(el); }
 
   function goToBlock(key) {
+    unflash();
     var state = blocks[key].state ? parentState(key) : "";
     if (state && openPath(state)) { refresh(); }
     var el = blocks[key].state ? comp(key) : fence(key);
@@ -237,6 +240,7 @@ SCRIPT = r"""
     return el;
   }
   function goToInfo(index, key) {  // every item of record `index` drawn in view `key`
+    unflash();
     if (key && openPath(key)) { refresh(); }
     var els = shown[key] ? shown[key].querySelectorAll(".ncd-hit [data-i=\"" + index + "\"]") : [];
     if (els.length) { reveal(els[0]); }
@@ -281,6 +285,7 @@ SCRIPT = r"""
   // -- pointer: drag to pan, click to toggle, wheel to zoom ------------------------------------------
   var drag = null;
   stage.addEventListener("pointerdown", function (e) {
+    unflash();
     if (e.button !== 0) { return; }
     drag = {x: e.clientX, y: e.clientY, tx: tx, ty: ty, moved: false, target: e.target};
   });
