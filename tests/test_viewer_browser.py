@@ -246,7 +246,8 @@ def test_search_finds_boxes_primitives_and_axes(context: BrowserContext, model_f
         page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     assert view.key(inside) in view.expanded()  # the panel where it is drawn is open
-    page.wait_for_selector(".ncd-hit .ncd-flash", state="attached", timeout=10_000)  # a condition, not a delay: it stays until the next search
+    # a condition, not a delay: the highlight stays until the next search
+    page.wait_for_selector(".ncd-hit .ncd-flash", state="attached", timeout=10_000)
     flashed = page.locator(".ncd-hit .ncd-flash")
     assert flashed.count() >= 1
     records = page.evaluate(data)
