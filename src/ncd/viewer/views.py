@@ -237,7 +237,7 @@ def _retype(item: Any, cls: type[_I], **changes: Any) -> _I:
     fields.pop("tag", None)
     fields.update(changes)
     new.__dict__.update(fields)
-    return new  # type: ignore[no-any-return]
+    return new
 
 
 def _tag_path(path: Path, tag: int) -> _TaggedPath:
