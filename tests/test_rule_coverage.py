@@ -2,9 +2,11 @@
 
 Interpreters keyed on primitives: lowering, cost, backward (``ncd.ir.rules``), drawing (a family's
 ``DRAWING`` rule, a pictogram of ``ncd.render``, or the deliberate labelled box), import (an ATen
-recogniser that makes the primitive, or a reason it never appears in a forward trace).  A new
+recogniser that makes the primitive, or a reason it never appears in a forward trace), the IO model
+and the sharding derivation (``IO_MODEL``, ``DISTRIBUTED``: a rule of their own or their kind's, run
+here on every primitive sample against a count made independently of them).  A new
 primitive fails here until every cell is filled; an "unsupported" cell must raise an error quoting
-its reason.  ``python tests/test_rule_coverage.py`` prints the table.
+its reason.  ``PYTHONPATH=. python tests/test_rule_coverage.py`` prints the table.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sympy
 
 import ncd  # noqa: F401  (declares every primitive)
 from ncd.errors import NCDError
 from ncd.ir.primitive import PRIMITIVES, Primitive
-from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, SCALAR_DRAWING, RuleTable, load
+from ncd.ir.rules import BACKWARD, COST, DISTRIBUTED, DRAWING, IMPORT, IO_MODEL, LOWERING, SCALAR_DRAWING, RuleTable, load
 from ncd.render.pictograms import BOX_RULES, LABELLED_BOX_FAMILIES, LABELLED_BOX_OPS, SCALAR_RULES, box_rule
+from tests.opdb import SAMPLES
+from tests.opdb import load as load_samples
 
-INTERPRETERS = ("lowering", "cost", "backward", "drawing", "import")
-RULED: dict[str, RuleTable] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD}
+INTERPRETERS = ("lowering", "cost", "backward", "drawing", "import", "io model", "distributed")
+RULED: dict[str, RuleTable] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD, "io model": IO_MODEL,
+                               "distributed": DISTRIBUTED}
 LABELLED = "unsupported: drawn as its label in a box (a deliberate choice: no pictogram)"
 
 
@@ -95,7 +102,9 @@ def test_every_rule_is_reachable_from_its_primitives_family_module() -> None:
     from ncd.ir import rules
 
     assert rules.LEGACY == ()
-    tables = {**rules.TABLES, "batched backward": rules.BATCHED_BACKWARD}
+    # the IO model's and the derivation's rules read their interpreter's internals: they live there
+    tables = {name: t for name, t in rules.TABLES.items() if name not in ("io model", "distributed")}
+    tables["batched backward"] = rules.BATCHED_BACKWARD
     strays = []
     for name, table_ in tables.items():
         for op, fn in table_.rules().items():
@@ -137,6 +146,64 @@ def test_a_builder_refuses_a_primitive_of_another_kind() -> None:
         partials(SoftmaxOp)
 
 
+load_samples()
+#: samples of one box (the IO model's fusion decides the traffic of several)
+SINGLE = [s for s in SAMPLES if len(list(s.build().boxes())) == 1]
+#: samples with an input to broadcast over
+FED = [s for s in SAMPLES if len(s.build().dom)]
+
+
+def _numel(t: Any) -> int:
+    return sum(int(sympy.Mul(*(a.size for a in seg.axes))) for seg in t)
+
+
+ROUTING = {"copy", "delete", "swap", "transpose", "rename"}  # no kernel: arrays are passed on, not moved
+
+
+@pytest.mark.parametrize("sample", SINGLE, ids=lambda s: s.id)
+def test_io_model_cell_on_every_sample(sample: Any) -> None:
+    """A box alone is one kernel: it moves its inputs, weights and outputs across the top boundary once
+    (a routing box moves nothing; zeros reads nothing); an "unsupported" cell raises its reason."""
+    diagram = sample.build()
+    (box,) = diagram.boxes()
+    bound = diagram.bind(**sample.sizes) if sample.sizes else diagram
+    hierarchy = ncd.Hierarchy.preset("h100").restrict("hbm", "smem")  # type: ignore[attr-defined]
+    why = IO_MODEL.why(box.prim)
+    if why:
+        with pytest.raises(NCDError, match=re.escape(why)):
+            ncd.io(bound, hierarchy)  # type: ignore[attr-defined]
+        return
+    report = ncd.io(bound, hierarchy)  # type: ignore[attr-defined]
+    (bound_box,) = bound.boxes()
+    params = sum(int(sympy.Mul(*shape)) for shape in bound_box.prim.params().values())
+    if box.prim.op in ROUTING:
+        expected = 0
+    elif box.prim.op == "zeros":  # writes its output, reads nothing
+        expected = _numel(bound_box.cod)
+    else:
+        expected = _numel(bound.dom) + _numel(bound.cod) + params
+    assert report.transfers["smem"] == expected
+
+
+#: boxes that make a tensor without the split axis (from nothing, or from a store): it is gathered to meet it
+CREATORS = {"sinusoidal", "parameter", "save", "load", "constant"}
+
+
+@pytest.mark.parametrize("sample", FED, ids=lambda s: s.id)
+def test_distributed_cell_on_every_sample(sample: Any) -> None:
+    """Data parallelism over an axis every box is broadcast over needs no collective in the forward pass
+    (each rank runs its slice); a learned box's weights are gathered (FSDP), never anything else."""
+    diagram = sample.build()
+    sharded = ncd.shard(diagram.weave("β:4"), ncd.Mesh(dp=2), {"β": "dp"})  # type: ignore[attr-defined]
+    report = ncd.cost(sharded, **sample.sizes)  # type: ignore[attr-defined]
+    moved = {k: v for k, v in report.collectives.items() if v}
+    ops = {b.prim.op for b in diagram.boxes()}
+    if ops & CREATORS or any(b.prim.learned for b in diagram.boxes()):
+        assert set(moved) <= {"all_gather", "reduce_scatter", "all_reduce"}
+    else:
+        assert moved == {}, (sample.id, [DISTRIBUTED.status(b.prim) for b in diagram.boxes()])
+
+
 def test_labelled_drawing_cells_draw_the_label_in_a_box() -> None:
     for op, cls in PRIMITIVES.items():
         if _drawing(cls) == LABELLED:
@@ -171,8 +238,14 @@ def test_the_internals_page_example_runs() -> None:
     assert doctest.DocTestRunner().run(test).failed == 0
 
 
+def _short(status: str | None) -> str:
+    if status is None:
+        return "MISSING"
+    return "kind" if status.startswith("rule: ") else status.split(":")[0]
+
+
 if __name__ == "__main__":
     rows = table()
-    print(f"{'primitive':<22}" + "".join(f"{i:<12}" for i in INTERPRETERS))
+    print(f"{'primitive':<22}" + "".join(f"{i:<13}" for i in INTERPRETERS))
     for op, row in rows.items():
-        print(f"{op:<22}" + "".join(f"{(s or 'MISSING').split(':')[0]:<12}" for s in row.values()))
+        print(f"{op:<22}" + "".join(f"{_short(s):<13}" for s in row.values()))

@@ -37,9 +37,11 @@ from ncd.distributed.shard import Sharding, sharding_of
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
 from ncd.ir.primitive import Primitive
+from ncd.ir.rules import DISTRIBUTED
 from ncd.ir.size import symbol
 from ncd.prims.linear import EinsumOp, LinearOp
-from ncd.prims.structure import CopyOp, RenameOp, SwapOp
+from ncd.prims.normalization import LayerNormOp, RMSNormOp
+from ncd.prims.structure import AddOp, CopyOp, DeleteOp, RenameOp, SwapOp, TransposeOp
 
 __all__ = ["derive", "Derivation", "Collective", "Wire", "KINDS", "PARTIAL", "resize"]
 
@@ -332,33 +334,8 @@ class _Deriver:
             self.multiplier = saved
 
     def box(self, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
-        prim = core.prim
-        wires = self.resolve(wires, node, path, f"before {core.text()}") if not isinstance(
-            prim, (CopyOp, RenameOp, SwapOp)) and prim.op not in ("add", "transpose", "delete") else wires
-        style: dict[str, str] = {}
-        arrived = list(wires)
-        if isinstance(prim, CopyOp):
-            outs = list(wires) * prim.n
-        elif prim.op == "delete":
-            outs = []
-        elif isinstance(prim, SwapOp):
-            outs = [wires[k] for k in prim.perm]
-        elif isinstance(prim, RenameOp):
-            mapping = dict(zip(prim.segment.names, prim.names))
-            w = wires[0]
-            outs = [Wire(self.axes_of(node.cod[0]), tuple((m, mapping.get(s, s)) for m, s in w.place), w.src, w.gathered)]
-        elif prim.op == "transpose":
-            outs = [Wire(self.axes_of(node.cod[0]), wires[0].place, wires[0].src, wires[0].gathered)]
-        elif prim.op == "add":
-            outs = [self.add(node, wires, path)]
-        elif isinstance(prim, LinearOp):
-            wires, outs, style = self.linear(node, prim, wires, path)
-        elif isinstance(prim, EinsumOp):
-            wires, outs = self.einsum(node, prim, wires, path)
-        else:
-            wires, outs = self.generic(node, core, wires, path)
-            if any(w.place for w in wires) and prim.op in ("layernorm", "rmsnorm"):
-                style = {m: "sequence" for m, _ in wires[0].place}
+        """The box's rule of :data:`ncd.ir.rules.DISTRIBUTED` (its own, or its kind's: :meth:`generic`)."""
+        arrived, wires, outs, style = DISTRIBUTED.apply(core.prim, self, node, core, wires, path)
         plan = BoxPlan(path, core, node, list(wires), list(outs), arrived, [], style)
         over: dict[str, set[str]] = {}
         for w in list(wires) + list(outs):
@@ -447,6 +424,82 @@ class _Deriver:
             names = {a.name for a in self.axes_of(seg)}
             outs.append(self.fresh(seg.axes, {m: s for m, s in out.items() if s in names}))
         return fixed, outs
+
+
+# -- the derivation's rules (ncd.ir.rules.DISTRIBUTED): ``(arrived, inputs, outputs, style)`` per box ----------
+#: what a rule gives: the inputs as they came (partial sums reduced), as the box reads them, its outputs, and
+#: the parallel style per mesh axis ("colwise" / "rowwise" / "sequence")
+BoxSharding = tuple[list[Wire], list[Wire], list[Wire], dict[str, str]]
+
+
+def _arrived(d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
+    """The inputs with pending partial sums reduced (every box but the routing ones and the sum needs whole values)."""
+    return d.resolve(wires, node, path, f"before {core.text()}")
+
+
+@DISTRIBUTED.rule(CopyOp)
+def _copy(prim: CopyOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    return wires, wires, list(wires) * prim.n, {}
+
+
+@DISTRIBUTED.rule(DeleteOp)
+def _delete(prim: DeleteOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    return wires, wires, [], {}
+
+
+@DISTRIBUTED.rule(SwapOp)
+def _swap(prim: SwapOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    return wires, wires, [wires[k] for k in prim.perm], {}
+
+
+@DISTRIBUTED.rule(RenameOp)
+def _rename(prim: RenameOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    mapping = dict(zip(prim.segment.names, prim.names))
+    w = wires[0]
+    return wires, wires, [Wire(d.axes_of(node.cod[0]), tuple((m, mapping.get(s, s)) for m, s in w.place), w.src,
+                               w.gathered)], {}
+
+
+@DISTRIBUTED.rule(TransposeOp)
+def _transpose(prim: TransposeOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    return wires, wires, [Wire(d.axes_of(node.cod[0]), wires[0].place, wires[0].src, wires[0].gathered)], {}
+
+
+@DISTRIBUTED.rule(AddOp)
+def _add(prim: AddOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    """A sum of partial sums stays partial: no reduction before it."""
+    return wires, wires, [d.add(node, wires, path)], {}
+
+
+@DISTRIBUTED.rule(LinearOp)
+def _linear(prim: LinearOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    arrived = _arrived(d, node, core, wires, path)
+    ins, outs, style = d.linear(node, prim, arrived, path)
+    return arrived, ins, outs, style
+
+
+@DISTRIBUTED.rule(EinsumOp)
+def _einsum(prim: EinsumOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    arrived = _arrived(d, node, core, wires, path)
+    ins, outs = d.einsum(node, prim, arrived, path)
+    return arrived, ins, outs, {}
+
+
+@DISTRIBUTED.rule(LayerNormOp, RMSNormOp)
+def _norm(prim: LayerNormOp | RMSNormOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire],
+          path: Path) -> BoxSharding:
+    """Generic, and sequence-parallel along the axes its input is split over."""
+    arrived = _arrived(d, node, core, wires, path)
+    ins, outs = d.generic(node, core, arrived, path)
+    return arrived, ins, outs, ({m: "sequence" for m, _ in ins[0].place} if any(w.place for w in ins) else {})
+
+
+@DISTRIBUTED.by_kind("linear", "multilinear", "nonlinear", "structural",
+                     what="acts on its own axes (gathered if split), runs on the slices of the woven ones")
+def _generic(prim: Primitive, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
+    arrived = _arrived(d, node, core, wires, path)
+    ins, outs = d.generic(node, core, arrived, path)
+    return arrived, ins, outs, {}
 
 
 def _short(node: Diagram) -> str:

@@ -27,9 +27,12 @@ import sympy
 from ncd.errors import SizeError
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
+from ncd.ir.primitive import Primitive
+from ncd.ir.rules import IO_MODEL
 from ncd.ir.size import evaluate, symbol
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.linear import EinsumOp, LinearOp
+from ncd.prims.scan import ScanOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import CopyOp, DeleteOp, RenameOp, SwapOp, TransposeOp
 
@@ -203,23 +206,17 @@ class _Walker:
         return outs
 
     def box(self, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
-        prim = node.prim
-        if isinstance(prim, CopyOp):
-            return ins * prim.n
-        if isinstance(prim, DeleteOp):
-            return []
-        if isinstance(prim, SwapOp):
-            return [ins[k] for k in prim.perm]
-        if isinstance(prim, TransposeOp):
-            return ins
-        if isinstance(prim, RenameOp):
-            src = ins[0]
-            mapping = dict(zip(prim.segment.names, prim.names))
-            axes = tuple((mapping.get(n, n), s) for n, s in src.axes)
-            return [Array(axes, src.role, src.root, src.name)]
+        """The box's rule of :data:`ncd.ir.rules.IO_MODEL` (its own, or its kind's: one kernel)."""
+        result: list[Array] = IO_MODEL.apply(node.prim, self, node, ins, woven)
+        return result
+
+    def kernel(self, node: Box, ins: list[Array], woven: tuple[Axis, ...],
+               kind: Literal["matmul", "softmax", "causal", "other"] = "other") -> list[Array]:
+        """One kernel: reads its inputs and weights and writes its outputs at the top."""
         outs = [_arr(list(seg.axes), woven, "value") for seg in node.cod]
         params: list[Array] = []
-        if isinstance(prim, LinearOp):
+        prim = node.prim
+        if isinstance(prim, LinearOp):  # the weight's axes are the map's: relabelling can tile them
             params.append(_arr(list(prim.cod_axes.axes) + list(prim.dom_axes.axes), (), "param", node.text()))
             if prim.bias:
                 params.append(_arr(list(prim.cod_axes.axes), (), "param", node.text() + ".bias"))
@@ -227,15 +224,61 @@ class _Walker:
             for pname, shape in prim.params().items():  # weights of other boxes: axes no relabelling names
                 anon = tuple((f"_{node.text()}.{pname}{j}", s) for j, s in enumerate(shape))
                 params.append(Array(anon, "param", name=f"{node.text()}.{pname}"))
-        kind: Literal["matmul", "softmax", "causal", "other"] = "other"
-        if isinstance(prim, (EinsumOp, LinearOp)):
-            kind = "matmul"
-        elif isinstance(prim, SoftmaxOp):
-            kind = "softmax"
-        elif isinstance(prim, CausalMaskOp):
-            kind = "causal"
         self.ops.append(Op(node, node.text(), kind, tuple(ins), tuple(params), tuple(outs)))
         return outs
+
+
+# -- the IO model's rules (ncd.ir.rules.IO_MODEL): routing moves no data; every other box is a kernel --------
+@IO_MODEL.rule(CopyOp)
+def _copy(prim: CopyOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return ins * prim.n
+
+
+@IO_MODEL.rule(DeleteOp)
+def _delete(prim: DeleteOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return []
+
+
+@IO_MODEL.rule(SwapOp)
+def _swap(prim: SwapOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return [ins[k] for k in prim.perm]
+
+
+@IO_MODEL.rule(TransposeOp)
+def _transpose(prim: TransposeOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return ins  # axes are named: an order is a view
+
+
+@IO_MODEL.rule(RenameOp)
+def _rename(prim: RenameOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    src = ins[0]
+    mapping = dict(zip(prim.segment.names, prim.names))
+    axes = tuple((mapping.get(n, n), s) for n, s in src.axes)
+    return [Array(axes, src.role, src.root, src.name)]
+
+
+@IO_MODEL.rule(EinsumOp, LinearOp)
+def _matmul(prim: EinsumOp | LinearOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return walker.kernel(node, ins, woven, "matmul")
+
+
+@IO_MODEL.rule(SoftmaxOp)
+def _softmax(prim: SoftmaxOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return walker.kernel(node, ins, woven, "softmax")
+
+
+@IO_MODEL.rule(CausalMaskOp)
+def _causal(prim: CausalMaskOp, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return walker.kernel(node, ins, woven, "causal")
+
+
+@IO_MODEL.by_kind("linear", "multilinear", "nonlinear", "structural", what="one kernel reading its inputs and weights")
+def _kernel(prim: Primitive, walker: _Walker, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+    return walker.kernel(node, ins, woven)
+
+
+IO_MODEL.unsupported(ScanOp, "a recurrence runs its body once per step, with weights the scan box does not declare;"
+                             " the IO model does not model loops over time")
 
 
 def defaults(diagram: Diagram) -> dict[str, int]:

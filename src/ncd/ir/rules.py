@@ -41,14 +41,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ncd.errors import LoweringError, NCDError
-from ncd.ir.primitive import Primitive
+from ncd.ir.primitive import PRIMITIVES, Kind, Primitive
 
 if TYPE_CHECKING:
     from ncd.ir.axes import Axis, Type
     from ncd.ir.diagram import Box, Diagram
 
 __all__ = ["RuleTable", "Recognisers", "BoxBackward", "AnalysisError", "RuleMissing", "LOWERING", "COST", "BACKWARD",
-           "BATCHED_BACKWARD", "DRAWING", "SCALAR_DRAWING", "IMPORT", "TABLES", "load", "SECOND_ORDER",
+           "BATCHED_BACKWARD", "DRAWING", "SCALAR_DRAWING", "IO_MODEL", "DISTRIBUTED", "IMPORT", "TABLES", "load", "SECOND_ORDER",
            "NOT_TRACED"]
 
 P = TypeVar("P", bound=Primitive)
@@ -80,6 +80,7 @@ class RuleTable(Generic[A, R]):
         self.error = error
         self._rules: dict[str, Callable[Concatenate[Any, A], R]] = {}
         self._unsupported: dict[str, str] = {}
+        self._kinds: dict[str, tuple[str, Callable[Concatenate[Any, A], R]]] = {}
 
     @overload
     def rule(self, cls: type[P], /) -> Callable[[Callable[Concatenate[P, A], R]], Callable[Concatenate[P, A], R]]: ...
@@ -105,6 +106,22 @@ class RuleTable(Generic[A, R]):
 
         return register
 
+    def by_kind(self, *kinds: Kind, what: str) -> Callable[[Callable[Concatenate[Any, A], R]], Callable[Concatenate[Any, A], R]]:
+        """Decorator registering ``fn(prim, ...)`` as the rule of every primitive of ``kinds`` without a rule or an
+        "unsupported" entry of its own (a family rule builder keyed by kind); ``what`` names the treatment
+        (``status`` reports ``"rule: <what>"``)."""
+
+        def register(fn: Callable[Concatenate[Any, A], R]) -> Callable[Concatenate[Any, A], R]:
+            for kind in kinds:
+                self._kinds[kind] = (what, fn)
+            return fn
+
+        return register
+
+    def _by_kind(self, op: str) -> tuple[str, Callable[Concatenate[Any, A], R]] | None:
+        cls = PRIMITIVES.get(op)
+        return self._kinds.get(cls.kind) if cls is not None and op not in self._unsupported else None
+
     def unsupported(self, key: str | type[Primitive], why: str) -> None:
         """Declare that this interpreter does not handle the primitive, and why (an explicit, tested entry)."""
         if not why:
@@ -126,7 +143,8 @@ class RuleTable(Generic[A, R]):
             return "rule"
         if op in self._unsupported:
             return f"unsupported: {self._unsupported[op]}"
-        return None
+        derived = self._by_kind(op)
+        return f"rule: {derived[0]}" if derived is not None else None
 
     def why(self, key: str | type[Primitive]) -> str | None:
         """The reason given for an unsupported primitive (``None`` when it has a rule or nothing)."""
@@ -134,9 +152,13 @@ class RuleTable(Generic[A, R]):
         return self._unsupported.get(_op(key))
 
     def get(self, key: str | type[Primitive] | Primitive) -> Callable[Concatenate[Any, A], R] | None:
-        """The rule of a primitive (instance, class or ``op``), or ``None``."""
+        """The rule of a primitive (instance, class or ``op``): its own, or its kind's; ``None`` when it has neither."""
         load()
-        return self._rules.get(_op(key))
+        op = _op(key)
+        if op in self._rules:
+            return self._rules[op]
+        derived = self._by_kind(op)
+        return derived[1] if derived is not None else None
 
     def lookup(self, prim: Primitive) -> Callable[Concatenate[Any, A], R]:
         """The rule of ``prim``; an error naming the primitive (and why, if unsupported) when there is none."""
@@ -284,12 +306,17 @@ BATCHED_BACKWARD: RuleTable[[Box, Builder, tuple[Axis, ...]], BoxBackward] = Rul
 DRAWING: RuleTable[[Layout, Box], Frag] = RuleTable("drawing")
 #: drawing a scalar box woven over whole tensors: ``(prim, layout, box, dom, cod) -> Frag``
 SCALAR_DRAWING: RuleTable[[Layout, Box, Type, Type], Frag] = RuleTable("scalar drawing")
+#: the IO model's reading of a box (``ncd.iomodel.program``): ``(prim, walker, box, inputs, woven) -> output arrays``
+IO_MODEL: RuleTable[[Any, Box, list[Any], tuple[Axis, ...]], list[Any]] = RuleTable("io model", AnalysisError)
+#: the sharding derivation of a box (``ncd.distributed.derive``): ``(prim, deriver, node, box, wires, path) -> BoxSharding``
+DISTRIBUTED: RuleTable[[Any, Diagram, Box, list[Any], tuple[int, ...]], Any] = RuleTable("distributed", AnalysisError)
 #: import recognition, keyed by ATen operator
 IMPORT = Recognisers()
 
 #: every primitive-keyed table, by interpreter name
 TABLES: dict[str, RuleTable[Any, Any]] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD,
-                                          "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING}
+                                          "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING, "io model": IO_MODEL,
+                                          "distributed": DISTRIBUTED}
 
 #: rule modules not beside their primitives, loaded after the families (none: every rule is in its family's module)
 LEGACY: tuple[str, ...] = ()
