@@ -25,13 +25,15 @@ from typing import Any
 
 import sympy
 
-from ncd.errors import NCDError
+from ncd.inference.errors import DecodeError
+from ncd.inference.windows import at_length, conv_window, prefill_window, state_segment, step_conv, step_window, trim
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.primitive import Primitive, map_values
 from ncd.ir.size import Size, size_text, sizes_equal, symbol
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.constant import SinusoidalOp
+from ncd.prims.convolution import ConvOp
 from ncd.prims.movement import ConcatOp, SliceOp
 from ncd.prims.opaque import OpaqueOp, ViewOp
 from ncd.prims.rotary import RotaryOp
@@ -41,9 +43,6 @@ from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, RenameOp, SaveOp, Swap
 
 __all__ = ["DecodeError", "CacheSite", "Derivation", "derive", "token_axis", "causal_axes"]
 
-
-class DecodeError(NCDError):
-    """A diagram cannot be decoded token by token as asked (not causal, or an unsupported mixing)."""
 
 
 #: boxes that may carry a key axis as one of their own wires and still act on each key position alone
@@ -69,6 +68,12 @@ class CacheSite:
     batch: tuple[str, ...] = ()
     #: the sliding window of the causal mask over this key axis (``None``: the cache keeps every position)
     window: Size | None = None
+    #: a state's axes that the recurrence renames on reading it, ``(name, renamed)`` (a zero initial state's batch
+    #: axis traced under a name of its own)
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def _batch(self, name: str) -> bool:
+        return name in self.batch or dict(self.aliases).get(name) in self.batch
 
     def held(self, positions: Size) -> Size:
         """Positions the cache keeps after ``positions`` tokens: all, or the last ``window-1`` under a sliding window."""
@@ -81,13 +86,13 @@ class CacheSite:
 
     def per_token(self) -> Segment:
         """The cached wire without its key axis and batch axes: what one token of one sequence adds to the cache."""
-        return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis and a.name not in self.batch)
+        return self.segment.with_axes(a for a in self.segment.axes if a.name != self.axis and not self._batch(a.name))
 
     def per_sequence(self) -> Segment:
         """A state without its batch axes: what one sequence holds (the cached wire of a key axis: nothing fixed)."""
         if not self.is_state:
             return Segment(())
-        return self.segment.with_axes(a for a in self.segment.axes if a.name not in self.batch)
+        return self.segment.with_axes(a for a in self.segment.axes if not self._batch(a.name))
 
     def slots(self) -> list[tuple[str, int | None]]:
         """Every ``(key, index)`` this site saves, once the repetition count is a number."""
@@ -128,6 +133,11 @@ class _Walk:
     sites: list[CacheSite] = field(default_factory=list)
     repeats: list[Repeat] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
+    trims: set[str] = field(default_factory=set)  # step: causal convolutions' outputs awaiting the slice of their first
+    windowed: set[int] = field(default_factory=set)  # convolutions whose window state is cut (by id)
+    #: prefill of a diagram traced at a fixed length: token axes of the traced ``length[0]`` become ``length[1]``
+    length: tuple[Size, Size] | None = None
+    woven: int = 0  # how many weaves the walk is inside
 
     # -- the walk ------------------------------------------------------------------------
     def walk(self, node: Diagram, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
@@ -177,6 +187,15 @@ class _Walk:
         if cut:
             cache, wires = self.cut(node, wires, cut)
             prefix.append(cache)
+        core, _ = unweave(node)
+        if isinstance(core, Box) and id(core) not in self.windowed \
+                and (window := conv_window(core.prim, self.tokens, core.text())) is not None:
+            if self.woven:
+                raise DecodeError(f"{core.text()}: a convolution over the token axis inside a weave of a composite"
+                                  " diagram; its window state needs the whole wire")
+            self.windowed.add(id(core))
+            cache, wires = self.window(*window, wires)
+            prefix.append(cache)
         if isinstance(node, Weave):
             new, out = self.weave(node, wires)
         else:
@@ -195,7 +214,11 @@ class _Walk:
             inner_wires.append(_Wire(w.segment.with_axes(w.segment.axes[:p] + w.segment.axes[p + 1:]), w.full - {axis.name}))
         if axis.name in self.tokens and not any(p is not None for p in node.dom_pos):
             axis = self.resize_axis(axis, {})
-        inner, inner_out = self.walk(node.inner, inner_wires)
+        self.woven += 1
+        try:
+            inner, inner_out = self.walk(node.inner, inner_wires)
+        finally:
+            self.woven -= 1
         new = Weave(inner, axis, node.dom_pos, node.cod_pos)
         full_axis = any(axis.name in w.full for w, p in zip(wires, node.dom_pos) if p is not None)
         out = [_Wire(seg, w.full | ({axis.name} if full_axis else frozenset())) for seg, w in zip(new.cod, inner_out)]
@@ -213,8 +236,20 @@ class _Walk:
         mapping = self.mapping(node, wires)
         if isinstance(prim, ScanOp) and prim.axis.name in self.tokens:
             return self.scan(node, mapping)
+        if self.mode == "step" and isinstance(prim, ConvOp) and prim.cod_axes.axes[1:2] \
+                and (window := conv_window(prim, self.tokens, node.text())) is not None:
+            new = Box(step_conv(prim, window[1]), node.label, node.source)
+            self.trims.add(prim.cod_axes.axes[1].name)
+            return new, [_Wire(new.cod[0])]
+        if self.mode == "step" and isinstance(prim, SliceOp) and prim.axis.name in self.trims:
+            self.trims.discard(prim.axis.name)
+            new = Box(trim(prim, node.text()), node.label, node.source)
+            return new, [_Wire(new.cod[0])]
         if not self.keys and self.mode == "step":
             self.refuse_mixing(node, wires)
+        if self.length is not None and isinstance(prim, (ConvOp, SliceOp)):
+            new = Box(at_length(prim, mapping, self.default_size), node.label, node.source)
+            return new, [_Wire(seg, full & frozenset(seg.names)) for seg in new.cod]
         if isinstance(prim, CausalMaskOp) and self.mode == "step":
             if not sizes_equal(mapping.get(prim.query.name, prim.query.size), self.new):
                 raise DecodeError(f"{node.text()}: a step of more than one token needs an offset causal mask")
@@ -250,7 +285,8 @@ class _Walk:
         new = Box(resize(prim, mapping, self.default_size), node.label, node.source)
         c, k = prim.consts, prim.carry
         states = [new.dom[c + j] for j in range(k)]
-        sites = [self.state_site(seg) for seg in states]
+        sites = [dataclasses.replace(self.state_site(seg, "S"), aliases=_renames(prim.body, seg)) for seg in states]
+        self.sites[-len(sites):] = sites
         index = [symbol(site.var) if site.var else None for site in sites]
         after = Par.of(*(Box(SaveOp(Type((seg,)), site.key, i)) for seg, site, i in zip(states, sites, index)),
                        *(Identity(Type((seg,))) for seg in new.cod.segments[k:]))
@@ -264,12 +300,23 @@ class _Walk:
             result = Seq.of(before, new, after)
         return result, [_Wire(seg) for seg in new.cod]
 
-    def state_site(self, segment: Segment) -> CacheSite:
+    def window(self, axis: str, held: int, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        """The window state before a causal convolution over the token axis (see :mod:`ncd.inference.windows`)."""
+        (w,) = wires  # a convolution takes one wire
+        site = self.state_site(state_segment(w.segment, axis, held), "W")
+        index = symbol(site.var) if site.var else None
+        if self.mode == "prefill":
+            return prefill_window(w.segment, axis, held, site.key, index), wires
+        body, whole = step_window(w.segment, axis, held, site.key, index)
+        return body, [_Wire(whole, w.full)]
+
+    def state_site(self, segment: Segment, role: str) -> CacheSite:
+        """A state ``role`` (``S`` a scan's carry, ``W`` a window of past positions) of one sequence."""
         repeat = self.repeats[-1] if self.repeats else None
         taken = {s.key for s in self.sites if (s.var or None) == (repeat.var if repeat else None)}
-        key, n = "S", 2
+        key, n = role, 2
         while key in taken:
-            key, n = f"S{n}", n + 1
+            key, n = f"{role}{n}", n + 1
         site = CacheSite(key, repeat.var if repeat else None, segment, "",
                          (repeat.stop - repeat.start) if repeat else sympy.Integer(1),
                          repeat.start if repeat else sympy.Integer(0), tuple(self.blocks))
@@ -297,9 +344,12 @@ class _Walk:
         return found
 
     def default_size(self, axis: Axis) -> Size | None:
-        """The step's size of a token axis that no wire sizes (one new position)."""
+        """The size of a token axis that no wire sizes: one new position in the step; the prompt's length ``t`` in the
+        prefill of a diagram traced at a fixed length (where the axis had the traced length)."""
         if self.mode == "step" and axis.name in self.tokens:
             return self.new
+        if self.length is not None and axis.name in self.tokens and sizes_equal(axis.size, self.length[0]):
+            return self.length[1]
         return None
 
     def resize_axis(self, axis: Axis, mapping: Mapping[str, Size]) -> Axis:
@@ -394,6 +444,16 @@ class _Walk:
         last = dataclasses.replace(position, size=self.new)
         new = Seq.of(table, _slice_leading(whole, last, feature, self))
         return new, [_Wire(new.cod[0])]
+
+
+def _renames(body: Diagram, segment: Segment) -> tuple[tuple[str, str], ...]:
+    """How a scan's body renames its state ``segment`` on reading it (a view keeping every size), if it does."""
+    for b in body.boxes():
+        prim = b.prim
+        if isinstance(prim, ViewOp) and prim.source.same(segment) and len(prim.target) == len(segment) and \
+                all(sizes_equal(x.size, y.size) for x, y in zip(segment.axes, prim.target.axes)):
+            return tuple((x.name, y.name) for x, y in zip(segment.axes, prim.target.axes) if x.name != y.name)
+    return ()
 
 
 def _with_axis(segment: Segment, k: int, axis: Axis) -> Segment:
@@ -582,10 +642,15 @@ def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivat
     keys = require_causal(diagram)
     _require_unambiguous(diagram, token, keys)
     walk = _Walk(mode, keys, token_names(diagram, token.name), windows_of(diagram), symbol(past), sympy.Integer(1))
+    if mode == "prefill" and not token.size.free_symbols:
+        walk.length = (token.size, symbol(token.name))
     wires = []
     for seg in diagram.dom:
-        if mode == "step":
+        if mode == "step" or walk.length is not None:
             seg = seg.with_axes(walk.resize_axis(a, {}) for a in seg.axes)
         wires.append(_Wire(seg))
     body, _ = walk.walk(diagram, wires)
+    if walk.trims:
+        raise DecodeError(f"decode: the padded convolution over {', '.join(sorted(walk.trims))} is not followed by the"
+                          " slice of its first t outputs, so it is not causal; no step can be derived")
     return Derivation(body, walk.sites)

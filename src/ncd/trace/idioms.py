@@ -198,14 +198,16 @@ def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) 
     return conv.namer.fresh(out_size, "f" if out_size > in_size else None)
 
 
-def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bias: torch.Tensor | None) -> int:
-    """``weight`` in torch layout (out, in), acting on the last axis of ``vid``."""
+def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bias: torch.Tensor | None,
+                at: int = -1) -> int:
+    """``weight`` in torch layout (out, in), acting on the axis ``at`` of ``vid`` (default the last; ``W @ x`` acts on
+    the second last), woven over the others."""
     seg = conv.segs[vid]
-    if not seg.axes or seg.dtype != "float":
+    if not seg.axes or seg.dtype != "float" or not -len(seg.axes) <= at < 0:
         raise Decline("no feature axis")
-    last = seg.axes[-1]
+    last = seg.axes[at]
     out_name = linear_out_name(conv, last.name, int(last.size), int(weight.shape[0]))
-    others = set(seg.names[:-1])
+    others = set(seg.names) - {last.name}
     while out_name in others:
         out_name += PRIME
     cod = conv.namer.segment([out_name], (int(weight.shape[0]),))
@@ -269,6 +271,11 @@ def matmul(conv: Converter, node: Node) -> None:
     weight = _weight(b)
     if _live(a) and weight is not None and weight.dim() == 2:
         _linear_2d(conv, node, a, weight.t(), None)
+        return
+    first = _weight(a)
+    if _live(b) and first is not None and first.dim() == 2 and "bmm" not in str(node.target):
+        # ``W @ x``: a linear map of x's second last axis (its last when x is a vector), woven over the others
+        conv.bind(node, emit_linear(conv, node, conv.value(b), first, None, -2 if len(_shape(b)) >= 2 else -1))
         return
     if _live(a) and _live(b):
         contract(conv, node, a, b)
