@@ -23,7 +23,7 @@ from typing import Any
 
 import sympy
 
-from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis
+from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis, token_names
 from ncd.inference.dtypes import element_bytes
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
@@ -193,7 +193,11 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
         raise DecodeError(f"decode expects a diagram, not {type(diagram).__name__}")
     defaults = dict(diagram.get("defaults", ())) if isinstance(diagram, Block) else {}
     all_sizes = {**defaults, **sizes}
-    require_causal(diagram)
+    try:
+        names = token_names(diagram, token_axis(diagram, tokens).name)
+    except DecodeError:
+        names = frozenset()  # no token axis: the causality check names what is missing first
+    require_causal(diagram, names)
     bound = _bind_repeats(diagram, all_sizes)
     token = token_axis(bound, tokens)
     name = diagram.name if isinstance(diagram, Block) else "Model"

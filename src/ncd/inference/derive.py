@@ -26,7 +26,18 @@ from typing import Any
 import sympy
 
 from ncd.inference.errors import DecodeError
-from ncd.inference.windows import at_length, conv_window, prefill_window, state_segment, step_conv, step_window, trim
+from ncd.inference.windows import (
+    at_length,
+    conv_window,
+    prefill_window,
+    shift_window,
+    state_segment,
+    step_conv,
+    step_shift,
+    step_window,
+    trim,
+    window_of,
+)
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.primitive import Primitive, map_values
@@ -36,6 +47,7 @@ from ncd.prims.constant import SinusoidalOp
 from ncd.prims.convolution import ConvOp
 from ncd.prims.movement import ConcatOp, SliceOp
 from ncd.prims.opaque import OpaqueOp, ViewOp
+from ncd.prims.padding import PadOp
 from ncd.prims.rotary import RotaryOp
 from ncd.prims.scan import ScanOp
 from ncd.prims.softmax import SoftmaxOp
@@ -189,10 +201,10 @@ class _Walk:
             prefix.append(cache)
         core, _ = unweave(node)
         if isinstance(core, Box) and id(core) not in self.windowed \
-                and (window := conv_window(core.prim, self.tokens, core.text())) is not None:
+                and (window := window_of(core.prim, self.tokens, core.text())) is not None:
             if self.woven:
-                raise DecodeError(f"{core.text()}: a convolution over the token axis inside a weave of a composite"
-                                  " diagram; its window state needs the whole wire")
+                raise DecodeError(f"{core.text()}: a convolution or shift over the token axis inside a weave of a"
+                                  " composite diagram; its window state needs the whole wire")
             self.windowed.add(id(core))
             cache, wires = self.window(*window, wires)
             prefix.append(cache)
@@ -241,6 +253,10 @@ class _Walk:
             new = Box(step_conv(prim, window[1]), node.label, node.source)
             self.trims.add(prim.cod_axes.axes[1].name)
             return new, [_Wire(new.cod[0])]
+        if self.mode == "step" and isinstance(prim, PadOp) \
+                and (window := shift_window(prim, self.tokens, node.text())) is not None:
+            shifted = step_shift(resize(prim, mapping, self.default_size), window[0])  # type: ignore[arg-type]
+            return shifted, [_Wire(seg) for seg in shifted.cod]
         if self.mode == "step" and isinstance(prim, SliceOp) and prim.axis.name in self.trims:
             self.trims.discard(prim.axis.name)
             new = Box(trim(prim, node.text()), node.label, node.source)
@@ -301,8 +317,8 @@ class _Walk:
         return result, [_Wire(seg) for seg in new.cod]
 
     def window(self, axis: str, held: int, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
-        """The window state before a causal convolution over the token axis (see :mod:`ncd.inference.windows`)."""
-        (w,) = wires  # a convolution takes one wire
+        """The window state before a causal convolution or a shift over the token axis (:mod:`ncd.inference.windows`)."""
+        (w,) = wires  # a convolution or a pad takes one wire
         site = self.state_site(state_segment(w.segment, axis, held), "W")
         index = symbol(site.var) if site.var else None
         if self.mode == "prefill":
@@ -577,15 +593,23 @@ def causal_axes(diagram: Diagram) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(queries), frozenset(keys)
 
 
-def require_causal(diagram: Diagram) -> frozenset[str]:
-    """The key axes of ``diagram``'s causal masks; an error if it has none and no scan (a recurrence)."""
+def require_causal(diagram: Diagram, tokens: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The key axes of ``diagram``'s causal masks; an error if it has none, no scan (a recurrence) and no convolution or
+    shift over the ``tokens`` axes (a window of past positions)."""
     _, keys = causal_axes(diagram)
-    if not keys and not any(isinstance(b.prim, ScanOp) for b in diagram.boxes()):
+    if not keys and not any(isinstance(b.prim, ScanOp) or _windowed(b, tokens) for b in diagram.boxes()):
         raise DecodeError(
             "decode: the diagram has no causal mask (◸), so a new token's dependence on earlier positions is not"
             " stated; decode needs a causal model (e.g. heads_attention(..., mask='causal'))"
         )
     return keys
+
+
+def _windowed(box: Box, tokens: frozenset[str]) -> bool:
+    try:
+        return window_of(box.prim, tokens, box.text()) is not None
+    except DecodeError:
+        return True  # over the token axis, but not causal: the walk says why
 
 
 def _require_unambiguous(diagram: Diagram, token: Axis, keys: frozenset[str]) -> None:
@@ -639,7 +663,7 @@ def token_names(diagram: Diagram, token: str) -> frozenset[str]:
 
 def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivation:
     """Walk ``diagram`` (repetition counts bound) and return its ``mode`` (prefill or step) body and caches."""
-    keys = require_causal(diagram)
+    keys = require_causal(diagram, token_names(diagram, token.name))
     _require_unambiguous(diagram, token, keys)
     walk = _Walk(mode, keys, token_names(diagram, token.name), windows_of(diagram), symbol(past), sympy.Integer(1))
     if mode == "prefill" and not token.size.free_symbols:

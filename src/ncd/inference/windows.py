@@ -9,6 +9,10 @@ then its first ``t`` outputs kept: Mamba's depthwise ``conv1d``) reads, for one 
   saves the last ``d(k-1)`` again and runs the convolution **unpadded**: one output, the new position's.
   The slice that kept the first ``t`` outputs keeps that one.
 
+A **token shift** (RWKV's ``x_{t-1}``: the token axis padded by ``L`` in front and ``-L`` behind) reads the
+position ``L`` before the new one: the same window state of ``L`` positions, and the step keeps the first position of
+the joined window in place of the pad.
+
 Both are ordinary boxes (pad, slice, concat, save, load), so the derived diagrams draw, cost and lower as usual.
 """
 
@@ -29,7 +33,38 @@ from ncd.prims.movement import ConcatOp, SliceOp
 from ncd.prims.padding import PadOp
 from ncd.prims.structure import CopyOp, DeleteOp, LoadOp, SaveOp
 
-__all__ = ["conv_window", "pick", "prefill_window", "step_window", "step_conv"]
+__all__ = ["window_of", "conv_window", "shift_window", "pick", "prefill_window", "step_window", "step_conv"]
+
+
+def window_of(prim: object, tokens: frozenset[str], where: str) -> tuple[str, int] | None:
+    """``(token axis, past positions read)`` of a causal convolution or a token shift over a token axis, else ``None``."""
+    return conv_window(prim, tokens, where) or shift_window(prim, tokens, where)
+
+
+def shift_window(prim: object, tokens: frozenset[str], where: str) -> tuple[str, int] | None:
+    """``(token axis, L)`` of a pad shifting the token axis by ``L`` (``x_{t-L}``), else ``None``; an error for a pad of
+    the token axis that is not such a shift (it reads later positions, or grows the axis)."""
+    if not isinstance(prim, PadOp):
+        return None
+    moved = [j for j, a in enumerate(prim.axes.axes) if a.name in tokens and (prim.before[j] or prim.after[j])]
+    if not moved:
+        return None
+    j = moved[0]
+    name, before, after = prim.axes.axes[j].name, prim.before[j], prim.after[j]
+    others = [k for k in range(len(prim.axes)) if k != j and (prim.before[k] or prim.after[k])]
+    if len(moved) > 1 or others or prim.mode != "constant" or prim.value != 0 or before <= 0 or after != -before:
+        raise DecodeError(f"{where}: pads the token axis {name} by {before} in front and {after} behind"
+                          f"{' (and other axes)' if others or len(moved) > 1 else ''}, {prim.mode} {prim.value};"
+                          " a step derives a shift by L with zeros (L in front, -L behind: x_{t-L}) only")
+    return name, before
+
+
+def step_shift(prim: PadOp, axis: str) -> Diagram:
+    """The step's token shift: the first (oldest) position of the joined window."""
+    k = prim.axes.index(axis)
+    whole = prim.axes.axes[k].size
+    return pick(prim.axes, k, sympy.Integer(0), sympy.Integer(1)) if sympy.simplify(whole - 1) != 0 \
+        else Identity(Type((prim.axes,)))
 
 
 def conv_window(prim: object, tokens: frozenset[str], where: str) -> tuple[str, int] | None:
