@@ -6,5 +6,5 @@ scripts/setup.sh test
 .venv/bin/ruff check src tests benchmarks
 # types: the whole package under the pyproject [tool.mypy] configuration, and the IR strictly
 .venv/bin/mypy
-.venv/bin/mypy --strict -p ncd.ir
+.venv/bin/mypy --strict -p ncd.ir --cache-dir .mypy_cache/strict  # its own cache: the two runs' options differ
 .venv/bin/python -m pytest -n 2 "$@"
