@@ -13,6 +13,7 @@ import transformers as T  # noqa: N812  (a test dependency: its absence must fai
 import ncd
 
 attention = importlib.import_module("ncd.trace.attention")
+patterns = importlib.import_module("ncd.prims.patterns")
 SMALL = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
              vocab_size=50, max_position_embeddings=64, use_cache=False)
 
@@ -90,16 +91,15 @@ def test_a_padding_mask_passed_as_input_is_captured_by_the_fast_recorder(name: s
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
-def test_a_padding_mask_from_an_input_is_read_as_causal_and_padding_masks(name: str,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read once the lowered softmax keeps rows without keys at 0 (as the library's attention; forced here): the mask
-    the library builds from ``attention_mask`` becomes ``◸`` and ``▭`` on the input, 0 opaque boxes, equal to the
-    model on masks it was not traced with (right padding: no query is left without keys)."""
-    monkeypatch.setattr(attention, "_EMPTY_ROWS", [True])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "bert", "mistral"])
+def test_a_padding_mask_from_an_input_is_read_as_causal_and_padding_masks(name: str) -> None:
+    """The mask the library builds from ``attention_mask`` becomes ``◸`` (with Mistral's sliding window) and ``▭`` on
+    the input, 0 opaque boxes, equal to the model on masks it was not traced with: right and left padding (a query
+    left without any key gives 0, as the library's attention)."""
     torch.manual_seed(0)
-    if name == "llama":
-        model = T.LlamaForCausalLM(T.LlamaConfig(**SMALL)).eval()
+    if name in ("llama", "mistral"):
+        config = T.MistralConfig(**SMALL, sliding_window=3) if name == "mistral" else T.LlamaConfig(**SMALL)
+        model = (T.MistralForCausalLM if name == "mistral" else T.LlamaForCausalLM)(config).eval()
     elif name == "gpt2":
         model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, bos_token_id=0,
                                                eos_token_id=0)).eval()
@@ -111,25 +111,49 @@ def test_a_padding_mask_from_an_input_is_read_as_causal_and_padding_masks(name: 
     mask[0, 6:] = 0
     d = _trace(model, ids, attention_mask=mask)
     assert d.method == "dispatch" and d.opaque_count == 0, d.opaque
-    ops = [b.prim.op for b in d.boxes()]
-    assert "padding_mask" in ops and (("causal_mask" in ops) == (name != "bert"))
+    masks = [b.prim for b in d.boxes() if b.prim.op in ("causal_mask", "padding_mask")]
+    assert {m.op for m in masks} == ({"padding_mask"} if name == "bert" else {"causal_mask", "padding_mask"})
+    assert all(getattr(m, "window", None) == (3 if name == "mistral" else None) for m in masks if m.op == "causal_mask")
     module = d.to_torch()
     gen = torch.Generator().manual_seed(3)
-    for _ in range(3):
+    for k in range(4):
         fresh_ids = torch.randint(0, 50, (2, 8), generator=gen)
         fresh_mask = torch.ones_like(fresh_ids)
-        fresh_mask[1, int(torch.randint(1, 8, (), generator=gen)):] = 0
+        cut = int(torch.randint(1, 8, (), generator=gen))
+        if k % 2:
+            fresh_mask[1, cut:] = 0
+        else:
+            fresh_mask[1, :cut] = 0  # left padding: the first queries see no key under a causal mask
         with torch.no_grad():
             out = model(fresh_ids, attention_mask=fresh_mask)
             want = out.last_hidden_state if name == "bert" else out.logits
             got = module(fresh_ids, fresh_mask)
             got = got[0] if isinstance(got, tuple) else got
+            assert not got.isnan().any()
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_a_mask_that_is_not_structure_and_padding_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_softmax_after_a_padding_mask_gives_zero_on_rows_without_keys() -> None:
+    """As ``scaled_dot_product_attention`` (the reference) on a boolean mask that hides every key from some queries;
+    a softmax after no mask stays the plain (faster) ``torch.softmax``."""
+    scores = ncd.Einsum("h y k, h x k -> h y x") >> ncd.Scale("k**-0.5")
+    d = (scores @ ncd.Identity.of("x [bool], h x k")) >> (ncd.PaddingMask("x") >> ncd.Softmax("x")) \
+        @ ncd.Identity.of("h x k") >> ncd.Einsum("h y x, h x k -> h y k")
+    q, k, v = torch.randn(3, 4, 8), torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    keep = torch.tensor([False] * 5)
+    with patterns.disabled():  # box by box, not fused into SDPA
+        module = d.to_torch(h=3, y=4, x=5, k=8)
+        source = d.to_source(h=3, y=4, x=5, k=8)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep.expand(4, 5))
+    torch.testing.assert_close(module(q, k, keep, v), want)
+    assert bool((want == 0).all()) and "_safe_softmax" in source
+    plain = ((scores >> ncd.Softmax("x")) @ ncd.Identity.of("h x k")).to_source(h=3, y=4, x=5, k=8)
+    assert "torch.softmax" in plain and "_safe_softmax" not in plain
+    assert attention.empty_rows_give_zero()
+
+
+def test_a_mask_that_is_not_structure_and_padding_is_not_read() -> None:
     """A mask built from an input per query (not per key) fails the check on random inputs: attention stays opaque."""
-    monkeypatch.setattr(attention, "_EMPTY_ROWS", [True])
 
     class PerQuery(torch.nn.Module):
         def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

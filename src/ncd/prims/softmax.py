@@ -81,9 +81,35 @@ def SoftmaxBackward(axis: AxisLike, log: bool = False) -> Box:
 # -- lowering -------------------------------------------------------------------------------
 @LOWERING.rule(SoftmaxOp)
 def lower_softmax(prim: SoftmaxOp, ctx: RuleContext) -> list[str]:
+    """``torch.softmax``; after a padding mask, ``torch._safe_softmax``: a row whose every entry is ``-inf`` (a query
+    that may attend to no key) gives 0, as ``scaled_dot_product_attention`` does, where softmax gives NaN.  Only
+    there: it costs ~3x a softmax."""
     (dim,) = ctx.own_dims("dom", 0)
-    fn = "torch.log_softmax" if prim.log else "torch.softmax"
-    return [f"{fn}({ctx.args[0].var}, dim={dim})"]
+    if prim.log:
+        return [f"torch.log_softmax({ctx.args[0].var}, dim={dim})"]
+    if _after_padding_mask(ctx, ctx.args[0].var):
+        return [f"torch._safe_softmax({ctx.args[0].var}, {dim})"]
+    return [f"torch.softmax({ctx.args[0].var}, dim={dim})"]
+
+
+#: the boxes between a padding mask and its softmax that keep a row of ``-inf`` a row of ``-inf``
+_KEEPS_EMPTY_ROWS = frozenset({"padding_mask", "causal_mask", "scale", "add", "dropout", "transpose", "rename"})
+
+
+def _after_padding_mask(ctx: RuleContext, var: str, depth: int = 8) -> bool:
+    """Whether ``var`` is computed (through masks, scales, additions and moves of axes) by a padding mask's box."""
+    ops = ctx.em.function.ops
+    for k in range(len(ops) - 1, max(-1, len(ops) - 64), -1):
+        op = ops[k]
+        if not any(v.var == var for v in op.outputs):
+            continue
+        name = None if op.box is None else op.box.prim.op
+        if name == "padding_mask":
+            return True
+        if depth and (name is None or name in _KEEPS_EMPTY_ROWS):
+            return any(_after_padding_mask(ctx, a.var, depth - 1) for a in op.args)
+        return False
+    return False
 
 
 @LOWERING.rule(SoftmaxBackwardOp)

@@ -209,16 +209,23 @@ _EMPTY_ROWS: list[bool] = []
 
 
 def empty_rows_give_zero() -> bool:
-    """Whether the lowered softmax gives 0 on a row whose entries are all ``-inf`` (as ``scaled_dot_product_attention``
-    does for a query that may attend to no key): only then is a padding mask read from an input (checked once)."""
+    """Whether the lowered softmax after a padding mask gives 0 on a row whose keys are all masked (as
+    ``scaled_dot_product_attention`` does for a query that may attend to no key): only then is a padding mask read
+    from an input (checked once, on the lowering itself).
+
+    >>> empty_rows_give_zero()
+    True
+    """
     if not _EMPTY_ROWS:
         from ncd.ir.axes import Axis
+        from ncd.prims.attention import PaddingMaskOp
         from ncd.torch.module import to_torch
 
         try:
-            module = to_torch(Box(SoftmaxOp(Axis("x", sympy.Integer(2)))))
+            x = Axis("x", sympy.Integer(2))
+            module = to_torch(Box(PaddingMaskOp(x)) >> Box(SoftmaxOp(x)))
             with torch.no_grad():
-                out = module(torch.full((2,), float("-inf")))
+                out = module(torch.randn(2), torch.zeros(2, dtype=torch.bool))
             _EMPTY_ROWS.append(bool((out == 0).all()))
         except Exception:  # noqa: BLE001 - a lowering that cannot say: not read
             _EMPTY_ROWS.append(False)
@@ -402,6 +409,7 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     vk = relabel(conv, vk, kv_batch + [x, d])
     vv = relabel(conv, vv, kv_batch + [x, dv])
     scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
+    padding = None if live_mask is None else _padding_wire(conv, scores_seg, live_mask)  # before the scores: fusable
     (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
     factor = scale if scale is not None else 1.0 / math.sqrt(_shape(q)[-1])
     s = _scale(conv, s, float(factor))
@@ -414,8 +422,6 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     if live_mask is not None:
         structure = torch.zeros(live_mask.structure.shape).masked_fill(~live_mask.structure, float("-inf"))
         additive = structure if additive is None else additive + structure
-        if _causal_window(additive):  # rows without any key: attention gives 0, softmax unfused NaN
-            raise Decline("a sliding window and a padding mask")
     elif isinstance(mask, Node) and _tensor(mask) and mask.value.is_floating_point() and _live(mask) \
             and not conv.reads_inputs(mask):  # a bias computed from parameters (T5's relative positions): added
         if groups > 1:
@@ -447,8 +453,10 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         s = conv.apply(Box(AddOp(2)), [s, vm])
         if list(conv.segs[s].names) != names:
             raise Decline("mask does not line up")
-    if live_mask is not None:
-        s = _pad(conv, s, live_mask)
+    if padding is not None:
+        from ncd.prims.attention import PaddingMaskOp
+
+        s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, padding])
     s = conv.apply(Box(SoftmaxOp(conv.segs[s].axes[-1])), [s])
     out_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vv].axes[-1],))
     (o,) = conv.emit(Box(EinsumOp(Type((conv.segs[s], conv.segs[vv])), out_seg)), [s, vv], [out_seg])
@@ -457,11 +465,8 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     conv.bind(node, o)
 
 
-def _pad(conv: Converter, s: int, live_mask: LiveMask) -> int:
-    """The scores ``… x`` masked where the input (``b x``, lined up with the scores' first and key wires) is 0."""
-    from ncd.prims.attention import PaddingMaskOp
-
-    scores = conv.segs[s]
+def _padding_wire(conv: Converter, scores: Segment, live_mask: LiveMask) -> int:
+    """The mask input as booleans on the scores' first and key wires (``b x``): where the scores are kept."""
     vid = readings(conv).cast.get(id(live_mask.input))
     if vid is None:
         raise Decline("the mask input is not bound")
@@ -469,8 +474,7 @@ def _pad(conv: Converter, s: int, live_mask: LiveMask) -> int:
     first, key = scores.axes[0], scores.axes[-1]
     if int(first.size) != int(seg.axes[0].size) or int(key.size) != int(seg.axes[1].size):
         raise Decline("the padding mask does not line up with the scores")
-    vid = conv.view(vid, [first.name, key.name], (int(first.size), int(key.size)))
-    return conv.apply(Box(PaddingMaskOp(key)), [s, vid])
+    return conv.view(vid, [first.name, key.name], (int(first.size), int(key.size)))
 
 
 def _as_bool(conv: Converter, vid: int) -> int:
