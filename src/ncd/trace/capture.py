@@ -88,13 +88,14 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     if method not in METHODS:
         raise TraceError(f"unknown capture {method!r}; known: {', '.join(METHODS)}")
     flat = _Flat(model)
+    reads: Exception | None = None
     if method == "dispatch" and recorder_works():
-        from ncd.trace.record import Unsupported, record
+        from ncd.trace.record import ReadsValue, Unsupported, record
 
         try:
             return record(model, args, kwargs, flat)
-        except Unsupported:
-            pass  # torch.export decides (and reports data-dependent control flow)
+        except Unsupported as error:  # torch.export decides (and reports data-dependent control flow)
+            reads = error if isinstance(error, ReadsValue) else None
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
             pass
     names = input_names(model, len(args), kwargs)
@@ -115,7 +116,17 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                 f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"
                 f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
             ) from None
+    if reads is not None and _unbacked(ep):  # the value read sets a shape: export traced it symbolically, not us
+        raise TraceError(f"cannot trace {type(model).__name__}: the shapes of its tensors depend on the values of the"
+                         f" inputs ({reads}); a neural circuit diagram draws one fixed computation.")
     return _from_export(ep, flat, args, kwargs, names)
+
+
+def _unbacked(ep: Any) -> bool:
+    """Whether an exported graph has a size that depends on the values of the inputs (an unbacked symbol)."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    return any(free_unbacked_symbols(n.meta["val"]) for n in ep.graph.nodes if n.meta.get("val") is not None)
 
 
 _RECORDER: list[bool] = []  # the self-check's verdict, once per process

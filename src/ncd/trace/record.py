@@ -80,6 +80,8 @@ class _Recording:
         self.inputs: list[Any] = []
         self.device = next((v.device for v in leaves if isinstance(v, torch.Tensor)), torch.device("cpu"))
         self.real: dict[int, torch.Tensor] = {}  # meta tensor id -> its real value (indices and masks only)
+        self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
+        self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         for k, value in enumerate(leaves):
             if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
                 node = Node(names[k] if k < len(names) else f"input{k}", "input", value=value,
@@ -95,9 +97,13 @@ class _Recording:
         self.nodes.append(node)
         self.by_id[id(value)] = node
         self.keep.append(value)
+        if isinstance(value, torch.Tensor) and value._base is not None:
+            self.views.setdefault(id(value._base), []).append(value)
 
     def ref(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
+            if id(value) in self.stale:
+                raise Unsupported("a view is read after a write into the tensor it views")
             node = self.by_id.get(id(value))
             if node is None:
                 name, learned = self.state.get(id(value), ("", False))
@@ -118,9 +124,14 @@ class _Recording:
         target = func
         if func._schema.is_mutable:
             target = self.functional(func, args)
+            written = self.write(func, target, args, kwargs)
+            if written is not None:
+                return written
         # the model sees its inputs on the meta device: devices it names are the real inputs' device
         real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
         arg_refs, kwarg_refs = self.ref(real_args)
+        if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
+            self.stale |= self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0])
         live = any(r.live for r in refs((arg_refs, kwarg_refs)))
         if live and packet in SHAPE_ONLY:  # ones_like(x): a constant whatever x holds, recorded with its values
             a, kw = _stand_ins(real_args, self.device)
@@ -144,8 +155,8 @@ class _Recording:
             a, kw = self.real_values(real_args, packet)
             value = func(*a, **kw)
             self.real[id(out)] = value
-        if live and isinstance(out, (bool, int, float)):
-            raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python")
+        if live and isinstance(out, (bool, int, float)) and not _asserted():
+            raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python at {user_line() or '?'}")
         k = self.counts[packet] = self.counts.get(packet, 0) + 1
         node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
                     line=user_line() if live else "")
@@ -185,8 +196,8 @@ class _Recording:
         if base is None or mutated is None or not func._schema.arguments[0].alias_info \
                 or any(a.alias_info and a.alias_info.is_write for a in func._schema.arguments[1:]):
             raise Unsupported(f"{func} mutates its arguments")
-        if mutated._base is not None and any(r.live for r in refs(self.ref(args))):
-            raise Unsupported(f"{func} writes through a view a value that depends on the inputs")
+        if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
+            raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
         overload = getattr(packet, func._overloadname, None) if packet is not None else None
         if overload is None:
@@ -195,6 +206,81 @@ class _Recording:
             previous = self.by_id[id(mutated)]
             previous.value = previous.value.clone()
         return overload
+
+    def freeze(self, root: torch.Tensor, mutated: torch.Tensor) -> set[int]:
+        """Before a write into ``root`` (or a view of it): recorded values that share its memory keep their values;
+        its other views, returned, go out of date once the write is recorded (reading one later is unsupported)."""
+        stale = set()
+        for t in [root] + self.views.pop(id(root), []):
+            node = self.by_id.get(id(t))
+            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
+                node.value = node.value.clone()
+            if t is not root and t is not mutated:
+                stale.add(id(t))
+        return stale
+
+    def write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Record an in-place write (``copy_``/``fill_`` anywhere, any write through a view) as the functional
+        operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator."""
+        from ncd.trace.writes import region, write_back
+
+        packet = func.overloadpacket.__name__
+        mutated = args[0]
+        root = mutated._base
+        if self.meta or (root is None and packet not in ("copy_", "fill_")):
+            return None
+        arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
+        found = region(root, mutated) if root is not None and mutated.numel() else None
+        root_node = self.ref(root) if found is not None else None
+        old = root.clone() if found is not None else None
+        stale = self.freeze(mutated if root is None else root, mutated)
+        if root is not None and found is None:  # a region no slicing makes: from here on only the view may be read
+            stale.add(id(root))
+        if packet in ("copy_", "fill_"):
+            src = args[1]
+            out = func(*args, **kwargs)
+            new = self.written(src, out)
+        else:
+            out = func(*args, **kwargs)
+            live = any(r.live for r in refs((arg_refs, kwarg_refs)))
+            new = out.clone()
+            k = self.counts[packet] = self.counts.get(packet, 0) + 1
+            self.add(Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
+                          live=live, line=user_line() if live else ""), new)
+        self.by_id[id(out)] = self.by_id[id(new)]
+        if found is not None and root is not None and root_node is not None and old is not None:
+            self.by_id[id(old)] = root_node
+            self.keep.append(old)
+            final = write_back(self.emit, old, found, new)
+            if not _same(final, root):
+                raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
+            self.by_id[id(root)] = self.by_id[id(final)]
+            self.views.setdefault(id(root), []).append(out)
+        self.stale |= stale
+        return out
+
+    def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:
+        """The value ``out.copy_(src)`` / ``out.fill_(src)`` wrote, as recorded operations on ``src``."""
+        if not isinstance(src, torch.Tensor):
+            return self.emit(torch.ops.aten.full.default, list(out.shape), src, dtype=out.dtype, device=out.device)
+        x = src
+        if x.dtype != out.dtype:
+            x = self.emit(torch.ops.aten._to_copy.default, x, dtype=out.dtype)
+        if tuple(x.shape) != tuple(out.shape):
+            x = self.emit(torch.ops.aten.expand.default, x, list(out.shape))
+        self.ref(x)
+        return x
+
+    def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Run ``op`` on recorded tensors and record it (the operations an in-place write stands for)."""
+        out: torch.Tensor = op(*args, **kwargs)
+        arg_refs, kwarg_refs = self.ref((args, kwargs))
+        live = any(r.live for r in refs((arg_refs, kwarg_refs)))
+        packet = op.overloadpacket.__name__
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        self.add(Node(f"{packet}_{k}", "call", op, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack), live=live,
+                      line=user_line() if live else ""), out)
+        return out
 
 
 def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module) -> Captured:
@@ -334,6 +420,45 @@ def _to_meta(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_meta(v) for k, v in value.items()}
     return value
+
+
+#: torch's checks that read a value only to raise when it is false
+CHECKS = frozenset({"_check_with", "_check_tensor_all_with"})
+
+
+def _asserted() -> bool:
+    """Whether a value read into Python is read by an assertion (``torch._check…``, an ``assert`` statement), which
+    raises or lets the model go on unchanged: what the model computes does not depend on it."""
+    import linecache
+    import sys
+
+    from ncd.trace.capture import _internal
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if frame.f_code.co_name in CHECKS and "/torch/" in name.replace("\\", "/"):
+            return True
+        if not _internal(name):
+            return linecache.getline(name, frame.f_lineno).lstrip().startswith("assert ")
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` share memory (any two meta tensors might)."""
+    if a.device.type == "meta" or b.device.type == "meta":
+        return True
+    return bool(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and values (NaN equal to NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return bool(((a == b) | (a.isnan() & b.isnan())).all())
+    return bool((a == b).all())
 
 
 def _discrete(value: Any) -> bool:

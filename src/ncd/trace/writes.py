@@ -1,0 +1,144 @@
+"""In-place writes through views, recorded as the functional operations they stand for.
+
+``x[:, 0] = 0``, ``cache[..., :d].copy_(k)``, ``attn[..., i, :i] = row`` write into a *view* of a
+tensor (its root, ``view._base``); the model then reads the root.  The recorder keeps the
+recording functional: the new value of the view is an operation of its own, and the root's new
+value is the old root with that region replaced — slices of the old root around the written
+region joined by ``cat`` (``select`` for a single index, ``slice_scatter`` for a strided range),
+so the diagram shows what the model computes and every operation has an importer rule.
+
+Where the view sits in its root is read off strides and storage offsets (:func:`region`) and
+checked exactly: the same region rebuilt from the root with ``select``/``slice``/``permute``
+must have the view's sizes, strides and offset (the same memory, element for element).  The
+root's recorded new value is compared with the tensor the model wrote.  Anything else (a
+region a reshape scrambled, a write that does not reproduce) is :class:`~ncd.trace.record.Unsupported`.
+
+>>> import torch
+>>> root = torch.zeros(4, 5, 6)
+>>> region(root, root[1:3, 2].transpose(0, 1))
+Region(specs=(('range', 1, 2, 1), ('index', 2, 1, 1), ('range', 0, 6, 1)), order=(2, 0))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Region", "region", "write_back"]
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a view sits in its root: per root dimension ``("index", i, 1, 1)`` (one position, the dimension dropped)
+    or ``("range", start, length, step)``; ``order``: the view's dimensions of size > 1 as the root dimensions they run
+    along, in the view's order (its other dimensions are new, of size 1)."""
+
+    specs: tuple[tuple[str, int, int, int], ...]
+    order: tuple[int, ...]
+
+
+def region(root: torch.Tensor, view: torch.Tensor) -> Region | None:
+    """The region of ``root`` that ``view`` is, if ``select``/``slice``/``permute`` and new size-1 dimensions make it."""
+    n = root.dim()
+    strides, sizes = list(root.stride()), list(root.shape)
+    order: list[int] = []
+    for j in range(view.dim()):
+        if view.size(j) == 1:
+            continue
+        stride, best = view.stride(j), None
+        for d in range(n):
+            sd = strides[d]
+            if d in order or sizes[d] < view.size(j) or sd <= 0 or stride % sd:
+                continue
+            if (stride // sd) * (view.size(j) - 1) >= sizes[d]:
+                continue
+            if best is None or sd > strides[best]:
+                best = d
+        if best is None:
+            return None
+        order.append(best)
+    offset = view.storage_offset() - root.storage_offset()
+    start = [0] * n
+    for d in sorted(range(n), key=lambda d: -strides[d]):
+        if sizes[d] > 1 and strides[d] > 0:
+            start[d] = min(offset // strides[d], sizes[d] - 1)
+            offset -= start[d] * strides[d]
+    if offset:
+        return None
+    specs: list[tuple[str, int, int, int]] = []
+    for d in range(n):
+        if d in order:
+            j = [k for k in range(view.dim()) if view.size(k) != 1][order.index(d)]
+            length, step = view.size(j), view.stride(j) // strides[d]
+            if start[d] + step * (length - 1) >= sizes[d]:
+                return None
+            specs.append(("range", start[d], length, step))
+        else:
+            specs.append(("index", start[d], 1, 1))
+    found = Region(tuple(specs), tuple(order))
+    rebuilt = _cut(root, found).reshape(view.shape) if view.numel() else None
+    if rebuilt is None or rebuilt.data_ptr() != view.data_ptr() or rebuilt.storage_offset() != view.storage_offset() \
+            or any(a != b for a, b, s in zip(rebuilt.stride(), view.stride(), view.shape) if s != 1):
+        return None
+    return found
+
+
+def _cut(root: torch.Tensor, found: Region) -> torch.Tensor:
+    """The region of ``root``, its kept dimensions in the view's order (new size-1 dimensions left out)."""
+    t = root
+    for d in reversed(range(root.dim())):
+        kind, s, length, step = found.specs[d]
+        if kind == "index":
+            t = t.select(d, s)
+        else:
+            t = t[(slice(None),) * d + (slice(s, s + step * (length - 1) + 1, step),)]
+    kept = sorted(found.order)
+    return t.permute([kept.index(d) for d in found.order])
+
+
+#: ``emit(operator, *args, **kwargs)``: run and record one operation on recorded tensors, its result
+Emit = Callable[..., torch.Tensor]
+
+
+def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor) -> torch.Tensor:
+    """The root after its region (``found``) became ``new`` (of the view's shape): recorded operations on ``old``."""
+    kept = [new.size(j) for j in range(new.dim()) if new.size(j) != 1]
+    sizes = [new.size(j) for j in range(new.dim())]
+    if len(kept) != len(sizes) or len(kept) != len(found.order):  # the view's new size-1 dimensions
+        inner = [new.size(j) if new.size(j) != 1 else None for j in range(new.dim())]
+        if len([s for s in inner if s is not None]) != len(found.order):
+            raise ValueError("the view's dimensions do not match its region")
+        new = emit(aten.reshape.default, new, [s for s in inner if s is not None])
+    ranked = sorted(found.order)
+    perm = [list(found.order).index(d) for d in ranked]
+    if perm != list(range(len(perm))):
+        new = emit(aten.permute.default, new, perm)
+    return _put(emit, old, list(found.specs), new)
+
+
+def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]], new: torch.Tensor) -> torch.Tensor:
+    """``base`` with the region ``specs`` replaced by ``new``: the outermost cut dimension first, then inside it."""
+    for i, (kind, at, length, step) in enumerate(specs):
+        size = base.size(i)
+        if kind == "range" and at == 0 and length == size and step == 1:
+            continue
+        if kind == "index":
+            sub = emit(aten.select.int, base, i, at)
+            piece = emit(aten.unsqueeze.default, _put(emit, sub, specs[:i] + specs[i + 1:], new), i)
+            end = at + 1
+        else:
+            end = at + step * (length - 1) + 1
+            sub = emit(aten.slice.Tensor, base, i, at, end, step)
+            inner = _put(emit, sub, specs[:i] + [("range", 0, length, 1)] + specs[i + 1:], new)
+            if step != 1:
+                return emit(aten.slice_scatter.default, base, inner, i, at, end, step)
+            piece = inner
+        pieces = ([emit(aten.slice.Tensor, base, i, 0, at)] if at > 0 else []) + [piece] \
+            + ([emit(aten.slice.Tensor, base, i, end, size)] if end < size else [])
+        return emit(aten.cat.default, pieces, i) if len(pieces) > 1 else piece
+    return new
