@@ -25,6 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.capture import Captured, Node, input_names, refs, user_line
+from ncd.trace.writes import Region
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
 
@@ -207,22 +208,36 @@ class _Recording:
             previous.value = previous.value.clone()
         return overload
 
-    def freeze(self, root: torch.Tensor, mutated: torch.Tensor) -> set[int]:
+    def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> set[int]:
         """Before a write into ``root`` (or a view of it): recorded values that share its memory keep their values;
-        its other views, returned, go out of date once the write is recorded (reading one later is unsupported)."""
+        its other views (not ``kept``), returned, go out of date once the write is recorded (reading one later is
+        unsupported)."""
         stale = set()
         for t in [root] + self.views.pop(id(root), []):
             node = self.by_id.get(id(t))
             if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
                 node.value = node.value.clone()
-            if t is not root and t is not mutated:
+            if t is not root and not any(t is k for k in kept):
                 stale.add(id(t))
         return stale
+
+    def container(self, root: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor | None, Region | None]:
+        """The largest recorded tensor sharing ``root``'s memory (``root`` itself, else a view of it: a library's
+        result may be a view of a tensor it never returned) of which ``view`` is a region, and that region."""
+        from ncd.trace.writes import region
+
+        candidates = ([root] if id(root) in self.by_id else []) + [
+            t for t in self.views.get(id(root), []) if t is not view and id(t) in self.by_id and id(t) not in self.stale]
+        for t in sorted(candidates, key=lambda t: -t.numel()):
+            found = region(t, view)
+            if found is not None:
+                return t, found
+        return None, None
 
     def write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Record an in-place write (``copy_``/``fill_`` anywhere, any write through a view) as the functional
         operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator."""
-        from ncd.trace.writes import region, write_back
+        from ncd.trace.writes import write_back
 
         packet = func.overloadpacket.__name__
         mutated = args[0]
@@ -230,11 +245,10 @@ class _Recording:
         if self.meta or (root is None and packet not in ("copy_", "fill_")):
             return None
         arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
-        found = region(root, mutated) if root is not None and mutated.numel() else None
-        root_node = self.ref(root) if found is not None else None
-        old = root.clone() if found is not None else None
-        stale = self.freeze(mutated if root is None else root, mutated)
-        if root is not None and found is None:  # a region no slicing makes: from here on only the view may be read
+        base, found = self.container(root, mutated) if root is not None and mutated.numel() else (None, None)
+        old = base.clone() if base is not None else None
+        stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
+        if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
             stale.add(id(root))
         if packet in ("copy_", "fill_"):
             src = args[1]
@@ -248,14 +262,14 @@ class _Recording:
             self.add(Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
                           live=live, line=user_line() if live else ""), new)
         self.by_id[id(out)] = self.by_id[id(new)]
-        if found is not None and root is not None and root_node is not None and old is not None:
-            self.by_id[id(old)] = root_node
+        if base is not None and found is not None and old is not None and root is not None:
+            self.by_id[id(old)] = self.by_id[id(base)]
             self.keep.append(old)
             final = write_back(self.emit, old, found, new)
-            if not _same(final, root):
+            if not _same(final, base):
                 raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
-            self.by_id[id(root)] = self.by_id[id(final)]
-            self.views.setdefault(id(root), []).append(out)
+            self.by_id[id(base)] = self.by_id[id(final)]
+            self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
         self.stale |= stale
         return out
 

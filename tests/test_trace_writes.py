@@ -1,0 +1,134 @@
+"""In-place writes through views recorded by the fast recorder as functional operations (ncd.trace.writes), checked
+against the original model on fresh inputs and against torch's own in-place write."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import ncd
+from ncd.trace.writes import region, write_back
+
+
+def _trace(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *args)
+
+
+class Writes(torch.nn.Module):
+    """The writes models make: a column set to a constant, a buffer filled row by row in a loop, a triangular
+    recurrence on rows (bailing/gated-delta chunking), an augmented assignment on the last entry, a copy into a
+    slice of a permuted view, a strided write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)  # (b, t, 6)
+        y[:, 0] = 0.0
+        out = torch.zeros(x.shape[0], x.shape[1], 3)
+        for i in range(3):
+            out[:, :, i] = y[..., i] * y[..., i + 3]
+        attn = torch.tanh(y[..., :4].unsqueeze(-1) * y[..., 2:].unsqueeze(-2))  # (b, t, 4, 4)
+        for i in range(1, 4):
+            row = attn[..., i, :i].clone()
+            sub = attn[..., :i, :i].clone()
+            attn[..., i, :i] = row + (row.unsqueeze(-1) * sub).sum(-2)
+        attn[..., -1] += 1e-3
+        z = y.transpose(1, 2)  # (b, 6, t): a permuted view of y
+        z[:, 1:3].copy_(out.transpose(1, 2)[:, :2] * 2)
+        y[:, :, ::2] = torch.sigmoid(y[:, :, 1::2])
+        return attn.flatten(-2).sum(-1) + y.sum(-1) + out.sum(-1)
+
+
+def test_writes_through_views_are_recorded_by_the_fast_recorder_and_round_trip() -> None:
+    torch.manual_seed(0)
+    model = Writes().eval()
+    x = torch.randn(2, 5, 6)
+    d = _trace(model, x)
+    assert d.method == "dispatch"
+    names = [op for op, _ in d.opaque]
+    assert not any("copy" in n or "fill" in n for n in names), d.opaque  # the writes are drawn, not opaque
+    module = d.to_torch()
+    for _ in range(3):
+        fresh = torch.randn(2, 5, 6)
+        with torch.no_grad():
+            torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-6)
+
+
+class Skewed(torch.nn.Module):
+    """Funnel's relative shift: a view no slicing of its root makes (reshape, slice, reshape), multiplied in place;
+    ``read_root`` reads the root afterwards, which the fast recorder cannot follow (``torch.export`` takes it)."""
+
+    def __init__(self, read_root: bool) -> None:
+        super().__init__()
+        self.read_root = read_root
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        base = x * 2  # (4, 6)
+        v = base.reshape(6, 4)[1:].reshape(4, 5)[:, :3]
+        v *= m
+        return v + base.sum() if self.read_root else v
+
+
+@pytest.mark.parametrize("read_root", [False, True])
+def test_a_write_into_a_view_that_is_not_a_region_reads_the_view_only(read_root: bool) -> None:
+    x, m = torch.randn(4, 6), torch.randn(4, 3)
+    model = Skewed(read_root)
+    d = _trace(model, x, m)
+    assert d.method == ("export" if read_root else "dispatch")
+    fresh, fresh_m = torch.randn(4, 6), torch.randn(4, 3)
+    torch.testing.assert_close(d.to_torch()(fresh, fresh_m), model(fresh, fresh_m))
+
+
+def test_values_read_only_by_assertions_stay_on_the_fast_path_and_a_shape_read_from_values_is_refused() -> None:
+    class Asserts(torch.nn.Module):
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            assert lengths.max().item() <= x.shape[1]
+            torch._check_tensor_all(lengths > 0)
+            return x * 2
+
+    class Lengths(torch.nn.Module):
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return x.sum() + torch.arange(lengths.max(), dtype=x.dtype).sum()  # vits: a length from values
+
+    x, lengths = torch.randn(2, 5), torch.tensor([3, 5])
+    d = _trace(Asserts(), x, lengths)
+    assert d.method == "dispatch"
+    torch.testing.assert_close(d.to_torch()(x, lengths), x * 2)
+    with pytest.raises(ncd.TraceError, match="depends? on the values of the inputs"):
+        _trace(Lengths(), x, lengths)
+
+
+VIEWS: list[Callable[[torch.Tensor], torch.Tensor]] = [
+    lambda r: r[1],
+    lambda r: r[:, 2:5],
+    lambda r: r[..., 3],
+    lambda r: r[1:3, :, ::2],
+    lambda r: r.transpose(0, 2)[1:, 2],
+    lambda r: r[None, 2, 1:4, None],
+    lambda r: r.permute(2, 0, 1)[:, 1:, 3:4],
+    lambda r: r[:, -1, -2:],
+]
+
+
+@pytest.mark.parametrize("k", range(len(VIEWS)))
+def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) -> None:
+    root = torch.randn(4, 5, 6)
+    view = VIEWS[k](root)
+    found = region(root, view)
+    assert found is not None
+    new = torch.randn(view.shape)
+    want = root.clone()
+    VIEWS[k](want).copy_(new)
+
+    def emit(op: object, *args: object, **kwargs: object) -> torch.Tensor:
+        return op(*args, **kwargs)  # type: ignore[operator, no-any-return]
+
+    torch.testing.assert_close(write_back(emit, root.clone(), found, new), want, rtol=0, atol=0)
+    assert region(root, root.reshape(6, 5, 4)[1:].reshape(4, 5, 5)[:, :, :3]) is None  # skewed: no region
