@@ -6,6 +6,7 @@ is shared with it: a GPT-2-shaped model whose blocks nest three deep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -264,7 +265,10 @@ def test_user_labels_never_reach_the_markup() -> None:
     assert "<script>window" not in page and "<img src=x" not in page
     parser = _Collect()
     parser.feed(page)
-    assert [t for t, _ in parser.tags].count("script") == 2  # the JSON data and the viewer itself
+    scripts = [attrs.get("type") for tag, attrs in parser.tags if tag == "script"]
+    # the viewer itself, the JSON data and one SVG data block per view (never run: their content is not parsed here)
+    assert scripts.count(None) == 1 and scripts.count("application/json") == 1
+    assert set(scripts) == {None, "application/json", "image/svg+xml"}
     assert not [t for t, _ in parser.tags if t == "img"]
     assert not [a for _, attrs in parser.tags for a in attrs if a.startswith("on")]
     data = _data(page)
@@ -282,6 +286,22 @@ def test_page_needs_no_network() -> None:
     urls = set(re.findall(r"(?:https?:)?//[\w.-]+", without_data))
     assert urls <= {"http://www.w3.org"}, urls  # only the SVG namespace name, never fetched
     assert "default-src 'none'" in page
+
+
+def test_a_view_that_could_end_its_data_block_travels_as_json() -> None:
+    from ncd.viewer.page import page
+    from ncd.viewer.views import View
+
+    views = explore(gpt2_like(2), costs=False)
+    plain = views.views[0].svg
+    views.views[0] = dataclasses.replace(views.views[0], svg=plain.replace("</svg>", "<!-- </SCRIPT> --></svg>"))
+    text = page(views, "t")
+    data = _data(text)
+    assert "svg" in data["views"][0] and "s" not in data["views"][0]  # as JSON, escaped
+    assert all("s" in v and "svg" not in v for v in data["views"][1:])  # the others as they are
+    for k, v in enumerate(views.views[1:], 1):
+        assert f'<script type="image/svg+xml" id="ncd-view-{k}">{v.svg}</script>' in text
+    assert "</SCRIPT>" not in text and isinstance(views.views[0], View)
 
 
 def test_script_json_escapes_markup() -> None:
@@ -303,7 +323,7 @@ def test_draw_and_the_command_line_write_one_html_file(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     data = _data(out.read_text(encoding="utf-8"))
     assert data["depth"] == 2 and len(data["views"]) == 1 + 4  # Attention, MLP, and Attention's two sub-blocks
-    assert all(set(v) == {"key", "svg", "w", "h", "i"} for v in data["views"])
+    assert all(set(v) == {"key", "s", "w", "h", "i"} for v in data["views"])  # each SVG in its own data block
     assert write_html(model, tmp_path / "w.html") == str(tmp_path / "w.html")
 
 

@@ -114,16 +114,16 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0)
             out.append(f"<style>{css}</style>")
     out.append(f'<rect x="0" y="0" width="{_n(w)}" height="{_n(h)}" fill="#ffffff"/>')
     for it in drawing.visible:
-        if isinstance(it, Rect):
-            attrs = f'x="{_n(it.x)}" y="{_n(it.y)}" width="{_n(it.w)}" height="{_n(it.h)}"'
-            if it.radius:
-                attrs += f' rx="{_n(it.radius)}"'
-            out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
-        elif isinstance(it, Path):
+        if isinstance(it, Path):  # the commonest first
             extra = ' stroke-dasharray="4 3"' if it.dashed else ""
             if it.arrow:
                 extra += ' marker-end="url(#ncd-arrow)"'
             out.append(f'<path d="{_path_d(it)}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
+        elif isinstance(it, Rect):
+            attrs = f'x="{_n(it.x)}" y="{_n(it.y)}" width="{_n(it.w)}" height="{_n(it.h)}"'
+            if it.radius:
+                attrs += f' rx="{_n(it.radius)}"'
+            out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
         elif isinstance(it, Polygon):
             pts = " ".join(f"{_n(x)},{_n(y)}" for x, y in it.points)
             out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')

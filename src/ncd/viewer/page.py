@@ -3,7 +3,10 @@
 The page needs no network and no server.  Its Content-Security-Policy allows no fetches at
 all and only the viewer's own script (by hash), so even a label that slipped past escaping
 could not run.  Data travel as JSON in a ``<script type="application/json">`` element with
-``<``, ``>`` and ``&`` written as ``\\u`` escapes, so no label can close the element.
+``<``, ``>`` and ``&`` written as ``\\u`` escapes, so no label can close the element.  Each
+view's SVG (the painter's, every text in it escaped) sits as it is in a data block of its own,
+``<script type="image/svg+xml">``, which the browser never runs: no escaping, so the page is
+half the size and built and parsed faster; an SVG that could end its block goes in the JSON.
 
 >>> text = script_json({"name": "</script><script>alert(1)</script>"})
 >>> "<" in text, json.loads(text)["name"][:9]
@@ -16,6 +19,7 @@ import base64
 import hashlib
 import html
 import json
+import re
 from typing import Any
 
 from ncd.render.fonts import font_face_css
@@ -36,6 +40,20 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+_UNSAFE = re.compile(r"</?script|<!--", re.IGNORECASE)
+
+
+def _raw(svg: str) -> bool:
+    """Whether a view's SVG can sit in the page as it is, in a data block (``<script type="image/svg+xml">``,
+    never run): nothing in it can end the element or change how the browser reads it. The painter escapes
+    every text, so this always holds for its drawings; anything else travels as JSON."""
+    return _UNSAFE.search(svg) is None
+
+
+def _svg_field(svg: str, k: int) -> dict[str, Any]:
+    return {"s": k} if _raw(svg) else {"svg": svg}
+
+
 def _csp() -> str:
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
     return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
@@ -48,7 +66,8 @@ def page(views: Views, title: str) -> str:
     payload = {
         "title": title,
         "depth": views.depth,
-        "views": [{"key": v.key, "svg": v.svg, "w": v.width, "h": v.height, "i": v.infos} for v in views.views],
+        "views": [{"key": v.key, "w": v.width, "h": v.height, "i": v.infos, **_svg_field(v.svg, k)}
+                  for k, v in enumerate(views.views)],
         "blocks": cat.blocks,
         "infos": cat.infos,
     }
@@ -78,6 +97,9 @@ def page(views: Views, title: str) -> str:
         "<main id=\"ncd-stage\"><div id=\"ncd-canvas\"></div></main>\n"
         f"<footer id=\"ncd-help\">{html.escape(note)}</footer>\n<div id=\"ncd-tip\" hidden></div>\n"
         f"<script type=\"application/json\" id=\"ncd-data\">{script_json(payload)}</script>\n"
+        + "".join(f"<script type=\"image/svg+xml\" id=\"ncd-view-{k}\">{v.svg}</script>\n"
+                  for k, v in enumerate(views.views) if _raw(v.svg))
+        +
         f"<script>{SCRIPT}</script>\n</body></html>\n"
     )
 

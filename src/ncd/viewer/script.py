@@ -49,7 +49,8 @@ SCRIPT = r"""
   function drawing(key) {  // the SVG element of a view, parsed once
     var v = views[key];
     if (!v.el) {
-      v.el = parse(v.svg); v.el.setAttribute("width", v.w); v.el.setAttribute("height", v.h);
+      var text = v.svg != null ? v.svg : document.getElementById("ncd-view-" + v.s).textContent;
+      v.el = parse(text); v.el.setAttribute("width", v.w); v.el.setAttribute("height", v.h);
       v.el.setAttribute("data-view", key); v.el.classList.add("ncd-view");
     }
     return v.el;
