@@ -366,3 +366,22 @@ def test_a_panel_too_wide_for_a_window_goes_into_rows() -> None:
     theirs = Counter(t.text for t in ET.fromstring(ncd.render.to_svg(node, depth=1, page="none")).iter(f"{ns}text"))
     assert not theirs - mine  # the rows add wire labels at their ends, nothing is dropped
     assert panel.svg.count('class="ncd-comp"') == 40
+
+
+def test_no_absolute_path_of_the_building_machine_in_the_page() -> None:
+    """Tooltips say where a box was built, relative to its package or script, never as a path of this machine."""
+    import os
+    from pathlib import Path
+
+    user = (ncd.Identity.of("b m") >> ncd.Linear("m -> m", name="Mine")).block("User")
+    machine = {str(Path(__file__).resolve().parent), os.getcwd(), sys.prefix, str(Path(ncd.__file__).resolve().parent),
+               str(Path.home())}
+    for model in (user, gpt2_like(2), ncd.zoo.resnet()):
+        page = to_html(model)
+        rows = [dict(r["rows"]).get("built at") for r in _data(page)["infos"] if r["kind"] == "box"]
+        assert any(rows), "no box says where it was built"
+        for place in machine:
+            assert place not in page, place
+    mine = [r for r in _data(to_html(user))["infos"] if r["title"] == "L^Mine"]
+    where = dict(mine[0]["rows"])["built at"]
+    assert "test_viewer.py:" in where and not os.path.isabs(where), where
