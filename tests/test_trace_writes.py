@@ -30,7 +30,9 @@ class Writes(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.lin(x)  # (b, t, 6)
+        tail = y[:, 1:, 2:]  # a view read again after the write below: its region of the written tensor
         y[:, 0] = 0.0
+        y[:, 2, 3] += 1.0
         out = torch.zeros(x.shape[0], x.shape[1], 3)
         for i in range(3):
             out[:, :, i] = y[..., i] * y[..., i + 3]
@@ -43,7 +45,7 @@ class Writes(torch.nn.Module):
         z = y.transpose(1, 2)  # (b, 6, t): a permuted view of y
         z[:, 1:3].copy_(out.transpose(1, 2)[:, :2] * 2)
         y[:, :, ::2] = torch.sigmoid(y[:, :, 1::2])
-        return attn.flatten(-2).sum(-1) + y.sum(-1) + out.sum(-1)
+        return attn.flatten(-2).sum(-1) + y.sum(-1) + out.sum(-1) + tail.sum((1, 2))[:, None]
 
 
 def test_writes_through_views_are_recorded_by_the_fast_recorder_and_round_trip() -> None:

@@ -83,6 +83,7 @@ class _Recording:
         self.real: dict[int, torch.Tensor] = {}  # meta tensor id -> its real value (indices and masks only)
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
+        self.derived: dict[int, tuple[torch.Tensor, Region]] = {}  # such a view -> the tensor and region it reads
         for k, value in enumerate(leaves):
             if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
                 node = Node(names[k] if k < len(names) else f"input{k}", "input", value=value,
@@ -105,6 +106,8 @@ class _Recording:
         if isinstance(value, torch.Tensor):
             if id(value) in self.stale:
                 raise Unsupported("a view is read after a write into the tensor it views")
+            if id(value) in self.derived:
+                return self.rederive(value)
             node = self.by_id.get(id(value))
             if node is None:
                 name, learned = self.state.get(id(value), ("", False))
@@ -132,7 +135,8 @@ class _Recording:
         real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
         arg_refs, kwarg_refs = self.ref(real_args)
         if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
-            self.stale |= self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0])
+            self.retire(self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0]),
+                        args[0] if args[0]._base is None else None)
         live = any(r.live for r in refs((arg_refs, kwarg_refs)))
         if live and packet in SHAPE_ONLY:  # ones_like(x): a constant whatever x holds, recorded with its values
             a, kw = _stand_ins(real_args, self.device)
@@ -208,22 +212,48 @@ class _Recording:
             previous.value = previous.value.clone()
         return overload
 
-    def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> set[int]:
+    def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> list[torch.Tensor]:
         """Before a write into ``root`` (or a view of it): recorded values that share its memory keep their values;
-        its other views (not ``kept``), returned, go out of date once the write is recorded (reading one later is
-        unsupported)."""
-        stale = set()
+        its other views (not ``kept``), returned, go out of date once the write is recorded (:meth:`retire`)."""
+        stale = []
         for t in [root] + self.views.pop(id(root), []):
             node = self.by_id.get(id(t))
             if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
                 node.value = node.value.clone()
             if t is not root and not any(t is k for k in kept):
-                stale.add(id(t))
+                stale.append(t)
         return stale
+
+    def retire(self, views: list[torch.Tensor], base: torch.Tensor | None) -> None:
+        """Views out of date after a write: read again as a region of ``base`` (the written tensor, recorded after
+        the write) where they are one, else never read again (reading one is unsupported)."""
+        from ncd.trace.writes import region
+
+        for t in views:
+            found = None if base is None or self.meta else region(base, t)
+            if found is None:
+                self.stale.add(id(t))
+            else:
+                self.derived[id(t)] = (base, found)  # type: ignore[assignment]
+
+    def rederive(self, view: torch.Tensor) -> Node:
+        """A view read after a write into the tensor it views: its region of that tensor's recorded value."""
+        from ncd.trace.writes import cut
+
+        base, found = self.derived.pop(id(view))
+        x = cut(self.emit, base, found, tuple(view.shape))
+        if not _same(x, view):
+            raise Unsupported("a view read after a write into the tensor it views is not the region it was")
+        node = self.by_id[id(x)]
+        self.by_id[id(view)] = node
+        if view._base is not None:
+            self.views.setdefault(id(view._base), []).append(view)
+        return node
 
     def container(self, root: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor | None, Region | None]:
         """The largest recorded tensor sharing ``root``'s memory (``root`` itself, else a view of it: a library's
-        result may be a view of a tensor it never returned) of which ``view`` is a region, and that region."""
+        result may be a view of a tensor it never returned) of which ``view`` is a region, and that region (its other
+        views are read again as regions of it, where they are one)."""
         from ncd.trace.writes import region
 
         candidates = ([root] if id(root) in self.by_id else []) + [
@@ -249,7 +279,7 @@ class _Recording:
         old = base.clone() if base is not None else None
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
-            stale.add(id(root))
+            self.stale.add(id(root))
         if packet in ("copy_", "fill_"):
             src = args[1]
             out = func(*args, **kwargs)
@@ -270,7 +300,7 @@ class _Recording:
                 raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
             self.by_id[id(base)] = self.by_id[id(final)]
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
-        self.stale |= stale
+        self.retire(stale, base if base is not None else (mutated if root is None else None))
         return out
 
     def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:

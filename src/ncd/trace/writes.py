@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Region", "region", "write_back"]
+__all__ = ["Region", "region", "write_back", "cut"]
 
 aten = torch.ops.aten
 
@@ -102,6 +102,25 @@ def _cut(root: torch.Tensor, found: Region) -> torch.Tensor:
 
 #: ``emit(operator, *args, **kwargs)``: run and record one operation on recorded tensors, its result
 Emit = Callable[..., torch.Tensor]
+
+
+def cut(emit: Emit, base: torch.Tensor, found: Region, shape: tuple[int, ...]) -> torch.Tensor:
+    """The region ``found`` of ``base`` as recorded operations (``select``, ``slice``, ``permute``, ``reshape``): a
+    view read again after a write into the tensor it views."""
+    t = base
+    for d in reversed(range(base.dim())):
+        kind, s, length, step = found.specs[d]
+        if kind == "index":
+            t = emit(aten.select.int, t, d, s)
+        elif not (s == 0 and length == base.size(d) and step == 1):
+            t = emit(aten.slice.Tensor, t, d, s, s + step * (length - 1) + 1, step)
+    kept = sorted(found.order)
+    perm = [kept.index(d) for d in found.order]
+    if perm != list(range(len(perm))):
+        t = emit(aten.permute.default, t, perm)
+    if tuple(t.shape) != tuple(shape):
+        t = emit(aten.reshape.default, t, list(shape))
+    return t
 
 
 def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor) -> torch.Tensor:
