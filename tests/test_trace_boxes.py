@@ -107,6 +107,26 @@ def test_top_k_and_sort_routing_are_boxes_that_round_trip() -> None:
     assert ops.count("topk") == 1 and ops.count("sort") == 2 and ops.count("divide") == 1
 
 
+class Reductions(nn.Module):
+    """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        unit = F.normalize(x, dim=-1)
+        grn = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        grn = x * (grn / (grn.mean(dim=-1, keepdim=True) + 1e-6))
+        angle = torch.acos(0.9 * torch.tanh((unit * unit.roll(1, 1)).sum(-1)))
+        return unit, grn, x.norm(p=1, dim=1), torch.logsumexp(x, dim=-1, keepdim=True) - x, angle
+
+
+def test_norms_and_log_sum_exp_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Reductions(), torch.randn(2, 3, 4, 5))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("vector_norm") == 3 and ops.count("logsumexp") == 1
+    assert sorted(b.prim.p for b in d.boxes() if b.prim.op == "vector_norm") == [1.0, 2.0, 2.0]
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path

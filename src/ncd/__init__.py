@@ -145,3 +145,7 @@ from ncd.prims.ranking import Sort, TopK  # noqa: E402
 from ncd.prims.resampling import AdaptiveMaxPool, Interpolate  # noqa: E402
 
 __all__ += ["TopK", "Sort", "Interpolate", "AdaptiveMaxPool", "GroupNorm", "Divide"]
+# -- prims: reductions to a number per position (vector norm, log-sum-exp) --
+from ncd.prims.reduction import LogSumExp, VectorNorm  # noqa: E402
+
+__all__ += ["VectorNorm", "LogSumExp"]

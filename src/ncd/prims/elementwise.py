@@ -113,6 +113,7 @@ ROWS: dict[str, Function] = {
     "cos": Function("cos", "torch.cos({})", "input", "-torch.sin({v})"),
     "log1p": Function("log1p", "torch.log1p({})", "input", "1 / (1 + {v})"),
     "expm1": Function("expm1", "torch.expm1({})", "output", "{v} + 1"),
+    "acos": Function("acos", "torch.acos({})", "input", "-torch.rsqrt(1 - {v} * {v})"),
 }
 
 #: Elementwise function names and the glyph the paper draws for them.

@@ -177,7 +177,7 @@ def cumsum(conv: Converter, node: Node) -> None:
 UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
          "hardswish": ("hardswish", ()), "hardsigmoid": ("hardsigmoid", ()), "relu6": ("relu6", ()),
          "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
-         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "hardtanh": ("relu6", (0, 6))}
+         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "acos": ("acos", ()), "hardtanh": ("relu6", (0, 6))}
 
 
 @rule(*(f"aten.{name}" for name in UNARY))
@@ -440,3 +440,53 @@ def sort(conv: Converter, node: Node) -> None:
     vids = _emit_many(conv, node, box, vid)
     for j in _used(conv, node):
         conv._picked[(id(node), j)] = vids[j]
+
+
+# -- reductions to a number per position: vector norm, log-sum-exp -------------------------------
+def _reduce(conv: Converter, node: Node, vid: int, dims: Any, keep: Any, box_for: Any) -> None:
+    """The box ``box_for(reduced axes)`` woven over the other wires; ``keepdim`` reads the result with unit wires."""
+    seg = conv.segs[vid]
+    own = list(range(len(seg.axes))) if dims is None or (isinstance(dims, (list, tuple)) and not dims) else \
+        sorted(_dims(conv, vid, dims))
+    if not own:
+        raise Decline("a reduction of a number")
+    try:
+        box = Box(box_for(_own(conv, vid, own)))
+    except Exception as error:  # noqa: BLE001 - a reduction the box refuses stays opaque
+        raise Decline(str(error)) from None
+    out = conv.apply(box, [vid])
+    if keep:
+        names = ["1" if k in own else a.name for k, a in enumerate(seg.axes)]
+        out = conv.view(out, names, tuple(int(s) for s in node.value.shape))
+    _same_wires(conv, node, out)
+
+
+@rule("aten.linalg_vector_norm")
+def vector_norm(conv: Converter, node: Node) -> None:
+    """``torch.linalg.vector_norm`` / ``x.norm(p, dim)`` for a finite order ``p >= 1`` (``F.normalize``'s norm)."""
+    from ncd.prims.reduction import VectorNormOp
+
+    args = list(node.args[1:]) + [None] * 3
+    p = args[0] if args[0] is not None else node.kwargs.get("ord", 2)
+    dims = args[1] if args[1] is not None else node.kwargs.get("dim")
+    keep = args[2] if args[2] is not None else node.kwargs.get("keepdim", False)
+    if node.kwargs.get("dtype") is not None or isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise Decline("a norm with a dtype or an order that is not a number")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _reduce(conv, node, vid, dims, keep, lambda axes: VectorNormOp(axes, float(p)))
+
+
+@rule("aten.logsumexp")
+def logsumexp(conv: Converter, node: Node) -> None:
+    """``torch.logsumexp(x, dims, keepdim)`` on a float tensor."""
+    from ncd.prims.reduction import LogSumExpOp
+
+    args = list(node.args[1:]) + [None] * 2
+    dims = args[0] if args[0] is not None else node.kwargs.get("dim")
+    keep = args[1] if args[1] is not None else node.kwargs.get("keepdim", False)
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _reduce(conv, node, vid, dims, keep, lambda axes: LogSumExpOp(axes))
