@@ -127,6 +127,30 @@ def test_norms_and_log_sum_exp_are_boxes_that_round_trip() -> None:
     assert sorted(b.prim.p for b in d.boxes() if b.prim.op == "vector_norm") == [1.0, 2.0, 2.0]
 
 
+class Spectral(nn.Module):
+    """FNet's token mixing (the real part of a 2-d transform) and a learned complex filter between rfft and irfft."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter = nn.Parameter(torch.randn(4, 6, dtype=torch.cfloat))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = torch.fft.fftn(x, dim=(-2, -1)).real + torch.fft.ifft(torch.fft.fft(x, dim=1), dim=1, norm="ortho").imag
+        return mixed + torch.fft.irfft(torch.fft.rfft(x, dim=1) * self.filter, n=x.shape[1], dim=1)
+
+
+def test_fourier_transforms_and_complex_wires_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    model = Spectral()
+    d = _fresh_round_trip(model, torch.randn(2, 7, 6))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("fourier") == 5 and ops.count("complex_part") == 2 and ops.count("complex_multiply") == 1
+    lowered = d.to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    assert any(p.is_complex() for p in lowered.parameters())
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path

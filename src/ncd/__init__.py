@@ -149,3 +149,7 @@ __all__ += ["TopK", "Sort", "Interpolate", "AdaptiveMaxPool", "GroupNorm", "Divi
 from ncd.prims.reduction import LogSumExp, VectorNorm  # noqa: E402
 
 __all__ += ["VectorNorm", "LogSumExp"]
+# -- prims: Fourier transforms and complex wires --
+from ncd.prims.fourier import ComplexMultiply, ComplexPart, Fourier  # noqa: E402
+
+__all__ += ["Fourier", "ComplexPart", "ComplexMultiply"]

@@ -154,7 +154,7 @@ def check_diagram(diagram: object, *, memory: bool = True) -> None:
     _Budget(memory).visit(diagram, (), 1)
 
 
-_ITEMSIZE = {"float": 4, "index": 8, "bool": 1}
+_ITEMSIZE = {"float": 4, "index": 8, "bool": 1, "complex": 8}
 
 
 class _Budget:

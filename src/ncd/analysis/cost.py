@@ -192,7 +192,7 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
 
     def allocate(self, axes: tuple[Axis, ...], order: tuple[str, ...], grad: bool, dtype: str) -> Tensor:
         sid = next(self.ids)
-        item = self.itemsize if dtype == "float" else ITEMSIZE[dtype]
+        item = self.itemsize if dtype == "float" else 2 * self.itemsize if dtype == "complex" else ITEMSIZE[dtype]
         self.bytes[sid] = numel(axes) * item
         self.dtypes[sid] = dtype
         self.born[sid] = self.step
@@ -620,7 +620,7 @@ def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> Analysis:
     total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
     saved: dict[str, list[sympy.Expr]] = {}
     for sid in walker.saved:
-        key = {"float": dtype, "index": "int64", "bool": "bool"}[walker.dtypes[sid]]
+        key = {"float": dtype, "index": "int64", "bool": "bool", "complex": "complex"}[walker.dtypes[sid]]
         saved.setdefault(key, []).append(walker.bytes[sid])
     by_dtype = {key: _sum(terms) for key, terms in saved.items()}
     return total, walker.boxes, walker.peak(inputs, outputs), by_dtype

@@ -26,7 +26,7 @@ from ncd.ir.axes import Axis
 
 __all__ = ["Tensor", "ITEMSIZE", "einsum", "EinsumStep", "numel", "mergeable"]
 
-ITEMSIZE = {"float": 4, "index": 8, "bool": 1}
+ITEMSIZE = {"float": 4, "index": 8, "bool": 1, "complex": 8}  # complex: two floats
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type
            "numel"]
 
 Role = Literal["feature", "item"]
-Dtype = Literal["float", "index", "bool"]
+Dtype = Literal["float", "index", "bool", "complex"]
 OVERLINE = "\u0305"
 #: Characters an axis name may not contain (names end up in generated code's comments and docstrings).
 _FORBIDDEN = ",[]:'\"\\"
@@ -121,8 +121,8 @@ class Segment:
     range: Size | None = None
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float", "index", "bool"):
-            raise ParseError(f"segment dtype must be float, index or bool, not {self.dtype!r}")
+        if self.dtype not in ("float", "index", "bool", "complex"):
+            raise ParseError(f"segment dtype must be float, index, bool or complex, not {self.dtype!r}")
         if (self.range is not None) != (self.dtype == "index"):
             raise ParseError(f"a segment has an index range exactly when its dtype is index (dtype {self.dtype!r})")
 
@@ -132,8 +132,8 @@ class Segment:
             return SCALAR_TEXT
         if self.dtype == "index":
             text += (" " if text else "") + f"[{size_text(self.range)}]"
-        elif self.dtype == "bool":
-            text += (" " if text else "") + "[bool]"
+        elif self.dtype in ("bool", "complex"):
+            text += (" " if text else "") + f"[{self.dtype}]"
         return text
 
     def __repr__(self) -> str:
@@ -326,8 +326,8 @@ def parse_segment(text: str) -> Segment:
             raise ParseError(f"in segment {text.strip()!r}, the tag {token} must come after every axis")
     if tokens and tokens[-1].startswith("["):
         tag = tokens.pop()[1:-1].strip()
-        if tag == "bool":
-            dtype = "bool"
+        if tag in ("bool", "complex"):
+            dtype = "bool" if tag == "bool" else "complex"
         else:
             dtype, value_range = "index", size(tag)
     return Segment(tuple(parse_axis(t) for t in tokens), dtype, value_range)

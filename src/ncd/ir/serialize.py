@@ -248,7 +248,7 @@ class _Reader:
             if not all(isinstance(a, Axis) for a in axes):
                 raise self.fail(path, "a segment holds axes only")
             dtype = o.get("dtype", "float")
-            if dtype not in ("float", "index", "bool"):
+            if dtype not in ("float", "index", "bool", "complex"):
                 raise self.fail(path, f"unknown dtype {dtype!r}")
             rng = self.size(o["range"], f"{path}.range") if o.get("range") is not None else None
             return Segment(axes, dtype, rng)

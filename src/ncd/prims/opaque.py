@@ -48,7 +48,7 @@ __all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaq
            "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target", "check_shapes"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
-DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool", "complex64")
 #: the torch objects an opaque call may name besides dtypes (``torch.<name>``).
 LAYOUTS = ("strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn")
 MEMORY_FORMATS = ("contiguous_format", "preserve_format", "channels_last", "channels_last_3d")
@@ -363,7 +363,7 @@ def check_shapes(prim: OpaqueOp) -> None:
     def shape(seg: Any) -> list[int]:
         return [evaluate(a.size, what=f"axis {a.name}") for a in seg.axes]
 
-    dtypes = {"float": torch.float32, "index": torch.int64, "bool": torch.bool}
+    dtypes = {"float": torch.float32, "index": torch.int64, "bool": torch.bool, "complex": torch.complex64}
     inputs = [torch.empty(shape(seg), dtype=dtypes[seg.dtype], device="meta") for seg in prim.inputs]
     try:
         out = eval(call_text(prim, [f"x{j}" for j in range(len(inputs))]), {"torch": torch},  # noqa: S307 - checked call
@@ -408,7 +408,8 @@ def _attr_hint(hint: str) -> str:
 
 @LOWERING.rule(ParameterOp)
 def lower_parameter(prim: ParameterOp, ctx: RuleContext) -> list[str]:
-    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Parameter(torch.zeros({_shape(ctx, prim.segment)}))")]
+    dtype = ", dtype=torch.complex64" if prim.segment.dtype == "complex" else ""
+    return [ctx.em.attr(_attr_hint(prim.hint()), f"nn.Parameter(torch.zeros({_shape(ctx, prim.segment)}{dtype}))")]
 
 
 @LOWERING.rule(ConstantOp)
@@ -462,7 +463,8 @@ def cost_constant(prim: ConstantOp, ctx: CostContext) -> list[Tensor]:
 
 
 def _dtype(name: str) -> str:
-    return "bool" if name == "bool" else "index" if name.startswith(("int", "uint")) else "float"
+    return "bool" if name == "bool" else "index" if name.startswith(("int", "uint")) else "complex" if name == "complex64" \
+        else "float"
 
 
 @BACKWARD.rule(ConstantOp)
@@ -523,6 +525,8 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
             xs.append(torch.randn(shape, requires_grad=True))
         elif dtype == "bool":
             xs.append(torch.ones(shape, dtype=torch.bool))
+        elif dtype == "complex":
+            xs.append(torch.randn(shape, dtype=torch.complex64, requires_grad=True))
         else:
             xs.append(torch.zeros(shape, dtype=torch.long))
     inputs = {f"x{j}": x for j, x in enumerate(xs)}

@@ -126,6 +126,8 @@ def example_inputs(diagram: Diagram, *batch: int, seed: int | None = 0, **sizes:
             tensors.append(torch.randint(0, high, shape, generator=generator))
         elif seg.dtype == "bool":
             tensors.append(torch.rand(shape, generator=generator) > 0.2)
+        elif seg.dtype == "complex":
+            tensors.append(torch.randn(shape, generator=generator, dtype=torch.complex64))
         else:
             tensors.append(torch.randn(shape, generator=generator))
     return tuple(tensors)

@@ -722,7 +722,9 @@ def _alias_of(node: Node, source: Node) -> bool:
 def kind_of(tensor: torch.Tensor) -> tuple[str, int | None]:
     if tensor.dtype == torch.bool:
         return "bool", None
-    if tensor.is_floating_point() or tensor.is_complex():
+    if tensor.is_complex():
+        return "complex", None
+    if tensor.is_floating_point():
         return "float", None
     if tensor.device.type == "meta":  # recorded without its values: the range is not known
         return "index", None
