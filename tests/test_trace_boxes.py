@@ -151,6 +151,24 @@ def test_fourier_transforms_and_complex_wires_are_boxes_that_round_trip() -> Non
     assert any(p.is_complex() for p in lowered.parameters())
 
 
+class MixedArithmetic(nn.Module):
+    """Floats with 0/1 masks and counts (YOSO, ConvBERT's ``torch.multiply``), and SwiftFormer's repeat of a size-1 wire."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ints = mask.long()
+        y = x * ints[:, :, None] + torch.multiply(x, x) - mask[:, :, None] / (ints[:, :, None] + 1.0)
+        z = (y - ints[:, :, None]) + ints[:, None, :1]
+        return y, z, y.mean(1, keepdim=True).repeat(1, x.shape[1], 1), y.repeat(1, 1, 1)
+
+
+def test_float_with_integer_arithmetic_and_repeats_of_unit_wires_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(MixedArithmetic(), torch.randn(2, 5, 3), torch.rand(2, 5) > 0.5)
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("cast") >= 4 and "expand" in ops
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path

@@ -585,22 +585,92 @@ def _complex_product(conv: Converter, node: Node) -> bool:
     return True
 
 
-def _hook_complex_product() -> None:
-    """The complex product beside whichever rule ``aten.mul`` has (the core arithmetic keeps real numbers)."""
+def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
+    """``a ∘ b`` (``+ − × ÷``) for a float tensor and an integer or boolean tensor (a 0/1 mask, counts): the other
+    operand read as floats (a cast box), then the float operation; False when it is not that."""
+    from ncd.ir.axes import Segment as Seg
+    from ncd.prims.division import DivideOp
+    from ncd.prims.elementwise import MultiplyOp
+    from ncd.prims.gather import CastOp
+    from ncd.prims.structure import AddOp
+    from ncd.trace.idioms import _scale, operand, out_names
+
+    name = node.target.name().split("::")[1].split(".")[0]
+    a, b = node.args[:2]
+    tensors = [v for v in (a, b) if isinstance(v, Node) and isinstance(v.value, torch.Tensor)]
+    if (len(tensors) != 2 or not any(v.live for v in tensors) or not node.value.is_floating_point()
+            or node.kwargs.get("alpha", 1) != 1 or node.kwargs.get("rounding_mode") is not None):
+        return False
+    floats = [v.value.dtype == node.value.dtype for v in tensors]
+    others = [v.value.is_floating_point() or v.value.is_complex() for v in tensors]
+    if floats.count(True) != 1 or sum(others) != 1:
+        return False
+    names = out_names(conv, node, [a, b])
+    shape = tuple(int(x) for x in node.value.shape)
+    vids = [operand(conv, v, names, shape) for v in (a, b)]
+    k = floats.index(False)
+    seg = conv.segs[vids[k]]
+    vids[k] = conv.apply(Box(CastOp(Seg((), seg.dtype, seg.range), Seg(()))), [vids[k]])
+    va, vb = vids
+    if name == "div":
+        prim: Any = DivideOp()
+    else:
+        if name == "sub":
+            vb = _scale(conv, vb, -1.0)
+        prim = AddOp(2) if name in ("add", "sub") else MultiplyOp(2)
+        if len(conv.segs[vb].axes) > len(conv.segs[va].axes):
+            va, vb = vb, va  # the operand with every wire first, so the result keeps its order
+    vid = conv.apply(Box(prim), [va, vb])
+    if list(conv.segs[vid].names) != names:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+    conv.bind(node, vid)
+    return True
+
+
+def _hook_tensor_arithmetic() -> None:
+    """Complex products and float-with-integer arithmetic beside whichever rules ``aten.mul``/``add``/``sub``/``div``
+    have (the core arithmetic keeps operands of one dtype); ``aten.multiply`` is ``aten.mul``."""
     from ncd.trace.convert import RULES
 
-    previous = RULES.get("aten.mul")
+    def hooked(previous: Any) -> Any:
+        def convert(conv: Converter, node: Node) -> None:
+            if isinstance(node.value, torch.Tensor) and node.value.is_complex():
+                if "mul" not in node.target.name() or not _complex_product(conv, node):
+                    raise Decline("complex arithmetic other than a product of complex tensors")
+                return
+            if isinstance(node.value, torch.Tensor) and _mixed_arithmetic(conv, node):
+                return
+            if previous is None:
+                raise Decline("no rule")
+            previous(conv, node)
+
+        return convert
+
+    for name in ("aten.mul", "aten.add", "aten.sub", "aten.div"):
+        RULES[name] = hooked(RULES.get(name))
 
     def multiply(conv: Converter, node: Node) -> None:
-        if isinstance(node.value, torch.Tensor) and node.value.is_complex():
-            if not _complex_product(conv, node):
-                raise Decline("a complex product of other operands")
-            return
-        if previous is None:
-            raise Decline("no rule")
-        previous(conv, node)
+        overload = getattr(node.target, "_overloadname", "Tensor")
+        node.target = getattr(torch.ops.aten.mul, overload)  # the same operator under its other name
+        RULES["aten.mul"](conv, node)
 
-    RULES["aten.mul"] = multiply
+    RULES["aten.multiply"] = multiply
 
 
-_hook_complex_product()
+_hook_tensor_arithmetic()
+
+
+# -- repeat along size-1 wires: a broadcast copy -----------------------------------------------------
+@rule("aten.repeat")
+def repeat(conv: Converter, node: Node) -> None:
+    """``x.repeat(...)`` that only repeats size-1 (or new leading) wires is ``x.expand(...)`` copied: the same entries."""
+    from ncd.trace.attention import expand
+
+    x, counts = node.args[:2]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)):
+        raise Decline("not a live tensor")
+    counts = [int(c) for c in counts]
+    shape = [1] * (len(counts) - x.value.dim()) + [int(s) for s in x.value.shape]
+    if len(shape) != len(counts) or any(c != 1 and s != 1 for c, s in zip(counts, shape)):
+        raise Decline("a repeat that tiles a wire of several entries")
+    expand(conv, node)
