@@ -169,6 +169,24 @@ def test_float_with_integer_arithmetic_and_repeats_of_unit_wires_are_boxes_that_
     assert ops.count("cast") >= 4 and "expand" in ops
 
 
+class Columns(nn.Module):
+    """ConvBERT's span windows (F.unfold with a (k, 1) kernel) and MobileViT's patches folded back (F.unfold, F.fold)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spans = F.unfold(x[..., :1], (3, 1), padding=(1, 0))
+        patches = F.unfold(x, 2, stride=2)
+        return spans, F.fold(patches * 2, x.shape[-2:], 2, stride=2) + F.fold(F.unfold(x, 3, padding=1), x.shape[-2:], 3,
+                                                                          padding=1)
+
+
+def test_unfold_and_fold_are_windows_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Columns(), torch.randn(2, 3, 6, 4))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("conv_tensor") == 3 and ops.count("conv_tensor_t") == 2
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path

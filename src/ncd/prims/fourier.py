@@ -73,7 +73,7 @@ class FourierOp(Primitive):
 
     op: ClassVar[str] = "fourier"
     family: ClassVar[str] = "fourier"
-    kind: ClassVar[Kind] = "linear"
+    kind: ClassVar[Kind] = "nonlinear"  # complex-linear, but not a real linear map with a derived transpose (see above)
 
     def __post_init__(self) -> None:
         where = f"{self.transform} over '{self.source}'"
@@ -115,7 +115,7 @@ class ComplexPartOp(Primitive):
 
     op: ClassVar[str] = "complex_part"
     family: ClassVar[str] = "fourier"
-    kind: ClassVar[Kind] = "linear"
+    kind: ClassVar[Kind] = "nonlinear"  # complex-linear, but not a real linear map with a derived transpose (see above)
     weave_policy = weaving.always
 
     def __post_init__(self) -> None:

@@ -674,3 +674,90 @@ def repeat(conv: Converter, node: Node) -> None:
     if len(shape) != len(counts) or any(c != 1 and s != 1 for c, s in zip(counts, shape)):
         raise Decline("a repeat that tiles a wire of several entries")
     expand(conv, node)
+
+
+# -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
+def _pairs(value: Any) -> tuple[int, ...]:
+    values = [value] * 2 if isinstance(value, int) else list(value)
+    if len(values) != 2 or any(not isinstance(v, int) for v in values):
+        raise Decline(f"window arguments {value!r}")
+    return tuple(int(v) for v in values)
+
+
+@rule("aten.im2col")
+def im2col(conv: Converter, node: Node) -> None:
+    """``F.unfold(x, k, dilation, padding, stride)``: ``n c y x -> n (c ky kx) (y′ x′)`` — the windows ``★`` of the two
+    spatial wires, the kernel wires brought next to the channels, then each group read as one wire."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows
+
+    x = node.args[0]
+    kernel, dilation, padding, stride = (_pairs(a) for a in node.args[1:5])
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    if len(seg.axes) != 4:
+        raise Decline("not a batch of images")
+    spatial = Segment(seg.axes[2:])
+    names = []
+    for a in spatial.axes:
+        name = _claim(conv, "k" + a.name.rstrip(PRIME), 1, "feature")
+        while name in seg.names or name in names:
+            name += PRIME
+        names.append(name)
+    try:
+        box = Box(ConvolutionTensorOp(spatial, _windows(spatial, kernel, stride, padding, dilation, "im2col"), tuple(names),
+                                      kernel, stride, padding, dilation))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    windows = conv.apply(box, [vid])  # n c y′ x′ ky kx
+    wseg = conv.segs[windows]
+    (moved,) = conv.emit(Box(TransposeOp(wseg, (0, 1, 4, 5, 2, 3))), [windows],
+                         [wseg.with_axes(wseg.axes[k] for k in (0, 1, 4, 5, 2, 3))])
+    shape = tuple(int(s) for s in node.value.shape)
+    if shape[1:] != (int(seg.axes[1].size) * kernel[0] * kernel[1], int(wseg.axes[2].size) * int(wseg.axes[3].size)):
+        raise Decline("the windows come out in another shape")
+    rows = conv.namer.fresh(shape[1], "r")
+    cols = conv.namer.fresh(shape[2], "l")
+    _same_wires(conv, node, conv.view(moved, [wseg.names[0], rows, cols], shape))
+
+
+@rule("aten.col2im")
+def col2im(conv: Converter, node: Node) -> None:
+    """``F.fold(x, size, k, dilation, padding, stride)``: ``n (c ky kx) (y′ x′) -> n c y x`` — the wires regrouped into
+    channels, kernel and window positions, then ``★ᵀ`` (overlapping windows summed)."""
+    from ncd.ir.axes import Axis
+    from ncd.prims.convolution import ConvolutionTensorTOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows, window_size
+
+    x = node.args[0]
+    size, kernel, dilation, padding, stride = (_pairs(a) for a in node.args[1:6])
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    shape = tuple(int(s) for s in node.value.shape)
+    if len(seg.axes) != 3 or len(shape) != 4 or shape[2:] != size:
+        raise Decline("not a batch of columns")
+    windows = [int(window_size(sympy_int(n), k, s, p, d)) for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)]
+    channels = shape[1]
+    names = [conv.namer.fresh(channels, "c")]
+    for hint, n in (("ky", kernel[0]), ("kx", kernel[1]), ("y", size[0]), ("x", size[1])):
+        name = conv.namer.fresh(n, hint)
+        while name in names or name in seg.names:
+            name += PRIME
+        names.append(name)
+    c, ky, kx, y, xx = names
+    grouped = conv.view(vid, [seg.names[0], c, ky, kx, y, xx],
+                        (shape[0], channels, kernel[0], kernel[1], windows[0], windows[1]))
+    gseg = conv.segs[grouped]
+    (moved,) = conv.emit(Box(TransposeOp(gseg, (0, 1, 4, 5, 2, 3))), [grouped],
+                         [gseg.with_axes(gseg.axes[k] for k in (0, 1, 4, 5, 2, 3))])
+    spatial = Segment((Axis(y, sympy_int(size[0])), Axis(xx, sympy_int(size[1]))))
+    try:
+        positions = _windows(spatial, kernel, stride, padding, dilation, "col2im")
+        box = Box(ConvolutionTensorTOp(spatial, positions, (ky, kx), kernel, stride, padding, dilation))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    if [int(a.size) for a in positions.axes] != windows:
+        raise Decline("the window positions differ")
+    _same_wires(conv, node, conv.apply(box, [moved]))
