@@ -620,7 +620,8 @@ def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> Analysis:
     total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
     saved: dict[str, list[sympy.Expr]] = {}
     for sid in walker.saved:
-        key = {"float": dtype, "index": "int64", "bool": "bool", "complex": "complex"}[walker.dtypes[sid]]
+        complex_ = {"float64": "complex128"}.get(dtype, "complex64")
+        key = {"float": dtype, "index": "int64", "bool": "bool", "complex": complex_}[walker.dtypes[sid]]
         saved.setdefault(key, []).append(walker.bytes[sid])
     by_dtype = {key: _sum(terms) for key, terms in saved.items()}
     return total, walker.boxes, walker.peak(inputs, outputs), by_dtype
