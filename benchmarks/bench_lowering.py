@@ -149,7 +149,7 @@ def main() -> None:
     if args.cases:
         cases = [case for case in cases if any(key in case[0] for key in args.cases.split(","))]
     print(f"threads={torch.get_num_threads()}  torch={torch.__version__}  rounds={args.rounds}")
-    print("ncd = layouts chosen (SDPA operands packed densely); before = the layouts inherited from the wiring")
+    print("ncd = layouts chosen (maps feeding SDPA store rows in its order, other operands packed); before = inherited")
     header = f"{'model':30} {'pass':26} {'ncd ms':>9} {'before':>9} {'faster baseline':>38} {'ratio':>7} {'before':>7}"
     print(header)
     print("-" * len(header))

@@ -261,20 +261,22 @@ def copy_weights(module: nn.Module, torch_mha: nn.MultiheadAttention, k: int, h:
         state[f"L_plus_{name}"] = (w.view(h, k, m).transpose(0, 1).reshape(k * h, m), b.view(h, k).t().reshape(k * h))
     out = torch_mha.out_proj
     state["L_plus_O"] = (out.weight.view(m, h, k).transpose(1, 2).reshape(m, k * h), out.bias)
-    linears = {n: mod for n, mod in module.named_modules() if isinstance(mod, nn.Linear)}
-    assert len(linears) == 4, list(linears)
-    with torch.no_grad():
-        for key, (w, b) in state.items():
-            (target,) = [mod for n, mod in linears.items() if n.lower().endswith(key.lower())]
-            target.weight.copy_(w)
-            target.bias.copy_(b)
+    linears = [n for n, mod in module.named_modules() if isinstance(mod, nn.Linear)]
+    assert len(linears) == 4, linears
+    # through the state_dict: it holds the declared order whatever order the weights are stored in
+    loaded = {}
+    for key, (w, b) in state.items():
+        (name,) = [n for n in linears if n.lower().endswith(key.lower())]
+        loaded[f"{name}.weight"], loaded[f"{name}.bias"] = w, b
+    module.load_state_dict(loaded)
 
 
 def _mapped_weight_grads(grads: dict[str, torch.Tensor], k: int, h: int) -> dict[str, torch.Tensor]:
-    """The diagram's weight gradients in torch's (head, k) feature order."""
+    """The diagram's weight gradients in torch's (head, k) feature order: Q, K and V feed SDPA, so their
+    weights store their rows (head, k) already (``ncd.prims.patterns.chosen_rows``); O keeps ``k h``."""
     by_box = {name.split(".")[-2].split("_")[-1].upper(): g for name, g in grads.items() if name.endswith("weight")}
     m = by_box["O"].shape[0]
-    rows = [by_box[c].view(k, h, m).transpose(0, 1).reshape(k * h, m) for c in "QKV"]
+    rows = [by_box[c] for c in "QKV"]
     return {"in_proj_weight": torch.cat(rows), "out_proj.weight": by_box["O"].view(m, k, h).transpose(1, 2).reshape(m, k * h)}
 
 
@@ -309,3 +311,40 @@ def test_multi_head_attention_equals_torch(cross: bool, causal: bool) -> None:
         plain = d.to_torch(y=t, x=s, m=m, k=k, h=h)
     plain.load_state_dict(module.state_dict())
     torch.testing.assert_close(plain(query, memory, memory), got, atol=1e-5, rtol=1e-4)
+
+
+def test_maps_feeding_sdpa_store_rows_in_its_order_and_checkpoints_keep_the_declared_one() -> None:
+    # m -> k h feeding SDPA: the weight's rows are stored (h k), the order SDPA reads, so no copy is made;
+    # the state_dict still holds the declared (k h) order, round trips, and loads into a module that keeps it
+    m, h, k, t = 8, 2, 4, 5
+    d = multi_head()
+    module = d.to_torch(y=t, x=t, m=m, k=k, h=h)
+    assert ".contiguous()" not in module.ncd_source and module.ncd_source.count(".transpose(-1, -2)") == 3
+    state = module.state_dict()
+    params = dict(module.named_parameters())
+    for name in ("l_plus_q", "l_plus_k", "l_plus_v"):
+        w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+        torch.testing.assert_close(state[f"{name}.weight"], w.view(h, k, m).transpose(0, 1).reshape(k * h, m), rtol=0, atol=0)
+        torch.testing.assert_close(state[f"{name}.bias"], b.view(h, k).t().reshape(k * h), rtol=0, atol=0)
+    torch.testing.assert_close(state["l_plus_o.weight"], params["l_plus_o.weight"], rtol=0, atol=0)
+    again = d.to_torch(y=t, x=t, m=m, k=k, h=h)
+    again.load_state_dict(state)
+    assert all(torch.equal(state[n], v) for n, v in again.state_dict().items()) and state.keys() == again.state_dict().keys()
+    with fusion.disabled():  # box by box: every weight in its declared order
+        plain = d.to_torch(y=t, x=t, m=m, k=k, h=h)
+    assert ".transpose" not in plain.ncd_source
+    plain.load_state_dict(state)
+    assert all(torch.equal(plain.state_dict()[n], v) for n, v in state.items())
+    x = torch.randn(3, t, m)
+    torch.testing.assert_close(module(x, x, x), plain(x, x, x), atol=1e-5, rtol=1e-4)
+    module.load_state_dict(plain.state_dict())  # and back
+    torch.testing.assert_close(module(x, x, x), plain(x, x, x), atol=1e-5, rtol=1e-4)
+
+
+def test_lowered_modules_run_under_torch_compile() -> None:
+    # dynamo imports the module of the generated code it inlines: the generated namespace is a registered module
+    m, h, k, t = 8, 2, 4, 5
+    module = multi_head().to_torch(check_inputs=False, y=t, x=t, m=m, k=k, h=h)
+    compiled = torch.compile(module, backend="eager", fullgraph=True)
+    x = torch.randn(3, t, m)
+    torch.testing.assert_close(compiled(x, x, x), module(x, x, x))

@@ -53,6 +53,15 @@ def multi_head_attention() -> ncd.Diagram:
     return (body >> ncd.Linear("k h -> m", bias=True, name="O")).block("MultiHeadAttention")
 
 
+def projected_attention() -> ncd.Diagram:
+    """The projections in the attention's own sequence (benchmarks/bench_lowering.py's wiring): their weights
+    store rows (h k), the order SDPA reads (``ncd.prims.patterns.chosen_rows``), and no operand is copied."""
+    project = ncd.Par.of(*(ncd.Identity.of(f"{t} m") >> ncd.Linear("m -> k h", bias=True, name=n)
+                           for t, n in (("y", "Q"), ("x", "K"), ("x", "V"))))
+    return ((ncd.Identity.of("y m") @ ncd.Copy("x m")) >> project >> attention_head()
+            >> ncd.Linear("k h -> m", bias=True, name="O"))
+
+
 def mlp() -> ncd.Diagram:
     layer = ncd.Linear("m -> n", bias=True) >> ncd.GELU() >> ncd.Linear("n -> m", bias=True)
     return (ncd.Identity.of("b t m") >> ncd.residual(layer)).block("MLP")
@@ -61,7 +70,7 @@ def mlp() -> ncd.Diagram:
 SIZES = {"b": 2, "y": 5, "x": 6, "m": 12, "k": 4, "h": 3, "n": 16, "t": 3}
 
 
-@pytest.mark.parametrize("build", [attention_head, multi_head_attention, mlp], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("build", [attention_head, multi_head_attention, projected_attention, mlp], ids=lambda f: f.__name__)
 def test_cost_of_built_diagrams_matches_measurement(build) -> None:
     d = build()
     _check(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})

@@ -60,10 +60,8 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = B * L * S
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
-    q, k, v = (_packed(ctx, t, have, target) for t, have, target in (
-        (q, pattern.q, pattern.batch + pattern.query + pattern.contracted),
-        (k, pattern.k, pattern.batch + [pattern.key] + pattern.contracted),
-        (v, pattern.v, pattern.batch + [pattern.key] + pattern.value)))
+    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target)
+               for t, (j, have, target) in zip((q, k, v), pattern.operands()))
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
     folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
@@ -73,10 +71,11 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     return [out]
 
 
-def _packed(ctx: CostContext, t: Tensor, have: list[str], target: list[str]) -> Tensor:
+def _packed(ctx: CostContext, t: Tensor, stored: list[str], target: list[str]) -> Tensor:
     """An operand as SDPA receives it: packed densely in ``target`` order when lowering packs it
-    (:func:`ncd.prims.patterns.packs`; ``.contiguous()`` copies unless it already is dense that way)."""
-    if not packs(have, target):
+    (:func:`ncd.prims.patterns.packs` of its ``stored`` order; ``.contiguous()`` copies unless it already is
+    dense that way)."""
+    if not packs(stored, target):
         return t
     names = set(target)
     order = [n for n in t.names if n not in names] + [n for n in target if n in t.names]

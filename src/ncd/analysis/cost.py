@@ -177,6 +177,8 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
     def __init__(self, itemsize: int, training: bool = True) -> None:
         self.itemsize = itemsize
         self.training = training
+        #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
+        self.rows: dict[int, tuple[str, ...]] = {}
         self.ids = itertools.count()
         self.bytes: dict[int, sympy.Expr] = {}
         self.dtypes: dict[int, str] = {}
@@ -212,9 +214,11 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Tensor], frame: tuple[Axis, ...]
                 ) -> tuple[int, list[Tensor]] | None:
         from ncd.analysis.attention import fused_attention, match
+        from ncd.prims.patterns import chosen_rows
 
         found = match(parts, k)
         if found is None:
+            self.rows.update(chosen_rows(parts, k))
             return None
         length, pattern = found
         return length, fused_attention(self, pattern, list(parts[k: k + length]), values)

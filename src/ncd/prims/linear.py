@@ -240,6 +240,9 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     same_woven = [m for m in ctx.markers("dom", 0) if m[0] == "woven"] == [m for m in ctx.markers("cod", 0) if m[0] == "woven"]
     if trailing_in and trailing_out and same_woven:
         call = ctx.module(module, x if n_in == 1 else ctx.method(x, "flatten", -n_in))
+        stored = ctx.em.rows.get(id(ctx.box))
+        if stored is not None:
+            return [_stored_rows(ctx, prim, module, call, stored)]
         return [call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs))]
     letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
     own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
@@ -255,6 +258,29 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
         shape = [outs[k] if kind == "own" else 1 for kind, k in layout[first:]]
         expr = Expr(f"{expr} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", expr.args)
     return [expr]
+
+
+def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stored: tuple[str, ...]) -> Expr:
+    """The map's output seen in its declared axis order, its weight's rows stored in the ``stored`` order
+    (:func:`ncd.prims.patterns.chosen_rows`); state_dict hooks keep checkpoints in the declared order."""
+    declared = [a.name for a in prim.cod_axes]
+    size = dict(zip(declared, _sizes(prim.cod_axes)))
+    n = len(declared)
+    to_stored = tuple(declared.index(name) for name in stored)  # stored dim i holds declared axis to_stored[i]
+    to_declared = tuple(stored.index(name) for name in declared)
+    ctx.em.init.append(f"# rows of {module[5:]} stored ({' '.join(stored)}), the order SDPA reads;"
+                       f" its state_dict keeps the declared ({' '.join(declared)})")
+    for hook, source, order in (("register_state_dict_post_hook", stored, to_declared),
+                                ("register_load_state_dict_pre_hook", declared, to_stored)):
+        sizes = tuple(size[name] for name in source)
+        permuted = f"state[prefix + n].unflatten(0, {sizes})"
+        permuted = f"{permuted}.transpose(0, 1)" if n == 2 else f"torch.movedim({permuted}, {order}, {tuple(range(n))})"
+        ctx.em.init.append(f"{module}.{hook}(lambda module, state, prefix, *_: state.update("
+                           f"{{prefix + n: {permuted}.flatten(0, {n - 1}) for n in ('weight', 'bias') if prefix + n in state}}))")
+    view = ctx.method(call, "unflatten", -1, tuple(size[name] for name in stored))
+    if n == 2:
+        return ctx.method(view, "transpose", -1, -2)
+    return ctx.call("torch.movedim", view, tuple(i - n for i in to_declared), tuple(range(-n, 0)))
 
 
 @LOWERING.rule(EinsumOp)
@@ -317,7 +343,11 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
         ctx.save(flat)
         if x.grad:
             ctx.other(sympy.Integer(0), sympy.Integer(0))
-        return [ctx.output(0)]
+        stored = ctx.walker.rows.get(id(ctx.box))
+        if stored is None:
+            return [ctx.output(0)]
+        names = [a.name for a in ctx.out_axes[0]]  # the weight's rows in a chosen order: the output stored so
+        return [ctx.output(0, names[: len(names) - len(stored)] + list(stored))]
     # an einsum with a view of the weight: '...{in},{out}{in}->...{out}'
     dom_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "dom", 0)) if m[0] == "own"]
     cod_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "cod", 0)) if m[0] == "own"]

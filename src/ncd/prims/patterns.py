@@ -32,19 +32,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, unweave
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 from ncd.prims.elementwise import ScaleOp
 from ncd.prims.linear import EinsumOp
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
 
-__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs"]
+__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs", "chosen_rows"]
 
 #: Set to False (or use :func:`disabled`) to lower and cost attention box by box.
 ENABLED = True
@@ -104,6 +104,14 @@ class Attention:
     dropout: float
     sizes: dict[str, sympy.Expr]
     out_axes: tuple[Axis, ...]
+    #: storage order of the operands (0: Q, 1: K, -1: V) whose learned map stores its rows in the order
+    #: SDPA reads (:func:`chosen_rows`); the others are stored in their declared order
+    stored: dict[int, list[str]] = field(default_factory=dict)
+
+    def operands(self) -> list[tuple[int, list[str], list[str]]]:
+        """``(index, declared axes, the order SDPA reads)`` of Q, K and V."""
+        return [(0, self.q, self.batch + self.query + self.contracted), (1, self.k, self.batch + [self.key] + self.contracted),
+                (-1, self.v, self.batch + [self.key] + self.value)]
 
 
 def packs(have: Sequence[str], target: Sequence[str]) -> bool:
@@ -116,6 +124,66 @@ def packs(have: Sequence[str], target: Sequence[str]) -> bool:
     """
     present = [t for t in target if t in have]
     return bool(present) and present[-1] != have[-1]
+
+
+def chosen_rows(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
+    """The layouts chosen for the learned maps of ``parts[k]`` that feed an attention at ``parts[k + 1]``.
+
+    A map whose output axes are declared ``k h`` while SDPA reads ``h … k`` would force a copy of
+    its output (:func:`packs`); it stores its weight's rows in ``h k`` order instead, so that its
+    output, seen in the declared order, is a view whose last dimension SDPA reads densely.  Returns
+    ``{id(box): output axes in stored order}``; lowering and costs both ask this function.
+
+    >>> import ncd
+    >>> q = ncd.Linear("m -> k h", name="Q")
+    >>> scores = ncd.Einsum("t k h, x k h -> h t x") >> ncd.Softmax("x")
+    >>> attend = (scores @ ncd.Identity.of("x k h")) >> ncd.Einsum("h t x, x k h -> t k h")
+    >>> d = (q.weave("t") @ ncd.Identity.of("x k h") @ ncd.Identity.of("x k h")) >> attend
+    >>> list(chosen_rows(d.parts, 0).values())
+    [('h', 'k')]
+    """
+    if k + 1 >= len(parts):
+        return {}
+    found = recognise_attention(parts, k + 1)
+    if found is None:
+        return {}
+    return {id(box): tuple(order) for _, box, order in _choices(parts[k], found[1])}
+
+
+def _choices(producer: Diagram, a: Attention) -> list[tuple[int, Box, list[str]]]:
+    """``(operand index, learned map, its output axes in stored order)`` for the operands of ``a`` that
+    ``producer`` computes with a learned map on trailing axes, where storing its rows in SDPA's order
+    turns a packing copy (:func:`packs`) into a view."""
+    from ncd.ir.weaving import WeaveView
+    from ncd.prims.linear import LinearOp
+
+    if isinstance(producer, Weave):
+        return []
+    ends: list[tuple[Box, tuple[Weave, ...]] | None] = []
+    for part in producer.parts if isinstance(producer, Par) else [producer]:
+        last = part.parts[-1] if isinstance(part, Seq) else part
+        inner, woven = unweave(last)
+        ends += [(inner, woven)] if len(part.cod) == 1 and isinstance(inner, Box) else [None] * len(part.cod)
+    chosen: list[tuple[int, Box, list[str]]] = []
+    for j, have, target in a.operands():
+        end = ends[j] if -len(ends) <= j < len(ends) else None
+        if end is None or not isinstance(end[0].prim, LinearOp):
+            continue
+        box, woven = end
+        prim = end[0].prim
+        own = [x.name for x in prim.cod_axes]
+        view = WeaveView(box, woven)
+        dom, cod = view.markers("dom", 0), view.markers("cod", 0)
+        n_in = len(prim.dom_axes)
+        trailing = (all(m[0] == "own" for m in dom[len(dom) - n_in:]) and all(m[0] == "own" for m in cod[len(cod) - len(own):])
+                    and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
+        stored = [n for n in target if n in own]
+        if not trailing or len(own) < 2 or have[len(have) - len(own):] != own or sorted(stored) != sorted(own):
+            continue
+        memory = have[: len(have) - len(own)] + stored
+        if packs(have, target) and not packs(memory, target):
+            chosen.append((j, box, stored))
+    return chosen
 
 
 def _unique(names: tuple[str, ...]) -> bool:
@@ -217,4 +285,8 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
         list(q), list(kk), list(v), list(mask) if mask else None, list(out), batch, query, key,
         [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, parts[i].cod[0].axes,
     )
+    if k > 0:
+        for j, _, stored in _choices(parts[k - 1], found):
+            have = found.operands()[j if j >= 0 else 2][1]
+            found.stored[j] = have[: len(have) - len(stored)] + stored
     return i + 1 - k, found

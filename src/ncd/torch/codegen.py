@@ -53,6 +53,8 @@ class ClassEmitter:
     suffixes: dict[str, int] = field(default_factory=dict)
     #: the tensors in scope, by variable (the arguments of text ops are read off their text)
     values: dict[str, Value] = field(default_factory=dict)
+    #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
+    rows: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.function = Function(self.name, _docstring_text(self.doc))
@@ -172,10 +174,11 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
 
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Value], em: ClassEmitter
                 ) -> tuple[int, list[Value]] | None:
-        from ncd.torch.fusion import match_attention
+        from ncd.torch.fusion import chosen_rows, match_attention
 
         fused = match_attention(parts, k)
         if fused is None:
+            em.rows.update(chosen_rows(parts, k))
             return None
         length, emit = fused
         return length, emit(self, em, values)

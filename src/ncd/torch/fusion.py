@@ -24,12 +24,13 @@ from ncd.ir.diagram import Diagram
 from ncd.ir.program import OpKind
 from ncd.ir.size import evaluate
 from ncd.prims.patterns import Attention, disabled, packs, recognise_attention
+from ncd.prims.patterns import chosen_rows as _chosen_rows
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
     from ncd.torch.rules import Value
 
-__all__ = ["match_attention", "disabled", "inherited_layouts"]
+__all__ = ["match_attention", "disabled", "inherited_layouts", "chosen_rows"]
 
 #: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
 LAYOUTS_CHOSEN = True
@@ -47,6 +48,11 @@ def inherited_layouts() -> Iterator[None]:
         yield
     finally:
         LAYOUTS_CHOSEN = before
+
+def chosen_rows(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
+    """The row orders chosen for the learned maps of ``parts[k]`` (none under :func:`inherited_layouts`)."""
+    return _chosen_rows(parts, k) if LAYOUTS_CHOSEN else {}
+
 
 Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
 
@@ -80,8 +86,9 @@ def _axis(name: str, sizes: dict[str, sympy.Expr]) -> Axis:
 
 
 def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hint: str,
-             sizes: dict[str, sympy.Expr], dtype: str = "float", pack: bool = False) -> str:
-    """Permute the trailing axes ``have`` into the order of ``target``; size-1 axes where ``have`` lacks one."""
+             sizes: dict[str, sympy.Expr], dtype: str = "float", pack: bool = False, stored: list[str] | None = None) -> str:
+    """Permute the trailing axes ``have`` (stored in the order ``stored``, by default ``have``) into the order of
+    ``target``; size-1 axes where ``have`` lacks one."""
     n = len(have)
     order = [t for t in target if t in have]
     src = tuple(have.index(t) - n for t in order)
@@ -91,7 +98,7 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr = f"torch.movedim({expr}, {src}, {dst})"
     if len(order) != len(target):
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
-    if pack and LAYOUTS_CHOSEN and packs(have, target):  # a dense last dimension for SDPA (the layout chosen)
+    if pack and LAYOUTS_CHOSEN and packs(have if stored is None else stored, target):  # SDPA reads a dense last dim
         expr += ".contiguous()"
     if expr == var:
         return var
@@ -111,9 +118,8 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
     known = a.sizes
     em.line(f"# attention fused into SDPA: batch ({' '.join(a.batch)}), queries ({' '.join(a.query)}), keys {a.key},"
             f" contracted ({' '.join(a.contracted)}), values ({' '.join(a.value)})")
-    q = _arrange(em, q, a.q, a.batch + a.query + a.contracted, "q", known, pack=True)
-    k = _arrange(em, k, a.k, a.batch + [a.key] + a.contracted, "k", known, pack=True)
-    v = _arrange(em, v, a.v, a.batch + [a.key] + a.value, "v", known, pack=True)
+    q, k, v = (_arrange(em, var, have, target, hint, known, pack=True, stored=a.stored.get(j))
+               for var, hint, (j, have, target) in zip((q, k, v), "qkv", a.operands()))
     nc, nq, nv = len(a.contracted), len(a.query), len(a.value)
     contracted, queries, values_ = _group(a.contracted), _group(a.query), _group(a.value)
     if nc > 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import sys
+import types
 from typing import Any
 
 import torch
@@ -26,10 +28,15 @@ _counter = itertools.count()
 
 
 def compile_source(source: str, name: str = "diagram") -> dict[str, Any]:
-    """Execute generated source in a fresh namespace (registered for tracebacks)."""
-    filename = f"<ncd-generated {name} #{next(_counter)}>"
+    """Execute generated source in a fresh module (registered for tracebacks, and in ``sys.modules``:
+    ``torch.compile`` imports the module of the code it inlines)."""
+    number = next(_counter)
+    filename = f"<ncd-generated {name} #{number}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": f"ncd_generated_{name}"}
+    module = types.ModuleType(f"ncd_generated_{name}_{number}")
+    module.__file__ = filename
+    sys.modules[module.__name__] = module
+    namespace: dict[str, Any] = vars(module)
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
     return namespace
 
