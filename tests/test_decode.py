@@ -241,3 +241,26 @@ def test_sliding_window_caches_are_bounded_and_decoding_equals_the_full_forward(
     assert d.cache_bytes_at(1000, dtype="float32") == 2 * d.cache_bytes(dtype="float32")
     assert d.costs(c=1000, t=4).cache_read_bytes == 2 * d.cache_bytes()
     assert run.generate(tokens[0, :4], 3).tolist()[:4] == tokens[0, :4].tolist()
+
+
+def test_a_policy_puts_its_casts_on_the_cache_wires_as_boxes() -> None:
+    """Where a policy changes a wire's element type, the prefill and step diagrams carry a box (``fp8``, ``int8``...);
+    lowered, it is a real torch cast, and the values it leaves are exactly what the decoder then holds."""
+    from ncd.prims.precision import PrecisionWarning
+
+    d = ncd.decode(gqa_decoder(N=2))
+    tokens = torch.arange(6) % 40
+    prefill, step = Policy("float64", caches={"K": "float8"}).typed(d)
+    boxes = [(b.text(), str(b.dom)) for b in step.boxes() if b.prim.op == "precision"]
+    assert boxes == [("fp8", "x̅:c+1 k g")]  # K only: V keeps the default type, so no box
+    assert [b.text() for b in prefill.boxes() if b.prim.op == "precision"] == ["fp8"]
+    for kind, torch_type in (("float8", "torch.float8_e4m3fn"), ("bfloat16", "torch.bfloat16"), ("int8", "torch.int8")):
+        policy = Policy("float64", cache=kind)
+        run = d.lower(dtype=torch.float64, policy=policy)
+        assert f".to({torch_type})" in run.step_module(6).ncd_source, kind
+        out = run.prefill_module(6)(tokens)
+        for value, site in zip(out[1:], run._keys()):  # the lowered module's rounding is the policy's, exactly
+            assert torch.equal(Policy.load(Policy.store(value, kind, int(site.segment.index(site.axis)) - 3),
+                                           torch.float64), value), kind
+    with pytest.warns(PrecisionWarning, match="'x̅:6 k:8 g:2' is held as int4, which torch has no type for"):
+        d.lower(dtype=torch.float64, policy=Policy("float64", cache="int4")).prefill(tokens)

@@ -28,15 +28,17 @@ used by :class:`~ncd.inference.run.Decoder`) inserts real casts:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sympy
 
 from ncd.inference.dtypes import canonical, element_bytes, torch_dtype
-from ncd.ir.diagram import Block, Box, Diagram, Repeat
+from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
 from ncd.ir.size import evaluate, symbol
+from ncd.prims.precision import PrecisionOp
+from ncd.prims.structure import SaveOp
 
 if TYPE_CHECKING:
     import torch
@@ -133,6 +135,33 @@ class Policy:
         result = elements * element_bytes(self.default) + sympy.Rational(extra_n)
         return int(result) if result.is_integer else float(result)
 
+    # -- the diagrams --------------------------------------------------------------------------
+    def typed(self, decoding: Decoding) -> tuple[Block, Block]:
+        """The prefill and the step of ``decoding`` with a :func:`~ncd.prims.precision.Precision` box (``fp8``,
+        ``int4``, ...) on every cache wire whose element type is not the default, just before it is saved: where the
+        policy changes the element type, drawn, costed and lowered (a real cast) like any box."""
+        import dataclasses
+
+        sites = {s.key: s for s in decoding.sites}
+
+        def box(node: Box) -> Diagram:
+            prim = node.prim
+            if not isinstance(prim, SaveOp) or prim.key not in sites or len(prim.type) != 1:
+                return node
+            kind = self.cache_type(prim.key)
+            if kind == self.default:
+                return node
+            return Seq.of(Box(PrecisionOp(prim.type.segments[0], kind, sites[prim.key].axis or None)), node)
+
+        prefill = decoding.prefill
+        step = decoding.step
+        typed_prefill = Block(_map_boxes(prefill.body, box), prefill.name, prefill.meta)
+        body = step.body
+        if isinstance(body, Seq):  # the step's first part saves the given caches (already held): left as it is
+            body = Seq.of(body.parts[0], *(_map_boxes(p, box) for p in body.parts[1:]))
+        typed_step = dataclasses.replace(step, body=body)
+        return typed_prefill, typed_step
+
     # -- lowering ------------------------------------------------------------------------------
     def apply_weights(self, module: torch.nn.Module, compute: torch.dtype) -> None:
         """Round every parameter through its element type: a real cast to it (or int quantisation) and back to
@@ -221,6 +250,23 @@ def _class_name(title: str) -> str:
     import re
 
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"\W+|_", title) if part) or "Block"
+
+
+def _map_boxes(node: Diagram, f: Callable[[Box], Diagram]) -> Diagram:
+    """``node`` with every box ``b`` replaced by ``f(b)`` (a diagram of the same type)."""
+    if isinstance(node, Box):
+        return f(node)
+    if isinstance(node, Seq):
+        return Seq.of(*(_map_boxes(p, f) for p in node.parts))
+    if isinstance(node, Par):
+        return Par.of(*(_map_boxes(p, f) for p in node.parts))
+    if isinstance(node, Block):
+        return Block(_map_boxes(node.body, f), node.name, node.meta)
+    if isinstance(node, Repeat):
+        return Repeat(_map_boxes(node.body, f), node.var, node.start, node.stop, node.name)
+    if isinstance(node, Weave):
+        return Weave(_map_boxes(node.inner, f), node.axis, node.dom_pos, node.cod_pos)
+    return node
 
 
 def _learned(node: Diagram, blocks: tuple[str, ...]) -> list[tuple[Box, tuple[str, ...]]]:

@@ -45,6 +45,8 @@ class Decoder:
         if weights is None:
             weights = decoding.diagram.to_torch(**self.sizes).state_dict()  # type: ignore[arg-type]
         self.weights = weights
+        #: the diagrams lowered: with a policy, a box on every cache wire it holds in another element type
+        self.diagrams = policy.typed(decoding) if policy is not None else (decoding.prefill, decoding.step)
         self._prefill: dict[tuple[object, ...], torch.nn.Module] = {}
         self._steps: dict[tuple[object, ...], torch.nn.Module] = {}
 
@@ -60,7 +62,7 @@ class Decoder:
         """The lowered prefill of ``length`` tokens (batch sizes such as ``b=2`` where the inputs have them)."""
         key = (length, *sorted(batch.items()))
         if key not in self._prefill:
-            self._prefill[key] = self._module(self.decoding.prefill, **{self.decoding.token: length}, **batch)
+            self._prefill[key] = self._module(self.diagrams[0], **{self.decoding.token: length}, **batch)
         return self._prefill[key]
 
     def step_module(self, past: int, **batch: int) -> torch.nn.Module:
@@ -68,7 +70,7 @@ class Decoder:
         grows = "c" in {str(s) for s in self.decoding.step.free_symbols}  # only recurrent states: one step for all
         key = (past if grows else 0, *sorted(batch.items()))
         if key not in self._steps:
-            self._steps[key] = self._module(self.decoding.step, **({"c": past} if grows else {}), **batch)
+            self._steps[key] = self._module(self.diagrams[1], **({"c": past} if grows else {}), **batch)
         return self._steps[key]
 
     def _batch(self, tokens: torch.Tensor) -> dict[str, int]:
