@@ -36,6 +36,8 @@ def _check_against_full(model: ncd.Block, prompt: int, total: int, vocab: int, b
         torch.testing.assert_close(logits, reference[..., p:p + 1, :], rtol=1e-12, atol=1e-12)
     # the caches hold exactly every position's keys and values
     assert all(c.shape[len(batch)] == total for c in caches)
+    # one lowered step for every cache length where the length only sizes the caches; learned positions: one per length
+    assert len(run._steps) == (1 if run.one_step() else total - prompt)
 
 
 def test_gpt2_prefill_and_steps_equal_the_full_forward() -> None:
@@ -50,6 +52,8 @@ def test_grouped_query_decoder_equals_the_full_forward_and_caches_key_value_head
     model = gqa_decoder(v=40, m=24, k=4, g=2, r=3, f=32, N=3)
     _check_against_full(model, prompt=3, total=7, vocab=40)
     d = ncd.decode(model)
+    assert d.lower().one_step()  # no absolute positions: the step is one program for every cache length
+    assert not ncd.decode(ncd.zoo.gpt2(**GPT2, t=5)).lower().one_step()  # a learned position row at c
     assert [str(s.segment) for s in d.sites] == ["x̅:t k g", "x̅:t k g"]
     assert str(d.cache_formula()) == "2*N*g*k*q"
 

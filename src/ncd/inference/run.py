@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ncd.errors import NCDError
 from ncd.inference.derive import DecodeError
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ class Decoder:
     """The lowered prefill and step of a :class:`~ncd.inference.decoding.Decoding`, sharing one set of weights.
 
     ``weights`` is a state dict of the model's own lowered module (``diagram.to_torch()``); by default
-    a freshly initialised one.  A step is lowered once per cache length (its wires have static sizes).
+    a freshly initialised one.  A step is lowered once for every cache length when the length only sizes
+    the caches (:meth:`one_step`), else once per length (rotary offsets, learned position rows).
     """
 
     def __init__(self, decoding: Decoding, sizes: dict[str, int], weights: dict[str, Any] | None = None,
@@ -49,9 +51,10 @@ class Decoder:
         self.diagrams = policy.typed(decoding) if policy is not None else (decoding.prefill, decoding.step)
         self._prefill: dict[tuple[object, ...], torch.nn.Module] = {}
         self._steps: dict[tuple[object, ...], torch.nn.Module] = {}
+        self._one_step: bool | None = None
 
-    def _module(self, diagram: Any, **sizes: int) -> torch.nn.Module:
-        module = diagram.to_torch(**{**self.sizes, **sizes})
+    def _module(self, diagram: Any, sizes: dict[str, int], check_inputs: bool = True) -> torch.nn.Module:
+        module = diagram.to_torch(check_inputs=check_inputs, **{**self.sizes, **sizes})
         module.load_state_dict(self.weights)
         module = module.to(self.dtype).eval()
         if self.policy is not None:
@@ -62,16 +65,37 @@ class Decoder:
         """The lowered prefill of ``length`` tokens (batch sizes such as ``b=2`` where the inputs have them)."""
         key = (length, *sorted(batch.items()))
         if key not in self._prefill:
-            self._prefill[key] = self._module(self.diagrams[0], **{self.decoding.token: length}, **batch)
+            self._prefill[key] = self._module(self.diagrams[0], {self.decoding.token: length, **batch})
         return self._prefill[key]
 
     def step_module(self, past: int, **batch: int) -> torch.nn.Module:
-        """The lowered step after ``past`` cached positions."""
+        """The lowered step after ``past`` cached positions: one module for every cache length when the cache length
+        only sizes the caches (see :meth:`one_step`), else one per length."""
         grows = "c" in {str(s) for s in self.decoding.step.free_symbols}  # only recurrent states: one step for all
+        if grows and self.one_step(**batch):
+            key: tuple[object, ...] = ("any", *sorted(batch.items()))
+            if key not in self._steps:  # lowered at one length; its input check would pin that length
+                self._steps[key] = self._module(self.diagrams[1], {"c": max(past, 1), **batch}, check_inputs=False)
+            return self._steps[key]
         key = (past if grows else 0, *sorted(batch.items()))
         if key not in self._steps:
-            self._steps[key] = self._module(self.diagrams[1], **({"c": past} if grows else {}), **batch)
+            self._steps[key] = self._module(self.diagrams[1], {**({"c": past} if grows else {}), **batch})
         return self._steps[key]
+
+    def one_step(self, **batch: int) -> bool:
+        """Whether the lowered step is one program for every cache length ``c``: no sliding window (its cache holds
+        ``min(c, window-1)``) and the generated source at two lengths differs only in its shape comments (``c`` sizes
+        the caches; rotary offsets, learned position rows and sinusoidal tables at ``c`` make it differ)."""
+        if self._one_step is None:
+            if any(s.window is not None for s in self.decoding.sites):
+                self._one_step = False
+            else:
+                try:
+                    a, b = (_code(self.diagrams[1].to_source(**{**self.sizes, "c": c, **batch})) for c in (100_003, 100_019))
+                    self._one_step = a == b
+                except NCDError:  # a length the step cannot take (a learned position table ends before it)
+                    self._one_step = False
+        return self._one_step
 
     def _batch(self, tokens: torch.Tensor) -> dict[str, int]:
         """Sizes of the token input's other axes (a traced model's batch ``b``), read off the tensor."""
@@ -141,6 +165,16 @@ class Decoder:
             tokens.append(nxt)
             logits, caches = self.step(nxt, caches, past=int(prompt.shape[-1]) + k)
         return torch.cat(tokens, dim=-1)
+
+
+def _code(source: str) -> str:
+    """Generated source without its comments and docstrings (where the sizes of the wires are written)."""
+    lines = []
+    for line in source.splitlines():
+        code = line.split("#", 1)[0].rstrip()
+        if code and not code.lstrip().startswith('"""'):
+            lines.append(code)
+    return "\n".join(lines)
 
 
 def _row(site: Any) -> int:
