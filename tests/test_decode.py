@@ -56,6 +56,7 @@ def test_grouped_query_decoder_equals_the_full_forward_and_caches_key_value_head
     assert not ncd.decode(ncd.zoo.gpt2(**GPT2, t=5)).lower().one_step()  # a learned position row at c
     assert [str(s.segment) for s in d.sites] == ["x̅:t k g", "x̅:t k g"]
     assert str(d.cache_formula()) == "2*N*g*k*q"
+    assert d.state_bytes() == 0 and d.state_formula() == 0  # no recurrence: nothing held per sequence but the caches
 
 
 def test_cache_bytes_equal_the_bytes_of_the_caches_the_lowered_prefill_returns() -> None:

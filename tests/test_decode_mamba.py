@@ -88,3 +88,14 @@ def test_greedy_tokens_and_states_equal_the_librarys_cache(mamba: tuple[torch.nn
     assert d.state_bytes(dtype="float32") * len(prompt) == held
     assert str(d.state_formula()) == f"{LAYERS * INNER * (KERNEL - 1 + STATE)}*q"
     assert d.cache_bytes(dtype="float32") == 0 and d.cache_bytes_at(100, dtype="float32") == held // len(prompt)
+
+
+def test_the_command_line_reports_mambas_states(mamba: tuple[torch.nn.Module, ncd.TracedDiagram], tmp_path,  # type: ignore[no-untyped-def]
+                                               capsys) -> None:
+    from ncd.cli import main
+
+    path = tmp_path / "mamba.json"
+    path.write_text(mamba[1].to_json(), encoding="utf-8")
+    assert main(["decode", str(path), "--dtype", "float32", "--context", "64", "--size", "b=3"]) == 0  # prompt: traced t
+    out = " ".join(capsys.readouterr().out.split())
+    assert "prefill of 6 tokens" in out and "recurrent state 1.79 kB per" in out  # 2 x 32 x (3 + 4) x 4 bytes

@@ -75,6 +75,8 @@ class Decoding:
         q = symbol("q")
         total = sympy.Integer(0)
         for site in self.sites:
+            if not site.is_state:
+                continue  # a cache that grows with the tokens (cache_formula)
             one = q * _numel(site.per_sequence())
             total += sympy.summation(one, (symbol(site.var), site.start, site.start + site.count - 1)) \
                 if site.var and symbol(site.var) in one.free_symbols else one * site.count
@@ -240,6 +242,8 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
              if s.var in counts else s for s in pre.sites]
     batch = tuple(a.name for seg in bound.dom if token.name in seg.names for a in seg.axes if a.name != token.name)
     sites = [dataclasses.replace(s, batch=batch) for s in sites]
+    if not token.size.free_symbols:  # traced at a fixed length: that length is the prefill's default
+        all_sizes.setdefault(token.name, int(token.size))
     return Decoding(diagram, prefill, step, sites, token.name, all_sizes, _slots(pre.sites))
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ncd.errors import ParseError
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box, Identity
+from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, BoxBackward
 from ncd.prims.structure import cot
@@ -114,7 +114,7 @@ def lower_precision(prim: PrecisionOp, ctx: RuleContext) -> list[str]:
         torch_type = "torch.int8"
     q = _QMAX[prim.element]
     dims = prim.reduced_dims()
-    amax = f"{x}.abs().amax(dim={dims}, keepdim=True)" if dims else f"{x}.abs()"
+    amax = f"{x}.detach().abs().amax(dim={dims}, keepdim=True)" if dims else f"{x}.detach().abs()"
     scale = f"(_s := ({amax} / {q}).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny).to({x}.dtype))"
     return [f"torch.clamp(torch.round({x} / {scale}), {-q - 1}, {q}).to({torch_type}).to({x}.dtype) * _s"]
 
@@ -130,9 +130,15 @@ def cost_precision(prim: PrecisionOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(PrecisionOp)
 def backward_precision(prim: PrecisionOp, box: Box, builder: Builder) -> BoxBackward:
-    """The straight-through estimator: rounding's cotangent passes unchanged (its derivative is zero almost
-    everywhere; quantisation-aware training takes it as the identity)."""
-    return BoxBackward((), Identity(cot(box.cod)))
+    """As autograd differentiates the lowered casts: a float type's cotangent is held in that type too (the cast back
+    rounds it); an integer type's rounding has zero derivative almost everywhere."""
+    from ncd.ir.diagram import Seq
+    from ncd.prims.structure import DeleteOp, ZerosOp
+
+    out = cot(box.cod)
+    if prim.element in _QMAX:
+        return BoxBackward((), Seq.of(Box(DeleteOp(out)), Box(ZerosOp(cot(box.dom)))))
+    return BoxBackward((), Box(PrecisionOp(out.segments[0], prim.element)))
 
 
 @DRAWING.rule(PrecisionOp)
