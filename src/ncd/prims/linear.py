@@ -315,11 +315,17 @@ def _rename(axes: tuple[Axis, ...], names: dict[int, str]) -> tuple[Axis, ...]:
     return tuple(a.renamed(names[k]) if k in names else a for k, a in enumerate(axes))
 
 
-def _trailing(prim: LinearOp, ctx: CostContext) -> bool:
-    dom, cod = markers(ctx.box, ctx.woven, "dom", 0), markers(ctx.box, ctx.woven, "cod", 0)
-    n_in, n_out = len(prim.dom_axes), len(prim.cod_axes)
+def on_trailing_axes(box: Box, woven: tuple[Weave, ...]) -> bool:
+    """Whether a learned map's own axes trail its input and output (it lowers to a plain ``nn.Linear`` call)."""
+    assert isinstance(box.prim, LinearOp)
+    dom, cod = markers(box, woven, "dom", 0), markers(box, woven, "cod", 0)
+    n_in, n_out = len(box.prim.dom_axes), len(box.prim.cod_axes)
     return (all(m[0] == "own" for m in dom[len(dom) - n_in:]) and all(m[0] == "own" for m in cod[len(cod) - n_out:])
             and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
+
+
+def _trailing(prim: LinearOp, ctx: CostContext) -> bool:
+    return on_trailing_axes(ctx.box, ctx.woven)
 
 
 @COST.rule(LinearOp)

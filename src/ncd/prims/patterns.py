@@ -154,8 +154,7 @@ def _choices(producer: Diagram, a: Attention) -> list[tuple[int, Box, list[str]]
     """``(operand index, learned map, its output axes in stored order)`` for the operands of ``a`` that
     ``producer`` computes with a learned map on trailing axes, where storing its rows in SDPA's order
     turns a packing copy (:func:`packs`) into a view."""
-    from ncd.ir.weaving import WeaveView
-    from ncd.prims.linear import LinearOp
+    from ncd.prims.linear import LinearOp, on_trailing_axes
 
     if isinstance(producer, Weave):
         return []
@@ -172,11 +171,7 @@ def _choices(producer: Diagram, a: Attention) -> list[tuple[int, Box, list[str]]
         box, woven = end
         prim = end[0].prim
         own = [x.name for x in prim.cod_axes]
-        view = WeaveView(box, woven)
-        dom, cod = view.markers("dom", 0), view.markers("cod", 0)
-        n_in = len(prim.dom_axes)
-        trailing = (all(m[0] == "own" for m in dom[len(dom) - n_in:]) and all(m[0] == "own" for m in cod[len(cod) - len(own):])
-                    and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
+        trailing = on_trailing_axes(box, woven)
         stored = [n for n in target if n in own]
         if not trailing or len(own) < 2 or have[len(have) - len(own):] != own or sorted(stored) != sorted(own):
             continue
