@@ -100,12 +100,34 @@ def shrink(config: Any, depth: int = 0) -> Any:
             d[key] = [max(8, int(v) // 8) for v in d[key]]
     if isinstance(d.get("num_heads"), (list, tuple)):
         d["num_heads"] = [2] * len(d["num_heads"])
+    layers = next((d[k] for k in LAYERS if isinstance(d.get(k), int) and not isinstance(d.get(k), bool)), None)
+    types = d.get("layer_types")
+    if isinstance(types, (list, tuple)) and types and isinstance(layers, int) and len(types) > layers:
+        kinds = list(dict.fromkeys(types))  # every kind of layer the model has, in order of first appearance
+        d["layer_types"] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
+    for key in ("rope_parameters", "rope_scaling"):
+        rope = d.get(key)
+        mrope = "mrope_section" in getattr(type(config), "ignore_keys_at_rope_validation", ())  # a default in the model
+        if isinstance(rope, dict) and (isinstance(rope.get("mrope_section"), (list, tuple)) or mrope):
+            rope["mrope_section"] = _sections(config, rope)
     vocab = d.get("vocab_size")
     if isinstance(vocab, int) and vocab > 128:
         special = [v for k, v in d.items() if isinstance(v, int) and not isinstance(v, bool)
                    and (k.endswith("token_id") or k.endswith("token_index"))]
         d["vocab_size"] = max([128] + [v + 1 for v in special])
     return config
+
+
+def _sections(config: Any, rope: dict[str, Any]) -> list[int]:
+    """Multimodal rotary sections rescaled to the shrunk head: they sum to half its rotary width."""
+    d = config.__dict__
+    head = d.get("head_dim") or (d.get("hidden_size", 0) // max(1, d.get("num_attention_heads", 1) or 1))
+    partial = float(rope.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)) or 1.0)
+    target = int(int(head) * partial) // 2
+    old = [max(1, int(v)) for v in rope.get("mrope_section") or (16, 24, 24)]
+    new = [v * target // sum(old) for v in old]  # a section may be empty
+    new[0] += target - sum(new)
+    return new
 
 
 def n_params(model: nn.Module) -> int:
@@ -151,33 +173,62 @@ def _image(config: Any) -> tuple[int, int, int]:
     return int(channels), int(size), int(size)
 
 
-def make_inputs(model: nn.Module, config: Any, seed: int) -> dict[str, torch.Tensor]:
-    """Inputs for ``model`` from its forward signature and config (ids avoid the low special tokens)."""
+def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> dict[str, torch.Tensor]:
+    """Inputs for ``model`` from its forward signature and config (ids avoid the low special tokens).
+
+    The main input (``main_input_name``), every required tensor argument a generator knows, and both halves of a
+    vision–language model (``input_ids`` and ``pixel_values`` when its config has a vision part; not if ``both`` is
+    false)."""
     gen = torch.Generator().manual_seed(seed)
-    params = inspect.signature(model.forward).parameters
+    signature = inspect.signature(model.forward).parameters
+    params = set(signature)
     main = getattr(model, "main_input_name", "input_ids")
     text = _sub(config, "text_config", "decoder")
     vocab = int(getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 100)
+    hidden = int(getattr(text, "hidden_size", None) or getattr(config, "hidden_size", None) or 32)
 
     def ids(n: int = TOKENS) -> torch.Tensor:
         return torch.randint(3, max(4, min(vocab, 100)), (BATCH, n), generator=gen)
 
+    def image() -> torch.Tensor:
+        c, h, w = _image(config)
+        return torch.randn(BATCH, c, h, w, generator=gen)
+
+    def features() -> torch.Tensor:
+        mel = int(getattr(config, "num_mel_bins", 0) or getattr(config, "feature_size", 0) or 80)
+        frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
+        return torch.randn(BATCH, mel, frames, generator=gen)
+
+    def boxes() -> torch.Tensor:  # (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, in [0, 1000)
+        corners = torch.randint(0, 1000, (BATCH, TOKENS, 2, 2), generator=gen).sort(dim=2).values
+        return corners.transpose(2, 3).reshape(BATCH, TOKENS, 4)
+
+    generators: dict[str, Callable[[], torch.Tensor]] = {
+        "input_ids": ids, "decoder_input_ids": lambda: ids(5), "qformer_input_ids": ids, "pixel_values": image,
+        "input_values": lambda: torch.randn(BATCH, 1600, generator=gen), "input_features": features, "bbox": boxes,
+        "inputs_embeds": lambda: torch.randn(BATCH, TOKENS, hidden, generator=gen),
+    }
     inputs: dict[str, torch.Tensor] = {}
     if main == "input_ids" or (main not in params and "input_ids" in params):
         inputs["input_ids"] = ids()
-    elif main == "pixel_values":
-        c, h, w = _image(config)
-        inputs["pixel_values"] = torch.randn(BATCH, c, h, w, generator=gen)
-    elif main == "input_values":
-        inputs["input_values"] = torch.randn(BATCH, 1600, generator=gen)
-    elif main == "input_features":
-        mel = int(getattr(config, "num_mel_bins", 0) or getattr(config, "feature_size", 0) or 80)
-        frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
-        inputs["input_features"] = torch.randn(BATCH, mel, frames, generator=gen)
+    elif main in generators:
+        inputs[main] = generators[main]()
     else:
         raise LookupError(f"no input generator for main input {main!r}")
+    vision = both and any(getattr(config, k, None) is not None for k in ("vision_config", "image_config"))
+    wanted = [name for name, p in signature.items() if p.default is inspect.Parameter.empty
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if vision and "pixel_values" in params and not params & {"image_grid_thw", "grid_thw", "pixel_attention_mask"}:
+        wanted.append("pixel_values")
+    if vision and "input_ids" in params and main != "input_ids":
+        wanted.append("input_ids")
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
-        inputs["decoder_input_ids"] = ids(5)
+        wanted.append("decoder_input_ids")
+    if "bbox" in params:
+        wanted.append("bbox")
+    for name in wanted:
+        if name not in inputs and name in generators:
+            inputs[name] = generators[name]()
     return inputs
 
 
@@ -215,14 +266,19 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False) -> Callable[[],
                 with torch.no_grad():  # away from the initialisation (a norm's weight of ones hides how it is used)
                     for p in model.parameters():
                         p.add_(0.05 * torch.randn_like(p))
-                pair = [make_inputs(model, config, seed) for seed in (0, 1)]
-                if mask:
-                    for inputs in pair:
-                        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-                        inputs["attention_mask"][0, :2] = 0
-                with torch.no_grad():
-                    model(**pair[0])
-                return model, pair[0], pair[1]
+                for both in (True, False):  # a vision-language model on text and image, else on its main input
+                    pair = [make_inputs(model, config, seed, both) for seed in (0, 1)]
+                    if mask:
+                        for inputs in pair:
+                            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+                            inputs["attention_mask"][0, :2] = 0
+                    try:
+                        with torch.no_grad():
+                            model(**pair[0])
+                        return model, pair[0], pair[1]
+                    except Exception:
+                        if not both or pair[0].keys() == make_inputs(model, config, 0, False).keys():
+                            raise
             except Exception as error:  # noqa: BLE001 - the corpus records why a type does not build
                 errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
         raise NotBuilt("; ".join(errors))
