@@ -138,3 +138,56 @@ def test_results_are_saved_one_line_per_model_and_a_resumed_run_reads_them(tmp_p
     entries = corpus.all_entries()
     assert [r.name for r in corpus.ordered(loaded, entries)] == ["torch.lstm", "gpt2"]  # the corpus' order
     assert "| torch.lstm | traced |" in corpus.report(list(loaded.values()))
+
+
+def _shadowing(source: str) -> list[str]:
+    """Names the generated ``source`` binds in a function that are builtins or names the module defines or imports."""
+    import ast
+    import builtins
+
+    tree = ast.parse(source)
+    module_names = {a.asname or a.name.split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+                    for a in n.names}
+    module_names |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    module_names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    bound: set[str] = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            bound |= {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+            bound |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return sorted(b for b in bound if b in dir(builtins) or b in module_names)
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_generated_identifiers_shadow_no_builtin_and_no_name_the_code_uses(name: str, entries: dict[str, object]) -> None:
+    import ncd
+    from ncd.torch.codegen import to_source
+
+    model, inputs, _ = entries[name].build()  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    assert _shadowing(to_source(d.as_block())) == []
+    assert _shadowing("import torch\ndef f(x):\n    slice = x\n    torch = 1\n    return slice\n") == ["slice", "torch"]
+
+
+def test_grouped_query_heads_batch_and_key_value_heads_have_names_of_their_own() -> None:
+    """Llama with 4 query heads, 2 key/value heads and a batch of 2: heads ``h``, key/value heads ``g`` (not the
+    batch's ``b`` primed, as when names came from sizes), the heads each key/value head serves ``r``."""
+    import ncd
+
+    entry = next(e for e in corpus.all_entries() if e.name == "llama")
+    model, inputs, _ = entry.build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    segments = {" ".join(s.names) for b in d.boxes() for t in (b.dom, b.cod) for s in t}
+    assert {"b t h k", "b t g k", "b g r t k"} <= segments, sorted(segments)
+    sizes: dict[str, set[str]] = {}  # batch and tokens are symbols (traced sizes as defaults)
+    for b in d.boxes():
+        for t in (b.dom, b.cod):
+            for s in t:
+                for a in s.axes:
+                    sizes.setdefault(a.name.rstrip("\u02b9"), set()).add(str(a.size))
+    assert sizes["h"] == {"4"} and sizes["g"] == {"2"} and sizes["b"] == {"b"}
+    assert all(len(v) == 1 for k, v in sizes.items() if k != "1"), sizes  # a name never means two sizes

@@ -1,13 +1,15 @@
 """Axis names for traced tensors: user-given names flow, unnamed sizes get stable generated names.
 
 A generated name is shared by every axis of the same role and size (all 3072-wide hidden
-axes get one name), and a name never means two sizes; a hint (``h`` for heads, ``k`` for
-head features, ``f`` for a hidden width) is used when it is still free.  Within one segment names are unique:
-a second axis of the same name is primed (``t``, ``tʹ``).
+axes get one name), a name never means two sizes, and two roles never share a name even at
+one size (key/value heads are not the batch).  The role's name (``h`` for heads, ``k`` for
+head features, ``f`` for a hidden width) is used when it is still free, else its second
+name (``g`` for heads of another count: grouped-query attention's key/value heads).  Within
+one segment names are unique: a second axis of the same name is primed (``t``, ``tʹ``).
 
 >>> n = Namer()
->>> n.fresh(64, "k"), n.fresh(64, "k"), n.fresh(12, "k"), n.fresh(3072, "f")
-('k', 'k', 'n', 'f')
+>>> n.claim("b", 2), n.fresh(4, "h"), n.fresh(2, "h"), n.fresh(8, "k"), n.fresh(8, "k"), n.fresh(2)
+('b', 'h', 'g', 'k', 'k', 'n')
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ POOL = ("n", "p", "q", "r", "u", "w", "z", "e", "g", "j", "l", "o", "a", "d")
 #: Names kept for their usual meaning: width, hidden width, heads, head features, vocabulary, channels.
 RESERVED = ("m", "f", "h", "k", "v", "c")
 ITEMS = ("t", "s", "y", "x")
+#: Names a role takes when its own is taken by another size: heads of another count (key/value heads) are ``g``.
+FALLBACK: dict[str, tuple[str, ...]] = {"h": ("g",), "k": ("d",), "f": ("e",)}
+#: Roles whose axes never share a name with another role's axes of the same size (the others — widths, channels,
+#: unnamed axes — share one name per size): the batch, heads, head features.
+DISTINCT = frozenset({"b", "h", "g", "r", "k"})
 
 
 def unique(names: list[str]) -> list[str]:
@@ -43,7 +50,7 @@ class Namer:
 
     def __init__(self) -> None:
         self.size_of: dict[str, int] = {"1": 1}
-        self.generated: dict[tuple[str, int], str] = {}
+        self.generated: dict[tuple[str, int, str | None], str] = {}
         self.roles: dict[str, str] = {}
 
     def claim(self, name: str, size: int, role: str = "feature") -> str:
@@ -58,13 +65,17 @@ class Namer:
         return name
 
     def fresh(self, size: int, hint: str | None = None, role: str = "feature") -> str:
+        """The name of axes of ``size`` in the role ``hint`` names: one name per role and size.  The batch, heads and
+        head features (:data:`DISTINCT`) are roles of their own — key/value heads are not the batch even when both
+        are 2, nor the query heads (they get ``g``); other axes of one size share a name."""
         if size == 1:
             return "1"
-        key = (role, size)
+        key = (role, size, hint if hint in DISTINCT else None)
         if key in self.generated:
             return self.generated[key]
         pool = (ITEMS if role == "item" else POOL)
-        for name in ((hint,) if hint else ()) + pool + (RESERVED if role != "item" else ()):
+        hints = ((hint,) + FALLBACK.get(hint, ())) if hint else ()
+        for name in hints + pool + (RESERVED if role != "item" else ()):
             if name not in self.size_of:
                 self.size_of[name] = size
                 self.generated[key] = name
@@ -114,7 +125,7 @@ class Namer:
                 names.append(self.fresh(int(s), None, role))
             elif self.size_of.get(hint, int(s)) == int(s):
                 names.append(self.claim(hint, int(s), role))
-                self.generated.setdefault((role, int(s)), names[-1])
+                self.generated.setdefault((role, int(s), hint if hint in DISTINCT else None), names[-1])
             else:
                 names.append(self.fresh(int(s), None, role))
         return names
