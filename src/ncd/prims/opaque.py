@@ -439,6 +439,8 @@ def lower_view(prim: ViewOp, ctx: RuleContext) -> list[str]:
     if [a.size for a in prim.source.axes] == [a.size for a in prim.target.axes]:
         return [x]  # same sizes: only the names change
     lead = f"*{x}.shape[:{x}.dim() - {n}]" if n else f"*{x}.shape"
+    if not sizes:  # to no wires (a 0-d value): the shape as a tuple, which may be empty
+        return [f"{x}.reshape(({lead},))"]
     return [f"{x}.reshape({', '.join([lead] + sizes)})"]
 
 
