@@ -251,8 +251,10 @@ class Converter:
         if isinstance(ref, Node) and id(ref) in self.values:
             return self.values[id(ref)]
         tensor = ref.value if isinstance(ref, Node) else torch.as_tensor(ref)
-        if names is None:
-            names = [self.namer.fresh(int(s)) for s in tensor.shape]
+        if names is None:  # shaped like an input (BERT's token types beside its ids): the input's wires, else fresh
+            shape = tuple(int(s) for s in tensor.shape)
+            like = [v for v in self.inputs if tuple(int(a.size) for a in self.segs[v].axes) == shape]
+            names = list(self.segs[like[0]].names) if like and shape else [self.namer.fresh(n) for n in shape]
         seg = self.seg_for(tensor, names)
         if isinstance(ref, Node) and self.learned(ref) and (rows := self.leading_rows(ref, tensor, seg)) is not None:
             return rows
