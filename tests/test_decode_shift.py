@@ -111,3 +111,19 @@ def test_a_shift_that_reads_later_positions_is_refused() -> None:
     d = ncd.trace(Ahead().eval(), torch.randint(0, 30, (2, 5)), axes={"ids": "b ~t"})
     with pytest.raises(DecodeError, match="pad"):
         ncd.decode(d).step  # noqa: B018
+
+
+def test_a_model_reading_a_fixed_token_position_is_refused_by_name() -> None:
+    class First(torch.nn.Module):  # every position reads the second token: no step (as an unrolled loop over positions)
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30, 8)
+            self.shift = torch.nn.ZeroPad2d((0, 0, 1, -1))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            x = self.emb(ids)
+            return self.shift(x) + x[:, 1:2]
+
+    d = ncd.trace(First().eval(), torch.randint(0, 30, (2, 5)), axes={"ids": "b ~t"})
+    with pytest.raises(DecodeError, match="fixed token position|mixes the token positions"):
+        ncd.decode(d).step  # noqa: B018

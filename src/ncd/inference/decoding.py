@@ -23,6 +23,7 @@ from typing import Any
 
 import sympy
 
+from ncd.errors import NCDError
 from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis, token_names
 from ncd.inference.dtypes import element_bytes
 from ncd.ir.axes import Segment, Type
@@ -220,7 +221,12 @@ def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Deco
     step_source = bound
     t = symbol(token.name)
     if token.size == t:
-        step_source = bound.subs({t: sympy.Integer(1)})
+        try:
+            step_source = bound.subs({t: sympy.Integer(1)})
+        except NCDError as error:  # a box reading a fixed position of the tokens (an unrolled loop over them)
+            raise DecodeError(f"decode: at one token ({token.name}=1) the diagram does not hold: {error}; a box reads a"
+                              " fixed token position (e.g. a loop over positions left unrolled), so no step can be"
+                              " derived") from error
     st = derive(step_source, "step", token)
     c = symbol(PAST)
     saves, ends = [], []
