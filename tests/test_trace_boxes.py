@@ -187,6 +187,26 @@ def test_unfold_and_fold_are_windows_that_round_trip() -> None:
     assert ops.count("conv_tensor") == 3 and ops.count("conv_tensor_t") == 2
 
 
+class Masks(nn.Module):
+    """Masks as inputs: filled scores (masked_fill), a where with a number on either side, and their logic."""
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores = x @ x.transpose(-1, -2)
+        causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
+        allowed = causal & keep[:, None, :] | ~keep[:, :, None]
+        filled = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        return filled, torch.where(keep[..., None], x, 0.0), torch.where(x > 0, -1.0, x), torch.logical_xor(keep, keep[:, :1])
+
+
+def test_where_masked_fill_and_mask_logic_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    keep = torch.rand(2, 5) > 0.3
+    d = _fresh_round_trip(Masks(), torch.randn(2, 5, 3), keep)
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("where") >= 3 and ops.count("logic") >= 4
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path

@@ -56,10 +56,9 @@ def clip_vision():
         (torch.randn(2, 3, 16, 16),), {}
 
 
-# opaque boxes left: T5's decoder masks its relative-position bias (a parameter, drawn with the operations on it) with
-# ``where(causal, bias, min)``, which has no box yet; none elsewhere (CLIP-text's end-token pooling is compare, cast,
-# argmax and gather).
-CORPUS = {"gpt2": (gpt2, 0), "bert": (bert, 0), "vit": (vit, 0), "llama": (llama, 0), "t5": (t5, 2),
+# no opaque box left (T5's decoder masks its relative-position bias with ``where(causal, bias, min)``: a where box;
+# CLIP-text's end-token pooling is compare, cast, argmax and gather).
+CORPUS = {"gpt2": (gpt2, 0), "bert": (bert, 0), "vit": (vit, 0), "llama": (llama, 0), "t5": (t5, 0),
           "clip_text": (clip_text, 0), "clip_vision": (clip_vision, 0)}
 
 

@@ -153,3 +153,7 @@ __all__ += ["VectorNorm", "LogSumExp"]
 from ncd.prims.fourier import ComplexMultiply, ComplexPart, Fourier  # noqa: E402
 
 __all__ += ["Fourier", "ComplexPart", "ComplexMultiply"]
+# -- prims: selection entry by entry (where, masked fill) --
+from ncd.prims.selection import Logic, Where  # noqa: E402
+
+__all__ += ["Where", "Logic"]
