@@ -207,6 +207,22 @@ def test_where_masked_fill_and_mask_logic_are_boxes_that_round_trip() -> None:
     assert ops.count("where") >= 3 and ops.count("logic") >= 4
 
 
+class LearnedSlopes(nn.Module):
+    """xIELU-style (Apertus): a one-entry parameter, through a function, read as one number on each branch of a where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.randn(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0, x * F.softplus(self.alpha), x)
+
+
+def test_a_one_entry_tensor_read_as_a_number_lowers() -> None:
+    d = _fresh_round_trip(LearnedSlopes(), torch.randn(2, 3))
+    assert d.opaque_count == 0 and "view" in _ops(d)
+
+
 def test_the_internals_worked_example_runs() -> None:
     import re
     from pathlib import Path
