@@ -1,33 +1,45 @@
-"""Measure the drawings issue #12 asks about: aspect ratio, smallest label, crossings, layout problems.
+"""Measure the drawings issue #12 asks about: aspect ratio, smallest label, crossings, legend and collisions.
 
-For every gallery model (default and ``depth=1``), small traced GPT-2, Llama and ViT models and a
-sample of the traced import corpus (``transformers`` model types built from tiny configs, as
-``benchmarks/import_corpus.py`` builds them): width:height, the smallest text in points once the
-drawing is scaled to a 6.5-inch column (468 pt; a narrower drawing is printed at its own size),
-the crossings of wires no box draws (:func:`ncd.render.measure.crossings`, ``free=True``) and the
-count of problems ``ncd.render.check`` finds.  Targets: aspect at most 3, smallest label at least 6 pt.
+For every gallery model (default and ``depth=1``), small traced GPT-2, Llama and ViT models and
+EVERY model of the import corpus that traces (``benchmarks/import_corpus.py``'s entries: every
+``transformers`` model type built from a tiny config, the heads and masks it adds, plain PyTorch),
+drawn with default options: width:height, the smallest text in points once the drawing is scaled to
+a 6.5-inch column (468 pt; a narrower drawing is printed at its own size), the crossings of wires no
+box draws (:func:`ncd.render.measure.crossings`, ``free=True``), the problems ``ncd.render.check``
+finds with the layout's own text boxes (every class: overlaps, separators and wires through text,
+glyph overflow, loose wires, the legend) and, with ``--browser``, the text collisions measured in
+Chromium with the machine's fonts installed and with none (fonts embedded).  Targets: aspect at
+most 3, smallest label at least 6 pt, no crossing, no problem.
 
-    .venv/bin/python benchmarks/measure_drawings.py [--wide] [--corpus N] [--only gallery|corpus] [--jobs J]
+    .venv/bin/python benchmarks/measure_drawings.py                        # gallery + 40 corpus models
+    .venv/bin/python benchmarks/measure_drawings.py --only corpus --corpus all --browser \\
+        --chunk 1/4 --out /tmp/drawings.jsonl                              # a quarter of the corpus, appended
+    .venv/bin/python benchmarks/measure_drawings.py --report /tmp/drawings.jsonl   # the table of what was measured
 
-``--corpus N`` samples N model types evenly over the sorted ``MODEL_MAPPING_NAMES`` (plus GPT-2,
-Llama, BERT, T5, ViT and Mixtral); each is traced and drawn in a forked child with a time limit.
+``--corpus N`` samples N model types evenly (plus GPT-2, Llama, BERT, T5, ViT and Mixtral); ``all``
+takes every entry.  Each model is built, traced and drawn in a forked child with a time limit;
+``--chunk K/N`` measures every N-th entry from the K-th, so chunks can run in parallel or in turn and
+``--out`` collects their rows (one JSON object per line) for ``--report``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import ncd
 from ncd.render.check import problems
 from ncd.render.measure import crossings, drawing_figures
 
 warnings.filterwarnings("ignore")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ASPECT, MIN_PT = 3.0, 6.0
 ALWAYS = ("gpt2", "llama", "bert", "t5", "vit", "mixtral")
@@ -42,21 +54,38 @@ class Row:
     min_pt: float = 0.0
     crossings: int = 0
     problems: int = 0
+    #: text collisions measured in Chromium with the machine's fonts / with no fonts installed (-1: not measured)
+    browser_fonts: int = -1
+    browser_bare: int = -1
     seconds: float = 0.0
     error: str = ""
+    examples: list[str] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
         return not self.error and self.aspect <= ASPECT and self.min_pt >= MIN_PT
 
+    @property
+    def clean(self) -> bool:
+        return self.fits and not self.crossings and not self.problems and self.browser_fonts <= 0 and self.browser_bare <= 0
 
-def measure(name: str, diagram: ncd.Diagram, options: dict) -> Row:
+
+def measure(name: str, diagram: ncd.Diagram, options: dict, browsers: dict[str, Any] | None = None) -> Row:
     start = time.perf_counter()
     drawing = ncd.render.layout(diagram, **options)
     seconds = time.perf_counter() - start
     fig = drawing_figures(drawing)
-    return Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
-               len(problems(drawing)), seconds)
+    found = problems(drawing)
+    row = Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
+              len(found), seconds=seconds, examples=found[:3])
+    if browsers:
+        from ncd.render.browser import browser_problems
+
+        for key, browser in browsers.items():
+            seen = browser_problems(browser, drawing)
+            setattr(row, key, len(seen))
+            row.examples += [f"{key}: {p}" for p in seen[:2]]
+    return row
 
 
 def traced() -> dict[str, ncd.Diagram]:
@@ -76,102 +105,163 @@ def traced() -> dict[str, ncd.Diagram]:
     return out
 
 
-def corpus_sample(n: int) -> list[str]:
-    """``n`` model types spread evenly over the sorted names, and the ones always measured."""
-    from transformers.models.auto import modeling_auto
+def corpus_names(n: int | None) -> list[str]:
+    """Every corpus entry (``n=None``), or ``n`` model types spread evenly over the sorted names and the ones
+    always measured."""
+    from import_corpus import all_entries
 
-    names = sorted(modeling_auto.MODEL_MAPPING_NAMES)
-    step = max(1, len(names) // max(n, 1))
-    picked = names[::step][:n]
-    return list(dict.fromkeys([t for t in ALWAYS if t in names] + picked))
+    names = [e.name for e in all_entries()]
+    if n is None:
+        return names
+    base = sorted(x for x in names if "." not in x and "+" not in x)
+    step = max(1, len(base) // max(n, 1))
+    return list(dict.fromkeys([t for t in ALWAYS if t in base] + base[::step][:n]))
 
 
-def _corpus_child(model_type: str, options: dict, conn: object) -> None:
+def _corpus_child(entry: Any, options: dict, browser: bool, conn: Any) -> None:
     import torch
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from import_corpus import _hf_build
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
+    name = entry.name
     try:
-        model, inputs, _ = _hf_build(model_type, "MODEL_MAPPING_NAMES")()
-        diagram = ncd.trace(model, **inputs)
-        row = measure(model_type, diagram, options)
+        try:
+            model, inputs, _ = entry.build()
+        except Exception as error:  # noqa: BLE001 - the table records why
+            raise _Skip(f"not built: {type(error).__name__}") from error
+        try:
+            diagram = ncd.trace(model, **inputs)
+        except Exception as error:  # noqa: BLE001
+            raise _Skip(f"not traced: {type(error).__name__}") from error
+        if browser:
+            from ncd.render.browser import chromiums
+
+            with chromiums(True, False) as (fonts, bare):
+                row = measure(name, diagram, options, {"browser_fonts": fonts, "browser_bare": bare})
+        else:
+            row = measure(name, diagram, options)
+    except _Skip as skip:
+        row = Row(name, error=str(skip))
     except Exception as error:  # noqa: BLE001 - the table records why
         text = str(error).strip()
-        row = Row(model_type, error=f"{type(error).__name__}: {text.splitlines()[0][:80] if text else ''}")
-    conn.send(row)  # type: ignore[attr-defined]
+        row = Row(name, error=f"DRAWING FAILED {type(error).__name__}: {text.splitlines()[0][:80] if text else ''}")
+    conn.send(row)
 
 
-def corpus_rows(types: list[str], options: dict, jobs: int, timeout: float) -> list[Row]:
+class _Skip(Exception):
+    """The model is not drawn because it does not build or trace (the import corpus reports why)."""
+
+
+def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, browser: bool = False,
+                out: str | None = None) -> list[Row]:
+    from import_corpus import _warm_up, all_entries
+
+    entries = {e.name: e for e in all_entries()}
+    _warm_up(False)  # imports and first-use costs paid once, before the children fork
     ctx = multiprocessing.get_context("fork")
     rows: dict[str, Row] = {}
-    pending = list(types)
-    running: list[tuple[str, object, object, float]] = []
+    pending = list(names)
+    running: list[tuple[str, Any, Any, float]] = []
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_corpus_child, args=(name, options, child), daemon=True)
+            proc = ctx.Process(target=_corpus_child, args=(entries[name], options, browser, child), daemon=False)
             proc.start()
             running.append((name, proc, parent, time.monotonic()))
         time.sleep(0.2)
         for item in list(running):
             name, proc, parent, started = item
-            if parent.poll():  # type: ignore[attr-defined]
-                rows[name] = parent.recv()  # type: ignore[attr-defined]
-            elif proc.is_alive() and time.monotonic() - started < timeout:  # type: ignore[attr-defined]
+            if parent.poll():
+                rows[name] = parent.recv()
+            elif proc.is_alive() and time.monotonic() - started < timeout:
                 continue
-            elif proc.is_alive():  # type: ignore[attr-defined]
-                proc.kill()  # type: ignore[attr-defined]
-                rows[name] = Row(name, error=f"timed out after {timeout:.0f} s")
+            elif proc.is_alive():
+                proc.kill()
+                rows[name] = Row(name, error=f"DRAWING TIMED OUT after {timeout:.0f} s")
             else:
-                rows.setdefault(name, Row(name, error="child died"))
-            proc.join()  # type: ignore[attr-defined]
+                rows.setdefault(name, Row(name, error="DRAWING FAILED: child died"))
+            proc.join()
             running.remove(item)
-    return [rows[t] for t in types]
+            if out:
+                with open(out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(asdict(rows[name])) + "\n")
+            print(_line(rows[name]), flush=True)
+    return [rows[t] for t in names]
+
+
+def _line(r: Row) -> str:
+    if r.error:
+        return f"{r.name:34} {'-':>14} {'':7} {'':7} {'':5} {'':5} {'':9} {'':6}  {r.error}"
+    browser = f"{r.browser_fonts}/{r.browser_bare}" if r.browser_fonts >= 0 else "-"
+    flag = "" if r.clean else "  <- " + "; ".join(r.examples[:2])[:160]
+    return (f"{r.name:34} {r.width:6.0f}×{r.height:<7.0f} {r.aspect:7.2f} {r.min_pt:7.2f} {r.crossings:5d} {r.problems:5d}"
+            f" {browser:>9} {r.seconds:6.2f}{flag}")
 
 
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"{'drawing':34} {'w×h pt':>14} {'aspect':>7} {'min pt':>7} {'cross':>5} {'probl':>5} {'s':>6}")
+    print(f"{'drawing':34} {'w×h pt':>14} {'aspect':>7} {'min pt':>7} {'cross':>5} {'probl':>5} {'browser':>9} {'s':>6}")
     for r in rows:
-        if r.error:
-            print(f"{r.name:34} {'-':>14} {'':7} {'':7} {'':5} {'':5} {'':6}  {r.error}")
-            continue
-        flag = "" if r.fits else "  <- exceeds"
-        print(f"{r.name:34} {r.width:6.0f}×{r.height:<7.0f} {r.aspect:7.2f} {r.min_pt:7.2f} {r.crossings:5d} {r.problems:5d}"
-              f" {r.seconds:6.2f}{flag}")
+        print(_line(r))
+    print(summary(rows))
+
+
+def summary(rows: list[Row]) -> str:
     drawn = [r for r in rows if not r.error]
-    if drawn:
-        print(f"{len(drawn)} drawings ({len(rows) - len(drawn)} not built or not traced): worst aspect "
-              f"{max(r.aspect for r in drawn):.2f}, {sum(r.aspect > ASPECT for r in drawn)} wider than {ASPECT:g}:1, "
-              f"smallest label {min(r.min_pt for r in drawn):.2f} pt, {sum(r.min_pt < MIN_PT for r in drawn)} under "
-              f"{MIN_PT:g} pt, {sum(r.crossings for r in drawn)} free crossings, {sum(r.problems for r in drawn)} problems")
+    failed = [r for r in rows if r.error.startswith("DRAWING")]
+    if not drawn:
+        return "nothing drawn"
+    measured = [r for r in drawn if r.browser_fonts >= 0]
+    text = (f"{len(drawn)} drawings ({len(rows) - len(drawn) - len(failed)} models not built or not traced, "
+            f"{len(failed)} drawings failed or timed out): worst aspect {max(r.aspect for r in drawn):.2f}, "
+            f"{sum(r.aspect > ASPECT for r in drawn)} wider than {ASPECT:g}:1, smallest label "
+            f"{min(r.min_pt for r in drawn):.2f} pt, {sum(r.min_pt < MIN_PT for r in drawn)} under {MIN_PT:g} pt, "
+            f"{sum(r.crossings for r in drawn)} free crossings, {sum(r.problems for r in drawn)} check problems "
+            f"(in {sum(r.problems > 0 for r in drawn)} drawings), tallest {max(r.height for r in drawn):.0f} pt")
+    if measured:
+        text += (f"; in Chromium ({len(measured)} drawings): {sum(r.browser_fonts for r in measured)} text collisions "
+                 f"with the fonts installed, {sum(r.browser_bare for r in measured)} without")
+    return text
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--wide", action="store_true", help="draw for a slide (page='slide')")
-    parser.add_argument("--corpus", type=int, default=40, help="how many corpus model types to sample (0: none)")
+    parser.add_argument("--corpus", default="40", help="how many corpus model types to sample (0: none; all: every entry)")
     parser.add_argument("--only", choices=("gallery", "corpus"), default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per corpus model")
+    parser.add_argument("--browser", action="store_true", help="also measure text collisions in Chromium")
+    parser.add_argument("--chunk", default="1/1", help="K/N: every N-th corpus entry from the K-th")
+    parser.add_argument("--names", nargs="*", help="these corpus entries only")
+    parser.add_argument("--out", help="append each corpus row to this JSON-lines file")
+    parser.add_argument("--report", nargs="*", help="print the table of rows in these JSON-lines files and stop")
     args = parser.parse_args()
+    if args.report:
+        rows: dict[str, Row] = {}
+        for path in args.report:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    row = Row(**json.loads(line))
+                    rows[row.name] = row
+        print_table(f"traced corpus ({len(rows)} entries measured)", sorted(rows.values(), key=lambda r: r.name))
+        return
     options = {"page": "slide"} if args.wide else {}
     if args.only != "corpus":
-        rows = []
+        gallery = []
         for name, factory in ncd.zoo.MODELS.items():
             d = factory()
-            rows.append(measure(name, d, options))
-            rows.append(measure(f"{name} depth=1", d, {"depth": 1, **options}))
-        rows += [measure(name, d, options) for name, d in traced().items()]
-        print_table("gallery (default and depth=1) and small traced GPT-2, Llama, ViT", rows)
-    if args.only != "gallery" and args.corpus:
-        types = corpus_sample(args.corpus)
-        print_table(f"traced corpus sample ({len(types)} model types, tiny configs)",
-                    corpus_rows(types, options, args.jobs, args.timeout))
+            gallery.append(measure(name, d, options))
+            gallery.append(measure(f"{name} depth=1", d, {"depth": 1, **options}))
+        gallery += [measure(name, d, options) for name, d in traced().items()]
+        print_table("gallery (default and depth=1) and small traced GPT-2, Llama, ViT", gallery)
+    if args.only != "gallery" and args.corpus != "0":
+        names = args.names or corpus_names(None if args.corpus == "all" else int(args.corpus))
+        k, n = (int(x) for x in args.chunk.split("/"))
+        names = names[k - 1::n]
+        print_table(f"traced corpus ({len(names)} entries, chunk {args.chunk}, tiny configs)",
+                    corpus_rows(names, options, args.jobs, args.timeout, args.browser, args.out))
 
 
 if __name__ == "__main__":

@@ -15,77 +15,34 @@ The same is measured over traced GPT-2, Llama, BERT and ViT models built from co
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 import ncd
 from ncd.render import layout
-from ncd.render.check import problems
+from ncd.render.browser import browser_problems, chromium, measure_texts
 from ncd.render.fonts import advance, face_for
 from ncd.render.model import Drawing, Text
-from ncd.render.svg import paint_svg
-
-CHROMIUM = "/usr/bin/chromium"
-EPS = 0.6
-
-MEASURE = """() => {
-  const canvas = document.createElement('canvas').getContext('2d');
-  return Array.from(document.querySelectorAll('svg text')).map(e => {
-    const cs = getComputedStyle(e);
-    canvas.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
-    const m = canvas.measureText(e.textContent), x = +e.getAttribute('x'), y = +e.getAttribute('y');
-    return [e.getComputedTextLength(), x - m.actualBoundingBoxLeft, y - m.actualBoundingBoxAscent,
-            x + m.actualBoundingBoxRight, y + m.actualBoundingBoxDescent];
-  });
-}"""
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    conf = tmp_path_factory.mktemp("fontconfig")
-    (conf / "only").mkdir()
-    os.symlink("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", conf / "only" / "mono.ttf")
-    (conf / "fonts.conf").write_text(
-        f"<?xml version='1.0'?><fontconfig><dir>{conf / 'only'}</dir><cachedir>{conf / 'cache'}</cachedir>"
-        "<include ignore_missing='yes'>/etc/fonts/conf.d/10-hinting-slight.conf</include></fontconfig>")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"],
-                              env={**os.environ, "FONTCONFIG_FILE": str(conf / "fonts.conf")})
+def browser() -> Iterator[Browser]:
+    with chromium(fonts=False) as b:
         yield b
-        b.close()
 
 
 def _measure(browser: Browser, drawing: Drawing, embed: bool = True) -> list[list[float]]:
-    page = browser.new_page()
-    try:
-        page.set_content("<html><body style='margin:0'>" + paint_svg(drawing, embed_fonts=embed) + "</body></html>")
-        page.evaluate("document.fonts.ready.then(() => 1)")
-        return page.evaluate(MEASURE)
-    finally:
-        page.close()
-
-
-def _ink(drawing: Drawing, measured: list[list[float]]) -> list[tuple[float, float, float, float] | None]:
-    """The ink box of each text (the union of its runs' measured ink), in ``drawing.of(Text)`` order."""
-    out: list[tuple[float, float, float, float] | None] = []
-    k = 0
-    for t in drawing.of(Text):  # the painter writes one <text> per run, in order
-        ink = [measured[k + j][1:] for j, r in enumerate(t.runs) if r.text.strip()]
-        k += len(t.runs)
-        out.append((min(b[0] for b in ink), min(b[1] for b in ink), max(b[2] for b in ink), max(b[3] for b in ink))
-                   if ink else None)
-    return out
+    return measure_texts(browser, drawing, embed)
 
 
 def _collisions(drawing: Drawing, measured: list[list[float]]) -> list[str]:
     """What ``ncd.render.check`` finds with the texts where the browser drew them (text–text, text–box,
     separator–text, wire–text, glyph overflow)."""
-    return [p for p in problems(drawing, text_bounds=_ink(drawing, measured)) if "text" in p]
+    return browser_problems(None, drawing, measured)
 
 
 CASES = [(n, {}) for n in ncd.zoo.MODELS] + [(n, {"depth": 1}) for n in ncd.zoo.MODELS]

@@ -8,6 +8,8 @@
 * every wire starts and ends on a port, a junction dot, an arrow tip or another wire's end,
   and every port has a wire;
 * no wire passes through a box it does not belong to.
+* the legend gives each symbol one value, and every symbol it defines is drawn
+  (:func:`ncd.render.legend.legend_problems`).
 
 >>> import ncd
 >>> problems(ncd.render.layout(ncd.Identity.of("b m") >> ncd.Linear("m -> n")))
@@ -20,6 +22,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
+from ncd.render.legend import legend_problems
 from ncd.render.model import Circle, Drawing, Footprint, Path, Polygon, Port, Text
 
 __all__ = ["problems"]
@@ -93,6 +96,7 @@ def problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None = None)
     found.extend(_separators_through_text(drawing, texts, boxes))
     found.extend(_wires_through_text(wires, texts, boxes))
     found.extend(_glyph_overflow(drawing, feet, texts, boxes))
+    found.extend(legend_problems(drawing))
 
     grid: dict[tuple[int, int], list[Footprint]] = defaultdict(list)
     for f in feet:

@@ -3,9 +3,9 @@
 The paper draws a block once — "the block's box ``=`` its contents" — with its sizes as symbols
 (the identity ResNet's ``Block(s, N)`` with ``x̄/s``, ``n₀``, ``n₁``), whatever sizes each use of it
 has.  :func:`generic_labels` compares blocks of one name wire by wire: where every instance has the
-same axis the wire keeps its label; where they differ the wire is labelled by the axis's name when
-the instances agree on it (``x̄``, its size per instance), or by a fresh symbol (``n_i``) otherwise,
-and the legend lists each symbol's value per instance.  Blocks whose structure differs (another
+same axis the wire keeps its label; where they differ the wire is labelled by a fresh symbol
+(``n_i``, ``x_j``) that no other wire or legend row of the page uses, and the legend lists its value
+per instance (one row per symbol).  Blocks whose structure differs (another
 box, another stride, another repetition) are not merged.
 
 >>> import ncd
@@ -13,7 +13,7 @@ box, another stride, another repetition) are not merged.
 ...     return (ncd.Identity.of(f"b {c_in}") >> ncd.Linear(f"{c_in} -> {c_out}")).block("Unit")
 >>> a, b = unit("n1", "n2"), unit("n2", "n3")
 >>> labels, rows = generic_labels([a, b])
->>> sorted("".join(p.text for p in parts) for parts in labels.values()), rows
+>>> sorted("".join(p.text for p in parts) for parts, _ in labels.values()), rows
 (['ni', 'nj'], [('n_i', 'n1, n2'), ('n_j', 'n2, n3')])
 >>> generic_labels([a, (ncd.Identity.of("b n1") >> ncd.ReLU()).block("Unit")]) is None  # another shape
 True
@@ -27,9 +27,13 @@ from typing import Any
 
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Repeat, Weave
-from ncd.render.typeset import Piece, name_pieces, symbol_pieces
+from ncd.render.typeset import Piece, symbol_pieces
 
 __all__ = ["generic_labels", "same_shape"]
+
+#: a wire's label in a shared definition, and the legend row of its symbol
+Label = tuple[tuple[Piece, ...], tuple[str, str]]
+Row = tuple[str, str]
 
 
 def _shape(node: Diagram) -> Any:
@@ -61,12 +65,12 @@ def _axes(node: Diagram, out: list[Axis]) -> None:
         stack.extend(reversed(current.children()))
 
 
-def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = ()) -> tuple[dict[Axis, tuple[Piece, ...]],
-                                                                               list[tuple[str, str]]] | None:
-    """For blocks of one name and shape: the label of each axis of ``blocks[0]`` that differs between them,
-    and the legend rows giving each fresh symbol per instance; ``None`` when the instances cannot share a
+def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = ()) -> tuple[dict[Axis, Label], list[Row]] | None:
+    """For blocks of one name and shape: the label of each axis of ``blocks[0]`` that differs between them with
+    the legend row giving its symbol per instance, and every such row; ``None`` when the instances cannot share a
     drawing (another shape, or an axis of the first standing for different axes of another in two places).
-    ``taken``: names the fresh symbols must not take (those of the page's legend)."""
+    Axes whose sizes agree in every instance share a symbol (a wire's label is its size).
+    ``taken``: names the fresh symbols must not take (the page's other symbols)."""
     first = blocks[0]
     if any(not same_shape(first, b) for b in blocks[1:]):
         return None
@@ -83,32 +87,28 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = ()) -> tuple[
         if known != column:
             return None
     taken = {a.name for axes in lists for a in axes} | set(taken)
-    labels: dict[Axis, tuple[Piece, ...]] = {}
-    rows: list[tuple[str, str]] = []
+    labels: dict[Axis, Label] = {}
+    rows: dict[str, Row] = {}  # by the sizes per instance
     used: dict[str, int] = {}
-    names: dict[str, int] = {}
-    for axis in seen:
-        names[axis.name] = names.get(axis.name, 0) + 1
     for axis, column in seen.items():
         if len(set(column)) == 1:
             continue
-        if len({a.name for a in column}) == 1 and names[axis.name] == 1:  # its size varies: its name is the symbol
-            labels[axis] = name_pieces(axis)
-            continue
-        prefix = re.match(r"[^\W\d_]*", axis.name).group(0) or "n"  # type: ignore[union-attr]
-        k = used.get(prefix, 0)
-        while f"{prefix}_{_INDICES[k % len(_INDICES)]}" in taken or f"{prefix}{_INDICES[k % len(_INDICES)]}" in taken:
-            k += 1
-        used[prefix] = k + 1
-        symbol = f"{prefix}_{_INDICES[k % len(_INDICES)]}" + ("'" * (k // len(_INDICES)))
-        labels[axis] = symbol_pieces(symbol)
-        rows.append((symbol, ", ".join(str(a.size) for a in column)))
-    wires: dict[tuple[Piece, ...], set[tuple[Axis, ...]]] = {}
-    for axis, parts in labels.items():
-        wires.setdefault(parts, set()).add(seen[axis])
-    if any(len(columns) > 1 for columns in wires.values()):
-        return None  # one label would stand for two different wires
-    return labels, rows
+        value = ", ".join(str(a.size) for a in column)
+        row = rows.get(value)
+        if row is None:
+            # a letter of its name, indexed (n_i); a multi-letter name (nb, self_attn) would print literally
+            prefix = (re.match(r"[^\W\d_]*", axis.name).group(0) or "n")[0]  # type: ignore[union-attr]
+            k = used.get(prefix, 0)
+            while _fresh(prefix, k) in taken:
+                k += 1
+            used[prefix] = k + 1
+            row = rows[value] = (_fresh(prefix, k), value)
+        labels[axis] = (symbol_pieces(row[0], axis.role == "item"), row)
+    return labels, list(rows.values())
+
+
+def _fresh(prefix: str, k: int) -> str:
+    return f"{prefix}_{_INDICES[k % len(_INDICES)]}" + ("'" * (k // len(_INDICES)))
 
 
 #: subscripts of fresh symbols, as the paper's legends index sizes (``x̄_i``, ``c_i``)

@@ -25,7 +25,7 @@ from typing import Any, Union
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
-from ncd.ir.size import size
+from ncd.render.legend import indexed_symbols, legend_items
 from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import (
@@ -62,6 +62,9 @@ class Frag:
     #: fragment draws them itself (parallel parts); otherwise gaps put them between the neighbouring wires.
     seps_in: dict[int, float] = field(default_factory=dict)
     seps_out: dict[int, float] = field(default_factory=dict)
+    #: the legend rows this fragment's own text needs (its placed fragments carry theirs): a drawing's legend is
+    #: the rows of the fragments it places, so nothing a discarded layout tried reaches it
+    rows: tuple[tuple[str, str], ...] = ()
 
     def add(self, *items: Item) -> None:
         self.items.extend(items)
@@ -89,8 +92,11 @@ class Layout:
         self.next_id = 0
         self.depth = 0
         self.path: list[str] = []  # names of the enclosing blocks (cost annotations are keyed by this path)
-        self.legend: list[tuple[str, str]] = list(style.legend)
-        self._rows: set[tuple[str, str]] = set(self.legend)
+        self._rows: list[tuple[str, str]] = []  # legend rows of the fragment being made (see Frag.rows)
+        #: symbols a definition's fresh size symbols must not take (set by the page layout)
+        self.symbols: set[str] = set()
+        #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
+        self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last
         #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
         #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
@@ -106,7 +112,7 @@ class Layout:
         self._labels: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str] | None]] = {}  # wire labels, legend rows
         #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic),
         #: and a key that changes with them (part of the memo's keys)
-        self.generic: dict[Axis, tuple[Piece, ...]] | None = None
+        self.generic: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str]]] | None = None
         self.generic_key = 0
         #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
         self.axes: DiagramAxes | None = None
@@ -145,30 +151,41 @@ class Layout:
         """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
         which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
         if self.generic is not None:
-            symbol = self.generic.get(axis)
-            if symbol is not None:
-                return symbol
+            label = self.generic.get(axis)
+            if label is not None:
+                self.add_legend(label[1])
+                return label[0]
         if self.axes is not None:
             axis = as_item(axis, self.axes)
         hit = self._labels.get(axis)
         if hit is None:
             entry = legend_entry(axis)
-            hit = (axis_pieces(axis), None) if entry is None else (name_pieces(axis), (entry[0], str(entry[1])))
+            symbol = self.indexed.get(entry) if entry is not None else None
+            if entry is None:
+                hit = (axis_pieces(axis), None)
+            elif symbol is not None:  # one name, several sizes in this drawing: n_b,1 = n₂/4, n_b,2 = n₃/4
+                hit = (symbol_pieces(symbol, axis.role == "item"), (symbol, str(entry[1])))
+            else:
+                hit = (name_pieces(axis), (entry[0], str(entry[1])))
             self._labels[axis] = hit
         if hit[1] is not None:
             self.add_legend(hit[1])
         return hit[0]
 
     def add_legend(self, *rows: tuple[str, str]) -> None:
-        """Rows for the legend (each once)."""
+        """Rows for the legend, kept by the fragment being made (:attr:`Frag.rows`)."""
         for row in rows:
             if row not in self._rows:
-                self._rows.add(row)
-                self.legend.append(row)
+                self._rows.append(row)
 
-    def reset_legend(self, rows: Sequence[tuple[str, str]]) -> None:
-        self.legend = list(rows)
-        self._rows = set(self.legend)
+    @contextmanager
+    def collecting(self) -> Iterator[list[tuple[str, str]]]:
+        """The legend rows added while making one fragment (and not by the fragments it lays out itself)."""
+        outer, self._rows = self._rows, []
+        try:
+            yield self._rows
+        finally:
+            self._rows = outer
 
     def label_rise(self, descent: float) -> float:
         """How far above its wire a wire label's baseline sits: its descent (``/``, ``(``, a subscript ``n₁`` reach
@@ -185,6 +202,13 @@ class Layout:
 
     # -- dispatch ------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
+        with self.collecting() as rows:
+            frag = self._lay(node)
+        if rows:
+            frag.rows = tuple(dict.fromkeys(frag.rows + tuple(rows)))
+        return frag
+
+    def _lay(self, node: Diagram) -> Frag:
         if isinstance(node, Box):
             from ncd.render.pictograms import box_rule
 
@@ -240,17 +264,21 @@ class Layout:
                    tuple(sorted(seps_right.items())) if seps_right else None)
             hit = memo.get(key)
             if hit is None:
-                rows = len(self.legend)
-                made = self._gap(left, right, typ, labels, seps_left, seps_right, None)
-                hit = memo[key] = (made, tuple(self.legend[rows:]))
-            else:
-                self.add_legend(*hit[1])
-            return hit[0]  # type: ignore[no-any-return]
+                hit = memo[key] = self._gap(left, right, typ, labels, seps_left, seps_right, None)
+            return hit
         return self._gap(left, right, typ, labels, seps_left, seps_right, note)
 
     def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
              seps_right: dict[int, float] | None,
              note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
+        with self.collecting() as rows:
+            made = self._gap_frag(left, right, typ, labels, seps_left, seps_right, note)
+        made[0].rows = tuple(rows)
+        return made
+
+    def _gap_frag(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+                  seps_right: dict[int, float] | None,
+                  note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
         p = self.style.pitch
         frag = Frag(0.0, 0.0, 0.0, left, right)
         label_w = 0.0
@@ -313,11 +341,9 @@ class Layout:
                frozenset(self.collapse) if self.collapse else None, self.generic_key if self.generic else 0)
         hit = memo.get(key)
         if hit is not None and hit[0] is node:
-            self.add_legend(*hit[2])  # the rows its labels and blocks put in the legend, as when it was laid out
             return hit[1]  # type: ignore[no-any-return]
-        before = len(self.legend)
         frag = self.lay(node) if count == 1 else self.folded(node, count)
-        memo[key] = (node, frag, tuple(self.legend[before:]))
+        memo[key] = (node, frag)
         return frag
 
     def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
@@ -352,15 +378,13 @@ class Layout:
         if memo is not None:
             hit = memo.get(key)
             if hit is not None and hit[0] is before and hit[1] is frag and hit[2] is prev and hit[3] is nxt:
-                self.add_legend(*hit[5])
                 return hit[4]  # type: ignore[no-any-return]
-        rows = len(self.legend)
         dy = _align(before.outs, frag.ins)
         note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
         gap, w = self.gap(before.outs, shifted(frag.ins, dy), prev.cod, self.style.labels == "all", before.seps_out,
                           {j: v + dy for j, v in frag.seps_in.items()}, note)
         if memo is not None:
-            memo[key] = (before, frag, prev, nxt, (gap, w, dy), tuple(self.legend[rows:]))
+            memo[key] = (before, frag, prev, nxt, (gap, w, dy))
         return gap, w, dy
 
     # -- parallel composition --------------------------------------------------------------
@@ -457,13 +481,16 @@ class Layout:
         frag.place(inner, bend_l, 0.0)
         for k in above + below:
             frag.add(self.woven_wire(weaves[-k - 1].axis, Path.through([(bend_l, track[k]), (bend_l + inner.w, track[k])])))
+        # a woven axis that changes its place among the inner wires between input and output crosses them on one
+        # side or the other: the weave's own permutation, as a transpose's wiring (its bends are owned by the weave)
+        moves = self.new_id() if any(min(c) > 0 for c in cost.values()) else None
         for y_out, y_in in zip(flat(left), left_internal):
             if bend_l:
-                frag.add(Path.through([(0.0, y_out), (bend_l, y_in)]))
+                frag.add(Path.through([(0.0, y_out), (bend_l, y_in)], owner=moves))
             frag.include(y_out, y_out)
         for y_in, y_out in zip(right_internal, flat(right)):
             if bend_r:
-                frag.add(Path.through([(bend_l + inner.w, y_in), (w, y_out)]))
+                frag.add(Path.through([(bend_l + inner.w, y_in), (w, y_out)], owner=moves))
             frag.include(y_out, y_out)
         for entries, x in ((dom, bend_l), (cod, bend_l + inner.w)):
             if len(entries) > 1:
@@ -750,6 +777,7 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
 
     ctx = Layout(wire_notes(diagram, style))
     ctx.axes = diagram_axes(diagram)
+    ctx.indexed = indexed_symbols(diagram)
     return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
@@ -757,6 +785,7 @@ def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
     """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
     if ctx.axes is None:
         ctx.axes = diagram_axes(diagram)
+        ctx.indexed = indexed_symbols(diagram)
     return _finish(ctx, framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
 
 
@@ -790,7 +819,8 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
         tw, ascent, descent = ctx.text_size(parts, style.text_size * 1.25, bold=True)
         header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
         head_h = ascent + descent + 6
-    legend_items, legend_w, legend_h = _legend(ctx)
+    rows = list(dict.fromkeys(style.legend + _rows(frag)))
+    legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size)
     width = max(frag.w, legend_w) + 2 * m
     items: list[Item] = []
     for it in header:
@@ -800,17 +830,35 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
     # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
     # above the drawing otherwise
-    beside = bool(legend_items) and not any(_hits(it, (lx - 6, m + head_h, width, m + head_h + legend_h + 6)) for it in body)
-    top_h = head_h if beside or not legend_items else max(head_h, legend_h + 6)
+    beside = bool(legend) and not any(_hits(it, (lx - 6, m + head_h, width, m + head_h + legend_h + 6)) for it in body)
+    top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
     dy = m + top_h - frag.top
     if top_h != head_h:
         body = []
         _flatten(frag, m, dy, body)
-    for it in legend_items:
+    for it in legend:
         items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))
     items.extend(body)
     height = m + top_h + (frag.bottom - frag.top) + m
-    return Drawing(round(width, 2), round(height, 2), items)
+    return Drawing(round(width, 2), round(height, 2), items, tuple(rows))
+
+
+def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
+    """The legend rows of the fragments ``frag`` places, in drawing order, then its own (each fragment once)."""
+    out: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Frag, bool]] = [(frag, False)]
+    while stack:
+        current, done = stack.pop()
+        if done:
+            out.extend(current.rows)
+            continue
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        stack.append((current, True))
+        stack.extend((it[2], False) for it in reversed(current.items) if isinstance(it, tuple))
+    return tuple(dict.fromkeys(out))
 
 
 def _hits(item: Item, box: tuple[float, float, float, float]) -> bool:
@@ -832,37 +880,6 @@ def _hits(item: Item, box: tuple[float, float, float, float]) -> bool:
         return False
     return b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3]
 
-
-def _legend(ctx: Layout) -> tuple[list[Item], float, float]:
-    if not ctx.legend:
-        return [], 0.0, 0.0
-    ctx.reset_legend(list(dict.fromkeys(ctx.legend)))
-    size = ctx.style.label_size
-    rows = [(symbol_pieces(k) if k.isidentifier() else typeset_text(k)) + (Piece(" = "),) + _size_or_text(v)
-            for k, v in ctx.legend]
-    head = typeset_text("Legend")
-    widths = [ctx.text_size(r, size)[0] for r in rows] + [ctx.text_size(head, size)[0]]
-    w = max(widths) + 16
-    line = size * 1.35
-    h = line * (len(rows) + 1) + 10
-    items: list[Item] = [Rect(0.0, 0.0, w, h, fill="#eef0ee", stroke="#999999", radius=2.0, role="legend")]
-    items.extend(ctx.text(head, (w - widths[-1]) / 2, 5 + size, size, role="title"))
-    items.append(Path((("M", 6.0, line + 5), ("L", w - 6, line + 5)), width=0.7, role="text"))
-    for k, row in enumerate(rows):
-        items.extend(ctx.text(row, 8.0, 5 + line * (k + 1) + size, size, role="title"))
-    return items, w + 12, h
-
-
-def _size_or_text(value: object) -> tuple[Piece, ...]:
-    if isinstance(value, str) and ", " in value:  # one value per instance of a shared definition
-        out: tuple[Piece, ...] = ()
-        for k, part in enumerate(value.split(", ")):
-            out += ((Piece(", "),) if k else ()) + _size_or_text(part)
-        return out
-    try:
-        return pieces(size(value))
-    except Exception:
-        return typeset_text(str(value))
 
 
 def smallest_text(frag: Frag, default: float) -> float:

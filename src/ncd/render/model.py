@@ -244,6 +244,8 @@ class Drawing:
     width: float
     height: float
     items: list[Item] = field(default_factory=list)
+    #: the legend's rows ``(symbol, value)``, as the legend box shows them
+    legend: tuple[tuple[str, str], ...] = ()
 
     def of(self, kind: type[_T]) -> list[_T]:
         return [i for i in self.items if isinstance(i, kind)]

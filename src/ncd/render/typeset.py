@@ -69,9 +69,10 @@ def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     return out
 
 
-def symbol_pieces(name: str) -> tuple[Piece, ...]:
-    """A size variable's name as the wires write it (``n_b`` → n with subscript b; ``self_attn`` as written)."""
-    return tuple(_symbol(name, False, 0))
+def symbol_pieces(name: str, item: bool = False) -> tuple[Piece, ...]:
+    """A size variable's name as the wires write it (``n_b`` → n with subscript b; ``self_attn`` as written);
+    ``item``: overlined, as an item axis's wire writes it."""
+    return tuple(_symbol(name, item, 0))
 
 
 def _exponent_text(e: sympy.Expr) -> str:

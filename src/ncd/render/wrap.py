@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
-from ncd.ir.diagram import Block, Diagram, Identity, Par, Seq
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
 from ncd.render.generic import generic_labels
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Path, Port
+from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, typeset_text
 
@@ -85,6 +86,19 @@ def _outer_blocks(node: Diagram) -> list[Block]:
     return found
 
 
+def _outer_scans(node: Diagram) -> list[Box]:
+    """The scan boxes of ``node`` not nested in a block (in order)."""
+    found: list[Box] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Box) and current.prim.op == "scan":
+            found.append(current)
+        elif not isinstance(current, Block):
+            stack.extend(reversed(list(current.children())))
+    return found
+
+
 def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
     from ncd.render.layout import Frag, _finish, framed, smallest_text
@@ -94,7 +108,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     if math.isinf(max_w):
         return None
     ctx.memo = {}  # every column is laid out once, then measured, packed and placed
-    legend0 = list(ctx.legend)
+    symbols0 = _names(diagram) | {k for k, _ in style.legend} | set(ctx.indexed.values())
     try:
         one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
@@ -116,7 +130,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         best: Drawing | None = None
         for _ in range(8):
             ctx.collapse = set()
-            ctx.reset_legend(legend0)  # the rows of what this page draws (memo hits add theirs again)
+            ctx.symbols = set(symbols0)  # the fresh symbols of this page's definitions are chosen anew
             page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
                              target, Frag)
             drawing = _finish(ctx, page)
@@ -135,10 +149,23 @@ def _score(d: Drawing, max_w: float, max_aspect: float) -> tuple[bool, float]:
     return (d.width > max_aspect * d.height, d.width)
 
 
-def _add_legend(ctx: Layout, block: Block) -> None:
+def _names(diagram: Diagram) -> set[str]:
+    """The names of every axis of ``diagram``."""
+    out: set[str] = set()
+    seen: set[int] = set()
+    for node in diagram.walk():
+        for typ in (node.dom, node.cod):
+            if id(typ) not in seen:
+                seen.add(id(typ))
+                out.update(a.name for seg in typ for a in seg)
+    return out
+
+
+def _block_rows(block: Block) -> tuple[tuple[str, str], ...]:
     legend = block.get("legend")
-    if legend:
-        ctx.add_legend(*(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)))
+    if not legend:
+        return ()
+    return tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)
 
 
 def _lay_page(ctx: Layout, first: Sequence[_Section], target: float, Frag: type[Frag]) -> Frag:
@@ -194,6 +221,11 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
                 work[0:0] = ctx.groups(steps)
                 continue
         blocks = [b for b in _outer_blocks(node) if id(b) not in ctx.collapse] if frag.w > limit else []
+        if frag.w > limit and not blocks:  # a scan's body is wrapped as a block: a Step box, defined below
+            for scan in _outer_scans(node):
+                if id(scan) not in ctx.collapse:
+                    ctx.collapse.add(id(scan))
+                    _define(ctx, scan_step(scan), section, queue, defined)
         for b in blocks:
             ctx.collapse.add(id(b))
             # a definition shared by blocks of one name draws the first one's contents: the blocks there stand
@@ -248,11 +280,11 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
     share labels the wires that differ between them with symbols (:mod:`ncd.render.generic`)."""
     generic = None
     if section.header is not None and section.instances:
-        generic = generic_labels([section.header, *section.instances], taken=(k for k, _ in ctx.legend))
+        generic = generic_labels([section.header, *section.instances], taken=ctx.symbols)
     if generic is None:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     ctx.generic, ctx.generic_key = generic[0], ctx.generic_key + 1
-    ctx.add_legend(*generic[1])
+    ctx.symbols.update(k for k, _ in generic[1])
     try:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     finally:
@@ -264,9 +296,8 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
     from ncd.render.layout import flat
 
     p = ctx.style.pitch
-    if section.header is not None:
-        _add_legend(ctx, section.header)
-        y = _lay_header(ctx, section.header, section.path, page, y, Frag)
+    if section.header is not None:  # the block's own legend rows (its fence is not drawn) go with its header
+        y = _lay_header(ctx, section.header, section.path, page, y, Frag, _block_rows(section.header))
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
     rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
     indent = ARROW_RUN + 4.0
@@ -332,12 +363,15 @@ def _row(ctx: Layout, groups: Sequence[Group]) -> Frag:
     return framed(ctx, ctx.seq_groups(groups), first.dom, last.cod, ctx.note("before", first), ctx.note("after", last))
 
 
-def _lay_header(ctx: Layout, block: Block, path: list[str], page: Frag, y: float, Frag: type[Frag]) -> float:
+def _lay_header(ctx: Layout, block: Block, path: list[str], page: Frag, y: float, Frag: type[Frag],
+                rows: tuple[tuple[str, str], ...]) -> float:
     """``box =``: the block drawn as its component box with its port labels, then an equals sign."""
     from ncd.render.layout import framed
 
     box = ctx.component(block)
-    head = framed(ctx, box, block.dom, block.cod)
+    framing = framed(ctx, box, block.dom, block.cod)
+    head = Frag(framing.w, framing.top, framing.bottom, framing.ins, framing.outs, rows=rows)
+    head.place(framing, 0.0, 0.0)
     size = ctx.style.letter_size
     eq = (Piece("="),)
     ew, ascent, _ = ctx.text_size(eq, size)

@@ -1,0 +1,166 @@
+"""The legend: the sizes a drawing names instead of writing them on its wires, one row per symbol.
+
+A wire whose size is a compound expression is labelled by its axis's name and the size goes in
+the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend).  A name that stands for
+several sizes in one drawing (the bottleneck width ``n_b = n₂/4`` of one stage, ``n₃/4`` of the
+next) is indexed, as the paper indexes ``x̄_i``: one symbol per size (``n_b,1``, ``n_b,2``), each with
+one row.  The rows a drawing shows are the rows of the fragments it places (:class:`Frag.rows
+<ncd.render.layout.Frag>`), so a layout tried and discarded leaves nothing behind;
+:func:`legend_problems` checks a finished drawing: every symbol defined once, every symbol drawn.
+
+>>> import ncd
+>>> d = ncd.Identity.of("b y:x/2") >> ncd.Linear("y -> y2:x/4")
+>>> sorted(indexed_symbols(d).items())
+[]
+>>> e = (ncd.Identity.of("b y:x/2") >> ncd.ReLU()) >> ncd.Linear("y:x/2 -> y:x/4")
+>>> sorted((name, str(sz), s) for (name, sz), s in indexed_symbols(e).items())
+[('y', 'x/2', 'y_1'), ('y', 'x/4', 'y_2')]
+>>> legend_problems(ncd.render.layout(e))
+[]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import sympy
+
+from ncd.ir.diagram import Diagram
+from ncd.ir.size import size
+from ncd.render.model import Drawing, Item, Path, Rect, Text
+from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text
+
+__all__ = ["Row", "indexed_symbols", "indexed_name", "legend_items", "legend_problems", "row_symbol"]
+
+#: subscripts that index a family of symbols (``c_i``, ``x̄_λ``)
+_INDEX_LETTERS = "ijklmnλ"
+
+#: A legend row: the symbol (as :func:`~ncd.render.typeset.symbol_pieces` writes it) and its value.
+Row = tuple[str, str]
+
+
+def indexed_name(name: str, k: int) -> str:
+    """The ``k``-th indexed symbol of ``name``, written so that the wires typeset it with a subscript:
+    ``y`` → ``y_1`` (y₁), ``n_b`` → ``n_b,1`` (n with subscript b,1), ``n2`` → ``n_2,1``, ``nb`` → ``nb1``.
+
+    >>> [indexed_name(n, 2) for n in ("y", "n_b", "n2", "nb")]
+    ['y_2', 'n_b,2', 'n_2,2', 'nb2']
+    """
+    if "_" in name and len(name.partition("_")[0]) == 1:
+        return f"{name},{k}"
+    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", name)
+    if trailing:
+        return f"{trailing.group(1)}_{trailing.group(2)},{k}"
+    if len(name) == 1:
+        return f"{name}_{k}"
+    return f"{name}{k}"
+
+
+def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
+    """The indexed symbol of each ``(name, size)`` whose name the legend would give several sizes in
+    ``diagram`` (numbered in the order the sizes first appear); names with one size are not listed."""
+    sizes: dict[str, dict[sympy.Expr, None]] = {}
+    names: set[str] = set()
+    seen: set[int] = set()
+    for node in diagram.walk():
+        for typ in (node.dom, node.cod):
+            if id(typ) in seen:
+                continue
+            seen.add(id(typ))
+            for seg in typ:
+                for axis in seg:
+                    names.add(axis.name)
+                    entry = legend_entry(axis)
+                    if entry is not None:
+                        sizes.setdefault(entry[0], {})[entry[1]] = None
+    out: dict[tuple[str, sympy.Expr], str] = {}
+    for name, values in sizes.items():
+        if len(values) < 2:
+            continue
+        k = 0
+        for value in values:
+            k += 1
+            while indexed_name(name, k) in names:
+                k += 1
+            out[(name, value)] = indexed_name(name, k)
+    return out
+
+
+def row_symbol(key: str) -> tuple[Piece, ...]:
+    """How a row's symbol is typeset (an identifier as the wires write it, other text as text)."""
+    return symbol_pieces(key) if re.fullmatch(r"[^\W\d]\w*(,\w+)?", key) else typeset_text(key)
+
+
+def _value_pieces(value: object) -> tuple[Piece, ...]:
+    if isinstance(value, str) and ", " in value:  # one value per instance of a shared definition
+        out: tuple[Piece, ...] = ()
+        for k, part in enumerate(value.split(", ")):
+            out += ((Piece(", "),) if k else ()) + _value_pieces(part)
+        return out
+    try:
+        return pieces(size(value))
+    except Exception:
+        return typeset_text(str(value))
+
+
+def legend_items(rows: Sequence[Row], typeset: object, text: object, label_size: float) -> tuple[list[Item], float, float]:
+    """The legend box of ``rows`` at the origin, its width (with a 12 pt margin) and height; ``typeset`` and
+    ``text`` are the layout's :meth:`~ncd.render.layout.Layout.text_size` and :meth:`~ncd.render.layout.Layout.text`."""
+    if not rows:
+        return [], 0.0, 0.0
+    text_size, put = typeset, text
+    lines = [row_symbol(k) + (Piece(" = "),) + _value_pieces(v) for k, v in rows]
+    head = typeset_text("Legend")
+    widths = [text_size(r, label_size)[0] for r in lines] + [text_size(head, label_size)[0]]  # type: ignore[operator]
+    w = max(widths) + 16
+    line = label_size * 1.35
+    h = line * (len(lines) + 1) + 10
+    items: list[Item] = [Rect(0.0, 0.0, w, h, fill="#eef0ee", stroke="#999999", radius=2.0, role="legend")]
+    items.extend(put(head, (w - widths[-1]) / 2, 5 + label_size, label_size, role="title"))  # type: ignore[operator]
+    items.append(Path((("M", 6.0, line + 5), ("L", w - 6, line + 5)), width=0.7, role="text"))
+    for k, row in enumerate(lines):
+        items.extend(put(row, 8.0, 5 + line * (k + 1) + label_size, label_size, role="title"))  # type: ignore[operator]
+    return items, w + 12, h
+
+
+def _joined(parts: Iterable[str]) -> str:
+    return "".join(parts).replace(" ", "")
+
+
+def legend_problems(drawing: Drawing) -> list[str]:
+    """What is wrong with ``drawing``'s legend: a symbol given two values, or a symbol the drawing does not show
+    (outside the legend box, as a wire label or in any other text)."""
+    found: list[str] = []
+    values: dict[str, list[str]] = {}
+    for key, value in drawing.legend:
+        values.setdefault(key, [])
+        if value not in values[key]:
+            values[key].append(value)
+    for key, vs in values.items():
+        if len(vs) > 1:
+            found.append(f"legend symbol {key!r} has {len(vs)} definitions: {', '.join(vs)}")
+    boxes = [(r.x, r.y, r.x + r.w, r.y + r.h) for r in drawing.of(Rect) if r.role == "legend"]
+
+    def in_legend(t: Text) -> bool:
+        return any(b[0] <= t.x <= b[2] and b[1] <= t.y <= b[3] for b in boxes)
+
+    shown = [_joined(run.text for run in t.runs) for t in drawing.of(Text) if not in_legend(t)]
+    for key in values:
+        symbol = _joined(p.text for p in row_symbol(key))
+        if not any(_drawn(symbol, text) for text in shown):
+            found.append(f"legend symbol {key!r} is not drawn")
+    return found
+
+
+def _drawn(symbol: str, text: str) -> bool:
+    """Whether ``symbol`` occurs in ``text`` as a whole symbol (``n`` is not drawn by ``n₂``, nor ``y`` by ``y₁``);
+    an indexed symbol (``c_i = 64·2^i``) is drawn by any of its instances (``c₀``, ``c₁``)."""
+    if len(symbol) == 2 and symbol[1] in _INDEX_LETTERS:
+        return re.search(rf"(?<![^\W\d_]){re.escape(symbol[0])}[\w,]", text) is not None
+    for m in re.finditer(re.escape(symbol), text):
+        after = text[m.end():m.end() + 1]
+        before = text[m.start() - 1:m.start()] if m.start() else ""
+        if not (after.isalnum() or after in ",'ʹ" and after) and not before.isalnum():
+            return True
+    return False

@@ -1,0 +1,94 @@
+"""The legend says one thing per symbol, and only about what is drawn; scans wrap; crossings are the diagram's.
+
+Checked on finished drawings against the diagram they draw: each legend symbol has one value, each
+symbol the legend defines is drawn outside the legend box (:func:`ncd.render.legend.legend_problems`),
+a name the diagram gives several sizes is indexed with each size taken from the diagram's axes, and
+a traced LSTM/GRU's scan body is wrapped into rows like any block.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.render import layout
+from ncd.render.check import problems
+from ncd.render.legend import legend_problems
+from ncd.render.measure import crossings, drawing_figures
+from ncd.render.model import Drawing, Rect, Text
+
+warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*")
+
+
+def _legend_texts(drawing: Drawing) -> list[str]:
+    box = next(r for r in drawing.of(Rect) if r.role == "legend")
+    return [t.string for t in drawing.of(Text) if box.x <= t.x <= box.x + box.w and box.y <= t.y <= box.y + box.h]
+
+
+@pytest.mark.parametrize("depth", [None, 1])
+@pytest.mark.parametrize("name", sorted(ncd.zoo.MODELS))
+def test_gallery_legends_define_each_symbol_once_and_only_drawn_symbols(name: str, depth: int | None) -> None:
+    drawing = layout(ncd.zoo.MODELS[name](), depth=depth)
+    assert legend_problems(drawing) == []
+    symbols = [k for k, _ in drawing.legend]
+    assert len(symbols) == len(set(symbols))
+    if drawing.legend:  # the box shows exactly the rows the drawing records
+        assert len(_legend_texts(drawing)) == 1 + len(drawing.legend)
+
+
+def test_resnet_bottleneck_width_is_indexed_per_stage_from_the_diagrams_sizes() -> None:
+    d = ncd.zoo.resnet()
+    drawing = layout(d)
+    sizes = {str(a.size) for node in d.walk() for typ in (node.dom, node.cod) for seg in typ for a in seg if a.name == "nb"}
+    assert sizes == {"n2/4", "n3/4", "n4/4"}
+    rows = dict(drawing.legend)
+    assert "nb" not in rows  # one symbol cannot stand for three sizes
+    indexed = {k: v for k, v in rows.items() if k.startswith("nb")}
+    assert indexed and set(indexed.values()) <= sizes and len(set(indexed.values())) == len(indexed)
+    assert legend_problems(drawing) == []
+
+
+def test_a_name_with_two_sizes_gets_two_indexed_symbols() -> None:
+    d = (ncd.Identity.of("b y:x/2") >> ncd.ReLU()) >> ncd.Linear("y:x/2 -> y:x/4")
+    drawing = layout(d)
+    assert dict(drawing.legend) == {"y_1": "x/2", "y_2": "x/4"}
+    labels = {t.string for t in drawing.of(Text) if t.role == "label"}
+    assert {"y1", "y2"} <= labels and "y" not in labels
+    assert legend_problems(drawing) == []
+
+
+def test_the_checker_finds_a_symbol_defined_twice_and_a_symbol_not_drawn() -> None:
+    drawing = layout(ncd.Identity.of("b m") >> ncd.Linear("m -> n"))
+    broken = Drawing(drawing.width, drawing.height, drawing.items, (("n_b", "n1/4"), ("n_b", "n2/4"), ("q", "7")))
+    found = legend_problems(broken)
+    assert any("'n_b' has 2 definitions" in p for p in found)
+    assert any("'q' is not drawn" in p for p in found) and any("'n_b' is not drawn" in p for p in found)
+    assert legend_problems(layout(ncd.Identity.of("b m") >> ncd.Linear("m -> n"), legend={"m": "64"})) == []
+
+
+class _Tagger(nn.Module):
+    def __init__(self, cell: type[nn.Module]) -> None:
+        super().__init__()
+        self.embed, self.rnn, self.out = nn.Embedding(50, 16), cell(16, 24, num_layers=2, batch_first=True), nn.Linear(24, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.embed(ids))[0])
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_a_traced_scan_body_wraps_into_rows_like_a_block(cell: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    d = ncd.trace(_Tagger(cell).eval(), torch.randint(0, 50, (2, 6)))
+    drawing = layout(d)
+    fig = drawing_figures(drawing)
+    assert fig.aspect <= 3.0 and fig.min_label_pt >= 6.0, (drawing.width, drawing.height, fig.min_label_pt)
+    texts = [t.string for t in drawing.of(Text)]
+    assert texts.count("Step") >= 2  # the scans draw a Step box, and the Step is defined
+    assert crossings(drawing, free=True) == 0
+    assert problems(drawing) == []
+    one_row = drawing_figures(layout(d, page="none"))
+    assert one_row.min_label_pt < 6.0  # without wrapping the scan body, the labels would print too small
