@@ -36,6 +36,9 @@ __all__ = ["Row", "indexed_symbols", "indexed_name", "legend_items", "legend_pro
 #: subscripts that index a family of symbols (``c_i``, ``x̄_λ``)
 _INDEX_LETTERS = "ijklmnλ"
 
+#: a subscript that names mesh axes (two letters or more), not an index of the symbol it follows
+_MESH_SUB = re.compile(r"^[A-Za-z]{2,}(,[A-Za-z]{2,})*$")
+
 #: A legend row: the symbol (as :func:`~ncd.render.typeset.symbol_pieces` writes it) and its value.
 Row = tuple[str, str]
 
@@ -145,7 +148,10 @@ def legend_problems(drawing: Drawing) -> list[str]:
     def in_legend(t: Text) -> bool:
         return any(b[0] <= t.x <= b[2] and b[1] <= t.y <= b[3] for b in boxes)
 
-    shown = [_joined(run.text for run in t.runs) for t in drawing.of(Text) if not in_legend(t)]
+    # each text as its runs' characters, a mesh axis's subscript (f_tp: f split over tp, ncd.distributed) left out
+    shown = ["".join(_MESH_SUB.sub("", r.text) if r.dy > 0 and prev.dy == 0 else r.text
+                     for prev, r in zip((t.runs[0], *t.runs), t.runs)).replace(" ", "")
+             for t in drawing.of(Text) if not in_legend(t)]
     for key in values:
         symbol = _joined(p.text for p in row_symbol(key))
         if not any(_drawn(symbol, text) for text in shown):
