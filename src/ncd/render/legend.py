@@ -29,7 +29,7 @@ import sympy
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
-from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text
+from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes
 
 __all__ = ["Row", "indexed_symbols", "indexed_name", "legend_items", "legend_problems", "row_symbol"]
 
@@ -65,18 +65,11 @@ def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
     ``diagram`` (numbered in the order the sizes first appear); names with one size are not listed."""
     sizes: dict[str, dict[sympy.Expr, None]] = {}
     names: set[str] = set()
-    seen: set[int] = set()
-    for node in diagram.walk():
-        for typ in (node.dom, node.cod):
-            if id(typ) in seen:
-                continue
-            seen.add(id(typ))
-            for seg in typ:
-                for axis in seg:
-                    names.add(axis.name)
-                    entry = legend_entry(axis)
-                    if entry is not None:
-                        sizes.setdefault(entry[0], {})[entry[1]] = None
+    for axis in wire_axes(diagram):
+        names.add(axis.name)
+        entry = legend_entry(axis)
+        if entry is not None:
+            sizes.setdefault(entry[0], {})[entry[1]] = None
     out: dict[tuple[str, sympy.Expr], str] = {}
     for name, values in sizes.items():
         if len(values) < 2:

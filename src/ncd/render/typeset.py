@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ncd.ir.diagram import Diagram
 
 __all__ = ["Piece", "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
-           "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces"]
+           "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces", "wire_axes"]
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,23 @@ class DiagramAxes:
         return next(iter(names)) if len(names) == 1 else None
 
 
+def wire_axes(diagram: Diagram) -> Iterator[Axis]:
+    """Every axis on the wires of ``diagram``'s nodes (each distinct type read once; repeats possible).
+
+    >>> import ncd
+    >>> sorted({a.name for a in wire_axes(ncd.Linear("m -> k h"))})
+    ['h', 'k', 'm']
+    """
+    seen: set[int] = set()
+    for node in diagram.walk():
+        for typ in (node.dom, node.cod):
+            if id(typ) in seen:
+                continue
+            seen.add(id(typ))
+            for seg in typ:
+                yield from seg
+
+
 def diagram_axes(diagram: Diagram) -> DiagramAxes:
     """The item axes of ``diagram`` and its axis names by size.
 
@@ -226,20 +244,13 @@ def diagram_axes(diagram: Diagram) -> DiagramAxes:
     """
     items: set[tuple[str, sympy.Expr]] = set()
     by_size: dict[int, set[str]] = {}
-    seen: set[int] = set()
-    for node in diagram.walk():
-        for typ in (node.dom, node.cod):
-            if id(typ) in seen:
-                continue
-            seen.add(id(typ))
-            for seg in typ:
-                for a in seg:
-                    if a.parts:
-                        continue
-                    if a.role == "item":
-                        items.add((a.name, a.size))
-                    if a.size.is_Integer:
-                        by_size.setdefault(int(a.size), set()).add(a.name)
+    for a in wire_axes(diagram):
+        if a.parts:
+            continue
+        if a.role == "item":
+            items.add((a.name, a.size))
+        if a.size.is_Integer:
+            by_size.setdefault(int(a.size), set()).add(a.name)
     return DiagramAxes(frozenset(items), tuple((n, frozenset(names)) for n, names in sorted(by_size.items())))
 
 

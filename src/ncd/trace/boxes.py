@@ -593,7 +593,7 @@ def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
     from ncd.prims.elementwise import MultiplyOp
     from ncd.prims.gather import CastOp
     from ncd.prims.structure import AddOp
-    from ncd.trace.idioms import _scale, operand, out_names
+    from ncd.trace.idioms import _scale, bind_product, operand, out_names
 
     name = node.target.name().split("::")[1].split(".")[0]
     a, b = node.args[:2]
@@ -613,17 +613,11 @@ def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
     vids[k] = conv.apply(Box(CastOp(Seg((), seg.dtype, seg.range), Seg(()))), [vids[k]])
     va, vb = vids
     if name == "div":
-        prim: Any = DivideOp()
-    else:
-        if name == "sub":
-            vb = _scale(conv, vb, -1.0)
-        prim = AddOp(2) if name in ("add", "sub") else MultiplyOp(2)
-        if len(conv.segs[vb].axes) > len(conv.segs[va].axes):
-            va, vb = vb, va  # the operand with every wire first, so the result keeps its order
-    vid = conv.apply(Box(prim), [va, vb])
-    if list(conv.segs[vid].names) != names:
-        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
-    conv.bind(node, vid)
+        bind_product(conv, node, DivideOp(), va, vb, names, commutes=False)
+        return True
+    if name == "sub":
+        vb = _scale(conv, vb, -1.0)
+    bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
     return True
 
 

@@ -26,6 +26,7 @@ import torch
 
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
+from ncd.ir.primitive import Primitive
 from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.prims.linear import EinsumOp, LinearOp
 from ncd.prims.softmax import SoftmaxOp
@@ -461,9 +462,15 @@ def arithmetic(conv: Converter, node: Node) -> None:
     vb = operand(conv, b, names, shape)
     if name == "sub" or alpha != 1:
         vb = _scale(conv, vb, (-1.0 if name == "sub" else 1.0) * float(alpha))
-    prim = AddOp(2) if name in ("add", "sub") else MultiplyOp(2)
-    if len(conv.segs[vb].axes) > len(conv.segs[va].axes):
-        va, vb = vb, va  # the operand with every wire first, so the result keeps its order
+    bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
+
+
+def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int, names: list[str],
+                 *, commutes: bool = True) -> None:
+    """Bind ``node`` to ``prim`` applied to the values ``va``, ``vb`` (an operand with every wire first when
+    ``prim`` commutes, so the result keeps its order); declines when the wires come out other than ``names``."""
+    if commutes and len(conv.segs[vb].axes) > len(conv.segs[va].axes):
+        va, vb = vb, va
     vid = conv.apply(Box(prim), [va, vb])
     if list(conv.segs[vid].names) != names:
         raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
