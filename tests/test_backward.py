@@ -9,9 +9,9 @@ import ncd
 from ncd.analysis import plan
 from ncd.analysis.backward import cot
 from ncd.analysis.tables import BACKWARD, AnalysisError, load_all
-from ncd.analysis.verify import compare_gradients
 from ncd.prims.gather import Gather
 from ncd.prims.rotary import Rotary
+from ncd.torch.verify import compare_gradients
 from tests.opdb import SAMPLES, Sample, load
 from tests.test_cost import SIZES, attention_head, mlp, multi_head_attention
 
@@ -161,7 +161,7 @@ def test_plan_forward_returns_outputs_then_stored_values() -> None:
 @pytest.mark.parametrize("build", [attention_head, multi_head_attention, mlp], ids=lambda f: f.__name__)
 def test_cost_of_a_backward_diagram_matches_its_flop_count(build) -> None:
     """Backward diagrams are costed like any diagram (their matrix products counted exactly)."""
-    from ncd.analysis.measure import measure
+    from ncd.torch.measure import measure
 
     d = build()
     sizes = {k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}}

@@ -7,7 +7,7 @@ import torch
 
 import ncd
 import ncd.zoo
-from ncd.analysis.verify import compare_gradients
+from ncd.torch.verify import compare_gradients
 from tests.test_cost_zoo import SMALL
 
 

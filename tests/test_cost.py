@@ -8,10 +8,10 @@ import pytest
 import sympy
 
 import ncd
-from ncd.analysis.measure import measure
 from ncd.analysis.tables import COST, AnalysisError, load_all
 from ncd.ir.size import symbol
 from ncd.torch.fusion import disabled
+from ncd.torch.measure import measure
 from tests.opdb import SAMPLES, Sample, load
 
 load()

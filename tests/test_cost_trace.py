@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ncd
-from ncd.analysis.measure import measure
+from ncd.torch.measure import measure
 from tests.test_trace_corpus import CORPUS  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*")

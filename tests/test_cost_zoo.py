@@ -6,7 +6,7 @@ import pytest
 
 import ncd
 import ncd.zoo
-from ncd.analysis.measure import measure
+from ncd.torch.measure import measure
 
 #: small sizes per gallery model (the defaults are the papers' and too large for a test)
 SMALL = {

@@ -4,13 +4,19 @@ Imports inside functions (the lazy convenience methods on ``Diagram``, plugins l
 first use) and under ``TYPE_CHECKING`` are not module-level and do not count.  The graph is
 read from the source with ``ast`` (independent of import order at run time); the check is
 Tarjan's strongly connected components.  Also: the cost analysis imports no code-generation
-module.
+module, names no lowering entry point, and costing runs no lowering rule (checked by making every
+lowering rule look-up fail while every gallery model and every per-primitive sample is costed).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 import ncd
 
@@ -117,3 +123,54 @@ def test_analysis_imports_no_code_generation() -> None:
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not {m for m in imported if m.startswith("ncd.torch")}, name
+
+
+#: what runs lowering: the code generator's entry points and the lowering rule registry
+LOWERING_NAMES = {"to_torch", "to_source", "to_program", "LOWERING", "rule_for", "Codegen", "ClassEmitter"}
+
+
+def test_analysis_names_no_lowering_entry_point() -> None:
+    for name, path in _modules().items():
+        if not name.startswith("ncd.analysis"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        named |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        named |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not named & LOWERING_NAMES, (name, named & LOWERING_NAMES)
+
+
+def test_costing_the_gallery_runs_no_lowering_and_imports_no_torch() -> None:
+    """In a fresh interpreter: every gallery model costed (numbers at its defaults) with every lowering
+    rule look-up failing; neither ``torch`` nor any ``ncd.torch`` module gets imported."""
+    script = textwrap.dedent("""
+        import sys
+        import ncd, ncd.zoo
+        import ncd.ir.rules as rules
+
+        def refuse(prim):
+            raise AssertionError(f"the cost analysis looked up the lowering rule of {prim.op}")
+
+        rules.LOWERING.lookup = refuse
+        for name, make in sorted(ncd.zoo.MODELS.items()):
+            assert ncd.cost(make()).forward_flops > 0, name
+        print(sorted(m for m in sys.modules if m == "torch" or m.startswith("ncd.torch")))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_costing_every_sample_runs_no_lowering_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ncd.ir import rules
+    from tests.opdb import SAMPLES, load
+
+    load()
+
+    def refuse(prim: object) -> None:
+        raise AssertionError(f"the cost analysis looked up the lowering rule of {prim}")
+
+    monkeypatch.setattr(rules.LOWERING, "lookup", refuse)
+    for s in SAMPLES:
+        ncd.cost(s.build(), **s.sizes)
+    assert len(SAMPLES) > 200

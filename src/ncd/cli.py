@@ -2,7 +2,7 @@
 
 Each sub-command lives beside the interpreter it drives and is imported only when used:
 ``ncd draw`` (``ncd.render.cli``), ``ncd gallery`` (``ncd.zoo.cli``), ``ncd trace``
-(``ncd.torch.trace_cli``), ``ncd cost`` (``ncd.analysis.cli``), ``ncd source`` (below),
+(``ncd.torch.trace_cli``), ``ncd cost`` (``ncd.torch.cost_cli``), ``ncd source`` (below),
 ``ncd shard`` (``ncd.distributed.cli``), ``ncd decode`` (``ncd.inference.cli``), ``ncd io`` (``ncd.iomodel.cli``).
 A module providing a command defines ``add_arguments(parser)`` and ``run(args) -> int``;
 adding a command is one line in :data:`COMMANDS`.
@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "draw": ("ncd.render.cli", "draw a zoo model or a diagram JSON file to SVG, PNG, PDF, TikZ or HTML"),
     "gallery": ("ncd.zoo.cli", "render (and analyse) every gallery architecture into a folder"),
     "trace": ("ncd.torch.trace_cli", "turn a PyTorch model (module:factory) into a diagram"),
-    "cost": ("ncd.analysis.cli", "print FLOPs, parameters and memory of a diagram"),
+    "cost": ("ncd.torch.cost_cli", "print FLOPs, parameters and memory of a diagram"),
     "source": ("ncd.torch.source_cli", "print the generated PyTorch source of a diagram"),
     "shard": ("ncd.distributed.cli", "place axes on a device mesh; print per-rank costs and the collectives"),
     "decode": ("ncd.inference.cli", "prefill and per-token step costs, cache bytes per token of a causal model"),

@@ -5,11 +5,12 @@ order), its *physical* order (names, outermost first; dense storage assumed), th
 it views, whether it requires grad, and its dtype.  Views (movedim, copy, transpose) share
 the storage; new storages are allocated by operations.
 
-:func:`einsum` replays ``torch.einsum``'s algorithm (ATen ``einsum`` / ``sumproduct_pair``):
-operands aligned to *output labels, then contracted labels*; pairwise contraction (left to
-right, or along opt_einsum's path for three or more operands); dimensions found in one
-operand only are summed first; the rest becomes ``bmm`` on ``(lro, lo, sum) x (lro, sum, ro)``
-after a permute + reshape, which copies unless each group is already adjacent in memory.
+:func:`einsum` is the cost rule of one ``torch.einsum`` of one or two operands, the only einsums
+the lowered program runs (three or more operands are lowered one pair at a time,
+:meth:`ncd.prims.linear.EinsumOp.pairs`).  ATen (``einsum`` / ``sumproduct_pair``) aligns the
+operands to *output labels, then contracted labels*; dimensions found in one operand only are
+summed first; the rest becomes ``bmm`` on ``(lro, lo, sum) x (lro, sum, ro)`` after a permute +
+reshape, which copies unless each group is already adjacent in memory.
 That decides exactly which storages autograd keeps, and the ``bmm`` sizes give the FLOPs
 ``torch.utils.flop_counter`` counts.
 """
@@ -106,12 +107,13 @@ def einsum(
     out_names: Sequence[str],
     sizes: dict[str, sympy.Expr],
     new: NewStorage,
-    path: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[Tensor, list[EinsumStep]]:
-    """Replay ``torch.einsum`` on abstract tensors; returns the result and the contraction steps.
+    """``torch.einsum`` of one or two abstract tensors; returns the result and its ``bmm`` (or ``mul``) steps.
 
     ``new(axes, order, grad)`` allocates a tensor with a fresh storage.
     """
+    if len(operands) > 2:
+        raise ValueError(f"einsum of {len(operands)} operands: the program contracts them one pair at a time")
     contracted: list[str] = []
     for op in operands:
         for n in op.names:
@@ -129,11 +131,9 @@ def einsum(
             return op.relabel([axis_of[n] for n in out_names]), steps
         result = new(tuple(axis_of[n] for n in out_names), tuple(n for n in op.order if n in out_names), op.grad)
         return result, steps
-    pairs = list(path) if path else [(0, 1)] * (len(ops) - 1)
-    for i, j in pairs:
-        i, j = min(i, j), max(i, j)
-        a, b = ops[i], ops[j]
-        del ops[j], ops[i]
+    for _ in range(len(ops) - 1):
+        a, b = ops[0], ops[1]
+        del ops[1], ops[0]
         sum_dims: list[str] = []
         a_sum: list[str] = []
         b_sum: list[str] = []
@@ -157,10 +157,7 @@ def einsum(
             b = _reduce(b, b_sum, new)
         result, step = _pair(a, b, sum_dims, aligned, sizes, axis_of, new)
         steps.append(step)
-        if path:
-            ops.append(result)
-        else:
-            ops.insert(0, result)
+        ops.insert(0, result)
     result = ops[0]
     return result.relabel([axis_of[n] for n in out_names]) if set(result.names) >= set(out_names) else result, steps
 

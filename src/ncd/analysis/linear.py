@@ -1,11 +1,15 @@
-"""Costs of a contraction as ``torch.einsum`` runs it (the rules live beside the linear family, ``ncd.prims.linear``).
+"""Costs of a contraction as the lowered program runs it (the rules live beside the linear family, ``ncd.prims.linear``).
 
-:func:`einsum_cost` replays ``torch.einsum`` (``ncd.analysis.layout.einsum``): each ``bmm`` costs
-``2·∏`` of its sizes and is repeated backward once per operand that needs a gradient; for three or
-more operands the contraction order is ``opt_einsum``'s, as torch picks it.
+:func:`einsum_cost` costs ``torch.einsum`` of one or two operands (``ncd.analysis.layout.einsum``): each
+``bmm`` costs ``2·∏`` of its sizes and is repeated backward once per operand that needs a gradient.
+Three or more operands are lowered as one two-operand einsum per pair of the einsum's plan
+(:meth:`ncd.prims.linear.EinsumOp.pairs`, chosen from axis names, never sizes), and costed pair by
+pair: the same products on bound and symbolic sizes, so a formula at given sizes equals the number.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import sympy
 
@@ -16,32 +20,35 @@ from ncd.ir.axes import Axis
 __all__ = ["einsum_cost"]
 
 
-def einsum_cost(ctx: CostContext, operands: list[Tensor], out_axes: tuple[Axis, ...]) -> Tensor:
-    """Record the FLOPs and saved tensors of ``torch.einsum(operands) -> out_axes`` on ``ctx``; the result."""
+def einsum_cost(ctx: CostContext, operands: list[Tensor], out_axes: tuple[Axis, ...],
+                pairs: Sequence[tuple[int, int]] = ()) -> Tensor:
+    """Record the FLOPs and saved tensors of ``torch.einsum(operands) -> out_axes`` on ``ctx``; the result.
+
+    With ``pairs`` (three or more operands), one two-operand einsum per pair, as lowering writes them.
+    """
+    from ncd.prims.linear import kept_axes
+
     sizes = {a.name: a.size for t in operands for a in t.axes}
-    path = _path(operands, out_axes, sizes) if len(operands) > 2 else None
-    result, steps = einsum(operands, [a.name for a in out_axes], sizes,
-                           lambda axes, order, grad: ctx.new(axes, order, grad), path)
+    axis_of = {a.name: a for t in operands for a in t.axes}
+    axis_of.update((a.name, a) for a in out_axes)
+    if len(operands) > 2 and not pairs:
+        raise ValueError(f"einsum_cost: {len(operands)} operands need a plan of pairs")
+    if not pairs:
+        return _one_einsum(ctx, operands, [a.name for a in out_axes], sizes)
+    ops = list(operands)
+    out_names = [a.name for a in out_axes]
+    for i, j in pairs:
+        kept = kept_axes([t.names for t in ops], i, j, out_names)
+        product = _one_einsum(ctx, [ops[i], ops[j]], list(kept), sizes)
+        ops = [t for k, t in enumerate(ops) if k not in (i, j)] + [product]
+    return ops[0]
+
+
+def _one_einsum(ctx: CostContext, operands: list[Tensor], out_names: list[str], sizes: dict[str, sympy.Expr]) -> Tensor:
+    result, steps = einsum(operands, out_names, sizes, lambda axes, order, grad: ctx.new(axes, order, grad))
     for step in steps:
         ctx.matmul(step.flops, step.flops * len(step.saved))
         ctx.save(*step.saved)
     if len(operands) == 1 and result.storage != operands[0].storage:
         ctx.other(operands[0].numel, sympy.Integer(0))
     return result
-
-
-def _path(operands: list[Tensor], out_axes: tuple[Axis, ...], sizes: dict[str, sympy.Expr]) -> list[tuple[int, int]] | None:
-    """opt_einsum's contraction order, as ``torch.einsum`` uses it for three or more operands."""
-    if any(getattr(s, "free_symbols", None) for s in sizes.values()):
-        return None
-    try:
-        import opt_einsum
-    except ImportError:  # pragma: no cover - torch then contracts left to right
-        return None
-    import string
-
-    letters = dict(zip(sizes, string.ascii_letters))
-    eq = ",".join("".join(letters[n] for n in t.names) for t in operands) + "->" + "".join(letters[a.name] for a in out_axes)
-    shapes = [tuple(int(a.size) for a in t.axes) for t in operands]
-    path, _ = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
-    return [tuple(p) for p in path]

@@ -19,6 +19,7 @@ outer product over ``y`` and ``x``.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -27,16 +28,17 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, parse_type
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, sizes_equal
-from ncd.ir.weaving import Side, WeaveView
+from ncd.ir.weaving import Side, WeaveView, WovenAxis
 from ncd.prims.kinds import partials, transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.ir.program import Value
     from ncd.torch.codegen import ClassEmitter
     from ncd.torch.rules import Expr, RuleContext
 
@@ -131,6 +133,17 @@ class EinsumOp(Primitive):
                     seen.append(n)
         return tuple(seen)
 
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The order in which three or more operands are contracted, one pair at a time (``()`` for fewer).
+
+        Lowering writes one ``torch.einsum`` of two operands per pair and the cost analysis costs each
+        of them, so the program that runs is the program costed, on every size (:func:`contraction_plan`).
+
+        >>> Einsum("a b, b c, c d -> a d").prim.pairs()
+        ((0, 1), (0, 1))
+        """
+        return contraction_plan([seg.names for seg in self.inputs], self.output.names)
+
 
 @dataclass(frozen=True)
 class UnitOp(Primitive):
@@ -196,8 +209,53 @@ def Unit(first: str, second: str) -> Box:
 # -- lowering ------------------------------------------------------------------------------------
 # A learned linear map is an ``nn.Linear`` over the flattened input and output axes (so weights load
 # straight from ``torch.nn`` models); on trailing axes it is called directly, as hand-written code would,
-# otherwise it becomes an einsum on a view of the weight.  Einsums keep woven axes as extra letters, and
-# ``torch.einsum`` picks the contraction order with ``opt_einsum`` for three or more operands.
+# otherwise it becomes an einsum on a view of the weight.  Einsums keep woven axes as extra letters; three or
+# more operands are contracted one pair at a time in the order of :func:`contraction_plan` (sizes never read).
+def contraction_plan(operands: Sequence[Sequence[str]], output: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Pairs ``(i, j)``, ``i < j``, contracting ``operands`` (axis names) two at a time into ``output``.
+
+    Each pair is taken from the current list of operands (both removed, their product appended
+    last, as ``opt_einsum`` writes paths).  The choice reads the axis names only, never sizes, so
+    one plan holds for every size and a cost formula in the sizes is exact: greedily, the pair
+    whose product has the fewest distinct axes (the lowest degree of its FLOP count), then the
+    fewest axes kept, then the leftmost.  Fewer than three operands: ``()`` (one ``torch.einsum``).
+
+    >>> contraction_plan([["a", "b"], ["c", "d"], ["b", "c"]], ["a", "d"])
+    ((0, 2), (0, 1))
+    """
+    ops = [tuple(o) for o in operands]
+    if len(ops) < 3:
+        return ()
+    plan: list[tuple[int, int]] = []
+    while len(ops) > 1:
+        best: tuple[tuple[int, int, int, int], tuple[str, ...]] | None = None
+        for i in range(len(ops)):
+            for j in range(i + 1, len(ops)):
+                kept = kept_axes(ops, i, j, output)
+                key = (len(set(ops[i]) | set(ops[j])), len(kept), i, j)
+                if best is None or key < best[0]:
+                    best = (key, kept)
+        assert best is not None
+        (_, _, i, j), kept = best
+        plan.append((i, j))
+        ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [kept]
+    return tuple(plan)
+
+
+def kept_axes(operands: Sequence[Sequence[str]], i: int, j: int, output: Sequence[str]) -> tuple[str, ...]:
+    """The axes the product of operands ``i`` and ``j`` keeps: those another operand or the output still
+    reads, in order of first appearance in ``i`` then ``j`` (the output's order when nothing else is left)."""
+    rest = [o for k, o in enumerate(operands) if k not in (i, j)]
+    if not rest:
+        return tuple(output)
+    needed = set(output) | {n for o in rest for n in o}
+    kept: list[str] = []
+    for n in (*operands[i], *operands[j]):
+        if n in needed and n not in kept:
+            kept.append(n)
+    return tuple(kept)
+
+
 def _letters(names: list[list[str]]) -> dict[str, str]:
     table: dict[str, str] = {}
     pool = iter(string.ascii_letters)
@@ -234,11 +292,7 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     ins, outs = _sizes(prim.dom_axes), _sizes(prim.cod_axes)
     module = linear_module(ctx.em, prim, ctx.box.label)
     x = ctx.args[0]
-    dims_in, dims_out = ctx.own_dims("dom", 0), ctx.own_dims("cod", 0)
-    trailing_in = dims_in == list(range(-n_in, 0))
-    trailing_out = dims_out == list(range(-n_out, 0))
-    same_woven = [m for m in ctx.markers("dom", 0) if m[0] == "woven"] == [m for m in ctx.markers("cod", 0) if m[0] == "woven"]
-    if trailing_in and trailing_out and same_woven:
+    if on_trailing_axes(ctx.box, ctx.woven):  # the one predicate the cost rule asks too
         call = ctx.module(module, x if n_in == 1 else ctx.method(x, "flatten", -n_in))
         stored = ctx.em.rows.get(id(ctx.box))
         if stored is not None:
@@ -288,7 +342,25 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
     letters = _letters([list(seg.names) for seg in prim.inputs])
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
-    return [ctx.einsum(ctx.subscripts(own_in, own_out), *ctx.args)]
+    subscripts = ctx.subscripts(own_in, own_out)
+    if len(prim.inputs) < 3:
+        return [ctx.einsum(subscripts, *ctx.args)]
+    # three or more operands: one einsum per pair of the plan, each product bound to a local
+    lhs, rhs = subscripts.split("->")
+    layouts = [spec[3:] for spec in lhs.split(",")]  # after "..."
+    axis_of = {letters[a.name]: a for seg in prim.inputs for a in seg}
+    axis_of.update(zip(ctx.woven_letters(own_in, own_out), (w.axis for w in ctx.woven)))
+    operands: list[Value | Expr] = list(ctx.args)
+    pairs = prim.pairs()
+    for step, (i, j) in enumerate(pairs):
+        kept = kept_axes(layouts, i, j, rhs[3:])
+        product = ctx.einsum(f"...{layouts[i]},...{layouts[j]}->...{''.join(kept)}", operands[i], operands[j])
+        if step == len(pairs) - 1:
+            return [product]
+        value = ctx.bind(product, tuple(axis_of[c] for c in kept), "contracted")
+        layouts = [o for k, o in enumerate(layouts) if k not in (i, j)] + ["".join(kept)]
+        operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [value]
+    raise AssertionError("a plan of three or more operands has a last pair")
 
 
 @LOWERING.rule(UnitOp)
@@ -301,7 +373,7 @@ def lower_unit(prim: UnitOp, ctx: RuleContext) -> list[Expr]:
 # forward and, backward, one for the input's gradient and one for the weight's; autograd keeps the input
 # flattened to 2-D (the input itself when that is a view, a copy otherwise).  Elsewhere it is an einsum
 # with the weight, like any wiring, costed as ``torch.einsum`` runs it (``ncd.analysis.linear``).
-def markers(box: Box, woven: tuple[Weave, ...], side: Side, j: int) -> list[tuple[str, int]]:
+def markers(box: Box, woven: Sequence[WovenAxis], side: Side, j: int) -> list[tuple[str, int]]:
     """The code layout of input/output ``j``: ``("own", k)`` or ``("woven", w)`` per axis (as lowering sees it)."""
     return WeaveView(box, woven).markers(side, j)
 
@@ -315,7 +387,7 @@ def _rename(axes: tuple[Axis, ...], names: dict[int, str]) -> tuple[Axis, ...]:
     return tuple(a.renamed(names[k]) if k in names else a for k, a in enumerate(axes))
 
 
-def on_trailing_axes(box: Box, woven: tuple[Weave, ...]) -> bool:
+def on_trailing_axes(box: Box, woven: Sequence[WovenAxis]) -> bool:
     """Whether a learned map's own axes trail its input and output (it lowers to a plain ``nn.Linear`` call)."""
     assert isinstance(box.prim, LinearOp)
     dom, cod = markers(box, woven, "dom", 0), markers(box, woven, "cod", 0)
@@ -374,7 +446,7 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
 def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     from ncd.analysis.linear import einsum_cost
 
-    return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0])]
+    return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0], prim.pairs())]
 
 
 @COST.rule(UnitOp)

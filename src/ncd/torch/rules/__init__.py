@@ -82,15 +82,19 @@ class RuleContext:
 
     def subscripts(self, own_letters: list[list[str]], out_letters: list[str]) -> str:
         """Einsum subscripts with woven axes given fresh letters: ``"...ab,...cb->...ac"``."""
-        used = {c for letters in own_letters for c in letters} | set(out_letters)
-        spare = iter(c for c in string.ascii_letters if c not in used)
-        woven_letters = [next(spare) for _ in self.woven]
+        woven_letters = self.woven_letters(own_letters, out_letters)
 
         def render(layout: list[tuple[str, int]], own: list[str]) -> str:
             return "..." + "".join(own[k] if kind == "own" else woven_letters[k] for kind, k in layout)
 
         ins = [render(self.markers("dom", j), own_letters[j]) for j in range(len(own_letters))]
         return ",".join(ins) + "->" + render(self.markers("cod", 0), out_letters)
+
+    def woven_letters(self, own_letters: list[list[str]], out_letters: list[str]) -> list[str]:
+        """The letters :meth:`subscripts` gives the woven axes (outermost first): the first unused ones."""
+        used = {c for letters in own_letters for c in letters} | set(out_letters)
+        spare = iter(c for c in string.ascii_letters if c not in used)
+        return [next(spare) for _ in self.woven]
 
     # -- typed ops (the lowered program records what runs and what it reads) --------------------
     def _arg(self, value: object) -> tuple[str, tuple[Value, ...]]:

@@ -2,6 +2,10 @@
 
     ncd cost gpt2 --size N=2 --size m=256
     ncd cost model.json --size b=8 --formulas --complexity
+
+It lives beside the PyTorch backend because ``--measure`` runs the lowered module
+(:mod:`ncd.torch.measure`); the costs themselves come from :mod:`ncd.analysis`, which runs
+no lowering.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             text = " + ".join(str(t) for t, _ in terms) or "0"
             console.print(f"{block}: {text}", highlight=False)
     if args.measure:
-        from ncd.analysis.measure import measure
+        from ncd.torch.measure import measure
 
         m = measure(diagram, module=None, inputs=None, seed=0, training=True, **report.sizes)
         console.print(f"measured: forward {m.forward_flops} matmul FLOPs (model {report.forward_matmul}), backward"
