@@ -191,3 +191,46 @@ def test_grouped_query_heads_batch_and_key_value_heads_have_names_of_their_own()
                     sizes.setdefault(a.name.rstrip("\u02b9"), set()).add(str(a.size))
     assert sizes["h"] == {"4"} and sizes["g"] == {"2"} and sizes["b"] == {"b"}
     assert all(len(v) == 1 for k, v in sizes.items() if k != "1"), sizes  # a name never means two sizes
+
+
+_ROLES = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_roles.py"
+_rspec = importlib.util.spec_from_file_location("bench_roles", _ROLES)
+assert _rspec is not None and _rspec.loader is not None
+roles = sys.modules["bench_roles"] = importlib.util.module_from_spec(_rspec)
+_rspec.loader.exec_module(roles)
+
+
+@pytest.mark.parametrize("name", ["swin", "vit", "llama"])
+def test_two_roles_never_share_a_name(name: str) -> None:
+    """Traced from a config whose sizes collide (Swin: a window of 4, 4 heads, head dimension 8 = 8 patches a
+    side) and from one where every role has a size of its own, axis by axis: every name of the first stands for one
+    role of the second (windows, positions in a window, tokens, heads, head features, channels are apart)."""
+    names, problem = roles.audit(dict(roles.models())[name])
+    assert not problem
+    assert {n: r for n, r in names.items() if len(r) > 1} == {}, names
+    if name == "swin":  # the window partition reads as which window (s), where in it (w), heads h of k features
+        assert names["s"] == {"windows_per_side"} and names["w"] == {"window"}
+        assert names["h"] == {"heads"} and names["k"] == {"head_dim"} and names["t"] == {"tokens"}
+
+
+def test_the_attention_scale_is_the_head_dimension_s_symbol() -> None:
+    """Llama's scores are scaled by ``k**-0.5`` (a symbol, the traced 8 among the defaults), not 0.35355339…;
+    the diagram lowers to the model, and lowering at another head dimension is refused (the weights hold k = 8)."""
+    import sympy
+
+    import ncd
+    from ncd.ir.size import symbol
+    from ncd.prims.elementwise import ScaleOp
+
+    entry = next(e for e in corpus.all_entries() if e.name == "llama")
+    model, inputs, _ = entry.build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    factors = {b.prim.factor for b in d.boxes() if isinstance(b.prim, ScaleOp)}
+    assert factors == {symbol("k") ** sympy.Rational(-1, 2)}, factors
+    assert dict(d.get("defaults"))["k"] == model.config.head_dim
+    want = model(**inputs).last_hidden_state
+    assert torch.allclose(d.to_torch()(inputs["input_ids"]), want, atol=1e-5)
+    with pytest.raises(ncd.TraceError, match="k=8"):
+        d.to_torch(k=16)

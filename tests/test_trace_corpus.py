@@ -147,7 +147,7 @@ def test_gpt2_traced_at_8_tokens_lowers_at_12_and_bert_says_why_it_cannot() -> N
     torch.manual_seed(0)
     model, _, _ = gpt2()
     d = ncd.trace(model.eval(), torch.randint(0, 50, (2, 8)))
-    assert dict(d.get("defaults")) == {"b": 2, "t": 8} and str(d.dom) == "b t̅ [50]"
+    assert dict(d.get("defaults")) == {"b": 2, "k": 8, "t": 8} and str(d.dom) == "b t̅ [50]"  # k: the scale k**-0.5
     x = torch.randint(0, 50, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(d.to_torch(t=12)(x), model(x).last_hidden_state, atol=1e-5, rtol=1e-4)

@@ -52,6 +52,7 @@ class TracedDiagram(Block):
     method: str = field(default="export", compare=False, hash=False)
     training: bool = field(default=False, compare=False, hash=False)
     fixed: tuple[str, ...] = field(default=(), compare=False, hash=False)
+    constants: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -74,6 +75,10 @@ class TracedDiagram(Block):
 
         defaults = defaults_of(self.as_block())
         other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
+        held = sorted(k for k in other if k in self.constants)
+        if held:
+            raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
+                             f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
         if other and self.fixed:
             raise TraceError(f"cannot lower {self.name} at {other} (traced at {defaults}): these boxes hold tensors or"
                              f" calls of the traced sizes: {'; '.join(self.fixed[:4])}")
@@ -157,9 +162,9 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=2)
-    body, meta, fixed = _symbolic(body, conv)
+    body, meta, fixed, held = _symbolic(body, conv)
     return TracedDiagram(body, type(model).__name__, meta, tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
-                         captured.method, model.training, fixed)
+                         captured.method, model.training, fixed, held)
 
 
 @contextlib.contextmanager
@@ -192,7 +197,7 @@ def _state_kept(model: torch.nn.Module) -> Any:
                         v[:] = contents[k]
 
 
-def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ...]]:
+def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ...], tuple[str, ...]]:
     """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults."""
     from ncd.errors import NCDError
     from ncd.trace.symbolic import symbolize
@@ -202,15 +207,22 @@ def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ..
         for a in conv.segs[vid].axes:
             if a.name in ("b", "t") and not a.size.free_symbols:
                 sizes.setdefault(a.name, int(a.size))
-    if not sizes:
-        return body, (), ()
+    constants: dict[str, int] = dict(conv.__dict__.get("_constants", {}))  # sizes factors are read as (k**-0.5)
+    defaults = {**constants, **sizes}
+    if not defaults:
+        return body, (), (), ()
+    meta: tuple[Any, ...] = (("defaults", tuple(sorted(defaults.items()))),)
+    failed = False
     try:
-        new, fixed = symbolize(body, sizes)
-        if not new.dom.same(new.dom) or new.free_symbols - {s for s in new.free_symbols if str(s) in sizes}:
-            return body, (), ()
+        new, fixed = symbolize(body, sizes) if sizes else (body, [])
+        if not new.dom.same(new.dom) or new.free_symbols - {s for s in new.free_symbols if str(s) in defaults}:
+            new, fixed, failed = body, [], True
     except NCDError:
-        return body, (), ()
-    return new, (("defaults", tuple(sorted(sizes.items()))),), tuple(fixed)
+        new, fixed, failed = body, [], True
+    if failed and sizes:  # the batch and sequence stay numbers: only the constants are defaults
+        meta = (("defaults", tuple(sorted(constants.items()))),) if constants else ()
+        sizes = {}
+    return new, meta, tuple(fixed), tuple(sorted(set(constants) - set(sizes)))
 
 
 def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:

@@ -275,6 +275,15 @@ def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
 
 
 # -- expand ------------------------------------------------------------------------------------------
+def _batch_name(conv: Converter, size: int) -> str:
+    """A new leading wire of the batch's size is the batch (a class token expanded over the examples)."""
+    for vid in conv.inputs:
+        axes = conv.segs[vid].axes
+        if axes and axes[0].name == "b" and not axes[0].size.free_symbols and int(axes[0].size) == size:
+            return "b"
+    return conv.namer.fresh(size)
+
+
 @rule("aten.expand", "aten.expand_as")
 def expand(conv: Converter, node: Node) -> None:
     """A broadcast copy of a live value along new or size-1 wires."""
@@ -305,7 +314,7 @@ def expand(conv: Converter, node: Node) -> None:
             continue
         if i >= 0 and shape_in[i] != 1:
             raise Decline("expands a wire that is not of size 1")
-        name = conv.namer.fresh(size)
+        name = _batch_name(conv, size) if j == 0 else conv.namer.fresh(size)
         while name in taken:
             name += PRIME
         taken.add(name)
@@ -412,7 +421,7 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     padding = None if live_mask is None else _padding_wire(conv, scores_seg, live_mask)  # before the scores: fusable
     (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
     factor = scale if scale is not None else 1.0 / math.sqrt(_shape(q)[-1])
-    s = _scale(conv, s, float(factor))
+    s = _scale(conv, s, float(factor), [d])
     shape = tuple(int(a.size) for a in scores_seg.axes)
     names = list(scores_seg.names)
     additive = None

@@ -25,7 +25,7 @@ from ncd.ir.diagram import Box, Diagram
 from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.trace.capture import Captured, Node, refs
-from ncd.trace.naming import Namer, unique
+from ncd.trace.naming import Namer, config_roles, unique
 from ncd.trace.wiring import Step
 
 __all__ = ["Converter", "RULES", "rule", "Decline"]
@@ -74,7 +74,7 @@ class Converter:
     def __init__(self, captured: Captured, axes: Any, model: torch.nn.Module | None = None) -> None:
         self.captured = captured
         self.model = model
-        self.namer = Namer()
+        self.namer = Namer(config_roles(model))
         self.segs: dict[int, Segment] = {}
         self.values: dict[int, int] = {}  # id(node) (or id of (node, k)) -> value id
         self.steps: list[Step] = []

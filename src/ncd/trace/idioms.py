@@ -19,6 +19,7 @@ A rule raises :class:`~ncd.trace.convert.Decline` to leave a call to the opaque 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import sympy
@@ -27,6 +28,7 @@ import torch
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
+from ncd.ir.size import symbol
 from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.prims.linear import EinsumOp, LinearOp
 from ncd.prims.softmax import SoftmaxOp
@@ -92,12 +94,17 @@ def alias(conv: Converter, node: Node) -> None:
 
 
 # -- regrouping wires ---------------------------------------------------------------------
+def _is_item(conv: Converter, name: str) -> bool:
+    """Whether wires of this name are positions (tokens, rows, columns: the namer's item role)."""
+    return conv.namer.roles.get(name.rstrip(PRIME)) == "item"
+
+
 def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
     """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back."""
     out: list[str] = []
     i = j = 0
     split_names = conv.__dict__.setdefault("_splits", {})
-    merged: dict[str, list[str]] = conv.__dict__.setdefault("_merges", {})  # a merged wire's name -> the wires merged
+    merged: dict[str, list[tuple[str, int]]] = conv.__dict__.setdefault("_merges", {})  # name -> (wire, size) merged
     while j < len(shape_out) or i < len(shape_in):
         if j < len(shape_out) and shape_out[j] == 1 and (i >= len(shape_in) or shape_in[i] != 1):
             out.append("1")
@@ -125,23 +132,33 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
                 pb *= shape_out[j]
         i, j = i + 1, j + 1
         group_in = [names[k] for k in a]
+        sizes_in = [shape_in[k] for k in a]
         sizes_out = [shape_out[k] for k in b]
+        items = [_is_item(conv, n) for n in group_in]
         if len(a) == 1 and len(b) == 1:
             out.append(group_in[0])
-        elif len(a) == 1 and merged.get(group_in[0]) and [int(conv.namer.size_of.get(n.rstrip(PRIME), -1))
-                                                          for n in merged[group_in[0]]] == sizes_out:
-            out.extend(merged[group_in[0]])  # a merge undone (tokens flattened, then unflattened): the names back
+        elif len(a) == 1 and merged.get(group_in[0]) and [s for _, s in merged[group_in[0]]] == sizes_out:
+            out.extend(n for n, _ in merged[group_in[0]])  # a merge undone (tokens flattened, then unflattened)
         elif len(a) == 1:
             parent = group_in[0].rstrip(PRIME)
-            hints = ["h", "k"] if len(b) == 2 else [None] * len(b)
-            parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
+            if items[0] and len(b) == 2:  # positions cut into windows: which window (s), where in it (w)
+                parts = [conv.namer.fresh(s, hint, "item") for s, hint in zip(sizes_out, ("s", "w"))]
+            else:  # into heads and their features, unless the config gives the first part no heads' size
+                heads = not conv.namer.config or {"h", "g"} & conv.namer.config.get(sizes_out[0], set())
+                hints = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
+                parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
             parts = unique(parts)
-            split_names[tuple(parts)] = parent
+            parents = split_names.setdefault(tuple(n.rstrip(PRIME) for n in parts), [])
+            if parent not in parents:
+                parents.append(parent)
             out.extend(parts)
         elif len(b) == 1:
             key = tuple(n.rstrip(PRIME) for n in group_in)
-            name = split_names.get(key) or conv.namer.fresh(sizes_out[0])
-            merged.setdefault(name, list(group_in))
+            # positions merged (an image's rows and columns flattened into tokens) are positions again
+            parents = [p for p in split_names.get(key, ()) if p not in {n.rstrip(PRIME) for n in out}]
+            name = parents[0] if parents else conv.namer.fresh(sizes_out[0], None, "item" if all(items) else "feature",
+                                                                 tuple(n.rstrip(PRIME) for n in group_in))
+            merged.setdefault(name, list(zip(group_in, sizes_in)))
             out.append(name)
         else:
             out.extend(conv.namer.fresh(s) for s in sizes_out)
@@ -194,8 +211,17 @@ def permute(conv: Converter, node: Node) -> None:
 
 # -- learned linear maps -------------------------------------------------------------------
 def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) -> str:
+    """The output wire of a learned map: the input's name at the same size; else the role the model's config gives
+    the size (its width ``m``, its feed-forward width ``f``); a fused projection (2 or 3 widths: keys and values,
+    queries keys and values) no feed-forward name; else ``f`` for a wider output."""
     if in_size == out_size:
         return in_name.rstrip(PRIME)
+    roles = conv.namer.config.get(out_size, set())
+    for hint in ("m", "f"):
+        if hint in roles:
+            return conv.namer.fresh(out_size, hint)
+    if any(out_size in (2 * w, 3 * w) for w, r in conv.namer.config.items() if "m" in r):
+        return conv.namer.fresh(out_size)
     return conv.namer.fresh(out_size, "f" if out_size > in_size else None)
 
 
@@ -390,13 +416,43 @@ def power(conv: Converter, node: Node) -> None:
     conv.bind(node, conv.apply(Box(ElementwiseOp("square" if e in (2, 2.0) else "sqrt")), [conv.value(x)]))
 
 
-def _scale(conv: Converter, vid: int, factor: float) -> int:
-    import sympy
+#: Names whose sizes :func:`ncd.trace.symbolic.symbolize` makes symbols (a factor read off them would follow them).
+SYMBOLIZED = ("b", "t")
 
+
+def size_constant(conv: Converter, name: str) -> sympy.Symbol | None:
+    """The symbol of a wire name (``k`` for the head dimension), its traced size recorded among the diagram's
+    defaults; None for a size 1 or a name that is no identifier."""
+    base = name.rstrip(PRIME)
+    size = conv.namer.size_of.get(base)
+    if size is None or size <= 1 or not base.isidentifier():
+        return None
+    conv.__dict__.setdefault("_constants", {})[base] = size
+    return symbol(base)
+
+
+def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
+    """``factor`` as a size of one of the wires ``like`` when it is one (``k**-0.5``, ``1/m``, ``m**0.5``), else the
+    number: an attention scale reads as the head dimension's, not as 16 digits."""
+    for name in like:
+        base = name.rstrip(PRIME)
+        n = conv.namer.size_of.get(base)
+        if n is None or n <= 1 or base in SYMBOLIZED:
+            continue
+        for power in (sympy.Rational(-1, 2), sympy.Integer(-1), sympy.Rational(1, 2)):
+            if math.isclose(factor, n ** float(power), rel_tol=1e-12, abs_tol=0.0):
+                s = size_constant(conv, base)
+                if s is not None:
+                    return s ** power
+    return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
+
+
+def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = ()) -> int:
+    """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression)."""
     if factor == 1:
         return vid
-    return conv.apply(Box(ScaleOp(sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor)))),
-                      [vid])
+    expr = factor if isinstance(factor, sympy.Expr) else _factor(conv, float(factor), like)
+    return conv.apply(Box(ScaleOp(expr)), [vid])
 
 
 def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[int, ...]) -> int:
@@ -452,7 +508,7 @@ def arithmetic(conv: Converter, node: Node) -> None:
         vid = conv.value(a)
         if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
             raise Decline("broadcast")
-        conv.bind(node, _scale(conv, vid, factor))
+        conv.bind(node, _scale(conv, vid, factor, conv.names(vid)))
         return
     if name == "div":
         raise Decline("division by a tensor")
@@ -491,8 +547,12 @@ def reduce(conv: Converter, node: Node) -> None:
     out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
     box = Box(EinsumOp(Type((seg,)), out))
     (vid2,) = conv.emit(box, [vid], [out])
-    if "mean" in node.target.name():
-        vid2 = _scale(conv, vid2, 1.0 / math.prod(int(seg.axes[d].size) for d in dims))
+    if "mean" in node.target.name():  # 1 over the reduced wires' sizes: their symbols where the names hold them
+        reduced = [seg.axes[d] for d in dims]
+        exact = all(not a.size.free_symbols and int(a.size) > 1 and a.name.rstrip(PRIME).isidentifier()
+                    and conv.namer.size_of.get(a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
+        named = [size_constant(conv, a.name) for a in reduced] if exact else []
+        vid2 = _scale(conv, vid2, 1 / sympy.Mul(*named) if exact else 1.0 / math.prod(int(a.size) for a in reduced))
     if keep:
         names = [("1" if k in dims else a.name) for k, a in enumerate(seg.axes)]
         vid2 = conv.view(vid2, names, _shape(node))

@@ -19,18 +19,56 @@ import sympy
 from ncd.errors import ParseError
 from ncd.ir.axes import Axis, Segment, parse_segment
 
-__all__ = ["Namer", "PRIME", "unique"]
+__all__ = ["Namer", "PRIME", "unique", "config_roles"]
 
 PRIME = "\u02b9"
-POOL = ("n", "p", "q", "r", "u", "w", "z", "e", "g", "j", "l", "o", "a", "d")
+#: generic names; a role's letter (groups ``r``, window ``w``, experts ``e``, key/value heads ``g``) comes last
+POOL = ("n", "p", "q", "u", "z", "j", "l", "o", "a", "d", "r", "w", "e", "g")
 #: Names kept for their usual meaning: width, hidden width, heads, head features, vocabulary, channels.
 RESERVED = ("m", "f", "h", "k", "v", "c")
-ITEMS = ("t", "s", "y", "x")
+ITEMS = ("t", "y", "x", "i", "j", "l")  # ``s`` and ``w`` only by role: which window, where in it
 #: Names a role takes when its own is taken by another size: heads of another count (key/value heads) are ``g``.
 FALLBACK: dict[str, tuple[str, ...]] = {"h": ("g",), "k": ("d",), "f": ("e",)}
 #: Roles whose axes never share a name with another role's axes of the same size (the others — widths, channels,
 #: unnamed axes — share one name per size): the batch, heads, head features.
-DISTINCT = frozenset({"b", "h", "g", "r", "k"})
+DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w"})
+
+
+#: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width.
+CONFIG_ROLES: dict[str, str] = {
+    **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "hidden_dim"), "m"),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim",
+                     "moe_intermediate_size", "ffn_hidden_size"), "f"),
+    **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
+                     "decoder_attention_heads"), "h"),
+    **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), "g"),
+}
+
+
+def config_roles(model: object) -> dict[int, set[str]]:
+    """Size -> the role letters the model's config (and its sub-configs: text, vision) gives it.
+
+    >>> from types import SimpleNamespace as NS
+    >>> config_roles(NS(config=NS(hidden_size=32, intermediate_size=64, vision_config=NS(hidden_size=16))))
+    {32: {'m'}, 64: {'f'}, 16: {'m'}}
+    """
+    out: dict[int, set[str]] = {}
+    todo: list[object] = [getattr(model, "config", None)]
+    seen: set[int] = set()
+    while todo:
+        config = todo.pop(0)
+        if config is None or id(config) in seen or len(seen) > 8:
+            continue
+        seen.add(id(config))
+        for key, value in vars(config).items():
+            values = value if isinstance(value, (list, tuple)) else [value]  # per stage (Swin's heads)
+            if key in CONFIG_ROLES and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                for v in values:
+                    if v > 1:
+                        out.setdefault(v, set()).add(CONFIG_ROLES[key])
+            elif key.endswith("_config") and hasattr(value, "__dict__"):
+                todo.append(value)
+    return out
 
 
 def unique(names: list[str]) -> list[str]:
@@ -48,9 +86,10 @@ def unique(names: list[str]) -> list[str]:
 class Namer:
     """Hands out axis names: one size per name, one generated name per (role, size)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: dict[int, set[str]] | None = None) -> None:
+        self.config = config or {}  # size -> role letters read from the model's config (:func:`config_roles`)
         self.size_of: dict[str, int] = {"1": 1}
-        self.generated: dict[tuple[str, int, str | None], str] = {}
+        self.generated: dict[tuple[object, ...], str] = {}
         self.roles: dict[str, str] = {}
 
     def claim(self, name: str, size: int, role: str = "feature") -> str:
@@ -64,13 +103,14 @@ class Namer:
         self.roles.setdefault(name, role)
         return name
 
-    def fresh(self, size: int, hint: str | None = None, role: str = "feature") -> str:
+    def fresh(self, size: int, hint: str | None = None, role: str = "feature", of: tuple[str, ...] = ()) -> str:
         """The name of axes of ``size`` in the role ``hint`` names: one name per role and size.  The batch, heads and
         head features (:data:`DISTINCT`) are roles of their own — key/value heads are not the batch even when both
-        are 2, nor the query heads (they get ``g``); other axes of one size share a name."""
+        are 2, nor the query heads (they get ``g``); other axes of one size share a name.  ``of`` names the wires a
+        merged wire holds (``b t`` flattened): a merge has a name of its own, apart from any other wire of its size."""
         if size == 1:
             return "1"
-        key = (role, size, hint if hint in DISTINCT else None)
+        key: tuple[object, ...] = (role, size, hint if hint in DISTINCT else None) + ((of,) if of else ())
         if key in self.generated:
             return self.generated[key]
         pool = (ITEMS if role == "item" else POOL)

@@ -34,23 +34,44 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only)."""
     symbols = {n: symbol(n) for n in sizes}
+    traced_values = {symbols[n]: sizes[n] for n in symbols}
     fixed: list[str] = []
+    done: dict[int, Any] = {}  # id -> rebuilt value (equal parts of a diagram are often one object)
+    kept: list[Any] = []  # the originals whose ids key ``done``, alive until the walk ends
+
+    def traced(size: Any) -> int:
+        return int(size) if size.is_Integer else int(size.xreplace(traced_values))
+
+    axes: dict[Axis, Axis] = {}
 
     def axis(a: Axis) -> Axis:
-        base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
-        if base in sizes and not a.size.free_symbols and int(a.size) == sizes[base]:
-            return dataclasses.replace(a, size=symbols[base])
-        return a
+        if a not in axes:
+            base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
+            symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
+            axes[a] = dataclasses.replace(a, size=symbols[base]) if symbolic else a  # type: ignore[index]
+        return axes[a]
 
     def value(v: Any) -> Any:
+        if isinstance(v, (Segment, Type, tuple, Primitive, Diagram)):
+            key = id(v)
+            if key not in done:
+                done[key] = _value(v)
+                kept.append(v)
+            return done[key]
+        return _value(v)
+
+    def _value(v: Any) -> Any:
         if isinstance(v, Axis):
             return axis(v)
         if isinstance(v, Segment):
-            return dataclasses.replace(v, axes=tuple(axis(a) for a in v.axes))
+            axes = tuple(axis(a) for a in v.axes)
+            return v if all(a is b for a, b in zip(axes, v.axes)) else dataclasses.replace(v, axes=axes)
         if isinstance(v, Type):
-            return Type(tuple(value(s) for s in v.segments))
+            segments = tuple(value(s) for s in v.segments)
+            return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
         if isinstance(v, tuple):
-            return tuple(value(x) for x in v)
+            items = tuple(value(x) for x in v)
+            return v if all(a is b for a, b in zip(items, v)) else items
         if isinstance(v, Primitive):
             return prim(v)
         if isinstance(v, Diagram):
@@ -59,6 +80,8 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
 
     def prim(p: Primitive) -> Primitive:
         changes = {f.name: value(getattr(p, f.name)) for f in dataclasses.fields(p)}
+        if all(changes[f.name] is getattr(p, f.name) for f in dataclasses.fields(p)):
+            return p  # nothing sized by a symbol: the box as it was
         if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
             changes["stop"] = changes["output"].size
         if p.op == "view":  # a merge of symbolised axes: the product
@@ -66,10 +89,10 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
             out = list(changes["target"].axes)
             i = 0
             for j, b in enumerate(out):
-                group, traced = [], 1
-                while i < len(src) and traced < int(b.size.subs({symbols[n]: sizes[n] for n in symbols})):
+                group, product = [], 1
+                while i < len(src) and product < traced(b.size):
                     group.append(src[i])
-                    traced *= int(src[i].size.subs({symbols[n]: sizes[n] for n in symbols}))
+                    product *= traced(src[i].size)
                     i += 1
                 if len(group) > 1 and not b.size.free_symbols and any(a.size.free_symbols for a in group):
                     out[j] = dataclasses.replace(b, size=sympy.Mul(*[a.size for a in group]))
@@ -84,6 +107,8 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
     def node(d: Diagram) -> Diagram:
         record: Any = d  # every node kind is a frozen dataclass
         changes = {f.name: value(getattr(d, f.name)) for f in dataclasses.fields(record) if f.init}
+        if all(v is getattr(d, k) for k, v in changes.items()):
+            return d
         new: Diagram = dataclasses.replace(record, **changes)
         return new
 
