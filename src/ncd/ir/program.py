@@ -91,6 +91,8 @@ class Op:
     comment: str = ""
     #: the box this op lowers (``None`` for glue the lowering adds: moving woven axes, loops, aliases)
     box: Box | None = None
+    #: the :class:`Function` a ``block`` or ``loop`` op runs (by class name)
+    callee: str = ""
 
     def lines(self) -> list[str]:
         """The op as source lines (inside ``forward``)."""
@@ -150,6 +152,21 @@ class Program:
         for function in self.functions:
             for op in function.ops:
                 yield function, op
+
+    def inlined(self) -> Iterator[Op]:
+        """Every op the whole diagram runs, in order, block calls replaced by their class's ops (a loop's
+        body once): the flat list an analysis of the program reads."""
+        by_name = {f.name: f for f in self.functions}
+
+        def walk(function: Function) -> Iterator[Op]:
+            for op in function.ops:
+                if op.callee:
+                    yield op
+                    yield from walk(by_name[op.callee])
+                else:
+                    yield op
+
+        return walk(self.top)
 
     def to_source(self) -> str:
         """The program as one Python module (what ``to_source`` returns and ``to_torch`` compiles)."""

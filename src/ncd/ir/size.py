@@ -14,9 +14,11 @@ x/s
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
 import sympy
@@ -26,7 +28,8 @@ from ncd.errors import ParseError, SizeError
 Size = sympy.Expr
 SizeLike = Union[int, str, sympy.Expr]
 
-__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "evaluate", "substitute"]
+__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "evaluate", "substitute", "SymbolicSize",
+           "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
 
 
 @functools.cache
@@ -236,11 +239,106 @@ def _substituted(value: sympy.Expr, mapping: tuple[tuple[sympy.Symbol, sympy.Exp
     return sympy.simplify(value.xreplace(dict(mapping)))
 
 
+_SYMBOLIC: contextvars.ContextVar[bool] = contextvars.ContextVar("ncd_symbolic_sizes", default=False)
+
+
+@contextlib.contextmanager
+def symbolic_sizes() -> Iterator[None]:
+    """Inside this block :func:`evaluate` gives a :class:`SymbolicSize` for a size whose symbols are free
+    (lowering a diagram on symbolic sizes: the program prints sizes by name) instead of raising."""
+    token = _SYMBOLIC.set(True)
+    try:
+        yield
+    finally:
+        _SYMBOLIC.reset(token)
+
+
+def symbolic_text(value: sympy.Expr) -> str:
+    """A size as a program on symbolic sizes prints it: each symbol read from ``sizes`` (``sizes.k*sizes.h``),
+    so that no size is mistaken for a local variable of the same name."""
+    return str(value.xreplace({s: sympy.Symbol(f"sizes.{s}") for s in value.free_symbols}))
+
+
+def symbolic_lowering() -> bool:
+    """Whether a program on symbolic sizes is being lowered (:func:`symbolic_sizes`)."""
+    return _SYMBOLIC.get()
+
+
+class SymbolicSize:
+    """A size lowering prints by name (``m``, ``k*h``): arithmetic stays symbolic, and anything that needs the
+    number itself (``range``, indexing, ``int``) raises a :class:`~ncd.errors.SizeError`.
+
+    >>> n = SymbolicSize(symbol("k") * symbol("h"))
+    >>> f"nn.Linear({n}, {2 * n})", n == symbol("h") * symbol("k"), n == 1
+    ('nn.Linear(sizes.h*sizes.k, 2*sizes.h*sizes.k)', True, False)
+    """
+
+    __slots__ = ("expr",)
+
+    def __init__(self, expr: Any) -> None:
+        self.expr: sympy.Expr = expr.expr if isinstance(expr, SymbolicSize) else sympy.sympify(expr)
+
+    def __str__(self) -> str:
+        return symbolic_text(self.expr)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    @staticmethod
+    def _of(other: Any) -> sympy.Expr:
+        return other.expr if isinstance(other, SymbolicSize) else sympy.sympify(other)
+
+    def __add__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self.expr + self._of(other))
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self.expr * self._of(other))
+
+    __rmul__ = __mul__
+
+    def __sub__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self.expr - self._of(other))
+
+    def __rsub__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self._of(other) - self.expr)
+
+    def __floordiv__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(sympy.floor(self.expr / self._of(other)))
+
+    def __truediv__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self.expr / self._of(other))
+
+    def __rtruediv__(self, other: Any) -> SymbolicSize:
+        return SymbolicSize(self._of(other) / self.expr)
+
+    def __neg__(self) -> SymbolicSize:
+        return SymbolicSize(-self.expr)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(sympy.simplify(self.expr - self._of(other)) == 0)
+
+    def __hash__(self) -> int:
+        return hash(self.expr)
+
+    def _unbound(self, *_: Any) -> Any:
+        names = ", ".join(sorted(str(s) for s in self.expr.free_symbols))
+        raise SizeError(f"size {size_text(self.expr)} is needed as a number here: give {names}")
+
+    __index__ = __int__ = __float__ = __mod__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _unbound
+
+
 def evaluate(value: sympy.Expr, sizes: Mapping[str, int] | None = None, *, what: str = "size") -> int:
-    """The whole-number value of a size once its symbols are bound."""
+    """The whole-number value of a size once its symbols are bound (a :class:`SymbolicSize` when
+    its symbols are free inside :func:`symbolic_sizes`)."""
     expr = value
     if sizes:
         expr = substitute(expr, {symbol(k): sympy.Integer(v) for k, v in sizes.items()})
+    if expr.free_symbols and _SYMBOLIC.get():
+        return SymbolicSize(expr)  # type: ignore[return-value]
     if expr.free_symbols:
         names = ", ".join(sorted(str(s) for s in expr.free_symbols))
         raise SizeError(f"{what} {size_text(value)} is not bound: give {names}")

@@ -23,7 +23,7 @@ from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
-from ncd.ir.size import evaluate
+from ncd.ir.size import SymbolicSize, evaluate
 from ncd.prims.opaque import ParameterOp
 from ncd.prims.structure import DeleteOp, cot
 
@@ -90,7 +90,7 @@ IMPORT.unsupported(SinusoidalOp, "a traced positional table is a constant tensor
 @LOWERING.rule(SinusoidalOp)
 def lower_sinusoidal(prim: SinusoidalOp, ctx: RuleContext) -> list[str]:
     t, m = (evaluate(a.size, what=f"axis {a.name}") for a in prim.segment)
-    if m % 2:
+    if not isinstance(m, SymbolicSize) and m % 2:  # on symbolic sizes the check waits for the number
         raise ctx.fail(f"the feature axis {prim.segment.axes[1].name} has odd size {m}; sinusoidal positions need an even size")
     scale = -math.log(prim.base) / m
     name = ctx.em.fresh("positions")

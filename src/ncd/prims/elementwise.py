@@ -24,7 +24,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
-from ncd.ir.size import Size, SizeLike, size, size_text
+from ncd.ir.size import Size, SizeLike, size, size_text, symbolic_lowering, symbolic_text
 from ncd.prims.kinds import partials, transpose
 
 if TYPE_CHECKING:
@@ -297,6 +297,8 @@ def factor_text(ctx: RuleContext) -> str:
     prim = ctx.prim
     assert isinstance(prim, ScaleOp)
     value = prim.factor
+    if value.free_symbols and symbolic_lowering():
+        return f"({symbolic_text(value)})"  # a program on symbolic sizes prints the factor by name
     if value.free_symbols:
         raise ctx.fail(f"factor {size_text(value)} is not bound")
     number = float(value)

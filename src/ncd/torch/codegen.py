@@ -17,12 +17,13 @@ from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, default
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.names import class_name, python_name
 from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Value, layout_comment
-from ncd.ir.size import evaluate
+from ncd.ir.size import SymbolicSize, evaluate, symbol, symbolic_sizes
 from ncd.ir.weaving import lowers_in_place
 from ncd.prims.structure import LoadOp, SaveOp
 from ncd.torch.rules import NotWeaveAware, RuleContext, Woven, rule_for
 
-__all__ = ["to_source", "to_program", "lower", "bind_all", "defaults_of", "ClassEmitter", "Codegen", "HEADER", "layout_comment"]
+__all__ = ["to_source", "to_program", "symbolic_program", "lower", "bind_all", "defaults_of", "ClassEmitter", "Codegen",
+           "HEADER", "layout_comment"]
 
 def identifier(text: str, default: str = "x") -> str:
     """A variable name for ``text`` as Python reads it (NFKC, no keyword or builtin; see ``ncd.ir.names``)."""
@@ -214,21 +215,27 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         names = [em.fresh(title)] if len(cod) == 1 else [em.fresh(f"{title}_{j}") for j in range(len(cod))]
         outputs = tuple(Value(n, em.leading + seg.axes, seg.dtype) for n, seg in zip(names, cod))
         comment = layout_comment(em.leading + cod[0].axes) if len(cod) == 1 else ""
-        em.emit(Op("block", target, reads, outputs, call, comment))
+        em.emit(Op("block", target, reads, outputs, call, comment, callee=cls))
         return [Value(n, seg.axes, seg.dtype) for n, seg in zip(names, cod)]
 
     def lower_repeat(self, node: Repeat, em: ClassEmitter, values: list[Value]) -> list[Value]:
         start = evaluate(node.start, what=f"start of repeat {node.var}")
         stop = evaluate(node.stop, what=f"stop of repeat {node.var}")
         title = node.name or (node.body.name if isinstance(node.body, Block) else "layer")
+        count: int | SymbolicSize = stop - start
         bodies = []
-        for i in range(start, stop):
+        if isinstance(count, SymbolicSize):  # a program on symbolic sizes: one class, ``count`` times
+            if symbol(node.var) in node.body.free_symbols or not all(a.same(b) for a, b in zip(node.dom, node.cod)):
+                raise LoweringError(f"repeat {node.var}: its layers differ, so their count {count} must be bound")
+            bodies.append(node.body.body if isinstance(node.body, Block) else node.body)
+        for i in range(start, stop) if not bodies else ():
             body = node.iteration(i)
             bodies.append(body.body if isinstance(body, Block) else body)
         class_title = node.body.name if isinstance(node.body, Block) else title
         classes = [self.class_for(b, class_title) for b in bodies]
         if len(set(classes)) == 1:
-            modules = f"nn.ModuleList([{classes[0]}() for _ in range({len(classes)})])"
+            layers_count = count if isinstance(count, SymbolicSize) else len(classes)
+            modules = f"nn.ModuleList([{classes[0]}() for _ in range({layers_count})])"
         else:
             modules = "nn.ModuleList([" + ", ".join(f"{c}()" for c in classes) + "])"
         layers = em.attr(identifier(title) + "s" if not identifier(title).endswith("s") else identifier(title), modules)
@@ -245,7 +252,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
                 em.uses_store = True
             lhs = f"{', '.join(loop_vars)}{',' if len(loop_vars) == 1 and len(node.cod) > 1 else ''}"
             em.emit(Op("loop", layers, tuple(carried), tuple(carried),
-                       f"for {layer} in {layers}:\n    {lhs} = {layer}({call_args})"))
+                       f"for {layer} in {layers}:\n    {lhs} = {layer}({call_args})", callee=classes[0]))
             return [Value(var, seg.axes, seg.dtype) for var, seg in zip(loop_vars, node.cod)]
         for k, (cls, body) in enumerate(zip(classes, bodies)):
             values = self._call(f"{layers}[{k}]", cls, em, values, body.cod, title)
@@ -423,6 +430,20 @@ def to_program(diagram: Diagram, **sizes: int) -> Program:
     ['self.l', 'torch.relu']
     """
     return lower(bind_all(diagram, sizes))
+
+
+def symbolic_program(diagram: Diagram) -> Program:
+    """The program of ``diagram`` on symbolic sizes: the ops lowering writes at every size, values with
+    sympy sizes, sizes printed by name (``nn.Linear(m, n)``).  A size needed as a number (a ``range``, the
+    count of layers that differ) raises :class:`~ncd.errors.SizeError` / :class:`~ncd.errors.LoweringError`.
+
+    >>> import ncd
+    >>> program = symbolic_program(ncd.Identity.of("b m") >> ncd.Linear("m -> n", bias=True) >> ncd.ReLU())
+    >>> [op.code for op in program.top.ops], program.top.init
+    (['self.l_plus(x)', 'torch.relu(l_plus)'], ['self.l_plus = nn.Linear(sizes.m, sizes.n)'])
+    """
+    with symbolic_sizes():
+        return lower(diagram)
 
 
 def lower(bound: Diagram) -> Program:

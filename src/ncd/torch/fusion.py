@@ -22,7 +22,7 @@ import sympy
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
 from ncd.ir.program import OpKind
-from ncd.ir.size import evaluate
+from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
 from ncd.prims.patterns import Attention, disabled, packs, recognise_attention
 from ncd.prims.patterns import chosen_rows as _chosen_rows
 
@@ -149,7 +149,8 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
         options.append(f"dropout_p={a.dropout!r} if self.training else 0.0")
     if a.causal and a.mask is None:
         options.append("is_causal=True")
-    options.append(f"scale={float(a.scale)!r}")
+    options.append(f"scale={float(a.scale)!r}" if not (a.scale.free_symbols and symbolic_lowering())
+                   else f"scale={symbolic_text(a.scale)}")
     out = _assign(em, "attention", f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})",
                   a.batch + [queries, values_], known, kind="call")
     if nv > 1:
