@@ -440,7 +440,7 @@ def symbolic_program(diagram: Diagram) -> Program:
     >>> import ncd
     >>> program = symbolic_program(ncd.Identity.of("b m") >> ncd.Linear("m -> n", bias=True) >> ncd.ReLU())
     >>> [op.code for op in program.top.ops], program.top.init
-    (['self.l_plus(x)', 'torch.relu(l_plus)'], ['self.l_plus = nn.Linear(sizes.m, sizes.n)'])
+    (['self.l_plus(x)', 'torch.relu(linear)'], ['self.l_plus = nn.Linear(sizes.m, sizes.n)'])
     """
     with symbolic_sizes():
         return lower(diagram)
