@@ -107,6 +107,30 @@ def test_top_k_and_sort_routing_are_boxes_that_round_trip() -> None:
     assert ops.count("topk") == 1 and ops.count("sort") == 2 and ops.count("divide") == 1
 
 
+class GroupRouter(nn.Module):
+    """DeepSeek-V3's router: unsorted top-k over the best expert groups, the chosen scores gathered back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(6, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.gate(x).sigmoid()
+        groups = scores.view(-1, 2, 4).topk(2, dim=-1)[0].sum(-1)
+        best = torch.topk(groups, k=1, dim=-1, sorted=False)[1]
+        chosen = torch.topk(scores + best.float().repeat(1, 8), k=3, dim=-1, sorted=False)[1]
+        return scores.gather(1, chosen), torch.gather(scores[:, None, :].expand(-1, 3, -1), 2, chosen[:, :, None])
+
+
+def test_unsorted_top_k_and_gather_along_an_axis_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(GroupRouter(), torch.randn(7, 6))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert ops.count("topk") == 3 and ops.count("gather") == 2
+    assert sorted(b.prim.ordered for b in d.boxes() if b.prim.op == "topk") == [False, False, True]
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

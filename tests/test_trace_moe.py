@@ -20,6 +20,13 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qwen2_moe": lambda: T.Qwen2MoeModel(T.Qwen2MoeConfig(**TINY, num_experts=4, moe_intermediate_size=48,
                                                           shared_expert_intermediate_size=64)),
     "olmoe": lambda: T.OlmoeModel(T.OlmoeConfig(**TINY, num_experts=4)),
+    # experts stored as a grouped GEMM consumes them (W1: e m 2f, W2: e f m)
+    "aria_text": lambda: T.AriaTextModel(T.AriaTextConfig(**TINY, moe_num_experts=4, moe_topk=2, moe_num_shared_experts=1)),
+    # experts without a gate, x ↦ relu(x)², behind a router of top-k over groups (unsorted top-k, gather, scatter)
+    "nemotron_h": lambda: T.NemotronHModel(T.NemotronHConfig(
+        hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=100, use_cache=False,
+        layers_block_type=["moe"], n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+        moe_shared_expert_intermediate_size=48, n_group=2, topk_group=1)),
 }
 KERNEL = {"aten.sort.default", "aten.histc.default", "aten._grouped_mm.default", "aten.index_put.default",
           "aten.cumsum.default", "aten.index.Tensor"}

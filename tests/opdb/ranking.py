@@ -13,8 +13,8 @@ from ncd.prims.resampling import InterpolateTransposeOp
 from tests.opdb import error, sample
 
 
-def _topk(x: torch.Tensor, k: int, dim: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    values, indices = torch.topk(x, k, dim=dim, largest=largest)
+def _topk(x: torch.Tensor, k: int, dim: int, largest: bool = True, ordered: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    values, indices = torch.topk(x, k, dim=dim, largest=largest, sorted=ordered)
     return values, indices
 
 
@@ -24,6 +24,8 @@ sample("topk", "router", lambda: ncd.Identity.of("b t e") >> ncd.TopK("e", 2, "j
        lambda p, x: _topk(x[0], 2, -1), cod="b t j:2, b t j:2 [e]", grad=False)
 sample("topk", "smallest-woven-after", lambda: ncd.Identity.of("t c") >> ncd.TopK("t", 3, "s", largest=False),
        {"t": 6, "c": 2}, lambda p, x: _topk(x[0], 3, -2, largest=False), cod="s:3 c, s:3 c [t]", grad=False)
+sample("topk", "unsorted", lambda: ncd.Identity.of("t e") >> ncd.TopK("e", 3, "j", ordered=False), {"t": 4, "e": 9},
+       lambda p, x: _topk(x[0], 3, -1, ordered=False), cod="t j:3, t j:3 [e]", grad=False)
 error("topk", "too-many", lambda: ncd.TopK("e:4", 5, "j"), r"k=5 must be between 1 and the size 4 of e", SizeError)
 error("topk", "same-name", lambda: ncd.TopK("e", 2, "e"), r"the positions need an axis of their own", ParseError)
 

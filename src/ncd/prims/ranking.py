@@ -47,13 +47,18 @@ __all__ = ["TopKOp", "SortOp", "TopK", "Sort"]
 
 @dataclass(frozen=True)
 class TopKOp(Primitive):
-    """The ``k`` largest (``largest=False``: smallest) entries of ``axis``, in order, along ``output``, and their positions."""
+    """The ``k`` largest (``largest=False``: smallest) entries of ``axis``, in order, along ``output``, and their positions.
+
+    ``ordered=False`` is ``torch.topk(..., sorted=False)``: the same ``k`` entries in the order torch's kernel leaves
+    them (the lowering makes that very call, so the lowered module returns what the model returned).
+    """
 
     axis: Axis
     output: Axis
     largest: bool = True
     dtype: Dtype = "float"  # what is ranked: floats, or indices below ``range``
     range: Size | None = None
+    ordered: bool = True
 
     op: ClassVar[str] = "topk"
     family: ClassVar[str] = "ranking"
@@ -72,7 +77,8 @@ class TopKOp(Primitive):
         return _ranked(self)
 
     def label(self) -> str:
-        return f"top{size_text(self.output.size)} {self.axis.name}" + ("" if self.largest else " ↑")
+        return (f"top{size_text(self.output.size)} {self.axis.name}" + ("" if self.largest else " ↑")
+                + ("" if self.ordered else " unsorted"))
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,11 @@ def _source(value: AxisLike | TypeLike, what: str) -> Segment:
     return typ[0]
 
 
-def TopK(axis: AxisLike | TypeLike, k: int | Size, output: str, largest: bool = True) -> Box:
+def TopK(axis: AxisLike | TypeLike, k: int | Size, output: str, largest: bool = True, ordered: bool = True) -> Box:
     """The ``k`` largest entries of ``axis`` (``"e"``, or indices ``"e [9]"``) along a new axis ``output``, and their
-    positions (``torch.topk``)."""
+    positions (``torch.topk``; ``ordered=False`` is its ``sorted=False``)."""
     src = _source(axis, "top-k")
-    return Box.make(TopKOp(src.axes[0], Axis(output, sympy.sympify(k)), largest, src.dtype, src.range))
+    return Box.make(TopKOp(src.axes[0], Axis(output, sympy.sympify(k)), largest, src.dtype, src.range, ordered))
 
 
 def Sort(axis: AxisLike | TypeLike, output: str, descending: bool = False, stable: bool = False) -> Box:
@@ -147,7 +153,7 @@ def lower_topk(prim: TopKOp, ctx: RuleContext) -> list[str]:
     (d,) = ctx.own_dims("dom", 0)
     k = ctx.int(prim.output.size, f"axis {prim.output.name}")
     name = ctx.em.fresh("topk")
-    options = "" if prim.largest else ", largest=False"
+    options = ("" if prim.largest else ", largest=False") + ("" if prim.ordered else ", sorted=False")
     ctx.em.line(f"{name} = torch.topk({ctx.args[0].var}, {k}, dim={d}{options})")
     return [f"{name}.values", f"{name}.indices"]
 

@@ -391,12 +391,11 @@ def topk(conv: Converter, node: Node) -> None:
     dim = rest[0] if rest else node.kwargs.get("dim", -1)
     largest = rest[1] if len(rest) > 1 else node.kwargs.get("largest", True)
     ordered = rest[2] if len(rest) > 2 else node.kwargs.get("sorted", True)
-    if not ordered:
-        raise Decline("unsorted top-k")
     vid = _live_ranked(conv, x)
     seg = conv.segs[vid]
     (d,) = _dims(conv, vid, dim)
-    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest), seg.dtype, seg.range))
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest), seg.dtype, seg.range,
+                     bool(ordered)))
     vids = _emit_many(conv, node, box, vid)
     for j in _used(conv, node):
         conv._picked[(id(node), j)] = vids[j]

@@ -148,3 +148,36 @@ def index(conv: Converter, node: Node) -> None:
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
+
+
+@rule("aten.gather")
+def gather(conv: Converter, node: Node) -> None:
+    """``torch.gather(x, dim, i)``: ``out[.., j, ..] = x[.., i[.., j, ..], ..]`` — a gather along ``dim`` at positions ``j``,
+    woven over every other axis on both inputs (a diagonal: the index has ``x``'s size there)."""
+    x, dim, positions = node.args[:3]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
+        raise Decline("not a float tensor")
+    if not (isinstance(positions, Node) and positions.live and _integer(positions.value)):
+        raise Decline("positions not a live integer tensor")
+    shape, pshape = tuple(int(s) for s in x.value.shape), tuple(int(s) for s in positions.value.shape)
+    if len(shape) != len(pshape) or not shape:
+        raise Decline("index of another rank")
+    d = int(dim) % len(shape)
+    if any(pshape[k] != shape[k] for k in range(len(shape)) if k != d):
+        raise Decline("index narrower than the tensor off the gathered axis")
+    vx = conv.value(x)
+    nx = conv.names(vx)
+    vi = conv.value(positions)
+    seg = conv.segs[vi]
+    if seg.range is None or int(seg.range) > shape[d]:
+        raise Decline("positions without a known range")
+    j = conv.names(vi)[d]
+    while j in nx:
+        j += PRIME
+    names = [j if k == d else n for k, n in enumerate(nx)]
+    vi = _retag(conv, vi, names, pshape, shape[d])
+    axis = conv.segs[vx].axes[d]
+    out = conv.apply(Box(GatherOp(axis, Segment((conv.segs[vi].axes[d],), "index", axis.size))), [vx, vi])
+    if conv.names(out) != names:
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)

@@ -40,7 +40,10 @@ __all__ = ["prepare", "Experts"]
 ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
     "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"), "relu": torch.relu,
+    "relu2": lambda x: torch.square(torch.relu(x)),
 }
+#: each activation as the elementwise functions drawn for it, in order (``relu2`` is ``x ↦ relu(x)²``)
+DRAWN: dict[str, tuple[str, ...]] = {"relu2": ("relu", "square")}
 
 
 @dataclass
@@ -168,7 +171,7 @@ def dense(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, params: li
         h = fn(torch.einsum("tm,efm->tef", x, w[0])) * torch.einsum("tm,efm->tef", x, w[1])
     else:
         h = fn(torch.einsum("tm,efm->tef", x, w[0]))
-    y = torch.einsum("tef,emf->tem", h, w[-1])
+    y = torch.einsum("tef,efm->tem" if layout == "gate_up_t" else "tef,emf->tem", h, w[-1])
     return torch.einsum("te,tem->tm", gate, y)
 
 
@@ -263,7 +266,7 @@ def _emit(conv: Converter, found: Experts) -> int:
     # the experts: einsums with the expert axis e on their learned weights
     w_in = found.params[:-1]
     name_out, w_out = found.params[-1]
-    width = int(w_out.shape[2])
+    width = int(w_out.shape[1 if found.layout == "gate_up_t" else 2])
     f = _fresh(conv, width, "f", taken)
     hidden: int
     if found.layout in ("gate_up", "gate_up_t"):
@@ -277,7 +280,7 @@ def _emit(conv: Converter, found: Experts) -> int:
         gate_half = conv.apply(Box(SliceOp(axis, sympy.Integer(0), sympy.Integer(width), sympy.Integer(1), f_axis)), [h])
         up_half = conv.apply(Box(SliceOp(axis, sympy.Integer(width), sympy.Integer(2 * width), sympy.Integer(1), f_axis)),
                              [h])
-        hidden = conv.apply(Box(MultiplyOp(2)), [conv.apply(Box(ElementwiseOp(found.act)), [gate_half]), up_half])
+        hidden = conv.apply(Box(MultiplyOp(2)), [_activation(conv, found.act, gate_half), up_half])
     else:
         projected = []
         for param in w_in:
@@ -285,17 +288,24 @@ def _emit(conv: Converter, found: Experts) -> int:
             h_seg = Segment((conv.segs[vx].axes[0], conv.segs[vw1].axes[0], conv.segs[vw1].axes[1]))
             (h,) = conv.emit(Box(EinsumOp(Type((conv.segs[vx], conv.segs[vw1])), h_seg)), [vx, vw1], [h_seg])
             projected.append(h)
-        hidden = conv.apply(Box(ElementwiseOp(found.act)), [projected[0]])
+        hidden = _activation(conv, found.act, projected[0])
         if len(projected) == 2:
             hidden = conv.apply(Box(MultiplyOp(2)), [hidden, projected[1]])
-    vw2 = _parameter(conv, (name_out, w_out), [e, m, f])
+    transposed = found.layout == "gate_up_t"  # W2: e f m (the layout a grouped GEMM consumes), else e m f
+    vw2 = _parameter(conv, (name_out, w_out), [e, f, m] if transposed else [e, m, f])
     hseg = conv.segs[hidden]
-    y_seg = Segment((hseg.axes[0], hseg.axes[1], conv.segs[vw2].axes[1]))
+    y_seg = Segment((hseg.axes[0], hseg.axes[1], conv.segs[vw2].axes[2 if transposed else 1]))
     (y,) = conv.emit(Box(EinsumOp(Type((hseg, conv.segs[vw2])), y_seg)), [hidden, vw2], [y_seg])
     # the weighted sum over the expert axis
     out_seg = Segment((y_seg.axes[0], y_seg.axes[2]))
     (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[gate], y_seg)), out_seg)), [gate, y], [out_seg])
     return out
+
+
+def _activation(conv: Converter, act: str, value: int) -> int:
+    for function in DRAWN.get(act, (act,)):
+        value = conv.apply(Box(ElementwiseOp(function)), [value])
+    return value
 
 
 def _parameter(conv: Converter, param: tuple[str, torch.Tensor], names: list[str]) -> int:
