@@ -89,3 +89,23 @@ sample("arithmetic", "index-times-int", lambda: ncd.Identity.of("b [9]") >> Arit
        lambda p, x: x[0] * 3, cod="b [25]")
 error("arithmetic", "operator", lambda: Arithmetic("<<", 1), r"arithmetic: unknown operator '<<'", ParseError)
 error("arithmetic", "value", lambda: Arithmetic("+", "1"), r"arithmetic \+: '1' is not a Python number", ParseError)
+
+# -- scatter of a number at positions (ncd.prims.gather.ScatterOp) -----------------------------------------------------
+from ncd.prims.gather import Scatter  # noqa: E402
+
+
+def _positions(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    """Distinct positions per row (as a router's top-k gives them), with the harness' leading batch axis of 2."""
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randperm(sizes["t"], generator=g)[:sizes["j"]] for _ in range(2 * sizes["b"])]
+    return torch.randn(2, sizes["b"], sizes["t"], sizes["c"], generator=g), torch.stack(rows).reshape(2, sizes["b"], -1)
+
+
+sample("scatter", "group-mask", lambda: ncd.Identity.of("b t c, b j [t]") >> Scatter("t", 1.0, "j [t]"),
+       {"b": 3, "t": 5, "j": 2, "c": 2}, lambda p, x: x[0].scatter(-2, x[1][..., None].expand(*x[1].shape, 2), 1.0),
+       inputs=_positions, cod="b t c")
+sample("scatter", "minus-infinity", lambda: Scatter("t", float("-inf")), {"t": 6},
+       lambda p, x: x[0].scatter(-1, x[1].unsqueeze(-1), float("-inf")), grad=False)
+error("scatter", "range", lambda: Scatter("t:5", 0.0, "[4]"), r"gather along axis t of size 5: the positions '\[4\]' must",
+      SizeError)
+error("scatter", "value", lambda: Scatter("t:5", "one"), r"scatter along axis t: 'one' is not a number", ParseError)  # type: ignore[arg-type]

@@ -122,7 +122,7 @@ _NODE_KEYS = {
 _VALUE_KEYS = {"axis": {"axis", "size", "role", "parts"}, "segment": {"segment", "dtype", "range"}, "type": {"type"},
                "size": {"size"}, "tuple": {"tuple"}, "diagram": {"diagram"}}
 #: Primitive fields that may hold an infinite or NaN number (a traced mask constant, a captured argument).
-_NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs")}
+_NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs"), ("scatter", "value")}
 
 
 def _scan(data: Any) -> None:

@@ -8,6 +8,8 @@ axes and is woven over the rest, like an embedding:
   entry at that position: ``"t, [t] -> ()"``.  Woven over ``b`` on both inputs (a
   diagonal) and over ``m`` on the first only, it is ``x[b, i[b], m]``.  With positions
   ``"j [t]"`` it takes several entries (``"t, j [t] -> j"``).
+* ``Scatter("t", 1.0, "j [t]")`` writes a number at positions: ``"t, j [t] -> t"`` (a router's group mask,
+  ``zeros.scatter_(1, i, 1)``); woven over ``b`` on both inputs it is ``x[b, i[b, j]] = 1``.
 * ``ArgMax("t")`` gives the position of the largest entry: ``"t -> [t]"`` (the first one
   on ties, as torch does); the input may be float, index or bool.
 * ``Compare("==", 3, "[v]")`` compares a scalar with a number and gives a bool; ``Cast``
@@ -19,11 +21,13 @@ axes and is woven over the rest, like an embedding:
 They are drawn as labelled boxes (family ``opaque``, the importer's family).
 
 >>> import ncd
->>> from ncd.prims.gather import ArgMax, Cast, Compare, Gather
+>>> from ncd.prims.gather import ArgMax, Cast, Compare, Gather, Scatter
 >>> str((ncd.Identity.of("b t m, b [t]") >> Gather("t")).cod)
 'b m'
 >>> str((ncd.Identity.of("b t [50]") >> Compare("==", 7, "[50]") >> Cast("bool", "[2]") >> ArgMax("t [2]")).cod)
 'b [t]'
+>>> str((ncd.Identity.of("b t, b j [t]") >> Scatter("t", 1.0, "j [t]")).cod)
+'b t'
 >>> Arithmetic("-", 1, reflected=True).text()
 '1 − ·'
 """
@@ -52,7 +56,8 @@ if TYPE_CHECKING:
     from ncd.torch.rules import RuleContext
 
 
-__all__ = ["GatherOp", "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
+__all__ = ["GatherOp", "ScatterOp", "Scatter",
+           "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
            "Arithmetic", "RELATIONS", "OPERATORS"]
 
 #: comparison relations and their torch operators
@@ -83,6 +88,32 @@ class GatherOp(Primitive):
 
     def label(self) -> str:
         return f"gather {self.axis.name}"
+
+
+@dataclass(frozen=True)
+class ScatterOp(Primitive):
+    """``x`` with the entries of ``axis`` at the positions of an index segment ``positions`` set to ``value``
+    (``torch.scatter(x, dim, i, value)``; the positions' own axes, ``J``, are the positions written)."""
+
+    axis: Axis
+    positions: Segment
+    value: float
+
+    op: ClassVar[str] = "scatter"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        GatherOp(self.axis, self.positions)  # the same checks as a gather at those positions
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+            raise ParseError(f"scatter along axis {self.axis.name}: {self.value!r} is not a number")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((Segment((self.axis,)), self.positions)), Type((Segment((self.axis,)),))
+
+    def label(self) -> str:
+        value = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{self.axis.name}[i] ← {value}"
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,14 @@ def Gather(axis: str | Axis, positions: TypeLike = "") -> Box:
     return Box.make(GatherOp(ax, pos if pos.dtype != "float" else Segment(pos.axes, "index", ax.size)))
 
 
+def Scatter(axis: str | Axis, value: float, positions: TypeLike = "") -> Box:
+    """Set the entries along ``axis`` at the positions of an index segment (default: one position, ``[axis]``) to
+    ``value``: ``"t, j [t] -> t"`` (``torch.scatter`` with a number)."""
+    gather = Gather(axis, positions).prim
+    assert isinstance(gather, GatherOp)
+    return Box.make(ScatterOp(gather.axis, gather.positions, value))
+
+
 def ArgMax(source: TypeLike) -> Box:
     """The position of the largest entry along the one axis of ``source`` (e.g. ``"t"``, ``"t [2]"``, ``"t [bool]"``)."""
     return Box.make(ArgMaxOp(_scalar(source, "argmax")))
@@ -240,6 +279,7 @@ def Arithmetic(operator: str, value: float | int | bool, source: TypeLike = "", 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(GatherOp, aten=("aten.index",))
+IMPORT.known(ScatterOp, aten=("aten.scatter",))
 IMPORT.known(ArgMaxOp, aten=("aten.argmax",))
 IMPORT.known(CompareOp, aten=("aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge"))
 IMPORT.known(CastOp, aten=("aten.to", "aten._to_copy"))
@@ -292,6 +332,18 @@ def lower_gather(prim: GatherOp, ctx: RuleContext) -> list[str]:
     return [f"torch.take_along_dim({spread}, {positions}.unsqueeze(-1), dim=-1).squeeze(-1)"]
 
 
+@LOWERING.rule(ScatterOp)
+def lower_scatter(prim: ScatterOp, ctx: RuleContext) -> list[str]:
+    """``x.scatter(-1, i, value)`` with the positions' axes flattened and both broadcast over the woven axes in front."""
+    x, positions = ctx.args[0].var, ctx.args[1].var
+    n = len(prim.positions.axes)
+    i = ctx.em.fresh("positions")
+    ctx.em.line(f"{i} = {positions}.flatten(-{n})" if n else f"{i} = {positions}.unsqueeze(-1)")
+    lead = ctx.em.fresh("lead")
+    ctx.em.line(f"{lead} = torch.broadcast_shapes({x}.shape[:-1], {i}.shape[:-1])")
+    return [f"{x}.expand(*{lead}, {x}.shape[-1]).scatter(-1, {i}.expand(*{lead}, {i}.shape[-1]), {number_text(float(prim.value))})"]
+
+
 @LOWERING.rule(ArgMaxOp)
 def lower_argmax(prim: ArgMaxOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
@@ -342,6 +394,23 @@ def cost_gather(prim: GatherOp, ctx: CostContext) -> list[Tensor]:
     if x.grad:
         ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
     return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@COST.rule(ScatterOp)
+def cost_scatter(prim: ScatterOp, ctx: CostContext) -> list[Tensor]:
+    """A copy of ``x`` with entries written: no FLOPs counted; for the backward (the cotangent with the written entries
+    zeroed) autograd keeps the positions."""
+    x, i = ctx.inputs
+    if x.grad:
+        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
+    return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
+
+
+@BACKWARD.rule(ScatterOp)
+def backward_scatter(prim: ScatterOp, box: Box, builder: Builder) -> BoxBackward:
+    """The written entries take no gradient: the cotangent with zeros scattered at the stored positions."""
+    segments = [prim.positions, Segment((prim.axis,))]
+    return BoxBackward((("in", 1),), Seq.of(route(segments, [1, 0]), Box(ScatterOp(prim.axis, prim.positions, 0.0))))
 
 
 @COST.rule(ArgMaxOp, CompareOp, CastOp)

@@ -18,7 +18,7 @@ import torch
 
 from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
-from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp
+from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp, ScatterOp
 from ncd.prims.opaque import ViewOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
@@ -150,12 +150,11 @@ def index(conv: Converter, node: Node) -> None:
     conv.bind(node, out)
 
 
-@rule("aten.gather")
-def gather(conv: Converter, node: Node) -> None:
-    """``torch.gather(x, dim, i)``: ``out[.., j, ..] = x[.., i[.., j, ..], ..]`` — a gather along ``dim`` at positions ``j``,
-    woven over every other axis on both inputs (a diagonal: the index has ``x``'s size there)."""
+def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
+    """``x, dim, i`` of ``gather``/``scatter``: the tensor, the positions named after it (a diagonal off ``dim``, a new
+    axis along it), the positions' segment for the box, and the wires' names."""
     x, dim, positions = node.args[:3]
-    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
         raise Decline("not a float tensor")
     if not (isinstance(positions, Node) and positions.live and _integer(positions.value)):
         raise Decline("positions not a live integer tensor")
@@ -164,7 +163,7 @@ def gather(conv: Converter, node: Node) -> None:
         raise Decline("index of another rank")
     d = int(dim) % len(shape)
     if any(pshape[k] != shape[k] for k in range(len(shape)) if k != d):
-        raise Decline("index narrower than the tensor off the gathered axis")
+        raise Decline("index narrower than the tensor off its axis")
     vx = conv.value(x)
     nx = conv.names(vx)
     vi = conv.value(positions)
@@ -174,10 +173,37 @@ def gather(conv: Converter, node: Node) -> None:
     j = conv.names(vi)[d]
     while j in nx:
         j += PRIME
-    names = [j if k == d else n for k, n in enumerate(nx)]
-    vi = _retag(conv, vi, names, pshape, shape[d])
+    vi = _retag(conv, vi, [j if k == d else n for k, n in enumerate(nx)], pshape, shape[d])
     axis = conv.segs[vx].axes[d]
-    out = conv.apply(Box(GatherOp(axis, Segment((conv.segs[vi].axes[d],), "index", axis.size))), [vx, vi])
-    if conv.names(out) != names:
+    return vx, vi, Segment((conv.segs[vi].axes[d],), "index", axis.size), nx
+
+
+@rule("aten.gather")
+def gather(conv: Converter, node: Node) -> None:
+    """``torch.gather(x, dim, i)``: ``out[.., j, ..] = x[.., i[.., j, ..], ..]`` — a gather along ``dim`` at positions ``j``,
+    woven over every other axis on both inputs (a diagonal: the index has ``x``'s size there)."""
+    vx, vi, positions, _ = _along(conv, node)
+    d = int(node.args[1]) % len(conv.segs[vx].axes)
+    out = conv.apply(Box(GatherOp(conv.segs[vx].axes[d], positions)), [vx, vi])
+    if conv.names(out) != conv.names(vi):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+
+
+@rule("aten.scatter")
+def scatter(conv: Converter, node: Node) -> None:
+    """``torch.scatter(x, dim, i, value)`` with a number: ``x`` with ``x[.., i[.., j, ..], ..] = value`` — a scatter along
+    ``dim``, woven over every other axis on both inputs."""
+    if len(node.args) < 4 or node.kwargs.get("reduce") is not None or len(node.args) > 4:
+        raise Decline("a scatter with a reduction")
+    value = node.args[3]
+    if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.dim() == 0:
+        value = value.value.item()
+    if isinstance(value, Node) or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Decline("a scatter of a tensor")
+    vx, vi, positions, nx = _along(conv, node)
+    d = int(node.args[1]) % len(nx)
+    out = conv.apply(Box(ScatterOp(conv.segs[vx].axes[d], positions, float(value))), [vx, vi])
+    if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
