@@ -135,6 +135,32 @@ def test_unsorted_top_k_scatter_and_gather_along_an_axis_are_boxes_that_round_tr
     assert sorted(b.prim.ordered for b in d.boxes() if b.prim.op == "topk") == [False, False, True]
 
 
+class RelativeBias(nn.Module):
+    """Swin's and LeViT's relative-position biases: a learned table read at a constant buffer of positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(7, 2))
+        self.register_buffer("index", torch.randint(0, 7, (4, 4)))
+        self.biases = nn.Parameter(torch.randn(2, 5))
+        self.register_buffer("idxs", torch.randint(0, 5, (4, 4)))
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        bias = self.table[self.index.view(-1)].view(4, 4, 2).permute(2, 0, 1)
+        return scores + bias + self.biases[:, self.idxs]
+
+
+def test_a_table_read_at_constant_positions_is_a_gather_that_round_trips() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(RelativeBias(), torch.randn(3, 2, 4, 4))
+    assert d.opaque_count == 0
+    assert _ops(d).count("gather") == 2
+    wrapped = RelativeBias()
+    wrapped.index[0, 0] = -1  # a negative position (torch wraps it): not read as a gather, drawn as recorded
+    d = _fresh_round_trip(wrapped, torch.randn(3, 2, 4, 4))
+    assert dict(d.opaque) == {"aten.index.Tensor": 1}
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

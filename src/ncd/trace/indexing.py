@@ -108,6 +108,19 @@ def _arange(value: Any, n: int) -> bool:
             and torch.equal(value.value.cpu(), torch.arange(n, dtype=value.value.dtype)))
 
 
+def _fixed_positions(x: Node, indices: list[Any]) -> int | None:
+    """The dimension of the one index of ``x[..., i]`` when ``i`` is a constant integer tensor, last, whose recorded values
+    all lie in ``[0, size)`` (so it reads the same entries whatever the input); None otherwise."""
+    given = [k for k, i in enumerate(indices) if i is not None]
+    if len(given) != 1 or given[0] != len(indices) - 1:
+        return None
+    i = indices[given[0]]
+    if not (isinstance(i, Node) and isinstance(i.value, torch.Tensor) and _integer(i.value) and i.value.device.type != "meta"):
+        return None
+    size = int(x.value.shape[given[0]])
+    return given[0] if i.value.numel() and 0 <= int(i.value.min()) and int(i.value.max()) < size else None
+
+
 @rule("aten.index")
 def index(conv: Converter, node: Node) -> None:
     """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal)."""
@@ -115,16 +128,19 @@ def index(conv: Converter, node: Node) -> None:
     if not (isinstance(x, Node) and x.live and x.value.is_floating_point()):
         raise Decline("not a float tensor")
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
-    if len(live) != 1 or live[0] != len(indices) - 1:
+    fixed = _fixed_positions(x, indices) if not live else None
+    if fixed is None and (len(live) != 1 or live[0] != len(indices) - 1):
         raise Decline("not one index tensor, last")
-    d = live[0]
+    d = live[0] if fixed is None else fixed
     positions = indices[d]
     pshape = tuple(int(s) for s in positions.value.shape)
     if positions.value.dtype == torch.bool or not _integer(positions.value):
         raise Decline("a boolean mask")
+    size = int(x.value.shape[d])
+    if fixed is not None:  # a constant index (a relative-position table read at a buffer of positions): its values' range
+        conv.index_range[id(positions.value)] = size
     vx = conv.value(x)
     nx = conv.names(vx)
-    size = int(x.value.shape[d])
     diagonal = [k for k in range(d) if indices[k] is not None]
     if diagonal and (len(diagonal) != 1 or len(pshape) != 1 or not _arange(indices[diagonal[0]], pshape[0])
                      or int(x.value.shape[diagonal[0]]) != pshape[0]):
