@@ -161,6 +161,20 @@ def test_a_table_read_at_constant_positions_is_a_gather_that_round_trips() -> No
     assert dict(d.opaque) == {"aten.index.Tensor": 1}
 
 
+class Interleaved(nn.Module):
+    """Mamba-2's groups shared by heads (``B.repeat_interleave(h // g, dim=2)``) and Canine's per-character copies."""
+
+    def forward(self, b: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return b.repeat_interleave(3, dim=2) * 2, torch.repeat_interleave(b[0, 0, :, 0], 2), ids.repeat_interleave(2, -1)
+
+
+def test_repeat_interleave_by_a_number_is_a_copy_and_a_merge_that_round_trips() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Interleaved(), torch.randn(2, 5, 4, 3), torch.randint(0, 9, (2, 5)))
+    assert d.opaque_count == 0
+    assert _ops(d).count("expand") == 3
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

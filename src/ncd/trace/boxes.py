@@ -669,6 +669,40 @@ def repeat(conv: Converter, node: Node) -> None:
     expand(conv, node)
 
 
+@rule("aten.repeat_interleave")
+def repeat_interleave(conv: Converter, node: Node) -> None:
+    """``x.repeat_interleave(r, dim)`` with a whole number ``r``: each entry copied ``r`` times in place — a broadcast copy
+    onto a new wire ``r`` right after ``dim``, then the two wires merged (``i·r + k``), as ``unsqueeze``/``expand``/
+    ``flatten`` compute it."""
+    from ncd.prims.derivative import ExpandOp
+    from ncd.trace.idioms import regroup
+
+    x, repeats = node.args[:2]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)):
+        raise Decline("not a live tensor")
+    if isinstance(repeats, Node) or isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise Decline("repeats given per entry")
+    if dim is None and x.value.dim() != 1:
+        raise Decline("a repeat of every entry, flattened")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    names = list(conv.names(vid))
+    d = 0 if dim is None else int(dim) % len(names)
+    if repeats == 1:
+        conv.bind(node, vid)
+        return
+    copy = conv.namer.fresh(repeats)
+    while copy in names:
+        copy += PRIME
+    shape = [int(a.size) for a in seg.axes]
+    wires, sizes = names[:d + 1] + [copy] + names[d + 1:], shape[:d + 1] + [repeats] + shape[d + 1:]
+    target = conv.namer.segment(wires, tuple(sizes), seg.dtype, None if seg.range is None else int(seg.range))
+    (copied,) = conv.emit(Box(ExpandOp(seg, target)), [vid], [target])
+    shape_out = tuple(int(s) for s in node.value.shape)
+    conv.bind(node, conv.view(copied, regroup(conv, wires, tuple(sizes), shape_out), shape_out))
+
+
 # -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
 def _pairs(value: Any) -> tuple[int, ...]:
     values = [value] * 2 if isinstance(value, int) else list(value)
