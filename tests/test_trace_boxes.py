@@ -175,6 +175,24 @@ def test_repeat_interleave_by_a_number_is_a_copy_and_a_merge_that_round_trips() 
     assert _ops(d).count("expand") == 3
 
 
+class StatefulProduct(nn.Module):
+    """A gated delta rule's first chunk: queries times a state that starts as a constant (batch read positionally)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("state", torch.randn(2, 3, 4, 5))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return q @ self.state + torch.zeros(2, 3, 6, 4) @ q.transpose(-1, -2)[..., :5]
+
+
+def test_a_product_with_a_constant_operand_is_an_einsum_that_round_trips() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(StatefulProduct(), torch.randn(2, 3, 6, 4))
+    assert d.opaque_count == 0
+    assert _ops(d).count("einsum") == 2
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

@@ -304,7 +304,7 @@ def matmul(conv: Converter, node: Node) -> None:
         # ``W @ x``: a linear map of x's second last axis (its last when x is a vector), woven over the others
         conv.bind(node, emit_linear(conv, node, conv.value(b), first, None, -2 if len(_shape(b)) >= 2 else -1))
         return
-    if _live(a) and _live(b):
+    if (_live(a) or _live(b)) and _tensor(a) and _tensor(b):  # two values, or one and a constant (a zero state)
         contract(conv, node, a, b)
         return
     raise Decline("not a learned map or a wiring of two values")
