@@ -193,6 +193,35 @@ def test_a_product_with_a_constant_operand_is_an_einsum_that_round_trips() -> No
     assert _ops(d).count("einsum") == 2
 
 
+class ComputedWeights(nn.Module):
+    """Convolutions whose weight is computed from parameters: BiT's weight standardisation, wav2vec2's weight-normed
+    grouped positional convolution (``nn.utils.weight_norm``: ``torch._weight_norm(v, g, dim)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.standardised = nn.Parameter(torch.randn(6, 3, 3, 3))
+        self.direction = nn.Parameter(torch.randn(6, 3, 3))
+        self.gain = nn.Parameter(torch.randn(1, 1, 3))
+        self.bias = nn.Parameter(torch.randn(6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.standardised
+        w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+        w = w / (w.square().mean(dim=(1, 2, 3), keepdim=True) + 1e-6).sqrt()
+        y = F.conv2d(x, w, None, 2, 1).flatten(2)  # b 6 16
+        normed = torch._weight_norm(self.direction, self.gain, 2)
+        z = F.conv1d(y, normed, self.bias, padding=1, groups=2)
+        return z + F.conv1d(y, normed * 2, stride=2, groups=2).sum(-1, keepdim=True)
+
+
+def test_a_1d_convolution_with_a_computed_weight_is_windows_and_an_einsum_that_round_trips() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(ComputedWeights(), torch.randn(2, 3, 8, 8))
+    assert dict(d.opaque) == {"aten.conv2d.default": 1}  # 2-d: kept as recorded (see computed_weight_convolution)
+    ops = _ops(d)
+    assert ops.count("conv_tensor") == 2 and "conv" not in ops and ops.count("vector_norm") >= 1
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

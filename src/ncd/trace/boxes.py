@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ncd.ir.axes import Segment
+from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
@@ -338,7 +338,6 @@ def adaptive_avg_pool(conv: Converter, node: Node) -> None:
 
 def _emit_many(conv: Converter, node: Node, box: Box, vid: int) -> list[int]:
     """Emit a box with several outputs, woven over the wires of its input it does not use."""
-    from ncd.ir.axes import Type
     from ncd.ir.compose import fit
 
     woven, mapping = fit(box, Type((conv.segs[vid],)))
@@ -475,6 +474,33 @@ def vector_norm(conv: Converter, node: Node) -> None:
     if node.value.dtype != node.args[0].value.dtype:
         raise Decline("dtype")
     _reduce(conv, node, vid, dims, keep, lambda axes: VectorNormOp(axes, float(p)))
+
+
+@rule("aten._weight_norm")
+def weight_norm(conv: Converter, node: Node) -> None:
+    """``torch._weight_norm(v, g, dim)`` (``nn.utils.weight_norm``): ``v · g / ‖v‖``, the 2-norm over every axis of ``v``
+    but ``dim`` — a norm box woven over that axis, a division and a product."""
+    from ncd.prims.division import DivideOp
+    from ncd.prims.elementwise import MultiplyOp
+    from ncd.prims.reduction import VectorNormOp
+
+    v, g = node.args[:2]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if not all(isinstance(a, Node) and isinstance(a.value, torch.Tensor) and a.value.is_floating_point() for a in (v, g)):
+        raise Decline("not float tensors")
+    vv = conv.value(v)
+    seg = conv.segs[vv]
+    if not isinstance(dim, int) or dim == -1 or not -len(seg.axes) <= dim < len(seg.axes):
+        raise Decline("the norm of the whole tensor")
+    d = dim % len(seg.axes)
+    size = int(seg.axes[d].size)
+    if tuple(int(s) for s in g.value.shape) not in ((size,), tuple(size if k == d else 1 for k in range(len(seg.axes)))):
+        raise Decline("a gain of another shape")
+    own = [k for k in range(len(seg.axes)) if k != d]
+    norm = conv.apply(Box(VectorNormOp(_own(conv, vv, own), 2.0)), [vv])
+    gain = conv.view(conv.value(g), [seg.names[d]], (size,))
+    ratio = conv.apply(Box(DivideOp()), [gain, norm])
+    _same_wires(conv, node, conv.apply(Box(MultiplyOp(2)), [vv, ratio]))
 
 
 @rule("aten.logsumexp")
@@ -701,6 +727,83 @@ def repeat_interleave(conv: Converter, node: Node) -> None:
     (copied,) = conv.emit(Box(ExpandOp(seg, target)), [vid], [target])
     shape_out = tuple(int(s) for s in node.value.shape)
     conv.bind(node, conv.view(copied, regroup(conv, wires, tuple(sizes), shape_out), shape_out))
+
+
+# -- a convolution whose weight is computed (weight norm, weight standardisation) ---------------------------------------
+def _unlike(conv: Converter, name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += PRIME
+    taken.add(name)
+    return name
+
+
+def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, ...], padding: tuple[int, ...],
+                                dilation: tuple[int, ...], groups: int) -> None:
+    """``conv(x, W, b)`` with a computed weight ``W`` (a value, not a parameter), drawn as the paper draws a convolution:
+    the windows ``★`` of ``x`` contracted with ``W``'s wires — ``y[.., o, p] = Σ_{c,k} W[o, c, k] · ★(x)[.., c, p, k]``
+    (+ ``b[o]``); with groups, channels and outputs are read as (group, member) wires and the group is a diagonal.
+
+    One spatial axis only (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...): the lowered
+    windows and einsum sum in another order than torch's convolution kernel, and over a deep stack of 2-d
+    convolutions (BiT's 50 weight-standardised layers) that drifts past the round trip's tolerance (1.2e-4); those
+    stay opaque until a convolution box takes its weight as a wire and lowers to ``F.conv2d``."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.linear import EinsumOp
+    from ncd.prims.structure import AddOp
+    from ncd.prims.windows import _windows
+    from ncd.trace.idioms import linear_out_name
+
+    x, weight = node.args[:2]
+    bias = node.args[2] if len(node.args) > 2 else None
+    vx = _live_float(conv, x)
+    if not (isinstance(weight, Node) and isinstance(weight.value, torch.Tensor) and weight.value.is_floating_point()):
+        raise Decline("weight not a float tensor")
+    seg = conv.segs[vx]
+    wshape = tuple(int(s) for s in weight.value.shape)
+    n = len(wshape) - 2
+    if n != 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
+        raise Decline("not a batched 1-d convolution")
+    spatial, channel = Segment(seg.axes[-n:]), seg.axes[-n - 1]
+    kernel = wshape[2:]
+    taken = set(seg.names)
+    knames = tuple(_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken)
+                   for a, k in zip(spatial.axes, kernel))
+    try:
+        star = ConvolutionTensorOp(spatial, _windows(spatial, kernel, stride, padding, dilation, "convolution"), knames,
+                                   kernel, stride, padding, dilation)
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    windows = conv.apply(Box(star), [vx])  # lead c p k
+    lead = list(seg.names[:-n - 1])
+    positions = list(conv.segs[windows].names[len(lead) + 1:len(lead) + 1 + n])
+    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), wshape[0]), taken)
+    vw = conv.value(weight)
+    if groups == 1:
+        vw = conv.view(vw, [o, channel.name, *knames], wshape)
+        wire_names = [o]
+    else:  # c = (g, c/g) and o = (g, o/g): the group wire is shared by x's windows and W
+        g, cg, og = (_unlike(conv, conv.namer.fresh(size), taken) for size in (groups, wshape[1], wshape[0] // groups))
+        wsizes = (groups, wshape[0] // groups, wshape[1], *kernel)
+        vw = conv.view(vw, [g, og, cg, *knames], wsizes)
+        wseg = conv.segs[windows]
+        windows = conv.view(windows, lead + [g, cg] + positions + list(knames),
+                            tuple(int(a.size) for a in wseg.axes[:len(lead)]) + (groups, wshape[1])
+                            + tuple(int(a.size) for a in wseg.axes[len(lead) + 1:]))
+        wire_names = [g, og]
+    by_name = {a.name: a for sg in (conv.segs[windows], conv.segs[vw]) for a in sg.axes}
+    out = Segment(tuple(by_name[nm] for nm in lead + wire_names + positions))
+    (vid,) = conv.emit(Box(EinsumOp(Type((conv.segs[windows], conv.segs[vw])), out)), [windows, vw], [out])
+    shape = tuple(int(s) for s in node.value.shape)
+    if groups != 1:
+        vid = conv.view(vid, lead + [o] + positions, shape)
+    if bias is not None:
+        if not (isinstance(bias, Node) and isinstance(bias.value, torch.Tensor)):
+            raise Decline("bias not a tensor")
+        vb = conv.view(conv.value(bias), [o], (wshape[0],))
+        vid = conv.apply(Box(AddOp(2)), [vid, vb])
+    if list(conv.names(vid)) != lead + [o] + positions or tuple(int(a.size) for a in conv.segs[vid].axes) != shape:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}'")
+    conv.bind(node, vid)
 
 
 # -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------

@@ -631,6 +631,13 @@ def convolution(conv: Converter, node: Node) -> None:
     x, weight = node.args[:2]
     extra = list(node.args[2:]) + [None] * 6
     w, b = _weight(weight), _weight(extra[0])
+    if not transposed and _live(x) and _live(weight) and _tensor(weight) and not isinstance(extra[2], str):
+        from ncd.trace.boxes import computed_weight_convolution
+
+        n = weight.value.dim() - 2
+        stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
+        computed_weight_convolution(conv, node, stride, padding, dilation, int(extra[4] or 1))
+        return
     if not _live(x) or w is None or (extra[0] is not None and b is None) or isinstance(extra[2], str):
         raise Decline("convolution with computed weights or string padding")
     n = w.dim() - 2
