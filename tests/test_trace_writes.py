@@ -107,6 +107,62 @@ def test_values_read_only_by_assertions_stay_on_the_fast_path_and_a_shape_read_f
         _trace(Lengths(), x, lengths)
 
 
+class Banded(torch.nn.Module):
+    """Longformer's banded scores: a buffer reshaped and transposed, then written through slices of that view and read
+    again (no region of the buffer: the reshape merges two of its dimensions); overlapping windows read with
+    ``as_strided`` from a transposed (not contiguous) tensor; a write into an empty slice (Qwen3.5's rotary sections)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 6, 4)
+        scores = x.new_zeros(x.shape[0], 3, 2, 4)  # (b, chunks, window, width)
+        scores[:, :, :, 1:] = torch.tanh(x.reshape(x.shape[0], 3, 2, 4)[..., :3])
+        s = scores.view(x.shape[0], 6, 4).transpose(1, 2)  # (b, width, positions)
+        s[:, :2, :2] = s[:, :2, :2] * 3.0
+        s[:, -2:, -3:] = torch.sigmoid(s[:, -2:, -3:])
+        s[:, :, 6:] = 1.0  # no entries
+        t = x.transpose(1, 2)  # (b, 4, 6): not contiguous
+        windows = t.as_strided((x.shape[0], 4, 3, 2), (t.stride(0), t.stride(1), 2 * t.stride(2), t.stride(2)))
+        return s.sum(1) + windows.flatten(2).sum(1)
+
+
+def test_writes_through_a_reshaped_view_strided_windows_and_empty_writes_stay_on_the_fast_path() -> None:
+    model = Banded()
+    d = _trace(model, torch.randn(2, 6, 4))
+    assert d.method == "dispatch"
+    module = d.to_torch()
+    for _ in range(3):
+        fresh = torch.randn(2, 6, 4)
+        torch.testing.assert_close(module(fresh), model(fresh))
+
+
+def test_a_value_read_by_tolist_is_a_refusal_naming_the_line_not_a_constant() -> None:
+    class Split(torch.nn.Module):  # JetMoE's router: expert sizes read with .tolist() set the split sizes
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n = (x > 0).sum().tolist()
+            return x[:n].sum(0) * 2 + x.sum(0)
+
+    with pytest.raises(ncd.TraceError, match=r"tolist\(\) reads a value .* at test_trace_writes\.py:\d+"):
+        _trace(Split(), torch.tensor([[1.0], [2.0], [-1.0], [3.0]]))
+
+
+def test_a_loop_whose_step_is_not_drawn_as_a_scan_is_drawn_step_by_step() -> None:
+    class Running(torch.nn.Module):  # xLSTM's stabiliser: a running maximum carried from step to step
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, t, d)
+            m = torch.zeros(x.shape[0], x.shape[2])
+            ys = []
+            for i in range(x.shape[1]):
+                m = torch.maximum(m, torch.special.i0(x[:, i]))
+                ys.append(m * x[:, i])
+            return torch.stack(ys, 1)
+
+    model = Running()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, torch.randn(2, 5, 3))
+    assert not any("drawn as a constant" in str(w.message) for w in caught)
+    fresh = torch.randn(2, 5, 3)
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh))
+
+
 VIEWS: list[Callable[[torch.Tensor], torch.Tensor]] = [
     lambda r: r[1],
     lambda r: r[:, 2:5],

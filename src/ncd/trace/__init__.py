@@ -140,8 +140,9 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     load_rules()
     with _state_kept(model):  # caches the model fills while it runs would make the next trace differ
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
-    from ncd.trace.loops import fold_time_loops  # recorded time loops -> scans (recur)
+    from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
 
+    recorded = captured
     try:
         captured = fold_time_loops(captured)
     except Exception as folding:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
@@ -149,6 +150,10 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
                       f" {str(folding).strip()[:200]}); drawn step by step", stacklevel=2)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
+    if captured is not recorded and any(n is not None and isinstance(n.target, Loop) for n, _ in conv.failures):
+        captured = unfold_time_loops(captured, recorded)  # a scan not drawn: its steps, as recorded
+        conv = Converter(captured, axes, model)
+        outputs = conv.run()
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
     from ncd.trace.convert import op_name, where

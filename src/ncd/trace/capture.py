@@ -104,14 +104,14 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
     except Exception as error:  # noqa: BLE001 - any export failure: classify, then fall back
         if _is_data_dependent(error):
-            raise TraceError(_data_dependent_message(model, error)) from None
+            raise TraceError(_data_dependent_message(model, error, reads)) from None
         try:
             return _capture_make_fx(flat, args, kwargs, names)
         except TraceError:
             raise
         except Exception as second:  # noqa: BLE001
             if _is_data_dependent(second):
-                raise TraceError(_data_dependent_message(model, second)) from None
+                raise TraceError(_data_dependent_message(model, second, reads)) from None
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"
                 f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
@@ -164,10 +164,13 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else ""
 
 
-def _data_dependent_message(model: torch.nn.Module, error: BaseException) -> str:
+def _data_dependent_message(model: torch.nn.Module, error: BaseException, reads: Exception | None = None) -> str:
+    """The refusal of a model whose control flow reads input values: where it reads one (the eager recording saw the
+    model's line; torch.export's own message names a symbol), and what to do about it."""
+    where = f"{reads}; torch.export: {_first_line(error)}" if reads is not None else _first_line(error)
     return (
         f"cannot trace {type(model).__name__}: its control flow depends on the values of the inputs"
-        f" ({_first_line(error)}); a neural circuit diagram draws one fixed computation. Rewrite the branch with"
+        f" ({where}); a neural circuit diagram draws one fixed computation. Rewrite the branch with"
         " torch.where / torch.cond, or trace the branch you want as its own module."
     )
 

@@ -29,7 +29,7 @@ from ncd.ir.axes import Segment
 from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.convert import Converter, Decline, op_name, rule
 
-__all__ = ["fold_time_loops", "Loop"]
+__all__ = ["fold_time_loops", "unfold_time_loops", "Loop"]
 
 SELECT = "aten.select.int"
 
@@ -48,9 +48,30 @@ class Loop:
     stack_dims: list[int]  # the time dimension of each stacked output (from the end)
     reverse: bool = False
     _overloadname: str = field(default="default")
+    #: the recorded calls the fold made picks of the loop's results, with their recorded operator and arguments
+    replaced: list[tuple[Node, Any, Any, Any]] = field(default_factory=list)
 
     def name(self) -> str:
         return "ncd::scan"
+
+
+def unfold_time_loops(folded: Captured, recorded: Captured) -> Captured:
+    """Undo :func:`fold_time_loops`: ``recorded`` (the captured graph it folded) as it was recorded, step by step.
+
+    For a loop whose scan cannot be drawn (its step needs opaque boxes): the unrolled steps compute the same."""
+    loops = [n.target for n in folded.nodes if n.kind == "call" and isinstance(n.target, Loop)]
+    seen: set[int] = set()
+    while loops:  # loops folded into other loops' bodies are undone too, newest first
+        loop = loops.pop()
+        if id(loop) in seen:
+            continue
+        seen.add(id(loop))
+        for node, target, args, kwargs in reversed(loop.replaced):
+            node.target, node.args, node.kwargs = target, args, kwargs
+            for r in refs((args, kwargs)):
+                if r.kind == "call" and isinstance(r.target, Loop):
+                    loops.append(r.target)
+    return recorded
 
 
 def _positions(nodes: list[Node]) -> dict[int, int]:
@@ -278,8 +299,10 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
     picks = []
     for k, q in enumerate(finals):
         node = last[q]
+        loop.replaced.append((node, node.target, node.args, node.kwargs))
         node.target, node.args, node.kwargs = operator.getitem, (call, k), {}
         picks.append(node)
+    loop.replaced.append((stack, stack.target, stack.args, stack.kwargs))
     stack.target, stack.args, stack.kwargs = operator.getitem, (call, len(finals)), {}
     start = nodes.index(first[0])
     out: list[Node] = []

@@ -83,7 +83,8 @@ class _Recording:
         self.real: dict[int, torch.Tensor] = {}  # meta tensor id -> its real value (indices and masks only)
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
-        self.derived: dict[int, tuple[torch.Tensor, Region]] = {}  # such a view -> the tensor and region it reads
+        #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
+        self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
         for k, value in enumerate(leaves):
             if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
                 node = Node(names[k] if k < len(names) else f"input{k}", "input", value=value,
@@ -105,7 +106,7 @@ class _Recording:
     def ref(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             if id(value) in self.stale:
-                raise Unsupported("a view is read after a write into the tensor it views")
+                raise Unsupported(f"a view is read after a write into the tensor it views (at {user_line() or '?'})")
             if id(value) in self.derived:
                 return self.rederive(value)
             node = self.by_id.get(id(value))
@@ -146,6 +147,8 @@ class _Recording:
             return out
         if live and packet in DYNAMIC:
             raise Unsupported(f"{packet} has an output of data-dependent shape")
+        if live and packet == "as_strided" and not self.meta:
+            return self.strided(func, args, kwargs)
         first = args[0] if args else None
         if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
             out = torch.empty_like(_to_meta(first))  # the meta kernels of norms are slow Python decompositions
@@ -177,6 +180,32 @@ class _Recording:
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
+        return out
+
+    def strided(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        """``x.as_strided(size, stride)`` (overlapping windows read straight from memory) as the entries of ``x`` it
+        reads: ``x.reshape(-1)[positions]``.  Its result depends on how ``x`` lies in memory, which the lowered module
+        need not reproduce; the entries read do not."""
+        x = args[0]
+        out: torch.Tensor = func(*args, **kwargs)
+        if not isinstance(x, torch.Tensor) or x.device.type == "meta":
+            raise Unsupported("as_strided of a tensor without values")
+        memory = torch.arange(x.untyped_storage().nbytes() // max(x.element_size(), 1))
+        mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
+        read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
+        entry = torch.full_like(memory, -1)
+        entry[mine] = torch.arange(mine.numel())
+        positions = entry[read]
+        if bool((positions < 0).any()):
+            raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
+        flat = self.emit(torch.ops.aten.reshape.default, x, [-1])
+        got = self.emit(torch.ops.aten.index.Tensor, flat, [positions])
+        if not _same(got, out):
+            raise Unsupported("as_strided: the entries read do not give the tensor the model read")
+        self.by_id[id(out)] = self.by_id[id(got)]
+        self.keep.append(out)
+        if out._base is not None:
+            self.views.setdefault(id(out._base), []).append(out)
         return out
 
     def real_values(self, value: Any, packet: str) -> Any:
@@ -224,24 +253,53 @@ class _Recording:
                 stale.append(t)
         return stale
 
-    def retire(self, views: list[torch.Tensor], base: torch.Tensor | None) -> None:
+    def retire(self, views: list[torch.Tensor], base: torch.Tensor | None, before: Node | None = None) -> None:
         """Views out of date after a write: read again as a region of ``base`` (the written tensor, recorded after
-        the write) where they are one, else never read again (reading one is unsupported)."""
+        the write) where they are one, or else as the view operations that made them from ``base``'s value
+        ``before`` the write (a reshape merging dimensions, then a transpose: no region); else never read again
+        (reading one is unsupported)."""
         from ncd.trace.writes import region
 
+        if before is None and base is not None:
+            before = self.by_id.get(id(base))
         for t in views:
-            found = None if base is None or self.meta else region(base, t)
+            found: Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = None
+            if base is not None and not self.meta:
+                found = region(base, t)
+                if found is None and before is not None:
+                    found = self.made_from(t, before)
             if found is None:
                 self.stale.add(id(t))
             else:
                 self.derived[id(t)] = (base, found)  # type: ignore[assignment]
+
+    def made_from(self, view: torch.Tensor, origin: Node) -> list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None:
+        """The recorded view operations (``view``, ``transpose``, ``select`` ...) that made ``view`` from ``origin``."""
+        ops: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+        node = self.by_id.get(id(view))
+        while node is not None and node is not origin:
+            if node.kind != "call" or not getattr(node.target, "is_view", False) or not node.args \
+                    or not isinstance(node.args[0], Node) or refs((node.args[1:], node.kwargs)) or len(ops) > 32:
+                return None
+            ops.append((node.target, tuple(node.args[1:]), dict(node.kwargs)))
+            node = node.args[0]
+        return ops[::-1] if node is origin and ops else None
 
     def rederive(self, view: torch.Tensor) -> Node:
         """A view read after a write into the tensor it views: its region of that tensor's recorded value."""
         from ncd.trace.writes import cut
 
         base, found = self.derived.pop(id(view))
-        x = cut(self.emit, base, found, tuple(view.shape))
+        if isinstance(found, Region):
+            x = cut(self.emit, base, found, tuple(view.shape))
+        else:
+            x = base
+            try:
+                for op, args, kwargs in found:
+                    x = self.emit(op, x, *args, **kwargs)
+            except RuntimeError as error:
+                raise Unsupported(f"a view read after a write into the tensor it views cannot be made again ({error})")\
+                    from None
         if not _same(x, view):
             raise Unsupported("a view read after a write into the tensor it views is not the region it was")
         node = self.by_id[id(x)]
@@ -274,8 +332,11 @@ class _Recording:
         root = mutated._base
         if self.meta or (root is None and packet not in ("copy_", "fill_")):
             return None
+        if not mutated.numel():  # a write into no entries (an empty slice) changes nothing
+            return func(*args, **kwargs)
         arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
         base, found = self.container(root, mutated) if root is not None and mutated.numel() else (None, None)
+        before = self.by_id.get(id(base if base is not None else mutated))  # the written tensor's recorded value
         old = base.clone() if base is not None else None
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
@@ -300,7 +361,7 @@ class _Recording:
                 raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
             self.by_id[id(base)] = self.by_id[id(final)]
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
-        self.retire(stale, base if base is not None else (mutated if root is None else None))
+        self.retire(stale, base if base is not None else (mutated if root is None else None), before)
         return out
 
     def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:
@@ -413,7 +474,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
-        with torch.no_grad(), enable_python_dispatcher(), Recorder():
+        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), Recorder():
             out = flat(*run_args, **run_kwargs)
     finally:
         mha.set_fastpath_enabled(fast)
@@ -422,6 +483,40 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     outputs = [rec.ref(t) for t in out]
     nodes = _prune(rec.nodes, outputs)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
+
+
+#: tensor methods that read values into Python without an ATen call the recorder would see
+UNDISPATCHED_READS = ("tolist", "numpy")
+
+
+@contextlib.contextmanager
+def _reads_guarded(rec: _Recording) -> Iterator[None]:
+    """While recording: ``t.tolist()`` / ``t.numpy()`` of a tensor that depends on the inputs raise :class:`ReadsValue`.
+
+    They copy the values out in C++ without dispatching an operator, so the recording alone would not know that the
+    model went on with those values as Python numbers (JetMoE's ``expert_size.tolist()`` sets split sizes): the
+    diagram would freeze them and be wrong on other inputs."""
+    saved = {name: getattr(torch.Tensor, name) for name in UNDISPATCHED_READS}
+
+    def guard(name: str) -> Any:
+        method = saved[name]
+
+        def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            node = rec.by_id.get(id(self))
+            if node is not None and node.live and not _asserted():
+                raise ReadsValue(f"Tensor.{name}() reads a value that depends on the inputs into Python at"
+                                 f" {user_line() or '?'}")
+            return method(self, *args, **kwargs)
+
+        return read
+
+    for name in UNDISPATCHED_READS:
+        setattr(torch.Tensor, name, guard(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
 
 
 def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
