@@ -70,6 +70,9 @@ CAPS = {key: cap for keys, cap in (
     (LAYERS, 2), (HIDDEN, MAX_WIDTH), (HEADS, 4), (KV_HEADS, 2), (FFN, MAX_FFN), (EXPERTS, 4),
     ({"num_experts_per_tok", "moe_topk", "top_k"}, 2), ({"head_dim", "d_kv", "attention_head_size", "kv_channels"}, 8),
     ({"image_size"}, 32), ({"patch_size"}, 4),
+    # multi-head latent attention (its rotary part is ``head_dim`` wide) and its sparse indexer
+    ({"qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "index_head_dim"}, 8), ({"kv_lora_rank", "q_lora_rank"}, 16),
+    ({"index_n_heads"}, 4),
     ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
 ) for key in keys}
 
@@ -79,6 +82,8 @@ def shrink(config: Any, depth: int = 0) -> Any:
     from transformers import PretrainedConfig
 
     d = config.__dict__
+    full = [k for k in KV_HEADS if "kv_lora_rank" in d and d.get(k) is not None  # latent attention: no grouping
+            and d.get(k) == d.get("num_attention_heads")]
     for key, value in list(d.items()):
         if isinstance(value, PretrainedConfig) and depth < 3:
             shrink(value, depth + 1)
@@ -87,6 +92,10 @@ def shrink(config: Any, depth: int = 0) -> Any:
         cap = CAPS.get(key)
         if cap is not None and value > cap:
             d[key] = cap
+    for key in full:  # latent attention expands its keys and values to every head
+        d[key] = d["num_attention_heads"]
+    if isinstance(d.get("qk_head_dim"), int) and isinstance(d.get("qk_nope_head_dim"), int):
+        d["qk_head_dim"] = d["qk_nope_head_dim"] + int(d.get("qk_rope_head_dim") or 0)  # a sum, not a cap
     for key in ("depths", "blocks_per_stage"):
         if isinstance(d.get(key), (list, tuple)):
             d[key] = [min(int(v), 1) for v in d[key]]
@@ -135,14 +144,24 @@ def n_params(model: nn.Module) -> int:
 
 
 def used_params(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
-    """Elements of the distinct parameters ``model`` reads on ``inputs`` (a tied weight counts once)."""
+    """Elements of the distinct parameters ``model`` reads on ``inputs`` (a tied weight counts once).
+
+    Read on a copy whose mode was switched to training and back: a model that caches tensors computed from parameters
+    in eval mode (LeViT's attention biases) drops the cache then, and reads the parameters again."""
+    import copy
+
     from torch.overrides import TorchFunctionMode
 
+    model = copy.deepcopy(model)
+    model.train()
+    model.eval()
     params = {id(p): p for p in model.parameters()}
     seen: dict[int, int] = {}
 
     class Watch(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if getattr(func, "__name__", "") == "__get__":  # p.dtype, p.device: an attribute read, not a use
+                return func(*args, **(kwargs or {}))
             for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
                 if isinstance(t, torch.Tensor) and id(t) in params:
                     seen[id(t)] = t.numel()
@@ -201,7 +220,7 @@ def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> 
 
     def boxes() -> torch.Tensor:  # (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, in [0, 1000)
         corners = torch.randint(0, 1000, (BATCH, TOKENS, 2, 2), generator=gen).sort(dim=2).values
-        return corners.transpose(2, 3).reshape(BATCH, TOKENS, 4)
+        return corners.reshape(BATCH, TOKENS, 4)  # corner-major: (x0, y0, x1, y1)
 
     generators: dict[str, Callable[[], torch.Tensor]] = {
         "input_ids": ids, "decoder_input_ids": lambda: ids(5), "qformer_input_ids": ids, "pixel_values": image,

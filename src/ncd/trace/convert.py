@@ -282,6 +282,14 @@ class Converter:
 
         if self.model is None or tensor.dim() < 1 or len(seg.axes) != tensor.dim():
             return None
+        lead = 0  # leading size-1 axes (``wpe(arange(t)[None])``): the rows, then viewed with them
+        while tensor.dim() - lead > 1 and tensor.shape[lead] == 1:
+            lead += 1
+        if lead:
+            inner = self.namer.segment(list(seg.names[lead:]), tuple(int(x) for x in tensor.shape[lead:]), seg.dtype,
+                                       None)
+            rows = self.leading_rows(ref, tensor[(0,) * lead], inner)
+            return None if rows is None else self.view(rows, list(seg.names), tuple(int(x) for x in tensor.shape))
         table = dict(self.model.named_parameters()).get(self.origin(ref))
         n = int(tensor.shape[0])
         if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
