@@ -72,7 +72,7 @@ CAPS = {key: cap for keys, cap in (
     ({"image_size"}, 32), ({"patch_size"}, 4),
     # multi-head latent attention (its rotary part is ``head_dim`` wide) and its sparse indexer
     ({"qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "index_head_dim"}, 8), ({"kv_lora_rank", "q_lora_rank"}, 16),
-    ({"index_n_heads"}, 4),
+    ({"index_n_heads", "linear_num_heads"}, 4), ({"linear_head_dim"}, 8),
     ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
 ) for key in keys}
 

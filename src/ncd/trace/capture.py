@@ -110,7 +110,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         except TraceError:
             raise
         except Exception as second:  # noqa: BLE001
-            if _is_data_dependent(second):
+            if _is_data_dependent(second) or reads is not None:  # the recording saw the model read values
                 raise TraceError(_data_dependent_message(model, second, reads)) from None
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"

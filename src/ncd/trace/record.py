@@ -146,7 +146,8 @@ class _Recording:
             self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack)), out)
             return out
         if live and packet in DYNAMIC:
-            raise Unsupported(f"{packet} has an output of data-dependent shape")
+            raise ReadsValue(f"{packet} has an output whose shape depends on the values of the inputs at"
+                             f" {user_line() or '?'}")
         if live and packet == "as_strided" and not self.meta:
             return self.strided(func, args, kwargs)
         first = args[0] if args else None
@@ -405,20 +406,25 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
             if not meta:
                 raise
             return _record(model, args, kwargs, flat, meta=False)
-    except ReadsValue:
-        pass
+    except ReadsValue as error:
+        reads = error
     # A model that reads an input's value into Python (``if mask.all(): skip the mask``) is recorded as torch.export
     # sees it: libraries take their traceable path when they are being exported (``torch.compiler.is_exporting()``),
     # with no branch on values.  Export would record the same operations, only slower.
     with _as_exporting():
         try:
-            return _record(model, args, kwargs, flat, meta=meta)
+            try:
+                return _record(model, args, kwargs, flat, meta=meta)
+            except Unsupported:
+                raise
+            except Exception:  # noqa: BLE001 - as above
+                if not meta:
+                    raise
+                return _record(model, args, kwargs, flat, meta=False)
         except Unsupported:
             raise
-        except Exception:  # noqa: BLE001 - as above
-            if not meta:
-                raise
-            return _record(model, args, kwargs, flat, meta=False)
+        except Exception:  # noqa: BLE001 - the model's own exporting path fails: the value it read is the reason
+            raise reads from None
 
 
 @contextlib.contextmanager
