@@ -3,7 +3,9 @@
 Compared with the program at bound sizes (``to_program``), op by op with block calls inlined: the same
 kinds, targets, primitives and numbers of arguments, and the same output layouts once the sizes are
 substituted — on every gallery model (at its small test sizes and at its defaults) and every
-per-primitive sample.  A rule that needs a size as a number raises instead of guessing.
+per-primitive sample.  A rule that needs a size as a number raises instead of guessing.  Until
+``ncd.cost`` reads these ops, the last test checks that its walk of the diagram charges matrix
+products for exactly the boxes the symbolic program runs, in the same order.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def test_every_sample_lowers_on_symbolic_sizes_or_says_which_size_it_needs() -> 
 def test_a_symbolic_size_prints_by_name_and_refuses_to_be_a_number() -> None:
     n = SymbolicSize(symbol("k") * symbol("h"))
     assert str(n * 2) == "2*sizes.h*sizes.k" and n == symbol("h") * symbol("k") and n != 1
-    for needs_number in (lambda: range(n), lambda: int(n), lambda: n % 2, lambda: n < 3):  # type: ignore[operator]
+    for needs_number in (lambda: range(n), lambda: int(n), lambda: n % 2, lambda: n < 3):
         with pytest.raises(NCDError, match="give h, k"):
             needs_number()
     with symbolic_sizes():
@@ -84,3 +86,34 @@ def test_repeated_layers_that_differ_need_their_count() -> None:
     with pytest.raises(NCDError, match="N must be bound"):
         symbolic_program(differ)
 
+
+
+def _program_boxes(program: Program) -> list[str]:
+    """The primitives the program runs, one entry per box occurrence (``sdpa`` for a fused attention)."""
+    found: list[str] = []
+    last = None
+    for op in program.inlined():
+        if op.box is None:
+            if op.target == "F.scaled_dot_product_attention":
+                found.append("sdpa")
+            last = None
+            continue
+        if op.box is not last:
+            found.append(op.box.prim.op)
+        last = op.box
+    return found
+
+
+def test_the_cost_walk_charges_the_products_the_program_runs() -> None:
+    compared = 0
+    for name, d in [(n, make()) for n, make in sorted(ncd.zoo.MODELS.items())] + [(s.id, s.build()) for s in SAMPLES]:
+        try:
+            program = symbolic_program(d)
+        except NCDError:
+            continue
+        boxes = ncd.cost(d).box_formulas
+        products = {b.op for b in boxes if b.metrics.forward_matmul != 0}
+        charged = [b.op for b in boxes if b.op in products]
+        assert charged == [op for op in _program_boxes(program) if op in products], name
+        compared += 1
+    assert compared > 250
