@@ -2,9 +2,10 @@
 
 Interpreters keyed on primitives: lowering, cost, backward (``ncd.ir.rules``), drawing (a family's
 ``DRAWING`` rule, a pictogram of ``ncd.render``, or the deliberate labelled box), import (an ATen
-recogniser that makes the primitive, or a reason it never appears in a forward trace), the IO model
-and the sharding derivation (``IO_MODEL``, ``DISTRIBUTED``: a rule of their own or their kind's, run
-here on every primitive sample against a count made independently of them).  A new
+recogniser that makes the primitive, or a reason it never appears in a forward trace), the IO model,
+the sharding derivation and decoding (``IO_MODEL``, ``DISTRIBUTED``, ``DECODE``: a rule of their own or their
+kind's, run here on every primitive sample against a count or a run made independently of them), and the IO
+model's streamed lowering (``STREAMED``: a rule on tiles, or "unsupported" by kind, tested in test_iomodel_lower).  A new
 primitive fails here until every cell is filled; an "unsupported" cell must raise an error quoting
 its reason.  ``PYTHONPATH=. python tests/test_rule_coverage.py`` prints the table.
 """
@@ -18,18 +19,32 @@ from typing import Any
 
 import pytest
 import sympy
+import torch
 
 import ncd  # noqa: F401  (declares every primitive)
 from ncd.errors import NCDError
 from ncd.ir.primitive import PRIMITIVES, Primitive
-from ncd.ir.rules import BACKWARD, COST, DISTRIBUTED, DRAWING, IMPORT, IO_MODEL, LOWERING, SCALAR_DRAWING, RuleTable, load
+from ncd.ir.rules import (
+    BACKWARD,
+    COST,
+    DECODE,
+    DISTRIBUTED,
+    DRAWING,
+    IMPORT,
+    IO_MODEL,
+    LOWERING,
+    SCALAR_DRAWING,
+    STREAMED,
+    RuleTable,
+    load,
+)
 from ncd.render.pictograms import BOX_RULES, LABELLED_BOX_FAMILIES, LABELLED_BOX_OPS, SCALAR_RULES, box_rule
 from tests.opdb import SAMPLES
 from tests.opdb import load as load_samples
 
-INTERPRETERS = ("lowering", "cost", "backward", "drawing", "import", "io model", "distributed")
+INTERPRETERS = ("lowering", "cost", "backward", "drawing", "import", "io model", "distributed", "decode", "streamed")
 RULED: dict[str, RuleTable] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD, "io model": IO_MODEL,
-                               "distributed": DISTRIBUTED}
+                               "distributed": DISTRIBUTED, "decode": DECODE, "streamed": STREAMED}
 LABELLED = "unsupported: drawn as its label in a box (a deliberate choice: no pictogram)"
 
 
@@ -102,8 +117,10 @@ def test_every_rule_is_reachable_from_its_primitives_family_module() -> None:
     from ncd.ir import rules
 
     assert rules.LEGACY == ()
-    # the IO model's and the derivation's rules read their interpreter's internals: they live there
-    tables = {name: t for name, t in rules.TABLES.items() if name not in ("io model", "distributed")}
+    # the IO model's, the sharding derivation's, decoding's and the streamed lowering's rules read their interpreter's
+    # internals: they live there
+    tables = {name: t for name, t in rules.TABLES.items()
+              if name not in ("io model", "distributed", "decode", "streamed lowering")}
     tables["batched backward"] = rules.BATCHED_BACKWARD
     strays = []
     for name, table_ in tables.items():
@@ -204,6 +221,64 @@ def test_distributed_cell_on_every_sample(sample: Any) -> None:
         assert moved == {}, (sample.id, [DISTRIBUTED.status(b.prim) for b in diagram.boxes()])
 
 
+def _runs_woven(sample: Any) -> bool:
+    """Whether the sample lowers and runs woven over a leading axis (batch statistics, weights given as inputs and
+    int or mask inputs with their own meaning do not; their primitive is checked on another sample)."""
+    if sample.inputs is not None or sample.train:
+        return False
+    try:
+        woven = sample.build().weave("τ")
+        woven.to_torch(τ=2, **sample.sizes)(*woven.example_inputs(*sample.batch, τ=2, **sample.sizes))
+    except (NCDError, RuntimeError):
+        return False
+    return True
+
+
+#: per primitive, its first sample that runs woven over a leading axis
+WOVEN: dict[str, Any] = {}
+for _s in FED:
+    if _s.op not in WOVEN and _runs_woven(_s):
+        WOVEN[_s.op] = _s
+
+
+@pytest.mark.parametrize("sample", list(WOVEN.values()), ids=lambda s: s.id)
+def test_decode_cell_on_every_sample(sample: Any) -> None:
+    """Woven over a token axis, a box acts on each token alone: the one-token step its decode rule derives, run
+    on the last token, equals the last position of the whole sequence run as lowered (the weights shared)."""
+    from ncd.inference.derive import _Walk, _Wire
+    from ncd.ir.size import symbol
+
+    woven = sample.build().weave("τ")
+    one_token = woven.subs({symbol("τ"): sympy.Integer(1)})
+    walk = _Walk("step", frozenset(), frozenset({"τ"}), {}, symbol("c"), sympy.Integer(1))
+    step, _ = walk.walk(one_token, [_Wire(seg) for seg in one_token.dom])
+    whole = woven.to_torch(τ=3, **sample.sizes).eval()
+    one = step.to_torch(**sample.sizes).eval()
+    one.load_state_dict(whole.state_dict())
+    xs = woven.example_inputs(*sample.batch, τ=3, **sample.sizes)
+    def at(seg: Any, x: torch.Tensor) -> int:  # the dim of τ (the batch axes before the segment broadcast)
+        return x.dim() - len(seg) + seg.names.index("τ")
+
+    with torch.no_grad():
+        ys = whole(*xs)
+        last = one(*(x.narrow(at(seg, x), 2, 1) for x, seg in zip(xs, woven.dom)))
+    ys, last = (ys if isinstance(ys, tuple) else (ys,)), (last if isinstance(last, tuple) else (last,))
+    assert len(ys) == len(last) == len(woven.cod)
+    for y, got, seg in zip(ys, last, woven.cod):
+        if y.dim() < len(seg):  # an output made without the inputs is broadcast over τ, not expanded: the same in both
+            assert got.shape == y.shape
+            torch.testing.assert_close(got, y, atol=sample.atol, rtol=1e-5, equal_nan=True)
+            continue
+        torch.testing.assert_close(got, y.narrow(at(seg, y), 2, 1), atol=sample.atol, rtol=1e-5, equal_nan=True)
+
+
+def test_decode_is_checked_on_every_primitive_with_a_plain_sample() -> None:
+    """Each primitive with a sample on random inputs is checked above, but batch normalisation (its statistics span
+    the batch; its eval sample shares the training module's buffers) and a convolution given its weight as input."""
+    plain = {s.op for s in FED if s.inputs is None and not s.train}
+    assert plain - set(WOVEN) <= {"batchnorm", "conv_with_weight"}, sorted(plain - set(WOVEN))
+
+
 def test_labelled_drawing_cells_draw_the_label_in_a_box() -> None:
     for op, cls in PRIMITIVES.items():
         if _drawing(cls) == LABELLED:
@@ -236,6 +311,15 @@ def test_the_internals_page_example_runs() -> None:
     test = doctest.DocTestParser().get_doctest(section, {}, "internals.md: primitive families", None, 0)
     assert test.examples
     assert doctest.DocTestRunner().run(test).failed == 0
+
+
+def test_unsupported_by_kind_yields_to_a_rule_of_its_own() -> None:
+    """The streamed lowering's rules are keyed by primitive, and every other primitive is unsupported by its kind."""
+    from ncd.prims.softmax import SoftmaxOp
+
+    assert STREAMED.status("einsum") == "rule" and STREAMED.status("causal_mask") == "rule"
+    assert (STREAMED.why(SoftmaxOp) or "").startswith("a tile loop needs")
+    assert "einsum" not in STREAMED.unsupported_ops() and "softmax" in STREAMED.unsupported_ops()
 
 
 def _short(status: str | None) -> str:

@@ -38,6 +38,7 @@ from ncd.iomodel.hierarchy import Hierarchy
 from ncd.iomodel.program import Array, Op, Program, flatten
 from ncd.iomodel.schedule import Schedule, SizeMap
 from ncd.ir.diagram import Diagram, describe
+from ncd.ir.rules import STREAMED
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.elementwise import ElementwiseOp, ScaleOp
 from ncd.prims.linear import EinsumOp
@@ -111,9 +112,10 @@ class Streamed(torch.nn.Module):
             if op.params:
                 raise LoweringError(f"streamed lowering takes diagrams without weights; {describe(op.node)} is learned"
                                     " (write it as an einsum wiring with the weight as an input)")
-            if op.kind != "online" and not isinstance(prim, (EinsumOp, ScaleOp, CausalMaskOp, ElementwiseOp)):
+            if op.kind != "online" and (prim is None or STREAMED.get(prim) is None):
+                why = (STREAMED.why(prim) if prim is not None else None) or "it has no rule"
                 raise LoweringError(f"streamed lowering supports einsum wirings, scales, causal masks, elementwise"
-                                    f" functions and online softmax, not {describe(op.node)}")
+                                    f" functions and online softmax, not {describe(op.node)}: {why}")
             if op.reduced() & self.streamed or op.kind == "online":
                 if self.reducer is not None:
                     raise LoweringError(f"streamed lowering supports one accumulating operation; {describe(op.node)}"
@@ -227,27 +229,15 @@ class Streamed(torch.nn.Module):
         cache.pop(arr.key(), None)
 
     def _run_op(self, op: Op, args: list[torch.Tensor], r: Ranges, in_place: bool = False) -> torch.Tensor:
-        """One operation on tiles; a one-input operation on a dead intermediate works in place."""
-        prim = op.node.prim  # type: ignore[attr-defined]
-        out = op.outputs[0].names
-        if isinstance(prim, EinsumOp):
-            return _einsum([(t, a.names) for t, a in zip(args, op.inputs)], out)
-        t, names = args[0], op.inputs[0].names
-        t = _align(t, names, out) if names != out else t
-        if isinstance(prim, ScaleOp):
-            factor = float(sympy.sympify(prim.factor).subs(_symbols(self.sizes)))
-            return t.mul_(factor) if in_place else t * factor
-        if isinstance(prim, ElementwiseOp):
-            return _FUNCTIONS[prim.function](t)
-        if isinstance(prim, CausalMaskOp):
-            y, x = prim.query.name, prim.key.name
-            qi = torch.arange(*r[y]).reshape([-1 if n == y else 1 for n in out])
-            ki = torch.arange(*r[x]).reshape([-1 if n == x else 1 for n in out])
-            masked = ki > qi
-            if prim.window is not None:  # a sliding window also hides keys `window` or more positions back
-                masked = masked | (qi - ki >= int(sympy.sympify(prim.window).subs(_symbols(self.sizes))))
-            return t.masked_fill_(masked, float("-inf")) if in_place else t.masked_fill(masked, float("-inf"))
-        raise LoweringError(f"streamed lowering: no rule for {describe(op.node)}")
+        """One operation on tiles (its rule of :data:`~ncd.ir.rules.STREAMED`); a one-input operation on a dead
+        intermediate works in place."""
+        result: torch.Tensor = STREAMED.apply(op.node.prim, self, op, args, r, in_place)  # type: ignore[attr-defined]
+        return result
+
+    def aligned(self, op: Op, args: list[torch.Tensor]) -> torch.Tensor:
+        """The one input of ``op`` permuted (and unsqueezed) to its output's axes."""
+        names, out = op.inputs[0].names, op.outputs[0].names
+        return _align(args[0], names, out) if names != out else args[0]
 
     def _accumulate(self, op: Op, args: list[torch.Tensor], acc: _Acc | None, r: Ranges,
                     red_axes: tuple[str, ...]) -> _Acc:
@@ -333,3 +323,44 @@ def peak_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
         running += nbytes
         peak = max(peak, running)
     return peak, result
+
+
+# -- the streamed lowering's rules (ncd.ir.rules.STREAMED): one operation on tiles ---------------------------
+@STREAMED.rule(EinsumOp)
+def _streamed_einsum(prim: EinsumOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
+                     in_place: bool) -> torch.Tensor:
+    return _einsum([(t, a.names) for t, a in zip(args, op.inputs)], op.outputs[0].names)
+
+
+@STREAMED.rule(ScaleOp)
+def _streamed_scale(prim: ScaleOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
+                    in_place: bool) -> torch.Tensor:
+    t = run.aligned(op, args)
+    factor = float(sympy.sympify(prim.factor).subs(_symbols(run.sizes)))
+    return t.mul_(factor) if in_place else t * factor
+
+
+@STREAMED.rule(ElementwiseOp)
+def _streamed_elementwise(prim: ElementwiseOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
+                          in_place: bool) -> torch.Tensor:
+    if prim.function not in _FUNCTIONS:
+        raise LoweringError(f"streamed lowering: no tile function for {describe(op.node)} ({prim.function})")
+    return _FUNCTIONS[prim.function](run.aligned(op, args))
+
+
+@STREAMED.rule(CausalMaskOp)
+def _streamed_causal(prim: CausalMaskOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
+                     in_place: bool) -> torch.Tensor:
+    t, out = run.aligned(op, args), op.outputs[0].names
+    y, x = prim.query.name, prim.key.name
+    qi = torch.arange(*r[y]).reshape([-1 if n == y else 1 for n in out])
+    ki = torch.arange(*r[x]).reshape([-1 if n == x else 1 for n in out])
+    masked = ki > qi
+    if prim.window is not None:  # a sliding window also hides keys `window` or more positions back
+        masked = masked | (qi - ki >= int(sympy.sympify(prim.window).subs(_symbols(run.sizes))))
+    return t.masked_fill_(masked, float("-inf")) if in_place else t.masked_fill(masked, float("-inf"))
+
+
+STREAMED.unsupported_kind("linear", "multilinear", "nonlinear", "structural",
+                          why="a tile loop needs the operation's rule on chunks of its axes; only einsum wirings,"
+                              " scales, elementwise functions, causal masks and online softmax have one")

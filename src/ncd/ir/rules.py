@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     from ncd.ir.diagram import Box, Diagram
 
 __all__ = ["RuleTable", "Recognisers", "BoxBackward", "AnalysisError", "RuleMissing", "LOWERING", "COST", "BACKWARD",
-           "BATCHED_BACKWARD", "DRAWING", "SCALAR_DRAWING", "IO_MODEL", "DISTRIBUTED", "IMPORT", "TABLES", "load", "SECOND_ORDER",
-           "NOT_TRACED"]
+           "BATCHED_BACKWARD", "DRAWING", "SCALAR_DRAWING", "IO_MODEL", "DISTRIBUTED", "DECODE", "STREAMED", "IMPORT",
+           "TABLES", "load", "SECOND_ORDER", "NOT_TRACED"]
 
 P = TypeVar("P", bound=Primitive)
 A = ParamSpec("A")
@@ -75,12 +75,16 @@ class RuleTable(Generic[A, R]):
     for.  The table reads like a mapping from ``op`` to rule (``"softmax" in COST``).
     """
 
-    def __init__(self, name: str, error: type[NCDError] = RuleMissing) -> None:
+    def __init__(self, name: str, error: type[NCDError] = RuleMissing, home: str | None = None) -> None:
         self.name = name
         self.error = error
+        #: the module registering this interpreter's rules, imported on first use (for an interpreter whose rules read
+        #: its own internals and import torch, e.g. the streamed lowering)
+        self.home = home
         self._rules: dict[str, Callable[Concatenate[Any, A], R]] = {}
         self._unsupported: dict[str, str] = {}
         self._kinds: dict[str, tuple[str, Callable[Concatenate[Any, A], R]]] = {}
+        self._kinds_unsupported: dict[str, str] = {}
 
     @overload
     def rule(self, cls: type[P], /) -> Callable[[Callable[Concatenate[P, A], R]], Callable[Concatenate[P, A], R]]: ...
@@ -118,9 +122,30 @@ class RuleTable(Generic[A, R]):
 
         return register
 
+    def _load(self) -> None:
+        load()
+        if self.home is not None:
+            importlib.import_module(self.home)
+
     def _by_kind(self, op: str) -> tuple[str, Callable[Concatenate[Any, A], R]] | None:
         cls = PRIMITIVES.get(op)
         return self._kinds.get(cls.kind) if cls is not None and op not in self._unsupported else None
+
+    def unsupported_kind(self, *kinds: Kind, why: str) -> None:
+        """Declare every primitive of ``kinds`` without a rule of its own unsupported, and why (an explicit entry,
+        keyed by kind)."""
+        if not why:
+            raise ValueError("say why the primitives are unsupported")
+        for kind in kinds:
+            self._kinds_unsupported[kind] = why
+
+    def _why(self, op: str) -> str | None:
+        if op in self._unsupported:
+            return self._unsupported[op]
+        cls = PRIMITIVES.get(op)
+        if cls is None or op in self._rules or cls.kind in self._kinds:
+            return None
+        return self._kinds_unsupported.get(cls.kind)
 
     def unsupported(self, key: str | type[Primitive], why: str) -> None:
         """Declare that this interpreter does not handle the primitive, and why (an explicit, tested entry)."""
@@ -132,28 +157,29 @@ class RuleTable(Generic[A, R]):
         self._unsupported[op] = why
 
     def has(self, key: str | type[Primitive]) -> bool:
-        load()
+        self._load()
         return _op(key) in self._rules
 
     def status(self, key: str | type[Primitive]) -> str | None:
         """``"rule"``, ``"unsupported: <why>"`` or ``None`` (a missing cell: the coverage test fails)."""
-        load()
+        self._load()
         op = _op(key)
         if op in self._rules:
             return "rule"
-        if op in self._unsupported:
-            return f"unsupported: {self._unsupported[op]}"
+        why = self._why(op)
+        if why:
+            return f"unsupported: {why}"
         derived = self._by_kind(op)
         return f"rule: {derived[0]}" if derived is not None else None
 
     def why(self, key: str | type[Primitive]) -> str | None:
         """The reason given for an unsupported primitive (``None`` when it has a rule or nothing)."""
-        load()
-        return self._unsupported.get(_op(key))
+        self._load()
+        return self._why(_op(key))
 
     def get(self, key: str | type[Primitive] | Primitive) -> Callable[Concatenate[Any, A], R] | None:
         """The rule of a primitive (instance, class or ``op``): its own, or its kind's; ``None`` when it has neither."""
-        load()
+        self._load()
         op = _op(key)
         if op in self._rules:
             return self._rules[op]
@@ -165,7 +191,7 @@ class RuleTable(Generic[A, R]):
         fn = self.get(prim)
         if fn is not None:
             return fn
-        why = self._unsupported.get(prim.op)
+        why = self._why(prim.op)
         if why:
             raise self.error(f"{self.name} of primitive {prim.op!r} is not supported: {why}")
         raise self.error(f"no {self.name} rule for primitive {prim.op!r} ({type(prim).__name__})")
@@ -175,19 +201,20 @@ class RuleTable(Generic[A, R]):
         return self.lookup(prim)(prim, *args, **kwargs)
 
     def rules(self) -> Mapping[str, Callable[Concatenate[Any, A], R]]:
-        load()
+        self._load()
         return dict(self._rules)
 
     def unsupported_ops(self) -> Mapping[str, str]:
-        load()
-        return dict(self._unsupported)
+        """Every primitive declared unsupported, by ``op``: on its own or by its kind."""
+        self._load()
+        return {op: why for op in PRIMITIVES if (why := self._why(op))}
 
     def __contains__(self, op: object) -> bool:
-        load()
+        self._load()
         return op in self._rules
 
     def __iter__(self) -> Iterator[str]:
-        load()
+        self._load()
         return iter(list(self._rules))
 
     def __repr__(self) -> str:
@@ -310,13 +337,21 @@ SCALAR_DRAWING: RuleTable[[Layout, Box, Type, Type], Frag] = RuleTable("scalar d
 IO_MODEL: RuleTable[[Any, Box, list[Any], tuple[Axis, ...]], list[Any]] = RuleTable("io model", AnalysisError)
 #: the sharding derivation of a box (``ncd.distributed.derive``): ``(prim, deriver, node, box, wires, path) -> BoxSharding``
 DISTRIBUTED: RuleTable[[Any, Diagram, Box, list[Any], tuple[int, ...]], Any] = RuleTable("distributed", AnalysisError)
+#: decoding (``ncd.inference.derive``): how a box is rebuilt in the prefill and the one-token step,
+#: ``(prim, walk, box, wires, sizes) -> (the rebuilt diagram, its output wires)``
+DECODE: RuleTable[[Any, Box, list[Any], dict[str, Any]], tuple[Diagram, list[Any]]] = RuleTable("decode", AnalysisError)
+#: the streamed lowering of a relabelled diagram (``ncd.iomodel.lower``): one operation on tiles,
+#: ``(prim, streamed, op, tiles, ranges, in_place) -> the output tile``
+STREAMED: RuleTable[[Any, Any, list[Any], dict[str, tuple[int, int]], bool], Any] = RuleTable(
+    "streamed lowering", LoweringError, home="ncd.iomodel.lower")
 #: import recognition, keyed by ATen operator
 IMPORT = Recognisers()
 
 #: every primitive-keyed table, by interpreter name
 TABLES: dict[str, RuleTable[Any, Any]] = {"lowering": LOWERING, "cost": COST, "backward": BACKWARD,
                                           "drawing": DRAWING, "scalar drawing": SCALAR_DRAWING, "io model": IO_MODEL,
-                                          "distributed": DISTRIBUTED}
+                                          "distributed": DISTRIBUTED, "decode": DECODE,
+                                          "streamed lowering": STREAMED}
 
 #: rule modules not beside their primitives, loaded after the families (none: every rule is in its family's module)
 LEGACY: tuple[str, ...] = ()
