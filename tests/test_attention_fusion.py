@@ -273,11 +273,11 @@ def copy_weights(module: nn.Module, torch_mha: nn.MultiheadAttention, k: int, h:
 
 def _mapped_weight_grads(grads: dict[str, torch.Tensor], k: int, h: int) -> dict[str, torch.Tensor]:
     """The diagram's weight gradients in torch's (head, k) feature order: Q, K and V feed SDPA, so their
-    weights store their rows (head, k) already (``ncd.prims.patterns.chosen_rows``); O keeps ``k h``."""
+    weights store their rows (head, k) already (``ncd.prims.patterns.chosen_rows``); O reads SDPA's output, so its
+    weight stores its columns (head, k) (``chosen_columns``)."""
     by_box = {name.split(".")[-2].split("_")[-1].upper(): g for name, g in grads.items() if name.endswith("weight")}
-    m = by_box["O"].shape[0]
     rows = [by_box[c] for c in "QKV"]
-    return {"in_proj_weight": torch.cat(rows), "out_proj.weight": by_box["O"].view(m, k, h).transpose(1, 2).reshape(m, k * h)}
+    return {"in_proj_weight": torch.cat(rows), "out_proj.weight": by_box["O"]}
 
 
 @pytest.mark.parametrize("cross,causal", [(False, False), (True, False), (False, True)], ids=["self", "cross", "causal"])
@@ -315,18 +315,21 @@ def test_multi_head_attention_equals_torch(cross: bool, causal: bool) -> None:
 
 def test_maps_feeding_sdpa_store_rows_in_its_order_and_checkpoints_keep_the_declared_one() -> None:
     # m -> k h feeding SDPA: the weight's rows are stored (h k), the order SDPA reads, so no copy is made;
+    # k h -> m reading SDPA's output: its columns are stored (h k), the order SDPA writes, so it reads a view;
     # the state_dict still holds the declared (k h) order, round trips, and loads into a module that keeps it
     m, h, k, t = 8, 2, 4, 5
     d = multi_head()
     module = d.to_torch(y=t, x=t, m=m, k=k, h=h)
-    assert ".contiguous()" not in module.ncd_source and module.ncd_source.count(".transpose(-1, -2)") == 3
+    assert ".contiguous()" not in module.ncd_source and module.ncd_source.count(".transpose(-1, -2)") == 4
     state = module.state_dict()
     params = dict(module.named_parameters())
     for name in ("l_plus_q", "l_plus_k", "l_plus_v"):
         w, b = params[f"{name}.weight"], params[f"{name}.bias"]
         torch.testing.assert_close(state[f"{name}.weight"], w.view(h, k, m).transpose(0, 1).reshape(k * h, m), rtol=0, atol=0)
         torch.testing.assert_close(state[f"{name}.bias"], b.view(h, k).t().reshape(k * h), rtol=0, atol=0)
-    torch.testing.assert_close(state["l_plus_o.weight"], params["l_plus_o.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(state["l_plus_o.weight"], params["l_plus_o.weight"].view(m, h, k).transpose(1, 2).reshape(m, k * h),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(state["l_plus_o.bias"], params["l_plus_o.bias"], rtol=0, atol=0)
     again = d.to_torch(y=t, x=t, m=m, k=k, h=h)
     again.load_state_dict(state)
     assert all(torch.equal(state[n], v) for n, v in again.state_dict().items()) and state.keys() == again.state_dict().keys()
@@ -348,3 +351,65 @@ def test_lowered_modules_run_under_torch_compile() -> None:
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     x = torch.randn(3, t, m)
     torch.testing.assert_close(compiled(x, x, x), module(x, x, x))
+
+
+class _HandMHA(nn.Module):
+    """Self-attention as an engineer writes it: separate projections, SDPA on (batch, heads, tokens, k) views."""
+
+    def __init__(self, m: int, h: int) -> None:
+        super().__init__()
+        self.h = h
+        self.q, self.k, self.v, self.o = (nn.Linear(m, m) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        split = lambda y: y.view(b, t, self.h, m // self.h).transpose(1, 2)  # noqa: E731
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(b, t, m))
+
+
+def _aten_ops(module: nn.Module, x: torch.Tensor, backward: bool) -> dict[str, int]:
+    """How often each kernel that computes or copies runs (ATen ops, as the profiler records them)."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    kernels = ("aten::addmm", "aten::mm", "aten::bmm", "aten::clone", "aten::copy_", "aten::contiguous",
+               "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        if backward:
+            module(x).sum().backward()
+        else:
+            with torch.no_grad():
+                module(x)
+    return dict(Counter(e.name for e in prof.events() if e.name in kernels))
+
+
+@pytest.mark.parametrize("wiring", ["gallery", "one sequence"])
+def test_multi_head_attention_runs_the_kernels_of_hand_written_code(wiring: str) -> None:
+    # the gallery's wiring puts the projections and the attention in blocks of their own: the projections still
+    # store their rows (h k) (the attention opens the next block), the attention block packs an operand only if
+    # its caller gives a strided last dimension, and L^O stores its columns (h k), reading SDPA's output as a view
+    from ncd.zoo.heads import heads_attention
+
+    m, h, t = 16, 4, 6
+    if wiring == "gallery":
+        d = heads_attention(self_attention=True, tokens="t").block("MultiHeadAttention")
+    else:
+        q = ncd.Linear("m -> k h", bias=True, name="Q")
+        kv = ncd.Identity.of("t m") >> ncd.Rename("t -> x")
+        scores = ncd.Einsum("t k h, x k h -> h t x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
+        attend = (scores @ ncd.Identity.of("x k h")) >> ncd.Einsum("h t x, x k h -> t k h")
+        d = (ncd.Copy("t m", 3) >> (q @ (kv >> ncd.Linear("m -> k h", bias=True, name="K"))
+                                    @ (kv >> ncd.Linear("m -> k h", bias=True, name="V")))
+             >> attend >> ncd.Linear("k h -> m", bias=True, name="O"))
+    module = d.to_torch(t=t, m=m, h=h, k=m // h)
+    packing = module.ncd_source.count(".stride(-1) == 1 else")  # an operand given by the caller: packed if strided
+    assert packing == (3 if wiring == "gallery" else 0) and module.ncd_source.count(".contiguous()") == packing
+    x = torch.randn(2, t, m)
+    for backward in (False, True):
+        assert _aten_ops(module, x, backward) == _aten_ops(_HandMHA(m, h), x, backward)
+    with fusion.disabled():
+        plain = d.to_torch(t=t, m=m, h=h, k=m // h)
+    plain.load_state_dict(module.state_dict())
+    torch.testing.assert_close(module(x), plain(x), atol=1e-5, rtol=1e-4)

@@ -62,6 +62,26 @@ def projected_attention() -> ncd.Diagram:
             >> ncd.Linear("k h -> m", bias=True, name="O"))
 
 
+def batched_projected_attention() -> ncd.Diagram:
+    """As above over a batch: four-dimensional operands run SDPA's flash kernel, whose output takes the query's
+    layout, so ``L^O`` (its columns stored (h k), ``ncd.prims.patterns.chosen_columns``) reads a view."""
+    return projected_attention().weave("b")
+
+
+def gallery_self_attention() -> ncd.Diagram:
+    """The gallery's wiring, batched: the projections in a ``Linear`` block, the attention in another block (its
+    operands packed only if the caller gives a strided last dimension), ``L^O`` after both."""
+    from ncd.zoo.heads import heads_attention
+
+    return heads_attention(self_attention=True, tokens="t").weave("b")
+
+
+def gallery_cross_attention() -> ncd.Diagram:
+    from ncd.zoo.heads import heads_attention
+
+    return heads_attention(self_attention=False).weave("b")
+
+
 def mlp() -> ncd.Diagram:
     layer = ncd.Linear("m -> n", bias=True) >> ncd.GELU() >> ncd.Linear("n -> m", bias=True)
     return (ncd.Identity.of("b t m") >> ncd.residual(layer)).block("MLP")
@@ -70,7 +90,8 @@ def mlp() -> ncd.Diagram:
 SIZES = {"b": 2, "y": 5, "x": 6, "m": 12, "k": 4, "h": 3, "n": 16, "t": 3}
 
 
-@pytest.mark.parametrize("build", [attention_head, multi_head_attention, projected_attention, mlp], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("build", [attention_head, multi_head_attention, projected_attention, batched_projected_attention,
+                                   gallery_self_attention, gallery_cross_attention, mlp], ids=lambda f: f.__name__)
 def test_cost_of_built_diagrams_matches_measurement(build) -> None:
     d = build()
     _check(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})

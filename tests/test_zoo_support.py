@@ -59,11 +59,28 @@ def copy_weights(pairs: Sequence[Pair], ours: nn.Module, theirs: nn.Module) -> N
     missing_theirs = [n for n, p in theirs.named_parameters() if id(p) not in seen_theirs]
     assert not missing_ours, f"diagram parameters without a reference: {missing_ours}"
     assert not missing_theirs, f"reference parameters without a diagram parameter: {missing_theirs}"
+    # through the state_dict: it holds each weight in its declared axis order (a lowered module may store a
+    # map's rows or columns in the order a fused kernel reads, ncd.prims.patterns.chosen_rows / chosen_columns)
+    names = {id(p): name for name, p in ours.named_parameters()}
+    state = ours.state_dict()
+    for p in pairs:
+        want = p.transform(p.theirs.detach())
+        name = names[id(p.ours)]
+        assert state[name].shape == want.shape, f"shape {tuple(state[name].shape)} vs reference {tuple(want.shape)}"
+        state[name] = want.clone()
+    ours.load_state_dict(state)
+
+
+def declared_grads(module: nn.Module) -> dict[int, torch.Tensor]:
+    """Each parameter's gradient in the declared axis order (as the state_dict shows the parameter), by parameter id."""
+    import copy
+
+    shadow = copy.deepcopy(module)
     with torch.no_grad():
-        for p in pairs:
-            want = p.transform(p.theirs.detach())
-            assert p.ours.shape == want.shape, f"shape {tuple(p.ours.shape)} vs reference {tuple(want.shape)}"
-            p.ours.copy_(want)
+        for p, q in zip(shadow.parameters(), module.parameters()):
+            p.copy_(q.grad if q.grad is not None else torch.zeros_like(q))
+    state = shadow.state_dict()
+    return {id(q): state[name] for (name, _), q in zip(shadow.named_parameters(), module.parameters())}
 
 
 def count(module: nn.Module) -> int:
@@ -95,7 +112,8 @@ def check_equivalent(
     for j, (a, b) in enumerate(zip(ours_in, theirs_in)):
         if a.is_floating_point():
             torch.testing.assert_close(a.grad, b.grad, atol=atol, rtol=rtol, msg=f"gradient of input {j} differs")
+    grads = declared_grads(ours)
     for k, p in enumerate(pairs):
         assert p.theirs.grad is not None and p.ours.grad is not None, f"pair {k} got no gradient"
-        torch.testing.assert_close(p.ours.grad, p.transform(p.theirs.grad), atol=atol, rtol=rtol,
+        torch.testing.assert_close(grads[id(p.ours)], p.transform(p.theirs.grad), atol=atol, rtol=rtol,
                                    msg=f"gradient of parameter pair {k} (shape {tuple(p.ours.shape)}) differs")

@@ -60,21 +60,40 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = B * L * S
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
-    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target)
+    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target, given=j not in pattern.stored and t.storage in walker.given)
                for t, (j, have, target) in zip((q, k, v), pattern.operands()))
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
     folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
     ctx.save(folded)
-    out = ctx.new(out_axes, tuple(batch + list(pattern.query) + list(pattern.value)), grad=True)
+    out = ctx.new(out_axes, _written(q, batch, pattern, training=walker.training), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
     return [out]
 
 
-def _packed(ctx: CostContext, t: Tensor, stored: list[str], target: list[str]) -> Tensor:
+def _written(q: Tensor, batch: list[str], pattern: Any, training: bool) -> tuple[str, ...]:
+    """The order SDPA stores its output in.  On CPU, four-dimensional operands (one batch dimension besides the heads)
+    run the flash kernel, which writes the output in the query's layout (its contracted axes replaced by the values);
+    otherwise (other ranks, or dropout while training) the math kernel writes it densely, batch, queries, values."""
+    dense = tuple(batch + list(pattern.query) + list(pattern.value))
+    if len(batch) != 2 or (pattern.dropout and training):
+        return dense
+    order: list[str] = []
+    for n in q.order:
+        if n in pattern.contracted:
+            order += [] if set(pattern.value) & set(order) else list(pattern.value)
+        elif n in dense:
+            order.append(n)
+    return tuple(order) if sorted(order) == sorted(dense) else dense
+
+
+def _packed(ctx: CostContext, t: Tensor, stored: list[str], target: list[str], given: bool = False) -> Tensor:
     """An operand as SDPA receives it: packed densely in ``target`` order when lowering packs it
     (:func:`ncd.prims.patterns.packs` of its ``stored`` order; ``.contiguous()`` copies unless it already is
-    dense that way)."""
+    dense that way).  An operand ``given`` to the generated class is packed only if its last dimension would be
+    strided (the lowering asks at run time): then its storage order decides."""
+    if given:
+        stored = [n for n in t.order if n in target]
     if not packs(stored, target):
         return t
     names = set(target)

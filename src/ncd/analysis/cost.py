@@ -179,6 +179,10 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         self.training = training
         #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
         self.rows: dict[int, tuple[str, ...]] = {}
+        #: the learned maps whose weights store their columns in a chosen order (:func:`ncd.prims.patterns.chosen_columns`)
+        self.cols: dict[int, tuple[str, ...]] = {}
+        #: the storages given to the block being walked: the generated class receives them as its caller made them
+        self.given: frozenset[int] = frozenset()
         self.ids = itertools.count()
         self.bytes: dict[int, sympy.Expr] = {}
         self.dtypes: dict[int, str] = {}
@@ -214,11 +218,12 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Tensor], frame: tuple[Axis, ...]
                 ) -> tuple[int, list[Tensor]] | None:
         from ncd.analysis.attention import fused_attention, match
-        from ncd.prims.patterns import chosen_rows
+        from ncd.prims.patterns import chosen_columns, chosen_rows
 
         found = match(parts, k)
         if found is None:
             self.rows.update(chosen_rows(parts, k))
+            self.cols.update(chosen_columns(parts, k))
             return None
         length, pattern = found
         return length, fused_attention(self, pattern, list(parts[k: k + length]), values)
@@ -232,10 +237,12 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
 
     def block(self, node: Block, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
         self.blocks.append(node.name)
+        given, self.given = self.given, frozenset(v.storage for v in values)
         try:
             return self.run(node.body, values, frame)
         finally:
             self.blocks.pop()
+            self.given = given
 
     def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...]) -> list[Tensor]:
         self.step += 1
@@ -277,12 +284,17 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         name = node.name or (node.body.name if isinstance(node.body, Block) else node.var)
         if not node.start.free_symbols and not node.stop.free_symbols:
             for i in range(int(node.start), int(node.stop)):
-                values = self.walk(node.iteration(i), values, frame)
+                given, self.given = self.given, frozenset(v.storage for v in values)  # each layer is a class
+                try:
+                    values = self.walk(node.iteration(i), values, frame)
+                finally:
+                    self.given = given
             return values
         # symbolic count: walk one iteration with the variable free, then sum over it
         sub = _Walker(self.itemsize, self.training)
         sub.blocks = list(self.blocks)
         inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
+        sub.given = frozenset(v.storage for v in inputs)
         results = sub.walk(node.body, inputs, frame)
         i = symbol(node.var)
         for b in sub.boxes:

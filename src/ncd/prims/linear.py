@@ -293,7 +293,9 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     module = linear_module(ctx.em, prim, ctx.box.label)
     x = ctx.args[0]
     if on_trailing_axes(ctx.box, ctx.woven):  # the one predicate the cost rule asks too
-        call = ctx.module(module, x if n_in == 1 else ctx.method(x, "flatten", -n_in))
+        cols = ctx.em.cols.get(id(ctx.box))
+        seen = x if cols is None else _stored_columns(ctx, prim, module, x, cols)
+        call = ctx.module(module, seen if n_in == 1 else ctx.method(seen, "flatten", -n_in))
         stored = ctx.em.rows.get(id(ctx.box))
         if stored is not None:
             return [_stored_rows(ctx, prim, module, call, stored)]
@@ -335,6 +337,29 @@ def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stor
     if n == 2:
         return ctx.method(view, "transpose", -1, -2)
     return ctx.call("torch.movedim", view, tuple(i - n for i in to_declared), tuple(range(-n, 0)))
+
+
+def _stored_columns(ctx: RuleContext, prim: LinearOp, module: str, x: Value | Expr, stored: tuple[str, ...]) -> Expr:
+    """The map's input seen in the ``stored`` order of its weight's columns (:func:`ncd.prims.patterns.chosen_columns`);
+    state_dict hooks keep checkpoints in the declared order."""
+    declared = [a.name for a in prim.dom_axes]
+    size = dict(zip(declared, _sizes(prim.dom_axes)))
+    n = len(declared)
+    to_stored = tuple(declared.index(name) for name in stored)
+    to_declared = tuple(stored.index(name) for name in declared)
+    ctx.em.init.append(f"# columns of {module[5:]} stored ({' '.join(stored)}), the order SDPA writes;"
+                       f" its state_dict keeps the declared ({' '.join(declared)})")
+    for hook, source, order in (("register_state_dict_post_hook", stored, to_declared),
+                                ("register_load_state_dict_pre_hook", declared, to_stored)):
+        sizes = tuple(size[name] for name in source)
+        permuted = f"state[prefix + 'weight'].unflatten(1, {sizes})"
+        permuted = (f"{permuted}.transpose(1, 2)" if n == 2
+                    else f"torch.movedim({permuted}, {tuple(i + 1 for i in order)}, {tuple(range(1, n + 1))})")
+        ctx.em.init.append(f"{module}.{hook}(lambda module, state, prefix, *_: state.update("
+                           f"{{prefix + 'weight': {permuted}.flatten(1, {n})}} if prefix + 'weight' in state else {{}}))")
+    if n == 2:
+        return ctx.method(x, "transpose", -1, -2)
+    return ctx.call("torch.movedim", x, tuple(i - n for i in to_stored), tuple(range(-n, 0)))
 
 
 @LOWERING.rule(EinsumOp)
@@ -412,6 +437,10 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
         ctx.other(batch * fan_out, batch * fan_out)
     if _trailing(prim, ctx):
         n_in = len(prim.dom_axes)
+        cols = ctx.walker.cols.get(id(ctx.box))
+        if cols is not None:  # the input seen in the stored order of the weight's columns (a view)
+            lead = x.axes[: len(x.axes) - n_in]
+            x = x.relabel(lead + tuple(next(a for a in x.axes if a.name == n) for n in cols))
         own_in = [a.name for a in x.axes[len(x.axes) - n_in:]]
         flat = x if x.merges([own_in]) else ctx.new(x.axes, grad=x.grad)
         if len(flat.axes) - n_in + 1 > 2 and not flat.contiguous:

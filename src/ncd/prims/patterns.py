@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 import sympy
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 from ncd.prims.elementwise import ScaleOp
 from ncd.prims.linear import EinsumOp
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
 
-__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs", "chosen_rows"]
+__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs", "chosen_rows", "chosen_columns"]
 
 #: Set to False (or use :func:`disabled`) to lower and cost attention box by box.
 ENABLED = True
@@ -145,9 +145,84 @@ def chosen_rows(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
     if k + 1 >= len(parts):
         return {}
     found = recognise_attention(parts, k + 1)
-    if found is None:
+    attention = found[1] if found is not None else _opening(parts[k + 1])
+    if attention is None:
         return {}
-    return {id(box): tuple(order) for _, box, order in _choices(parts[k], found[1])}
+    return {id(box): tuple(order) for _, box, order in _choices(_closing(parts[k]), attention)}
+
+
+def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
+    """The layout chosen for the learned map ``parts[k]`` when it reads the output of an attention ending just before.
+
+    SDPA writes its output with the heads before the values (``y h k`` for a query stored so, as the
+    projections' chosen rows store it); a map declared ``k h -> m`` would flatten ``k h``, a copy, so it
+    stores its weight's columns in ``h k`` order and reads a view.  The attention may end the block before
+    (the gallery's ``ScaledDotProductAttention``).  Returns ``{id(box): input axes in stored order}``;
+    lowering and costs both ask this function.
+
+    >>> import ncd
+    >>> scores = ncd.Einsum("t k h, x k h -> h t x") >> ncd.Softmax("x")
+    >>> attend = (scores @ ncd.Identity.of("x k h")) >> ncd.Einsum("h t x, x k h -> t k h")
+    >>> d = attend >> ncd.Linear("k h -> m", name="O").weave("t")
+    >>> list(chosen_columns(d.parts, 2).values())
+    [('h', 'k')]
+    """
+    from ncd.prims.linear import LinearOp, on_trailing_axes
+
+    inner, woven = unweave(parts[k])
+    if k == 0 or not isinstance(inner, Box) or not isinstance(inner.prim, LinearOp) or not on_trailing_axes(inner, woven):
+        return {}
+    own = [a.name for a in inner.prim.dom_axes]
+    attention = _ending(parts, k)
+    if attention is None or len(own) < 2 or not set(own) <= set(attention.batch) | set(attention.value):
+        return {}
+    if list(parts[k].dom[0].names[-len(own):]) != own or attention.out[-len(own):] != own:
+        return {}
+    stored = tuple(n for n in attention.batch + attention.value if n in own)
+    return {id(inner): stored} if list(stored) != own else {}
+
+
+#: how many parts before a learned map an attention pattern may start (its score chain spans few parts)
+_REACH = 8
+
+
+def _ending(parts: Sequence[Diagram], k: int) -> Attention | None:
+    """The attention whose last part is ``parts[k - 1]`` (or that ends the block ``parts[k - 1]``)."""
+    inner = unweave(parts[k - 1])[0]
+    if isinstance(inner, Block):
+        body = _body_parts(inner)
+        return next((a for j in range(max(0, len(body) - _REACH), len(body))
+                     if (a := _at(body, j, len(body))) is not None), None)
+    return next((a for j in range(max(0, k - _REACH), k - 1) if (a := _at(parts, j, k)) is not None), None)
+
+
+def _at(parts: Sequence[Diagram], j: int, end: int) -> Attention | None:
+    found = recognise_attention(parts, j)
+    return found[1] if found is not None and j + found[0] == end else None
+
+
+def _body_parts(block: Block) -> Sequence[Diagram]:
+    body: Diagram = block
+    while isinstance(body, Block):
+        body = body.body
+    return body.parts if isinstance(body, Seq) else [body]
+
+
+def _opening(part: Diagram) -> Attention | None:
+    """The attention a block opens with, on the block's own inputs (the gallery's ``ScaledDotProductAttention``)."""
+    inner = unweave(part)[0]
+    if not isinstance(inner, Block):
+        return None
+    found = recognise_attention(_body_parts(inner), 0)
+    return found[1] if found is not None else None
+
+
+def _closing(part: Diagram) -> Diagram:
+    """The last part of a block (through nested blocks): where the learned maps feeding the next part end."""
+    while isinstance(part, Block):
+        body = part.body
+        part = body.parts[-1] if isinstance(body, Seq) else body
+    return part
 
 
 def _choices(producer: Diagram, a: Attention) -> list[tuple[int, Box, list[str]]]:
@@ -281,7 +356,7 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
         [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, parts[i].cod[0].axes,
     )
     if k > 0:
-        for j, _, stored in _choices(parts[k - 1], found):
+        for j, _, stored in _choices(_closing(parts[k - 1]), found):
             have = found.operands()[j if j >= 0 else 2][1]
             found.stored[j] = have[: len(have) - len(stored)] + stored
     return i + 1 - k, found

@@ -56,6 +56,8 @@ class ClassEmitter:
     values: dict[str, Value] = field(default_factory=dict)
     #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
     rows: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: the learned maps whose weights store their columns in a chosen order (:func:`ncd.prims.patterns.chosen_columns`)
+    cols: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.function = Function(self.name, _docstring_text(self.doc))
@@ -141,6 +143,9 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         self.saved: dict[str, Type] = {}
         self.class_saves: dict[str, dict[str, Type]] = {}
         self.program = Program()
+        #: layouts chosen for learned maps, shared by every class (a choice may look across a block's boundary)
+        self.rows: dict[int, tuple[str, ...]] = {}
+        self.cols: dict[int, tuple[str, ...]] = {}
 
     # -- classes -------------------------------------------------------------------
     def class_for(self, body: Diagram, title: str) -> str:
@@ -149,9 +154,10 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             return self.classes[body]
         before = dict(self.saved)
         name = self._class_name(title)
-        em = ClassEmitter(name, f"{title}: {body.dom} -> {body.cod}")
+        em = ClassEmitter(name, f"{title}: {body.dom} -> {body.cod}", rows=self.rows, cols=self.cols)
         inputs = [Value(em.fresh(_input_name(len(body.dom), j)), seg.axes, seg.dtype) for j, seg in enumerate(body.dom)]
         em.values.update((v.var, v) for v in inputs)
+        em.function.inputs = inputs  # known while the body is lowered (an operand given by the caller keeps its layout)
         outputs = self.lower(body, em, inputs)
         self.classes[body] = name
         self.class_saves[name] = {k: v for k, v in self.saved.items() if before.get(k) is not v}
@@ -175,11 +181,12 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
 
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Value], em: ClassEmitter
                 ) -> tuple[int, list[Value]] | None:
-        from ncd.torch.fusion import chosen_rows, match_attention
+        from ncd.torch.fusion import chosen_columns, chosen_rows, match_attention
 
         fused = match_attention(parts, k)
         if fused is None:
             em.rows.update(chosen_rows(parts, k))
+            em.cols.update(chosen_columns(parts, k))
             return None
         length, emit = fused
         return length, emit(self, em, values)

@@ -24,13 +24,14 @@ from ncd.ir.diagram import Diagram
 from ncd.ir.program import OpKind
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
 from ncd.prims.patterns import Attention, disabled, packs, recognise_attention
+from ncd.prims.patterns import chosen_columns as _chosen_columns
 from ncd.prims.patterns import chosen_rows as _chosen_rows
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
     from ncd.torch.rules import Value
 
-__all__ = ["match_attention", "disabled", "inherited_layouts", "chosen_rows"]
+__all__ = ["match_attention", "disabled", "inherited_layouts", "chosen_rows", "chosen_columns"]
 
 #: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
 LAYOUTS_CHOSEN = True
@@ -52,6 +53,11 @@ def inherited_layouts() -> Iterator[None]:
 def chosen_rows(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
     """The row orders chosen for the learned maps of ``parts[k]`` (none under :func:`inherited_layouts`)."""
     return _chosen_rows(parts, k) if LAYOUTS_CHOSEN else {}
+
+
+def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
+    """The column order chosen for the learned map ``parts[k]`` (none under :func:`inherited_layouts`)."""
+    return _chosen_columns(parts, k) if LAYOUTS_CHOSEN else {}
 
 
 Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
@@ -86,9 +92,11 @@ def _axis(name: str, sizes: dict[str, sympy.Expr]) -> Axis:
 
 
 def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hint: str,
-             sizes: dict[str, sympy.Expr], dtype: str = "float", pack: bool = False, stored: list[str] | None = None) -> str:
+             sizes: dict[str, sympy.Expr], dtype: str = "float", pack: bool = False, stored: list[str] | None = None,
+             given: bool = False) -> str:
     """Permute the trailing axes ``have`` (stored in the order ``stored``, by default ``have``) into the order of
-    ``target``; size-1 axes where ``have`` lacks one."""
+    ``target``; size-1 axes where ``have`` lacks one.  ``given``: the operand is an input of the generated class,
+    stored as its caller made it, so it is packed only if its last dimension is strided."""
     n = len(have)
     order = [t for t in target if t in have]
     src = tuple(have.index(t) - n for t in order)
@@ -98,6 +106,11 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr = f"torch.movedim({expr}, {src}, {dst})"
     if len(order) != len(target):
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
+    if pack and LAYOUTS_CHOSEN and given and stored is None:  # the caller's layout: pack only a strided last dim
+        if expr != var:
+            expr = _assign(em, hint, expr, target, sizes, dtype=dtype)
+        return _assign(em, hint, f"{expr} if {expr}.stride(-1) == 1 else {expr}.contiguous()", target, sizes,
+                       dtype=dtype, kind="expr")
     if pack and LAYOUTS_CHOSEN and packs(have if stored is None else stored, target):  # SDPA reads a dense last dim
         expr += ".contiguous()"
     if expr == var:
@@ -118,7 +131,8 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
     known = a.sizes
     em.line(f"# attention fused into SDPA: batch ({' '.join(a.batch)}), queries ({' '.join(a.query)}), keys {a.key},"
             f" contracted ({' '.join(a.contracted)}), values ({' '.join(a.value)})")
-    q, k, v = (_arrange(em, var, have, target, hint, known, pack=True, stored=a.stored.get(j))
+    given = {v.var for v in em.function.inputs}
+    q, k, v = (_arrange(em, var, have, target, hint, known, pack=True, stored=a.stored.get(j), given=var in given)
                for var, hint, (j, have, target) in zip((q, k, v), "qkv", a.operands()))
     nc, nq, nv = len(a.contracted), len(a.query), len(a.value)
     contracted, queries, values_ = _group(a.contracted), _group(a.query), _group(a.value)
