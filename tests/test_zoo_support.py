@@ -73,14 +73,11 @@ def copy_weights(pairs: Sequence[Pair], ours: nn.Module, theirs: nn.Module) -> N
 
 def declared_grads(module: nn.Module) -> dict[int, torch.Tensor]:
     """Each parameter's gradient in the declared axis order (as the state_dict shows the parameter), by parameter id."""
-    import copy
+    from ncd.torch.verify import declared_order
 
-    shadow = copy.deepcopy(module)
-    with torch.no_grad():
-        for p, q in zip(shadow.parameters(), module.parameters()):
-            p.copy_(q.grad if q.grad is not None else torch.zeros_like(q))
-    state = shadow.state_dict()
-    return {id(q): state[name] for (name, _), q in zip(shadow.named_parameters(), module.parameters())}
+    params = list(module.parameters())
+    grads = declared_order(module, [torch.zeros_like(q) if q.grad is None else q.grad for q in params])
+    return {id(q): g for q, g in zip(params, grads)}
 
 
 def count(module: nn.Module) -> int:

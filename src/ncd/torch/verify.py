@@ -8,12 +8,13 @@ parameter by parameter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ncd.analysis.backward import plan
 from ncd.ir.diagram import Diagram
 
-__all__ = ["compare_gradients"]
+__all__ = ["compare_gradients", "declared_order"]
 
 
 def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = None, train: bool = False, seed: int = 0,
@@ -36,9 +37,8 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     mine = list(forward.parameters())
     if len(mine) != len(params):
         raise AssertionError(f"the residual forward has {len(mine)} parameters, the module {len(params)}")
-    with torch.no_grad():
-        for a, b in zip(mine, params):
-            a.copy_(b)
+    declared = declared_order(module, params)  # as the diagram declares them (the backward diagram's weights)
+    forward.load_state_dict({name: w for (name, _), w in zip(forward.named_parameters(), declared)}, strict=False)
     for mine_buffer, buffer in zip(forward.buffers(), module.buffers()):
         mine_buffer.data.copy_(buffer.data)
     xs = inputs if inputs is not None else diagram.example_inputs(seed=seed)
@@ -60,7 +60,7 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     for role, seg in zip(p.stored, bound.dom):
         index = role[1]
         assert isinstance(index, int)
-        tensor = stored[index] if role[0] == "value" else params[index]
+        tensor = stored[index] if role[0] == "value" else declared[index]
         shape = tuple(int(a.size) for a in seg)
         batch = tuple(tensor.shape[: tensor.dim() - len(shape)]) if role[0] == "value" else ()
         args.append(tensor.detach().reshape(batch + shape))
@@ -73,8 +73,31 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     for j in range(len(floats)):
         w = torch.zeros_like(floats[j]) if want[j] is None else want[j]
         pairs.append((f"input {j}", got[j].reshape(w.shape), w))
+    grads = declared_order(module, [torch.zeros_like(q) if g is None else g for q, g in zip(params, want[len(floats):])])
     for k, p_index in enumerate(p.grads):
-        w = want[len(floats) + p_index]
-        w = torch.zeros_like(params[p_index]) if w is None else w
+        w = grads[p_index]
         pairs.append((names[p_index], got[len(floats) + k].reshape(w.shape), w))
     return pairs
+
+
+def declared_order(module: Any, values: Sequence[Any]) -> list[Any]:
+    """``values`` (one per parameter of ``module``, in ``parameters()`` order) in the axis order the diagram declares.
+
+    A lowered module may store a learned map's rows or columns in the order a fused kernel reads
+    (:func:`ncd.prims.patterns.chosen_rows`, :func:`~ncd.prims.patterns.chosen_columns`); its ``state_dict`` shows
+    every weight in the declared order, and so does this function for parameters, their gradients or any
+    tensors shaped like them.
+    """
+    import torch
+
+    names = [name for name, _ in module.named_parameters()]
+    with torch.no_grad():
+        kept = [q.detach().clone() for q in module.parameters()]
+        try:
+            for q, v in zip(module.parameters(), values):
+                q.copy_(v)
+            state = module.state_dict()
+            return [state[name].clone() for name in names]
+        finally:
+            for q, v in zip(module.parameters(), kept):
+                q.copy_(v)

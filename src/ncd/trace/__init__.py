@@ -296,14 +296,11 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
                     example: tuple[torch.Tensor, ...]) -> None:
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use."""
-    import torch
-
     order = _first_use(module, example)
     state = _state_for(module, tensors, example, order)
-    with torch.no_grad():
-        current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-        for name, value in state.items():
-            current[name].copy_(value)
+    # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
+    # map's rows or columns in the order a fused kernel reads (ncd.prims.patterns.chosen_rows / chosen_columns)
+    module.load_state_dict(state, strict=False)
     _tie(module, order, [t for group in tensors for t in group])
 
 
