@@ -351,6 +351,11 @@ def test_lowered_modules_run_under_torch_compile() -> None:
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     x = torch.randn(3, t, m)
     torch.testing.assert_close(compiled(x, x, x), module(x, x, x))
+    # the gallery's blocks: an operand given by the caller is packed by a test of its stride, no graph break
+    from ncd.zoo.heads import heads_attention
+
+    gallery = heads_attention(self_attention=True, tokens="t").block("MHA").to_torch(check_inputs=False, t=t, m=m, h=h, k=k)
+    torch.testing.assert_close(torch.compile(gallery, backend="eager", fullgraph=True)(x), gallery(x))
 
 
 class _HandMHA(nn.Module):
@@ -413,3 +418,25 @@ def test_multi_head_attention_runs_the_kernels_of_hand_written_code(wiring: str)
         plain = d.to_torch(t=t, m=m, h=h, k=m // h)
     plain.load_state_dict(module.state_dict())
     torch.testing.assert_close(module(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_three_head_axes_store_rows_and_columns_permuted_and_checkpoints_keep_the_declared_order() -> None:
+    # m -> k h g feeding SDPA (heads h g): rows stored (h g k); k h g -> m reading its output: columns (h g k)
+    q = ncd.Linear("m -> k h g", bias=True, name="Q")
+    kv = ncd.Identity.of("t m") >> ncd.Rename("t -> x")
+    scores = ncd.Einsum("t k h g, x k h g -> h g t x") >> ncd.Softmax("x")
+    attend = (scores @ ncd.Identity.of("x k h g")) >> ncd.Einsum("h g t x, x k h g -> t k h g")
+    d = (ncd.Copy("t m", 3) >> (q @ (kv >> ncd.Linear("m -> k h g", bias=True, name="K"))
+                                @ (kv >> ncd.Linear("m -> k h g", bias=True, name="V")))
+         >> attend >> ncd.Linear("k h g -> m", bias=True, name="O"))
+    sizes = dict(t=5, m=24, k=2, h=3, g=4)
+    module = d.to_torch(**sizes)
+    assert "# columns of l_plus_o stored (h g k)" in module.ncd_source and "# rows of l_plus_q stored (h g k)" in module.ncd_source
+    with fusion.disabled():
+        plain = d.to_torch(**sizes)
+    plain.load_state_dict(module.state_dict())
+    x = torch.randn(2, 5, 24)
+    torch.testing.assert_close(module(x), plain(x), atol=1e-5, rtol=1e-4)
+    again = d.to_torch(**sizes)
+    again.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(again(x), plain(x), atol=1e-5, rtol=1e-4)

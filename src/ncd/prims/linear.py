@@ -316,23 +316,35 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     return [expr]
 
 
-def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stored: tuple[str, ...]) -> Expr:
-    """The map's output seen in its declared axis order, its weight's rows stored in the ``stored`` order
-    (:func:`ncd.prims.patterns.chosen_rows`); state_dict hooks keep checkpoints in the declared order."""
-    declared = [a.name for a in prim.cod_axes]
-    size = dict(zip(declared, _sizes(prim.cod_axes)))
+def _keep_declared(ctx: RuleContext, module: str, axes: Segment, stored: tuple[str, ...], dim: int,
+                   params: tuple[str, ...], why: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """State_dict hooks that show the parameters ``params`` of ``module`` (their dimension ``dim`` holding ``axes``
+    stored in the order ``stored``) in the declared order, and load them from it.  Returns the permutations
+    ``(declared -> stored, stored -> declared)``."""
+    declared = [a.name for a in axes]
+    size = dict(zip(declared, _sizes(axes)))
     n = len(declared)
     to_stored = tuple(declared.index(name) for name in stored)  # stored dim i holds declared axis to_stored[i]
     to_declared = tuple(stored.index(name) for name in declared)
-    ctx.em.init.append(f"# rows of {module[5:]} stored ({' '.join(stored)}), the order SDPA reads;"
+    ctx.em.init.append(f"# {why} of {module[5:]} stored ({' '.join(stored)}), the order SDPA {'reads' if dim == 0 else 'writes'};"
                        f" its state_dict keeps the declared ({' '.join(declared)})")
     for hook, source, order in (("register_state_dict_post_hook", stored, to_declared),
                                 ("register_load_state_dict_pre_hook", declared, to_stored)):
         sizes = tuple(size[name] for name in source)
-        permuted = f"state[prefix + n].unflatten(0, {sizes})"
-        permuted = f"{permuted}.transpose(0, 1)" if n == 2 else f"torch.movedim({permuted}, {order}, {tuple(range(n))})"
+        permuted = f"state[prefix + n].unflatten({dim}, {sizes})"
+        permuted = (f"{permuted}.transpose({dim}, {dim + 1})" if n == 2 else
+                    f"torch.movedim({permuted}, {tuple(i + dim for i in order)}, {tuple(range(dim, dim + n))})")
         ctx.em.init.append(f"{module}.{hook}(lambda module, state, prefix, *_: state.update("
-                           f"{{prefix + n: {permuted}.flatten(0, {n - 1}) for n in ('weight', 'bias') if prefix + n in state}}))")
+                           f"{{prefix + n: {permuted}.flatten({dim}, {dim + n - 1}) for n in {params!r} if prefix + n in state}}))")
+    return to_stored, to_declared
+
+
+def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stored: tuple[str, ...]) -> Expr:
+    """The map's output seen in its declared axis order, its weight's rows stored in the ``stored`` order
+    (:func:`ncd.prims.patterns.chosen_rows`); state_dict hooks keep checkpoints in the declared order."""
+    _, to_declared = _keep_declared(ctx, module, prim.cod_axes, stored, 0, ("weight", "bias"), "rows")
+    n = len(stored)
+    size = dict(zip([a.name for a in prim.cod_axes], _sizes(prim.cod_axes)))
     view = ctx.method(call, "unflatten", -1, tuple(size[name] for name in stored))
     if n == 2:
         return ctx.method(view, "transpose", -1, -2)
@@ -342,21 +354,8 @@ def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stor
 def _stored_columns(ctx: RuleContext, prim: LinearOp, module: str, x: Value | Expr, stored: tuple[str, ...]) -> Expr:
     """The map's input seen in the ``stored`` order of its weight's columns (:func:`ncd.prims.patterns.chosen_columns`);
     state_dict hooks keep checkpoints in the declared order."""
-    declared = [a.name for a in prim.dom_axes]
-    size = dict(zip(declared, _sizes(prim.dom_axes)))
-    n = len(declared)
-    to_stored = tuple(declared.index(name) for name in stored)
-    to_declared = tuple(stored.index(name) for name in declared)
-    ctx.em.init.append(f"# columns of {module[5:]} stored ({' '.join(stored)}), the order SDPA writes;"
-                       f" its state_dict keeps the declared ({' '.join(declared)})")
-    for hook, source, order in (("register_state_dict_post_hook", stored, to_declared),
-                                ("register_load_state_dict_pre_hook", declared, to_stored)):
-        sizes = tuple(size[name] for name in source)
-        permuted = f"state[prefix + 'weight'].unflatten(1, {sizes})"
-        permuted = (f"{permuted}.transpose(1, 2)" if n == 2
-                    else f"torch.movedim({permuted}, {tuple(i + 1 for i in order)}, {tuple(range(1, n + 1))})")
-        ctx.em.init.append(f"{module}.{hook}(lambda module, state, prefix, *_: state.update("
-                           f"{{prefix + 'weight': {permuted}.flatten(1, {n})}} if prefix + 'weight' in state else {{}}))")
+    to_stored, _ = _keep_declared(ctx, module, prim.dom_axes, stored, 1, ("weight",), "columns")
+    n = len(stored)
     if n == 2:
         return ctx.method(x, "transpose", -1, -2)
     return ctx.call("torch.movedim", x, tuple(i - n for i in to_stored), tuple(range(-n, 0)))
