@@ -358,19 +358,17 @@ def test_lowered_modules_run_under_torch_compile() -> None:
     torch.testing.assert_close(torch.compile(gallery, backend="eager", fullgraph=True)(x), gallery(x))
 
 
-class _HandMHA(nn.Module):
-    """Self-attention as an engineer writes it: separate projections, SDPA on (batch, heads, tokens, k) views."""
+def _hand_mha(m: int, h: int) -> nn.Module:
+    """Self-attention as an engineer writes it (the baseline of ``benchmarks/bench_lowering.py``)."""
+    import importlib.util
+    from pathlib import Path
 
-    def __init__(self, m: int, h: int) -> None:
-        super().__init__()
-        self.h = h
-        self.q, self.k, self.v, self.o = (nn.Linear(m, m) for _ in range(4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, m = x.shape
-        split = lambda y: y.view(b, t, self.h, m // self.h).transpose(1, 2)  # noqa: E731
-        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
-        return self.o(y.transpose(1, 2).reshape(b, t, m))
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lowering.py"
+    spec = importlib.util.spec_from_file_location("bench_lowering", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.HandMHA(m, h)  # type: ignore[no-any-return]
 
 
 def _aten_ops(module: nn.Module, x: torch.Tensor, backward: bool) -> dict[str, int]:
@@ -412,8 +410,9 @@ def test_multi_head_attention_runs_the_kernels_of_hand_written_code(wiring: str)
     packing = module.ncd_source.count(".stride(-1) == 1 else")  # an operand given by the caller: packed if strided
     assert packing == (3 if wiring == "gallery" else 0) and module.ncd_source.count(".contiguous()") == packing
     x = torch.randn(2, t, m)
+    hand = _hand_mha(m, h)
     for backward in (False, True):
-        assert _aten_ops(module, x, backward) == _aten_ops(_HandMHA(m, h), x, backward)
+        assert _aten_ops(module, x, backward) == _aten_ops(hand, x, backward)
     with fusion.disabled():
         plain = d.to_torch(t=t, m=m, h=h, k=m // h)
     plain.load_state_dict(module.state_dict())
