@@ -28,9 +28,11 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +60,9 @@ class Row:
     browser_fonts: int = -1
     browser_bare: int = -1
     seconds: float = 0.0
+    check_seconds: float = 0.0
+    browser_seconds: float = 0.0
+    items: int = 0
     error: str = ""
     examples: list[str] = field(default_factory=list)
 
@@ -71,21 +76,35 @@ class Row:
 
 
 def measure(name: str, diagram: ncd.Diagram, options: dict, browsers: dict[str, Any] | None = None) -> Row:
+    row, drawing = _measured(name, diagram, options)
+    if browsers:
+        in_browsers(row, drawing, browsers)
+    return row
+
+
+def _measured(name: str, diagram: ncd.Diagram, options: dict) -> tuple[Row, Any]:
     start = time.perf_counter()
     drawing = ncd.render.layout(diagram, **options)
     seconds = time.perf_counter() - start
     fig = drawing_figures(drawing)
+    start = time.perf_counter()
     found = problems(drawing)
     row = Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
-              len(found), seconds=seconds, examples=found[:3])
-    if browsers:
-        from ncd.render.browser import browser_problems
+              len(found), seconds=seconds, check_seconds=time.perf_counter() - start, items=len(drawing.items),
+              examples=found[:3])
+    return row, drawing
 
-        for key, browser in browsers.items():
-            seen = browser_problems(browser, drawing)
-            setattr(row, key, len(seen))
-            row.examples += [f"{key}: {p}" for p in seen[:2]]
-    return row
+
+def in_browsers(row: Row, drawing: Any, browsers: dict[str, Any]) -> None:
+    """Count the text collisions of ``drawing`` as each browser draws it (one page per browser, one script call)."""
+    from ncd.render.browser import browser_problems
+
+    start = time.perf_counter()
+    for key, browser in browsers.items():
+        seen = browser_problems(browser, drawing)
+        setattr(row, key, len(seen))
+        row.examples += [f"{key}: {p}" for p in seen[:2]]
+    row.browser_seconds = time.perf_counter() - start
 
 
 def traced() -> dict[str, ncd.Diagram]:
@@ -118,46 +137,59 @@ def corpus_names(n: int | None) -> list[str]:
     return list(dict.fromkeys([t for t in ALWAYS if t in base] + base[::step][:n]))
 
 
-def _corpus_child(entry: Any, options: dict, browser: bool, conn: Any) -> None:
+def _saved(directory: str, name: str) -> str:
+    return os.path.join(directory, name.replace("/", "_") + ".pickle")
+
+
+def _corpus_child(entry: Any, options: dict, browser: bool, conn: Any, save: str | None = None,
+                  load: str | None = None) -> None:
     import torch
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     name = entry.name
     try:
-        try:
-            model, inputs, _ = entry.build()
-        except Exception as error:  # noqa: BLE001 - the table records why
-            raise _Skip(f"not built: {type(error).__name__}") from error
-        try:
-            diagram = ncd.trace(model, **inputs)
-        except Exception as error:  # noqa: BLE001
-            raise _Skip(f"not traced: {type(error).__name__}") from error
-        if browser:
-            from ncd.render.browser import chromiums
-
-            with chromiums(True, False) as (fonts, bare):
-                row = measure(name, diagram, options, {"browser_fonts": fonts, "browser_bare": bare})
+        if load:
+            if not os.path.exists(_saved(load, name)):
+                raise _Skip("not built or not traced (nothing saved)")
+            with open(_saved(load, name), "rb") as f:
+                diagram = pickle.load(f)
         else:
-            row = measure(name, diagram, options)
+            try:
+                model, inputs, _ = entry.build()
+            except Exception as error:  # noqa: BLE001 - the table records why
+                raise _Skip(f"not built: {type(error).__name__}") from error
+            try:
+                diagram = ncd.trace(model, **inputs)
+            except Exception as error:  # noqa: BLE001
+                raise _Skip(f"not traced: {type(error).__name__}") from error
+        if save:
+            with open(_saved(save, name), "wb") as f:
+                pickle.dump(diagram.as_block() if hasattr(diagram, "as_block") else diagram, f)
+            raise _Skip("saved")
+        row, drawing = _measured(name, diagram, options)
+        # the parent measures the drawing in its browsers (started once for the whole run)
+        conn.send((row, drawing if browser else None))
+        return
     except _Skip as skip:
         row = Row(name, error=str(skip))
     except Exception as error:  # noqa: BLE001 - the table records why
         text = str(error).strip()
         row = Row(name, error=f"DRAWING FAILED {type(error).__name__}: {text.splitlines()[0][:80] if text else ''}")
-    conn.send(row)
+    conn.send((row, None))
 
 
 class _Skip(Exception):
     """The model is not drawn because it does not build or trace (the import corpus reports why)."""
 
 
-def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, browser: bool = False,
-                out: str | None = None) -> list[Row]:
+def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, browsers: dict[str, Any] | None = None,
+                out: str | None = None, save: str | None = None, load: str | None = None) -> list[Row]:
     from import_corpus import _warm_up, all_entries
 
     entries = {e.name: e for e in all_entries()}
-    _warm_up(False)  # imports and first-use costs paid once, before the children fork
+    if not load:
+        _warm_up(False)  # imports and first-use costs paid once, before the children fork
     ctx = multiprocessing.get_context("fork")
     rows: dict[str, Row] = {}
     pending = list(names)
@@ -166,14 +198,17 @@ def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, brow
         while pending and len(running) < jobs:
             name = pending.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_corpus_child, args=(entries[name], options, browser, child), daemon=False)
+            proc = ctx.Process(target=_corpus_child, args=(entries[name], options, bool(browsers), child, save, load),
+                               daemon=False)
             proc.start()
             running.append((name, proc, parent, time.monotonic()))
         time.sleep(0.2)
         for item in list(running):
             name, proc, parent, started = item
             if parent.poll():
-                rows[name] = parent.recv()
+                rows[name], drawing = parent.recv()
+                if browsers and drawing is not None:
+                    in_browsers(rows[name], drawing, browsers)
             elif proc.is_alive() and time.monotonic() - started < timeout:
                 continue
             elif proc.is_alive():
@@ -237,6 +272,8 @@ def main() -> None:
     parser.add_argument("--names", nargs="*", help="these corpus entries only")
     parser.add_argument("--out", help="append each corpus row to this JSON-lines file")
     parser.add_argument("--report", nargs="*", help="print the table of rows in these JSON-lines files and stop")
+    parser.add_argument("--save", metavar="DIR", help="only trace the corpus entries and save each diagram (pickle) in DIR")
+    parser.add_argument("--load", metavar="DIR", help="draw the corpus diagrams saved in DIR by --save (no tracing)")
     args = parser.parse_args()
     if args.report:
         rows: dict[str, Row] = {}
@@ -248,20 +285,29 @@ def main() -> None:
         print_table(f"traced corpus ({len(rows)} entries measured)", sorted(rows.values(), key=lambda r: r.name))
         return
     options = {"page": "slide"} if args.wide else {}
-    if args.only != "corpus":
-        gallery = []
-        for name, factory in ncd.zoo.MODELS.items():
-            d = factory()
-            gallery.append(measure(name, d, options))
-            gallery.append(measure(f"{name} depth=1", d, {"depth": 1, **options}))
-        gallery += [measure(name, d, options) for name, d in traced().items()]
-        print_table("gallery (default and depth=1) and small traced GPT-2, Llama, ViT", gallery)
-    if args.only != "gallery" and args.corpus != "0":
-        names = args.names or corpus_names(None if args.corpus == "all" else int(args.corpus))
-        k, n = (int(x) for x in args.chunk.split("/"))
-        names = names[k - 1::n]
-        print_table(f"traced corpus ({len(names)} entries, chunk {args.chunk}, tiny configs)",
-                    corpus_rows(names, options, args.jobs, args.timeout, args.browser, args.out))
+    if args.save:
+        os.makedirs(args.save, exist_ok=True)
+    with ExitStack() as stack:
+        browsers: dict[str, Any] = {}
+        if args.browser and not args.save:
+            from ncd.render.browser import chromiums
+
+            fonts, bare = stack.enter_context(chromiums(True, False))
+            browsers = {"browser_fonts": fonts, "browser_bare": bare}
+        if args.only != "corpus" and not args.save:
+            gallery = []
+            for name, factory in ncd.zoo.MODELS.items():
+                d = factory()
+                gallery.append(measure(name, d, options, browsers))
+                gallery.append(measure(f"{name} depth=1", d, {"depth": 1, **options}, browsers))
+            gallery += [measure(name, d, options, browsers) for name, d in traced().items()]
+            print_table("gallery (default and depth=1) and small traced GPT-2, Llama, ViT", gallery)
+        if args.only != "gallery" and args.corpus != "0":
+            names = args.names or corpus_names(None if args.corpus == "all" else int(args.corpus))
+            k, n = (int(x) for x in args.chunk.split("/"))
+            names = names[k - 1::n]
+            print_table(f"traced corpus ({len(names)} entries, chunk {args.chunk}, tiny configs)",
+                        corpus_rows(names, options, args.jobs, args.timeout, browsers, args.out, args.save, args.load))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,21 @@ from playwright.sync_api import Browser
 
 import ncd
 from ncd.render import layout
-from ncd.render.browser import browser_problems, chromium, measure_texts
+from ncd.render.browser import browser_problems, chromiums, measure_texts
 from ncd.render.fonts import advance, face_for
 from ncd.render.model import Drawing, Text
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium(fonts=False) as b:
-        yield b
+def both() -> Iterator[tuple[Browser, Browser]]:
+    """Chromium with the machine's fonts and Chromium with none (one Playwright: a second one cannot run beside it)."""
+    with chromiums(True, False) as pair:
+        yield pair  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def browser(both: tuple[Browser, Browser]) -> Browser:
+    return both[1]
 
 
 def _measure(browser: Browser, drawing: Drawing, embed: bool = True) -> list[list[float]]:
@@ -84,3 +90,39 @@ def test_traced_models_measured_in_the_browser_do_not_collide(browser: Browser, 
 
     drawing = layout(_traced(name))
     assert _collisions(drawing, _measure(browser, drawing)) == []
+
+
+#: a representative subset of the traced corpus (``benchmarks/measure_drawings.py --corpus all --browser`` measures
+#: every drawing): ConvNeXt's stages (a family of numbered blocks sharing one definition, sizes in closed form), CvT
+#: (a page first too wide for its smallest text), Mixtral (experts) and T5 (encoder–decoder)
+CORPUS = ["convnext", "cvt", "mixtral", "t5"]
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_corpus_drawings_fit_and_do_not_collide_with_or_without_fonts(both: tuple[Browser, Browser], name: str) -> None:
+    import warnings
+
+    import torch
+
+    from ncd.render.check import problems
+    from ncd.render.measure import drawing_figures
+    from tests.test_import_corpus import corpus
+
+    entry = next(e for e in corpus.all_entries() if e.name == name)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, inputs, _ = entry.build()
+        drawing = layout(ncd.trace(model, **inputs))
+    fig = drawing_figures(drawing)
+    assert fig.aspect <= 3.0 and fig.min_label_pt >= 6.0, (name, drawing.width, drawing.height, fig.min_label_pt)
+    assert problems(drawing) == []
+    fonts, bare = both
+    assert browser_problems(fonts, drawing) == [] and browser_problems(bare, drawing) == []
+
+
+def test_gallery_with_the_fonts_installed_does_not_collide(both: tuple[Browser, Browser]) -> None:
+    fonts, _ = both
+    report = [f"{name} {options}: {p}" for name, options in CASES
+              for p in browser_problems(fonts, layout(ncd.zoo.MODELS[name](), **options))]
+    assert report == [], "\n".join(report[:20])

@@ -61,3 +61,27 @@ def test_resnet_draws_each_block_once_per_shape() -> None:
     names = [t.string for t in drawing.of(Text) if t.string in ("ResidualComponent", "IdentityUnit")]
     assert names.count("IdentityUnit") == 3 + 1  # three uses, one definition
     assert definitions(drawing) == 1 + 3 + 1 + 3  # the model, Block1-3, IdentityUnit, three ResidualComponents
+
+
+def test_numbered_blocks_of_one_list_share_a_definition_with_sizes_in_closed_form() -> None:
+    """``stages.1 … stages.3`` (as a traced model numbers the modules of a list) differ only in their sizes: one
+    definition ``stages.i: Stage =`` is drawn, the legend gives ``i`` and each size that doubles per stage in closed
+    form, and the sizes it gives are the stages' own (checked against the diagram's axes)."""
+    from ncd.render.check import problems
+
+    def stage(k: int) -> ncd.Block:
+        c, d = 32 * 2 ** k, 64 * 2 ** k
+        body = ncd.Identity.of(f"b c:{c}") >> ncd.Linear(f"c:{c} -> d:{d}")
+        for _ in range(5):
+            body = body >> ncd.ReLU() >> ncd.Linear(f"d:{d} -> d:{d}")
+        return (body >> ncd.Linear(f"d:{d} -> c:{2 * c}")).block(f"stages.{k}: Stage")
+
+    stages = [stage(k) for k in (1, 2, 3)]
+    drawing = layout((stages[0] >> stages[1] >> stages[2]).block("Net"))
+    titles = [t.string for t in drawing.of(Text)]
+    assert titles.count("stages.i: Stage") == 1 and problems(drawing) == []
+    legend = dict(drawing.legend)
+    assert legend["i"] == "1, 2, 3"
+    assert legend["c_i"] == "64·2^(i - 1)" and legend["c_j"] == "128·2^(i - 1)"
+    ins = [int(list(s.dom[0])[1].size) for s in stages]  # the input width of stage i: 64·2^(i−1)
+    assert ins == [64 * 2 ** (i - 1) for i in (1, 2, 3)]

@@ -92,3 +92,23 @@ def test_a_traced_scan_body_wraps_into_rows_like_a_block(cell: type[nn.Module]) 
     assert problems(drawing) == []
     one_row = drawing_figures(layout(d, page="none"))
     assert one_row.min_label_pt < 6.0  # without wrapping the scan body, the labels would print too small
+
+
+def test_an_indexed_family_that_halves_is_one_row_in_closed_form() -> None:
+    """``y`` at x/2, x/4, x/8 is drawn y₁, y₂, y₃ (in drawing order) and the legend writes the family once, as the
+    paper writes ``x̄_i = 512·2^{1−i}``: ``y_i = x·2^{−i}``, which gives each drawn member's size."""
+    import sympy
+
+    from ncd.render.legend import indexed_symbols
+
+    d = (ncd.Identity.of("b y:x/2") >> ncd.ReLU() >> ncd.Linear("y:x/2 -> y:x/4") >> ncd.ReLU()
+         >> ncd.Linear("y:x/4 -> y:x/8"))
+    drawing = ncd.render.layout(d)
+    assert drawing.legend == (("y_i", "x·2^(-i)"),)
+    assert problems(drawing) == []
+    x, i = sympy.Symbol("x", positive=True), sympy.Symbol("i", positive=True)
+    members = {s: v for (_, v), s in indexed_symbols(d).items()}
+    assert len(members) == 3 and all(
+        sympy.simplify(v - (x * 2 ** (-i)).subs(i, int(s.split("_")[1]))) == 0 for s, v in members.items())
+    drawn = ["".join(r.text for r in t.runs) for t in drawing.of(Text)]
+    assert {"y1", "y2", "y3"} <= set(drawn)

@@ -14,6 +14,7 @@ text–box, separator–text, wire–text, glyph overflow).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,15 +29,35 @@ __all__ = ["CHROMIUM", "chromium", "chromiums", "measure_texts", "ink_boxes", "b
 
 CHROMIUM = "/usr/bin/chromium"
 
+#: One call measures every text of the page.  A run's advance and ink depend only on its font and its string, so
+#: each (font, string) pair is measured once (the first element drawing it; ``getComputedStyle`` and setting the
+#: canvas font are what is slow) and placed at each element's own ``x``, ``y``.  The result comes back as one JSON
+#: string: Playwright serialises nested arrays value by value, which took seconds on a drawing of 27k texts.
 _MEASURE = """() => {
   const canvas = document.createElement('canvas').getContext('2d');
-  return Array.from(document.querySelectorAll('svg text')).map(e => {
-    const cs = getComputedStyle(e);
-    canvas.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
-    const m = canvas.measureText(e.textContent), x = +e.getAttribute('x'), y = +e.getAttribute('y');
-    return [e.getComputedTextLength(), x - m.actualBoundingBoxLeft, y - m.actualBoundingBoxAscent,
-            x + m.actualBoundingBoxRight, y + m.actualBoundingBoxDescent];
-  });
+  const fonts = new Map(), seen = new Map();
+  let current = '';
+  return JSON.stringify(Array.from(document.querySelectorAll('svg text')).map(e => {
+    const key = [e.getAttribute('font-size'), e.getAttribute('font-family'), e.getAttribute('font-style'),
+                 e.getAttribute('font-weight')].join('|');
+    let font = fonts.get(key);
+    if (font === undefined) {
+      const cs = getComputedStyle(e);
+      font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+      fonts.set(key, font);
+    }
+    const text = e.textContent, id = font + '\u0000' + text;
+    let m = seen.get(id);
+    if (m === undefined) {
+      if (font !== current) { canvas.font = font; current = font; }
+      const ink = canvas.measureText(text);
+      m = [e.getComputedTextLength(), ink.actualBoundingBoxLeft, ink.actualBoundingBoxAscent,
+           ink.actualBoundingBoxRight, ink.actualBoundingBoxDescent];
+      seen.set(id, m);
+    }
+    const x = +e.getAttribute('x'), y = +e.getAttribute('y');
+    return [m[0], x - m[1], y - m[2], x + m[3], y + m[4]];
+  }));
 }"""
 
 
@@ -69,18 +90,28 @@ def chromiums(*fonts: bool) -> Iterator[tuple[Any, ...]]:
             yield tuple(browsers)
         finally:
             for b in browsers:
+                _PAGES.pop(id(b), None)
                 b.close()
 
 
 def measure_texts(browser: Any, drawing: Drawing, embed: bool = True) -> list[list[float]]:
-    """Per ``<text>`` (one per run, in order): ``[advance, ink x0, y0, x1, y1]`` as the browser draws it."""
-    page = browser.new_page()
-    try:
-        page.set_content("<html><body style='margin:0'>" + paint_svg(drawing, embed_fonts=embed) + "</body></html>")
-        page.evaluate("document.fonts.ready.then(() => 1)")
-        return page.evaluate(_MEASURE)  # type: ignore[no-any-return]
-    finally:
-        page.close()
+    """Per ``<text>`` (one per run, in order): ``[advance, ink x0, y0, x1, y1]`` as the browser draws it.
+
+    The browser's one page is reused from drawing to drawing (opening a page per drawing cost more than
+    measuring a small one); every text is measured in one script call."""
+    page = _PAGES.get(id(browser))
+    if page is None or page.is_closed():
+        page = _PAGES[id(browser)] = browser.new_page()
+    svg = paint_svg(drawing, embed_fonts=embed)
+    page.set_content("<html><body style='margin:0'>" + svg + "</body></html>", wait_until="domcontentloaded")
+    page.evaluate("document.fonts.ready.then(() => 1)")
+    measured = json.loads(page.evaluate(_MEASURE))
+    page.set_content("<html></html>")  # a large drawing is not kept alive until the next one
+    return measured  # type: ignore[no-any-return]
+
+
+#: the page each browser measures in (by the browser's id; dropped when the browser closes)
+_PAGES: dict[int, Any] = {}
 
 
 def ink_boxes(drawing: Drawing, measured: list[list[float]]) -> list[tuple[float, float, float, float] | None]:

@@ -66,7 +66,17 @@ def problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None = None)
     """Every violated invariant, as readable sentences (empty when the layout is sound).
 
     ``text_bounds``: the box of each text (in ``drawing.of(Text)`` order) as measured elsewhere, e.g. the
-    ink a browser drew (``None`` for a text with no ink); by default the layout's own boxes."""
+    ink a browser drew (``None`` for a text with no ink); by default the layout's own boxes.
+
+    Linear in the drawing's size: shapes meet only through a grid of cells, and the garbage collector is paused
+    as in layout (its passes over a large process made a 150k-item drawing take minutes)."""
+    from ncd.render.layout import no_collector
+
+    with no_collector():
+        return _problems(drawing, text_bounds)
+
+
+def _problems(drawing: Drawing, text_bounds: Sequence[Box4 | None] | None) -> list[str]:
     found: list[str] = []
     feet = [f for f in drawing.footprints]
     texts = [t for t in drawing.of(Text)]
@@ -160,10 +170,28 @@ def _separators_through_text(drawing: Drawing, texts: list[Text], boxes: dict[in
 
 
 def _segments(path: Path) -> Iterator[tuple[float, float, float, float]]:
-    """The straight pieces of a path (a cubic as 16 chords)."""
-    points = list(path.samples(16))
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        yield x0, y0, x1, y1
+    """The straight pieces of a path: a straight run as itself, a cubic as 16 chords."""
+    x = y = 0.0
+    start = (0.0, 0.0)
+    for c in path.commands:
+        if c[0] == "M":
+            x, y = start = c[1], c[2]
+        elif c[0] == "L":
+            yield x, y, c[1], c[2]
+            x, y = c[1], c[2]
+        elif c[0] == "C":
+            px, py = x, y
+            for k in range(1, 17):
+                t = k / 16
+                u = 1 - t
+                qx = u**3 * x + 3 * u * u * t * c[1] + 3 * u * t * t * c[3] + t**3 * c[5]
+                qy = u**3 * y + 3 * u * u * t * c[2] + 3 * u * t * t * c[4] + t**3 * c[6]
+                yield px, py, qx, qy
+                px, py = qx, qy
+            x, y = c[5], c[6]
+        elif c[0] == "Z":
+            yield x, y, start[0], start[1]
+            x, y = start
 
 
 def _crosses(seg: tuple[float, float, float, float], b: Box4) -> bool:
@@ -187,24 +215,30 @@ def _crosses(seg: tuple[float, float, float, float], b: Box4) -> bool:
 
 
 def _wires_through_text(wires: list[Path], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
-    """No wire is drawn through a text: its glyph box (shrunk by ``EPS`` for the wire's half stroke) stays clear."""
+    """No wire is drawn through a text: its glyph box (shrunk by ``EPS`` for the wire's half stroke) stays clear.
+
+    Each straight piece of a wire is tested only against the texts of the grid cells its bounding box covers,
+    and first by bounding box, so the check is linear in the drawing's size."""
     out: list[str] = []
-    grid: dict[tuple[int, int], list[Text]] = defaultdict(list)
+    grid: dict[tuple[int, int], list[tuple[Box4, Text]]] = defaultdict(list)
     for t in texts:
         b = boxes[id(t)]
         if b[2] - b[0] > 2 * EPS and b[3] - b[1] > 2 * EPS:
-            for cell in _cells(b, 64.0):
-                grid[cell].append(t)
+            inner = (b[0] + EPS, b[1] + EPS, b[2] - EPS, b[3] - EPS)
+            for cell in _cells(inner, 64.0):
+                grid[cell].append((inner, t))
+    if not grid:
+        return out
     hit: set[int] = set()
     for w in wires:
         for seg in _segments(w):
-            sb = (min(seg[0], seg[2]), min(seg[1], seg[3]), max(seg[0], seg[2]), max(seg[1], seg[3]))
-            for cell in _cells(sb, 64.0):
-                for t in grid.get(cell, ()):
-                    if id(t) in hit:
+            x0, x1 = (seg[0], seg[2]) if seg[0] <= seg[2] else (seg[2], seg[0])
+            y0, y1 = (seg[1], seg[3]) if seg[1] <= seg[3] else (seg[3], seg[1])
+            for cell in _cells((x0, y0, x1, y1), 64.0):
+                for b, t in grid.get(cell, ()):
+                    if x1 <= b[0] or x0 >= b[2] or y1 <= b[1] or y0 >= b[3] or id(t) in hit:
                         continue
-                    b = boxes[id(t)]
-                    if _crosses(seg, (b[0] + EPS, b[1] + EPS, b[2] - EPS, b[3] - EPS)):
+                    if _crosses(seg, b):
                         hit.add(id(t))
                         out.append(f"a wire ending at ({w.ends[1][0]:.1f}, {w.ends[1][1]:.1f}) runs through text "
                                    f"{t.string!r} at ({seg[0]:.1f}, {seg[1]:.1f})")

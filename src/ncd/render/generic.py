@@ -27,13 +27,49 @@ from typing import Any
 
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Repeat, Weave
+from ncd.render.legend import closed_form
 from ncd.render.typeset import Piece, symbol_pieces
 
-__all__ = ["generic_labels", "same_shape"]
+__all__ = ["generic_labels", "same_shape", "family", "family_header"]
 
 #: a wire's label in a shared definition, and the legend row of its symbol
 Label = tuple[tuple[Piece, ...], tuple[str, str]]
 Row = tuple[str, str]
+
+
+#: a module index in a traced block's name: ``stages.2: ConvNextStage``, ``layers.11``
+_INDEX = re.compile(r"(?<=\.)\d+(?=[.:]|$)")
+
+
+def family(name: str, index: str = "i") -> str:
+    """The name ``name`` shares with the other numbered modules of its list: ``stages.2: ConvNextStage`` →
+    ``stages.i: ConvNextStage`` (the part after ``: `` is the module's class and stays).
+
+    >>> family("stages.2: ConvNextStage"), family("encoder.layer.11"), family("Unit")
+    ('stages.i: ConvNextStage', 'encoder.layer.i', 'Unit')
+    """
+    head, colon, kind = name.partition(": ")
+    return _INDEX.sub(index, head) + colon + kind
+
+
+def family_header(blocks: Sequence[Block], index: str = "i") -> tuple[Block, tuple[Row, ...]]:
+    """The block a definition shared by ``blocks`` draws as its header: the first, named by their family when
+    their names differ (``stages.i``, the letter ``index``), with the legend row of the index (``i = 1, 2, 3``)."""
+    first = blocks[0]
+    indices = family_indices(blocks)
+    if indices is None:
+        return first, ()
+    return Block(first.body, family(first.name, index), first.meta), ((index, ", ".join(map(str, indices))),)
+
+
+def family_indices(blocks: Sequence[Block]) -> list[int] | None:
+    """The index of each block in its family (``stages.2`` → 2), when their names differ by that index alone."""
+    if all(b.name == blocks[0].name for b in blocks):
+        return None
+    found = [_INDEX.findall(b.name.partition(": ")[0]) for b in blocks]
+    if not all(len(ix) == 1 for ix in found):
+        return None
+    return [int(ix[0]) for ix in found]
 
 
 def _shape(node: Diagram) -> Any:
@@ -43,7 +79,7 @@ def _shape(node: Diagram) -> Any:
     if isinstance(node, Weave):
         return ("weave", node.dom_pos, node.cod_pos, _shape(node.inner))
     if isinstance(node, Block):
-        return ("block", node.name, node.meta, _shape(node.body))
+        return ("block", family(node.name), node.meta, _shape(node.body))
     if isinstance(node, Repeat):
         return ("repeat", node.var, str(node.start), str(node.stop), _shape(node.body))
     if isinstance(node, Identity):
@@ -65,12 +101,15 @@ def _axes(node: Diagram, out: list[Axis]) -> None:
         stack.extend(reversed(current.children()))
 
 
-def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = ()) -> tuple[dict[Axis, Label], list[Row]] | None:
+def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
+                   indices: Sequence[int] | None = None, var: str = "i") -> tuple[dict[Axis, Label], list[Row]] | None:
     """For blocks of one name and shape: the label of each axis of ``blocks[0]`` that differs between them with
     the legend row giving its symbol per instance, and every such row; ``None`` when the instances cannot share a
     drawing (another shape, or an axis of the first standing for different axes of another in two places).
     Axes whose sizes agree in every instance share a symbol (a wire's label is its size).
-    ``taken``: names the fresh symbols must not take (the page's other symbols)."""
+    ``taken``: names the fresh symbols must not take (the page's other symbols); ``indices``: the instances' index
+    ``var`` (``stages.1``, ``stages.2``, …), by which a size following a pattern is written in closed form
+    (:func:`ncd.render.legend.closed_form`)."""
     first = blocks[0]
     if any(not same_shape(first, b) for b in blocks[1:]):
         return None
@@ -102,7 +141,12 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = ()) -> tuple[
             while _fresh(prefix, k) in taken:
                 k += 1
             used[prefix] = k + 1
-            row = rows[value] = (_fresh(prefix, k), value)
+            symbol = _fresh(prefix, k)
+            # a size following a pattern in closed form: in the family's index i (stages.i), or else in the
+            # symbol's own subscript counting the instances from 1 (x_j = x·2^{1−j} for x, x/2, x/4)
+            letter = var if indices is not None else symbol.partition("_")[2]
+            form = closed_form([a.size for a in column], indices, letter) if letter.isalpha() else None
+            row = rows[value] = (symbol, form or value)
         labels[axis] = (symbol_pieces(row[0], axis.role == "item"), row)
     return labels, list(rows.values())
 

@@ -25,7 +25,7 @@ from typing import Any, Union
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
-from ncd.render.legend import indexed_symbols, legend_items
+from ncd.render.legend import closed_rows, indexed_symbols, legend_items
 from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import (
@@ -819,7 +819,7 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
         tw, ascent, descent = ctx.text_size(parts, style.text_size * 1.25, bold=True)
         header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
         head_h = ascent + descent + 6
-    rows = list(dict.fromkeys(style.legend + _rows(frag)))
+    rows = closed_rows(list(dict.fromkeys(style.legend + _rows(frag))), ctx.indexed)
     legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size)
     width = max(frag.w, legend_w) + 2 * m
     items: list[Item] = []

@@ -21,8 +21,10 @@ one row.  The rows a drawing shows are the rows of the fragments it places (:cla
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import sympy
 
@@ -31,7 +33,8 @@ from ncd.ir.size import size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
 from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes
 
-__all__ = ["Row", "indexed_symbols", "indexed_name", "legend_items", "legend_problems", "row_symbol"]
+__all__ = ["Row", "closed_form", "closed_rows", "indexed_symbols", "indexed_name", "legend_items", "legend_problems",
+           "row_symbol"]
 
 #: subscripts that index a family of symbols (``c_i``, ``x̄_λ``)
 _INDEX_LETTERS = "ijklmnλ"
@@ -65,7 +68,11 @@ def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
     ``diagram`` (numbered in the order the sizes first appear); names with one size are not listed."""
     sizes: dict[str, dict[sympy.Expr, None]] = {}
     names: set[str] = set()
-    for axis in wire_axes(diagram):
+    # the leaves' wires first, left to right, so that the indices follow the drawing (a sequence's own type, read
+    # first by the walk, holds its last output)
+    leaves = (a for node in diagram.walk() if not node.children() for typ in (node.dom, node.cod) for seg in typ
+              for a in seg)
+    for axis in itertools.chain(leaves, wire_axes(diagram)):
         names.add(axis.name)
         entry = legend_entry(axis)
         if entry is not None:
@@ -83,12 +90,94 @@ def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
     return out
 
 
+#: a geometric closed form as a row writes it: ``a·p^(e)`` (``512·2^(1 - i)``), typeset with ``e`` raised
+_GEOMETRIC = re.compile(r"^(.+)·(\d+)\^\((.+)\)$")
+
+
+def closed_form(values: Sequence[object], indices: Sequence[int] | None = None, var: str = "i") -> str | None:
+    """The closed form of a size that follows a pattern over an index (the paper's ``x̄_i = 512·2^{1−i}``):
+    ``values`` at ``indices`` (1, 2, … by default) of ``var``, geometric with a whole or unit-fraction ratio, or
+    arithmetic; ``None`` for fewer than three values or no pattern.  Geometric forms are written ``a·p^(e)``.
+
+    >>> closed_form([512, 256, 128]), closed_form([24, 48, 96], [1, 2, 3]), closed_form(["x/2", "x/4", "x/8"])
+    ('512·2^(1 - i)', '24·2^(i - 1)', 'x·2^(-i)')
+    >>> closed_form([16, 32, 48]), closed_form([3, 5, 11]), closed_form([4, 8])
+    ('16*i', None, None)
+    """
+    if len(values) < 3:
+        return None
+    idx = list(indices) if indices is not None else list(range(1, len(values) + 1))
+    if len(idx) != len(values) or any(b - a != 1 for a, b in zip(idx, idx[1:])):
+        return None
+    try:
+        vs = [size(v) for v in values]
+    except Exception:
+        return None
+    i = sympy.Symbol(var, positive=True)
+    ratios = {sympy.simplify(b / a) for a, b in zip(vs, vs[1:])}
+    if len(ratios) == 1:
+        r = ratios.pop()
+        if r.is_Rational and r not in (0, 1) and (r.q == 1 or r.p == 1):
+            p, exponent = (int(r.p), i - idx[0]) if r.q == 1 else (int(r.q), idx[0] - i)
+            a = vs[0]
+            base = sympy.simplify(a / r ** idx[0])  # the value at i = 0, when it is simpler (x·2^{−i}, not x/2·2^{1−i})
+            if sympy.count_ops(base) < sympy.count_ops(a):
+                a, exponent = base, (i if r.q == 1 else -i)
+            return f"{a}·{p}^({exponent})"
+    steps = {sympy.simplify(b - a) for a, b in zip(vs, vs[1:])}
+    if len(steps) == 1:
+        d = steps.pop()
+        if d != 0:
+            return str(sympy.expand(vs[0] + d * (i - idx[0])))
+    return None
+
+
+def closed_rows(rows: Sequence[Row], indexed: dict[tuple[str, sympy.Expr], str]) -> list[Row]:
+    """``rows`` with each family of indexed symbols (``y_1 = x/2``, ``y_2 = x/4``, ``y_3 = x/8``; ``indexed`` as
+    :func:`indexed_symbols` gives) written as one row in closed form when it has one (``y_i = x/2·2^{1−i}``),
+    in the place of its first member."""
+    members: dict[str, dict[int, tuple[str, sympy.Expr]]] = {}
+    for (name, value), symbol in indexed.items():
+        for k in range(1, len(indexed) + 2):
+            if indexed_name(name, k) == symbol:
+                members.setdefault(name, {})[k] = (symbol, value)
+                break
+    merged: dict[str, Row] = {}  # first member's symbol -> the family's row
+    dropped: set[str] = set()
+    shown = {key for key, _ in rows}
+    for name, family in members.items():
+        ks = sorted(family)
+        family_name = indexed_name(name, 0).replace("0", "i")
+        if ks != list(range(1, len(ks) + 1)) or not all(family[k][0] in shown for k in ks) or family_name in shown:
+            continue
+        if not re.fullmatch(r"[^\W\d_](_\w+,)?i|[^\W\d_]_i", family_name):
+            continue  # a multi-letter name (nb → nbi) would not read as indexed
+        form = closed_form([family[k][1] for k in ks])
+        if form is not None:
+            merged[family[1][0]] = (family_name, form)
+            dropped.update(family[k][0] for k in ks)
+    if not merged:
+        return list(rows)
+    out: list[Row] = []
+    for key, value in rows:
+        if key in merged:
+            out.append(merged[key])
+        elif key not in dropped:
+            out.append((key, value))
+    return out
+
+
 def row_symbol(key: str) -> tuple[Piece, ...]:
     """How a row's symbol is typeset (an identifier as the wires write it, other text as text)."""
     return symbol_pieces(key) if re.fullmatch(r"[^\W\d]\w*(,\w+)?", key) else typeset_text(key)
 
 
 def _value_pieces(value: object) -> tuple[Piece, ...]:
+    geometric = _GEOMETRIC.match(value) if isinstance(value, str) else None
+    if geometric:  # a·p^(e): the exponent raised
+        a, p, e = geometric.groups()
+        raised = tuple(replace(piece, script=1) for piece in pieces(size(e)))
+        return _value_pieces(a) + (Piece("·"), Piece(p)) + tuple(replace(x, text=x.text.strip()) for x in raised)
     if isinstance(value, str) and ", " in value:  # one value per instance of a shared definition
         out: tuple[Piece, ...] = ()
         for k, part in enumerate(value.split(", ")):
@@ -145,9 +234,10 @@ def legend_problems(drawing: Drawing) -> list[str]:
     shown = ["".join(_MESH_SUB.sub("", r.text) if r.dy > 0 and prev.dy == 0 else r.text
                      for prev, r in zip((t.runs[0], *t.runs), t.runs)).replace(" ", "")
              for t in drawing.of(Text) if not in_legend(t)]
+    every = "\n".join(shown)  # one search per symbol over every text (a newline is no letter of a symbol)
     for key in values:
         symbol = _joined(p.text for p in row_symbol(key))
-        if not any(_drawn(symbol, text) for text in shown):
+        if not _drawn(symbol, every):
             found.append(f"legend symbol {key!r} is not drawn")
     return found
 
@@ -157,6 +247,8 @@ def _drawn(symbol: str, text: str) -> bool:
     an indexed symbol (``c_i = 64·2^i``) is drawn by any of its instances (``c₀``, ``c₁``)."""
     if len(symbol) == 2 and symbol[1] in _INDEX_LETTERS:
         return re.search(rf"(?<![^\W\d_]){re.escape(symbol[0])}[\w,]", text) is not None
+    if len(symbol) > 2 and symbol[-2] == "," and symbol[-1] in _INDEX_LETTERS:  # n_b,i is drawn by n_b,1
+        return re.search(rf"(?<![^\W\d_]){re.escape(symbol[:-1])}\w", text) is not None
     for m in re.finditer(re.escape(symbol), text):
         after = text[m.end():m.end() + 1]
         before = text[m.start() - 1:m.start()] if m.start() else ""

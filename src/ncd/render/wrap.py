@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
-from ncd.render.generic import generic_labels
+from ncd.render.generic import family, family_header, family_indices, generic_labels
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
-from ncd.render.model import Drawing, Path, Port
+from ncd.render.model import Drawing, Path, Port, Text
 from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, typeset_text
@@ -65,6 +65,8 @@ class _Section:
     depth: int = 0
     #: other blocks of the header's name and shape drawn by this definition, their sizes as symbols
     instances: list[Block] = field(default_factory=list)
+    #: the letter indexing the instances of a family (``stages.i``), chosen when the definition is laid out
+    index: str = "i"
 
 
 def _chain(node: Diagram) -> list[Diagram]:
@@ -134,19 +136,34 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
                              target, Frag)
             drawing = _finish(ctx, page)
-            if best is None or _score(drawing, max_w, max_aspect) < _score(best, max_w, max_aspect):
+            # the page may hold smaller text than the one row (a definition's header): its own limit
+            limit = _limit(drawing, max_w, style.page)
+            if best is None or _score(drawing, limit, max_aspect) < _score(best, _limit(best, max_w, style.page),
+                                                                            max_aspect):
                 best = drawing
-            if drawing.width <= max_aspect * drawing.height or target < 120:
+            if target < 120:
                 break
-            # too wide for its height: narrower rows (more of them)
-            target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
+            if drawing.width > limit + 0.01:  # too wide to print its smallest text at MIN_PRINT_PT: narrower rows
+                target = max(120.0, min(target, page.w) - (drawing.width - limit) - 2.0)
+            elif drawing.width > max_aspect * drawing.height:  # too wide for its height: narrower rows (more of them)
+                target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
+            else:
+                break
         return best
     finally:
         ctx.memo = None
 
 
-def _score(d: Drawing, max_w: float, max_aspect: float) -> tuple[bool, float]:
-    return (d.width > max_aspect * d.height, d.width)
+def _limit(d: Drawing, max_w: float, page: str) -> float:
+    """The widest ``d`` may be on ``page``: in a column, no wider than prints its smallest text at MIN_PRINT_PT."""
+    if page != "column":
+        return max_w
+    sizes = [run.size for t in d.of(Text) for run in t.runs if run.text.strip()]
+    return min(max_w, COLUMN_PT * min(sizes, default=MIN_PRINT_PT) / MIN_PRINT_PT)
+
+
+def _score(d: Drawing, limit: float, max_aspect: float) -> tuple[bool, bool, float]:
+    return (d.width > limit + 0.01, d.width > max_aspect * d.height, d.width)
 
 
 def _names(diagram: Diagram) -> set[str]:
@@ -244,7 +261,7 @@ def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], def
     if any(b is d or b == d for d in defined):
         return
     defined.append(b)
-    pending = next((q for q in queue if q.header is not None and q.header.name == b.name
+    pending = next((q for q in queue if q.header is not None and family(q.header.name) == family(b.name)
                     and generic_labels([q.header, *q.instances, b]) is not None), None)
     if pending is not None:
         pending.instances.append(b)
@@ -280,7 +297,12 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
     share labels the wires that differ between them with symbols (:mod:`ncd.render.generic`)."""
     generic = None
     if section.header is not None and section.instances:
-        generic = generic_labels([section.header, *section.instances], taken=ctx.symbols)
+        blocks = [section.header, *section.instances]
+        indices = family_indices(blocks)
+        if indices is not None:  # the family's index (stages.i): a letter no other symbol or family has
+            section.index = next((c for c in "ijklmpqrs" if c not in ctx.symbols), "i")
+            ctx.symbols.add(section.index)
+        generic = generic_labels(blocks, taken=ctx.symbols, indices=indices, var=section.index)
     if generic is None:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     ctx.generic, ctx.generic_key = generic[0], ctx.generic_key + 1
@@ -297,7 +319,8 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
 
     p = ctx.style.pitch
     if section.header is not None:  # the block's own legend rows (its fence is not drawn) go with its header
-        y = _lay_header(ctx, section.header, section.path, page, y, Frag, _block_rows(section.header))
+        header, index = family_header([section.header, *section.instances], section.index)
+        y = _lay_header(ctx, header, section.path, page, y, Frag, _block_rows(section.header) + index)
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
     rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
     indent = ARROW_RUN + 4.0
