@@ -222,6 +222,25 @@ def test_a_1d_convolution_with_a_computed_weight_is_windows_and_an_einsum_that_r
     assert ops.count("conv_tensor") == 2 and "conv" not in ops and ops.count("vector_norm") >= 1
 
 
+class Extremes(nn.Module):
+    """RWKV's running maximum of exponents, Hiera's max pooling over a window axis, a router's best expert, q/k/v unbound."""
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        running = torch.maximum(state, x[:, 0]) - torch.minimum(x[:, 1], state)
+        pooled = x.max(dim=1).values[:, None, :] + x.min(dim=1, keepdim=True)[0]
+        best, where = x.max(dim=-1)
+        q, k, v = x[:, :3].unbind(1)
+        return running, pooled, best * q.sum(-1, keepdim=True), where, torch.max(k, v), x.min(1)[1]
+
+
+def test_maximum_minimum_max_along_an_axis_and_unbind_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Extremes(), torch.randn(2, 4, 5), torch.randn(2, 5))
+    assert d.opaque_count == 0, d.opaque
+    ops = _ops(d)
+    assert ops.count("extremum") == 3 and ops.count("topk") == 3 and ops.count("argmax") == 2
+
+
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""
 

@@ -806,6 +806,87 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
     conv.bind(node, vid)
 
 
+# -- the larger or smaller of two tensors ------------------------------------------------------------------------------
+@rule("aten.maximum", "aten.minimum")
+def extremum(conv: Converter, node: Node) -> None:
+    """``torch.maximum(a, b)`` / ``torch.minimum(a, b)`` of two float tensors (broadcast by position, as torch does)."""
+    from ncd.prims.extremum import ExtremumOp
+    from ncd.trace.idioms import bind_product, operand, out_names
+
+    a, b = node.args[:2]
+    tensors = [v for v in (a, b) if isinstance(v, Node) and isinstance(v.value, torch.Tensor)]
+    if (len(tensors) != 2 or not any(v.live for v in tensors) or not node.value.is_floating_point()
+            or any(v.value.dtype != node.value.dtype for v in tensors)):
+        raise Decline("not two float tensors of one dtype")
+    names = out_names(conv, node, [a, b])
+    shape = tuple(int(s) for s in node.value.shape)
+    va, vb = operand(conv, a, names, shape), operand(conv, b, names, shape)
+    bind_product(conv, node, ExtremumOp("minimum" in node.target.name()), va, vb, names)
+
+
+@rule("aten.unbind")
+def unbind(conv: Converter, node: Node) -> None:
+    """``x.unbind(dim)``: the pieces read (``q, k, v = qkv.unbind(0)``), each the entry at its index along ``dim``."""
+    import sympy
+
+    from ncd.prims.movement import IndexOp
+
+    x = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or not isinstance(dim, int):
+        raise Decline("not a live tensor")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    d = dim % len(seg.axes)
+    for k in sorted({c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)}):
+        conv._picked[(id(node), k)] = conv.apply(Box(IndexOp(seg.axes[d], sympy.Integer(int(k)))), [vid])
+
+
+@rule("aten.max", "aten.min")
+def extreme_along(conv: Converter, node: Node) -> None:
+    """``x.max(dim, keepdim)`` (``min``): the largest (smallest) entry along ``dim`` — a top-1 with its unit wire
+    dropped — and, when read, its position (an argmax of ``x`` or ``−x``: the first on ties, as torch gives it)."""
+    import sympy
+
+    from ncd.ir.compose import fit
+    from ncd.ir.diagram import Identity, Par
+    from ncd.prims.elementwise import ScaleOp
+    from ncd.prims.gather import ArgMaxOp
+    from ncd.prims.ranking import TopKOp
+    from ncd.prims.structure import DeleteOp
+
+    if getattr(node.target, "_overloadname", "") == "other":  # torch.max(a, b): the larger of two tensors
+        extremum(conv, node)
+        return
+    if getattr(node.target, "_overloadname", "") != "dim" or not isinstance(node.value, (tuple, list)):
+        raise Decline("the extreme of every entry, or of two tensors")
+    largest = "max" in node.target.name().split("::")[1]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    vid = _live_ranked(conv, node.args[0])
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    names = [("1" if k == d else a.name) for k, a in enumerate(seg.axes)] if keep else \
+        [a.name for k, a in enumerate(seg.axes) if k != d]
+    used = _used(conv, node)
+    if 0 in used:
+        box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range))
+        woven, mapping = fit(box, Type((seg,)))
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        values, positions = woven.cod
+        (top,) = conv.emit(woven >> Par.of(Identity(Type((values,))), Box(DeleteOp(Type((positions,))))), [vid], [values])
+        conv._picked[(id(node), 0)] = conv.view(top, names, tuple(int(s) for s in node.value[0].shape))
+    if 1 in used:
+        source = vid
+        if not largest:
+            if seg.dtype != "float":
+                raise Decline("the position of the smallest index")
+            source = conv.apply(Box(ScaleOp(sympy.Integer(-1))), [vid])
+        at = conv.apply(Box(ArgMaxOp(Segment((seg.axes[d],), seg.dtype, seg.range))), [source])
+        conv._picked[(id(node), 1)] = conv.view(at, names, tuple(int(s) for s in node.value[1].shape))
+
+
 # -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
 def _pairs(value: Any) -> tuple[int, ...]:
     values = [value] * 2 if isinstance(value, int) else list(value)

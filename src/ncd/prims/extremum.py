@@ -1,0 +1,122 @@
+"""The larger or smaller of two tensors, entry by entry: ``torch.maximum(a, b)``, ``torch.minimum(a, b)``.
+
+Like the Hadamard product (:func:`ncd.Multiply`), ``Maximum()`` has scalar domains ``1, 1 -> 1``:
+composed after two tensors it is woven over their axes, and an axis only one of them carries is
+broadcast (RWKV's running maximum of its attention exponents, ``maximum(max_state, k)``).
+The larger (smaller) of a tensor and a Python number is :class:`ncd.prims.gather.ArithmeticOp`.
+
+One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
+
+>>> import ncd
+>>> from ncd.prims.extremum import Maximum
+>>> str((ncd.Identity.of("b t m, b m") >> Maximum()).cod)
+'b t m'
+>>> Maximum(smaller=True).prim.label()
+'min'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
+
+from ncd.ir import weaving
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box, Identity, Par, Seq
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import BoxBackward
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.render.layout import Frag, Layout
+    from ncd.torch.rules import RuleContext
+
+__all__ = ["ExtremumOp", "Maximum"]
+
+SCALAR = Segment(())
+
+
+@dataclass(frozen=True)
+class ExtremumOp(Primitive):
+    """``max(a, b)`` (``smaller``: ``min(a, b)``) entry by entry: ``1, 1 -> 1``, woven over the axes of both."""
+
+    smaller: bool = False
+
+    op: ClassVar[str] = "extremum"
+    family: ClassVar[str] = "elementwise"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.same_layouts
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((SCALAR, SCALAR)), Type((SCALAR,))
+
+    def label(self) -> str:
+        return "min" if self.smaller else "max"
+
+
+def Maximum(smaller: bool = False) -> Box:
+    """The larger (``smaller``: the smaller) of two tensors entry by entry (broadcast over the axes only one has)."""
+    return Box.make(ExtremumOp(smaller))
+
+
+@LOWERING.rule(ExtremumOp)
+def lower_extremum(prim: ExtremumOp, ctx: RuleContext) -> list[str]:
+    a, b = ctx.args
+    return [f"torch.{'minimum' if prim.smaller else 'maximum'}({a.var}, {b.var})"]
+
+
+@COST.rule(ExtremumOp)
+def cost_extremum(prim: ExtremumOp, ctx: CostContext) -> list[Tensor]:
+    """One comparison per entry; for the backward (which entry won, ties halved) autograd keeps both inputs."""
+    a, b = ctx.inputs
+    n = ctx.numel()
+    full = all(x.name in a.names for x in ctx.out_axes[0])
+    out = ctx.like(0, a) if full else ctx.output(0)
+    if a.grad or b.grad:
+        ctx.save(a, b)
+    ctx.other(n, 4 * n if a.grad or b.grad else sympy.Integer(0))
+    return [out]
+
+
+@BACKWARD.rule(ExtremumOp)
+def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackward:
+    """``∂a = g ⊙ w``, ``∂b = g − ∂a`` with ``w = [d > 0] + ½[d = 0]`` and ``d = a − b`` (``b − a`` for the minimum):
+    the gradient goes to the entry that won, half to each on a tie (as torch gives it)."""
+    from ncd.analysis.backward import BoxBackward
+    from ncd.prims.elementwise import MultiplyOp, ScaleOp
+    from ncd.prims.gather import CastOp, CompareOp
+    from ncd.prims.structure import AddOp, CopyOp
+
+    one = Type((SCALAR,))
+    boolean = Segment((), "bool")
+    sign = sympy.Integer(-1)
+    difference = Seq.of(Par.of(Box(ScaleOp(sign)), Identity(one)) if prim.smaller else Par.of(Identity(one), Box(ScaleOp(sign))),
+                        Box(AddOp(2)))
+    won = Seq.of(Box(CompareOp(">", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)))
+    tied = Seq.of(Box(CompareOp("==", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)), Box(ScaleOp(sympy.Rational(1, 2))))
+    weight = Seq.of(difference, Box(CopyOp(one)), Par.of(won, tied), Box(AddOp(2)))  # (a, b) -> w
+    grads = Seq.of(Par.of(weight, Box(CopyOp(one))),  # (w, g, g)
+                   Par.of(Box(MultiplyOp(2)), Identity(one)),  # (∂a, g)
+                   Par.of(Box(CopyOp(one)), Identity(one)),  # (∂a, ∂a, g)
+                   Par.of(Identity(one), Box(ScaleOp(sign)), Identity(one)),
+                   Par.of(Identity(one), Box(AddOp(2))))  # (∂a, g − ∂a)
+    return BoxBackward((("in", 0), ("in", 1)), grads)
+
+
+@SCALAR_DRAWING.rule(ExtremumOp)
+def draw_extremum(prim: ExtremumOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    """Like the product ``⊙``: equal wires of both tensors meet at dots under ``max`` (or ``min``)."""
+    from ncd.render.pictograms import _by_name, wiring
+    from ncd.render.typeset import Piece
+
+    sources, caps = _by_name(dom, cod)
+    return wiring(ctx, dom, cod, sources, caps, sign=(Piece(prim.label()),), align="top", name=prim.op)
+
+
+# -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
+
+IMPORT.known(ExtremumOp, aten=("aten.maximum", "aten.minimum"))
