@@ -1,9 +1,8 @@
-"""Einsums of three or more operands run as explicit pairwise contractions, in an order read from axis names.
+"""Einsums of three or more operands run as explicit pairwise contractions, in an order chosen at the sizes.
 
-The plan (:meth:`ncd.prims.linear.EinsumOp.pairs`) never reads sizes, so the lowered program is the
-same at every size and the cost formula in the sizes equals, at any sizes, both the bound cost and what
-``torch.utils.flop_counter`` and autograd's saved tensors measure (before, torch picked the order with
-opt_einsum from the sizes while the formula assumed left to right: they disagreed).
+The plan (:meth:`ncd.prims.linear.EinsumOp.pairs`) is the cheapest at the bound sizes (by axis names when
+no size is known); lowering writes exactly its pairs and the cost analysis costs exactly them, so the bound
+cost, the formula planned at those sizes, ``torch.utils.flop_counter`` and autograd's saved tensors agree.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ import sympy
 import torch
 
 import ncd
-from ncd.prims.linear import contraction_plan, kept_axes
+from ncd.prims.contraction import contraction_plan, kept_axes
+from ncd.torch.codegen import symbolic_program, to_program
 from ncd.torch.measure import measure
 
 
@@ -33,14 +33,32 @@ def test_a_chain_of_four_is_three_pairwise_einsums_that_compute_the_product() ->
     torch.testing.assert_close(module(*xs), xs[0] @ xs[1] @ xs[2] @ xs[3])
 
 
-def test_the_plan_reads_names_never_sizes() -> None:
-    chain = ncd.Einsum("a b, c d, b c -> a d")
-    small, large = (chain.to_source(**sizes) for sizes in (dict(a=50, b=2, c=50, d=50), dict(a=2, b=50, c=2, d=2)))
-    assert _calls(small) == _calls(large)
-    # an outer product is never a step when a contraction is possible: (a b)(b c) first, then with (c d)
+def test_the_plan_is_chosen_at_the_bound_sizes() -> None:
+    chain = ncd.Einsum("a b, b c, c d -> a d")
+    narrow_b, wide_b = dict(a=50, b=2, c=50, d=50), dict(a=2, b=50, c=2, d=2)
+    assert _calls(chain.to_source(**narrow_b)) == [("...bc,...cd->...bd", "x1, x2"), ("...ab,...bd->...ad", "x0, contracted")]
+    assert [spec for spec, _ in _calls(chain.to_source(**wide_b))] == ["...ab,...bc->...ac", "...cd,...ac->...ad"]
+    # no sizes: read from names, an outer product is never a step when a contraction is possible
     assert contraction_plan([["a", "b"], ["c", "d"], ["b", "c"]], ["a", "d"]) == ((0, 2), (0, 1))
     assert kept_axes([["a", "b"], ["c", "d"], ["b", "c"]], 0, 2, ["a", "d"]) == ("a", "c")
     assert contraction_plan([["a", "b"], ["b", "c"]], ["a", "c"]) == ()
+
+
+def test_the_cheap_plan_is_the_one_costed_and_run() -> None:
+    """At a=c=d=50, b=2 contracting b c d first costs 20,000 FLOPs; (a b)(b c) first would cost 260,000."""
+    chain = ncd.Einsum("a b, b c, c d -> a d")
+    sizes = dict(a=50, b=2, c=50, d=50)
+    bound, measured = ncd.cost(chain, **sizes), measure(chain, **sizes)
+    assert bound.forward_matmul == measured.forward_flops == 2 * (2 * 50 * 50 + 50 * 2 * 50) == 20_000
+    assert bound.backward_matmul == measured.backward_flops and bound.activation_bytes == measured.activation_bytes
+    names_only = ncd.cost(chain).formulas.forward_matmul  # no sizes: the plan read from names, (a b)(b c) first
+    assert names_only.subs({sympy.Symbol(k, positive=True): v for k, v in sizes.items()}) == 260_000
+    # formulas are those of the plan at the report's sizes; the symbolic program is planned there too
+    at = {s: sizes[str(s)] for s in bound.formulas.forward_matmul.free_symbols}
+    assert bound.formulas.forward_matmul.subs(at) == 20_000
+    defaults = chain.block("Chain", defaults=tuple(sizes.items()))
+    assert ncd.cost(defaults).forward_matmul == 20_000
+    assert [op.code for op in symbolic_program(defaults).inlined()] == [op.code for op in to_program(defaults).inlined()]
 
 
 @pytest.mark.parametrize("spec, sizes", [
@@ -51,7 +69,8 @@ def test_the_plan_reads_names_never_sizes() -> None:
 ])
 def test_formula_number_and_measurement_agree(spec: str, sizes: dict[str, int]) -> None:
     d = ncd.Einsum(spec)
-    bound, formulas, measured = ncd.cost(d, **sizes), ncd.cost(d), measure(d, **sizes)
+    bound, measured = ncd.cost(d, **sizes), measure(d, **sizes)
+    formulas = bound  # its formulas are planned at the bound sizes
     at = {s: sizes[str(s)] for s in formulas.formulas.forward_matmul.free_symbols}
     assert formulas.formulas.forward_matmul.subs(at) == bound.forward_matmul == measured.forward_flops
     assert formulas.formulas.backward_matmul.subs(at) == bound.backward_matmul == measured.backward_flops

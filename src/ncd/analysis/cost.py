@@ -468,12 +468,20 @@ class CostReport:
 
     def _formulas(self) -> Analysis:
         if self._symbolic is None:
-            self._symbolic = _analyse(self.diagram, self.dtype, self.training)
+            from ncd.prims.contraction import planned_at
+
+            with planned_at(self.sizes):  # size-chosen plans (an einsum's pair order) as at the bound sizes
+                self._symbolic = _analyse(self.diagram, self.dtype, self.training)
         return self._symbolic
 
     @property
     def formulas(self) -> Metrics:
-        """The totals as sympy formulas in the axis sizes."""
+        """The totals as sympy formulas in the axis sizes.
+
+        A plan lowering chooses by size — the pair order of an einsum of three or more operands — is the
+        one chosen at this report's sizes (given, and the top block's defaults; by axis names when they do
+        not bind it): at other sizes the formula is exact for that plan, which lowering may not pick there.
+        """
         return self._formulas()[0]
 
     @property

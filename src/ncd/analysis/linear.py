@@ -26,7 +26,7 @@ def einsum_cost(ctx: CostContext, operands: list[Tensor], out_axes: tuple[Axis, 
 
     With ``pairs`` (three or more operands), one two-operand einsum per pair, as lowering writes them.
     """
-    from ncd.prims.linear import kept_axes
+    from ncd.prims.contraction import kept_axes
 
     sizes = {a.name: a.size for t in operands for a in t.axes}
     axis_of = {a.name: a for t in operands for a in t.axes}

@@ -33,6 +33,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, sizes_equal
 from ncd.ir.weaving import Side, WeaveView, WovenAxis
+from ncd.prims.contraction import contraction_plan, kept_axes, plan_sizes
 from ncd.prims.kinds import partials, transpose
 
 if TYPE_CHECKING:
@@ -137,12 +138,20 @@ class EinsumOp(Primitive):
         """The order in which three or more operands are contracted, one pair at a time (``()`` for fewer).
 
         Lowering writes one ``torch.einsum`` of two operands per pair and the cost analysis costs each
-        of them, so the program that runs is the program costed, on every size (:func:`contraction_plan`).
+        of them, so the program that runs is the program costed.  When every size is a number (a bound
+        diagram, or symbolic sizes inside :func:`ncd.prims.contraction.planned_at`) the plan is the one of
+        fewest FLOPs at those sizes; otherwise it reads the axis names only (:func:`contraction_plan`).
 
         >>> Einsum("a b, b c, c d -> a d").prim.pairs()
         ((0, 1), (0, 1))
+        >>> Einsum("a:50 b:2, b:2 c:50, c:50 d:50 -> a d").prim.pairs()
+        ((1, 2), (0, 1))
         """
-        return contraction_plan([seg.names for seg in self.inputs], self.output.names)
+        if len(self.inputs) < 3:
+            return ()
+        names = [seg.names for seg in self.inputs]
+        sizes = plan_sizes([(a.name, a.size) for seg in self.inputs for a in seg])
+        return contraction_plan(names, self.output.names, sizes)
 
 
 @dataclass(frozen=True)
@@ -210,52 +219,7 @@ def Unit(first: str, second: str) -> Box:
 # A learned linear map is an ``nn.Linear`` over the flattened input and output axes (so weights load
 # straight from ``torch.nn`` models); on trailing axes it is called directly, as hand-written code would,
 # otherwise it becomes an einsum on a view of the weight.  Einsums keep woven axes as extra letters; three or
-# more operands are contracted one pair at a time in the order of :func:`contraction_plan` (sizes never read).
-def contraction_plan(operands: Sequence[Sequence[str]], output: Sequence[str]) -> tuple[tuple[int, int], ...]:
-    """Pairs ``(i, j)``, ``i < j``, contracting ``operands`` (axis names) two at a time into ``output``.
-
-    Each pair is taken from the current list of operands (both removed, their product appended
-    last, as ``opt_einsum`` writes paths).  The choice reads the axis names only, never sizes, so
-    one plan holds for every size and a cost formula in the sizes is exact: greedily, the pair
-    whose product has the fewest distinct axes (the lowest degree of its FLOP count), then the
-    fewest axes kept, then the leftmost.  Fewer than three operands: ``()`` (one ``torch.einsum``).
-
-    >>> contraction_plan([["a", "b"], ["c", "d"], ["b", "c"]], ["a", "d"])
-    ((0, 2), (0, 1))
-    """
-    ops = [tuple(o) for o in operands]
-    if len(ops) < 3:
-        return ()
-    plan: list[tuple[int, int]] = []
-    while len(ops) > 1:
-        best: tuple[tuple[int, int, int, int], tuple[str, ...]] | None = None
-        for i in range(len(ops)):
-            for j in range(i + 1, len(ops)):
-                kept = kept_axes(ops, i, j, output)
-                key = (len(set(ops[i]) | set(ops[j])), len(kept), i, j)
-                if best is None or key < best[0]:
-                    best = (key, kept)
-        assert best is not None
-        (_, _, i, j), kept = best
-        plan.append((i, j))
-        ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [kept]
-    return tuple(plan)
-
-
-def kept_axes(operands: Sequence[Sequence[str]], i: int, j: int, output: Sequence[str]) -> tuple[str, ...]:
-    """The axes the product of operands ``i`` and ``j`` keeps: those another operand or the output still
-    reads, in order of first appearance in ``i`` then ``j`` (the output's order when nothing else is left)."""
-    rest = [o for k, o in enumerate(operands) if k not in (i, j)]
-    if not rest:
-        return tuple(output)
-    needed = set(output) | {n for o in rest for n in o}
-    kept: list[str] = []
-    for n in (*operands[i], *operands[j]):
-        if n in needed and n not in kept:
-            kept.append(n)
-    return tuple(kept)
-
-
+# more operands are contracted one pair at a time in the order of :meth:`EinsumOp.pairs` (``ncd.prims.contraction``).
 def _letters(names: list[list[str]]) -> dict[str, str]:
     table: dict[str, str] = {}
     pool = iter(string.ascii_letters)

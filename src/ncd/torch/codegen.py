@@ -439,17 +439,24 @@ def to_program(diagram: Diagram, **sizes: int) -> Program:
     return lower(bind_all(diagram, sizes))
 
 
-def symbolic_program(diagram: Diagram) -> Program:
+def symbolic_program(diagram: Diagram, /, **sizes: int) -> Program:
     """The program of ``diagram`` on symbolic sizes: the ops lowering writes at every size, values with
     sympy sizes, sizes printed by name (``nn.Linear(m, n)``).  A size needed as a number (a ``range``, the
     count of layers that differ) raises :class:`~ncd.errors.SizeError` / :class:`~ncd.errors.LoweringError`.
+
+    A plan lowering chooses by size (the pair order of an einsum of three or more operands) is the one at
+    ``sizes`` and the top block's defaults (:func:`ncd.prims.contraction.planned_at`), by axis names when
+    they do not bind it: the program equals the bound program at those sizes.
 
     >>> import ncd
     >>> program = symbolic_program(ncd.Identity.of("b m") >> ncd.Linear("m -> n", bias=True) >> ncd.ReLU())
     >>> [op.code for op in program.top.ops], program.top.init
     (['self.l_plus(x)', 'torch.relu(linear)'], ['self.l_plus = nn.Linear(sizes.m, sizes.n)'])
     """
-    with symbolic_sizes():
+    from ncd.prims.contraction import planned_at
+
+    defaults = dict(diagram.get("defaults", ())) if isinstance(diagram, Block) else {}
+    with symbolic_sizes(), planned_at({**defaults, **sizes}):
         return lower(diagram)
 
 
