@@ -240,6 +240,40 @@ def test_maximum_minimum_max_along_an_axis_and_unbind_are_boxes_that_round_trip(
     ops = _ops(d)
     assert ops.count("extremum") == 3 and ops.count("topk") == 3 and ops.count("argmax") == 2
 
+class Bounded(nn.Module):
+    """PhiMoE's sparse mixer clamps by tensors; Inkling's local windows are ``x.unfold``."""
+
+    def forward(self, x: torch.Tensor, lo: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.clamp(x, min=lo), x.clamp(lo, lo + 1), x.unfold(-1, 3, 2) * 2, x.unfold(1, 2, 1)
+
+
+def test_clamp_by_tensors_and_sliding_windows_are_boxes_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Bounded(), torch.randn(2, 5, 7), torch.randn(2, 5, 1))
+    assert d.opaque_count == 0, d.opaque
+    ops = _ops(d)
+    assert ops.count("extremum") == 3 and ops.count("conv_tensor") == 2
+
+class RelativeShift(nn.Module):
+    """Funnel's relative attention: einsums of a live query with positional tensors computed from constants and
+    parameters (no operand of some einsums is live)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(6, 2, 3))
+        self.register_buffer("positions", torch.randn(4, 6))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        r = torch.einsum("td,dnh->tnh", self.positions, self.kernel)
+        return torch.einsum("bind,snd->bnis", q, r)
+
+
+def test_einsums_of_constants_and_parameters_are_einsums_that_round_trip() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(RelativeShift(), torch.randn(2, 5, 2, 3))
+    assert d.opaque_count == 0, d.opaque
+    assert _ops(d).count("einsum") == 2
+
 
 class Reductions(nn.Module):
     """Norms as SwinV2, ConvNeXtV2 and YOSO take them (F.normalize, a global response norm, p = 1), log-sum-exp as Reformer."""

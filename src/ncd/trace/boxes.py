@@ -887,6 +887,85 @@ def extreme_along(conv: Converter, node: Node) -> None:
         conv._picked[(id(node), 1)] = conv.view(at, names, tuple(int(s) for s in node.value[1].shape))
 
 
+def _hook_clamp() -> None:
+    """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
+    ``x`` and ``min``, then the smaller of that and ``max``."""
+    import ncd.trace.scalars  # noqa: F401  (the rule for numbers registers first; this one wraps it)
+    from ncd.trace.convert import RULES
+
+    def clamp_by_tensors(conv: Converter, node: Node) -> None:
+        from ncd.prims.extremum import ExtremumOp
+        from ncd.trace.idioms import operand, out_names
+
+        args = list(node.args) + [None, None]
+        x = args[0]
+        lo, hi = node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2])
+        bounds = [(smaller, v) for smaller, v in ((False, lo), (True, hi)) if v is not None]
+        if not all(isinstance(v, Node) and isinstance(v.value, torch.Tensor) for _, v in bounds) or not bounds:
+            raise Decline("clamp by a number and a tensor")
+        tensors = [x] + [v for _, v in bounds]
+        if not (isinstance(x, Node) and x.live and node.value.is_floating_point()) or any(
+                v.value.dtype != node.value.dtype for v in tensors):
+            raise Decline("not float tensors of one dtype")
+        names = out_names(conv, node, tensors)
+        shape = tuple(int(s) for s in node.value.shape)
+        vid = operand(conv, x, names, shape)
+        for smaller, bound in bounds:
+            vb = operand(conv, bound, names, shape)
+            first, second = (vid, vb) if len(conv.segs[vid].axes) >= len(conv.segs[vb].axes) else (vb, vid)
+            vid = conv.apply(Box(ExtremumOp(smaller)), [first, second])
+        if list(conv.segs[vid].names) != names:
+            raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+        conv.bind(node, vid)
+
+    def hooked(previous: Any) -> Any:
+        def convert(conv: Converter, node: Node) -> None:
+            bounds = list(node.args[1:3]) + [node.kwargs.get("min"), node.kwargs.get("max")]
+            if any(isinstance(v, Node) for v in bounds):
+                clamp_by_tensors(conv, node)
+                return
+            if previous is None:
+                raise Decline("no rule")
+            previous(conv, node)
+
+        return convert
+
+    for name in ("aten.clamp", "aten.clip"):
+        RULES[name] = hooked(RULES.get(name))
+
+
+_hook_clamp()
+
+
+@rule("aten.unfold")
+def sliding_windows(conv: Converter, node: Node) -> None:
+    """``x.unfold(dim, size, step)``: the windows ``★`` of one axis (a kernel of ``size``, stride ``step``, no padding):
+    the axis becomes the window positions and a new last wire runs along each window."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows
+
+    x, dim, size, step = node.args[:4]
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    spatial = Segment((seg.axes[d],))
+    taken = set(seg.names)
+    kernel = _unlike(conv, _claim(conv, "k" + seg.axes[d].name.rstrip(PRIME), int(size), "feature"), taken)
+    try:
+        star = ConvolutionTensorOp(spatial, _windows(spatial, (int(size),), (int(step),), (0,), (1,), "unfold"), (kernel,),
+                                   (int(size),), (int(step),), (0,), (1,))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    out = conv.apply(Box(star), [vid])  # the other wires, then positions, then the window
+    oseg = conv.segs[out]
+    want = list(seg.names) + [kernel]
+    if list(oseg.names) != want:
+        order = tuple(list(oseg.names).index(n) for n in want)
+        (out,) = conv.emit(Box(TransposeOp(oseg, order)), [out], [oseg.with_axes(oseg.axes[k] for k in order)])
+    _same_wires(conv, node, out)
+
+
 # -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
 def _pairs(value: Any) -> tuple[int, ...]:
     values = [value] * 2 if isinstance(value, int) else list(value)

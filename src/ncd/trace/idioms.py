@@ -354,8 +354,8 @@ def contract(conv: Converter, node: Node, a: Node, b: Node) -> None:
 @rule("aten.einsum")
 def einsum(conv: Converter, node: Node) -> None:
     equation, operands = node.args[0], node.args[1]
-    if "..." in equation or not all(_live(o) for o in operands):
-        raise Decline("ellipsis or constant operands")
+    if "..." in equation or not all(_tensor(o) for o in operands):  # constants and parameters: source boxes
+        raise Decline("ellipsis or operands that are not tensors")
     left, right = equation.replace(" ", "").split("->")
     letters = left.split(",")
     names: dict[str, str] = {}
