@@ -30,6 +30,12 @@ COMMON = [
     ("Long drawings are wrapped into rows, blocks that do not fit a row drawn as `box =` definitions.",
      "`page=\"column\"` keeps every drawing within 3:1 and its text at 6 pt or more in a 6.5-inch column; "
      "`page=\"none\"` draws the paper's single row."),
+    ("Sizes are legend rows: a size shared by the instances of one definition is a symbol with one value per "
+     "instance, written in closed form only when three or more instances follow a pattern (`x_i = x·2^{1−i}`, "
+     "as the paper's `x̄_i = 512·2^{1−i}`); numbered modules of one list (`stages.1`, `stages.2`) share one "
+     "definition `stages.i =` with the row `i = 1, 2`.",
+     "the paper writes a closed form it chose by hand; ncd writes one only where the values prove it (geometric "
+     "with a whole or unit-fraction ratio, or arithmetic) and lists the values otherwise."),
 ]
 
 
