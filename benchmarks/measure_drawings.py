@@ -89,9 +89,9 @@ def _measured(name: str, diagram: ncd.Diagram, options: dict) -> tuple[Row, Any]
     fig = drawing_figures(drawing)
     start = time.perf_counter()
     found = problems(drawing)
+    check_seconds = time.perf_counter() - start
     row = Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
-              len(found), seconds=seconds, check_seconds=time.perf_counter() - start, items=len(drawing.items),
-              examples=found[:3])
+              len(found), seconds=seconds, check_seconds=check_seconds, items=len(drawing.items), examples=found[:3])
     return row, drawing
 
 
@@ -208,7 +208,10 @@ def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, brow
             if parent.poll():
                 rows[name], drawing = parent.recv()
                 if browsers and drawing is not None:
-                    in_browsers(rows[name], drawing, browsers)
+                    try:
+                        in_browsers(rows[name], drawing, browsers)
+                    except Exception as error:  # noqa: BLE001 - the table records it; the run goes on
+                        rows[name].error = f"BROWSER FAILED {type(error).__name__}: {str(error).splitlines()[0][:80]}"
             elif proc.is_alive() and time.monotonic() - started < timeout:
                 continue
             elif proc.is_alive():

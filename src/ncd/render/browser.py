@@ -103,7 +103,8 @@ def measure_texts(browser: Any, drawing: Drawing, embed: bool = True) -> list[li
     if page is None or page.is_closed():
         page = _PAGES[id(browser)] = browser.new_page()
     svg = paint_svg(drawing, embed_fonts=embed)
-    page.set_content("<html><body style='margin:0'>" + svg + "</body></html>", wait_until="domcontentloaded")
+    page.set_content("<html><body style='margin:0'>" + svg + "</body></html>", wait_until="domcontentloaded",
+                     timeout=0)  # a drawing of 150k items takes longer than the default 30 s
     page.evaluate("document.fonts.ready.then(() => 1)")
     measured = json.loads(page.evaluate(_MEASURE))
     page.set_content("<html></html>")  # a large drawing is not kept alive until the next one

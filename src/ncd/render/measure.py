@@ -68,17 +68,23 @@ def crossing_points(drawing: Drawing, *, free: bool = False) -> list[tuple[float
             continue  # a wire into or out of a dot: a copy or a merge joins there
         xs, ys = [x for x, _ in pts], [y for _, y in pts]
         lines.append((min(xs), max(xs), min(ys), max(ys), pts))
-    lines.sort(key=lambda line: line[0])
+    # candidates meet in a grid of 64-point cells (linear in the drawing's size: a row's wires meet their neighbours)
+    grid: dict[tuple[int, int], list[int]] = {}
+    for k, (x0, x1, y0, y1, _) in enumerate(lines):
+        for cx in range(int(x0 // 64), int(x1 // 64) + 1):
+            for cy in range(int(y0 // 64), int(y1 // 64) + 1):
+                grid.setdefault((cx, cy), []).append(k)
+    seen: set[tuple[int, int]] = set()
     found: list[tuple[float, float]] = []
-    for i, (_, x1, y0, y1, a) in enumerate(lines):
-        ends_a = (a[0], a[-1])
-        for u0, _, v0, v1, b in lines[i + 1:]:
-            if u0 > x1:
-                break
-            if v0 > y1 or v1 < y0:
-                continue
-            ends = ends_a + (b[0], b[-1])
-            found.extend(_polylines_cross(a, b, ends))
+    for members in grid.values():
+        for m, i in enumerate(members):
+            x0, x1, y0, y1, a = lines[i]
+            for j in members[m + 1:]:
+                u0, u1, v0, v1, b = lines[j]
+                if u0 > x1 or u1 < x0 or v0 > y1 or v1 < y0 or (i, j) in seen:
+                    continue
+                seen.add((i, j))
+                found.extend(_polylines_cross(a, b, (a[0], a[-1], b[0], b[-1])))
     return found
 
 
