@@ -148,7 +148,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
     parser.add_argument("--compile", action="store_true", help="also time every contender under torch.compile")
     parser.add_argument("--cases", default="", help="comma-separated substrings of the case names to run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is steadier on a machine shared by other jobs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     b, t, m, h, f = (2, 16, 32, 4, 64) if args.quick else (8, 128, 256, 8, 1024)
     c, d, px = (3, 8, 16) if args.quick else (32, 64, 56)
     run_time = 0.05 if args.quick else 0.5
@@ -187,6 +191,8 @@ def main() -> None:
         variants = [("eager", lambda mod: mod)] + ([("compiled", torch.compile)] if args.compile else [])
         for how, wrap in variants:
             for mode in ("forward", "forward+backward"):
+                if how == "compiled":
+                    torch._dynamo.reset()  # drop the previous pass's graphs (kept, they crashed inductor here once)
                 modules = [(label, wrap(mod)) for label, mod in [("ncd", module), ("before", before)] + baselines]
                 samples: dict[str, list[float]] = {label: [] for label, _ in modules}
                 for round_ in range(args.rounds):  # interleave contenders, alternating the order, to cancel drift

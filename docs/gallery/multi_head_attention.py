@@ -10,13 +10,16 @@ class Linear(nn.Module):
     def __init__(self):
         super().__init__()
         self.l_plus_q = nn.Linear(512, 512)
+        # rows of l_plus_q stored (h k), the order SDPA reads; its state_dict keeps the declared (k h)
+        self.l_plus_q.register_state_dict_post_hook(lambda module, state, prefix, *_: state.update({prefix + n: state[prefix + n].unflatten(0, (8, 64)).transpose(0, 1).flatten(0, 1) for n in ('weight', 'bias') if prefix + n in state}))
+        self.l_plus_q.register_load_state_dict_pre_hook(lambda module, state, prefix, *_: state.update({prefix + n: state[prefix + n].unflatten(0, (64, 8)).transpose(0, 1).flatten(0, 1) for n in ('weight', 'bias') if prefix + n in state}))
         self.l_plus_k = nn.Linear(512, 512)
         self.l_plus_v = nn.Linear(512, 512)
 
     def forward(self, x0, x1):
         # x0: y m (8, 512)
         # x1: x m (8, 512)
-        q = self.l_plus_q(x0).unflatten(-1, (64, 8))  # y k h (8, 64, 8)
+        q = self.l_plus_q(x0).unflatten(-1, (8, 64)).transpose(-1, -2)  # y k h (8, 64, 8)
         k = self.l_plus_k(x1).unflatten(-1, (64, 8))  # x k h (8, 64, 8)
         v = self.l_plus_v(x1).unflatten(-1, (64, 8))  # x k h (8, 64, 8)
         return (q, k, v)
@@ -33,10 +36,13 @@ class ScaledDotProductAttention(nn.Module):
         # x1: x k h (8, 64, 8)
         # x2: x k h (8, 64, 8)
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
-        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h y k
-        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
-        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1)).contiguous()  # h x k
-        attention = F.scaled_dot_product_attention(q, k, v, scale=0.125)  # h y k
+        q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
+        q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
+        k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
+        v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=0.125)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
 
@@ -49,11 +55,14 @@ class MultiHeadAttention(nn.Module):
         self.linear = Linear()
         self.scaleddotproductattention = ScaledDotProductAttention()
         self.l_plus_o = nn.Linear(512, 512)
+        # columns of l_plus_o stored (h k), the order SDPA writes; its state_dict keeps the declared (k h)
+        self.l_plus_o.register_state_dict_post_hook(lambda module, state, prefix, *_: state.update({prefix + n: state[prefix + n].unflatten(1, (8, 64)).transpose(1, 2).flatten(1, 2) for n in ('weight',) if prefix + n in state}))
+        self.l_plus_o.register_load_state_dict_pre_hook(lambda module, state, prefix, *_: state.update({prefix + n: state[prefix + n].unflatten(1, (64, 8)).transpose(1, 2).flatten(1, 2) for n in ('weight',) if prefix + n in state}))
 
     def forward(self, x0, x1):
         # x0: y m (8, 512)
         # x1: x m (8, 512)
         linear_0, linear_1, linear_2 = self.linear(x0, x1)
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (8, 64, 8)
-        o = self.l_plus_o(scaleddotproductattention_1.flatten(-2))  # y m (8, 512)
+        o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (8, 512)
         return o

@@ -60,7 +60,8 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = B * L * S
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
-    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target, given=j not in pattern.stored and t.storage in walker.given)
+    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target,
+                       given=j not in pattern.stored and t.storage in walker.given and _moved(have, target))
                for t, (j, have, target) in zip((q, k, v), pattern.operands()))
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
@@ -69,6 +70,11 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     out = ctx.new(out_axes, _written(q, batch, pattern, training=walker.training), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
     return [out]
+
+
+def _moved(have: list[str], target: list[str]) -> bool:
+    """Whether arranging an operand for SDPA moves its axes (lowering then asks its stride, if the caller gave it)."""
+    return [n for n in target if n in have] != list(have)
 
 
 def _written(q: Tensor, batch: list[str], pattern: Any, training: bool) -> tuple[str, ...]:

@@ -96,7 +96,7 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
              given: bool = False) -> str:
     """Permute the trailing axes ``have`` (stored in the order ``stored``, by default ``have``) into the order of
     ``target``; size-1 axes where ``have`` lacks one.  ``given``: the operand is an input of the generated class,
-    stored as its caller made it, so it is packed only if its last dimension is strided."""
+    stored as its caller made it, so once its axes are moved it is packed only if its last dimension is strided."""
     n = len(have)
     order = [t for t in target if t in have]
     src = tuple(have.index(t) - n for t in order)
@@ -106,8 +106,8 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr = f"torch.movedim({expr}, {src}, {dst})"
     if len(order) != len(target):
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
-    if pack and LAYOUTS_CHOSEN and given and stored is None:  # the caller's layout: pack only a strided last dim
-        if expr != var:
+    if pack and LAYOUTS_CHOSEN and given and stored is None and src != dst:  # moved in the caller's layout:
+        if expr != var:  # pack only a strided last dim
             expr = _assign(em, hint, expr, target, sizes, dtype=dtype)
         return _assign(em, hint, f"{expr} if {expr}.stride(-1) == 1 else {expr}.contiguous()", target, sizes,
                        dtype=dtype, kind="expr")
