@@ -190,3 +190,36 @@ def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) ->
 
     torch.testing.assert_close(write_back(emit, root.clone(), found, new), want, rtol=0, atol=0)
     assert region(root, root.reshape(6, 5, 4)[1:].reshape(4, 5, 5)[:, :, :3]) is None  # skewed: no region
+
+
+def test_random_numbers_drawn_by_the_model_are_named_with_their_line() -> None:
+    class Masking(torch.nn.Module):  # ViT-MAE's random masking: noise drawn inside forward
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            noise = torch.rand(x.shape[0], x.shape[1])
+            return x * (noise > 0.5)
+
+    with pytest.warns(RuntimeWarning, match=r"draws random numbers \(rand at test_trace_writes\.py:\d+\)"):
+        d = ncd.trace(Masking(), torch.randn(2, 5))
+    torch.manual_seed(0)
+    x = torch.randn(2, 5)
+    drawn = d.to_torch()(x)  # the numbers drawn while tracing: the same on every call
+    torch.testing.assert_close(d.to_torch()(x), drawn)
+
+
+def test_a_parameter_read_as_data_and_through_a_computation_on_it_is_one_parameter() -> None:
+    class Mix(torch.nn.Module):  # RWKV's token shift: x * mix + shifted * (1 - mix)
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = torch.nn.Parameter(torch.rand(1, 1, 6))
+            self.lin = torch.nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shifted = torch.nn.functional.pad(x, (0, 0, 1, -1))
+            return self.lin(x * self.mix + shifted * (1 - self.mix))
+
+    model = Mix()
+    d = _trace(model, torch.randn(2, 5, 6))
+    module = d.to_torch()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
+    fresh = torch.randn(2, 5, 6)
+    torch.testing.assert_close(module(fresh), model(fresh))

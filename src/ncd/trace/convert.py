@@ -170,6 +170,23 @@ class Converter:
             node.kwargs = {k: wire(v) for k, v in node.kwargs.items()}
         for at, copy in sorted(inserted, key=lambda item: -item[0]):
             self.captured.nodes.insert(at + 1, copy)
+        # a parameter wired here and also read as data elsewhere (RWKV's ``x * mix + shifted * (1 - mix)``): every data
+        # read takes the one wire, so the lowered module holds it once
+        wires = {pid: c for pid, c in copies.items() if c.kind == "parameter"}
+        for node in self.captured.nodes:
+            if node.kind != "call" or not node.live or id(node) in chosen or not wires:
+                continue
+            keep = WEIGHTS.get(op_name(node.target)[0], ())
+
+            def shared(value: Any) -> Any:
+                if isinstance(value, Node):
+                    return wires.get(id(value), value)
+                if isinstance(value, (list, tuple)):
+                    return type(value)(shared(v) for v in value)
+                return value
+
+            node.args = tuple(a if k in keep else shared(a) for k, a in enumerate(node.args))
+            node.kwargs = {k: shared(v) for k, v in node.kwargs.items()}
 
     def reads_inputs(self, node: Node) -> bool:
         """Whether ``node``'s value depends on a model input (not only on parameters and constants)."""

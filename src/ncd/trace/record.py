@@ -33,6 +33,12 @@ __all__ = ["record", "Unsupported", "ReadsValue"]
 DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "nonzero_static"}
 
 
+#: operators that draw random numbers: recorded, their draw is a constant of the diagram
+RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
+                    "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
+                    "random_", "cauchy_", "log_normal_", "geometric_"})
+
+
 class Unsupported(Exception):
     """The eager recording cannot stand for this model; use ``torch.export``."""
 
@@ -84,6 +90,7 @@ class _Recording:
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
+        self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
         for k, value in enumerate(leaves):
             if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
@@ -127,6 +134,8 @@ class _Recording:
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         packet = func.overloadpacket.__name__
         target = func
+        if packet in RANDOM and not self.meta:
+            self.random.setdefault(user_line() or "?", packet)
         if func._schema.is_mutable:
             target = self.functional(func, args)
             written = self.write(func, target, args, kwargs)
@@ -488,6 +497,13 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             h.remove()
     outputs = [rec.ref(t) for t in out]
     nodes = _prune(rec.nodes, outputs)
+    if rec.random:
+        import warnings
+
+        where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.random.items()))
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
+                      " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
+                      " them as a wire)", RuntimeWarning, stacklevel=2)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
 
 
