@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import sympy
+
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Box
 from ncd.ir.size import size_text
@@ -93,6 +95,8 @@ class Op:
     box: Box | None = None
     #: the :class:`Function` a ``block`` or ``loop`` op runs (by class name)
     callee: str = ""
+    #: how many times a ``loop`` op runs its callee (a sympy size; ``None`` for every other op)
+    count: sympy.Expr | None = None
 
     def lines(self) -> list[str]:
         """The op as source lines (inside ``forward``)."""
@@ -167,6 +171,26 @@ class Program:
                     yield op
 
         return walk(self.top)
+
+    def counted(self) -> Iterator[tuple[Op, sympy.Expr]]:
+        """The ops of :meth:`inlined`, each with how many times one call of the program runs it: a loop's
+        body its count times, and a block's ops once per element of the leading batch axes its call adds
+        (a class's values carry only their trailing layout).  Sympy sizes on a program of symbolic sizes."""
+        by_name = {f.name: f for f in self.functions}
+
+        def walk(function: Function, times: sympy.Expr) -> Iterator[tuple[Op, sympy.Expr]]:
+            for op in function.ops:
+                yield op, times
+                if op.callee:
+                    callee = by_name[op.callee]
+                    inner = times * (op.count if op.count is not None else 1)
+                    if op.args and callee.inputs:
+                        outer, own = op.args[0].axes, callee.inputs[0].axes
+                        for a in outer[: max(len(outer) - len(own), 0)]:
+                            inner = inner * a.size
+                    yield from walk(callee, inner)
+
+        return walk(self.top, sympy.Integer(1))
 
     def to_source(self) -> str:
         """The program as one Python module (what ``to_source`` returns and ``to_torch`` compiles)."""

@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import sympy
+
 from ncd.errors import LoweringError
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
@@ -258,8 +260,9 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             if classes[0] in self.store_classes:
                 em.uses_store = True
             lhs = f"{', '.join(loop_vars)}{',' if len(loop_vars) == 1 and len(node.cod) > 1 else ''}"
+            runs = count.expr if isinstance(count, SymbolicSize) else sympy.Integer(len(classes))
             em.emit(Op("loop", layers, tuple(carried), tuple(carried),
-                       f"for {layer} in {layers}:\n    {lhs} = {layer}({call_args})", callee=classes[0]))
+                       f"for {layer} in {layers}:\n    {lhs} = {layer}({call_args})", callee=classes[0], count=runs))
             return [Value(var, seg.axes, seg.dtype) for var, seg in zip(loop_vars, node.cod)]
         for k, (cls, body) in enumerate(zip(classes, bodies)):
             values = self._call(f"{layers}[{k}]", cls, em, values, body.cod, title)

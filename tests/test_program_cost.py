@@ -1,0 +1,81 @@
+"""Matrix-product FLOPs read off the lowered program's ops (``ncd.analysis.program``).
+
+Checked against ``torch.utils.flop_counter`` on the lowered module, and the cost walk of the diagram
+(``ncd.cost``) checked against them box by box on every gallery model and per-primitive sample.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+
+import ncd
+import ncd.zoo
+from ncd.analysis.program import einsum_flops, linear_flops, matrix_products
+from ncd.errors import NCDError
+from ncd.torch.codegen import symbolic_program, to_program
+from ncd.torch.measure import measure
+from tests.opdb import SAMPLES, load
+
+load()
+
+READ = ("einsum", "linear", "linear_transpose", "linear_weight_grad")  # the boxes whose products are read
+
+
+@pytest.mark.parametrize("spec, sizes", [
+    ("a b, b c, c d -> a d", dict(a=50, b=2, c=50, d=50)),
+    ("y k h, x k h -> y x h", dict(y=4, k=3, h=2, x=5)),
+    ("a b, b c -> a b c", dict(a=3, b=4, c=5)),  # nothing contracted: a product, no bmm
+    ("a b, c d -> a", dict(a=3, b=4, c=5, d=2)),  # b, c and d summed within their operands first
+])
+def test_einsum_ops_count_what_flop_counter_counts(spec: str, sizes: dict[str, int]) -> None:
+    d = ncd.Einsum(spec).weave("t")
+    sizes = {**sizes, "t": 2}
+    flops = [f for _, f in matrix_products(to_program(d, **sizes))]
+    assert None not in flops and sum(f for f in flops if f is not None) == measure(d, **sizes).forward_flops
+
+
+def test_linear_calls_count_what_flop_counter_counts() -> None:
+    mlp = ncd.Identity.of("b m") >> ncd.Linear("m -> n", bias=True) >> ncd.ReLU() >> ncd.Linear("n -> k h")
+    sizes = dict(b=3, m=4, n=5, k=2, h=3)
+    flops = [f for _, f in matrix_products(to_program(mlp, **sizes))]
+    assert flops == [2 * 3 * 4 * 5, 2 * 3 * 5 * 6] and sum(flops) == measure(mlp, **sizes).forward_flops
+
+
+def test_other_ops_are_refused() -> None:
+    program = to_program(ncd.Identity.of("b m") >> ncd.ReLU(), b=2, m=3)
+    with pytest.raises(ValueError, match="not an einsum"):
+        einsum_flops(program.top.ops[0])
+    with pytest.raises(ValueError, match="not the call"):
+        linear_flops(program.top.ops[0])
+
+
+def _per_box(program_products: list[tuple[object, sympy.Expr | None]]) -> list[sympy.Expr | None]:
+    """The FLOPs of each box occurrence (consecutive ops of one box summed; ``None`` if one is unread)."""
+    grouped: list[sympy.Expr | None] = []
+    last: object = None
+    for box, flops in program_products:
+        if box is last:
+            grouped[-1] = None if grouped[-1] is None or flops is None else grouped[-1] + flops
+        else:
+            grouped.append(flops)
+        last = box
+    return grouped
+
+
+def test_the_cost_walk_charges_each_product_what_the_program_ops_count() -> None:
+    compared = 0
+    diagrams = [(n, make()) for n, make in sorted(ncd.zoo.MODELS.items())] + [(s.id, s.build()) for s in SAMPLES]
+    for name, d in diagrams:
+        try:
+            program = symbolic_program(d)
+        except NCDError:
+            continue
+        read = _per_box([(box, f) for box, f in matrix_products(program) if box is not None and box.prim.op in READ])
+        walked = [b.metrics.forward_matmul for b in ncd.cost(d).box_formulas if b.op in READ]
+        assert len(read) == len(walked), name
+        for from_program, from_walk in zip(read, walked):
+            if from_program is not None:
+                assert sympy.expand(from_program - from_walk) == 0, (name, from_program, from_walk)
+                compared += 1
+    assert compared >= 50  # 56 products: 44 nn.Linear calls, 12 einsums (one woven learned map is text: unread)
