@@ -212,12 +212,12 @@ def permute(conv: Converter, node: Node) -> None:
 # -- learned linear maps -------------------------------------------------------------------
 def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) -> str:
     """The output wire of a learned map: the input's name at the same size; else the role the model's config gives
-    the size (its width ``m``, its feed-forward width ``f``); a fused projection (2 or 3 widths: keys and values,
-    queries keys and values) no feed-forward name; else ``f`` for a wider output."""
+    the size (its width ``m``, its feed-forward width ``f``, a router's experts ``e``); a fused projection (2 or 3
+    widths: keys and values, queries keys and values) no feed-forward name; else ``f`` for a wider output."""
     if in_size == out_size:
         return in_name.rstrip(PRIME)
     roles = conv.namer.config.get(out_size, set())
-    for hint in ("m", "f"):
+    for hint in ("m", "f", "e"):
         if hint in roles:
             return conv.namer.fresh(out_size, hint)
     if any(out_size in (2 * w, 3 * w) for w, r in conv.namer.config.items() if "m" in r):

@@ -34,7 +34,8 @@ FALLBACK: dict[str, tuple[str, ...]] = {"h": ("g",), "k": ("d",), "f": ("e",)}
 DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w"})
 
 
-#: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width.
+#: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width,
+#: heads, key/value heads, experts.
 CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "hidden_dim"), "m"),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim",
@@ -42,6 +43,7 @@ CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
                      "decoder_attention_heads"), "h"),
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), "g"),
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), "e"),
 }
 
 
