@@ -112,7 +112,7 @@ def models() -> list[tuple[str, Build]]:
         ("llama", _decoder("LlamaModel", "LlamaConfig")),
         ("mistral", _decoder("MistralModel", "MistralConfig", sliding_window=(9, 4))),
         ("qwen2", _decoder("Qwen2Model", "Qwen2Config")),
-        ("mixtral", _decoder("MixtralModel", "MixtralConfig", num_local_experts=(7, 4), num_experts_per_tok=(2, 2))),
+        ("mixtral", _decoder("MixtralModel", "MixtralConfig", num_local_experts=(7, 4), num_experts_per_tok=(6, 2))),
         ("bert", _encoder("BertModel", "BertConfig")),
         ("gpt2", _encoder("GPT2Model", "GPT2Config", width="n_embd", heads="n_head", ffn="n_inner", layers="n_layer")),
         ("vit", _vision("ViTModel", "ViTConfig", (42, 32), (6, 4))),

@@ -200,17 +200,21 @@ roles = sys.modules["bench_roles"] = importlib.util.module_from_spec(_rspec)
 _rspec.loader.exec_module(roles)
 
 
-@pytest.mark.parametrize("name", ["swin", "vit", "llama"])
+@pytest.mark.parametrize("name", ["swin", "vit", "llama", "mixtral"])
 def test_two_roles_never_share_a_name(name: str) -> None:
     """Traced from a config whose sizes collide (Swin: a window of 4, 4 heads, head dimension 8 = 8 patches a
     side) and from one where every role has a size of its own, axis by axis: every name of the first stands for one
-    role of the second (windows, positions in a window, tokens, heads, head features, channels are apart)."""
+    role of the second (windows, positions in a window, tokens, heads, head features, channels are apart).  Mixtral
+    with 4 experts used to name its flattened tokens like its key/value width (both 16): its two layers then differed
+    and did not fold, so the two traces did not even pair up."""
     names, problem = roles.audit(dict(roles.models())[name])
     assert not problem
     assert {n: r for n, r in names.items() if len(r) > 1} == {}, names
     if name == "swin":  # the window partition reads as which window (s), where in it (w), heads h of k features
         assert names["s"] == {"windows_per_side"} and names["w"] == {"window"}
         assert names["h"] == {"heads"} and names["k"] == {"head_dim"} and names["t"] == {"tokens"}
+    if name == "mixtral":  # the router's output is the experts axis
+        assert names["e"] == {"experts"}
 
 
 def test_the_attention_scale_is_the_head_dimension_s_symbol() -> None:
