@@ -143,8 +143,9 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             parent = group_in[0].rstrip(PRIME)
             if items[0] and len(b) == 2:  # positions cut into windows: which window (s), where in it (w)
                 parts = [conv.namer.fresh(s, hint, "item") for s, hint in zip(sizes_out, ("s", "w"))]
-            else:  # into heads and their features, unless the config gives the first part no heads' size
-                heads = not conv.namer.config or {"h", "g"} & conv.namer.config.get(sizes_out[0], set())
+            else:  # into heads and their features, unless the config gives neither part a heads' size
+                heads = not conv.namer.config or {"h", "g"} & conv.namer.config.get(sizes_out[0], set()) \
+                    or "k" in conv.namer.config.get(sizes_out[-1], set())
                 hints = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
                 parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
             parts = unique(parts)
@@ -156,8 +157,13 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             key = tuple(n.rstrip(PRIME) for n in group_in)
             # positions merged (an image's rows and columns flattened into tokens) are positions again
             parents = [p for p in split_names.get(key, ()) if p not in {n.rstrip(PRIME) for n in out}]
-            name = parents[0] if parents else conv.namer.fresh(sizes_out[0], None, "item" if all(items) else "feature",
-                                                                 tuple(n.rstrip(PRIME) for n in group_in))
+            if parents:
+                name = parents[0]
+            else:  # the width the config names (heads merged back: m), else a name of the merge's own
+                letters = [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
+                of = tuple(n.rstrip(PRIME) for n in group_in) if conv.namer.config and not letters else ()
+                name = conv.namer.fresh(sizes_out[0], letters[0] if letters else None,
+                                        "item" if all(items) else "feature", of)
             merged.setdefault(name, list(zip(group_in, sizes_in)))
             out.append(name)
         else:

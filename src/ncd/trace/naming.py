@@ -35,7 +35,7 @@ DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w"})
 
 
 #: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width,
-#: heads, key/value heads, experts.
+#: heads, key/value heads, experts, head features (else the width over the heads).
 CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "hidden_dim"), "m"),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim",
@@ -44,6 +44,7 @@ CONFIG_ROLES: dict[str, str] = {
                      "decoder_attention_heads"), "h"),
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), "g"),
     **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), "e"),
+    **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "kv_channels"), "k"),
 }
 
 
@@ -53,6 +54,8 @@ def config_roles(model: object) -> dict[int, set[str]]:
     >>> from types import SimpleNamespace as NS
     >>> config_roles(NS(config=NS(hidden_size=32, intermediate_size=64, vision_config=NS(hidden_size=16))))
     {32: {'m'}, 64: {'f'}, 16: {'m'}}
+    >>> sorted(config_roles(NS(config=NS(hidden_size=32, num_attention_heads=4)))[8])
+    ['k']
     """
     out: dict[int, set[str]] = {}
     todo: list[object] = [getattr(model, "config", None)]
@@ -70,6 +73,10 @@ def config_roles(model: object) -> dict[int, set[str]]:
                         out.setdefault(v, set()).add(CONFIG_ROLES[key])
             elif key.endswith("_config") and hasattr(value, "__dict__"):
                 todo.append(value)
+        width = next((v for k, v in vars(config).items() if CONFIG_ROLES.get(k) == "m" and isinstance(v, int)), None)
+        heads = next((v for k, v in vars(config).items() if CONFIG_ROLES.get(k) == "h" and isinstance(v, int)), None)
+        if width and heads and not isinstance(width, bool) and not isinstance(heads, bool) and width % heads == 0:
+            out.setdefault(width // heads, set()).add("k")  # head features when the config does not say
     return out
 
 
