@@ -210,6 +210,7 @@ def test_two_roles_never_share_a_name(name: str) -> None:
     names, problem = roles.audit(dict(roles.models())[name])
     assert not problem
     assert {n: r for n, r in names.items() if len(r) > 1} == {}, names
+    assert roles.misnamed(names) == {}, names  # no role's letter (h, k, f, w …) on another role's wires
     if name == "swin":  # the window partition reads as which window (s), where in it (w), heads h of k features
         assert names["s"] == {"windows_per_side"} and names["w"] == {"window"}
         assert names["h"] == {"heads"} and names["k"] == {"head_dim"} and names["t"] == {"tokens"}

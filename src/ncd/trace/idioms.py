@@ -160,7 +160,7 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             if parents:
                 name = parents[0]
             else:  # the width the config names (heads merged back: m), else a name of the merge's own
-                letters = [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
+                letters = [] if all(items) else [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
                 of = tuple(n.rstrip(PRIME) for n in group_in) if conv.namer.config and not letters else ()
                 name = conv.namer.fresh(sizes_out[0], letters[0] if letters else None,
                                         "item" if all(items) else "feature", of)
