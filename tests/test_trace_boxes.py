@@ -399,3 +399,20 @@ def test_the_internals_worked_example_runs() -> None:
     section = page[page.index("## Worked example: adding `roll`"):]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     exec(compile(block, "docs/internals.md (worked example)", "exec"), {"__name__": "__docs__"})  # noqa: S102 - our own docs
+
+
+def test_opaque_call_gets_integer_inputs_in_their_recorded_dtype() -> None:
+    """An int32 tensor is an index wire (lowered as int64); an opaque kernel that needs equal dtypes
+    (scatter_add into an int32 buffer) gets it cast back, so the lowered module runs and equals the model."""
+
+    class Counts(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            idx = x.topk(3, dim=-1).indices
+            counts = torch.zeros(2, 8, 8, dtype=torch.int32)
+            counts.scatter_add_(-1, idx, idx.ge(0).to(torch.int32))
+            return x.masked_fill(counts.ne(0), 0.0)
+
+    x = torch.randn(2, 8, 8)
+    d = ncd.trace(Counts(), x)
+    fresh = torch.randn(2, 8, 8)
+    torch.testing.assert_close(d.to_torch()(fresh), Counts()(fresh))

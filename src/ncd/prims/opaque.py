@@ -57,6 +57,9 @@ MEMORY_FORMATS = ("contiguous_format", "preserve_format", "channels_last", "chan
 TARGET = re.compile(r"[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 DEVICE = re.compile(r"(cpu|cuda|meta|mps|xpu)(:[0-9]{1,3})?")
 WORD = re.compile(r"[A-Za-z0-9_.,> \-]{0,64}")  # strings: ``approximate="tanh"``, einsum equations
+#: integer element types a segment of kind ``index`` (lowered as int64) may have had when recorded: an opaque
+#: call gets its input ``j`` as ``("$as", (j, dtype))``, cast back, since ATen kernels may require equal dtypes.
+CASTS = ("int32", "int16", "int8", "uint8")
 TAGS = {"$dtype": DTYPES, "$layout": LAYOUTS, "$memory_format": MEMORY_FORMATS}
 
 
@@ -94,6 +97,12 @@ def _check_value(value: Any, n_inputs: int, where: str) -> None:
             if tag == "$in":
                 if isinstance(payload, bool) or not isinstance(payload, int) or not 0 <= payload < n_inputs:
                     raise ParseError(f"{where}: ('$in', {payload!r}) names no input segment (it has {n_inputs})")
+                return
+            if tag == "$as":
+                if not (isinstance(payload, tuple) and len(payload) == 2 and payload[1] in CASTS
+                        and isinstance(payload[0], int) and not isinstance(payload[0], bool)
+                        and 0 <= payload[0] < n_inputs):
+                    raise ParseError(f"{where}: ('$as', {payload!r}) is not (input segment, integer dtype)")
                 return
             if tag in TAGS:
                 if payload not in TAGS[tag]:
@@ -147,7 +156,8 @@ class OpaqueOp(Primitive):
     """An ATen operator ``target`` applied to the input segments, with captured constant arguments.
 
     ``args`` and ``kwargs`` (a tuple of ``(name, value)`` pairs) are the call's arguments,
-    where ``("$in", j)`` stands for input segment ``j`` and ``("$dtype", "float32")``,
+    where ``("$in", j)`` stands for input segment ``j`` (``("$as", (j, "int32"))``: cast to the integer type it
+    was recorded with), and ``("$dtype", "float32")``,
     ``("$device", "cpu")``, ``("$layout", ...)``, ``("$memory_format", ...)`` for torch
     objects, ``("$empty", ("float32", (2, 0)))`` for a tensor without entries.
     ``picks`` selects outputs when the operator returns a tuple (empty: one tensor).
@@ -318,6 +328,9 @@ def literal(value: Any, inputs: list[str]) -> str:
         tag, payload = value
         if tag == "$in" and isinstance(payload, int) and not isinstance(payload, bool) and 0 <= payload < len(inputs):
             return inputs[payload]
+        if (tag == "$as" and isinstance(payload, tuple) and len(payload) == 2 and payload[1] in CASTS
+                and isinstance(payload[0], int) and not isinstance(payload[0], bool) and 0 <= payload[0] < len(inputs)):
+            return f"{inputs[payload[0]]}.to(torch.{payload[1]})"
         if tag in TAGS and payload in TAGS[tag]:
             return f"torch.{payload}"
         if tag == "$device" and isinstance(payload, str) and DEVICE.fullmatch(payload):

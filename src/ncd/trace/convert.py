@@ -23,7 +23,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.compose import fit
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.rules import IMPORT
-from ncd.prims.opaque import DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
+from ncd.prims.opaque import CASTS, DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.naming import Namer, config_roles, unique
 from ncd.trace.wiring import Step
@@ -589,6 +589,8 @@ class Converter:
                 if value.value.numel() == 0:  # no data to wire: the call gets an empty tensor of its dtype and shape
                     return ("$empty", (dtype_name(value.value), tuple(int(n) for n in value.value.shape)))
                 tensor_refs.append(value)
+                if dtype_name(value.value) in CASTS:  # lowered as int64: cast back, kernels may need equal dtypes
+                    return ("$as", (len(tensor_refs) - 1, dtype_name(value.value)))
                 return ("$in", len(tensor_refs) - 1)
             if isinstance(value, (list, tuple)):
                 return tuple(template(v) for v in value)
