@@ -416,3 +416,20 @@ def test_opaque_call_gets_integer_inputs_in_their_recorded_dtype() -> None:
     d = ncd.trace(Counts(), x)
     fresh = torch.randn(2, 8, 8)
     torch.testing.assert_close(d.to_torch()(fresh), Counts()(fresh))
+
+
+def test_min_and_max_of_two_tensors_keep_their_sense() -> None:
+    """``torch.min(x, eps)`` (aten.min.other, Apertus's xIELU) is the smaller entry, ``torch.max`` the larger."""
+
+    class MinMax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("eps", torch.tensor(-1e-6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.expm1(torch.min(x, self.eps)) + 3 * torch.max(x, self.eps)
+
+    d = ncd.trace(MinMax(), torch.randn(2, 5, 4))
+    assert d.opaque_count == 0
+    fresh = torch.randn(2, 5, 4)
+    torch.testing.assert_close(d.to_torch()(fresh), MinMax()(fresh))

@@ -821,7 +821,8 @@ def extremum(conv: Converter, node: Node) -> None:
     names = out_names(conv, node, [a, b])
     shape = tuple(int(s) for s in node.value.shape)
     va, vb = operand(conv, a, names, shape), operand(conv, b, names, shape)
-    bind_product(conv, node, ExtremumOp("minimum" in node.target.name()), va, vb, names)
+    smaller = node.target.name().split("::")[1].split(".")[0] in ("minimum", "min")  # torch.min(a, b): min.other
+    bind_product(conv, node, ExtremumOp(smaller), va, vb, names)
 
 
 @rule("aten.unbind")
