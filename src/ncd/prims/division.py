@@ -96,11 +96,10 @@ def backward_divide(prim: DivideOp, box: Box, builder: object) -> BoxBackward:
 @SCALAR_DRAWING.rule(DivideOp)
 def draw_divide(prim: DivideOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """Like the product ``⊙``: equal wires of both tensors meet at dots under ``÷`` (the dividend's wires on top)."""
-    from ncd.render.pictograms import _by_name, wiring
+    from ncd.render.pictograms import meeting
     from ncd.render.typeset import Piece
 
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=(Piece("÷"),), align="top", name=prim.op)
+    return meeting(ctx, dom, cod, (Piece("÷"),), prim.op)
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------

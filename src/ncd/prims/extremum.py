@@ -110,11 +110,10 @@ def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackwar
 @SCALAR_DRAWING.rule(ExtremumOp)
 def draw_extremum(prim: ExtremumOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """Like the product ``⊙``: equal wires of both tensors meet at dots under ``max`` (or ``min``)."""
-    from ncd.render.pictograms import _by_name, wiring
+    from ncd.render.pictograms import meeting
     from ncd.render.typeset import Piece
 
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=(Piece(prim.label()),), align="top", name=prim.op)
+    return meeting(ctx, dom, cod, (Piece(prim.label()),), prim.op)
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------

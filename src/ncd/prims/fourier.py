@@ -276,11 +276,10 @@ def draw_complex_part(prim: ComplexPartOp, ctx: Layout, box: Box, dom: Type, cod
 @SCALAR_DRAWING.rule(ComplexMultiplyOp)
 def draw_complex_multiply(prim: ComplexMultiplyOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """As the product ``⊙``: equal wires of both tensors meet at dots."""
-    from ncd.render.pictograms import _by_name, wiring
+    from ncd.render.pictograms import meeting
     from ncd.render.typeset import Piece
 
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=(Piece("⊙"),), align="top", name=prim.op)
+    return meeting(ctx, dom, cod, (Piece("⊙"),), prim.op)
 
 
 # -- import: recognised by ncd.trace.boxes ---------------------------------------------------------

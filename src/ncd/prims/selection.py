@@ -99,11 +99,10 @@ def backward_where(prim: WhereOp, box: Box, builder: object) -> BoxBackward:
 @SCALAR_DRAWING.rule(WhereOp)
 def draw_where(prim: WhereOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """Equal wires of the three tensors meet at dots under ``?:`` (the mask's wires on top)."""
-    from ncd.render.pictograms import _by_name, wiring
+    from ncd.render.pictograms import meeting
     from ncd.render.typeset import Piece
 
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=(Piece("?:"),), align="top", name=prim.op)
+    return meeting(ctx, dom, cod, (Piece("?:"),), prim.op)
 
 
 # -- the logic of boolean masks ------------------------------------------------------------------------
@@ -163,13 +162,12 @@ def backward_logic(prim: LogicOp, box: Box, builder: object) -> BoxBackward:
 @SCALAR_DRAWING.rule(LogicOp)
 def draw_logic(prim: LogicOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """``¬`` above the wires (as an elementwise function); two masks meet at dots under ``∧``, ``∨`` or ``⊻``."""
-    from ncd.render.pictograms import _by_name, glyph_through, wiring
+    from ncd.render.pictograms import glyph_through, meeting
     from ncd.render.typeset import Piece
 
     if prim.operator == "not":
         return glyph_through(ctx, dom, (Piece("¬"),), name="logic")
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=(Piece(prim.label()),), align="top", name=prim.op)
+    return meeting(ctx, dom, cod, (Piece(prim.label()),), prim.op)
 
 
 IMPORT.known(WhereOp, LogicOp, by="ncd.trace.boxes")

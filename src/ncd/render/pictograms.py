@@ -263,6 +263,12 @@ def _by_name(dom: Type, cod: Type) -> tuple[list[list[int]], list[list[int]]]:
     return sources, list(caps.values())
 
 
+def meeting(ctx: Layout, dom: Type, cod: Type, sign: tuple[Piece, ...], name: str) -> Frag:
+    """Equal wires of the inputs meet at dots under ``sign`` (``+``, ``⊙``, ``÷``, ``max``, …); the others end in caps."""
+    sources, caps = _by_name(dom, cod)
+    return wiring(ctx, dom, cod, sources, caps, sign=sign, align="top", name=name)
+
+
 def component_box(ctx: Layout, node: Block) -> Frag:
     """A collapsed block: a 3-D box with its name and parameters; the sizes label its ports."""
     meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp")]
@@ -447,14 +453,11 @@ def draw_scale(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
 @scalar("add", "multiply")
 def draw_merge(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     """Equal wires meet at dots under ``+`` (or ``⊙``)."""
-    sources, caps = _by_name(dom, cod)
-    sign = (Piece("+" if box.prim.op == "add" else "⊙"),)
-    return wiring(ctx, dom, cod, sources, caps, sign=sign, align="top", name=box.prim.op)
+    return meeting(ctx, dom, cod, (Piece("+" if box.prim.op == "add" else "⊙"),), box.prim.op)
 
 
 def draw_scalar_fallback(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
     if len(dom) == 1 and len(cod) == 1 and dom[0].same(cod[0]):
         return glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op)
-    sources, caps = _by_name(dom, cod)
-    return wiring(ctx, dom, cod, sources, caps, sign=typeset_text(box.text()), align="top", name=box.prim.op)
+    return meeting(ctx, dom, cod, typeset_text(box.text()), box.prim.op)
 
