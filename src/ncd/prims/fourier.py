@@ -13,7 +13,7 @@ Every box is woven over the axes it does not name.
 The backward diagram of a complex box would need conjugate (Wirtinger) cotangents, which
 ``ncd.backward`` does not model: each says so (the lowered module still trains through
 torch's autograd).  One module holds every rule of the family: declaration, lowering, costs,
-drawing and import (recognised by :mod:`ncd.trace.boxes`).
+drawing and import (recognised by :mod:`ncd.trace.boxes_complex`).
 
 >>> import ncd
 >>> str((ncd.Identity.of("b t m") >> ncd.Fourier("t m")).cod)
@@ -282,5 +282,5 @@ def draw_complex_multiply(prim: ComplexMultiplyOp, ctx: Layout, box: Box, dom: T
     return meeting(ctx, dom, cod, (Piece("⊙"),), prim.op)
 
 
-# -- import: recognised by ncd.trace.boxes ---------------------------------------------------------
-IMPORT.known(FourierOp, ComplexPartOp, ComplexMultiplyOp, by="ncd.trace.boxes")
+# -- import: recognised by ncd.trace.boxes_complex ---------------------------------------------------------
+IMPORT.known(FourierOp, ComplexPartOp, ComplexMultiplyOp, by="ncd.trace.boxes_complex")

@@ -203,6 +203,6 @@ def draw_ranking(prim: TopKOp | SortOp, ctx: Layout, box: Box) -> Frag:
     return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), fill="#eef3e2", name=prim.op)
 
 
-# -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
+# -- import recognition: the recognisers of ncd.trace.boxes_ranking (ncd.ir.rules' import cell) ----------
 
-IMPORT.known(SortOp, TopKOp, by="ncd.trace.boxes")
+IMPORT.known(SortOp, TopKOp, by="ncd.trace.boxes_ranking")

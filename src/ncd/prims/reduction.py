@@ -7,7 +7,7 @@ is this box followed by :func:`ncd.Divide`.  Their backward passes share one der
 :class:`ReductionBackwardOp`, fed with the input, the stored output and the gradient.
 
 One module holds every rule of the family: declaration, lowering, costs, backward, drawing and
-import (recognised by :mod:`ncd.trace.boxes`).
+import (recognised by :mod:`ncd.trace.boxes_ranking`).
 
 >>> import ncd
 >>> str((ncd.Identity.of("b t m") >> ncd.VectorNorm("m")).cod)
@@ -236,6 +236,6 @@ def draw_reduction(prim: VectorNormOp | LogSumExpOp | ReductionBackwardOp, ctx: 
     return generic_box(ctx, box.dom, box.cod, parts, fill="#ffffff", name=prim.op)
 
 
-# -- import: recognised by ncd.trace.boxes -------------------------------------------------------
-IMPORT.known(VectorNormOp, LogSumExpOp, by="ncd.trace.boxes")
+# -- import: recognised by ncd.trace.boxes_ranking -------------------------------------------------------
+IMPORT.known(VectorNormOp, LogSumExpOp, by="ncd.trace.boxes_ranking")
 IMPORT.unsupported(ReductionBackwardOp, NOT_TRACED)

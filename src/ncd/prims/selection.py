@@ -9,7 +9,7 @@ Its backward routes the gradient to the branch each entry came from (``where`` a
 through booleans.
 
 One module holds every rule of the family: declaration, lowering, costs, backward, drawing and
-import (recognised by :mod:`ncd.trace.boxes`).
+import (recognised by :mod:`ncd.trace.boxes_selection`).
 
 >>> import ncd
 >>> str((ncd.Identity.of("b t [bool], b t m, m") >> ncd.Where()).cod)
@@ -170,4 +170,4 @@ def draw_logic(prim: LogicOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Fr
     return meeting(ctx, dom, cod, (Piece(prim.label()),), prim.op)
 
 
-IMPORT.known(WhereOp, LogicOp, by="ncd.trace.boxes")
+IMPORT.known(WhereOp, LogicOp, by="ncd.trace.boxes_selection")

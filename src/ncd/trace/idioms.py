@@ -43,7 +43,12 @@ __all__ = ["load_rules", "prepare"]
 def load_rules() -> None:
     """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
     import ncd.trace.attention  # noqa: F401
-    import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ... — one line)
+    import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
+    import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
+    import ncd.trace.boxes_indexing  # noqa: F401
+    import ncd.trace.boxes_ranking  # noqa: F401
+    import ncd.trace.boxes_selection  # noqa: F401
+    import ncd.trace.boxes_windows  # noqa: F401
     import ncd.trace.indexing  # noqa: F401
     import ncd.trace.recurrent  # noqa: F401  (LSTM, GRU, RNN as scans: recur)
     import ncd.trace.scalars  # noqa: F401
@@ -638,7 +643,7 @@ def convolution(conv: Converter, node: Node) -> None:
     extra = list(node.args[2:]) + [None] * 6
     w, b = _weight(weight), _weight(extra[0])
     if not transposed and _live(x) and _live(weight) and _tensor(weight) and not isinstance(extra[2], str):
-        from ncd.trace.boxes import computed_weight_convolution
+        from ncd.trace.boxes_windows import computed_weight_convolution
 
         n = weight.value.dim() - 2
         stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))

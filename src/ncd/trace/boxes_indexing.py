@@ -1,0 +1,201 @@
+"""Conversion rules for repeats, extrema and indexing: ``repeat``, ``repeat_interleave``, ``maximum``/``minimum``,
+``unbind``, ``max``/``min`` along an axis, ``clamp`` by tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box
+from ncd.trace.boxes import _dims, _live_ranked, _positions_axis, _used
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import PRIME
+
+__all__: list[str] = []
+
+
+# -- repeat along size-1 wires: a broadcast copy -----------------------------------------------------
+@rule("aten.repeat")
+def repeat(conv: Converter, node: Node) -> None:
+    """``x.repeat(...)`` that only repeats size-1 (or new leading) wires is ``x.expand(...)`` copied: the same entries."""
+    from ncd.trace.attention import expand
+
+    x, counts = node.args[:2]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)):
+        raise Decline("not a live tensor")
+    counts = [int(c) for c in counts]
+    shape = [1] * (len(counts) - x.value.dim()) + [int(s) for s in x.value.shape]
+    if len(shape) != len(counts) or any(c != 1 and s != 1 for c, s in zip(counts, shape)):
+        raise Decline("a repeat that tiles a wire of several entries")
+    expand(conv, node)
+
+
+@rule("aten.repeat_interleave")
+def repeat_interleave(conv: Converter, node: Node) -> None:
+    """``x.repeat_interleave(r, dim)`` with a whole number ``r``: each entry copied ``r`` times in place — a broadcast copy
+    onto a new wire ``r`` right after ``dim``, then the two wires merged (``i·r + k``), as ``unsqueeze``/``expand``/
+    ``flatten`` compute it."""
+    from ncd.prims.derivative import ExpandOp
+    from ncd.trace.idioms import regroup
+
+    x, repeats = node.args[:2]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)):
+        raise Decline("not a live tensor")
+    if isinstance(repeats, Node) or isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise Decline("repeats given per entry")
+    if dim is None and x.value.dim() != 1:
+        raise Decline("a repeat of every entry, flattened")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    names = list(conv.names(vid))
+    d = 0 if dim is None else int(dim) % len(names)
+    if repeats == 1:
+        conv.bind(node, vid)
+        return
+    copy = conv.namer.fresh(repeats)
+    while copy in names:
+        copy += PRIME
+    shape = [int(a.size) for a in seg.axes]
+    wires, sizes = names[:d + 1] + [copy] + names[d + 1:], shape[:d + 1] + [repeats] + shape[d + 1:]
+    target = conv.namer.segment(wires, tuple(sizes), seg.dtype, None if seg.range is None else int(seg.range))
+    (copied,) = conv.emit(Box(ExpandOp(seg, target)), [vid], [target])
+    shape_out = tuple(int(s) for s in node.value.shape)
+    conv.bind(node, conv.view(copied, regroup(conv, wires, tuple(sizes), shape_out), shape_out))
+
+
+
+# -- the larger or smaller of two tensors ------------------------------------------------------------------------------
+@rule("aten.maximum", "aten.minimum")
+def extremum(conv: Converter, node: Node) -> None:
+    """``torch.maximum(a, b)`` / ``torch.minimum(a, b)`` of two float tensors (broadcast by position, as torch does)."""
+    from ncd.prims.extremum import ExtremumOp
+    from ncd.trace.idioms import bind_product, operand, out_names
+
+    a, b = node.args[:2]
+    tensors = [v for v in (a, b) if isinstance(v, Node) and isinstance(v.value, torch.Tensor)]
+    if (len(tensors) != 2 or not any(v.live for v in tensors) or not node.value.is_floating_point()
+            or any(v.value.dtype != node.value.dtype for v in tensors)):
+        raise Decline("not two float tensors of one dtype")
+    names = out_names(conv, node, [a, b])
+    shape = tuple(int(s) for s in node.value.shape)
+    va, vb = operand(conv, a, names, shape), operand(conv, b, names, shape)
+    smaller = node.target.name().split("::")[1].split(".")[0] in ("minimum", "min")  # torch.min(a, b): min.other
+    bind_product(conv, node, ExtremumOp(smaller), va, vb, names)
+
+
+@rule("aten.unbind")
+def unbind(conv: Converter, node: Node) -> None:
+    """``x.unbind(dim)``: the pieces read (``q, k, v = qkv.unbind(0)``), each the entry at its index along ``dim``."""
+    import sympy
+
+    from ncd.prims.movement import IndexOp
+
+    x = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or not isinstance(dim, int):
+        raise Decline("not a live tensor")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    d = dim % len(seg.axes)
+    for k in sorted({c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)}):
+        conv._picked[(id(node), k)] = conv.apply(Box(IndexOp(seg.axes[d], sympy.Integer(int(k)))), [vid])
+
+
+@rule("aten.max", "aten.min")
+def extreme_along(conv: Converter, node: Node) -> None:
+    """``x.max(dim, keepdim)`` (``min``): the largest (smallest) entry along ``dim`` — a top-1 with its unit wire
+    dropped — and, when read, its position (an argmax of ``x`` or ``−x``: the first on ties, as torch gives it)."""
+    import sympy
+
+    from ncd.ir.compose import fit
+    from ncd.ir.diagram import Identity, Par
+    from ncd.prims.elementwise import ScaleOp
+    from ncd.prims.gather import ArgMaxOp
+    from ncd.prims.ranking import TopKOp
+    from ncd.prims.structure import DeleteOp
+
+    if getattr(node.target, "_overloadname", "") == "other":  # torch.max(a, b): the larger of two tensors
+        extremum(conv, node)
+        return
+    if getattr(node.target, "_overloadname", "") != "dim" or not isinstance(node.value, (tuple, list)):
+        raise Decline("the extreme of every entry, or of two tensors")
+    largest = "max" in node.target.name().split("::")[1]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    vid = _live_ranked(conv, node.args[0])
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    names = [("1" if k == d else a.name) for k, a in enumerate(seg.axes)] if keep else \
+        [a.name for k, a in enumerate(seg.axes) if k != d]
+    used = _used(conv, node)
+    if 0 in used:
+        box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range))
+        woven, mapping = fit(box, Type((seg,)))
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        values, positions = woven.cod
+        (top,) = conv.emit(woven >> Par.of(Identity(Type((values,))), Box(DeleteOp(Type((positions,))))), [vid], [values])
+        conv._picked[(id(node), 0)] = conv.view(top, names, tuple(int(s) for s in node.value[0].shape))
+    if 1 in used:
+        source = vid
+        if not largest:
+            if seg.dtype != "float":
+                raise Decline("the position of the smallest index")
+            source = conv.apply(Box(ScaleOp(sympy.Integer(-1))), [vid])
+        at = conv.apply(Box(ArgMaxOp(Segment((seg.axes[d],), seg.dtype, seg.range))), [source])
+        conv._picked[(id(node), 1)] = conv.view(at, names, tuple(int(s) for s in node.value[1].shape))
+
+
+def _hook_clamp() -> None:
+    """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
+    ``x`` and ``min``, then the smaller of that and ``max``."""
+    import ncd.trace.scalars  # noqa: F401  (the rule for numbers registers first; this one wraps it)
+    from ncd.trace.convert import RULES
+
+    def clamp_by_tensors(conv: Converter, node: Node) -> None:
+        from ncd.prims.extremum import ExtremumOp
+        from ncd.trace.idioms import operand, out_names
+
+        args = list(node.args) + [None, None]
+        x = args[0]
+        lo, hi = node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2])
+        bounds = [(smaller, v) for smaller, v in ((False, lo), (True, hi)) if v is not None]
+        if not all(isinstance(v, Node) and isinstance(v.value, torch.Tensor) for _, v in bounds) or not bounds:
+            raise Decline("clamp by a number and a tensor")
+        tensors = [x] + [v for _, v in bounds]
+        if not (isinstance(x, Node) and x.live and node.value.is_floating_point()) or any(
+                v.value.dtype != node.value.dtype for v in tensors):
+            raise Decline("not float tensors of one dtype")
+        names = out_names(conv, node, tensors)
+        shape = tuple(int(s) for s in node.value.shape)
+        vid = operand(conv, x, names, shape)
+        for smaller, bound in bounds:
+            vb = operand(conv, bound, names, shape)
+            first, second = (vid, vb) if len(conv.segs[vid].axes) >= len(conv.segs[vb].axes) else (vb, vid)
+            vid = conv.apply(Box(ExtremumOp(smaller)), [first, second])
+        if list(conv.segs[vid].names) != names:
+            raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+        conv.bind(node, vid)
+
+    def hooked(previous: Any) -> Any:
+        def convert(conv: Converter, node: Node) -> None:
+            bounds = list(node.args[1:3]) + [node.kwargs.get("min"), node.kwargs.get("max")]
+            if any(isinstance(v, Node) for v in bounds):
+                clamp_by_tensors(conv, node)
+                return
+            if previous is None:
+                raise Decline("no rule")
+            previous(conv, node)
+
+        return convert
+
+    for name in ("aten.clamp", "aten.clip"):
+        RULES[name] = hooked(RULES.get(name))
+
+
+_hook_clamp()

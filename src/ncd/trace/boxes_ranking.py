@@ -1,0 +1,155 @@
+"""Conversion rules for ranking and reductions: ``topk``, ``sort``/``argsort``, vector norms, ``_weight_norm``,
+``logsumexp`` (see :mod:`ncd.trace.boxes` for the shared helpers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Type
+from ncd.ir.diagram import Box
+from ncd.trace.boxes import _dims, _emit_many, _live_float, _live_ranked, _own, _positions_axis, _same_wires, _used
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+
+__all__: list[str] = []
+
+
+# -- ranking -------------------------------------------------------------------------------------
+
+@rule("aten.topk")
+def topk(conv: Converter, node: Node) -> None:
+    from ncd.prims.ranking import TopKOp
+
+    x, k = node.args[:2]
+    rest = list(node.args[2:])
+    dim = rest[0] if rest else node.kwargs.get("dim", -1)
+    largest = rest[1] if len(rest) > 1 else node.kwargs.get("largest", True)
+    ordered = rest[2] if len(rest) > 2 else node.kwargs.get("sorted", True)
+    vid = _live_ranked(conv, x)
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, int(k)), bool(largest), seg.dtype, seg.range,
+                     bool(ordered)))
+    vids = _emit_many(conv, node, box, vid)
+    for j in _used(conv, node):
+        conv._picked[(id(node), j)] = vids[j]
+
+
+def _sort_options(node: Node) -> tuple[int, bool, bool]:
+    """``(dim, descending, stable)`` of ``sort``/``argsort`` (default and ``stable`` overloads)."""
+    overload = getattr(node.target, "_overloadname", "default")
+    kwargs = dict(node.kwargs)
+    rest = list(node.args[1:])
+    if overload == "stable":
+        return kwargs.get("dim", -1), bool(kwargs.get("descending", False)), bool(kwargs.get("stable", False))
+    dim = rest[0] if rest else kwargs.get("dim", -1)
+    descending = rest[1] if len(rest) > 1 else kwargs.get("descending", False)
+    return dim, bool(descending), False
+
+
+@rule("aten.sort", "aten.argsort")
+def sort(conv: Converter, node: Node) -> None:
+    from ncd.ir.diagram import Identity, Par
+    from ncd.prims.ranking import SortOp
+    from ncd.prims.structure import DeleteOp
+
+    dim, descending, stable = _sort_options(node)
+    vid = _live_ranked(conv, node.args[0])
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    box = Box(SortOp(seg.axes[d], _positions_axis(conv, seg, d, int(seg.axes[d].size)), descending, stable, seg.dtype,
+                     seg.range))
+    if "argsort" in node.target.name():
+        from ncd.ir.compose import fit
+
+        woven, mapping = fit(box, Type((seg,)))
+        if mapping:
+            raise Decline(f"sizes would need unifying: {mapping}")
+        values, positions = woven.cod
+        (out,) = conv.emit(woven >> Par.of(Box(DeleteOp(Type((values,)))), Identity(Type((positions,)))), [vid], [positions])
+        _same_wires(conv, node, out)
+        return
+    vids = _emit_many(conv, node, box, vid)
+    for j in _used(conv, node):
+        conv._picked[(id(node), j)] = vids[j]
+
+
+
+# -- reductions to a number per position: vector norm, log-sum-exp -------------------------------
+def _reduce(conv: Converter, node: Node, vid: int, dims: Any, keep: Any, box_for: Any) -> None:
+    """The box ``box_for(reduced axes)`` woven over the other wires; ``keepdim`` reads the result with unit wires."""
+    seg = conv.segs[vid]
+    own = list(range(len(seg.axes))) if dims is None or (isinstance(dims, (list, tuple)) and not dims) else \
+        sorted(_dims(conv, vid, dims))
+    if not own:
+        raise Decline("a reduction of a number")
+    try:
+        box = Box(box_for(_own(conv, vid, own)))
+    except Exception as error:  # noqa: BLE001 - a reduction the box refuses stays opaque
+        raise Decline(str(error)) from None
+    out = conv.apply(box, [vid])
+    if keep:
+        names = ["1" if k in own else a.name for k, a in enumerate(seg.axes)]
+        out = conv.view(out, names, tuple(int(s) for s in node.value.shape))
+    _same_wires(conv, node, out)
+
+
+@rule("aten.linalg_vector_norm")
+def vector_norm(conv: Converter, node: Node) -> None:
+    """``torch.linalg.vector_norm`` / ``x.norm(p, dim)`` for a finite order ``p >= 1`` (``F.normalize``'s norm)."""
+    from ncd.prims.reduction import VectorNormOp
+
+    args = list(node.args[1:]) + [None] * 3
+    p = args[0] if args[0] is not None else node.kwargs.get("ord", 2)
+    dims = args[1] if args[1] is not None else node.kwargs.get("dim")
+    keep = args[2] if args[2] is not None else node.kwargs.get("keepdim", False)
+    if node.kwargs.get("dtype") is not None or isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise Decline("a norm with a dtype or an order that is not a number")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _reduce(conv, node, vid, dims, keep, lambda axes: VectorNormOp(axes, float(p)))
+
+
+@rule("aten._weight_norm")
+def weight_norm(conv: Converter, node: Node) -> None:
+    """``torch._weight_norm(v, g, dim)`` (``nn.utils.weight_norm``): ``v · g / ‖v‖``, the 2-norm over every axis of ``v``
+    but ``dim`` — a norm box woven over that axis, a division and a product."""
+    from ncd.prims.division import DivideOp
+    from ncd.prims.elementwise import MultiplyOp
+    from ncd.prims.reduction import VectorNormOp
+
+    v, g = node.args[:2]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if not all(isinstance(a, Node) and isinstance(a.value, torch.Tensor) and a.value.is_floating_point() for a in (v, g)):
+        raise Decline("not float tensors")
+    vv = conv.value(v)
+    seg = conv.segs[vv]
+    if not isinstance(dim, int) or dim == -1 or not -len(seg.axes) <= dim < len(seg.axes):
+        raise Decline("the norm of the whole tensor")
+    d = dim % len(seg.axes)
+    size = int(seg.axes[d].size)
+    if tuple(int(s) for s in g.value.shape) not in ((size,), tuple(size if k == d else 1 for k in range(len(seg.axes)))):
+        raise Decline("a gain of another shape")
+    own = [k for k in range(len(seg.axes)) if k != d]
+    norm = conv.apply(Box(VectorNormOp(_own(conv, vv, own), 2.0)), [vv])
+    gain = conv.view(conv.value(g), [seg.names[d]], (size,))
+    ratio = conv.apply(Box(DivideOp()), [gain, norm])
+    _same_wires(conv, node, conv.apply(Box(MultiplyOp(2)), [vv, ratio]))
+
+
+@rule("aten.logsumexp")
+def logsumexp(conv: Converter, node: Node) -> None:
+    """``torch.logsumexp(x, dims, keepdim)`` on a float tensor."""
+    from ncd.prims.reduction import LogSumExpOp
+
+    args = list(node.args[1:]) + [None] * 2
+    dims = args[0] if args[0] is not None else node.kwargs.get("dim")
+    keep = args[1] if args[1] is not None else node.kwargs.get("keepdim", False)
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _reduce(conv, node, vid, dims, keep, lambda axes: LogSumExpOp(axes))

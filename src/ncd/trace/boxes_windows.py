@@ -1,0 +1,208 @@
+"""Conversion rules for windows: a convolution whose weight is computed, ``x.unfold``, ``im2col``/``col2im``
+(``F.unfold``/``F.fold``): the convolution tensor ★ and its transpose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box
+from ncd.trace.boxes import _claim, _dims, _live_float, _same_wires, _unlike, sympy_int
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import PRIME
+
+__all__: list[str] = ["computed_weight_convolution"]
+
+
+# -- a convolution whose weight is computed (weight norm, weight standardisation) ---------------------------------------
+
+
+def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, ...], padding: tuple[int, ...],
+                                dilation: tuple[int, ...], groups: int) -> None:
+    """``conv(x, W, b)`` with a computed weight ``W`` (a value, not a parameter), drawn as the paper draws a convolution:
+    the windows ``★`` of ``x`` contracted with ``W``'s wires — ``y[.., o, p] = Σ_{c,k} W[o, c, k] · ★(x)[.., c, p, k]``
+    (+ ``b[o]``); with groups, channels and outputs are read as (group, member) wires and the group is a diagonal.
+
+    One spatial axis only (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...): the lowered
+    windows and einsum sum in another order than torch's convolution kernel, and over a deep stack of 2-d
+    convolutions (BiT's 50 weight-standardised layers) that drifts past the round trip's tolerance (1.2e-4); those
+    stay opaque until a convolution box takes its weight as a wire and lowers to ``F.conv2d``."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.linear import EinsumOp
+    from ncd.prims.structure import AddOp
+    from ncd.prims.windows import _windows
+    from ncd.trace.idioms import linear_out_name
+
+    x, weight = node.args[:2]
+    bias = node.args[2] if len(node.args) > 2 else None
+    vx = _live_float(conv, x)
+    if not (isinstance(weight, Node) and isinstance(weight.value, torch.Tensor) and weight.value.is_floating_point()):
+        raise Decline("weight not a float tensor")
+    seg = conv.segs[vx]
+    wshape = tuple(int(s) for s in weight.value.shape)
+    n = len(wshape) - 2
+    if n != 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
+        raise Decline("not a batched 1-d convolution")
+    spatial, channel = Segment(seg.axes[-n:]), seg.axes[-n - 1]
+    kernel = wshape[2:]
+    taken = set(seg.names)
+    knames = tuple(_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken)
+                   for a, k in zip(spatial.axes, kernel))
+    try:
+        star = ConvolutionTensorOp(spatial, _windows(spatial, kernel, stride, padding, dilation, "convolution"), knames,
+                                   kernel, stride, padding, dilation)
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    windows = conv.apply(Box(star), [vx])  # lead c p k
+    lead = list(seg.names[:-n - 1])
+    positions = list(conv.segs[windows].names[len(lead) + 1:len(lead) + 1 + n])
+    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), wshape[0]), taken)
+    vw = conv.value(weight)
+    if groups == 1:
+        vw = conv.view(vw, [o, channel.name, *knames], wshape)
+        wire_names = [o]
+    else:  # c = (g, c/g) and o = (g, o/g): the group wire is shared by x's windows and W
+        g, cg, og = (_unlike(conv, conv.namer.fresh(size), taken) for size in (groups, wshape[1], wshape[0] // groups))
+        wsizes = (groups, wshape[0] // groups, wshape[1], *kernel)
+        vw = conv.view(vw, [g, og, cg, *knames], wsizes)
+        wseg = conv.segs[windows]
+        windows = conv.view(windows, lead + [g, cg] + positions + list(knames),
+                            tuple(int(a.size) for a in wseg.axes[:len(lead)]) + (groups, wshape[1])
+                            + tuple(int(a.size) for a in wseg.axes[len(lead) + 1:]))
+        wire_names = [g, og]
+    by_name = {a.name: a for sg in (conv.segs[windows], conv.segs[vw]) for a in sg.axes}
+    out = Segment(tuple(by_name[nm] for nm in lead + wire_names + positions))
+    (vid,) = conv.emit(Box(EinsumOp(Type((conv.segs[windows], conv.segs[vw])), out)), [windows, vw], [out])
+    shape = tuple(int(s) for s in node.value.shape)
+    if groups != 1:
+        vid = conv.view(vid, lead + [o] + positions, shape)
+    if bias is not None:
+        if not (isinstance(bias, Node) and isinstance(bias.value, torch.Tensor)):
+            raise Decline("bias not a tensor")
+        vb = conv.view(conv.value(bias), [o], (wshape[0],))
+        vid = conv.apply(Box(AddOp(2)), [vid, vb])
+    if list(conv.names(vid)) != lead + [o] + positions or tuple(int(a.size) for a in conv.segs[vid].axes) != shape:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}'")
+    conv.bind(node, vid)
+
+
+
+@rule("aten.unfold")
+def sliding_windows(conv: Converter, node: Node) -> None:
+    """``x.unfold(dim, size, step)``: the windows ``★`` of one axis (a kernel of ``size``, stride ``step``, no padding):
+    the axis becomes the window positions and a new last wire runs along each window."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows
+
+    x, dim, size, step = node.args[:4]
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    (d,) = _dims(conv, vid, dim)
+    spatial = Segment((seg.axes[d],))
+    taken = set(seg.names)
+    kernel = _unlike(conv, _claim(conv, "k" + seg.axes[d].name.rstrip(PRIME), int(size), "feature"), taken)
+    try:
+        star = ConvolutionTensorOp(spatial, _windows(spatial, (int(size),), (int(step),), (0,), (1,), "unfold"), (kernel,),
+                                   (int(size),), (int(step),), (0,), (1,))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    out = conv.apply(Box(star), [vid])  # the other wires, then positions, then the window
+    oseg = conv.segs[out]
+    want = list(seg.names) + [kernel]
+    if list(oseg.names) != want:
+        order = tuple(list(oseg.names).index(n) for n in want)
+        (out,) = conv.emit(Box(TransposeOp(oseg, order)), [out], [oseg.with_axes(oseg.axes[k] for k in order)])
+    _same_wires(conv, node, out)
+
+
+
+# -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
+def _pairs(value: Any) -> tuple[int, ...]:
+    values = [value] * 2 if isinstance(value, int) else list(value)
+    if len(values) != 2 or any(not isinstance(v, int) for v in values):
+        raise Decline(f"window arguments {value!r}")
+    return tuple(int(v) for v in values)
+
+
+@rule("aten.im2col")
+def im2col(conv: Converter, node: Node) -> None:
+    """``F.unfold(x, k, dilation, padding, stride)``: ``n c y x -> n (c ky kx) (y′ x′)`` — the windows ``★`` of the two
+    spatial wires, the kernel wires brought next to the channels, then each group read as one wire."""
+    from ncd.prims.convolution import ConvolutionTensorOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows
+
+    x = node.args[0]
+    kernel, dilation, padding, stride = (_pairs(a) for a in node.args[1:5])
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    if len(seg.axes) != 4:
+        raise Decline("not a batch of images")
+    spatial = Segment(seg.axes[2:])
+    names = []
+    for a in spatial.axes:
+        name = _claim(conv, "k" + a.name.rstrip(PRIME), 1, "feature")
+        while name in seg.names or name in names:
+            name += PRIME
+        names.append(name)
+    try:
+        box = Box(ConvolutionTensorOp(spatial, _windows(spatial, kernel, stride, padding, dilation, "im2col"), tuple(names),
+                                      kernel, stride, padding, dilation))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    windows = conv.apply(box, [vid])  # n c y′ x′ ky kx
+    wseg = conv.segs[windows]
+    (moved,) = conv.emit(Box(TransposeOp(wseg, (0, 1, 4, 5, 2, 3))), [windows],
+                         [wseg.with_axes(wseg.axes[k] for k in (0, 1, 4, 5, 2, 3))])
+    shape = tuple(int(s) for s in node.value.shape)
+    if shape[1:] != (int(seg.axes[1].size) * kernel[0] * kernel[1], int(wseg.axes[2].size) * int(wseg.axes[3].size)):
+        raise Decline("the windows come out in another shape")
+    rows = conv.namer.fresh(shape[1], "r")
+    cols = conv.namer.fresh(shape[2], "l")
+    _same_wires(conv, node, conv.view(moved, [wseg.names[0], rows, cols], shape))
+
+
+@rule("aten.col2im")
+def col2im(conv: Converter, node: Node) -> None:
+    """``F.fold(x, size, k, dilation, padding, stride)``: ``n (c ky kx) (y′ x′) -> n c y x`` — the wires regrouped into
+    channels, kernel and window positions, then ``★ᵀ`` (overlapping windows summed)."""
+    from ncd.ir.axes import Axis
+    from ncd.prims.convolution import ConvolutionTensorTOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows, window_size
+
+    x = node.args[0]
+    size, kernel, dilation, padding, stride = (_pairs(a) for a in node.args[1:6])
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    shape = tuple(int(s) for s in node.value.shape)
+    if len(seg.axes) != 3 or len(shape) != 4 or shape[2:] != size:
+        raise Decline("not a batch of columns")
+    windows = [int(window_size(sympy_int(n), k, s, p, d)) for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)]
+    channels = shape[1]
+    names = [conv.namer.fresh(channels, "c")]
+    for hint, n in (("ky", kernel[0]), ("kx", kernel[1]), ("y", size[0]), ("x", size[1])):
+        name = conv.namer.fresh(n, hint)
+        while name in names or name in seg.names:
+            name += PRIME
+        names.append(name)
+    c, ky, kx, y, xx = names
+    grouped = conv.view(vid, [seg.names[0], c, ky, kx, y, xx],
+                        (shape[0], channels, kernel[0], kernel[1], windows[0], windows[1]))
+    gseg = conv.segs[grouped]
+    (moved,) = conv.emit(Box(TransposeOp(gseg, (0, 1, 4, 5, 2, 3))), [grouped],
+                         [gseg.with_axes(gseg.axes[k] for k in (0, 1, 4, 5, 2, 3))])
+    spatial = Segment((Axis(y, sympy_int(size[0])), Axis(xx, sympy_int(size[1]))))
+    try:
+        positions = _windows(spatial, kernel, stride, padding, dilation, "col2im")
+        box = Box(ConvolutionTensorTOp(spatial, positions, (ky, kx), kernel, stride, padding, dilation))
+    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
+        raise Decline(str(error)) from None
+    if [int(a.size) for a in positions.axes] != windows:
+        raise Decline("the window positions differ")
+    _same_wires(conv, node, conv.apply(box, [moved]))
