@@ -128,6 +128,12 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     calls, and falls back to ``torch.export`` when that recording cannot stand for the model;
     ``capture="export"`` uses ``torch.export`` from the start.
     """
+    with _debugging():
+        return _trace(model, example_inputs, axes, capture, example_kwargs)
+
+
+def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, capture: str,
+           example_kwargs: dict[str, Any]) -> TracedDiagram:
     import torch
 
     from ncd.trace.capture import capture as capture_graph
@@ -147,7 +153,7 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
         captured = fold_time_loops(captured)
     except Exception as folding:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
         warnings.warn(f"ncd.trace({type(model).__name__}): folding time loops failed ({type(folding).__name__}:"
-                      f" {str(folding).strip()[:200]}); drawn step by step", stacklevel=2)
+                      f" {str(folding).strip()[:200]}); drawn step by step", stacklevel=4)
     conv = Converter(captured, axes, model)
     outputs = conv.run()
     if captured is not recorded and any(n is not None and isinstance(n.target, Loop) for n, _ in conv.failures):
@@ -161,15 +167,39 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     for node, error in conv.failures:
         what = f"converting {op_name(node.target)[1]} {where(node)}" if node is not None else "tracing"
         drawn = "" if "drawn as a constant" in error else "; drawn as an opaque box"
-        warnings.warn(f"ncd.trace({type(model).__name__}): {what} failed ({error}){drawn}", stacklevel=2)
+        warnings.warn(f"ncd.trace({type(model).__name__}): {what} failed ({error}){drawn}", stacklevel=4)
     opaque = tuple(sorted(conv.emitted.opaque.items()))
     if opaque:
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
-                      f" {listed}", stacklevel=2)
+                      f" {listed}", stacklevel=4)
     body, meta, fixed, held = _symbolic(body, conv)
     return TracedDiagram(body, type(model).__name__, meta, tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
                          captured.method, model.training, fixed, held)
+
+
+@contextlib.contextmanager
+def _debugging() -> Any:
+    """With ``NCD_TRACE_DEBUG`` set (not ``0``): the ``ncd.trace`` logger's ``DEBUG`` records printed to stderr."""
+    import logging
+    import os
+    import sys
+
+    if os.environ.get("NCD_TRACE_DEBUG", "0").strip() in ("", "0"):
+        yield
+        return
+    from ncd.trace.convert import LOG
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ncd.trace: %(message)s"))
+    level = LOG.level
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(level)
 
 
 @contextlib.contextmanager

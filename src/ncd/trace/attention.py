@@ -349,8 +349,9 @@ def attention(conv: Converter, node: Node) -> None:
     try:
         _attention(conv, node, rk.source if repeat and rk else k, rv.source if repeat and rv else v, live_mask,
                    forced_gqa=repeat)
-    except Exception:  # noqa: BLE001 - drawn as recorded: the replaced operations, then an opaque attention
+    except Exception as error:  # noqa: BLE001 - drawn as recorded: the replaced operations, then an opaque attention
         conv.rollback(mark)
+        conv.declined(node, "ncd.trace.attention (grouped heads or a live mask)", error)
         for n in ((rk.nodes + rv.nodes) if repeat and rk and rv else []) + (live_mask.nodes if live_mask else []):
             _convert_one(conv, n)
         conv.opaque(node)
@@ -366,8 +367,9 @@ def _convert_one(conv: Converter, n: Node) -> None:
         try:
             fn(conv, n)
             return
-        except Exception:  # noqa: BLE001 - as the walk does: an opaque box
+        except Exception as error:  # noqa: BLE001 - as the walk does: an opaque box
             conv.rollback(mark)
+            conv.declined(n, f"{fn.__module__}.{fn.__qualname__}", error)
     conv.opaque(n)
 
 

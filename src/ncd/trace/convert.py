@@ -13,6 +13,7 @@ never folded into one tensor: the lowered module has the original's parameters.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,12 @@ from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.naming import Namer, config_roles, unique
 from ncd.trace.wiring import Step
 
-__all__ = ["Converter", "RULES", "rule", "Decline"]
+__all__ = ["Converter", "RULES", "rule", "Decline", "LOG"]
+
+#: Why each opaque box is opaque: at ``DEBUG`` level, one record per opaque box naming the operator, the module path
+#: and line, and each rule that declined (its reason) or raised (its error, with the traceback in a record of its own).
+#: ``NCD_TRACE_DEBUG=1`` turns it on for a trace, printed to stderr; or configure the ``ncd.trace`` logger.
+LOG = logging.getLogger("ncd.trace")
 
 Rule = Callable[["Converter", Node], Any]
 RULES: dict[str, Rule] = {}
@@ -91,6 +97,7 @@ class Converter:
         self._calls: dict[tuple[int, str], list[Node]] | None = None
         self._tried: set[tuple[int, str]] = set()
         self.failures: list[tuple[Node | None, str]] = []  # calls whose rule failed (drawn opaque), with the error
+        self.why: dict[int, list[str]] = {}  # id(node) -> why each rule tried on it declined or raised (for LOG)
         self._wires: list[Node] = []  # parameters read as wires by computations on parameters (kept alive: ids)
         self._wire_learned_chains()
         for node in captured.nodes:
@@ -451,6 +458,7 @@ class Converter:
         except Exception as error:  # noqa: BLE001 - the idiom is not drawn; the recorded operations are
             self.rollback(mark)
             self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
+            self.declined(node, "the module idiom", error)
         self.stack = node.stack
         self.current = node
         name, _ = op_name(node.target)
@@ -466,11 +474,13 @@ class Converter:
             if fn is not None:
                 fn(self, node)
                 return
-        except Decline:
+        except Decline as error:
             self.rollback(mark)
+            self.declined(node, _rule_name(fn), error)
         except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
             self.rollback(mark)
             self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
+            self.declined(node, _rule_name(fn), error)
         mark = self.mark()
         try:
             self.opaque(node)
@@ -478,6 +488,15 @@ class Converter:
             self.rollback(mark)
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
                                         " its traced value is drawn as a constant"))
+
+    def declined(self, node: Node, rule: str, error: BaseException) -> None:
+        """Note why ``rule`` did not draw ``node`` (it declined, or raised ``error``), for :data:`LOG`."""
+        if not LOG.isEnabledFor(logging.DEBUG):
+            return
+        self.why.setdefault(id(node), []).append(_reason(rule, error))
+        cause = error if not isinstance(error, Decline) else error.__cause__ or error.__context__
+        if cause is not None:  # an error, not a plain decline: where it came from
+            LOG.debug("%s raised on %s %s", rule, op_name(node.target)[1], where(node), exc_info=cause)
 
     def module_calls(self) -> dict[tuple[int, str], list[Node]]:
         """The calls made inside each activation or RMS-norm module, by ``(depth, path)`` (one pass, built once)."""
@@ -627,6 +646,11 @@ class Converter:
         box = Box(OpaqueOp(full, Type(tuple(self.segs[v] for v in inputs)), Type(tuple(outs)), args, kwargs, picks))
         vids = self.emit(box, inputs, outs)
         self.emitted.opaque[full] = self.emitted.opaque.get(full, 0) + 1
+        if LOG.isEnabledFor(logging.DEBUG):
+            name = op_name(node.target)[0]
+            why = self.why.get(id(node)) or [f"no rule for {name}" if RULES.get(name) is None and IMPORT.get(name) is None
+                                             else f"rule {_rule_name(RULES.get(name) or IMPORT.get(name))} declined"]
+            LOG.debug("opaque box %s %s: %s", full, where(node), "; ".join(why))
         for key, vid in zip(keys, vids):
             if isinstance(key, tuple):
                 self._picked[key] = vid
@@ -724,6 +748,31 @@ def _buffer_of(node: Node, depth: int = 8) -> str:
             return ""
         node = tensors[0]  # the data operand (a gather's source, not its index)
     return ""
+
+
+def _rule_name(fn: Any) -> str:
+    """``ncd.trace.boxes.pad``: the rule a converter tried."""
+    if fn is None:
+        return "no rule"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
+
+
+def _reason(rule: str, error: BaseException) -> str:
+    """``rule ncd.trace.boxes.pad declined: padding (1,) in mode 'reflect'`` or ``... raised NameError: ... (at
+    boxes.py:12)``; a decline that turned an error into a reason names that error and where it was raised."""
+    import os
+    import traceback
+
+    def at(e: BaseException) -> str:
+        frames = traceback.extract_tb(e.__traceback__)
+        return f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+
+    if isinstance(error, Decline):
+        cause = error.__cause__ or error.__context__
+        after = f" (after {type(cause).__name__}{at(cause)})" if cause is not None else ""
+        return f"rule {rule} declined: {_first_line(error) or 'no reason given'}{after}"
+    where_ = at(error)
+    return f"rule {rule} raised {type(error).__name__}: {_first_line(error)}" + (f" ({where_.strip()})" if where_ else "")
 
 
 def _first_line(error: BaseException) -> str:
