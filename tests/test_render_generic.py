@@ -85,3 +85,36 @@ def test_numbered_blocks_of_one_list_share_a_definition_with_sizes_in_closed_for
     assert legend["c_i"] == "64·2^(i - 1)" and legend["c_j"] == "128·2^(i - 1)"
     ins = [int(list(s.dom[0])[1].size) for s in stages]  # the input width of stage i: 64·2^(i−1)
     assert ins == [64 * 2 ** (i - 1) for i in (1, 2, 3)]
+
+
+def test_two_families_get_two_index_letters_when_every_index_letter_is_an_axis_name() -> None:
+    """With axes named ``i j k l m p q r s`` (as in nemo_speechlm and sam2_vision_model), the two families of
+    numbered blocks are indexed by letters no axis has and no other family has (``iʹ``, ``jʹ``): each index has one
+    legend row, with the instances' own numbers."""
+    from ncd.render.check import problems
+    from ncd.render.wrap import fresh_index
+
+    letters = "ijklmpqrs"
+
+    def stage(kind: str, k: int) -> ncd.Block:
+        c, d = 32 * 2 ** k, 64 * 2 ** k
+        body = ncd.Identity.of(f"b c:{c}") >> ncd.Linear(f"c:{c} -> d:{d}")
+        for _ in range(5):
+            body = body >> ncd.ReLU() >> ncd.Linear(f"d:{d} -> d:{d}")
+        return (body >> ncd.Linear(f"d:{d} -> c:{2 * c}")).block(f"{kind}.{k}: {kind.title()}")
+
+    head: ncd.Diagram = ncd.Identity.of("b i")
+    for a, b in zip(letters, letters[1:]):
+        head = head >> ncd.Linear(f"{a} -> {b}")
+    head = head >> ncd.Linear("s -> c:64")
+    down = [stage("down", k) for k in (1, 2, 3)]
+    up = [stage("up", k) for k in (4, 5)]
+    d = head >> down[0] >> down[1] >> down[2] >> ncd.Linear("c:512 -> c:512") >> up[0] >> up[1]
+    drawing = layout(d.block("Net"))
+    titles = [t.string for t in drawing.of(Text)]
+    assert titles.count("down.iʹ: Down") == 1 and titles.count("up.jʹ: Up") == 1
+    legend = dict(drawing.legend)
+    assert legend["iʹ"] == "1, 2, 3" and legend["jʹ"] == "4, 5"
+    assert not set(letters) & set(legend)  # no axis's name is given a value by the legend
+    assert problems(drawing) == []
+    assert fresh_index(set(letters) | {"iʹ", "jʹ"}) == "kʹ"

@@ -300,7 +300,7 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         blocks = [section.header, *section.instances]
         indices = family_indices(blocks)
         if indices is not None:  # the family's index (stages.i): a letter no other symbol or family has
-            section.index = next((c for c in "ijklmpqrs" if c not in ctx.symbols), "i")
+            section.index = fresh_index(ctx.symbols)
             ctx.symbols.add(section.index)
         generic = generic_labels(blocks, taken=ctx.symbols, indices=indices, var=section.index)
     if generic is None:
@@ -311,6 +311,21 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     finally:
         ctx.generic = None
+
+
+def fresh_index(taken: set[str] | frozenset[str]) -> str:
+    """The letter indexing a family's instances (``stages.i``): the first of ``i j k l m p q r s`` that no axis,
+    symbol or other family of the page has, else that letter primed (``iʹ``, ``iʹʹ``, primed as axis names are).
+
+    >>> fresh_index(set()), fresh_index({"i", "j"}), fresh_index(set("ijklmpqrs")), fresh_index(set("ijklmpqrs") | {"iʹ"})
+    ('i', 'k', 'iʹ', 'jʹ')
+    """
+    primes = 0
+    while True:
+        for c in "ijklmpqrs":
+            if c + "ʹ" * primes not in taken:
+                return c + "ʹ" * primes
+        primes += 1
 
 
 def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
