@@ -118,3 +118,31 @@ def test_two_families_get_two_index_letters_when_every_index_letter_is_an_axis_n
     assert not set(letters) & set(legend)  # no axis's name is given a value by the legend
     assert problems(drawing) == []
     assert fresh_index(set(letters) | {"iʹ", "jʹ"}) == "kʹ"
+
+
+def test_a_list_alternating_two_shapes_is_one_family_with_one_index() -> None:
+    """A Swin stage alternates plain and shifted-window layers: ``blocks.0, 2, 4`` have one shape and
+    ``blocks.1, 3, 5`` another.  The two definitions are of one list with one index: ``blocks.2i`` and
+    ``blocks.2i+1`` with the legend row ``i = 0, 1, 2`` (once), each drawing its own shape."""
+    from ncd.render.check import problems
+
+    def layer(k: int) -> ncd.Block:
+        body = ncd.Identity.of("b c:64") >> (ncd.GELU() if k % 2 else ncd.ReLU())  # the shifted ones differ
+        for _ in range(6):
+            body = body >> ncd.Linear("c:64 -> c:64") >> ncd.ReLU()
+        return body.block(f"blocks.{k}: Layer")
+
+    layers = [layer(k) for k in range(6)]
+    d: ncd.Diagram = layers[0]
+    for b in layers[1:]:
+        d = d >> b
+    drawing = layout(d.block("Stage"))
+    titles = [t.string for t in drawing.of(Text)]
+    assert titles.count("blocks.2i: Layer") == 1 and titles.count("blocks.2i+1: Layer") == 1
+    assert definitions(drawing) == 3  # Stage, the even layers, the odd layers
+    assert drawing.legend == (("i", "0, 1, 2"),)
+    assert problems(drawing) == []
+    # each definition draws its own shape: the even layers' GELU-free body first, then the odd layers' GELU
+    heads = {t.string: t.y for t in drawing.of(Text) if t.string in ("blocks.2i: Layer", "blocks.2i+1: Layer")}
+    gelus = [t.y for t in drawing.of(Text) if t.string == "GELU"]
+    assert len(gelus) == 1 and gelus[0] > heads["blocks.2i+1: Layer"] > heads["blocks.2i: Layer"]

@@ -52,14 +52,24 @@ def family(name: str, index: str = "i") -> str:
     return _INDEX.sub(index, head) + colon + kind
 
 
-def family_header(blocks: Sequence[Block], index: str = "i") -> tuple[Block, tuple[Row, ...]]:
+def family_header(blocks: Sequence[Block], index: str = "i", text: str | None = None,
+                  values: Sequence[int] | None = None) -> tuple[Block, tuple[Row, ...]]:
     """The block a definition shared by ``blocks`` draws as its header: the first, named by their family when
-    their names differ (``stages.i``, the letter ``index``), with the legend row of the index (``i = 1, 2, 3``)."""
+    their names differ (``stages.i``, the letter ``index``), with the legend row of the index (``i = 1, 2, 3``).
+    ``text`` writes the index in the name instead (``2i+1``), ``values`` are the letter's values then.
+
+    >>> import ncd
+    >>> a, b = (ncd.Identity.of("b n").block(f"blocks.{k}: Layer") for k in (1, 3))
+    >>> [(h.name, rows) for h, rows in (family_header([a, b]), family_header([a, b], "i", "2i+1", [0, 1]))]
+    [('blocks.i: Layer', (('i', '1, 3'),)), ('blocks.2i+1: Layer', (('i', '0, 1'),))]
+    """
     first = blocks[0]
     indices = family_indices(blocks)
     if indices is None:
         return first, ()
-    return Block(first.body, family(first.name, index), first.meta), ((index, ", ".join(map(str, indices))),)
+    shown = list(values) if values is not None else indices
+    return (Block(first.body, family(first.name, text or index), first.meta),
+            ((index, ", ".join(map(str, shown))),))
 
 
 def family_indices(blocks: Sequence[Block]) -> list[int] | None:

@@ -95,6 +95,9 @@ class Layout:
         self._rows: list[tuple[str, str]] = []  # legend rows of the fragment being made (see Frag.rows)
         #: symbols a definition's fresh size symbols must not take (set by the page layout)
         self.symbols: set[str] = set()
+        #: the index of each list whose numbered blocks the page defines in several definitions (``blocks.2i`` and
+        #: ``blocks.2i+1`` of a Swin stage): the list's family name → its letter, stride and count (ncd.render.wrap)
+        self.lists: dict[str, tuple[str, int, int]] = {}
         #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
         self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last

@@ -252,6 +252,7 @@ def _drawn(symbol: str, text: str) -> bool:
     for m in re.finditer(re.escape(symbol), text):
         after = text[m.end():m.end() + 1]
         before = text[m.start() - 1:m.start()] if m.start() else ""
-        if not (after.isalnum() or after in ",'ʹ" and after) and not before.isalnum():
+        # a number before the symbol is its coefficient (the index 2i of blocks.2i+1 draws i)
+        if not (after.isalnum() or after in ",'ʹ" and after) and not before.isalpha():
             return True
     return False

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.generic import family, family_header, family_indices, generic_labels
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Path, Port, Text
@@ -67,6 +67,10 @@ class _Section:
     instances: list[Block] = field(default_factory=list)
     #: the letter indexing the instances of a family (``stages.i``), chosen when the definition is laid out
     index: str = "i"
+    #: the instances' index as their name writes it (``2i+1``: one of several definitions of one list) and the
+    #: values of the letter (``None``: the letter itself, its values the instances' numbers)
+    index_text: str | None = None
+    index_values: list[int] | None = None
 
 
 def _chain(node: Diagram) -> list[Diagram]:
@@ -133,6 +137,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         for _ in range(8):
             ctx.collapse = set()
             ctx.symbols = set(symbols0)  # the fresh symbols of this page's definitions are chosen anew
+            ctx.lists = {}
             page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
                              target, Frag)
             drawing = _finish(ctx, page)
@@ -167,10 +172,12 @@ def _score(d: Drawing, limit: float, max_aspect: float) -> tuple[bool, bool, flo
 
 
 def _names(diagram: Diagram) -> set[str]:
-    """The names of every axis of ``diagram``."""
+    """The names of every axis of ``diagram`` and the variables of its repetitions (``i`` of ``layers.i``)."""
     out: set[str] = set()
     seen: set[int] = set()
     for node in diagram.walk():
+        if isinstance(node, Repeat):
+            out.add("λ" if node.var in ("lam", "lambda", "λ") else node.var)
         for typ in (node.dom, node.cod):
             if id(typ) not in seen:
                 seen.add(id(typ))
@@ -300,8 +307,7 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         blocks = [section.header, *section.instances]
         indices = family_indices(blocks)
         if indices is not None:  # the family's index (stages.i): a letter no other symbol or family has
-            section.index = fresh_index(ctx.symbols)
-            ctx.symbols.add(section.index)
+            indices = _list_index(ctx, section, indices, queue)
         generic = generic_labels(blocks, taken=ctx.symbols, indices=indices, var=section.index)
     if generic is None:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
@@ -311,6 +317,52 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     finally:
         ctx.generic = None
+
+
+def _list_index(ctx: Layout, section: _Section, indices: list[int], queue: Sequence[_Section]) -> list[int]:
+    """Choose the index of a family definition (``section.index``) and return the values it takes.
+
+    The numbered blocks of one list may need several definitions, one per shape (a Swin stage alternates plain
+    and shifted-window layers: ``blocks.0, 2, 4`` and ``blocks.1, 3, 5``).  When the definitions of the list
+    interleave evenly — ``d`` of them, each numbered ``a + d·k`` for ``k = 0 … n−1`` — they share one index:
+    ``blocks.2i`` and ``blocks.2i+1``, with one legend row ``i = 0, 1, 2``.  Otherwise each takes a fresh letter
+    (:func:`fresh_index`) whose values are the blocks' own numbers."""
+    name = family(section.header.name) if section.header is not None else ""
+    known = ctx.lists.get(name)
+    if known is None:
+        lists = [indices] + [ix for q in queue if q.header is not None and q.instances
+                             and family(q.header.name) == name
+                             for ix in [family_indices([q.header, *q.instances])] if ix is not None]
+        scheme = _interleaved(lists)
+        if scheme is not None:
+            known = ctx.lists[name] = (fresh_index(ctx.symbols), *scheme)
+            ctx.symbols.add(known[0])
+    if known is not None:
+        letter, stride, count = known
+        start = indices[0]
+        if indices == [start + stride * k for k in range(count)]:
+            section.index, section.index_values = letter, list(range(count))
+            section.index_text = f"{stride}{letter}" + (f"+{start}" if start else "")
+            return section.index_values
+    section.index = fresh_index(ctx.symbols)
+    ctx.symbols.add(section.index)
+    return indices
+
+
+def _interleaved(lists: Sequence[Sequence[int]]) -> tuple[int, int] | None:
+    """``(d, n)`` when ``lists`` are ``d ≥ 2`` progressions ``a + d·k`` (``k = 0 … n−1``) with distinct offsets ``a``
+    that together number consecutive blocks; else ``None``.
+
+    >>> _interleaved([[0, 2, 4], [1, 3, 5]]), _interleaved([[0, 2, 4], [1, 3]]), _interleaved([[0, 1, 2]])
+    ((2, 3), None, None)
+    """
+    d, n = len(lists), len(lists[0])
+    if d < 2 or any(len(ix) != n for ix in lists):
+        return None
+    if any(list(ix) != [ix[0] + d * k for k in range(n)] for ix in lists):
+        return None
+    starts = sorted(ix[0] for ix in lists)
+    return (d, n) if starts == list(range(starts[0], starts[0] + d)) else None
 
 
 def fresh_index(taken: set[str] | frozenset[str]) -> str:
@@ -334,7 +386,8 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
 
     p = ctx.style.pitch
     if section.header is not None:  # the block's own legend rows (its fence is not drawn) go with its header
-        header, index = family_header([section.header, *section.instances], section.index)
+        header, index = family_header([section.header, *section.instances], section.index, section.index_text,
+                                      section.index_values)
         y = _lay_header(ctx, header, section.path, page, y, Frag, _block_rows(section.header) + index)
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
     rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
