@@ -118,3 +118,77 @@ def test_a_batched_gemm_kernel_is_recognised_and_a_different_sum_is_not() -> Non
     d = _trace(other, x)
     assert not any(b.prim.op == "parameter" and b.cod[0].axes[0].name == "e" for b in d.boxes())
     torch.testing.assert_close(d.to_torch()(fresh), other(fresh), rtol=1e-4, atol=1e-6)
+
+
+# -- experts read densely (ncd.trace.moe_dense): every expert on every token, weighted by the routing ------------------
+
+DENSE: dict[str, Callable[[], torch.nn.Module]] = {
+    # biases, interleaved gate|up halves, a clamped gate (x·σ(1.702x), (up + 1)); a sort and grouped GEMM kernel
+    "gpt_oss": lambda: T.GptOssModel(T.GptOssConfig(**TINY, num_local_experts=4, head_dim=8)),
+    # the same experts run by a per-expert loop over `nonzero` (refused before: shapes set by the routing)
+    "openai_privacy_filter": lambda: T.OpenAIPrivacyFilterModel(T.OpenAIPrivacyFilterConfig(
+        **TINY, num_local_experts=4, head_dim=8, pad_token_id=0)),
+}
+
+
+@pytest.mark.parametrize("name", list(DENSE))
+def test_experts_with_their_own_gate_are_read_densely_and_equal_the_original(name: str) -> None:
+    torch.manual_seed(0)
+    model = DENSE[name]().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = torch.randint(0, 100, (2, 8))
+    d = _trace(model, ids)
+    assert d.opaque == (), d.opaque  # neither the kernel's plumbing nor the loop: the whole model is drawn
+    stacked = [b for b in d.boxes() if b.prim.op == "parameter" and len(b.cod[0].axes) == 3]
+    assert len(stacked) == 2 and all(int(b.cod[0].axes[0].size) == 4 for b in stacked)  # W_gate_up[e], W_down[e]
+    module = d.to_torch()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
+    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for i in (ids, fresh):
+            got = module(i)
+            got = got[0] if isinstance(got, tuple) else got
+            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+class LoopExperts(torch.nn.ModuleList):
+    """A list of experts run by a loop over the tokens each one was routed to (``nonzero``: shapes set by values);
+    ``skip`` drops one expert's contribution, so the loop is not the dense weighted sum."""
+
+    def __init__(self, skip: int | None = None) -> None:
+        super().__init__([torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.GELU(), torch.nn.Linear(12, 8))
+                          for _ in range(4)])
+        self.skip = skip
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self):
+            rows, slots = (chosen == e).nonzero().unbind(-1)
+            if e != self.skip:
+                out = out.index_add(0, rows, expert(x[rows]) * weights[rows, slots, None])
+        return out
+
+
+class LoopMoE(torch.nn.Module):
+    def __init__(self, skip: int | None = None) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 4)
+        self.experts = LoopExperts(skip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(2, dim=-1)
+        return x + self.experts(x, chosen, weights)
+
+
+def test_a_loop_over_experts_is_read_densely_only_when_it_is_the_weighted_sum() -> None:
+    torch.manual_seed(0)
+    x, fresh = torch.randn(6, 8), torch.randn(6, 8)
+    model = LoopMoE().eval()
+    d = _trace(model, x)
+    assert d.opaque == ()
+    assert sum(b.prim.op == "linear" for b in d.boxes()) == 1 + 4 * 2  # the router, every expert's two linears
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ncd.TraceError, match="depend on the values"):  # not the weighted sum: refused as before
+        _trace(LoopMoE(skip=2).eval(), x)

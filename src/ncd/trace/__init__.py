@@ -144,7 +144,11 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
     load_rules()
-    with _state_kept(model):  # caches the model fills while it runs would make the next trace differ
+    from ncd.trace.moe_dense import dense_experts
+
+    # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
+    # reading (every expert on every token, weighted by the routing) are recorded as it
+    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
 

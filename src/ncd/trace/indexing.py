@@ -123,11 +123,12 @@ def _fixed_positions(x: Node, indices: list[Any]) -> int | None:
 
 @rule("aten.index")
 def index(conv: Converter, node: Node) -> None:
-    """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal)."""
+    """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal); ``x`` may
+    be a constant read at live positions (the identity's rows at the experts a router chose)."""
     x, indices = node.args[:2]
-    if not (isinstance(x, Node) and x.live and x.value.is_floating_point()):
-        raise Decline("not a float tensor")
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
+    if not (isinstance(x, Node) and (x.live or live) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
+        raise Decline("not a float tensor")
     fixed = _fixed_positions(x, indices) if not live else None
     if fixed is None and (len(live) != 1 or live[0] != len(indices) - 1):
         raise Decline("not one index tensor, last")

@@ -1,0 +1,255 @@
+"""Experts read densely: every expert applied to every token, weighted by the sparse routing weights.
+
+A library's experts kernel — a loop over the experts hit (``nonzero``, ``where``, ``index_add_``), a sort and a
+grouped GEMM (``histc``, ``cumsum``, ``_grouped_mm``, ``index_put``) — computes, from the tokens ``x`` (``t m``),
+the router's choice ``i`` (``t k`` experts, or a ``t k e`` one-hot mask) and its weights ``w`` (``t k``)::
+
+    y[t, m] = Σ_e G[t, e] · expert_e(x[t])[m],   G[t, e] = Σ_k w[t, k] · [i[t, k] = e]
+
+A loop's shapes depend on the routing (the capture refuses it) and a grouped GEMM's plumbing is drawn as opaque
+boxes; the dense reading of the same sum has neither.  :func:`dense_experts` finds experts modules of two forms:
+
+* the expert weights stacked on a leading expert axis (``gate_up_proj``/``up_proj`` and ``down_proj``, with optional
+  per-expert biases, ``e f m`` or transposed ``e m f``), the module's own gate (``_apply_gate``: clamps, interleaved
+  halves, …) or activation and its optional per-expert norm applied to all experts' outputs at once;
+* a list of expert modules (``expert_0 … expert_{e-1}``), each module's own forward applied to every token.
+
+It runs the model once on the example inputs to get each module's real arguments, and swaps the module's forward
+for its dense reading **only if they agree on real values**: on the traced arguments and on random tokens, experts
+and weights, the dense reading equals the module's own forward (whatever kernel it runs).  The capture then records
+the dense reading, so the experts are drawn by the ordinary rules as einsums with ``e`` on their learned weights,
+the gate ``G`` (the identity on ``e`` read at the chosen experts, weighted by ``w``) and the weighted sum over ``e``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["dense_experts", "dense_reading"]
+
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _gate(index: torch.Tensor, weight: torch.Tensor, experts: int) -> torch.Tensor:
+    """``G[t, e] = Σ_k w[t, k] · [i[t, k] = e]`` (``i`` of experts ``t k`` or a one-hot mask ``t k e``)."""
+    if index.dim() == weight.dim():  # the chosen experts: rows of the identity on e
+        chosen = torch.eye(experts, dtype=weight.dtype, device=weight.device)[index]
+    else:  # a one-hot mask already
+        chosen = index.to(weight.dtype)
+    return torch.einsum("tk,tke->te", weight, chosen)
+
+
+def _weight(module: torch.nn.Module, name: str) -> torch.Tensor:
+    value = getattr(module, name)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.{name} is not a tensor")
+    return value
+
+
+def _stacked(module: torch.nn.Module) -> Forward | None:
+    """The dense reading of experts whose weights carry a leading expert axis (the ``use_experts_implementation``
+    attributes ``has_gate``, ``is_transposed``, ``has_bias``, ``has_post_expert_norm`` say which form to try)."""
+    gate = bool(getattr(module, "has_gate", True))
+    up = getattr(module, "gate_up_proj" if gate else "up_proj", None)
+    down = getattr(module, "down_proj", None)
+    if not isinstance(up, torch.Tensor) or not isinstance(down, torch.Tensor) or up.dim() != 3 or down.dim() != 3:
+        return None
+    if up.shape[0] != down.shape[0] or up.shape[0] < 2:
+        return None
+    transposed = bool(getattr(module, "is_transposed", False))
+    bias = bool(getattr(module, "has_bias", False))
+    post = getattr(module, "post_expert_norm", None) if getattr(module, "has_post_expert_norm", False) else None
+    act = getattr(module, "_apply_gate", None) if gate else getattr(module, "act_fn", None)
+    if not callable(act):
+        return None
+    experts = int(up.shape[0])
+
+    def forward(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        w_up = _weight(module, "gate_up_proj" if gate else "up_proj")
+        h = torch.einsum("tm,emf->tef" if transposed else "tm,efm->tef", x.to(w_up.dtype), w_up)
+        if bias:
+            h = h + _weight(module, "gate_up_proj_bias" if gate else "up_proj_bias")
+        h = act(h)
+        y = torch.einsum("tef,efm->tem" if transposed else "tef,emf->tem", h, _weight(module, "down_proj"))
+        if bias:
+            y = y + _weight(module, "down_proj_bias")
+        if post is not None:
+            y = post(y)
+        return torch.einsum("te,tem->tm", _gate(index, weight, experts), y.to(weight.dtype)).to(x.dtype)
+
+    return forward
+
+
+def _listed(module: torch.nn.Module) -> Forward | None:
+    """The dense reading of a list of expert modules of one class and shape (``expert_0 … expert_{e-1}``)."""
+    named = list(module.named_children())
+    children = [c for _, c in named]
+    if len(children) < 2 or len({type(c) for c in children}) != 1 or list(module.named_parameters(recurse=False)):
+        return None
+    numbers = [name[len(name.rstrip("0123456789")):] for name, _ in named]  # expert_0, expert_1, ... (or 0, 1, ...)
+    if numbers != [str(j) for j in range(len(children))]:
+        return None
+    shapes = {tuple((n, tuple(p.shape)) for n, p in c.named_parameters()) for c in children}
+    if len(shapes) != 1 or not next(iter(shapes)):
+        return None
+
+    def forward(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        y = torch.stack([expert(x) for expert in module.children()], dim=1)  # t e m
+        return torch.einsum("te,tem->tm", _gate(index, weight, len(children)), y.to(weight.dtype)).to(x.dtype)
+
+    return forward
+
+
+def dense_reading(module: torch.nn.Module) -> Forward | None:
+    """A candidate dense reading of ``module`` (unproven: :func:`agrees` decides), or ``None``."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if len(params) != 3:
+        return None
+    if hasattr(module, "has_gate"):  # transformers' experts interface: read densely unless drawn as recorded already
+        return None if _drawable(module) else _stacked(module)
+    return _listed(module)
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The tokens ``t m``, the chosen experts (``t k`` or a one-hot ``t k e``) and their weights ``t k`` of a call."""
+    values = list(args) + list(kwargs.values())
+    if len(values) != 3 or not all(isinstance(v, torch.Tensor) for v in values):
+        return None
+    x, index, weight = values
+    if x.dim() != 2 or not x.is_floating_point() or index.is_floating_point() or index.dtype == torch.bool:
+        return None
+    if not weight.is_floating_point() or weight.dim() != 2 or tuple(weight.shape) != tuple(index.shape[:2]):
+        return None
+    if index.dim() not in (2, 3) or index.shape[0] != x.shape[0]:
+        return None
+    return x, index, weight
+
+
+def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+           experts: int, probes: int = 3) -> bool:
+    """Whether ``dense`` equals the module's own forward on the traced arguments and on random ones."""
+    x, index, weight = call
+    tokens, k = int(index.shape[0]), int(index.shape[1])
+    if x.device.type == "meta" or (index.dim() == 2 and k > experts) or (index.dim() == 3 and index.shape[2] != experts):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    cases = [call]
+    for _ in range(probes):
+        if index.dim() == 2:
+            chosen = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)])
+        else:  # a one-hot mask, some tokens dropped (an expert's capacity)
+            picked = torch.randint(experts, (tokens, k), generator=gen)
+            chosen = torch.nn.functional.one_hot(picked, experts) * torch.randint(2, (tokens, k, 1), generator=gen)
+        cases.append(((2 * torch.randn(tuple(x.shape), generator=gen)).to(x.dtype), chosen.to(index.dtype),
+                      torch.rand((tokens, k), generator=gen).to(weight.dtype)))
+    own = type(module).forward
+    try:
+        with torch.no_grad():
+            for xv, iv, wv in cases:
+                want, got = own(module, xv, iv, wv), dense(xv, iv, wv)
+                if not (isinstance(want, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype):
+                    return False
+                scale = max(1.0, float(want.abs().max()))
+                if not torch.allclose(got.double(), want.double(), atol=1e-5 * scale, rtol=1e-4):
+                    return False
+    except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
+        return False
+    return True
+
+
+def _experts(module: torch.nn.Module) -> int:
+    up = getattr(module, "gate_up_proj", getattr(module, "up_proj", None))
+    return int(up.shape[0]) if isinstance(up, torch.Tensor) else len(list(module.children()))
+
+
+def _drawable(module: torch.nn.Module) -> bool:
+    """Whether :mod:`ncd.trace.moe` draws this module's kernel as recorded already: a plain gated expert (no biases,
+    no per-expert norm, the library's default gate) run by a traceable kernel."""
+    try:
+        from transformers.integrations.moe import _default_apply_gate
+    except ImportError:  # not a transformers experts module: read densely
+        return False
+    config = getattr(module, "config", None)
+    kernel = getattr(config, "_experts_implementation", None)
+    return (kernel not in (None, "eager") and not getattr(module, "has_bias", True)
+            and not getattr(module, "has_post_expert_norm", True)
+            and getattr(type(module), "_apply_gate", None) is _default_apply_gate)
+
+
+@contextlib.contextmanager
+def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[list[str]]:
+    """Within the block, the experts modules of ``model`` proven equal to their dense reading run it; yields their
+    paths.  The model is run once (without gradients) to read each module's real arguments.  ``ncd.trace`` captures
+    the model inside it: a loop over the tokens routed to each expert (refused before, its shapes set by ``nonzero``)
+    is drawn as the router and the weighted sum of every expert over ``e``:
+
+    >>> import torch, ncd
+    >>> class Experts(torch.nn.ModuleList):  # a loop over the tokens each expert was routed to
+    ...     def forward(self, x, chosen, weights):
+    ...         out = torch.zeros_like(x)
+    ...         for e, expert in enumerate(self):
+    ...             rows, slots = (chosen == e).nonzero().unbind(-1)
+    ...             out = out.index_add(0, rows, expert(x[rows]) * weights[rows, slots, None])
+    ...         return out
+    >>> class MoE(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.router, self.experts = torch.nn.Linear(8, 4), Experts([torch.nn.Linear(8, 8) for _ in range(4)])
+    ...     def forward(self, x):
+    ...         weights, chosen = self.router(x).softmax(-1).topk(2, dim=-1)
+    ...         return self.experts(x, chosen, weights)
+    >>> model, x = MoE().eval(), torch.randn(6, 8)
+    >>> d = ncd.trace(model, x)
+    >>> d.opaque, torch.allclose(d.to_torch()(x + 1), model(x + 1), atol=1e-6)
+    ((), True)
+
+    """
+    candidates: dict[str, tuple[torch.nn.Module, Forward]] = {}
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(p + ".") for p in candidates):
+            continue
+        dense = dense_reading(module)
+        if dense is not None:
+            candidates[path] = (module, dense)
+    swapped: list[tuple[torch.nn.Module, Any]] = []
+    if candidates:
+        calls: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+        def hook(path: str) -> Callable[..., None]:
+            def seen(_: torch.nn.Module, a: tuple[Any, ...], kw: dict[str, Any]) -> None:
+                found = _arguments(a, kw)
+                if found is not None and path not in calls:
+                    calls[path] = tuple(v.detach().clone() for v in found)  # type: ignore[assignment]
+            return seen
+
+        from ncd.trace import _state_kept
+
+        handles = [m.register_forward_pre_hook(hook(p), with_kwargs=True) for p, (m, _) in candidates.items()]
+        try:
+            with torch.no_grad(), _state_kept(model):  # caches this run fills are not the capture's to read
+                model(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the model does not run as is: nothing is read densely
+            calls = {}
+        finally:
+            for h in handles:
+                h.remove()
+        for path, (module, dense) in candidates.items():
+            if path in calls and agrees(module, dense, calls[path], _experts(module)):
+                swapped.append((module, vars(module).get("forward")))
+                module.forward = dense
+    try:
+        yield [p for p, (m, _) in candidates.items() if any(m is s for s, _ in swapped)]
+    finally:
+        for module, before in swapped:
+            if before is None:
+                vars(module).pop("forward", None)
+            else:
+                module.forward = before
