@@ -141,8 +141,10 @@ def test_experts_with_their_own_gate_are_read_densely_and_equal_the_original(nam
     ids = torch.randint(0, 100, (2, 8))
     d = _trace(model, ids)
     assert d.opaque == (), d.opaque  # neither the kernel's plumbing nor the loop: the whole model is drawn
-    stacked = [b for b in d.boxes() if b.prim.op == "parameter" and len(b.cod[0].axes) == 3]
-    assert len(stacked) == 2 and all(int(b.cod[0].axes[0].size) == 4 for b in stacked)  # W_gate_up[e], W_down[e]
+    stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
+    assert len(stacked) == 4 and all(int(b.cod[0].axes[0].size) == 4 for b in stacked)  # W_gate_up, W_down, biases
+    assert any(b.prim.op == "einsum" and any(a.name == "e" for s in b.dom for a in s.axes)
+               and all(a.name != "e" for a in b.cod[0].axes) for b in d.boxes())  # the weighted sum over e
     module = d.to_torch()
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
     fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))

@@ -85,7 +85,71 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
         taken |= {id(n) for n in members}
         conv.skip |= {id(n) for n in members if n is not found.out}
         emitters[id(found.out)] = _emitter(found)
+    for path, members in by_path.items():
+        if path and not any(id(n) in taken for n in members):
+            emitters.update(_expert_names(conv, path, members))
     return emitters
+
+
+def _expert_names(conv: Converter, path: str, members: list[Node]) -> dict[int, Callable[[Converter, Node], None]]:
+    """For experts read densely (:mod:`ncd.trace.moe_dense`), the einsums reading their weights (``e …``) and the read of
+    the identity on the experts (``e e``) take them with the expert axis named ``e``, then run their ordinary rule: the
+    experts' outputs, their biases and the gate meet on one wire ``e`` (by size alone it could be the heads' name)."""
+    from ncd.trace.moe_dense import dense_reading
+
+    assert conv.model is not None
+    try:
+        module = conv.model.get_submodule(path)
+    except AttributeError:
+        return {}
+    if dense_reading(module) is None:
+        return {}
+    sizes = {int(p.shape[0]) for _, p in module.named_parameters(recurse=False)}
+    if len(sizes) > 1:
+        return {}
+    experts = sizes.pop() if sizes else len(list(module.children()))
+    prefix = f"{path}."
+
+    def expert_tensor(r: Node) -> bool:
+        t = r.value
+        if not isinstance(t, torch.Tensor) or r.live or t.device.type == "meta" or not t.dim() or t.shape[0] != experts:
+            return False
+        if r.kind == "parameter":
+            return r.source.startswith(prefix) and "." not in r.source[len(prefix):]
+        return tuple(t.shape) == (experts, experts) and torch.equal(t, torch.eye(experts, dtype=t.dtype))
+
+    emitters: dict[int, Callable[[Converter, Node], None]] = {}
+    for n in members:
+        read = [r for r in refs((n.args, n.kwargs)) if expert_tensor(r)]
+        if read and n.live and op_name(n.target)[0] in ("aten.einsum", "aten.index"):  # others name them by their input
+            emitters[id(n)] = _named_reads(read, experts)
+    return emitters
+
+
+def _named_reads(read: list[Node], experts: int) -> Callable[[Converter, Node], None]:
+    def emit(conv: Converter, node: Node) -> None:
+        from ncd.ir.rules import IMPORT
+        from ncd.trace.convert import RULES, Decline
+
+        e = conv.namer.claim("e", experts)
+        for r in read:
+            if id(r) not in conv.values:
+                rest = [conv.namer.fresh(int(s)) for s in r.value.shape[1:]]
+                names = [e, *rest] if r.kind == "parameter" else [_other(e, rest), e]
+                conv.bind(r, conv.value(r, names))
+        name = op_name(node.target)[0]
+        fn = RULES.get(name) or IMPORT.get(name)
+        if fn is None:
+            raise Decline(f"no rule for {name}")
+        fn(conv, node)
+
+    return emit
+
+
+def _other(e: str, rest: list[str]) -> str:
+    from ncd.trace.naming import PRIME
+
+    return e + PRIME
 
 
 def _expert_params(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]] | None:

@@ -184,6 +184,19 @@ def _drawable(module: torch.nn.Module) -> bool:
             and getattr(type(module), "_apply_gate", None) is _default_apply_gate)
 
 
+def _called_as(module: torch.nn.Module, dense: Forward) -> Callable[..., torch.Tensor]:
+    """``dense`` taking its three arguments as the module's own forward does (by position or by name)."""
+    signature = inspect.signature(module.forward)
+
+    def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        x, index, weight = bound.arguments.values()
+        return dense(x, index, weight)
+
+    return forward
+
+
 @contextlib.contextmanager
 def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[list[str]]:
     """Within the block, the experts modules of ``model`` proven equal to their dense reading run it; yields their
@@ -244,7 +257,7 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
         for path, (module, dense) in candidates.items():
             if path in calls and agrees(module, dense, calls[path], _experts(module)):
                 swapped.append((module, vars(module).get("forward")))
-                module.forward = dense
+                module.forward = _called_as(module, dense)
     try:
         yield [p for p, (m, _) in candidates.items() if any(m is s for s, _ in swapped)]
     finally:
