@@ -22,9 +22,9 @@ _spec.loader.exec_module(corpus)
 
 #: one model of each kind the corpus holds: a plain-PyTorch model per idiom, a norm that is not the class name's
 #: (Gemma: ``(1 + w)``), absolute positions from a cumulative sum (RoBERTa), a tied LM head, an encoder–decoder,
-#: a vision encoder, a mixture of experts and an explicit attention mask
+#: a vision encoder, a mixture of experts, an explicit attention mask and a branch on padding (FSMT: run-time guarded)
 SUBSET = ["torch.scalars", "torch.inplace", "torch.mask", "torch.lstm", "gemma", "roberta", "gpt2+causal-lm", "t5", "vit",
-          "mixtral", "bert+attention_mask"]
+          "mixtral", "bert+attention_mask", "fsmt"]
 
 
 @pytest.fixture(scope="module")

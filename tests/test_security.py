@@ -392,7 +392,7 @@ def test_trace_inputs_on_the_command_line_are_checked_before_they_are_allocated(
 
 def test_a_failed_trace_prints_one_line_not_torchs_logs(tmp_path: Path) -> None:
     (tmp_path / "branchy.py").write_text("import torch\n\nclass Branchy(torch.nn.Module):\n    def forward(self, x):\n"
-                                         "        return x * 2 if x.sum() > 0 else x\n\n\ndef make():\n"
+                                         "        return x[: int(x.abs().sum()) + 1]\n\n\ndef make():\n"
                                          "    return Branchy()\n", encoding="utf-8")
     run = subprocess.run([sys.executable, "-m", "ncd", "trace", "branchy:make", "--input", "2x3"], capture_output=True,
                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})

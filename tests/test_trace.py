@@ -136,9 +136,9 @@ def test_module_hierarchy_becomes_blocks_titled_by_path_and_class() -> None:
 
 
 def test_data_dependent_control_flow_is_an_ncd_error() -> None:
-    class Branchy(nn.Module):
+    class Branchy(nn.Module):  # a number read into Python (a truth value is guarded: tests/test_trace_guards.py)
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2 if x.sum() > 0 else x - 1
+            return x * 2 if x.sum().item() > 0 else x - 1
 
     with pytest.raises(ncd.NCDError, match="control flow depends on the values of the inputs"):
         ncd.trace(Branchy(), torch.randn(3))

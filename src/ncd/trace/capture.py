@@ -38,6 +38,7 @@ class Node:
     source: str = ""  # parameter / buffer name in the model's state dict, or input name
     live: bool = False  # depends on an input
     line: str = ""  # the user's source line that made the call ("file.py:12"), where known
+    guard: bool = False  # a truth value the model read into Python (its branch): checked at run time (ncd.prims.guard)
 
 
 @dataclass

@@ -422,6 +422,9 @@ class Converter:
         for node in self.captured.nodes:
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue
+            if node.guard:
+                self.guard(node)
+                continue
             if node.value is None or isinstance(node.value, (bool, int, float)):
                 continue  # checks and asserts: no tensor comes out
             if isinstance(node.value, torch.Tensor) and node.value.numel() == 0:
@@ -488,6 +491,29 @@ class Converter:
             self.rollback(mark)
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
                                         " its traced value is drawn as a constant"))
+
+    def guard(self, node: Node) -> None:
+        """A truth value the model read into Python (the branch it took) as a :class:`~ncd.prims.guard.GuardOp` on that
+        value: the lowered module checks it on every input and raises, naming the model's line, on the other branch."""
+        from ncd.errors import TraceError
+        from ncd.prims.guard import LINE_CHARS, GuardOp
+
+        read = refs(node.args[:1])
+        source = read[0] if read else None
+        if source is None or not isinstance(source.value, torch.Tensor) or source.value.numel() != 1:
+            raise TraceError(f"cannot draw the branch the model takes {where(node)}: it reads the truth value of"
+                             f" {type(source.value).__name__ if source is not None else 'no tensor'}")
+        self.stack = node.stack
+        self.current = node
+        vid = self.value(source)
+        if self.segs[vid].axes:  # ``if t:`` of a one-entry tensor: its scalar
+            vid = self.view(vid, [], ())
+        if self.segs[vid].dtype == "float":  # the truth value of a number: whether it is not 0
+            from ncd.prims.gather import CompareOp
+
+            vid = self.apply(Box(CompareOp("!=", 0.0, self.segs[vid])), [vid])
+        line = "".join(c for c in node.line if c in LINE_CHARS)[-200:]
+        self.emit(Box(GuardOp(self.segs[vid], bool(node.value), line)), [vid], [])
 
     def declined(self, node: Node, rule: str, error: BaseException) -> None:
         """Note why ``rule`` did not draw ``node`` (it declined, or raised ``error``), for :data:`LOG`."""

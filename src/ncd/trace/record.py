@@ -33,6 +33,10 @@ __all__ = ["record", "Unsupported", "ReadsValue"]
 DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "nonzero_static"}
 
 
+#: operators that read one truth value of a tensor into Python (``if mask.any():``, ``bool(t)``, ``t.item()`` of a bool)
+BRANCHES = frozenset({"is_nonzero", "_local_scalar_dense", "item"})
+
+
 #: operators that draw random numbers: recorded, their draw is a constant of the diagram
 RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
                     "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
@@ -70,7 +74,9 @@ def _recorder_base() -> type:
 
 
 class _Recording:
-    def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool) -> None:
+    def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
+                 guards: bool = False) -> None:
+        self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
         self.nodes: list[Node] = []
         self.by_id: dict[int, Node] = {}
         self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
@@ -173,11 +179,14 @@ class _Recording:
             a, kw = self.real_values(real_args, packet)
             value = func(*a, **kw)
             self.real[id(out)] = value
+        guard = False
         if live and isinstance(out, (bool, int, float)) and not _asserted():
-            raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python at {user_line() or '?'}")
+            if not (self.guards and packet in BRANCHES and isinstance(out, bool)):
+                raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python at {user_line() or '?'}")
+            guard = True  # the branch taken: the rest is recorded for it, and the diagram checks it at run time
         k = self.counts[packet] = self.counts.get(packet, 0) + 1
         node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
-                    line=user_line() if live else "")
+                    line=user_line() if live else "", guard=guard)
         if isinstance(out, torch.Tensor):
             self.add(node, out)
             if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
@@ -430,10 +439,15 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
                 if not meta:
                     raise
                 return _record(model, args, kwargs, flat, meta=False)
+        except ReadsValue:
+            pass
         except Unsupported:
             raise
         except Exception:  # noqa: BLE001 - the model's own exporting path fails: the value it read is the reason
             raise reads from None
+        # Still a value read: if every one is a truth value (a branch, ``if not padding_mask.any()``), record the
+        # branches taken, each checked at run time by a guard box; a number read (a size, a count) is refused.
+        return _record(model, args, kwargs, flat, meta=False, guards=True)
 
 
 @contextlib.contextmanager
@@ -451,12 +465,12 @@ def _as_exporting() -> Iterator[None]:
 
 
 def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
-            meta: bool) -> Captured:
+            meta: bool, guards: bool = False) -> Captured:
     from torch._dispatch.python import enable_python_dispatcher
 
     names = input_names(model, len(args), kwargs)
     leaves = list(args) + list(kwargs.values())
-    rec = _Recording(model, names, leaves, meta)
+    rec = _Recording(model, names, leaves, meta, guards)
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
     base = _recorder_base()
 
@@ -525,7 +539,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
 
         def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             node = rec.by_id.get(id(self))
-            if node is not None and node.live and not _asserted():
+            if node is not None and node.live and not _asserted() and not _printing():
                 raise ReadsValue(f"Tensor.{name}() reads a value that depends on the inputs into Python at"
                                  f" {user_line() or '?'}")
             return method(self, *args, **kwargs)
@@ -542,8 +556,8 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
 
 
 def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
-    """Only the nodes the outputs depend on (inputs stay, in order)."""
-    needed = {id(n) for n in outputs if isinstance(n, Node)}
+    """Only the nodes the outputs and the guards depend on (inputs stay, in order)."""
+    needed = {id(n) for n in outputs if isinstance(n, Node)} | {id(n) for n in nodes if n.guard}
     for node in reversed(nodes):
         if id(node) in needed:
             needed.update(id(r) for r in refs((node.args, node.kwargs)))
@@ -581,6 +595,20 @@ def _to_meta(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_meta(v) for k, v in value.items()}
     return value
+
+
+def _printing() -> bool:
+    """Whether values are read to print a tensor (``f"negative values {x}"`` in a check's message): for text only."""
+    import sys
+
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.replace("\\", "/").endswith("torch/_tensor_str.py"):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 #: torch's checks that read a value only to raise when it is false
