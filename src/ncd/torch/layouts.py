@@ -1,0 +1,289 @@
+"""Kernels chosen for whole layers: a post-norm encoder layer runs torch's fused encoder kernel in inference.
+
+``nn.TransformerEncoderLayer`` has an inference fast path (eval, no autograd): one native op,
+``torch._transformer_encoder_layer_fwd``, that projects Q, K and V with one matrix product over the
+packed weight, adds biases and the residual in place and fuses the feed-forward's bias and activation
+into its first product.  Written with separate public ops, the same layer is several per cent slower on
+CPU (``benchmarks/bench_lowering.py``).  :func:`fuse_encoder_layers` finds, in a lowered
+:class:`~ncd.ir.program.Program`, every class whose forward *is* such a layer and gives it a guarded
+first statement that calls the fused kernel; training, autograd, ``torch.compile`` (which fuses the
+public ops itself) and any other input rank run the ops below it unchanged.
+
+A class is taken only if its ops, followed into the blocks it calls, are exactly (views and layout
+glue aside; dropout is the identity in eval)::
+
+    q, k, v = L₊^Q(x), L₊^K(x), L₊^V(x)         rows stored (heads, features): torch's packed layout
+    a = SDPA(q, k, v, scale=features**-0.5)    self-attention, no mask, no dropout, an even number of heads
+    y = LN(L₊^O(a) + x)                         L^O's columns stored (heads, features)
+    out = LN(L₊²(act(L₊¹(y))) + y)             act = ReLU or exact GELU; both layer norms affine, alike
+
+which is what the kernel computes (``tests/test_layouts.py`` checks it against
+``nn.TransformerEncoderLayer`` and against the unfused ops).  Anything else is left as it is.
+
+>>> import ncd
+>>> from ncd.zoo.heads import heads_attention
+>>> from ncd.zoo.transformers import add_norm, feed_forward
+>>> layer = (add_norm(heads_attention(self_attention=True, tokens="t"), "t", 0.1)
+...          >> add_norm(feed_forward(ncd.ReLU()), "t", 0.1)).block("EncoderLayer")
+>>> "torch._transformer_encoder_layer_fwd(" in layer.to_source(t=5, m=8, h=2, k=4, f=16)
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sympy
+
+from ncd.ir.program import Function, Op, Program
+from ncd.ir.size import symbolic_text
+
+__all__ = ["fuse_encoder_layers", "FUSED_ENCODER"]
+
+#: the op the fused branch calls (what ``nn.TransformerEncoderLayer`` calls in inference)
+FUSED_ENCODER = "torch._transformer_encoder_layer_fwd"
+
+_MODULE_CALL = re.compile(r"^self\.(\w+)\(")
+_PACK_GUARD = re.compile(r"^(\w+) if \1\.stride\(-1\) == 1 else \1\.contiguous\(\)$")
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One op of a class's inlined forward: what it is, the module it calls (a path from the class) and the
+    ids of the tensors it reads and writes (a block call's inputs and outputs are its callee's)."""
+
+    op: Op
+    path: str
+    args: tuple[int, ...]
+    outs: tuple[int, ...]
+
+
+def _inline(program: Program, function: Function) -> tuple[list[_Node], int] | None:
+    """The flat forward of ``function`` (input id 0) and its output's id; ``None`` for loops or several
+    inputs/outputs."""
+    by_name = {f.name: f for f in program.functions}
+    nodes: list[_Node] = []
+    count = [1]
+
+    def walk(f: Function, env: dict[str, int], prefix: str) -> list[int] | None:
+        for op in f.ops:
+            if op.kind == "loop":
+                return None
+            args = tuple(env[a.var] for a in op.args if a.var in env)
+            if op.kind == "block":
+                callee = by_name[op.callee]
+                inner = {v.var: i for v, i in zip(callee.inputs, args)}
+                if len(inner) != len(callee.inputs):
+                    return None
+                result = walk(callee, inner, prefix + op.target.removeprefix("self.") + ".")
+                if result is None or len(result) != len(op.outputs):
+                    return None
+                env.update((v.var, i) for v, i in zip(op.outputs, result))
+                continue
+            outs = tuple(range(count[0], count[0] + len(op.outputs)))
+            count[0] += len(op.outputs)
+            env.update((v.var, i) for v, i in zip(op.outputs, outs))
+            call = _MODULE_CALL.match(op.code)
+            nodes.append(_Node(op, prefix + call.group(1) if call else "", args, outs))
+        return [env[v.var] for v in f.outputs]
+
+    if len(function.inputs) != 1 or len(function.outputs) != 1:
+        return None
+    result = walk(function, {function.inputs[0].var: 0}, "")
+    return (nodes, result[0]) if result is not None else None
+
+
+def _prim(node: _Node) -> object:
+    return getattr(node.op.box, "prim", None)
+
+
+def _is_glue(node: _Node) -> bool:
+    """A view, an alias, a pack of a strided operand, or dropout (the identity in eval): the same tensor."""
+    from ncd.prims.regularization import DropoutOp
+
+    op = node.op
+    if len(node.args) != 1 or len(node.outs) != 1:
+        return False
+    if op.kind in ("view", "alias") and op.box is None:
+        return True
+    if op.kind == "expr" and op.box is None and _PACK_GUARD.match(op.code):
+        return True
+    return isinstance(_prim(node), DropoutOp)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """The modules of one matched encoder layer (paths from the class), its sizes and its activation."""
+
+    q: str
+    k: str
+    v: str
+    o: str
+    norm1: str
+    norm2: str
+    ff1: str
+    ff2: str
+    width: sympy.Expr
+    heads: sympy.Expr
+    gelu: bool
+    #: what the kernel needs that symbolic sizes leave open (``sizes.h*sizes.k == sizes.m``), checked when it runs
+    conditions: tuple[str, ...] = ()
+
+
+def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
+           ) -> _Layer | None:
+    """The encoder layer ``nodes`` compute, or ``None`` unless they are exactly one (see the module's docstring)."""
+    from ncd.prims.elementwise import ElementwiseOp
+    from ncd.prims.linear import LinearOp
+    from ncd.prims.normalization import LayerNormOp
+    from ncd.prims.structure import AddOp
+
+    same: dict[int, int] = {0: 0}  # tensor id -> the id it is a view/alias of (glue collapsed)
+    real: list[_Node] = []
+    for node in nodes:
+        if node.op.kind == "statement" and all(line.lstrip().startswith("#") for line in node.op.code.splitlines()):
+            continue  # a comment
+        if _is_glue(node):
+            same[node.outs[0]] = same.get(node.args[0], node.args[0])
+        else:
+            real.append(_Node(node.op, node.path, tuple(same.get(a, a) for a in node.args), node.outs))
+    out = same.get(out, out)
+    if len(real) != 12:
+        return None
+    q, k, v, sdpa, o, add1, norm1, ff1, act, ff2, add2, norm2 = real
+
+    def linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
+        prim = _prim(node)
+        ok = isinstance(prim, LinearOp) and prim.bias == bias and node.path and node.args == (source,)
+        return prim if ok and isinstance(prim, LinearOp) else None
+
+    def layer_norm(node: _Node, source: int) -> LayerNormOp | None:
+        prim = _prim(node)
+        ok = isinstance(prim, LayerNormOp) and prim.affine and prim.bias and node.path and node.args == (source,)
+        return prim if ok and isinstance(prim, LayerNormOp) else None
+
+    projections = [linear(n, 0) for n in (q, k, v)]
+    if any(p is None for p in projections) or sdpa.op.target != "F.scaled_dot_product_attention":
+        return None
+    call = re.fullmatch(r"F\.scaled_dot_product_attention\(\w+, \w+, \w+, scale=([^,=]+)\)", sdpa.op.code)
+    if sdpa.args != tuple(n.outs[0] for n in (q, k, v)) or call is None:
+        return None
+    q_axes = sdpa.op.args[0].axes  # heads, queries, features as SDPA reads them
+    if len(q_axes) != 3 or any(len(a.axes) != 3 for a in sdpa.op.args):
+        return None
+    head, feature = q_axes[0].name, q_axes[2].name
+    order = (head, feature)
+    if any(rows.get(id(n.op.box)) != order for n in (q, k, v)):
+        return None
+    if any(a.axes[0].name != head or a.axes[2].size != q_axes[2].size for a in sdpa.op.args):
+        return None
+    out_map = linear(o, sdpa.outs[0])
+    if out_map is None or cols.get(id(o.op.box)) != order:
+        return None
+    features, heads = q_axes[2].size, q_axes[0].size
+    if not _is_inverse_root(call.group(1), features):  # the kernel scales by features**-0.5
+        return None
+    if heads.is_Integer and int(heads) % 2:  # torch takes its fast path for an even number of heads only
+        return None
+    width = out_map.cod_axes.sizes
+    projection = [p for p in projections if p is not None]
+    if len(width) != 1 or any(p.dom_axes.sizes != width for p in projection):
+        return None
+    conditions: list[str] = []  # equal at every bound size, or checked when the program runs (symbolic sizes)
+    products = [heads * features, sympy.Mul(*out_map.dom_axes.sizes), *(sympy.Mul(*p.cod_axes.sizes) for p in projection)]
+    for product in products:
+        if sympy.expand(product - width[0]) != 0:
+            conditions.append(f"{_size(product)} == {_size(width[0])}")
+            if _planned(product - width[0]) not in (None, 0):  # unequal where lowering plans: as the bound program
+                return None
+    if not heads.is_Integer:
+        conditions.append(f"{_size(heads)} % 2 == 0")
+        planned = _planned(heads)
+        if planned is not None and planned % 2:
+            return None
+
+    def add(node: _Node, a: int, b: int) -> bool:
+        return isinstance(_prim(node), AddOp) and sorted(node.args) == sorted((a, b))
+
+    ln1 = layer_norm(norm1, add1.outs[0])
+    if not add(add1, o.outs[0], 0) or ln1 is None:
+        return None
+    up, down = linear(ff1, norm1.outs[0]), None
+    fn = _prim(act)
+    if up is None or not isinstance(fn, ElementwiseOp) or fn.function not in ("relu", "gelu") or act.args != ff1.outs:
+        return None
+    down = linear(ff2, act.outs[0])
+    ln2 = layer_norm(norm2, add2.outs[0])
+    if down is None or not add(add2, ff2.outs[0], norm1.outs[0]) or ln2 is None or norm2.outs[0] != out:
+        return None
+    if ln1.eps != ln2.eps or ln1.axes.sizes != width or ln2.axes.sizes != width or down.cod_axes.sizes != width:
+        return None
+    return _Layer(q.path, k.path, v.path, o.path, norm1.path, norm2.path, ff1.path, ff2.path, width[0], heads,
+                  fn.function == "gelu", tuple(dict.fromkeys(conditions)))
+
+
+def _planned(size: sympy.Expr) -> int | None:
+    """``size`` where lowering plans (a whole number; ``None`` if symbolic there): a program on symbolic sizes
+    takes the fused kernel iff the program at those sizes does (:func:`ncd.prims.contraction.planned_at`)."""
+    from ncd.prims.contraction import plan_sizes
+
+    bound = plan_sizes([("size", size)])
+    return None if bound is None else bound["size"]
+
+
+def _is_inverse_root(text: str, size: sympy.Expr) -> bool:
+    """Whether ``text`` (a scale as lowering printed it) is ``size**-0.5``."""
+    if not size.is_Integer:
+        return text == symbolic_text(1 / sympy.sqrt(size))
+    try:
+        return bool(abs(float(text) * float(size) ** 0.5 - 1) < 1e-12)
+    except ValueError:
+        return False
+
+
+def _size(value: sympy.Expr) -> str:
+    return str(value) if value.is_Integer else symbolic_text(value)
+
+
+def _fused_branch(layer: _Layer, x: str) -> str:
+    """The guarded statement: in inference, the fused kernel on the layer's own parameters.  The kernel reads
+    Q, K and V as one packed weight: packed once and again only when a weight changes (its storage or its
+    version: an optimiser step or ``load_state_dict`` writes in place), not on every call."""
+    s = {name: f"self.{path}" for name, path in vars(layer).items() if isinstance(path, str)}
+    even = "".join(f" and {c}" for c in layer.conditions)
+    return "\n".join([
+        "# in inference, nn.TransformerEncoderLayer's fused kernel: proven equal to the ops below (ncd.torch.layouts)",
+        f"if {x}.dim() == 3 and not (self.training or torch.is_grad_enabled() or torch.is_autocast_enabled()"
+        f" or torch.compiler.is_compiling()){even} and torch.backends.mha.get_fastpath_enabled():",
+        f"    qkv = [p for m in ({s['q']}, {s['k']}, {s['v']}) for p in (m.weight, m.bias)]",
+        "    if getattr(self, '_packed_for', None) != [(p.data_ptr(), p._version) for p in qkv]:  # weights changed",
+        "        self._packed = (torch.cat(qkv[0::2]), torch.cat(qkv[1::2]), [p.detach() for p in qkv])",
+        "        self._packed_for = [(p.data_ptr(), p._version) for p in qkv]",
+        f"    return {FUSED_ENCODER}(",
+        f"        {x}, {_size(layer.width)}, {_size(layer.heads)}, self._packed[0], self._packed[1],",
+        f"        {s['o']}.weight, {s['o']}.bias, {layer.gelu}, False, {s['norm1']}.eps,",
+        f"        {s['norm1']}.weight, {s['norm1']}.bias, {s['norm2']}.weight, {s['norm2']}.bias,",
+        f"        {s['ff1']}.weight, {s['ff1']}.bias, {s['ff2']}.weight, {s['ff2']}.bias, None, None)",
+    ])
+
+
+def encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
+                   ) -> Iterator[tuple[Function, _Layer]]:
+    """Every class of ``program`` that is a post-norm encoder layer, with its modules."""
+    for function in program.functions:
+        flat = _inline(program, function)
+        if flat is None:
+            continue
+        layer = _match(*flat, rows, cols)
+        if layer is not None:
+            yield function, layer
+
+
+def fuse_encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]) -> None:
+    """Give every class of ``program`` that is a post-norm encoder layer a first statement calling the fused
+    kernel in inference (``rows``/``cols``: the layouts lowering chose, :func:`ncd.prims.patterns.chosen_rows`)."""
+    for function, layer in list(encoder_layers(program, rows, cols)):
+        statement = Op("statement", FUSED_ENCODER, (), (), _fused_branch(layer, function.inputs[0].var))
+        function.ops.insert(0, statement)

@@ -1,0 +1,161 @@
+"""A whole post-norm encoder layer runs ``nn.TransformerEncoderLayer``'s fused kernel in inference
+(``ncd.torch.layouts``): equal to ``nn.TransformerEncoderLayer`` and to the unfused ops, taken only when it is one."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.torch.layouts import FUSED_ENCODER
+from ncd.zoo.heads import heads_attention
+from ncd.zoo.transformers import add_norm, feed_forward
+
+SIZES: dict[str, int] = dict(t=6, m=16, h=4, k=4, f=32)
+
+
+def gallery_layer(activation: ncd.Diagram | None = None, p: float = 0.1, eps: float = 1e-5, **attention: object
+                  ) -> ncd.Diagram:
+    """The zoo transformer's encoder layer: the gallery's attention and feed-forward, each added and normalised."""
+    attend = heads_attention(self_attention=True, tokens="t", **attention)  # type: ignore[arg-type]
+    return (add_norm(attend, "t", p, eps) >> add_norm(feed_forward(activation or ncd.ReLU()), "t", p, eps)
+            ).block("EncoderLayer")
+
+
+def one_sequence_layer(scale: str = "k**-0.5") -> ncd.Diagram:
+    """The layer written as one sequence per sublayer (``benchmarks/bench_lowering.py``'s wiring)."""
+    q = ncd.Identity.of("t m") >> ncd.Linear("m -> k h", bias=True, name="Q")
+    kv = ncd.Identity.of("t m") >> ncd.Rename("t -> x")
+    scores = ncd.Einsum("t k h, x k h -> h t x") >> ncd.Scale(scale) >> ncd.Softmax("x")
+    attend = (scores @ ncd.Identity.of("x k h")) >> ncd.Einsum("h t x, x k h -> t k h")
+    mha = (ncd.Copy("t m", 3) >> (q @ (kv >> ncd.Linear("m -> k h", bias=True, name="K"))
+                                  @ (kv >> ncd.Linear("m -> k h", bias=True, name="V")))
+           >> attend >> ncd.Linear("k h -> m", bias=True, name="O")).block("MultiHeadAttention")
+    ff = ncd.Linear("m -> f", bias=True, name="1") >> ncd.ReLU() >> ncd.Linear("f -> m", bias=True, name="2")
+    first = (ncd.residual(mha) >> ncd.LayerNorm("m")).block("AttentionSublayer")
+    second = (ncd.residual(ff) >> ncd.LayerNorm("m")).block("FeedForwardSublayer")
+    return (first >> second).block("EncoderLayer")
+
+
+def _torch_layer(module: nn.Module, m: int, h: int, f: int, gelu: bool) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer`` holding the lowered module's weights, read from its *declared* state_dict
+    (projections declared ``m -> k h``: torch's packed rows are ``(h k)``, so each is permuted here)."""
+    state = module.state_dict()
+    k = m // h
+
+    def rows(w: torch.Tensor) -> torch.Tensor:  # declared (k h) rows -> torch's (h k)
+        return w.reshape(k, h, *w.shape[1:]).transpose(0, 1).flatten(0, 1)
+
+    def named(part: str) -> dict[str, torch.Tensor]:
+        return {n.rsplit(".", 1)[-1]: v for n, v in state.items() if part in n}
+
+    layer = nn.TransformerEncoderLayer(m, h, f, dropout=0.0, batch_first=True, activation="gelu" if gelu else "relu")
+    q, kk, v, o = (named(f"l_plus_{c}.") for c in "qkvo")
+    linears = [n for n in state if n.endswith(".weight") and state[n].shape in ((f, m), (m, f))]
+    norms = [n for n in state if n.endswith(".weight") and state[n].dim() == 1]
+    with torch.no_grad():
+        layer.self_attn.in_proj_weight.copy_(torch.cat([rows(q["weight"]), rows(kk["weight"]), rows(v["weight"])]))
+        layer.self_attn.in_proj_bias.copy_(torch.cat([rows(q["bias"]), rows(kk["bias"]), rows(v["bias"])]))
+        layer.self_attn.out_proj.weight.copy_(o["weight"].reshape(m, k, h).transpose(1, 2).flatten(1, 2))
+        layer.self_attn.out_proj.bias.copy_(o["bias"])
+        targets: list[nn.Module] = [layer.linear1, layer.linear2, layer.norm1, layer.norm2]
+        for target, name in zip(targets, linears + norms):
+            target.weight.copy_(state[name])
+            target.bias.copy_(state[name.removesuffix("weight") + "bias"])
+    return layer.eval()
+
+
+def _kernels(module: nn.Module, x: torch.Tensor) -> Counter[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        module(x)
+    return Counter(e.name for e in prof.events())
+
+
+@pytest.mark.parametrize("wiring", ["gallery", "one sequence", "gelu"])
+def test_an_encoder_layer_in_inference_runs_the_fused_kernel_equal_to_torch_and_to_its_own_ops(wiring: str) -> None:
+    d = one_sequence_layer() if wiring == "one sequence" else gallery_layer(ncd.GELU() if wiring == "gelu" else None)
+    module = d.to_torch(t=6, m=16, h=4, k=4, f=32)
+    assert module.ncd_source.count(FUSED_ENCODER + "(") == 1
+    for p in module.parameters():  # weights away from zero-mean noise, so that a permuted row would show
+        nn.init.uniform_(p, -0.5, 0.5)
+    x = torch.randn(3, SIZES["t"], SIZES["m"])
+    reference = _torch_layer(module, SIZES["m"], SIZES["h"], SIZES["f"], wiring == "gelu")
+    module.eval()
+    with torch.no_grad():
+        assert _kernels(module, x)["aten::" + FUSED_ENCODER.removeprefix("torch.")] == 1
+        fused = module(x)
+        torch.testing.assert_close(fused, reference(x), atol=1e-5, rtol=1e-4)
+        assert _kernels(reference, x)["aten::" + FUSED_ENCODER.removeprefix("torch.")] == 1  # torch's fast path too
+    unfused = module(x)  # with autograd: the ops below the guard
+    assert FUSED_ENCODER.removeprefix("torch.") not in str(_kernels(module, x))
+    torch.testing.assert_close(fused, unfused.detach(), atol=1e-5, rtol=1e-4)
+    unfused.sum().backward()  # and training still differentiates through the unfused ops
+    assert all(p.grad is not None for p in module.parameters())
+
+
+def test_the_fused_kernel_is_left_to_inference_of_batched_plain_inputs() -> None:
+    module = gallery_layer().to_torch(**SIZES).eval()
+    x = torch.randn(SIZES["t"], SIZES["m"])
+    with torch.no_grad():
+        for inputs in (x, x.expand(2, 2, *x.shape)):  # unbatched, two batch axes: the ops themselves
+            assert "_transformer_encoder_layer_fwd" not in str(_kernels(module, inputs))
+        torch.testing.assert_close(module(x[None])[0], module(x), atol=1e-5, rtol=1e-4)
+        compiled = torch.compile(module, backend="eager", fullgraph=True)  # under torch.compile: the ops, fused by it
+        torch.testing.assert_close(compiled(x[None]), module(x[None]), atol=1e-5, rtol=1e-4)
+        torch.backends.mha.set_fastpath_enabled(False)  # torch's switch for its fast paths turns this one off too
+        try:
+            assert "_transformer_encoder_layer_fwd" not in str(_kernels(module, x[None]))
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+
+
+@pytest.mark.parametrize("variant", ["odd heads", "causal", "pre-norm", "no bias", "another scale",
+                                     "unequal eps", "tanh gelu", "width is not heads x features"])
+def test_layers_the_kernel_does_not_compute_keep_their_ops(variant: str) -> None:
+    sizes = dict(SIZES, m=12, h=3) if variant == "odd heads" else dict(SIZES, m=24) if variant.startswith("width") else SIZES
+    attend = heads_attention(self_attention=True, tokens="t")
+    variants: dict[str, Callable[[], ncd.Diagram]] = {
+        "causal": lambda: gallery_layer(mask="causal"),
+        "pre-norm": lambda: (ncd.residual(ncd.LayerNorm("m").weave("t") >> attend)
+                             >> ncd.residual(ncd.LayerNorm("m") >> feed_forward(ncd.ReLU()))).block("EncoderLayer"),
+        "no bias": lambda: gallery_layer(bias=False),
+        "another scale": lambda: one_sequence_layer("k**-0.25"),
+        "unequal eps": lambda: (add_norm(attend, "t", 0.0, 1e-5) >> add_norm(feed_forward(ncd.ReLU()), "t", 0.0, 1e-6)),
+        "tanh gelu": lambda: gallery_layer(ncd.GELU(approximate="tanh")),
+    }
+    d = variants.get(variant, gallery_layer)()
+    assert "scaled_dot_product_attention" in d.to_source(**sizes)  # the attention itself is still fused
+    assert FUSED_ENCODER not in d.to_source(**sizes)
+    assert FUSED_ENCODER in one_sequence_layer().to_source(**SIZES)  # (the layer they vary is taken)
+
+
+def test_the_packed_projection_follows_every_change_of_the_weights() -> None:
+    # the kernel reads Q, K, V packed: packed once, again after an optimiser step, load_state_dict or a new tensor
+    module = gallery_layer().to_torch(**SIZES).eval()
+    x = torch.randn(2, SIZES["t"], SIZES["m"])
+
+    def unfused() -> torch.Tensor:
+        with torch.enable_grad():
+            return module(x).detach()
+
+    with torch.no_grad():
+        first = module(x)
+        torch.testing.assert_close(first, unfused(), atol=1e-5, rtol=1e-4)
+    module(x).sum().backward()
+    torch.optim.SGD(module.parameters(), lr=0.1).step()  # in place
+    other = gallery_layer().to_torch(**SIZES)
+    with torch.no_grad():
+        stepped = module(x)
+        assert not torch.allclose(stepped, first, atol=1e-3)
+        torch.testing.assert_close(stepped, unfused(), atol=1e-5, rtol=1e-4)
+        module.load_state_dict(other.state_dict())  # in place again
+        torch.testing.assert_close(module(x), other.eval()(x), atol=1e-5, rtol=1e-4)
+        q = module.linear.l_plus_q
+        q.weight = nn.Parameter(torch.zeros_like(q.weight))  # a new tensor
+        torch.testing.assert_close(module(x), unfused(), atol=1e-5, rtol=1e-4)
