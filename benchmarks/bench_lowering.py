@@ -11,6 +11,7 @@ Run: ``nice .venv/bin/python benchmarks/bench_lowering.py`` (``--quick`` for a s
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -148,6 +149,8 @@ class TorchConvBlock(nn.Sequential):
 # right after the other, and the ratio is taken within the round; the median over rounds comes with a
 # distribution-free confidence interval. A contender timed against itself (the same module, a second time in every
 # round) must come out at 1.00 within its interval: the self-check row shows the resolution of the run.
+#: a second, deep-copied ncd module: the same code in other memory (its ratio to ncd shows what placement alone does)
+COPY = "ncd copy"
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
@@ -253,7 +256,8 @@ def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], object]
 
 def print_table(rows: list[Row], target: float) -> None:
     header = (f"{'pass':26} {'ncd ms':>9} {'faster baseline':>32} {'ratio':>6} {'95% CI':>13}  {'verdict':9}"
-              f" {'self-check':>6} {'95% CI':>13}   other baseline")
+              f" {'self-check':>6} {'95% CI':>13} {'copy-check':>6} {'95% CI':>13}   other baseline")
+
     def ms(row: Row, label: str) -> float:
         return statistics.median(row.times[label]) * 1e3
 
@@ -263,10 +267,12 @@ def print_table(rows: list[Row], target: float) -> None:
             best = row.faster
             ratio, low, high = row.ratio()
             same, s_low, s_high = row.ratio("self-check", "ncd")
+            copy = "  ".join(f"{c:6.3f} [{c_low:5.3f},{c_high:5.3f}]" for c, c_low, c_high in
+                             [row.ratio(COPY, "ncd")] if COPY in row.times) or f"{'':6} {'':13}"
             others = "  ".join(f"{label} {ms(row, label):.3f} ms ({row.ratio(label, best)[0]:.3f})"
                                for label in row.baselines if label != best)
             print(f"{row.mode + ' ' + row.how:26} {ms(row, 'ncd'):9.3f} {best + f' {ms(row, best):8.3f}':>32} {ratio:6.3f}"
-                  f" [{low:5.3f},{high:5.3f}]  {row.verdict(target):9} {same:6.3f} [{s_low:5.3f},{s_high:5.3f}]   {others}")
+                  f" [{low:5.3f},{high:5.3f}]  {row.verdict(target):9} {same:6.3f} [{s_low:5.3f},{s_high:5.3f}] {copy}   {others}")
 
 
 def cases(quick: bool) -> list[tuple[str, ncd.Diagram, dict[str, int], torch.Tensor, list[tuple[str, nn.Module]]]]:
@@ -304,6 +310,7 @@ def main() -> None:
     parser.add_argument("--eager-only", action="store_true", help="skip the torch.compile passes")
     parser.add_argument("--cases", default="", help="comma-separated substrings of the case names to run")
     parser.add_argument("--modes", default="forward,forward+backward", help="passes to run (default both)")
+    parser.add_argument("--no-copy", action="store_true", help="do not time a deep copy of the ncd module (copy-check)")
     parser.add_argument("--target", type=float, default=1.02, help="the ratio to meet (default 1.02)")
     args = parser.parse_args()
     if args.clock == "cpu" and args.threads != 1:
@@ -316,11 +323,13 @@ def main() -> None:
     rows: list[Row] = []
     for seed, (name, diagram, sizes, x, baselines) in enumerate(chosen):
         module = diagram.to_torch(check_inputs=False, **sizes)
+        twin = [] if args.no_copy else [(COPY, copy.deepcopy(module))]
         for how in ("eager",) + (() if args.eager_only else ("compiled",)):
             for mode in args.modes.split(","):
                 if how == "compiled":
                     torch._dynamo.reset()  # a fresh cache per pass (accumulated graphs crashed inductor here once)
-                contenders = [(label, compiled(mod) if how == "compiled" else mod) for label, mod in [("ncd", module), *baselines]]
+                contenders = [(label, compiled(mod) if how == "compiled" else mod)
+                              for label, mod in [("ncd", module), *twin, *baselines]]
                 times = time_pass(contenders, x, mode, rounds, block, CLOCKS[args.clock], seed, args.stat)
                 rows.append(Row(name, mode, how, times, [label for label, _ in baselines]))
                 print_table(rows[-1:], args.target)
@@ -328,7 +337,8 @@ def main() -> None:
     print_table(rows, args.target)
     met = sum(row.verdict(args.target) == "meets" for row in rows)
     print(f"\n{met}/{len(rows)} passes meet the target with their whole 95% interval; self-check = ncd timed again"
-          " against itself (1.00 within its interval when the method resolves the difference)")
+          " against itself (1.00 within its interval when the method resolves the difference); copy-check = a deep"
+          " copy of ncd (other memory, same code) against ncd")
 
 
 if __name__ == "__main__":
