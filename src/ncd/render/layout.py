@@ -98,6 +98,8 @@ class Layout:
         #: the index of each list whose numbered blocks the page defines in several definitions (``blocks.2i`` and
         #: ``blocks.2i+1`` of a Swin stage): the list's family name → its letter, stride and count (ncd.render.wrap)
         self.lists: dict[str, tuple[str, int, int]] = {}
+        #: the traced steps each side-by-side drawing of branches stands for, by its ``id`` (ncd.render.lanes)
+        self.runs: dict[int, tuple[Diagram, list[Diagram]]] = {}
         #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
         self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last

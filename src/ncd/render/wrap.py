@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.generic import family, family_header, family_indices, generic_labels
+from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Path, Port, Text
 from ncd.render.pictograms_scan import scan_step
@@ -77,6 +78,12 @@ def _chain(node: Diagram) -> list[Diagram]:
     if isinstance(node, Seq):
         return [x for part in node.parts for x in _chain(part)]
     return [node]
+
+
+def _columns(ctx: Layout, node: Diagram) -> list[Diagram]:
+    """The steps of ``node``'s chain, runs of one-branch steps drawn as their branches (:mod:`ncd.render.lanes`);
+    the steps each run replaces are kept (``ctx.runs``): a run too wide for a row is drawn as it was traced."""
+    return gather(_chain(node), ctx.runs)
 
 
 def _outer_blocks(node: Diagram) -> list[Block]:
@@ -127,9 +134,9 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         if style.depth is not None and style.depth <= 0:
             return single or _finish(ctx, one_row)
         if isinstance(diagram, Block):
-            sections = [_Section(diagram, ctx.groups(_chain(diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
+            sections = [_Section(diagram, ctx.groups(_columns(ctx, diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
         else:
-            sections = [_Section(None, ctx.groups(_chain(diagram)), diagram.dom, diagram.cod)]
+            sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
         if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
             return single or _finish(ctx, one_row)
         target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
@@ -240,7 +247,8 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
         node, count = work.pop(0)
         frag = ctx.lay_group(node, count)
         if frag.w > limit and count == 1 and isinstance(node, Par):
-            steps = _interchange(node)
+            run = ctx.runs.get(id(node))
+            steps = run[1] if run is not None and run[0] is node else _interchange(node)
             if len(steps) > 1:
                 work[0:0] = ctx.groups(steps)
                 continue
@@ -274,7 +282,7 @@ def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], def
         pending.instances.append(b)
         return
     path = section.path + [b.name]
-    queue.append(_Section(b, ctx.groups(_chain(b.body)), b.dom, b.cod, path, section.depth + 1))
+    queue.append(_Section(b, ctx.groups(_columns(ctx, b.body)), b.dom, b.cod, path, section.depth + 1))
 
 
 def _path_to(root: Diagram, target: Diagram) -> list[int] | None:
