@@ -54,14 +54,14 @@ def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     base, _, sub = name.partition("_")
     if len(base) > 1 and sub:  # a Python identifier (self_attn, num_heads): printed as written
         base, sub = name, ""
-    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", base) if not sub else None
-    if trailing:  # c0, n1, x1: the paper writes c₀, n₁, x₁
-        base, sub = trailing.group(1), trailing.group(2)
     # a name in a size is a variable: italic whether it has one letter or several (n, ch, row)
     letters = base.rstrip(_PRIMES)
     primes = base[len(letters):] if letters else ""
     if primes:  # tʹ (a second copy of t): the overline is over the letter, the prime after it
         base = letters
+    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", base) if not sub else None
+    if trailing:  # c0, n1, x1, n8ʹ: the paper writes c₀, n₁, x₁, n′₈
+        base, sub = trailing.group(1), trailing.group(2)
     out = [Piece(base, italic=base.isalpha(), script=script, overline=item and script == 0)]
     if primes:
         out.append(Piece(primes, italic=True, script=script))
@@ -72,7 +72,12 @@ def _symbol(name: str, item: bool, script: int) -> list[Piece]:
 
 def symbol_pieces(name: str, item: bool = False) -> tuple[Piece, ...]:
     """A size variable's name as the wires write it (``n_b`` → n with subscript b; ``self_attn`` as written);
-    ``item``: overlined, as an item axis's wire writes it."""
+    ``item``: overlined, as an item axis's wire writes it.  A primed name with a number is typeset as the
+    unprimed one is, the prime after the letter (``n8ʹ`` → italic n′ with subscript 8, as ``n8`` → n₈).
+
+    >>> [(p.text, p.italic, p.script) for p in symbol_pieces("n8ʹ")]
+    [('n', True, 0), ('ʹ', True, 0), ('8', False, -1)]
+    """
     return tuple(_symbol(name, item, 0))
 
 
