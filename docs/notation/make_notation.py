@@ -33,7 +33,8 @@ COMMON = [
     ("Sizes are legend rows: a size shared by the instances of one definition is a symbol with one value per "
      "instance, written in closed form only when three or more instances follow a pattern (`x_i = x·2^{1−i}`, "
      "as the paper's `x̄_i = 512·2^{1−i}`); numbered modules of one list (`stages.1`, `stages.2`) share one "
-     "definition `stages.i =` with the row `i = 1, 2`.",
+     "definition `stages.i =` with the row `i = 1, 2`, and a list alternating two shapes keeps one index "
+     "(`blocks.2i =` and `blocks.2i+1 =`, the row `i = 0, 1, 2`).",
      "the paper writes a closed form it chose by hand; ncd writes one only where the values prove it (geometric "
      "with a whole or unit-fraction ratio, or arithmetic) and lists the values otherwise."),
 ]
