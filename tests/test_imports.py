@@ -3,9 +3,11 @@
 Imports inside functions (the lazy convenience methods on ``Diagram``, plugins loaded on
 first use) and under ``TYPE_CHECKING`` are not module-level and do not count.  The graph is
 read from the source with ``ast`` (independent of import order at run time); the check is
-Tarjan's strongly connected components.  Also: the cost analysis imports no code-generation
-module, names no lowering entry point, and costing runs no lowering rule (checked by making every
-lowering rule look-up fail while every gallery model and every per-primitive sample is costed).
+Tarjan's strongly connected components.  Also: the cost analysis reads the lowered program and
+replays none of code generation: no analysis module imports code generation (but for the one hand-off
+of the program, ``ncd.analysis.cost._program``) or names a lowering entry point, and costing lowers
+exactly once per report with no lowering rule looked up outside that lowering (checked on every gallery
+model and every per-primitive sample).
 """
 
 from __future__ import annotations
@@ -115,14 +117,17 @@ def test_the_checker_finds_a_cycle() -> None:
 
 
 def test_analysis_imports_no_code_generation() -> None:
-    modules = _modules()
-    for name, path in modules.items():
+    """Analysis modules read programs: the one hand-off from lowering is ``ncd.analysis.cost._program``."""
+    for name, path in _modules().items():
         if not name.startswith("ncd.analysis"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        handed = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and name == "ncd.analysis.cost"
+                  and f.name == "_program" for n in ast.walk(f)}
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and id(n) not in handed}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert not {m for m in imported if m.startswith("ncd.torch")}, name
+        assert not {m for m in imported if m.startswith("ncd.torch") or m.split(".")[0] == "torch"}, name
+        assert "import_module" not in path.read_text(encoding="utf-8"), name
 
 
 #: what runs lowering: the code generator's entry points and the lowering rule registry
@@ -140,37 +145,88 @@ def test_analysis_names_no_lowering_entry_point() -> None:
         assert not named & LOWERING_NAMES, (name, named & LOWERING_NAMES)
 
 
-def test_costing_the_gallery_runs_no_lowering_and_imports_no_torch() -> None:
-    """In a fresh interpreter: every gallery model costed (numbers at its defaults) with every lowering
-    rule look-up failing; neither ``torch`` nor any ``ncd.torch`` module gets imported."""
-    script = textwrap.dedent("""
-        import sys
-        import ncd, ncd.zoo
-        import ncd.ir.rules as rules
+#: run in a fresh interpreter: ``lower``/``symbolic_program`` counted, lowering rule look-ups refused outside them
+_COUNTED = """
+import sys
+import ncd
+import ncd.ir.rules as rules
+import ncd.torch.codegen as codegen
 
-        def refuse(prim):
-            raise AssertionError(f"the cost analysis looked up the lowering rule of {prim.op}")
+calls = []
+inside = []
+lookup = rules.LOWERING.lookup
 
-        rules.LOWERING.lookup = refuse
+def refuse(prim):
+    if not inside:
+        raise AssertionError(f"the cost analysis looked up the lowering rule of {prim.op} outside lowering")
+    return lookup(prim)
+
+def counted(fn):
+    def run(*args, **kwargs):
+        if not inside:  # symbolic_program's own call of lower is part of it
+            calls.append(fn.__name__)
+        inside.append(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            inside.pop()
+    return run
+
+rules.LOWERING.lookup = refuse
+codegen.lower = counted(codegen.lower)
+codegen.symbolic_program = counted(codegen.symbolic_program)
+"""
+
+
+def test_costing_the_gallery_lowers_once() -> None:
+    """In a fresh interpreter: every gallery model costed (numbers at its defaults, then formulas) from one
+    lowering each (no dry run: no lowering rule looked up outside it)."""
+    script = _COUNTED + textwrap.dedent("""
+        import ncd.zoo
         for name, make in sorted(ncd.zoo.MODELS.items()):
-            assert ncd.cost(make()).forward_flops > 0, name
-        print(sorted(m for m in sys.modules if m == "torch" or m.startswith("ncd.torch")))
+            calls.clear()
+            report = ncd.cost(make())
+            assert report.forward_flops > 0, name
+            assert calls == ["lower"], (name, calls)
+            report.formulas
+            assert calls == ["lower", "symbolic_program"], (name, calls)
+        print("costed", len(ncd.zoo.MODELS))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.startswith("costed ")
 
 
-def test_costing_every_sample_runs_no_lowering_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_costing_every_sample_lowers_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every per-primitive sample costed from one lowering (bound) and no lowering rule looked up outside it."""
     from ncd.ir import rules
+    from ncd.torch import codegen
     from tests.opdb import SAMPLES, load
 
     load()
+    calls: list[str] = []
+    inside: list[int] = []
+    lookup = rules.LOWERING.lookup
 
-    def refuse(prim: object) -> None:
-        raise AssertionError(f"the cost analysis looked up the lowering rule of {prim}")
+    def refuse(prim: object) -> object:
+        if not inside:
+            raise AssertionError(f"the cost analysis looked up the lowering rule of {prim} outside lowering")
+        return lookup(prim)  # type: ignore[arg-type]
+
+    lower = codegen.lower
+
+    def counted(diagram: ncd.Diagram) -> object:
+        calls.append("lower")
+        inside.append(1)
+        try:
+            return lower(diagram)
+        finally:
+            inside.pop()
 
     monkeypatch.setattr(rules.LOWERING, "lookup", refuse)
+    monkeypatch.setattr(codegen, "lower", counted)
     for s in SAMPLES:
+        calls.clear()
         ncd.cost(s.build(), **s.sizes)
+        assert calls == ["lower"], (s, calls)
     assert len(SAMPLES) > 200

@@ -1,8 +1,9 @@
 """Attention: the cost of the fused ``scaled_dot_product_attention``.
 
 Lowering fuses softmax-then-contract attention into ``F.scaled_dot_product_attention``
-where :func:`ncd.prims.patterns.recognise_attention` finds the pattern; the cost walk asks
-the same function, so it costs exactly the calls the generated code makes.  Costs are those of
+where :func:`ncd.prims.patterns.recognise_attention` finds the pattern, and records the fusion as a
+``fused`` step of the program (:class:`ncd.ir.program.Step`, with the pattern); the cost analysis
+reads that step, so it costs exactly the calls the generated code makes.  Costs are those of
 PyTorch's *math* backend (the one ``FlopCounterMode`` can see; measure under
 ``sdpa_kernel(SDPBackend.MATH)``): two batched products of ``2·B·L·S·E`` and ``2·B·L·S·Ev``
 FLOPs, each repeated twice backward; autograd keeps the scaled queries and keys (new
@@ -12,23 +13,16 @@ their batch axes are adjacent in memory, a copy otherwise).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sympy
 
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
 from ncd.analysis.layout import Tensor
-from ncd.ir.diagram import Diagram, Par, unweave
-from ncd.prims.patterns import packs, recognise_attention
+from ncd.ir.diagram import Diagram
+from ncd.prims.patterns import packs
 
-__all__ = ["match", "fused_attention"]
-
-def match(parts: Sequence[Diagram], k: int) -> tuple[int, Any] | None:
-    """The attention pattern lowering fuses at ``parts[k:]`` (the one recogniser, on any sizes)."""
-    if not isinstance(unweave(parts[k])[0], Par):
-        return None
-    return recognise_attention(parts, k)
+__all__ = ["fused_attention"]
 
 
 def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor]) -> list[Tensor]:
@@ -49,9 +43,9 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
 
     B, L, S = product(batch), product(pattern.query), sizes[pattern.key]
     E, Ev = product(pattern.contracted), product(pattern.value)
-    walker.step += 1
+    walker.step_count += 1
     for t in values:
-        walker.last[t.storage] = walker.step
+        walker.last[t.storage] = walker.step_count
     metrics = Metrics()
     out_axes = tuple(frame) + tuple(parts[-1].cod[0].axes)
     ctx = CostContext(parts[0], list(values), (), [out_axes], walker, metrics)  # type: ignore[arg-type]

@@ -1,10 +1,17 @@
 """Exact costs read off a diagram: FLOPs, parameters, stored activations, peak memory.
 
-``ncd.cost(diagram, **sizes)`` walks the diagram the way the lowering does (same boxes,
-same woven axes, same order) and asks each primitive's cost rule (``ncd.analysis.<family>``)
-what the generated PyTorch does: the multiply-accumulates of its matrix products, its other
-arithmetic, and which tensors autograd keeps for the backward pass.  Every figure is a sympy
-formula in the axis sizes and, once the sizes are bound, a number.
+``ncd.cost(diagram, **sizes)`` reads the lowered program (:class:`ncd.ir.program.Program`: what
+``to_source`` prints and ``to_torch`` runs), produced once: on the bound diagram for numbers, on
+symbolic sizes for formulas.  It goes through the program's schedule step by step
+(:class:`ncd.ir.program.Step`, in the order the ops run): each box lowered is one row, costed by its
+primitive's cost rule on the step's tensors and woven axes; a fused attention is the ``fused`` step
+the program recorded; woven axes moved to the front and back are the views the program wrote; a
+class call or a loop of repeated layers runs the class's steps.  Nothing of code generation is
+replayed here: which boxes run in place, what was fused, which weights store their rows in a chosen
+order are read off the program.  Each row says what the generated PyTorch does: the
+multiply-accumulates of its matrix products, its other arithmetic, and which tensors autograd keeps
+for the backward pass.  Every figure is a sympy formula in the axis sizes and, once the sizes are
+bound, a number.
 
 Conventions (see ``docs/backprop.md``):
 
@@ -40,8 +47,8 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, check_size_names
-from ncd.ir.interpreter import Interpreter
+from ncd.ir.diagram import Block, Box, Diagram, Weave, check_size_names
+from ncd.ir.program import Function, Program, Step
 from ncd.ir.size import evaluate, symbol
 from ncd.limits import check_diagram
 
@@ -118,6 +125,8 @@ class CostContext:
     out_axes: list[tuple[Axis, ...]]
     walker: _Walker
     metrics: Metrics
+    #: the steps of a sub-diagram the box's lowering rule wrote inline (a scan's step): ``walker.inline`` reads them
+    inner: tuple[Step, ...] = ()
 
     @property
     def prim(self) -> Any:
@@ -171,8 +180,8 @@ class CostContext:
         return numel(self.out_axes[j])
 
 
-class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
-    """The cost model as an :class:`~ncd.ir.interpreter.Interpreter`: abstract tensors in, costs recorded."""
+class _Walker:
+    """The cost model: the lowered program's schedule read step by step, abstract tensors in, costs recorded."""
 
     def __init__(self, itemsize: int, training: bool = True) -> None:
         self.itemsize = itemsize
@@ -189,7 +198,8 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         self.saved: dict[int, int] = {}
         self.boxes: list[BoxCost] = []
         self.blocks: list[str] = []
-        self.step = 0
+        self.step_count = 0
+        self.functions: dict[str, Function] = {}
         self.born: dict[int, int] = {}
         self.last: dict[int, int] = {}
         self.params: set[int] = set()
@@ -201,8 +211,8 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         item = self.itemsize if dtype == "float" else 2 * self.itemsize if dtype == "complex" else ITEMSIZE[dtype]
         self.bytes[sid] = numel(axes) * item
         self.dtypes[sid] = dtype
-        self.born[sid] = self.step
-        self.last[sid] = self.step
+        self.born[sid] = self.step_count
+        self.last[sid] = self.step_count
         return Tensor(sid, axes, order, grad, dtype)
 
     def save(self, t: Tensor, metrics: Metrics) -> None:
@@ -211,104 +221,130 @@ class _Walker(Interpreter[Tensor, tuple[Axis, ...]]):
         self.saved[t.storage] = len(self.boxes)
         metrics.activation_bytes += self.bytes[t.storage]
 
-    # -- the walk (ncd.ir.interpreter: the traversal code generation shares) -------------------
-    def walk(self, node: Diagram, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
-        return self.run(node, values, frame)
+    # -- the schedule lowering recorded (ncd.ir.program.Step), read step by step ------------------
+    def run_program(self, program: Program, inputs: list[Tensor], top: Diagram) -> list[Tensor]:
+        """Cost the program's top class on ``inputs`` (``top``: the diagram it lowers, whose block name heads
+        every box's path as the walk of a block would)."""
+        self.functions = {f.name: f for f in program.functions}
+        self.rows.update(program.rows)
+        self.cols.update(program.cols)
+        if isinstance(top, Block):
+            self.blocks.append(top.name)
+            self.given = frozenset(v.storage for v in inputs)
+        return self.function(program.top, inputs, ())
 
-    def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Tensor], frame: tuple[Axis, ...]
-                ) -> tuple[int, list[Tensor]] | None:
-        from ncd.analysis.attention import fused_attention, match
-        from ncd.prims.patterns import chosen_columns, chosen_rows
+    def function(self, fn: Function, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        """One call of a generated class: its steps on ``values``."""
+        env = {id(v): t for v, t in zip(fn.inputs, values)}
+        self.schedule(fn.steps, env, frame)
+        return [env[id(v)] for v in fn.outputs]
 
-        found = match(parts, k)
-        if found is None:
-            self.rows.update(chosen_rows(parts, k))
-            self.cols.update(chosen_columns(parts, k))
-            return None
-        length, pattern = found
-        return length, fused_attention(self, pattern, list(parts[k: k + length]), values)
+    def inline(self, steps: Sequence[Step], values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        """The steps of a sub-diagram a rule lowered inline (``enter`` ... ``exit``) on ``values``."""
+        env = {id(v): t for v, t in zip(steps[0].outputs, values)}
+        self.schedule(steps, env, frame)
+        return [env[id(v)] for v in steps[-1].inputs]
 
-    def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
-        return cost_entry(box.prim).in_place(box, woven)
+    def schedule(self, steps: Sequence[Step], env: dict[int, Tensor], frame: tuple[Axis, ...]) -> None:
+        for step in steps:
+            if step.kind in ("enter", "exit"):
+                continue
+            outputs = self.step(step, [env[id(v)] for v in step.inputs], frame + step.frame)
+            env.update(zip(map(id, step.outputs), outputs))
 
-    def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Tensor], cod: Type,
-              frame: tuple[Axis, ...]) -> list[Tensor]:
-        return self.generic(inner, values, woven, frame, cod)
+    def step(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        if step.kind == "box":
+            assert step.box is not None
+            return self.box(step.box, values, step.woven, frame, step.inner)
+        if step.kind == "fused":
+            from ncd.analysis.attention import fused_attention
 
-    def block(self, node: Block, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
-        self.blocks.append(node.name)
-        given, self.given = self.given, frozenset(v.storage for v in values)
-        try:
-            return self.run(node.body, values, frame)
-        finally:
-            self.blocks.pop()
-            self.given = given
+            return fused_attention(self, step.pattern, list(step.parts), values)
+        if step.kind == "weave":
+            return self.moved(step.woven, values, frame)
+        if step.kind == "unweave":
+            return self.returned(values, frame, step.cod)
+        if step.kind == "call":
+            return self.call(step, values, frame)
+        raise AnalysisError(f"cost: no reading of a program step {step.kind!r}")
 
-    def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...]) -> list[Tensor]:
-        self.step += 1
+    def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...],
+            inner: tuple[Step, ...] = ()) -> list[Tensor]:
+        self.step_count += 1
         for v in values:
-            self.last[v.storage] = self.step
+            self.last[v.storage] = self.step_count
         present = [a for a in frame if any(a.name in v.names for v in values)]
         cod = woven[0].cod if woven else box.cod
         out_axes = [tuple(present) + seg.axes for seg in cod]
         metrics = Metrics()
         for shape in box.prim.params().values():
             metrics.params += numel([Axis("p", s) for s in shape])
-        ctx = CostContext(box, list(values), woven, out_axes, self, metrics)
+        ctx = CostContext(box, list(values), woven, out_axes, self, metrics, inner)
         outputs: list[Tensor] = cost_entry(box.prim).fn(ctx)
         if len(outputs) != len(cod):
             raise AnalysisError(f"cost rule for {box.prim.op} gave {len(outputs)} outputs, expected {len(cod)}")
         self.boxes.append(BoxCost(box.text(), box.prim.op, tuple(self.blocks), metrics))
         return outputs
 
-    def generic(self, inner: Diagram, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...],
-                cod: Type) -> list[Tensor]:
-        """Woven axes moved to the front (views), shared inputs unsqueezed; as codegen does."""
-        axes = [w.axis for w in woven]
+    def moved(self, woven: tuple[Any, ...], values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        """Woven axes moved to the front (views; a shared input is not copied), as the program does."""
+        frame_names = {f.name for f in frame}
         moved = []
         for j, v in enumerate(values):
             carried = [w.axis for w in woven if w.dom_pos[j] is not None]
             carried_names = {a.name for a in carried}
-            head = [a for a in v.axes if a.name in {f.name for f in frame}]
+            head = [a for a in v.axes if a.name in frame_names]
             rest = [a for a in v.axes if a.name not in carried_names and a not in head]
             moved.append(v.relabel(head + carried + rest))
-        results = self.walk(inner, moved, frame + tuple(axes))
+        return moved
+
+    def returned(self, values: list[Tensor], frame: tuple[Axis, ...], cod: Type) -> list[Tensor]:
+        """Woven axes moved back into place (views; a shared input's result expanded)."""
         out = []
-        for v, seg in zip(results, cod):
+        for v, seg in zip(values, cod):
             present_frame = [a for a in frame if a.name in v.names]
             out.append(v.relabel(present_frame + list(seg.axes)) if all(a.name in v.names for a in seg.axes) else
                        _expand(v, present_frame + list(seg.axes)))
         return out
 
-    def repeat(self, node: Repeat, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
-        name = node.name or (node.body.name if isinstance(node.body, Block) else node.var)
-        if not node.start.free_symbols and not node.stop.free_symbols:
-            for i in range(int(node.start), int(node.stop)):
-                given, self.given = self.given, frozenset(v.storage for v in values)  # each layer is a class
-                try:
-                    values = self.walk(node.iteration(i), values, frame)
-                finally:
-                    self.given = given
-            return values
-        # symbolic count: walk one iteration with the variable free, then sum over it
+    def call(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        """Generated classes called in turn (a block, or the layers of a repeat), each on its caller's storages."""
+        if step.count is not None:
+            return self.repeated(step, values, frame)
+        for callee, name in zip(step.callees, step.names):
+            given, self.given = self.given, frozenset(v.storage for v in values)  # the class receives them as made
+            if name is not None:
+                self.blocks.append(name)
+            try:
+                values = self.function(self.functions[callee], values, frame)
+            finally:
+                self.given = given
+                if name is not None:
+                    self.blocks.pop()
+        return values
+
+    def repeated(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
+        """A loop over a symbolic count of equal layers: one layer walked, its costs ``count`` times."""
+        assert step.count is not None
         sub = _Walker(self.itemsize, self.training)
+        sub.functions, sub.rows, sub.cols = self.functions, self.rows, self.cols
         sub.blocks = list(self.blocks)
         inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
         sub.given = frozenset(v.storage for v in inputs)
-        results = sub.walk(node.body, inputs, frame)
-        i = symbol(node.var)
+        results = sub.call(dataclasses.replace(step, count=None), inputs, frame)
+        count = step.count
         for b in sub.boxes:
-            b.metrics = b.metrics.map(lambda e: sympy.summation(e, (i, node.start, node.stop - 1)))
-            b.text = f"{b.text} (×{name})"
+            b.metrics = b.metrics.map(lambda e: e * count)
+            b.text = f"{b.text} (×{step.label})"
             self.boxes.append(b)
         self.symbolic_repeat = True
-        last = node.cod
-        return [self.allocate(tuple(s.axes), tuple(a.name for a in s.axes), r.grad, r.dtype) for s, r in zip(last, results)]
+        return [self.allocate(tuple(v.axes), tuple(a.name for a in v.axes), r.grad, r.dtype)
+                for v, r in zip(step.outputs, results)]
 
     def peak(self, inputs: list[Tensor], outputs: list[Tensor]) -> sympy.Expr | None:
         if self.symbolic_repeat:
             return None
-        end = self.step + 1
+        end = self.step_count + 1
         keep = {v.storage for v in inputs} | {v.storage for v in outputs} | set(self.saved)
         # a sweep over the steps: a storage is live from its birth to its last use (to the end if kept)
         born: dict[int, list[sympy.Expr]] = {}
@@ -471,7 +507,8 @@ class CostReport:
             from ncd.prims.contraction import planned_at
 
             with planned_at(self.sizes):  # size-chosen plans (an einsum's pair order) as at the bound sizes
-                self._symbolic = _analyse(self.diagram, self.dtype, self.training)
+                self._symbolic = _analyse(self.diagram, _program(self.diagram, self.sizes), self.dtype,
+                                          self.training)
         return self._symbolic
 
     @property
@@ -624,7 +661,7 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
         check_diagram(bound, memory=False)
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
-            _analyse(bound, dtype, training)
+            _analyse(bound, _program(bound), dtype, training)
     else:
         report._formulas()
     from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)
@@ -636,11 +673,19 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
 Analysis = tuple[Metrics, list[BoxCost], "sympy.Expr | None", dict[str, sympy.Expr]]
 
 
-def _analyse(diagram: Diagram, dtype: str, training: bool = True) -> Analysis:
+def _program(diagram: Diagram, symbolic: dict[str, int] | None = None) -> Program:
+    """The program lowering writes for ``diagram``: bound, or on symbolic sizes with plans chosen at ``symbolic``
+    (:func:`ncd.torch.codegen.symbolic_program`).  The one lowering, run once per report."""
+    from ncd.torch.codegen import lower, symbolic_program  # the program's one producer (it imports no torch)
+
+    return symbolic_program(diagram, **symbolic) if symbolic is not None else lower(diagram)
+
+
+def _analyse(diagram: Diagram, program: Program, dtype: str, training: bool = True) -> Analysis:
     walker = _Walker(DTYPE_BYTES[dtype], training)
     inputs = [walker.allocate(seg.axes, tuple(a.name for a in seg.axes), seg.dtype == "float", seg.dtype)
               for seg in diagram.dom]
-    outputs = walker.walk(diagram, inputs, ())
+    outputs = walker.run_program(program, inputs, diagram)
     total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
     saved: dict[str, list[sympy.Expr]] = {}
     for sid in walker.saved:

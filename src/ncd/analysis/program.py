@@ -5,8 +5,8 @@ The first class of ops read this way: the program's ``torch.einsum`` calls.  One
 not keep) on its own, then contracts the two operands with one ``bmm`` of ``2 x`` the product of the
 remaining axes' sizes — or, when no axis is contracted, multiplies them elementwise (no matrix-product
 FLOPs).  The op's values carry their axes with sympy sizes, so on a program on symbolic sizes
-(``ncd.torch.codegen.symbolic_program``) this gives formulas.  ``ncd.cost`` still walks the diagram;
-``tests/test_program_cost.py`` checks that walk against these ops, box by box.
+(``ncd.torch.codegen.symbolic_program``) this gives formulas.  ``ncd.cost`` reads the program's schedule
+(one row per box lowered); ``tests/test_program_cost.py`` checks its rows against these ops, box by box.
 
 >>> from ncd.ir.axes import Axis
 >>> from ncd.ir.program import Function, Op, Program, Value

@@ -13,7 +13,6 @@ from typing import Any
 
 from ncd.ir.primitive import Primitive
 from ncd.ir.rules import BACKWARD, COST, AnalysisError, load
-from ncd.ir.weaving import lowers_in_place
 
 __all__ = ["COST", "BACKWARD", "cost_entry", "backward_entry", "AnalysisError", "load_all"]
 
@@ -21,8 +20,6 @@ __all__ = ["COST", "BACKWARD", "cost_entry", "backward_entry", "AnalysisError", 
 @dataclass(frozen=True)
 class CostEntry:
     fn: Callable[[Any], Any]
-    #: whether lowering handles woven axes in place for this box (else codegen moves them to the front)
-    in_place: Callable[[Any, tuple[Any, ...]], bool]
 
 
 def load_all() -> None:
@@ -33,7 +30,7 @@ def load_all() -> None:
 def cost_entry(prim: Primitive) -> CostEntry:
     load_all()
     fn = COST.lookup(prim)
-    return CostEntry(lambda ctx: fn(prim, ctx), lowers_in_place)
+    return CostEntry(lambda ctx: fn(prim, ctx))
 
 
 def backward_entry(prim: Primitive) -> Callable[..., Any]:

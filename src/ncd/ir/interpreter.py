@@ -3,12 +3,12 @@
 :class:`Interpreter` walks a diagram the way the generated code runs it — sequential parts
 left to right, parallel parts on their own segments, woven boxes in place or generically,
 blocks, repetitions — threading one *value* per segment (a variable in generated code, an
-abstract tensor in the cost model, ...) and a *context* (the class being written, the
-enclosing frame, ...).  Code generation (``ncd.torch.codegen.Codegen``) and the cost
-analysis (``ncd.analysis.cost``) are subclasses, so they visit the same boxes, with the same
-woven axes, in the same order, and take the same decisions: whether a woven box runs in
-place (:func:`ncd.ir.weaving.lowers_in_place`) and which rewrites apply (the :meth:`rewrite`
-hook, where both plug in the one attention recogniser).
+drawing, ...) and a *context* (the class being written, the enclosing frame, ...).  Code
+generation (``ncd.torch.codegen.Codegen``) is the subclass that decides: whether a woven box
+runs in place (:func:`ncd.ir.weaving.lowers_in_place`) and which rewrites apply (the
+:meth:`rewrite` hook, where it plugs in the attention recogniser); it records what it did as the
+program's schedule (:class:`ncd.ir.program.Step`), which the cost analysis reads instead of
+walking the diagram again.
 
 Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`block`,
 :meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`.

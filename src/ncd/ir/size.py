@@ -202,7 +202,12 @@ def size(value: SizeLike) -> sympy.Expr:
 
 def size_text(value: sympy.Expr) -> str:
     """The text form of a size, readable by :func:`size`."""
-    return str(value)
+    return _text(value) if isinstance(value, sympy.Basic) else str(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _text(value: sympy.Expr) -> str:
+    return str(value)  # sympy's printer is slow, and a model repeats a few sizes many times
 
 
 @functools.lru_cache(maxsize=8192)
@@ -253,6 +258,7 @@ def symbolic_sizes() -> Iterator[None]:
         _SYMBOLIC.reset(token)
 
 
+@functools.lru_cache(maxsize=8192)
 def symbolic_text(value: sympy.Expr) -> str:
     """A size as a program on symbolic sizes prints it: each symbol read from ``sizes`` (``sizes.k*sizes.h``),
     so that no size is mistaken for a local variable of the same name."""

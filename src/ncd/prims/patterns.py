@@ -173,8 +173,8 @@ def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...
     if k == 0 or not isinstance(inner, Box) or not isinstance(inner.prim, LinearOp) or not on_trailing_axes(inner, woven):
         return {}
     own = [a.name for a in inner.prim.dom_axes]
-    attention = _ending(parts, k)
-    if attention is None or len(own) < 2 or not set(own) <= set(attention.batch) | set(attention.value):
+    attention = _ending(parts, k) if len(own) >= 2 else None  # a map of one axis reads any layout as it is
+    if attention is None or not set(own) <= set(attention.batch) | set(attention.value):
         return {}
     if list(parts[k].dom[0].names[-len(own):]) != own or attention.out[-len(own):] != own:
         return {}

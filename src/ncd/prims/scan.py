@@ -37,7 +37,7 @@ from ncd.ir.axes import Axis, AxisLike, Type, as_axis
 from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
-from ncd.ir.size import Size
+from ncd.ir.size import Size, SymbolicSize
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext, _Walker
@@ -191,7 +191,7 @@ def lower_scan(prim: ScanOp, ctx: RuleContext) -> list[str]:
 
     em = ctx.em
     steps = ctx.int(prim.axis.size, f"length of the scan over {prim.axis.name}")
-    if steps < 1:
+    if not isinstance(steps, SymbolicSize) and steps < 1:  # on symbolic sizes the program runs ``range(sizes.t)``
         raise ctx.fail(f"the time axis {prim.axis.name} has {steps} positions; a scan needs at least one")
     c, k = prim.consts, prim.carry
     consts, carries, xs = ctx.args[:c], ctx.args[c:c + k], ctx.args[c + k:]
@@ -257,7 +257,7 @@ def cost_scan(prim: ScanOp, ctx: CostContext) -> list[Tensor]:
         lead = tuple(a for a in t.axes if a.name in {f.name for f in frame})
         axes = lead + seg.axes
         inputs.append(sub.allocate(axes, tuple(a.name for a in axes), t.grad, t.dtype))
-    results = sub.walk(inline(body), inputs, frame)
+    results = sub.inline(ctx.inner, inputs, frame)  # the step's ops, as lowering wrote them inline
     steps = prim.axis.size
     step = Metrics.total([b.metrics for b in sub.boxes])
     for name in ("forward_matmul", "forward_other", "backward_matmul", "backward_other", "counter_excess"):

@@ -8,8 +8,9 @@ what runs (and what appears in tracebacks).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sympy
 
@@ -18,7 +19,7 @@ from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.names import class_name, python_name
-from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Value, layout_comment
+from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Step, StepKind, Value, layout_comment
 from ncd.ir.size import SymbolicSize, evaluate, symbol, symbolic_sizes
 from ncd.ir.weaving import lowers_in_place
 from ncd.prims.structure import LoadOp, SaveOp
@@ -145,9 +146,12 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         self.saved: dict[str, Type] = {}
         self.class_saves: dict[str, dict[str, Type]] = {}
         self.program = Program()
+        #: the woven axes the enclosing class moved in front while a sub-diagram is lowered on its own axes
+        self.frame: tuple[Axis, ...] = ()
         #: layouts chosen for learned maps, shared by every class (a choice may look across a block's boundary)
         self.rows: dict[int, tuple[str, ...]] = {}
         self.cols: dict[int, tuple[str, ...]] = {}
+        self.program.rows, self.program.cols = self.rows, self.cols
 
     # -- classes -------------------------------------------------------------------
     def class_for(self, body: Diagram, title: str) -> str:
@@ -160,7 +164,11 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         inputs = [Value(em.fresh(_input_name(len(body.dom), j)), seg.axes, seg.dtype) for j, seg in enumerate(body.dom)]
         em.values.update((v.var, v) for v in inputs)
         em.function.inputs = inputs  # known while the body is lowered (an operand given by the caller keeps its layout)
-        outputs = self.lower(body, em, inputs)
+        frame, self.frame = self.frame, ()
+        try:
+            outputs = self.lower(body, em, inputs)
+        finally:
+            self.frame = frame
         self.classes[body] = name
         self.class_saves[name] = {k: v for k, v in self.saved.items() if before.get(k) is not v}
         if em.uses_store:
@@ -179,7 +187,26 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
 
     # -- the walk (ncd.ir.interpreter: the traversal the cost analysis shares) -----------------
     def lower(self, node: Diagram, em: ClassEmitter, values: list[Value]) -> list[Value]:
-        return self.run(node, values, em)
+        self._step(em, "enter", (), values, len(em.function.ops))
+        results = self.run(node, values, em)
+        self._step(em, "exit", results, (), len(em.function.ops))
+        return results
+
+    def _step(self, em: ClassEmitter, kind: StepKind, inputs: Sequence[Value], outputs: Sequence[Value], start: int,
+              **what: Any) -> None:
+        """Record what lowering did (:class:`~ncd.ir.program.Step`): the schedule the cost analysis reads."""
+        em.function.steps.append(Step(kind, tuple(inputs), tuple(outputs), self.frame,
+                                      ops=(start, len(em.function.ops)), **what))
+
+    def _box_step(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Weave, ...],
+                  lower: Callable[[], list[Value]]) -> list[Value]:
+        """Lower one box, recording it as a step (with the steps of any sub-diagram its rule lowered inline)."""
+        start, mark = len(em.function.ops), len(em.function.steps)
+        results = lower()
+        inner = tuple(em.function.steps[mark:])
+        del em.function.steps[mark:]
+        self._step(em, "box", values, results, start, box=box, woven=woven, inner=inner)
+        return results
 
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Value], em: ClassEmitter
                 ) -> tuple[int, list[Value]] | None:
@@ -190,11 +217,16 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             em.rows.update(chosen_rows(parts, k))
             em.cols.update(chosen_columns(parts, k))
             return None
-        length, emit = fused
-        return length, emit(self, em, values)
+        length, emit, pattern = fused
+        start = len(em.function.ops)
+        results = emit(self, em, values)
+        self._step(em, "fused", values, results, start, pattern=pattern, parts=tuple(parts[k: k + length]))
+        return length, results
 
     def box(self, box: Box, values: list[Value], woven: tuple[Weave, ...], em: ClassEmitter) -> list[Value]:
-        return self.lower_box(box, em, values, _record(woven), in_place=True)  # the interpreter asked in_place
+        return self._box_step(box, em, values, woven,  # the interpreter asked in_place
+                              lambda: self.lower_box(box, em, values, _record(woven), in_place=True,
+                                                     cod=woven[0].cod if woven else box.cod))
 
     def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Value], cod: Type, em: ClassEmitter
               ) -> list[Value]:
@@ -203,7 +235,10 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         return self.lower_weave_generic(inner, em, values, _record(woven), cod)
 
     def block(self, node: Block, values: list[Value], em: ClassEmitter) -> list[Value]:
-        return self.call_block(node.body, node.name, em, values)
+        start = len(em.function.ops)
+        results = self.call_block(node.body, node.name, em, values)
+        self._step(em, "call", values, results, start, callees=(self.classes[node.body],), names=(node.name,))
+        return results
 
     def repeat(self, node: Repeat, values: list[Value], em: ClassEmitter) -> list[Value]:
         return self.lower_repeat(node, em, values)
@@ -233,13 +268,17 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         title = node.name or (node.body.name if isinstance(node.body, Block) else "layer")
         count: int | SymbolicSize = stop - start
         bodies = []
+        names: list[str | None] = []  # the block each layer runs under
+        begin = len(em.function.ops)
         if isinstance(count, SymbolicSize):  # a program on symbolic sizes: one class, ``count`` times
             if symbol(node.var) in node.body.free_symbols or not all(a.same(b) for a, b in zip(node.dom, node.cod)):
                 raise LoweringError(f"repeat {node.var}: its layers differ, so their count {count} must be bound")
             bodies.append(node.body.body if isinstance(node.body, Block) else node.body)
+            names.append(node.body.name if isinstance(node.body, Block) else None)
         for i in range(start, stop) if not bodies else ():
             body = node.iteration(i)
             bodies.append(body.body if isinstance(body, Block) else body)
+            names.append(body.name if isinstance(body, Block) else None)
         class_title = node.body.name if isinstance(node.body, Block) else title
         classes = [self.class_for(b, class_title) for b in bodies]
         if len(set(classes)) == 1:
@@ -263,17 +302,23 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             runs = count.expr if isinstance(count, SymbolicSize) else sympy.Integer(len(classes))
             em.emit(Op("loop", layers, tuple(carried), tuple(carried),
                        f"for {layer} in {layers}:\n    {lhs} = {layer}({call_args})", callee=classes[0], count=runs))
-            return [Value(var, seg.axes, seg.dtype) for var, seg in zip(loop_vars, node.cod)]
-        for k, (cls, body) in enumerate(zip(classes, bodies)):
-            values = self._call(f"{layers}[{k}]", cls, em, values, body.cod, title)
-        return values
+            results = [Value(var, seg.axes, seg.dtype) for var, seg in zip(loop_vars, node.cod)]
+        else:
+            results = values
+            for k, (cls, body) in enumerate(zip(classes, bodies)):
+                results = self._call(f"{layers}[{k}]", cls, em, results, body.cod, title)
+        label = node.name or (node.body.name if isinstance(node.body, Block) else node.var)
+        self._step(em, "call", values, results, begin, callees=tuple(classes), names=tuple(names),
+                   count=count.expr if isinstance(count, SymbolicSize) else None, label=label)
+        return results
 
     def lower_box(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...],
-                  in_place: bool | None = None) -> list[Value]:
+                  in_place: bool | None = None, cod: Type | None = None) -> list[Value]:
+        """Lower one box (``cod``: its codomain with the woven axes in place, when the caller knows it)."""
         entry = rule_for(box.prim)
         self._track_store(box)
         em.uses_store = em.uses_store or isinstance(box.prim, (SaveOp, LoadOp))
-        out_types = _woven_cod(box, woven)
+        out_types = cod if cod is not None else _woven_cod(box, woven)
         if in_place if in_place is not None else lowers_in_place(box, woven):
             ctx = RuleContext(box, list(values), woven, [seg.axes for seg in out_types], em)
             em.current = box
@@ -309,6 +354,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         self, inner: Diagram, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...], out_types: Type
     ) -> list[Value]:
         """Move woven axes to the front, lower ``inner`` on its own axes, move them back."""
+        begin = len(em.function.ops)
         moved: list[Value] = []
         unsqueezed = False
         for j, (v, seg) in enumerate(zip(values, inner.dom)):
@@ -334,25 +380,21 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
                 var = em.assign(f"{v.var}_shared", f"{var}.unsqueeze({index - total - 1})", front, kind="view")
                 unsqueezed = True
             moved.append(Value(var, seg.axes, seg.dtype))
-        if isinstance(inner, Box):
-            entry = rule_for(inner.prim)
-            self._track_store(inner)
-            em.uses_store = em.uses_store or isinstance(inner.prim, (SaveOp, LoadOp))
-            ctx = RuleContext(inner, moved, (), [seg.axes for seg in inner.cod], em)
-            # comments show the woven axes in front, where they are while the box runs
-            front_cod = Type(tuple(seg.with_axes(tuple(w.axis for w in woven) + seg.axes) for seg in inner.cod))
-            em.current = inner
-            try:
-                results = self._bind_outputs(inner, em, entry.fn(ctx), front_cod)
-            finally:
-                em.current = None
-        else:
-            outer = em.leading
-            em.leading = outer + tuple(w.axis for w in woven)
-            try:
-                results = self.lower(inner, em, moved)
-            finally:
-                em.leading = outer
+        self._step(em, "weave", values, moved, begin, woven=woven)
+        frame, self.frame = self.frame, self.frame + tuple(w.axis for w in woven)
+        try:
+            if isinstance(inner, Box):
+                results = self._box_step(inner, em, moved, (), lambda: self._lower_moved(inner, em, moved, woven))
+            else:
+                outer = em.leading
+                em.leading = outer + tuple(w.axis for w in woven)
+                try:
+                    results = self.lower(inner, em, moved)
+                finally:
+                    em.leading = outer
+        finally:
+            self.frame = frame
+        begin = len(em.function.ops)
         out: list[Value] = []
         for j, (v, seg) in enumerate(zip(results, out_types)):
             layout = _markers(len(inner.cod[j]), [w.cod_pos[j] for w in woven])
@@ -368,7 +410,22 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             if src != dst:
                 var = em.assign(v.var, f"torch.movedim({var}, {tuple(src)}, {tuple(dst)})", seg.axes, kind="view")
             out.append(Value(var, seg.axes, seg.dtype))
+        self._step(em, "unweave", results, out, begin, woven=woven, cod=out_types)
         return out
+
+    def _lower_moved(self, inner: Box, em: ClassEmitter, moved: list[Value], woven: tuple[Woven, ...]) -> list[Value]:
+        """A box on its own axes, the woven ones moved in front of its operands."""
+        entry = rule_for(inner.prim)
+        self._track_store(inner)
+        em.uses_store = em.uses_store or isinstance(inner.prim, (SaveOp, LoadOp))
+        ctx = RuleContext(inner, moved, (), [seg.axes for seg in inner.cod], em)
+        # comments show the woven axes in front, where they are while the box runs
+        front_cod = Type(tuple(seg.with_axes(tuple(w.axis for w in woven) + seg.axes) for seg in inner.cod))
+        em.current = inner
+        try:
+            return self._bind_outputs(inner, em, entry.fn(ctx), front_cod)
+        finally:
+            em.current = None
 
 
 _CALL = re.compile(r"[A-Za-z_][\w.]*(?=\()")

@@ -2,7 +2,8 @@
 
 The code generator calls :func:`match_attention` at every position of every sequential
 composition; the pattern is recognised by :func:`ncd.prims.patterns.recognise_attention`
-(the function the cost analysis asks too) and written here as one SDPA call: the code
+and written here as one SDPA call (codegen records it as a ``fused`` step of the program, the pattern
+with it, which is what the cost analysis reads): the code
 permutes and reshapes with negative dimensions, so extra leading batch dimensions pass through.
 
 Exactly the same function is computed, with two documented differences: dropout draws its
@@ -63,8 +64,8 @@ def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...
 Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
 
 
-def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit] | None:
-    """If ``parts[k:]`` starts with an attention pattern, its length and emitter."""
+def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit, Attention] | None:
+    """If ``parts[k:]`` starts with an attention pattern, its length, emitter and the pattern."""
     found = recognise_attention(parts, k)
     if found is None:
         return None
@@ -73,7 +74,7 @@ def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit] | None
     def emit(gen: Codegen, em: ClassEmitter, values: list[Value]) -> list[Value]:
         return _emit(attention, em, values)
 
-    return length, emit
+    return length, emit, attention
 
 
 # -- code ---------------------------------------------------------------------------------------
