@@ -676,9 +676,10 @@ Analysis = tuple[Metrics, list[BoxCost], "sympy.Expr | None", dict[str, sympy.Ex
 def _program(diagram: Diagram, symbolic: dict[str, int] | None = None) -> Program:
     """The program lowering writes for ``diagram``: bound, or on symbolic sizes with plans chosen at ``symbolic``
     (:func:`ncd.torch.codegen.symbolic_program`).  The one lowering, run once per report."""
-    from ncd.torch.codegen import lower, symbolic_program  # the program's one producer (it imports no torch)
+    from ncd.torch.codegen import cut_out, lower, symbolic_program  # the program's one producer
 
-    return symbolic_program(diagram, **symbolic) if symbolic is not None else lower(diagram)
+    with cut_out():  # a region of a model (a per-rank unit) is costed alone
+        return symbolic_program(diagram, **symbolic) if symbolic is not None else lower(diagram)
 
 
 def _analyse(diagram: Diagram, program: Program, dtype: str, training: bool = True) -> Analysis:

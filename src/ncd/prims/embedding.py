@@ -203,17 +203,23 @@ def lower_embedding(prim: EmbeddingOp, ctx: RuleContext) -> list[str]:
     return [call if len(sizes) == 1 else f"{call}.unflatten(-1, {tuple(sizes)})"]
 
 
+def _cut_out() -> bool:
+    from ncd.torch.codegen import lowering_cut_out
+
+    return lowering_cut_out()
+
+
 @LOWERING.rule(UnembedOp)
 def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[str]:
     vocab = ctx.int(prim.vocab.size, f"axis {prim.vocab.name}")
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
     x = ctx.args[0].var
     arg = x if len(sizes) == 1 else f"{x}.flatten({-len(sizes)})"
-    if prim.tied_to is None:
+    entry = _tables(ctx).get(prim.tied_to) if prim.tied_to is not None else None
+    if prim.tied_to is None or (entry is None and _cut_out()):  # a region costed alone: a weight of its own
         module = ctx.em.attr("unembed" + (f"_{ctx.box.label}" if ctx.box.label else ""),
                              f"nn.Linear({_product(sizes)}, {vocab}, bias={prim.bias})")
         return [f"{module}({arg})"]
-    entry = _tables(ctx).get(prim.tied_to)
     if entry is None:
         raise ctx.fail(
             f"it is tied to the embedding labelled {prim.tied_to!r}, but no embedding box with that label comes before it"

@@ -7,8 +7,10 @@ what runs (and what appears in tracebacks).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -530,6 +532,26 @@ def lower(bound: Diagram) -> Program:
 
     fuse_encoder_layers(gen.program, gen.rows, gen.cols)  # a whole encoder layer runs torch's fused kernel in inference
     return gen.program
+
+
+_CUT_OUT: ContextVar[bool] = ContextVar("ncd_cut_out", default=False)
+
+
+@contextlib.contextmanager
+def cut_out() -> Iterator[None]:
+    """Lower a region cut out of a model, as ``ncd.cost`` reads it (a per-rank unit of a sharded model): a map
+    tied to a weight outside the region declares a weight of its own.  The ops are the same; costs count
+    parameters from the diagram's boxes, not from the program's attributes."""
+    token = _CUT_OUT.set(True)
+    try:
+        yield
+    finally:
+        _CUT_OUT.reset(token)
+
+
+def lowering_cut_out() -> bool:
+    """Whether a region cut out of a model is being lowered (:func:`cut_out`)."""
+    return _CUT_OUT.get()
 
 
 def top_class_name(source: str) -> str:
