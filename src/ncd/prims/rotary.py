@@ -114,7 +114,7 @@ def lower_rotary(prim: RotaryOp, ctx: RuleContext) -> list[str]:
     axes = (prim.position, prim.axis)
     inv = f"1.0 / ({prim.base!r} ** (torch.arange(0, {k}, 2, dtype=torch.int64, device={x}.device).float() / {k}))"
     offset = ctx.int(prim.offset, f"the position offset of {prim.axis.name}")
-    positions = f"torch.arange({x}.shape[-2], device={x}.device)" if not offset else \
+    positions = f"torch.arange({x}.shape[-2], device={x}.device)" if isinstance(offset, int) and not offset else \
         f"torch.arange({offset}, {offset} + {x}.shape[-2], device={x}.device)"
     freqs = ctx.em.assign("freqs", f"{positions}.float()[:, None] * ({inv})[None, :]", axes)
     angles = ctx.em.assign("angles", f"torch.cat(({freqs}, {freqs}), dim=-1)", axes)
