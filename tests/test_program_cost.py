@@ -79,3 +79,22 @@ def test_the_cost_walk_charges_each_product_what_the_program_ops_count() -> None
                 assert sympy.expand(from_program - from_walk) == 0, (name, from_program, from_walk)
                 compared += 1
     assert compared >= 50  # 56 products: 44 nn.Linear calls, 12 einsums (one woven learned map is text: unread)
+
+
+def test_the_costed_program_is_the_program_that_runs_fused_or_not() -> None:
+    """``ncd.cost`` reads the program lowering wrote: with attention fused into SDPA and with fusion switched off,
+    its FLOPs and saved bytes are those ``flop_counter`` and autograd measure on the module lowered the same way
+    (one report has the SDPA row, the other the boxes it replaces)."""
+    from ncd.torch import fusion
+
+    d = ncd.zoo.multi_head_attention()
+    sizes = {"y": 5, "x": 6, "m": 8, "k": 4, "h": 2}
+    fused = ncd.cost(d, **sizes)
+    with fusion.disabled():
+        plain = ncd.cost(d, **sizes)
+        plain_run = measure(d, **sizes)
+    fused_run = measure(d, **sizes)
+    assert "sdpa" in {b.op for b in fused.boxes} and "sdpa" not in {b.op for b in plain.boxes}
+    for report, run in ((fused, fused_run), (plain, plain_run)):
+        assert (report.forward_matmul, report.backward_matmul + report.counter_excess, report.activation_bytes) == (
+            run.forward_flops, run.backward_flops, run.activation_bytes)
