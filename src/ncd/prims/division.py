@@ -19,38 +19,27 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import Type
 from ncd.ir.diagram import Box, Identity, Par, Seq
-from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
+from ncd.prims.binary import SCALAR, Entrywise, draw_meeting, output_like
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
-    from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
 __all__ = ["DivideOp", "Divide"]
 
-SCALAR = Segment(())
-
 
 @dataclass(frozen=True)
-class DivideOp(Primitive):
+class DivideOp(Entrywise):
     """``a / b`` entry by entry: ``1, 1 -> 1``, woven over the axes of both."""
 
     op: ClassVar[str] = "divide"
     family: ClassVar[str] = "elementwise"
-    kind: ClassVar[Kind] = "nonlinear"
-    weave_policy = weaving.same_layouts
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((SCALAR, SCALAR)), Type((SCALAR,))
-
-    def label(self) -> str:
-        return "÷"
+    symbol: ClassVar[str] = "÷"
 
 
 def Divide() -> Box:
@@ -69,8 +58,7 @@ def cost_divide(prim: DivideOp, ctx: CostContext) -> list[Tensor]:
     """One division per entry; autograd keeps the divisor, and the dividend when the divisor needs a gradient."""
     a, b = ctx.inputs
     n = ctx.numel()
-    full = all(x.name in a.names for x in ctx.out_axes[0])
-    out = ctx.like(0, a) if full else ctx.output(0)
+    out = output_like(ctx)
     if a.grad or b.grad:
         ctx.save(b)
     if b.grad:
@@ -93,13 +81,8 @@ def backward_divide(prim: DivideOp, box: Box, builder: object) -> BoxBackward:
     return BoxBackward((("in", 0), ("in", 1)), both)
 
 
-@SCALAR_DRAWING.rule(DivideOp)
-def draw_divide(prim: DivideOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
-    """Like the product ``⊙``: equal wires of both tensors meet at dots under ``÷`` (the dividend's wires on top)."""
-    from ncd.render.pictograms import meeting
-    from ncd.render.typeset import Piece
-
-    return meeting(ctx, dom, cod, (Piece("÷"),), prim.op)
+# drawing: like the product ``⊙``, equal wires of both tensors meet at dots under ``÷`` (the dividend's wires on top)
+SCALAR_DRAWING.rule(DivideOp)(draw_meeting)
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------

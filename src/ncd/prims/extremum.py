@@ -22,37 +22,28 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Identity, Par, Seq
-from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
+from ncd.prims.binary import SCALAR, Entrywise, draw_meeting, output_like
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
-    from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
 __all__ = ["ExtremumOp", "Maximum"]
 
-SCALAR = Segment(())
-
 
 @dataclass(frozen=True)
-class ExtremumOp(Primitive):
+class ExtremumOp(Entrywise):
     """``max(a, b)`` (``smaller``: ``min(a, b)``) entry by entry: ``1, 1 -> 1``, woven over the axes of both."""
 
     smaller: bool = False
 
     op: ClassVar[str] = "extremum"
     family: ClassVar[str] = "elementwise"
-    kind: ClassVar[Kind] = "nonlinear"
-    weave_policy = weaving.same_layouts
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((SCALAR, SCALAR)), Type((SCALAR,))
 
     def label(self) -> str:
         return "min" if self.smaller else "max"
@@ -74,8 +65,7 @@ def cost_extremum(prim: ExtremumOp, ctx: CostContext) -> list[Tensor]:
     """One comparison per entry; for the backward (which entry won, ties halved) autograd keeps both inputs."""
     a, b = ctx.inputs
     n = ctx.numel()
-    full = all(x.name in a.names for x in ctx.out_axes[0])
-    out = ctx.like(0, a) if full else ctx.output(0)
+    out = output_like(ctx)
     if a.grad or b.grad:
         ctx.save(a, b)
     ctx.other(n, 4 * n if a.grad or b.grad else sympy.Integer(0))
@@ -107,13 +97,8 @@ def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackwar
     return BoxBackward((("in", 0), ("in", 1)), grads)
 
 
-@SCALAR_DRAWING.rule(ExtremumOp)
-def draw_extremum(prim: ExtremumOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
-    """Like the product ``⊙``: equal wires of both tensors meet at dots under ``max`` (or ``min``)."""
-    from ncd.render.pictograms import meeting
-    from ncd.render.typeset import Piece
-
-    return meeting(ctx, dom, cod, (Piece(prim.label()),), prim.op)
+# drawing: like the product ``⊙``, equal wires of both tensors meet at dots under ``max`` (or ``min``)
+SCALAR_DRAWING.rule(ExtremumOp)(draw_meeting)
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------

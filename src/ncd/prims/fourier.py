@@ -43,6 +43,7 @@ from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, SCALAR_DRAWING
 from ncd.ir.size import size_text, sizes_equal
+from ncd.prims.binary import Entrywise, draw_meeting
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -130,19 +131,14 @@ class ComplexPartOp(Primitive):
 
 
 @dataclass(frozen=True)
-class ComplexMultiplyOp(Primitive):
+class ComplexMultiplyOp(Entrywise):
     """``a ⊙ b`` for complex numbers: ``[complex], [complex] -> [complex]``, woven over the axes of both."""
 
     op: ClassVar[str] = "complex_multiply"
     family: ClassVar[str] = "fourier"
-    kind: ClassVar[Kind] = "nonlinear"
-    weave_policy = weaving.same_layouts
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((COMPLEX, COMPLEX)), Type((COMPLEX,))
-
-    def label(self) -> str:
-        return "⊙"
+    operands: ClassVar[tuple[Segment, ...]] = (COMPLEX, COMPLEX)
+    result: ClassVar[Segment] = COMPLEX
+    symbol: ClassVar[str] = "⊙"
 
 
 def _segment(axes: TypeLike, what: str) -> Segment:
@@ -273,13 +269,8 @@ def draw_complex_part(prim: ComplexPartOp, ctx: Layout, box: Box, dom: Type, cod
     return glyph_through(ctx, dom, (Piece(prim.label()),), name="complex_part")
 
 
-@SCALAR_DRAWING.rule(ComplexMultiplyOp)
-def draw_complex_multiply(prim: ComplexMultiplyOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
-    """As the product ``⊙``: equal wires of both tensors meet at dots."""
-    from ncd.render.pictograms import meeting
-    from ncd.render.typeset import Piece
-
-    return meeting(ctx, dom, cod, (Piece("⊙"),), prim.op)
+# as the product ``⊙``: equal wires of both tensors meet at dots
+SCALAR_DRAWING.rule(ComplexMultiplyOp)(draw_meeting)
 
 
 # -- import: recognised by ncd.trace.boxes_complex ---------------------------------------------------------

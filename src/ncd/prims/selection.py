@@ -31,6 +31,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING, BoxBackward
+from ncd.prims.binary import SCALAR, Entrywise, draw_meeting
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -40,24 +41,17 @@ if TYPE_CHECKING:
 
 __all__ = ["WhereOp", "Where", "LogicOp", "Logic", "LOGIC"]
 
-SCALAR = Segment(())
 CONDITION = Segment((), "bool")
 
 
 @dataclass(frozen=True)
-class WhereOp(Primitive):
+class WhereOp(Entrywise):
     """``c ? a : b`` entry by entry: ``[bool], 1, 1 -> 1``, woven over the axes of all three."""
 
     op: ClassVar[str] = "where"
     family: ClassVar[str] = "selection"
-    kind: ClassVar[Kind] = "nonlinear"
-    weave_policy = weaving.same_layouts
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((CONDITION, SCALAR, SCALAR)), Type((SCALAR,))
-
-    def label(self) -> str:
-        return "?:"
+    operands: ClassVar[tuple[Segment, ...]] = (CONDITION, SCALAR, SCALAR)
+    symbol: ClassVar[str] = "?:"
 
 
 def Where() -> Box:
@@ -96,13 +90,8 @@ def backward_where(prim: WhereOp, box: Box, builder: object) -> BoxBackward:
     return BoxBackward((("in", 0),), both)
 
 
-@SCALAR_DRAWING.rule(WhereOp)
-def draw_where(prim: WhereOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
-    """Equal wires of the three tensors meet at dots under ``?:`` (the mask's wires on top)."""
-    from ncd.render.pictograms import meeting
-    from ncd.render.typeset import Piece
-
-    return meeting(ctx, dom, cod, (Piece("?:"),), prim.op)
+# equal wires of the three tensors meet at dots under ``?:`` (the mask's wires on top)
+SCALAR_DRAWING.rule(WhereOp)(draw_meeting)
 
 
 # -- the logic of boolean masks ------------------------------------------------------------------------
