@@ -169,9 +169,13 @@ LETTERS = {"b": "batch", "t": "tokens", "h": "heads", "g": "kv_heads", "r": "gro
            "f": "ffn", "c": "channels", "w": "window", "s": "windows_per_side", "e": "experts", "v": "vocab"}
 
 
+#: a letter two roles of different models use (Swin's windows per side, a router's top-k slots)
+ALSO = {"s": "top_k"}
+
+
 def misnamed(names: dict[str, set[str]]) -> dict[str, set[str]]:
     """Names that are a role's letter (:data:`LETTERS`) on axes of another role."""
-    return {n: r for n, r in names.items() if n in LETTERS and r - {LETTERS[n]}}
+    return {n: r for n, r in names.items() if n in LETTERS and r - {LETTERS[n], ALSO.get(n)}}
 
 
 def several_names(names: dict[str, set[str]]) -> dict[str, set[str]]:

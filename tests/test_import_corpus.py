@@ -214,8 +214,9 @@ def test_two_roles_never_share_a_name(name: str) -> None:
     if name == "swin":  # the window partition reads as which window (s), where in it (w), heads h of k features
         assert names["s"] == {"windows_per_side"} and names["w"] == {"window"}
         assert names["h"] == {"heads"} and names["k"] == {"head_dim"} and names["t"] == {"tokens"}
-    if name == "mixtral":  # the router's output is the experts axis
-        assert names["e"] == {"experts"}
+        assert "heads" not in roles.several_names(names)  # the relative-position table's heads are h too
+    if name == "mixtral":  # the router's output is the experts axis, its top-k the slots each token is sent to
+        assert names["e"] == {"experts"} and names["s"] == {"top_k"}
 
 
 def test_the_attention_scale_is_the_head_dimension_s_symbol() -> None:

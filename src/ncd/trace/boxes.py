@@ -103,7 +103,11 @@ def _positions_axis(conv: Converter, seg: Segment, d: int, size: int) -> Any:
     from ncd.ir.axes import Axis
 
     axis = seg.axes[d]
-    name = _claim(conv, axis.name, size, "item" if axis.is_item else "feature")
+    roles = conv.namer.config
+    if size < int(axis.size) and "s" in roles.get(size, set()) and "e" in roles.get(int(axis.size), set()):
+        name = conv.namer.fresh(size, "s")  # the top-k slots of a router over experts: the config's role
+    else:
+        name = _claim(conv, axis.name, size, "item" if axis.is_item else "feature")
     while name in seg.names:
         name += PRIME
     return Axis(name, sympy_int(size), axis.role)

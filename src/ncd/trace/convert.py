@@ -278,7 +278,8 @@ class Converter:
         if names is None:  # shaped like an input (BERT's token types beside its ids): the input's wires, else fresh
             shape = tuple(int(s) for s in tensor.shape)
             like = [v for v in self.inputs if tuple(int(a.size) for a in self.segs[v].axes) == shape]
-            names = list(self.segs[like[0]].names) if like and shape else [self.namer.fresh(n) for n in shape]
+            learned = isinstance(ref, Node) and self.learned(ref)
+            names = list(self.segs[like[0]].names) if like and shape else [self._named(n, learned) for n in shape]
         seg = self.seg_for(tensor, names)
         if isinstance(ref, Node) and self.learned(ref) and (rows := self.leading_rows(ref, tensor, seg)) is not None:
             return rows
@@ -296,6 +297,16 @@ class Converter:
         if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
             self.bind(ref, vid)
         return vid
+
+    def _named(self, size: int, learned: bool) -> str:
+        """A fresh wire of a tensor read as data; a parameter's wire of a size the config gives one role of its own
+        (heads, key/value heads, head features, experts) has that role's name — the relative-position table of Swin
+        holds one bias per head ``h`` — before any operation tells its role."""
+        if learned:
+            letters = self.namer.config.get(size, set()) & PARAMETER_ROLES
+            if len(letters) == 1:
+                return self.namer.fresh(size, next(iter(letters)))
+        return self.namer.fresh(size)
 
     def leading_rows(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
         """A learned tensor that is the first rows of a parameter (``wpe(arange(t))``) as the table sliced to ``:t``
@@ -716,6 +727,10 @@ class Converter:
                     best[-k] = seg.names[-k]
                 k += 1
         return unique([n if n is not None else self.namer.fresh(s) for n, s in zip(best, shape)])
+
+
+#: Roles a parameter's wire is named after when the config gives its size that role alone (:meth:`Converter._named`)
+PARAMETER_ROLES = frozenset({"h", "g", "k", "e"})
 
 
 #: Operators that only view their operand (no entry computed, none repeated): a parameter read through them is still

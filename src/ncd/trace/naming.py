@@ -35,7 +35,7 @@ DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w"})
 
 
 #: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width,
-#: heads, key/value heads, experts, head features (else the width over the heads).
+#: heads, key/value heads, experts, head features (else the width over the heads), the top-k slots of a router.
 CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "hidden_dim"), "m"),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim",
@@ -45,6 +45,8 @@ CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), "g"),
     **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), "e"),
     **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "kv_channels"), "k"),
+    # the slots of a top-k routing: the experts each token is sent to
+    **dict.fromkeys(("num_experts_per_tok", "moe_topk", "num_selected_experts", "top_k", "moe_k"), "s"),
 }
 
 
