@@ -95,6 +95,12 @@ def test_the_costed_program_is_the_program_that_runs_fused_or_not() -> None:
         plain_run = measure(d, **sizes)
     fused_run = measure(d, **sizes)
     assert "sdpa" in {b.op for b in fused.boxes} and "sdpa" not in {b.op for b in plain.boxes}
+    # each row carries the lines of the program it costs: the SDPA call in one, the softmax in the other
+    assert [b.op for b in fused.boxes if any("F.scaled_dot_product_attention(" in c for c in b.code)] == ["sdpa"]
+    assert not any("scaled_dot_product_attention" in c for b in plain.boxes for c in b.code)
+    assert any("softmax" in c for b in plain.boxes for c in b.code)
+    lowered = d.to_source(**sizes)
+    assert all(c in lowered for b in fused.boxes for c in b.code if not c.startswith("#"))
     for report, run in ((fused, fused_run), (plain, plain_run)):
         assert (report.forward_matmul, report.backward_matmul + report.counter_excess, report.activation_bytes) == (
             run.forward_flops, run.backward_flops, run.activation_bytes)

@@ -113,6 +113,8 @@ class BoxCost:
     op: str
     blocks: tuple[str, ...]
     metrics: Metrics = field(default_factory=Metrics)
+    #: the lines of the lowered program this row costs (the ops the box, or the fused pattern, became)
+    code: tuple[str, ...] = ()
 
 
 @dataclass
@@ -255,11 +257,15 @@ class _Walker:
     def step(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
         if step.kind == "box":
             assert step.box is not None
-            return self.box(step.box, values, step.woven, frame, step.inner)
+            outputs = self.box(step.box, values, step.woven, frame, step.inner)
+            self.boxes[-1].code = tuple(op.code for op in step.ops)
+            return outputs
         if step.kind == "fused":
             from ncd.analysis.attention import fused_attention
 
-            return fused_attention(self, step.pattern, list(step.parts), values)
+            outputs = fused_attention(self, step.pattern, list(step.parts), values)
+            self.boxes[-1].code = tuple(op.code for op in step.ops)
+            return outputs
         if step.kind == "weave":
             return self.moved(step.woven, values, frame)
         if step.kind == "unweave":

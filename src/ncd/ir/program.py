@@ -120,7 +120,7 @@ class Step:
 
     Each step names the :class:`Value` objects it reads and writes (the very objects lowering threads from
     box to box, so a value is found by identity even where text names it twice), the ops it emitted
-    (``ops``: a slice of its :class:`Function`'s ops) and what the ops alone do not say: the box and the
+    (``ops``) and what the ops alone do not say: the box and the
     woven axes it runs on in place (``woven``, the diagram's ``Weave`` chain), the axes woven around it by
     the enclosing class (``frame``), the pattern a fusion rewrote, the classes a call runs.
     """
@@ -147,8 +147,8 @@ class Step:
     label: str = ""
     #: ``box``: the steps of a sub-diagram its rule lowered inline (a scan's step), from ``enter`` to ``exit``
     inner: tuple[Step, ...] = ()
-    #: the ops this step emitted: ``function.ops[ops[0]:ops[1]]``
-    ops: tuple[int, int] = (0, 0)
+    #: the ops this step emitted (a box's ops: what its cost row is attributed to)
+    ops: tuple[Op, ...] = ()
 
 
 @dataclass

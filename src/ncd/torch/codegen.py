@@ -198,7 +198,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
               **what: Any) -> None:
         """Record what lowering did (:class:`~ncd.ir.program.Step`): the schedule the cost analysis reads."""
         em.function.steps.append(Step(kind, tuple(inputs), tuple(outputs), self.frame,
-                                      ops=(start, len(em.function.ops)), **what))
+                                      ops=tuple(em.function.ops[start:]), **what))
 
     def _box_step(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Weave, ...],
                   lower: Callable[[], list[Value]]) -> list[Value]:
