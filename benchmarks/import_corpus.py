@@ -9,7 +9,8 @@ inputs).  A model type "builds" when its tiny model constructs and runs on the g
 the others are listed with the reason.  For each model that builds:
 
 * traced, refused (:class:`ncd.TraceError`, by design: control flow on input values) or crashed;
-* opaque boxes drawn, boxes drawn, parameter counts (lowered against original);
+* opaque boxes drawn, boxes drawn, parameter counts (lowered against the original's: every parameter, tied ones
+  once, read by the forward or not);
 * round-trip max |difference| of the lowered module against the model, on the traced input
   and on a fresh input of the same shapes (equal: ``allclose(atol=1e-4, rtol=1e-4)``);
 * "silently wrong": traced without any warning but not equal;
@@ -141,35 +142,6 @@ def _sections(config: Any, rope: dict[str, Any]) -> list[int]:
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def used_params(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
-    """Elements of the distinct parameters ``model`` reads on ``inputs`` (a tied weight counts once).
-
-    Read on a copy whose mode was switched to training and back: a model that caches tensors computed from parameters
-    in eval mode (LeViT's attention biases) drops the cache then, and reads the parameters again."""
-    import copy
-
-    from torch.overrides import TorchFunctionMode
-
-    model = copy.deepcopy(model)
-    model.train()
-    model.eval()
-    params = {id(p): p for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    class Watch(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            if getattr(func, "__name__", "") == "__get__":  # p.dtype, p.device: an attribute read, not a use
-                return func(*args, **(kwargs or {}))
-            for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
-                if isinstance(t, torch.Tensor) and id(t) in params:
-                    seen[id(t)] = t.numel()
-            return func(*args, **(kwargs or {}))
-
-    with torch.no_grad(), Watch():
-        model(**inputs)
-    return sum(seen.values())
 
 
 # -- inputs ------------------------------------------------------------------------------------------------------------
@@ -521,7 +493,7 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
         result.status = "not built"
         result.reason = _line(error) if isinstance(error, NotBuilt) else f"{type(error).__name__}: {_line(error)}"
         return result, None
-    result.params, result.layers = used_params(model, inputs), _layers(model)
+    result.params, result.layers = n_params(model), _layers(model)  # every parameter, tied ones once
     with torch.no_grad():
         want, want_fresh = model(**inputs), model(**fresh)
     start = time.perf_counter()

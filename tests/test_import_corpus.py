@@ -41,14 +41,7 @@ def test_corpus_model_round_trips(name: str, entries: dict[str, object]) -> None
     assert result.status == "traced", result.reason
     assert not result.lowered, result.lowered
     assert result.equal, (result.diff, result.diff_fresh, result.opaque_ops)
-    if name not in FOLDED:
-        assert result.params_lowered == result.params  # tied weights stay one parameter
-
-
-#: models whose lowered module holds a tensor computed from parameters alone (folded at trace time: BERT's token-type
-#: rows for the batch, ViT's class token with its position, T5's relative-position bias), so its parameter count
-#: differs from the original's (reported by the corpus)
-FOLDED = {"vit", "t5", "bert+attention_mask"}
+    assert result.params_lowered == result.params  # every parameter of the model, tied ones once
 
 
 def test_the_corpus_enumerates_every_model_type_of_transformers() -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import TraceError
 from ncd.ir.diagram import Block
+from ncd.trace.params import HOLDER, hold, unread
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +44,9 @@ class TracedDiagram(Block):
     values traced from the model, in execution order.  :meth:`to_torch` lowers the diagram
     and copies them in; :meth:`state_dict` gives them keyed by the lowered module's names.
     ``opaque`` counts the operators drawn as opaque boxes, by ATen name; the lowered module
-    is put in the mode (``training``) the model was traced in.
+    is put in the mode (``training``) the model was traced in.  ``unused`` holds the model's
+    parameters its forward did not read (by name): the lowered module keeps them under
+    ``unused`` (:mod:`ncd.trace.params`), so it has the original's parameters.
     """
 
     tensors: tuple[tuple[torch.Tensor, ...], ...] = field(default=(), compare=False, hash=False)
@@ -53,6 +56,7 @@ class TracedDiagram(Block):
     training: bool = field(default=False, compare=False, hash=False)
     fixed: tuple[str, ...] = field(default=(), compare=False, hash=False)
     constants: tuple[str, ...] = field(default=(), compare=False, hash=False)
+    unused: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -89,13 +93,18 @@ class TracedDiagram(Block):
             names = list(_state_for(at_trace, self.tensors, self.example))
             state = _state_for(at_trace, self.tensors, self.example)
             module.load_state_dict({n: state[n] for n in names}, strict=False)
-            return module
-        load_parameters(module, self.tensors, self.example)
+        else:
+            load_parameters(module, self.tensors, self.example)
+        hold(module, self.unused)
         return module
 
     def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram)."""
-        return _state_for(module, self.tensors, self.example)
+        """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram); the
+        unread parameters too when ``module`` keeps them (it was lowered by :meth:`to_torch`)."""
+        state = _state_for(module, self.tensors, self.example)
+        if hasattr(module, HOLDER):
+            state.update({f"{HOLDER}.{name}": p.detach() for name, p in self.unused})
+        return state
 
 
 #: Tracing records through process-wide state (torch's dispatch modes, our rule tables), so traces run one at a time.
@@ -178,8 +187,9 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=4)
     body, meta, fixed, held = _symbolic(body, conv)
-    return TracedDiagram(body, type(model).__name__, meta, tuple(tuple(t) for t in conv.emitted.tensors), example, opaque,
-                         captured.method, model.training, fixed, held)
+    tensors = tuple(tuple(t) for t in conv.emitted.tensors)
+    return TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
+                         fixed, held, unread(model, tensors))
 
 
 @contextlib.contextmanager
@@ -307,7 +317,8 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
                example: tuple[torch.Tensor, ...], order: list[str] | None = None) -> dict[str, torch.Tensor]:
     order = _first_use(module, example) if order is None else order
     flat = [t for group in tensors for t in group]
-    current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    current = {n: t for n, t in list(module.named_parameters()) + list(module.named_buffers())
+               if not n.startswith(HOLDER + ".")}
     unused = set(current) - set(order)
     if len(order) != len(flat) or any(n in dict(module.named_parameters()) for n in unused):
         raise TraceError(

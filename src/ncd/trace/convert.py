@@ -119,15 +119,18 @@ class Converter:
                     learned(r) for r in refs((node.args, node.kwargs))))
             return memo[id(node)]
 
+        from ncd.trace.params import pieces
+
         wired: list[Node] = []
         chosen: set[int] = set()
+        parts = pieces(self.captured.nodes, learned)  # a parameter read as data in parts: one parameter box, then views
         for node in self.captured.nodes:
             if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
                 continue
             args = refs((node.args, node.kwargs))
-            if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args):
+            if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts:
                 continue
-            if self._first_rows(node):
+            if self._first_rows(node) and id(node) not in parts:
                 continue
             wired.append(node)
             chosen.add(id(node))
@@ -219,6 +222,8 @@ class Converter:
             tensor = tensor[0]
         table = dict(self.model.named_parameters()).get(self.origin(node))
         if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
+            return False
+        if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
             return False
         n = int(tensor.shape[0])
         return n <= table.shape[0] and torch.equal(tensor, table[:n].to(tensor.dtype))
@@ -325,6 +330,8 @@ class Converter:
                                        None)
             rows = self.leading_rows(ref, tensor[(0,) * lead], inner)
             return None if rows is None else self.view(rows, list(seg.names), tuple(int(x) for x in tensor.shape))
+        if len(self._sources(ref)) != 1:
+            return None
         table = dict(self.model.named_parameters()).get(self.origin(ref))
         n = int(tensor.shape[0])
         if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
@@ -340,6 +347,14 @@ class Converter:
         (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))) >> woven, [], [seg])
         self.emitted.tensors.append([table.detach()])
         return vid
+
+    def _sources(self, node: Node) -> set[int]:
+        """The parameters a computation on parameters alone reads (ids of their nodes)."""
+        if node.kind == "parameter":
+            return {id(node)}
+        if node.kind != "call" or node.live:
+            return set()
+        return {p for r in refs((node.args, node.kwargs)) for p in self._sources(r)}
 
     def origin(self, node: Node) -> str:
         """The state-dict name of the parameter a derived tensor comes from."""

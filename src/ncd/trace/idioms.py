@@ -268,8 +268,16 @@ def linear(conv: Converter, node: Node) -> None:
     x, w = node.args[0], node.args[1]
     b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     weight = _weight(w)
-    if not _live(x) or weight is None or weight.dim() != 2 or (b is not None and _weight(b) is None):
+    if not _live(x) or weight is None or weight.dim() != 2:
         raise Decline("not a learned linear map")
+    if b is not None and _weight(b) is None:  # a bias computed from parameters (WavLM's chunk of cat(q, k, v biases))
+        if not (_live(b) and isinstance(b.value, torch.Tensor) and tuple(b.value.shape) == (int(weight.shape[0]),)
+                and b.value.dtype == node.value.dtype):
+            raise Decline("not a learned linear map")
+        out = emit_linear(conv, node, conv.value(x), weight, None)
+        bias = conv.view(conv.value(b), [conv.names(out)[-1]], (int(weight.shape[0]),))
+        conv.bind(node, conv.apply(Box(AddOp(2)), [out, bias]))
+        return
     conv.bind(node, emit_linear(conv, node, conv.value(x), weight, None if b is None else _weight(b)))
 
 

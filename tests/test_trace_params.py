@@ -1,0 +1,138 @@
+"""A lowered traced model has exactly the original's parameters: unread ones kept under ``unused``, tied ones one
+parameter, a parameter read in pieces or through a computation one parameter (not each piece a parameter of its own)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+
+
+def traced(model: nn.Module, *inputs: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model.eval(), *inputs)
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Unread(nn.Module):
+    """XLNet's ``mask_emb``: a parameter read only when a mask is given; two tied unread parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.mask_emb = nn.Parameter(torch.randn(1, 1, 6))
+        self.head = nn.Module()
+        self.head.weight = nn.Parameter(torch.randn(3, 6))
+        self.tail = nn.Module()
+        self.tail.weight = self.head.weight  # tied, and read by nobody
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Pieces(nn.Module):
+    """A hyper-connection: ``base`` read in two pieces (the first one its first rows), ``scale`` unbound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Linear(6, 8)
+        self.base = nn.Parameter(torch.randn(8))
+        self.scale = nn.Parameter(torch.randn(2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pre_logits, post_logits = self.mix(x).split(4, dim=-1)
+        pre_b, post_b = self.base.split(4, dim=-1)
+        pre_scale, post_scale = self.scale.unbind(0)
+        return torch.sigmoid(pre_logits * pre_scale + pre_b), torch.sigmoid(post_logits * post_scale + post_b)
+
+
+class JoinedBiases(nn.Module):
+    """WavLM's attention: the three projections' biases concatenated, then taken apart again by the kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = torch.cat((self.q.bias, self.k.bias, self.v.bias))
+        b_q, b_k, b_v = bias.chunk(3)
+        q, k, v = F.linear(x, self.q.weight, b_q), F.linear(x, self.k.weight, b_k), F.linear(x, self.v.weight, b_v)
+        return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+
+
+def test_unread_parameters_are_kept_under_their_names_and_tied_ones_stay_one() -> None:
+    model = Unread()
+    x = torch.randn(2, 5, 6)
+    d = traced(model, x)
+    lowered = d.to_torch()
+    assert count(lowered) == count(model) == 6 * 6 + 6 + 6 + 18
+    kept = dict(lowered.named_parameters(remove_duplicate=False))
+    torch.testing.assert_close(kept["unused.mask_emb"], model.mask_emb.detach())
+    assert kept["unused.head.weight"] is kept["unused.tail.weight"]  # tied in the model, one parameter here
+    torch.testing.assert_close(lowered(x), model(x))
+    # the state dict the trace gives loads into a fresh lowering of the same diagram, unread parameters and all
+    again = d.to_torch()
+    with torch.no_grad():
+        for p in again.parameters():
+            p.zero_()
+    again.load_state_dict(d.state_dict(again))
+    torch.testing.assert_close(dict(again.named_parameters())["unused.mask_emb"], model.mask_emb.detach())
+    torch.testing.assert_close(again(x), model(x))
+
+
+def test_a_parameter_read_in_pieces_is_one_parameter() -> None:
+    model = Pieces()
+    x = torch.randn(2, 5, 6)
+    d = traced(model, x)
+    lowered = d.to_torch()
+    assert count(lowered) == count(model)
+    shapes = sorted(tuple(p.shape) for p in lowered.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in model.parameters())  # base (8,) and scale (2,) whole, once each
+    for got, want in zip(lowered(x), model(x)):
+        torch.testing.assert_close(got, want)
+    fresh = torch.randn(2, 5, 6)
+    for got, want in zip(lowered(fresh), model(fresh)):
+        torch.testing.assert_close(got, want)
+
+
+def test_biases_joined_and_taken_apart_are_the_original_biases() -> None:
+    model = JoinedBiases()
+    x = torch.randn(2, 5, 8)
+    d = traced(model, x)
+    assert d.opaque_count == 0  # each projection a linear map plus its bias wire
+    lowered = d.to_torch()
+    assert count(lowered) == count(model)
+    torch.testing.assert_close(lowered(x), model(x))
+    # training the lowered module trains the three biases: each is one parameter, read through the concatenation
+    lowered(x).sum().backward()
+    grads = [p.grad for p in lowered.parameters() if p.shape == (8,)]
+    assert len(grads) == 3 and all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_tied_embeddings_stay_one_parameter(tie: bool) -> None:
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte = nn.Embedding(11, 6)
+            self.head = nn.Linear(6, 11, bias=False)
+            if tie:
+                self.head.weight = self.wte.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.wte(ids)))
+
+    model = LM()
+    ids = torch.randint(0, 11, (2, 4))
+    lowered = traced(model, ids).to_torch()
+    assert count(lowered) == count(model) == 66 * (1 if tie else 2)
+    torch.testing.assert_close(lowered(ids), model(ids))
