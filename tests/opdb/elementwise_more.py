@@ -12,7 +12,7 @@ REFS = {
     "rsqrt": torch.rsqrt, "reciprocal": torch.reciprocal, "softplus": F.softplus, "mish": F.mish, "hardswish": F.hardswish,
     "hardsigmoid": F.hardsigmoid, "relu6": F.relu6, "leaky_relu": F.leaky_relu, "elu": F.elu, "erf": torch.erf,
     "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "expm1": torch.expm1,
-    "acos": torch.acos,
+    "acos": torch.acos, "log_sigmoid": F.logsigmoid,
 }
 #: functions defined on positive numbers only: sampled after exp (so the input is any real number)
 POSITIVE = {"rsqrt", "reciprocal", "log1p"}

@@ -216,6 +216,8 @@ class IndexOp(Primitive):
 
     axis: Axis
     index: Size
+    dtype: Dtype = "float"  # what the tensor holds (an index segment keeps its range: LayoutLM's bbox[..., 0])
+    range: Size | None = None
 
     op: ClassVar[str] = "index"
     weave_policy = weaving.same_weave
@@ -230,7 +232,7 @@ class IndexOp(Primitive):
             raise SizeError(f"index {size_text(i)} is out of range for axis {self.axis.name} of size {size_text(n)}")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)),)), Type((SCALAR,))
+        return Type((Segment((self.axis,), self.dtype, self.range),)), Type((Segment((), self.dtype, self.range),))
 
     def label(self) -> str:
         return f"[{size_text(self.index)}]"

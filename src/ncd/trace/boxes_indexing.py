@@ -29,9 +29,58 @@ def repeat(conv: Converter, node: Node) -> None:
         raise Decline("not a live tensor")
     counts = [int(c) for c in counts]
     shape = [1] * (len(counts) - x.value.dim()) + [int(s) for s in x.value.shape]
-    if len(shape) != len(counts) or any(c != 1 and s != 1 for c, s in zip(counts, shape)):
-        raise Decline("a repeat that tiles a wire of several entries")
+    if len(shape) != len(counts):
+        raise Decline("fewer counts than wires")
+    if any(c != 1 and s != 1 for c, s in zip(counts, shape)):
+        _tile(conv, node, x, counts)
+        return
     expand(conv, node)
+
+
+@rule("aten.tile")
+def tile(conv: Converter, node: Node) -> None:
+    """``x.tile(reps)``: ``x.repeat(reps)`` with ``reps`` padded on the left by ones to ``x``'s wires."""
+    x, counts = node.args[:2]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)):
+        raise Decline("not a live tensor")
+    counts = [1] * (x.value.dim() - len(counts)) + [int(c) for c in counts]
+    if len(counts) != x.value.dim():
+        raise Decline("more counts than wires")
+    if all(c == 1 for c in counts):
+        conv.bind(node, conv.value(x))
+        return
+    _tile(conv, node, x, counts)
+
+
+def _tile(conv: Converter, node: Node, x: Node, counts: list[int]) -> None:
+    """``x`` repeated ``counts[k]`` times along each wire ``k`` (as many counts as wires, the wires of several entries
+    among them): a broadcast copy onto a new wire before each repeated one, then the two merged (``c·n + i``)."""
+    from ncd.prims.derivative import ExpandOp
+    from ncd.trace.idioms import regroup
+
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    names = list(conv.names(vid))
+    shape = [int(a.size) for a in seg.axes]
+    if len(counts) != len(shape) or any(c < 1 for c in counts) or any(c != 1 and n == 1 for c, n in zip(counts, shape)):
+        raise Decline("a repeat of new or size-1 wires beside tiled ones")
+    wires: list[str] = []
+    sizes: list[int] = []
+    for name, n, c in zip(names, shape, counts):
+        if c != 1:
+            copy = conv.namer.fresh(c)
+            while copy in names or copy in wires:
+                copy += PRIME
+            wires.append(copy)
+            sizes.append(c)
+        wires.append(name)
+        sizes.append(n)
+    target = conv.namer.segment(wires, tuple(sizes), seg.dtype, None if seg.range is None else int(seg.range))
+    (copied,) = conv.emit(Box(ExpandOp(seg, target)), [vid], [target])
+    shape_out = tuple(int(s) for s in node.value.shape)
+    if shape_out != tuple(n * c for n, c in zip(shape, counts)):
+        raise Decline("the tiles come out in another shape")
+    conv.bind(node, conv.view(copied, regroup(conv, wires, tuple(sizes), shape_out), shape_out))
 
 
 @rule("aten.repeat_interleave")
@@ -199,3 +248,21 @@ def _hook_clamp() -> None:
 
 
 _hook_clamp()
+
+
+@rule("aten.index_select")
+def index_select(conv: Converter, node: Node) -> None:
+    """``x.index_select(dim, i)`` with a 1-d ``i`` is ``x[:, .., :, i]`` (``dim`` full slices first): read by the rule
+    of ``aten.index`` (a gather along ``dim`` at live positions of a known range, or at constant positions)."""
+    from ncd.trace.capture import Node as Recorded
+    from ncd.trace.indexing import index
+
+    x, dim, positions = node.args[:3]
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and isinstance(positions, Node)
+            and isinstance(positions.value, torch.Tensor) and positions.value.dim() == 1):
+        raise Decline("not a tensor read at a 1-d index")
+    d = int(dim) % x.value.dim()
+    as_index = Recorded(node.name, "call", torch.ops.aten.index.Tensor, (x, [None] * d + [positions]), {}, node.value,
+                        node.stack, node.source, node.live, node.line)
+    index(conv, as_index)
+    conv.bind(node, conv.values[id(as_index)])

@@ -153,3 +153,24 @@ def logsumexp(conv: Converter, node: Node) -> None:
     if node.value.dtype != node.args[0].value.dtype:
         raise Decline("dtype")
     _reduce(conv, node, vid, dims, keep, lambda axes: LogSumExpOp(axes))
+
+
+@rule("aten.linalg_norm")
+def norm(conv: Converter, node: Node) -> None:
+    """``torch.linalg.norm(x, ord, dim, keepdim)`` where it is a vector norm: a finite order ``p >= 1`` over one axis,
+    or no order (the 2-norm of the entries, Frobenius's for two axes); matrix norms of other orders stay opaque."""
+    from ncd.prims.reduction import VectorNormOp
+
+    args = list(node.args[1:]) + [None] * 3
+    p = args[0] if args[0] is not None else node.kwargs.get("ord")
+    dims = args[1] if args[1] is not None else node.kwargs.get("dim")
+    keep = args[2] if args[2] is not None else node.kwargs.get("keepdim", False)
+    if node.kwargs.get("dtype") is not None or isinstance(p, (bool, str)) or (p is not None and not isinstance(p, (int, float))):
+        raise Decline("a norm with a dtype or a named order")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    many = dims is None or (isinstance(dims, (list, tuple)) and len(dims) != 1)
+    if p is not None and many:
+        raise Decline("a matrix norm")
+    _reduce(conv, node, vid, dims, keep, lambda axes: VectorNormOp(axes, 2.0 if p is None else float(p)))

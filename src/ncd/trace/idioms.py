@@ -840,7 +840,7 @@ def select(conv: Converter, node: Node) -> None:
     vid = conv.value(x)
     seg = conv.segs[vid]
     dim %= len(seg.axes)
-    conv.bind(node, conv.apply(Box(IndexOp(seg.axes[dim], sympy.Integer(int(index)))), [vid]))
+    conv.bind(node, conv.apply(Box(IndexOp(seg.axes[dim], sympy.Integer(int(index)), seg.dtype, seg.range)), [vid]))
 
 
 @rule("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
@@ -854,8 +854,8 @@ def pool(conv: Converter, node: Node) -> None:
     kernel = _ints(kernel, n, 1)
     stride = _ints(extra[0] or kernel, n, 1)
     padding = _ints(extra[1], n, 0)
-    if "avg" in name:
-        unsupported = bool(extra[2]) or extra[3] is False or extra[4] is not None
+    if "avg" in name:  # (ceil_mode, count_include_pad, divisor_override)
+        unsupported = bool(extra[2]) or extra[4] is not None
     else:
         unsupported = bool(extra[3]) or _ints(extra[2], n, 1) != (1,) * n
     if not _live(x) or unsupported:
@@ -870,7 +870,7 @@ def pool(conv: Converter, node: Node) -> None:
         if "max" in name:
             prim = MaxPoolOp(axes, positions, kernel, stride, padding, (1,) * n)
         else:
-            prim = AvgPoolOp(axes, positions, kernel, stride, padding)
+            prim = AvgPoolOp(axes, positions, kernel, stride, padding, extra[3] is not False)
     except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
         raise Decline(str(error)) from None
     conv.bind(node, conv.apply(Box(prim), [vid]))

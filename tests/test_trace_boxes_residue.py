@@ -1,0 +1,123 @@
+"""Operators the corpus met opaque, now boxes: log-sigmoid (xLSTM), average pooling that excludes the padding
+(PoolFormer), ``index_select`` (XLNet, M2M-100), ``linalg.norm`` (OWL-ViT), ``tile`` and ``repeat`` of wires of several
+entries (SAM 2), ``select`` of an integer tensor (LayoutLM's ``bbox[..., k]``).  Each: no opaque box, and the lowered
+module equals the model on the traced inputs and on fresh ones (integers too)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+
+
+def round_trip(model: nn.Module, *inputs: torch.Tensor, fresh: tuple[torch.Tensor, ...]) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model.eval(), *inputs)
+    lowered = d.to_torch()
+    with torch.no_grad():
+        for args in (inputs, fresh):
+            got, want = lowered(*args), model(*args)
+            for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    return d
+
+
+def _ops(d: ncd.TracedDiagram) -> list[str]:
+    return [b.prim.op for b in d.boxes()]
+
+
+class Gates(nn.Module):
+    """xLSTM's log-sigmoid gates and PoolFormer's token mixer (average over 3×3, the padding not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.logsigmoid(self.pool(x) - x)
+
+
+def test_log_sigmoid_and_pooling_without_the_padding_are_boxes() -> None:
+    d = round_trip(Gates(), torch.randn(2, 3, 5, 5), fresh=(4 * torch.randn(2, 3, 5, 5),))
+    assert d.opaque_count == 0
+    pools = [b.prim for b in d.boxes() if b.prim.op == "avgpool"]
+    assert len(pools) == 1 and not pools[0].count_include_pad
+    assert any(getattr(b.prim, "function", "") == "log_sigmoid" for b in d.boxes())
+
+
+class Selected(nn.Module):
+    """XLNet's ``index_select`` at constant positions (``arange``), and one at live positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(12, 4)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shifted = torch.index_select(x, 1, torch.arange(3))  # the first 3 of 5 positions
+        read = self.embed(ids).index_select(1, at)  # a tensor read at live positions along an inner wire
+        return shifted * 2, read
+
+
+def test_index_select_is_a_gather() -> None:
+    ids = torch.tensor([[1, 3, 0, 2], [2, 2, 1, 0]])
+    d = round_trip(Selected(), torch.randn(2, 5, 4), ids, torch.tensor([3, 0, 1]),
+                   fresh=(torch.randn(2, 5, 4), torch.tensor([[0, 1, 3, 3], [1, 0, 2, 2]]), torch.tensor([1, 1, 2])))
+    assert d.opaque_count == 0
+    assert _ops(d).count("gather") == 2
+
+
+class Normalised(nn.Module):
+    """OWL-ViT's ``x / linalg.norm(x, ord=2, dim=-1, keepdim=True)`` and a 1-norm along an inner wire."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (x / torch.linalg.norm(x, ord=2, dim=-1, keepdim=True), torch.linalg.norm(x, ord=1, dim=1),
+                torch.linalg.norm(x, dim=(1, 2)))
+
+
+def test_vector_norms_of_linalg_norm_are_boxes() -> None:
+    d = round_trip(Normalised(), torch.randn(2, 3, 4), fresh=(torch.randn(2, 3, 4),))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.p for b in d.boxes() if b.prim.op == "vector_norm") == [1.0, 2.0, 2.0]
+
+
+class Tiled(nn.Module):
+    """SAM 2's window position embedding tiled over the image, and ``repeat`` of a wire of several entries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.window = nn.Parameter(torch.randn(1, 4, 2, 3))
+        self.pos = nn.Parameter(torch.randn(1, 4, 6, 6))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return x + self.pos + self.window.tile([1, 1, 3, 2]), x.repeat(1, 2, 1, 1), x.tile((2,))
+
+
+def test_tile_and_repeat_copy_a_wire_of_several_entries() -> None:
+    d = round_trip(Tiled(), torch.randn(2, 4, 6, 6), fresh=(torch.randn(2, 4, 6, 6),))
+    assert d.opaque_count == 0
+
+
+class Boxes(nn.Module):
+    """LayoutLM: each coordinate of ``bbox`` (integers) read with ``bbox[:, :, k]`` and embedded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.x = nn.Embedding(10, 4)
+        self.y = nn.Embedding(10, 4)
+
+    def forward(self, bbox: torch.Tensor) -> torch.Tensor:
+        return self.x(bbox[:, :, 0]) + self.y(bbox[:, :, 1]) + self.x(bbox[:, :, 2])
+
+
+def test_select_of_an_integer_tensor_keeps_its_range() -> None:
+    bbox = torch.randint(0, 10, (2, 3, 4))
+    d = round_trip(Boxes(), bbox, fresh=(torch.randint(0, 10, (2, 3, 4)),))
+    assert d.opaque_count == 0
+    picks = [b.prim for b in d.boxes() if b.prim.op == "index"]
+    assert len(picks) == 3 and all(p.dtype == "index" and p.range == 10 for p in picks)
