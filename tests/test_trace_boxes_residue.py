@@ -121,3 +121,23 @@ def test_select_of_an_integer_tensor_keeps_its_range() -> None:
     assert d.opaque_count == 0
     picks = [b.prim for b in d.boxes() if b.prim.op == "index"]
     assert len(picks) == 3 and all(p.dtype == "index" and p.range == 10 for p in picks)
+
+
+class Standardised(nn.Conv2d):
+    """BiT's weight-standardised convolution: each output channel's weights normalised by ``batch_norm`` in training
+    mode on a batch of one (no running statistics, no affine parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 4, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, None, self.stride, self.padding)
+
+
+def test_weight_standardisation_is_a_layer_norm_of_the_weight() -> None:
+    d = round_trip(Standardised(), torch.randn(2, 3, 5, 5), fresh=(torch.randn(2, 3, 5, 5),))
+    assert dict(d.opaque) == {"aten.conv2d.default": 1}  # the convolution of a computed weight stays opaque
+    norms = [b.prim for b in d.boxes() if b.prim.op == "layernorm"]
+    assert len(norms) == 1 and not norms[0].affine and norms[0].eps == 1e-6 and int(norms[0].axes.axes[0].size) == 27

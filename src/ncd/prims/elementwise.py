@@ -114,7 +114,8 @@ ROWS: dict[str, Function] = {
     "log1p": Function("log1p", "torch.log1p({})", "input", "1 / (1 + {v})"),
     "expm1": Function("expm1", "torch.expm1({})", "output", "{v} + 1"),
     "acos": Function("acos", "torch.acos({})", "input", "-torch.rsqrt(1 - {v} * {v})"),
-    "log_sigmoid": Function("log σ", "F.logsigmoid({})", "input", "torch.sigmoid(-{v})"),
+    # log σ(x) = −softplus(−x): one saved tensor (F.logsigmoid keeps its input and a buffer)
+    "log_sigmoid": Function("log σ", "-F.softplus(-{})", "input", "torch.sigmoid(-{v})"),
 }
 
 #: Elementwise function names and the glyph the paper draws for them.

@@ -876,11 +876,36 @@ def pool(conv: Converter, node: Node) -> None:
     conv.bind(node, conv.apply(Box(prim), [vid]))
 
 
+def _standardise(conv: Converter, node: Node, x: Any, eps: float) -> None:
+    """``batch_norm(x, training=True)`` with no running statistics and no affine parameters on a batch of one (BiT's
+    weight standardisation, ``batch_norm(w.reshape(1, o, -1), None, None, training=True)``): each channel normalised
+    over its entries — a layer norm over every wire after the channel, without weight or bias.  Checked on the traced
+    values (the two kernels sum in another order)."""
+    from ncd.prims.normalization import LayerNormOp
+
+    if not (_live(x) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point() and x.value.dim() >= 3
+            and x.value.shape[0] == 1):
+        raise Decline("batch statistics over a batch of several")
+    value = x.value
+    if value.device.type != "meta":
+        dims = tuple(int(s) for s in value.shape[2:])
+        want = node.value[0] if isinstance(node.value, (tuple, list)) else node.value
+        if not torch.allclose(torch.nn.functional.layer_norm(value, dims, eps=eps), want, atol=1e-5, rtol=1e-4):
+            raise Decline("the standardisation differs from a layer norm on the traced values")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    out = conv.apply(Box(LayerNormOp(Segment(seg.axes[2:]), eps, False, False)), [vid])
+    conv.bind(node, out)
+
+
 @rule("aten.batch_norm")
 def batch_norm(conv: Converter, node: Node) -> None:
     from ncd.prims.normalization import BatchNormOp
 
     x, weight, bias, mean, var, training, momentum, eps = (list(node.args) + [None] * 8)[:8]
+    if training and weight is None and bias is None and mean is None and var is None:
+        _standardise(conv, node, x, float(eps if eps is not None else 1e-5))
+        return
     w, b = _weight(weight), _weight(bias)
     if not _live(x) or training or w is None or b is None or not isinstance(mean, Node) or not isinstance(var, Node):
         raise Decline("training mode or no affine parameters or running statistics")
