@@ -136,3 +136,24 @@ def test_tied_embeddings_stay_one_parameter(tie: bool) -> None:
     lowered = traced(model, ids).to_torch()
     assert count(lowered) == count(model) == 66 * (1 if tie else 2)
     torch.testing.assert_close(lowered(ids), model(ids))
+
+
+def test_a_table_read_at_every_row_is_not_kept_twice() -> None:
+    """OWL-ViT's ``position_embedding(position_ids)`` with ``position_ids = arange(n)``: every row, in order — the
+    lowered module holds the table once (not again under ``unused``)."""
+
+    class Positions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.position = nn.Embedding(5, 4)
+            self.register_buffer("ids", torch.arange(5), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.position(self.ids)
+
+    model = Positions()
+    x = torch.randn(2, 5, 4)
+    lowered = traced(model, x).to_torch()
+    assert count(lowered) == count(model) == 20
+    assert not any(n.startswith("unused.") for n, _ in lowered.named_parameters())
+    torch.testing.assert_close(lowered(x), model(x))

@@ -42,16 +42,25 @@ HOLDER = "unused"
 def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]) -> tuple[tuple[str, torch.Tensor], ...]:
     """The parameters of ``model`` (every name, tied ones under each of theirs) whose storage no traced tensor reads.
 
-    A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it; a parameter on
+    A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it, and so does one
+    that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``); a parameter on
     the ``meta`` device counts as read when a traced tensor is that very object."""
-    read = {id(t) for group in tensors for t in group}
-    storages = {t.untyped_storage().data_ptr() for group in tensors for t in group
-                if t.device.type != "meta" and t.untyped_storage().nbytes()}
+    import torch
+
+    flat = [t for group in tensors for t in group]
+    read = {id(t) for t in flat}
+    real = [t for t in flat if t.device.type != "meta" and t.untyped_storage().nbytes()]
+    storages = {t.untyped_storage().data_ptr() for t in real}
+    shaped: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for t in real:
+        shaped.setdefault(tuple(t.shape), []).append(t)
     out = []
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in read:
             continue
-        if p.device.type != "meta" and p.untyped_storage().nbytes() and p.untyped_storage().data_ptr() in storages:
+        if p.device.type != "meta" and p.untyped_storage().nbytes() and (
+                p.untyped_storage().data_ptr() in storages
+                or any(t.dtype == p.dtype and torch.equal(t, p.detach()) for t in shaped.get(tuple(p.shape), []))):
             continue
         out.append((name, p))
     return tuple(out)
