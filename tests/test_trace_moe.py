@@ -184,6 +184,45 @@ class LoopMoE(torch.nn.Module):
         return x + self.experts(x, chosen, weights)
 
 
+class MaskedExperts(torch.nn.ModuleDict):
+    """Switch Transformers' form: the router hands over a one-hot mask ``t 1 e`` (tokens over an expert's capacity
+    dropped: all zero) and the chosen expert's probability ``t 1``."""
+
+    def __init__(self) -> None:
+        super().__init__({f"expert_{e}": torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8))
+                          for e in range(4)})
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for e in mask.permute(2, 1, 0).sum(dim=(-1, -2)).nonzero():
+            rows = mask[:, 0, e[0]].nonzero()[:, 0]
+            out = out.index_add(0, rows, self[f"expert_{e[0]}"](x[rows]) * weights[rows])
+        return out
+
+
+class MaskedMoE(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 4)
+        self.experts = MaskedExperts()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.router(x).softmax(-1)
+        mask = torch.nn.functional.one_hot(probs.argmax(-1), 4)
+        mask = mask * (mask.cumsum(0) <= 2)  # each expert takes at most 2 tokens
+        return self.experts(x, mask[:, None, :], probs.max(-1).values[:, None])
+
+
+def test_a_loop_over_experts_given_a_one_hot_mask_is_read_densely() -> None:
+    torch.manual_seed(0)
+    x, fresh = torch.randn(6, 8), torch.randn(6, 8)
+    model = MaskedMoE().eval()
+    d = _trace(model, x)
+    assert not {"aten.nonzero.default", "aten.index_add.default"} & set(dict(d.opaque))
+    assert sum(b.prim.op == "linear" for b in d.boxes()) == 1 + 4 * 2
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh), rtol=1e-4, atol=1e-6)
+
+
 def test_a_loop_over_experts_is_read_densely_only_when_it_is_the_weighted_sum() -> None:
     torch.manual_seed(0)
     x, fresh = torch.randn(6, 8), torch.randn(6, 8)

@@ -130,13 +130,18 @@ def _named_reads(read: list[Node], experts: int) -> Callable[[Converter, Node], 
     def emit(conv: Converter, node: Node) -> None:
         from ncd.ir.rules import IMPORT
         from ncd.trace.convert import RULES, Decline
+        from ncd.trace.naming import PRIME
 
         e = conv.namer.claim("e", experts)
         for r in read:
-            if id(r) not in conv.values:
-                rest = [conv.namer.fresh(int(s)) for s in r.value.shape[1:]]
-                names = [e, *rest] if r.kind == "parameter" else [_other(e, rest), e]
-                conv.bind(r, conv.value(r, names))
+            if id(r) in conv.values:
+                continue
+            if r.kind == "parameter":
+                conv.bind(r, conv.value(r, [e, *(conv.namer.fresh(int(s)) for s in r.value.shape[1:])]))
+            else:  # the identity on the experts, drawn under its name
+                identity = Node("experts_identity", "constant", value=r.value, source="identity")
+                conv.bind(r, conv.value(identity, [e + PRIME, e]))
+                conv.bind(identity, conv.values[id(r)])  # kept alive with its value (ids stay unique)
         name = op_name(node.target)[0]
         fn = RULES.get(name) or IMPORT.get(name)
         if fn is None:
@@ -145,11 +150,6 @@ def _named_reads(read: list[Node], experts: int) -> Callable[[Converter, Node], 
 
     return emit
 
-
-def _other(e: str, rest: list[str]) -> str:
-    from ncd.trace.naming import PRIME
-
-    return e + PRIME
 
 
 def _expert_params(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]] | None:
