@@ -233,3 +233,28 @@ def test_a_loop_over_experts_is_read_densely_only_when_it_is_the_weighted_sum() 
     torch.testing.assert_close(d.to_torch()(fresh), model(fresh), rtol=1e-4, atol=1e-6)
     with pytest.raises(ncd.TraceError, match="depend on the values"):  # not the weighted sum: refused as before
         _trace(LoopMoE(skip=2).eval(), x)
+
+
+def test_experts_that_route_their_own_tokens_with_tolist_are_read_densely() -> None:
+    """JetMoE's mixtures of experts and of attention experts read their group sizes into Python (``tolist``; refused
+    before): read densely — the router's top-k and softmax, the experts over ``e`` — equal on fresh input."""
+    torch.manual_seed(0)
+    model = T.JetMoeModel(T.JetMoeConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, kv_channels=8,
+                                         intermediate_size=48, vocab_size=100, num_hidden_layers=1, num_local_experts=4,
+                                         num_experts_per_tok=2, use_cache=False)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = torch.randint(0, 100, (2, 8))
+    d = _trace(model, ids)
+    assert not {"aten.split_with_sizes.default", "aten.index_add.default"} & set(dict(d.opaque)), d.opaque
+    stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
+    assert len(stacked) == 4  # the experts' input and output weights, of the feed-forward and of the attention
+    module = d.to_torch()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
+    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for i in (ids, fresh):
+            got = module(i)
+            got = got[0] if isinstance(got, tuple) else got
+            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)

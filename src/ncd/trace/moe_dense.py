@@ -12,7 +12,10 @@ boxes; the dense reading of the same sum has neither.  :func:`dense_experts` fin
 * the expert weights stacked on a leading expert axis (``gate_up_proj``/``up_proj`` and ``down_proj``, with optional
   per-expert biases, ``e f m`` or transposed ``e m f``), the module's own gate (``_apply_gate``: clamps, interleaved
   halves, …) or activation and its optional per-expert norm applied to all experts' outputs at once;
-* a list of expert modules (``expert_0 … expert_{e-1}``), each module's own forward applied to every token.
+* a list of expert modules (``expert_0 … expert_{e-1}``), each module's own forward applied to every token;
+* a module that routes its own tokens (JetMoE's feed-forward and attention experts, whose router reads its group sizes
+  into Python): its router's top-k and softmax, then the experts over ``e`` (for attention experts, the ``map`` to
+  each token's ``k`` queries and the ``reduce`` back, the routing handed over as tensors).
 
 It runs the model once on the example inputs to get each module's real arguments, and swaps the module's forward
 for its dense reading **only if they agree on real values**: on the traced arguments and on random tokens, experts
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,7 +42,7 @@ Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 def _gate(index: torch.Tensor, weight: torch.Tensor, experts: int) -> torch.Tensor:
     """``G[t, e] = Σ_k w[t, k] · [i[t, k] = e]`` (``i`` of experts ``t k`` or a one-hot mask ``t k e``)."""
     if index.dim() == weight.dim():  # the chosen experts: rows of the identity on e
-        chosen = torch.eye(experts, dtype=weight.dtype, device=weight.device)[index]
+        chosen = _one_hot(index, experts, weight.dtype)
     else:  # a one-hot mask already
         chosen = index.to(weight.dtype)
     return torch.einsum("tk,tke->te", weight, chosen)
@@ -116,6 +120,82 @@ def dense_reading(module: torch.nn.Module) -> Forward | None:
     if hasattr(module, "has_gate"):  # transformers' experts interface: read densely unless drawn as recorded already
         return None if _drawable(module) else _stacked(module)
     return _listed(module)
+
+
+# -- experts that route their own tokens (JetMoE: a router reading its group sizes into Python with ``tolist``) ----------
+
+def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The router's linear map and top-k, the experts' input and output weights (``e · m``, ``e m ·``) and the bias of a
+    module that routes its own tokens: ``router.layer``, ``router.top_k``, ``input_linear.weight``,
+    ``output_linear.weight``, ``bias`` (JetMoE's mixtures of experts and of attention experts)."""
+    router = getattr(module, "router", None)
+    layer, k = getattr(router, "layer", None), getattr(router, "top_k", None)
+    w_in = getattr(getattr(module, "input_linear", None), "weight", None)
+    w_out = getattr(getattr(module, "output_linear", None), "weight", None)
+    bias = getattr(module, "bias", None)
+    if not (isinstance(layer, torch.nn.Linear) and isinstance(k, int) and isinstance(w_in, torch.Tensor)
+            and isinstance(w_out, torch.Tensor) and isinstance(bias, torch.Tensor)):
+        return None
+    experts = layer.out_features
+    if w_in.dim() != 3 or w_out.dim() != 3 or w_in.shape[0] != experts or w_out.shape[0] != experts or not 0 < k <= experts:
+        return None
+    return layer, k, w_in, w_out, bias
+
+
+def _route(layer: torch.nn.Linear, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits = layer(x).float()
+    top, chosen = logits.topk(k, dim=1)
+    return chosen, torch.softmax(top, dim=1).type_as(x), logits
+
+
+def _routed_mlp(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``y = Σ_e G[t, e] · W_out[e] (act(W_in[e] x)₁ ⊙ (W_in[e] x)₂) + bias``, routed by the module's own router."""
+    found = _routing(module)
+    act = getattr(module, "activation", None)
+    if found is None or not callable(act):
+        return None
+    layer, k, w_in, w_out, bias = found
+
+    def forward(layer_input: torch.Tensor) -> torch.Tensor:
+        x = layer_input.reshape(-1, layer_input.shape[-1])
+        chosen, gates, _ = _route(layer, k, x)
+        gate, up = torch.einsum("tm,efm->tef", x, w_in).chunk(2, dim=-1)
+        y = torch.einsum("tef,emf->tem", act(gate) * up, w_out)
+        out = torch.einsum("te,tem->tm", _gate(chosen, gates, int(w_in.shape[0])), y)
+        return out.view(*layer_input.shape[:-1], -1) + bias
+
+    return forward
+
+
+def _routed_attention(module: torch.nn.Module) -> tuple[Callable[..., Any], Callable[..., torch.Tensor]] | None:
+    """``map``: each token's query projection by each of its ``k`` experts (``Σ_e [i[t, k] = e] · W_in[e] x``);
+    ``reduce``: ``Σ_k w[t, k] Σ_e [i[t, k] = e] · W_out[e] a[t, k] + bias`` — the routing handed from one to the other
+    as the chosen experts and their weights (tensors, not group sizes read into Python)."""
+    found = _routing(module)
+    if found is None or not callable(getattr(module, "map", None)) or not callable(getattr(module, "reduce", None)):
+        return None
+    layer, k, w_in, w_out, bias = found
+    experts = int(w_in.shape[0])
+
+    def map(layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # noqa: A001
+        x = layer_input.reshape(-1, layer_input.shape[-1])
+        chosen, gates, logits = _route(layer, k, x)
+        q = torch.einsum("tm,ehm->teh", x, w_in)
+        picked = torch.einsum("tke,teh->tkh", _one_hot(chosen, experts, q.dtype), q)
+        return picked.view(*layer_input.shape[:-1], k, -1), logits, (chosen, gates)
+
+    def reduce(layer_input: torch.Tensor, topo: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        chosen, gates = topo
+        a = layer_input.reshape(-1, k, layer_input.shape[-1])
+        y = torch.einsum("tkh,emh->tkem", a, w_out)
+        out = torch.einsum("tk,tke,tkem->tm", gates, _one_hot(chosen, experts, y.dtype), y)
+        return out.view(*layer_input.shape[:-2], -1) + bias
+
+    return map, reduce
+
+
+def _one_hot(chosen: torch.Tensor, experts: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.eye(experts, dtype=dtype, device=chosen.device)[chosen]
 
 
 def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -225,44 +305,142 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
     ((), True)
 
     """
-    candidates: dict[str, tuple[torch.nn.Module, Forward]] = {}
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(p + ".") for p in candidates):
-            continue
-        dense = dense_reading(module)
-        if dense is not None:
-            candidates[path] = (module, dense)
-    swapped: list[tuple[torch.nn.Module, Any]] = []
-    if candidates:
-        calls: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-        def hook(path: str) -> Callable[..., None]:
-            def seen(_: torch.nn.Module, a: tuple[Any, ...], kw: dict[str, Any]) -> None:
-                found = _arguments(a, kw)
-                if found is not None and path not in calls:
-                    calls[path] = tuple(v.detach().clone() for v in found)  # type: ignore[assignment]
-            return seen
-
+    readings = _readings(model)
+    swapped: list[tuple[torch.nn.Module, dict[str, Any]]] = []
+    if readings:
         from ncd.trace import _state_kept
 
-        handles = [m.register_forward_pre_hook(hook(p), with_kwargs=True) for p, (m, _) in candidates.items()]
+        calls: dict[str, tuple[Any, ...]] = {}
+        undo = [reading.watch(path, calls) for path, reading in readings.items()]
         try:
             with torch.no_grad(), _state_kept(model):  # caches this run fills are not the capture's to read
                 model(*args, **kwargs)
         except Exception:  # noqa: BLE001 - the model does not run as is: nothing is read densely
             calls = {}
         finally:
-            for h in handles:
-                h.remove()
-        for path, (module, dense) in candidates.items():
-            if path in calls and agrees(module, dense, calls[path], _experts(module)):
-                swapped.append((module, vars(module).get("forward")))
-                module.forward = _called_as(module, dense)
+            for u in undo:
+                u()
+        for path, reading in readings.items():
+            if path in calls and reading.agrees(calls[path]):
+                swapped.append((reading.module, {name: vars(reading.module).get(name) for name in reading.swap}))
+                vars(reading.module).update(reading.swap)
     try:
-        yield [p for p, (m, _) in candidates.items() if any(m is s for s, _ in swapped)]
+        yield [p for p, r in readings.items() if any(r.module is m for m, _ in swapped)]
     finally:
         for module, before in swapped:
+            for name, value in before.items():
+                if value is None:
+                    vars(module).pop(name, None)
+                else:
+                    vars(module)[name] = value
+
+
+@dataclass
+class Reading:
+    """A module's methods to swap for their dense reading (``swap``), how to watch its real arguments, and the check."""
+
+    module: torch.nn.Module
+    swap: dict[str, Callable[..., Any]]
+    method: str  # the method whose first call's arguments are watched
+    check: Callable[[tuple[Any, ...]], bool]
+
+    def watch(self, path: str, calls: dict[str, tuple[Any, ...]]) -> Callable[[], None]:
+        """Record the first call's arguments of ``method`` into ``calls[path]``; returns the undo."""
+        module, method = self.module, self.method
+        before = vars(module).get(method)
+        own = getattr(module, method)
+
+        def seen(*a: Any, **kw: Any) -> Any:
+            if path not in calls:
+                calls[path] = tuple(v.detach().clone() if isinstance(v, torch.Tensor) else v
+                                    for v in list(a) + list(kw.values()))
+            return own(*a, **kw)
+
+        vars(module)[method] = seen
+
+        def undo() -> None:
             if before is None:
-                vars(module).pop("forward", None)
+                vars(module).pop(method, None)
             else:
-                module.forward = before
+                vars(module)[method] = before
+
+        return undo
+
+    def agrees(self, call: tuple[Any, ...]) -> bool:
+        try:
+            return self.check(call)
+        except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
+            return False
+
+
+def _readings(model: torch.nn.Module) -> dict[str, Reading]:
+    found: dict[str, Reading] = {}
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(p + ".") for p in found):
+            continue
+        dense = dense_reading(module)
+        if dense is not None:
+            experts = _experts(module)
+            found[path] = Reading(module, {"forward": _called_as(module, dense)}, "forward",
+                                  lambda call, m=module, d=dense, e=experts: (  # type: ignore[misc]
+                                      (c := _arguments(call, {})) is not None and agrees(m, d, c, e)))
+            continue
+        mlp = _routed_mlp(module) if _one_input(module) else None
+        if mlp is not None:
+            found[path] = Reading(module, {"forward": mlp}, "forward",
+                                  lambda call, m=module, d=mlp: _routed_mlp_agrees(m, d, call))  # type: ignore[misc]
+            continue
+        attention = _routed_attention(module)
+        if attention is not None:
+            found[path] = Reading(module, {"map": attention[0], "reduce": attention[1]}, "map",
+                                  lambda call, m=module, a=attention: _routed_attention_agrees(m, a[0], a[1], call))  # type: ignore[misc]
+    return found
+
+
+def _one_input(module: torch.nn.Module) -> bool:
+    try:
+        return len(inspect.signature(module.forward).parameters) == 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _close(got: Any, want: Any) -> bool:
+    if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)):
+        return False
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+    return torch.allclose(got.double(), want.double(), atol=1e-5 * scale, rtol=1e-4)
+
+
+def _tokens(call: tuple[Any, ...], probes: int = 3) -> list[torch.Tensor]:
+    """The traced tokens and random ones of their shape (each routed by the module's own router)."""
+    (x,) = call
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.device.type == "meta":
+        return []
+    gen = torch.Generator().manual_seed(0)
+    return [x] + [(2 * torch.randn(tuple(x.shape), generator=gen)).to(x.dtype) for _ in range(probes)]
+
+
+def _routed_mlp_agrees(module: torch.nn.Module, dense: Callable[[torch.Tensor], torch.Tensor],
+                       call: tuple[Any, ...]) -> bool:
+    own = type(module).forward
+    cases = _tokens(call)
+    with torch.no_grad():
+        return bool(cases) and all(_close(dense(x), own(module, x)) for x in cases)
+
+
+def _routed_attention_agrees(module: torch.nn.Module, dense_map: Callable[..., Any], dense_reduce: Callable[..., Any],
+                             call: tuple[Any, ...]) -> bool:
+    own_map, own_reduce = type(module).map, type(module).reduce  # type: ignore[attr-defined]
+    cases = _tokens(call)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for x in cases:
+            (want, want_logits, want_topo), (got, got_logits, got_topo) = own_map(module, x), dense_map(x)
+            if not (_close(got, want) and _close(got_logits, want_logits)):
+                return False
+            a = torch.randn(tuple(want.shape), generator=gen).to(want.dtype)
+            if not _close(dense_reduce(a, got_topo), own_reduce(module, a, want_topo)):
+                return False
+    return bool(cases)
