@@ -38,6 +38,18 @@ def _trace(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
         return ncd.trace(model, *args)
 
 
+def _equal_on_fresh_input(model: torch.nn.Module, d: ncd.TracedDiagram, ids: torch.Tensor) -> None:
+    """The lowered module has the original's parameters and equals it on the traced and on fresh token ids."""
+    module = d.to_torch()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
+    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for i in (ids, fresh):
+            got = module(i)
+            got = got[0] if isinstance(got, tuple) else got
+            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_transformers_experts_are_a_weighted_sum_over_an_expert_axis(name: str) -> None:
     torch.manual_seed(0)
@@ -50,14 +62,7 @@ def test_transformers_experts_are_a_weighted_sum_over_an_expert_axis(name: str) 
     assert not KERNEL & set(dict(d.opaque)), d.opaque  # the grouped GEMM's plumbing is gone
     experts = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(experts) == 2 and all(int(b.cod[0].axes[0].size) == 4 for b in experts)
-    module = d.to_torch()
-    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
-    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for i in (ids, fresh):
-            got = module(i)
-            got = got[0] if isinstance(got, tuple) else got
-            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+    _equal_on_fresh_input(model, d, ids)
 
 
 class DenseExperts(torch.nn.Module):
@@ -145,14 +150,7 @@ def test_experts_with_their_own_gate_are_read_densely_and_equal_the_original(nam
     assert len(stacked) == 4 and all(int(b.cod[0].axes[0].size) == 4 for b in stacked)  # W_gate_up, W_down, biases
     assert any(b.prim.op == "einsum" and any(a.name == "e" for s in b.dom for a in s.axes)
                and all(a.name != "e" for a in b.cod[0].axes) for b in d.boxes())  # the weighted sum over e
-    module = d.to_torch()
-    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
-    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for i in (ids, fresh):
-            got = module(i)
-            got = got[0] if isinstance(got, tuple) else got
-            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+    _equal_on_fresh_input(model, d, ids)
 
 
 class LoopExperts(torch.nn.ModuleList):
@@ -250,11 +248,4 @@ def test_experts_that_route_their_own_tokens_with_tolist_are_read_densely() -> N
     assert not {"aten.split_with_sizes.default", "aten.index_add.default"} & set(dict(d.opaque)), d.opaque
     stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(stacked) == 4  # the experts' input and output weights, of the feed-forward and of the attention
-    module = d.to_torch()
-    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
-    fresh = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for i in (ids, fresh):
-            got = module(i)
-            got = got[0] if isinstance(got, tuple) else got
-            torch.testing.assert_close(got, model(i).last_hidden_state, rtol=1e-4, atol=1e-5)
+    _equal_on_fresh_input(model, d, ids)
