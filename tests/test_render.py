@@ -245,3 +245,18 @@ def test_pooling_is_a_trapezoid_and_a_save_tag_takes_every_wire() -> None:
     assert x0 == x3 and x1 == x2 and b0 - t0 < b1 - t1  # a short input edge, a tall output edge
     dots = [c for c in drawing.of(Circle) if c.role == "dot"]
     assert len(dots) == 3 and len({round(c.cx, 2) for c in dots}) == 1  # one dot on each of c, x̄, ȳ
+
+
+def test_python_names_print_literally_and_multi_letter_symbols_like_single_letters() -> None:
+    """#12 item 3: a block's Python name is not read as TeX (``self_attn`` keeps its underscore, no subscript);
+    a multi-letter size variable is italic like a one-letter one, a primed one keeps its subscript, and an
+    exponent ``2^{1−l}`` keeps its letter (it printed ``2^{1−!}``)."""
+    from ncd.render.typeset import symbol_pieces, typeset_text
+
+    assert [(p.text, p.script) for p in typeset_text("self_attn: LlamaAttention")] == [("self_attn: LlamaAttention", 0)]
+    assert [(p.text, p.italic, p.script) for p in symbol_pieces("ch")] == [("ch", True, 0)]
+    assert [(p.text, p.italic, p.script) for p in symbol_pieces("n8ʹ")] == [("n", True, 0), ("ʹ", True, 0),
+                                                                             ("8", False, -1)]
+    assert [(p.text, p.script) for p in pieces(size("2**(1-l)"))] == [("2", 0), ("1", 1), ("−", 1), ("l", 1)]
+    drawing = ncd.render.layout((ncd.Identity.of("b n8ʹ:14") >> ncd.ReLU()).block("self_attn"), page="none")
+    assert "self_attn" in {t.string for t in drawing.of(Text)}
