@@ -83,7 +83,7 @@ def gather(steps: Sequence[Diagram], runs: dict[int, tuple[Diagram, list[Diagram
 def _run(steps: Sequence[Diagram], start: int) -> tuple[int, Diagram | None]:
     """The longest run of one-branch steps from ``start`` and its lanes side by side (``None``: not worth it)."""
     first = _live(steps[start])
-    if first is None:
+    if first is None or len(first[1].dom) > 1:  # a run starts within one wire (a step joining wires is no lane's)
         return start + 1, None
     dom = list(steps[start].dom)
     lanes = [_Lane([seg], [seg]) for seg in dom]
