@@ -116,9 +116,12 @@ def test_the_fused_kernel_is_left_to_inference_of_batched_plain_inputs() -> None
 
 
 @pytest.mark.parametrize("variant", ["odd heads", "causal", "pre-norm", "no bias", "another scale",
-                                     "unequal eps", "tanh gelu", "width is not heads x features"])
+                                     "unequal eps", "tanh gelu", "width is not heads x features",
+                                     "feed-forward over the tokens"])
 def test_layers_the_kernel_does_not_compute_keep_their_ops(variant: str) -> None:
     sizes = dict(SIZES, m=12, h=3) if variant == "odd heads" else dict(SIZES, m=24) if variant.startswith("width") else SIZES
+    if variant == "feed-forward over the tokens":  # as many tokens as widths: only the axes' names tell them apart
+        sizes = dict(SIZES, t=SIZES["m"])
     attend = heads_attention(self_attention=True, tokens="t")
     variants: dict[str, Callable[[], ncd.Diagram]] = {
         "causal": lambda: gallery_layer(mask="causal"),
@@ -128,6 +131,8 @@ def test_layers_the_kernel_does_not_compute_keep_their_ops(variant: str) -> None
         "another scale": lambda: one_sequence_layer("k**-0.25"),
         "unequal eps": lambda: (add_norm(attend, "t", 0.0, 1e-5) >> add_norm(feed_forward(ncd.ReLU()), "t", 0.0, 1e-6)),
         "tanh gelu": lambda: gallery_layer(ncd.GELU(approximate="tanh")),
+        "feed-forward over the tokens": lambda: (add_norm(attend, "t", 0.0) >> (ncd.residual(ncd.Identity.of("t m") >> (
+            ncd.Linear("t -> f", bias=True) >> ncd.ReLU() >> ncd.Linear("f -> t", bias=True))) >> ncd.LayerNorm("m"))),
     }
     d = variants.get(variant, gallery_layer)()
     assert "scaled_dot_product_attention" in d.to_source(**sizes)  # the attention itself is still fused

@@ -138,15 +138,18 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
     from ncd.prims.elementwise import ElementwiseOp
     from ncd.prims.linear import LinearOp
     from ncd.prims.normalization import LayerNormOp
+    from ncd.prims.regularization import DropoutOp
     from ncd.prims.structure import AddOp
 
     same: dict[int, int] = {0: 0}  # tensor id -> the id it is a view/alias of (glue collapsed)
     real: list[_Node] = []
+    moved: dict[int, set[int]] = {}  # the tensors glue rearranges (views) and the ones it drops out (dropout)
     for node in nodes:
         if node.op.kind == "statement" and all(line.lstrip().startswith("#") for line in node.op.code.splitlines()):
             continue  # a comment
         if _is_glue(node):
             same[node.outs[0]] = same.get(node.args[0], node.args[0])
+            moved.setdefault(isinstance(_prim(node), DropoutOp), set()).add(same[node.outs[0]])
         else:
             real.append(_Node(node.op, node.path, tuple(same.get(a, a) for a in node.args), node.outs))
     out = same.get(out, out)
@@ -219,6 +222,19 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
     if down is None or not add(add2, ff2.outs[0], norm1.outs[0]) or ln2 is None or norm2.outs[0] != out:
         return None
     if ln1.eps != ln2.eps or ln1.axes.sizes != width or ln2.axes.sizes != width or down.cod_axes.sizes != width:
+        return None
+    # views only arrange the attention's operands and output (by axis name, as checked above), dropout only follows
+    # L^O and the feed-forward: a view anywhere else could move another axis under a map the kernel applies to m
+    if not moved.get(False, set()) <= {q.outs[0], k.outs[0], v.outs[0], sdpa.outs[0]}:
+        return None
+    if not moved.get(True, set()) <= {o.outs[0], ff2.outs[0]}:
+        return None
+    m = [a.name for a in out_map.cod_axes.axes]
+    reads = [n.op.args[0].axes for n in (q, k, v, ff1, norm1, norm2)] + [n.op.outputs[0].axes for n in (o, ff2)]
+    named = [p.dom_axes for p in [*projection, up]] + [down.cod_axes, ln1.axes, ln2.axes]
+    if any([a.name for a in seg.axes] != m for seg in named) or any(not axes or axes[-1].name != m[0] for axes in reads):
+        return None  # every map, norm and residual acts on the width m, the last axis of what it reads
+    if [a.name for a in up.cod_axes.axes] != [a.name for a in down.dom_axes.axes]:
         return None
     return _Layer(q.path, k.path, v.path, o.path, norm1.path, norm2.path, ff1.path, ff2.path, width[0], heads,
                   fn.function == "gelu", tuple(dict.fromkeys(conditions)))
