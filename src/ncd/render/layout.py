@@ -121,6 +121,8 @@ class Layout:
         self.generic_key = 0
         #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
         self.axes: DiagramAxes | None = None
+        #: per column (by ``id``): the ids of the blocks and scans inside it and its outermost fences' colours
+        self._inside: dict[int, tuple[Diagram, frozenset[int], frozenset[str]]] = {}
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -342,14 +344,28 @@ class Layout:
         memo = self.memo
         if memo is None:
             return self.lay(node) if count == 1 else self.folded(node, count)
-        key = ("group", id(node), count, self.depth, tuple(self.path), self.fences[-1] if self.fences else None,
-               frozenset(self.collapse) if self.collapse else None, self.generic_key if self.generic else 0)
+        key = self._group_key(node, count)
         hit = memo.get(key)
         if hit is not None and hit[0] is node:
             return hit[1]  # type: ignore[no-any-return]
         frag = self.lay(node) if count == 1 else self.folded(node, count)
         memo[key] = (node, frag)
         return frag
+
+    def _group_key(self, node: Diagram, count: int) -> tuple[Any, ...]:
+        """What a column's layout depends on besides the node: the block depth (when ``style.depth`` collapses by
+        it), the enclosing blocks' path (when costs are written), the enclosing fence's colour (when one of the
+        node's outermost blocks would take it), the collapsed blocks and scans inside the node, and the generic
+        labels of a shared definition.  The page layout lays the same columns out in the one-row drawing, in
+        each definition and in its rows: equal keys reuse one fragment."""
+        found = self._inside.get(id(node))
+        if found is None or found[0] is not node:
+            found = self._inside[id(node)] = (node, *_inside(node))
+        _, ids, colours = found
+        fence = self.fences[-1] if self.fences else None
+        return ("group", id(node), count, self.depth if self.style.depth is not None else None,
+                tuple(self.path) if self.style.costs else None, fence if fence in colours else None,
+                frozenset(self.collapse & ids) if self.collapse and ids else None, self.generic_key if self.generic else 0)
 
     def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
         return self.seq_frags([p for p, _ in groups], [self.lay_group(p, n) for p, n in groups])
@@ -742,6 +758,33 @@ def _woven_boundary(entries: list[list[int]], internal: Ports, track: dict[int, 
         out.append(ys[n:n + len(seg)])
         n += len(seg)
     return out, targets
+
+
+def _inside(node: Diagram) -> tuple[frozenset[int], frozenset[str]]:
+    """The ids of the blocks and scan boxes inside ``node`` (a scan's body too: the layout may collapse any of
+    them), and the colours its outermost fences and component boxes take next to no fence (``fence_colour``
+    avoids the enclosing fence's colour only when it is one of these)."""
+    ids: set[int] = set()
+    colours: set[str] = set()
+    stack: list[tuple[Diagram, bool]] = [(node, True)]
+    while stack:
+        current, outer = stack.pop()
+        if isinstance(current, Block):
+            ids.add(id(current))
+            if outer:
+                colours.add(fence_colour(current.name))
+            stack.append((current.body, False))
+            continue
+        if isinstance(current, Box):
+            body = getattr(current.prim, "body", None)
+            if isinstance(body, Diagram):  # a scan: drawn with its body inside, or as a Step box defined below
+                ids.add(id(current))
+                if outer:
+                    colours.add(fence_colour("Step"))
+                stack.append((body, outer))
+            continue
+        stack.extend((child, outer) for child in current.children())
+    return frozenset(ids), frozenset(colours)
 
 
 def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:

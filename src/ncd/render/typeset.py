@@ -185,6 +185,7 @@ def axis_pieces(axis: Axis) -> tuple[Piece, ...]:
     return pieces(axis.size, item)
 
 
+@functools.lru_cache(maxsize=8192)  # a drawing asks for the same few axes thousands of times
 def legend_entry(axis: Axis) -> tuple[str, sympy.Expr] | None:
     """``(name, size)`` when a wire is better labelled by its name with the size in the legend: a named axis
     whose size is a compound expression not mentioning the name (``s = x²/256 + 1``, ``x_i = 512·2^{1−i}``)."""

@@ -12,7 +12,9 @@ depends on the inputs at all (nodes that do not are folded into constants).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,10 +197,9 @@ def _stack_of(node: torch.fx.Node) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every frame of the stack at every recorded call
 def _internal(filename: str) -> bool:
     """Whether a source file belongs to torch or ncd (not to the user's model)."""
-    import os
-
     path = filename.replace(os.sep, "/")
     return any(part in path for part in ("/torch/", "/ncd/", "/contextlib.py", "/functools.py", "<frozen")) \
         or path.startswith("<")

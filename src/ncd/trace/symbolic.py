@@ -15,7 +15,7 @@ from typing import Any
 import sympy
 
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Diagram
+from ncd.ir.diagram import Diagram, Weave, _set
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
@@ -28,6 +28,27 @@ SIZED_BY_TRACE = ("constant", "parameter", "opaque")
 
 def _base(name: str) -> str:
     return name.rstrip("ʹ")
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    """The names of the init fields of a dataclass (primitives and nodes have no other fields), read once per class."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    return names
+
+
+def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
+    """``old`` over a rebuilt ``inner`` and ``axis``: the same names and positions, so the checks of
+    ``Weave.__post_init__`` hold as they did for ``old``; only the types are remade (sizes may be symbols now)."""
+    node = Weave.__new__(Weave)
+    dom = Type(tuple(s if p is None else s.insert(p, axis) for s, p in zip(inner.dom, old.dom_pos)))
+    cod = Type(tuple(s.insert(p, axis) for s, p in zip(inner.cod, old.cod_pos)))
+    _set(node, inner=inner, axis=axis, dom_pos=old.dom_pos, cod_pos=old.cod_pos, dom=dom, cod=cod)
+    return node
 
 
 def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]:
@@ -79,8 +100,9 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
         return v
 
     def prim(p: Primitive) -> Primitive:
-        changes = {f.name: value(getattr(p, f.name)) for f in dataclasses.fields(p)}
-        if all(changes[f.name] is getattr(p, f.name) for f in dataclasses.fields(p)):
+        names = _fields(type(p))
+        changes = {name: value(getattr(p, name)) for name in names}
+        if all(changes[name] is getattr(p, name) for name in names):
             return p  # nothing sized by a symbol: the box as it was
         if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
             changes["stop"] = changes["output"].size
@@ -99,17 +121,18 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
                 if not group:
                     i += 1
             changes["target"] = dataclasses.replace(changes["target"], axes=tuple(out))
-        new = dataclasses.replace(p, **changes)
+        new = type(p)(**changes)  # dataclasses.replace, every field given
         if p.op in SIZED_BY_TRACE and new.free_symbols():
             fixed.append(f"{p.op} {p.label()} '{new.signature()[1]}'")
         return new
 
     def node(d: Diagram) -> Diagram:
-        record: Any = d  # every node kind is a frozen dataclass
-        changes = {f.name: value(getattr(d, f.name)) for f in dataclasses.fields(record) if f.init}
+        changes = {name: value(getattr(d, name)) for name in _fields(type(d))}  # every node is a frozen dataclass
         if all(v is getattr(d, k) for k, v in changes.items()):
             return d
-        new: Diagram = dataclasses.replace(record, **changes)
+        if type(d) is Weave and changes["axis"].name == d.axis.name:
+            return _weave(changes["inner"], changes["axis"], d)
+        new: Diagram = type(d)(**changes)
         return new
 
     return node(body), fixed
