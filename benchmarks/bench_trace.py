@@ -2,7 +2,7 @@
 
 Prints one table: model, layers, how ncd captured it, ncd trace time, ncd layout+SVG time,
 torchview time (its graph and Graphviz SVG) and the ratio, measured side by side in one
-process (median of ``--repeat`` runs each), and opaque boxes.  Models are built from configs
+process (median of ``--repeat`` runs each, every run started on a collected heap), and opaque boxes.  Models are built from configs
 with random weights (no downloads): 2-layer toys at the import corpus's sizes (with and
 without an ``attention_mask``, a sliding window, a mixture of experts), the same families
 with 12 and 24 layers, GPT-2 small, BERT-base, ViT-B/16, a plain ResNet-50, and GPT-2 small
@@ -18,6 +18,7 @@ on the toys.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 import warnings
@@ -143,6 +144,7 @@ def _ncd(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tup
     import ncd
     from ncd.render import to_svg
 
+    gc.collect()  # each run starts from a collected heap: no tool pays for the garbage of the runs before it
     start = CLOCK()
     diagram = ncd.trace(model, *args, **kwargs)
     traced = CLOCK() - start
@@ -154,6 +156,7 @@ def _ncd(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tup
 def _torchview(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     import torchview
 
+    gc.collect()
     start = CLOCK()
     graph = torchview.draw_graph(model, input_data=list(args), input_kwargs=kwargs or None, save_graph=False)
     graph.visual_graph.pipe(format="svg")

@@ -42,6 +42,10 @@ SCALAR_TEXT = "()"
 _MACRON = "\u0304"
 
 
+#: ``(name, bare)`` pairs already checked to be valid axis names (``bare``: an axis without parts, no spaces allowed)
+_VALID_NAMES: set[tuple[str, bool]] = set()
+
+
 @dataclass(frozen=True)
 class Axis:
     """One wire: a named tensor axis with a size and a role (item or feature)."""
@@ -52,16 +56,22 @@ class Axis:
     parts: tuple[Axis, ...] = ()
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.name, str)
-            or not self.name
-            or not self.name.isprintable()
-            or any(c in self.name for c in _FORBIDDEN + ("" if self.parts else " "))
-        ):
-            raise ParseError(f"{self.name!r} is not a valid axis name")
+        if not isinstance(self.name, str) or (self.name, not self.parts) not in _VALID_NAMES:
+            if (
+                not isinstance(self.name, str)
+                or not self.name
+                or not self.name.isprintable()
+                or any(c in self.name for c in _FORBIDDEN + ("" if self.parts else " "))
+            ):
+                raise ParseError(f"{self.name!r} is not a valid axis name")
+            if len(_VALID_NAMES) > 50_000:
+                _VALID_NAMES.clear()
+            _VALID_NAMES.add((self.name, not self.parts))
         if not isinstance(self.size, sympy.Basic):
             object.__setattr__(self, "size", size(self.size))
         value = self.size
+        if isinstance(value, sympy.Integer) and 0 < value.p <= limits().axis_size:
+            return  # the usual case, a whole number in range: the checks below without sympy's assumptions
         if value.is_positive is False or (value.is_number and value.is_integer is not True):
             raise SizeError(f"axis {self.name} has size {size_text(value)}; a size must be a positive whole number")
         if value.is_number and value > limits().axis_size:
@@ -174,10 +184,10 @@ class Segment:
     def insert(self, position: int, axis: Axis) -> Segment:
         axes = list(self.axes)
         axes.insert(position, axis)
-        return replace(self, axes=tuple(axes))
+        return Segment(tuple(axes), self.dtype, self.range)  # dataclasses.replace, spelt out (a hot path)
 
     def with_axes(self, axes: Iterable[Axis]) -> Segment:
-        return replace(self, axes=tuple(axes))
+        return Segment(tuple(axes), self.dtype, self.range)
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Segment:
         return replace(

@@ -111,8 +111,14 @@ class Diagram:
     def walk(self) -> Iterator[Diagram]:
         """Every node, depth first, this one included."""
         yield self
-        for child in self.children():
-            yield from child.walk()
+        stack = list(reversed(self.children()))  # iteratively: a nested generator per level costs depth per node
+        while stack:
+            node = stack.pop()
+            if type(node).walk is not Diagram.walk:  # a node that walks its own way (a repeat binds its variable)
+                yield from node.walk()
+                continue
+            yield node
+            stack.extend(reversed(node.children()))
 
     def boxes(self) -> Iterator[Box]:
         for node in self.walk():

@@ -873,17 +873,13 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
     items: list[Item] = []
     for it in header:
         items.append(it.moved(m, m))
-    body: list[Item] = []
-    _flatten(frag, m, m + head_h - frag.top, body)
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
     # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
     # above the drawing otherwise
-    beside = bool(legend) and not any(_hits(it, (lx - 6, m + head_h, width, m + head_h + legend_h + 6)) for it in body)
+    beside = bool(legend) and not _any_hit(frag, m, m + head_h - frag.top, (lx - 6, m + head_h, width, m + head_h + legend_h + 6))
     top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
-    dy = m + top_h - frag.top
-    if top_h != head_h:
-        body = []
-        _flatten(frag, m, dy, body)
+    body: list[Item] = []
+    _flatten(frag, m, m + top_h - frag.top, body)
     for it in legend:
         items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))
     items.extend(body)
@@ -909,21 +905,38 @@ def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _hits(item: Item, box: tuple[float, float, float, float]) -> bool:
-    """Whether a visible item's bounding box meets ``box``."""
+def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
+    """Whether a visible item of ``frag`` placed at ``(dx, dy)`` meets ``box``: the items :func:`_flatten` would give,
+    tested with the same arithmetic without making them (a drawing is flattened once, where its legend leaves it)."""
+    stack: list[tuple[Frag, float, float]] = [(frag, dx, dy)]
+    while stack:
+        current, x, y = stack.pop()
+        for it in current.items:
+            if isinstance(it, tuple):
+                stack.append((it[2], x + it[0], y + it[1]))
+            elif _hits_at(it, x, y, box):
+                return True
+    return False
+
+
+def _hits_at(item: Item, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
+    """Whether ``item.moved(dx, dy)``'s bounding box meets ``box`` (invisible records never do)."""
     if isinstance(item, Text):
-        b = item.bounds
+        x, y = item.x + dx, item.y + dy
+        b = (x, y - item.ascent, x + item.width, y + item.descent)
     elif isinstance(item, Rect):
-        b = (item.x, item.y, item.x + item.w, item.y + item.h)
+        x, y = item.x + dx, item.y + dy
+        b = (x, y, x + item.w, y + item.h)
     elif isinstance(item, Path):
-        xs = [c[k] for c in item.commands for k in range(1, len(c), 2)]
-        ys = [c[k] for c in item.commands for k in range(2, len(c), 2)]
+        xs = [c[k] + dx for c in item.commands for k in range(1, len(c), 2)]
+        ys = [c[k] + dy for c in item.commands for k in range(2, len(c), 2)]
         b = (min(xs), min(ys), max(xs), max(ys))
     elif isinstance(item, Circle):
-        b = (item.cx - item.r, item.cy - item.r, item.cx + item.r, item.cy + item.r)
+        x, y = item.cx + dx, item.cy + dy
+        b = (x - item.r, y - item.r, x + item.r, y + item.r)
     elif isinstance(item, Polygon):
-        b = (min(x for x, _ in item.points), min(y for _, y in item.points),
-             max(x for x, _ in item.points), max(y for _, y in item.points))
+        points = [(x + dx, y + dy) for x, y in item.points]
+        b = (min(x for x, _ in points), min(y for _, y in points), max(x for x, _ in points), max(y for _, y in points))
     else:
         return False
     return b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3]

@@ -137,7 +137,12 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     calls, and falls back to ``torch.export`` when that recording cannot stand for the model;
     ``capture="export"`` uses ``torch.export`` from the start.
     """
-    with _debugging():
+    from ncd.render.layout import no_collector
+
+    # the cyclic collector paused, as while drawing: a trace makes many small records that mostly live to its end,
+    # and collector passes over them (and, every few traces, over everything the process holds, a model and torch
+    # included: 0.2 s each in a process with transformers loaded) cost more than the whole trace of a small model
+    with _debugging(), no_collector():
         return _trace(model, example_inputs, axes, capture, example_kwargs)
 
 
