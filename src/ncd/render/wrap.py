@@ -156,7 +156,8 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             if target < 120:
                 break
             if drawing.width > limit + 0.01:  # too wide to print its smallest text at MIN_PRINT_PT: narrower rows
-                target = max(120.0, min(target, page.w) - (drawing.width - limit) - 2.0)
+                # the widest row is the page less a later row's indent and its arrows out: narrower than that row
+                target = max(120.0, min(target, page.w - 2 * ARROW_RUN - 6.0) - (drawing.width - limit) - 2.0)
             elif drawing.width > max_aspect * drawing.height:  # too wide for its height: narrower rows (more of them)
                 target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
             else:
