@@ -38,6 +38,16 @@ def _trace(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
         return ncd.trace(model, *args)
 
 
+def _perturbed_trace(model: torch.nn.Module) -> tuple[torch.Tensor, ncd.TracedDiagram]:
+    """Move every parameter off its initial value (so no expert or bias is trivially zero or equal), then trace on
+    random token ids: the ids and the traced diagram."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = torch.randint(0, 100, (2, 8))
+    return ids, _trace(model, ids)
+
+
 def _equal_on_fresh_input(model: torch.nn.Module, d: ncd.TracedDiagram, ids: torch.Tensor) -> None:
     """The lowered module has the original's parameters and equals it on the traced and on fresh token ids."""
     module = d.to_torch()
@@ -54,11 +64,7 @@ def _equal_on_fresh_input(model: torch.nn.Module, d: ncd.TracedDiagram, ids: tor
 def test_transformers_experts_are_a_weighted_sum_over_an_expert_axis(name: str) -> None:
     torch.manual_seed(0)
     model = MODELS[name]().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ids = torch.randint(0, 100, (2, 8))
-    d = _trace(model, ids)
+    ids, d = _perturbed_trace(model)
     assert not KERNEL & set(dict(d.opaque)), d.opaque  # the grouped GEMM's plumbing is gone
     experts = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(experts) == 2 and all(int(b.cod[0].axes[0].size) == 4 for b in experts)
@@ -140,11 +146,7 @@ DENSE: dict[str, Callable[[], torch.nn.Module]] = {
 def test_experts_with_their_own_gate_are_read_densely_and_equal_the_original(name: str) -> None:
     torch.manual_seed(0)
     model = DENSE[name]().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ids = torch.randint(0, 100, (2, 8))
-    d = _trace(model, ids)
+    ids, d = _perturbed_trace(model)
     assert d.opaque == (), d.opaque  # neither the kernel's plumbing nor the loop: the whole model is drawn
     stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(stacked) == 4 and all(int(b.cod[0].axes[0].size) == 4 for b in stacked)  # W_gate_up, W_down, biases
@@ -240,11 +242,7 @@ def test_experts_that_route_their_own_tokens_with_tolist_are_read_densely() -> N
     model = T.JetMoeModel(T.JetMoeConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, kv_channels=8,
                                          intermediate_size=48, vocab_size=100, num_hidden_layers=1, num_local_experts=4,
                                          num_experts_per_tok=2, use_cache=False)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ids = torch.randint(0, 100, (2, 8))
-    d = _trace(model, ids)
+    ids, d = _perturbed_trace(model)
     assert not {"aten.split_with_sizes.default", "aten.index_add.default"} & set(dict(d.opaque)), d.opaque
     stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(stacked) == 4  # the experts' input and output weights, of the feed-forward and of the attention
