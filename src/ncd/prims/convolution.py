@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.ir.program import Expr
     from ncd.torch.rules import RuleContext
 
 
@@ -595,35 +596,46 @@ def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[str
 
 
 @LOWERING.rule(ConvWeightGradOp)
-def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[str]:
-    """Windows (``★``: pad, unfold, dilate) contracted with the other operand over positions and batch: one einsum."""
+def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[Expr]:
+    """Windows (``★``: pad, unfold, dilate) contracted with the other operand over positions and batch: one einsum,
+    its two operands values of the program laid out as its subscripts read them."""
+    from ncd.ir.program import Expr
+
     n, nb = len(prim.kernel), len(prim.batch)
     groups = ctx.int(prim.groups, "groups")
-    x, g = ctx.args[0].var, ctx.args[1].var
+    x, g = ctx.args
     windowed, other = (g, x) if prim.transposed else (x, g)
     w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
     w_sizes, o_sizes = _ints(ctx, w_axes), _ints(ctx, o_axes)
     bsizes = _ints(ctx, prim.batch)
-    lead = f"{x}.shape[:-{nb + n + 1}]"
-    expr = f"{windowed}.reshape(-1, {', '.join(map(str, [*bsizes, *w_sizes]))})"
+    expr = ctx.method(windowed, "reshape", -1, *bsizes, *w_sizes)
     if any(prim.padding):
-        expr = f"F.pad({expr}, {tuple(p for p in reversed(prim.padding) for _ in (0, 1))})"
+        expr = ctx.call("F.pad", expr, tuple(p for p in reversed(prim.padding) for _ in (0, 1)))
     for k, s, d in zip(prim.kernel, prim.stride, prim.dilation):
-        expr += f".unfold({-n}, {d * (k - 1) + 1}, {s})"
+        expr = ctx.method(expr, "unfold", -n, d * (k - 1) + 1, s)
     positions = o_sizes[1:]
-    expr += "[..., " + ", ".join(f":{p}" for p in positions) + ", " + ", ".join(f"::{d}" for d in prim.dilation) + "]"
-    win = ctx.em.assign("windows", expr, ())
+    index = "[..., " + ", ".join(f":{p}" for p in positions) + ", " + ", ".join(f"::{d}" for d in prim.dilation) + "]"
+    # the axes of the einsum's operands (the batch of leading dims folded into ``...``)
+    batch, kernel = prim.batch.axes, prim.weight.axes[2:]
+    group = Axis("γ", prim.groups)
+    i_axis, j_axis = Axis("ι", w_axes.axes[0].size / prim.groups), Axis("ȷ", o_axes.axes[0].size / prim.groups)
+    at = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
+    win = ctx.bind(Expr(f"{expr}{index}", "view", "Tensor.__getitem__", expr.args),
+                   batch + (w_axes.axes[0],) + at + kernel, "windows")
+    cw, co = w_sizes[0] // groups, o_sizes[0] // groups
+    wv = ctx.bind(ctx.method(win, "reshape", -1, *bsizes, groups, cw, *positions, *prim.kernel),
+                  batch + (group, i_axis) + at + kernel, "windows")
+    ov = ctx.bind(ctx.method(other, "reshape", -1, *bsizes, groups, co, *positions), batch + (group, j_axis) + at,
+                  "grads")
     letters = iter(string.ascii_letters)
-    L, G, Ii, J = (next(letters) for _ in range(4))
+    G, Ii, J = (next(letters) for _ in range(3))
     B = "".join(next(letters) for _ in range(nb))
     P = "".join(next(letters) for _ in range(n))
     K = "".join(next(letters) for _ in range(n))
-    cw, co = w_sizes[0] // groups, o_sizes[0] // groups
-    wv = f"{win}.reshape(-1, {', '.join(map(str, [*bsizes, groups, cw, *positions, *prim.kernel]))})"
-    ov = f"{other}.reshape(-1, {', '.join(map(str, [*bsizes, groups, co, *positions]))})"
-    subs = f"{L}{B}{G}{Ii}{P}{K},{L}{B}{G}{J}{P}->{L}{G}{J}{Ii}{K}"
-    weight = _ints(ctx, prim.weight)
-    return [f"torch.einsum('{subs}', {wv}, {ov}).reshape(*{lead}, {', '.join(map(str, weight))})"]
+    product = ctx.bind(ctx.einsum(f"...{B}{G}{Ii}{P}{K},...{B}{G}{J}{P}->...{G}{J}{Ii}{K}", wv, ov),
+                       (group, j_axis, i_axis) + kernel, "weight_grad")
+    lead = Expr(f"*{x.var}.shape[:-{nb + n + 1}]", args=(x,))
+    return [ctx.method(product, "reshape", lead, *_ints(ctx, prim.weight))]
 
 
 # -- costs and backward ------------------------------------------------------------------------

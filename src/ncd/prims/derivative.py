@@ -29,6 +29,7 @@ from ncd.ir.size import evaluate
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.ir.program import Expr
     from ncd.torch.rules import RuleContext
 
 
@@ -218,43 +219,42 @@ def _positional(n: int, skip: str = "") -> list[str]:
 
 
 @LOWERING.rule(LinearTransposeOp)
-def lower_linear_transpose(prim: LinearTransposeOp, ctx: RuleContext) -> list[str]:
+def lower_linear_transpose(prim: LinearTransposeOp, ctx: RuleContext) -> list[Expr]:
     letters = _positional(len(prim.cod_axes) + len(prim.dom_axes))
     out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
-    subs = ctx.subscripts([out, out + inp], inp)
-    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+    return [ctx.einsum(ctx.subscripts([out, out + inp], inp), ctx.args[0], ctx.args[1])]
 
 
 @LOWERING.rule(LinearWeightGradOp)
-def lower_linear_weight_grad(prim: LinearWeightGradOp, ctx: RuleContext) -> list[str]:
+def lower_linear_weight_grad(prim: LinearWeightGradOp, ctx: RuleContext) -> list[Expr]:
     letters = _positional(len(prim.cod_axes) + len(prim.dom_axes) + len(prim.batch))
     out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):len(prim.cod_axes) + len(prim.dom_axes)]
     batch = letters[len(prim.cod_axes) + len(prim.dom_axes):]
-    subs = ctx.subscripts([batch + inp, batch + out], out + inp)
-    return [f"torch.einsum('{subs}', {ctx.args[0].var}, {ctx.args[1].var})"]
+    return [ctx.einsum(ctx.subscripts([batch + inp, batch + out], out + inp), ctx.args[0], ctx.args[1])]
 
 
 # -- transposes for diagonals, pooling, batch normalisation and convolutions -----------------
 
 
 @LOWERING.rule(DiagonalOp)
-def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[str]:
-    """``einsum`` of the source with one identity matrix (a cup) per repeated axis."""
+def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[Expr]:
+    """``einsum`` of the source with one identity matrix (a cup, a value of its own) per repeated axis."""
     letters = dict(zip(prim.source.names, string.ascii_letters))
     spare = iter(c for c in string.ascii_letters[len(letters):])
-    x = ctx.args[0].var
-    out, eyes, seen = "", [], set()
+    x = ctx.args[0]
+    out, subs, eyes, seen = "", ["..." + "".join(letters.values())], [], set()
     for a in prim.target:
         if a.name in seen:
             fresh = next(spare)
             out += fresh
-            eyes.append((letters[a.name] + fresh, ctx.int(a.size, f"axis {a.name}")))
+            n = ctx.int(a.size, f"axis {a.name}")
+            eye = ctx.call("torch.eye", n, dtype=f"{x.var}.dtype", device=f"{x.var}.device")
+            eyes.append(ctx.bind(eye, (a, a.renamed(a.name + "′")), "eye"))
+            subs.append(letters[a.name] + fresh)
         else:
             seen.add(a.name)
             out += letters[a.name]
-    subs = ",".join(["..." + "".join(letters.values())] + [e for e, _ in eyes]) + "->..." + out
-    mats = "".join(f", torch.eye({n}, dtype={x}.dtype, device={x}.device)" for _, n in eyes)
-    return [f"torch.einsum('{subs}', {x}{mats})"]
+    return [ctx.einsum(",".join(subs) + "->..." + out, x, *eyes)]
 
 
 # -- costs (so that ``ncd.cost(ncd.backward(d))`` works); their own backward is not supported ------

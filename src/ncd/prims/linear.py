@@ -270,13 +270,16 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     subs = ctx.subscripts([own_in], own_out)
     weight_spec = "".join(own_out + own_in)
     lhs, rhs = subs.split("->")
-    weight = f"{module}.weight.view({', '.join(map(str, outs + ins))})"
+    # the weight seen with the box's axes, a value of the program: the einsum is a typed op of two operands
+    weight = ctx.bind(Expr(f"{module}.weight.view({', '.join(map(str, outs + ins))})", "view", "Tensor.view"),
+                      prim.cod_axes.axes + prim.dom_axes.axes, "weight")
     expr = ctx.einsum(f"{lhs},{weight_spec}->{rhs}", x, weight)
     if prim.bias:
         layout = ctx.markers("cod", 0)
         first = min(i for i, (kind, _) in enumerate(layout) if kind == "own")
         shape = [outs[k] if kind == "own" else 1 for kind, k in layout[first:]]
-        expr = Expr(f"{expr} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", expr.args)
+        product = ctx.bind(expr, ctx.out_axes[0], "product")
+        expr = Expr(f"{product.var} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", (product,))
     return [expr]
 
 
