@@ -1,5 +1,6 @@
-"""A whole post-norm encoder layer runs ``nn.TransformerEncoderLayer``'s fused kernel in inference
-(``ncd.torch.layouts``): equal to ``nn.TransformerEncoderLayer`` and to the unfused ops, taken only when it is one."""
+"""A whole post-norm encoder layer runs ``nn.TransformerEncoderLayer``'s fused kernel in inference, a multi-head
+self-attention ``nn.MultiheadAttention``'s (``ncd.torch.layouts``): equal to the torch module and to the unfused ops,
+taken only when it is one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 import ncd
-from ncd.torch.layouts import FUSED_ENCODER
+from ncd.torch.layouts import FUSED_ATTENTION, FUSED_ENCODER
 from ncd.zoo.heads import heads_attention
 from ncd.zoo.transformers import add_norm, feed_forward
 
@@ -69,7 +70,7 @@ def _torch_layer(module: nn.Module, m: int, h: int, f: int, gelu: bool) -> nn.Tr
     return layer.eval()
 
 
-def _kernels(module: nn.Module, x: torch.Tensor) -> Counter[str]:
+def _kernels(module: Callable[[torch.Tensor], object], x: torch.Tensor) -> Counter[str]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -164,3 +165,74 @@ def test_the_packed_projection_follows_every_change_of_the_weights() -> None:
         q = module.linear.l_plus_q
         q.weight = nn.Parameter(torch.zeros_like(q.weight))  # a new tensor
         torch.testing.assert_close(module(x), unfused(), atol=1e-5, rtol=1e-4)
+
+
+def one_sequence_attention(heads: str = "k h", scale: str = "k**-0.5", bias: bool = True) -> ncd.Diagram:
+    """Multi-head self-attention written as one sequence (``benchmarks/bench_lowering.py``'s wiring)."""
+    kv = ncd.Identity.of("t m") >> ncd.Rename("t -> x")
+    scores = ncd.Einsum(f"t {heads}, x {heads} -> h t x") >> ncd.Scale(scale) >> ncd.Softmax("x")
+    attend = (scores @ ncd.Identity.of(f"x {heads}")) >> ncd.Einsum(f"h t x, x {heads} -> t {heads}")
+    return (ncd.Copy("t m", 3) >> ((ncd.Identity.of("t m") >> ncd.Linear(f"m -> {heads}", bias=bias, name="Q"))
+                                  @ (kv >> ncd.Linear(f"m -> {heads}", bias=bias, name="K"))
+                                  @ (kv >> ncd.Linear(f"m -> {heads}", bias=bias, name="V")))
+            >> attend >> ncd.Linear(f"{heads} -> m", bias=bias, name="O")).block("MultiHeadAttention")
+
+
+def _torch_attention(module: nn.Module, m: int, h: int, heads_first: bool) -> nn.MultiheadAttention:
+    """``nn.MultiheadAttention`` holding the lowered module's weights, read from its *declared* state_dict."""
+    state = module.state_dict()
+    k = m // h
+
+    def rows(w: torch.Tensor) -> torch.Tensor:  # declared rows -> torch's (h k)
+        return w if heads_first else w.reshape(k, h, *w.shape[1:]).transpose(0, 1).flatten(0, 1)
+
+    q, kk, v, o = ({n.rsplit(".", 1)[-1]: w for n, w in state.items() if f"l_plus_{c}." in n} for c in "qkvo")
+    attention = nn.MultiheadAttention(m, h, batch_first=True)
+    with torch.no_grad():
+        attention.in_proj_weight.copy_(torch.cat([rows(q["weight"]), rows(kk["weight"]), rows(v["weight"])]))
+        attention.in_proj_bias.copy_(torch.cat([rows(q["bias"]), rows(kk["bias"]), rows(v["bias"])]))
+        columns = o["weight"] if heads_first else o["weight"].reshape(m, k, h).transpose(1, 2).flatten(1, 2)
+        attention.out_proj.weight.copy_(columns)
+        attention.out_proj.bias.copy_(o["bias"])
+    return attention.eval()
+
+
+@pytest.mark.parametrize("wiring", ["gallery", "k h", "h k"])
+def test_a_self_attention_in_inference_runs_the_fused_kernel_equal_to_torch_and_to_its_own_ops(wiring: str) -> None:
+    d = (heads_attention(self_attention=True, tokens="t").block("MultiHeadAttention") if wiring == "gallery"
+         else one_sequence_attention(wiring))
+    module = d.to_torch(t=6, m=16, h=4, k=4)
+    assert module.ncd_source.count(FUSED_ATTENTION + "(") == 1
+    for p in module.parameters():  # weights away from zero-mean noise, so that a permuted row would show
+        nn.init.uniform_(p, -0.5, 0.5)
+    x = torch.randn(3, SIZES["t"], SIZES["m"])
+    reference = _torch_attention(module, SIZES["m"], SIZES["h"], wiring == "h k")
+    kernel = "aten::" + FUSED_ATTENTION.removeprefix("torch.")
+    module.eval()
+    with torch.no_grad():
+        assert _kernels(module, x)[kernel] == 1
+        fused = module(x)
+        torch.testing.assert_close(fused, reference(x, x, x, need_weights=False)[0], atol=1e-5, rtol=1e-4)
+        assert _kernels(lambda y: reference(y, y, y, need_weights=False), x)[kernel] == 1  # torch's fast path too
+    unfused = module(x)  # with autograd: the ops below the guard
+    assert kernel not in _kernels(module, x)
+    torch.testing.assert_close(fused, unfused.detach(), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # and other ranks
+        torch.testing.assert_close(module(x[0]), fused[0], atol=1e-5, rtol=1e-4)
+        assert kernel not in _kernels(module, x[0])
+
+
+@pytest.mark.parametrize("variant", ["odd heads", "causal", "no bias", "another scale", "followed by a residual"])
+def test_attentions_the_kernel_does_not_compute_keep_their_ops(variant: str) -> None:
+    sizes = dict(SIZES, m=12, h=3) if variant == "odd heads" else SIZES
+    variants: dict[str, Callable[[], ncd.Diagram]] = {
+        "causal": lambda: heads_attention(self_attention=True, tokens="t", mask="causal"),
+        "no bias": lambda: one_sequence_attention(bias=False),
+        "another scale": lambda: one_sequence_attention(scale="k**-0.25"),
+        "followed by a residual": lambda: ncd.residual(heads_attention(self_attention=True, tokens="t")),
+    }
+    d = variants.get(variant, one_sequence_attention)()
+    source = d.to_source(**{n: v for n, v in sizes.items() if n != "f"})
+    assert "scaled_dot_product_attention" in source  # the attention itself is still fused
+    assert FUSED_ATTENTION not in source
+    assert FUSED_ATTENTION in one_sequence_attention().to_source(t=6, m=16, h=4, k=4)  # (the one they vary is taken)

@@ -528,9 +528,9 @@ def lower(bound: Diagram) -> Program:
     title = bound.name if isinstance(bound, Block) else "Diagram"
     body = bound.body if isinstance(bound, Block) else bound
     gen.class_for(body, title)
-    from ncd.torch.layouts import fuse_encoder_layers
+    from ncd.torch.layouts import fuse_layers
 
-    fuse_encoder_layers(gen.program, gen.rows, gen.cols)  # a whole encoder layer runs torch's fused kernel in inference
+    fuse_layers(gen.program, gen.rows, gen.cols)  # a whole encoder layer or attention runs torch's fused kernel in inference
     return gen.program
 
 

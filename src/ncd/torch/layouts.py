@@ -1,10 +1,12 @@
-"""Kernels chosen for whole layers: a post-norm encoder layer runs torch's fused encoder kernel in inference.
+"""Kernels chosen for whole layers: a post-norm encoder layer and a multi-head self-attention run torch's fused
+inference kernels.
 
 ``nn.TransformerEncoderLayer`` has an inference fast path (eval, no autograd): one native op,
 ``torch._transformer_encoder_layer_fwd``, that projects Q, K and V with one matrix product over the
 packed weight, adds biases and the residual in place and fuses the feed-forward's bias and activation
-into its first product.  Written with separate public ops, the same layer is several per cent slower on
-CPU (``benchmarks/bench_lowering.py``).  :func:`fuse_encoder_layers` finds, in a lowered
+into its first product; ``nn.MultiheadAttention`` has another, ``torch._native_multi_head_attention``
+(the packed projection, SDPA, ``L^O``).  Written with separate public ops, the same layers are 1–6 % slower
+on CPU (``benchmarks/bench_lowering.py``).  :func:`fuse_layers` finds, in a lowered
 :class:`~ncd.ir.program.Program`, every class whose forward *is* such a layer and gives it a guarded
 first statement that calls the fused kernel; training, autograd, ``torch.compile`` (which fuses the
 public ops itself) and any other input rank run the ops below it unchanged.
@@ -17,15 +19,18 @@ glue aside; dropout is the identity in eval)::
     y = LN(L₊^O(a) + x)                         L^O's columns stored (heads, features)
     out = LN(L₊²(act(L₊¹(y))) + y)             act = ReLU or exact GELU; both layer norms affine, alike
 
-which is what the kernel computes (``tests/test_layouts.py`` checks it against
-``nn.TransformerEncoderLayer`` and against the unfused ops).  Anything else is left as it is.
+(an encoder layer) or its first three lines up to ``L₊^O(a)`` (a multi-head self-attention), which is what
+the kernels compute (``tests/test_layouts.py`` checks both against the torch modules and against the unfused
+ops).  Anything else is left as it is.
 
 >>> import ncd
 >>> from ncd.zoo.heads import heads_attention
 >>> from ncd.zoo.transformers import add_norm, feed_forward
->>> layer = (add_norm(heads_attention(self_attention=True, tokens="t"), "t", 0.1)
-...          >> add_norm(feed_forward(ncd.ReLU()), "t", 0.1)).block("EncoderLayer")
+>>> attention = heads_attention(self_attention=True, tokens="t")
+>>> layer = (add_norm(attention, "t", 0.1) >> add_norm(feed_forward(ncd.ReLU()), "t", 0.1)).block("EncoderLayer")
 >>> "torch._transformer_encoder_layer_fwd(" in layer.to_source(t=5, m=8, h=2, k=4, f=16)
+True
+>>> "torch._native_multi_head_attention(" in attention.block("MultiHeadAttention").to_source(t=5, m=8, h=2, k=4)
 True
 """
 
@@ -34,16 +39,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy
 
 from ncd.ir.program import Function, Op, Program
 from ncd.ir.size import symbolic_text
 
-__all__ = ["fuse_encoder_layers", "FUSED_ENCODER"]
+if TYPE_CHECKING:
+    from ncd.prims.linear import LinearOp
 
-#: the op the fused branch calls (what ``nn.TransformerEncoderLayer`` calls in inference)
+__all__ = ["fuse_layers", "FUSED_ENCODER", "FUSED_ATTENTION"]
+
+#: the op the fused branch of an encoder layer calls (what ``nn.TransformerEncoderLayer`` calls in inference)
 FUSED_ENCODER = "torch._transformer_encoder_layer_fwd"
+#: the op the fused branch of a multi-head self-attention calls (what ``nn.MultiheadAttention`` calls in inference)
+FUSED_ATTENTION = "torch._native_multi_head_attention"
 
 _MODULE_CALL = re.compile(r"^self\.(\w+)\(")
 _PACK_GUARD = re.compile(r"^(\w+) if \1\.stride\(-1\) == 1 else \1\.contiguous\(\)$")
@@ -114,60 +125,73 @@ def _is_glue(node: _Node) -> bool:
 
 
 @dataclass(frozen=True)
-class _Layer:
-    """The modules of one matched encoder layer (paths from the class), its sizes and its activation."""
+class _Attention:
+    """The modules of one matched self-attention (paths from the class), its sizes, and its nodes."""
 
     q: str
     k: str
     v: str
     o: str
+    width: sympy.Expr
+    heads: sympy.Expr
+    #: what the kernel needs that symbolic sizes leave open (``sizes.h*sizes.k == sizes.m``), checked when it runs
+    conditions: tuple[str, ...]
+    #: the ids of the tensors the projections, SDPA and ``L^O`` write (views may arrange only these)
+    arranged: frozenset[int]
+    #: the id of ``L^O``'s output
+    out: int
+    #: the name of the width axis (``m``) every map reads or writes
+    width_axes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """The modules of one matched encoder layer (paths from the class) beyond its attention, and its activation."""
+
+    attention: _Attention
     norm1: str
     norm2: str
     ff1: str
     ff2: str
-    width: sympy.Expr
-    heads: sympy.Expr
     gelu: bool
-    #: what the kernel needs that symbolic sizes leave open (``sizes.h*sizes.k == sizes.m``), checked when it runs
-    conditions: tuple[str, ...] = ()
 
 
-def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
-           ) -> _Layer | None:
-    """The encoder layer ``nodes`` compute, or ``None`` unless they are exactly one (see the module's docstring)."""
-    from ncd.prims.elementwise import ElementwiseOp
-    from ncd.prims.linear import LinearOp
-    from ncd.prims.normalization import LayerNormOp
+def _flat(nodes: list[_Node], out: int) -> tuple[list[_Node], int, dict[bool, set[int]]]:
+    """The ops of ``nodes`` that compute (glue collapsed: a view, alias or dropout reads as its input), the output's
+    id, and the tensors glue rearranges (``False``: views) or drops out (``True``: dropout)."""
     from ncd.prims.regularization import DropoutOp
-    from ncd.prims.structure import AddOp
 
     same: dict[int, int] = {0: 0}  # tensor id -> the id it is a view/alias of (glue collapsed)
     real: list[_Node] = []
-    moved: dict[int, set[int]] = {}  # the tensors glue rearranges (views) and the ones it drops out (dropout)
+    moved: dict[bool, set[int]] = {False: set(), True: set()}
     for node in nodes:
         if node.op.kind == "statement" and all(line.lstrip().startswith("#") for line in node.op.code.splitlines()):
             continue  # a comment
         if _is_glue(node):
             same[node.outs[0]] = same.get(node.args[0], node.args[0])
-            moved.setdefault(isinstance(_prim(node), DropoutOp), set()).add(same[node.outs[0]])
+            moved[isinstance(_prim(node), DropoutOp)].add(same[node.outs[0]])
         else:
             real.append(_Node(node.op, node.path, tuple(same.get(a, a) for a in node.args), node.outs))
-    out = same.get(out, out)
-    if len(real) != 12:
+    return real, same.get(out, out), moved
+
+
+def _linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
+    from ncd.prims.linear import LinearOp
+
+    prim = _prim(node)
+    ok = isinstance(prim, LinearOp) and prim.bias == bias and node.path and node.args == (source,)
+    return prim if ok and isinstance(prim, LinearOp) else None
+
+
+def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
+               ) -> _Attention | None:
+    """The self-attention of the class's input (id 0) that ``real`` (its first five computing ops) is:
+    ``L₊^O(SDPA(L₊^Q(x), L₊^K(x), L₊^V(x), scale=features**-0.5))`` with rows and ``L^O``'s columns stored
+    (heads, features), as torch packs them; ``None`` otherwise."""
+    if len(real) < 5:
         return None
-    q, k, v, sdpa, o, add1, norm1, ff1, act, ff2, add2, norm2 = real
-
-    def linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
-        prim = _prim(node)
-        ok = isinstance(prim, LinearOp) and prim.bias == bias and node.path and node.args == (source,)
-        return prim if ok and isinstance(prim, LinearOp) else None
-
-    def layer_norm(node: _Node, source: int) -> LayerNormOp | None:
-        prim = _prim(node)
-        ok = isinstance(prim, LayerNormOp) and prim.affine and prim.bias and node.path and node.args == (source,)
-        return prim if ok and isinstance(prim, LayerNormOp) else None
-
-    projections = [linear(n, 0) for n in (q, k, v)]
+    q, k, v, sdpa, o = real[:5]
+    projections = [_linear(n, 0) for n in (q, k, v)]
     if any(p is None for p in projections) or sdpa.op.target != "F.scaled_dot_product_attention":
         return None
     call = re.fullmatch(r"F\.scaled_dot_product_attention\(\w+, \w+, \w+, scale=([^,=]+)\)", sdpa.op.code)
@@ -178,20 +202,20 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
         return None
     head, feature = q_axes[0].name, q_axes[2].name
     order = (head, feature)
-    if any(rows.get(id(n.op.box)) != order for n in (q, k, v)):
-        return None
+    projection = [p for p in projections if p is not None]
+    if any(rows.get(id(n.op.box), p.cod_axes.names) != order for n, p in zip((q, k, v), projection)):
+        return None  # rows stored (heads, features): chosen so, or declared so
     if any(a.axes[0].name != head or a.axes[2].size != q_axes[2].size for a in sdpa.op.args):
         return None
-    out_map = linear(o, sdpa.outs[0])
-    if out_map is None or cols.get(id(o.op.box)) != order:
+    out_map = _linear(o, sdpa.outs[0])
+    if out_map is None or cols.get(id(o.op.box), out_map.dom_axes.names) != order:
         return None
     features, heads = q_axes[2].size, q_axes[0].size
-    if not _is_inverse_root(call.group(1), features):  # the kernel scales by features**-0.5
+    if not _is_inverse_root(call.group(1), features):  # the kernels scale by features**-0.5
         return None
-    if heads.is_Integer and int(heads) % 2:  # torch takes its fast path for an even number of heads only
+    if heads.is_Integer and int(heads) % 2:  # torch takes its fast paths for an even number of heads only
         return None
     width = out_map.cod_axes.sizes
-    projection = [p for p in projections if p is not None]
     if len(width) != 1 or any(p.dom_axes.sizes != width for p in projection):
         return None
     conditions: list[str] = []  # equal at every bound size, or checked when the program runs (symbolic sizes)
@@ -206,18 +230,57 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
         planned = _planned(heads)
         if planned is not None and planned % 2:
             return None
+    m = out_map.cod_axes.names
+    reads = [n.op.args[0].axes for n in (q, k, v)] + [o.op.outputs[0].axes]
+    if any(p.dom_axes.names != m for p in projection) or any(not axes or axes[-1].name != m[0] for axes in reads):
+        return None  # every projection acts on the width m, the last axis of what it reads, and L^O writes it there
+    arranged = frozenset(n.outs[0] for n in (q, k, v, sdpa))
+    return _Attention(q.path, k.path, v.path, o.path, width[0], heads, tuple(dict.fromkeys(conditions)), arranged,
+                      o.outs[0], m)
+
+
+def _match_attention(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]],
+                     cols: dict[int, tuple[str, ...]]) -> _Attention | None:
+    """The multi-head self-attention ``nodes`` compute (exactly ``nn.MultiheadAttention``'s, no mask), or ``None``."""
+    real, out, moved = _flat(nodes, out)
+    attention = _attention(real, rows, cols) if len(real) == 5 else None
+    if attention is None or out != attention.out:
+        return None
+    if not moved[False] <= attention.arranged or not moved[True] <= {attention.out}:
+        return None  # views only arrange the attention's operands and output; dropout only follows L^O
+    return attention
+
+
+def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
+           ) -> _Layer | None:
+    """The encoder layer ``nodes`` compute, or ``None`` unless they are exactly one (see the module's docstring)."""
+    from ncd.prims.elementwise import ElementwiseOp
+    from ncd.prims.normalization import LayerNormOp
+    from ncd.prims.structure import AddOp
+
+    real, out, moved = _flat(nodes, out)
+    attention = _attention(real, rows, cols) if len(real) == 12 else None
+    if attention is None:
+        return None
+    add1, norm1, ff1, act, ff2, add2, norm2 = real[5:]
+    width = (attention.width,)
+
+    def layer_norm(node: _Node, source: int) -> LayerNormOp | None:
+        prim = _prim(node)
+        ok = isinstance(prim, LayerNormOp) and prim.affine and prim.bias and node.path and node.args == (source,)
+        return prim if ok and isinstance(prim, LayerNormOp) else None
 
     def add(node: _Node, a: int, b: int) -> bool:
         return isinstance(_prim(node), AddOp) and sorted(node.args) == sorted((a, b))
 
     ln1 = layer_norm(norm1, add1.outs[0])
-    if not add(add1, o.outs[0], 0) or ln1 is None:
+    if not add(add1, attention.out, 0) or ln1 is None:
         return None
-    up, down = linear(ff1, norm1.outs[0]), None
+    up, down = _linear(ff1, norm1.outs[0]), None
     fn = _prim(act)
     if up is None or not isinstance(fn, ElementwiseOp) or fn.function not in ("relu", "gelu") or act.args != ff1.outs:
         return None
-    down = linear(ff2, act.outs[0])
+    down = _linear(ff2, act.outs[0])
     ln2 = layer_norm(norm2, add2.outs[0])
     if down is None or not add(add2, ff2.outs[0], norm1.outs[0]) or ln2 is None or norm2.outs[0] != out:
         return None
@@ -225,19 +288,16 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
         return None
     # views only arrange the attention's operands and output (by axis name, as checked above), dropout only follows
     # L^O and the feed-forward: a view anywhere else could move another axis under a map the kernel applies to m
-    if not moved.get(False, set()) <= {q.outs[0], k.outs[0], v.outs[0], sdpa.outs[0]}:
+    if not moved[False] <= attention.arranged or not moved[True] <= {attention.out, ff2.outs[0]}:
         return None
-    if not moved.get(True, set()) <= {o.outs[0], ff2.outs[0]}:
-        return None
-    m = [a.name for a in out_map.cod_axes.axes]
-    reads = [n.op.args[0].axes for n in (q, k, v, ff1, norm1, norm2)] + [n.op.outputs[0].axes for n in (o, ff2)]
-    named = [p.dom_axes for p in [*projection, up]] + [down.cod_axes, ln1.axes, ln2.axes]
-    if any([a.name for a in seg.axes] != m for seg in named) or any(not axes or axes[-1].name != m[0] for axes in reads):
+    m = attention.width_axes
+    reads = [n.op.args[0].axes for n in (ff1, norm1, norm2)] + [ff2.op.outputs[0].axes]
+    named = [up.dom_axes, down.cod_axes, ln1.axes, ln2.axes]
+    if any(seg.names != m for seg in named) or any(not axes or axes[-1].name != m[0] for axes in reads):
         return None  # every map, norm and residual acts on the width m, the last axis of what it reads
-    if [a.name for a in up.cod_axes.axes] != [a.name for a in down.dom_axes.axes]:
+    if up.cod_axes.names != down.dom_axes.names:
         return None
-    return _Layer(q.path, k.path, v.path, o.path, norm1.path, norm2.path, ff1.path, ff2.path, width[0], heads,
-                  fn.function == "gelu", tuple(dict.fromkeys(conditions)))
+    return _Layer(attention, norm1.path, norm2.path, ff1.path, ff2.path, fn.function == "gelu")
 
 
 def _planned(size: sympy.Expr) -> int | None:
@@ -263,25 +323,46 @@ def _size(value: sympy.Expr) -> str:
     return str(value) if value.is_Integer else symbolic_text(value)
 
 
-def _fused_branch(layer: _Layer, x: str) -> str:
-    """The guarded statement: in inference, the fused kernel on the layer's own parameters.  The kernel reads
-    Q, K and V as one packed weight: packed once and again only when a weight changes (its storage or its
-    version: an optimiser step or ``load_state_dict`` writes in place), not on every call."""
-    s = {name: f"self.{path}" for name, path in vars(layer).items() if isinstance(path, str)}
-    even = "".join(f" and {c}" for c in layer.conditions)
-    return "\n".join([
-        "# in inference, nn.TransformerEncoderLayer's fused kernel: proven equal to the ops below (ncd.torch.layouts)",
+def _guard(attention: _Attention, x: str, kernel: str) -> list[str]:
+    """The guard of a fused branch (inference of a batched plain input, as torch's own fast paths ask) and the packing
+    of Q, K and V: the kernels read them as one weight, packed once and again only when a weight changes (its storage
+    or its version: an optimiser step or ``load_state_dict`` writes in place), not on every call."""
+    s = {name: f"self.{path}" for name, path in vars(attention).items() if isinstance(path, str)}
+    even = "".join(f" and {c}" for c in attention.conditions)
+    return [
+        f"# in inference, {kernel}'s fused kernel: proven equal to the ops below (ncd.torch.layouts)",
         f"if {x}.dim() == 3 and not (self.training or torch.is_grad_enabled() or torch.is_autocast_enabled()"
         f" or torch.compiler.is_compiling()){even} and torch.backends.mha.get_fastpath_enabled():",
         f"    qkv = [p for m in ({s['q']}, {s['k']}, {s['v']}) for p in (m.weight, m.bias)]",
         "    if getattr(self, '_packed_for', None) != [(p.data_ptr(), p._version) for p in qkv]:  # weights changed",
         "        self._packed = (torch.cat(qkv[0::2]), torch.cat(qkv[1::2]), [p.detach() for p in qkv])",
         "        self._packed_for = [(p.data_ptr(), p._version) for p in qkv]",
+    ]
+
+
+def _fused_branch(layer: _Layer, x: str) -> str:
+    """The guarded statement: in inference, the fused encoder kernel on the layer's own parameters."""
+    a = layer.attention
+    s = {name: f"self.{path}" for name, path in vars(layer).items() if isinstance(path, str)}
+    o = f"self.{a.o}"
+    return "\n".join([
+        *_guard(a, x, "nn.TransformerEncoderLayer"),
         f"    return {FUSED_ENCODER}(",
-        f"        {x}, {_size(layer.width)}, {_size(layer.heads)}, self._packed[0], self._packed[1],",
-        f"        {s['o']}.weight, {s['o']}.bias, {layer.gelu}, False, {s['norm1']}.eps,",
+        f"        {x}, {_size(a.width)}, {_size(a.heads)}, self._packed[0], self._packed[1],",
+        f"        {o}.weight, {o}.bias, {layer.gelu}, False, {s['norm1']}.eps,",
         f"        {s['norm1']}.weight, {s['norm1']}.bias, {s['norm2']}.weight, {s['norm2']}.bias,",
         f"        {s['ff1']}.weight, {s['ff1']}.bias, {s['ff2']}.weight, {s['ff2']}.bias, None, None)",
+    ])
+
+
+def _fused_attention(attention: _Attention, x: str) -> str:
+    """The guarded statement: in inference, the fused multi-head attention kernel on the class's own parameters."""
+    o = f"self.{attention.o}"
+    return "\n".join([
+        *_guard(attention, x, "nn.MultiheadAttention"),
+        f"    return {FUSED_ATTENTION}(",
+        f"        {x}, {x}, {x}, {_size(attention.width)}, {_size(attention.heads)}, self._packed[0], self._packed[1],",
+        f"        {o}.weight, {o}.bias, None, False)[0]",
     ])
 
 
@@ -297,9 +378,26 @@ def encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dic
             yield function, layer
 
 
-def fuse_encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]) -> None:
-    """Give every class of ``program`` that is a post-norm encoder layer a first statement calling the fused
-    kernel in inference (``rows``/``cols``: the layouts lowering chose, :func:`ncd.prims.patterns.chosen_rows`)."""
-    for function, layer in list(encoder_layers(program, rows, cols)):
-        statement = Op("statement", FUSED_ENCODER, (), (), _fused_branch(layer, function.inputs[0].var))
-        function.ops.insert(0, statement)
+def attention_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
+                     ) -> Iterator[tuple[Function, _Attention]]:
+    """Every class of ``program`` that is a multi-head self-attention (as ``nn.MultiheadAttention``), with its
+    modules."""
+    for function in program.functions:
+        flat = _inline(program, function)
+        if flat is None:
+            continue
+        attention = _match_attention(*flat, rows, cols)
+        if attention is not None:
+            yield function, attention
+
+
+def fuse_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]) -> None:
+    """Give every class of ``program`` that is a post-norm encoder layer or a multi-head self-attention a first
+    statement calling torch's fused inference kernel for it (``rows``/``cols``: the layouts lowering chose,
+    :func:`ncd.prims.patterns.chosen_rows`)."""
+    fused = [(function, FUSED_ENCODER, _fused_branch(layer, function.inputs[0].var))
+             for function, layer in encoder_layers(program, rows, cols)]
+    fused += [(function, FUSED_ATTENTION, _fused_attention(attention, function.inputs[0].var))
+              for function, attention in attention_layers(program, rows, cols)]
+    for function, kernel, branch in fused:
+        function.ops.insert(0, Op("statement", kernel, (), (), branch))
