@@ -213,9 +213,45 @@ class Row:
         return "meets" if high <= target else "misses" if low > target else "undecided"
 
 
+def cycle_order(labels: Sequence[str], shuffle: random.Random, last: str | None) -> list[str]:
+    """A shuffled order of ``labels`` in which ``ncd`` and its ``self-check`` (the same object) never run one right
+    after the other, within the cycle or across from the previous one (whose last label is ``last``): the second
+    would find the first's weights in cache, an advantage no baseline has."""
+    twins = {"ncd", "self-check"}
+    while True:
+        order = list(labels)
+        shuffle.shuffle(order)
+        pairs = zip([last, *order[:-1]], order)
+        if len(twins & set(order)) < 2 or not any({a, b} == twins for a, b in pairs):
+            return order
+
+
+def interleaved_round(steps: dict[str, Callable[[], object]], calls: int, clock: Callable[[], float],
+                      shuffle: random.Random, stat: str = "min") -> dict[str, float]:
+    """Seconds per call of every step in one round timed call by call: ``calls`` cycles, each running every step
+    once in a new shuffled order (:func:`cycle_order`), so that the contenders share every moment of the round
+    (a job starting, a frequency step, a cold cache after another contender); the fastest call (or the mean)."""
+    seconds: dict[str, list[float]] = {label: [] for label in steps}
+    last: str | None = None
+    for _ in range(calls):
+        order = cycle_order(list(steps), shuffle, last)
+        for label in order:
+            step = steps[label]
+            start = clock()
+            step()
+            seconds[label].append(clock() - start)
+        last = order[-1]
+    return {label: min(s) if stat == "min" else sum(s) / calls for label, s in seconds.items()}
+
+
 def time_pass(contenders: list[tuple[str, nn.Module]], x: torch.Tensor, mode: str, rounds: int, block: float,
-              clock: Callable[[], float], seed: int, stat: str = "min") -> dict[str, list[float]]:
-    """Per-round seconds per call of every contender (the first is also timed a second time as ``self-check``)."""
+              clock: Callable[[], float], seed: int, stat: str = "min", interleave: str = "call",
+              warmup: float = 0.0) -> dict[str, list[float]]:
+    """Per-round seconds per call of every contender (the first is also timed a second time as ``self-check``).
+
+    ``interleave="call"``: each round runs the contenders call by call in shuffled cycles
+    (:func:`interleaved_round`); ``"block"``: one block of calls per contender, in a shuffled order. ``warmup``:
+    seconds of the clock spent calling every contender before the first round (after three calls each)."""
     train = mode != "forward"
     steps: dict[str, Callable[[], object]] = {}
     for label, module in contenders:
@@ -230,8 +266,15 @@ def time_pass(contenders: list[tuple[str, nn.Module]], x: torch.Tensor, mode: st
         calls = max(2, round(block / max(per_call, 1e-6)))
         order = list(steps)
         shuffle = random.Random(seed)
+        start = clock()
+        while clock() - start < warmup:
+            interleaved_round(steps, 1, clock, shuffle)
         times: dict[str, list[float]] = {label: [] for label in order}
         for _ in range(rounds):
+            if interleave == "call":
+                for label, seconds in interleaved_round(steps, calls, clock, shuffle, stat).items():
+                    times[label].append(seconds)
+                continue
             shuffle.shuffle(order)
             for label in order:
                 times[label].append(block_time(steps[label], calls, clock, stat))
@@ -297,6 +340,17 @@ def cases(quick: bool) -> list[tuple[str, ncd.Diagram, dict[str, int], torch.Ten
     return found
 
 
+def pin(cpu: int) -> str:
+    """Pin this process to one core (``-1``: the last one allowed; ``-2``: no pin): no migration between cores, so
+    no timed call starts on a core whose caches hold another job's data because the process moved."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cpu == -2 or not allowed:
+        return "not pinned"
+    chosen = allowed[-1] if cpu == -1 else cpu
+    os.sched_setaffinity(0, {chosen})
+    return str(chosen)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, few short rounds (smoke test)")
@@ -312,14 +366,23 @@ def main() -> None:
     parser.add_argument("--modes", default="forward,forward+backward", help="passes to run (default both)")
     parser.add_argument("--no-copy", action="store_true", help="do not time a deep copy of the ncd module (copy-check)")
     parser.add_argument("--target", type=float, default=1.02, help="the ratio to meet (default 1.02)")
+    parser.add_argument("--interleave", choices=("call", "block"), default="call",
+                        help="call: every round runs the contenders call by call in shuffled cycles (default);"
+                             " block: one block of calls per contender per round")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before a pass's first round")
+    parser.add_argument("--cpu", type=int, default=-1,
+                        help="pin the process to this core (os.sched_setaffinity; default: the last core; -2: no pin)")
     args = parser.parse_args()
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu counts the calling thread only: use it with --threads 1")
     torch.set_num_threads(args.threads)
-    rounds, block = (5, 0.005) if args.quick else (args.rounds, args.block)
+    pinned = pin(args.cpu)
+    rounds, block, warmup = (5, 0.005, 0.0) if args.quick else (args.rounds, args.block, args.warmup)
     chosen = [c for c in cases(args.quick) if not args.cases or any(key in c[0] for key in args.cases.split(","))]
+    how = "call by call in shuffled cycles" if args.interleave == "call" else "one block each, shuffled"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}, {rounds} rounds of"
-          f" {block * 1e3:.0f} ms blocks per contender, shuffled within each round; load {os.getloadavg()[0]:.1f}")
+          f" {block * 1e3:.0f} ms per contender ({how}), {warmup:.1f} s warm-up, core {pinned};"
+          f" load {os.getloadavg()[0]:.1f}")
     rows: list[Row] = []
     for seed, (name, diagram, sizes, x, baselines) in enumerate(chosen):
         module = diagram.to_torch(check_inputs=False, **sizes)
@@ -330,7 +393,8 @@ def main() -> None:
                     torch._dynamo.reset()  # a fresh cache per pass (accumulated graphs crashed inductor here once)
                 contenders = [(label, compiled(mod) if how == "compiled" else mod)
                               for label, mod in [("ncd", module), *twin, *baselines]]
-                times = time_pass(contenders, x, mode, rounds, block, CLOCKS[args.clock], seed, args.stat)
+                times = time_pass(contenders, x, mode, rounds, block, CLOCKS[args.clock], seed, args.stat,
+                                  args.interleave, warmup)
                 rows.append(Row(name, mode, how, times, [label for label, _ in baselines]))
                 print_table(rows[-1:], args.target)
     print(f"\n=== summary (ratio = median over rounds of ncd / the faster baseline, same round; target <= {args.target})")
