@@ -76,21 +76,31 @@ CAPS = {key: cap for keys, cap in (
     ({"index_n_heads", "linear_num_heads"}, 4), ({"linear_head_dim"}, 8),
     ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
 ) for key in keys}
+#: ``--collide``: sizes of several roles are equal, so that no role can be told from another by its size — the width is
+#: the number of positions (32), heads x head features (4 x 8) and the feed-forward width; key/value heads are the heads
+#: (4, and the experts); head features are the tokens (8), the top-k slots the batch (2), the image side the width.
+COLLIDE = {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(KV_HEADS, 4),
+           **dict.fromkeys(("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"),
+                           MAX_WIDTH)}
 
 
-def shrink(config: Any, depth: int = 0) -> Any:
-    """``config`` with small sizes: 2 layers, width 32, 4 heads (2 key/value), ffn 64, 4 experts, a small vocabulary."""
+def shrink(config: Any, depth: int = 0, collide: bool = False) -> Any:
+    """``config`` with small sizes: 2 layers, width 32, 4 heads (2 key/value), ffn 64, 4 experts, a small vocabulary.
+
+    ``collide``: sizes of :data:`COLLIDE` instead (width = positions = ffn = heads x head features, key/value heads =
+    heads); a size below its cap is left as it is."""
     from transformers import PretrainedConfig
 
+    caps = COLLIDE if collide else CAPS
     d = config.__dict__
     full = [k for k in KV_HEADS if "kv_lora_rank" in d and d.get(k) is not None  # latent attention: no grouping
             and d.get(k) == d.get("num_attention_heads")]
     for key, value in list(d.items()):
         if isinstance(value, PretrainedConfig) and depth < 3:
-            shrink(value, depth + 1)
+            shrink(value, depth + 1, collide)
         if isinstance(value, bool) or not isinstance(value, int):
             continue
-        cap = CAPS.get(key)
+        cap = caps.get(key)
         if cap is not None and value > cap:
             d[key] = cap
     for key in full:  # latent attention expands its keys and values to every head
@@ -232,7 +242,7 @@ class Entry:
     build: Callable[[], tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(repr=False)
 
 
-def _hf_build(model_type: str, mapping: str, mask: bool = False) -> Callable[[], Any]:
+def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: bool = False) -> Callable[[], Any]:
     def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         import transformers
         from transformers.models.auto import modeling_auto
@@ -245,7 +255,7 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False) -> Callable[[],
         for attempt in ("tiny", "default"):
             config = transformers.AutoConfig.for_model(model_type)
             if attempt == "tiny":
-                shrink(config)
+                shrink(config, collide=collide)
             try:
                 config.use_cache = False
                 with torch.device("meta"):
@@ -294,15 +304,19 @@ HEADS_TO_ADD = [("gpt2", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), ("llama", "MODEL_
 MASKED = ["gpt2", "bert", "llama", "mistral"]
 
 
-def hf_entries() -> list[Entry]:
+def hf_entries(collide: bool = False) -> list[Entry]:
+    """Every model type, the heads and the masked variants; ``collide``: from configs whose roles share sizes."""
     from transformers.models.auto import modeling_auto
 
-    entries = [Entry(t, "base", _hf_build(t, "MODEL_MAPPING_NAMES")) for t in sorted(modeling_auto.MODEL_MAPPING_NAMES)]
+    c = collide
+    entries = [Entry(t, "base", _hf_build(t, "MODEL_MAPPING_NAMES", collide=c))
+               for t in sorted(modeling_auto.MODEL_MAPPING_NAMES)]
     for t, mapping in HEADS_TO_ADD:
         if t in getattr(modeling_auto, mapping):
             head = mapping.removeprefix("MODEL_FOR_").removesuffix("_MAPPING_NAMES").lower().replace("_", "-")
-            entries.append(Entry(f"{t}+{head}", "head", _hf_build(t, mapping)))
-    entries += [Entry(f"{t}+attention_mask", "mask", _hf_build(t, "MODEL_MAPPING_NAMES", mask=True)) for t in MASKED]
+            entries.append(Entry(f"{t}+{head}", "head", _hf_build(t, mapping, collide=c)))
+    entries += [Entry(f"{t}+attention_mask", "mask", _hf_build(t, "MODEL_MAPPING_NAMES", mask=True, collide=c))
+                for t in MASKED]
     return entries
 
 
@@ -411,8 +425,8 @@ def torch_entries() -> list[Entry]:
     ]
 
 
-def all_entries() -> list[Entry]:
-    return torch_entries() + hf_entries()
+def all_entries(collide: bool = False) -> list[Entry]:
+    return torch_entries() + hf_entries(collide)
 
 
 # -- one model -------------------------------------------------------------------------------------------------------------
@@ -759,6 +773,9 @@ def main() -> None:
     parser.add_argument("--no-torchview", action="store_true")
     parser.add_argument("--no-determinism", action="store_true")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--collide", action="store_true",
+                        help="configs whose roles share sizes (width = positions = ffn = heads x head features, key/value"
+                             " heads = heads; see COLLIDE); give --results and -o, the report is not docs/import-coverage.md")
     parser.add_argument("--every", type=int, default=1, help="only every k-th transformers model type (a quick sample)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-o", "--output", default=None, help="the report (default: docs/import-coverage.md on a full run)")
@@ -767,7 +784,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip the models already in the results file")
     parser.add_argument("--report-only", action="store_true", help="render the report from the results file; run nothing")
     args = parser.parse_args()
-    full = not args.names and args.every == 1
+    full = not args.names and args.every == 1 and not args.collide
     results_path = args.results or (RESULTS if full else None)
     output = args.output or (os.path.join(os.path.dirname(__file__), "..", "docs", "import-coverage.md") if full else None)
     if (args.resume or args.report_only) and not results_path:
@@ -779,7 +796,7 @@ def main() -> None:
 
     import ncd
 
-    entries = all_entries()
+    entries = all_entries(args.collide)
     if args.every > 1:  # a deterministic sample of the transformers model types (plain PyTorch, heads and masks kept)
         base = [e for e in entries if e.kind == "base"]
         keep = {e.name for e in base[::args.every]}
@@ -793,11 +810,11 @@ def main() -> None:
         if args.every > 1 else ""
     if args.report_only:
         assert results_path is not None
-        saved = ordered(load(results_path), all_entries())
+        saved = ordered(load(results_path), all_entries(args.collide))
         if len(saved) < len(entries):  # a run still going (or stopped): say which part the report covers
             sample = (f"the first {len(saved)} of the {len(entries)} entries (in corpus order: plain PyTorch, model"
                       " types by name, then heads and masks), saved while the run went on")
-        _write_report(saved, sample, output)
+        _write_report(saved, _collided(sample, args.collide), output)
         return
     if results_path and not args.resume and os.path.exists(results_path):
         os.remove(results_path)  # a fresh run: no stale lines
@@ -816,8 +833,17 @@ def main() -> None:
     results = run_all(todo, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose,
                       on_result)
     if results_path:
-        results = ordered(load(results_path), all_entries())
-    _write_report(results, sample, output)
+        results = ordered(load(results_path), all_entries(args.collide))
+    _write_report(results, _collided(sample, args.collide), output)
+
+
+def _collided(sample: str, collide: bool) -> str:
+    """What the report covers, saying when the configs' sizes collide."""
+    if not collide:
+        return sample
+    what = ("configs whose roles share sizes (`--collide`: width = positions = ffn = heads × head features,"
+            " key/value heads = heads)")
+    return f"{sample}; {what}" if sample else what
 
 
 def _write_report(results: list[Result], sample: str, output: str | None) -> None:

@@ -26,7 +26,7 @@ from ncd.ir.diagram import Box, Diagram
 from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import CASTS, DTYPES, ConstantOp, OpaqueOp, ParameterOp, ViewOp
 from ncd.trace.capture import Captured, Node, refs
-from ncd.trace.naming import Namer, config_roles, unique
+from ncd.trace.naming import PRIME, Namer, config_roles, unique
 from ncd.trace.wiring import Step
 
 __all__ = ["Converter", "RULES", "rule", "Decline", "LOG"]
@@ -338,8 +338,10 @@ class Converter:
             return None
         if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
             return None
-        full = self.namer.segment([self.namer.fresh(int(table.shape[0]))] + list(seg.names[1:]),
-                                  tuple(int(x) for x in table.shape), seg.dtype, None)
+        rows = self.namer.fresh(int(table.shape[0]))
+        while rows in seg.names[1:]:  # the table's rows are as many as its columns (positions = width): another name
+            rows += PRIME
+        full = self.namer.segment([rows] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
         cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
         woven, mapping = fit(cut, Type((full,)))
         if mapping:
