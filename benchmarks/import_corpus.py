@@ -768,6 +768,7 @@ def ordered(results: dict[str, Result], entries: list[Entry]) -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="only these entries (substrings)")
+    parser.add_argument("--exact", action="store_true", help="names are whole entry names, not substrings")
     parser.add_argument("-j", "--jobs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per model")
     parser.add_argument("--no-torchview", action="store_true")
@@ -802,7 +803,7 @@ def main() -> None:
         keep = {e.name for e in base[::args.every]}
         entries = [e for e in entries if e.kind != "base" or e.name in keep]
     if args.names:
-        entries = [e for e in entries if any(n == e.name or n in e.name for n in args.names)]
+        entries = [e for e in entries if any(n == e.name or (n in e.name and not args.exact) for n in args.names)]
     if args.list:
         print("\n".join(e.name for e in entries))
         return

@@ -286,7 +286,7 @@ class Converter:
             learned = isinstance(ref, Node) and self.learned(ref)
             names = list(self.segs[like[0]].names) if like and shape else [self._named(n, learned) for n in shape]
         seg = self.seg_for(tensor, names)
-        if isinstance(ref, Node) and self.learned(ref) and (rows := self.leading_rows(ref, tensor, seg)) is not None:
+        if isinstance(ref, Node) and self.learned(ref) and (rows := self._rows_or_none(ref, tensor, seg)) is not None:
             return rows
         if isinstance(ref, Node) and self.learned(ref):
             box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
@@ -312,6 +312,17 @@ class Converter:
             if len(letters) == 1:
                 return self.namer.fresh(size, next(iter(letters)))
         return self.namer.fresh(size)
+
+    def _rows_or_none(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """:meth:`leading_rows`, or none if it fails: the whole tensor is drawn as a parameter then (as many entries as
+        the original's, equal on every input; only the slice is not drawn), never a constant, never a crash."""
+        mark = self.mark()
+        try:
+            return self.leading_rows(ref, tensor, seg)
+        except Exception as error:  # noqa: BLE001 - an internal inconsistency: the plain parameter is still right
+            self.rollback(mark)
+            LOG.debug("reading %s as the leading rows of its table failed", self.origin(ref), exc_info=error)
+            return None
 
     def leading_rows(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
         """A learned tensor that is the first rows of a parameter (``wpe(arange(t))``) as the table sliced to ``:t``

@@ -1,0 +1,110 @@
+"""Size collisions: two roles of one size (width = positions = heads x head features, ffn = width, key/value heads =
+heads, head features = tokens) never make ``ncd.trace`` draw a constant for a live value, warn, or lower wrongly.
+
+Each model is compared with the original model on the traced input and on a fresh input of the same shapes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+import transformers as T  # noqa: E402  (a test dependency: its absence must fail, not skip)
+
+import ncd
+from ncd.prims.embedding import EmbeddingOp
+from ncd.prims.opaque import ConstantOp, OpaqueOp, ParameterOp
+
+warnings.filterwarnings("ignore", message=".*_token_id.*")
+
+
+def _ids(seed: int, vocab: int = 100, shape: tuple[int, int] = (1, 8)) -> torch.Tensor:
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _traced_equal(model: torch.nn.Module, inputs: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]
+                  ) -> ncd.TracedDiagram:
+    """Traces ``model`` (no warning of ours), lowers it and checks it against the model on both inputs."""
+    torch.manual_seed(0)
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the initialisation (ones and zeros hide how a weight is read)
+            p.add_(0.05 * torch.randn_like(p))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, **inputs)
+    ours = [str(w.message) for w in caught if "ncd.trace" in str(w.message)]
+    assert ours == []
+    lowered = d.to_torch()
+    for given in (inputs, fresh):
+        with torch.no_grad():
+            want = [t for t in torch.utils._pytree.tree_leaves(model(**given)) if isinstance(t, torch.Tensor)]
+            got = lowered(*given.values())
+        got = list(got) if isinstance(got, tuple) else [got]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    return d
+
+
+def test_gpt_bigcode_with_as_many_positions_as_width_reads_its_embeddings_live() -> None:
+    """``n_positions = n_embd``: the position table ``wpe(arange(t))`` is square; its rows are sliced, not the width."""
+    config = T.GPTBigCodeConfig(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=32)
+    d = _traced_equal(T.GPTBigCodeModel(config), {"input_ids": _ids(0)}, {"input_ids": _ids(1)})
+    boxes = list(d.boxes())
+    constants = [b.prim.name for b in boxes if isinstance(b.prim, ConstantOp)]
+    assert not any("wte" in c or "wpe" in c for c in constants), constants
+    assert [b.label for b in boxes if isinstance(b.prim, EmbeddingOp)] == ["wte"]  # the token embedding, learned
+    assert [b.prim.name for b in boxes if isinstance(b.prim, ParameterOp)] == ["wpe.weight"]  # then sliced to its rows
+    assert d.opaque_count == 0
+    original = sum(p.numel() for p in T.GPTBigCodeModel(config).parameters())
+    assert sum(p.numel() for p in d.to_torch().parameters()) == original
+
+
+def test_a_failing_leading_rows_reading_falls_back_to_a_parameter_not_a_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An internal inconsistency while drawing a table's rows leaves the rows a learned box: still right on fresh input."""
+    from ncd.trace.convert import Converter
+
+    def broken(self: Any, *args: Any) -> int:
+        raise AssertionError("inconsistent")
+
+    monkeypatch.setattr(Converter, "leading_rows", broken)
+    config = T.GPTBigCodeConfig(n_layer=1, n_embd=32, n_head=4, vocab_size=100, n_positions=32)
+    d = _traced_equal(T.GPTBigCodeModel(config), {"input_ids": _ids(0)}, {"input_ids": _ids(1)})
+    assert not [b for b in d.boxes() if isinstance(b.prim, (ConstantOp, OpaqueOp)) and "wpe" in b.prim.name]
+
+
+def _llama() -> torch.nn.Module:
+    return T.LlamaModel(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=4,
+                                      head_dim=8, intermediate_size=32, vocab_size=100, max_position_embeddings=32,
+                                      use_cache=False))
+
+
+def _bert() -> torch.nn.Module:
+    return T.BertModel(T.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=32,
+                                    vocab_size=100, max_position_embeddings=32))
+
+
+def _gpt2() -> torch.nn.Module:
+    return T.GPT2Model(T.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_inner=32, vocab_size=100, n_positions=32,
+                                    use_cache=False))
+
+
+def _t5() -> torch.nn.Module:
+    return T.T5Model(T.T5Config(num_layers=2, num_decoder_layers=2, d_model=32, d_kv=8, num_heads=4, d_ff=32,
+                                vocab_size=100, use_cache=False, decoder_start_token_id=0))
+
+
+@pytest.mark.parametrize("build", [_llama, _bert, _gpt2, _t5], ids=["llama", "bert", "gpt2", "t5"])
+def test_models_whose_roles_share_sizes_round_trip_equal(build: Any) -> None:
+    """Width = positions = ffn = heads x head features, key/value heads = heads, head features = tokens = 8."""
+    model = build()
+    inputs = {"input_ids": _ids(0, shape=(2, 8))}
+    fresh = {"input_ids": _ids(1, shape=(2, 8))}
+    if isinstance(model, T.T5Model):
+        inputs["decoder_input_ids"], fresh["decoder_input_ids"] = _ids(2, shape=(2, 8)), _ids(3, shape=(2, 8))
+    d = _traced_equal(model, inputs, fresh)
+    assert d.opaque_count == 0
+    assert not [b for b in d.boxes() if isinstance(b.prim, ConstantOp) and "weight" in b.prim.name]
