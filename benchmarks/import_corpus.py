@@ -76,22 +76,29 @@ CAPS = {key: cap for keys, cap in (
     ({"index_n_heads", "linear_num_heads"}, 4), ({"linear_head_dim"}, 8),
     ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
 ) for key in keys}
-#: ``--collide``: sizes of several roles are equal, so that no role can be told from another by its size — the width is
-#: the number of positions (32), heads x head features (4 x 8) and the feed-forward width; key/value heads are the heads
-#: (4, and the experts); head features are the tokens (8), the top-k slots the batch (2), the image side the width.
-COLLIDE = {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(KV_HEADS, 4),
-           **dict.fromkeys(("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"),
-                           MAX_WIDTH)}
+POSITIONS = ("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions")
+HEAD_DIM = ("head_dim", "d_kv", "attention_head_size", "kv_channels")
+#: ``--collide``: caps under which the sizes of several roles are equal, so that no role can be told from another by its
+#: size.  ``width``: the width is the number of positions (32), heads x head features (4 x 8) and the feed-forward
+#: width; key/value heads are the heads (4, and the experts); head features are the tokens (8), the top-k slots the batch
+#: (2), the image side the width.  ``heads``: 8 heads as many as the tokens, head features 4 as many as the experts,
+#: key/value heads 2 as many as the batch and the top-k slots; width = positions = ffn = 32.
+COLLIDE = {
+    "width": {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(KV_HEADS, 4), **dict.fromkeys(POSITIONS, MAX_WIDTH)},
+    "heads": {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(POSITIONS, MAX_WIDTH), **dict.fromkeys(HEADS, 8),
+              **dict.fromkeys(HEAD_DIM, 4), **dict.fromkeys(("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"), 4),
+              **dict.fromkeys(("index_n_heads", "linear_num_heads"), 8), "linear_head_dim": 4},
+}
 
 
-def shrink(config: Any, depth: int = 0, collide: bool = False) -> Any:
+def shrink(config: Any, depth: int = 0, collide: str = "") -> Any:
     """``config`` with small sizes: 2 layers, width 32, 4 heads (2 key/value), ffn 64, 4 experts, a small vocabulary.
 
-    ``collide``: sizes of :data:`COLLIDE` instead (width = positions = ffn = heads x head features, key/value heads =
-    heads); a size below its cap is left as it is."""
+    ``collide``: the caps of that name in :data:`COLLIDE` instead (``"width"``: width = positions = ffn = heads x head
+    features, key/value heads = heads); a size below its cap is left as it is."""
     from transformers import PretrainedConfig
 
-    caps = COLLIDE if collide else CAPS
+    caps = COLLIDE[collide] if collide else CAPS
     d = config.__dict__
     full = [k for k in KV_HEADS if "kv_lora_rank" in d and d.get(k) is not None  # latent attention: no grouping
             and d.get(k) == d.get("num_attention_heads")]
@@ -242,7 +249,7 @@ class Entry:
     build: Callable[[], tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(repr=False)
 
 
-def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: bool = False) -> Callable[[], Any]:
+def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = "") -> Callable[[], Any]:
     def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         import transformers
         from transformers.models.auto import modeling_auto
@@ -304,7 +311,7 @@ HEADS_TO_ADD = [("gpt2", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), ("llama", "MODEL_
 MASKED = ["gpt2", "bert", "llama", "mistral"]
 
 
-def hf_entries(collide: bool = False) -> list[Entry]:
+def hf_entries(collide: str = "") -> list[Entry]:
     """Every model type, the heads and the masked variants; ``collide``: from configs whose roles share sizes."""
     from transformers.models.auto import modeling_auto
 
@@ -425,7 +432,7 @@ def torch_entries() -> list[Entry]:
     ]
 
 
-def all_entries(collide: bool = False) -> list[Entry]:
+def all_entries(collide: str = "") -> list[Entry]:
     return torch_entries() + hf_entries(collide)
 
 
@@ -774,9 +781,9 @@ def main() -> None:
     parser.add_argument("--no-torchview", action="store_true")
     parser.add_argument("--no-determinism", action="store_true")
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--collide", action="store_true",
-                        help="configs whose roles share sizes (width = positions = ffn = heads x head features, key/value"
-                             " heads = heads; see COLLIDE); give --results and -o, the report is not docs/import-coverage.md")
+    parser.add_argument("--collide", nargs="?", const="width", default="", choices=sorted(COLLIDE),
+                        help="configs whose roles share sizes (width: width = positions = ffn = heads x head features,"
+                             " key/value heads = heads; heads: heads = tokens; see COLLIDE); give --results and -o")
     parser.add_argument("--every", type=int, default=1, help="only every k-th transformers model type (a quick sample)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-o", "--output", default=None, help="the report (default: docs/import-coverage.md on a full run)")
@@ -838,12 +845,13 @@ def main() -> None:
     _write_report(results, _collided(sample, args.collide), output)
 
 
-def _collided(sample: str, collide: bool) -> str:
+def _collided(sample: str, collide: str) -> str:
     """What the report covers, saying when the configs' sizes collide."""
     if not collide:
         return sample
-    what = ("configs whose roles share sizes (`--collide`: width = positions = ffn = heads × head features,"
-            " key/value heads = heads)")
+    what = {"width": "width = positions = ffn = heads × head features, key/value heads = heads, head features = tokens",
+            "heads": "heads = tokens, head features = experts, key/value heads = batch, width = positions = ffn"}[collide]
+    what = f"configs whose roles share sizes (`--collide {collide}`: {what})"
     return f"{sample}; {what}" if sample else what
 
 

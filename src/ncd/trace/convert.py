@@ -349,10 +349,10 @@ class Converter:
             return None
         if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
             return None
-        rows = self.namer.fresh(int(table.shape[0]))
-        while rows in seg.names[1:]:  # the table's rows are as many as its columns (positions = width): another name
-            rows += PRIME
-        full = self.namer.segment([rows] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
+        row = self.namer.fresh(int(table.shape[0]))
+        while row in seg.names[1:]:  # the table's rows are as many as its columns (positions = width): another name
+            row += PRIME
+        full = self.namer.segment([row] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
         cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
         woven, mapping = fit(cut, Type((full,)))
         if mapping:
