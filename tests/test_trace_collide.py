@@ -98,7 +98,12 @@ def _t5() -> torch.nn.Module:
                                 vocab_size=100, use_cache=False, decoder_start_token_id=0))  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("build", [_llama, _bert, _gpt2, _t5], ids=["llama", "bert", "gpt2", "t5"])
+def _t5_heads() -> torch.nn.Module:  # 8 heads as many as the tokens: the relative-position bias table is 8 wide
+    return T.T5Model(T.T5Config(num_layers=1, num_decoder_layers=1, d_model=32, d_kv=4, num_heads=8, d_ff=32,
+                                vocab_size=100, use_cache=False, decoder_start_token_id=0))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("build", [_llama, _bert, _gpt2, _t5, _t5_heads], ids=["llama", "bert", "gpt2", "t5", "t5-heads"])
 def test_models_whose_roles_share_sizes_round_trip_equal(build: Any) -> None:
     """Width = positions = ffn = heads x head features, key/value heads = heads, head features = tokens = 8."""
     model = build()

@@ -349,9 +349,8 @@ class Converter:
             return None
         if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
             return None
-        row = self.namer.fresh(int(table.shape[0]))
-        while row in seg.names[1:]:  # the table's rows are as many as its columns (positions = width): another name
-            row += PRIME
+        # the table's rows may be as many as its columns (positions = width): a name apart from the columns'
+        row = apart(self.namer.fresh(int(table.shape[0])), set(seg.names[1:]))
         full = self.namer.segment([row] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
         cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
         woven, mapping = fit(cut, Type((full,)))
@@ -403,12 +402,31 @@ class Converter:
 
     def apply(self, box: Box, ins: list[int]) -> int:
         """Emit ``box`` woven over the axes of its inputs it does not use; return its single output."""
+        ins = self.apart(box, ins)
         dom = Type(tuple(self.segs[v] for v in ins))
         woven, mapping = fit(box, dom)
         if mapping:
             raise Decline(f"sizes would need unifying: {mapping}")
         (vid,) = self.emit(woven, ins, list(woven.cod))
         return vid
+
+    def apart(self, box: Diagram, ins: list[int]) -> list[int]:
+        """``ins``, each wire that ``box`` would be woven over but that has the name of one of the box's own outputs
+        relabelled (primed) first: sizes that collide name two roles alike (an embedding's width of 8 beside 8 relative
+        positions, both ``n``), and a weave needs them apart.  Only a woven wire is relabelled: no data moves."""
+        if len(box.dom) != len(ins):
+            return ins
+        own = {n for seg in box.cod for n in seg.names}
+        clash = sorted({n for seg, v in zip(box.dom, ins) for n in self.segs[v].names if n not in seg.names} & own)
+        if not clash:
+            return ins
+        taken = own | {n for v in ins for n in self.segs[v].names} | {n for seg in box.dom for n in seg.names}
+        new: dict[str, str] = {}
+        for name in clash:
+            new[name] = apart(name, taken)
+            taken.add(new[name])
+        return [self.view(v, [new.get(n, n) for n in self.segs[v].names], tuple(int(a.size) for a in self.segs[v].axes))
+                for v in ins]
 
     def view(self, vid: int, names: list[str], shape: tuple[int, ...]) -> int:
         """Read ``vid`` with other wires (no data moves); nothing is emitted if they are the same."""
@@ -842,6 +860,17 @@ def _reason(rule: str, error: BaseException) -> str:
         return f"rule {rule} declined: {_first_line(error) or 'no reason given'}{after}"
     where_ = at(error)
     return f"rule {rule} raised {type(error).__name__}: {_first_line(error)}" + (f" ({where_.strip()})" if where_ else "")
+
+
+def apart(name: str, taken: set[str]) -> str:
+    """``name``, primed until it is none of ``taken``.
+
+    >>> apart("n", {"n", "nʹ"})
+    'nʹʹ'
+    """
+    while name in taken:
+        name += PRIME
+    return name
 
 
 def _first_line(error: BaseException) -> str:
