@@ -5,10 +5,10 @@ left to right, parallel parts on their own segments, woven boxes in place or gen
 blocks, repetitions — threading one *value* per segment (a variable in generated code, an
 drawing, ...) and a *context* (the class being written, the enclosing frame, ...).  Code
 generation (``ncd.torch.codegen.Codegen``) is the subclass that decides: whether a woven box
-runs in place (:func:`ncd.ir.weaving.lowers_in_place`) and which rewrites apply (the
-:meth:`rewrite` hook, where it plugs in the attention recogniser); it records what it did as the
-program's schedule (:class:`ncd.ir.program.Step`), which the cost analysis reads instead of
-walking the diagram again.
+runs in place (:func:`ncd.ir.weaving.lowers_in_place`) and the layouts of weights (the
+:meth:`rewrite` hook); it records what it did as the program's schedule (:class:`ncd.ir.program.Step`),
+which fusion rewrites (``ncd.torch.fusion``) and the cost analysis reads instead of walking the
+diagram again.
 
 Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`block`,
 :meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`.
@@ -113,7 +113,8 @@ class Interpreter(Generic[V, C]):
         return values
 
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[V], ctx: C) -> tuple[int, list[V]] | None:
-        """A rewrite (fusion) of ``parts[k:]``: the number of parts consumed and the outputs, or ``None``."""
+        """A rewrite of ``parts[k:]`` before they run: the number of parts consumed and the outputs, or ``None``
+        (run them one by one)."""
         return None
 
     def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:

@@ -108,7 +108,7 @@ class Op:
         return [f"{lhs} = {self.code}{tail}"]
 
 
-#: what a :class:`Step` records: a box lowered (``box``), a pattern fused into one call (``fused``), woven axes moved
+#: what a :class:`Step` records: a box lowered (``box``), steps a rewrite fused into one call (``fused``), woven axes moved
 #: to the front and back around a sub-diagram lowered on its own axes (``weave``, ``unweave``), a generated class
 #: called once or per repeated layer (``call``), a sub-diagram lowered inline (``enter``, ``exit``: its values)
 StepKind = Literal["box", "fused", "weave", "unweave", "call", "enter", "exit"]
@@ -135,7 +135,8 @@ class Step:
     woven: tuple[Any, ...] = ()
     #: ``unweave``: the codomain the woven axes return into
     cod: Any = None
-    #: ``fused``: the recognised pattern (:class:`ncd.prims.patterns.Attention`) and the diagram parts it replaced
+    #: ``fused``: the pattern a rewrite of the program replaced (:class:`ncd.prims.patterns.Attention`) and the
+    #: woven boxes of the steps it replaced (``ncd.torch.fusion.fuse_attention``)
     pattern: Any = None
     parts: tuple[Any, ...] = ()
     #: ``call``: the class run per call (one per repeated layer; a loop's one class ``count`` times)

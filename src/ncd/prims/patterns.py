@@ -1,6 +1,7 @@
-"""Rewrites on diagrams that lowering applies and the cost analysis follows: the attention pattern.
+"""The attention pattern: softmax-then-contract attention that SDPA computes, and where it is found.
 
-:func:`recognise_attention` finds softmax-then-contract attention built from primitives, in
+:func:`attention_of` checks a chain of boxes — as the lowered program's steps hold them (the rewrite
+``ncd.torch.fusion.fuse_attention``) or as a diagram's parts do (:func:`recognise_attention`) — in
 the paper's wiring::
 
     (Einsum("y k h, x k h -> y x h") >> Scale(c) >> [CausalMask | PaddingMask] >> Softmax("x") >> [Dropout(p)])
@@ -16,9 +17,11 @@ Q and K become SDPA's batch dimensions, Q-only axes its query length ``L`` (boun
 if several, so a K shared across heads — multi-query attention — fuses too), contracted
 axes its ``E`` and V-only axes its ``Ev``.  Anything else returns ``None``.
 
-Code generation (``ncd.torch.fusion``) writes ``F.scaled_dot_product_attention`` for a match;
-``ncd.cost`` costs the same match as that call.  Both ask this one function, on bound or
-symbolic sizes alike.  Use :func:`disabled` to lower and cost without fusion.
+Code generation lowers the boxes one by one and then rewrites the steps the program's dataflow shows to
+be this pattern into one ``F.scaled_dot_product_attention`` (``ncd.torch.fusion``), on bound or symbolic
+sizes alike; ``ncd.cost`` costs the rewritten program.  The diagram's reading chooses the layouts of the
+learned maps around an attention before they are lowered (:func:`chosen_rows`, :func:`chosen_columns`).
+Use :func:`disabled` to lower and cost without fusion.
 
 >>> import ncd
 >>> scores = ncd.Einsum("y k, x k -> y x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from ncd.ir.axes import Axis
+from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, unweave
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
 from ncd.prims.elementwise import ScaleOp
@@ -44,7 +47,7 @@ from ncd.prims.linear import EinsumOp
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
 
-__all__ = ["Attention", "recognise_attention", "disabled", "ENABLED", "packs", "chosen_rows", "chosen_columns"]
+__all__ = ["Attention", "recognise_attention", "attention_of", "disabled", "ENABLED", "packs", "chosen_rows", "chosen_columns"]
 
 #: Set to False (or use :func:`disabled`) to lower and cost attention box by box.
 ENABLED = True
@@ -261,9 +264,12 @@ def _unique(names: tuple[str, ...]) -> bool:
 
 
 def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attention] | None:
-    """The attention pattern at ``parts[k:]``: how many parts it spans and its axes by name, else ``None``.
+    """The attention pattern at ``parts[k:]`` of a diagram: how many parts it spans and its axes by name, else ``None``.
 
-    Purely structural: sizes may be symbols (the scale must be provably positive under a mask).
+    Purely structural: sizes may be symbols (the scale must be provably positive under a mask).  Lowering does
+    not fuse from this: it rewrites the lowered program's steps (:func:`attention_of`, ``ncd.torch.fusion``);
+    this reading of the diagram chooses the layouts of the learned maps around an attention
+    (:func:`chosen_rows`, :func:`chosen_columns`).
     """
     if not ENABLED:
         return None
@@ -283,7 +289,37 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
     if not run or i >= len(parts):
         return None
     final = unweave(parts[i])[0]
-    if not (isinstance(final, Box) and isinstance(final.prim, EinsumOp) and len(final.prim.inputs) == 2):
+    if not isinstance(final, Box):
+        return None
+    first, last = run[0], run[-1]
+    padding = any(isinstance(b.prim, PaddingMaskOp) for b in boxes)
+    if len(first.dom) != (4 if padding else 3) or any(len(p.cod) != 2 for p in run):
+        return None
+    v = first.dom[-1]
+    if any(p.cod[1].names != v.names for p in run):
+        return None
+    found = attention_of(boxes, first.dom[0], first.dom[1], first.dom[2] if padding else None, v,
+                         [p.cod[0].names for p in run] + [last.cod[0].names], final, parts[i].dom, parts[i].cod)
+    if found is None:
+        return None
+    if k > 0:
+        for j, _, stored in _choices(_closing(parts[k - 1]), found):
+            have = found.operands()[j if j >= 0 else 2][1]
+            found.stored[j] = have[: len(have) - len(stored)] + stored
+    return i + 1 - k, found
+
+
+def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg: Segment | None, v_seg: Segment,
+                 scores_names: Sequence[tuple[str, ...]], final: Box, final_dom: Type, final_cod: Type
+                 ) -> Attention | None:
+    """The attention computed by a chain of ``boxes`` (score einsum, scales and masks, softmax, optional dropout)
+    on queries ``q_seg`` and keys ``k_seg`` (with ``mask_seg`` for a padding mask), then ``final`` (the einsum of the
+    probabilities with the values ``v_seg``), all checked by axis name on their full (woven) types:
+    ``scores_names`` are the axes of every tensor between the two einsums, ``final_dom``/``final_cod`` the woven
+    type of ``final``.  ``None`` unless it is exactly SDPA's computation.  Both readings ask it: the lowered
+    program's steps (``ncd.torch.fusion``) and a diagram's parts (:func:`recognise_attention`).
+    """
+    if not (isinstance(final.prim, EinsumOp) and len(final.prim.inputs) == 2):
         return None
     # -- the chain: einsum, scales and masks, softmax, optional dropout ------------------------
     if not boxes or not isinstance(boxes[0].prim, EinsumOp) or len(boxes[0].prim.inputs) != 2:
@@ -309,27 +345,23 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
             dropout = prim.p
         else:
             return None
-    if softmax is None:
+    if softmax is None or (padding is None) != (mask_seg is None):
         return None
     # -- names on the full (woven) types -------------------------------------------------------
-    first, last = run[0], run[-1]
-    n_in = 4 if padding is not None else 3
-    if len(first.dom) != n_in or any(len(p.cod) != 2 for p in run):
+    q, kk, v = q_seg.names, k_seg.names, v_seg.names
+    mask = mask_seg.names if mask_seg is not None else None
+    if mask_seg is not None and mask_seg.dtype != "bool":
         return None
-    q, kk, v = first.dom[0].names, first.dom[1].names, first.dom[-1].names
-    mask = first.dom[2].names if padding is not None else None
-    if padding is not None and first.dom[2].dtype != "bool":
-        return None
-    scores = last.cod[0].names
-    out = parts[i].cod[0].names
+    scores = scores_names[-1]
+    out = final_cod[0].names
     if not all(_unique(n) for n in (q, kk, v, scores, out) + ((mask,) if mask else ())):
         return None
     contracted = set(boxes[0].prim.contracted)
     if not contracted <= set(q) & set(kk) or (set(q) | set(kk)) - contracted != set(scores):
         return None
-    if any(set(p.cod[0].names) != set(scores) or p.cod[1].names != v for p in run):
+    if any(set(names) != set(scores) for names in scores_names):
         return None
-    if parts[i].dom[0].names != scores or parts[i].dom[1].names != v:
+    if final_dom[0].names != scores or final_dom[1].names != v:
         return None
     key = softmax.axis.name
     if key not in kk or key in q or set(kk) - set(q) - contracted != {key}:
@@ -348,15 +380,10 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
     if not value or not (set(v) - {key} - set(value)) <= set(batch) or set(out) != set(batch) | set(query) | set(value):
         return None
     sizes: dict[str, sympy.Expr] = {}
-    for seg in list(first.dom) + list(parts[i].cod):
+    for seg in [q_seg, k_seg] + ([mask_seg] if mask_seg is not None else []) + [v_seg] + list(final_cod):
         for a in seg:
             sizes[a.name] = a.size
-    found = Attention(
+    return Attention(
         list(q), list(kk), list(v), list(mask) if mask else None, list(out), batch, query, key,
-        [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, parts[i].cod[0].axes,
+        [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, final_cod[0].axes,
     )
-    if k > 0:
-        for j, _, stored in _choices(_closing(parts[k - 1]), found):
-            have = found.operands()[j if j >= 0 else 2][1]
-            found.stored[j] = have[: len(have) - len(stored)] + stored
-    return i + 1 - k, found

@@ -24,7 +24,9 @@ from ncd.ir.names import class_name, python_name
 from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Step, StepKind, Value, layout_comment
 from ncd.ir.size import SymbolicSize, evaluate, symbol, symbolic_sizes
 from ncd.ir.weaving import lowers_in_place
+from ncd.prims.linear import EinsumOp
 from ncd.prims.structure import LoadOp, SaveOp
+from ncd.torch.fusion import fuse_attention
 from ncd.torch.rules import NotWeaveAware, RuleContext, Woven, rule_for
 
 __all__ = ["to_source", "to_program", "symbolic_program", "lower", "bind_all", "defaults_of", "ClassEmitter", "Codegen",
@@ -57,6 +59,8 @@ class ClassEmitter:
     function: Function = field(init=False)
     #: per base name, the next suffix to try (so that naming n locals alike stays linear)
     suffixes: dict[str, int] = field(default_factory=dict)
+    #: per name given out with a suffix, its base and suffix (:meth:`release` gives them back)
+    suffixed: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: the tensors in scope, by variable (the arguments of text ops are read off their text)
     values: dict[str, Value] = field(default_factory=dict)
     #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
@@ -88,10 +92,19 @@ class ClassEmitter:
             while name in self.names:
                 k += 1
                 name = f"{base}_{k}"
+            self.suffixed[name] = (base, k)
             k += 1
         self.suffixes[base] = k
         self.names.add(name)
         return name
+
+    def release(self, name: str) -> None:
+        """Give ``name`` back (a rewrite removed what it named): the next :meth:`fresh` may take it again, as if it
+        had never been given out."""
+        self.names.discard(name)
+        base, k = self.suffixed.pop(name, (name, 0))
+        if k and self.suffixes.get(base, k) > k:
+            self.suffixes[base] = k
 
     def attr(self, hint: str, expr: str) -> str:
         name = self.fresh(hint)
@@ -208,22 +221,21 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         inner = tuple(em.function.steps[mark:])
         del em.function.steps[mark:]
         self._step(em, "box", values, results, start, box=box, woven=woven, inner=inner)
+        if isinstance(box.prim, EinsumOp):  # it may close an attention: the rewrite on the steps (ncd.torch.fusion)
+            fused = fuse_attention(self, em)
+            if fused is not None:
+                return fused
         return results
 
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[Value], em: ClassEmitter
                 ) -> tuple[int, list[Value]] | None:
-        from ncd.torch.fusion import chosen_columns, chosen_rows, match_attention
+        """No part is rewritten here; the layouts of learned maps around an attention are chosen
+        (:func:`ncd.prims.patterns.chosen_rows`).  Fusion rewrites the program's steps (:meth:`_box_step`)."""
+        from ncd.torch.fusion import chosen_columns, chosen_rows
 
-        fused = match_attention(parts, k)
-        if fused is None:
-            em.rows.update(chosen_rows(parts, k))
-            em.cols.update(chosen_columns(parts, k))
-            return None
-        length, emit, pattern = fused
-        start = len(em.function.ops)
-        results = emit(self, em, values)
-        self._step(em, "fused", values, results, start, pattern=pattern, parts=tuple(parts[k: k + length]))
-        return length, results
+        em.rows.update(chosen_rows(parts, k))
+        em.cols.update(chosen_columns(parts, k))
+        return None
 
     def box(self, box: Box, values: list[Value], woven: tuple[Weave, ...], em: ClassEmitter) -> list[Value]:
         return self._box_step(box, em, values, woven,  # the interpreter asked in_place

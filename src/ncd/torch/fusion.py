@@ -1,41 +1,67 @@
-"""Pattern fusion during lowering: softmax-then-contract attention -> ``F.scaled_dot_product_attention``.
+"""Attention fusion as a rewrite of the lowered program: softmax-then-contract -> ``F.scaled_dot_product_attention``.
 
-The code generator calls :func:`match_attention` at every position of every sequential
-composition; the pattern is recognised by :func:`ncd.prims.patterns.recognise_attention`
-and written here as one SDPA call (codegen records it as a ``fused`` step of the program, the pattern
-with it, which is what the cost analysis reads): the code
-permutes and reshapes with negative dimensions, so extra leading batch dimensions pass through.
+Lowering writes every box as its own op (:class:`~ncd.ir.program.Step` by step).  :func:`fuse_attention` is
+the rewrite: when a step that may close the pattern is recorded (an einsum of two operands), it follows the
+program's dataflow back through the steps — the values each step reads, by identity — to the score einsum::
+
+    scores = einsum(q, k) → scale … → [causal / padding mask] → softmax → [dropout] → einsum(scores, v)
+
+checks the axes by name on each step's full (woven) types (:func:`ncd.prims.patterns.attention_of`, the same
+check a diagram's reading makes), and replaces those steps, their ops and anything they declared (a dropout
+module) by one ``fused`` step whose ops call SDPA.  Every value between the two einsums must be read by the next
+step of the chain only, so removing them changes nothing else.  The rewrite reads no diagram: ``to_source``,
+``to_torch`` and ``ncd.cost`` all see the rewritten program.  It runs as each step is recorded so that the
+locals keep the names they would have had, had the steps never been written.  The code permutes and
+reshapes with negative dimensions, so extra leading batch dimensions pass through.
 
 Exactly the same function is computed, with two documented differences: dropout draws its
 random mask inside SDPA (same distribution, different random numbers than ``nn.Dropout``),
 and a query whose keys are *all* masked gets zeros from SDPA where the unfused softmax
 gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
+
+>>> import ncd
+>>> scores = ncd.Einsum("y k, x k -> y x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
+>>> d = (scores @ ncd.Identity.of("x k")) >> ncd.Einsum("y x, x k -> y k")
+>>> from ncd.torch.codegen import to_program
+>>> [s.kind for s in to_program(d, y=3, x=5, k=4).top.steps]
+['enter', 'fused', 'exit']
+>>> with disabled():
+...     [s.box.prim.op for s in to_program(d, y=3, x=5, k=4).top.steps if s.kind == "box"]
+['einsum', 'scale', 'softmax', 'einsum']
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import sympy
 
-from ncd.ir.axes import Axis
-from ncd.ir.diagram import Diagram
-from ncd.ir.program import OpKind
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Box, Diagram
+from ncd.ir.program import OpKind, Step, Value
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
-from ncd.prims.patterns import Attention, disabled, packs, recognise_attention
+from ncd.prims import patterns
+from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
+from ncd.prims.elementwise import ScaleOp
+from ncd.prims.linear import EinsumOp, LinearOp
+from ncd.prims.patterns import Attention, attention_of, disabled, packs
 from ncd.prims.patterns import chosen_columns as _chosen_columns
 from ncd.prims.patterns import chosen_rows as _chosen_rows
+from ncd.prims.regularization import DropoutOp
+from ncd.prims.softmax import SoftmaxOp
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
-    from ncd.torch.rules import Value
 
-__all__ = ["match_attention", "disabled", "inherited_layouts", "chosen_rows", "chosen_columns"]
+__all__ = ["fuse_attention", "disabled", "inherited_layouts", "chosen_rows", "chosen_columns"]
 
 #: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
 LAYOUTS_CHOSEN = True
+
+#: how many steps back the rewrite looks for the producer of a value (a chain's steps are adjacent or nearly)
+_REACH = 64
 
 
 @contextlib.contextmanager
@@ -51,6 +77,7 @@ def inherited_layouts() -> Iterator[None]:
     finally:
         LAYOUTS_CHOSEN = before
 
+
 def chosen_rows(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...]]:
     """The row orders chosen for the learned maps of ``parts[k]`` (none under :func:`inherited_layouts`)."""
     return _chosen_rows(parts, k) if LAYOUTS_CHOSEN else {}
@@ -61,20 +88,125 @@ def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...
     return _chosen_columns(parts, k) if LAYOUTS_CHOSEN else {}
 
 
-Emit = Callable[["Codegen", "ClassEmitter", "list[Value]"], "list[Value]"]
+# -- the rewrite on the program's steps --------------------------------------------------------------
+_CHAIN = (ScaleOp, CausalMaskOp, PaddingMaskOp, SoftmaxOp, DropoutOp)
 
 
-def match_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Emit, Attention] | None:
-    """If ``parts[k:]`` starts with an attention pattern, its length, emitter and the pattern."""
-    found = recognise_attention(parts, k)
+def _full(step: Step) -> tuple[Box, Type, Type]:
+    """A box step's box and its full types (with the axes it runs woven over in place)."""
+    assert step.box is not None
+    if step.woven:
+        return step.box, step.woven[0].dom, step.woven[0].cod
+    return step.box, step.box.dom, step.box.cod
+
+
+def _producer(steps: Sequence[Step], before: int, value: Value) -> int | None:
+    """The index of the step before ``before`` that wrote ``value`` (by identity), if near enough."""
+    for i in range(before - 1, max(before - 1 - _REACH, -1), -1):
+        if any(v is value for v in steps[i].outputs):
+            return i
+    return None
+
+
+def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
+    """Rewrite the attention the last recorded step closes, if any (see the module's docstring): the steps and
+    ops of the pattern are replaced by one ``fused`` step calling SDPA; returns its outputs, else ``None``."""
+    steps = em.function.steps
+    end = len(steps) - 1
+    last = steps[end]
+    if not patterns.ENABLED or last.kind != "box" or last.box is None or last.inner:
+        return None
+    final, final_dom, final_cod = _full(last)
+    if not isinstance(final.prim, EinsumOp) or len(final.prim.inputs) != 2 or len(last.inputs) != 2:
+        return None
+    chain: list[int] = []  # the steps from the softmax side back to the score einsum
+    mask: Value | None = None
+    mask_seg: Segment | None = None
+    value, at = last.inputs[0], end
+    while True:
+        i = _producer(steps, at, value)
+        if i is None:
+            return None
+        step = steps[i]
+        if step.kind != "box" or step.box is None or step.inner or step.frame != last.frame:
+            return None
+        if not isinstance(step.box.prim, (EinsumOp, *_CHAIN)) or len(step.outputs) != 1:
+            return None
+        chain.append(i)
+        if isinstance(step.box.prim, EinsumOp):
+            break
+        if isinstance(step.box.prim, PaddingMaskOp):
+            if len(step.inputs) != 2 or mask is not None:
+                return None
+            mask, mask_seg = step.inputs[1], _full(step)[1][1]
+        elif len(step.inputs) != 1:
+            return None
+        value, at = step.inputs[0], i
+    chain.reverse()
+    first = steps[chain[0]]
+    if len(first.inputs) != 2:
+        return None
+    boxes = [_full(steps[i]) for i in chain]
+    _, q_dom, _ = boxes[0]
+    v_seg = final_dom[1]
+    found = attention_of([b for b, _, _ in boxes], q_dom[0], q_dom[1], mask_seg, v_seg,
+                         [cod[0].names for _, _, cod in boxes], final, final_dom, final_cod)
     if found is None:
         return None
-    length, attention = found
+    matched = chain + [end]
+    inner = [v for i in chain for v in steps[i].outputs]  # the values the rewrite removes
+    removed = {id(op) for i in matched for op in steps[i].ops}
+    gone = {v.var for i in matched for op in steps[i].ops for v in op.outputs}
+    attributes = [op.target[5:] for i in matched for op in steps[i].ops if op.kind == "module"]
+    ids, own = {id(v) for v in inner}, set(matched)
+    if any(id(v) in ids for k, s in enumerate(steps) if k not in own for v in s.inputs):
+        return None  # a value between the einsums is read by another step: the rewrite would lose it
+    if any(a.var in gone for op in em.function.ops if id(op) not in removed for a in op.args):
+        return None
+    if any(line.startswith(f"self.{name}") and line != f"self.{name} = {em.function.attributes.get(name)}"
+           for name in attributes for line in em.function.init):
+        return None  # a module the pattern declared is configured further: leave it
+    operands = [first.inputs[0], first.inputs[1]] + ([mask] if mask is not None else []) + [last.inputs[1]]
+    for j, operand in ((0, operands[0]), (1, operands[1]), (-1, operands[-1])):
+        stored = _stored(gen, em, steps, end, operand)
+        if stored is not None:
+            have = found.operands()[j if j >= 0 else 2][1]
+            found.stored[j] = have[: len(have) - len(stored)] + list(stored)
+    # -- the rewrite: the pattern's steps, ops and declarations go; one fused step calls SDPA -----------------
+    em.function.ops[:] = [op for op in em.function.ops if id(op) not in removed]
+    for name in attributes:
+        em.function.init.remove(f"self.{name} = {em.function.attributes.pop(name)}")
+        em.release(name)
+    for var in gone:
+        em.values.pop(var, None)
+        em.release(var)
+    parts = tuple(steps[i].woven[0] if steps[i].woven else steps[i].box for i in matched)
+    steps[:] = [s for k, s in enumerate(steps) if k not in own]
+    start = len(em.function.ops)
+    results = _emit(found, em, operands)
+    steps.append(Step("fused", tuple(operands), tuple(results), last.frame, pattern=found, parts=parts,
+                      ops=tuple(em.function.ops[start:])))
+    return results
 
-    def emit(gen: Codegen, em: ClassEmitter, values: list[Value]) -> list[Value]:
-        return _emit(attention, em, values)
 
-    return length, emit, attention
+def _stored(gen: Codegen, em: ClassEmitter, steps: Sequence[Step], before: int, value: Value
+            ) -> tuple[str, ...] | None:
+    """The order the learned map writing ``value`` stores its output axes in, when lowering chose one
+    (:func:`ncd.prims.patterns.chosen_rows`), following a value out of the class that computed it."""
+    i = _producer(steps, before, value)
+    while i is not None:
+        step = steps[i]
+        if step.kind == "box" and step.box is not None and isinstance(step.box.prim, LinearOp):
+            return em.rows.get(id(step.box))
+        if step.kind != "call" or len(step.callees) != 1 or step.count is not None:
+            return None
+        callee = next((f for f in gen.program.functions if f.name == step.callees[0]), None)
+        position = next((j for j, v in enumerate(step.outputs) if v is value), None)
+        if callee is None or position is None or position >= len(callee.outputs):
+            return None
+        value, steps = callee.outputs[position], callee.steps
+        i = _producer(steps, len(steps), value)
+    return None
 
 
 # -- code ---------------------------------------------------------------------------------------
