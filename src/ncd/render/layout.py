@@ -26,7 +26,7 @@ from typing import Any, Union
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.render.legend import closed_rows, indexed_symbols, legend_items
-from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text
+from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Port, Rect, Text, frozen_record
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import (
     DiagramAxes,
@@ -149,7 +149,8 @@ class Layout:
              owner: int | None = None, bold: bool = False) -> list[Item]:
         """Typeset text at ``(x, y)`` (baseline start), with its overlines."""
         t, overlines = _typeset_at_origin(tuple(parts), size, bold)
-        items: list[Item] = [Text(x, y, t.runs, t.width, t.ascent, t.descent, role, owner)]  # type: ignore[arg-type]
+        items: list[Item] = [frozen_record(Text, {"x": x, "y": y, "runs": t.runs, "width": t.width, "ascent": t.ascent,
+                                            "descent": t.descent, "role": role, "owner": owner})]
         for x0, x1, yo in overlines:
             items.append(Path((("M", x0 + x, yo + y), ("L", x1 + x, yo + y)), width=0.7, role="text", owner=owner))
         return items

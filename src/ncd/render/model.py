@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, TypeVar, Union
 
 __all__ = ["Run", "Text", "Path", "Rect", "Polygon", "Circle", "Footprint", "Port", "Drawing", "Item", "text_width"]
@@ -30,6 +31,14 @@ def _with(item: _I, **changes: Any) -> _I:
     fields = new.__dict__
     fields.update(item.__dict__)
     fields.update(changes)
+    return new
+
+
+def frozen_record(cls: type[_I], values: dict[str, Any]) -> _I:
+    """A frozen record made from all its fields (in declaration order) without running ``__init__``, whose frozen
+    assignments cost a call per field: the layout makes one per wire, label and box."""
+    new = object.__new__(cls)
+    new.__dict__.update(values)
     return new
 
 
@@ -111,7 +120,11 @@ class Path:
                 mid = (x0 + x1) / 2
                 commands.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
             x0, y0 = x1, y1
-        return Path(tuple(commands), **style)  # type: ignore[arg-type]
+        if not style:
+            return frozen_record(Path, {"commands": tuple(commands), **_PATH_DEFAULTS})
+        if not style.keys() <= _PATH_DEFAULTS.keys():
+            return Path(tuple(commands), **style)  # type: ignore[arg-type]  # (raises, naming the unknown field)
+        return frozen_record(Path, {"commands": tuple(commands), **_PATH_DEFAULTS, **style})
 
     def moved(self, dx: float, dy: float) -> Path:
         out: list[Command] = []
@@ -153,6 +166,10 @@ class Path:
         first = self.commands[0]
         last = self.commands[-1]
         return (first[1], first[2]), (last[-2], last[-1])
+
+
+#: :class:`Path`'s fields after ``commands`` and their defaults, in declaration order
+_PATH_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclass_fields(Path) if f.name != "commands"}
 
 
 @dataclass(frozen=True)

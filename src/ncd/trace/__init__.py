@@ -193,8 +193,11 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
                       f" {listed}", stacklevel=4)
     body, meta, fixed, held = _symbolic(body, conv)
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
-    return TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                         fixed, held, unread(model, tensors))
+    traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
+                           fixed, held, unread(model, tensors))
+    # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
+    conv.__dict__.clear()
+    return traced
 
 
 @contextlib.contextmanager
@@ -269,7 +272,7 @@ def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ..
     failed = False
     try:
         new, fixed = symbolize(body, sizes) if sizes else (body, [])
-        if not new.dom.same(new.dom) or new.free_symbols - {s for s in new.free_symbols if str(s) in defaults}:
+        if not new.dom.same(new.dom) or any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True
     except NCDError:
         new, fixed, failed = body, [], True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +73,26 @@ class _Flat(torch.nn.Module):
         return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
 
 
+_SIGNATURES: weakref.WeakKeyDictionary[Any, inspect.Signature] = weakref.WeakKeyDictionary()
+
+
+def forward_signature(module: torch.nn.Module) -> inspect.Signature:
+    """``inspect.signature(module.forward)``, read once per forward function (raises as it does).
+
+    A forward bound from the module's class is keyed by its function: the signature depends on nothing else."""
+    forward = module.forward
+    fn = getattr(forward, "__func__", None)
+    if fn is None or getattr(forward, "__self__", None) is not module:
+        return inspect.signature(forward)
+    found = _SIGNATURES.get(fn)
+    if found is None:
+        found = _SIGNATURES[fn] = inspect.signature(forward)
+    return found
+
+
 def input_names(model: torch.nn.Module, n_args: int, kwargs: dict[str, Any]) -> list[str]:
     try:
-        params = [p.name for p in inspect.signature(model.forward).parameters.values()
+        params = [p.name for p in forward_signature(model).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
@@ -340,20 +358,19 @@ def _values(value: Any) -> Any:
 
 
 def refs(value: Any) -> list[Node]:
-    """Every node referenced inside an argument structure."""
-    found: list[Node] = []
+    """Every node referenced inside an argument structure (in order, depth first).
 
-    def visit(v: Any) -> None:
+    Iterative: a recursive closure would be a reference cycle per call, garbage only the cyclic collector frees."""
+    found: list[Node] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
         if isinstance(v, Node):
             found.append(v)
         elif isinstance(v, (list, tuple)):
-            for x in v:
-                visit(x)
+            stack.extend(reversed(v))
         elif isinstance(v, dict):
-            for x in v.values():
-                visit(x)
-
-    visit(value)
+            stack.extend(reversed(v.values()))
     return found
 
 

@@ -27,12 +27,13 @@ the gate ``G`` (the identity on ``e`` read at the chosen experts, weighted by ``
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ncd.trace.capture import forward_signature
 
 __all__ = ["dense_experts", "dense_reading"]
 
@@ -112,7 +113,7 @@ def _listed(module: torch.nn.Module) -> Forward | None:
 def dense_reading(module: torch.nn.Module) -> Forward | None:
     """A candidate dense reading of ``module`` (unproven: :func:`agrees` decides), or ``None``."""
     try:
-        params = inspect.signature(module.forward).parameters
+        params = forward_signature(module).parameters
     except (TypeError, ValueError):
         return None
     if len(params) != 3:
@@ -266,7 +267,7 @@ def _drawable(module: torch.nn.Module) -> bool:
 
 def _called_as(module: torch.nn.Module, dense: Forward) -> Callable[..., torch.Tensor]:
     """``dense`` taking its three arguments as the module's own forward does (by position or by name)."""
-    signature = inspect.signature(module.forward)
+    signature = forward_signature(module)
 
     def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
         bound = signature.bind(*args, **kwargs)
@@ -399,7 +400,7 @@ def _readings(model: torch.nn.Module) -> dict[str, Reading]:
 
 def _one_input(module: torch.nn.Module) -> bool:
     try:
-        return len(inspect.signature(module.forward).parameters) == 1
+        return len(forward_signature(module).parameters) == 1
     except (TypeError, ValueError):
         return False
 

@@ -43,6 +43,10 @@ RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_
                     "random_", "cauchy_", "log_normal_", "geometric_"})
 
 
+#: argument types recorded as they are (no tensor inside)
+_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+
+
 class Unsupported(Exception):
     """The eager recording cannot stand for this model; use ``torch.export``."""
 
@@ -71,6 +75,33 @@ def _recorder_base() -> type:
     from torch.fx.experimental.proxy_tensor import ProxyTorchDispatchMode
 
     return ProxyTorchDispatchMode
+
+
+_RECORDERS: dict[type, type] = {}
+
+
+def _recorder_class() -> type:
+    """The dispatch mode that hands every call to a :class:`_Recording`: made once per base class (a class made per
+    trace is garbage only the cyclic collector frees, with the recording its method would refer to)."""
+    base = _recorder_base()
+    if base not in _RECORDERS:
+        class Recorder(base):  # type: ignore[misc, valid-type]
+            def __init__(self, recording: _Recording) -> None:
+                TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)  # type: ignore[no-untyped-call]
+                self._mode_key = torch._C._TorchDispatchModeKey.PROXY
+                self._recording = recording
+
+            def __enter__(self) -> Any:
+                return TorchDispatchMode.__enter__(self)  # type: ignore[no-untyped-call]
+
+            def __exit__(self, *exc: Any) -> Any:
+                return TorchDispatchMode.__exit__(self, *exc)  # type: ignore[no-untyped-call]
+
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                return self._recording.call(func, tuple(args), dict(kwargs or {}))
+
+        _RECORDERS[base] = Recorder
+    return _RECORDERS[base]
 
 
 class _Recording:
@@ -117,6 +148,13 @@ class _Recording:
             self.views.setdefault(id(value._base), []).append(value)
 
     def ref(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is tuple:  # the common containers first (list comprehensions: no generator frame per item)
+            return tuple([self.ref(v) for v in value])
+        if kind is list:
+            return [self.ref(v) for v in value]
+        if kind in _ATOMS:
+            return value
         if isinstance(value, torch.Tensor):
             if id(value) in self.stale:
                 raise Unsupported(f"a view is read after a write into the tensor it views (at {user_line() or '?'})")
@@ -173,7 +211,8 @@ class _Recording:
             out = func(*args, **kwargs)
         else:
             args, kwargs = real_args
-            out = func(*args, **kwargs)
+            with torch._C._DisablePythonDispatcher():  # real tensors: the C++ kernels, without Python at every call
+                out = func(*args, **kwargs)
         value = out
         if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
             a, kw = self.real_values(real_args, packet)
@@ -472,21 +511,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     leaves = list(args) + list(kwargs.values())
     rec = _Recording(model, names, leaves, meta, guards)
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
-    base = _recorder_base()
-
-    class Recorder(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)  # type: ignore[no-untyped-call]
-            self._mode_key = torch._C._TorchDispatchModeKey.PROXY
-
-        def __enter__(self) -> Any:
-            return TorchDispatchMode.__enter__(self)  # type: ignore[no-untyped-call]
-
-        def __exit__(self, *exc: Any) -> Any:
-            return TorchDispatchMode.__exit__(self, *exc)  # type: ignore[no-untyped-call]
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            return rec.call(func, tuple(args), dict(kwargs or {}))
+    Recorder = _recorder_class()
 
     def pre(module: torch.nn.Module, _: Any) -> None:
         path = rec.paths.get(id(module))
@@ -503,7 +528,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
-        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), Recorder():
+        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), Recorder(rec):
             out = flat(*run_args, **run_kwargs)
     finally:
         mha.set_fastpath_enabled(fast)

@@ -135,4 +135,9 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
         new: Diagram = type(d)(**changes)
         return new
 
-    return node(body), fixed
+    try:
+        return node(body), fixed
+    finally:  # the nested functions refer to each other (a cycle): what they hold is freed now, not by the collector
+        done.clear()
+        kept.clear()
+        axes.clear()
