@@ -1,10 +1,12 @@
-"""Operators the corpus met opaque, now boxes: average pooling that excludes the padding
+"""Operators the corpus met opaque, now boxes: log-sigmoid (xLSTM's gates, in a loop folded into a scan), average
+pooling that excludes the padding
 (PoolFormer), ``index_select`` (XLNet, M2M-100), ``linalg.norm`` (OWL-ViT), ``tile`` and ``repeat`` of wires of several
 entries (SAM 2), ``select`` of an integer tensor (LayoutLM's ``bbox[..., k]``).  Each: no opaque box, and the lowered
 module equals the model on the traced inputs and on fresh ones (integers too)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -48,6 +50,39 @@ def test_pooling_without_the_padding_is_a_box() -> None:
     assert d.opaque_count == 0
     pools = [b.prim for b in d.boxes() if b.prim.op == "avgpool"]
     assert len(pools) == 1 and not pools[0].count_include_pad
+
+
+class GatedLoop(nn.Module):
+    """xLSTM's matrix memory in miniature: log-sigmoid forget gates, a per-head outer-product state and a read-out
+    scaled by ``1/sqrt(head dim)`` inside a Python time loop (which folds into one scan)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.f = nn.Linear(6, 18), nn.Linear(6, 18), nn.Linear(6, 18), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (proj(x).view(b, t, 2, 9) for proj in (self.q, self.k, self.v))
+        f = F.logsigmoid(self.f(x))
+        c = torch.zeros(b, 2, 9, 9)
+        ys = []
+        for i in range(t):
+            c = torch.exp(f[:, i])[..., None, None] * c + k[:, i, :, :, None] * v[:, i, :, None, :]
+            ys.append((q[:, i, :, None, :] @ c).squeeze(-2) / math.sqrt(9))
+        return torch.stack(ys, 1)
+
+
+def test_log_sigmoid_gates_fold_into_a_scan_whose_scale_size_is_a_default() -> None:
+    """The scale inside the scan's body is read as ``1/sqrt(size)``: that size is among the diagram's defaults (it was
+    left unbound, and the lowered module failed)."""
+    torch.manual_seed(0)
+    d = round_trip(GatedLoop(), torch.randn(2, 5, 6), fresh=(torch.randn(2, 5, 6),))
+    assert d.opaque_count == 0
+    assert any(getattr(b.prim, "function", "") == "log_sigmoid" for b in d.boxes())
+    (scan,) = [b.prim for b in d.boxes() if b.prim.op == "scan"]
+    scales = [b.prim.factor for b in scan.body.boxes() if b.prim.op == "scale"]
+    assert any(s.free_symbols for s in scales)
+    assert {str(s) for s in scales[0].free_symbols} <= set(dict(d.as_block().get("defaults", ())))
 
 
 class Selected(nn.Module):

@@ -354,6 +354,8 @@ def convert_loop(conv: Converter, node: Node) -> None:
             seg = Segment(tuple(kept), seg.dtype, seg.range)
         sub.segs[sub.values[id(n)]] = seg
     sub.namer = conv.namer
+    # sizes the body's factors are read as (a ``1/sqrt(h)`` scale) are the diagram's defaults too: one record
+    sub.__dict__["_constants"] = conv.__dict__.setdefault("_constants", {})
     outs = sub.run()
     if sub.failures or sub.emitted.opaque:
         raise Decline("the loop's step does not convert without opaque boxes")
