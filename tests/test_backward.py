@@ -62,7 +62,7 @@ def test_backward_without_float_inputs_has_no_gradients(s: Sample) -> None:
 def test_the_issues_primitives_have_backward_rules() -> None:
     """Transposed, grouped and 3-d convolution, pooling, batch norm, tied unembedding, diagonals: all differentiate."""
     assert {"conv", "conv_transpose", "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "unembed", "einsum"} <= set(BACKWARD)
-    for op in ("diagonal", "maxpool_backward", "conv_with_weight", "batchnorm_backward"):
+    for op in ("diagonal", "maxpool_backward", "batchnorm_backward"):
         assert "second derivatives" in (BACKWARD.why(op) or "")
 
 

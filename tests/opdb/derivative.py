@@ -322,6 +322,16 @@ sample("conv_with_weight", "transpose-of-transposed",
        >> Box(ConvWithWeightOp(_D, _C, _ct_weight(), (3, 3), (2, 2), (1, 1), (1, 1), (), size(2), False,
                                _seg("b:2"))),
        {}, lambda p, x: _conv_input_vjp(x), cod="b:2 c:4 x:3 y:4", batch=())
+_X, _W = _seg("c:3 x:6 y:5"), _seg("d:4 c:3 kx:3 ky:3")  # a convolution whose weight is a wire (BiT's standardised weights)
+sample("conv_with_weight", "weight-wire",
+       lambda: ncd.Identity.of("b:2 c:3 x:6 y:5") @ ncd.Identity(ncd.ir.Type((_W,)))
+       >> Box(ConvWithWeightOp(_X, _seg("d:4 x:3 y:3"), _W, (3, 3), (2, 2), (1, 1), (1, 1), (), size(1), False, _seg("b:2"))),
+       {}, lambda p, x: F.conv2d(x[0], x[1], stride=2, padding=1), cod="b:2 d:4 x:3 y:3", batch=())
+sample("conv_with_weight", "grouped-dilated",
+       lambda: ncd.Identity.of("b:2 c:4 x:7 y:7") @ ncd.Identity.of("d:6 cʹ:2 kx:3 ky:3")
+       >> Box(ConvWithWeightOp(_seg("c:4 x:7 y:7"), _seg("d:6 x:3 y:3"), _seg("d:6 cʹ:2 kx:3 ky:3"), (3, 3), (1, 1),
+                               (0, 0), (2, 2), (), size(2), False, _seg("b:2"))),
+       {}, lambda p, x: F.conv2d(x[0], x[1], dilation=2, groups=2), cod="b:2 d:6 x:3 y:3", batch=())
 error("conv_with_weight", "rank", lambda: ConvWithWeightOp(_D, _C, _seg("a b"), (3, 3), (1, 1), (0, 0), (1, 1)),
       r"a weight of 4 axes are needed, not 'a b'", ncd.ParseError)
 

@@ -60,7 +60,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
 from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
-from ncd.prims.kinds import transpose
+from ncd.prims.kinds import partials, transpose
 from ncd.prims.linear import EinsumOp, split_spec
 from ncd.prims.structure import route
 from ncd.prims.windows import (
@@ -743,35 +743,51 @@ def _decomposed(prim: ConvOp) -> BoxBackward:
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
 
 
-def _with_weight(prim: ConvOp | ConvTransposeOp, batch: tuple[Axis, ...]) -> BoxBackward:
-    """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes).
-
-    ``∂x``: the transposed convolution of ``g`` with the same weight (for a transposed
-    convolution: the convolution — the transpose of ``★ᵀ`` is ``★``); ``∂W``: the windows
-    contracted with the other operand over positions and the leading ``batch`` in one einsum
-    (``∂★``); ``∂b = Σ g``.
-    """
-    transposed = isinstance(prim, ConvTransposeOp)
-    dom, cod = prim.dom_axes, prim.cod_axes
-    weight = conv_weight_segment(dom, cod, prim.kernel, prim.groups, transposed)
+def _weight_products(dom: Segment, cod: Segment, weight: Segment, kernel: tuple[int, ...], stride: tuple[int, ...],
+                     padding: tuple[int, ...], dilation: tuple[int, ...], groups: Size, transposed: bool,
+                     batch: tuple[Axis, ...]) -> tuple[Box, Box]:
+    """The two products of a convolution ``dom -> cod`` (``transposed``: a transposed one) with ``weight``:
+    ``(g, W) -> ∂x`` (the transposed convolution of the cotangent with the same weight; for a transposed convolution the
+    convolution — the transpose of ``★ᵀ`` is ``★``) and ``(x, g) -> ∂W`` (the windows contracted with the other operand
+    over positions and the leading ``batch`` in one einsum, ``∂★``)."""
     if transposed:
         output_padding: tuple[int, ...] = ()
     else:
         output_padding = tuple(int(a.size - transposed_size(b.size, k, s, p, d)) if not (a.size - transposed_size(
             b.size, k, s, p, d)).free_symbols else 0 for a, b, k, s, p, d in
-            zip(dom.axes[1:], cod.axes[1:], prim.kernel, prim.stride, prim.padding, prim.dilation))
-    d_input = Box(ConvWithWeightOp(cod, dom, weight, prim.kernel, prim.stride, prim.padding, prim.dilation,
-                                   output_padding, prim.groups, not transposed, Segment(batch)))
-    d_weight = Box(ConvWeightGradOp(dom, cod, weight, prim.kernel, prim.stride, prim.padding, prim.dilation, prim.groups,
-                                    transposed, Segment(batch)))
+            zip(dom.axes[1:], cod.axes[1:], kernel, stride, padding, dilation))
+    d_input = Box(ConvWithWeightOp(cod, dom, weight, kernel, stride, padding, dilation, output_padding, groups,
+                                   not transposed, Segment(batch)))
+    d_weight = Box(ConvWeightGradOp(dom, cod, weight, kernel, stride, padding, dilation, groups, transposed,
+                                    Segment(batch)))
+    return d_input, d_weight
+
+
+def _with_weight(prim: ConvOp | ConvTransposeOp, batch: tuple[Axis, ...]) -> BoxBackward:
+    """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes): ``∂x`` and ``∂W`` by
+    :func:`_weight_products`, ``∂b = Σ g``."""
+    transposed = isinstance(prim, ConvTransposeOp)
+    dom, cod = prim.dom_axes, prim.cod_axes
+    weight = conv_weight_segment(dom, cod, prim.kernel, prim.groups, transposed)
+    d_input, d_weight = _weight_products(dom, cod, weight, prim.kernel, prim.stride, prim.padding, prim.dilation,
+                                         prim.groups, transposed, batch)
     xb, gb = Segment(tuple(batch) + dom.axes), Segment(tuple(batch) + cod.axes)
-    parts = [d_input, d_weight]
+    parts: list[Diagram] = [d_input, d_weight]
     picks = [2, 1, 0, 2]
     if prim.bias:
         parts.append(Box(EinsumOp(Type((gb,)), Segment((cod.axes[0],)))))
         picks.append(2)
     grads = ("weight", "bias") if prim.bias else ("weight",)
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, weight, gb], picks), Par.of(*parts)), grads)
+
+
+@partials(ConvWithWeightOp)
+def partials_conv_with_weight(prim: ConvWithWeightOp, box: Box, i: int) -> Diagram:
+    """A convolution whose weight is a wire (BiT's standardised weights; the transposes of learned convolutions) is
+    bilinear in ``(x, W)``: ``(g, W) -> ∂x`` and ``(g, x) -> ∂W`` are the products of :func:`_weight_products`."""
+    d_input, d_weight = _weight_products(prim.dom_axes, prim.cod_axes, prim.weight, prim.kernel, prim.stride,
+                                         prim.padding, prim.dilation, prim.groups, prim.transposed, prim.batch.axes)
+    return d_input if i == 0 else Seq.of(route([box.cod[0], box.dom[0]], [1, 0]), d_weight)
 
 
 @BATCHED_BACKWARD.rule(ConvOp)
@@ -837,6 +853,6 @@ def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tens
     result = einsum_cost(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
     return [replace(result, axes=ctx.out_axes[0], order=(), dtype="float", dense=True)]
 
-for _weight_box in (ConvWithWeightOp, ConvWeightGradOp):
-    BACKWARD.unsupported(_weight_box, SECOND_ORDER)
-    IMPORT.unsupported(_weight_box, NOT_TRACED)
+BACKWARD.unsupported(ConvWeightGradOp, SECOND_ORDER)
+IMPORT.unsupported(ConvWeightGradOp, NOT_TRACED)
+IMPORT.known(ConvWithWeightOp, aten=("aten.conv2d", "aten.conv3d"), by="ncd.trace.boxes_windows")

@@ -27,10 +27,11 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
     the windows ``★`` of ``x`` contracted with ``W``'s wires — ``y[.., o, p] = Σ_{c,k} W[o, c, k] · ★(x)[.., c, p, k]``
     (+ ``b[o]``); with groups, channels and outputs are read as (group, member) wires and the group is a diagonal.
 
-    One spatial axis only (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...): the lowered
-    windows and einsum sum in another order than torch's convolution kernel, and over a deep stack of 2-d
-    convolutions (BiT's 50 weight-standardised layers) that drifts past the round trip's tolerance (1.2e-4); those
-    stay opaque until a convolution box takes its weight as a wire and lowers to ``F.conv2d``."""
+    One spatial axis (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...).  With two or three
+    (BiT's 50 weight-standardised layers) the windows and einsum would sum in another order than torch's convolution
+    kernel, and over a deep stack that drifts past the round trip's tolerance: those are one box taking its weight
+    as a wire, :class:`~ncd.prims.convolution.ConvWithWeightOp`, lowered to ``F.conv2d``/``F.conv3d``
+    (:func:`_weight_wire_convolution`)."""
     from ncd.prims.convolution import ConvolutionTensorOp
     from ncd.prims.linear import EinsumOp
     from ncd.prims.structure import AddOp
@@ -45,8 +46,11 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
     seg = conv.segs[vx]
     wshape = tuple(int(s) for s in weight.value.shape)
     n = len(wshape) - 2
-    if n != 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
-        raise Decline("not a batched 1-d convolution")
+    if n < 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
+        raise Decline("not a batched convolution")
+    if n > 1:
+        _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups)
+        return
     spatial, channel = Segment(seg.axes[-n:]), seg.axes[-n - 1]
     kernel = wshape[2:]
     taken = set(seg.names)
@@ -89,6 +93,46 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
         raise Decline(f"the wires come out as '{conv.segs[vid]}'")
     conv.bind(node, vid)
 
+
+
+def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node, bias: Any, stride: tuple[int, ...],
+                             padding: tuple[int, ...], dilation: tuple[int, ...], groups: int) -> None:
+    """``F.conv2d(x, W, b)`` (or 3-d) with ``W`` a wire: one :class:`ConvWithWeightOp` box ``(lead c p…, o c/g k…) ->
+    lead o p…``, the leading wires its batch (then ``+ b``)."""
+    import sympy
+
+    from ncd.prims.convolution import ConvWithWeightOp
+    from ncd.prims.structure import AddOp
+    from ncd.trace.idioms import linear_out_name
+
+    seg = conv.segs[vx]
+    wshape = tuple(int(s) for s in weight.value.shape)
+    n = len(wshape) - 2
+    lead, dom = Segment(seg.axes[:-n - 1]), Segment(seg.axes[-n - 1:])
+    channel = dom.axes[0]
+    out_shape = tuple(int(s) for s in node.value.shape)
+    taken = set(seg.names)
+    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), wshape[0]), set(taken))
+    positions = [a.name if int(a.size) == size else _unlike(conv, _claim(conv, a.name, size, "item"), taken)
+                 for a, size in zip(dom.axes[1:], out_shape[-n:])]
+    cod = conv.namer.segment([o, *positions], out_shape[-n - 1:])
+    inner = channel.name if groups == 1 else _unlike(conv, channel.name + PRIME, set(taken) | {o})
+    knames = [_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken | {o, inner})
+              for a, k in zip(dom.axes[1:], wshape[2:])]
+    vw = conv.view(conv.value(weight), [o, inner, *knames], wshape)
+    try:
+        box = Box(ConvWithWeightOp(dom, cod, conv.segs[vw], tuple(wshape[2:]), stride, padding, dilation, (),
+                                   sympy.Integer(groups), False, lead))
+    except Exception as error:  # noqa: BLE001 - a geometry the box refuses stays opaque
+        raise Decline(str(error)) from None
+    (vid,) = conv.emit(box, [vx, vw], list(box.cod))
+    if bias is not None:
+        if not (isinstance(bias, Node) and isinstance(bias.value, torch.Tensor)):
+            raise Decline("bias not a tensor")
+        vid = conv.apply(Box(AddOp(2)), [vid, conv.view(conv.value(bias), [o], (wshape[0],))])
+    if tuple(int(a.size) for a in conv.segs[vid].axes) != out_shape:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}'")
+    conv.bind(node, vid)
 
 
 @rule("aten.unfold")
