@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
@@ -40,8 +42,9 @@ def _select(conv: Converter, node: Node, cond: Any, a: Any, b: Any) -> None:
     _broadcast(conv, node, Box(WhereOp()), operands)
 
 
-def _broadcast(conv: Converter, node: Node, box: Box, operands: list[Any]) -> None:
-    """``box`` (scalar domains) on ``operands`` broadcast by position as torch does, its wires in the output's order."""
+def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]], Box], operands: list[Any]) -> None:
+    """``box`` (scalar domains) on ``operands`` broadcast by position as torch does, its wires in the output's order
+    (``box`` may be made from the operands' converted segments)."""
     from ncd.trace.idioms import operand, out_names
 
     if not any(isinstance(v, Node) and v.live for v in operands):
@@ -49,6 +52,8 @@ def _broadcast(conv: Converter, node: Node, box: Box, operands: list[Any]) -> No
     names = out_names(conv, node, operands)
     shape = tuple(int(s) for s in node.value.shape)
     vids = [operand(conv, v, names, shape) for v in operands]
+    if not isinstance(box, Box):
+        box = box([conv.segs[v] for v in vids])
     vid = conv.apply(box, vids)
     got = list(conv.segs[vid].names)
     if got != names and sorted(got) == sorted(names):  # woven in the condition's order: cross the wires back

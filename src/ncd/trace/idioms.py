@@ -46,6 +46,7 @@ def load_rules() -> None:
     import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
     import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
     import ncd.trace.boxes_indexing  # noqa: F401
+    import ncd.trace.boxes_integer  # noqa: F401  (integer ∘ integer tensors: imports scalars, hooks in front)
     import ncd.trace.boxes_ranking  # noqa: F401
     import ncd.trace.boxes_selection  # noqa: F401
     import ncd.trace.boxes_windows  # noqa: F401

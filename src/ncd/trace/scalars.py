@@ -46,6 +46,8 @@ def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, refle
         return Segment(())
     if source.dtype == "index" and source.range is not None and not sympy.sympify(source.range).free_symbols:
         top = int(source.range) - 1
+        if op == "%" and not reflected and isinstance(c, int) and c > 0:  # not monotonic: the ends do not bound it
+            return Segment((), "index", sympy.Integer(max(min(top + 1, c), 1)))
         ends = []
         for x in (0, top):
             a, b = (c, x) if reflected else (x, c)

@@ -1,0 +1,140 @@
+"""Arithmetic between two integer (or boolean) tensors, entry by entry: ``a ∘ b``.
+
+The importer meets it in index plumbing: RoBERTa's position ids ``(cumsum(mask) + past) * mask``, ``k // 2 - ids % 3``.
+``IndexArithmetic("*", "[9]", "[2]", "[9]")`` has scalar domains ``[9], [2] -> [9]``: composed after two tensors it is
+woven over their axes, and an axis only one of them carries is broadcast, like :func:`ncd.Divide`.  The operand with a
+Python number is :class:`ncd.prims.gather.ArithmeticOp`; a float tensor with an integer one is a cast and the float
+operation (:mod:`ncd.trace.boxes_complex`).  No gradient flows through integers; it is drawn as its label in a box,
+like the importer's other index computations (family ``opaque``).
+
+>>> import ncd
+>>> from ncd.prims.integer import IndexArithmetic
+>>> d = ncd.Identity.of("b t [9], b t [2]") >> IndexArithmetic("*", "[9]", "[2]", "[9]")
+>>> str(d.cod)
+'b t [9]'
+>>> IndexArithmetic("//", "[9]", "[3]").prim.label()
+'//'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import sympy
+
+from ncd.errors import ParseError
+from ncd.ir import weaving
+from ncd.ir.axes import Segment, Type, TypeLike
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
+from ncd.prims.gather import OPERATORS, _scalar, backward_index_computation
+
+if TYPE_CHECKING:
+    from ncd.analysis.backward import Builder
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.layout import Tensor
+    from ncd.ir.rules import BoxBackward
+    from ncd.torch.rules import RuleContext
+
+__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range"]
+
+#: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
+CALLS: dict[str, str | None] = {"+": None, "-": None, "*": None, "//": None, "%": None, "/": None,
+                                "min": "torch.minimum", "max": "torch.maximum"}
+
+
+@dataclass(frozen=True)
+class IndexArithmeticOp(Primitive):
+    """``a ∘ b`` for two scalar segments of integers or booleans (``left``, ``right``); ``target`` is the result's dtype
+    as torch gives it (an index segment; a float for ``/``), with a range bounding its entries where one is known."""
+
+    operator: str
+    left: Segment
+    right: Segment
+    target: Segment
+
+    op: ClassVar[str] = "index_arithmetic"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.same_layouts
+
+    def __post_init__(self) -> None:
+        if self.operator not in CALLS:
+            raise ParseError(f"index arithmetic: unknown operator {self.operator!r}; known: {' '.join(CALLS)}")
+        for what, seg in (("left", self.left), ("right", self.right)):
+            if seg.axes or seg.dtype not in ("index", "bool"):
+                raise ParseError(f"index arithmetic {self.operator}: the {what} operand '{seg}' must be a scalar index"
+                                 " or bool segment (a float operand is the float operation)")
+        if self.target.axes or self.target.dtype not in ("index", "float") or (
+                (self.target.dtype == "float") != (self.operator == "/")):
+            raise ParseError(f"index arithmetic {self.operator}: the result '{self.target}' must be a scalar index"
+                             " segment (a float for '/')")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.left, self.right)), Type((self.target,))
+
+    def label(self) -> str:
+        return OPERATORS[self.operator] if self.operator not in ("min", "max") else self.operator
+
+
+def combined_range(operator: str, left: Segment, right: Segment) -> sympy.Integer | None:
+    """A bound on ``|a ∘ b|`` (+1, an index segment's range) from the operands' ranges, by the ends of their intervals
+    ``[0, range-1]`` (``None`` when a range is unknown or symbolic, or for ``/``)."""
+    ends: list[list[int]] = []
+    for seg in (left, right):
+        rng = 2 if seg.dtype == "bool" else seg.range
+        if rng is None or sympy.sympify(rng).free_symbols:
+            return None
+        ends.append([0, int(rng) - 1])
+    if operator == "/":
+        return None
+    if operator in ("//", "%"):  # |a // b| <= a for b >= 1 (b = 0 raises); a % b < b
+        return sympy.Integer(max((ends[0] if operator == "//" else ends[1])[1] + int(operator == "//"), 1))
+    ops: dict[str, Callable[[int, int], int]] = {"+": lambda a, b: a + b, "-": lambda a, b: a - b,
+                                                 "*": lambda a, b: a * b, "min": min, "max": max}
+    values = [ops[operator](a, b) for a in ends[0] for b in ends[1]]
+    return sympy.Integer(max(max(abs(v) for v in values) + 1, 1))
+
+
+def IndexArithmetic(operator: str, left: TypeLike = "", right: TypeLike = "", target: TypeLike | None = None) -> Box:
+    """``a ∘ b`` (``+ - * // % / min max``) for two scalar index or bool segments (``"[9]"``, ``"bool"``); ``target``
+    (default: an index segment ranged by :func:`combined_range`, a float for ``/``) is the result's dtype."""
+    a, b = _scalar(left, "index arithmetic"), _scalar(right, "index arithmetic")
+    if target is None:
+        rng = combined_range(operator, a, b)
+        if operator != "/" and rng is None:
+            raise ParseError(f"index arithmetic {operator}: the operands '{a}', '{b}' bound no range; give the target")
+        out = Segment(()) if operator == "/" else Segment((), "index", rng)
+    else:
+        out = _scalar(target, "index arithmetic")
+    return Box.make(IndexArithmeticOp(operator, a, b, out))
+
+
+@LOWERING.rule(IndexArithmeticOp)
+def lower_index_arithmetic(prim: IndexArithmeticOp, ctx: RuleContext) -> list[str]:
+    """The Python expression itself (``a * b``, ``a // b``) or ``torch.minimum``/``maximum``: torch's promotion gives the
+    result's dtype, as in the model."""
+    a, b = ctx.args[0].var, ctx.args[1].var
+    call = CALLS[prim.operator]
+    return [f"{call}({a}, {b})" if call else f"({a} {prim.operator} {b})"]
+
+
+@COST.rule(IndexArithmeticOp)
+def cost_index_arithmetic(prim: IndexArithmeticOp, ctx: CostContext) -> list[Tensor]:
+    """One operation per entry on integers: no gradient, nothing kept."""
+    n = ctx.numel()
+    ctx.other(n, sympy.Integer(0))
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype=prim.target.dtype)]
+
+
+@BACKWARD.rule(IndexArithmeticOp)
+def backward_index_arithmetic(prim: IndexArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
+    """No gradient flows through integers (a float ``/`` result's cotangent is deleted)."""
+    return backward_index_computation(prim, box, builder)
+
+
+IMPORT.known(IndexArithmeticOp, aten=("aten.add", "aten.sub", "aten.mul", "aten.floor_divide", "aten.remainder",
+                                      "aten.div", "aten.maximum", "aten.minimum"), by="ncd.trace.boxes_integer")

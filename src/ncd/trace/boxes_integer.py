@@ -1,0 +1,93 @@
+"""Conversion rule for arithmetic between two integer (or boolean) tensors: an
+:class:`~ncd.prims.integer.IndexArithmeticOp` box, broadcast by position as torch does.
+
+Hooked in front of whichever rules ``aten.add``/``sub``/``mul``/``div``/``floor_divide``/``remainder``/``maximum``/
+``minimum`` have (they take floats, a float with an integer tensor, or a tensor with a number); it takes only a call
+whose two operands are integer or boolean tensors and whose result is an integer tensor (or a float, for ``/``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import ncd.trace.boxes_complex  # noqa: F401  (the rules this one goes in front of, registered first)
+import ncd.trace.boxes_indexing  # noqa: F401
+import ncd.trace.scalars  # noqa: F401
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box
+from ncd.trace.capture import Node
+from ncd.trace.convert import RULES, Converter, Decline
+
+__all__ = ["index_arithmetic"]
+
+#: ATen packet -> operator
+PACKETS = {"add": "+", "sub": "-", "mul": "*", "floor_divide": "//", "remainder": "%", "div": "/", "maximum": "max",
+           "minimum": "min"}
+
+
+def _integer(value: Any) -> bool:
+    return (isinstance(value, Node) and isinstance(value.value, torch.Tensor)
+            and not value.value.is_floating_point() and not value.value.is_complex())
+
+
+def applies(node: Node) -> bool:
+    """Two integer or boolean tensor operands, an integer result (a float for true division)."""
+    out = node.value
+    if not isinstance(out, torch.Tensor) or out.dtype == torch.bool or out.is_complex() or len(node.args) < 2:
+        return False
+    return _integer(node.args[0]) and _integer(node.args[1]) and (not out.is_floating_point()
+                                                                  or node.target.name().endswith("::div"))
+
+
+def index_arithmetic(conv: Converter, node: Node) -> None:
+    """``a ∘ b`` of two integer tensors as one box woven over the output's wires."""
+    from ncd.prims.integer import IndexArithmeticOp, combined_range
+    from ncd.trace.boxes_selection import _broadcast
+    from ncd.trace.convert import kind_of
+
+    packet = node.target.name().split("::")[1].split(".")[0]
+    operator = PACKETS[packet]
+    rounding = node.kwargs.get("rounding_mode")
+    if packet == "div" and rounding is not None:
+        if rounding != "floor":
+            raise Decline("division rounded towards zero")
+        operator = "//"
+    if node.kwargs.get("alpha", node.args[2] if packet in ("add", "sub") and len(node.args) > 2 else 1) != 1:
+        raise Decline("a scaled operand (alpha)")
+
+    def make(operands: list[Segment]) -> Box:
+        segs = [Segment((), seg.dtype, seg.range) for seg in operands]
+        if any(s.dtype not in ("index", "bool") for s in segs):
+            raise Decline("an operand that is not drawn as integers")
+        if node.value.is_floating_point():
+            target = Segment(())
+        else:
+            rng = combined_range(operator, segs[0], segs[1])
+            target = Segment((), "index", rng if rng is not None else kind_of(node.value)[1])
+        try:
+            return Box(IndexArithmeticOp(operator, segs[0], segs[1], target))
+        except Exception as error:  # noqa: BLE001 - what the box refuses stays opaque
+            raise Decline(str(error)) from None
+
+    _broadcast(conv, node, make, list(node.args[:2]))
+
+
+def _hook() -> None:
+    def hooked(previous: Any) -> Any:
+        def convert(conv: Converter, node: Node) -> None:
+            if applies(node):
+                index_arithmetic(conv, node)
+                return
+            if previous is None:
+                raise Decline("no rule")
+            previous(conv, node)
+
+        return convert
+
+    for packet in PACKETS:
+        RULES[f"aten.{packet}"] = hooked(RULES.get(f"aten.{packet}"))
+
+
+_hook()

@@ -1,0 +1,39 @@
+"""Samples for arithmetic between two integer tensors (``ncd.prims.integer``); references: the Python expression."""
+
+from __future__ import annotations
+
+import torch
+
+import ncd
+from ncd.errors import ParseError
+from ncd.prims.gather import Arithmetic
+from ncd.prims.integer import IndexArithmetic
+from tests.opdb import error, sample
+
+# RoBERTa's position ids: the running count of real tokens times the mask (the mask broadcast from b t over nothing)
+sample("index_arithmetic", "times-mask", lambda: ncd.Identity.of("b t [8], b t [2]") >> IndexArithmetic("*", "[8]", "[2]"),
+       {"b": 2, "t": 5}, lambda p, x: x[0] * x[1], cod="b t [8]")
+sample("index_arithmetic", "difference-broadcast",
+       lambda: ncd.Identity.of("b t [5], t [3]") >> IndexArithmetic("-", "[5]", "[3]"),
+       {"b": 2, "t": 5}, lambda p, x: x[0] - x[1].unsqueeze(-2), cod="b t [5]")
+
+
+def _two(operator: str, target: str | None = None) -> ncd.Diagram:
+    """``a ∘ (b + 1)``: a divisor of at least 1 (integer division by zero raises)."""
+    divisor = ncd.Identity.of("b [3]") >> Arithmetic("+", 1, "[3]", "[4]")
+    return ncd.Identity.of("b [9]") @ divisor >> IndexArithmetic(operator, "[9]", "[4]", target)
+
+
+sample("index_arithmetic", "floor-divide", lambda: _two("//"), {"b": 6}, lambda p, x: x[0] // (x[1] + 1), cod="b [9]")
+sample("index_arithmetic", "true-divide", lambda: _two("/", ""), {"b": 6}, lambda p, x: x[0] / (x[1] + 1), cod="b", grad=False)
+sample("index_arithmetic", "remainder", lambda: _two("%"), {"b": 6}, lambda p, x: x[0] % (x[1] + 1), cod="b [3]")
+sample("index_arithmetic", "maximum-bool", lambda: ncd.Identity.of("b [bool], b [3]") >> IndexArithmetic("max", "bool", "[3]"),
+       {"b": 6}, lambda p, x: torch.maximum(x[0], x[1]), cod="b [3]")
+error("index_arithmetic", "float-operand", lambda: IndexArithmetic("+", "", "[3]", "[3]"),
+      r"index arithmetic \+: the left operand '\(\)' must be a scalar index or bool segment", ParseError)
+error("index_arithmetic", "operator", lambda: IndexArithmetic("<<", "[3]", "[3]", "[3]"),
+      r"index arithmetic: unknown operator '<<'", ParseError)
+error("index_arithmetic", "float-result", lambda: IndexArithmetic("+", "[3]", "[3]", ""),
+      r"index arithmetic \+: the result '\(\)' must be a scalar index segment \(a float for '/'\)", ParseError)
+error("index_arithmetic", "no-range", lambda: IndexArithmetic("+", "[n]", "[3]"),
+      r"index arithmetic \+: the operands '\[n\]', '\[3\]' bound no range; give the target", ParseError)
