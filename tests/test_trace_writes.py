@@ -144,6 +144,23 @@ def test_a_value_read_by_tolist_is_a_refusal_naming_the_line_not_a_constant() ->
         _trace(Split(), torch.tensor([[1.0], [2.0], [-1.0], [3.0]]))
 
 
+@pytest.mark.parametrize("positions", [lambda x: torch.where(x > 0), lambda x: torch.nonzero(x > 0, as_tuple=True),
+                                       lambda x: tuple(torch.argwhere(x > 0).unbind(-1)),
+                                       lambda x: (torch.masked_select(torch.arange(x.numel()), x.flatten() > 0),)],
+                         ids=["where-one-argument", "nonzero-as-tuple", "argwhere", "masked_select"])
+def test_positions_picked_by_values_are_a_refusal_naming_the_line(
+        positions: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> None:
+    class Picked(torch.nn.Module):  # torch.where(cond) is nonzero: as many positions as entries that hold
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            picked = positions(x)
+            return x * picked[0].sum()
+
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    assert Picked()(x).shape == x.shape
+    with pytest.raises(ncd.TraceError, match=r"shape depends on the values of the inputs at test_trace_writes\.py:\d+"):
+        _trace(Picked(), x)
+
+
 def test_a_loop_whose_step_is_not_drawn_as_a_scan_is_drawn_step_by_step() -> None:
     class Running(torch.nn.Module):  # xLSTM's stabiliser: a running maximum carried from step to step
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, t, d)

@@ -29,8 +29,9 @@ from ncd.trace.writes import Region
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
 
-#: operators whose output shape depends on the values of their inputs
-DYNAMIC = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "nonzero_static"}
+#: operators whose output shape depends on the values of their inputs (``torch.where(cond)``, one argument: below)
+DYNAMIC = {"nonzero", "nonzero_numpy", "argwhere", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive",
+           "unique_dim", "nonzero_static"}
 
 
 #: operators that read one truth value of a tensor into Python (``if mask.any():``, ``bool(t)``, ``t.item()`` of a bool)
@@ -198,7 +199,7 @@ class _Recording:
             k = self.counts[packet] = self.counts.get(packet, 0) + 1
             self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack)), out)
             return out
-        if live and packet in DYNAMIC:
+        if live and (packet in DYNAMIC or (packet == "where" and len(args) + len(kwargs) == 1)):  # where(cond): nonzero
             raise ReadsValue(f"{packet} has an output whose shape depends on the values of the inputs at"
                              f" {user_line() or '?'}")
         if live and packet == "as_strided" and not self.meta:
