@@ -165,7 +165,9 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
+    from ncd.trace.triangular import solve_triangular_loops
 
+    captured = solve_triangular_loops(captured)  # forward substitution (growing slices, row by row) -> one inverse
     recorded = captured
     try:
         captured = fold_time_loops(captured)

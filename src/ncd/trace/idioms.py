@@ -53,6 +53,7 @@ def load_rules() -> None:
     import ncd.trace.indexing  # noqa: F401
     import ncd.trace.recurrent  # noqa: F401  (LSTM, GRU, RNN as scans: recur)
     import ncd.trace.scalars  # noqa: F401
+    import ncd.trace.triangular  # noqa: F401  (triangular solves and forward substitution: recur)
 
 
 def prepare(conv: Converter) -> dict[int, Any]:

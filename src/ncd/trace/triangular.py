@@ -1,0 +1,300 @@
+"""Triangular solves, however a model writes them, as one :class:`~ncd.prims.triangular.TriangularInverseOp` box.
+
+The chunked delta rule (Gated DeltaNet in Qwen3.5 / Qwen3-Next / OLMo-Hybrid, Kimi Delta Attention, Bailing's
+linear attention) solves a unit lower-triangular system per chunk.  Models write it in one of two ways:
+
+* ``torch.linalg.solve_triangular(A, B, upper=False, unitriangular=True)``: read as ``(1 + L)⁻¹`` of ``A``
+  (``L`` its strict lower triangle) followed by a matrix product with ``B`` — the inverse recorded, checked equal
+  on the traced values, before the walk (:func:`solve_triangular_loops`); the converter's rule below draws the
+  inverse (a solve against the identity) as the box;
+* forward substitution, row by row, with slices whose size grows with the row::
+
+      for i in range(1, n):
+          row = attn[..., i, :i].clone()
+          sub = attn[..., :i, :i].clone()
+          attn[..., i, :i] = row + (row.unsqueeze(-1) * sub).sum(-2)
+
+  which turns a strictly lower-triangular ``M`` into ``F = (1 − M)⁻¹ − 1`` (``F = M + M F``).  The recording
+  unrolls it into ``n − 1`` steps of growing sizes; :func:`solve_triangular_loops` replaces ``F`` by
+  ``(1 + L)⁻¹`` of ``−M`` minus the identity, only when proven: ``M`` is strictly lower triangular by
+  construction (a ``tril(·, −k)`` or a ``masked_fill`` of a constant mask over the diagonal and above, then
+  zero-keeping steps such as ``neg``), ``F`` is computed from ``M`` alone (and constants), and the recorded steps
+  give ``F`` equal to the closed form on the traced values and, run again, on a fresh random ``M``.  Nothing
+  rests on a name; any other loop stays as recorded (unrolled, still correct).
+
+>>> import torch, ncd
+>>> class Substitution(torch.nn.Module):
+...     def forward(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+...         n = k.shape[-2]
+...         attn = -(k @ k.transpose(-1, -2)).masked_fill(torch.ones(n, n, dtype=torch.bool).triu(), 0)
+...         for i in range(1, n):
+...             row = attn[..., i, :i].clone()
+...             sub = attn[..., :i, :i].clone()
+...             attn[..., i, :i] = row + (row.unsqueeze(-1) * sub).sum(-2)
+...         return (attn + torch.eye(n)) @ v
+>>> k, v = torch.randn(2, 6, 3) / 3, torch.randn(2, 6, 4)
+>>> d = ncd.trace(Substitution(), k, v)
+>>> [b.prim.label() for b in d.boxes()].count("(1+L)⁻¹")
+1
+>>> longer = ncd.trace(Substitution(), torch.randn(2, 12, 3) / 3, torch.randn(2, 12, 4))
+>>> len(list(longer.boxes())) == len(list(d.boxes()))  # not unrolled: as many boxes at 12 rows as at 6
+True
+>>> k2, v2 = torch.randn(2, 6, 3) / 3, torch.randn(2, 6, 4)
+>>> torch.allclose(d.to_torch()(k2, v2), Substitution()(k2, v2), atol=1e-5)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.convert import Converter, Decline, op_name, rule
+
+__all__ = ["solve_triangular_loops"]
+
+aten = torch.ops.aten
+
+#: steps that keep an entry at zero where it is zero (a strictly lower-triangular matrix stays so)
+_ZERO_KEEPING = frozenset({"aten.neg", "aten.clone", "aten.to", "aten._to_copy", "aten.contiguous", "aten.alias"})
+
+
+def _eye_like(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+def _is_eye(node: Any, n: int) -> bool:
+    if not isinstance(node, Node) or node.live or not isinstance(node.value, torch.Tensor):
+        return False
+    value = node.value
+    return value.dim() >= 2 and tuple(value.shape[-2:]) == (n, n) and bool((value == _eye_like(n, value)).all())
+
+
+def _closeness(got: torch.Tensor, want: torch.Tensor) -> bool:
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale)))
+
+
+# -- the converter's rule: a solve against the identity is the box -----------------------------------------------
+@rule("aten.linalg_solve_triangular")
+def solve_triangular(conv: Converter, node: Node) -> None:
+    """``solve_triangular(A, 1, upper=False, unitriangular=True)``: ``(1 + L)⁻¹`` of ``A`` on ``A``'s wires."""
+    from ncd.ir.axes import Segment
+    from ncd.ir.diagram import Box
+    from ncd.prims.triangular import TriangularInverseOp
+
+    a, b = node.args[:2]
+    options = dict(zip(("upper", "left", "unitriangular"), node.args[2:]), **node.kwargs)
+    if options.get("upper") is not False or options.get("left", True) is not True or \
+            options.get("unitriangular") is not True:
+        raise Decline("only unit lower-triangular solves from the left")
+    if not (isinstance(a, Node) and a.live and isinstance(a.value, torch.Tensor) and a.value.is_floating_point()):
+        raise Decline("not a live float matrix")
+    n = int(a.value.shape[-1])
+    if a.value.dim() < 2 or int(a.value.shape[-2]) != n or not _is_eye(b, n) or node.value.shape != a.value.shape:
+        raise Decline("a solve against another right-hand side than the identity")
+    vid = conv.value(a)
+    seg = conv.segs[vid]
+    source = Segment(seg.axes[-2:], seg.dtype)
+    out = conv.apply(Box(TriangularInverseOp(source)), [vid])
+    if conv.segs[out].names != seg.names:
+        raise Decline("the inverse's wires moved")
+    conv.bind(node, out)
+
+
+# -- before the walk: solves of other right-hand sides, and forward substitution ----------------------------------
+def solve_triangular_loops(captured: Captured) -> Captured:
+    """``captured`` with every unit lower-triangular solve read as an inverse (then a product) and every proven
+    forward substitution replaced by the inverse it computes (see the module doc)."""
+    nodes = list(captured.nodes)
+    changed = False
+    replaced: set[int] = set()  # the recorded steps of the substitutions replaced
+    k = 0
+    while k < len(nodes):
+        node = nodes[k]
+        if node.kind == "call" and op_name(node.target)[0] == "aten.linalg_solve_triangular":
+            made = _split_solve(node)
+            nodes[k:k] = made  # the identity and the inverse, before the product
+            k += len(made)
+            changed = changed or bool(made)
+        elif node.kind == "call" and id(node) not in replaced:
+            made = _substitution(nodes, k, replaced)
+            nodes[k + 1:k + 1] = made  # -M, the identity and the inverse, right after M
+            k += len(made)
+            changed = changed or bool(made)
+        k += 1
+    if not changed:
+        return captured
+    nodes = _without_dead(nodes, captured.outputs, replaced)
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+
+
+def _split_solve(node: Node) -> list[Node]:
+    """``solve_triangular(A, B)`` -> ``solve_triangular(A, 1) @ B`` in place (the new nodes returned), when equal."""
+    a, b = node.args[:2]
+    options = dict(zip(("upper", "left", "unitriangular"), node.args[2:]), **node.kwargs)
+    if options.get("upper") is not False or options.get("left", True) is not True or \
+            options.get("unitriangular") is not True:
+        return []
+    if not (isinstance(a, Node) and isinstance(b, Node) and isinstance(a.value, torch.Tensor) and a.live):
+        return []
+    n = int(a.value.shape[-1])
+    if a.value.dim() < 2 or int(a.value.shape[-2]) != n or _is_eye(b, n) or not isinstance(node.value, torch.Tensor):
+        return []
+    eye = Node(f"{node.name}_identity", "constant", value=_eye_like(n, a.value), source="identity")
+    inverse_value = torch.linalg.solve_triangular(a.value, eye.value, upper=False, unitriangular=True)
+    product = torch.matmul(inverse_value, b.value)
+    if not _closeness(product, node.value):
+        return []
+    inverse = Node(f"{node.name}_inverse", "call", aten.linalg_solve_triangular.default, (a, eye),
+                   {"upper": False, "unitriangular": True}, inverse_value, node.stack, "", True, node.line)
+    node.target, node.args, node.kwargs = aten.matmul.default, (inverse, b), {}
+    return [eye, inverse]
+
+
+def _strictly_lower(node: Node, n: int) -> bool:
+    """Whether ``node`` is zero on and above the diagonal of its last two dimensions for every input (by how it is
+    made: ``tril(·, −k)``, or ``masked_fill`` of 0 under a constant mask covering the diagonal and above, then
+    steps that keep zeros)."""
+    while node.kind == "call":
+        packet, full = op_name(node.target)
+        first = node.args[0] if node.args else None
+        if not isinstance(first, Node):
+            return False
+        if packet in _ZERO_KEEPING or (packet == "aten.mul" and isinstance(node.args[1], (int, float))):
+            node = first
+            continue
+        if packet == "aten.tril":
+            diagonal = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)
+            return isinstance(diagonal, int) and diagonal <= -1
+        if full == "aten.masked_fill.Scalar":
+            mask, fill = node.args[1], node.args[2]
+            if fill != 0 or not isinstance(mask, Node) or mask.live or not isinstance(mask.value, torch.Tensor):
+                return False
+            value = mask.value
+            if value.dtype != torch.bool or value.dim() < 2 or tuple(value.shape[-2:]) != (n, n):
+                return False
+            upper = torch.ones(n, n, dtype=torch.bool, device=value.device).triu()
+            return bool((value | ~upper).all())
+        return False
+    return False
+
+
+def _closed_form(m: torch.Tensor) -> torch.Tensor:
+    """``(1 − M)⁻¹ − 1`` of a strictly lower-triangular ``M``: what forward substitution makes of it."""
+    eye = _eye_like(m.shape[-1], m)
+    inverse: torch.Tensor = torch.linalg.solve_triangular(-m, eye.expand_as(m), upper=False, unitriangular=True)
+    return inverse - eye
+
+
+def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
+    """If ``nodes[k]`` is the ``M`` of a proven forward substitution: its result ``F`` rewritten in place as
+    ``(1 + L)⁻¹(−M) − 1`` and the nodes to insert after ``M`` returned (see the module doc)."""
+    m = nodes[k]
+    value = m.value
+    if not (m.live and isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() >= 2):
+        return []
+    n = int(value.shape[-1])
+    if n < 2 or int(value.shape[-2]) != n or not bool(value.any()) or bool(value.triu().any()):
+        return []
+    if not _strictly_lower(m, n):
+        return []
+    pure = _computed_from(nodes, k)
+    want = _closed_form(value)
+    result = next((p for p in reversed(pure) if isinstance(p.value, torch.Tensor) and p.value.shape == want.shape
+                   and _closeness(p.value, want)), None)
+    if result is None or not _fresh_equal(m, pure, result):
+        return []
+    made: list[Node] = []
+    negated = m.args[0] if op_name(m.target)[1] == "aten.neg.default" else None
+    if isinstance(negated, Node) and negated.live:  # M = −X: the inverse reads X
+        replaced.add(id(m))  # dropped if nothing else reads it
+    else:
+        negated = Node(f"{m.name}_negated", "call", aten.neg.default, (m,), {}, -value, m.stack, "", True, m.line)
+        made.append(negated)
+    eye = Node(f"{m.name}_identity", "constant", value=_eye_like(n, value), source="identity")
+    made.append(eye)
+    options = {"upper": False, "unitriangular": True}
+    plus = _plus_identity(nodes, result, n)
+    if plus is not None:  # the model adds the identity back: that sum is the inverse
+        plus.target, plus.args, plus.kwargs = aten.linalg_solve_triangular.default, (negated, eye), options
+        replaced.add(id(result))
+    else:
+        inverse = Node(f"{m.name}_inverse", "call", aten.linalg_solve_triangular.default, (negated, eye), options,
+                       want + eye.value, result.stack, "", True, result.line)
+        made.append(inverse)
+        result.target, result.args, result.kwargs = aten.sub.Tensor, (inverse, eye), {}
+    replaced.update(id(p) for p in pure if p is not result)
+    return made
+
+
+def _plus_identity(nodes: list[Node], result: Node, n: int) -> Node | None:
+    """The one call reading ``result``, if it is ``result + 1`` (the identity, of ``result``'s shape)."""
+    readers = [node for node in nodes if node.kind == "call" and any(r is result for r in refs((node.args, node.kwargs)))]
+    if len(readers) != 1:
+        return None
+    (plus,) = readers
+    if op_name(plus.target)[1] != "aten.add.Tensor" or plus.kwargs or len(plus.args) != 2 or \
+            not isinstance(plus.value, torch.Tensor) or plus.value.shape != result.value.shape:
+        return None
+    other = plus.args[1] if plus.args[0] is result else plus.args[0]
+    return plus if _is_eye(other, n) and other.value.dtype == result.value.dtype else None
+
+
+def _computed_from(nodes: list[Node], k: int) -> list[Node]:
+    """The calls after ``nodes[k]`` computed from it alone (and values that do not depend on the inputs), in order."""
+    m = nodes[k]
+    pure: set[int] = {id(m)}
+    out: list[Node] = []
+    for node in nodes[k + 1:]:
+        if node.kind != "call" or not node.live:
+            continue
+        read = refs((node.args, node.kwargs))
+        if all(id(r) in pure or not r.live for r in read) and any(id(r) in pure for r in read):
+            pure.add(id(node))
+            out.append(node)
+    return out
+
+
+def _fresh_equal(m: Node, pure: list[Node], result: Node) -> bool:
+    """Run the recorded steps from ``M`` to ``result`` again on a random strictly lower-triangular ``M``."""
+    needed = {id(result)}
+    for node in reversed(pure):
+        if id(node) in needed:
+            needed.update(id(r) for r in refs((node.args, node.kwargs)))
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    fresh = (torch.randn(m.value.shape, generator=generator, dtype=torch.float64) / m.value.shape[-1])
+    values: dict[int, Any] = {id(m): fresh.to(m.value.dtype).tril(-1)}
+
+    def swap(v: Any) -> Any:
+        if isinstance(v, Node):
+            return values[id(v)] if id(v) in values else v.value
+        if isinstance(v, (list, tuple)):
+            return type(v)(swap(x) for x in v)
+        if isinstance(v, dict):
+            return {key: swap(x) for key, x in v.items()}
+        return v
+
+    try:
+        with torch.no_grad():
+            for node in pure:
+                if id(node) in needed:
+                    values[id(node)] = node.target(*swap(node.args), **swap(node.kwargs))
+    except Exception:  # noqa: BLE001 - a step that does not run again as recorded: not proven
+        return False
+    got = values[id(result)]
+    return isinstance(got, torch.Tensor) and _closeness(got, _closed_form(values[id(m)]))
+
+
+def _without_dead(nodes: list[Node], outputs: list[Any], replaced: set[int]) -> list[Node]:
+    """``nodes`` less the ``replaced`` steps nothing reads any more."""
+    used = {id(r) for r in refs(outputs)}
+    kept: list[Node] = []
+    for node in reversed(nodes):
+        if id(node) in replaced and id(node) not in used:
+            continue
+        used.update(id(r) for r in refs((node.args, node.kwargs)))
+        kept.append(node)
+    return kept[::-1]

@@ -1,0 +1,108 @@
+"""Triangular solves as one box (ncd.trace.triangular): forward substitution with growing slices is not unrolled,
+``solve_triangular`` is no opaque box, and near misses stay as recorded (still equal)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.prims.triangular import TriangularInverseOp
+
+
+class Substitution(torch.nn.Module):
+    """The chunked delta rule's forward substitution (Kimi / Bailing / GLM-5-Next; Qwen3.5 when exporting)."""
+
+    def __init__(self, zeroed: str = "masked_fill", step: str = "delta") -> None:
+        super().__init__()
+        self.zeroed, self.step = zeroed, step
+
+    def forward(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # k: (b, h, n, 4), v: (b, h, n, 7)
+        n = k.shape[-2]
+        scores = k @ k.transpose(-1, -2)
+        if self.zeroed == "masked_fill":
+            attn = -scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(), 0)
+        elif self.zeroed == "tril":
+            attn = -scores.tril(-1)
+        else:  # the diagonal kept: not strictly lower triangular
+            attn = -scores.tril(0)
+        for i in range(1, n):
+            row = attn[..., i, :i].clone()
+            sub = attn[..., :i, :i].clone()
+            if self.step == "delta":
+                attn[..., i, :i] = row + (row.unsqueeze(-1) * sub).sum(-2)
+            else:  # another recurrence over the same slices
+                attn[..., i, :i] = row - (row.unsqueeze(-1) * sub).sum(-2)
+        return (attn + torch.eye(n)) @ v
+
+
+def _trace(model: torch.nn.Module, *inputs: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *inputs)
+
+
+def _inputs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 3, n, 4, generator=g) / 3, torch.randn(2, 3, n, 7, generator=g)
+
+
+def _inverses(d: ncd.Diagram) -> int:
+    return sum(isinstance(b.prim, TriangularInverseOp) for b in d.boxes())
+
+
+@pytest.mark.parametrize("zeroed", ["masked_fill", "tril"])
+def test_forward_substitution_is_one_inverse_box_whatever_the_rows(zeroed: str) -> None:
+    model = Substitution(zeroed)
+    short, long = _trace(model, *_inputs(5)), _trace(model, *_inputs(16))
+    assert _inverses(short) == _inverses(long) == 1
+    assert len(list(short.boxes())) == len(list(long.boxes()))  # never unrolled: the count does not grow with n
+    assert dict(short.opaque) == ({} if zeroed == "masked_fill" else {"aten.tril.default": 1})  # tril: no box yet
+    for d, n in ((short, 5), (long, 16)):
+        module = d.to_torch()
+        for seed in (1, 2):  # fresh inputs
+            k, v = _inputs(n, seed)
+            torch.testing.assert_close(module(k, v), model(k, v), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("zeroed, step", [("diagonal", "delta"), ("masked_fill", "other")])
+def test_a_substitution_of_another_matrix_or_step_stays_as_recorded(zeroed: str, step: str) -> None:
+    model = Substitution(zeroed, step)
+    d = _trace(model, *_inputs(5))
+    assert _inverses(d) == 0
+    k, v = _inputs(5, 3)
+    torch.testing.assert_close(d.to_torch()(k, v), model(k, v), atol=1e-5, rtol=1e-4)
+
+
+class Solve(torch.nn.Module):
+    """Gated DeltaNet's solves (Qwen3.5, Qwen3-Next, OLMo-Hybrid): ``solve_triangular`` of two right-hand sides."""
+
+    def __init__(self, upper: bool = False) -> None:
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        system = (k @ k.transpose(-1, -2)) * 0.5
+        values = torch.linalg.solve_triangular(system, v, upper=self.upper, unitriangular=True)
+        keys = torch.linalg.solve_triangular(system, k.exp(), upper=self.upper, unitriangular=True)
+        return values.sum(-1, keepdim=True) * keys.sum(-1, keepdim=True)
+
+
+def test_solve_triangular_is_an_inverse_box_and_a_product() -> None:
+    model = Solve()
+    d = _trace(model, *_inputs(6))
+    assert d.opaque_count == 0 and _inverses(d) == 2
+    module = d.to_torch()
+    for seed in (1, 2):
+        k, v = _inputs(6, seed)
+        torch.testing.assert_close(module(k, v), model(k, v), atol=1e-5, rtol=1e-4)
+
+
+def test_an_upper_triangular_solve_stays_opaque() -> None:
+    model = Solve(upper=True)
+    d = _trace(model, *_inputs(6))
+    assert _inverses(d) == 0 and dict(d.opaque) == {"aten.linalg_solve_triangular.default": 2}
+    k, v = _inputs(6, 1)
+    torch.testing.assert_close(d.to_torch()(k, v), model(k, v), atol=1e-5, rtol=1e-4)
