@@ -106,3 +106,16 @@ def test_an_upper_triangular_solve_stays_opaque() -> None:
     assert _inverses(d) == 0 and dict(d.opaque) == {"aten.linalg_solve_triangular.default": 2}
     k, v = _inputs(6, 1)
     torch.testing.assert_close(d.to_torch()(k, v), model(k, v), atol=1e-5, rtol=1e-4)
+
+
+def test_a_recording_without_values_keeps_its_steps() -> None:
+    """A large model is recorded on the meta device (shapes only): nothing to prove a rewrite on, so none is made."""
+    from ncd.trace.capture import capture
+    from ncd.trace.triangular import solve_triangular_loops
+
+    for model in (Substitution(), Solve()):
+        captured = capture(model, _inputs(5), {}, "dispatch")
+        for node in captured.nodes:
+            if node.live and isinstance(node.value, torch.Tensor):
+                node.value = node.value.to("meta")
+        assert solve_triangular_loops(captured) is captured

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from ncd.trace.capture import Captured, Node, refs
-from ncd.trace.convert import Converter, Decline, op_name, rule
+from ncd.trace.convert import LOG, Converter, Decline, op_name, rule
 
 __all__ = ["solve_triangular_loops"]
 
@@ -114,16 +114,18 @@ def solve_triangular_loops(captured: Captured) -> Captured:
     k = 0
     while k < len(nodes):
         node = nodes[k]
-        if node.kind == "call" and op_name(node.target)[0] == "aten.linalg_solve_triangular":
-            made = _split_solve(node)
-            nodes[k:k] = made  # the identity and the inverse, before the product
+        solve = node.kind == "call" and op_name(node.target)[0] == "aten.linalg_solve_triangular"
+        try:  # a check that cannot run (an unusual value) proves nothing: the recording stays as it is
+            made = _split_solve(node) if solve else _substitution(nodes, k, replaced) \
+                if node.kind == "call" and id(node) not in replaced else []
+        except Exception as error:  # noqa: BLE001 - every mutation comes after every check
+            LOG.debug("triangular solve at %s not read: %s: %s", node.name, type(error).__name__, error)
+            made = []
+        if made:  # a solve: the identity and the inverse before the product; M: (−M,) the identity (, the inverse)
+            at = k if solve else k + 1
+            nodes[at:at] = made
             k += len(made)
-            changed = changed or bool(made)
-        elif node.kind == "call" and id(node) not in replaced:
-            made = _substitution(nodes, k, replaced)
-            nodes[k + 1:k + 1] = made  # -M, the identity and the inverse, right after M
-            k += len(made)
-            changed = changed or bool(made)
+            changed = True
         k += 1
     if not changed:
         return captured
@@ -138,7 +140,8 @@ def _split_solve(node: Node) -> list[Node]:
     if options.get("upper") is not False or options.get("left", True) is not True or \
             options.get("unitriangular") is not True:
         return []
-    if not (isinstance(a, Node) and isinstance(b, Node) and isinstance(a.value, torch.Tensor) and a.live):
+    if not (isinstance(a, Node) and isinstance(b, Node) and isinstance(a.value, torch.Tensor) and a.live) or \
+            any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in (a.value, b.value, node.value)):
         return []
     n = int(a.value.shape[-1])
     if a.value.dim() < 2 or int(a.value.shape[-2]) != n or _is_eye(b, n) or not isinstance(node.value, torch.Tensor):
@@ -194,7 +197,8 @@ def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
     ``(1 + L)⁻¹(−M) − 1`` and the nodes to insert after ``M`` returned (see the module doc)."""
     m = nodes[k]
     value = m.value
-    if not (m.live and isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() >= 2):
+    if not (m.live and isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() >= 2) or \
+            value.device.type == "meta":  # recorded without values (a large model): nothing to prove it on
         return []
     n = int(value.shape[-1])
     if n < 2 or int(value.shape[-2]) != n or not bool(value.any()) or bool(value.triu().any()):
