@@ -215,11 +215,11 @@ def test_costing_every_sample_lowers_once(monkeypatch: pytest.MonkeyPatch) -> No
 
     lower = codegen.lower
 
-    def counted(diagram: ncd.Diagram) -> object:
+    def counted(diagram: ncd.Diagram, *named: object) -> object:
         calls.append("lower")
         inside.append(1)
         try:
-            return lower(diagram)
+            return lower(diagram, *named)  # type: ignore[arg-type]
         finally:
             inside.pop()
 

@@ -667,7 +667,7 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
         bound = diagram.bind(**{k: v for k, v in bound_sizes.items() if k in free}) if free else diagram
         check_diagram(bound, memory=False)
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
-            _analyse(bound, _program(bound), dtype, training)
+            _analyse(bound, _program(bound, written=(diagram, bound_sizes)), dtype, training)
     else:
         report._formulas()
     from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)
@@ -679,13 +679,17 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
 Analysis = tuple[Metrics, list[BoxCost], "sympy.Expr | None", dict[str, sympy.Expr]]
 
 
-def _program(diagram: Diagram, symbolic: dict[str, int] | None = None) -> Program:
+def _program(diagram: Diagram, symbolic: dict[str, int] | None = None,
+             written: tuple[Diagram, dict[str, int]] | None = None) -> Program:
     """The program lowering writes for ``diagram``: bound, or on symbolic sizes with plans chosen at ``symbolic``
-    (:func:`ncd.torch.codegen.symbolic_program`).  The one lowering, run once per report."""
-    from ncd.torch.codegen import cut_out, lower, symbolic_program  # the program's one producer
+    (:func:`ncd.torch.codegen.symbolic_program`).  The one lowering, run once per report.  ``written``: the
+    diagram before binding and its sizes, so that the program prints constants by name as ``to_source`` does."""
+    from ncd.torch.codegen import NamedSizes, cut_out, lower, symbolic_program  # the program's one producer
 
     with cut_out():  # a region of a model (a per-rank unit) is costed alone
-        return symbolic_program(diagram, **symbolic) if symbolic is not None else lower(diagram)
+        if symbolic is not None:
+            return symbolic_program(diagram, **symbolic)
+        return lower(diagram, NamedSizes.of(*written) if written is not None else None)
 
 
 def _analyse(diagram: Diagram, program: Program, dtype: str, training: bool = True) -> Analysis:

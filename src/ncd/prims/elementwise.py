@@ -303,6 +303,9 @@ def factor_text(ctx: RuleContext) -> str:
         return f"({symbolic_text(value)})"  # a program on symbolic sizes prints the factor by name
     if value.free_symbols:
         raise ctx.fail(f"factor {size_text(value)} is not bound")
+    named = ctx.em.size_code(ctx.em.written(value))  # written as a size expression: printed by name
+    if named is not None:
+        return named
     number = float(value)
     return repr(int(number)) if number.is_integer() else repr(number)
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sympy
 
@@ -21,7 +21,7 @@ from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.names import class_name, python_name
-from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Step, StepKind, Value, layout_comment
+from ncd.ir.program import HEADER, Expr, Function, Op, OpKind, Program, Step, StepKind, Value, layout_comment, size_code
 from ncd.ir.size import SymbolicSize, evaluate, symbol, symbolic_sizes
 from ncd.ir.weaving import lowers_in_place
 from ncd.prims.linear import EinsumOp
@@ -30,7 +30,7 @@ from ncd.torch.fusion import fuse_attention
 from ncd.torch.rules import NotWeaveAware, RuleContext, Woven, rule_for
 
 __all__ = ["to_source", "to_program", "symbolic_program", "lower", "bind_all", "defaults_of", "ClassEmitter", "Codegen",
-           "HEADER", "layout_comment"]
+           "NamedSizes", "HEADER", "layout_comment"]
 
 def identifier(text: str, default: str = "x") -> str:
     """A variable name for ``text`` as Python reads it (NFKC, no keyword or builtin; see ``ncd.ir.names``)."""
@@ -38,6 +38,55 @@ def identifier(text: str, default: str = "x") -> str:
 
 
 _NAMES = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
+
+
+@dataclass
+class NamedSizes:
+    """The size expressions a diagram's constants were written as (``Scale("k**-0.5")``), so that bound source
+    prints them by name (``x * sizes.k ** -0.5``) rather than as the number they were bound to.
+
+    >>> import ncd
+    >>> named = NamedSizes.of(ncd.Scale("k**-0.5") >> ncd.Scale(0.25), {"k": 64})
+    >>> named.written(sympy.Rational(1, 8)), named.written(sympy.Rational(1, 4))
+    (1/sqrt(k), 1/4)
+    """
+
+    #: the bound sizes
+    sizes: dict[str, int]
+    #: a bound constant -> the size expression it was bound from (``None``: from several, or also written as a number)
+    table: dict[sympy.Expr, sympy.Expr | None]
+    #: the sizes printed by name so far (the generated module defines them: ``Program.sizes``)
+    used: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, diagram: Diagram, sizes: dict[str, int]) -> NamedSizes:
+        """The constants of ``diagram``'s scales, bound at ``sizes`` (with the top block's defaults)."""
+        from ncd.prims.elementwise import ScaleOp
+
+        merged = {**defaults_of(diagram), **sizes}
+        mapping = {symbol(k): sympy.Integer(v) for k, v in merged.items()}
+        table: dict[sympy.Expr, sympy.Expr | None] = {}
+        for box in diagram.boxes():
+            if isinstance(box.prim, ScaleOp):
+                factor = box.prim.factor
+                bound = cast(ScaleOp, box.prim.subs(mapping)).factor  # as binding the diagram makes it
+                if bound.free_symbols:
+                    continue
+                written = factor if factor.free_symbols else None
+                if table.setdefault(bound, written) != written:
+                    table[bound] = None
+        return cls(merged, table)
+
+    def written(self, value: sympy.Expr) -> sympy.Expr:
+        """The size expression the bound constant ``value`` was written as, else ``value`` itself."""
+        return self.table.get(value) or value
+
+    def code(self, value: sympy.Expr) -> str | None:
+        """``value`` as Python reading its sizes by name (:func:`~ncd.ir.program.size_code`), if it has any."""
+        text = size_code(value) if value.free_symbols and all(str(s) in self.sizes for s in value.free_symbols) else None
+        if text is not None:
+            self.used.update((str(s), self.sizes[str(s)]) for s in value.free_symbols)
+        return text
 
 
 @dataclass
@@ -67,9 +116,22 @@ class ClassEmitter:
     rows: dict[int, tuple[str, ...]] = field(default_factory=dict)
     #: the learned maps whose weights store their columns in a chosen order (:func:`ncd.prims.patterns.chosen_columns`)
     cols: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: the size expressions constants were written as (printed by name; ``None``: constants print as numbers)
+    named: NamedSizes | None = None
 
     def __post_init__(self) -> None:
         self.function = Function(self.name, _docstring_text(self.doc))
+        if self.named is not None and self.named.table:
+            self.names.add("sizes")  # the module's namespace of named sizes: no local may shadow it
+
+    def written(self, value: sympy.Expr) -> sympy.Expr:
+        """The size expression a bound constant was written as (``1/sqrt(k)`` for ``1/8``), else the constant."""
+        return self.named.written(value) if self.named is not None else value
+
+    def size_code(self, value: sympy.Expr) -> str | None:
+        """``value`` (a size expression, see :meth:`written`) as Python reading the sizes by name (``sizes.k ** -0.5``),
+        the sizes then defined at the top of the module; ``None`` for a number or when nothing is named."""
+        return self.named.code(value) if self.named is not None else None
 
     @property
     def init(self) -> list[str]:
@@ -154,7 +216,8 @@ class ClassEmitter:
 class Codegen(Interpreter[Value, "ClassEmitter"]):
     """Walks a fully bound diagram and writes classes (an :class:`~ncd.ir.interpreter.Interpreter`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, named: NamedSizes | None = None) -> None:
+        self.named = named
         self.classes: dict[Diagram, str] = {}
         self.class_names: set[str] = set()
         self.store_classes: set[str] = set()
@@ -167,6 +230,8 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         self.rows: dict[int, tuple[str, ...]] = {}
         self.cols: dict[int, tuple[str, ...]] = {}
         self.program.rows, self.program.cols = self.rows, self.cols
+        if named is not None:
+            self.program.sizes = named.used
 
     # -- classes -------------------------------------------------------------------
     def class_for(self, body: Diagram, title: str) -> str:
@@ -175,7 +240,7 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             return self.classes[body]
         before = dict(self.saved)
         name = self._class_name(title)
-        em = ClassEmitter(name, f"{title}: {body.dom} -> {body.cod}", rows=self.rows, cols=self.cols)
+        em = ClassEmitter(name, f"{title}: {body.dom} -> {body.cod}", rows=self.rows, cols=self.cols, named=self.named)
         inputs = [Value(em.fresh(_input_name(len(body.dom), j)), seg.axes, seg.dtype) for j, seg in enumerate(body.dom)]
         em.values.update((v.var, v) for v in inputs)
         em.function.inputs = inputs  # known while the body is lowered (an operand given by the caller keeps its layout)
@@ -499,7 +564,7 @@ def to_source(diagram: Diagram, **sizes: int) -> str:
     True
     """
     bound = bind_all(diagram, sizes)
-    return lower(bound).to_source()
+    return lower(bound, NamedSizes.of(diagram, sizes)).to_source()
 
 
 def to_program(diagram: Diagram, **sizes: int) -> Program:
@@ -510,7 +575,7 @@ def to_program(diagram: Diagram, **sizes: int) -> Program:
     >>> [op.target for _, op in program.ops()]
     ['self.l', 'torch.relu']
     """
-    return lower(bind_all(diagram, sizes))
+    return lower(bind_all(diagram, sizes), NamedSizes.of(diagram, sizes))
 
 
 def symbolic_program(diagram: Diagram, /, **sizes: int) -> Program:
@@ -534,9 +599,10 @@ def symbolic_program(diagram: Diagram, /, **sizes: int) -> Program:
         return lower(diagram)
 
 
-def lower(bound: Diagram) -> Program:
-    """The program of a diagram whose sizes are all bound (:func:`~ncd.ir.diagram.bind_all`)."""
-    gen = Codegen()
+def lower(bound: Diagram, named: NamedSizes | None = None) -> Program:
+    """The program of a diagram whose sizes are all bound (:func:`~ncd.ir.diagram.bind_all`); ``named``: the size
+    expressions its constants were written as (:meth:`NamedSizes.of` the unbound diagram), printed by name."""
+    gen = Codegen(named)
     title = bound.name if isinstance(bound, Block) else "Diagram"
     body = bound.body if isinstance(bound, Block) else bound
     gen.class_for(body, title)

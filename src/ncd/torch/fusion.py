@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import sympy
 
-from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Box, Diagram
-from ncd.ir.program import OpKind, Step, Value
+from ncd.ir.axes import Axis, Dtype, Segment, Type
+from ncd.ir.diagram import Box, Diagram, Weave
+from ncd.ir.program import Op, OpKind, Program, Step, Value
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
 from ncd.prims import patterns
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
@@ -55,7 +55,7 @@ from ncd.prims.softmax import SoftmaxOp
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
 
-__all__ = ["fuse_attention", "disabled", "inherited_layouts", "chosen_rows", "chosen_columns"]
+__all__ = ["fuse_attention", "fused_scale", "disabled", "inherited_layouts", "chosen_rows", "chosen_columns"]
 
 #: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
 LAYOUTS_CHOSEN = True
@@ -93,11 +93,14 @@ _CHAIN = (ScaleOp, CausalMaskOp, PaddingMaskOp, SoftmaxOp, DropoutOp)
 
 
 def _full(step: Step) -> tuple[Box, Type, Type]:
-    """A box step's box and its full types (with the axes it runs woven over in place)."""
+    """A box step's box and its full types, read off the values it reads and writes (with the axes it runs woven
+    over in place; without those an enclosing class moved in front, as the box's types are written)."""
     assert step.box is not None
-    if step.woven:
-        return step.box, step.woven[0].dom, step.woven[0].cod
-    return step.box, step.box.dom, step.box.cod
+    return step.box, _type(step.inputs), _type(step.outputs)
+
+
+def _type(values: Sequence[Value]) -> Type:
+    return Type(tuple(Segment(v.axes, cast(Dtype, v.dtype)) for v in values))
 
 
 def _producer(steps: Sequence[Step], before: int, value: Value) -> int | None:
@@ -180,13 +183,25 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     for var in gone:
         em.values.pop(var, None)
         em.release(var)
-    parts = tuple(steps[i].woven[0] if steps[i].woven else steps[i].box for i in matched)
+    parts = tuple(steps[i].woven[0] if steps[i].woven and isinstance(steps[i].woven[0], Weave) else steps[i].box
+                  for i in matched)  # the woven boxes replaced (as far as the steps keep them)
     steps[:] = [s for k, s in enumerate(steps) if k not in own]
+    written = sympy.Mul(*(em.written(b.prim.factor) for b, _, _ in boxes if isinstance(b.prim, ScaleOp)))
     start = len(em.function.ops)
-    results = _emit(found, em, operands)
+    results = _emit(found, em, operands, em.size_code(written))
     steps.append(Step("fused", tuple(operands), tuple(results), last.frame, pattern=found, parts=parts,
                       ops=tuple(em.function.ops[start:])))
     return results
+
+
+def fused_scale(program: Program, op: Op) -> sympy.Expr | None:
+    """The scale of the SDPA call ``op`` (the product of the fused scales: a number when sizes are bound), read off
+    the ``fused`` step that wrote it, not off its text (which may print it by name: ``scale=sizes.k ** -0.5``)."""
+    for function in program.functions:
+        for step in function.steps:
+            if step.kind == "fused" and any(o is op for o in step.ops) and isinstance(step.pattern, Attention):
+                return step.pattern.scale
+    return None
 
 
 def _stored(gen: Codegen, em: ClassEmitter, steps: Sequence[Step], before: int, value: Value
@@ -255,7 +270,8 @@ def _group(names: list[str]) -> str:
     return names[0] if len(names) == 1 else "(" + " ".join(names) + ")"
 
 
-def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
+def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None = None) -> list[Value]:
+    """SDPA's ops for ``a`` on ``values`` (``scale``: its scale printed by name, when it was written with sizes)."""
     from ncd.torch.rules import Value
 
     q, k = values[0].var, values[1].var
@@ -296,8 +312,10 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value]) -> list[Value]:
         options.append(f"dropout_p={a.dropout!r} if self.training else 0.0")
     if a.causal and a.mask is None:
         options.append("is_causal=True")
-    options.append(f"scale={float(a.scale)!r}" if not (a.scale.free_symbols and symbolic_lowering())
-                   else f"scale={symbolic_text(a.scale)}")
+    if a.scale.free_symbols and symbolic_lowering():
+        options.append(f"scale={symbolic_text(a.scale)}")
+    else:
+        options.append(f"scale={scale if scale is not None else repr(float(a.scale))}")
     out = _assign(em, "attention", f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})",
                   a.batch + [queries, values_], known, kind="call")
     if nv > 1:

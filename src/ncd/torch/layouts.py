@@ -183,8 +183,8 @@ def _linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
     return prim if ok and isinstance(prim, LinearOp) else None
 
 
-def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
-               ) -> _Attention | None:
+def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]],
+               program: Program | None = None) -> _Attention | None:
     """The self-attention of the class's input (id 0) that ``real`` (its first five computing ops) is:
     ``L₊^O(SDPA(L₊^Q(x), L₊^K(x), L₊^V(x), scale=features**-0.5))`` with rows and ``L^O``'s columns stored
     (heads, features), as torch packs them; ``None`` otherwise."""
@@ -195,6 +195,9 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
     if any(p is None for p in projections) or sdpa.op.target != "F.scaled_dot_product_attention":
         return None
     call = re.fullmatch(r"F\.scaled_dot_product_attention\(\w+, \w+, \w+, scale=([^,=]+)\)", sdpa.op.code)
+    from ncd.torch.fusion import fused_scale
+
+    scale = fused_scale(program, sdpa.op) if program is not None else None  # read off the program, not its text
     if sdpa.args != tuple(n.outs[0] for n in (q, k, v)) or call is None:
         return None
     q_axes = sdpa.op.args[0].axes  # heads, queries, features as SDPA reads them
@@ -211,7 +214,7 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
     if out_map is None or cols.get(id(o.op.box), out_map.dom_axes.names) != order:
         return None
     features, heads = q_axes[2].size, q_axes[0].size
-    if not _is_inverse_root(call.group(1), features):  # the kernels scale by features**-0.5
+    if not _is_inverse_root(scale, features):  # the kernels scale by features**-0.5
         return None
     if heads.is_Integer and int(heads) % 2:  # torch takes its fast paths for an even number of heads only
         return None
@@ -240,10 +243,10 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
 
 
 def _match_attention(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]],
-                     cols: dict[int, tuple[str, ...]]) -> _Attention | None:
+                     cols: dict[int, tuple[str, ...]], program: Program | None = None) -> _Attention | None:
     """The multi-head self-attention ``nodes`` compute (exactly ``nn.MultiheadAttention``'s, no mask), or ``None``."""
     real, out, moved = _flat(nodes, out)
-    attention = _attention(real, rows, cols) if len(real) == 5 else None
+    attention = _attention(real, rows, cols, program) if len(real) == 5 else None
     if attention is None or out != attention.out:
         return None
     if not moved[False] <= attention.arranged or not moved[True] <= {attention.out}:
@@ -251,15 +254,15 @@ def _match_attention(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ..
     return attention
 
 
-def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
-           ) -> _Layer | None:
+def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]],
+           program: Program | None = None) -> _Layer | None:
     """The encoder layer ``nodes`` compute, or ``None`` unless they are exactly one (see the module's docstring)."""
     from ncd.prims.elementwise import ElementwiseOp
     from ncd.prims.normalization import LayerNormOp
     from ncd.prims.structure import AddOp
 
     real, out, moved = _flat(nodes, out)
-    attention = _attention(real, rows, cols) if len(real) == 12 else None
+    attention = _attention(real, rows, cols, program) if len(real) == 12 else None
     if attention is None:
         return None
     add1, norm1, ff1, act, ff2, add2, norm2 = real[5:]
@@ -309,14 +312,14 @@ def _planned(size: sympy.Expr) -> int | None:
     return None if bound is None else bound["size"]
 
 
-def _is_inverse_root(text: str, size: sympy.Expr) -> bool:
-    """Whether ``text`` (a scale as lowering printed it) is ``size**-0.5``."""
-    if not size.is_Integer:
-        return text == symbolic_text(1 / sympy.sqrt(size))
-    try:
-        return bool(abs(float(text) * float(size) ** 0.5 - 1) < 1e-12)
-    except ValueError:
+def _is_inverse_root(scale: sympy.Expr | None, size: sympy.Expr) -> bool:
+    """Whether ``scale`` (the fused attention's, :func:`ncd.torch.fusion.fused_scale`: the source may print it by
+    name, ``sizes.k ** -0.5``) is ``size**-0.5``."""
+    if scale is None:
         return False
+    if scale.free_symbols or not size.is_Integer:
+        return bool(sympy.simplify(scale - 1 / sympy.sqrt(size)) == 0)
+    return bool(abs(float(scale) * float(size) ** 0.5 - 1) < 1e-12)
 
 
 def _size(value: sympy.Expr) -> str:
@@ -373,7 +376,7 @@ def encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dic
         flat = _inline(program, function)
         if flat is None:
             continue
-        layer = _match(*flat, rows, cols)
+        layer = _match(*flat, rows, cols, program)
         if layer is not None:
             yield function, layer
 
@@ -386,7 +389,7 @@ def attention_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: d
         flat = _inline(program, function)
         if flat is None:
             continue
-        attention = _match_attention(*flat, rows, cols)
+        attention = _match_attention(*flat, rows, cols, program)
         if attention is not None:
             yield function, attention
 

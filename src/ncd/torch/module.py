@@ -20,7 +20,7 @@ from ncd.errors import InputError, NCDError, RunError
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import evaluate
-from ncd.torch.codegen import bind_all, lower
+from ncd.torch.codegen import NamedSizes, bind_all, lower
 
 __all__ = ["to_torch", "example_inputs", "compile_source"]
 
@@ -52,7 +52,7 @@ def to_torch(diagram: Diagram, *, check_inputs: bool = True, **sizes: int) -> to
     torch.Size([5, 2, 4])
     """
     bound = bind_all(diagram, sizes)
-    program = lower(bound)  # produced once: printed, compiled, and kept on the module
+    program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
     source = program.to_source()
     namespace = compile_source(source)
     module = _reporting(namespace[program.top.name])()
