@@ -102,3 +102,19 @@ def test_no_rewrite_when_the_chain_is_not_attention() -> None:
         d = (scores @ ncd.Identity.of("x k")) >> ncd.Einsum(contract)
         program = to_program(d, y=3, x=4, k=5)
         assert "fused" not in [s.kind for s in program.top.steps] and SDPA not in program.to_source()
+
+
+def test_cost_in_eval_mode_is_the_program_below_the_fused_inference_branch() -> None:
+    """``ncd.cost(training=False)`` costs eval mode with autograd recording (backward, saved tensors): the ops below
+    the guard of a class's fused inference kernel (``ncd.torch.layouts``), which runs only with autograd off.
+    ``flop_counter`` sees no product inside that kernel, so nonzero equal counts show the ops below it ran."""
+    from ncd.torch.layouts import FUSED_ENCODER
+    from tests.test_layouts import SIZES, gallery_layer
+
+    d = gallery_layer()
+    module = d.to_torch(**SIZES)
+    assert FUSED_ENCODER + "(" in module.ncd_source
+    report, run = ncd.cost(d, training=False, **SIZES), measure(d, module=module, training=False, **SIZES)
+    assert run.forward_flops > 0 and run.activation_bytes > 0
+    assert (report.forward_matmul, report.backward_matmul + report.counter_excess, report.activation_bytes) == (
+        run.forward_flops, run.backward_flops, run.activation_bytes)
