@@ -448,6 +448,7 @@ class Result:
     opaque_ops: str = ""
     boxes: int = 0
     warned: bool = False
+    failed: str = ""  # conversions that raised (an internal error drawn as an opaque box or a constant), warned about
     equal: bool = False
     diff: float = math.nan
     diff_fresh: float = math.nan
@@ -534,6 +535,8 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
     result.status, result.method = "traced", d.method
     ours = [w for w in caught if "ncd" in str(w.message) or "opaque" in str(w.message)]
     result.warned = bool(ours)
+    failures = [str(w.message).split(": ", 1)[-1] for w in ours if "failed (" in str(w.message)]
+    result.failed = "; ".join(f[:200] for f in failures[:3]) + (f" (+{len(failures) - 3})" if len(failures) > 3 else "")
     boxes = list(d.boxes())
     result.boxes = len(boxes)
     result.opaque = sum(isinstance(b.prim, OpaqueOp) for b in boxes)
@@ -650,7 +653,7 @@ def _line_of(r: Result) -> str:
     eq = "equal" if r.equal else ("WRONG" if r.silently_wrong else "differs")
     return (f"{r.name:32} {r.method:8} {eq:7} diff {r.diff:.1e}/{r.diff_fresh:.1e} opaque {r.opaque}/{r.boxes}"
             f" params {r.params_lowered}/{r.params} trace {r.trace_s:.2f}s draw {r.draw_s:.2f}s torchview {r.torchview_s:.2f}s"
-            f" det {r.deterministic} {r.lowered} {r.opaque_ops}")
+            f" det {r.deterministic} {r.lowered} {r.opaque_ops} {r.failed}")
 
 
 # -- the report ------------------------------------------------------------------------------------------------------------
@@ -707,7 +710,8 @@ def report(results: list[Result], sample: str = "") -> str:
             rows.append(f"| {r.name} | **{r.status}** | | | | | | | | {r.reason.replace('|', '/')} |")
             continue
         eq = "yes" if r.equal else ("**silently wrong**" if r.silently_wrong else "no (warned)")
-        notes = "; ".join(x for x in (r.lowered, r.opaque_ops, "" if r.deterministic in (None, True) else "not deterministic") if x)
+        det = "" if r.deterministic in (None, True) else "not deterministic"
+        notes = "; ".join(x for x in (r.lowered, r.opaque_ops, r.failed, det) if x)
         rows.append(f"| {r.name} | traced | {r.method} | {eq} | {r.diff:.1e} / {r.diff_fresh:.1e} | {r.opaque} / {r.boxes} |"
                     f" {r.params_lowered:,} / {r.params:,} | {r.trace_s + r.draw_s:.2f} s | {r.torchview_s:.2f} s |"
                     f" {notes.replace('|', '/')} |")
