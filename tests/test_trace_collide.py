@@ -114,3 +114,27 @@ def test_models_whose_roles_share_sizes_round_trip_equal(build: Any) -> None:
     d = _traced_equal(model, inputs, fresh)
     assert d.opaque_count == 0
     assert not [b for b in d.boxes() if isinstance(b.prim, ConstantOp) and "weight" in b.prim.name]
+
+
+def test_a_call_not_even_drawn_opaque_warns_that_its_constant_is_wrong_on_other_inputs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last resort (an opaque box failed too) is a constant; the warning says when that constant depends on the
+    inputs, i.e. when the lowered module is wrong on other inputs (never silently)."""
+    from ncd.trace.convert import Converter
+
+    class Model(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.special.erfcx(x) + 1.0
+
+    def broken(self: Any, node: Any) -> None:
+        raise AssertionError("inconsistent")
+
+    monkeypatch.setattr(Converter, "opaque", broken)
+    x = torch.randn(2, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(Model(), x)
+    text = [str(w.message) for w in caught if "not even an opaque box" in str(w.message)]
+    assert len(text) == 1 and "erfcx" in text[0] and "wrong on other inputs" in text[0]
+    y = torch.randn(2, 3)
+    assert not torch.allclose(d.to_torch()(y), Model()(y))  # what the warning says: a constant stands in

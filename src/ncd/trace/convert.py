@@ -546,8 +546,9 @@ class Converter:
             self.opaque(node)
         except Exception as error:  # noqa: BLE001 - not even an opaque box: its traced value, warned about
             self.rollback(mark)
+            live = "; the lowered module is wrong on other inputs" if self.reads_inputs(node) else ""
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
-                                        " its traced value is drawn as a constant"))
+                                        f" its traced value is drawn as a constant{live}"))
 
     def guard(self, node: Node) -> None:
         """A truth value the model read into Python (the branch it took) as a :class:`~ncd.prims.guard.GuardOp` on that
