@@ -34,7 +34,7 @@ from ncd.prims.linear import EinsumOp, LinearOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.naming import PRIME, unique
 
 __all__ = ["load_rules", "prepare"]
@@ -247,9 +247,7 @@ def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bia
         raise Decline("no feature axis")
     last = seg.axes[at]
     out_name = linear_out_name(conv, last.name, int(last.size), int(weight.shape[0]))
-    others = set(seg.names) - {last.name}
-    while out_name in others:
-        out_name += PRIME
+    out_name = apart(out_name, set(seg.names) - {last.name})
     cod = conv.namer.segment([out_name], (int(weight.shape[0]),))
     path = conv.stack[-1][0] if conv.stack else ""
     label = path.rsplit(".", 1)[-1] or None
@@ -719,9 +717,7 @@ def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step:
         return vid
     kept = len(range(start, stop, step))
     name = conv.namer.fresh(kept, None, "item" if axis.is_item else "feature")
-    others = set(seg.names) - {axis.name}
-    while name in others:
-        name += PRIME
+    name = apart(name, set(seg.names) - {axis.name})
     box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
                       seg.dtype, seg.range))
     return conv.apply(box, [vid])
@@ -787,16 +783,12 @@ def concat(conv: Converter, node: Node) -> None:
         if [n for k, n in enumerate(names) if k != dim] != [n for k, n in enumerate(template) if k != dim]:
             # the same sizes reached by different paths (a skip connection): read them with the template's names
             names = [names[k] if k == dim else template[k] for k in range(len(names))]
-        own = names[dim]
-        while own in used:
-            own += PRIME
+        own = apart(names[dim], used)
         used.add(own)
         vids.append(conv.view(vid, names[:dim] + [own] + names[dim + 1:], _shape(t)))
     axes = tuple(conv.segs[v].axes[dim] for v in vids)
     name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
-    others = set(template) - {template[dim]}
-    while name in others:
-        name += PRIME
+    name = apart(name, set(template) - {template[dim]})
     box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim])))
     dom = Type(tuple(conv.segs[v] for v in vids))
     from ncd.ir.compose import fit
