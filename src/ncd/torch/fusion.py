@@ -119,8 +119,7 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     last = steps[end]
     if not patterns.ENABLED or last.kind != "box" or last.box is None or last.inner:
         return None
-    final, final_dom, final_cod = _full(last)
-    if not isinstance(final.prim, EinsumOp) or len(final.prim.inputs) != 2 or len(last.inputs) != 2:
+    if not isinstance(last.box.prim, EinsumOp) or len(last.box.prim.inputs) != 2 or len(last.inputs) != 2:
         return None
     chain: list[int] = []  # the steps from the softmax side back to the score einsum
     mask: Value | None = None
@@ -149,6 +148,7 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     first = steps[chain[0]]
     if len(first.inputs) != 2:
         return None
+    final, final_dom, final_cod = _full(last)
     boxes = [_full(steps[i]) for i in chain]
     _, q_dom, _ = boxes[0]
     v_seg = final_dom[1]
