@@ -23,6 +23,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.program import size_code
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text, symbolic_lowering, symbolic_text
 from ncd.prims.kinds import partials, transpose
@@ -299,8 +300,8 @@ def factor_text(ctx: RuleContext) -> str:
     prim = ctx.prim
     assert isinstance(prim, ScaleOp)
     value = prim.factor
-    if value.free_symbols and symbolic_lowering():
-        return f"({symbolic_text(value)})"  # a program on symbolic sizes prints the factor by name
+    if value.free_symbols and symbolic_lowering():  # a program on symbolic sizes prints the factor by name
+        return size_code(value) or f"({symbolic_text(value)})"
     if value.free_symbols:
         raise ctx.fail(f"factor {size_text(value)} is not bound")
     named = ctx.em.size_code(ctx.em.written(value))  # written as a size expression: printed by name

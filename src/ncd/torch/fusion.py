@@ -40,7 +40,7 @@ import sympy
 
 from ncd.ir.axes import Axis, Dtype, Segment, Type
 from ncd.ir.diagram import Box, Diagram, Weave
-from ncd.ir.program import Op, OpKind, Program, Step, Value
+from ncd.ir.program import Op, OpKind, Program, Step, Value, size_code
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
 from ncd.prims import patterns
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
@@ -313,7 +313,7 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
     if a.causal and a.mask is None:
         options.append("is_causal=True")
     if a.scale.free_symbols and symbolic_lowering():
-        options.append(f"scale={symbolic_text(a.scale)}")
+        options.append(f"scale={size_code(a.scale) or symbolic_text(a.scale)}")
     else:
         options.append(f"scale={scale if scale is not None else repr(float(a.scale))}")
     out = _assign(em, "attention", f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})",
