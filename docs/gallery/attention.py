@@ -4,6 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class sizes:
+    """The sizes of the diagram the code reads by name."""
+
+    k = 64
+
+
 class Attention(nn.Module):
     """Attention: y̅:8 k:64, x̅:8 k:64, x̅:8 k:64 -> y̅:8 k:64"""
 
@@ -15,5 +21,5 @@ class Attention(nn.Module):
         # x1: x k (8, 64)
         # x2: x k (8, 64)
         # attention fused into SDPA: batch (), queries (y), keys x, contracted (k), values (k)
-        attention = F.scaled_dot_product_attention(x0, x1, x2, scale=0.125)  # y k
+        attention = F.scaled_dot_product_attention(x0, x1, x2, scale=sizes.k ** -0.5)  # y k
         return attention

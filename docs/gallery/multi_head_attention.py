@@ -4,6 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class sizes:
+    """The sizes of the diagram the code reads by name."""
+
+    k = 64
+
+
 class Linear(nn.Module):
     """Linear: y̅:8 m:512, x̅:8 m:512 -> y̅:8 k:64 h:8, x̅:8 k:64 h:8, x̅:8 k:64 h:8"""
 
@@ -42,7 +48,7 @@ class ScaledDotProductAttention(nn.Module):
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
-        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=0.125)  # h y k
+        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=sizes.k ** -0.5)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
 

@@ -4,6 +4,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class sizes:
+    """The sizes of the diagram the code reads by name."""
+
+    k = 64
+    m = 512
+
+
 class SourceEmbedding(nn.Module):
     """SourceEmbedding: x̅:8 [37000] -> x̅:8 m:512"""
 
@@ -21,7 +28,7 @@ class SourceEmbedding(nn.Module):
     def forward(self, x):
         # x: x (8)
         embedding_1 = self.embedding(x)  # x m (8, 512)
-        scale = embedding_1 * 22.627416997969522  # x m (8, 512)
+        scale = embedding_1 * sizes.m ** 0.5  # x m (8, 512)
         positions_1 = self.positions  # x m (8, 512)
         add = scale + positions_1  # x m (8, 512)
         dropout_1 = self.dropout(add)  # x m (8, 512)
@@ -71,7 +78,7 @@ class ScaledDotProductAttention(nn.Module):
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
-        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=0.125)  # h y k
+        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=sizes.k ** -0.5)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
 
@@ -139,7 +146,7 @@ class TargetEmbedding(nn.Module):
     def forward(self, x):
         # x: y (8)
         embedding_1 = self.embedding(x)  # y m (8, 512)
-        scale = embedding_1 * 22.627416997969522  # y m (8, 512)
+        scale = embedding_1 * sizes.m ** 0.5  # y m (8, 512)
         positions_1 = self.positions  # y m (8, 512)
         add = scale + positions_1  # y m (8, 512)
         dropout_1 = self.dropout(add)  # y m (8, 512)
@@ -189,7 +196,7 @@ class ScaledDotProductAttention2(nn.Module):
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
-        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, is_causal=True, scale=0.125)  # h y k
+        attention = F.scaled_dot_product_attention(q_1, k_1, v_1, is_causal=True, scale=sizes.k ** -0.5)  # h y k
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
         return attention_1
 

@@ -4,6 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class sizes:
+    """The sizes of the diagram the code reads by name."""
+
+    k = 64
+
+
 class Linear(nn.Module):
     """Linear: c:64 h:8 w:8, c:64 h:8 w:8 -> y:64 k:64, x:64 k:64, x:64 k:64"""
 
@@ -39,7 +45,7 @@ class ScaledDotProductAttention(nn.Module):
         # x1: x k (64, 64)
         # x2: x k (64, 64)
         # attention fused into SDPA: batch (), queries (y), keys x, contracted (k), values (k)
-        attention = F.scaled_dot_product_attention(x0, x1, x2, scale=0.125)  # y k
+        attention = F.scaled_dot_product_attention(x0, x1, x2, scale=sizes.k ** -0.5)  # y k
         return attention
 
 
