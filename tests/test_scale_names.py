@@ -69,3 +69,11 @@ def test_size_code_is_python_of_the_same_value() -> None:
         value = eval(text, {"sizes": type("sizes", (), {"k": 64, "h": 3})})  # noqa: S307 - our own printed text
         assert abs(value - float(expr.subs({k: 64, h: 3}))) <= 1e-12 * abs(value)
     assert to_program(ncd.Identity.of("y") >> ncd.Scale("k**-0.5"), y=2, k=4).sizes == {"k": 4}
+
+
+def test_a_size_python_cannot_name_prints_as_a_number() -> None:
+    for name in ("lambda", "None"):  # sizes.lambda would not compile: the number, and the module runs
+        d = ncd.Identity.of("y") >> ncd.Scale(f"{name}**-0.5")
+        module = d.to_torch(y=2, **{name: 4})
+        assert "sizes" not in module.ncd_source and "* 0.5" in module.ncd_source
+        torch.testing.assert_close(module(torch.ones(2)), torch.full((2,), 0.5))

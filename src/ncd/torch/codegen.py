@@ -8,7 +8,9 @@ what runs (and what appears in tracebacks).
 from __future__ import annotations
 
 import contextlib
+import keyword
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,6 +33,11 @@ from ncd.torch.rules import NotWeaveAware, RuleContext, Woven, rule_for
 
 __all__ = ["to_source", "to_program", "symbolic_program", "lower", "bind_all", "defaults_of", "ClassEmitter", "Codegen",
            "NamedSizes", "HEADER", "layout_comment"]
+
+def _attribute_name(name: str) -> bool:
+    """Whether ``sizes.<name>`` is Python naming exactly that attribute (no keyword; NFKC leaves it as it is)."""
+    return name.isidentifier() and not keyword.iskeyword(name) and unicodedata.normalize("NFKC", name) == name
+
 
 def identifier(text: str, default: str = "x") -> str:
     """A variable name for ``text`` as Python reads it (NFKC, no keyword or builtin; see ``ncd.ir.names``)."""
@@ -83,7 +90,9 @@ class NamedSizes:
 
     def code(self, value: sympy.Expr) -> str | None:
         """``value`` as Python reading its sizes by name (:func:`~ncd.ir.program.size_code`), if it has any."""
-        text = size_code(value) if value.free_symbols and all(str(s) in self.sizes for s in value.free_symbols) else None
+        names = [str(s) for s in value.free_symbols]
+        ok = names and all(n in self.sizes and _attribute_name(n) for n in names)  # `sizes.lambda` would not compile
+        text = size_code(value) if ok else None
         if text is not None:
             self.used.update((str(s), self.sizes[str(s)]) for s in value.free_symbols)
         return text
