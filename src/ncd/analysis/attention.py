@@ -18,40 +18,32 @@ from typing import Any
 import sympy
 
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
-from ncd.analysis.layout import Tensor
+from ncd.analysis.layout import Tensor, numel
 from ncd.ir.diagram import Diagram
+from ncd.ir.program import Op
 from ncd.prims.patterns import packs
 
 __all__ = ["fused_attention"]
 
 
-def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor]) -> list[Tensor]:
+def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor],
+                    ops: tuple[Op, ...] = ()) -> list[Tensor]:
     q, k, v = values[0], values[1], values[-1]
-    sizes = {a.name: a.size for t in values for a in t.axes}
-    for part in parts:
-        for seg in list(part.dom) + list(part.cod):
-            for a in seg:
-                sizes.setdefault(a.name, a.size)
     frame = [a for a in q.axes if a.name not in pattern.q]
     batch = [a.name for a in frame] + list(pattern.batch)
-
-    def product(names: list[str]) -> sympy.Expr:
-        result = sympy.Integer(1)
-        for n in names:
-            result = result * sizes[n]
-        return result
-
-    B, L, S = product(batch), product(pattern.query), sizes[pattern.key]
-    E, Ev = product(pattern.contracted), product(pattern.value)
     walker.step_count += 1
     for t in values:
         walker.last[t.storage] = walker.step_count
     metrics = Metrics()
     out_axes = tuple(frame) + tuple(parts[-1].cod[0].axes)
-    ctx = CostContext(parts[0], list(values), (), [out_axes], walker, metrics)  # type: ignore[arg-type]
-    flops = 2 * B * L * S * (E + Ev)
-    ctx.matmul(flops, 2 * flops)
-    scores = B * L * S
+    ctx = CostContext(parts[0], list(values), (), [out_axes], walker, metrics, ops=ops)  # type: ignore[arg-type]
+    # the products of the SDPA call the program runs, read off its query, key and value arguments (their axes as the
+    # call receives them, behind the woven axes around the step: the frame, which the arguments may list already)
+    call = ctx.call_to("scaled_dot_product_attention")
+    names = {a.name for a in frame}
+    shapes = [(numel(frame),) + tuple(a.size for a in arg.axes if a.name not in names) for arg in call.args[:3]]
+    ctx.charge(call, shapes, grads=(True, False, False))
+    scores = sympy.Mul(*shapes[0][:-1]) * shapes[1][-2]  # B·H·L·S: the attention weights
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
     q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target,

@@ -48,7 +48,7 @@ from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Weave, check_size_names
-from ncd.ir.program import Function, Program, Step
+from ncd.ir.program import Function, Op, Program, Step
 from ncd.ir.size import evaluate, symbol
 from ncd.limits import check_diagram
 
@@ -129,6 +129,8 @@ class CostContext:
     metrics: Metrics
     #: the steps of a sub-diagram the box's lowering rule wrote inline (a scan's step): ``walker.inline`` reads them
     inner: tuple[Step, ...] = ()
+    #: the ops of the program the box's step ran (what :meth:`call_to` finds and :meth:`charge` costs)
+    ops: tuple[Op, ...] = ()
 
     @property
     def prim(self) -> Any:
@@ -180,6 +182,25 @@ class CostContext:
 
     def numel(self, j: int = 0) -> sympy.Expr:
         return numel(self.out_axes[j])
+
+    def call_to(self, *functions: str) -> Op:
+        """The one op of this step that calls one of ``functions`` (:func:`ncd.analysis.targets.target_of`)."""
+        from ncd.analysis.targets import target_of
+
+        found = [op for op in self.ops if target_of(op) in functions]
+        if len(found) != 1:
+            raise AnalysisError(f"cost of {self.box.text()}: the program ran {len(found)} calls of"
+                                f" {' / '.join(functions)} for it, not one: {[op.code for op in self.ops]}")
+        return found[0]
+
+    def charge(self, op: Op, shapes: Sequence[Sequence[sympy.Expr]], grads: Sequence[bool]) -> None:
+        """The matrix products of ``op`` read off what it calls (:func:`ncd.analysis.targets.products`), its
+        arguments of full ``shapes``; backward, those of the arguments whose gradient is taken (``grads``)."""
+        from ncd.analysis.targets import products
+
+        rows = products(op, [tuple(shape) for shape in shapes])
+        self.matmul(rows.forward, _sum([b for b, g in zip(rows.backward, grads) if g]))
+        self.metrics.counter_excess += _sum([e for e, g in zip(rows.excess, grads) if g])
 
 
 class _Walker:
@@ -257,13 +278,13 @@ class _Walker:
     def step(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
         if step.kind == "box":
             assert step.box is not None
-            outputs = self.box(step.box, values, step.woven, frame, step.inner)
+            outputs = self.box(step.box, values, step.woven, frame, step.inner, step.ops)
             self.boxes[-1].code = tuple(op.code for op in step.ops)
             return outputs
         if step.kind == "fused":
             from ncd.analysis.attention import fused_attention
 
-            outputs = fused_attention(self, step.pattern, list(step.parts), values)
+            outputs = fused_attention(self, step.pattern, list(step.parts), values, step.ops)
             self.boxes[-1].code = tuple(op.code for op in step.ops)
             return outputs
         if step.kind == "weave":
@@ -275,7 +296,7 @@ class _Walker:
         raise AnalysisError(f"cost: no reading of a program step {step.kind!r}")
 
     def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...],
-            inner: tuple[Step, ...] = ()) -> list[Tensor]:
+            inner: tuple[Step, ...] = (), ops: tuple[Op, ...] = ()) -> list[Tensor]:
         self.step_count += 1
         for v in values:
             self.last[v.storage] = self.step_count
@@ -285,7 +306,7 @@ class _Walker:
         metrics = Metrics()
         for shape in box.prim.params().values():
             metrics.params += numel([Axis("p", s) for s in shape])
-        ctx = CostContext(box, list(values), woven, out_axes, self, metrics, inner)
+        ctx = CostContext(box, list(values), woven, out_axes, self, metrics, inner, ops)
         outputs: list[Tensor] = cost_entry(box.prim).fn(ctx)
         if len(outputs) != len(cod):
             raise AnalysisError(f"cost rule for {box.prim.op} gave {len(outputs)} outputs, expected {len(cod)}")

@@ -77,6 +77,8 @@ class Expr:
     kind: OpKind = "call"
     target: str = ""
     args: tuple[Value, ...] = ()
+    #: the literal arguments of what it calls, typed (see :attr:`Op.options`)
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -98,6 +100,13 @@ class Op:
     callee: str = ""
     #: how many times a ``loop`` op runs its callee (a sympy size; ``None`` for every other op)
     count: sympy.Expr | None = None
+    #: the literal arguments of what it calls, typed, by name (a convolution's ``function``, ``weight`` shape,
+    #: ``stride``, ``padding``, ``dilation``, ``groups``; what ``ncd.analysis.targets`` reads besides the shapes)
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The literal argument ``name`` of the call (:attr:`options`), or ``default``."""
+        return next((value for key, value in self.options if key == name), default)
 
     def lines(self) -> list[str]:
         """The op as source lines (inside ``forward``)."""

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError, SizeError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, numel, parse_type
+from ncd.ir.axes import Axis, Segment, Type, TypeLike, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -76,8 +76,6 @@ from ncd.prims.windows import (
     _is_number,
     _options,
     _per_axis,
-    _prod,
-    _product,
     _sizes,
     _spatial,
     _subs_checked,
@@ -91,7 +89,7 @@ if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
-    from ncd.ir.program import Expr
+    from ncd.ir.program import Expr, OpKind
     from ncd.torch.rules import RuleContext
 
 
@@ -556,7 +554,7 @@ def lower_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: RuleContext) -> list[st
 
 
 @LOWERING.rule(ConvOp)
-def lower_conv(prim: ConvOp, ctx: RuleContext) -> list[str]:
+def lower_conv(prim: ConvOp, ctx: RuleContext) -> list[Expr]:
     n = prim.ndim
     shape, out = _sizes(ctx, prim.dom_axes.axes), _sizes(ctx, prim.cod_axes.axes)
     groups = ctx.int(prim.groups, "groups")
@@ -564,11 +562,12 @@ def lower_conv(prim: ConvOp, ctx: RuleContext) -> list[str]:
     options += "" if prim.bias else ", bias=False"
     hint = "conv" + (f"_{ctx.box.label}" if ctx.box.label else "")
     module = ctx.em.attr(hint, f"nn.Conv{n}d({shape[0]}, {out[0]}, {_arg(prim.kernel)}{options})")
-    return [_batched(ctx.args[0].var, shape, out, module + "({})")]
+    return [_convolution(ctx, _batched(ctx.args[0].var, shape, out, module + "({})"), "module", module, f"conv{n}d",
+                         prim.params()["weight"], prim, prim.groups)]
 
 
 @LOWERING.rule(ConvTransposeOp)
-def lower_conv_transpose(prim: ConvTransposeOp, ctx: RuleContext) -> list[str]:
+def lower_conv_transpose(prim: ConvTransposeOp, ctx: RuleContext) -> list[Expr]:
     n = prim.ndim
     shape, out = _sizes(ctx, prim.dom_axes.axes), _sizes(ctx, prim.cod_axes.axes)
     groups = ctx.int(prim.groups, "groups")
@@ -577,11 +576,24 @@ def lower_conv_transpose(prim: ConvTransposeOp, ctx: RuleContext) -> list[str]:
     options += "" if prim.bias else ", bias=False"
     hint = "conv_t" + (f"_{ctx.box.label}" if ctx.box.label else "")
     module = ctx.em.attr(hint, f"nn.ConvTranspose{n}d({shape[0]}, {out[0]}, {_arg(prim.kernel)}{options})")
-    return [_batched(ctx.args[0].var, shape, out, module + "({})")]
+    return [_convolution(ctx, _batched(ctx.args[0].var, shape, out, module + "({})"), "module", module,
+                         f"conv_transpose{n}d", prim.params()["weight"], prim, prim.groups)]
+
+
+def _convolution(ctx: RuleContext, text: str, kind: OpKind, target: str, function: str, weight: tuple[Size, ...],
+                 prim: Primitive, groups: Size) -> Expr:
+    """The typed op of a convolution: what it reads, and the ``torch.nn.functional`` convolution it runs with its
+    weight's shape, stride, padding, dilation and groups (what ``ncd.analysis.targets`` costs it by)."""
+    from ncd.ir.program import Expr
+
+    reads = tuple(ctx.em.values.get(v.var, v) for v in ctx.args)
+    geometry = tuple((name, tuple(getattr(prim, name))) for name in ("stride", "padding", "dilation"))
+    return Expr(text, kind, target, reads, options=(("function", function), ("weight", tuple(weight)), *geometry,
+                                                     ("groups", groups)))
 
 
 @LOWERING.rule(ConvWithWeightOp)
-def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[str]:
+def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[Expr]:
     n = len(prim.kernel)
     shape, out = _ints(ctx, prim.dom_axes), _ints(ctx, prim.cod_axes)
     groups = ctx.int(prim.groups, "groups")
@@ -592,7 +604,9 @@ def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[str
                 f" {_tuple(prim.output_padding)}, {groups}, {_tuple(prim.dilation)})")
     else:
         call = f"F.conv{n}d({arg}, {w}, None, {_tuple(prim.stride)}, {_tuple(prim.padding)}, {_tuple(prim.dilation)}, {groups})"
-    return [f"{call}.view(*{x}.shape[:-{n + 1}], {', '.join(map(str, out))})"]
+    function = f"conv_transpose{n}d" if prim.transposed else f"conv{n}d"
+    return [_convolution(ctx, f"{call}.view(*{x}.shape[:-{n + 1}], {', '.join(map(str, out))})", "call", f"F.{function}",
+                         function, tuple(a.size for a in prim.weight), prim, prim.groups)]
 
 
 @LOWERING.rule(ConvWeightGradOp)
@@ -643,33 +657,33 @@ def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[Exp
 
 @COST.rule(ConvOp)
 def cost_conv(prim: ConvOp, ctx: CostContext) -> list[Tensor]:
+    """The ``nn.Conv*d`` call the program runs, costed by what it calls (``ncd.analysis.targets``); autograd keeps
+    its input as the call receives it (folded: a copy unless contiguous)."""
     x = _folded(ctx)
-    out = ctx.out_axes[0]
-    n_batch = numel(out) / numel(prim.cod_axes.axes)
-    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
-    spatial = numel(prim.cod_axes.axes[1:])
-    flops = 2 * n_batch * c_out * spatial * (c_in / prim.groups) * _prod(prim.kernel)
-    ctx.matmul(flops, flops * (1 + int(x.grad)))
-    ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    ctx.charge(ctx.call_to(*_CONV), [_shape(ctx.inputs[0])], grads=(x.grad, True))
     ctx.save(x)
     if prim.bias:
-        ctx.other(numel(out), numel(out))
+        ctx.other(ctx.numel(), ctx.numel())
     return [ctx.output(0)]
 
 
 @COST.rule(ConvTransposeOp)
 def cost_conv_transpose(prim: ConvTransposeOp, ctx: CostContext) -> list[Tensor]:
+    """The ``nn.ConvTranspose*d`` call, as :func:`cost_conv`."""
     x = _folded(ctx)
-    n_batch = ctx.inputs[0].numel / numel(prim.dom_axes.axes)
-    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
-    spatial = numel(prim.dom_axes.axes[1:])
-    flops = 2 * n_batch * spatial * _prod(prim.kernel) * c_in * (c_out / prim.groups)
-    ctx.matmul(flops, flops * (1 + int(x.grad)))
-    ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    ctx.charge(ctx.call_to(*_CONV_T), [_shape(ctx.inputs[0])], grads=(x.grad, True))
     ctx.save(x)
     if prim.bias:
         ctx.other(ctx.numel(), ctx.numel())
     return [ctx.output(0)]
+
+
+_CONV = tuple(f"conv{n}d" for n in (1, 2, 3))
+_CONV_T = tuple(f"conv_transpose{n}d" for n in (1, 2, 3))
+
+
+def _shape(t: Tensor) -> tuple[sympy.Expr, ...]:
+    return tuple(a.size for a in t.axes)
 
 
 @COST.rule(ConvolutionTensorOp)
@@ -815,19 +829,11 @@ def backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder) -
 
 @COST.rule(ConvWithWeightOp)
 def cost_conv_with_weight(prim: ConvWithWeightOp, ctx: CostContext) -> list[Tensor]:
-    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input: both operands kept, a product per gradient."""
+    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input, costed by what it calls
+    (``ncd.analysis.targets``): both operands kept, a product per gradient."""
     x, w = ctx.inputs
     flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
-    c_in, c_out = prim.dom_axes.axes[0].size, prim.cod_axes.axes[0].size
-    if prim.transposed:
-        n_batch = x.numel / numel(prim.dom_axes.axes)
-        flops = 2 * n_batch * numel(prim.dom_axes.axes[1:]) * _product(prim.kernel) * c_in * (c_out / prim.groups)
-    else:
-        n_batch = ctx.numel() / numel(prim.cod_axes.axes)
-        flops = 2 * n_batch * c_out * numel(prim.cod_axes.axes[1:]) * (c_in / prim.groups) * _product(prim.kernel)
-    ctx.matmul(flops, flops * (int(x.grad) + int(w.grad)))
-    if w.grad:
-        ctx.metrics.counter_excess += flops * (prim.groups - 1)
+    ctx.charge(ctx.call_to(*_CONV, *_CONV_T), [_shape(x), _shape(w)], grads=(x.grad, w.grad))
     if x.grad or w.grad:
         ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))
     return [ctx.output(0)]

@@ -213,7 +213,7 @@ class ClassEmitter:
         out = Value(name, self.leading + axes, dtype)
         note = layout_comment(self.leading + axes) if comment is None else comment
         if isinstance(expr, Expr):
-            op = Op(kind or expr.kind, expr.target, expr.args, (out,), text, note, self.current)
+            op = Op(kind or expr.kind, expr.target, expr.args, (out,), text, note, self.current, options=expr.options)
         else:
             target = _call_target(text)
             guess: OpKind = "module" if target[5:] in self.function.attributes else "call" if target else "expr"
