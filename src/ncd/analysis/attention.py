@@ -1,12 +1,12 @@
 """Attention: the cost of the fused ``scaled_dot_product_attention``.
 
-Lowering fuses softmax-then-contract attention into ``F.scaled_dot_product_attention``
-where :func:`ncd.prims.patterns.recognise_attention` finds the pattern, and records the fusion as a
-``fused`` step of the program (:class:`ncd.ir.program.Step`, with the pattern); the cost analysis
-reads that step, so it costs exactly the calls the generated code makes.  Costs are those of
-PyTorch's *math* backend (the one ``FlopCounterMode`` can see; measure under
-``sdpa_kernel(SDPBackend.MATH)``): two batched products of ``2·B·L·S·E`` and ``2·B·L·S·Ev``
-FLOPs, each repeated twice backward; autograd keeps the scaled queries and keys (new
+The program's fusion rewrite (:func:`ncd.torch.fusion.fuse_attention`) replaces the steps of a
+softmax-then-contract attention by one ``fused`` step (:class:`ncd.ir.program.Step`, with the pattern) calling
+``F.scaled_dot_product_attention``; the cost analysis reads that step, so it costs exactly the calls the
+generated code makes.  Costs are those of PyTorch's *math* backend (the one ``FlopCounterMode`` can see;
+measure under ``sdpa_kernel(SDPBackend.MATH)``): the products are the SDPA call's row of
+:mod:`ncd.analysis.targets`, read off its query, key and value arguments (two batched products of
+``2·B·L·S·E`` and ``2·B·L·S·Ev`` FLOPs, each repeated twice backward); autograd keeps the scaled queries and keys (new
 tensors), the attention weights, and the values folded to ``(B, S, Ev)`` (a view when
 their batch axes are adjacent in memory, a copy otherwise).
 """
@@ -20,14 +20,14 @@ import sympy
 from ncd.analysis.cost import BoxCost, CostContext, Metrics
 from ncd.analysis.layout import Tensor, numel
 from ncd.ir.diagram import Diagram
-from ncd.ir.program import Op
+from ncd.ir.program import Op, Value
 from ncd.prims.patterns import packs
 
 __all__ = ["fused_attention"]
 
 
 def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor],
-                    ops: tuple[Op, ...] = ()) -> list[Tensor]:
+                    ops: tuple[Op, ...] = (), outputs: tuple[Value, ...] = ()) -> list[Tensor]:
     q, k, v = values[0], values[1], values[-1]
     frame = [a for a in q.axes if a.name not in pattern.q]
     batch = [a.name for a in frame] + list(pattern.batch)
@@ -35,7 +35,7 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     for t in values:
         walker.last[t.storage] = walker.step_count
     metrics = Metrics()
-    out_axes = tuple(frame) + tuple(parts[-1].cod[0].axes)
+    out_axes = tuple(frame) + tuple(outputs[0].axes)  # the step's result, with the axes woven in place
     ctx = CostContext(parts[0], list(values), (), [out_axes], walker, metrics, ops=ops)  # type: ignore[arg-type]
     # the products of the SDPA call the program runs, read off its query, key and value arguments (their axes as the
     # call receives them, behind the woven axes around the step: the frame, which the arguments may list already)

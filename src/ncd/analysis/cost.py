@@ -47,9 +47,10 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Weave, check_size_names
+from ncd.ir.diagram import Block, Box, Diagram, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
 from ncd.ir.size import evaluate, symbol
+from ncd.ir.weaving import WovenAxis
 from ncd.limits import check_diagram
 
 __all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
@@ -123,7 +124,8 @@ class CostContext:
 
     box: Box
     inputs: list[Tensor]
-    woven: tuple[Weave, ...]
+    #: the woven axes the box handles in place (each axis and its positions: ``ncd.ir.weaving.WovenAxis``)
+    woven: tuple[WovenAxis, ...]
     out_axes: list[tuple[Axis, ...]]
     walker: _Walker
     metrics: Metrics
@@ -278,13 +280,13 @@ class _Walker:
     def step(self, step: Step, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
         if step.kind == "box":
             assert step.box is not None
-            outputs = self.box(step.box, values, step.woven, frame, step.inner, step.ops)
+            outputs = self.box(step.box, values, step.woven, frame, step.inner, step.ops, step.cod)
             self.boxes[-1].code = tuple(op.code for op in step.ops)
             return outputs
         if step.kind == "fused":
             from ncd.analysis.attention import fused_attention
 
-            outputs = fused_attention(self, step.pattern, list(step.parts), values, step.ops)
+            outputs = fused_attention(self, step.pattern, list(step.parts), values, step.ops, step.outputs)
             self.boxes[-1].code = tuple(op.code for op in step.ops)
             return outputs
         if step.kind == "weave":
@@ -295,13 +297,13 @@ class _Walker:
             return self.call(step, values, frame)
         raise AnalysisError(f"cost: no reading of a program step {step.kind!r}")
 
-    def box(self, box: Box, values: list[Tensor], woven: tuple[Weave, ...], frame: tuple[Axis, ...],
-            inner: tuple[Step, ...] = (), ops: tuple[Op, ...] = ()) -> list[Tensor]:
+    def box(self, box: Box, values: list[Tensor], woven: tuple[WovenAxis, ...], frame: tuple[Axis, ...],
+            inner: tuple[Step, ...] = (), ops: tuple[Op, ...] = (), cod: Type | None = None) -> list[Tensor]:
         self.step_count += 1
         for v in values:
             self.last[v.storage] = self.step_count
         present = [a for a in frame if any(a.name in v.names for v in values)]
-        cod = woven[0].cod if woven else box.cod
+        cod = cod if cod is not None else box.cod  # with the woven axes in place
         out_axes = [tuple(present) + seg.axes for seg in cod]
         metrics = Metrics()
         for shape in box.prim.params().values():

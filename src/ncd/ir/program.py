@@ -124,7 +124,7 @@ class Op:
 StepKind = Literal["box", "fused", "weave", "unweave", "call", "enter", "exit"]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Step:
     """What lowering did with one part of the diagram, in the order the ops run: the schedule costs are read off.
 
@@ -141,9 +141,10 @@ class Step:
     #: woven axes (outermost first) the enclosing class moved in front of this step's values
     frame: tuple[Axis, ...] = ()
     box: Box | None = None
-    #: ``box``: the ``Weave`` chain the box handles in place; ``weave``/``unweave``: the chain moved to the front
+    #: ``box``: the woven axes the box handles in place; ``weave``/``unweave``: those moved to the front (records of
+    #: each axis and its positions, ``ncd.torch.rules.Woven``: a step keeps no node of the diagram but its box)
     woven: tuple[Any, ...] = ()
-    #: ``unweave``: the codomain the woven axes return into
+    #: ``box`` with woven axes: its codomain with them in place; ``unweave``: the codomain they return into
     cod: Any = None
     #: ``fused``: the pattern a rewrite of the program replaced (:class:`ncd.prims.patterns.Attention`) and the
     #: woven boxes of the steps it replaced (``ncd.torch.fusion.fuse_attention``)

@@ -8,6 +8,7 @@ what runs (and what appears in tracebacks).
 from __future__ import annotations
 
 import contextlib
+import functools
 import keyword
 import re
 import unicodedata
@@ -287,14 +288,14 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         em.function.steps.append(Step(kind, tuple(inputs), tuple(outputs), self.frame,
                                       ops=tuple(em.function.ops[start:]), **what))
 
-    def _box_step(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Weave, ...],
-                  lower: Callable[[], list[Value]]) -> list[Value]:
+    def _box_step(self, box: Box, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...],
+                  lower: Callable[[], list[Value]], cod: Type | None = None) -> list[Value]:
         """Lower one box, recording it as a step (with the steps of any sub-diagram its rule lowered inline)."""
         start, mark = len(em.function.ops), len(em.function.steps)
         results = lower()
         inner = tuple(em.function.steps[mark:])
         del em.function.steps[mark:]
-        self._step(em, "box", values, results, start, box=box, woven=woven, inner=inner)
+        self._step(em, "box", values, results, start, box=box, woven=woven, inner=inner, cod=cod)
         if isinstance(box.prim, EinsumOp):  # it may close an attention: the rewrite on the steps (ncd.torch.fusion)
             fused = fuse_attention(self, em)
             if fused is not None:
@@ -312,9 +313,9 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         return None
 
     def box(self, box: Box, values: list[Value], woven: tuple[Weave, ...], em: ClassEmitter) -> list[Value]:
-        return self._box_step(box, em, values, woven,  # the interpreter asked in_place
-                              lambda: self.lower_box(box, em, values, _record(woven), in_place=True,
-                                                     cod=woven[0].cod if woven else box.cod))
+        recorded, cod = _record(woven), woven[0].cod if woven else box.cod  # the step keeps these, not the diagram's nodes
+        return self._box_step(box, em, values, recorded,  # the interpreter asked in_place
+                              lambda: self.lower_box(box, em, values, recorded, in_place=True, cod=cod), cod)
 
     def weave(self, inner: Diagram, woven: tuple[Weave, ...], values: list[Value], cod: Type, em: ClassEmitter
               ) -> list[Value]:
@@ -436,7 +437,15 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         if len(exprs) != len(out_types):
             raise LoweringError(f"lowering rule for {box.prim.op} gave {len(exprs)} outputs, expected {len(out_types)}")
         hint = box.label.lower() if box.label else box.prim.hint()
-        return [Value(em.assign(hint, e, seg.axes), seg.axes, seg.dtype) for e, seg in zip(exprs, out_types)]
+        results = []
+        for e, seg in zip(exprs, out_types):
+            count = len(em.function.ops)
+            var = em.assign(hint, e, seg.axes)
+            made = em.function.ops[-1].outputs[0] if len(em.function.ops) > count else None  # the value the op binds
+            # the step shares it when it says the same (no woven axes in front): a program keeps one value, not two
+            results.append(made if made is not None and not em.leading and made.dtype == seg.dtype else
+                           Value(var, seg.axes, seg.dtype))
+        return results
 
     def lower_weave_generic(
         self, inner: Diagram, em: ClassEmitter, values: list[Value], woven: tuple[Woven, ...], out_types: Type
@@ -541,7 +550,13 @@ def _markers(n_own: int, positions: list[int | None]) -> list[tuple[str, int]]:
 
 
 def _record(woven: tuple[Weave, ...]) -> tuple[Woven, ...]:
-    return tuple(Woven(w.axis, w.dom_pos, w.cod_pos) for w in woven)
+    return _records(tuple((w.axis, w.dom_pos, w.cod_pos) for w in woven)) if woven else ()
+
+
+@functools.lru_cache(maxsize=4096)
+def _records(keys: tuple[tuple[Axis, tuple[int | None, ...], tuple[int, ...]], ...]) -> tuple[Woven, ...]:
+    """One shared record per distinct woven layout (the steps of a long chain keep one, not one per box)."""
+    return tuple(Woven(*key) for key in keys)
 
 
 def _woven_cod(box: Box, woven: tuple[Woven, ...]) -> Type:
