@@ -88,11 +88,15 @@ def _calls_linear(op: Op) -> bool:
 
 def matrix_products(program: Program) -> Iterator[tuple[Box | None, sympy.Expr | None]]:
     """``(box, FLOPs)`` for every matrix product the whole program runs, in order (a loop's body once, its
-    FLOPs times the loop's count): each einsum op and each call of a learned map's ``nn.Linear``.  ``None``
-    FLOPs for an einsum whose operands the op does not type (text a rule wrote naming ``torch.einsum``)."""
+    FLOPs times the loop's count): each op whose call has a row in :mod:`ncd.analysis.targets` (einsums,
+    ``nn.Linear`` calls, convolutions, SDPA), read off its arguments' shapes.  ``None`` FLOPs for an einsum
+    whose operands the op does not type (text naming ``torch.einsum``: a scan's body inside its loop)."""
+    from ncd.analysis.targets import products, target_of
+
     for op, times in program.counted():
-        if _subscripts(op) is not None:
-            yield op.box, times * einsum_flops(op)
+        if target_of(op) and (op.kind != "einsum" or _subscripts(op) is not None):
+            shapes = [tuple(sympy.sympify(a.size) for a in value.axes) for value in op.args]
+            yield op.box, times * products(op, shapes).forward
         elif _calls_linear(op):
             yield op.box, times * linear_flops(op)
         elif "torch.einsum(" in op.code:

@@ -3,8 +3,8 @@
 One row per function PyTorch runs: ``conv1d`` … ``conv3d`` and their transposes (a ``nn.Conv*d`` module call
 or ``F.conv*``; groups, stride, dilation and padding read off the op's typed options),
 ``F.scaled_dot_product_attention`` (masks and causality cost no products; grouped-query keys and values of fewer
-heads than the queries are shared) and ``torch.einsum`` of two operands (``nn.Linear`` calls are read by
-:func:`ncd.analysis.program.linear_flops`).  Each gives the FLOPs ``torch.utils.flop_counter`` counts for the
+heads than the queries are shared), ``linear`` (an ``nn.Linear`` call, its weight's shape an option) and
+``torch.einsum`` of two operands.  Each gives the FLOPs ``torch.utils.flop_counter`` counts for the
 call, computed from the shapes the call receives: forward, and for each differentiable argument the products its
 gradient costs backward, with the counter's excess beyond them (its grouped-convolution weight gradient counts
 every group's products ``groups`` times).  ``ncd.cost`` charges a box or a fused pattern the rows of the ops its
@@ -89,11 +89,19 @@ def _einsum(op: Op, shapes: Sequence[Shape]) -> Products:
     return Products(flops, tuple(flops for _ in op.args))
 
 
+def _linear(op: Op, shapes: Sequence[Shape]) -> Products:
+    """``F.linear`` (an ``nn.Linear`` call; ``flop_counter``'s ``addmm``/``mm``): ``2·(input elements)·out_features``;
+    backward one product for the input's gradient, one for the weight's."""
+    flops = 2 * _prod(shapes[0]) * sympy.sympify(op.option("weight")[0])
+    return Products(flops, (flops, flops))
+
+
 #: the rows, by what the op calls (a module call by its ``function`` option)
 TARGETS: dict[str, Callable[[Op, Sequence[Shape]], Products]] = {
     **{f"{kind}{n}d": _convolution for kind in ("conv", "conv_transpose") for n in (1, 2, 3)},
     "scaled_dot_product_attention": _attention,
     "einsum": _einsum,
+    "linear": _linear,
 }
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.ir.program import Expr, OpKind
     from ncd.torch.rules import RuleContext
 
 
@@ -210,7 +211,7 @@ def _cut_out() -> bool:
 
 
 @LOWERING.rule(UnembedOp)
-def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[str]:
+def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[Expr]:
     vocab = ctx.int(prim.vocab.size, f"axis {prim.vocab.name}")
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
     x = ctx.args[0].var
@@ -219,7 +220,7 @@ def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[str]:
     if prim.tied_to is None or (entry is None and _cut_out()):  # a region costed alone: a weight of its own
         module = ctx.em.attr("unembed" + (f"_{ctx.box.label}" if ctx.box.label else ""),
                              f"nn.Linear({_product(sizes)}, {vocab}, bias={prim.bias})")
-        return [f"{module}({arg})"]
+        return [_linear(ctx, prim, f"{module}({arg})", "module", module)]
     if entry is None:
         raise ctx.fail(
             f"it is tied to the embedding labelled {prim.tied_to!r}, but no embedding box with that label comes before it"
@@ -234,7 +235,16 @@ def lower_unembed(prim: UnembedOp, ctx: RuleContext) -> list[str]:
     bias = ""
     if prim.bias:
         bias = ", " + ctx.em.attr("unembed_bias", f"nn.Parameter(torch.zeros({vocab}))")
-    return [f"F.linear({arg}, {table}.weight{bias})"]
+    return [_linear(ctx, prim, f"F.linear({arg}, {table}.weight{bias})", "call", "F.linear")]
+
+
+def _linear(ctx: RuleContext, prim: UnembedOp, text: str, kind: OpKind, target: str) -> Expr:
+    """The typed op of the map onto the vocabulary: ``F.linear`` with its weight's shape (``ncd.analysis.targets``)."""
+    from ncd.ir.program import Expr
+
+    weight = (prim.vocab.size, numel(prim.dim.axes))
+    return Expr(text, kind, target, (ctx.em.values.get(ctx.args[0].var, ctx.args[0]),),
+                options=(("function", "linear"), ("weight", weight)))
 
 
 # -- costs and backward ------------------------------------------------------------------------
@@ -253,12 +263,10 @@ def cost_unembed(prim: UnembedOp, ctx: CostContext) -> list[Tensor]:
     flat = x if x.merges([names]) else ctx.new(x.axes, grad=x.grad)
     if len(flat.axes) - len(names) + 1 > 2 and not flat.contiguous:
         flat = ctx.new(x.axes, grad=x.grad)
-    flops = 2 * batch * fan_in * fan_out
-    ctx.matmul(flops, flops * (1 + int(x.grad)))
+    ctx.charge(ctx.call_to("linear"), [tuple(a.size for a in x.axes)], grads=(x.grad, True))  # what it calls
     ctx.save(flat)
     if prim.bias:
         ctx.other(batch * fan_out, batch * fan_out)
-    _ = sympy
     return [ctx.output(0)]
 
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_type
+from ncd.ir.axes import Axis, Segment, Type, numel, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
@@ -260,10 +260,12 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
         cols = ctx.em.cols.get(id(ctx.box))
         seen = x if cols is None else _stored_columns(ctx, prim, module, x, cols)
         call = ctx.module(module, seen if n_in == 1 else ctx.method(seen, "flatten", -n_in))
+        # what the op calls, typed (``ncd.analysis.targets``): F.linear with the weight's shape, whatever views follow
+        options = (("function", "linear"), ("weight", (numel(prim.cod_axes.axes), numel(prim.dom_axes.axes))))
         stored = ctx.em.rows.get(id(ctx.box))
         if stored is not None:
-            return [_stored_rows(ctx, prim, module, call, stored)]
-        return [call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs))]
+            return [replace(_stored_rows(ctx, prim, module, call, stored), options=options)]
+        return [replace(call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs)), options=options)]
     letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
     own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
     own_out = [letters[a.name + "_out"] for a in prim.cod_axes]
@@ -411,8 +413,7 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
         flat = x if x.merges([own_in]) else ctx.new(x.axes, grad=x.grad)
         if len(flat.axes) - n_in + 1 > 2 and not flat.contiguous:
             flat = ctx.new(x.axes, grad=x.grad)  # matmul folds the batch axes with reshape: a copy
-        flops = 2 * batch * fan_in * fan_out
-        ctx.matmul(flops, flops * (1 + int(x.grad)))
+        ctx.charge(ctx.call_to("linear"), [tuple(a.size for a in x.axes)], grads=(x.grad, True))  # what it calls
         ctx.save(flat)
         if x.grad:
             ctx.other(sympy.Integer(0), sympy.Integer(0))
