@@ -163,6 +163,11 @@ def _torchview(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     return CLOCK() - start
 
 
+def _ms(seconds: float) -> str:
+    """A time in milliseconds (a toy's trace takes tens of them: seconds with two decimals hid the differences)."""
+    return f"{1000 * seconds:.1f} ms"
+
+
 def main() -> None:
     import statistics
 
@@ -199,10 +204,10 @@ def main() -> None:
         else:
             try:
                 seconds = statistics.median(_torchview(model, inputs, kwargs) for _ in range(args.repeat))
-                other, ratio = f"{seconds:.2f} s", f"{total / seconds:.2f}×"
+                other, ratio = _ms(seconds), f"{total / seconds:.2f}×"
             except Exception as error:  # noqa: BLE001 - a model torchview cannot draw
                 other, ratio = f"failed ({type(error).__name__})", ""
-        print(f"| {name} | {layers} | {diagram.method} | {traced:.2f} s | {drawn:.2f} s | {total:.2f} s | {other} | {ratio} |"
+        print(f"| {name} | {layers} | {diagram.method} | {_ms(traced)} | {_ms(drawn)} | {_ms(total)} | {other} | {ratio} |"
               f" {diagram.opaque_count} |", flush=True)
 
 

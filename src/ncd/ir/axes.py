@@ -112,7 +112,7 @@ class Axis:
 
     def same(self, other: Axis) -> bool:
         """Same name and (provably) equal size; roles are drawing hints and do not count."""
-        return self.name == other.name and sizes_equal(self.size, other.size)
+        return self is other or (self.name == other.name and sizes_equal(self.size, other.size))
 
 
 def _default_size(name: str, value: Size) -> bool:
@@ -197,7 +197,7 @@ class Segment:
         )
 
     def same(self, other: Segment) -> bool:
-        return (
+        return self is other or (
             len(self.axes) == len(other.axes)
             and all(a.same(b) for a, b in zip(self.axes, other.axes))
             and self.dtype == other.dtype
@@ -247,7 +247,8 @@ class Type:
         return result
 
     def same(self, other: Type) -> bool:
-        return len(self) == len(other) and all(a.same(b) for a, b in zip(self.segments, other.segments))
+        return self is other or (len(self.segments) == len(other.segments)
+                                 and all(a.same(b) for a, b in zip(self.segments, other.segments)))
 
     @property
     def free_symbols(self) -> set[sympy.Symbol]:

@@ -213,7 +213,7 @@ def _text(value: sympy.Expr) -> str:
 @functools.lru_cache(maxsize=8192)
 def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     """Whether two sizes are equal for every value of their symbols."""
-    if a == b:
+    if a is b or a == b:
         return True
     return bool(sympy.simplify(a - b) == 0)
 

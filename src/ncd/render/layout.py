@@ -276,6 +276,18 @@ class Layout:
             return hit
         return self._gap(left, right, typ, labels, seps_left, seps_right, note)
 
+    def edge_width(self, ports: Ports, typ: Type, labels: bool) -> float:
+        """The width of ``gap(ports, ports, typ, labels)`` (no note), measured without making its items: the page
+        layout measures both edges of every column to pack its rows, and draws only the rows' own edges."""
+        label_w = 0.0
+        if labels and self.style.labels != "none":
+            with self.collecting():  # the legend rows go with the gap drawn, not with a measurement
+                for seg, ys in zip(typ, ports):
+                    for axis, _ in zip(seg, ys):
+                        w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
+                        label_w = max(label_w, w + 6.0)
+        return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
+
     def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
              seps_right: dict[int, float] | None,
              note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:

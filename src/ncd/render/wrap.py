@@ -434,9 +434,11 @@ def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Grou
 
     def edge(k: int, side: str) -> float:
         node, frag = nodes[k], frags[k]
-        if side == "in":
-            return ctx.gap(frag.ins, frag.ins, node.dom, labels, note=ctx.note("before", node))[1]
-        return ctx.gap(frag.outs, frag.outs, node.cod, labels, note=ctx.note("after", node))[1]
+        ports, typ = (frag.ins, node.dom) if side == "in" else (frag.outs, node.cod)
+        note = ctx.note("before" if side == "in" else "after", node)
+        if note is None:  # measured only (most columns start or end no row)
+            return ctx.edge_width(ports, typ, labels)
+        return ctx.gap(ports, ports, typ, labels, note=note)[1]
 
     rows: list[list[Group]] = []
     start, width = 0, 0.0  # the row's width so far, without its right-hand labels

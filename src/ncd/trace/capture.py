@@ -365,13 +365,24 @@ def refs(value: Any) -> list[Node]:
     stack = [value]
     while stack:
         v = stack.pop()
-        if isinstance(v, Node):
+        kind = type(v)
+        if kind is Node:
+            found.append(v)
+        elif kind is tuple or kind is list:
+            stack.extend(reversed(v))
+        elif kind in _LEAVES:  # most arguments: nothing to look into
+            continue
+        elif isinstance(v, Node):
             found.append(v)
         elif isinstance(v, (list, tuple)):
             stack.extend(reversed(v))
         elif isinstance(v, dict):
             stack.extend(reversed(v.values()))
     return found
+
+
+#: argument types with no node inside
+_LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
 
 
 def _evaluate(nodes: list[Node]) -> None:

@@ -55,8 +55,20 @@ def rule(*names: str) -> Callable[[Rule], Rule]:
     return deco
 
 
+_OP_NAMES: dict[Any, tuple[str, str]] = {}
+
+
 def op_name(target: Any) -> tuple[str, str]:
-    """``("aten.linear", "aten.linear.default")`` for an OpOverload."""
+    """``("aten.linear", "aten.linear.default")`` for an OpOverload (each operator's read once)."""
+    if type(target) is torch._ops.OpOverload:
+        found = _OP_NAMES.get(target)
+        if found is None:
+            found = _OP_NAMES[target] = _op_name(target)
+        return found
+    return _op_name(target)
+
+
+def _op_name(target: Any) -> tuple[str, str]:
     name = getattr(target, "name", None)
     if callable(name):
         namespace, _, rest = target.name().rpartition("::")
@@ -213,6 +225,22 @@ class Converter:
                 todo.extend(refs((n.args, n.kwargs)))
         return False
 
+    def submodule(self, path: str) -> torch.nn.Module:
+        """``model.get_submodule(path)``, looked up once per path (raises ``AttributeError`` as it does)."""
+        assert self.model is not None
+        found: dict[str, torch.nn.Module] = self.__dict__.setdefault("_submodules", {})
+        module = found.get(path)
+        if module is None:
+            module = found[path] = self.model.get_submodule(path)
+        return module
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The model's parameters by name, read once (the model does not change while it is converted)."""
+        found: dict[str, torch.Tensor] | None = self.__dict__.get("_parameters")
+        if found is None:
+            found = self.__dict__["_parameters"] = dict(self.model.named_parameters()) if self.model is not None else {}
+        return found
+
     def _first_rows(self, node: Node) -> bool:
         """Whether ``node`` holds the first rows of the parameter it reads (leading size-1 axes aside)."""
         if self.model is None or not isinstance(node.value, torch.Tensor) or node.value.device.type == "meta":
@@ -220,7 +248,7 @@ class Converter:
         tensor = node.value
         while tensor.dim() > 1 and tensor.shape[0] == 1:
             tensor = tensor[0]
-        table = dict(self.model.named_parameters()).get(self.origin(node))
+        table = self.parameters().get(self.origin(node))
         if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
             return False
         if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
@@ -343,7 +371,7 @@ class Converter:
             return None if rows is None else self.view(rows, list(seg.names), tuple(int(x) for x in tensor.shape))
         if len(self._sources(ref)) != 1:
             return None
-        table = dict(self.model.named_parameters()).get(self.origin(ref))
+        table = self.parameters().get(self.origin(ref))
         n = int(tensor.shape[0])
         if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
             return None
@@ -630,7 +658,7 @@ class Converter:
                         return False
                     out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
                 else:
-                    module = self.model.get_submodule(path) if self.model is not None else None
+                    module = self.submodule(path) if self.model is not None else None
                     weight = getattr(module, "weight", None)
                     eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
                     if not isinstance(weight, torch.Tensor) or eps is None or weight.shape != source.value.shape[-1:]:
@@ -663,7 +691,7 @@ class Converter:
         if self.model is None:
             return False
         try:
-            module = self.model.get_submodule(path)
+            module = self.submodule(path)
             value = source.value
             shape = tuple(int(s) for s in value.shape)
             if value.numel() > _CHECKED and value.dim() >= 1:  # the same last axis, fewer rows

@@ -76,7 +76,7 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
         if any(id(n) in taken for n in members):
             continue
         try:
-            module = conv.model.get_submodule(path)
+            module = conv.submodule(path)
         except AttributeError:
             continue
         found = _recognise(conv, path, module, members)
@@ -99,7 +99,7 @@ def _expert_names(conv: Converter, path: str, members: list[Node]) -> dict[int, 
 
     assert conv.model is not None
     try:
-        module = conv.model.get_submodule(path)
+        module = conv.submodule(path)
     except AttributeError:
         return {}
     if dense_reading(module) is None:

@@ -41,6 +41,18 @@ def _fields(cls: type) -> tuple[str, ...]:
     return names
 
 
+_ATOM, _AXIS, _SEGMENT, _TYPE, _TUPLE, _PRIMITIVE, _NODE = "atom", "axis", "segment", "type", "tuple", "primitive", "node"
+_KINDS: dict[type, str] = {}
+
+
+def _kind(cls: type) -> str:
+    """What :func:`symbolize` rebuilds in a value of class ``cls`` (decided once per class)."""
+    kind = _KINDS[cls] = (_AXIS if issubclass(cls, Axis) else _SEGMENT if issubclass(cls, Segment)
+                          else _TYPE if issubclass(cls, Type) else _TUPLE if issubclass(cls, tuple)
+                          else _PRIMITIVE if issubclass(cls, Primitive) else _NODE if issubclass(cls, Diagram) else _ATOM)
+    return kind
+
+
 def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
     """``old`` over a rebuilt ``inner`` and ``axis``: the same names and positions, so the checks of
     ``Weave.__post_init__`` hold as they did for ``old``; only the types are remade (sizes may be symbols now)."""
@@ -73,31 +85,33 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
         return axes[a]
 
     def value(v: Any) -> Any:
-        if isinstance(v, (Segment, Type, tuple, Primitive, Diagram)):
-            key = id(v)
-            if key not in done:
-                done[key] = _value(v)
-                kept.append(v)
-            return done[key]
-        return _value(v)
-
-    def _value(v: Any) -> Any:
-        if isinstance(v, Axis):
+        kind = _KINDS.get(type(v))
+        if kind is None:
+            kind = _kind(type(v))
+        if kind is _ATOM:
+            return v
+        if kind is _AXIS:
             return axis(v)
-        if isinstance(v, Segment):
-            axes = tuple(axis(a) for a in v.axes)
+        key = id(v)
+        found = done.get(key, done)
+        if found is done:
+            found = done[key] = _value(v, kind)
+            kept.append(v)
+        return found
+
+    def _value(v: Any, kind: str) -> Any:
+        if kind is _SEGMENT:
+            axes = tuple([axis(a) for a in v.axes])
             return v if all(a is b for a, b in zip(axes, v.axes)) else dataclasses.replace(v, axes=axes)
-        if isinstance(v, Type):
-            segments = tuple(value(s) for s in v.segments)
+        if kind is _TYPE:
+            segments = tuple([value(s) for s in v.segments])
             return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
-        if isinstance(v, tuple):
-            items = tuple(value(x) for x in v)
+        if kind is _TUPLE:
+            items = tuple([value(x) for x in v])
             return v if all(a is b for a, b in zip(items, v)) else items
-        if isinstance(v, Primitive):
+        if kind is _PRIMITIVE:
             return prim(v)
-        if isinstance(v, Diagram):
-            return node(v)
-        return v
+        return node(v)
 
     def prim(p: Primitive) -> Primitive:
         names = _fields(type(p))
