@@ -124,7 +124,8 @@ def test_a_call_not_even_drawn_opaque_warns_that_its_constant_is_wrong_on_other_
 
     class Model(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.special.erfcx(x) + 1.0
+            y: torch.Tensor = torch.special.erfcx(x) + 1.0
+            return y
 
     def broken(self: Any, node: Any) -> None:
         raise AssertionError("inconsistent")
@@ -138,3 +139,23 @@ def test_a_call_not_even_drawn_opaque_warns_that_its_constant_is_wrong_on_other_
     assert len(text) == 1 and "erfcx" in text[0] and "wrong on other inputs" in text[0]
     y = torch.randn(2, 3)
     assert not torch.allclose(d.to_torch()(y), Model()(y))  # what the warning says: a constant stands in
+
+
+def test_the_corpus_collide_modes_give_roles_equal_sizes() -> None:
+    """``import_corpus.py --collide``: the shrunk configs' sizes collide as the modes say (checked on the built model's
+    tensors, not on the caps), and one colliding model runs through the corpus harness equal and unwarned."""
+    from tests.test_import_corpus import corpus
+
+    llama = corpus.shrink(T.AutoConfig.for_model("llama"), collide="width")
+    model = T.LlamaModel(llama)
+    p = dict(model.named_parameters())
+    q, k = p["layers.0.self_attn.q_proj.weight"], p["layers.0.self_attn.k_proj.weight"]
+    width, ffn = p["embed_tokens.weight"].shape[1], p["layers.0.mlp.up_proj.weight"].shape[0]
+    assert width == ffn == llama.max_position_embeddings == q.shape[0] == k.shape[0] == 32  # key/value heads = heads
+    heads = corpus.shrink(T.AutoConfig.for_model("llama"), collide="heads")
+    assert heads.num_attention_heads == corpus.TOKENS == 8 and heads.head_dim == 4
+    assert heads.num_key_value_heads == corpus.BATCH == 2
+    entry = next(e for e in corpus.all_entries("width") if e.name == "gpt_bigcode")
+    result, _ = corpus.run_one(entry, determinism=False)
+    assert result.status == "traced" and result.equal and not result.warned and not result.failed
+    assert result.params_lowered == result.params
