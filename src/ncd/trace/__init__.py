@@ -164,10 +164,12 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     # reading (every expert on every token, weighted by the routing) are recorded as it
     with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+    from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
     from ncd.trace.triangular import solve_triangular_loops
 
     captured = solve_triangular_loops(captured)  # forward substitution (growing slices, row by row) -> one inverse
+    captured = stacked_writes(captured)  # out[:, i] = step(i) for every i -> a stack of the steps, which folds below
     recorded = captured
     try:
         captured = fold_time_loops(captured)

@@ -134,9 +134,12 @@ def _fold(nodes: list[Node], s: int, outputs: list[Any]) -> list[Node] | None:  
     for shift in range(length):  # the step may go on after the value it stacks
         last = ends[-1] + shift
         first = ends[0] + shift - length + 1
-        if first < 0 or last >= len(calls):
-            break
-        chunks = [[nodes[calls[first + i * length + j]] for j in range(length)] for i in range(steps)]
+        if first < 0:  # the step starts before the first call: a longer shift
+            continue
+        # the last step's calls after the value it stacks may be missing: nothing read them (a final state unused)
+        cut = min(length, ends[-1] + 1 - (first + (steps - 1) * length)) if last >= len(calls) else length
+        chunks = [[nodes[calls[first + i * length + j]] for j in range(length if i < steps - 1 else cut)]
+                  for i in range(steps)]
         plan = _prove(chunks, items)
         if plan is not None and plan.reverse == flipped:
             return _rewrite(nodes, stack, chunks, plan, dim, outputs)
@@ -166,9 +169,10 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
     reverse: bool | None = None
     for j in range(length):
         first = chunks[0][j]
-        if any(c[j].target is not first.target for c in chunks):
+        present = [c for c in chunks if j < len(c)]  # the last step may stop after its stacked value
+        if any(c[j].target is not first.target for c in present):
             return None
-        leaves = [_leaves((c[j].args, c[j].kwargs)) for c in chunks]
+        leaves = [_leaves((c[j].args, c[j].kwargs)) for c in present]
         if any(len(lv) != len(leaves[0]) or [p for p, _ in lv] != [p for p, _ in leaves[0]] for lv in leaves):
             return None
         inside = False
@@ -195,8 +199,8 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
                 return None
             if path == (0, 2) and op_name(first.target)[1] == SELECT and isinstance(v0, int) and \
                     all(isinstance(v, int) for v in values):
-                forward = all(v == i for i, v in enumerate(values))
-                backward = all(v == steps - 1 - i for i, v in enumerate(values))
+                forward = all(v == i for i, v in enumerate(values)) and len(values) == steps
+                backward = all(v == steps - 1 - i for i, v in enumerate(values)) and len(values) == steps
                 if forward or backward:
                     if reverse is not None and reverse != backward:
                         return None
@@ -231,6 +235,7 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
     members = {id(n) for chunk in chunks for n in chunk}
     last = chunks[-1]
     finals = sorted(plan.states)
+    kept = [q for q in finals if q < len(last)]  # a final state the last step did not compute was never read
     # every use outside the loop: the stack, or the last step's states
     allowed = {id(stack)}
     for node in nodes:
@@ -238,9 +243,9 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
             continue
         for r in refs((node.args, node.kwargs)):
             if id(r) in members and not (r is last[plan.output] and node is stack) and \
-                    not any(r is last[q] for q in finals) and not any(r is chunks[0][h] for h in plan.hoisted):
+                    not any(r is last[q] for q in kept) and not any(r is chunks[0][h] for h in plan.hoisted):
                 return None
-    if any(isinstance(o, Node) and id(o) in members and not any(o is last[q] for q in finals) for o in outputs):
+    if any(isinstance(o, Node) and id(o) in members and not any(o is last[q] for q in kept) for o in outputs):
         return None
     first = chunks[0]
     hoisted_nodes = [first[h] for h in sorted(plan.hoisted)]
@@ -294,10 +299,12 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
     outer_consts = [outer for outer, _ in consts.values()]
     inits = [plan.states[q] for q in sorted(plan.states)]
     args = (tuple(outer_consts), tuple(inits), tuple(source for source, _ in scanned))
-    value = tuple(last[q].value for q in finals) + (ys,)
+    value = tuple((last if q < len(last) else chunks[-2])[q].value for q in finals) + (ys,)
     call = Node(f"scan_{stack.name}", "call", loop, args, {}, value, first[plan.output].stack, "", True, first[0].line)
     picks = []
     for k, q in enumerate(finals):
+        if q >= len(last):
+            continue
         node = last[q]
         loop.replaced.append((node, node.target, node.args, node.kwargs))
         node.target, node.args, node.kwargs = operator.getitem, (call, k), {}

@@ -1,0 +1,182 @@
+"""A loop that writes each step's value into its position of a buffer, read as a ``stack`` of those values.
+
+``out[:, i] = f(state, x[:, i])`` for ``i`` in ``range(T)`` (RWKV's WKV recurrence, the chunk loop of the
+chunked delta rule) is recorded, write by write, as the buffer rebuilt around the new position
+(:mod:`ncd.trace.writes`): ``cat([out[:, :i], y_i.unsqueeze(1), out[:, i+1:]], 1)``, with slices whose sizes
+depend on ``i``.  When every position of the buffer is written exactly once by such a chain, and nothing but the
+next write reads the buffer in between, the last buffer is ``stack([y_0, ..., y_{T-1}], 1)`` — checked exactly on
+the traced values — and :func:`writes_as_stacks` records it so.  The stack is what
+:func:`ncd.trace.loops.fold_time_loops` folds into one scan whose step is drawn once.
+
+>>> import torch, ncd
+>>> class Running(torch.nn.Module):
+...     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, t, m)
+...         out, state = torch.zeros_like(x), torch.zeros_like(x[:, 0])
+...         for i in range(x.shape[1]):
+...             state = torch.tanh(state + x[:, i])
+...             out[:, i] = state * 2
+...         return out
+>>> d = ncd.trace(Running(), torch.randn(2, 5, 3))
+>>> [b.prim.op for b in d.boxes()].count("scan")
+1
+>>> longer = ncd.trace(Running(), torch.randn(2, 9, 3))
+>>> len(list(longer.boxes())) == len(list(d.boxes()))  # the step drawn once, whatever the length
+True
+>>> x = torch.randn(2, 5, 3)
+>>> torch.allclose(d.to_torch()(x), Running()(x))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.convert import LOG, op_name
+
+__all__ = ["writes_as_stacks", "stacked_writes"]
+
+aten = torch.ops.aten
+
+
+def stacked_writes(captured: Captured) -> Captured:
+    """``captured`` with its chains of writes recorded as stacks (:func:`writes_as_stacks`); as it is if there are none
+    or a check cannot run (an unusual recording proves nothing)."""
+    try:
+        nodes = writes_as_stacks(list(captured.nodes), captured.outputs)
+    except Exception as error:  # noqa: BLE001 - every stack is recorded after its own checks
+        LOG.debug("writes not read as stacks: %s: %s", type(error).__name__, error)
+        return captured
+    if len(nodes) == len(captured.nodes):
+        return captured
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+
+
+def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
+    """``nodes`` with every chain of writes covering a buffer's positions once recorded as a stack (see above)."""
+    readers: dict[int, list[Node]] = {}
+    for node in nodes:
+        if node.kind == "call":
+            for r in refs((node.args, node.kwargs)):
+                readers.setdefault(id(r), []).append(node)
+    outs = {id(r) for r in refs(outputs)}
+    seen: set[int] = set()
+    dropped: set[int] = set()
+    stacks: list[Node] = []
+    for node in reversed(nodes):
+        if id(node) in seen or node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+            continue
+        chain = _chain(node, readers, outs)
+        if chain is None:
+            continue
+        writes, dim, values = chain
+        seen.update(id(w) for w, _ in writes)
+        stacked = torch.stack([v.value for v in values], dim)
+        if stacked.dtype != node.value.dtype or not torch.equal(stacked, node.value):
+            continue
+        for write, _ in writes:  # the buffers in between, the pieces they were cut into, selects left unread
+            if write is not node:
+                dropped.add(id(write))
+                dropped.update(id(r) for r in readers.get(id(write), []) if _dead_select(r, readers))
+            dropped.update(id(piece) for piece in write.args[0])
+        node.target, node.args, node.kwargs = aten.stack.default, (list(values), dim), {}
+        stacks.append(node)
+    if not stacks:
+        return nodes
+    used = set(outs)
+    kept: list[Node] = []
+    for node in reversed(nodes):  # a dropped node still read by one that stays, stays
+        if id(node) in dropped and id(node) not in used:
+            continue
+        used.update(id(r) for r in refs((node.args, node.kwargs)))
+        kept.append(node)
+    kept.reverse()
+    for stack in stacks:  # recorded where the last write was: moved to just before its first reader, after the loop
+        kept.remove(stack)
+        first = next((j for j, n in enumerate(kept) if any(r is stack for r in refs((n.args, n.kwargs)))), len(kept))
+        kept.insert(first, stack)
+    return kept
+
+
+def _dead_select(node: Node, readers: dict[int, list[Node]]) -> bool:
+    return op_name(node.target)[1] == "aten.select.int" and not readers.get(id(node))
+
+
+def _chain(last: Node, readers: dict[int, list[Node]], outs: set[int]) -> tuple[list[tuple[Node, int]], int, list[Node]] | None:
+    """The writes ending at ``last`` (each with its position), the dimension and the value written at each position
+    (in position order), if they cover every position of the buffer once."""
+    size = last.value.shape
+    dim = last.args[1] if len(last.args) > 1 else last.kwargs.get("dim", 0)
+    if not isinstance(dim, int) or not isinstance(last.value, torch.Tensor) or last.value.dim() == 0:
+        return None
+    dim %= last.value.dim()
+    length = int(size[dim])
+    writes: list[tuple[Node, int]] = []
+    at_position: dict[int, Node] = {}
+    node = last
+    while True:
+        parsed = _write(node, dim, length)
+        if parsed is None:
+            break
+        base, position, value = parsed
+        if position in at_position:
+            return None
+        writes.append((node, position))
+        at_position[position] = value
+        if base is None or not (isinstance(base, Node) and base.kind == "call" and
+                                op_name(base.target)[1] == "aten.cat.default" and base.value.shape == size):
+            break
+        # the buffer in between: read only by the next write's pieces (and selects the recorder left unread)
+        pieces = {id(p) for p in node.args[0]}
+        if id(base) in outs or any(id(r) not in pieces and not _dead_select(r, readers) for r in readers.get(id(base), [])):
+            break
+        node = base
+    if length < 2 or len(at_position) != length:
+        return None
+    return writes, dim, [at_position[i] for i in range(length)]
+
+
+def _write(node: Node, dim: int, length: int) -> tuple[Node | None, int, Node] | None:
+    """``cat([base[:i], value.unsqueeze(dim), base[i+1:]], dim)``: (base, i, value); ``base`` is ``None`` when no
+    slice of it is kept (a buffer of one position)."""
+    if node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+        return None
+    pieces = node.args[0]
+    d = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(pieces, (list, tuple)) or not isinstance(d, int) or d % node.value.dim() != dim or \
+            not all(isinstance(p, Node) and p.kind == "call" and isinstance(p.value, torch.Tensor) for p in pieces):
+        return None
+    units = [j for j, p in enumerate(pieces) if op_name(p.target)[1] == "aten.unsqueeze.default"
+             and p.value.shape[dim] == 1 and isinstance(p.args[1], int) and p.args[1] % p.value.dim() == dim
+             and isinstance(p.args[0], Node)]
+    if len(units) != 1:
+        return None
+    (u,) = units
+    before, after = pieces[:u], pieces[u + 1:]
+    if len(before) > 1 or len(after) > 1:
+        return None
+    position = 0
+    bases: list[Node] = []
+    for piece, first in ((before, True), (after, False)):
+        if not piece:
+            continue
+        s = piece[0]
+        if op_name(s.target)[1] != "aten.slice.Tensor" or not isinstance(s.args[0], Node):
+            return None
+        sdim, start, end = (list(s.args[1:4]) + [None, None, None])[:3]
+        step = s.args[4] if len(s.args) > 4 else 1
+        if not isinstance(sdim, int) or sdim % s.value.dim() != dim or step != 1 or \
+                not isinstance(start, int) or not isinstance(end, int):
+            return None
+        if first:
+            if start != 0:
+                return None
+            position = end
+        elif end < length or start != position + 1:
+            return None
+        bases.append(s.args[0])
+    if len({id(b) for b in bases}) > 1 or (not after and position + 1 != length):
+        return None
+    return (bases[0] if bases else None), position, pieces[u].args[0]
