@@ -235,3 +235,16 @@ def test_integer_tensor_arithmetic_is_a_box() -> None:
     assert d.opaque_count == 0
     assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "index_arithmetic") == ["×", "−"]
     assert [str(b.cod) for b in d.boxes() if b.prim.label() == "mod 3"] == ["[3]"]  # ids % 3 < 3 (its ends gave [2])
+
+
+class Spread(nn.Module):
+    """xLSTM's multi-head layer norm reads ``x.var(-1, keepdim=True, unbiased=False)``; the other forms of var and std."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.var(dim=-1, keepdim=True, unbiased=False), torch.var(x, dim=(1, 3)),
+                x.std(-2, correction=0, keepdim=True), x.var(-1))
+
+
+def test_variance_is_the_boxes_of_its_definition() -> None:
+    d = round_trip(Spread(), torch.randn(2, 3, 4, 5), fresh=(3 + 2 * torch.randn(2, 3, 4, 5),))
+    assert d.opaque_count == 0 and _ops(d).count("einsum") == 8 and _ops(d).count("elementwise") == 1

@@ -174,3 +174,55 @@ def norm(conv: Converter, node: Node) -> None:
     if p is not None and many:
         raise Decline("a matrix norm")
     _reduce(conv, node, vid, dims, keep, lambda axes: VectorNormOp(axes, 2.0 if p is None else float(p)))
+
+
+# -- variance and standard deviation -------------------------------------------------------------------------------
+
+@rule("aten.var", "aten.std")
+def variance(conv: Converter, node: Node) -> None:
+    """``x.var(dims, correction)`` (and ``std``, its square root) as the boxes of its definition: the mean ``𝔼`` over the
+    wires ``dims``, subtracted (broadcast back over them), squared entry by entry, summed over them and divided by
+    ``n - correction`` (``unbiased=False``: ``n``)."""
+    import math
+
+    from ncd.ir.axes import Segment
+    from ncd.prims.elementwise import ElementwiseOp, MultiplyOp
+    from ncd.prims.linear import EinsumOp
+    from ncd.prims.structure import AddOp
+    from ncd.trace.idioms import _scale
+
+    name = node.target.name().split("::")[1].split(".")[0]
+    x = node.args[0]
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    args, kwargs = list(node.args[1:]), dict(node.kwargs)
+    dims = args[0] if args else kwargs.get("dim")
+    if "correction" in kwargs or getattr(node.target, "_overloadname", "") == "correction":
+        correction = kwargs.get("correction", args[1] if len(args) > 1 else None)
+        correction = 1 if correction is None else correction
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+    else:
+        unbiased = args[1] if len(args) > 1 else kwargs.get("unbiased", True)
+        correction = 1 if unbiased else 0
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    own = list(range(len(seg.axes))) if dims is None else _dims(conv, vid, dims)
+    reduced = [seg.axes[d] for d in own]
+    n = math.prod(int(a.size) for a in reduced)
+    if not isinstance(correction, (int, float)) or n - correction <= 0 or not isinstance(keep, bool):
+        raise Decline(f"a correction {correction!r} of {n} entries")
+    rest = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in own))
+    names = [a.name for a in reduced]
+    (mean,) = conv.emit(Box(EinsumOp(Type((seg,)), rest)), [vid], [rest])
+    mean = _scale(conv, _scale(conv, mean, 1.0 / n, names), -1.0)
+    deviation = conv.apply(Box(AddOp(2)), [vid, mean])
+    if conv.names(deviation) != list(seg.names):
+        raise Decline(f"the deviation's wires come out as '{conv.segs[deviation]}'")
+    square = conv.apply(Box(MultiplyOp(2)), [deviation, deviation])
+    (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[square],)), rest)), [square], [rest])
+    out = _scale(conv, out, 1.0 / (n - correction), names if correction == 0 else ())
+    if name == "std":
+        out = conv.apply(Box(ElementwiseOp("sqrt")), [out])
+    if keep:
+        out = conv.view(out, [("1" if k in own else a.name) for k, a in enumerate(seg.axes)],
+                        tuple(int(s) for s in node.value.shape))
+    _same_wires(conv, node, out)
