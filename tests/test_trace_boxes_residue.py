@@ -248,3 +248,28 @@ class Spread(nn.Module):
 def test_variance_is_the_boxes_of_its_definition() -> None:
     d = round_trip(Spread(), torch.randn(2, 3, 4, 5), fresh=(3 + 2 * torch.randn(2, 3, 4, 5),))
     assert d.opaque_count == 0 and _ops(d).count("einsum") == 8 and _ops(d).count("elementwise") == 1
+
+
+class MaskedWrites(nn.Module):
+    """``llm_input_ids[image_mask] = 0`` (Gemma 3, PaliGemma, Kimi: index_put with a boolean mask), a pad id written
+    into long ids, and a number written into floats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 3)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        llm = ids.clone()
+        llm[ids == 7] = 0
+        padded = ids.clone()
+        padded[ids == 3] = 5
+        y = x.clone()
+        y[x > 0.5] = -1.0
+        return self.embed(llm), padded, y
+
+
+def test_a_write_at_a_boolean_mask_is_a_selection() -> None:
+    torch.manual_seed(0)
+    d = round_trip(MaskedWrites(), torch.randint(0, 10, (2, 6)), torch.randn(2, 6),
+                   fresh=(torch.randint(0, 10, (2, 6)), torch.randn(2, 6)))
+    assert d.opaque_count == 0 and _ops(d).count("where") == 1 and _ops(d).count("index_arithmetic") == 3

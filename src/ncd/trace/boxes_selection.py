@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import sympy
 import torch
 
 from ncd.ir.axes import Segment
@@ -98,3 +99,52 @@ def logic(conv: Converter, node: Node) -> None:
                    for v in operands)):
         raise Decline("not boolean tensors")
     _broadcast(conv, node, Box(LogicOp(operator)), operands)  # type: ignore[arg-type]
+
+
+@rule("aten.index_put")
+def index_put(conv: Converter, node: Node) -> None:
+    """``x[mask] = v`` (``index_put`` with one boolean mask of ``x``'s shape and a number, no accumulation) is
+    ``where(mask, v, x)``; on integers (a vision-language model's ``llm_input_ids[image_mask] = 0``) the where is
+    ``x · ¬mask + v · mask`` (the boxes of :class:`~ncd.prims.integer.IndexArithmeticOp`), exact on integers."""
+    from ncd.trace.scalars import _number
+
+    x, indices, value = node.args[:3]
+    accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+    if accumulate or not isinstance(indices, (list, tuple)) or len(indices) != 1:
+        raise Decline("not one mask, written without accumulation")
+    (mask,) = indices
+    number = _number(value)
+    if (number is None or not (isinstance(x, Node) and isinstance(x.value, torch.Tensor))
+            or not (isinstance(mask, Node) and isinstance(mask.value, torch.Tensor) and mask.value.dtype == torch.bool)
+            or tuple(mask.value.shape) != tuple(x.value.shape)):
+        raise Decline("not a boolean mask of the tensor's shape and a number")
+    if x.value.is_floating_point():
+        _select(conv, node, mask, number, x)
+        return
+    if x.value.is_complex() or x.value.dtype == torch.bool or isinstance(number, float) and not number.is_integer():
+        raise Decline("not integers")
+    if number != 0 and x.value.dtype != torch.long:
+        raise Decline("a number written into integers of another width")  # x * ~m + v * m would widen them
+    _integer_where(conv, node, x, mask, int(number))
+
+
+def _integer_where(conv: Converter, node: Node, x: Node, mask: Node, number: int) -> None:
+    from ncd.prims.gather import ArithmeticOp
+    from ncd.prims.integer import IndexArithmeticOp, combined_range
+    from ncd.prims.selection import LogicOp
+
+    vx, vm = conv.value(x), conv.value(mask)
+    seg, condition = conv.segs[vx], Segment((), "bool")
+    if seg.dtype != "index" or list(conv.names(vm)) != list(seg.names):
+        raise Decline("the mask's wires are not the tensor's")
+    scalar = Segment((), "index", seg.range)
+    kept = conv.apply(Box(LogicOp("not")), [vm])
+    out = conv.apply(Box(IndexArithmeticOp("*", scalar, condition, scalar)), [vx, kept])
+    if number:
+        written = Segment((), "index", sympy.Integer(abs(number) + 1))
+        filled = conv.apply(Box(ArithmeticOp("*", number, condition, written)), [vm])
+        total = combined_range("+", scalar, written)
+        out = conv.apply(Box(IndexArithmeticOp("+", scalar, written, Segment((), "index", total))), [out, filled])
+    if list(conv.names(out)) != list(seg.names):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
