@@ -273,3 +273,28 @@ def test_a_write_at_a_boolean_mask_is_a_selection() -> None:
     d = round_trip(MaskedWrites(), torch.randint(0, 10, (2, 6)), torch.randn(2, 6),
                    fresh=(torch.randint(0, 10, (2, 6)), torch.randn(2, 6)))
     assert d.opaque_count == 0 and _ops(d).count("where") == 1 and _ops(d).count("index_arithmetic") == 3
+
+
+class Positions(nn.Module):
+    """M2M-100's sinusoidal table read with ``index_select`` at position ids computed from the padding, and RoBERTa's
+    token-type buffer (integers) gathered at them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        a = torch.arange(20.0)[:, None] * torch.exp(-torch.arange(3.0))[None]
+        self.register_buffer("table", torch.cat([a.sin(), a.cos()], 1), persistent=False)
+        self.register_buffer("token_types", torch.zeros(1, 20, dtype=torch.long), persistent=False)
+        self.types = nn.Embedding(2, 6)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids.ne(1).int()
+        positions = (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + 1
+        types = torch.gather(self.token_types.expand(ids.shape[0], -1), 1, positions)
+        return self.table.index_select(0, positions.view(-1)).view(*ids.shape, -1) + self.types(types)
+
+
+def test_a_constant_table_read_at_computed_positions_is_a_gather() -> None:
+    d = round_trip(Positions(), torch.randint(0, 5, (2, 7)), fresh=(torch.randint(0, 5, (2, 7)),))
+    assert d.opaque_count == 0
+    gathers = [b.prim for b in d.boxes() if b.prim.op == "gather"]
+    assert sorted(g.dtype for g in gathers) == ["float", "index"]

@@ -6,7 +6,7 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
-from ncd.prims.gather import ArgMax, Arithmetic, Cast, Compare, Gather
+from ncd.prims.gather import ArgMax, Arithmetic, Cast, Compare, Gather, GatherOp
 from ncd.prims.opaque import Constant, Opaque, Parameter, View
 from tests.opdb import error, sample
 
@@ -42,6 +42,12 @@ sample("gather", "shared-positions", lambda: ncd.Identity.of("b t m, j [t]") >> 
        {"b": 2, "t": 5, "m": 3, "j": 4}, lambda p, x: x[0][..., x[1], :].movedim(-2, -2), cod="b j m", batch=())
 sample("gather", "woven-batch", lambda: Gather("t"), {"t": 6}, lambda p, x: x[0].gather(-1, x[1].unsqueeze(-1)).squeeze(-1),
        batch=(3,))
+sample("gather", "integers",  # RoBERTa's token-type buffer read at the position ids: integers keep their range
+       lambda: ncd.Identity.of("b t:6 [5], b j:4 [6]") >> ncd.ir.Box(GatherOp(ncd.Axis("t", 6), ncd.parse_type("j:4 [6]")[0],
+                                                                              "index", 5)),
+       {"b": 3}, lambda p, x: x[0].gather(-1, x[1]), cod="b j:4 [5]")
+error("gather", "integer-range", lambda: GatherOp(ncd.Axis("t", 6), ncd.parse_type("[6]")[0], "float", 5),
+      r"a segment has an index range exactly when its dtype is index", ParseError)
 error("gather", "range", lambda: Gather("t:5", "[4]"), r"gather along axis t of size 5: the positions '\[4\]' must be an"
       r" index segment with range \[5\]", SizeError)
 error("gather", "name", lambda: Gather("t:5", "t:2 [5]"), r"gather along axis t: the positions 't:2 \[5\]' reuse its name",

@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError, SizeError
-from ncd.ir.axes import Axis, AxisLike, Segment, Type, TypeLike, as_axis, as_type, parse_axis
+from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
-from ncd.ir.size import size_text, sizes_equal
+from ncd.ir.size import Size, size_text, sizes_equal
 from ncd.prims.kinds import transpose
 from ncd.prims.structure import DeleteOp, ZerosOp, cot, route
 
@@ -66,10 +66,15 @@ RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge
 
 @dataclass(frozen=True)
 class GatherOp(Primitive):
-    """The entry of ``axis`` at the positions of an index segment ``positions`` (range: the axis' size)."""
+    """The entry of ``axis`` at the positions of an index segment ``positions`` (range: the axis' size).
+
+    ``dtype``/``range``: what the gathered tensor holds (integers keep their range: RoBERTa's token-type buffer read at
+    the position ids); only floats carry a gradient."""
 
     axis: Axis
     positions: Segment
+    dtype: Dtype = "float"
+    range: Size | None = None
 
     op: ClassVar[str] = "gather"
     family: ClassVar[str] = "opaque"
@@ -82,9 +87,13 @@ class GatherOp(Primitive):
                             f" '{self.positions}' must be an index segment with range [{size_text(self.axis.size)}]")
         if self.axis.name in self.positions.names:
             raise ParseError(f"gather along axis {self.axis.name}: the positions '{self.positions}' reuse its name")
+        if isinstance(self.range, int):
+            object.__setattr__(self, "range", sympy.Integer(self.range))
+        Segment((), self.dtype, self.range)  # a range exactly for integers
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)), self.positions)), Type((Segment(self.positions.axes),))
+        return (Type((Segment((self.axis,), self.dtype, self.range), self.positions)),
+                Type((Segment(self.positions.axes, self.dtype, self.range),)))
 
     def label(self) -> str:
         return f"gather {self.axis.name}"
@@ -432,9 +441,12 @@ def cost_scatter_add(prim: Primitive, ctx: CostContext) -> list[Tensor]:
 COST.rule(GatherTransposeOp)(cost_scatter_add)
 
 
-@transpose(GatherOp, stored=(1,))
+@transpose(GatherOp, stored=lambda prim: (1,) if prim.dtype == "float" else ())
 def transpose_gather(prim: GatherOp, box: Box) -> Diagram:
-    """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient)."""
+    """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient); a gather of integers has
+    no cotangent (and stores nothing)."""
+    if prim.dtype != "float":
+        return Identity(Type(()))
     return Box(GatherTransposeOp(prim.axis, prim.positions))
 
 

@@ -45,18 +45,19 @@ def _check(classes: tuple[type[Primitive], ...], kind: Kind) -> None:
         DERIVED[cls.op] = kind
 
 
-def transpose(*classes: type[P], stored: tuple[int, ...] = ()) -> Callable[[Callable[[P, Box], Diagram]],
-                                                                          Callable[[P, Box], Diagram]]:
+def transpose(*classes: type[P], stored: tuple[int, ...] | Callable[[P], tuple[int, ...]] = ()) -> Callable[
+        [Callable[[P, Box], Diagram]], Callable[[P, Box], Diagram]]:
     """Decorator: ``fn(prim, box) -> ∂cod ⟶ ∂dom`` is the transpose of the linear primitives ``classes``.
 
     Their backward is that transpose (a linear map's derivative is itself), storing nothing but the
-    index inputs ``stored`` it is linear given (their values come first, then the cotangent).
+    index inputs ``stored`` it is linear given (their values come first, then the cotangent; a function of the
+    primitive when that depends on it: a gather of integers has no cotangent and needs no positions).
     """
     _check(classes, "linear")
-    keep = tuple(("in", j) for j in stored)
 
     def register(fn: Callable[[P, Box], Diagram]) -> Callable[[P, Box], Diagram]:
         def backward(prim: P, box: Box, builder: object) -> BoxBackward:
+            keep = tuple(("in", j) for j in (stored(prim) if callable(stored) else stored))
             return BoxBackward(keep, fn(prim, box))
 
         backward.__doc__ = fn.__doc__

@@ -258,8 +258,8 @@ def index_select(conv: Converter, node: Node) -> None:
     from ncd.trace.indexing import index
 
     x, dim, positions = node.args[:3]
-    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and isinstance(positions, Node)
-            and isinstance(positions.value, torch.Tensor) and positions.value.dim() == 1):
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and isinstance(positions, Node)
+            and (x.live or positions.live) and isinstance(positions.value, torch.Tensor) and positions.value.dim() == 1):
         raise Decline("not a tensor read at a 1-d index")
     d = int(dim) % x.value.dim()
     as_index = Recorded(node.name, "call", torch.ops.aten.index.Tensor, (x, [None] * d + [positions]), {}, node.value,

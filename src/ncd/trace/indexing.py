@@ -171,8 +171,9 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     """``x, dim, i`` of ``gather``/``scatter``: the tensor, the positions named after it (a diagonal off ``dim``, a new
     axis along it), the positions' segment for the box, and the wires' names."""
     x, dim, positions = node.args[:3]
-    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
-        raise Decline("not a float tensor")
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (
+            x.value.is_floating_point() or _integer(x.value) and "gather" in node.target.name())):
+        raise Decline("not a float tensor (or integers gathered)")
     if not (isinstance(positions, Node) and positions.live and _integer(positions.value)):
         raise Decline("positions not a live integer tensor")
     shape, pshape = tuple(int(s) for s in x.value.shape), tuple(int(s) for s in positions.value.shape)
@@ -200,8 +201,11 @@ def gather(conv: Converter, node: Node) -> None:
     """``torch.gather(x, dim, i)``: ``out[.., j, ..] = x[.., i[.., j, ..], ..]`` — a gather along ``dim`` at positions ``j``,
     woven over every other axis on both inputs (a diagonal: the index has ``x``'s size there)."""
     vx, vi, positions, _ = _along(conv, node)
-    d = int(node.args[1]) % len(conv.segs[vx].axes)
-    out = conv.apply(Box(GatherOp(conv.segs[vx].axes[d], positions)), [vx, vi])
+    seg = conv.segs[vx]
+    d = int(node.args[1]) % len(seg.axes)
+    if seg.dtype not in ("float", "index"):
+        raise Decline(f"a gather of {seg.dtype} entries")
+    out = conv.apply(Box(GatherOp(seg.axes[d], positions, seg.dtype, seg.range)), [vx, vi])
     if conv.names(out) != conv.names(vi):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
