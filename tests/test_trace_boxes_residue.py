@@ -298,3 +298,22 @@ def test_a_constant_table_read_at_computed_positions_is_a_gather() -> None:
     assert d.opaque_count == 0
     gathers = [b.prim for b in d.boxes() if b.prim.op == "gather"]
     assert sorted(g.dtype for g in gathers) == ["float", "index"]
+
+
+class ReversedWindows(nn.Module):
+    """Inkling's short convolution: windows of the sequence read backwards (``unfold(...).flip(-1)``), and relative
+    logits gathered at constant positions (a buffer of offsets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("offsets", torch.tensor([[2, 1, 0], [3, 2, 1]]).repeat(3, 1)[:5], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = F.pad(x, (2, 0)).unfold(-1, 3, 1).flip(-1)  # b c t 3
+        logits = x[:, 0, :5, None].expand(-1, -1, 4)  # b 5 4
+        return windows, torch.gather(logits, 2, self.offsets.expand(x.shape[0], -1, -1))
+
+
+def test_flip_and_a_gather_at_constant_positions_are_boxes() -> None:
+    d = round_trip(ReversedWindows(), torch.randn(2, 3, 6), fresh=(torch.randn(2, 3, 6),))
+    assert d.opaque_count == 0 and "flip" in _ops(d) and "gather" in _ops(d)

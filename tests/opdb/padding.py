@@ -1,4 +1,4 @@
-"""Samples for the ends of an axis (roll, pad and its transpose) and cumulative sums."""
+"""Samples for the ends of an axis (roll, flip, pad and its transpose) and cumulative sums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ncd
 from ncd.errors import ParseError, SizeError
 from ncd.ir.axes import parse_segment
 from ncd.ir.diagram import Box
-from ncd.prims.padding import PadTransposeOp
+from ncd.prims.padding import Flip, PadTransposeOp
 from tests.opdb import error, sample
 
 # -- roll ------------------------------------------------------------------------------------
@@ -18,6 +18,11 @@ sample("roll", "swin-windows", lambda: ncd.Identity.of("h w c") >> ncd.Roll("h w
 sample("roll", "one-axis", lambda: ncd.Roll("t", 2), {"t": 5}, lambda p, x: torch.roll(x[0], 2, -1))
 sample("roll", "woven-inside", lambda: ncd.Identity.of("a t b") >> ncd.Roll("t", -7), {"a": 2, "t": 5, "b": 3},
        lambda p, x: torch.roll(x[0], -7, -2))
+sample("flip", "kernel", lambda: ncd.Identity.of("b t k") >> Flip("k"), {"b": 2, "t": 3, "k": 4},
+       lambda p, x: torch.flip(x[0], (-1,)))
+sample("flip", "two-axes-woven-after", lambda: ncd.Identity.of("h w a") >> Flip("h w"), {"h": 3, "a": 2, "w": 4},
+       lambda p, x: torch.flip(x[0], (-3, -2)))
+error("flip", "repeated", lambda: Flip("h h"), r"flip takes distinct axes, not 'h h'", ParseError)
 error("roll", "shifts", lambda: ncd.Roll("h w", (1, 2, 3)), r"roll of 'h w': 3 amounts for 2 axes", ParseError)
 error("roll", "fraction", lambda: ncd.Roll("h", 1.5), r"roll of 'h': 1.5 is not a whole number", ParseError)
 

@@ -1,9 +1,11 @@
-"""The ends of an axis: a cyclic shift (``roll``) and padding (constant, reflected, replicated).
+"""The ends of an axis: a cyclic shift (``roll``), the reversal (``flip``) and padding (constant, reflected, replicated).
 
 Both act on a few axes of one tensor and are woven over the rest, like a convolution's window:
 
 * ``Roll("h w", (-3, -3))`` shifts entries cyclically along ``h`` and ``w`` (Swin's shifted
   windows): ``torch.roll``; its transpose is the opposite shift.
+* ``Flip("k")`` reverses the entries along ``k`` (a causal convolution's kernel read backwards):
+  ``torch.flip``; it is its own transpose.
 * ``Pad("x y", (1, 1), mode="reflect")`` adds entries before and after each axis:
   ``mode="constant"`` fills them with ``value`` (negative amounts crop, as ``F.pad`` does),
   ``"reflect"`` mirrors the axis without repeating its edge, ``"replicate"`` repeats the edge.
@@ -18,6 +20,9 @@ One module holds every rule of the family: declaration, lowering, costs, backwar
 'c x:x+3 y:y+3'
 >>> ncd.Roll("h w", (-3, -3)).prim.label()
 'roll −3, −3'
+>>> from ncd.prims.padding import Flip
+>>> str((ncd.Identity.of("b t k") >> Flip("k")).cod), Flip("k").prim.label()
+('b t k', 'flip')
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
-__all__ = ["RollOp", "PadOp", "PadTransposeOp", "Roll", "Pad", "PAD_MODES"]
+__all__ = ["RollOp", "FlipOp", "PadOp", "PadTransposeOp", "Roll", "Flip", "Pad", "PAD_MODES"]
 
 #: padding modes and ``F.pad``'s name for them
 PAD_MODES = ("constant", "reflect", "replicate")
@@ -89,6 +94,28 @@ class RollOp(Primitive):
 
     def label(self) -> str:
         return "roll " + ", ".join(_signed(s) for s in self.shifts)
+
+
+@dataclass(frozen=True)
+class FlipOp(Primitive):
+    """Entries of ``axes`` in reverse order: ``torch.flip``."""
+
+    axes: Segment
+
+    op: ClassVar[str] = "flip"
+    family: ClassVar[str] = "padding"
+    kind: ClassVar[Kind] = "linear"
+    weave_policy = weaving.same_inputs_and_output
+
+    def __post_init__(self) -> None:
+        if not self.axes.axes or self.axes.repeated:
+            raise ParseError(f"flip takes distinct axes, not '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.axes,))
+
+    def label(self) -> str:
+        return "flip"
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,11 @@ def Roll(axes: TypeLike, shifts: int | tuple[int, ...]) -> Box:
     return Box.make(RollOp(seg, _ints(shifts, len(seg), f"roll of '{seg}'")))
 
 
+def Flip(axes: TypeLike) -> Box:
+    """Reverse the entries of ``axes`` (``torch.flip(x, dims)``)."""
+    return Box.make(FlipOp(_segment(axes, "flip")))
+
+
 def Pad(axes: TypeLike, amounts: int | tuple[int, ...], after: int | tuple[int, ...] | None = None, *,
         mode: str = "constant", value: float = 0.0, out: TypeLike | None = None) -> Box:
     """Pad ``axes`` by ``amounts`` before (and ``after``, default: the same) each; ``mode``: constant, reflect, replicate."""
@@ -222,6 +254,12 @@ def _pads(prim: PadOp) -> tuple[int, ...]:
 def lower_roll(prim: RollOp, ctx: RuleContext) -> list[str]:
     dims = tuple(ctx.own_dims("dom", 0))
     return [f"torch.roll({ctx.args[0].var}, {prim.shifts}, {dims})"]
+
+
+@LOWERING.rule(FlipOp)
+def lower_flip(prim: FlipOp, ctx: RuleContext) -> list[str]:
+    dims = tuple(ctx.own_dims("dom", 0))
+    return [f"torch.flip({ctx.args[0].var}, {dims})"]
 
 
 def _folded(ctx: RuleContext, x: str, axes: tuple[Axis, ...], call: str, out: tuple[Axis, ...]) -> str:
@@ -253,9 +291,9 @@ def lower_pad_transpose(prim: PadTransposeOp, ctx: RuleContext) -> list[str]:
 
 
 # -- costs and backward (ncd.analysis) ----------------------------------------------------------
-@COST.rule(RollOp)
-def cost_roll(prim: RollOp, ctx: CostContext) -> list[Tensor]:
-    """``torch.roll`` writes a new tensor and keeps nothing."""
+@COST.rule(RollOp, FlipOp)
+def cost_roll(prim: RollOp | FlipOp, ctx: CostContext) -> list[Tensor]:
+    """``torch.roll`` and ``torch.flip`` write a new tensor and keep nothing."""
     return [ctx.like(0, ctx.inputs[0])]
 
 
@@ -282,6 +320,13 @@ def transpose_roll(prim: RollOp, box: Box) -> Diagram:
     return Box(RollOp(prim.axes, tuple(-s for s in prim.shifts)))
 
 
+@transpose(FlipOp)
+def transpose_flip(prim: FlipOp, box: Box) -> Diagram:
+    """A reversal is its own transpose."""
+
+    return Box(prim)
+
+
 @BACKWARD.rule(PadOp)
 def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
     """Constant: crop the cotangent by the same amounts; reflect/replicate: :class:`PadTransposeOp`."""
@@ -302,9 +347,9 @@ def transpose_pad_transpose(prim: PadTransposeOp, box: Box) -> Diagram:
 
 
 # -- drawing (ncd.render) -----------------------------------------------------------------------
-@DRAWING.rule(RollOp, PadOp, PadTransposeOp)
-def draw_boundary(prim: RollOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) -> Frag:
-    """A tag on the wires it acts on, like a slice: ``roll −3, −3``, ``pad 1|1``."""
+@DRAWING.rule(RollOp, FlipOp, PadOp, PadTransposeOp)
+def draw_boundary(prim: RollOp | FlipOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) -> Frag:
+    """A tag on the wires it acts on, like a slice: ``roll −3, −3``, ``flip``, ``pad 1|1``."""
     from ncd.render.pictograms import generic_box
     from ncd.render.typeset import typeset_text
 
@@ -313,5 +358,5 @@ def draw_boundary(prim: RollOp | PadOp | PadTransposeOp, ctx: Layout, box: Box) 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
 
-IMPORT.known(PadOp, RollOp, by="ncd.trace.boxes")
+IMPORT.known(PadOp, RollOp, FlipOp, by="ncd.trace.boxes")
 IMPORT.unsupported(PadTransposeOp, NOT_TRACED)

@@ -1,6 +1,6 @@
 """Conversion rules for ATen operators that have a primitive of their own beyond the core idioms.
 
-``roll``, ``pad`` (constant, reflect, replicate), ``cumsum``, ... each become their box (see
+``roll``, ``flip``, ``pad`` (constant, reflect, replicate), ``cumsum``, ... each become their box (see
 the family modules :mod:`ncd.prims.padding`, :mod:`ncd.prims.cumulative`, ...), named on the
 wires they act on; the other wires are woven past them.  A call whose arguments the box
 cannot express exactly declines (:class:`~ncd.trace.convert.Decline`) and stays opaque.
@@ -131,6 +131,21 @@ def roll(conv: Converter, node: Node) -> None:
     order = sorted(range(len(own)), key=lambda k: own[k])  # the box's axes in the tensor's order
     box = Box(RollOp(_own(conv, vid, [own[k] for k in order]), tuple(int(shifts[k]) for k in order)))
     _same_wires(conv, node, conv.apply(box, [vid]))
+
+
+@rule("aten.flip")
+def flip(conv: Converter, node: Node) -> None:
+    from ncd.prims.padding import FlipOp
+
+    x = node.args[0]
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims", ())
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or x.value.dtype == torch.bool:
+        raise Decline("not a live float or integer tensor")
+    vid = conv.value(x)
+    own = sorted(_dims(conv, vid, dims))
+    if not own:
+        raise Decline("no axis reversed")
+    _same_wires(conv, node, conv.apply(Box(FlipOp(_own(conv, vid, own))), [vid]))
 
 
 @rule("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad1d", "aten.reflection_pad2d", "aten.reflection_pad3d",

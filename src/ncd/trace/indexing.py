@@ -174,8 +174,9 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (
             x.value.is_floating_point() or _integer(x.value) and "gather" in node.target.name())):
         raise Decline("not a float tensor (or integers gathered)")
-    if not (isinstance(positions, Node) and positions.live and _integer(positions.value)):
-        raise Decline("positions not a live integer tensor")
+    if not (isinstance(positions, Node) and (positions.live or x.live) and _integer(positions.value)
+            and positions.value.device.type != "meta"):
+        raise Decline("positions not an integer tensor (live, or constant positions of a live tensor)")
     shape, pshape = tuple(int(s) for s in x.value.shape), tuple(int(s) for s in positions.value.shape)
     if len(shape) != len(pshape) or not shape:
         raise Decline("index of another rank")
