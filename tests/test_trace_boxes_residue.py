@@ -317,3 +317,22 @@ class ReversedWindows(nn.Module):
 def test_flip_and_a_gather_at_constant_positions_are_boxes() -> None:
     d = round_trip(ReversedWindows(), torch.randn(2, 3, 6), fresh=(torch.randn(2, 3, 6),))
     assert d.opaque_count == 0 and "flip" in _ops(d) and "gather" in _ops(d)
+
+
+class Router(nn.Module):
+    """Switch Transformers' router: the chosen expert as a one-hot row, multiplied into the probabilities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = self.gate(x).softmax(-1)
+        chosen = F.one_hot(probs.argmax(-1), num_classes=4)
+        return probs * chosen, chosen
+
+
+def test_one_hot_is_a_box() -> None:
+    torch.manual_seed(0)
+    d = round_trip(Router(), torch.randn(2, 5, 6), fresh=(torch.randn(2, 5, 6),))
+    assert d.opaque_count == 0 and _ops(d).count("one_hot") == 1

@@ -1,13 +1,13 @@
-"""Samples for arithmetic between two integer tensors (``ncd.prims.integer``); references: the Python expression."""
+"""Samples for arithmetic between two integer tensors and one-hot rows (``ncd.prims.integer``); references: torch."""
 
 from __future__ import annotations
 
 import torch
 
 import ncd
-from ncd.errors import ParseError
+from ncd.errors import ParseError, SizeError
 from ncd.prims.gather import Arithmetic
-from ncd.prims.integer import IndexArithmetic
+from ncd.prims.integer import IndexArithmetic, OneHot
 from tests.opdb import error, sample
 
 # RoBERTa's position ids: the running count of real tokens times the mask (the mask broadcast from b t over nothing)
@@ -37,3 +37,6 @@ error("index_arithmetic", "float-result", lambda: IndexArithmetic("+", "[3]", "[
       r"index arithmetic \+: the result '\(\)' must be a scalar index segment \(a float for '/'\)", ParseError)
 error("index_arithmetic", "no-range", lambda: IndexArithmetic("+", "[n]", "[3]"),
       r"index arithmetic \+: the operands '\[n\]', '\[3\]' bound no range; give the target", ParseError)
+sample("one_hot", "router", lambda: ncd.Identity.of("t [4]") >> OneHot("e:4"), {"t": 5},
+       lambda p, x: torch.nn.functional.one_hot(x[0], 4), cod="t e:4 [2]")
+error("one_hot", "symbolic", lambda: OneHot("e"), r"one-hot along axis e: needs a whole-number size, not e", SizeError)

@@ -1,4 +1,4 @@
-"""Arithmetic between two integer (or boolean) tensors, entry by entry: ``a ∘ b``.
+"""Arithmetic between two integer (or boolean) tensors, entry by entry: ``a ∘ b``; and ``one_hot``.
 
 The importer meets it in index plumbing: RoBERTa's position ids ``(cumsum(mask) + past) * mask``, ``k // 2 - ids % 3``.
 ``IndexArithmetic("*", "[9]", "[2]", "[9]")`` has scalar domains ``[9], [2] -> [9]``: composed after two tensors it is
@@ -14,6 +14,12 @@ like the importer's other index computations (family ``opaque``).
 'b t [9]'
 >>> IndexArithmetic("//", "[9]", "[3]").prim.label()
 '//'
+
+``OneHot("e:4")`` reads a position ``[4]`` as a row of ``e`` zeros and ones (``F.one_hot``: a router's chosen
+expert, ``"[4] -> e:4 [2]"``).
+
+>>> str((ncd.Identity.of("t [4]") >> OneHot("e:4")).cod)
+'t e:4 [2]'
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.errors import ParseError
+from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type, TypeLike
+from ncd.ir.axes import Axis, Segment, Type, TypeLike, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
     from ncd.ir.rules import BoxBackward
     from ncd.torch.rules import RuleContext
 
-__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range"]
+__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "OneHotOp", "OneHot"]
 
 #: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
 CALLS: dict[str, str | None] = {"+": None, "-": None, "*": None, "//": None, "%": None, "/": None,
@@ -138,3 +144,43 @@ def backward_index_arithmetic(prim: IndexArithmeticOp, box: Box, builder: Builde
 
 IMPORT.known(IndexArithmeticOp, aten=("aten.add", "aten.sub", "aten.mul", "aten.floor_divide", "aten.remainder",
                                       "aten.div", "aten.maximum", "aten.minimum"), by="ncd.trace.boxes_integer")
+
+
+@dataclass(frozen=True)
+class OneHotOp(Primitive):
+    """A position ``[n]`` read as a row of ``axis`` (of size ``n``) holding 1 there and 0 elsewhere: ``F.one_hot``."""
+
+    axis: Axis
+
+    op: ClassVar[str] = "one_hot"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((Segment((), "index", self.axis.size),)), Type((Segment((self.axis,), "index", sympy.Integer(2)),))
+
+    def label(self) -> str:
+        return f"one-hot {self.axis.name}"
+
+
+def OneHot(axis: str | Axis) -> Box:
+    """``F.one_hot(i, n)`` along a new wire ``axis`` of size ``n`` (its positions ``[n]``)."""
+    ax = parse_axis(axis) if isinstance(axis, str) else axis
+    if ax.size.free_symbols or int(ax.size) < 1:
+        raise SizeError(f"one-hot along axis {ax.name}: needs a whole-number size, not {ax.size}")
+    return Box.make(OneHotOp(ax))
+
+
+@LOWERING.rule(OneHotOp)
+def lower_one_hot(prim: OneHotOp, ctx: RuleContext) -> list[str]:
+    return [f"F.one_hot({ctx.args[0].var}, {ctx.int(prim.axis.size, f'axis {prim.axis.name}')})"]
+
+
+@COST.rule(OneHotOp)
+def cost_one_hot(prim: OneHotOp, ctx: CostContext) -> list[Tensor]:
+    """A new integer tensor: no FLOPs, no gradient, nothing kept."""
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype="index")]
+
+
+BACKWARD.rule(OneHotOp)(backward_index_computation)
+IMPORT.known(OneHotOp, aten=("aten.one_hot",), by="ncd.trace.boxes_integer")

@@ -1,5 +1,5 @@
-"""Conversion rule for arithmetic between two integer (or boolean) tensors: an
-:class:`~ncd.prims.integer.IndexArithmeticOp` box, broadcast by position as torch does.
+"""Conversion rules for ``one_hot`` (:class:`~ncd.prims.integer.OneHotOp`) and arithmetic between two integer (or
+boolean) tensors: an :class:`~ncd.prims.integer.IndexArithmeticOp` box, broadcast by position as torch does.
 
 Hooked in front of whichever rules ``aten.add``/``sub``/``mul``/``div``/``floor_divide``/``remainder``/``maximum``/
 ``minimum`` have (they take floats, a float with an integer tensor, or a tensor with a number); it takes only a call
@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import sympy
 import torch
 
 import ncd.trace.boxes_complex  # noqa: F401  (the rules this one goes in front of, registered first)
 import ncd.trace.boxes_indexing  # noqa: F401
 import ncd.trace.scalars  # noqa: F401
-from ncd.ir.axes import Segment
+from ncd.ir.axes import Axis, Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
-from ncd.trace.convert import RULES, Converter, Decline
+from ncd.trace.convert import RULES, Converter, Decline, rule
 
-__all__ = ["index_arithmetic"]
+__all__ = ["index_arithmetic", "one_hot"]
 
 #: ATen packet -> operator
 PACKETS = {"add": "+", "sub": "-", "mul": "*", "floor_divide": "//", "remainder": "%", "div": "/", "maximum": "max",
@@ -72,6 +73,32 @@ def index_arithmetic(conv: Converter, node: Node) -> None:
             raise Decline(str(error)) from None
 
     _broadcast(conv, node, make, list(node.args[:2]))
+
+
+@rule("aten.one_hot")
+def one_hot(conv: Converter, node: Node) -> None:
+    """``F.one_hot(i, n)`` with ``n`` given (``-1`` reads it off the values: refused by the box) of positions ranged ``[n]``
+    (or less): a new wire of size ``n`` (a router's experts: ``e``)."""
+    from ncd.prims.integer import OneHotOp
+    from ncd.trace.boxes import _unlike
+    from ncd.trace.indexing import _retag
+
+    x = node.args[0]
+    n = node.args[1] if len(node.args) > 1 else node.kwargs.get("num_classes", -1)
+    if not (_integer(x) and isinstance(n, int) and n >= 1 and x.live):
+        raise Decline("not positions of a live integer tensor with the number of classes given")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if seg.dtype != "index" or seg.range is None or int(seg.range) > n:
+        raise Decline("positions without a range within the classes")
+    vid = _retag(conv, vid, list(seg.names), tuple(int(a.size) for a in seg.axes), n)
+    roles = conv.namer.config.get(n, set())
+    name = _unlike(conv, conv.namer.fresh(n, "e" if "e" in roles else None), set(seg.names))
+    box = Box(OneHotOp(Axis(name, sympy.Integer(n))))
+    out = conv.apply(box, [vid])
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
 
 
 def _hook() -> None:
