@@ -336,3 +336,19 @@ def test_one_hot_is_a_box() -> None:
     torch.manual_seed(0)
     d = round_trip(Router(), torch.randn(2, 5, 6), fresh=(torch.randn(2, 5, 6),))
     assert d.opaque_count == 0 and _ops(d).count("one_hot") == 1
+
+
+class Guarded(nn.Module):
+    """FSMT's ``if not padding_mask.any()`` (a guard on a box, not an opaque call) and ``all`` over some wires."""
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        padding = ids.eq(1)
+        y = x if not padding.any() else x.masked_fill(padding[..., None], 0.0)
+        return y, (ids > 0).all(-1, keepdim=True)
+
+
+def test_any_and_all_of_a_mask_are_boxes() -> None:
+    torch.manual_seed(0)
+    d = round_trip(Guarded(), torch.randn(2, 5, 3), torch.randint(2, 6, (2, 5)),
+                   fresh=(torch.randn(2, 5, 3), torch.randint(2, 6, (2, 5))))
+    assert d.opaque_count == 0 and _ops(d).count("any") == 2

@@ -7,7 +7,7 @@ import torch
 import ncd
 from ncd.errors import ParseError, SizeError
 from ncd.prims.gather import Arithmetic
-from ncd.prims.integer import IndexArithmetic, OneHot
+from ncd.prims.integer import Any, AnyOp, IndexArithmetic, OneHot
 from tests.opdb import error, sample
 
 # RoBERTa's position ids: the running count of real tokens times the mask (the mask broadcast from b t over nothing)
@@ -40,3 +40,8 @@ error("index_arithmetic", "no-range", lambda: IndexArithmetic("+", "[n]", "[3]")
 sample("one_hot", "router", lambda: ncd.Identity.of("t [4]") >> OneHot("e:4"), {"t": 5},
        lambda p, x: torch.nn.functional.one_hot(x[0], 4), cod="t e:4 [2]")
 error("one_hot", "symbolic", lambda: OneHot("e"), r"one-hot along axis e: needs a whole-number size, not e", SizeError)
+sample("any", "padding", lambda: ncd.Identity.of("b t [bool]") >> Any("t"), {"b": 3, "t": 4},
+       lambda p, x: x[0].any(-1), cod="b [bool]")
+sample("any", "all-woven-after", lambda: ncd.Identity.of("h w b [bool]") >> Any("h w", every=True), {"b": 3, "h": 2, "w": 2},
+       lambda p, x: x[0].all(-2).all(-2), cod="b [bool]", inputs=lambda s: (torch.rand(2, 2, 2, 3) < 0.9,))
+error("any", "floats", lambda: AnyOp(ncd.parse_type("t:3")[0]), r"any/all takes distinct axes of booleans, not 't:3'", ParseError)

@@ -20,6 +20,12 @@ expert, ``"[4] -> e:4 [2]"``).
 
 >>> str((ncd.Identity.of("t [4]") >> OneHot("e:4")).cod)
 't e:4 [2]'
+
+``Any("t")`` (``Any("t", every=True)``: all) asks whether some (every) entry of a boolean mask along ``t`` holds:
+``"t [bool] -> [bool]"``, woven over the other wires (``padding_mask.any()``).
+
+>>> str((ncd.Identity.of("b t [bool]") >> Any("t")).cod), Any("t", every=True).prim.label()
+('b [bool]', 'all t')
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
     from ncd.ir.rules import BoxBackward
     from ncd.torch.rules import RuleContext
 
-__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "OneHotOp", "OneHot"]
+__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "OneHotOp", "OneHot", "AnyOp", "Any"]
 
 #: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
 CALLS: dict[str, str | None] = {"+": None, "-": None, "*": None, "//": None, "%": None, "/": None,
@@ -184,3 +190,48 @@ def cost_one_hot(prim: OneHotOp, ctx: CostContext) -> list[Tensor]:
 
 BACKWARD.rule(OneHotOp)(backward_index_computation)
 IMPORT.known(OneHotOp, aten=("aten.one_hot",), by="ncd.trace.boxes_integer")
+
+
+@dataclass(frozen=True)
+class AnyOp(Primitive):
+    """Whether some (``every``: every) entry of a boolean segment over ``axes`` holds: ``torch.any``/``torch.all``."""
+
+    axes: Segment
+    every: bool = False
+
+    op: ClassVar[str] = "any"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if not self.axes.axes or self.axes.repeated or self.axes.dtype != "bool":
+            raise ParseError(f"any/all takes distinct axes of booleans, not '{self.axes}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((Segment((), "bool"),))
+
+    def label(self) -> str:
+        return ("all " if self.every else "any ") + " ".join(self.axes.names)
+
+
+def Any(axes: TypeLike, every: bool = False) -> Box:
+    """``m.any(dims)`` (``every``: ``m.all(dims)``) of a boolean mask over ``axes`` (``"t"`` reads ``"t [bool]"``)."""
+    seg = _scalar(axes, "any") if not isinstance(axes, str) or "[" in axes else _scalar(f"{axes} [bool]", "any")
+    return Box.make(AnyOp(seg, every))
+
+
+@LOWERING.rule(AnyOp)
+def lower_any(prim: AnyOp, ctx: RuleContext) -> list[str]:
+    """The woven wires in front, its own last: ``torch.any(m, dim=(-k, ..., -1))``."""
+    k = len(prim.axes)
+    return [f"torch.{'all' if prim.every else 'any'}({ctx.args[0].var}, dim={tuple(range(-k, 0))})"]
+
+
+@COST.rule(AnyOp)
+def cost_any(prim: AnyOp, ctx: CostContext) -> list[Tensor]:
+    """A new boolean tensor: no FLOPs, no gradient, nothing kept."""
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype="bool")]
+
+
+BACKWARD.rule(AnyOp)(backward_index_computation)
+IMPORT.known(AnyOp, aten=("aten.any", "aten.all"), by="ncd.trace.boxes_integer")

@@ -1,4 +1,5 @@
-"""Conversion rules for ``one_hot`` (:class:`~ncd.prims.integer.OneHotOp`) and arithmetic between two integer (or
+"""Conversion rules for ``one_hot`` (:class:`~ncd.prims.integer.OneHotOp`), ``any``/``all`` of a mask
+(:class:`~ncd.prims.integer.AnyOp`) and arithmetic between two integer (or
 boolean) tensors: an :class:`~ncd.prims.integer.IndexArithmeticOp` box, broadcast by position as torch does.
 
 Hooked in front of whichever rules ``aten.add``/``sub``/``mul``/``div``/``floor_divide``/``remainder``/``maximum``/
@@ -21,7 +22,7 @@ from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import RULES, Converter, Decline, rule
 
-__all__ = ["index_arithmetic", "one_hot"]
+__all__ = ["index_arithmetic", "one_hot", "any_all"]
 
 #: ATen packet -> operator
 PACKETS = {"add": "+", "sub": "-", "mul": "*", "floor_divide": "//", "remainder": "%", "div": "/", "maximum": "max",
@@ -96,6 +97,32 @@ def one_hot(conv: Converter, node: Node) -> None:
     name = _unlike(conv, conv.namer.fresh(n, "e" if "e" in roles else None), set(seg.names))
     box = Box(OneHotOp(Axis(name, sympy.Integer(n))))
     out = conv.apply(box, [vid])
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+
+
+@rule("aten.any", "aten.all")
+def any_all(conv: Converter, node: Node) -> None:
+    """``m.any()``/``m.all()`` of a boolean mask, over every wire or ``dim`` (one or several; ``keepdim`` a view)."""
+    from ncd.prims.integer import AnyOp
+    from ncd.trace.boxes import _dims, _own
+
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.dtype == torch.bool):
+        raise Decline("not a live boolean tensor")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    own = list(range(len(seg.axes))) if dims is None or dims == [] else sorted(_dims(conv, vid, dims))
+    if not own:
+        raise Decline("a mask of no wires")
+    every = node.target.name().split("::")[1].split(".")[0] == "all"
+    out = conv.apply(Box(AnyOp(_own(conv, vid, own), every)), [vid])
+    if keep:
+        out = conv.view(out, [("1" if k in own else a.name) for k, a in enumerate(seg.axes)],
+                        tuple(int(s) for s in node.value.shape))
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
