@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import json
 import math
 import os
 import random
@@ -370,9 +372,17 @@ def main() -> None:
                         help="call: every round runs the contenders call by call in shuffled cycles (default);"
                              " block: one block of calls per contender per round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before a pass's first round")
+    parser.add_argument("--save", default="", help="append every pass's per-round times to this JSON-lines file")
+    parser.add_argument("--report", nargs="+", default=[], metavar="FILE",
+                        help="time nothing: print the table of passes saved with --save (runs of one pass pooled)")
     parser.add_argument("--cpu", type=int, default=-1,
                         help="pin the process to this core (os.sched_setaffinity; default: the last core; -2: no pin)")
     args = parser.parse_args()
+    if args.report:
+        pooled = merged(args.report)
+        print(f"{len(pooled)} passes read from {', '.join(args.report)} (rounds of runs of the same pass pooled)")
+        summary(pooled, args.target)
+        return
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu counts the calling thread only: use it with --threads 1")
     torch.set_num_threads(args.threads)
@@ -397,10 +407,37 @@ def main() -> None:
                                   args.interleave, warmup)
                 rows.append(Row(name, mode, how, times, [label for label, _ in baselines]))
                 print_table(rows[-1:], args.target)
-    print(f"\n=== summary (ratio = median over rounds of ncd / the faster baseline, same round; target <= {args.target})")
-    print_table(rows, args.target)
-    met = sum(row.verdict(args.target) == "meets" for row in rows)
-    print(f"\n{met}/{len(rows)} passes meet the target with their whole 95% interval; self-check = ncd timed again"
+                if args.save:
+                    with open(args.save, "a") as out:
+                        out.write(json.dumps(dataclasses.asdict(rows[-1])) + "\n")
+    summary(rows, args.target)
+
+
+def merged(paths: Sequence[str]) -> list[Row]:
+    """The passes saved by ``--save`` in ``paths``, the rounds of every run of the same pass pooled (each round's
+    ratio is taken within the round, so rounds of runs at other loads are samples of the same ratio)."""
+    rows: dict[tuple[str, str, str], Row] = {}
+    for path in paths:
+        with open(path) as lines:
+            for line in lines:
+                row = Row(**json.loads(line))
+                key = (row.case, row.mode, row.how)
+                if key not in rows:
+                    rows[key] = row
+                    continue
+                pooled = rows[key]
+                shared = set(pooled.times) & set(row.times)
+                pooled.times = {label: pooled.times[label] + row.times[label] for label in pooled.times if label in shared}
+    return list(rows.values())
+
+
+def summary(rows: list[Row], target: float) -> None:
+    print(f"\n=== summary (ratio = median over rounds of ncd / the faster baseline, same round; target <= {target})")
+    print_table(rows, target)
+    met = sum(row.verdict(target) == "meets" for row in rows)
+    missed = sum(row.verdict(target) == "misses" for row in rows)
+    print(f"\n{met}/{len(rows)} passes meet the target with their whole 95% interval, {missed} miss it (the whole interval"
+          f" above), {len(rows) - met - missed} undecided; self-check = ncd timed again"
           " against itself (1.00 within its interval when the method resolves the difference); copy-check = a deep"
           " copy of ncd (other memory, same code) against ncd")
 
