@@ -312,8 +312,10 @@ def print_table(rows: list[Row], target: float) -> None:
             best = row.faster
             ratio, low, high = row.ratio()
             same, s_low, s_high = row.ratio("self-check", "ncd")
-            copy = "  ".join(f"{c:6.3f} [{c_low:5.3f},{c_high:5.3f}]" for c, c_low, c_high in
-                             [row.ratio(COPY, "ncd")] if COPY in row.times) or f"{'':6} {'':13}"
+            copy = f"{'':6} {'':13}"
+            if COPY in row.times:
+                c, c_low, c_high = row.ratio(COPY, "ncd")
+                copy = f"{c:6.3f} [{c_low:5.3f},{c_high:5.3f}]"
             others = "  ".join(f"{label} {ms(row, label):.3f} ms ({row.ratio(label, best)[0]:.3f})"
                                for label in row.baselines if label != best)
             print(f"{row.mode + ' ' + row.how:26} {ms(row, 'ncd'):9.3f} {best + f' {ms(row, best):8.3f}':>32} {ratio:6.3f}"
@@ -406,10 +408,10 @@ def main() -> None:
                 times = time_pass(contenders, x, mode, rounds, block, CLOCKS[args.clock], seed, args.stat,
                                   args.interleave, warmup)
                 rows.append(Row(name, mode, how, times, [label for label, _ in baselines]))
-                print_table(rows[-1:], args.target)
                 if args.save:
                     with open(args.save, "a") as out:
                         out.write(json.dumps(dataclasses.asdict(rows[-1])) + "\n")
+                print_table(rows[-1:], args.target)
     summary(rows, args.target)
 
 
