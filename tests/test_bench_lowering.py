@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import math
 import random
 import sys
@@ -68,3 +70,33 @@ def test_a_pass_times_every_contender_in_every_round_on_the_thread_clock() -> No
     times = bench.time_pass(modules, torch.randn(4, 8), "forward+backward", 3, 1e-4, time.thread_time, seed=0)
     assert set(times) == {"ncd", "hand-written", "self-check"}
     assert all(len(v) == 3 and all(t > 0 for t in v) for v in times.values())
+
+
+def test_cycles_never_run_ncd_right_after_its_self_check_and_time_every_contender_once_per_cycle() -> None:
+    bench = _bench()
+    shuffle = random.Random(1)
+    labels = ["ncd", "self-check", "hand-written", "nn.Module"]
+    last = None
+    for _ in range(200):  # within a cycle and across from the previous one
+        order = bench.cycle_order(labels, shuffle, last)
+        assert sorted(order) == sorted(labels)
+        assert not any({a, b} == {"ncd", "self-check"} for a, b in zip([last, *order[:-1]], order))
+        last = order[-1]
+    ran: list[str] = []
+    steps = {label: (lambda label=label: ran.append(label)) for label in labels}
+    seconds = bench.interleaved_round(steps, 5, time.thread_time, shuffle)
+    assert set(seconds) == set(labels) and sorted(ran) == sorted(labels * 5)
+    assert all(set(ran[i:i + 4]) == set(labels) for i in range(0, 20, 4))  # each cycle runs every contender once
+
+
+def test_saved_runs_of_one_pass_pool_their_rounds(tmp_path: Path) -> None:
+    bench = _bench()
+    first = bench.Row("case", "forward", "eager", {"ncd": [1.0, 1.1], "self-check": [1.0, 1.0], "a": [1.0, 1.0]}, ["a"])
+    second = bench.Row("case", "forward", "eager", {"ncd": [1.2], "self-check": [1.0], "a": [1.0]}, ["a"])
+    other = bench.Row("case", "forward+backward", "eager", {"ncd": [2.0], "self-check": [2.0], "a": [1.0]}, ["a"])
+    paths = [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
+    for path, rows in zip(paths, [[first, other], [second]]):
+        path.write_text("".join(json.dumps(dataclasses.asdict(row)) + "\n" for row in rows))
+    pooled = bench.merged([str(p) for p in paths])
+    assert [(r.mode, r.times["ncd"]) for r in pooled] == [("forward", [1.0, 1.1, 1.2]), ("forward+backward", [2.0])]
+    assert pooled[0].ratio() == pytest.approx((1.1, 1.0, 1.2))
