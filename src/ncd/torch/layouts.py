@@ -1,15 +1,18 @@
-"""Kernels chosen for whole layers: a post-norm encoder layer and a multi-head self-attention run torch's fused
-inference kernels.
+"""Kernels chosen for whole layers: in inference, a post-norm encoder layer runs torch's fused encoder kernel and a
+multi-head self-attention one product for Q, K and V packed.
 
 ``nn.TransformerEncoderLayer`` has an inference fast path (eval, no autograd): one native op,
 ``torch._transformer_encoder_layer_fwd``, that projects Q, K and V with one matrix product over the
 packed weight, adds biases and the residual in place and fuses the feed-forward's bias and activation
-into its first product; ``nn.MultiheadAttention`` has another, ``torch._native_multi_head_attention``
-(the packed projection, SDPA, ``L^O``).  Written with separate public ops, the same layers are 1–6 % slower
-on CPU (``benchmarks/bench_lowering.py``).  :func:`fuse_layers` finds, in a lowered
-:class:`~ncd.ir.program.Program`, every class whose forward *is* such a layer and gives it a guarded
-first statement that calls the fused kernel; training, autograd, ``torch.compile`` (which fuses the
-public ops itself) and any other input rank run the ops below it unchanged.
+into its first product.  Written with separate public ops, the same layer is several per cent slower on
+CPU (``benchmarks/bench_lowering.py``).  A multi-head self-attention in inference projects Q, K and V
+with one product over their packed weights, as ``nn.MultiheadAttention`` does, but then calls SDPA on
+views of it (torch's own ``torch._native_multi_head_attention`` computes the attention with its score
+matrix in memory on CPU, which measured up to 1.5x slower than SDPA's flash kernel on a busy machine).
+:func:`fuse_layers` finds, in a lowered :class:`~ncd.ir.program.Program`, every class whose forward *is*
+such a layer and gives it a guarded first statement that calls the fused kernel (or the packed product);
+training, autograd, ``torch.compile`` (which fuses the public ops itself) and any other input rank run the
+ops below it unchanged.
 
 A class is taken only if its ops, followed into the blocks it calls, are exactly (views and layout
 glue aside; dropout is the identity in eval)::
@@ -30,7 +33,7 @@ ops).  Anything else is left as it is.
 >>> layer = (add_norm(attention, "t", 0.1) >> add_norm(feed_forward(ncd.ReLU()), "t", 0.1)).block("EncoderLayer")
 >>> "torch._transformer_encoder_layer_fwd(" in layer.to_source(t=5, m=8, h=2, k=4, f=16)
 True
->>> "torch._native_multi_head_attention(" in attention.block("MultiHeadAttention").to_source(t=5, m=8, h=2, k=4)
+>>> "self._packed[0], self._packed[1]).unflatten(-1, (3, 2, 4))" in attention.block("MHA").to_source(t=5, m=8, h=2, k=4)
 True
 """
 
@@ -53,8 +56,8 @@ __all__ = ["fuse_layers", "FUSED_ENCODER", "FUSED_ATTENTION"]
 
 #: the op the fused branch of an encoder layer calls (what ``nn.TransformerEncoderLayer`` calls in inference)
 FUSED_ENCODER = "torch._transformer_encoder_layer_fwd"
-#: the op the fused branch of a multi-head self-attention calls (what ``nn.MultiheadAttention`` calls in inference)
-FUSED_ATTENTION = "torch._native_multi_head_attention"
+#: what the inference branch of a multi-head self-attention runs: one product over Q, K and V packed, SDPA, L^O
+FUSED_ATTENTION = "packed_attention"
 
 _MODULE_CALL = re.compile(r"^self\.(\w+)\(")
 _PACK_GUARD = re.compile(r"^(\w+) if \1\.stride\(-1\) == 1 else \1\.contiguous\(\)$")
@@ -142,6 +145,10 @@ class _Attention:
     out: int
     #: the name of the width axis (``m``) every map reads or writes
     width_axes: tuple[str, ...]
+    #: the scale SDPA is called with, as lowering printed it
+    scale: str
+    #: the per-head feature size
+    features: sympy.Expr
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,7 @@ def _linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
 
 
 def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]],
-               program: Program | None = None) -> _Attention | None:
+               program: Program | None = None, even: bool = True) -> _Attention | None:
     """The self-attention of the class's input (id 0) that ``real`` (its first five computing ops) is:
     ``L₊^O(SDPA(L₊^Q(x), L₊^K(x), L₊^V(x), scale=features**-0.5))`` with rows and ``L^O``'s columns stored
     (heads, features), as torch packs them; ``None`` otherwise."""
@@ -216,7 +223,7 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
     features, heads = q_axes[2].size, q_axes[0].size
     if not _is_inverse_root(scale, features):  # the kernels scale by features**-0.5
         return None
-    if heads.is_Integer and int(heads) % 2:  # torch takes its fast paths for an even number of heads only
+    if even and heads.is_Integer and int(heads) % 2:  # torch takes its fast path for an even number of heads only
         return None
     width = out_map.cod_axes.sizes
     if len(width) != 1 or any(p.dom_axes.sizes != width for p in projection):
@@ -228,7 +235,7 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
             conditions.append(f"{_size(product)} == {_size(width[0])}")
             if _planned(product - width[0]) not in (None, 0):  # unequal where lowering plans: as the bound program
                 return None
-    if not heads.is_Integer:
+    if even and not heads.is_Integer:
         conditions.append(f"{_size(heads)} % 2 == 0")
         planned = _planned(heads)
         if planned is not None and planned % 2:
@@ -239,14 +246,14 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
         return None  # every projection acts on the width m, the last axis of what it reads, and L^O writes it there
     arranged = frozenset(n.outs[0] for n in (q, k, v, sdpa))
     return _Attention(q.path, k.path, v.path, o.path, width[0], heads, tuple(dict.fromkeys(conditions)), arranged,
-                      o.outs[0], m)
+                      o.outs[0], m, call.group(1), features)
 
 
 def _match_attention(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]],
                      cols: dict[int, tuple[str, ...]], program: Program | None = None) -> _Attention | None:
     """The multi-head self-attention ``nodes`` compute (exactly ``nn.MultiheadAttention``'s, no mask), or ``None``."""
     real, out, moved = _flat(nodes, out)
-    attention = _attention(real, rows, cols, program) if len(real) == 5 else None
+    attention = _attention(real, rows, cols, program, even=False) if len(real) == 5 else None
     if attention is None or out != attention.out:
         return None
     if not moved[False] <= attention.arranged or not moved[True] <= {attention.out}:
@@ -333,7 +340,7 @@ def _guard(attention: _Attention, x: str, kernel: str) -> list[str]:
     s = {name: f"self.{path}" for name, path in vars(attention).items() if isinstance(path, str)}
     even = "".join(f" and {c}" for c in attention.conditions)
     return [
-        f"# in inference, {kernel}'s fused kernel: proven equal to the ops below (ncd.torch.layouts)",
+        f"# in inference, {kernel}: proven equal to the ops below (ncd.torch.layouts)",
         f"if {x}.dim() == 3 and not (self.training or torch.is_grad_enabled() or torch.is_autocast_enabled()"
         f" or torch.compiler.is_compiling()){even} and torch.backends.mha.get_fastpath_enabled():",
         f"    qkv = [p for m in ({s['q']}, {s['k']}, {s['v']}) for p in (m.weight, m.bias)]",
@@ -349,7 +356,7 @@ def _fused_branch(layer: _Layer, x: str) -> str:
     s = {name: f"self.{path}" for name, path in vars(layer).items() if isinstance(path, str)}
     o = f"self.{a.o}"
     return "\n".join([
-        *_guard(a, x, "nn.TransformerEncoderLayer"),
+        *_guard(a, x, "nn.TransformerEncoderLayer's fused kernel"),
         f"    return {FUSED_ENCODER}(",
         f"        {x}, {_size(a.width)}, {_size(a.heads)}, self._packed[0], self._packed[1],",
         f"        {o}.weight, {o}.bias, {layer.gelu}, False, {s['norm1']}.eps,",
@@ -359,13 +366,15 @@ def _fused_branch(layer: _Layer, x: str) -> str:
 
 
 def _fused_attention(attention: _Attention, x: str) -> str:
-    """The guarded statement: in inference, the fused multi-head attention kernel on the class's own parameters."""
-    o = f"self.{attention.o}"
+    """The guarded statement: in inference, one matrix product over the packed Q, K and V weights (as
+    ``nn.MultiheadAttention`` packs them), SDPA on views of its output, and ``L₊^O``."""
+    o, heads, features = f"self.{attention.o}", _size(attention.heads), _size(attention.features)
     return "\n".join([
-        *_guard(attention, x, "nn.MultiheadAttention"),
-        f"    return {FUSED_ATTENTION}(",
-        f"        {x}, {x}, {x}, {_size(attention.width)}, {_size(attention.heads)}, self._packed[0], self._packed[1],",
-        f"        {o}.weight, {o}.bias, None, False)[0]",
+        *_guard(attention, x, "Q, K and V packed into one product as nn.MultiheadAttention packs them"),
+        f"    q, k, v = F.linear({x}, self._packed[0], self._packed[1]).unflatten(-1, (3, {heads}, {features}))"
+        ".transpose(1, 3).unbind(2)",
+        f"    attention = F.scaled_dot_product_attention(q, k, v, scale={attention.scale})",
+        f"    return F.linear(attention.transpose(1, 2).flatten(2), {o}.weight, {o}.bias)",
     ])
 
 
