@@ -368,6 +368,7 @@ def main() -> None:
     parser.add_argument("--eager-only", action="store_true", help="skip the torch.compile passes")
     parser.add_argument("--cases", default="", help="comma-separated substrings of the case names to run")
     parser.add_argument("--modes", default="forward,forward+backward", help="passes to run (default both)")
+    parser.add_argument("--how", default="eager,compiled", help="eager, compiled or both (default)")
     parser.add_argument("--no-copy", action="store_true", help="do not time a deep copy of the ncd module (copy-check)")
     parser.add_argument("--target", type=float, default=1.02, help="the ratio to meet (default 1.02)")
     parser.add_argument("--interleave", choices=("call", "block"), default="call",
@@ -399,7 +400,7 @@ def main() -> None:
     for seed, (name, diagram, sizes, x, baselines) in enumerate(chosen):
         module = diagram.to_torch(check_inputs=False, **sizes)
         twin = [] if args.no_copy else [(COPY, copy.deepcopy(module))]
-        for how in ("eager",) + (() if args.eager_only else ("compiled",)):
+        for how in [h for h in args.how.split(",") if not (args.eager_only and h == "compiled")]:
             for mode in args.modes.split(","):
                 if how == "compiled":
                     torch._dynamo.reset()  # a fresh cache per pass (accumulated graphs crashed inductor here once)
