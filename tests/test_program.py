@@ -23,20 +23,26 @@ SMALL = {"mlp": {}, "attention": {}, "multi_head_attention": {}, "transformer": 
 
 
 def _locals_of_forwards(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, dict[str, Any]]:
-    """Each generated class's ``forward`` locals at its return (the last call of each class)."""
+    """Each generated class's ``forward`` locals: every value it bound, as it was bound (a generated forward
+    deletes an intermediate after its last read, so the locals at its return would not show them)."""
     seen: dict[str, dict[str, Any]] = {}
 
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "return" and frame.f_code.co_name == "forward" and \
-                frame.f_code.co_filename.startswith("<ncd-generated"):
-            seen[type(frame.f_locals["self"]).__name__] = dict(frame.f_locals)
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name != "forward" or not frame.f_code.co_filename.startswith("<ncd-generated"):
+            return None
 
-    sys.setprofile(profile)
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            seen.setdefault(type(frame.f_locals["self"]).__name__, {}).update(frame.f_locals)
+            return local
+
+        return local
+
+    sys.settrace(trace)
     try:
         with torch.no_grad():
             module.eval()(*inputs)
     finally:
-        sys.setprofile(None)
+        sys.settrace(None)
     return seen
 
 

@@ -179,6 +179,9 @@ class Function:
     uses_store: bool = False
     #: the schedule of what lowering did, step by step (:class:`Step`): what costs are read off
     steps: list[Step] = field(default_factory=list)
+    #: values deleted after the op of each index, where nothing reads them any more (``del a, b``; printed only:
+    #: :func:`ncd.torch.layouts_free.free_dead_values`)
+    frees: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def source(self) -> str:
         """The class as Python source."""
@@ -190,8 +193,10 @@ class Function:
         lines += [f"        {layout_comment(v.axes).replace('# ', '# ' + v.var + ': ', 1)}" for v in self.inputs]
         if self.uses_store:
             lines.append("        store = {} if store is None else store")
-        for op in self.ops:
+        for i, op in enumerate(self.ops):
             lines += ["        " + line for line in op.lines()]
+            if i in self.frees:
+                lines.append("        del " + ", ".join(self.frees[i]))
         result = ", ".join(v.var for v in self.outputs)
         lines.append(f"        return {result if len(self.outputs) == 1 else '(' + result + ')'}")
         return "\n".join(lines) + "\n"

@@ -633,6 +633,9 @@ def lower(bound: Diagram, named: NamedSizes | None = None) -> Program:
     from ncd.torch.layouts import fuse_layers
 
     fuse_layers(gen.program, gen.rows, gen.cols)  # a whole encoder layer or attention runs torch's fused kernel in inference
+    from ncd.torch.layouts_free import free_dead_values
+
+    free_dead_values(gen.program)  # each intermediate deleted after its last read, as nested calls free it
     return gen.program
 
 
