@@ -49,12 +49,17 @@ class ScaledDotProductAttention(nn.Module):
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
         q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
         q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        del q
         k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        del k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        del v
         attention = F.scaled_dot_product_attention(q_1, k_1, v_1, is_causal=True, scale=sizes.k ** -0.5)  # h y k
+        del k_1, q_1, v_1
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
+        del attention
         return attention_1
 
 
@@ -80,16 +85,26 @@ class Block(nn.Module):
         # x: t m (8, 768)
         layernorm = self.ln(x)  # t m (8, 768)
         linear_0, linear_1, linear_2 = self.linear(layernorm)
+        del layernorm
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (8, 64, 12)
+        del linear_0, linear_1, linear_2
         o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (8, 768)
+        del scaleddotproductattention_1
         dropout_1 = self.dropout(o)  # t m (8, 768)
+        del o
         add = dropout_1 + x  # t m (8, 768)
+        del dropout_1
         layernorm_1 = self.ln_1(add)  # t m (8, 768)
         linear_3 = self.l_plus(layernorm_1)  # t f (8, 3072)
+        del layernorm_1
         gelu_tanh = F.gelu(linear_3, approximate='tanh')  # t f (8, 3072)
+        del linear_3
         linear_4 = self.l_plus_1(gelu_tanh)  # t m (8, 768)
+        del gelu_tanh
         dropout_3 = self.dropout_2(linear_4)  # t m (8, 768)
+        del linear_4
         add_1 = dropout_3 + add  # t m (8, 768)
+        del add, dropout_3
         return add_1
 
 

@@ -17,9 +17,13 @@ class Linear(nn.Module):
         # x: (x y) (784)
         linear = self.l_plus(x)  # n (512)
         relu = torch.relu(linear)  # n (512)
+        del linear
         linear_1 = self.l_plus_1(relu)  # n (512)
+        del relu
         relu_1 = torch.relu(linear_1)  # n (512)
+        del linear_1
         linear_2 = self.l_plus_2(relu_1)  # k (10)
+        del relu_1
         return linear_2
 
 
@@ -47,5 +51,7 @@ class MLP(nn.Module):
         # x: x y (28, 28)
         bind = x.flatten(-2)  # (x y) (784)
         linear_1 = self.linear(bind)  # k (10)
+        del bind
         softmax_1 = self.softmax(linear_1)  # k (10)
+        del linear_1
         return softmax_1

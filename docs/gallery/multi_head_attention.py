@@ -44,12 +44,17 @@ class ScaledDotProductAttention(nn.Module):
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
         q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
         q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        del q
         k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        del k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        del v
         attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=sizes.k ** -0.5)  # h y k
+        del k_1, q_1, v_1
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
+        del attention
         return attention_1
 
 
@@ -70,5 +75,7 @@ class MultiHeadAttention(nn.Module):
         # x1: x m (8, 512)
         linear_0, linear_1, linear_2 = self.linear(x0, x1)
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (8, 64, 8)
+        del linear_0, linear_1, linear_2
         o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (8, 512)
+        del scaleddotproductattention_1
         return o

@@ -19,11 +19,17 @@ class ResidualComponent(nn.Module):
         # x: n1 x y (16, 32, 32)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 16, 32, 32)).view(*x.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
         batchnorm = self.bn(conv_1.reshape(-1, 16, 1024)).reshape(conv_1.shape)  # nb x y (16, 32, 32)
+        del conv_1
         relu = torch.relu(batchnorm)  # nb x y (16, 32, 32)
+        del batchnorm
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 16, 32, 32)).view(*relu.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
+        del relu
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 16, 1024)).reshape(conv_3.shape)  # nb x y (16, 32, 32)
+        del conv_3
         relu_1 = torch.relu(batchnorm_1)  # nb x y (16, 32, 32)
+        del batchnorm_1
         conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 64, 32, 32))  # n2 x y (64, 32, 32)
+        del relu_1
         return conv_5
 
 
@@ -43,13 +49,21 @@ class ResidualComponent2(nn.Module):
         # x: n2 x y (64, 32, 32)
         batchnorm = self.bn(x.reshape(-1, 64, 1024)).reshape(x.shape)  # n2 x y (64, 32, 32)
         relu = torch.relu(batchnorm)  # n2 x y (64, 32, 32)
+        del batchnorm
         conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 64, 32, 32)).view(*relu.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
+        del relu
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 16, 1024)).reshape(conv_1.shape)  # nb x y (16, 32, 32)
+        del conv_1
         relu_1 = torch.relu(batchnorm_1)  # nb x y (16, 32, 32)
+        del batchnorm_1
         conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 16, 32, 32)).view(*relu_1.shape[:-3], 16, 32, 32))  # nb x y (16, 32, 32)
+        del relu_1
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 16, 1024)).reshape(conv_3.shape)  # nb x y (16, 32, 32)
+        del conv_3
         relu_2 = torch.relu(batchnorm_2)  # nb x y (16, 32, 32)
+        del batchnorm_2
         conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 16, 32, 32)).view(*relu_2.shape[:-3], 64, 32, 32))  # n2 x y (64, 32, 32)
+        del relu_2
         return conv_5
 
 
@@ -64,6 +78,7 @@ class IdentityUnit(nn.Module):
         # x: n2 x y (64, 32, 32)
         residualcomponent_1 = self.residualcomponent(x)  # n2 x y (64, 32, 32)
         add = residualcomponent_1 + x  # n2 x y (64, 32, 32)
+        del residualcomponent_1
         return add
 
 
@@ -105,11 +120,17 @@ class ResidualComponent3(nn.Module):
         # x: n2 x y (64, 32, 32)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
         batchnorm = self.bn(conv_1.reshape(-1, 32, 256)).reshape(conv_1.shape)  # nb x y (32, 16, 16)
+        del conv_1
         relu = torch.relu(batchnorm)  # nb x y (32, 16, 16)
+        del batchnorm
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 32, 16, 16)).view(*relu.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
+        del relu
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 32, 256)).reshape(conv_3.shape)  # nb x y (32, 16, 16)
+        del conv_3
         relu_1 = torch.relu(batchnorm_1)  # nb x y (32, 16, 16)
+        del batchnorm_1
         conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 128, 16, 16))  # n3 x y (128, 16, 16)
+        del relu_1
         return conv_5
 
 
@@ -129,13 +150,21 @@ class ResidualComponent4(nn.Module):
         # x: n3 x y (128, 16, 16)
         batchnorm = self.bn(x.reshape(-1, 128, 256)).reshape(x.shape)  # n3 x y (128, 16, 16)
         relu = torch.relu(batchnorm)  # n3 x y (128, 16, 16)
+        del batchnorm
         conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 128, 16, 16)).view(*relu.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
+        del relu
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 32, 256)).reshape(conv_1.shape)  # nb x y (32, 16, 16)
+        del conv_1
         relu_1 = torch.relu(batchnorm_1)  # nb x y (32, 16, 16)
+        del batchnorm_1
         conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 32, 16, 16)).view(*relu_1.shape[:-3], 32, 16, 16))  # nb x y (32, 16, 16)
+        del relu_1
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 32, 256)).reshape(conv_3.shape)  # nb x y (32, 16, 16)
+        del conv_3
         relu_2 = torch.relu(batchnorm_2)  # nb x y (32, 16, 16)
+        del batchnorm_2
         conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 32, 16, 16)).view(*relu_2.shape[:-3], 128, 16, 16))  # n3 x y (128, 16, 16)
+        del relu_2
         return conv_5
 
 
@@ -150,6 +179,7 @@ class IdentityUnit2(nn.Module):
         # x: n3 x y (128, 16, 16)
         residualcomponent_1 = self.residualcomponent(x)  # n3 x y (128, 16, 16)
         add = residualcomponent_1 + x  # n3 x y (128, 16, 16)
+        del residualcomponent_1
         return add
 
 
@@ -191,11 +221,17 @@ class ResidualComponent5(nn.Module):
         # x: n3 x y (128, 16, 16)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
         batchnorm = self.bn(conv_1.reshape(-1, 64, 64)).reshape(conv_1.shape)  # nb x y (64, 8, 8)
+        del conv_1
         relu = torch.relu(batchnorm)  # nb x y (64, 8, 8)
+        del batchnorm
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 8, 8)).view(*relu.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
+        del relu
         batchnorm_1 = self.bn_1(conv_3.reshape(-1, 64, 64)).reshape(conv_3.shape)  # nb x y (64, 8, 8)
+        del conv_3
         relu_1 = torch.relu(batchnorm_1)  # nb x y (64, 8, 8)
+        del batchnorm_1
         conv_5 = (self.conv_4(relu_1) if relu_1.dim() == 4 else self.conv_4(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 256, 8, 8))  # n4 x y (256, 8, 8)
+        del relu_1
         return conv_5
 
 
@@ -215,13 +251,21 @@ class ResidualComponent6(nn.Module):
         # x: n4 x y (256, 8, 8)
         batchnorm = self.bn(x.reshape(-1, 256, 64)).reshape(x.shape)  # n4 x y (256, 8, 8)
         relu = torch.relu(batchnorm)  # n4 x y (256, 8, 8)
+        del batchnorm
         conv_1 = (self.conv(relu) if relu.dim() == 4 else self.conv(relu.reshape(-1, 256, 8, 8)).view(*relu.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
+        del relu
         batchnorm_1 = self.bn_1(conv_1.reshape(-1, 64, 64)).reshape(conv_1.shape)  # nb x y (64, 8, 8)
+        del conv_1
         relu_1 = torch.relu(batchnorm_1)  # nb x y (64, 8, 8)
+        del batchnorm_1
         conv_3 = (self.conv_2(relu_1) if relu_1.dim() == 4 else self.conv_2(relu_1.reshape(-1, 64, 8, 8)).view(*relu_1.shape[:-3], 64, 8, 8))  # nb x y (64, 8, 8)
+        del relu_1
         batchnorm_2 = self.bn_2(conv_3.reshape(-1, 64, 64)).reshape(conv_3.shape)  # nb x y (64, 8, 8)
+        del conv_3
         relu_2 = torch.relu(batchnorm_2)  # nb x y (64, 8, 8)
+        del batchnorm_2
         conv_5 = (self.conv_4(relu_2) if relu_2.dim() == 4 else self.conv_4(relu_2.reshape(-1, 64, 8, 8)).view(*relu_2.shape[:-3], 256, 8, 8))  # n4 x y (256, 8, 8)
+        del relu_2
         return conv_5
 
 
@@ -236,6 +280,7 @@ class IdentityUnit3(nn.Module):
         # x: n4 x y (256, 8, 8)
         residualcomponent_1 = self.residualcomponent(x)  # n4 x y (256, 8, 8)
         add = residualcomponent_1 + x  # n4 x y (256, 8, 8)
+        del residualcomponent_1
         return add
 
 
@@ -273,6 +318,7 @@ class BatchNormActivate(nn.Module):
         # x: n4 x y (256, 8, 8)
         batchnorm = self.bn(x.reshape(-1, 256, 64)).reshape(x.shape)  # n4 x y (256, 8, 8)
         relu = torch.relu(batchnorm)  # n4 x y (256, 8, 8)
+        del batchnorm
         return relu
 
 
@@ -331,10 +377,17 @@ class IdentityResNet(nn.Module):
         # x: c x y (3, 32, 32)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 3, 32, 32)).view(*x.shape[:-3], 16, 32, 32))  # n1 x y (16, 32, 32)
         block1_1 = self.block1(conv_1)  # n2 x y (64, 32, 32)
+        del conv_1
         block2_1 = self.block2(block1_1)  # n3 x y (128, 16, 16)
+        del block1_1
         block3_1 = self.block3(block2_1)  # n4 x y (256, 8, 8)
+        del block2_1
         batchnormactivate_1 = self.batchnormactivate(block3_1)  # n4 x y (256, 8, 8)
+        del block3_1
         avgpool_1 = self.avgpool(batchnormactivate_1)  # n4 x y (256, 1, 1)
+        del batchnormactivate_1
         linear_1 = self.linear(avgpool_1)  # k (10)
+        del avgpool_1
         softmax_1 = self.softmax(linear_1)  # k (10)
+        del linear_1
         return softmax_1

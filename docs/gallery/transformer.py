@@ -29,9 +29,12 @@ class SourceEmbedding(nn.Module):
         # x: x (8)
         embedding_1 = self.embedding(x)  # x m (8, 512)
         scale = embedding_1 * sizes.m ** 0.5  # x m (8, 512)
+        del embedding_1
         positions_1 = self.positions  # x m (8, 512)
         add = scale + positions_1  # x m (8, 512)
+        del positions_1, scale
         dropout_1 = self.dropout(add)  # x m (8, 512)
+        del add
         return dropout_1
 
 
@@ -74,12 +77,17 @@ class ScaledDotProductAttention(nn.Module):
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
         q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
         q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        del q
         k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        del k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        del v
         attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=sizes.k ** -0.5)  # h y k
+        del k_1, q_1, v_1
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
+        del attention
         return attention_1
 
 
@@ -116,16 +124,26 @@ class EncoderLayer(nn.Module):
                 self.l_plus.weight, self.l_plus.bias, self.l_plus_1.weight, self.l_plus_1.bias, None, None)
         linear_0, linear_1, linear_2 = self.linear(x)
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (8, 64, 8)
+        del linear_0, linear_1, linear_2
         o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (8, 512)
+        del scaleddotproductattention_1
         dropout_1 = self.dropout(o)  # x m (8, 512)
+        del o
         add = dropout_1 + x  # x m (8, 512)
+        del dropout_1
         layernorm = self.ln(add)  # x m (8, 512)
+        del add
         linear_3 = self.l_plus(layernorm)  # x f (8, 2048)
         relu = torch.relu(linear_3)  # x f (8, 2048)
+        del linear_3
         linear_4 = self.l_plus_1(relu)  # x m (8, 512)
+        del relu
         dropout_3 = self.dropout_2(linear_4)  # x m (8, 512)
+        del linear_4
         add_1 = dropout_3 + layernorm  # x m (8, 512)
+        del dropout_3, layernorm
         layernorm_1 = self.ln_1(add_1)  # x m (8, 512)
+        del add_1
         return layernorm_1
 
 
@@ -147,9 +165,12 @@ class TargetEmbedding(nn.Module):
         # x: y (8)
         embedding_1 = self.embedding(x)  # y m (8, 512)
         scale = embedding_1 * sizes.m ** 0.5  # y m (8, 512)
+        del embedding_1
         positions_1 = self.positions  # y m (8, 512)
         add = scale + positions_1  # y m (8, 512)
+        del positions_1, scale
         dropout_1 = self.dropout(add)  # y m (8, 512)
+        del add
         return dropout_1
 
 
@@ -192,12 +213,17 @@ class ScaledDotProductAttention2(nn.Module):
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
         q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
         q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        del q
         k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        del k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        del v
         attention = F.scaled_dot_product_attention(q_1, k_1, v_1, is_causal=True, scale=sizes.k ** -0.5)  # h y k
+        del k_1, q_1, v_1
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
+        del attention
         return attention_1
 
 
@@ -253,22 +279,37 @@ class DecoderLayer(nn.Module):
         # x1: x m (8, 512)
         linear_0, linear_1, linear_2 = self.linear(x0)
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (8, 64, 8)
+        del linear_0, linear_1, linear_2
         o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (8, 512)
+        del scaleddotproductattention_1
         dropout_1 = self.dropout(o)  # y m (8, 512)
+        del o
         add = dropout_1 + x0  # y m (8, 512)
+        del dropout_1
         layernorm = self.ln(add)  # y m (8, 512)
+        del add
         linear_0_1, linear_1_1, linear_2_1 = self.linear_3(layernorm, x1)
         scaleddotproductattention_3 = self.scaleddotproductattention_2(linear_0_1, linear_1_1, linear_2_1)  # y k h (8, 64, 8)
+        del linear_0_1, linear_1_1, linear_2_1
         o_1 = self.l_plus_o_1(scaleddotproductattention_3.transpose(-1, -2).flatten(-2))  # y m (8, 512)
+        del scaleddotproductattention_3
         dropout_3 = self.dropout_2(o_1)  # y m (8, 512)
+        del o_1
         add_1 = layernorm + dropout_3  # y m (8, 512)
+        del dropout_3, layernorm
         layernorm_1 = self.ln_1(add_1)  # y m (8, 512)
+        del add_1
         linear_4 = self.l_plus(layernorm_1)  # y f (8, 2048)
         relu = torch.relu(linear_4)  # y f (8, 2048)
+        del linear_4
         linear_5 = self.l_plus_1(relu)  # y m (8, 512)
+        del relu
         dropout_5 = self.dropout_4(linear_5)  # y m (8, 512)
+        del linear_5
         add_2 = dropout_5 + layernorm_1  # y m (8, 512)
+        del dropout_5, layernorm_1
         layernorm_2 = self.ln_2(add_2)  # y m (8, 512)
+        del add_2
         return (layernorm_2, x1)
 
 
@@ -283,6 +324,7 @@ class Output(nn.Module):
         # x: m (512)
         linear = self.l_plus(x)  # v (37000)
         softmax = torch.softmax(linear, dim=-1)  # v (37000)
+        del linear
         return softmax
 
 

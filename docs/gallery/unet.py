@@ -16,8 +16,11 @@ class DoubleConvolution(nn.Module):
         # x: c0 h w (1, 64, 64)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 1, 64, 64)).view(*x.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu = torch.relu(conv_1)  # ch h w (64, 64, 64)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (64, 64, 64)
+        del conv_3
         return relu_1
 
 
@@ -34,6 +37,7 @@ class DownScaleBlock(nn.Module):
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (64, 64, 64)
         store['C_1'] = doubleconvolution_1
         pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 64, 64), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 32, 32))  # ch h w (64, 32, 32)
+        del doubleconvolution_1
         return pooled
 
 
@@ -49,8 +53,11 @@ class DoubleConvolution2(nn.Module):
         # x: ch h w (64, 32, 32)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 64, 32, 32)).view(*x.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu = torch.relu(conv_1)  # ch h w (128, 32, 32)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (128, 32, 32)
+        del conv_3
         return relu_1
 
 
@@ -67,6 +74,7 @@ class DownScaleBlock2(nn.Module):
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (128, 32, 32)
         store['C_2'] = doubleconvolution_1
         pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 32, 32), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 16, 16))  # ch h w (128, 16, 16)
+        del doubleconvolution_1
         return pooled
 
 
@@ -82,8 +90,11 @@ class DoubleConvolution3(nn.Module):
         # x: ch h w (128, 16, 16)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 16, 16)).view(*x.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu = torch.relu(conv_1)  # ch h w (256, 16, 16)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (256, 16, 16)
+        del conv_3
         return relu_1
 
 
@@ -100,6 +111,7 @@ class DownScaleBlock3(nn.Module):
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (256, 16, 16)
         store['C_3'] = doubleconvolution_1
         pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 16, 16), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 8, 8))  # ch h w (256, 8, 8)
+        del doubleconvolution_1
         return pooled
 
 
@@ -115,8 +127,11 @@ class DoubleConvolution4(nn.Module):
         # x: ch h w (256, 8, 8)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 256, 8, 8)).view(*x.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu = torch.relu(conv_1)  # ch h w (512, 8, 8)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (512, 8, 8)
+        del conv_3
         return relu_1
 
 
@@ -133,6 +148,7 @@ class DownScaleBlock4(nn.Module):
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (512, 8, 8)
         store['C_4'] = doubleconvolution_1
         pooled = (F.max_pool2d(doubleconvolution_1, 2, stride=2) if doubleconvolution_1.dim() == 4 else F.max_pool2d(doubleconvolution_1.reshape(-1, 1, 8, 8), 2, stride=2).view(*doubleconvolution_1.shape[:-2], 4, 4))  # ch h w (512, 4, 4)
+        del doubleconvolution_1
         return pooled
 
 
@@ -148,8 +164,11 @@ class DoubleConvolution5(nn.Module):
         # x: ch h w (512, 4, 4)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 512, 4, 4)).view(*x.shape[:-3], 1024, 4, 4))  # ch h w (1024, 4, 4)
         relu = torch.relu(conv_1)  # ch h w (1024, 4, 4)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 1024, 4, 4)).view(*relu.shape[:-3], 1024, 4, 4))  # ch h w (1024, 4, 4)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (1024, 4, 4)
+        del conv_3
         return relu_1
 
 
@@ -165,6 +184,7 @@ class Bottom(nn.Module):
         # x: ch h w (512, 4, 4)
         doubleconvolution_1 = self.doubleconvolution(x)  # ch h w (1024, 4, 4)
         conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 1024, 4, 4)).view(*doubleconvolution_1.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
+        del doubleconvolution_1
         return conv_t_1
 
 
@@ -180,8 +200,11 @@ class DoubleConvolution6(nn.Module):
         # x: cat h w (1024, 8, 8)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 1024, 8, 8)).view(*x.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
         relu = torch.relu(conv_1)  # ch h w (512, 8, 8)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 512, 8, 8)).view(*relu.shape[:-3], 512, 8, 8))  # ch h w (512, 8, 8)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (512, 8, 8)
+        del conv_3
         return relu_1
 
 
@@ -199,8 +222,11 @@ class UpScaleBlock(nn.Module):
         load = store['C_4']  # ch h w (512, 8, 8)
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (1024, 8, 8)
+        del load
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (512, 8, 8)
+        del concat
         conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 512, 8, 8)).view(*doubleconvolution_1.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
+        del doubleconvolution_1
         return conv_t_1
 
 
@@ -216,8 +242,11 @@ class DoubleConvolution7(nn.Module):
         # x: cat h w (512, 16, 16)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 512, 16, 16)).view(*x.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
         relu = torch.relu(conv_1)  # ch h w (256, 16, 16)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 256, 16, 16)).view(*relu.shape[:-3], 256, 16, 16))  # ch h w (256, 16, 16)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (256, 16, 16)
+        del conv_3
         return relu_1
 
 
@@ -235,8 +264,11 @@ class UpScaleBlock2(nn.Module):
         load = store['C_3']  # ch h w (256, 16, 16)
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (512, 16, 16)
+        del load
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (256, 16, 16)
+        del concat
         conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 256, 16, 16)).view(*doubleconvolution_1.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
+        del doubleconvolution_1
         return conv_t_1
 
 
@@ -252,8 +284,11 @@ class DoubleConvolution8(nn.Module):
         # x: cat h w (256, 32, 32)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 256, 32, 32)).view(*x.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
         relu = torch.relu(conv_1)  # ch h w (128, 32, 32)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 128, 32, 32)).view(*relu.shape[:-3], 128, 32, 32))  # ch h w (128, 32, 32)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (128, 32, 32)
+        del conv_3
         return relu_1
 
 
@@ -271,8 +306,11 @@ class UpScaleBlock3(nn.Module):
         load = store['C_2']  # ch h w (128, 32, 32)
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (256, 32, 32)
+        del load
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (128, 32, 32)
+        del concat
         conv_t_1 = (self.conv_t(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv_t(doubleconvolution_1.reshape(-1, 128, 32, 32)).view(*doubleconvolution_1.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
+        del doubleconvolution_1
         return conv_t_1
 
 
@@ -288,8 +326,11 @@ class DoubleConvolution9(nn.Module):
         # x: cat h w (128, 64, 64)
         conv_1 = (self.conv(x) if x.dim() == 4 else self.conv(x.reshape(-1, 128, 64, 64)).view(*x.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
         relu = torch.relu(conv_1)  # ch h w (64, 64, 64)
+        del conv_1
         conv_3 = (self.conv_2(relu) if relu.dim() == 4 else self.conv_2(relu.reshape(-1, 64, 64, 64)).view(*relu.shape[:-3], 64, 64, 64))  # ch h w (64, 64, 64)
+        del relu
         relu_1 = torch.relu(conv_3)  # ch h w (64, 64, 64)
+        del conv_3
         return relu_1
 
 
@@ -307,8 +348,11 @@ class Head(nn.Module):
         load = store['C_1']  # ch h w (64, 64, 64)
         batch = torch.broadcast_shapes(x.shape[:-3], load.shape[:-3])
         concat = torch.cat([x.expand(*batch, -1, -1, -1), load.expand(*batch, -1, -1, -1)], dim=-3)  # cat h w (128, 64, 64)
+        del load
         doubleconvolution_1 = self.doubleconvolution(concat)  # ch h w (64, 64, 64)
+        del concat
         conv_1 = (self.conv(doubleconvolution_1) if doubleconvolution_1.dim() == 4 else self.conv(doubleconvolution_1.reshape(-1, 64, 64, 64)).view(*doubleconvolution_1.shape[:-3], 2, 64, 64))  # y h w (2, 64, 64)
+        del doubleconvolution_1
         return conv_1
 
 
@@ -328,11 +372,19 @@ class UNet(nn.Module):
         store = {} if store is None else store
         downscaleblock_1 = self.downscaleblock(x, store=store)  # ch h w (64, 32, 32)
         down = self.downs[0](downscaleblock_1, store=store)  # ch h w (128, 16, 16)
+        del downscaleblock_1
         down_1 = self.downs[1](down, store=store)  # ch h w (256, 8, 8)
+        del down
         down_2 = self.downs[2](down_1, store=store)  # ch h w (512, 4, 4)
+        del down_1
         bottom_1 = self.bottom(down_2)  # ch h w (512, 8, 8)
+        del down_2
         up = self.ups[0](bottom_1, store=store)  # ch h w (256, 16, 16)
+        del bottom_1
         up_1 = self.ups[1](up, store=store)  # ch h w (128, 32, 32)
+        del up
         up_2 = self.ups[2](up_1, store=store)  # ch h w (64, 64, 64)
+        del up_1
         head_1 = self.head(up_2, store=store)  # y h w (2, 64, 64)
+        del up_2
         return head_1

@@ -24,13 +24,19 @@ class Linear(nn.Module):
         # x1: c h w (64, 8, 8)
         q = (self.conv_q(x0) if x0.dim() == 4 else self.conv_q(x0.reshape(-1, 64, 8, 8)).view(*x0.shape[:-3], 64, 8, 8))  # k h w (64, 8, 8)
         bind = q.flatten(-2)  # k y (64, 64)
+        del q
         transpose = torch.movedim(bind, (-1, -2), (-2, -1))  # y k (64, 64)
+        del bind
         k = (self.conv_k(x1) if x1.dim() == 4 else self.conv_k(x1.reshape(-1, 64, 8, 8)).view(*x1.shape[:-3], 64, 8, 8))  # k h w (64, 8, 8)
         bind_1 = k.flatten(-2)  # k x (64, 64)
+        del k
         transpose_1 = torch.movedim(bind_1, (-1, -2), (-2, -1))  # x k (64, 64)
+        del bind_1
         v = (self.conv_v(x1) if x1.dim() == 4 else self.conv_v(x1.reshape(-1, 64, 8, 8)).view(*x1.shape[:-3], 64, 8, 8))  # k h w (64, 8, 8)
         bind_2 = v.flatten(-2)  # k x (64, 64)
+        del v
         transpose_2 = torch.movedim(bind_2, (-1, -2), (-2, -1))  # x k (64, 64)
+        del bind_2
         return (transpose, transpose_1, transpose_2)
 
 
@@ -63,7 +69,11 @@ class VisualAttention(nn.Module):
         # x1: c h w (64, 8, 8)
         linear_0, linear_1, linear_2 = self.linear(x0, x1)
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k (64, 64)
+        del linear_0, linear_1, linear_2
         transpose = torch.movedim(scaleddotproductattention_1, (-1, -2), (-2, -1))  # k y (64, 64)
+        del scaleddotproductattention_1
         unbind = transpose.unflatten(-1, (8, 8))  # k h w (64, 8, 8)
+        del transpose
         o = (self.conv_o(unbind) if unbind.dim() == 4 else self.conv_o(unbind.reshape(-1, 64, 8, 8)).view(*unbind.shape[:-3], 64, 8, 8))  # c h w (64, 8, 8)
+        del unbind
         return o

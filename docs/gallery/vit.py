@@ -25,13 +25,19 @@ class Embeddings(nn.Module):
         c_1 = self.c  # o m (1, 768)
         windows = x.unfold(-2, 16, 16).unfold(-2, 16, 16)  # c row col i j (3, 2, 2, 16, 16)
         transpose = torch.movedim(windows, (-4, -3, -5, -2, -1), (-5, -4, -3, -2, -1))  # row col c i j (2, 2, 3, 16, 16)
+        del windows
         linear = self.l_plus(transpose.flatten(-3))  # row col m (2, 2, 768)
+        del transpose
         bind = linear.flatten(-3, -2)  # t m (4, 768)
+        del linear
         batch = torch.broadcast_shapes(c_1.shape[:-2], bind.shape[:-2])
         concat = torch.cat([c_1.expand(*batch, -1, -1), bind.expand(*batch, -1, -1)], dim=-2)  # s m (5, 768)
+        del bind, c_1
         p_1 = self.p  # s m (5, 768)
         add = concat + p_1  # s m (5, 768)
+        del concat, p_1
         dropout_1 = self.dropout(add)  # s m (5, 768)
+        del add
         return dropout_1
 
 
@@ -74,12 +80,17 @@ class ScaledDotProductAttention(nn.Module):
         # attention fused into SDPA: batch (h), queries (y), keys x, contracted (k), values (k)
         q = torch.movedim(x0, (-1, -3, -2), (-3, -2, -1))  # h y k
         q_1 = q if q.stride(-1) == 1 else q.contiguous()  # h y k
+        del q
         k = torch.movedim(x1, (-1, -3, -2), (-3, -2, -1))  # h x k
         k_1 = k if k.stride(-1) == 1 else k.contiguous()  # h x k
+        del k
         v = torch.movedim(x2, (-1, -3, -2), (-3, -2, -1))  # h x k
         v_1 = v if v.stride(-1) == 1 else v.contiguous()  # h x k
+        del v
         attention = F.scaled_dot_product_attention(q_1, k_1, v_1, scale=sizes.k ** -0.5)  # h y k
+        del k_1, q_1, v_1
         attention_1 = torch.movedim(attention, (-2, -1, -3), (-3, -2, -1))  # y k h
+        del attention
         return attention_1
 
 
@@ -105,16 +116,26 @@ class EncoderLayer(nn.Module):
         # x: s m (5, 768)
         layernorm = self.ln(x)  # s m (5, 768)
         linear_0, linear_1, linear_2 = self.linear(layernorm)
+        del layernorm
         scaleddotproductattention_1 = self.scaleddotproductattention(linear_0, linear_1, linear_2)  # y k h (5, 64, 12)
+        del linear_0, linear_1, linear_2
         o = self.l_plus_o(scaleddotproductattention_1.transpose(-1, -2).flatten(-2))  # y m (5, 768)
+        del scaleddotproductattention_1
         dropout_1 = self.dropout(o)  # s m (5, 768)
+        del o
         add = dropout_1 + x  # s m (5, 768)
+        del dropout_1
         layernorm_1 = self.ln_1(add)  # s m (5, 768)
         linear_3 = self.l_plus(layernorm_1)  # s f (5, 3072)
+        del layernorm_1
         gelu = F.gelu(linear_3)  # s f (5, 3072)
+        del linear_3
         linear_4 = self.l_plus_1(gelu)  # s m (5, 768)
+        del gelu
         dropout_3 = self.dropout_2(linear_4)  # s m (5, 768)
+        del linear_4
         add_1 = dropout_3 + add  # s m (5, 768)
+        del add, dropout_3
         return add_1
 
 
@@ -130,8 +151,11 @@ class Head(nn.Module):
         # x: s m (5, 768)
         layernorm = self.ln(x)  # s m (5, 768)
         layernorm_moved = torch.movedim(layernorm, (-1,), (-2,))  # m s (768, 5)
+        del layernorm
         index = layernorm_moved.select(-1, 0)  # m (768)
+        del layernorm_moved
         linear = self.l_plus(index)  # n (1000)
+        del index
         return linear
 
 
