@@ -9,6 +9,7 @@ not show but the program's dataflow does; what the rewrite removes (ops, a dropo
 
 from __future__ import annotations
 
+import sympy
 import torch
 import torch.nn.functional as F
 
@@ -48,6 +49,9 @@ def test_the_unfused_steps_become_one_fused_step_reading_the_same_values() -> No
     assert [v.var for v in fused.inputs] == [v.var for v in program.top.inputs]  # q, k, v: the class's inputs
     assert [p.prim.op for p in (ncd.ir.diagram.unweave(p)[0] for p in fused.parts)] == boxes
     assert all(op.box is None for op in program.top.ops)  # no op of a replaced box is left
+    sdpa = next(op for op in program.top.ops if op.target == "F.scaled_dot_product_attention")
+    assert len(sdpa.args) == 3 and dict(sdpa.options) == {"scale": sympy.Rational(1, 2), "is_causal": True,
+                                                          "dropout_p": 0.1}
     source = program.to_source()
     assert SDPA in source and "nn.Dropout" not in source and "softmax" not in source  # its module went with it
     module = d.to_torch(**sizes).eval()

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, cast
 import sympy
 
 from ncd.ir.axes import Axis, Dtype, Segment, Type
-from ncd.ir.diagram import Box, Diagram, Weave
-from ncd.ir.program import Op, OpKind, Program, Step, Value, size_code
+from ncd.ir.diagram import Box, Diagram
+from ncd.ir.program import Expr, Op, OpKind, Program, Step, Value, size_code
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
 from ncd.prims import patterns
 from ncd.prims.attention import CausalMaskOp, PaddingMaskOp
@@ -183,8 +183,7 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     for var in gone:
         em.values.pop(var, None)
         em.release(var)
-    parts = tuple(steps[i].woven[0] if steps[i].woven and isinstance(steps[i].woven[0], Weave) else steps[i].box
-                  for i in matched)  # the woven boxes replaced (as far as the steps keep them)
+    parts = tuple(steps[i].box for i in matched)  # the boxes replaced
     steps[:] = [s for k, s in enumerate(steps) if k not in own]
     written = sympy.Mul(*(em.written(b.prim.factor) for b, _, _ in boxes if isinstance(b.prim, ScaleOp)))
     start = len(em.function.ops)
@@ -225,7 +224,7 @@ def _stored(gen: Codegen, em: ClassEmitter, steps: Sequence[Step], before: int, 
 
 
 # -- code ---------------------------------------------------------------------------------------
-def _assign(em: ClassEmitter, hint: str, expr: str, layout: list[str], sizes: dict[str, sympy.Expr],
+def _assign(em: ClassEmitter, hint: str, expr: str | Expr, layout: list[str], sizes: dict[str, sympy.Expr],
             kind: OpKind = "view", dtype: str = "float") -> str:
     """Bind ``expr`` (axes ``layout``, grouped ones written ``(y x)``) as an op of the program."""
     return em.assign(hint, expr, tuple(_axis(n, sizes) for n in layout), dtype, comment=f"# {' '.join(layout)}",
@@ -316,8 +315,11 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
         options.append(f"scale={size_code(a.scale) or symbolic_text(a.scale)}")
     else:
         options.append(f"scale={scale if scale is not None else repr(float(a.scale))}")
-    out = _assign(em, "attention", f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})",
-                  a.batch + [queries, values_], known, kind="call")
+    operands = [q, k, v] + ([m] if a.mask is not None else [])  # what it reads, in order (q is k: still three)
+    call = Expr(f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})", "call",
+                "F.scaled_dot_product_attention", tuple(em.values[n] for n in operands),
+                options=(("scale", a.scale), ("is_causal", a.causal and a.mask is None), ("dropout_p", a.dropout)))
+    out = _assign(em, "attention", call, a.batch + [queries, values_], known, kind="call")
     if nv > 1:
         out = _assign(em, "attention", f"{out}.unflatten(-1, {tuple(sizes[n] for n in a.value)})",
                       a.batch + [queries] + a.value, known)
