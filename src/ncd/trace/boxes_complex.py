@@ -12,7 +12,7 @@ from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.boxes import _claim, _dims, _own, _same_wires, sympy_int
 from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.convert import Converter, Decline, hook, rule
 from ncd.trace.naming import PRIME
 
 __all__: list[str] = []
@@ -152,22 +152,14 @@ def _hook_tensor_arithmetic() -> None:
     have (the core arithmetic keeps operands of one dtype); ``aten.multiply`` is ``aten.mul``."""
     from ncd.trace.convert import RULES
 
-    def hooked(previous: Any) -> Any:
-        def convert(conv: Converter, node: Node) -> None:
-            if isinstance(node.value, torch.Tensor) and node.value.is_complex():
-                if "mul" not in node.target.name() or not _complex_product(conv, node):
-                    raise Decline("complex arithmetic other than a product of complex tensors")
-                return
-            if isinstance(node.value, torch.Tensor) and _mixed_arithmetic(conv, node):
-                return
-            if previous is None:
-                raise Decline("no rule")
-            previous(conv, node)
+    def complex_or_mixed(conv: Converter, node: Node) -> bool:
+        if isinstance(node.value, torch.Tensor) and node.value.is_complex():
+            if "mul" not in node.target.name() or not _complex_product(conv, node):
+                raise Decline("complex arithmetic other than a product of complex tensors")
+            return True
+        return isinstance(node.value, torch.Tensor) and _mixed_arithmetic(conv, node)
 
-        return convert
-
-    for name in ("aten.mul", "aten.add", "aten.sub", "aten.div"):
-        RULES[name] = hooked(RULES.get(name))
+    hook(("aten.mul", "aten.add", "aten.sub", "aten.div"), complex_or_mixed)
 
     def multiply(conv: Converter, node: Node) -> None:
         overload = getattr(node.target, "_overloadname", "Tensor")

@@ -4,15 +4,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.trace.boxes import _dims, _live_ranked, _positions_axis, _used
 from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.convert import Converter, Decline, hook, rule
 from ncd.trace.naming import PRIME
 
 __all__: list[str] = []
@@ -204,9 +202,10 @@ def _hook_clamp() -> None:
     """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
     ``x`` and ``min``, then the smaller of that and ``max``."""
     import ncd.trace.scalars  # noqa: F401  (the rule for numbers registers first; this one wraps it)
-    from ncd.trace.convert import RULES
 
-    def clamp_by_tensors(conv: Converter, node: Node) -> None:
+    def clamp_by_tensors(conv: Converter, node: Node) -> bool:
+        if not any(isinstance(v, Node) for v in list(node.args[1:3]) + [node.kwargs.get("min"), node.kwargs.get("max")]):
+            return False
         from ncd.prims.extremum import ExtremumOp
         from ncd.trace.idioms import operand, out_names
 
@@ -230,21 +229,9 @@ def _hook_clamp() -> None:
         if list(conv.segs[vid].names) != names:
             raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
         conv.bind(node, vid)
+        return True
 
-    def hooked(previous: Any) -> Any:
-        def convert(conv: Converter, node: Node) -> None:
-            bounds = list(node.args[1:3]) + [node.kwargs.get("min"), node.kwargs.get("max")]
-            if any(isinstance(v, Node) for v in bounds):
-                clamp_by_tensors(conv, node)
-                return
-            if previous is None:
-                raise Decline("no rule")
-            previous(conv, node)
-
-        return convert
-
-    for name in ("aten.clamp", "aten.clip"):
-        RULES[name] = hooked(RULES.get(name))
+    hook(("aten.clamp", "aten.clip"), clamp_by_tensors)
 
 
 _hook_clamp()

@@ -20,7 +20,7 @@ import ncd.trace.scalars  # noqa: F401
 from ncd.ir.axes import Axis, Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
-from ncd.trace.convert import RULES, Converter, Decline, rule
+from ncd.trace.convert import Converter, Decline, hook, rule
 
 __all__ = ["index_arithmetic", "one_hot", "any_all"]
 
@@ -128,20 +128,11 @@ def any_all(conv: Converter, node: Node) -> None:
     conv.bind(node, out)
 
 
-def _hook() -> None:
-    def hooked(previous: Any) -> Any:
-        def convert(conv: Converter, node: Node) -> None:
-            if applies(node):
-                index_arithmetic(conv, node)
-                return
-            if previous is None:
-                raise Decline("no rule")
-            previous(conv, node)
-
-        return convert
-
-    for packet in PACKETS:
-        RULES[f"aten.{packet}"] = hooked(RULES.get(f"aten.{packet}"))
+def _index_arithmetic(conv: Converter, node: Node) -> bool:
+    if not applies(node):
+        return False
+    index_arithmetic(conv, node)
+    return True
 
 
-_hook()
+hook(tuple(f"aten.{packet}" for packet in PACKETS), _index_arithmetic)

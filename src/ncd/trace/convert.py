@@ -29,7 +29,7 @@ from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.naming import PRIME, Namer, config_roles, unique
 from ncd.trace.wiring import Step
 
-__all__ = ["Converter", "RULES", "rule", "Decline", "LOG"]
+__all__ = ["Converter", "RULES", "rule", "hook", "Decline", "LOG"]
 
 #: Why each opaque box is opaque: at ``DEBUG`` level, one record per opaque box naming the operator, the module path
 #: and line, and each rule that declined (its reason) or raised (its error, with the traceback in a record of its own).
@@ -53,6 +53,23 @@ def rule(*names: str) -> Callable[[Rule], Rule]:
         return fn
 
     return deco
+
+
+def hook(names: tuple[str, ...], first: Callable[[Converter, Node], bool]) -> None:
+    """Put ``first`` in front of whichever rules ``names`` have (registered now or earlier): it converts the node and
+    returns True, or returns False to hand it on to the rule it stands in front of (none: ``Decline``)."""
+    for name in names:
+        previous = RULES.get(name)
+
+        def convert(conv: Converter, node: Node, previous: Rule | None = previous) -> None:
+            if first(conv, node):
+                return
+            if previous is None:
+                raise Decline("no rule")
+            previous(conv, node)
+
+        convert.__name__ = convert.__qualname__ = getattr(first, "__name__", "hook")
+        RULES[name] = convert
 
 
 _OP_NAMES: dict[Any, tuple[str, str]] = {}
