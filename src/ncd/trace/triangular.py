@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from ncd.trace.attention import _run
 from ncd.trace.capture import Captured, Node, refs
 from ncd.trace.convert import LOG, Converter, Decline, op_name, rule
 
@@ -270,26 +271,12 @@ def _fresh_equal(m: Node, pure: list[Node], result: Node) -> bool:
             needed.update(id(r) for r in refs((node.args, node.kwargs)))
     generator = torch.Generator(device="cpu").manual_seed(0)
     fresh = (torch.randn(m.value.shape, generator=generator, dtype=torch.float64) / m.value.shape[-1])
-    values: dict[int, Any] = {id(m): fresh.to(m.value.dtype).tril(-1)}
-
-    def swap(v: Any) -> Any:
-        if isinstance(v, Node):
-            return values[id(v)] if id(v) in values else v.value
-        if isinstance(v, (list, tuple)):
-            return type(v)(swap(x) for x in v)
-        if isinstance(v, dict):
-            return {key: swap(x) for key, x in v.items()}
-        return v
-
+    fresh_m = fresh.to(m.value.dtype).tril(-1)
     try:
-        with torch.no_grad():
-            for node in pure:
-                if id(node) in needed:
-                    values[id(node)] = node.target(*swap(node.args), **swap(node.kwargs))
+        got = _run([node for node in pure if id(node) in needed], {id(m): fresh_m}, until=result)
     except Exception:  # noqa: BLE001 - a step that does not run again as recorded: not proven
         return False
-    got = values[id(result)]
-    return isinstance(got, torch.Tensor) and _closeness(got, _closed_form(values[id(m)]))
+    return isinstance(got, torch.Tensor) and _closeness(got, _closed_form(fresh_m))
 
 
 def _without_dead(nodes: list[Node], outputs: list[Any], replaced: set[int]) -> list[Node]:
