@@ -381,6 +381,18 @@ def refs(value: Any) -> list[Node]:
     return found
 
 
+def without_unread(nodes: list[Node], outputs: list[Any], dropped: set[int]) -> list[Node]:
+    """``nodes`` less the ``dropped`` ones that neither the outputs nor a node that stays reads (in order)."""
+    used = {id(r) for r in refs(outputs)}
+    kept: list[Node] = []
+    for node in reversed(nodes):
+        if id(node) in dropped and id(node) not in used:
+            continue
+        used.update(id(r) for r in refs((node.args, node.kwargs)))
+        kept.append(node)
+    return kept[::-1]
+
+
 #: argument types with no node inside
 _LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.capture import Captured, Node, refs, without_unread
 from ncd.trace.convert import LOG, op_name
 
 __all__ = ["writes_as_stacks", "stacked_writes"]
@@ -85,14 +85,7 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
         stacks.append(node)
     if not stacks:
         return nodes
-    used = set(outs)
-    kept: list[Node] = []
-    for node in reversed(nodes):  # a dropped node still read by one that stays, stays
-        if id(node) in dropped and id(node) not in used:
-            continue
-        used.update(id(r) for r in refs((node.args, node.kwargs)))
-        kept.append(node)
-    kept.reverse()
+    kept = without_unread(nodes, outputs, dropped)  # a dropped node still read by one that stays, stays
     for stack in stacks:  # recorded where the last write was: moved to just before its first reader, after the loop
         kept.remove(stack)
         first = next((j for j, n in enumerate(kept) if any(r is stack for r in refs((n.args, n.kwargs)))), len(kept))

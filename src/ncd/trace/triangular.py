@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from ncd.trace.attention import _run
-from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.capture import Captured, Node, refs, without_unread
 from ncd.trace.convert import LOG, Converter, Decline, op_name, rule
 
 __all__ = ["solve_triangular_loops"]
@@ -130,7 +130,7 @@ def solve_triangular_loops(captured: Captured) -> Captured:
         k += 1
     if not changed:
         return captured
-    nodes = _without_dead(nodes, captured.outputs, replaced)
+    nodes = without_unread(nodes, captured.outputs, replaced)
     return Captured(nodes, captured.outputs, captured.method, captured.input_names)
 
 
@@ -277,15 +277,3 @@ def _fresh_equal(m: Node, pure: list[Node], result: Node) -> bool:
     except Exception:  # noqa: BLE001 - a step that does not run again as recorded: not proven
         return False
     return isinstance(got, torch.Tensor) and _closeness(got, _closed_form(fresh_m))
-
-
-def _without_dead(nodes: list[Node], outputs: list[Any], replaced: set[int]) -> list[Node]:
-    """``nodes`` less the ``replaced`` steps nothing reads any more."""
-    used = {id(r) for r in refs(outputs)}
-    kept: list[Node] = []
-    for node in reversed(nodes):
-        if id(node) in replaced and id(node) not in used:
-            continue
-        used.update(id(r) for r in refs((node.args, node.kwargs)))
-        kept.append(node)
-    return kept[::-1]
