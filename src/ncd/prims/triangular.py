@@ -33,7 +33,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -41,10 +41,7 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import Expr, RuleContext
 
-__all__ = ["TriangularInverseOp", "TriangularInverse", "BACKWARD_UNSUPPORTED"]
-
-BACKWARD_UNSUPPORTED = ("the triangular inverse's backward (−Xᵀ ∂X Xᵀ on the strict lower triangle) needs a triangular"
-                        " mask box the backward diagrams do not have yet")
+__all__ = ["TriangularInverseOp", "TriangularInverse", "TriangularInverseBackwardOp", "TriangularInverseBackward"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +78,47 @@ def TriangularInverse(source: TypeLike) -> Box:
     return Box.make(TriangularInverseOp(typ[0]))
 
 
+@dataclass(frozen=True)
+class TriangularInverseBackwardOp(Primitive):
+    """``(X, G) ↦ −tril(Xᵀ G Xᵀ, −1)``: the cotangent of ``A`` from the stored inverse ``X = (1 + L)⁻¹`` and the
+    cotangent ``G`` of ``X`` (``dX = −X dL X``; only the strict lower triangle of ``A`` is read, so only it has a
+    gradient).
+
+    >>> import ncd, torch
+    >>> a = torch.randn(4, 4, requires_grad=True)
+    >>> x = torch.linalg.inv(torch.eye(4) + a.tril(-1))
+    >>> g = torch.randn(4, 4)
+    >>> (want,) = torch.autograd.grad(x, a, g)
+    >>> d = ncd.Identity.of("i j:i, i j:i") >> TriangularInverseBackward("i j:i")
+    >>> torch.allclose(d.to_torch(i=4)(x.detach(), g), want, atol=1e-5)
+    True
+    """
+
+    source: Segment
+
+    op: ClassVar[str] = "triangular_inverse_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.never  # woven axes to the front: the matrices are the last two dimensions
+
+    def __post_init__(self) -> None:
+        TriangularInverseOp(self.source)  # the same checks: a float square matrix
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source, self.source)), Type((self.source,))
+
+    def label(self) -> str:
+        return "(1+L)⁻ᵀ"
+
+
+def TriangularInverseBackward(source: TypeLike) -> Box:
+    """The backward of ``TriangularInverse(source)``: ``(X, ∂X) ↦ ∂A = −tril(Xᵀ ∂X Xᵀ, −1)``."""
+    typ = as_type(source)
+    if len(typ) != 1:
+        raise ParseError(f"a triangular inverse's backward takes one segment, not '{typ}'")
+    return Box.make(TriangularInverseBackwardOp(typ[0]))
+
+
 # -- lowering -----------------------------------------------------------------------------------
 @LOWERING.rule(TriangularInverseOp)
 def lower_triangular_inverse(prim: TriangularInverseOp, ctx: RuleContext) -> list[Expr]:
@@ -89,6 +127,13 @@ def lower_triangular_inverse(prim: TriangularInverseOp, ctx: RuleContext) -> lis
     n = ctx.int(prim.source.axes[0].size, "rows")
     eye = ctx.call("torch.eye", n, dtype=f"{a.var}.dtype", device=f"{a.var}.device")
     return [ctx.call("torch.linalg.solve_triangular", a, eye, upper=False, unitriangular=True)]
+
+
+@LOWERING.rule(TriangularInverseBackwardOp)
+def lower_triangular_inverse_backward(prim: TriangularInverseBackwardOp, ctx: RuleContext) -> list[str]:
+    """``−(Xᵀ G Xᵀ).tril(−1)`` (woven axes in front: batched products)."""
+    x, g = ctx.args[0].var, ctx.args[1].var
+    return [f"-({x}.mT @ {g} @ {x}.mT).tril(-1)"]
 
 
 # -- costs and backward -------------------------------------------------------------------------
@@ -109,7 +154,22 @@ def cost_triangular_inverse(prim: TriangularInverseOp, ctx: CostContext) -> list
     return [out]
 
 
-BACKWARD.unsupported(TriangularInverseOp, BACKWARD_UNSUPPORTED)
+@COST.rule(TriangularInverseBackwardOp)
+def cost_triangular_inverse_backward(prim: TriangularInverseBackwardOp, ctx: CostContext) -> list[Tensor]:
+    """Two matrix products (``2n³`` FLOPs each per matrix, counted), then the triangle and the sign."""
+    n = prim.source.axes[0].size
+    ctx.matmul(4 * ctx.numel() * n, sympy.Integer(0))
+    ctx.other(2 * ctx.numel(), sympy.Integer(0))
+    return [ctx.output(0)]
+
+
+@BACKWARD.rule(TriangularInverseOp)
+def backward_triangular_inverse(prim: TriangularInverseOp, box: Box, builder: object) -> BoxBackward:
+    """From the stored inverse ``X``: ``∂A = −tril(Xᵀ ∂X Xᵀ, −1)`` (``d(M⁻¹) = −M⁻¹ dM M⁻¹``, ``M = 1 + L``)."""
+    return BoxBackward((("out", 0),), Box(TriangularInverseBackwardOp(prim.source)))
+
+
+BACKWARD.unsupported(TriangularInverseBackwardOp, SECOND_ORDER)
 
 
 # -- drawing ------------------------------------------------------------------------------------
@@ -122,6 +182,17 @@ def draw_triangular_inverse(prim: TriangularInverseOp, ctx: Layout, box: Box) ->
     return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), fill="#ffffff", name="triangular_inverse")
 
 
+@DRAWING.rule(TriangularInverseBackwardOp)
+def draw_triangular_inverse_backward(prim: TriangularInverseBackwardOp, ctx: Layout, box: Box) -> Frag:
+    """``(1+L)⁻ᵀ`` in a box reading the stored inverse and the cotangent."""
+    from ncd.render.pictograms import generic_box
+    from ncd.render.typeset import typeset_text
+
+    return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), fill="#ffffff",
+                       name="triangular_inverse_backward")
+
+
 # -- import recognition: ncd.trace.triangular (solve_triangular, forward substitution) ---------------------------
 
 IMPORT.known(TriangularInverseOp, by="ncd.trace.triangular")
+IMPORT.unsupported(TriangularInverseBackwardOp, NOT_TRACED)
