@@ -3,7 +3,8 @@
 The module returned by :func:`to_torch` is an instance of the generated top class; its
 source is registered with ``linecache`` so tracebacks show the generated lines.  A forward
 pre-hook checks input shapes against the diagram's domain and raises
-:class:`~ncd.errors.InputError` naming the axes and sizes.
+:class:`~ncd.errors.InputError` naming the axes and sizes.  A lowered module pickles
+(``torch.save``; :mod:`ncd.torch.pickling`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ncd.ir.axes import Type
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import evaluate
 from ncd.torch.codegen import NamedSizes, bind_all, lower
+from ncd.torch.pickling import mark
 
 __all__ = ["to_torch", "example_inputs", "compile_source"]
 
@@ -29,7 +31,7 @@ _counter = itertools.count()
 
 def compile_source(source: str, name: str = "diagram") -> dict[str, Any]:
     """Execute generated source in a fresh module (registered for tracebacks, and in ``sys.modules``:
-    ``torch.compile`` imports the module of the code it inlines)."""
+    ``torch.compile`` imports the module of the code it inlines).  Its classes pickle (:mod:`ncd.torch.pickling`)."""
     number = next(_counter)
     filename = f"<ncd-generated {name} #{number}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -37,7 +39,9 @@ def compile_source(source: str, name: str = "diagram") -> dict[str, Any]:
     module.__file__ = filename
     sys.modules[module.__name__] = module
     namespace: dict[str, Any] = vars(module)
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
+    code = compile(source, filename, "exec")
+    exec(code, namespace)  # noqa: S102 - our own generated code
+    mark(module, source, code)
     return namespace
 
 
@@ -55,16 +59,24 @@ def to_torch(diagram: Diagram, *, check_inputs: bool = True, **sizes: int) -> to
     program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
     source = program.to_source()
     namespace = compile_source(source)
-    module = _reporting(namespace[program.top.name])()
+    module = reporting_class(namespace[program.top.name])()
     vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
         module.register_forward_pre_hook(_checker(bound.dom))
     return module
 
 
-def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
+def reporting_class(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
     """The generated top class, whose calls re-raise torch's errors as :class:`~ncd.errors.RunError` naming the
-    generated line that failed (the original error is its ``__cause__``)."""
+    generated line that failed (the original error is its ``__cause__``); one per generated class."""
+    made: type[torch.nn.Module] | None = vars(cls).get("ncd_reporting_class")
+    if made is None:
+        made = _reporting(cls)
+        cls.ncd_reporting_class = made  # type: ignore[attr-defined]
+    return made
+
+
+def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
 
     def __call__(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -75,7 +87,7 @@ def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
             raise RunError(f"running {cls.__name__}{_generated_line(error)}: {type(error).__name__}:"
                            f" {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
 
-    return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
+    return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__, "ncd_reporting": True,
                                        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
 
 
@@ -93,11 +105,18 @@ def _generated_line(error: BaseException) -> str:
 
 
 def _checker(dom: Type) -> Any:
-    expected = [tuple(evaluate(a.size) for a in seg) for seg in dom]
-    names = [" ".join(a.name for a in seg) for seg in dom]
-    dtypes = [seg.dtype for seg in dom]
+    return _InputCheck(str(dom), [tuple(evaluate(a.size) for a in seg) for seg in dom],
+                       [" ".join(a.name for a in seg) for seg in dom], [seg.dtype for seg in dom])
 
-    def check(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+
+class _InputCheck:
+    """The forward pre-hook checking a lowered module's inputs against its diagram's domain (a class: it pickles)."""
+
+    def __init__(self, dom: str, expected: list[tuple[int, ...]], names: list[str], dtypes: list[str]) -> None:
+        self.dom, self.expected, self.names, self.dtypes = dom, expected, names, dtypes
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        dom, expected, names, dtypes = self.dom, self.expected, self.names, self.dtypes
         if len(args) != len(expected):
             raise InputError(f"the diagram takes {len(expected)} tensor(s) of type '{dom}', but {len(args)} were given")
         for j, (x, shape) in enumerate(zip(args, expected)):
@@ -112,8 +131,6 @@ def _checker(dom: Type) -> Any:
                 )
             if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32):
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
-
-    return check
 
 
 def example_inputs(diagram: Diagram, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
