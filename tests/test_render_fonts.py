@@ -15,7 +15,7 @@ from fontTools.ttLib import TTFont
 
 import ncd
 from ncd.render import to_pdf, to_png, to_svg
-from ncd.render.fonts import FACES, FONT_DIR, advance
+from ncd.render.fonts import FACES, FONT_DIR, _subset, advance
 from ncd.render.raster import DrawingTooLargeWarning
 from ncd.render.svg import faces_used
 
@@ -64,3 +64,21 @@ def test_exports_of_any_size_scale_down_with_a_warning_instead_of_failing() -> N
         pdf = to_pdf(d, page="none", scale=1)
     box = [float(v) for v in re.search(rb"/MediaBox \[\s*([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", pdf).groups()]
     assert 14000 < max(box[2], box[3]) <= 14400
+
+
+def test_embedded_subsets_shape_text_as_the_whole_faces_do() -> None:
+    """The subsets an SVG embeds keep each face's kerning: HarfBuzz shaping a word over the embedded subset gives the
+    advance the layout measured over the whole bundled face (kerned pairs included: ``L-a-y``, ``T-o``, ``W-a``)."""
+    import uharfbuzz as hb
+
+    words = {"sans": "LayerNorm Token Wave", "sans-bold": "LayerNorm AVA", "serif-italic": "Tay Wo", "serif": "AV To"}
+    for face, word in words.items():
+        data = base64.b64decode(_subset(face, "".join(sorted(set(word)))))
+        font = hb.Font(hb.Face(data))
+        buf = hb.Buffer()
+        buf.add_str(word)
+        buf.guess_segment_properties()
+        hb.shape(font, buf, {"kern": True, "liga": False})
+        units = TTFont(io.BytesIO(data))["head"].unitsPerEm
+        assert sum(p.x_advance for p in buf.glyph_positions) * 10.0 / units == pytest.approx(advance(word, face, 10.0))
+        assert {chr(c) for c in TTFont(io.BytesIO(data)).getBestCmap()} == set(word) | {" "}

@@ -4,7 +4,7 @@ Five faces (subsets of Computer Modern Unicode and DejaVu Sans, renamed ``NCD â€
 ``README.md`` here): ``sans``, ``sans-bold``, ``serif``, ``serif-italic`` and ``symbols``.
 :func:`advance` shapes text with HarfBuzz over the font files (advance widths and kerning, as
 browsers and cairo do);
-:func:`font_face_css` embeds subsets of the faces in an SVG; :func:`register_with_fontconfig`
+:func:`font_face_css` embeds subsets of the faces in an SVG (cut by HarfBuzz's subsetter); :func:`register_with_fontconfig`
 makes them known to cairo, so PNG and PDF output (which embeds subset fonts) looks the same
 on a machine without them installed.
 
@@ -20,7 +20,6 @@ import base64
 import ctypes
 import ctypes.util
 import functools
-import io
 import os
 from dataclasses import dataclass
 
@@ -91,11 +90,18 @@ def face_for(bold: bool = False, italic: bool = False, serif: bool = False, symb
 
 
 @functools.cache
-def _hb_font(face: str):  # type: ignore[no-untyped-def]
+def _hb_face(face: str):  # type: ignore[no-untyped-def]
     import uharfbuzz as hb  # type: ignore[import-untyped]
 
     with open(os.path.join(FONT_DIR, FACES[face][0]), "rb") as fh:
-        return hb.Font(hb.Face(fh.read()))
+        return hb.Face(fh.read())
+
+
+@functools.cache
+def _hb_font(face: str):  # type: ignore[no-untyped-def]
+    import uharfbuzz as hb
+
+    return hb.Font(_hb_face(face))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -159,19 +165,22 @@ def italic_overhang(text: str, face: str, size: float) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _subset(face: str, chars: str) -> str:
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
+    """The face cut down to ``chars`` (and a space), base64: HarfBuzz's subsetter, which keeps the kerning
+    (the only layout feature the widths use) and the outline of ``.notdef``.  It takes well under a millisecond
+    where fontTools' subsetter took tens (it decompiled the whole kerning table for every new set of characters)."""
+    import uharfbuzz as hb
 
-    font = TTFont(os.path.join(FONT_DIR, FACES[face][0]), recalcTimestamp=False)
-    options = subset.Options()
-    options.layout_features = ["kern"]
-    options.notdef_outline = True
-    sub = subset.Subsetter(options)
-    sub.populate(text=chars + " ")
-    sub.subset(font)
-    buf = io.BytesIO()
-    font.save(buf)
-    return base64.b64encode(buf.getvalue()).decode()
+    request = hb.SubsetInput()
+    request.flags = hb.SubsetFlags.NOTDEF_OUTLINE
+    for ch in chars + " ":
+        request.unicode_set.add(ord(ch))
+    features = request.layout_feature_tag_set
+    features.clear()
+    features.add(int.from_bytes(b"kern", "big"))
+    result = hb.subset(_hb_face(face), request)
+    if result is None:  # pragma: no cover - HarfBuzz refuses only a broken font file
+        raise RuntimeError(f"HarfBuzz could not subset the bundled face {face!r}")
+    return base64.b64encode(result.blob.data).decode()
 
 
 def font_face_css(used: dict[str, set[str]]) -> str:
