@@ -28,7 +28,7 @@ from ncd.errors import ParseError, SizeError
 Size = sympy.Expr
 SizeLike = Union[int, str, sympy.Expr]
 
-__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "evaluate", "substitute", "SymbolicSize",
+__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "is_zero", "evaluate", "substitute", "SymbolicSize",
            "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
 
 
@@ -215,7 +215,29 @@ def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     """Whether two sizes are equal for every value of their symbols."""
     if a is b or a == b:
         return True
-    return bool(sympy.simplify(a - b) == 0)
+    return is_zero(a - b)
+
+
+def is_zero(value: sympy.Expr) -> bool:
+    """Whether a size expression is zero for every value of its symbols.
+
+    A number or a symbol is zero only when it is 0, and a rational function of the symbols with rational coefficients
+    (sums, products, integer powers, quotients) only when :func:`sympy.cancel` brings it to 0, which decides it
+    exactly; anything else (floor, max, roots, logarithms) asks :func:`sympy.simplify`.  (``simplify`` is slow, and its
+    first call imports ``sympy.physics``: a fifth of a second of a process's first trace.)
+
+    >>> m, n = symbol("m"), symbol("n")
+    >>> is_zero(m * n / n - m), is_zero((m + n) ** 2 - m**2 - 2 * m * n - n**2), is_zero(m - n)
+    (True, True, False)
+    >>> is_zero(sympy.floor(m / 2) * 2 - m), is_zero(sympy.sqrt(m**2) - m)
+    (False, True)
+    """
+    if not value.args:
+        return bool(value == 0)
+    if all(isinstance(node, (sympy.Add, sympy.Mul, sympy.Symbol, sympy.Rational))
+           or (isinstance(node, sympy.Pow) and node.exp.is_Integer) for node in sympy.preorder_traversal(value)):
+        return bool(sympy.cancel(value) == 0)
+    return bool(sympy.simplify(value) == 0)
 
 
 class Substitution(dict[sympy.Symbol, sympy.Expr]):
@@ -241,7 +263,8 @@ def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) ->
 @functools.lru_cache(maxsize=65536)
 def _substituted(value: sympy.Expr, mapping: tuple[tuple[sympy.Symbol, sympy.Expr], ...]) -> sympy.Expr:
     """``substitute`` for the symbols that occur (memoised: a diagram repeats the same sizes everywhere)."""
-    return sympy.simplify(value.xreplace(dict(mapping)))
+    value = value.xreplace(dict(mapping))
+    return value if not value.args else sympy.simplify(value)  # a number or a symbol is as simple as it gets
 
 
 _SYMBOLIC: contextvars.ContextVar[bool] = contextvars.ContextVar("ncd_symbolic_sizes", default=False)
@@ -325,7 +348,7 @@ class SymbolicSize:
         return SymbolicSize(-self.expr)
 
     def __eq__(self, other: object) -> bool:
-        return bool(sympy.simplify(self.expr - self._of(other)) == 0)
+        return is_zero(self.expr - self._of(other))
 
     def __hash__(self) -> int:
         return hash(self.expr)
