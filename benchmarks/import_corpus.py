@@ -14,10 +14,12 @@ the others are listed with the reason.  For each model that builds:
 * round-trip max |difference| of the lowered module against the model, on the traced input
   and on a fresh input of the same shapes (equal: ``allclose(atol=1e-4, rtol=1e-4)``);
 * "silently wrong": traced without any warning but not equal;
-* trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG) in the same process;
+* trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG), measured alike (:data:`TIMING`);
 * deterministic: a second trace draws the same SVG, byte for byte.
 
-Each model runs in a forked child with a time limit, so one bad model cannot stop the run.
+Each model runs in a forked child with a time limit, so one bad model cannot stop the run.  The child builds the
+model and runs it on both inputs; then ncd (trace, drawing, checks) and torchview each run in a process forked from
+that child, one after the other, so both tools start from the same state.
 
     .venv/bin/python benchmarks/import_corpus.py                  # everything; writes docs/import-coverage.md
     .venv/bin/python benchmarks/import_corpus.py gpt2 llama -v    # some models, details printed
@@ -32,11 +34,14 @@ Each finished model is appended as one JSON line to a results file (``--results`
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import math
 import multiprocessing
 import os
+import resource
+import signal
 import sys
 import time
 import traceback
@@ -458,6 +463,9 @@ class Result:
     trace_s: float = math.nan
     draw_s: float = math.nan
     torchview_s: float = math.nan
+    #: a second call of each tool on the same model, just after the first (ncd's is the determinism check's trace+draw)
+    warm_s: float = math.nan
+    torchview_warm_s: float = math.nan
     deterministic: bool | None = None
     layers: int = 0
     wall_s: float = math.nan  # the child's whole time (build, trace, draw, lower, run, torchview)
@@ -499,12 +507,19 @@ def _layers(model: nn.Module) -> int:
     return max(lists, default=1)
 
 
-def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
-    """The result, and the model with its inputs (for torchview) when it traced."""
-    import ncd
-    from ncd.prims.opaque import OpaqueOp
-    from ncd.render import to_svg
+@dataclass
+class Built:
+    """A model of the corpus, built and run: its inputs, fresh inputs of the same shapes and its outputs on both."""
+    model: nn.Module
+    inputs: dict[str, torch.Tensor]
+    fresh: dict[str, torch.Tensor]
+    want: Any
+    want_fresh: Any
 
+
+def build_one(entry: Entry) -> tuple[Result, Built | None]:
+    """The entry's model built and run on its inputs (twice: every tool timed later finds its kernels loaded and its
+    lazily built parts built), or the result saying why it did not build."""
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -518,7 +533,34 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
     result.params, result.layers = n_params(model), _layers(model)  # every parameter, tied ones once
     with torch.no_grad():
         want, want_fresh = model(**inputs), model(**fresh)
-    start = time.perf_counter()
+    return result, Built(model, inputs, fresh, want, want_fresh)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (Graphviz's ``dot`` for torchview), as
+    ``bench_trace.py --cpu`` counts it: other processes holding the cores do not count."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime  # microseconds (os.times: ticks)
+
+
+def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
+    """The result, and the model with its inputs (for torchview) when it traced."""
+    result, built = build_one(entry)
+    if built is None:
+        return result, None
+    return check(result, built, determinism)
+
+
+def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]:
+    """Traces and draws the built model (timing both: CPU seconds, each from a collected heap), then checks the drawing's
+    determinism, the lowered module against the model and its parameter count."""
+    import ncd
+    from ncd.prims.opaque import OpaqueOp
+    from ncd.render import to_svg
+
+    model, inputs, fresh = built.model, built.inputs, built.fresh
+    gc.collect()
+    start = cpu_seconds()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -531,7 +573,7 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
         result.status = "crashed"
         result.reason = f"{type(error).__name__}: {_line(error)} ({os.path.basename(frame.filename)}:{frame.lineno})"
         return result, None
-    result.trace_s = time.perf_counter() - start
+    result.trace_s = cpu_seconds() - start
     result.status, result.method = "traced", d.method
     ours = [w for w in caught if "ncd" in str(w.message) or "opaque" in str(w.message)]
     result.warned = bool(ours)
@@ -541,14 +583,19 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
     result.boxes = len(boxes)
     result.opaque = sum(isinstance(b.prim, OpaqueOp) for b in boxes)
     result.opaque_ops = ", ".join(f"{n.removeprefix('aten.')}×{k}" for n, k in d.opaque)
-    start = time.perf_counter()
+    gc.collect()
+    start = cpu_seconds()
     try:
         svg = to_svg(d)
-        result.draw_s = time.perf_counter() - start
+        result.draw_s = cpu_seconds() - start
         if determinism:
+            gc.collect()
+            start = cpu_seconds()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result.deterministic = to_svg(ncd.trace(model, **inputs)) == svg
+                again = to_svg(ncd.trace(model, **inputs))
+            result.warm_s = cpu_seconds() - start
+            result.deterministic = again == svg
     except Exception as error:  # noqa: BLE001
         result.lowered = f"drawing: {type(error).__name__}: {_line(error)}"
     try:
@@ -557,8 +604,8 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
         with torch.no_grad():
             got = lowered(*inputs.values())
             got_fresh = lowered(*fresh.values())
-        result.diff, equal = _max_diff(got, want)
-        result.diff_fresh, equal_fresh = _max_diff(got_fresh, want_fresh)
+        result.diff, equal = _max_diff(got, built.want)
+        result.diff_fresh, equal_fresh = _max_diff(got_fresh, built.want_fresh)
         result.equal = equal and equal_fresh
     except Exception as error:  # noqa: BLE001
         frame = traceback.extract_tb(error.__traceback__)[-1]
@@ -567,26 +614,87 @@ def run_one(entry: Entry, determinism: bool) -> tuple[Result, Any]:
 
 
 def _time_torchview(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """torchview's graph of the model and its Graphviz SVG: CPU seconds (``dot`` included), from a collected heap."""
     try:
         import torchview  # type: ignore[import-not-found, unused-ignore]
 
-        start = time.perf_counter()
+        gc.collect()
+        start = cpu_seconds()
         graph = torchview.draw_graph(model, input_data=dict(inputs), save_graph=False, depth=math.inf)
         graph.visual_graph.pipe(format="svg")
-        return time.perf_counter() - start
+        return cpu_seconds() - start
     except Exception:  # noqa: BLE001 - torchview fails on some models: no time to compare
         return math.nan
 
 
-def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any) -> None:
-    """Sends the result, then (if asked, and the model traced) torchview's time in a second message."""
+def _time_torchview_twice(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """torchview's first call on the model and a second one (nothing when the first failed)."""
+    first = _time_torchview(model, inputs)
+    return first, (_time_torchview(model, inputs) if first == first else math.nan)
+
+
+def _apart(work: Callable[[], int], limit: float) -> int:
+    """Runs ``work`` in a forked process (a copy of this one as it is now) and waits for it: the exit code ``work``
+    returned, or 1 when it raised, or the negative number of the signal that stopped it (an alarm stops it after
+    ``limit`` seconds, also when this process has been killed meanwhile)."""
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked copy
+        code = 1
+        try:
+            signal.alarm(max(1, math.ceil(limit)))
+            code = work()
+        finally:
+            os._exit(code)
+    status = os.waitpid(pid, 0)[1]
+    return os.waitstatus_to_exitcode(status)
+
+
+def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout: float = 240.0) -> None:
+    """Sends the result, then (if asked, and the model traced) torchview's time in a second message.
+
+    The model is built and run here; then ncd (tracing, drawing, the checks) and torchview each run in a process
+    forked from this one, one after the other: both tools start from the same state (the same heap, frozen out of the
+    garbage collector's sight, the same pages shared with the same parent), so neither pays for the other's first
+    use of anything nor profits from it.  Each tool's process first repeats the small warm-up (that tool's part):
+    a forked process pays again for the first write to every page it shares with its parent, and the tool's own
+    pages should not count against the model (about 5,000 page copies for ncd, 3,000 for torchview)."""
+    started = time.monotonic()
     try:
-        result, built = run_one(entry, determinism)
+        result, built = build_one(entry)
     except BaseException as error:  # noqa: BLE001 - the parent records it
         result, built = Result(entry.name, entry.kind, "crashed", f"{type(error).__name__}: {_line(error)} (harness)"), None
-    conn.send(asdict(result))
-    if torchview and result.status == "traced":
-        conn.send(_time_torchview(*built) if built is not None else math.nan)
+    if built is None:
+        conn.send(asdict(result))
+        return
+    gc.collect()
+    gc.freeze()  # the model and everything before it: no collection in a tool's process walks (and copies) them
+    model = built
+
+    def ours() -> int:
+        try:
+            _warm_up(False)
+            checked, out = check(result, model, determinism)
+        except Exception as error:  # noqa: BLE001 - the parent records it
+            checked, out = Result(entry.name, entry.kind, "crashed", f"{type(error).__name__}: {_line(error)} (harness)"), None
+        conn.send(asdict(checked))
+        return TRACED if out is not None else 0
+
+    code = _apart(ours, timeout - (time.monotonic() - started))
+    if code not in (0, TRACED):  # it died before sending its result
+        why = f"signal {-code}" if code < 0 else f"exit code {code}"
+        conn.send(asdict(Result(entry.name, entry.kind, "crashed", f"the process tracing it died ({why})")))
+    elif torchview and code == TRACED:
+        def theirs() -> int:
+            _warm_up(True, ours=False)
+            conn.send(_time_torchview_twice(model.model, model.inputs))
+            return 0
+
+        _apart(theirs, timeout - (time.monotonic() - started))
+
+
+#: the exit code of ncd's process when the model traced (torchview's time follows)
+TRACED = 3
 
 
 def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, determinism: bool,
@@ -603,7 +711,7 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
         while pending and len(running) < jobs:
             entry = pending.pop(0)
             recv, send = ctx.Pipe(duplex=False)
-            process = ctx.Process(target=_child, args=(entry, torchview, determinism, send))
+            process = ctx.Process(target=_child, args=(entry, torchview, determinism, send, timeout))
             process.start()
             send.close()
             running.append([entry, process, recv, time.monotonic(), None])
@@ -617,8 +725,8 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
                     if isinstance(message, dict):
                         result = item[4] = Result(**message)
                         done = not (torchview and result.status == "traced")
-                    else:
-                        result.torchview_s, done = message, True
+                    else:  # torchview's first and second call
+                        (result.torchview_s, result.torchview_warm_s), done = message, True
             except (EOFError, OSError):
                 done = True
             if result is None and (done or not process.is_alive()):
@@ -687,9 +795,12 @@ def summary(results: list[Result]) -> list[str]:
         f"- deterministic (second trace, same SVG bytes): {_pct(sum(bool(r.deterministic) for r in det), len(det))}",
         f"- captured by the default (dispatch) path: {_pct(sum(r.method == 'dispatch' for r in traced), len(traced))}",
     ]
-    if ratios:
-        lines.append(f"- trace+draw time / torchview time: median {ratios[len(ratios) // 2]:.2f}×,"
-                     f" max {ratios[-1]:.2f}× over {len(ratios)} models")
+    warm = sorted(r.warm_s / r.torchview_warm_s for r in traced if r.warm_s == r.warm_s and r.torchview_warm_s > 0)
+    for what, values in (("trace+draw time / torchview time (first call)", ratios),
+                         ("the same, second call of each tool", warm)):
+        if values:
+            lines.append(f"- {what}: median {values[len(values) // 2]:.2f}×, max {values[-1]:.2f}× over {len(values)}"
+                         f" models; at most 1.5×: {_pct(sum(v <= 1.5 for v in values), len(values))}")
     return lines
 
 
@@ -721,7 +832,7 @@ def report(results: list[Result], sample: str = "") -> str:
         f"`ncd.trace` on every model type of `transformers` {transformers.__version__} (torch {torch.__version__}) that builds"
         " from a tiny config with random weights, plus heads and plain-PyTorch models.  Generated by"
         f" `benchmarks/import_corpus.py` ({_minutes(results)}); do not edit by hand."
-        + (f"  This report covers a part of the corpus: {sample}." if sample else ""), "",
+        + (f"  This report covers a part of the corpus: {sample}." if sample else ""), "", TIMING, "",
         "## Summary", "", *summary(results), "",
         "## Models", "", *rows, "",
         "## Model types that do not build from a tiny config (with the generated inputs)", "",
@@ -729,16 +840,30 @@ def report(results: list[Result], sample: str = "") -> str:
     ])
 
 
-def _warm_up(torchview: bool) -> None:
-    """One small trace, drawing and torchview graph before the children fork: their times exclude first-use costs."""
+#: how the time columns are measured (also said in the report)
+TIMING = ("Times are CPU seconds (the process's own, plus Graphviz's `dot` for torchview), each tool's first call on the"
+          " model: after one small warm-up of both tools before the children fork (imports, first use of each tool),"
+          " the child builds the model and runs its forward on both inputs (kernels loaded, lazy parts built); then"
+          " ncd and torchview each run in a process forked from that child, from the same state: the child's heap"
+          " frozen out of the garbage collector's sight; each repeats its part of the warm-up there (a forked process"
+          " pays again for its first write to each page it shares), and a collection runs just before each timed"
+          " step.  Each tool is then called a second time on the model (ncd's second trace+draw is the determinism"
+          " check's).")
+
+
+def _warm_up(torchview: bool, ours: bool = True) -> None:
+    """Two small models (an LSTM tagger, masked attention) traced and drawn by ncd (``ours``) and by torchview: before
+    the children fork, so that their times exclude imports and first-use costs, and again in each tool's process."""
     import ncd
     from ncd.render import to_svg
 
+    torch.manual_seed(0)
     model, inputs = LSTMTagger().eval(), {"ids": torch.randint(0, 50, (BATCH, TOKENS))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m, i in ((model, inputs), (MaskedAttention(), _mask(torch.Generator()))):
-            to_svg(ncd.trace(m, **i)).encode()
+            if ours:
+                to_svg(ncd.trace(m, **i)).encode()
             if torchview:
                 _time_torchview(m, i)
 
