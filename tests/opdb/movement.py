@@ -35,6 +35,15 @@ sample("concat", "class-token",
        lambda: (ncd.Parameter("~c:1 m", name="C") @ ncd.Identity.of("~t m")) >> ncd.Concat("~c:1, ~t -> ~s"),
        {"t": 3, "m": 4}, lambda p, x: torch.cat([p["c"].expand(*x[0].shape[:-2], 1, 4), x[0]], dim=-2),
        cod="s̅:t+1 m")  # a learned tensor has no batch dimensions: they are broadcast (regression, ViT's class token)
+# phimoe's router, cpmant's segment ids: positions join positions of the same range (no gradient flows)
+sample("concat", "positions", lambda: ncd.Identity.of("b p [4], b q [4]") >> ncd.Concat("p [4], q [4] -> r"),
+       {"b": 2, "p": 3, "q": 2}, lambda p, x: torch.cat(x, dim=-1), cod="b r:p+q [4]")
+sample("concat", "ranges-join", lambda: ncd.Identity.of("b p [224], b q [91]") >> ncd.Concat("p [224], q [91] -> r"),
+       {"b": 2, "p": 3, "q": 2}, lambda p, x: torch.cat(x, dim=-1), cod="b r:p+q [224]")
+sample("concat", "flags", lambda: ncd.Identity.of("t b [bool], t b [bool]") >> ncd.Concat("t b [bool], t b [bool] -> s b"),
+       {"b": 2, "t": 3}, lambda p, x: torch.cat(x, dim=-2), cod="s:2*t b [bool]")
+error("concat", "ranges", lambda: ncd.Concat("p [n], q [5] -> r"), r"join only when the ranges are equal or numbers", ParseError)
+error("concat", "kinds", lambda: ncd.Concat("p [4], q -> r"), r"hold different kinds of values", ParseError)
 error("concat", "sum", lambda: ncd.Concat("c:2, c:3 -> c:6"), r"output has size 6 but the inputs c=2 c=3 add up to 5", SizeError)
 error("concat", "names", lambda: ncd.Concat("c, d"), r"different names; name the output", ParseError)
 

@@ -35,7 +35,7 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis, parse_type
-from ncd.ir.diagram import Box, Diagram, Par, Seq
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, evaluate, size, size_text, sizes_equal
@@ -178,6 +178,9 @@ class ConcatOp(Primitive):
     output: Axis
     before: Segment = Segment(())
     after: Segment = Segment(())
+    dtype: Dtype = "float"  # what the tensors hold: positions (``index``) or flags (``bool``) join too
+    range: Size | None = None  # the output's range of positions: every input's unless ``ranges`` says otherwise
+    ranges: tuple[Size, ...] = ()  # each input's range of positions, none above ``range``
 
     op: ClassVar[str] = "concat"
     weave_policy = weaving.same_weave
@@ -196,11 +199,17 @@ class ConcatOp(Primitive):
                 f" {_sizes(self.inputs)} add up to {size_text(total)}"
             )
 
-    def _wrap(self, axis: Axis) -> Segment:
-        return Segment(self.before.axes + (axis,) + self.after.axes)
+        if self.ranges and (len(self.ranges) != len(self.inputs) or self.range is None or any(
+                (r - self.range).is_positive for r in self.ranges)):
+            raise SizeError(f"concat into {self.output.name}: input ranges {', '.join(size_text(r) for r in self.ranges)}"
+                            f" must be one per input and none above the output's {size_text(self.range or 0)}")
+
+    def _wrap(self, axis: Axis, rng: Size | None) -> Segment:
+        return Segment(self.before.axes + (axis,) + self.after.axes, self.dtype, rng)
 
     def signature(self) -> tuple[Type, Type]:
-        return Type(tuple(self._wrap(a) for a in self.inputs)), Type((self._wrap(self.output),))
+        ranges = self.ranges or (self.range,) * len(self.inputs)
+        return Type(tuple(self._wrap(a, r) for a, r in zip(self.inputs, ranges))), Type((self._wrap(self.output, self.range),))
 
     @property
     def position(self) -> int:
@@ -374,10 +383,16 @@ def Concat(spec: str, name: str | None = None) -> Box:
 
     Whole segments may be written when they share their other axes:
     ``Concat("c x y, c x y -> d x y")`` joins along the one axis that differs (here ``c``).
+    Segments of positions of one range join too: ``Concat("p [4], p [4] -> q")`` holds positions ``[4]``.
     """
     left, arrow, right = spec.partition("->") if isinstance(spec, str) else (spec, "", "")
     typ = parse_type(left)
-    if len(typ) < 2 or any(not seg.axes or seg.dtype != "float" for seg in typ):
+    dtype, ranges = typ[0].dtype, tuple(seg.range for seg in typ)
+    if any(seg.dtype != dtype for seg in typ):
+        raise ParseError(f"concat spec {spec!r}: the segments hold different kinds of values ("
+                         + ", ".join(f"'{seg}'" for seg in typ) + ")")
+    kind = joined_range(dtype, ranges, f"concat spec {spec!r}")
+    if len(typ) < 2 or any(not seg.axes for seg in typ):
         raise ParseError(f"concat spec {spec!r}: give at least two segments of axes, e.g. 'c, c -> d' or 'c x, c x -> d x'")
     width = len(typ[0])
     if arrow:
@@ -410,7 +425,23 @@ def Concat(spec: str, name: str | None = None) -> Box:
         if i != p and not (all(a.same(col[0]) for a in col[:-1]) and (written.same(col[0]) or _default_sized(written))):
             raise ParseError(f"concat spec {spec!r}: axis {col[0].name} must be the same in every segment")
     shared = typ[0].axes
-    return Box.make(ConcatOp(inputs, output, Segment(shared[:p]), Segment(shared[p + 1:])), name)
+    return Box.make(ConcatOp(inputs, output, Segment(shared[:p]), Segment(shared[p + 1:]), *kind), name)
+
+
+def joined_range(dtype: Dtype, ranges: tuple[Size | None, ...], what: str) -> tuple[Dtype, Size | None, tuple[Size, ...]]:
+    """``ConcatOp``'s ``dtype, range, ranges`` for inputs of ``dtype`` with ``ranges``: positions of different ranges join
+    into the largest (which must be known).
+
+    >>> joined_range("index", (size(3), size(5)), "concat")
+    ('index', 5, (3, 5))
+    """
+    if dtype != "index" or all(sizes_equal(r, ranges[0]) for r in ranges if r is not None):
+        return dtype, ranges[0], ()
+    if not all(r is not None and r.is_number for r in ranges):
+        raise ParseError(f"{what}: positions of ranges {', '.join(size_text(r or 0) for r in ranges)} join only when"
+                         " the ranges are equal or numbers")
+    known = tuple(r for r in ranges if r is not None)
+    return dtype, max(known, key=int), known
 
 
 def Index(axis: str, i: SizeLike, name: str | None = None) -> Box:
@@ -600,7 +631,7 @@ def cost_slice(prim: SliceOp, ctx: CostContext) -> list[Tensor]:
 
 @COST.rule(ConcatOp)
 def cost_concat(prim: ConcatOp, ctx: CostContext) -> list[Tensor]:
-    return [ctx.new(ctx.out_axes[0], grad=any(t.grad for t in ctx.inputs))]
+    return [ctx.new(ctx.out_axes[0], grad=any(t.grad for t in ctx.inputs), dtype=prim.dtype)]
 
 
 # -- backward ------------------------------------------------------------------------------
@@ -638,9 +669,11 @@ def backward_unsqueeze(prim: UnsqueezeOp, box: Box, builder: Builder) -> BoxBack
 
 @transpose(ConcatOp)
 def transpose_concat(prim: ConcatOp, box: Box) -> Diagram:
-    """The transpose of a concatenation: one slice of the cotangent per input."""
+    """The transpose of a concatenation: one slice of the cotangent per input (positions have none)."""
     from ncd.analysis.backward import route
 
+    if prim.dtype != "float":
+        return Identity(Type(()))
     start = sympy.Integer(0)
     parts = []
     for axis in prim.inputs:

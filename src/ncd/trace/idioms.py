@@ -25,6 +25,7 @@ from typing import Any
 import sympy
 import torch
 
+from ncd.errors import ParseError
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
@@ -753,7 +754,7 @@ def slice_(conv: Converter, node: Node) -> None:
 
 @rule("aten.cat", "aten.concat", "aten.concatenate")
 def concat(conv: Converter, node: Node) -> None:
-    from ncd.prims.movement import ConcatOp
+    from ncd.prims.movement import ConcatOp, joined_range
 
     out_shape = _shape(node)
     # torch.cat skips 1-d empty tensors (an empty key/value cache): drop them
@@ -787,9 +788,16 @@ def concat(conv: Converter, node: Node) -> None:
         used.add(own)
         vids.append(conv.view(vid, names[:dim] + [own] + names[dim + 1:], _shape(t)))
     axes = tuple(conv.segs[v].axes[dim] for v in vids)
+    if len({conv.segs[v].dtype for v in vids}) != 1:
+        raise Decline("concat of tensors holding different kinds of values: "
+                      + ", ".join(f"'{conv.segs[v]}'" for v in vids))
+    try:
+        kind = joined_range(conv.segs[vids[0]].dtype, tuple(conv.segs[v].range for v in vids), "concat")
+    except ParseError as error:
+        raise Decline(str(error)) from None
     name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
     name = apart(name, set(template) - {template[dim]})
-    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim])))
+    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim]), Segment(()), Segment(()), *kind))
     dom = Type(tuple(conv.segs[v] for v in vids))
     from ncd.ir.compose import fit
 
