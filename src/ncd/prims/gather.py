@@ -106,7 +106,8 @@ class ScatterOp(Primitive):
 
     axis: Axis
     positions: Segment
-    value: float
+    value: float | bool
+    dtype: Dtype = "float"  # what ``x`` holds: numbers, or flags (``bool``, set to a bool ``value``: a mask)
 
     op: ClassVar[str] = "scatter"
     family: ClassVar[str] = "opaque"
@@ -114,14 +115,20 @@ class ScatterOp(Primitive):
 
     def __post_init__(self) -> None:
         GatherOp(self.axis, self.positions)  # the same checks as a gather at those positions
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+        if self.dtype == "bool":
+            if not isinstance(self.value, bool):
+                raise ParseError(f"scatter along axis {self.axis.name}: flags are set to True or False, not {self.value!r}")
+        elif self.dtype != "float":
+            raise ParseError(f"scatter along axis {self.axis.name}: writes into numbers or flags, not {self.dtype} values")
+        elif isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
             raise ParseError(f"scatter along axis {self.axis.name}: {self.value!r} is not a number")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)), self.positions)), Type((Segment((self.axis,)),))
+        x = Segment((self.axis,), self.dtype)
+        return Type((x, self.positions)), Type((x,))
 
     def label(self) -> str:
-        value = int(self.value) if float(self.value).is_integer() else self.value
+        value = self.value if isinstance(self.value, bool) or not float(self.value).is_integer() else int(self.value)
         return f"{self.axis.name}[i] ← {value}"
 
 
@@ -255,12 +262,13 @@ def Gather(axis: str | Axis, positions: TypeLike = "") -> Box:
     return Box.make(GatherOp(ax, pos if pos.dtype != "float" else Segment(pos.axes, "index", ax.size)))
 
 
-def Scatter(axis: str | Axis, value: float, positions: TypeLike = "") -> Box:
+def Scatter(axis: str | Axis, value: float | bool, positions: TypeLike = "") -> Box:
     """Set the entries along ``axis`` at the positions of an index segment (default: one position, ``[axis]``) to
-    ``value``: ``"t, j [t] -> t"`` (``torch.scatter`` with a number)."""
+    ``value``: ``"t, j [t] -> t"`` (``torch.scatter`` with a number); a bool ``value`` writes into flags
+    (``"t [bool], j [t] -> t [bool]"``: a mask of the positions)."""
     gather = Gather(axis, positions).prim
     assert isinstance(gather, GatherOp)
-    return Box.make(ScatterOp(gather.axis, gather.positions, value))
+    return Box.make(ScatterOp(gather.axis, gather.positions, value, "bool" if isinstance(value, bool) else "float"))
 
 
 def ArgMax(source: TypeLike) -> Box:
@@ -350,7 +358,8 @@ def lower_scatter(prim: ScatterOp, ctx: RuleContext) -> list[str]:
     ctx.em.line(f"{i} = {positions}.flatten(-{n})" if n else f"{i} = {positions}.unsqueeze(-1)")
     lead = ctx.em.fresh("lead")
     ctx.em.line(f"{lead} = torch.broadcast_shapes({x}.shape[:-1], {i}.shape[:-1])")
-    return [f"{x}.expand(*{lead}, {x}.shape[-1]).scatter(-1, {i}.expand(*{lead}, {i}.shape[-1]), {number_text(float(prim.value))})"]
+    value = str(prim.value) if isinstance(prim.value, bool) else number_text(float(prim.value))
+    return [f"{x}.expand(*{lead}, {x}.shape[-1]).scatter(-1, {i}.expand(*{lead}, {i}.shape[-1]), {value})"]
 
 
 @LOWERING.rule(ArgMaxOp)
@@ -417,7 +426,10 @@ def cost_scatter(prim: ScatterOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(ScatterOp)
 def backward_scatter(prim: ScatterOp, box: Box, builder: Builder) -> BoxBackward:
-    """The written entries take no gradient: the cotangent with zeros scattered at the stored positions."""
+    """The written entries take no gradient: the cotangent with zeros scattered at the stored positions (flags have
+    no cotangent)."""
+    if prim.dtype != "float":
+        return BoxBackward((), Identity(Type(())))
     segments = [prim.positions, Segment((prim.axis,))]
     return BoxBackward((("in", 1),), Seq.of(route(segments, [1, 0]), Box(ScatterOp(prim.axis, prim.positions, 0.0))))
 

@@ -433,17 +433,22 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     if live_mask is not None:
         structure = torch.zeros(live_mask.structure.shape).masked_fill(~live_mask.structure, float("-inf"))
         additive = structure if additive is None else additive + structure
-    elif isinstance(mask, Node) and _tensor(mask) and mask.value.is_floating_point() and _live(mask) \
-            and not conv.reads_inputs(mask):  # a bias computed from parameters (T5's relative positions): added
-        if groups > 1:
-            raise Decline("a bias per query head under grouped-query attention")
-        s = conv.apply(Box(AddOp(2)), [s, operand(conv, mask, names, shape)])
+    elif isinstance(mask, Node) and _tensor(mask) and _live(mask):
+        # a bias or a mask computed by the model (T5's relative positions, SAM's, a sparse indexer's selection):
+        # added to the scores (a float mask), or -inf where a boolean mask is False — what SDPA does with it
+        vm = _grouped_operand(conv, mask, names, shape) if groups > 1 else operand(conv, mask, names, shape)
+        if mask.value.dtype == torch.bool:
+            from ncd.prims.attention import PaddingMaskOp
+
+            s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, vm])
+        elif mask.value.is_floating_point():
+            s = conv.apply(Box(AddOp(2)), [s, vm])
+        else:
+            raise Decline(f"a {mask.value.dtype} mask")
         if list(conv.segs[s].names) != names:
-            raise Decline("bias does not line up")
+            raise Decline("mask does not line up")
     elif mask is not None:
         m = mask.value if isinstance(mask, Node) else torch.as_tensor(mask)
-        if _live(mask):
-            raise Decline("mask computed from the inputs")
         m = torch.zeros(m.shape).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m.to(node.value.dtype)
         if groups > 1:
             if m.dim() >= 3 and m.shape[-3] != 1:
@@ -474,6 +479,24 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     if groups > 1:  # the query heads again: (g r) -> h
         o = conv.view(o, merged[:-1] + [conv.names(o)[-1]], _shape(node))
     conv.bind(node, o)
+
+
+def _grouped_operand(conv: Converter, mask: Node, names: list[str], shape: tuple[int, ...]) -> int:
+    """A mask laid out over the query heads ``h`` read on grouped scores ``… g r y x`` (``h = (g r)``, the key/value
+    head ``g`` outermost, as ``repeat_kv`` repeats it), its broadcast size-1 wires dropped."""
+    ms = tuple(int(n) for n in mask.value.shape)
+    if len(ms) >= 3:
+        heads = ms[-3]
+        if heads not in (1, shape[-4] * shape[-3]):
+            raise Decline(f"a mask over {heads} heads on {shape[-4]} x {shape[-3]} grouped query heads")
+        ms = ms[:-3] + ((shape[-4], shape[-3]) if heads != 1 else (1, 1)) + ms[-2:]
+    if len(ms) > len(shape):
+        raise Decline("a mask with more axes than the scores")
+    tail, tail_shape = names[len(names) - len(ms):], shape[len(shape) - len(ms):]
+    if any(m not in (1, o) for m, o in zip(ms, tail_shape)):
+        raise Decline("the mask does not broadcast to the scores")
+    keep = [not (m == 1 and o != 1) for m, o in zip(ms, tail_shape)]
+    return conv.view(conv.value(mask), [n for n, k in zip(tail, keep) if k], tuple(m for m, k in zip(ms, keep) if k))
 
 
 def _padding_wire(conv: Converter, scores: Segment, live_mask: LiveMask) -> int:

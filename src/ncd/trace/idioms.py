@@ -350,23 +350,45 @@ def relabel(conv: Converter, vid: int, names: list[str]) -> int:
 
 
 def contract(conv: Converter, node: Node, a: Node, b: Node) -> None:
-    """``a @ b`` with broadcast batch axes, as an einsum on named wires."""
+    """``a @ b`` with broadcast batch axes, as an einsum on named wires.
+
+    A batch axis of size 1 broadcast against a longer one (or missing on one side) is dropped from that operand (a
+    view): the einsum weaves the other operand's axis through to the output, as ``matmul`` broadcasts."""
     va, vb = conv.value(a), conv.value(b)
+    sa, sb = tuple(_shape(a)), tuple(_shape(b))
+    if len(sa) < 2 or len(sb) < 2:
+        raise Decline("matmul with vectors")
+    try:
+        batch = tuple(torch.broadcast_shapes(sa[:-2], sb[:-2]))
+    except RuntimeError:
+        raise Decline("matmul batch shapes do not broadcast") from None
+    if tuple(_shape(node)) != batch + (sa[-2], sb[-1]):
+        raise Decline("matmul result shape")
     na, nb = conv.names(va), conv.names(vb)
-    sa, sb = _shape(a), _shape(b)
-    if len(sa) < 2 or len(sb) < 2 or len(sa) != len(sb) or sa[:-2] != sb[:-2]:
-        raise Decline("matmul with vectors or broadcasting")
-    batch = na[:-2]
+    pa, pb = len(batch) - len(sa[:-2]), len(batch) - len(sb[:-2])  # where each operand's batch axes start
+    keep_a = [k for k in range(len(sa) - 2) if sa[k] == batch[pa + k]]
+    keep_b = [k for k in range(len(sb) - 2) if sb[k] == batch[pb + k]]
+    if len(keep_a) < len(sa) - 2:
+        kept = keep_a + [len(sa) - 2, len(sa) - 1]
+        va = conv.view(va, [na[k] for k in kept], tuple(sa[k] for k in kept))
+    names_a = {pa + k: na[k] for k in keep_a}
+    taken = set(conv.names(va))
+    want_b = []
+    for k in keep_b:
+        name = names_a.get(pb + k)
+        if name is None:
+            name = apart(nb[k], taken)
+            taken.add(name)
+        want_b.append(name)
     j = na[-1]
-    k = nb[-1]
-    if k in na:
-        k = k.rstrip(PRIME)
-        while k in na:
-            k += PRIME
-    want_b = batch + [j, k]
-    vb = relabel(conv, vb, want_b)
-    out = Segment(tuple(conv.segs[va].axes[:-1]) + (conv.segs[vb].axes[-1],))
-    box = Box(EinsumOp(Type((conv.segs[va], conv.segs[vb])), out))
+    k_name = apart(nb[-1].rstrip(PRIME) if nb[-1] in taken else nb[-1], taken)
+    want_b += [j, k_name]
+    vb = conv.view(vb, want_b, tuple(sb[k] for k in keep_b) + sb[-2:])
+    seg_a, seg_b = conv.segs[va], conv.segs[vb]
+    by_name = {x.name: x for x in seg_a.axes + seg_b.axes}
+    out_names = [names_a.get(p) or want_b[keep_b.index(p - pb)] for p in range(len(batch))]
+    out = Segment(tuple(by_name[n] for n in out_names) + (seg_a.axes[-2], seg_b.axes[-1]))
+    box = Box(EinsumOp(Type((seg_a, seg_b)), out))
     (vid,) = conv.emit(box, [va, vb], [out])
     conv.bind(node, vid)
 
@@ -737,7 +759,8 @@ def split(conv: Converter, node: Node) -> None:
     for p in pieces:
         starts.append(starts[-1] + int(p.shape[dim]))
     for k in used:
-        conv._picked[(id(node), k)] = emit_slice(conv, vid, dim, starts[k], starts[k + 1])
+        if starts[k + 1] > starts[k]:  # an empty piece has no entries: a concatenation drops it (Converter.run)
+            conv._picked[(id(node), k)] = emit_slice(conv, vid, dim, starts[k], starts[k + 1])
 
 
 @rule("aten.slice")

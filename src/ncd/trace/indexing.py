@@ -172,8 +172,9 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     axis along it), the positions' segment for the box, and the wires' names."""
     x, dim, positions = node.args[:3]
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (
-            x.value.is_floating_point() or _integer(x.value) and "gather" in node.target.name())):
-        raise Decline("not a float tensor (or integers gathered)")
+            x.value.is_floating_point() or _integer(x.value) and "gather" in node.target.name()
+            or x.value.dtype == torch.bool and "scatter" in node.target.name())):
+        raise Decline("not a float tensor (or integers gathered, flags scattered)")
     if not (isinstance(positions, Node) and (positions.live or x.live) and _integer(positions.value)
             and positions.value.device.type != "meta"):
         raise Decline("positions not an integer tensor (live, or constant positions of a live tensor)")
@@ -221,11 +222,15 @@ def scatter(conv: Converter, node: Node) -> None:
     value = node.args[3]
     if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.dim() == 0:
         value = value.value.item()
-    if isinstance(value, Node) or isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, Node) or not isinstance(value, (int, float)):
         raise Decline("a scatter of a tensor")
     vx, vi, positions, nx = _along(conv, node)
     d = int(node.args[1]) % len(nx)
-    out = conv.apply(Box(ScatterOp(conv.segs[vx].axes[d], positions, float(value))), [vx, vi])
+    flags = conv.segs[vx].dtype == "bool"
+    if flags != isinstance(value, bool) and not (flags and value in (0, 1)):
+        raise Decline(f"a scatter of {value!r} into {conv.segs[vx].dtype} entries")
+    written = bool(value) if flags else float(value)
+    out = conv.apply(Box(ScatterOp(conv.segs[vx].axes[d], positions, written, "bool" if flags else "float")), [vx, vi])
     if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)

@@ -1,0 +1,119 @@
+"""Operators the last corpus run left opaque, now boxes: a concatenation of integer tensors (phimoe's router), the
+empty piece of a split (the DSA indexers' rotary part when it is the whole head), ``matmul`` with broadcast batch axes,
+a boolean scatter (the indexer's selection mask) and SDPA under a mask the model computes (a boolean selection, SAM's
+float bias, Doge's per-head mask under grouped-query attention).  Each: no opaque box, and the lowered module equals the
+model on the traced inputs and on fresh ones."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.test_trace_boxes_residue import round_trip
+
+
+def _ops(d: object) -> list[str]:
+    return [b.prim.op for b in d.boxes()]  # type: ignore[attr-defined]
+
+
+class Router(nn.Module):
+    """phimoe's router in miniature: the positions of two picks joined (``torch.cat`` of integers, of two ranges),
+    then read back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(x)
+        first = s[..., :4].argmax(-1, keepdim=True)  # positions [4]
+        second = s.topk(2, dim=-1).indices[..., 1:]  # positions [6]
+        return s.gather(-1, torch.cat([first, second], dim=-1))
+
+
+def test_integer_concatenation_is_a_box() -> None:
+    torch.manual_seed(0)
+    d = round_trip(Router(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0
+    (concat,) = [b.prim for b in d.boxes() if b.prim.op == "concat"]
+    assert concat.dtype == "index" and int(concat.range) == 6 and [int(r) for r in concat.ranges] == [4, 6]
+
+
+class Indexer(nn.Module):
+    """A DSA indexer in miniature: rotary split ``[d, 0]`` (the pass-through piece is empty), scores by a ``matmul``
+    broadcast over the query axis, a top-k selection scattered into a boolean mask, and SDPA under that mask."""
+
+    def __init__(self, d: int = 4, heads: int = 2) -> None:
+        super().__init__()
+        self.heads, self.d = heads, d
+        self.q, self.k, self.v = nn.Linear(8, heads * d), nn.Linear(8, d), nn.Linear(8, heads * d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.heads, self.d)
+        q_rot, q_pass = torch.split(q, [self.d, 0], dim=-1)
+        q = torch.cat([q_rot.flip(-1), q_pass], dim=-1)  # the empty piece is dropped by cat
+        k = self.k(x)
+        scores = torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)).sum(-2)  # b t h d @ b 1 d t -> b t h t
+        top = scores.topk(2, dim=-1).indices
+        hidden = torch.ones(b, t, t, dtype=torch.bool).scatter(-1, top, False)
+        keep = ~hidden.unsqueeze(1)
+        heads = q.transpose(1, 2)
+        v = self.v(x).view(b, t, self.heads, self.d).transpose(1, 2)
+        return F.scaled_dot_product_attention(heads, heads, v, attn_mask=keep)
+
+
+def test_indexer_selection_mask_attention_is_boxes() -> None:
+    torch.manual_seed(0)
+    d = round_trip(Indexer(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0
+    ops = _ops(d)
+    assert "scatter" in ops and "padding_mask" in ops
+    (scatter,) = [b.prim for b in d.boxes() if b.prim.op == "scatter"]
+    assert scatter.dtype == "bool" and scatter.value is False
+
+
+class RelativeBias(nn.Module):
+    """SAM's attention: a float bias computed from the queries, passed to SDPA as its mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.rel = nn.Linear(8, 24), nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        bias = self.rel(q)  # b h t x
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def test_float_bias_from_the_queries_is_added_to_the_scores() -> None:
+    torch.manual_seed(0)
+    d = round_trip(RelativeBias(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0
+
+
+class GroupedDynamicMask(nn.Module):
+    """Doge's attention: keys and values of 2 heads repeated for 4 query heads (``repeat_kv``), and a float mask per
+    query head computed from the values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.kv, self.dt = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 4).transpose(1, 2)
+        k, v = self.kv(x).view(b, t, 2, 2, 4).permute(2, 0, 3, 1, 4)
+        k = k[:, :, None].expand(b, 2, 2, t, 4).reshape(b, 4, t, 4)
+        v = v[:, :, None].expand(b, 2, 2, t, 4).reshape(b, 4, t, 4)
+        mask = self.dt(x).transpose(1, 2)[:, :, None, :].expand(b, 4, t, t)  # b h y x, one row per head
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.masked_fill(~causal, float("-inf")))
+
+
+def test_per_head_mask_under_grouped_query_attention() -> None:
+    torch.manual_seed(0)
+    d = round_trip(GroupedDynamicMask(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0
