@@ -117,3 +117,39 @@ def test_per_head_mask_under_grouped_query_attention() -> None:
     torch.manual_seed(0)
     d = round_trip(GroupedDynamicMask(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
     assert d.opaque_count == 0
+
+
+class AlibiScores(nn.Module):
+    """BLOOM's scores: ``alibi.baddbmm(q, kᵀ, beta, alpha)`` with the bias broadcast over the queries; ``beta`` 1, 0 (the
+    bias ignored) and 0.5."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.qk, self.beta = nn.Linear(8, 8), beta
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        q = self.qk(x)
+        return torch.softmax(bias.baddbmm(q, x.transpose(1, 2), beta=self.beta, alpha=0.25), -1)
+
+
+def test_baddbmm_is_a_product_and_a_sum() -> None:
+    torch.manual_seed(0)
+    for beta in (1.0, 0.0, 0.5):
+        x, bias = torch.randn(3, 5, 8), torch.randn(3, 1, 5)
+        d = round_trip(AlibiScores(beta), x, bias, fresh=(torch.randn(3, 5, 8), torch.randn(3, 1, 5)))
+        assert d.opaque_count == 0 and "einsum" in _ops(d)
+
+
+class EmptyRows(nn.Module):
+    """A float mask computed from an input, -inf over whole rows (a padded query): SDPA gives 0 there, not NaN."""
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        pairs = (keep[:, None, :, None] > 0) & (keep[:, None, None, :] > 0)
+        mask = torch.zeros(pairs.shape).masked_fill(~pairs, float("-inf"))
+        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
+
+
+def test_float_mask_with_empty_rows_gives_zero_as_sdpa() -> None:
+    keep, fresh_keep = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
+    d = round_trip(EmptyRows(), torch.randn(2, 3, 5, 4), keep, fresh=(torch.randn(2, 3, 5, 4), fresh_keep))
+    assert d.opaque_count == 0

@@ -63,6 +63,8 @@ sample("compare", "eq-index", lambda: ncd.Identity.of("b t [4]") >> Compare("=="
        cod="b t [bool]")
 sample("compare", "lt-float", lambda: ncd.Identity.of("b") >> Compare("<", 0.5), {"b": 4}, lambda p, x: x[0] < 0.5,
        cod="b [bool]", grad=False)
+sample("compare", "finite", lambda: ncd.Identity.of("b") >> Compare(">", float("-inf")), {"b": 4},
+       lambda p, x: x[0] > float("-inf"), cod="b [bool]", grad=False)  # which entries a float mask keeps (SDPA)
 error("compare", "relation", lambda: Compare("=~", 1), r"compare: unknown relation '=~'", ParseError)
 sample("cast", "bool-to-index", lambda: ncd.Identity.of("b [bool]") >> Cast("[bool]", "[2]"), {"b": 4},
        lambda p, x: torch.where(x[0], 1, 0), cod="b [2]")

@@ -373,7 +373,7 @@ def lower_argmax(prim: ArgMaxOp, ctx: RuleContext) -> list[str]:
 @LOWERING.rule(CompareOp)
 def lower_compare(prim: CompareOp, ctx: RuleContext) -> list[str]:
     value = float(prim.value)
-    text = repr(int(value)) if value.is_integer() and prim.source.dtype == "index" else repr(value)
+    text = repr(int(value)) if value.is_integer() and prim.source.dtype == "index" else number_text(value)
     return [f"torch.{RELATIONS[prim.relation]}({ctx.args[0].var}, {text})"]
 
 

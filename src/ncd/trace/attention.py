@@ -441,8 +441,13 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
             from ncd.prims.attention import PaddingMaskOp
 
             s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, vm])
-        elif mask.value.is_floating_point():
+        elif mask.value.is_floating_point():  # a row the mask makes all -inf is 0, as in SDPA: a padding mask of the
+            from ncd.prims.attention import PaddingMaskOp  # finite entries says so to the softmax (values unchanged)
+            from ncd.prims.gather import CompareOp
+
             s = conv.apply(Box(AddOp(2)), [s, vm])
+            finite = conv.apply(Box(CompareOp(">", float("-inf"), Segment(()))), [vm])
+            s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, finite])
         else:
             raise Decline(f"a {mask.value.dtype} mask")
         if list(conv.segs[s].names) != names:

@@ -1,0 +1,54 @@
+"""Conversion rule for a batched product fused with a sum: ``baddbmm``.
+
+``baddbmm(input, b1, b2, beta=β, alpha=α)`` is ``β·input + α·(b1 @ b2)``: the recorded call is read as the product (the
+einsum wiring :func:`ncd.trace.idioms.matmul` draws for ``bmm``) and the broadcasting sum
+(:func:`ncd.trace.idioms.arithmetic` with its ``alpha``), each from a step made for the occasion whose value is
+computed from the recorded operands, so each part is exactly what torch computes (BLOOM's ALiBi scores, GPT-NeoX
+Japanese, WavLM).  ``β = 0`` ignores ``input`` (as torch does, NaN included).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.idioms import _live, _tensor, arithmetic, matmul
+
+__all__: list[str] = []
+
+
+def _step(node: Node, suffix: str, target: object, args: tuple[object, ...], value: torch.Tensor, live: bool,
+          **kwargs: object) -> Node:
+    return Node(f"{node.name}_{suffix}", "call", target, args, dict(kwargs), value=value, stack=node.stack,
+                live=live, line=node.line)
+
+
+@rule("aten.baddbmm")
+def baddbmm(conv: Converter, node: Node) -> None:
+    """``β·input + α·(b1 @ b2)`` as a product, then a (broadcast) sum with ``α`` on the product."""
+    bias, first, second = node.args[:3]
+    beta, alpha = node.kwargs.get("beta", 1), node.kwargs.get("alpha", 1)
+    if not (_tensor(first) and _tensor(second) and _tensor(bias)) or not node.value.is_floating_point():
+        raise Decline("not a product of float tensors")
+    if not (_live(first) or _live(second)):
+        raise Decline("a product of constants")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (beta, alpha)):
+        raise Decline("beta or alpha not a number")
+    product = _step(node, "product", torch.ops.aten.bmm.default, (first, second), first.value @ second.value, True)
+    matmul(conv, product)
+    if beta == 0:
+        if alpha != 1:
+            product = _step(node, "alpha", torch.ops.aten.mul.Tensor, (product, float(alpha)), product.value * alpha, True)
+            arithmetic(conv, product)
+        conv.bind(node, conv.values[id(product)])
+        return
+    if beta != 1:
+        if _live(bias):
+            bias = _step(node, "beta", torch.ops.aten.mul.Tensor, (bias, float(beta)), bias.value * beta, True)
+            arithmetic(conv, bias)
+        else:
+            bias = Node(f"{node.name}_beta", "constant", value=bias.value * beta, source=bias.source)
+    total = _step(node, "sum", torch.ops.aten.add.Tensor, (bias, product), node.value, True, alpha=alpha)
+    arithmetic(conv, total)
+    conv.bind(node, conv.values[id(total)])
