@@ -153,3 +153,24 @@ def test_float_mask_with_empty_rows_gives_zero_as_sdpa() -> None:
     keep, fresh_keep = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
     d = round_trip(EmptyRows(), torch.randn(2, 3, 5, 4), keep, fresh=(torch.randn(2, 3, 5, 4), fresh_keep))
     assert d.opaque_count == 0
+
+
+class ShortConvWeights(nn.Module):
+    """Inkling2's short-convolution weights: a static ``K x D`` table read as ``heads x D/heads x K`` plus dynamic
+    weights ``b t heads 1 K`` — neither operand has every wire of the sum, which comes out woven in another order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.static = nn.Parameter(torch.randn(3, 8))
+        self.proj = nn.Linear(8, 2 * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        dynamic = self.proj(x).view(b, t, 2, 1, 3)
+        return self.static.T.view(2, 4, 3) + dynamic
+
+
+def test_broadcast_sum_whose_wires_cross_is_a_box() -> None:
+    torch.manual_seed(0)
+    d = round_trip(ShortConvWeights(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0

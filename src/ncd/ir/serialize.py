@@ -122,7 +122,8 @@ _NODE_KEYS = {
 _VALUE_KEYS = {"axis": {"axis", "size", "role", "parts"}, "segment": {"segment", "dtype", "range"}, "type": {"type"},
                "size": {"size"}, "tuple": {"tuple"}, "diagram": {"diagram"}}
 #: Primitive fields that may hold an infinite or NaN number (a traced mask constant, a captured argument).
-_NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs"), ("scatter", "value")}
+_NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs"), ("scatter", "value"),
+                     ("compare", "value")}
 
 
 def _scan(data: Any) -> None:

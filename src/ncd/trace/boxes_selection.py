@@ -46,7 +46,7 @@ def _select(conv: Converter, node: Node, cond: Any, a: Any, b: Any) -> None:
 def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]], Box], operands: list[Any]) -> None:
     """``box`` (scalar domains) on ``operands`` broadcast by position as torch does, its wires in the output's order
     (``box`` may be made from the operands' converted segments)."""
-    from ncd.trace.idioms import operand, out_names
+    from ncd.trace.idioms import cross_back, operand, out_names
 
     if not any(isinstance(v, Node) and v.live for v in operands):
         raise Decline("nothing live")
@@ -55,17 +55,7 @@ def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]],
     vids = [operand(conv, v, names, shape) for v in operands]
     if not isinstance(box, Box):
         box = box([conv.segs[v] for v in vids])
-    vid = conv.apply(box, vids)
-    got = list(conv.segs[vid].names)
-    if got != names and sorted(got) == sorted(names):  # woven in the condition's order: cross the wires back
-        from ncd.prims.structure import TransposeOp
-
-        seg = conv.segs[vid]
-        perm = tuple(got.index(n) for n in names)
-        (vid,) = conv.emit(Box(TransposeOp(seg, perm)), [vid], [seg.with_axes(seg.axes[k] for k in perm)])
-    if list(conv.segs[vid].names) != names:
-        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
-    conv.bind(node, vid)
+    conv.bind(node, cross_back(conv, conv.apply(box, vids), names))  # woven in the condition's order: crossed back
 
 
 @rule("aten.where")

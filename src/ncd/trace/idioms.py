@@ -570,10 +570,21 @@ def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int,
     ``prim`` commutes, so the result keeps its order); declines when the wires come out other than ``names``."""
     if commutes and len(conv.segs[vb].axes) > len(conv.segs[va].axes):
         va, vb = vb, va
-    vid = conv.apply(Box(prim), [va, vb])
+    conv.bind(node, cross_back(conv, conv.apply(Box(prim), [va, vb]), names))
+
+
+def cross_back(conv: Converter, vid: int, names: list[str]) -> int:
+    """``vid`` with its wires in the order ``names``: a box woven over wires that neither operand has all of gives
+    them in weaving order (``b u j d`` + ``j uʹ d`` -> ``b u j d uʹ``); a transpose crosses them back.  Declines when the
+    wires are not those of ``names``."""
+    got = list(conv.segs[vid].names)
+    if got != names and sorted(got) == sorted(names):
+        seg = conv.segs[vid]
+        perm = tuple(got.index(n) for n in names)
+        (vid,) = conv.emit(Box(TransposeOp(seg, perm)), [vid], [seg.with_axes(seg.axes[k] for k in perm)])
     if list(conv.segs[vid].names) != names:
         raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
-    conv.bind(node, vid)
+    return vid
 
 
 @rule("aten.mean", "aten.sum")
