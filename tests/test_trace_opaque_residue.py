@@ -174,3 +174,26 @@ def test_broadcast_sum_whose_wires_cross_is_a_box() -> None:
     torch.manual_seed(0)
     d = round_trip(ShortConvWeights(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
     assert d.opaque_count == 0
+
+
+class RowWrite(nn.Module):
+    """T5Gemma2's embeddings: ``x[ids == eoi] = eoi_embedding`` (a mask of rows, one row written at each), and the same
+    with a mask over the two leading axes of a 4-axis tensor and a number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.eoi = nn.Embedding(7, 4), nn.Parameter(torch.randn(4))
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.embed(ids)
+        x[ids == 3] = self.eoi
+        y = x[..., None].expand(*x.shape, 2).clone()
+        y[ids == 5] = -1.0
+        return x, y
+
+
+def test_index_put_of_rows_is_a_selection() -> None:
+    ids, fresh = torch.tensor([[3, 1, 5, 3], [0, 5, 3, 6]]), torch.tensor([[5, 3, 3, 1], [2, 2, 6, 3]])
+    d = round_trip(RowWrite(), ids, fresh=(fresh,))
+    assert d.opaque_count == 0 and _ops(d).count("where") == 2
+

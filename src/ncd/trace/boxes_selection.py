@@ -93,9 +93,11 @@ def logic(conv: Converter, node: Node) -> None:
 
 @rule("aten.index_put")
 def index_put(conv: Converter, node: Node) -> None:
-    """``x[mask] = v`` (``index_put`` with one boolean mask of ``x``'s shape and a number, no accumulation) is
-    ``where(mask, v, x)``; on integers (a vision-language model's ``llm_input_ids[image_mask] = 0``) the where is
-    ``x · ¬mask + v · mask`` (the boxes of :class:`~ncd.prims.integer.IndexArithmeticOp`), exact on integers."""
+    """``x[mask] = v`` (``index_put`` with one boolean mask, no accumulation) is ``where(mask, v, x)`` when the mask is
+    ``x``'s shape or a leading part of it (rows: T5Gemma2's ``embeddings[ids == eoi] = eoi_embedding``) and ``v`` a
+    number or a tensor each selected entry or row takes whole (broadcast to the row, as ``index_put`` does); on
+    integers (a vision-language model's ``llm_input_ids[image_mask] = 0``) the where is ``x · ¬mask + v · mask`` (the
+    boxes of :class:`~ncd.prims.integer.IndexArithmeticOp`), exact on integers."""
     from ncd.trace.scalars import _number
 
     x, indices, value = node.args[:3]
@@ -103,19 +105,47 @@ def index_put(conv: Converter, node: Node) -> None:
     if accumulate or not isinstance(indices, (list, tuple)) or len(indices) != 1:
         raise Decline("not one mask, written without accumulation")
     (mask,) = indices
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)
+            and isinstance(mask, Node) and isinstance(mask.value, torch.Tensor) and mask.value.dtype == torch.bool):
+        raise Decline("not a boolean mask of a tensor")
+    shape, rows = tuple(x.value.shape), tuple(mask.value.shape)
+    if shape[:len(rows)] != rows:
+        raise Decline(f"a mask of shape {list(rows)} on a tensor of shape {list(shape)}")
+    row = shape[len(rows):]
     number = _number(value)
-    if (number is None or not (isinstance(x, Node) and isinstance(x.value, torch.Tensor))
-            or not (isinstance(mask, Node) and isinstance(mask.value, torch.Tensor) and mask.value.dtype == torch.bool)
-            or tuple(mask.value.shape) != tuple(x.value.shape)):
-        raise Decline("not a boolean mask of the tensor's shape and a number")
+    if number is None and not (isinstance(value, Node) and isinstance(value.value, torch.Tensor)
+                               and value.value.dim() <= len(row) and _broadcasts(tuple(value.value.shape), row)):
+        raise Decline("a value that is not a number or one row for every selected position")
     if x.value.is_floating_point():
-        _select(conv, node, mask, number, x)
+        _select(conv, node, _widened(conv, node, mask, len(row)), number if number is not None else value, x)
         return
+    if number is None or row:
+        raise Decline("integers written from a tensor or by rows")
     if x.value.is_complex() or x.value.dtype == torch.bool or isinstance(number, float) and not number.is_integer():
         raise Decline("not integers")
     if number != 0 and x.value.dtype != torch.long:
         raise Decline("a number written into integers of another width")  # x * ~m + v * m would widen them
     _integer_where(conv, node, x, mask, int(number))
+
+
+def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+    try:
+        return tuple(torch.broadcast_shapes(shape, to)) == to
+    except RuntimeError:
+        return False
+
+
+def _widened(conv: Converter, node: Node, mask: Node, k: int) -> Node:
+    """``mask`` read with ``k`` trailing size-1 wires (a mask of rows, broadcast over each row's entries)."""
+    if not k:
+        return mask
+    value = mask.value.reshape(tuple(mask.value.shape) + (1,) * k)
+    widened = Node(f"{mask.name}_rows", "call" if mask.live else "constant", None, (), {}, value=value,
+                   stack=node.stack, live=mask.live, source=mask.source)
+    if mask.live:
+        vid = conv.value(mask)
+        conv.bind(widened, conv.view(vid, conv.names(vid) + ["1"] * k, tuple(int(n) for n in value.shape)))
+    return widened
 
 
 def _integer_where(conv: Converter, node: Node, x: Node, mask: Node, number: int) -> None:
