@@ -197,3 +197,26 @@ def test_index_put_of_rows_is_a_selection() -> None:
     d = round_trip(RowWrite(), ids, fresh=(fresh,))
     assert d.opaque_count == 0 and _ops(d).count("where") == 2
 
+
+
+class Triangles(nn.Module):
+    """``tril``/``triu`` of computed matrices (a causal sum of scores, a strict upper part of transposed ones)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = x @ x.transpose(-1, -2)
+        return scores.tril() @ x + torch.triu(x.transpose(1, 2), 1).sum(-1, keepdim=True)
+
+
+def test_triangles_are_band_boxes_on_both_capture_paths() -> None:
+    import warnings
+
+    import ncd
+
+    x, fresh = torch.randn(2, 4, 4), torch.randn(2, 4, 4)
+    for capture in ("dispatch", "export"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d = ncd.trace(Triangles(), x, capture=capture)
+        assert d.opaque_count == 0 and _ops(d).count("band") == 2, capture
+        for v in (x, fresh):
+            torch.testing.assert_close(d.to_torch()(v), Triangles()(v))

@@ -114,7 +114,22 @@ def _positions_axis(conv: Converter, seg: Segment, d: int, size: int) -> Any:
 
 
 
-# -- roll, pad ---------------------------------------------------------------------------------
+# -- triangles, roll, pad ----------------------------------------------------------------------
+@rule("aten.tril", "aten.triu")
+def band(conv: Converter, node: Node) -> None:
+    """``torch.tril(x, k)`` / ``torch.triu(x, k)`` of a float tensor: the triangle of its last two wires."""
+    from ncd.prims.band import BandOp
+
+    x = node.args[0]
+    diagonal = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    if len(seg.axes) < 2 or isinstance(diagonal, bool) or not isinstance(diagonal, int):
+        raise Decline("not a matrix, or a diagonal that is not a number")
+    rows, cols = seg.axes[-2:]
+    _same_wires(conv, node, conv.apply(Box(BandOp(rows, cols, diagonal, "triu" in node.target.name())), [vid]))
+
+
 @rule("aten.roll")
 def roll(conv: Converter, node: Node) -> None:
     from ncd.prims.padding import RollOp

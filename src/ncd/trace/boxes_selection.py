@@ -130,7 +130,7 @@ def index_put(conv: Converter, node: Node) -> None:
 
 def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
     try:
-        return tuple(torch.broadcast_shapes(shape, to)) == to
+        return tuple(torch.broadcast_shapes(shape, to)) == to  # type: ignore[no-untyped-call]
     except RuntimeError:
         return False
 

@@ -360,7 +360,7 @@ def contract(conv: Converter, node: Node, a: Node, b: Node) -> None:
     if len(sa) < 2 or len(sb) < 2:
         raise Decline("matmul with vectors")
     try:
-        batch = tuple(torch.broadcast_shapes(sa[:-2], sb[:-2]))
+        batch = tuple(torch.broadcast_shapes(sa[:-2], sb[:-2]))  # type: ignore[no-untyped-call]
     except RuntimeError:
         raise Decline("matmul batch shapes do not broadcast") from None
     if tuple(_shape(node)) != batch + (sa[-2], sb[-1]):
