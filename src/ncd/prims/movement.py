@@ -387,13 +387,13 @@ def Concat(spec: str, name: str | None = None) -> Box:
     """
     left, arrow, right = spec.partition("->") if isinstance(spec, str) else (spec, "", "")
     typ = parse_type(left)
+    if len(typ) < 2 or any(not seg.axes for seg in typ):
+        raise ParseError(f"concat spec {spec!r}: give at least two segments of axes, e.g. 'c, c -> d' or 'c x, c x -> d x'")
     dtype, ranges = typ[0].dtype, tuple(seg.range for seg in typ)
     if any(seg.dtype != dtype for seg in typ):
         raise ParseError(f"concat spec {spec!r}: the segments hold different kinds of values ("
                          + ", ".join(f"'{seg}'" for seg in typ) + ")")
     kind = joined_range(dtype, ranges, f"concat spec {spec!r}")
-    if len(typ) < 2 or any(not seg.axes for seg in typ):
-        raise ParseError(f"concat spec {spec!r}: give at least two segments of axes, e.g. 'c, c -> d' or 'c x, c x -> d x'")
     width = len(typ[0])
     if arrow:
         out = _segment(right, "concat")
