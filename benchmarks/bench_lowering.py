@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import ncd
 
@@ -198,6 +199,8 @@ class Row:
     how: str  # "eager" or "compiled"
     times: dict[str, list[float]]
     baselines: list[str]
+    #: per baseline: how ncd's ATen ops compare with its (:func:`compare_kernels`; empty when not compared)
+    kernels: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def faster(self) -> str:
@@ -283,6 +286,103 @@ def time_pass(contenders: list[tuple[str, nn.Module]], x: torch.Tensor, mode: st
     return times
 
 
+# -- what runs: the ATen ops of a pass, to tell a difference of code from noise of the machine ------------------------
+def _signature(func: object, args: Sequence[object], kwargs: dict[str, object], meta: Callable[[object], object]
+               ) -> str:
+    """One op as compared: its name, its tensor operands' shapes and strides (``meta`` reads an operand: a tensor, or
+    an FX node's value) in a canonical order for a commutative op, and its other arguments. SDPA's ``scale`` equal
+    to its default (``E**-0.5``) is the default: the kernel computes the same number."""
+    name = str(func)
+    operands: list[str] = []
+    others: list[str] = []
+    for a in [*args, *kwargs.values()]:
+        t = meta(a)
+        if isinstance(t, torch.Tensor):
+            operands.append(f"{tuple(t.shape)}:{tuple(t.stride())}")
+        elif not isinstance(a, (list, tuple)):
+            others.append(f"{a:.6g}" if isinstance(a, float) else repr(a))
+    if "scaled_dot_product" in name and "scale" in kwargs:
+        q = meta(args[0])
+        scale = kwargs["scale"]
+        if isinstance(q, torch.Tensor) and isinstance(scale, float) and abs(scale * q.shape[-1] ** 0.5 - 1) < 1e-9:
+            others.remove(f"{scale:.6g}")
+    if name in ("aten.add.Tensor", "aten.mul.Tensor", "aten.add_.Tensor") and not others:
+        operands.sort()
+    return f"{name}({', '.join(operands + others)})"
+
+
+class _Ops(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Records the ATen ops run under it (views apart: they move no data)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.ops: list[str] = []
+        self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func.is_view:
+            self.views += 1
+        else:
+            self.ops.append(_signature(func, args, kwargs, lambda a: a))
+        return func(*args, **kwargs)
+
+
+def ops_of(module: nn.Module, x: torch.Tensor, mode: str, how: str) -> tuple[list[str], int]:
+    """The ATen ops (in order) and the number of view ops of one call of a pass: eager, as dispatched (forward and,
+    in training, backward); compiled, the forward and backward graphs ``torch.compile`` hands to inductor (after
+    AOT autograd), which generates its kernels from them."""
+    train = mode != "forward"
+    module.train(train)
+    step = forward_backward if train else forward
+    if how != "compiled":
+        with torch.set_grad_enabled(train):
+            step(module, x)()  # first-call work (packing, caches) is not the pass
+            with _Ops() as seen:
+                step(module, x)()
+        return seen.ops, seen.views
+    from functorch.compile import make_boxed_func  # type: ignore[import-untyped]
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep(gm: torch.fx.GraphModule, _: object) -> Callable[..., object]:
+        graphs.append(gm)
+        boxed: Callable[..., object] = make_boxed_func(gm.forward)
+        return boxed
+
+    torch._dynamo.reset()
+    capture: nn.Module = torch.compile(  # type: ignore[assignment]  # an OptimizedModule
+        module, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep))
+    with torch.set_grad_enabled(train):
+        step(capture, x)()
+    torch._dynamo.reset()
+    ops, views = [], 0
+    for gm in graphs:
+        for node in gm.graph.nodes:
+            if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+                continue
+            if node.target.is_view:
+                views += 1
+                continue
+            ops.append(_signature(node.target, node.args, dict(node.kwargs),
+                                  lambda a: a.meta.get("val") if isinstance(a, torch.fx.Node) else a))
+    return ops, views
+
+
+def compare_kernels(mine: tuple[list[str], int], theirs: tuple[list[str], int]) -> str:
+    """``same`` when the two ran the same ATen ops in the same order, on operands of the same shapes and strides
+    (with ``+n views`` when one ran more view ops); else how many ops differ."""
+    (a, va), (b, vb) = mine, theirs
+    if a == b:
+        return "same" + (f" {va - vb:+d} views" if va != vb else "")
+    import difflib
+
+    differ = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b).get_opcodes()
+                 if tag != "equal")
+    return f"differ: {differ} ops ({len(a)} vs {len(b)})"
+
+
 def compiled(module: nn.Module) -> nn.Module:
     out: nn.Module = torch.compile(module)  # type: ignore[assignment]  # an OptimizedModule
     return out
@@ -301,7 +401,7 @@ def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], object]
 
 def print_table(rows: list[Row], target: float) -> None:
     header = (f"{'pass':26} {'ncd ms':>9} {'faster baseline':>32} {'ratio':>6} {'95% CI':>13}  {'verdict':9}"
-              f" {'self-check':>6} {'95% CI':>13} {'copy-check':>6} {'95% CI':>13}   other baseline")
+              f" {'self-check':>6} {'95% CI':>13} {'copy-check':>6} {'95% CI':>13}  {'kernels':16}  other baseline")
 
     def ms(row: Row, label: str) -> float:
         return statistics.median(row.times[label]) * 1e3
@@ -319,7 +419,8 @@ def print_table(rows: list[Row], target: float) -> None:
             others = "  ".join(f"{label} {ms(row, label):.3f} ms ({row.ratio(label, best)[0]:.3f})"
                                for label in row.baselines if label != best)
             print(f"{row.mode + ' ' + row.how:26} {ms(row, 'ncd'):9.3f} {best + f' {ms(row, best):8.3f}':>32} {ratio:6.3f}"
-                  f" [{low:5.3f},{high:5.3f}]  {row.verdict(target):9} {same:6.3f} [{s_low:5.3f},{s_high:5.3f}] {copy}   {others}")
+                  f" [{low:5.3f},{high:5.3f}]  {row.verdict(target):9} {same:6.3f} [{s_low:5.3f},{s_high:5.3f}] {copy}"
+                  f"  {row.kernels.get(best, ''):16}  {others}")
 
 
 def cases(quick: bool) -> list[tuple[str, ncd.Diagram, dict[str, int], torch.Tensor, list[tuple[str, nn.Module]]]]:
@@ -371,6 +472,8 @@ def main() -> None:
     parser.add_argument("--how", default="eager,compiled", help="eager, compiled or both (default)")
     parser.add_argument("--no-copy", action="store_true", help="do not time a deep copy of the ncd module (copy-check)")
     parser.add_argument("--target", type=float, default=1.02, help="the ratio to meet (default 1.02)")
+    parser.add_argument("--no-kernels", action="store_true",
+                        help="do not compare the ATen ops ncd and each baseline run (the kernels column)")
     parser.add_argument("--interleave", choices=("call", "block"), default="call",
                         help="call: every round runs the contenders call by call in shuffled cycles (default);"
                              " block: one block of calls per contender per round")
@@ -408,7 +511,10 @@ def main() -> None:
                               for label, mod in [("ncd", module), *twin, *baselines]]
                 times = time_pass(contenders, x, mode, rounds, block, CLOCKS[args.clock], seed, args.stat,
                                   args.interleave, warmup)
-                rows.append(Row(name, mode, how, times, [label for label, _ in baselines]))
+                kernels = {} if args.no_kernels else {
+                    label: compare_kernels(ops_of(module, x, mode, how), ops_of(base, x, mode, how))
+                    for label, base in baselines}
+                rows.append(Row(name, mode, how, times, [label for label, _ in baselines], kernels))
                 if args.save:
                     with open(args.save, "a") as out:
                         out.write(json.dumps(dataclasses.asdict(rows[-1])) + "\n")

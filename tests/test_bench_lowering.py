@@ -100,3 +100,46 @@ def test_saved_runs_of_one_pass_pool_their_rounds(tmp_path: Path) -> None:
     pooled = bench.merged([str(p) for p in paths])
     assert [(r.mode, r.times["ncd"]) for r in pooled] == [("forward", [1.0, 1.1, 1.2]), ("forward+backward", [2.0])]
     assert pooled[0].ratio() == pytest.approx((1.1, 1.0, 1.2))
+
+
+def test_the_kernels_column_tells_the_same_ops_from_other_ops() -> None:
+    """``ops_of`` lists the ATen ops of a pass (views apart) with their operands' shapes and strides, eager as
+    dispatched and compiled as the graphs inductor receives; ``compare_kernels`` says ``same`` only for equal lists.
+    The lowered multi-head attention (the bench's ``k h`` wiring) runs the hand-written module's ops in training, eager
+    and compiled, with more view ops (``movedim`` of its ``k h`` views); an extra copy or another order is a difference."""
+    bench = _bench()
+    torch.manual_seed(0)
+    m, h = 16, 4
+    module = bench.mha_diagram().to_torch(check_inputs=False, t=6, m=m, h=h, k=m // h)
+    hand = bench.HandMHA(m, h)
+    x = torch.randn(2, 6, m)
+    for how in ("eager", "compiled"):
+        verdict = bench.compare_kernels(bench.ops_of(module, x, "forward+backward", how),
+                                        bench.ops_of(hand, x, "forward+backward", how))
+        assert verdict.startswith("same +") and verdict.endswith(" views"), (how, verdict)
+
+    class Copied(nn.Module):  # the same ops and one copy more
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = hand
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.inner(x.contiguous(memory_format=torch.preserve_format).clone())
+            return out
+
+    assert bench.compare_kernels(bench.ops_of(hand, x, "forward", "eager"), bench.ops_of(hand, x, "forward", "eager")) \
+        == "same"
+    assert bench.compare_kernels(bench.ops_of(Copied(), x, "forward", "eager"),
+                                 bench.ops_of(hand, x, "forward", "eager")).startswith("differ: 1 ops")
+    a, b = torch.ones(2, 3), torch.zeros(3, 2).t()  # a commutative op's operands in either order
+    add = torch.ops.aten.add.Tensor
+    assert bench._signature(add, (a, b), {}, lambda t: t) == bench._signature(add, (b, a), {}, lambda t: t)
+    sub = torch.ops.aten.sub.Tensor
+    assert bench._signature(sub, (a, b), {}, lambda t: t) != bench._signature(sub, (b, a), {}, lambda t: t)
+    q = torch.randn(1, 2, 3, 4)
+    default = bench._signature(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, (q, q, q), {},
+                               lambda a: a)
+    assert bench._signature(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, (q, q, q),
+                            {"scale": 4 ** -0.5}, lambda a: a) == default  # SDPA's default scale, written out
+    assert bench._signature(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, (q, q, q),
+                            {"scale": 0.3}, lambda a: a) != default

@@ -122,3 +122,25 @@ def test_cost_in_eval_mode_is_the_program_below_the_fused_inference_branch() -> 
     assert run.forward_flops > 0 and run.activation_bytes > 0
     assert (report.forward_matmul, report.backward_matmul + report.counter_excess, report.activation_bytes) == (
         run.forward_flops, run.backward_flops, run.activation_bytes)
+
+
+def test_a_producer_any_number_of_steps_back_is_found() -> None:
+    """The rewrite finds a value's producer by an index of the steps (``fusion._Producers``), not by a walk back of
+    bounded reach: 150 steps on the values' path between the softmax and the einsum reading it still fuse, equal to
+    the unfused program; and a later attention in the same class fuses too (the index follows the rewrite)."""
+    scores = ncd.Einsum("y k, x k -> y x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
+    path = ncd.Identity.of("x k")
+    for _ in range(150):
+        path = path >> ncd.Tanh()
+    attend = (scores @ path) >> ncd.Einsum("y x, x k -> y k")
+    second = ncd.Copy("y k", 3) >> (ncd.Identity.of("y k") @ ncd.Rename("y -> x") @ ncd.Rename("y -> x"))
+    d = (attend >> second >> (scores @ ncd.Identity.of("x k")) >> ncd.Einsum("y x, x k -> y k"))
+    sizes = {"y": 5, "x": 5, "k": 4}
+    program = to_program(d, **sizes)
+    assert [s.kind for s in program.top.steps].count("fused") == 2
+    assert program.to_source().count(SDPA) == 2 and "softmax" not in program.to_source()
+    with fusion.disabled():
+        unfused = d.to_torch(**sizes)
+    xs = _inputs(d, sizes)
+    for got, want in zip(_run(d.to_torch(**sizes), xs), _run(unfused, xs)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

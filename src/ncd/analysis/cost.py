@@ -671,12 +671,12 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
     Sizes given here (and a top block's ``defaults``) bind the formulas to numbers.
     ``training`` (the mode ``to_torch`` returns modules in) decides what dropout and batch
     normalisation keep.  ``training=False`` is eval mode *with autograd recording* (every float
-    input requires grad): a class given a guarded fused inference kernel (``ncd.torch.layouts``: an
-    encoder layer's ``torch._transformer_encoder_layer_fwd``, a self-attention's
-    ``torch._native_multi_head_attention``) then runs the ops below its guard, and those are what is
-    costed.  The kernel runs only with autograd off; no report costs it (it computes the same
-    matrix products as the forward costed here and saves nothing; its other arithmetic and its
-    peak memory are not modelled).
+    input requires grad): a class given a guarded inference branch (``ncd.torch.layouts``: an encoder
+    layer's or a self-attention's Q, K and V in one packed product, the feed-forward's activation fused
+    into ``torch._addmm_activation``) then runs the ops below its guard, and those are what is
+    costed.  The branch runs only with autograd off; no report costs it (it computes the same
+    matrix products as the forward costed here and saves nothing; its packing, its in-place
+    residuals and its peak memory are not modelled).
     """
     if dtype not in DTYPE_BYTES:
         raise AnalysisError(f"cost: unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")

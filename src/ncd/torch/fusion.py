@@ -33,6 +33,7 @@ gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -60,8 +61,8 @@ __all__ = ["fuse_attention", "fused_scale", "disabled", "inherited_layouts", "ch
 #: whether SDPA operands whose last axis an arrangement moves are packed densely (:func:`ncd.prims.patterns.packs`)
 LAYOUTS_CHOSEN = True
 
-#: how many steps back the rewrite looks for the producer of a value (a chain's steps are adjacent or nearly)
-_REACH = 64
+#: per lowering (its :class:`~ncd.torch.codegen.Codegen`), the producer index of every step list searched
+_INDEXES: weakref.WeakKeyDictionary[object, dict[int, _Producers]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -103,12 +104,52 @@ def _type(values: Sequence[Value]) -> Type:
     return Type(tuple(Segment(v.axes, cast(Dtype, v.dtype)) for v in values))
 
 
-def _producer(steps: Sequence[Step], before: int, value: Value) -> int | None:
-    """The index of the step before ``before`` that wrote ``value`` (by identity), if near enough."""
-    for i in range(before - 1, max(before - 1 - _REACH, -1), -1):
-        if any(v is value for v in steps[i].outputs):
-            return i
-    return None
+class _Producers:
+    """Which step of a list of steps wrote each value (by identity), kept in step with the list as lowering grows it,
+    so that finding a value's producer costs O(1) amortised however far back it is, not a walk back over the steps.
+
+    Lowering appends steps and deletes the tail it moves into a box step (``Codegen._box_step``); the rewrite
+    removes a pattern's steps from its first on.  Either way the list changes from some position on: :meth:`sync`
+    finds that position walking back from the end over the changed positions only and indexes the steps from there.
+    An entry whose step is no longer at its position is stale and dropped when met.
+    """
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.seen: list[Step] = []  # the step indexed at each position
+        self.at: dict[int, list[tuple[int, Step, Value]]] = {}  # id(value) -> its writers (position, step, value)
+
+    def sync(self) -> None:
+        steps, seen = self.steps, self.seen
+        k = min(len(seen), len(steps))
+        while k and seen[k - 1] is not steps[k - 1]:
+            k -= 1
+        del seen[k:]
+        for i in range(k, len(steps)):
+            seen.append(steps[i])
+            for v in steps[i].outputs:  # (the value is kept with its entry: its id is not reused meanwhile)
+                self.at.setdefault(id(v), []).append((i, steps[i], v))
+
+    def producer(self, before: int, value: Value) -> int | None:
+        """The position of the last step before ``before`` that wrote ``value``."""
+        self.sync()
+        entries = self.at.get(id(value), [])
+        for j in range(len(entries) - 1, -1, -1):
+            i, step, _ = entries[j]
+            if i >= len(self.steps) or self.steps[i] is not step:
+                del entries[j]  # stale: its step was moved or removed
+            elif i < before:
+                return i
+        return None
+
+
+def _producer(gen: Codegen, steps: list[Step], before: int, value: Value) -> int | None:
+    """The index of the step before ``before`` that wrote ``value`` (by identity), however far back."""
+    lists = _INDEXES.setdefault(gen, {})
+    index = lists.get(id(steps))
+    if index is None or index.steps is not steps:
+        index = lists[id(steps)] = _Producers(steps)
+    return index.producer(before, value)
 
 
 def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
@@ -126,7 +167,7 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     mask_seg: Segment | None = None
     value, at = last.inputs[0], end
     while True:
-        i = _producer(steps, at, value)
+        i = _producer(gen, steps, at, value)
         if i is None:
             return None
         step = steps[i]
@@ -161,10 +202,12 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     removed = {id(op) for i in matched for op in steps[i].ops}
     gone = {v.var for i in matched for op in steps[i].ops for v in op.outputs}
     attributes = [op.target[5:] for i in matched for op in steps[i].ops if op.kind == "module"]
-    ids, own = {id(v) for v in inner}, set(matched)
-    if any(id(v) in ids for k, s in enumerate(steps) if k not in own for v in s.inputs):
+    ids, own, since = {id(v) for v in inner}, set(matched), chain[0]  # nothing before the scores reads what they write
+    if any(id(v) in ids for k, s in enumerate(steps[since:], since) if k not in own for v in s.inputs):
         return None  # a value between the einsums is read by another step: the rewrite would lose it
-    if any(a.var in gone for op in em.function.ops if id(op) not in removed for a in op.args):
+    ops = em.function.ops
+    tail = _position(ops, next((op for i in matched for op in steps[i].ops), None))
+    if any(a.var in gone for op in ops[tail:] if id(op) not in removed for a in op.args):
         return None
     if any(line.startswith(f"self.{name}") and line != f"self.{name} = {em.function.attributes.get(name)}"
            for name in attributes for line in em.function.init):
@@ -176,7 +219,7 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
             have = found.operands()[j if j >= 0 else 2][1]
             found.stored[j] = have[: len(have) - len(stored)] + list(stored)
     # -- the rewrite: the pattern's steps, ops and declarations go; one fused step calls SDPA -----------------
-    em.function.ops[:] = [op for op in em.function.ops if id(op) not in removed]
+    ops[tail:] = [op for op in ops[tail:] if id(op) not in removed]
     for name in attributes:
         em.function.init.remove(f"self.{name} = {em.function.attributes.pop(name)}")
         em.release(name)
@@ -184,13 +227,22 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
         em.values.pop(var, None)
         em.release(var)
     parts = tuple(steps[i].box for i in matched)  # the boxes replaced
-    steps[:] = [s for k, s in enumerate(steps) if k not in own]
+    steps[since:] = [s for k, s in enumerate(steps[since:], since) if k not in own]
     written = sympy.Mul(*(em.written(b.prim.factor) for b, _, _ in boxes if isinstance(b.prim, ScaleOp)))
     start = len(em.function.ops)
     results = _emit(found, em, operands, em.size_code(written))
     steps.append(Step("fused", tuple(operands), tuple(results), last.frame, pattern=found, parts=parts,
                       ops=tuple(em.function.ops[start:])))
     return results
+
+
+def _position(ops: list[Op], first: Op | None) -> int:
+    """The position of ``first`` in ``ops`` (by identity; 0 if absent), searched from the end: the rewrite touches
+    only what follows it, so that it costs what the pattern spans, not the whole program."""
+    for i in range(len(ops) - 1, -1, -1):
+        if ops[i] is first:
+            return i
+    return 0
 
 
 def fused_scale(program: Program, op: Op) -> sympy.Expr | None:
@@ -203,11 +255,11 @@ def fused_scale(program: Program, op: Op) -> sympy.Expr | None:
     return None
 
 
-def _stored(gen: Codegen, em: ClassEmitter, steps: Sequence[Step], before: int, value: Value
+def _stored(gen: Codegen, em: ClassEmitter, steps: list[Step], before: int, value: Value
             ) -> tuple[str, ...] | None:
     """The order the learned map writing ``value`` stores its output axes in, when lowering chose one
     (:func:`ncd.prims.patterns.chosen_rows`), following a value out of the class that computed it."""
-    i = _producer(steps, before, value)
+    i = _producer(gen, steps, before, value)
     while i is not None:
         step = steps[i]
         if step.kind == "box" and step.box is not None and isinstance(step.box.prim, LinearOp):
@@ -219,7 +271,7 @@ def _stored(gen: Codegen, em: ClassEmitter, steps: Sequence[Step], before: int, 
         if callee is None or position is None or position >= len(callee.outputs):
             return None
         value, steps = callee.outputs[position], callee.steps
-        i = _producer(steps, len(steps), value)
+        i = _producer(gen, steps, len(steps), value)
     return None
 
 

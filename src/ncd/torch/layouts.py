@@ -1,26 +1,27 @@
-"""Kernels chosen for whole layers: in inference, a post-norm encoder layer runs torch's fused encoder kernel and a
-multi-head self-attention one product for Q, K and V packed.
+"""Kernels chosen for whole layers: in inference, a post-norm encoder layer and a multi-head self-attention project
+Q, K and V with one product over their packed weights, and an encoder layer fuses its feed-forward's activation.
 
 ``nn.TransformerEncoderLayer`` has an inference fast path (eval, no autograd): one native op,
 ``torch._transformer_encoder_layer_fwd``, that projects Q, K and V with one matrix product over the
 packed weight, adds biases and the residual in place and fuses the feed-forward's bias and activation
-into its first product.  Written with separate public ops, the same layer is several per cent slower on
-CPU (``benchmarks/bench_lowering.py``).  A multi-head self-attention in inference projects Q, K and V
-with one product over their packed weights, as ``nn.MultiheadAttention`` does, but then calls SDPA on
-views of it (torch's own ``torch._native_multi_head_attention`` computes the attention with its score
-matrix in memory on CPU, which measured up to 1.5x slower than SDPA's flash kernel on a busy machine).
+into its first product.  But on CPU it computes the attention with its score matrix in memory (``bmm``,
+``_softmax``, ``bmm``, as ``torch._native_multi_head_attention`` does), which measured from 10 % faster to 7 %
+slower than SDPA's flash kernel depending on what else the machine ran (``docs/performance.md``).
 :func:`fuse_layers` finds, in a lowered :class:`~ncd.ir.program.Program`, every class whose forward *is*
-such a layer and gives it a guarded first statement that calls the fused kernel (or the packed product);
-training, autograd, ``torch.compile`` (which fuses the public ops itself) and any other input rank run the
+such a layer and gives it a guarded first statement that computes it as the fused kernel does, except for the
+attention: one product for Q, K and V packed, SDPA on views of it, ``L₊^O``, the residual added in place and
+layer norm; for an encoder layer then the feed-forward's first product with its bias and activation fused
+(``torch._addmm_activation``), its second, the residual in place and layer norm.
+Training, autograd, ``torch.compile`` (which fuses the public ops itself) and any other input rank run the
 ops below it unchanged.
 
 A class is taken only if its ops, followed into the blocks it calls, are exactly (views and layout
 glue aside; dropout is the identity in eval)::
 
     q, k, v = L₊^Q(x), L₊^K(x), L₊^V(x)         rows stored (heads, features): torch's packed layout
-    a = SDPA(q, k, v, scale=features**-0.5)    self-attention, no mask, no dropout, an even number of heads
+    a = SDPA(q, k, v, scale=features**-0.5)    self-attention, no mask, no dropout
     y = LN(L₊^O(a) + x)                         L^O's columns stored (heads, features)
-    out = LN(L₊²(act(L₊¹(y))) + y)             act = ReLU or exact GELU; both layer norms affine, alike
+    out = LN(L₊²(act(L₊¹(y))) + y)             act = ReLU or exact GELU; both layer norms affine
 
 (an encoder layer) or its first three lines up to ``L₊^O(a)`` (a multi-head self-attention), which is what
 the kernels compute (``tests/test_layouts.py`` checks both against the torch modules and against the unfused
@@ -31,7 +32,7 @@ ops).  Anything else is left as it is.
 >>> from ncd.zoo.transformers import add_norm, feed_forward
 >>> attention = heads_attention(self_attention=True, tokens="t")
 >>> layer = (add_norm(attention, "t", 0.1) >> add_norm(feed_forward(ncd.ReLU()), "t", 0.1)).block("EncoderLayer")
->>> "torch._transformer_encoder_layer_fwd(" in layer.to_source(t=5, m=8, h=2, k=4, f=16)
+>>> "torch._addmm_activation(" in layer.to_source(t=5, m=8, h=2, k=4, f=16)
 True
 >>> "self._packed[0], self._packed[1]).unflatten(-1, (3, 2, 4))" in attention.block("MHA").to_source(t=5, m=8, h=2, k=4)
 True
@@ -54,8 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = ["fuse_layers", "FUSED_ENCODER", "FUSED_ATTENTION"]
 
-#: the op the fused branch of an encoder layer calls (what ``nn.TransformerEncoderLayer`` calls in inference)
-FUSED_ENCODER = "torch._transformer_encoder_layer_fwd"
+#: the op only the inference branch of an encoder layer calls: the feed-forward's first product with its bias and
+#: activation fused (as in ``nn.TransformerEncoderLayer``'s fused kernel, whose attention it does not take)
+FUSED_ENCODER = "torch._addmm_activation"
 #: what the inference branch of a multi-head self-attention runs: one product over Q, K and V packed, SDPA, L^O
 FUSED_ATTENTION = "packed_attention"
 
@@ -191,7 +193,7 @@ def _linear(node: _Node, source: int, bias: bool = True) -> LinearOp | None:
 
 
 def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]],
-               program: Program | None = None, even: bool = True) -> _Attention | None:
+               program: Program | None = None) -> _Attention | None:
     """The self-attention of the class's input (id 0) that ``real`` (its first five computing ops) is:
     ``L₊^O(SDPA(L₊^Q(x), L₊^K(x), L₊^V(x), scale=features**-0.5))`` with rows and ``L^O``'s columns stored
     (heads, features), as torch packs them; ``None`` otherwise."""
@@ -223,8 +225,6 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
     features, heads = q_axes[2].size, q_axes[0].size
     if not _is_inverse_root(scale, features):  # the kernels scale by features**-0.5
         return None
-    if even and heads.is_Integer and int(heads) % 2:  # torch takes its fast path for an even number of heads only
-        return None
     width = out_map.cod_axes.sizes
     if len(width) != 1 or any(p.dom_axes.sizes != width for p in projection):
         return None
@@ -235,11 +235,6 @@ def _attention(real: list[_Node], rows: dict[int, tuple[str, ...]], cols: dict[i
             conditions.append(f"{_size(product)} == {_size(width[0])}")
             if _planned(product - width[0]) not in (None, 0):  # unequal where lowering plans: as the bound program
                 return None
-    if even and not heads.is_Integer:
-        conditions.append(f"{_size(heads)} % 2 == 0")
-        planned = _planned(heads)
-        if planned is not None and planned % 2:
-            return None
     m = out_map.cod_axes.names
     reads = [n.op.args[0].axes for n in (q, k, v)] + [o.op.outputs[0].axes]
     if any(p.dom_axes.names != m for p in projection) or any(not axes or axes[-1].name != m[0] for axes in reads):
@@ -253,7 +248,7 @@ def _match_attention(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ..
                      cols: dict[int, tuple[str, ...]], program: Program | None = None) -> _Attention | None:
     """The multi-head self-attention ``nodes`` compute (exactly ``nn.MultiheadAttention``'s, no mask), or ``None``."""
     real, out, moved = _flat(nodes, out)
-    attention = _attention(real, rows, cols, program, even=False) if len(real) == 5 else None
+    attention = _attention(real, rows, cols, program) if len(real) == 5 else None
     if attention is None or out != attention.out:
         return None
     if not moved[False] <= attention.arranged or not moved[True] <= {attention.out}:
@@ -294,7 +289,7 @@ def _match(nodes: list[_Node], out: int, rows: dict[int, tuple[str, ...]], cols:
     ln2 = layer_norm(norm2, add2.outs[0])
     if down is None or not add(add2, ff2.outs[0], norm1.outs[0]) or ln2 is None or norm2.outs[0] != out:
         return None
-    if ln1.eps != ln2.eps or ln1.axes.sizes != width or ln2.axes.sizes != width or down.cod_axes.sizes != width:
+    if ln1.axes.sizes != width or ln2.axes.sizes != width or down.cod_axes.sizes != width:
         return None
     # views only arrange the attention's operands and output (by axis name, as checked above), dropout only follows
     # L^O and the feed-forward: a view anywhere else could move another axis under a map the kernel applies to m
@@ -351,30 +346,41 @@ def _guard(attention: _Attention, x: str, kernel: str) -> list[str]:
 
 
 def _fused_branch(layer: _Layer, x: str) -> str:
-    """The guarded statement: in inference, the fused encoder kernel on the layer's own parameters."""
+    """The guarded statement: in inference, the layer as torch's fused encoder kernel computes it (Q, K and V in one
+    product, bias and activation fused into the feed-forward's first product, residuals added in place), but with
+    SDPA's flash kernel for the attention (:func:`_packed_attention`) instead of the kernel's score matrix in memory."""
     a = layer.attention
     s = {name: f"self.{path}" for name, path in vars(layer).items() if isinstance(path, str)}
-    o = f"self.{a.o}"
+    n1, n2, up, down = s["norm1"], s["norm2"], s["ff1"], s["ff2"]
     return "\n".join([
-        *_guard(a, x, "nn.TransformerEncoderLayer's fused kernel"),
-        f"    return {FUSED_ENCODER}(",
-        f"        {x}, {_size(a.width)}, {_size(a.heads)}, self._packed[0], self._packed[1],",
-        f"        {o}.weight, {o}.bias, {layer.gelu}, False, {s['norm1']}.eps,",
-        f"        {s['norm1']}.weight, {s['norm1']}.bias, {s['norm2']}.weight, {s['norm2']}.bias,",
-        f"        {s['ff1']}.weight, {s['ff1']}.bias, {s['ff2']}.weight, {s['ff2']}.bias, None, None)",
+        *_guard(a, x, "Q, K and V in one product, the feed-forward's activation fused into its first product"),
+        *_packed_attention(a, x, "y ="),
+        f"    y = F.layer_norm(y.add_({x}), {n1}.normalized_shape, {n1}.weight, {n1}.bias, {n1}.eps)",
+        f"    z = {FUSED_ENCODER}({up}.bias, y.flatten(0, 1), {up}.weight.t(), use_gelu={layer.gelu})",
+        f"    z = F.linear(z, {down}.weight, {down}.bias).unflatten(0, y.shape[:2]).add_(y)",
+        f"    return F.layer_norm(z, {n2}.normalized_shape, {n2}.weight, {n2}.bias, {n2}.eps)",
     ])
 
 
-def _fused_attention(attention: _Attention, x: str) -> str:
-    """The guarded statement: in inference, one matrix product over the packed Q, K and V weights (as
-    ``nn.MultiheadAttention`` packs them), SDPA on views of its output, and ``L₊^O``."""
+def _packed_attention(attention: _Attention, x: str, out: str) -> list[str]:
+    """The lines computing the self-attention, the last one starting with ``out`` (``"y ="``, ``"return"``): one
+    matrix product over the packed Q, K and V weights (as ``nn.MultiheadAttention`` packs them), SDPA on views of
+    its output, and ``L₊^O``."""
     o, heads, features = f"self.{attention.o}", _size(attention.heads), _size(attention.features)
-    return "\n".join([
-        *_guard(attention, x, "Q, K and V packed into one product as nn.MultiheadAttention packs them"),
+    return [
         f"    q, k, v = F.linear({x}, self._packed[0], self._packed[1]).unflatten(-1, (3, {heads}, {features}))"
         ".transpose(1, 3).unbind(2)",
         f"    attention = F.scaled_dot_product_attention(q, k, v, scale={attention.scale})",
-        f"    return F.linear(attention.transpose(1, 2).flatten(2), {o}.weight, {o}.bias)",
+        f"    {out} F.linear(attention.transpose(1, 2).flatten(2), {o}.weight, {o}.bias)",
+    ]
+
+
+def _fused_attention(attention: _Attention, x: str) -> str:
+    """The guarded statement: in inference, the self-attention with Q, K and V in one product
+    (:func:`_packed_attention`)."""
+    return "\n".join([
+        *_guard(attention, x, "Q, K and V packed into one product as nn.MultiheadAttention packs them"),
+        *_packed_attention(attention, x, "return"),
     ])
 
 
