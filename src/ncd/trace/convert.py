@@ -521,7 +521,18 @@ class Converter:
         except Exception as error:  # noqa: BLE001 - those idioms are not drawn; the recorded operations are
             self.rollback(mark)
             self.failures.append((None, f"reading idioms: {type(error).__name__}: {_first_line(error)}"))
-        for node in self.captured.nodes:
+        from ncd.trace.reuse import Repeats
+
+        repeats = Repeats(self, rotary, emitters)  # a layer alike one converted before it: that layer's steps, copied
+        nodes = self.captured.nodes
+        position = 0
+        while position < len(nodes):
+            after = repeats.at(position)
+            if after != position:
+                position = after
+                continue
+            node = nodes[position]
+            position += 1
             if node.kind != "call" or not node.live or id(node) in self.skip or id(node) in self.values:
                 continue
             if node.guard:

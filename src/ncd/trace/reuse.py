@@ -1,0 +1,383 @@
+"""Repeated layers converted once: a layer proven identical to one converted before it takes that layer's steps.
+
+A model's layers (``encoder.layer.0``, ``encoder.layer.1``, …: the children of one module list, of one class) record
+the same operations.  :class:`Repeats` watches the :class:`~ncd.trace.convert.Converter`'s walk: the first layer of
+each class under a parent is converted as usual, and what its conversion did is kept (the steps it emitted, the values
+it bound, the tensors it handed to boxes).  A later layer whose recorded operations correspond one to one — the same
+operators with the same arguments, the same module structure, values of the same shapes and dtypes (constants equal),
+parameters of the same relative names, read by the same kinds of operations, and the same idiom marks — gets copies of
+those steps over its own values and parameters instead of its own walk.  Whatever does not correspond, or a first
+layer whose conversion reached outside itself (it bound or skipped operations of other layers, failed, or left a
+record the walk of its copies would change), is converted as usual: sharing changes the speed, never the diagram.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ncd.trace.capture import Node
+
+if TYPE_CHECKING:
+    from ncd.trace.convert import Converter
+    from ncd.trace.wiring import Step
+
+__all__ = ["Repeats", "ENABLED"]
+
+#: Whether repeated layers share one conversion (off: every layer is walked; the diagrams are the same).
+ENABLED = True
+
+#: Layers smaller than this many recorded nodes are walked: matching them costs about what it saves.
+SMALLEST = 8
+
+Frame = tuple[str, str]
+
+
+@dataclass
+class _Span:
+    start: int  # index of the layer's first node in ``captured.nodes``
+    end: int  # one past its last node
+    depth: int  # its frame's depth in the module stacks
+    frame: Frame  # (path, class)
+
+
+@dataclass
+class _Record:
+    """What converting a layer did (taken from the converter's state before and after its walk)."""
+
+    span: _Span
+    steps: list[Step]
+    first: int  # first value id the layer made
+    last: int  # last value id it made
+    before: dict[int, int]  # the converter's bindings when the layer's walk began
+    bound: list[tuple[int, int]]  # (position in the span, value id) of the nodes it bound
+    picked: list[tuple[int, int, int]]  # (position of the source node, output index, value id)
+    skipped: list[int]  # positions of the nodes it marked skipped
+    skip: set[int]  # the nodes marked skipped when its walk began
+    tensors: list[list[torch.Tensor]]
+    opaque: dict[str, int]
+
+
+def _layers(nodes: list[Node]) -> list[_Span]:
+    """Every module call whose path ends in a number (a module list's child), outermost first where they nest."""
+    spans: dict[tuple[int, Frame], _Span] = {}
+    order: list[tuple[int, Frame]] = []
+    for k, node in enumerate(nodes):
+        if node.kind != "call":
+            continue
+        for depth, frame in enumerate(node.stack):
+            if not frame[0].rpartition(".")[2].isdigit():
+                continue
+            key = (depth, frame)
+            span = spans.get(key)
+            if span is None:
+                spans[key] = _Span(k, k + 1, depth, frame)
+                order.append(key)
+            else:
+                span.end = k + 1
+    for span in spans.values():  # the parameters and constants its first call reads were recorded just before it
+        while span.start > 0 and nodes[span.start - 1].kind in ("parameter", "constant"):
+            span.start -= 1
+    return [spans[key] for key in order]
+
+
+class Repeats:
+    """Plans, per layer, whether it is a first layer (recorded) or a later one (copied where it corresponds)."""
+
+    def __init__(self, conv: Converter, rotary: dict[int, Any], emitters: dict[int, Any]) -> None:
+        self.conv = conv
+        self.marked = set(rotary)  # rotary embeddings read before the walk: the same nodes marked in both layers
+        self.emitters = set(emitters)  # idioms emitted by functions prepared for their nodes (experts): walked
+        self.starts: dict[int, _Span] = {}
+        self.group: dict[int, tuple[int, str, str]] = {}  # id(span) -> (depth, parent path, class)
+        self.templates: dict[tuple[int, str, str], _Record | _Span] = {}
+        self.open: list[tuple[_Span, tuple[Any, ...]]] = []  # first layers being walked, with the state they began in
+        if not ENABLED or not conv.captured.nodes:
+            return
+        import logging
+
+        from ncd.trace.convert import LOG
+
+        if LOG.isEnabledFor(logging.DEBUG):  # every node's own walk is reported
+            return
+        nodes = conv.captured.nodes
+        covered = -1
+        for span in _layers(nodes):
+            if span.start < covered or span.end - span.start < SMALLEST:
+                continue  # inside a layer already planned (its own layers are walked or copied with it)
+            if any(n.kind == "call" and (len(n.stack) <= span.depth or n.stack[span.depth] != span.frame)
+                   for n in nodes[span.start:span.end]):
+                continue  # not one contiguous call
+            self.starts[span.start] = span
+            self.group[id(span)] = (span.depth, span.frame[0].rpartition(".")[0], span.frame[1])
+            covered = span.end
+
+    def at(self, k: int) -> int:
+        """Called by the walk before node ``k``: where the walk goes on (``k``, or past a layer just copied)."""
+        while self.open and self.open[-1][0].end <= k:
+            span, state = self.open.pop()
+            self.templates[self.group[id(span)]] = self._record(span, state)
+        found = self.starts.get(k)
+        if found is None:
+            return k
+        span = found
+        key = self.group[id(span)]
+        template = self.templates.get(key)
+        if isinstance(template, _Record) and self._copy(template, span):
+            return span.end
+        self.templates[key] = span  # walked: it is the template of the layers after it
+        conv = self.conv
+        state = (len(conv.steps), conv.counter, dict(conv.values), len(conv.emitted.tensors), dict(conv.emitted.opaque),
+                 len(conv.failures), set(conv.skip), dict(conv._picked), len(conv.index_range),
+                 {k: len(v) for k, v in conv.__dict__.items() if k in _NOTES})
+        self.open.append((span, state))
+        return k
+
+    def _record(self, span: _Span, state: tuple[Any, ...]) -> _Record | _Span:
+        """What walking ``span`` did, or the span itself if its walk cannot be copied."""
+        conv = self.conv
+        steps0, counter0, before, tensors0, opaque0, failures0, skip0, picked0, ranges0, notes0 = state
+        nodes = conv.captured.nodes
+        position = {id(n): p for p, n in enumerate(nodes[span.start:span.end])}
+        if len(conv.failures) != failures0 or len(conv.index_range) != ranges0 \
+                or {k: len(v) for k, v in conv.__dict__.items() if k in _NOTES} != notes0:
+            return span
+        if any(before.get(key, vid) != vid for key, vid in conv.values.items() if key in before):
+            return span  # a binding made before the layer changed
+        bound = []
+        for key, vid in conv.values.items():
+            if key not in before:
+                if key not in position:
+                    return span  # it bound a value outside itself
+                bound.append((position[key], vid))
+        if not skip0 <= conv.skip or any(key not in position for key in conv.skip - skip0):
+            return span
+        picked = []
+        for (source, j), vid in conv._picked.items():
+            if (source, j) in picked0:
+                if picked0[(source, j)] != vid:
+                    return span
+                continue
+            if source not in position:
+                return span
+            picked.append((position[source], j, vid))
+        steps = conv.steps[steps0:]
+        if any(s.title or s.members for s in steps):
+            return span
+        opaque = {name: n - opaque0.get(name, 0) for name, n in conv.emitted.opaque.items() if n != opaque0.get(name, 0)}
+        return _Record(span, list(steps), counter0 + 1, conv.counter, before, bound, picked,
+                       sorted(position[key] for key in conv.skip - skip0), skip0,
+                       [list(t) for t in conv.emitted.tensors[tensors0:]], opaque)
+
+    def _copy(self, record: _Record, span: _Span) -> bool:
+        """Give ``span`` copies of ``record``'s steps if its nodes correspond to the recorded layer's; else False."""
+        match = _Match(self.conv, self.marked, self.emitters, record, span)
+        if not match.run():
+            return False
+        conv = self.conv
+        ours = conv.captured.nodes[span.start:span.end]
+        # the values the recorded steps read from before the layer: the corresponding values here
+        vids: dict[int, int] = {}
+        for t, c in match.pairs():
+            if id(t) in record.before:
+                mine = conv.values.get(id(c))
+                old = record.before[id(t)]
+                if mine is None or vids.setdefault(old, mine) != mine:
+                    return False
+        for step in record.steps:
+            if any(v < record.first and v not in vids for v in step.ins):
+                return False
+        tensors = match.tensors(record.tensors)
+        if tensors is None:
+            return False
+        frames = match.frames
+        from ncd.trace.wiring import Step
+
+        for step in record.steps:
+            outs = []
+            for v in step.outs:
+                outs.append(conv.new_value(conv.segs[v]))
+                vids[v] = outs[-1]
+            stack = tuple(frames.get(f, f) for f in step.stack)
+            conv.steps.append(Step(step.diagram, [vids[v] for v in step.ins], outs, stack))
+        for p, vid in record.bound:
+            conv.bind(ours[p], vids[vid])
+        for p, j, vid in record.picked:
+            conv._picked[(id(ours[p]), j)] = vids[vid]
+        conv.skip |= {id(ours[p]) for p in record.skipped}
+        conv.emitted.tensors.extend(tensors)
+        for name, n in record.opaque.items():
+            conv.emitted.opaque[name] = conv.emitted.opaque.get(name, 0) + n
+        return True
+
+
+#: the converter's notes of names and sizes (``regroup``'s splits and merges, size constants): a first layer that adds
+#: to them is walked again in its copies (their walk would read what it added, and might add more)
+_NOTES = frozenset({"_splits", "_merges", "_constants"})
+
+
+class _Match:
+    """The one-to-one correspondence of two layers' nodes (position by position), checked."""
+
+    def __init__(self, conv: Converter, marked: set[int], emitters: set[int], record: _Record, later: _Span) -> None:
+        self.conv = conv
+        self.marked = marked
+        self.emitters = emitters
+        self.record = record
+        first = record.span
+        nodes = conv.captured.nodes
+        self.theirs = nodes[first.start:first.end]
+        self.ours = nodes[later.start:later.end]
+        self.at_theirs = {id(n): p for p, n in enumerate(self.theirs)}
+        self.at_ours = {id(n): p for p, n in enumerate(self.ours)}
+        self.outside: dict[int, Node] = {}  # id(their node outside the layer) -> our node outside it
+        self.outside_back: dict[int, Node] = {}
+        self.kept: list[tuple[Node, Node]] = []
+        self.frames: dict[Frame, Frame] = {first.frame: later.frame}
+        self.prefix = (first.frame[0] + ".", later.frame[0] + ".")
+        self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
+
+    def pairs(self) -> list[tuple[Node, Node]]:
+        return list(zip(self.theirs, self.ours)) + self.kept
+
+    def run(self) -> bool:
+        if len(self.theirs) != len(self.ours):
+            return False
+        try:
+            return all(self._node(t, c) for t, c in zip(self.theirs, self.ours))
+        except Exception:  # noqa: BLE001 - values that cannot be compared: the layer is walked
+            return False
+
+    def _path(self, path: str, other: str) -> bool:
+        mine, ours = self.prefix
+        if path == mine[:-1]:
+            return other == ours[:-1]
+        if path.startswith(mine):
+            return other == ours + path[len(mine):]
+        return other == path
+
+    def _node(self, t: Node, c: Node) -> bool:
+        conv = self.conv
+        if (t.kind, t.target, t.live, t.guard, t.line) != (c.kind, c.target, c.live, c.guard, c.line) \
+                or id(t) in self.emitters or id(c) in self.emitters:
+            return False
+        if len(t.stack) != len(c.stack) or (t.source or c.source) and not self._path(t.source, c.source):
+            return False
+        for ft, fc in zip(t.stack, c.stack):
+            if ft[1] != fc[1] or not self._path(ft[0], fc[0]) or self.frames.setdefault(ft, fc) != fc:
+                return False
+        if not _same_value(t.value, c.value, exact=t.kind == "constant" or (t.kind == "call" and not t.live
+                                                                            and not conv.learned(t))):
+            return False
+        if (id(t) in self.record.skip, id(t) in self.record.before, id(t) in self.marked) != \
+                (id(c) in conv.skip, id(c) in conv.values, id(c) in self.marked):
+            return False
+        if isinstance(t.value, torch.Tensor) and \
+                conv.index_range.get(id(t.value)) != conv.index_range.get(id(c.value)):
+            return False
+        if (id(t) in self.outputs) != (id(c) in self.outputs):
+            return False
+        if not self._readers(t, c):
+            return False
+        return self._same(t.args, c.args) and self._same(t.kwargs, c.kwargs)
+
+    def _readers(self, t: Node, c: Node) -> bool:
+        """The operations reading ``t`` and ``c``: the corresponding ones inside the layers, alike outside them."""
+        from ncd.trace.convert import op_name
+
+        inside_t, inside_c, outside_t, outside_c = [], [], [], []
+        for n in self.conv.consumers.get(id(t), []):
+            p = self.at_theirs.get(id(n))
+            (inside_t.append(p) if p is not None else outside_t.append(op_name(n.target)[1]))
+        for n in self.conv.consumers.get(id(c), []):
+            p = self.at_ours.get(id(n))
+            (inside_c.append(p) if p is not None else outside_c.append(op_name(n.target)[1]))
+        return inside_t == inside_c and sorted(outside_t) == sorted(outside_c)
+
+    def _same(self, a: Any, b: Any) -> bool:
+        kind = type(a)
+        if kind is not type(b):
+            return False
+        if kind is Node:
+            p, q = self.at_theirs.get(id(a)), self.at_ours.get(id(b))
+            if p is not None or q is not None:
+                return p == q
+            known = self.outside.get(id(a))
+            if known is not None:
+                return known is b
+            if id(b) in self.outside_back:
+                return False
+            # read from outside the layer: the same node (a shared table, the mask), or values made before it alike
+            if a is not b and not (a.kind == b.kind and a.kind in ("call", "input") and a.live and b.live
+                                   and _same_value(a.value, b.value, exact=False)):
+                return False
+            self.outside[id(a)], self.outside_back[id(b)] = b, a
+            self.kept.append((a, b))
+            return True
+        if kind is tuple or kind is list:
+            return len(a) == len(b) and all(self._same(x, y) for x, y in zip(a, b))
+        if kind is dict:
+            return a.keys() == b.keys() and all(self._same(a[k], b[k]) for k in a)
+        if isinstance(a, torch.Tensor):
+            return a is b
+        if kind is float and a != a:
+            return bool(b != b)
+        return bool(a == b)
+
+    def tensors(self, recorded: list[list[torch.Tensor]]) -> list[list[torch.Tensor]] | None:
+        """The tensors the copied boxes hold: for each one the recorded layer's boxes hold, the corresponding value
+        here (the same tensor, or the same view of it); None if one is not a value of a corresponding node."""
+        by_id: dict[int, torch.Tensor] = {}
+        by_view: dict[tuple[Any, ...], torch.Tensor | None] = {}
+        for t, c in self.pairs():
+            for x, y in zip(_tensors(t.value), _tensors(c.value)):
+                by_id[id(x)] = y
+                if x.device.type != "meta":
+                    key = _view(x)
+                    if key in by_view and by_view[key] is not y:
+                        by_view[key] = None  # two values at one place: ambiguous
+                    else:
+                        by_view[key] = y
+        out = []
+        for group in recorded:
+            mapped = []
+            for x in group:
+                mine = by_id.get(id(x))
+                if mine is None and x.device.type != "meta":
+                    found = by_view.get(_view(x))
+                    mine = None if found is None else found.detach()
+                if mine is None:
+                    return None
+                mapped.append(mine)
+            out.append(mapped)
+        return out
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [v for v in value if isinstance(v, torch.Tensor)]
+    return []
+
+
+def _view(x: torch.Tensor) -> tuple[Any, ...]:
+    return (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype)
+
+
+def _same_value(a: Any, b: Any, exact: bool) -> bool:
+    """Values of the same kind, shape and dtype (and equal entries where ``exact``)."""
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+            return False
+        if exact and a is not b:
+            return a.device.type != "meta" and bool(torch.equal(a, b))
+        return True
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_value(x, y, exact) for x, y in zip(a, b))
+    if isinstance(a, (bool, int, float, str, type(None))):
+        return type(a) is type(b) and bool(a == b or (a != a and b != b))
+    return False
+

@@ -1,0 +1,115 @@
+"""Repeated layers converted once (``ncd.trace.reuse``): the same diagram, tensors and lowered module as walking every
+layer, checked against the walk itself and against the original model."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.render import to_svg
+from ncd.trace import reuse
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, shift: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+        self.register_buffer("offset", torch.full((width,), shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.relu(self.up(self.norm(x)))) + self.offset
+
+
+class Stack(nn.Module):
+    def __init__(self, shifts: list[float], width: int = 8, every: bool = False) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(width, s) for s in shifts)
+        self.every = every  # return every layer's output (the layers then do not fold into a repetition)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        outs = []
+        for layer in self.layers:
+            x = layer(x)
+            outs.append(torch.tanh(x))
+        return tuple(outs) if self.every else x
+
+
+def _traced(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], shared: bool,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, int]:
+    copies = []
+    original = reuse.Repeats._copy
+
+    def counting(self: reuse.Repeats, record: Any, span: Any) -> bool:
+        done = original(self, record, span)
+        copies.append(done)
+        return done
+
+    monkeypatch.setattr(reuse, "ENABLED", shared)
+    monkeypatch.setattr(reuse.Repeats, "_copy", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *args, **kwargs), sum(copies)
+
+
+def _compare(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> int:
+    model.eval()
+    walked, none = _traced(model, args, kwargs, False, monkeypatch)
+    shared, copied = _traced(model, args, kwargs, True, monkeypatch)
+    assert none == 0
+    assert to_svg(shared) == to_svg(walked)
+    assert shared.opaque == walked.opaque
+    assert len(shared.tensors) == len(walked.tensors)
+    for a, b in zip(shared.tensors, walked.tensors):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+    return copied
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_identical_layers_are_copied_and_equal(every: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = Stack([0.5] * 5, every=every)
+    x = torch.randn(2, 3, 8)
+    assert _compare(model, (x,), {}, monkeypatch) >= 2
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 3, 8)
+    torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+def test_layers_holding_other_constants_are_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = Stack([0.5, 0.5, 0.5, 0.25, 0.5])  # layer 3's buffer differs: never a copy of layer 1
+    x = torch.randn(2, 3, 8)
+    _compare(model, (x,), {}, monkeypatch)
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 3, 8)
+    torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_transformers_layers_are_copied_and_equal(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tiny = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=100, max_position_embeddings=64,
+                num_hidden_layers=5)
+    if family == "bert":
+        model = transformers.BertModel(transformers.BertConfig(**tiny))
+    else:
+        model = transformers.LlamaModel(transformers.LlamaConfig(**tiny, num_key_value_heads=2, use_cache=False))
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, :2] = 0
+    assert _compare(model, (ids,), {}, monkeypatch) >= 2
+    _compare(model, (ids,), {"attention_mask": mask}, monkeypatch)
+    traced = _traced(model, (ids,), {}, True, monkeypatch)[0]
+    fresh = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        got, want = traced.to_torch()(fresh), model(fresh).last_hidden_state
+    torch.testing.assert_close(got[0] if isinstance(got, tuple) else got, want, atol=1e-4, rtol=1e-4)
