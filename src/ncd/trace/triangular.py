@@ -202,9 +202,9 @@ def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
             value.device.type == "meta":  # recorded without values (a large model): nothing to prove it on
         return []
     n = int(value.shape[-1])
-    if n < 2 or int(value.shape[-2]) != n or not bool(value.any()) or bool(value.triu().any()):
+    if n < 2 or int(value.shape[-2]) != n or not _strictly_lower(m, n):  # how it is made first: no tensor read
         return []
-    if not _strictly_lower(m, n):
+    if not bool(value.any()) or bool(value.triu().any()):
         return []
     pure = _computed_from(nodes, k)
     want = _closed_form(value)
