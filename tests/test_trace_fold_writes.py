@@ -29,10 +29,10 @@ class Wkv(torch.nn.Module):
         return out
 
 
-def _trace(model: torch.nn.Module, x: torch.Tensor) -> ncd.TracedDiagram:
+def _trace(model: torch.nn.Module, *x: torch.Tensor) -> ncd.TracedDiagram:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ncd.trace(model, x)
+        return ncd.trace(model, *x)
 
 
 def _scans(d: ncd.Diagram) -> int:
@@ -56,3 +56,60 @@ def test_a_buffer_read_while_written_stays_unrolled(peek: bool) -> None:
     assert _scans(d) == 0
     x = torch.randn(2, 4, 3)
     torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+class ChunkedDeltaRule(torch.nn.Module):
+    """``transformers``' chunked gated delta rule (Qwen3.5, Qwen3-Next, OLMo-Hybrid, MiniCPM...), chunks of 4 tokens:
+    the loop over chunks writes ``core_attn_out[:, :, i]`` and carries the recurrent state."""
+
+    def __init__(self, final_state: bool = False) -> None:
+        super().__init__()
+        self.final_state = final_state
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                state: torch.Tensor) -> torch.Tensor:
+        from transformers.models.qwen3_5.modeling_qwen3_5 import torch_chunk_gated_delta_rule
+
+        out, last = torch_chunk_gated_delta_rule(q, k, v, g, beta, chunk_size=4, initial_state=state,
+                                                 output_final_state=self.final_state)
+        return out if last is None else out + last.sum((-1, -2))[:, None, :, None]
+
+
+def _delta_inputs(t: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, t, 2, 3, generator=gen) for _ in range(3))
+    return q, k, v, -torch.rand(2, t, 2, generator=gen), torch.rand(2, t, 2, generator=gen), \
+        torch.randn(2, 2, 3, 3, generator=gen)
+
+
+@pytest.mark.parametrize("final_state", [False, True])
+def test_the_chunked_delta_rule_is_one_scan_at_any_number_of_chunks(final_state: bool) -> None:
+    model = ChunkedDeltaRule(final_state)
+    counts = []
+    for t in (8, 12, 20):  # 2, 3 and 5 chunks
+        d = _trace(model, *_delta_inputs(t, 0))
+        assert _scans(d) == 1 and d.opaque_count == 0
+        counts.append(len(list(d.boxes())))
+        fresh = _delta_inputs(t, 1)
+        torch.testing.assert_close(d.to_torch()(*fresh), model(*fresh), rtol=1e-4, atol=1e-5)
+    assert counts[0] == counts[1] == counts[2]
+
+
+class ReadsItsStart(torch.nn.Module):
+    """The initial state read again at every step, as a constant beside the state: two readings of one value."""
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:  # x: (b, t, m), h0: (b, m)
+        h, ys = h0, []
+        for i in range(x.shape[1]):
+            h = torch.tanh(h * 0.5 + x[:, i]) + h0
+            ys.append(h)
+        return torch.stack(ys, 1)
+
+
+def test_a_loop_reading_its_initial_state_as_a_constant_too_is_equal() -> None:
+    model = ReadsItsStart()
+    for t in (2, 3, 5):
+        d = _trace(model, torch.randn(2, t, 3), torch.randn(2, 3))
+        assert _scans(d) == 1
+        x, h0 = torch.randn(2, t, 3), torch.randn(2, 3)
+        torch.testing.assert_close(d.to_torch()(x, h0), model(x, h0))

@@ -184,9 +184,11 @@ def _subgraph(mask: Node, limit: int = 400) -> tuple[list[Node], list[Node]] | N
     return list(seen.values()), list(inputs.values())
 
 
-def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None) -> Any:
-    """Re-run recorded operations with some nodes' values replaced; the value of ``until`` (else the last node's)."""
-    values = dict(given)
+def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None, values: dict[int, Any] | None = None) -> Any:
+    """Re-run recorded operations with some nodes' values replaced; the value of ``until`` (else the last node's).
+    ``values``, when given, receives every node's new value (by id)."""
+    values = {} if values is None else values
+    values.update(given)
 
     def sub(value: Any) -> Any:
         if isinstance(value, Node):

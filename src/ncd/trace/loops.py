@@ -27,14 +27,14 @@ import torch
 
 from ncd.ir.axes import Segment
 from ncd.trace.capture import Captured, Node, refs
-from ncd.trace.convert import Converter, Decline, op_name, rule
+from ncd.trace.convert import LOG, Converter, Decline, op_name, rule
 
 __all__ = ["fold_time_loops", "unfold_time_loops", "Loop"]
 
 SELECT = "aten.select.int"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Loop:
     """The operator of a folded loop: the first step's calls and how the loop's inputs enter them."""
 
@@ -53,6 +53,9 @@ class Loop:
 
     def name(self) -> str:
         return "ncd::scan"
+
+    def __repr__(self) -> str:  # rules test operators by their text: never the body's recorded tensors
+        return f"ncd::scan({len(self.body)} calls)"
 
 
 def unfold_time_loops(folded: Captured, recorded: Captured) -> Captured:
@@ -153,6 +156,9 @@ class _Plan:
     states: dict[int, Node]  # position of the next state -> its initial value
     output: int  # the position whose value is stacked
     reverse: bool
+    #: (position, argument path) -> the position of the state it reads (the previous step's value; the first step's
+    #: initial value), for every read of a state — a value from before the loop read at the same place is a constant
+    state_reads: dict[tuple[int, tuple[Any, ...]], int] = field(default_factory=dict)
 
 
 def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
@@ -166,6 +172,8 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
     hoisted: set[int] = set()
     selects: dict[int, tuple[Node, int]] = {}
     states: dict[int, Node] = {}
+    state_reads: dict[tuple[int, tuple[Any, ...]], int] = {}
+    unsure: list[tuple[int, tuple[Any, ...], Node]] = []  # reads only the first step made (the last step stopped)
     reverse: bool | None = None
     for j in range(length):
         first = chunks[0][j]
@@ -186,6 +194,9 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
                     inside = inside or own[0] not in hoisted
                     continue
                 if all(v is v0 for v in values) and all(o is None for o in own):
+                    if len(values) == 1:  # only the first step read it: a constant, or a state's initial value
+                        unsure.append((j, path, v0))
+                        inside = True
                     continue  # from before the loop (or a parameter)
                 before = [index[i - 1].get(id(v)) for i, v in enumerate(values) if i > 0]
                 if own[0] is None and len(set(before)) == 1 and before[0] is not None and \
@@ -194,13 +205,15 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
                     if states.get(q, v0) is not v0:
                         return None
                     states[q] = v0
+                    state_reads[(j, path)] = q
                     inside = True
                     continue
                 return None
             if path == (0, 2) and op_name(first.target)[1] == SELECT and isinstance(v0, int) and \
                     all(isinstance(v, int) for v in values):
-                forward = all(v == i for i, v in enumerate(values)) and len(values) == steps
-                backward = all(v == steps - 1 - i for i, v in enumerate(values)) and len(values) == steps
+                # every step present selects its own position (the last step may have stopped before this select)
+                forward = all(v == i for i, v in enumerate(values))
+                backward = all(v == steps - 1 - i for i, v in enumerate(values))
                 if forward or backward:
                     if reverse is not None and reverse != backward:
                         return None
@@ -208,9 +221,10 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
                     source = first.args[0]
                     if not isinstance(source, Node) or index[0].get(id(source)) not in (None, *hoisted):
                         return None
-                    if source.value.dim() and isinstance(first.args[1], int):
+                    if source.value.dim() and isinstance(first.args[1], int) and \
+                            source.value.shape[first.args[1] % source.value.dim()] == steps:
                         selects[j] = (source, first.args[1] % source.value.dim())
-                    else:
+                    else:  # a position of a longer input: the scan would run over all of it
                         return None
                     inside = True
                     continue
@@ -220,7 +234,11 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
             hoisted.add(j)
     if not selects or output in hoisted:
         return None
-    return _Plan(hoisted, selects, states, output, bool(reverse))
+    inits = {id(v): q for q, v in states.items()}
+    for j, path, v0 in unsure:  # a state's initial value, read where the next steps (not recorded) read the state
+        if id(v0) in inits:
+            state_reads[(j, path)] = inits[id(v0)]
+    return _Plan(hoisted, selects, states, output, bool(reverse), state_reads)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -256,15 +274,15 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
                     for k, (q, init) in enumerate(sorted(plan.states.items()))}
     slice_inputs = {j: Node(f"x{k}", "input", value=first[j].value, source=f"x{k}", live=True)
                     for k, j in enumerate(sorted(plan.selects))}
-    init_of = {id(init): state_inputs[q] for q, init in plan.states.items()}
     body: list[Node] = []
 
-    def remap(value: Any) -> Any:
+    def remap(value: Any, j: int, path: tuple[Any, ...]) -> Any:
+        """The body's argument for ``value`` read at ``path`` of position ``j`` (paths as :func:`_leaves` walks)."""
         if isinstance(value, Node):
             if id(value) in mapping:
                 return mapping[id(value)]
-            if id(value) in init_of:
-                return init_of[id(value)]
+            if (j, path) in plan.state_reads:  # a state (its initial value, as the first step reads it)
+                return state_inputs[plan.state_reads[(j, path)]]
             if value.live:
                 if id(value) not in consts:
                     consts[id(value)] = (value, Node(f"c{len(consts)}", "input", value=value.value,
@@ -272,9 +290,9 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
                 return consts[id(value)][1]
             return value  # a parameter or a constant: the nested conversion folds it
         if isinstance(value, (list, tuple)):
-            return type(value)(remap(v) for v in value)
+            return type(value)(remap(v, j, path + (k,)) for k, v in enumerate(value))
         if isinstance(value, dict):
-            return {k: remap(v) for k, v in value.items()}
+            return {k: remap(v, j, path + (k,)) for k, v in value.items()}
         return value
 
     for j in range(length):
@@ -284,7 +302,8 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
         if j in plan.selects:
             mapping[id(n)] = slice_inputs[j]
             continue
-        copy = Node(n.name, "call", n.target, remap(n.args), remap(n.kwargs), n.value, n.stack, n.source, True, n.line)
+        copy = Node(n.name, "call", n.target, remap(n.args, j, (0,)), remap(n.kwargs, j, (1,)), n.value, n.stack, n.source,
+                    True, n.line)
         mapping[id(n)] = copy
         body.append(copy)
     _relive(body)
@@ -298,6 +317,10 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
         return None
     outer_consts = [outer for outer, _ in consts.values()]
     inits = [plan.states[q] for q in sorted(plan.states)]
+    finals_seen = {k: last[q].value for k, q in enumerate(finals) if q in kept}
+    if not _replays(loop, [o.value for o in outer_consts], [i.value for i in inits],
+                    [source.value for source, _ in scanned], len(chunks), [stack.value], finals_seen):
+        return None
     args = (tuple(outer_consts), tuple(inits), tuple(source for source, _ in scanned))
     value = tuple((last if q < len(last) else chunks[-2])[q].value for q in finals) + (ys,)
     call = Node(f"scan_{stack.name}", "call", loop, args, {}, value, first[plan.output].stack, "", True, first[0].line)
@@ -323,6 +346,42 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
             continue
         out.append(node)
     return out
+
+
+def _replays(loop: Loop, consts: list[Any], inits: list[Any], xs: list[torch.Tensor], steps: int,
+             ys: list[torch.Tensor], finals: dict[int, Any]) -> bool:
+    """Whether the loop's body, run ``steps`` times as the scan runs it (the states it makes threaded on, each step
+    reading its position of every scanned input), gives every recorded stacked output and the final states seen.
+    The check that the fold is equal on the traced values, beside the proof that the steps are copies."""
+    from ncd.trace.attention import _run
+
+    states = list(inits)
+    given: dict[int, Any] = {id(n): v for n, v in zip(loop.consts, consts)}
+    try:
+        for i in range(steps):
+            at = steps - 1 - i if loop.reverse else i
+            given.update({id(n): v for n, v in zip(loop.states, states)})
+            given.update({id(n): x.select(x.dim() + d, at) for n, x, d in zip(loop.slices, xs, loop.dims)})
+            values: dict[int, Any] = {}
+            _run(loop.body, given, values=values)
+            for y, want, d in zip(loop.outputs, ys, loop.stack_dims):
+                if not _same_value(values.get(id(y), y.value), want.select(want.dim() + d, at)):
+                    return False
+            states = [values.get(id(n), n.value) for n in loop.next_states]
+    except Exception as error:  # noqa: BLE001 - a body that does not run again proves nothing
+        LOG.debug("loop body not replayed: %s: %s", type(error).__name__, error)
+        return False
+    return all(_same_value(states[k], v) for k, v in finals.items())
+
+
+def _same_value(got: Any, want: Any) -> bool:
+    from ncd.trace.triangular import _closeness
+
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor) or got.dtype != want.dtype or got.shape != want.shape:
+            return False
+        return _closeness(got, want) if want.is_floating_point() else bool(torch.equal(got, want))
+    return _same(got, want)
 
 
 def _relive(body: list[Node]) -> None:
