@@ -166,13 +166,14 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
+    from ncd.trace.loops_state import fold_state_loops
     from ncd.trace.triangular import solve_triangular_loops
 
     captured = solve_triangular_loops(captured)  # forward substitution (growing slices, row by row) -> one inverse
     captured = stacked_writes(captured)  # out[:, i] = step(i) for every i -> a stack of the steps, which folds below
     recorded = captured
     try:
-        captured = fold_time_loops(captured)
+        captured = fold_state_loops(fold_time_loops(captured))  # loops stacking their steps, then state-only ones
     except Exception as folding:  # noqa: BLE001 - the loop is drawn step by step instead, and the user told why
         warnings.warn(f"ncd.trace({type(model).__name__}): folding time loops failed ({type(folding).__name__}:"
                       f" {str(folding).strip()[:200]}); drawn step by step", stacklevel=4)

@@ -47,6 +47,7 @@ class Loop:
     dims: list[int]  # the time dimension of each scanned input (from the end)
     stack_dims: list[int]  # the time dimension of each stacked output (from the end)
     reverse: bool = False
+    count: int = 0  # the number of steps (a loop with scanned inputs has one per position)
     _overloadname: str = field(default="default")
     #: the recorded calls the fold made picks of the loop's results, with their recorded operator and arguments
     replaced: list[tuple[Node, Any, Any, Any]] = field(default_factory=list)
@@ -154,21 +155,24 @@ class _Plan:
     hoisted: set[int]  # positions computed once, before the loop
     selects: dict[int, tuple[Node, int]]  # position -> (scanned value before the loop, its dim)
     states: dict[int, Node]  # position of the next state -> its initial value
-    output: int  # the position whose value is stacked
+    output: int | None  # the position whose value is stacked (none: a loop whose only results are its states)
     reverse: bool
     #: (position, argument path) -> the position of the state it reads (the previous step's value; the first step's
     #: initial value), for every read of a state — a value from before the loop read at the same place is a constant
     state_reads: dict[tuple[int, tuple[Any, ...]], int] = field(default_factory=dict)
 
 
-def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
+def _prove(chunks: list[list[Node]], items: Any | None) -> _Plan | None:  # noqa: C901
+    """The plan folding ``chunks`` (one step each) into one loop, if they are copies of one step; ``items`` the value
+    of each step that is stacked, or ``None`` for a loop whose only results are its states."""
     steps, length = len(chunks), len(chunks[0])
     index = [{id(n): j for j, n in enumerate(chunk)} for chunk in chunks]
-    outputs = {index[i].get(id(y)) for i, y in enumerate(items)}
-    if len(outputs) != 1 or None in outputs:
-        return None
-    output = next(iter(outputs))
-    assert output is not None
+    output: int | None = None
+    if items is not None:
+        outputs = {index[i].get(id(y)) for i, y in enumerate(items)}
+        if len(outputs) != 1 or None in outputs:
+            return None
+        output = next(iter(outputs))
     hoisted: set[int] = set()
     selects: dict[int, tuple[Node, int]] = {}
     states: dict[int, Node] = {}
@@ -232,7 +236,7 @@ def _prove(chunks: list[list[Node]], items: Any) -> _Plan | None:  # noqa: C901
                 return None
         if not inside and j not in selects:
             hoisted.add(j)
-    if not selects or output in hoisted:
+    if (items is not None and (not selects or output in hoisted)) or (items is None and not states):
         return None
     inits = {id(v): q for q, v in states.items()}
     for j, path, v0 in unsure:  # a state's initial value, read where the next steps (not recorded) read the state
@@ -247,20 +251,22 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Plan, dim: int,
+def _rewrite(nodes: list[Node], stack: Node | None, chunks: list[list[Node]], plan: _Plan, dim: int,
              outputs: list[Any]) -> list[Node] | None:
+    """``nodes`` with the steps ``chunks`` replaced by one :class:`Loop` call (and picks of its results), if nothing
+    outside the loop reads a step's value but the last step's states (and ``stack``, the stacked outputs; ``None``
+    when the states are the loop's only results) and the body replays every step."""
     length = len(chunks[0])
     members = {id(n) for chunk in chunks for n in chunk}
     last = chunks[-1]
     finals = sorted(plan.states)
     kept = [q for q in finals if q < len(last)]  # a final state the last step did not compute was never read
     # every use outside the loop: the stack, or the last step's states
-    allowed = {id(stack)}
     for node in nodes:
-        if id(node) in members or id(node) in allowed:
+        if id(node) in members or node is stack:
             continue
         for r in refs((node.args, node.kwargs)):
-            if id(r) in members and not (r is last[plan.output] and node is stack) and \
+            if id(r) in members and \
                     not any(r is last[q] for q in kept) and not any(r is chunks[0][h] for h in plan.hoisted):
                 return None
     if any(isinstance(o, Node) and id(o) in members and not any(o is last[q] for q in kept) for o in outputs):
@@ -308,22 +314,26 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
         body.append(copy)
     _relive(body)
     scanned = [plan.selects[j] for j in sorted(plan.selects)]
-    ys = stack.value
+    ys = [stack.value] if stack is not None else []
     loop = Loop(body, [inner for _, inner in consts.values()], [state_inputs[q] for q in sorted(plan.states)],
                 [slice_inputs[j] for j in sorted(plan.selects)],
-                [mapping[id(first[q])] for q in sorted(plan.states)], [mapping[id(first[plan.output])]],
-                [d - source.value.dim() for source, d in scanned], [dim % ys.dim() - ys.dim()], plan.reverse)
+                [mapping[id(first[q])] for q in sorted(plan.states)],
+                [mapping[id(first[plan.output])]] if plan.output is not None else [],
+                [d - source.value.dim() for source, d in scanned], [dim % y.dim() - y.dim() for y in ys], plan.reverse,
+                count=len(chunks))
     if any(not isinstance(n, Node) for n in loop.next_states + loop.outputs):
         return None
     outer_consts = [outer for outer, _ in consts.values()]
     inits = [plan.states[q] for q in sorted(plan.states)]
     finals_seen = {k: last[q].value for k, q in enumerate(finals) if q in kept}
     if not _replays(loop, [o.value for o in outer_consts], [i.value for i in inits],
-                    [source.value for source, _ in scanned], len(chunks), [stack.value], finals_seen):
+                    [source.value for source, _ in scanned], len(chunks), ys, finals_seen):
         return None
     args = (tuple(outer_consts), tuple(inits), tuple(source for source, _ in scanned))
-    value = tuple((last if q < len(last) else chunks[-2])[q].value for q in finals) + (ys,)
-    call = Node(f"scan_{stack.name}", "call", loop, args, {}, value, first[plan.output].stack, "", True, first[0].line)
+    value = tuple((last if q < len(last) else chunks[-2])[q].value for q in finals) + tuple(ys)
+    named = stack if stack is not None else last[finals[-1]]
+    call = Node(f"scan_{named.name}", "call", loop, args, {}, value, first[plan.output if plan.output is not None else 0].stack,
+                "", True, first[0].line)
     picks = []
     for k, q in enumerate(finals):
         if q >= len(last):
@@ -332,8 +342,9 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
         loop.replaced.append((node, node.target, node.args, node.kwargs))
         node.target, node.args, node.kwargs = operator.getitem, (call, k), {}
         picks.append(node)
-    loop.replaced.append((stack, stack.target, stack.args, stack.kwargs))
-    stack.target, stack.args, stack.kwargs = operator.getitem, (call, len(finals)), {}
+    if stack is not None:
+        loop.replaced.append((stack, stack.target, stack.args, stack.kwargs))
+        stack.target, stack.args, stack.kwargs = operator.getitem, (call, len(finals)), {}
     start = nodes.index(first[0])
     out: list[Node] = []
     for k, node in enumerate(nodes):
@@ -341,7 +352,8 @@ def _rewrite(nodes: list[Node], stack: Node, chunks: list[list[Node]], plan: _Pl
             out.extend(hoisted_nodes)
             out.append(call)
             out.extend(picks)
-            out.append(stack)
+            if stack is not None:
+                out.append(stack)
         if id(node) in members or node is stack:
             continue
         out.append(node)
@@ -404,9 +416,8 @@ def convert_loop(conv: Converter, node: Node) -> None:
     state_ids = [conv.value(r) for r in inits]
     x_ids = [conv.value(r) for r in scanned]
     time_names = {conv.segs[v].names[d] for v, d in zip(x_ids, loop.dims)}
-    if len(time_names) != 1:
+    if len(time_names) > 1:
         x_ids = [_rename_time(conv, v, d, sorted(time_names)[0]) for v, d in zip(x_ids, loop.dims)]
-    time = conv.segs[x_ids[0]].axes[loop.dims[0]]
     inputs = loop.consts + loop.states + loop.slices
     from ncd.trace.capture import Captured
 
@@ -432,6 +443,10 @@ def convert_loop(conv: Converter, node: Node) -> None:
     for st in sub.steps:  # the body is the scan's: no module blocks inside it
         st.stack = ()
     body = assemble(sub.steps, outs, sub.segs, sub.inputs, fold=False)
+    if x_ids:
+        time = conv.segs[x_ids[0]].axes[loop.dims[0]]
+    else:  # a repetition of the step on its states alone: its count is an axis of no tensor, named apart
+        time = conv.namer.axis(conv.namer.fresh(loop.count, None, role="repetition"), loop.count)
     y_segs = [sub.segs[v] for v in outs[k:]]
     y_pos = [d + len(seg) + 1 for d, seg in zip(loop.stack_dims, y_segs)]
     x_pos = [d % len(conv.segs[v]) for v, d in zip(x_ids, loop.dims)]
