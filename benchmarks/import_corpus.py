@@ -681,7 +681,9 @@ def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout:
         return TRACED if out is not None else 0
 
     code = _apart(ours, timeout - (time.monotonic() - started))
-    if code not in (0, TRACED):  # it died before sending its result
+    if code == -signal.SIGALRM:  # out of time before sending its result
+        conn.send(asdict(Result(entry.name, entry.kind, "timeout", f"more than {timeout:.0f} s")))
+    elif code not in (0, TRACED):  # it died before sending its result
         why = f"signal {-code}" if code < 0 else f"exit code {code}"
         conn.send(asdict(Result(entry.name, entry.kind, "crashed", f"the process tracing it died ({why})")))
     elif torchview and code == TRACED:
