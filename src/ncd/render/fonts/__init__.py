@@ -21,7 +21,8 @@ import ctypes
 import ctypes.util
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["FACES", "FAMILIES", "FONT_DIR", "advance", "ink_extent", "italic_overhang", "face_for", "font_face_css",
            "register_with_fontconfig", "text_face_characters"]
@@ -49,9 +50,23 @@ class _Metrics:
     units: int
     cmap: dict[int, str]
     widths: dict[str, int]
-    overhang: dict[str, int]  # how far an (italic) glyph's ink reaches past its advance
     missing: int
-    extent: dict[str, tuple[int, int]]  # a glyph's ink above and below the baseline
+    glyf: Any  # the face's glyph table (None without one): each glyph's box is read when first asked for
+    inks: dict[str, tuple[int, int, int] | None] = field(default_factory=dict)
+
+    def ink(self, name: str) -> tuple[int, int, int] | None:
+        """How far a glyph's ink reaches past its advance (an italic's overhang), above and below the baseline
+        (``None`` for a glyph without outline).  Read glyph by glyph: reading all of a face's boxes up front took
+        a tenth of a second of a process's first drawing."""
+        if name in self.inks:
+            return self.inks[name]
+        value = None
+        if self.glyf is not None and name in self.widths:
+            g = self.glyf[name]
+            if getattr(g, "numberOfContours", 0) and hasattr(g, "xMax"):
+                value = (max(0, g.xMax - self.widths[name]), g.yMax, -g.yMin)
+        self.inks[name] = value
+        return value
 
 
 @functools.cache
@@ -59,19 +74,9 @@ def _metrics(face: str) -> _Metrics:
     from fontTools.ttLib import TTFont
 
     font = TTFont(os.path.join(FONT_DIR, FACES[face][0]))
-    hmtx = font["hmtx"].metrics
+    widths = {name: adv for name, (adv, _) in font["hmtx"].metrics.items()}
     glyf = font["glyf"] if "glyf" in font else None
-    widths = {name: adv for name, (adv, _) in hmtx.items()}
-    overhang: dict[str, int] = {}
-    extent: dict[str, tuple[int, int]] = {}
-    if glyf is not None:
-        for name, (adv, _) in hmtx.items():
-            g = glyf[name]
-            if getattr(g, "numberOfContours", 0) and hasattr(g, "xMax"):
-                overhang[name] = max(0, g.xMax - adv)
-                extent[name] = (g.yMax, -g.yMin)
-    return _Metrics(font["head"].unitsPerEm, dict(font.getBestCmap()), widths, overhang, widths.get(".notdef", 0),
-                    extent)
+    return _Metrics(font["head"].unitsPerEm, dict(font.getBestCmap()), widths, widths.get(".notdef", 0), glyf)
 
 
 @functools.lru_cache(maxsize=1)
@@ -148,9 +153,9 @@ def ink_extent(text: str, face: str, size: float) -> tuple[float, float]:
     for ch in text:
         m = own if ord(ch) in own.cmap else _metrics("symbols")
         name = m.cmap.get(ord(ch))
-        if name is not None and name in m.extent:
-            a, d = m.extent[name]
-            up, down = max(up, a * size / m.units), max(down, d * size / m.units)
+        ink = m.ink(name) if name is not None else None
+        if ink is not None:
+            up, down = max(up, ink[1] * size / m.units), max(down, ink[2] * size / m.units)
     return up, down
 
 
@@ -160,7 +165,8 @@ def italic_overhang(text: str, face: str, size: float) -> float:
         return 0.0
     m = _metrics(face)
     name = m.cmap.get(ord(text[-1]))
-    return m.overhang.get(name, 0) * size / m.units if name else 0.0
+    ink = m.ink(name) if name else None
+    return ink[0] * size / m.units if ink is not None else 0.0
 
 
 @functools.lru_cache(maxsize=64)
