@@ -130,6 +130,26 @@ def test_analysis_imports_no_code_generation() -> None:
         assert "import_module" not in path.read_text(encoding="utf-8"), name
 
 
+def test_analysis_replays_no_einsum_algorithm() -> None:
+    """What ``torch.einsum`` runs is typed on its op by the backend (``ncd.ir.program.Contraction``): no analysis
+    module parses einsum subscripts, plans the contraction (which operand dims to sum first, how to group them
+    for ``bmm``) or decides which SDPA operand lowering packs; they read the ops."""
+    import ncd.analysis.layout
+
+    assert not hasattr(ncd.analysis.layout, "einsum")
+    for name, path in _modules().items():
+        if not name.startswith("ncd.analysis"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert "->" not in strings, name  # no subscripts split or written
+        named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        named |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        named |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not named & {"contraction_of", "aten_einsum", "packs", "sumproduct_pair", "lro"}, (name, named)
+
+
 #: what runs lowering: the code generator's entry points and the lowering rule registry
 LOWERING_NAMES = {"to_torch", "to_source", "to_program", "LOWERING", "rule_for", "Codegen", "ClassEmitter"}
 

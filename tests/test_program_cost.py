@@ -128,3 +128,25 @@ def test_the_costed_program_is_the_program_that_runs_fused_or_not() -> None:
     for report, run in ((fused, fused_run), (plain, plain_run)):
         assert (report.forward_matmul, report.backward_matmul + report.counter_excess, report.activation_bytes) == (
             run.forward_flops, run.backward_flops, run.activation_bytes)
+
+
+def test_a_scans_products_are_read_off_its_typed_body() -> None:
+    """A scan's step is typed ops inside its loop op (``Op.body``): its products are read off them, its length
+    times, and equal the scan's cost row (no einsum of the program is left as text)."""
+    compared = 0
+    for sample in SAMPLES:
+        d = sample.build()
+        try:
+            program = symbolic_program(d)
+        except NCDError:
+            continue
+        loops = [op for _, op in program.ops() if op.body]
+        if not loops:
+            continue
+        products = list(matrix_products(program))
+        assert None not in [f for _, f in products], sample.id
+        scans = [b for b in ncd.cost(d).box_formulas if b.op == "scan"]
+        read = sum((f for box, f in products if box is not None and box.prim.op == "scan"), sympy.Integer(0))
+        assert sympy.expand(read - sum((b.metrics.forward_matmul for b in scans), sympy.Integer(0))) == 0, sample.id
+        compared += read != 0
+    assert compared >= 1

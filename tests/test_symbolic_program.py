@@ -92,7 +92,10 @@ def _program_boxes(program: Program) -> list[str]:
     """The primitives the program runs, one entry per box occurrence (``sdpa`` for a fused attention)."""
     found: list[str] = []
     last = None
+    inside = {id(inner) for op in program.inlined() for inner in op.body}  # a scan's step: part of the scan's row
     for op in program.inlined():
+        if id(op) in inside:
+            continue
         if op.box is None:
             if op.target == "F.scaled_dot_product_attention":
                 found.append("sdpa")

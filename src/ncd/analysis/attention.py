@@ -8,7 +8,9 @@ measure under ``sdpa_kernel(SDPBackend.MATH)``): the products are the SDPA call'
 :mod:`ncd.analysis.targets`, read off its query, key and value arguments (two batched products of
 ``2·B·L·S·E`` and ``2·B·L·S·Ev`` FLOPs, each repeated twice backward); autograd keeps the scaled queries and keys (new
 tensors), the attention weights, and the values folded to ``(B, S, Ev)`` (a view when
-their batch axes are adjacent in memory, a copy otherwise).
+their batch axes are adjacent in memory, a copy otherwise).  The operands are those the step's arranging ops
+hand on: each op's typed ``arrange`` order is a view, its ``pack`` a ``.contiguous()`` that copies unless the
+view is dense (read off the op, not re-decided from the pattern).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from ncd.analysis.cost import BoxCost, CostContext, Metrics
 from ncd.analysis.layout import Tensor, numel
 from ncd.ir.diagram import Diagram
 from ncd.ir.program import Op, Value
-from ncd.prims.patterns import packs
 
 __all__ = ["fused_attention"]
 
 
 def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: list[Tensor],
-                    ops: tuple[Op, ...] = (), outputs: tuple[Value, ...] = ()) -> list[Tensor]:
+                    ops: tuple[Op, ...] = (), outputs: tuple[Value, ...] = (), inputs: tuple[Value, ...] = ()
+                    ) -> list[Tensor]:
     q, k, v = values[0], values[1], values[-1]
     frame = [a for a in q.axes if a.name not in pattern.q]
     batch = [a.name for a in frame] + list(pattern.batch)
@@ -46,9 +48,7 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = sympy.Mul(*shapes[0][:-1]) * shapes[1][-2]  # B·H·L·S: the attention weights
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
-    q, k, v = (_packed(ctx, t, pattern.stored.get(j, have), target,
-                       given=j not in pattern.stored and t.storage in walker.given and _moved(have, target))
-               for t, (j, have, target) in zip((q, k, v), pattern.operands()))
+    q, k, v = _as_called(ctx, inputs, [q, k, v], ops)
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
     folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
@@ -56,11 +56,6 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     out = ctx.new(out_axes, _written(q, batch, pattern, training=walker.training), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
     return [out]
-
-
-def _moved(have: list[str], target: list[str]) -> bool:
-    """Whether arranging an operand for SDPA moves its axes (lowering then asks its stride, if the caller gave it)."""
-    return [n for n in target if n in have] != list(have)
 
 
 def _written(q: Tensor, batch: list[str], pattern: Any, training: bool) -> tuple[str, ...]:
@@ -79,19 +74,29 @@ def _written(q: Tensor, batch: list[str], pattern: Any, training: bool) -> tuple
     return tuple(order) if sorted(order) == sorted(dense) else dense
 
 
-def _packed(ctx: CostContext, t: Tensor, stored: list[str], target: list[str], given: bool = False) -> Tensor:
-    """An operand as SDPA receives it: packed densely in ``target`` order when lowering packs it
-    (:func:`ncd.prims.patterns.packs` of its ``stored`` order; ``.contiguous()`` copies unless it already is
-    dense that way).  An operand ``given`` to the generated class is packed only if its last dimension would be
-    strided (the lowering asks at run time): then its storage order decides."""
-    if given:
-        stored = [n for n in t.order if n in target]
-    if not packs(stored, target):
-        return t
+def _as_called(ctx: CostContext, inputs: tuple[Value, ...], operands: list[Tensor], ops: tuple[Op, ...]) -> list[Tensor]:
+    """Q, K and V as the step's arranging ops hand them on (each op, in order, arranging one operand: its
+    ``arrange`` order a view, then its ``pack``: ``.contiguous()`` copies unless the view is dense — ``"always"``,
+    or only when its last dimension is ``"strided"``)."""
+    arranging = [op for op in ops if op.option("arrange") is not None]
+    result = []
+    for value, t in zip((inputs[0], inputs[1], inputs[-1]), operands):
+        var = value.var
+        while arranging and arranging[0].args and arranging[0].args[0].var == var:
+            op = arranging.pop(0)
+            t = _arranged(ctx, t, list(op.option("arrange")), op.option("pack", ""))
+            var = op.outputs[0].var
+        result.append(t)
+    return result
+
+
+def _arranged(ctx: CostContext, t: Tensor, target: list[str], pack: str) -> Tensor:
+    """``t`` with its axes moved into the ``target`` order (a view), packed as ``pack`` says."""
     names = set(target)
     order = [n for n in t.names if n not in names] + [n for n in target if n in t.names]
     arranged = t.relabel([next(a for a in t.axes if a.name == n) for n in order])
-    if arranged.contiguous:
+    strided = bool(arranged.order) and arranged.order[-1] != arranged.names[-1]
+    if not pack or arranged.contiguous or (pack == "strided" and not strided):
         return arranged
     return ctx.new(arranged.axes, grad=t.grad)
 

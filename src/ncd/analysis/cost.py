@@ -215,8 +215,6 @@ class _Walker:
         self.rows: dict[int, tuple[str, ...]] = {}
         #: the learned maps whose weights store their columns in a chosen order (:func:`ncd.prims.patterns.chosen_columns`)
         self.cols: dict[int, tuple[str, ...]] = {}
-        #: the storages given to the block being walked: the generated class receives them as its caller made them
-        self.given: frozenset[int] = frozenset()
         self.ids = itertools.count()
         self.bytes: dict[int, sympy.Expr] = {}
         self.dtypes: dict[int, str] = {}
@@ -255,7 +253,6 @@ class _Walker:
         self.cols.update(program.cols)
         if isinstance(top, Block):
             self.blocks.append(top.name)
-            self.given = frozenset(v.storage for v in inputs)
         return self.function(program.top, inputs, ())
 
     def function(self, fn: Function, values: list[Tensor], frame: tuple[Axis, ...]) -> list[Tensor]:
@@ -286,7 +283,7 @@ class _Walker:
         if step.kind == "fused":
             from ncd.analysis.attention import fused_attention
 
-            outputs = fused_attention(self, step.pattern, list(step.parts), values, step.ops, step.outputs)
+            outputs = fused_attention(self, step.pattern, list(step.parts), values, step.ops, step.outputs, step.inputs)
             self.boxes[-1].code = tuple(op.code for op in step.ops)
             return outputs
         if step.kind == "weave":
@@ -341,13 +338,11 @@ class _Walker:
         if step.count is not None:
             return self.repeated(step, values, frame)
         for callee, name in zip(step.callees, step.names):
-            given, self.given = self.given, frozenset(v.storage for v in values)  # the class receives them as made
             if name is not None:
                 self.blocks.append(name)
             try:
                 values = self.function(self.functions[callee], values, frame)
             finally:
-                self.given = given
                 if name is not None:
                     self.blocks.pop()
         return values
@@ -359,7 +354,6 @@ class _Walker:
         sub.functions, sub.rows, sub.cols = self.functions, self.rows, self.cols
         sub.blocks = list(self.blocks)
         inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
-        sub.given = frozenset(v.storage for v in inputs)
         results = sub.call(dataclasses.replace(step, count=None), inputs, frame)
         count = step.count
         for b in sub.boxes:

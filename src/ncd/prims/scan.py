@@ -223,7 +223,7 @@ def lower_scan(prim: ScanOp, ctx: RuleContext) -> list[str]:
     del em.function.ops[mark:]
     code = "\n".join([header] + ["    " + line for op in inside for line in op.lines()])
     args = tuple(dict.fromkeys(v for op in inside for v in op.args if v.var in {a.var for a in ctx.args} | set(lists)))
-    em.emit(Op("loop", "for", args, tuple(states), code, box=em.current))
+    em.emit(Op("loop", "for", args, tuple(states), code, box=ctx.box, count=prim.axis.size, body=tuple(inside)))
     outs = [s.var for s in states]
     for name, pos, seg in zip(lists, prim.y_pos, body.cod.segments[k:]):
         if prim.reverse:

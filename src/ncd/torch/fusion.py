@@ -307,14 +307,24 @@ def _arrange(em: ClassEmitter, var: str, have: list[str], target: list[str], hin
         expr += "[..., " + ", ".join(":" if t in have else "None" for t in target) + "]"
     if pack and LAYOUTS_CHOSEN and given and stored is None and src != dst:  # moved in the caller's layout:
         if expr != var:  # pack only a strided last dim
-            expr = _assign(em, hint, expr, target, sizes, dtype=dtype)
-        return _assign(em, hint, f"{expr} if {expr}.stride(-1) == 1 else {expr}.contiguous()", target, sizes,
-                       dtype=dtype, kind="expr")
-    if pack and LAYOUTS_CHOSEN and packs(have if stored is None else stored, target):  # SDPA reads a dense last dim
+            expr = _assign(em, hint, _arranging(em, var, expr, target), target, sizes, dtype=dtype)
+        return _assign(em, hint, _arranging(em, expr, f"{expr} if {expr}.stride(-1) == 1 else {expr}.contiguous()",
+                                            target, "strided"), target, sizes, dtype=dtype)
+    packed = pack and LAYOUTS_CHOSEN and packs(have if stored is None else stored, target)  # SDPA reads a dense last dim
+    if packed:
         expr += ".contiguous()"
     if expr == var:
         return var
-    return _assign(em, hint, expr, target, sizes, dtype=dtype)
+    return _assign(em, hint, _arranging(em, var, expr, target, "always" if packed else ""), target, sizes, dtype=dtype)
+
+
+def _arranging(em: ClassEmitter, var: str, text: str, target: list[str], pack: str = "") -> Expr:
+    """``text``, which arranges the value ``var`` into the ``target`` order of axes (a view: ``movedim``, size-1 axes
+    added) and then packs it densely (``.contiguous()``) ``"always"``, only when its last dimension is
+    ``"strided"``, or not (``""``), as a typed op: its ``arrange`` and ``pack`` options are what costs read."""
+    kind: OpKind = "call" if pack else "view"
+    target_ = "Tensor.contiguous" if pack else "torch.movedim" if text.startswith("torch.movedim(") else "Tensor.__getitem__"
+    return Expr(text, kind, target_, (em.values[var],), options=(("arrange", tuple(target)), ("pack", pack)))
 
 
 def _group(names: list[str]) -> str:

@@ -137,9 +137,17 @@ class RuleContext:
         return self.call(attribute, *args, kind="module")
 
     def einsum(self, equation: str, *operands: Value | Expr | str) -> Expr:
-        """``torch.einsum(equation, operands...)``."""
+        """``torch.einsum(equation, operands...)``, typed with what ATen runs for it (its ``contraction`` option,
+        :func:`ncd.torch.aten_einsum.contraction_of`) when its operands are values of the program."""
+        from ncd.torch.aten_einsum import contraction_of
+
         text, reads = self._render(operands, {})
-        return Expr(f"torch.einsum('{equation}', {text})", "einsum", "torch.einsum", reads)
+        values = [self.em.values.get(v.var, v) for v in operands if isinstance(v, Value)]
+        contraction = contraction_of(equation, [[a.size for a in v.axes] for v in values]) if len(values) == len(operands) else None
+        if contraction is not None:
+            reads = tuple(values)  # its operands in order, one per subscript (``x, x`` read twice)
+        options = (("contraction", contraction),) if contraction is not None else ()
+        return Expr(f"torch.einsum('{equation}', {text})", "einsum", "torch.einsum", reads, options)
 
     def bind(self, expr: Expr | str, axes: Sequence[Axis], hint: str = "t", dtype: str = "float") -> Value:
         """Emit ``expr`` as an op of its own now, bound to a new local; the value (its layout ``axes``)."""
