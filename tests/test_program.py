@@ -91,7 +91,7 @@ def test_ops_name_what_they_run_and_the_boxes_they_lower() -> None:
                                                     ("call", "torch.relu")]
     assert [op.box.prim.op if op.box else None for op in ops] == ["linear", "einsum", "elementwise"]
     einsum = ops[1]
-    assert [v.var for v in einsum.args] == [ops[0].outputs[0].var]  # both operands are the same value
+    assert [v.var for v in einsum.args] == [ops[0].outputs[0].var] * 2  # one argument per subscript: the same value
     assert [a.name for a in einsum.outputs[0].axes] == ["h"]
     assert program.top.attributes == {"l_plus": "nn.Linear(4, 10)"}
 

@@ -48,7 +48,7 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     scores = sympy.Mul(*shapes[0][:-1]) * shapes[1][-2]  # B·H·L·S: the attention weights
     ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
               q.numel + k.numel + 4 * scores)
-    q, k, v = _as_called(ctx, inputs, [q, k, v], ops)
+    q, k, v = _as_called(ctx, inputs, [q, k, v], [target for _, _, target in pattern.operands()], ops)
     ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
     folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
@@ -74,15 +74,17 @@ def _written(q: Tensor, batch: list[str], pattern: Any, training: bool) -> tuple
     return tuple(order) if sorted(order) == sorted(dense) else dense
 
 
-def _as_called(ctx: CostContext, inputs: tuple[Value, ...], operands: list[Tensor], ops: tuple[Op, ...]) -> list[Tensor]:
-    """Q, K and V as the step's arranging ops hand them on (each op, in order, arranging one operand: its
-    ``arrange`` order a view, then its ``pack``: ``.contiguous()`` copies unless the view is dense — ``"always"``,
-    or only when its last dimension is ``"strided"``)."""
+def _as_called(ctx: CostContext, inputs: tuple[Value, ...], operands: list[Tensor], targets: list[list[str]],
+               ops: tuple[Op, ...]) -> list[Tensor]:
+    """Q, K and V as the step's arranging ops hand them on: the ops, in order, that arrange each operand's value into
+    the order SDPA reads it (``targets``): its ``arrange`` order a view, then its ``pack``: ``.contiguous()`` copies
+    unless the view is dense — ``"always"``, or only when its last dimension is ``"strided"``."""
     arranging = [op for op in ops if op.option("arrange") is not None]
     result = []
-    for value, t in zip((inputs[0], inputs[1], inputs[-1]), operands):
+    for value, t, target in zip((inputs[0], inputs[1], inputs[-1]), operands, targets):
         var = value.var
-        while arranging and arranging[0].args and arranging[0].args[0].var == var:
+        while (arranging and arranging[0].args and arranging[0].args[0].var == var
+               and list(arranging[0].option("arrange")) == target):
             op = arranging.pop(0)
             t = _arranged(ctx, t, list(op.option("arrange")), op.option("pack", ""))
             var = op.outputs[0].var
