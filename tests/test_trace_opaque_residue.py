@@ -220,3 +220,40 @@ def test_triangles_are_band_boxes_on_both_capture_paths() -> None:
         assert d.opaque_count == 0 and _ops(d).count("band") == 2, capture
         for v in (x, fresh):
             torch.testing.assert_close(d.to_torch()(v), Triangles()(v))
+
+
+class ExpandedBias(nn.Module):
+    """GPT-NeoX Japanese's ``attn_bias.expand_as(residual)``: a parameter broadcast like a live value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj, self.bias = nn.Linear(4, 4), nn.Parameter(torch.randn(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) + self.bias.expand_as(x)
+
+
+def test_expanded_parameter_is_a_box() -> None:
+    torch.manual_seed(0)
+    d = round_trip(ExpandedBias(), torch.randn(2, 3, 4), fresh=(torch.randn(2, 3, 4),))
+    assert d.opaque_count == 0
+
+
+class MultiQuery(nn.Module):
+    """Falcon's multi-query attention: one key/value head broadcast by SDPA over the query heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.kv = nn.Linear(8, 16), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 4).transpose(1, 2)
+        k, v = self.kv(x).view(b, t, 2, 1, 4).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def test_multi_query_attention_broadcasts_the_key_value_head() -> None:
+    torch.manual_seed(0)
+    d = round_trip(MultiQuery(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
+    assert d.opaque_count == 0

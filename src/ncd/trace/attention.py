@@ -288,12 +288,13 @@ def _batch_name(conv: Converter, size: int) -> str:
 
 @rule("aten.expand", "aten.expand_as")
 def expand(conv: Converter, node: Node) -> None:
-    """A broadcast copy of a live value along new or size-1 wires."""
+    """A broadcast copy of a value (live, or a parameter or constant expanded like a live one: GPT-NeoX Japanese's
+    ``attn_bias.expand_as(residual)``) along new or size-1 wires."""
     from ncd.prims.derivative import ExpandOp
 
     source = node.args[0]
-    if not (_live(source) and _tensor(source)) or source.value.dtype != node.value.dtype:
-        raise Decline("not a live tensor of the same dtype")
+    if not _tensor(source) or source.value.dtype != node.value.dtype:
+        raise Decline("not a tensor of the same dtype")
     vid = conv.value(source)
     shape_in, shape_out = _shape(source), _shape(node)
     if shape_in == shape_out:
@@ -409,8 +410,13 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         nq = conv.names(vq)
         if _shape(k)[:-1] != _shape(v)[:-1]:
             raise Decline("broadcast attention")
-    elif len(nq) < 2 or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-1] != _shape(v)[:-1]:
+    elif len(nq) < 2 or len(_shape(q)) != len(_shape(k)) or _shape(k)[:-1] != _shape(v)[:-1] or any(
+            a != b and b != 1 for a, b in zip(_shape(q)[:-2], _shape(k)[:-2])):
         raise Decline("broadcast attention")
+    kept = [p for p, (a, b) in enumerate(zip(_shape(q)[:-2], _shape(k)[:-2])) if a == b or groups > 1]
+    if len(kept) < len(nq) - 2:  # one key/value head (or batch entry) for all the queries' (multi-query): woven past
+        vk, vv = (conv.view(vid, [conv.names(vid)[p] for p in kept] + conv.names(vid)[-2:],
+                            tuple(_shape(t)[p] for p in kept) + _shape(t)[-2:]) for vid, t in ((vk, k), (vv, v)))
     batch, y, d = nq[:-2], nq[-2], nq[-1]
     x = conv.names(vk)[-2].rstrip(PRIME)
     while x in nq:
@@ -418,7 +424,7 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     dv = conv.names(vv)[-1]
     if dv in batch + [y, x]:
         dv = d if _shape(v)[-1] == _shape(q)[-1] else dv + PRIME
-    kv_batch = batch[:-1] if groups > 1 else batch  # grouped: keys and values lack the r wire
+    kv_batch = batch[:-1] if groups > 1 else [batch[p] for p in kept]  # grouped: keys and values lack the r wire
     vk = relabel(conv, vk, kv_batch + [x, d])
     vv = relabel(conv, vv, kv_batch + [x, dv])
     scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
