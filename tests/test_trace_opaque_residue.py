@@ -257,3 +257,17 @@ def test_multi_query_attention_broadcasts_the_key_value_head() -> None:
     torch.manual_seed(0)
     d = round_trip(MultiQuery(), torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
     assert d.opaque_count == 0
+
+
+class FlagMask(nn.Module):
+    """XLM's masks: flags compared with 0 and 1 and cast to floats."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = x[..., 0] > 0
+        hidden = (keep == 0).unsqueeze(-1)
+        return x.masked_fill(hidden, 0.0) * keep.unsqueeze(-1).to(x.dtype) + (keep != 1).to(x.dtype).unsqueeze(-1)
+
+
+def test_flags_compared_with_numbers_and_cast_are_boxes() -> None:
+    d = round_trip(FlagMask(), torch.randn(2, 5, 3), fresh=(torch.randn(2, 5, 3),))
+    assert d.opaque_count == 0

@@ -52,6 +52,8 @@ def cast(conv: Converter, node: Node) -> bool:
         target = Segment(())
     elif after.dtype == torch.bool and (_integer(before) or before.is_floating_point()):
         target = Segment((), "bool")
+    elif before.dtype == torch.bool and after.dtype == torch.get_default_dtype():  # flags as 0./1. (XLM's mask)
+        target = Segment(())
     else:
         return False
     conv.bind(node, conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), target)), [vid]))
@@ -67,8 +69,17 @@ def compare(conv: Converter, node: Node) -> None:
         raise Decline("comparison of two tensors")
     vid = conv.value(x)
     seg = conv.segs[vid]
-    if seg.dtype == "bool":
-        raise Decline("comparison of bools")
+    relation = _RELATIONS[node.target.name().split("::")[1].split(".")[0]]
+    if seg.dtype == "bool":  # m == 1, m != 0: m itself; m == 0, m != 1: not m (XLM's ``mask == 0``)
+        if relation not in ("==", "!=") or other not in (0, 1):
+            raise Decline("an order of bools, or bools compared with another number")
+        if (relation == "==") == (other == 1):
+            conv.bind(node, vid)
+            return
+        from ncd.prims.selection import LogicOp
+
+        conv.bind(node, conv.apply(Box(LogicOp("not")), [vid]))
+        return
     relation = _RELATIONS[node.target.name().split("::")[1].split(".")[0]]
     conv.bind(node, conv.apply(Box(CompareOp(relation, float(other), Segment((), seg.dtype, seg.range))), [vid]))
 
