@@ -271,3 +271,36 @@ class FlagMask(nn.Module):
 def test_flags_compared_with_numbers_and_cast_are_boxes() -> None:
     d = round_trip(FlagMask(), torch.randn(2, 5, 3), fresh=(torch.randn(2, 5, 3),))
     assert d.opaque_count == 0
+
+
+class Lengths(nn.Module):
+    """XLM's lengths: ``(ids != pad).sum(1)``, then ``arange(t) < lengths[:, None]`` read back into the floats; and a
+    count over the middle axis of positions, kept."""
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        lengths = (ids != 0).sum(1)
+        middle = ids[:, :, None].expand(-1, -1, 2).remainder(3).sum(1, keepdim=True)  # b 1 2
+        return x * lengths[:, None, None].to(x.dtype) + middle.to(x.dtype)
+
+
+def test_counts_of_flags_and_positions_are_boxes() -> None:
+    ids, fresh = torch.tensor([[3, 1, 0, 0], [2, 2, 2, 0]]), torch.tensor([[0, 1, 0, 4], [1, 2, 3, 4]])
+    d = round_trip(Lengths(), ids, torch.randn(2, 4, 2), fresh=(fresh, torch.randn(2, 4, 2)))
+    assert d.opaque_count == 0 and _ops(d).count("count") == 2
+
+
+class Padding(nn.Module):
+    """XLM's padding mask from lengths: ``arange(t) < lengths[:, None]`` (two integer tensors compared), and the
+    other relations between live positions."""
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        lengths = (ids != 0).sum(1)
+        keep = torch.arange(ids.shape[1]) < lengths[:, None]
+        same = (ids == ids.flip(1)).to(x.dtype) + (ids >= ids[:, :1]).to(x.dtype)
+        return x.masked_fill(~keep[..., None], 0.0) + same[..., None]
+
+
+def test_integer_tensors_compared_are_a_difference_and_a_comparison() -> None:
+    ids, fresh = torch.tensor([[3, 1, 0, 0], [2, 2, 2, 0]]), torch.tensor([[0, 1, 0, 4], [1, 2, 3, 4]])
+    d = round_trip(Padding(), ids, torch.randn(2, 4, 2), fresh=(fresh, torch.randn(2, 4, 2)))
+    assert d.opaque_count == 0

@@ -136,3 +136,34 @@ def _index_arithmetic(conv: Converter, node: Node) -> bool:
 
 
 hook(tuple(f"aten.{packet}" for packet in PACKETS), _index_arithmetic)
+
+
+def _count(conv: Converter, node: Node) -> bool:
+    """``x.sum(d)`` of a live integer or boolean tensor over one axis: a :class:`~ncd.prims.counting.CountOp` (XLM's
+    sequence lengths); anything else goes on to the float reductions."""
+    from ncd.prims.counting import CountOp
+
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and _integer(x) and len(node.args) > 1 and isinstance(node.value, torch.Tensor)
+            and node.value.dtype == torch.long and node.kwargs.get("dtype") in (None, torch.long)):
+        return False
+    dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if len(dims) != 1 or seg.dtype not in ("index", "bool") or (seg.dtype == "index" and seg.range is None):
+        raise Decline("a count over several axes, or of positions without a range")
+    d = int(dims[0]) % len(seg.axes)
+    source = Segment((seg.axes[d],), seg.dtype, seg.range)
+    out = conv.apply(Box(CountOp(source)), [vid])
+    keep = len(node.args) > 2 and node.args[2]
+    names = conv.names(out)
+    if keep:
+        names = names[:d] + ["1"] + names[d:]
+        out = conv.view(out, names, tuple(int(s) for s in node.value.shape))
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+    return True
+
+
+hook(("aten.sum",), _count)

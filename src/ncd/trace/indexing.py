@@ -60,11 +60,28 @@ def cast(conv: Converter, node: Node) -> bool:
     return True
 
 
+def _signed_integers(a: object, b: object) -> bool:
+    """Two tensors of int32/int64 (their difference cannot wrap around at the sizes models use), one of them live."""
+    return (isinstance(a, Node) and isinstance(b, Node) and (a.live or b.live)
+            and all(isinstance(t.value, torch.Tensor) and t.value.dtype in (torch.int32, torch.int64) for t in (a, b)))
+
+
 @rule(*(f"aten.{k}" for k in _RELATIONS))
 def compare(conv: Converter, node: Node) -> None:
     x, other = node.args[:2]
     if isinstance(other, Node) and not other.live and isinstance(other.value, torch.Tensor) and other.value.dim() == 0:
         other = other.value.item()
+    if _signed_integers(x, other):  # a ∘ b is (a − b) ∘ 0, exactly, on int32/int64 (XLM's arange(t) < lengths)
+        from ncd.trace.boxes_integer import index_arithmetic
+
+        relation = _RELATIONS[node.target.name().split("::")[1].split(".")[0]]
+        difference = Node(f"{node.name}_difference", "call", torch.ops.aten.sub.Tensor, (x, other), {},
+                          value=x.value - other.value, stack=node.stack, live=True, line=node.line)
+        index_arithmetic(conv, difference)
+        vid = conv.values[id(difference)]
+        seg = conv.segs[vid]
+        conv.bind(node, conv.apply(Box(CompareOp(relation, 0.0, Segment((), seg.dtype, seg.range))), [vid]))
+        return
     if not (isinstance(x, Node) and x.live) or isinstance(other, (Node, bool)) or not isinstance(other, (int, float)):
         raise Decline("comparison of two tensors")
     vid = conv.value(x)
