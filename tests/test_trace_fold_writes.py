@@ -39,13 +39,14 @@ def _scans(d: ncd.Diagram) -> int:
     return [b.prim.op for b in d.boxes()].count("scan")
 
 
-def test_a_loop_writing_its_positions_is_one_scan_whatever_the_length() -> None:
+@pytest.mark.parametrize("batch", [2, 1])
+def test_a_loop_writing_its_positions_is_one_scan_whatever_the_length(batch: int) -> None:
     model = Wkv()
-    short, long = _trace(model, torch.randn(2, 4, 3)), _trace(model, torch.randn(2, 11, 3))
+    short, long = _trace(model, torch.randn(batch, 4, 3)), _trace(model, torch.randn(batch, 11, 3))
     assert _scans(short) == _scans(long) == 1
     assert len(list(short.boxes())) == len(list(long.boxes()))
     for d, t in ((short, 4), (long, 11)):
-        x = torch.randn(2, t, 3)
+        x = torch.randn(batch, t, 3)
         torch.testing.assert_close(d.to_torch()(x), model(x))
 
 
@@ -75,22 +76,23 @@ class ChunkedDeltaRule(torch.nn.Module):
         return out if last is None else out + last.sum((-1, -2))[:, None, :, None]
 
 
-def _delta_inputs(t: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _delta_inputs(t: int, seed: int, b: int = 2) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(2, t, 2, 3, generator=gen) for _ in range(3))
-    return q, k, v, -torch.rand(2, t, 2, generator=gen), torch.rand(2, t, 2, generator=gen), \
-        torch.randn(2, 2, 3, 3, generator=gen)
+    q, k, v = (torch.randn(b, t, 2, 3, generator=gen) for _ in range(3))
+    return q, k, v, -torch.rand(b, t, 2, generator=gen), torch.rand(b, t, 2, generator=gen), \
+        torch.randn(b, 2, 3, 3, generator=gen)
 
 
-@pytest.mark.parametrize("final_state", [False, True])
-def test_the_chunked_delta_rule_is_one_scan_at_any_number_of_chunks(final_state: bool) -> None:
+@pytest.mark.parametrize("final_state, batch", [(False, 2), (True, 2), (False, 1)])
+def test_the_chunked_delta_rule_is_one_scan_at_any_number_of_chunks(final_state: bool, batch: int) -> None:
+    """A batch of one records each write through the size-1 dimension (select, cat, unsqueeze): read as a stack too."""
     model = ChunkedDeltaRule(final_state)
     counts = []
     for t in (8, 12, 20):  # 2, 3 and 5 chunks
-        d = _trace(model, *_delta_inputs(t, 0))
+        d = _trace(model, *_delta_inputs(t, 0, batch))
         assert _scans(d) == 1 and d.opaque_count == 0
         counts.append(len(list(d.boxes())))
-        fresh = _delta_inputs(t, 1)
+        fresh = _delta_inputs(t, 1, batch)
         torch.testing.assert_close(d.to_torch()(*fresh), model(*fresh), rtol=1e-4, atol=1e-5)
     assert counts[0] == counts[1] == counts[2]
 

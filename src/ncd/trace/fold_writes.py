@@ -71,7 +71,7 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
         chain = _chain(node, readers, outs)
         if chain is None:
             continue
-        writes, dim, values = chain
+        writes, dim, values, between = chain
         seen.update(id(w) for w, _ in writes)
         stacked = torch.stack([v.value for v in values], dim)
         if stacked.dtype != node.value.dtype or not torch.equal(stacked, node.value):
@@ -81,6 +81,8 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
                 dropped.add(id(write))
                 dropped.update(id(r) for r in readers.get(id(write), []) if _dead_select(r, readers))
             dropped.update(id(piece) for piece in write.args[0])
+        dropped.update(id(v) for v in between)
+        dropped.update(id(r) for v in between for r in readers.get(id(v), []) if _dead_select(r, readers))
         node.target, node.args, node.kwargs = aten.stack.default, (list(values), dim), {}
         stacks.append(node)
     if not stacks:
@@ -97,9 +99,11 @@ def _dead_select(node: Node, readers: dict[int, list[Node]]) -> bool:
     return op_name(node.target)[1] == "aten.select.int" and not readers.get(id(node))
 
 
-def _chain(last: Node, readers: dict[int, list[Node]], outs: set[int]) -> tuple[list[tuple[Node, int]], int, list[Node]] | None:
-    """The writes ending at ``last`` (each with its position), the dimension and the value written at each position
-    (in position order), if they cover every position of the buffer once."""
+def _chain(last: Node, readers: dict[int, list[Node]],
+           outs: set[int]) -> tuple[list[tuple[Node, int]], int, list[Node], list[Node]] | None:
+    """The writes ending at ``last`` (each with its position), the dimension, the value written at each position
+    (in position order) and the views between one write and the next (a batch of one), if they cover every position
+    of the buffer once."""
     size = last.value.shape
     dim = last.args[1] if len(last.args) > 1 else last.kwargs.get("dim", 0)
     if not isinstance(dim, int) or not isinstance(last.value, torch.Tensor) or last.value.dim() == 0:
@@ -108,6 +112,7 @@ def _chain(last: Node, readers: dict[int, list[Node]], outs: set[int]) -> tuple[
     length = int(size[dim])
     writes: list[tuple[Node, int]] = []
     at_position: dict[int, Node] = {}
+    views: list[Node] = []
     node = last
     while True:
         parsed = _write(node, dim, length)
@@ -118,17 +123,50 @@ def _chain(last: Node, readers: dict[int, list[Node]], outs: set[int]) -> tuple[
             return None
         writes.append((node, position))
         at_position[position] = value
-        if base is None or not (isinstance(base, Node) and base.kind == "call" and
-                                op_name(base.target)[1] == "aten.cat.default" and base.value.shape == size):
+        if base is None:
             break
-        # the buffer in between: read only by the next write's pieces (and selects the recorder left unread)
+        between = _through_units(base)  # the buffer before, and the views from it to what the pieces cut
+        earlier = between[0]
+        if not (earlier.kind == "call" and op_name(earlier.target)[1] == "aten.cat.default" and
+                earlier.value.shape == size):
+            while base.kind == "call" and op_name(base.target)[1] == "aten.select.int":  # the first buffer's views:
+                views.append(base)  # dropped with the pieces that read them (kept if anything else reads them)
+                base = base.args[0]
+            break
+        # the buffer in between: read only by the next write's pieces (and selects the recorder left unread), through
+        # the views between them
         pieces = {id(p) for p in node.args[0]}
-        if id(base) in outs or any(id(r) not in pieces and not _dead_select(r, readers) for r in readers.get(id(base), [])):
+        nexts = [{id(v)} for v in between[1:]] + [pieces]
+        if any(id(v) in outs or any(id(r) not in allowed and not _dead_select(r, readers) for r in readers.get(id(v), []))
+               for v, allowed in zip(between, nexts)):
             break
-        node = base
+        views.extend(between[1:])
+        node = earlier
     if length < 2 or len(at_position) != length:
         return None
-    return writes, dim, [at_position[i] for i in range(length)]
+    return writes, dim, [at_position[i] for i in range(length)], views
+
+
+def _through_units(base: Node) -> list[Node]:
+    """``[buffer, views...]`` from the buffer a write cut: ``base`` itself, or, for a write through size-1 dimensions
+    (``out[:, :, i] = y`` with a batch of one), the cat inside ``unsqueeze(cat, d)...`` and the views
+    ``unsqueeze..., select(·, d, 0)...`` that lead from it back to ``base``."""
+    selects: list[Node] = []
+    node = base
+    while node.kind == "call" and op_name(node.target)[1] == "aten.select.int" and isinstance(node.args[0], Node) and \
+            node.args[2] == 0 and isinstance(node.args[1], int) and node.args[0].value.shape[node.args[1]] == 1:
+        selects.append(node)
+        node = node.args[0]
+    unsqueezes: list[Node] = []
+    for s in reversed(selects):  # the select nearest the buffer undoes the outermost unsqueeze
+        d = s.args[1] % node.value.dim()
+        if not (node.kind == "call" and op_name(node.target)[1] == "aten.unsqueeze.default" and
+                isinstance(node.args[0], Node) and isinstance(node.args[1], int) and
+                node.args[1] % node.value.dim() == d):
+            return [base]
+        unsqueezes.append(node)
+        node = node.args[0]
+    return [node] + list(reversed(unsqueezes)) + list(reversed(selects))
 
 
 def _write(node: Node, dim: int, length: int) -> tuple[Node | None, int, Node] | None:
