@@ -20,6 +20,15 @@ class Rolled(torch.nn.Module):
         return torch.roll(x, 1).cumprod(-1).exp()  # roll without dims: declined; cumprod: no rule
 
 
+@pytest.fixture(autouse=True)
+def _rules_loaded() -> None:
+    """The rules registered before a test replaces one (the first trace of a process registers them: it would overwrite
+    the replacement, and the replacement's undoing would then remove the real rule)."""
+    from ncd.trace.idioms import load_rules
+
+    load_rules()
+
+
 def _trace(model: torch.nn.Module, x: torch.Tensor) -> ncd.TracedDiagram:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

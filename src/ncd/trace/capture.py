@@ -217,10 +217,17 @@ def _stack_of(node: torch.fx.Node) -> tuple[tuple[str, str], ...]:
 
 @functools.lru_cache(maxsize=4096)  # asked for every frame of the stack at every recorded call
 def _internal(filename: str) -> bool:
-    """Whether a source file belongs to torch or ncd (not to the user's model)."""
-    path = filename.replace(os.sep, "/")
-    return any(part in path for part in ("/torch/", "/ncd/", "/contextlib.py", "/functools.py", "<frozen")) \
-        or path.startswith("<")
+    """Whether a source file belongs to torch or ncd (not to the user's model); remembered per file name (the
+    recording asks for every operator, about a dozen frames each)."""
+    found = _INTERNAL.get(filename)
+    if found is None:
+        path = filename.replace(os.sep, "/")
+        found = _INTERNAL[filename] = any(part in path for part in ("/torch/", "/ncd/", "/contextlib.py", "/functools.py",
+                                                                    "<frozen")) or path.startswith("<")
+    return found
+
+
+_INTERNAL: dict[str, bool] = {}
 
 
 def user_line() -> str:
