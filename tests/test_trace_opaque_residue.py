@@ -304,3 +304,16 @@ def test_integer_tensors_compared_are_a_difference_and_a_comparison() -> None:
     ids, fresh = torch.tensor([[3, 1, 0, 0], [2, 2, 2, 0]]), torch.tensor([[0, 1, 0, 4], [1, 2, 3, 4]])
     d = round_trip(Padding(), ids, torch.randn(2, 4, 2), fresh=(fresh, torch.randn(2, 4, 2)))
     assert d.opaque_count == 0
+
+
+class NumberTensor(nn.Module):
+    """Positions compared with a number held in a 0-d tensor: one comparison box with the number (no difference)."""
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x.masked_fill((ids == torch.tensor(2))[..., None], 0.0)
+
+
+def test_a_number_in_a_tensor_is_compared_as_the_number() -> None:
+    ids, fresh = torch.tensor([[3, 2, 0, 2]]), torch.tensor([[2, 2, 1, 0]])
+    d = round_trip(NumberTensor(), ids, torch.randn(1, 4, 2), fresh=(fresh, torch.randn(1, 4, 2)))
+    assert d.opaque_count == 0 and "index_arithmetic" not in _ops(d) and "compare" in _ops(d)

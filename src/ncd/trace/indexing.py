@@ -63,7 +63,8 @@ def cast(conv: Converter, node: Node) -> bool:
 def _signed_integers(a: object, b: object) -> bool:
     """Two tensors of int32/int64 (their difference cannot wrap around at the sizes models use), one of them live."""
     return (isinstance(a, Node) and isinstance(b, Node) and (a.live or b.live)
-            and all(isinstance(t.value, torch.Tensor) and t.value.dtype in (torch.int32, torch.int64) for t in (a, b)))
+            and all(isinstance(t.value, torch.Tensor) and t.value.dtype in (torch.int32, torch.int64) for t in (a, b))
+            and not (not b.live and b.value.dim() == 0))  # a number held in a tensor: compared as that number
 
 
 @rule(*(f"aten.{k}" for k in _RELATIONS))
