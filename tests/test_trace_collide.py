@@ -159,3 +159,71 @@ def test_the_corpus_collide_modes_give_roles_equal_sizes() -> None:
     result, _ = corpus.run_one(entry, determinism=False)
     assert result.status == "traced" and result.equal and not result.warned and not result.failed
     assert result.params_lowered == result.params
+
+
+def _names(d: ncd.TracedDiagram) -> dict[str, set[str]]:
+    """Every axis name of the diagram and the sizes it stands for."""
+    out: dict[str, set[str]] = {}
+    for b in d.boxes():
+        for seg in (*b.dom, *b.cod):
+            for a in seg.axes:
+                out.setdefault(a.name, set()).add(str(a.size))
+    return out
+
+
+def _collided(name: str, mode: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    from tests.test_import_corpus import corpus
+
+    model, inputs, _ = next(e for e in corpus.all_entries(mode) if e.name == name).build()
+    return model.eval(), inputs
+
+
+def _size(config: Any, *keys: str) -> int | None:
+    return next((int(getattr(config, k)) for k in keys if isinstance(getattr(config, k, None), int)), None)
+
+
+@pytest.mark.parametrize("mode", ["width", "heads"])
+@pytest.mark.parametrize("name", ["gpt_bigcode", "t5", "llama", "bert"])
+def test_roles_of_one_size_get_their_roles_names(name: str, mode: str) -> None:
+    """``import_corpus.py --collide``: heads, head features, width and positions are ``h``, ``k``, ``m``, ``n`` (read
+    from the config and the module structure), key/value heads ``g``, whatever sizes they share; no role's name is
+    primed (``mʹ`` was the position table's rows, ``n`` T5's relative-position bias heads)."""
+    from ncd.prims.embedding import EmbeddingOp
+    from ncd.trace.naming import PRIME
+
+    model, inputs = _collided(name, mode)
+    config = model.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    names = _names(d)
+    width = _size(config, "hidden_size", "d_model", "n_embd")
+    heads = _size(config, "num_attention_heads", "num_heads", "n_head")
+    assert width and heads
+    head_features = _size(config, "head_dim", "d_kv") or width // heads
+    kv = _size(config, "num_key_value_heads") or heads
+    assert names["m"] == {str(width)} and names["h"] == {str(heads)} and names["k"] == {str(head_features)}
+    if 1 < kv != heads:  # grouped-query attention (multi-query: no wire of one key/value head)
+        assert names["g"] == {str(kv)}
+    roles = {"m", "h", "k", "g", "f", "e"} | ({"n"} if _size(config, "max_position_embeddings", "n_positions") else set())
+    assert not [n for n in names if PRIME in n and n.rstrip(PRIME) in roles]
+    tables = [b for b in d.boxes() if isinstance(b.prim, ParameterOp) and "position" in b.prim.name or
+              isinstance(b.prim, ParameterOp) and b.prim.name == "wpe.weight"]
+    if name in ("gpt_bigcode", "bert"):  # the learned position table: positions n, sliced to the tokens
+        assert [b.cod[0].names for b in tables] == [("n", "m")]
+        assert names["n"] == {str(_size(config, "max_position_embeddings", "n_positions"))}
+    if name == "t5":  # one relative-position bias per head
+        biases = [b for b in d.boxes() if isinstance(b.prim, EmbeddingOp) and b.label == "relative_attention_bias"]
+        assert biases and all(b.cod[0].names[-1] == "h" for b in biases)
+
+
+def test_axes_given_by_the_user_win_over_role_names() -> None:
+    """``axes=`` names the tokens ``n``: the position table's rows take another name, apart from it."""
+    model, inputs = _collided("gpt_bigcode", "width")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs, axes={"input_ids": "b n"})
+    assert d.dom[0].names == ("b", "n") and _names(d)["n"] == {"8"}
+    (table,) = [b for b in d.boxes() if isinstance(b.prim, ParameterOp) and b.prim.name == "wpe.weight"]
+    rows, columns = table.cod[0].names
+    assert columns == "m" and rows not in ("n", "m") and _names(d)[rows] == {"32"}

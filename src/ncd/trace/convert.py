@@ -394,8 +394,9 @@ class Converter:
             return None
         if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
             return None
-        # the table's rows may be as many as its columns (positions = width): a name apart from the columns'
-        row = apart(self.namer.fresh(int(table.shape[0])), set(seg.names[1:]))
+        # positions when the config gives the table's row count that role (``n``), apart from the columns' names
+        rows = int(table.shape[0])
+        row = apart(self.namer.fresh(rows, "n" if "n" in self.namer.config.get(rows, ()) else None), set(seg.names[1:]))
         full = self.namer.segment([row] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
         cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
         woven, mapping = fit(cut, Type((full,)))

@@ -235,9 +235,17 @@ def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) 
     for hint in ("m", "f", "e"):
         if hint in roles:
             return conv.namer.fresh(out_size, hint)
-    if any(out_size in (2 * w, 3 * w) for w, r in conv.namer.config.items() if "m" in r):
+    if _fused_projection(conv.namer.config, out_size):
         return conv.namer.fresh(out_size)
     return conv.namer.fresh(out_size, "f" if out_size > in_size else None)
+
+
+def _fused_projection(config: dict[int, set[str]], size: int) -> bool:
+    """Whether ``size`` is that of fused projections: keys and values or queries, keys and values (``2m``, ``3m``), or
+    queries and the keys and values of ``g`` key/value heads (``m + 2gk``; multi-query attention: ``g = 1``)."""
+    widths = [w for w, r in config.items() if "m" in r]
+    kv = [g * k for g in [1] + [g for g, r in config.items() if "g" in r] for k, r in config.items() if "k" in r]
+    return any(size in (2 * w, 3 * w) for w in widths) or any(size == w + 2 * c for w in widths for c in kv)
 
 
 def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -632,11 +640,22 @@ def embedding(conv: Converter, node: Node) -> None:
         seg = wider
     if seg.dtype != "index" or seg.range is None or int(seg.range) != table.shape[0]:
         raise Decline("indices without the vocabulary as range")
-    dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), "m")], (int(table.shape[1]),))
+    dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), _embedding_role(conv, int(table.shape[1])))],
+                             (int(table.shape[1]),))
     label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
     out = conv.apply(Box(EmbeddingOp(seg.range, dim), label), [vid])
     conv.emitted.tensors.append([table])
     conv.bind(node, out)
+
+
+def _embedding_role(conv: Converter, width: int) -> str:
+    """The role of an embedding's rows: the width ``m``, unless the config gives their size one other role a table
+    holds one entry per (T5's relative-position bias: one per head ``h``)."""
+    from ncd.trace.convert import PARAMETER_ROLES
+
+    roles = conv.namer.config.get(width, set())
+    letters = roles & PARAMETER_ROLES
+    return next(iter(letters)) if len(letters) == 1 and "m" not in roles else "m"
 
 
 @rule("aten.layer_norm")
@@ -738,6 +757,15 @@ def _ints(value: Any, n: int, default: int) -> tuple[int, ...]:
 
 
 # -- slicing --------------------------------------------------------------------------------
+def _slice_role(conv: Converter, size: int, kept: int, item: bool) -> str | None:
+    """The role of a slice of a fused projection (queries, keys and values of ``size``): head features ``k`` for a
+    key's or a value's part when the config gives ``kept`` that role (multi-query attention), else none."""
+    config = conv.namer.config
+    if item or not _fused_projection(config, size) or "m" in config.get(kept, ()):
+        return None
+    return "k" if "k" in config.get(kept, ()) else None
+
+
 def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step: int = 1) -> int:
     import sympy
 
@@ -751,7 +779,7 @@ def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step:
     if start == 0 and stop == n and step == 1:
         return vid
     kept = len(range(start, stop, step))
-    name = conv.namer.fresh(kept, None, "item" if axis.is_item else "feature")
+    name = conv.namer.fresh(kept, _slice_role(conv, n, kept, axis.is_item), "item" if axis.is_item else "feature")
     name = apart(name, set(seg.names) - {axis.name})
     box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
                       seg.dtype, seg.range))

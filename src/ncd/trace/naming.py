@@ -30,12 +30,13 @@ ITEMS = ("t", "y", "x", "i", "j", "l")  # ``s`` and ``w`` only by role: which wi
 #: Names a role takes when its own is taken by another size: heads of another count (key/value heads) are ``g``.
 FALLBACK: dict[str, tuple[str, ...]] = {"h": ("g",), "k": ("d",), "f": ("e",)}
 #: Roles whose axes never share a name with another role's axes of the same size (the others — widths, channels,
-#: unnamed axes — share one name per size): the batch, heads, head features.
-DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w"})
+#: unnamed axes — share one name per size): the batch, heads, head features, the rows of a position table.
+DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w", "n"})
 
 
 #: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width,
-#: heads, key/value heads, experts, head features (else the width over the heads), the top-k slots of a router.
+#: heads, key/value heads, experts, head features (else the width over the heads), the top-k slots of a router, the
+#: positions a learned position table holds (``n``, as the zoo's GPT-2 names its context length).
 CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "hidden_dim"), "m"),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim",
@@ -47,6 +48,8 @@ CONFIG_ROLES: dict[str, str] = {
     **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "kv_channels"), "k"),
     # the slots of a top-k routing: the experts each token is sent to
     **dict.fromkeys(("num_experts_per_tok", "moe_topk", "num_selected_experts", "top_k", "moe_k"), "s"),
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions", "n_ctx"),
+                    "n"),
 }
 
 
@@ -99,6 +102,8 @@ class Namer:
 
     def __init__(self, config: dict[int, set[str]] | None = None) -> None:
         self.config = config or {}  # size -> role letters read from the model's config (:func:`config_roles`)
+        #: the letters the config gives a role: no other role (a generic name, a role's second name) takes them
+        self.declared: frozenset[str] = frozenset().union(*self.config.values()) if self.config else frozenset()
         self.size_of: dict[str, int] = {"1": 1}
         self.generated: dict[tuple[object, ...], str] = {}
         self.roles: dict[str, str] = {}
@@ -118,7 +123,14 @@ class Namer:
         """The name of axes of ``size`` in the role ``hint`` names: one name per role and size.  The batch, heads and
         head features (:data:`DISTINCT`) are roles of their own — key/value heads are not the batch even when both
         are 2, nor the query heads (they get ``g``); other axes of one size share a name.  ``of`` names the wires a
-        merged wire holds (``b t`` flattened): a merge has a name of its own, apart from any other wire of its size."""
+        merged wire holds (``b t`` flattened): a merge has a name of its own, apart from any other wire of its size.
+        A letter the config gives a role (:attr:`declared`: experts ``e``, positions ``n``) is that role's only: no
+        generic name and no other role's second name takes it (key/value heads ``g`` stay the heads' second name).
+
+        >>> n = Namer({32: {"m", "n"}, 4: {"e"}})
+        >>> n.claim("m", 32), n.fresh(8), n.fresh(32, "n"), n.fresh(64, "f"), n.fresh(128, "f")
+        ('m', 'p', 'n', 'f', 'q')
+        """
         if size == 1:
             return "1"
         key: tuple[object, ...] = (role, size, hint if hint in DISTINCT else None) + ((of,) if of else ())
@@ -127,6 +139,8 @@ class Namer:
         pool = (ITEMS if role == "item" else POOL)
         hints = ((hint,) + FALLBACK.get(hint, ())) if hint else ()
         for name in hints + pool + (RESERVED if role != "item" else ()):
+            if name in self.declared and name != hint and not (hint == "h" and name == "g"):
+                continue
             if name not in self.size_of:
                 self.size_of[name] = size
                 self.generated[key] = name
