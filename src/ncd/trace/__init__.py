@@ -54,7 +54,8 @@ class TracedDiagram(Block):
     opaque: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
     method: str = field(default="export", compare=False, hash=False)
     training: bool = field(default=False, compare=False, hash=False)
-    fixed: tuple[str, ...] = field(default=(), compare=False, hash=False)
+    #: the boxes holding tensors or calls of the traced sizes, each with the sizes it holds (``b``, ``t``)
+    fixed: tuple[tuple[tuple[str, ...], str], ...] = field(default=(), compare=False, hash=False)
     constants: tuple[str, ...] = field(default=(), compare=False, hash=False)
     unused: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, hash=False)
 
@@ -83,9 +84,15 @@ class TracedDiagram(Block):
         if held:
             raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
                              f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
-        if other and self.fixed:
-            raise TraceError(f"cannot lower {self.name} at {other} (traced at {defaults}): these boxes hold tensors or"
-                             f" calls of the traced sizes: {'; '.join(self.fixed[:4])}")
+        fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)]
+        if fixed:
+            sizes_held = sorted({k for held, _ in fixed for k in held if k in other})
+            raise TraceError(f"cannot lower {self.name} at {({k: other[k] for k in sizes_held})} (traced at"
+                             f" {({k: defaults[k] for k in sizes_held})}): these boxes hold tensors or calls"
+                             " recorded at the traced sizes, which the trace cannot recompute at others (a table computed"
+                             " in the model's forward from its input's shape is stored as its values):"
+                             f" {'; '.join(box for _, box in fixed[:4])}; other sizes lower: "
+                             f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
         module = to_torch(self.as_block(), check_inputs=True, **sizes)
         module.train(self.training)  # the mode the model was traced in
         if other:  # the first-use order does not depend on sizes: read it at the traced ones
@@ -259,7 +266,8 @@ def _state_kept(model: torch.nn.Module) -> Any:
                         v[:] = contents[k]
 
 
-def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[str, ...], tuple[str, ...]]:
+def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[tuple[tuple[str, ...], str], ...],
+                                             tuple[str, ...]]:
     """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults."""
     from ncd.errors import NCDError
     from ncd.trace.symbolic import symbolize
@@ -295,7 +303,7 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
     import torch
     from torch.overrides import TorchFunctionMode
 
-    names = {id(t): n for n, t in list(module.named_parameters()) + list(module.named_buffers())}
+    names = {id(t): n for n, t in _held(module)}
     order: list[str] = []
     seen: set[int] = set()
 
@@ -326,12 +334,18 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
     return order
 
 
+def _held(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The parameters and the buffers of its state (not the ones the lowered module computes itself: ``∿``)."""
+    buffers = [(f"{prefix}.{n}" if prefix else n, b) for prefix, sub in module.named_modules()
+               for n, b in sub._buffers.items() if b is not None and n not in sub._non_persistent_buffers_set]
+    return list(module.named_parameters()) + buffers
+
+
 def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
                example: tuple[torch.Tensor, ...], order: list[str] | None = None) -> dict[str, torch.Tensor]:
     order = _first_use(module, example) if order is None else order
     flat = [t for group in tensors for t in group]
-    current = {n: t for n, t in list(module.named_parameters()) + list(module.named_buffers())
-               if not n.startswith(HOLDER + ".")}
+    current = {n: t for n, t in _held(module) if not n.startswith(HOLDER + ".")}
     unused = set(current) - set(order)
     if len(order) != len(flat) or any(n in dict(module.named_parameters()) for n in unused):
         raise TraceError(

@@ -338,6 +338,8 @@ class Converter:
             self.emitted.tensors.append([tensor])
         elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call"):
             box = Box(ConstantOp(seg, dtype_name(tensor), float(tensor.item())))
+        elif (rows := self._sinusoidal(ref, tensor, seg)) is not None:
+            return rows
         else:
             origin = _buffer_of(ref) if isinstance(ref, Node) else ""
             source = self.relative(origin) if origin else "const"
@@ -347,6 +349,20 @@ class Converter:
         if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
             self.bind(ref, vid)
         return vid
+
+    def _sinusoidal(self, ref: Any, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """A table computed in the forward that is the sinusoidal encoding of its rows (:mod:`ncd.trace.positions`)
+        as the ``∿`` box over its last two wires (viewed with the leading size-1 ones): it follows the sizes."""
+        from ncd.prims.constant import SinusoidalOp
+        from ncd.trace.positions import is_sinusoidal
+
+        if not isinstance(ref, Node) or ref.kind != "call" or seg.dtype != "float" or not is_sinusoidal(tensor):
+            return None
+        inner = Segment(seg.axes[-2:], "float")
+        if tensor.dtype != torch.float32 or any(a.size != 1 for a in seg.axes[:-2]):
+            return None
+        (vid,) = self.emit(Box(SinusoidalOp(inner)), [], [inner])
+        return self.view(vid, list(seg.names), tuple(int(x) for x in tensor.shape))
 
     def _named(self, size: int, learned: bool) -> str:
         """A fresh wire of a tensor read as data; a parameter's wire of a size the config gives one role of its own

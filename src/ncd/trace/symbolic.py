@@ -63,12 +63,13 @@ def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
     return node
 
 
-def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]:
+def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
-    stored tensors or calls then depend on a symbol (they hold at the traced sizes only)."""
+    stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
+    and the box."""
     symbols = {n: symbol(n) for n in sizes}
     traced_values = {symbols[n]: sizes[n] for n in symbols}
-    fixed: list[str] = []
+    fixed: list[tuple[tuple[str, ...], str]] = []
     done: dict[int, Any] = {}  # id -> rebuilt value (equal parts of a diagram are often one object)
     kept: list[Any] = []  # the originals whose ids key ``done``, alive until the walk ends
 
@@ -136,8 +137,8 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[str]]
                     i += 1
             changes["target"] = dataclasses.replace(changes["target"], axes=tuple(out))
         new = type(p)(**changes)  # dataclasses.replace, every field given
-        if p.op in SIZED_BY_TRACE and new.free_symbols():
-            fixed.append(f"{p.op} {p.label()} '{new.signature()[1]}'")
+        if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
+            fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'"))
         return new
 
     def node(d: Diagram) -> Diagram:
