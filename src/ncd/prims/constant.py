@@ -83,7 +83,7 @@ def Parameter(type_: TypeLike, name: str | None = None) -> Box:
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
-IMPORT.unsupported(SinusoidalOp, "a traced positional table is a constant tensor: it imports as a constant box")
+IMPORT.known(SinusoidalOp, by="ncd.trace.convert")  # a table computed in the forward, equal to it (ncd.trace.positions)
 
 
 # -- lowering ----------------------------------------------------------------------------------
