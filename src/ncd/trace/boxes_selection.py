@@ -68,9 +68,24 @@ def where(conv: Converter, node: Node) -> None:
 
 @rule("aten.masked_fill")
 def masked_fill(conv: Converter, node: Node) -> None:
-    """``x.masked_fill(mask, v)`` is ``where(mask, v, x)``."""
+    """``x.masked_fill(mask, v)`` is ``where(mask, v, x)``; on integers with a mask of their shape (Zaya's router
+    ``indices.masked_fill(indices == e, 0)``) the where of :func:`_integer_where`, exact on integers."""
+    from ncd.trace.scalars import _number
+
     x, mask, value = node.args[:3]
-    _select(conv, node, mask, value, x)
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)) or x.value.is_floating_point():
+        _select(conv, node, mask, value, x)
+        return
+    number = _number(value)
+    if (number is None or x.value.is_complex() or x.value.dtype == torch.bool
+            or isinstance(number, float) and not number.is_integer()):
+        raise Decline("not a number written into integers")
+    if not (isinstance(mask, Node) and isinstance(mask.value, torch.Tensor) and mask.value.dtype == torch.bool
+            and mask.value.shape == x.value.shape):
+        raise Decline("not a boolean mask of the integers' shape")
+    if number != 0 and x.value.dtype != torch.long:
+        raise Decline("a number written into integers of another width")
+    _integer_where(conv, node, x, mask, int(number))
 
 
 _LOGIC = {"bitwise_not": "not", "logical_not": "not", "__and__": "and", "bitwise_and": "and", "logical_and": "and",

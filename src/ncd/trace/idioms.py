@@ -278,7 +278,7 @@ def linear(conv: Converter, node: Node) -> None:
     x, w = node.args[0], node.args[1]
     b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     weight = _weight(w)
-    if not _live(x) or weight is None or weight.dim() != 2:
+    if not _tensor(x) or not x.value.is_floating_point() or weight is None or weight.dim() != 2:
         raise Decline("not a learned linear map")
     if b is not None and _weight(b) is None:  # a bias computed from parameters (WavLM's chunk of cat(q, k, v biases))
         if not (_live(b) and isinstance(b.value, torch.Tensor) and tuple(b.value.shape) == (int(weight.shape[0]),)
