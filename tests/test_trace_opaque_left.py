@@ -1,11 +1,13 @@
 """Operators the corpus still left opaque, now boxes: ``masked_fill`` of integers (Zaya's router drops its skip
-expert, ``indices.masked_fill(indices == e, 0)``) and a learned linear map of a constant (Zaya's delayed value
-projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``).  Each: no opaque box, and the lowered module equals
-the model on the traced inputs and on fresh ones."""
+expert, ``indices.masked_fill(indices == e, 0)``), a learned linear map of a constant (Zaya's delayed value
+projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``) and SDPA with grouped keys but values of every query
+head (Nemotron 3.5).  Each: no opaque box, and the lowered module equals the model on the traced inputs and on fresh
+ones."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tests.test_trace_boxes_residue import round_trip
@@ -56,3 +58,28 @@ def test_linear_of_a_constant_is_a_box() -> None:
     d = round_trip(model, torch.randn(2, 5, 8), fresh=(torch.randn(2, 5, 8),))
     assert d.opaque_count == 0
     assert [b.prim.op for b in d.boxes()].count("linear") == 2
+
+
+class GroupedKeys(nn.Module):
+    """Grouped keys, values of every query head (Nemotron 3.5's word-timestamp attention): SDPA with ``enable_gqa``
+    repeats each operand to the queries' heads on its own."""
+
+    def __init__(self, heads: int = 4, kv_heads: int = 2, d: int = 8) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.d = heads, kv_heads, d
+        self.q, self.k, self.v = nn.Linear(16, heads * d), nn.Linear(16, kv_heads * d), nn.Linear(16, heads * d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.heads, self.d).transpose(1, 2)
+        k = self.k(x).view(b, t, self.kv_heads, self.d).transpose(1, 2)
+        v = self.v(x).view(b, t, self.heads, self.d).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return o.transpose(1, 2).reshape(b, t, self.heads * self.d)
+
+
+def test_grouped_keys_with_values_of_every_head() -> None:
+    torch.manual_seed(0)
+    d = round_trip(GroupedKeys(), torch.randn(2, 6, 16), fresh=(torch.randn(2, 6, 16),))
+    assert d.opaque_count == 0
+    assert "softmax" in [b.prim.op for b in d.boxes()]

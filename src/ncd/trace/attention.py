@@ -391,6 +391,7 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
     nq = conv.names(vq)
     groups = 1
     merged: list[str] = []
+    full_v = False  # values carry every query head (grouped keys only)
     if gqa and len(nq) >= 3 and _shape(q)[-3] != _shape(k)[-3]:
         # grouped-query attention: query heads h = (g r), g the key/value heads, each shared by r query heads
         heads, kv_heads = _shape(q)[-3], _shape(k)[-3]
@@ -409,7 +410,10 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         vq = conv.view(vq, nq[:-3] + [g, r] + nq[-2:], _shape(q)[:-3] + (kv_heads, groups) + _shape(q)[-2:])
         nq = conv.names(vq)
         if _shape(k)[:-1] != _shape(v)[:-1]:
-            raise Decline("broadcast attention")
+            # values with the queries' heads (SDPA repeats each operand to the queries' heads on its own): h = (g r)
+            if _shape(v)[:-3] != _shape(k)[:-3] or _shape(v)[-3] != heads or _shape(v)[-2] != _shape(k)[-2]:
+                raise Decline("broadcast attention")
+            full_v = True
     elif len(nq) < 2 or len(_shape(q)) != len(_shape(k)) or _shape(k)[:-1] != _shape(v)[:-1] or any(
             a != b and b != 1 for a, b in zip(_shape(q)[:-2], _shape(k)[:-2])):
         raise Decline("broadcast attention")
@@ -426,7 +430,10 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         dv = d if _shape(v)[-1] == _shape(q)[-1] else dv + PRIME
     kv_batch = batch[:-1] if groups > 1 else [batch[p] for p in kept]  # grouped: keys and values lack the r wire
     vk = relabel(conv, vk, kv_batch + [x, d])
-    vv = relabel(conv, vv, kv_batch + [x, dv])
+    if full_v:  # h = (g r), as the queries
+        vv = conv.view(vv, batch + [x, dv], tuple(int(a.size) for a in conv.segs[vq].axes[:-2]) + _shape(v)[-2:])
+    else:
+        vv = relabel(conv, vv, kv_batch + [x, dv])
     scores_seg = Segment(tuple(conv.segs[vq].axes[:-1]) + (conv.segs[vk].axes[-2],))
     padding = None if live_mask is None else _padding_wire(conv, scores_seg, live_mask)  # before the scores: fusable
     (s,) = conv.emit(Box(EinsumOp(Type((conv.segs[vq], conv.segs[vk])), scores_seg)), [vq, vk], [scores_seg])
