@@ -1,7 +1,7 @@
 """Operators the corpus still left opaque, now boxes: ``masked_fill`` of integers (Zaya's router drops its skip
 expert, ``indices.masked_fill(indices == e, 0)``), a learned linear map of a constant (Zaya's delayed value
 projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``) and SDPA with grouped keys but values of every query
-head (Nemotron 3.5).  Each: no opaque box, and the lowered module equals the model on the traced inputs and on fresh
+head (Nemotron 3.5), positions counted from the end (Falcon's ``qkv[..., [-2], :]``).  Each: no opaque box, and the lowered module equals the model on the traced inputs and on fresh
 ones."""
 
 from __future__ import annotations
@@ -83,3 +83,25 @@ def test_grouped_keys_with_values_of_every_head() -> None:
     d = round_trip(GroupedKeys(), torch.randn(2, 6, 16), fresh=(torch.randn(2, 6, 16),))
     assert d.opaque_count == 0
     assert "softmax" in [b.prim.op for b in d.boxes()]
+
+
+class MultiQuery(nn.Module):
+    """Falcon's fused multi-query projection split by positions counted from the end: ``qkv[..., [-2], :]``."""
+
+    def __init__(self, heads: int = 4, d: int = 8) -> None:
+        super().__init__()
+        self.heads, self.d = heads, d
+        self.qkv = nn.Linear(16, (heads + 2) * d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, self.heads + 2, self.d)
+        q, k, v = qkv[..., :-2, :], qkv[..., [-2], :], qkv[..., [-1], :]
+        return (q * k).sum(-1, keepdim=True) * v
+
+
+def test_constant_positions_counted_from_the_end() -> None:
+    torch.manual_seed(0)
+    d = round_trip(MultiQuery(), torch.randn(2, 5, 16), fresh=(torch.randn(2, 5, 16),))
+    assert d.opaque_count == 0
+    assert [b.prim.op for b in d.boxes()].count("gather") == 2

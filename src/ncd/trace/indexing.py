@@ -139,7 +139,7 @@ def _arange(value: Any, n: int) -> bool:
 
 def _fixed_positions(x: Node, indices: list[Any]) -> int | None:
     """The dimension of the one index of ``x[..., i]`` when ``i`` is a constant integer tensor, last, whose recorded values
-    all lie in ``[0, size)`` (so it reads the same entries whatever the input); None otherwise."""
+    all lie in ``[-size, size)`` (so it reads the same entries whatever the input); None otherwise."""
     given = [k for k, i in enumerate(indices) if i is not None]
     if len(given) != 1 or given[0] != len(indices) - 1:
         return None
@@ -147,7 +147,7 @@ def _fixed_positions(x: Node, indices: list[Any]) -> int | None:
     if not (isinstance(i, Node) and isinstance(i.value, torch.Tensor) and _integer(i.value) and i.value.device.type != "meta"):
         return None
     size = int(x.value.shape[given[0]])
-    return given[0] if i.value.numel() and 0 <= int(i.value.min()) and int(i.value.max()) < size else None
+    return given[0] if i.value.numel() and -size <= int(i.value.min()) and int(i.value.max()) < size else None
 
 
 @rule("aten.index")
@@ -168,6 +168,9 @@ def index(conv: Converter, node: Node) -> None:
         raise Decline("a boolean mask")
     size = int(x.value.shape[d])
     if fixed is not None:  # a constant index (a relative-position table read at a buffer of positions): its values' range
+        if int(positions.value.min()) < 0:  # counted from the end (Falcon's fused_qkv[..., [-2], :]): from the start
+            positions = Node(f"{positions.name}_from_start", "constant", None, (), {}, value=positions.value % size,
+                             stack=positions.stack, live=False, source=positions.source)
         conv.index_range[id(positions.value)] = size
     vx = conv.value(x)
     nx = conv.names(vx)
