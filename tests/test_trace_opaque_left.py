@@ -1,8 +1,8 @@
 """Operators the corpus still left opaque, now boxes: ``masked_fill`` of integers (Zaya's router drops its skip
 expert, ``indices.masked_fill(indices == e, 0)``), a learned linear map of a constant (Zaya's delayed value
-projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``) and SDPA with grouped keys but values of every query
-head (Nemotron 3.5), positions counted from the end (Falcon's ``qkv[..., [-2], :]``).  Each: no opaque box, and the lowered module equals the model on the traced inputs and on fresh
-ones."""
+projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``), SDPA with grouped keys but values of every query
+head (Nemotron 3.5) and constant positions counted from the end (Falcon's ``qkv[..., [-2], :]``).  Each: no opaque
+box, and the lowered module equals the model on the traced inputs and on fresh ones."""
 
 from __future__ import annotations
 
