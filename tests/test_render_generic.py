@@ -146,3 +146,27 @@ def test_a_list_alternating_two_shapes_is_one_family_with_one_index() -> None:
     heads = {t.string: t.y for t in drawing.of(Text) if t.string in ("blocks.2i: Layer", "blocks.2i+1: Layer")}
     gelus = [t.y for t in drawing.of(Text) if t.string == "GELU"]
     assert len(gelus) == 1 and gelus[0] > heads["blocks.2i+1: Layer"] > heads["blocks.2i: Layer"]
+
+
+def test_columns_reused_across_definitions_draw_what_laying_each_out_afresh_draws(monkeypatch) -> None:
+    """The page layout lays a column out once and reuses it wherever the wire labels it read are labelled the same
+    (the one-row attempt, a shared definition with its symbols, each attempt at narrower rows): the drawing is the
+    one laying every column out afresh gives, byte for byte."""
+    from ncd.render import to_svg
+    from ncd.render.layout import Layout
+
+    def nested(c_in: str, c_out: str) -> ncd.Diagram:  # a block inside, whose wires carry the definition's symbols
+        pre = (ncd.Identity.of(f"b {c_in}") >> ncd.Linear(f"{c_in} -> {c_in}", name="pre") >> ncd.GELU()).block("Pre")
+        return (pre >> unit(c_in, c_out).body).block("Unit")
+
+    names = [f"n{k}" for k in range(5)]
+    diagrams = [chain(*(nested(a, b) for a, b in zip(names, names[1:]))), ncd.zoo.resnet(), ncd.zoo.unet()]
+    reused = [to_svg(d) for d in diagrams]
+
+    def afresh(self: Layout, node: ncd.Diagram, count: int) -> object:
+        return self.lay(node) if count == 1 else self.folded(node, count)
+
+    monkeypatch.setattr(Layout, "lay_group", afresh)
+    assert [to_svg(d) for d in diagrams] == reused
+    drawing = layout(diagrams[0])  # Pre's wires in Unit's definition carry the symbol, as every wire of Unit =
+    assert definitions(drawing) == 2 and sum(t.string == "ni" for t in drawing.of(Text)) == 4

@@ -100,6 +100,9 @@ class Layout:
         self.lists: dict[str, tuple[str, int, int]] = {}
         #: the traced steps each side-by-side drawing of branches stands for, by its ``id`` (ncd.render.lanes)
         self.runs: dict[int, tuple[Diagram, list[Diagram]]] = {}
+        #: the columns the page layout splits a node into (its chain with its lanes gathered, or a wide parallel
+        #: part's branches one at a time), by ``("chain" | "branches", id)``, kept with the node (ncd.render.wrap)
+        self.split: dict[tuple[str, int], tuple[Diagram, list[Diagram]]] = {}
         #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
         self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last
@@ -115,10 +118,11 @@ class Layout:
             dict(style.extra).get("wire_notes", {})
         self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
         self._labels: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str] | None]] = {}  # wire labels, legend rows
-        #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic),
-        #: and a key that changes with them (part of the memo's keys)
+        #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic)
         self.generic: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str]]] | None = None
-        self.generic_key = 0
+        #: the axes whose labels the column being laid out has read, with the generic label each had (``None``: its
+        #: own): a memoised column is reused wherever those labels are the same (see :meth:`lay_group`)
+        self._reads: dict[Axis, Any] | None = None
         #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
         self.axes: DiagramAxes | None = None
         #: per column (by ``id``): the ids of the blocks and scans inside it and its outermost fences' colours
@@ -158,6 +162,8 @@ class Layout:
     def axis_label(self, axis: Axis) -> tuple[Piece, ...]:
         """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
         which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
+        if self._reads is not None:
+            self._reads[axis] = self.generic.get(axis) if self.generic is not None else None
         if self.generic is not None:
             label = self.generic.get(axis)
             if label is not None:
@@ -267,7 +273,8 @@ class Layout:
         """
         memo = self.memo
         if memo is not None and note is None:  # a gap owns no boxes: equal gaps are one fragment, placed many times
-            key = ("gap", typ, labels, self.generic_key if self.generic else 0, tuple(map(tuple, left)), tuple(map(tuple, right)),
+            key = ("gap", typ, labels, self._generic_part(typ, labels and self.style.labels != "none"),
+                   tuple(map(tuple, left)), tuple(map(tuple, right)),
                    tuple(sorted(seps_left.items())) if seps_left else None,
                    tuple(sorted(seps_right.items())) if seps_right else None)
             hit = memo.get(key)
@@ -354,23 +361,55 @@ class Layout:
         return _fold(parts) if self.style.fold else [(p, 1) for p in parts]
 
     def lay_group(self, node: Diagram, count: int) -> Frag:
+        """A column: ``node`` laid out, or ``count`` of it folded.  The page layout memoises columns (``memo``): a
+        column is laid out again only where its context differs (:meth:`_group_key`) or where one of the wire
+        labels it read is labelled otherwise (a shared definition's generic labels, :mod:`ncd.render.generic`)."""
         memo = self.memo
         if memo is None:
             return self.lay(node) if count == 1 else self.folded(node, count)
         key = self._group_key(node, count)
-        hit = memo.get(key)
-        if hit is not None and hit[0] is node:
-            return hit[1]  # type: ignore[no-any-return]
-        frag = self.lay(node) if count == 1 else self.folded(node, count)
-        memo[key] = (node, frag)
+        entry = memo.get(key)
+        generic = self.generic
+        if entry is not None and entry[0] is node:
+            for frag, reads, labelled in entry[1]:
+                if (not labelled and not generic) or all((generic.get(a) if generic else None) == label
+                                                         for a, label in reads):
+                    if self._reads is not None:
+                        self._reads.update(reads)
+                    return frag  # type: ignore[no-any-return]
+        outer, self._reads = self._reads, {}
+        try:
+            frag = self.lay(node) if count == 1 else self.folded(node, count)
+        finally:
+            reads, self._reads = self._reads, outer
+        if entry is None or entry[0] is not node:
+            entry = memo[key] = (node, [])
+        entry[1].append((frag, tuple(reads.items()), any(label is not None for label in reads.values())))
+        if outer is not None:
+            outer.update(reads)
         return frag
+
+    def _generic_part(self, typ: Type, labels: bool) -> tuple[Any, ...] | None:
+        """The generic labels of ``typ``'s wires when a gap labels them (part of a memoised gap's key), recorded as
+        read by the column being laid out."""
+        if not labels:
+            return None
+        generic = self.generic
+        if self._reads is not None:
+            for seg in typ:
+                for a in seg:
+                    self._reads[a] = generic.get(a) if generic is not None else None
+        if generic is None:
+            return None
+        part = tuple(generic.get(a) for seg in typ for a in seg)
+        return part if any(label is not None for label in part) else None
 
     def _group_key(self, node: Diagram, count: int) -> tuple[Any, ...]:
         """What a column's layout depends on besides the node: the block depth (when ``style.depth`` collapses by
         it), the enclosing blocks' path (when costs are written), the enclosing fence's colour (when one of the
-        node's outermost blocks would take it), the collapsed blocks and scans inside the node, and the generic
-        labels of a shared definition.  The page layout lays the same columns out in the one-row drawing, in
-        each definition and in its rows: equal keys reuse one fragment."""
+        node's outermost blocks would take it), and the collapsed blocks and scans inside the node.  The page layout
+        lays the same columns out in the one-row drawing, in each definition and in its rows: equal keys (and equal
+        labels of the wires the column read, see :meth:`lay_group`) reuse one fragment."""
         found = self._inside.get(id(node))
         if found is None or found[0] is not node:
             found = self._inside[id(node)] = (node, *_inside(node))
@@ -378,7 +417,7 @@ class Layout:
         fence = self.fences[-1] if self.fences else None
         return ("group", id(node), count, self.depth if self.style.depth is not None else None,
                 tuple(self.path) if self.style.costs else None, fence if fence in colours else None,
-                frozenset(self.collapse & ids) if self.collapse and ids else None, self.generic_key if self.generic else 0)
+                (frozenset(self.collapse & ids) or None) if self.collapse and ids else None)
 
     def seq_groups(self, groups: Sequence[tuple[Diagram, int]]) -> Frag:
         return self.seq_frags([p for p, _ in groups], [self.lay_group(p, n) for p, n in groups])
@@ -408,7 +447,8 @@ class Layout:
         """The gap from column ``before`` (of node ``prev``) to the next column ``frag`` (of ``nxt``), in the
         frame of ``before``: the gap, its width, and the shift of ``frag`` that keeps the most wires straight."""
         memo = self.memo
-        key = ("join", id(before), id(frag), id(prev), id(nxt))
+        key = ("join", id(before), id(frag), id(prev), id(nxt),
+               self._generic_part(prev.cod, self.style.labels == "all") if memo is not None else None)
         if memo is not None:
             hit = memo.get(key)
             if hit is not None and hit[0] is before and hit[1] is frag and hit[2] is prev and hit[3] is nxt:
@@ -423,7 +463,7 @@ class Layout:
 
     # -- parallel composition --------------------------------------------------------------
     def par(self, parts: Sequence[Diagram]) -> Frag:
-        frags = [self.lay(p) for p in parts]
+        frags = [self.lay_group(p, 1) for p in parts]  # memoised on a page: its branches are laid out once
         p, g = self.style.pitch, self.style.segment_gap
         width = max(f.w for f in frags)
         result = Frag(width, 0.0, 0.0, [], [])

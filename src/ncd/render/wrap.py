@@ -82,8 +82,13 @@ def _chain(node: Diagram) -> list[Diagram]:
 
 def _columns(ctx: Layout, node: Diagram) -> list[Diagram]:
     """The steps of ``node``'s chain, runs of one-branch steps drawn as their branches (:mod:`ncd.render.lanes`);
-    the steps each run replaces are kept (``ctx.runs``): a run too wide for a row is drawn as it was traced."""
-    return gather(_chain(node), ctx.runs)
+    the steps each run replaces are kept (``ctx.runs``): a run too wide for a row is drawn as it was traced.
+    The columns are made once per node (``ctx.split``): every attempt at the page lays out the same columns, which the
+    memo then reuses."""
+    found = ctx.split.get(("chain", id(node)))
+    if found is None or found[0] is not node:
+        found = ctx.split[("chain", id(node))] = (node, gather(_chain(node), ctx.runs))
+    return found[1]
 
 
 def _outer_blocks(node: Diagram) -> list[Block]:
@@ -238,6 +243,14 @@ def _interchange(node: Par) -> list[Diagram]:
     return steps
 
 
+def _interchanged(ctx: Layout, node: Par) -> list[Diagram]:
+    """:func:`_interchange` made once per node (``ctx.split``)."""
+    found = ctx.split.get(("branches", id(node)))
+    if found is None or found[0] is not node:
+        found = ctx.split[("branches", id(node))] = (node, _interchange(node))
+    return found[1]
+
+
 def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Section], defined: list[Block]) -> None:
     """Make every column of ``section`` narrower than ``limit`` where it can: a wide parallel part is split
     into its branches' steps (interchange law); a wide column has its outermost blocks collapsed, their
@@ -249,7 +262,7 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
         frag = ctx.lay_group(node, count)
         if frag.w > limit and count == 1 and isinstance(node, Par):
             run = ctx.runs.get(id(node))
-            steps = run[1] if run is not None and run[0] is node else _interchange(node)
+            steps = run[1] if run is not None and run[0] is node else _interchanged(ctx, node)
             if len(steps) > 1:
                 work[0:0] = ctx.groups(steps)
                 continue
@@ -320,7 +333,7 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         generic = generic_labels(blocks, taken=ctx.symbols, indices=indices, var=section.index)
     if generic is None:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
-    ctx.generic, ctx.generic_key = generic[0], ctx.generic_key + 1
+    ctx.generic = generic[0]
     ctx.symbols.update(k for k, _ in generic[1])
     try:
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
