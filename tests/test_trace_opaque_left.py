@@ -1,7 +1,8 @@
 """Operators the corpus still left opaque, now boxes: ``masked_fill`` of integers (Zaya's router drops its skip
 expert, ``indices.masked_fill(indices == e, 0)``), a learned linear map of a constant (Zaya's delayed value
 projection of a zero state, ``v_proj(x.new_zeros(b, 1, m))``), SDPA with grouped keys but values of every query
-head (Nemotron 3.5) and constant positions counted from the end (Falcon's ``qkv[..., [-2], :]``).  Each: no opaque
+head (Nemotron 3.5), constant positions counted from the end (Falcon's ``qkv[..., [-2], :]``), ``where`` of integers,
+``&`` of integer flags and a comparison with ``torch.tensor(False)`` (CPM-Ant's masks and buckets).  Each: no opaque
 box, and the lowered module equals the model on the traced inputs and on fresh ones."""
 
 from __future__ import annotations
@@ -105,3 +106,35 @@ def test_constant_positions_counted_from_the_end() -> None:
     d = round_trip(MultiQuery(), torch.randn(2, 5, 16), fresh=(torch.randn(2, 5, 16),))
     assert d.opaque_count == 0
     assert [b.prim.op for b in d.boxes()].count("gather") == 2
+
+
+class SegmentMask(nn.Module):
+    """CPM-Ant's plumbing in miniature: segments ``where(ids != 0, 2, 0)``, an int32 mask of flags joined with a
+    boolean one (``int32 & bool``), buckets chosen between a constant table and a live one (``where`` of integers)
+    and the scores masked where the flags ``== torch.tensor(False)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.bias = nn.Embedding(10, 8), nn.Embedding(12, 1)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = ids.shape[1]
+        segment = torch.where(ids != 0, 2, 0).to(torch.int32)
+        context = torch.ones(ids.shape, dtype=torch.int32)
+        causal = torch.arange(t) <= torch.arange(t).view(-1, 1)
+        mask = (context[:, None, :] & causal.view(1, t, t)) & (segment[:, None, :] == segment[:, :, None])
+        table = (torch.arange(t)[None, :] - torch.arange(t)[:, None]).abs().to(torch.int32)
+        buckets = torch.where(segment[:, None, :] == segment[:, :, None], table[None], segment[:, :, None] + 8)
+        x = self.embed(ids)
+        scores = x @ x.transpose(1, 2) + self.bias(buckets)[..., 0]
+        scores = torch.masked_fill(scores, mask == torch.tensor(False), -1e4)
+        return scores.softmax(-1) @ x, mask
+
+
+def test_integer_selection_and_flags_are_boxes() -> None:
+    torch.manual_seed(0)
+    ids, fresh = torch.randint(0, 10, (2, 6)), torch.randint(0, 10, (2, 6))
+    ids[0, :2] = fresh[1, 3:] = 0  # both segments on both inputs
+    d = round_trip(SegmentMask(), ids, fresh=(fresh,))
+    assert d.opaque_count == 0
+    assert "index_arithmetic" in [b.prim.op for b in d.boxes()]

@@ -24,10 +24,13 @@ def _select(conv: Converter, node: Node, cond: Any, a: Any, b: Any) -> None:
     from ncd.prims.selection import WhereOp
 
     out = node.value
-    if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
-        raise Decline("not a float selection")
     if not (isinstance(cond, Node) and isinstance(cond.value, torch.Tensor) and cond.value.dtype == torch.bool):
         raise Decline("the condition is not a boolean tensor")
+    if isinstance(out, torch.Tensor) and not out.is_floating_point() and not out.is_complex() and out.dtype != torch.bool:
+        _integer_select(conv, node, cond, a, b)
+        return
+    if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+        raise Decline("not a float selection")
     operands: list[Any] = [cond]
     for v in (a, b):
         if isinstance(v, Node) and isinstance(v.value, torch.Tensor):
@@ -41,6 +44,59 @@ def _select(conv: Converter, node: Node, cond: Any, a: Any, b: Any) -> None:
         else:
             raise Decline(f"a branch {type(v).__name__}")
     _broadcast(conv, node, Box(WhereOp()), operands)
+
+
+def _integer_select(conv: Converter, node: Node, cond: Node, a: Any, b: Any) -> None:
+    """``where(c, a, b)`` of integers (tensors or numbers; CPM-Ant's ``where(ids != 0, 2, 0)``, its buckets
+    ``where(same_segment, absolute, relative)``) is ``a · c + b · ¬c``: exact on integers, checked to give torch's
+    dtype and the recorded values."""
+    from ncd.prims.gather import ArithmeticOp
+    from ncd.prims.integer import IndexArithmeticOp, combined_range
+    from ncd.prims.selection import LogicOp
+    from ncd.trace.idioms import cross_back, operand, out_names
+    from ncd.trace.scalars import _number
+
+    branches: list[Node | int] = []
+    for v in (a, b):
+        if isinstance(v, Node) and isinstance(v.value, torch.Tensor) and (v.live or v.value.dim()):
+            if v.value.is_floating_point() or v.value.is_complex() or v.value.dtype == torch.bool:
+                raise Decline("a branch that is not integers")
+            branches.append(v)
+            continue
+        number = _number(v)
+        if number is None or isinstance(number, bool) or isinstance(number, float) and not number.is_integer():
+            raise Decline("a branch that is neither integers nor a whole number")
+        branches.append(int(number))
+    live = [v.value if isinstance(v, Node) else v for v in branches]
+    c = cond.value
+    expected = live[0] * c + live[1] * ~c
+    if expected.dtype != node.value.dtype or not torch.equal(expected, node.value):
+        raise Decline("a · c + b · ¬c is not torch's where here")
+    names = out_names(conv, node, [cond, *branches])
+    shape = tuple(int(s) for s in node.value.shape)
+    flags = [operand(conv, cond, names, shape)]
+    flags.append(conv.apply(Box(LogicOp("not")), [flags[0]]))
+    condition = Segment((), "bool")
+    terms: list[int] = []
+    for v, flag in zip(branches, flags):
+        if isinstance(v, Node):
+            vid = operand(conv, v, names, shape)
+            seg = conv.segs[vid]
+            if seg.dtype != "index" or seg.range is None:
+                raise Decline("a branch without a known range")
+            scalar = Segment((), "index", seg.range)
+            terms.append(conv.apply(Box(IndexArithmeticOp("*", scalar, condition, scalar)), [vid, flag]))
+        elif v:
+            written = Segment((), "index", sympy.Integer(abs(v) + 1))
+            terms.append(conv.apply(Box(ArithmeticOp("*", v, condition, written)), [flag]))
+    if not terms:
+        raise Decline("zero on both branches")
+    out = terms[0]
+    if len(terms) == 2:
+        left, right = (Segment((), "index", conv.segs[t].range) for t in terms)
+        total = Segment((), "index", combined_range("+", left, right))
+        out = conv.apply(Box(IndexArithmeticOp("+", left, right, total)), terms)
+    conv.bind(node, cross_back(conv, out, names))
 
 
 def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]], Box], operands: list[Any]) -> None:
@@ -99,11 +155,46 @@ def logic(conv: Converter, node: Node) -> None:
 
     operator = _LOGIC[node.target.name().split("::")[1].split(".")[0]]
     operands = list(node.args[:LOGIC[operator][0]])
+    if isinstance(node.value, torch.Tensor) and node.value.dtype != torch.bool and operator in ("and", "or"):
+        _integer_flags(conv, node, operator, operands)
+        return
     if (not isinstance(node.value, torch.Tensor) or node.value.dtype != torch.bool or node.kwargs
             or any(not (isinstance(v, Node) and isinstance(v.value, torch.Tensor) and v.value.dtype == torch.bool)
                    for v in operands)):
         raise Decline("not boolean tensors")
     _broadcast(conv, node, Box(LogicOp(operator)), operands)  # type: ignore[arg-type]
+
+
+def _integer_flags(conv: Converter, node: Node, operator: str, operands: list[Any]) -> None:
+    """``m & n`` (``m | n``) where an operand is integers holding flags (entries in ``[0, 2)``: CPM-Ant's int32
+    attention mask ``mask_1d & attention_mask``) and the other bools or such integers: ``m · n`` (``max(m, n)``),
+    exact on 0 and 1, checked to give torch's dtype and the recorded values."""
+    from ncd.prims.integer import IndexArithmeticOp
+
+    flags = []
+    for v in operands:
+        if not (isinstance(v, Node) and isinstance(v.value, torch.Tensor) and (v.live or v.value.dim())):
+            raise Decline("not two tensors")
+        if v.value.is_floating_point() or v.value.is_complex():
+            raise Decline("float operands")
+        flags.append(v)
+    a, b = (v.value for v in flags)
+    if bool(((a != 0) & (a != 1)).any()) or bool(((b != 0) & (b != 1)).any()):
+        raise Decline("entries other than 0 and 1")
+    expected = a * b if operator == "and" else torch.maximum(a, b)
+    if expected.dtype != node.value.dtype or not torch.equal(expected, node.value):
+        raise Decline("the product (maximum) is not torch's result here")
+    segments: list[Segment] = []
+
+    def box(segs: list[Segment]) -> Box:
+        for seg in segs:
+            if seg.dtype == "index" and (seg.range is None or int(seg.range) > 2) or seg.dtype not in ("index", "bool"):
+                raise Decline(f"an operand '{seg}' that is not flags")
+            segments.append(Segment((), seg.dtype, seg.range))
+        return Box(IndexArithmeticOp("*" if operator == "and" else "max", segments[0], segments[1],
+                                     Segment((), "index", sympy.Integer(2))))
+
+    _broadcast(conv, node, box, flags)
 
 
 @rule("aten.index_put")

@@ -72,6 +72,8 @@ def compare(conv: Converter, node: Node) -> None:
     x, other = node.args[:2]
     if isinstance(other, Node) and not other.live and isinstance(other.value, torch.Tensor) and other.value.dim() == 0:
         other = other.value.item()
+    if isinstance(other, bool) and isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.dtype != torch.bool:
+        other = int(other)  # numbers compared with a flag (CPM-Ant's ``mask == torch.tensor(False)``): with 0 or 1
     if _signed_integers(x, other):  # a ∘ b is (a − b) ∘ 0, exactly, on int32/int64 (XLM's arange(t) < lengths)
         from ncd.trace.boxes_integer import index_arithmetic
 
