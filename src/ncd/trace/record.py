@@ -531,7 +531,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
-        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), Recorder(rec):
+        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), _straight_to(Recorder), Recorder(rec):
             out = flat(*run_args, **run_kwargs)
     finally:
         mha.set_fastpath_enabled(fast)
@@ -547,6 +547,32 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
                       " them as a wire)", RuntimeWarning, stacklevel=2)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
+
+
+@contextlib.contextmanager
+def _straight_to(recorder: Any) -> Iterator[None]:
+    """While recording: an operator torch hands to a ``recorder`` mode reaches its recording directly.
+
+    torch calls a pre-dispatch mode through ``torch._library.utils.handle_dispatch_mode``, which flattens the arguments
+    to list the tensor subclasses among them (the ``types`` the recorder never reads) and wraps the call in a
+    ``torch._dynamo`` guard: about a tenth of a small model's trace.  The mode's own calls skip both; any other mode is
+    handed on unchanged.  Without that function (another torch), nothing is replaced."""
+    utils = torch._library.utils
+    handle = getattr(utils, "handle_dispatch_mode", None)
+    if handle is None:
+        yield
+        return
+
+    def straight(curr_mode: Any, op_overload: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(curr_mode) is recorder:
+            return curr_mode._recording.call(op_overload, args, kwargs)
+        return handle(curr_mode, op_overload, *args, **kwargs)
+
+    utils.handle_dispatch_mode = straight
+    try:
+        yield
+    finally:
+        utils.handle_dispatch_mode = handle
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see
