@@ -193,6 +193,36 @@ def test_bad_calls_raise_input_errors_that_say_what_is_known(tmp_path: Path) -> 
         to_tikz(mlp(), depth=-1)
 
 
+
+@pytest.mark.parametrize("options, message", [
+    ({"scale": 0}, r"scale=0 must be a finite number > 0"),
+    ({"scale": float("nan")}, r"scale=nan must be"),
+    ({"pitch": -5}, r"pitch=-5 must be a finite number > 0"),
+    ({"text_size": "big"}, r"text_size='big' must be"),
+    ({"margin": float("inf")}, r"margin=inf must be a finite number ≥ 0"),
+    ({"fold": "no"}, r"fold='no' must be True or False"),
+    ({"legend": 3}, r"legend=3 must map symbols to sizes"),
+    ({"legend": [("n",)]}, r"legend entry \('n',\) must be a \(symbol, size\) pair"),
+    ({"legend": {"n\x1b[2J": "m"}}, r"legend symbol must not contain control characters"),
+    ({"title": "a\x00b"}, r"title must not contain control characters .*a\\u0000b"),
+    ({"title": "x" * 5000}, r"title has 5000 characters, more than the limit"),
+])
+def test_bad_options_are_input_errors_naming_the_option_for_every_format(tmp_path: Path, options: dict,
+                                                                         message: str) -> None:
+    for ext in (".svg", ".png", ".pdf", ".tex", ".html"):
+        with pytest.raises(InputError, match=message):
+            ncd.draw(mlp(), tmp_path / f"x{ext}", **options)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_titles_and_legends_that_pass_are_well_formed_svg_and_the_text_survives() -> None:
+    import xml.etree.ElementTree as ET
+
+    svg = to_svg(mlp(), title="<b>T&amp;</b>", legend={"n_b": "n/4", "k": 3})
+    texts = "".join(ET.fromstring(svg).itertext()).replace("\xa0", " ")
+    assert "<b>T&amp;</b>" in texts and "3" in texts
+
+
 # -- command line -----------------------------------------------------------------------------------
 def test_cli_draws_a_zoo_model_and_a_json_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mlp.svg"

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from ncd.errors import InputError
+from ncd.errors import InputError, ParseError
+from ncd.ir.names import check_text
 from ncd.render.fonts import FAMILIES
 
 __all__ = ["Style", "FENCE_COLOURS", "fence_colour", "FONT_STACK", "SERIF_STACK", "SYMBOL_STACK", "PAGES"]
@@ -80,8 +82,7 @@ class Style:
         if unknown:
             raise InputError(f"draw: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         if "legend" in options:
-            legend = options["legend"]
-            options["legend"] = tuple(legend.items()) if isinstance(legend, dict) else tuple(legend or ())
+            options["legend"] = _legend(options["legend"])
         if options.get("labels", "all") not in ("all", "ends", "none"):
             raise InputError(f"draw: labels={options['labels']!r}; use 'all', 'ends' or 'none'")
         if options.get("page", "column") not in PAGES:
@@ -89,7 +90,57 @@ class Style:
         depth = options.get("depth")
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise InputError(f"draw: depth={depth!r} must be a whole number ≥ 0 (or None)")
+        for key in ("fold", "embed_fonts"):
+            if key in options and not isinstance(options[key], bool):
+                raise InputError(f"draw: {key}={options[key]!r:.60} must be True or False")
+        if options.get("title") is not None:
+            options["title"] = _text(options["title"], "title")
         for key in ("pitch", "segment_gap", "label_size", "text_size", "letter_size", "margin", "scale"):
             if key in options:
-                options[key] = float(options[key])
+                options[key] = _length(key, options[key])
         return Style(**options)
+
+
+def _length(key: str, value: Any) -> float:
+    """A size option as a finite number of points (or, for ``scale``, pixels per point): positive, or ``≥ 0`` for
+    the margin; anything else is an :class:`~ncd.errors.InputError` naming the option."""
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    lowest = 0.0 if key == "margin" else None
+    if number is None or not math.isfinite(number) or (number < 0 if lowest is not None else number <= 0):
+        want = "a finite number ≥ 0" if lowest is not None else "a finite number > 0"
+        raise InputError(f"draw: {key}={value!r:.60} must be {want}")
+    return number
+
+
+def _text(value: Any, what: str) -> str:
+    """``value`` if it is text a drawing can hold (no control characters, lone surrogates or direction overrides,
+    within ``ncd.limits``' string limit), else an :class:`~ncd.errors.InputError` naming the option."""
+    try:
+        return check_text(value, f"draw: {what}")
+    except ParseError as error:
+        raise InputError(str(error)) from None
+
+
+def _legend(legend: Any) -> tuple[tuple[str, str], ...]:
+    """The ``legend=`` option as ``(symbol, size)`` pairs of text: a dict or pairs, sizes written as text or numbers."""
+    items = legend.items() if isinstance(legend, dict) else legend if legend else ()
+    try:
+        pairs = [tuple(item) for item in items]
+    except TypeError:
+        raise InputError(f"draw: legend={legend!r:.60} must map symbols to sizes, e.g. {{'n_b': 'n_1/4'}}") from None
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise InputError(f"draw: legend entry {pair!r:.60} must be a (symbol, size) pair")
+        key, value = pair
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            value = str(value) if hasattr(value, "free_symbols") else value  # a sympy size reads as its text
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise InputError(f"draw: legend size {value!r:.60} for {key!r:.40} must be text or a number")
+        out.append((_text(key, "legend symbol"), _text(str(value), "legend size")))
+    return tuple(out)
