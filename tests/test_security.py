@@ -327,6 +327,23 @@ def test_any_label_or_block_name_lowers_to_code_that_compiles_and_computes(name:
     torch.testing.assert_close(module(x), 2 * linear(x))
 
 
+
+@pytest.mark.parametrize("axis", ["self", "diagram", "text"])
+def test_an_axis_named_like_a_parameter_is_a_size_everywhere_sizes_are_keywords(axis: str) -> None:
+    """Sizes are keyword arguments: an axis a file names ``self`` binds, lowers and costs like any other."""
+    d = ncd.Identity.of(f"b {axis}") >> ncd.Linear(f"{axis} -> n")
+    sizes = {"b": 2, axis: 3, "n": 4}
+    assert str(d.bind(**sizes).dom) == f"b:2 {axis}:3"
+    assert "Linear(3, 4" in d.to_source(**sizes)
+    module = d.to_torch(**sizes)
+    (x,) = d.example_inputs(**sizes)
+    linear = next(m for m in module.modules() if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(module(x), linear(x))
+    plain = ncd.Identity.of("b m") >> ncd.Linear("m -> n")  # the same diagram with an ordinary name
+    assert ncd.cost(d, **sizes).forward_flops == ncd.cost(plain, b=2, m=3, n=4).forward_flops > 0
+    assert str(ncd.parse_type(f"{axis} q", **{axis: 5, "q": 2})) == f"{axis}:5 q:2"
+
+
 def test_errors_and_outputs_carry_no_escapes_or_absolute_paths(tmp_path: Path) -> None:
     error = NCDError("box \x1b]0;owned\x07name\x1b[31m")
     assert str(error) == "box name"

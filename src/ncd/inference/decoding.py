@@ -186,7 +186,7 @@ def _bind_repeats(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
     return diagram.bind(**{n: sizes[n] for n in needed}) if needed else diagram
 
 
-def decode(diagram: Diagram, *, tokens: str | None = None, **sizes: int) -> Decoding:
+def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> Decoding:
     """Derive the prefill and the one-token step of the causal ``diagram`` (see :mod:`ncd.inference.derive`).
 
     ``tokens`` names the token axis (default: the item axis of the first input, ``~t``);

@@ -351,7 +351,7 @@ def _parse_type_text(text: str) -> Type:
     return Type(tuple(parse_segment(part) for part in text.split(",")))
 
 
-def parse_type(text: str, **sizes: SizeLike) -> Type:
+def parse_type(text: str, /, **sizes: SizeLike) -> Type:
     """Read a type from its text form; keyword sizes bind symbols (``parse_type("b m", m=512)``).
 
     >>> str(parse_type("y k h, x k h"))

@@ -91,7 +91,7 @@ class Diagram:
     def _own_symbols(self) -> set[sympy.Symbol]:
         return set()
 
-    def bind(self, **sizes: SizeLike) -> Diagram:
+    def bind(self, /, **sizes: SizeLike) -> Diagram:
         """Substitute sizes for symbols: ``diagram.bind(m=512, h=8)``.
 
         >>> import ncd
@@ -126,19 +126,19 @@ class Diagram:
                 yield node
 
     # -- interpreters (lazy imports keep ncd.ir free of torch) ----------------------
-    def to_torch(self, *, check_inputs: bool = True, **sizes: int) -> torch.nn.Module:
+    def to_torch(self, /, *, check_inputs: bool = True, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` (sizes bound here override ``defaults``)."""
         from ncd.torch.module import to_torch
 
         return to_torch(self, check_inputs=check_inputs, **sizes)
 
-    def to_source(self, **sizes: int) -> str:
+    def to_source(self, /, **sizes: int) -> str:
         """Readable PyTorch source for this diagram."""
         from ncd.torch.codegen import to_source
 
         return to_source(self, **sizes)
 
-    def example_inputs(self, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
+    def example_inputs(self, /, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
         """Random tensors matching ``dom`` (with optional leading batch sizes)."""
         from ncd.torch.module import example_inputs
 
@@ -548,7 +548,7 @@ class Repeat(Diagram):
             else:  # the iteration variable is bound here, not free
                 yield _Shadow(node, i)
 
-    def count(self, **sizes: int) -> int:
+    def count(self, /, **sizes: int) -> int:
         return evaluate(self.stop - self.start, sizes, what=f"repetition count of {self.name or self.var!r}")
 
     def iteration(self, index: int) -> Diagram:

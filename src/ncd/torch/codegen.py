@@ -579,7 +579,7 @@ def _input_name(count: int, j: int) -> str:
     return "x" if count == 1 else f"x{j}"
 
 
-def to_source(diagram: Diagram, **sizes: int) -> str:
+def to_source(diagram: Diagram, /, **sizes: int) -> str:
     """Readable PyTorch source for ``diagram``; its last class is the whole diagram.
 
     >>> import ncd
@@ -591,7 +591,7 @@ def to_source(diagram: Diagram, **sizes: int) -> str:
     return lower(bound, NamedSizes.of(diagram, sizes)).to_source()
 
 
-def to_program(diagram: Diagram, **sizes: int) -> Program:
+def to_program(diagram: Diagram, /, **sizes: int) -> Program:
     """The lowered program of ``diagram`` (every size bound): what :func:`to_source` prints and ``to_torch`` runs.
 
     >>> import ncd

@@ -45,7 +45,7 @@ def compile_source(source: str, name: str = "diagram") -> dict[str, Any]:
     return namespace
 
 
-def to_torch(diagram: Diagram, *, check_inputs: bool = True, **sizes: int) -> torch.nn.Module:
+def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) -> torch.nn.Module:
     """Lower ``diagram`` to an ``nn.Module`` whose forward takes one tensor per input segment.
 
     Extra leading batch dimensions are accepted on every input.
@@ -133,7 +133,7 @@ class _InputCheck:
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
 
 
-def example_inputs(diagram: Diagram, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
+def example_inputs(diagram: Diagram, /, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:
     """Random tensors matching ``diagram.dom``, with optional leading ``batch`` sizes.
 
     >>> import ncd

@@ -73,7 +73,7 @@ class TracedDiagram(Block):
         """The plain diagram, without the traced values."""
         return Block(self.body, self.name, self.meta)
 
-    def to_torch(self, **sizes: int) -> torch.nn.Module:
+    def to_torch(self, /, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
         from ncd.torch.codegen import defaults_of
         from ncd.torch.module import to_torch
