@@ -65,6 +65,8 @@ class Row:
     items: int = 0
     error: str = ""
     examples: list[str] = field(default_factory=list)
+    #: with ``--formats``: each written file's bytes and CPU seconds by extension (a failed write: its error)
+    files: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool:
@@ -93,6 +95,29 @@ def _measured(name: str, diagram: ncd.Diagram, options: dict) -> tuple[Row, Any]
     row = Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
               len(found), seconds=seconds, check_seconds=check_seconds, items=len(drawing.items), examples=found[:3])
     return row, drawing
+
+
+def write_formats(row: Row, diagram: ncd.Diagram, options: dict, formats: list[str]) -> None:
+    """Write ``diagram`` with ``options`` to each format (``.svg``, ``.png``, ...) in a fresh directory: bytes and
+    CPU seconds per file, or the error; a PNG or PDF scaled down to cairo's limits is noted."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for ext in formats:
+            path = os.path.join(tmp, "drawing" + ext)
+            start = time.process_time()
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    ncd.draw(diagram, path, **options)
+                scaled = [str(w.message)[:60] for w in caught if "DrawingTooLarge" in type(w.message).__name__]
+                row.files[ext] = {"bytes": os.path.getsize(path), "seconds": round(time.process_time() - start, 3),
+                                  **({"scaled": scaled[0]} if scaled else {})}
+            except Exception as error:  # noqa: BLE001 - the table records it
+                text = str(error).strip().splitlines()[0][:100] if str(error).strip() else ""
+                row.files[ext] = {"error": f"{type(error).__name__}: {text}"}
+                if not row.error:
+                    row.error = f"DRAWING FAILED {ext} {type(error).__name__}: {text}"
 
 
 def in_browsers(row: Row, drawing: Any, browsers: dict[str, Any]) -> None:
@@ -142,7 +167,8 @@ def _saved(directory: str, name: str) -> str:
 
 
 def _corpus_child(entry: Any, options: dict, browser: bool, conn: Any, save: str | None = None,
-                  load: str | None = None) -> None:
+                  load: str | None = None, depths: list[int | None] | None = None,
+                  formats: list[str] | None = None) -> None:
     import torch
 
     warnings.filterwarnings("ignore")
@@ -167,16 +193,31 @@ def _corpus_child(entry: Any, options: dict, browser: bool, conn: Any, save: str
             with open(_saved(save, name), "wb") as f:
                 pickle.dump(diagram.as_block() if hasattr(diagram, "as_block") else diagram, f)
             raise _Skip("saved")
-        row, drawing = _measured(name, diagram, options)
-        # the parent measures the drawing in its browsers (started once for the whole run)
-        conn.send((row, drawing if browser else None))
+        sent = []
+        for depth in depths or [options.get("depth")]:
+            at = {**options, "depth": depth} if depth is not None else options
+            label = name if depths is None else f"{name} depth={depth}"
+            try:
+                row, drawing = _measured(label, diagram, at)
+            except Exception as error:  # noqa: BLE001 - the table records why
+                sent.append((_failed(label, error), None))
+                continue
+            if formats:
+                write_formats(row, diagram, at, formats)
+            # the parent measures the drawing in its browsers (started once for the whole run)
+            sent.append((row, drawing if browser else None))
+        conn.send(sent)
         return
     except _Skip as skip:
         row = Row(name, error=str(skip))
     except Exception as error:  # noqa: BLE001 - the table records why
-        text = str(error).strip()
-        row = Row(name, error=f"DRAWING FAILED {type(error).__name__}: {text.splitlines()[0][:80] if text else ''}")
-    conn.send((row, None))
+        row = _failed(name, error)
+    conn.send([(row, None)])
+
+
+def _failed(name: str, error: Exception) -> Row:
+    text = str(error).strip()
+    return Row(name, error=f"DRAWING FAILED {type(error).__name__}: {text.splitlines()[0][:80] if text else ''}")
 
 
 class _Skip(Exception):
@@ -184,48 +225,53 @@ class _Skip(Exception):
 
 
 def corpus_rows(names: list[str], options: dict, jobs: int, timeout: float, browsers: dict[str, Any] | None = None,
-                out: str | None = None, save: str | None = None, load: str | None = None) -> list[Row]:
+                out: str | None = None, save: str | None = None, load: str | None = None,
+                depths: list[int | None] | None = None, formats: list[str] | None = None) -> list[Row]:
     from import_corpus import _warm_up, all_entries
 
     entries = {e.name: e for e in all_entries()}
     if not load:
         _warm_up(False)  # imports and first-use costs paid once, before the children fork
     ctx = multiprocessing.get_context("fork")
-    rows: dict[str, Row] = {}
+    rows: dict[str, list[Row]] = {}
     pending = list(names)
     running: list[tuple[str, Any, Any, float]] = []
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_corpus_child, args=(entries[name], options, bool(browsers), child, save, load),
-                               daemon=False)
+            proc = ctx.Process(target=_corpus_child, daemon=False,
+                               args=(entries[name], options, bool(browsers), child, save, load, depths, formats))
             proc.start()
             running.append((name, proc, parent, time.monotonic()))
         time.sleep(0.2)
         for item in list(running):
             name, proc, parent, started = item
+            got: list[Row] = []
             if parent.poll():
-                rows[name], drawing = parent.recv()
-                if browsers and drawing is not None:
-                    try:
-                        in_browsers(rows[name], drawing, browsers)
-                    except Exception as error:  # noqa: BLE001 - the table records it; the run goes on
-                        rows[name].error = f"BROWSER FAILED {type(error).__name__}: {str(error).splitlines()[0][:80]}"
+                for row, drawing in parent.recv():
+                    got.append(row)
+                    if browsers and drawing is not None:
+                        try:
+                            in_browsers(row, drawing, browsers)
+                        except Exception as error:  # noqa: BLE001 - the table records it; the run goes on
+                            row.error = f"BROWSER FAILED {type(error).__name__}: {str(error).splitlines()[0][:80]}"
             elif proc.is_alive() and time.monotonic() - started < timeout:
                 continue
             elif proc.is_alive():
                 proc.kill()
-                rows[name] = Row(name, error=f"DRAWING TIMED OUT after {timeout:.0f} s")
+                got = [Row(name, error=f"DRAWING TIMED OUT after {timeout:.0f} s")]
             else:
-                rows.setdefault(name, Row(name, error="DRAWING FAILED: child died"))
+                got = [Row(name, error="DRAWING FAILED: child died")]
             proc.join()
             running.remove(item)
-            if out:
-                with open(out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(asdict(rows[name])) + "\n")
-            print(_line(rows[name]), flush=True)
-    return [rows[t] for t in names]
+            rows[name] = got
+            for row in got:
+                if out:
+                    with open(out, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(asdict(row)) + "\n")
+                print(_line(row), flush=True)
+    return [row for t in names for row in rows[t]]
 
 
 def _line(r: Row) -> str:
@@ -233,6 +279,9 @@ def _line(r: Row) -> str:
         return f"{r.name:34} {'-':>14} {'':7} {'':7} {'':5} {'':5} {'':9} {'':6}  {r.error}"
     browser = f"{r.browser_fonts}/{r.browser_bare}" if r.browser_fonts >= 0 else "-"
     flag = "" if r.clean else "  <- " + "; ".join(r.examples[:2])[:160]
+    if r.files:
+        flag = "  " + " ".join(f"{ext[1:]} {f['bytes'] / 1024:.0f}K/{f['seconds']:.1f}s" + ("*" if "scaled" in f else "")
+                               for ext, f in r.files.items() if "bytes" in f) + flag
     return (f"{r.name:34} {r.width:6.0f}×{r.height:<7.0f} {r.aspect:7.2f} {r.min_pt:7.2f} {r.crossings:5d} {r.problems:5d}"
             f" {browser:>9} {r.seconds:6.2f}{flag}")
 
@@ -277,6 +326,9 @@ def main() -> None:
     parser.add_argument("--report", nargs="*", help="print the table of rows in these JSON-lines files and stop")
     parser.add_argument("--save", metavar="DIR", help="only trace the corpus entries and save each diagram (pickle) in DIR")
     parser.add_argument("--load", metavar="DIR", help="draw the corpus diagrams saved in DIR by --save (no tracing)")
+    parser.add_argument("--depths", nargs="*", help="draw each corpus model at these depths ('none': every block drawn)")
+    parser.add_argument("--formats", nargs="*", help="also write each corpus drawing to these formats (.svg .png .pdf "
+                        ".tex .html): bytes and CPU seconds each; * marks a raster scaled down to cairo's limits")
     args = parser.parse_args()
     if args.report:
         rows: dict[str, Row] = {}
@@ -310,7 +362,9 @@ def main() -> None:
             k, n = (int(x) for x in args.chunk.split("/"))
             names = names[k - 1::n]
             print_table(f"traced corpus ({len(names)} entries, chunk {args.chunk}, tiny configs)",
-                        corpus_rows(names, options, args.jobs, args.timeout, browsers, args.out, args.save, args.load))
+                        corpus_rows(names, options, args.jobs, args.timeout, browsers, args.out, args.save, args.load,
+                                    [None if d == "none" else int(d) for d in args.depths] if args.depths else None,
+                                    args.formats))
 
 
 if __name__ == "__main__":
