@@ -24,7 +24,6 @@ formulas.  ``ncd.cost`` reads the program's schedule (one row per box lowered);
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import sympy
@@ -67,23 +66,22 @@ def _contraction(op: Op) -> Contraction | None:
 def linear_flops(op: Op) -> sympy.Expr:
     """The forward FLOPs of the op calling a learned map's ``nn.Linear`` (``self.l(x)``, possibly flattened
     or unflattened around it): ``2 x`` its input's elements ``x`` the output features of the box it lowers."""
+    from ncd.analysis.targets import target_of
+
     prim = op.box.prim if op.box is not None else None
-    if not _calls_linear(op) or not isinstance(prim, LinearOp):
+    if target_of(op) != "linear" or len(op.args) != 1 or not isinstance(prim, LinearOp):
         raise ValueError(f"linear_flops: {op.code!r} is not the call of a learned map's nn.Linear")
     return 2 * numel(op.args[0].axes) * numel(prim.cod_axes.axes)
-
-
-def _calls_linear(op: Op) -> bool:
-    return (op.kind in ("module", "call") and len(op.args) == 1 and op.box is not None
-            and isinstance(op.box.prim, LinearOp) and re.search(r"\bself\.\w+\(", op.code) is not None)
 
 
 def matrix_products(program: Program) -> Iterator[tuple[Box | None, sympy.Expr | None]]:
     """``(box, FLOPs)`` for every matrix product the whole program runs, in order (a loop's body once, its
     FLOPs times the loop's count): each op whose call has a row in :mod:`ncd.analysis.targets` (einsums,
     ``nn.Linear`` calls, convolutions, SDPA), read off its arguments' shapes.  ``None`` FLOPs for an einsum
-    whose operands the op does not type (text naming ``torch.einsum``).  A scan's loop runs its ``body`` ops, each
-    read like any other, its count times, and charged to the scan's box (its one cost row)."""
+    op that does not type what ATen runs on the values it reads.  Only typed ops are read, never the text an op
+    prints (``tests/test_cost_reads_types.py``; no rule writes an einsum as untyped text: ``tests/test_program_cost.py``).
+    A scan's loop runs its ``body`` ops, each read like any other, its count times,
+    and charged to the scan's box (its one cost row)."""
     from ncd.analysis.targets import products, target_of
 
     owner: dict[int, Box | None] = {}  # a loop body's ops: the box of the outermost loop running them (one cost row)
@@ -92,13 +90,11 @@ def matrix_products(program: Program) -> Iterator[tuple[Box | None, sympy.Expr |
             owner.setdefault(id(inner), owner.get(id(op), op.box))
     for op, times in program.counted():
         box = owner.get(id(op), op.box)
-        if target_of(op) and (op.kind != "einsum" or _contraction(op) is not None):
+        if target_of(op) == "einsum" and _contraction(op) is None:
+            yield box, None  # an einsum op whose operands are not the values it reads
+        elif target_of(op):
             shapes = [tuple(sympy.sympify(a.size) for a in value.axes) for value in op.args]
             yield box, times * products(op, shapes).forward
-        elif _calls_linear(op):
-            yield box, times * linear_flops(op)
-        elif "torch.einsum(" in op.code and not op.body:  # a loop's body: its ops, read one by one
-            yield box, None
 
 
 def _body(op: Op) -> Iterator[Op]:
