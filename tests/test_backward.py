@@ -9,6 +9,7 @@ import ncd
 from ncd.analysis import plan
 from ncd.analysis.backward import cot
 from ncd.analysis.tables import BACKWARD, AnalysisError, load_all
+from ncd.errors import SizeError
 from ncd.prims.gather import Gather
 from ncd.prims.rotary import Rotary
 from ncd.torch.verify import compare_gradients
@@ -115,9 +116,18 @@ def test_save_and_load_cotangents_meet_again() -> None:
 def test_repeat_is_unrolled_once_bound() -> None:
     layer = ncd.repeat(lambda i: (ncd.Linear("m -> m", bias=True) >> ncd.Tanh()).block("layer"), "i", 0, "N")
     d = ncd.Identity.of("b m") >> layer
-    with pytest.raises(AnalysisError, match="bind its repetition count first \\(N\\)"):
+    with pytest.raises(AnalysisError, match="bind its repetition count first \\(N\\).*ncd.backward\\(diagram, N=12\\)"):
         ncd.backward(d)
     _assert_same(compare_gradients(d.bind(N=3), b=2, m=4))
+    # the count given to ncd.backward, or the top block's default: the backward of the bound diagram, sizes symbolic
+    given, defaulted = ncd.backward(d, N=3), ncd.backward(d.block("Model", defaults=(("N", 3),)))
+    assert given == ncd.backward(d.bind(N=3)) and "m" in {str(s) for s in given.free_symbols}
+    assert defaulted.cod == given.cod and [b.prim for b in defaulted.boxes()] == [b.prim for b in given.boxes()]
+    assert len([b for b in given.boxes() if b.prim.op == "linear_transpose"]) == 3
+    with pytest.raises(SizeError, match="backward: heads is not a size of the diagram"):
+        ncd.backward(d, N=3, heads=2)
+    with pytest.raises(SizeError, match="backward: size N=0 must be a positive whole number"):
+        ncd.backward(d, N=0)
 
 
 def test_tied_unembedding_gradient_is_the_sum_drawn_in_the_diagram() -> None:

@@ -24,13 +24,14 @@ outputs, beside its results, every stored value — so the two run as modules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ncd.analysis.tables import AnalysisError, backward_entry
+from ncd.errors import SizeError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, check_size_names, defaults_of, describe, unweave
 from ncd.ir.rules import BATCHED_BACKWARD, BoxBackward
 from ncd.prims.linear import EinsumOp
 from ncd.prims.structure import AddOp, RenameOp, ZerosOp, cot, route, woven_scalar
@@ -360,11 +361,41 @@ def _tie(diagram: Diagram, part: _Part) -> tuple[Diagram, list[int], dict[int, i
     return Seq.of(part.back, route(segs, picks), Par.of(*parts)), real, param_of
 
 
-def plan(diagram: Diagram, *, training: bool = True) -> Plan:
+def repetition_counts(diagram: Diagram) -> list[str]:
+    """The sizes a repetition count of ``diagram`` reads (``N`` of ``repeat(layer, "i", 0, "N")``), sorted."""
+    sizes = {str(s) for s in diagram.free_symbols}
+    found = {str(s) for node in diagram.walk() if isinstance(node, Repeat)
+             for s in node.start.free_symbols | node.stop.free_symbols}
+    return sorted(found & sizes)
+
+
+def counted(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
+    """``diagram`` with ``sizes`` bound and every repetition count bound: given in ``sizes``, else the top block's
+    default.  The backward diagram has one part per layer (each with its own stored values and weight
+    gradients, one segment each), so a count must be a number; a count neither given nor defaulted is refused."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SizeError(f"backward: size {key}={value!r} must be a positive whole number")
+    check_size_names(diagram, sizes, "backward", defaults_of(diagram))
+    counts = repetition_counts(diagram)
+    defaults = defaults_of(diagram)
+    missing = [n for n in counts if n not in sizes and n not in defaults]
+    if missing:
+        what = ", ".join(missing)
+        raise AnalysisError(f"backward of {describe(diagram)}: bind its repetition count first ({what}): the backward"
+                            f" diagram has one part per layer; give it, e.g. ncd.backward(diagram,"
+                            f" {', '.join(f'{n}=12' for n in missing)}), or a default of the top block")
+    binding = {**{n: defaults[n] for n in counts if n not in sizes}, **sizes}
+    return diagram.bind(**binding) if binding else diagram
+
+
+def plan(diagram: Diagram, *, training: bool = True, **sizes: int) -> Plan:
     """Differentiate ``diagram``: its forward-with-residuals and backward diagrams.
 
-    ``training``: whether the module runs in training mode (batch normalisation's statistics).
+    ``training``: whether the module runs in training mode (batch normalisation's statistics).  ``sizes`` are
+    bound first; a repetition count not given takes the top block's default (:func:`counted`).
     """
+    diagram = counted(diagram, sizes)
     builder = Builder(training)
     part = builder.diff(diagram)
     keys = [(g.box, g.name) for g in part.grads]
@@ -394,10 +425,12 @@ def plan(diagram: Diagram, *, training: bool = True) -> Plan:
     )
 
 
-def backward(diagram: Diagram, *, training: bool = True) -> Diagram:
+def backward(diagram: Diagram, *, training: bool = True, **sizes: int) -> Diagram:
     """The reverse-mode diagram of ``diagram``: ``(stored values and weights, ∂outputs) -> (∂inputs, ∂weights)``.
 
     Its block's ``meta`` names each input (``stored k``, ``param p weight``, ``cotangent j``)
     and output (``input j``, ``param p``; ``p`` indexes the lowered module's ``parameters()``).
+    ``sizes`` are bound first.  Repeated layers become one part each, so a repetition count must be a number:
+    given here (``ncd.backward(gpt2, N=12)``) or the top block's default; every other size may stay a symbol.
     """
-    return plan(diagram, training=training).backward
+    return plan(diagram, training=training, **sizes).backward
