@@ -97,6 +97,24 @@ def test_cost_of_built_diagrams_matches_measurement(build) -> None:
     _check(d, **{k: v for k, v in SIZES.items() if k in {str(s) for s in d.free_symbols}})
 
 
+def test_linear_saves_a_view_when_its_leading_dims_merge() -> None:
+    """``F.linear`` of an argument whose features are not innermost but whose leading dims merge in memory (here
+    stored ``m b t``, read ``b t m``) folds it with a view: autograd keeps the input's own storage, which another box
+    saves too (one storage, not two).  The call's typed ``linear`` option says what it reads; the cost reads it."""
+    from ncd.ir.program import LinearCall
+    from ncd.torch.codegen import to_program
+
+    branch = ncd.Identity.of("m b t") >> ncd.Transpose("m b t -> b t m") >> ncd.Linear("m -> n")
+    d = ncd.Copy("m b t") >> (branch @ (ncd.Copy("m b t") >> ncd.Multiply(2)))
+    sizes = {"b": 2, "t": 3, "m": 4, "n": 5}
+    _check(d, **sizes)
+    assert ncd.cost(d, **sizes).activation_bytes == 4 * 2 * 3 * 4
+    calls = [op.option("linear") for _, op in to_program(d, **sizes).ops() if op.option("function") == "linear"]
+    assert calls == [LinearCall(("m",), ("n",))]
+    # read in another order than stored, the leading dims do not merge: a copy is kept (as autograd keeps one)
+    _check(ncd.Identity.of("b t m") >> ncd.Transpose("b t m -> t b m") >> ncd.Linear("m -> n", bias=True), **sizes)
+
+
 def test_attention_cost_formulas_are_the_papers() -> None:
     """Scores and weighted sum each cost b·y·x·k·h multiply-adds; backward twice that (two operands each)."""
     b, y, x, k, h, m = (symbol(n) for n in "byxkhm")

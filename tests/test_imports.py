@@ -125,6 +125,8 @@ def test_analysis_imports_no_code_generation() -> None:
         handed = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and name == "ncd.analysis.cost"
                   and f.name == "_program" for n in ast.walk(f)}
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and id(n) not in handed}
+        handed_names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) in handed for a in n.names}
+        assert handed_names <= {"program_for_costs"}, (name, handed_names)  # the producer's one public entry point
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not {m for m in imported if m.startswith("ncd.torch") or m.split(".")[0] == "torch"}, name
         assert "import_module" not in path.read_text(encoding="utf-8"), name

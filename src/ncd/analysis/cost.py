@@ -8,8 +8,8 @@ primitive's cost rule on the step's tensors and woven axes; a fused attention is
 the program recorded; woven axes moved to the front and back are the views the program wrote; a
 class call or a loop of repeated layers runs the class's steps.  Nothing of code generation is
 replayed here: which boxes run in place, what was fused, which weights store their rows in a chosen
-order are read off the program.  Each row says what the generated PyTorch does: the
-multiply-accumulates of its matrix products, its other arithmetic, and which tensors autograd keeps
+order (an ``nn.Linear`` call's typed ``linear`` option) are read off the program.  Each row says what the
+generated PyTorch does: the multiply-accumulates of its matrix products, its other arithmetic, and which tensors autograd keeps
 for the backward pass.  Every figure is a sympy formula in the axis sizes and, once the sizes are
 bound, a number.
 
@@ -211,10 +211,6 @@ class _Walker:
     def __init__(self, itemsize: int, training: bool = True) -> None:
         self.itemsize = itemsize
         self.training = training
-        #: the learned maps whose weights store their rows in a chosen order (:func:`ncd.prims.patterns.chosen_rows`)
-        self.rows: dict[int, tuple[str, ...]] = {}
-        #: the learned maps whose weights store their columns in a chosen order (:func:`ncd.prims.patterns.chosen_columns`)
-        self.cols: dict[int, tuple[str, ...]] = {}
         self.ids = itertools.count()
         self.bytes: dict[int, sympy.Expr] = {}
         self.dtypes: dict[int, str] = {}
@@ -249,8 +245,6 @@ class _Walker:
         """Cost the program's top class on ``inputs`` (``top``: the diagram it lowers, whose block name heads
         every box's path as the walk of a block would)."""
         self.functions = {f.name: f for f in program.functions}
-        self.rows.update(program.rows)
-        self.cols.update(program.cols)
         if isinstance(top, Block):
             self.blocks.append(top.name)
         return self.function(program.top, inputs, ())
@@ -351,7 +345,7 @@ class _Walker:
         """A loop over a symbolic count of equal layers: one layer walked, its costs ``count`` times."""
         assert step.count is not None
         sub = _Walker(self.itemsize, self.training)
-        sub.functions, sub.rows, sub.cols = self.functions, self.rows, self.cols
+        sub.functions = self.functions
         sub.blocks = list(self.blocks)
         inputs = [sub.allocate(v.axes, v.order, v.grad, v.dtype) for v in values]
         results = sub.call(dataclasses.replace(step, count=None), inputs, frame)
@@ -707,12 +701,9 @@ def _program(diagram: Diagram, symbolic: dict[str, int] | None = None,
     """The program lowering writes for ``diagram``: bound, or on symbolic sizes with plans chosen at ``symbolic``
     (:func:`ncd.torch.codegen.symbolic_program`).  The one lowering, run once per report.  ``written``: the
     diagram before binding and its sizes, so that the program prints constants by name as ``to_source`` does."""
-    from ncd.torch.codegen import NamedSizes, cut_out, lower, symbolic_program  # the program's one producer
+    from ncd.torch.codegen import program_for_costs  # the program's one producer, its one entry point here
 
-    with cut_out():  # a region of a model (a per-rank unit) is costed alone
-        if symbolic is not None:
-            return symbolic_program(diagram, **symbolic)
-        return lower(diagram, NamedSizes.of(*written) if written is not None else None)
+    return program_for_costs(diagram, symbolic, written)
 
 
 def _analyse(diagram: Diagram, program: Program, dtype: str, training: bool = True) -> Analysis:

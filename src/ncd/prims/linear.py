@@ -30,6 +30,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, numel, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
+from ncd.ir.program import LinearCall
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, sizes_equal
 from ncd.ir.weaving import Side, WeaveView, WovenAxis
@@ -256,13 +257,16 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
     ins, outs = _sizes(prim.dom_axes), _sizes(prim.cod_axes)
     module = linear_module(ctx.em, prim, ctx.box.label)
     x = ctx.args[0]
-    if on_trailing_axes(ctx.box, ctx.woven):  # the one predicate the cost rule asks too
+    if on_trailing_axes(ctx.box, ctx.woven):  # a plain nn.Linear call (the cost rule reads which from the op)
         cols = ctx.em.cols.get(id(ctx.box))
         seen = x if cols is None else _stored_columns(ctx, prim, module, x, cols)
         call = ctx.module(module, seen if n_in == 1 else ctx.method(seen, "flatten", -n_in))
-        # what the op calls, typed (``ncd.analysis.targets``): F.linear with the weight's shape, whatever views follow
-        options = (("function", "linear"), ("weight", (numel(prim.cod_axes.axes), numel(prim.dom_axes.axes))))
         stored = ctx.em.rows.get(id(ctx.box))
+        # what the op calls, typed (``ncd.analysis.targets``): F.linear with the weight's shape, the order it reads its
+        # argument's axes and writes the product's (ncd.ir.program.LinearCall), whatever views follow
+        runs = LinearCall(cols or prim.dom_axes.names, stored or prim.cod_axes.names)
+        options = (("function", "linear"), ("weight", (numel(prim.cod_axes.axes), numel(prim.dom_axes.axes))),
+                   ("linear", runs))
         if stored is not None:
             return [replace(_stored_rows(ctx, prim, module, call, stored), options=options)]
         return [replace(call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs)), options=options)]
@@ -389,39 +393,36 @@ def on_trailing_axes(box: Box, woven: Sequence[WovenAxis]) -> bool:
             and [m for m in dom if m[0] == "woven"] == [m for m in cod if m[0] == "woven"])
 
 
-def _trailing(prim: LinearOp, ctx: CostContext) -> bool:
-    return on_trailing_axes(ctx.box, ctx.woven)
-
-
 @COST.rule(LinearOp)
 def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
     from ncd.analysis.layout import Tensor, numel
     from ncd.analysis.linear import einsum_cost
+    from ncd.analysis.tables import AnalysisError
+    from ncd.analysis.targets import target_of
 
     x = ctx.inputs[0]
     fan_in, fan_out = numel(prim.dom_axes.axes), numel(prim.cod_axes.axes)
     batch = x.numel / fan_in
     if prim.bias:
         ctx.other(batch * fan_out, batch * fan_out)
-    if _trailing(prim, ctx):
-        n_in = len(prim.dom_axes)
-        cols = ctx.walker.cols.get(id(ctx.box))
-        if cols is not None:  # the input seen in the stored order of the weight's columns (a view)
-            lead = x.axes[: len(x.axes) - n_in]
-            x = x.relabel(lead + tuple(next(a for a in x.axes if a.name == n) for n in cols))
-        own_in = [a.name for a in x.axes[len(x.axes) - n_in:]]
-        flat = x if x.merges([own_in]) else ctx.new(x.axes, grad=x.grad)
-        if len(flat.axes) - n_in + 1 > 2 and not flat.contiguous:
-            flat = ctx.new(x.axes, grad=x.grad)  # matmul folds the batch axes with reshape: a copy
-        ctx.charge(ctx.call_to("linear"), [tuple(a.size for a in x.axes)], grads=(x.grad, True))  # what it calls
+    calls = [op for op in ctx.ops if target_of(op) == "linear"]
+    if calls:  # the program called its nn.Linear: what the call runs is typed on the op
+        call = ctx.call_to("linear")
+        runs = call.option("linear")
+        if not isinstance(runs, LinearCall):
+            raise AnalysisError(f"cost of {ctx.box.text()}: the op {call.code!r} does not type what F.linear runs")
+        lead = x.axes[: len(x.axes) - len(runs.reads)]
+        x = x.relabel(lead + tuple(next(a for a in x.axes if a.name == n) for n in runs.reads))  # a view
+        lead_names = [a.name for a in lead]
+        # flatten the read dims, then ATen's fold of the leading ones: the 2-D argument mm keeps, a copy unless both merge
+        groups = [list(runs.reads)] + ([lead_names] if len(lead) > 1 else [])
+        flat = x if x.merges(groups) else ctx.new(x.axes, grad=x.grad)
+        ctx.charge(call, [tuple(a.size for a in x.axes)], grads=(x.grad, True))  # what it calls
         ctx.save(flat)
         if x.grad:
             ctx.other(sympy.Integer(0), sympy.Integer(0))
-        stored = ctx.walker.rows.get(id(ctx.box))
-        if stored is None:
-            return [ctx.output(0)]
-        names = [a.name for a in ctx.out_axes[0]]  # the weight's rows in a chosen order: the output stored so
-        return [ctx.output(0, names[: len(names) - len(stored)] + list(stored))]
+        names = [a.name for a in ctx.out_axes[0]]  # the product stored in the order of the weight's rows
+        return [ctx.output(0, names[: len(names) - len(runs.writes)] + list(runs.writes))]
     # an einsum with a view of the weight: '...{in},{out}{in}->...{out}'
     dom_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "dom", 0)) if m[0] == "own"]
     cod_pos = [k for k, m in enumerate(markers(ctx.box, ctx.woven, "cod", 0)) if m[0] == "own"]

@@ -659,6 +659,18 @@ def lowering_cut_out() -> bool:
     return _CUT_OUT.get()
 
 
+def program_for_costs(diagram: Diagram, symbolic: dict[str, int] | None = None,
+                      written: tuple[Diagram, dict[str, int]] | None = None) -> Program:
+    """The program ``ncd.cost`` reads (its one hand-off from lowering): of the bound ``diagram`` (``written``: the
+    diagram before binding and its sizes, so constants print by name as in ``to_source``), or with ``symbolic``
+    given, on symbolic sizes with plans chosen at those sizes (:func:`symbolic_program`).  Lowered as a region cut
+    out of a model (:func:`cut_out`: a per-rank unit is costed alone)."""
+    with cut_out():
+        if symbolic is not None:
+            return symbolic_program(diagram, **symbolic)
+        return lower(diagram, NamedSizes.of(*written) if written is not None else None)
+
+
 def top_class_name(source: str) -> str:
     names = re.findall(r"^class (\w+)\(nn\.Module\):", source, flags=re.M)
     return str(names[-1])
