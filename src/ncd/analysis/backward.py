@@ -389,7 +389,7 @@ def counted(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
     return diagram.bind(**binding) if binding else diagram
 
 
-def plan(diagram: Diagram, *, training: bool = True, **sizes: int) -> Plan:
+def plan(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Plan:
     """Differentiate ``diagram``: its forward-with-residuals and backward diagrams.
 
     ``training``: whether the module runs in training mode (batch normalisation's statistics).  ``sizes`` are
@@ -425,7 +425,7 @@ def plan(diagram: Diagram, *, training: bool = True, **sizes: int) -> Plan:
     )
 
 
-def backward(diagram: Diagram, *, training: bool = True, **sizes: int) -> Diagram:
+def backward(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Diagram:
     """The reverse-mode diagram of ``diagram``: ``(stored values and weights, ∂outputs) -> (∂inputs, ∂weights)``.
 
     Its block's ``meta`` names each input (``stored k``, ``param p weight``, ``cotangent j``)
