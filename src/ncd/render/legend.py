@@ -70,9 +70,12 @@ def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
     names: set[str] = set()
     # the leaves' wires first, left to right, so that the indices follow the drawing (a sequence's own type, read
     # first by the walk, holds its last output)
-    leaves = (a for node in diagram.walk() if not node.children() for typ in (node.dom, node.cod) for seg in typ
-              for a in seg)
+    seen: set[int] = set()  # an axis object read again adds nothing: its name and size are in already
+    leaves = wire_axes(diagram, leaves=True)
     for axis in itertools.chain(leaves, wire_axes(diagram)):
+        if id(axis) in seen:
+            continue
+        seen.add(id(axis))
         names.add(axis.name)
         entry = legend_entry(axis)
         if entry is not None:

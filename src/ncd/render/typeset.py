@@ -219,21 +219,26 @@ class DiagramAxes:
         return next(iter(names)) if len(names) == 1 else None
 
 
-def wire_axes(diagram: Diagram) -> Iterator[Axis]:
-    """Every axis on the wires of ``diagram``'s nodes (each distinct type read once; repeats possible).
+def wire_axes(diagram: Diagram, leaves: bool = False) -> Iterator[Axis]:
+    """Every axis on the wires of ``diagram``'s nodes (``leaves``: of the nodes without children), in the order they
+    first appear (each distinct type and segment read once; repeats possible).
 
     >>> import ncd
     >>> sorted({a.name for a in wire_axes(ncd.Linear("m -> k h"))})
     ['h', 'k', 'm']
     """
-    seen: set[int] = set()
+    seen: set[int] = set()  # the ids of the types and segments read (held by the diagram while it is walked)
     for node in diagram.walk():
+        if leaves and node.children():
+            continue
         for typ in (node.dom, node.cod):
             if id(typ) in seen:
                 continue
             seen.add(id(typ))
             for seg in typ:
-                yield from seg
+                if id(seg) not in seen:
+                    seen.add(id(seg))
+                    yield from seg
 
 
 def diagram_axes(diagram: Diagram) -> DiagramAxes:
@@ -250,7 +255,11 @@ def diagram_axes(diagram: Diagram) -> DiagramAxes:
     """
     items: set[tuple[str, sympy.Expr]] = set()
     by_size: dict[int, set[str]] = {}
+    seen: set[int] = set()  # an axis object read again adds nothing
     for a in wire_axes(diagram):
+        if id(a) in seen:
+            continue
+        seen.add(id(a))
         if a.parts:
             continue
         if a.role == "item":
