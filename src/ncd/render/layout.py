@@ -910,7 +910,32 @@ def framed(ctx: Layout, body: Frag, dom: Type, cod: Type, note_in: Any = None, n
     return frag
 
 
-def _finish(ctx: Layout, frag: Frag) -> Drawing:
+@dataclass
+class Framing:
+    """What a finished drawing puts around its body fragment: the title, the legend and where it goes, and the
+    drawing's size (the page layout compares attempts by these before it makes the chosen one's items)."""
+
+    header: list[Item]
+    head_h: float
+    rows: list[tuple[str, str]]
+    legend: list[Item]
+    legend_w: float
+    beside: bool
+    top_h: float
+    width: float
+    height: float
+
+    def smallest(self, frag: Frag) -> float | None:
+        """The smallest size of the drawing's visible text, ``None`` when it has none."""
+        found = smallest_text(frag, float("inf"))
+        for it in self.header + self.legend:
+            if isinstance(it, Text):
+                found = min([found] + [run.size for run in it.runs if run.text.strip()])
+        return None if found == float("inf") else found
+
+
+def framing(ctx: Layout, frag: Frag) -> Framing:
+    """The title, legend and size of the drawing of ``frag`` (:func:`_finish` without making the body's items)."""
     style = ctx.style
     m = style.margin
     header: list[Item] = []
@@ -923,21 +948,27 @@ def _finish(ctx: Layout, frag: Frag) -> Drawing:
     rows = closed_rows(list(dict.fromkeys(style.legend + _rows(frag))), ctx.indexed)
     legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size)
     width = max(frag.w, legend_w) + 2 * m
-    items: list[Item] = []
-    for it in header:
-        items.append(it.moved(m, m))
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
     # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
     # above the drawing otherwise
     beside = bool(legend) and not _any_hit(frag, m, m + head_h - frag.top, (lx - 6, m + head_h, width, m + head_h + legend_h + 6))
     top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
-    body: list[Item] = []
-    _flatten(frag, m, m + top_h - frag.top, body)
-    for it in legend:
-        items.append(it.moved(lx - 12.0, m + (head_h if beside else 0.0)))
-    items.extend(body)
     height = m + top_h + (frag.bottom - frag.top) + m
-    return Drawing(round(width, 2), round(height, 2), items, tuple(rows))
+    return Framing(header, head_h, rows, legend, legend_w, beside, top_h, width, height)
+
+
+def _finish(ctx: Layout, frag: Frag, framed: Framing | None = None) -> Drawing:
+    """The drawing of ``frag``: its title, legend and body items in place (``framed``: its :func:`framing`)."""
+    f = framed or framing(ctx, frag)
+    m = ctx.style.margin
+    items: list[Item] = [it.moved(m, m) for it in f.header]
+    lx = m + max(frag.w - f.legend_w, 0.0) + 12.0
+    body: list[Item] = []
+    _flatten(frag, m, m + f.top_h - frag.top, body)
+    for it in f.legend:
+        items.append(it.moved(lx - 12.0, m + (f.head_h if f.beside else 0.0)))
+    items.extend(body)
+    return Drawing(round(f.width, 2), round(f.height, 2), items, tuple(f.rows))
 
 
 def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:

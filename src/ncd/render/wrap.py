@@ -36,7 +36,7 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.generic import family, family_header, family_indices, generic_labels
 from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
-from ncd.render.model import Drawing, Path, Port, Text
+from ncd.render.model import Drawing, Path, Port
 from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, typeset_text
@@ -119,7 +119,7 @@ def _outer_scans(node: Diagram) -> list[Box]:
 
 def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
-    from ncd.render.layout import Frag, _finish, framed, smallest_text
+    from ncd.render.layout import Frag, Framing, _finish, framed, framing, smallest_text
 
     style = ctx.style
     max_w, max_aspect = PAGES[style.page]
@@ -145,43 +145,42 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
             return single or _finish(ctx, one_row)
         target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
-        best: Drawing | None = None
+        # the attempts are compared by their sizes and smallest text; only the chosen one's items are made
+        best: tuple[tuple[bool, bool, float], Frag, Framing] | None = None
         for _ in range(8):
             ctx.collapse = set()
             ctx.symbols = set(symbols0)  # the fresh symbols of this page's definitions are chosen anew
             ctx.lists = {}
             page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
                              target, Frag)
-            drawing = _finish(ctx, page)
+            framed_page = framing(ctx, page)
+            width, height = round(framed_page.width, 2), round(framed_page.height, 2)
             # the page may hold smaller text than the one row (a definition's header): its own limit
-            limit = _limit(drawing, max_w, style.page)
-            if best is None or _score(drawing, limit, max_aspect) < _score(best, _limit(best, max_w, style.page),
-                                                                            max_aspect):
-                best = drawing
+            limit = _limit(framed_page.smallest(page), max_w, style.page)
+            score = (width > limit + 0.01, width > max_aspect * height, width)
+            if best is None or score < best[0]:
+                best = (score, page, framed_page)
             if target < 120:
                 break
-            if drawing.width > limit + 0.01:  # too wide to print its smallest text at MIN_PRINT_PT: narrower rows
+            if width > limit + 0.01:  # too wide to print its smallest text at MIN_PRINT_PT: narrower rows
                 # the widest row is the page less a later row's indent and its arrows out: narrower than that row
-                target = max(120.0, min(target, page.w - 2 * ARROW_RUN - 6.0) - (drawing.width - limit) - 2.0)
-            elif drawing.width > max_aspect * drawing.height:  # too wide for its height: narrower rows (more of them)
-                target = max(120.0, min(target, page.w) / math.sqrt(drawing.width / (max_aspect * drawing.height)) * 0.92)
+                target = max(120.0, min(target, page.w - 2 * ARROW_RUN - 6.0) - (width - limit) - 2.0)
+            elif width > max_aspect * height:  # too wide for its height: narrower rows (more of them)
+                target = max(120.0, min(target, page.w) / math.sqrt(width / (max_aspect * height)) * 0.92)
             else:
                 break
-        return best
+        assert best is not None
+        return _finish(ctx, best[1], best[2])
     finally:
         ctx.memo = None
 
 
-def _limit(d: Drawing, max_w: float, page: str) -> float:
-    """The widest ``d`` may be on ``page``: in a column, no wider than prints its smallest text at MIN_PRINT_PT."""
+def _limit(smallest: float | None, max_w: float, page: str) -> float:
+    """The widest a drawing whose smallest text is ``smallest`` may be on ``page``: in a column, no wider than prints
+    that text at MIN_PRINT_PT."""
     if page != "column":
         return max_w
-    sizes = [run.size for t in d.of(Text) for run in t.runs if run.text.strip()]
-    return min(max_w, COLUMN_PT * min(sizes, default=MIN_PRINT_PT) / MIN_PRINT_PT)
-
-
-def _score(d: Drawing, limit: float, max_aspect: float) -> tuple[bool, bool, float]:
-    return (d.width > limit + 0.01, d.width > max_aspect * d.height, d.width)
+    return min(max_w, COLUMN_PT * (MIN_PRINT_PT if smallest is None else smallest) / MIN_PRINT_PT)
 
 
 def _names(diagram: Diagram) -> set[str]:
