@@ -138,3 +138,30 @@ def test_integer_selection_and_flags_are_boxes() -> None:
     d = round_trip(SegmentMask(), ids, fresh=(fresh,))
     assert d.opaque_count == 0
     assert "index_arithmetic" in [b.prim.op for b in d.boxes()]
+
+
+def test_a_table_recorded_at_the_traced_length_refuses_other_lengths() -> None:
+    """T5's relative-position buckets are computed from the input's length and recorded as a constant: lowered at
+    another length the trace refuses by design (naming the length and the view that reads the table), never a size
+    error from inside the lowered module; another batch lowers and equals the model."""
+    import warnings
+
+    import pytest
+    import transformers
+
+    import ncd
+
+    config = transformers.T5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4,
+                                   relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    torch.manual_seed(0)
+    model = transformers.T5EncoderModel(config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, input_ids=torch.randint(0, 50, (2, 8)))
+    with pytest.raises(ncd.TraceError, match=r"at \{'t': 12\} \(traced at \{'t': 8\}\).*view '1 [a-z]:4 n:8 nʹ:8'"):
+        d.to_torch(t=12)
+    ids = torch.randint(0, 50, (3, 8))
+    with torch.no_grad():
+        got = d.to_torch(b=3)(ids)
+        torch.testing.assert_close(got[0] if isinstance(got, tuple) else got, model(input_ids=ids).last_hidden_state,
+                                   atol=1e-5, rtol=1e-4)

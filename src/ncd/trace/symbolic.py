@@ -63,6 +63,10 @@ def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
     return node
 
 
+def _symbols(segment: Segment) -> set[Any]:
+    return {x for a in segment.axes for x in a.size.free_symbols}
+
+
 def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
@@ -139,6 +143,10 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
         new = type(p)(**changes)  # dataclasses.replace, every field given
         if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
             fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'"))
+        elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
+            # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at the
+            # traced length): its entries are those of the traced sizes only
+            fixed.append((tuple(sorted(str(x) for x in held)), f"view '{changes['source']}' -> '{changes['target']}'"))
         return new
 
     def node(d: Diagram) -> Diagram:
