@@ -89,10 +89,11 @@ def _next(nodes: list[Node], outputs: list[Any], at: int) -> tuple[list[Node], i
     calls = [n for n in nodes if n.kind == "call"]
     pos = {id(c): i for i, c in enumerate(calls)}
     leaves = [_leaves((c.args, c.kwargs)) for c in calls]
-    keys = [_key(c, lv) for c, lv in zip(calls, leaves)]
+    interned: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    keys = [interned.setdefault(key, key) for key in [_key(c, lv) for c, lv in zip(calls, leaves)]]  # equal: one object
 
     def shifted(k: int, p: int) -> bool:  # call k is a copy of call k - p, one step on
-        if keys[k] != keys[k - p]:
+        if keys[k] is not keys[k - p]:
             return False
         for (_, x), (_, y) in zip(leaves[k - p], leaves[k]):
             if isinstance(x, Node) and x is not y and not (
@@ -100,6 +101,10 @@ def _next(nodes: list[Node], outputs: list[Any], at: int) -> tuple[list[Node], i
                 return False
         return True
 
+    # a folded run lies inside one module's forward: where the calls from k on leave call k's module (its stack)
+    leaves_module = [len(calls)] * len(calls)
+    for k in range(len(calls) - 2, -1, -1):
+        leaves_module[k] = leaves_module[k + 1] if calls[k + 1].stack == calls[k].stack else k + 1
     seen: dict[tuple[Any, ...], list[int]] = {}
     for k in range(len(calls)):
         earlier = seen.setdefault(keys[k], [])
@@ -108,9 +113,11 @@ def _next(nodes: list[Node], outputs: list[Any], at: int) -> tuple[list[Node], i
                 p = k - before
                 if p > MAX_PERIOD or not shifted(k, p):
                     continue
-                end = k + 1
-                while end < len(calls) and shifted(end, p):
+                end, limit = k + 1, leaves_module[k] + p
+                while end < len(calls) and end < limit and shifted(end, p):
                     end += 1
+                if end >= limit:  # every phase's whole steps (one step short of end at most) reach another module
+                    continue
                 if end - k < p * (MIN_STEPS - 2):  # the first step reads initial values: not a copy of one before
                     continue
                 done = _fold_run(nodes, calls, outputs, k, end, p)
