@@ -410,10 +410,19 @@ class MaskedAttention(nn.Module):
         return out
 
 
-def _torch_build(cls: type[nn.Module], make: Callable[[torch.Generator], dict[str, torch.Tensor]]) -> Any:
-    def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _torch_build(cls: type[nn.Module], make: Callable[[torch.Generator], dict[str, Any]], perturb: bool = False) -> Any:
+    def build() -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
         torch.manual_seed(0)
-        return cls().eval(), make(torch.Generator().manual_seed(0)), make(torch.Generator().manual_seed(1))
+        model = cls().eval()
+        if perturb:  # away from the initialisation (norms' ones and zeros, batch norm's unit statistics hide misuse)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+                for name, b in model.named_buffers():
+                    if b.is_floating_point():
+                        b.mul_(torch.empty_like(b).uniform_(0.5, 2)) if name.endswith("running_var") \
+                            else b.add_(0.1 * torch.randn_like(b))
+        return model, make(torch.Generator().manual_seed(0)), make(torch.Generator().manual_seed(1))
 
     return build
 
@@ -434,7 +443,22 @@ def torch_entries() -> list[Entry]:
             "x": torch.randn(BATCH, 16, generator=g), "ids": torch.randint(0, 9, (BATCH, 16), generator=g)})),
         Entry("torch.inplace", "torch", _torch_build(InPlace, lambda g: {"x": torch.randn(BATCH, 16, generator=g)})),
         Entry("torch.mask", "torch", _torch_build(MaskedAttention, _mask)),
-    ]
+    ] + [Entry(f"torch.{name}", "torch", _torch_build(cls, make, perturb=True)) for name, cls, make in _zoo()]
+
+
+def _zoo() -> list[tuple[str, type[nn.Module], Callable[[torch.Generator], dict[str, Any]]]]:
+    zoo: list[tuple[str, type[nn.Module], Callable[[torch.Generator], dict[str, Any]]]] = zoo_module().zoo()
+    return zoo
+
+
+def zoo_module() -> Any:
+    """The hand-written plain-PyTorch zoo (``benchmarks/corpus_torch.py``, beside this file)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import corpus_torch
+
+    return corpus_torch
 
 
 def all_entries(collide: str = "") -> list[Entry]:
@@ -476,7 +500,7 @@ class Result:
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
-    return [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    return [t.detach() for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
 
 
 def _max_diff(got: Any, want: Any) -> tuple[float, bool]:
@@ -601,9 +625,9 @@ def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]
     try:
         lowered = d.to_torch()
         result.params_lowered = n_params(lowered)
-        with torch.no_grad():
-            got = lowered(*inputs.values())
-            got_fresh = lowered(*fresh.values())
+        with torch.no_grad():  # the lowered module takes the tensors (other arguments are part of the trace)
+            got = lowered(*_leaves(list(inputs.values())))  # tensors in lists and dicts are inputs of their own
+            got_fresh = lowered(*_leaves(list(fresh.values())))
         result.diff, equal = _max_diff(got, built.want)
         result.diff_fresh, equal_fresh = _max_diff(got_fresh, built.want_fresh)
         result.equal = equal and equal_fresh

@@ -50,8 +50,8 @@ def test_the_drawing_does_not_grow_with_the_sequence() -> None:
     assert len(long) < 1.05 * len(short)
 
 
-def test_bidirectional_layers_are_declined_visibly() -> None:
-    model = torch.nn.LSTM(4, 6, bidirectional=True).eval()
+def test_projected_layers_are_declined_visibly() -> None:  # bidirectional ones: tests/test_trace_usermodels.py
+    model = torch.nn.LSTM(4, 6, proj_size=3).eval()
     with pytest.warns(UserWarning, match="opaque"):
         d = ncd.trace(model, torch.randn(5, 2, 4))
     assert d.opaque_count == 1

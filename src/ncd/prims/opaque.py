@@ -112,6 +112,11 @@ def _check_value(value: Any, n_inputs: int, where: str) -> None:
                 if not isinstance(payload, str) or not DEVICE.fullmatch(payload):
                     raise ParseError(f"{where}: unknown device {payload!r}")
                 return
+            if tag == "$complex":
+                if not (isinstance(payload, tuple) and len(payload) == 2
+                        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in payload)):
+                    raise ParseError(f"{where}: ('$complex', {payload!r}) is not (real part, imaginary part)")
+                return
             if tag == "$empty":
                 if not _empty(payload):
                     raise ParseError(f"{where}: ('$empty', {payload!r}) is not (dtype, shape) of a tensor without entries")
@@ -335,6 +340,9 @@ def literal(value: Any, inputs: list[str]) -> str:
             return f"torch.{payload}"
         if tag == "$device" and isinstance(payload, str) and DEVICE.fullmatch(payload):
             return f"torch.device({payload!r})"
+        if (tag == "$complex" and isinstance(payload, tuple) and len(payload) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in payload)):
+            return f"complex({literal(float(payload[0]), inputs)}, {literal(float(payload[1]), inputs)})"
         if tag == "$empty" and _empty(payload):
             return f"torch.empty({tuple(payload[1])!r}, dtype=torch.{payload[0]})"
         raise LoweringError(f"opaque box: argument {value!r} cannot be written as source")

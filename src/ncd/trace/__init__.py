@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import TraceError
 from ncd.ir.diagram import Block
-from ncd.trace.params import HOLDER, hold, unread
+from ncd.trace.params import HOLDER, hold, tie, unread
 
 if TYPE_CHECKING:
     import torch
@@ -95,15 +95,30 @@ class TracedDiagram(Block):
                              f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
         module = to_torch(self.as_block(), check_inputs=True, **sizes)
         module.train(self.training)  # the mode the model was traced in
+        dtype = self._float_dtype()
+        if dtype is not None:  # a model in float64 (or half precision) throughout: the lowered module too
+            module.to(dtype)
         if other:  # the first-use order does not depend on sizes: read it at the traced ones
             at_trace = to_torch(self.as_block())
-            names = list(_state_for(at_trace, self.tensors, self.example))
-            state = _state_for(at_trace, self.tensors, self.example)
-            module.load_state_dict({n: state[n] for n in names}, strict=False)
+            if dtype is not None:
+                at_trace.to(dtype)
+            order = _first_use(at_trace, self.example)
+            state = _state_for(at_trace, self.tensors, self.example, order)
+            module.load_state_dict(state, strict=False)
+            tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
         else:
             load_parameters(module, self.tensors, self.example)
         hold(module, self.unused)
         return module
+
+    def _float_dtype(self) -> torch.dtype | None:
+        """The one floating-point type of the traced values and inputs when it is not torch's default (else ``None``:
+        the lowered module keeps torch's default type, and each value is cast to the type its tensor has there)."""
+        import torch
+
+        kinds = {t.dtype for group in (*self.tensors, self.example) for t in group if t.is_floating_point()}
+        (kind,) = kinds if len(kinds) == 1 else (None,)
+        return kind if kind is not None and kind != torch.get_default_dtype() else None
 
     def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram); the
@@ -373,20 +388,4 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
     # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
     # map's rows or columns in the order a fused kernel reads (ncd.prims.patterns.chosen_rows / chosen_columns)
     module.load_state_dict(state, strict=False)
-    _tie(module, order, [t for group in tensors for t in group])
-
-
-def _tie(module: torch.nn.Module, order: list[str], flat: list[torch.Tensor]) -> None:
-    """Parameters loaded from one tensor of the model (tied weights) become one parameter of ``module``."""
-    params = dict(module.named_parameters(remove_duplicate=False))
-    first: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
-    for name, value in zip(order, flat):
-        if name not in params or value.device.type == "meta":
-            continue
-        key = (int(value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size()), tuple(value.shape),
-               tuple(value.stride()))
-        if key not in first:
-            first[key] = name
-        elif params[first[key]].shape == params[name].shape:
-            owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner) if owner else module, attr, params[first[key]])
+    tie(module, order, [t for group in tensors for t in group])

@@ -780,6 +780,8 @@ class Converter:
                 return ("$memory_format", str(value).replace("torch.", ""))
             if isinstance(value, torch.Tensor):
                 return template(Node("literal", "constant", value=value))
+            if isinstance(value, complex):  # ``z * 1j``: a number the call's source writes as complex(re, im)
+                return ("$complex", (value.real, value.imag))
             return value
 
         args = template(node.args)

@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from ncd.trace.capture import Node
 
-__all__ = ["HOLDER", "hold", "pieces", "unread"]
+__all__ = ["HOLDER", "hold", "pieces", "tie", "unread"]
 
 #: The submodule of a lowered module holding the model's parameters its forward does not read.
 HOLDER = "unused"
@@ -89,6 +90,93 @@ def hold(module: torch.nn.Module, parameters: tuple[tuple[str, torch.Tensor], ..
             made[id(p)] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
         owner.register_parameter(leaf, made[id(p)])
     module.add_module(HOLDER, holder)
+
+
+def tie(module: torch.nn.Module, order: list[str], flat: list[torch.Tensor]) -> None:
+    """Parameters of ``module`` loaded from one tensor of the model become one parameter (``order``: the names the
+    traced values ``flat`` were loaded into).
+
+    A value laid out as the earlier one (a tied LM head, one layer called twice) is that parameter itself; a value
+    that is another view of it (``x @ w`` after ``F.linear(x, w)`` reads ``w.T``; ``onehot @ table`` after
+    ``table[ids]``) is computed from it on every read (``torch.nn.utils.parametrize``: ``as_strided`` of its entries,
+    reshaped as the lowered module stores it), checked equal to the loaded values first — so training the lowered
+    module updates one tensor, as it does the model's."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    first: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    loaded: dict[int, list[tuple[str, torch.Tensor]]] = {}  # a storage -> the values loaded from it, each untied
+    for name, value in zip(order, flat):
+        if name not in params or value.device.type == "meta" or not value.untyped_storage().nbytes():
+            continue
+        ptr = value.untyped_storage().data_ptr()
+        key = (int(ptr + value.storage_offset() * value.element_size()), tuple(value.shape), tuple(value.stride()))
+        if key in first and params[first[key]].shape == params[name].shape:
+            _set(module, name, params[first[key]])
+            continue
+        others = loaded.setdefault(ptr, [])
+        base = next((n for n, b in others if b.is_contiguous() and _within(value, b)
+                     and _view_of(module, name, params[n], value, b)), None)
+        if base is not None:
+            continue
+        if value.is_contiguous():  # an earlier value read another view of this one: computed from it
+            viewed = {n for n, b in others if _within(b, value) and _view_of(module, n, params[name], b, value)}
+            others[:] = [(n, b) for n, b in others if n not in viewed]
+            first = {k: n for k, n in first.items() if n not in viewed}
+        first.setdefault(key, name)
+        others.append((name, value))
+
+
+def _set(module: torch.nn.Module, name: str, value: torch.nn.Parameter) -> None:
+    owner, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(owner) if owner else module, attr, value)
+
+
+def _within(value: torch.Tensor, base: torch.Tensor) -> bool:
+    """Whether every entry of ``value`` lies in the contiguous ``base`` (same storage, same element type)."""
+    if value.dtype != base.dtype or value.numel() == 0 or any(s < 0 for s in value.stride()):
+        return False
+    low = value.storage_offset()
+    high = low + sum((n - 1) * s for n, s in zip(value.shape, value.stride()))
+    return base.storage_offset() <= low and high < base.storage_offset() + base.numel()
+
+
+def _view_of(module: torch.nn.Module, name: str, shared: torch.nn.Parameter, value: torch.Tensor,
+             base: torch.Tensor) -> bool:
+    """``module``'s parameter ``name`` computed from ``shared`` (loaded from ``base``) as ``value`` reads ``base``'s
+    storage, if that computation gives its loaded entries exactly (else it is left as it is: ``False``)."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    owner, _, attr = name.rpartition(".")
+    sub = module.get_submodule(owner) if owner else module
+    current = getattr(sub, attr)
+    if parametrize.is_parametrized(sub, attr) or current is shared or current.dtype != shared.dtype:
+        return False
+    view = _strided_view()(tuple(value.shape), tuple(value.stride()), value.storage_offset() - base.storage_offset(),
+                           tuple(current.shape))
+    with torch.no_grad():
+        if view(shared).shape != current.shape or not torch.equal(view(shared), current):
+            return False
+    parametrize.register_parametrization(sub, attr, view, unsafe=True)
+    sub.parametrizations[attr].original = shared  # type: ignore[union-attr, index]
+    return True
+
+
+@functools.cache
+def _strided_view() -> type:
+    import torch
+
+    class StridedView(torch.nn.Module):
+        """A parameter read as another view of a shared one: ``as_strided`` of its entries, reshaped."""
+
+        def __init__(self, size: tuple[int, ...], stride: tuple[int, ...], offset: int, shape: tuple[int, ...]) -> None:
+            super().__init__()
+            self.size, self.stride, self.offset, self.shape = size, stride, offset, shape
+
+        def forward(self, original: torch.Tensor) -> torch.Tensor:
+            flat = original.reshape(-1)
+            return torch.as_strided(flat, self.size, self.stride, flat.storage_offset() + self.offset).reshape(self.shape)
+
+    return StridedView
 
 
 def pieces(nodes: list[Node], learned: Callable[[Node], bool]) -> set[int]:

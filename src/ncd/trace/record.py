@@ -131,15 +131,27 @@ class _Recording:
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
         for k, value in enumerate(leaves):
-            if isinstance(value, torch.Tensor) and id(value) not in self.by_id:
-                node = Node(names[k] if k < len(names) else f"input{k}", "input", value=value,
-                            source=names[k] if k < len(names) else f"input{k}", live=True)
-                run = value.to("meta") if meta else value
-                self.real[id(run)] = value
-                self.add(node, run)
-                self.keep.append(value)
-                value = run
-            self.inputs.append(value)
+            name = names[k] if k < len(names) else f"input{k}"
+            if isinstance(value, torch.Tensor):
+                self.inputs.append(self._input(name, value))
+                continue
+            # tensors inside a list, tuple or dict argument are inputs too (``xs_0``, ``xs_1``), in pytree order
+            items, spec = torch.utils._pytree.tree_flatten(value)
+            tensors = [i for i, v in enumerate(items) if isinstance(v, torch.Tensor)]
+            for j, i in enumerate(tensors):
+                items[i] = self._input(f"{name}_{j}", items[i])
+            self.inputs.append(torch.utils._pytree.tree_unflatten(items, spec) if tensors else value)
+
+    def _input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """An input tensor of the model: its node, and the tensor the model runs on (on ``meta`` when shapes only)."""
+        if id(value) in self.by_id:  # the same tensor passed twice: an input per argument (the model reads a copy)
+            value = value.clone()
+        node = Node(name, "input", value=value, source=name, live=True)
+        run = value.to("meta") if self.meta else value
+        self.real[id(run)] = value
+        self.add(node, run)
+        self.keep.append(value)
+        return run
 
     def add(self, node: Node, value: Any) -> None:
         self.nodes.append(node)

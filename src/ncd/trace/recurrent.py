@@ -5,7 +5,8 @@ layer becomes the input projection of all positions at once (a learned ``L^ih`` 
 batch and time axes) and an :func:`ncd.Scan` over the time axis whose body is one cell — drawn
 once, never unrolled per token.  The cells are PyTorch's documented equations (``nn.LSTM``:
 ``i, f, g, o`` gates; ``nn.GRU``: ``r, z, n`` with the reset gate applied to ``W_hn h + b_hn``);
-the round-trip test checks them against the modules.  Bidirectional layers, projections
+the round-trip test checks them against the modules.  A bidirectional layer is two scans, the second
+``reverse`` (from the last position to the first), their outputs joined along the features; projections
 (``proj_size``) and packed sequences are declined (an opaque box calling the operator).
 """
 
@@ -121,8 +122,9 @@ def recurrent(conv: Converter, node: Node) -> None:
     x, hx, params, has_biases, layers, dropout, train, bidirectional, batch_first = node.args
     n_gates = GATES[kind]
     per_layer = 4 if has_biases else 2
-    if bidirectional or len(params) != per_layer * layers or (train and dropout and layers > 1):
-        raise Decline("bidirectional layers, projections or dropout between layers")
+    dirs = 2 if bidirectional else 1
+    if len(params) != per_layer * layers * dirs or (train and dropout and layers > 1):
+        raise Decline("projections (proj_size) or dropout between layers")
     hxs = list(hx) if kind == "aten.lstm" else [hx]
     xv = conv.value(x)
     seg = conv.segs[xv]
@@ -133,32 +135,44 @@ def recurrent(conv: Converter, node: Node) -> None:
     hidden = int(_tensor(params[1]).shape[1])
     k = conv.namer.segment([conv.namer.fresh(hidden)], (hidden,)).axes[0]
     q = conv.namer.segment([conv.namer.fresh(n_gates)], (n_gates,)).axes[0] if n_gates > 1 else None
-    states_in: list[int] = []  # (layers, [batch,] hidden) each, after the first projection (the order of first use)
+    both = conv.namer.segment([conv.namer.fresh(2 * hidden)], (2 * hidden,)).axes[0] if bidirectional else None
+    states_in: list[int] = []  # (layers × directions, [batch,] hidden) each, after the first projection (first use)
     finals: list[list[int]] = [[] for _ in hxs]
     out = xv
     for layer in range(layers):
-        w_ih, w_hh = _tensor(params[per_layer * layer]), _tensor(params[per_layer * layer + 1])
-        b_ih, b_hh = (_tensor(params[per_layer * layer + 2]), _tensor(params[per_layer * layer + 3])) if has_biases \
-            else (None, None)
         feature = conv.segs[out].axes[-1]
-        gates_cod = Segment(((q,) if q is not None else ()) + (k,))
-        gx = conv.apply(Box(LinearOp(Segment((feature,)), gates_cod, b_ih is not None), f"ih{layer}"), [out])
-        conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
-        if not states_in:
-            states_in = [conv.value(h) for h in hxs]
-        layer_axis = conv.segs[states_in[0]].axes[0]
-        starts = []
-        for v in states_in:
-            picked = conv.apply(Box(IndexOp(layer_axis, size(layer))), [v])
-            starts.append(conv.view(picked, [a.name for a in batch] + [k.name],
-                                    tuple(int(a.size) for a in batch) + (hidden,)))
-        body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
-        pos = conv.segs[gx].names.index(time.name)
-        scan = Box(ScanOp(body, time, 0, carry, (pos,), (pos,)), kind.removeprefix("aten.").upper())
-        outs = conv.emit(scan, starts + [gx], list(scan.cod))
-        for j in range(carry):
-            finals[j].append(outs[j])
-        out = outs[-1]
+        ys = []
+        for direction in range(dirs):  # the second direction runs from the last position to the first
+            at = layer * dirs + direction
+            w_ih, w_hh = _tensor(params[per_layer * at]), _tensor(params[per_layer * at + 1])
+            b_ih, b_hh = (_tensor(params[per_layer * at + 2]), _tensor(params[per_layer * at + 3])) if has_biases \
+                else (None, None)
+            gates_cod = Segment(((q,) if q is not None else ()) + (k,))
+            suffix = "" if dirs == 1 else ("f", "r")[direction]
+            gx = conv.apply(Box(LinearOp(Segment((feature,)), gates_cod, b_ih is not None), f"ih{layer}{suffix}"), [out])
+            conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
+            if not states_in:
+                states_in = [conv.value(h) for h in hxs]
+            layer_axis = conv.segs[states_in[0]].axes[0]
+            starts = []
+            for v in states_in:
+                picked = conv.apply(Box(IndexOp(layer_axis, size(at))), [v])
+                starts.append(conv.view(picked, [a.name for a in batch] + [k.name],
+                                        tuple(int(a.size) for a in batch) + (hidden,)))
+            body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
+            pos = conv.segs[gx].names.index(time.name)
+            label = kind.removeprefix("aten.").upper() + ("", "ʳ")[direction]
+            scan = Box(ScanOp(body, time, 0, carry, (pos,), (pos,), reverse=direction == 1), label)
+            outs = conv.emit(scan, starts + [gx], list(scan.cod))
+            for j in range(carry):
+                finals[j].append(outs[j])
+            ys.append(outs[-1])
+        if len(ys) == 1:
+            out = ys[0]
+        else:  # both directions' outputs side by side along the features (forward first), as torch lays them out
+            assert both is not None
+            before = Segment(conv.segs[ys[0]].axes[:-1])
+            out = conv.emit(Box(ConcatOp((k, k), both, before, Segment(()))), ys, [Segment(before.axes + (both,))])[0]
     conv._picked[(id(node), 0)] = out
     for j, values in enumerate(finals):
         conv._picked[(id(node), j + 1)] = _stack(conv, values, conv.segs[states_in[0]].axes[0])
