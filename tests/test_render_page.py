@@ -8,10 +8,14 @@ independently of how the layout chose its rows.
 from __future__ import annotations
 
 import functools
+import io
+import pathlib
+import re
 import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 import ncd
 from ncd.render import layout
@@ -70,3 +74,40 @@ def test_slides_allow_wider_rows_and_none_keeps_one_row() -> None:
     assert slide.width <= 1200 and drawing_figures(slide).aspect <= 3.5
     with pytest.raises(ncd.InputError, match="page="):
         layout(d, page="poster")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
+def test_a_traced_model_fits_at_every_depth_and_every_format_has_the_drawings_size(
+        name: str, tmp_path: pathlib.Path) -> None:
+    """Every depth the model has (0, 1, ... until nothing more is collapsed, and None), each written as SVG, PNG,
+    PDF, TikZ and HTML: the page figures hold, the checker finds nothing, and each file has the layout's size."""
+    d = _traced(name)
+    full = layout(d)
+    depths: list[int | None] = []
+    for depth in range(8):
+        depths.append(depth)
+        if len(layout(d, depth=depth).items) == len(full.items):
+            break
+    assert len(depths) >= 3, depths  # the model has nested blocks: 0 (one box), 1, ... and the full drawing
+
+    def written(ext: str, options: dict) -> bytes:
+        return pathlib.Path(ncd.draw(d, tmp_path / f"d{ext}", **options)).read_bytes()
+
+    for depth in [*depths, None]:
+        options = {} if depth is None else {"depth": depth}
+        drawing = layout(d, **options)
+        fig = drawing_figures(drawing)
+        assert fig.aspect <= 3.0 and fig.min_label_pt >= 6.0, (depth, drawing.width, drawing.height, fig.min_label_pt)
+        assert problems(drawing) == [], depth
+        head = re.search(rb'<svg[^>]* width="([\d.]+)[a-z]*" height="([\d.]+)', written(".svg", options))
+        assert head and float(head.group(1)) == pytest.approx(drawing.width, abs=0.5), depth
+        assert float(head.group(2)) == pytest.approx(drawing.height, abs=0.5), depth
+        png = Image.open(io.BytesIO(written(".png", options)))
+        assert png.size == (round(drawing.width * 2), round(drawing.height * 2)), depth
+        box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", written(".pdf", options))  # 96 px per inch
+        assert box and float(box.group(1)) == pytest.approx(drawing.width * 0.75, abs=1), depth
+        assert float(box.group(2)) == pytest.approx(drawing.height * 0.75, abs=1), depth
+        tex = written(".tex", options).decode()
+        assert tex.count("\\begin{tikzpicture}") == 1 and "\\end{document}" in tex
+        page = written(".html", options).decode()
+        assert page.count('id="ncd-data"') == 1 and page.rstrip().endswith("</html>")
