@@ -176,3 +176,30 @@ def test_a_bidirectional_recurrence_with_an_initial_state_is_two_scans(cls: type
     fresh = inputs()
     for got, want in zip(lowered(*fresh), run(model, fresh), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_recurrent_cells_are_their_cell_equations() -> None:
+    class Cells(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm, self.gru = torch.nn.LSTMCell(5, 4), torch.nn.GRUCell(4, 4, bias=False)
+            self.rnn = torch.nn.RNNCell(4, 3, nonlinearity="relu")
+
+        def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h2, c2 = self.lstm(x, (h, c))
+            g = self.gru(h2, h)
+            return h2, c2, g, self.rnn(g), self.lstm(x[0])[0]  # the last: unbatched, no state given
+
+    torch.manual_seed(0)
+    model = Cells().eval()
+
+    def inputs() -> tuple[torch.Tensor, ...]:
+        return torch.randn(2, 5), torch.randn(2, 4), torch.randn(2, 4)
+
+    d = _trace(model, *inputs())
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    assert _params(lowered) == _params(model)
+    fresh = inputs()
+    for got, want in zip(lowered(*fresh), model(*fresh), strict=True):
+        torch.testing.assert_close(got, want)

@@ -134,7 +134,7 @@ def recurrent(conv: Converter, node: Node) -> None:
     batch = (seg.axes[1 - tdim],) if batched else ()
     hidden = int(_tensor(params[1]).shape[1])
     k = conv.namer.segment([conv.namer.fresh(hidden)], (hidden,)).axes[0]
-    q = conv.namer.segment([conv.namer.fresh(n_gates)], (n_gates,)).axes[0] if n_gates > 1 else None
+    q = _gates(conv, n_gates, {k.name, *seg.names})
     both = conv.namer.segment([conv.namer.fresh(2 * hidden)], (2 * hidden,)).axes[0] if bidirectional else None
     states_in: list[int] = []  # (layers × directions, [batch,] hidden) each, after the first projection (first use)
     finals: list[list[int]] = [[] for _ in hxs]
@@ -178,6 +178,18 @@ def recurrent(conv: Converter, node: Node) -> None:
         conv._picked[(id(node), j + 1)] = _stack(conv, values, conv.segs[states_in[0]].axes[0])
 
 
+def _gates(conv: Converter, n_gates: int, taken: set[str]) -> Axis | None:
+    """The gates' axis (none for one gate), named apart from the hidden features and the input's wires (a hidden size
+    equal to the number of gates would otherwise share its name)."""
+    if n_gates == 1:
+        return None
+    q = conv.namer.segment([conv.namer.fresh(n_gates)], (n_gates,)).axes[0]
+    name = q.name
+    while name in taken:
+        name += "′"
+    return q if name == q.name else Axis(name, q.size)
+
+
 def _stack(conv: Converter, values: list[int], layer: Axis) -> int:
     """The final states of every layer along a new leading layer axis (``h_n``)."""
     taken = set(conv.segs[values[0]].names)
@@ -192,3 +204,47 @@ def _stack(conv: Converter, values: list[int], layer: Axis) -> int:
     rest = Segment(conv.segs[rows[0]].axes[1:])
     return conv.emit(Box(ConcatOp((one,) * len(rows), layer, Segment(()), rest)), rows,
                      [Segment((layer,) + rest.axes)])[0]
+
+
+@rule("aten.lstm_cell", "aten.gru_cell", "aten.rnn_tanh_cell", "aten.rnn_relu_cell")
+def recurrent_cell(conv: Converter, node: Node) -> None:
+    """``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell``: one step of the layer's cell (the scan's body above), its input
+    projection ``L^ih`` beside it; ``aten.lstm_cell(input, [h, c], w_ih, w_hh, b_ih, b_hh) -> (h', c')``."""
+    from ncd.ir.diagram import Block
+    from ncd.trace.convert import op_name
+
+    kind = op_name(node.target)[0].removesuffix("_cell")
+    args = list(node.args) + [None] * (6 - len(node.args))
+    x, hx, w_ih_ref, w_hh_ref, b_ih_ref, b_hh_ref = args[:6]
+    if not isinstance(x, Node) or not isinstance(x.value, torch.Tensor) or len(node.args) > 6 or node.kwargs:
+        raise Decline("an input that is not a traced value, or arguments of another form")
+    hxs = list(hx) if kind == "aten.lstm" else [hx]
+    if not all(isinstance(h, Node) and isinstance(h.value, torch.Tensor) for h in hxs):
+        raise Decline("a state that is not a traced value")
+    w_ih, w_hh = _tensor(w_ih_ref), _tensor(w_hh_ref)
+    if (b_ih_ref is None) != (b_hh_ref is None):
+        raise Decline("one bias without the other")
+    b_ih = _tensor(b_ih_ref) if b_ih_ref is not None else None
+    b_hh = _tensor(b_hh_ref) if b_hh_ref is not None else None
+    n_gates, hidden = GATES[kind], int(w_hh.shape[1])
+    if w_ih.shape[0] != n_gates * hidden or w_hh.shape[0] != n_gates * hidden:
+        raise Decline("weights of another shape than the cell's gates")
+    xv = conv.value(x)
+    seg = conv.segs[xv]
+    batch = tuple(seg.axes[:-1])
+    if len(batch) > 1:
+        raise Decline("an input with more than one batch axis")
+    k = conv.namer.segment([conv.namer.fresh(hidden)], (hidden,)).axes[0]
+    q = _gates(conv, n_gates, {k.name, *seg.names})
+    gates_cod = Segment(((q,) if q is not None else ()) + (k,))
+    gx = conv.apply(Box(LinearOp(Segment((seg.axes[-1],)), gates_cod, b_ih is not None), "ih"), [xv])
+    conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
+    states = [conv.view(conv.value(h), [a.name for a in batch] + [k.name], tuple(int(a.size) for a in batch) + (hidden,))
+              for h in hxs]
+    body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
+    cell = Block(body, kind.removeprefix("aten.").upper() + "Cell")
+    outs = conv.emit(cell, states + [gx], list(cell.cod))
+    if kind == "aten.lstm":
+        conv._picked[(id(node), 0)], conv._picked[(id(node), 1)] = outs[0], outs[1]
+    else:
+        conv.bind(node, outs[0])
