@@ -83,10 +83,14 @@ class Diagram:
     @property
     def free_symbols(self) -> set[sympy.Symbol]:
         """Size symbols not yet bound (iteration variables of repeats excluded)."""
-        found: set[sympy.Symbol] = set()
-        for node in self.walk():
-            found |= node._own_symbols()
-        return found
+        cached: frozenset[sympy.Symbol] | None = self.__dict__.get("_free_symbols")
+        if cached is None:  # a diagram is immutable: found once per node asked (ncd.cost asks twice)
+            found: set[sympy.Symbol] = set()
+            for node in self.walk():
+                found |= node._own_symbols()
+            cached = frozenset(found)
+            _set(self, _free_symbols=cached)
+        return set(cached)
 
     def _own_symbols(self) -> set[sympy.Symbol]:
         return set()
@@ -585,6 +589,8 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
     """
     names = dict.fromkeys(names) if not isinstance(names, Mapping) else names
     valid = {str(s) for s in diagram.free_symbols} | set(known)
+    if all(n in valid for n in names):
+        return
     fixed: dict[str, set[Any]] = {}
     for node in diagram.walk():
         for seg in (*node.dom, *node.cod):
