@@ -61,16 +61,55 @@ def _is_data_dependent(error: BaseException) -> bool:
     return any(k.lower() in text.lower() for k in DATA_DEPENDENT)
 
 
+#: values that hold no tensors: never looked into
+_PLAIN = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, torch.Size, type)
+
+
+def held_tensors(value: Any, depth: int = 0, objects: frozenset[int] | None = None) -> list[torch.Tensor]:
+    """The tensors ``value`` holds, in order: its pytree leaves, and inside a leaf that is an object of its own (a key/value
+    cache: ``DynamicCache.layers[i].keys``), the tensors its attributes hold, in the order they were set.
+
+    ``objects``: look inside only the objects of these ids (every object when ``None``)."""
+    found: list[torch.Tensor] = []
+    for leaf in torch.utils._pytree.tree_leaves(value):
+        if isinstance(leaf, torch.Tensor):
+            found.append(leaf)
+        elif depth < 4 and not isinstance(leaf, (_PLAIN, torch.nn.Module)) and not callable(leaf) \
+                and isinstance(getattr(leaf, "__dict__", None), dict) and (objects is None or id(leaf) in objects):
+            found += held_tensors(list(vars(leaf).values()), depth + 1)
+    return found
+
+
+def holds_tensors(value: Any) -> bool:
+    """A non-tensor argument that holds tensors (a key/value cache, a tuple of tensors)."""
+    return not isinstance(value, torch.Tensor) and bool(held_tensors(value))
+
+
+def copied(values: list[Any]) -> list[Any]:
+    """``values`` with every argument that holds tensors deep-copied: the model may write into it (a cache grows by the
+    tokens it is run on), and the user's object, or the next run's, must stay as it was."""
+    import copy
+
+    out = []
+    for v in values:
+        if holds_tensors(v):  # its tensors cloned first (a tensor with a history cannot be deep-copied)
+            v = copy.deepcopy(v, {id(t): t.detach().clone() for t in held_tensors(v)})
+        out.append(v)
+    return out
+
+
 class _Flat(torch.nn.Module):
-    """Calls the model and returns the tensors of its output as a flat tuple."""
+    """Calls the model and returns the tensors of its output as a flat tuple: its pytree leaves, and the tensors held by
+    an object passed in and returned (state threaded through the call: a cache grown by a decoding step).  An object the
+    call makes (a cache ``use_cache=True`` starts) is not looked into: ``ncd.decode`` derives caches from the diagram."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
-        out = self.model(*args, **kwargs)
-        return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+        passed = frozenset(id(v) for v in torch.utils._pytree.tree_leaves((args, kwargs)) if holds_tensors(v))
+        return tuple(held_tensors(self.model(*args, **kwargs), objects=passed))
 
 
 _SIGNATURES: weakref.WeakKeyDictionary[Any, inspect.Signature] = weakref.WeakKeyDictionary()

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ncd.trace.capture import forward_signature
+from ncd.trace.capture import copied, forward_signature
 
 __all__ = ["dense_experts", "dense_reading"]
 
@@ -315,7 +315,7 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
         undo = [reading.watch(path, calls) for path, reading in readings.items()]
         try:
             with torch.no_grad(), _state_kept(model):  # caches this run fills are not the capture's to read
-                model(*args, **kwargs)
+                model(*copied(list(args)), **dict(zip(kwargs, copied(list(kwargs.values())))))
         except Exception:  # noqa: BLE001 - the model does not run as is: nothing is read densely
             calls = {}
         finally:

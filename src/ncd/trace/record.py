@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ncd.trace.capture import Captured, Node, input_names, refs, user_line
+from ncd.trace.capture import Captured, Node, copied, held_tensors, holds_tensors, input_names, refs, user_line
 from ncd.trace.writes import Region
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -63,7 +63,10 @@ META_ABOVE = 5e9
 
 def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     params = sum(p.numel() for p in model.parameters())
-    elements = sum(v.numel() for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor))
+    values = list(args) + list(kwargs.values())
+    if any(holds_tensors(v) for v in values):  # the tensors inside a cache passed in stay real: they are its inputs
+        return False
+    elements = sum(v.numel() for v in values if isinstance(v, torch.Tensor))
     return params * elements > META_ABOVE
 
 
@@ -130,10 +133,20 @@ class _Recording:
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
-        for k, value in enumerate(leaves):
+        for k, value in enumerate(copied(leaves)):
             name = names[k] if k < len(names) else f"input{k}"
             if isinstance(value, torch.Tensor):
                 self.inputs.append(self._input(name, value))
+                continue
+            if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in torch.utils._pytree.tree_leaves(value)):
+                # an object holding tensors (a ``past_key_values`` cache, run on a copy): each tensor it holds is an
+                # input, in the order its attributes were set; they stay real (``_on_meta``)
+                for j, held in enumerate(held_tensors(value)):
+                    if id(held) not in self.by_id:
+                        node = Node(f"{name}_{j}", "input", value=held, source=f"{name}_{j}", live=True)
+                        self.real[id(held)] = held
+                        self.add(node, held)
+                self.inputs.append(value)
                 continue
             # tensors inside a list, tuple or dict argument are inputs too (``xs_0``, ``xs_1``), in pytree order
             items, spec = torch.utils._pytree.tree_flatten(value)
