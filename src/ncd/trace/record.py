@@ -133,10 +133,13 @@ class _Recording:
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
+        self.shared = _sharing(names, leaves)  # an input -> the earlier input whose memory it shares
+        self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
+        self.inputs_written: set[str] = set()  # the inputs the model writes into in place
         for k, value in enumerate(copied(leaves)):
             name = names[k] if k < len(names) else f"input{k}"
-            if isinstance(value, torch.Tensor):
-                self.inputs.append(self._input(name, value))
+            if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
+                self.inputs.append(self._input(name, value.detach().clone()))
                 continue
             if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in torch.utils._pytree.tree_leaves(value)):
                 # an object holding tensors (a ``past_key_values`` cache, run on a copy): each tensor it holds is an
@@ -161,6 +164,7 @@ class _Recording:
             value = value.clone()
         node = Node(name, "input", value=value, source=name, live=True)
         run = value.to("meta") if self.meta else value
+        self.input_of[id(run)] = name
         self.real[id(run)] = value
         self.add(node, run)
         self.keep.append(value)
@@ -316,6 +320,9 @@ class _Recording:
         if base is None or mutated is None or not func._schema.arguments[0].alias_info \
                 or any(a.alias_info and a.alias_info.is_write for a in func._schema.arguments[1:]):
             raise Unsupported(f"{func} mutates its arguments")
+        root = mutated if mutated._base is None else mutated._base
+        if id(root) in self.input_of:
+            self.inputs_written.add(self.input_of[id(root)])
         if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
             raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
@@ -571,6 +578,16 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
                       " them as a wire)", RuntimeWarning, stacklevel=2)
+    aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
+    if aliased:
+        import warnings
+
+        pairs = "; ".join(f"{b} and {a}" for a, b in aliased)
+        warnings.warn(f"ncd.trace({type(model).__name__}): inputs that share memory ({pairs}: one tensor passed twice,"
+                      f" or views of one tensor) and the model writes into {', '.join(sorted(rec.inputs_written))} in place;"
+                      " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
+                      " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
+                      stacklevel=2)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
 
 
@@ -711,6 +728,23 @@ def _asserted() -> bool:
             return linecache.getline(name, frame.f_lineno).lstrip().startswith("assert ")
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+def _sharing(names: list[str], leaves: list[Any]) -> dict[str, str]:
+    """The tensor arguments that share memory with an earlier one (the same tensor twice, or views of one tensor):
+    each one's name -> the earlier argument's name."""
+    seen: dict[int, str] = {}
+    shared = {}
+    for k, value in enumerate(leaves):
+        if not isinstance(value, torch.Tensor) or value.device.type == "meta" or value.untyped_storage().nbytes() == 0:
+            continue
+        name = names[k] if k < len(names) else f"input{k}"
+        ptr = value.untyped_storage().data_ptr()
+        if ptr in seen:
+            shared[name] = seen[ptr]
+        else:
+            seen[ptr] = name
+    return shared
 
 
 def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
