@@ -32,6 +32,7 @@ from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.errors import SizeError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, check_size_names, defaults_of, describe, unweave
+from ncd.ir.interpreter import Fold
 from ncd.ir.rules import BATCHED_BACKWARD, BoxBackward
 from ncd.prims.linear import EinsumOp
 from ncd.prims.structure import AddOp, RenameOp, ZerosOp, cot, route, woven_scalar
@@ -94,7 +95,10 @@ def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None,
 DIRECT_PARAMETERS = {"parameter"}
 
 
-class Builder:
+class Builder(Fold[_Part]):
+    """Reverse mode as a fold of the diagram (:class:`ncd.ir.interpreter.Fold`): each node's forward-with-residuals
+    and backward diagrams from its parts'."""
+
     def __init__(self, training: bool = True) -> None:
         self.training = training
         self.in_chain = False
@@ -103,13 +107,16 @@ class Builder:
         self.position: tuple[int, ...] = ()
         self.classes: list[tuple[int, ...]] = []
 
-    def at(self, node: Diagram, k: int) -> _Part:
+    def part(self, node: Diagram, k: int, part: Diagram) -> _Part:
         before = self.position
         self.position = before + (k,)
         try:
-            return self.diff(node)
+            return self.fold(part)
         finally:
             self.position = before
+
+    def at(self, node: Diagram, k: int) -> _Part:
+        return self.part(node, k, node)
 
     def load_key(self, slot: str) -> str:
         """A fresh slot for the cotangent of one load of ``slot`` (seen before its save, in reverse)."""
@@ -121,42 +128,41 @@ class Builder:
         count = self.loads.pop(slot, 0)
         return [f"∂{slot}#{k}" for k in range(count)]
 
-    # -- the compositional rules ----------------------------------------------------------
+    # -- the compositional rules (the override points of ncd.ir.interpreter.Fold) ---------------
     def diff(self, node: Diagram) -> _Part:
-        if isinstance(node, Identity):
-            return _Part(node, Identity(cot(node.type)))
-        if isinstance(node, Box):
-            return self.box(node)
-        if isinstance(node, Seq):
-            parts = [self.at(p, k) for k, p in reversed(list(enumerate(node.parts)))][::-1]
-            result = parts[0]
-            for nxt in parts[1:]:
-                result = _then(result, nxt)
-            return result
-        if isinstance(node, Par):
-            parts = [self.at(p, k) for k, p in reversed(list(enumerate(node.parts)))][::-1]
-            result = parts[0]
-            for nxt in parts[1:]:
-                result = _beside(result, nxt)
-            return result
-        if isinstance(node, Weave):
-            return self.weave(node)
-        if isinstance(node, Block):
-            self.classes.append(self.position)
-            try:
-                inner = self.at(node.body, 0)
-            finally:
-                self.classes.pop()
-            return _Part(Block(inner.forward, node.name, node.meta), Block(inner.back, f"{node.name} backward"),
-                         [replace(s, port=None) for s in inner.stored], inner.grads)
-        if isinstance(node, Repeat):
-            if node.start.free_symbols or node.stop.free_symbols:
-                names = ", ".join(sorted(str(s) for s in node.start.free_symbols | node.stop.free_symbols))
-                raise AnalysisError(f"backward of {describe(node)}: bind its repetition count first ({names})")
-            steps = [node.iteration(i) for i in range(int(node.start), int(node.stop))]
-            steps = [s if isinstance(s, Block) else Block(s, node.name or "layer") for s in steps]  # a class each
-            return self.diff(Seq.of(*steps) if len(steps) > 1 else steps[0])
-        raise AnalysisError(f"no backward for diagram node {type(node).__name__}")
+        return self.fold(node)
+
+    def identity(self, node: Identity) -> _Part:
+        return _Part(node, Identity(cot(node.type)))
+
+    def seq(self, node: Seq) -> _Part:  # parts visited last to first (a load's cotangent before its save's)
+        return self._combine([self.part(node, k, p) for k, p in reversed(list(enumerate(node.parts)))][::-1], _then)
+
+    def par(self, node: Par) -> _Part:
+        return self._combine([self.part(node, k, p) for k, p in reversed(list(enumerate(node.parts)))][::-1], _beside)
+
+    def then(self, first: _Part, second: _Part) -> _Part:
+        return _then(first, second)
+
+    def beside(self, first: _Part, second: _Part) -> _Part:
+        return _beside(first, second)
+
+    def block(self, node: Block) -> _Part:
+        self.classes.append(self.position)
+        try:
+            inner = self.part(node.body, 0, node.body)
+        finally:
+            self.classes.pop()
+        return _Part(Block(inner.forward, node.name, node.meta), Block(inner.back, f"{node.name} backward"),
+                     [replace(s, port=None) for s in inner.stored], inner.grads)
+
+    def repeat(self, node: Repeat) -> _Part:
+        if node.start.free_symbols or node.stop.free_symbols:
+            names = ", ".join(sorted(str(s) for s in node.start.free_symbols | node.stop.free_symbols))
+            raise AnalysisError(f"backward of {describe(node)}: bind its repetition count first ({names})")
+        steps = [node.iteration(i) for i in range(int(node.start), int(node.stop))]
+        steps = [s if isinstance(s, Block) else Block(s, node.name or "layer") for s in steps]  # a class each
+        return self.fold(Seq.of(*steps) if len(steps) > 1 else steps[0])
 
     def box(self, box: Box) -> _Part:
         rule = backward_entry(box.prim)

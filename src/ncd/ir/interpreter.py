@@ -24,7 +24,7 @@ Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`bloc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from ncd.errors import NCDError
@@ -33,10 +33,11 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weav
 from ncd.ir.size import evaluate
 from ncd.ir.weaving import lowers_in_place
 
-__all__ = ["Interpreter"]
+__all__ = ["Interpreter", "Fold"]
 
 V = TypeVar("V")
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class Interpreter(Generic[V, C]):
@@ -120,3 +121,85 @@ class Interpreter(Generic[V, C]):
     def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
         """Whether a woven box runs on the woven layout (:meth:`box`) or generically (:meth:`weave`)."""
         return lowers_in_place(box, woven)
+
+
+class Fold(Generic[T]):
+    """A structure-preserving map of a diagram (DisCoPy's functor): each node's image is built from its parts'
+    images, for interpreters that build a new object (a diagram, a drawing) rather than thread values.
+
+    ``fold(node)`` dispatches on the closed set of node kinds.  Override points: :meth:`identity`, :meth:`box`,
+    :meth:`weave` (the whole chain of a woven node, ``unweave`` gives its parts), :meth:`block`,
+    :meth:`repeat`, and :meth:`then` / :meth:`beside` (the images of two parts composed; :meth:`seq` /
+    :meth:`par` fold a composite's parts left to right and may be overridden to visit them in another order).
+
+    >>> import ncd
+    >>> class Count(Fold[int]):  # how many boxes
+    ...     def identity(self, node): return 0
+    ...     def box(self, box): return 1
+    ...     def weave(self, node): return self.fold(node.inner)
+    ...     def then(self, a, b): return a + b
+    ...     beside = then
+    >>> Count().fold((ncd.Linear("m -> n") @ ncd.Linear("k -> j")) >> ncd.Einsum("n, j -> n j") >> ncd.ReLU())
+    4
+    """
+
+    def fold(self, node: Diagram) -> T:
+        if isinstance(node, Identity):
+            return self.identity(node)
+        if isinstance(node, Box):
+            return self.box(node)
+        if isinstance(node, Seq):
+            return self.seq(node)
+        if isinstance(node, Par):
+            return self.par(node)
+        if isinstance(node, Weave):
+            return self.weave(node)
+        if isinstance(node, Block):
+            return self.block(node)
+        if isinstance(node, Repeat):
+            return self.repeat(node)
+        raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
+
+    def part(self, node: Diagram, k: int, part: Diagram) -> T:
+        """The image of ``part``, the ``k``-th part of ``node`` (a hook to track where a fold is)."""
+        return self.fold(part)
+
+    def seq(self, node: Seq) -> T:
+        """Sequential parts composed with :meth:`then`."""
+        return self._combine([self.part(node, k, p) for k, p in enumerate(node.parts)], self.then)
+
+    def par(self, node: Par) -> T:
+        """Parallel parts composed with :meth:`beside`."""
+        return self._combine([self.part(node, k, p) for k, p in enumerate(node.parts)], self.beside)
+
+    @staticmethod
+    def _combine(images: list[T], join: Callable[[T, T], T]) -> T:
+        result = images[0]
+        for image in images[1:]:
+            result = join(result, image)
+        return result
+
+    def identity(self, node: Identity) -> T:
+        raise NCDError(f"{type(self).__name__}: no image of wires '{node.type}'")
+
+    def box(self, box: Box) -> T:
+        raise NotImplementedError
+
+    def then(self, first: T, second: T) -> T:
+        raise NotImplementedError
+
+    def beside(self, first: T, second: T) -> T:
+        raise NotImplementedError
+
+    def weave(self, node: Weave) -> T:
+        raise NCDError(f"{type(self).__name__}: no image of a woven {type(node.inner).__name__}")
+
+    def block(self, node: Block) -> T:
+        """A fenced region: by default the image of its body."""
+        return self.part(node, 0, node.body)
+
+    def repeat(self, node: Repeat) -> T:
+        """Iterations ``start … stop-1`` composed with :meth:`then` (the count must be bound)."""
+        start = evaluate(node.start, what=f"start of repeat {node.var}")
+        stop = evaluate(node.stop, what=f"stop of repeat {node.var}")
+        return self._combine([self.fold(node.iteration(i)) for i in range(start, stop)], self.then)
