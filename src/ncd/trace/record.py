@@ -133,11 +133,11 @@ class _Recording:
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
-        self.shared = _sharing(names, leaves)  # an input -> the earlier input whose memory it shares
+        named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
+        self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
         self.inputs_written: set[str] = set()  # the inputs the model writes into in place
-        for k, value in enumerate(copied(leaves)):
-            name = names[k] if k < len(names) else f"input{k}"
+        for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, value.detach().clone()))
                 continue
@@ -583,8 +583,9 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         import warnings
 
         pairs = "; ".join(f"{b} and {a}" for a, b in aliased)
+        written = sorted({n for pair in aliased for n in pair} & rec.inputs_written)
         warnings.warn(f"ncd.trace({type(model).__name__}): inputs that share memory ({pairs}: one tensor passed twice,"
-                      f" or views of one tensor) and the model writes into {', '.join(sorted(rec.inputs_written))} in place;"
+                      f" or views of one tensor) and the model writes into {', '.join(written)} in place;"
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
                       stacklevel=2)
@@ -735,10 +736,9 @@ def _sharing(names: list[str], leaves: list[Any]) -> dict[str, str]:
     each one's name -> the earlier argument's name."""
     seen: dict[int, str] = {}
     shared = {}
-    for k, value in enumerate(leaves):
+    for name, value in zip(names, leaves):
         if not isinstance(value, torch.Tensor) or value.device.type == "meta" or value.untyped_storage().nbytes() == 0:
             continue
-        name = names[k] if k < len(names) else f"input{k}"
         ptr = value.untyped_storage().data_ptr()
         if ptr in seen:
             shared[name] = seen[ptr]
