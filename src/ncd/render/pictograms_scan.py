@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from ncd.ir.diagram import Block, Box
 from ncd.prims.scan import ScanOp
-from ncd.render.layout import Frag, Layout, _bend_width, _boundary, flat
+from ncd.render.frag import _bend_width, _boundary
+from ncd.render.layout import Frag, Layout, flat
 from ncd.render.model import Path
 from ncd.render.pictograms import rule
 from ncd.render.typeset import Piece, pieces

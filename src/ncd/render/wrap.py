@@ -119,7 +119,8 @@ def _outer_scans(node: Diagram) -> list[Box]:
 
 def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
-    from ncd.render.layout import Frag, Framing, _finish, framed, framing, smallest_text
+    from ncd.render.frag import Frag, smallest_text
+    from ncd.render.framing import Framing, _finish, framed, framing
 
     style = ctx.style
     max_w, max_aspect = PAGES[style.page]

@@ -1,0 +1,316 @@
+"""The state of one layout run and what every node's drawing shares: text, wire labels, and the gaps between columns.
+
+:class:`LayoutContext` holds the style, the box-id counter, the enclosing blocks while
+descending, the memo of the page layout, and typesets text and wire labels; its :meth:`~LayoutContext.gap`
+draws the wires between two columns with their labels and separators.  How each kind of
+node is drawn is :class:`ncd.render.layout.Layout`, its subclass.
+
+>>> from ncd.render.style import Style
+>>> from ncd.ir.axes import parse_type
+>>> ctx = LayoutContext(Style())
+>>> ctx.stack(parse_type("b m, n"))
+[[0.0, 16.0], [44.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ncd.ir.axes import Axis, Type
+from ncd.ir.diagram import Diagram, Identity, Par
+from ncd.render.frag import Frag, Ports, _bend_width, _between, flat
+from ncd.render.model import Item, Path, Rect, Text, frozen_record
+from ncd.render.style import Style
+from ncd.render.typeset import (
+    DiagramAxes,
+    Piece,
+    as_item,
+    axis_pieces,
+    legend_entry,
+    name_pieces,
+    symbol_pieces,
+    typeset,
+    typeset_text,
+)
+
+__all__ = ["LayoutContext"]
+
+
+class LayoutContext:
+    """One layout run: the style, a box-id counter, and the block depth while descending."""
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.next_id = 0
+        self.depth = 0
+        self.path: list[str] = []  # names of the enclosing blocks (cost annotations are keyed by this path)
+        self._rows: list[tuple[str, str]] = []  # legend rows of the fragment being made (see Frag.rows)
+        #: symbols a definition's fresh size symbols must not take (set by the page layout)
+        self.symbols: set[str] = set()
+        #: the index of each list whose numbered blocks the page defines in several definitions (``blocks.2i`` and
+        #: ``blocks.2i+1`` of a Swin stage): the list's family name → its letter, stride and count (ncd.render.wrap)
+        self.lists: dict[str, tuple[str, int, int]] = {}
+        #: the traced steps each side-by-side drawing of branches stands for, by its ``id`` (ncd.render.lanes)
+        self.runs: dict[int, tuple[Diagram, list[Diagram]]] = {}
+        #: the columns the page layout splits a node into (its chain with its lanes gathered, or a wide parallel
+        #: part's branches one at a time), by ``("chain" | "branches", id)``, kept with the node (ncd.render.wrap)
+        self.split: dict[tuple[str, int], tuple[Diagram, list[Diagram]]] = {}
+        #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
+        self.indexed: dict[tuple[str, Any], str] = {}
+        self.fences: list[str] = []  # colours of the enclosing fences, innermost last
+        #: Blocks (by ``id``) drawn as component boxes whatever their depth: the page layout collapses a
+        #: block that does not fit a row and draws its definition separately (:mod:`ncd.render.wrap`).
+        self.collapse: set[int] = set()
+        #: fragments already laid out, reused while the context they were laid out in is unchanged: set by the
+        #: page layout, which measures, packs and places the same columns (``None``: no reuse)
+        self.memo: dict[tuple[Any, ...], tuple[Any, ...]] | None = None
+        #: notes on the gaps around nodes, keyed ``("after" | "before", id(node))``: per segment, subscripts for
+        #: wire labels, and a glyph text (``ncd.distributed.draw`` puts mesh axes and collectives here)
+        self.notes: dict[tuple[str, int], tuple[tuple[dict[str, str] | None, ...], str | None]] = \
+            dict(style.extra).get("wire_notes", {})
+        self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
+        self._labels: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str] | None]] = {}  # wire labels, legend rows
+        #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic)
+        self.generic: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str]]] | None = None
+        #: the axes whose labels the column being laid out has read, with the generic label each had (``None``: its
+        #: own): a memoised column is reused wherever those labels are the same (see :meth:`lay_group`)
+        self._reads: dict[Axis, Any] | None = None
+        #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
+        self.axes: DiagramAxes | None = None
+        #: per column (by ``id``): the ids of the blocks and scans inside it and its outermost fences' colours
+        self._inside: dict[int, tuple[Diagram, frozenset[int], frozenset[str]]] = {}
+
+    # -- helpers shared with the pictogram rules ----------------------------------------
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def stack(self, typ: Type, start: float = 0.0) -> Ports:
+        """Heights of the wires of ``typ``: one pitch apart, segments a little further apart."""
+        p, g = self.style.pitch, self.style.segment_gap
+        out: Ports = []
+        y = start
+        placed = False
+        for seg in typ:
+            ys = []
+            for k in range(len(seg)):
+                if placed:
+                    y += p + (g if k == 0 else 0.0)
+                ys.append(y)
+                placed = True
+            out.append(ys)
+        return out
+
+    def text(self, parts: Sequence[Piece], x: float, y: float, size: float, role: str = "text",
+             owner: int | None = None, bold: bool = False) -> list[Item]:
+        """Typeset text at ``(x, y)`` (baseline start), with its overlines."""
+        t, overlines = _typeset_at_origin(tuple(parts), size, bold)
+        items: list[Item] = [frozen_record(Text, {"x": x, "y": y, "runs": t.runs, "width": t.width, "ascent": t.ascent,
+                                            "descent": t.descent, "role": role, "owner": owner})]
+        for x0, x1, yo in overlines:
+            items.append(Path((("M", x0 + x, yo + y), ("L", x1 + x, yo + y)), width=0.7, role="text", owner=owner))
+        return items
+
+    def axis_label(self, axis: Axis) -> tuple[Piece, ...]:
+        """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
+        which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
+        if self._reads is not None:
+            self._reads[axis] = self.generic.get(axis) if self.generic is not None else None
+        if self.generic is not None:
+            label = self.generic.get(axis)
+            if label is not None:
+                self.add_legend(label[1])
+                return label[0]
+        if self.axes is not None:
+            axis = as_item(axis, self.axes)
+        hit = self._labels.get(axis)
+        if hit is None:
+            entry = legend_entry(axis)
+            symbol = self.indexed.get(entry) if entry is not None else None
+            if entry is None:
+                hit = (axis_pieces(axis), None)
+            elif symbol is not None:  # one name, several sizes in this drawing: n_b,1 = n₂/4, n_b,2 = n₃/4
+                hit = (symbol_pieces(symbol, axis.role == "item"), (symbol, str(entry[1])))
+            else:
+                hit = (name_pieces(axis), (entry[0], str(entry[1])))
+            self._labels[axis] = hit
+        if hit[1] is not None:
+            self.add_legend(hit[1])
+        return hit[0]
+
+    def add_legend(self, *rows: tuple[str, str]) -> None:
+        """Rows for the legend, kept by the fragment being made (:attr:`Frag.rows`)."""
+        for row in rows:
+            if row not in self._rows:
+                self._rows.append(row)
+
+    @contextmanager
+    def collecting(self) -> Iterator[list[tuple[str, str]]]:
+        """The legend rows added while making one fragment (and not by the fragments it lays out itself)."""
+        outer, self._rows = self._rows, []
+        try:
+            yield self._rows
+        finally:
+            self._rows = outer
+
+    def label_rise(self, descent: float) -> float:
+        """How far above its wire a wire label's baseline sits: its descent (``/``, ``(``, a subscript ``n₁`` reach
+        below the baseline) and 1 pt clear of the wire's stroke, which survives a renderer's hinting."""
+        return descent + 1.0
+
+    def label_clearance(self) -> float:
+        """How far above its wire a wire label reaches (its baseline, its ascent, an overline, a margin)."""
+        return self.label_rise(0.25 * self.style.label_size) + 0.86 * self.style.label_size + 1.5
+
+    def text_size(self, parts: Sequence[Piece], size: float, bold: bool = False) -> tuple[float, float, float]:
+        text, _ = _typeset_at_origin(tuple(parts), size, bold)
+        return text.width, text.ascent, text.descent
+
+    def note(self, side: str, node: Diagram) -> tuple[tuple[dict[str, str] | None, ...], str | None] | None:
+        """The note (see ``notes``) for the gap ``side`` (``"after"`` or ``"before"``) of ``node``."""
+        if not self.notes:
+            return None
+        step, offset = _step(node)
+        found = self.notes.get((side, id(step)))
+        if found and offset:
+            found = ((None,) * offset + tuple(found[0]), found[1])  # None: wires the note is not about
+        return found
+
+    # -- gaps between columns ------------------------------------------------------------
+    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None = None,
+            seps_right: dict[int, float] | None = None,
+            note: tuple[tuple[dict[str, str] | None, ...], str | None] | None = None) -> tuple[Frag, float]:
+        """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments.
+
+        ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph.
+        """
+        memo = self.memo
+        if memo is not None and note is None:  # a gap owns no boxes: equal gaps are one fragment, placed many times
+            key = ("gap", typ, labels, self._generic_part(typ, labels and self.style.labels != "none"),
+                   tuple(map(tuple, left)), tuple(map(tuple, right)),
+                   tuple(sorted(seps_left.items())) if seps_left else None,
+                   tuple(sorted(seps_right.items())) if seps_right else None)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = self._gap(left, right, typ, labels, seps_left, seps_right, None)
+            return hit
+        return self._gap(left, right, typ, labels, seps_left, seps_right, note)
+
+    def edge_width(self, ports: Ports, typ: Type, labels: bool) -> float:
+        """The width of ``gap(ports, ports, typ, labels)`` (no note), measured without making its items: the page
+        layout measures both edges of every column to pack its rows, and draws only the rows' own edges."""
+        label_w = 0.0
+        if labels and self.style.labels != "none":
+            with self.collecting():  # the legend rows go with the gap drawn, not with a measurement
+                for seg, ys in zip(typ, ports):
+                    for axis, _ in zip(seg, ys):
+                        w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
+                        label_w = max(label_w, w + 6.0)
+        return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
+
+    def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+             seps_right: dict[int, float] | None,
+             note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
+        with self.collecting() as rows:
+            made = self._gap_frag(left, right, typ, labels, seps_left, seps_right, note)
+        made[0].rows = tuple(rows)
+        return made
+
+    def _gap_frag(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+                  seps_right: dict[int, float] | None,
+                  note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
+        p = self.style.pitch
+        frag = Frag(0.0, 0.0, 0.0, left, right)
+        label_w = 0.0
+        subscripts, glyph = note if note else ((), None)
+        if labels and self.style.labels != "none":
+            for j, (seg, ys) in enumerate(zip(typ, left)):
+                for axis, y in zip(seg, ys):
+                    parts = self.axis_label(axis)
+                    sub = subscripts[j] if j < len(subscripts) else None
+                    if sub and axis.name in sub:  # on the name: t̄_tp, f_tp = 4m
+                        at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
+                        parts = parts[:at] + (Piece(sub[axis.name], script=-1),) + parts[at:]
+                    w, ascent, descent = self.text_size(parts, self.style.label_size)
+                    lift = self.label_rise(descent)
+                    frag.add(*self.text(parts, 3.0, y - lift, self.style.label_size, role="label"))
+                    frag.include(y - lift - ascent, y)
+                    label_w = max(label_w, w + 6.0)
+        label_w = max(label_w, 8.0)
+        glyph_items: list[Item] = []
+        about = [y for j, ys in enumerate(left) for y in ys
+                 if not subscripts or (j < len(subscripts) and subscripts[j] is not None)]
+        if glyph and about:  # a collective: a small labelled tag across the wires it concerns, after the labels
+            gw, ascent, descent = self.text_size(typeset_text(glyph), self.style.label_size * 0.8)
+            top, bottom = min(about) - 0.45 * p, max(about) + 0.45 * p
+            glyph_items.append(Rect(label_w, top, gw + 6.0, bottom - top, fill="#ffffff", stroke="#b03030", width=1.0,
+                                    radius=3.0, role="glyph"))
+            glyph_items += self.text(typeset_text(glyph), label_w + 3.0, (top + bottom) / 2 + (ascent - descent) / 2,
+                                     self.style.label_size * 0.8, role="label")
+            frag.include(top, bottom)
+            label_w += gw + 10.0
+        dys = [abs(a - b) for a, b in zip(flat(left), flat(right))]
+        bend = _bend_width(max(dys, default=0.0), p)
+        w = label_w + bend
+        frag.w = w
+        for a, b in zip(flat(left), flat(right)):
+            frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
+            frag.include(min(a, b), max(a, b))
+        frag.add(*glyph_items)
+        for j in range(len(typ) - 1):
+            ya = (seps_left or {}).get(j, _between(left, j, self.label_clearance()))
+            yb = (seps_right or {}).get(j, _between(right, j, self.label_clearance()))
+            if ya is not None and yb is not None:
+                pts = [(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)]
+                frag.add(Path.through(pts, dashed=True, width=0.8, role="separator"))
+        return frag, w
+
+    def _generic_part(self, typ: Type, labels: bool) -> tuple[Any, ...] | None:
+        """The generic labels of ``typ``'s wires when a gap labels them (part of a memoised gap's key), recorded as
+        read by the column being laid out."""
+        if not labels:
+            return None
+        generic = self.generic
+        if self._reads is not None:
+            for seg in typ:
+                for a in seg:
+                    self._reads[a] = generic.get(a) if generic is not None else None
+        if generic is None:
+            return None
+        part = tuple(generic.get(a) for seg in typ for a in seg)
+        return part if any(label is not None for label in part) else None
+
+
+# -- module-level helpers -----------------------------------------------------------------------
+_TYPESET: dict[tuple[tuple[Piece, ...], float, bool], tuple[Text, list[tuple[float, float, float]]]] = {}
+
+
+def _typeset_at_origin(parts: tuple[Piece, ...], size: float, bold: bool) -> tuple[Text, list[tuple[float, float, float]]]:
+    """``typeset`` at ``(0, 0)``, remembered: a drawing typesets the same few labels thousands of times."""
+    key = (parts, size, bold)
+    hit = _TYPESET.get(key)
+    if hit is None:
+        if len(_TYPESET) > 50_000:
+            _TYPESET.clear()
+        hit = _TYPESET[key] = typeset(parts, 0.0, 0.0, size, bold=bold)
+    return hit
+
+
+def _step(node: Diagram) -> tuple[Diagram, int]:
+    """A step of a wrapped row and the segments before it: the page layout draws ``f @ g`` as
+    ``(f @ id) >> (id @ g)``, and notes are keyed by ``f`` and ``g``."""
+    if isinstance(node, Par):
+        live = [k for k, p in enumerate(node.parts) if not isinstance(p, Identity)]
+        if len(live) == 1:
+            return node.parts[live[0]], sum(len(p.dom) for p in node.parts[: live[0]])
+    return node, 0
+
+
+def _merge_notes(after: Any, before: Any) -> Any:
+    """The note of a gap: the left node's output subscripts, and the glyphs of both sides."""
+    if not after or not before:
+        return after or before
+    glyphs = " ".join(g for g in (after[1], before[1]) if g)
+    return (after[0] or before[0], glyphs or None)

@@ -1,0 +1,249 @@
+"""Fragments: the laid-out pieces a drawing is made of, and the geometry they share.
+
+A :class:`Frag` has a width, a vertical extent, the heights of its input ports (at ``x = 0``)
+and output ports (at ``x = w``), one list per segment, and its items (primitives, or other
+fragments placed at an offset).  The helpers here compute where bends, separators and woven
+wires go, and walk a finished fragment (its legend rows, the items it would flatten to).
+
+>>> f = Frag(10.0, 0.0, 16.0, [[0.0, 16.0]], [[0.0], [16.0]])
+>>> flat(f.outs), shifted(f.ins, 2.0)
+([0.0, 16.0], [[2.0, 18.0]])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+from ncd.ir.axes import Type
+from ncd.ir.diagram import Weave
+from ncd.render.model import Circle, Item, Path, Polygon, Rect, Text
+
+__all__ = ["Frag", "Ports", "Placed", "flat", "shifted", "smallest_text"]
+
+Ports = list[list[float]]
+Placed = tuple[float, float, "Frag"]
+
+
+@dataclass
+class Frag:
+    """A laid-out piece: ports at ``x = 0`` (``ins``) and ``x = w`` (``outs``), extent ``top``…``bottom``."""
+
+    w: float
+    top: float
+    bottom: float
+    ins: Ports
+    outs: Ports
+    items: list[Union[Item, Placed]] = field(default_factory=list)
+    #: Heights of the dashed lines between segments ``j`` and ``j+1`` at the left / right edge, when the
+    #: fragment draws them itself (parallel parts); otherwise gaps put them between the neighbouring wires.
+    seps_in: dict[int, float] = field(default_factory=dict)
+    seps_out: dict[int, float] = field(default_factory=dict)
+    #: the legend rows this fragment's own text needs (its placed fragments carry theirs): a drawing's legend is
+    #: the rows of the fragments it places, so nothing a discarded layout tried reaches it
+    rows: tuple[tuple[str, str], ...] = ()
+
+    def add(self, *items: Item) -> None:
+        self.items.extend(items)
+
+    def place(self, frag: Frag, dx: float, dy: float) -> None:
+        self.items.append((dx, dy, frag))
+
+    def include(self, top: float, bottom: float) -> None:
+        self.top, self.bottom = min(self.top, top), max(self.bottom, bottom)
+
+
+def flat(ports: Ports) -> list[float]:
+    return [y for seg in ports for y in seg]
+
+
+def shifted(ports: Ports, dy: float) -> Ports:
+    return [[y + dy for y in seg] for seg in ports]
+
+
+def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) -> None:
+    """Dashed lines between segments across the margins between a fence's edge and its body."""
+    for ports, seps, typ, xa, xb in ((body.ins, body.seps_in, dom, 0.0, x0), (body.outs, body.seps_out, cod, x0 + body.w, frag.w)):
+        for j in range(len(typ) - 1):
+            y = seps.get(j, _between(ports, j))
+            if y is not None and xb > xa:
+                frag.add(Path.through([(xa, y), (xb, y)], dashed=True, width=0.8, role="separator"))
+
+
+def _bend_width(dy: float, pitch: float) -> float:
+    if dy < 1e-6:
+        return 0.0
+    return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
+
+
+def _between(ports: Ports, j: int, clearance: float = 0.0) -> float | None:
+    """Where the dashed line between segments ``j`` and ``j+1`` runs: nearer the upper wire, and above the
+    lower wire's label (``clearance``: how far a label reaches above its wire)."""
+    above = [y for seg in ports[: j + 1] for y in seg]
+    below = [y for seg in ports[j + 1:] for y in seg]
+    if not above or not below:
+        return None
+    y_up, y_low = above[-1], below[0]
+    y = y_up + 0.4 * (y_low - y_up)
+    if clearance and y > y_low - clearance:
+        y = max((y_up + y_low - clearance) / 2, y_up + 1.0)
+    return y
+
+
+def _align(outs: Ports, ins: Ports) -> float:
+    """The vertical shift of the next column that keeps the most wires straight."""
+    pairs = list(zip(flat(outs), flat(ins)))
+    if not pairs:
+        return 0.0
+    first = round(pairs[0][0] - pairs[0][1], 3)
+    if all(round(a - b, 3) == first for a, b in pairs):  # the usual case: one shift keeps every wire straight
+        return first
+    counts = Counter(round(a - b, 3) for a, b in pairs)
+    best = max(counts.values())
+    return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
+
+
+def _woven_entries(typ: Type, weaves: Sequence[Weave], side: str) -> list[list[int]]:
+    """The wires of a chain of weaves' boundary, per segment: ``k >= 0`` the inner fragment's ``k``-th port,
+    ``-i - 1`` the axis of ``weaves[i]`` (outermost first)."""
+    segs: list[list[int]] = []
+    k = 0
+    for seg in typ:
+        segs.append(list(range(k, k + len(seg))))
+        k += len(seg)
+    for i in range(len(weaves) - 1, -1, -1):
+        positions = weaves[i].dom_pos if side == "dom" else weaves[i].cod_pos
+        for j, pos in enumerate(positions):
+            if pos is not None:
+                segs[j].insert(pos, -i - 1)
+    return segs
+
+
+def _boundary(internal: Ports, positions: Sequence[int | None], track: float, pitch: float,
+              gap: float) -> tuple[Ports, list[float]]:
+    """Boundary heights for ports with one woven wire inserted at ``positions[j]`` of segment ``j`` (``None``: not
+    there), running on ``track``, and the height where each meets the inside (see :func:`_woven_boundary`)."""
+    entries: list[list[int]] = []
+    k = 0
+    for j, seg in enumerate(internal):
+        ids = list(range(k, k + len(seg)))
+        k += len(seg)
+        pos = positions[j] if j < len(positions) else None
+        if pos is not None:
+            ids.insert(pos, -1)
+        entries.append(ids)
+    return _woven_boundary(entries, internal, {-1: track}, pitch, gap)
+
+
+def _woven_boundary(entries: list[list[int]], internal: Ports, track: dict[int, float], pitch: float,
+                    gap: float) -> tuple[Ports, list[float]]:
+    """Boundary heights for a weave's ports (``entries`` as :func:`_woven_entries` gives them) and the height
+    where each meets the inside: an inner port's own height, or a woven wire's track.  A woven wire enters one
+    pitch from its neighbour, so the boundary stays compact, and bends to its track (unless that is near)."""
+    inside = flat(internal)
+    wires = [(k, j) for j, seg in enumerate(entries) for k in seg]
+    targets = [inside[k] if k >= 0 else track[k] for k, _ in wires]
+    first = next((n for n, (k, _) in enumerate(wires) if k >= 0), None)
+    ys: list[float] = []
+    for n, (k, j) in enumerate(wires):
+        step = 0.0 if n == 0 else pitch + (gap if wires[n - 1][1] != j else 0.0)
+        if k >= 0:
+            want = inside[k]
+        else:  # compact, or straight on to its track when that is near
+            want = ys[-1] + step if n > 0 else (inside[wires[first][0]] - first * pitch if first is not None
+                                                  else targets[0])
+            if abs(targets[n] - want) <= 0.5 * pitch:
+                want = targets[n]
+        ys.append(round(want if n == 0 else max(want, ys[-1] + step), 3))
+    out: Ports = []
+    n = 0
+    for seg in entries:
+        out.append(ys[n:n + len(seg)])
+        n += len(seg)
+    return out, targets
+
+
+def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
+    """The legend rows of the fragments ``frag`` places, in drawing order, then its own (each fragment once)."""
+    out: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Frag, bool]] = [(frag, False)]
+    while stack:
+        current, done = stack.pop()
+        if done:
+            out.extend(current.rows)
+            continue
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        stack.append((current, True))
+        stack.extend((it[2], False) for it in reversed(current.items) if isinstance(it, tuple))
+    return tuple(dict.fromkeys(out))
+
+
+def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
+    """Whether a visible item of ``frag`` placed at ``(dx, dy)`` meets ``box``: the items :func:`_flatten` would give,
+    tested with the same arithmetic without making them (a drawing is flattened once, where its legend leaves it)."""
+    stack: list[tuple[Frag, float, float]] = [(frag, dx, dy)]
+    while stack:
+        current, x, y = stack.pop()
+        for it in current.items:
+            if isinstance(it, tuple):
+                stack.append((it[2], x + it[0], y + it[1]))
+            elif _hits_at(it, x, y, box):
+                return True
+    return False
+
+
+def _hits_at(item: Item, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
+    """Whether ``item.moved(dx, dy)``'s bounding box meets ``box`` (invisible records never do)."""
+    if isinstance(item, Text):
+        x, y = item.x + dx, item.y + dy
+        b = (x, y - item.ascent, x + item.width, y + item.descent)
+    elif isinstance(item, Rect):
+        x, y = item.x + dx, item.y + dy
+        b = (x, y, x + item.w, y + item.h)
+    elif isinstance(item, Path):
+        xs = [c[k] + dx for c in item.commands for k in range(1, len(c), 2)]
+        ys = [c[k] + dy for c in item.commands for k in range(2, len(c), 2)]
+        b = (min(xs), min(ys), max(xs), max(ys))
+    elif isinstance(item, Circle):
+        x, y = item.cx + dx, item.cy + dy
+        b = (x - item.r, y - item.r, x + item.r, y + item.r)
+    elif isinstance(item, Polygon):
+        points = [(x + dx, y + dy) for x, y in item.points]
+        b = (min(x for x, _ in points), min(y for _, y in points), max(x for x, _ in points), max(y for _, y in points))
+    else:
+        return False
+    return b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3]
+
+
+
+def smallest_text(frag: Frag, default: float) -> float:
+    """The smallest size of any text run in ``frag`` (``default`` when it has no text)."""
+    smallest = default
+    stack = [frag]
+    while stack:
+        for it in stack.pop().items:
+            if isinstance(it, tuple):
+                stack.append(it[2])
+            elif isinstance(it, Text):
+                for run in it.runs:
+                    if run.size < smallest and run.text.strip():
+                        smallest = run.size
+    return smallest
+
+
+def _flatten(frag: Frag, dx: float, dy: float, out: list[Item]) -> None:
+    stack: list[tuple[Frag, float, float, int]] = [(frag, dx, dy, 0)]
+    while stack:
+        current, x, y, start = stack.pop()
+        for k in range(start, len(current.items)):
+            it = current.items[k]
+            if isinstance(it, tuple):
+                stack.append((current, x, y, k + 1))
+                stack.append((it[2], x + it[0], y + it[1], 0))
+                break
+            out.append(it.moved(x, y))

@@ -1,0 +1,121 @@
+"""A finished drawing: a body fragment framed by its boundary labels, with its title and legend.
+
+:func:`framed` adds the wire labels at both ends and the boundary ports; :func:`framing`
+decides where the title and legend go and the drawing's size (the page layout compares
+attempts by it); :func:`_finish` makes the :class:`~ncd.render.model.Drawing`.
+
+>>> import ncd
+>>> ncd.render.layout(ncd.Linear("m -> n"), title="T").items[0].role
+'title'
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ncd.ir.axes import Type
+from ncd.render.context import LayoutContext
+from ncd.render.frag import Frag, _any_hit, _flatten, _rows, flat, smallest_text
+from ncd.render.legend import closed_rows, legend_items
+from ncd.render.model import Drawing, Item, Port, Text
+from ncd.render.typeset import typeset_text
+
+__all__ = ["Framing", "framed", "framing", "no_collector"]
+
+
+@contextmanager
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector paused: laying out and painting allocate many small acyclic records, and
+    collector passes over them (and over everything else the process holds) made large drawings superlinear."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def framed(ctx: LayoutContext, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None) -> Frag:
+    """``body`` with its wire labels in a gap at each end and boundary ports: a whole drawing, or one row of a
+    page (``note_in``/``note_out``: the notes of the gaps, see :meth:`LayoutContext.gap`)."""
+    frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
+    labels = ctx.style.labels != "none"
+    left, lw = ctx.gap(body.ins, body.ins, dom, labels, note=note_in)
+    right, rw = ctx.gap(body.outs, body.outs, cod, labels, note=note_out)
+    frag.place(left, 0.0, 0.0)
+    frag.place(body, lw, 0.0)
+    frag.place(right, lw + body.w, 0.0)
+    for f in (left, right):
+        frag.include(f.top, f.bottom)
+    frag.w = lw + body.w + rw
+    for y in flat(body.ins):
+        frag.add(Port(0.0, y, -1))
+    for y in flat(body.outs):
+        frag.add(Port(frag.w, y, -1))
+    return frag
+
+
+@dataclass
+class Framing:
+    """What a finished drawing puts around its body fragment: the title, the legend and where it goes, and the
+    drawing's size (the page layout compares attempts by these before it makes the chosen one's items)."""
+
+    header: list[Item]
+    head_h: float
+    rows: list[tuple[str, str]]
+    legend: list[Item]
+    legend_w: float
+    beside: bool
+    top_h: float
+    width: float
+    height: float
+
+    def smallest(self, frag: Frag) -> float | None:
+        """The smallest size of the drawing's visible text, ``None`` when it has none."""
+        found = smallest_text(frag, float("inf"))
+        for it in self.header + self.legend:
+            if isinstance(it, Text):
+                found = min([found] + [run.size for run in it.runs if run.text.strip()])
+        return None if found == float("inf") else found
+
+
+def framing(ctx: LayoutContext, frag: Frag) -> Framing:
+    """The title, legend and size of the drawing of ``frag`` (:func:`_finish` without making the body's items)."""
+    style = ctx.style
+    m = style.margin
+    header: list[Item] = []
+    head_h = 0.0
+    if style.title:
+        parts = typeset_text(style.title)
+        tw, ascent, descent = ctx.text_size(parts, style.text_size * 1.25, bold=True)
+        header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
+        head_h = ascent + descent + 6
+    rows = closed_rows(list(dict.fromkeys(style.legend + _rows(frag))), ctx.indexed)
+    legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size)
+    width = max(frag.w, legend_w) + 2 * m
+    lx = m + max(frag.w - legend_w, 0.0) + 12.0
+    # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
+    # above the drawing otherwise
+    beside = bool(legend) and not _any_hit(frag, m, m + head_h - frag.top, (lx - 6, m + head_h, width, m + head_h + legend_h + 6))
+    top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
+    height = m + top_h + (frag.bottom - frag.top) + m
+    return Framing(header, head_h, rows, legend, legend_w, beside, top_h, width, height)
+
+
+def _finish(ctx: LayoutContext, frag: Frag, framed: Framing | None = None) -> Drawing:
+    """The drawing of ``frag``: its title, legend and body items in place (``framed``: its :func:`framing`)."""
+    f = framed or framing(ctx, frag)
+    m = ctx.style.margin
+    items: list[Item] = [it.moved(m, m) for it in f.header]
+    lx = m + max(frag.w - f.legend_w, 0.0) + 12.0
+    body: list[Item] = []
+    _flatten(frag, m, m + f.top_h - frag.top, body)
+    for it in f.legend:
+        items.append(it.moved(lx - 12.0, m + (f.head_h if f.beside else 0.0)))
+    items.extend(body)
+    return Drawing(round(f.width, 2), round(f.height, 2), items, tuple(f.rows))
