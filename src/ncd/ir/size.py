@@ -28,8 +28,8 @@ from ncd.errors import ParseError, SizeError
 Size = sympy.Expr
 SizeLike = Union[int, str, sympy.Expr]
 
-__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "is_zero", "evaluate", "substitute", "SymbolicSize",
-           "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
+__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "is_zero", "simplified", "evaluate", "substitute",
+           "SymbolicSize", "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
 
 
 @functools.cache
@@ -234,10 +234,22 @@ def is_zero(value: sympy.Expr) -> bool:
     """
     if not value.args:
         return bool(value == 0)
+    return bool(simplified(value) == 0)
+
+
+def simplified(value: sympy.Expr) -> sympy.Expr:
+    """``value`` simplified: a rational function of the symbols with rational coefficients (sums, products, integer
+    powers, quotients) by :func:`sympy.cancel` (a constant comes out as that number), anything else by
+    :func:`sympy.simplify` (whose first call imports ``sympy.physics``, a fifth of a second).
+
+    >>> m, n = symbol("m"), symbol("n")
+    >>> simplified((m + n) ** 2 - m**2 - 2 * m * n - n**2 + 3), simplified(m * n / n - m + n)
+    (3, n)
+    """
     if all(isinstance(node, (sympy.Add, sympy.Mul, sympy.Symbol, sympy.Rational))
            or (isinstance(node, sympy.Pow) and node.exp.is_Integer) for node in sympy.preorder_traversal(value)):
-        return bool(sympy.cancel(value) == 0)
-    return bool(sympy.simplify(value) == 0)
+        return sympy.cancel(value)
+    return sympy.simplify(value)
 
 
 class Substitution(dict[sympy.Symbol, sympy.Expr]):

@@ -38,7 +38,7 @@ from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axi
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
-from ncd.ir.size import Size, SizeLike, evaluate, size, size_text, sizes_equal
+from ncd.ir.size import Size, SizeLike, evaluate, simplified, size, size_text, sizes_equal
 from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _contradicts(a: Size, b: Size) -> bool:
     """Provably different (checked again once sizes are bound)."""
     if sizes_equal(a, b):
         return False
-    diff = sympy.simplify(a - b)
+    diff = simplified(a - b)
     return not diff.free_symbols and diff != 0
 
 
