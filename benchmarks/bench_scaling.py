@@ -7,7 +7,8 @@ Two families of diagrams, each at 10, 100, 1,000 and 10,000 boxes:
 * **repeat** — ``ncd.repeat`` of a four-box layer (``LayerNorm >> Linear >> GELU >> Linear``)
   over 10, 100 and 1,000 layers (four times as many boxes), bound.
 
-Stages: ``build`` (``>>``), ``lower`` (``to_source``), ``cost`` (``ncd.cost`` with every size bound: numbers),
+Stages, each the call a user makes: ``build`` (``>>``), ``lower`` (``d.to_torch(**sizes)``: the program lowered,
+printed, compiled and its modules made), ``cost`` (``ncd.cost`` with every size bound: numbers),
 ``formulas`` (``ncd.cost`` with no size bound: sympy formulas in the sizes, peak included), ``draw`` (SVG),
 ``viewer`` (HTML with costs).
 For each stage the tables print the CPU seconds this process spent (``time.process_time``: what
@@ -78,7 +79,7 @@ def stage_functions(make: Callable[[int], ncd.Diagram]) -> dict[str, Callable[[i
 
     return {
         "build": build,
-        "lower": bound(lambda d, **sizes: d.to_source(**sizes)),
+        "lower": bound(lambda d, **sizes: d.to_torch(**sizes)),
         "cost": bound(lambda d, **sizes: ncd.cost(d, **sizes)),
         "formulas": on(lambda d: _formulas(ncd.cost(d))),
         "draw": on(lambda d: to_svg(d)),

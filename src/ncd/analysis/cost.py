@@ -47,6 +47,7 @@ import sympy
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
+from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Block, Box, Diagram, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
 from ncd.ir.size import evaluate, symbol
@@ -523,7 +524,7 @@ class CostReport:
         if self._symbolic is None:
             from ncd.prims.contraction import planned_at
 
-            with planned_at(self.sizes):  # size-chosen plans (an einsum's pair order) as at the bound sizes
+            with no_collector(), planned_at(self.sizes):  # size-chosen plans (an einsum's pair order) as at the bound sizes
                 self._symbolic = _analyse(self.diagram, _program(self.diagram, self.sizes), self.dtype,
                                           self.training)
         return self._symbolic
@@ -666,6 +667,11 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
     matrix products as the forward costed here and saves nothing; its packing, its in-place
     residuals and its peak memory are not modelled).
     """
+    with no_collector():  # lowering and the walk allocate many acyclic records (ncd.ir.collector)
+        return _cost(diagram, dtype, training, sizes)
+
+
+def _cost(diagram: Diagram, dtype: str, training: bool, sizes: dict[str, int]) -> CostReport:
     if dtype not in DTYPE_BYTES:
         raise AnalysisError(f"cost: unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")
     for key, value in sizes.items():

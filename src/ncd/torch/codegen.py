@@ -21,6 +21,7 @@ import sympy
 
 from ncd.errors import LoweringError
 from ncd.ir.axes import Axis, Type
+from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, bind_all, defaults_of
 from ncd.ir.interpreter import Interpreter
 from ncd.ir.names import class_name, python_name
@@ -587,8 +588,9 @@ def to_source(diagram: Diagram, /, **sizes: int) -> str:
     >>> "nn.Linear(4, 3)" in src
     True
     """
-    bound = bind_all(diagram, sizes)
-    return lower(bound, NamedSizes.of(diagram, sizes)).to_source()
+    with no_collector():  # lowering allocates many acyclic records (ncd.ir.collector)
+        bound = bind_all(diagram, sizes)
+        return lower(bound, NamedSizes.of(diagram, sizes)).to_source()
 
 
 def to_program(diagram: Diagram, /, **sizes: int) -> Program:
@@ -599,7 +601,8 @@ def to_program(diagram: Diagram, /, **sizes: int) -> Program:
     >>> [op.target for _, op in program.ops()]
     ['self.l', 'torch.relu']
     """
-    return lower(bind_all(diagram, sizes), NamedSizes.of(diagram, sizes))
+    with no_collector():
+        return lower(bind_all(diagram, sizes), NamedSizes.of(diagram, sizes))
 
 
 def symbolic_program(diagram: Diagram, /, **sizes: int) -> Program:

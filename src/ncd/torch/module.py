@@ -19,6 +19,7 @@ import torch
 
 from ncd.errors import InputError, NCDError, RunError
 from ncd.ir.axes import Type
+from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import evaluate
 from ncd.torch.codegen import NamedSizes, bind_all, lower
@@ -55,11 +56,12 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
     >>> m(torch.randn(5, 8)).shape
     torch.Size([5, 2, 4])
     """
-    bound = bind_all(diagram, sizes)
-    program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
-    source = program.to_source()
-    namespace = compile_source(source)
-    module = reporting_class(namespace[program.top.name])()
+    with no_collector():  # lowering and building the modules allocate many acyclic records (ncd.ir.collector)
+        bound = bind_all(diagram, sizes)
+        program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
+        source = program.to_source()
+        namespace = compile_source(source)
+        module = reporting_class(namespace[program.top.name])()
     vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
         module.register_forward_pre_hook(_checker(bound.dom))
