@@ -1,11 +1,13 @@
 """How building, lowering, costing, drawing and the viewer grow with the size of a diagram.
 
-Two families of diagrams, each at 10, 100, 1,000 and 10,000 boxes:
+Three families of diagrams, each at about 10, 100, 1,000 and 10,000 boxes:
 
 * **chain** — a flat chain of alternating ``Linear("m -> m")`` and ``ReLU`` boxes, built with
   ``>>`` one part at a time (what a loop over layers in user code does);
 * **repeat** — ``ncd.repeat`` of a four-box layer (``LayerNorm >> Linear >> GELU >> Linear``)
-  over 10, 100 and 1,000 layers (four times as many boxes), bound.
+  over 10, 100 and 1,000 layers (four times as many boxes), bound;
+* **par** — a wide parallel composition: 3, 25, 250 and 2,500 branches (``Linear >> ReLU >> Linear >> ReLU``
+  on a ``b m`` wire of its own), stacked with ``@`` one branch at a time.
 
 Stages, each the call a user makes: ``build`` (``>>``), ``lower`` (``d.to_torch(**sizes)``: the program lowered,
 printed, compiled and its modules made), ``cost`` (``ncd.cost`` with every size bound: numbers),
@@ -18,7 +20,7 @@ log(n_max/n_min)``, measured from 100 boxes up so that fixed costs do not flatte
 line checks the target on CPU time: exponent ≤ 1.1 and at most 2 s at 10,000 boxes / 1,000
 layers for every stage.
 
-Run: ``.venv/bin/python benchmarks/bench_scaling.py [--max 10000] [--stages build,lower,cost]``.
+Run: ``.venv/bin/python benchmarks/bench_scaling.py [--max 10000] [--stages build,lower,cost] [--families par]``.
 A stage that exceeds ``--budget`` seconds at one size is not run at larger sizes (``>budget``).
 """
 
@@ -49,6 +51,17 @@ def repeated(layers: int) -> ncd.Diagram:
              >> ncd.Linear("f -> m", bias=True)).block("Layer")
     body = ncd.Identity.of("b m") >> ncd.repeat(layer, "i", 0, layers, name="Layers")
     return body.block("Model", defaults=(("b", 2), ("m", 8), ("f", 16)))
+
+
+def wide(branches: int) -> ncd.Diagram:
+    """``branches`` four-box branches stacked with ``@`` one at a time."""
+    def branch() -> ncd.Diagram:
+        return ncd.Identity.of("b m") >> ncd.Linear("m -> m") >> ncd.ReLU() >> ncd.Linear("m -> m") >> ncd.ReLU()
+
+    d = branch()
+    for _ in range(branches - 1):
+        d = d @ branch()
+    return d
 
 
 SIZES = {"b": 2, "m": 8, "f": 16}
@@ -148,13 +161,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=10000, help="largest number of boxes")
     parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--families", default="chain,repeat,par")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds after which a stage stops growing")
     args = parser.parse_args()
     stages = [s for s in args.stages.split(",") if s]
-    counts = [n for n in (10, 100, 1000, 10000) if n <= args.max]
-    missed = run("chain (>> one part at a time)", chain, counts, 1, stages, args.budget)
-    layers = [n for n in (10, 100, 1000) if n * 4 <= max(args.max, 40)]
-    missed += run("repeat (four-box layer; count = layers)", repeated, layers, 4, stages, args.budget)
+    families = args.families.split(",")
+    missed: list[str] = []
+    if "chain" in families:
+        counts = [n for n in (10, 100, 1000, 10000) if n <= args.max]
+        missed += run("chain (>> one part at a time)", chain, counts, 1, stages, args.budget)
+    if "repeat" in families:
+        layers = [n for n in (10, 100, 1000) if n * 4 <= max(args.max, 40)]
+        missed += run("repeat (four-box layer; count = layers)", repeated, layers, 4, stages, args.budget)
+    if "par" in families:
+        branches = [n for n in (3, 25, 250, 2500) if n * 4 <= max(args.max, 12)]
+        missed += run("par (four-box branches stacked with @; count = branches)", wide, branches, 4, stages,
+                      args.budget)
     print("\ntarget (CPU: exponent <= 1.1, <= 2 s at the largest size): "
           + ("met by every stage" if not missed else "missed by " + ", ".join(missed)))
 

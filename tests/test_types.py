@@ -232,3 +232,26 @@ def test_axis_names_cannot_smuggle_code_into_generated_source() -> None:
 def test_parse_type_rejects_non_text() -> None:
     with pytest.raises(ParseError, match="not int"):
         parse_type(3)  # type: ignore[arg-type]
+
+
+def test_parallel_composition_grown_one_part_at_a_time_is_the_one_stacked_at_once() -> None:
+    """``@`` one part at a time (parts joined when first read) against ``Par.of`` of all parts in one call."""
+    import copy
+    import pickle
+
+    from ncd.ir.diagram import Par
+
+    parts = [ncd.Linear("m -> n"), ncd.Identity.of("b"), ncd.Identity.of("c"), ncd.ReLU(), ncd.Softmax("k"),
+             ncd.Identity.of("d")]
+    grown = parts[0]
+    prefixes = []
+    for p in parts[1:]:
+        grown = grown @ p
+        prefixes.append(grown)
+    whole = Par.of(*parts)
+    branch = prefixes[2] @ ncd.Linear("x -> y")  # a prefix grown twice: each composition keeps its own parts
+    assert (str(grown.dom), str(grown.cod)) == (str(whole.dom), str(whole.cod)) == ("m, b, c, (), k, d", "n, b, c, (), k, d")
+    assert grown == whole and len(grown.parts) == 5  # the identities b and c merged
+    assert len(branch.parts) == 4 and branch.parts[-1] == ncd.Linear("x -> y") and len(prefixes[2].parts) == 3
+    assert pickle.loads(pickle.dumps(prefixes[-2])) == prefixes[-2] == copy.deepcopy(prefixes[-2])
+    assert ncd.load_json(grown.to_json()) == whole

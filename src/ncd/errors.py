@@ -133,12 +133,49 @@ def display_path(filename: str) -> str:
     return relative
 
 
+#: per code file and working directory: the file as recorded (:func:`display_path`), ``None`` for ncd's own files
+_SHOWN: dict[tuple[str, str], str | None] = {}
+#: the locations made so far (boxes built on one line share one immutable record)
+_LOCATIONS: dict[tuple[str, int, str], SourceLocation] = {}
+
+
+def _shown(filename: str) -> str | None:
+    """``filename`` as recorded (:func:`display_path`), or ``None`` for a file of the ``ncd`` package (not the zoo)."""
+    absolute = os.path.abspath(filename)
+    if not absolute.startswith(_PACKAGE_DIR + os.sep) or os.sep + "zoo" + os.sep in absolute[len(_PACKAGE_DIR):]:
+        return display_path(filename)
+    return None
+
+
 def user_location() -> SourceLocation | None:
-    """The innermost stack frame outside the ``ncd`` package (the user's line)."""
+    """The innermost stack frame outside the ``ncd`` package (the user's line).
+
+    A box is built on every ``>>`` of a loop: each code file is placed once per working directory, and one
+    record is kept per line.
+    """
     frame = sys._getframe(1)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed: place every file afresh
+        cwd = ""
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep) or os.sep + "zoo" + os.sep in filename[len(_PACKAGE_DIR):]:
-            return SourceLocation(display_path(frame.f_code.co_filename), frame.f_lineno, frame.f_code.co_name)
+        code = frame.f_code
+        key = (code.co_filename, cwd)
+        if key in _SHOWN:
+            shown = _SHOWN[key]
+        else:
+            shown = _shown(code.co_filename)
+            if cwd:
+                if len(_SHOWN) >= 1 << 16:
+                    _SHOWN.clear()
+                _SHOWN[key] = shown
+        if shown is not None:
+            where = (shown, frame.f_lineno, code.co_name)
+            found = _LOCATIONS.get(where)
+            if found is None:
+                if len(_LOCATIONS) >= 1 << 16:  # many notebook cells: start again
+                    _LOCATIONS.clear()
+                found = _LOCATIONS[where] = SourceLocation(*where)
+            return found
         frame = frame.f_back  # type: ignore[assignment]
     return None

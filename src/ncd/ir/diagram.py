@@ -369,13 +369,18 @@ class Par(Diagram):
     parts: tuple[Diagram, ...]
 
     def __post_init__(self) -> None:
-        dom, cod = Type(()), Type(())
-        for p in self.parts:
-            dom, cod = dom + p.dom, cod + p.cod
-        _set(self, dom=dom, cod=cod)
+        _set(self, dom=Type(tuple(s for p in self.parts for s in p.dom)),
+             cod=Type(tuple(s for p in self.parts for s in p.cod)))
 
     @staticmethod
     def of(*parts: Diagram) -> Diagram:
+        """Flattened parallel composition, adjacent identities merged into one.
+
+        A composition grown by one part (``wide @ box``) does not copy the parts until they are asked for (as
+        :meth:`Seq.of`), so stacking parts one at a time with ``@`` costs time linear in their number.
+        """
+        if len(parts) == 2 and isinstance(parts[0], Par) and not isinstance(parts[1], (Par, Identity)):
+            return parts[0]._grown(parts[1])
         flat: list[Diagram] = []
         for p in parts:
             flat.extend(p.parts if isinstance(p, Par) else (p,))
@@ -388,6 +393,33 @@ class Par(Diagram):
         if not merged:
             return Identity(Type(()))
         return merged[0] if len(merged) == 1 else Par(tuple(merged))
+
+    def _grown(self, part: Diagram) -> Par:
+        """``self @ part`` (``part`` neither a composition in parallel nor an identity), its parts joined when
+        first read."""
+        node = Par.__new__(Par)
+        _set(node, _prefix=self, _tail=part, dom=Type(self.dom.segments + part.dom.segments),
+             cod=Type(self.cod.segments + part.cod.segments))
+        return node
+
+    def __getattr__(self, name: str) -> Any:
+        # the parts of a composition grown one part at a time: the chain of prefixes is walked once, back to one
+        # whose parts are known, and joined (as Seq.__getattr__)
+        if name != "parts" or "_prefix" not in self.__dict__:
+            raise AttributeError(name)
+        tails: list[Diagram] = []
+        node: Par = self
+        while "parts" not in node.__dict__:
+            tails.append(node.__dict__["_tail"])
+            node = node.__dict__["_prefix"]
+        parts = node.parts + tuple(reversed(tails))
+        _set(self, parts=parts)
+        del self.__dict__["_prefix"]
+        return parts
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
+        return {k: v for k, v in self.__dict__.items() if k not in ("_prefix", "_tail")}
 
     def children(self) -> tuple[Diagram, ...]:
         return self.parts
