@@ -527,7 +527,11 @@ def _max_diff(got: Any, want: Any) -> tuple[float, bool]:
 
 
 def _layers(model: nn.Module) -> int:
-    lists = [len(m) for m in model.modules() if isinstance(m, nn.ModuleList)]
+    """The model's depth: its longest list of modules (its layers).  A list of lookup tables is not a stack of
+    layers (markuplm's 50 embedding tables, one per depth of an XPath, each reading its own column of ids): an
+    embedding reads positions, so none of them can read another's output."""
+    lookups = (nn.Embedding, nn.EmbeddingBag)
+    lists = [len(m) for m in model.modules() if isinstance(m, nn.ModuleList) and not all(isinstance(x, lookups) for x in m)]
     return max(lists, default=1)
 
 

@@ -38,7 +38,7 @@ from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED
-from ncd.ir.size import size_text
+from ncd.ir.size import is_zero, size_text
 from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class PadOp(Primitive):
                 raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c} leaves nothing")
         if self.output is not None:
             want = self.padded()
-            if len(self.output) != n or any(not sympy.simplify(x.size - y.size) == 0 for x, y in zip(self.output, want)):
+            if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
                 raise SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'")
 
     def padded(self) -> Segment:

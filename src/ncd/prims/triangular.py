@@ -34,6 +34,7 @@ from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.size import is_zero
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -59,7 +60,7 @@ class TriangularInverseOp(Primitive):
         axes = self.source.axes
         if len(axes) != 2 or self.source.dtype != "float":
             raise ParseError(f"a triangular inverse reads a float matrix over two axes (rows, columns), not '{self.source}'")
-        if sympy.simplify(axes[0].size - axes[1].size) != 0:
+        if not is_zero(axes[0].size - axes[1].size):
             raise ParseError(f"a triangular inverse reads a square matrix: '{self.source}' has {axes[0].name}:"
                              f"{axes[0].size} rows and {axes[1].name}:{axes[1].size} columns")
 
