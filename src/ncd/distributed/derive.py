@@ -36,6 +36,7 @@ from ncd.distributed.mesh import Mesh, ShardingError
 from ncd.distributed.shard import Sharding, sharding_of
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
+from ncd.ir.interpreter import Rebuild
 from ncd.ir.primitive import Primitive
 from ncd.ir.rules import DISTRIBUTED
 from ncd.ir.size import symbol
@@ -630,19 +631,28 @@ def resize(value: Any, divisors: Mapping[str, int]) -> Any:
     if isinstance(value, Primitive):
         changes = {f.name: resize(getattr(value, f.name), divisors) for f in dataclasses.fields(value)}
         return dataclasses.replace(value, **changes)
-    if isinstance(value, Box):
-        return Box(resize(value.prim, divisors), value.label, value.source)
-    if isinstance(value, Identity):
-        return Identity(resize(value.type, divisors), value.source)
-    if isinstance(value, Seq):
-        return Seq(tuple(resize(p, divisors) for p in value.parts))
-    if isinstance(value, Par):
-        return Par(tuple(resize(p, divisors) for p in value.parts))
-    if isinstance(value, Weave):
-        return Weave(resize(value.inner, divisors), resize(value.axis, divisors), value.dom_pos, value.cod_pos)
-    if isinstance(value, Block):
-        return Block(resize(value.body, divisors), value.name, value.meta)
-    if isinstance(value, Repeat):
-        return Repeat(resize(value.body, divisors), value.var, value.start, value.stop, value.name)
+    if isinstance(value, Diagram):
+        return _Resize(divisors).fold(value)
     return value
 
+
+class _Resize(Rebuild):
+    """A diagram with the named axes divided (:func:`resize` of every type, axis and primitive in it)."""
+
+    def __init__(self, divisors: Mapping[str, int]) -> None:
+        self.divisors = divisors
+
+    def identity(self, node: Identity) -> Diagram:
+        return Identity(resize(node.type, self.divisors), node.source)
+
+    def box(self, box: Box) -> Diagram:
+        return Box(resize(box.prim, self.divisors), box.label, box.source)
+
+    def seq(self, node: Seq) -> Diagram:
+        return Seq(tuple(self.part(node, k, p) for k, p in enumerate(node.parts)))
+
+    def par(self, node: Par) -> Diagram:
+        return Par(tuple(self.part(node, k, p) for k, p in enumerate(node.parts)))
+
+    def weave(self, node: Weave) -> Diagram:
+        return Weave(self.part(node, 0, node.inner), resize(node.axis, self.divisors), node.dom_pos, node.cod_pos)

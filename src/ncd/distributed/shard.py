@@ -28,7 +28,8 @@ import sympy
 
 from ncd.distributed.mesh import Mesh, ShardingError
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave, describe, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, describe, unweave
+from ncd.ir.interpreter import Rebuild
 from ncd.ir.size import evaluate, size_text
 from ncd.prims.linear import LinearOp
 from ncd.prims.structure import TransposeOp
@@ -174,25 +175,35 @@ def _check_box(box: Box, sharding: Sharding, defaults: Mapping[str, int]) -> Non
 
 def _rewrite(node: Diagram, placements: Mapping[str, str]) -> Diagram:
     """Linear maps with their split axis outermost in its group (a transpose restores the order)."""
-    core, weaves = unweave(node)
-    if isinstance(core, Box) and isinstance(core.prim, LinearOp):
+    return _Major(placements).fold(node)
+
+
+class _Major(Rebuild):
+    """:func:`_rewrite` as a :class:`~ncd.ir.interpreter.Rebuild`: a (woven) linear map becomes its parts."""
+
+    def __init__(self, placements: Mapping[str, str]) -> None:
+        self.placements = placements
+
+    def box(self, box: Box) -> Diagram:
+        linear = self._linear(box, ())
+        return box if linear is None else linear
+
+    def weave(self, node: Weave) -> Diagram:
+        linear = self._linear(*unweave(node))
+        return super().weave(node) if linear is None else linear
+
+    def _linear(self, core: Diagram, weaves: tuple[Weave, ...]) -> Diagram | None:
+        if not (isinstance(core, Box) and isinstance(core.prim, LinearOp)):
+            return None
         parts = []
-        for box in _major(core, placements):  # each part keeps the weaves (one segment in, one out, same length)
+        for box in _major(core, self.placements):  # each part keeps the weaves (one segment in, one out, same length)
             for w in reversed(weaves):
                 box = Weave(box, w.axis, w.dom_pos, w.cod_pos)
             parts.append(box)
         return Seq.of(*parts)
-    if isinstance(node, Seq):
-        return Seq.of(*(_rewrite(p, placements) for p in node.parts))
-    if isinstance(node, Par):
-        return Par(tuple(_rewrite(p, placements) for p in node.parts))
-    if isinstance(node, Weave):
-        return Weave(_rewrite(node.inner, placements), node.axis, node.dom_pos, node.cod_pos)
-    if isinstance(node, Block):
-        return Block(_rewrite(node.body, placements), node.name, node.meta)
-    if isinstance(node, Repeat):
-        return Repeat(_rewrite(node.body, placements), node.var, node.start, node.stop, node.name)
-    return node
+
+    def par(self, node: Par) -> Diagram:
+        return Par(tuple(self.part(node, k, p) for k, p in enumerate(node.parts)))
 
 
 def _major(box: Box, placements: Mapping[str, str]) -> list[Diagram]:

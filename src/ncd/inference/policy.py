@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from ncd.inference.dtypes import canonical, element_bytes, torch_dtype
-from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Seq, Weave
+from ncd.ir.interpreter import Fold, Rebuild
 from ncd.ir.size import evaluate, symbol
 from ncd.prims.precision import PrecisionOp
 from ncd.prims.structure import SaveOp
@@ -254,33 +255,48 @@ def _class_name(title: str) -> str:
 
 def _map_boxes(node: Diagram, f: Callable[[Box], Diagram]) -> Diagram:
     """``node`` with every box ``b`` replaced by ``f(b)`` (a diagram of the same type)."""
-    if isinstance(node, Box):
-        return f(node)
-    if isinstance(node, Seq):
-        return Seq.of(*(_map_boxes(p, f) for p in node.parts))
-    if isinstance(node, Par):
-        return Par.of(*(_map_boxes(p, f) for p in node.parts))
-    if isinstance(node, Block):
-        return Block(_map_boxes(node.body, f), node.name, node.meta)
-    if isinstance(node, Repeat):
-        return Repeat(_map_boxes(node.body, f), node.var, node.start, node.stop, node.name)
-    if isinstance(node, Weave):
-        return Weave(_map_boxes(node.inner, f), node.axis, node.dom_pos, node.cod_pos)
-    return node
+    return _MapBoxes(f).fold(node)
+
+
+class _MapBoxes(Rebuild):
+    def __init__(self, f: Callable[[Box], Diagram]) -> None:
+        self.f = f
+
+    def box(self, box: Box) -> Diagram:
+        return self.f(box)
 
 
 def _learned(node: Diagram, blocks: tuple[str, ...]) -> list[tuple[Box, tuple[str, ...]]]:
-    found: list[tuple[Box, tuple[str, ...]]] = []
-    if isinstance(node, Box):
-        if node.prim.params():
-            found.append((node, blocks))
-        return found
-    if isinstance(node, Block):
-        blocks = blocks + (node.name,)
-    if isinstance(node, Repeat):
-        for i in range(int(node.start), int(node.stop)):
-            found.extend(_learned(node.iteration(i), blocks))
-        return found
-    for child in node.children():
-        found.extend(_learned(child, blocks))
-    return found
+    """Every box with weights, repetitions unrolled, with the names of the blocks around it (outermost first)."""
+    learned = _Learned(blocks)
+    learned.fold(node)
+    return learned.found
+
+
+class _Learned(Fold[None]):
+    def __init__(self, blocks: tuple[str, ...]) -> None:
+        self.blocks = blocks
+        self.found: list[tuple[Box, tuple[str, ...]]] = []
+
+    def identity(self, node: Identity) -> None:
+        return None
+
+    def box(self, box: Box) -> None:
+        if box.prim.params():
+            self.found.append((box, self.blocks))
+
+    def then(self, first: None, second: None) -> None:
+        return None
+
+    beside = then
+
+    def weave(self, node: Weave) -> None:
+        self.fold(node.inner)
+
+    def block(self, node: Block) -> None:
+        outer = self.blocks
+        self.blocks = outer + (node.name,)
+        try:
+            self.fold(node.body)
+        finally:
+            self.blocks = outer

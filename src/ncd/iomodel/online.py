@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from ncd.iomodel.program import ONLINE
 from ncd.ir.axes import Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, unweave
+from ncd.ir.interpreter import Rebuild
 from ncd.prims.linear import EinsumOp
 from ncd.prims.softmax import SoftmaxOp
 
@@ -80,10 +81,15 @@ def online_softmax(diagram: Diagram) -> Diagram:
     through it is then legal in :func:`ncd.io`.  Diagrams with no such pattern come back
     unchanged.
     """
-    if isinstance(diagram, Seq):
-        parts = [online_softmax(p) for p in diagram.parts]
+    return _Online().fold(diagram)
+
+
+class _Online(Rebuild):
+    """The rewrite as a :class:`~ncd.ir.interpreter.Rebuild`: sequences fuse adjacent parts, online blocks stay."""
+
+    def seq(self, node: Seq) -> Diagram:
         out: list[Diagram] = []
-        for p in parts:
+        for p in [self.fold(p) for p in node.parts]:
             if out:
                 fused = _fuse(out[-1], p)
                 if fused is not None:
@@ -92,17 +98,9 @@ def online_softmax(diagram: Diagram) -> Diagram:
                     continue
             out.append(p)
         return Seq.of(*out)
-    if isinstance(diagram, Par):
-        return Par.of(*(online_softmax(p) for p in diagram.parts))
-    if isinstance(diagram, Weave):
-        return Weave(online_softmax(diagram.inner), diagram.axis, diagram.dom_pos, diagram.cod_pos)
-    if isinstance(diagram, Block):
-        if diagram.name == ONLINE:
-            return diagram
-        return Block(online_softmax(diagram.body), diagram.name, diagram.meta)
-    if isinstance(diagram, Repeat):
-        return Repeat(online_softmax(diagram.body), diagram.var, diagram.start, diagram.stop, diagram.name)
-    return diagram
+
+    def block(self, node: Block) -> Diagram:
+        return node if node.name == ONLINE else super().block(node)
 
 
 def online_blocks(diagram: Diagram) -> list[Block]:

@@ -11,7 +11,7 @@ which fusion rewrites (``ncd.torch.fusion``) and the cost analysis reads instead
 diagram again.
 
 Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`block`,
-:meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`.
+:meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`, :meth:`unknown`.
 
 >>> import ncd
 >>> class Depth(Interpreter[int, None]):
@@ -33,7 +33,7 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weav
 from ncd.ir.size import evaluate
 from ncd.ir.weaving import lowers_in_place
 
-__all__ = ["Interpreter", "Fold"]
+__all__ = ["Interpreter", "Fold", "Rebuild"]
 
 V = TypeVar("V")
 C = TypeVar("C")
@@ -62,7 +62,7 @@ class Interpreter(Generic[V, C]):
             return self.block(node, values, ctx)
         if isinstance(node, Repeat):
             return self.repeat(node, values, ctx)
-        raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
+        return self.unknown(node, values, ctx)
 
     # -- structure (rarely overridden) ---------------------------------------------------------
     def seq(self, parts: Sequence[Diagram], values: list[V], ctx: C) -> list[V]:
@@ -113,6 +113,10 @@ class Interpreter(Generic[V, C]):
             values = self.run(node.iteration(i), values, ctx)
         return values
 
+    def unknown(self, node: Diagram, values: list[V], ctx: C) -> list[V]:
+        """A node outside the closed set of kinds (an interpreter may name its own error)."""
+        raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
+
     def rewrite(self, parts: Sequence[Diagram], k: int, values: list[V], ctx: C) -> tuple[int, list[V]] | None:
         """A rewrite of ``parts[k:]`` before they run: the number of parts consumed and the outputs, or ``None``
         (run them one by one)."""
@@ -129,7 +133,7 @@ class Fold(Generic[T]):
 
     ``fold(node)`` dispatches on the closed set of node kinds.  Override points: :meth:`identity`, :meth:`box`,
     :meth:`weave` (the whole chain of a woven node, ``unweave`` gives its parts), :meth:`block`,
-    :meth:`repeat`, and :meth:`then` / :meth:`beside` (the images of two parts composed; :meth:`seq` /
+    :meth:`repeat`, :meth:`unknown`, and :meth:`then` / :meth:`beside` (the images of two parts composed; :meth:`seq` /
     :meth:`par` fold a composite's parts left to right and may be overridden to visit them in another order).
 
     >>> import ncd
@@ -158,6 +162,10 @@ class Fold(Generic[T]):
             return self.block(node)
         if isinstance(node, Repeat):
             return self.repeat(node)
+        return self.unknown(node)
+
+    def unknown(self, node: Diagram) -> T:
+        """A node outside the closed set of kinds (an interpreter may name its own error)."""
         raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
 
     def part(self, node: Diagram, k: int, part: Diagram) -> T:
@@ -203,3 +211,49 @@ class Fold(Generic[T]):
         start = evaluate(node.start, what=f"start of repeat {node.var}")
         stop = evaluate(node.stop, what=f"stop of repeat {node.var}")
         return self._combine([self.fold(node.iteration(i)) for i in range(start, stop)], self.then)
+
+
+class Rebuild(Fold[Diagram]):
+    """The identity functor: every node rebuilt from its parts' images, boxes and wires kept — the base of rewrites
+    that change a few node kinds and keep the structure around them (override :meth:`box`, :meth:`block`, ...).
+
+    Sequences and parallel compositions are rebuilt with ``Seq.of`` / ``Par.of`` (flattened, identities dropped or
+    merged); weaves, blocks and repetitions with their own fields; a repetition stays one node (not unrolled).
+
+    >>> import ncd
+    >>> class Relu2Tanh(Rebuild):  # every ReLU replaced by a tanh
+    ...     def box(self, box):
+    ...         return ncd.Tanh() if box.text() == ncd.ReLU().text() else box
+    >>> net = (ncd.Linear("m -> n") >> ncd.ReLU()).block("Layer").weave("b")
+    >>> [b.text() for b in Relu2Tanh().fold(net).boxes()] == [ncd.Linear("m -> n").text(), ncd.Tanh().text()]
+    True
+    """
+
+    def identity(self, node: Identity) -> Diagram:
+        return node
+
+    def box(self, box: Box) -> Diagram:
+        return box
+
+    def seq(self, node: Seq) -> Diagram:
+        return Seq.of(*(self.part(node, k, p) for k, p in enumerate(node.parts)))
+
+    def par(self, node: Par) -> Diagram:
+        return Par.of(*(self.part(node, k, p) for k, p in enumerate(node.parts)))
+
+    def then(self, first: Diagram, second: Diagram) -> Diagram:
+        return Seq.of(first, second)
+
+    def beside(self, first: Diagram, second: Diagram) -> Diagram:
+        return Par.of(first, second)
+
+    def weave(self, node: Weave) -> Diagram:
+        """One weave at a time: the image of its inner diagram, woven over the same axis."""
+        return Weave(self.part(node, 0, node.inner), node.axis, node.dom_pos, node.cod_pos)
+
+    def block(self, node: Block) -> Diagram:
+        return Block(self.part(node, 0, node.body), node.name, node.meta)
+
+    def repeat(self, node: Repeat) -> Diagram:
+        """The repetition of its body's image (override to unroll: ``Fold.repeat`` composes the iterations)."""
+        return Repeat(self.part(node, 0, node.body), node.var, node.start, node.stop, node.name)

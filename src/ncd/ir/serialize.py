@@ -26,6 +26,7 @@ import sympy
 from ncd.errors import LimitError, NCDError, SchemaError, SourceLocation, display_path, printable
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.interpreter import Fold
 from ncd.ir.names import check_text
 from ncd.ir.primitive import PRIMITIVES
 from ncd.ir.size import size, size_text
@@ -80,28 +81,42 @@ def _value(v: Any) -> Any:
 
 
 def encode(d: Diagram) -> dict[str, Any]:
-    if isinstance(d, Identity):
-        return {"node": "identity", "type": _value(d.type)}
-    if isinstance(d, Box):
-        out = {"node": "box", "op": d.prim.op, "fields": {k: _value(v) for k, v in d.prim.fields().items()}}
-        if d.label is not None:
-            out["label"] = d.label
-        if d.source is not None:
-            out["source"] = d.source.to_list()
+    return _Encode().fold(d)
+
+
+class _Encode(Fold[dict[str, Any]]):
+    """The JSON object of each node, built from its parts' (a :class:`~ncd.ir.interpreter.Fold`)."""
+
+    def identity(self, node: Identity) -> dict[str, Any]:
+        return {"node": "identity", "type": _value(node.type)}
+
+    def box(self, box: Box) -> dict[str, Any]:
+        out = {"node": "box", "op": box.prim.op, "fields": {k: _value(v) for k, v in box.prim.fields().items()}}
+        if box.label is not None:
+            out["label"] = box.label
+        if box.source is not None:
+            out["source"] = box.source.to_list()
         return out
-    if isinstance(d, Seq):
-        return {"node": "seq", "parts": [encode(p) for p in d.parts]}
-    if isinstance(d, Par):
-        return {"node": "par", "parts": [encode(p) for p in d.parts]}
-    if isinstance(d, Weave):
-        return {"node": "weave", "inner": encode(d.inner), "axis": _value(d.axis),
-                "dom_pos": list(d.dom_pos), "cod_pos": list(d.cod_pos)}
-    if isinstance(d, Block):
-        return {"node": "block", "name": d.name, "body": encode(d.body), "meta": _value(d.meta)}
-    if isinstance(d, Repeat):
-        return {"node": "repeat", "body": encode(d.body), "var": d.var, "start": size_text(d.start),
-                "stop": size_text(d.stop), "name": d.name}
-    raise SchemaError(f"cannot serialise diagram node {type(d).__name__}")
+
+    def seq(self, node: Seq) -> dict[str, Any]:
+        return {"node": "seq", "parts": [self.fold(p) for p in node.parts]}
+
+    def par(self, node: Par) -> dict[str, Any]:
+        return {"node": "par", "parts": [self.fold(p) for p in node.parts]}
+
+    def weave(self, node: Weave) -> dict[str, Any]:
+        return {"node": "weave", "inner": self.fold(node.inner), "axis": _value(node.axis),
+                "dom_pos": list(node.dom_pos), "cod_pos": list(node.cod_pos)}
+
+    def block(self, node: Block) -> dict[str, Any]:
+        return {"node": "block", "name": node.name, "body": self.fold(node.body), "meta": _value(node.meta)}
+
+    def repeat(self, node: Repeat) -> dict[str, Any]:
+        return {"node": "repeat", "body": self.fold(node.body), "var": node.var, "start": size_text(node.start),
+                "stop": size_text(node.stop), "name": node.name}
+
+    def unknown(self, node: Diagram) -> dict[str, Any]:
+        raise SchemaError(f"cannot serialise diagram node {type(node).__name__}")
 
 
 def to_json(d: Diagram, indent: int | None = None) -> str:

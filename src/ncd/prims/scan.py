@@ -34,7 +34,8 @@ import sympy
 
 from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Type, as_axis
-from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Seq
+from ncd.ir.interpreter import Rebuild
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
 from ncd.ir.size import Size, SymbolicSize
@@ -132,18 +133,16 @@ class ScanOp(Primitive):
 
 def inline(diagram: Diagram) -> Diagram:
     """``diagram`` with blocks opened and repetitions unrolled (a scan body runs inline in one loop)."""
-    if isinstance(diagram, Block):
-        return inline(diagram.body)
-    if isinstance(diagram, Repeat):
-        start, stop = int(diagram.start), int(diagram.stop)  # a body's repetitions have bound counts
-        return Seq.of(*(inline(diagram.iteration(i)) for i in range(start, stop)))
-    if isinstance(diagram, Seq):
-        return Seq.of(*(inline(p) for p in diagram.parts))
-    if isinstance(diagram, Par):
-        return Par.of(*(inline(p) for p in diagram.parts))
-    if isinstance(diagram, Weave):
-        return Weave(inline(diagram.inner), diagram.axis, diagram.dom_pos, diagram.cod_pos)
-    return diagram
+    return _Inline().fold(diagram)
+
+
+class _Inline(Rebuild):
+    def block(self, node: Block) -> Diagram:
+        return self.fold(node.body)
+
+    def repeat(self, node: Repeat) -> Diagram:
+        start, stop = int(node.start), int(node.stop)  # a body's repetitions have bound counts
+        return Seq.of(*(self.fold(node.iteration(i)) for i in range(start, stop)))
 
 
 def Scan(body: Diagram, axis: AxisLike, *, carry: int = 1, consts: int = 0, x_pos: Sequence[int] | None = None,
