@@ -36,7 +36,7 @@ from ncd.distributed.mesh import Mesh, ShardingError
 from ncd.distributed.shard import Sharding, sharding_of
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
-from ncd.ir.interpreter import Rebuild
+from ncd.ir.interpreter import Fold, Interpreter, Rebuild
 from ncd.ir.primitive import Primitive
 from ncd.ir.rules import DISTRIBUTED
 from ncd.ir.size import symbol
@@ -141,7 +141,10 @@ class Derivation:
         return result
 
 
-class _Deriver:
+class _Deriver(Interpreter[Wire, Path]):
+    """Placements propagated in execution order (an :class:`~ncd.ir.interpreter.Interpreter` threading one wire per
+    segment, in the context of the node's path of part indices); every collective recorded."""
+
     def __init__(self, sharding: Sharding, diagram: Diagram) -> None:
         self.sharding, self.mesh, self.placements = sharding, sharding.mesh, sharding.placements
         self.alias = _aliases(diagram)
@@ -262,51 +265,38 @@ class _Deriver:
             out.append(w)
         return out
 
-    # -- the walk ------------------------------------------------------------------------------
-    def walk(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
+    # -- the walk (the override points of ncd.ir.interpreter.Interpreter; the context is the node's path) --------
+    def run(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
         self.inputs_of[id(node)] = list(wires)
         self.path_of[id(node)] = path
         if isinstance(node, (Seq, Par)):
             self.composites.add(id(node))
-        out = self._walk(node, wires, path)
+        out = super().run(node, wires, path)
         self.outputs_of[id(node)] = out
         return out
 
-    def _walk(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
-        if isinstance(node, Identity):
-            return wires
-        if isinstance(node, Seq):
-            for k, part in enumerate(node.parts):
-                wires = self.walk(part, wires, path + (k,))
-            return wires
-        if isinstance(node, Par):
-            out: list[Wire] = []
-            offset = 0
-            for k, part in enumerate(node.parts):
-                n = len(part.dom)
-                out += self.walk(part, wires[offset: offset + n], path + (k,))
-                offset += n
-            return out
-        if isinstance(node, Block):
-            self.block_inputs[path] = list(wires)
-            return self.walk(node.body, wires, path + (0,))
-        if isinstance(node, Repeat):
-            return self.repeat(node, wires, path)
-        core, _ = unweave(node)
-        if isinstance(core, Box):
-            return self.box(node, core, wires, path)
-        return self.walk_woven(node, wires, path)
+    def part(self, k: int, path: Path) -> Path:
+        return path + (k,)
 
-    def walk_woven(self, node: Diagram, wires: list[Wire], path: Path) -> list[Wire]:
+    def block(self, node: Block, wires: list[Wire], path: Path) -> list[Wire]:
+        self.block_inputs[path] = list(wires)
+        return self.run(node.body, wires, path + (0,))
+
+    def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
+        return True  # a woven box is sharded as one: the woven axes pass through it
+
+    def box(self, box: Box, wires: list[Wire], woven: tuple[Weave, ...], path: Path) -> list[Wire]:
+        return self.plan(woven[0] if woven else box, box, wires, path)
+
+    def weave(self, core: Diagram, weaves: tuple[Weave, ...], wires: list[Wire], cod: Type, path: Path) -> list[Wire]:
         """A woven composite: its inside runs once per slice of the woven axes, which pass through untouched."""
-        core, weaves = unweave(node)
         saved = self.woven
         self.woven = saved + tuple(w.axis for w in weaves if w.axis.name not in {a.name for a in saved})
         try:
-            out = self.walk(core, wires, path + (0,) * len(weaves))
+            out = self.run(core, wires, path + (0,) * len(weaves))
         finally:
             self.woven = saved
-        return [Wire(tuple(seg.axes), w.place, w.src, w.gathered) for w, seg in zip(out, node.cod)]
+        return [Wire(tuple(seg.axes), w.place, w.src, w.gathered) for w, seg in zip(out, cod)]
 
     def axes_of(self, seg: Segment) -> tuple[Axis, ...]:
         """A fresh output's axes: the segment's, after the axes a surrounding composite is woven over."""
@@ -318,14 +308,14 @@ class _Deriver:
                 raise ShardingError(f"repeat {node.name or node.var!r}: its iterations differ in size and their number"
                                     f" ({node.stop - node.start}) is symbolic; bind it to shard")
             for i in range(int(node.start), int(node.stop)):
-                wires = self.walk(node.iteration(i), wires, path + (i,))
+                wires = self.run(node.iteration(i), wires, path + (i,))
             return wires
         saved = self.multiplier
         self.multiplier = saved * (node.stop - node.start)
         try:
             if isinstance(node.body, Block):
                 self.fsdp_units.append((path + (0,), node.body, self.multiplier, False))
-            out = self.walk(node.body, wires, path + (0,))
+            out = self.run(node.body, wires, path + (0,))
             back = {m: None for m in self.mesh}
             for w_in, w_out in zip(wires, out):
                 target = {m: dict(w_in.place).get(m) for m in back}
@@ -334,8 +324,9 @@ class _Deriver:
         finally:
             self.multiplier = saved
 
-    def box(self, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
-        """The box's rule of :data:`ncd.ir.rules.DISTRIBUTED` (its own, or its kind's: :meth:`generic`)."""
+    def plan(self, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
+        """A box ``core`` (``node``: it with its weaves): the box's rule of :data:`ncd.ir.rules.DISTRIBUTED` (its own,
+        or its kind's: :meth:`generic`)."""
         arrived, wires, outs, style = DISTRIBUTED.apply(core.prim, self, node, core, wires, path)
         plan = BoxPlan(path, core, node, list(wires), list(outs), arrived, [], style)
         over: dict[str, set[str]] = {}
@@ -536,7 +527,7 @@ def derive(sharded: Diagram) -> Derivation:
     d = _Deriver(sharding, sharded)
     inputs = [d.fresh(seg.axes, d.declared(seg.axes)) for seg in sharded.dom]
     d.fsdp_units.append(((), sharded, ONE, True))
-    outputs = d.walk(sharded, inputs, ())
+    outputs = d.run(sharded, inputs, ())
     units: list[tuple[Diagram, dict[str, int], sympy.Expr]] = []
     _cost_units(d, sharded, (), ONE, units)
     if not sharding.data_axes:
@@ -550,26 +541,58 @@ def derive(sharded: Diagram) -> Derivation:
 def _cost_units(d: _Deriver, node: Diagram, path: Path, mult: sympy.Expr,
                 units: list[tuple[Diagram, dict[str, int], sympy.Expr]]) -> None:
     """Largest sub-diagrams with one split per axis and no collective inside: each is costed as a whole."""
-    seen = d.nodes.get(path, {})
-    uniform = all(len(v) == 1 for v in seen.values())
-    if isinstance(node, Identity):
-        return
-    if uniform and not d.redistributed.get(path) and not isinstance(node, Repeat):
-        units.append((node, {a: next(iter(v)) for a, v in seen.items() if next(iter(v)) > 1}, mult))
-        return
-    if isinstance(node, (Seq, Par)):
-        for k, part in enumerate(node.parts):
-            _cost_units(d, part, path + (k,), mult, units)
-    elif isinstance(node, Block):
-        _cost_units(d, node.body, path + (0,), mult, units)
-    elif isinstance(node, Repeat):
+    found = _CostUnits(d, path, mult)
+    found.fold(node)
+    units.extend(found.units)
+
+
+class _CostUnits(Fold[None]):
+    """:func:`_cost_units` as a :class:`~ncd.ir.interpreter.Fold` that stops at uniform nodes (its paths are the
+    derivation's: a part's index, a block's or a repetition's body 0, an iteration its index)."""
+
+    def __init__(self, d: _Deriver, path: Path, mult: sympy.Expr) -> None:
+        self.d, self.path, self.mult = d, path, mult
+        self.units: list[tuple[Diagram, dict[str, int], sympy.Expr]] = []
+
+    def fold(self, node: Diagram) -> None:
+        seen = self.d.nodes.get(self.path, {})
+        if isinstance(node, Identity):
+            return
+        if all(len(v) == 1 for v in seen.values()) and not self.d.redistributed.get(self.path) \
+                and not isinstance(node, Repeat):
+            self.units.append((node, {a: next(iter(v)) for a, v in seen.items() if next(iter(v)) > 1}, self.mult))
+            return
+        super().fold(node)
+
+    def _at(self, path: Path, mult: sympy.Expr, node: Diagram) -> None:
+        saved = self.path, self.mult
+        self.path, self.mult = path, mult
+        try:
+            self.fold(node)
+        finally:
+            self.path, self.mult = saved
+
+    def part(self, node: Diagram, k: int, part: Diagram) -> None:
+        self._at(self.path + (k,), self.mult, part)
+
+    def then(self, first: None, second: None) -> None:
+        return None
+
+    beside = then
+
+    def box(self, box: Diagram) -> None:  # a box (or a woven composite) with collectives at its inputs: it is uniform
+        seen = self.d.nodes.get(self.path, {})
+        self.units.append((box, {a: next(iter(v)) for a, v in seen.items() if max(v) > 1 and len(v) == 1}, self.mult))
+
+    def weave(self, node: Weave) -> None:
+        self.box(node)
+
+    def repeat(self, node: Repeat) -> None:
         if symbol(node.var) in node.body.free_symbols:
             for i in range(int(node.start), int(node.stop)):
-                _cost_units(d, node.iteration(i), path + (i,), mult, units)
+                self._at(self.path + (i,), self.mult, node.iteration(i))
         else:
-            _cost_units(d, node.body, path + (0,), mult * (node.stop - node.start), units)
-    else:  # a box (or a woven composite) with collectives at its inputs: the box itself is uniform
-        units.append((node, {a: next(iter(v)) for a, v in seen.items() if max(v) > 1 and len(v) == 1}, mult))
+            self._at(self.path + (0,), self.mult * (node.stop - node.start), node.body)
 
 
 def _fsdp(d: _Deriver, sharding: Sharding) -> None:

@@ -25,8 +25,9 @@ from typing import Literal
 import sympy
 
 from ncd.errors import SizeError
-from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe
+from ncd.ir.axes import Axis, Type
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, describe
+from ncd.ir.interpreter import Interpreter
 from ncd.ir.primitive import Primitive
 from ncd.ir.rules import IO_MODEL
 from ncd.ir.size import evaluate, symbol
@@ -164,51 +165,46 @@ def _arr(axes: list[Axis], woven: tuple[Axis, ...], role: Role, name: str = "") 
     return Array(tuple(full), role, name=name)
 
 
-class _Walker:
+class _Walker(Interpreter[Array, tuple[Axis, ...]]):
+    """The operations in execution order (an :class:`~ncd.ir.interpreter.Interpreter` threading one array per
+    segment; the context is the axes the enclosing weaves add, outermost first)."""
+
     def __init__(self, sizes: Mapping[str, int]) -> None:
         self.sizes = dict(sizes)
         self.ops: list[Op] = []
 
-    def walk(self, node: Diagram, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
-        if isinstance(node, Identity):
-            return ins
-        if isinstance(node, Seq):
-            for part in node.parts:
-                ins = self.walk(part, ins, woven)
-            return ins
-        if isinstance(node, Par):
-            out: list[Array] = []
-            i = 0
-            for part in node.parts:
-                n = len(part.dom)
-                out += self.walk(part, ins[i : i + n], woven)
-                i += n
-            return out
-        if isinstance(node, Weave):
-            return self.walk(node.inner, ins, woven + (node.axis,))
-        if isinstance(node, Block):
-            if node.name == ONLINE and node.get("key"):
-                return self.online(node, ins, woven)
-            return self.walk(node.body, ins, woven)
-        if isinstance(node, Repeat):
-            count = evaluate(node.stop - node.start, self.sizes, what=f"repetition count of {node.name or node.var!r}")
-            start = evaluate(node.start, self.sizes, what="repetition start")
-            for i in range(start, start + count):
-                ins = self.walk(node.iteration(i), ins, woven)
-            return ins
-        if isinstance(node, Box):
-            return self.box(node, ins, woven)
+    def in_place(self, box: Box, woven: tuple[Weave, ...]) -> bool:
+        return False  # arrays are sets of named axes: every weave just adds its axis
+
+    def weave(self, inner: Diagram, woven: tuple[Weave, ...], ins: list[Array], cod: Type,
+              outer: tuple[Axis, ...]) -> list[Array]:
+        return self.run(inner, ins, outer + tuple(w.axis for w in woven))
+
+    def block(self, node: Block, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+        if node.name == ONLINE and node.get("key"):
+            return self.online(node, ins, woven)
+        return self.run(node.body, ins, woven)
+
+    def repeat(self, node: Repeat, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
+        count = evaluate(node.stop - node.start, self.sizes, what=f"repetition count of {node.name or node.var!r}")
+        start = evaluate(node.start, self.sizes, what="repetition start")
+        for i in range(start, start + count):
+            ins = self.run(node.iteration(i), ins, woven)
+        return ins
+
+    def box(self, box: Box, values: list[Array], woven: tuple[Weave, ...], ctx: tuple[Axis, ...]) -> list[Array]:
+        """The box's rule of :data:`ncd.ir.rules.IO_MODEL` (its own, or its kind's: one kernel); ``ctx`` are the
+        woven axes (``woven`` is empty: no weave is handled in place)."""
+        result: list[Array] = IO_MODEL.apply(box.prim, self, box, values, ctx)
+        return result
+
+    def unknown(self, node: Diagram, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
         raise SizeError(f"the IO model cannot read {describe(node)} ({type(node).__name__})")
 
     def online(self, node: Block, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
         outs = [_arr(list(seg.axes), woven, "value") for seg in node.cod]
         self.ops.append(Op(node, "online softmax", "online", tuple(ins), (), tuple(outs), str(node.get("key"))))
         return outs
-
-    def box(self, node: Box, ins: list[Array], woven: tuple[Axis, ...]) -> list[Array]:
-        """The box's rule of :data:`ncd.ir.rules.IO_MODEL` (its own, or its kind's: one kernel)."""
-        result: list[Array] = IO_MODEL.apply(node.prim, self, node, ins, woven)
-        return result
 
     def kernel(self, node: Box, ins: list[Array], woven: tuple[Axis, ...],
                kind: Literal["matmul", "softmax", "causal", "other"] = "other") -> list[Array]:
@@ -295,5 +291,5 @@ def flatten(diagram: Diagram, sizes: Mapping[str, int | sympy.Expr] | None = Non
     d = diagram.subs({symbol(k): sympy.sympify(v) for k, v in bound.items()}) if bound else diagram
     walker = _Walker({k: int(v) for k, v in concrete.items()})
     inputs = [_arr(list(seg.axes), (), "input", f"in{j}") for j, seg in enumerate(d.dom)]
-    outputs = walker.walk(d, list(inputs), ())
+    outputs = walker.run(d, list(inputs), ())
     return Program(walker.ops, inputs, outputs)

@@ -11,7 +11,8 @@ which fusion rewrites (``ncd.torch.fusion``) and the cost analysis reads instead
 diagram again.
 
 Override points (each documented below): :meth:`box`, :meth:`weave`, :meth:`block`,
-:meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`, :meth:`unknown`.
+:meth:`repeat`, :meth:`rewrite`, :meth:`in_place`, :meth:`identity`, :meth:`part`,
+:meth:`unknown`.
 
 >>> import ncd
 >>> class Depth(Interpreter[int, None]):
@@ -74,7 +75,7 @@ class Interpreter(Generic[V, C]):
                 consumed, values = rewritten
                 k += consumed
                 continue
-            values = self.run(parts[k], values, ctx)
+            values = self.run(parts[k], values, self.part(k, ctx))
             k += 1
         return values
 
@@ -82,11 +83,16 @@ class Interpreter(Generic[V, C]):
         """Each part on its own input segments; outputs concatenated."""
         out: list[V] = []
         offset = 0
-        for part in parts:
+        for k, part in enumerate(parts):
             n = len(part.dom)
-            out.extend(self.run(part, values[offset: offset + n], ctx))
+            out.extend(self.run(part, values[offset: offset + n], self.part(k, ctx)))
             offset += n
         return out
+
+    def part(self, k: int, ctx: C) -> C:
+        """The context the ``k``-th part of a sequential or parallel composition runs in (by default the same: a
+        hook to track where the walk is, e.g. a path of part indices)."""
+        return ctx
 
     # -- override points -----------------------------------------------------------------------
     def identity(self, node: Identity, values: list[V], ctx: C) -> list[V]:
