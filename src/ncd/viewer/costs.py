@@ -34,7 +34,8 @@ from typing import Any
 import sympy
 
 from ncd.errors import NCDError
-from ncd.ir.diagram import Block, Diagram, Repeat, Seq, Weave, unweave
+from ncd.ir.diagram import Block, Diagram, Identity, Repeat, Seq, Weave, unweave
+from ncd.ir.interpreter import Fold
 from ncd.ir.size import symbol
 
 __all__ = ["Costs"]
@@ -54,6 +55,8 @@ class Costs:
         self._worth: dict[int, tuple[Diagram, bool]] = {}
         self._symbols: dict[int, tuple[Diagram, Any]] = {}
         self._pushes: dict[int, tuple[Diagram, Diagram | None]] = {}
+        self._composer, self._repeating = _Compose(self), _Repeats(self)
+        self._ends = {0: _End(self, 0), -1: _End(self, -1)}
 
     @property
     def available(self) -> bool:
@@ -79,28 +82,7 @@ class Costs:
         return value
 
     def _compose(self, node: Diagram) -> Any:
-        if not self._repeats(node):  # nothing repeated inside: one walk is as fast as any split
-            return self._leaf(node)
-        pushed = self._pushed(node)
-        if pushed is not None:
-            return self.of(pushed)
-        if isinstance(node, Block):
-            return self.of(node.body)
-        if isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
-            body, twice = self.of(node.body), self._overlap(node.body, node.body)
-            if body is None or twice is None:
-                return None
-            count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
-            return _combine(lambda b, o: sympy.expand(b * count - o * (count - 1)), body, twice)
-        if isinstance(node, Seq):
-            pieces = self._pieces(node)
-            if len(pieces) > 1:
-                values = [self.of(p) for p in pieces] + [self._overlap(a, b) for a, b in zip(pieces, pieces[1:])]
-                if any(v is None for v in values):
-                    return None
-                n = len(pieces)
-                return _combine(lambda *v: sympy.expand(sum(v[:n]) - sum(v[n:])), *values)
-        return self._leaf(node)
+        return self._composer.fold(node)
 
     def _overlap(self, first: Diagram, second: Diagram) -> Any:
         """What ``first`` and then ``second`` count twice when costed apart (at their meeting point)."""
@@ -114,25 +96,7 @@ class Costs:
 
     def _repeats(self, node: Diagram) -> bool:
         """Whether ``node`` holds work done many times over (a bound repetition, a chain of equal blocks)."""
-        hit = self._worth.get(id(node))
-        if hit is not None:
-            return hit[1]
-        pushed = self._pushed(node)
-        if pushed is not None:
-            value = self._repeats(pushed)
-        elif isinstance(node, Block):
-            value = self._repeats(node.body)
-        elif isinstance(node, Repeat):
-            count = sympy.sympify(node.stop - node.start).xreplace(self._subs(node))
-            value = symbol(node.var) not in self._free(node.body) and bool(count.is_number and count > 1)
-        elif isinstance(node, Seq):
-            parts = [p for p in node.parts if _structural(p)]
-            value = any(a == b for a, b in zip(node.parts, node.parts[1:]) if _structural(a)) or \
-                any(self._repeats(p) for p in parts)
-        else:
-            value = False
-        self._worth[id(node)] = (node, value)
-        return value
+        return self._repeating.fold(node)
 
     def _pieces(self, node: Seq) -> list[Diagram]:
         hit = self._cuts.get(id(node))
@@ -142,18 +106,7 @@ class Costs:
 
     def _end(self, node: Diagram, side: int) -> Diagram:
         """The innermost piece of ``node`` at its start (``side`` 0) or end (-1): where it meets its neighbour."""
-        while True:
-            pushed = self._pushed(node)
-            if pushed is not None:
-                node = pushed
-            elif isinstance(node, Block):
-                node = node.body
-            elif isinstance(node, Repeat) and symbol(node.var) not in self._free(node.body):
-                node = node.body
-            elif isinstance(node, Seq) and len(self._pieces(node)) > 1:
-                node = self._pieces(node)[side]
-            else:
-                return node
+        return self._ends[side].fold(node)
 
     def _pushed(self, node: Diagram) -> Diagram | None:
         """A block or repetition broadcast over axes, as the block or repetition of its broadcast body (the same
@@ -199,6 +152,112 @@ class Costs:
             value = None
         self._leaves[id(node)] = (node, value)
         return value
+
+
+class _Compose(Fold[Any]):
+    """The metrics of a part (:meth:`Costs._compose`): nothing repeated inside, a box, a parallel composition, a
+    broadcast: ``ncd.cost`` of it whole; a block: its body's; a repetition of a fixed body: ``n`` bodies minus
+    ``n - 1`` overlaps; a sequence: its pieces minus their overlaps."""
+
+    def __init__(self, costs: Costs) -> None:
+        self.costs = costs
+
+    def fold(self, node: Diagram) -> Any:
+        if not self.costs._repeats(node):  # nothing repeated inside: one walk is as fast as any split
+            return self.costs._leaf(node)
+        return super().fold(node)
+
+    def identity(self, node: Identity) -> Any:
+        return self.costs._leaf(node)
+
+    box = par = identity  # type: ignore[assignment]
+
+    def weave(self, node: Weave) -> Any:
+        pushed = self.costs._pushed(node)
+        return self.costs._leaf(node) if pushed is None else self.costs.of(pushed)
+
+    def block(self, node: Block) -> Any:
+        return self.costs.of(node.body)
+
+    def repeat(self, node: Repeat) -> Any:
+        costs = self.costs
+        if symbol(node.var) in costs._free(node.body):
+            return costs._leaf(node)
+        body, twice = costs.of(node.body), costs._overlap(node.body, node.body)
+        if body is None or twice is None:
+            return None
+        count = sympy.sympify(node.stop - node.start).xreplace(costs._subs(node))
+        return _combine(lambda b, o: sympy.expand(b * count - o * (count - 1)), body, twice)
+
+    def seq(self, node: Seq) -> Any:
+        costs = self.costs
+        pieces = costs._pieces(node)
+        if len(pieces) < 2:
+            return costs._leaf(node)
+        values = [costs.of(p) for p in pieces] + [costs._overlap(a, b) for a, b in zip(pieces, pieces[1:])]
+        if any(v is None for v in values):
+            return None
+        n = len(pieces)
+        return _combine(lambda *v: sympy.expand(sum(v[:n]) - sum(v[n:])), *values)
+
+
+class _Repeats(Fold[bool]):
+    """Whether a part holds work done many times over (:meth:`Costs._repeats`), memoised by node."""
+
+    def __init__(self, costs: Costs) -> None:
+        self.costs = costs
+
+    def fold(self, node: Diagram) -> bool:
+        hit = self.costs._worth.get(id(node))
+        if hit is None:
+            hit = self.costs._worth[id(node)] = (node, super().fold(node))
+        return hit[1]
+
+    def identity(self, node: Identity) -> bool:
+        return False
+
+    box = par = identity  # type: ignore[assignment]
+
+    def weave(self, node: Weave) -> bool:
+        pushed = self.costs._pushed(node)
+        return pushed is not None and self.fold(pushed)
+
+    def block(self, node: Block) -> bool:
+        return self.fold(node.body)
+
+    def repeat(self, node: Repeat) -> bool:
+        count = sympy.sympify(node.stop - node.start).xreplace(self.costs._subs(node))
+        return symbol(node.var) not in self.costs._free(node.body) and bool(count.is_number and count > 1)
+
+    def seq(self, node: Seq) -> bool:
+        return any(a == b for a, b in zip(node.parts, node.parts[1:]) if _structural(a)) or \
+            any(self.fold(p) for p in node.parts if _structural(p))
+
+
+class _End(Fold[Diagram]):
+    """The innermost piece of a part at its start (``side`` 0) or end (-1) (:meth:`Costs._end`)."""
+
+    def __init__(self, costs: Costs, side: int) -> None:
+        self.costs, self.side = costs, side
+
+    def identity(self, node: Identity) -> Diagram:
+        return node
+
+    box = par = identity  # type: ignore[assignment]
+
+    def weave(self, node: Weave) -> Diagram:
+        pushed = self.costs._pushed(node)
+        return node if pushed is None else self.fold(pushed)
+
+    def block(self, node: Block) -> Diagram:
+        return self.fold(node.body)
+
+    def repeat(self, node: Repeat) -> Diagram:
+        return node if symbol(node.var) in self.costs._free(node.body) else self.fold(node.body)
+
+    def seq(self, node: Seq) -> Diagram:
+        pieces = self.costs._pieces(node)
+        return self.fold(pieces[self.side]) if len(pieces) > 1 else node
 
 
 def _structural(part: Diagram) -> bool:
