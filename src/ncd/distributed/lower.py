@@ -25,7 +25,8 @@ from torch import nn
 from ncd.distributed.derive import PARTIAL, BoxPlan, Derivation, Path, Wire, derive
 from ncd.distributed.shard import sharding_of
 from ncd.errors import LoweringError
-from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat, Seq, Weave, describe, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Repeat, Weave, describe, unweave
+from ncd.ir.interpreter import Fold
 from ncd.ir.size import evaluate
 from ncd.prims.linear import LinearOp
 from ncd.prims.normalization import LayerNormOp, RMSNormOp
@@ -201,33 +202,66 @@ def _generated(module: nn.Module) -> bool:
 
 def _assign(node: Diagram, path: Path, module: nn.Module, prefix: str, children: list[tuple[str, nn.Module]],
             found: dict[Path, list[str]]) -> None:
-    if isinstance(node, (Seq, Par)):
-        for k, part in enumerate(node.parts):
-            _assign(part, path + (k,), module, prefix, children, found)
-    elif isinstance(node, Weave):  # a woven box keeps the weave's path; a woven composite is walked inside
+    _Assign(path, module, prefix, children, found).fold(node)
+
+
+class _Assign(Fold[None]):
+    """Diagram paths paired with the generated module's children, taken in lowering order (a
+    :class:`~ncd.ir.interpreter.Fold` whose state is where it is: path, module, name prefix, children left)."""
+
+    def __init__(self, path: Path, module: nn.Module, prefix: str, children: list[tuple[str, nn.Module]],
+                 found: dict[Path, list[str]]) -> None:
+        self.path, self.module, self.prefix, self.children, self.found = path, module, prefix, children, found
+
+    def _at(self, node: Diagram, path: Path) -> None:
+        saved = self.path
+        self.path = path
+        try:
+            self.fold(node)
+        finally:
+            self.path = saved
+
+    def part(self, node: Diagram, k: int, part: Diagram) -> None:
+        self._at(part, self.path + (k,))
+
+    def then(self, first: None, second: None) -> None:
+        return None
+
+    beside = then
+
+    def identity(self, node: Identity) -> None:
+        return None
+
+    def weave(self, node: Weave) -> None:  # a woven box keeps the weave's path; a woven composite is walked inside
         core, weaves = unweave(node)
-        _assign(core, path if isinstance(core, Box) else path + (0,) * len(weaves), module, prefix, children, found)
-    elif isinstance(node, Block):
-        name, child = _take(children, _generated, f"block {node.name!r}")
-        found[path] = [prefix + name]
-        _assign(node.body, path + (0,), child, prefix + name + ".", list(child.named_children()), found)
-    elif isinstance(node, Repeat):
-        name, child = _take(children, lambda m: isinstance(m, nn.ModuleList), f"repeat {node.name or node.var!r}")
+        self._at(core, self.path if isinstance(core, Box) else self.path + (0,) * len(weaves))
+
+    def block(self, node: Block) -> None:
+        name, child = _take(self.children, _generated, f"block {node.name!r}")
+        self.found[self.path] = [self.prefix + name]
+        _assign(node.body, self.path + (0,), child, self.prefix + name + ".", list(child.named_children()), self.found)
+
+    def repeat(self, node: Repeat) -> None:
+        name, child = _take(self.children, lambda m: isinstance(m, nn.ModuleList), f"repeat {node.name or node.var!r}")
         if not isinstance(node.body, Block):
             raise LoweringError(f"repeat {node.name or node.var!r}: only repeated blocks can be sharded")
         layers = list(child.named_children())
-        found[path + (0,)] = [f"{prefix}{name}.{i}" for i, _ in layers]
+        path, prefix = self.path, self.prefix
+        self.found[path + (0,)] = [f"{prefix}{name}.{i}" for i, _ in layers]
         for i, layer in layers:
             sub: dict[Path, list[str]] = {}
             _assign(node.body.body, path + (0, 0), layer, f"{prefix}{name}.{i}.", list(layer.named_children()), sub)
             for key, names in sub.items():
-                found.setdefault(key, []).extend(names)
-    elif isinstance(node, Box) and type(node.prim) in _LEAVES:
-        kind = _LEAVES[type(node.prim)]
-        name, child = _take(children, lambda m: isinstance(m, kind), describe(node))
-        if isinstance(node.prim, LinearOp):
-            _check_linear(node, child)
-        found[path] = [prefix + name]
+                self.found.setdefault(key, []).extend(names)
+
+    def box(self, box: Box) -> None:
+        if type(box.prim) not in _LEAVES:
+            return
+        kind = _LEAVES[type(box.prim)]
+        name, child = _take(self.children, lambda m: isinstance(m, kind), describe(box))
+        if isinstance(box.prim, LinearOp):
+            _check_linear(box, child)
+        self.found[self.path] = [self.prefix + name]
 
 
 def _check_linear(box: Box, child: nn.Module) -> None:
