@@ -40,6 +40,7 @@ from ncd.inference.windows import (
 )
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.interpreter import Transform
 from ncd.ir.primitive import Primitive, map_values
 from ncd.ir.rules import DECODE
 from ncd.ir.size import Size, size_text, sizes_equal, symbol
@@ -136,7 +137,10 @@ class Derivation:
 
 
 @dataclass
-class _Walk:
+class _Walk(Transform[_Wire]):
+    """The prefill or the step (a :class:`~ncd.ir.interpreter.Transform`: each node rebuilt at the sizes of the
+    wires that reach it, caches cut where key positions mix)."""
+
     mode: str  # "prefill" or "step"
     keys: frozenset[str]  # key axes (the key side of every causal mask)
     tokens: frozenset[str]  # the token axis and every name it is renamed to
@@ -152,45 +156,38 @@ class _Walk:
     length: tuple[Size, Size] | None = None
     woven: int = 0  # how many weaves the walk is inside
 
-    # -- the walk ------------------------------------------------------------------------
-    def walk(self, node: Diagram, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+    # -- the walk (the override points of ncd.ir.interpreter.Transform) ------------------
+    def run(self, node: Diagram, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
         if len(wires) != len(node.dom):
             raise DecodeError(f"internal: {len(wires)} wires reach a node taking '{node.dom}'")
-        if isinstance(node, Identity):
-            return Identity(Type(tuple(w.segment for w in wires)), node.source), wires
-        if isinstance(node, Seq):
-            parts = []
-            for part in node.parts:
-                new, wires = self.walk(part, wires)
-                parts.append(new)
-            return Seq.of(*parts), wires
-        if isinstance(node, Par):
-            parts, out, offset = [], [], 0
-            for part in node.parts:
-                n = len(part.dom)
-                new, got = self.walk(part, wires[offset: offset + n])
-                parts.append(new)
-                out.extend(got)
-                offset += n
-            return Par.of(*parts), out
-        if isinstance(node, Block):
-            self.blocks.append(node.name)
-            try:
-                body, out = self.walk(node.body, wires)
-            finally:
-                self.blocks.pop()
-            return Block(body, node.name, node.meta), out
-        if isinstance(node, Repeat):
-            if self.repeats and _contains_mask(node.body, self.keys):
-                raise DecodeError(f"repeat {node.name or node.var!r}: caches inside nested repetitions are not supported")
-            self.repeats.append(node)
-            try:
-                body, out = self.walk(node.body, wires)
-            finally:
-                self.repeats.pop()
-            return Repeat(body, node.var, node.start, node.stop, node.name), out
-        if isinstance(node, (Box, Weave)):
-            return self.leaf(node, wires)
+        return super().run(node, wires)
+
+    def identity(self, node: Identity, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        return Identity(Type(tuple(w.segment for w in wires)), node.source), wires
+
+    def block(self, node: Block, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        self.blocks.append(node.name)
+        try:
+            return super().block(node, wires)
+        finally:
+            self.blocks.pop()
+
+    def repeat(self, node: Repeat, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        if self.repeats and _contains_mask(node.body, self.keys):
+            raise DecodeError(f"repeat {node.name or node.var!r}: caches inside nested repetitions are not supported")
+        self.repeats.append(node)
+        try:
+            return super().repeat(node, wires)
+        finally:
+            self.repeats.pop()
+
+    def box(self, box: Box, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        return self.leaf(box, wires)
+
+    def weave(self, node: Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+        return self.leaf(node, wires)
+
+    def unknown(self, node: Diagram, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
         raise DecodeError(f"decode: no rule for diagram node {type(node).__name__}")
 
     def leaf(self, node: Box | Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
@@ -210,12 +207,12 @@ class _Walk:
             cache, wires = self.window(*window, wires)
             prefix.append(cache)
         if isinstance(node, Weave):
-            new, out = self.weave(node, wires)
+            new, out = self.through(node, wires)
         else:
-            new, out = self.box(node, wires)
+            new, out = self.rule(node, wires)
         return Seq.of(*prefix, new), out
 
-    def weave(self, node: Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+    def through(self, node: Weave, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
         axis = node.axis
         inner_wires = []
         for w, p in zip(wires, node.dom_pos):
@@ -229,7 +226,7 @@ class _Walk:
             axis = self.resize_axis(axis, {})
         self.woven += 1
         try:
-            inner, inner_out = self.walk(node.inner, inner_wires)
+            inner, inner_out = self.run(node.inner, inner_wires)
         finally:
             self.woven -= 1
         new = Weave(inner, axis, node.dom_pos, node.cod_pos)
@@ -237,7 +234,7 @@ class _Walk:
         out = [_Wire(seg, w.full | ({axis.name} if full_axis else frozenset())) for seg, w in zip(new.cod, inner_out)]
         return new, out
 
-    def box(self, node: Box, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
+    def rule(self, node: Box, wires: list[_Wire]) -> tuple[Diagram, list[_Wire]]:
         """The box's rule of :data:`DECODE` (its own, or its kind's: position-wise, resized to the wires' sizes)."""
         result: tuple[Diagram, list[_Wire]] = DECODE.apply(node.prim, self, node, wires, self.mapping(node, wires))
         return result
@@ -641,7 +638,7 @@ def derive(diagram: Diagram, mode: str, token: Axis, past: str = "c") -> Derivat
         if mode == "step" or walk.length is not None:
             seg = seg.with_axes(walk.resize_axis(a, {}) for a in seg.axes)
         wires.append(_Wire(seg))
-    body, _ = walk.walk(diagram, wires)
+    body, _ = walk.run(diagram, wires)
     if walk.trims:
         raise DecodeError(f"decode: the padded convolution over {', '.join(sorted(walk.trims))} is not followed by the"
                           " slice of its first t outputs, so it is not causal; no step can be derived")

@@ -34,7 +34,7 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weav
 from ncd.ir.size import evaluate
 from ncd.ir.weaving import lowers_in_place
 
-__all__ = ["Interpreter", "Fold", "Rebuild"]
+__all__ = ["Interpreter", "Fold", "Rebuild", "Transform"]
 
 V = TypeVar("V")
 C = TypeVar("C")
@@ -263,3 +263,86 @@ class Rebuild(Fold[Diagram]):
     def repeat(self, node: Repeat) -> Diagram:
         """The repetition of its body's image (override to unroll: ``Fold.repeat`` composes the iterations)."""
         return Repeat(self.part(node, 0, node.body), node.var, node.start, node.stop, node.name)
+
+
+class Transform(Generic[V]):
+    """Interpret and rebuild at once (torch.fx's ``Transformer``): ``run(node, values)`` gives the node's image, a new
+    diagram, and one value per output segment of it — for rewrites whose every step depends on what flows in (the
+    inference derivation resizes each box to the wires that reach it).
+
+    Override points: :meth:`box` and :meth:`weave` (no default: a woven node is met one weave at a time),
+    :meth:`identity`, :meth:`block`, :meth:`repeat` (the body once, kept a repetition) and :meth:`unknown`;
+    :meth:`seq` / :meth:`par` thread the values through the parts and join their images with ``Seq.of`` /
+    ``Par.of``.
+
+    >>> import ncd
+    >>> class Count(Transform[int]):  # boxes kept; how many boxes each value has passed through (the longest way)
+    ...     def box(self, box, values):
+    ...         return box, [max(values, default=0) + 1] * len(box.cod)
+    ...     def weave(self, node, values):
+    ...         return node, self.run(node.inner, values)[1]
+    >>> new, counts = Count().run(ncd.Linear("m -> n") >> ncd.ReLU() >> ncd.Linear("n -> m"), [0])
+    >>> counts, str(new.cod)
+    ([3], 'm')
+    """
+
+    def run(self, node: Diagram, values: list[V]) -> tuple[Diagram, list[V]]:
+        """Dispatch on the node kind (the closed set of ``ncd.ir.diagram``)."""
+        if isinstance(node, Identity):
+            return self.identity(node, values)
+        if isinstance(node, Seq):
+            return self.seq(node, values)
+        if isinstance(node, Par):
+            return self.par(node, values)
+        if isinstance(node, Box):
+            return self.box(node, values)
+        if isinstance(node, Weave):
+            return self.weave(node, values)
+        if isinstance(node, Block):
+            return self.block(node, values)
+        if isinstance(node, Repeat):
+            return self.repeat(node, values)
+        return self.unknown(node, values)
+
+    def seq(self, node: Seq, values: list[V]) -> tuple[Diagram, list[V]]:
+        """Parts left to right, each on the previous one's values."""
+        parts = []
+        for part in node.parts:
+            new, values = self.run(part, values)
+            parts.append(new)
+        return Seq.of(*parts), values
+
+    def par(self, node: Par, values: list[V]) -> tuple[Diagram, list[V]]:
+        """Each part on its own input segments; images side by side, outputs concatenated."""
+        parts, out, offset = [], [], 0
+        for part in node.parts:
+            n = len(part.dom)
+            new, got = self.run(part, values[offset: offset + n])
+            parts.append(new)
+            out.extend(got)
+            offset += n
+        return Par.of(*parts), out
+
+    def identity(self, node: Identity, values: list[V]) -> tuple[Diagram, list[V]]:
+        """Wires: kept, the values pass through."""
+        return node, values
+
+    def box(self, box: Box, values: list[V]) -> tuple[Diagram, list[V]]:
+        raise NotImplementedError
+
+    def weave(self, node: Weave, values: list[V]) -> tuple[Diagram, list[V]]:
+        raise NCDError(f"{type(self).__name__}: no image of a woven {type(node.inner).__name__}")
+
+    def block(self, node: Block, values: list[V]) -> tuple[Diagram, list[V]]:
+        """The block of its body's image."""
+        body, out = self.run(node.body, values)
+        return Block(body, node.name, node.meta), out
+
+    def repeat(self, node: Repeat, values: list[V]) -> tuple[Diagram, list[V]]:
+        """The repetition of its body's image, the body run once (override to unroll)."""
+        body, out = self.run(node.body, values)
+        return Repeat(body, node.var, node.start, node.stop, node.name), out
+
+    def unknown(self, node: Diagram, values: list[V]) -> tuple[Diagram, list[V]]:
+        """A node outside the closed set of kinds (an interpreter may name its own error)."""
+        raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
