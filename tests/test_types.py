@@ -255,3 +255,14 @@ def test_parallel_composition_grown_one_part_at_a_time_is_the_one_stacked_at_onc
     assert len(branch.parts) == 4 and branch.parts[-1] == ncd.Linear("x -> y") and len(prefixes[2].parts) == 3
     assert pickle.loads(pickle.dumps(prefixes[-2])) == prefixes[-2] == copy.deepcopy(prefixes[-2])
     assert ncd.load_json(grown.to_json()) == whole
+
+
+def test_a_kept_hash_is_not_pickled() -> None:
+    """Types, segments and axes keep their hash once computed; string hashes differ between processes, so a pickle
+    (a saved lowered module holds its diagram) must not carry it."""
+    import pickle
+
+    t = parse_type("b m, k h")
+    assert {t: 1}[parse_type("b m, k h")] == 1 and "_hash" in vars(t) and "_hash" in vars(t.segments[0].axes[0])
+    state = pickle.dumps(t)
+    assert b"_hash" not in state and pickle.loads(state) == t

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import sympy
 
@@ -44,6 +44,21 @@ _MACRON = "\u0304"
 
 #: ``(name, bare)`` pairs already checked to be valid axis names (``bare``: an axis without parts, no spaces allowed)
 _VALID_NAMES: set[tuple[str, bool]] = set()
+
+
+def _hash_once(node: Any, key: tuple[Any, ...]) -> int:
+    """The hash of a frozen record, computed on first use and kept (types, segments and axes are memo keys of every
+    substitution and rule: rehashing their nested tuples was a tenth of costing a large diagram)."""
+    found: int | None = node.__dict__.get("_hash")
+    if found is None:
+        found = hash(key)
+        object.__setattr__(node, "_hash", found)
+    return found
+
+
+def _state(node: Any) -> dict[str, Any]:
+    """What pickling keeps of a record: not its kept hash (string hashes differ between processes)."""
+    return {k: v for k, v in node.__dict__.items() if k != "_hash"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,12 @@ class Axis:
 
     def __repr__(self) -> str:
         return f"Axis({str(self)!r})"
+
+    def __hash__(self) -> int:
+        return _hash_once(self, (self.name, self.size, self.role, self.parts))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state(self)
 
     @property
     def is_item(self) -> bool:
@@ -148,6 +169,12 @@ class Segment:
 
     def __repr__(self) -> str:
         return f"Segment({str(self)!r})"
+
+    def __hash__(self) -> int:
+        return _hash_once(self, (self.axes, self.dtype, self.range))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state(self)
 
     def __len__(self) -> int:
         return len(self.axes)
@@ -222,6 +249,12 @@ class Type:
 
     def __repr__(self) -> str:
         return f"Type({str(self)!r})"
+
+    def __hash__(self) -> int:
+        return _hash_once(self, self.segments)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state(self)
 
     def __len__(self) -> int:
         return len(self.segments)

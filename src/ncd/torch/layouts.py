@@ -76,12 +76,14 @@ class _Node:
     outs: tuple[int, ...]
 
 
-def _inline(program: Program, function: Function) -> tuple[list[_Node], int] | None:
+def _inline(program: Program, function: Function, most: int | None = None) -> tuple[list[_Node], int] | None:
     """The flat forward of ``function`` (input id 0) and its output's id; ``None`` for loops or several
-    inputs/outputs."""
+    inputs/outputs, or with more than ``most`` ops that compute (neither glue nor comments, as :func:`_flat`
+    keeps them: no pattern matches then, and a model's top class is not walked whole)."""
     by_name = {f.name: f for f in program.functions}
     nodes: list[_Node] = []
     count = [1]
+    computing = [0]
 
     def walk(f: Function, env: dict[str, int], prefix: str) -> list[int] | None:
         for op in f.ops:
@@ -103,12 +105,20 @@ def _inline(program: Program, function: Function) -> tuple[list[_Node], int] | N
             env.update((v.var, i) for v, i in zip(op.outputs, outs))
             call = _MODULE_CALL.match(op.code)
             nodes.append(_Node(op, prefix + call.group(1) if call else "", args, outs))
+            if most is not None and not _is_comment(op) and not _is_glue(nodes[-1]):
+                computing[0] += 1
+                if computing[0] > most:
+                    return None
         return [env[v.var] for v in f.outputs]
 
     if len(function.inputs) != 1 or len(function.outputs) != 1:
         return None
     result = walk(function, {function.inputs[0].var: 0}, "")
     return (nodes, result[0]) if result is not None else None
+
+
+def _is_comment(op: Op) -> bool:
+    return op.kind == "statement" and all(line.lstrip().startswith("#") for line in op.code.splitlines())
 
 
 def _prim(node: _Node) -> object:
@@ -174,8 +184,8 @@ def _flat(nodes: list[_Node], out: int) -> tuple[list[_Node], int, dict[bool, se
     real: list[_Node] = []
     moved: dict[bool, set[int]] = {False: set(), True: set()}
     for node in nodes:
-        if node.op.kind == "statement" and all(line.lstrip().startswith("#") for line in node.op.code.splitlines()):
-            continue  # a comment
+        if _is_comment(node.op):
+            continue
         if _is_glue(node):
             same[node.outs[0]] = same.get(node.args[0], node.args[0])
             moved[isinstance(_prim(node), DropoutOp)].add(same[node.outs[0]])
@@ -388,7 +398,7 @@ def encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dic
                    ) -> Iterator[tuple[Function, _Layer]]:
     """Every class of ``program`` that is a post-norm encoder layer, with its modules."""
     for function in program.functions:
-        flat = _inline(program, function)
+        flat = _inline(program, function, 12)  # _match reads twelve
         if flat is None:
             continue
         layer = _match(*flat, rows, cols, program)
@@ -401,7 +411,7 @@ def attention_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: d
     """Every class of ``program`` that is a multi-head self-attention (as ``nn.MultiheadAttention``), with its
     modules."""
     for function in program.functions:
-        flat = _inline(program, function)
+        flat = _inline(program, function, 5)  # _match_attention reads five
         if flat is None:
             continue
         attention = _match_attention(*flat, rows, cols, program)
