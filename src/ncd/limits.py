@@ -161,6 +161,11 @@ class _Budget:
     def __init__(self, memory: bool) -> None:
         self.memory = memory
         self.params = 0
+        #: the tensors (a segment and the axes woven around it) already within the budget: equal boxes (the layers
+        #: of a long chain) are checked once
+        self.fits: set[tuple[object, tuple[object, ...]]] = set()
+        #: per primitive, the bytes of each of its parameters
+        self.weights: dict[object, list[tuple[str, list[int], int]]] = {}
 
     def visit(self, node: object, woven: tuple[object, ...], times: int) -> None:
         from ncd.ir.diagram import Box, Repeat, Weave
@@ -197,6 +202,8 @@ class _Budget:
         assert isinstance(box, Box)
         budget = _current.memory
         for seg in (*box.dom, *box.cod):
+            if (seg, woven) in self.fits:
+                continue
             axes = (*woven, *seg.axes)
             entries, sizes = _entries(axes)
             need = entries * _ITEMSIZE.get(seg.dtype, 4)
@@ -206,18 +213,28 @@ class _Budget:
                     f"{describe(box)}: its tensor '{' '.join(a.name for a in axes)}' needs {byte_text(need)}"
                     f" ({', '.join(f'{a.name}={s}' for a, s in zip(axes, sizes))}), more than the memory budget of"
                     f" {byte_text(budget)} (ncd.limits); its largest axis is {largest[1]} = {largest[0]}")
-        for name, shape in box.prim.params().items():
-            from ncd.ir.size import evaluate
-
-            dims = [evaluate(s, what=f"a size of {name}") for s in shape]
-            need = 4
-            for d in dims:
-                need *= d
+            self.fits.add((seg, woven))
+        weights = self.weights.get(box.prim)
+        if weights is None:
+            weights = self.weights[box.prim] = list(_weights(box.prim))
+        for name, dims, need in weights:
             self.params += need * times
             if need > budget or self.params > budget:
                 what = f"its {name} {tuple(dims)} needs {byte_text(need)}" if need > budget else \
                     f"with its {name} {tuple(dims)} the parameters need {byte_text(self.params)}"
                 raise LimitError(f"{describe(box)}: {what}, more than the memory budget of {byte_text(budget)} (ncd.limits)")
+
+
+def _weights(prim: object) -> Iterator[tuple[str, list[int], int]]:
+    """Each parameter of ``prim``: its name, its dimensions and its bytes."""
+    from ncd.ir.size import evaluate
+
+    for name, shape in prim.params().items():  # type: ignore[attr-defined]
+        dims = [evaluate(s, what=f"a size of {name}") for s in shape]
+        need = 4
+        for d in dims:
+            need *= d
+        yield name, dims, need
 
 
 def _entries(axes: tuple[object, ...]) -> tuple[int, list[int]]:
