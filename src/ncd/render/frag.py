@@ -184,8 +184,8 @@ def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
 
 
 def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
-    """Whether a visible item of ``frag`` placed at ``(dx, dy)`` meets ``box``: the items :func:`_flatten` would give,
-    tested with the same arithmetic without making them (a drawing is flattened once, where its legend leaves it)."""
+    """Whether a visible item of ``frag`` placed at ``(dx, dy)`` meets ``box``: the items
+    :func:`ncd.render.model.flatten` would give, tested with the same arithmetic without making them."""
     stack: list[tuple[Frag, float, float]] = [(frag, dx, dy)]
     while stack:
         current, x, y = stack.pop()
@@ -234,16 +234,3 @@ def smallest_text(frag: Frag, default: float) -> float:
                     if run.size < smallest and run.text.strip():
                         smallest = run.size
     return smallest
-
-
-def _flatten(frag: Frag, dx: float, dy: float, out: list[Item]) -> None:
-    stack: list[tuple[Frag, float, float, int]] = [(frag, dx, dy, 0)]
-    while stack:
-        current, x, y, start = stack.pop()
-        for k in range(start, len(current.items)):
-            it = current.items[k]
-            if isinstance(it, tuple):
-                stack.append((current, x, y, k + 1))
-                stack.append((it[2], x + it[0], y + it[1], 0))
-                break
-            out.append(it.moved(x, y))

@@ -19,7 +19,7 @@ from typing import Any
 
 from ncd.ir.axes import Type
 from ncd.render.context import LayoutContext
-from ncd.render.frag import Frag, _any_hit, _flatten, _rows, flat, smallest_text
+from ncd.render.frag import Frag, _any_hit, _rows, flat, smallest_text
 from ncd.render.legend import closed_rows, legend_items
 from ncd.render.model import Drawing, Item, Port, Text
 from ncd.render.typeset import typeset_text
@@ -113,9 +113,8 @@ def _finish(ctx: LayoutContext, frag: Frag, framed: Framing | None = None) -> Dr
     m = ctx.style.margin
     items: list[Item] = [it.moved(m, m) for it in f.header]
     lx = m + max(frag.w - f.legend_w, 0.0) + 12.0
-    body: list[Item] = []
-    _flatten(frag, m, m + f.top_h - frag.top, body)
     for it in f.legend:
         items.append(it.moved(lx - 12.0, m + (f.head_h if f.beside else 0.0)))
-    items.extend(body)
-    return Drawing(round(f.width, 2), round(f.height, 2), items, tuple(f.rows))
+    # the body stays a tree of fragments: painters place its items as they paint (Drawing.items makes them)
+    return Drawing(round(f.width, 2), round(f.height, 2), legend=tuple(f.rows), front=items,
+                   tree=(frag, m, m + f.top_h - frag.top))

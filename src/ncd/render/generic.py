@@ -83,7 +83,16 @@ def family_indices(blocks: Sequence[Block]) -> list[int] | None:
 
 
 def _shape(node: Diagram) -> Any:
-    """What a drawing of ``node`` shows apart from its wires' labels."""
+    """What a drawing of ``node`` shows apart from its wires' labels (found once per node: a diagram is immutable,
+    and a page compares each block of a family with the others as each is defined)."""
+    found = node.__dict__.get("_drawn_shape")
+    if found is None:
+        found = _make_shape(node)
+        object.__setattr__(node, "_drawn_shape", found)
+    return found
+
+
+def _make_shape(node: Diagram) -> Any:
     if isinstance(node, Box):
         return ("box", type(node.prim).__name__, node.text(), tuple(len(s) for s in node.dom), tuple(len(s) for s in node.cod))
     if isinstance(node, Weave):
@@ -102,13 +111,20 @@ def same_shape(a: Diagram, b: Diagram) -> bool:
     return bool(_shape(a) == _shape(b))
 
 
-def _axes(node: Diagram, out: list[Axis]) -> None:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        out.extend(a for seg in current.dom for a in seg)
-        out.extend(a for seg in current.cod for a in seg)
-        stack.extend(reversed(current.children()))
+def _axes(node: Diagram) -> tuple[Axis, ...]:
+    """The axes of every wire of ``node``'s nodes (inputs, then outputs, node by node), found once per node."""
+    found: tuple[Axis, ...] | None = node.__dict__.get("_drawn_axes")
+    if found is None:
+        out: list[Axis] = []
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            out.extend(a for seg in current.dom for a in seg)
+            out.extend(a for seg in current.cod for a in seg)
+            stack.extend(reversed(current.children()))
+        found = tuple(out)
+        object.__setattr__(node, "_drawn_axes", found)
+    return found
 
 
 def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
@@ -123,11 +139,7 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
     first = blocks[0]
     if any(not same_shape(first, b) for b in blocks[1:]):
         return None
-    lists: list[list[Axis]] = []
-    for b in blocks:
-        axes: list[Axis] = []
-        _axes(b, axes)
-        lists.append(axes)
+    lists = [_axes(b) for b in blocks]
     if any(len(axes) != len(lists[0]) for axes in lists):
         return None
     seen: dict[Axis, tuple[Axis, ...]] = {}

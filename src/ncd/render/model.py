@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, TypeVar, Union
 
@@ -254,15 +254,64 @@ Item = Union[Text, Path, Rect, Polygon, Circle, Footprint, Port]
 _T = TypeVar("_T")
 
 
-@dataclass
-class Drawing:
-    """A finished layout: ``width`` × ``height`` points of primitives, painted in order."""
+#: A tree of placed items: a node with ``items``, each an :data:`Item` or ``(dx, dy, node)`` (a node placed at
+#: ``(dx, dy)`` from its parent); the layout's fragments are such nodes, a fragment placed many times shared.
+Tree = Any
 
-    width: float
-    height: float
-    items: list[Item] = field(default_factory=list)
-    #: the legend's rows ``(symbol, value)``, as the legend box shows them
-    legend: tuple[tuple[str, str], ...] = ()
+
+class Drawing:
+    """A finished layout: ``width`` × ``height`` points of primitives, painted in order.
+
+    A layout hands over its body as a tree of placed fragments (``tree``: a node and its offset) after its own
+    positioned items (``front``: the title and the legend); ``items`` lists them all moved into place when first
+    read, and :func:`~ncd.render.svg.paint_svg` paints the tree without making those copies.
+
+    >>> class Node:
+    ...     def __init__(self, items): self.items = items
+    >>> d = Drawing(30, 20, front=[Rect(0, 0, 2, 2)], tree=(Node([Port(1, 2, -1), (10, 0, Node([Port(1, 2, 3)]))]), 5, 5))
+    >>> [(type(i).__name__, i.x, i.y) for i in d.items]
+    [('Rect', 0, 0), ('Port', 6, 7), ('Port', 16, 7)]
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, width: float, height: float, items: list[Item] | None = None,
+                 legend: tuple[tuple[str, str], ...] = (), *, front: Sequence[Item] = (),
+                 tree: tuple[Tree, float, float] | None = None) -> None:
+        self.width = width
+        self.height = height
+        #: the legend's rows ``(symbol, value)``, as the legend box shows them
+        self.legend = legend
+        self.front = list(front)
+        self.tree = tree
+        self._items: list[Item] | None = items if items is not None else (None if tree is not None else self.front)
+
+    @property
+    def items(self) -> list[Item]:
+        """Every primitive in painting order, in place (the tree's made on first reading)."""
+        if self._items is None:
+            out = list(self.front)
+            if self.tree is not None:
+                flatten(*self.tree, out)
+            self._items = out
+        return self._items
+
+    @items.setter
+    def items(self, items: list[Item]) -> None:
+        self._items = items
+
+    @property
+    def made(self) -> bool:
+        """Whether ``items`` has been made (and may have been changed): a painter then reads it, not the tree."""
+        return self._items is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Drawing):
+            return NotImplemented
+        return (self.width, self.height, self.items, self.legend) == (other.width, other.height, other.items, other.legend)
+
+    def __repr__(self) -> str:
+        return f"Drawing(width={self.width!r}, height={self.height!r}, items=<{len(self.items)}>, legend={self.legend!r})"
 
     def of(self, kind: type[_T]) -> list[_T]:
         return [i for i in self.items if isinstance(i, kind)]
@@ -278,3 +327,18 @@ class Drawing:
     @property
     def visible(self) -> list[Item]:
         return [i for i in self.items if not isinstance(i, (Footprint, Port))]
+
+
+def flatten(node: Tree, dx: float, dy: float, out: list[Item]) -> None:
+    """Append the items of the tree ``node`` placed at ``(dx, dy)`` to ``out``, each moved into place, in order."""
+    stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
+    while stack:
+        current, x, y, start = stack.pop()
+        items = current.items
+        for k in range(start, len(items)):
+            it = items[k]
+            if isinstance(it, tuple):
+                stack.append((current, x, y, k + 1))
+                stack.append((it[2], x + it[0], y + it[1], 0))
+                break
+            out.append(it.moved(x, y))

@@ -19,7 +19,7 @@ from html import escape, unescape
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Text
+from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
 __all__ = ["paint_svg", "font_face_css", "faces_used"]
@@ -42,17 +42,19 @@ def _n(v: float) -> str:
     return text
 
 
-def _path_d(p: Path) -> str:
+def _path_d(p: Path, dx: float = 0.0, dy: float = 0.0) -> str:
+    """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`)."""
     n = _n
     out = []
     for c in p.commands:  # a drawing has tens of thousands of paths: the common commands are spelled out
         k = len(c)
         if k == 3:
-            out.append(f"{c[0]} {n(c[1])} {n(c[2])}")
+            out.append(f"{c[0]} {n(c[1] + dx)} {n(c[2] + dy)}")
         elif k == 7:
-            out.append(f"{c[0]} {n(c[1])} {n(c[2])} {n(c[3])} {n(c[4])} {n(c[5])} {n(c[6])}")
+            out.append(f"{c[0]} {n(c[1] + dx)} {n(c[2] + dy)} {n(c[3] + dx)} {n(c[4] + dy)} {n(c[5] + dx)} {n(c[6] + dy)}")
         else:
-            out.append(c[0] + (" " + " ".join(n(v) for v in c[1:]) if k > 1 else ""))
+            out.append(c[0] + (" " + " ".join(n(v + (dx if i % 2 == 0 else dy)) for i, v in enumerate(c[1:]))
+                               if k > 1 else ""))
     return " ".join(out)
 
 
@@ -108,41 +110,76 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0)
         "<defs><marker id=\"ncd-arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" "
         "orient=\"auto\"><path d=\"M0 0 L10 5 L0 10 L3 5 Z\" fill=\"#222222\"/></marker></defs>",
     ]
-    if embed_fonts:
-        css = font_face_css(drawing)
-        if css:
-            out.append(f"<style>{css}</style>")
     out.append(f'<rect x="0" y="0" width="{_n(w)}" height="{_n(h)}" fill="#ffffff"/>')
-    for it in drawing.visible:
-        if isinstance(it, Path):  # the commonest first
-            extra = ' stroke-dasharray="4 3"' if it.dashed else ""
-            if it.arrow:
-                extra += ' marker-end="url(#ncd-arrow)"'
-            out.append(f'<path d="{_path_d(it)}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
-        elif isinstance(it, Rect):
-            attrs = f'x="{_n(it.x)}" y="{_n(it.y)}" width="{_n(it.w)}" height="{_n(it.h)}"'
-            if it.radius:
-                attrs += f' rx="{_n(it.radius)}"'
-            out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
-        elif isinstance(it, Polygon):
-            pts = " ".join(f"{_n(x)},{_n(y)}" for x, y in it.points)
-            out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
-        elif isinstance(it, Circle):
-            out.append(f'<circle cx="{_n(it.cx)}" cy="{_n(it.cy)}" r="{_n(it.r)}" {_paint(it.fill, it.stroke, it.width)}/>')
-        elif isinstance(it, Text):
-            for run in it.runs:
-                attrs = f'x="{_n(it.x + run.dx)}" y="{_n(it.y + run.dy)}" font-size="{_n(run.size)}"'
-                if run.symbol:
-                    attrs += _SYMBOL_FAMILY
-                elif run.serif:
-                    attrs += _SERIF_FAMILY
-                if run.italic:
-                    attrs += ' font-style="italic"'
-                if run.bold:
-                    attrs += ' font-weight="bold"'
-                out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
+    runs: dict[int, tuple[Run, ...]] = {}  # the texts' runs, each tuple once (labels share their typeset runs)
+    if drawing.made or drawing.tree is None:
+        _paint_tree(_Node(drawing.items), 0.0, 0.0, out, runs)
+    else:
+        _paint_tree(_Node(drawing.front), 0.0, 0.0, out, runs)
+        _paint_tree(*drawing.tree, out, runs)
+    if embed_fonts:
+        used: dict[str, set[str]] = {}
+        for text_runs in runs.values():
+            for run in text_runs:
+                used.setdefault(face_for(run.bold, run.italic, run.serif, run.symbol), set()).update(run.text)
+        css = fonts.font_face_css(used)
+        if css:
+            out.insert(2, f"<style>{css}</style>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+class _Node:
+    """Items to paint in place (a tree of one node)."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
+
+
+def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int, tuple[Run, ...]]) -> None:
+    """One element per visible item of the tree ``node`` placed at ``(dx, dy)`` (:func:`ncd.render.model.flatten`'s
+    order and arithmetic, without the moved copies); the runs of its texts go into ``runs``."""
+    n = _n
+    stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
+    while stack:
+        current, x, y, start = stack.pop()
+        items = current.items
+        for k in range(start, len(items)):
+            it = items[k]
+            if isinstance(it, tuple):
+                stack.append((current, x, y, k + 1))
+                stack.append((it[2], x + it[0], y + it[1], 0))
+                break
+            if isinstance(it, Path):  # the commonest first
+                extra = ' stroke-dasharray="4 3"' if it.dashed else ""
+                if it.arrow:
+                    extra += ' marker-end="url(#ncd-arrow)"'
+                out.append(f'<path d="{_path_d(it, x, y)}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
+            elif isinstance(it, Text):
+                runs[id(it.runs)] = it.runs
+                tx, ty = it.x + x, it.y + y
+                for run in it.runs:
+                    attrs = f'x="{n(tx + run.dx)}" y="{n(ty + run.dy)}" font-size="{n(run.size)}"'
+                    if run.symbol:
+                        attrs += _SYMBOL_FAMILY
+                    elif run.serif:
+                        attrs += _SERIF_FAMILY
+                    if run.italic:
+                        attrs += ' font-style="italic"'
+                    if run.bold:
+                        attrs += ' font-weight="bold"'
+                    out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
+            elif isinstance(it, Rect):
+                attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
+                if it.radius:
+                    attrs += f' rx="{n(it.radius)}"'
+                out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
+            elif isinstance(it, Polygon):
+                pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
+                out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
+            elif isinstance(it, Circle):
+                out.append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
+                           f'{_paint(it.fill, it.stroke, it.width)}/>')
 
 
 _PAINTS: dict[tuple[str | None, str | None, float], str] = {}
