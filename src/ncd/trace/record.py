@@ -613,9 +613,64 @@ def _straight_to(recorder: Any) -> Iterator[None]:
 
     utils.handle_dispatch_mode = straight
     try:
-        yield
+        with _recorder_alone(recorder):
+            yield
     finally:
         utils.handle_dispatch_mode = handle
+
+
+@contextlib.contextmanager
+def _recorder_alone(recorder: Any) -> Iterator[None]:
+    """While recording: torch's pre-dispatch mode stack, popped and pushed around every operator, in a few steps when
+    the ``recorder`` is the only mode on it.
+
+    Around each call torch pops the mode off its pre-dispatch stack and pushes it back (``torch._ops``: a closure, two
+    counts of the stack as lists, three imports and the class checks, per operator).  With the recorder alone on the
+    stack these do the same writes (its slot, and the ``PreDispatch`` key included exactly while a mode is on the
+    stack); any other state goes to torch's own functions.  Without those functions (another torch), nothing is
+    replaced."""
+    ops = torch._ops
+    names = ("_pop_mode_from_pre_dispatch", "_set_mode_pre_dispatch", "_len_torch_dispatch_stack_pre_dispatch")
+    saved: list[Any] = [getattr(ops, name, None) for name in names]
+    state: Any = getattr(ops, "_mode_stack_state_for_pre_dispatch", None)
+    modes = getattr(state, "_ModeStackStateForPreDispatch__infra_modes", None)
+    if any(f is None for f in saved) or type(modes) is not list or len(modes) != 2 or \
+            not hasattr(state, "_schema_check_mode"):
+        yield
+        return
+    pop, push, count = saved
+    key = torch._C.DispatchKey.PreDispatch
+    include = torch._C._dispatch_tls_set_dispatch_key_included
+
+    def popped() -> Any:
+        mode = modes[0]
+        if type(mode) is recorder and modes[1] is None and state._schema_check_mode is None \
+                and ops._mode_stack_state_for_pre_dispatch is state:
+            modes[0] = None
+            include(key, False)
+            return mode
+        return pop()
+
+    def pushed(mode: Any) -> None:
+        if type(mode) is recorder and modes[0] is None and modes[1] is None and state._schema_check_mode is None \
+                and ops._mode_stack_state_for_pre_dispatch is state:
+            modes[0] = mode
+            include(key, True)
+            return
+        push(mode)
+
+    def counted() -> int:
+        if ops._mode_stack_state_for_pre_dispatch is not state:
+            return int(count())
+        return (modes[0] is not None) + (modes[1] is not None) + (state._schema_check_mode is not None)
+
+    ops._pop_mode_from_pre_dispatch, ops._set_mode_pre_dispatch = popped, pushed
+    ops._len_torch_dispatch_stack_pre_dispatch = counted
+    try:
+        yield
+    finally:
+        for name, f in zip(names, saved):
+            setattr(ops, name, f)
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see

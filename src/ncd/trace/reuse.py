@@ -329,23 +329,17 @@ class _Match:
     def tensors(self, recorded: list[list[torch.Tensor]]) -> list[list[torch.Tensor]] | None:
         """The tensors the copied boxes hold: for each one the recorded layer's boxes hold, the corresponding value
         here (the same tensor, or the same view of it); None if one is not a value of a corresponding node."""
-        by_id: dict[int, torch.Tensor] = {}
-        by_view: dict[tuple[Any, ...], torch.Tensor | None] = {}
-        for t, c in self.pairs():
-            for x, y in zip(_tensors(t.value), _tensors(c.value)):
-                by_id[id(x)] = y
-                if x.device.type != "meta":
-                    key = _view(x)
-                    if key in by_view and by_view[key] is not y:
-                        by_view[key] = None  # two values at one place: ambiguous
-                    else:
-                        by_view[key] = y
+        pairs = [(x, y) for t, c in self.pairs() for x, y in zip(_tensors(t.value), _tensors(c.value))]
+        by_id = {id(x): y for x, y in pairs}
+        by_view: dict[tuple[Any, ...], torch.Tensor | None] | None = None  # made when a tensor is not a node's value
         out = []
         for group in recorded:
             mapped = []
             for x in group:
                 mine = by_id.get(id(x))
                 if mine is None and x.device.type != "meta":
+                    if by_view is None:
+                        by_view = _by_view(pairs)
                     found = by_view.get(_view(x))
                     mine = None if found is None else found.detach()
                 if mine is None:
@@ -353,6 +347,20 @@ class _Match:
                 mapped.append(mine)
             out.append(mapped)
         return out
+
+
+def _by_view(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[Any, ...], torch.Tensor | None]:
+    """The corresponding value of each place (storage, offset, shape, strides, dtype) a recorded value has; ``None``
+    where two values are at one place (ambiguous)."""
+    by_view: dict[tuple[Any, ...], torch.Tensor | None] = {}
+    for x, y in pairs:
+        if x.device.type != "meta":
+            key = _view(x)
+            if key in by_view and by_view[key] is not y:
+                by_view[key] = None
+            else:
+                by_view[key] = y
+    return by_view
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ import torch
 from ncd.ir.diagram import Box
 from ncd.prims.rotary import RotaryOp
 from ncd.trace.capture import Node
+from ncd.trace.convert import op_name
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
@@ -27,8 +28,6 @@ __all__ = ["find_rotary", "emit_rotary", "rotary_table"]
 
 
 def _op(node: Any) -> str:
-    from ncd.trace.convert import op_name
-
     return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
 
 
@@ -83,7 +82,20 @@ def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[f
     return None
 
 
-def _match(conv: Converter, add: Node) -> tuple[list[Node], Node, float, float] | None:
+def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
+                 read: list[tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]]) -> tuple[float, float] | None:
+    """:func:`_base_and_scale`, once per pair of tables of equal entries (every layer of a model reads the same):
+    ``read`` holds the pairs read before and what they gave."""
+    for c, s, found in read:
+        if c.shape == cos.shape and s.shape == sin.shape and c.dtype == cos.dtype and s.dtype == sin.dtype \
+                and c.device == cos.device and s.device == sin.device and torch.equal(c, cos) and torch.equal(s, sin):
+            return found
+    found = _base_and_scale(cos, sin, model)
+    read.append((cos, sin, found))
+    return found
+
+
+def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, float, float] | None:
     if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return None
     for first, second in (add.args, add.args[::-1]):
@@ -102,7 +114,7 @@ def _match(conv: Converter, add: Node) -> tuple[list[Node], Node, float, float] 
                 if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2
                        or tuple(v.shape[-2:]) != tuple(x.value.shape[-2:]) or v.dim() > x.value.dim() for v in tables):
                     continue
-                found = _base_and_scale(tables[0], tables[1], conv.model)
+                found = _tables_read(tables[0], tables[1], conv.model, read)
                 if found is None:
                     continue
                 neg, low = cat.args[0]
@@ -119,9 +131,10 @@ def _match(conv: Converter, add: Node) -> tuple[list[Node], Node, float, float] 
 def find_rotary(conv: Converter) -> dict[int, tuple[Node, float, float]]:
     """The sums that are rotary embeddings, by node id (their other calls are added to ``conv.skip``)."""
     found: dict[int, tuple[Node, float, float]] = {}
+    read: list[tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]] = []
     for node in conv.captured.nodes:
         if node.kind == "call" and node.live and _op(node) == "aten.add":
-            match = _match(conv, node)
+            match = _match(conv, node, read)
             if match is not None:
                 members, x, base, scale = match
                 conv.skip |= {id(m) for m in members}
