@@ -395,17 +395,16 @@ class Par(Diagram):
         return merged[0] if len(merged) == 1 else Par(tuple(merged))
 
     def _grown(self, part: Diagram) -> Par:
-        """``self @ part`` (``part`` neither a composition in parallel nor an identity), its parts joined when
-        first read."""
+        """``self @ part`` (``part`` neither a composition in parallel nor an identity), its parts and types made
+        when first read (each prefix holds two references, not a type of its own as wide as itself)."""
         node = Par.__new__(Par)
-        _set(node, _prefix=self, _tail=part, dom=Type(self.dom.segments + part.dom.segments),
-             cod=Type(self.cod.segments + part.cod.segments))
+        _set(node, _prefix=self, _tail=part)
         return node
 
     def __getattr__(self, name: str) -> Any:
-        # the parts of a composition grown one part at a time: the chain of prefixes is walked once, back to one
-        # whose parts are known, and joined (as Seq.__getattr__)
-        if name != "parts" or "_prefix" not in self.__dict__:
+        # the parts and types of a composition grown one part at a time: the chain of prefixes is walked once, back
+        # to one whose parts are known, and joined (as Seq.__getattr__)
+        if name not in ("parts", "dom", "cod") or "_prefix" not in self.__dict__:
             raise AttributeError(name)
         tails: list[Diagram] = []
         node: Par = self
@@ -413,9 +412,10 @@ class Par(Diagram):
             tails.append(node.__dict__["_tail"])
             node = node.__dict__["_prefix"]
         parts = node.parts + tuple(reversed(tails))
-        _set(self, parts=parts)
+        _set(self, parts=parts, dom=Type(tuple(s for p in parts for s in p.dom)),
+             cod=Type(tuple(s for p in parts for s in p.cod)))
         del self.__dict__["_prefix"]
-        return parts
+        return self.__dict__[name]
 
     def __getstate__(self) -> dict[str, Any]:
         self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
