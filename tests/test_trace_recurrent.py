@@ -90,6 +90,40 @@ def test_recorded_loops_fold_into_one_scan(kind: str) -> None:
         assert _scans(d)[0].reverse
 
 
+class CellLoop(torch.nn.Module):
+    """Cells in a Python loop over the positions: the recording of the last step lacks the pick of the cell state
+    ``c`` (nothing reads the final ``c``), so the last step is one call shorter than the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm, self.gru = torch.nn.LSTMCell(3, 5), torch.nn.GRUCell(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = c = x.new_zeros(x.shape[0], 5)
+        g = x.new_zeros(x.shape[0], 4)
+        outs = []
+        for t in range(x.shape[1]):
+            h, c = self.lstm(x[:, t], (h, c))
+            g = self.gru(h, g)
+            outs.append(g)
+        return torch.stack(outs, 1)
+
+
+def test_a_loop_of_cells_folds_into_one_scan() -> None:
+    from ncd.render import to_svg
+
+    torch.manual_seed(0)
+    model = CellLoop().eval()
+    sizes = []
+    for length in (4, 24):
+        d = ncd.trace(model, torch.randn(2, length, 3))
+        assert d.opaque_count == 0 and len(_scans(d)) == 1
+        x = torch.randn(2, length, 3)
+        torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-4)
+        sizes.append(len(to_svg(d, embed_fonts=False)))
+    assert sizes[1] < 1.01 * sizes[0]  # the step drawn once
+
+
 def test_mamba_selective_scan_folds_and_round_trips() -> None:
     transformers = pytest.importorskip("transformers")
     cfg = transformers.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,

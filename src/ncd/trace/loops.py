@@ -133,6 +133,10 @@ def _fold(nodes: list[Node], s: int, outputs: list[Any]) -> list[Node] | None:  
         items, ends = list(reversed(items)), list(reversed(ends))
     steps = len(items)
     length = ends[1] - ends[0]
+    if steps >= 3 and length >= 1 and all(ends[i + 1] - ends[i] == length for i in range(steps - 2)) and \
+            0 < ends[-1] - ends[-2] < length:
+        padded = _pad_last(nodes, calls, ends, length)
+        return _fold(padded, padded.index(stack), outputs) if padded is not None else None
     if length < 1 or any(ends[i + 1] - ends[i] != length for i in range(steps - 1)):
         return None
     for shift in range(length):  # the step may go on after the value it stacks
@@ -148,6 +152,37 @@ def _fold(nodes: list[Node], s: int, outputs: list[Any]) -> list[Node] | None:  
         if plan is not None and plan.reverse == flipped:
             return _rewrite(nodes, stack, chunks, plan, dim, outputs)
     return None
+
+
+def _pad_last(nodes: list[Node], calls: list[int], ends: list[int], length: int) -> list[Node] | None:
+    """``nodes`` with the picks (``operator.getitem`` of a call's tuple of results) the last step's recording lacks
+    before its stacked value put back, when that is all it lacks: the recording keeps only the picks something reads,
+    and nothing reads the last step's final states (``h, c = cell(x[:, t], (h, c))``: the last ``c``).  A pick
+    computes nothing, and its value is the recorded result's; ``None`` when the last step differs otherwise."""
+    template = [nodes[calls[c]] for c in range(ends[-2] - length + 1, ends[-2] + 1)]
+    last = [nodes[calls[c]] for c in range(ends[-2] + 1, ends[-1] + 1)]
+    mapping: dict[int, Node] = {}  # a template call's id -> the last step's copy of it
+    made: list[tuple[Node, Node]] = []  # (a pick put back, the last step's call it goes before)
+    k = 0
+    for t in template:
+        if k < len(last) and last[k].target is t.target:
+            mapping[id(t)] = last[k]
+            k += 1
+            continue
+        source = mapping.get(id(t.args[0])) if t.target is operator.getitem and t.args else None
+        if source is None or k >= len(last) or not isinstance(source.value, (tuple, list)):
+            return None
+        index = t.args[1]
+        pick = Node(f"{source.name}_getitem_{index}", "call", operator.getitem, (source, index), {},
+                    value=source.value[index], stack=t.stack, live=source.live)
+        mapping[id(t)] = pick
+        made.append((pick, last[k]))
+    if k != len(last) or not made:
+        return None
+    out = list(nodes)
+    for pick, before in made:
+        out.insert(next(i for i, n in enumerate(out) if n is before), pick)
+    return out
 
 
 @dataclass
