@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Weave
@@ -183,18 +183,83 @@ def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
+#: A memo of fragment summaries (the page layout's ``LayoutContext.memo``): ``(kind, id(frag))`` → ``(frag, value)``
+Memo = dict[tuple[Any, ...], tuple[Any, ...]]
+
+#: how far a subtree's bounding box, added up in another order than its items' coordinates, may be off
+_SLACK = 1e-6
+
+
+def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, float], memo: Memo | None = None) -> bool:
     """Whether a visible item of ``frag`` placed at ``(dx, dy)`` meets ``box``: the items
-    :func:`ncd.render.model.flatten` would give, tested with the same arithmetic without making them."""
+    :func:`ncd.render.model.flatten` would give, tested with the same arithmetic without making them.  A placed
+    fragment whose items' bounding box (:func:`_extent`, found once per fragment) is clear of ``box`` is skipped."""
+    memo = {} if memo is None else memo
+    x0, y0, x1, y1 = box[0] - _SLACK, box[1] - _SLACK, box[2] + _SLACK, box[3] + _SLACK
     stack: list[tuple[Frag, float, float]] = [(frag, dx, dy)]
     while stack:
         current, x, y = stack.pop()
         for it in current.items:
             if isinstance(it, tuple):
-                stack.append((it[2], x + it[0], y + it[1]))
+                sub = it[2]
+                ext = _extent(sub, memo)
+                sx, sy = x + it[0], y + it[1]
+                if ext is not None and ext[0] + sx < x1 and x0 < ext[2] + sx and ext[1] + sy < y1 and y0 < ext[3] + sy:
+                    stack.append((sub, sx, sy))
             elif _hits_at(it, x, y, box):
                 return True
     return False
+
+
+def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
+    """The bounding box of ``frag``'s visible items in its own frame (``None``: it has none), each placed fragment's
+    found once (``memo``)."""
+    key = ("extent", id(frag))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is frag:
+        return hit[1]  # type: ignore[no-any-return]
+    stack: list[tuple[Frag, bool]] = [(frag, False)]
+    while stack:
+        current, done = stack.pop()
+        ckey = ("extent", id(current))
+        known = memo.get(ckey)
+        if known is not None and known[0] is current:
+            continue
+        subs = [it for it in current.items if isinstance(it, tuple)]
+        if not done:
+            stack.append((current, True))
+            stack.extend((it[2], False) for it in subs)
+            continue
+        box = None
+        for it in current.items:
+            if isinstance(it, tuple):
+                b = memo[("extent", id(it[2]))][1]
+                if b is not None:
+                    b = (b[0] + it[0], b[1] + it[1], b[2] + it[0], b[3] + it[1])
+            else:
+                b = _bounds(it)
+            if b is not None:
+                box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+        memo[ckey] = (current, box)
+    return memo[key][1]  # type: ignore[no-any-return]
+
+
+def _bounds(item: Item) -> tuple[float, float, float, float] | None:
+    """The bounding box :func:`_hits_at` gives ``item`` in place (``None``: an invisible record)."""
+    if isinstance(item, Text):
+        return (item.x, item.y - item.ascent, item.x + item.width, item.y + item.descent)
+    if isinstance(item, Path):
+        xs = [c[k] for c in item.commands for k in range(1, len(c), 2)]
+        ys = [c[k] for c in item.commands for k in range(2, len(c), 2)]
+        return (min(xs), min(ys), max(xs), max(ys))
+    if isinstance(item, Rect):
+        return (item.x, item.y, item.x + item.w, item.y + item.h)
+    if isinstance(item, Circle):
+        return (item.cx - item.r, item.cy - item.r, item.cx + item.r, item.cy + item.r)
+    if isinstance(item, Polygon):
+        return (min(x for x, _ in item.points), min(y for _, y in item.points),
+                max(x for x, _ in item.points), max(y for _, y in item.points))
+    return None
 
 
 def _hits_at(item: Item, dx: float, dy: float, box: tuple[float, float, float, float]) -> bool:
@@ -221,16 +286,32 @@ def _hits_at(item: Item, dx: float, dy: float, box: tuple[float, float, float, f
 
 
 
-def smallest_text(frag: Frag, default: float) -> float:
-    """The smallest size of any text run in ``frag`` (``default`` when it has no text)."""
-    smallest = default
-    stack = [frag]
-    while stack:
-        for it in stack.pop().items:
-            if isinstance(it, tuple):
-                stack.append(it[2])
-            elif isinstance(it, Text):
-                for run in it.runs:
-                    if run.size < smallest and run.text.strip():
-                        smallest = run.size
-    return smallest
+def smallest_text(frag: Frag, default: float, memo: Memo | None = None) -> float:
+    """The smallest size of any text run in ``frag`` (``default`` when it has no text); each placed fragment's is
+    found once (``memo``: kept across calls, as the page layout's attempts place the same columns)."""
+    memo = {} if memo is None else memo
+    key = ("smallest", id(frag))
+    hit = memo.get(key)
+    if hit is None or hit[0] is not frag:
+        stack: list[tuple[Frag, bool]] = [(frag, False)]
+        while stack:
+            current, done = stack.pop()
+            ckey = ("smallest", id(current))
+            known = memo.get(ckey)
+            if known is not None and known[0] is current:
+                continue
+            if not done:
+                stack.append((current, True))
+                stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
+                continue
+            smallest = float("inf")
+            for it in current.items:
+                if isinstance(it, tuple):
+                    smallest = min(smallest, memo[("smallest", id(it[2]))][1])
+                elif isinstance(it, Text):
+                    for run in it.runs:
+                        if run.size < smallest and run.text.strip():
+                            smallest = run.size
+            memo[ckey] = (current, smallest)
+        hit = memo[key]
+    return min(default, float(hit[1]))

@@ -19,7 +19,7 @@ from typing import Any
 
 from ncd.ir.axes import Type
 from ncd.render.context import LayoutContext
-from ncd.render.frag import Frag, _any_hit, _rows, flat, smallest_text
+from ncd.render.frag import Frag, Memo, _any_hit, _rows, flat, smallest_text
 from ncd.render.legend import closed_rows, legend_items
 from ncd.render.model import Drawing, Item, Port, Text
 from ncd.render.typeset import typeset_text
@@ -75,9 +75,10 @@ class Framing:
     width: float
     height: float
 
-    def smallest(self, frag: Frag) -> float | None:
-        """The smallest size of the drawing's visible text, ``None`` when it has none."""
-        found = smallest_text(frag, float("inf"))
+    def smallest(self, frag: Frag, memo: Memo | None = None) -> float | None:
+        """The smallest size of the drawing's visible text, ``None`` when it has none (``memo``: see
+        :func:`~ncd.render.frag.smallest_text`)."""
+        found = smallest_text(frag, float("inf"), memo)
         for it in self.header + self.legend:
             if isinstance(it, Text):
                 found = min([found] + [run.size for run in it.runs if run.text.strip()])
@@ -101,7 +102,8 @@ def framing(ctx: LayoutContext, frag: Frag) -> Framing:
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
     # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),
     # above the drawing otherwise
-    beside = bool(legend) and not _any_hit(frag, m, m + head_h - frag.top, (lx - 6, m + head_h, width, m + head_h + legend_h + 6))
+    beside = bool(legend) and not _any_hit(frag, m, m + head_h - frag.top, (lx - 6, m + head_h, width, m + head_h + legend_h + 6),
+                                            ctx.memo)
     top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
     height = m + top_h + (frag.bottom - frag.top) + m
     return Framing(header, head_h, rows, legend, legend_w, beside, top_h, width, height)

@@ -131,7 +131,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     try:
         one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
-            max_w = min(max_w, COLUMN_PT * smallest_text(one_row, style.label_size) / MIN_PRINT_PT)
+            max_w = min(max_w, COLUMN_PT * smallest_text(one_row, style.label_size, ctx.memo) / MIN_PRINT_PT)
         single: Drawing | None = None
         if one_row.w + 2 * style.margin <= max_w:  # narrow enough: is it also short enough for its height?
             single = _finish(ctx, one_row)
@@ -157,7 +157,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             framed_page = framing(ctx, page)
             width, height = round(framed_page.width, 2), round(framed_page.height, 2)
             # the page may hold smaller text than the one row (a definition's header): its own limit
-            limit = _limit(framed_page.smallest(page), max_w, style.page)
+            limit = _limit(framed_page.smallest(page, ctx.memo), max_w, style.page)
             score = (width > limit + 0.01, width > max_aspect * height, width)
             if best is None or score < best[0]:
                 best = (score, page, framed_page)
