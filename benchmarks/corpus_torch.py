@@ -929,4 +929,12 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("indexing", Indexing, _indexing),
         ("odd_interface", Odd, _odd),
         ("nn_layers", Nn, _x(B, 4, 5, 6)),
-    ]
+    ] + _users()
+
+
+def _users() -> list[tuple[str, type[nn.Module], Make]]:
+    """The second part of the zoo (``benchmarks/corpus_torch_users.py``, beside this file)."""
+    import corpus_torch_users  # on the path whenever this module is: the corpus puts their folder there
+
+    users: list[tuple[str, type[nn.Module], Make]] = corpus_torch_users.zoo()
+    return users

@@ -46,6 +46,7 @@ def load_rules() -> None:
     import ncd.trace.attention  # noqa: F401
     import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
     import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
+    import ncd.trace.boxes_einsum  # noqa: F401
     import ncd.trace.boxes_indexing  # noqa: F401
     import ncd.trace.boxes_integer  # noqa: F401  (integer ∘ integer tensors: imports scalars, hooks in front)
     import ncd.trace.boxes_products  # noqa: F401  (baddbmm)
@@ -399,35 +400,6 @@ def contract(conv: Converter, node: Node, a: Node, b: Node) -> None:
     out = Segment(tuple(by_name[n] for n in out_names) + (seg_a.axes[-2], seg_b.axes[-1]))
     box = Box(EinsumOp(Type((seg_a, seg_b)), out))
     (vid,) = conv.emit(box, [va, vb], [out])
-    conv.bind(node, vid)
-
-
-@rule("aten.einsum")
-def einsum(conv: Converter, node: Node) -> None:
-    equation, operands = node.args[0], node.args[1]
-    if "..." in equation or not all(_tensor(o) for o in operands):  # constants and parameters: source boxes
-        raise Decline("ellipsis or operands that are not tensors")
-    left, right = equation.replace(" ", "").split("->")
-    letters = left.split(",")
-    names: dict[str, str] = {}
-    vids = []
-    for o, lets in zip(operands, letters):
-        vid = conv.value(o)
-        own = conv.names(vid)
-        want = []
-        for letter, n in zip(lets, own):
-            if letter not in names:
-                chosen = n
-                while chosen in names.values():
-                    chosen += PRIME
-                names[letter] = chosen
-            want.append(names[letter])
-        vids.append(relabel(conv, vid, want))
-    segs = [conv.segs[v] for v in vids]
-    axes = {a.name: a for s in segs for a in s.axes}
-    out = Segment(tuple(axes[names[c]] for c in right))
-    box = Box(EinsumOp(Type(tuple(segs)), out))
-    (vid,) = conv.emit(box, vids, [out])
     conv.bind(node, vid)
 
 

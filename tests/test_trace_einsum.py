@@ -1,0 +1,61 @@
+"""``torch.einsum`` in traced models: every equation torch accepts (ellipses, implicit outputs, repeated letters, the
+diagonal and the trace) is one einsum wiring equal to torch's on the traced and on fresh operands; letters that
+broadcast (size 1 against n) are an opaque box, never a wrong wiring."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.trace.boxes_einsum import spelled
+
+
+class Einsum(torch.nn.Module):
+    def __init__(self, equation: str) -> None:
+        super().__init__()
+        self.equation = equation
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.einsum(self.equation, *xs)
+
+
+CASES = [
+    ("bii->bi", [(2, 5, 5)]), ("bii->b", [(2, 5, 5)]), ("ii", [(4, 4)]), ("iii->i", [(3, 3, 3)]),
+    ("...ii->...i", [(2, 3, 4, 4)]), ("bii,bij->bj", [(2, 4, 4), (2, 4, 5)]), ("ii,ij->j", [(4, 4), (4, 5)]),
+    ("ij,jk", [(3, 4), (4, 5)]), ("ji", [(3, 4)]), ("i,i->", [(4,), (4,)]), ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+    ("b...d,d->b...", [(2, 3, 5, 6), (6,)]), ("a...b,b...->a...", [(2, 3, 4), (4, 3)]), ("...ij,jk", [(2, 3, 4), (4, 5)]),
+    ("...", [(2, 3)]), ("i j , j k -> i k", [(3, 4), (4, 5)]), ("BIi->Bi", [(2, 3, 3)]),
+]
+
+
+@pytest.mark.parametrize(("equation", "shapes"), CASES, ids=[c[0] for c in CASES])
+def test_an_einsum_equation_is_one_wiring_equal_to_torch(equation: str, shapes: list[tuple[int, ...]]) -> None:
+    torch.manual_seed(0)
+    model = Einsum(equation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *(torch.randn(*s) for s in shapes))
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    fresh = [torch.randn(*s) for s in shapes]
+    torch.testing.assert_close(lowered(*fresh), model(*fresh))
+    assert "<svg" in ncd.render.to_svg(d)
+
+
+def test_letters_that_broadcast_are_an_opaque_box_not_a_wrong_wiring() -> None:
+    model = Einsum("bij,bjk->bik")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(1, 3, 4), torch.randn(2, 4, 5))
+    assert d.opaque_count == 1
+    a, b = torch.randn(1, 3, 4), torch.randn(2, 4, 5)
+    torch.testing.assert_close(d.to_torch()(a, b), model(a, b))
+
+
+def test_an_equation_is_spelled_with_letters_for_its_ellipses_and_torchs_implicit_output() -> None:
+    assert spelled("...ij,...jk", [3, 2]) == (["aij", "jk"], "aik")
+    assert spelled("ba", [2]) == (["ba"], "ab")  # implicit: letters used once, alphabetical
+    assert spelled("ii", [2]) == (["ii"], "")
