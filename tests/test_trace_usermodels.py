@@ -208,3 +208,18 @@ def test_recurrent_cells_are_their_cell_equations() -> None:
     fresh = inputs()
     for got, want in zip(lowered(*fresh), model(*fresh), strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_vit_traced_in_another_precision_lowers_in_it_at_any_batch(dtype: torch.dtype) -> None:
+    """A ViT traced in float64 crashed in ``to_torch`` (the lowered module's weights were float32)."""
+    torch.manual_seed(0)
+    model = zoo.ViT().eval().to(dtype)
+    d = _trace(model, torch.randn(2, 3, 16, 16, dtype=dtype))
+    for batch in (2, 3):
+        lowered = d.to_torch(b=batch)
+        x = torch.randn(batch, 3, 16, 16, dtype=dtype)
+        got, want = lowered(x), model(x)
+        assert got.dtype == dtype and all(p.dtype == dtype for p in lowered.parameters())
+        tol = 1e-12 if dtype == torch.float64 else 2e-2
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -31,7 +31,21 @@ from typing import Any
 from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.errors import SizeError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, check_size_names, defaults_of, describe, unweave
+from ncd.ir.diagram import (
+    Block,
+    Box,
+    Diagram,
+    Identity,
+    Par,
+    Repeat,
+    Seq,
+    Weave,
+    check_option_names,
+    check_size_names,
+    defaults_of,
+    describe,
+    unweave,
+)
 from ncd.ir.interpreter import Fold
 from ncd.ir.rules import BATCHED_BACKWARD, BoxBackward
 from ncd.prims.linear import EinsumOp
@@ -401,6 +415,7 @@ def plan(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Plan:
     ``training``: whether the module runs in training mode (batch normalisation's statistics).  ``sizes`` are
     bound first; a repetition count not given takes the top block's default (:func:`counted`).
     """
+    check_option_names(diagram, "plan", {"training": training} if training is not True else {}, defaults_of(diagram))
     diagram = counted(diagram, sizes)
     builder = Builder(training)
     part = builder.diff(diagram)
@@ -439,4 +454,6 @@ def backward(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Dia
     ``sizes`` are bound first.  Repeated layers become one part each, so a repetition count must be a number:
     given here (``ncd.backward(gpt2, N=12)``) or the top block's default; every other size may stay a symbol.
     """
+    check_option_names(diagram, "backward", {"training": training} if training is not True else {},
+                       defaults_of(diagram))
     return plan(diagram, training=training, **sizes).backward

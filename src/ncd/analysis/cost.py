@@ -48,7 +48,7 @@ from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
 from ncd.ir.collector import no_collector
-from ncd.ir.diagram import Block, Box, Diagram, check_size_names
+from ncd.ir.diagram import Block, Box, Diagram, check_option_names, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
 from ncd.ir.size import evaluate, symbol
 from ncd.ir.weaving import WovenAxis
@@ -667,6 +667,8 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
     matrix products as the forward costed here and saves nothing; its packing, its in-place
     residuals and its peak memory are not modelled).
     """
+    check_option_names(diagram, "cost", {k: v for k, v, default in (("dtype", dtype, "float32"), ("training", training, True))
+                                         if v is not default}, _defaults(diagram))  # a formula may keep the size free
     with no_collector():  # lowering and the walk allocate many acyclic records (ncd.ir.collector)
         return _cost(diagram, dtype, training, sizes)
 

@@ -27,7 +27,7 @@ from ncd.errors import NCDError
 from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis, token_names
 from ncd.inference.dtypes import element_bytes
 from ncd.ir.axes import Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, check_option_names
 from ncd.ir.size import Size, evaluate, symbol
 from ncd.prims.structure import DeleteOp, LoadOp, SaveOp
 
@@ -195,6 +195,7 @@ def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> D
     if not isinstance(diagram, Diagram):
         raise DecodeError(f"decode expects a diagram, not {type(diagram).__name__}")
     defaults = dict(diagram.get("defaults", ())) if isinstance(diagram, Block) else {}
+    check_option_names(diagram, "decode", {"tokens": tokens} if tokens is not None else {}, defaults)
     all_sizes = {**defaults, **sizes}
     try:
         names = token_names(diagram, token_axis(diagram, tokens).name)

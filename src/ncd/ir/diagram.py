@@ -639,6 +639,27 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
                         f" diagram; its sizes are {', '.join(sorted(valid)) or 'all bound'}")
 
 
+def check_option_names(diagram: Diagram, what: str, options: Mapping[str, Any], known: Iterable[str] = ()) -> None:
+    """Refuse a size of ``diagram`` named like one of the options of the call ``what`` that takes sizes as keywords:
+    ``ncd.cost(d, training=4)`` would set the option, not the size (nor could the size be passed at all).
+    ``options`` are the options whose values the call would read (``known``: sizes bound otherwise, as defaults).
+
+    >>> import ncd
+    >>> try:
+    ...     check_option_names(ncd.Linear("m -> training"), "cost", {"training": 4})
+    ... except ncd.SizeError as error:
+    ...     print(str(error)[:65])
+    cost: the diagram has a size named training, which is also cost'
+    """
+    if not options:
+        return
+    free = {str(s) for s in diagram.free_symbols} - set(known)
+    for name, value in options.items():
+        if name in free:
+            raise SizeError(f"{what}: the diagram has a size named {name}, which is also {what}'s option ({name}={value!r});"
+                            f" bind the size first (diagram.bind({name}=...)) and call {what} on the bound diagram")
+
+
 def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
     """What a chain of weaves broadcasts, and the weaves, outermost first.
 

@@ -27,7 +27,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, numel, parse_type
+from ncd.ir.axes import Axis, Segment, Type, numel, parse_einsum_type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import LinearCall
@@ -197,7 +197,10 @@ def Linear(spec: str, bias: bool = False, name: str | None = None) -> Box:
 def Einsum(spec: str, name: str | None = None) -> Box:
     """A multilinear wiring, e.g. ``Einsum("y k h, x k h -> y x h")`` (sizes may be given as ``k:64``)."""
     left, right = split_spec(spec, "einsum")
-    inputs = parse_type(left)
+    try:
+        inputs = parse_einsum_type(left)
+    except ParseError as error:
+        raise ParseError(f"einsum spec {spec!r}: {error}") from None
     if not inputs.segments:
         raise ParseError(f"einsum spec {spec!r} has no inputs; use ncd.Unit for the cup")
     known = {a.name: a for seg in inputs for a in seg}

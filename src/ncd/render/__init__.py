@@ -123,6 +123,19 @@ def _write(path: str, data: str | bytes) -> None:
             ft.write(data)
 
 
+def _prepare(target: str) -> None:
+    """Create the missing folders of ``target``; an ``InputError`` naming it when it cannot be written there."""
+    if os.path.isdir(target):
+        raise InputError(f"draw: cannot write {target!r}: it is a folder; give a file name such as "
+                         f"{os.path.join(target, 'diagram.svg')!r}")
+    parent = os.path.dirname(os.path.abspath(target))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"draw: cannot write {target!r}: cannot create its folder {parent!r} "
+                         f"({error.strerror or type(error).__name__})") from None
+
+
 def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     """Draw ``diagram`` to ``path``; the extension chooses the format (``.svg .png .pdf .tex .tikz``).
 
@@ -130,6 +143,10 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     ``"slide"``: wider rows; ``"none"``: one row), ``depth``, ``fold``, ``labels``, ``legend``, ``title``, ``scale`` (PNG pixels per
     point), ``embed_fonts`` (SVG), ``costs`` (``True`` or sizes: each block's FLOPs and parameters
     under its title), ``pitch`` and other sizes — see :class:`Style`.  Returns the path.
+
+    Missing folders of ``path`` are created (``ncd.draw(d, "out/figures/gpt2.svg")`` on a fresh checkout writes
+    it); a path that cannot be written (a folder there, a file where a folder should be) is an ``InputError`` raised
+    before anything is drawn.
     """
     target = os.fspath(path)
     ext = os.path.splitext(target)[1].lower()
@@ -141,6 +158,7 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     if writer is None:
         known = ", ".join(sorted(WRITERS))
         raise InputError(f"draw: cannot write {target!r}: unknown extension {ext or '(none)'!r}; known: {known}")
+    _prepare(target)
     costs = options.get("costs")
     if costs is not None and not isinstance(costs, tuple):
         from ncd.analysis.annotate import annotations as block_annotations

@@ -20,7 +20,7 @@ import torch
 from ncd.errors import InputError, NCDError, RunError
 from ncd.ir.axes import Type
 from ncd.ir.collector import no_collector
-from ncd.ir.diagram import Diagram
+from ncd.ir.diagram import Diagram, check_option_names, defaults_of
 from ncd.ir.size import evaluate
 from ncd.torch.codegen import NamedSizes, bind_all, lower
 from ncd.torch.pickling import mark
@@ -56,6 +56,7 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
     >>> m(torch.randn(5, 8)).shape
     torch.Size([5, 2, 4])
     """
+    check_option_names(diagram, "to_torch", {"check_inputs": check_inputs}, defaults_of(diagram))
     with no_collector():  # lowering and building the modules allocate many acyclic records (ncd.ir.collector)
         bound = bind_all(diagram, sizes)
         program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
@@ -142,6 +143,7 @@ def example_inputs(diagram: Diagram, /, *batch: int, seed: int | None = 0, **siz
     >>> [tuple(t.shape) for t in ncd.Einsum("y k, x k -> y x").example_inputs(y=2, x=3, k=4)]
     [(2, 4), (3, 4)]
     """
+    check_option_names(diagram, "example_inputs", {"seed": seed}, defaults_of(diagram))
     bound = bind_all(diagram, sizes)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     tensors = []

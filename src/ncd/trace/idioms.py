@@ -470,6 +470,13 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
 
 
+def written(factor: float) -> bool:
+    """Whether a factor is a number as a user writes one (``2``, ``0.5``, ``0.125``: six significant digits or fewer),
+    not one computed from a size (``8**-0.5`` is 0.35355339...).  A written number is drawn as itself: ``x * 2`` on a
+    wire of width 4 is not ``m**0.5``, ``x * 0.5`` on a width 2 is not ``1/n``."""
+    return float(f"{factor:.6g}") == factor
+
+
 def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = ()) -> int:
     """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression)."""
     if factor == 1:
@@ -531,7 +538,7 @@ def arithmetic(conv: Converter, node: Node) -> None:
         vid = conv.value(a)
         if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
             raise Decline("broadcast")
-        conv.bind(node, _scale(conv, vid, factor, conv.names(vid)))
+        conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else ()))
         return
     if name == "div":
         raise Decline("division by a tensor")

@@ -1,0 +1,49 @@
+"""A number a model multiplies by is drawn as that number, not as a size it happens to equal: ``x * 2`` on a wire of
+width 4 is ``* 2`` (it printed ``sizes.m ** 0.5``), ``x * 0.5`` beside a wire of width 2 or 4 is ``* 0.5``; a factor
+computed from a size (``1/sqrt(8)``, sixteen digits) still reads as that size's power."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import sympy
+import torch
+
+import ncd
+
+
+class Times(torch.nn.Module):
+    def __init__(self, factor: float, divide: bool = False) -> None:
+        super().__init__()
+        self.factor, self.divide = factor, divide
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.factor if self.divide else x * self.factor
+
+
+def _scales(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[sympy.Expr], ncd.trace.TracedDiagram]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    return [b.prim.factor for b in d.boxes() if b.prim.op == "scale"], d
+
+
+@pytest.mark.parametrize(("factor", "divide", "width", "printed"), [
+    (2, False, 4, "2"), (2.0, False, 4, "2"), (0.5, False, 4, "0.5"), (0.5, False, 2, "0.5"), (4, True, 4, "0.25"),
+    (0.125, False, 64, "0.125"), (3, False, 9, "3")])
+def test_a_written_number_is_drawn_as_itself(factor: float, divide: bool, width: int, printed: str) -> None:
+    model, x = Times(factor, divide), torch.randn(3, width)
+    scales, d = _scales(model, x)
+    assert len(scales) == 1 and not scales[0].free_symbols and float(scales[0]) == float(printed)
+    assert "sizes." not in d.to_source()
+    y = torch.randn(5, width)
+    torch.testing.assert_close(d.to_torch(b=5)(y), model(y))
+
+
+def test_a_factor_computed_from_a_size_still_reads_as_its_power() -> None:
+    model, x = Times(math.sqrt(8), divide=True), torch.randn(3, 8)
+    scales, d = _scales(model, x)
+    assert len(scales) == 1 and scales[0].free_symbols, scales
+    torch.testing.assert_close(d.to_torch()(x), model(x))
