@@ -1,5 +1,5 @@
-"""Inputs a user writes that the API read wrongly or refused with a plain Python error: a tensor type naming an axis
-twice or with an empty segment, an einsum of empty segments, a size named like an option of the call, a drawing into
+"""Inputs a user writes that the API read wrongly or refused with a plain Python error: a tensor type with an empty
+segment, an einsum of empty segments, a size named like an option of the call, a drawing into
 a folder that does not exist."""
 
 from __future__ import annotations
@@ -12,21 +12,15 @@ import torch
 import ncd
 
 
-@pytest.mark.parametrize("text", ["b b", "b m, k k", "(h h) m"])
-def test_a_type_naming_an_axis_twice_is_an_ncd_error_naming_it(text: str) -> None:
-    with pytest.raises(ncd.ParseError, match="names axis (b|k|h) twice"):
-        ncd.parse_type(text)
-
-
 @pytest.mark.parametrize("text", [",", "b, ,c", "a,", " , "])
 def test_an_empty_segment_is_an_ncd_error(text: str) -> None:
     with pytest.raises(ncd.ParseError, match=r"empty segment; write \(\)"):
         ncd.parse_type(text)
 
 
-@pytest.mark.parametrize("spec", [",->", "a, -> a", "a a -> a a"])
-def test_an_einsum_of_empty_segments_or_a_repeated_output_is_an_ncd_error(spec: str) -> None:
-    with pytest.raises(ncd.ParseError, match="einsum spec|names axis a twice"):
+@pytest.mark.parametrize("spec", [",->", "a, -> a", ", a -> a"])
+def test_an_einsum_of_empty_segments_is_an_ncd_error_naming_its_spec(spec: str) -> None:
+    with pytest.raises(ncd.ParseError, match="einsum spec .*empty segment"):
         ncd.Einsum(spec)
 
 

@@ -40,7 +40,17 @@ sample("pad", "replicate-1d", lambda: ncd.Identity.of("a b t") >> ncd.Pad("t", 3
        batch=(2,))
 sample("pad", "reflect-3d", lambda: ncd.Pad("x y z", 1, mode="reflect"), {"x": 2, "y": 3, "z": 2},
        lambda p, x: F.pad(x[0].unsqueeze(1), (1,) * 6, mode="reflect").squeeze(1))
-error("pad", "mode", lambda: ncd.Pad("x", 1, mode="circular"), r"pad of 'x': unknown mode 'circular'", ParseError)
+sample("pad", "circular-torus", lambda: ncd.Identity.of("c x y") >> ncd.Pad("x y", (1, 2), (2, 0), mode="circular"),
+       {"c": 2, "x": 4, "y": 3}, lambda p, x: F.pad(x[0], (2, 0, 1, 2), mode="circular"), cod="c x:x+3 y:y+2")
+sample("pad", "circular-1d-woven", lambda: ncd.Identity.of("a t b") >> ncd.Pad("t", 3, 1, mode="circular"),
+       {"a": 2, "t": 3, "b": 2},
+       lambda p, x: F.pad(x[0].transpose(-1, -2).reshape(-1, 2, 3), (3, 1), mode="circular").view(*x[0].shape[:-2], 2, 7)
+       .transpose(-1, -2))
+sample("pad", "circular-3d", lambda: ncd.Pad("x y z", 1, 2, mode="circular"), {"x": 2, "y": 3, "z": 2},
+       lambda p, x: F.pad(x[0].reshape(-1, 1, 2, 3, 2), (1, 2) * 3, mode="circular").view(*x[0].shape[:-3], 5, 6, 5))
+error("pad", "mode", lambda: ncd.Pad("x", 1, mode="wrap"), r"pad of 'x': unknown mode 'wrap'", ParseError)
+error("pad", "circular-twice-around", lambda: ncd.Pad("x:3", 4, 0, mode="circular"),
+      r"circular padding of axis x of size 3 by 4 and 0 would wrap around more than once", SizeError)
 error("pad", "reflect-too-far", lambda: ncd.Pad("x:3", 3, mode="reflect"),
       r"reflect padding of axis x of size 3 by 3 and 3 must be smaller than the axis", SizeError)
 error("pad", "nothing-left", lambda: ncd.Pad("x:3", -2, -1), r"axis x of size 3 padded by -2 and -1 leaves nothing", SizeError)
@@ -62,6 +72,11 @@ sample("pad_transpose", "reflect-2d", lambda: Box(PadTransposeOp(parse_segment("
 sample("pad_transpose", "replicate-woven", lambda: ncd.Identity.of("c t:6") >> Box(
        PadTransposeOp(parse_segment("t:3"), (2,), (1,), "replicate")), {"c": 2},
        lambda p, x: _pad_vjp(x[0], (2, 1), "replicate", (3,)), cod="c t:3")
+sample("pad_transpose", "circular-2d", lambda: Box(PadTransposeOp(parse_segment("x:4 y:3"), (2, 1), (1, 3), "circular")),
+       {}, lambda p, x: _pad_vjp(x[0], (1, 3, 2, 1), "circular", (4, 3)), dom="x:7 y:7", cod="x:4 y:3")
+sample("pad_transpose", "circular-woven", lambda: ncd.Identity.of("c t:6") >> Box(
+       PadTransposeOp(parse_segment("t:3"), (0,), (3,), "circular")), {"c": 2},
+       lambda p, x: _pad_vjp(x[0], (0, 3), "circular", (3,)), cod="c t:3")
 error("pad_transpose", "constant", lambda: PadTransposeOp(parse_segment("x:4"), (1,), (1,), "constant"),
       r"the transpose of a constant pad is a crop", ParseError)
 

@@ -338,10 +338,6 @@ def parse_axis(token: str) -> Axis:
         parts = tuple(parse_axis(t) for t in _split_tokens(text[1:-1]))
         if not parts:
             raise ParseError(f"bound axis {token!r} has no parts")
-        names = [p.name for p in parts]
-        if len(set(names)) < len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise ParseError(f"bound axis {token!r} names axis {', '.join(twice)} twice; its parts need distinct names")
         total = sympy.Integer(1)
         for p in parts:
             total = total * p.size
@@ -382,7 +378,7 @@ def parse_segment(text: str) -> Segment:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_type_text(text: str, repeats: bool = False) -> Type:
+def _parse_type_text(text: str) -> Type:
     if not text.strip():
         return Type(())
     parts = text.split(",")
@@ -390,20 +386,7 @@ def _parse_type_text(text: str, repeats: bool = False) -> Type:
         if not part.strip():
             raise ParseError(f"type {text.strip()!r} has an empty segment; write {SCALAR_TEXT} for a scalar "
                              f"(e.g. 'b m, {SCALAR_TEXT}')")
-    result = Type(tuple(parse_segment(part) for part in parts))
-    if not repeats:
-        for seg in result:
-            if seg.repeated:
-                raise ParseError(f"type {text.strip()!r}: tensor '{seg}' names axis {', '.join(seg.repeated)} twice; "
-                                 "the axes of one tensor need distinct names (only an einsum's inputs may repeat one: "
-                                 "its diagonal)")
-    return result
-
-
-def parse_einsum_type(text: str) -> Type:
-    """Read the inputs of an einsum: as :func:`parse_type`, but a segment may name an axis twice (its diagonal,
-    ``Einsum("b i i -> b i")``)."""
-    return _parse_type_text(text, repeats=True)
+    return Type(tuple(parse_segment(part) for part in parts))
 
 
 def parse_type(text: str, /, **sizes: SizeLike) -> Type:

@@ -648,7 +648,7 @@ def check_option_names(diagram: Diagram, what: str, options: Mapping[str, Any], 
     >>> try:
     ...     check_option_names(ncd.Linear("m -> training"), "cost", {"training": 4})
     ... except ncd.SizeError as error:
-    ...     print(str(error)[:65])
+    ...     print(str(error)[:64])
     cost: the diagram has a size named training, which is also cost'
     """
     if not options:

@@ -27,7 +27,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, numel, parse_einsum_type, parse_type
+from ncd.ir.axes import Axis, Segment, Type, numel, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import LinearCall
@@ -198,7 +198,7 @@ def Einsum(spec: str, name: str | None = None) -> Box:
     """A multilinear wiring, e.g. ``Einsum("y k h, x k h -> y x h")`` (sizes may be given as ``k:64``)."""
     left, right = split_spec(spec, "einsum")
     try:
-        inputs = parse_einsum_type(left)
+        inputs = parse_type(left)
     except ParseError as error:
         raise ParseError(f"einsum spec {spec!r}: {error}") from None
     if not inputs.segments:

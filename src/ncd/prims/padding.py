@@ -8,10 +8,11 @@ Both act on a few axes of one tensor and are woven over the rest, like a convolu
   ``torch.flip``; it is its own transpose.
 * ``Pad("x y", (1, 1), mode="reflect")`` adds entries before and after each axis:
   ``mode="constant"`` fills them with ``value`` (negative amounts crop, as ``F.pad`` does),
-  ``"reflect"`` mirrors the axis without repeating its edge, ``"replicate"`` repeats the edge.
+  ``"reflect"`` mirrors the axis without repeating its edge, ``"replicate"`` repeats the edge,
+  ``"circular"`` wraps around (the axis is a ring: a convolution on a torus).
   The padded axes keep their names (``x -> x:x+2``) unless ``out`` renames them.  A constant
-  pad's transpose is the crop of the same amounts; a reflected or replicated pad's transpose
-  adds each mirrored entry back onto its source (:class:`PadTransposeOp`).
+  pad's transpose is the crop of the same amounts; a reflected, replicated or circular pad's transpose
+  adds each copied entry back onto its source (:class:`PadTransposeOp`).
 
 One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["RollOp", "FlipOp", "PadOp", "PadTransposeOp", "Roll", "Flip", "Pad", "PAD_MODES"]
 
 #: padding modes and ``F.pad``'s name for them
-PAD_MODES = ("constant", "reflect", "replicate")
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
 def _ints(values: object, n: int, what: str) -> tuple[int, ...]:
@@ -156,6 +157,9 @@ class PadOp(Primitive):
             if self.mode == "reflect" and max(b, c) >= a.size:
                 raise SizeError(f"{where}: reflect padding of axis {a.name} of size {size_text(a.size)} by {b} and {c}"
                                 f" must be smaller than the axis")
+            if self.mode == "circular" and max(b, c) > a.size:
+                raise SizeError(f"{where}: circular padding of axis {a.name} of size {size_text(a.size)} by {b} and {c}"
+                                f" would wrap around more than once")
             if a.size + b + c < 1:
                 raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c} leaves nothing")
         if self.output is not None:
@@ -181,7 +185,8 @@ class PadOp(Primitive):
 
 @dataclass(frozen=True)
 class PadTransposeOp(Primitive):
-    """The transpose of a reflected or replicated :class:`PadOp`: every padded entry added back onto its source.
+    """The transpose of a reflected, replicated or circular :class:`PadOp`: every padded entry added back onto its
+    source.
 
     The fields are the forward padding's; the box maps its output axes to its input axes.
     """
@@ -232,7 +237,8 @@ def Flip(axes: TypeLike) -> Box:
 
 def Pad(axes: TypeLike, amounts: int | tuple[int, ...], after: int | tuple[int, ...] | None = None, *,
         mode: str = "constant", value: float = 0.0, out: TypeLike | None = None) -> Box:
-    """Pad ``axes`` by ``amounts`` before (and ``after``, default: the same) each; ``mode``: constant, reflect, replicate."""
+    """Pad ``axes`` by ``amounts`` before (and ``after``, default: the same) each; ``mode``: constant, reflect,
+    replicate, circular."""
     seg = _segment(axes, "pad")
     before = _ints(amounts, len(seg), f"pad of '{seg}'")
     end = before if after is None else _ints(after, len(seg), f"pad of '{seg}'")
@@ -278,9 +284,27 @@ def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
     return [_folded(ctx, x, prim.axes.axes, f"F.pad({{}}, {_pads(prim)}, mode={prim.mode!r})", prim.padded().axes)]
 
 
+def _unwrapped(g: str, axes: tuple[Axis, ...], before: tuple[int, ...], after: tuple[int, ...], ctx: RuleContext) -> str:
+    """The transpose of a circular pad of the last ``len(axes)`` dims of ``g``: per axis, the middle plus the entries
+    padded after (from the start of the axis) and before (from its end) added back where they were copied from."""
+    k = len(axes)
+    for i, (a, b, c) in enumerate(zip(axes, before, after)):
+        n, dim = ctx.int(a.size, f"axis {a.name}"), i - k
+        zeros = (0, 0) * (k - 1 - i)
+        parts = [f"{g}.narrow({dim}, {b}, {n})"]
+        if c:
+            parts.append(f"F.pad({g}.narrow({dim}, {b + n}, {c}), {zeros + (0, n - c)})")
+        if b:
+            parts.append(f"F.pad({g}.narrow({dim}, 0, {b}), {zeros + (n - b, 0)})")
+        g = "(" + " + ".join(parts) + ")"
+    return g
+
+
 @LOWERING.rule(PadTransposeOp)
 def lower_pad_transpose(prim: PadTransposeOp, ctx: RuleContext) -> list[str]:
     pad = prim.pad
+    if pad.mode == "circular":
+        return [_unwrapped(ctx.args[0].var, pad.axes.axes, pad.before, pad.after, ctx)]
     n = len(pad.axes)
     name = {"reflect": "reflection", "replicate": "replication"}[pad.mode]
     g = ctx.args[0].var
@@ -299,16 +323,18 @@ def cost_roll(prim: RollOp | FlipOp, ctx: CostContext) -> list[Tensor]:
 
 @COST.rule(PadOp)
 def cost_pad(prim: PadOp, ctx: CostContext) -> list[Tensor]:
-    """A constant pad keeps nothing; reflected and replicated pads keep their (folded) input."""
+    """A constant or circular pad keeps nothing (a circular pad is slices and a concatenation); reflected and
+    replicated pads keep their (folded) input."""
     x = ctx.inputs[0]
-    if prim.mode != "constant" and x.grad:
+    if prim.mode in ("reflect", "replicate") and x.grad:
         ctx.save(x if x.contiguous else ctx.new(x.axes, grad=x.grad))
     return [ctx.output(0)]
 
 
 @COST.rule(PadTransposeOp)
 def cost_pad_transpose(prim: PadTransposeOp, ctx: CostContext) -> list[Tensor]:
-    """``reflection_pad*_backward`` keeps nothing (its own derivative is the pad)."""
+    """``reflection_pad*_backward`` (and the circular pad's sums of slices) keeps nothing (its own derivative is the
+    pad)."""
     ctx.other(ctx.inputs[0].numel, ctx.numel() if ctx.grad else sympy.Integer(0))
     return [ctx.output(0)]
 
@@ -329,7 +355,7 @@ def transpose_flip(prim: FlipOp, box: Box) -> Diagram:
 
 @BACKWARD.rule(PadOp)
 def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
-    """Constant: crop the cotangent by the same amounts; reflect/replicate: :class:`PadTransposeOp`."""
+    """Constant: crop the cotangent by the same amounts; reflect/replicate/circular: :class:`PadTransposeOp`."""
     from ncd.analysis.backward import BoxBackward
 
     if prim.mode != "constant":

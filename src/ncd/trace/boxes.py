@@ -181,7 +181,7 @@ def pad(conv: Converter, node: Node) -> None:
     seg = conv.segs[vid]
     amounts = [int(a) for a in amounts]
     n = len(amounts) // 2
-    if len(amounts) % 2 or not 0 < n <= len(seg.axes) or mode not in ("constant", "reflect", "replicate"):
+    if len(amounts) % 2 or not 0 < n <= len(seg.axes) or mode not in ("constant", "reflect", "replicate", "circular"):
         raise Decline(f"padding {amounts} in mode {mode!r}")
     before = tuple(amounts[2 * k] for k in reversed(range(n)))
     after = tuple(amounts[2 * k + 1] for k in reversed(range(n)))

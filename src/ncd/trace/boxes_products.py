@@ -1,10 +1,13 @@
-"""Conversion rule for a batched product fused with a sum: ``baddbmm``.
+"""Conversion rules for products fused with something else: ``baddbmm`` and the gated linear unit ``glu``.
 
 ``baddbmm(input, b1, b2, beta=β, alpha=α)`` is ``β·input + α·(b1 @ b2)``: the recorded call is read as the product (the
 einsum wiring :func:`ncd.trace.idioms.matmul` draws for ``bmm``) and the broadcasting sum
 (:func:`ncd.trace.idioms.arithmetic` with its ``alpha``), each from a step made for the occasion whose value is
 computed from the recorded operands, so each part is exactly what torch computes (BLOOM's ALiBi scores, GPT-NeoX
 Japanese, WavLM).  ``β = 0`` ignores ``input`` (as torch does, NaN included).
+
+``glu(x, dim)`` is ``a · σ(b)`` for the two halves ``a, b`` of ``x`` along ``dim`` (its definition): two slices, the
+sigmoid and the product, each read by the rule of its own operator (a conformer's convolution module, wav2vec2).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.idioms import _live, _tensor, arithmetic, matmul
+from ncd.trace.idioms import _live, _tensor, arithmetic, matmul, slice_, unary
 
 __all__: list[str] = []
 
@@ -52,3 +55,24 @@ def baddbmm(conv: Converter, node: Node) -> None:
     total = _step(node, "sum", torch.ops.aten.add.Tensor, (bias, product), node.value, True, alpha=alpha)
     arithmetic(conv, total)
     conv.bind(node, conv.values[id(total)])
+
+
+@rule("aten.glu")
+def glu(conv: Converter, node: Node) -> None:
+    """``a · σ(b)``, ``a`` and ``b`` the halves of the input along ``dim``."""
+    x = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", -1)
+    if not _live(x) or not x.value.is_floating_point() or node.value.dtype != x.value.dtype:
+        raise Decline("not a float tensor")
+    dim %= x.value.dim()
+    half = int(x.value.shape[dim]) // 2
+    first = _step(node, "a", torch.ops.aten.slice.Tensor, (x, dim, 0, half), x.value.narrow(dim, 0, half), True)
+    second = _step(node, "b", torch.ops.aten.slice.Tensor, (x, dim, half, 2 * half), x.value.narrow(dim, half, half),
+                   True)
+    slice_(conv, first)
+    slice_(conv, second)
+    gate = _step(node, "gate", torch.ops.aten.sigmoid.default, (second,), torch.sigmoid(second.value), True)
+    unary(conv, gate)
+    product = _step(node, "product", torch.ops.aten.mul.Tensor, (first, gate), node.value, True)
+    arithmetic(conv, product)
+    conv.bind(node, conv.values[id(product)])
