@@ -258,7 +258,7 @@ def test_decode_cell_on_every_sample(sample: Any) -> None:
     woven = sample.build().weave("τ")
     one_token = woven.subs({symbol("τ"): sympy.Integer(1)})
     walk = _Walk("step", frozenset(), frozenset({"τ"}), {}, symbol("c"), sympy.Integer(1))
-    step, _ = walk.walk(one_token, [_Wire(seg) for seg in one_token.dom])
+    step, _ = walk.run(one_token, [_Wire(seg) for seg in one_token.dom])
     whole = woven.to_torch(τ=3, **sample.sizes).eval()
     one = step.to_torch(**sample.sizes).eval()
     one.load_state_dict(whole.state_dict())
