@@ -140,7 +140,8 @@ class Fold(Generic[T]):
     ``fold(node)`` dispatches on the closed set of node kinds.  Override points: :meth:`identity`, :meth:`box`,
     :meth:`weave` (the whole chain of a woven node, ``unweave`` gives its parts), :meth:`block`,
     :meth:`repeat`, :meth:`unknown`, and :meth:`then` / :meth:`beside` (the images of two parts composed; :meth:`seq` /
-    :meth:`par` fold a composite's parts left to right and may be overridden to visit them in another order).
+    :meth:`par` fold a composite's parts left to right and may be overridden to visit them in another order, or to
+    build one image from all the parts at once, as the drawing's columns do: ``ncd.render.layout.Layout``).
 
     >>> import ncd
     >>> class Count(Fold[int]):  # how many boxes
@@ -171,7 +172,19 @@ class Fold(Generic[T]):
         return self.unknown(node)
 
     def unknown(self, node: Diagram) -> T:
-        """A node outside the closed set of kinds (an interpreter may name its own error)."""
+        """A node outside the closed set of kinds (an interpreter may name its own error, or draw it as a box).
+
+        >>> from ncd.ir.axes import parse_type
+        >>> class Custom(Diagram):
+        ...     dom = cod = parse_type("m")
+        >>> class Name(Fold[str]):
+        ...     def unknown(self, node): return type(node).__name__
+        >>> Name().fold(Custom())
+        'Custom'
+        >>> Fold().fold(Custom())
+        Traceback (most recent call last):
+        ncd.errors.NCDError: Fold: no rule for diagram node Custom
+        """
         raise NCDError(f"{type(self).__name__}: no rule for diagram node {type(node).__name__}")
 
     def part(self, node: Diagram, k: int, part: Diagram) -> T:

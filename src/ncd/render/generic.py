@@ -26,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Repeat, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.interpreter import Fold
 from ncd.render.legend import closed_form
 from ncd.render.typeset import Piece, symbol_pieces
 
@@ -82,33 +83,49 @@ def family_indices(blocks: Sequence[Block]) -> list[int] | None:
     return [int(ix[0]) for ix in found]
 
 
-def _shape(node: Diagram) -> Any:
-    """What a drawing of ``node`` shows apart from its wires' labels (found once per node: a diagram is immutable,
-    and a page compares each block of a family with the others as each is defined)."""
-    found = node.__dict__.get("_drawn_shape")
-    if found is None:
-        found = _make_shape(node)
-        object.__setattr__(node, "_drawn_shape", found)
-    return found
+class _Shape(Fold[Any]):
+    """What a drawing of a node shows apart from its wires' labels: one image per node kind, built from its parts',
+    found once per node (a diagram is immutable, and a page compares each block of a family with the others as
+    each is defined)."""
 
+    def fold(self, node: Diagram) -> Any:
+        found = node.__dict__.get("_drawn_shape")
+        if found is None:
+            found = super().fold(node)
+            object.__setattr__(node, "_drawn_shape", found)
+        return found
 
-def _make_shape(node: Diagram) -> Any:
-    if isinstance(node, Box):
-        return ("box", type(node.prim).__name__, node.text(), tuple(len(s) for s in node.dom), tuple(len(s) for s in node.cod))
-    if isinstance(node, Weave):
-        return ("weave", node.dom_pos, node.cod_pos, _shape(node.inner))
-    if isinstance(node, Block):
-        return ("block", family(node.name), node.meta, _shape(node.body))
-    if isinstance(node, Repeat):
-        return ("repeat", node.var, str(node.start), str(node.stop), _shape(node.body))
-    if isinstance(node, Identity):
+    def box(self, box: Box) -> Any:
+        return ("box", type(box.prim).__name__, box.text(), tuple(len(s) for s in box.dom), tuple(len(s) for s in box.cod))
+
+    def weave(self, node: Weave) -> Any:
+        return ("weave", node.dom_pos, node.cod_pos, self.fold(node.inner))
+
+    def block(self, node: Block) -> Any:
+        return ("block", family(node.name), node.meta, self.fold(node.body))
+
+    def repeat(self, node: Repeat) -> Any:
+        return ("repeat", node.var, str(node.start), str(node.stop), self.fold(node.body))
+
+    def identity(self, node: Identity) -> Any:
         return ("id", tuple(len(s) for s in node.dom))
-    return (type(node).__name__, tuple(_shape(c) for c in node.children()))
+
+    def unknown(self, node: Diagram) -> Any:  # sequences and parallel parts too: their kind and their parts' shapes
+        return (type(node).__name__, tuple(self.fold(c) for c in node.children()))
+
+    def seq(self, node: Seq) -> Any:
+        return self.unknown(node)
+
+    def par(self, node: Par) -> Any:
+        return self.unknown(node)
+
+
+_SHAPE = _Shape()
 
 
 def same_shape(a: Diagram, b: Diagram) -> bool:
     """Whether ``a`` and ``b`` are drawn alike but for their wires' labels."""
-    return bool(_shape(a) == _shape(b))
+    return bool(_SHAPE.fold(a) == _SHAPE.fold(b))
 
 
 def _axes(node: Diagram) -> tuple[Axis, ...]:

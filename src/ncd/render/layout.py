@@ -14,14 +14,14 @@ table in :mod:`ncd.render.pictograms`.  Nothing here knows about SVG or TikZ.
 1
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ncd.ir.axes import Axis, Type
+from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
+from ncd.ir.interpreter import Fold
 from ncd.render.context import LayoutContext, _merge_notes
 from ncd.render.frag import (
     Frag,
@@ -44,52 +44,42 @@ __all__ = ["Frag", "Layout", "layout", "lay_out_with", "Ports", "framed", "flat"
            "scalar_core", "Rule"]
 
 
-class Layout(LayoutContext):
+class Layout(LayoutContext, Fold[Frag]):
     """The drawing of each kind of node (boxes by the rule table of :mod:`ncd.render.pictograms`): sequences in
     columns joined by gaps, parallel parts stacked, weaves with their wires running past, fences and parentheses."""
 
-    # -- dispatch ------------------------------------------------------------------------
+    # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
+        """``node``'s fragment (:meth:`Fold.fold`), with the legend rows its own text needs (:attr:`Frag.rows`)."""
         with self.collecting() as rows:
-            frag = self._lay(node)
+            frag = self.fold(node)
         if rows:
             frag.rows = tuple(dict.fromkeys(frag.rows + tuple(rows)))
         return frag
 
-    def _lay(self, node: Diagram) -> Frag:
-        if isinstance(node, Box):
-            from ncd.render.pictograms import box_rule
+    # -- the override points of Fold: one per node kind ---------------------------------------
+    def box(self, box: Box) -> Frag:
+        """A primitive, drawn by its rule (:mod:`ncd.render.pictograms`)."""
+        from ncd.render.pictograms import box_rule
 
-            return box_rule(node.prim.op)(self, node)
-        if isinstance(node, Seq):
-            return self.seq(node.parts)
-        if isinstance(node, Par):
-            return self.par(node.parts)
-        if isinstance(node, Weave):
-            scalar = scalar_core(node)
-            if scalar is not None:
-                from ncd.render.pictograms import scalar_rule
+        return box_rule(box.prim.op)(self, box)
 
-                return scalar_rule(scalar.prim.op)(self, scalar, node.dom, node.cod)
-            return self.weave(node)
-        if isinstance(node, Block):
-            return self.block(node)
-        if isinstance(node, Repeat):
-            return self.repeat(node)
-        if isinstance(node, Identity):
-            return self.identity(node.type)
+    def identity(self, node: Identity) -> Frag:
+        """Wires: no width, one port per wire."""
+        ys = self.stack(node.type)
+        values = flat(ys) or [0.0]
+        return Frag(0.0, min(values), max(values), ys, [list(s) for s in ys])
+
+    def unknown(self, node: Diagram) -> Frag:
+        """A node of a kind the drawing does not know: a box named after its class."""
         from ncd.render.pictograms import generic_box
 
         return generic_box(self, node.dom, node.cod, typeset_text(type(node).__name__))
 
-    def identity(self, typ: Type) -> Frag:
-        ys = self.stack(typ)
-        values = flat(ys) or [0.0]
-        return Frag(0.0, min(values), max(values), ys, [list(s) for s in ys])
-
     # -- sequential composition ------------------------------------------------------------
-    def seq(self, parts: Sequence[Diagram]) -> Frag:
-        return self.seq_groups(self.groups(parts))
+    def seq(self, node: Seq) -> Frag:
+        """The parts as columns (runs of identical blocks folded, see :meth:`groups`) joined by gaps."""
+        return self.seq_groups(self.groups(node.parts))
 
     def groups(self, parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
         """The columns of a sequence: runs of identical blocks folded into one with a count (``fold``)."""
@@ -182,8 +172,9 @@ class Layout(LayoutContext):
         return gap, w, dy
 
     # -- parallel composition --------------------------------------------------------------
-    def par(self, parts: Sequence[Diagram]) -> Frag:
-        frags = [self.lay_group(p, 1) for p in parts]  # memoised on a page: its branches are laid out once
+    def par(self, node: Par) -> Frag:
+        """The parts stacked, dashed separators between them."""
+        frags = [self.lay_group(p, 1) for p in node.parts]  # memoised on a page: its branches are laid out once
         p, g = self.style.pitch, self.style.segment_gap
         width = max(f.w for f in frags)
         result = Frag(width, 0.0, 0.0, [], [])
@@ -233,9 +224,15 @@ class Layout(LayoutContext):
 
     # -- broadcasting ------------------------------------------------------------------------
     def weave(self, node: Weave) -> Frag:
-        """A chain of weaves drawn at once: the inner fragment, and each woven wire running past it on a track
+        """A chain of weaves drawn at once: a scalar map as one glyph on the wires (its rule in
+        :mod:`ncd.render.pictograms`), otherwise the inner fragment, and each woven wire running past it on a track
         above it (a wire woven before the inner wires) or below it (after them), stacked in the order the wires
         have on the boundary — so wires cross only where the weave really moves an axis, as a transpose would."""
+        scalar = scalar_core(node)
+        if scalar is not None:
+            from ncd.render.pictograms import scalar_rule
+
+            return scalar_rule(scalar.prim.op)(self, scalar, node.dom, node.cod)
         if node is self._through:  # an inner weave of a chain that the outermost weave draws
             self._through = node.inner if isinstance(node.inner, Weave) else None
             return self.lay(node.inner)

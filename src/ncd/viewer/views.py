@@ -145,22 +145,27 @@ class ViewLayout(Layout):
             rows = wrap_rows(self, node)
             if rows is not None:
                 return rows
+        return super().lay(node)
+
+    def box(self, box: Box) -> Frag:
+        start = self.next_id
+        frag = super().box(box)
+        outer = tuple(self._woven)
+        self._claim(start, self.catalogue.box(box, box.dom, box.cod, outer, _woven_by(box, outer)))
+        return frag
+
+    def weave(self, node: Weave) -> Frag:
         start = self.next_id
         outer = tuple(self._woven)
-        if isinstance(node, Weave):
-            self._woven.append(node.axis)
-            try:
-                frag = super().lay(node)
-            finally:
-                self._woven.pop()
-            core = scalar_core(node)
-            if core is not None:  # the renderer draws it as one glyph through the woven wires
-                woven = outer + (node.axis,) + _weave_axes(node)
-                self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, _woven_by(node, outer)))
-            return frag
-        frag = super().lay(node)
-        if isinstance(node, Box):
-            self._claim(start, self.catalogue.box(node, node.dom, node.cod, outer, _woven_by(node, outer)))
+        self._woven.append(node.axis)
+        try:
+            frag = super().weave(node)
+        finally:
+            self._woven.pop()
+        core = scalar_core(node)
+        if core is not None:  # the renderer draws it as one glyph through the woven wires
+            woven = outer + (node.axis,) + _weave_axes(node)
+            self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, _woven_by(node, outer)))
         return frag
 
     def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, *more: Any, **options: Any) -> tuple[Frag, float]:
