@@ -23,7 +23,10 @@ __all__ = ["no_collector"]
 
 @contextmanager
 def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector paused for the ``with`` body (nested pauses: the outermost re-enables it)."""
+    """The cyclic garbage collector paused for the ``with`` body (nested pauses: the outermost re-enables it).
+
+    Lowering, costing, laying out and painting allocate many small acyclic records; collector passes over them (and
+    over everything else the process holds) made large diagrams superlinear."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -11,13 +11,11 @@ attempts by it); :func:`_finish` makes the :class:`~ncd.render.model.Drawing`.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ncd.ir.axes import Type
+from ncd.ir.collector import no_collector
 from ncd.render.context import LayoutContext
 from ncd.render.frag import Frag, Memo, _any_hit, _rows, flat, smallest_text
 from ncd.render.legend import closed_rows, legend_items
@@ -25,19 +23,6 @@ from ncd.render.model import Drawing, Item, Port, Text
 from ncd.render.typeset import typeset_text
 
 __all__ = ["Framing", "framed", "framing", "no_collector"]
-
-
-@contextmanager
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector paused: laying out and painting allocate many small acyclic records, and
-    collector passes over them (and over everything else the process holds) made large drawings superlinear."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def framed(ctx: LayoutContext, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None) -> Frag:
