@@ -20,7 +20,7 @@ from typing import Any
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Diagram, Identity, Par
-from ncd.render.frag import Frag, Ports, _bend_width, _between, flat
+from ncd.render.frag import Frag, Ports, _bend_width, _betweens, flat
 from ncd.render.model import Item, Path, Rect, Text, frozen_record
 from ncd.render.style import Style
 from ncd.render.typeset import (
@@ -259,9 +259,11 @@ class LayoutContext:
             frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
             frag.include(min(a, b), max(a, b))
         frag.add(*glyph_items)
+        clearance = self.label_clearance()
+        between_left, between_right = _betweens(left, len(typ) - 1, clearance), _betweens(right, len(typ) - 1, clearance)
         for j in range(len(typ) - 1):
-            ya = (seps_left or {}).get(j, _between(left, j, self.label_clearance()))
-            yb = (seps_right or {}).get(j, _between(right, j, self.label_clearance()))
+            ya = (seps_left or {}).get(j, between_left[j])
+            yb = (seps_right or {}).get(j, between_right[j])
             if ya is not None and yb is not None:
                 pts = [(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)]
                 frag.add(Path.through(pts, dashed=True, width=0.8, role="separator"))

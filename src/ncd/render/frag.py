@@ -66,8 +66,9 @@ def shifted(ports: Ports, dy: float) -> Ports:
 def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) -> None:
     """Dashed lines between segments across the margins between a fence's edge and its body."""
     for ports, seps, typ, xa, xb in ((body.ins, body.seps_in, dom, 0.0, x0), (body.outs, body.seps_out, cod, x0 + body.w, frag.w)):
+        betweens = _betweens(ports, len(typ) - 1)
         for j in range(len(typ) - 1):
-            y = seps.get(j, _between(ports, j))
+            y = seps.get(j, betweens[j])
             if y is not None and xb > xa:
                 frag.add(Path.through([(xa, y), (xb, y)], dashed=True, width=0.8, role="separator"))
 
@@ -78,18 +79,33 @@ def _bend_width(dy: float, pitch: float) -> float:
     return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
 
 
-def _between(ports: Ports, j: int, clearance: float = 0.0) -> float | None:
-    """Where the dashed line between segments ``j`` and ``j+1`` runs: nearer the upper wire, and above the
-    lower wire's label (``clearance``: how far a label reaches above its wire)."""
-    above = [y for seg in ports[: j + 1] for y in seg]
-    below = [y for seg in ports[j + 1:] for y in seg]
-    if not above or not below:
-        return None
-    y_up, y_low = above[-1], below[0]
-    y = y_up + 0.4 * (y_low - y_up)
-    if clearance and y > y_low - clearance:
-        y = max((y_up + y_low - clearance) / 2, y_up + 1.0)
-    return y
+def _betweens(ports: Ports, count: int, clearance: float = 0.0) -> list[float | None]:
+    """Where the dashed line between segments ``j`` and ``j+1`` runs, for every ``j < count`` (``None``: no wire
+    above or below): nearer the upper wire, and above the lower wire's label (``clearance``: how far a label
+    reaches above its wire).  One pass over the ports: a wide composite has thousands of segments."""
+    ups: list[float | None] = []  # the lowest wire of segments 0..j
+    last: float | None = None
+    for j in range(count):
+        if j < len(ports) and ports[j]:
+            last = ports[j][-1]
+        ups.append(last)
+    lows: list[float | None] = [None] * count  # the highest wire of segments j+1..
+    first: float | None = None
+    for j in range(len(ports) - 1, 0, -1):
+        if ports[j]:
+            first = ports[j][0]
+        if j - 1 < count:
+            lows[j - 1] = first
+    out: list[float | None] = []
+    for y_up, y_low in zip(ups, lows):
+        if y_up is None or y_low is None:
+            out.append(None)
+            continue
+        y = y_up + 0.4 * (y_low - y_up)
+        if clearance and y > y_low - clearance:
+            y = max((y_up + y_low - clearance) / 2, y_up + 1.0)
+        out.append(y)
+    return out
 
 
 def _align(outs: Ports, ins: Ports) -> float:
