@@ -93,9 +93,10 @@ def faces_used(svg: str) -> dict[str, set[str]]:
     """The characters each face draws in SVG text written by :func:`paint_svg` (for one shared ``@font-face``
     block over many drawings, e.g. the viewer's views)."""
     used: dict[str, set[str]] = {}
+    symbol_stack, serif_stack = escape(SYMBOL_STACK), escape(SERIF_STACK)
     for attrs, body in _TEXT.findall(svg):
-        symbol = escape(SYMBOL_STACK) in attrs
-        serif = escape(SERIF_STACK) in attrs
+        symbol = symbol_stack in attrs
+        serif = serif_stack in attrs
         face = face_for('font-weight="bold"' in attrs, 'font-style="italic"' in attrs, serif, symbol)
         used.setdefault(face, set()).update(unescape(body).replace(NBSP, " "))
     return used

@@ -48,14 +48,14 @@ MAX_VIEWS = 400
 
 @dataclass(frozen=True)
 class _TaggedPath(Path):
-    """A wire path that knows its axis (``tag`` indexes :attr:`Catalogue.infos`); stripped before painting."""
+    """A wire path that knows its axis (``tag`` indexes :attr:`Catalogue.infos`); painted as its base :class:`Path`."""
 
     tag: int = -1
 
 
 @dataclass(frozen=True)
 class _TaggedRect(Rect):
-    """An expanded block's fence that knows its block key; stripped before painting."""
+    """An expanded block's fence that knows its block key; painted as its base :class:`Rect`."""
 
     tag: str = ""
 
@@ -265,8 +265,9 @@ def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> li
     """
     items = list(items)
 
-    def ends(p: Path) -> list[tuple[float, float]]:
-        return [(round(x, 2), round(y, 2)) for x, y in p.ends]
+    def ends(p: Path) -> tuple[tuple[float, float], tuple[float, float]]:
+        first, last = p.commands[0], p.commands[-1]  # Path.ends, rounded
+        return (round(first[1], 2), round(first[2], 2)), (round(last[-2], 2), round(last[-1], 2))
 
     at: dict[tuple[float, float], set[int]] = {}
     for it in items:
@@ -276,15 +277,16 @@ def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> li
     loose = [k for k, it in enumerate(items) if type(it) is Path and it.role == "wire" and it.owner is None
              and not it.dashed and len(it.commands) > 1]
     waiting: dict[tuple[float, float], list[int]] = {}  # an end -> the untagged pieces that end there
+    loose_ends = {k: ends(items[k]) for k in loose}
     for k in loose:
-        for e in ends(items[k]):
+        for e in loose_ends[k]:
             waiting.setdefault(e, []).append(k)
     queue, done = list(reversed(loose)), set()
     while queue:  # a piece tagged may let the pieces meeting it be tagged in turn: each looked at again then
         k = queue.pop()
         if k in done:
             continue
-        here = ends(items[k])
+        here = loose_ends[k]
         found: set[int] = set()
         for e in here:
             found.update(at.get(e, ()))
@@ -315,14 +317,12 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
     for it in _continue_wires(drawing.items, catalogue.wire_axis):
         if isinstance(it, _TaggedPath):
             used.add(it.tag)
-            wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')
-            it = _retype(it, Path)
+            wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')  # painted as a Path
         elif isinstance(it, _TaggedRect):
             info = catalogue.block_info[it.tag]
             used.add(info)
             fences.append(f'<rect class="ncd-fence" data-i="{info}" data-block="{it.tag}" x="{_n(it.x)}" y="{_n(it.y)}" '
-                          f'width="{_n(it.w)}" height="{_n(it.h)}"/>')
-            it = _retype(it, Rect)
+                          f'width="{_n(it.w)}" height="{_n(it.h)}"/>')  # painted as a Rect
         items.append(it)
     boxes = []
     for fp in drawing.footprints:
