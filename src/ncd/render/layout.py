@@ -38,7 +38,7 @@ from ncd.render.framing import _finish, framed, no_collector
 from ncd.render.legend import indexed_symbols
 from ncd.render.model import Circle, Drawing, Path, Rect
 from ncd.render.style import Style, fence_colour
-from ncd.render.typeset import Piece, diagram_axes, pieces, typeset_text
+from ncd.render.typeset import Piece, diagram_axes, pieces, typeset_text, wire_axes_read
 
 __all__ = ["Frag", "Layout", "layout", "lay_out_with", "Ports", "framed", "flat", "shifted", "no_collector",
            "scalar_core", "Rule"]
@@ -446,16 +446,18 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
     from ncd.render.wrap import page_layout
 
     ctx = Layout(wire_notes(diagram, style))
-    ctx.axes = diagram_axes(diagram)
-    ctx.indexed = indexed_symbols(diagram)
+    read = wire_axes_read(diagram)  # one walk for both
+    ctx.axes = diagram_axes(diagram, read[0] + read[1])
+    ctx.indexed = indexed_symbols(diagram, read)
     return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
 def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
     """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
     if ctx.axes is None:
-        ctx.axes = diagram_axes(diagram)
-        ctx.indexed = indexed_symbols(diagram)
+        read = wire_axes_read(diagram)  # one walk for both
+        ctx.axes = diagram_axes(diagram, read[0] + read[1])
+        ctx.indexed = indexed_symbols(diagram, read)
     return _finish(ctx, framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
 
 

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import sympy
 
+from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
@@ -63,16 +64,17 @@ def indexed_name(name: str, k: int) -> str:
     return f"{name}{k}"
 
 
-def indexed_symbols(diagram: Diagram) -> dict[tuple[str, sympy.Expr], str]:
+def indexed_symbols(diagram: Diagram, read: tuple[list[Axis], list[Axis]] | None = None) -> dict[tuple[str, sympy.Expr], str]:
     """The indexed symbol of each ``(name, size)`` whose name the legend would give several sizes in
-    ``diagram`` (numbered in the order the sizes first appear); names with one size are not listed."""
+    ``diagram`` (numbered in the order the sizes first appear); names with one size are not listed.
+    ``read``: ``diagram``'s :func:`~ncd.render.typeset.wire_axes_read`, when made already."""
     sizes: dict[str, dict[sympy.Expr, None]] = {}
     names: set[str] = set()
     # the leaves' wires first, left to right, so that the indices follow the drawing (a sequence's own type, read
     # first by the walk, holds its last output)
     seen: set[int] = set()  # an axis object read again adds nothing: its name and size are in already
-    leaves = wire_axes(diagram, leaves=True)
-    for axis in itertools.chain(leaves, wire_axes(diagram)):
+    leaves = wire_axes(diagram, leaves=True) if read is None else read[0]
+    for axis in itertools.chain(leaves, wire_axes(diagram) if read is None else read[1]):
         if id(axis) in seen:
             continue
         seen.add(id(axis))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from ncd.ir.diagram import Diagram
 
 __all__ = ["Piece", "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
-           "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces", "wire_axes"]
+           "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces", "wire_axes",
+           "wire_axes_read"]
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,34 @@ def wire_axes(diagram: Diagram, leaves: bool = False) -> Iterator[Axis]:
                     yield from seg
 
 
-def diagram_axes(diagram: Diagram) -> DiagramAxes:
+def wire_axes_read(diagram: Diagram) -> tuple[list[Axis], list[Axis]]:
+    """The distinct axis objects of :func:`wire_axes` in one walk: those on the wires of the nodes without children
+    (``wire_axes(diagram, leaves=True)``), then the others' not among them (the rest of ``wire_axes(diagram)``),
+    each in the order first met.
+
+    >>> import ncd
+    >>> [[a.name for a in axes] for axes in wire_axes_read(ncd.Linear("m -> k") >> ncd.ReLU())]
+    [['m', 'k'], []]
+    """
+    leaf_seen: set[int] = set()  # the ids of the types and segments read, for the leaves and for the others
+    other_seen: set[int] = set()
+    leaves: dict[int, Axis] = {}
+    others: dict[int, Axis] = {}
+    for node in diagram.walk():
+        seen, out = (other_seen, others) if node.children() else (leaf_seen, leaves)
+        for typ in (node.dom, node.cod):
+            if id(typ) in seen:
+                continue
+            seen.add(id(typ))
+            for seg in typ:
+                if id(seg) not in seen:
+                    seen.add(id(seg))
+                    for a in seg:
+                        out.setdefault(id(a), a)
+    return list(leaves.values()), [a for k, a in others.items() if k not in leaves]
+
+
+def diagram_axes(diagram: Diagram, axes: Iterable[Axis] | None = None) -> DiagramAxes:
     """The item axes of ``diagram`` and its axis names by size.
 
     Roles are drawing hints (:meth:`Axis.same` ignores them), so a box built from plain names
@@ -256,7 +284,7 @@ def diagram_axes(diagram: Diagram) -> DiagramAxes:
     items: set[tuple[str, sympy.Expr]] = set()
     by_size: dict[int, set[str]] = {}
     seen: set[int] = set()  # an axis object read again adds nothing
-    for a in wire_axes(diagram):
+    for a in wire_axes(diagram) if axes is None else axes:
         if id(a) in seen:
             continue
         seen.add(id(a))
