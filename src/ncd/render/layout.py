@@ -446,18 +446,21 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
     from ncd.render.wrap import page_layout
 
     ctx = Layout(wire_notes(diagram, style))
-    read = wire_axes_read(diagram)  # one walk for both
+    _read_axes(ctx, diagram)
+    return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
+
+
+def _read_axes(ctx: Layout, diagram: Diagram) -> None:
+    """``ctx``'s item axes and indexed symbols of ``diagram``, from one walk of its wires."""
+    read = wire_axes_read(diagram)
     ctx.axes = diagram_axes(diagram, read[0] + read[1])
     ctx.indexed = indexed_symbols(diagram, read)
-    return page_layout(ctx, diagram) or lay_out_with(ctx, diagram)
 
 
 def lay_out_with(ctx: Layout, diagram: Diagram) -> Drawing:
     """Lay ``diagram`` out with a given layout context (a :class:`Layout` or a subclass, e.g. the viewer's)."""
     if ctx.axes is None:
-        read = wire_axes_read(diagram)  # one walk for both
-        ctx.axes = diagram_axes(diagram, read[0] + read[1])
-        ctx.indexed = indexed_symbols(diagram, read)
+        _read_axes(ctx, diagram)
     return _finish(ctx, framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
 
 

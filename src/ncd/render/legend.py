@@ -32,7 +32,7 @@ from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
-from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes
+from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes_read
 
 __all__ = ["Row", "closed_form", "closed_rows", "indexed_symbols", "indexed_name", "legend_items", "legend_problems",
            "row_symbol"]
@@ -72,12 +72,8 @@ def indexed_symbols(diagram: Diagram, read: tuple[list[Axis], list[Axis]] | None
     names: set[str] = set()
     # the leaves' wires first, left to right, so that the indices follow the drawing (a sequence's own type, read
     # first by the walk, holds its last output)
-    seen: set[int] = set()  # an axis object read again adds nothing: its name and size are in already
-    leaves = wire_axes(diagram, leaves=True) if read is None else read[0]
-    for axis in itertools.chain(leaves, wire_axes(diagram) if read is None else read[1]):
-        if id(axis) in seen:
-            continue
-        seen.add(id(axis))
+    leaves, others = wire_axes_read(diagram) if read is None else read  # each axis object once
+    for axis in itertools.chain(leaves, others):
         names.add(axis.name)
         entry = legend_entry(axis)
         if entry is not None:

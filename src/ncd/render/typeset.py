@@ -221,25 +221,17 @@ class DiagramAxes:
 
 
 def wire_axes(diagram: Diagram, leaves: bool = False) -> Iterator[Axis]:
-    """Every axis on the wires of ``diagram``'s nodes (``leaves``: of the nodes without children), in the order they
-    first appear (each distinct type and segment read once; repeats possible).
+    """The distinct axis objects on the wires of ``diagram``'s nodes (``leaves``: of the nodes without children):
+    :func:`wire_axes_read`'s two lists, the leaves' first.
 
     >>> import ncd
     >>> sorted({a.name for a in wire_axes(ncd.Linear("m -> k h"))})
     ['h', 'k', 'm']
     """
-    seen: set[int] = set()  # the ids of the types and segments read (held by the diagram while it is walked)
-    for node in diagram.walk():
-        if leaves and node.children():
-            continue
-        for typ in (node.dom, node.cod):
-            if id(typ) in seen:
-                continue
-            seen.add(id(typ))
-            for seg in typ:
-                if id(seg) not in seen:
-                    seen.add(id(seg))
-                    yield from seg
+    on_leaves, on_others = wire_axes_read(diagram)
+    yield from on_leaves
+    if not leaves:
+        yield from on_others
 
 
 def wire_axes_read(diagram: Diagram) -> tuple[list[Axis], list[Axis]]:
