@@ -13,7 +13,7 @@ wires go, and walk a finished fragment (its legend rows, the items it would flat
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -227,37 +227,52 @@ def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, f
     return False
 
 
-def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
-    """The bounding box of ``frag``'s visible items in its own frame (``None``: it has none), each placed fragment's
-    found once (``memo``)."""
-    key = ("extent", id(frag))
+def _memo_up(frag: Frag, memo: Memo, tag: str, value: Callable[[Frag, Callable[[Frag], Any]], Any]) -> Any:
+    """``value(fragment, of)`` for ``frag``, each placed fragment's found once, its placed fragments' first
+    (``of(sub)`` reads theirs): kept in ``memo`` under ``(tag, id(fragment))`` with the fragment itself, so that
+    an id reused by a later fragment is not mistaken for it."""
+    key = (tag, id(frag))
     hit = memo.get(key)
     if hit is not None and hit[0] is frag:
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]
+
+    def of(sub: Frag) -> Any:
+        return memo[(tag, id(sub))][1]
+
     stack: list[tuple[Frag, bool]] = [(frag, False)]
     while stack:
         current, done = stack.pop()
-        ckey = ("extent", id(current))
+        ckey = (tag, id(current))
         known = memo.get(ckey)
         if known is not None and known[0] is current:
             continue
-        subs = [it for it in current.items if isinstance(it, tuple)]
         if not done:
             stack.append((current, True))
-            stack.extend((it[2], False) for it in subs)
+            stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
             continue
-        box = None
-        for it in current.items:
-            if isinstance(it, tuple):
-                b = memo[("extent", id(it[2]))][1]
-                if b is not None:
-                    b = (b[0] + it[0], b[1] + it[1], b[2] + it[0], b[3] + it[1])
-            else:
-                b = _bounds(it)
+        memo[ckey] = (current, value(current, of))
+    return memo[key][1]
+
+
+def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
+    """The bounding box of ``frag``'s visible items in its own frame (``None``: it has none), each placed fragment's
+    found once (``memo``)."""
+    return _memo_up(frag, memo, "extent", _own_extent)  # type: ignore[no-any-return]
+
+
+def _own_extent(frag: Frag, of: Callable[[Frag], Any]) -> tuple[float, float, float, float] | None:
+    """The bounding box of ``frag``'s items, its placed fragments' boxes read by ``of``."""
+    box = None
+    for it in frag.items:
+        if isinstance(it, tuple):
+            b = of(it[2])
             if b is not None:
-                box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
-        memo[ckey] = (current, box)
-    return memo[key][1]  # type: ignore[no-any-return]
+                b = (b[0] + it[0], b[1] + it[1], b[2] + it[0], b[3] + it[1])
+        else:
+            b = _bounds(it)
+        if b is not None:
+            box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+    return box
 
 
 def _bounds(item: Item) -> tuple[float, float, float, float] | None:
@@ -305,29 +320,17 @@ def _hits_at(item: Item, dx: float, dy: float, box: tuple[float, float, float, f
 def smallest_text(frag: Frag, default: float, memo: Memo | None = None) -> float:
     """The smallest size of any text run in ``frag`` (``default`` when it has no text); each placed fragment's is
     found once (``memo``: kept across calls, as the page layout's attempts place the same columns)."""
-    memo = {} if memo is None else memo
-    key = ("smallest", id(frag))
-    hit = memo.get(key)
-    if hit is None or hit[0] is not frag:
-        stack: list[tuple[Frag, bool]] = [(frag, False)]
-        while stack:
-            current, done = stack.pop()
-            ckey = ("smallest", id(current))
-            known = memo.get(ckey)
-            if known is not None and known[0] is current:
-                continue
-            if not done:
-                stack.append((current, True))
-                stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
-                continue
-            smallest = float("inf")
-            for it in current.items:
-                if isinstance(it, tuple):
-                    smallest = min(smallest, memo[("smallest", id(it[2]))][1])
-                elif isinstance(it, Text):
-                    for run in it.runs:
-                        if run.size < smallest and run.text.strip():
-                            smallest = run.size
-            memo[ckey] = (current, smallest)
-        hit = memo[key]
-    return min(default, float(hit[1]))
+    return min(default, float(_memo_up(frag, {} if memo is None else memo, "smallest", _own_smallest)))
+
+
+def _own_smallest(frag: Frag, of: Callable[[Frag], Any]) -> float:
+    """The smallest size of a non-blank text run among ``frag``'s items, its placed fragments' read by ``of``."""
+    smallest = float("inf")
+    for it in frag.items:
+        if isinstance(it, tuple):
+            smallest = min(smallest, of(it[2]))
+        elif isinstance(it, Text):
+            for run in it.runs:
+                if run.size < smallest and run.text.strip():
+                    smallest = run.size
+    return smallest
