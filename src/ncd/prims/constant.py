@@ -83,7 +83,7 @@ def Parameter(type_: TypeLike, name: str | None = None) -> Box:
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
-IMPORT.known(SinusoidalOp, by="ncd.trace.convert")  # a table computed in the forward, equal to it (ncd.trace.positions)
+IMPORT.known(SinusoidalOp, by="ncd.trace.learned")  # a table computed in the forward, equal to it (ncd.trace.positions)
 
 
 # -- lowering ----------------------------------------------------------------------------------

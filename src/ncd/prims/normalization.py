@@ -238,7 +238,7 @@ def BatchNorm(
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(LayerNormOp, aten=("aten.layer_norm",))
-IMPORT.known(RMSNormOp, aten=("aten.rms_norm",), by="ncd.trace.convert")
+IMPORT.known(RMSNormOp, aten=("aten.rms_norm",), by="ncd.trace.module_idioms")
 IMPORT.known(BatchNormOp, aten=("aten.batch_norm",))
 
 

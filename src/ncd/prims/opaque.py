@@ -404,7 +404,8 @@ def check_shapes(prim: OpaqueOp) -> None:
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
-IMPORT.known(OpaqueOp, ParameterOp, ConstantOp, by="ncd.trace.convert")
+IMPORT.known(OpaqueOp, by="ncd.trace.convert")
+IMPORT.known(ParameterOp, ConstantOp, by="ncd.trace.learned")
 IMPORT.known(ViewOp, aten=("aten.view", "aten.reshape", "aten.unsqueeze", "aten.squeeze", "aten.flatten"))
 
 

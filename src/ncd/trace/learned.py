@@ -1,0 +1,339 @@
+"""Parameters and constants: the tensors the converter reads that do not depend on the model's inputs.
+
+A parameter (and a view of it: a transposed weight) becomes a learned ``θ`` box, a table read at its first rows the table
+sliced, a sinusoidal table computed in the forward the ``∿`` box, anything else a constant.  A computation on
+parameters alone (a class token expanded over the batch) is wired like a computation on inputs
+(:meth:`Learned._wire_learned_chains`): the lowered module holds the original's parameters, never a folded tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.axes import Segment, Type
+from ncd.ir.compose import fit
+from ncd.ir.diagram import Box
+from ncd.prims.opaque import ConstantOp, ParameterOp
+from ncd.trace.capture import Node, refs
+from ncd.trace.registry import LOG, apart, op_name
+from ncd.trace.values import Values, dtype_name
+
+__all__ = ["Learned", "PARAMETER_ROLES", "VIEWS", "WEIGHTS"]
+
+
+class Learned(Values):
+    """Reading parameters and constants as values (source boxes emitted where they are first read)."""
+
+    _wires: list[Node]  # parameters read as wires by computations on parameters (kept alive: ids)
+
+    def _wire_learned_chains(self) -> None:
+        """Computations on parameters alone are converted like computations on inputs: their nodes become live, and
+        each parameter they read as data (not as a learned box's weight) is read through a live copy of its node.
+
+        Views of a parameter (a transposed or cast weight) stay folded: they hold the parameter's entries once.  So
+        does a table read at its first rows (``wpe(arange(t))``): :meth:`leading_rows` draws it as the table sliced."""
+        memo: dict[int, bool] = {}
+
+        def learned(node: Node) -> bool:
+            if id(node) not in memo:
+                memo[id(node)] = node.kind == "parameter" or (node.kind == "call" and not node.live and any(
+                    learned(r) for r in refs((node.args, node.kwargs))))
+            return memo[id(node)]
+
+        from ncd.trace.params import pieces
+
+        wired: list[Node] = []
+        chosen: set[int] = set()
+        parts = pieces(self.captured.nodes, learned)  # a parameter read as data in parts: one parameter box, then views
+        for node in self.captured.nodes:
+            if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
+                continue
+            args = refs((node.args, node.kwargs))
+            if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts:
+                continue
+            if self._first_rows(node) and id(node) not in parts:
+                continue
+            wired.append(node)
+            chosen.add(id(node))
+        if not wired:
+            return
+        # the views those computations read become wires too (a copy where the view is also a learned box's weight)
+        consumers: dict[int, list[Node]] = {}
+        for node in self.captured.nodes:
+            for r in refs((node.args, node.kwargs)):
+                consumers.setdefault(id(r), []).append(node)
+        position = {id(n): k for k, n in enumerate(self.captured.nodes)}
+        inserted: list[tuple[int, Node]] = []
+        copies: dict[int, Node] = {}
+        todo = list(wired)
+        while todo:
+            node = todo.pop()
+            node.live = True
+            keep = WEIGHTS.get(op_name(node.target)[0], ())
+
+            def wire(value: Any, at: int | None = None) -> Any:
+                if isinstance(value, (list, tuple)) and any(isinstance(v, Node) for v in value):
+                    return type(value)(wire(v) for v in value)
+                if not isinstance(value, Node) or at in keep or value.live:
+                    return value
+                if value.kind == "parameter":
+                    if id(value) not in copies:
+                        copies[id(value)] = Node(value.name, "parameter", value=value.value, stack=value.stack,
+                                                 source=value.source, live=True)
+                        self._wires.append(copies[id(value)])
+                    return copies[id(value)]
+                if value.kind != "call" or not learned(value):
+                    return value
+                if all(id(c) in chosen for c in consumers.get(id(value), [])):
+                    chosen.add(id(value))
+                    todo.append(value)  # every reader is a wire: the view is one too
+                    return value
+                if id(value) not in copies:  # also read as a learned box's weight: a copy reads it as a wire
+                    copy = Node(value.name + "_wire", "call", value.target, value.args, dict(value.kwargs), value.value,
+                                value.stack, value.source, False, value.line)
+                    copies[id(value)] = copy
+                    chosen.add(id(copy))
+                    inserted.append((position[id(value)], copy))
+                    todo.append(copy)
+                return copies[id(value)]
+
+            node.args = tuple(wire(a, k) for k, a in enumerate(node.args))
+            node.kwargs = {k: wire(v) for k, v in node.kwargs.items()}
+        for at, copy in sorted(inserted, key=lambda item: -item[0]):
+            self.captured.nodes.insert(at + 1, copy)
+        # a parameter wired here and also read as data elsewhere (RWKV's ``x * mix + shifted * (1 - mix)``): every data
+        # read takes the one wire, so the lowered module holds it once
+        wires = {pid: c for pid, c in copies.items() if c.kind == "parameter"}
+        for node in self.captured.nodes:
+            if node.kind != "call" or not node.live or id(node) in chosen or not wires:
+                continue
+            keep = WEIGHTS.get(op_name(node.target)[0], ())
+
+            def shared(value: Any) -> Any:
+                if isinstance(value, Node):
+                    return wires.get(id(value), value)
+                if isinstance(value, (list, tuple)):
+                    return type(value)(shared(v) for v in value)
+                return value
+
+            node.args = tuple(a if k in keep else shared(a) for k, a in enumerate(node.args))
+            node.kwargs = {k: shared(v) for k, v in node.kwargs.items()}
+
+    def reads_inputs(self, node: Node) -> bool:
+        """Whether ``node``'s value depends on a model input (not only on parameters and constants)."""
+        seen: set[int] = set()
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if n.kind == "input":
+                return True
+            if n.kind == "call" and n.live:
+                todo.extend(refs((n.args, n.kwargs)))
+        return False
+
+    def submodule(self, path: str) -> torch.nn.Module:
+        """``model.get_submodule(path)``, looked up once per path (raises ``AttributeError`` as it does)."""
+        assert self.model is not None
+        found: dict[str, torch.nn.Module] = self.__dict__.setdefault("_submodules", {})
+        module = found.get(path)
+        if module is None:
+            module = found[path] = self.model.get_submodule(path)
+        return module
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The model's parameters by name, read once (the model does not change while it is converted)."""
+        found: dict[str, torch.Tensor] | None = self.__dict__.get("_parameters")
+        if found is None:
+            found = self.__dict__["_parameters"] = dict(self.model.named_parameters()) if self.model is not None else {}
+        return found
+
+    def _first_rows(self, node: Node) -> bool:
+        """Whether ``node`` holds the first rows of the parameter it reads (leading size-1 axes aside)."""
+        if self.model is None or not isinstance(node.value, torch.Tensor) or node.value.device.type == "meta":
+            return False
+        tensor = node.value
+        while tensor.dim() > 1 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        table = self.parameters().get(self.origin(node))
+        if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
+            return False
+        if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
+            return False
+        n = int(tensor.shape[0])
+        return n <= table.shape[0] and torch.equal(tensor, table[:n].to(tensor.dtype))
+
+    def value(self, ref: Any, names: list[str] | None = None) -> int:
+        """The value id of a node argument; parameters and constants are emitted as source boxes here."""
+        if isinstance(ref, Node) and id(ref) in self.values:
+            return self.values[id(ref)]
+        tensor = ref.value if isinstance(ref, Node) else torch.as_tensor(ref)
+        if names is None:  # shaped like an input (BERT's token types beside its ids): the input's wires, else fresh
+            shape = tuple(int(s) for s in tensor.shape)
+            like = [v for v in self.inputs if tuple(int(a.size) for a in self.segs[v].axes) == shape]
+            learned = isinstance(ref, Node) and self.learned(ref)
+            names = list(self.segs[like[0]].names) if like and shape else [self._named(n, learned) for n in shape]
+        seg = self.seg_for(tensor, names)
+        if isinstance(ref, Node) and self.learned(ref) and (rows := self._rows_or_none(ref, tensor, seg)) is not None:
+            return rows
+        if isinstance(ref, Node) and self.learned(ref):
+            box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
+            self.emitted.tensors.append([tensor])
+        elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call"):
+            box = Box(ConstantOp(seg, dtype_name(tensor), float(tensor.item())))
+        elif (rows := self._sinusoidal(ref, tensor, seg)) is not None:
+            return rows
+        else:
+            origin = _buffer_of(ref) if isinstance(ref, Node) else ""
+            source = self.relative(origin) if origin else "const"
+            box = Box(ConstantOp(seg, dtype_name(tensor), None, source))
+            self.emitted.tensors.append([tensor])
+        (vid,) = self.emit(box, [], [seg])
+        if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
+            self.bind(ref, vid)
+        return vid
+
+    def _sinusoidal(self, ref: Any, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """A table computed in the forward that is the sinusoidal encoding of its rows (:mod:`ncd.trace.positions`)
+        as the ``∿`` box over its last two wires (viewed with the leading size-1 ones): it follows the sizes."""
+        from ncd.prims.constant import SinusoidalOp
+        from ncd.trace.positions import is_sinusoidal
+
+        if not isinstance(ref, Node) or ref.kind != "call" or seg.dtype != "float" or not is_sinusoidal(tensor):
+            return None
+        inner = Segment(seg.axes[-2:], "float")
+        if tensor.dtype != torch.float32 or any(a.size != 1 for a in seg.axes[:-2]):
+            return None
+        (vid,) = self.emit(Box(SinusoidalOp(inner)), [], [inner])
+        return self.view(vid, list(seg.names), tuple(int(x) for x in tensor.shape))
+
+    def _named(self, size: int, learned: bool) -> str:
+        """A fresh wire of a tensor read as data; a parameter's wire of a size the config gives one role of its own
+        (heads, key/value heads, head features, experts) has that role's name — the relative-position table of Swin
+        holds one bias per head ``h`` — before any operation tells its role."""
+        if learned:
+            letters = self.namer.config.get(size, set()) & PARAMETER_ROLES
+            if len(letters) == 1:
+                return self.namer.fresh(size, next(iter(letters)))
+        return self.namer.fresh(size)
+
+    def _rows_or_none(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """:meth:`leading_rows`, or none if it fails: the whole tensor is drawn as a parameter then (as many entries as
+        the original's, equal on every input; only the slice is not drawn), never a constant, never a crash."""
+        mark = self.mark()
+        try:
+            return self.leading_rows(ref, tensor, seg)
+        except Exception as error:  # noqa: BLE001 - an internal inconsistency: the plain parameter is still right
+            self.rollback(mark)
+            LOG.debug("reading %s as the leading rows of its table failed", self.origin(ref), exc_info=error)
+            return None
+
+    def leading_rows(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """A learned tensor that is the first rows of a parameter (``wpe(arange(t))``) as the table sliced to ``:t``
+        (the slice, not the rows, so the diagram holds at other lengths)."""
+        import sympy
+
+        from ncd.prims.movement import SliceOp
+
+        if self.model is None or tensor.dim() < 1 or len(seg.axes) != tensor.dim():
+            return None
+        lead = 0  # leading size-1 axes (``wpe(arange(t)[None])``): the rows, then viewed with them
+        while tensor.dim() - lead > 1 and tensor.shape[lead] == 1:
+            lead += 1
+        if lead:
+            inner = self.namer.segment(list(seg.names[lead:]), tuple(int(x) for x in tensor.shape[lead:]), seg.dtype,
+                                       None)
+            rows = self.leading_rows(ref, tensor[(0,) * lead], inner)
+            return None if rows is None else self.view(rows, list(seg.names), tuple(int(x) for x in tensor.shape))
+        if len(self._sources(ref)) != 1:
+            return None
+        table = self.parameters().get(self.origin(ref))
+        n = int(tensor.shape[0])
+        if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
+            return None
+        if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
+            return None
+        # positions when the config gives the table's row count that role (``n``), apart from the columns' names
+        rows = int(table.shape[0])
+        row = apart(self.namer.fresh(rows, "n" if "n" in self.namer.config.get(rows, ()) else None), set(seg.names[1:]))
+        full = self.namer.segment([row] + list(seg.names[1:]), tuple(int(x) for x in table.shape), seg.dtype, None)
+        cut = Box(SliceOp(full.axes[0], sympy.Integer(0), sympy.Integer(n), sympy.Integer(1), seg.axes[0]))
+        woven, mapping = fit(cut, Type((full,)))
+        if mapping:
+            return None
+        (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))) >> woven, [], [seg])
+        self.emitted.tensors.append([table.detach()])
+        return vid
+
+    def _sources(self, node: Node) -> set[int]:
+        """The parameters a computation on parameters alone reads (ids of their nodes)."""
+        if node.kind == "parameter":
+            return {id(node)}
+        if node.kind != "call" or node.live:
+            return set()
+        return {p for r in refs((node.args, node.kwargs)) for p in self._sources(r)}
+
+    def origin(self, node: Node) -> str:
+        """The state-dict name of the parameter a derived tensor comes from."""
+        if node.source:
+            return node.source
+        for r in refs((node.args, node.kwargs)):
+            if self.learned(r):
+                return self.origin(r)
+        return node.name
+
+    def learned(self, node: Node) -> bool:
+        if node.kind == "parameter":
+            return True
+        if node.kind == "call" and not node.live:
+            return any(self.learned(r) for r in refs((node.args, node.kwargs)))
+        return False
+
+#: Roles a parameter's wire is named after when the config gives its size that role alone (:meth:`Converter._named`)
+PARAMETER_ROLES = frozenset({"h", "g", "k", "e"})
+
+
+#: Operators that only view their operand (no entry computed, none repeated): a parameter read through them is still
+#: the parameter, folded into the learned box that uses it.
+VIEWS = frozenset({
+    "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze",
+    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone", "aten.detach", "aten.alias",
+    "aten.to", "aten._to_copy", "aten.lift_fresh_copy", "aten.numpy_T", "aten.type_as", "aten.view_as", "aten.reshape_as",
+    "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout",
+    # pieces that partition the parameter (``in_proj_weight.split([e, 2 e])``): each piece is a weight of its own
+    "aten.split", "aten.split_with_sizes", "aten.unsafe_split", "aten.chunk", "aten.unbind", "operator.getitem",
+})
+
+#: Argument positions that are a learned box's own tensors (its weight, bias, statistics): a parameter there stays the
+#: parameter node (the rule folds it into the box), whatever the other operands are.
+WEIGHTS: dict[str, tuple[int, ...]] = {
+    "aten.embedding": (0,), "aten.linear": (1, 2), "aten.addmm": (0, 2), "aten.mm": (1,), "aten.matmul": (1,),
+    "aten.convolution": (1, 2), "aten.conv1d": (1, 2), "aten.conv2d": (1, 2), "aten.conv3d": (1, 2),
+    "aten.conv_transpose1d": (1, 2), "aten.conv_transpose2d": (1, 2), "aten.conv_transpose3d": (1, 2),
+    "aten.layer_norm": (2, 3), "aten.native_layer_norm": (2, 3), "aten.group_norm": (2, 3), "aten.rms_norm": (2,),
+    "aten.batch_norm": (1, 2, 3, 4), "aten.native_batch_norm": (1, 2, 3, 4),
+    "aten._native_batch_norm_legit_no_training": (1, 2, 3, 4), "aten.instance_norm": (1, 2, 3, 4),
+    "aten.prelu": (1,),
+}
+
+
+def _tensors_in(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple)) and any(
+        isinstance(v, torch.Tensor) for v in value))
+
+
+def _buffer_of(node: Node, depth: int = 8) -> str:
+    """The state-dict name of the buffer (or parameter) a constant is read from (``token_type_ids`` expanded and
+    gathered), else ``""``."""
+    for _ in range(depth):
+        if node.source:
+            return node.source
+        tensors = [r for r in refs(node.args) if isinstance(r.value, torch.Tensor)]
+        if node.kind != "call" or not tensors:
+            return ""
+        node = tensors[0]  # the data operand (a gather's source, not its index)
+    return ""

@@ -1,0 +1,164 @@
+"""Module idioms: a whole activation or RMS-norm module call drawn as one box, once its values prove it.
+
+A class name is never proof: the module is run on a random input and compared with the box's function, and so are the
+traced values where the capture kept them (:meth:`ModuleIdioms._module_agrees`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box
+from ncd.trace.capture import Node, refs
+from ncd.trace.learned import Learned
+from ncd.trace.registry import Decline, op_name
+
+__all__ = ["ACTIVATIONS", "ELEMENTWISE", "ModuleIdioms"]
+
+
+class ModuleIdioms(Learned):
+    """Activation and RMS-norm modules recognised whole (each decided at the module's first call)."""
+
+    _calls: dict[tuple[int, str], list[Node]] | None
+    _tried: set[tuple[int, str]]
+
+    def module_calls(self) -> dict[tuple[int, str], list[Node]]:
+        """The calls made inside each activation or RMS-norm module, by ``(depth, path)`` (one pass, built once)."""
+        if self._calls is None:
+            self._calls = {}
+            for n in self.captured.nodes:
+                if n.kind == "call":
+                    for depth, (path, cls) in enumerate(n.stack):
+                        if ACTIVATIONS.get(cls) or cls.endswith("RMSNorm") or cls == "T5LayerNorm":
+                            self._calls.setdefault((depth, path), []).append(n)
+        return self._calls
+
+    def module_idiom(self, node: Node) -> bool:
+        """A whole activation or RMS-norm module call drawn as one box."""
+        from ncd.prims.elementwise import ElementwiseOp
+        from ncd.prims.normalization import RMSNormOp
+
+        for depth, (path, cls) in enumerate(node.stack):
+            kind = "act" if ACTIVATIONS.get(cls) else "rms" if cls.endswith("RMSNorm") or cls == "T5LayerNorm" else None
+            if kind is None:
+                continue
+            if (depth, path) in self._tried:  # decided at the module's first call
+                return False
+            self._tried.add((depth, path))
+            run = self.module_calls().get((depth, path), [])
+            members = {id(n) for n in run}
+            outside = [r for n in run for r in refs((n.args, n.kwargs)) if id(r) not in members and r.live]
+            used_after = [n for n in run if any(id(c) not in members for c in self.consumers.get(id(n), []))
+                          or any(o is n for o in self.captured.outputs)]
+            if len({id(r) for r in outside}) != 1:
+                return False
+            source = outside[0]
+            aliases = [n for n in used_after if _alias_of(n, source)]
+            used_after = [n for n in used_after if n not in aliases]
+            if len(used_after) != 1:
+                return False
+            result = used_after[0]
+            if tuple(source.value.shape) != tuple(result.value.shape) or id(source) not in self.values:
+                return False
+            self.stack = node.stack[:depth]
+            vid = self.values[id(source)]
+            label = path.rsplit(".", 1)[-1]
+            try:
+                if kind == "act":
+                    function = ACTIVATIONS[cls]
+                    if not self._module_agrees(path, source, result, lambda x: ELEMENTWISE[function](x)):  # type: ignore[index]
+                        return False
+                    out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
+                else:
+                    module = self.submodule(path) if self.model is not None else None
+                    weight = getattr(module, "weight", None)
+                    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+                    if not isinstance(weight, torch.Tensor) or eps is None or weight.shape != source.value.shape[-1:]:
+                        return False
+                    seg = self.segs[vid]
+                    n = weight.shape[0]
+                    # the weight only if the module reads it as a parameter (a weightless norm may hold ones)
+                    read = any(r.kind == "parameter" and r.source == f"{path}.weight"
+                               for m in run for r in refs((m.args, m.kwargs)))
+                    w = weight.detach() if read else None
+                    if not self._module_agrees(path, source, result,
+                                               lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps))):
+                        return False
+                    out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), read), label), [vid])
+                    if w is not None:
+                        self.emitted.tensors.append([w])
+            except Decline:
+                return False
+            self.skip |= members
+            self.values[id(result)] = out
+            for alias in aliases:
+                self.values[id(alias)] = vid
+            return True
+        return False
+
+    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
+        and on a random input run through the module itself — a class name is never proof.  The modules checked act
+        on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time)."""
+        if self.model is None:
+            return False
+        try:
+            module = self.submodule(path)
+            value = source.value
+            shape = tuple(int(s) for s in value.shape)
+            if value.numel() > _CHECKED and value.dim() >= 1:  # the same last axis, fewer rows
+                shape = (max(1, min(_CHECKED // max(shape[-1], 1), 64)), shape[-1])
+            gen = torch.Generator().manual_seed(0)
+            probe = (3 * torch.randn(shape, generator=gen)).to(value.dtype)
+            with torch.no_grad():
+                pairs = [(module(probe), fn(probe))]
+                if value.device.type != "meta" and result.value.device.type != "meta":
+                    got, want = _rows(result.value), _rows(value)
+                    pairs.append((got, fn(want)) if want is not None and got is not None else (result.value, fn(value)))
+            return all(isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                       and torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in pairs)
+        except Exception:  # noqa: BLE001 - a module that cannot be run alone is not recognised
+            return False
+
+#: Entries of a traced value a module idiom is checked on in full; larger values are checked on a sample of rows.
+_CHECKED = 1 << 16
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor`` (a traced value) if small, else a spread-out sample of its rows (last axis kept): ``None`` if 0-d."""
+    if tensor.numel() <= _CHECKED:
+        return tensor
+    if tensor.dim() < 1:
+        return None
+    flat = tensor.reshape(-1, tensor.shape[-1])
+    n = max(1, min(flat.shape[0], _CHECKED // max(int(tensor.shape[-1]), 1)))
+    picks = torch.unique(torch.linspace(0, flat.shape[0] - 1, n).round().long())
+    return flat[picks]
+
+
+def _alias_of(node: Node, source: Node) -> bool:
+    """Whether ``node`` is ``source`` passed through casts to its own dtype (``x.to(torch.float32)``)."""
+    while node is not source:
+        if node.kind != "call" or op_name(node.target)[0] not in ("aten.to", "aten._to_copy", "aten.clone", "aten.alias"):
+            return False
+        if not isinstance(node.args[0], Node) or node.value.dtype != node.args[0].value.dtype:
+            return False
+        node = node.args[0]
+    return True
+
+
+#: The elementwise functions module idioms may stand for, as torch computes them (for the numeric check).
+ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": torch.nn.functional.gelu, "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "silu": torch.nn.functional.silu, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+}
+
+#: Module classes that may be drawn as one elementwise box (whatever ATen operators they run), once checked on values.
+ACTIVATIONS = {
+    "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh", "QuickGELUActivation": None, "SiLUActivation": "silu", "GELU": None, "SiLU": "silu",
+    "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
+}
