@@ -212,9 +212,16 @@ def _text(value: sympy.Expr) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def sizes_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
-    """Whether two sizes are equal for every value of their symbols."""
+    """Whether two sizes are equal for every value of their symbols.
+
+    >>> m, n = symbol("m"), symbol("n")
+    >>> sizes_equal(m, sympy.Integer(32)), sizes_equal(m, m * n / n), sizes_equal(m + 1, (m**2 - 1) / (m - 1))
+    (False, True, True)
+    """
     if a is b or a == b:
         return True
+    if (a.is_Symbol and a not in b.free_symbols) or (b.is_Symbol and b not in a.free_symbols):
+        return False  # a symbol against what does not hold it (an axis' name against its size): unequal, no algebra
     return is_zero(a - b)
 
 
@@ -234,7 +241,24 @@ def is_zero(value: sympy.Expr) -> bool:
     """
     if not value.args:
         return bool(value == 0)
+    if _laurent_polynomial(value):
+        return False  # distinct monomials, collected by sympy as it built the sum: not zero, no algebra needed
     return bool(simplified(value) == 0)
+
+
+def _monomial(term: sympy.Basic) -> bool:
+    """A number times symbols to whole powers (``4*b``, ``m*n**-2``): sympy keeps one form of each."""
+    factors = term.args if isinstance(term, sympy.Mul) else (term,)
+    return all(isinstance(f, (sympy.Rational, sympy.Symbol))
+               or (isinstance(f, sympy.Pow) and isinstance(f.base, sympy.Symbol) and isinstance(f.exp, sympy.Integer))
+               for f in factors)
+
+
+def _laurent_polynomial(value: sympy.Basic) -> bool:
+    """Whether ``value`` (not a number) is a sum of monomials: sympy collected equal ones as it built the sum, so the
+    monomials left are distinct functions of the symbols and the sum is zero for no choice of the symbols'
+    coefficients but all zero, which sympy would have reduced to 0."""
+    return all(_monomial(t) for t in (value.args if isinstance(value, sympy.Add) else (value,)))
 
 
 def simplified(value: sympy.Expr) -> sympy.Expr:
