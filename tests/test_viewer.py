@@ -137,6 +137,7 @@ def test_wire_records_name_the_axis_and_its_size() -> None:
 
 def test_every_wire_between_boxes_is_hoverable_in_every_view() -> None:
     from ncd.render.model import Path
+    from ncd.render.svg import paint_svg
     from ncd.viewer.info import Catalogue
     from ncd.viewer.views import ViewLayout, _continue_wires, _lay_out, _TaggedPath
 
@@ -148,10 +149,14 @@ def test_every_wire_between_boxes_is_hoverable_in_every_view() -> None:
         panel = (view.key, views.contexts[view.key]) if view.key else None
         ctx = ViewLayout(ncd.render.Style(), catalogue, 1, panel)
         node = panel[1].node if panel else model
-        items = _continue_wires(_lay_out(ctx, node).items, catalogue.wire_axis)
-        wires = [it for it in items if isinstance(it, Path) and it.role == "wire" and it.owner is None and not it.dashed]
-        assert wires and all(isinstance(it, _TaggedPath) for it in wires), view.key
-        names = {catalogue.infos[it.tag]["title"].removeprefix("axis ").rstrip("\u0305") for it in wires}
+        placed: list = []
+        paint_svg(_lay_out(ctx, node), embed_fonts=False, placed=placed)
+        continued = _continue_wires(placed, catalogue.wire_axis)
+        wires = [(k, it) for k, (it, _, _, _) in enumerate(placed)
+                 if isinstance(it, Path) and it.role == "wire" and it.owner is None and not it.dashed]
+        assert wires and all(isinstance(it, _TaggedPath) or k in continued for k, it in wires), view.key
+        tags = [it.tag if isinstance(it, _TaggedPath) else continued[k] for k, it in wires]
+        names = {catalogue.infos[tag]["title"].removeprefix("axis ").rstrip("\u0305") for tag in tags}
         ends = {a.name for typ in (node.dom, node.cod) for seg in typ for a in seg}
         assert names <= model_axes and ends <= names, (view.key, names)
 

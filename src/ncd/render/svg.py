@@ -102,8 +102,13 @@ def faces_used(svg: str) -> dict[str, set[str]]:
     return used
 
 
-def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0) -> str:
-    """The SVG text of ``drawing`` (``scale`` multiplies the nominal width and height)."""
+def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0,
+              placed: list[Placed] | None = None) -> str:
+    """The SVG text of ``drawing`` (``scale`` multiplies the nominal width and height).
+
+    With ``placed``, every item painted (and every footprint and port, which are not) is appended to it in painting
+    order as ``(item, dx, dy, d)``: the item as laid out, the offset it is painted at and, for a path, the ``d``
+    it is painted with (``None`` otherwise) — what the viewer's hit overlay needs, without a moved copy per item."""
     w, h = drawing.width, drawing.height
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(w * scale)}" height="{_n(h * scale)}" '
@@ -114,10 +119,10 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0)
     out.append(f'<rect x="0" y="0" width="{_n(w)}" height="{_n(h)}" fill="#ffffff"/>')
     runs: dict[int, tuple[Run, ...]] = {}  # the texts' runs, each tuple once (labels share their typeset runs)
     if drawing.made or drawing.tree is None:
-        _paint_tree(_Node(drawing.items), 0.0, 0.0, out, runs)
+        _paint_tree(_Node(drawing.items), 0.0, 0.0, out, runs, placed)
     else:
-        _paint_tree(_Node(drawing.front), 0.0, 0.0, out, runs)
-        _paint_tree(*drawing.tree, out, runs)
+        _paint_tree(_Node(drawing.front), 0.0, 0.0, out, runs, placed)
+        _paint_tree(*drawing.tree, out, runs, placed)
     if embed_fonts:
         used: dict[str, set[str]] = {}
         for text_runs in runs.values():
@@ -130,6 +135,10 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0)
     return "\n".join(out) + "\n"
 
 
+#: An item as laid out, the offset it is painted at and, for a path, its ``d`` (:func:`paint_svg`'s ``placed``).
+Placed = tuple[Item, float, float, "str | None"]
+
+
 class _Node:
     """Items to paint in place (a tree of one node)."""
 
@@ -137,9 +146,11 @@ class _Node:
         self.items = items
 
 
-def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int, tuple[Run, ...]]) -> None:
+def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int, tuple[Run, ...]],
+                placed: list[Placed] | None = None) -> None:
     """One element per visible item of the tree ``node`` placed at ``(dx, dy)`` (:func:`ncd.render.model.flatten`'s
-    order and arithmetic, without the moved copies); the runs of its texts go into ``runs``."""
+    order and arithmetic, without the moved copies); the runs of its texts go into ``runs``, and every item with
+    its offset into ``placed`` (see :func:`paint_svg`)."""
     n = _n
     stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
     while stack:
@@ -155,8 +166,14 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 extra = ' stroke-dasharray="4 3"' if it.dashed else ""
                 if it.arrow:
                     extra += ' marker-end="url(#ncd-arrow)"'
-                out.append(f'<path d="{_path_d(it, x, y)}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
-            elif isinstance(it, Text):
+                d = _path_d(it, x, y)
+                out.append(f'<path d="{d}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
+                if placed is not None:
+                    placed.append((it, x, y, d))
+                continue
+            if placed is not None:
+                placed.append((it, x, y, None))
+            if isinstance(it, Text):
                 runs[id(it.runs)] = it.runs
                 tx, ty = it.x + x, it.y + y
                 for run in it.runs:

@@ -26,15 +26,16 @@ records and costs are those of that occurrence.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, unweave
 from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with, scalar_core
-from ncd.render.model import Drawing, Path, Rect
+from ncd.render.model import Drawing, Footprint, Path, Rect
 from ncd.render.style import Style
+from ncd.render.svg import Placed
 from ncd.viewer.info import Catalogue
 from ncd.viewer.rows import wrap_rows
 
@@ -257,47 +258,48 @@ def _lay_out(ctx: ViewLayout, diagram: Diagram) -> Drawing:
     return lay_out_with(ctx, diagram)
 
 
-def _continue_wires(items: list[Any], axis_of: dict[int, tuple[str, str]]) -> list[Any]:
-    """Give untagged wire pieces (bends, runs through fences and parentheses) the axis of the wire they continue.
+def _continue_wires(placed: Sequence[Placed], axis_of: dict[int, tuple[str, str]]) -> dict[int, int]:
+    """The axes of untagged wire pieces (bends, runs through fences and parentheses) that continue a tagged wire:
+    ``{index in placed: wire record}``.
 
     A piece is tagged only when every tagged wire meeting it at its ends carries the same axis
-    (``axis_of`` maps a wire record to its axis name and size).
+    (``axis_of`` maps a wire record to its axis name and size).  ``placed`` is the painter's
+    ``(item, dx, dy, d)`` list: an end is where the path is painted, rounded.
     """
-    items = list(items)
-
-    def ends(p: Path) -> tuple[tuple[float, float], tuple[float, float]]:
-        first, last = p.commands[0], p.commands[-1]  # Path.ends, rounded
-        return (round(first[1], 2), round(first[2], 2)), (round(last[-2], 2), round(last[-1], 2))
+    def ends(p: Path, dx: float, dy: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        first, last = p.commands[0], p.commands[-1]  # Path.ends where painted, rounded
+        return ((round(first[1] + dx, 2), round(first[2] + dy, 2)),
+                (round(last[-2] + dx, 2), round(last[-1] + dy, 2)))
 
     at: dict[tuple[float, float], set[int]] = {}
-    for it in items:
+    loose_ends: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
+    for k, (it, dx, dy, _) in enumerate(placed):
         if isinstance(it, _TaggedPath):
-            for e in ends(it):
+            for e in ends(it, dx, dy):
                 at.setdefault(e, set()).add(it.tag)
-    loose = [k for k, it in enumerate(items) if type(it) is Path and it.role == "wire" and it.owner is None
-             and not it.dashed and len(it.commands) > 1]
+        elif (type(it) is Path and it.role == "wire" and it.owner is None and not it.dashed
+              and len(it.commands) > 1):
+            loose_ends[k] = ends(it, dx, dy)
+    loose = list(loose_ends)
     waiting: dict[tuple[float, float], list[int]] = {}  # an end -> the untagged pieces that end there
-    loose_ends = {k: ends(items[k]) for k in loose}
     for k in loose:
         for e in loose_ends[k]:
             waiting.setdefault(e, []).append(k)
-    queue, done = list(reversed(loose)), set()
+    queue, tags = list(reversed(loose)), {}
     while queue:  # a piece tagged may let the pieces meeting it be tagged in turn: each looked at again then
         k = queue.pop()
-        if k in done:
+        if k in tags:
             continue
         here = loose_ends[k]
         found: set[int] = set()
         for e in here:
             found.update(at.get(e, ()))
         if found and len({axis_of[t] for t in found}) == 1:
-            tag = min(found)
-            items[k] = _tag_path(items[k], tag)
-            done.add(k)
+            tag = tags[k] = min(found)
             for e in here:
                 at.setdefault(e, set()).add(tag)
-                queue.extend(j for j in waiting.get(e, ()) if j not in done)
-    return items
+                queue.extend(j for j in waiting.get(e, ()) if j not in tags)
+    return tags
 
 
 def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int,
@@ -306,33 +308,34 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
 
     Returns the view and, for each block drawn collapsed in it, where it was met.
     """
-    from ncd.render.svg import _n, _path_d, paint_svg
+    from ncd.render.svg import _n, paint_svg
 
     ctx = ViewLayout(style if panel is None else _panel_style(style), catalogue, depth, panel)
     if panel is None:  # the top view's contents go into rows too when too wide for a window
         ctx._wrap = diagram.body if isinstance(diagram, Block) else diagram
     drawing = _lay_out(ctx, diagram if panel is None else panel[1].node)
-    items, fences, wires = [], [], []
+    placed: list[Placed] = []
+    svg = paint_svg(drawing, embed_fonts=False, placed=placed)  # the page embeds the fonts once
+    tags = _continue_wires(placed, catalogue.wire_axis)
+    fences, boxes, wires = [], [], []
     used: set[int] = set()
-    for it in _continue_wires(drawing.items, catalogue.wire_axis):
-        if isinstance(it, _TaggedPath):
-            used.add(it.tag)
-            wires.append(f'<path class="ncd-wire" data-i="{it.tag}" d="{_path_d(it)}"/>')  # painted as a Path
+    claims = ctx.claims
+    for k, (it, dx, dy, d) in enumerate(placed):
+        if isinstance(it, _TaggedPath) or k in tags:
+            tag = it.tag if isinstance(it, _TaggedPath) else tags[k]
+            used.add(tag)
+            wires.append(f'<path class="ncd-wire" data-i="{tag}" d="{d}"/>')
         elif isinstance(it, _TaggedRect):
             info = catalogue.block_info[it.tag]
             used.add(info)
-            fences.append(f'<rect class="ncd-fence" data-i="{info}" data-block="{it.tag}" x="{_n(it.x)}" y="{_n(it.y)}" '
-                          f'width="{_n(it.w)}" height="{_n(it.h)}"/>')  # painted as a Rect
-        items.append(it)
-    boxes = []
-    for fp in drawing.footprints:
-        if fp.id in ctx.claims:
-            info, block_key = ctx.claims[fp.id]
+            fences.append(f'<rect class="ncd-fence" data-i="{info}" data-block="{it.tag}" x="{_n(it.x + dx)}" '
+                          f'y="{_n(it.y + dy)}" width="{_n(it.w)}" height="{_n(it.h)}"/>')
+        elif isinstance(it, Footprint) and it.id in claims:
+            info, block_key = claims[it.id]
             used.add(info)
             cls, extra = ("ncd-comp", f' data-block="{block_key}"') if block_key is not None else ("ncd-box", "")
-            boxes.append(f'<rect class="{cls}" data-i="{info}"{extra} x="{_n(fp.x)}" y="{_n(fp.y)}" '
-                         f'width="{_n(fp.w)}" height="{_n(fp.h)}"/>')
-    svg = paint_svg(Drawing(drawing.width, drawing.height, items), embed_fonts=False)  # the page embeds them once
+            boxes.append(f'<rect class="{cls}" data-i="{info}"{extra} x="{_n(it.x + dx)}" y="{_n(it.y + dy)}" '
+                         f'width="{_n(it.w)}" height="{_n(it.h)}"/>')
     overlay = '<g class="ncd-hit">' + "".join(fences + boxes + wires) + "</g>"
     head, _, tail = svg.rpartition("</svg>")
     key = "" if panel is None else panel[0]
