@@ -63,13 +63,14 @@ class Catalogue:
         self.blocks: dict[str, dict[str, Any]] = {}
         self.block_info: dict[str, int] = {}
         self._index: dict[Any, int] = {}
-        self._seen: dict[tuple[Any, ...], int] = {}
+        #: per box (by ``id``: the diagram keeps its boxes alive), the wires it was drawn with and its record
+        self._seen: dict[int, list[tuple[Type, Type, tuple[Axis, ...], int]]] = {}
         self.wire_axis: dict[int, tuple[str, str]] = {}  # wire record -> (axis name, size)
         self.costs = Costs(self.defaults) if costs else None
         # what many equal boxes and wires share is worked out once (a 10,000-box chain has a few distinct kinds)
         self._wires: dict[tuple[Any, ...], int] = {}
         self._texts: dict[tuple[Any, ...], str] = {}
-        self._kinds: dict[tuple[Any, ...], tuple[list[list[str]], str]] = {}
+        self._kinds: dict[tuple[Any, ...], tuple[list[list[str]], str, int]] = {}  # rows, parameters, number
 
     # -- records ------------------------------------------------------------------------------
     def _add(self, record: dict[str, Any]) -> int:
@@ -87,18 +88,23 @@ class Catalogue:
         the box with those broadcasts (what its costs are computed for, or a function making it when needed;
         the box itself by default).
         """
-        memo = ("box", id(box), dom, cod, woven)
-        if memo in self._seen:
-            return self._seen[memo]
+        seen = self._seen.get(id(box))  # this box drawn before (a panel draws its block's boxes again)
+        if seen is not None:
+            for d, c, w, found in seen:
+                if d == dom and c == cod and w == woven:
+                    return found
+        else:
+            seen = self._seen[id(box)] = []
         prim = box.prim
         kind = (prim, dom, cod, woven)  # what the record says about every box of this primitive and wires
         shared = self._kinds.get(kind)
         if shared is None:
             target = costed() if callable(costed) else costed
-            shared = self._kinds[kind] = self._box_rows(box, dom, cod, woven, target if target is not None else box)
-        rows, params = shared
+            rows, params = self._box_rows(box, dom, cod, woven, target if target is not None else box)
+            shared = self._kinds[kind] = (rows, params, len(self._kinds))
+        rows, params, number = shared
         title, where = box.text(), str(box.source) if box.source else ""
-        key = ("box", kind, title, box.label, where)
+        key = ("box", number, title, box.label, where)  # the kind by its number: hashed once per box, not twice
         index = self._index.get(key)
         if index is None:
             words = " ".join(dict.fromkeys([title, prim.op, prim.family, prim.kind, box.label or "",
@@ -107,7 +113,7 @@ class Catalogue:
                       "find": [words.lower(), params.lower()]}
             index = self._index[key] = len(self.infos)  # keyed exactly: no need to compare the text
             self.infos.append(record)
-        self._seen[memo] = index
+        seen.append((dom, cod, woven, index))
         return index
 
     def _box_rows(self, box: Box, dom: Type, cod: Type, woven: tuple[Axis, ...], costed: Diagram) -> tuple[list[list[str]], str]:

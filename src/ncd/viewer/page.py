@@ -50,10 +50,6 @@ def _raw(svg: str) -> bool:
     return _UNSAFE.search(svg) is None
 
 
-def _svg_field(svg: str, k: int) -> dict[str, Any]:
-    return {"s": k} if _raw(svg) else {"svg": svg}
-
-
 def _csp() -> str:
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
     return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
@@ -63,10 +59,11 @@ def _csp() -> str:
 def page(views: Views, title: str) -> str:
     """The complete, self-contained HTML document."""
     cat = views.catalogue
+    raw = [_raw(v.svg) for v in views.views]
     payload = {
         "title": title,
         "depth": views.depth,
-        "views": [{"key": v.key, "w": v.width, "h": v.height, "i": v.infos, **_svg_field(v.svg, k)}
+        "views": [{"key": v.key, "w": v.width, "h": v.height, "i": v.infos, **({"s": k} if raw[k] else {"svg": v.svg})}
                   for k, v in enumerate(views.views)],
         "blocks": cat.blocks,
         "infos": cat.infos,
@@ -77,7 +74,7 @@ def page(views: Views, title: str) -> str:
     name = html.escape(title)
     used: dict[str, set[str]] = {}
     for v in views.views:
-        for face, chars in faces_used(v.svg).items():
+        for face, chars in (v.faces if v.faces is not None else faces_used(v.svg)).items():
             used.setdefault(face, set()).update(chars)
     fonts_css = font_face_css(used)  # subsets of the bundled fonts, once for every view
     return (
@@ -98,7 +95,7 @@ def page(views: Views, title: str) -> str:
         f"<footer id=\"ncd-help\">{html.escape(note)}</footer>\n<div id=\"ncd-tip\" hidden></div>\n"
         f"<script type=\"application/json\" id=\"ncd-data\">{script_json(payload)}</script>\n"
         + "".join(f"<script type=\"image/svg+xml\" id=\"ncd-view-{k}\">{v.svg}</script>\n"
-                  for k, v in enumerate(views.views) if _raw(v.svg))
+                  for k, v in enumerate(views.views) if raw[k])
         +
         f"<script>{SCRIPT}</script>\n</body></html>\n"
     )

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, unweave
 from ncd.render.layout import Frag, Layout, Ports, flat, lay_out_with, scalar_core
-from ncd.render.model import Drawing, Footprint, Path, Rect
+from ncd.render.model import Drawing, Footprint, Path, Rect, Text
 from ncd.render.style import Style
 from ncd.render.svg import Placed
 from ncd.viewer.info import Catalogue
@@ -77,6 +77,9 @@ class View:
     height: float
     collapsed: list[str] = field(default_factory=list)
     infos: list[int] = field(default_factory=list)  # the records of everything drawn in it (what search finds here)
+    #: the characters each font face draws in ``svg`` (as :func:`ncd.render.svg.faces_used` reads them back;
+    #: ``None``: read them from ``svg``)
+    faces: dict[str, set[str]] | None = None
 
 
 @dataclass
@@ -308,7 +311,8 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
 
     Returns the view and, for each block drawn collapsed in it, where it was met.
     """
-    from ncd.render.svg import _n, paint_svg
+    from ncd.render.fonts import face_for
+    from ncd.render.svg import NBSP, _n, paint_svg
 
     ctx = ViewLayout(style if panel is None else _panel_style(style), catalogue, depth, panel)
     if panel is None:  # the top view's contents go into rows too when too wide for a window
@@ -320,8 +324,16 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
     fences, boxes, wires = [], [], []
     used: set[int] = set()
     claims = ctx.claims
+    faces: dict[str, set[str]] = {}
+    runs: set[int] = set()
     for k, (it, dx, dy, d) in enumerate(placed):
-        if isinstance(it, _TaggedPath) or k in tags:
+        if isinstance(it, Text):
+            if id(it.runs) not in runs:  # labels share their typeset runs: each tuple once
+                runs.add(id(it.runs))
+                for run in it.runs:
+                    face = face_for(run.bold, run.italic, run.serif, run.symbol)
+                    faces.setdefault(face, set()).update(run.text.replace(NBSP, " "))
+        elif isinstance(it, _TaggedPath) or k in tags:
             tag = it.tag if isinstance(it, _TaggedPath) else tags[k]
             used.add(tag)
             wires.append(f'<path class="ncd-wire" data-i="{tag}" d="{d}"/>')
@@ -340,7 +352,7 @@ def render_view(diagram: Diagram, style: Style, catalogue: Catalogue, depth: int
     head, _, tail = svg.rpartition("</svg>")
     key = "" if panel is None else panel[0]
     return View(key, head + overlay + "\n</svg>" + tail, drawing.width, drawing.height, list(dict.fromkeys(ctx.collapsed)),
-                sorted(used)), ctx.found
+                sorted(used), faces), ctx.found
 
 
 def _panel_style(style: Style) -> Style:
