@@ -560,6 +560,40 @@ class SwinBlock(nn.Module):
         return result
 
 
+class DCGAN(nn.Module):
+    """A DCGAN pair: the generator (transposed convolutions, batch norm, ReLU, tanh) and the discriminator on its
+    image (strided convolutions, leaky ReLU with slope 0.2, a sigmoid)."""
+
+    def __init__(self, z: int = 8, f: int = 4) -> None:
+        super().__init__()
+        self.gen = nn.Sequential(nn.ConvTranspose2d(z, 2 * f, 4, 1, 0, bias=False), nn.BatchNorm2d(2 * f), nn.ReLU(True),
+                                 nn.ConvTranspose2d(2 * f, f, 4, 2, 1, bias=False), nn.BatchNorm2d(f), nn.ReLU(True),
+                                 nn.ConvTranspose2d(f, 3, 4, 2, 1, bias=False), nn.Tanh())
+        self.disc = nn.Sequential(nn.Conv2d(3, f, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * f), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Conv2d(2 * f, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.gen(x)
+        return image, self.disc(image).flatten(1)
+
+
+class SelfNormalizing(nn.Module):
+    """A self-normalising MLP (SELU and alpha dropout), an ELU / CELU variant and a softplus head with its beta, a
+    hardtanh-clipped output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snn = nn.Sequential(nn.Linear(M, 32), nn.SELU(), nn.AlphaDropout(0.1), nn.Linear(32, 32), nn.SELU())
+        self.elu = nn.Sequential(nn.Linear(32, 16), nn.ELU(0.5), nn.Linear(16, 16), nn.CELU(1.5))
+        self.scale = nn.Sequential(nn.Linear(16, 4), nn.Softplus(beta=2.0, threshold=10.0))
+        self.clip = nn.Hardtanh(-2.0, 2.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.elu(self.snn(x))
+        return self.scale(h), self.clip(h * 3)
+
+
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
     """These models: (name, model class, inputs from a generator)."""
     return [
@@ -589,4 +623,6 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("gpt_kv_cache", GPTWithCache, _gpt_cache),
         ("detr_decoder", DETRDecoder, _x(B, 3, 16, 16)),
         ("swin_window", SwinBlock, _x(B, 4, 4, M)),
+        ("dcgan", DCGAN, _x(B, 8, 1, 1)),
+        ("self_normalizing", SelfNormalizing, _x(B, T, M)),
     ]

@@ -157,3 +157,7 @@ __all__ += ["Fourier", "ComplexPart", "ComplexMultiply"]
 from ncd.prims.selection import Logic, Where  # noqa: E402
 
 __all__ += ["Where", "Logic"]
+# -- prims: a leaky ReLU with learned slopes --
+from ncd.prims.prelu import PReLU  # noqa: E402
+
+__all__ += ["PReLU"]

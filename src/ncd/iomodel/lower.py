@@ -343,8 +343,8 @@ def _streamed_scale(prim: ScaleOp, run: Streamed, op: Op, args: list[torch.Tenso
 @STREAMED.rule(ElementwiseOp)
 def _streamed_elementwise(prim: ElementwiseOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
                           in_place: bool) -> torch.Tensor:
-    if prim.function not in _FUNCTIONS:
-        raise LoweringError(f"streamed lowering: no tile function for {describe(op.node)} ({prim.function})")
+    if prim.function not in _FUNCTIONS or prim.args:
+        raise LoweringError(f"streamed lowering: no tile function for {describe(op.node)} ({prim.label()})")
     return _FUNCTIONS[prim.function](run.aligned(op, args))
 
 

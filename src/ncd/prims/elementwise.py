@@ -13,8 +13,9 @@ weaves it over all of that tensor's axes, exactly as the paper draws ``➤R➤``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
 
@@ -69,12 +70,35 @@ class Function:
     ``"output"`` or ``None``) — the cost model counts it and the backward diagram stores it;
     ``derivative`` is f′ as PyTorch source in that stored value ``{v}`` (``None`` when the
     backward needs no derivative box: ``neg`` and ``identity``).
+
+    ``params`` names the function's numeric arguments and their defaults (``leaky_relu``'s slope, ``softplus``'s
+    beta and threshold): ``call`` writes them where it says ``{args}`` (nothing when they are the defaults),
+    ``derivative`` reads each by name (``{negative_slope}``).
     """
 
     glyph: str
     call: str
     saves: str | None
     derivative: str | None
+    params: tuple[tuple[str, float], ...] = ()
+
+    def defaults(self) -> tuple[float, ...]:
+        return tuple(d for _, d in self.params)
+
+    def lowering(self, x: str, args: tuple[float, ...]) -> str:
+        """The call on ``x`` with the arguments ``args`` (empty: the defaults)."""
+        given = "".join(", " + number_text(a) for a in args)
+        return self.call.replace("{args}", given).format(x)
+
+    def derivative_at(self, v: str, args: tuple[float, ...]) -> str:
+        assert self.derivative is not None
+        values = args or self.defaults()
+        return self.derivative.format(v=v, **{name: number_text(a) for (name, _), a in zip(self.params, values)})
+
+
+def number_text(value: float) -> str:
+    """A Python literal for an argument (``0.2``, ``-1.0``, ``20``)."""
+    return repr(int(value)) if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
 _GELU = "0.5 * (1 + torch.erf({v} * 0.7071067811865476)) + {v} * torch.exp(-0.5 * {v} * {v}) * 0.3989422804014327"
@@ -100,15 +124,26 @@ ROWS: dict[str, Function] = {
     # functions the importer met opaque (one row each: lowering, saved value, derivative and glyph)
     "rsqrt": Function("1/√", "torch.rsqrt({})", "output", "-0.5 * {v} * {v} * {v}"),
     "reciprocal": Function("1/x", "torch.reciprocal({})", "output", "-{v} * {v}"),
-    "softplus": Function("softplus", "F.softplus({})", "input", "torch.sigmoid({v})"),
+    "softplus": Function("softplus", "F.softplus({}{args})", "input",
+                         "torch.where({v} * {beta} > {threshold}, 1.0, torch.sigmoid({v} * {beta}))",
+                         (("beta", 1.0), ("threshold", 20.0))),
     "mish": Function("mish", "F.mish({})", "input",
                      "torch.tanh(F.softplus({v})) + {v} * torch.sigmoid({v}) * (1 - torch.tanh(F.softplus({v})) ** 2)"),
     "hardswish": Function("hswish", "F.hardswish({})", "input",
                           "torch.where({v} < -3, 0.0, torch.where({v} <= 3, {v} / 3 + 0.5, 1.0))"),
     "hardsigmoid": Function("hσ", "F.hardsigmoid({})", "input", "(({v} > -3) & ({v} < 3)).to({v}.dtype) / 6"),
     "relu6": Function("R6", "F.relu6({})", "input", "(({v} > 0) & ({v} < 6)).to({v}.dtype)"),
-    "leaky_relu": Function("LR", "F.leaky_relu({})", "input", "torch.where({v} > 0, 1.0, 0.01)"),
-    "elu": Function("ELU", "F.elu({})", "input", "torch.where({v} > 0, 1.0, torch.exp({v}))"),
+    "leaky_relu": Function("LR", "F.leaky_relu({}{args})", "input", "torch.where({v} > 0, 1.0, {negative_slope})",
+                           (("negative_slope", 0.01),)),
+    "elu": Function("ELU", "F.elu({}{args})", "input", "torch.where({v} > 0, 1.0, {alpha} * torch.exp({v}))",
+                    (("alpha", 1.0),)),
+    # CELU and SELU are ELUs with their own scales (autograd keeps the input of the ELU they run)
+    "celu": Function("CELU", "F.celu({}{args})", "input", "torch.where({v} > 0, 1.0, torch.exp({v} / {alpha}))",
+                     (("alpha", 1.0),)),
+    "selu": Function("SELU", "F.selu({})", "input",
+                     "torch.where({v} > 0, 1.0507009873554805, 1.7580993408473766 * torch.exp({v}))"),
+    "hardtanh": Function("hardtanh", "F.hardtanh({}{args})", "input",
+                         "(({v} > {min_val}) & ({v} < {max_val})).to({v}.dtype)", (("min_val", -1.0), ("max_val", 1.0))),
     "erf": Function("erf", "torch.erf({})", "input", "1.1283791670955126 * torch.exp(-{v} * {v})"),
     "sin": Function("sin", "torch.sin({})", "input", "torch.cos({v})"),
     "cos": Function("cos", "torch.cos({})", "input", "-torch.sin({v})"),
@@ -125,9 +160,14 @@ FUNCTIONS: dict[str, str] = {name: row.glyph for name, row in ROWS.items()}
 
 @dataclass(frozen=True)
 class ElementwiseOp(Primitive):
-    """A named scalar function (``relu``, ``gelu``, ``silu``, ``tanh``, ``sigmoid``, ``exp``, ...)."""
+    """A named scalar function (``relu``, ``gelu``, ``silu``, ``tanh``, ``sigmoid``, ``exp``, ...).
+
+    ``args`` are its numeric arguments where it has some (``ElementwiseOp("leaky_relu", (0.2,))``); empty means
+    the defaults (arguments equal to the defaults are stored empty, so the two spellings are one primitive).
+    """
 
     function: str
+    args: tuple[float, ...] = ()
 
     op: ClassVar[str] = "elementwise"
     weave_policy = weaving.always
@@ -139,12 +179,16 @@ class ElementwiseOp(Primitive):
             raise ParseError(
                 f"unknown elementwise function {self.function!r}; known: {', '.join(sorted(FUNCTIONS))}"
             )
+        object.__setattr__(self, "args", function_args(self.function, self.args))
+
+    def fields(self) -> dict[str, Any]:
+        return {"function": self.function, **({"args": self.args} if self.args else {})}
 
     def signature(self) -> tuple[Type, Type]:
         return SCALAR, SCALAR
 
     def label(self) -> str:
-        return FUNCTIONS[self.function]
+        return FUNCTIONS[self.function] + args_label(self.args)
 
     def hint(self) -> str:
         return self.function
@@ -190,9 +234,32 @@ class MultiplyOp(Primitive):
         return "⊙"
 
 
-def elementwise(function: str) -> Box:
-    """A box applying the named scalar function elementwise."""
-    return Box.make(ElementwiseOp(function))
+def function_args(function: str, args: Any) -> tuple[float, ...]:
+    """``args`` of the elementwise ``function`` checked (finite numbers, one per parameter); empty when they are the
+    defaults."""
+    params = ROWS[function].params
+    if not isinstance(args, tuple) or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
+        raise ParseError(f"elementwise {function}: arguments must be a tuple of numbers, not {args!r}")
+    if args and len(args) != len(params):
+        names = ", ".join(n for n, _ in params) or "none"
+        raise ParseError(f"elementwise {function} takes {len(params)} argument(s) ({names}), not {len(args)}: {args!r}")
+    if not all(math.isfinite(a) for a in args):
+        raise ParseError(f"elementwise {function}: arguments must be finite, not {args!r}")
+    values = tuple(float(a) for a in args)
+    return () if values == ROWS[function].defaults() else values
+
+
+def args_label(args: tuple[float, ...]) -> str:
+    return " " + ", ".join(f"{a:g}" for a in args) if args else ""
+
+
+def elementwise(function: str, *args: float) -> Box:
+    """A box applying the named scalar function elementwise (``args``: its numeric arguments, if it takes some).
+
+    >>> elementwise("leaky_relu", 0.2).prim.label()
+    'LR 0.2'
+    """
+    return Box.make(ElementwiseOp(function, tuple(args)))
 
 
 def ReLU() -> Box:
@@ -259,6 +326,7 @@ class DerivativeOp(Primitive):
 
     function: str
     at: str = "input"
+    args: tuple[float, ...] = ()
 
     op: ClassVar[str] = "derivative"
     weave_policy = weaving.always
@@ -270,30 +338,31 @@ class DerivativeOp(Primitive):
             raise ParseError(f"derivative: no derivative known for {self.function!r}; known: {', '.join(sorted(DERIVATIVES))}")
         if self.at != DERIVATIVES[self.function]:
             raise ParseError(f"derivative of {self.function!r} is read from its {DERIVATIVES[self.function]}, not its {self.at}")
+        object.__setattr__(self, "args", function_args(self.function, self.args))
+
+    def fields(self) -> dict[str, Any]:
+        return {"function": self.function, "at": self.at, **({"args": self.args} if self.args else {})}
 
     def signature(self) -> tuple[Type, Type]:
         return SCALAR, SCALAR
 
     def label(self) -> str:
-        return f"{self.function}′"
+        return f"{self.function}′" + args_label(self.args)
 
     def hint(self) -> str:
         return f"d_{self.function}"
 
 
-def Derivative(function: str, at: str | None = None) -> Box:
+def Derivative(function: str, at: str | None = None, args: tuple[float, ...] = ()) -> Box:
     """``f′`` of an elementwise function (``at``: the stored value it reads, by default the one autograd keeps)."""
-    return Box.make(DerivativeOp(function, at if at is not None else DERIVATIVES.get(function, "input")))
+    return Box.make(DerivativeOp(function, at if at is not None else DERIVATIVES.get(function, "input"), args))
 
 
 # -- lowering --------------------------------------------------------------------------------
-#: the lowering column of the elementwise family table (``ncd.prims.elementwise.ROWS``)
-CALLS = {name: row.call for name, row in ROWS.items()}
-
-
 @LOWERING.rule(ElementwiseOp)
 def lower_elementwise(prim: ElementwiseOp, ctx: RuleContext) -> list[str]:
-    return [CALLS[prim.function].format(ctx.args[0].var)]
+    """The lowering column of the elementwise family table (``ncd.prims.elementwise.ROWS``)."""
+    return [ROWS[prim.function].lowering(ctx.args[0].var, prim.args)]
 
 
 def factor_text(ctx: RuleContext) -> str:
@@ -324,9 +393,7 @@ def lower_multiply(prim: MultiplyOp, ctx: RuleContext) -> list[str]:
 @LOWERING.rule(DerivativeOp)
 def lower_derivative(prim: DerivativeOp, ctx: RuleContext) -> list[str]:
     """f′ written in terms of the stored value ``{v}``: the derivative column of :data:`ROWS`."""
-    formula = ROWS[prim.function].derivative
-    assert formula is not None  # DerivativeOp checks that the function has one
-    return [formula.format(v=ctx.args[0].var)]
+    return [ROWS[prim.function].derivative_at(ctx.args[0].var, prim.args)]  # DerivativeOp checks it has one
 
 
 # -- costs: what autograd keeps ---------------------------------------------------------------
@@ -398,7 +465,7 @@ def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxB
         return BoxBackward((), Box(ScaleOp(sympy.Integer(-1))))
     which = SAVES[function]
     port = ("out", 0) if which == "output" else ("in", 0)
-    derivative = Box(DerivativeOp(function, which or "input"))
+    derivative = Box(DerivativeOp(function, which or "input", prim.args))
     return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR)), Box(MultiplyOp(2))))
 
 

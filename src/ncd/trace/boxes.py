@@ -18,6 +18,7 @@ are its siblings, registered in this order by :func:`ncd.trace.idioms.load_rules
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -233,30 +234,44 @@ def cumsum(conv: Converter, node: Node) -> None:
 
 
 # -- elementwise functions (rows of ncd.prims.elementwise.ROWS) and division ----------------------
-#: ATen operator -> (row of ROWS, the default arguments beyond the input it is exact for)
+#: ATen operator -> (row of ROWS, the default arguments beyond the input it is exact for); a row with parameters
+#: (``ROWS[...].params``) takes them from the call, the defaults listed here past them must be as given
 #: (``reciprocal`` is ncd.trace.scalars': ``1 / ·``)
 UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
          "hardswish": ("hardswish", ()), "hardsigmoid": ("hardsigmoid", ()), "relu6": ("relu6", ()),
          "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
-         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "acos": ("acos", ()), "hardtanh": ("relu6", (0, 6)),
-         "log_sigmoid": ("log_sigmoid", ())}
+         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "acos": ("acos", ()),
+         "hardtanh": ("hardtanh", (-1, 1)), "log_sigmoid": ("log_sigmoid", ()), "celu": ("celu", (1,)),
+         "selu": ("selu", ())}
+#: keyword names of the ATen arguments, in order
+_KEYWORDS = {"softplus": ("beta", "threshold"), "leaky_relu": ("negative_slope",), "elu": ("alpha", "scale", "input_scale"),
+             "hardtanh": ("min_val", "max_val"), "celu": ("alpha",)}
 
 
 @rule(*(f"aten.{name}" for name in UNARY))
 def unary(conv: Converter, node: Node) -> None:
-    from ncd.prims.elementwise import ElementwiseOp
+    from ncd.prims.elementwise import ROWS, ElementwiseOp
 
     name = node.target.name().split("::")[1].split(".")[0]
     function, defaults = UNARY[name]
+    keywords = _KEYWORDS.get(name, ())
     given = list(node.args[1:])
-    if any(a != d for a, d in zip(given, defaults)) or len(given) > len(defaults) or node.kwargs:
+    if len(given) > len(defaults) or set(node.kwargs) - set(keywords[len(given):]):
         raise Decline(f"{name} with other arguments {given} {node.kwargs}")
-    if name == "hardtanh" and len(given) != 2:
-        raise Decline("hardtanh other than relu6")
+    values = given + [node.kwargs.get(k, d) for k, d in zip(keywords[len(given):], defaults[len(given):])]
+    values += list(defaults[len(values):])
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        raise Decline(f"{name} with arguments {values}")
+    n = len(ROWS[function].params)
+    if any(v != d for v, d in zip(values[n:], defaults[n:])):  # elu's scale and input scale: selu and celu have rows
+        raise Decline(f"{name} with other arguments {values}")
+    args = tuple(float(v) for v in values[:n])
+    if name == "hardtanh" and args == (0.0, 6.0):
+        function, args = "relu6", ()
     vid = _live_float(conv, node.args[0])
     if node.value.dtype != node.args[0].value.dtype:
         raise Decline("dtype")
-    _same_wires(conv, node, conv.apply(Box(ElementwiseOp(function)), [vid]))
+    _same_wires(conv, node, conv.apply(Box(ElementwiseOp(function, args)), [vid]))
 
 
 def _division(conv: Converter, node: Node) -> bool:
@@ -325,6 +340,54 @@ def group_norm(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(box, [vid]))
     if w is not None and b is not None:
         conv.emitted.tensors.append([w, b])
+
+
+@rule("aten.instance_norm")
+def instance_norm(conv: Converter, node: Node) -> None:
+    """``F.instance_norm`` from its input's statistics (no running statistics read or updated): a group norm with a
+    group per channel (channels at dim 1), with its per-channel weight and bias if learned."""
+    from ncd.prims.groupnorm import GroupNormOp
+
+    names = ("input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps")
+    given = dict(zip(names, node.args)) | {k: v for k, v in node.kwargs.items() if k in names}
+    weight, bias = given.get("weight"), given.get("bias")
+    w, b = _weight(weight), _weight(bias)
+    if given.get("running_mean") is not None or given.get("running_var") is not None or not given.get("use_input_stats", True):
+        raise Decline("instance norm with running statistics")
+    if (weight is None) != (bias is None) or (weight is not None and (w is None or b is None)):
+        raise Decline("instance norm with computed or partial parameters")
+    vid = _live_float(conv, given["input"])
+    seg = conv.segs[vid]
+    if len(seg.axes) < 3:
+        raise Decline("no batch, channel and position axes")
+    try:
+        box = Box(GroupNormOp(Segment(seg.axes[1:]), int(seg.axes[1].size), float(given.get("eps", 1e-5)), w is not None))
+    except Exception as error:  # noqa: BLE001 - a norm the box refuses stays opaque
+        raise Decline(str(error)) from None
+    _same_wires(conv, node, conv.apply(box, [vid]))
+    if w is not None and b is not None:
+        conv.emitted.tensors.append([w, b])
+
+
+@rule("aten.prelu")
+def prelu(conv: Converter, node: Node) -> None:
+    """``F.prelu(x, a)`` with learned slopes: one for every entry, or one per channel (dim 1, as torch reads it)."""
+    from ncd.prims.prelu import PReLUOp
+
+    x, weight = node.args[:2]
+    w = _weight(weight)
+    if w is None or w.dim() != 1 or w.dtype != node.value.dtype:
+        raise Decline("slopes that are not a learned vector")
+    vid = _live_float(conv, x)
+    seg = conv.segs[vid]
+    if w.numel() == 1:
+        own = Segment((), seg.dtype, seg.range)
+    elif len(seg.axes) >= 2 and int(seg.axes[1].size) == w.numel():
+        own = _own(conv, vid, [1])
+    else:
+        raise Decline("slopes that do not match the channels")
+    _same_wires(conv, node, conv.apply(Box(PReLUOp(own)), [vid]))
+    conv.emitted.tensors.append([w])
 
 
 _UPSAMPLE = {"upsample_nearest": "nearest", "_upsample_nearest_exact": "nearest-exact", "upsample_linear": "linear",

@@ -52,7 +52,11 @@ def spelled(equation: str, ranks: list[int]) -> tuple[list[str], str]:
 
 @rule("aten.einsum")
 def einsum(conv: Converter, node: Node) -> None:
-    equation, operands = node.args[0], list(node.args[1])
+    emit_einsum(conv, node, node.args[0], list(node.args[1]))
+
+
+def emit_einsum(conv: Converter, node: Node, equation: str, operands: list[Node]) -> None:
+    """``node`` bound to the einsum wiring of ``equation`` on ``operands`` (recorded tensors)."""
     if not all(_tensor(o) for o in operands):
         raise Decline("operands that are not tensors")
     terms, right = spelled(equation, [len(_shape(o)) for o in operands])
@@ -95,3 +99,72 @@ def einsum(conv: Converter, node: Node) -> None:
     out = Segment(tuple(axes[names[c]] for c in right))
     (vid,) = conv.emit(Box(EinsumOp(Type(tuple(segs)), out)), vids, [out])
     conv.bind(node, vid)
+
+
+# -- diagonals: torch.diagonal, torch.trace, torch.diag_embed, torch.diag (offset 0) as einsum wirings --------------
+def _letters(n: int) -> str:
+    return string.ascii_letters[:n]
+
+
+@rule("aten.diagonal", "aten.trace")
+def diagonal(conv: Converter, node: Node) -> None:
+    """``x.diagonal(0, dim1, dim2)`` is the einsum ``...i...i... -> ...i`` (the diagonal last, as torch puts it);
+    ``torch.trace`` is ``ii ->``.  Other offsets stay opaque."""
+    x = node.args[0]
+    if not _tensor(x):
+        raise Decline("not a tensor")
+    n = len(_shape(x))
+    if node.target.name().split("::")[1].split(".")[0] == "trace":
+        if n != 2:
+            raise Decline("trace of a tensor that is not a matrix")
+        emit_einsum(conv, node, "ii->", [x])
+        return
+    given = dict(zip(("offset", "dim1", "dim2"), node.args[1:])) | dict(node.kwargs)
+    offset, d1, d2 = given.get("offset", 0), given.get("dim1", 0), given.get("dim2", 1)
+    if offset != 0 or not all(isinstance(d, int) and -n <= d < n for d in (d1, d2)) or d1 % n == d2 % n:
+        raise Decline(f"diagonal at offset {offset} of dims {d1}, {d2}")
+    letters = list(_letters(n))
+    letters[d2 % n] = letters[d1 % n]
+    out = "".join(c for k, c in enumerate(letters) if k not in (d1 % n, d2 % n)) + letters[d1 % n]
+    emit_einsum(conv, node, "".join(letters) + "->" + out, [x])
+
+
+@rule("aten.diag_embed", "aten.diag")
+def diag_embed(conv: Converter, node: Node) -> None:
+    """``torch.diag_embed(x)`` puts the last wire on the diagonal of two: the einsum ``... i, i j -> ... i j`` with the
+    cup (the identity matrix); ``torch.diag`` of a vector is that, of a matrix its diagonal.  Other offsets stay
+    opaque."""
+    x = node.args[0]
+    if not _tensor(x):
+        raise Decline("not a tensor")
+    n = len(_shape(x))
+    name = node.target.name().split("::")[1].split(".")[0]
+    given = dict(zip(("offset", "dim1", "dim2") if name == "diag_embed" else ("offset",), node.args[1:])) | dict(node.kwargs)
+    if given.get("offset", 0) != 0:
+        raise Decline("a diagonal off the main one")
+    if name == "diag" and n == 2:
+        emit_einsum(conv, node, "ii->i", [x])
+        return
+    if name == "diag" and n != 1:
+        raise Decline("diag of a tensor of more than two dimensions")
+    d1, d2 = given.get("dim1", -2), given.get("dim2", -1)
+    if not all(isinstance(d, int) and -n - 1 <= d <= n for d in (d1, d2)) or d1 % (n + 1) == d2 % (n + 1):
+        raise Decline(f"diag_embed into dims {d1}, {d2}")
+    lo, hi = sorted((d1 % (n + 1), d2 % (n + 1)))
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    last = seg.axes[-1]
+    second = conv.namer.axis(_unlike(last.name, set(seg.names)), int(last.size))
+    (cup,) = conv.emit(Box(UnitOp(last, second)), [], [Segment((last, second))])
+    rest = list(seg.axes[:-1])
+    out_axes = rest[:lo] + [last] + rest[lo:hi - 1] + [second] + rest[hi - 1:]
+    out = Segment(tuple(out_axes))
+    (out_vid,) = conv.emit(Box(EinsumOp(Type((seg, conv.segs[cup])), out)), [vid, cup], [out])
+    conv.bind(node, out_vid)
+
+
+def _unlike(name: str, taken: set[str]) -> str:
+    name += PRIME
+    while name in taken:
+        name += PRIME
+    return name

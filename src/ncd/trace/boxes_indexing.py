@@ -198,6 +198,82 @@ def extreme_along(conv: Converter, node: Node) -> None:
         conv._picked[(id(node), 1)] = conv.view(at, names, tuple(int(s) for s in node.value[1].shape))
 
 
+def _top1(conv: Converter, vid: int, d: int, largest: bool) -> int:
+    """The largest (smallest) entry of ``vid`` along its axis ``d``: a top-1 with its unit wire and positions dropped."""
+    from ncd.ir.compose import fit
+    from ncd.ir.diagram import Identity, Par
+    from ncd.prims.ranking import TopKOp
+    from ncd.prims.structure import DeleteOp
+
+    seg = conv.segs[vid]
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range))
+    woven, mapping = fit(box, Type((seg,)))
+    if mapping:
+        raise Decline(f"sizes would need unifying: {mapping}")
+    values, positions = woven.cod
+    (top,) = conv.emit(woven >> Par.of(Identity(Type((values,))), Box(DeleteOp(Type((positions,))))), [vid], [values])
+    return top
+
+
+@rule("aten.amax", "aten.amin")
+def extreme_over(conv: Converter, node: Node) -> None:
+    """``x.amax(dims, keepdim)`` (``amin``): the largest (smallest) entry over ``dims``, one axis after another (a
+    top-1 each: the maximum of maxima is the maximum, exactly)."""
+    largest = "amax" in node.target.name().split("::")[1]
+    given = dict(zip(("dim", "keepdim"), node.args[1:])) | dict(node.kwargs)
+    dims, keep = given.get("dim", ()), bool(given.get("keepdim", False))
+    vid = _live_ranked(conv, node.args[0])
+    seg = conv.segs[vid]
+    picked = sorted(_dims(conv, vid, dims)) if dims not in ((), [], None) else list(range(len(seg.axes)))
+    if not picked:
+        raise Decline("the extreme of a number")
+    for d in reversed(picked):  # the later axes first: the earlier ones keep their positions
+        vid = _top1(conv, vid, d, largest)
+    names = [("1" if k in picked else a.name) for k, a in enumerate(seg.axes)] if keep else \
+        [a.name for k, a in enumerate(seg.axes) if k not in picked]
+    conv.bind(node, conv.view(vid, names, tuple(int(s) for s in node.value.shape)))
+
+
+@rule("aten.argmin")
+def argmin(conv: Converter, node: Node) -> None:
+    """``x.argmin(dim, keepdim)`` of a float tensor: the argmax of ``−x`` (the first on ties, as torch gives it)."""
+    _arg_extreme(conv, node, largest=False)
+
+
+def _arg_extreme(conv: Converter, node: Node, largest: bool) -> None:
+    """argmax / argmin along ``dim`` (``keepdim``), or over every entry (the tensor read as one wire, flattened)."""
+    import sympy
+
+    from ncd.prims.elementwise import ScaleOp
+    from ncd.prims.gather import ArgMaxOp
+
+    given = dict(zip(("dim", "keepdim"), node.args[1:])) | dict(node.kwargs)
+    dim, keep = given.get("dim"), bool(given.get("keepdim", False))
+    vid = _live_ranked(conv, node.args[0])
+    seg = conv.segs[vid]
+    if not seg.axes:
+        raise Decline("the position in a number")
+    if dim is None:  # over every entry: one wire of all of them
+        n = int(node.args[0].value.numel())
+        if len(seg.axes) > 1:
+            vid = conv.view(vid, [conv.namer.fresh(n, None, "feature", tuple(seg.names))], (n,))
+        d = 0
+    else:
+        (d,) = _dims(conv, vid, dim)
+    if not largest:
+        if conv.segs[vid].dtype != "float":
+            raise Decline("the position of the smallest index")
+        vid = conv.apply(Box(ScaleOp(sympy.Integer(-1))), [vid])
+    seg_now = conv.segs[vid]
+    at = conv.apply(Box(ArgMaxOp(Segment((seg_now.axes[d],), seg_now.dtype, seg_now.range))), [vid])
+    if dim is None:
+        names = ["1"] * len(seg.axes) if keep else []
+    else:
+        names = [("1" if k == d else a.name) for k, a in enumerate(seg.axes)] if keep else \
+            [a.name for k, a in enumerate(seg.axes) if k != d]
+    conv.bind(node, conv.view(at, names, tuple(int(s) for s in node.value.shape)))
+
+
 def _hook_clamp() -> None:
     """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
     ``x`` and ``min``, then the smaller of that and ``max``."""

@@ -709,6 +709,8 @@ def convolution(conv: Converter, node: Node) -> None:
     names += [a.name for a in dom.axes[1:]]  # output positions keep the spatial wires' names
     lead = set(seg.names[: len(seg.axes) - n - 1])
     names = [nm + PRIME if nm in lead else nm for nm in names]
+    while names[0] in names[1:] or names[0] in lead:  # output channels as many as a spatial wire's positions: another name
+        names[0] += PRIME
     cod = conv.namer.segment(names, out_shape)
     label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
     try:

@@ -110,8 +110,13 @@ def argmax(conv: Converter, node: Node) -> None:
     extra = list(node.args[1:]) + [None, False]
     dim = node.kwargs.get("dim", extra[0])
     keep = node.kwargs.get("keepdim", extra[1])
-    if not (isinstance(x, Node) and x.live) or dim is None:
-        raise Decline("argmax over every entry")
+    if not (isinstance(x, Node) and x.live):
+        raise Decline("argmax of a constant")
+    if dim is None:  # over every entry
+        from ncd.trace.boxes_indexing import _arg_extreme
+
+        _arg_extreme(conv, node, largest=True)
+        return
     vid = conv.value(x)
     seg = conv.segs[vid]
     dim %= len(seg.axes)

@@ -1,0 +1,145 @@
+"""ncd.trace draws the operators hand-written models call with options (activations with their arguments, ...) as
+primitives, not opaque boxes, and the lowered diagram computes what the model computes on fresh inputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+from tests.test_trace_robust import _fresh_round_trip
+
+
+class Activations(nn.Module):
+    """Activations called with arguments: leaky ReLU with a slope, ELU / CELU alpha, SELU, softplus beta and
+    threshold, hardtanh bounds (and ReLU6 spelled as hardtanh)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (F.leaky_relu(x, 0.2), F.elu(x, alpha=0.5), F.celu(x, 0.7), F.selu(x), F.softplus(x, beta=2.0, threshold=3.0),
+                F.hardtanh(x, -0.5, 0.5), nn.Hardtanh()(x), F.hardtanh(x, 0.0, 6.0), nn.LeakyReLU(0.1)(x))
+
+
+def test_activations_with_arguments_are_elementwise_boxes() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(Activations(), 3 * torch.randn(2, 5, 6))
+    assert d.opaque_count == 0
+    labels = sorted(b.prim.label() for b in d.boxes() if b.prim.op == "elementwise")
+    assert labels == ["CELU 0.7", "ELU 0.5", "LR 0.1", "LR 0.2", "R6", "SELU", "hardtanh", "hardtanh -0.5, 0.5",
+                      "softplus 2, 3"]
+
+
+def test_activation_arguments_survive_json_and_name_the_derivative() -> None:
+    d = ncd.Identity.of("a b") >> ncd.elementwise("leaky_relu", 0.2)
+    again = ncd.load_json(d.to_json())
+    assert again == d and again != ncd.Identity.of("a b") >> ncd.elementwise("leaky_relu")
+    assert '"args"' not in (ncd.Identity.of("a b") >> ncd.elementwise("leaky_relu", 0.01)).to_json()  # the default
+    assert "leaky_relu′ 0.2" in [b.prim.label() for b in ncd.backward(d).boxes()]
+
+
+class Learned(nn.Module):
+    """PReLU with one slope and with one per channel (channels at dim 1, and a transposed sequence)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.one, self.per = nn.PReLU(), nn.PReLU(4, init=0.1)
+        with torch.no_grad():
+            self.per.weight.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor, seq: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.one(x), self.per(x), self.per(seq.transpose(1, 2)).transpose(1, 2)
+
+
+def test_prelu_is_a_learned_box_holding_the_models_slopes() -> None:
+    torch.manual_seed(0)
+    model = Learned()
+    d = _fresh_round_trip(model, torch.randn(2, 4, 3, 5), torch.randn(2, 6, 4))
+    assert d.opaque_count == 0
+    assert [b.prim.label() for b in d.boxes() if b.prim.op == "prelu"] == ["PReLU"] * 3
+    assert sum(p.numel() for p in d.to_torch().parameters()) == 5  # the slopes, shared by the two calls
+
+
+class SameSizes(nn.Module):
+    """Convolutions whose output channels are as many as the positions of a spatial wire (8 channels of an 8 x 8 frame;
+    one channel of a 1 x 1 map): the channel wire gets a name of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.video = nn.Conv3d(3, 8, 3, stride=(1, 2, 2), padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 4, 1, 0)
+        self.score = nn.Conv2d(4, 1, 4, 1, 0)
+
+    def forward(self, clip: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.video(clip), self.score(self.up(z))
+
+
+def test_convolutions_with_as_many_channels_as_positions_are_boxes() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(SameSizes(), torch.randn(2, 3, 2, 8, 8), torch.randn(2, 8, 1, 1))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.op for b in d.boxes() if "conv" in b.prim.op) == ["conv", "conv", "conv_transpose"]
+
+
+class Instance(nn.Module):
+    """Instance norm: functional, affine 2-d, plain 1-d; and one tracking running statistics (stays opaque in eval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.InstanceNorm2d(4, affine=True, eps=1e-3), nn.InstanceNorm1d(4)
+        self.tracked = nn.InstanceNorm1d(4, track_running_stats=True)
+        with torch.no_grad():
+            self.a.weight.uniform_(0.5, 1.5)
+            self.a.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return F.instance_norm(x), self.a(x), self.b(x.flatten(2)), self.tracked(x.flatten(2))
+
+
+def test_instance_norm_is_a_group_norm_with_a_group_per_channel() -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    model = Instance().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = _fresh_round_trip(model, torch.randn(2, 4, 5, 3))
+    assert d.opaque == (("aten.instance_norm.default", 1),)  # the running statistics: not a group norm
+    norms = [b.prim for b in d.boxes() if b.prim.op == "groupnorm"]
+    assert [(p.groups, p.eps, p.affine) for p in norms] == [(4, 1e-5, False), (4, 1e-3, True), (4, 1e-5, False)]
+
+
+class Diagonals(nn.Module):
+    """Diagonals at offset 0 of any two dims, traces, diagonal embeddings into any two dims, torch.diag both ways; a
+    diagonal off the main one stays opaque."""
+
+    def forward(self, x: torch.Tensor, sq: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (torch.diag_embed(x), torch.diag_embed(x, 0, 0, 2), torch.diag_embed(x, dim1=-1, dim2=0),
+                torch.diagonal(sq, 0, 0, 2), torch.diagonal(sq, 0, 2, 1), sq[0, 0].diag(), torch.diag(x[0, 0]),
+                torch.trace(sq[0, :, :, 0]), torch.diagonal(sq), sq.diagonal(1, -2, -1))
+
+
+def test_diagonals_traces_and_diagonal_embeddings_are_einsum_wirings() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = _fresh_round_trip(Diagonals(), torch.randn(2, 3, 4), torch.randn(4, 4, 4, 4))
+    assert d.opaque == (("aten.diagonal.default", 1),)  # offset 1
+    # one cup (the identity matrix) tying two wires per diagonal, trace and diagonal embedding: 4 + 1 + 4
+    assert sum(b.prim.op == "unit" for b in d.boxes()) == 9
+
+
+class Extremes(nn.Module):
+    """amax / amin over one, several or every dim (keepdim or not); argmax / argmin along a dim or over every entry."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.amax((1, 2)), x.amin(-1), x.amax(), x.amin(0, keepdim=True), x.amax((0, 2), True), x.argmax(),
+                x.argmin(), x.argmin(1), x.argmin(1, keepdim=True), x.argmax(keepdim=True), torch.amax(x, dim=[2, 0]))
+
+
+def test_extremes_over_dims_and_their_positions_are_boxes() -> None:
+    d = _fresh_round_trip(Extremes(), torch.randn(2, 3, 4))
+    assert d.opaque_count == 0
+    ties = torch.randint(0, 3, (2, 3, 4)).float()  # ties: the first position, as torch gives it
+    for want, got in zip(Extremes()(ties), d.to_torch()(ties)):
+        assert torch.equal(want, got)
