@@ -143,3 +143,16 @@ def test_extremes_over_dims_and_their_positions_are_boxes() -> None:
     ties = torch.randint(0, 3, (2, 3, 4)).float()  # ties: the first position, as torch gives it
     for want, got in zip(Extremes()(ties), d.to_torch()(ties)):
         assert torch.equal(want, got)
+
+
+class Running(nn.Module):
+    """Running products (of a sigmoid: a stick-breaking weight) and log-sum-exps along any dim."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.cumprod(x.sigmoid(), 1), torch.logcumsumexp(x, -1), x.cumprod(0)
+
+
+def test_running_products_and_log_sum_exps_are_boxes() -> None:
+    d = _fresh_round_trip(Running(), torch.randn(2, 5, 7))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "cumulative") == ["LSE≤ m", "Π≤ b", "Π≤ t"]

@@ -95,3 +95,41 @@ sample("cumsum", "router-counts", lambda: ncd.Identity.of("e t [bool]") >> ncd.C
        lambda p, x: torch.cumsum(x[0], -1), inputs=_mask, cod="e t [t + 1]")
 error("cumsum", "two-axes", lambda: ncd.CumSum("t m"), r"cumsum runs along one axis, not 't m'", ParseError)
 error("cumsum", "reverse-index", lambda: ncd.CumSum("t [4]", reverse=True), r"only float sums run in reverse", ParseError)
+
+# -- running products and log-sum-exps -------------------------------------------------------
+from ncd.prims.cumulative import Cumulative, CumulativeBackwardOp, CumulativeOp  # noqa: E402
+
+sample("cumulative", "prod-woven", lambda: ncd.Identity.of("a t b") >> Cumulative("t", "prod"), {"a": 2, "t": 5, "b": 3},
+       lambda p, x: torch.cumprod(x[0], -2), atol=1e-4)
+sample("cumulative", "logsumexp", lambda: ncd.Identity.of("b t") >> Cumulative("t", "logsumexp"), {"b": 2, "t": 6},
+       lambda p, x: torch.logcumsumexp(x[0], -1), atol=1e-4)
+error("cumulative", "function", lambda: Cumulative("t", "max"), r"running 'max': known running functions are prod,"
+      r" logsumexp", ParseError)
+error("cumulative", "axes", lambda: Cumulative("t h", "prod"), r"running prod runs along one float axis, not 't h'", ParseError)
+
+
+def _running_vjp(function: str):  # type: ignore[no-untyped-def]
+    def vjp(p: object, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        a = x[0].detach().requires_grad_()
+        y = torch.cumprod(a, -1) if function == "prod" else torch.logcumsumexp(a, -1)
+        (dx,) = torch.autograd.grad(y, a, x[2])
+        return dx
+    return vjp
+
+
+def _running_inputs(function: str):  # type: ignore[no-untyped-def]
+    def make(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(3, sizes["t"], generator=gen)
+        x[0, 2] = 0.0  # a zero entry: the product's gradient is still exact
+        y = torch.cumprod(x, -1) if function == "prod" else torch.logcumsumexp(x, -1)
+        return x, y, torch.randn(3, sizes["t"], generator=gen)
+    return make
+
+
+for _fn in ("prod", "logsumexp"):
+    sample("cumulative_backward", _fn, lambda fn=_fn: Box.make(CumulativeBackwardOp(parse_segment("t"), fn)), {"t": 5},
+           _running_vjp(_fn), dom="t, t, t", cod="t", inputs=_running_inputs(_fn), grad=False, atol=1e-4)
+error("cumulative_backward", "function", lambda: CumulativeBackwardOp(parse_segment("t"), "min"),
+      r"running 'min'", ParseError)
+_ = CumulativeOp

@@ -27,7 +27,7 @@ from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import COST, DRAWING, IMPORT, LOWERING
+from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
-__all__ = ["CumSumOp", "CumSum"]
+__all__ = ["CumSumOp", "CumSum", "CumulativeOp", "Cumulative", "CumulativeBackwardOp", "RUNNING"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,126 @@ def draw_cumsum(prim: CumSumOp, ctx: Layout, box: Box) -> Frag:
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
 
 IMPORT.known(CumSumOp, by="ncd.trace.boxes")
+
+
+# -- running products and log-sum-exps: torch.cumprod, torch.logcumsumexp ---------------------------
+#: the running functions (beside the sum): torch's call and the glyph
+RUNNING = {"prod": ("torch.cumprod", "Π"), "logsumexp": ("torch.logcumsumexp", "LSE")}
+
+
+@dataclass(frozen=True)
+class CumulativeOp(Primitive):
+    """The running ``function`` (``"prod"``, ``"logsumexp"``) of the float entries along the one axis of ``source``."""
+
+    source: Segment
+    function: str
+
+    op: ClassVar[str] = "cumulative"
+    family: ClassVar[str] = "cumulative"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.same_inputs_and_output
+
+    def __post_init__(self) -> None:
+        if self.function not in RUNNING:
+            raise ParseError(f"running {self.function!r}: known running functions are {', '.join(RUNNING)} (and CumSum)")
+        if len(self.source.axes) != 1 or self.source.dtype != "float":
+            raise ParseError(f"running {self.function} runs along one float axis, not '{self.source}'")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,)), Type((self.source,))
+
+    def label(self) -> str:
+        return RUNNING[self.function][1] + "≤ " + self.source.axes[0].name
+
+
+def Cumulative(source: TypeLike, function: str) -> Box:
+    """The running product (``function="prod"``, ``torch.cumprod``) or log-sum-exp (``"logsumexp"``,
+    ``torch.logcumsumexp``) along the one axis of ``source``."""
+    typ = as_type(source)
+    if len(typ) != 1:
+        raise ParseError(f"running {function} takes one segment, not '{typ}'")
+    return Box.make(CumulativeOp(typ[0], function))
+
+
+@dataclass(frozen=True)
+class CumulativeBackwardOp(Primitive):
+    """The transpose of a running product or log-sum-exp: ``(x, y, g) ↦ ∂x`` from the stored input and output.
+
+    ``prod``: ``∂x_i = Σ_{j≥i} g_j Π_{k≤j, k≠i} x_k`` (exact where entries are 0); ``logsumexp``:
+    ``∂x_i = Σ_{j≥i} g_j exp(x_i − y_j)``.  Both are written with a square matrix over the axis."""
+
+    source: Segment
+    function: str
+
+    op: ClassVar[str] = "cumulative_backward"
+    family: ClassVar[str] = "derivative"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        CumulativeOp(self.source, self.function)
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,) * 3), Type((self.source,))
+
+    def label(self) -> str:
+        return RUNNING[self.function][1] + "≤ᵀ"
+
+
+@LOWERING.rule(CumulativeOp)
+def lower_cumulative(prim: CumulativeOp, ctx: RuleContext) -> list[str]:
+    (d,) = ctx.own_dims("dom", 0)
+    return [f"{RUNNING[prim.function][0]}({ctx.args[0].var}, {d})"]
+
+
+@LOWERING.rule(CumulativeBackwardOp)
+def lower_cumulative_backward(prim: CumulativeBackwardOp, ctx: RuleContext) -> list[str]:
+    """The woven axes lead (the default policy): the running axis is the last."""
+    x, y, g = (v.var for v in ctx.args)
+    n = ctx.int(prim.source.axes[0].size, f"axis {prim.source.axes[0].name}")
+    upper = ctx.em.assign("later", f"torch.ones({n}, {n}, dtype=torch.bool, device={x}.device).triu()", ())
+    if prim.function == "prod":  # row i: the entries with x_i read as 1, multiplied up to each j
+        eye = f"torch.eye({n}, dtype=torch.bool, device={x}.device)"
+        others = ctx.em.assign("others", f"torch.where({eye}, 1.0, {x}[..., None, :]).cumprod(-1)", ())
+        return [f"({others} * {g}[..., None, :] * {upper}).sum(-1)"]
+    return [f"(torch.exp({x}[..., :, None] - {y}[..., None, :]).masked_fill(~{upper}, 0) * {g}[..., None, :]).sum(-1)"]
+
+
+@COST.rule(CumulativeOp)
+def cost_cumulative(prim: CumulativeOp, ctx: CostContext) -> list[Tensor]:
+    """Autograd keeps the input and the output."""
+    x = ctx.inputs[0]
+    n = ctx.numel()
+    y = ctx.like(0, x)
+    if x.grad:
+        ctx.save(x, y)
+    ctx.other(2 * n, 4 * n if x.grad else sympy.Integer(0))
+    return [y]
+
+
+@COST.rule(CumulativeBackwardOp)
+def cost_cumulative_backward(prim: CumulativeBackwardOp, ctx: CostContext) -> list[Tensor]:
+    n = ctx.numel()
+    ctx.other(4 * n * prim.source.axes[0].size, sympy.Integer(0))
+    return [ctx.output(0)]
+
+
+@BACKWARD.rule(CumulativeOp)
+def backward_cumulative(prim: CumulativeOp, box: Box, builder: object) -> BoxBackward:
+    return BoxBackward((("in", 0), ("out", 0)), Box(CumulativeBackwardOp(prim.source, prim.function)))
+
+
+BACKWARD.unsupported(CumulativeBackwardOp, SECOND_ORDER)
+
+
+@DRAWING.rule(CumulativeOp)
+def draw_cumulative(prim: CumulativeOp, ctx: Layout, box: Box) -> Frag:
+    """``Π≤`` / ``LSE≤`` in a box on the running wire, as the running sum."""
+    from ncd.render.pictograms import generic_box
+    from ncd.render.typeset import Piece, typeset_text
+
+    parts = typeset_text(RUNNING[prim.function][1]) + (Piece("≤", script=-1),)
+    return generic_box(ctx, box.dom, box.cod, parts, fill="#ffffff", name="cumulative")
+
+
+IMPORT.known(CumulativeOp, by="ncd.trace.boxes")
+IMPORT.unsupported(CumulativeBackwardOp, NOT_TRACED)

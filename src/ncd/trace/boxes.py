@@ -233,6 +233,23 @@ def cumsum(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, woven)
 
 
+@rule("aten.cumprod", "aten.logcumsumexp")
+def running(conv: Converter, node: Node) -> None:
+    """``torch.cumprod(x, dim)`` and ``torch.logcumsumexp(x, dim)`` of a float tensor (no change of dtype)."""
+    from ncd.prims.cumulative import CumulativeOp
+
+    function = "prod" if "cumprod" in node.target.name() else "logsumexp"
+    x, dim = node.args[:2]
+    if node.kwargs.get("dtype", node.args[2] if len(node.args) > 2 else None) not in (None, node.value.dtype):
+        raise Decline("a running product that changes dtype")
+    vid = _live_float(conv, x)
+    if node.value.dtype != x.value.dtype:
+        raise Decline("dtype")
+    (d,) = _dims(conv, vid, dim)
+    seg = conv.segs[vid]
+    _same_wires(conv, node, conv.apply(Box(CumulativeOp(Segment((seg.axes[d],), seg.dtype, seg.range), function)), [vid]))
+
+
 # -- elementwise functions (rows of ncd.prims.elementwise.ROWS) and division ----------------------
 #: ATen operator -> (row of ROWS, the default arguments beyond the input it is exact for); a row with parameters
 #: (``ROWS[...].params``) takes them from the call, the defaults listed here past them must be as given
