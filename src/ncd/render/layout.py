@@ -51,8 +51,12 @@ class Layout(LayoutContext, Fold[Frag]):
     # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
         """``node``'s fragment (:meth:`Fold.fold`), with the legend rows its own text needs (:attr:`Frag.rows`)."""
-        with self.collecting() as rows:
+        rows: list[tuple[str, str]] = []  # self.collecting(), inline: one node per call, the layout's hottest path
+        outer, self._rows = self._rows, rows
+        try:
             frag = self.fold(node)
+        finally:
+            self._rows = outer
         if rows:
             frag.rows = tuple(dict.fromkeys(frag.rows + tuple(rows)))
         return frag
@@ -389,8 +393,11 @@ class Layout(LayoutContext, Fold[Frag]):
 
 def scalar_core(node: Weave) -> Box | None:
     """The box a chain of weaves broadcasts, if it is a scalar map (drawn as a glyph on the wires)."""
-    inner = unweave(node)[0]
-    if isinstance(inner, Box) and all(len(s) == 0 for s in inner.dom) and all(len(s) == 0 for s in inner.cod):
+    inner = node.inner
+    while isinstance(inner, Weave):
+        inner = inner.inner
+    if (isinstance(inner, Box) and not any(s.axes for s in inner.dom.segments)
+            and not any(s.axes for s in inner.cod.segments)):
         return inner
     return None
 

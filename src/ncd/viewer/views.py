@@ -269,20 +269,19 @@ def _continue_wires(placed: Sequence[Placed], axis_of: dict[int, tuple[str, str]
     (``axis_of`` maps a wire record to its axis name and size).  ``placed`` is the painter's
     ``(item, dx, dy, d)`` list: an end is where the path is painted, rounded.
     """
-    def ends(p: Path, dx: float, dy: float) -> tuple[tuple[float, float], tuple[float, float]]:
-        first, last = p.commands[0], p.commands[-1]  # Path.ends where painted, rounded
-        return ((round(first[1] + dx, 2), round(first[2] + dy, 2)),
-                (round(last[-2] + dx, 2), round(last[-1] + dy, 2)))
-
     at: dict[tuple[float, float], set[int]] = {}
     loose_ends: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
     for k, (it, dx, dy, _) in enumerate(placed):
         if isinstance(it, _TaggedPath):
-            for e in ends(it, dx, dy):
-                at.setdefault(e, set()).add(it.tag)
+            first, last = it.commands[0], it.commands[-1]  # Path.ends where painted, rounded
+            tag = it.tag
+            at.setdefault((round(first[1] + dx, 2), round(first[2] + dy, 2)), set()).add(tag)
+            at.setdefault((round(last[-2] + dx, 2), round(last[-1] + dy, 2)), set()).add(tag)
         elif (type(it) is Path and it.role == "wire" and it.owner is None and not it.dashed
               and len(it.commands) > 1):
-            loose_ends[k] = ends(it, dx, dy)
+            first, last = it.commands[0], it.commands[-1]
+            loose_ends[k] = ((round(first[1] + dx, 2), round(first[2] + dy, 2)),
+                             (round(last[-2] + dx, 2), round(last[-1] + dy, 2)))
     loose = list(loose_ends)
     waiting: dict[tuple[float, float], list[int]] = {}  # an end -> the untagged pieces that end there
     for k in loose:
