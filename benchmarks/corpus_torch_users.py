@@ -595,7 +595,10 @@ class SelfNormalizing(nn.Module):
 
 
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
-    """These models: (name, model class, inputs from a generator)."""
+    """These models and those of :mod:`corpus_torch_styles` (beside this file): (name, model class, inputs)."""
+    import corpus_torch_styles  # on the path whenever this module is
+
+    styles: list[tuple[str, type[nn.Module], Make]] = corpus_torch_styles.zoo()
     return [
         ("video_conv3d", Video, _x(B, 3, 2, 8, 8)),
         ("conv_transpose_padding", TransposedPadding, _x(B, 4, 5, 4)),
@@ -625,4 +628,4 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("swin_window", SwinBlock, _x(B, 4, 4, M)),
         ("dcgan", DCGAN, _x(B, 8, 1, 1)),
         ("self_normalizing", SelfNormalizing, _x(B, T, M)),
-    ]
+    ] + styles

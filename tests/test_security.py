@@ -150,6 +150,19 @@ def test_a_call_whose_results_are_larger_than_declared_is_refused_before_it_runs
         ncd.cost(box)
 
 
+@pytest.mark.parametrize("target, args, kwargs", [
+    ("aten.ones.default", [{"tuple": [1048576, 1048576]}], []),
+    ("aten.eye.default", [1048576], []),
+    ("aten.full.default", [{"tuple": [1048576, 1048576]}, 1.0], [{"tuple": ["device", {"tuple": ["$device", "cpu"]}]}]),
+])
+def test_a_call_that_makes_a_tensor_larger_than_declared_is_refused_before_it_allocates(
+        target: str, args: list[Any], kwargs: list[Any]) -> None:
+    # 4 TiB each: checking the shape on the CPU could not allocate it, and the refusal came only when it ran
+    box = ncd.load_json(json.dumps(_opaque_doc(target, args, kwargs)))
+    with pytest.raises(ncd.LoweringError, match=r"result 0 has shape \(1048576, 1048576\), but the diagram declares"):
+        box.to_torch()
+
+
 # -- 2. limits ---------------------------------------------------------------------------------------
 def _copy_doc(n: int) -> str:
     return json.dumps({"format": "ncd.diagram", "version": 1, "diagram": {"node": "box", "op": "copy", "fields": {

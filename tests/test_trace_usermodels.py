@@ -28,14 +28,18 @@ zoo = corpus.zoo_module()
 #: a fast subset of the zoo, one entry per kind of feature: masks, attention layouts, recurrences with a state passed
 #: in, a whole network, tensors inside a list argument, in-place writes through views, shared weights, float64,
 #: complex numbers, non-tensor arguments; whole networks users write (a diffusion U-Net, a Perceiver, a selective scan,
-#: a GPT with its cache, DETR, Swin)
+#: a GPT with its cache, DETR, Swin); styles users write (fixed boolean masks, buffers, keyword-only inputs)
 SUBSET = ["torch.encoder_padding_mask", "torch.mha_cross_kdim_vdim", "torch.bilstm_h0", "torch.unet",
           "torch.odd_interface", "torch.inplace_views", "torch.weight_reused", "torch.indexing", "torch.float64",
           "torch.complex_fft", "torch.nontensor_args", "torch.gnn_index_add", "torch.same_tensor_twice",
           # the second part (benchmarks/corpus_torch_users.py): networks, einsum indices, scatters, casts, losses
           "torch.diffusion_unet", "torch.perceiver", "torch.selective_scan", "torch.gpt_kv_cache", "torch.swin_window",
           "torch.detr_decoder", "torch.einsum_indices", "torch.scatter_reduce", "torch.mixed_precision",
-          "torch.masked_writes", "torch.losses_reduced", "torch.bitwise"]
+          "torch.masked_writes", "torch.losses_reduced", "torch.bitwise",
+          # the third part (benchmarks/corpus_torch_styles.py): fixed masks and buffers, slices written in place,
+          # keyword-only and 0-d inputs, complex rotary, a hand-written mixture of experts
+          "torch.fixed_bool_index", "torch.buffers_projection", "torch.slice_inplace", "torch.keyword_only",
+          "torch.scalar_tensors", "torch.complex_rotary", "torch.hand_moe"]
 
 
 @pytest.fixture(scope="module")

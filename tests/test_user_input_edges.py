@@ -5,6 +5,7 @@ a folder that does not exist."""
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import pytest
 import torch
@@ -70,3 +71,26 @@ def test_a_path_that_cannot_be_written_is_an_input_error_raised_before_drawing(t
     (tmp_path / "d.svg").mkdir()
     with pytest.raises(ncd.InputError, match="it is a folder"):
         ncd.draw(ncd.Linear("m -> k"), tmp_path / "d.svg")
+
+
+def test_a_type_may_repeat_an_axis_but_a_box_on_it_refuses_naming_itself() -> None:
+    # the decision recorded by 7f9a923 (3e0cd62's message said parse_type refuses 'b b'; it does not): types are syntax,
+    # an einsum operand reads the diagonal that way, and boxes refuse repeated names with their own message
+    assert str(ncd.parse_type("b b")) == "b b"
+    torch.testing.assert_close(ncd.Einsum("b b -> b").to_torch(b=3)(torch.eye(3) * 2), torch.full((3,), 2.0))
+    with pytest.raises(ncd.TypeMismatchError, match=r"L: tensor 'm m' names axis m twice"):
+        ncd.Linear("m m -> k")
+    with pytest.raises(ncd.TypeMismatchError, match=r"weave over b: segment 'b' of LN .* already has an axis b"):
+        ncd.Identity.of("b b") >> ncd.LayerNorm("b")
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ncd.Slice("t", 5, 2), r"slice 5:2:1 of axis t keeps nothing: the stop must be past the start"),
+    (lambda: ncd.Slice("t", 0, 4, 0), r"slice 0:4:0 of axis t: the step must be a positive whole number"),
+    (lambda: (ncd.Identity.of("b c y x") >> ncd.Conv("c y x -> d y x", kernel=9)).to_torch(b=1, c=2, d=2, y=4, x=4),
+     r"★9: axis y=4 is narrower than its window: the output axis y would have size -4"),
+])
+def test_an_empty_slice_or_window_names_the_box_and_sizes(build: Any, message: str) -> None:
+    # were 'axis t has size -3' / 'axis t has size zoo' / 'axis y has size -4': no box, no slice, no kernel
+    with pytest.raises(ncd.SizeError, match=message):
+        build()

@@ -394,6 +394,13 @@ def parse_type(text: str, /, **sizes: SizeLike) -> Type:
 
     >>> str(parse_type("y k h, x k h"))
     'y k h, x k h'
+
+    A type is syntax: a segment may name an axis twice (an einsum's operand ``"b b"`` reads the diagonal). A box whose
+    own tensors repeat a name refuses them with an error naming the box and the axis (``ncd.Linear("m m -> k")``:
+    ``L: tensor 'm m' names axis m twice``), and so does weaving a box over a wire of a name it already has.
+
+    >>> str(parse_type("b b"))
+    'b b'
     """
     if not isinstance(text, str):
         raise ParseError(f"parse_type expects text such as 'b t m, b s m', not {type(text).__name__}")

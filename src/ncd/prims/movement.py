@@ -453,7 +453,13 @@ def Slice(axis: str, start: SizeLike, stop: SizeLike, step: SizeLike = 1, out: s
     """Keep ``start:stop:step`` of ``axis``; the output axis keeps the name (or is called ``out``)."""
     source = _one_axis(axis, "slice")
     a, b, c = size(start), size(stop), size(step)
+    if c.is_number and c < 1:
+        raise SizeError(f"slice {size_text(a)}:{size_text(b)}:{size_text(c)} of axis {source.name}: the step must be a"
+                        " positive whole number")
     kept = slice_size(a, b, c)
+    if kept.is_number and kept < 1:
+        raise SizeError(f"slice {size_text(a)}:{size_text(b)}:{size_text(c)} of axis {source.name} keeps nothing:"
+                        " the stop must be past the start")
     output = Axis(source.name, kept, source.role) if out is None else parse_axis(out)
     if out is not None and _default_sized(output):
         output = output.resized(kept)

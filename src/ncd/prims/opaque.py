@@ -376,6 +376,17 @@ def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
     return f"{fn}({', '.join(args)})"
 
 
+def on_meta(prim: OpaqueOp) -> OpaqueOp:
+    """The call made on the ``meta`` device: an operator that makes a tensor (``ones``, ``eye``, ``full``: its schema
+    has a keyword ``device``) is told so, as meta inputs tell every other one, so checking its shape allocates nothing
+    (a file's ``ones([60000, 60000])`` would otherwise take 14 GB to be refused)."""
+    schema = getattr(resolve_target(prim.target), "_schema", None)
+    if schema is None or not any(a.name == "device" and a.kwarg_only for a in schema.arguments):
+        return prim
+    kwargs = tuple(pair for pair in prim.kwargs if pair[0] != "device") + (("device", ("$device", "meta")),)
+    return replace(prim, kwargs=kwargs)
+
+
 def check_shapes(prim: OpaqueOp) -> None:
     """Run the call on ``meta`` tensors (nothing allocated) and refuse it unless its results have the declared
     shapes: the memory budget is checked on the declared types, so a call must not make larger tensors.
@@ -391,7 +402,7 @@ def check_shapes(prim: OpaqueOp) -> None:
     dtypes = {"float": torch.float32, "index": torch.int64, "bool": torch.bool, "complex": torch.complex64}
     inputs = [torch.empty(shape(seg), dtype=dtypes[seg.dtype], device="meta") for seg in prim.inputs]
     try:
-        out = eval(call_text(prim, [f"x{j}" for j in range(len(inputs))]), {"torch": torch},  # noqa: S307 - checked call
+        out = eval(call_text(on_meta(prim), [f"x{j}" for j in range(len(inputs))]), {"torch": torch},  # noqa: S307
                    {f"x{j}": x for j, x in enumerate(inputs)})
     except Exception:  # noqa: BLE001 - no meta kernel or a data-dependent shape: the real call decides
         return

@@ -102,6 +102,10 @@ def _subs_checked(prim: Primitive, mapping: Mapping[sympy.Symbol, sympy.Expr], i
         out = substitute(b.size, mapping)
         if _is_number(out) and not out.is_integer:
             raise _not_divisible(prim.label(), a.name, substitute(a.size, mapping), out, s)
+        if _is_number(out) and out < 1:  # the window is wider than the (padded) axis
+            raise SizeError(f"{prim.label()}: axis {a.name}={size_text(substitute(a.size, mapping))} is narrower than its"
+                            f" window: the output axis {b.name} would have size {size_text(out)}"
+                            f" ({b.name} = {size_text(b.size)}); bind {a.name} larger, or pad it")
     return Primitive.subs(prim, mapping)
 
 

@@ -208,17 +208,22 @@ def index_put(conv: Converter, node: Node) -> None:
 
     x, indices, value = node.args[:3]
     accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
-    if accumulate or not isinstance(indices, (list, tuple)) or len(indices) != 1:
+    if accumulate or not isinstance(indices, (list, tuple)) or not indices or any(i is not None for i in indices[:-1]):
         raise Decline("not one mask, written without accumulation")
-    (mask,) = indices
+    lead, mask = len(indices) - 1, indices[-1]  # x[:, :, mask] = v: the mask on the wires after `lead` full ones
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)
             and isinstance(mask, Node) and isinstance(mask.value, torch.Tensor) and mask.value.dtype == torch.bool):
         raise Decline("not a boolean mask of a tensor")
     shape, rows = tuple(x.value.shape), tuple(mask.value.shape)
-    if shape[:len(rows)] != rows:
-        raise Decline(f"a mask of shape {list(rows)} on a tensor of shape {list(shape)}")
-    row = shape[len(rows):]
+    if shape[lead:lead + len(rows)] != rows:
+        raise Decline(f"a mask of shape {list(rows)} on a tensor of shape {list(shape)} after {lead} full axes")
+    row = shape[lead + len(rows):]
     number = _number(value)
+    if lead:  # the selected entries of each leading position, all set to one number: where(mask[None, ...], v, x)
+        if number is None or not x.value.is_floating_point():
+            raise Decline("a mask after full axes, written with a tensor or into integers")
+        _select(conv, node, _widened(conv, node, mask, len(row), lead), number, x)
+        return
     if number is None and not (isinstance(value, Node) and isinstance(value.value, torch.Tensor)
                                and value.value.dim() <= len(row) and _broadcasts(tuple(value.value.shape), row)):
         raise Decline("a value that is not a number or one row for every selected position")
@@ -241,16 +246,18 @@ def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
         return False
 
 
-def _widened(conv: Converter, node: Node, mask: Node, k: int) -> Node:
-    """``mask`` read with ``k`` trailing size-1 wires (a mask of rows, broadcast over each row's entries)."""
-    if not k:
+def _widened(conv: Converter, node: Node, mask: Node, k: int, lead: int = 0) -> Node:
+    """``mask`` read with ``k`` trailing size-1 wires (a mask of rows, broadcast over each row's entries) and ``lead``
+    leading ones (a mask of the wires after ``lead`` full ones, broadcast over them)."""
+    if not k and not lead:
         return mask
-    value = mask.value.reshape(tuple(mask.value.shape) + (1,) * k)
+    value = mask.value.reshape((1,) * lead + tuple(mask.value.shape) + (1,) * k)
     widened = Node(f"{mask.name}_rows", "call" if mask.live else "constant", None, (), {}, value=value,
                    stack=node.stack, live=mask.live, source=mask.source)
     if mask.live:
         vid = conv.value(mask)
-        conv.bind(widened, conv.view(vid, conv.names(vid) + ["1"] * k, tuple(int(n) for n in value.shape)))
+        names = ["1"] * lead + conv.names(vid) + ["1"] * k
+        conv.bind(widened, conv.view(vid, names, tuple(int(n) for n in value.shape)))
     return widened
 
 

@@ -299,6 +299,8 @@ def _fused_input(conv: Converter, node: Node) -> Any:
         source, weight = node.args[1], node.args[2]
     elif "aten.mm" in name or "matmul" in name:
         source, weight = node.args[0], node.args[1]
+        if not (isinstance(weight, Node) and conv.learned(weight)):  # a constant's product is an einsum (matmul)
+            return None
     else:
         return None
     consumers = conv.consumers.get(id(node), [])
@@ -324,12 +326,15 @@ def addmm(conv: Converter, node: Node) -> None:
 
 @rule("aten.mm", "aten.matmul", "aten.bmm")
 def matmul(conv: Converter, node: Node) -> None:
+    """``x @ W`` and ``W @ x`` with ``W`` a parameter (or computed from parameters only) are linear maps; with ``W`` a
+    buffer or a tensor the model makes (a fixed projection), the einsum with that constant (a linear map would make it a
+    parameter of the lowered module)."""
     a, b = node.args[:2]
-    weight = _weight(b)
+    weight = _weight(b) if isinstance(b, Node) and conv.learned(b) else None
     if _live(a) and weight is not None and weight.dim() == 2:
         _linear_2d(conv, node, a, weight.t(), None)
         return
-    first = _weight(a)
+    first = _weight(a) if isinstance(a, Node) and conv.learned(a) else None
     if _live(b) and first is not None and first.dim() == 2 and "bmm" not in str(node.target):
         # ``W @ x``: a linear map of x's second last axis (its last when x is a vector), woven over the others
         conv.bind(node, emit_linear(conv, node, conv.value(b), first, None, -2 if len(_shape(b)) >= 2 else -1))

@@ -157,11 +157,26 @@ def _fixed_positions(x: Node, indices: list[Any]) -> int | None:
     return given[0] if i.value.numel() and -size <= int(i.value.min()) and int(i.value.max()) < size else None
 
 
+def _mask_positions(indices: list[Any]) -> list[Any]:
+    """``indices`` with a constant one-axis boolean mask replaced by the positions it keeps (``x[:, keep]`` reads what
+    ``x[:, keep.nonzero()[:, 0]]`` reads, in the same order): a mask fixed in the model (a buffer) selects fixed
+    positions, a gather at constant positions (a mask that selects nothing stays a mask)."""
+    out = list(indices)
+    for k, i in enumerate(indices):
+        if (isinstance(i, Node) and not i.live and isinstance(i.value, torch.Tensor) and i.value.dtype == torch.bool
+                and i.value.dim() == 1 and i.value.device.type != "meta" and bool(i.value.any())):
+            out[k] = Node(f"{i.name}_positions", "constant", None, (), {}, value=i.value.nonzero()[:, 0], stack=i.stack,
+                          live=False, source=i.source)
+    return out
+
+
 @rule("aten.index")
 def index(conv: Converter, node: Node) -> None:
     """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal); ``x`` may
-    be a constant read at live positions (the identity's rows at the experts a router chose)."""
+    be a constant read at live positions (the identity's rows at the experts a router chose); a constant boolean mask
+    on one axis is the positions it keeps."""
     x, indices = node.args[:2]
+    indices = _mask_positions(indices)
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
     if not (isinstance(x, Node) and (x.live or live) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
         raise Decline("not a float tensor")

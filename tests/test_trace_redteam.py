@@ -1,0 +1,120 @@
+"""Red-team findings on models users write (stop 18): each is compared with the original model on a fresh input.
+
+* a boolean mask fixed in the model (a buffer) indexing one axis, ``x[:, :, keep]``, crashed the lowered module (the
+  opaque ``index`` ran on the buffer's placeholder, which keeps nothing): it reads the positions the mask keeps;
+* ``x[:, mask] = v`` (a mask after full axes, fixed or computed) was opaque: it is ``where(mask, v, x)``;
+* ``x @ buffer`` (a fixed projection, ``torch.eye``) was a linear map, so the lowered module had it as a trainable
+  parameter (18 parameters became 354): it is the einsum with the constant, and the parameters are the model's.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+import ncd
+
+
+def _trace(model: nn.Module, *inputs: torch.Tensor) -> ncd.trace.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *inputs)
+
+
+def _equal_on(model: nn.Module, lowered: nn.Module, *inputs: torch.Tensor) -> None:
+    with torch.no_grad():
+        for got, want in zip(tree_leaves(lowered(*inputs)), tree_leaves(model(*inputs)), strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class FixedMask(nn.Module):
+    """Keeps every third feature (a boolean buffer) for a linear head, and zeroes them in a copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        keep = torch.zeros(16, dtype=torch.bool)
+        keep[::3] = True
+        self.register_buffer("keep", keep)
+        self.lin = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x.clone()
+        y[:, :, self.keep] = 0.0
+        return self.lin(x[:, :, self.keep]), y
+
+
+def test_a_fixed_boolean_mask_reads_the_positions_it_keeps() -> None:
+    torch.manual_seed(0)
+    model = FixedMask().eval()
+    d = _trace(model, torch.randn(2, 6, 16))
+    assert d.opaque_count == 0, d.opaque
+    assert {"gather", "where"} <= {b.prim.op for b in d.boxes()}
+    _equal_on(model, d.to_torch(), torch.randn(2, 6, 16))
+
+
+class LiveMask(nn.Module):
+    """Masks computed from the input, written after one and after two full axes."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, z = x.clone(), x * 2
+        y[:, x[0, :, 0] > 0] = -1.5  # a mask of positions, after the batch
+        z[:, x[0] > 0.5] = 0.25  # a mask of positions and features, after the batch
+        return y, z
+
+
+def test_a_mask_written_after_full_axes_is_a_where() -> None:
+    model = LiveMask()
+    d = _trace(model, torch.randn(2, 4, 5))
+    assert d.opaque_count == 0, d.opaque
+    _equal_on(model, d.to_torch(), torch.randn(2, 4, 5))
+
+
+def test_a_mask_after_full_axes_written_into_integers_stays_opaque_and_equal() -> None:
+    class Ints(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("k", torch.tensor([True, False, True, True, False]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = (x * 10).long()
+            y[:, self.k] = 7
+            return y
+
+    model = Ints()
+    d = _trace(model, torch.randn(2, 5))
+    _equal_on(model, d.to_torch(), torch.randn(2, 5))
+
+
+class FixedProjection(nn.Module):
+    """A fixed random projection (a buffer), the identity matrix and a tied weight, each multiplied by the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("proj", torch.randn(16, 5))
+        self.lin = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, t, m = x.shape
+        y = x.reshape(-1, m) @ self.proj
+        z = torch.eye(16) @ x.transpose(1, 2)
+        return self.lin(y.view(b, t, 5)), z, x[..., :5] @ self.lin.weight.t()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_product_with_a_buffer_keeps_the_buffer_out_of_the_parameters(batch: int) -> None:
+    torch.manual_seed(0)
+    model = FixedProjection().eval()
+    d = _trace(model, torch.randn(batch, 6, 16))
+    assert d.opaque_count == 0, d.opaque
+    lowered = d.to_torch()
+    assert _params(lowered) == _params(model) == 18
+    assert sum(b.numel() for b in lowered.buffers()) >= 16 * 5  # the projection is held, not learned
+    _equal_on(model, lowered, torch.randn(batch, 6, 16))
