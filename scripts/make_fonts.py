@@ -4,7 +4,8 @@ Each is subset (fontTools) to the characters a drawing can use and renamed ``NCD
 shadows an installed font.  Text widths are measured from these files and the SVG/PDF writers
 embed them, so a drawing looks the same on every machine.  Re-run after changing the ranges:
 
-    .venv/bin/python scripts/make_fonts.py
+    .venv/bin/python scripts/make_fonts.py            # the fonts, then their metrics (metrics.json)
+    .venv/bin/python scripts/make_fonts.py --metrics  # only metrics.json, from the bundled fonts
 """
 
 from __future__ import annotations
@@ -59,7 +60,24 @@ def main() -> None:
     for name, (source, family, style, ranges) in FACES.items():
         build(source, os.path.join(OUT, name), family, style, ranges)
         print(name, os.path.getsize(os.path.join(OUT, name)))
+    write_metrics()
+
+
+def write_metrics() -> None:
+    """``metrics.json``: each bundled face's metrics (:func:`ncd.render.fonts.read_metrics`), read at run time
+    instead of the font files (a test checks they agree)."""
+    import json
+
+    from ncd.render.fonts import METRICS, read_metrics
+
+    table = {name: read_metrics(os.path.join(OUT, name)) for name in FACES}
+    with open(METRICS, "w", encoding="utf-8") as f:
+        json.dump(table, f, separators=(",", ":"), sort_keys=True)
+        f.write("\n")
+    print("metrics.json", os.path.getsize(METRICS))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    write_metrics() if sys.argv[1:] == ["--metrics"] else main()

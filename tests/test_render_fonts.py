@@ -82,3 +82,26 @@ def test_embedded_subsets_shape_text_as_the_whole_faces_do() -> None:
         units = TTFont(io.BytesIO(data))["head"].unitsPerEm
         assert sum(p.x_advance for p in buf.glyph_positions) * 10.0 / units == pytest.approx(advance(word, face, 10.0))
         assert {chr(c) for c in TTFont(io.BytesIO(data)).getBestCmap()} == set(word) | {" "}
+
+
+def test_bundled_metrics_table_is_what_the_font_files_say() -> None:
+    """``metrics.json`` (read at run time instead of the font files) holds each face's units, character map, advance
+    widths and ink boxes exactly as fontTools reads them from the bundled files now."""
+    import json
+
+    from ncd.render.fonts import METRICS, _metrics, read_metrics
+
+    with open(METRICS, encoding="utf-8") as f:
+        table = json.load(f)
+    assert sorted(table) == sorted(file for file, *_ in FACES.values())
+    for face, (file, *_) in FACES.items():
+        font = TTFont(f"{FONT_DIR}/{file}")
+        assert table[file] == json.loads(json.dumps(read_metrics(f"{FONT_DIR}/{file}")))
+        m = _metrics(face)
+        assert m.units == font["head"].unitsPerEm and m.cmap == dict(font.getBestCmap())
+        assert m.widths == {name: adv for name, (adv, _) in font["hmtx"].metrics.items()}
+        glyf = font["glyf"]
+        for name in [".notdef", *list(m.cmap.values())[:40:3]]:
+            g = glyf[name]
+            want = (max(0, g.xMax - m.widths[name]), g.yMax, -g.yMin) if g.numberOfContours else None
+            assert m.ink(name) == want

@@ -21,11 +21,11 @@ import ctypes
 import ctypes.util
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FACES", "FAMILIES", "FONT_DIR", "advance", "ink_extent", "italic_overhang", "face_for", "font_face_css",
-           "register_with_fontconfig", "text_face_characters"]
+__all__ = ["FACES", "FAMILIES", "FONT_DIR", "METRICS", "advance", "ink_extent", "italic_overhang", "face_for", "font_face_css",
+           "read_metrics", "register_with_fontconfig", "text_face_characters"]
 
 FONT_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,38 +45,59 @@ FAMILIES = {
 }
 
 
+#: the faces' metrics, read from the font files by ``scripts/make_fonts.py`` (:func:`read_metrics`): reading them
+#: here with fontTools took a twentieth of a second of a process's first drawing, and every glyph's box read on first
+#: use a few milliseconds of each new model's
+METRICS = os.path.join(FONT_DIR, "metrics.json")
+
+
 @dataclass(frozen=True)
 class _Metrics:
     units: int
     cmap: dict[int, str]
     widths: dict[str, int]
     missing: int
-    glyf: Any  # the face's glyph table (None without one): each glyph's box is read when first asked for
-    inks: dict[str, tuple[int, int, int] | None] = field(default_factory=dict)
+    inks: dict[str, tuple[int, int, int] | None]
 
     def ink(self, name: str) -> tuple[int, int, int] | None:
         """How far a glyph's ink reaches past its advance (an italic's overhang), above and below the baseline
-        (``None`` for a glyph without outline).  Read glyph by glyph: reading all of a face's boxes up front took
-        a tenth of a second of a process's first drawing."""
-        if name in self.inks:
-            return self.inks[name]
-        value = None
-        if self.glyf is not None and name in self.widths:
-            g = self.glyf[name]
-            if getattr(g, "numberOfContours", 0) and hasattr(g, "xMax"):
-                value = (max(0, g.xMax - self.widths[name]), g.yMax, -g.yMin)
-        self.inks[name] = value
-        return value
+        (``None`` for a glyph without outline)."""
+        return self.inks.get(name)
+
+
+def read_metrics(path: str) -> dict[str, Any]:
+    """A font file's metrics as :data:`METRICS` holds them (fontTools): units per em, the character map, each glyph's
+    advance width and its ink box (past the advance, above and below the baseline; none without outline)."""
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(path)
+    widths = {name: adv for name, (adv, _) in font["hmtx"].metrics.items()}
+    glyf: Any = font["glyf"] if "glyf" in font else None
+    inks: dict[str, list[int] | None] = {}
+    for name in widths:
+        g = glyf[name] if glyf is not None else None
+        inks[name] = ([max(0, g.xMax - widths[name]), g.yMax, -g.yMin]
+                      if g is not None and g.numberOfContours and hasattr(g, "xMax") else None)
+    cmap = {str(code): name for code, name in sorted(font.getBestCmap().items())}
+    return {"units": font["head"].unitsPerEm, "cmap": cmap, "widths": widths, "inks": inks}
+
+
+@functools.cache
+def _all_metrics() -> dict[str, Any]:
+    import json
+
+    with open(METRICS, encoding="utf-8") as f:
+        return json.load(f)  # type: ignore[no-any-return]
 
 
 @functools.cache
 def _metrics(face: str) -> _Metrics:
-    from fontTools.ttLib import TTFont
-
-    font = TTFont(os.path.join(FONT_DIR, FACES[face][0]))
-    widths = {name: adv for name, (adv, _) in font["hmtx"].metrics.items()}
-    glyf = font["glyf"] if "glyf" in font else None
-    return _Metrics(font["head"].unitsPerEm, dict(font.getBestCmap()), widths, widths.get(".notdef", 0), glyf)
+    data = _all_metrics()[FACES[face][0]]
+    widths: dict[str, int] = data["widths"]
+    inks: dict[str, tuple[int, int, int] | None] = {
+        name: (ink[0], ink[1], ink[2]) if ink is not None else None for name, ink in data["inks"].items()}
+    return _Metrics(data["units"], {int(code): name for code, name in data["cmap"].items()}, widths,
+                    widths.get(".notdef", 0), inks)
 
 
 @functools.lru_cache(maxsize=1)
