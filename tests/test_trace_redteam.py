@@ -118,3 +118,20 @@ def test_a_product_with_a_buffer_keeps_the_buffer_out_of_the_parameters(batch: i
     assert _params(lowered) == _params(model) == 18
     assert sum(b.numel() for b in lowered.buffers()) >= 16 * 5  # the projection is held, not learned
     _equal_on(model, lowered, torch.randn(batch, 6, 16))
+
+
+class OverTheBatch(nn.Module):
+    """Statistics over the batch (and over the batch and positions): a mean, variances, a standard deviation."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.softmax(0), x.var(0), x.std(0, keepdim=True), x.var((0, 1), unbiased=False), x.mean(0),
+                x - x.mean((0, 1), keepdim=True), x.var(-1))
+
+
+@pytest.mark.parametrize("batch", [3, 5])
+def test_statistics_over_the_batch_follow_the_batch_lowered_at_another(batch: int) -> None:
+    # var over the batch was 1/2 and 1/(2-1) as numbers: lowered at batch 3, its variance was off by 5.2
+    d = _trace(OverTheBatch(), torch.randn(2, 5, 8))
+    assert d.opaque_count == 0, d.opaque
+    assert {"*1/b", "*1/(b - 1)"} <= {b.prim.label() for b in d.boxes()}
+    _equal_on(OverTheBatch(), d.to_torch(b=batch), torch.randn(batch, 5, 8))

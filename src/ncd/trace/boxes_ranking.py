@@ -185,11 +185,13 @@ def variance(conv: Converter, node: Node) -> None:
     ``n - correction`` (``unbiased=False``: ``n``)."""
     import math
 
+    import sympy
+
     from ncd.ir.axes import Segment
     from ncd.prims.elementwise import ElementwiseOp, MultiplyOp
     from ncd.prims.linear import EinsumOp
     from ncd.prims.structure import AddOp
-    from ncd.trace.idioms import _scale
+    from ncd.trace.idioms import _scale, count_of
 
     name = node.target.name().split("::")[1].split(".")[0]
     x = node.args[0]
@@ -211,15 +213,16 @@ def variance(conv: Converter, node: Node) -> None:
     if not isinstance(correction, (int, float)) or n - correction <= 0 or not isinstance(keep, bool):
         raise Decline(f"a correction {correction!r} of {n} entries")
     rest = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in own))
-    names = [a.name for a in reduced]
+    count = count_of(conv, reduced)  # the sizes' symbols where the names hold them: 1/b follows the batch
     (mean,) = conv.emit(Box(EinsumOp(Type((seg,)), rest)), [vid], [rest])
-    mean = _scale(conv, _scale(conv, mean, 1.0 / n, names), -1.0)
+    mean = _scale(conv, _scale(conv, mean, 1 / count), -1.0)
     deviation = conv.apply(Box(AddOp(2)), [vid, mean])
     if conv.names(deviation) != list(seg.names):
         raise Decline(f"the deviation's wires come out as '{conv.segs[deviation]}'")
     square = conv.apply(Box(MultiplyOp(2)), [deviation, deviation])
     (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[square],)), rest)), [square], [rest])
-    out = _scale(conv, out, 1.0 / (n - correction), names if correction == 0 else ())
+    correction = int(correction) if float(correction).is_integer() else sympy.Float(correction)
+    out = _scale(conv, out, 1 / (count - correction))
     if name == "std":
         out = conv.apply(Box(ElementwiseOp("sqrt")), [out])
     if keep:

@@ -26,7 +26,7 @@ import sympy
 import torch
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
@@ -459,6 +459,17 @@ def size_constant(conv: Converter, name: str) -> sympy.Symbol | None:
     return symbol(base)
 
 
+def count_of(conv: Converter, reduced: Sequence[Axis]) -> sympy.Expr:
+    """How many entries a reduction over the wires ``reduced`` reads: the product of their sizes' symbols where the
+    names hold them (a mean over the batch is ``1/b``, so it follows the batch when the diagram is lowered at another),
+    else the number."""
+    exact = all(not a.size.free_symbols and int(a.size) > 1 and a.name.rstrip(PRIME).isidentifier()
+                and conv.namer.size_of.get(a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
+    if exact:
+        return sympy.Mul(*[size_constant(conv, a.name) for a in reduced])
+    return sympy.Integer(math.prod(int(a.size) for a in reduced))
+
+
 def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     """``factor`` as a size of one of the wires ``like`` when it is one (``k**-0.5``, ``1/m``, ``m**0.5``), else the
     number: an attention scale reads as the head dimension's, not as 16 digits."""
@@ -594,11 +605,7 @@ def reduce(conv: Converter, node: Node) -> None:
     box = Box(EinsumOp(Type((seg,)), out))
     (vid2,) = conv.emit(box, [vid], [out])
     if "mean" in node.target.name():  # 1 over the reduced wires' sizes: their symbols where the names hold them
-        reduced = [seg.axes[d] for d in dims]
-        exact = all(not a.size.free_symbols and int(a.size) > 1 and a.name.rstrip(PRIME).isidentifier()
-                    and conv.namer.size_of.get(a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
-        named = [size_constant(conv, a.name) for a in reduced] if exact else []
-        vid2 = _scale(conv, vid2, 1 / sympy.Mul(*named) if exact else 1.0 / math.prod(int(a.size) for a in reduced))
+        vid2 = _scale(conv, vid2, 1 / count_of(conv, [seg.axes[d] for d in dims]))
     if keep:
         names = [("1" if k in dims else a.name) for k, a in enumerate(seg.axes)]
         vid2 = conv.view(vid2, names, _shape(node))
