@@ -828,9 +828,11 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and values (NaN equal to NaN)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    if a.is_floating_point() or a.is_complex():
+    if torch.equal(a, b):  # one pass, no temporaries: the usual answer
+        return True
+    if a.is_floating_point() or a.is_complex():  # unequal only where both are NaN?
         return bool(((a == b) | (a.isnan() & b.isnan())).all())
-    return bool((a == b).all())
+    return False
 
 
 def _discrete(value: Any) -> bool:
