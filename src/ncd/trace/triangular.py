@@ -73,9 +73,28 @@ def _is_eye(node: Any, n: int) -> bool:
     return value.dim() >= 2 and tuple(value.shape[-2:]) == (n, n) and bool((value == _eye_like(n, value)).all())
 
 
-def _closeness(got: torch.Tensor, want: torch.Tensor) -> bool:
-    scale = float(want.abs().max()) if want.numel() else 0.0
-    return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale)))
+def _scale(want: torch.Tensor) -> float:
+    """The largest entry's magnitude (the absolute tolerance of :func:`_closeness` grows with it)."""
+    return float(want.abs().max()) if want.numel() else 0.0
+
+
+def _closeness(got: torch.Tensor, want: torch.Tensor, scale: float | None = None) -> bool:
+    """Whether ``got`` is ``want`` up to rounding (``scale``: :func:`_scale` of ``want``, if known)."""
+    if scale is None:
+        scale = _scale(want)
+    return got.shape == want.shape and _close(got, want, 1e-5 * max(1.0, scale))
+
+
+#: Entries compared at once by :func:`_close`: a batch of larger matrices is compared a matrix at a time
+_AT_ONCE = 1 << 16
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
+    """``torch.allclose(got, want, rtol=1e-4, atol=atol)``, a batch of matrices compared one part after another and
+    stopping at the first that differs (candidates that are not the closed form differ early)."""
+    if got.dim() <= 2 or got.numel() <= _AT_ONCE:
+        return bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
+    return all(_close(g, w, atol) for g, w in zip(got.unbind(0), want.unbind(0)))
 
 
 # -- the converter's rule: a solve against the identity is the box -----------------------------------------------
@@ -208,8 +227,9 @@ def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
         return []
     pure = _computed_from(nodes, k)
     want = _closed_form(value)
+    scale = _scale(want)
     result = next((p for p in reversed(pure) if isinstance(p.value, torch.Tensor) and p.value.shape == want.shape
-                   and _closeness(p.value, want)), None)
+                   and _closeness(p.value, want, scale)), None)
     if result is None or not _fresh_equal(m, pure, result):
         return []
     made: list[Node] = []
