@@ -111,3 +111,33 @@ def test_a_traced_model_fits_at_every_depth_and_every_format_has_the_drawings_si
         assert tex.count("\\begin{tikzpicture}") == 1 and "\\end{document}" in tex
         page = written(".html", options).decode()
         assert page.count('id="ncd-data"') == 1 and page.rstrip().endswith("</html>")
+
+
+def test_a_shared_definitions_symbols_set_the_first_rows_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers of one shape and other sizes share a definition whose wires say ``a_i`` (a subscript, smaller than any
+    text of the one row): the page is laid out once, at the width that text allows, and is the drawing that a
+    first attempt at the one row's width (too wide for that text) and a second, narrower one give."""
+    from ncd.render import to_svg, wrap
+
+    def layer(k: int, x: str, y: str) -> ncd.Diagram:
+        body = ncd.Identity.of(f"t {x}") >> ncd.Linear(f"{x} -> h")
+        for _ in range(6):
+            body = body >> ncd.ReLU() >> ncd.Linear("h -> h")
+        return (body >> ncd.Linear(f"h -> {y}")).block(f"layers.{k}: Layer")
+
+    d = layer(0, "a", "b") >> layer(1, "b", "c") >> layer(2, "c", "d")
+    attempts: list[float] = []
+    lay_page = wrap._lay_page
+
+    def counted(ctx, first, target, frag):  # type: ignore[no-untyped-def]
+        attempts.append(target)
+        return lay_page(ctx, first, target, frag)
+
+    monkeypatch.setattr(wrap, "_lay_page", counted)
+    guessed = to_svg(d)
+    first = list(attempts)
+    attempts.clear()
+    monkeypatch.setattr(wrap, "_first_limit", lambda *args: None)  # the page laid out from the one row's width
+    assert to_svg(d) == guessed
+    assert len(first) == 1 and len(attempts) == 2 and attempts[0] > first[0]
+    assert drawing_figures(layout(d)).min_label_pt >= 6.0

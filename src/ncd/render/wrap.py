@@ -36,10 +36,10 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.generic import family, family_header, family_indices, generic_labels
 from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
-from ncd.render.model import Drawing, Path, Port
+from ncd.render.model import Drawing, Path, Port, Text
 from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
-from ncd.render.typeset import Piece, typeset_text
+from ncd.render.typeset import Piece, symbol_pieces, typeset_text
 
 if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
@@ -145,10 +145,17 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
         if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
             return single or _finish(ctx, one_row)
-        target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
+        start = target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
+        # the page may hold smaller text than the one row (a shared definition's symbols, n_i), which makes it
+        # narrower: the first attempt is at the width that text allows, as the second one would be
+        guess = _first_limit(ctx, diagram, max_w) if style.page == "column" else None
+        if guess is not None:
+            target = max(120.0, guess - 2 * style.margin - 2 * ARROW_RUN - 8.0)
         # the attempts are compared by their sizes and smallest text; only the chosen one's items are made
         best: tuple[tuple[bool, bool, float], Frag, Framing] | None = None
-        for _ in range(8):
+        tries = 0
+        while tries < 8:
+            tries += 1
             ctx.collapse = set()
             ctx.symbols = set(symbols0)  # the fresh symbols of this page's definitions are chosen anew
             ctx.lists = {}
@@ -158,6 +165,11 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             width, height = round(framed_page.width, 2), round(framed_page.height, 2)
             # the page may hold smaller text than the one row (a definition's header): its own limit
             limit = _limit(framed_page.smallest(page, ctx.memo), max_w, style.page)
+            if guess is not None:
+                if limit > guess + 0.01:  # its text is not that small: start again at the one row's width
+                    guess, target, tries = None, start, 0
+                    continue
+                guess, tries = None, 2  # the attempt a first one at the one row's width would have led to
             score = (width > limit + 0.01, width > max_aspect * height, width)
             if best is None or score < best[0]:
                 best = (score, page, framed_page)
@@ -174,6 +186,44 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         return _finish(ctx, best[1], best[2])
     finally:
         ctx.memo = None
+
+
+def _first_limit(ctx: Layout, diagram: Diagram, max_w: float) -> float | None:
+    """The narrower limit of a column page whose smallest text is a shared definition's symbol label (``n_i``: a
+    subscript) when the one row's (``max_w``) is larger: when blocks of one family and shape differ in a size and
+    one is wider than such a page's rows (it is drawn as a box, with a definition); else ``None``."""
+    if ctx.style.labels == "none":
+        return None
+    symbol = min(run.size for it in ctx.text(symbol_pieces("n_i"), 0.0, 0.0, ctx.style.label_size)
+                 if isinstance(it, Text) for run in it.runs if run.text.strip())
+    limit = _limit(symbol, max_w, "column")
+    if limit >= max_w - 0.01 or not _shared_sizes(ctx, diagram, 0.8 * (limit - 2 * ctx.style.margin - 2 * ARROW_RUN - 8.0)):
+        return None
+    return limit
+
+
+def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
+    """Whether two blocks of one family and shape differ in a size, one of them laid out wider than ``wide`` (a
+    definition they share labels that size by a symbol)."""
+    widths: dict[int, float] = {}
+    for key, entry in (ctx.memo or {}).items():
+        if key[0] == "group" and key[2] == 1:
+            widths[key[1]] = max([widths.get(key[1], 0.0)] + [frag.w for frag, _, _ in entry[1]])
+    families: dict[str, list[Block]] = {}
+    stack = [diagram]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Block):
+            families.setdefault(family(node.name), []).append(node)
+        stack.extend(node.children())
+    for blocks in families.values():
+        first = blocks[0]
+        for other in blocks[1:]:
+            if other is not first and max(widths.get(id(first), 0.0), widths.get(id(other), 0.0)) > wide:
+                found = generic_labels([first, other])
+                if found is not None and found[0]:
+                    return True
+    return False
 
 
 def _limit(smallest: float | None, max_w: float, page: str) -> float:
