@@ -9,6 +9,15 @@ Three families of diagrams, each at about 10, 100, 1,000 and 10,000 boxes:
 * **par** — a wide parallel composition: 3, 25, 250 and 2,500 branches (``Linear >> ReLU >> Linear >> ReLU``
   on a ``b m`` wire of its own), stacked with ``@`` one branch at a time.
 
+Two more families, run when named (``--families distinct,widths``), give every branch or layer sizes of its own
+(what a user's hand-sized model does; each size is bound to 8):
+
+* **distinct** — ``par`` with branch ``i`` on a ``b m<i>`` wire (``Linear("m<i> -> m<i>")`` ...);
+* **widths** — ``chain`` with layer ``i`` a ``Linear("m<i> -> m<i+1>")`` (every width its own size).
+
+Their ``formulas`` stage is quadratic by its answer: the peak is a ``Max`` of one total per branch or layer, each
+naming every size (``docs/internals.md``).
+
 Stages, each the call a user makes: ``build`` (``>>``), ``lower`` (``d.to_torch(**sizes)``: the program lowered,
 printed, compiled and its modules made), ``cost`` (``ncd.cost`` with every size bound: numbers),
 ``formulas`` (``ncd.cost`` with no size bound: sympy formulas in the sizes, peak included), ``draw`` (SVG),
@@ -64,6 +73,27 @@ def wide(branches: int) -> ncd.Diagram:
     return d
 
 
+def wide_distinct(branches: int) -> ncd.Diagram:
+    """``par`` with branch ``i`` on a ``b m<i>`` wire of its own size."""
+    def branch(i: int) -> ncd.Diagram:
+        m = f"m{i}"
+        return (ncd.Identity.of(f"b {m}") >> ncd.Linear(f"{m} -> {m}") >> ncd.ReLU() >> ncd.Linear(f"{m} -> {m}")
+                >> ncd.ReLU())
+
+    d = branch(0)
+    for i in range(1, branches):
+        d = d @ branch(i)
+    return d
+
+
+def chain_widths(n: int) -> ncd.Diagram:
+    """``chain`` with every ``Linear`` of its own output width: ``m<i> -> m<i+1>``."""
+    d: ncd.Diagram = ncd.Identity.of("b m0")
+    for i in range(n):
+        d = d >> (ncd.Linear(f"m{i // 2} -> m{i // 2 + 1}", name=f"L{i}") if i % 2 == 0 else ncd.ReLU())
+    return d
+
+
 SIZES = {"b": 2, "m": 8, "f": 16}
 
 
@@ -86,7 +116,7 @@ def stage_functions(make: Callable[[int], ncd.Diagram]) -> dict[str, Callable[[i
         def prepare(n: int) -> Callable[[], object]:
             diagram = make(n)
             free = {str(s) for s in diagram.free_symbols}
-            sizes = {k: v for k, v in SIZES.items() if k in free}
+            sizes = {k: SIZES.get(k, 8) for k in free}
             return lambda: fn(diagram, **sizes)
         return prepare
 
@@ -177,6 +207,13 @@ def main() -> None:
         branches = [n for n in (3, 25, 250, 2500) if n * 4 <= max(args.max, 12)]
         missed += run("par (four-box branches stacked with @; count = branches)", wide, branches, 4, stages,
                       args.budget)
+    if "distinct" in families:
+        branches = [n for n in (3, 25, 250, 2500) if n * 4 <= max(args.max, 12)]
+        missed += run("distinct (par, branch i on sizes m<i>; count = branches)", wide_distinct, branches, 4,
+                      stages, args.budget)
+    if "widths" in families:
+        counts = [n for n in (10, 100, 1000, 10000) if n <= args.max]
+        missed += run("widths (chain, layer i m<i> -> m<i+1>)", chain_widths, counts, 1, stages, args.budget)
     print("\ntarget (CPU: exponent <= 1.1, <= 2 s at the largest size): "
           + ("met by every stage" if not missed else "missed by " + ", ".join(missed)))
 

@@ -292,7 +292,8 @@ def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) ->
     """``value`` with symbols replaced; a no-op when none of them occur."""
     if not mapping or not (value.free_symbols & mapping.keys()):
         return value
-    relevant = tuple(sorted(((k, v) for k, v in mapping.items() if k in value.free_symbols), key=lambda kv: kv[0].name))
+    symbols = value.free_symbols  # a few; the mapping may bind thousands of sizes (look each symbol up)
+    relevant = tuple(sorted(((k, mapping[k]) for k in symbols if k in mapping), key=lambda kv: kv[0].name))
     return _substituted(value, relevant)
 
 

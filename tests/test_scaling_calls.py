@@ -1,0 +1,97 @@
+"""Shapes nobody benchmarked stay linear: Python calls counted at ``n`` and ``4 n`` (no timing).
+
+Each case builds a diagram of a shape a user can write (a wide parallel composition whose branches use
+distinct size names, ...) at two sizes and counts the Python calls one stage makes on each with
+``cProfile`` (deterministic, whatever else the machine runs).  A linear stage makes about four times as
+many calls at ``4 n``; a quadratic one sixteen.  The bound, 4.6x, leaves room for logarithmic factors
+(sorting) and fixed costs.  ``benchmarks/bench_scaling.py --families distinct`` prints the times.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+from collections.abc import Callable
+
+import pytest
+import sympy
+
+import ncd
+from ncd.ir.size import symbol
+
+GROWTH = 4.6
+
+
+def par_distinct(n: int, prefix: str = "m") -> ncd.Diagram:
+    """``n`` branches stacked with ``@``, branch ``i`` on a wire ``b m<i>`` of its own size."""
+    def branch(i: int) -> ncd.Diagram:
+        return ncd.Identity.of(f"b {prefix}{i}") >> ncd.Linear(f"{prefix}{i} -> {prefix}{i}") >> ncd.ReLU()
+
+    d = branch(0)
+    for i in range(1, n):
+        d = d @ branch(i)
+    return d
+
+
+def calls(fn: Callable[[], object]) -> int:
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        fn()
+    finally:
+        profile.disable()
+    return pstats.Stats(profile).total_calls  # type: ignore[attr-defined, no-any-return]
+
+
+def sizes(d: ncd.Diagram) -> dict[str, int]:
+    return {str(s): 3 for s in d.free_symbols}
+
+
+def growth(make: Callable[[int, str], ncd.Diagram], stage: Callable[[ncd.Diagram], object], n: int) -> float:
+    """Calls of ``stage`` on ``make(4 n)`` over calls on ``make(n)`` (each with size names of its own, so that
+    neither finds the other's results in a cache; a tiny run first pays for lazy imports)."""
+    stage(make(2, "w"))
+    small, large = make(n, "p"), make(4 * n, "q")
+    return calls(lambda: stage(large)) / calls(lambda: stage(small))
+
+
+STAGES: dict[str, Callable[[ncd.Diagram], object]] = {
+    "bind": lambda d: d.bind(**sizes(d)),
+    "cost": lambda d: ncd.cost(d, **sizes(d)),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_par_with_distinct_sizes_is_linear(stage: str) -> None:
+    ratio = growth(par_distinct, STAGES[stage], 100)
+    assert ratio < GROWTH, f"{stage}: {ratio:.2f}x the calls at 4x the branches"
+
+
+def test_bound_par_with_distinct_sizes_costs_what_each_branch_costs() -> None:
+    n = 30
+    d = par_distinct(n)
+    report = ncd.cost(d, b=2, **{f"m{i}": i + 1 for i in range(n)})
+    one = [ncd.cost(par_distinct(1, f"m{i}_"), b=2, **{f"m{i}_0": i + 1}) for i in range(n)]
+    assert report.forward_flops == sum(r.forward_flops for r in one)
+    assert report.params == sum(r.params for r in one)
+
+
+def chain_distinct(n: int, prefix: str = "m") -> ncd.Diagram:
+    """``n`` layers ``Linear(m<i> -> m<i+1>) >> ReLU`` of distinct widths, composed one at a time."""
+    d: ncd.Diagram = ncd.Identity.of(f"b {prefix}0")
+    for i in range(n):
+        d = d >> ncd.Linear(f"{prefix}{i} -> {prefix}{i + 1}") >> ncd.ReLU()
+    return d
+
+
+@pytest.mark.parametrize("make", [chain_distinct, par_distinct], ids=["chain", "par"])
+def test_peak_of_distinct_widths_is_the_max_sympy_builds(make: Callable[[int], ncd.Diagram]) -> None:
+    """The peak's ``Max`` is built unevaluated (its totals are already the ones no other exceeds): it is the
+    expression sympy's evaluation builds, and at sizes it is the peak of the bound diagram."""
+    d = make(7)
+    peak = ncd.cost(d).peak_formula
+    assert isinstance(peak, sympy.Max) and len(peak.args) == 7  # one total per layer
+    assert peak == sympy.Max(*peak.args) and str(peak) == str(sympy.Max(*peak.args))
+    for seed in range(3):
+        bound = {str(s): 1 + (5 * j + 3 * seed) % 7 for j, s in enumerate(sorted(d.free_symbols, key=str))}
+        assert peak.xreplace({symbol(k): sympy.Integer(v) for k, v in bound.items()}) == ncd.cost(d, **bound).peak_bytes
