@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
@@ -345,8 +346,9 @@ def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
     """Copies, deletions and a crossing taking ``segments`` to ``[segments[k] for k in picks]``."""
     parts: list[Diagram] = []
     produced: list[int] = []
+    counts = Counter(picks)  # one pass (was a count per segment: quadratic in a wide route)
     for k, seg in enumerate(segments):
-        count = list(picks).count(k)
+        count = counts[k]
         t = Type((seg,))
         if count == 0:
             parts.append(Box(DeleteOp(t)))
@@ -357,12 +359,14 @@ def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
             parts.append(Box(CopyOp(t, count)))
             produced.extend([k] * count)
     result = Par.of(*parts) if parts else Identity(Type(()))
-    used = [False] * len(produced)
+    positions: dict[int, list[int]] = {}  # each segment's copies, in order: a pick takes the first one not taken
+    for i, p in enumerate(produced):
+        positions.setdefault(p, []).append(i)
+    taken: Counter[int] = Counter()
     perm = []
     for k in picks:
-        i = next(i for i, p in enumerate(produced) if p == k and not used[i])
-        used[i] = True
-        perm.append(i)
+        perm.append(positions[k][taken[k]])
+        taken[k] += 1
     if perm != list(range(len(perm))):
         result = Seq.of(result, Box(SwapOp(result.cod, tuple(perm))))
     return result
