@@ -20,7 +20,7 @@ from typing import Any
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Diagram, Identity, Par
-from ncd.render.frag import Frag, Ports, _bend_width, _betweens, flat
+from ncd.render.frag import Deferred, Frag, Placed, Ports, _bend_width, _betweens, _wire, flat
 from ncd.render.model import Item, Path, Rect, Text, frozen_record
 from ncd.render.style import Style
 from ncd.render.typeset import (
@@ -221,53 +221,124 @@ class LayoutContext:
     def _gap_frag(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
                   seps_right: dict[int, float] | None,
                   note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
+        """The gap's fragment: its size and extent now, its items when first read (:class:`Deferred`; a page layout
+        discards most of the gaps it makes).  Each distinct wire label is looked up, typeset and measured once per
+        gap: a gap carrying a wide composite's wires labels hundreds of wires with a few labels."""
         p = self.style.pitch
-        frag = Frag(0.0, 0.0, 0.0, left, right)
+        top = bottom = 0.0  # Frag.include's running extent
+        lo_x = lo_y = float("inf")  # the items' bounding box (_bounds of each), found without making them
+        hi_x = hi_y = -float("inf")
+        smallest = float("inf")
         label_w = 0.0
+        placed: list[tuple[_Label, float]] = []  # each wire's label and baseline
         subscripts, glyph = note if note else ((), None)
         if labels and self.style.labels != "none":
+            size = self.style.label_size
+            by_id: dict[tuple[int, str | None], _Label] = {}
+            by_axis: dict[tuple[Axis, str | None], _Label] = {}
             for j, (seg, ys) in enumerate(zip(typ, left)):
+                sub = subscripts[j] if j < len(subscripts) else None
                 for axis, y in zip(seg, ys):
-                    parts = self.axis_label(axis)
-                    sub = subscripts[j] if j < len(subscripts) else None
-                    if sub and axis.name in sub:  # on the name: t̄_tp, f_tp = 4m
-                        at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
-                        parts = parts[:at] + (Piece(sub[axis.name], script=-1),) + parts[at:]
-                    w, ascent, descent = self.text_size(parts, self.style.label_size)
-                    lift = self.label_rise(descent)
-                    frag.add(*self.text(parts, 3.0, y - lift, self.style.label_size, role="label"))
-                    frag.include(y - lift - ascent, y)
-                    label_w = max(label_w, w + 6.0)
+                    mark = sub[axis.name] if sub and axis.name in sub else None
+                    found = by_id.get((id(axis), mark))
+                    if found is None:
+                        found = by_axis.get((axis, mark))  # an equal axis: the same label (axis_label reads values)
+                        if found is None:
+                            found = by_axis[(axis, mark)] = self._wire_label(axis, mark, size)
+                            smallest = min(smallest, found.smallest)
+                        by_id[(id(axis), mark)] = found
+                    base = y - found.lift
+                    placed.append((found, base))
+                    v = base - found.ascent  # (min and max spelt out: this runs once per wire)
+                    if v < top:
+                        top = v
+                    if y > bottom:
+                        bottom = y
+                    if found.advance > label_w:
+                        label_w = found.advance
+                    if found.x0 < lo_x:
+                        lo_x = found.x0
+                    if found.x1 > hi_x:
+                        hi_x = found.x1
+                    v = base + found.y0
+                    if v < lo_y:
+                        lo_y = v
+                    v = base + found.y1
+                    if v > hi_y:
+                        hi_y = v
         label_w = max(label_w, 8.0)
         glyph_items: list[Item] = []
         about = [y for j, ys in enumerate(left) for y in ys
                  if not subscripts or (j < len(subscripts) and subscripts[j] is not None)]
         if glyph and about:  # a collective: a small labelled tag across the wires it concerns, after the labels
             gw, ascent, descent = self.text_size(typeset_text(glyph), self.style.label_size * 0.8)
-            top, bottom = min(about) - 0.45 * p, max(about) + 0.45 * p
-            glyph_items.append(Rect(label_w, top, gw + 6.0, bottom - top, fill="#ffffff", stroke="#b03030", width=1.0,
-                                    radius=3.0, role="glyph"))
-            glyph_items += self.text(typeset_text(glyph), label_w + 3.0, (top + bottom) / 2 + (ascent - descent) / 2,
-                                     self.style.label_size * 0.8, role="label")
-            frag.include(top, bottom)
+            g_top, g_bottom = min(about) - 0.45 * p, max(about) + 0.45 * p
+            glyph_items.append(Rect(label_w, g_top, gw + 6.0, g_bottom - g_top, fill="#ffffff", stroke="#b03030",
+                                    width=1.0, radius=3.0, role="glyph"))
+            glyph_items += self.text(typeset_text(glyph), label_w + 3.0,
+                                     (g_top + g_bottom) / 2 + (ascent - descent) / 2, self.style.label_size * 0.8,
+                                     role="label")
+            top, bottom = min(top, g_top), max(bottom, g_bottom)
             label_w += gw + 10.0
-        dys = [abs(a - b) for a, b in zip(flat(left), flat(right))]
-        bend = _bend_width(max(dys, default=0.0), p)
+        ins, outs = flat(left), flat(right)
+        bend = _bend_width(max((abs(a - b) for a, b in zip(ins, outs)), default=0.0), p)
         w = label_w + bend
-        frag.w = w
-        for a, b in zip(flat(left), flat(right)):
-            frag.add(Path.through([(0.0, a), (label_w, a), (w, b)] if bend else [(0.0, a), (w, b)]))
-            frag.include(min(a, b), max(a, b))
-        frag.add(*glyph_items)
+        for a, b in zip(ins, outs):
+            low, high = (a, b) if a <= b else (b, a)
+            if low < top:
+                top = low
+            if high > bottom:
+                bottom = high
+            if low < lo_y:
+                lo_y = low
+            if high > hi_y:
+                hi_y = high
+        if ins and outs:
+            lo_x, hi_x = min(lo_x, 0.0), max(hi_x, w)
         clearance = self.label_clearance()
         between_left, between_right = _betweens(left, len(typ) - 1, clearance), _betweens(right, len(typ) - 1, clearance)
+        seps: list[list[tuple[float, float]]] = []
         for j in range(len(typ) - 1):
             ya = (seps_left or {}).get(j, between_left[j])
             yb = (seps_right or {}).get(j, between_right[j])
             if ya is not None and yb is not None:
-                pts = [(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)]
-                frag.add(Path.through(pts, dashed=True, width=0.8, role="separator"))
+                seps.append([(0.0, ya), (label_w, ya), (w, yb)] if bend else [(0.0, ya), (w, yb)])
+                lo_x, hi_x = min(lo_x, 0.0), max(hi_x, w)
+                lo_y, hi_y = min(lo_y, ya, yb), max(hi_y, ya, yb)
+        wire_bend = label_w if bend else None
+
+        def make() -> list[Item | Placed]:
+            items: list[Item | Placed] = []
+            for label, base in placed:
+                t = label.text
+                items.append(frozen_record(Text, {"x": 3.0, "y": base, "runs": t.runs, "width": t.width,
+                                                  "ascent": t.ascent, "descent": t.descent, "role": "label",
+                                                  "owner": None}))
+                for x0, x1, yo in label.overlines:
+                    items.append(Path((("M", x0 + 3.0, yo + base), ("L", x1 + 3.0, yo + base)), width=0.7,
+                                      role="text", owner=None))
+            for a, b in zip(ins, outs):
+                items.append(_wire(a, b, wire_bend, w))
+            items.extend(glyph_items)
+            for pts in seps:
+                items.append(Path.through(pts, dashed=True, width=0.8, role="separator"))
+            return items
+
+        if glyph_items:  # a collective's tag (rare): made now, and measured as any fragment is
+            frag = Frag(w, top, bottom, left, right, make())
+        else:
+            extent = (lo_x, lo_y, hi_x, hi_y) if lo_x <= hi_x else None
+            frag = Deferred(w, top, bottom, left, right, make, extent, smallest)
         return frag, w
+
+    def _wire_label(self, axis: Axis, mark: str | None, size: float) -> _Label:
+        """A wire's label typeset at the origin (``mark``: a subscript on the axis's name, ``t̄_tp, f_tp = 4m``)."""
+        parts = self.axis_label(axis)
+        if mark is not None:
+            at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
+            parts = parts[:at] + (Piece(mark, script=-1),) + parts[at:]
+        t, overlines = _typeset_at_origin(tuple(parts), size, False)
+        return _Label(t, overlines, self.label_rise(t.descent), t.width + 6.0)
 
     def _generic_part(self, typ: Type, labels: bool) -> tuple[Any, ...] | None:
         """The generic labels of ``typ``'s wires when a gap labels them (part of a memoised gap's key), recorded as
@@ -275,17 +346,34 @@ class LayoutContext:
         if not labels:
             return None
         generic = self.generic
+        axes = _distinct_axes(typ)
         if self._reads is not None:
-            for seg in typ:
-                for a in seg:
-                    self._reads[a] = generic.get(a) if generic is not None else None
+            for a in axes:
+                self._reads[a] = generic.get(a) if generic is not None else None
         if generic is None:
             return None
-        part = tuple(generic.get(a) for seg in typ for a in seg)
+        part = tuple(generic.get(a) for a in axes)  # (typ is in every key this is part of: its distinct axes suffice)
         return part if any(label is not None for label in part) else None
 
 
 # -- module-level helpers -----------------------------------------------------------------------
+class _Label:
+    """A wire label typeset at the origin, with what a gap needs of it: how far its baseline sits above the wire
+    (``lift``), the width it takes (``advance``), its smallest text size, and its bounding box from ``(3, 0)``."""
+
+    __slots__ = ("text", "overlines", "lift", "advance", "ascent", "smallest", "x0", "y0", "x1", "y1")
+
+    def __init__(self, text: Text, overlines: list[tuple[float, float, float]], lift: float, advance: float) -> None:
+        self.text, self.overlines, self.lift, self.advance, self.ascent = text, overlines, lift, advance, text.ascent
+        sizes = [run.size for run in text.runs if run.text.strip()]
+        self.smallest = min(sizes, default=float("inf"))
+        # the boxes frag._bounds gives the text at (3, base) and its overlines, less ``base``
+        self.x0 = min([3.0] + [x0 + 3.0 for x0, _, _ in overlines] + [x1 + 3.0 for _, x1, _ in overlines])
+        self.x1 = max([3.0 + text.width] + [x0 + 3.0 for x0, _, _ in overlines] + [x1 + 3.0 for _, x1, _ in overlines])
+        self.y0 = min([-text.ascent] + [yo for _, _, yo in overlines])
+        self.y1 = max([text.descent] + [yo for _, _, yo in overlines])
+
+
 _TYPESET: dict[tuple[tuple[Piece, ...], float, bool], tuple[Text, list[tuple[float, float, float]]]] = {}
 
 
@@ -298,6 +386,22 @@ def _typeset_at_origin(parts: tuple[Piece, ...], size: float, bold: bool) -> tup
             _TYPESET.clear()
         hit = _TYPESET[key] = typeset(parts, 0.0, 0.0, size, bold=bold)
     return hit
+
+
+_DISTINCT: dict[int, tuple[Type, tuple[Axis, ...]]] = {}
+
+
+def _distinct_axes(typ: Type) -> tuple[Axis, ...]:
+    """The distinct axes of ``typ``'s wires, in order, found once per type (kept with it, as ids are reused): a
+    wide composite's type is read by every gap and join it is part of."""
+    hit = _DISTINCT.get(id(typ))
+    if hit is not None and hit[0] is typ:
+        return hit[1]
+    if len(_DISTINCT) > 50_000:
+        _DISTINCT.clear()
+    axes = tuple(dict.fromkeys(a for seg in typ for a in seg))
+    _DISTINCT[id(typ)] = (typ, axes)
+    return axes
 
 
 def _step(node: Diagram) -> tuple[Diagram, int]:

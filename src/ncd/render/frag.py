@@ -19,9 +19,9 @@ from typing import Any, Union
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Weave
-from ncd.render.model import Circle, Item, Path, Polygon, Rect, Text
+from ncd.render.model import _PATH_DEFAULTS, Circle, Item, Path, Polygon, Rect, Text, frozen_record
 
-__all__ = ["Frag", "Ports", "Placed", "flat", "shifted", "smallest_text"]
+__all__ = ["Frag", "Deferred", "Ports", "Placed", "flat", "shifted", "smallest_text"]
 
 Ports = list[list[float]]
 Placed = tuple[float, float, "Frag"]
@@ -55,6 +55,33 @@ class Frag:
         self.top, self.bottom = min(self.top, top), max(self.bottom, bottom)
 
 
+class Deferred(Frag):
+    """A fragment that places no fragments and makes its items when they are first read: a page layout lays out and
+    measures many columns and gaps in attempts it discards (the one-row drawing, narrower rows), and paints one.
+    Its bounding box (``extent``, ``None``: no visible item) and smallest text size (``smallest``) are known
+    without its items (:func:`_extent`, :func:`smallest_text`)."""
+
+    def __init__(self, w: float, top: float, bottom: float, ins: Ports, outs: Ports,
+                 make: Callable[[], list[Union[Item, Placed]]], extent: tuple[float, float, float, float] | None,
+                 smallest: float) -> None:
+        super().__init__(w, top, bottom, ins, outs)
+        self._items: list[Union[Item, Placed]] | None = None
+        self._make: Callable[[], list[Union[Item, Placed]]] | None = make
+        self.extent = extent
+        self.smallest = smallest
+
+    @property
+    def items(self) -> list[Union[Item, Placed]]:
+        if self._items is None:
+            assert self._make is not None
+            self._items, self._make = self._make(), None
+        return self._items
+
+    @items.setter
+    def items(self, value: list[Union[Item, Placed]]) -> None:
+        self._items = value
+
+
 def flat(ports: Ports) -> list[float]:
     return [y for seg in ports for y in seg]
 
@@ -77,6 +104,40 @@ def _bend_width(dy: float, pitch: float) -> float:
     if dy < 1e-6:
         return 0.0
     return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
+
+
+def _wire(a: float, b: float, label_w: float | None, w: float) -> Path:
+    """A gap's wire from height ``a`` at ``x = 0`` to ``b`` at ``x = w``, straight on to ``label_w`` first (``None``:
+    no bend): the commands :meth:`Path.through` makes of those points, without its general loop."""
+    start = ("M", 0.0, float(a))
+    if label_w is None:
+        x0: float = 0.0
+        commands: tuple[Any, ...] = (start,)
+    else:
+        x0 = label_w
+        commands = (start, ("L", float(label_w), float(a)))
+    if abs(b - a) < 1e-9:
+        end: tuple[Any, ...] = ("L", float(w), float(b))
+    else:
+        mid = float((x0 + w) / 2)
+        end = ("C", mid, float(a), mid, float(b), float(w), float(b))
+    return frozen_record(Path, {"commands": commands + (end,), **_PATH_DEFAULTS})
+
+
+def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | None:
+    """Straight wires from ``x0`` to ``x1`` at height ``y`` for each ``(x0, x1, y)``, as a fragment to place at
+    ``(0, 0)`` whose items are made when first read (``None``: no wires): the commands :meth:`Path.through` makes
+    of ``[(x0, y), (x1, y)]``."""
+    if not runs:
+        return None
+
+    def make() -> list[Union[Item, Placed]]:
+        return [frozen_record(Path, {"commands": (("M", float(x0), float(y)), ("L", float(x1), float(y))),
+                                     **_PATH_DEFAULTS}) for x0, x1, y in runs]
+
+    xs = [x for x0, x1, _ in runs for x in (x0, x1)]
+    ys = [y for _, _, y in runs]
+    return Deferred(0.0, 0.0, 0.0, [], [], make, (min(xs), min(ys), max(xs), max(ys)), float("inf"))
 
 
 def _betweens(ports: Ports, count: int, clearance: float = 0.0) -> list[float | None]:
@@ -195,7 +256,8 @@ def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
             continue
         seen.add(id(current))
         stack.append((current, True))
-        stack.extend((it[2], False) for it in reversed(current.items) if isinstance(it, tuple))
+        if not isinstance(current, Deferred):  # (it places none: its items need not be made)
+            stack.extend((it[2], False) for it in reversed(current.items) if isinstance(it, tuple))
     return tuple(dict.fromkeys(out))
 
 
@@ -248,7 +310,8 @@ def _memo_up(frag: Frag, memo: Memo, tag: str, value: Callable[[Frag, Callable[[
             continue
         if not done:
             stack.append((current, True))
-            stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
+            if not isinstance(current, Deferred):
+                stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
             continue
         memo[ckey] = (current, value(current, of))
     return memo[key][1]
@@ -262,6 +325,8 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
 
 def _own_extent(frag: Frag, of: Callable[[Frag], Any]) -> tuple[float, float, float, float] | None:
     """The bounding box of ``frag``'s items, its placed fragments' boxes read by ``of``."""
+    if isinstance(frag, Deferred):
+        return frag.extent
     box = None
     for it in frag.items:
         if isinstance(it, tuple):
@@ -325,6 +390,8 @@ def smallest_text(frag: Frag, default: float, memo: Memo | None = None) -> float
 
 def _own_smallest(frag: Frag, of: Callable[[Frag], Any]) -> float:
     """The smallest size of a non-blank text run among ``frag``'s items, its placed fragments' read by ``of``."""
+    if isinstance(frag, Deferred):
+        return frag.smallest
     smallest = float("inf")
     for it in frag.items:
         if isinstance(it, tuple):

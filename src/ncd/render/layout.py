@@ -29,6 +29,7 @@ from ncd.render.frag import (
     _align,
     _bend_width,
     _edge_separators,
+    _straight_wires,
     _woven_boundary,
     _woven_entries,
     flat,
@@ -203,11 +204,11 @@ class Layout(LayoutContext, Fold[Frag]):
             result.include(frag.top + dy, frag.bottom + dy)
             result.ins.extend(shifted(frag.ins, dy))
             result.outs.extend(shifted(frag.outs, dy))
-            if x0 > 0:
-                for y in flat(frag.ins):
-                    result.add(Path.through([(0.0, y + dy), (x0, y + dy)]))
-                for y in flat(frag.outs):
-                    result.add(Path.through([(x0 + frag.w, y + dy), (width, y + dy)]))
+            if x0 > 0 and (frag.ins or frag.outs):  # its wires run on to both edges (made when painted)
+                runs = _straight_wires([(0.0, x0, y + dy) for y in flat(frag.ins)] +
+                                       [(x0 + frag.w, width, y + dy) for y in flat(frag.outs)])
+                if runs is not None:
+                    result.place(runs, 0.0, 0.0)
             if k > 0:
                 above = frags[k - 1].bottom + placements[k - 1]
                 ports_k = flat(frag.ins) + flat(frag.outs)
