@@ -81,6 +81,8 @@ class LayoutContext:
         self.axes: DiagramAxes | None = None
         #: per column (by ``id``): the ids of the blocks and scans inside it and its outermost fences' colours
         self._inside: dict[int, tuple[Diagram, frozenset[int], frozenset[str]]] = {}
+        #: typeset wire labels by the pieces axis_label gave (kept with them): ``id`` → pieces, size, label
+        self._wire_labels: dict[int, tuple[tuple[Piece, ...], float, _Label]] = {}
 
     # -- helpers shared with the pictogram rules ----------------------------------------
     def new_id(self) -> int:
@@ -204,10 +206,13 @@ class LayoutContext:
         label_w = 0.0
         if labels and self.style.labels != "none":
             with self.collecting():  # the legend rows go with the gap drawn, not with a measurement
+                seen: set[Axis] = set()  # equal axes have equal labels: each measured once
                 for seg, ys in zip(typ, ports):
                     for axis, _ in zip(seg, ys):
-                        w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
-                        label_w = max(label_w, w + 6.0)
+                        if axis not in seen:
+                            seen.add(axis)
+                            w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
+                            label_w = max(label_w, w + 6.0)
         return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
 
     def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
@@ -337,8 +342,15 @@ class LayoutContext:
         if mark is not None:
             at = next((k for k, piece in enumerate(parts) if piece.text == " = "), len(parts))
             parts = parts[:at] + (Piece(mark, script=-1),) + parts[at:]
+        else:  # axis_label gives each label's pieces as one kept tuple: its _Label is made once per layout
+            hit = self._wire_labels.get(id(parts))
+            if hit is not None and hit[0] is parts and hit[1] == size:
+                return hit[2]
         t, overlines = _typeset_at_origin(tuple(parts), size, False)
-        return _Label(t, overlines, self.label_rise(t.descent), t.width + 6.0)
+        label = _Label(t, overlines, self.label_rise(t.descent), t.width + 6.0)
+        if mark is None:
+            self._wire_labels[id(parts)] = (parts, size, label)
+        return label
 
     def _generic_part(self, typ: Type, labels: bool) -> tuple[Any, ...] | None:
         """The generic labels of ``typ``'s wires when a gap labels them (part of a memoised gap's key), recorded as

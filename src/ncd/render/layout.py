@@ -126,9 +126,7 @@ class Layout(LayoutContext, Fold[Frag]):
         lays the same columns out in the one-row drawing, in each definition and in its rows: equal keys (and equal
         labels of the wires the column read, see :meth:`lay_group`) reuse one fragment."""
         found = self._inside.get(id(node))
-        if found is None or found[0] is not node:
-            found = self._inside[id(node)] = (node, *_inside(node))
-        _, ids, colours = found
+        ids, colours = found[1:] if found is not None and found[0] is node else _inside(node, self._inside)
         fence = self.fences[-1] if self.fences else None
         return ("group", id(node), count, self.depth if self.style.depth is not None else None,
                 tuple(self.path) if self.style.costs else None, fence if fence in colours else None,
@@ -403,31 +401,42 @@ def scalar_core(node: Weave) -> Box | None:
     return None
 
 
-def _inside(node: Diagram) -> tuple[frozenset[int], frozenset[str]]:
+def _inside(node: Diagram, memo: dict[int, tuple[Diagram, frozenset[int], frozenset[str]]]
+            ) -> tuple[frozenset[int], frozenset[str]]:
     """The ids of the blocks and scan boxes inside ``node`` (a scan's body too: the layout may collapse any of
     them), and the colours its outermost fences and component boxes take next to no fence (``fence_colour``
-    avoids the enclosing fence's colour only when it is one of these)."""
-    ids: set[int] = set()
-    colours: set[str] = set()
-    stack: list[tuple[Diagram, bool]] = [(node, True)]
+    avoids the enclosing fence's colour only when it is one of these).  Found bottom-up, each node's once and kept
+    in ``memo`` (``id`` → the node and its two sets): the columns inside a column are keyed too."""
+    stack: list[tuple[Diagram, bool]] = [(node, False)]
     while stack:
-        current, outer = stack.pop()
+        current, done = stack.pop()
+        hit = memo.get(id(current))
+        if hit is not None and hit[0] is current:
+            continue
         if isinstance(current, Block):
-            ids.add(id(current))
-            if outer:
-                colours.add(fence_colour(current.name))
-            stack.append((current.body, False))
-            continue
-        if isinstance(current, Box):
+            kids: list[Diagram] = [current.body]
+        elif isinstance(current, Box):
             body = getattr(current.prim, "body", None)
-            if isinstance(body, Diagram):  # a scan: drawn with its body inside, or as a Step box defined below
-                ids.add(id(current))
-                if outer:
-                    colours.add(fence_colour("Step"))
-                stack.append((body, outer))
+            kids = [body] if isinstance(body, Diagram) else []
+        else:
+            kids = list(current.children())
+        if not done:
+            stack.append((current, True))
+            stack.extend((kid, False) for kid in kids)
             continue
-        stack.extend((child, outer) for child in current.children())
-    return frozenset(ids), frozenset(colours)
+        ids: set[int] = set()
+        colours: set[str] = set()
+        for kid in kids:
+            ids.update(memo[id(kid)][1])
+            colours.update(memo[id(kid)][2])
+        if isinstance(current, Block):  # its own colour; nothing inside it is outermost
+            ids.add(id(current))
+            colours = {fence_colour(current.name)}
+        elif kids and isinstance(current, Box):  # a scan: drawn with its body inside, or as a Step box defined below
+            ids.add(id(current))
+            colours.add(fence_colour("Step"))
+        memo[id(current)] = (current, frozenset(ids), frozenset(colours))
+    return memo[id(node)][1], memo[id(node)][2]
 
 
 def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
