@@ -347,17 +347,24 @@ def route(segments: Sequence[Segment], picks: Sequence[int]) -> Diagram:
     parts: list[Diagram] = []
     produced: list[int] = []
     counts = Counter(picks)  # one pass (was a count per segment: quadratic in a wide route)
+    run: list[Segment] = []  # segments passed through since the last copy or deletion: one identity
     for k, seg in enumerate(segments):
         count = counts[k]
+        if count == 1:
+            run.append(seg)
+            produced.append(k)
+            continue
+        if run:
+            parts.append(Identity(Type(tuple(run))))
+            run = []
         t = Type((seg,))
         if count == 0:
             parts.append(Box(DeleteOp(t)))
-        elif count == 1:
-            parts.append(Identity(t))
-            produced.append(k)
         else:
             parts.append(Box(CopyOp(t, count)))
             produced.extend([k] * count)
+    if run:
+        parts.append(Identity(Type(tuple(run))))
     result = Par.of(*parts) if parts else Identity(Type(()))
     positions: dict[int, list[int]] = {}  # each segment's copies, in order: a pick takes the first one not taken
     for i, p in enumerate(produced):
