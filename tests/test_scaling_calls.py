@@ -152,3 +152,27 @@ def test_backward_of_many_parts_equals_autograd(make: Callable[[int, str], ncd.D
     assert len(pairs) > 9
     for name, got, want in pairs:
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _depth(d: ncd.Diagram) -> int:
+    """How deep compositions, blocks and weaves nest in ``d`` (walked without recursion)."""
+    from ncd.ir.diagram import Block, Par, Seq, Weave
+
+    best, stack = 0, [(d, 1)]
+    while stack:
+        node, k = stack.pop()
+        best = max(best, k)
+        kids = node.parts if isinstance(node, (Seq, Par)) else (node.body,) if isinstance(node, Block) else \
+            (node.inner,) if isinstance(node, Weave) else ()
+        stack.extend((kid, k + 1) for kid in kids)
+    return best
+
+
+def test_backward_of_many_layers_nests_logarithmically_and_draws() -> None:
+    """Joined one part at a time, each layer's backward sat inside the next one's: a 100-layer repetition's backward
+    nested 210 deep and drawing it raised RecursionError.  As a tree of runs it nests O(log n) deep."""
+    from ncd.render import to_svg
+
+    depths = {n: _depth(ncd.backward(repeated_layers(n))) for n in (25, 100, 400)}
+    assert depths[400] - depths[100] <= depths[100] - depths[25] <= 6, depths
+    assert to_svg(ncd.backward(repeated_layers(100))).startswith("<")
