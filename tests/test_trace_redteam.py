@@ -135,3 +135,25 @@ def test_statistics_over_the_batch_follow_the_batch_lowered_at_another(batch: in
     assert d.opaque_count == 0, d.opaque
     assert {"*1/b", "*1/(b - 1)"} <= {b.prim.label() for b in d.boxes()}
     _equal_on(OverTheBatch(), d.to_torch(b=batch), torch.randn(batch, 5, 8))
+
+
+class _Wrapping(nn.Module):
+    """Integer arithmetic that wraps around a narrow dtype, and a huge multiplier (its range was once computed for
+    every operator, ``9 ** 3000000007`` included, so the trace hung)."""
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ((ids * 3000000007).to(torch.int32), ids.to(torch.uint8) - 3, ids.to(torch.int8) * 100,
+                ids.to(torch.int32) + 1)
+
+
+def test_integers_that_wrap_around_a_narrow_dtype_are_never_computed_unwrapped() -> None:
+    ids = torch.arange(10).reshape(2, 5)
+    d = _trace(_Wrapping(), ids)
+    fresh = torch.randint(0, 10, (2, 5))
+    with torch.no_grad():
+        got, want = d.to_torch()(fresh), _Wrapping()(fresh)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g.to(torch.int64), w.to(torch.int64))
+    kinds = {op for op, _ in d.opaque}
+    assert kinds >= {"aten.mul.Tensor", "aten.sub.Tensor"}  # the wrapping arithmetic is opaque, not a box
+    assert d.opaque_count < 5  # the int32 position shift is an exact box

@@ -33,6 +33,19 @@ def _integer(t: torch.Tensor) -> bool:
     return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
 
 
+def _fits(before: torch.Tensor, after: torch.Tensor, seg: Segment) -> bool:
+    """Whether an integer cast keeps every value: a wider type, the values seen at trace time unchanged, or (recorded
+    on meta) a known range the narrower signed type holds."""
+    wide, narrow = torch.iinfo(before.dtype), torch.iinfo(after.dtype)
+    if narrow.min <= wide.min and wide.max <= narrow.max:
+        return True
+    if before.device.type != "meta":
+        return bool(torch.equal(before.to(torch.int64), after.to(torch.int64)))
+    top = seg.range
+    return (top is not None and not sympy.sympify(top).free_symbols and narrow.min < 0
+            and int(top) - 1 <= narrow.max)
+
+
 def cast(conv: Converter, node: Node) -> bool:
     """A dtype change of a live value drawn as a wire (integer to integer) or a cast box; False if neither."""
     source = node.args[0]
@@ -44,7 +57,9 @@ def cast(conv: Converter, node: Node) -> bool:
     vid = conv.value(source)
     seg = conv.segs[vid]
     if _integer(before) and _integer(after):
-        conv.bind(node, vid)  # the same positions in a wider or narrower integer
+        if not _fits(before, after, seg):
+            return False  # a narrower integer that may wrap around: an opaque cast, never the unwrapped value
+        conv.bind(node, vid)  # the same positions in a wider integer, or a narrower one that holds them
         return True
     if before.dtype == torch.bool and _integer(after):
         target = Segment((), "index", sympy.Integer(2))

@@ -38,6 +38,22 @@ def _number(value: Any) -> bool | int | float | None:
     return None
 
 
+def _power(a: Any, b: Any) -> Any:
+    """``a ** b`` for a range's ends, refusing exponents whose result could not fit int64 (9 ** 3000000007 would
+    take minutes to compute)."""
+    if isinstance(b, int) and abs(a) > 1 and b > 64:
+        raise OverflowError(b)
+    return a**b
+
+
+# Each operator's value at one end of an integer range; only the operator in use is computed.
+_ENDS: dict[str, Any] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "//": lambda a, b: a // b if b else 0, "%": lambda a, b: a % b if b else 0,
+    "**": _power, "max": max, "min": min,
+}
+
+
 def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, reflected: bool) -> Segment:
     out = node.value
     if out.dtype == torch.bool:
@@ -52,12 +68,17 @@ def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, refle
         for x in (0, top):
             a, b = (c, x) if reflected else (x, c)
             try:
-                ends.append(int({"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0,
-                                 "**": a ** b, "max": max(a, b), "min": min(a, b)}[op]))
-            except (ZeroDivisionError, KeyError, OverflowError, ValueError):
+                end = int(_ENDS[op](a, b))
+            except (ZeroDivisionError, KeyError, OverflowError, ValueError, TypeError):
                 break
+            info = torch.iinfo(out.dtype)
+            if not info.min <= end <= info.max:  # the tensor wrapped around: the box would compute the unwrapped value
+                raise Decline(f"{op} {c} wraps around {out.dtype}")
+            ends.append(end)
         else:
             return Segment((), "index", sympy.Integer(max(max(abs(e) for e in ends) + 1, 1)))
+    if out.dtype in (torch.int8, torch.uint8, torch.int16):  # may wrap around, and the range does not tell
+        raise Decline(f"arithmetic on {out.dtype} of unknown range")
     from ncd.trace.convert import kind_of
 
     _, rng = kind_of(out)
