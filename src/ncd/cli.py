@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from ncd.errors import InputError, NCDError, SizeError, printable
-from ncd.ir.diagram import Diagram
+from ncd.ir.diagram import Diagram, bind_known
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "draw": ("ncd.render.cli", "draw a zoo model or a diagram JSON file to SVG, PNG, PDF, TikZ or HTML"),
@@ -77,7 +77,7 @@ def load_diagram(target: str, sizes: dict[str, int] | None = None) -> Diagram:
         from ncd.ir.serialize import load_json
 
         diagram = load_json(read_text(target))
-        return diagram.bind(**sizes) if sizes else diagram
+        return bind_known(diagram, sizes) if sizes else diagram
     import ncd.zoo
 
     models = ncd.zoo.MODELS

@@ -12,6 +12,7 @@ limit              default         what it bounds
 ``file_bytes``     16 MiB          the text of a diagram file (``ncd.load_json``, the CLI)
 ``depth``          100             nesting of a file (diagram nodes and tagged values)
 ``nodes``          100,000         diagram nodes in a file
+``nesting``        150             diagram nodes built one inside another (blocks, sequences, pars, ...)
 ``string``         1,000           characters in any name, label or text of a file
 ``segments``       4,096           tensors in one type (a ``Copy`` into a million wires is refused)
 ``axis_size``      2**31 - 1       the size of one axis once it is a number
@@ -50,6 +51,7 @@ class Limits:
     file_bytes: int = 16 * 2**20
     depth: int = 100
     nodes: int = 100_000
+    nesting: int = 150
     string: int = 1_000
     segments: int = 4_096
     axis_size: int = 2**31 - 1

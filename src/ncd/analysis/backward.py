@@ -40,6 +40,7 @@ from ncd.ir.diagram import (
     Repeat,
     Seq,
     Weave,
+    bind_known,
     check_option_names,
     check_size_names,
     defaults_of,
@@ -427,7 +428,7 @@ def counted(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
                             f" diagram has one part per layer; give it, e.g. ncd.backward(diagram,"
                             f" {', '.join(f'{n}=12' for n in missing)}), or a default of the top block")
     binding = {**{n: defaults[n] for n in counts if n not in sizes}, **sizes}
-    return diagram.bind(**binding) if binding else diagram
+    return bind_known(diagram, binding)
 
 
 def plan(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Plan:

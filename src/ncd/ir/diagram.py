@@ -32,7 +32,8 @@ from ncd.ir.size import Size, SizeLike, Substitution, evaluate, size, substitute
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["bind_all", "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
+__all__ = ["bind_all", "bind_known",
+           "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
            "check_size_names"]
 
 
@@ -101,7 +102,15 @@ class Diagram:
         >>> import ncd
         >>> str(ncd.Linear("m -> k h").bind(m=512, h=8).dom)
         'm:512'
+
+        One set of sizes may bind every part of a model (names a part lacks are passed over), but sizes none of
+        which the diagram has, while it has sizes to bind, are refused naming the ones it has (``bind(q=3)``, a
+        misspelling, would otherwise do nothing); a size already bound may be named again with its own value.
         """
+        if sizes:
+            free = self.free_symbols
+            if free and not any(symbol(k) in free for k in sizes):
+                check_size_names(self, sizes, "bind")
         mapping = Substitution({symbol(k): size(v) for k, v in sizes.items()})
         return self.subs(mapping) if mapping else self
 
@@ -123,6 +132,17 @@ class Diagram:
                 continue
             yield node
             stack.extend(reversed(node.children()))
+
+    def nesting(self) -> int:
+        """How many composite nodes (sequences, pars, weaves, blocks, repetitions) lie one inside another down to
+        the deepest box, this one included; a box or an identity is 0.  Found once per node, when it is built.
+
+        >>> import ncd
+        >>> (ncd.Linear("m -> m") >> ncd.Softmax("m")).block("B").nesting()  # a block around a sequence of boxes
+        2
+        """
+        depth: int | None = self.__dict__.get("_nesting")
+        return _nest(self) if depth is None else depth
 
     def boxes(self) -> Iterator[Box]:
         for node in self.walk():
@@ -205,6 +225,28 @@ def _check_junctions(parts: tuple[Diagram, ...] | list[Diagram], junctions: Iter
 def _set(node: Any, **values: Any) -> None:
     for key, value in values.items():
         object.__setattr__(node, key, value)
+
+
+def _nest(node: Diagram, inner: int | None = None) -> int:
+    """Record ``node``'s nesting (``inner``: its deepest child's, else read from its children) and refuse one above
+    the limit: every walker (lowering, costs, drawing, JSON, backward) recurses once or more per level, so deeper
+    diagrams would end in Python's RecursionError; checked here, when the node is built, they end in an ncd error."""
+    if inner is None:
+        kids = node.children()
+        if not kids:
+            return 0
+        inner = max(k.nesting() for k in kids)
+    depth = inner + 1
+    from ncd.limits import limits
+
+    limit = limits().nesting
+    if depth > limit:
+        from ncd.errors import LimitError
+
+        raise LimitError(f"{describe(node)}: diagram nodes would be nested {depth} deep (blocks, sequences, pars, weaves and"
+                         f" repetitions one inside another), more than the limit of {limit} (nesting in ncd.limits)")
+    _set(node, _nesting=depth)
+    return depth
 
 
 @dataclass(frozen=True, repr=False)
@@ -299,6 +341,7 @@ class Seq(Diagram):
             raise TypeMismatchError("a sequential composition needs at least two parts")
         _check_junctions(self.parts, range(1, len(self.parts)))
         _set(self, dom=self.parts[0].dom, cod=self.parts[-1].cod)
+        _nest(self)
 
     @staticmethod
     def of(*parts: Diagram) -> Diagram:
@@ -326,6 +369,7 @@ class Seq(Diagram):
         _check_junctions(flat, junctions)  # a dropped identity's neighbours now meet directly
         node = Seq.__new__(Seq)
         _set(node, parts=tuple(flat), dom=flat[0].dom, cod=flat[-1].cod)
+        _nest(node)
         return node
 
     def _grown(self, more: tuple[Diagram, ...]) -> Seq:
@@ -334,6 +378,7 @@ class Seq(Diagram):
         _check_junctions((last, more[0]), (1,))
         node = Seq.__new__(Seq)
         _set(node, _prefix=self, _tail=more, dom=self.dom, cod=more[-1].cod)
+        _nest(node, max(self.nesting() - 1, *(p.nesting() for p in more)))
         return node
 
     def __getattr__(self, name: str) -> Any:
@@ -371,6 +416,7 @@ class Par(Diagram):
     def __post_init__(self) -> None:
         _set(self, dom=Type(tuple(s for p in self.parts for s in p.dom)),
              cod=Type(tuple(s for p in self.parts for s in p.cod)))
+        _nest(self)
 
     @staticmethod
     def of(*parts: Diagram) -> Diagram:
@@ -399,6 +445,7 @@ class Par(Diagram):
         when first read (each prefix holds two references, not a type of its own as wide as itself)."""
         node = Par.__new__(Par)
         _set(node, _prefix=self, _tail=part)
+        _nest(node, max(self.nesting() - 1, part.nesting()))
         return node
 
     def __getattr__(self, name: str) -> Any:
@@ -468,6 +515,7 @@ class Weave(Diagram):
         dom = Type(tuple(s if p is None else s.insert(p, self.axis) for s, p in zip(inner.dom, self.dom_pos)))
         cod = Type(tuple(s.insert(p, self.axis) for s, p in zip(inner.cod, self.cod_pos)))
         _set(self, dom=dom, cod=cod)
+        _nest(self)
 
     def children(self) -> tuple[Diagram, ...]:
         return (self.inner,)
@@ -480,7 +528,7 @@ class Weave(Diagram):
         # positions and names do not change under a substitution: the checks of __post_init__ still hold
         node = Weave.__new__(Weave)
         _set(node, inner=self.inner.subs(mapping), axis=self.axis.subs(mapping), dom_pos=self.dom_pos,
-             cod_pos=self.cod_pos, dom=self.dom.subs(mapping), cod=self.cod.subs(mapping))
+             cod_pos=self.cod_pos, dom=self.dom.subs(mapping), cod=self.cod.subs(mapping), _nesting=self.nesting())
         return node
 
     def _own_symbols(self) -> set[sympy.Symbol]:
@@ -501,6 +549,7 @@ class Block(Diagram):
             raise TypeMismatchError(f"block {self.name!r}: its body must be a diagram, not {type(self.body).__name__}")
         _check_meta(self.name, self.meta)
         _set(self, dom=self.body.dom, cod=self.body.cod)
+        _nest(self)
 
     def children(self) -> tuple[Diagram, ...]:
         return (self.body,)
@@ -562,6 +611,7 @@ class Repeat(Diagram):
         if not self.start.free_symbols and not self.stop.free_symbols and int(self.stop) <= int(self.start):
             raise SizeError(f"repeat {self.name or self.var!r}: {self.var} runs from {self.start} to {self.stop}, which is empty")
         _set(self, dom=self.body.dom.subs({i: self.start}), cod=self.body.cod.subs({i: self.stop - 1}))
+        _nest(self)
 
     def children(self) -> tuple[Diagram, ...]:
         return (self.body,)
@@ -695,6 +745,14 @@ def repeat(
     return Repeat(built, var, size(start), size(stop), name)
 
 
+def bind_known(diagram: Diagram, sizes: Mapping[str, SizeLike]) -> Diagram:
+    """Bind those of ``sizes`` that are unbound sizes of ``diagram``, ignoring the rest (for callers that check the
+    names themselves, or give one set of sizes to several diagrams; :meth:`Diagram.bind` refuses unknown names)."""
+    free = {str(s) for s in diagram.free_symbols}
+    known = {k: v for k, v in sizes.items() if k in free}
+    return diagram.bind(**known) if known else diagram
+
+
 def defaults_of(diagram: Diagram) -> dict[str, int]:
     """Default sizes recorded on a top-level block (``meta['defaults']``)."""
     if isinstance(diagram, Block):
@@ -709,7 +767,7 @@ def bind_all(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
             raise SizeError(f"size {key}={value!r} must be a positive whole number")
     check_size_names(diagram, sizes, "cannot lower", defaults_of(diagram))
     merged = {**defaults_of(diagram), **sizes}
-    bound = diagram.bind(**merged) if merged else diagram
+    bound = bind_known(diagram, merged)  # the names were checked above (defaults may name sizes bound already)
     free = bound.free_symbols
     if free:
         names = ", ".join(sorted(str(s) for s in free))

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from ncd.errors import LoweringError
+
 if TYPE_CHECKING:
     from ncd.ir.axes import Axis
     from ncd.ir.diagram import Box
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Side", "WovenAxis", "WeaveView", "WeavePolicy", "lowers_in_place", "uniform", "never", "always", "same_layouts",
            "same_inputs_and_output", "input_like_output", "woven_kept", "same_weave", "trailing", "own_last",
-           "mask_aligned"]
+           "mask_aligned", "einsum_letters_error"]
 
 Side = Literal["dom", "cod"]
 Marker = tuple[str, int]
@@ -223,3 +225,13 @@ def mask_aligned(view: WeaveView) -> bool:
         return False
     want, have = view.markers("dom", 0), view.markers("dom", 1)
     return [m for m in want if m in have] == have
+
+
+def einsum_letters_error(box: Box, names: list[str], count: int | None = None) -> LoweringError:
+    """The error for a box whose einsum (its own axes and those woven around it) needs more than torch.einsum's 52
+    subscript letters (``count``: how many, when not one per name): it names the box, its axes and the limit."""
+    from ncd.ir.diagram import describe
+
+    shown = " ".join(names[:12]) + (f" … {names[-1]}" if len(names) > 12 else "")
+    return LoweringError(f"{describe(box)}: its einsum needs {count or len(names)} distinct letters (axes {shown}), more"
+                         " than the 52 letters torch.einsum accepts; split the box or merge axes (e.g. with Reshape) before it")

@@ -33,7 +33,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import LinearCall
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, sizes_equal
-from ncd.ir.weaving import Side, WeaveView, WovenAxis
+from ncd.ir.weaving import Side, WeaveView, WovenAxis, einsum_letters_error
 from ncd.prims.contraction import contraction_plan, kept_axes, plan_sizes
 from ncd.prims.kinds import partials, transpose
 
@@ -224,14 +224,15 @@ def Unit(first: str, second: str) -> Box:
 # straight from ``torch.nn`` models); on trailing axes it is called directly, as hand-written code would,
 # otherwise it becomes an einsum on a view of the weight.  Einsums keep woven axes as extra letters; three or
 # more operands are contracted one pair at a time in the order of :meth:`EinsumOp.pairs` (``ncd.prims.contraction``).
-def _letters(names: list[list[str]]) -> dict[str, str]:
+def _letters(names: list[list[str]], box: Box) -> dict[str, str]:
+    """A letter of torch.einsum's 52 per distinct axis name (in ``names``' order); more is an ncd error naming the box."""
     table: dict[str, str] = {}
-    pool = iter(string.ascii_letters)
     for group in names:
         for n in group:
-            if n not in table:
-                table[n] = next(pool)
-    return table
+            table.setdefault(n, "")
+    if len(table) > len(string.ascii_letters):
+        raise einsum_letters_error(box, list(table))
+    return dict(zip(table, string.ascii_letters))
 
 
 def _sizes(axes: Segment) -> list[int]:
@@ -273,7 +274,7 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
         if stored is not None:
             return [replace(_stored_rows(ctx, prim, module, call, stored), options=options)]
         return [replace(call if n_out == 1 else ctx.method(call, "unflatten", -1, tuple(outs)), options=options)]
-    letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]])
+    letters = _letters([[a.name + "_in" for a in prim.dom_axes], [a.name + "_out" for a in prim.cod_axes]], ctx.box)
     own_in = [letters[a.name + "_in"] for a in prim.dom_axes]
     own_out = [letters[a.name + "_out"] for a in prim.cod_axes]
     subs = ctx.subscripts([own_in], own_out)
@@ -339,7 +340,7 @@ def _stored_columns(ctx: RuleContext, prim: LinearOp, module: str, x: Value | Ex
 
 @LOWERING.rule(EinsumOp)
 def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
-    letters = _letters([list(seg.names) for seg in prim.inputs])
+    letters = _letters([list(seg.names) for seg in prim.inputs], ctx.box)
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
     subscripts = ctx.subscripts(own_in, own_out)

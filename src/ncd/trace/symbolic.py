@@ -59,7 +59,8 @@ def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
     node = Weave.__new__(Weave)
     dom = Type(tuple(s if p is None else s.insert(p, axis) for s, p in zip(inner.dom, old.dom_pos)))
     cod = Type(tuple(s.insert(p, axis) for s, p in zip(inner.cod, old.cod_pos)))
-    _set(node, inner=inner, axis=axis, dom_pos=old.dom_pos, cod_pos=old.cod_pos, dom=dom, cod=cod)
+    _set(node, inner=inner, axis=axis, dom_pos=old.dom_pos, cod_pos=old.cod_pos, dom=dom, cod=cod,
+         _nesting=inner.nesting() + 1)
     return node
 
 

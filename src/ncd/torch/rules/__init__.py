@@ -35,7 +35,7 @@ from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
 from ncd.ir.program import Expr, OpKind, Value
 from ncd.ir.size import Size, evaluate
-from ncd.ir.weaving import WeaveView
+from ncd.ir.weaving import WeaveView, einsum_letters_error
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
@@ -93,8 +93,12 @@ class RuleContext:
     def woven_letters(self, own_letters: list[list[str]], out_letters: list[str]) -> list[str]:
         """The letters :meth:`subscripts` gives the woven axes (outermost first): the first unused ones."""
         used = {c for letters in own_letters for c in letters} | set(out_letters)
-        spare = iter(c for c in string.ascii_letters if c not in used)
-        return [next(spare) for _ in self.woven]
+        spare = [c for c in string.ascii_letters if c not in used]
+        if len(spare) < len(self.woven):
+            names = [a.name for seg in (*self.box.dom, *self.box.cod) for a in seg.axes]
+            raise einsum_letters_error(self.box, [*dict.fromkeys(names), *(w.axis.name for w in self.woven)],
+                                       len(used) + len(self.woven))
+        return spare[:len(self.woven)]
 
     # -- typed ops (the lowered program records what runs and what it reads) --------------------
     def _arg(self, value: object) -> tuple[str, tuple[Value, ...]]:

@@ -1,0 +1,86 @@
+"""Diagrams nested deeper, or einsums wider, than ncd can handle end in an ``ncd`` error naming the limit, never in
+Python's RecursionError or StopIteration; a misspelt size given to ``bind`` is refused like one given to ``to_torch``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ncd
+from ncd.errors import LimitError, LoweringError, NCDError, SizeError
+from ncd.limits import limits, override
+from ncd.render import to_svg, to_tikz
+from ncd.viewer import to_html
+
+
+def nested_blocks(n: int) -> ncd.Diagram:
+    d = ncd.Identity.of("b m") >> ncd.Linear("m -> m")
+    for i in range(n):
+        d = (d >> ncd.ReLU()).block(f"B{i}")
+    return d
+
+
+def test_a_diagram_nested_to_the_limit_runs_through_every_stage() -> None:
+    d = nested_blocks(limits().nesting // 2 - 1)  # a block and a sequence per level
+    assert d.nesting() == limits().nesting
+    module = d.to_torch(b=3, m=4)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(module(x), torch.relu(torch.nn.functional.linear(x, module.state_dict()[next(
+        k for k in module.state_dict() if k.endswith("weight"))])))
+    assert "relu" in d.to_source(b=3, m=4)
+    assert ncd.cost(d, b=3, m=4).forward_flops > 0
+    assert "<svg" in to_svg(d) and "tikzpicture" in to_tikz(d) and "<html" in to_html(d, costs=True).lower()
+    assert len(d.to_json()) > 0
+    try:  # the backward diagram is deeper than its forward one: past the limit it is refused, not overflowed
+        ncd.backward(d)
+    except LimitError as error:
+        assert "nesting in ncd.limits" in str(error)
+
+
+def test_nesting_past_the_limit_is_refused_when_built_naming_the_depth_and_limit() -> None:
+    limit = limits().nesting
+    with pytest.raises(LimitError, match=f"nested {limit + 1} deep .*more than the limit of {limit} \\(nesting in ncd.limits\\)"):
+        nested_blocks(200)
+    with override(nesting=10), pytest.raises(LimitError, match=r"R \(built at .*nested_blocks\).*: .*nested 11 deep"):
+        nested_blocks(5)
+    wire = ncd.Identity.of(" ".join(f"a{i}" for i in range(limit + 5)))  # each woven axis is one more level
+    with pytest.raises(LimitError, match="nesting in ncd.limits"):
+        wire >> ncd.Linear("a0 -> a0")
+
+
+def _wide_einsum(n: int) -> ncd.Diagram:
+    t = ", ".join(f"b m{i}" for i in range(n))
+    return ncd.Identity.of(t) >> ncd.Einsum(t + " -> b")
+
+
+def test_an_einsum_with_more_axes_than_letters_is_an_ncd_error_naming_the_box() -> None:
+    d = _wide_einsum(60)
+    sizes = {str(s): 2 for s in d.free_symbols}
+    for stage in (lambda: d.to_torch(**sizes), lambda: ncd.cost(d, **sizes), lambda: ncd.cost(d).formulas):
+        with pytest.raises(LoweringError, match=r"einsum \(built at .*\): its einsum needs 61 distinct letters"
+                                                r" \(axes b m0 m1 .* … m59\), more than the 52 letters"):
+            stage()
+    wire = ncd.Identity.of(" ".join(f"a{i}" for i in range(60))) >> ncd.Linear("a0 -> a0")  # 59 woven axes
+    with pytest.raises(LoweringError, match=r"L \(built at .*\): its einsum needs 61 distinct letters \(axes a0 a1"):
+        ncd.cost(wire, **{f"a{i}": 1 for i in range(60)})
+
+
+def test_an_einsum_with_fifty_one_axes_still_lowers_and_matches_torch() -> None:
+    d = _wide_einsum(50)
+    module = d.to_torch(b=2, **{f"m{i}": 1 + i % 2 for i in range(50)})
+    xs = [torch.randn(2, 1 + i % 2) for i in range(50)]
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx"
+    want = torch.einsum(",".join("y" + c for c in letters) + "->y", *xs)
+    torch.testing.assert_close(module(*xs), want)
+
+
+def test_bind_refuses_a_size_the_diagram_does_not_have_naming_its_sizes() -> None:
+    d = ncd.Linear("m -> k h")
+    with pytest.raises(SizeError, match="bind: q is not a size of the diagram; its sizes are h, k, m"):
+        d.bind(q=3)
+    assert str(d.bind(m=4, q=3).dom) == "m:4"  # one set of sizes binds every part (tests/test_checking.py)
+    assert len(d.bind(m=4, k=2, h=2).bind(q=3).dom) == 1  # nothing left to bind: a no-op (backward of index inputs)
+    assert str(d.bind(m=4).bind(m=4).dom) == "m:4"  # a bound size may be named again with its value
+    with pytest.raises(SizeError, match="axis m has size 4 in the diagram, so m=5 cannot apply"):
+        d.bind(m=4).bind(m=5)
+    assert isinstance(SizeError("x"), NCDError)
