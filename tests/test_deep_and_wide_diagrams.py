@@ -84,3 +84,33 @@ def test_bind_refuses_a_size_the_diagram_does_not_have_naming_its_sizes() -> Non
     with pytest.raises(SizeError, match="axis m has size 4 in the diagram, so m=5 cannot apply"):
         d.bind(m=4).bind(m=5)
     assert isinstance(SizeError("x"), NCDError)
+
+
+def test_the_unfused_io_peak_reads_each_array_twice_whatever_the_kernel_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``iomodel.costs.unfused_memory`` sweeps the kernels once (it summed every live array again for each kernel:
+    reads grew 16x at 4x the layers); the peak is the same as summing each kernel's live arrays directly."""
+    from ncd.iomodel import costs
+    from ncd.iomodel.program import Array, flatten
+
+    def chain(n: int) -> ncd.Diagram:
+        d = ncd.Identity.of("b m")
+        for _ in range(n):
+            d = d >> ncd.Linear("m -> m") >> ncd.ReLU()
+        return d.bind(b=3, m=5)
+
+    reads = [0]
+    elements = Array.elements
+
+    def counted(self: Array) -> object:
+        reads[0] += 1
+        return elements(self)
+
+    monkeypatch.setattr(Array, "elements", counted)
+    counts = []
+    for n in (25, 100):
+        program = flatten(chain(n), {})
+        reads[0] = 0
+        peak = costs.unfused_memory(program, top=True)
+        counts.append(reads[0])
+        assert peak == 3 * 5 * 2 + n * 5 * 5  # the input, one activation and every weight (all kept to the end)
+    assert counts[1] <= 4.6 * counts[0], counts  # was 375 -> 5,250 reads

@@ -323,8 +323,19 @@ def unfused_memory(program: Program, *, top: bool) -> sympy.Expr:
             dies.setdefault(a.key(), k)
     for key in final & set(arrays):
         dies[key] = len(kernels) - 1
-    widths = [sympy.expand(sum((a.elements() for key, a in arrays.items() if born[key] <= k <= dies[key]), ZERO))
-              for k in range(len(kernels))]
+    # one sweep: each array's elements join the running total at its first kernel and leave it after its last
+    # (was every live array summed again for every kernel: quadratic in the kernels)
+    starts: dict[int, list[sympy.Expr]] = {}
+    ends: dict[int, list[sympy.Expr]] = {}
+    for key, a in arrays.items():
+        starts.setdefault(born[key], []).append(a.elements())
+        ends.setdefault(dies[key], []).append(a.elements())
+    widths: list[sympy.Expr] = []
+    total: sympy.Expr = ZERO
+    for k in range(len(kernels)):
+        total = sympy.expand(sum(starts.get(k, ()), total))
+        widths.append(total)
+        total = sympy.expand(total - sum(ends.get(k, ()), ZERO))
     return _max(widths)
 
 
