@@ -271,7 +271,8 @@ def meeting(ctx: Layout, dom: Type, cod: Type, sign: tuple[Piece, ...], name: st
 
 def component_box(ctx: Layout, node: Block) -> Frag:
     """A collapsed block: a 3-D box with its name and parameters; the sizes label its ports."""
-    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp")]
+    # (a backward block's "inputs"/"outputs" name its ports: a title listing 30 of them is not read)
+    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs")]
     params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in meta)
     parts = typeset_text(node.name) + ((Piece(f" ({params})"),) if params else ())
     fill = fence_colour(node.name, avoid=ctx.fences[-1] if ctx.fences else None)
