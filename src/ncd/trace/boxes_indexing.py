@@ -159,12 +159,8 @@ def extreme_along(conv: Converter, node: Node) -> None:
     dropped — and, when read, its position (an argmax of ``x`` or ``−x``: the first on ties, as torch gives it)."""
     import sympy
 
-    from ncd.ir.compose import fit
-    from ncd.ir.diagram import Identity, Par
     from ncd.prims.elementwise import ScaleOp
     from ncd.prims.gather import ArgMaxOp
-    from ncd.prims.ranking import TopKOp
-    from ncd.prims.structure import DeleteOp
 
     if getattr(node.target, "_overloadname", "") == "other":  # torch.max(a, b): the larger of two tensors
         extremum(conv, node)
@@ -181,12 +177,7 @@ def extreme_along(conv: Converter, node: Node) -> None:
         [a.name for k, a in enumerate(seg.axes) if k != d]
     used = _used(conv, node)
     if 0 in used:
-        box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range))
-        woven, mapping = fit(box, Type((seg,)))
-        if mapping:
-            raise Decline(f"sizes would need unifying: {mapping}")
-        values, positions = woven.cod
-        (top,) = conv.emit(woven >> Par.of(Identity(Type((values,))), Box(DeleteOp(Type((positions,))))), [vid], [values])
+        top = _top1(conv, vid, d, largest)
         conv._picked[(id(node), 0)] = conv.view(top, names, tuple(int(s) for s in node.value[0].shape))
     if 1 in used:
         source = vid
