@@ -329,8 +329,9 @@ class Drawing:
         return [i for i in self.items if not isinstance(i, (Footprint, Port))]
 
 
-def flatten(node: Tree, dx: float, dy: float, out: list[Item]) -> None:
-    """Append the items of the tree ``node`` placed at ``(dx, dy)`` to ``out``, each moved into place, in order."""
+def placements(node: Tree, dx: float, dy: float) -> Iterator[tuple[Item, float, float]]:
+    """Each item of the tree ``node`` placed at ``(dx, dy)``, in order, with the offset it is placed at (a tree's
+    items are items and ``(dx, dy, subtree)`` tuples); the one walk behind :func:`flatten` and SVG painting."""
     stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
     while stack:
         current, x, y, start = stack.pop()
@@ -341,4 +342,9 @@ def flatten(node: Tree, dx: float, dy: float, out: list[Item]) -> None:
                 stack.append((current, x, y, k + 1))
                 stack.append((it[2], x + it[0], y + it[1], 0))
                 break
-            out.append(it.moved(x, y))
+            yield it, x, y
+
+
+def flatten(node: Tree, dx: float, dy: float, out: list[Item]) -> None:
+    """Append the items of the tree ``node`` placed at ``(dx, dy)`` to ``out``, each moved into place, in order."""
+    out.extend(it.moved(x, y) for it, x, y in placements(node, dx, dy))

@@ -19,7 +19,7 @@ from html import escape, unescape
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree
+from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree, placements
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
 __all__ = ["paint_svg", "font_face_css", "faces_used"]
@@ -148,56 +148,47 @@ class _Node:
 
 def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int, tuple[Run, ...]],
                 placed: list[Placed] | None = None) -> None:
-    """One element per visible item of the tree ``node`` placed at ``(dx, dy)`` (:func:`ncd.render.model.flatten`'s
-    order and arithmetic, without the moved copies); the runs of its texts go into ``runs``, and every item with
-    its offset into ``placed`` (see :func:`paint_svg`)."""
+    """One element per visible item of the tree ``node`` placed at ``(dx, dy)``, in the order and at the offsets of
+    :func:`ncd.render.model.placements` (the walk :func:`~ncd.render.model.flatten` makes, without its moved copies);
+    the runs of its texts go into ``runs``, and every item with its offset into ``placed`` (see :func:`paint_svg`)."""
     n = _n
-    stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
-    while stack:
-        current, x, y, start = stack.pop()
-        items = current.items
-        for k in range(start, len(items)):
-            it = items[k]
-            if isinstance(it, tuple):
-                stack.append((current, x, y, k + 1))
-                stack.append((it[2], x + it[0], y + it[1], 0))
-                break
-            if isinstance(it, Path):  # the commonest first
-                extra = ' stroke-dasharray="4 3"' if it.dashed else ""
-                if it.arrow:
-                    extra += ' marker-end="url(#ncd-arrow)"'
-                d = _path_d(it, x, y)
-                out.append(f'<path d="{d}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
-                if placed is not None:
-                    placed.append((it, x, y, d))
-                continue
+    for it, x, y in placements(node, dx, dy):
+        if isinstance(it, Path):  # the commonest first
+            extra = ' stroke-dasharray="4 3"' if it.dashed else ""
+            if it.arrow:
+                extra += ' marker-end="url(#ncd-arrow)"'
+            d = _path_d(it, x, y)
+            out.append(f'<path d="{d}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
             if placed is not None:
-                placed.append((it, x, y, None))
-            if isinstance(it, Text):
-                runs[id(it.runs)] = it.runs
-                tx, ty = it.x + x, it.y + y
-                for run in it.runs:
-                    attrs = f'x="{n(tx + run.dx)}" y="{n(ty + run.dy)}" font-size="{n(run.size)}"'
-                    if run.symbol:
-                        attrs += _SYMBOL_FAMILY
-                    elif run.serif:
-                        attrs += _SERIF_FAMILY
-                    if run.italic:
-                        attrs += ' font-style="italic"'
-                    if run.bold:
-                        attrs += ' font-weight="bold"'
-                    out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
-            elif isinstance(it, Rect):
-                attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
-                if it.radius:
-                    attrs += f' rx="{n(it.radius)}"'
-                out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
-            elif isinstance(it, Polygon):
-                pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
-                out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
-            elif isinstance(it, Circle):
-                out.append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
-                           f'{_paint(it.fill, it.stroke, it.width)}/>')
+                placed.append((it, x, y, d))
+            continue
+        if placed is not None:
+            placed.append((it, x, y, None))
+        if isinstance(it, Text):
+            runs[id(it.runs)] = it.runs
+            tx, ty = it.x + x, it.y + y
+            for run in it.runs:
+                attrs = f'x="{n(tx + run.dx)}" y="{n(ty + run.dy)}" font-size="{n(run.size)}"'
+                if run.symbol:
+                    attrs += _SYMBOL_FAMILY
+                elif run.serif:
+                    attrs += _SERIF_FAMILY
+                if run.italic:
+                    attrs += ' font-style="italic"'
+                if run.bold:
+                    attrs += ' font-weight="bold"'
+                out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
+        elif isinstance(it, Rect):
+            attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
+            if it.radius:
+                attrs += f' rx="{n(it.radius)}"'
+            out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
+        elif isinstance(it, Polygon):
+            pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
+            out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
+        elif isinstance(it, Circle):
+            out.append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
+                       f'{_paint(it.fill, it.stroke, it.width)}/>')
 
 
 _PAINTS: dict[tuple[str | None, str | None, float], str] = {}
