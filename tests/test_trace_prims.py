@@ -156,3 +156,45 @@ def test_running_products_and_log_sum_exps_are_boxes() -> None:
     d = _fresh_round_trip(Running(), torch.randn(2, 5, 7))
     assert d.opaque_count == 0
     assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "cumulative") == ["LSE≤ m", "Π≤ b", "Π≤ t"]
+
+
+class Roundings(nn.Module):
+    """Piecewise-constant functions (their gradient is zero) and the fractional part, of a float tensor."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.sign(x), x.trunc(), torch.round(x * 4) / 4, torch.frac(x), x.sign() * x.abs().sqrt()
+
+
+def test_sign_trunc_round_and_frac_are_elementwise_boxes_with_autograds_gradients() -> None:
+    d = _fresh_round_trip(Roundings(), 3 * torch.randn(2, 5, 6))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "elementwise") == [
+        "frac", "round", "sgn", "sgn", "trunc", "|x|", "√"]
+    box = ncd.Identity.of("a") >> ncd.elementwise("frac") >> ncd.elementwise("sign")
+    x = torch.randn(5, requires_grad=True)
+    (torch.frac(x) + torch.sign(x)).sum().backward()
+    assert [b.prim.label() for b in ncd.backward(box).boxes()] == ["*0"]  # sign′ = 0, frac′ = 1: autograd's too
+    assert x.grad is not None and torch.equal(x.grad, torch.ones(5))
+    assert [b.prim.label() for b in ncd.backward(ncd.Identity.of("a") >> ncd.elementwise("frac")).boxes()] == []
+
+
+class SubPixel(nn.Module):
+    """ESPCN-style upsampling (a convolution to r² times the channels, then pixel_shuffle) and its inverse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(3, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = F.pixel_shuffle(self.up(x), 2)
+        z = F.pixel_unshuffle(self.down(y), 4)
+        return y, F.pixel_unshuffle(y, 2), z, nn.PixelShuffle(2)(z), F.pixel_shuffle(x, 1)
+
+
+def test_pixel_shuffle_and_unshuffle_are_views_and_a_permutation() -> None:
+    torch.manual_seed(0)
+    model = SubPixel()
+    d = _fresh_round_trip(model, torch.randn(2, 3, 4, 6))
+    assert d.opaque_count == 0
+    assert sum(p.numel() for p in d.to_torch().parameters()) == sum(p.numel() for p in model.parameters())
+    assert [b.prim.op for b in d.boxes()].count("transpose") == 4

@@ -14,6 +14,7 @@ REFS = {
     "hardsigmoid": F.hardsigmoid, "relu6": F.relu6, "leaky_relu": F.leaky_relu, "elu": F.elu, "erf": torch.erf,
     "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "expm1": torch.expm1,
     "acos": torch.acos, "log_sigmoid": F.logsigmoid, "celu": F.celu, "selu": F.selu, "hardtanh": F.hardtanh,
+    "sign": torch.sign, "trunc": torch.trunc, "round": torch.round, "frac": torch.frac,
 }
 #: functions defined on positive numbers only: sampled after exp (so the input is any real number)
 POSITIVE = {"rsqrt", "reciprocal", "log1p"}

@@ -69,7 +69,8 @@ class Function:
     the input); ``saves`` which value autograd keeps for the backward pass (``"input"``,
     ``"output"`` or ``None``) — the cost model counts it and the backward diagram stores it;
     ``derivative`` is f′ as PyTorch source in that stored value ``{v}`` (``None`` when the
-    backward needs no derivative box: ``neg`` and ``identity``).
+    backward needs no derivative box: f′ is then the constant ``slope``, ``-1`` for ``neg``, ``0`` for the
+    roundings ``sign``/``trunc``/``round``, ``1`` for ``identity`` and ``frac``).
 
     ``params`` names the function's numeric arguments and their defaults (``leaky_relu``'s slope, ``softplus``'s
     beta and threshold): ``call`` writes them where it says ``{args}`` (nothing when they are the defaults),
@@ -81,6 +82,7 @@ class Function:
     saves: str | None
     derivative: str | None
     params: tuple[tuple[str, float], ...] = ()
+    slope: float | None = None
 
     def defaults(self) -> tuple[float, ...]:
         return tuple(d for _, d in self.params)
@@ -118,9 +120,9 @@ ROWS: dict[str, Function] = {
     "log": Function("log", "torch.log({})", "input", "1 / {v}"),
     "square": Function("x²", "torch.square({})", "input", "2 * {v}"),
     "sqrt": Function("√", "torch.sqrt({})", "output", "0.5 / {v}"),
-    "neg": Function("−", "torch.neg({})", None, None),
+    "neg": Function("−", "torch.neg({})", None, None, slope=-1),
     "abs": Function("|x|", "torch.abs({})", "input", "torch.sign({v})"),
-    "identity": Function("id", "{}", None, None),
+    "identity": Function("id", "{}", None, None, slope=1),
     # functions the importer met opaque (one row each: lowering, saved value, derivative and glyph)
     "rsqrt": Function("1/√", "torch.rsqrt({})", "output", "-0.5 * {v} * {v} * {v}"),
     "reciprocal": Function("1/x", "torch.reciprocal({})", "output", "-{v} * {v}"),
@@ -152,6 +154,11 @@ ROWS: dict[str, Function] = {
     "acos": Function("acos", "torch.acos({})", "input", "-torch.rsqrt(1 - {v} * {v})"),
     # log σ(x) = −softplus(−x): one saved tensor (F.logsigmoid keeps its input and a buffer)
     "log_sigmoid": Function("log σ", "-F.softplus(-{})", "input", "torch.sigmoid(-{v})"),
+    # piecewise constant (autograd keeps nothing: the gradient is zero) and x − trunc(x) (the gradient passes)
+    "sign": Function("sgn", "torch.sign({})", None, None, slope=0),
+    "trunc": Function("trunc", "torch.trunc({})", None, None, slope=0),
+    "round": Function("round", "torch.round({})", None, None, slope=0),
+    "frac": Function("frac", "torch.frac({})", None, None, slope=1),
 }
 
 #: Elementwise function names and the glyph the paper draws for them.
@@ -457,12 +464,14 @@ def cost_derivative(prim: DerivativeOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(ElementwiseOp)
 def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxBackward:
-    """``∂x = g ⊙ f′(v)`` with ``v`` the stored input or output (``neg``: ``−g``; ``identity``: ``g``)."""
+    """``∂x = g ⊙ f′(v)`` with ``v`` the stored input or output (a constant f′, as ``neg``'s: ``f′ · g``;
+    ``identity``'s and ``frac``'s: ``g``)."""
     function = prim.function
-    if function == "identity":
+    slope = ROWS[function].slope
+    if slope == 1:
         return BoxBackward((), Identity(SCALAR))
-    if function == "neg":
-        return BoxBackward((), Box(ScaleOp(sympy.Integer(-1))))
+    if slope is not None:
+        return BoxBackward((), Box(ScaleOp(sympy.Integer(int(slope)))))
     which = SAVES[function]
     port = ("out", 0) if which == "output" else ("in", 0)
     derivative = Box(DerivativeOp(function, which or "input", prim.args))

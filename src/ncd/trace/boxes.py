@@ -259,7 +259,8 @@ UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplu
          "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
          "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "acos": ("acos", ()),
          "hardtanh": ("hardtanh", (-1, 1)), "log_sigmoid": ("log_sigmoid", ()), "celu": ("celu", (1,)),
-         "selu": ("selu", ())}
+         "selu": ("selu", ()), "sign": ("sign", ()), "trunc": ("trunc", ()), "round": ("round", ()),
+         "frac": ("frac", ())}
 #: keyword names of the ATen arguments, in order
 _KEYWORDS = {"softplus": ("beta", "threshold"), "leaky_relu": ("negative_slope",), "elu": ("alpha", "scale", "input_scale"),
              "hardtanh": ("min_val", "max_val"), "celu": ("alpha",)}

@@ -250,3 +250,52 @@ def col2im(conv: Converter, node: Node) -> None:
     if [int(a.size) for a in positions.axes] != windows:
         raise Decline("the window positions differ")
     _same_wires(conv, node, conv.apply(box, [moved]))
+
+
+# -- sub-pixel convolution: channels to positions and back ----------------------------------------------------------
+@rule("aten.pixel_shuffle", "aten.pixel_unshuffle")
+def pixel_shuffle(conv: Converter, node: Node) -> None:
+    """``F.pixel_shuffle(x, r)``: ``.. (c r r′) y x -> .. c (y r) (x r′)`` and ``F.pixel_unshuffle`` its inverse, drawn
+    as what they are, exact by construction: the channels (or the rows and columns) read as finer wires, those wires
+    moved, and read again as the output's."""
+    from ncd.prims.structure import TransposeOp
+
+    x, r = node.args[:2]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or isinstance(r, bool) \
+            or not isinstance(r, int) or r < 1:
+        raise Decline("not a live tensor and a factor")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    shape_in, shape_out = tuple(int(a.size) for a in seg.axes), tuple(int(s) for s in node.value.shape)
+    if len(shape_in) < 3 or len(shape_out) != len(shape_in):
+        raise Decline("fewer than three wires")
+    if r == 1:
+        _same_wires(conv, node, vid)
+        return
+    lead, k = list(seg.names[:-3]), len(shape_in) - 3
+    taken = set(seg.names)
+    shuffle = "unshuffle" not in node.target.name()
+    if shuffle:  # .. (c r r′) y x -> .. c r r′ y x -> .. c y r x r′ -> .. c (y r) (x r′)
+        c, y, xx = shape_out[-3], shape_in[-2], shape_in[-1]
+        channel, rows, cols = seg.names[-3:]
+        fine = [_unlike(conv, conv.namer.fresh(c, "c"), taken) if c != shape_in[-3] else channel,
+                _unlike(conv, conv.namer.fresh(r), taken), _unlike(conv, conv.namer.fresh(r) + PRIME, taken), rows, cols]
+        fine_shape = (c, r, r, y, xx)
+        perm = (0, 3, 1, 4, 2)
+        out = [fine[0], _unlike(conv, _claim(conv, rows, y * r, "item"), taken - {rows}),
+               _unlike(conv, _claim(conv, cols, xx * r, "item"), taken - {cols})]
+    else:  # .. c (y r) (x r′) -> .. c y r x r′ -> .. c r r′ y x -> .. (c r r′) y x
+        c, y, xx = shape_in[-3], shape_out[-2], shape_out[-1]
+        channel, rows, cols = seg.names[-3:]
+        fine = [channel, _unlike(conv, _claim(conv, rows, y, "item"), taken - {rows}),
+                _unlike(conv, conv.namer.fresh(r), taken),
+                _unlike(conv, _claim(conv, cols, xx, "item"), taken - {cols}),
+                _unlike(conv, conv.namer.fresh(r) + PRIME, taken)]
+        fine_shape = (c, y, r, xx, r)
+        perm = (0, 2, 4, 1, 3)
+        out = [_unlike(conv, conv.namer.fresh(shape_out[-3], "c"), taken - {channel}), fine[1], fine[3]]
+    grouped = conv.view(vid, lead + fine, shape_in[:-3] + fine_shape)
+    gseg = conv.segs[grouped]
+    order = tuple(range(k)) + tuple(k + p for p in perm)
+    (moved,) = conv.emit(Box(TransposeOp(gseg, order)), [grouped], [gseg.with_axes(gseg.axes[i] for i in order)])
+    _same_wires(conv, node, conv.view(moved, lead + out, shape_out))
