@@ -50,7 +50,7 @@ from ncd.ir.axes import Axis, Type
 from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Block, Box, Diagram, check_option_names, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
-from ncd.ir.size import evaluate, symbol
+from ncd.ir.size import evaluate, maximum, power_product, symbol
 from ncd.ir.weaving import WovenAxis
 from ncd.limits import check_diagram
 
@@ -388,15 +388,7 @@ class _Walker:
             if t in born or t in dies:
                 total = sympy.Add(total, *born.get(t, ()), *(-b for b in dies.get(t, ())))
             candidates[total] = None
-        distinct = list(candidates)
-        if all(c.is_Number for c in distinct):
-            return max(distinct)
-        frontier: list[sympy.Expr] = []  # candidates no other one provably exceeds (sizes are positive)
-        for c in distinct:
-            if any(_at_least(f, c) for f in frontier):
-                continue
-            frontier = [f for f in frontier if not _at_least(c, f)] + [c]
-        return sympy.Max(*frontier) if len(frontier) > 1 else frontier[0]
+        return maximum(list(candidates))  # candidates no other one provably exceeds (sizes are positive)
 
 
 Polynomial = dict[sympy.Expr, int]  # monomial (a product of size symbols, or 1) -> whole coefficient
@@ -457,7 +449,7 @@ def _polynomial(expr: sympy.Expr) -> Polynomial | None:
         terms: Polynomial = {}
         for term in sympy.Add.make_args(candidate):
             c, rest = term.as_coeff_Mul()
-            if not (c.is_Integer and _monomial(rest)):
+            if not (c.is_Integer and power_product(rest)):
                 break
             terms[rest] = terms.get(rest, 0) + int(c)
         else:
@@ -474,23 +466,6 @@ def _dominates(a: Polynomial, b: Polynomial) -> bool:
     return all(a.get(m, 0) >= c for m, c in reversed(b.items())) and all(c >= 0 for m, c in a.items() if m not in b)
 
 
-def _at_least(a: sympy.Expr, b: sympy.Expr) -> bool:
-    """Whether ``a >= b`` for every positive value of the sizes: ``a - b`` has no negative coefficient."""
-    difference = a - b
-    if difference.is_Number:
-        return bool(difference >= 0)
-    split = [term.as_coeff_Mul() for term in sympy.Add.make_args(difference)]
-    if all(c.is_Number and _monomial(rest) for c, rest in split):  # already expanded: read the signs
-        return all(c >= 0 for c, _ in split)
-    difference = sympy.expand(difference)
-    if difference.is_Number:
-        return bool(difference >= 0)
-    try:
-        return all(c >= 0 for c in sympy.Poly(difference, *sorted(difference.free_symbols, key=str)).coeffs())
-    except sympy.PolynomialError:
-        return False
-
-
 def _sum(terms: list[sympy.Expr]) -> sympy.Expr:
     """``sympy.Add(*terms)``, with whole numbers added as Python integers and equal terms counted first
     (a repeated layer adds the same terms many times; sympy then combines a few distinct ones)."""
@@ -503,12 +478,6 @@ def _sum(terms: list[sympy.Expr]) -> sympy.Expr:
             else:
                 counts[leaf] = counts.get(leaf, 0) + 1
     return sympy.Add(sympy.Integer(number), *(leaf if k == 1 else k * leaf for leaf, k in counts.items()))
-
-
-def _monomial(expr: sympy.Expr) -> bool:
-    """A product of powers of symbols (positive whole exponents), or 1."""
-    return all(f.is_Symbol or (f.is_Pow and f.base.is_Symbol and f.exp.is_Integer and f.exp > 0) or f == 1
-               for f in sympy.Mul.make_args(expr))
 
 
 def _expand(v: Tensor, axes: list[Axis]) -> Tensor:

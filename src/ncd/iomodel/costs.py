@@ -36,6 +36,7 @@ import sympy
 
 from ncd.iomodel.program import Array, Mask, Op, Program
 from ncd.iomodel.schedule import Loop, Schedule
+from ncd.ir.size import maximum
 
 __all__ = ["Move", "transfers", "moves", "memory", "live_columns", "unfused_transfers", "unfused_memory", "flops",
            "reduction_axes", "state_axes"]
@@ -243,7 +244,7 @@ def memory(program: Program, schedule: Schedule, level: str, *, bottom: bool) ->
     """
     if bottom:
         widths = [sympy.expand(sum((t for _, t in col), ZERO)) for col in live_columns(program, schedule, level)]
-        return _max(widths)
+        return maximum(widths)
     total = ZERO
     for arr in [*used_inputs(program), *written_outputs(program)]:
         total += tile(arr.axes, schedule, level)
@@ -251,12 +252,6 @@ def memory(program: Program, schedule: Schedule, level: str, *, bottom: bool) ->
         if move.kind == "state write":
             total += move.tile
     return sympy.expand(total)
-
-
-def _max(values: list[sympy.Expr]) -> sympy.Expr:
-    if all(v.is_number for v in values):
-        return max(values, key=lambda v: float(v)) if values else ZERO
-    return sympy.Max(*values) if values else ZERO
 
 
 # -- the unfused baseline ---------------------------------------------------------------
@@ -306,7 +301,7 @@ def unfused_memory(program: Program, *, top: bool) -> sympy.Expr:
     """At the top: the peak of arrays live between kernels; below: the largest kernel's inputs and outputs."""
     kernels = _kernels(program)
     if not top:
-        return _max([sympy.expand(sum((a.elements() for a in (*i, *o)), ZERO)) for i, o in map(_kernel_io, kernels)])
+        return maximum([sympy.expand(sum((a.elements() for a in (*i, *o)), ZERO)) for i, o in map(_kernel_io, kernels)])
     born: dict[tuple[int, frozenset[str]], int] = {}
     dies: dict[tuple[int, frozenset[str]], int] = {}
     arrays: dict[tuple[int, frozenset[str]], Array] = {}
@@ -336,7 +331,7 @@ def unfused_memory(program: Program, *, top: bool) -> sympy.Expr:
         total = sympy.expand(sum(starts.get(k, ()), total))
         widths.append(total)
         total = sympy.expand(total - sum(ends.get(k, ()), ZERO))
-    return _max(widths)
+    return maximum(widths)
 
 
 def flops(program: Program) -> tuple[sympy.Expr, sympy.Expr]:
