@@ -3,12 +3,14 @@ Python's RecursionError or StopIteration; a misspelt size given to ``bind`` is r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import sympy
 import torch
 
 import ncd
-from ncd.errors import LimitError, LoweringError, NCDError, SizeError
+from ncd.errors import LimitError, LoweringError, NCDError, SchemaError, SizeError
 from ncd.ir.size import symbol
 from ncd.limits import limits, override
 from ncd.render import to_svg, to_tikz
@@ -154,3 +156,50 @@ def test_the_io_peak_of_distinct_widths_is_the_max_sympy_builds_without_its_pair
         numbers = ncd.io(d, hierarchy, **bound).memory
         for level, peak in memory.items():
             assert peak.xreplace({symbol(k): sympy.Integer(v) for k, v in bound.items()}) == numbers[level], level
+
+
+def _alternating(n: int) -> ncd.Diagram:
+    """``n`` + 1 levels: pars and sequences one inside another (each two JSON levels: the node and its parts)."""
+    from ncd.ir.diagram import Identity, Par, Seq
+
+    d: ncd.Diagram = ncd.Linear("m -> m") >> ncd.ReLU()
+    for i in range(n):
+        d = Par((d, ncd.Identity.of("k"))) if i % 2 == 0 else Seq((d, Identity(d.cod)))
+    return d
+
+
+@pytest.mark.parametrize("make", [lambda n: nested_blocks(n // 2 - 1), lambda n: _alternating(n - 2)],
+                         ids=["blocks", "pars_and_sequences"])
+def test_a_diagram_nested_to_the_limit_loads_back_from_its_json(make: Callable[[int], ncd.Diagram]) -> None:
+    """Whatever nesting building allows, JSON reads back (the file limit counted JSON levels, about two per node:
+    a diagram nested more than about 48 blocks saved but did not load)."""
+    d = make(limits().nesting)
+    assert d.nesting() == limits().nesting
+    loaded = ncd.load_json(d.to_json())
+    assert loaded == d and loaded.to_json() == d.to_json()
+    with override(nesting=40):  # the limits in force when reading decide
+        with pytest.raises(SchemaError, match=r"nested more than .*nesting.* in ncd\.limits"):
+            ncd.load_json(d.to_json())
+
+
+def _blocks_text(levels: int) -> str:
+    """A file of ``levels`` blocks one inside another around a relu, written as text (no diagram built)."""
+    head = '{"node": "block", "name": "B", "body": '
+    leaf = '{"node": "box", "op": "elementwise", "fields": {"function": "relu"}}'
+    return '{"format": "ncd.diagram", "version": 1, "diagram": ' + head * levels + leaf + "}" * levels + "}"
+
+
+def test_a_file_nested_past_the_limits_is_refused_with_an_ncd_error() -> None:
+    limit = limits().nesting
+    assert ncd.load_json(_blocks_text(limit)).nesting() == limit
+    with pytest.raises(SchemaError, match=f"at \\$.diagram(.body){{{limit + 1}}}: diagram nodes are nested more than"
+                                          f" {limit} deep"):
+        ncd.load_json(_blocks_text(limit + 1))
+    with pytest.raises(SchemaError, match=r"nested more than \d+ levels deep.*nesting and depth in ncd\.limits"):
+        ncd.load_json(_blocks_text(600))  # refused before it is read
+    with pytest.raises(SchemaError, match="recursion"):
+        ncd.load_json(_blocks_text(100_000))  # deeper than the JSON parser's stack
+    with pytest.raises(SchemaError, match=r"values are nested more than \d+ levels deep \(depth in ncd\.limits\)"):
+        ncd.load_json(_blocks_text(1).replace('"relu"', '{"tuple": [' * 150 + "1" + "]}" * 150))
+    with override(nesting=5_000, depth=5_000), pytest.raises(LimitError, match="recursion limit"):
+        ncd.load_json(_blocks_text(600))  # limits raised past what Python's stack holds: still an ncd error

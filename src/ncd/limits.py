@@ -10,9 +10,9 @@ the memory budget from the environment (``NCD_MEMORY_BUDGET=16GiB``).
 limit              default         what it bounds
 =================  ==============  =====================================================================
 ``file_bytes``     16 MiB          the text of a diagram file (``ncd.load_json``, the CLI)
-``depth``          100             nesting of a file (diagram nodes and tagged values)
+``depth``          100             tagged values of a file one inside another (types, segments, axes, tuples)
 ``nodes``          100,000         diagram nodes in a file
-``nesting``        150             diagram nodes built one inside another (blocks, sequences, pars, ...)
+``nesting``        150             diagram nodes one inside another (blocks, sequences, pars, ...), built or read
 ``string``         1,000           characters in any name, label or text of a file
 ``segments``       4,096           tensors in one type (a ``Copy`` into a million wires is refused)
 ``axis_size``      2**31 - 1       the size of one axis once it is a number

@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import math
+import sys
 import types
 import typing
 from typing import Any, Literal, Union
@@ -30,7 +31,7 @@ from ncd.ir.interpreter import Fold
 from ncd.ir.names import check_text
 from ncd.ir.primitive import PRIMITIVES
 from ncd.ir.size import size, size_text
-from ncd.limits import limits
+from ncd.limits import Limits, limits
 from ncd.prims.opaque_allowlist import check_allowed
 
 __all__ = ["to_json", "load_json", "FORMAT", "VERSION", "encode"]
@@ -141,16 +142,24 @@ _NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwar
                      ("compare", "value")}
 
 
+def file_levels(lim: Limits) -> int:
+    """The JSON levels (objects and lists) a file may nest: what the deepest diagram :mod:`ncd.limits` lets one build
+    takes.  A diagram node is at most two levels (``{"node": "seq", "parts": [...]}``) and so is a tagged value
+    (``{"tuple": [...]}``); the reader then counts nodes against ``nesting`` and values against ``depth``."""
+    return 2 * (lim.nesting + 1) + 2 * lim.depth + 4  # + the document, a box's fields and a last list
+
+
 def _scan(data: Any) -> None:
     """Before decoding: nesting depth, node count, and every string (keys too) against :mod:`ncd.limits`."""
     lim = limits()
+    levels = file_levels(lim)
     nodes = 0
     stack: list[tuple[Any, str, int]] = [(data, "$", 1)]
     while stack:
         x, path, depth = stack.pop()
-        if depth > lim.depth:
-            raise SchemaError(f"invalid diagram JSON at {path}: the file is nested more than {lim.depth} levels deep"
-                              " (depth in ncd.limits)")
+        if depth > levels:
+            raise SchemaError(f"invalid diagram JSON at {path}: the file is nested more than {levels} levels deep, more"
+                              f" than a diagram within the limits takes (nesting and depth in ncd.limits)")
         if isinstance(x, str):
             _string(x, path)
         elif isinstance(x, list):
@@ -190,7 +199,8 @@ def _nonfinite(value: Any) -> bool:
 
 class _Reader:
     def __init__(self, trust: bool = False) -> None:
-        self.depth = 0
+        self.depth = 0  # tagged values one inside another (types, segments, axes, tuples, diagrams)
+        self.nodes = 0  # diagram nodes one inside another, the box or identity at the bottom included
         self.trust = trust
 
     def keys(self, o: dict[str, Any], allowed: set[str], path: str, what: str) -> None:
@@ -204,7 +214,7 @@ class _Reader:
     def enter(self, path: str) -> None:
         self.depth += 1
         if self.depth > limits().depth:
-            raise self.fail(path, f"the file is nested more than {limits().depth} levels deep (depth in ncd.limits)")
+            raise self.fail(path, f"its values are nested more than {limits().depth} levels deep (depth in ncd.limits)")
 
     def obj(self, x: Any, path: str, *keys: str) -> dict[str, Any]:
         if not isinstance(x, dict):
@@ -282,11 +292,16 @@ class _Reader:
         raise self.fail(path, f"unknown value with keys {sorted(o)}")
 
     def diagram(self, x: Any, path: str) -> Diagram:
-        self.enter(path)
+        """A diagram node: refused, before its parts are read, past the nesting building allows (``nesting`` in
+        :mod:`ncd.limits` counts composite nodes; the box or identity under them is one more here)."""
+        self.nodes += 1
         try:
+            if self.nodes > limits().nesting + 1:
+                raise self.fail(path, f"diagram nodes are nested more than {limits().nesting} deep (blocks, sequences,"
+                                      " pars, weaves and repetitions one inside another; nesting in ncd.limits)")
             return self._diagram(x, path)
         finally:
-            self.depth -= 1
+            self.nodes -= 1
 
     def _diagram(self, x: Any, path: str) -> Diagram:
         o = self.obj(x, path, "node")
@@ -467,6 +482,14 @@ def load_json(text: str | bytes, *, trust: bool = False) -> Diagram:
     except (TypeError, ValueError, RecursionError) as e:
         raise SchemaError(f"invalid diagram JSON: {printable(str(e))[:200]}") from None
     _scan(data)
+    try:
+        return _read(data, trust)
+    except RecursionError:  # only when the limits were raised past what Python's stack holds
+        raise LimitError(f"invalid diagram JSON: the file is nested deeper than Python's recursion limit"
+                         f" ({sys.getrecursionlimit()}) lets it be read; lower nesting or depth in ncd.limits") from None
+
+
+def _read(data: Any, trust: bool) -> Diagram:
     reader = _Reader(trust)
     top = reader.obj(data, "$", "format", "version", "diagram")
     reader.keys(top, {"format", "version", "diagram"}, "$", "the document")
