@@ -203,3 +203,29 @@ def test_a_file_nested_past_the_limits_is_refused_with_an_ncd_error() -> None:
         ncd.load_json(_blocks_text(1).replace('"relu"', '{"tuple": [' * 150 + "1" + "]}" * 150))
     with override(nesting=5_000, depth=5_000), pytest.raises(LimitError, match="recursion limit"):
         ncd.load_json(_blocks_text(600))  # limits raised past what Python's stack holds: still an ncd error
+
+
+def _axes(prefix: str, n: int) -> str:
+    return " ".join(f"{prefix}{i}" for i in range(n))
+
+
+def test_every_lowering_that_spells_an_einsum_refuses_more_than_52_letters_naming_the_box() -> None:
+    """One pool of letters (``ncd.ir.weaving.einsum_letters``) for every einsum a lowering spells: the streamed
+    lowering (was IndexError) and the backward's transposed linear map (was IndexError) name the box and its axes;
+    at 52 letters they still run, equal to torch.einsum."""
+    from ncd.iomodel.lower import streamed
+
+    hierarchy = ncd.Hierarchy.preset("h100").restrict("hbm", "smem")
+    ones = {f"{p}{i}": 1 for p in "ac" for i in range(27)}
+    wide = ncd.Einsum(f"{_axes('a', 27)}, {_axes('c', 27)} -> a0 c0")
+    run = streamed(wide, hierarchy, **ones)
+    with pytest.raises(LoweringError, match=r"einsum \(built at .*\): its einsum needs 54 distinct letters \(axes a0 a1"):
+        run(torch.ones((1,) * 27), torch.ones((1,) * 27))
+    fits = ncd.Einsum(f"{_axes('a', 26)}, {_axes('c', 26)} -> a0 c0")
+    x, y = torch.randn((1,) * 25 + (3,)), torch.randn((2,) + (1,) * 25)
+    sizes = {**{f"{p}{i}": 1 for p in "ac" for i in range(26)}, "a25": 3, "c0": 2}
+    expected = torch.einsum(x, list(range(26)), y, list(range(26, 52)), [0, 26])
+    torch.testing.assert_close(streamed(fits, hierarchy, **sizes)(x, y), expected)
+    backward = ncd.backward(ncd.Linear(f"{_axes('a', 27)} -> {_axes('c', 27)}"))
+    with pytest.raises(LoweringError, match=r"Lᵀ.*: its einsum needs 54 distinct letters \(axes c0 c1"):
+        backward.to_torch(**ones)

@@ -39,6 +39,7 @@ from ncd.iomodel.program import Array, Op, Program, flatten
 from ncd.iomodel.schedule import Schedule, SizeMap
 from ncd.ir.diagram import Diagram, describe
 from ncd.ir.rules import STREAMED
+from ncd.ir.weaving import einsum_letters
 from ncd.prims.attention import CausalMaskOp
 from ncd.prims.elementwise import ElementwiseOp, ScaleOp
 from ncd.prims.linear import EinsumOp
@@ -63,11 +64,9 @@ def _align(t: torch.Tensor, have: tuple[str, ...], want: tuple[str, ...]) -> tor
     return t.reshape(shape)
 
 
-def _einsum(inputs: list[tuple[torch.Tensor, tuple[str, ...]]], out: tuple[str, ...]) -> torch.Tensor:
-    letters: dict[str, str] = {}
-    for _, names in inputs:
-        for n in names:
-            letters.setdefault(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[len(letters)])
+def _einsum(box: Diagram, inputs: list[tuple[torch.Tensor, tuple[str, ...]]], out: tuple[str, ...]) -> torch.Tensor:
+    names = list(dict.fromkeys(n for _, group in inputs for n in group))
+    letters = dict(zip(names, einsum_letters(len(names), box, names)))  # type: ignore[arg-type]
     spec = ",".join("".join(letters[n] for n in names) for _, names in inputs) + "->" + "".join(letters[n] for n in out)
     return torch.einsum(spec, *(t for t, _ in inputs))
 
@@ -265,7 +264,7 @@ class Streamed(torch.nn.Module):
         alpha = torch.exp(acc.m - m_safe)
         s = s.sub_(m_safe.unsqueeze(dim)).exp_()  # p, in place: s is this step's own scores tile
         acc.l.mul_(alpha).add_(s.sum(dim))
-        acc.o.mul_(_align(alpha, state, out)).add_(_einsum([(s, s_names), (v, v_names)], out))
+        acc.o.mul_(_align(alpha, state, out)).add_(_einsum(op.node, [(s, s_names), (v, v_names)], out))
         acc.m = m_new
         return acc
 
@@ -329,7 +328,7 @@ def peak_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
 @STREAMED.rule(EinsumOp)
 def _streamed_einsum(prim: EinsumOp, run: Streamed, op: Op, args: list[torch.Tensor], r: Ranges,
                      in_place: bool) -> torch.Tensor:
-    return _einsum([(t, a.names) for t, a in zip(args, op.inputs)], op.outputs[0].names)
+    return _einsum(op.node, [(t, a.names) for t, a in zip(args, op.inputs)], op.outputs[0].names)
 
 
 @STREAMED.rule(ScaleOp)

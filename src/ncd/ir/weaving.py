@@ -21,7 +21,8 @@ True
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import string
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Side", "WovenAxis", "WeaveView", "WeavePolicy", "lowers_in_place", "uniform", "never", "always", "same_layouts",
            "same_inputs_and_output", "input_like_output", "woven_kept", "same_weave", "trailing", "own_last",
-           "mask_aligned", "einsum_letters_error"]
+           "mask_aligned", "einsum_letters", "einsum_letters_error"]
 
 Side = Literal["dom", "cod"]
 Marker = tuple[str, int]
@@ -225,6 +226,16 @@ def mask_aligned(view: WeaveView) -> bool:
         return False
     want, have = view.markers("dom", 0), view.markers("dom", 1)
     return [m for m in want if m in have] == have
+
+
+def einsum_letters(count: int, box: Box, names: Sequence[str], used: Collection[str] = ()) -> list[str]:
+    """``count`` of torch.einsum's 52 subscript letters (``a``-``z``, ``A``-``Z``, in that order) not in ``used``: every
+    lowering that spells an einsum takes its letters here.  Too few is :func:`einsum_letters_error` naming ``box`` and
+    the axes ``names`` (torch refuses more than 52 letters in both its string and its sublist forms)."""
+    spare = [c for c in string.ascii_letters if c not in used]
+    if count > len(spare):
+        raise einsum_letters_error(box, list(names), count + len(string.ascii_letters) - len(spare))
+    return spare[:count]
 
 
 def einsum_letters_error(box: Box, names: list[str], count: int | None = None) -> LoweringError:

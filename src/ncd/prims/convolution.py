@@ -46,7 +46,6 @@ Transposed convolution: ``(x − 1)s − 2p + d(k−1) + output_padding + 1``, e
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
@@ -59,6 +58,7 @@ from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
+from ncd.ir.weaving import einsum_letters
 from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
 from ncd.prims.kinds import partials, transpose
 from ncd.prims.linear import EinsumOp, split_spec
@@ -641,7 +641,7 @@ def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[Exp
                   batch + (group, i_axis) + at + kernel, "windows")
     ov = ctx.bind(ctx.method(other, "reshape", -1, *bsizes, groups, co, *positions), batch + (group, j_axis) + at,
                   "grads")
-    letters = iter(string.ascii_letters)
+    letters = iter(einsum_letters(3 + nb + 2 * n, ctx.box, [a.name for a in (group, i_axis, j_axis, *batch, *at, *kernel)]))
     G, Ii, J = (next(letters) for _ in range(3))
     B = "".join(next(letters) for _ in range(nb))
     P = "".join(next(letters) for _ in range(n))

@@ -14,7 +14,6 @@ lower like any box, so a backward diagram runs as a module.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -213,21 +212,22 @@ def lower_expand(prim: ExpandOp, ctx: RuleContext) -> list[str]:
     return [f"{x}[..., {index}].expand(*{batch}, {sizes})"]
 
 
-def _positional(n: int, skip: str = "") -> list[str]:
-    pool = [c for c in string.ascii_letters if c not in skip]
-    return pool[:n]
+def _positional(ctx: RuleContext, *groups: Segment) -> list[str]:
+    """One einsum letter per axis of ``groups`` by position (the same name twice gets two letters)."""
+    names = [a.name for g in groups for a in g]
+    return weaving.einsum_letters(len(names), ctx.box, names)
 
 
 @LOWERING.rule(LinearTransposeOp)
 def lower_linear_transpose(prim: LinearTransposeOp, ctx: RuleContext) -> list[Expr]:
-    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes))
+    letters = _positional(ctx, prim.cod_axes, prim.dom_axes)
     out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):]
     return [ctx.einsum(ctx.subscripts([out, out + inp], inp), ctx.args[0], ctx.args[1])]
 
 
 @LOWERING.rule(LinearWeightGradOp)
 def lower_linear_weight_grad(prim: LinearWeightGradOp, ctx: RuleContext) -> list[Expr]:
-    letters = _positional(len(prim.cod_axes) + len(prim.dom_axes) + len(prim.batch))
+    letters = _positional(ctx, prim.cod_axes, prim.dom_axes, prim.batch)
     out, inp = letters[: len(prim.cod_axes)], letters[len(prim.cod_axes):len(prim.cod_axes) + len(prim.dom_axes)]
     batch = letters[len(prim.cod_axes) + len(prim.dom_axes):]
     return [ctx.einsum(ctx.subscripts([batch + inp, batch + out], out + inp), ctx.args[0], ctx.args[1])]
@@ -239,8 +239,10 @@ def lower_linear_weight_grad(prim: LinearWeightGradOp, ctx: RuleContext) -> list
 @LOWERING.rule(DiagonalOp)
 def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[Expr]:
     """``einsum`` of the source with one identity matrix (a cup, a value of its own) per repeated axis."""
-    letters = dict(zip(prim.source.names, string.ascii_letters))
-    spare = iter(c for c in string.ascii_letters[len(letters):])
+    repeated = len(prim.target) - len(set(prim.target.names))
+    pool = weaving.einsum_letters(len(prim.source) + repeated, ctx.box, [*prim.source.names, *prim.target.names])
+    letters = dict(zip(prim.source.names, pool))
+    spare = iter(pool[len(letters):])
     x = ctx.args[0]
     out, subs, eyes, seen = "", ["..." + "".join(letters.values())], [], set()
     for a in prim.target:

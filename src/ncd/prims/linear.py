@@ -18,7 +18,6 @@ outer product over ``y`` and ``x``.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
@@ -33,7 +32,7 @@ from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import LinearCall
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, sizes_equal
-from ncd.ir.weaving import Side, WeaveView, WovenAxis, einsum_letters_error
+from ncd.ir.weaving import Side, WeaveView, WovenAxis, einsum_letters
 from ncd.prims.contraction import contraction_plan, kept_axes, plan_sizes
 from ncd.prims.kinds import partials, transpose
 
@@ -226,13 +225,8 @@ def Unit(first: str, second: str) -> Box:
 # more operands are contracted one pair at a time in the order of :meth:`EinsumOp.pairs` (``ncd.prims.contraction``).
 def _letters(names: list[list[str]], box: Box) -> dict[str, str]:
     """A letter of torch.einsum's 52 per distinct axis name (in ``names``' order); more is an ncd error naming the box."""
-    table: dict[str, str] = {}
-    for group in names:
-        for n in group:
-            table.setdefault(n, "")
-    if len(table) > len(string.ascii_letters):
-        raise einsum_letters_error(box, list(table))
-    return dict(zip(table, string.ascii_letters))
+    table = list(dict.fromkeys(n for group in names for n in group))
+    return dict(zip(table, einsum_letters(len(table), box, table)))
 
 
 def _sizes(axes: Segment) -> list[int]:

@@ -23,7 +23,6 @@ Rules do not import torch: they write source text.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
 from ncd.ir.program import Expr, OpKind, Value
 from ncd.ir.size import Size, evaluate
-from ncd.ir.weaving import WeaveView, einsum_letters_error
+from ncd.ir.weaving import WeaveView, einsum_letters
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter
@@ -93,12 +92,8 @@ class RuleContext:
     def woven_letters(self, own_letters: list[list[str]], out_letters: list[str]) -> list[str]:
         """The letters :meth:`subscripts` gives the woven axes (outermost first): the first unused ones."""
         used = {c for letters in own_letters for c in letters} | set(out_letters)
-        spare = [c for c in string.ascii_letters if c not in used]
-        if len(spare) < len(self.woven):
-            names = [a.name for seg in (*self.box.dom, *self.box.cod) for a in seg.axes]
-            raise einsum_letters_error(self.box, [*dict.fromkeys(names), *(w.axis.name for w in self.woven)],
-                                       len(used) + len(self.woven))
-        return spare[:len(self.woven)]
+        names = [a.name for seg in (*self.box.dom, *self.box.cod) for a in seg.axes]
+        return einsum_letters(len(self.woven), self.box, [*dict.fromkeys(names), *(w.axis.name for w in self.woven)], used)
 
     # -- typed ops (the lowered program records what runs and what it reads) --------------------
     def _arg(self, value: object) -> tuple[str, tuple[Value, ...]]:
