@@ -249,12 +249,13 @@ def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> 
 @dataclass
 class Entry:
     name: str
-    kind: str  # "base", "head", "mask", "torch"
+    kind: str  # "base", "head", "mask", "deep" (12 layers), "torch"
     #: the model, its example inputs and fresh inputs of the same shapes
     build: Callable[[], tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(repr=False)
 
 
-def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = "") -> Callable[[], Any]:
+def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = "", layers: int = 0) -> Callable[[], Any]:
+    """``layers``: the tiny config with that many layers (every layer count it has) instead of 2."""
     def build() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         import transformers
         from transformers.models.auto import modeling_auto
@@ -268,6 +269,8 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = 
             config = transformers.AutoConfig.for_model(model_type)
             if attempt == "tiny":
                 shrink(config, collide=collide)
+                if layers:
+                    deepen(config, layers)
             try:
                 config.use_cache = False
                 with torch.device("meta"):
@@ -314,6 +317,26 @@ HEADS_TO_ADD = [("gpt2", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), ("llama", "MODEL_
                 ("vit", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
                 ("bert", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES")]
 MASKED = ["gpt2", "bert", "llama", "mistral"]
+#: tiny widths at a depth users bring (12 layers, as bert-base, gpt2, vit-base): a deep stack of small layers is
+#: where trace+draw must stay below torchview's time (issue 11: repeated layers fold, torchview draws each)
+DEEP = ["gpt2", "bert", "llama", "vit", "whisper", "t5"]
+DEPTH = 12
+
+
+def deepen(config: Any, layers: int) -> Any:
+    """``config`` (a shrunk one) with ``layers`` layers in every stack it has (sub-configs too)."""
+    from transformers import PretrainedConfig
+
+    d = config.__dict__
+    for key, value in list(d.items()):
+        if isinstance(value, PretrainedConfig):
+            deepen(value, layers)
+        elif key in LAYERS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            d[key] = layers
+    types = d.get("layer_types")
+    if isinstance(types, (list, tuple)) and types:
+        d["layer_types"] = [types[k % len(types)] for k in range(layers)]
+    return config
 
 
 def hf_entries(collide: str = "") -> list[Entry]:
@@ -329,6 +352,7 @@ def hf_entries(collide: str = "") -> list[Entry]:
             entries.append(Entry(f"{t}+{head}", "head", _hf_build(t, mapping, collide=c)))
     entries += [Entry(f"{t}+attention_mask", "mask", _hf_build(t, "MODEL_MAPPING_NAMES", mask=True, collide=c))
                 for t in MASKED]
+    entries += [Entry(f"{t}@{DEPTH}", "deep", _hf_build(t, "MODEL_MAPPING_NAMES", collide=c, layers=DEPTH)) for t in DEEP]
     return entries
 
 
@@ -814,6 +838,7 @@ def summary(results: list[Result]) -> list[str]:
     lines = [
         f"- models in the corpus: {len(results)} ({sum(r.kind == 'base' for r in results)} `transformers` model types,"
         f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants,"
+        f" {sum(r.kind == 'deep' for r in results)} at {DEPTH} layers,"
         f" {sum(r.kind == 'torch' for r in results)} plain PyTorch)",
         f"- build from a tiny config and run: {len(built)}",
         f"- traced: {_pct(len(traced), len(built))}; refused by design (TraceError): {sum(r.status == 'refused' for r in built)}",
@@ -831,6 +856,12 @@ def summary(results: list[Result]) -> list[str]:
         if values:
             lines.append(f"- {what}: median {values[len(values) // 2]:.2f}×, max {values[-1]:.2f}× over {len(values)}"
                          f" models; at most 1.5×: {_pct(sum(v <= 1.5 for v in values), len(values))}")
+    deep = sorted(((r.trace_s + r.draw_s) / r.torchview_s, r.name) for r in traced
+                  if r.layers >= DEPTH and r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
+    if deep:
+        worst = ", ".join(f"{name} {v:.2f}×" for v, name in deep[::-1] if v > 1.0)
+        lines.append(f"- models with {DEPTH} or more layers, trace+draw time / torchview time (first call): at most 1×:"
+                     f" {_pct(sum(v <= 1.0 for v, _ in deep), len(deep))}" + (f"; above: {worst}" if worst else ""))
     return lines
 
 
