@@ -3,6 +3,7 @@ Python's RecursionError or StopIteration; a misspelt size given to ``bind`` is r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -229,3 +230,40 @@ def test_every_lowering_that_spells_an_einsum_refuses_more_than_52_letters_namin
     backward = ncd.backward(ncd.Linear(f"{_axes('a', 27)} -> {_axes('c', 27)}"))
     with pytest.raises(LoweringError, match=r"Lᵀ.*: its einsum needs 54 distinct letters \(axes c0 c1"):
         backward.to_torch(**ones)
+
+
+class _Times(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.factor
+
+
+class _Variance(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.var(0)
+
+
+@pytest.mark.parametrize("factor", [math.inf, -math.inf, math.nan, 1e30])
+def test_a_factor_past_the_finite_numbers_is_refused_or_runs_as_torch(factor: float) -> None:
+    """``Scale(inf)`` was labelled ``*oo`` and lowered to ``x * inf`` (NameError); ``1e30`` to a Python int torch
+    cannot convert (OverflowError).  Building refuses inf and nan; a traced multiplication by one runs as torch."""
+    if not math.isfinite(factor):
+        with pytest.raises(ncd.ParseError, match="Scale takes a finite factor"):
+            ncd.Scale(factor)
+    model, x = _Times(factor), torch.randn(2, 4)
+    d = ncd.trace(model, x)
+    torch.testing.assert_close(d.to_torch()(x), model(x), equal_nan=True)
+
+
+def test_a_variance_over_one_item_is_refused_when_lowered_naming_the_box_and_size() -> None:
+    """``x.var(0)`` divides by ``b - 1``: at ``b = 1`` the module raised a RunError (ZeroDivisionError) where torch gives
+    nan; lowering now refuses it, naming the factor and the size.  At ``b = 3`` it equals torch."""
+    d = ncd.trace(_Variance(), torch.randn(3, 4))
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(d.to_torch(b=3)(x), _Variance()(x))
+    with pytest.raises(LoweringError, match=r"cannot lower \*∞: its factor 1/\(b - 1\) is not finite at b=1"):
+        d.to_torch(b=1)

@@ -307,10 +307,14 @@ def test_a_failure_while_running_is_an_ncd_error_naming_the_generated_line() -> 
                                torch.nn.functional.batch_norm(x, None, None, training=True))
 
 
-def test_an_overflow_while_running_is_an_ncd_error() -> None:
+def test_a_factor_past_int64_runs_as_a_float_and_one_past_the_floats_is_refused() -> None:
+    """``Scale(10**30)`` lowered to ``x * 1000000000000000019884624838656``, a Python int torch cannot convert (a
+    RunError; a traced ``x * 1e30`` failed so); it is the float torch multiplies by.  ``10**400`` is no float."""
     module = (ncd.Identity.of("m") >> ncd.Scale("10**30")).to_torch(m=3)
-    with pytest.raises(ncd.RunError, match="OverflowError"):
-        module(torch.randn(3))
+    x = torch.randn(3)
+    torch.testing.assert_close(module(x), x * 1e30)
+    with pytest.raises(ncd.LoweringError, match="past the largest float"):
+        (ncd.Identity.of("m") >> ncd.Scale("10**400")).to_torch(m=3)
 
 
 # -- 5. names -------------------------------------------------------------------------------------------

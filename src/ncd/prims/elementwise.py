@@ -212,10 +212,18 @@ class ScaleOp(Primitive):
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "linear"
 
+    def __post_init__(self) -> None:
+        if self.factor.has(sympy.oo, -sympy.oo, sympy.nan):  # (zoo, a size divided by zero, is refused when lowered)
+            raise ParseError(f"Scale takes a finite factor (a number or a size expression), not {self.factor}: a"
+                             " multiplication by inf or nan has no label, source or JSON of its own (a traced one is an"
+                             " opaque box)")
+
     def signature(self) -> tuple[Type, Type]:
         return SCALAR, SCALAR
 
     def label(self) -> str:
+        if not finite(self.factor):
+            return "*∞"  # a size divided by zero (refused when lowered)
         return "*" + size_text(self.factor).replace("**", "^").replace("sqrt(", "√(")
 
 
@@ -372,6 +380,11 @@ def lower_elementwise(prim: ElementwiseOp, ctx: RuleContext) -> list[str]:
     return [ROWS[prim.function].lowering(ctx.args[0].var, prim.args)]
 
 
+def finite(factor: sympy.Expr) -> bool:
+    """Whether a factor is no infinity or nan (``1/(b - 1)`` at ``b = 1`` is sympy's unsigned infinity ``zoo``)."""
+    return not factor.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
+
+
 def factor_text(ctx: RuleContext) -> str:
     prim = ctx.prim
     assert isinstance(prim, ScaleOp)
@@ -380,11 +393,21 @@ def factor_text(ctx: RuleContext) -> str:
         return size_code(value) or f"({symbolic_text(value)})"
     if value.free_symbols:
         raise ctx.fail(f"factor {size_text(value)} is not bound")
-    named = ctx.em.size_code(ctx.em.written(value))  # written as a size expression: printed by name
+    written = ctx.em.written(value)
+    if not finite(value):  # its sign is lost (zoo): refused, not run as inf where torch may give -inf or nan
+        bound = ctx.em.named.sizes if ctx.em.named is not None else {}
+        at = ", ".join(f"{s}={bound.get(str(s), '?')}" for s in sorted(written.free_symbols, key=str))
+        raise ctx.fail(f"its factor {size_text(written)} is not finite at {at or 'these sizes'} (a division by zero:"
+                       " torch's variance over one item is nan)")
+    named = ctx.em.size_code(written)  # written as a size expression: printed by name
     if named is not None:
         return named
+    if value.is_Integer and abs(int(value)) < 2**63:  # torch multiplies by a Python int that fits in int64
+        return repr(int(value))
     number = float(value)
-    return repr(int(number)) if number.is_integer() else repr(number)
+    if not math.isfinite(number):
+        raise ctx.fail(f"its factor {size_text(written):.60} is past the largest float")
+    return repr(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
 
 
 @LOWERING.rule(ScaleOp)

@@ -497,6 +497,8 @@ def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence
     """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression)."""
     if factor == 1:
         return vid
+    if not isinstance(factor, sympy.Expr) and not math.isfinite(factor):
+        raise Decline("a factor that is not finite (Scale refuses inf and nan)")
     expr = factor if isinstance(factor, sympy.Expr) else _factor(conv, float(factor), like)
     return conv.apply(Box(ScaleOp(expr)), [vid])
 
