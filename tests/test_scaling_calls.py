@@ -176,3 +176,22 @@ def test_backward_of_many_layers_nests_logarithmically_and_draws() -> None:
     depths = {n: _depth(ncd.backward(repeated_layers(n))) for n in (25, 100, 400)}
     assert depths[400] - depths[100] <= depths[100] - depths[25] <= 6, depths
     assert to_svg(ncd.backward(repeated_layers(100))).startswith("<")
+
+
+def test_backward_of_600_layers_is_within_the_limits() -> None:
+    """The backward of a repetition carries every stored value in one type: 600 four-box layers store 4,201, past the
+    old ``segments`` limit of 4,096 (1,000 layers, which build, lower and cost, could not be differentiated).  The
+    limit is now 65,536; past it the error says it is the backward's.  Gradients are autograd's."""
+    from ncd.limits import override
+    from ncd.torch.verify import compare_gradients
+
+    layer = (ncd.LayerNorm("m") >> ncd.Linear("m -> f", bias=True) >> ncd.GELU()
+             >> ncd.Linear("f -> m", bias=True)).block("Layer")
+    d = ncd.Identity.of("b m") >> ncd.repeat(layer, "i", 0, 600, name="Layers")
+    assert len(ncd.backward(d).dom) == 7 * 600 + 1  # 4,200 stored values and weights, then the cotangent
+    few = ncd.Identity.of("b m") >> ncd.repeat(layer, "i", 0, 3, name="Layers")  # the same joins, autograd's gradients
+    for name, got, want in compare_gradients(few, b=2, m=3, f=4):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+    with override(segments=4_096), pytest.raises(ncd.LimitError, match=r"backward of .*more than the limit of 4096 "
+                                                                        r"\(segments in ncd\.limits\).*derived diagram"):
+        ncd.backward(d)

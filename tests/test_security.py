@@ -170,7 +170,7 @@ def _copy_doc(n: int) -> str:
 
 
 def test_a_copy_into_a_million_wires_is_refused_at_load() -> None:
-    with pytest.raises(SchemaError, match=r"at \$\.diagram: .*more than the limit of 4096 \(segments in ncd\.limits\)"):
+    with pytest.raises(SchemaError, match=r"at \$\.diagram: .*more than the limit of 65536 \(segments in ncd\.limits\)"):
         ncd.load_json(_copy_doc(2**20))
     assert len(ncd.load_json(_copy_doc(3)).cod) == 3
 

@@ -14,7 +14,8 @@ limit              default         what it bounds
 ``nodes``          100,000         diagram nodes in a file
 ``nesting``        150             diagram nodes one inside another (blocks, sequences, pars, ...), built or read
 ``string``         1,000           characters in any name, label or text of a file
-``segments``       4,096           tensors in one type (a ``Copy`` into a million wires is refused)
+``segments``       65,536          tensors in one type (a ``Copy`` into a million wires is refused; the backward of
+                                   1,000 layers carries 7,001 stored values in one)
 ``axis_size``      2**31 - 1       the size of one axis once it is a number
 ``repeat``         10,000          the count of one repetition when it is lowered or costed
 ``memory``         8 GiB           bytes of any one tensor, and of all parameters, when lowered
@@ -53,7 +54,7 @@ class Limits:
     nodes: int = 100_000
     nesting: int = 150
     string: int = 1_000
-    segments: int = 4_096
+    segments: int = 65_536
     axis_size: int = 2**31 - 1
     repeat: int = 10_000
     memory: int = 8 * 2**30

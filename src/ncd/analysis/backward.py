@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ncd.analysis.tables import AnalysisError, backward_entry
-from ncd.errors import SizeError
+from ncd.errors import LimitError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import (
     Block,
@@ -440,9 +440,13 @@ def plan(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Plan:
     check_option_names(diagram, "plan", {"training": training} if training is not True else {}, defaults_of(diagram))
     diagram = counted(diagram, sizes)
     builder = Builder(training)
-    part = builder.diff(diagram)
-    keys = {(g.box, g.name): k for k, g in reversed(list(enumerate(part.grads)))}  # the first grad of each key
-    back, real, param_of = _tie(diagram, part)
+    try:
+        part = builder.diff(diagram)
+        keys = {(g.box, g.name): k for k, g in reversed(list(enumerate(part.grads)))}  # the first grad of each key
+        back, real, param_of = _tie(diagram, part)
+    except LimitError as error:  # the derived diagram is held to the limits its forward is (a type, its nesting)
+        raise LimitError(f"backward of {describe(diagram)}: {error}; a derived diagram is held to the same ncd.limits"
+                         " (raise one for this call with ncd.limits.override)") from None
     index = [param_of[k] for k in real]  # grad output k is parameters()[index[k]]
     stored: list[tuple[str | int, ...]] = []
     value = 0
