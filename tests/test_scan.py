@@ -40,3 +40,19 @@ def test_scan_inside_a_block_lowers_with_its_parameters_shared() -> None:
     params = {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1]: v for k, v in module.state_dict().items()}
     for got, want in zip(module(h0, x), rnn(params, (h0, x))):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("where", ["plain", "block", "repeat"])
+def test_a_body_that_saves_or_loads_is_refused_wherever_the_box_sits(where: str) -> None:
+    """The store check reads the body's boxes in place (plain nodes) or inlined (a repetition unrolled): both find a
+    ``Save`` however deep it sits, and a body without one is built."""
+    from ncd.errors import TypeMismatchError
+
+    save = ncd.Save("h:3", "k")
+    inner = save.block("keep") if where == "block" else ncd.repeat(save, "i", 0, 2) if where == "repeat" else save
+    body = rnn_step() >> (inner @ ncd.Identity.of("h:3"))
+    with pytest.raises(TypeMismatchError, match="cannot save or load"):
+        ncd.Scan(body, "t:4", carry=1)
+    kept = ncd.Identity.of("h:3").block("keep")
+    plain = rnn_step() >> ((ncd.repeat(kept, "i", 0, 2) if where == "repeat" else kept) @ ncd.Identity.of("h:3"))
+    assert ncd.Scan(plain, "t:4", carry=1).prim.carry == 1  # nothing is stored: the scan is built

@@ -287,6 +287,9 @@ class ViewOp(Primitive):
 
 
 def _numel(seg: Segment) -> int | None:
+    """The number of entries, or None when a size is not a number (a symbol: the ``b``, ``t`` of a traced diagram)."""
+    if not symbolic_lowering() and any(s.free_symbols for s in seg.sizes):
+        return None  # what evaluate would raise, without printing the message no one reads
     try:
         total = 1
         for s in seg.sizes:

@@ -34,7 +34,7 @@ import sympy
 
 from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Type, as_axis
-from ncd.ir.diagram import Block, Box, Diagram, Repeat, Seq
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
 from ncd.ir.interpreter import Rebuild
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
@@ -91,9 +91,7 @@ class ScanOp(Primitive):
             if self.axis.name in seg.names:
                 raise TypeMismatchError(f"{where}: the body's tensor '{seg}' already has an axis"
                                         f" {self.axis.name}; one step sees one position of it")
-        from ncd.prims.structure import LoadOp, SaveOp
-
-        if any(isinstance(b.prim, (SaveOp, LoadOp)) for b in inline(body).boxes()):
+        if _stores(body):
             raise TypeMismatchError(f"{where}: a scan body cannot save or load tensors (no store inside a loop)")
 
     @property
@@ -129,6 +127,22 @@ class ScanOp(Primitive):
 
     def free_symbols(self) -> set[sympy.Symbol]:
         return super().free_symbols() | self.body.free_symbols
+
+
+#: the node kinds :func:`inline` rebuilds as they are (no repetition to unroll)
+_PLAIN = (Identity, Box, Seq, Par, Weave, Block)
+
+
+def _stores(body: Diagram) -> bool:
+    """Whether ``inline(body)`` has a box that saves or loads a tensor.  A body of plain nodes (no repetition) is its
+    own inlining, box for box: its boxes are read where they are, not rebuilt (a traced scan's body is rebuilt each
+    time its sizes become symbols)."""
+    from ncd.prims.structure import LoadOp, SaveOp
+
+    nodes = list(body.walk())
+    boxes = [n for n in nodes if isinstance(n, Box)] if all(isinstance(n, _PLAIN) for n in nodes) \
+        else list(inline(body).boxes())
+    return any(isinstance(b.prim, (SaveOp, LoadOp)) for b in boxes)
 
 
 def inline(diagram: Diagram) -> Diagram:
