@@ -198,3 +198,24 @@ def test_pixel_shuffle_and_unshuffle_are_views_and_a_permutation() -> None:
     assert d.opaque_count == 0
     assert sum(p.numel() for p in d.to_torch().parameters()) == sum(p.numel() for p in model.parameters())
     assert [b.prim.op for b in d.boxes()].count("transpose") == 4
+
+
+class ComplexRotary(nn.Module):
+    """Llama 4's rotary embedding: pairs of features read as complex numbers, rotated by a complex table, read back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        angles = torch.outer(torch.arange(6.0), 1.0 / 10000 ** (torch.arange(0, 8, 2) / 8))
+        self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        rotated = torch.view_as_real(z * self.freqs).flatten(-2)
+        return rotated, torch.view_as_real(z).sum(-1)
+
+
+def test_view_as_complex_and_view_as_real_are_complex_views() -> None:
+    d = _fresh_round_trip(ComplexRotary(), torch.randn(2, 6, 8))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "complex_view") == [
+        "re, im→z", "z→re, im", "z→re, im"]

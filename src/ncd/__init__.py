@@ -150,9 +150,9 @@ from ncd.prims.reduction import LogSumExp, VectorNorm  # noqa: E402
 
 __all__ += ["VectorNorm", "LogSumExp"]
 # -- prims: Fourier transforms and complex wires --
-from ncd.prims.fourier import ComplexMultiply, ComplexPart, Fourier  # noqa: E402
+from ncd.prims.fourier import ComplexMultiply, ComplexPart, ComplexView, Fourier  # noqa: E402
 
-__all__ += ["Fourier", "ComplexPart", "ComplexMultiply"]
+__all__ += ["Fourier", "ComplexPart", "ComplexMultiply", "ComplexView"]
 # -- prims: selection entry by entry (where, masked fill) --
 from ncd.prims.selection import Logic, Where  # noqa: E402
 

@@ -46,3 +46,21 @@ sample("complex_multiply", "filter", lambda: ncd.Identity.of("t m [complex], m [
        {"t": 4, "m": 3}, lambda p, x: x[0] * x[1][:, None, :], cod="t m [complex]", grad=False)
 error("complex_multiply", "real-operand", lambda: ncd.Identity.of("t m, t m [complex]") >> ncd.ComplexMultiply(),
       r"complex", TypeMismatchError)
+
+# -- a pair wire read as complex numbers, and back (torch.view_as_complex / view_as_real) -----------
+sample("complex_view", "to-complex", lambda: ncd.Identity.of("t m r:2") >> ncd.ComplexView("r:2"), {"t": 4, "m": 3},
+       lambda p, x: torch.view_as_complex(x[0]), cod="t m [complex]", grad=False)
+sample("complex_view", "to-complex-woven-after", lambda: ncd.Identity.of("t r:2 m") >> ncd.ComplexView("r:2"),
+       {"t": 4, "m": 3}, lambda p, x: torch.view_as_complex(x[0].transpose(-2, -1).contiguous()), cod="t m [complex]",
+       grad=False)
+sample("complex_view", "to-real", lambda: ncd.Identity.of("t m [complex]") >> ncd.ComplexView("r:2", to="real"),
+       {"t": 4, "m": 3}, lambda p, x: torch.view_as_real(x[0]), cod="t m r:2")
+sample("complex_view", "rotation", lambda: ncd.Identity.of("t m r:2, m [complex]") >> (ncd.ComplexView("r:2") @ ncd.Identity.of(
+       "m [complex]")) >> ncd.ComplexMultiply() >> ncd.ComplexView("r:2", to="real"), {"t": 4, "m": 3},
+       lambda p, x: torch.view_as_real(torch.view_as_complex(x[0]) * x[1][:, None, :]), cod="t m r:2")
+error("complex_view", "size", lambda: ncd.ComplexView("r:3"), r"the wire r holding the real and imaginary parts has size 3",
+      SizeError)
+error("complex_view", "two-wires", lambda: ncd.ComplexView("r:2 s:2"), r"one float wire holds the real and imaginary parts",
+      ParseError)
+error("complex_view", "to", lambda: ncd.ComplexView("r:2", to="both"),  # type: ignore[arg-type]
+      r"to 'complex' or 'real', not 'both'", ParseError)

@@ -8,6 +8,8 @@ kept, on a new axis ``f``); with ``inverse=True`` it maps those frequencies back
 the output axes' sizes (``irfftn``).  ``norm`` is torch's (``"backward"``, ``"ortho"``, ``"forward"``).
 :func:`ComplexPart` reads the real or imaginary part of a complex wire, and
 :func:`ComplexMultiply` is the entrywise product of two complex tensors (a spectral filter).
+:func:`ComplexView` reads a wire of size 2 as the real and imaginary parts of complex numbers
+(``torch.view_as_complex``: ``t 2 -> t [complex]``) or back (``torch.view_as_real``).
 Every box is woven over the axes it does not name.
 
 The backward diagram of a complex box would need conjugate (Wirtinger) cotangents, which
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
-__all__ = ["FourierOp", "ComplexPartOp", "ComplexMultiplyOp", "Fourier", "ComplexPart", "ComplexMultiply",
-           "BACKWARD_UNSUPPORTED"]
+__all__ = ["FourierOp", "ComplexPartOp", "ComplexMultiplyOp", "ComplexViewOp", "Fourier", "ComplexPart",
+           "ComplexMultiply", "ComplexView", "BACKWARD_UNSUPPORTED"]
 
 BACKWARD_UNSUPPORTED = ("complex wires: the backward diagram would need conjugate (Wirtinger) cotangents, which"
                         " ncd.backward does not model (the lowered module trains through torch's autograd)")
@@ -141,6 +143,45 @@ class ComplexMultiplyOp(Entrywise):
     symbol: ClassVar[str] = "⊙"
 
 
+@dataclass(frozen=True)
+class ComplexViewOp(Primitive):
+    """The pair wire ``pair`` (size 2: real, imaginary) read as one complex number (``to="complex"``:
+    ``torch.view_as_complex``, ``pair -> [complex]``), or a complex number as that pair (``to="real"``:
+    ``torch.view_as_real``, ``[complex] -> pair``); woven over every other axis, the pair last as torch has it.
+    Nothing is computed and autograd keeps nothing; its backward would be the other view of a complex cotangent."""
+
+    pair: Segment
+    to: Literal["complex", "real"] = "complex"
+
+    op: ClassVar[str] = "complex_view"
+    family: ClassVar[str] = "fourier"
+    kind: ClassVar[Kind] = "nonlinear"  # real-linear, but its transpose reads complex cotangents (see above)
+    weave_policy = weaving.trailing
+
+    def __post_init__(self) -> None:
+        where = f"complex view of '{self.pair}'"
+        if self.to not in ("complex", "real"):
+            raise ParseError(f"{where}: to 'complex' or 'real', not {self.to!r}")
+        if len(self.pair.axes) != 1 or self.pair.dtype != "float":
+            raise ParseError(f"{where}: one float wire holds the real and imaginary parts")
+        if not sizes_equal(self.pair.axes[0].size, sympy.Integer(2)):
+            raise SizeError(f"{where}: the wire {self.pair.axes[0].name} holding the real and imaginary parts has size"
+                            f" {size_text(self.pair.axes[0].size)}, not 2")
+
+    def signature(self) -> tuple[Type, Type]:
+        ends = (Type((self.pair,)), Type((COMPLEX,)))
+        return ends if self.to == "complex" else (ends[1], ends[0])
+
+    def label(self) -> str:
+        return "re, im→z" if self.to == "complex" else "z→re, im"
+
+
+def ComplexView(pair: TypeLike, to: Literal["complex", "real"] = "complex") -> Box:
+    """``torch.view_as_complex`` on the pair wire (``ComplexView("r:2")``: ``t r:2 -> t [complex]``), or with
+    ``to="real"`` ``torch.view_as_real`` making it (``t [complex] -> t r:2``)."""
+    return Box.make(ComplexViewOp(Segment(_segment(pair, "complex view").axes), to))
+
+
 def _segment(axes: TypeLike, what: str) -> Segment:
     typ = as_type(axes)
     if len(typ) != 1:
@@ -202,6 +243,13 @@ def lower_complex_multiply(prim: ComplexMultiplyOp, ctx: RuleContext) -> list[st
     return [f"{a.var} * {b.var}"]
 
 
+@LOWERING.rule(ComplexViewOp)
+def lower_complex_view(prim: ComplexViewOp, ctx: RuleContext) -> list[str]:
+    """The pair is the last dim (``trailing`` weave); ``view_as_complex`` needs it dense, hence ``contiguous()``."""
+    x = ctx.args[0].var
+    return [f"torch.view_as_complex({x}.contiguous())" if prim.to == "complex" else f"torch.view_as_real({x})"]
+
+
 # -- costs ----------------------------------------------------------------------------------------
 @COST.rule(FourierOp)
 def cost_fourier(prim: FourierOp, ctx: CostContext) -> list[Tensor]:
@@ -228,6 +276,13 @@ def cost_complex_part(prim: ComplexPartOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
+@COST.rule(ComplexViewOp)
+def cost_complex_view(prim: ComplexViewOp, ctx: CostContext) -> list[Tensor]:
+    """A view (of a dense copy when the pair is not dense): nothing computed, nothing kept."""
+    ctx.other(sympy.Integer(0), sympy.Integer(0))
+    return [ctx.output(0, dtype=prim.to if prim.to == "complex" else "float")]
+
+
 @COST.rule(ComplexMultiplyOp)
 def cost_complex_multiply(prim: ComplexMultiplyOp, ctx: CostContext) -> list[Tensor]:
     """Six real operations per product; autograd keeps each factor the other one's gradient needs."""
@@ -241,7 +296,7 @@ def cost_complex_multiply(prim: ComplexMultiplyOp, ctx: CostContext) -> list[Ten
     return [ctx.output(0, dtype="complex")]
 
 
-for _cls in (FourierOp, ComplexPartOp, ComplexMultiplyOp):
+for _cls in (FourierOp, ComplexPartOp, ComplexMultiplyOp, ComplexViewOp):
     BACKWARD.unsupported(_cls, BACKWARD_UNSUPPORTED)
 
 
@@ -269,9 +324,19 @@ def draw_complex_part(prim: ComplexPartOp, ctx: Layout, box: Box, dom: Type, cod
     return glyph_through(ctx, dom, (Piece(prim.label()),), name="complex_part")
 
 
+@DRAWING.rule(ComplexViewOp)
+def draw_complex_view(prim: ComplexViewOp, ctx: Layout, box: Box) -> Frag:
+    """A box on the pair wire: ``re, im→z`` (the pair read as complex numbers) or ``z→re, im`` (complex numbers as
+    pairs)."""
+    from ncd.render.pictograms import generic_box
+    from ncd.render.typeset import Piece
+
+    return generic_box(ctx, box.dom, box.cod, (Piece(prim.label()),), fill="#ffffff", name="complex_view")
+
+
 # as the product ``⊙``: equal wires of both tensors meet at dots
 SCALAR_DRAWING.rule(ComplexMultiplyOp)(draw_meeting)
 
 
 # -- import: recognised by ncd.trace.boxes_complex ---------------------------------------------------------
-IMPORT.known(FourierOp, ComplexPartOp, ComplexMultiplyOp, by="ncd.trace.boxes_complex")
+IMPORT.known(FourierOp, ComplexPartOp, ComplexMultiplyOp, ComplexViewOp, by="ncd.trace.boxes_complex")

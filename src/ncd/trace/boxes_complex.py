@@ -89,6 +89,32 @@ def complex_part(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(Box(ComplexPartOp(part)), [conv.value(x)]))  # type: ignore[arg-type]
 
 
+@rule("aten.view_as_complex", "aten.view_as_real")
+def complex_view(conv: Converter, node: Node) -> None:
+    """``torch.view_as_complex(x)`` (its last wire, of size 2, the real and imaginary parts) and ``torch.view_as_real``
+    (that wire made, named apart from the others), in single precision."""
+    from ncd.ir.axes import Axis
+    from ncd.prims.fourier import ComplexViewOp
+
+    x = node.args[0]
+    to_complex = "view_as_complex" in node.target.name()
+    want = torch.float32 if to_complex else torch.complex64
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.dtype == want):
+        raise Decline("not a live tensor of single precision")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if to_complex:
+        if not seg.axes or int(seg.axes[-1].size) != 2:
+            raise Decline("no pair wire")
+        box = Box(ComplexViewOp(Segment((seg.axes[-1],)), "complex"))
+    else:
+        name = conv.namer.fresh(2)
+        while name in seg.names:
+            name += PRIME
+        box = Box(ComplexViewOp(Segment((Axis(name, sympy_int(2)),)), "real"))
+    _same_wires(conv, node, conv.apply(box, [vid]))
+
+
 def _complex_product(conv: Converter, node: Node) -> bool:
     """``a * b`` for two complex tensors (broadcast by position); False when it is not that."""
     from ncd.prims.fourier import ComplexMultiplyOp
