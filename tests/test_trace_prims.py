@@ -219,3 +219,23 @@ def test_view_as_complex_and_view_as_real_are_complex_views() -> None:
     assert d.opaque_count == 0
     assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "complex_view") == [
         "re, im→z", "z→re, im", "z→re, im"]
+
+
+class CeilPools(nn.Module):
+    """Pooling in ceil mode (HGNetV2's stem, Funnel's token pooling), with and without the padding counted, and average
+    pooling with a divisor of its own."""
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (F.max_pool2d(x, 2, 1, ceil_mode=True), F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True),
+                F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True), F.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False),
+                F.avg_pool1d(x.flatten(2), 4, 3, ceil_mode=True), F.avg_pool2d(x, 2, divisor_override=3),
+                F.avg_pool2d(tokens[:, None], (2, 1), stride=(2, 1), ceil_mode=True)[:, 0])
+
+
+def test_pooling_in_ceil_mode_and_with_a_divisor_are_pooling_boxes() -> None:
+    d = _fresh_round_trip(CeilPools(), torch.randn(2, 3, 7, 9), torch.randn(2, 7, 4))
+    assert d.opaque_count == 0
+    labels = sorted(b.prim.label() for b in d.boxes() if b.prim.op in ("maxpool", "avgpool", "scale"))
+    assert labels == ["*4/3", "★2×1→𝔼 ⌈⌉", "★2→Max ⌈⌉", "★2→𝔼", "★2→𝔼 ⌈⌉", "★3→Max ⌈⌉", "★3→𝔼 ⌈⌉", "★4→𝔼 ⌈⌉"]
+    assert "ceil_mode" in ncd.load_json(d.to_json()).to_json()
+    assert '"ceil_mode"' not in (ncd.Identity.of("x:6") >> ncd.MaxPool("x:6", 2)).to_json()  # the default: not written

@@ -146,6 +146,14 @@ sample("maxpool", "2d-pad", lambda: ncd.Identity.of("c x y") >> ncd.MaxPool("x y
        {"c": 2, "x": 8, "y": 6}, lambda p, x: pooled(F.max_pool2d, x[0], 2, 3, 2, 1), cod="c x:x/2 y:y/2")
 sample("maxpool", "1d-dilation", lambda: ncd.MaxPool("x", 2, dilation=2), {"x": 10},
        lambda p, x: pooled(F.max_pool1d, x[0], 1, 2, 2, 0, 2), cod="x:x/2-1")
+sample("maxpool", "2d-ceil", lambda: ncd.Identity.of("c x:7 y:5") >> ncd.MaxPool("x:7 y:5", 2, ceil_mode=True),
+       {"c": 2}, lambda p, x: pooled(F.max_pool2d, x[0], 2, 2, ceil_mode=True), cod="c x:4 y:3")
+sample("maxpool", "1d-ceil-pad", lambda: ncd.MaxPool("x:5", 2, padding=1, ceil_mode=True), {},
+       lambda p, x: pooled(F.max_pool1d, x[0], 1, 2, 2, 1, ceil_mode=True), cod="x:3")
+sample("maxpool", "1d-ceil-symbolic", lambda: ncd.Identity.of("c x") >> ncd.MaxPool("x", 3, stride=2, ceil_mode=True),
+       {"c": 2, "x": 8}, lambda p, x: pooled(F.max_pool1d, x[0], 1, 3, 2, ceil_mode=True), cod="c x:x/2")
+error("maxpool", "ceil-flag", lambda: ncd.MaxPool("x:4", 2, ceil_mode=1),  # type: ignore[arg-type]
+      r"ceil_mode must be True or False, not 1", ParseError)
 error("maxpool", "padding", lambda: ncd.MaxPool("x", 2, padding=2), r"padding 2 along axis x is more than half the"
       r" kernel's span 2", SizeError)
 
@@ -153,6 +161,13 @@ sample("avgpool", "2d", lambda: ncd.Identity.of("c x y") >> ncd.AvgPool("x y", 2
        lambda p, x: pooled(F.avg_pool2d, x[0], 2, 2), cod="c x:x/2 y:y/2")
 sample("avgpool", "1d-exclude-pad", lambda: ncd.AvgPool("x", 3, stride=1, padding=1, count_include_pad=False), {"x": 5},
        lambda p, x: pooled(F.avg_pool1d, x[0], 1, 3, 1, 1, count_include_pad=False), cod="x")
+sample("avgpool", "2d-ceil", lambda: ncd.Identity.of("c x:8 y:5") >> ncd.AvgPool("x:8 y:5", 3, stride=2, padding=1, ceil_mode=True),
+       {"c": 2}, lambda p, x: pooled(F.avg_pool2d, x[0], 2, 3, 2, 1, ceil_mode=True), cod="c x:5 y:3")
+sample("avgpool", "2d-ceil-exclude-pad", lambda: ncd.Identity.of("c x:8 y:5") >> ncd.AvgPool(
+       "x:8 y:5", 3, stride=2, padding=1, count_include_pad=False, ceil_mode=True), {"c": 2},
+       lambda p, x: pooled(F.avg_pool2d, x[0], 2, 3, 2, 1, ceil_mode=True, count_include_pad=False), cod="c x:5 y:3")
+sample("avgpool", "1d-ceil", lambda: ncd.AvgPool("x:12", 4, stride=3, ceil_mode=True), {},
+       lambda p, x: pooled(F.avg_pool1d, x[0], 1, 4, 3, ceil_mode=True), cod="x:4")
 error("avgpool", "kernel-entries", lambda: ncd.AvgPool("x y", (2, 2, 2)),
       r"kernel \(2, 2, 2\) has 3 entries but there are 2 spatial axes", ParseError)
 

@@ -231,6 +231,9 @@ def _pool_argmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 sample("maxpool_argmax", "2d", lambda: ncd.Identity.of("c x:6 y:4") >> Box(MaxPoolArgmaxOp(*_POOL, (2, 2), (2, 2), (0, 0), (1, 1))),
        {"c": 2}, lambda p, x: _pool_argmax(x[0]), cod="c x:3 y:2, c x:3 y:2 [24]", grad=False)
+sample("maxpool_argmax", "1d-ceil", lambda: ncd.Identity.of("c x:7") >> Box(MaxPoolArgmaxOp(
+       _seg("x:7"), _seg("x:4"), (2,), (2,), (0,), (1,), True)), {"c": 2},
+       lambda p, x: tuple(F.max_pool1d(x[0], 2, return_indices=True, ceil_mode=True)), cod="c x:4, c x:4 [7]", grad=False)
 error("maxpool_argmax", "positions", lambda: MaxPoolArgmaxOp(_seg("x"), _seg("y"), (2,), (2,), (0,), (1,)),
       r"positions 'y' must name the 1 to 3 spatial axes 'x'", ncd.ParseError)
 
@@ -260,6 +263,10 @@ sample("avgpool_transpose", "exclude-pad",
        lambda p, x: _pool_vjp(x[0], lambda t: F.avg_pool1d(t, 3, 1, 1, count_include_pad=False), 5), cod="x:5")
 sample("avgpool_transpose", "adaptive-uneven", lambda: Box(AvgPoolTransposeOp(_seg("x:7"), _seg("x:3"), adaptive=True)), {},
        lambda p, x: _pool_vjp(x[0], lambda t: F.adaptive_avg_pool1d(t, 3), 7), cod="x:7")
+sample("avgpool_transpose", "ceil-exclude-pad",
+       lambda: Box(AvgPoolTransposeOp(_seg("x:8"), _seg("x:5"), (3,), (2,), (1,), False, ceil_mode=True)), {},
+       lambda p, x: _pool_vjp(x[0], lambda t: F.avg_pool1d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False), 8),
+       cod="x:8")
 error("avgpool_transpose", "entries", lambda: AvgPoolTransposeOp(_seg("x"), _seg("x"), (3, 3), (1,), (1,)),
       r"kernel, stride and padding need 1 entries each", ncd.ParseError)
 

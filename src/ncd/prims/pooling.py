@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
 
@@ -60,7 +60,8 @@ __all__ = ["MaxPoolOp", "AvgPoolOp", "AdaptiveAvgPoolOp", "MaxPool", "AvgPool", 
 
 @dataclass(frozen=True)
 class MaxPoolOp(Primitive):
-    """Max pooling: ``★`` (padding −∞) then ``Max`` over the kernel axes, fused."""
+    """Max pooling: ``★`` (padding −∞) then ``Max`` over the kernel axes, fused (``ceil_mode``: a last, partial
+    window where the stride leaves entries over)."""
 
     axes: Segment
     positions: Segment
@@ -68,6 +69,7 @@ class MaxPoolOp(Primitive):
     stride: Ints
     padding: Ints
     dilation: Ints
+    ceil_mode: bool = False
 
     op: ClassVar[str] = "maxpool"
     family: ClassVar[str] = "convolution"
@@ -76,6 +78,9 @@ class MaxPoolOp(Primitive):
     def __post_init__(self) -> None:
         _check_pool(self, self.dilation)
 
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
+
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
         return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
 
@@ -83,7 +88,7 @@ class MaxPoolOp(Primitive):
         return Type((self.axes,)), Type((self.positions,))
 
     def label(self) -> str:
-        return f"★{_fmt(self.kernel)}→Max"
+        return f"★{_fmt(self.kernel)}→Max" + (" ⌈⌉" if self.ceil_mode else "")
 
     def hint(self) -> str:
         return "pooled"
@@ -91,7 +96,9 @@ class MaxPoolOp(Primitive):
 
 @dataclass(frozen=True)
 class AvgPoolOp(Primitive):
-    """Average pooling: ``★`` then the mean ``𝔼`` over the kernel axes, fused."""
+    """Average pooling: ``★`` then the mean ``𝔼`` over the kernel axes, fused (``ceil_mode``: a last, partial window
+    where the stride leaves entries over, divided by the entries it covers of the padded axis, or of the axis
+    without ``count_include_pad``, as PyTorch does)."""
 
     axes: Segment
     positions: Segment
@@ -99,6 +106,7 @@ class AvgPoolOp(Primitive):
     stride: Ints
     padding: Ints
     count_include_pad: bool = True
+    ceil_mode: bool = False
 
     op: ClassVar[str] = "avgpool"
     family: ClassVar[str] = "convolution"
@@ -107,6 +115,9 @@ class AvgPoolOp(Primitive):
     def __post_init__(self) -> None:
         _check_pool(self, (1,) * len(self.kernel))
 
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
+
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
         return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
 
@@ -114,10 +125,18 @@ class AvgPoolOp(Primitive):
         return Type((self.axes,)), Type((self.positions,))
 
     def label(self) -> str:
-        return f"★{_fmt(self.kernel)}→𝔼"
+        return f"★{_fmt(self.kernel)}→𝔼" + (" ⌈⌉" if self.ceil_mode else "")
 
     def hint(self) -> str:
         return "pooled"
+
+
+def _fields(prim: Primitive) -> dict[str, Any]:
+    """The fields, ``ceil_mode`` only when set (the JSON of every floor-mode pooling is unchanged)."""
+    fields = Primitive.fields(prim)
+    if not fields["ceil_mode"]:
+        del fields["ceil_mode"]
+    return fields
 
 
 def _check_pool(prim: MaxPoolOp | AvgPoolOp, dilation: Ints) -> None:
@@ -129,33 +148,37 @@ def _check_pool(prim: MaxPoolOp | AvgPoolOp, dilation: Ints) -> None:
         if 2 * p > d * (k - 1) + 1:
             raise SizeError(f"{where}: padding {p} along axis {a.name} is more than half the kernel's span"
                             f" {d * (k - 1) + 1} (kernel {k}, dilation {d})")
-    expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}")
+    if not isinstance(prim.ceil_mode, bool):
+        raise ParseError(f"{where}: ceil_mode must be True or False, not {prim.ceil_mode!r}")
+    expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}", ceil=prim.ceil_mode)
                 for a, k, s, p, d in zip(prim.axes, prim.kernel, prim.stride, prim.padding, dilation)]
     _check_sizes(where, prim.axes.axes, prim.positions.axes, expected, prim.stride)
 
 
 def _pool_args(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None, padding: IntOrInts, dilation: IntOrInts,
-               where: str) -> tuple[Segment, Segment, Ints, Ints, Ints, Ints]:
+               where: str, ceil_mode: bool = False) -> tuple[Segment, Segment, Ints, Ints, Ints, Ints]:
     spatial = _spatial(axes, where)
     n = len(spatial)
     k = _per_axis(kernel, n, "kernel", where, 1)
     s = k if stride is None else _per_axis(stride, n, "stride", where, 1)
     p = _per_axis(padding, n, "padding", where, 0)
     d = _per_axis(dilation, n, "dilation", where, 1)
-    return spatial, _windows(spatial, k, s, p, d, where), k, s, p, d
+    return spatial, _windows(spatial, k, s, p, d, where, ceil_mode is True), k, s, p, d
 
 
 def MaxPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
-            dilation: IntOrInts = 1) -> Box:
-    """Max pooling over 1 to 3 spatial axes, e.g. ``MaxPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
-    return Box.make(MaxPoolOp(*_pool_args(axes, kernel, stride, padding, dilation, "maxpool")))
+            dilation: IntOrInts = 1, ceil_mode: bool = False) -> Box:
+    """Max pooling over 1 to 3 spatial axes, e.g. ``MaxPool("x y", 2)`` (``stride`` defaults to ``kernel``;
+    ``ceil_mode`` as PyTorch's)."""
+    return Box.make(MaxPoolOp(*_pool_args(axes, kernel, stride, padding, dilation, "maxpool", ceil_mode), ceil_mode))
 
 
 def AvgPool(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts | None = None, padding: IntOrInts = 0,
-            count_include_pad: bool = True) -> Box:
-    """Average pooling over 1 to 3 spatial axes, e.g. ``AvgPool("x y", 2)`` (``stride`` defaults to ``kernel``)."""
-    spatial, positions, k, s, p, _ = _pool_args(axes, kernel, stride, padding, 1, "avgpool")
-    return Box.make(AvgPoolOp(spatial, positions, k, s, p, bool(count_include_pad)))
+            count_include_pad: bool = True, ceil_mode: bool = False) -> Box:
+    """Average pooling over 1 to 3 spatial axes, e.g. ``AvgPool("x y", 2)`` (``stride`` defaults to ``kernel``;
+    ``ceil_mode`` as PyTorch's)."""
+    spatial, positions, k, s, p, _ = _pool_args(axes, kernel, stride, padding, 1, "avgpool", ceil_mode)
+    return Box.make(AvgPoolOp(spatial, positions, k, s, p, bool(count_include_pad), ceil_mode))
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,7 @@ class MaxPoolArgmaxOp(Primitive):
     stride: tuple[int, ...]
     padding: tuple[int, ...]
     dilation: tuple[int, ...]
+    ceil_mode: bool = False
 
     op: ClassVar[str] = "maxpool_argmax"
     family: ClassVar[str] = "derivative"
@@ -227,6 +251,9 @@ class MaxPoolArgmaxOp(Primitive):
 
     def __post_init__(self) -> None:
         _window_fields(self.axes, self.positions)
+
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
 
     def signature(self) -> tuple[Type, Type]:
         index = Segment(self.positions.axes, "index", _plane(self.axes))
@@ -273,6 +300,7 @@ class AvgPoolTransposeOp(Primitive):
     padding: tuple[int, ...] = ()
     count_include_pad: bool = True
     adaptive: bool = False
+    ceil_mode: bool = False
 
     op: ClassVar[str] = "avgpool_transpose"
     family: ClassVar[str] = "derivative"
@@ -283,6 +311,9 @@ class AvgPoolTransposeOp(Primitive):
         n = 0 if self.adaptive else len(self.axes)
         if any(len(v) != n for v in (self.kernel, self.stride, self.padding)):
             raise ParseError(f"pooling transpose over '{self.axes}': kernel, stride and padding need {n} entries each")
+
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.positions,)), Type((self.axes,))
@@ -303,13 +334,14 @@ def _pool(ctx: RuleContext, fn: str, args: str) -> list[str]:
 @LOWERING.rule(MaxPoolOp)
 def lower_maxpool(prim: MaxPoolOp, ctx: RuleContext) -> list[str]:
     args = _arg(prim.kernel) + f", stride={_arg(prim.stride)}" + _options(padding=prim.padding, dilation=prim.dilation)
-    return _pool(ctx, "max_pool", args)
+    return _pool(ctx, "max_pool", args + (", ceil_mode=True" if prim.ceil_mode else ""))
 
 
 @LOWERING.rule(AvgPoolOp)
 def lower_avgpool(prim: AvgPoolOp, ctx: RuleContext) -> list[str]:
     args = _arg(prim.kernel) + f", stride={_arg(prim.stride)}" + _options(padding=prim.padding)
-    return _pool(ctx, "avg_pool", args + ("" if prim.count_include_pad else ", count_include_pad=False"))
+    args += "" if prim.count_include_pad else ", count_include_pad=False"
+    return _pool(ctx, "avg_pool", args + (", ceil_mode=True" if prim.ceil_mode else ""))
 
 
 @LOWERING.rule(AdaptiveAvgPoolOp)
@@ -323,7 +355,7 @@ def lower_maxpool_argmax(prim: MaxPoolArgmaxOp, ctx: RuleContext) -> list[str]:
     shape, out = _ints(ctx, prim.axes), _ints(ctx, prim.positions)
     x = ctx.args[0].var
     options = f"{_tuple(prim.kernel)}, stride={_tuple(prim.stride)}, padding={_tuple(prim.padding)}, " \
-              f"dilation={_tuple(prim.dilation)}, return_indices=True"
+              f"dilation={_tuple(prim.dilation)}, return_indices=True" + (", ceil_mode=True" if prim.ceil_mode else "")
     pooled, where = ctx.em.fresh("pooled"), ctx.em.fresh("argmax")
     ctx.em.line(f"{pooled}, {where} = F.max_pool{n}d({x}.reshape(-1, 1, {', '.join(map(str, shape))}), {options})")
     restore = f".view(*{x}.shape[:-{n}], {', '.join(map(str, out))})"
@@ -360,7 +392,7 @@ def lower_avgpool_transpose(prim: AvgPoolTransposeOp, ctx: RuleContext) -> list[
     else:
         kernel, stride = [1] * (dims - n) + list(prim.kernel), [1] * (dims - n) + list(prim.stride)
         padding = [0] * (dims - n) + list(prim.padding)
-        call = (f"torch.ops.aten.avg_pool{dims}d_backward({grad}, {like}, {kernel}, {stride}, {padding}, False,"
+        call = (f"torch.ops.aten.avg_pool{dims}d_backward({grad}, {like}, {kernel}, {stride}, {padding}, {prim.ceil_mode},"
                 f" {prim.count_include_pad}, None)")
     return [f"{call}.view(*{g}.shape[:-{n}], {', '.join(map(str, shape))})"]
 
@@ -397,7 +429,8 @@ def cost_adaptive_avgpool(prim: AdaptiveAvgPoolOp, ctx: CostContext) -> list[Ten
 @BACKWARD.rule(MaxPoolOp)
 def backward_maxpool(prim: MaxPoolOp, box: Box, builder: object) -> BoxBackward:
     """Route each cotangent to its window's maximum: the forward pass stores the argmax (an index), ``Maxᵀ`` scatters."""
-    forward = Box(MaxPoolArgmaxOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding, prim.dilation))
+    forward = Box(MaxPoolArgmaxOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding, prim.dilation,
+                                  prim.ceil_mode))
     back = Box(MaxPoolBackwardOp(prim.axes, prim.positions))
     return BoxBackward((("aux", 0),), back, forward=forward, aux_like=(0,))
 
@@ -418,10 +451,10 @@ def _spread(positions: Segment, axes: Segment, kernel: tuple[int, ...], stride: 
 @transpose(AvgPoolOp)
 def transpose_avgpool(prim: AvgPoolOp, box: Box) -> Diagram:
     """Average pooling is linear: its transpose ``𝔼ᵀ`` then ``★ᵀ`` (drawn with ``★ᵀ`` for 1 or 2 axes, padding counted)."""
-    if prim.count_include_pad and len(prim.axes) in (1, 2):
+    if prim.count_include_pad and not prim.ceil_mode and len(prim.axes) in (1, 2):
         return _spread(prim.positions, prim.axes, prim.kernel, prim.stride, prim.padding)
     return Box(AvgPoolTransposeOp(prim.axes, prim.positions, prim.kernel, prim.stride, prim.padding,
-                                                  prim.count_include_pad))
+                                  prim.count_include_pad, ceil_mode=prim.ceil_mode))
 
 
 @transpose(AdaptiveAvgPoolOp)

@@ -38,16 +38,28 @@ def _whole(value: Size, what: str) -> int:
     return int(value)
 
 
-def window_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, what: str = "axis") -> Size:
+def window_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, what: str = "axis",
+                ceil: bool = False) -> Size:
     """Number of kernel windows along an axis of size ``x`` (see the module's size rule).
+
+    ``ceil`` (pooling's ``ceil_mode``): a last, partial window where the stride leaves entries over, as long as it
+    starts inside the axis or its left padding (PyTorch's rule); symbolically, for an ``x`` the stride divides.
 
     >>> from ncd.ir.size import size
     >>> window_size(size("x"), 3, 2, 1, 1), window_size(size(7), 3, 2, 1, 1), window_size(size("x"), 3, 1, 0, 1)
     (x/2, 4, x - 2)
+    >>> window_size(size(7), 2, 2, 0, 1, ceil=True), window_size(size(5), 2, 2, 1, 1, ceil=True)
+    (4, 3)
+    >>> window_size(size("x"), 3, 2, 0, 1, ceil=True)
+    x/2
     """
     e = 2 * padding - dilation * (kernel - 1) - 1
+    extra = stride - 1 if ceil else 0
     if _is_number(x):
-        out = (_whole(x, what) + e) // stride + 1
+        n = _whole(x, what)
+        out = (n + e + extra) // stride + 1
+        if ceil and (out - 1) * stride >= n + padding:
+            out -= 1
         if out < 1:
             raise SizeError(
                 f"{what} of size {size_text(x)} (padding {padding} on each side) is shorter than the kernel's span"
@@ -56,7 +68,8 @@ def window_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, 
         return sympy.Integer(out)
     if stride == 1:
         return x + e + 1
-    return x / stride + e // stride + 1
+    last = 1 if ceil and stride * ((e + extra) // stride) >= padding else 0  # (out - 1)·s ≥ x + p, for x = k·s
+    return x / stride + (e + extra) // stride + 1 - last
 
 
 def transposed_size(x: Size, kernel: int, stride: int, padding: int, dilation: int, output_padding: int = 0,
@@ -149,9 +162,10 @@ def _fmt(values: Ints) -> str:
     return str(values[0]) if len(set(values)) == 1 else "×".join(map(str, values))
 
 
-def _windows(axes: Segment, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, where: str) -> Segment:
+def _windows(axes: Segment, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, where: str,
+             ceil: bool = False) -> Segment:
     return axes.with_axes(
-        Axis(a.name, window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}"), a.role)
+        Axis(a.name, window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}", ceil=ceil), a.role)
         for a, k, s, p, d in zip(axes, kernel, stride, padding, dilation)
     )
 

@@ -914,12 +914,15 @@ def pool(conv: Converter, node: Node) -> None:
     kernel = _ints(kernel, n, 1)
     stride = _ints(extra[0] or kernel, n, 1)
     padding = _ints(extra[1], n, 0)
-    if "avg" in name:  # (ceil_mode, count_include_pad, divisor_override)
-        unsupported = bool(extra[2]) or extra[4] is not None
-    else:
-        unsupported = bool(extra[3]) or _ints(extra[2], n, 1) != (1,) * n
-    if not _live(x) or unsupported:
-        raise Decline("ceil mode, dilation, divisor or excluded padding")
+    divisor = None
+    if "avg" in name:  # (ceil_mode, count_include_pad, divisor_override): a divisor d for every window is
+        ceil_mode, divisor = extra[2], extra[4]  # the mean over the window (padding counted) times |window| / d
+        unsupported = divisor is not None and (bool(ceil_mode) or isinstance(divisor, bool)
+                                               or not isinstance(divisor, int) or divisor < 1)
+    else:  # (dilation, ceil_mode)
+        ceil_mode, unsupported = extra[3], _ints(extra[2], n, 1) != (1,) * n
+    if not _live(x) or unsupported or ceil_mode not in (None, False, True):
+        raise Decline("dilation, or a divisor with ceil mode")
     vid = conv.value(x)
     seg = conv.segs[vid]
     axes = Segment(seg.axes[len(seg.axes) - n:])
@@ -928,12 +931,16 @@ def pool(conv: Converter, node: Node) -> None:
     try:
         prim: MaxPoolOp | AvgPoolOp
         if "max" in name:
-            prim = MaxPoolOp(axes, positions, kernel, stride, padding, (1,) * n)
+            prim = MaxPoolOp(axes, positions, kernel, stride, padding, (1,) * n, bool(ceil_mode))
         else:
-            prim = AvgPoolOp(axes, positions, kernel, stride, padding, extra[3] is not False)
+            prim = AvgPoolOp(axes, positions, kernel, stride, padding, extra[3] is not False or divisor is not None,
+                             bool(ceil_mode))
     except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
         raise Decline(str(error)) from None
-    conv.bind(node, conv.apply(Box(prim), [vid]))
+    out = conv.apply(Box(prim), [vid])
+    if divisor is not None:
+        out = _scale(conv, out, sympy.Rational(math.prod(kernel), divisor))
+    conv.bind(node, out)
 
 
 #: how many channels of a standardisation ``_standardise`` checks on the traced values
