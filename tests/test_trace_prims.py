@@ -239,3 +239,16 @@ def test_pooling_in_ceil_mode_and_with_a_divisor_are_pooling_boxes() -> None:
     assert labels == ["*4/3", "★2×1→𝔼 ⌈⌉", "★2→Max ⌈⌉", "★2→𝔼", "★2→𝔼 ⌈⌉", "★3→Max ⌈⌉", "★3→𝔼 ⌈⌉", "★4→𝔼 ⌈⌉"]
     assert "ceil_mode" in ncd.load_json(d.to_json()).to_json()
     assert '"ceil_mode"' not in (ncd.Identity.of("x:6") >> ncd.MaxPool("x:6", 2)).to_json()  # the default: not written
+
+
+class FullReductions(nn.Module):
+    """Means and sums over every entry (a loss, a regulariser), with and without ``dim=[]``."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.mean(), ((x - y) ** 2).sum(), torch.sum(x, dim=[]), x.sum(0).mean(), x.sum(-1, keepdim=True)
+
+
+def test_means_and_sums_over_every_entry_are_einsums() -> None:
+    d = _fresh_round_trip(FullReductions(), torch.randn(2, 3, 4), torch.randn(2, 3, 4))
+    assert d.opaque_count == 0
+    assert [str(b.cod) for b in d.boxes() if b.prim.op == "einsum"].count("()") == 4

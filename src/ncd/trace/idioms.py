@@ -595,12 +595,14 @@ def cross_back(conv: Converter, vid: int, names: list[str]) -> int:
 @rule("aten.mean", "aten.sum")
 def reduce(conv: Converter, node: Node) -> None:
     x = node.args[0]
-    if not _live(x) or len(node.args) < 2 or not x.value.is_floating_point() \
-            or node.kwargs.get("dtype") not in (None, x.value.dtype):
-        raise Decline("full reduction or dtype")
+    if not _live(x) or not x.value.is_floating_point() or node.kwargs.get("dtype") not in (None, x.value.dtype) \
+            or len(node.args) == 2 and not isinstance(node.args[1], (int, list, tuple)):  # x.sum(torch.float64)
+        raise Decline("dtype")
     vid = conv.value(x)
     seg = conv.segs[vid]
-    dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+    given = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = list(range(len(seg.axes))) if given is None or given == [] or given == () else \
+        given if isinstance(given, (list, tuple)) else [given]  # x.mean(), x.sum(dim=[]): every wire
     dims = sorted({d % len(seg.axes) for d in dims})
     keep = len(node.args) > 2 and node.args[2]
     out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
