@@ -101,15 +101,16 @@ def emit_einsum(conv: Converter, node: Node, equation: str, operands: list[Node]
     conv.bind(node, vid)
 
 
-# -- diagonals: torch.diagonal, torch.trace, torch.diag_embed, torch.diag (offset 0) as einsum wirings --------------
+# -- diagonals: torch.diagonal, torch.trace, torch.diag_embed, torch.diag as einsum wirings ------------------------
 def _letters(n: int) -> str:
     return string.ascii_letters[:n]
 
 
 @rule("aten.diagonal", "aten.trace")
 def diagonal(conv: Converter, node: Node) -> None:
-    """``x.diagonal(0, dim1, dim2)`` is the einsum ``...i...i... -> ...i`` (the diagonal last, as torch puts it);
-    ``torch.trace`` is ``ii ->``.  Other offsets stay opaque."""
+    """``x.diagonal(offset, dim1, dim2)`` is the einsum ``...i...i... -> ...i`` (the diagonal last, as torch puts it) of
+    the square the offset cuts (slices of the two wires; none for the main diagonal of a square); ``torch.trace`` is
+    ``ii ->``."""
     x = node.args[0]
     if not _tensor(x):
         raise Decline("not a tensor")
@@ -121,8 +122,10 @@ def diagonal(conv: Converter, node: Node) -> None:
         return
     given = dict(zip(("offset", "dim1", "dim2"), node.args[1:])) | dict(node.kwargs)
     offset, d1, d2 = given.get("offset", 0), given.get("dim1", 0), given.get("dim2", 1)
-    if offset != 0 or not all(isinstance(d, int) and -n <= d < n for d in (d1, d2)) or d1 % n == d2 % n:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not all(isinstance(d, int) and -n <= d < n
+                                                                         for d in (d1, d2)) or d1 % n == d2 % n:
         raise Decline(f"diagonal at offset {offset} of dims {d1}, {d2}")
+    x = _square(conv, node, x, d1 % n, d2 % n, offset)
     letters = list(_letters(n))
     letters[d2 % n] = letters[d1 % n]
     out = "".join(c for k, c in enumerate(letters) if k not in (d1 % n, d2 % n)) + letters[d1 % n]
@@ -132,19 +135,20 @@ def diagonal(conv: Converter, node: Node) -> None:
 @rule("aten.diag_embed", "aten.diag")
 def diag_embed(conv: Converter, node: Node) -> None:
     """``torch.diag_embed(x)`` puts the last wire on the diagonal of two: the einsum ``... i, i j -> ... i j`` with the
-    cup (the identity matrix); ``torch.diag`` of a vector is that, of a matrix its diagonal.  Other offsets stay
-    opaque."""
+    cup (the identity matrix); ``torch.diag`` of a vector is that, of a matrix its diagonal (at any offset).  Other
+    offsets of ``diag_embed`` stay opaque."""
     x = node.args[0]
     if not _tensor(x):
         raise Decline("not a tensor")
     n = len(_shape(x))
     name = node.target.name().split("::")[1].split(".")[0]
     given = dict(zip(("offset", "dim1", "dim2") if name == "diag_embed" else ("offset",), node.args[1:])) | dict(node.kwargs)
-    if given.get("offset", 0) != 0:
-        raise Decline("a diagonal off the main one")
-    if name == "diag" and n == 2:
-        emit_einsum(conv, node, "ii->i", [x])
+    offset = given.get("offset", 0)
+    if name == "diag" and n == 2 and isinstance(offset, int) and not isinstance(offset, bool):
+        emit_einsum(conv, node, "ii->i", [_square(conv, node, x, 0, 1, offset)])
         return
+    if offset != 0:
+        raise Decline("a diagonal off the main one")
     if name == "diag" and n != 1:
         raise Decline("diag of a tensor of more than two dimensions")
     d1, d2 = given.get("dim1", -2), given.get("dim2", -1)
@@ -161,6 +165,27 @@ def diag_embed(conv: Converter, node: Node) -> None:
     out = Segment(tuple(out_axes))
     (out_vid,) = conv.emit(Box(EinsumOp(Type((seg, conv.segs[cup])), out)), [vid, cup], [out])
     conv.bind(node, out_vid)
+
+
+def _square(conv: Converter, node: Node, x: Node, i: int, j: int, offset: int) -> Node:
+    """``x`` with its dims ``i`` and ``j`` cut to the square whose main diagonal is ``x``'s diagonal at ``offset``
+    (above the main one for a positive offset: columns from ``offset`` on; below it for a negative one: rows); ``x``
+    itself when it is that square."""
+    from ncd.trace.idioms import emit_slice
+
+    rows, cols = _shape(x)[i], _shape(x)[j]
+    first, start = (0, offset) if offset >= 0 else (-offset, 0)
+    side = min(rows - first, cols - start)
+    if side < 1:
+        raise Decline(f"an empty diagonal at offset {offset}")
+    if (first, start, side) == (0, 0, rows) and rows == cols:
+        return x
+    vid = emit_slice(conv, conv.value(x), j, start, start + side)
+    vid = emit_slice(conv, vid, i, first, first + side)
+    square = Node(f"{node.name}_square", "call", None, (), {}, value=x.value.narrow(i, first, side).narrow(j, start, side),
+                  stack=node.stack, live=x.live)
+    conv.bind(square, vid)
+    return square
 
 
 def _unlike(name: str, taken: set[str]) -> str:
