@@ -253,3 +253,18 @@ def test_means_and_sums_over_every_entry_are_einsums() -> None:
     d = _fresh_round_trip(FullReductions(), torch.randn(2, 3, 4), torch.randn(2, 3, 4))
     assert d.opaque_count == 0
     assert [str(b.cod) for b in d.boxes() if b.prim.op == "einsum"].count("()") == 4
+
+
+class Narrows(nn.Module):
+    """``narrow`` from the start, from the end (a negative start) and over every entry, read after an in-place write."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = x * 2
+        y.narrow(2, 4, 2).add_(1.0)
+        return x.narrow(1, 1, 2), x.narrow(-1, -3, 2), torch.narrow(x, 0, 0, 2), y
+
+
+def test_narrow_is_a_slice() -> None:
+    d = _fresh_round_trip(Narrows(), torch.randn(2, 5, 6))
+    assert d.opaque_count == 0
+    assert sum(b.prim.op == "slice" for b in d.boxes()) >= 2

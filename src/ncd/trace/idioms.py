@@ -812,6 +812,23 @@ def slice_(conv: Converter, node: Node) -> None:
     conv.bind(node, emit_slice(conv, vid, dim, int(start), n if stop is None else int(min(stop, n)), int(step)))
 
 
+@rule("aten.narrow")
+def narrow(conv: Converter, node: Node) -> None:
+    """``x.narrow(dim, start, length)``: the slice ``start:start + length`` (a start counted from the end wraps)."""
+    x, dim, start, length = (list(node.args) + [None] * 4)[:4]
+    if not _live(x) or not all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, start, length)):
+        raise Decline("not live, or a start that is a tensor")
+    vid = conv.value(x)
+    n = int(conv.segs[vid].axes[dim].size)
+    start = start + n if start < 0 else start
+    if not 0 <= start < start + length <= n:
+        raise Decline("empty or out of range")
+    _same = emit_slice(conv, vid, dim, start, start + length)
+    if tuple(int(a.size) for a in conv.segs[_same].axes) != _shape(node):
+        raise Decline("shape")
+    conv.bind(node, _same)
+
+
 @rule("aten.cat", "aten.concat", "aten.concatenate")
 def concat(conv: Converter, node: Node) -> None:
     from ncd.prims.movement import ConcatOp, joined_range
