@@ -268,3 +268,35 @@ def test_narrow_is_a_slice() -> None:
     d = _fresh_round_trip(Narrows(), torch.randn(2, 5, 6))
     assert d.opaque_count == 0
     assert sum(b.prim.op == "slice" for b in d.boxes()) >= 2
+
+
+class Losses(nn.Module):
+    """Losses drawn as their definitions: mse / L1 (mean, sum, none), cross entropy (label smoothing, an ignored class,
+    each reduction), nll on log-probabilities, and CLIP's symmetric cross entropy on labels it makes."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (F.mse_loss(x, y), F.mse_loss(x, y, reduction="sum"), F.l1_loss(x, y, reduction="none"), F.l1_loss(x, y),
+                F.cross_entropy(x, target), F.cross_entropy(x, target, label_smoothing=0.1),
+                F.cross_entropy(x, target, ignore_index=2), F.cross_entropy(x, target, ignore_index=1, reduction="sum"),
+                F.cross_entropy(x, target, reduction="none", label_smoothing=0.2), F.nll_loss(x.log_softmax(-1), target),
+                F.cross_entropy(x[:4, :4], torch.arange(4)) + F.cross_entropy(x[:4, :4].t(), torch.arange(4)))
+
+
+def test_losses_with_their_options_are_their_definitions() -> None:
+    model = Losses()
+    targets = torch.tensor([2, 0, 4, 2, 1, 3])
+    d = _fresh_round_trip(model, torch.randn(6, 5), torch.randn(6, 5), targets)
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    for other in (torch.tensor([1, 1, 0, 3, 4, 4]), torch.tensor([2, 2, 2, 2, 2, 1])):  # none ignored; all but one
+        x, y = torch.randn(6, 5), torch.randn(6, 5)
+        torch.testing.assert_close(lowered(x, y, other), model(x, y, other))
+
+
+def test_a_loss_with_class_weights_stays_opaque() -> None:
+    class Weighted(nn.Module):
+        def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(x, target, weight=torch.tensor([1.0, 2.0, 0.5]))
+
+    d = _fresh_round_trip(Weighted(), torch.randn(4, 3), torch.tensor([0, 2, 1, 1]))
+    assert d.opaque == (("aten.cross_entropy_loss.default", 1),)
