@@ -14,6 +14,7 @@ node is drawn is :class:`ncd.render.layout.Layout`, its subclass.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -206,13 +207,12 @@ class LayoutContext:
         label_w = 0.0
         if labels and self.style.labels != "none":
             with self.collecting():  # the legend rows go with the gap drawn, not with a measurement
-                seen: set[Axis] = set()  # equal axes have equal labels: each measured once
-                for seg, ys in zip(typ, ports):
-                    for axis, _ in zip(seg, ys):
-                        if axis not in seen:
-                            seen.add(axis)
-                            w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
-                            label_w = max(label_w, w + 6.0)
+                wires = _wires_by_axis(typ, ports)  # equal axes have equal labels: each measured once
+                axes = [axis for axis, _ in wires] if wires is not None else \
+                    dict.fromkeys(axis for seg, ys in zip(typ, ports) for axis, _ in zip(seg, ys))
+                for axis in axes:
+                    w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
+                    label_w = max(label_w, w + 6.0)
         return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
 
     def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
@@ -235,42 +235,60 @@ class LayoutContext:
         hi_x = hi_y = -float("inf")
         smallest = float("inf")
         label_w = 0.0
-        placed: list[tuple[_Label, float]] = []  # each wire's label and baseline
+        placed: list[tuple[_Label, float]] = []  # each wire's label and baseline (a note's gap: made now)
+        by_axis_wires: list[tuple[_Label, tuple[int, ...]]] | None = None  # no note: each label's wires (by position)
         subscripts, glyph = note if note else ((), None)
         if labels and self.style.labels != "none":
             size = self.style.label_size
-            by_id: dict[tuple[int, str | None], _Label] = {}
-            by_axis: dict[tuple[Axis, str | None], _Label] = {}
-            for j, (seg, ys) in enumerate(zip(typ, left)):
-                sub = subscripts[j] if j < len(subscripts) else None
-                for axis, y in zip(seg, ys):
-                    mark = sub[axis.name] if sub and axis.name in sub else None
-                    found = by_id.get((id(axis), mark))
-                    if found is None:
-                        found = by_axis.get((axis, mark))  # an equal axis: the same label (axis_label reads values)
+            wires = None if subscripts else _wires_by_axis(typ, left)
+            if wires is not None:  # per distinct axis, its label and the lowest and highest of its wires' heights
+                ys_left = flat(left)
+                by_axis_wires = []
+                for axis, where in wires:
+                    label = self._wire_label(axis, None, size)
+                    smallest = min(smallest, label.smallest)
+                    ys = [ys_left[k] for k in where]
+                    by_axis_wires.append((label, where))
+                    # (y - lift - ascent, y + y0, ... rise with y: the extremes of the wires are the extremes' own)
+                    low, high = min(ys), max(ys)
+                    top = min(top, low - label.lift - label.ascent)
+                    bottom = max(bottom, high)
+                    label_w = max(label_w, label.advance)
+                    lo_x, hi_x = min(lo_x, label.x0), max(hi_x, label.x1)
+                    lo_y, hi_y = min(lo_y, low - label.lift + label.y0), max(hi_y, high - label.lift + label.y1)
+            else:  # a note's subscripts: each wire's label looked up, its extent added up, now
+                by_id: dict[tuple[int, str | None], _Label] = {}
+                by_axis: dict[tuple[Axis, str | None], _Label] = {}
+                for j, (seg, ys) in enumerate(zip(typ, left)):
+                    sub = subscripts[j] if j < len(subscripts) else None
+                    for axis, y in zip(seg, ys):
+                        mark = sub[axis.name] if sub and axis.name in sub else None
+                        found = by_id.get((id(axis), mark))
                         if found is None:
-                            found = by_axis[(axis, mark)] = self._wire_label(axis, mark, size)
-                            smallest = min(smallest, found.smallest)
-                        by_id[(id(axis), mark)] = found
-                    base = y - found.lift
-                    placed.append((found, base))
-                    v = base - found.ascent  # (min and max spelt out: this runs once per wire)
-                    if v < top:
-                        top = v
-                    if y > bottom:
-                        bottom = y
-                    if found.advance > label_w:
-                        label_w = found.advance
-                    if found.x0 < lo_x:
-                        lo_x = found.x0
-                    if found.x1 > hi_x:
-                        hi_x = found.x1
-                    v = base + found.y0
-                    if v < lo_y:
-                        lo_y = v
-                    v = base + found.y1
-                    if v > hi_y:
-                        hi_y = v
+                            found = by_axis.get((axis, mark))  # an equal axis: the same label (axis_label reads values)
+                            if found is None:
+                                found = by_axis[(axis, mark)] = self._wire_label(axis, mark, size)
+                                smallest = min(smallest, found.smallest)
+                            by_id[(id(axis), mark)] = found
+                        base = y - found.lift
+                        placed.append((found, base))
+                        v = base - found.ascent  # (min and max spelt out: this runs once per wire)
+                        if v < top:
+                            top = v
+                        if y > bottom:
+                            bottom = y
+                        if found.advance > label_w:
+                            label_w = found.advance
+                        if found.x0 < lo_x:
+                            lo_x = found.x0
+                        if found.x1 > hi_x:
+                            hi_x = found.x1
+                        v = base + found.y0
+                        if v < lo_y:
+                            lo_y = v
+                        v = base + found.y1
+                        if v > hi_y:
+                            hi_y = v
         label_w = max(label_w, 8.0)
         glyph_items: list[Item] = []
         about = [y for j, ys in enumerate(left) for y in ys
@@ -286,18 +304,14 @@ class LayoutContext:
             top, bottom = min(top, g_top), max(bottom, g_bottom)
             label_w += gw + 10.0
         ins, outs = flat(left), flat(right)
-        bend = _bend_width(max((abs(a - b) for a, b in zip(ins, outs)), default=0.0), p)
+        bend = _bend_width(max(map(abs, map(operator.sub, ins, outs)), default=0.0), p)
         w = label_w + bend
-        for a, b in zip(ins, outs):
-            low, high = (a, b) if a <= b else (b, a)
-            if low < top:
-                top = low
-            if high > bottom:
-                bottom = high
-            if low < lo_y:
-                lo_y = low
-            if high > hi_y:
-                hi_y = high
+        n = min(len(ins), len(outs))  # the wires: each from ins[k] to outs[k]
+        if n:
+            pair_ins, pair_outs = (ins, outs) if len(ins) == len(outs) else (ins[:n], outs[:n])
+            low, high = min(min(pair_ins), min(pair_outs)), max(max(pair_ins), max(pair_outs))
+            top, bottom = min(top, low), max(bottom, high)
+            lo_y, hi_y = min(lo_y, low), max(hi_y, high)
         if ins and outs:
             lo_x, hi_x = min(lo_x, 0.0), max(hi_x, w)
         clearance = self.label_clearance()
@@ -314,6 +328,12 @@ class LayoutContext:
 
         def make() -> list[Item | Placed]:
             items: list[Item | Placed] = []
+            if by_axis_wires is not None:  # each wire's label and baseline, in the wires' order
+                by_wire: list[_Label] = [None] * len(ins)  # type: ignore[list-item]
+                for label, where in by_axis_wires:
+                    for k in where:
+                        by_wire[k] = label
+                placed.extend((label, y - label.lift) for label, y in zip(by_wire, ins))
             for label, base in placed:
                 t = label.text
                 items.append(frozen_record(Text, {"x": 3.0, "y": base, "runs": t.runs, "width": t.width,
@@ -414,6 +434,29 @@ def _distinct_axes(typ: Type) -> tuple[Axis, ...]:
     axes = tuple(dict.fromkeys(a for seg in typ for a in seg))
     _DISTINCT[id(typ)] = (typ, axes)
     return axes
+
+
+_BY_AXIS: dict[int, tuple[Type, tuple[int, ...], tuple[tuple[Axis, tuple[int, ...]], ...]]] = {}
+
+
+def _wires_by_axis(typ: Type, ports: Ports) -> tuple[tuple[Axis, tuple[int, ...]], ...] | None:
+    """``typ``'s distinct axes, in order, each with the positions of its wires among ``flat(ports)``, found once per
+    type (kept with it); ``None`` when ``ports`` does not give each of ``typ``'s wires one height."""
+    hit = _BY_AXIS.get(id(typ))
+    if hit is None or hit[0] is not typ:
+        if len(_BY_AXIS) > 50_000:
+            _BY_AXIS.clear()
+        where: dict[Axis, list[int]] = {}
+        k = 0
+        for seg in typ:
+            for axis in seg:
+                where.setdefault(axis, []).append(k)
+                k += 1
+        hit = _BY_AXIS[id(typ)] = (typ, tuple(len(seg) for seg in typ),
+                                   tuple((axis, tuple(ks)) for axis, ks in where.items()))
+    if len(ports) != len(hit[1]) or any(len(ys) != n for ys, n in zip(ports, hit[1])):
+        return None
+    return hit[2]
 
 
 def _step(node: Diagram) -> tuple[Diagram, int]:

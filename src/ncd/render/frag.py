@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import sub
 from typing import Any, Union
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Weave
-from ncd.render.model import _PATH_DEFAULTS, Circle, Item, Path, Polygon, Rect, Text, frozen_record
+from ncd.render.model import _PATH_DEFAULTS, Circle, Item, Path, Polygon, Port, Rect, Text, frozen_record
 
 __all__ = ["Frag", "Deferred", "Ports", "Placed", "flat", "shifted", "smallest_text"]
 
@@ -140,6 +141,25 @@ def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | No
     return Deferred(0.0, 0.0, 0.0, [], [], make, (min(xs), min(ys), max(xs), max(ys)), float("inf"))
 
 
+def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred | None:
+    """An arrow from ``(xa, ya)`` to ``(xb, yb)`` for each ``(xa, ya, xb, yb, start)``, each followed by a boundary
+    port at its start (``start``) or end, as a fragment to place at ``(0, 0)`` whose items are made when first read
+    (``None``: no arrows): a page's rows are joined by one per wire, in every attempt at the page."""
+    if not runs:
+        return None
+
+    def make() -> list[Union[Item, Placed]]:
+        items: list[Union[Item, Placed]] = []
+        for xa, ya, xb, yb, start in runs:
+            items.append(Path.through([(xa, ya), (xb, yb)], arrow=True))
+            items.append(Port(xa, ya, -1) if start else Port(xb, yb, -1))
+        return items
+
+    xs = [x for xa, _, xb, _, _ in runs for x in (xa, xb)]  # (a bend's control points lie between its ends)
+    ys = [y for _, ya, _, yb, _ in runs for y in (ya, yb)]
+    return Deferred(0.0, 0.0, 0.0, [], [], make, (min(xs), min(ys), max(xs), max(ys)), float("inf"))
+
+
 def _betweens(ports: Ports, count: int, clearance: float = 0.0) -> list[float | None]:
     """Where the dashed line between segments ``j`` and ``j+1`` runs, for every ``j < count`` (``None``: no wire
     above or below): nearer the upper wire, and above the lower wire's label (``clearance``: how far a label
@@ -171,13 +191,14 @@ def _betweens(ports: Ports, count: int, clearance: float = 0.0) -> list[float | 
 
 def _align(outs: Ports, ins: Ports) -> float:
     """The vertical shift of the next column that keeps the most wires straight."""
-    pairs = list(zip(flat(outs), flat(ins)))
-    if not pairs:
+    shifts: list[float] = list(map(sub, flat(outs), flat(ins)))
+    if not shifts:
         return 0.0
-    first = round(pairs[0][0] - pairs[0][1], 3)
-    if all(round(a - b, 3) == first for a, b in pairs):  # the usual case: one shift keeps every wire straight
+    first = round(shifts[0], 3)
+    # the usual case: one shift keeps every wire straight (every difference equal: none rounded)
+    if shifts.count(shifts[0]) == len(shifts) or all(round(d, 3) == first for d in shifts):
         return first
-    counts = Counter(round(a - b, 3) for a, b in pairs)
+    counts = Counter(round(d, 3) for d in shifts)
     best = max(counts.values())
     return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
 

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
+from ncd.render.frag import _arrows
 from ncd.render.generic import family, family_header, family_indices, generic_labels
 from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
-from ncd.render.model import Drawing, Path, Port, Text
+from ncd.render.model import Drawing, Text
 from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, symbol_pieces, typeset_text
@@ -470,14 +471,15 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
         dy = y - frag.top + (0.6 * p if k else 0.0)
         page.place(frag, x0, dy)
         right = x0 + frag.w
+        # the arrows are made when painted (most attempts at a page are discarded), placed where they were added
         if k > 0:  # arrows coming in from the previous row
-            for wy in flat(frag.ins):
-                page.add(Path.through([(x0 - ARROW_RUN, wy + dy - ARROW_DROP), (x0, wy + dy)], arrow=True))
-                page.add(Port(x0 - ARROW_RUN, wy + dy - ARROW_DROP, -1))
+            arrows = _arrows([(x0 - ARROW_RUN, wy + dy - ARROW_DROP, x0, wy + dy, True) for wy in flat(frag.ins)])
+            if arrows is not None:
+                page.place(arrows, 0.0, 0.0)
         if k < len(rows) - 1:  # arrows going on to the next row
-            for wy in flat(frag.outs):
-                page.add(Path.through([(right, wy + dy), (right + ARROW_RUN, wy + dy + ARROW_DROP)], arrow=True))
-                page.add(Port(right + ARROW_RUN, wy + dy + ARROW_DROP, -1))
+            arrows = _arrows([(right, wy + dy, right + ARROW_RUN, wy + dy + ARROW_DROP, False) for wy in flat(frag.outs)])
+            if arrows is not None:
+                page.place(arrows, 0.0, 0.0)
             right += ARROW_RUN + 2.0
         bottom = frag.bottom + dy + (ARROW_DROP if k < len(rows) - 1 else 0.0)
         page.include(frag.top + dy, bottom)
