@@ -118,7 +118,7 @@ class _InputCheck:
     def __init__(self, dom: str, expected: list[tuple[int, ...]], names: list[str], dtypes: list[str]) -> None:
         self.dom, self.expected, self.names, self.dtypes = dom, expected, names, dtypes
 
-    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         dom, expected, names, dtypes = self.dom, self.expected, self.names, self.dtypes
         if len(args) != len(expected):
             raise InputError(f"the diagram takes {len(expected)} tensor(s) of type '{dom}', but {len(args)} were given")
@@ -132,8 +132,12 @@ class _InputCheck:
                 raise InputError(
                     f"input {j} should end in axes '{names[j]}' of sizes ({want}), but has shape {tuple(x.shape)}"
                 )
-            if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32):
+            if dtypes[j] == "index" and (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool):
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
+        narrow = [j for j, x in enumerate(args) if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32)]
+        if narrow:  # int8/int16/uint8 ids (a model that calls ``.long()`` on them): the same indices as int64
+            return tuple(x.long() if j in narrow else x for j, x in enumerate(args))
+        return None
 
 
 def example_inputs(diagram: Diagram, /, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:

@@ -100,10 +100,19 @@ class TracedDiagram(Block):
             module.to(dtype)
         if other:  # the first-use order does not depend on sizes: read it at the traced ones
             at_trace = to_torch(self.as_block())
+            at_trace.train(self.training)  # a batch norm in training mode reads one more buffer (its batch count)
             if dtype is not None:
                 at_trace.to(dtype)
             order = _first_use(at_trace, self.example)
             state = _state_for(at_trace, self.tensors, self.example, order)
+            held_here = dict(module.state_dict())
+            wrong = [(k, tuple(v.shape), tuple(held_here[k].shape)) for k, v in state.items()
+                     if k in held_here and held_here[k].shape != v.shape]
+            if wrong:  # a learned box whose weight is sized by one of these sizes (Whisper's mel bins named t)
+                k, was, now = wrong[0]
+                raise TraceError(f"cannot lower {self.name} at {other} (traced at {({n: defaults[n] for n in other})}):"
+                                 f" parameter {k} has shape {was} at the traced sizes but {now} at these; a parameter's"
+                                 f" sizes cannot change ({len(wrong)} parameter(s) differ)")
             module.load_state_dict(state, strict=False)
             tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
         else:
@@ -218,7 +227,9 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=4)
-    body, meta, fixed, held = _symbolic(body, conv)
+    from ncd.trace.shapes import fixed_boxes
+
+    body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unread(model, tensors))
@@ -281,9 +292,10 @@ def _state_kept(model: torch.nn.Module) -> Any:
                         v[:] = contents[k]
 
 
-def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[tuple[tuple[str, ...], str], ...],
-                                             tuple[str, ...]]:
-    """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults."""
+def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
+              ) -> tuple[Any, tuple[Any, ...], tuple[tuple[tuple[str, ...], str], ...], tuple[str, ...]]:
+    """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults; ``sized``: the
+    calls holding numbers computed from those sizes that no box follows (:func:`ncd.trace.shapes.fixed_boxes`)."""
     from ncd.errors import NCDError
     from ncd.trace.symbolic import symbolize
 
@@ -300,6 +312,7 @@ def _symbolic(body: Any, conv: Any) -> tuple[Any, tuple[Any, ...], tuple[tuple[t
     failed = False
     try:
         new, fixed = symbolize(body, sizes) if sizes else (body, [])
+        fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
         if not new.dom.same(new.dom) or any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True
     except NCDError:

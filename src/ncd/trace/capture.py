@@ -42,6 +42,7 @@ class Node:
     live: bool = False  # depends on an input
     line: str = ""  # the user's source line that made the call ("file.py:12"), where known
     guard: bool = False  # a truth value the model read into Python (its branch): checked at run time (ncd.prims.guard)
+    sized: dict[Any, Any] | None = None  # scalar arguments computed from input shapes -> their expression (trace.shapes)
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Captured:
     outputs: list[Any]  # Node refs (or constants) in output order
     method: str  # "export" or "make_fx"
     input_names: list[str]
+    #: sizes of live tensors the model turned into Python floats (``math.sqrt(t)``), with the line (ncd.trace.shapes)
+    escaped: list[Any] = field(default_factory=list)
 
 
 DATA_DEPENDENT = ("data-dependent", "data dependent", "GuardOnDataDependentSymNode", "DataDependentOutputException",
@@ -70,10 +73,15 @@ def held_tensors(value: Any, depth: int = 0, objects: frozenset[int] | None = No
     cache: ``DynamicCache.layers[i].keys``), the tensors its attributes hold, in the order they were set.
 
     ``objects``: look inside only the objects of these ids (every object when ``None``)."""
+    import dataclasses
+
     found: list[torch.Tensor] = []
     for leaf in torch.utils._pytree.tree_leaves(value):
         if isinstance(leaf, torch.Tensor):
             found.append(leaf)
+        elif depth < 4 and dataclasses.is_dataclass(leaf) and not isinstance(leaf, type):
+            # a record the model returns (``@dataclass class Out: logits; hidden``): its fields, in order
+            found += held_tensors([getattr(leaf, f.name) for f in dataclasses.fields(leaf)], depth + 1, objects)
         elif depth < 4 and not isinstance(leaf, (_PLAIN, torch.nn.Module)) and not callable(leaf) \
                 and isinstance(getattr(leaf, "__dict__", None), dict) and (objects is None or id(leaf) in objects):
             found += held_tensors(list(vars(leaf).values()), depth + 1)
@@ -109,7 +117,14 @@ class _Flat(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         passed = frozenset(id(v) for v in torch.utils._pytree.tree_leaves((args, kwargs)) if holds_tensors(v))
-        return tuple(held_tensors(self.model(*args, **kwargs), objects=passed))
+        out = self.model(*args, **kwargs)
+        found = held_tensors(out, objects=passed)
+        if not found:  # every tensor it returns is inside an object of its own making: those are its outputs
+            found = held_tensors(out)
+        if not found:
+            raise TraceError(f"cannot trace {type(self.model).__name__}: its output ({type(out).__name__}) holds no"
+                             " tensors (a diagram needs at least one output)")
+        return tuple(found)
 
 
 _SIGNATURES: weakref.WeakKeyDictionary[Any, inspect.Signature] = weakref.WeakKeyDictionary()

@@ -51,7 +51,7 @@ def stacked_writes(captured: Captured) -> Captured:
         return captured
     if len(nodes) == len(captured.nodes):
         return captured
-    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names, captured.escaped)
 
 
 def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:

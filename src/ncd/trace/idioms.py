@@ -37,6 +37,7 @@ from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.naming import PRIME, unique
+from ncd.trace.shapes import factor_of
 
 __all__ = ["load_rules", "prepare"]
 
@@ -473,7 +474,11 @@ def count_of(conv: Converter, reduced: Sequence[Axis]) -> sympy.Expr:
 
 def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     """``factor`` as a size of one of the wires ``like`` when it is one (``k**-0.5``, ``1/m``, ``m**0.5``), else the
-    number: an attention scale reads as the head dimension's, not as 16 digits."""
+    number: an attention scale reads as the head dimension's, not as 16 digits.  A factor the model computed in
+    Python from the batch or sequence size (``x / x.shape[0]``) is that expression of their symbols."""
+    sized = factor_of(conv, factor)
+    if sized is not None:
+        return sized
     for name in like:
         base = name.rstrip(PRIME)
         n = conv.namer.size_of.get(base)

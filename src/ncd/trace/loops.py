@@ -97,7 +97,7 @@ def fold_time_loops(captured: Captured) -> Captured:
         k += 1
     if len(nodes) == len(captured.nodes):
         return captured
-    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names, captured.escaped)
 
 
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:

@@ -66,7 +66,7 @@ def fold_state_loops(captured: Captured) -> Captured:
         folded = True
     if not folded:
         return captured
-    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names, captured.escaped)
 
 
 def _key(node: Node, leaves: list[tuple[tuple[Any, ...], Any]]) -> tuple[Any, ...]:

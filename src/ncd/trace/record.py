@@ -25,6 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.capture import Captured, Node, copied, held_tensors, holds_tensors, input_names, refs, user_line
+from ncd.trace.shapes import Shapes
 from ncd.trace.writes import Region
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -560,11 +561,16 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
              torch.nn.modules.module.register_module_forward_hook(post, always_call=True)]
+    def live_node(tensor: torch.Tensor) -> Node | None:
+        node = rec.by_id.get(id(tensor))
+        return node if node is not None and node.live else None
+
+    shapes = Shapes(live_node, rec.nodes)  # sizes read into Python, followed (ncd.trace.shapes)
     mha = torch.backends.mha
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
-        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), _straight_to(Recorder), Recorder(rec):
+        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), _straight_to(Recorder), Recorder(rec), shapes:
             out = flat(*run_args, **run_kwargs)
     finally:
         mha.set_fastpath_enabled(fast)
@@ -590,7 +596,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
                       stacklevel=2)
-    return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"])
+    return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
 
 
 @contextlib.contextmanager

@@ -153,7 +153,7 @@ def solve_triangular_loops(captured: Captured) -> Captured:
     if not changed:
         return captured
     nodes = without_unread(nodes, captured.outputs, replaced)
-    return Captured(nodes, captured.outputs, captured.method, captured.input_names)
+    return Captured(nodes, captured.outputs, captured.method, captured.input_names, captured.escaped)
 
 
 def _split_solve(node: Node) -> list[Node]:

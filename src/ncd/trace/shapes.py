@@ -1,0 +1,411 @@
+"""Numbers a model computes in Python from its inputs' shapes, followed from the recording to the diagram.
+
+While a model is recorded (:mod:`ncd.trace.record`), a tensor's sizes read into Python
+(``x.shape``, ``x.size(d)``, ``x.numel()``) of a tensor that depends on the inputs are
+:class:`SizeInt` — ints that remember which wire they measure — and Python arithmetic on them
+(``x.shape[0] * t``, ``1 / b``, ``(t * m) ** -0.5``, ``d // h``) keeps an expression of those
+sizes (:class:`SizeFloat` for a non-integer result).  A torch call handed such a number
+(``x / b``, ``x * (t * m) ** -0.5``, ``sdpa(..., scale=t ** -0.5)``: a torch function mode, pushed at
+the first size read, sees it) marks the recorded call's argument with its expression (``Node.sized``); the
+converter draws a scale by it as that expression of the size symbols (``*1/b``), so the diagram lowered at another batch or length
+divides by that one.  An argument of the sizes the converter does not draw that way is listed
+among the diagram's ``fixed`` boxes: lowering at other values of those sizes is refused, naming
+the call and the sizes.  So is a size turned into a Python float outside torch (``math.sqrt(t)``):
+what the model computed from it cannot be followed.
+
+Not followed: a float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int
+directly), ``len(x)`` (Python makes its result a plain int), ``math`` functions of a :class:`SizeFloat`, and
+— documented in ``docs/trace.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import sympy
+import torch
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["SizeInt", "SizeFloat", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes"]
+
+Tree = tuple[Any, ...]  # ("atom", node, dim) | ("num", value) | (operator name, tree, tree) | ("neg", tree)
+
+_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+        "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow}
+
+
+def _tree(value: Any) -> Tree | None:
+    if isinstance(value, (SizeInt, SizeFloat)):
+        return value.expr
+    if type(value) in (int, float):
+        return ("num", value)
+    return None
+
+
+def _binary(name: str, reflected: bool) -> Any:
+    op = _OPS[name]
+
+    def method(self: Any, other: Any) -> Any:
+        theirs = _tree(other)
+        if theirs is None:
+            return NotImplemented
+        mine = self.expr
+        plain = self._plain()
+        try:
+            value = op(_plain(other), plain) if reflected else op(plain, _plain(other))
+        except TypeError:
+            return NotImplemented
+        expr = (name, theirs, mine) if reflected else (name, mine, theirs)
+        if type(value) is int:
+            return SizeInt(value, expr)
+        if type(value) is float:
+            return SizeFloat(value, expr)
+        return value
+
+    return method
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SizeInt):
+        return int.__int__(value)
+    if isinstance(value, SizeFloat):
+        return float.__float__(value)
+    return value
+
+
+class SizeInt(int):
+    """An int read from a tensor's shape (or computed from such ints), with the expression of sizes it is."""
+
+    expr: Tree
+
+    def __new__(cls, value: int, expr: Tree) -> SizeInt:
+        self = super().__new__(cls, value)
+        self.expr = expr
+        return self
+
+    def _plain(self) -> int:
+        return int.__int__(self)
+
+    def __neg__(self) -> SizeInt:
+        return SizeInt(-self._plain(), ("neg", self.expr))
+
+    def __pos__(self) -> SizeInt:
+        return self
+
+    def __float__(self) -> float:  # math.sqrt(t), float(t): the model goes on with a number ncd cannot follow
+        shapes = Shapes.active
+        if shapes is not None and not shapes.calling:
+            from ncd.trace.capture import user_line
+
+            shapes.escaped.append((self.expr, user_line() or "?"))
+        return float(self._plain())
+
+
+class SizeFloat(float):
+    """A float computed from sizes read from tensors' shapes (``1 / b``, ``(t * m) ** -0.5``), with its expression."""
+
+    expr: Tree
+
+    def __new__(cls, value: float, expr: Tree) -> SizeFloat:
+        self = super().__new__(cls, value)
+        self.expr = expr
+        return self
+
+    def _plain(self) -> float:
+        return float.__float__(self)
+
+    def __neg__(self) -> SizeFloat:
+        return SizeFloat(-self._plain(), ("neg", self.expr))
+
+    def __pos__(self) -> SizeFloat:
+        return self
+
+
+for _name in _OPS:
+    for _cls in (SizeInt, SizeFloat):
+        setattr(_cls, f"__{_name}__", _binary(_name, False))
+        setattr(_cls, f"__r{_name}__", _binary(_name, True))
+
+_SIZED = (SizeInt, SizeFloat)
+
+
+def _found(values: Any, window: list[tuple[Any, Tree]] | None) -> list[tuple[Any, Tree]] | None:
+    """``window`` with the sized numbers among a call's arguments ``values`` (and in their lists) noted."""
+    for value in values:
+        kind = type(value)
+        if kind is SizeInt or kind is SizeFloat:
+            window = window if window is not None else []
+            window.append((value._plain(), value.expr))
+        elif kind is list or kind is tuple or kind is torch.Size:
+            for v in value:
+                if type(v) in _SIZED:
+                    window = window if window is not None else []
+                    window.append((v._plain(), v.expr))
+    return window
+
+
+class _Calls(TorchFunctionMode):
+    """Pushed once the model read a size: a torch call handed sized numbers (``x / b``, ``sdpa(scale=t ** -0.5)``)
+    opens a window; the live calls recorded in it get their scalar arguments of those values marked."""
+
+    def __init__(self, shapes: Shapes) -> None:
+        super().__init__()
+        self.shapes = shapes
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        window = _found(kwargs.values(), _found(args, None)) if kwargs else _found(args, None)
+        if window is None:
+            return func(*args, **kwargs)
+        shapes = self.shapes
+        nodes = shapes.nodes
+        start = len(nodes)
+        shapes.calling += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            shapes.calling -= 1
+            for node in nodes[start:]:
+                if node.kind == "call" and node.live:
+                    _mark(node, window)
+
+
+def _mark(node: Any, window: list[tuple[Any, Tree]]) -> None:
+    for key, value in (*enumerate(node.args), *node.kwargs.items()):
+        if type(value) not in (int, float) or (node.sized and key in node.sized):
+            continue
+        for have, expr in window:
+            if have == value:
+                if node.sized is None:
+                    node.sized = {}
+                node.sized[key] = expr
+                break
+
+
+#: the tensor attributes that read sizes into Python, patched on ``torch.Tensor`` while recording
+_READS = ("shape", "size", "numel")
+
+
+class Shapes:
+    """While recording: sizes read from the tensors ``node_of`` knows (live ones) are :class:`SizeInt` (``Tensor.shape``,
+    ``size`` and ``numel`` patched), and the recorded ``nodes`` of a torch call handed sized numbers get their
+    arguments marked (``Node.sized``, by :class:`_Calls`)."""
+
+    active: Shapes | None = None
+
+    def __init__(self, node_of: Any, nodes: list[Any]) -> None:
+        self.node_of = node_of  # a tensor -> its live recorded node, or None
+        self.nodes = nodes  # the recording's nodes, in order
+        self.escaped: list[tuple[Tree, str]] = []
+        self.calling = 0
+        self._saved: dict[str, Any] = {}
+        self._calls: _Calls | None = None  # the mode marking calls, pushed at the first size read
+
+    def __enter__(self) -> Shapes:
+        Shapes.active = self
+        cls = torch.Tensor
+        self._saved = {name: cls.__dict__.get(name) for name in _READS}
+        base: Any = torch._C.TensorBase
+        get_shape, size, numel = base.shape.__get__, base.size, base.numel
+        node_of = self.node_of
+
+        def sized(tensor: torch.Tensor, dims: Any) -> Any:
+            node = node_of(tensor)
+            if node is None:
+                return None
+            if self._calls is None:  # models that never read a size pay nothing per call
+                self._calls = _Calls(self)
+                self._calls.__enter__()  # type: ignore[no-untyped-call]
+            shape = get_shape(tensor)
+            return tuple(SizeInt(shape[d], ("atom", node, d)) for d in dims)
+
+        def shape_of(tensor: torch.Tensor) -> Any:
+            sizes = sized(tensor, range(tensor.dim()))
+            return torch.Size(sizes) if sizes is not None else get_shape(tensor)
+
+        def size_of(tensor: torch.Tensor, dim: Any = None) -> Any:
+            if dim is None:
+                return shape_of(tensor)
+            n = tensor.dim()
+            if type(dim) is not int or not -n <= dim < n:  # a dimension's name, or one torch refuses
+                return size(tensor, dim)
+            sizes = sized(tensor, (dim % n,))
+            return sizes[0] if sizes is not None else size(tensor, dim)
+
+        def numel_of(tensor: torch.Tensor) -> Any:
+            sizes = sized(tensor, range(tensor.dim()))
+            if not sizes:
+                return numel(tensor)
+            total: Any = sizes[0]
+            for s in sizes[1:]:
+                total = total * s
+            return total
+
+        cls.shape = property(shape_of)  # type: ignore[assignment]
+        cls.size = size_of  # type: ignore[assignment, method-assign]
+        cls.numel = numel_of  # type: ignore[assignment, method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        Shapes.active = None
+        if self._calls is not None:
+            self._calls.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+            self._calls = None
+        cls = torch.Tensor
+        for name, value in self._saved.items():
+            if value is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, value)
+
+
+# -- the converter's side -------------------------------------------------------------------------------------------
+
+_UNKNOWN = sympy.Symbol("?")  # an atom whose wire cannot be named: the expression may hold any size
+
+
+def _symbolized(conv: Any) -> dict[str, int]:
+    """The traced sizes of the inputs' ``b`` and ``t`` wires (the sizes :func:`ncd.trace.symbolic.symbolize` makes
+    symbols), read once per conversion."""
+    sizes: dict[str, int] | None = conv.__dict__.get("_symbolized")
+    if sizes is None:
+        sizes = {}
+        for vid in conv.inputs:
+            for a in conv.segs[vid].axes:
+                if a.name in ("b", "t") and not a.size.free_symbols:
+                    sizes.setdefault(a.name, int(a.size))
+        conv.__dict__["_symbolized"] = sizes
+    return sizes
+
+
+def _atom(conv: Any, node: Any, dim: int) -> sympy.Expr:
+    import re
+
+    from ncd.trace.idioms import size_constant
+
+    vid = conv.values.get(id(node))
+    value = node.value
+    if vid is None or not isinstance(value, torch.Tensor) or len(conv.segs[vid].axes) != value.dim():
+        return _UNKNOWN
+    axis = conv.segs[vid].axes[dim]
+    if axis.size.free_symbols:
+        return _UNKNOWN
+    base = axis.name.rstrip("ʹ")
+    sizes = _symbolized(conv)
+    if sizes.get(base) == int(axis.size):
+        s = size_constant(conv, base)
+        return s if s is not None else sympy.Integer(int(axis.size))
+    if set(re.findall(r"[^\W\d]\w*", axis.name)) & set(sizes):  # a wire merging b or t under another name
+        return _UNKNOWN
+    return sympy.Integer(int(axis.size))
+
+
+def _number(value: Any) -> sympy.Expr:
+    """A number the model wrote: ``-0.5`` is ``-1/2`` (so ``t**(-1/2)`` reads as a root), a long float stays one."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return sympy.Integer(int(value))
+        text = repr(value)
+        return sympy.Rational(text) if len(text) <= 8 else sympy.Float(value)
+    return sympy.Integer(value)
+
+
+def expression(conv: Any, tree: Tree) -> sympy.Expr:
+    """``tree`` as an expression of the diagram's size symbols (``b``, ``t``; ``?`` where a wire cannot be named)."""
+    head = tree[0]
+    if head == "atom":
+        return _atom(conv, tree[1], tree[2])
+    if head == "num":
+        return _number(tree[1])
+    if head == "neg":
+        return -expression(conv, tree[1])
+    a, b = expression(conv, tree[1]), expression(conv, tree[2])
+    if head == "add":
+        return a + b
+    if head == "sub":
+        return a - b
+    if head == "mul":
+        return a * b
+    if head == "truediv":
+        return a / b
+    if head == "pow":
+        return a ** b
+    if head == "floordiv":
+        return sympy.floor(a / b)
+    return sympy.Mod(a, b)
+
+
+def _follows(conv: Any, expr: sympy.Expr) -> set[str]:
+    """The symbolized sizes (``b``, ``t``) an expression depends on (all of them for an unknown wire)."""
+    sizes = _symbolized(conv)
+    names = {str(s) for s in expr.free_symbols}
+    if "?" in names:
+        return set(sizes)
+    return names & set(sizes)
+
+
+def factor_of(conv: Any, factor: float) -> sympy.Expr | None:
+    """The expression of sizes a scale ``factor`` of the call being converted is (or is one over), where the model
+    computed it from the symbolized sizes; None otherwise (the number is drawn as before)."""
+    node = conv.current
+    sized = getattr(node, "sized", None)
+    if not sized:
+        return None
+    for key, tree in sized.items():
+        value = node.args[key] if isinstance(key, int) else node.kwargs.get(key)
+        if not isinstance(value, (int, float)) or value == 0:
+            continue
+        if math.isclose(factor, value, rel_tol=1e-12, abs_tol=0.0):
+            power = 1
+        elif math.isclose(factor, 1 / value, rel_tol=1e-12, abs_tol=0.0):
+            power = -1
+        else:
+            continue
+        expr = expression(conv, tree)
+        if "?" in {str(s) for s in expr.free_symbols} or not _follows(conv, expr):
+            return None
+        conv.__dict__.setdefault("_sized_done", set()).add((_op(node), key, expr))
+        result: sympy.Expr = expr ** power
+        return result
+    return None
+
+
+def _op(node: Any) -> str:
+    from ncd.trace.registry import op_name
+
+    return op_name(node.target)[1]
+
+
+def check_node(conv: Any, node: Any) -> None:
+    """After the walk: a live call's argument computed from the symbolized sizes that no box draws as their
+    expression holds the traced sizes (a ``fixed`` entry naming the call and the sizes)."""
+    from ncd.trace.registry import where
+
+    done = conv.__dict__.get("_sized_done", set())
+    for key, tree in (node.sized or {}).items():
+        expr = expression(conv, tree)
+        held = _follows(conv, expr)
+        if not held or (_op(node), key, expr) in done:
+            continue
+        value = node.args[key] if isinstance(key, int) else node.kwargs.get(key)
+        what = f"argument {key}" if isinstance(key, int) else key
+        conv.__dict__.setdefault("_size_fixed", []).append(
+            (tuple(sorted(held)), f"{_op(node)} {where(node)}: its {what} {value:g} = {expr} was computed in Python"
+                                  " from the input's shape"))
+
+
+def fixed_boxes(conv: Any, escaped: list[tuple[Tree, str]]) -> list[tuple[tuple[str, ...], str]]:
+    """The ``fixed`` entries of the arguments no box follows, and of sizes turned into floats (``math.sqrt(t)``)."""
+    for node in conv.captured.nodes:
+        if getattr(node, "sized", None):
+            check_node(conv, node)
+    out = list(conv.__dict__.get("_size_fixed", []))
+    for tree, line in escaped:
+        expr = expression(conv, tree)
+        held = _follows(conv, expr)
+        if held:
+            out.append((tuple(sorted(held)), f"at {line} the model turned the size {expr} into a Python float"
+                                             " (math.sqrt, float()): what it computes from it is not followed"))
+    return out

@@ -1,0 +1,206 @@
+"""Numbers a model computes in Python from its input's shape (``x / x.shape[0]``, ``(t * m) ** -0.5``).
+
+They were recorded as the numbers they were at the traced sizes, so ``to_torch(b=3)`` kept the traced factor: silently
+wrong (0.43 off on ``x / b``).  They are followed now (:mod:`ncd.trace.shapes`): a scale by such a number is drawn as
+its expression of the size symbols; an argument the diagram cannot follow refuses lowering at other values of the
+sizes it came from, naming the call and the sizes.  Each case is compared with the original model at other sizes.
+
+Also what the stop-19 hunt found in models users bring: a ``@dataclass`` output was no output at all (an empty
+diagram, silently); int8 ids were refused by the lowered module; any batch norm refused ``to_torch(b=3)``; a size a
+weight holds (Whisper's mel bins, named ``t``) crashed ``to_torch(t=...)`` in ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+import ncd
+
+
+def _trace(model: nn.Module, *inputs: torch.Tensor) -> ncd.trace.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *inputs)
+
+
+def _equal_at(model: nn.Module, d: ncd.trace.TracedDiagram, b: int, t: int, m: int = 4) -> None:
+    x = torch.randn(b, t, m)
+    lowered = d.to_torch(b=b, t=t)
+    with torch.no_grad():
+        for got, want in zip(tree_leaves(lowered(x)), tree_leaves(model(x)), strict=True):
+            torch.testing.assert_close(got, want)
+
+
+class ScaleByShape(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, t, m = x.shape
+        return x / b, x * (t * m) ** -0.5, x / (b * t), x.sum(-1) / x.numel(), x * (1 / x.size(-2))
+
+
+class Heads(nn.Module):
+    """Head split from the shape, the scale from the head width and the length (``t ** -0.5`` into sdpa)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        q = x.view(b, t, 2, m // 2).transpose(1, 2)
+        s = torch.nn.functional.scaled_dot_product_attention(q, q, q, scale=t ** -0.5)
+        return s.transpose(1, 2).reshape(b, t, m) * (m // 2) ** -0.5
+
+
+class Written(nn.Module):
+    """``* 0.5`` written by hand, traced at a batch of 2: not 1/b (a lowering at b=3 must not be refused)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        return x.view(b, t, 2, m // 2) * 0.5
+
+
+@pytest.mark.parametrize("model", [ScaleByShape(), Heads(), Written()], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("sizes", [(3, 8), (2, 5), (1, 11)])
+def test_numbers_from_the_shape_follow_the_sizes(model: nn.Module, sizes: tuple[int, int]) -> None:
+    d = _trace(model, torch.randn(2, 8, 4))
+    assert d.opaque_count == 0
+    assert not d.fixed
+    _equal_at(model, d, *sizes)
+
+
+def test_a_scale_by_the_batch_reads_as_its_symbol() -> None:
+    d = _trace(ScaleByShape(), torch.randn(2, 8, 4))
+    factors = {str(box.prim.factor) for box in d.body.boxes() if box.prim.op == "scale"}
+    assert {"1/b", "1/(b*t)", "1/t"} <= factors, factors  # not 0.5: the number it was at b=2
+
+
+class AddsLength(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x.shape[1]
+
+
+class SqrtOfLength(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1 / math.sqrt(x.size(1)))
+
+
+@pytest.mark.parametrize("model, what", [(AddsLength(), "aten.add"), (SqrtOfLength(), "Python float")],
+                         ids=["add", "sqrt"])
+def test_numbers_not_followed_refuse_other_lengths(model: nn.Module, what: str) -> None:
+    d = _trace(model, torch.randn(2, 8, 4))
+    with pytest.raises(ncd.TraceError, match=r"\{'t': 5\}") as refused:
+        d.to_torch(t=5)
+    assert what in str(refused.value) and "test_trace_shape_scalars.py" in str(refused.value)
+    _equal_at(model, d, 3, 8)  # the batch is not in the number: it lowers and is equal
+    _equal_at(model, d, 2, 8)
+
+
+def test_sizes_read_after_the_trace_are_plain() -> None:
+    _trace(ScaleByShape(), torch.randn(2, 8, 4))
+    x = torch.randn(2, 3)
+    assert type(x.shape[0]) is int and type(x.size(1)) is int and type(x.numel()) is int
+    assert "shape" not in vars(torch.Tensor) and "size" not in vars(torch.Tensor)
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+# -- what users bring (stop 19 hunt): each compared with the original model ------------------------------------------
+
+
+@dataclasses.dataclass
+class Record:
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+class RecordOut(nn.Module):
+    """Returns a plain ``@dataclass``: the trace saw no tensor in it and drew a diagram with no outputs, silently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> Record:
+        h = torch.tanh(self.a(x))
+        return Record(self.b(h), h)
+
+
+def test_a_dataclass_output_is_its_fields() -> None:
+    model, x = RecordOut().eval(), torch.randn(2, 8, 4)
+    lowered = _trace(model, x).to_torch()
+    y = torch.randn(2, 8, 4)
+    got, want = lowered(y), model(y)
+    assert len(got) == 2
+    torch.testing.assert_close(got[0], want.logits)
+    torch.testing.assert_close(got[1], want.hidden)
+
+
+class NoTensors(nn.Module):
+    def forward(self, x: torch.Tensor) -> None:
+        return None
+
+
+def test_an_output_without_tensors_is_refused() -> None:
+    with pytest.raises(ncd.TraceError, match="holds no tensors"):
+        _trace(NoTensors(), torch.randn(2, 3))
+
+
+class NarrowIds(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.e = nn.Embedding(50, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.e(ids.long())
+
+
+def test_int8_ids_run_as_the_model_runs_them() -> None:
+    model, ids = NarrowIds().eval(), torch.randint(0, 50, (2, 6)).to(torch.int8)
+    lowered = _trace(model, ids).to_torch()  # refused int8 ("must be an integer tensor, not torch.int8")
+    fresh = torch.randint(0, 50, (2, 6)).to(torch.int8)
+    torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+class ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.c(x)))
+
+
+def test_a_batch_norm_lowers_at_another_batch() -> None:
+    model = ConvBN().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    d = _trace(model, torch.randn(2, 3, 6, 6))
+    lowered = d.to_torch(b=3)  # refused: the module at the traced sizes was read in training mode (one more buffer)
+    x = torch.randn(3, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))
+
+
+class MelConv(nn.Module):
+    """Its input's second axis is named t (as Whisper's mel bins are), but a convolution's weight is sized by it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv1d(12, 8, 3)
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(self.c(input_features))
+
+
+def test_a_size_a_weight_holds_is_refused_by_name() -> None:
+    model = MelConv().eval()
+    d = _trace(model, torch.randn(2, 12, 20))
+    assert "t" in {a.name for seg in d.body.dom for a in seg.axes}
+    with pytest.raises(ncd.TraceError, match=r"parameter conv_c\.weight has shape \(8, 12, 3\)"):
+        d.to_torch(t=5)  # was a RuntimeError from load_state_dict (size mismatch)
+    x = torch.randn(3, 12, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
