@@ -916,6 +916,7 @@ def _warm_up(torchview: bool, ours: bool = True) -> None:
     """Two small models (an LSTM tagger, masked attention) traced and drawn by ncd (``ours``) and by torchview: before
     the children fork, so that their times exclude imports and first-use costs, and again in each tool's process."""
     import ncd
+    import ncd.torch.module  # noqa: F401  (imported lazily by a trace that checks a mask's rows: an import, excluded)
     from ncd.render import to_svg
 
     torch.manual_seed(0)
