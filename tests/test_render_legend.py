@@ -112,3 +112,37 @@ def test_an_indexed_family_that_halves_is_one_row_in_closed_form() -> None:
         sympy.simplify(v - (x * 2 ** (-i)).subs(i, int(s.split("_")[1]))) == 0 for s, v in members.items())
     drawn = ["".join(r.text for r in t.runs) for t in drawing.of(Text)]
     assert {"y1", "y2", "y3"} <= set(drawn)
+
+
+def _closed_form_by_simplify(values: list[object], start: int) -> str | None:
+    """closed_form's definition spelled out: every ratio (then every step) simplified, one ratio (step) or none."""
+    import sympy
+
+    from ncd.ir.size import size
+
+    vs, i = [size(v) for v in values], sympy.Symbol("i", positive=True)
+    ratios = {sympy.simplify(b / a) for a, b in zip(vs, vs[1:])}
+    if len(ratios) == 1:
+        r = ratios.pop()
+        if r.is_Rational and r not in (0, 1) and (r.q == 1 or r.p == 1):
+            p, exponent = (int(r.p), i - start) if r.q == 1 else (int(r.q), start - i)
+            a, base = vs[0], sympy.simplify(vs[0] / r**start)
+            if sympy.count_ops(base) < sympy.count_ops(a):
+                a, exponent = base, (i if r.q == 1 else -i)
+            return f"{a}·{p}^({exponent})"
+    steps = {sympy.simplify(b - a) for a, b in zip(vs, vs[1:])}
+    d = steps.pop() if len(steps) == 1 else 0
+    return str(sympy.expand(vs[0] + d * (i - start))) if d != 0 else None
+
+
+@pytest.mark.parametrize("values", [
+    [512, 256, 128], [24, 48, 96], ["x/2", "x/4", "x/8"], [16, 32, 48], [3, 5, 11], ["x", "2*x", "4*x"],
+    ["x", "x + 1", "x + 2"], [65, "t", 65, "t", 74], ["t", "2*t", "3*t"], ["x**2", "x**2 + x", "x**2 + 2*x"],
+    [0, 4, 8], [8, 0, 4], ["x", "x", "x"], ["(x + 1)/2", "x + 1", "2*x + 2"], ["x*t", "2*x*t", "4*t*x"],
+])
+@pytest.mark.parametrize("start", [0, 1, 2])
+def test_closed_form_tells_steps_apart_as_simplifying_every_step_does(values: list[object], start: int) -> None:
+    from ncd.render.legend import closed_form
+
+    want = _closed_form_by_simplify(values, start)
+    assert closed_form(values, list(range(start, start + len(values)))) == want

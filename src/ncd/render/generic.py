@@ -136,8 +136,10 @@ def _axes(node: Diagram) -> tuple[Axis, ...]:
         stack = [node]
         while stack:
             current = stack.pop()
-            out.extend(a for seg in current.dom for a in seg)
-            out.extend(a for seg in current.cod for a in seg)
+            for seg in current.dom.segments:
+                out += seg.axes
+            for seg in current.cod.segments:
+                out += seg.axes
             stack.extend(reversed(current.children()))
         found = tuple(out)
         object.__setattr__(node, "_drawn_axes", found)
@@ -159,12 +161,18 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
     lists = [_axes(b) for b in blocks]
     if any(len(axes) != len(lists[0]) for axes in lists):
         return None
+    # a block has thousands of wires but few distinct axis objects: each column of objects (by identity, in order of
+    # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did
+    by_id: dict[int, Axis] = {}
+    for axes in lists:
+        by_id.update(zip(map(id, axes), axes))
     seen: dict[Axis, tuple[Axis, ...]] = {}
-    for column in zip(*lists):
+    for ids in dict.fromkeys(zip(*[map(id, axes) for axes in lists])):
+        column = tuple(map(by_id.__getitem__, ids))
         known = seen.setdefault(column[0], column)
         if known != column:
             return None
-    taken = {a.name for axes in lists for a in axes} | set(taken)
+    taken = {a.name for a in by_id.values()} | set(taken)
     labels: dict[Axis, Label] = {}
     rows: dict[str, Row] = {}  # by the sizes per instance
     used: dict[str, int] = {}

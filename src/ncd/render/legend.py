@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import sympy
@@ -114,22 +114,64 @@ def closed_form(values: Sequence[object], indices: Sequence[int] | None = None, 
         vs = [size(v) for v in values]
     except Exception:
         return None
+    key = (tuple(vs), idx[0], var)
+    if key not in _CLOSED:
+        if len(_CLOSED) > 10_000:
+            _CLOSED.clear()
+        _CLOSED[key] = _closed_form(vs, idx[0], var)
+    return _CLOSED[key]
+
+
+#: closed forms found (a page asks for the same values as each block of a family joins its definition)
+_CLOSED: dict[tuple[tuple[sympy.Expr, ...], int, str], str | None] = {}
+
+
+def _same(vs: Sequence[sympy.Expr], step: Callable[[sympy.Expr, sympy.Expr], sympy.Expr],
+          accept: Callable[[sympy.Expr], bool]) -> sympy.Expr | None:
+    """The one simplified ``step`` between consecutive values when there is one and ``accept`` takes it.  Steps that
+    differ in value somewhere differ simplified: those are told apart without :func:`sympy.simplify` (a symbolic
+    size costs milliseconds to simplify, and the first call imports ``sympy.physics``)."""
+    steps = [step(a, b) for a, b in zip(vs, vs[1:])]
+    if any(_apart(steps[0], other) for other in steps[1:]):
+        return None
+    first = sympy.simplify(steps[0])
+    if not accept(first):
+        return None
+    return first if all(sympy.simplify(other) == first for other in steps[1:]) else None
+
+
+#: the values :func:`_apart` gives the symbols (sizes are positive)
+_POINT = (1009, 1013, 1019, 1021, 1031, 1033, 1039, 1049)
+
+
+def _apart(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether ``a`` and ``b`` are two different numbers where each symbol takes one of :data:`_POINT`'s values
+    (then no simplification makes them equal); ``False`` when that does not tell."""
+    free = sorted(a.free_symbols | b.free_symbols, key=str)
+    if len(free) > len(_POINT):
+        return False
+    point = {s: sympy.Integer(v) for s, v in zip(free, _POINT)}
+    try:
+        x, y = a.xreplace(point), b.xreplace(point)
+    except Exception:  # noqa: BLE001 - a size that does not evaluate there: simplify tells
+        return False
+    return bool(x.is_Rational and y.is_Rational and x != y)
+
+
+def _closed_form(vs: Sequence[sympy.Expr], start: int, var: str) -> str | None:
+    """:func:`closed_form` of the sizes ``vs`` at ``start``, ``start + 1``, …"""
     i = sympy.Symbol(var, positive=True)
-    ratios = {sympy.simplify(b / a) for a, b in zip(vs, vs[1:])}
-    if len(ratios) == 1:
-        r = ratios.pop()
-        if r.is_Rational and r not in (0, 1) and (r.q == 1 or r.p == 1):
-            p, exponent = (int(r.p), i - idx[0]) if r.q == 1 else (int(r.q), idx[0] - i)
-            a = vs[0]
-            base = sympy.simplify(a / r ** idx[0])  # the value at i = 0, when it is simpler (x·2^{−i}, not x/2·2^{1−i})
-            if sympy.count_ops(base) < sympy.count_ops(a):
-                a, exponent = base, (i if r.q == 1 else -i)
-            return f"{a}·{p}^({exponent})"
-    steps = {sympy.simplify(b - a) for a, b in zip(vs, vs[1:])}
-    if len(steps) == 1:
-        d = steps.pop()
-        if d != 0:
-            return str(sympy.expand(vs[0] + d * (i - idx[0])))
+    r = _same(vs, lambda a, b: b / a, lambda r: bool(r.is_Rational and r not in (0, 1) and (r.q == 1 or r.p == 1)))
+    if r is not None:
+        p, exponent = (int(r.p), i - start) if r.q == 1 else (int(r.q), start - i)
+        a = vs[0]
+        base = sympy.simplify(a / r ** start)  # the value at i = 0, when it is simpler (x·2^{−i}, not x/2·2^{1−i})
+        if sympy.count_ops(base) < sympy.count_ops(a):
+            a, exponent = base, (i if r.q == 1 else -i)
+        return f"{a}·{p}^({exponent})"
+    d = _same(vs, lambda a, b: b - a, lambda d: bool(d != 0))
+    if d is not None:
+        return str(sympy.expand(vs[0] + d * (i - start)))
     return None
 
 
