@@ -21,10 +21,10 @@ class ConvThenAttention(nn.Module):
     """A convolutional front end, an encoder layer (attention, norms, GELU) and a head: the calls of the audio and
     vision models the corpus records on the meta device."""
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
         self.conv = nn.Conv1d(1, 16, 10, stride=5)
-        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, activation="gelu", batch_first=True)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=dropout, activation="gelu", batch_first=True)
         self.head = nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,38 +42,110 @@ def _python_meta(func: Any, args: Any, kwargs: Any) -> Any:
         return func(*margs, **mkwargs)
 
 
-def test_meta_records_match_the_python_meta_kernels_and_the_real_recording(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
-    model, x = ConvThenAttention().eval(), torch.randn(2, 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        real = to_svg(ncd.trace(model, x))
-    checked = []
-    fast = record._on_meta_device
+#: where torch's C++ meta kernel (what the recording runs) and its Python one (the reference) make tensors of the
+#: same shape, strides, offset and dtype but differ in whether the result is a view: operator -> (C++ view, Python view)
+VIEWNESS_DIFFERS = {
+    "scaled_dot_product_attention": (False, True),  # the Python kernel returns a view of its product
+    "dropout": (True, False),  # eval mode: the C++ kernel returns a view of its input; the Python one a new tensor
+}
+
+
+def _compared_with_python_meta(fast: Any, found: list[tuple[str, Any, Any]], checked: list[str],
+                               known: list[str] | None = None) -> Any:
+    """``fast`` (:func:`record._on_meta_device`) checked against the Python meta kernels.  Differences are listed
+    in ``found``, not raised: an exception here would make the trace record again on real values and pass.  The
+    :data:`VIEWNESS_DIFFERS` ones seen are listed in ``known``."""
 
     def compared(func: Any, args: Any, kwargs: Any, memo: Any = None) -> Any:
         margs, mkwargs, out = fast(func, args, kwargs, memo)
+        name = func.overloadpacket.__name__
         want = _python_meta(func, args, kwargs)
         got_leaves, want_leaves = torch.utils._pytree.tree_leaves(out), torch.utils._pytree.tree_leaves(want)
-        assert len(got_leaves) == len(want_leaves), func
+        if len(got_leaves) != len(want_leaves):
+            found.append((name, len(got_leaves), len(want_leaves)))
         for got, ref in zip(got_leaves, want_leaves):
             if isinstance(ref, torch.Tensor):
-                assert got.device.type == "meta", func
-                assert (got.shape, got.stride(), got.dtype, got.storage_offset(), got._base is None) == \
-                    (ref.shape, ref.stride(), ref.dtype, ref.storage_offset(), ref._base is None), func
-            else:
-                assert got == ref, func
-        checked.append(func)
+                if not isinstance(got, torch.Tensor) or got.device.type != "meta":
+                    found.append((name, got, "a meta tensor"))
+                    continue
+                layout = (got.shape, got.stride(), got.dtype, got.storage_offset())
+                if layout != (ref.shape, ref.stride(), ref.dtype, ref.storage_offset()):
+                    found.append((name, layout, (ref.shape, ref.stride(), ref.dtype, ref.storage_offset())))
+                elif (got._base is None) != (ref._base is None):
+                    if (got._base is not None, ref._base is not None) == VIEWNESS_DIFFERS.get(name):
+                        if known is not None:
+                            known.append(name)
+                    else:
+                        found.append((name, f"view {got._base is not None}", f"view {ref._base is not None}"))
+            elif got != ref:
+                found.append((name, got, ref))
+        checked.append(name)
         return margs, mkwargs, out
 
+    return compared
+
+
+def _recorded_on(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The ``meta`` flag of every recording :func:`record.record` finished (a failed meta one records again)."""
+    finished: list[bool] = []
+    inner = record._record
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        finished.append(kwargs["meta"])
+        return out
+
+    monkeypatch.setattr(record, "_record", counted)
+    return finished
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_meta_records_match_the_python_meta_kernels_and_the_real_recording(
+        monkeypatch: pytest.MonkeyPatch, train: bool) -> None:
+    torch.manual_seed(0)
+    model, x = ConvThenAttention(dropout=0.1).train(train), torch.randn(2, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        real = to_svg(ncd.trace(model, x))
+    found: list[tuple[str, Any, Any]] = []
+    checked: list[str] = []
+    known: list[str] = []
     monkeypatch.setattr(record, "META_ABOVE", 0)
-    monkeypatch.setattr(record, "_on_meta_device", compared)
+    monkeypatch.setattr(record, "_on_meta_device",
+                        _compared_with_python_meta(record._on_meta_device, found, checked, known))
+    finished = _recorded_on(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         meta = to_svg(ncd.trace(model, x))
-    names = {f.overloadpacket.__name__ for f in checked}
-    assert {"conv1d", "linear"} <= names and len(checked) >= 10, names
+    assert finished == [True], finished  # recorded on meta, once: not again on real values
+    assert not found, found
+    # (norms and activations are made as their input, not by a meta kernel: not among them)
+    assert {"conv1d", "linear", "add", "mul"} <= set(checked) and len(checked) >= 10, checked
+    # the known view-ness differences, each seen (dropout returns its input in eval mode only); no SVG shows them
+    assert set(known) == ({"scaled_dot_product_attention"} if train else set(VIEWNESS_DIFFERS)), known
     assert meta == real
+
+
+def test_a_difference_from_the_python_meta_kernels_fails_the_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison above can fail: a meta ``linear`` made with other strides is listed (and the trace still ends)."""
+    torch.manual_seed(0)
+    model, x = ConvThenAttention().eval(), torch.randn(2, 64)
+    found: list[tuple[str, Any, Any]] = []
+    checked: list[str] = []
+    fast = record._on_meta_device
+
+    def wrong(func: Any, args: Any, kwargs: Any, memo: Any = None) -> Any:
+        margs, mkwargs, out = fast(func, args, kwargs, memo)
+        if func.overloadpacket.__name__ == "linear" and out.dim() >= 2:
+            out = out.transpose(-1, -2).contiguous().transpose(-1, -2)
+        return margs, mkwargs, out
+
+    monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "_on_meta_device", _compared_with_python_meta(wrong, found, checked))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ncd.trace(model, x)
+    assert [f[0] for f in found] and {f[0] for f in found} == {"linear"}, found
 
 
 class Layers(nn.Module):
@@ -115,9 +187,11 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
 
     monkeypatch.setattr(record, "META_ABOVE", 0)
     monkeypatch.setattr(record, "_on_meta_device", compared)
+    finished = _recorded_on(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         meta = to_svg(ncd.trace(model, x))
+    assert finished == [True], finished
     assert not differ
     assert {"linear", "scaled_dot_product_attention", "add"} <= set(remade) and len(remade) >= 20, remade
     assert meta == real
