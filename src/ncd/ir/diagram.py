@@ -475,6 +475,16 @@ class Par(Diagram):
         return Par(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
 
 
+@functools.lru_cache(maxsize=8192)
+def _woven_types(dom: Type, cod: Type, axis: Axis, dom_pos: tuple[int | None, ...], cod_pos: tuple[int, ...]
+                 ) -> tuple[Type, Type]:
+    """A weave's types: ``axis`` inserted at each position of its inner types.  Equal weaves share them (a chain of
+    10,000 woven boxes makes a few distinct types, not 20,000): their hashes are computed once, and comparisons of
+    the types of neighbouring parts (``same``, memo keys) find the very same object."""
+    return (Type(tuple(s if p is None else s.insert(p, axis) for s, p in zip(dom, dom_pos))),
+            Type(tuple(s.insert(p, axis) for s, p in zip(cod, cod_pos))))
+
+
 @dataclass(frozen=True, repr=False)
 class Weave(Diagram):
     """``inner`` broadcast over ``axis``.
@@ -512,8 +522,7 @@ class Weave(Diagram):
                 if p is not None and self.axis.name in seg.names:
                     raise TypeMismatchError(f"weave over {self.axis.name}: segment '{seg}' of {describe(inner)} already"
                                             f" has an axis {self.axis.name}; rename one of them")
-        dom = Type(tuple(s if p is None else s.insert(p, self.axis) for s, p in zip(inner.dom, self.dom_pos)))
-        cod = Type(tuple(s.insert(p, self.axis) for s, p in zip(inner.cod, self.cod_pos)))
+        dom, cod = _woven_types(inner.dom, inner.cod, self.axis, self.dom_pos, self.cod_pos)
         _set(self, dom=dom, cod=cod)
         _nest(self)
 
