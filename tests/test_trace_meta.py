@@ -195,3 +195,32 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
     assert not differ
     assert {"linear", "scaled_dot_product_attention", "add"} <= set(remade) and len(remade) >= 20, remade
     assert meta == real
+
+
+class Lookup(nn.Module):
+    """A large embedding table before a small layer; with ``tied`` an output head that multiplies by the table."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.table = nn.Embedding(100_000, 64)
+        self.layer = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 100_000, bias=False) if tied else None
+        if self.head is not None:
+            self.head.weight = self.table.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.layer(self.table(ids))
+        return self.head(h) if self.head is not None else h
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["lookup", "tied-head"])
+def test_a_table_only_looked_up_is_not_arithmetic_a_tied_head_is(monkeypatch: pytest.MonkeyPatch, tied: bool) -> None:
+    model, ids = Lookup(tied).eval(), torch.randint(0, 100_000, (1, 1000))
+    assert sum(p.numel() for p in model.parameters()) * ids.numel() > record.META_ABOVE
+    finished = _recorded_on(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diagram = ncd.trace(model, ids)
+    assert finished == [tied], finished  # a lookup does no arithmetic per parameter; the head's matrix product does
+    assert record._computing(model) == 64 * 64 + 64 + (100_000 * 64 if tied else 0)
+    assert diagram.opaque_count == 0

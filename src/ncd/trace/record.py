@@ -59,11 +59,23 @@ class ReadsValue(Unsupported):
 
 #: Above this rough size of a model's arithmetic (parameters × input elements) the inputs' calls are recorded on the
 #: meta device (shapes only): its kernels cost ~1-10 ms an operator in Python, running a small model costs less.
+#: An embedding table only used for lookups does no arithmetic per parameter: not counted (:func:`_computing`).
 META_ABOVE = 5e9
 
 
+def _computing(model: torch.nn.Module) -> int:
+    """The model's parameters but the tables of its embeddings that no other layer uses (a tied output head does)."""
+    lookups = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    tables: set[int] = set()
+    used: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
+    return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
+
+
 def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    params = sum(p.numel() for p in model.parameters())
+    params = _computing(model)
     values = list(args) + list(kwargs.values())
     if any(holds_tensors(v) for v in values):  # the tensors inside a cache passed in stay real: they are its inputs
         return False
