@@ -192,7 +192,7 @@ class OpaqueOp(Primitive):
         return self.inputs, self.outputs
 
     def label(self) -> str:
-        name = self.target.split(".")[1] if self.target.startswith("aten.") else self.target
+        name = self.target.split(".")[1] if self.target.startswith(("aten.", "ncd_function.")) else self.target
         return f"{name} ({_shape_text(self.inputs)} → {_shape_text(self.outputs)})"
 
     def hint(self) -> str:

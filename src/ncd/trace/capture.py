@@ -23,6 +23,7 @@ import torch
 import torch.fx
 
 from ncd.errors import TraceError
+from ncd.trace.functions import functions_refused
 
 __all__ = ["Node", "Captured", "capture"]
 
@@ -171,9 +172,17 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             return record(model, args, kwargs, flat)
         except Unsupported as error:  # torch.export decides (and reports data-dependent control flow)
             reads = error if isinstance(error, ReadsValue) else None
+        except TraceError:  # refused, naming why (a custom autograd.Function returning a non-tensor)
+            raise
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
             pass
     names = input_names(model, len(args), kwargs)
+    with functions_refused(model):
+        return _exported(model, flat, args, kwargs, names, reads)
+
+
+def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+              names: list[str], reads: Exception | None) -> Captured:
     try:
         with torch.no_grad():
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)

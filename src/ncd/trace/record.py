@@ -25,6 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.capture import Captured, Node, copied, held_tensors, holds_tensors, input_names, refs, user_line
+from ncd.trace.functions import functions_boxed
 from ncd.trace.shapes import Shapes
 from ncd.trace.writes import Region
 
@@ -146,6 +147,8 @@ class _Recording:
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
+        self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
         named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
@@ -222,6 +225,9 @@ class _Recording:
         return value
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
+            with torch._C._DisablePythonDispatcher():
+                return func(*args, **kwargs)
         packet = func.overloadpacket.__name__
         target = func
         if packet in RANDOM and not self.meta:
@@ -284,6 +290,38 @@ class _Recording:
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
+        return out
+
+    def function(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
+        """A custom ``torch.autograd.Function`` applied (its forward already run, unrecorded): one call of the operator
+        that applies it (:func:`~ncd.trace.functions.function_op`), so the lowered module's backward is the Function's."""
+        from ncd.errors import TraceError
+        from ncd.trace.functions import function_op
+
+        line = user_line() or "?"
+        many = not isinstance(out, torch.Tensor)
+        items = list(out) if isinstance(out, (tuple, list)) else [out]
+        if not all(isinstance(t, torch.Tensor) for t in items):
+            raise TraceError(f"cannot trace the custom autograd.Function {cls.__qualname__} at {line}: it returns"
+                             f" {', '.join(type(t).__name__ for t in items)}, not tensors only")
+        self.functions.setdefault(line, cls.__qualname__)
+        target = function_op(cls, args, kwargs, many)
+        leaves = [v for v in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
+        real = _device(leaves, self.device) if self.meta else leaves
+        arg_refs = self.ref(real)
+        live = any(r.live for r in refs(arg_refs))
+        packet = target.overloadpacket.__name__
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        node = Node(f"{packet}_{k}", "call", target, (arg_refs,), {}, value=out if not many else tuple(items),
+                    stack=tuple(self.stack), live=live, line=line if live else "")
+        if not many:
+            self.add(node, out)
+            return out
+        self.nodes.append(node)
+        self.keep.append(out)
+        for j, item in enumerate(items):
+            self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
+                          stack=tuple(self.stack), live=live), item)
         return out
 
     def strided(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
@@ -582,7 +620,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     try:
-        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), _straight_to(Recorder), Recorder(rec), shapes:
+        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
+                _straight_to(Recorder), Recorder(rec), shapes:
             out = flat(*run_args, **run_kwargs)
     finally:
         mha.set_fastpath_enabled(fast)
@@ -597,6 +636,13 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
                       " them as a wire)", RuntimeWarning, stacklevel=2)
+    if rec.functions:
+        import warnings
+
+        where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
+        warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
+                      " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
+                      " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=2)
     aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
     if aliased:
         import warnings

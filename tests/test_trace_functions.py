@@ -1,0 +1,206 @@
+"""Custom ``torch.autograd.Function``s under ``ncd.trace``: each call is one opaque box named after the Function whose
+lowering calls it, so the lowered module's forward and gradients are the original model's (checked by autograd on the
+original), and a warning names the Function and the model's line.  Recorded as their forward's operations, a
+straight-through ``round`` would have gradient 0 and a gradient reversal the opposite sign."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+class RoundST(torch.autograd.Function):
+    """Straight-through round: forward rounds, backward passes the gradient on."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class Reverse(torch.autograd.Function):
+    """Gradient reversal: forward identity, backward ``-scale * g``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+class ClampPass(torch.autograd.Function):
+    """Two results: a clamp whose gradient passes everywhere, and the amount clipped (gradient doubled)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x.clamp(lo, hi)
+        return y, x - y
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor, gr: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return gy + 2 * gr, None, None
+
+
+class Outer(torch.autograd.Function):
+    """A Function whose forward applies another one (only the outer is a box)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return RoundST.apply(x) * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return 3 * grad
+
+
+class Quantised(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = RoundST.apply(self.a(x) * 3)
+        h = Reverse.apply(h, 0.5)
+        y, r = ClampPass.apply(h, -1.0, 1.0)
+        out: torch.Tensor = self.b(torch.tanh(y) + r) + Outer.apply(x).sum(-1, keepdim=True)
+        return out
+
+
+class Reentrant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        out: torch.Tensor = checkpoint(lambda t: self.b(torch.nn.functional.gelu(self.a(t))), x, use_reentrant=True)
+        return out + x
+
+
+def _trace(model: nn.Module, x: torch.Tensor) -> tuple[Any, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    return d, [str(w.message) for w in caught]
+
+
+def _grads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    x = x.detach().clone().requires_grad_()
+    y = model(x)
+    model.zero_grad()
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()  # (reentrant checkpoint: no .grad())
+    assert x.grad is not None
+    return y.detach(), x.grad, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_function_calls_are_boxes_whose_gradients_are_the_functions() -> None:
+    torch.manual_seed(0)
+    model = Quantised()
+    d, messages = _trace(model, torch.randn(2, 5, 6))
+    warned = [m for m in messages if "custom autograd.Functions" in m]
+    assert len(warned) == 1
+    for name in ("RoundST", "Reverse", "ClampPass", "Outer"):
+        assert name in warned[0]
+    assert "test_trace_functions.py:" in warned[0]
+    svg = ncd.render.to_svg(d)
+    for name in ("RoundST", "Reverse", "ClampPass", "Outer"):
+        assert f"{name}\xa0(" in svg  # its label: the Function's name (non-breaking spaces in SVG text)
+    assert d.opaque_count == 4  # the Functions, nothing else (the nested RoundST is inside Outer's box)
+    lowered = d.to_torch()
+    x = torch.randn(2, 5, 6) * 2  # fresh values
+    y, gx, gp = _grads(model, x)
+    y2, gx2, gp2 = _grads(lowered, x)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(gx2, gx)
+    assert gx.abs().sum() > 0  # the straight-through gradient: recorded as round's operations it would be 0
+    # every parameter's gradient is the original's (found by value: the lowered module names them its own way)
+    lowered_params = dict(lowered.named_parameters())
+    for name, p in model.named_parameters():
+        match = [k for k, q in lowered_params.items() if q.shape == p.shape and torch.equal(q.detach(), p.detach())]
+        assert len(match) == 1, name
+        torch.testing.assert_close(gp2[match[0]], gp[name])
+
+
+def test_reentrant_checkpoint_is_recorded_as_its_operations() -> None:
+    torch.manual_seed(0)
+    model = Reentrant()
+    d, messages = _trace(model, torch.randn(2, 5, 6))
+    assert not any("custom autograd.Functions" in m for m in messages)
+    assert d.opaque_count == 0
+    x = torch.randn(2, 5, 6)
+    y, gx, _ = _grads(model, x)
+    y2, gx2, _ = _grads(d.to_torch(), x)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(gx2, gx)
+
+
+def test_function_returning_a_non_tensor_is_refused() -> None:
+    class Counted(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> Any:
+            return x * 2, 3
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor, _: Any) -> torch.Tensor:
+            return g
+
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = Counted.apply(x)[0]
+            return out
+
+    with pytest.raises(ncd.TraceError, match="Counted"):
+        ncd.trace(M(), torch.randn(2, 3))
+
+
+def test_apply_is_restored_after_tracing() -> None:
+    before = torch.autograd.function.Function.__dict__["apply"]
+    _trace(Quantised(), torch.randn(2, 5, 6))
+    assert torch.autograd.function.Function.__dict__["apply"] is before
+    x = torch.randn(3, requires_grad=True)
+    RoundST.apply(x * 3).sum().backward()  # outside a trace: the Function as it was
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, torch.full((3,), 3.0))
+
+
+def test_export_capture_refuses_a_function_naming_it() -> None:
+    with pytest.raises(ncd.TraceError, match="RoundST at test_trace_functions.py:"):
+        ncd.trace(Quantised(), torch.randn(2, 5, 6), capture="export")
+
+
+def test_the_diagrams_backward_is_refused_not_the_forwards_gradient() -> None:
+    from ncd.ir.rules import AnalysisError
+
+    d, _ = _trace(Quantised(), torch.randn(2, 5, 6))
+    with pytest.raises(AnalysisError, match="opaque"):
+        ncd.backward(d)
+
+
+def test_one_function_with_other_constants_keeps_its_name_and_each_its_gradient() -> None:
+    class Twice(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = Reverse.apply(x, 0.5) * Reverse.apply(x * x, 2.0)
+            return out
+
+    model = Twice()
+    d, _ = _trace(model, torch.randn(3, 4))
+    svg = ncd.render.to_svg(d)
+    assert svg.count("Reverse\xa0(") == 2 and "Reverse_" not in svg
+    x = torch.randn(3, 4)
+    y, gx, _ = _grads(model, x)
+    y2, gx2, _ = _grads(d.to_torch(), x)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(gx2, gx)
