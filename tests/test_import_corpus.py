@@ -234,3 +234,41 @@ def test_the_attention_scale_is_the_head_dimension_s_symbol() -> None:
     assert torch.allclose(d.to_torch()(inputs["input_ids"]), want, atol=1e-5)
     with pytest.raises(ncd.TraceError, match="k=8"):
         d.to_torch(k=16)
+
+
+@pytest.mark.parametrize("name", ["bloom", "sew-d"])
+def test_custom_functions_proven_exact_are_drawn_as_their_operations_with_the_originals_gradients(name: str) -> None:
+    """BLOOM's GeLUFunction and SEW-D's XSoftmax: their backward is their forward's gradient (told while tracing), so
+    they are drawn as their operations, and the lowered module's parameter gradients are the original's."""
+    from torch.utils._pytree import tree_leaves
+
+    import ncd
+
+    torch.manual_seed(0)
+    entry = next(e for e in corpus.all_entries() if e.name == name)
+    model, inputs, fresh = entry.build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+
+    def grads(module: torch.nn.Module) -> tuple[list[torch.Tensor], dict[tuple[tuple[int, ...], float], torch.Tensor]]:
+        module.zero_grad()
+        out = module(**fresh) if module is model else module(*corpus._leaves(list(fresh.values())))
+        outs = [o for o in tree_leaves(out) if isinstance(o, torch.Tensor) and o.is_floating_point()]
+        g = torch.Generator().manual_seed(1)
+        sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()  # type: ignore[union-attr]
+        # parameters found by shape and value (the lowered module names them its own way)
+        by_value = {(tuple(p.shape), float(p.detach().double().sum())): p.grad for p in module.parameters()
+                    if p.grad is not None}
+        return [o.detach() for o in outs], by_value
+
+    want_out, want = grads(model)
+    got_out, got = grads(lowered)
+    assert len(got_out) == len(want_out)
+    for a, b in zip(got_out, want_out):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert want and set(got) == set(want)
+    for k, g in want.items():
+        torch.testing.assert_close(got[k], g, atol=1e-5, rtol=1e-4)

@@ -204,3 +204,153 @@ def test_one_function_with_other_constants_keeps_its_name_and_each_its_gradient(
     y2, gx2, _ = _grads(d.to_torch(), x)
     torch.testing.assert_close(y2, y)
     torch.testing.assert_close(gx2, gx)
+
+
+class Swish(torch.autograd.Function):
+    """``x * sigmoid(x)`` with its true gradient written by hand."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * (s + x * s * (1 - s))
+
+
+class Tanh2(torch.autograd.Function):
+    """``tanh(x) * scale``, new style (``setup_context``), its true gradient."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, scale: float) -> torch.Tensor:
+        return torch.tanh(x) * scale
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.scale = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * ctx.scale * (1 - torch.tanh(x) ** 2), None
+
+
+class ClampST(torch.autograd.Function):
+    """Straight-through clamp: equal to its forward's gradient inside [-3, 3], not beyond."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(-3.0, 3.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class LinearNoWeightGrad(torch.autograd.Function):
+    """A layer applied inside a Function whose backward gives the input's gradient but none for the layer's weight."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+        ctx.layer = layer
+        out: torch.Tensor = layer(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad @ ctx.layer.weight, None
+
+
+class Proven(nn.Module):
+    def __init__(self, which: str) -> None:
+        super().__init__()
+        self.which = which
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        if self.which == "exact":
+            h = Tanh2.apply(Swish.apply(h), 2.0)
+        elif self.which == "clamp":
+            h = ClampST.apply(h)
+        else:
+            h = LinearNoWeightGrad.apply(h, self.a)
+        out: torch.Tensor = self.b(h)
+        return out
+
+
+class SetsGrad(torch.autograd.Function):
+    """A backward that writes a parameter's ``.grad`` itself (as Reformer's reversible layers do)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, holder: nn.Module) -> torch.Tensor:
+        ctx.holder = holder
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.holder.weight.grad = torch.ones_like(ctx.holder.weight)
+        return grad * 2, None
+
+
+def _same_gradients(model: nn.Module, lowered: nn.Module, x: torch.Tensor) -> None:
+    y, gx, gp = _grads(model, x)
+    y2, gx2, gp2 = _grads(lowered, x)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(gx2, gx)
+    lowered_params = dict(lowered.named_parameters())
+    for name, p in model.named_parameters():
+        match = [k for k, q in lowered_params.items() if q.shape == p.shape and torch.equal(q.detach(), p.detach())]
+        assert len(match) == 1, name
+        torch.testing.assert_close(gp2[match[0]], gp[name])
+
+
+def test_function_whose_backward_is_its_forwards_gradient_is_recorded_as_its_operations() -> None:
+    torch.manual_seed(0)
+    model = Proven("exact")
+    d, messages = _trace(model, torch.randn(2, 5, 6))
+    assert not any("custom autograd.Functions" in m for m in messages)
+    assert d.opaque_count == 0  # Swish (ctx style) and Tanh2 (setup_context style) drawn as their operations
+    assert "Swish" not in ncd.render.to_svg(d)
+    _same_gradients(model, d.to_torch(), torch.randn(2, 5, 6) * 3)
+
+
+def test_function_equal_only_on_the_traced_values_stays_a_box() -> None:
+    torch.manual_seed(0)
+    model = Proven("clamp")
+    x = torch.randn(2, 5, 6)
+    assert model.a(x).abs().max() < 3  # the clamp's gradient agrees on the traced values (not on the moved ones)
+    d, _ = _trace(model, x)
+    assert d.opaque_count == 1
+    x = torch.randn(2, 5, 6) * 100  # beyond the clamp: the pass-through gradient is not the clamp's
+    _same_gradients(model, d.to_torch(), x)
+    _, gx, _ = _grads(model, x)
+    assert gx.abs().sum() > 0
+
+
+def test_function_dropping_a_parameters_gradient_stays_a_box() -> None:
+    torch.manual_seed(0)
+    model = Proven("weight")
+    d, _ = _trace(model, torch.randn(2, 5, 6))
+    assert d.opaque_count == 1  # its input gradient agrees with autograd's, its weight's (none) does not
+    _same_gradients(model, d.to_torch(), torch.randn(2, 5, 6))
+
+
+def test_function_proof_is_deterministic_and_leaves_the_random_state() -> None:
+    from ncd.trace.functions import proven
+
+    torch.manual_seed(3)
+    x = torch.randn(4, 5)
+    holder = nn.Linear(5, 5)
+    state = torch.get_rng_state()
+    assert proven(Swish, (x,), {}, []) and proven(Swish, (x,), {}, [])
+    assert not proven(RoundST, (x,), {}, []) and not proven(Reverse, (x, 0.5), {}, [])
+    assert not proven(Swish, (x.to("meta"),), {}, [])  # meta values: cannot be told
+    assert not proven(Swish, (x.long(),), {}, [])  # nothing differentiable
+    assert proven(SetsGrad, (x, holder), {}, list(holder.parameters()))
+    assert holder.weight.grad is None  # its backward set it while proving: put back as it was
+    assert torch.equal(torch.get_rng_state(), state)

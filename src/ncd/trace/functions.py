@@ -7,7 +7,9 @@ recording, ``Function.apply`` is wrapped: the forward runs unrecorded and the ca
 ``torch.ops.ncd_function.<Class>`` (registered here with ``torch.library``), whose kernel sits above autograd
 (``CompositeImplicitAutograd``) and calls ``<Class>.apply`` itself, so the lowered module's forward and backward are the
 Function's.  Whether a Function's ``backward`` is its forward's autograd gradient cannot be told cheaply, so every one is
-a box, except those in :data:`EXACT` (their backward recomputes the forward: ``torch.utils.checkpoint``).  The operator
+a box, except those in :data:`EXACT` (their backward recomputes the forward: ``torch.utils.checkpoint``) and those
+:func:`proven` on the traced values (their backward's vector-Jacobian products equal autograd's through their forward):
+those are recorded as their forward's operations.  The operator
 lives in this process: a diagram saved with such a box and loaded elsewhere refuses to lower (no such operator).
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-__all__ = ["NAMESPACE", "EXACT", "function_op", "functions_boxed", "functions_refused"]
+__all__ = ["NAMESPACE", "EXACT", "function_op", "functions_boxed", "functions_refused", "proven"]
 
 NAMESPACE = "ncd_function"
 #: Functions whose ``backward`` is the autograd gradient of their ``forward`` by construction (they recompute it):
@@ -31,6 +33,141 @@ EXACT = frozenset({"torch.utils.checkpoint.CheckpointFunction"})
 _LIB: Any = None
 #: ``operator.overload`` -> (the Function, the arguments' structure, their non-tensor values, whether it returns a tuple)
 _OPS: dict[str, tuple[type, Any, tuple[Any, ...], bool]] = {}
+
+
+#: the tolerance of the tracer's other value proofs (``atol`` scaled by the largest expected magnitude)
+ATOL, RTOL = 1e-5, 1e-4
+SEED = 0
+
+
+class _Context:
+    """What a Function's ``forward(ctx, ...)`` may call on its ``ctx`` when run outside ``apply`` (autograd through
+    its operations)."""
+
+    def __init__(self, needs: tuple[bool, ...]) -> None:
+        self.needs_input_grad = needs
+        self.saved_tensors: tuple[Any, ...] = ()
+        self.materialize_grads = True
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        self.saved_tensors = tensors
+
+    def save_for_forward(self, *tensors: Any) -> None:
+        pass
+
+    def mark_dirty(self, *tensors: Any) -> None:
+        pass
+
+    def mark_non_differentiable(self, *tensors: Any) -> None:
+        pass
+
+    def set_materialize_grads(self, value: bool) -> None:
+        self.materialize_grads = value
+
+
+def _close(got: torch.Tensor | None, want: torch.Tensor | None) -> bool:
+    if got is None or want is None:  # no gradient on one side (a parameter the Function does not use: on neither)
+        other = want if got is None else got
+        return other is None or bool((other.detach().abs() <= ATOL).all())
+    g, w = got, want
+    if g.shape != w.shape:
+        return False
+    g, w = g.detach().double(), w.detach().double()
+    scale = max(1.0, float(w.abs().max())) if w.numel() else 1.0
+    return bool(torch.allclose(g, w, atol=ATOL * scale, rtol=RTOL))
+
+
+def proven(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    """Whether ``cls.apply(*args, **kwargs)``'s backward is the autograd gradient of its forward, told on the traced
+    values and on those values moved by fixed-seed noise as large as their largest magnitude (a straight-through
+    clamp whose traced values all lie inside its range agrees there, not beyond): :func:`_proven_at` both."""
+    held = [(p, p.grad) for p in params]  # a backward may accumulate into parameters' .grad itself (Reformer's)
+    copies = [(p, g.clone()) for p, g in held if g is not None]
+    try:
+        return _proven_twice(cls, args, kwargs, params)
+    finally:
+        for p, g in held:
+            p.grad = g
+        with torch.no_grad():
+            for p, g in copies:
+                if p.grad is not None:
+                    p.grad.copy_(g)
+
+
+def _proven_twice(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    leaves = tree_flatten((args, kwargs))[0]
+    if not _proven_at(cls, args, kwargs, params):
+        return False
+    gen = torch.Generator().manual_seed(SEED)
+    moved = []
+    for v in leaves:
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            size = max(1.0, float(v.detach().abs().max())) if v.numel() else 1.0
+            v = v.detach() + size * torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype)
+        moved.append(v)
+    a, kw = tree_unflatten(moved, tree_flatten((args, kwargs))[1])
+    return _proven_at(cls, a, kw, params)
+
+
+def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    """Whether ``cls.apply(*args, **kwargs)``'s backward is, on these values, the autograd gradient of its forward:
+    both run with autograd on copies of the floating-point tensor arguments (and ``params``, which the forward may
+    use), and the vector-Jacobian products with one fixed-seed random cotangent per output are compared, for every
+    such argument and parameter, with the tolerance of the tracer's other value proofs.  False when it cannot be told
+    (meta or non-float values, no floating-point output, an error)."""
+    from torch.autograd.function import _SingleLevelFunction
+
+    leaves, spec = tree_flatten((args, kwargs))
+    tensors = [v for v in leaves if isinstance(v, torch.Tensor)]
+    if any(type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_meta for t in tensors):
+        return False
+    floats = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    weights = [p for p in params if p.requires_grad and p.is_floating_point() and not p.is_meta]
+    if not floats and not weights:
+        return False
+
+    def run(through: bool) -> tuple[list[torch.Tensor], list[Any]] | None:
+        copies = list(leaves)
+        for i in floats:
+            copies[i] = leaves[i].detach().clone().requires_grad_(True)
+        a, kw = tree_unflatten(copies, spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            if not through:
+                out = cls.apply(*a, **kw)  # type: ignore[attr-defined]
+            elif cls.setup_context is not _SingleLevelFunction.setup_context:  # type: ignore[attr-defined]
+                out = cls.forward(*a, **kw)  # type: ignore[attr-defined]
+            else:
+                needs = tuple(isinstance(v, torch.Tensor) and v.requires_grad for v in a)
+                out = cls.forward(_Context(needs), *a, **kw)  # type: ignore[attr-defined]
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            return None
+        return outs, [copies[i] for i in floats]
+
+    mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", contextlib.nullcontext)
+    try:  # (a forward may write in place into a tensor autograd saved: SEW-D's XSoftmax, into softmax's result)
+        with torch.enable_grad(), mutable():
+            ran, through = run(False), run(True)
+            if ran is None or through is None or len(ran[0]) != len(through[0]):
+                return False
+            pairs = [(o, t) for o, t in zip(ran[0], through[0]) if o.is_floating_point()]
+            if not pairs or any(o.shape != t.shape or not _close(t, o) for o, t in pairs):
+                return False
+            gen = torch.Generator().manual_seed(SEED)
+            cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
+            grads: list[list[torch.Tensor | None]] = []
+            for side, ins in ((0, ran[1]), (1, through[1])):  # the Function's backward, then autograd's
+                live = [(pair[side], c) for pair, c in zip(pairs, cot) if pair[side].requires_grad]
+                wrt = ins + weights
+                if not live:
+                    grads.append([None] * len(wrt))
+                    continue
+                grads.append(list(torch.autograd.grad([o for o, _ in live], wrt, [c for _, c in live],
+                                                      allow_unused=True)))
+    except Exception:  # noqa: BLE001 - a Function that cannot be run twice or differentiated here: not proven
+        return False
+    return all(_close(g, w) for g, w in zip(grads[0], grads[1]))
 
 
 def qualified(cls: type) -> str:
@@ -95,6 +232,14 @@ def functions_boxed(rec: Any) -> Iterator[None]:
     def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
         if rec.inside or qualified(cls) in EXACT:
             return original(cls, *args, **kwargs)
+        if not rec.meta:
+            rec.inside += 1  # the proof's operations are not recorded
+            try:
+                exact = proven(cls, args, kwargs, list(rec.root.parameters()))
+            finally:
+                rec.inside -= 1
+            if exact:
+                return original(cls, *args, **kwargs)  # recorded as its forward's operations
         rec.inside += 1
         try:
             out = original(cls, *args, **kwargs)  # its own operations: not recorded
