@@ -821,12 +821,21 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         if made is not None:
             with torch._C._DisablePythonDispatcher():
                 return margs, mkwargs, _remade(made)
+    from ncd.trace.shapes import Shapes
+
+    shapes = Shapes.active  # a meta kernel written in Python reads sizes: plain ints (it refuses int subclasses)
+    if shapes is not None:
+        shapes.kernels += 1
     try:
-        with torch._C._DisablePythonDispatcher():
+        try:
+            with torch._C._DisablePythonDispatcher():
+                out = func(*margs, **mkwargs)
+        except Exception:  # noqa: BLE001 - no C++ meta kernel: the Python one (on fresh copies)
+            margs, mkwargs = _to_meta((args, kwargs))
             out = func(*margs, **mkwargs)
-    except Exception:  # noqa: BLE001 - no C++ meta kernel: the Python one (on fresh copies)
-        margs, mkwargs = _to_meta((args, kwargs))
-        out = func(*margs, **mkwargs)
+    finally:
+        if shapes is not None:
+            shapes.kernels -= 1
     if key is not None and not _aliases(out, margs, mkwargs):
         made = _fresh(out)
         if made is not None:

@@ -200,6 +200,7 @@ class Shapes:
         self.nodes = nodes  # the recording's nodes, in order
         self.escaped: list[tuple[Tree, str]] = []
         self.calling = 0
+        self.kernels = 0  # inside torch's own kernel on meta copies: its size reads are torch's, not the model's
         self._saved: dict[str, Any] = {}
         self._calls: _Calls | None = None  # the mode marking calls, pushed at the first size read
 
@@ -212,6 +213,8 @@ class Shapes:
         node_of = self.node_of
 
         def sized(tensor: torch.Tensor, dims: Any) -> Any:
+            if self.kernels:
+                return None
             node = node_of(tensor)
             if node is None:
                 return None
