@@ -354,3 +354,67 @@ def test_function_proof_is_deterministic_and_leaves_the_random_state() -> None:
     assert proven(SetsGrad, (x, holder), {}, list(holder.parameters()))
     assert holder.weight.grad is None  # its backward set it while proving: put back as it was
     assert torch.equal(torch.get_rng_state(), state)
+
+
+
+class MaskedSoftmax(torch.autograd.Function):
+    """Softmax over unmasked entries, the masked ones zeroed in place (SEW-D's ``XSoftmax``): its backward is its
+    forward's gradient, but through its forward autograd's saved softmax result is overwritten, so the plain
+    vector-Jacobian product raises and the proof runs again with saved tensors cloned before a write."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        mask = x < -0.5
+        mask[..., 0] = False  # (no row wholly masked)
+        out = torch.softmax(x.masked_fill(mask, float("-inf")), -1)
+        out.masked_fill_(mask, 0.0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return out * (grad - (grad * out).sum(-1, keepdim=True))
+
+
+class Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.b(MaskedSoftmax.apply(self.a(x)))
+        return out
+
+
+def test_function_writing_into_a_saved_tensor_is_proven_with_the_mutation_retry() -> None:
+    from ncd.trace.functions import _Context
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6)
+    with torch.enable_grad(), pytest.raises(RuntimeError, match="inplace operation"):  # why the retry is needed
+        y = x.clone().requires_grad_()
+        MaskedSoftmax.forward(_Context((True,)), y).sum().backward()
+    model = Masked()
+    d, messages = _trace(model, x)
+    assert d.opaque_count == 0 and not any("custom autograd.Functions" in m for m in messages)
+    _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
+
+
+def test_function_proof_does_not_import_dynamo() -> None:
+    """A proof that needs no write into saved tensors runs without torch's mutation mode, whose first use imports
+    ``torch._dynamo`` (about 0.8 s: most of a small model's first trace)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, ncd, warnings\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from test_trace_functions import Proven\n"
+            "warnings.simplefilter('ignore')\n"
+            "d = ncd.trace(Proven('exact'), torch.randn(2, 5, 6))\n"
+            "assert d.opaque_count == 0\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

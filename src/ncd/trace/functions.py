@@ -145,29 +145,46 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
             return None
         return outs, [copies[i] for i in floats]
 
-    mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", contextlib.nullcontext)
-    try:  # (a forward may write in place into a tensor autograd saved: SEW-D's XSoftmax, into softmax's result)
-        with torch.enable_grad(), mutable():
-            ran, through = run(False), run(True)
-            if ran is None or through is None or len(ran[0]) != len(through[0]):
-                return False
-            pairs = [(o, t) for o, t in zip(ran[0], through[0]) if o.is_floating_point()]
-            if not pairs or any(o.shape != t.shape or not _close(t, o) for o, t in pairs):
-                return False
-            gen = torch.Generator().manual_seed(SEED)
-            cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
-            grads: list[list[torch.Tensor | None]] = []
-            for side, ins in ((0, ran[1]), (1, through[1])):  # the Function's backward, then autograd's
-                live = [(pair[side], c) for pair, c in zip(pairs, cot) if pair[side].requires_grad]
-                wrt = ins + weights
-                if not live:
-                    grads.append([None] * len(wrt))
-                    continue
-                grads.append(list(torch.autograd.grad([o for o, _ in live], wrt, [c for _, c in live],
-                                                      allow_unused=True)))
+    try:
+        grads = _vjps(run, weights, contextlib.nullcontext)
+    except RuntimeError as error:  # a forward wrote in place into a tensor autograd saved (SEW-D's XSoftmax, into
+        if "inplace operation" not in str(error):  # softmax's result): again, saved tensors cloned before a write
+            return False
+        mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", None)
+        if mutable is None:
+            return False
+        try:  # (only then: torch's mode for it imports torch._dynamo on first use, ~0.8 s)
+            grads = _vjps(run, weights, mutable)
+        except Exception:  # noqa: BLE001 - a Function that cannot be run twice or differentiated here: not proven
+            return False
     except Exception:  # noqa: BLE001 - a Function that cannot be run twice or differentiated here: not proven
         return False
-    return all(_close(g, w) for g, w in zip(grads[0], grads[1]))
+    return grads is not None and all(_close(g, w) for g, w in zip(grads[0], grads[1]))
+
+
+def _vjps(run: Any, weights: list[torch.Tensor], mutable: Any) -> list[list[torch.Tensor | None]] | None:
+    """The Function's vector-Jacobian products (``run(False)``) and autograd's through its forward (``run(True)``)
+    with one fixed-seed random cotangent per floating-point output, wrt the arguments and ``weights``; None when the
+    outputs differ.  A write into a saved tensor raises (autograd's version check) unless ``mutable`` allows it."""
+    with torch.enable_grad(), mutable():
+        ran, through = run(False), run(True)
+        if ran is None or through is None or len(ran[0]) != len(through[0]):
+            return None
+        pairs = [(o, t) for o, t in zip(ran[0], through[0]) if o.is_floating_point()]
+        if not pairs or any(o.shape != t.shape or not _close(t, o) for o, t in pairs):
+            return None
+        gen = torch.Generator().manual_seed(SEED)
+        cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
+        grads: list[list[torch.Tensor | None]] = []
+        for side, ins in ((0, ran[1]), (1, through[1])):  # the Function's backward, then autograd's
+            live = [(pair[side], c) for pair, c in zip(pairs, cot) if pair[side].requires_grad]
+            wrt = ins + weights
+            if not live:
+                grads.append([None] * len(wrt))
+                continue
+            grads.append(list(torch.autograd.grad([o for o, _ in live], wrt, [c for _, c in live],
+                                                  allow_unused=True)))
+    return grads
 
 
 def qualified(cls: type) -> str:
