@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ncd
+from tests.test_trace import round_trip
 from tests.test_trace_robust import _fresh_round_trip
 
 
@@ -293,10 +294,65 @@ def test_losses_with_their_options_are_their_definitions() -> None:
         torch.testing.assert_close(lowered(x, y, other), model(x, y, other))
 
 
-def test_a_loss_with_class_weights_stays_opaque() -> None:
-    class Weighted(nn.Module):
-        def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(x, target, weight=torch.tensor([1.0, 2.0, 0.5]))
+class SmoothLosses(nn.Module):
+    """Huber and smooth L1 (their thresholds, 0 for smooth L1), KL divergence (log targets, batchmean, targets with
+    zeros), BCE with logits (weight, pos_weight) and cross entropy with class weights (an ignored class; labels the
+    model makes)."""
 
-    d = _fresh_round_trip(Weighted(), torch.randn(4, 3), torch.tensor([0, 2, 1, 1]))
-    assert d.opaque == (("aten.cross_entropy_loss.default", 1),)
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("cw", torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0]))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logp, w = x.log_softmax(-1), torch.tensor([2.0, 1.0, 0.5, 1.0, 3.0])
+        return (F.smooth_l1_loss(x, y, beta=0.5), F.huber_loss(x, y, delta=0.7, reduction="sum"),
+                F.smooth_l1_loss(x, y, reduction="none"), F.huber_loss(x, y), F.smooth_l1_loss(x, y, beta=0.0),
+                F.kl_div(logp, y.log_softmax(-1), reduction="batchmean", log_target=True),
+                F.kl_div(logp, y.softmax(-1), reduction="none"), F.kl_div(logp, t.relu(), reduction="sum"),
+                F.binary_cross_entropy_with_logits(x, y.sigmoid()),
+                F.binary_cross_entropy_with_logits(x, y.sigmoid(), weight=self.cw, pos_weight=w, reduction="none"),
+                F.cross_entropy(x, target, weight=self.cw), F.cross_entropy(x, target, weight=self.cw, reduction="sum"),
+                F.cross_entropy(x, target, weight=self.cw, ignore_index=2),
+                F.nll_loss(logp, target, weight=self.cw, reduction="none"),
+                F.cross_entropy(x, torch.arange(6) % 5, weight=self.cw))
+
+
+def test_smooth_divergence_and_weighted_losses_are_their_definitions_with_torchs_gradients() -> None:
+    torch.manual_seed(0)
+    model = SmoothLosses()
+    d = _fresh_round_trip(model, torch.randn(6, 5), torch.randn(6, 5), torch.rand(6, 5), torch.tensor([2, 0, 4, 2, 1, 3]))
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    for other in (torch.tensor([1, 1, 0, 3, 4, 4]), torch.tensor([2, 2, 2, 2, 2, 1])):  # none ignored; all but one
+        x, y = (3 * torch.randn(6, 5)).requires_grad_(), torch.randn(6, 5, requires_grad=True)
+        t = torch.rand(6, 5).masked_fill(torch.rand(6, 5) < 0.3, 0.0).requires_grad_()
+        got, want = lowered(x, y, t, other), model(x, y, t, other)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(sum(g.sum() for g in got), (x, y, t)),
+                        torch.autograd.grad(sum(w.sum() for w in want), (x, y, t))):
+            torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_kl_divergence_keeps_torchs_nan_gradient_at_a_zero_target() -> None:
+    class KL(nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(x, t, reduction="sum")
+
+    x, t = torch.randn(1, 3), torch.tensor([[0.0, 0.5, 0.5]])
+    d = round_trip(KL(), torch.randn(1, 3), torch.rand(1, 3))
+    assert d.opaque_count == 0
+    grads = [torch.autograd.grad(f(x, tt), tt)[0] for f in (d.to_torch(), KL()) for tt in [t.clone().requires_grad_()]]
+    assert grads[0][0, 0].isnan() and grads[1][0, 0].isnan()  # torch's xlogy(t, t): 0/0 at t = 0
+    torch.testing.assert_close(grads[0][0, 1:], grads[1][0, 1:])
+
+
+def test_losses_torch_clamps_or_weights_with_smoothing_stay_opaque() -> None:
+    class Clamped(nn.Module):
+        def forward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return (F.binary_cross_entropy(x.sigmoid(), x.mul(2).sigmoid()),
+                    F.cross_entropy(x, target, weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=0.1))
+
+    d = _fresh_round_trip(Clamped(), torch.randn(4, 3), torch.tensor([0, 2, 1, 1]))
+    assert d.opaque == (("aten.binary_cross_entropy.default", 1), ("aten.cross_entropy_loss.default", 1))
+
+
