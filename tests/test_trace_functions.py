@@ -418,3 +418,26 @@ def test_function_proof_does_not_import_dynamo() -> None:
     out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_function_in_a_model_recorded_on_meta_is_proven_on_real_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    record = importlib.import_module("ncd.trace.record")
+    monkeypatch.setattr(record, "META_ABOVE", 0)  # every model is recorded on meta first
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6)
+    model = Masked()
+    assert record._on_meta(model, (x,), {})
+    seen: list[bool] = []
+    original = record._record
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["meta"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(record, "_record", spy)
+    d, _ = _trace(model, x)
+    assert seen == [True, False]  # the Function sends the recording back to real values, where it is proven
+    assert d.opaque_count == 0
+    _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))

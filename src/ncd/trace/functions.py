@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,7 +133,7 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
             copies[i] = leaves[i].detach().clone().requires_grad_(True)
         a, kw = tree_unflatten(copies, spec)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)
+            torch.default_generator.manual_seed(SEED)  # (the CPU's only: torch.manual_seed queues every device's)
             if not through:
                 out = cls.apply(*a, **kw)  # type: ignore[attr-defined]
             elif cls.setup_context is not _SingleLevelFunction.setup_context:  # type: ignore[attr-defined]
@@ -145,13 +146,14 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
             return None
         return outs, [copies[i] for i in floats]
 
-    try:
-        grads = _vjps(run, weights, contextlib.nullcontext)
+    mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", None)
+    try:  # (with torch._dynamo already imported, the mode costs little: used at once, not after a failed try)
+        grads = _vjps(run, weights, mutable if mutable is not None and "torch._dynamo" in sys.modules
+                      else contextlib.nullcontext)
     except RuntimeError as error:  # a forward wrote in place into a tensor autograd saved (SEW-D's XSoftmax, into
         if "inplace operation" not in str(error):  # softmax's result): again, saved tensors cloned before a write
             return False
-        mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", None)
-        if mutable is None:
+        if mutable is None or "torch._dynamo" in sys.modules:
             return False
         try:  # (only then: torch's mode for it imports torch._dynamo on first use, ~0.8 s)
             grads = _vjps(run, weights, mutable)
@@ -249,14 +251,17 @@ def functions_boxed(rec: Any) -> Iterator[None]:
     def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
         if rec.inside or qualified(cls) in EXACT:
             return original(cls, *args, **kwargs)
-        if not rec.meta:
-            rec.inside += 1  # the proof's operations are not recorded
-            try:
-                exact = proven(cls, args, kwargs, list(rec.root.parameters()))
-            finally:
-                rec.inside -= 1
-            if exact:
-                return original(cls, *args, **kwargs)  # recorded as its forward's operations
+        if rec.meta:  # its proof needs values (and its forward may not run on meta): record on real values
+            from ncd.trace.record import _NeedValues
+
+            raise _NeedValues(f"the custom autograd.Function {cls.__qualname__} is proven on values")
+        rec.inside += 1  # the proof's operations are not recorded
+        try:
+            exact = proven(cls, args, kwargs, list(rec.root.parameters()))
+        finally:
+            rec.inside -= 1
+        if exact:
+            return original(cls, *args, **kwargs)  # recorded as its forward's operations
         rec.inside += 1
         try:
             out = original(cls, *args, **kwargs)  # its own operations: not recorded
