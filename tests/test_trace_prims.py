@@ -356,3 +356,46 @@ def test_losses_torch_clamps_or_weights_with_smoothing_stay_opaque() -> None:
     assert d.opaque == (("aten.binary_cross_entropy.default", 1), ("aten.cross_entropy_loss.default", 1))
 
 
+
+
+class Vectors(nn.Module):
+    """Products with vectors (``mv``, ``dot``, ``vdot``, ``outer``, ``ger``, ``@`` with a vector on either side) and
+    linear maps whose weight the model computes (spectral norm's ``W / σ``, ``F.linear`` with an outer product)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v, self.u = nn.Parameter(torch.randn(6)), nn.Parameter(torch.randn(5))
+        self.fc = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 5))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (torch.mv(x, self.v), x @ self.v, self.u @ y, torch.dot(x[0], self.v), torch.vdot(self.v, x[1]),
+                torch.outer(x[0], self.u), torch.ger(self.u, x[2]), x[0] @ self.v, self.fc(x),
+                x @ torch.outer(self.v, self.v), F.linear(x, torch.outer(self.u, self.v), self.u * 2))
+
+
+def test_products_of_vectors_and_computed_weights_are_einsums_with_torchs_gradients() -> None:
+    torch.manual_seed(0)
+    model = Vectors().eval()
+    d = _fresh_round_trip(model, torch.randn(4, 6), torch.randn(5, 4))
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    x, y = torch.randn(4, 6, requires_grad=True), torch.randn(5, 4)
+    got, want = lowered(x, y), model(x, y)
+    torch.testing.assert_close(got, want)
+    (a, *pa), (b, *pb) = (torch.autograd.grad(sum(o.sum() for o in out), [x, *m.parameters()])
+                          for out, m in ((got, lowered), (want, model)))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(sorted(float(g.sum()) for g in pa), sorted(float(g.sum()) for g in pb), rtol=1e-5, atol=1e-5)
+    x3 = torch.randn(3, 6)
+    torch.testing.assert_close(d.to_torch(b=3)(x3, y), model(x3, y))  # another batch size
+
+
+def test_a_product_of_integer_vectors_stays_opaque() -> None:
+    class Counts(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n = (x > 0).long()
+            return x * torch.dot(n[0], n[1])
+
+    d = _fresh_round_trip(Counts(), torch.randn(2, 5))
+    assert d.opaque == (("aten.dot.default", 1),)

@@ -1,4 +1,5 @@
-"""Conversion rule for ``torch.einsum``: any equation torch accepts, as one einsum wiring.
+"""Conversion rule for ``torch.einsum``: any equation torch accepts, as one einsum wiring (and the products of vectors,
+the diagonals and ``diag_embed``, each an einsum).
 
 The equation is first spelled out (:func:`spelled`): ellipses become letters of their own (right-aligned, as torch
 broadcasts them), an implicit output (no ``->``) becomes torch's (the ellipsis, then the letters used once, in
@@ -99,6 +100,23 @@ def emit_einsum(conv: Converter, node: Node, equation: str, operands: list[Node]
     out = Segment(tuple(axes[names[c]] for c in right))
     (vid,) = conv.emit(Box(EinsumOp(Type(tuple(segs)), out)), vids, [out])
     conv.bind(node, vid)
+
+
+# -- products of vectors: torch.mv, dot, vdot, outer (ger) as einsum wirings -------------------------------------------
+_VECTORS = {"mv": ("ij,j->i", (2, 1)), "dot": ("i,i->", (1, 1)), "vdot": ("i,i->", (1, 1)),
+            "outer": ("i,j->ij", (1, 1)), "ger": ("i,j->ij", (1, 1))}
+
+
+@rule(*(f"aten.{name}" for name in _VECTORS))
+def vector_product(conv: Converter, node: Node) -> None:
+    """``A @ v`` (``mv``), ``a · b`` (``dot``; ``vdot`` on real numbers, where it conjugates nothing) and ``a ⊗ b``
+    (``outer``) of float tensors: the einsums ``ij,j->i``, ``i,i->`` and ``i,j->ij``."""
+    equation, ranks = _VECTORS[node.target.name().split("::")[1].split(".")[0]]
+    operands = list(node.args[:2])
+    if not all(_tensor(o) and o.value.is_floating_point() for o in operands) or tuple(
+            len(_shape(o)) for o in operands) != ranks or not any(o.live for o in operands):
+        raise Decline("not real float tensors of a product's ranks, one of them live")
+    emit_einsum(conv, node, equation, operands)
 
 
 # -- diagonals: torch.diagonal, torch.trace, torch.diag_embed, torch.diag as einsum wirings ------------------------

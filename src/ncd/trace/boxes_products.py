@@ -6,6 +6,11 @@ einsum wiring :func:`ncd.trace.idioms.matmul` draws for ``bmm``) and the broadca
 computed from the recorded operands, so each part is exactly what torch computes (BLOOM's ALiBi scores, GPT-NeoX
 Japanese, WavLM).  ``β = 0`` ignores ``input`` (as torch does, NaN included).
 
+``linear(x, W, b)`` whose weight the model computes from parameters (spectral norm's ``W / σ``; a weight that is a
+parameter is a learned linear map, :func:`ncd.trace.idioms.linear`) is the einsum ``...i, oi -> ...o`` and the sum with
+the bias, each from a step made for the occasion.  ``a @ b`` with a vector on either side is the einsum torch reads it
+as (``i,i->``, ``...ij,j->...i``, ``j,...jk->...k``).
+
 ``glu(x, dim)`` is ``a · σ(b)`` for the two halves ``a, b`` of ``x`` along ``dim`` (its definition): two slices, the
 sigmoid and the product, each read by the rule of its own operator (a conformer's convolution module, wav2vec2).
 """
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import torch
 
+from ncd.trace.boxes_einsum import emit_einsum
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.idioms import _live, _tensor, arithmetic, matmul, slice_, unary
+from ncd.trace.idioms import _live, _tensor, arithmetic, linear, matmul, slice_, unary
+from ncd.trace.registry import hook
 
 __all__: list[str] = []
 
@@ -76,3 +83,46 @@ def glu(conv: Converter, node: Node) -> None:
     product = _step(node, "product", torch.ops.aten.mul.Tensor, (first, gate), node.value, True)
     arithmetic(conv, product)
     conv.bind(node, conv.values[id(product)])
+
+
+def computed_weight_linear(conv: Converter, node: Node) -> bool:
+    """``x @ Wᵀ (+ b)`` for a weight ``W`` computed in the forward (a live matrix): the einsum, then the bias's sum;
+    False (the learned linear map's rule) for any other weight."""
+    x, w = node.args[:2]
+    b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if not (_live(w) and _tensor(x) and w.value.dim() == 2 and x.value.dim() >= 1 and w.value.is_floating_point()
+            and x.value.dtype == w.value.dtype == node.value.dtype):
+        return False
+    product = _step(node, "product", torch.ops.aten.linear.default, (x, w), torch.nn.functional.linear(x.value, w.value),
+                    True)
+    emit_einsum(conv, product, "...i,oi->...o", [x, w])
+    if b is None:
+        conv.bind(node, conv.values[id(product)])
+        return True
+    if not (_tensor(b) and b.value.dtype == node.value.dtype):
+        raise Decline("a bias that is not a tensor of the output's dtype")
+    total = _step(node, "bias", torch.ops.aten.add.Tensor, (product, b), node.value, True)
+    arithmetic(conv, total)
+    conv.bind(node, conv.values[id(total)])
+    return True
+
+
+def vector_matmul(conv: Converter, node: Node) -> bool:
+    """``a @ b`` with a vector on either side, as torch reads it: ``i,i->``, ``...ij,j->...i`` or ``j,...jk->...k``
+    (the einsum); False (the matrix product's rule) when both have two dimensions or more, or a vector goes through a
+    learned matrix (a linear map)."""
+    a, b = node.args[:2]
+    if not (_tensor(a) and _tensor(b)) or 1 not in (a.value.dim(), b.value.dim()) or not (_live(a) or _live(b)):
+        return False
+    if any(_live(x) and conv.learned(w) and w.value.dim() == 2 and not w.live for x, w in ((a, b), (b, a))):
+        return False  # a vector through a learned matrix: the learned linear map
+    if not (a.value.is_floating_point() and a.value.dtype == b.value.dtype == node.value.dtype):
+        raise Decline("a product of vectors that are not floats of one dtype")
+    equation = "i,i->" if a.value.dim() == b.value.dim() == 1 else "...ij,j->...i" if b.value.dim() == 1 else "j,...jk->...k"
+    emit_einsum(conv, node, equation, [a, b])
+    return True
+
+
+assert linear is not None and matmul is not None  # their rules are registered: the hooks stand in front of them
+hook(("aten.linear",), computed_weight_linear)
+hook(("aten.matmul",), vector_matmul)
