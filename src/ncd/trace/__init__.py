@@ -58,6 +58,8 @@ class TracedDiagram(Block):
     fixed: tuple[tuple[tuple[str, ...], str], ...] = field(default=(), compare=False, hash=False)
     constants: tuple[str, ...] = field(default=(), compare=False, hash=False)
     unused: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, hash=False)
+    #: the model and its call (:mod:`ncd.trace.other_sizes`): a module lowered at other sizes is checked against it
+    origin: Any = field(default=None, compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -118,6 +120,10 @@ class TracedDiagram(Block):
         else:
             load_parameters(module, self.tensors, self.example)
         hold(module, self.unused)
+        if other:
+            from ncd.trace.other_sizes import check
+
+            check(self.name, self.origin, module, self.as_block(), self.example, dict(sizes), defaults)
         return module
 
     def _float_dtype(self) -> torch.dtype | None:
@@ -227,12 +233,13 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         listed = ", ".join(f"{name.removeprefix('aten.')} ×{n}" for name, n in opaque)
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=4)
+    from ncd.trace.other_sizes import origin_of
     from ncd.trace.shapes import fixed_boxes
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                           fixed, held, unread(model, tensors))
+                           fixed, held, unread(model, tensors), origin_of(model, example_inputs, example_kwargs))
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced

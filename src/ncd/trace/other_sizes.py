@@ -1,0 +1,187 @@
+"""A traced diagram lowered at other sizes than it was traced at, checked against the model at those sizes.
+
+Sizes a model reads into Python are followed where Python lets ncd see them (:mod:`ncd.trace.shapes`), but not
+everywhere: a float written first (``x * (1.0 / x.shape[0])``, ``0.5 * t``: Python's float arithmetic reads the int
+without asking it), ``len(x)`` (Python makes its result a plain int), ``math`` of a non-integer size
+(``math.sqrt(t / 2)``) and the ``torch.export`` capture keep the traced value.  A module lowered at other sizes
+(``d.to_torch(b=3)``) would then compute something else than the model, silently.  So, when the model is still at hand,
+:func:`check` runs it and the lowered module on the traced inputs grown or cut to the new sizes (their entries repeated
+along each axis whose size changes: ids stay ids, masks stay masks) and refuses (``TraceError``) when they differ.
+
+The check is skipped (the module is returned unchecked) when the inputs cannot be remade at the new sizes: an input
+that is an object holding tensors (a key/value cache), an input whose diagram type is not the tensor's, or a model that
+raises at these sizes itself, or whose output is not the same on two runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ncd.errors import TraceError
+
+__all__ = ["Origin", "origin_of", "check"]
+
+
+class _Slot:
+    """Where the ``index``-th input tensor goes in the model's call."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+@dataclass(eq=False)
+class Origin:
+    """The traced model and how its call is made from the diagram's inputs (``args``/``kwargs`` with each input tensor
+    a :class:`_Slot`); not pickled (a diagram read back has no model to check against)."""
+
+    model: torch.nn.Module | None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    count: int = 0
+
+    def __reduce__(self) -> Any:
+        return (Origin, (None,))
+
+
+def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Origin:
+    """The model's call with its tensors as slots, in the order the recorder makes them inputs (pytree order within a
+    list, tuple or dict argument); an argument that is an object holding tensors leaves the call unknown."""
+    from ncd.trace.capture import holds_tensors
+
+    count = 0
+
+    def slotted(value: Any) -> Any:
+        nonlocal count
+        if isinstance(value, torch.Tensor):
+            count += 1
+            return _Slot(count - 1)
+        items, spec = torch.utils._pytree.tree_flatten(value)
+        if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in items):
+            raise LookupError  # a cache object: its tensors cannot be put back by position
+        for i, v in enumerate(items):
+            if isinstance(v, torch.Tensor):
+                items[i] = _Slot(count)
+                count += 1
+        return torch.utils._pytree.tree_unflatten(items, spec)
+
+    try:
+        call_args = tuple(slotted(v) for v in args)
+        call_kwargs = {k: slotted(v) for k, v in kwargs.items()}
+    except LookupError:
+        return Origin(model)
+    return Origin(model, call_args, call_kwargs, count)
+
+
+def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
+    items, spec = torch.utils._pytree.tree_flatten(value, is_leaf=lambda v: isinstance(v, _Slot))
+    return torch.utils._pytree.tree_unflatten([tensors[v.index] if isinstance(v, _Slot) else v for v in items], spec)
+
+
+def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut."""
+    out = example
+    for dim, (was, now) in enumerate(zip(example.shape, shape)):
+        if was != now:
+            out = out.index_select(dim, torch.arange(now, device=out.device) % was)
+    return out.clone()
+
+
+def _inputs(block: Any, example: tuple[torch.Tensor, ...], sizes: dict[str, int]) -> list[torch.Tensor] | None:
+    """The inputs at ``sizes``: each example tensor resized to its diagram type bound at those sizes (None when the types
+    do not match the tensors)."""
+    from ncd.ir.diagram import bind_all
+
+    dom = bind_all(block, sizes).dom
+    if len(dom) != len(example):
+        return None
+    out = []
+    for seg, tensor in zip(dom, example):
+        shape = tuple(int(a.size) for a in seg.axes)
+        if len(shape) != tensor.dim() or any(n != m and (n < 1 or m < 1) for n, m in zip(shape, tensor.shape)):
+            return None
+        out.append(_resized(tensor, shape))
+    return out
+
+
+def _leaves(value: Any) -> list[torch.Tensor]:
+    from ncd.trace.capture import held_tensors
+
+    return [value] if isinstance(value, torch.Tensor) else held_tensors(value)
+
+
+def _run(model: torch.nn.Module, call: Any, seed: int = 0) -> list[torch.Tensor]:
+    """The model's output tensors on ``call`` (args, kwargs), its buffers and attributes put back afterwards."""
+    from ncd.trace import _state_kept
+    from ncd.trace.capture import _Flat
+
+    args, kwargs = call
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        with _state_kept(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return list(_Flat(model)(*args, **kwargs))
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+
+
+def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None:
+    """What differs between the lowered module's outputs and the model's (None when equal)."""
+    if len(got) != len(want):
+        return f"{len(got)} outputs, the model {len(want)}"
+    for k, (a, b) in enumerate(zip(got, want)):
+        if tuple(a.shape) != tuple(b.shape):
+            return f"output {k} has shape {tuple(a.shape)}, the model's {tuple(b.shape)}"
+        if a.is_floating_point() or b.is_floating_point() or a.is_complex():
+            kind = torch.complex128 if a.is_complex() or b.is_complex() else torch.float64
+            x, y = a.detach().to(kind), b.detach().to(kind)
+            scale = float(y.abs().max()) if y.numel() else 0.0
+            tol = 2e-2 if torch.float16 in (a.dtype, b.dtype) or torch.bfloat16 in (a.dtype, b.dtype) else 1e-4
+            if not torch.allclose(x, y, atol=tol * max(scale, 1.0), rtol=tol, equal_nan=True):
+                return f"output {k} differs by {float((x - y).abs().max()):.3g}"
+        elif not torch.equal(a, b.to(a.dtype)):
+            return f"output {k} differs in {int((a != b.to(a.dtype)).sum())} entries"
+    return None
+
+
+def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
+          sizes: dict[str, int], traced: dict[str, int]) -> None:
+    """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes."""
+    if origin is None or origin.model is None or origin.kwargs is None or origin.count != len(example):
+        return
+    tensors = _inputs(block, example, sizes)
+    if tensors is None:
+        return
+    call = (_filled(origin.args, tensors), _filled(origin.kwargs, tensors))
+    try:
+        want = _run(origin.model, call)
+    except Exception:  # noqa: BLE001 - the model does not run at these sizes (a longer text than its positions): no check
+        return
+    mode = module.training
+    saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            got = _leaves(module(*[t.clone() for t in tensors]))
+    except Exception:  # noqa: BLE001 - the lowered module refuses these inputs: the user will see it on their own
+        return
+    finally:
+        module.load_state_dict(saved)
+        module.train(mode)
+    wrong = _difference(got, want)
+    if wrong is None or _difference(_run(origin.model, call), want) is not None:
+        return  # equal, or the model itself gives another output each run: nothing to compare with
+    at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    was = ", ".join(f"{k}={traced[k]}" for k in sizes if k in traced)
+    raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it differs from the model run at"
+                     f" those sizes ({wrong}); the model computes something in Python from its input's shape that the"
+                     " trace keeps at the traced value (a float written first, such as x * (1.0 / x.shape[0]) or"
+                     " 0.5 * t; len(x); math of a non-integer size, such as math.sqrt(t / 2)); trace it at the"
+                     " sizes you run it at")

@@ -1,0 +1,153 @@
+"""A diagram lowered at other sizes than it was traced at is never silently wrong (``ncd.trace.other_sizes``).
+
+Sizes a model turns into numbers Python computes with where ncd cannot see them (a float written first, ``len(x)``,
+``math`` of a non-integer size, the export capture) used to keep their traced value, so ``d.to_torch(b=3)`` computed
+another function than the model at b=3, with no warning.  The lowered module is now checked against the model at the
+new sizes: each case here is refused (``TraceError``) or equal to the model on fresh inputs of those sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+def _trace(model: nn.Module, *args: torch.Tensor, **kwargs: object) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *args, **kwargs)
+
+
+class _Scaled(nn.Module):
+    """A linear map, then a scale the forward computes from the input's shape by ``how``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x)
+        b, t = x.shape[0], x.shape[1]
+        if self.how == "float_first":
+            return y * (1.0 / x.shape[0])
+        if self.how == "half_t":
+            return y * (0.5 * t)
+        if self.how == "len":
+            return y / len(x)
+        if self.how == "sqrt_half":
+            return y * math.sqrt(t / 2)
+        if self.how == "mixed":
+            return y * (2.0 ** -b) + y.mean(1, keepdim=True)
+        raise AssertionError(self.how)
+
+
+SILENT = ["float_first", "half_t", "len", "sqrt_half", "mixed"]
+
+
+@pytest.mark.parametrize("how", SILENT)
+def test_a_scale_python_computes_from_a_size_unseen_is_refused_at_other_sizes(how: str) -> None:
+    torch.manual_seed(0)
+    model = _Scaled(how).eval()
+    d = _trace(model, torch.randn(2, 6, 4))
+    x = torch.randn(2, 6, 4)
+    torch.testing.assert_close(d.to_torch()(x), model(x))  # at the traced sizes it is the model
+    for sizes in ({"b": 3}, {"t": 4}, {"b": 1, "t": 9}):
+        try:
+            lowered = d.to_torch(**sizes)
+        except ncd.TraceError as error:
+            assert "differs from the model" in str(error) and "trace it at the sizes you run it at" in str(error)
+            continue
+        x = torch.randn(sizes.get("b", 2), sizes.get("t", 6), 4)
+        torch.testing.assert_close(lowered(x), model(x), rtol=1e-5, atol=1e-5)  # this size did not matter
+    with pytest.raises(ncd.TraceError, match="differs from the model"):  # every case reads the size it changes
+        d.to_torch(**({"b": 3} if how in ("float_first", "len", "mixed") else {"t": 4}))
+
+
+def test_the_export_capture_is_checked_too() -> None:
+    torch.manual_seed(0)
+    model = _Scaled("float_first").eval()
+    d = _trace(model, torch.randn(2, 6, 4), capture="export")
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_torch(b=3)
+
+
+class _Followed(nn.Module):
+    """Shape arithmetic ncd follows, an attention mask, a batch norm in training mode (its running statistics are
+    buffers the forward writes), and dropout-free eval: lowered at other sizes it is the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, t, m = x.shape
+        y = self.proj(x) * (t * m) ** -0.5
+        y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = y.masked_fill(~mask[..., None], 0.0)
+        return {"y": y / b, "pooled": y.sum(1) * (1 / t)}
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_what_ncd_follows_still_lowers_at_other_sizes_and_the_check_changes_no_state(training: bool) -> None:
+    torch.manual_seed(0)
+    model = _Followed().train(training)
+    mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    d = _trace(model, torch.randn(2, 5, 4), mask=mask)
+    stats = [b.clone() for b in model.buffers()]
+    for b, t in ((3, 5), (1, 7), (4, 2), (2, 7)):
+        if training:  # batch norm in training mode is an opaque box of the traced sizes: refused
+            with pytest.raises(ncd.TraceError, match="batch_norm"):
+                d.to_torch(b=b, t=t)
+            continue
+        lowered = d.to_torch(b=b, t=t)
+        kept = {k: v.clone() for k, v in lowered.state_dict().items()}
+        assert [torch.equal(x, y) for x, y in zip(model.buffers(), stats)] == [True] * len(stats)
+        assert all(torch.equal(v, kept[k]) for k, v in lowered.state_dict().items())
+        assert lowered.training == training
+        x, m = torch.randn(b, t, 4), torch.rand(b, t) > 0.3
+        with torch.no_grad():
+            want = model(x, mask=m)
+            got = lowered(x, m)
+        torch.testing.assert_close(tuple(got), (want["y"], want["pooled"]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_diagram_pickles_without_its_model_and_then_lowers_unchecked() -> None:
+    torch.manual_seed(0)
+    model = _Scaled("float_first").eval()
+    d = _trace(model, torch.randn(2, 6, 4))
+    back = pickle.loads(pickle.dumps(d.origin))
+    assert back.model is None
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_torch(b=3)
+
+
+class _Cached(nn.Module):
+    """A model whose Python attribute changes each call (a counter) and that reads a size via ``len``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        self.calls += 1
+        return self.proj(xs[0]) * (1.0 / len(xs[1])) + xs[1].sum(0)
+
+
+def test_inputs_in_lists_are_remade_and_the_models_attributes_kept() -> None:
+    torch.manual_seed(0)
+    model = _Cached().eval()
+    d = _trace(model, [torch.randn(2, 3, 4), torch.randn(2, 3, 4)])
+    calls = model.calls
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_torch(b=3)
+    assert model.calls == calls
