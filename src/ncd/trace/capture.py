@@ -160,9 +160,37 @@ def input_names(model: torch.nn.Module, n_args: int, kwargs: dict[str, Any]) -> 
 METHODS = ("dispatch", "export")
 
 
+#: the __torch_function__ of a tensor subclass that adds no behaviour: Tensor's own, or Parameter's (disabled)
+_NO_BEHAVIOUR = (torch.Tensor.__torch_function__.__func__, torch._C._disabled_torch_function_impl)  # type: ignore[attr-defined]
+
+
+def _plain_inputs(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The inputs with each tensor of a subclass that adds no behaviour (``class MyT(torch.Tensor): pass``, a
+    ``Parameter``) read as a plain tensor: recorded as it is, its results are new objects the recorder never saw, and
+    the model's input was drawn as a constant (the lowered module ignored its input).  A subclass with its own
+    ``__torch_function__`` or ``__torch_dispatch__`` computes something else than torch: refused, naming it."""
+    def plain(value: Any) -> Any:
+        kind = type(value)
+        if kind is torch.Tensor or not isinstance(value, torch.Tensor):
+            return value
+        function = getattr(kind.__torch_function__, "__func__", kind.__torch_function__)
+        if function not in _NO_BEHAVIOUR or kind.__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+            raise TraceError(f"cannot trace {type(model).__name__}: an input is a {kind.__name__}, a tensor subclass with"
+                             " its own __torch_function__ or __torch_dispatch__ (what it computes is not torch's); pass"
+                             " a plain tensor (x.as_subclass(torch.Tensor)) if it computes what torch does")
+        return value.as_subclass(torch.Tensor)
+
+    if all(type(v) is torch.Tensor or not isinstance(v, torch.Tensor)
+           for v in torch.utils._pytree.tree_leaves((args, kwargs))):
+        return args, kwargs
+    return torch.utils._pytree.tree_map(plain, (tuple(args), dict(kwargs)))  # type: ignore[no-any-return]
+
+
 def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str = "dispatch") -> Captured:
     if method not in METHODS:
         raise TraceError(f"unknown capture {method!r}; known: {', '.join(METHODS)}")
+    args, kwargs = _plain_inputs(model, args, kwargs)
     flat = _Flat(model)
     reads: Exception | None = None
     if method == "dispatch" and recorder_works():
@@ -203,7 +231,19 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     if reads is not None and _unbacked(ep):  # the value read sets a shape: export traced it symbolically, not us
         raise TraceError(f"cannot trace {type(model).__name__}: the shapes of its tensors depend on the values of the"
                          f" inputs ({reads}); a neural circuit diagram draws one fixed computation.")
+    if _mutates(ep):  # a write in place (through a view): the graph's functional form, whose writes are scatters
+        ep = ep.run_decompositions({})
     return _from_export(ep, flat, args, kwargs, names)
+
+
+def _mutates(ep: Any) -> bool:
+    """Whether an exported graph (torch's training IR is not functional) writes into a tensor in place: converted call
+    by call, the write would be lost (an opaque box computing the written view, its base left as it was)."""
+    for node in ep.graph.nodes:
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is not None and schema.is_mutable:
+            return True
+    return False
 
 
 def _unbacked(ep: Any) -> bool:
@@ -355,6 +395,9 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
             nodes.append(node)
         elif fx_node.op == "output":
             outputs = list(_map(fx_node.args[0], env))
+            kinds = [spec.kind.name for spec in sig.output_specs]
+            if len(kinds) == len(outputs):  # a functional graph returns the buffers it wrote first: not the model's
+                outputs = [o for o, kind in zip(outputs, kinds) if kind == "USER_OUTPUT"]
         else:
             raise TraceError(f"cannot import graph node {fx_node.name!r} of kind {fx_node.op!r}")
     _evaluate(nodes)
