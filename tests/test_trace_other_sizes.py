@@ -200,3 +200,25 @@ def test_a_tensor_subclass_input_is_an_input_or_refused() -> None:
         torch.testing.assert_close(d.to_torch()(x), model(x))
     with pytest.raises(ncd.TraceError, match="_Own, a tensor subclass with its own __torch_function__"):
         ncd.trace(model, torch.randn(2, 3, 4).as_subclass(_Own))
+
+
+class _FirstRowWrite(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x).clone()
+        y[:, 0].mul_(2.0)  # recorded as the slices 0:1 and 1:6 of t
+        return y
+
+
+def test_a_slice_of_the_traced_length_is_a_trace_error_at_other_lengths() -> None:
+    torch.manual_seed(0)
+    model = _FirstRowWrite().eval()
+    d = _trace(model, torch.randn(2, 6, 4))
+    x = torch.randn(3, 6, 4)
+    torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
+    for t in (5, 9):  # was a SizeError from the lowering (t=5), naming no model or size asked
+        with pytest.raises(ncd.TraceError, match=rf"cannot lower _FirstRowWrite at \{{'t': {t}\}}.*traced sizes"):
+            d.to_torch(t=t)

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ncd.errors import TraceError
+from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
 from ncd.trace.params import HOLDER, hold, tie, unread
 
@@ -95,7 +95,14 @@ class TracedDiagram(Block):
                              " in the model's forward from its input's shape is stored as its values):"
                              f" {'; '.join(box for _, box in fixed[:4])}; other sizes lower: "
                              f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
-        module = to_torch(self.as_block(), check_inputs=True, **sizes)
+        try:
+            module = to_torch(self.as_block(), check_inputs=True, **sizes)
+        except SizeError as error:
+            if not other:
+                raise
+            raise TraceError(f"cannot lower {self.name} at {other} (traced at {({k: defaults.get(k) for k in other})}): a"
+                             f" box holds a number of the traced sizes ({error}): a slice, write or view recorded at"
+                             " the traced sizes; trace at the sizes you run at") from None
         module.train(self.training)  # the mode the model was traced in
         dtype = self._float_dtype()
         if dtype is not None:  # a model in float64 (or half precision) throughout: the lowered module too
