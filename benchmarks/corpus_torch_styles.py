@@ -660,4 +660,12 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("capsules", Capsules, _x(B, 6, 4)),
         ("float64_net", Float64Net, _f64),
         ("channels_interp", Channels, _x(B, 3, 8, 8)),
-    ]
+    ] + _hunt()
+
+
+def _hunt() -> list[tuple[str, type[nn.Module], Make]]:
+    """The models of the hunts for silently wrong diagrams (``benchmarks/corpus_torch_hunt.py``, beside this file)."""
+    import corpus_torch_hunt  # on the path whenever this module is
+
+    hunt: list[tuple[str, type[nn.Module], Make]] = corpus_torch_hunt.zoo()
+    return hunt

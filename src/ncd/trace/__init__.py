@@ -98,7 +98,7 @@ class TracedDiagram(Block):
         try:
             module = to_torch(self.as_block(), check_inputs=True, **sizes)
         except SizeError as error:
-            if not other:
+            if not other or not set(other) <= set(defaults):  # a size the diagram has no symbol for: said as is
                 raise
             raise TraceError(f"cannot lower {self.name} at {other} (traced at {({k: defaults.get(k) for k in other})}): a"
                              f" box holds a number of the traced sizes ({error}): a slice, write or view recorded at"

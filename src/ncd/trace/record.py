@@ -155,6 +155,7 @@ class _Recording:
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
         self.inputs_written: set[str] = set()  # the inputs the model writes into in place
+        self.buffers_written: dict[str, str] = {}  # the model's buffers it writes into in place -> the line
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, value.detach().clone()))
@@ -376,6 +377,9 @@ class _Recording:
         root = mutated if mutated._base is None else mutated._base
         if id(root) in self.input_of:
             self.inputs_written.add(self.input_of[id(root)])
+        held = self.state.get(id(root))
+        if held is not None and not held[1] and not held[0].endswith("num_batches_tracked"):
+            self.buffers_written.setdefault(held[0], user_line() or "?")
         if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
             raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
@@ -644,6 +648,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
                       " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=2)
+    if rec.buffers_written:  # a running statistic, a step counter, a cache: state a diagram does not carry
+        import warnings
+
+        where = ", ".join(f"{name} at {line}" for name, line in rec.buffers_written.items())
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its buffers in place ({where}); the"
+                      " diagram computes the traced call from their values before it and the lowered module does not"
+                      " update them, so later calls of the model differ from it (and tracing ran the model once: its"
+                      " buffers were updated as by one call)", RuntimeWarning, stacklevel=2)
     aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
     if aliased:
         import warnings

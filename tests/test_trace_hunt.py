@@ -1,0 +1,102 @@
+"""The hunts' models (``benchmarks/corpus_torch_hunt.py``): never a crash, never a silently wrong diagram.
+
+Each entry is traced (or refused with ``ncd.TraceError``); the lowered module equals the model on the traced input and
+on a fresh one, with the model's parameter count; the drawing renders; and lowered at another batch (``b=3``) it is
+refused or equal to the model on a fresh input of that batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+import warnings
+
+import pytest
+import torch
+
+import ncd
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "import_corpus.py"
+if "import_corpus" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("import_corpus", _PATH)
+    assert _spec is not None and _spec.loader is not None
+    sys.modules["import_corpus"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["import_corpus"])
+corpus = sys.modules["import_corpus"]
+corpus.zoo_module()  # puts benchmarks/ on the path
+import corpus_torch_hunt as hunt  # noqa: E402
+
+NAMES = [name for name, _, _ in hunt.zoo()]
+#: entries whose lowering at another batch is refused, and why (the rest must lower and be equal)
+REFUSED_AT_B3 = {"shape_float_first": "differs from the model", "channels_last": None, "bool_masks": None,
+                 "view_writes": None, "int_bits_arithmetic": None, "weight_norm": None, "functional_call": None}
+
+
+@pytest.fixture(scope="module")
+def entries() -> dict[str, object]:
+    return {e.name: e for e in corpus.torch_entries()}
+
+
+def _grown(inputs: dict[str, object], b: int) -> dict[str, object]:
+    """The inputs at batch ``b``: their rows repeated (``0 1 0``), their layout (strides, subclass) as given."""
+    out: dict[str, object] = {}
+    for k, v in inputs.items():
+        assert isinstance(v, torch.Tensor)
+        rows = v.index_select(0, torch.arange(b) % v.shape[0])
+        out[k] = torch.empty_strided(rows.shape, _strides(v, rows.shape), dtype=v.dtype).copy_(rows)
+        if type(v) is not torch.Tensor:
+            out[k] = out[k].as_subclass(type(v))  # type: ignore[attr-defined]
+    return out
+
+
+def _strides(v: torch.Tensor, shape: torch.Size) -> tuple[int, ...]:
+    order = sorted(range(v.dim()), key=lambda d: v.stride(d))  # innermost first
+    strides = [0] * v.dim()
+    step = 1
+    for d in order:
+        strides[d] = step
+        step *= shape[d]
+    return tuple(strides)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_hunted_model_is_traced_equal_and_lowers_at_another_batch_or_refuses(name: str, entries: dict) -> None:
+    from ncd.render import to_svg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result, kept = corpus.run_one(entries[f"torch.{name}"], determinism=False)
+    assert result.status == "traced", result.reason
+    assert not result.lowered and not result.failed, (result.lowered, result.failed)
+    assert result.params_lowered == result.params
+    model, inputs = kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, **inputs)
+    assert "<svg" in to_svg(d)
+    fresh = entries[f"torch.{name}"].build()[2]
+    _equal(name, d.to_torch(), model, fresh)  # at the traced sizes, on a fresh input (a dataclass output too)
+    try:
+        lowered = d.to_torch(b=3)
+    except ncd.TraceError as error:
+        assert name in REFUSED_AT_B3, str(error)
+        assert REFUSED_AT_B3[name] is None or REFUSED_AT_B3[name] in str(error)
+        return
+    except ncd.NCDError as error:  # the batch is no size symbol of this diagram
+        assert "cannot apply" in str(error)
+        return
+    assert REFUSED_AT_B3.get(name) is None, "lowered where it must be refused"
+    _equal(name, lowered, model, _grown(fresh, 3))
+
+
+def _equal(name: str, lowered: torch.nn.Module, model: torch.nn.Module, inputs: dict[str, object]) -> None:
+    from ncd.trace.capture import held_tensors
+
+    with torch.no_grad():
+        want = held_tensors(model(**inputs))
+        got = held_tensors(lowered(*inputs.values()))
+    tol = 3e-2 if name.startswith("bfloat16") else 1e-4
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=tol, atol=tol)
