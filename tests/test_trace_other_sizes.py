@@ -255,3 +255,18 @@ def test_a_model_writing_its_buffers_is_traced_with_a_warning_naming_them() -> N
         warnings.simplefilter("always")
         ncd.trace(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(3)).train(), torch.randn(2, 3, 4))
     assert not [w for w in caught if "buffers in place" in str(w.message)]
+
+
+def test_a_model_changed_after_the_trace_is_not_a_reason_to_refuse() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    d = _trace(model, torch.randn(2, 4))
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # trained in place: the diagram holds the same tensor
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
+    import copy
+
+    traced = copy.deepcopy(model)
+    model[0].weight = nn.Parameter(torch.randn(4, 4))  # replaced: not the model traced; the diagram keeps the traced one
+    torch.testing.assert_close(d.to_torch(b=3)(x), traced(x))  # was refused: "differs from the model" (by 1.5)

@@ -10,7 +10,8 @@ along each axis whose size changes: ids stay ids, masks stay masks) and refuses 
 
 The check is skipped (the module is returned unchecked) when the inputs cannot be remade at the new sizes: an input
 that is an object holding tensors (a key/value cache), an input whose diagram type is not the tensor's, or a model that
-raises at these sizes itself, or whose output is not the same on two runs.
+raises at these sizes itself, or whose output is not the same on two runs; and when a parameter or buffer of the model
+was replaced since the trace (it is no longer the model traced; one changed in place is, the diagram holds it too).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Origin:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] | None = None
     count: int = 0
+    #: the model's parameters and buffers when traced (their ids): one replaced since, the model is not the one traced
+    state: tuple[int, ...] = ()
 
     def __reduce__(self) -> Any:
         return (Origin, (None,))
@@ -74,7 +77,11 @@ def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
         call_kwargs = {k: slotted(v) for k, v in kwargs.items()}
     except LookupError:
         return Origin(model)
-    return Origin(model, call_args, call_kwargs, count)
+    return Origin(model, call_args, call_kwargs, count, _state(model))
+
+
+def _state(model: torch.nn.Module) -> tuple[int, ...]:
+    return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
 
 
 def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
@@ -154,7 +161,8 @@ def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
           sizes: dict[str, int], traced: dict[str, int]) -> None:
     """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes."""
-    if origin is None or origin.model is None or origin.kwargs is None or origin.count != len(example):
+    if origin is None or origin.model is None or origin.kwargs is None or origin.count != len(example) \
+            or _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
         return
     tensors = _inputs(block, example, sizes)
     if tensors is None:
