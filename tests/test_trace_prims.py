@@ -3,6 +3,8 @@ primitives, not opaque boxes, and the lowered diagram computes what the model co
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -399,3 +401,106 @@ def test_a_product_of_integer_vectors_stays_opaque() -> None:
 
     d = _fresh_round_trip(Counts(), torch.randn(2, 5))
     assert d.opaque == (("aten.dot.default", 1),)
+
+
+class Products(nn.Module):
+    """``torch.prod`` over one axis (kept or not) and over every entry."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.prod(-1), torch.prod(x, 1, keepdim=True), x[0].prod(), x.relu().prod(0)
+
+
+def test_products_are_boxes_with_torchs_gradient_at_zeros() -> None:
+    torch.manual_seed(0)
+    model = Products()
+    d = _fresh_round_trip(model, torch.randn(4, 5, 3))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "prod") == ["Π b", "Π m", "Π t", "Π t m"]
+    x = torch.randn(4, 5, 3)
+    x[0, 1, 2] = 0.0  # one zero in a product, two in another: autograd's gradient there is not y / x
+    x[1, 2, :2] = 0.0
+    x.requires_grad_()
+    got, want = d.to_torch()(x), model(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(*(torch.autograd.grad(sum(o.sum() for o in out), x)[0] for out in (got, want)))
+    x3 = torch.randn(3, 5, 3)
+    torch.testing.assert_close(d.to_torch(b=3)(x3), model(x3))
+
+
+class RunningExtrema(nn.Module):
+    """The values of ``cummax`` / ``cummin`` along an axis (and the positions of one, which stay opaque)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.cummax(1).values, torch.cummin(x, -1)[0]
+
+
+def test_running_maxima_are_boxes_whose_gradient_goes_where_torchs_positions_say() -> None:
+    torch.manual_seed(0)
+    model = RunningExtrema()
+    d = _fresh_round_trip(model, torch.randn(4, 5, 3))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "cumulative") == ["max≤ t", "min≤ m"]
+    x = torch.randn(4, 5, 3).round().requires_grad_()  # equal entries: which one the gradient goes to matters
+    got, want = d.to_torch()(x), model(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(*(torch.autograd.grad(sum(o.sum() for o in out), x)[0] for out in (got, want)))
+    x3 = torch.randn(3, 5, 3)
+    torch.testing.assert_close(d.to_torch(b=3)(x3), model(x3))
+
+    class Positions(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            top, where = torch.cummax(x, -1)
+            return top, where
+
+    assert _fresh_round_trip(Positions(), torch.randn(2, 5)).opaque == (("aten.cummax.default", 1),)
+
+
+class RandomizedReLU(nn.Module):
+    """``nn.RReLU`` and ``F.rrelu`` in evaluation: a leaky ReLU with the mean of the two slopes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.r = nn.RReLU(0.1, 0.3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.r(x), F.rrelu(x), F.rrelu(x, 0.2, 0.25, training=False)
+
+
+def test_rrelu_in_evaluation_is_torchs_leaky_relu_bit_for_bit_and_random_slopes_stay_opaque() -> None:
+    model = RandomizedReLU().eval()
+    d = _fresh_round_trip(model, torch.randn(4, 6))
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "elementwise") == ["LR 0.2", "LR 0.225", "LR 0.229167"]
+    x = torch.randn(4, 6, requires_grad=True)
+    got, want = d.to_torch()(x), model(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(*(torch.autograd.grad(sum(o.sum() for o in out), x)[0] for out in (got, want)), rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ncd.trace(model.train(), torch.randn(4, 6)).opaque == (("aten.rrelu.default", 1),)
+
+
+class Medians(nn.Module):
+    """``torch.median`` along an axis (kept or not); the median of every entry stays opaque."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.median(1).values, torch.median(x, -1, keepdim=True)[0], x.median(0).values
+
+
+def test_medians_are_boxes_whose_gradient_goes_to_the_entry_torch_picks() -> None:
+    torch.manual_seed(0)
+    model = Medians()
+    d = _fresh_round_trip(model, torch.randn(4, 6, 3))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.label() for b in d.boxes() if b.prim.op == "median") == ["median b", "median m", "median t"]
+    x = torch.randn(4, 6, 3).round().requires_grad_()  # equal entries: torch picks one of them
+    got, want = d.to_torch()(x), model(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(*(torch.autograd.grad(sum(o.sum() for o in out), x)[0] for out in (got, want)))
+    x3 = torch.randn(3, 6, 3)
+    torch.testing.assert_close(d.to_torch(b=3)(x3), model(x3))
+
+    class Whole(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x - x.median()
+
+    assert _fresh_round_trip(Whole(), torch.randn(2, 5)).opaque == (("aten.median.default", 1),)

@@ -96,23 +96,35 @@ sample("cumsum", "router-counts", lambda: ncd.Identity.of("e t [bool]") >> ncd.C
 error("cumsum", "two-axes", lambda: ncd.CumSum("t m"), r"cumsum runs along one axis, not 't m'", ParseError)
 error("cumsum", "reverse-index", lambda: ncd.CumSum("t [4]", reverse=True), r"only float sums run in reverse", ParseError)
 
-# -- running products and log-sum-exps -------------------------------------------------------
+# -- running products, log-sum-exps, maxima and minima---------------------------------------------------
 from ncd.prims.cumulative import Cumulative, CumulativeBackwardOp, CumulativeOp  # noqa: E402
 
 sample("cumulative", "prod-woven", lambda: ncd.Identity.of("a t b") >> Cumulative("t", "prod"), {"a": 2, "t": 5, "b": 3},
        lambda p, x: torch.cumprod(x[0], -2), atol=1e-4)
 sample("cumulative", "logsumexp", lambda: ncd.Identity.of("b t") >> Cumulative("t", "logsumexp"), {"b": 2, "t": 6},
        lambda p, x: torch.logcumsumexp(x[0], -1), atol=1e-4)
-error("cumulative", "function", lambda: Cumulative("t", "max"), r"running 'max': known running functions are prod,"
-      r" logsumexp", ParseError)
+for _fn in ("max", "min"):
+    sample("cumulative", _fn, lambda fn=_fn: ncd.Identity.of("a t b") >> Cumulative("t", fn), {"a": 2, "t": 6, "b": 3},
+           lambda p, x, fn=_fn: getattr(torch, f"cum{fn}")(x[0], -2).values)
+    sample("cumulative", f"{_fn}-ties", lambda fn=_fn: ncd.Identity.of("b t") >> Cumulative("t", fn), {"b": 3, "t": 7},
+           lambda p, x, fn=_fn: getattr(torch, f"cum{fn}")(x[0], -1).values,  # equal entries: torch's positions
+           inputs=lambda sizes: (torch.randint(-2, 3, (2, 3, sizes["t"]), generator=torch.Generator().manual_seed(0))
+                                 .float(),))
+error("cumulative", "function", lambda: Cumulative("t", "median"), r"running 'median': known running functions are prod,"
+      r" logsumexp, max, min", ParseError)
 error("cumulative", "axes", lambda: Cumulative("t h", "prod"), r"running prod runs along one float axis, not 't h'", ParseError)
+
+
+def _running(function: str, x: torch.Tensor) -> torch.Tensor:
+    if function in ("max", "min"):
+        return getattr(torch, f"cum{function}")(x, -1).values  # type: ignore[no-any-return]
+    return torch.cumprod(x, -1) if function == "prod" else torch.logcumsumexp(x, -1)
 
 
 def _running_vjp(function: str):  # type: ignore[no-untyped-def]
     def vjp(p: object, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         a = x[0].detach().requires_grad_()
-        y = torch.cumprod(a, -1) if function == "prod" else torch.logcumsumexp(a, -1)
-        (dx,) = torch.autograd.grad(y, a, x[2])
+        (dx,) = torch.autograd.grad(_running(function, a), a, x[2])
         return dx
     return vjp
 
@@ -122,14 +134,15 @@ def _running_inputs(function: str):  # type: ignore[no-untyped-def]
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(3, sizes["t"], generator=gen)
         x[0, 2] = 0.0  # a zero entry: the product's gradient is still exact
-        y = torch.cumprod(x, -1) if function == "prod" else torch.logcumsumexp(x, -1)
-        return x, y, torch.randn(3, sizes["t"], generator=gen)
+        if function in ("max", "min"):  # equal entries: the gradient goes where torch's positions say
+            x = x.round()
+        return x, _running(function, x), torch.randn(3, sizes["t"], generator=gen)
     return make
 
 
-for _fn in ("prod", "logsumexp"):
+for _fn in ("prod", "logsumexp", "max", "min"):
     sample("cumulative_backward", _fn, lambda fn=_fn: Box.make(CumulativeBackwardOp(parse_segment("t"), fn)), {"t": 5},
            _running_vjp(_fn), dom="t, t, t", cod="t", inputs=_running_inputs(_fn), grad=False, atol=1e-4)
-error("cumulative_backward", "function", lambda: CumulativeBackwardOp(parse_segment("t"), "min"),
-      r"running 'min'", ParseError)
+error("cumulative_backward", "function", lambda: CumulativeBackwardOp(parse_segment("t"), "median"),
+      r"running 'median'", ParseError)
 _ = CumulativeOp

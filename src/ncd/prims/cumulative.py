@@ -1,4 +1,5 @@
-"""Cumulative sums along an axis: ``torch.cumsum`` (and its reverse, the transpose).
+"""Cumulative sums along an axis: ``torch.cumsum`` (and its reverse, the transpose); running products, log-sum-exps,
+maxima and minima (``torch.cumprod``, ``logcumsumexp``, ``cummax``, ``cummin``).
 
 ``CumSum("t")`` gives, at each position of ``t``, the sum of the entries up to it; woven over
 every other axis.  ``reverse=True`` sums from the end (``flip``, ``cumsum``, ``flip``): the
@@ -130,14 +131,18 @@ def draw_cumsum(prim: CumSumOp, ctx: Layout, box: Box) -> Frag:
 IMPORT.known(CumSumOp, by="ncd.trace.boxes")
 
 
-# -- running products and log-sum-exps: torch.cumprod, torch.logcumsumexp ---------------------------
+# -- running products, log-sum-exps, maxima and minima: torch.cumprod, logcumsumexp, cummax, cummin ----------------
 #: the running functions (beside the sum): torch's call and the glyph
-RUNNING = {"prod": ("torch.cumprod", "Π"), "logsumexp": ("torch.logcumsumexp", "LSE")}
+RUNNING = {"prod": ("torch.cumprod", "Π"), "logsumexp": ("torch.logcumsumexp", "LSE"), "max": ("torch.cummax", "max"),
+           "min": ("torch.cummin", "min")}
+#: the running functions that pick an entry (torch returns its position too; its gradient goes there)
+PICKING = ("max", "min")
 
 
 @dataclass(frozen=True)
 class CumulativeOp(Primitive):
-    """The running ``function`` (``"prod"``, ``"logsumexp"``) of the float entries along the one axis of ``source``."""
+    """The running ``function`` (``"prod"``, ``"logsumexp"``, ``"max"``, ``"min"``) of the float entries along the one
+    axis of ``source`` (of ``cummax``/``cummin`` the values; their positions are not an output)."""
 
     source: Segment
     function: str
@@ -161,8 +166,9 @@ class CumulativeOp(Primitive):
 
 
 def Cumulative(source: TypeLike, function: str) -> Box:
-    """The running product (``function="prod"``, ``torch.cumprod``) or log-sum-exp (``"logsumexp"``,
-    ``torch.logcumsumexp``) along the one axis of ``source``."""
+    """The running product (``function="prod"``, ``torch.cumprod``), log-sum-exp (``"logsumexp"``,
+    ``torch.logcumsumexp``), maximum (``"max"``, ``torch.cummax(...).values``) or minimum (``"min"``) along the one axis
+    of ``source``."""
     typ = as_type(source)
     if len(typ) != 1:
         raise ParseError(f"running {function} takes one segment, not '{typ}'")
@@ -174,7 +180,8 @@ class CumulativeBackwardOp(Primitive):
     """The transpose of a running product or log-sum-exp: ``(x, y, g) ↦ ∂x`` from the stored input and output.
 
     ``prod``: ``∂x_i = Σ_{j≥i} g_j Π_{k≤j, k≠i} x_k`` (exact where entries are 0); ``logsumexp``:
-    ``∂x_i = Σ_{j≥i} g_j exp(x_i − y_j)``.  Both are written with a square matrix over the axis."""
+    ``∂x_i = Σ_{j≥i} g_j exp(x_i − y_j)``.  Both are written with a square matrix over the axis.  ``max``/``min``: each
+    ``g_j`` added at the position torch picked for ``y_j`` (its ``cummax``/``cummin`` indices, recomputed from ``x``)."""
 
     source: Segment
     function: str
@@ -196,13 +203,15 @@ class CumulativeBackwardOp(Primitive):
 @LOWERING.rule(CumulativeOp)
 def lower_cumulative(prim: CumulativeOp, ctx: RuleContext) -> list[str]:
     (d,) = ctx.own_dims("dom", 0)
-    return [f"{RUNNING[prim.function][0]}({ctx.args[0].var}, {d})"]
+    return [f"{RUNNING[prim.function][0]}({ctx.args[0].var}, {d})" + (".values" if prim.function in PICKING else "")]
 
 
 @LOWERING.rule(CumulativeBackwardOp)
 def lower_cumulative_backward(prim: CumulativeBackwardOp, ctx: RuleContext) -> list[str]:
     """The woven axes lead (the default policy): the running axis is the last."""
     x, y, g = (v.var for v in ctx.args)
+    if prim.function in PICKING:
+        return [f"torch.zeros_like({g}).scatter_add(-1, {RUNNING[prim.function][0]}({x}, -1).indices, {g})"]
     n = ctx.int(prim.source.axes[0].size, f"axis {prim.source.axes[0].name}")
     upper = ctx.em.assign("later", f"torch.ones({n}, {n}, dtype=torch.bool, device={x}.device).triu()", ())
     if prim.function == "prod":  # row i: the entries with x_i read as 1, multiplied up to each j
@@ -214,10 +223,14 @@ def lower_cumulative_backward(prim: CumulativeBackwardOp, ctx: RuleContext) -> l
 
 @COST.rule(CumulativeOp)
 def cost_cumulative(prim: CumulativeOp, ctx: CostContext) -> list[Tensor]:
-    """Autograd keeps the input and the output."""
+    """Autograd keeps the input and the output (of a running maximum or minimum, the input and the positions)."""
     x = ctx.inputs[0]
     n = ctx.numel()
     y = ctx.like(0, x)
+    if x.grad and prim.function in PICKING:
+        ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
+        ctx.other(n, n)
+        return [y]
     if x.grad:
         ctx.save(x, y)
     ctx.other(2 * n, 4 * n if x.grad else sympy.Integer(0))
@@ -227,6 +240,9 @@ def cost_cumulative(prim: CumulativeOp, ctx: CostContext) -> list[Tensor]:
 @COST.rule(CumulativeBackwardOp)
 def cost_cumulative_backward(prim: CumulativeBackwardOp, ctx: CostContext) -> list[Tensor]:
     n = ctx.numel()
+    if prim.function in PICKING:
+        ctx.other(n, sympy.Integer(0))
+        return [ctx.output(0)]
     ctx.other(4 * n * prim.source.axes[0].size, sympy.Integer(0))
     return [ctx.output(0)]
 
@@ -241,7 +257,7 @@ BACKWARD.unsupported(CumulativeBackwardOp, SECOND_ORDER)
 
 @DRAWING.rule(CumulativeOp)
 def draw_cumulative(prim: CumulativeOp, ctx: Layout, box: Box) -> Frag:
-    """``Π≤`` / ``LSE≤`` in a box on the running wire, as the running sum."""
+    """``Π≤`` / ``LSE≤`` / ``max≤`` / ``min≤`` in a box on the running wire, as the running sum."""
     from ncd.render.pictograms import generic_box
     from ncd.render.typeset import Piece, typeset_text
 

@@ -292,6 +292,25 @@ def unary(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(Box(ElementwiseOp(function, args)), [vid]))
 
 
+@rule("aten.rrelu")
+def rrelu(conv: Converter, node: Node) -> None:
+    """``F.rrelu`` in evaluation (``training=False``): torch's leaky ReLU with the mean slope ``(lower + upper) / 2``
+    (its gradient too); random slopes (training) stay opaque."""
+    from ncd.prims.elementwise import ElementwiseOp
+
+    given = dict(zip(("lower", "upper", "training", "generator"), node.args[1:])) | dict(node.kwargs)
+    lower, upper = given.get("lower", 1.0 / 8), given.get("upper", 1.0 / 3)
+    if given.get("training", False) is not False:
+        raise Decline("random slopes (training)")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in (lower, upper)):
+        raise Decline(f"rrelu with bounds {lower}, {upper}")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    slope = (float(lower) + float(upper)) / 2  # as ATen computes it, in double precision
+    _same_wires(conv, node, conv.apply(Box(ElementwiseOp("leaky_relu", (slope,))), [vid]))
+
+
 def _division(conv: Converter, node: Node) -> bool:
     """``a / b`` for two float tensors (broadcast by position, as torch does); False when it is not that."""
     from ncd.prims.division import DivideOp

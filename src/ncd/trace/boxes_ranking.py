@@ -1,5 +1,5 @@
 """Conversion rules for ranking and reductions: ``topk``, ``sort``/``argsort``, vector norms, ``_weight_norm``,
-``logsumexp`` (see :mod:`ncd.trace.boxes` for the shared helpers).
+``logsumexp``, ``prod``, the values of ``cummax``/``cummin`` and ``median`` (see :mod:`ncd.trace.boxes` for the shared helpers).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ncd.ir.axes import Type
+from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.trace.boxes import _dims, _emit_many, _live_float, _live_ranked, _own, _positions_axis, _same_wires, _used
 from ncd.trace.capture import Node
@@ -153,6 +153,66 @@ def logsumexp(conv: Converter, node: Node) -> None:
     if node.value.dtype != node.args[0].value.dtype:
         raise Decline("dtype")
     _reduce(conv, node, vid, dims, keep, lambda axes: LogSumExpOp(axes))
+
+
+@rule("aten.prod")
+def prod(conv: Converter, node: Node) -> None:
+    """``torch.prod(x, dim, keepdim)`` and ``x.prod()`` (every axis) on a float tensor, in its own dtype."""
+    from ncd.prims.product import ProdOp
+
+    whole = node.target.name() == "aten::prod"  # the default overload: every axis
+    args = list(node.args[1:]) + [None] * 2
+    dims = None if whole else args[0] if args[0] is not None else node.kwargs.get("dim")
+    keep = False if whole else args[1] if args[1] is not None else node.kwargs.get("keepdim", False)
+    if whole and len(node.args) > 1 or node.kwargs.get("dtype") not in (None, node.args[0].value.dtype):
+        raise Decline("a product with a dtype")
+    if not whole and not isinstance(dims, int):
+        raise Decline("a product over no one axis")
+    vid = _live_float(conv, node.args[0])
+    if node.value.dtype != node.args[0].value.dtype:
+        raise Decline("dtype")
+    _reduce(conv, node, vid, [dims] if not whole else None, keep, lambda axes: ProdOp(axes))
+
+
+@rule("aten.cummax", "aten.cummin")
+def running_extremum(conv: Converter, node: Node) -> None:
+    """The values of ``torch.cummax(x, dim)`` / ``cummin`` on a float tensor (their positions used: opaque)."""
+    from ncd.prims.cumulative import CumulativeOp
+
+    if 1 in _used(conv, node):
+        raise Decline("the positions of a running maximum are read")
+    x, dim = node.args[:2]
+    vid = _live_float(conv, x)
+    (d,) = _dims(conv, vid, dim)
+    seg = conv.segs[vid]
+    function = "max" if "cummax" in node.target.name() else "min"
+    out = conv.apply(Box(CumulativeOp(Segment((seg.axes[d],), seg.dtype, seg.range), function)), [vid])
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value[0].shape):
+        raise Decline("shape")
+    conv._picked[(id(node), 0)] = out
+
+
+@rule("aten.median")
+def median(conv: Converter, node: Node) -> None:
+    """The values of ``torch.median(x, dim, keepdim)`` on a float tensor (its positions used, or the median of every
+    entry: opaque)."""
+    from ncd.prims.median import MedianOp
+
+    if node.target.name() != "aten::median.dim" or 1 in _used(conv, node):
+        raise Decline("the median of every entry, or its positions read")
+    args = list(node.args[1:]) + [None] * 2
+    dim = args[0] if args[0] is not None else node.kwargs.get("dim")
+    keep = args[1] if args[1] is not None else node.kwargs.get("keepdim", False)
+    vid = _live_float(conv, node.args[0])
+    (d,) = _dims(conv, vid, dim)
+    seg = conv.segs[vid]
+    out = conv.apply(Box(MedianOp(_own(conv, vid, [d]))), [vid])
+    if keep:
+        names = ["1" if k == d else a.name for k, a in enumerate(seg.axes)]
+        out = conv.view(out, names, tuple(int(s) for s in node.value[0].shape))
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value[0].shape):
+        raise Decline("shape")
+    conv._picked[(id(node), 0)] = out
 
 
 @rule("aten.linalg_norm")
