@@ -270,3 +270,34 @@ def test_a_model_changed_after_the_trace_is_not_a_reason_to_refuse() -> None:
     traced = copy.deepcopy(model)
     model[0].weight = nn.Parameter(torch.randn(4, 4))  # replaced: not the model traced; the diagram keeps the traced one
     torch.testing.assert_close(d.to_torch(b=3)(x), traced(x))  # was refused: "differs from the model" (by 1.5)
+
+
+class _FromLength(nn.Module):
+    """Slices, shifts and output sizes the forward computes from the length in Python."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, t = self.proj(x), x.shape[1]
+        if self.how == "halves":
+            return y[:, : t // 2] + y[:, t - t // 2:]
+        if self.how == "roll":
+            return torch.roll(y, t // 2, 1)
+        return torch.nn.functional.interpolate(y.transpose(1, 2), size=t * 2, mode="linear").transpose(1, 2)
+
+
+@pytest.mark.parametrize("how", ["halves", "roll", "interpolate"])
+def test_slices_shifts_and_sizes_from_the_length_are_refused_at_other_lengths(how: str) -> None:
+    # before: at t=9 the halves' output had 3 steps (the model 4), interpolate's 12 (the model 18), roll shifted by 3
+    # (diff 2.3), with no word said
+    torch.manual_seed(0)
+    model = _FromLength(how).eval()
+    d = _trace(model, torch.randn(2, 6, 4))
+    x = torch.randn(3, 6, 4)
+    torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
+    for t in (4, 9):
+        with pytest.raises(ncd.TraceError, match="trace at the sizes you run at|trace it at the sizes you run it at"):
+            d.to_torch(t=t)

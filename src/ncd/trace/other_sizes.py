@@ -190,6 +190,7 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
     was = ", ".join(f"{k}={traced[k]}" for k in sizes if k in traced)
     raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it differs from the model run at"
                      f" those sizes ({wrong}); the model computes something in Python from its input's shape that the"
-                     " trace keeps at the traced value (a float written first, such as x * (1.0 / x.shape[0]) or"
-                     " 0.5 * t; len(x); math of a non-integer size, such as math.sqrt(t / 2)); trace it at the"
+                     " trace keeps at the traced value (a slice, shift or output size such as x[:, t // 2:],"
+                     " roll(x, t // 2) or interpolate(size=2 * t); a float written first, such as x * (1.0 / x.shape[0])"
+                     " or 0.5 * t; len(x); math of a non-integer size, such as math.sqrt(t / 2)); trace it at the"
                      " sizes you run it at")
