@@ -1,0 +1,244 @@
+"""Conversion rules for softmax, elementwise maps and arithmetic.
+
+``softmax`` lands on the named axis; unary functions (:data:`UNARY`) and powers are elementwise boxes; sums, differences
+and products of broadcast operands keep their wires' names (:func:`operand`, :func:`out_names`, :func:`bind_product`);
+a scaling by a number is a ``*c`` box whose factor reads as a size where it is one (``k**-0.5``: :func:`_scale`);
+``mean``/``sum`` are einsum reductions (a mean scaled by one over the reduced sizes: :func:`count_of`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import sympy
+import torch
+
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.diagram import Box
+from ncd.ir.primitive import Primitive
+from ncd.ir.size import symbol
+from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
+from ncd.prims.linear import EinsumOp
+from ncd.prims.softmax import SoftmaxOp
+from ncd.prims.structure import AddOp, TransposeOp
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.idioms_wires import _live, _shape, _tensor
+from ncd.trace.naming import PRIME, unique
+from ncd.trace.shapes import factor_of
+
+__all__ = ["softmax", "UNARY", "unary", "power", "SYMBOLIZED", "size_constant", "count_of", "written",
+           "operand", "out_names", "arithmetic", "bind_product", "cross_back", "reduce"]
+
+
+@rule("aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.special_softmax")
+def softmax(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if not seg.axes or seg.dtype != "float" or node.value.dtype != x.value.dtype:
+        raise Decline("not a float softmax")
+    dim = node.args[1] % len(seg.axes)
+    box = Box(SoftmaxOp(seg.axes[dim], "log" in node.target.name()))
+    conv.bind(node, conv.apply(box, [vid]))
+
+
+UNARY = {"relu": "relu", "silu": "silu", "tanh": "tanh", "sigmoid": "sigmoid", "exp": "exp", "log": "log",
+         "sqrt": "sqrt", "neg": "neg", "abs": "abs", "gelu": "gelu"}
+
+
+@rule(*(f"aten.{k}" for k in UNARY))
+def unary(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x) or not x.value.is_floating_point():
+        raise Decline("not float")
+    fn = UNARY[node.target.name().split("::")[1].split(".")[0]]
+    if fn == "gelu" and node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none") == "tanh":
+        fn = "gelu_tanh"
+    conv.bind(node, conv.apply(Box(ElementwiseOp(fn)), [conv.value(x)]))
+
+
+@rule("aten.pow")
+def power(conv: Converter, node: Node) -> None:
+    x, e = node.args[:2]
+    if not _live(x) or e not in (2, 2.0, 0.5):
+        raise Decline("other power")
+    conv.bind(node, conv.apply(Box(ElementwiseOp("square" if e in (2, 2.0) else "sqrt")), [conv.value(x)]))
+
+
+#: Names whose sizes :func:`ncd.trace.symbolic.symbolize` makes symbols (a factor read off them would follow them).
+SYMBOLIZED = ("b", "t")
+
+
+def size_constant(conv: Converter, name: str) -> sympy.Symbol | None:
+    """The symbol of a wire name (``k`` for the head dimension), its traced size recorded among the diagram's
+    defaults; None for a size 1 or a name that is no identifier."""
+    base = name.rstrip(PRIME)
+    size = conv.namer.size_of.get(base)
+    if size is None or size <= 1 or not base.isidentifier():
+        return None
+    conv.__dict__.setdefault("_constants", {})[base] = size
+    return symbol(base)
+
+
+def count_of(conv: Converter, reduced: Sequence[Axis]) -> sympy.Expr:
+    """How many entries a reduction over the wires ``reduced`` reads: the product of their sizes' symbols where the
+    names hold them (a mean over the batch is ``1/b``, so it follows the batch when the diagram is lowered at another),
+    else the number."""
+    exact = all(not a.size.free_symbols and int(a.size) > 1 and a.name.rstrip(PRIME).isidentifier()
+                and conv.namer.size_of.get(a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
+    if exact:
+        return sympy.Mul(*[size_constant(conv, a.name) for a in reduced])
+    return sympy.Integer(math.prod(int(a.size) for a in reduced))
+
+
+def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
+    """``factor`` as a size of one of the wires ``like`` when it is one (``k**-0.5``, ``1/m``, ``m**0.5``), else the
+    number: an attention scale reads as the head dimension's, not as 16 digits.  A factor the model computed in
+    Python from the batch or sequence size (``x / x.shape[0]``) is that expression of their symbols."""
+    sized = factor_of(conv, factor)
+    if sized is not None:
+        return sized
+    for name in like:
+        base = name.rstrip(PRIME)
+        n = conv.namer.size_of.get(base)
+        if n is None or n <= 1 or base in SYMBOLIZED:
+            continue
+        for power in (sympy.Rational(-1, 2), sympy.Integer(-1), sympy.Rational(1, 2)):
+            if math.isclose(factor, n ** float(power), rel_tol=1e-12, abs_tol=0.0):
+                s = size_constant(conv, base)
+                if s is not None:
+                    return s ** power
+    return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
+
+
+def written(factor: float) -> bool:
+    """Whether a factor is a number as a user writes one (``2``, ``0.5``, ``0.125``: six significant digits or fewer),
+    not one computed from a size (``8**-0.5`` is 0.35355339...).  A written number is drawn as itself: ``x * 2`` on a
+    wire of width 4 is not ``m**0.5``, ``x * 0.5`` on a width 2 is not ``1/n``."""
+    return float(f"{factor:.6g}") == factor
+
+
+def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = ()) -> int:
+    """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression)."""
+    if factor == 1:
+        return vid
+    if not isinstance(factor, sympy.Expr) and not math.isfinite(factor):
+        raise Decline("a factor that is not finite (Scale refuses inf and nan)")
+    expr = factor if isinstance(factor, sympy.Expr) else _factor(conv, float(factor), like)
+    return conv.apply(Box(ScaleOp(expr)), [vid])
+
+
+def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[int, ...]) -> int:
+    """An operand of a broadcasting op, with wires named like the output's (size-1 wires dropped)."""
+    tensor = value.value if isinstance(value, Node) else torch.as_tensor(value)
+    shape = tuple(int(s) for s in tensor.shape)
+    tail = out_names[len(out_names) - len(shape):] if shape else []
+    out_tail = out_shape[len(out_shape) - len(shape):] if shape else ()
+    keep = [not (s == 1 and o != 1) for s, o in zip(shape, out_tail)]  # drop only the wires that broadcast
+    names = [n for n, k in zip(tail, keep) if k]
+    kept = tuple(s for s, k in zip(shape, keep) if k)
+    if isinstance(value, Node) and value.live:
+        vid = conv.value(value)
+        return conv.view(vid, names, kept)
+    squeezed = Node("operand", "constant", value=tensor.reshape(kept)) if not isinstance(value, Node) else value
+    if isinstance(value, Node):
+        squeezed = Node(value.name, value.kind, value.target, value.args, value.kwargs, tensor.reshape(kept),
+                        value.stack, value.source, value.live)
+        if conv.learned(value):
+            squeezed.kind = "parameter"
+        elif value.kind == "call":
+            squeezed.kind = "call"
+    return conv.value(squeezed, names)
+
+
+def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
+    shape = _shape(node)
+    names: list[str | None] = [None] * len(shape)
+    for value in operands:
+        if not _live(value):
+            continue
+        own = conv.names(conv.value(value))
+        vshape = _shape(value)
+        for k in range(1, len(vshape) + 1):
+            if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
+                names[-k] = own[-k]
+    done = [n if n is not None else ("1" if s == 1 else conv.namer.fresh(s)) for n, s in zip(names, shape)]
+    return unique(done)
+
+
+@rule("aten.add", "aten.sub", "aten.mul", "aten.div", "aten.rsub")
+def arithmetic(conv: Converter, node: Node) -> None:
+    name = node.target.name().split("::")[1].split(".")[0]
+    a, b = node.args[:2]
+    alpha = node.kwargs.get("alpha", 1)
+    if node.kwargs.get("rounding_mode") is not None or not node.value.is_floating_point() or name == "rsub":
+        raise Decline("not float arithmetic")
+    if any(_tensor(v) and v.value.dtype != node.value.dtype for v in (a, b)):
+        raise Decline("mixed dtypes")
+    scalar_b = not _tensor(b)
+    if _live(a) and scalar_b and name in ("mul", "div"):
+        factor = float(b) if name == "mul" else 1.0 / float(b)
+        vid = conv.value(a)
+        if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
+            raise Decline("broadcast")
+        conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else ()))
+        return
+    if name == "div":
+        raise Decline("division by a tensor")
+    names = out_names(conv, node, [a, b])
+    shape = _shape(node)
+    va = operand(conv, a, names, shape)
+    vb = operand(conv, b, names, shape)
+    if name == "sub" or alpha != 1:
+        vb = _scale(conv, vb, (-1.0 if name == "sub" else 1.0) * float(alpha))
+    bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
+
+
+def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int, names: list[str],
+                 *, commutes: bool = True) -> None:
+    """Bind ``node`` to ``prim`` applied to the values ``va``, ``vb`` (an operand with every wire first when
+    ``prim`` commutes, so the result keeps its order); declines when the wires come out other than ``names``."""
+    if commutes and len(conv.segs[vb].axes) > len(conv.segs[va].axes):
+        va, vb = vb, va
+    conv.bind(node, cross_back(conv, conv.apply(Box(prim), [va, vb]), names))
+
+
+def cross_back(conv: Converter, vid: int, names: list[str]) -> int:
+    """``vid`` with its wires in the order ``names``: a box woven over wires that neither operand has all of gives
+    them in weaving order (``b u j d`` + ``j uʹ d`` -> ``b u j d uʹ``); a transpose crosses them back.  Declines when the
+    wires are not those of ``names``."""
+    got = list(conv.segs[vid].names)
+    if got != names and sorted(got) == sorted(names):
+        seg = conv.segs[vid]
+        perm = tuple(got.index(n) for n in names)
+        (vid,) = conv.emit(Box(TransposeOp(seg, perm)), [vid], [seg.with_axes(seg.axes[k] for k in perm)])
+    if list(conv.segs[vid].names) != names:
+        raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
+    return vid
+
+
+@rule("aten.mean", "aten.sum")
+def reduce(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x) or not x.value.is_floating_point() or node.kwargs.get("dtype") not in (None, x.value.dtype) \
+            or len(node.args) == 2 and not isinstance(node.args[1], (int, list, tuple)):  # x.sum(torch.float64)
+        raise Decline("dtype")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    given = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = list(range(len(seg.axes))) if given is None or given == [] or given == () else \
+        given if isinstance(given, (list, tuple)) else [given]  # x.mean(), x.sum(dim=[]): every wire
+    dims = sorted({d % len(seg.axes) for d in dims})
+    keep = len(node.args) > 2 and node.args[2]
+    out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
+    box = Box(EinsumOp(Type((seg,)), out))
+    (vid2,) = conv.emit(box, [vid], [out])
+    if "mean" in node.target.name():  # 1 over the reduced wires' sizes: their symbols where the names hold them
+        vid2 = _scale(conv, vid2, 1 / count_of(conv, [seg.axes[d] for d in dims]))
+    if keep:
+        names = [("1" if k in dims else a.name) for k, a in enumerate(seg.axes)]
+        vid2 = conv.view(vid2, names, _shape(node))
+    conv.bind(node, vid2)

@@ -1,0 +1,159 @@
+"""Conversion rules for embeddings, layer and RMS normalisation, and convolutions.
+
+Each reads its parameters off the captured node (a learned table, weight and bias: ``_weight``) and draws one box of the
+paper's vocabulary; a convolution's output channels are named like a learned map's output
+(:func:`ncd.trace.idioms_linear.linear_out_name`), a convolution by a computed weight is
+:func:`ncd.trace.boxes_windows.computed_weight_convolution`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+
+from ncd.ir.axes import Segment
+from ncd.ir.diagram import Box
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.idioms_linear import linear_out_name
+from ncd.trace.idioms_wires import _live, _shape, _tensor, _weight
+from ncd.trace.naming import PRIME
+
+__all__ = ["embedding", "layer_norm", "rms_norm", "convolution"]
+
+
+@rule("aten.embedding")
+def embedding(conv: Converter, node: Node) -> None:
+    from ncd.prims.embedding import EmbeddingOp
+
+    weight, ids = node.args[0], node.args[1]
+    table = _weight(weight)
+    if table is None or table.dim() != 2 or not _tensor(ids) or ids.value.is_floating_point():
+        raise Decline("not a learned table")  # ids may be constant: a table read at fixed rows (BERT's token types)
+    vid = conv.value(ids)
+    seg = conv.segs[vid]
+    if seg.dtype == "index" and seg.range is not None and not seg.range.free_symbols and int(seg.range) != table.shape[0]:
+        from ncd.prims.opaque import ViewOp  # the model takes only positions below the table's rows: read them as rows
+
+        wider = Segment(seg.axes, "index", sympy.Integer(int(table.shape[0])))
+        (vid,) = conv.emit(Box(ViewOp(seg, wider)), [vid], [wider])
+        seg = wider
+    if seg.dtype != "index" or seg.range is None or int(seg.range) != table.shape[0]:
+        raise Decline("indices without the vocabulary as range")
+    dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), _embedding_role(conv, int(table.shape[1])))],
+                             (int(table.shape[1]),))
+    label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
+    out = conv.apply(Box(EmbeddingOp(seg.range, dim), label), [vid])
+    conv.emitted.tensors.append([table])
+    conv.bind(node, out)
+
+
+def _embedding_role(conv: Converter, width: int) -> str:
+    """The role of an embedding's rows: the width ``m``, unless the config gives their size one other role a table
+    holds one entry per (T5's relative-position bias: one per head ``h``)."""
+    from ncd.trace.convert import PARAMETER_ROLES
+
+    roles = conv.namer.config.get(width, set())
+    letters = roles & PARAMETER_ROLES
+    return next(iter(letters)) if len(letters) == 1 and "m" not in roles else "m"
+
+
+@rule("aten.layer_norm")
+def layer_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.normalization import LayerNormOp
+
+    x, shape = node.args[0], node.args[1]
+    extra = list(node.args[2:]) + [None] * 3
+    weight, bias, eps = extra[0], extra[1], extra[2] if extra[2] is not None else 1e-5
+    w, b = _weight(weight), _weight(bias)
+    if not _live(x) or (weight is not None and w is None) or (bias is not None and b is None) or (w is None and b is not None):
+        raise Decline("normalisation with computed parameters")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    axes = Segment(seg.axes[len(seg.axes) - len(shape):])
+    box = Box(LayerNormOp(axes, float(eps), w is not None, b is not None))
+    conv.bind(node, conv.apply(box, [vid]))
+    tensors = [t for t in (w, b) if t is not None]
+    if tensors:
+        conv.emitted.tensors.append(tensors)
+
+
+@rule("aten.rms_norm")
+def rms_norm(conv: Converter, node: Node) -> None:
+    from ncd.prims.normalization import RMSNormOp
+
+    x, shape = node.args[0], node.args[1]
+    extra = list(node.args[2:]) + [None] * 2
+    w = _weight(extra[0])
+    eps = extra[1]
+    if not _live(x) or (extra[0] is not None and w is None) or eps is None:
+        raise Decline("rms norm without explicit eps")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    box = Box(RMSNormOp(Segment(seg.axes[len(seg.axes) - len(shape):]), float(eps), w is not None))
+    conv.bind(node, conv.apply(box, [vid]))
+    if w is not None:
+        conv.emitted.tensors.append([w])
+
+
+@rule("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d")
+def convolution(conv: Converter, node: Node) -> None:
+    from ncd.prims.convolution import ConvOp, ConvTransposeOp
+
+    transposed = "conv_transpose" in str(node.target)
+    x, weight = node.args[:2]
+    extra = list(node.args[2:]) + [None] * 6
+    w, b = _weight(weight), _weight(extra[0])
+    if not transposed and _live(x) and _live(weight) and _tensor(weight) and not isinstance(extra[2], str):
+        from ncd.trace.boxes_windows import computed_weight_convolution
+
+        n = weight.value.dim() - 2
+        stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
+        computed_weight_convolution(conv, node, stride, padding, dilation, int(extra[4] or 1))
+        return
+    if not _live(x) or w is None or (extra[0] is not None and b is None) or isinstance(extra[2], str):
+        raise Decline("convolution with computed weights or string padding")
+    n = w.dim() - 2
+    if transposed:  # conv_transpose(x, w, b, stride, padding, output_padding, groups, dilation)
+        stride, padding, output_padding = _ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 0)
+        groups, dilation = int(extra[4] or 1), _ints(extra[5], n, 1)
+    else:  # conv(x, w, b, stride, padding, dilation, groups)
+        stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
+        groups = int(extra[4] or 1)
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if len(seg.axes) < n + 1:
+        raise Decline("unbatched convolution")
+    dom = Segment(seg.axes[len(seg.axes) - n - 1:])
+    out_shape = _shape(node)[-n - 1:]
+    names = [linear_out_name(conv, dom.axes[0].name, int(dom.axes[0].size), out_shape[0])]
+    names += [a.name for a in dom.axes[1:]]  # output positions keep the spatial wires' names
+    lead = set(seg.names[: len(seg.axes) - n - 1])
+    names = [nm + PRIME if nm in lead else nm for nm in names]
+    while names[0] in names[1:] or names[0] in lead:  # output channels as many as a spatial wire's positions: another name
+        names[0] += PRIME
+    cod = conv.namer.segment(names, out_shape)
+    label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
+    try:
+        import sympy
+
+        kernel = tuple(int(k) for k in w.shape[2:])
+        if transposed:
+            box = Box(ConvTransposeOp(dom, cod, kernel, stride, padding, output_padding, dilation, sympy.Integer(groups),
+                                      b is not None), label)
+        else:
+            box = Box(ConvOp(dom, cod, kernel, stride, padding, dilation, sympy.Integer(groups), b is not None), label)
+    except Exception as error:  # noqa: BLE001 - any rejection: keep the opaque box
+        raise Decline(str(error)) from None
+    conv.bind(node, conv.apply(box, [vid]))
+    conv.emitted.tensors.append([w] + ([b] if b is not None else []))
+
+
+def _ints(value: Any, n: int, default: int) -> tuple[int, ...]:
+    if value is None:
+        return (default,) * n
+    if isinstance(value, int):
+        return (value,) * n
+    values = tuple(int(v) for v in value)
+    return values * n if len(values) == 1 else values

@@ -1,0 +1,186 @@
+"""Conversion rules for slicing and joining: ``split``/``chunk``, ``slice``, ``narrow``, ``select``, ``cat``, ``stack``.
+
+A slice is a :class:`~ncd.prims.movement.SliceOp` on one named axis (:func:`emit_slice`; a slice of a fused
+projection's queries, keys and values names its part after the config), a concatenation a
+:class:`~ncd.prims.movement.ConcatOp` of the parts (``stack``: each read with a new size-1 wire).
+"""
+
+from __future__ import annotations
+
+from ncd.errors import ParseError
+from ncd.ir.axes import Segment, Type
+from ncd.ir.diagram import Box
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, apart, rule
+from ncd.trace.idioms_linear import _fused_projection
+from ncd.trace.idioms_wires import _live, _shape, _tensor
+
+__all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select"]
+
+
+def _slice_role(conv: Converter, size: int, kept: int, item: bool) -> str | None:
+    """The role of a slice of a fused projection (queries, keys and values of ``size``): head features ``k`` for a
+    key's or a value's part when the config gives ``kept`` that role (multi-query attention), else none."""
+    config = conv.namer.config
+    if item or not _fused_projection(config, size) or "m" in config.get(kept, ()):
+        return None
+    return "k" if "k" in config.get(kept, ()) else None
+
+
+def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step: int = 1) -> int:
+    import sympy
+
+    from ncd.prims.movement import SliceOp
+
+    seg = conv.segs[vid]
+    dim %= len(seg.axes)
+    axis = seg.axes[dim]
+    n = int(axis.size)
+    start, stop = max(0, min(start if start >= 0 else start + n, n)), max(0, min(stop if stop >= 0 else stop + n, n))
+    if start == 0 and stop == n and step == 1:
+        return vid
+    kept = len(range(start, stop, step))
+    name = conv.namer.fresh(kept, _slice_role(conv, n, kept, axis.is_item), "item" if axis.is_item else "feature")
+    name = apart(name, set(seg.names) - {axis.name})
+    box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
+                      seg.dtype, seg.range))
+    return conv.apply(box, [vid])
+
+
+@rule("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unsafe_split")
+def split(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x):
+        raise Decline("not live")
+    vid = conv.value(x)
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    pieces = node.value
+    used = sorted({c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)})
+    starts = [0]
+    for p in pieces:
+        starts.append(starts[-1] + int(p.shape[dim]))
+    for k in used:
+        if starts[k + 1] > starts[k]:  # an empty piece has no entries: a concatenation drops it (Converter.run)
+            conv._picked[(id(node), k)] = emit_slice(conv, vid, dim, starts[k], starts[k + 1])
+
+
+@rule("aten.slice")
+def slice_(conv: Converter, node: Node) -> None:
+    x = node.args[0]
+    if not _live(x):
+        raise Decline("not live")
+    extra = list(node.args[1:]) + [None] * 4
+    dim, start, stop, step = extra[0] or 0, extra[1] or 0, extra[2], extra[3] or 1
+    vid = conv.value(x)
+    n = int(conv.segs[vid].axes[dim].size)
+    conv.bind(node, emit_slice(conv, vid, dim, int(start), n if stop is None else int(min(stop, n)), int(step)))
+
+
+@rule("aten.narrow")
+def narrow(conv: Converter, node: Node) -> None:
+    """``x.narrow(dim, start, length)``: the slice ``start:start + length`` (a start counted from the end wraps)."""
+    x, dim, start, length = (list(node.args) + [None] * 4)[:4]
+    if not _live(x) or not all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, start, length)):
+        raise Decline("not live, or a start that is a tensor")
+    vid = conv.value(x)
+    n = int(conv.segs[vid].axes[dim].size)
+    start = start + n if start < 0 else start
+    if not 0 <= start < start + length <= n:
+        raise Decline("empty or out of range")
+    _same = emit_slice(conv, vid, dim, start, start + length)
+    if tuple(int(a.size) for a in conv.segs[_same].axes) != _shape(node):
+        raise Decline("shape")
+    conv.bind(node, _same)
+
+
+@rule("aten.cat", "aten.concat", "aten.concatenate")
+def concat(conv: Converter, node: Node) -> None:
+    from ncd.prims.movement import ConcatOp, joined_range
+
+    out_shape = _shape(node)
+    # torch.cat skips 1-d empty tensors (an empty key/value cache): drop them
+    tensors = [t for t in node.args[0] if not (_tensor(t) and (len(out_shape) != 1 and tuple(_shape(t)) == (0,)
+                                                                or t.value.numel() == 0))]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) == 1 and _live(tensors[0]) and tuple(_shape(tensors[0])) == tuple(out_shape):
+        conv.bind(node, conv.value(tensors[0]))
+        return
+    if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
+        raise Decline("concat of fewer than two tensors or of constants only")
+    out_shape = _shape(node)
+    dim %= len(out_shape)
+    template = next(conv.names(conv.value(t)) for t in tensors if _live(t))
+    vids = []
+    used: set[str] = set()
+    for t in tensors:
+        if _live(t):
+            vid = conv.value(t)
+        else:
+            names = list(template)
+            names[dim] = conv.namer.fresh(int(t.value.shape[dim]))
+            vid = conv.value(t, names)
+        names = conv.names(vid)
+        if len(names) != len(template):
+            raise Decline("the tensors have different numbers of wires")
+        if [n for k, n in enumerate(names) if k != dim] != [n for k, n in enumerate(template) if k != dim]:
+            # the same sizes reached by different paths (a skip connection): read them with the template's names
+            names = [names[k] if k == dim else template[k] for k in range(len(names))]
+        own = apart(names[dim], used)
+        used.add(own)
+        vids.append(conv.view(vid, names[:dim] + [own] + names[dim + 1:], _shape(t)))
+    axes = tuple(conv.segs[v].axes[dim] for v in vids)
+    if len({conv.segs[v].dtype for v in vids}) != 1:
+        raise Decline("concat of tensors holding different kinds of values: "
+                      + ", ".join(f"'{conv.segs[v]}'" for v in vids))
+    try:
+        kind = joined_range(conv.segs[vids[0]].dtype, tuple(conv.segs[v].range for v in vids), "concat")
+    except ParseError as error:
+        raise Decline(str(error)) from None
+    name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
+    name = apart(name, set(template) - {template[dim]})
+    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim]), Segment(()), Segment(()), *kind))
+    dom = Type(tuple(conv.segs[v] for v in vids))
+    from ncd.ir.compose import fit
+
+    woven, mapping = fit(box, dom)
+    if mapping or list(woven.cod[0].names) != template[:dim] + [name] + template[dim + 1:]:
+        raise Decline("concat does not weave")
+    (vid,) = conv.emit(woven, vids, list(woven.cod))
+    conv.bind(node, vid)
+
+
+@rule("aten.stack")
+def stack(conv: Converter, node: Node) -> None:
+    """``stack`` is a concatenation of the tensors, each read with a new size-1 wire (``▮``) at ``dim``."""
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
+        raise Decline("stack of fewer than two tensors or of constants only")
+    dim %= len(_shape(node))
+    parts = []
+    for t in tensors:
+        part = Node(f"{t.name}_unsqueeze", "call", None, (), {}, value=t.value.unsqueeze(dim), stack=node.stack, live=t.live,
+                    source=t.source if not t.live else "")
+        if t.live:
+            vid = conv.value(t)
+            names = conv.names(vid)
+            conv.bind(part, conv.view(vid, names[:dim] + ["1"] + names[dim:], _shape(part)))
+        parts.append(part)
+    joined = Node(node.name, "call", node.target, (parts, dim), {}, value=node.value, stack=node.stack, live=True)
+    concat(conv, joined)
+    conv.bind(node, conv.values[id(joined)])
+
+
+@rule("aten.select")
+def select(conv: Converter, node: Node) -> None:
+    import sympy
+
+    from ncd.prims.movement import IndexOp
+
+    x, dim, index = node.args[:3]
+    if not _live(x):
+        raise Decline("not live")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    dim %= len(seg.axes)
+    conv.bind(node, conv.apply(Box(IndexOp(seg.axes[dim], sympy.Integer(int(index)), seg.dtype, seg.range)), [vid]))

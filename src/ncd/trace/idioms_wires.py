@@ -1,0 +1,209 @@
+"""Conversion rules that are wires: aliases and regroupings of a value's axes.
+
+* aliases (``dropout`` in eval, ``clone``, ``to`` the same dtype, ...) are wires;
+* ``view``/``reshape``/``(un)squeeze``/``flatten`` regroup wires (:func:`regroup`): a split names its parts
+  ``h`` and ``k`` (heads, head features), a merge of a split gives the old name back; a flattening that only feeds
+  a matrix product drawn as a linear map is no box (:func:`_fused_input`);
+* ``permute``/``transpose`` are crossings.
+
+Also the predicates every idiom reads off a captured node (:func:`_tensor`, :func:`_live`, :func:`_shape`,
+:func:`_weight`).  Registered, in this order among the idioms, by :mod:`ncd.trace.idioms`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.ir.diagram import Box
+from ncd.prims.structure import TransposeOp
+from ncd.trace.capture import Node
+from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import PRIME, unique
+
+__all__ = ["dropout", "alias", "regroup", "reshape", "permute"]
+
+
+# -- what a rule reads off a captured node -----------------------------------------------
+def _tensor(value: Any) -> bool:
+    return isinstance(value, Node) and isinstance(value.value, torch.Tensor)
+
+
+def _live(value: Any) -> bool:
+    return isinstance(value, Node) and value.live
+
+
+def _shape(node: Node) -> tuple[int, ...]:
+    return tuple(int(s) for s in node.value.shape)
+
+
+def _weight(value: Any) -> torch.Tensor | None:
+    if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.is_floating_point():
+        return value.value
+    return None
+
+
+# -- wires that do not change the value ---------------------------------------------------
+@rule("aten.dropout", "aten.feature_dropout", "aten.alpha_dropout")
+def dropout(conv: Converter, node: Node) -> None:
+    if len(node.args) > 2 and node.args[2]:
+        raise Decline("dropout in training mode")
+    conv.bind(node, conv.value(node.args[0]))
+
+
+@rule("aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy", "aten.to", "aten._to_copy",
+      "aten.type_as")
+def alias(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    if _tensor(source) and source.value.dtype != node.value.dtype:
+        from ncd.trace.indexing import cast
+
+        if cast(conv, node):
+            return
+    if not _tensor(source) or source.value.dtype != node.value.dtype or tuple(source.value.shape) != tuple(node.value.shape):
+        raise Decline("changes dtype or shape")
+    conv.bind(node, conv.value(source))
+
+
+# -- regrouping wires ---------------------------------------------------------------------
+def _is_item(conv: Converter, name: str) -> bool:
+    """Whether wires of this name are positions (tokens, rows, columns: the namer's item role)."""
+    return conv.namer.roles.get(name.rstrip(PRIME)) == "item"
+
+
+def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
+    """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back."""
+    out: list[str] = []
+    i = j = 0
+    split_names = conv.__dict__.setdefault("_splits", {})
+    merged: dict[str, list[tuple[str, int]]] = conv.__dict__.setdefault("_merges", {})  # name -> (wire, size) merged
+    while j < len(shape_out) or i < len(shape_in):
+        if j < len(shape_out) and shape_out[j] == 1 and (i >= len(shape_in) or shape_in[i] != 1):
+            out.append("1")
+            j += 1
+            continue
+        if i < len(shape_in) and shape_in[i] == 1 and (j >= len(shape_out) or shape_out[j] != 1):
+            i += 1
+            continue
+        if i >= len(shape_in) or j >= len(shape_out):
+            raise Decline("reshape does not line up")
+        a, b = [i], [j]
+        pa, pb = shape_in[i], shape_out[j]
+        while pa != pb:
+            if pa < pb:
+                i += 1
+                if i >= len(shape_in):
+                    raise Decline("reshape does not line up")
+                a.append(i)
+                pa *= shape_in[i]
+            else:
+                j += 1
+                if j >= len(shape_out):
+                    raise Decline("reshape does not line up")
+                b.append(j)
+                pb *= shape_out[j]
+        i, j = i + 1, j + 1
+        group_in = [names[k] for k in a]
+        sizes_in = [shape_in[k] for k in a]
+        sizes_out = [shape_out[k] for k in b]
+        items = [_is_item(conv, n) for n in group_in]
+        if len(a) == 1 and len(b) == 1:
+            out.append(group_in[0])
+        elif len(a) == 1 and merged.get(group_in[0]) and [s for _, s in merged[group_in[0]]] == sizes_out:
+            out.extend(n for n, _ in merged[group_in[0]])  # a merge undone (tokens flattened, then unflattened)
+        elif len(a) == 1:
+            parent = group_in[0].rstrip(PRIME)
+            if items[0] and len(b) == 2:  # positions cut into windows: which window (s), where in it (w)
+                parts = [conv.namer.fresh(s, hint, "item") for s, hint in zip(sizes_out, ("s", "w"))]
+            else:  # into heads and their features, unless the config gives neither part a heads' size
+                heads = not conv.namer.config or {"h", "g"} & conv.namer.config.get(sizes_out[0], set()) \
+                    or "k" in conv.namer.config.get(sizes_out[-1], set())
+                hints = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
+                parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
+            parts = unique(parts)
+            parents = split_names.setdefault(tuple(n.rstrip(PRIME) for n in parts), [])
+            if parent not in parents:
+                parents.append(parent)
+            out.extend(parts)
+        elif len(b) == 1:
+            key = tuple(n.rstrip(PRIME) for n in group_in)
+            # positions merged (an image's rows and columns flattened into tokens) are positions again
+            parents = [p for p in split_names.get(key, ()) if p not in {n.rstrip(PRIME) for n in out}]
+            if parents:
+                name = parents[0]
+            else:  # the width the config names (heads merged back: m), else a name of the merge's own
+                letters = [] if all(items) else [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
+                of = tuple(n.rstrip(PRIME) for n in group_in) if conv.namer.config and not letters else ()
+                name = conv.namer.fresh(sizes_out[0], letters[0] if letters else None,
+                                        "item" if all(items) else "feature", of)
+            merged.setdefault(name, list(zip(group_in, sizes_in)))
+            out.append(name)
+        else:
+            out.extend(conv.namer.fresh(s) for s in sizes_out)
+    return out
+
+
+def _fused_input(conv: Converter, node: Node) -> Any:
+    """For ``view(x, [-1, m])`` feeding only this node, the tensor ``x`` (leading axes kept)."""
+    name = str(node.target)
+    if "addmm" in name:
+        source, weight = node.args[1], node.args[2]
+    elif "aten.mm" in name or "matmul" in name:
+        source, weight = node.args[0], node.args[1]
+        if not (isinstance(weight, Node) and conv.learned(weight)):  # a constant's product is an einsum (matmul)
+            return None
+    else:
+        return None
+    consumers = conv.consumers.get(id(node), [])
+    if _weight(weight) is None or len(consumers) != 1 or "view" not in str(consumers[0].target):
+        return None
+    if (isinstance(source, Node) and source.kind == "call" and "view" in str(source.target)
+            and len(conv.consumers.get(id(source), [])) == 1 and _live(source.args[0])
+            and tuple(source.args[0].value.shape)[-1:] == tuple(source.value.shape)[-1:]):
+        return source.args[0]
+    return None
+
+
+@rule("aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze", "aten.squeeze", "aten.flatten", "aten.unflatten",
+      "aten.view_as", "aten.reshape_as")
+def reshape(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    if not _live(source):
+        raise Decline("not live")
+    vid = conv.value(source)
+    consumers = conv.consumers.get(id(node), [])
+    if len(consumers) == 1 and _fused_input(conv, consumers[0]) is source:
+        conv.bind(node, vid)  # flattening for a matrix product that is drawn as a linear map
+        return
+    shape_in = tuple(int(a.size) for a in conv.segs[vid].axes)
+    shape_out = _shape(node)
+    names = regroup(conv, conv.names(vid), shape_in, shape_out)
+    conv.bind(node, conv.view(vid, names, shape_out))
+
+
+@rule("aten.permute", "aten.transpose", "aten.t", "aten.swapaxes", "aten.movedim", "aten.numpy_T")
+def permute(conv: Converter, node: Node) -> None:
+    source = node.args[0]
+    vid = conv.value(source)
+    n = len(conv.segs[vid])
+    name = node.target.name()
+    if "permute" in name:
+        perm = [d % n for d in node.args[1]]
+    elif name.endswith("::t") or "numpy_T" in name:
+        perm = list(reversed(range(n)))
+    elif "movedim" in name:
+        src, dst = node.args[1] % n, node.args[2] % n
+        rest = [d for d in range(n) if d != src]
+        perm = rest[:dst] + [src] + rest[dst:]
+    else:
+        a, b = node.args[1] % n, node.args[2] % n
+        perm = list(range(n))
+        perm[a], perm[b] = perm[b], perm[a]
+    if perm == list(range(n)):
+        conv.bind(node, vid)
+        return
+    seg = conv.segs[vid]
+    box = Box(TransposeOp(seg, tuple(perm)))
+    (out,) = conv.emit(box, [vid], list(box.cod))
+    conv.bind(node, out)
