@@ -26,6 +26,9 @@ Conventions (see ``docs/backprop.md``):
 * **Peak memory** is the largest total of live storages during the forward pass: inputs,
   values not yet consumed, and everything saved for backward.
 
+What a cost rule sees and records (:class:`CostContext`, :class:`Metrics`, :class:`BoxCost`) is
+:mod:`ncd.analysis.metrics`; the symbolic sums and the peak sweep's polynomials are :mod:`ncd.analysis.peak`.
+
 >>> import ncd
 >>> report = ncd.cost(ncd.Einsum("y k h, x k h -> y x h"))
 >>> report.formulas.forward_macs
@@ -45,165 +48,28 @@ from typing import Any
 import sympy
 
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
+from ncd.analysis.metrics import BoxCost as BoxCost
+from ncd.analysis.metrics import CostContext as CostContext
+from ncd.analysis.metrics import Metrics as Metrics
+from ncd.analysis.peak import ZERO as ZERO
+from ncd.analysis.peak import Polynomial as Polynomial
+from ncd.analysis.peak import _dominates as _dominates
+from ncd.analysis.peak import _max as _max
+from ncd.analysis.peak import _peak_of_polynomials as _peak_of_polynomials
+from ncd.analysis.peak import _polynomial as _polynomial
+from ncd.analysis.peak import _sum as _sum
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
 from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Block, Box, Diagram, check_option_names, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
-from ncd.ir.size import evaluate, maximum, power_product, symbol
+from ncd.ir.size import evaluate, maximum, symbol
 from ncd.ir.weaving import WovenAxis
 from ncd.limits import check_diagram
 
 __all__ = ["cost", "CostReport", "Metrics", "BoxCost", "CostContext", "DTYPE_BYTES"]
 
 DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
-ZERO = sympy.Integer(0)
-
-
-@dataclass
-class Metrics:
-    """Additive costs (sympy expressions).  ``*_matmul`` is what the FLOP counter sees."""
-
-    forward_matmul: sympy.Expr = ZERO
-    forward_other: sympy.Expr = ZERO
-    backward_matmul: sympy.Expr = ZERO
-    backward_other: sympy.Expr = ZERO
-    params: sympy.Expr = ZERO
-    activation_bytes: sympy.Expr = ZERO
-    #: backward FLOPs ``FlopCounterMode`` counts beyond ``backward_matmul`` (its grouped-convolution blind spot)
-    counter_excess: sympy.Expr = ZERO
-
-    @property
-    def forward_flops(self) -> sympy.Expr:
-        return self.forward_matmul + self.forward_other
-
-    @property
-    def backward_flops(self) -> sympy.Expr:
-        return self.backward_matmul + self.backward_other
-
-    @property
-    def forward_macs(self) -> sympy.Expr:
-        return self.forward_matmul / 2
-
-    @property
-    def backward_macs(self) -> sympy.Expr:
-        return self.backward_matmul / 2
-
-    def __iadd__(self, other: Metrics) -> Metrics:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
-
-    @staticmethod
-    def total(items: Sequence[Metrics]) -> Metrics:
-        """The sum of many metrics, each field added in one go (linear in their number)."""
-        names = [f.name for f in dataclasses.fields(Metrics)]
-        return Metrics(**{n: _sum([getattr(m, n) for m in items]) for n in names})
-
-    def map(self, fn: Any) -> Metrics:
-        return Metrics(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
-
-    NAMES = ("forward_macs", "forward_flops", "forward_matmul", "forward_other", "backward_macs", "backward_flops",
-             "backward_matmul", "backward_other", "params", "activation_bytes", "counter_excess")
-
-
-@dataclass
-class BoxCost:
-    """The costs of one box occurrence: its label, primitive, enclosing blocks and metrics."""
-
-    text: str
-    op: str
-    blocks: tuple[str, ...]
-    metrics: Metrics = field(default_factory=Metrics)
-    #: the lines of the lowered program this row costs (the ops the box, or the fused pattern, became)
-    code: tuple[str, ...] = ()
-
-
-@dataclass
-class CostContext:
-    """What a cost rule sees: the box, its input tensors, its woven axes and the walker."""
-
-    box: Box
-    inputs: list[Tensor]
-    #: the woven axes the box handles in place (each axis and its positions: ``ncd.ir.weaving.WovenAxis``)
-    woven: tuple[WovenAxis, ...]
-    out_axes: list[tuple[Axis, ...]]
-    walker: _Walker
-    metrics: Metrics
-    #: the steps of a sub-diagram the box's lowering rule wrote inline (a scan's step): ``walker.inline`` reads them
-    inner: tuple[Step, ...] = ()
-    #: the ops of the program the box's step ran (what :meth:`call_to` finds and :meth:`charge` costs)
-    ops: tuple[Op, ...] = ()
-
-    @property
-    def prim(self) -> Any:
-        return self.box.prim
-
-    @property
-    def grad(self) -> bool:
-        return self.box.prim.learned or any(t.grad for t in self.inputs)
-
-    def new(self, axes: Sequence[Axis], order: Sequence[str] | None = None, grad: bool | None = None,
-            dtype: str = "float") -> Tensor:
-        """A tensor with a fresh storage (row-major unless ``order`` is given)."""
-        axes = tuple(axes)
-        return self.walker.allocate(axes, tuple(order) if order is not None else tuple(a.name for a in axes),
-                                    self.grad if grad is None else grad, dtype)
-
-    def output(self, j: int = 0, order: Sequence[str] | None = None, dtype: str = "float") -> Tensor:
-        return self.new(self.out_axes[j], order, dtype=dtype)
-
-    def like(self, j: int, source: Tensor) -> Tensor:
-        """Output ``j`` laid out in memory like ``source`` (what elementwise kernels do)."""
-        names = {a.name for a in self.out_axes[j]}
-        if not source.dense:
-            return self.output(j)
-        order = [n for n in source.order if n in names]
-        order += [a.name for a in self.out_axes[j] if a.name not in order]
-        return self.output(j, order)
-
-    def parameter(self, axes: Sequence[Axis]) -> Tensor:
-        """A learned tensor (never counted as an activation)."""
-        t = self.walker.allocate(tuple(axes), tuple(a.name for a in axes), True, "float")
-        self.walker.params.add(t.storage)
-        return t
-
-    def save(self, *tensors: Tensor) -> None:
-        """Autograd keeps these tensors for the backward pass."""
-        for t in tensors:
-            self.walker.save(t, self.metrics)
-
-    def matmul(self, forward: sympy.Expr, backward: sympy.Expr) -> None:
-        """Matrix-product FLOPs (``2 x MACs``), as the FLOP counter counts them."""
-        self.metrics.forward_matmul += forward
-        self.metrics.backward_matmul += backward
-
-    def other(self, forward: sympy.Expr, backward: sympy.Expr) -> None:
-        """Elementwise / reduction FLOPs the FLOP counter does not see."""
-        self.metrics.forward_other += forward
-        self.metrics.backward_other += backward
-
-    def numel(self, j: int = 0) -> sympy.Expr:
-        return numel(self.out_axes[j])
-
-    def call_to(self, *functions: str) -> Op:
-        """The one op of this step that calls one of ``functions`` (:func:`ncd.analysis.targets.target_of`)."""
-        from ncd.analysis.targets import target_of
-
-        found = [op for op in self.ops if target_of(op) in functions]
-        if len(found) != 1:
-            raise AnalysisError(f"cost of {self.box.text()}: the program ran {len(found)} calls of"
-                                f" {' / '.join(functions)} for it, not one: {[op.code for op in self.ops]}")
-        return found[0]
-
-    def charge(self, op: Op, shapes: Sequence[Sequence[sympy.Expr]], grads: Sequence[bool]) -> None:
-        """The matrix products of ``op`` read off what it calls (:func:`ncd.analysis.targets.products`), its
-        arguments of full ``shapes``; backward, those of the arguments whose gradient is taken (``grads``)."""
-        from ncd.analysis.targets import products
-
-        rows = products(op, [tuple(shape) for shape in shapes])
-        self.matmul(rows.forward, _sum([b for b, g in zip(rows.backward, grads) if g]))
-        self.metrics.counter_excess += _sum([e for e, g in zip(rows.excess, grads) if g])
 
 
 class _Walker:
@@ -389,95 +255,6 @@ class _Walker:
                 total = sympy.Add(total, *born.get(t, ()), *(-b for b in dies.get(t, ())))
             candidates[total] = None
         return maximum(list(candidates))  # candidates no other one provably exceeds (sizes are positive)
-
-
-Polynomial = dict[sympy.Expr, int]  # monomial (a product of size symbols, or 1) -> whole coefficient
-
-
-def _peak_of_polynomials(born: dict[int, list[sympy.Expr]], dies: dict[int, list[sympy.Expr]], end: int
-                         ) -> sympy.Expr | None:
-    """The peak sweep with live totals kept as ``{monomial: coefficient}`` (linear in the steps; sympy
-    builds only the final candidates).  ``None`` when a size is no polynomial (``floor`` ...)."""
-    memo: dict[sympy.Expr, Polynomial | None] = {}
-    for exprs in (*born.values(), *dies.values()):
-        for e in exprs:
-            if e not in memo:
-                memo[e] = _polynomial(e)
-                if memo[e] is None:
-                    return None
-    total: Polynomial = {}
-    candidates: dict[frozenset[tuple[sympy.Expr, int]], tuple[Polynomial, int]] = {}  # -> (total, first step)
-    for t in range(0, end):
-        for sign, group in ((1, born.get(t, ())), (-1, dies.get(t, ()))):
-            for e in group:
-                for m, c in memo[e].items():  # type: ignore[union-attr]
-                    total[m] = total.pop(m, 0) + sign * c  # moved last: the total lists monomials by last change
-        if t + 1 < end and not dies.get(t + 1):  # the next step only adds storages: its total holds this one
-            continue
-        poly = {m: c for m, c in total.items() if c}
-        key = frozenset(poly.items())
-        if key not in candidates:
-            candidates[key] = (poly, t)
-    frontier: list[tuple[Polynomial, int]] = []  # candidates no other one provably exceeds (sizes are positive)
-    for c in candidates.values():
-        if any(_dominates(f[0], c[0]) for f in frontier):
-            continue
-        frontier = [f for f in frontier if not _dominates(c[0], f[0])] + [c]
-    # each one written as the sum of the storages live at its step (the sizes as the diagram writes them)
-    at: dict[int, sympy.Expr] = {}
-    expr, last = ZERO, -1
-    for t in sorted(t for _, t in frontier):  # one pass: each storage's bytes added (and removed) once
-        steps = range(last + 1, t + 1)
-        expr = _sum([expr, *(e for s in steps for e in born.get(s, ())), *(-e for s in steps for e in dies.get(s, ()))])
-        at[t], last = expr, t
-    exprs = [at[t] for _, t in frontier]
-    return _max(exprs)
-
-
-def _max(exprs: list[sympy.Expr]) -> sympy.Expr:
-    """``Max`` of totals no one of which provably exceeds another.  sympy's evaluation would compare every pair
-    again with its assumptions (a chain of 20 layers of distinct widths: 190 pairs, 4.8 s CPU) and finds nothing
-    to drop (sizes are positive reals; a total's coefficients are whole numbers): it is skipped, so the expression
-    is the one it builds (``tests/test_scaling_calls.py`` compares them).  The peak of layers of distinct widths
-    is a ``Max`` of one total per layer, each naming every size: its size grows as the square of the layers."""
-    return sympy.Max(*exprs, evaluate=False) if len(exprs) > 1 else exprs[0]
-
-
-def _polynomial(expr: sympy.Expr) -> Polynomial | None:
-    """``expr`` as ``{monomial: whole coefficient}``, or ``None`` when it is no such polynomial."""
-    for candidate in (expr, sympy.expand(expr)):
-        terms: Polynomial = {}
-        for term in sympy.Add.make_args(candidate):
-            c, rest = term.as_coeff_Mul()
-            if not (c.is_Integer and power_product(rest)):
-                break
-            terms[rest] = terms.get(rest, 0) + int(c)
-        else:
-            return terms
-    return None
-
-
-def _dominates(a: Polynomial, b: Polynomial) -> bool:
-    """Whether ``a >= b`` for every positive value of the sizes (no coefficient of ``a - b`` is negative).
-
-    ``b``'s monomials are read from the one changed last: two totals of a sweep differ most often in the
-    storages born or freed last (layers of distinct widths: each total has its own newest activation), so
-    most answers come after a few look-ups, not one per monomial."""
-    return all(a.get(m, 0) >= c for m, c in reversed(b.items())) and all(c >= 0 for m, c in a.items() if m not in b)
-
-
-def _sum(terms: list[sympy.Expr]) -> sympy.Expr:
-    """``sympy.Add(*terms)``, with whole numbers added as Python integers and equal terms counted first
-    (a repeated layer adds the same terms many times; sympy then combines a few distinct ones)."""
-    number = 0
-    counts: dict[sympy.Expr, int] = {}
-    for t in terms:
-        for leaf in sympy.Add.make_args(t):
-            if leaf.is_Integer:
-                number += int(leaf)
-            else:
-                counts[leaf] = counts.get(leaf, 0) + 1
-    return sympy.Add(sympy.Integer(number), *(leaf if k == 1 else k * leaf for leaf, k in counts.items()))
 
 
 def _expand(v: Tensor, axes: list[Axis]) -> Tensor:
