@@ -24,7 +24,8 @@ from typing import Any
 import sympy
 
 from ncd.errors import NCDError
-from ncd.inference.derive import CacheSite, DecodeError, derive, require_causal, token_axis, token_names
+from ncd.inference.causal import require_causal, token_axis, token_names
+from ncd.inference.derive import CacheSite, DecodeError, derive
 from ncd.inference.dtypes import element_bytes
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, check_option_names
