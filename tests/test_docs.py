@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md"]
+PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md", "docs/trace.md",
+         "docs/viewer.md"]
 
 
 def _blocks(page: str) -> list[str]:
@@ -33,3 +34,27 @@ def test_readme_example_draws_what_it_says(tmp_path: Path, monkeypatch: pytest.M
     assert svg.startswith("<svg") or svg.startswith("<?xml")
     assert "GPT2" in svg or "GPT-2" in svg
     assert str(namespace["attend"].dom) == "y h k, x h k, x h k"  # type: ignore[attr-defined]
+
+
+def test_the_gallery_shows_the_code_the_zoo_has_now() -> None:
+    """``docs/gallery.md`` (written by ``ncd gallery --out docs/gallery --page docs/gallery.md``) shows, for each model,
+    the code that builds it and the PyTorch source it lowers to, and ``docs/gallery/<name>.py`` is that source: both as
+    the zoo makes them now, and the source runs (its classes are defined)."""
+    import inspect
+    import textwrap
+
+    import ncd.zoo
+
+    blocks = _blocks("docs/gallery.md")
+    files = sorted((ROOT / "docs" / "gallery").glob("*.py"))
+    assert len(files) >= 10
+    for path in files:
+        factory = getattr(ncd.zoo, path.stem)
+        source = factory().to_source()
+        stale = f"docs/gallery/{path.name} is stale: run `ncd gallery --out docs/gallery --page docs/gallery.md`"
+        assert path.read_text(encoding="utf-8") == source, stale
+        assert source.rstrip() + "\n" in blocks, stale
+        assert textwrap.dedent(inspect.getsource(factory)).rstrip() + "\n" in blocks, stale
+        namespace: dict[str, object] = {"__name__": f"gallery_{path.stem}"}
+        exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - our own generated source
+        assert any(isinstance(v, type) for v in namespace.values())
