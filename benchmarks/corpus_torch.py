@@ -496,7 +496,9 @@ def _graph(g: torch.Generator) -> dict[str, Any]:
 
 
 # -- Python-level features ------------------------------------------------------------------------------------------
-class _Swish(torch.autograd.Function):
+class Swish(torch.autograd.Function):
+    """``x * sigmoid(x)`` with its true gradient written by hand (``tests/test_trace_functions.py`` proves it too)."""
+
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
@@ -515,7 +517,7 @@ class CustomFunction(nn.Module):
         self.fc = nn.Linear(M, M)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = _Swish.apply(self.fc(x))
+        out: torch.Tensor = Swish.apply(self.fc(x))
         return out
 
 

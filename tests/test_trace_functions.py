@@ -5,6 +5,9 @@ straight-through ``round`` would have gradient 0 and a gradient reversal the opp
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import sys
 import warnings
 from typing import Any
 
@@ -206,19 +209,20 @@ def test_one_function_with_other_constants_keeps_its_name_and_each_its_gradient(
     torch.testing.assert_close(gx2, gx)
 
 
-class Swish(torch.autograd.Function):
-    """``x * sigmoid(x)`` with its true gradient written by hand."""
+def _corpus_torch() -> Any:
+    """The plain-PyTorch corpus (``benchmarks/corpus_torch.py``): its ``Swish`` (``x * sigmoid(x)`` with its true
+    gradient written by hand) is the Function of its ``torch.autograd_function`` model, and traced here too."""
+    name = "corpus_torch"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+                                                      / "corpus_torch.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x * torch.sigmoid(x)
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * (s + x * s * (1 - s))
+Swish = _corpus_torch().Swish
 
 
 class Tanh2(torch.autograd.Function):
