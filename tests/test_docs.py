@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,27 @@ def test_the_gallery_shows_the_code_the_zoo_has_now() -> None:
         namespace: dict[str, object] = {"__name__": f"gallery_{path.stem}"}
         exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - our own generated source
         assert any(isinstance(v, type) for v in namespace.values())
+
+
+#: the case of ``benchmarks/bench_lowering.py`` each generated-source excerpt of docs/performance.md shows, in order
+EXCERPTS = ["transformer encoder layer", "multi-head attention (k h)", "convolution block"]
+
+
+def test_the_performance_page_shows_the_source_ncd_generates() -> None:
+    """The Python blocks of ``docs/performance.md`` are excerpts of generated source (``...`` elides): each of their
+    lines is in the source ncd writes now for the bench's diagram at the bench's sizes."""
+    spec = importlib.util.spec_from_file_location("bench_lowering", ROOT / "benchmarks" / "bench_lowering.py")
+    assert spec is not None and spec.loader is not None
+    bench = sys.modules.setdefault("bench_lowering", importlib.util.module_from_spec(spec))  # (its dataclasses look it up)
+    spec.loader.exec_module(bench)
+    cases = {label: (diagram, sizes) for label, diagram, sizes, *_ in bench.cases(quick=False)}
+    blocks = _blocks("docs/performance.md")
+    assert len(blocks) == len(EXCERPTS)
+    for block, label in zip(blocks, EXCERPTS):
+        first, *lines = block.strip().split("\n")
+        assert first.startswith("# generated source (excerpt)") and lines
+        diagram, sizes = cases[label]
+        source = diagram.to_source(**sizes)
+        for line in lines:
+            pattern = re.escape(line.strip()).replace(re.escape("..."), ".*?")
+            assert re.search(pattern, source), f"docs/performance.md ({label}): {line.strip()!r} is not generated"
