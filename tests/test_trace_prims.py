@@ -84,7 +84,7 @@ def test_convolutions_with_as_many_channels_as_positions_are_boxes() -> None:
 
 
 class Instance(nn.Module):
-    """Instance norm: functional, affine 2-d, plain 1-d; and one tracking running statistics (stays opaque in eval)."""
+    """Instance norm: functional, affine 2-d, plain 1-d; and one tracking running statistics (a batch norm in eval)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,7 +106,8 @@ def test_instance_norm_is_a_group_norm_with_a_group_per_channel() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = _fresh_round_trip(model, torch.randn(2, 4, 5, 3))
-    assert d.opaque == (("aten.instance_norm.default", 1),)  # the running statistics: not a group norm
+    assert d.opaque_count == 0
+    assert [b.prim.op for b in d.boxes() if b.prim.op == "batchnorm"] == ["batchnorm"]  # the running statistics
     norms = [b.prim for b in d.boxes() if b.prim.op == "groupnorm"]
     assert [(p.groups, p.eps, p.affine) for p in norms] == [(4, 1e-5, False), (4, 1e-3, True), (4, 1e-5, False)]
 
@@ -504,3 +505,42 @@ def test_medians_are_boxes_whose_gradient_goes_to_the_entry_torch_picks() -> Non
             return x - x.median()
 
     assert _fresh_round_trip(Whole(), torch.randn(2, 5)).opaque == (("aten.median.default", 1),)
+
+
+class RunningInstanceNorms(nn.Module):
+    """Instance norms keeping running statistics (with and without affine parameters) and one from its input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.InstanceNorm1d(4, track_running_stats=True)
+        self.b = nn.InstanceNorm2d(4, affine=True, track_running_stats=True)
+        self.c = nn.InstanceNorm1d(4, affine=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.a(x), self.b(y), self.c(x)
+
+
+def test_instance_norms_reading_running_statistics_are_batch_norms_holding_them() -> None:
+    torch.manual_seed(0)
+    model = RunningInstanceNorms().train()
+    for _ in range(3):  # running statistics away from 0 and 1
+        model(torch.randn(2, 4, 7) * 3 + 1, torch.randn(2, 4, 5, 5) * 2 - 1)
+    with torch.no_grad():
+        model.b.weight.uniform_(0.5, 1.5)
+        model.b.bias.uniform_(-1.0, 1.0)
+    model.eval()
+    d = _fresh_round_trip(model, torch.randn(2, 4, 7), torch.randn(2, 4, 5, 5))
+    assert d.opaque_count == 0
+    assert sorted(b.prim.op for b in d.boxes() if "norm" in b.prim.op) == ["batchnorm", "batchnorm", "groupnorm"]
+    lowered = d.to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    x, y = torch.randn(2, 4, 7, requires_grad=True), torch.randn(2, 4, 5, 5, requires_grad=True)
+    got, want = lowered(x, y), model(x, y)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(*(torch.autograd.grad(sum(o.sum() for o in out), (x, y)) for out in (got, want)))
+    x3, y3 = torch.randn(3, 4, 7), torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(d.to_torch(b=3)(x3, y3), model(x3, y3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opaque = ncd.trace(model.train(), torch.randn(2, 4, 7), torch.randn(2, 4, 5, 5)).opaque
+    assert opaque == (("aten.instance_norm.default", 2),)  # training: batch statistics, running ones updated

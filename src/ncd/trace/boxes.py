@@ -382,17 +382,21 @@ def group_norm(conv: Converter, node: Node) -> None:
 @rule("aten.instance_norm")
 def instance_norm(conv: Converter, node: Node) -> None:
     """``F.instance_norm`` from its input's statistics (no running statistics read or updated): a group norm with a
-    group per channel (channels at dim 1), with its per-channel weight and bias if learned."""
+    group per channel (channels at dim 1), with its per-channel weight and bias if learned; from running statistics
+    (evaluation), the batch norm that reads them."""
     from ncd.prims.groupnorm import GroupNormOp
 
     names = ("input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps")
     given = dict(zip(names, node.args)) | {k: v for k, v in node.kwargs.items() if k in names}
     weight, bias = given.get("weight"), given.get("bias")
     w, b = _weight(weight), _weight(bias)
-    if given.get("running_mean") is not None or given.get("running_var") is not None or not given.get("use_input_stats", True):
-        raise Decline("instance norm with running statistics")
     if (weight is None) != (bias is None) or (weight is not None and (w is None or b is None)):
         raise Decline("instance norm with computed or partial parameters")
+    if not given.get("use_input_stats", True):
+        _instance_norm_running(conv, node, given, w, b)
+        return
+    if given.get("running_mean") is not None or given.get("running_var") is not None:
+        raise Decline("instance norm updating running statistics")
     vid = _live_float(conv, given["input"])
     seg = conv.segs[vid]
     if len(seg.axes) < 3:
@@ -404,6 +408,25 @@ def instance_norm(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(box, [vid]))
     if w is not None and b is not None:
         conv.emitted.tensors.append([w, b])
+
+
+def _instance_norm_running(conv: Converter, node: Node, given: dict[str, Any], w: Any, b: Any) -> None:
+    """``nn.InstanceNorm*d(track_running_stats=True)`` in evaluation reads its running statistics per channel: torch's
+    ``batch_norm`` in evaluation with them (what ATen computes), a batch norm box holding the statistics."""
+    from ncd.prims.normalization import BatchNormOp
+
+    mean, var = given.get("running_mean"), given.get("running_var")
+    if not (isinstance(mean, Node) and isinstance(var, Node) and not mean.live and not var.live):
+        raise Decline("running statistics that are not the model's buffers")
+    vid = _live_float(conv, given["input"])
+    seg = conv.segs[vid]
+    if len(seg.axes) < 3 or mean.value.shape != (int(seg.axes[1].size),):
+        raise Decline("no batch, channel and position axes")
+    momentum = given.get("momentum", 0.1)
+    box = Box(BatchNormOp(seg, 1, float(given.get("eps", 1e-5)), float(momentum if momentum is not None else 0.1),
+                          w is not None, True))
+    _same_wires(conv, node, conv.apply(box, [vid]))
+    conv.emitted.tensors.append([mean.value, var.value] + ([w, b] if w is not None else []))
 
 
 @rule("aten.prelu")
