@@ -7,8 +7,6 @@ hand-written einsum reference, values and gradients; multi-head attention built 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -362,16 +360,9 @@ def test_lowered_modules_run_under_torch_compile() -> None:
 
 def _hand_mha(m: int, h: int) -> nn.Module:
     """Self-attention as an engineer writes it (the baseline of ``benchmarks/bench_lowering.py``)."""
-    import importlib.util
-    from pathlib import Path
+    from tests.benchmarks import benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lowering.py"
-    spec = importlib.util.spec_from_file_location("bench_lowering", path)
-    assert spec is not None and spec.loader is not None
-    if "bench_lowering" not in sys.modules:  # registered: its dataclasses look their module up
-        sys.modules["bench_lowering"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["bench_lowering"])
-    return sys.modules["bench_lowering"].HandMHA(m, h)  # type: ignore[no-any-return]
+    return benchmark("bench_lowering").HandMHA(m, h)  # type: ignore[no-any-return]
 
 
 def _aten_ops(module: nn.Module, x: torch.Tensor, backward: bool) -> dict[str, int]:

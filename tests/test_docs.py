@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md", "docs/trace.md",
@@ -69,11 +69,7 @@ EXCERPTS = ["transformer encoder layer", "multi-head attention (k h)", "convolut
 def test_the_performance_page_shows_the_source_ncd_generates() -> None:
     """The Python blocks of ``docs/performance.md`` are excerpts of generated source (``...`` elides): each of their
     lines is in the source ncd writes now for the bench's diagram at the bench's sizes."""
-    spec = importlib.util.spec_from_file_location("bench_lowering", ROOT / "benchmarks" / "bench_lowering.py")
-    assert spec is not None and spec.loader is not None
-    bench = sys.modules.setdefault("bench_lowering", importlib.util.module_from_spec(spec))  # (its dataclasses look it up)
-    spec.loader.exec_module(bench)
-    cases = {label: (diagram, sizes) for label, diagram, sizes, *_ in bench.cases(quick=False)}
+    cases = {label: (diagram, sizes) for label, diagram, sizes, *_ in benchmark("bench_lowering").cases(quick=False)}
     blocks = _blocks("docs/performance.md")
     assert len(blocks) == len(EXCERPTS)
     for block, label in zip(blocks, EXCERPTS):

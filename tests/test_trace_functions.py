@@ -5,9 +5,6 @@ straight-through ``round`` would have gradient 0 and a gradient reversal the opp
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 import warnings
 from typing import Any
 
@@ -16,6 +13,7 @@ import torch
 from torch import nn
 
 import ncd
+from tests.benchmarks import benchmark
 
 
 class RoundST(torch.autograd.Function):
@@ -209,20 +207,8 @@ def test_one_function_with_other_constants_keeps_its_name_and_each_its_gradient(
     torch.testing.assert_close(gx2, gx)
 
 
-def _corpus_torch() -> Any:
-    """The plain-PyTorch corpus (``benchmarks/corpus_torch.py``): its ``Swish`` (``x * sigmoid(x)`` with its true
-    gradient written by hand) is the Function of its ``torch.autograd_function`` model, and traced here too."""
-    name = "corpus_torch"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-                                                      / "corpus_torch.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-Swish = _corpus_torch().Swish
+#: ``x * sigmoid(x)`` with its true gradient written by hand: the Function of the corpus' ``torch.autograd_function``
+Swish = benchmark("corpus_torch").Swish
 
 
 class Tanh2(torch.autograd.Function):

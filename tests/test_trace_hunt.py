@@ -7,23 +7,15 @@ refused or equal to the model on a fresh input of that batch.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
 
 import ncd
+from tests.benchmarks import benchmark
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "import_corpus.py"
-if "import_corpus" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("import_corpus", _PATH)
-    assert _spec is not None and _spec.loader is not None
-    sys.modules["import_corpus"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["import_corpus"])
-corpus = sys.modules["import_corpus"]
+corpus = benchmark("import_corpus")
 corpus.zoo_module()  # puts benchmarks/ on the path
 import corpus_torch_hunt as hunt  # noqa: E402
 

@@ -6,23 +6,15 @@ same shapes, its parameter count, and (for shared weights) one training step of 
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
 
 import ncd
+from tests.benchmarks import benchmark
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "import_corpus.py"
-if "import_corpus" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("import_corpus", _PATH)
-    assert _spec is not None and _spec.loader is not None
-    sys.modules["import_corpus"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["import_corpus"])
-corpus = sys.modules["import_corpus"]
+corpus = benchmark("import_corpus")
 zoo = corpus.zoo_module()
 
 #: a fast subset of the zoo, one entry per kind of feature: masks, attention layouts, recurrences with a state passed

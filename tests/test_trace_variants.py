@@ -6,24 +6,15 @@ different cache)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
 
 import ncd
+from tests.benchmarks import benchmark
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "import_variants.py"
-if "import_variants" in sys.modules:
-    variants = sys.modules["import_variants"]
-else:
-    _spec = importlib.util.spec_from_file_location("import_variants", _PATH)
-    assert _spec is not None and _spec.loader is not None
-    variants = sys.modules["import_variants"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(variants)
+variants = benchmark("import_variants")
 
 
 def _gpt2() -> torch.nn.Module:
