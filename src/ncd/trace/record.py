@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ncd.trace.capture import Captured, Node, copied, held_tensors, holds_tensors, input_names, refs, user_line
+from ncd.trace.capture import Captured, Node, _internal, copied, held_tensors, holds_tensors, input_names, refs, user_line
 from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.shapes import Shapes
@@ -148,6 +150,7 @@ class _Recording:
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
         self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
         self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
@@ -234,6 +237,11 @@ class _Recording:
         target = func
         if packet in RANDOM and not self.meta:
             self.random.setdefault(user_line() or "?", packet)
+        elif packet == "detach" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            held = self.by_id.get(id(args[0]))  # a value of the inputs or parameters cut from autograd
+            if (held is not None and (held.live or held.kind in ("parameter", "call"))) \
+                    or self.state.get(id(args[0]), ("", False))[1]:
+                self.detached.setdefault(user_line() or "?", "detach")
         if func._schema.is_mutable:
             target = self.functional(func, args)
             written = self.write(func, target, args, kwargs)
@@ -624,11 +632,21 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     mha = torch.backends.mha
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
+    grad_off = torch.no_grad.__enter__
+
+    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
+        frame = sys._getframe(1)
+        if not _internal(frame.f_code.co_filename):
+            rec.detached.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", "no_grad")
+        grad_off(self)
+
     try:
+        torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes:
             out = flat(*run_args, **run_kwargs)
     finally:
+        torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
@@ -648,6 +666,13 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
                       " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=2)
+    if rec.detached:  # a stop-gradient (a straight-through estimator, a target network): not drawn
+        import warnings
+
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model detaches values from autograd (detach or no_grad at"
+                      f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
+                      " lowered module's forward is the model's but its gradients flow through them (the model's stop"
+                      " there)", RuntimeWarning, stacklevel=2)
     if rec.buffers_written:  # a running statistic, a step counter, a cache: state a diagram does not carry
         import warnings
 
