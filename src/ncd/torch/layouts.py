@@ -41,9 +41,9 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import sympy
 
@@ -397,26 +397,30 @@ def _fused_attention(attention: _Attention, x: str) -> str:
 def encoder_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
                    ) -> Iterator[tuple[Function, _Layer]]:
     """Every class of ``program`` that is a post-norm encoder layer, with its modules."""
-    for function in program.functions:
-        flat = _inline(program, function, 12)  # _match reads twelve
-        if flat is None:
-            continue
-        layer = _match(*flat, rows, cols, program)
-        if layer is not None:
-            yield function, layer
+    return _classes(program, rows, cols, 12, _match)  # _match reads twelve
 
 
 def attention_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]
                      ) -> Iterator[tuple[Function, _Attention]]:
     """Every class of ``program`` that is a multi-head self-attention (as ``nn.MultiheadAttention``), with its
     modules."""
+    return _classes(program, rows, cols, 5, _match_attention)  # _match_attention reads five
+
+
+_Found = TypeVar("_Found")
+
+
+def _classes(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]], most: int,
+             match: Callable[[list[_Node], int, dict[int, tuple[str, ...]], dict[int, tuple[str, ...]], Program | None],
+                             _Found | None]) -> Iterator[tuple[Function, _Found]]:
+    """Every class of ``program`` whose body, inlined (at most ``most`` nodes read), ``match`` recognises."""
     for function in program.functions:
-        flat = _inline(program, function, 5)  # _match_attention reads five
+        flat = _inline(program, function, most)
         if flat is None:
             continue
-        attention = _match_attention(*flat, rows, cols, program)
-        if attention is not None:
-            yield function, attention
+        found = match(*flat, rows, cols, program)
+        if found is not None:
+            yield function, found
 
 
 def fuse_layers(program: Program, rows: dict[int, tuple[str, ...]], cols: dict[int, tuple[str, ...]]) -> None:
