@@ -544,3 +544,44 @@ def test_instance_norms_reading_running_statistics_are_batch_norms_holding_them(
         warnings.simplefilter("ignore")
         opaque = ncd.trace(model.train(), torch.randn(2, 4, 7), torch.randn(2, 4, 5, 5)).opaque
     assert opaque == (("aten.instance_norm.default", 2),)  # training: batch statistics, running ones updated
+
+
+class Bags(nn.Module):
+    """``nn.EmbeddingBag`` over bags of one size: sum with per-sample weights, mean; max stays opaque."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sum, self.mean = nn.EmbeddingBag(30, 8, mode="sum"), nn.EmbeddingBag(30, 8, mode="mean")
+
+    def forward(self, ids: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.sum(ids, per_sample_weights=w), self.mean(ids), self.mean(ids[:, :3]) + self.sum(ids[:, :1])
+
+
+def test_bags_of_embeddings_are_lookups_and_sums_with_torchs_gradients() -> None:
+    torch.manual_seed(0)
+    model = Bags()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randint(0, 30, (4, 5)), torch.rand(4, 5))
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    ids, w = torch.randint(0, 30, (4, 5)), torch.rand(4, 5, requires_grad=True)
+    got, want = lowered(ids, w), model(ids, w)
+    torch.testing.assert_close(got, want)
+    (a, *pa), (b, *pb) = (torch.autograd.grad(sum(o.sum() for o in out), [w, *m.parameters()])
+                          for out, m in ((got, lowered), (want, model)))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(sorted(float(g.sum()) for g in pa), sorted(float(g.sum()) for g in pb))
+
+    class Max(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.max = nn.EmbeddingBag(30, 8, mode="max")
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.max(ids)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ncd.trace(Max(), torch.randint(0, 30, (4, 5))).opaque == (("aten.embedding_bag.padding_idx", 1),)

@@ -92,6 +92,7 @@ def load_rules() -> None:
     """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
     import ncd.trace.attention  # noqa: F401
     import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
+    import ncd.trace.boxes_bags  # noqa: F401  (imports boxes_losses)
     import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
     import ncd.trace.boxes_einsum  # noqa: F401
     import ncd.trace.boxes_indexing  # noqa: F401
