@@ -10,6 +10,8 @@ opaque.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ncd.trace.boxes import _used
@@ -29,8 +31,8 @@ def embedding_bag(conv: Converter, node: Node) -> None:
     """The bags' sum (or mean) of the looked-up rows, for bags of one size."""
     names = ("weight", "indices", "offsets", "scale_grad_by_freq", "mode", "sparse", "per_sample_weights",
              "include_last_offset", "padding_idx")
-    given = dict(zip(names, node.args)) | dict(node.kwargs)
-    weight, ids, offsets, mode = given.get("weight"), given.get("indices"), given.get("offsets"), given.get("mode", SUM)
+    given: dict[str, Any] = dict(zip(names, node.args)) | dict(node.kwargs)
+    weight, ids, offsets, mode = given["weight"], given["indices"], given["offsets"], given.get("mode", SUM)
     samples = given.get("per_sample_weights")
     if given.get("scale_grad_by_freq") or given.get("sparse") or given.get("include_last_offset") \
             or given.get("padding_idx") not in (None, -1) or mode not in (SUM, MEAN) or used_beyond(conv, node):
