@@ -61,3 +61,25 @@ def test_a_stopped_gradient_is_warned_of_and_the_forward_is_the_models(how: str)
     assert len(said) == 1 and "test_trace_stop_gradient.py:" in said[0], said
     if how != "frozen_weight":  # the gradient the warning speaks of does differ
         assert not torch.allclose(_grads(lowered, x, w), _grads(model, x, w))
+
+
+class _Autocast(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.a(x)
+        return y.float()
+
+
+def test_a_model_running_under_autocast_is_warned_of() -> None:
+    # recorded in float32 (autocast casts below the level recorded): the lowered module's results differ from the
+    # model's by bfloat16's rounding (6e-3 here), with only an opaque-box warning for the cast back
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ncd.trace(_Autocast().eval(), torch.randn(2, 5, 8))
+    said = [str(w.message) for w in caught if "runs under torch.autocast" in str(w.message)]
+    assert len(said) == 1 and "test_trace_stop_gradient.py:" in said[0], said

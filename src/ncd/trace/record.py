@@ -151,6 +151,7 @@ class _Recording:
         #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
+        self.autocast: dict[str, str] = {}  # the model's lines entering torch.autocast
         self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
         self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
@@ -640,13 +641,23 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             rec.detached.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", "no_grad")
         grad_off(self)
 
+    autocast_on = torch.autocast.__enter__
+
+    def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
+        frame = sys._getframe(1)
+        if not _internal(frame.f_code.co_filename):
+            rec.autocast.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", "autocast")
+        return autocast_on(self)  # type: ignore[no-untyped-call]
+
     try:
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
+        torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes:
             out = flat(*run_args, **run_kwargs)
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
+        torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
@@ -673,6 +684,13 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                       f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
                       " there)", RuntimeWarning, stacklevel=2)
+    if rec.autocast:  # autocast casts below the level recorded: the diagram computes in the tensors' own types
+        import warnings
+
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model runs under torch.autocast (at"
+                      f" {', '.join(sorted(rec.autocast))}); the diagram computes in its tensors' own types, so the"
+                      " lowered module's results differ from the model's by the rounding autocast does (cast the"
+                      " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=2)
     if rec.buffers_written:  # a running statistic, a step counter, a cache: state a diagram does not carry
         import warnings
 
