@@ -80,6 +80,8 @@ class LayoutContext:
         self._reads: dict[Axis, Any] | None = None
         #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
         self.axes: DiagramAxes | None = None
+        #: the diagram these were read from and the distinct axis objects on its wires (ncd.render.layout._read_axes)
+        self.wire_axes: tuple[Diagram, list[Axis]] | None = None
         #: per column (by ``id``): the ids of the blocks and scans inside it and its outermost fences' colours
         self._inside: dict[int, tuple[Diagram, frozenset[int], frozenset[str]]] = {}
         #: typeset wire labels by the pieces axis_label gave (kept with them): ``id`` → pieces, size, label
@@ -206,20 +208,28 @@ class LayoutContext:
         layout measures both edges of every column to pack its rows, and draws only the rows' own edges."""
         label_w = 0.0
         if labels and self.style.labels != "none":
-            with self.collecting():  # the legend rows go with the gap drawn, not with a measurement
+            outer, self._rows = self._rows, []  # the legend rows go with the gap drawn, not with a measurement
+            try:  # (self.collecting(), inline: the page layout measures every column's edges)
                 wires = _wires_by_axis(typ, ports)  # equal axes have equal labels: each measured once
                 axes = [axis for axis, _ in wires] if wires is not None else \
                     dict.fromkeys(axis for seg, ys in zip(typ, ports) for axis, _ in zip(seg, ys))
-                for axis in axes:
-                    w = self.text_size(self.axis_label(axis), self.style.label_size)[0]
-                    label_w = max(label_w, w + 6.0)
+                size = self.style.label_size
+                for axis in axes:  # (a label's advance is its width + 6, typeset once per layout: _wire_label)
+                    advance = self._wire_label(axis, None, size).advance
+                    if advance > label_w:
+                        label_w = advance
+            finally:
+                self._rows = outer
         return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
 
     def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
              seps_right: dict[int, float] | None,
              note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
-        with self.collecting() as rows:
+        outer, self._rows = self._rows, []  # (self.collecting(), inline)
+        try:
             made = self._gap_frag(left, right, typ, labels, seps_left, seps_right, note)
+        finally:
+            rows, self._rows = self._rows, outer
         made[0].rows = tuple(rows)
         return made
 

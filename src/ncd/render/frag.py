@@ -278,11 +278,14 @@ def _rows(frag: Frag) -> tuple[tuple[str, str], ...]:
         seen.add(id(current))
         stack.append((current, True))
         if not isinstance(current, Deferred):  # (it places none: its items need not be made)
-            stack.extend((it[2], False) for it in reversed(current.items) if isinstance(it, tuple))
+            for it in reversed(current.items):
+                if type(it) is tuple:
+                    stack.append((it[2], False))
     return tuple(dict.fromkeys(out))
 
 
-#: A memo of fragment summaries (the page layout's ``LayoutContext.memo``): ``(kind, id(frag))`` → ``(frag, value)``
+#: A memo of fragment summaries (the page layout's ``LayoutContext.memo``): ``(kind,)`` → a one-tuple of a table
+#: ``id(frag)`` → ``(frag, value)``
 Memo = dict[tuple[Any, ...], tuple[Any, ...]]
 
 #: how far a subtree's bounding box, added up in another order than its items' coordinates, may be off
@@ -294,6 +297,8 @@ def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, f
     :func:`ncd.render.model.flatten` would give, tested with the same arithmetic without making them.  A placed
     fragment whose items' bounding box (:func:`_extent`, found once per fragment) is clear of ``box`` is skipped."""
     memo = {} if memo is None else memo
+    _extent(frag, memo)  # every placed fragment's box, found once: then read from its table
+    table: dict[int, tuple[Frag, Any]] = memo[("extent",)][0]
     x0, y0, x1, y1 = box[0] - _SLACK, box[1] - _SLACK, box[2] + _SLACK, box[3] + _SLACK
     stack: list[tuple[Frag, float, float]] = [(frag, dx, dy)]
     while stack:
@@ -301,7 +306,7 @@ def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, f
         for it in current.items:
             if isinstance(it, tuple):
                 sub = it[2]
-                ext = _extent(sub, memo)
+                ext = table[id(sub)][1]
                 sx, sy = x + it[0], y + it[1]
                 if ext is not None and ext[0] + sx < x1 and x0 < ext[2] + sx and ext[1] + sy < y1 and y0 < ext[3] + sy:
                     stack.append((sub, sx, sy))
@@ -310,32 +315,39 @@ def _any_hit(frag: Frag, dx: float, dy: float, box: tuple[float, float, float, f
     return False
 
 
-def _memo_up(frag: Frag, memo: Memo, tag: str, value: Callable[[Frag, Callable[[Frag], Any]], Any]) -> Any:
-    """``value(fragment, of)`` for ``frag``, each placed fragment's found once, its placed fragments' first
-    (``of(sub)`` reads theirs): kept in ``memo`` under ``(tag, id(fragment))`` with the fragment itself, so that
-    an id reused by a later fragment is not mistaken for it."""
-    key = (tag, id(frag))
-    hit = memo.get(key)
+def _memo_up(frag: Frag, memo: Memo, tag: str, value: Callable[[Frag, dict[int, tuple[Frag, Any]]], Any]) -> Any:
+    """``value(fragment, table)`` for ``frag``, each placed fragment's found once, its placed fragments' first
+    (``table[id(sub)][1]`` is theirs): kept in ``memo`` under ``(tag,)``, a table from ``id(fragment)`` to the
+    fragment and its value, so that an id reused by a later fragment is not mistaken for it.  A page layout walks
+    every attempt's tree (its extent, its smallest text), thousands of fragments each time: one table per tag, and a
+    fragment's placed fragments pushed without a generator."""
+    found = memo.get((tag,))
+    if found is None:
+        found = memo[(tag,)] = ({},)
+    table: dict[int, tuple[Frag, Any]] = found[0]
+    hit = table.get(id(frag))
     if hit is not None and hit[0] is frag:
         return hit[1]
-
-    def of(sub: Frag) -> Any:
-        return memo[(tag, id(sub))][1]
-
-    stack: list[tuple[Frag, bool]] = [(frag, False)]
+    get = table.get
+    stack: list[Frag | None] = [frag]  # None: the fragment below it has its placed fragments' values
+    push, pop = stack.append, stack.pop
     while stack:
-        current, done = stack.pop()
-        ckey = (tag, id(current))
-        known = memo.get(ckey)
+        current = pop()
+        if current is None:
+            current = pop()
+            assert current is not None
+            table[id(current)] = (current, value(current, table))
+            continue
+        known = get(id(current))
         if known is not None and known[0] is current:
             continue
-        if not done:
-            stack.append((current, True))
-            if not isinstance(current, Deferred):
-                stack.extend((it[2], False) for it in current.items if isinstance(it, tuple))
-            continue
-        memo[ckey] = (current, value(current, of))
-    return memo[key][1]
+        push(current)
+        push(None)
+        if not isinstance(current, Deferred):
+            for it in current.items:
+                if type(it) is tuple:
+                    push(it[2])
+    return table[id(frag)][1]
 
 
 def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
@@ -344,21 +356,43 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
     return _memo_up(frag, memo, "extent", _own_extent)  # type: ignore[no-any-return]
 
 
-def _own_extent(frag: Frag, of: Callable[[Frag], Any]) -> tuple[float, float, float, float] | None:
-    """The bounding box of ``frag``'s items, its placed fragments' boxes read by ``of``."""
+def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, float, float, float] | None:
+    """The bounding box of ``frag``'s items, its placed fragments' boxes read from ``table``: the boxes' ``min``
+    and ``max``, spelt out (each keeps the box so far unless the next one is smaller, or larger)."""
     if isinstance(frag, Deferred):
         return frag.extent
     box = None
     for it in frag.items:
         if isinstance(it, tuple):
-            b = of(it[2])
-            if b is not None:
-                b = (b[0] + it[0], b[1] + it[1], b[2] + it[0], b[3] + it[1])
+            b = table[id(it[2])][1]
+            if b is None:
+                continue
+            dx, dy = it[0], it[1]
+            b0, b1, b2, b3 = b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy
+        elif isinstance(it, Path):  # (the commonest item: _bounds's box, its coordinates read by slices)
+            xs = [v for c in it.commands for v in c[1::2]]
+            ys = [v for c in it.commands for v in c[2::2]]
+            b0, b1, b2, b3 = min(xs), min(ys), max(xs), max(ys)
+        elif isinstance(it, Port):
+            continue
         else:
             b = _bounds(it)
-        if b is not None:
-            box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
-    return box
+            if b is None:
+                continue
+            b0, b1, b2, b3 = b
+        if box is None:
+            x0, y0, x1, y1 = b0, b1, b2, b3
+            box = True
+        else:
+            if b0 < x0:
+                x0 = b0
+            if b1 < y0:
+                y0 = b1
+            if b2 > x1:
+                x1 = b2
+            if b3 > y1:
+                y1 = b3
+    return None if box is None else (x0, y0, x1, y1)
 
 
 def _bounds(item: Item) -> tuple[float, float, float, float] | None:
@@ -409,14 +443,16 @@ def smallest_text(frag: Frag, default: float, memo: Memo | None = None) -> float
     return min(default, float(_memo_up(frag, {} if memo is None else memo, "smallest", _own_smallest)))
 
 
-def _own_smallest(frag: Frag, of: Callable[[Frag], Any]) -> float:
-    """The smallest size of a non-blank text run among ``frag``'s items, its placed fragments' read by ``of``."""
+def _own_smallest(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> float:
+    """The smallest size of a non-blank text run among ``frag``'s items, its placed fragments' read from ``table``."""
     if isinstance(frag, Deferred):
         return frag.smallest
     smallest = float("inf")
     for it in frag.items:
-        if isinstance(it, tuple):
-            smallest = min(smallest, of(it[2]))
+        if type(it) is tuple:
+            v = table[id(it[2])][1]
+            if v < smallest:
+                smallest = v
         elif isinstance(it, Text):
             for run in it.runs:
                 if run.size < smallest and run.text.strip():

@@ -485,7 +485,8 @@ def _layout(diagram: Diagram, style: Style) -> Drawing:
 def _read_axes(ctx: Layout, diagram: Diagram) -> None:
     """``ctx``'s item axes and indexed symbols of ``diagram``, from one walk of its wires."""
     read = wire_axes_read(diagram)
-    ctx.axes = diagram_axes(diagram, read[0] + read[1])
+    ctx.wire_axes = (diagram, read[0] + read[1])
+    ctx.axes = diagram_axes(diagram, ctx.wire_axes[1])
     ctx.indexed = indexed_symbols(diagram, read)
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ncd.ir.axes import Type
+from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.frag import _arrows
 from ncd.render.generic import family, family_header, family_indices, generic_labels
@@ -128,7 +128,8 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     if math.isinf(max_w):
         return None
     ctx.memo = {}  # every column is laid out once, then measured, packed and placed
-    symbols0 = _names(diagram) | {k for k, _ in style.legend} | set(ctx.indexed.values())
+    read = ctx.wire_axes[1] if ctx.wire_axes is not None and ctx.wire_axes[0] is diagram else None
+    symbols0 = _names(diagram, read) | {k for k, _ in style.legend} | set(ctx.indexed.values())
     try:
         one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
@@ -235,9 +236,24 @@ def _limit(smallest: float | None, max_w: float, page: str) -> float:
     return min(max_w, COLUMN_PT * (MIN_PRINT_PT if smallest is None else smallest) / MIN_PRINT_PT)
 
 
-def _names(diagram: Diagram) -> set[str]:
-    """The names of every axis of ``diagram`` and the variables of its repetitions (``i`` of ``layers.i``)."""
+def _names(diagram: Diagram, axes: Sequence[Axis] | None = None) -> set[str]:
+    """The names of every axis of ``diagram`` and the variables of its repetitions (``i`` of ``layers.i``);
+    ``axes``: the distinct axis objects on its wires when known (:func:`ncd.render.typeset.wire_axes_read`, read
+    once per layout), then only the repetitions are looked for (each shared node once)."""
     out: set[str] = set()
+    if axes is not None:
+        out.update(a.name for a in axes)
+        seen_nodes: set[int] = set()
+        stack = [diagram]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen_nodes:
+                continue
+            seen_nodes.add(id(node))
+            if isinstance(node, Repeat):
+                out.add("λ" if node.var in ("lam", "lambda", "λ") else node.var)
+            stack.extend(node.children())
+        return out
     seen: set[int] = set()
     for node in diagram.walk():
         if isinstance(node, Repeat):
