@@ -183,14 +183,18 @@ class Layout(LayoutContext, Fold[Frag]):
         result = Frag(width, 0.0, 0.0, [], [])
         prev: tuple[float, float] | None = None  # bottom extent, last port
         placements = []
-        for frag in frags:
-            ports = flat(frag.ins) + flat(frag.outs)
+        clearance = self.label_clearance()
+        flats = [(flat(frag.ins), flat(frag.outs)) for frag in frags]  # each part's ports, flattened once
+        firsts: list[float | None] = []  # each part's highest port (None: it has none)
+        for frag, (ins, outs) in zip(frags, flats):
+            ports = ins + outs
+            firsts.append(min(ports) if ports else None)
             first = min(ports) if ports else frag.top
             if prev is None:
                 dy = -frag.top
             else:  # below the part above, its wires a segment apart, room for the separator above the first label
                 dy = max(prev[0] + 0.5 * p - frag.top, prev[1] + p + g - first,
-                         prev[0] + self.label_clearance() + 3.0 - first)
+                         prev[0] + clearance + 3.0 - first)
             placements.append(dy)
             last = max(ports) if ports else frag.bottom
             prev = (frag.bottom + dy, last + dy)
@@ -203,16 +207,16 @@ class Layout(LayoutContext, Fold[Frag]):
             result.ins.extend(shifted(frag.ins, dy))
             result.outs.extend(shifted(frag.outs, dy))
             if x0 > 0 and (frag.ins or frag.outs):  # its wires run on to both edges (made when painted)
-                runs = _straight_wires([(0.0, x0, y + dy) for y in flat(frag.ins)] +
-                                       [(x0 + frag.w, width, y + dy) for y in flat(frag.outs)])
+                runs = _straight_wires([(0.0, x0, y + dy) for y in flats[k][0]] +
+                                       [(x0 + frag.w, width, y + dy) for y in flats[k][1]])
                 if runs is not None:
                     result.place(runs, 0.0, 0.0)
             if k > 0:
                 above = frags[k - 1].bottom + placements[k - 1]
-                ports_k = flat(frag.ins) + flat(frag.outs)
                 below = frag.top + dy
-                if ports_k:  # the label of the first wire sits above it: the separator runs above that label
-                    below = min(below, min(ports_k) + dy - self.label_clearance())
+                first_k = firsts[k]
+                if first_k is not None:  # the label of the first wire sits above it: the separator runs above that label
+                    below = min(below, first_k + dy - clearance)
                 ymid = (above + max(below, above)) / 2
                 if width > 0:
                     result.add(Path.through([(0.0, ymid), (width, ymid)], dashed=True, width=0.8, role="separator"))
