@@ -19,7 +19,7 @@ from html import escape, unescape
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree, placements
+from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
 __all__ = ["paint_svg", "font_face_css", "faces_used"]
@@ -31,27 +31,37 @@ _NUMBERS: dict[float, str] = {}
 
 
 def _n(v: float) -> str:
-    try:
-        return _NUMBERS[v]  # coordinates repeat (rows of a page share their x): format each once
-    except KeyError:
-        pass
+    text = _NUMBERS.get(v)  # coordinates repeat (rows of a page share their x): format each once
+    if text is not None:
+        return text
     if len(_NUMBERS) > 200_000:
         _NUMBERS.clear()
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    text = f"{v:.2f}"
+    if text[-1] == "0":  # (else neither strip changes it)
+        text = text.rstrip("0").rstrip(".")
     text = _NUMBERS[v] = "0" if text in ("-0", "") else text
     return text
 
 
 def _path_d(p: Path, dx: float = 0.0, dy: float = 0.0) -> str:
     """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`)."""
-    n = _n
+    got, n = _NUMBERS.get, _n  # a drawing has tens of thousands of paths: numbers are looked up before formatting
+    commands = p.commands
+    if len(commands) == 2:  # most paths are one wire's straight run or bend
+        c, e = commands
+        if len(c) == 3 and len(e) == 3:
+            x, y, x1, y1 = c[1] + dx, c[2] + dy, e[1] + dx, e[2] + dy
+            return f"{c[0]} {got(x) or n(x)} {got(y) or n(y)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)}"
     out = []
-    for c in p.commands:  # a drawing has tens of thousands of paths: the common commands are spelled out
+    for c in commands:  # the common commands are spelled out
         k = len(c)
         if k == 3:
-            out.append(f"{c[0]} {n(c[1] + dx)} {n(c[2] + dy)}")
+            x, y = c[1] + dx, c[2] + dy
+            out.append(f"{c[0]} {got(x) or n(x)} {got(y) or n(y)}")
         elif k == 7:
-            out.append(f"{c[0]} {n(c[1] + dx)} {n(c[2] + dy)} {n(c[3] + dx)} {n(c[4] + dy)} {n(c[5] + dx)} {n(c[6] + dy)}")
+            x1, y1, x2, y2, x, y = c[1] + dx, c[2] + dy, c[3] + dx, c[4] + dy, c[5] + dx, c[6] + dy
+            out.append(f"{c[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} {got(x2) or n(x2)} {got(y2) or n(y2)} "
+                       f"{got(x) or n(x)} {got(y) or n(y)}")
         else:
             out.append(c[0] + (" " + " ".join(n(v + (dx if i % 2 == 0 else dy)) for i, v in enumerate(c[1:]))
                                if k > 1 else ""))
@@ -151,44 +161,94 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
     """One element per visible item of the tree ``node`` placed at ``(dx, dy)``, in the order and at the offsets of
     :func:`ncd.render.model.placements` (the walk :func:`~ncd.render.model.flatten` makes, without its moved copies);
     the runs of its texts go into ``runs``, and every item with its offset into ``placed`` (see :func:`paint_svg`)."""
-    n = _n
-    for it, x, y in placements(node, dx, dy):
-        if isinstance(it, Path):  # the commonest first
-            extra = ' stroke-dasharray="4 3"' if it.dashed else ""
-            if it.arrow:
-                extra += ' marker-end="url(#ncd-arrow)"'
-            d = _path_d(it, x, y)
-            out.append(f'<path d="{d}" {_paint(it.fill, it.stroke, it.width)}{extra}/>')
+    n, got = _n, _NUMBERS.get
+    append = out.append
+    texts: dict[int, list[tuple[float, float, str]]] = {}  # each runs tuple's pieces, once (labels share runs)
+    stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
+    while stack:  # the walk of placements(), spelled out: a generator's resumption per item is the dearer part
+        current, x, y, start = stack.pop()
+        items = current.items
+        for k in range(start, len(items)):
+            it = items[k]
+            kind = type(it)
+            if kind is not Path and kind is not tuple and kind is not Text:
+                kind = _BASES.get(kind) or _base(kind)
+            if kind is tuple:
+                stack.append((current, x, y, k + 1))
+                stack.append((it[2], x + it[0], y + it[1], 0))
+                break
+            if kind is Path:  # the commonest first
+                d = _path_d(it, x, y)
+                key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
+                append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
+                if placed is not None:
+                    placed.append((it, x, y, d))
+                continue
             if placed is not None:
-                placed.append((it, x, y, d))
-            continue
-        if placed is not None:
-            placed.append((it, x, y, None))
-        if isinstance(it, Text):
-            runs[id(it.runs)] = it.runs
-            tx, ty = it.x + x, it.y + y
-            for run in it.runs:
-                attrs = f'x="{n(tx + run.dx)}" y="{n(ty + run.dy)}" font-size="{n(run.size)}"'
-                if run.symbol:
-                    attrs += _SYMBOL_FAMILY
-                elif run.serif:
-                    attrs += _SERIF_FAMILY
-                if run.italic:
-                    attrs += ' font-style="italic"'
-                if run.bold:
-                    attrs += ' font-weight="bold"'
-                out.append(f'<text {attrs} fill="#111111">{_text_body(run.text)}</text>')
-        elif isinstance(it, Rect):
-            attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
-            if it.radius:
-                attrs += f' rx="{n(it.radius)}"'
-            out.append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
-        elif isinstance(it, Polygon):
-            pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
-            out.append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
-        elif isinstance(it, Circle):
-            out.append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
+                placed.append((it, x, y, None))
+            if kind is Text:
+                ident = id(it.runs)
+                pieces = texts.get(ident)
+                if pieces is None:
+                    runs[ident] = it.runs
+                    pieces = texts[ident] = [(run.dx, run.dy, _run_rest(run)) for run in it.runs]
+                tx, ty = it.x + x, it.y + y
+                for rx, ry, rest in pieces:
+                    rx += tx
+                    ry += ty
+                    append(f'<text x="{got(rx) or n(rx)}" y="{got(ry) or n(ry)}" {rest}')
+            elif kind is Rect:
+                attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
+                if it.radius:
+                    attrs += f' rx="{n(it.radius)}"'
+                append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
+            elif kind is Polygon:
+                pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
+                append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
+            elif kind is Circle:
+                append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
                        f'{_paint(it.fill, it.stroke, it.width)}/>')
+
+
+def _run_rest(run: Run) -> str:
+    """A run's ``<text>`` element after its position: its size, face and characters."""
+    attrs = f'font-size="{_n(run.size)}"'
+    if run.symbol:
+        attrs += _SYMBOL_FAMILY
+    elif run.serif:
+        attrs += _SERIF_FAMILY
+    if run.italic:
+        attrs += ' font-style="italic"'
+    if run.bold:
+        attrs += ' font-weight="bold"'
+    return f'{attrs} fill="#111111">{_text_body(run.text)}</text>'
+
+
+_BASES: dict[type, type] = {}
+
+
+def _base(kind: type) -> type:
+    """The painted kind a type of item is drawn as (a subclass, e.g. the viewer's tagged paths, as its base)."""
+    for base in (tuple, Path, Text, Rect, Polygon, Circle):
+        if issubclass(kind, base):
+            _BASES[kind] = base
+            return base
+    _BASES[kind] = kind
+    return kind
+
+
+_PATH_PAINTS: dict[tuple[str | None, str, float, bool, bool], str] = {}
+
+
+def _path_paint(key: tuple[str | None, str, float, bool, bool]) -> str:
+    """A path's attributes after its ``d``: its paint, dashes and arrowhead (a drawing has a handful)."""
+    fill, stroke, width, dashed, arrow = key
+    text = _paint(fill, stroke, width) + (' stroke-dasharray="4 3"' if dashed else "")
+    if arrow:
+        text += ' marker-end="url(#ncd-arrow)"'
+    if len(_PATH_PAINTS) < 10_000:
+        _PATH_PAINTS[key] = text
+    return text
 
 
 _PAINTS: dict[tuple[str | None, str | None, float], str] = {}
