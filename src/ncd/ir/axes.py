@@ -224,13 +224,15 @@ class Segment:
         )
 
     def same(self, other: Segment) -> bool:
-        return self is other or (
-            len(self.axes) == len(other.axes)
-            and all(a.same(b) for a, b in zip(self.axes, other.axes))
-            and self.dtype == other.dtype
-            and (self.range is None) == (other.range is None)
-            and (self.range is None or sizes_equal(self.range, other.range))
-        )
+        if self is other:
+            return True
+        axes, others = self.axes, other.axes
+        if len(axes) != len(others) or self.dtype != other.dtype or (self.range is None) != (other.range is None):
+            return False
+        for a, b in zip(axes, others):  # Axis.same, spelt out (every junction of a sequence asks this)
+            if a is not b and (a.name != b.name or not sizes_equal(a.size, b.size)):
+                return False
+        return self.range is None or sizes_equal(self.range, other.range)
 
 
 @dataclass(frozen=True)
@@ -280,8 +282,15 @@ class Type:
         return result
 
     def same(self, other: Type) -> bool:
-        return self is other or (len(self.segments) == len(other.segments)
-                                 and all(a.same(b) for a, b in zip(self.segments, other.segments)))
+        if self is other:
+            return True
+        segments, others = self.segments, other.segments
+        if len(segments) != len(others):
+            return False
+        for a, b in zip(segments, others):
+            if a is not b and not a.same(b):
+                return False
+        return True
 
     @property
     def free_symbols(self) -> set[sympy.Symbol]:

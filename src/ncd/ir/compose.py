@@ -97,10 +97,10 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
             parts.append(fitted)
             offset += n
         return Par.of(*parts), left_map
-    ctx = left if left is not None else Identity(target)
+    ctx = _Left(left, target)  # what errors name as the first side (the identity on ``target`` if none is given)
     dom = diagram.dom
     if len(dom) != len(target):
-        raise mismatch(ctx, diagram, f"the first gives {len(target)} segment(s), the second takes {len(dom)}")
+        raise mismatch(ctx.diagram(), diagram, f"the first gives {len(target)} segment(s), the second takes {len(dom)}")
     mapping: dict[sympy.Symbol, sympy.Expr] = {}  # the right side's placeholders
     left_mapping: dict[sympy.Symbol, sympy.Expr] = {}
     prefix: list[Axis] = []
@@ -108,7 +108,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
     carried: list[dict[str, int]] = []  # per segment: woven axis name -> index in target segment
     for j, (want, have) in enumerate(zip(target, dom)):
         if want.dtype != have.dtype:
-            raise mismatch(ctx, diagram, f"segment {j} holds {want.dtype} values but {have.dtype} values are expected")
+            raise mismatch(ctx.diagram(), diagram, f"segment {j} holds {want.dtype} values but {have.dtype} values are expected")
         matched = _match(want, have)
         if matched is None:
             missing = [a.name for a in have.axes if a.name not in want.names]
@@ -117,11 +117,13 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
                 if missing
                 else f"the axes of segment {j} come in another order ('{want}' against '{have}'); add a transpose"
             )
-            raise mismatch(ctx, diagram, why)
+            raise mismatch(ctx.diagram(), diagram, why)
         for t_index, h_index in enumerate(matched):
             if h_index is None:
                 continue
             a, b = want.axes[t_index], have.axes[h_index]
+            if a.size is b.size and not left_mapping and not mapping:
+                continue  # the same size, nothing to unify (the usual case: a box fitted to the wires it reads)
             _unify_sizes(a.size, b.size, left_mapping, mapping, ctx, diagram, f"axis {a.name}")
         if want.dtype == "index" and not sizes_equal(want.range, have.range):
             _unify_sizes(want.range, have.range, left_mapping, mapping, ctx, diagram,
@@ -133,22 +135,21 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
                 continue
             axis = want.axes[i]
             if used and used[0] < i < used[-1]:
-                raise mismatch(
-                    ctx, diagram, f"axis {axis.name} of segment {j} lies between axes the second uses; transpose it out first"
-                )
+                raise mismatch(ctx.diagram(), diagram, f"axis {axis.name} of segment {j} lies between axes the second"
+                               " uses; transpose it out first")
             if axis.name in extras:
-                raise mismatch(ctx, diagram, f"axis {axis.name} occurs twice among the axes to broadcast over")
+                raise mismatch(ctx.diagram(), diagram, f"axis {axis.name} occurs twice among the axes to broadcast over")
             extras[axis.name] = i
             side = prefix if (not used or i < used[0]) else suffix
             known = {a.name: a for a in prefix + suffix}
             if axis.name in known:
                 if not known[axis.name].same(axis):
-                    raise mismatch(ctx, diagram, f"axis {axis.name} has size {size_text(known[axis.name].size)} in one"
+                    raise mismatch(ctx.diagram(), diagram, f"axis {axis.name} has size {size_text(known[axis.name].size)} in one"
                                    f" segment and {size_text(axis.size)} in another")
             else:
                 side.append(axis)
         carried.append(extras)
-    woven = [a.subs(left_mapping) for a in prefix + suffix]
+    woven = [a.subs(left_mapping) for a in prefix + suffix] if left_mapping else prefix + suffix
     result = diagram.subs(mapping) if mapping else diagram
     if not woven:
         return result, left_mapping
@@ -170,6 +171,19 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
             cod_pos.append(_slot(names, own_cod[j], len(prefix), axis.name, inner_names))
         result = Weave(result, axis, tuple(dom_pos), tuple(cod_pos))
     return result, left_mapping
+
+
+class _Left:
+    """The left side a fit's error names: ``left``, or else the identity on ``target``, built only when an error is
+    raised (most fits succeed, and building it was a tenth of fitting a box)."""
+
+    __slots__ = ("left", "target")
+
+    def __init__(self, left: Diagram | None, target: Type) -> None:
+        self.left, self.target = left, target
+
+    def diagram(self) -> Diagram:
+        return self.left if self.left is not None else Identity(self.target)
 
 
 def _is_woven_slot(k: int, names: list[str], own: list[str], n_prefix: int) -> bool:
@@ -208,7 +222,7 @@ def _unify_sizes(
     b: sympy.Expr,
     left_map: dict[sympy.Symbol, sympy.Expr],
     right_map: dict[sympy.Symbol, sympy.Expr],
-    left: Diagram,
+    left: _Left,
     right: Diagram,
     what: str,
 ) -> None:
@@ -221,4 +235,4 @@ def _unify_sizes(
     elif isinstance(a2, sympy.Symbol) and a2 not in b2.free_symbols:
         left_map[a2] = b2
     else:
-        raise mismatch(left, right, f"{what} has size {size_text(a)} in the first and {size_text(b)} in the second")
+        raise mismatch(left.diagram(), right, f"{what} has size {size_text(a)} in the first and {size_text(b)} in the second")

@@ -28,6 +28,7 @@ from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
 from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import Size, SizeLike, Substitution, evaluate, size, substitute, symbol
+from ncd.limits import limits
 
 if TYPE_CHECKING:
     import torch
@@ -237,8 +238,6 @@ def _nest(node: Diagram, inner: int | None = None) -> int:
             return 0
         inner = max(k.nesting() for k in kids)
     depth = inner + 1
-    from ncd.limits import limits
-
     limit = limits().nesting
     if depth > limit:
         from ncd.errors import LimitError
@@ -282,12 +281,7 @@ class Box(Diagram):
     def __post_init__(self) -> None:
         if self.label is not None:
             check_text(self.label, "a box label")
-        dom, cod = self.prim.signature()
-        if not self.prim.repeated_axes:
-            for seg in (*dom, *cod):
-                if seg.repeated:
-                    raise TypeMismatchError(f"{self.prim.label()}: tensor '{seg}' names axis {', '.join(seg.repeated)}"
-                                            " twice; the axes of one tensor need distinct names")
+        dom, cod = _box_types(self.prim)
         _set(self, dom=dom, cod=cod)
 
     @classmethod
@@ -321,6 +315,48 @@ class Box(Diagram):
     @property
     def learned(self) -> bool:
         return self.prim.learned
+
+
+def _box_types(prim: Primitive) -> tuple[Type, Type]:
+    """The types of a box of ``prim``: its signature, whose tensors may name an axis twice only if it allows it."""
+    dom, cod = prim.signature()
+    if not prim.repeated_axes:
+        for seg in (*dom.segments, *cod.segments):
+            axes = seg.axes
+            if len(axes) > 1 and len({a.name for a in axes}) < len(axes):
+                raise TypeMismatchError(f"{prim.label()}: tensor '{seg}' names axis {', '.join(seg.repeated)}"
+                                        " twice; the axes of one tensor need distinct names")
+    return dom, cod
+
+
+def rebuilt(node: Diagram, **parts: Any) -> Diagram:
+    """``node`` (a box, sequence, composition in parallel or block) with its primitive, parts or body replaced by ones
+    whose axes have the same names and positions, only sizes changed (as :func:`ncd.trace.symbolic.symbolize` makes):
+    the checks of its construction that read names only (a box's label, a block's name and meta, the nesting) held for
+    ``node`` and are not repeated; those that read sizes are (a sequence's junctions, a box's signature)."""
+    cls = type(node)
+    new = cls.__new__(cls)
+    if cls is Box:
+        prim = parts["prim"]
+        dom, cod = _box_types(prim)
+        _set(new, prim=prim, label=node.label, source=node.source, dom=dom, cod=cod)  # type: ignore[attr-defined]
+        return new
+    if cls is Seq:
+        seq = parts["parts"]
+        _check_junctions(seq, range(1, len(seq)))
+        _set(new, parts=seq, dom=seq[0].dom, cod=seq[-1].cod, _nesting=node.nesting())
+        return new
+    if cls is Par:
+        par = parts["parts"]
+        _set(new, parts=par, dom=Type(tuple([s for p in par for s in p.dom.segments])),
+             cod=Type(tuple([s for p in par for s in p.cod.segments])), _nesting=node.nesting())
+        return new
+    if cls is Block:
+        body = parts["body"]
+        _set(new, body=body, name=node.name, meta=node.meta, dom=body.dom, cod=body.cod,  # type: ignore[attr-defined]
+             _nesting=node.nesting())
+        return new
+    raise TypeError(f"rebuilt: not a box, sequence, composition in parallel or block: {cls.__name__}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -414,8 +450,8 @@ class Par(Diagram):
     parts: tuple[Diagram, ...]
 
     def __post_init__(self) -> None:
-        _set(self, dom=Type(tuple(s for p in self.parts for s in p.dom)),
-             cod=Type(tuple(s for p in self.parts for s in p.cod)))
+        _set(self, dom=Type(tuple([s for p in self.parts for s in p.dom.segments])),
+             cod=Type(tuple([s for p in self.parts for s in p.cod.segments])))
         _nest(self)
 
     @staticmethod
@@ -511,20 +547,22 @@ class Weave(Diagram):
             raise TypeMismatchError(
                 f"weave over {self.axis.name}: no input segment of {describe(inner)} carries the axis"
             )
-        for positions, typ in ((self.dom_pos, inner.dom), (self.cod_pos, inner.cod)):
-            for p, seg in zip(positions, typ):
-                if p is not None and not 0 <= p <= len(seg):
-                    raise TypeMismatchError(
-                        f"weave over {self.axis.name}: position {p} is outside segment '{seg}' of {describe(inner)}"
-                    )
-        for positions, typ in ((self.dom_pos, inner.dom), (self.cod_pos, inner.cod)):
-            for p, seg in zip(positions, typ):
-                if p is not None and self.axis.name in seg.names:
-                    raise TypeMismatchError(f"weave over {self.axis.name}: segment '{seg}' of {describe(inner)} already"
-                                            f" has an axis {self.axis.name}; rename one of them")
+        pairs = (*zip(self.dom_pos, inner.dom.segments), *zip(self.cod_pos, inner.cod.segments))
+        for p, seg in pairs:
+            if p is not None and not 0 <= p <= len(seg.axes):
+                raise TypeMismatchError(
+                    f"weave over {self.axis.name}: position {p} is outside segment '{seg}' of {describe(inner)}"
+                )
+        name = self.axis.name
+        for p, seg in pairs:
+            if p is not None:
+                for a in seg.axes:
+                    if a.name == name:
+                        raise TypeMismatchError(f"weave over {name}: segment '{seg}' of {describe(inner)} already"
+                                                f" has an axis {name}; rename one of them")
         dom, cod = _woven_types(inner.dom, inner.cod, self.axis, self.dom_pos, self.cod_pos)
         _set(self, dom=dom, cod=cod)
-        _nest(self)
+        _nest(self, inner.nesting())
 
     def children(self) -> tuple[Diagram, ...]:
         return (self.inner,)

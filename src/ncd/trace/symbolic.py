@@ -15,7 +15,7 @@ from typing import Any
 import sympy
 
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Diagram, Weave, _set
+from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
@@ -57,8 +57,7 @@ def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
     """``old`` over a rebuilt ``inner`` and ``axis``: the same names and positions, so the checks of
     ``Weave.__post_init__`` hold as they did for ``old``; only the types are remade (sizes may be symbols now)."""
     node = Weave.__new__(Weave)
-    dom = Type(tuple(s if p is None else s.insert(p, axis) for s, p in zip(inner.dom, old.dom_pos)))
-    cod = Type(tuple(s.insert(p, axis) for s, p in zip(inner.cod, old.cod_pos)))
+    dom, cod = _woven_types(inner.dom, inner.cod, axis, old.dom_pos, old.cod_pos)
     _set(node, inner=inner, axis=axis, dom_pos=old.dom_pos, cod_pos=old.cod_pos, dom=dom, cod=cod,
          _nesting=inner.nesting() + 1)
     return node
@@ -108,12 +107,15 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
     def _value(v: Any, kind: str) -> Any:
         if kind is _SEGMENT:
             axes = tuple([axis(a) for a in v.axes])
-            return v if all(a is b for a, b in zip(axes, v.axes)) else dataclasses.replace(v, axes=axes)
+            if all(a is b for a, b in zip(axes, v.axes)):
+                return v
+            # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
+            return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
         if kind is _TYPE:
             segments = tuple([value(s) for s in v.segments])
             return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
         if kind is _TUPLE:
-            items = tuple([value(x) for x in v])
+            items = tuple([x if _KINDS.get(type(x)) is _ATOM else value(x) for x in v])
             return v if all(a is b for a, b in zip(items, v)) else items
         if kind is _PRIMITIVE:
             return prim(v)
@@ -121,8 +123,14 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
 
     def prim(p: Primitive) -> Primitive:
         names = _fields(type(p))
-        changes = {name: value(getattr(p, name)) for name in names}
-        if all(changes[name] is getattr(p, name) for name in names):
+        changes: dict[str, Any] = {}
+        changed = False
+        for name in names:
+            old = getattr(p, name)
+            new = old if _KINDS.get(type(old)) is _ATOM else value(old)
+            changes[name] = new
+            changed = changed or new is not old
+        if not changed:
             return p  # nothing sized by a symbol: the box as it was
         if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
             changes["stop"] = changes["output"].size
@@ -151,12 +159,33 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
         return new
 
     def node(d: Diagram) -> Diagram:
-        changes = {name: value(getattr(d, name)) for name in _fields(type(d))}  # every node is a frozen dataclass
+        cls = type(d)
+        if cls is Box:  # the label and source are kept: only the primitive may change
+            new_prim = value(d.prim)  # type: ignore[attr-defined]
+            return d if new_prim is d.prim else rebuilt(d, prim=new_prim)  # type: ignore[attr-defined]
+        if cls is Seq or cls is Par:
+            parts = d.parts  # type: ignore[attr-defined]
+            new_parts = tuple([value(x) for x in parts])
+            if all(a is b for a, b in zip(new_parts, parts)):
+                return d
+            return rebuilt(d, parts=new_parts)
+        if cls is Weave:
+            inner, ax = value(d.inner), axis(d.axis)  # type: ignore[attr-defined]
+            if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
+                return d
+            if ax.name == d.axis.name:  # type: ignore[attr-defined]
+                return _weave(inner, ax, d)  # type: ignore[arg-type]
+            return Weave(inner, ax, d.dom_pos, d.cod_pos)  # type: ignore[attr-defined]
+        if cls is Block:
+            body = value(d.body)  # type: ignore[attr-defined]
+            meta = value(d.meta)  # type: ignore[attr-defined]
+            if body is d.body and meta is d.meta:  # type: ignore[attr-defined]
+                return d
+            return rebuilt(d, body=body) if meta is d.meta else Block(body, d.name, meta)  # type: ignore[attr-defined]
+        changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
         if all(v is getattr(d, k) for k, v in changes.items()):
             return d
-        if type(d) is Weave and changes["axis"].name == d.axis.name:
-            return _weave(changes["inner"], changes["axis"], d)
-        new: Diagram = type(d)(**changes)
+        new: Diagram = cls(**changes)
         return new
 
     try:

@@ -49,17 +49,20 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     end = len(steps)
     for v in outputs:
         uses.setdefault(v, []).append(end)
+    last = {v: ks[-1] for v, ks in uses.items()}  # each value's last use (uses are listed in step order)
     live: list[int] = list(inputs)
     layers: list[Diagram] = []
+    nothing = Identity(Type(()))  # no wires beside a step (Par.of drops it)
 
     def needed_after(v: int, k: int) -> bool:
-        return any(u > k for u in uses.get(v, ()))
+        return last.get(v, -2) > k
 
     def typ(values: Sequence[int]) -> Type:
-        return Type(tuple(segs[v] for v in values))
+        return Type(tuple([segs[v] for v in values]))
 
     def place(lo: int, middle: Diagram, hi: int) -> None:
-        layers.append(Par.of(Identity(typ(live[:lo])), middle, Identity(typ(live[hi:]))))
+        layers.append(Par.of(Identity(typ(live[:lo])) if lo else nothing, middle,
+                             Identity(typ(live[hi:])) if hi < len(live) else nothing))
 
     def apply(k: int, ins: Sequence[int], diagram: Diagram | None, outs: Sequence[int]) -> None:
         nonlocal live
