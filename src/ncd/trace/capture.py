@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -333,16 +334,25 @@ def _internal(filename: str) -> bool:
 _INTERNAL: dict[str, bool] = {}
 
 
-def user_line() -> str:
-    """``file.py:12`` of the innermost frame of the caller's stack outside torch and ncd."""
-    import os
-    import sys
+#: a code object -> ``"file.py:"`` when its file is the user's, "" when it is torch's or ncd's (:func:`user_line`)
+_FILE_OF: dict[Any, str] = {}
 
+
+def user_line() -> str:
+    """``file.py:12`` of the innermost frame of the caller's stack outside torch and ncd (asked at every recorded
+    call: each frame's code object is looked up once)."""
     frame = sys._getframe(1)
+    files = _FILE_OF
     while frame is not None:
-        name = frame.f_code.co_filename
-        if not _internal(name):
-            return f"{os.path.basename(name)}:{frame.f_lineno}"
+        code = frame.f_code
+        file = files.get(code)
+        if file is None:
+            if len(files) > 8192:  # code made at run time (exec'd, generated) is not kept forever
+                files.clear()
+            name = code.co_filename
+            file = files[code] = "" if _internal(name) else f"{os.path.basename(name)}:"
+        if file:
+            return f"{file}{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return ""
 

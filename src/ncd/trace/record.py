@@ -152,6 +152,7 @@ class _Recording:
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
         self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
         self.autocast: dict[str, str] = {}  # the model's lines entering torch.autocast
+        self.lively = False  # :meth:`ref` met a node that depends on an input (reset by :meth:`call`)
         self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
         self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
@@ -211,16 +212,20 @@ class _Recording:
         if isinstance(value, torch.Tensor):
             if id(value) in self.stale:
                 raise Unsupported(f"a view is read after a write into the tensor it views (at {user_line() or '?'})")
-            if id(value) in self.derived:
-                return self.rederive(value)
             node = self.by_id.get(id(value))
-            if node is None:
+            if id(value) in self.derived:
+                lively = self.lively
+                node = self.rederive(value)
+                self.lively = lively
+            elif node is None:
                 name, learned = self.state.get(id(value), ("", False))
                 with torch._C._DisablePythonDispatcher():  # its C++ kernel: the Python dispatcher costs ~10x more
                     detached = value.detach()
                 node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
                             value=detached, source=name)
                 self.add(node, value)
+            if node.live:
+                self.lively = True
             return node
         if isinstance(value, tuple):
             return tuple(self.ref(v) for v in value)
@@ -250,11 +255,12 @@ class _Recording:
                 return written
         # the model sees its inputs on the meta device: devices it names are the real inputs' device
         real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
+        self.lively = False
         arg_refs, kwarg_refs = self.ref(real_args)
+        live = self.lively  # a node the call reads depends on an input
         if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
             self.retire(self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0]),
                         args[0] if args[0]._base is None else None)
-        live = any(r.live for r in refs((arg_refs, kwarg_refs)))
         if live and packet in SHAPE_ONLY:  # ones_like(x): a constant whatever x holds, recorded with its values
             a, kw = _stand_ins(real_args, self.device)
             out = func(*a, **kw)
@@ -395,9 +401,9 @@ class _Recording:
         overload = getattr(packet, func._overloadname, None) if packet is not None else None
         if overload is None:
             raise Unsupported(f"{func} has no functional version")
-        if id(mutated) in self.by_id:  # the earlier value must not change under the nodes that read it
-            previous = self.by_id[id(mutated)]
-            previous.value = previous.value.clone()
+        previous = self.by_id.get(id(mutated))
+        if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)):
+            previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
         return overload
 
     def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> list[torch.Tensor]:
@@ -496,8 +502,11 @@ class _Recording:
         arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
         base, found = self.container(root, mutated) if root is not None and mutated.numel() else (None, None)
         before = self.by_id.get(id(base if base is not None else mutated))  # the written tensor's recorded value
-        old = base.clone() if base is not None else None
+        recorded = before is not None and before.value is base
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
+        old = None
+        if base is not None:  # its value before the write: the copy freeze made of it, else a copy of its own
+            old = before.value if recorded and before is not None and before.value is not base else base.clone()
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
             self.stale.add(id(root))
         if packet in ("copy_", "fill_"):
@@ -788,10 +797,74 @@ def _recorder_alone(recorder: Any) -> Iterator[None]:
     ops._pop_mode_from_pre_dispatch, ops._set_mode_pre_dispatch = popped, pushed
     ops._len_torch_dispatch_stack_pre_dispatch = counted
     try:
-        yield
+        with _handlers_kept(recorder, popped, pushed):
+            yield
     finally:
         for name, f in zip(names, saved):
             setattr(ops, name, f)
+
+
+@contextlib.contextmanager
+def _handlers_kept(recorder: Any, popped: Any, pushed: Any) -> Iterator[None]:
+    """While recording: each operator's pre-dispatch handler, made at its first call, is kept in its dispatch cache.
+
+    torch makes a new handler at every call at the ``PreDispatch`` key (``OpOverload._get_dispatch``: a closure and a
+    context manager made per call, not cached, since the modes on the stack may change).  While the ``recorder`` alone
+    is on the stack, the kept handler does what torch's does: pop the mode, hand the call to its recording, push the
+    mode back; in any other state it asks torch's ``_get_dispatch`` (the cache entry set aside meanwhile).  Every kept
+    handler leaves the caches on exit.  Without ``_get_dispatch`` or ``_op_dk`` (another torch), nothing is kept."""
+    overload: Any = torch._ops.OpOverload
+    original = overload.__dict__.get("_get_dispatch")
+    if original is None:
+        yield
+        return
+    key = torch._C.DispatchKey.PreDispatch
+    excluded = torch._C._dispatch_tls_is_dispatch_key_excluded
+    python = torch._C.DispatchKey.Python
+    ops: Any = torch._ops
+    kept: list[Any] = []
+
+    def torch_handler(op: Any, cache: dict[Any, Any], handler: Any, args: Any, kwargs: Any) -> Any:
+        del cache[key]  # (torch's _get_dispatch refuses a key already cached)
+        try:
+            found = original(op, key)
+        finally:
+            cache[key] = handler
+        if isinstance(found, torch._C.DispatchKey):
+            return op._op_dk(found, *args, **kwargs)
+        return found(*args, **kwargs)
+
+    def made(op: Any) -> Any:
+        cache = op._dispatch_cache
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            mode: Any = popped() if not excluded(python) and ops._len_torch_dispatch_stack_pre_dispatch() else None
+            if type(mode) is not recorder:
+                if mode is not None:
+                    pushed(mode)
+                return torch_handler(op, cache, handler, args, kwargs)
+            try:
+                return mode._recording.call(op, args, kwargs)
+            finally:
+                pushed(mode)
+
+        return handler
+
+    def get_dispatch(op: Any, k: Any) -> Any:
+        if k == key and not isinstance(op, torch._ops.TorchBindOpOverload) and hasattr(op, "_op_dk"):
+            handler = op._dispatch_cache[key] = made(op)
+            kept.append(op)
+            return handler
+        return original(op, k)
+
+    overload._get_dispatch = get_dispatch
+    try:
+        yield
+    finally:
+        overload._get_dispatch = original
+        for op in kept:
+            if op._dispatch_cache.get(key) is not None:
+                del op._dispatch_cache[key]
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see
