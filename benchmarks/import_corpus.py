@@ -34,6 +34,7 @@ Each finished model is appended as one JSON line to a results file (``--results`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import inspect
 import json
@@ -524,7 +525,14 @@ class Result:
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
-    return [t.detach() for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    """The tensors of an output, in order (a plain ``@dataclass``, which pytree keeps whole, by its fields)."""
+    out: list[torch.Tensor] = []
+    for leaf in torch.utils._pytree.tree_leaves(value):
+        if isinstance(leaf, torch.Tensor):
+            out.append(leaf.detach())
+        elif dataclasses.is_dataclass(leaf) and not isinstance(leaf, type):
+            out.extend(_leaves([getattr(leaf, f.name) for f in dataclasses.fields(leaf)]))
+    return out
 
 
 def _max_diff(got: Any, want: Any) -> tuple[float, bool]:

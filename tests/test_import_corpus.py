@@ -272,3 +272,19 @@ def test_custom_functions_proven_exact_are_drawn_as_their_operations_with_the_or
     assert want and set(got) == set(want)
     for k, g in want.items():
         torch.testing.assert_close(got[k], g, atol=1e-5, rtol=1e-4)
+
+
+def test_the_round_trip_compares_a_dataclass_output_field_by_field() -> None:
+    """A model returning a plain ``@dataclass`` (pytree keeps it whole) is compared by its fields' tensors, so a
+    lowered module returning them as a tuple is equal, and one wrong field is not."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        hidden: torch.Tensor
+
+    a, b = torch.randn(2, 3), torch.randn(2, 4)
+    assert corpus._max_diff((a, b), Out(a, b)) == (0.0, True)
+    diff, equal = corpus._max_diff((a, b + 1.0), Out(a, b))
+    assert not equal and abs(diff - 1.0) < 1e-6
