@@ -64,8 +64,10 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 #: whether an operator's outputs are new tensors (no in-place write, no alias of an argument), by operator
 _FUNCTIONAL: dict[Any, bool] = {}
-#: argument types whose value is part of a memo key as it is (with its type: ``1``, ``1.0`` and ``True`` differ)
+#: argument types holding no tensor: recorded as they are, and part of a memo key as they are (with their type:
+#: ``1``, ``1.0`` and ``True`` differ)
 _KEYED = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
+ATOMS = frozenset(_KEYED)  # for a type lookup (``type(value) in ATOMS``)
 
 
 def _meta_key(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.capture import Captured, Node, _internal, copied, held_tensors, holds_tensors, input_names, refs, user_line
 from ncd.trace.functions import functions_boxed
+from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.shapes import Shapes
 from ncd.trace.writes import Region
@@ -49,8 +50,6 @@ RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_
                     "random_", "cauchy_", "log_normal_", "geometric_"})
 
 
-#: argument types recorded as they are (no tensor inside)
-_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
 class Unsupported(Exception):
