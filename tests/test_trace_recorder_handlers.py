@@ -1,4 +1,4 @@
-"""The recorder keeps each operator's pre-dispatch handler while it records (``record._handlers_kept``): the same
+"""The recorder keeps each operator's pre-dispatch handler while it records (``dispatch._handlers_kept``): the same
 recording as torch's own handler, made at every call, gives; and nothing of it is left in torch afterwards."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ncd
 from ncd.render import to_svg
 
 record = importlib.import_module("ncd.trace.record")
+dispatch = importlib.import_module("ncd.trace.dispatch")
 capture = importlib.import_module("ncd.trace.capture")
 
 PRE = torch._C.DispatchKey.PreDispatch
@@ -54,17 +55,17 @@ class Fails(nn.Module):
 @contextlib.contextmanager
 def _torchs_handlers() -> Iterator[None]:
     """Record with torch's per-call handler (the kept handlers switched off): the reference."""
-    saved = record._handlers_kept
+    saved = dispatch._handlers_kept
 
     @contextlib.contextmanager
     def none(*_: Any) -> Iterator[None]:
         yield
 
-    record._handlers_kept = none
+    dispatch._handlers_kept = none
     try:
         yield
     finally:
-        record._handlers_kept = saved
+        dispatch._handlers_kept = saved
 
 
 def _recorded(model: nn.Module, x: torch.Tensor) -> list[tuple[Any, ...]]:
