@@ -643,19 +643,20 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     grad_off = torch.no_grad.__enter__
-
-    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
-        frame = sys._getframe(1)
-        if not _internal(frame.f_code.co_filename):
-            rec.detached.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", "no_grad")
-        grad_off(self)
-
     autocast_on = torch.autocast.__enter__
 
-    def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
-        frame = sys._getframe(1)
+    def noted(seen: dict[str, str], what: str) -> None:
+        """The model's line entering a context manager (the caller of the ``__enter__`` that calls this), in ``seen``."""
+        frame = sys._getframe(2)
         if not _internal(frame.f_code.co_filename):
-            rec.autocast.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", "autocast")
+            seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
+
+    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
+        noted(rec.detached, "no_grad")
+        grad_off(self)
+
+    def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
+        noted(rec.autocast, "autocast")
         return autocast_on(self)  # type: ignore[no-untyped-call]
 
     try:
