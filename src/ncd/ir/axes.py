@@ -105,7 +105,8 @@ class Axis:
         return f"Axis({str(self)!r})"
 
     def __hash__(self) -> int:
-        return _hash_once(self, (self.name, self.size, self.role, self.parts))
+        found: int | None = self.__dict__.get("_hash")  # (kept: read before the key is built)
+        return _hash_once(self, (self.name, self.size, self.role, self.parts)) if found is None else found
 
     def __getstate__(self) -> dict[str, Any]:
         return _state(self)
@@ -171,7 +172,8 @@ class Segment:
         return f"Segment({str(self)!r})"
 
     def __hash__(self) -> int:
-        return _hash_once(self, (self.axes, self.dtype, self.range))
+        found: int | None = self.__dict__.get("_hash")
+        return _hash_once(self, (self.axes, self.dtype, self.range)) if found is None else found
 
     def __getstate__(self) -> dict[str, Any]:
         return _state(self)
@@ -253,7 +255,8 @@ class Type:
         return f"Type({str(self)!r})"
 
     def __hash__(self) -> int:
-        return _hash_once(self, self.segments)
+        found: int | None = self.__dict__.get("_hash")
+        return _hash_once(self, self.segments) if found is None else found
 
     def __getstate__(self) -> dict[str, Any]:
         return _state(self)
