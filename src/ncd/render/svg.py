@@ -178,7 +178,13 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 stack.append((it[2], x + it[0], y + it[1], 0))
                 break
             if kind is Path:  # the commonest first
-                d = _path_d(it, x, y)
+                commands = it.commands
+                if len(commands) == 2 and len(commands[0]) == 3 and len(commands[1]) == 3:  # a run: _path_d inline
+                    c, e = commands
+                    x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
+                    d = f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)}"
+                else:
+                    d = _path_d(it, x, y)
                 key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
                 append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
                 if placed is not None:
