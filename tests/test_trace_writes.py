@@ -107,6 +107,30 @@ def test_values_read_only_by_assertions_stay_on_the_fast_path_and_a_shape_read_f
         _trace(Lengths(), x, lengths)
 
 
+class Diagonals(torch.nn.Module):
+    """Writes into diagonals (no region of the written tensor): zeroed over the last two dims of a (b, t, m) tensor
+    (t < m), set above the main one and below it of a square, scaled in place; the written tensors are read again."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 4, 6)
+        y = torch.tanh(x).clone()
+        y.diagonal(dim1=1, dim2=2).zero_()
+        s = y[:, :, :4] * 2.0  # (b, 4, 4)
+        s.diagonal(1, 1, 2).mul_(3.0)
+        s.diagonal(-2, 2, 1).copy_(torch.sigmoid(x[:, :2, 0]))
+        return y[:, -1:, :4] + s.sum(1, keepdim=True)
+
+
+def test_writes_into_diagonals_stay_on_the_fast_path_drawn_with_no_opaque_box() -> None:
+    model = Diagonals()
+    d = _trace(model, torch.randn(2, 4, 6))
+    assert d.method == "dispatch"  # it went to torch.export, which drew each diagonal_scatter opaque
+    assert d.opaque_count == 0, d.opaque
+    module = d.to_torch()
+    for _ in range(3):
+        fresh = torch.randn(2, 4, 6)
+        torch.testing.assert_close(module(fresh), model(fresh))
+
+
 class Banded(torch.nn.Module):
     """Longformer's banded scores: a buffer reshaped and transposed, then written through slices of that view and read
     again (no region of the buffer: the reshape merges two of its dimensions); overlapping windows read with

@@ -490,17 +490,25 @@ class _Recording:
     def write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Record an in-place write (``copy_``/``fill_`` anywhere, any write through a view) as the functional
         operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator."""
-        from ncd.trace.writes import write_back
+        from ncd.trace.writes import cut, diagonal_of, put_diagonal, write_back
 
         packet = func.overloadpacket.__name__
         mutated = args[0]
         root = mutated._base
-        if self.meta or (root is None and packet not in ("copy_", "fill_")):
+        if self.meta or (root is None and packet not in ("copy_", "fill_", "zero_")):
             return None
         if not mutated.numel():  # a write into no entries (an empty slice) changes nothing
             return func(*args, **kwargs)
         arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
         base, found = self.container(root, mutated) if root is not None and mutated.numel() else (None, None)
+        square = None  # a diagonal written: the square whose main diagonal it is, a region of ``base``
+        if root is not None and base is None:
+            diagonal = diagonal_of(([root] if id(root) in self.by_id else []) + [
+                t for t in self.views.get(id(root), []) if t is not mutated and id(t) in self.by_id
+                and id(t) not in self.stale], mutated)
+            if diagonal is not None:
+                base, found = self.container(root, diagonal[1])
+                square = diagonal if base is not None else None
         before = self.by_id.get(id(base if base is not None else mutated))  # the written tensor's recorded value
         recorded = before is not None and before.value is base
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
@@ -509,8 +517,8 @@ class _Recording:
             old = before.value if recorded and before is not None and before.value is not base else base.clone()
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
             self.stale.add(id(root))
-        if packet in ("copy_", "fill_"):
-            src = args[1]
+        if packet in ("copy_", "fill_", "zero_"):
+            src = args[1] if packet != "zero_" else 0
             out = func(*args, **kwargs)
             new = self.written(src, out)
         else:
@@ -524,6 +532,9 @@ class _Recording:
         if base is not None and found is not None and old is not None and root is not None:
             self.by_id[id(old)] = self.by_id[id(base)]
             self.keep.append(old)
+            if square is not None:  # the square's new value: its diagonal replaced
+                _, region_, d1, d2 = square
+                new = put_diagonal(self.emit, cut(self.emit, old, found, tuple(region_.shape)), new, d1, d2)
             final = write_back(self.emit, old, found, new)
             if not _same(final, base):
                 raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")

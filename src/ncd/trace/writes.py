@@ -9,7 +9,9 @@ so the diagram shows what the model computes and every operation has an importer
 
 Where the view sits in its root is read off strides and storage offsets (:func:`region`) and
 checked exactly: the same region rebuilt from the root with ``select``/``slice``/``permute``
-must have the view's sizes, strides and offset (the same memory, element for element).  The
+must have the view's sizes, strides and offset (the same memory, element for element).  A diagonal
+(``x.diagonal(dim1=1, dim2=2).zero_()``) is no region: it is the main diagonal of one (the square its offset cuts,
+:func:`diagonal_of`), whose new value is ``where(eye, diag_embed(new), old square)`` (:func:`put_diagonal`).  The
 root's recorded new value is compared with the tensor the model wrote.  Anything else (a
 region a reshape scrambled, a write that does not reproduce) is :class:`~ncd.trace.record.Unsupported`.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Region", "region", "write_back", "cut"]
+__all__ = ["Region", "region", "write_back", "cut", "diagonal_of", "put_diagonal"]
 
 aten = torch.ops.aten
 
@@ -160,3 +162,41 @@ def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]],
             + ([emit(aten.slice.Tensor, base, i, end, size)] if end < size else [])
         return emit(aten.cat.default, pieces, i) if len(pieces) > 1 else piece
     return new
+
+
+def diagonal_of(candidates: list[torch.Tensor], view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+    """The first of ``candidates`` of which ``view`` is a diagonal (``t.diagonal(offset, dim1, dim2)``, the same memory
+    element for element): that tensor, the square the offset cuts (``narrow`` of ``dim1`` and ``dim2``, a region of
+    it) and the two dims."""
+    if view.dim() < 1 or view.numel() < 2:
+        return None
+    for t in candidates:
+        if t.dim() != view.dim() + 1 or t.dtype != view.dtype or t.untyped_storage().data_ptr() \
+                != view.untyped_storage().data_ptr():
+            continue
+        for d1 in range(t.dim()):
+            for d2 in range(t.dim()):
+                if d1 == d2 or t.stride(d1) + t.stride(d2) != view.stride(-1):
+                    continue
+                first = (view.storage_offset() - t.storage_offset())
+                for offset in {first // t.stride(d2) if t.stride(d2) else 0, -(first // t.stride(d1)) if t.stride(d1)
+                               else 0, 0}:
+                    diagonal = t.diagonal(offset, d1, d2)
+                    if diagonal.shape == view.shape and diagonal.stride() == view.stride() \
+                            and diagonal.storage_offset() == view.storage_offset():
+                        rows, cols = (0, offset) if offset >= 0 else (-offset, 0)
+                        side = view.size(-1)
+                        return t, t.narrow(d1, rows, side).narrow(d2, cols, side), d1, d2
+    return None
+
+
+def put_diagonal(emit: Emit, square: torch.Tensor, new: torch.Tensor, d1: int, d2: int) -> torch.Tensor:
+    """``square`` with its main diagonal over dims ``d1``, ``d2`` replaced by ``new`` (that diagonal's shape: the
+    diagonal last), as recorded operations: ``where(eye, diag_embed(new), square)``, the identity matrix a constant."""
+    side = square.size(d1)
+    shape = [1] * square.dim()
+    shape[d1] = shape[d2] = side
+    eye = torch.eye(side, dtype=torch.bool, device=square.device)
+    eye = (eye if d1 < d2 else eye.t()).reshape(shape)
+    embedded = emit(aten.diag_embed.default, new, 0, d1, d2)
+    return emit(aten.where.self, eye, embedded, square)
