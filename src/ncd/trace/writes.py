@@ -4,7 +4,8 @@
 tensor (its root, ``view._base``); the model then reads the root.  The recorder keeps the
 recording functional: the new value of the view is an operation of its own, and the root's new
 value is the old root with that region replaced — slices of the old root around the written
-region joined by ``cat`` (``select`` for a single index, ``slice_scatter`` for a strided range),
+region joined by ``cat`` (``select`` for a single index; a strided range is a range of rows of the dimension reshaped
+to (rows, step) where the step divides it, else ``slice_scatter``),
 so the diagram shows what the model computes and every operation has an importer rule.
 
 Where the view sits in its root is read off strides and storage offsets (:func:`region`) and
@@ -151,6 +152,12 @@ def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]],
             sub = emit(aten.select.int, base, i, at)
             piece = emit(aten.unsqueeze.default, _put(emit, sub, specs[:i] + specs[i + 1:], new), i)
             end = at + 1
+        elif step != 1 and size % step == 0:  # every step-th entry: a range of the rows of the dimension split in two
+            shape = list(base.shape)
+            rows = emit(aten.reshape.default, base, shape[:i] + [size // step, step] + shape[i + 1:])
+            put = _put(emit, rows, specs[:i] + [("range", at // step, length, 1), ("index", at % step, 1, 1)]
+                       + specs[i + 1:], new)
+            return emit(aten.reshape.default, put, shape)
         else:
             end = at + step * (length - 1) + 1
             sub = emit(aten.slice.Tensor, base, i, at, end, step)
