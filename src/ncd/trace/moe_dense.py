@@ -130,6 +130,8 @@ def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tenso
     module that routes its own tokens: ``router.layer``, ``router.top_k``, ``input_linear.weight``,
     ``output_linear.weight``, ``bias`` (JetMoE's mixtures of experts and of attention experts)."""
     router = getattr(module, "router", None)
+    if router is None:  # most modules (each getattr a module misses raises inside torch: ~1 us)
+        return None
     layer, k = getattr(router, "layer", None), getattr(router, "top_k", None)
     w_in = getattr(getattr(module, "input_linear", None), "weight", None)
     w_out = getattr(getattr(module, "output_linear", None), "weight", None)
