@@ -155,24 +155,11 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
     ``taken``: names the fresh symbols must not take (the page's other symbols); ``indices``: the instances' index
     ``var`` (``stages.1``, ``stages.2``, …), by which a size following a pattern is written in closed form
     (:func:`ncd.render.legend.closed_form`)."""
-    first = blocks[0]
-    if any(not same_shape(first, b) for b in blocks[1:]):
+    found = _columns(blocks)
+    if found is None:
         return None
-    lists = [_axes(b) for b in blocks]
-    if any(len(axes) != len(lists[0]) for axes in lists):
-        return None
-    # a block has thousands of wires but few distinct axis objects: each column of objects (by identity, in order of
-    # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did
-    by_id: dict[int, Axis] = {}
-    for axes in lists:
-        by_id.update(zip(map(id, axes), axes))
-    seen: dict[Axis, tuple[Axis, ...]] = {}
-    for ids in dict.fromkeys(zip(*[map(id, axes) for axes in lists])):
-        column = tuple(map(by_id.__getitem__, ids))
-        known = seen.setdefault(column[0], column)
-        if known != column:
-            return None
-    taken = {a.name for a in by_id.values()} | set(taken)
+    seen, names = found
+    taken = names | set(taken)
     labels: dict[Axis, Label] = {}
     rows: dict[str, Row] = {}  # by the sizes per instance
     used: dict[str, int] = {}
@@ -196,6 +183,43 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
             row = rows[value] = (symbol, form or value)
         labels[axis] = (symbol_pieces(row[0], axis.role == "item"), row)
     return labels, list(rows.values())
+
+
+#: :func:`_columns` of each tuple of blocks asked about (by the blocks' ids, the blocks kept to tell a reused id)
+_COLUMNS: dict[tuple[int, ...], tuple[tuple[Block, ...], tuple[dict[Axis, tuple[Axis, ...]], frozenset[str]] | None]] = {}
+
+
+def _columns(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], frozenset[str]] | None:
+    """Each distinct axis of ``blocks[0]``'s wires with the axes in its place in every block, and the names of all
+    their axes; ``None`` when the blocks are drawn differently or an axis of the first stands for two of another.
+    Found once per tuple of blocks: a page asks about a family's blocks as it sizes, fits and lays out its sections."""
+    key = tuple(map(id, blocks))
+    hit = _COLUMNS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], blocks)):
+        return hit[1]
+    found = _compare(blocks)
+    if len(_COLUMNS) > 256:
+        _COLUMNS.clear()
+    _COLUMNS[key] = (tuple(blocks), found)
+    return found
+
+
+def _compare(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], frozenset[str]] | None:
+    first = blocks[0]
+    if any(not same_shape(first, b) for b in blocks[1:]):
+        return None
+    lists = [_axes(b) for b in blocks]
+    if any(len(axes) != len(lists[0]) for axes in lists):
+        return None
+    # a block has thousands of wires but few distinct axis objects: each column of objects (by identity, in order of
+    # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did
+    columns = dict(zip(zip(*[map(id, axes) for axes in lists]), zip(*lists))).values()
+    seen: dict[Axis, tuple[Axis, ...]] = {}
+    for column in columns:
+        known = seen.setdefault(column[0], column)
+        if known != column:
+            return None
+    return seen, frozenset(a.name for column in columns for a in column)
 
 
 def _fresh(prefix: str, k: int) -> str:
