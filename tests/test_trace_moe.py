@@ -247,3 +247,30 @@ def test_experts_that_route_their_own_tokens_with_tolist_are_read_densely() -> N
     stacked = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
     assert len(stacked) == 4  # the experts' input and output weights, of the feed-forward and of the attention
     _equal_on_fresh_input(model, d, ids)
+
+
+def test_the_watched_call_gives_its_output_only_when_the_class_method_ran_it() -> None:
+    """The dense check reuses what the module's own forward gave on the traced arguments: only when the watched method
+    is the class's own (an instance's wrapper could compute something else), and equal to a fresh call of it."""
+    from ncd.trace.moe_dense import Reading
+
+    torch.manual_seed(0)
+    experts = LoopExperts().eval()
+    x, chosen, weights = torch.randn(5, 8), torch.tensor([[0, 1], [2, 3], [1, 3], [0, 2], [3, 0]]), torch.rand(5, 2)
+    calls: dict[str, tuple[object, ...]] = {}
+    gave: dict[str, object] = {}
+    undo = Reading(experts, {}, "forward", lambda call, out: True).watch("e", calls, gave)
+    with torch.no_grad():
+        got = experts(x, chosen, weights)
+    undo()
+    assert torch.equal(gave["e"], got)  # type: ignore[arg-type]
+    with torch.no_grad():
+        assert torch.equal(type(experts).forward(experts, *calls["e"]), gave["e"])  # type: ignore[arg-type]
+    wrapped = LoopExperts().eval()
+    vars(wrapped)["forward"] = lambda *a: 2 * LoopExperts.forward(wrapped, *a)  # not the class's forward
+    calls, gave = {}, {}
+    undo = Reading(wrapped, {}, "forward", lambda call, out: True).watch("e", calls, gave)
+    with torch.no_grad():
+        wrapped(x, chosen, weights)
+    undo()
+    assert "e" in calls and gave == {}

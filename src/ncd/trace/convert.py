@@ -60,6 +60,7 @@ class Converter(ModuleIdioms):
         self.why: dict[int, list[str]] = {}  # id(node) -> why each rule tried on it declined or raised (for LOG)
         self._wires: list[Node] = []  # parameters read as wires by computations on parameters (kept alive: ids)
         self._wire_learned_chains()
+        self.fix_learned()  # the chains' nodes are live now; nothing changes a node's liveness or arguments after
         for node in captured.nodes:
             for r in refs((node.args, node.kwargs)):
                 self.consumers.setdefault(id(r), []).append(node)

@@ -287,11 +287,24 @@ class Learned(Values):
         return node.name
 
     def learned(self, node: Node) -> bool:
+        """Whether ``node`` is a parameter or computed from parameters and constants alone.  Once the walk's
+        liveness is fixed (:meth:`fix_learned`), each call's answer is kept (with the node: a node a rule makes for
+        the occasion keeps its id while its answer is kept)."""
         if node.kind == "parameter":
             return True
-        if node.kind == "call" and not node.live:
+        if node.kind != "call" or node.live:
+            return False
+        memo: dict[int, tuple[Node, bool]] | None = self.__dict__.get("_learned")
+        if memo is None:
             return any(self.learned(r) for r in refs((node.args, node.kwargs)))
-        return False
+        found = memo.get(id(node))
+        if found is None:
+            found = memo[id(node)] = (node, any(self.learned(r) for r in refs((node.args, node.kwargs))))
+        return found[1]
+
+    def fix_learned(self) -> None:
+        """From now on the nodes' kinds, liveness and arguments do not change: :meth:`learned` keeps its answers."""
+        self.__dict__["_learned"] = {}
 
 #: Roles a parameter's wire is named after when the config gives its size that role alone (:meth:`Converter._named`)
 PARAMETER_ROLES = frozenset({"h", "g", "k", "e"})

@@ -217,8 +217,9 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Ten
 
 
 def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-           experts: int, probes: int = 3) -> bool:
-    """Whether ``dense`` equals the module's own forward on the traced arguments and on random ones."""
+           experts: int, probes: int = 3, traced: Any = None) -> bool:
+    """Whether ``dense`` equals the module's own forward on the traced arguments and on random ones (``traced``: what
+    the module's own forward gave on the traced arguments in the run that read them, if known; else it is run)."""
     x, index, weight = call
     tokens, k = int(index.shape[0]), int(index.shape[1])
     if x.device.type == "meta" or (index.dim() == 2 and k > experts) or (index.dim() == 3 and index.shape[2] != experts):
@@ -236,8 +237,9 @@ def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, to
     own = type(module).forward
     try:
         with torch.no_grad():
-            for xv, iv, wv in cases:
-                want, got = own(module, xv, iv, wv), dense(xv, iv, wv)
+            for j, (xv, iv, wv) in enumerate(cases):
+                want = traced if j == 0 and traced is not None else own(module, xv, iv, wv)
+                got = dense(xv, iv, wv)
                 if not (isinstance(want, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype):
                     return False
                 scale = max(1.0, float(want.abs().max()))
@@ -314,17 +316,18 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
         from ncd.trace import _state_kept
 
         calls: dict[str, tuple[Any, ...]] = {}
-        undo = [reading.watch(path, calls) for path, reading in readings.items()]
+        gave: dict[str, Any] = {}  # what each module's own forward gave on those arguments
+        undo = [reading.watch(path, calls, gave) for path, reading in readings.items()]
         try:
             with torch.no_grad(), _state_kept(model):  # caches this run fills are not the capture's to read
                 model(*copied(list(args)), **dict(zip(kwargs, copied(list(kwargs.values())))))
         except Exception:  # noqa: BLE001 - the model does not run as is: nothing is read densely
-            calls = {}
+            calls, gave = {}, {}
         finally:
             for u in undo:
                 u()
         for path, reading in readings.items():
-            if path in calls and reading.agrees(calls[path]):
+            if path in calls and reading.agrees(calls[path], gave.get(path)):
                 swapped.append((reading.module, {name: vars(reading.module).get(name) for name in reading.swap}))
                 vars(reading.module).update(reading.swap)
     try:
@@ -345,19 +348,25 @@ class Reading:
     module: torch.nn.Module
     swap: dict[str, Callable[..., Any]]
     method: str  # the method whose first call's arguments are watched
-    check: Callable[[tuple[Any, ...]], bool]
+    check: Callable[[tuple[Any, ...], Any], bool]  # the arguments, and what the class's own method gave on them
 
-    def watch(self, path: str, calls: dict[str, tuple[Any, ...]]) -> Callable[[], None]:
-        """Record the first call's arguments of ``method`` into ``calls[path]``; returns the undo."""
+    def watch(self, path: str, calls: dict[str, tuple[Any, ...]], gave: dict[str, Any]) -> Callable[[], None]:
+        """Record the first call's arguments of ``method`` into ``calls[path]``, and into ``gave[path]`` a copy of
+        what it returned when that is the class's own method run on them (no wrapper in between); returns the undo."""
         module, method = self.module, self.method
         before = vars(module).get(method)
         own = getattr(module, method)
+        plain = getattr(own, "__self__", None) is module and getattr(own, "__func__", None) is getattr(type(module), method)
 
         def seen(*a: Any, **kw: Any) -> Any:
-            if path not in calls:
-                calls[path] = tuple(v.detach().clone() if isinstance(v, torch.Tensor) else v
-                                    for v in list(a) + list(kw.values()))
-            return own(*a, **kw)
+            if path in calls:
+                return own(*a, **kw)
+            calls[path] = tuple(v.detach().clone() if isinstance(v, torch.Tensor) else v
+                                for v in list(a) + list(kw.values()))
+            out = own(*a, **kw)
+            if plain and isinstance(out, torch.Tensor) and not torch.is_autocast_enabled(out.device.type):
+                gave[path] = out.detach().clone()  # as the check would compute it: outside autocast, without grad
+            return out
 
         vars(module)[method] = seen
 
@@ -369,9 +378,9 @@ class Reading:
 
         return undo
 
-    def agrees(self, call: tuple[Any, ...]) -> bool:
+    def agrees(self, call: tuple[Any, ...], gave: Any = None) -> bool:
         try:
-            return self.check(call)
+            return self.check(call, gave)
         except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
             return False
 
@@ -385,18 +394,18 @@ def _readings(model: torch.nn.Module) -> dict[str, Reading]:
         if dense is not None:
             experts = _experts(module)
             found[path] = Reading(module, {"forward": _called_as(module, dense)}, "forward",
-                                  lambda call, m=module, d=dense, e=experts: (  # type: ignore[misc]
-                                      (c := _arguments(call, {})) is not None and agrees(m, d, c, e)))
+                                  lambda call, gave, m=module, d=dense, e=experts: (  # type: ignore[misc]
+                                      (c := _arguments(call, {})) is not None and agrees(m, d, c, e, traced=gave)))
             continue
         mlp = _routed_mlp(module) if _one_input(module) else None
         if mlp is not None:
             found[path] = Reading(module, {"forward": mlp}, "forward",
-                                  lambda call, m=module, d=mlp: _routed_mlp_agrees(m, d, call))  # type: ignore[misc]
+                                  lambda call, gave, m=module, d=mlp: _routed_mlp_agrees(m, d, call, gave))  # type: ignore[misc]
             continue
         attention = _routed_attention(module)
         if attention is not None:
             found[path] = Reading(module, {"map": attention[0], "reduce": attention[1]}, "map",
-                                  lambda call, m=module, a=attention: _routed_attention_agrees(m, a[0], a[1], call))  # type: ignore[misc]
+                                  lambda call, gave, m=module, a=attention: _routed_attention_agrees(m, a[0], a[1], call))  # type: ignore[misc]
     return found
 
 
@@ -426,11 +435,14 @@ def _tokens(call: tuple[Any, ...], probes: int = 3) -> list[torch.Tensor]:
 
 
 def _routed_mlp_agrees(module: torch.nn.Module, dense: Callable[[torch.Tensor], torch.Tensor],
-                       call: tuple[Any, ...]) -> bool:
+                       call: tuple[Any, ...], traced: Any = None) -> bool:
+    """Whether ``dense`` equals the module's own forward on the traced tokens (``traced``: what it gave on them, if
+    known) and on random ones."""
     own = type(module).forward
     cases = _tokens(call)
     with torch.no_grad():
-        return bool(cases) and all(_close(dense(x), own(module, x)) for x in cases)
+        return bool(cases) and all(_close(dense(x), traced if j == 0 and traced is not None else own(module, x))
+                                   for j, x in enumerate(cases))
 
 
 def _routed_attention_agrees(module: torch.nn.Module, dense_map: Callable[..., Any], dense_reduce: Callable[..., Any],

@@ -14,6 +14,8 @@ one segment names are unique: a second axis of the same name is primed (``t``, `
 
 from __future__ import annotations
 
+from typing import Any
+
 import sympy
 
 from ncd.errors import ParseError
@@ -107,6 +109,10 @@ class Namer:
         self.size_of: dict[str, int] = {"1": 1}
         self.generated: dict[tuple[object, ...], str] = {}
         self.roles: dict[str, str] = {}
+        #: the axes and segments handed out, one object per value (kept: equal wires are then the very same object,
+        #: so the junction checks, weaves and symbolize find them by identity; the ids key ``_segments``)
+        self._axes: dict[tuple[str, int, str], Axis] = {}
+        self._segments: dict[tuple[Any, ...], Segment] = {}
 
     def claim(self, name: str, size: int, role: str = "feature") -> str:
         """Use ``name`` for an axis of ``size`` if it is free or already means that size."""
@@ -149,12 +155,26 @@ class Namer:
         return self.claim(pool[0], size, role)
 
     def axis(self, name: str, size: int) -> Axis:
-        return Axis(name, sympy.Integer(size), "item" if self.roles.get(name.rstrip(PRIME)) == "item" else "feature")
+        role = "item" if self.roles.get(name.rstrip(PRIME)) == "item" else "feature"
+        if type(size) is not int:
+            return Axis(name, sympy.Integer(size), role)  # type: ignore[arg-type]
+        key = (name, size, role)
+        found = self._axes.get(key)
+        if found is None:
+            found = self._axes[key] = Axis(name, sympy.Integer(size), role)  # type: ignore[arg-type]
+        return found
 
     def segment(self, names: list[str], shape: tuple[int, ...], dtype: str = "float", value_range: int | None = None) -> Segment:
         names = unique(names)
-        axes = tuple(self.axis(n, s) for n, s in zip(names, shape))
-        return Segment(axes, dtype, None if value_range is None else sympy.Integer(value_range))  # type: ignore[arg-type]
+        axes = tuple([self.axis(n, s) for n, s in zip(names, shape)])
+        if not all(type(s) is int for s in shape) or not (value_range is None or type(value_range) is int):
+            return Segment(axes, dtype, None if value_range is None else sympy.Integer(value_range))  # type: ignore[arg-type]
+        key = (tuple([id(a) for a in axes]), dtype, value_range)  # the axes are kept in ``_axes``: their ids are theirs
+        found = self._segments.get(key)
+        if found is None:
+            found = self._segments[key] = Segment(axes, dtype,  # type: ignore[arg-type]
+                                                  None if value_range is None else sympy.Integer(value_range))
+        return found
 
     def user(self, text: str, shape: tuple[int, ...], what: str) -> list[str]:
         """Names given by the user for an input (``"b t"``; ``~t`` marks an item axis)."""
