@@ -288,6 +288,9 @@ class ViewOp(Primitive):
 
 def _numel(seg: Segment) -> int | None:
     """The number of entries, or None when a size is not a number (a symbol: the ``b``, ``t`` of a traced diagram)."""
+    sizes = seg.sizes
+    if all(s.is_Integer for s in sizes):  # the usual case, whole numbers: what evaluate gives each
+        return math.prod(int(s) for s in sizes)
     if not symbolic_lowering() and any(s.free_symbols for s in seg.sizes):
         return None  # what evaluate would raise, without printing the message no one reads
     try:

@@ -140,14 +140,6 @@ def _complex_product(conv: Converter, node: Node) -> bool:
 def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
     """``a ∘ b`` (``+ − × ÷``) for a float tensor and an integer or boolean tensor (a 0/1 mask, counts): the other
     operand read as floats (a cast box), then the float operation; False when it is not that."""
-    from ncd.ir.axes import Segment as Seg
-    from ncd.prims.division import DivideOp
-    from ncd.prims.elementwise import MultiplyOp
-    from ncd.prims.gather import CastOp
-    from ncd.prims.structure import AddOp
-    from ncd.trace.idioms import _scale, bind_product, operand, out_names
-
-    name = node.target.name().split("::")[1].split(".")[0]
     a, b = node.args[:2]
     tensors = [v for v in (a, b) if isinstance(v, Node) and isinstance(v.value, torch.Tensor)]
     if (len(tensors) != 2 or not any(v.live for v in tensors) or not node.value.is_floating_point()
@@ -157,6 +149,14 @@ def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
     others = [v.value.is_floating_point() or v.value.is_complex() for v in tensors]
     if floats.count(True) != 1 or sum(others) != 1:
         return False
+    from ncd.ir.axes import Segment as Seg  # imported here, past the checks most arithmetic fails (every add asks)
+    from ncd.prims.division import DivideOp
+    from ncd.prims.elementwise import MultiplyOp
+    from ncd.prims.gather import CastOp
+    from ncd.prims.structure import AddOp
+    from ncd.trace.idioms import _scale, bind_product, operand, out_names
+
+    name = node.target.name().split("::")[1].split(".")[0]
     names = out_names(conv, node, [a, b])
     shape = tuple(int(x) for x in node.value.shape)
     vids = [operand(conv, v, names, shape) for v in (a, b)]

@@ -61,8 +61,17 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         return Type(tuple([segs[v] for v in values]))
 
     def place(lo: int, middle: Diagram, hi: int) -> None:
-        layers.append(Par.of(Identity(typ(live[:lo])) if lo else nothing, middle,
-                             Identity(typ(live[hi:])) if hi < len(live) else nothing))
+        if isinstance(middle, (Par, Identity)):  # flattened and merged with the identities beside it
+            layers.append(Par.of(Identity(typ(live[:lo])) if lo else nothing, middle,
+                                 Identity(typ(live[hi:])) if hi < len(live) else nothing))
+            return
+        # a box or block between the wires beside it: what Par.of makes of them, without its flattening pass
+        if not lo and hi >= len(live):
+            layers.append(middle)
+            return
+        parts = ((Identity(typ(live[:lo])),) if lo else ()) + (middle,) + \
+            ((Identity(typ(live[hi:])),) if hi < len(live) else ())
+        layers.append(Par(parts))
 
     def apply(k: int, ins: Sequence[int], diagram: Diagram | None, outs: Sequence[int]) -> None:
         nonlocal live
@@ -170,10 +179,12 @@ def _block(members: list[Step], depth: int, frame: tuple[str, str], last: dict[i
     inner = _group(members, depth + 1, last)
     produced: set[int] = set()
     ins: list[int] = []
+    read: set[int] = set()  # the values in ``ins`` (a list: its order is the block's inputs')
     for s in members:
         for v in s.ins:
-            if v not in produced and v not in ins:
+            if v not in produced and v not in read:
                 ins.append(v)
+                read.add(v)
         produced.update(s.outs)
     end = members[-1].index
     outs = [v for s in members for v in s.outs if last.get(v, -1) > end]
