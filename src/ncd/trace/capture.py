@@ -483,25 +483,39 @@ def _values(value: Any) -> Any:
 def refs(value: Any) -> list[Node]:
     """Every node referenced inside an argument structure (in order, depth first).
 
-    Iterative: a recursive closure would be a reference cycle per call, garbage only the cyclic collector frees."""
+    A module-level recursion (a recursive closure would be a reference cycle per call, garbage only the cyclic
+    collector frees) looking into tuples, lists and dicts only: asked tens of thousands of times a trace."""
     found: list[Node] = []
-    stack = [value]
-    while stack:
-        v = stack.pop()
+    _refs_into(found, value)
+    return found
+
+
+def _refs_into(found: list[Node], value: Any) -> None:
+    kind = type(value)
+    if kind is tuple or kind is list:
+        items: Any = value
+    elif kind is Node:
+        found.append(value)
+        return
+    elif kind in _LEAVES:
+        return
+    elif kind is dict:
+        items = value.values()
+    elif isinstance(value, Node):
+        found.append(value)
+        return
+    elif isinstance(value, (list, tuple)):
+        items = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return
+    for v in items:
         kind = type(v)
         if kind is Node:
             found.append(v)
-        elif kind is tuple or kind is list:
-            stack.extend(reversed(v))
-        elif kind in _LEAVES:  # most arguments: nothing to look into
-            continue
-        elif isinstance(v, Node):
-            found.append(v)
-        elif isinstance(v, (list, tuple)):
-            stack.extend(reversed(v))
-        elif isinstance(v, dict):
-            stack.extend(reversed(v.values()))
-    return found
+        elif kind not in _LEAVES:  # most arguments: nothing to look into
+            _refs_into(found, v)
 
 
 def without_unread(nodes: list[Node], outputs: list[Any], dropped: set[int]) -> list[Node]:

@@ -773,7 +773,7 @@ def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
     needed = {id(n) for n in outputs if isinstance(n, Node)} | {id(n) for n in nodes if n.guard}
     for node in reversed(nodes):
         if id(node) in needed:
-            needed.update(id(r) for r in refs((node.args, node.kwargs)))
+            needed.update(map(id, refs((node.args, node.kwargs))))
     return [n for n in nodes if id(n) in needed or n.kind == "input"]
 
 

@@ -129,6 +129,8 @@ for _name in _OPS:
         setattr(_cls, f"__r{_name}__", _binary(_name, True))
 
 _SIZED = (SizeInt, SizeFloat)
+#: the argument types :func:`_found` looks at or into
+_LOOKED_INTO = frozenset({SizeInt, SizeFloat, list, tuple, torch.Size})
 
 
 def _found(values: Any, window: list[tuple[Any, Tree]] | None) -> list[tuple[Any, Tree]] | None:
@@ -155,6 +157,17 @@ class _Calls(TorchFunctionMode):
         self.shapes = shapes
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        for value in args:  # most calls hand no number and no list: straight on (asked at every torch call)
+            if type(value) in _LOOKED_INTO:
+                break
+        else:
+            if not kwargs:
+                return func(*args)
+            for value in kwargs.values():
+                if type(value) in _LOOKED_INTO:
+                    break
+            else:
+                return func(*args, **kwargs)
         kwargs = kwargs or {}
         window = _found(kwargs.values(), _found(args, None)) if kwargs else _found(args, None)
         if window is None:
