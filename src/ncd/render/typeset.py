@@ -389,6 +389,10 @@ def _split_symbols(text: str) -> list[tuple[str, bool]]:
     return out or [("", False)]
 
 
+_WORD_END = re.compile(r"\w*$")
+
+
+@functools.lru_cache(maxsize=8192)  # block names and labels repeat (a layer's name in every instance)
 def typeset_text(text: str) -> tuple[Piece, ...]:
     """Plain text with ``_x`` subscripts and ``^x`` superscripts (single tokens), e.g. ``C_λ``, ``L^Q``.
 
@@ -402,9 +406,10 @@ def typeset_text(text: str) -> tuple[Piece, ...]:
     k = 0
     while k < len(text):
         ch = text[k]
-        word = re.search(r"\w*$", buf).group(0)  # type: ignore[union-attr]
-        # self_attn, q_proj: a Python name, printed as written (but C_λ, n_b, AR_tp: a subscript)
-        identifier = ch == "_" and len(word) > 1 and any(c.islower() for c in word) and text[k + 1:k + 2] != "{"
+        identifier = False
+        if ch == "_":  # self_attn, q_proj: a Python name, printed as written (but C_λ, n_b, AR_tp: a subscript)
+            word = _WORD_END.search(buf).group(0)  # type: ignore[union-attr]
+            identifier = len(word) > 1 and any(c.islower() for c in word) and text[k + 1:k + 2] != "{"
         if ch in "_^" and k + 1 < len(text) and not identifier:
             if buf:
                 out.append(Piece(buf))
