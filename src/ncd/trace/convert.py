@@ -30,6 +30,10 @@ from ncd.trace.registry import LOG, RULES, Decline, Rule, _first_line, _reason, 
 from ncd.trace.values import Emitted, dtype_name, kind_of
 from ncd.trace.wiring import Step
 
+#: modules that read ``(t, b, m)`` when built with ``batch_first=False`` (:meth:`Converter._layout`)
+LAID_OUT = (torch.nn.RNNBase, torch.nn.MultiheadAttention, torch.nn.Transformer, torch.nn.TransformerEncoder,
+            torch.nn.TransformerDecoder, torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
+
 __all__ = ["Converter", "RULES", "rule", "hook", "Decline", "LOG", "Node", "Rule", "op_name", "where", "apart",
            "kind_of", "dtype_name", "Emitted", "PARAMETER_ROLES", "VIEWS", "WEIGHTS", "ACTIVATIONS", "ELEMENTWISE"]
 
@@ -93,10 +97,28 @@ class Converter(ModuleIdioms):
             if node.source in given:
                 names = self.namer.user(given[node.source], shape, node.source)
             else:
-                names = self.namer.default(shape, kind_of(node.value)[0] != "float")
+                names = self.namer.default(shape, kind_of(node.value)[0] != "float", self._layout(node))
             vid = self.new_value(self.seg_for(node.value, names))
             self.values[id(node)] = vid
             self.inputs.append(vid)
+
+    def _layout(self, node: Node) -> str:
+        """How a module reading the input directly lays its axes out: ``"seq_first"`` for ``(t, b, m)`` (a recurrent
+        layer, ``nn.MultiheadAttention`` or ``nn.Transformer*`` built with ``batch_first=False``), ``"state"`` for a
+        recurrent layer's initial state ``(layers, b, m)``, else ``""`` (the batch first)."""
+        if self.model is None or node.value.dim() != 3 or not node.value.is_floating_point():
+            return ""
+        for user in self.consumers.get(id(node), ()):
+            for path, _ in user.stack:
+                try:
+                    module = self.model.get_submodule(path) if path else self.model
+                except AttributeError:
+                    continue
+                if isinstance(module, torch.nn.RNNBase) and not (user.args and user.args[0] is node):
+                    return "state"  # (layers × directions, b, hidden) whatever the layout of the sequence
+                if isinstance(module, LAID_OUT) and getattr(module, "batch_first", True) is False:
+                    return "seq_first"
+        return ""
 
     def run(self) -> list[int]:
         from ncd.trace.idioms import prepare

@@ -101,7 +101,7 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     sized = factor_of(conv, factor)
     if sized is not None:
         return sized
-    for name in like:
+    for name in tuple(like) + (_config_names(conv) if like else ()):
         base = name.rstrip(PRIME)
         n = conv.namer.size_of.get(base)
         if n is None or n <= 1 or base in SYMBOLIZED:
@@ -112,6 +112,14 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
                 if s is not None:
                     return s ** power
     return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
+
+
+def _config_names(conv: Converter) -> tuple[str, ...]:
+    """The names the diagram has given a size in the role the model's config gives it (head features ``k`` first):
+    attention scores scaled after ``q @ kᵀ`` hold no head-feature wire, yet their scale is the head dimension's."""
+    config = conv.namer.config
+    named = [name for name, size in conv.namer.size_of.items() if name in config.get(size, ())]
+    return tuple(sorted(named, key=lambda name: (name != "k", name)))
 
 
 def written(factor: float) -> bool:

@@ -14,15 +14,18 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.idioms_linear import _fused_projection
 from ncd.trace.idioms_wires import _live, _shape, _tensor
+from ncd.trace.naming import PRIME
 
 __all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select"]
 
 
 def _slice_role(conv: Converter, size: int, kept: int, item: bool) -> str | None:
     """The role of a slice of a fused projection (queries, keys and values of ``size``): head features ``k`` for a
-    key's or a value's part when the config gives ``kept`` that role (multi-query attention), else none."""
+    key's or a value's part when the config gives ``kept`` that role (multi-query attention; a head's own fused
+    ``q k v``, GPT-NeoX's ``3k``), else none."""
     config = conv.namer.config
-    if item or not _fused_projection(config, size) or "m" in config.get(kept, ()):
+    per_head = size in (2 * kept, 3 * kept) and "k" in config.get(kept, ())
+    if item or not (per_head or _fused_projection(config, size)) or "m" in config.get(kept, ()):
         return None
     return "k" if "k" in config.get(kept, ()) else None
 
@@ -42,6 +45,8 @@ def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step:
     kept = len(range(start, stop, step))
     name = conv.namer.fresh(kept, _slice_role(conv, n, kept, axis.is_item), "item" if axis.is_item else "feature")
     name = apart(name, set(seg.names) - {axis.name})
+    if not axis.is_item:  # a part of the wire: a concat of its parts is the wire again (rotary halves)
+        conv.__dict__.setdefault("_sliced", {}).setdefault(name.rstrip(PRIME), (axis.name.rstrip(PRIME), n))
     box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
                       seg.dtype, seg.range))
     return conv.apply(box, [vid])
@@ -136,7 +141,12 @@ def concat(conv: Converter, node: Node) -> None:
         kind = joined_range(conv.segs[vids[0]].dtype, tuple(conv.segs[v].range for v in vids), "concat")
     except ParseError as error:
         raise Decline(str(error)) from None
-    name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
+    parents = {conv.__dict__.get("_sliced", {}).get(a.name.rstrip(PRIME)) for a in axes}
+    parent = parents.pop() if len(parents) == 1 else None
+    if parent is not None and parent[1] == out_shape[dim] and conv.namer.size_of.get(parent[0]) == parent[1]:
+        name = parent[0]  # the parts of one wire joined again (a rotation's halves): that wire
+    else:
+        name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
     name = apart(name, set(template) - {template[dim]})
     box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim]), Segment(()), Segment(()), *kind))
     dom = Type(tuple(conv.segs[v] for v in vids))

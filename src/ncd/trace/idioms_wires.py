@@ -117,9 +117,12 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             if items[0] and len(b) == 2:  # positions cut into windows: which window (s), where in it (w)
                 parts = [conv.namer.fresh(s, hint, "item") for s, hint in zip(sizes_out, ("s", "w"))]
             else:  # into heads and their features, unless the config gives neither part a heads' size
-                heads = not conv.namer.config or {"h", "g"} & conv.namer.config.get(sizes_out[0], set()) \
-                    or "k" in conv.namer.config.get(sizes_out[-1], set())
-                hints = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
+                config = conv.namer.config
+                heads = not config or {"h", "g"} & config.get(sizes_out[0], set()) or "k" in config.get(sizes_out[-1], set())
+                hints: list[str | None] = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
+                if len(b) > 2 and heads and config:  # heads, the parts of a fused q k v per head, head features
+                    hints = [h if h in config.get(s, set()) else None
+                             for h, s in zip(["h"] + [None] * (len(b) - 2) + ["k"], sizes_out)]
                 parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
             parts = unique(parts)
             parents = split_names.setdefault(tuple(n.rstrip(PRIME) for n in parts), [])
@@ -134,14 +137,34 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
                 name = parents[0]
             else:  # the width the config names (heads merged back: m), else a name of the merge's own
                 letters = [] if all(items) else [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
-                of = tuple(n.rstrip(PRIME) for n in group_in) if conv.namer.config and not letters else ()
+                of = tuple(n.rstrip(PRIME) for n in group_in) if not letters else ()
                 name = conv.namer.fresh(sizes_out[0], letters[0] if letters else None,
                                         "item" if all(items) else "feature", of)
             merged.setdefault(name, list(zip(group_in, sizes_in)))
             out.append(name)
         else:
-            out.extend(conv.namer.fresh(s) for s in sizes_out)
+            atoms = _refinement(sizes_in, sizes_out)
+            if atoms is None:
+                out.extend(conv.namer.fresh(s) for s in sizes_out)
+            else:  # a split and a merge at once ((b, m) -> (b*h, k)): the split's parts named, then merged
+                parts = regroup(conv, group_in, tuple(sizes_in), atoms)
+                out.extend(regroup(conv, parts, atoms, tuple(sizes_out)))
     return out
+
+
+def _refinement(sizes_in: list[int], sizes_out: list[int]) -> tuple[int, ...] | None:
+    """The sizes both groups of a reshape are products of, consecutive (``[3, 8]`` and ``[6, 4]``: ``3 2 4``), or None
+    when the cuts of one do not divide the other's."""
+    cuts: set[int] = set()
+    for sizes in (sizes_in, sizes_out):
+        product = 1
+        for n in sizes:
+            product *= n
+            cuts.add(product)
+    ordered = sorted(cuts)
+    if any(b % a for a, b in zip(ordered, ordered[1:])):
+        return None
+    return (ordered[0],) + tuple(b // a for a, b in zip(ordered, ordered[1:]))
 
 
 def _fused_input(conv: Converter, node: Node) -> Any:

@@ -14,6 +14,7 @@ one segment names are unique: a second axis of the same name is primed (``t``, `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sympy
@@ -34,6 +35,8 @@ FALLBACK: dict[str, tuple[str, ...]] = {"h": ("g",), "k": ("d",), "f": ("e",)}
 #: Roles whose axes never share a name with another role's axes of the same size (the others — widths, channels,
 #: unnamed axes — share one name per size): the batch, heads, head features, the rows of a position table.
 DISTINCT = frozenset({"b", "h", "g", "r", "k", "s", "w", "n"})
+#: Letters that, when the config gives them sizes, name those sizes only: heads, key/value heads, head features.
+OWN_SIZES = ("h", "g", "k")
 
 
 #: Config fields (``transformers``' names) whose sizes have a role's letter: the width, the feed-forward width,
@@ -47,7 +50,7 @@ CONFIG_ROLES: dict[str, str] = {
                      "decoder_attention_heads"), "h"),
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), "g"),
     **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), "e"),
-    **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "kv_channels"), "k"),
+    **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "kv_channels", "dim_head", "d_head"), "k"),
     # the slots of a top-k routing: the experts each token is sent to
     **dict.fromkeys(("num_experts_per_tok", "moe_topk", "num_selected_experts", "top_k", "moe_k"), "s"),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions", "n_ctx"),
@@ -55,8 +58,43 @@ CONFIG_ROLES: dict[str, str] = {
 }
 
 
+#: Attributes of a model's modules whose sizes have a role's letter, read when the model has no config: PyTorch's
+#: ``nn.MultiheadAttention`` (``num_heads``, ``head_dim``, ``embed_dim``) and hand-written attention alike.
+MODULE_ROLES: dict[str, str] = {
+    **dict.fromkeys(("num_heads", "n_heads", "n_head", "num_attention_heads"), "h"),
+    **dict.fromkeys(("num_key_value_heads", "num_kv_heads", "n_kv_heads"), "g"),
+    **dict.fromkeys(("head_dim", "head_size", "d_head"), "k"),
+    "embed_dim": "m",
+}
+#: the modules :func:`module_roles` reads at most
+MODULES_READ = 4096
+
+
+def module_roles(model: object) -> dict[int, set[str]]:
+    """Size -> the role letters the attributes of the model's modules give it (:data:`MODULE_ROLES`).
+
+    >>> import torch
+    >>> {n: sorted(r) for n, r in module_roles(torch.nn.MultiheadAttention(16, 2)).items()}
+    {2: ['h'], 8: ['k'], 16: ['m']}
+    """
+    out: dict[int, set[str]] = {}
+    modules = getattr(model, "modules", None)
+    if not callable(modules):
+        return out
+    for count, module in enumerate(modules()):
+        if count >= MODULES_READ:
+            break
+        attrs = vars(module)
+        for key, letter in MODULE_ROLES.items():
+            value = attrs.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+                out.setdefault(value, set()).add(letter)
+    return out
+
+
 def config_roles(model: object) -> dict[int, set[str]]:
-    """Size -> the role letters the model's config (and its sub-configs: text, vision) gives it.
+    """Size -> the role letters the model's config (and its sub-configs: text, vision) gives it; for a model with no
+    config, its modules' attributes (:func:`module_roles`).
 
     >>> from types import SimpleNamespace as NS
     >>> config_roles(NS(config=NS(hidden_size=32, intermediate_size=64, vision_config=NS(hidden_size=16))))
@@ -64,6 +102,8 @@ def config_roles(model: object) -> dict[int, set[str]]:
     >>> sorted(config_roles(NS(config=NS(hidden_size=32, num_attention_heads=4)))[8])
     ['k']
     """
+    if getattr(model, "config", None) is None:
+        return module_roles(model)
     out: dict[int, set[str]] = {}
     todo: list[object] = [getattr(model, "config", None)]
     seen: set[int] = set()
@@ -82,7 +122,9 @@ def config_roles(model: object) -> dict[int, set[str]]:
                 todo.append(value)
         width = next((v for k, v in vars(config).items() if CONFIG_ROLES.get(k) == "m" and isinstance(v, int)), None)
         heads = next((v for k, v in vars(config).items() if CONFIG_ROLES.get(k) == "h" and isinstance(v, int)), None)
-        if width and heads and not isinstance(width, bool) and not isinstance(heads, bool) and width % heads == 0:
+        said = any(CONFIG_ROLES.get(k) == "k" and isinstance(v, int) for k, v in vars(config).items())
+        if width and heads and not said and not isinstance(width, bool) and not isinstance(heads, bool) \
+                and width % heads == 0:
             out.setdefault(width // heads, set()).add("k")  # head features when the config does not say
     return out
 
@@ -106,6 +148,8 @@ class Namer:
         self.config = config or {}  # size -> role letters read from the model's config (:func:`config_roles`)
         #: the letters the config gives a role: no other role (a generic name, a role's second name) takes them
         self.declared: frozenset[str] = frozenset().union(*self.config.values()) if self.config else frozenset()
+        #: the sizes the config gives heads and head features: those letters name no other size (:data:`OWN_SIZES`)
+        self.own = {letter: {n for n, letters in self.config.items() if letter in letters} for letter in OWN_SIZES}
         self.size_of: dict[str, int] = {"1": 1}
         self.generated: dict[tuple[object, ...], str] = {}
         self.roles: dict[str, str] = {}
@@ -136,6 +180,9 @@ class Namer:
         >>> n = Namer({32: {"m", "n"}, 4: {"e"}})
         >>> n.claim("m", 32), n.fresh(8), n.fresh(32, "n"), n.fresh(64, "f"), n.fresh(128, "f")
         ('m', 'p', 'n', 'f', 'q')
+        >>> n = Namer({4: {"h"}, 2: {"g"}, 8: {"k"}})  # key/value heads and a fused q k v per head met first
+        >>> n.fresh(2, "h"), n.fresh(4, "h"), n.fresh(24, "k"), n.fresh(8, "k")
+        ('g', 'h', 'd', 'k')
         """
         if size == 1:
             return "1"
@@ -147,6 +194,8 @@ class Namer:
         for name in hints + pool + (RESERVED if role != "item" else ()):
             if name in self.declared and name != hint and not (hint == "h" and name == "g"):
                 continue
+            if name in OWN_SIZES and self.own[name] and size not in self.own[name]:
+                continue  # not the config's heads (key/value heads are g) nor its head features (a fused q k v: d)
             if name not in self.size_of:
                 self.size_of[name] = size
                 self.generated[key] = name
@@ -187,11 +236,36 @@ class Namer:
             names.append(self.claim(a.name, int(s), role))
         return names
 
-    def default(self, shape: tuple[int, ...], integer: bool) -> list[str]:
-        """Names for an unnamed input: ``b t`` for token ids, ``b c y x`` for images, ``b t m`` for sequences."""
+    def default(self, shape: tuple[int, ...], integer: bool, layout: str = "") -> list[str]:
+        """Names for an unnamed input: ``b t`` for token ids, ``b c y x`` for images, ``b c z y x`` for volumes,
+        ``b t m`` for sequences.  Ids of higher rank are ``b … t``, several sequences per sample (a multiple-choice
+        head's ``(b, choices, t)``), or, beside ids that named ``t``, have ``t`` where that size is (``b t 4`` boxes).
+
+        ``layout`` is how the module reading a sequence lays it out: ``seq_first`` ``t b m`` (PyTorch's recurrent
+        layers and attention built with ``batch_first=False``), ``state`` a recurrent layer's initial state ``n b m``.
+
+        >>> n = Namer()
+        >>> n.default((2, 4, 8), True), n.default((2, 8, 4), True), n.default((2, 3, 5, 6, 6), False)
+        (['b', 'n', 't'], ['b', 't', 'n'], ['b', 'c', 'z', 'y', 'x'])
+        >>> n = Namer()
+        >>> n.default((6, 2, 16), False, "seq_first"), n.default((4, 2, 12), False, "state")
+        (['t', 'b', 'm'], ['n', 'b', 'p'])
+        """
         n = len(shape)
-        if integer:
-            hints = [("b", "feature"), ("t", "item")][-n:] if n <= 2 else [("b", "feature")] + [("t", "item")] * (n - 1)
+        hints: Sequence[tuple[str | None, str]]
+        if layout == "seq_first":
+            hints = [("t", "item"), ("b", "feature"), ("m", "feature")]
+        elif layout == "state":
+            hints = [(None, "feature"), ("b", "feature"), (None, "feature")]
+        elif integer and n > 2 and self.size_of.get("t") in shape[1:]:  # (b, t, 4) boxes beside (b, t) ids: t where it is
+            at = shape.index(self.size_of["t"], 1)
+            hints = [("b", "feature")] + [("t", "item") if k == at else (None, "feature") for k in range(1, n)]
+        elif integer and n > 2:  # several sequences per sample ((b, choices, t) ids): the tokens are the last axis
+            hints = [("b", "feature")] + [(None, "feature")] * (n - 2) + [("t", "item")]
+        elif integer:
+            hints = [("b", "feature"), ("t", "item")][-n:]
+        elif n == 5:  # a volume or a video: b c z y x
+            hints = [("b", "feature"), ("c", "feature"), ("z", "item"), ("y", "item"), ("x", "item")]
         elif n == 4:
             hints = [("b", "feature"), ("c", "feature"), ("y", "item"), ("x", "item")]
         elif n == 3:
@@ -201,7 +275,7 @@ class Namer:
         elif n == 1:
             hints = [("m", "feature")]
         else:
-            hints = [("b", "feature")] + [(None, "feature")] * (n - 1)  # type: ignore[list-item]
+            hints = [("b", "feature")] + [(None, "feature")] * (n - 1)
         names = []
         for (hint, role), s in zip(hints, shape):
             if s == 1:

@@ -213,9 +213,9 @@ class Repeats:
         return True
 
 
-#: the converter's notes of names and sizes (``regroup``'s splits and merges, size constants): a first layer that adds
-#: to them is walked again in its copies (their walk would read what it added, and might add more)
-_NOTES = frozenset({"_splits", "_merges", "_constants"})
+#: the converter's notes of names and sizes (``regroup``'s splits and merges, size constants, slices' wholes): a first
+#: layer that adds to them is walked again in its copies (their walk would read what it added, and might add more)
+_NOTES = frozenset({"_splits", "_merges", "_constants", "_sliced"})
 
 
 class _Match:

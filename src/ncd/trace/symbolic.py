@@ -5,6 +5,15 @@ sequence axis (``b``, ``t``, and the primed ``tʹ`` of attention keys) sized by 
 of that name; ``view`` boxes that merge such axes get the product, slices that keep the
 first ``t`` rows of a table stop at ``t``.  The traced sizes become the block's defaults,
 so ``d.to_torch(t=12)`` lowers at another length where the boxes allow.
+
+A wire named like none of the inputs' axes may still be sized by them: a merge the model made (``reshape(b*t, m)``,
+attention scores read as ``(b*h, t, tʹ)``) named ``q`` is ``b*t`` wherever ``q`` goes, and the positions a
+cumulative sum counts (``mask.cumsum(1)``) range up to ``t + 1`` in the boxes after it.  When a sequence's junction
+no longer holds after a pass (one side sized by a symbol, the other by the number it has at the traced sizes), the
+name (or the integer range of those wires) is followed as that expression on the next pass, until every junction
+holds; a name the model also holds as a number (a parameter, a constant) is then one of the boxes fixed at the
+traced sizes, and ``to_torch`` at other sizes checks the lowered module against the model
+(:mod:`ncd.trace.other_sizes`).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import Any
 
 import sympy
 
+from ncd.errors import NCDError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
@@ -67,10 +77,74 @@ def _symbols(segment: Segment) -> set[Any]:
     return {x for a in segment.axes for x in a.size.free_symbols}
 
 
+#: passes :func:`symbolize` makes at most, each following the names and ranges the junctions of the last one learned
+PASSES = 8
+
+#: (name, traced size) -> its size in symbols; traced range -> the range in symbols (a box woven over the axes that
+#: range is counted along sees none of them: ranges are followed by value)
+Follow = tuple[dict[tuple[str, int], Any], dict[int, Any]]
+
+
 def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
-    and the box."""
+    and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring)."""
+    follow: Follow = ({}, {})
+    for _ in range(PASSES):
+        learned: Follow = ({}, {})
+        try:
+            return _symbolize(body, sizes, follow, learned)
+        except NCDError:
+            if not learned[0] and not learned[1]:
+                raise
+            follow = ({**follow[0], **learned[0]}, {**follow[1], **learned[1]})
+    return _symbolize(body, sizes, follow, ({}, {}))
+
+
+def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> tuple[Axis, ...]:
+    """The target axes of a view (row-major) with sizes in symbols where one starts where a source axis does and
+    holds whole source axes sized by symbols, and maybe the leading part of a next source axis of a fixed size
+    (``(t, b, m) -> (t, b*h, m/h)``: ``4*b``); other axes as they were (a symbol split is not followed)."""
+    prefix = [1]
+    for a in source:
+        prefix.append(prefix[-1] * traced(a.size))
+    out = list(target)
+    end = 1
+    for j, b in enumerate(target):
+        start, end = end, end * traced(b.size)
+        if b.size.free_symbols or start not in prefix:
+            continue
+        i = k = prefix.index(start)
+        while k < len(source) and prefix[k + 1] <= end and end % prefix[k + 1] == 0 and (prefix[k + 1] > start or k == i):
+            k += 1
+        group, rest = source[i:k], end // prefix[k]
+        if rest != 1 and (k >= len(source) or source[k].size.free_symbols or traced(source[k].size) % rest):
+            continue
+        if (len(group) > 1 or rest != 1) and any(a.size.free_symbols for a in group):
+            out[j] = dataclasses.replace(b, size=sympy.Mul(*[a.size for a in group]) * rest)
+    return tuple(out)
+
+
+def _learn(left: Type, right: Type, traced: Any, learned: Follow) -> None:
+    """From a junction that does not hold: the names (and ranges) sized by a symbol on one side and by the number it
+    has at the traced sizes on the other."""
+    names, ranges = learned
+    for x, y in zip(left.segments, right.segments):
+        if len(x.axes) != len(y.axes) or any(a.name != b.name for a, b in zip(x.axes, y.axes)):
+            continue
+        for a, b in zip(x.axes, y.axes):
+            if a.size != b.size and (a.size.is_Integer or b.size.is_Integer):
+                sym, num = (b.size, a.size) if a.size.is_Integer else (a.size, b.size)
+                if sym.free_symbols and traced(sym) == int(num):
+                    names.setdefault((_base(a.name), int(num)), sym)
+        if x.range is not None and y.range is not None and x.range != y.range and (x.range.is_Integer or y.range.is_Integer):
+            sym, num = (y.range, x.range) if x.range.is_Integer else (x.range, y.range)
+            if sym.free_symbols and traced(sym) == int(num):
+                ranges.setdefault(int(num), sym)
+
+
+def _symbolize(body: Diagram, sizes: dict[str, int], follow: Follow, learned: Follow
+               ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     symbols = {n: symbol(n) for n in sizes}
     traced_values = {symbols[n]: sizes[n] for n in symbols}
     fixed: list[tuple[tuple[str, ...], str]] = []
@@ -81,12 +155,15 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
         return int(size) if size.is_Integer else int(size.xreplace(traced_values))
 
     axes: dict[Axis, Axis] = {}
+    follow_names, follow_ranges = follow
 
     def axis(a: Axis) -> Axis:
         if a not in axes:
             base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
             symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
-            axes[a] = dataclasses.replace(a, size=symbols[base]) if symbolic else a  # type: ignore[index]
+            followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
+            axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
+                       else dataclasses.replace(a, size=followed) if followed is not None else a)
         return axes[a]
 
     def value(v: Any) -> Any:
@@ -107,8 +184,13 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
     def _value(v: Any, kind: str) -> Any:
         if kind is _SEGMENT:
             axes = tuple([axis(a) for a in v.axes])
-            if all(a is b for a, b in zip(axes, v.axes)):
+            rng = v.range
+            if follow_ranges and rng is not None and rng.is_Integer:
+                rng = follow_ranges.get(int(rng), rng)
+            if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
                 return v
+            if rng is not v.range:
+                return dataclasses.replace(v, axes=axes, range=rng)
             # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
             return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
         if kind is _TYPE:
@@ -135,20 +217,8 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
         if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
             changes["stop"] = changes["output"].size
         if p.op == "view":  # a merge of symbolised axes: the product
-            src = [a for a in changes["source"].axes]
-            out = list(changes["target"].axes)
-            i = 0
-            for j, b in enumerate(out):
-                group, product = [], 1
-                while i < len(src) and product < traced(b.size):
-                    group.append(src[i])
-                    product *= traced(src[i].size)
-                    i += 1
-                if len(group) > 1 and not b.size.free_symbols and any(a.size.free_symbols for a in group):
-                    out[j] = dataclasses.replace(b, size=sympy.Mul(*[a.size for a in group]))
-                if not group:
-                    i += 1
-            changes["target"] = dataclasses.replace(changes["target"], axes=tuple(out))
+            changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
+                changes["source"].axes, changes["target"].axes, traced))
         new = type(p)(**changes)  # dataclasses.replace, every field given
         if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
             fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'"))
@@ -168,7 +238,15 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
             new_parts = tuple([value(x) for x in parts])
             if all(a is b for a, b in zip(new_parts, parts)):
                 return d
-            return rebuilt(d, parts=new_parts)
+            if cls is Par:
+                return rebuilt(d, parts=new_parts)
+            try:
+                return rebuilt(d, parts=new_parts)
+            except NCDError:
+                for left, right in zip(new_parts, new_parts[1:]):
+                    if not left.cod.same(right.dom):
+                        _learn(left.cod, right.dom, traced, learned)
+                raise
         if cls is Weave:
             inner, ax = value(d.inner), axis(d.axis)  # type: ignore[attr-defined]
             if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
