@@ -5,8 +5,9 @@ Each was written to break ``ncd.trace`` where users' models differ from the corp
 channels-last and non-contiguous inputs, a ``@dataclass`` output, int8/int16/bool inputs, numbers computed from the
 input's shape, ``torch.where``/``masked_fill``/``clamp`` with 0-d tensors, integer arithmetic, boolean attention masks
 built in the forward, a tensor-subclass input, writes in place through views (a diagonal, a column, a slice), bfloat16
-attention and shifted sequences.  Each was once a crash or silently wrong, or is the case next to one;
-``tests/test_trace_hunt.py`` checks every entry against the model at the traced sizes and at another batch.
+attention, shifted sequences and parameters written in place through an alias (``max_norm``, ``.data``).  Each was
+once a crash or silently wrong, or is the case next to one; ``tests/test_trace_hunt.py`` checks every entry against the
+model at the traced sizes and at another batch.
 """
 
 from __future__ import annotations
@@ -298,6 +299,24 @@ class Shifted(nn.Module):
         return y[:, :-1] + y[:, 1:], y.unfold(1, 2, 1).mean(-1)
 
 
+class RenormedEmbedding(nn.Module):
+    """A table looked up with ``max_norm`` (``nn.Embedding`` renorms the rows it reads, in place, through
+    ``weight.detach()``), and a weight clipped in place through ``.data`` (as WGAN's critic).  The renorm was dropped
+    once: on a fresh input the lowered module read rows the model renorms unrenormed.  (Were the table read whole too,
+    a tied output layer, each call would read the rows every earlier call renormed: state no diagram holds.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(40, M, max_norm=1.0)
+        self.fc = nn.Linear(M, M)
+        self.out = nn.Linear(M, 40, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.data.clamp_(-0.2, 0.2)
+        out: torch.Tensor = self.out(torch.tanh(self.fc(self.emb(ids))))
+        return out
+
+
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
     """These models: (name, model class, inputs from a generator)."""
     return [
@@ -320,4 +339,5 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("view_writes", ViewWrites, _x(B, T, M)),
         ("bfloat16_attention", HalfAttention, _x(B, T, M, dtype=torch.bfloat16)),
         ("shifted", Shifted, _x(B, T, M)),
+        ("embedding_max_norm", RenormedEmbedding, lambda g: {"ids": torch.randint(0, 40, (B, T), generator=g)}),
     ]

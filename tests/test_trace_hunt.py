@@ -7,6 +7,7 @@ refused or equal to the model on a fresh input of that batch.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -22,7 +23,8 @@ import corpus_torch_hunt as hunt  # noqa: E402
 NAMES = [name for name, _, _ in hunt.zoo()]
 #: entries whose lowering at another batch is refused, and why (the rest must lower and be equal)
 REFUSED_AT_B3 = {"shape_float_first": "differs from the model", "channels_last": None, "bool_masks": None,
-                 "view_writes": None, "int_bits_arithmetic": None, "weight_norm": None, "functional_call": None}
+                 "view_writes": None, "int_bits_arithmetic": None, "weight_norm": None, "functional_call": None,
+                 "embedding_max_norm": None}
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,24 @@ def _equal(name: str, lowered: torch.nn.Module, model: torch.nn.Module, inputs: 
     assert len(got) == len(want) > 0
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b.to(a.dtype), rtol=tol, atol=tol)
+
+
+def test_a_parameter_written_through_an_alias_is_read_written_and_warned_about() -> None:
+    """``nn.Embedding(max_norm=...)`` renorms the rows it looks up through ``weight.detach()``, a critic clips its weight
+    through ``.data``: later reads of the parameter read it written (once, the renorm was dropped and the lowered
+    module read unrenormed rows on a fresh input: max difference 18, silently), and the write is warned about."""
+    torch.manual_seed(0)
+    model = hunt.RenormedEmbedding()
+    ids = torch.randint(0, 40, (2, 6))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, ids)
+    lowered = d.to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        for start in (0, 12, 24, 28):  # every row, most of them not looked up while tracing
+            fresh = torch.arange(start, start + 12).reshape(2, 6)
+            torch.testing.assert_close(lowered(fresh), model(fresh))
+        assert float(model.emb.weight.norm(dim=1).max()) <= 1.0 + 1e-6  # the model did renorm them
+    said = [str(w.message) for w in caught if "in place" in str(w.message)]
+    assert said and re.search(r"writes into its parameters in place \(fc\.weight at .*:\d+, emb\.weight at .*:\d+\)", said[0])

@@ -161,6 +161,9 @@ class _Recording:
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
         self.inputs_written: set[str] = set()  # the inputs the model writes into in place
         self.buffers_written: dict[str, str] = {}  # the model's buffers it writes into in place -> the line
+        self.params_written: dict[str, str] = {}  # its parameters written through an alias (``w.detach()``, ``w.data``)
+        self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
+        self.rebinding = False  # :meth:`state_write` is recording a write
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, value.detach().clone()))
@@ -249,6 +252,9 @@ class _Recording:
                     or self.state.get(id(args[0]), ("", False))[1]:
                 self.detached.setdefault(user_line() or "?", "detach")
         if func._schema.is_mutable:
+            if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
+                    and id(args[0]) not in self.state and args[0].device.type != "meta" and self.aliases(args[0]):
+                return self.state_write(func, args, kwargs)
             target = self.functional(func, args)
             written = self.write(func, target, args, kwargs)
             if written is not None:
@@ -307,6 +313,41 @@ class _Recording:
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
+        return out
+
+    def aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """The model's parameters and buffers that are ``t`` under another name: the same memory, shape and strides
+        (``w.detach()``, ``w.data``; ``nn.Embedding(max_norm=...)`` renorms its rows through ``weight.detach()``)."""
+        if self.at is None:
+            self.at = {}
+            for tensors in (self.root.parameters(), self.root.buffers()):
+                for held in tensors:
+                    if held.device.type != "meta":
+                        self.at.setdefault((held.data_ptr(), tuple(held.shape), held.stride()), []).append(held)
+        return [h for h in self.at.get((t.data_ptr(), tuple(t.shape), t.stride()), ()) if h is not t]
+
+    def state_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An in-place write into a parameter or buffer through an alias: recorded as a write into it, so that it is
+        read written from here on (it was read as its value before the write: the lowered module wrote nothing).
+
+        The parameter's node keeps the parameter itself (not a copy of its value before the write): the lowered module
+        holds its value after the trace, as the model's next call reads it, and applies the write again (renorming
+        rows, clamping: idempotent writes give the model's values)."""
+        held = self.aliases(args[0])
+        node = self.ref(held[0])  # the parameter's (buffer's) node, made now if it was never read
+        for h in held:
+            name, learned = self.state[id(h)]
+            (self.params_written if learned else self.buffers_written).setdefault(name, user_line() or "?")
+        self.by_id[id(args[0])] = node  # the alias (never recorded: ``w.data``) read as the parameter itself
+        value = node.value
+        self.rebinding = True
+        try:
+            out = self.call(func, args, kwargs)
+        finally:
+            self.rebinding = False
+            node.value = value  # the parameter (the write froze a copy of its value before it)
+        for h in held:  # read written from here on
+            self.by_id[id(h)] = self.by_id[id(args[0])]
         return out
 
     def function(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
@@ -712,14 +753,16 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                       f" {', '.join(sorted(rec.autocast))}); the diagram computes in its tensors' own types, so the"
                       " lowered module's results differ from the model's by the rounding autocast does (cast the"
                       " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=2)
-    if rec.buffers_written:  # a running statistic, a step counter, a cache: state a diagram does not carry
+    if rec.buffers_written or rec.params_written:  # a running statistic, a step counter, a cache, a renormed table
         import warnings
 
-        where = ", ".join(f"{name} at {line}" for name, line in rec.buffers_written.items())
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its buffers in place ({where}); the"
+        state = {**rec.params_written, **rec.buffers_written}
+        what = " and ".join(k for k, v in (("parameters", rec.params_written), ("buffers", rec.buffers_written)) if v)
+        where = ", ".join(f"{name} at {line}" for name, line in state.items())
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its {what} in place ({where}); the"
                       " diagram computes the traced call from their values before it and the lowered module does not"
                       " update them, so later calls of the model differ from it (and tracing ran the model once: its"
-                      " buffers were updated as by one call)", RuntimeWarning, stacklevel=2)
+                      f" {what} were updated as by one call)", RuntimeWarning, stacklevel=2)
     aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
     if aliased:
         import warnings
