@@ -301,3 +301,28 @@ def test_slices_shifts_and_sizes_from_the_length_are_refused_at_other_lengths(ho
     for t in (4, 9):
         with pytest.raises(ncd.TraceError, match="trace at the sizes you run at|trace it at the sizes you run it at"):
             d.to_torch(t=t)
+
+
+class _Upsampled(nn.Module):
+    """Nearest and linear upsampling by a scale factor: the output length 2t is a size of its own in the diagram."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(self.proj(x).transpose(1, 2), scale_factor=2, mode=self.mode)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_a_lowering_that_fails_where_the_model_runs_is_refused(mode: str) -> None:
+    # before: d.to_torch(t=5) returned a module failing on every input of length 5 (a RunError: the view to the traced
+    # output length 12), where the model runs
+    torch.manual_seed(0)
+    model = _Upsampled(mode).eval()
+    d = _trace(model, torch.randn(2, 6, 4))
+    x = torch.randn(3, 6, 4)
+    torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
+    with pytest.raises(ncd.TraceError, match=r"at t=5 \(traced at t=6\): lowered there it fails where the model runs"):
+        d.to_torch(t=5)

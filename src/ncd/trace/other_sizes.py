@@ -12,6 +12,7 @@ The check is skipped (the module is returned unchecked) when the inputs cannot b
 that is an object holding tensors (a key/value cache), an input whose diagram type is not the tensor's, or a model that
 raises at these sizes itself, or whose output is not the same on two runs; and when a parameter or buffer of the model
 was replaced since the trace (it is no longer the model traced; one changed in place is, the diagram holds it too).
+A lowered module that fails inside (not refusing its inputs: an ``InputError``) where the model runs is refused too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ncd.errors import TraceError
+from ncd.errors import InputError, TraceError
 
 __all__ = ["Origin", "origin_of", "check"]
 
@@ -174,20 +175,25 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
         return
     mode = module.training
     saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    was = ", ".join(f"{k}={traced[k]}" for k in sizes if k in traced)
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             got = _leaves(module(*[t.clone() for t in tensors]))
-    except Exception:  # noqa: BLE001 - the lowered module refuses these inputs: the user will see it on their own
+    except InputError:  # the lowered module refuses these inputs: the user will see it on their own
         return
+    except Exception as error:  # noqa: BLE001 - it fails inside where the model runs: lowered wrong at these sizes
+        raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it fails where the model runs"
+                         f" ({type(error).__name__}: {str(error)[:300]}); the model computes a size in Python from its"
+                         " input's shape that the trace keeps at the traced value (an output size such as"
+                         " interpolate(scale_factor=2) or size=2 * t); trace it at the sizes you run it at") from None
     finally:
         module.load_state_dict(saved)
         module.train(mode)
     wrong = _difference(got, want)
     if wrong is None or _difference(_run(origin.model, call), want) is not None:
         return  # equal, or the model itself gives another output each run: nothing to compare with
-    at = ", ".join(f"{k}={v}" for k, v in sizes.items())
-    was = ", ".join(f"{k}={traced[k]}" for k in sizes if k in traced)
     raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it differs from the model run at"
                      f" those sizes ({wrong}); the model computes something in Python from its input's shape that the"
                      " trace keeps at the traced value (a slice, shift or output size such as x[:, t // 2:],"
