@@ -317,6 +317,22 @@ class RenormedEmbedding(nn.Module):
         return out
 
 
+class DefaultRMSNorm(nn.Module):
+    """``nn.RMSNorm`` with its default ``eps=None`` (ATen's: the compute type's machine epsilon), with and without a
+    weight, and ``F.rms_norm`` likewise (once opaque boxes: the rule declined a norm without an explicit eps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(M, M)
+        self.norm = nn.RMSNorm(M)
+        self.bare = nn.RMSNorm(M, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.fc(x))
+        out: torch.Tensor = self.bare(h) + F.rms_norm(h * 1e-3, (M,))
+        return out
+
+
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
     """These models: (name, model class, inputs from a generator)."""
     return [
@@ -339,5 +355,6 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("view_writes", ViewWrites, _x(B, T, M)),
         ("bfloat16_attention", HalfAttention, _x(B, T, M, dtype=torch.bfloat16)),
         ("shifted", Shifted, _x(B, T, M)),
+        ("rms_norm_default_eps", DefaultRMSNorm, _x(B, T, M)),
         ("embedding_max_norm", RenormedEmbedding, lambda g: {"ids": torch.randint(0, 40, (B, T), generator=g)}),
     ]

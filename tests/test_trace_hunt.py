@@ -115,3 +115,19 @@ def test_a_parameter_written_through_an_alias_is_read_written_and_warned_about()
         assert float(model.emb.weight.norm(dim=1).max()) <= 1.0 + 1e-6  # the model did renorm them
     said = [str(w.message) for w in caught if "in place" in str(w.message)]
     assert said and re.search(r"writes into its parameters in place \(fc\.weight at .*:\d+, emb\.weight at .*:\d+\)", said[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_rms_norm_with_the_default_eps_is_a_norm_box(dtype: torch.dtype) -> None:
+    """``nn.RMSNorm(m)`` (``eps=None``: ATen takes its compute type's epsilon) is drawn as a norm, not an opaque box,
+    and lowers to the model's values bit for bit (the eps ATen uses: float32's for bfloat16)."""
+    torch.manual_seed(0)
+    model = hunt.DefaultRMSNorm().to(dtype)
+    x = torch.randn(2, 6, 16, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert d.opaque_count == 0
+    fresh = 1e-4 * torch.randn(3, 6, 16, dtype=dtype)  # tiny values: the eps decides
+    with torch.no_grad():
+        assert torch.equal(d.to_torch(b=3)(fresh), model(fresh))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+import torch
 
 from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
@@ -87,6 +88,9 @@ def rms_norm(conv: Converter, node: Node) -> None:
     extra = list(node.args[2:]) + [None] * 2
     w = _weight(extra[0])
     eps = extra[1]
+    dtype = getattr(getattr(x, "value", None), "dtype", None)
+    if eps is None and isinstance(dtype, torch.dtype) and dtype.is_floating_point:  # nn.RMSNorm's default: ATen's
+        eps = torch.finfo(torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype).eps  # (compute type)
     if not _live(x) or (extra[0] is not None and w is None) or eps is None:
         raise Decline("rms norm without explicit eps")
     vid = conv.value(x)
