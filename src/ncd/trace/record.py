@@ -164,6 +164,7 @@ class _Recording:
         self.params_written: dict[str, str] = {}  # its parameters written through an alias (``w.detach()``, ``w.data``)
         self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
         self.rebinding = False  # :meth:`state_write` is recording a write
+        self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, value.detach().clone()))
@@ -222,6 +223,8 @@ class _Recording:
                 self.lively = lively
             elif node is None:
                 name, learned = self.state.get(id(value), ("", False))
+                if not name:
+                    self.unknown(value)
                 with torch._C._DisablePythonDispatcher():  # its C++ kernel: the Python dispatcher costs ~10x more
                     detached = value.detach()
                 node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
@@ -252,6 +255,8 @@ class _Recording:
                     or self.state.get(id(args[0]), ("", False))[1]:
                 self.detached.setdefault(user_line() or "?", "detach")
         if func._schema.is_mutable:
+            if args and id(args[0]) in self.twins and not self.rebinding:
+                return self.twin_write(func, args, kwargs)
             if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
                     and id(args[0]) not in self.state and args[0].device.type != "meta" and self.aliases(args[0]):
                 return self.state_write(func, args, kwargs)
@@ -305,6 +310,11 @@ class _Recording:
             self.add(node, out)
             if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
                 node.value = value.clone()
+            elif packet in ("detach", "alias") and isinstance(first, torch.Tensor) and out._base is None \
+                    and id(first) not in self.state:  # one tensor under two names: a write into one writes both
+                twins = self.twins.setdefault(id(first), [first])
+                twins.append(out)
+                self.twins[id(out)] = twins
         else:
             self.nodes.append(node)
             self.keep.append(out)
@@ -313,6 +323,45 @@ class _Recording:
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
+        return out
+
+    def unknown(self, value: torch.Tensor) -> None:
+        """A tensor no recorded call made, about to be drawn as a constant: refused (:class:`Unsupported`) when it is
+        a value of the inputs under another name — ``x.data`` (an alias made without an operator) or a tensor of a
+        ``torch.vmap``/``torch.func`` transform (its calls run on tensors wrapping the batch) —, which the constant
+        would freeze at the traced input's values."""
+        from torch._C._functorch import is_functorch_wrapped_tensor
+
+        if is_functorch_wrapped_tensor(value):  # torch.export draws its batching calls, which no box stands for
+            from ncd.errors import TraceError
+
+            raise TraceError(f"cannot trace {type(self.root).__name__}: it runs a torch.func transform (vmap, grad) at"
+                             f" {user_line() or '?'}, whose calls run on tensors wrapping the batch; call the function"
+                             " on the whole batch instead (a diagram broadcasts it over the batch's wire)")
+        if value.device.type == "meta" or not value.untyped_storage().nbytes():
+            return
+        ptr = value.untyped_storage().data_ptr()
+        for t in self.keep:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() == ptr:
+                node = self.by_id.get(id(t))
+                if node is not None and node.live:
+                    raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
+
+    def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An in-place write into a tensor that has a twin (``x.detach()``, ``x`` itself): recorded once, and both
+        read written from here on (before, ``x.detach().add_(1)`` left ``x`` read unwritten)."""
+        twins = [t for t in self.twins[id(args[0])] if t is not args[0]]
+        for t in twins:  # their recorded values keep the values before the write
+            node = self.by_id.get(id(t))
+            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, args[0]):
+                node.value = node.value.clone()
+        self.rebinding = True
+        try:
+            out = self.call(func, args, kwargs)
+        finally:
+            self.rebinding = False
+        for t in twins:
+            self.by_id[id(t)] = self.by_id[id(args[0])]
         return out
 
     def aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
