@@ -73,11 +73,15 @@ class LayoutContext:
             dict(style.extra).get("wire_notes", {})
         self._through: Diagram | None = None  # the inner weave of a chain being drawn by its outermost weave
         self._labels: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str] | None]] = {}  # wire labels, legend rows
+        #: the same by axis object (``id`` → the axis, its label, its legend row, the item axes it was read with): a
+        #: layout reads the labels of a few axis objects tens of thousands of times, found without hashing them
+        self._labels_by_id: dict[int, tuple[Axis, tuple[Piece, ...], tuple[str, str] | None, Any]] = {}
         #: labels for the axes whose sizes differ between the blocks one definition draws (ncd.render.generic)
         self.generic: dict[Axis, tuple[tuple[Piece, ...], tuple[str, str]]] | None = None
         #: the axes whose labels the column being laid out has read, with the generic label each had (``None``: its
-        #: own): a memoised column is reused wherever those labels are the same (see :meth:`lay_group`)
-        self._reads: dict[Axis, Any] | None = None
+        #: own), by the axis object's ``id``: a memoised column is reused wherever those labels are the same (see
+        #: :meth:`lay_group`)
+        self._reads: dict[int, tuple[Axis, Any]] | None = None
         #: the diagram's item axes (a wire keeps its overline through boxes built from plain names) and names by size
         self.axes: DiagramAxes | None = None
         #: the diagram these were read from and the distinct axis objects on its wires (ncd.render.layout._read_axes)
@@ -122,12 +126,18 @@ class LayoutContext:
         """A wire's label: its size (``x̄/2``, ``k = 10``), or its name when the size is a compound expression,
         which then goes in the legend once (``s̄`` on the wires, ``s = x²/256 + 1`` in the legend)."""
         if self._reads is not None:
-            self._reads[axis] = self.generic.get(axis) if self.generic is not None else None
+            self._reads[id(axis)] = (axis, self.generic.get(axis) if self.generic is not None else None)
         if self.generic is not None:
             label = self.generic.get(axis)
             if label is not None:
                 self.add_legend(label[1])
                 return label[0]
+        known = self._labels_by_id.get(id(axis))  # this axis object's label found before (kept with it)
+        if known is not None and known[0] is axis and known[3] is self.axes:
+            if known[2] is not None:
+                self.add_legend(known[2])
+            return known[1]
+        key = axis
         if self.axes is not None:
             axis = as_item(axis, self.axes)
         hit = self._labels.get(axis)
@@ -141,6 +151,7 @@ class LayoutContext:
             else:
                 hit = (name_pieces(axis), (entry[0], str(entry[1])))
             self._labels[axis] = hit
+        self._labels_by_id[id(key)] = (key, hit[0], hit[1], self.axes)
         if hit[1] is not None:
             self.add_legend(hit[1])
         return hit[0]
@@ -254,18 +265,35 @@ class LayoutContext:
             if wires is not None:  # per distinct axis, its label and the lowest and highest of its wires' heights
                 ys_left = flat(left)
                 by_axis_wires = []
-                for axis, where in wires:
-                    label = self._wire_label(axis, None, size)
-                    smallest = min(smallest, label.smallest)
-                    ys = [ys_left[k] for k in where]
+                for axis, where in wires:  # (min and max spelt out, as below: a gap has a few axes, a layout
+                    label = self._wire_label(axis, None, size)  # thousands of gaps)
+                    if label.smallest < smallest:
+                        smallest = label.smallest
                     by_axis_wires.append((label, where))
                     # (y - lift - ascent, y + y0, ... rise with y: the extremes of the wires are the extremes' own)
-                    low, high = min(ys), max(ys)
-                    top = min(top, low - label.lift - label.ascent)
-                    bottom = max(bottom, high)
-                    label_w = max(label_w, label.advance)
-                    lo_x, hi_x = min(lo_x, label.x0), max(hi_x, label.x1)
-                    lo_y, hi_y = min(lo_y, low - label.lift + label.y0), max(hi_y, high - label.lift + label.y1)
+                    if len(where) == 1:
+                        low = high = ys_left[where[0]]
+                    else:
+                        ys = [ys_left[k] for k in where]
+                        low, high = min(ys), max(ys)
+                    lift = label.lift
+                    v = low - lift - label.ascent
+                    if v < top:
+                        top = v
+                    if high > bottom:
+                        bottom = high
+                    if label.advance > label_w:
+                        label_w = label.advance
+                    if label.x0 < lo_x:
+                        lo_x = label.x0
+                    if label.x1 > hi_x:
+                        hi_x = label.x1
+                    v = low - lift + label.y0
+                    if v < lo_y:
+                        lo_y = v
+                    v = high - lift + label.y1
+                    if v > hi_y:
+                        hi_y = v
             else:  # a note's subscripts: each wire's label looked up, its extent added up, now
                 by_id: dict[tuple[int, str | None], _Label] = {}
                 by_axis: dict[tuple[Axis, str | None], _Label] = {}
@@ -388,12 +416,14 @@ class LayoutContext:
         if not labels:
             return None
         generic = self.generic
+        if generic is None:
+            if self._reads is not None:  # each axis read with its own label
+                self._reads.update(_own_reads(typ))
+            return None
         axes = _distinct_axes(typ)
         if self._reads is not None:
             for a in axes:
-                self._reads[a] = generic.get(a) if generic is not None else None
-        if generic is None:
-            return None
+                self._reads[id(a)] = (a, generic.get(a))
         part = tuple(generic.get(a) for a in axes)  # (typ is in every key this is part of: its distinct axes suffice)
         return part if any(label is not None for label in part) else None
 
@@ -446,6 +476,22 @@ def _distinct_axes(typ: Type) -> tuple[Axis, ...]:
     return axes
 
 
+_OWN_READS: dict[int, tuple[Type, dict[int, tuple[Axis, None]]]] = {}
+
+
+def _own_reads(typ: Type) -> dict[int, tuple[Axis, None]]:
+    """What reading the labels of ``typ``'s wires records when no label is generic (``LayoutContext._reads``: each
+    distinct axis by ``id``, with ``None``), made once per type (kept with it)."""
+    hit = _OWN_READS.get(id(typ))
+    if hit is not None and hit[0] is typ:
+        return hit[1]
+    if len(_OWN_READS) > 50_000:
+        _OWN_READS.clear()
+    reads: dict[int, tuple[Axis, None]] = {id(a): (a, None) for a in _distinct_axes(typ)}
+    _OWN_READS[id(typ)] = (typ, reads)
+    return reads
+
+
 _BY_AXIS: dict[int, tuple[Type, tuple[int, ...], tuple[tuple[Axis, tuple[int, ...]], ...]]] = {}
 
 
@@ -464,7 +510,7 @@ def _wires_by_axis(typ: Type, ports: Ports) -> tuple[tuple[Axis, tuple[int, ...]
                 k += 1
         hit = _BY_AXIS[id(typ)] = (typ, tuple(len(seg) for seg in typ),
                                    tuple((axis, tuple(ks)) for axis, ks in where.items()))
-    if len(ports) != len(hit[1]) or any(len(ys) != n for ys, n in zip(ports, hit[1])):
+    if tuple(map(len, ports)) != hit[1]:
         return None
     return hit[2]
 

@@ -103,7 +103,7 @@ class Layout(LayoutContext, Fold[Frag]):
         if entry is not None and entry[0] is node:
             for frag, reads, labelled in entry[1]:
                 if (not labelled and not generic) or all((generic.get(a) if generic else None) == label
-                                                         for a, label in reads):
+                                                         for a, label in reads.values()):
                     if self._reads is not None:
                         self._reads.update(reads)
                     return frag  # type: ignore[no-any-return]
@@ -114,7 +114,7 @@ class Layout(LayoutContext, Fold[Frag]):
             reads, self._reads = self._reads, outer
         if entry is None or entry[0] is not node:
             entry = memo[key] = (node, [])
-        entry[1].append((frag, tuple(reads.items()), any(label is not None for label in reads.values())))
+        entry[1].append((frag, reads, any(label is not None for _, label in reads.values())))
         if outer is not None:
             outer.update(reads)
         return frag
@@ -188,8 +188,9 @@ class Layout(LayoutContext, Fold[Frag]):
         firsts: list[float | None] = []  # each part's highest port (None: it has none)
         for frag, (ins, outs) in zip(frags, flats):
             ports = ins + outs
-            firsts.append(min(ports) if ports else None)
-            first = min(ports) if ports else frag.top
+            lowest = min(ports) if ports else None
+            firsts.append(lowest)
+            first = lowest if lowest is not None else frag.top
             if prev is None:
                 dy = -frag.top
             else:  # below the part above, its wires a segment apart, room for the separator above the first label
@@ -224,8 +225,10 @@ class Layout(LayoutContext, Fold[Frag]):
                     result.seps_in[n_in - 1] = ymid
                 if n_out and frag.outs:
                     result.seps_out[n_out - 1] = ymid
-            result.seps_in.update({n_in + j: y + dy for j, y in frag.seps_in.items()})
-            result.seps_out.update({n_out + j: y + dy for j, y in frag.seps_out.items()})
+            if frag.seps_in:
+                result.seps_in.update({n_in + j: y + dy for j, y in frag.seps_in.items()})
+            if frag.seps_out:
+                result.seps_out.update({n_out + j: y + dy for j, y in frag.seps_out.items()})
             n_in, n_out = n_in + len(frag.ins), n_out + len(frag.outs)
         return result
 

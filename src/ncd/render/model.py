@@ -111,20 +111,30 @@ class Path:
     @staticmethod
     def through(points: Sequence[tuple[float, float]], **style: object) -> Path:
         """Points joined by straight runs where ``y`` is equal and smooth S-bends (horizontal tangents) where it changes."""
-        (x0, y0), *rest = points
-        commands: list[Command] = [("M", float(x0), float(y0))]
-        for x1, y1 in rest:
+        commands: tuple[Command, ...]
+        if len(points) == 2:  # (most paths: one run or one bend, without the loop)
+            (x0, y0), (x1, y1) = points
             if abs(y1 - y0) < 1e-9:
-                commands.append(("L", float(x1), float(y1)))
+                commands = (("M", float(x0), float(y0)), ("L", float(x1), float(y1)))
             else:
-                mid = (x0 + x1) / 2
-                commands.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
-            x0, y0 = x1, y1
+                mid = float((x0 + x1) / 2)
+                commands = (("M", float(x0), float(y0)), ("C", mid, float(y0), mid, float(y1), float(x1), float(y1)))
+        else:
+            (x0, y0), *rest = points
+            made: list[Command] = [("M", float(x0), float(y0))]
+            for x1, y1 in rest:
+                if abs(y1 - y0) < 1e-9:
+                    made.append(("L", float(x1), float(y1)))
+                else:
+                    mid = (x0 + x1) / 2
+                    made.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
+                x0, y0 = x1, y1
+            commands = tuple(made)
         if not style:
-            return frozen_record(Path, {"commands": tuple(commands), **_PATH_DEFAULTS})
+            return frozen_record(Path, {"commands": commands, **_PATH_DEFAULTS})
         if not style.keys() <= _PATH_DEFAULTS.keys():
-            return Path(tuple(commands), **style)  # type: ignore[arg-type]  # (raises, naming the unknown field)
-        return frozen_record(Path, {"commands": tuple(commands), **_PATH_DEFAULTS, **style})
+            return Path(commands, **style)  # type: ignore[arg-type]  # (raises, naming the unknown field)
+        return frozen_record(Path, {"commands": commands, **_PATH_DEFAULTS, **style})
 
     def moved(self, dx: float, dy: float) -> Path:
         out: list[Command] = []
