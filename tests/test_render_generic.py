@@ -170,3 +170,39 @@ def test_columns_reused_across_definitions_draw_what_laying_each_out_afresh_draw
     assert [to_svg(d) for d in diagrams] == reused
     drawing = layout(diagrams[0])  # Pre's wires in Unit's definition carry the symbol, as every wire of Unit =
     assert definitions(drawing) == 2 and sum(t.string == "ni" for t in drawing.of(Text)) == 4
+
+
+def _wire_axes(node: ncd.Diagram) -> list:
+    """Every wire's axis, node by node (each node's inputs, then its outputs, its children in order after it)."""
+    out = [a for seg in node.dom.segments for a in seg.axes] + [a for seg in node.cod.segments for a in seg.axes]
+    for child in node.children():
+        out += _wire_axes(child)
+    return out
+
+
+def test_shared_labels_are_those_of_comparing_the_instances_wire_by_wire() -> None:
+    """generic_labels matches each instance to the first once per pair of blocks and reuses the match: checked against
+    reading every wire of every instance, for several instance lists (in either order, asked twice), and for an
+    first instance whose one axis stands for two of another's, which cannot share a definition (the other way round
+    they can: each axis of the first stands for one of the other's)."""
+    from ncd.render.generic import generic_labels
+
+    names = [f"n{k}" for k in range(5)]
+    units = [unit(a, b) for a, b in zip(names, names[1:])] + [unit("n1", "n2")]
+    looped = unit("n1", "n1")  # n1 in and out: n1 stands for n2 and n3 in unit("n2", "n3")
+    for blocks in (units[:2], units[1:4], units[::-1], [units[0], units[4]], units, units[:3] + [units[0]], [units[1], looped]):
+        for _ in range(2):
+            found = generic_labels(blocks)
+            wires = [_wire_axes(b) for b in blocks]
+            columns: dict = {}
+            for column in zip(*wires):
+                assert columns.setdefault(column[0], column) == column  # one column per axis of the first
+            assert found is not None
+            labels, rows = found
+            differing = {axis: column for axis, column in columns.items() if len(set(column)) > 1}
+            assert set(labels) == set(differing)
+            for axis, column in differing.items():
+                assert labels[axis][1][1] == ", ".join(str(a.size) for a in column)
+            assert sorted(rows) == sorted({labels[a][1] for a in labels})
+    for _ in range(2):  # asked again: the kept match answers the same
+        assert generic_labels([looped, units[1]]) is None and generic_labels([looped, units[0], units[1]]) is None

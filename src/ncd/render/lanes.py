@@ -37,16 +37,23 @@ __all__ = ["gather"]
 MIN_STEPS, MIN_LANES = 3, 2
 
 
+#: a step of a lane: a part brought in whole, or a part with the lane's wires running past it (above, below)
+_Step = Diagram | tuple[list[Segment], Diagram, list[Segment]]
+
+
 @dataclass
 class _Lane:
     dom: list[Segment]
     wires: list[Segment]
-    steps: list[Diagram] = field(default_factory=list)
+    #: made into diagrams only when the run is kept (:meth:`diagram`): most runs tried are too short
+    steps: list[_Step] = field(default_factory=list)
 
     def diagram(self) -> Diagram:
         if not self.steps:
             return Identity(Type(tuple(self.dom)))
-        return self.steps[0] if len(self.steps) == 1 else Seq.of(*self.steps)
+        steps = [s if isinstance(s, Diagram) else Par.of(Identity(Type(tuple(s[0]))), s[1], Identity(Type(tuple(s[2]))))
+                 for s in self.steps]
+        return steps[0] if len(steps) == 1 else Seq.of(*steps)
 
 
 def _live(step: Diagram) -> tuple[int, Diagram] | None:
@@ -66,9 +73,10 @@ def gather(steps: Sequence[Diagram], runs: dict[int, tuple[Diagram, list[Diagram
     rewritten as those branches side by side (the same diagram: the interchange law); ``runs`` is given the
     steps each such drawing replaces, by its ``id`` (with the drawing, kept alive so that no other takes its id)."""
     out: list[Diagram] = []
+    lives = [_live(step) for step in steps]  # each step's live part, found once: a run is tried from every step
     k = 0
     while k < len(steps):
-        end, par = _run(steps, k)
+        end, par = _run(steps, k, lives)
         if par is None:
             out.append(steps[k])
             k += 1
@@ -80,16 +88,17 @@ def gather(steps: Sequence[Diagram], runs: dict[int, tuple[Diagram, list[Diagram
     return out
 
 
-def _run(steps: Sequence[Diagram], start: int) -> tuple[int, Diagram | None]:
-    """The longest run of one-branch steps from ``start`` and its lanes side by side (``None``: not worth it)."""
-    first = _live(steps[start])
+def _run(steps: Sequence[Diagram], start: int, lives: Sequence[tuple[int, Diagram] | None]) -> tuple[int, Diagram | None]:
+    """The longest run of one-branch steps from ``start`` and its lanes side by side (``None``: not worth it);
+    ``lives``: each step's :func:`_live`."""
+    first = lives[start]
     if first is None or len(first[1].dom) > 1:  # a run starts within one wire (a step joining wires is no lane's)
         return start + 1, None
     dom = list(steps[start].dom)
     lanes = [_Lane([seg], [seg]) for seg in dom]
     k = start
     while k < len(steps):
-        live = _live(steps[k])
+        live = lives[k]
         if live is None or not _apply(lanes, *live):
             break
         k += 1
@@ -114,8 +123,7 @@ def _apply(lanes: list[_Lane], offset: int, part: Diagram) -> bool:
             return True
         if n_in and pos <= offset and offset + n_in <= pos + here:
             before, after = lane.wires[:offset - pos], lane.wires[offset - pos + n_in:]
-            wrapped = Par.of(Identity(Type(tuple(before))), part, Identity(Type(tuple(after))))
-            lane.steps.append(wrapped)
+            lane.steps.append((before, part, after))
             lane.wires = before + list(part.cod) + after
             return True
         if pos + here > offset:

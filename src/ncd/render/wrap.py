@@ -207,17 +207,23 @@ def _first_limit(ctx: Layout, diagram: Diagram, max_w: float) -> float | None:
 def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
     """Whether two blocks of one family and shape differ in a size, one of them laid out wider than ``wide`` (a
     definition they share labels that size by a symbol)."""
+    families: dict[str, list[Block]] = {}
+    stack = [diagram]
+    seen: set[int] = set()
+    while stack:  # (a node shared by several parents once: its blocks were met below its first parent)
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Block):
+            families.setdefault(family(node.name), []).append(node)
+        stack.extend(node.children())
+    if all(len(blocks) < 2 for blocks in families.values()):
+        return False
     widths: dict[int, float] = {}
     for key, entry in (ctx.memo or {}).items():
         if key[0] == "group" and key[2] == 1:
             widths[key[1]] = max([widths.get(key[1], 0.0)] + [frag.w for frag, _, _ in entry[1]])
-    families: dict[str, list[Block]] = {}
-    stack = [diagram]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Block):
-            families.setdefault(family(node.name), []).append(node)
-        stack.extend(node.children())
     for blocks in families.values():
         first = blocks[0]
         for other in blocks[1:]:
@@ -354,7 +360,7 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
 def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], defined: list[Block]) -> None:
     """Queue the definition of collapsed block ``b`` unless one is drawn already: one per block name, its sizes as
     symbols, where the blocks of that name have one shape (:func:`ncd.render.generic.generic_labels`)."""
-    if any(b is d or b == d for d in defined):
+    if any(b is d or (b.name == d.name and b == d) for d in defined):  # (equal blocks have one name: a cheap test first)
         return
     defined.append(b)
     pending = next((q for q in queue if q.header is not None and family(q.header.name) == family(b.name)
@@ -512,13 +518,20 @@ def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Grou
     labels = ctx.style.labels != "none"
     frags = [ctx.lay_group(node, count) for node, count in groups]
     nodes = [node for node, _ in groups]
+    memo = ctx.memo if ctx.memo is not None else {}
+    generic = ctx.generic
 
     def edge(k: int, side: str) -> float:
         node, frag = nodes[k], frags[k]
         ports, typ = (frag.ins, node.dom) if side == "in" else (frag.outs, node.cod)
         note = ctx.note("before" if side == "in" else "after", node)
         if note is None:  # measured only (most columns start or end no row)
-            return ctx.edge_width(ports, typ, labels)
+            # the width depends on the wires' labels alone: equal types (with their wires' ports) measure alike
+            key = ("edge", typ, tuple(map(len, ports)), labels, id(generic))
+            hit = memo.get(key)
+            if hit is None or hit[0] is not generic:
+                hit = memo[key] = (generic, ctx.edge_width(ports, typ, labels))
+            return hit[1]  # type: ignore[no-any-return]
         return ctx.gap(ports, ports, typ, labels, note=note)[1]
 
     rows: list[list[Group]] = []
