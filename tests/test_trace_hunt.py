@@ -175,3 +175,40 @@ def test_a_torch_func_transform_is_refused_naming_the_line() -> None:
     # before: the vmapped calls' tensors were drawn as constants (fresh input: max difference 0.97, no warning)
     with pytest.raises(ncd.TraceError, match=r"torch\.func transform \(vmap, grad\) at test_trace_hunt\.py:\d+"):
         ncd.trace(_OtherNames("vmap"), torch.randn(2, 6, 16))
+
+
+class _VmapMask(torch.nn.Module):
+    """Attention whose mask is built by ``torch.vmap`` over index ranges, as ``transformers``' masking utilities do
+    (``use_vmap``), optionally reading a padding mask input inside the mapped function."""
+
+    def __init__(self, padding: bool) -> None:
+        super().__init__()
+        self.padding = padding
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(x.shape[1])
+
+        def allowed(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            causal = k <= q
+            return causal & keep[0, k].bool() if self.padding else causal
+
+        mask = torch.vmap(torch.vmap(allowed, in_dims=(None, 0)), in_dims=(0, None))(steps, steps)
+        h = self.fc(x)
+        out: torch.Tensor = (h @ h.transpose(1, 2)).masked_fill(~mask, float("-inf")).softmax(-1) @ h
+        return out
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_a_vmap_over_index_ranges_is_traced_and_equal_on_fresh_inputs(padding: bool) -> None:
+    # t5gemma2 and unlimited_ocr build their masks this way: refused while every vmap was (163f138); a vmap over the
+    # inputs' values stays refused (the test above)
+    torch.manual_seed(0)
+    model = _VmapMask(padding).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long))
+    x, keep = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long)
+    keep[:, 3:] = 0  # padding the traced call did not have
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(x, keep), model(x, keep))

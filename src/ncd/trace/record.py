@@ -165,6 +165,7 @@ class _Recording:
         self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
         self.rebinding = False  # :meth:`state_write` is recording a write
         self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
+        self.transformed = False  # a tensor of a ``torch.func`` transform (``vmap``) was read (:meth:`unknown`)
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, value.detach().clone()))
@@ -269,6 +270,9 @@ class _Recording:
         self.lively = False
         arg_refs, kwarg_refs = self.ref(real_args)
         live = self.lively  # a node the call reads depends on an input
+        if live and self.transformed and _transformed(real_args):  # recorded once, it would stand for every entry
+            raise Unsupported(f"{packet} mixes a value of the inputs with a torch.func transform's tensors at"
+                              f" {user_line() or '?'}")
         if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
             self.retire(self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0]),
                         args[0] if args[0]._base is None else None)
@@ -326,26 +330,45 @@ class _Recording:
         return out
 
     def unknown(self, value: torch.Tensor) -> None:
-        """A tensor no recorded call made, about to be drawn as a constant: refused (:class:`Unsupported`) when it is
-        a value of the inputs under another name — ``x.data`` (an alias made without an operator) or a tensor of a
-        ``torch.vmap``/``torch.func`` transform (its calls run on tensors wrapping the batch) —, which the constant
-        would freeze at the traced input's values."""
-        from torch._C._functorch import is_functorch_wrapped_tensor
+        """A tensor no recorded call made, about to be drawn as a constant: refused when it is a value of the inputs
+        under another name, which the constant would freeze at the traced input's values — ``x.data`` (an alias made
+        without an operator: :class:`Unsupported`) or a tensor of a ``torch.vmap``/``torch.func`` transform wrapping a
+        value of the inputs (its calls run on tensors wrapping the batch: :class:`~ncd.TraceError`).  A transform over
+        values that do not depend on the inputs (``transformers`` builds masks by ``vmap`` over index ranges) is a
+        constant like any other such value."""
+        from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
 
         if is_functorch_wrapped_tensor(value):  # torch.export draws its batching calls, which no box stands for
-            from ncd.errors import TraceError
+            inner = value
+            while is_functorch_wrapped_tensor(inner):
+                inner = get_unwrapped(inner)
+            self.transformed = True
+            node = self.by_id.get(id(inner))
+            if node.live if node is not None else self._live_alias(inner):
+                from ncd.errors import TraceError
 
-            raise TraceError(f"cannot trace {type(self.root).__name__}: it runs a torch.func transform (vmap, grad) at"
-                             f" {user_line() or '?'}, whose calls run on tensors wrapping the batch; call the function"
-                             " on the whole batch instead (a diagram broadcasts it over the batch's wire)")
+                raise TraceError(f"cannot trace {type(self.root).__name__}: it runs a torch.func transform (vmap, grad)"
+                                 f" at {user_line() or '?'} on values of its inputs, whose calls run on tensors wrapping"
+                                 " the batch; call the function on the whole batch instead (a diagram broadcasts it"
+                                 " over the batch's wire)")
+        elif self._live_alias(value):
+            raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
+
+    def _live_alias(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` shares its memory with a recorded value of the inputs (tensors of a ``torch.func``
+        transform, which have no memory of their own, are passed over)."""
+        from torch._C._functorch import is_functorch_wrapped_tensor
+
         if value.device.type == "meta" or not value.untyped_storage().nbytes():
-            return
+            return False
         ptr = value.untyped_storage().data_ptr()
         for t in self.keep:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() == ptr:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t) \
+                    and t.untyped_storage().data_ptr() == ptr:
                 node = self.by_id.get(id(t))
                 if node is not None and node.live:
-                    raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
+                    return True
+        return False
 
     def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """An in-place write into a tensor that has a twin (``x.detach()``, ``x`` itself): recorded once, and both
@@ -930,6 +953,19 @@ def _sharing(names: list[str], leaves: list[Any]) -> dict[str, str]:
         else:
             seen[ptr] = name
     return shared
+
+
+def _transformed(value: Any) -> bool:
+    """Whether arguments hold a tensor of a ``torch.func`` transform (a ``vmap``'s batched tensor)."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    if isinstance(value, torch.Tensor):
+        return bool(is_functorch_wrapped_tensor(value))
+    if isinstance(value, (tuple, list)):
+        return any(_transformed(v) for v in value)
+    if isinstance(value, dict):
+        return any(_transformed(v) for v in value.values())
+    return False
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:
