@@ -24,8 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ncd.trace.aliases import Aliases
 from ncd.trace.capture import Captured, Node, _internal, copied, held_tensors, holds_tensors, input_names, refs, user_line
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
@@ -125,7 +127,7 @@ def _recorder_class() -> type:
     return _RECORDERS[base]
 
 
-class _Recording:
+class _Recording(Aliases):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False) -> None:
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
@@ -270,7 +272,8 @@ class _Recording:
         self.lively = False
         arg_refs, kwarg_refs = self.ref(real_args)
         live = self.lively  # a node the call reads depends on an input
-        if live and self.transformed and _transformed(real_args):  # recorded once, it would stand for every entry
+        if live and self.transformed and any(map(is_functorch_wrapped_tensor, held_tensors(real_args))):
+            # a call recorded once on a transform's tensors would stand for every entry of the batch it wraps
             raise Unsupported(f"{packet} mixes a value of the inputs with a torch.func transform's tensors at"
                               f" {user_line() or '?'}")
         if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
@@ -327,99 +330,6 @@ class _Recording:
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
-        return out
-
-    def unknown(self, value: torch.Tensor) -> None:
-        """A tensor no recorded call made, about to be drawn as a constant: refused when it is a value of the inputs
-        under another name, which the constant would freeze at the traced input's values — ``x.data`` (an alias made
-        without an operator: :class:`Unsupported`) or a tensor of a ``torch.vmap``/``torch.func`` transform wrapping a
-        value of the inputs (its calls run on tensors wrapping the batch: :class:`~ncd.TraceError`).  A transform over
-        values that do not depend on the inputs (``transformers`` builds masks by ``vmap`` over index ranges) is a
-        constant like any other such value."""
-        from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
-
-        if is_functorch_wrapped_tensor(value):  # torch.export draws its batching calls, which no box stands for
-            inner = value
-            while is_functorch_wrapped_tensor(inner):
-                inner = get_unwrapped(inner)
-            self.transformed = True
-            node = self.by_id.get(id(inner))
-            if node.live if node is not None else self._live_alias(inner):
-                from ncd.errors import TraceError
-
-                raise TraceError(f"cannot trace {type(self.root).__name__}: it runs a torch.func transform (vmap, grad)"
-                                 f" at {user_line() or '?'} on values of its inputs, whose calls run on tensors wrapping"
-                                 " the batch; call the function on the whole batch instead (a diagram broadcasts it"
-                                 " over the batch's wire)")
-        elif self._live_alias(value):
-            raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
-
-    def _live_alias(self, value: torch.Tensor) -> bool:
-        """Whether ``value`` shares its memory with a recorded value of the inputs (tensors of a ``torch.func``
-        transform, which have no memory of their own, are passed over)."""
-        from torch._C._functorch import is_functorch_wrapped_tensor
-
-        if value.device.type == "meta" or not value.untyped_storage().nbytes():
-            return False
-        ptr = value.untyped_storage().data_ptr()
-        for t in self.keep:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t) \
-                    and t.untyped_storage().data_ptr() == ptr:
-                node = self.by_id.get(id(t))
-                if node is not None and node.live:
-                    return True
-        return False
-
-    def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """An in-place write into a tensor that has a twin (``x.detach()``, ``x`` itself): recorded once, and both
-        read written from here on (before, ``x.detach().add_(1)`` left ``x`` read unwritten)."""
-        twins = [t for t in self.twins[id(args[0])] if t is not args[0]]
-        for t in twins:  # their recorded values keep the values before the write
-            node = self.by_id.get(id(t))
-            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, args[0]):
-                node.value = node.value.clone()
-        self.rebinding = True
-        try:
-            out = self.call(func, args, kwargs)
-        finally:
-            self.rebinding = False
-        for t in twins:
-            self.by_id[id(t)] = self.by_id[id(args[0])]
-        return out
-
-    def aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """The model's parameters and buffers that are ``t`` under another name: the same memory, shape and strides
-        (``w.detach()``, ``w.data``; ``nn.Embedding(max_norm=...)`` renorms its rows through ``weight.detach()``)."""
-        if self.at is None:
-            self.at = {}
-            for tensors in (self.root.parameters(), self.root.buffers()):
-                for held in tensors:
-                    if held.device.type != "meta":
-                        self.at.setdefault((held.data_ptr(), tuple(held.shape), held.stride()), []).append(held)
-        return [h for h in self.at.get((t.data_ptr(), tuple(t.shape), t.stride()), ()) if h is not t]
-
-    def state_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """An in-place write into a parameter or buffer through an alias: recorded as a write into it, so that it is
-        read written from here on (it was read as its value before the write: the lowered module wrote nothing).
-
-        The parameter's node keeps the parameter itself (not a copy of its value before the write): the lowered module
-        holds its value after the trace, as the model's next call reads it, and applies the write again (renorming
-        rows, clamping: idempotent writes give the model's values)."""
-        held = self.aliases(args[0])
-        node = self.ref(held[0])  # the parameter's (buffer's) node, made now if it was never read
-        for h in held:
-            name, learned = self.state[id(h)]
-            (self.params_written if learned else self.buffers_written).setdefault(name, user_line() or "?")
-        self.by_id[id(args[0])] = node  # the alias (never recorded: ``w.data``) read as the parameter itself
-        value = node.value
-        self.rebinding = True
-        try:
-            out = self.call(func, args, kwargs)
-        finally:
-            self.rebinding = False
-            node.value = value  # the parameter (the write froze a copy of its value before it)
-        for h in held:  # read written from here on
-            self.by_id[id(h)] = self.by_id[id(args[0])]
         return out
 
     def function(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
@@ -953,19 +863,6 @@ def _sharing(names: list[str], leaves: list[Any]) -> dict[str, str]:
         else:
             seen[ptr] = name
     return shared
-
-
-def _transformed(value: Any) -> bool:
-    """Whether arguments hold a tensor of a ``torch.func`` transform (a ``vmap``'s batched tensor)."""
-    from torch._C._functorch import is_functorch_wrapped_tensor
-
-    if isinstance(value, torch.Tensor):
-        return bool(is_functorch_wrapped_tensor(value))
-    if isinstance(value, (tuple, list)):
-        return any(_transformed(v) for v in value)
-    if isinstance(value, dict):
-        return any(_transformed(v) for v in value.values())
-    return False
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,125 @@
+"""A value of the recording under another name: a parameter or input written through ``w.detach()`` / ``w.data``, an
+input read as ``x.data``, a tensor of a ``torch.vmap`` / ``torch.func`` transform.  The recorder
+(:class:`ncd.trace.record._Recording`) takes these methods from :class:`Aliases`; its ``__init__`` sets the state they
+keep (``twins``, ``at``, ``rebinding``, ``transformed``, ``params_written``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
+
+from ncd.trace.capture import Node, user_line
+
+
+class Aliases:
+    """The recorder's methods for values under another name (mixed into :class:`ncd.trace.record._Recording`)."""
+
+    by_id: dict[int, Node]
+    keep: list[Any]
+    root: torch.nn.Module
+    state: dict[int, tuple[str, bool]]
+    buffers_written: dict[str, str]
+    params_written: dict[str, str]
+    at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None
+    rebinding: bool
+    twins: dict[int, list[torch.Tensor]]
+    transformed: bool
+
+    if TYPE_CHECKING:
+        def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+        def ref(self, value: Any) -> Any: ...
+
+    def unknown(self, value: torch.Tensor) -> None:
+        """A tensor no recorded call made, about to be drawn as a constant: refused when it is a value of the inputs
+        under another name, which the constant would freeze at the traced input's values — ``x.data`` (an alias made
+        without an operator: :class:`Unsupported`) or a tensor of a ``torch.vmap``/``torch.func`` transform wrapping a
+        value of the inputs (its calls run on tensors wrapping the batch: :class:`~ncd.TraceError`).  A transform over
+        values that do not depend on the inputs (``transformers`` builds masks by ``vmap`` over index ranges) is a
+        constant like any other such value."""
+        if is_functorch_wrapped_tensor(value):  # torch.export draws its batching calls, which no box stands for
+            inner = value
+            while is_functorch_wrapped_tensor(inner):
+                inner = get_unwrapped(inner)
+            self.transformed = True
+            node = self.by_id.get(id(inner))
+            if node.live if node is not None else self._live_alias(inner):
+                from ncd.errors import TraceError
+
+                raise TraceError(f"cannot trace {type(self.root).__name__}: it runs a torch.func transform (vmap, grad)"
+                                 f" at {user_line() or '?'} on values of its inputs, whose calls run on tensors wrapping"
+                                 " the batch; call the function on the whole batch instead (a diagram broadcasts it"
+                                 " over the batch's wire)")
+        elif self._live_alias(value):
+            from ncd.trace.record import Unsupported
+
+            raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
+
+    def _live_alias(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` shares its memory with a recorded value of the inputs (tensors of a ``torch.func``
+        transform, which have no memory of their own, are passed over)."""
+        if value.device.type == "meta" or not value.untyped_storage().nbytes():
+            return False
+        ptr = value.untyped_storage().data_ptr()
+        for t in self.keep:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t) \
+                    and t.untyped_storage().data_ptr() == ptr:
+                node = self.by_id.get(id(t))
+                if node is not None and node.live:
+                    return True
+        return False
+
+    def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An in-place write into a tensor that has a twin (``x.detach()``, ``x`` itself): recorded once, and both
+        read written from here on (before, ``x.detach().add_(1)`` left ``x`` read unwritten)."""
+        from ncd.trace.record import _shares
+
+        twins = [t for t in self.twins[id(args[0])] if t is not args[0]]
+        for t in twins:  # their recorded values keep the values before the write
+            node = self.by_id.get(id(t))
+            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, args[0]):
+                node.value = node.value.clone()
+        self.rebinding = True
+        try:
+            out = self.call(func, args, kwargs)
+        finally:
+            self.rebinding = False
+        for t in twins:
+            self.by_id[id(t)] = self.by_id[id(args[0])]
+        return out
+
+    def aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """The model's parameters and buffers that are ``t`` under another name: the same memory, shape and strides
+        (``w.detach()``, ``w.data``; ``nn.Embedding(max_norm=...)`` renorms its rows through ``weight.detach()``)."""
+        if self.at is None:
+            self.at = {}
+            for tensors in (self.root.parameters(), self.root.buffers()):
+                for held in tensors:
+                    if held.device.type != "meta":
+                        self.at.setdefault((held.data_ptr(), tuple(held.shape), held.stride()), []).append(held)
+        return [h for h in self.at.get((t.data_ptr(), tuple(t.shape), t.stride()), ()) if h is not t]
+
+    def state_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An in-place write into a parameter or buffer through an alias: recorded as a write into it, so that it is
+        read written from here on (it was read as its value before the write: the lowered module wrote nothing).
+
+        The parameter's node keeps the parameter itself (not a copy of its value before the write): the lowered module
+        holds its value after the trace, as the model's next call reads it, and applies the write again (renorming
+        rows, clamping: idempotent writes give the model's values)."""
+        held = self.aliases(args[0])
+        node = self.ref(held[0])  # the parameter's (buffer's) node, made now if it was never read
+        for h in held:
+            name, learned = self.state[id(h)]
+            (self.params_written if learned else self.buffers_written).setdefault(name, user_line() or "?")
+        self.by_id[id(args[0])] = node  # the alias (never recorded: ``w.data``) read as the parameter itself
+        value = node.value
+        self.rebinding = True
+        try:
+            out = self.call(func, args, kwargs)
+        finally:
+            self.rebinding = False
+            node.value = value  # the parameter (the write froze a copy of its value before it)
+        for h in held:  # read written from here on
+            self.by_id[id(h)] = self.by_id[id(args[0])]
+        return out
