@@ -21,6 +21,8 @@ if [ "$level" != "runtime" ]; then
   command -v pdflatex >/dev/null 2>&1 || need+=(texlive-latex-base texlive-pictures texlive-latex-extra lmodern)
   [ -e /usr/share/fonts/truetype/cmu/cmunss.ttf ] || need+=(fonts-cmu)
   ldconfig -p 2>/dev/null | grep -q libcairo.so.2 || need+=(libcairo2)
+  # the benchmarks' baseline (torchview) renders through Graphviz's dot
+  if [ "$level" = "bench" ]; then command -v dot >/dev/null 2>&1 || need+=(graphviz); fi
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ]; then
       export DEBIAN_FRONTEND=noninteractive
