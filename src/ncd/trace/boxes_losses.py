@@ -3,7 +3,9 @@
 ``mse_loss(a, b)`` is ``mean((a − b)²)`` and ``l1_loss`` ``mean(|a − b|)`` (``reduction="sum"``: the sum; ``"none"``:
 neither).  ``cross_entropy(logits, target)`` with class indices is ``−log_softmax(logits)`` gathered at the targets
 (``nll_loss`` the same on log-probabilities), its label smoothing ``ε`` the mix ``(1 − ε)·nll + ε·mean_c(−log p)``, and
-an ignored class (``ignore_index`` a class the logits have) a mask: the mean is ``Σ loss·mask / Σ mask``, as torch's;
+an ignored class a mask: the mean is ``Σ loss·mask / Σ mask``, as torch's (an ``ignore_index`` no class has, -100 or a
+QA head's sequence length, is read at a class clamped into range where the labels hold it, whatever the traced
+labels were);
 class weights ``w`` multiply each row's loss by ``w[target]`` and the mean is ``Σ loss·w·mask / Σ w·mask`` (with label
 smoothing they stay opaque).  ``huber_loss`` is ``½d²`` where ``|d| < δ`` else ``δ(|d| − ½δ)``, ``smooth_l1_loss``
 ``½d²/β`` where ``|d| < β`` else ``|d| − ½β`` (``β = 0``: ``|d|``), ``kl_div(x, t)`` torch's ``xlogy(t, t) − t·x``
@@ -133,10 +135,16 @@ def class_loss(conv: Converter, node: Node) -> None:
     if weight is not None and tuple(weight.value.shape) != (classes,):
         raise Decline("not one weight per class")
     logp = _call(conv, node, "log_p", aten._log_softmax.default, x, 1, False) if cross else x
-    if target.live:
-        index = _call(conv, node, "index", aten.unsqueeze.default, target, 1)
+    mask, picks = None, target
+    if not 0 <= ignore < classes and (target.live or bool((target.value == ignore).any())):
+        # an index no class has (-100; a QA head's ``ignore_index=t`` on positions clamped to t): torch skips those
+        # rows, whatever the traced labels held; they are read at a class clamped into range and count for nothing
+        mask = _call(conv, node, "mask", aten.ne.Scalar, target, ignore)
+        picks = _call(conv, node, "safe", aten.clamp.default, target, 0, classes - 1)
+    if picks.live:
+        index = _call(conv, node, "index", aten.unsqueeze.default, picks, 1)
     else:  # labels the model makes (CLIP's arange): a constant
-        index = Node(f"{node.name}_index", "constant", value=target.value.unsqueeze(1), source=target.source)
+        index = Node(f"{node.name}_index", "constant", value=picks.value.unsqueeze(1), source=picks.source)
     picked = _call(conv, node, "picked", aten.gather.default, logp, 1, index)
     nll = _call(conv, node, "nll", aten.neg.default, _call(conv, node, "row", aten.squeeze.dim, picked, 1))
     if smoothing:
@@ -146,10 +154,9 @@ def class_loss(conv: Converter, node: Node) -> None:
                     _call(conv, node, "kept_spread", aten.mul.Tensor, spread, float(smoothing)))
     weights = None
     if weight is not None:  # each row's loss times its class's weight; the mean divides by their sum
-        weights = _call(conv, node, "weights", aten.index.Tensor, weight, [target])
+        weights = _call(conv, node, "weights", aten.index.Tensor, weight, [picks])
         nll = _call(conv, node, "weighted", aten.mul.Tensor, nll, weights)
-    mask = None
-    if 0 <= ignore < classes:  # a class the scores have: its rows count for nothing (an index outside raises in gather)
+    if 0 <= ignore < classes:  # a class the scores have: its rows count for nothing
         mask = _call(conv, node, "mask", aten.ne.Scalar, target, ignore)
     _reduce(conv, node, nll, reduction, mask, weights)
 
