@@ -47,16 +47,23 @@ class Learned(Values):
         wired: list[Node] = []
         chosen: set[int] = set()
         parts = pieces(self.captured.nodes, learned)  # a parameter read as data in parts: one parameter box, then views
-        for node in self.captured.nodes:
-            if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
-                continue
-            args = refs((node.args, node.kwargs))
-            if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts:
-                continue
-            if self._first_rows(node) and id(node) not in parts:
-                continue
-            wired.append(node)
-            chosen.add(id(node))
+        kept = "_learned" in self.__dict__
+        if not kept:  # this loop changes no node: self.learned (origin's, _first_rows') keeps its answers meanwhile
+            self.__dict__["_learned"] = {}
+        try:
+            for node in self.captured.nodes:
+                if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
+                    continue
+                args = refs((node.args, node.kwargs))
+                if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts:
+                    continue
+                if id(node) not in parts and self._first_rows(node):
+                    continue
+                wired.append(node)
+                chosen.add(id(node))
+        finally:
+            if not kept:
+                del self.__dict__["_learned"]
         if not wired:
             return
         # the views those computations read become wires too (a copy where the view is also a learned box's weight)
@@ -159,6 +166,11 @@ class Learned(Values):
         tensor = node.value
         while tensor.dim() > 1 and tensor.shape[0] == 1:
             tensor = tensor[0]
+        rows: set[tuple[int, ...]] | None = self.__dict__.get("_row_shapes")  # each parameter's shape past its rows
+        if rows is None:
+            rows = self.__dict__["_row_shapes"] = {tuple(p.shape[1:]) for p in self.parameters().values()}
+        if tuple(tensor.shape[1:]) not in rows:  # no table has such rows (found without looking for its origin)
+            return False
         table = self.parameters().get(self.origin(node))
         if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
             return False
