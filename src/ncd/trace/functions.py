@@ -257,14 +257,16 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             raise _NeedValues(f"the custom autograd.Function {cls.__qualname__} is proven on values")
         rec.inside += 1  # the proof's operations are not recorded
         try:
-            exact = proven(cls, args, kwargs, list(rec.root.parameters()))
+            with _unrecorded():
+                exact = proven(cls, args, kwargs, list(rec.root.parameters()))
         finally:
             rec.inside -= 1
         if exact:
             return original(cls, *args, **kwargs)  # recorded as its forward's operations
         rec.inside += 1
         try:
-            out = original(cls, *args, **kwargs)  # its own operations: not recorded
+            with _unrecorded():
+                out = original(cls, *args, **kwargs)  # its own operations: not recorded
         finally:
             rec.inside -= 1
         return rec.function(cls, args, kwargs, out)
@@ -274,6 +276,17 @@ def functions_boxed(rec: Any) -> Iterator[None]:
         yield
     finally:
         Function.apply = saved  # type: ignore[method-assign, assignment]
+
+
+@contextlib.contextmanager
+def _unrecorded() -> Iterator[None]:
+    """Torch calls that reach none of the recording's machinery: no torch-function mode (the size-following one), no
+    pre-dispatch mode (the recorder) and no Python dispatcher.  A proof's operations and a boxed Function's own forward
+    are not recorded (the recorder would hand each straight back to torch, ``_Recording.inside``), so they run at
+    torch's speed instead of through three Python layers per operator (SEW-D's XSoftmax proofs: 20 -> 7 ms)."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.PreDispatch)
+    with torch._C.DisableTorchFunction(), torch._C._DisablePythonDispatcher(), torch._C._ExcludeDispatchKeyGuard(keys):
+        yield
 
 
 @contextlib.contextmanager
