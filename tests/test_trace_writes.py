@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ncd
-from ncd.trace.writes import region, write_back
+from ncd.trace.writes import Region, _cut, region, write_back
 
 
 def _trace(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
@@ -267,3 +267,118 @@ def test_a_parameter_read_as_data_and_through_a_computation_on_it_is_one_paramet
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
     fresh = torch.randn(2, 5, 6)
     torch.testing.assert_close(module(fresh), model(fresh))
+
+
+def _region_by_operations(root: torch.Tensor, view: torch.Tensor) -> Region | None:
+    """region() as it was before it compared addresses: the region cut from ``root`` by the operations themselves and
+    compared with the view (data pointer, offset, strides)."""
+    n = root.dim()
+    strides, sizes = list(root.stride()), list(root.shape)
+    order: list[int] = []
+    for j in range(view.dim()):
+        if view.size(j) == 1:
+            continue
+        stride, best = view.stride(j), None
+        for d in range(n):
+            sd = strides[d]
+            if d in order or sizes[d] < view.size(j) or sd <= 0 or stride % sd:
+                continue
+            if (stride // sd) * (view.size(j) - 1) >= sizes[d]:
+                continue
+            if best is None or sd > strides[best]:
+                best = d
+        if best is None:
+            return None
+        order.append(best)
+    offset = view.storage_offset() - root.storage_offset()
+    start = [0] * n
+    for d in sorted(range(n), key=lambda d: -strides[d]):
+        if sizes[d] > 1 and strides[d] > 0:
+            start[d] = min(offset // strides[d], sizes[d] - 1)
+            offset -= start[d] * strides[d]
+    if offset:
+        return None
+    specs: list[tuple[str, int, int, int]] = []
+    for d in range(n):
+        if d in order:
+            j = [k for k in range(view.dim()) if view.size(k) != 1][order.index(d)]
+            length, step = view.size(j), view.stride(j) // strides[d]
+            if start[d] + step * (length - 1) >= sizes[d]:
+                return None
+            specs.append(("range", start[d], length, step))
+        else:
+            specs.append(("index", start[d], 1, 1))
+    found = Region(tuple(specs), tuple(order))
+    rebuilt = _cut(root, found).reshape(view.shape) if view.numel() else None
+    if rebuilt is None or rebuilt.data_ptr() != view.data_ptr() or rebuilt.storage_offset() != view.storage_offset() \
+            or any(a != b for a, b, s in zip(rebuilt.stride(), view.stride(), view.shape) if s != 1):
+        return None
+    return found
+
+
+def test_the_region_found_by_addresses_is_the_one_the_operations_cut() -> None:
+    """Random views (slices, indices, permutations, new size-1 dimensions, strided windows by as_strided, views of
+    another dtype, empty ones) of random roots (themselves views into a larger buffer, so a view may start before its
+    root): region() answers as cutting the region with select/slice/permute and comparing it with the view did, and
+    a region it finds is the view's memory, entry for entry."""
+    g = torch.Generator().manual_seed(0)
+
+    def pick(n: int) -> int:
+        return int(torch.randint(0, n, (1,), generator=g))
+
+    found_some = 0
+    for _ in range(1500):
+        buffer = torch.arange(2000, dtype=torch.float32)
+        dims = [pick(4) + 1 for _ in range(pick(3) + 1)]
+        numel = 1
+        for s in dims:
+            numel *= s
+        root = buffer[pick(200):][:numel].view(dims)
+        if pick(3) == 0 and root.dim() > 1:
+            root = root.transpose(0, root.dim() - 1)
+        kind = pick(5)
+        if kind == 0:  # a window by as_strided, anywhere near the root (before it too)
+            rank = pick(3) + 1
+            size = [pick(4) + 1 for _ in range(rank)]
+            stride = [pick(13) for _ in range(rank)]
+            view = buffer.as_strided(size, stride, max(0, root.storage_offset() + pick(40) - 10))
+        elif kind == 1:  # another dtype's view of the same memory (of another item size: offsets in its items)
+            view = root.view(torch.int16 if pick(2) and root.dim() and root.stride(-1) == 1 else torch.int32)
+            if root.dim() and root.size(0) > 1:
+                view = view[1:]
+        else:
+            view = root
+            for _ in range(pick(4)):
+                d = pick(view.dim()) if view.dim() else 0
+                if not view.dim():
+                    break
+                choice = pick(5)
+                if choice == 0 and view.size(d) > 0:
+                    view = view.select(d, pick(view.size(d)))
+                elif choice == 1:
+                    a = pick(view.size(d) + 1)
+                    view = view.narrow(d, a, pick(view.size(d) - a + 1))
+                elif choice == 2:
+                    view = view[(slice(None),) * d + (slice(pick(2), None, pick(3) + 1),)]
+                elif choice == 3:
+                    view = view.unsqueeze(d)
+                elif view.dim() > 1:
+                    view = view.transpose(d, (d + 1) % view.dim())
+        if pick(6) == 0:  # the same layout in other memory: no region of the root
+            view = torch.zeros(2000, dtype=view.dtype).as_strided(view.shape, view.stride(), view.storage_offset())
+        where = (root.shape, root.stride(), root.storage_offset(), view.shape, view.stride(), view.storage_offset(),
+                 view.dtype)
+        try:
+            want: Region | None | type[BaseException] = _region_by_operations(root, view)
+        except Exception as error:  # noqa: BLE001 - (a zero step: slicing refuses it)
+            want = type(error)
+        try:
+            got: Region | None | type[BaseException] = region(root, view)
+        except Exception as error:  # noqa: BLE001
+            got = type(error)
+        assert got == want, where
+        if isinstance(got, Region):
+            found_some += 1
+            rebuilt = _cut(root, got).reshape(view.shape)  # the region's entries, cut with torch's own operations
+            assert rebuilt.data_ptr() == view.data_ptr() and torch.equal(rebuilt.view(view.dtype), view), where
+    assert found_some > 300
