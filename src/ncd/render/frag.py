@@ -141,6 +141,10 @@ def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | No
     return Deferred(0.0, 0.0, 0.0, [], [], make, (min(xs), min(ys), max(xs), max(ys)), float("inf"))
 
 
+#: an arrow's fields after its commands (:meth:`Path.through`'s ``arrow=True``)
+_ARROW = {**_PATH_DEFAULTS, "arrow": True}
+
+
 def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred | None:
     """An arrow from ``(xa, ya)`` to ``(xb, yb)`` for each ``(xa, ya, xb, yb, start)``, each followed by a boundary
     port at its start (``start``) or end, as a fragment to place at ``(0, 0)`` whose items are made when first read
@@ -150,9 +154,16 @@ def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred
 
     def make() -> list[Union[Item, Placed]]:
         items: list[Union[Item, Placed]] = []
-        for xa, ya, xb, yb, start in runs:
-            items.append(Path.through([(xa, ya), (xb, yb)], arrow=True))
-            items.append(Port(xa, ya, -1) if start else Port(xb, yb, -1))
+        append = items.append
+        for xa, ya, xb, yb, start in runs:  # Path.through([(xa, ya), (xb, yb)], arrow=True) and a Port, spelled out
+            x0, y0, x1, y1 = float(xa), float(ya), float(xb), float(yb)
+            if abs(yb - ya) < 1e-9:
+                commands: tuple[Any, ...] = (("M", x0, y0), ("L", x1, y1))
+            else:
+                mid = float((xa + xb) / 2)
+                commands = (("M", x0, y0), ("C", mid, y0, mid, y1, x1, y1))
+            append(frozen_record(Path, {"commands": commands, **_ARROW}))
+            append(frozen_record(Port, {"x": xa, "y": ya, "box": -1} if start else {"x": xb, "y": yb, "box": -1}))
         return items
 
     xs = [x for xa, _, xb, _, _ in runs for x in (xa, xb)]  # (a bend's control points lie between its ends)

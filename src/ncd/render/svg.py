@@ -179,10 +179,26 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 break
             if kind is Path:  # the commonest first
                 commands = it.commands
-                if len(commands) == 2 and len(commands[0]) == 3 and len(commands[1]) == 3:  # a run: _path_d inline
-                    c, e = commands
+                c = commands[0]
+                k = len(commands)
+                e = commands[1] if k > 1 else c
+                if len(c) != 3 or k > 3:
+                    d = _path_d(it, x, y)
+                elif k == 2 and len(e) == 3:  # the commonest shapes (a wire's run, bend, or run and bend) inline
                     x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
                     d = f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)}"
+                elif k == 2 and len(e) == 7:
+                    x0, y0 = c[1] + x, c[2] + y
+                    x1, y1, x2, y2, x3, y3 = e[1] + x, e[2] + y, e[3] + x, e[4] + y, e[5] + x, e[6] + y
+                    d = (f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} "
+                         f"{got(x2) or n(x2)} {got(y2) or n(y2)} {got(x3) or n(x3)} {got(y3) or n(y3)}")
+                elif k == 3 and len(e) == 3 and len(commands[2]) == 7:
+                    f = commands[2]
+                    x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
+                    x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
+                    d = (f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} "
+                         f"{f[0]} {got(x2) or n(x2)} {got(y2) or n(y2)} {got(x3) or n(x3)} {got(y3) or n(y3)} "
+                         f"{got(x4) or n(x4)} {got(y4) or n(y4)}")
                 else:
                     d = _path_d(it, x, y)
                 key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
