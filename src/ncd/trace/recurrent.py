@@ -67,9 +67,9 @@ def _tensor(ref: Any) -> torch.Tensor:
     return ref.value.detach()
 
 
-def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], w_hh: torch.Tensor, b_hh: torch.Tensor | None,
-          conv: Converter) -> tuple[Diagram, int]:
-    """One step ``(state..., gx_t) -> (state'..., y_t)``; returns the body and its number of states."""
+def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], biased: bool) -> tuple[Diagram, int]:
+    """One step ``(state..., gx_t) -> (state'..., y_t)``; returns the body and its number of states.  Its one learned
+    box (``hh``, with a bias if ``biased``) takes the tensors its caller hands it."""
     g = Graph()
     state = Segment(batch + (k,))
     h = g.value(state)
@@ -77,8 +77,7 @@ def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], w_hh: tor
     gates = Segment(batch + ((q,) if q is not None else ()) + (k,))
     gx = g.value(gates)
     cod = Segment(((q,) if q is not None else ()) + (k,))
-    gh = g.apply(Box(LinearOp(Segment((k,)), cod, b_hh is not None), "hh"), h)
-    conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
+    gh = g.apply(Box(LinearOp(Segment((k,)), cod, biased), "hh"), h)
 
     def pick(v: int, j: int) -> int:
         assert q is not None
@@ -139,6 +138,7 @@ def recurrent(conv: Converter, node: Node) -> None:
     states_in: list[int] = []  # (layers × directions, [batch,] hidden) each, after the first projection (first use)
     finals: list[list[int]] = [[] for _ in hxs]
     out = xv
+    cells: dict[bool, tuple[Diagram, int]] = {}
     for layer in range(layers):
         feature = conv.segs[out].axes[-1]
         ys = []
@@ -159,7 +159,12 @@ def recurrent(conv: Converter, node: Node) -> None:
                 picked = conv.apply(Box(IndexOp(layer_axis, size(at))), [v])
                 starts.append(conv.view(picked, [a.name for a in batch] + [k.name],
                                         tuple(int(a.size) for a in batch) + (hidden,)))
-            body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
+            # every layer and direction steps by the same cell over the same wires (its own weights): built once
+            cell = cells.get(b_hh is not None)
+            if cell is None:
+                cell = cells[b_hh is not None] = _cell(kind, q, k, batch, b_hh is not None)
+            body, carry = cell
+            conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
             pos = conv.segs[gx].names.index(time.name)
             label = kind.removeprefix("aten.").upper() + ("", "ʳ")[direction]
             scan = Box(ScanOp(body, time, 0, carry, (pos,), (pos,), reverse=direction == 1), label)
@@ -241,7 +246,8 @@ def recurrent_cell(conv: Converter, node: Node) -> None:
     conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
     states = [conv.view(conv.value(h), [a.name for a in batch] + [k.name], tuple(int(a.size) for a in batch) + (hidden,))
               for h in hxs]
-    body, carry = _cell(kind, q, k, batch, w_hh, b_hh, conv)
+    body, carry = _cell(kind, q, k, batch, b_hh is not None)
+    conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
     cell = Block(body, kind.removeprefix("aten.").upper() + "Cell")
     outs = conv.emit(cell, states + [gx], list(cell.cod))
     if kind == "aten.lstm":
