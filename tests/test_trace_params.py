@@ -157,3 +157,43 @@ def test_a_table_read_at_every_row_is_not_kept_twice() -> None:
     assert count(lowered) == count(model) == 20
     assert not any(n.startswith("unused.") for n, _ in lowered.named_parameters())
     torch.testing.assert_close(lowered(x), model(x))
+
+
+class ConstantWeights(nn.Module):
+    """Learned boxes reading constants as their weights: a literal slope, a buffer as a linear map and as a norm's
+    scale, a computed identity; a parameter too."""
+
+    map: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.register_buffer("map", torch.randn(8, 8))
+        self.register_buffer("scale", torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.prelu(self.fc(x), torch.tensor([0.25]))
+        h = F.layer_norm(F.linear(h, self.map), (8,), self.scale)
+        return F.linear(h, torch.eye(8) * 2)
+
+
+def test_constants_read_as_weights_are_buffers_not_parameters() -> None:
+    """A constant a learned box reads (a buffer, a literal) is no parameter of the lowered module (was: F.prelu with a
+    literal slope +1 parameter, here +137): the same parameters as the model, the constants among its buffers, no
+    gradient for them; at another batch too."""
+    model = ConstantWeights()
+    x = torch.randn(2, 3, 8)
+    d = traced(model, x)
+    for lowered, inputs in ((d.to_torch(), x), (d.to_torch(b=3), torch.randn(3, 3, 8))):
+        assert count(lowered) == count(model) == 72
+        assert sum(b.numel() for b in lowered.buffers()) == 64 + 8 + 1 + 64
+        torch.testing.assert_close(lowered(inputs), model(inputs))
+        lowered(inputs).sum().backward()
+        model(inputs).sum().backward()
+        got = {n: p.grad for n, p in lowered.named_parameters()}
+        want = [p.grad for p in model.parameters()]
+        assert len(got) == len(want)
+        for g, w in zip(got.values(), want):
+            torch.testing.assert_close(g, w)
+        model.zero_grad()

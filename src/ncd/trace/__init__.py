@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
-from ncd.trace.params import HOLDER, hold, tie, unread
+from ncd.trace.params import HOLDER, freeze, hold, tie, unread
 
 if TYPE_CHECKING:
     import torch
@@ -123,15 +123,21 @@ class TracedDiagram(Block):
                                  f" parameter {k} has shape {was} at the traced sizes but {now} at these; a parameter's"
                                  f" sizes cannot change ({len(wrong)} parameter(s) differ)")
             module.load_state_dict(state, strict=False)
+            freeze(module, order, self.tensors, self._model())
             tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
         else:
-            load_parameters(module, self.tensors, self.example)
+            load_parameters(module, self.tensors, self.example, self._model())
         hold(module, self.unused)
         if other:
             from ncd.trace.other_sizes import check
 
             check(self.name, self.origin, module, self.as_block(), self.example, dict(sizes), defaults)
         return module
+
+    def _model(self) -> torch.nn.Module | None:
+        """The traced model, while the diagram holds it (not in one read back)."""
+        model: torch.nn.Module | None = getattr(self.origin, "model", None)
+        return model
 
     def _float_dtype(self) -> torch.dtype | None:
         """The one floating-point type of the traced values and inputs when it is not torch's default (else ``None``:
@@ -408,11 +414,13 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
 
 
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
-                    example: tuple[torch.Tensor, ...]) -> None:
-    """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use."""
+                    example: tuple[torch.Tensor, ...], model: torch.nn.Module | None = None) -> None:
+    """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use (given the traced
+    ``model``, a constant loaded into a parameter becomes a buffer)."""
     order = _first_use(module, example)
     state = _state_for(module, tensors, example, order)
     # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
     # map's rows or columns in the order a fused kernel reads (ncd.prims.patterns.chosen_rows / chosen_columns)
     module.load_state_dict(state, strict=False)
+    freeze(module, order, tensors, model)
     tie(module, order, [t for group in tensors for t in group])

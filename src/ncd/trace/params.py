@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ncd.trace.capture import Node
 
-__all__ = ["HOLDER", "hold", "pieces", "tie", "unread"]
+__all__ = ["HOLDER", "constants", "freeze", "hold", "pieces", "tie", "unread"]
 
 #: The submodule of a lowered module holding the model's parameters its forward does not read.
 HOLDER = "unused"
@@ -65,6 +65,54 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
             continue
         out.append((name, p))
     return tuple(out)
+
+
+def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:
+    """Whether each of ``tensors`` is no parameter of ``model``: a buffer or a literal a learned box reads as its weight
+    (``F.prelu(x, torch.tensor([0.25]))``, ``F.linear(x, self.buffer)``).
+
+    A tensor reads a parameter when it shares its storage (a view) or, not a buffer's, equals one of its shape (a copy);
+    a tensor on the ``meta`` device is taken to read one."""
+    import torch
+
+    storages: set[int] = set()
+    buffers: set[int] = set()
+    shaped: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None and p.device.type != "meta":
+                storages.add(p.untyped_storage().data_ptr())
+                shaped.setdefault((tuple(p.shape), p.dtype), []).append(p)
+        buffers.update(b.untyped_storage().data_ptr() for b in module._buffers.values()
+                       if b is not None and b.device.type != "meta")
+    out = []
+    for t in tensors:
+        if t.device.type == "meta" or not t.untyped_storage().nbytes():
+            out.append(False)
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        out.append(ptr not in storages and (ptr in buffers or not any(
+            torch.equal(p.detach(), t) for p in shaped.get((tuple(t.shape), t.dtype), ()))))
+    return out
+
+
+def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch.Tensor, ...], ...],
+           model: torch.nn.Module | None) -> None:
+    """The parameters of ``module`` loaded from a constant of ``model`` (``order``: the names the traced ``tensors``
+    were loaded into) become buffers holding the same tensor: the model trains no constant, nor does the lowered
+    module (a literal slope of ``F.prelu`` was a parameter of its own)."""
+    if model is None:
+        return
+    params = dict(module.named_parameters(remove_duplicate=False))
+    loaded = [(name, t) for name, t in zip(order, (t for group in tensors for t in group)) if name in params]
+    for (name, _), constant in zip(loaded, constants(model, [t for _, t in loaded])):
+        if not constant:
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(prefix)
+        value = owner._parameters.pop(leaf)
+        assert value is not None
+        owner.register_buffer(leaf, value.detach())
 
 
 def hold(module: torch.nn.Module, parameters: tuple[tuple[str, torch.Tensor], ...]) -> None:
