@@ -5,9 +5,10 @@ Each was written to break ``ncd.trace`` where users' models differ from the corp
 channels-last and non-contiguous inputs, a ``@dataclass`` output, int8/int16/bool inputs, numbers computed from the
 input's shape, ``torch.where``/``masked_fill``/``clamp`` with 0-d tensors, integer arithmetic, boolean attention masks
 built in the forward, a tensor-subclass input, writes in place through views (a diagonal, a column, a slice), bfloat16
-attention, shifted sequences, parameters written in place through an alias (``max_norm``, ``.data``) and losses on
-labels with ignored entries.  Each was once a crash or silently wrong, or is the case next to one;
-``tests/test_trace_hunt.py`` checks every entry against the model at the traced sizes and at another batch.
+attention, shifted sequences, parameters written in place through an alias (``max_norm``, ``.data``), losses on
+labels with ignored entries and ``nn.TransformerEncoder``'s nested-tensor path.  Each was once a crash or silently
+wrong, or is the case next to one; ``tests/test_trace_hunt.py`` checks every entry against the model at the traced
+sizes and at another batch.
 """
 
 from __future__ import annotations
@@ -359,6 +360,27 @@ def _labels(g: torch.Generator) -> dict[str, Any]:
     return {"x": torch.randn(B, T, M, generator=g), "labels": labels, "start": torch.randint(0, 2 * T, (B,), generator=g)}
 
 
+class NestedPadding(nn.Module):
+    """``nn.TransformerEncoder`` (nested tensors on, a final norm) given a ``src_key_padding_mask`` in eval mode: without
+    gradients torch packs the unpadded rows into a nested tensor and pads the result back with zeros, so the padded
+    rows enter the norm as ``0``.  The recorder took the other path (torch's fast path off): the padded rows differed
+    (diff 2.3), silently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(M, 4, 2 * M, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(M), enable_nested_tensor=True)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.encoder(x, src_key_padding_mask=padding)
+        return out
+
+
+def _padding(g: torch.Generator) -> dict[str, Any]:
+    lengths = torch.randint(2, T + 1, (B,), generator=g)
+    return {"x": torch.randn(B, T, M, generator=g), "padding": torch.arange(T) >= lengths[:, None]}
+
+
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
     """These models: (name, model class, inputs from a generator)."""
     return [
@@ -384,4 +406,5 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("rms_norm_default_eps", DefaultRMSNorm, _x(B, T, M)),
         ("embedding_max_norm", RenormedEmbedding, lambda g: {"ids": torch.randint(0, 40, (B, T), generator=g)}),
         ("ignored_labels", IgnoredLabels, _labels),
+        ("nested_padding", NestedPadding, _padding),
     ]

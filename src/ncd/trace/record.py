@@ -651,6 +651,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             meta: bool, guards: bool = False) -> Captured:
     from torch._dispatch.python import enable_python_dispatcher
 
+    from ncd.trace.fastpath import nested_padding
+
     names = input_names(model, len(args), kwargs)
     leaves = list(args) + list(kwargs.values())
     rec = _Recording(model, names, leaves, meta, guards)
@@ -697,7 +699,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
-                _straight_to(Recorder), Recorder(rec), shapes:
+                _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths):
             out = flat(*run_args, **run_kwargs)
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
