@@ -105,3 +105,56 @@ def test_bundled_metrics_table_is_what_the_font_files_say() -> None:
             g = glyf[name]
             want = (max(0, g.xMax - m.widths[name]), g.yMax, -g.yMin) if g.numberOfContours else None
             assert m.ink(name) == want
+
+
+def test_ink_extent_and_advance_of_mixed_texts_read_each_glyph_from_the_font_files() -> None:
+    """A text's ink reaches as high and as low as its highest and lowest glyph (a character the face lacks read
+    from the symbols face, in that face's units), and its advance is HarfBuzz's over each run of one face: checked
+    character by character against fontTools' glyph boxes and whole-run shaping, texts mixing both faces included."""
+    import uharfbuzz as hb
+
+    from ncd.render.fonts import ink_extent
+
+    fonts = {face: TTFont(f"{FONT_DIR}/{file}") for face, (file, *_) in FACES.items()}
+
+    def glyph(face: str, ch: str) -> tuple[str, TTFont]:
+        own = fonts[face]
+        font = own if ord(ch) in own.getBestCmap() else fonts["symbols"]
+        return font.getBestCmap().get(ord(ch)), font
+
+    def reach(face: str, text: str, size: float) -> tuple[float, float]:
+        up = down = 0.0
+        for ch in text:
+            name, font = glyph(face, ch)
+            g = font["glyf"][name] if name is not None else None
+            if g is not None and g.numberOfContours:
+                units = font["head"].unitsPerEm
+                up, down = max(up, g.yMax * size / units), max(down, -g.yMin * size / units)
+        return up, down
+
+    def shaped(face: str, text: str) -> float:
+        with open(f"{FONT_DIR}/{FACES[face][0]}", "rb") as fh:
+            font = hb.Font(hb.Face(fh.read()))
+        buf = hb.Buffer()
+        buf.add_str(text)
+        buf.guess_segment_properties()
+        hb.shape(font, buf, {"kern": True, "liga": False})
+        return float(sum(pos.x_advance for pos in buf.glyph_positions))
+
+    texts = ["x/2", "LayerNorm", "(k h)", "q_proj", "√n", "x ∘ y", "★", "a→b", "", " ", "g_λ·8", "⊗⊕"]
+    for face in FACES:
+        for text in texts:
+            for size in (5.6, 8.0, 11.0):
+                assert ink_extent(text, face, size) == reach(face, text, size), (face, text, size)
+            units, symbol_units = fonts[face]["head"].unitsPerEm, fonts["symbols"]["head"].unitsPerEm
+            want = 0.0
+            run = ""
+            for ch in text + "\n":  # runs of the face's own characters; the others measured in the symbols face
+                if ch != "\n" and (face == "symbols" or ord(ch) in fonts[face].getBestCmap()):
+                    run += ch
+                    continue
+                want += shaped(face, run) if run else 0.0
+                run = ""
+                if ch != "\n":
+                    want += shaped("symbols", ch) * units / symbol_units
+            assert advance(text, face, 10.0) == want * 10.0 / units, (face, text)

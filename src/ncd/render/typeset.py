@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import sympy
 
 from ncd.ir.axes import Axis
+from ncd.ir.size import size_text
 from ncd.render.fonts import advance, face_for, ink_extent, italic_overhang, text_face_characters
 from ncd.render.model import Run, Text
 
@@ -109,7 +110,7 @@ def _pieces(expr: sympy.Expr, item: bool, script: int, outer: bool = True) -> li
     if isinstance(expr, sympy.Float) or (isinstance(expr, sympy.Rational) and expr.q > 10_000):
         return _float_pieces(float(expr), script)  # Scale(0.3536) is stored as an exact fraction of 10^15
     if isinstance(expr, sympy.Integer) or expr.is_Number:
-        return [Piece(str(expr).replace("-", "−"), script=script)]
+        return [Piece(size_text(expr).replace("-", "−"), script=script)]  # (str, kept: sympy's printer is slow)
     if isinstance(expr, sympy.Symbol):
         return _symbol(expr.name, item, script)
     if isinstance(expr, sympy.Pow):
@@ -179,7 +180,7 @@ def axis_pieces(axis: Axis) -> tuple[Piece, ...]:
             out.extend(axis_pieces(p))
         return tuple(out)
     named = sympy.Symbol(axis.name, positive=True)
-    if axis.size == named or str(axis.size) == axis.name or named in axis.size.free_symbols:
+    if axis.size == named or size_text(axis.size) == axis.name or named in axis.size.free_symbols:
         return pieces(axis.size, item)  # x̄/2 says more than x̄ = x/2
     if axis.name.isidentifier():
         return tuple(_symbol(axis.name, item, 0)) + (Piece(" = "),) + pieces(axis.size, False)
@@ -194,7 +195,7 @@ def legend_entry(axis: Axis) -> tuple[str, sympy.Expr] | None:
         return None
     named = sympy.Symbol(axis.name, positive=True)
     sz = axis.size
-    if sz == named or str(sz) == axis.name or named in sz.free_symbols or sz.is_Number or sz.is_Symbol:
+    if sz == named or size_text(sz) == axis.name or named in sz.free_symbols or sz.is_Number or sz.is_Symbol:
         return None
     return axis.name, sz
 
@@ -379,9 +380,12 @@ def is_symbol(ch: str) -> bool:
 
 
 def _split_symbols(text: str) -> list[tuple[str, bool]]:
+    characters = text_face_characters()
+    if characters.issuperset(map(ord, text)):  # (most texts: none from the symbols face)
+        return [(text, False)]
     out: list[tuple[str, bool]] = []
     for ch in text:
-        flag = is_symbol(ch)
+        flag = ord(ch) not in characters
         if out and out[-1][1] == flag:
             out[-1] = (out[-1][0] + ch, flag)
         else:

@@ -58,6 +58,8 @@ class _Metrics:
     widths: dict[str, int]
     missing: int
     inks: dict[str, tuple[int, int, int] | None]
+    #: the ink of each character's glyph, by code point (the characters of ``cmap``; ``None``: no outline)
+    ink_of: dict[int, tuple[int, int, int] | None]
 
     def ink(self, name: str) -> tuple[int, int, int] | None:
         """How far a glyph's ink reaches past its advance (an italic's overhang), above and below the baseline
@@ -96,8 +98,9 @@ def _metrics(face: str) -> _Metrics:
     widths: dict[str, int] = data["widths"]
     inks: dict[str, tuple[int, int, int] | None] = {
         name: (ink[0], ink[1], ink[2]) if ink is not None else None for name, ink in data["inks"].items()}
-    return _Metrics(data["units"], {int(code): name for code, name in data["cmap"].items()}, widths,
-                    widths.get(".notdef", 0), inks)
+    cmap = {int(code): name for code, name in data["cmap"].items()}
+    return _Metrics(data["units"], cmap, widths, widths.get(".notdef", 0), inks,
+                    {code: inks.get(name) for code, name in cmap.items()})
 
 
 @functools.lru_cache(maxsize=1)
@@ -133,9 +136,9 @@ def _hb_font(face: str):  # type: ignore[no-untyped-def]
 @functools.lru_cache(maxsize=65536)
 def _shaped_units(text: str, face: str) -> float:
     """The advance of ``text`` in font units, shaped by HarfBuzz (kerning as Chromium and cairo apply it)."""
-    import uharfbuzz as hb
-
     m = _metrics(face)
+    if "\0" not in text and (face == "symbols" or all(map(m.cmap.__contains__, map(ord, text)))):
+        return _shaped_run(text, face) if text else 0.0  # one run (most texts)
     total = 0.0
     run = ""
     for ch in text + "\0":
@@ -143,14 +146,22 @@ def _shaped_units(text: str, face: str) -> float:
             run += ch
             continue
         if run:
-            buf = hb.Buffer()
-            buf.add_str(run)
-            buf.guess_segment_properties()
-            hb.shape(_hb_font(face), buf, {"kern": True, "liga": False})
-            total += sum(pos.x_advance for pos in buf.glyph_positions)
+            total += _shaped_run(run, face)
             run = ""
         if ch != "\0":  # drawn from the symbols face; measured there (in this face's units)
             total += _shaped_units(ch, "symbols") * m.units / _metrics("symbols").units
+    return total
+
+
+def _shaped_run(text: str, face: str) -> float:
+    """The advance of ``text``, every character in ``face``, in its units (HarfBuzz)."""
+    import uharfbuzz as hb
+
+    buf = hb.Buffer()
+    buf.add_str(text)
+    buf.guess_segment_properties()
+    hb.shape(_hb_font(face), buf, {"kern": True, "liga": False})
+    total: float = 0.0 + sum(pos.x_advance for pos in buf.glyph_positions)
     return total
 
 
@@ -169,14 +180,30 @@ def ink_extent(text: str, face: str, size: float) -> tuple[float, float]:
     >>> [round(v, 2) for v in ink_extent("x/2", "serif-italic", 10.0)]
     [7.48, 2.48]
     """
-    up = down = 0.0
     own = _metrics(face)
-    for ch in text:
-        m = own if ord(ch) in own.cmap else _metrics("symbols")
-        name = m.cmap.get(ord(ch))
-        ink = m.ink(name) if name is not None else None
-        if ink is not None:
-            up, down = max(up, ink[1] * size / m.units), max(down, ink[2] * size / m.units)
+    inks = own.ink_of
+    tops: list[int] = []  # the glyphs' reaches in this face's units, and in the symbols face's
+    bottoms: list[int] = []
+    symbol_tops: list[int] = []
+    symbol_bottoms: list[int] = []
+    for code in map(ord, text):
+        if code in inks:
+            ink = inks[code]
+            if ink is not None:
+                tops.append(ink[1])
+                bottoms.append(ink[2])
+        else:  # drawn from the symbols face
+            ink = _metrics("symbols").ink_of.get(code)
+            if ink is not None:
+                symbol_tops.append(ink[1])
+                symbol_bottoms.append(ink[2])
+    # each glyph's reach scaled (v * size / units) is monotonic in v: the highest glyph's scaled reach is the highest
+    up = down = 0.0
+    if tops:
+        up, down = max(up, max(tops) * size / own.units), max(down, max(bottoms) * size / own.units)
+    if symbol_tops:
+        units = _metrics("symbols").units
+        up, down = max(up, max(symbol_tops) * size / units), max(down, max(symbol_bottoms) * size / units)
     return up, down
 
 
