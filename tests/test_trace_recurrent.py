@@ -142,3 +142,34 @@ def test_mamba_selective_scan_folds_and_round_trips() -> None:
                                    model(ids, use_cache=False).last_hidden_state, atol=1e-4, rtol=1e-4)
         sizes.append(len(to_svg(d, embed_fonts=False)))
     assert sizes[1] < 1.01 * sizes[0]
+
+
+class _TwoRecurrences(torch.nn.Module):
+    """Two LSTMs of one size in sequence (each with its own weights), then a two-layer bidirectional GRU with a bias and
+    one without: scans whose cells step by one body (built once per converter), each reading its own weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.LSTM(6, 6, batch_first=True), torch.nn.LSTM(6, 6, batch_first=True)
+        self.c = torch.nn.GRU(6, 5, num_layers=2, bidirectional=True, batch_first=True)
+        self.d = torch.nn.GRU(10, 5, bias=False, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.a(x)
+        y, _ = self.b(y)
+        y, h = self.c(y)
+        z, _ = self.d(y)
+        return z + h[-1:].transpose(0, 1)
+
+
+def test_recurrences_sharing_a_cell_body_keep_their_own_weights() -> None:
+    torch.manual_seed(0)
+    model = _TwoRecurrences().eval()
+    d = ncd.trace(model, torch.randn(2, 7, 6))
+    scans = _scans(d)
+    assert d.opaque_count == 0 and len(scans) >= 6  # (the two LSTMs may be drawn as one block repeated)
+    assert len({id(s.body) for s in scans}) < len(scans)  # (equal cells are one body)
+    lowered = d.to_torch()
+    x = torch.randn(2, 7, 6)
+    torch.testing.assert_close(lowered(x), model(x), atol=1e-5, rtol=1e-4)
+    assert ncd.load_json(d.to_json()) == d.as_block()

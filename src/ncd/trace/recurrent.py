@@ -110,6 +110,19 @@ def _cell(kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...], biased: b
     return g.diagram([h, gx], [h2, h2]), 1
 
 
+def _cell_of(conv: Converter, kind: str, q: Axis | None, k: Axis, batch: tuple[Axis, ...],
+             biased: bool) -> tuple[Diagram, int]:
+    """:func:`_cell`, made once per converter for each kind and wires: every layer and direction of a recurrent layer,
+    and a cell called at every position of a loop, steps by the one body (each with its own weights, handed to its
+    ``hh`` box in order), which symbolize, the loop folding and the page's column memo then meet once."""
+    cells: dict[tuple[Any, ...], tuple[Diagram, int]] = conv.__dict__.setdefault("_cells", {})
+    key = (kind, q, k, batch, biased)
+    found = cells.get(key)
+    if found is None:
+        found = cells[key] = _cell(kind, q, k, batch, biased)
+    return found
+
+
 @rule("aten.lstm", "aten.gru", "aten.rnn_tanh", "aten.rnn_relu")
 def recurrent(conv: Converter, node: Node) -> None:
     """``aten.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)``."""
@@ -138,7 +151,6 @@ def recurrent(conv: Converter, node: Node) -> None:
     states_in: list[int] = []  # (layers × directions, [batch,] hidden) each, after the first projection (first use)
     finals: list[list[int]] = [[] for _ in hxs]
     out = xv
-    cells: dict[bool, tuple[Diagram, int]] = {}
     for layer in range(layers):
         feature = conv.segs[out].axes[-1]
         ys = []
@@ -159,11 +171,7 @@ def recurrent(conv: Converter, node: Node) -> None:
                 picked = conv.apply(Box(IndexOp(layer_axis, size(at))), [v])
                 starts.append(conv.view(picked, [a.name for a in batch] + [k.name],
                                         tuple(int(a.size) for a in batch) + (hidden,)))
-            # every layer and direction steps by the same cell over the same wires (its own weights): built once
-            cell = cells.get(b_hh is not None)
-            if cell is None:
-                cell = cells[b_hh is not None] = _cell(kind, q, k, batch, b_hh is not None)
-            body, carry = cell
+            body, carry = _cell_of(conv, kind, q, k, batch, b_hh is not None)
             conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
             pos = conv.segs[gx].names.index(time.name)
             label = kind.removeprefix("aten.").upper() + ("", "ʳ")[direction]
@@ -246,7 +254,7 @@ def recurrent_cell(conv: Converter, node: Node) -> None:
     conv.emitted.tensors.append([w_ih] + ([b_ih] if b_ih is not None else []))
     states = [conv.view(conv.value(h), [a.name for a in batch] + [k.name], tuple(int(a.size) for a in batch) + (hidden,))
               for h in hxs]
-    body, carry = _cell(kind, q, k, batch, b_hh is not None)
+    body, carry = _cell_of(conv, kind, q, k, batch, b_hh is not None)
     conv.emitted.tensors.append([w_hh] + ([b_hh] if b_hh is not None else []))
     cell = Block(body, kind.removeprefix("aten.").upper() + "Cell")
     outs = conv.emit(cell, states + [gx], list(cell.cod))
