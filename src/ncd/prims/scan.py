@@ -34,7 +34,7 @@ import sympy
 
 from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, AxisLike, Type, as_axis
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, _set
 from ncd.ir.interpreter import Rebuild
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
@@ -139,10 +139,15 @@ def _stores(body: Diagram) -> bool:
     time its sizes become symbols)."""
     from ncd.prims.structure import LoadOp, SaveOp
 
+    found: bool | None = body.__dict__.get("_scan_stores")  # a diagram is immutable: asked once per body (the scans
+    if found is not None:  # of a recurrent layer's layers and directions share one)
+        return found
     nodes = list(body.walk())
     boxes = [n for n in nodes if isinstance(n, Box)] if all(isinstance(n, _PLAIN) for n in nodes) \
         else list(inline(body).boxes())
-    return any(isinstance(b.prim, (SaveOp, LoadOp)) for b in boxes)
+    found = any(isinstance(b.prim, (SaveOp, LoadOp)) for b in boxes)
+    _set(body, _scan_stores=found)
+    return found
 
 
 def inline(diagram: Diagram) -> Diagram:
