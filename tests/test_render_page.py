@@ -141,3 +141,30 @@ def test_a_shared_definitions_symbols_set_the_first_rows_width(monkeypatch: pyte
     assert to_svg(d) == guessed
     assert len(first) == 1 and len(attempts) == 2 and attempts[0] > first[0]
     assert drawing_figures(layout(d)).min_label_pt >= 6.0
+
+
+@pytest.mark.parametrize("options", [{}, {"labels": "ends"}, {"fold": False}, {"costs": (("MLP", "1 MFLOP"),)}])
+def test_probe_measures_what_lay_draws(options: dict) -> None:
+    """The page measures a one-row drawing and wide columns without laying their containers out (``Layout.probe``):
+    its width is never more than the laid-out fragment's and its smallest text is the fragment's own, on every gallery
+    model, a small traced GPT-2 and each block inside them (laid out separately, from fresh contexts)."""
+    from ncd.ir.diagram import Block
+    from ncd.render.frag import smallest_text
+    from ncd.render.layout import Layout, _read_axes
+    from ncd.render.style import Style
+
+    style = Style.from_options(**options)
+    diagrams = [f() for f in ncd.zoo.MODELS.values()] + [_traced("gpt2")]
+    checked = 0
+    for d in diagrams:
+        for node in [d] + [b for b in d.walk() if isinstance(b, Block)][:12]:
+            probing, laying = Layout(style), Layout(style)
+            for ctx in (probing, laying):
+                ctx.memo = {}
+                _read_axes(ctx, node)
+            width, small = probing.probe(node, group=False)
+            frag = laying.lay(node)
+            assert width <= frag.w + 1e-9
+            assert small == smallest_text(frag, float("inf"))
+            checked += 1
+    assert checked > 50

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ncd.ir.axes import Axis
+from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Fold
 from ncd.render.context import LayoutContext, _merge_notes
@@ -34,6 +34,7 @@ from ncd.render.frag import (
     _woven_entries,
     flat,
     shifted,
+    smallest_text,
 )
 from ncd.render.framing import _finish, framed, no_collector
 from ncd.render.legend import indexed_symbols
@@ -48,6 +49,12 @@ __all__ = ["Frag", "Layout", "layout", "lay_out_with", "Ports", "framed", "flat"
 class Layout(LayoutContext, Fold[Frag]):
     """The drawing of each kind of node (boxes by the rule table of :mod:`ncd.render.pictograms`): sequences in
     columns joined by gaps, parallel parts stacked, weaves with their wires running past, fences and parentheses."""
+
+    def __init__(self, style: Style) -> None:
+        super().__init__(style)
+        #: the containers :meth:`probe` measured as columns without laying them out, by ``id``: the node, the largest
+        #: lower bound of its width, and the contexts (block depth, path, fences) it was measured in
+        self.probed: dict[int, tuple[Diagram, list[float], list[tuple[int, list[str], list[str]]]]] = {}
 
     # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
@@ -395,6 +402,151 @@ class Layout(LayoutContext, Fold[Frag]):
                 for y in flat(body.outs):
                     frag.add(Path.through([(w, y), (frag.w, y)]))
         return frag
+
+
+    # -- measuring a fragment without laying its containers out -------------------------------------------------
+    def probe(self, node: Diagram, count: int = 1, group: bool = True, text: bool = True) -> tuple[float, float]:
+        """A lower bound of the width of the fragment :meth:`lay_group` (``group``) or :meth:`lay` would make of
+        ``node`` (``count`` of it folded), and the smallest size of its text (``inf``: none) — exact — without making
+        its sequences, parallel parts, weaves, fences and parentheses: what the page layout asks of a one-row drawing
+        or a wide column it will not draw (it is wider than the page, or split into rows).  The boxes and the other
+        leaves are laid out as :meth:`lay_group` / :meth:`lay` would, and kept in the memo for the page to place;
+        each gap counts its labels' smallest text and at least its 8-point width.  Only for :class:`Layout` itself,
+        without notes (a subclass may draw a container otherwise); ``text=False``: the width only (the smallest text
+        is ``inf``)."""
+        kind = self._container(node, count)
+        if kind is None:
+            frag = self.lay_group(node, count) if group else self.lay(node)
+            if not text:
+                return frag.w, float("inf")
+            return frag.w, smallest_text(frag, float("inf"), self.memo if self.memo is not None else {})
+        memo = self.memo if group and self.generic is None else None
+        key = ("probe",) + self._group_key(node, count) if memo is not None else ()
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None and hit[0] is node and (hit[2] or not text):
+                return hit[1]  # type: ignore[no-any-return]
+        found = self._probe(node, count, kind, text)
+        if memo is not None:
+            memo[key] = (node, found, text)
+            if count == 1:  # the contexts it was asked in: its exact width is laid out only if asked (wrap)
+                entry = self.probed.get(id(node))
+                if entry is None or entry[0] is not node:
+                    entry = self.probed[id(node)] = (node, [0.0], [])
+                entry[1][0] = max(entry[1][0], found[0])
+                entry[2].append((self.depth, list(self.path), list(self.fences)))
+        return found
+
+    def _container(self, node: Diagram, count: int) -> str | None:
+        """The kind of container :meth:`probe` measures ``node`` as (``None``: a leaf, laid out)."""
+        if count != 1:
+            return "folded"
+        if isinstance(node, (Identity, Box)):
+            return None
+        if isinstance(node, Seq):
+            return "seq"
+        if isinstance(node, Par):
+            return "par"
+        if isinstance(node, Weave):  # (a box or wires woven: a leaf, laid out and kept for the page to place)
+            inner = node.inner
+            while isinstance(inner, Weave):
+                inner = inner.inner
+            return None if isinstance(inner, (Box, Identity)) else "weave"
+        if isinstance(node, Block):
+            depth = self.style.depth
+            return None if (depth is not None and self.depth >= depth) or id(node) in self.collapse else "block"
+        if isinstance(node, Repeat):
+            return "repeat"
+        return None
+
+    def _probe(self, node: Diagram, count: int, kind: str, text: bool) -> tuple[float, float]:
+        inf = float("inf")
+        if kind == "folded":
+            w, small = self.probe(node, group=False, text=text)
+            return self._probe_parens(w, small, (), typeset_text(f"×{count}"))
+        if kind == "seq":
+            assert isinstance(node, Seq)
+            groups = self.groups(node.parts)
+            total, small = 0.0, inf
+            labels = text and self.style.labels == "all"
+            for k, (part, n) in enumerate(groups):
+                w, s = self.probe(part, n, text=text)
+                total += w
+                small = min(small, s)
+                if k:  # the gap before it: at least 8 points wide, its labels those of the wires in between
+                    total += 8.0
+                    if labels:
+                        small = min(small, self._labels_smallest(groups[k - 1][0].cod))
+            return total, small
+        if kind == "par":
+            assert isinstance(node, Par)
+            found = [self.probe(p, 1, text=text) for p in node.parts]
+            return max(w for w, _ in found), min(s for _, s in found)
+        if kind == "weave":
+            assert isinstance(node, Weave)
+            return self.probe(node.inner, group=False, text=text)  # (the inner fragment with the woven wires' bends around it)
+        if kind == "block":
+            assert isinstance(node, Block)
+            colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
+            self.depth += 1
+            self.fences.append(colour)
+            self.path.append(node.name)
+            note = dict(self.style.costs).get("/".join(self.path)) if self.style.costs else None
+            try:
+                w, small = self.probe(node.body, group=False, text=text)
+            finally:
+                self.depth -= 1
+                self.fences.pop()
+                self.path.pop()
+            parts = typeset_text(node.name)
+            tw = self.text_size(parts, self.style.text_size)[0]
+            small = min(small, _text_smallest(parts, self.style.text_size))
+            w = max(w + 14.0, tw + 14.0)
+            if note:
+                note_parts = typeset_text(note)
+                w = max(w, self.text_size(note_parts, self.style.label_size)[0] + 14.0)
+                small = min(small, _text_smallest(note_parts, self.style.label_size))
+            return w, small
+        assert kind == "repeat" and isinstance(node, Repeat)
+        w, small = self.probe(node.body, group=False, text=text)
+        var = "λ" if node.var in ("lam", "lambda", "λ") else node.var
+        return self._probe_parens(w, small, (Piece(var, italic=len(var) == 1), Piece(" = ")) + pieces(node.start),
+                                  pieces(node.stop - 1))
+
+    def _probe_parens(self, body_w: float, small: float, low: tuple[Piece, ...], high: tuple[Piece, ...]
+                      ) -> tuple[float, float]:
+        """:meth:`parens`'s width (from a lower bound of its body's) and smallest text."""
+        size, arc = self.style.label_size, 9.0
+        w = body_w + 2 * arc + 8.0
+        out = w
+        if low:
+            out = max(out, self.text_size(low, size)[0])
+            small = min(small, _text_smallest(low, size))
+        if high:
+            out = max(out, w - arc + self.text_size(high, size)[0])
+            small = min(small, _text_smallest(high, size))
+        return out, small
+
+    def _labels_smallest(self, typ: Type) -> float:
+        """The smallest text of the wire labels a gap carrying ``typ`` draws (``inf``: none), as :meth:`gap` finds
+        them (its legend rows are not kept: no gap is made)."""
+        from ncd.render.context import _distinct_axes
+
+        size = self.style.label_size
+        outer, self._rows = self._rows, []
+        try:
+            return min((self._wire_label(axis, None, size).smallest for axis in _distinct_axes(typ)),
+                       default=float("inf"))
+        finally:
+            self._rows = outer
+
+
+def _text_smallest(parts: tuple[Piece, ...], size: float) -> float:
+    """The smallest size of a non-blank run of ``parts`` typeset at ``size`` (as :func:`smallest_text` reads it)."""
+    from ncd.render.context import _typeset_at_origin
+
+    runs = _typeset_at_origin(tuple(parts), size, False)[0].runs
+    return min((run.size for run in runs if run.text.strip()), default=float("inf"))
 
 
 def scalar_core(node: Weave) -> Box | None:

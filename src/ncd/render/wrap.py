@@ -131,22 +131,38 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     read = ctx.wire_axes[1] if ctx.wire_axes is not None and ctx.wire_axes[0] is diagram else None
     symbols0 = _names(diagram, read) | {k for k, _ in style.legend} | set(ctx.indexed.values())
     try:
-        one_row = framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod)
+        # the one-row drawing is measured first (a lower bound of its width, its smallest text): laid out only when
+        # it may fit, or is drawn after all; most are many times wider than the page, and the page places their
+        # boxes but not their sequences, fences or folds
+        made: list[Frag] = []
+
+        def one_row() -> Frag:
+            if not made:
+                made.append(framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
+            return made[0]
+
+        measured = _measure_row(ctx, diagram)
+        if measured is None:
+            one_row()
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
-            max_w = min(max_w, COLUMN_PT * smallest_text(one_row, style.label_size, ctx.memo) / MIN_PRINT_PT)
+            smallest = (smallest_text(one_row(), style.label_size, ctx.memo) if measured is None
+                        else min(style.label_size, measured[1]))
+            max_w = min(max_w, COLUMN_PT * smallest / MIN_PRINT_PT)
         single: Drawing | None = None
-        if one_row.w + 2 * style.margin <= max_w:  # narrow enough: is it also short enough for its height?
-            single = _finish(ctx, one_row)
+        if measured is not None and measured[0] + 2 * style.margin <= max_w:  # it may fit: laid out
+            one_row()
+        if made and made[0].w + 2 * style.margin <= max_w:  # narrow enough: is it also short enough for its height?
+            single = _finish(ctx, made[0])
             if single.width <= max_w and single.width <= max_aspect * single.height:
                 return single
         if style.depth is not None and style.depth <= 0:
-            return single or _finish(ctx, one_row)
+            return single or _finish(ctx, one_row())
         if isinstance(diagram, Block):
             sections = [_Section(diagram, ctx.groups(_columns(ctx, diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
         else:
             sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
         if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
-            return single or _finish(ctx, one_row)
+            return single or _finish(ctx, one_row())
         start = target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
         # the page may hold smaller text than the one row (a shared definition's symbols, n_i), which makes it
         # narrower: the first attempt is at the width that text allows, as the second one would be
@@ -190,6 +206,20 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         ctx.memo = None
 
 
+def _measure_row(ctx: Layout, diagram: Diagram) -> tuple[float, float] | None:
+    """A lower bound of the one-row drawing's width and its smallest text (:meth:`Layout.probe`, the wire labels
+    at both ends included), or ``None`` where it is to be laid out to know them (a subclass of the layout, notes on
+    the gaps)."""
+    from ncd.render.layout import Layout
+
+    if type(ctx) is not Layout or ctx.notes:
+        return None
+    w, small = ctx.probe(diagram, group=False)
+    if ctx.style.labels != "none":
+        small = min(small, ctx._labels_smallest(diagram.dom), ctx._labels_smallest(diagram.cod))
+    return w + 16.0, small  # (the labels' gaps at both ends: 8 points or more each)
+
+
 def _first_limit(ctx: Layout, diagram: Diagram, max_w: float) -> float | None:
     """The narrower limit of a column page whose smallest text is a shared definition's symbol label (``n_i``: a
     subscript) when the one row's (``max_w``) is larger: when blocks of one family and shape differ in a size and
@@ -224,10 +254,32 @@ def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
     for key, entry in (ctx.memo or {}).items():
         if key[0] == "group" and key[2] == 1:
             widths[key[1]] = max([widths.get(key[1], 0.0)] + [frag.w for frag, _, _ in entry[1]])
+
+    def wider(block: Block) -> bool:
+        """Whether the one row laid ``block`` out as a column wider than ``wide``: a column the one row only
+        measured (:meth:`Layout.probe`) is laid out in the contexts it was measured in when its lower bound does not
+        tell."""
+        if widths.get(id(block), 0.0) > wide:
+            return True
+        probed = ctx.probed.get(id(block))
+        if probed is None or probed[0] is not block:
+            return False
+        if probed[1][0] > wide:
+            return True
+        saved = (ctx.depth, ctx.path, ctx.fences)
+        try:
+            for depth, path, fences in probed[2]:
+                ctx.depth, ctx.path, ctx.fences = depth, list(path), list(fences)
+                if ctx.lay_group(block, 1).w > wide:
+                    return True
+        finally:
+            ctx.depth, ctx.path, ctx.fences = saved
+        return False
+
     for blocks in families.values():
         first = blocks[0]
         for other in blocks[1:]:
-            if other is not first and max(widths.get(id(first), 0.0), widths.get(id(other), 0.0)) > wide:
+            if other is not first and (wider(first) or wider(other)):
                 found = generic_labels([first, other])
                 if found is not None and found[0]:
                     return True
@@ -332,15 +384,15 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
     work = list(section.groups)
     while work:
         node, count = work.pop(0)
-        frag = ctx.lay_group(node, count)
-        if frag.w > limit and count == 1 and isinstance(node, Par):
+        wide = _wider(ctx, node, count, limit)
+        if wide and count == 1 and isinstance(node, Par):
             run = ctx.runs.get(id(node))
             steps = run[1] if run is not None and run[0] is node else _interchanged(ctx, node)
             if len(steps) > 1:
                 work[0:0] = ctx.groups(steps)
                 continue
-        blocks = [b for b in _outer_blocks(node) if id(b) not in ctx.collapse] if frag.w > limit else []
-        if frag.w > limit and not blocks:  # a scan's body is wrapped as a block: a Step box, defined below
+        blocks = [b for b in _outer_blocks(node) if id(b) not in ctx.collapse] if wide else []
+        if wide and not blocks:  # a scan's body is wrapped as a block: a Step box, defined below
             for scan in _outer_scans(node):
                 if id(scan) not in ctx.collapse:
                     ctx.collapse.add(id(scan))
@@ -355,6 +407,18 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
                 _define(ctx, block, section, queue, defined)
         out.append((node, count))
     section.groups = out
+
+
+def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
+    """Whether column ``node`` (``count`` of it folded) is laid out wider than ``limit``: a container whose lower
+    bound (:meth:`Layout.probe`) says so is not laid out (it is split into its branches' steps, or its blocks are
+    collapsed: the page never draws it)."""
+    from ncd.render.layout import Layout
+
+    if type(ctx) is Layout and not ctx.notes and ctx._container(node, count) is not None \
+            and ctx.probe(node, count, text=False)[0] > limit:
+        return True
+    return ctx.lay_group(node, count).w > limit
 
 
 def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], defined: list[Block]) -> None:
