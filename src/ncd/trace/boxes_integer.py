@@ -58,6 +58,10 @@ def index_arithmetic(conv: Converter, node: Node) -> None:
         operator = "//"
     if node.kwargs.get("alpha", node.args[2] if packet in ("add", "sub") and len(node.args) > 2 else 1) != 1:
         raise Decline("a scaled operand (alpha)")
+    from ncd.trace.scalars import NARROW, WRAPS
+
+    if node.value.dtype in NARROW and operator in WRAPS:  # the box computes in int64: torch's wrap-around would be lost
+        raise Decline(f"{operator} on {node.value.dtype}, which wraps around")
 
     def make(operands: list[Segment]) -> Box:
         segs = [Segment((), seg.dtype, seg.range) for seg in operands]

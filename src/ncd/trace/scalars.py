@@ -54,12 +54,19 @@ _ENDS: dict[str, Any] = {
 }
 
 
+#: integer types an arithmetic box (computing in int64) would not wrap around as torch does, and the operators that can
+NARROW = (torch.int8, torch.uint8, torch.int16)
+WRAPS = frozenset({"+", "-", "*", "**"})
+
+
 def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, reflected: bool) -> Segment:
     out = node.value
     if out.dtype == torch.bool:
         return Segment((), "bool")
     if out.is_floating_point():
         return Segment(())
+    if out.dtype in NARROW and op in WRAPS:  # the range is the traced values': a fresh input may wrap where they did not
+        raise Decline(f"{op} on {out.dtype}, which wraps around")
     if source.dtype == "index" and source.range is not None and not sympy.sympify(source.range).free_symbols:
         top = int(source.range) - 1
         if op == "%" and not reflected and isinstance(c, int) and c > 0:  # not monotonic: the ends do not bound it
