@@ -32,36 +32,41 @@ _NUMBERS: dict[float, str] = {}
 
 def _n(v: float) -> str:
     text = _NUMBERS.get(v)  # coordinates repeat (rows of a page share their x): format each once
-    if text is not None:
-        return text
+    return text if text is not None else _new(v)
+
+
+def _new(v: float) -> str:
+    """``v`` formatted (2 decimals, no trailing zeros) and kept: the painters' look-ups call it where they miss."""
+    text = f"{v:.2f}"
+    if text[-1] == "0":  # (else neither strip changes it, and it is neither "-0" nor "")
+        text = text.rstrip("0").rstrip(".")
+        if text == "-0" or not text:
+            text = "0"
     if len(_NUMBERS) > 200_000:
         _NUMBERS.clear()
-    text = f"{v:.2f}"
-    if text[-1] == "0":  # (else neither strip changes it)
-        text = text.rstrip("0").rstrip(".")
-    text = _NUMBERS[v] = "0" if text in ("-0", "") else text
+    _NUMBERS[v] = text
     return text
 
 
 def _path_d(p: Path, dx: float = 0.0, dy: float = 0.0) -> str:
     """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`)."""
-    got, n = _NUMBERS.get, _n  # a drawing has tens of thousands of paths: numbers are looked up before formatting
+    got, n, new = _NUMBERS.get, _n, _new  # a drawing has tens of thousands of paths: numbers are looked up before formatting
     commands = p.commands
     if len(commands) == 2:  # most paths are one wire's straight run or bend
         c, e = commands
         if len(c) == 3 and len(e) == 3:
             x, y, x1, y1 = c[1] + dx, c[2] + dy, e[1] + dx, e[2] + dy
-            return f"{c[0]} {got(x) or n(x)} {got(y) or n(y)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)}"
+            return f"{c[0]} {got(x) or new(x)} {got(y) or new(y)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)}"
     out = []
     for c in commands:  # the common commands are spelled out
         k = len(c)
         if k == 3:
             x, y = c[1] + dx, c[2] + dy
-            out.append(f"{c[0]} {got(x) or n(x)} {got(y) or n(y)}")
+            out.append(f"{c[0]} {got(x) or new(x)} {got(y) or new(y)}")
         elif k == 7:
             x1, y1, x2, y2, x, y = c[1] + dx, c[2] + dy, c[3] + dx, c[4] + dy, c[5] + dx, c[6] + dy
-            out.append(f"{c[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} {got(x2) or n(x2)} {got(y2) or n(y2)} "
-                       f"{got(x) or n(x)} {got(y) or n(y)}")
+            out.append(f"{c[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} "
+                       f"{got(x) or new(x)} {got(y) or new(y)}")
         else:
             out.append(c[0] + (" " + " ".join(n(v + (dx if i % 2 == 0 else dy)) for i, v in enumerate(c[1:]))
                                if k > 1 else ""))
@@ -161,7 +166,7 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
     """One element per visible item of the tree ``node`` placed at ``(dx, dy)``, in the order and at the offsets of
     :func:`ncd.render.model.placements` (the walk :func:`~ncd.render.model.flatten` makes, without its moved copies);
     the runs of its texts go into ``runs``, and every item with its offset into ``placed`` (see :func:`paint_svg`)."""
-    n, got = _n, _NUMBERS.get
+    n, got, new = _n, _NUMBERS.get, _new
     append = out.append
     texts: dict[int, list[tuple[float, float, str]]] = {}  # each runs tuple's pieces, once (labels share runs)
     stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
@@ -186,19 +191,19 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                     d = _path_d(it, x, y)
                 elif k == 2 and len(e) == 3:  # the commonest shapes (a wire's run, bend, or run and bend) inline
                     x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
-                    d = f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)}"
+                    d = f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)}"
                 elif k == 2 and len(e) == 7:
                     x0, y0 = c[1] + x, c[2] + y
                     x1, y1, x2, y2, x3, y3 = e[1] + x, e[2] + y, e[3] + x, e[4] + y, e[5] + x, e[6] + y
-                    d = (f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} "
-                         f"{got(x2) or n(x2)} {got(y2) or n(y2)} {got(x3) or n(x3)} {got(y3) or n(y3)}")
+                    d = (f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} "
+                         f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)}")
                 elif k == 3 and len(e) == 3 and len(commands[2]) == 7:
                     f = commands[2]
                     x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
                     x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
-                    d = (f"{c[0]} {got(x0) or n(x0)} {got(y0) or n(y0)} {e[0]} {got(x1) or n(x1)} {got(y1) or n(y1)} "
-                         f"{f[0]} {got(x2) or n(x2)} {got(y2) or n(y2)} {got(x3) or n(x3)} {got(y3) or n(y3)} "
-                         f"{got(x4) or n(x4)} {got(y4) or n(y4)}")
+                    d = (f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} "
+                         f"{f[0]} {got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
+                         f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
                 else:
                     d = _path_d(it, x, y)
                 key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
@@ -218,7 +223,7 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 for rx, ry, rest in pieces:
                     rx += tx
                     ry += ty
-                    append(f'<text x="{got(rx) or n(rx)}" y="{got(ry) or n(ry)}" {rest}')
+                    append(f'<text x="{got(rx) or new(rx)}" y="{got(ry) or new(ry)}" {rest}')
             elif kind is Rect:
                 attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
                 if it.radius:
