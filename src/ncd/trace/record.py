@@ -157,6 +157,9 @@ class _Recording(Aliases):
         self.lively = False  # :meth:`ref` met a node that depends on an input (reset by :meth:`call`)
         self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
         self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
+        #: ids of recorded values in memory the model never sees (copies made before a write, a write's result): a
+        #: view of one keeps its entries (:meth:`freeze`)
+        self.own: set[int] = set()
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
         named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
@@ -431,12 +434,22 @@ class _Recording(Aliases):
 
     def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> list[torch.Tensor]:
         """Before a write into ``root`` (or a view of it): recorded values that share its memory keep their values;
-        its other views (not ``kept``), returned, go out of date once the write is recorded (:meth:`retire`)."""
+        its other views (not ``kept``), returned, go out of date once the write is recorded (:meth:`retire`).
+
+        A view's value is made again by its view operation from its argument's recorded value where that is memory the
+        model never sees (:attr:`own`: a copy made here, an earlier write's result): no copy of its own (longformer: the
+        slices and reshapes of a (8, 2, 256, 513) score tensor written six times a layer, 54M of 88M entries copied
+        per trace)."""
+        from ncd.trace.writes import viewed_again
+
         stale = []
         for t in [root] + self.views.pop(id(root), []):
             node = self.by_id.get(id(t))
             if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
-                node.value = node.value.clone()
+                again = viewed_again(node, root, self.own)
+                node.value = again if again is not None else node.value.clone()
+                self.own.add(id(node.value))
+                self.keep.append(node.value)  # (alive while its id is in ``own``)
             if t is not root and not any(t is k for k in kept):
                 stale.append(t)
         return stale
@@ -536,8 +549,13 @@ class _Recording(Aliases):
         recorded = before is not None and before.value is base
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
         old = None
-        if base is not None:  # its value before the write: the copy freeze made of it, else a copy of its own
-            old = before.value if recorded and before is not None and before.value is not base else base.clone()
+        if base is not None:  # its value before the write: the copy freeze made of it, or a tensor of its own recorded
+            # for it (an earlier write's result into it, laid out as it is: the check below compares the tensor the
+            # recorded write gives with the one the model wrote), else a copy of its own
+            held = before.value if before is not None else None
+            old = held if isinstance(held, torch.Tensor) and held is not base and (recorded or (
+                held.shape == base.shape and held.dtype == base.dtype and held.stride() == base.stride()
+                and not _shares(held, base))) else base.clone()
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
             self.stale.add(id(root))
         if packet in ("copy_", "fill_", "zero_"):
@@ -562,6 +580,8 @@ class _Recording(Aliases):
             if not _same(final, base):
                 raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
             self.by_id[id(base)] = self.by_id[id(final)]
+            if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
+                self.own.add(id(final))
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
         self.retire(stale, base if base is not None else (mutated if root is None else None), before)
         return out

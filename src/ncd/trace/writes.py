@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["Region", "region", "write_back", "cut", "diagonal_of", "put_diagonal"]
+__all__ = ["Region", "region", "write_back", "cut", "diagonal_of", "put_diagonal", "viewed_again"]
 
 aten = torch.ops.aten
 
@@ -219,3 +220,25 @@ def put_diagonal(emit: Emit, square: torch.Tensor, new: torch.Tensor, d1: int, d
     eye = (eye if d1 < d2 else eye.t()).reshape(shape)
     embedded = emit(aten.diag_embed.default, new, 0, d1, d2)
     return emit(aten.where.self, eye, embedded, square)
+
+
+def viewed_again(node: Any, root: torch.Tensor, own: set[int]) -> torch.Tensor | None:
+    """A recorded ``node``'s value (a view operation's result, of the shape and dtype it has) made again from the recorded
+    value of its one tensor argument when that is in memory the model never sees (its id in ``own``: it keeps its
+    entries when ``root`` is written): a view, instead of a copy of its own
+    (:meth:`ncd.trace.record._Recording.freeze`); else None."""
+    from ncd.trace.capture import Node, refs
+
+    source = node.args[0] if node.kind == "call" and node.args and getattr(node.target, "is_view", False) else None
+    if not isinstance(source, Node) or id(source.value) not in own or not isinstance(source.value, torch.Tensor) \
+            or source.value.device != root.device or refs((node.args[1:], node.kwargs)):
+        return None
+    try:
+        with torch._C._DisablePythonDispatcher():
+            value = node.target(source.value, *node.args[1:], **node.kwargs)
+    except Exception:  # noqa: BLE001 - copied instead
+        return None
+    old = node.value
+    if not isinstance(value, torch.Tensor) or value.shape != old.shape or value.dtype != old.dtype:
+        return None
+    return value
