@@ -76,22 +76,38 @@ class Primitive:
     def free_symbols(self) -> set[sympy.Symbol]:
         """Every size symbol in this primitive's fields."""
         found: set[sympy.Symbol] = set()
-
-        def visit(v: Any) -> Any:
-            if isinstance(v, (Segment, Type)):
-                found.update((v if isinstance(v, Type) else Type((v,))).free_symbols)
-            elif isinstance(v, Axis):
-                found.update(v.size.free_symbols)
-            elif isinstance(v, sympy.Basic):
-                found.update(v.free_symbols)
-            return v
-
-        for f in dataclasses.fields(self):
-            map_values(getattr(self, f.name), visit)
+        for name in _field_names(type(self)):
+            _add_symbols(getattr(self, name), found)
         return found
 
     def fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The names of a primitive class's fields, read once per class (``dataclasses.fields`` builds them per call)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _add_symbols(value: Any, found: set[sympy.Symbol]) -> None:
+    """The size symbols of a field's value (IR values inside nested tuples, as :func:`map_values` reaches them)."""
+    if isinstance(value, tuple):
+        for v in value:
+            _add_symbols(v, found)
+    elif isinstance(value, Type):
+        found.update(value.free_symbols)
+    elif isinstance(value, Segment):
+        found.update(Type((value,)).free_symbols)
+    elif isinstance(value, Axis):
+        found.update(value.size.free_symbols)
+    elif isinstance(value, sympy.Basic):
+        found.update(value.free_symbols)
 
 
 def _subs_value(value: Any, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Any:
