@@ -103,13 +103,20 @@ def fold_time_loops(captured: Captured) -> Captured:
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
     if isinstance(value, (list, tuple)):
         out: list[tuple[tuple[Any, ...], Any]] = []
-        for j, v in enumerate(value):
-            out.extend(_leaves(v, path + (j,)))
+        for j, v in enumerate(value):  # a leaf where it stands (no call per argument: asked of every recorded call)
+            if isinstance(v, (list, tuple, dict)):
+                out.extend(_leaves(v, path + (j,)))
+            else:
+                out.append((path + (j,), v))
         return out
     if isinstance(value, dict):
         out = []
         for key in sorted(value):
-            out.extend(_leaves(value[key], path + (key,)))
+            v = value[key]
+            if isinstance(v, (list, tuple, dict)):
+                out.extend(_leaves(v, path + (key,)))
+            else:
+                out.append((path + (key,), v))
         return out
     return [(path, value)]
 

@@ -106,16 +106,28 @@ def _next(nodes: list[Node], outputs: list[Any], at: int) -> tuple[list[Node], i
     for k in range(len(calls) - 2, -1, -1):
         leaves_module[k] = leaves_module[k + 1] if calls[k + 1].stack == calls[k].stack else k + 1
     seen: dict[tuple[Any, ...], list[int]] = {}
+    # per period, the last run of copies found (its first call, its end, the bound it was found under): a call inside
+    # it, under the same bound, starts a run ending there too (each call of two copied layers was a start of its own,
+    # the rest of the layer walked again from each)
+    runs: dict[int, tuple[int, int, int]] = {}
     for k in range(len(calls)):
         earlier = seen.setdefault(keys[k], [])
         if k >= at:
             for before in reversed(earlier[-2:]):  # the period: back to one of the last two copies of this call
                 p = k - before
-                if p > MAX_PERIOD or not shifted(k, p):
+                if p > MAX_PERIOD:
                     continue
-                end, limit = k + 1, leaves_module[k] + p
-                while end < len(calls) and end < limit and shifted(end, p):
-                    end += 1
+                limit = leaves_module[k] + p
+                run = runs.get(p)
+                if run is not None and run[0] < k < run[1] and run[2] == limit:
+                    end = run[1]
+                else:
+                    if not shifted(k, p):
+                        continue
+                    end = k + 1
+                    while end < len(calls) and end < limit and shifted(end, p):
+                        end += 1
+                    runs[p] = (k, end, limit)
                 if end >= limit:  # every phase's whole steps (one step short of end at most) reach another module
                     continue
                 if end - k < p * (MIN_STEPS - 2):  # the first step reads initial values: not a copy of one before

@@ -62,15 +62,20 @@ def hook(names: tuple[str, ...], first: Callable[[Converter, Node], bool]) -> No
         RULES[name] = convert
 
 
-_OP_NAMES: dict[Any, tuple[str, str]] = {}
+#: an OpOverload's names by its id (an OpOverload hashes in Python: ~20k look-ups per toy's trace), and the operators
+#: read, held so that their ids stay theirs
+_OP_NAMES: dict[int, tuple[str, str]] = {}
+_OPS_READ: list[Any] = []
 
 
 def op_name(target: Any) -> tuple[str, str]:
     """``("aten.linear", "aten.linear.default")`` for an OpOverload (each operator's read once)."""
+    found = _OP_NAMES.get(id(target))
+    if found is not None:
+        return found
     if type(target) is torch._ops.OpOverload:
-        found = _OP_NAMES.get(target)
-        if found is None:
-            found = _OP_NAMES[target] = _op_name(target)
+        found = _OP_NAMES[id(target)] = _op_name(target)
+        _OPS_READ.append(target)
         return found
     return _op_name(target)
 
