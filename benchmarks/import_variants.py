@@ -2,9 +2,9 @@
 
 :mod:`import_corpus` builds every model type once, in eval mode, on ``input_ids`` (or its main input) at batch 2 and
 8 tokens.  Users call models otherwise: with a padded ``attention_mask``, ``token_type_ids``, ``position_ids``,
-``inputs_embeds``, ``labels`` (a loss), ``use_cache=True`` (a key/value cache returned), ``output_attentions``,
-``output_hidden_states``, ``return_dict=False``, ``decoder_input_ids``; through task heads (sequence and token
-classification, question answering, masked and causal LMs, image classification, seq2seq); with
+``inputs_embeds``, ``labels`` (a loss; QA spans past the end too), ``use_cache=True`` (a key/value cache returned),
+``output_attentions``, ``output_hidden_states``, ``return_dict=False``, ``decoder_input_ids``; through task heads
+(sequence and token classification, question answering, masked and causal LMs, image classification, seq2seq); with
 ``attn_implementation`` eager or sdpa; in float64 or bfloat16; at batch 1, length 1 or odd lengths; in training mode.
 
 Each case is a model type, a head (an auto mapping) and a variant.  For each: traced / refused (``ncd.TraceError``) /
@@ -120,6 +120,14 @@ def _labels(kind: str) -> Callable[[Inputs, Any, torch.Generator, int], Inputs]:
     return add
 
 
+def _spans(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """A QA head's ``start_positions``/``end_positions``, some past the end (the head clamps them to its length and
+    ignores them: ``ignore_index`` is that length)."""
+    b, t = inputs["input_ids"].shape
+    return {**inputs, "start_positions": torch.randint(0, t + 3, (b,), generator=gen),
+            "end_positions": torch.randint(0, t + 3, (b,), generator=gen)}
+
+
 def _flag(**flags: Any) -> Callable[[Inputs, Any, torch.Generator, int], Inputs]:
     def add(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
         return {**inputs, **flags}
@@ -145,6 +153,7 @@ CACHE, ATTENTIONS = V("use_cache", _flag(use_cache=True)), V("output_attentions"
 HIDDEN, TUPLE = V("output_hidden_states", _flag(output_hidden_states=True)), V("return_dict=False", _flag(return_dict=False))
 LABEL_TOKENS, LABEL_CLASS = V("labels", _labels("tokens")), V("labels", _labels("class"))
 LABEL_TAGS = V("labels", _labels("token classes"))
+SPANS = V("start/end_positions", _spans)
 EAGER, SDPA = V("eager", attn="eager"), V("sdpa", attn="sdpa")
 F64, BF16 = V("float64", dtype=torch.float64), V("bfloat16", dtype=torch.bfloat16)
 B1, T1, T7 = V("batch1", batch=1), V("length1", tokens=1), V("length7", tokens=7)
@@ -166,7 +175,10 @@ CASES: list[tuple[str, str, list[Variant]]] = [
                     T7, TRAIN]),
     ("bert", SEQ_CLS, [PLAIN, LABEL_CLASS, MASK_R]),
     ("bert", TOK_CLS, [PLAIN, LABEL_TAGS]),
-    ("bert", QA, [PLAIN, MASK_R]),
+    ("bert", QA, [PLAIN, MASK_R, SPANS]),
+    ("t5", QA, [SPANS]),
+    ("mt5", QA, [SPANS]),
+    ("umt5", QA, [SPANS]),
     ("bert", MASKED, [PLAIN, LABEL_TOKENS]),
     ("roberta", MASKED, [MASK_R, EMBEDS]),
     ("roberta", SEQ_CLS, [PLAIN]),
