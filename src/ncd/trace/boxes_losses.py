@@ -138,9 +138,11 @@ def class_loss(conv: Converter, node: Node) -> None:
     mask, picks = None, target
     if not 0 <= ignore < classes and (target.live or bool((target.value == ignore).any())):
         # an index no class has (-100; a QA head's ``ignore_index=t`` on positions clamped to t): torch skips those
-        # rows, whatever the traced labels held; they are read at a class clamped into range and count for nothing
+        # rows, whatever the traced labels held; they are read at a class clamped into range (the other labels are
+        # classes, or torch raises) and count for nothing
         mask = _call(conv, node, "mask", aten.ne.Scalar, target, ignore)
-        picks = _call(conv, node, "safe", aten.clamp.default, target, 0, classes - 1)
+        picks = (_call(conv, node, "safe", aten.clamp_min.default, target, 0) if ignore < 0
+                 else _call(conv, node, "safe", aten.clamp_max.default, target, classes - 1))
     if picks.live:
         index = _call(conv, node, "index", aten.unsqueeze.default, picks, 1)
     else:  # labels the model makes (CLIP's arange): a constant
