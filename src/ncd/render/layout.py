@@ -55,6 +55,8 @@ class Layout(LayoutContext, Fold[Frag]):
         #: the containers :meth:`probe` measured as columns without laying them out, by ``id``: the node, the largest
         #: lower bound of its width, and the contexts (block depth, path, fences) it was measured in
         self.probed: dict[int, tuple[Diagram, list[float], list[tuple[int, list[str], list[str]]]]] = {}
+        #: the smallest text of the wire labels of a type or an axis, by ``id`` (kept with it; where no label is generic)
+        self._label_smallest: dict[int, tuple[Any, float]] = {}
 
     # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
@@ -532,13 +534,31 @@ class Layout(LayoutContext, Fold[Frag]):
         them (its legend rows are not kept: no gap is made)."""
         from ncd.render.context import _distinct_axes
 
+        kept = self.generic is None and self._reads is None  # (by type: a page's gaps carry a few types many times)
+        if kept:
+            hit = self._label_smallest.get(id(typ))
+            if hit is not None and hit[0] is typ:
+                return hit[1]
         size = self.style.label_size
         outer, self._rows = self._rows, []
+        found = float("inf")
+        by_axis = self._label_smallest
         try:
-            return min((self._wire_label(axis, None, size).smallest for axis in _distinct_axes(typ)),
-                       default=float("inf"))
+            for axis in _distinct_axes(typ):
+                known = by_axis.get(id(axis)) if kept else None
+                if known is not None and known[0] is axis:
+                    value = known[1]
+                else:
+                    value = self._wire_label(axis, None, size).smallest
+                    if kept:
+                        by_axis[id(axis)] = (axis, value)
+                if value < found:
+                    found = value
         finally:
             self._rows = outer
+        if kept:
+            self._label_smallest[id(typ)] = (typ, found)
+        return found
 
 
 def _text_smallest(parts: tuple[Piece, ...], size: float) -> float:
