@@ -61,7 +61,8 @@ def to_tikz(diagram: Diagram, *, standalone: bool = True, **options: Any) -> str
     style = Style.from_options(**options)
     from ncd.render.tikz import paint_tikz
 
-    return paint_tikz(layout(_check(diagram), style), standalone=standalone)
+    with no_collector():  # (painting a large drawing makes tens of thousands of strings: no collector passes)
+        return paint_tikz(layout(_check(diagram), style), standalone=standalone)
 
 
 def to_png(diagram: Diagram, **options: Any) -> bytes:
@@ -70,7 +71,9 @@ def to_png(diagram: Diagram, **options: Any) -> bytes:
     from ncd.render.raster import svg_to_png
     from ncd.render.svg import paint_svg
 
-    return svg_to_png(paint_svg(layout(_check(diagram), style)), style.scale)
+    with no_collector():
+        svg = paint_svg(layout(_check(diagram), style))
+    return svg_to_png(svg, style.scale)
 
 
 def to_pdf(diagram: Diagram, **options: Any) -> bytes:
@@ -79,7 +82,9 @@ def to_pdf(diagram: Diagram, **options: Any) -> bytes:
     from ncd.render.raster import svg_to_pdf
     from ncd.render.svg import paint_svg
 
-    return svg_to_pdf(paint_svg(layout(_check(diagram), style)))
+    with no_collector():
+        svg = paint_svg(layout(_check(diagram), style))
+    return svg_to_pdf(svg)
 
 
 @register_writer(".svg")
@@ -95,7 +100,9 @@ def _write_svg(diagram: Diagram, path: str, style: Style) -> None:
 def _write_tikz(diagram: Diagram, path: str, style: Style) -> None:
     from ncd.render.tikz import paint_tikz
 
-    _write(path, paint_tikz(layout(diagram, style), standalone=path.lower().endswith(".tex")))
+    with no_collector():
+        text = paint_tikz(layout(diagram, style), standalone=path.lower().endswith(".tex"))
+    _write(path, text)
 
 
 @register_writer(".png")
@@ -103,7 +110,9 @@ def _write_png(diagram: Diagram, path: str, style: Style) -> None:
     from ncd.render.raster import svg_to_png
     from ncd.render.svg import paint_svg
 
-    _write(path, svg_to_png(paint_svg(layout(diagram, style)), style.scale))
+    with no_collector():
+        svg = paint_svg(layout(diagram, style))
+    _write(path, svg_to_png(svg, style.scale))
 
 
 @register_writer(".pdf")
@@ -111,7 +120,9 @@ def _write_pdf(diagram: Diagram, path: str, style: Style) -> None:
     from ncd.render.raster import svg_to_pdf
     from ncd.render.svg import paint_svg
 
-    _write(path, svg_to_pdf(paint_svg(layout(diagram, style))))
+    with no_collector():
+        svg = paint_svg(layout(diagram, style))
+    _write(path, svg_to_pdf(svg))
 
 
 def _write(path: str, data: str | bytes) -> None:
