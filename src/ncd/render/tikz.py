@@ -61,9 +61,19 @@ def latex_text(text: str, face: str | None = None, size: float = 0.0) -> str:
     return "".join(out)
 
 
+_NUMBERS: dict[float, str] = {}
+
+
 def _n(v: float) -> str:
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    text = _NUMBERS.get(v)  # coordinates repeat (a drawing's rows share their x): each formatted once
+    if text is None:
+        text = f"{v:.2f}".rstrip("0").rstrip(".")
+        if text in ("-0", ""):
+            text = "0"
+        if len(_NUMBERS) > 200_000:
+            _NUMBERS.clear()
+        _NUMBERS[v] = text
+    return text
 
 
 ROLES = ("wire", "separator", "box", "fence", "glyph", "legend", "paren", "dot", "shadow", "label", "title", "text")
@@ -151,6 +161,7 @@ def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
     """TikZ source of ``drawing``; with ``standalone`` a complete document for ``pdflatex``."""
     lines = ["\\begin{tikzpicture}[x=1pt,y=-1pt,line cap=round,line join=round]", *_preamble(drawing),
              f"\\useasboundingbox (0,0) rectangle ({_n(drawing.width)},{_n(drawing.height)});"]
+    runs: dict[int, tuple[Run, str, str]] = {}
     for it in drawing.visible:
         if isinstance(it, Rect):
             extra = f"rounded corners={_n(it.radius)}pt" if it.radius else ""
@@ -170,8 +181,11 @@ def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
             lines.append(f"\\path[{style}] ({_n(it.cx)},{_n(it.cy)}) circle[radius={_n(it.r)}pt];")
         elif isinstance(it, Text):
             for run in it.runs:
-                lines.append(f"\\node[font={run_font(run)},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) "
-                             f"{{{run_body(run)}}};")
+                made = runs.get(id(run))  # (labels share their typeset runs: each run's font and body made once)
+                if made is None:
+                    made = runs[id(run)] = (run, run_font(run), run_body(run))
+                lines.append(f"\\node[font={made[1]},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) "
+                             f"{{{made[2]}}};")
     lines.append("\\end{tikzpicture}")
     body = "\n".join(lines) + "\n"
     if not standalone:
