@@ -319,17 +319,11 @@ class Layout(LayoutContext, Fold[Frag]):
         depth = self.style.depth
         if (depth is not None and self.depth >= depth) or id(node) in self.collapse:
             return self.component(node)
-        colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
-        self.depth += 1
-        self.fences.append(colour)
-        self.path.append(node.name)
-        note = dict(self.style.costs).get("/".join(self.path)) if self.style.costs else None
+        colour, note = self._enter(node)
         try:
             body = self.lay(node.body)
         finally:
-            self.depth -= 1
-            self.fences.pop()
-            self.path.pop()
+            self._leave()
         legend = node.get("legend")
         if legend:
             self.add_legend(*(tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)))
@@ -356,6 +350,20 @@ class Layout(LayoutContext, Fold[Frag]):
             frag.add(Path.through([(x0 + body.w, y), (w, y)]))
         _edge_separators(frag, body, x0, node.dom, node.cod)
         return frag
+
+    def _enter(self, node: Block) -> tuple[str, str | None]:
+        """Step into a block: its fence colour (unlike its parent's) and its cost note, if the style has one."""
+        colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
+        self.depth += 1
+        self.fences.append(colour)
+        self.path.append(node.name)
+        return colour, (dict(self.style.costs).get("/".join(self.path)) if self.style.costs else None)
+
+    def _leave(self) -> None:
+        """Step out of the block :meth:`_enter` stepped into."""
+        self.depth -= 1
+        self.fences.pop()
+        self.path.pop()
 
     def component(self, node: Block) -> Frag:
         from ncd.render.pictograms import component_box
@@ -489,17 +497,11 @@ class Layout(LayoutContext, Fold[Frag]):
             return self.probe(node.inner, group=False, text=text)  # (the inner fragment with the woven wires' bends around it)
         if kind == "block":
             assert isinstance(node, Block)
-            colour = fence_colour(node.name, avoid=self.fences[-1] if self.fences else None)
-            self.depth += 1
-            self.fences.append(colour)
-            self.path.append(node.name)
-            note = dict(self.style.costs).get("/".join(self.path)) if self.style.costs else None
+            note = self._enter(node)[1]
             try:
                 w, small = self.probe(node.body, group=False, text=text)
             finally:
-                self.depth -= 1
-                self.fences.pop()
-                self.path.pop()
+                self._leave()
             parts = typeset_text(node.name)
             tw = self.text_size(parts, self.style.text_size)[0]
             small = min(small, _text_smallest(parts, self.style.text_size))
