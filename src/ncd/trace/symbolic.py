@@ -23,7 +23,7 @@ from typing import Any
 
 import sympy
 
-from ncd.errors import NCDError, SizeError
+from ncd.errors import NCDError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
@@ -143,27 +143,9 @@ def _learn(left: Type, right: Type, traced: Any, learned: Follow) -> None:
                 ranges.setdefault(int(num), sym)
 
 
-def _derived(error: SizeError, traced: Any, learned: Follow, given: set[tuple[str, int]]) -> None:
-    """From a box refusing the sizes it holds once its inputs are symbols: the names (and ranges) it holds at the
-    traced sizes and derives as expressions of the symbols (a convolution's output ``t:11`` from an input ``t``
-    padded by 3 on each side: ``t + 3``; an argmax's positions ``[8]`` gathered along ``t``: ``[t]``)."""
-    names, ranges = learned
-    for name, held, want in error.derived:
-        if not held.is_Integer or not want.free_symbols or traced(want) != int(held):
-            continue
-        if name is not None and (_base(name), int(held)) in given:
-            continue  # a wire of an input's name and size (generic names are shared per size): not sized by b, t
-        if name is None:
-            ranges.setdefault(int(held), want)
-        else:
-            names.setdefault((_base(name), int(held)), want)
-
-
 def _symbolize(body: Diagram, sizes: dict[str, int], follow: Follow, learned: Follow
                ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     symbols = {n: symbol(n) for n in sizes}
-    given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
-             if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
     traced_values = {symbols[n]: sizes[n] for n in symbols}
     fixed: list[tuple[tuple[str, ...], str]] = []
     done: dict[int, Any] = {}  # id -> rebuilt value (equal parts of a diagram are often one object)
@@ -177,7 +159,7 @@ def _symbolize(body: Diagram, sizes: dict[str, int], follow: Follow, learned: Fo
 
     def axis(a: Axis) -> Axis:
         if a not in axes:
-            base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
+            base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
             symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
             followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
             axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
@@ -232,23 +214,19 @@ def _symbolize(body: Diagram, sizes: dict[str, int], follow: Follow, learned: Fo
             changed = changed or new is not old
         if not changed:
             return p  # nothing sized by a symbol: the box as it was
-        if isinstance(p, SliceOp) and changes["output"] is not p.output and p.step == 1:
-            changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
+        if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
+            changes["stop"] = changes["output"].size
         if p.op == "view":  # a merge of symbolised axes: the product
             changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
                 changes["source"].axes, changes["target"].axes, traced))
-        try:
-            made: Primitive = type(p)(**changes)  # dataclasses.replace, every field given
-        except SizeError as error:  # a size the box derives from symbols where it holds the traced number
-            _derived(error, traced, learned, given)
-            raise
-        if p.op in SIZED_BY_TRACE and (held := made.free_symbols()):
-            fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{made.signature()[1]}'"))
+        new = type(p)(**changes)  # dataclasses.replace, every field given
+        if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
+            fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'"))
         elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
             # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at the
             # traced length): its entries are those of the traced sizes only
             fixed.append((tuple(sorted(str(x) for x in held)), f"view '{changes['source']}' -> '{changes['target']}'"))
-        return made
+        return new
 
     def node(d: Diagram) -> Diagram:
         cls = type(d)
