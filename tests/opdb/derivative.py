@@ -199,7 +199,7 @@ error("embedding_grad", "no-dim", lambda: EmbeddingGrad(7, ""), r"must be one se
 from ncd.ir.axes import Segment  # noqa: E402
 from ncd.ir.diagram import Box  # noqa: E402
 from ncd.ir.size import size  # noqa: E402
-from ncd.prims.convolution import ConvWeightGradOp, ConvWithWeightOp, conv_weight_segment  # noqa: E402
+from ncd.prims.convolution_derivative import ConvWeightGradOp, ConvWithWeightOp, conv_weight_segment  # noqa: E402
 from ncd.prims.derivative import Diagonal  # noqa: E402
 from ncd.prims.normalization import BatchNormBackwardOp, BatchNormStatsOp  # noqa: E402
 from ncd.prims.pooling import AvgPoolTransposeOp, MaxPoolArgmaxOp, MaxPoolBackwardOp  # noqa: E402

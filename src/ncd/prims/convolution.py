@@ -47,40 +47,40 @@ Transposed convolution: ``(x − 1)s − 2p + d(k−1) + output_padding + 1``, e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, parse_type
+from ncd.ir.axes import Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
+from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text, sizes_equal
-from ncd.ir.weaving import einsum_letters
+from ncd.prims.convolution_derivative import _weight_products, conv_weight_segment
+from ncd.prims.convolution_tensor import ConvolutionTensor, ConvolutionTensorOp, ConvolutionTensorT, ConvolutionTensorTOp
 from ncd.prims.derivative import LinearTransposeOp, LinearWeightGradOp
-from ncd.prims.kinds import partials, transpose
 from ncd.prims.linear import EinsumOp, split_spec
 from ncd.prims.structure import route
 from ncd.prims.windows import (
+    _CONV,
+    _CONV_T,
     IntOrInts,
     Ints,
     _arg,
     _batched,
     _check_sizes,
     _check_tuples,
+    _convolution,
     _fmt,
     _folded,
-    _ints,
     _is_number,
     _options,
     _per_axis,
+    _shape,
     _sizes,
-    _spatial,
     _subs_checked,
-    _tuple,
-    _windows,
     transposed_size,
     window_size,
 )
@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
-    from ncd.ir.program import Expr, OpKind
+    from ncd.ir.program import Expr
     from ncd.torch.rules import RuleContext
 
 
@@ -107,109 +107,7 @@ __all__ = [
 ]
 
 
-
-
-
-# -- the convolution tensor ★ and its transpose ---------------------------------------------
-@dataclass(frozen=True)
-class ConvolutionTensorOp(Primitive):
-    """``★``: spatial ``axes`` -> output ``positions`` (same names) and kernel-window axes."""
-
-    axes: Segment
-    positions: Segment
-    kernel_names: tuple[str, ...]
-    kernel: Ints
-    stride: Ints
-    padding: Ints
-    dilation: Ints
-
-    op: ClassVar[str] = "conv_tensor"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        where, n = self.label(), len(self.axes)
-        if n not in (1, 2) or len(self.positions) != n or self.positions.names != self.axes.names:
-            raise ParseError(f"{where}: positions '{self.positions}' must name the spatial axes '{self.axes}' (1 or 2 of them)")
-        _check_tuples(where, n, kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
-        if len(self.kernel_names) != n or len(set(self.kernel_names) | set(self.axes.names)) != 2 * n:
-            raise ParseError(
-                f"{where}: kernel axes {' '.join(self.kernel_names)} must be {n} new name(s), distinct from '{self.axes}'"
-            )
-        expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}")
-                    for a, k, s, p, d in zip(self.axes, self.kernel, self.stride, self.padding, self.dilation)]
-        _check_sizes(where, self.axes.axes, self.positions.axes, expected, self.stride)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
-        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
-
-    def kernel_axes(self) -> tuple[Axis, ...]:
-        return tuple(Axis(name, sympy.Integer(k)) for name, k in zip(self.kernel_names, self.kernel))
-
-    def windowed(self) -> Segment:
-        """Output positions followed by the kernel-window axes."""
-        return Segment(self.positions.axes + self.kernel_axes())
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.windowed(),))
-
-    def label(self) -> str:
-        return "★" + ("" if set(self.stride) == {1} else _fmt(self.stride))
-
-    def hint(self) -> str:
-        return "windows"
-
-
-@dataclass(frozen=True)
-class ConvolutionTensorTOp(ConvolutionTensorOp):
-    """``★ᵀ``: the transpose of ``★`` with the same fields (overlapping windows are summed)."""
-
-    op: ClassVar[str] = "conv_tensor_t"
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.windowed(),)), Type((self.axes,))
-
-    def label(self) -> str:
-        return "★ᵀ" + ("" if set(self.stride) == {1} else _fmt(self.stride))
-
-    def hint(self) -> str:
-        return "folded"
-
-
-def _tensor_args(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts, padding: IntOrInts, dilation: IntOrInts,
-                 kernel_axes: str | None, where: str) -> dict[str, object]:
-    spatial = _spatial(axes, where, (1, 2))
-    n = len(spatial)
-    k = _per_axis(kernel, n, "kernel", where, 1)
-    s = _per_axis(stride, n, "stride", where, 1)
-    p = _per_axis(padding, n, "padding", where, 0)
-    d = _per_axis(dilation, n, "dilation", where, 1)
-    names = tuple(kernel_axes.split()) if kernel_axes is not None else tuple("k" + a.name for a in spatial)
-    return {"axes": spatial, "positions": _windows(spatial, k, s, p, d, where), "kernel_names": names,
-            "kernel": k, "stride": s, "padding": p, "dilation": d}
-
-
-def ConvolutionTensor(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts = 1, padding: IntOrInts = 0,
-                      dilation: IntOrInts = 1, *, kernel_axes: str | None = None) -> Box:
-    """The convolution tensor ``★`` over 1 or 2 spatial axes, e.g. ``ConvolutionTensor("x y", 3, stride=2)``.
-
-    ``x y -> x y kx ky``: output positions keep the spatial names (sizes by the size rule),
-    kernel axes are ``k<name>`` or ``kernel_axes``.  Composed after ``c x y`` it is woven over ``c``.
-    """
-    return Box.make(ConvolutionTensorOp(**_tensor_args(axes, kernel, stride, padding, dilation, kernel_axes, "★")))  # type: ignore[arg-type]
-
-
-def ConvolutionTensorT(axes: TypeLike, kernel: IntOrInts, stride: IntOrInts = 1, padding: IntOrInts = 0,
-                       dilation: IntOrInts = 1, *, kernel_axes: str | None = None) -> Box:
-    """``★ᵀ``, the transpose of ``ConvolutionTensor`` with the same arguments: ``x y kx ky -> x y``.
-
-    ``axes`` are the full-resolution (output) axes, e.g. ``ConvolutionTensorT("x:2*n", 2, stride=2)``
-    takes ``x:n kx:2`` to ``x:2*n``; overlapping windows are summed.
-    """
-    return Box.make(ConvolutionTensorTOp(**_tensor_args(axes, kernel, stride, padding, dilation, kernel_axes, "★ᵀ")))  # type: ignore[arg-type]
-
-
-# -- learned convolution and transposed convolution ------------------------------------------
+# -- learned convolution and transposed convolution ------------------------------------------------
 @dataclass(frozen=True)
 class ConvOp(Primitive):
     """Learned convolution ``★k`` = ``★`` then **L₊** over (channels, kernel): ``c x y -> d x y``."""
@@ -418,141 +316,12 @@ def ConvTranspose(spec: str, kernel: IntOrInts = 3, stride: IntOrInts = 1, paddi
                     name)
 
 
-
-# -- import recognition (ncd.trace) ------------------------------------------------------------
+# -- import recognition (ncd.trace) ----------------------------------------------------------------
 IMPORT.known(ConvOp, ConvTransposeOp, aten=("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d",
                                           "aten.conv_transpose2d", "aten.conv_transpose3d"))
-for _cls in (ConvolutionTensorOp, ConvolutionTensorTOp):
-    IMPORT.unsupported(_cls, "the paper's convolution tensor; traced convolutions import as ConvOp")
 
 
-# -- derivative primitives of convolutions (backward diagrams) ---------------------------------
-def conv_weight_segment(dom_axes: Segment, cod_axes: Segment, kernel: tuple[int, ...], groups: Size,
-                        transposed: bool) -> Segment:
-    """The weight of a convolution ``dom -> cod`` (``transposed``: of a transposed one) as one segment, torch's layout.
-
-    Convolution: ``d c/groups κ…``; transposed convolution: ``c d/groups κ…`` (``κ1, κ2, …`` the kernel axes).
-    """
-    first, second = (dom_axes.axes[0], cod_axes.axes[0]) if transposed else (cod_axes.axes[0], dom_axes.axes[0])
-    taken = set(dom_axes.names) | set(cod_axes.names)
-    name = second.name if second.name != first.name and groups == 1 else second.name + "′"
-    kernel_axes = tuple(Axis(next(f"κ{i}{s}" for s in ("", "′", "″") if f"κ{i}{s}" not in taken), size(k))
-                        for i, k in enumerate(kernel, 1))
-    return Segment((first, Axis(name, second.size / groups)) + kernel_axes)
-
-
-@dataclass(frozen=True)
-class _ConvolutionGeometry(Primitive):
-    """Fields and checks shared by the convolution derivatives: both sides' axes, the weight and the window."""
-
-    dom_axes: Segment
-    cod_axes: Segment
-    weight: Segment
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-
-    what: ClassVar[str] = "convolution derivative"
-
-    def __post_init__(self) -> None:
-        n = len(self.kernel)
-        if len(self.dom_axes) != n + 1 or len(self.cod_axes) != n + 1 or len(self.weight) != n + 2:
-            raise ParseError(f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}': channel + {n} spatial axes"
-                             f" on each side and a weight of {n + 2} axes are needed, not '{self.weight}'")
-
-
-@dataclass(frozen=True)
-class ConvWithWeightOp(_ConvolutionGeometry):
-    """A convolution (``transposed``: a transposed convolution) whose weight is an explicit input: ``(x, W) -> y``.
-
-    The transposes of learned convolutions: a convolution's input gradient is the transposed
-    convolution of the cotangent with the same weight (``★ᵀ`` after ``Lᵀ``), a transposed
-    convolution's is the convolution (``L`` after ``★``).
-    """
-
-    output_padding: tuple[int, ...] = ()
-    groups: Size = size(1)
-    transposed: bool = False
-    batch: Segment = Segment(())
-
-    op: ClassVar[str] = "conv_with_weight"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "multilinear"
-    what: ClassVar[str] = "convolution with weight"
-
-    def signature(self) -> tuple[Type, Type]:
-        b = self.batch.axes
-        return Type((Segment(b + self.dom_axes.axes), self.weight)), Type((Segment(b + self.cod_axes.axes),))
-
-    def label(self) -> str:
-        return ("★ᵀ" if self.transposed else "★") + "·W"
-
-
-@dataclass(frozen=True)
-class ConvWeightGradOp(_ConvolutionGeometry):
-    """``(x, g) ↦ ∂W``: a learned convolution's weight gradient, the contraction of its windows with the cotangent.
-
-    Sums over the output positions and the leading ``batch`` axes in one einsum.
-    ``transposed``: of a transposed convolution (the windows are taken of the cotangent).
-    """
-
-    groups: Size = size(1)
-    transposed: bool = False
-    batch: Segment = Segment(())
-
-    op: ClassVar[str] = "conv_weight_grad"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "multilinear"
-    what: ClassVar[str] = "convolution weight gradient"
-
-    def signature(self) -> tuple[Type, Type]:
-        b = self.batch.axes
-        return Type((Segment(b + self.dom_axes.axes), Segment(b + self.cod_axes.axes))), Type((self.weight,))
-
-    def label(self) -> str:
-        return "∂★"
-
-
-# -- lowering ----------------------------------------------------------------------------------
-
-
-@LOWERING.rule(ConvolutionTensorOp)
-def lower_conv_tensor(prim: ConvolutionTensorOp, ctx: RuleContext) -> list[str]:
-    assert isinstance(prim, ConvolutionTensorOp) and not isinstance(prim, ConvolutionTensorTOp)
-    n = len(prim.axes)
-    expr = ctx.args[0].var
-    if any(prim.padding):
-        pads = tuple(p for p in reversed(prim.padding) for _ in (0, 1))
-        expr = f"F.pad({expr}, {pads})"
-    for k, s, d in zip(prim.kernel, prim.stride, prim.dilation):
-        expr += f".unfold({-n}, {d * (k - 1) + 1}, {s})"
-    if any(d != 1 for d in prim.dilation):
-        expr += "[..., " + ", ".join(f"::{d}" if d != 1 else ":" for d in prim.dilation) + "]"
-    return [expr]
-
-
-@LOWERING.rule(ConvolutionTensorTOp)
-def lower_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: RuleContext) -> list[str]:
-    n = len(prim.axes)
-    full, positions = _sizes(ctx, prim.axes.axes), _sizes(ctx, prim.positions.axes)
-    blocks = 1
-    for p in positions:
-        blocks *= p
-    window = 1
-    for k in prim.kernel:
-        window *= k
-
-    def two_d(values: tuple[int, ...] | list[int], pad: int) -> tuple[int, ...]:
-        return tuple(values) if n == 2 else (pad, *values)
-
-    x = ctx.args[0].var
-    options = _options(dilation=two_d(prim.dilation, 1), padding=two_d(prim.padding, 0), stride=two_d(prim.stride, 1))
-    kernel = _arg(two_d(prim.kernel, 1))
-    fold = f"F.fold({x}.reshape(-1, {blocks}, {window}).transpose(-1, -2), {two_d(full, 1)}, {kernel}{options})"
-    return [f"{fold}.view(*{x}.shape[:-{2 * n}], {', '.join(map(str, full))})"]
-
-
+# -- lowering --------------------------------------------------------------------------------------
 @LOWERING.rule(ConvOp)
 def lower_conv(prim: ConvOp, ctx: RuleContext) -> list[Expr]:
     n = prim.ndim
@@ -580,81 +349,7 @@ def lower_conv_transpose(prim: ConvTransposeOp, ctx: RuleContext) -> list[Expr]:
                          f"conv_transpose{n}d", prim.params()["weight"], prim, prim.groups)]
 
 
-def _convolution(ctx: RuleContext, text: str, kind: OpKind, target: str, function: str, weight: tuple[Size, ...],
-                 prim: Primitive, groups: Size) -> Expr:
-    """The typed op of a convolution: what it reads, and the ``torch.nn.functional`` convolution it runs with its
-    weight's shape, stride, padding, dilation and groups (what ``ncd.analysis.targets`` costs it by)."""
-    from ncd.ir.program import Expr
-
-    reads = tuple(ctx.em.values.get(v.var, v) for v in ctx.args)
-    geometry = tuple((name, tuple(getattr(prim, name))) for name in ("stride", "padding", "dilation"))
-    return Expr(text, kind, target, reads, options=(("function", function), ("weight", tuple(weight)), *geometry,
-                                                     ("groups", groups)))
-
-
-@LOWERING.rule(ConvWithWeightOp)
-def lower_conv_with_weight(prim: ConvWithWeightOp, ctx: RuleContext) -> list[Expr]:
-    n = len(prim.kernel)
-    shape, out = _ints(ctx, prim.dom_axes), _ints(ctx, prim.cod_axes)
-    groups = ctx.int(prim.groups, "groups")
-    x, w = ctx.args[0].var, ctx.args[1].var
-    arg = f"{x}.reshape(-1, {', '.join(map(str, shape))})"
-    if prim.transposed:
-        call = (f"F.conv_transpose{n}d({arg}, {w}, None, {_tuple(prim.stride)}, {_tuple(prim.padding)},"
-                f" {_tuple(prim.output_padding)}, {groups}, {_tuple(prim.dilation)})")
-    else:
-        call = f"F.conv{n}d({arg}, {w}, None, {_tuple(prim.stride)}, {_tuple(prim.padding)}, {_tuple(prim.dilation)}, {groups})"
-    function = f"conv_transpose{n}d" if prim.transposed else f"conv{n}d"
-    return [_convolution(ctx, f"{call}.view(*{x}.shape[:-{n + 1}], {', '.join(map(str, out))})", "call", f"F.{function}",
-                         function, tuple(a.size for a in prim.weight), prim, prim.groups)]
-
-
-@LOWERING.rule(ConvWeightGradOp)
-def lower_conv_weight_grad(prim: ConvWeightGradOp, ctx: RuleContext) -> list[Expr]:
-    """Windows (``★``: pad, unfold, dilate) contracted with the other operand over positions and batch: one einsum,
-    its two operands values of the program laid out as its subscripts read them."""
-    from ncd.ir.program import Expr
-
-    n, nb = len(prim.kernel), len(prim.batch)
-    groups = ctx.int(prim.groups, "groups")
-    x, g = ctx.args
-    windowed, other = (g, x) if prim.transposed else (x, g)
-    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
-    w_sizes, o_sizes = _ints(ctx, w_axes), _ints(ctx, o_axes)
-    bsizes = _ints(ctx, prim.batch)
-    expr = ctx.method(windowed, "reshape", -1, *bsizes, *w_sizes)
-    if any(prim.padding):
-        expr = ctx.call("F.pad", expr, tuple(p for p in reversed(prim.padding) for _ in (0, 1)))
-    for k, s, d in zip(prim.kernel, prim.stride, prim.dilation):
-        expr = ctx.method(expr, "unfold", -n, d * (k - 1) + 1, s)
-    positions = o_sizes[1:]
-    index = "[..., " + ", ".join(f":{p}" for p in positions) + ", " + ", ".join(f"::{d}" for d in prim.dilation) + "]"
-    # the axes of the einsum's operands (the batch of leading dims folded into ``...``)
-    batch, kernel = prim.batch.axes, prim.weight.axes[2:]
-    group = Axis("γ", prim.groups)
-    i_axis, j_axis = Axis("ι", w_axes.axes[0].size / prim.groups), Axis("ȷ", o_axes.axes[0].size / prim.groups)
-    at = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
-    win = ctx.bind(Expr(f"{expr}{index}", "view", "Tensor.__getitem__", expr.args),
-                   batch + (w_axes.axes[0],) + at + kernel, "windows")
-    cw, co = w_sizes[0] // groups, o_sizes[0] // groups
-    wv = ctx.bind(ctx.method(win, "reshape", -1, *bsizes, groups, cw, *positions, *prim.kernel),
-                  batch + (group, i_axis) + at + kernel, "windows")
-    ov = ctx.bind(ctx.method(other, "reshape", -1, *bsizes, groups, co, *positions), batch + (group, j_axis) + at,
-                  "grads")
-    letters = iter(einsum_letters(3 + nb + 2 * n, ctx.box, [a.name for a in (group, i_axis, j_axis, *batch, *at, *kernel)]))
-    G, Ii, J = (next(letters) for _ in range(3))
-    B = "".join(next(letters) for _ in range(nb))
-    P = "".join(next(letters) for _ in range(n))
-    K = "".join(next(letters) for _ in range(n))
-    product = ctx.bind(ctx.einsum(f"...{B}{G}{Ii}{P}{K},...{B}{G}{J}{P}->...{G}{J}{Ii}{K}", wv, ov),
-                       (group, j_axis, i_axis) + kernel, "weight_grad")
-    lead = Expr(f"*{x.var}.shape[:-{nb + n + 1}]", args=(x,))
-    return [ctx.method(product, "reshape", lead, *_ints(ctx, prim.weight))]
-
-
-# -- costs and backward ------------------------------------------------------------------------
-
-
+# -- costs -----------------------------------------------------------------------------------------
 @COST.rule(ConvOp)
 def cost_conv(prim: ConvOp, ctx: CostContext) -> list[Tensor]:
     """The ``nn.Conv*d`` call the program runs, costed by what it calls (``ncd.analysis.targets``); autograd keeps
@@ -678,47 +373,7 @@ def cost_conv_transpose(prim: ConvTransposeOp, ctx: CostContext) -> list[Tensor]
     return [ctx.output(0)]
 
 
-_CONV = tuple(f"conv{n}d" for n in (1, 2, 3))
-_CONV_T = tuple(f"conv_transpose{n}d" for n in (1, 2, 3))
-
-
-def _shape(t: Tensor) -> tuple[sympy.Expr, ...]:
-    return tuple(a.size for a in t.axes)
-
-
-@COST.rule(ConvolutionTensorOp)
-def cost_conv_tensor(prim: ConvolutionTensorOp, ctx: CostContext) -> list[Tensor]:
-    x = ctx.inputs[0]
-    if any(prim.padding):
-        x = ctx.new(x.axes, grad=x.grad)  # F.pad writes a new tensor
-    return [replace(x, axes=ctx.out_axes[0], order=(), dense=False)]
-
-
-@COST.rule(ConvolutionTensorTOp)
-def cost_conv_tensor_t(prim: ConvolutionTensorTOp, ctx: CostContext) -> list[Tensor]:
-    x = ctx.inputs[0]
-    if not x.contiguous:
-        ctx.new(x.axes, grad=x.grad)
-    ctx.other(x.numel, sympy.Integer(0))
-    return [ctx.output(0)]
-
-
-# -- backward ------------------------------------------------------------------------------
-def _swap(prim: ConvolutionTensorOp, cls: type[ConvolutionTensorOp]) -> Box:
-    return Box(cls(prim.axes, prim.positions, prim.kernel_names, prim.kernel, prim.stride, prim.padding, prim.dilation))
-
-
-@transpose(ConvolutionTensorOp)
-def transpose_conv_tensor(prim: ConvolutionTensorOp, box: Box) -> Diagram:
-    """``★`` is linear: its transpose is ``★ᵀ`` (fold: overlapping windows summed)."""
-    return _swap(prim, ConvolutionTensorTOp)
-
-
-@transpose(ConvolutionTensorTOp)
-def transpose_conv_tensor_t(prim: ConvolutionTensorTOp, box: Box) -> Diagram:
-    return _swap(prim, ConvolutionTensorOp)
-
-
+# -- backward --------------------------------------------------------------------------------------
 def _woven(box: Box, axes: tuple[Axis, ...], dom_pos: tuple[int | None, ...], cod_pos: tuple[int, ...]) -> Diagram:
     """``box`` woven over ``axes`` (outermost first), each at the same positions."""
     result: Diagram = box
@@ -757,26 +412,6 @@ def _decomposed(prim: ConvOp) -> BoxBackward:
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route(segments, picks), Par.of(*parts)), grads)
 
 
-def _weight_products(dom: Segment, cod: Segment, weight: Segment, kernel: tuple[int, ...], stride: tuple[int, ...],
-                     padding: tuple[int, ...], dilation: tuple[int, ...], groups: Size, transposed: bool,
-                     batch: tuple[Axis, ...]) -> tuple[Box, Box]:
-    """The two products of a convolution ``dom -> cod`` (``transposed``: a transposed one) with ``weight``:
-    ``(g, W) -> ∂x`` (the transposed convolution of the cotangent with the same weight; for a transposed convolution the
-    convolution — the transpose of ``★ᵀ`` is ``★``) and ``(x, g) -> ∂W`` (the windows contracted with the other operand
-    over positions and the leading ``batch`` in one einsum, ``∂★``)."""
-    if transposed:
-        output_padding: tuple[int, ...] = ()
-    else:
-        output_padding = tuple(int(a.size - transposed_size(b.size, k, s, p, d)) if not (a.size - transposed_size(
-            b.size, k, s, p, d)).free_symbols else 0 for a, b, k, s, p, d in
-            zip(dom.axes[1:], cod.axes[1:], kernel, stride, padding, dilation))
-    d_input = Box(ConvWithWeightOp(cod, dom, weight, kernel, stride, padding, dilation, output_padding, groups,
-                                   not transposed, Segment(batch)))
-    d_weight = Box(ConvWeightGradOp(dom, cod, weight, kernel, stride, padding, dilation, groups, transposed,
-                                    Segment(batch)))
-    return d_input, d_weight
-
-
 def _with_weight(prim: ConvOp | ConvTransposeOp, batch: tuple[Axis, ...]) -> BoxBackward:
     """Any learned convolution or transposed convolution (groups, 1 to 3 spatial axes): ``∂x`` and ``∂W`` by
     :func:`_weight_products`, ``∂b = Σ g``."""
@@ -793,15 +428,6 @@ def _with_weight(prim: ConvOp | ConvTransposeOp, batch: tuple[Axis, ...]) -> Box
         picks.append(2)
     grads = ("weight", "bias") if prim.bias else ("weight",)
     return BoxBackward((("in", 0), ("param", "weight")), Seq.of(route([xb, weight, gb], picks), Par.of(*parts)), grads)
-
-
-@partials(ConvWithWeightOp)
-def partials_conv_with_weight(prim: ConvWithWeightOp, box: Box, i: int) -> Diagram:
-    """A convolution whose weight is a wire (BiT's standardised weights; the transposes of learned convolutions) is
-    bilinear in ``(x, W)``: ``(g, W) -> ∂x`` and ``(g, x) -> ∂W`` are the products of :func:`_weight_products`."""
-    d_input, d_weight = _weight_products(prim.dom_axes, prim.cod_axes, prim.weight, prim.kernel, prim.stride,
-                                         prim.padding, prim.dilation, prim.groups, prim.transposed, prim.batch.axes)
-    return d_input if i == 0 else Seq.of(route([box.cod[0], box.dom[0]], [1, 0]), d_weight)
 
 
 @BATCHED_BACKWARD.rule(ConvOp)
@@ -825,40 +451,3 @@ def batched_backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Bu
 @BACKWARD.rule(ConvTransposeOp)
 def backward_conv_transpose(prim: ConvTransposeOp, box: Box, builder: Builder) -> BoxBackward:
     return _with_weight(prim, ())
-
-
-@COST.rule(ConvWithWeightOp)
-def cost_conv_with_weight(prim: ConvWithWeightOp, ctx: CostContext) -> list[Tensor]:
-    """``F.conv*`` / ``F.conv_transpose*`` with the weight an input, costed by what it calls
-    (``ncd.analysis.targets``): both operands kept, a product per gradient."""
-    x, w = ctx.inputs
-    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
-    ctx.charge(ctx.call_to(*_CONV, *_CONV_T), [_shape(x), _shape(w)], grads=(x.grad, w.grad))
-    if x.grad or w.grad:
-        ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))
-    return [ctx.output(0)]
-
-
-@COST.rule(ConvWeightGradOp)
-def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tensor]:
-    """The windows (a copy when reshaped) contracted with the other operand: ``torch.einsum``'s ``bmm``."""
-    x, g = ctx.inputs
-    windowed, other = (g, x) if prim.transposed else (x, g)
-    w_axes, o_axes = (prim.cod_axes, prim.dom_axes) if prim.transposed else (prim.dom_axes, prim.cod_axes)
-    groups = Axis("γ", prim.groups)
-    kernel = prim.weight.axes[2:]
-    positions = tuple(a.renamed(a.name + "_p") for a in o_axes.axes[1:])
-    batch = prim.batch.axes
-    i_axis = Axis("ι", w_axes.axes[0].size / prim.groups)
-    j_axis = Axis("ȷ", o_axes.axes[0].size / prim.groups)
-    win = ctx.new(batch + (groups, i_axis) + positions + kernel, grad=windowed.grad)
-    oth = other if other.contiguous else ctx.new(other.axes, grad=other.grad)
-    oth = replace(oth, axes=batch + (groups, j_axis) + positions, order=(), dense=True)
-    from ncd.analysis.linear import einsum_cost  # the contraction's costs as torch.einsum runs it
-
-    result = einsum_cost(ctx, [win, oth], (groups, j_axis, i_axis) + kernel)
-    return [replace(result, axes=ctx.out_axes[0], order=(), dtype="float", dense=True)]
-
-BACKWARD.unsupported(ConvWeightGradOp, SECOND_ORDER)
-IMPORT.unsupported(ConvWeightGradOp, NOT_TRACED)
-IMPORT.known(ConvWithWeightOp, aten=("aten.conv2d", "aten.conv3d"), by="ncd.trace.boxes_windows")

@@ -19,7 +19,7 @@ from ncd.ir.diagram import Box, Diagram, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.ir.size import Size, SizeLike, size, size_text
-from ncd.prims.convolution import ConvolutionTensorTOp
+from ncd.prims.convolution_tensor import ConvolutionTensorTOp
 from ncd.prims.derivative import ExpandOp
 from ncd.prims.elementwise import ScaleOp
 from ncd.prims.gather import cost_scatter_add

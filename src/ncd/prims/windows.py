@@ -21,6 +21,7 @@ from ncd.ir.size import Size, size_text, sizes_equal, substitute
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.ir.program import Expr, OpKind
     from ncd.torch.rules import RuleContext
 
 Ints = tuple[int, ...]
@@ -229,3 +230,24 @@ def _product(values: object) -> sympy.Expr:
     for v in values:  # type: ignore[attr-defined]
         result = result * v
     return result
+
+
+# -- the typed op of a convolution (lowering) and the calls it costs by ----------------------------
+def _convolution(ctx: RuleContext, text: str, kind: OpKind, target: str, function: str, weight: tuple[Size, ...],
+                 prim: Primitive, groups: Size) -> Expr:
+    """The typed op of a convolution: what it reads, and the ``torch.nn.functional`` convolution it runs with its
+    weight's shape, stride, padding, dilation and groups (what ``ncd.analysis.targets`` costs it by)."""
+    from ncd.ir.program import Expr
+
+    reads = tuple(ctx.em.values.get(v.var, v) for v in ctx.args)
+    geometry = tuple((name, tuple(getattr(prim, name))) for name in ("stride", "padding", "dilation"))
+    return Expr(text, kind, target, reads, options=(("function", function), ("weight", tuple(weight)), *geometry,
+                                                     ("groups", groups)))
+
+
+_CONV = tuple(f"conv{n}d" for n in (1, 2, 3))
+_CONV_T = tuple(f"conv_transpose{n}d" for n in (1, 2, 3))
+
+
+def _shape(t: Tensor) -> tuple[sympy.Expr, ...]:
+    return tuple(a.size for a in t.axes)

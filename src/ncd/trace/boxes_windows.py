@@ -30,7 +30,7 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
     One spatial axis (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...).  With two or three
     (BiT's 50 weight-standardised layers) the windows and einsum would sum in another order than torch's convolution
     kernel, and over a deep stack that drifts past the round trip's tolerance: those are one box taking its weight
-    as a wire, :class:`~ncd.prims.convolution.ConvWithWeightOp`, lowered to ``F.conv2d``/``F.conv3d``
+    as a wire, :class:`~ncd.prims.convolution_derivative.ConvWithWeightOp`, lowered to ``F.conv2d``/``F.conv3d``
     (:func:`_weight_wire_convolution`)."""
     from ncd.prims.convolution import ConvolutionTensorOp
     from ncd.prims.linear import EinsumOp
@@ -101,7 +101,7 @@ def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node,
     lead o p…``, the leading wires its batch (then ``+ b``)."""
     import sympy
 
-    from ncd.prims.convolution import ConvWithWeightOp
+    from ncd.prims.convolution_derivative import ConvWithWeightOp
     from ncd.prims.structure import AddOp
     from ncd.trace.idioms import linear_out_name
 
