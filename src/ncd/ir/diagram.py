@@ -19,23 +19,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
 from ncd.errors import SizeError, SourceLocation, TypeMismatchError, user_location
 from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
+from ncd.ir.binding import bind_all, bind_known, check_option_names, check_size_names, defaults_of
+from ncd.ir.checks import _box_types, _check_junctions, _check_meta, _nest, describe
+from ncd.ir.checks import _set as _set  # re-exported: the node writer, imported from here
 from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import Size, SizeLike, Substitution, evaluate, size, substitute, symbol
-from ncd.limits import limits
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["bind_all", "bind_known",
            "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
-           "check_size_names"]
+           "check_size_names", "check_option_names"]
 
 
 class Diagram:
@@ -190,64 +192,6 @@ class Diagram:
         return f"<{type(self).__name__} {describe(self)}: {self.dom} -> {self.cod}>"
 
 
-def describe(diagram: Diagram, end: Literal["input", "output"] = "output") -> str:
-    """A short name for messages: the box label (and the user's line that built it), block name, or node kind.
-
-    ``end`` says which end of a composite matters: its ``input`` (the first box, for the
-    right-hand side of ``>>``) or its ``output`` (the last box, for the left-hand side).
-    """
-    if isinstance(diagram, Box):
-        text = diagram.text()
-        return text + (f" (built at {diagram.source})" if diagram.source else "")
-    if isinstance(diagram, Block):
-        return f"block {diagram.name!r} ({'starting' if end == 'input' else 'ending'} with {describe(diagram.body, end)})"
-    if isinstance(diagram, Repeat):
-        return f"repeat {diagram.name or diagram.var!r} of {describe(diagram.body, end)}"
-    if isinstance(diagram, Seq):
-        return describe(diagram.parts[0] if end == "input" else diagram.parts[-1], end)
-    if isinstance(diagram, Weave):
-        return describe(diagram.inner, end) + f" woven over {diagram.axis.name}"
-    if isinstance(diagram, Par):
-        return " @ ".join(describe(p, end) for p in diagram.parts)
-    source = getattr(diagram, "source", None)
-    return f"identity on '{diagram.dom}'" + (f" (built at {source})" if source else "")
-
-
-def _check_junctions(parts: tuple[Diagram, ...] | list[Diagram], junctions: Iterable[int]) -> None:
-    """Every ``parts[k-1].cod`` equals ``parts[k].dom`` for ``k`` in ``junctions``."""
-    for k in junctions:
-        left, right = parts[k - 1], parts[k]
-        if not left.cod.same(right.dom):
-            from ncd.ir.compose import mismatch
-
-            raise mismatch(left, right, "types differ")
-
-
-def _set(node: Any, **values: Any) -> None:
-    for key, value in values.items():
-        object.__setattr__(node, key, value)
-
-
-def _nest(node: Diagram, inner: int | None = None) -> int:
-    """Record ``node``'s nesting (``inner``: its deepest child's, else read from its children) and refuse one above
-    the limit: every walker (lowering, costs, drawing, JSON, backward) recurses once or more per level, so deeper
-    diagrams would end in Python's RecursionError; checked here, when the node is built, they end in an ncd error."""
-    if inner is None:
-        kids = node.children()
-        if not kids:
-            return 0
-        inner = max(k.nesting() for k in kids)
-    depth = inner + 1
-    limit = limits().nesting
-    if depth > limit:
-        from ncd.errors import LimitError
-
-        raise LimitError(f"{describe(node)}: diagram nodes would be nested {depth} deep (blocks, sequences, pars, weaves and"
-                         f" repetitions one inside another), more than the limit of {limit} (nesting in ncd.limits)")
-    _set(node, _nesting=depth)
-    return depth
-
-
 @dataclass(frozen=True, repr=False)
 class Identity(Diagram):
     """Wires passing straight through."""
@@ -315,18 +259,6 @@ class Box(Diagram):
     @property
     def learned(self) -> bool:
         return self.prim.learned
-
-
-def _box_types(prim: Primitive) -> tuple[Type, Type]:
-    """The types of a box of ``prim``: its signature, whose tensors may name an axis twice only if it allows it."""
-    dom, cod = prim.signature()
-    if not prim.repeated_axes:
-        for seg in (*dom.segments, *cod.segments):
-            axes = seg.axes
-            if len(axes) > 1 and len({a.name for a in axes}) < len(axes):
-                raise TypeMismatchError(f"{prim.label()}: tensor '{seg}' names axis {', '.join(seg.repeated)}"
-                                        " twice; the axes of one tensor need distinct names")
-    return dom, cod
 
 
 def rebuilt(node: Diagram, **parts: Any) -> Diagram:
@@ -608,28 +540,6 @@ class Block(Diagram):
         return dict(self.meta).get(key, default)
 
 
-def _check_meta(name: str, meta: Any) -> None:
-    """A block's ``meta`` is (key, value) pairs; ``defaults`` maps size names to positive whole numbers and
-    ``legend`` names to texts, since source, costs and drawings read them."""
-    if not isinstance(meta, tuple) or not all(isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) for m in meta):
-        raise TypeMismatchError(f"block {name!r}: meta must be a tuple of (key, value) pairs, not {meta!r:.80}")
-    for key, value in meta:
-        if key not in ("defaults", "legend"):
-            continue
-        pairs = tuple(value.items()) if isinstance(value, dict) else value
-        if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                                   for p in pairs):
-            raise TypeMismatchError(f"block {name!r}: {key} must be (name, value) pairs, not {value!r:.80}")
-        for k, v in pairs:
-            check_text(k, f"a name in the {key} of block {name!r}")
-            if key == "defaults" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise SizeError(f"block {name!r}: default size {k}={v!r} is not a positive whole number")
-            if key == "legend" and not isinstance(v, (str, int, sympy.Basic)):
-                raise TypeMismatchError(f"block {name!r}: legend entry {k}={v!r:.60} is not a text or a size")
-            if key == "legend" and isinstance(v, str):
-                check_text(v, f"the legend of block {name!r}")
-
-
 @dataclass(frozen=True, repr=False)
 class Repeat(Diagram):
     """``body`` applied for ``var`` = ``start`` … ``stop``−1, each time with its own parameters.
@@ -708,55 +618,6 @@ class _Shadow(Diagram):
         yield self
 
 
-def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: Iterable[str] = ()) -> None:
-    """Refuse size keywords that name no size of ``diagram`` (a misspelt ``heads=4`` would silently do nothing).
-
-    >>> import ncd
-    >>> check_size_names(ncd.Linear("m -> h k"), ["h", "heads"], "to_torch")
-    Traceback (most recent call last):
-    ncd.errors.SizeError: to_torch: heads is not a size of the diagram; its sizes are h, k, m
-    """
-    names = dict.fromkeys(names) if not isinstance(names, Mapping) else names
-    valid = {str(s) for s in diagram.free_symbols} | set(known)
-    if all(n in valid for n in names):
-        return
-    fixed: dict[str, set[Any]] = {}
-    for node in diagram.walk():
-        for seg in (*node.dom, *node.cod):
-            for a in seg.axes:
-                fixed.setdefault(a.name, set()).add(a.size)
-    unknown = [n for n in names if n not in valid and n not in fixed]
-    for n, value in names.items():
-        sizes = fixed.get(n, set())
-        if n not in valid and value is not None and len(sizes) == 1 and next(iter(sizes)).is_number \
-                and next(iter(sizes)) != value:
-            raise SizeError(f"{what}: axis {n} has size {next(iter(sizes))} in the diagram, so {n}={value} cannot apply")
-    if unknown:
-        raise SizeError(f"{what}: {', '.join(sorted(unknown))} {'is' if len(unknown) == 1 else 'are'} not a size of the"
-                        f" diagram; its sizes are {', '.join(sorted(valid)) or 'all bound'}")
-
-
-def check_option_names(diagram: Diagram, what: str, options: Mapping[str, Any], known: Iterable[str] = ()) -> None:
-    """Refuse a size of ``diagram`` named like one of the options of the call ``what`` that takes sizes as keywords:
-    ``ncd.cost(d, training=4)`` would set the option, not the size (nor could the size be passed at all).
-    ``options`` are the options whose values the call would read (``known``: sizes bound otherwise, as defaults).
-
-    >>> import ncd
-    >>> try:
-    ...     check_option_names(ncd.Linear("m -> training"), "cost", {"training": 4})
-    ... except ncd.SizeError as error:
-    ...     print(str(error)[:64])
-    cost: the diagram has a size named training, which is also cost'
-    """
-    if not options:
-        return
-    free = {str(s) for s in diagram.free_symbols} - set(known)
-    for name, value in options.items():
-        if name in free:
-            raise SizeError(f"{what}: the diagram has a size named {name}, which is also {what}'s option ({name}={value!r});"
-                            f" bind the size first (diagram.bind({name}=...)) and call {what} on the bound diagram")
-
-
 def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
     """What a chain of weaves broadcasts, and the weaves, outermost first.
 
@@ -790,36 +651,3 @@ def repeat(
     if not isinstance(built, Diagram):
         raise TypeMismatchError(f"repeat: the body must be a diagram, not {type(built).__name__}")
     return Repeat(built, var, size(start), size(stop), name)
-
-
-def bind_known(diagram: Diagram, sizes: Mapping[str, SizeLike]) -> Diagram:
-    """Bind those of ``sizes`` that are unbound sizes of ``diagram``, ignoring the rest (for callers that check the
-    names themselves, or give one set of sizes to several diagrams; :meth:`Diagram.bind` refuses unknown names)."""
-    free = {str(s) for s in diagram.free_symbols}
-    known = {k: v for k, v in sizes.items() if k in free}
-    return diagram.bind(**known) if known else diagram
-
-
-def defaults_of(diagram: Diagram) -> dict[str, int]:
-    """Default sizes recorded on a top-level block (``meta['defaults']``)."""
-    if isinstance(diagram, Block):
-        return dict(diagram.get("defaults", ()))
-    return {}
-
-
-def bind_all(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
-    """Bind defaults then ``sizes``; every size must end up a whole number."""
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SizeError(f"size {key}={value!r} must be a positive whole number")
-    check_size_names(diagram, sizes, "cannot lower", defaults_of(diagram))
-    merged = {**defaults_of(diagram), **sizes}
-    bound = bind_known(diagram, merged)  # the names were checked above (defaults may name sizes bound already)
-    free = bound.free_symbols
-    if free:
-        names = ", ".join(sorted(str(s) for s in free))
-        raise SizeError(f"cannot lower '{bound.dom}' -> '{bound.cod}': sizes {names} are not bound; pass them as keywords")
-    from ncd.limits import check_diagram
-
-    check_diagram(bound)  # repetition counts and the memory budget, before anything is allocated
-    return bound
