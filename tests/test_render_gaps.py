@@ -44,3 +44,50 @@ def test_a_gap_measured_per_label_equals_one_measured_per_wire(text: str, shift:
     assert _extent(per_label, {}) == per_label.extent
     texts = [it for it in items if type(it).__name__ == "Text"]
     assert len(texts) == (sum(len(seg) for seg in typ) if labels else 0)  # one label per wire
+
+
+@pytest.mark.parametrize("text", TYPES)
+@pytest.mark.parametrize("shift", [0.0, -31.5])
+def test_a_gap_labelling_some_wires_measures_only_those(text: str, shift: float) -> None:
+    ctx = LayoutContext(Style())
+    typ = parse_type(text, n=64, m=8, b=2, s=128, d=32, h=4, t=16, k=10, x=256, a=3)
+    left, right = ctx.stack(typ), ctx.stack(typ, shift)
+    wires = sum(len(seg) for seg in typ)
+    mask = tuple(k % 2 == 1 for k in range(wires))  # every other wire labelled
+    per_label, w = ctx.gap(left, right, typ, mask)
+    per_wire, w2 = ctx.gap(left, right, typ, mask, note=((None,) * len(typ), None))
+    assert isinstance(per_label, Deferred) and isinstance(per_wire, Deferred)
+    assert (w, per_label.top, per_label.bottom, per_label.smallest) == (w2, per_wire.top, per_wire.bottom,
+                                                                        per_wire.smallest)
+    assert per_label.items == per_wire.items
+    assert per_label.extent == _box(per_label.items)
+    texts = [it for it in per_label.items if type(it).__name__ == "Text"]
+    heights = [y for ys in left for y in ys]
+    assert len(texts) == sum(mask)
+    # each label sits just above its own wire: the labelled wires' heights, in order
+    lifted = [t.y + ctx.label_rise(t.descent) for t in texts]
+    assert lifted == pytest.approx([y for y, on in zip(heights, mask) if on])
+
+
+def test_a_wire_is_labelled_where_a_box_makes_or_takes_it_not_where_it_runs_past() -> None:
+    """``(f @ n) >> (f @ n) >> (f @ n) >> (m @ g)``: the ``n`` wires run past three boxes before ``g`` takes them,
+    so they are labelled at the diagram's input, before ``g`` and at its output — not in the gaps between the
+    ``f``s, where the ``m`` wires each ``f`` makes are labelled."""
+    import ncd
+    from ncd.render import layout
+    from ncd.render.model import Text
+
+    m, n = ncd.Identity.of("b m"), ncd.Identity.of("b n")
+    g = n >> ncd.Linear("n -> n")
+    d = ((m >> ncd.Linear("m -> m")) @ n) >> ((m >> ncd.Linear("m -> m")) @ n) >> ((m >> ncd.Linear("m -> m")) @ n) \
+        >> (m @ g)
+    where: dict[str, list[float]] = {}
+    for it in layout(d).visible:
+        if isinstance(it, Text) and it.role == "label":
+            where.setdefault("".join(r.text for r in it.runs), []).append(round(it.x, 1))
+    gaps = sorted(set(where["m"]))  # the input, the three gaps and the output
+    assert len(gaps) == 5 and where["m"].count(gaps[0]) == 1
+    assert sorted(set(where["n"])) == [gaps[0], gaps[3], gaps[4]]
+    assert sorted(where["b"]) == sorted(gaps + [gaps[0], gaps[3], gaps[4]])  # one b wire in each segment
+    none = layout(d, labels="ends")  # the ends alone, as before
+    assert sum(isinstance(it, Text) and it.role == "label" for it in none.visible) == 8

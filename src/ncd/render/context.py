@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Diagram, Identity, Par
+from ncd.ir.diagram import Diagram, Identity, Par, Seq
 from ncd.render.frag import Deferred, Frag, Placed, Ports, _bend_width, _betweens, _wire, flat
 from ncd.render.model import Item, Path, Rect, Text, frozen_record
 from ncd.render.style import Style
@@ -195,16 +195,41 @@ class LayoutContext:
         return found
 
     # -- gaps between columns ------------------------------------------------------------
-    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None = None,
+    def gap_labels(self, prev: Diagram, nxt: Diagram) -> bool | tuple[bool, ...]:
+        """Which wires the gap from ``prev`` to ``nxt`` labels (``labels="all"``), as the paper labels them: a wire
+        where a box of ``prev`` makes it or a box of ``nxt`` takes it, not where it runs untouched through both — its
+        label is the one before ``prev``, which it kept (``True``: every wire; a tuple: per wire, in order)."""
+        if self.style.labels != "all":
+            return False
+        hit = _GAP_LABELS.get((id(prev), id(nxt)))
+        if hit is not None and hit[0] is prev and hit[1] is nxt:
+            return hit[2]
+        if len(_GAP_LABELS) > 50_000:
+            _GAP_LABELS.clear()
+        found: bool | tuple[bool, ...] = True
+        ran = _passes(prev)
+        if ran:
+            takes = _passes(nxt)
+            through = [k for k in ran.values() if k in takes]
+            if through:
+                mask = [True] * sum(len(seg) for seg in prev.cod)
+                for k in through:
+                    mask[k] = False
+                found = tuple(mask)
+        _GAP_LABELS[(id(prev), id(nxt))] = (prev, nxt, found)
+        return found
+
+    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool | tuple[bool, ...], seps_left: dict[int, float] | None = None,
             seps_right: dict[int, float] | None = None,
             note: tuple[tuple[dict[str, str] | None, ...], str | None] | None = None) -> tuple[Frag, float]:
         """Wires from heights ``left`` to ``right``, labelled with the axes of ``typ``, dashed lines between segments.
 
-        ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph.
+        ``note`` (see ``notes``) adds a subscript to labels (the mesh axis a wire is split over) and a glyph;
+        ``labels`` is ``True`` (every wire), ``False`` (none) or, per wire, whether it is labelled (:meth:`gap_labels`).
         """
         memo = self.memo
         if memo is not None and note is None:  # a gap owns no boxes: equal gaps are one fragment, placed many times
-            key = ("gap", typ, labels, self._generic_part(typ, labels and self.style.labels != "none"),
+            key = ("gap", typ, labels, self._generic_part(typ, bool(labels) and self.style.labels != "none"),
                    tuple(map(tuple, left)), tuple(map(tuple, right)),
                    tuple(sorted(seps_left.items())) if seps_left else None,
                    tuple(sorted(seps_right.items())) if seps_right else None)
@@ -233,7 +258,7 @@ class LayoutContext:
                 self._rows = outer
         return max(label_w, 8.0) + _bend_width(0.0, self.style.pitch)  # the same wires in and out: no bend
 
-    def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+    def _gap(self, left: Ports, right: Ports, typ: Type, labels: bool | tuple[bool, ...], seps_left: dict[int, float] | None,
              seps_right: dict[int, float] | None,
              note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
         outer, self._rows = self._rows, []  # (self.collecting(), inline)
@@ -244,7 +269,7 @@ class LayoutContext:
         made[0].rows = tuple(rows)
         return made
 
-    def _gap_frag(self, left: Ports, right: Ports, typ: Type, labels: bool, seps_left: dict[int, float] | None,
+    def _gap_frag(self, left: Ports, right: Ports, typ: Type, labels: bool | tuple[bool, ...], seps_left: dict[int, float] | None,
                   seps_right: dict[int, float] | None,
                   note: tuple[tuple[dict[str, str] | None, ...], str | None] | None) -> tuple[Frag, float]:
         """The gap's fragment: its size and extent now, its items when first read (:class:`Deferred`; a page layout
@@ -259,6 +284,7 @@ class LayoutContext:
         placed: list[tuple[_Label, float]] = []  # each wire's label and baseline (a note's gap: made now)
         by_axis_wires: list[tuple[_Label, tuple[int, ...]]] | None = None  # no note: each label's wires (by position)
         subscripts, glyph = note if note else ((), None)
+        mask = labels if isinstance(labels, tuple) else None
         if labels and self.style.labels != "none":
             size = self.style.label_size
             wires = None if subscripts else _wires_by_axis(typ, left)
@@ -267,6 +293,10 @@ class LayoutContext:
                 by_axis_wires = []
                 for axis, where in wires:  # (min and max spelt out, as below: a gap has a few axes, a layout
                     label = self._wire_label(axis, None, size)  # thousands of gaps)
+                    if mask is not None:  # (its legend row kept: the wire is labelled where it was made)
+                        where = tuple(k for k in where if mask[k])
+                        if not where:
+                            continue
                     if label.smallest < smallest:
                         smallest = label.smallest
                     by_axis_wires.append((label, where))
@@ -297,9 +327,14 @@ class LayoutContext:
             else:  # a note's subscripts: each wire's label looked up, its extent added up, now
                 by_id: dict[tuple[int, str | None], _Label] = {}
                 by_axis: dict[tuple[Axis, str | None], _Label] = {}
+                k = -1
                 for j, (seg, ys) in enumerate(zip(typ, left)):
                     sub = subscripts[j] if j < len(subscripts) else None
                     for axis, y in zip(seg, ys):
+                        k += 1
+                        if mask is not None and not mask[k]:
+                            self.axis_label(axis)  # (its legend row kept, as above)
+                            continue
                         mark = sub[axis.name] if sub and axis.name in sub else None
                         found = by_id.get((id(axis), mark))
                         if found is None:
@@ -371,7 +406,7 @@ class LayoutContext:
                 for label, where in by_axis_wires:
                     for k in where:
                         by_wire[k] = label
-                placed.extend((label, y - label.lift) for label, y in zip(by_wire, ins))
+                placed.extend((label, y - label.lift) for label, y in zip(by_wire, ins) if label is not None)
             for label, base in placed:
                 t = label.text
                 items.append(frozen_record(Text, {"x": 3.0, "y": base, "runs": t.runs, "width": t.width,
@@ -513,6 +548,40 @@ def _wires_by_axis(typ: Type, ports: Ports) -> tuple[tuple[Axis, tuple[int, ...]
     if tuple(map(len, ports)) != hit[1]:
         return None
     return hit[2]
+
+
+_PASSES: dict[int, tuple[Diagram, dict[int, int]]] = {}
+_GAP_LABELS: dict[tuple[int, int], tuple[Diagram, Diagram, bool | tuple[bool, ...]]] = {}
+
+
+def _passes(node: Diagram) -> dict[int, int]:
+    """The wires that run through ``node`` untouched (its wires past the boxes of a parallel part, chains of them):
+    each one's position among the input wires → its position among the output wires; found once per node (kept
+    with it)."""
+    hit = _PASSES.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    if len(_PASSES) > 50_000:
+        _PASSES.clear()
+    found: dict[int, int] = {}
+    if isinstance(node, Identity):
+        found = {k: k for k in range(sum(len(seg) for seg in node.dom))}
+    elif isinstance(node, Par):
+        i = o = 0
+        for part in node.parts:
+            for a, b in _passes(part).items():
+                found[i + a] = o + b
+            i += sum(len(seg) for seg in part.dom)
+            o += sum(len(seg) for seg in part.cod)
+    elif isinstance(node, Seq):
+        found = dict(_passes(node.parts[0]))
+        for part in node.parts[1:]:
+            if not found:
+                break
+            step = _passes(part)
+            found = {a: step[b] for a, b in found.items() if b in step}
+    _PASSES[id(node)] = (node, found)
+    return found
 
 
 def _step(node: Diagram) -> tuple[Diagram, int]:

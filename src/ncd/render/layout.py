@@ -56,7 +56,7 @@ class Layout(LayoutContext, Fold[Frag]):
         #: lower bound of its width, and the contexts (block depth, path, fences) it was measured in
         self.probed: dict[int, tuple[Diagram, list[float], list[tuple[int, list[str], list[str]]]]] = {}
         #: the smallest text of the wire labels of a type or an axis, by ``id`` (kept with it; where no label is generic)
-        self._label_smallest: dict[int, tuple[Any, float]] = {}
+        self._label_smallest: dict[Any, tuple[Any, float]] = {}
 
     # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
@@ -177,7 +177,7 @@ class Layout(LayoutContext, Fold[Frag]):
                 return hit[4]  # type: ignore[no-any-return]
         dy = _align(before.outs, frag.ins)
         note = _merge_notes(self.note("after", prev), self.note("before", nxt)) if self.notes else None
-        gap, w = self.gap(before.outs, shifted(frag.ins, dy), prev.cod, self.style.labels == "all", before.seps_out,
+        gap, w = self.gap(before.outs, shifted(frag.ins, dy), prev.cod, self.gap_labels(prev, nxt), before.seps_out,
                           {j: v + dy for j, v in frag.seps_in.items()}, note)
         if memo is not None:
             memo[key] = (before, frag, prev, nxt, (gap, w, dy))
@@ -486,7 +486,8 @@ class Layout(LayoutContext, Fold[Frag]):
                 if k:  # the gap before it: at least 8 points wide, its labels those of the wires in between
                     total += 8.0
                     if labels:
-                        small = min(small, self._labels_smallest(groups[k - 1][0].cod))
+                        small = min(small, self._labels_smallest(groups[k - 1][0].cod,
+                                                                 self.gap_labels(groups[k - 1][0], part)))
             return total, small
         if kind == "par":
             assert isinstance(node, Par)
@@ -531,22 +532,28 @@ class Layout(LayoutContext, Fold[Frag]):
             small = min(small, _text_smallest(high, size))
         return out, small
 
-    def _labels_smallest(self, typ: Type) -> float:
+    def _labels_smallest(self, typ: Type, labels: bool | tuple[bool, ...] = True) -> float:
         """The smallest text of the wire labels a gap carrying ``typ`` draws (``inf``: none), as :meth:`gap` finds
-        them (its legend rows are not kept: no gap is made)."""
+        them (its legend rows are not kept: no gap is made); ``labels``: the wires it labels (:meth:`gap_labels`)."""
         from ncd.render.context import _distinct_axes
 
+        if labels is False:
+            return float("inf")
         kept = self.generic is None and self._reads is None  # (by type: a page's gaps carry a few types many times)
+        key: Any = id(typ) if labels is True else (id(typ), labels)
         if kept:
-            hit = self._label_smallest.get(id(typ))
+            hit = self._label_smallest.get(key)
             if hit is not None and hit[0] is typ:
                 return hit[1]
+        axes = _distinct_axes(typ)
+        if isinstance(labels, tuple):  # the labelled wires' axes
+            axes = tuple(dict.fromkeys(a for a, labelled in zip((a for seg in typ for a in seg), labels) if labelled))
         size = self.style.label_size
         outer, self._rows = self._rows, []
         found = float("inf")
         by_axis = self._label_smallest
         try:
-            for axis in _distinct_axes(typ):
+            for axis in axes:
                 known = by_axis.get(id(axis)) if kept else None
                 if known is not None and known[0] is axis:
                     value = known[1]
@@ -559,7 +566,7 @@ class Layout(LayoutContext, Fold[Frag]):
         finally:
             self._rows = outer
         if kept:
-            self._label_smallest[id(typ)] = (typ, found)
+            self._label_smallest[key] = (typ, found)
         return found
 
 

@@ -48,7 +48,8 @@ class Style:
 
     ``depth``: blocks nested ``depth`` or more fences deep are drawn as 3-D component boxes;
     ``fold``: runs of identical blocks are drawn once with their count; ``labels``: ``"all"``
-    (every gap), ``"ends"`` (only the diagram's inputs and outputs) or ``"none"``; ``legend``:
+    (in every gap, each wire a box there makes or takes), ``"ends"`` (only the diagram's inputs and
+    outputs) or ``"none"``; ``legend``:
     derived sizes shown in a legend box (``{"n_b": "n_1/4"}``); ``title``: a heading;
     ``costs``: ``True`` (or a dict of sizes) writes each block's forward FLOPs and parameters
     under its title, as ``ncd.cost`` counts them (``ncd.draw`` turns it into ``(path, text)`` pairs);

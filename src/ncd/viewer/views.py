@@ -172,7 +172,8 @@ class ViewLayout(Layout):
             self._claim(start, self.catalogue.box(core, node.dom, node.cod, woven, _woven_by(node, outer)))
         return frag
 
-    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool, *more: Any, **options: Any) -> tuple[Frag, float]:
+    def gap(self, left: Ports, right: Ports, typ: Type, labels: bool | tuple[bool, ...], *more: Any,
+            **options: Any) -> tuple[Frag, float]:
         frag, w = super().gap(left, right, typ, labels, *more, **options)
         if id(frag) in self._tagged:  # an equal gap met before (the renderer's memo): tagged already
             return frag, w
