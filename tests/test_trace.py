@@ -169,7 +169,7 @@ def test_traced_diagram_survives_json_and_reloads_parameters() -> None:
 
 
 def test_bad_axes_name_the_input() -> None:
-    with pytest.raises(ncd.NCDError, match=r"axes 'b t m' for input x name 3 axes, but it has shape \(3, 8\)"):
+    with pytest.raises(ncd.NCDError, match=r"axes 'b t m' for input 'x' name 3 axes, but it has shape \(3, 8\)"):
         ncd.trace(MLP(), torch.randn(3, 8), axes={"x": "b t m"})
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from ncd.analysis.tables import AnalysisError, backward_entry
 from ncd.errors import LimitError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.checks import expect_diagram
 from ncd.ir.diagram import (
     Block,
     Box,
@@ -480,6 +481,7 @@ def backward(diagram: Diagram, /, *, training: bool = True, **sizes: int) -> Dia
     ``sizes`` are bound first.  Repeated layers become one part each, so a repetition count must be a number:
     given here (``ncd.backward(gpt2, N=12)``) or the top block's default; every other size may stay a symbol.
     """
+    expect_diagram(diagram, "backward")
     check_option_names(diagram, "backward", {"training": training} if training is not True else {},
                        defaults_of(diagram))
     return plan(diagram, training=training, **sizes).backward

@@ -60,6 +60,7 @@ from ncd.analysis.peak import _polynomial as _polynomial
 from ncd.analysis.peak import _sum as _sum
 from ncd.analysis.tables import AnalysisError, cost_entry
 from ncd.ir.axes import Axis, Type
+from ncd.ir.checks import expect_diagram
 from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Block, Box, Diagram, check_option_names, check_size_names
 from ncd.ir.program import Function, Op, Program, Step
@@ -429,6 +430,7 @@ def cost(diagram: Diagram, /, *, dtype: str = "float32", training: bool = True, 
     matrix products as the forward costed here and saves nothing; its packing, its in-place
     residuals and its peak memory are not modelled).
     """
+    expect_diagram(diagram, "cost")
     check_option_names(diagram, "cost", {k: v for k, v, default in (("dtype", dtype, "float32"), ("training", training, True))
                                          if v is not default}, _defaults(diagram))  # a formula may keep the size free
     with no_collector():  # lowering and the walk allocate many acyclic records (ncd.ir.collector)

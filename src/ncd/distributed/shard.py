@@ -28,6 +28,7 @@ import sympy
 
 from ncd.distributed.mesh import Mesh, ShardingError
 from ncd.ir.axes import Axis
+from ncd.ir.checks import expect_diagram
 from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, describe, unweave
 from ncd.ir.interpreter import Rebuild
 from ncd.ir.size import evaluate, size_text
@@ -82,6 +83,7 @@ def shard(diagram: Diagram, mesh: Mesh, placements: Mapping[str, str], *, fsdp: 
     no box normalises over (or is otherwise non-linear in) a split axis, and no weight has two
     axes on one mesh axis.  Collectives are derived from the result (``ncd.cost(...).collectives``).
     """
+    expect_diagram(diagram, "shard")
     if not isinstance(mesh, Mesh):
         raise ShardingError(f"shard: the mesh must be an ncd.Mesh, not {type(mesh).__name__}")
     if not isinstance(placements, Mapping) or not placements:

@@ -30,6 +30,7 @@ from ncd.iomodel import costs
 from ncd.iomodel.hierarchy import Hierarchy, element_bytes
 from ncd.iomodel.program import Program, flatten
 from ncd.iomodel.schedule import Schedule, SizeMap
+from ncd.ir.checks import expect_diagram
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import size, size_text
 
@@ -138,6 +139,7 @@ def io(diagram: Diagram, hierarchy: Hierarchy, *, group: SizeMap | None = None, 
     box is its own kernel (the unfused baseline).  Sizes not given (and not among a zoo
     model's defaults) stay symbolic: the report then holds formulas.
     """
+    expect_diagram(diagram, "io")
     q = element_bytes(dtype)
     bound_sizes = {k: size(v) for k, v in sizes.items()}
     program = flatten(diagram, bound_sizes)

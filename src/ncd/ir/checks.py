@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
-from ncd.errors import SizeError, TypeMismatchError
+from ncd.errors import InputError, SizeError, TypeMismatchError
 from ncd.ir.axes import Type
 from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
@@ -22,7 +22,7 @@ from ncd.limits import limits
 if TYPE_CHECKING:
     from ncd.ir.diagram import Diagram
 
-__all__ = ["describe"]
+__all__ = ["describe", "expect_diagram"]
 
 
 def describe(diagram: Diagram, end: Literal["input", "output"] = "output") -> str:
@@ -117,3 +117,18 @@ def _check_meta(name: str, meta: Any) -> None:
                 raise TypeMismatchError(f"block {name!r}: legend entry {k}={v!r:.60} is not a text or a size")
             if key == "legend" and isinstance(v, str):
                 check_text(v, f"the legend of block {name!r}")
+
+
+def expect_diagram(value: object, what: str) -> Diagram:
+    """``value`` if it is a diagram; otherwise an ``InputError`` naming the call ``what`` and what it was given
+    (``ncd.cost(3)`` would otherwise end in an AttributeError deep inside).
+
+    >>> expect_diagram(3, "cost")
+    Traceback (most recent call last):
+    ncd.errors.InputError: cost: expected an ncd diagram, not int 3
+    """
+    from ncd.ir.diagram import Diagram
+
+    if not isinstance(value, Diagram):
+        raise InputError(f"{what}: expected an ncd diagram, not {type(value).__name__} {value!r:.60}")
+    return value

@@ -56,7 +56,8 @@ class Diagram:
     def __matmul__(self, other: Diagram) -> Diagram:
         """Parallel composition ``self @ other`` (stacked segments)."""
         if not isinstance(other, Diagram):
-            return NotImplemented
+            raise TypeMismatchError(f"cannot put {describe(self)} in parallel with {type(other).__name__} {other!r:.60}:"
+                                    " not a diagram")
         return Par.of(self, other)
 
     def weave(self, *axes: AxisLike, shared: Iterable[int] = ()) -> Diagram:

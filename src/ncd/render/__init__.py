@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ncd.errors import InputError
+from ncd.ir.checks import describe, expect_diagram
 from ncd.ir.diagram import Diagram
 from ncd.render.layout import layout, no_collector
 from ncd.render.model import Drawing
@@ -41,9 +42,11 @@ def register_writer(*extensions: str) -> Callable[[Writer], Writer]:
     return add
 
 
-def _check(diagram: Any) -> Diagram:
-    if not isinstance(diagram, Diagram):
-        raise InputError(f"draw: expected an ncd diagram, not {type(diagram).__name__} {diagram!r:.60}")
+def _check(value: Any) -> Diagram:
+    diagram = expect_diagram(value, "draw")
+    if len(diagram.dom) == 0 and len(diagram.cod) == 0 and next(diagram.boxes(), None) is None:
+        raise InputError(f"draw: the diagram is empty ({describe(diagram)}: no wires and no boxes), so there is nothing"
+                         " to draw")
     return diagram
 
 
@@ -159,6 +162,9 @@ def draw(diagram: Diagram, path: str | os.PathLike[str], **options: Any) -> str:
     it); a path that cannot be written (a folder there, a file where a folder should be) is an ``InputError`` raised
     before anything is drawn.
     """
+    _check(diagram)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"draw: the path must be a file name such as 'gpt2.svg', not {type(path).__name__} {path!r:.60}")
     target = os.fspath(path)
     ext = os.path.splitext(target)[1].lower()
     writer = WRITERS.get(ext)

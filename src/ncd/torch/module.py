@@ -148,6 +148,9 @@ def example_inputs(diagram: Diagram, /, *batch: int, seed: int | None = 0, **siz
     [(2, 4), (3, 4)]
     """
     check_option_names(diagram, "example_inputs", {"seed": seed}, defaults_of(diagram))
+    for b in batch:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+            raise InputError(f"example_inputs: the leading batch sizes {batch} must be whole numbers ≥ 0, not {b!r}")
     bound = bind_all(diagram, sizes)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     tensors = []

@@ -92,6 +92,11 @@ class Converter(ModuleIdioms):
                 raise TraceError(f"axes given for {sorted(unknown)}, but the model's tensor inputs are "
                                  f"{[n.source for n in inputs]}")
             given = dict(axes)
+        elif axes is not None:
+            from ncd.errors import TraceError
+
+            raise TraceError(f"axes must be text for the one input ('b t m'), a list with one entry per input or a dict by"
+                             f" input name, not {type(axes).__name__} {axes!r:.60}")
         for node in inputs:
             shape = tuple(int(s) for s in node.value.shape)
             if node.source in given:

@@ -227,9 +227,12 @@ class Namer:
 
     def user(self, text: str, shape: tuple[int, ...], what: str) -> list[str]:
         """Names given by the user for an input (``"b t"``; ``~t`` marks an item axis)."""
+        if not isinstance(text, str):
+            raise ParseError(f"axes for input {what!r} must be text naming its axes, such as 'b t m', not"
+                             f" {type(text).__name__} {text!r:.60}")
         seg = parse_segment(text)
         if len(seg.axes) != len(shape):
-            raise ParseError(f"axes '{text}' for input {what} name {len(seg.axes)} axes, but it has shape {tuple(shape)}")
+            raise ParseError(f"axes '{text}' for input {what!r} name {len(seg.axes)} axes, but it has shape {tuple(shape)}")
         names = []
         for a, s in zip(seg.axes, shape):
             role = "item" if a.role == "item" or a.name in ITEMS else "feature"
