@@ -108,8 +108,51 @@ __all__ = [
 
 
 # -- learned convolution and transposed convolution ------------------------------------------------
+class _LearnedConvolution(Primitive):
+    """What a learned convolution and a transposed one share: a channel and 1 to 3 spatial axes on both sides,
+    ``groups``, a weight over (channels, kernel) and a bias over the output channel."""
+
+    dom_axes: Segment
+    cod_axes: Segment
+    kernel: Ints
+    groups: Size
+    bias: bool
+
+    family: ClassVar[str] = "convolution"
+    kind: ClassVar[Kind] = "linear"
+    learned: ClassVar[bool] = True
+    #: whether the weight's first axis is the input channel (torch's transposed convolutions), else the output channel
+    input_channel_first: ClassVar[bool] = False
+
+    def _check(self, **tuples: Ints) -> tuple[str, int]:
+        """``groups`` as a size, the channel and spatial axes, one entry of each of ``tuples`` per spatial axis: the
+        label that errors name and the number of spatial axes."""
+        where = self.label()
+        if isinstance(self.groups, int) and not isinstance(self.groups, bool):
+            object.__setattr__(self, "groups", sympy.Integer(self.groups))
+        n = _check_channels(where, self.dom_axes, self.cod_axes, self.groups)
+        _check_tuples(where, n, **tuples)
+        return where, n
+
+    @property
+    def ndim(self) -> int:
+        return len(self.kernel)
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.dom_axes,)), Type((self.cod_axes,))
+
+    def params(self) -> dict[str, tuple[Size, ...]]:
+        c, d = self.dom_axes.axes[0].size, self.cod_axes.axes[0].size
+        first, second = (c, d) if self.input_channel_first else (d, c)
+        kernel = tuple(sympy.Integer(k) for k in self.kernel)
+        shapes: dict[str, tuple[Size, ...]] = {"weight": (first, second / self.groups) + kernel}
+        if self.bias:
+            shapes["bias"] = (d,)
+        return shapes
+
+
 @dataclass(frozen=True)
-class ConvOp(Primitive):
+class ConvOp(_LearnedConvolution):
     """Learned convolution ``★k`` = ``★`` then **L₊** over (channels, kernel): ``c x y -> d x y``."""
 
     dom_axes: Segment
@@ -122,36 +165,15 @@ class ConvOp(Primitive):
     bias: bool = True
 
     op: ClassVar[str] = "conv"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "linear"
-    learned: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        where = self.label()
-        if isinstance(self.groups, int) and not isinstance(self.groups, bool):
-            object.__setattr__(self, "groups", sympy.Integer(self.groups))
-        n = _check_channels(where, self.dom_axes, self.cod_axes, self.groups)
-        _check_tuples(where, n, kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
+        where, _ = self._check(kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
         expected = [window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}")
                     for a, k, s, p, d in zip(self.dom_axes.axes[1:], self.kernel, self.stride, self.padding, self.dilation)]
         _check_sizes(where, self.dom_axes.axes[1:], self.cod_axes.axes[1:], expected, self.stride)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.kernel)
-
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
         return _subs_checked(self, mapping, self.dom_axes.axes[1:], self.cod_axes.axes[1:], self.stride)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.dom_axes,)), Type((self.cod_axes,))
-
-    def params(self) -> dict[str, tuple[Size, ...]]:
-        c, d = self.dom_axes.axes[0].size, self.cod_axes.axes[0].size
-        shapes: dict[str, tuple[Size, ...]] = {"weight": (d, c / self.groups) + tuple(sympy.Integer(k) for k in self.kernel)}
-        if self.bias:
-            shapes["bias"] = (d,)
-        return shapes
 
     def label(self) -> str:
         return "★" + _fmt(self.kernel)
@@ -161,7 +183,7 @@ class ConvOp(Primitive):
 
 
 @dataclass(frozen=True)
-class ConvTransposeOp(Primitive):
+class ConvTransposeOp(_LearnedConvolution):
     """Learned transposed convolution ``★ᵀk`` = **L₊** (channels -> channels, kernel) then ``★ᵀ``."""
 
     dom_axes: Segment
@@ -175,17 +197,11 @@ class ConvTransposeOp(Primitive):
     bias: bool = True
 
     op: ClassVar[str] = "conv_transpose"
-    family: ClassVar[str] = "convolution"
-    kind: ClassVar[Kind] = "linear"
-    learned: ClassVar[bool] = True
+    input_channel_first: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        where = self.label()
-        if isinstance(self.groups, int) and not isinstance(self.groups, bool):
-            object.__setattr__(self, "groups", sympy.Integer(self.groups))
-        n = _check_channels(where, self.dom_axes, self.cod_axes, self.groups)
-        _check_tuples(where, n, kernel=self.kernel, stride=self.stride, padding=self.padding,
-                      output_padding=self.output_padding, dilation=self.dilation)
+        where, n = self._check(kernel=self.kernel, stride=self.stride, padding=self.padding,
+                               output_padding=self.output_padding, dilation=self.dilation)
         for a, op, s, d in zip(self.dom_axes.axes[1:], self.output_padding, self.stride, self.dilation):
             if op >= max(s, d):
                 raise SizeError(f"{where}: output_padding {op} along axis {a.name} must be smaller than the stride {s}"
@@ -193,20 +209,6 @@ class ConvTransposeOp(Primitive):
         expected = [transposed_size(a.size, k, s, p, d, op, what=f"{where}: axis {a.name}") for a, k, s, p, op, d in
                     zip(self.dom_axes.axes[1:], self.kernel, self.stride, self.padding, self.output_padding, self.dilation)]
         _check_sizes(where, self.dom_axes.axes[1:], self.cod_axes.axes[1:], expected, (1,) * n)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.kernel)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.dom_axes,)), Type((self.cod_axes,))
-
-    def params(self) -> dict[str, tuple[Size, ...]]:
-        c, d = self.dom_axes.axes[0].size, self.cod_axes.axes[0].size
-        shapes: dict[str, tuple[Size, ...]] = {"weight": (c, d / self.groups) + tuple(sympy.Integer(k) for k in self.kernel)}
-        if self.bias:
-            shapes["bias"] = (d,)
-        return shapes
 
     def label(self) -> str:
         return "★ᵀ" + _fmt(self.kernel)
