@@ -25,7 +25,7 @@ import sympy
 
 from ncd.errors import NCDError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, _set, _woven_types, rebuilt
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
@@ -88,17 +88,23 @@ Follow = tuple[dict[tuple[str, int], Any], dict[int, Any]]
 def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
-    and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring)."""
-    follow: Follow = ({}, {})
-    for _ in range(PASSES):
-        learned: Follow = ({}, {})
-        try:
-            return _symbolize(body, sizes, follow, learned)
-        except NCDError:
-            if not learned[0] and not learned[1]:
-                raise
-            follow = ({**follow[0], **learned[0]}, {**follow[1], **learned[1]})
-    return _symbolize(body, sizes, follow, ({}, {}))
+    and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring).
+
+    A pass that fails at a junction is not thrown away: the next one keeps every value it rebuilt whose wires have
+    none of the names or ranges just learned (a value is a function of the original and of the followed names and
+    ranges its wires have), and rebuilds only the others and what the failed pass did not reach."""
+    walk = _Walk(body, sizes)
+    try:
+        for _ in range(PASSES):
+            try:
+                return walk.run()
+            except NCDError:
+                if not walk.learned[0] and not walk.learned[1]:
+                    raise
+                walk.follow_learned()
+        return walk.run()
+    finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
+        walk.close()
 
 
 def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> tuple[Axis, ...]:
@@ -143,132 +149,217 @@ def _learn(left: Type, right: Type, traced: Any, learned: Follow) -> None:
                 ranges.setdefault(int(num), sym)
 
 
-def _symbolize(body: Diagram, sizes: dict[str, int], follow: Follow, learned: Follow
-               ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
-    symbols = {n: symbol(n) for n in sizes}
-    traced_values = {symbols[n]: sizes[n] for n in symbols}
-    fixed: list[tuple[tuple[str, ...], str]] = []
-    done: dict[int, Any] = {}  # id -> rebuilt value (equal parts of a diagram are often one object)
-    kept: list[Any] = []  # the originals whose ids key ``done``, alive until the walk ends
+class _Walk:
+    """The passes of :func:`symbolize` over one diagram: the rebuilt values, kept from pass to pass (by the id of the
+    original: equal parts of a diagram are often one object, and each original is rebuilt as one object), the order in
+    which boxes were first rebuilt (the order of ``fixed``), and the names and ranges followed."""
 
-    def traced(size: Any) -> int:
-        return int(size) if size.is_Integer else int(size.xreplace(traced_values))
+    def __init__(self, body: Diagram, sizes: dict[str, int]) -> None:
+        symbols = {n: symbol(n) for n in sizes}
+        traced_values = {symbols[n]: sizes[n] for n in symbols}
+        done: dict[int, Any] = {}  # id -> rebuilt value
+        kept: list[Any] = []  # the originals whose ids key ``done``, in the order they were rebuilt (parts first)
+        order: list[int] = []  # ids of the primitives in the order a whole walk rebuilds them first
+        placed: set[int] = set()  # ... the same ids
+        notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
+        axes: dict[Axis, Axis] = {}
+        follow_names: dict[tuple[str, int], Any] = {}
+        follow_ranges: dict[int, Any] = {}
+        learned: Follow = ({}, {})
+        self.body, self.learned = body, learned
+        self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
 
-    axes: dict[Axis, Axis] = {}
-    follow_names, follow_ranges = follow
+        def traced(size: Any) -> int:
+            return int(size) if size.is_Integer else int(size.xreplace(traced_values))
 
-    def axis(a: Axis) -> Axis:
-        if a not in axes:
-            base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
-            symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
-            followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
-            axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
-                       else dataclasses.replace(a, size=followed) if followed is not None else a)
-        return axes[a]
+        self.traced = traced
 
-    def value(v: Any) -> Any:
-        kind = _KINDS.get(type(v))
-        if kind is None:
-            kind = _kind(type(v))
-        if kind is _ATOM:
-            return v
-        if kind is _AXIS:
-            return axis(v)
-        key = id(v)
-        found = done.get(key, done)
-        if found is done:
-            found = done[key] = _value(v, kind)
-            kept.append(v)
-        return found
+        def axis(a: Axis) -> Axis:
+            if a not in axes:
+                base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
+                symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
+                followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
+                axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
+                           else dataclasses.replace(a, size=followed) if followed is not None else a)
+            return axes[a]
 
-    def _value(v: Any, kind: str) -> Any:
-        if kind is _SEGMENT:
-            axes = tuple([axis(a) for a in v.axes])
-            rng = v.range
-            if follow_ranges and rng is not None and rng.is_Integer:
-                rng = follow_ranges.get(int(rng), rng)
-            if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
+        def value(v: Any) -> Any:
+            kind = _KINDS.get(type(v))
+            if kind is None:
+                kind = _kind(type(v))
+            if kind is _ATOM:
                 return v
-            if rng is not v.range:
-                return dataclasses.replace(v, axes=axes, range=rng)
-            # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
-            return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
-        if kind is _TYPE:
-            segments = tuple([value(s) for s in v.segments])
-            return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
-        if kind is _TUPLE:
-            items = tuple([x if _KINDS.get(type(x)) is _ATOM else value(x) for x in v])
-            return v if all(a is b for a, b in zip(items, v)) else items
-        if kind is _PRIMITIVE:
-            return prim(v)
-        return node(v)
+            if kind is _AXIS:
+                return axis(v)
+            key = id(v)
+            found = done.get(key, done)
+            if found is done:
+                found = done[key] = _value(v, kind)
+                kept.append(v)
+            return found
 
-    def prim(p: Primitive) -> Primitive:
-        names = _fields(type(p))
-        changes: dict[str, Any] = {}
-        changed = False
-        for name in names:
-            old = getattr(p, name)
-            new = old if _KINDS.get(type(old)) is _ATOM else value(old)
-            changes[name] = new
-            changed = changed or new is not old
-        if not changed:
-            return p  # nothing sized by a symbol: the box as it was
-        if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
-            changes["stop"] = changes["output"].size
-        if p.op == "view":  # a merge of symbolised axes: the product
-            changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
-                changes["source"].axes, changes["target"].axes, traced))
-        new = type(p)(**changes)  # dataclasses.replace, every field given
-        if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
-            fixed.append((tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'"))
-        elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
-            # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at the
-            # traced length): its entries are those of the traced sizes only
-            fixed.append((tuple(sorted(str(x) for x in held)), f"view '{changes['source']}' -> '{changes['target']}'"))
-        return new
+        def _value(v: Any, kind: str) -> Any:
+            if kind is _SEGMENT:
+                axes = tuple([axis(a) for a in v.axes])
+                rng = v.range
+                if follow_ranges and rng is not None and rng.is_Integer:
+                    rng = follow_ranges.get(int(rng), rng)
+                if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
+                    return v
+                if rng is not v.range:
+                    return dataclasses.replace(v, axes=axes, range=rng)
+                # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
+                return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
+            if kind is _TYPE:
+                segments = tuple([value(s) for s in v.segments])
+                return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
+            if kind is _TUPLE:
+                items = tuple([x if _KINDS.get(type(x)) is _ATOM else value(x) for x in v])
+                return v if all(a is b for a, b in zip(items, v)) else items
+            if kind is _PRIMITIVE:
+                new = prim(v)
+                key = id(v)
+                if key not in placed:
+                    placed.add(key)
+                    order.append(key)
+                return new
+            return node(v)
 
-    def node(d: Diagram) -> Diagram:
-        cls = type(d)
-        if cls is Box:  # the label and source are kept: only the primitive may change
-            new_prim = value(d.prim)  # type: ignore[attr-defined]
-            return d if new_prim is d.prim else rebuilt(d, prim=new_prim)  # type: ignore[attr-defined]
-        if cls is Seq or cls is Par:
-            parts = d.parts  # type: ignore[attr-defined]
-            new_parts = tuple([value(x) for x in parts])
-            if all(a is b for a, b in zip(new_parts, parts)):
-                return d
-            if cls is Par:
-                return rebuilt(d, parts=new_parts)
-            try:
-                return rebuilt(d, parts=new_parts)
-            except NCDError:
-                for left, right in zip(new_parts, new_parts[1:]):
-                    if not left.cod.same(right.dom):
-                        _learn(left.cod, right.dom, traced, learned)
-                raise
-        if cls is Weave:
-            inner, ax = value(d.inner), axis(d.axis)  # type: ignore[attr-defined]
-            if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
-                return d
-            if ax.name == d.axis.name:  # type: ignore[attr-defined]
-                return _weave(inner, ax, d)  # type: ignore[arg-type]
-            return Weave(inner, ax, d.dom_pos, d.cod_pos)  # type: ignore[attr-defined]
-        if cls is Block:
-            body = value(d.body)  # type: ignore[attr-defined]
-            meta = value(d.meta)  # type: ignore[attr-defined]
-            if body is d.body and meta is d.meta:  # type: ignore[attr-defined]
-                return d
-            return rebuilt(d, body=body) if meta is d.meta else Block(body, d.name, meta)  # type: ignore[attr-defined]
-        changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
-        if all(v is getattr(d, k) for k, v in changes.items()):
-            return d
-        new: Diagram = cls(**changes)
-        return new
+        def prim(p: Primitive) -> Primitive:
+            names = _fields(type(p))
+            changes: dict[str, Any] = {}
+            changed = False
+            for name in names:
+                old = getattr(p, name)
+                new = old if _KINDS.get(type(old)) is _ATOM else value(old)
+                changes[name] = new
+                changed = changed or new is not old
+            if not changed:
+                return p  # nothing sized by a symbol: the box as it was
+            if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
+                changes["stop"] = changes["output"].size
+            if p.op == "view":  # a merge of symbolised axes: the product
+                changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
+                    changes["source"].axes, changes["target"].axes, traced))
+            new = type(p)(**changes)  # dataclasses.replace, every field given
+            if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
+                notes[id(p)] = (tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'")
+            elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
+                # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at
+                # the traced length): its entries are those of the traced sizes only
+                notes[id(p)] = (tuple(sorted(str(x) for x in held)),
+                                f"view '{changes['source']}' -> '{changes['target']}'")
+            return new
 
-    try:
-        return node(body), fixed
-    finally:  # the nested functions refer to each other (a cycle): what they hold is freed now, not by the collector
-        done.clear()
-        kept.clear()
-        axes.clear()
+        def node(d: Diagram) -> Diagram:
+            cls = type(d)
+            if cls is Box:  # the label and source are kept: only the primitive may change
+                new_prim = value(d.prim)  # type: ignore[attr-defined]
+                return d if new_prim is d.prim else rebuilt(d, prim=new_prim)  # type: ignore[attr-defined]
+            if cls is Seq or cls is Par:
+                parts = d.parts  # type: ignore[attr-defined]
+                new_parts = tuple([value(x) for x in parts])
+                if all(a is b for a, b in zip(new_parts, parts)):
+                    return d
+                if cls is Par:
+                    return rebuilt(d, parts=new_parts)
+                try:
+                    return rebuilt(d, parts=new_parts)
+                except NCDError:
+                    for left, right in zip(new_parts, new_parts[1:]):
+                        if not left.cod.same(right.dom):
+                            _learn(left.cod, right.dom, traced, learned)
+                    raise
+            if cls is Weave:
+                inner, ax = value(d.inner), axis(d.axis)  # type: ignore[attr-defined]
+                if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
+                    return d
+                if ax.name == d.axis.name:  # type: ignore[attr-defined]
+                    return _weave(inner, ax, d)  # type: ignore[arg-type]
+                return Weave(inner, ax, d.dom_pos, d.cod_pos)  # type: ignore[attr-defined]
+            if cls is Block:
+                body = value(d.body)  # type: ignore[attr-defined]
+                meta = value(d.meta)  # type: ignore[attr-defined]
+                if body is d.body and meta is d.meta:  # type: ignore[attr-defined]
+                    return d
+                return rebuilt(d, body=body) if meta is d.meta else Block(body, d.name, meta)  # type: ignore[attr-defined]
+            changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
+            if all(v is getattr(d, k) for k, v in changes.items()):
+                return d
+            new: Diagram = cls(**changes)
+            return new
+
+        self.node = node
+
+    def run(self) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+        """A pass: the rebuilt body and the ``fixed`` entries in the order a whole walk finds them."""
+        self.learned[0].clear()
+        self.learned[1].clear()
+        new = self.node(self.body)
+        _, _, order, _, notes, _, _, _ = self._state
+        return new, [notes[key] for key in order if key in notes]
+
+    def follow_learned(self) -> None:
+        """Follow what the failed pass learned, and forget every value it rebuilt whose wires have a name or range
+        followed anew (keeping the rest: the next pass rebuilds them alike, as the same objects)."""
+        done, kept, _, _, notes, axes, follow_names, follow_ranges = self._state
+        names = {k: v for k, v in self.learned[0].items() if follow_names.get(k) != v}
+        ranges = {k: v for k, v in self.learned[1].items() if follow_ranges.get(k) != v}
+        follow_names.update(self.learned[0])
+        follow_ranges.update(self.learned[1])
+        changed = {a for a in axes if a.size.is_Integer and (_base(a.name), int(a.size)) in names}
+        for a in changed:
+            del axes[a]
+        stale: set[int] = set()
+        fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
+        mark = stale.add
+        kinds = _KINDS
+        for v in kept:  # parts before wholes: a value is stale when one of its parts is
+            cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
+            if cls is Type:
+                if not fresh(map(id, v.segments)):
+                    mark(id(v))
+            elif cls is Identity:
+                if id(v.type) in stale:
+                    mark(id(v))
+            elif cls is Weave:
+                if id(v.inner) in stale or v.axis in changed:
+                    mark(id(v))
+            elif cls is Box:
+                if id(v.prim) in stale:
+                    mark(id(v))
+            elif cls is Par or cls is Seq:
+                if not fresh(map(id, v.parts)):
+                    mark(id(v))
+            elif cls is Segment:
+                if ((changed and not changed.isdisjoint(v.axes))
+                        or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges)):
+                    mark(id(v))
+            else:
+                kind = kinds[cls]
+                if kind is _SEGMENT:
+                    bad = ((changed and not changed.isdisjoint(v.axes))
+                           or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges))
+                elif kind is _TYPE:
+                    bad = not fresh(map(id, v.segments))
+                elif kind is _TUPLE:
+                    bad = not fresh(map(id, v)) or (changed and not changed.isdisjoint(
+                        [x for x in v if kinds.get(type(x)) is _AXIS]))
+                elif cls is Block:
+                    bad = id(v.body) in stale or id(v.meta) in stale
+                else:
+                    fields = [getattr(v, name) for name in _fields(cls)]
+                    bad = not fresh(map(id, fields)) or (changed and not changed.isdisjoint(
+                        [x for x in fields if kinds.get(type(x)) is _AXIS]))
+                if bad:
+                    mark(id(v))
+        if stale:
+            kept[:] = [v for v in kept if id(v) not in stale]
+            for key in stale:
+                del done[key]
+                notes.pop(key, None)
+
+    def close(self) -> None:
+        for part in self._state:
+            part.clear()
+        self.__dict__.clear()

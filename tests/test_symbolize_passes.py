@@ -1,0 +1,86 @@
+"""``symbolize`` keeps a failed pass's work: the next pass rebuilds only what the names it learned reach.
+
+Each case is a corpus model whose first pass fails at a junction (nn.MultiheadAttention's ``(t, b*h, k)`` view, a
+decoder's masks, argmax/argmin positions over 4 passes).  Its result must be the one of passes made from scratch each
+time (the walk before it kept anything): the same diagram, the same objects shared in it, the same boxes fixed at
+the traced sizes in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+from typing import Any
+
+import pytest
+
+import ncd
+from tests.benchmarks import benchmark
+
+corpus = benchmark("import_corpus")
+symbolic = importlib.import_module("ncd.trace.symbolic")
+
+
+def _from_scratch(body: ncd.Diagram, sizes: dict[str, int]) -> tuple[Any, int]:
+    """The passes of ``symbolize`` each made by a new walk, following what the failed ones learned; and their count."""
+    names: dict[Any, Any] = {}
+    ranges: dict[Any, Any] = {}
+    for count in range(1, symbolic.PASSES + 2):
+        walk = symbolic._Walk(body, sizes)
+        walk._state[6].update(names)
+        walk._state[7].update(ranges)
+        try:
+            return walk.run(), count
+        except ncd.NCDError as error:
+            if count > symbolic.PASSES or not walk.learned[0] and not walk.learned[1]:
+                return ("error", str(error)), count
+            names.update(walk.learned[0])
+            ranges.update(walk.learned[1])
+        finally:
+            walk.close()
+    raise AssertionError("unreachable")
+
+
+def _sharing(root: Any) -> list[int]:
+    """The places where an object already met stands again (by first-met index): equal results sharing alike."""
+    ids: dict[int, int] = {}
+    seq: list[int] = []
+    stack = [root]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (str, int, float, bool, type(None))) or type(v).__module__.startswith("sympy"):
+            continue
+        if id(v) in ids:
+            seq.append(ids[id(v)])
+            continue
+        ids[id(v)] = len(ids)
+        seq.append(-1)
+        if isinstance(v, tuple):
+            stack.extend(reversed(v))
+        elif dataclasses.is_dataclass(v):
+            stack.extend(reversed([getattr(v, f.name) for f in dataclasses.fields(v)]))
+    return seq
+
+
+@pytest.mark.parametrize("name", ["torch.mha_need_weights", "torch.decoder_masks", "torch.arg_extrema",
+                                  "torch.perceiver"])
+def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = next(e for e in corpus.torch_entries() if e.name == name)
+    _, built = corpus.build_one(entry)
+    seen: list[tuple[Any, dict[str, int]]] = []
+    kept = symbolic.symbolize
+    monkeypatch.setattr(symbolic, "symbolize", lambda body, sizes: seen.append((body, dict(sizes))) or kept(body, sizes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(built.model, **built.inputs)
+    (body, sizes), = seen
+    want, passes = _from_scratch(body, sizes)
+    assert passes > 1  # a pass failed: the next one kept its work
+    try:
+        got: Any = kept(body, sizes)
+    except ncd.NCDError as error:
+        got = ("error", str(error))
+    assert got[0] == want[0] and got[1] == want[1]
+    assert _sharing(got[0]) == _sharing(want[0])
+    assert {"b", "t"} & {str(s) for s in traced.free_symbols}  # the trace drew the symbols
