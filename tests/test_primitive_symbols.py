@@ -48,3 +48,41 @@ def test_free_symbols_of_every_primitive_in_zoo_diagrams_are_its_fields_symbols(
             seen += 1
     assert seen > 20
     assert any(box.prim.free_symbols() for d in diagrams for box in d.boxes())  # symbolic sizes were met
+
+
+def _symbols_walked(d: ncd.Diagram) -> set[sympy.Symbol]:
+    """Every node's own symbols as ``Diagram.walk`` reaches them (a repeat's body without its variable)."""
+    found: set[sympy.Symbol] = set()
+    for node in d.walk():
+        found |= node._own_symbols()
+    return found
+
+
+def _mha_traced() -> ncd.Diagram:
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(torch.nn.MultiheadAttention(16, 4).eval(), *([torch.randn(5, 2, 16)] * 3))
+
+
+def test_free_symbols_reads_shared_nodes_once_and_equals_the_walk() -> None:
+    from ncd.zoo import MODELS
+
+    diagrams = [make() for make in MODELS.values()]
+    traced = _mha_traced()
+    diagrams += [traced, traced.body, ncd.Linear("~x m -> ~x n") >> ncd.Softmax("n")]
+    # a repeat inside a repeat, whose range holds the outer variable
+    diagrams.append(ncd.repeat(lambda i: ncd.repeat(ncd.Linear("m -> m"), "j", i, "N") >> ncd.Linear("m -> m"), "i", 0, "L"))
+    assert any(d.free_symbols for d in diagrams) and {"b", "t"} <= {str(s) for s in traced.free_symbols}
+    for d in diagrams:
+        assert d.free_symbols == _symbols_walked(d), d
+    # parts asked first: the whole reads their kept symbols, and gets what the walk gets
+    parts = gpt2()
+    for node in list(parts.walk())[::3]:
+        if type(node).walk is ncd.Diagram.walk:
+            assert node.free_symbols == _symbols_walked(node)
+    assert parts.free_symbols == _symbols_walked(parts)

@@ -91,8 +91,11 @@ class Diagram:
         cached: frozenset[sympy.Symbol] | None = self.__dict__.get("_free_symbols")
         if cached is None:  # a diagram is immutable: found once per node asked (ncd.cost asks twice)
             found: set[sympy.Symbol] = set()
-            for node in self.walk():
-                found |= node._own_symbols()
+            if type(self).walk is not Diagram.walk:  # a node that walks its own way (a repeat binds its variable)
+                for node in self.walk():
+                    found |= node._own_symbols()
+            else:
+                _shared_symbols(self, found)
             cached = frozenset(found)
             _set(self, _free_symbols=cached)
         return set(cached)
@@ -297,6 +300,47 @@ def _prim_symbols(prim: Primitive) -> frozenset[sympy.Symbol]:
     """The size symbols of a primitive and of its signature (boxes of repeated layers share primitives)."""
     dom, cod = prim.signature()
     return frozenset(dom.free_symbols | cod.free_symbols | prim.free_symbols())
+
+
+def _shared_symbols(root: Diagram, found: set[sympy.Symbol]) -> None:
+    """Add to ``found`` the symbols of every node under ``root`` (as :meth:`Diagram.walk` reaches them), each node,
+    primitive and tensor read once: equal parts of a diagram are often one object (a symbolised trace shares its
+    nodes, primitives and wires), which the walk reaches at every place they stand."""
+    seen: set[int] = set()
+    prims: set[int] = set()
+    segments: set[int] = set()
+    walk = Diagram.walk
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = type(node)
+        if node is not root:
+            known = node.__dict__.get("_free_symbols")
+            if known is not None or cls.walk is not walk:  # asked before, or a repeat (it binds its variable)
+                found |= known if known is not None else node.free_symbols
+                continue
+        if cls is Box:
+            prim = node.prim  # type: ignore[attr-defined]
+            if id(prim) not in prims:
+                prims.add(id(prim))
+                found |= _prim_symbols(prim)
+        elif cls is Identity:
+            for seg in node.type.segments:  # type: ignore[attr-defined]
+                if id(seg) not in segments:
+                    segments.add(id(seg))
+                    for a in seg.axes:
+                        if not a.size.is_Integer:
+                            found |= a.size.free_symbols
+                    if seg.range is not None:
+                        found |= seg.range.free_symbols
+        elif cls is Weave:
+            found |= node.axis.size.free_symbols  # type: ignore[attr-defined]
+        else:
+            found |= node._own_symbols()
+        stack.extend(node.children())
 
 
 @dataclass(frozen=True, repr=False)

@@ -333,7 +333,7 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
     try:
         new, fixed = symbolize(body, sizes) if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
-        if not new.dom.same(new.dom) or any(str(s) not in defaults for s in _free_symbols(new)):
+        if not new.dom.same(new.dom) or any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True
     except NCDError:
         new, fixed, failed = body, [], True
@@ -341,47 +341,6 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
         meta = (("defaults", tuple(sorted(constants.items()))),) if constants else ()
         sizes = {}
     return new, meta, tuple(fixed), tuple(sorted(set(constants) - set(sizes)))
-
-
-def _free_symbols(root: Any) -> set[Any]:
-    """``root.free_symbols``, each node, primitive and wire read once: a symbolised diagram shares its nodes, primitives
-    and wires (one object per value), which the walk of ``Diagram.free_symbols`` reads at every place they stand."""
-    from ncd.ir.diagram import Box, Diagram, Identity, Weave, _prim_symbols
-
-    found: set[Any] = set()
-    seen: set[int] = set()
-    prims: set[int] = set()
-    segments: set[int] = set()
-    walk = Diagram.walk
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        cls = type(node)
-        if cls.walk is not walk:  # a node that walks its own way (a repetition binds its variable): as it walks
-            found |= node.free_symbols
-            continue
-        if cls is Box:
-            if id(node.prim) not in prims:
-                prims.add(id(node.prim))
-                found |= _prim_symbols(node.prim)
-        elif cls is Identity:
-            for seg in node.type.segments:
-                if id(seg) not in segments:
-                    segments.add(id(seg))
-                    for a in seg.axes:
-                        if not a.size.is_Integer:
-                            found |= a.size.free_symbols
-                    if seg.range is not None:
-                        found |= seg.range.free_symbols
-        elif cls is Weave:
-            found |= node.axis.size.free_symbols
-        else:
-            found |= node._own_symbols()
-        stack.extend(node.children())
-    return found
 
 
 def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
