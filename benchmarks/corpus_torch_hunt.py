@@ -6,9 +6,9 @@ channels-last and non-contiguous inputs, a ``@dataclass`` output, int8/int16/boo
 input's shape, ``torch.where``/``masked_fill``/``clamp`` with 0-d tensors, integer arithmetic, boolean attention masks
 built in the forward, a tensor-subclass input, writes in place through views (a diagonal, a column, a slice), bfloat16
 attention, shifted sequences, parameters written in place through an alias (``max_norm``, ``.data``), losses on
-labels with ignored entries and ``nn.TransformerEncoder``'s nested-tensor path.  Each was once a crash or silently
-wrong, or is the case next to one; ``tests/test_trace_hunt.py`` checks every entry against the model at the traced
-sizes and at another batch.
+labels with ignored entries, ``nn.TransformerEncoder``'s nested-tensor path and positions read from inputs (negative,
+or past the axis).  Each was once a crash or silently wrong, or is the case next to one; ``tests/test_trace_hunt.py``
+checks every entry against the model at the traced sizes and at another batch.
 """
 
 from __future__ import annotations
@@ -381,6 +381,33 @@ def _padding(g: torch.Generator) -> dict[str, Any]:
     return {"x": torch.randn(B, T, M, generator=g), "padding": torch.arange(T) >= lengths[:, None]}
 
 
+class PositionReads(nn.Module):
+    """Entries read at positions given as inputs: an advanced index on the positions axis (a negative position counts
+    from the end), on a diagonal (``x[arange(b), last]``), ``index_select`` and ``gather`` (both raise on a negative
+    position) and a cross-entropy on labels with ``-100``.  Once the lowered gather was ``take_along_dim``, which checks
+    no bounds: a position past the axis (gather at 7 of 6, a target 5 of 5, a target -1) read other memory where the
+    model raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(M, 5)
+
+    def forward(self, x: torch.Tensor, last: torch.Tensor, keep: torch.Tensor, picks: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled = x[torch.arange(x.shape[0]), last]  # b m: the row at each batch's last position (-1: the end)
+        kept = x[:, keep] + x.index_select(1, keep.abs())  # b k m
+        scores = self.fc(pooled)
+        return pooled, kept, x.gather(1, picks), F.cross_entropy(scores, labels)
+
+
+def _positions(g: torch.Generator) -> dict[str, Any]:
+    labels = torch.randint(0, 5, (B,), generator=g)
+    labels[0] = -100
+    return {"x": torch.randn(B, T, M, generator=g), "last": torch.randint(-T, T, (B,), generator=g),
+            "keep": torch.randint(-T + 1, T, (3,), generator=g), "picks": torch.randint(0, T, (B, 2, M), generator=g),
+            "labels": labels}
+
+
 def zoo() -> list[tuple[str, type[nn.Module], Make]]:
     """These models: (name, model class, inputs from a generator)."""
     return [
@@ -407,4 +434,5 @@ def zoo() -> list[tuple[str, type[nn.Module], Make]]:
         ("embedding_max_norm", RenormedEmbedding, lambda g: {"ids": torch.randint(0, 40, (B, T), generator=g)}),
         ("ignored_labels", IgnoredLabels, _labels),
         ("nested_padding", NestedPadding, _padding),
+        ("position_reads", PositionReads, _positions),
     ]

@@ -157,3 +157,53 @@ def test_integers_that_wrap_around_a_narrow_dtype_are_never_computed_unwrapped()
     kinds = {op for op, _ in d.opaque}
     assert kinds >= {"aten.mul.Tensor", "aten.sub.Tensor"}  # the wrapping arithmetic is opaque, not a box
     assert d.opaque_count < 5  # the int32 position shift is an exact box
+
+
+class _Read(nn.Module):
+    """Entries read at positions given as inputs, one way of five: ``gather``, ``index_select``, an advanced index on
+    one axis and on a diagonal, and a cross-entropy's target."""
+
+    def __init__(self, read: int) -> None:
+        super().__init__()
+        self.read = read
+        self.lin = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        if self.read == 0:
+            return x.gather(-1, i)
+        if self.read == 1:
+            return x.index_select(1, j)
+        if self.read == 2:
+            return x[:, j]
+        if self.read == 3:
+            return x[torch.arange(x.shape[0]), j]
+        return nn.functional.cross_entropy(self.lin(x[:, :4]), j)
+
+
+def _read(model: nn.Module, i: list[list[int]], j: list[int]) -> torch.Tensor | str:
+    try:
+        with torch.no_grad():
+            out: torch.Tensor = model(torch.arange(10.0).reshape(2, 5), torch.tensor(i), torch.tensor(j))
+            return out
+    except (RuntimeError, IndexError):
+        return "raises"
+
+
+@pytest.mark.parametrize("read", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize(("i", "j"), [([[7, 1, 2], [0, 1, 4]], [1, 2]), ([[0, 1, 2], [0, 1, 4]], [5, 2]),
+                                      ([[-1, 1, 2], [0, 1, 4]], [1, 2]), ([[0, 1, 2], [0, 1, 4]], [-1, 2]),
+                                      ([[0, 1, 2], [0, 1, 4]], [-6, 2]), ([[4, 0, 0], [3, 3, 3]], [4, 0])])
+def test_a_position_past_the_axis_raises_as_the_model_does_and_a_negative_one_reads_as_the_model_reads(
+        read: int, i: list[list[int]], j: list[int]) -> None:
+    # the lowered gather was ``take_along_dim``, which checks no bounds: a position past the axis read other memory
+    # (gather at 7 of 5 gave a number, cross-entropy at target 5 of 5 a loss) where the model raises; and it counted a
+    # negative position from the end where ``gather`` and ``index_select`` raise
+    torch.manual_seed(0)
+    model = _Read(read).eval()
+    d = _trace(model, torch.arange(10.0).reshape(2, 5), torch.tensor([[0, 1, 2], [3, 4, 0]]), torch.tensor([3, 1]))
+    assert d.opaque_count == 0, d.opaque
+    want, got = _read(model, i, j), _read(d.to_torch(), i, j)
+    if isinstance(want, str) or isinstance(got, str):
+        assert got == want
+    else:
+        torch.testing.assert_close(got, want)

@@ -69,12 +69,14 @@ class GatherOp(Primitive):
     """The entry of ``axis`` at the positions of an index segment ``positions`` (range: the axis' size).
 
     ``dtype``/``range``: what the gathered tensor holds (integers keep their range: RoBERTa's token-type buffer read at
-    the position ids); only floats carry a gradient."""
+    the position ids); only floats carry a gradient.  ``wraps``: a negative position counts from the end, as indexing
+    does (``x[i]``); ``torch.gather`` raises on it instead.  Past either end, both raise."""
 
     axis: Axis
     positions: Segment
     dtype: Dtype = "float"
     range: Size | None = None
+    wraps: bool = True
 
     op: ClassVar[str] = "gather"
     family: ClassVar[str] = "opaque"
@@ -342,11 +344,23 @@ _TORCH_DTYPE = {"index": "torch.long", "bool": "torch.bool"}
 
 @LOWERING.rule(GatherOp)
 def lower_gather(prim: GatherOp, ctx: RuleContext) -> list[str]:
-    """``x[..., t]`` at positions ``i[..., J]``: ``take_along_dim`` broadcasts the leading (woven) dimensions."""
+    """``x[..., t]`` at positions ``i[..., J]``: both broadcast over the leading (woven) dimensions, then ``gather``
+    (which raises on a position past the axis, as the model's ``gather`` or indexing does; ``take_along_dim`` checks no
+    bounds); a negative position counts from the end where the prim ``wraps``."""
     x, positions = ctx.args[0].var, ctx.args[1].var
     n = len(prim.positions.axes)
-    spread = f"{x}[(..., {'None, ' * n}slice(None))]" if n else x
-    return [f"torch.take_along_dim({spread}, {positions}.unsqueeze(-1), dim=-1).squeeze(-1)"]
+    spread = x
+    if n:
+        spread = ctx.em.fresh("spread")
+        ctx.em.line(f"{spread} = {x}[(..., {'None, ' * n}slice(None))]")
+    if prim.wraps:
+        at = ctx.em.fresh("at")
+        ctx.em.line(f"{at} = {positions}.where({positions} >= 0, {positions} + {spread}.shape[-1])")
+        positions = at
+    lead = ctx.em.fresh("lead")
+    ctx.em.line(f"{lead} = torch.broadcast_shapes({spread}.shape[:-1], {positions}.shape)")
+    return [f"torch.gather({spread}.expand(*{lead}, {spread}.shape[-1]), -1,"
+            f" {positions}.expand({lead}).unsqueeze(-1)).squeeze(-1)"]
 
 
 @LOWERING.rule(ScatterOp)
@@ -406,11 +420,12 @@ def number_text(value: float | int | bool) -> str:
 # -- index computations (ncd.prims.gather) -------------------------------------------------
 @COST.rule(GatherOp)
 def cost_gather(prim: GatherOp, ctx: CostContext) -> list[Tensor]:
-    """``take_along_dim`` counts no FLOPs; for the backward scatter autograd keeps the tensor and the positions
-    broadcast to the output's shape (a new integer tensor)."""
-    x = ctx.inputs[0]
+    """``gather`` counts no FLOPs; for the backward scatter autograd keeps the tensor and the positions it read at
+    (broadcast views of them: the positions themselves, or where negative ones count from the end, a new integer
+    tensor of their shape)."""
+    x, i = ctx.inputs
     if x.grad:
-        ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
+        ctx.save(x, ctx.new(i.axes, grad=False, dtype="index") if prim.wraps else i)
     return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
 
 

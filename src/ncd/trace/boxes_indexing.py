@@ -309,7 +309,7 @@ def index_select(conv: Converter, node: Node) -> None:
     """``x.index_select(dim, i)`` with a 1-d ``i`` is ``x[:, .., :, i]`` (``dim`` full slices first): read by the rule
     of ``aten.index`` (a gather along ``dim`` at live positions of a known range, or at constant positions)."""
     from ncd.trace.capture import Node as Recorded
-    from ncd.trace.indexing import index
+    from ncd.trace.indexing import read_at
 
     x, dim, positions = node.args[:3]
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and isinstance(positions, Node)
@@ -318,5 +318,5 @@ def index_select(conv: Converter, node: Node) -> None:
     d = int(dim) % x.value.dim()
     as_index = Recorded(node.name, "call", torch.ops.aten.index.Tensor, (x, [None] * d + [positions]), {}, node.value,
                         node.stack, node.source, node.live, node.line)
-    index(conv, as_index)
+    read_at(conv, as_index, wraps=False)  # index_select raises on a negative position
     conv.bind(node, conv.values[id(as_index)])

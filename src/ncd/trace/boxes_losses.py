@@ -138,10 +138,12 @@ def class_loss(conv: Converter, node: Node) -> None:
     mask, picks = None, target
     if not 0 <= ignore < classes and (target.live or bool((target.value == ignore).any())):
         # an index no class has (-100; a QA head's ``ignore_index=t`` on positions clamped to t): torch skips those
-        # rows, whatever the traced labels held; they are read at a class clamped into range (the other labels are
-        # classes, or torch raises) and count for nothing
+        # rows, whatever the traced labels held; they are read at a class in range and count for nothing.  Below 0
+        # they are read at 0 and any other negative label where it is, so the gather raises as torch does (clamped, -1
+        # was read at 0: a loss where torch raises); past the classes (a QA head's positions clamped to t) the labels
+        # are clamped, so the positions keep the axis' range
         mask = _call(conv, node, "mask", aten.ne.Scalar, target, ignore)
-        picks = (_call(conv, node, "safe", aten.clamp_min.default, target, 0) if ignore < 0
+        picks = (_call(conv, node, "safe", aten.mul.Tensor, target, mask) if ignore < 0
                  else _call(conv, node, "safe", aten.clamp_max.default, target, classes - 1))
     if picks.live:
         index = _call(conv, node, "index", aten.unsqueeze.default, picks, 1)

@@ -189,7 +189,12 @@ def _mask_positions(indices: list[Any]) -> list[Any]:
 def index(conv: Converter, node: Node) -> None:
     """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal); ``x`` may
     be a constant read at live positions (the identity's rows at the experts a router chose); a constant boolean mask
-    on one axis is the positions it keeps."""
+    on one axis is the positions it keeps.  A negative position counts from the end."""
+    read_at(conv, node, wraps=True)
+
+
+def read_at(conv: Converter, node: Node, wraps: bool) -> None:
+    """:func:`index`; a negative position counts from the end if ``wraps`` (``index_select`` raises on it instead)."""
     x, indices = node.args[:2]
     indices = _mask_positions(indices)
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
@@ -229,7 +234,7 @@ def index(conv: Converter, node: Node) -> None:
             names.append(n)
     vi = _retag(conv, vi, names, pshape, size)
     axis = conv.segs[vx].axes[d]
-    box = Box(GatherOp(axis, Segment(conv.segs[vi].axes if not diagonal else (), "index", axis.size)))
+    box = Box(GatherOp(axis, Segment(conv.segs[vi].axes if not diagonal else (), "index", axis.size), wraps=wraps))
     out = conv.apply(box, [vx, vi])
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
@@ -276,7 +281,7 @@ def gather(conv: Converter, node: Node) -> None:
     d = int(node.args[1]) % len(seg.axes)
     if seg.dtype not in ("float", "index"):
         raise Decline(f"a gather of {seg.dtype} entries")
-    out = conv.apply(Box(GatherOp(seg.axes[d], positions, seg.dtype, seg.range)), [vx, vi])
+    out = conv.apply(Box(GatherOp(seg.axes[d], positions, seg.dtype, seg.range, wraps=False)), [vx, vi])
     if conv.names(out) != conv.names(vi):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
