@@ -207,3 +207,38 @@ def test_a_position_past_the_axis_raises_as_the_model_does_and_a_negative_one_re
         assert got == want
     else:
         torch.testing.assert_close(got, want)
+
+
+class _Decaying(nn.Module):
+    """Writes into its parameter in place under its own ``no_grad`` (an EMA, a decay, one entry set): each call
+    differs from the last."""
+
+    def __init__(self, how: int) -> None:
+        super().__init__()
+        self.how = how
+        self.w = nn.Parameter(torch.ones(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.how == 0:
+                self.w.mul_(0.5)
+            elif self.how == 1:
+                self.w.copy_(0.9 * self.w + 0.1 * x.mean(0))
+            else:
+                self.w[0] = x.sum()
+        return x * self.w
+
+
+@pytest.mark.parametrize("how", [0, 1, 2])
+def test_a_parameter_written_in_place_under_no_grad_is_warned_as_a_write(how: int) -> None:
+    # only "detaches values from autograd" was said, which does not say that later calls of the model differ from the
+    # lowered module (a stateless copy): the model's next call here gives x * 0.25, the lowered module x * 0.5
+    model = _Decaying(how)
+    with pytest.warns(RuntimeWarning, match=r"writes into its parameters in place \(w at"):
+        d = ncd.trace(model, torch.randn(2, 5))
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        if how < 2:  # what the warning is for (the entry set from the input is written again by the lowered module)
+            assert not torch.allclose(d.to_torch()(x), model(x))
+        else:
+            torch.testing.assert_close(d.to_torch()(x), model(x))

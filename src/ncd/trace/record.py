@@ -419,8 +419,8 @@ class _Recording(Aliases):
         if id(root) in self.input_of:
             self.inputs_written.add(self.input_of[id(root)])
         held = self.state.get(id(root))
-        if held is not None and not held[1] and not held[0].endswith("num_batches_tracked"):
-            self.buffers_written.setdefault(held[0], user_line() or "?")
+        if held is not None and not held[0].endswith("num_batches_tracked"):  # a parameter: under the model's no_grad
+            (self.params_written if held[1] else self.buffers_written).setdefault(held[0], user_line() or "?")
         if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
             raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
