@@ -242,3 +242,30 @@ def test_a_parameter_written_in_place_under_no_grad_is_warned_as_a_write(how: in
             assert not torch.allclose(d.to_torch()(x), model(x))
         else:
             torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+class _Classifier(nn.Module):
+    """A loss on labels given as an input, after a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 5))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.body(x).mean(1), labels)
+
+
+def test_a_loss_recorded_on_the_meta_device_is_converted_and_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its steps were computed from meta scores and real labels (gather: "Tensor on device cpu is not on the expected
+    # device meta"), so the loss was one opaque box (wav2vec2's audio classification head with labels)
+    from ncd.trace import record
+
+    monkeypatch.setattr(record, "META_ABOVE", 0)  # recorded on the meta device, as large models are
+    torch.manual_seed(0)
+    model = _Classifier().eval()
+    x, labels = torch.randn(4, 6, 8), torch.tensor([1, -100, 4, 0])
+    assert record._on_meta(model, (x, labels), {})
+    d = _trace(model, x, labels)
+    assert d.opaque_count == 0, d.opaque
+    _equal_on(model, d.to_torch(), x, labels)
+    _equal_on(model, d.to_torch(), torch.randn(4, 6, 8), torch.tensor([-100, 2, 3, -100]))

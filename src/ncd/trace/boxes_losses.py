@@ -51,6 +51,8 @@ def _call(conv: Converter, node: Node, suffix: str, target: Any, *args: Any, **k
     if no operand is live)."""
     values = [[v.value if isinstance(v, Node) else v for v in a] if isinstance(a, list)
               else a.value if isinstance(a, Node) else a for a in args]
+    if any(isinstance(v, torch.Tensor) and v.device.type == "meta" for v in values):  # scores recorded without values
+        values = [v.to("meta") if isinstance(v, torch.Tensor) else v for v in values]  # (wav2vec2): labels with them
     value = target(*values, **kwargs)
     live = any(isinstance(v, Node) and v.live for a in args for v in (a if isinstance(a, list) else [a]))
     if not live:  # a step of constants (class weights at the model's own labels) is a constant
