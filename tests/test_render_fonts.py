@@ -46,6 +46,24 @@ def test_svg_embeds_subsets_with_exactly_the_characters_it_draws() -> None:
         assert len(cmap) <= len(chars) + 2  # a subset: what is drawn (and a space), nothing more
 
 
+def test_svg_names_each_text_face_once_and_reads_back_the_faces_the_drawing_draws() -> None:
+    from ncd.render import layout
+    from ncd.render.fonts import face_for
+    from ncd.render.model import Text
+    from ncd.render.style import SERIF_STACK, SYMBOL_STACK
+
+    d = ncd.zoo.attention()
+    want: dict[str, set[str]] = {}  # the faces of the laid-out runs, as the layout typeset them
+    for t in layout(d).of(Text):
+        for run in t.runs:
+            want.setdefault(face_for(run.bold, run.italic, run.serif, run.symbol), set()).update(run.text)
+    for embed in (True, False):
+        svg = to_svg(d, embed_fonts=embed)
+        assert {face for face in faces_used(svg)} == set(want) and faces_used(svg) == want
+        assert svg.count(f"font-family:{SERIF_STACK}}}") == svg.count(f"font-family:{SYMBOL_STACK}}}") == 1
+        assert "font-family=\"&#x27;NCD Serif" not in svg  # the stack is named once, in the style block
+
+
 def test_pdf_embeds_the_bundled_fonts() -> None:
     pdf = to_pdf(ncd.zoo.attention())
     names = set(re.findall(rb"/FontName\s*/[A-Z]{6}\+(\w+)", pdf))

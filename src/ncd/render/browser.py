@@ -38,7 +38,7 @@ _MEASURE = """() => {
   const fonts = new Map(), seen = new Map();
   let current = '';
   return JSON.stringify(Array.from(document.querySelectorAll('svg text')).map(e => {
-    const key = [e.getAttribute('font-size'), e.getAttribute('font-family'), e.getAttribute('font-style'),
+    const key = [e.getAttribute('font-size'), e.getAttribute('class'), e.getAttribute('font-style'),
                  e.getAttribute('font-weight')].join('|');
     let font = fonts.get(key);
     if (font === undefined) {
