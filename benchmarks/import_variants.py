@@ -3,9 +3,11 @@
 :mod:`import_corpus` builds every model type once, in eval mode, on ``input_ids`` (or its main input) at batch 2 and
 8 tokens.  Users call models otherwise: with a padded ``attention_mask``, ``token_type_ids``, ``position_ids``,
 ``inputs_embeds``, ``labels`` (a loss; QA spans past the end too), ``use_cache=True`` (a key/value cache returned),
-``output_attentions``, ``output_hidden_states``, ``return_dict=False``, ``decoder_input_ids``; through task heads
-(sequence and token classification, question answering, masked and causal LMs, image classification, seq2seq); with
-``attn_implementation`` eager or sdpa; in float64 or bfloat16; at batch 1, length 1 or odd lengths; in training mode.
+``output_attentions``, ``output_hidden_states``, ``return_dict=False``, ``decoder_input_ids`` and its mask,
+``head_mask``, shuffled ``position_ids``; through task heads (sequence and token classification, question answering,
+masked and causal LMs, image classification, seq2seq, multiple choice, pretraining, audio classification, semantic
+segmentation); with ``attn_implementation`` eager or sdpa; in float64 or bfloat16; at batch 1, length 1 or odd lengths;
+in training mode.
 
 Each case is a model type, a head (an auto mapping) and a variant.  For each: traced / refused (``ncd.TraceError``) /
 crashed, opaque boxes, the round trip on the traced input and on a fresh input of the same shapes and different values
@@ -145,6 +147,62 @@ def _then(*steps: Callable[[Inputs, Any, torch.Generator, int], Inputs]) -> Call
     return add
 
 
+def _head_mask(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Some heads of some layers masked out (``head_mask``, layers × heads of 0/1)."""
+    mask = (torch.rand(config.num_hidden_layers, config.num_attention_heads, generator=gen) > 0.4).float()
+    return {**inputs, "head_mask": mask}
+
+
+def _choices(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Three choices per example (``(b, c, t)`` inputs) and the right one as the label."""
+    out = {k: v.unsqueeze(1).expand(v.shape[0], 3, *v.shape[1:]).contiguous() for k, v in inputs.items()}
+    out["input_ids"] = torch.randint(5, 90, out["input_ids"].shape, generator=gen)
+    return {**out, "labels": torch.randint(0, 3, (inputs["input_ids"].shape[0],), generator=gen)}
+
+
+def _pretraining(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Masked-token labels (half of them -100) and a next-sentence label."""
+    ids = inputs["input_ids"]
+    labels = torch.randint(0, config.vocab_size, ids.shape, generator=gen)
+    labels[torch.rand(ids.shape, generator=gen) < 0.5] = -100
+    return {**inputs, "labels": labels, "next_sentence_label": torch.randint(0, 2, (ids.shape[0],), generator=gen)}
+
+
+def _example_labels(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """One class per example, whatever the main input is (audio, pixels)."""
+    first = next(iter(inputs.values()))
+    return {**inputs, "labels": torch.randint(0, config.num_labels, (first.shape[0],), generator=gen)}
+
+
+def _pixel_labels(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """A class per pixel, a fifth of them 255 (a segmentation head's ignored label)."""
+    px = inputs["pixel_values"]
+    labels = torch.randint(0, config.num_labels, (px.shape[0], px.shape[2], px.shape[3]), generator=gen)
+    labels[torch.rand(labels.shape, generator=gen) < 0.2] = 255
+    return {**inputs, "labels": labels}
+
+
+def _decoder_mask(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    ids = inputs.get("decoder_input_ids")
+    if ids is None:
+        return inputs
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0
+    return {**inputs, "decoder_attention_mask": mask}
+
+
+def _shuffled_positions(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    b, t = inputs["input_ids"].shape
+    return {**inputs, "position_ids": torch.stack([torch.randperm(t, generator=gen) for _ in range(b)])}
+
+
+def _prompt_labels(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """The tokens as labels, the first three (a prompt) -100."""
+    labels = inputs["input_ids"].clone()
+    labels[:, :3] = -100
+    return {**inputs, "labels": labels}
+
+
 V = Variant
 PLAIN = V("plain")
 MASK_R, MASK_L = V("mask-right", _mask(False)), V("mask-left", _mask(True))
@@ -163,6 +221,12 @@ PAST1 = V("past_key_values+length1", _flag(use_cache=True), past=5, tokens=1)
 MASK_ONES_R, MASK_ONES_L = V("mask-ones-then-right", _mask(False, False)), V("mask-ones-then-left", _mask(True, False))
 EMBEDS_MASK = V("inputs_embeds+mask-left", _then(_embeds, _mask(True)))
 MASK_CACHE = V("mask-left+use_cache", _then(_mask(True), _flag(use_cache=True)))
+HEADS, CHOICES, PRETRAIN = V("head_mask", _head_mask), V("choices+labels", _choices), V("pretraining labels", _pretraining)
+EXAMPLE_LABELS, PIXEL_LABELS = V("labels", _example_labels), V("labels (255 ignored)", _pixel_labels)
+DECODER_MASK, SHUFFLED = V("decoder_attention_mask", _decoder_mask), V("position_ids shuffled", _shuffled_positions)
+PROMPT_LABELS = V("labels (prompt -100)", _prompt_labels)
+EVERYTHING = V("use_cache+output_attentions+output_hidden_states",
+               _flag(use_cache=True, output_attentions=True, output_hidden_states=True))
 
 BASE, CAUSAL, MASKED = "MODEL_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"
 SEQ_CLS, TOK_CLS = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"
@@ -202,7 +266,16 @@ CASES: list[tuple[str, str, list[Variant]]] = [
     ("electra", TOK_CLS, [MASK_R]),
     ("gemma", CAUSAL, [MASK_L]),
     ("phi3", CAUSAL, [MASK_L, CACHE]),
-    ("opt", CAUSAL, [MASK_L]),
+    ("opt", CAUSAL, [MASK_L, HEADS, PROMPT_LABELS]),
+    ("bert", BASE, [HEADS]),
+    ("bert", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES", [CHOICES]),
+    ("bert", "MODEL_FOR_PRETRAINING_MAPPING_NAMES", [PRETRAIN]),
+    ("wav2vec2", "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", [EXAMPLE_LABELS]),
+    ("segformer", "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES", [PIXEL_LABELS]),
+    ("t5", SEQ2SEQ, [DECODER_MASK]),
+    ("bart", SEQ2SEQ, [DECODER_MASK]),
+    ("llama", CAUSAL, [SHUFFLED, PROMPT_LABELS, EVERYTHING]),
+    ("gpt_neox", CAUSAL, [SHUFFLED]),
 ]
 
 
