@@ -23,8 +23,9 @@ import sympy
 
 from ncd.errors import TypeMismatchError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Diagram, Identity, Par, Seq, Weave, describe
+from ncd.ir.diagram import Diagram, Identity, Par, Seq, Weave, _woven_types, describe
 from ncd.ir.size import size_text, sizes_equal
+from ncd.limits import limits
 
 __all__ = ["then", "fit", "mismatch"]
 
@@ -97,6 +98,10 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
             parts.append(fitted)
             offset += n
         return Par.of(*parts), left_map
+    if len(target) == len(diagram.dom):
+        quick = _prefixed(diagram, target)
+        if quick is not None:
+            return quick, {}
     ctx = _Left(left, target)  # what errors name as the first side (the identity on ``target`` if none is given)
     dom = diagram.dom
     if len(dom) != len(target):
@@ -106,6 +111,7 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
     prefix: list[Axis] = []
     suffix: list[Axis] = []
     carried: list[dict[str, int]] = []  # per segment: woven axis name -> index in target segment
+    known: dict[str, Axis] = {}  # the axes of prefix and suffix by name
     for j, (want, have) in enumerate(zip(target, dom)):
         if want.dtype != have.dtype:
             raise mismatch(ctx.diagram(), diagram, f"segment {j} holds {want.dtype} values but {have.dtype} values are expected")
@@ -141,13 +147,13 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
                 raise mismatch(ctx.diagram(), diagram, f"axis {axis.name} occurs twice among the axes to broadcast over")
             extras[axis.name] = i
             side = prefix if (not used or i < used[0]) else suffix
-            known = {a.name: a for a in prefix + suffix}
             if axis.name in known:
                 if not known[axis.name].same(axis):
                     raise mismatch(ctx.diagram(), diagram, f"axis {axis.name} has size {size_text(known[axis.name].size)} in one"
                                    f" segment and {size_text(axis.size)} in another")
             else:
                 side.append(axis)
+                known[axis.name] = axis
         carried.append(extras)
     woven = [a.subs(left_mapping) for a in prefix + suffix] if left_mapping else prefix + suffix
     result = diagram.subs(mapping) if mapping else diagram
@@ -156,21 +162,85 @@ def _fit(diagram: Diagram, target: Type, left: Diagram | None) -> Maps:
     own_cod = [list(seg.names) for seg in result.cod]
     # Final layouts: inputs exactly as in target; outputs prefix + own + suffix.
     final_cod = [[a.name for a in prefix] + names + [a.name for a in suffix] for names in own_cod]
+    depth = result.nesting()
+    names = {a.name for a in woven}
+    # The positions below are within their segments and some input carries each axis, by construction: a weave is
+    # built without repeating those checks (a tenth of a trace's fitting), unless an axis woven would also be an own
+    # axis of the box (or the weave too deep), whose error the checked construction raises as it always did.
+    checked = depth + len(woven) > limits().nesting or any(
+        n in carried[j] for j, seg in enumerate(result.dom) for n in seg.names) or any(
+        n in names for seg in result.cod for n in seg.names)
     inner_names: set[str] = set()
     for axis in reversed(woven):
-        inner_names.add(axis.name)
+        name = axis.name
+        inner_names.add(name)
         dom_pos: list[int | None] = []
         for j, want in enumerate(target):
-            if axis.name not in carried[j]:
+            extras = carried[j]
+            if name not in extras:
                 dom_pos.append(None)
                 continue
-            keep = [i for i, a in enumerate(want.axes) if a.name not in carried[j] or a.name in inner_names]
-            dom_pos.append(keep.index(carried[j][axis.name]))
-        cod_pos = []
-        for j, names in enumerate(final_cod):
-            cod_pos.append(_slot(names, own_cod[j], len(prefix), axis.name, inner_names))
-        result = Weave(result, axis, tuple(dom_pos), tuple(cod_pos))
+            # where it sits among the wires the inner weave keeps (the box's own and the axes woven inside it)
+            axes = want.axes
+            dom_pos.append(sum(1 for i in range(extras[name]) if axes[i].name not in extras or axes[i].name in inner_names))
+        cod_pos = tuple(_slot(out, own_cod[j], len(prefix), name, inner_names) for j, out in enumerate(final_cod))
+        if checked:
+            result = Weave(result, axis, tuple(dom_pos), cod_pos)
+            continue
+        depth += 1
+        node = Weave.__new__(Weave)
+        dom, cod = _woven_types(result.dom, result.cod, axis, tuple(dom_pos), cod_pos)
+        node.__dict__.update(inner=result, axis=axis, dom_pos=tuple(dom_pos), cod_pos=cod_pos, dom=dom, cod=cod,
+                             _nesting=depth)
+        result = node
     return result, left_mapping
+
+
+def _prefixed(diagram: Diagram, target: Type) -> Diagram | None:
+    """The usual fit, found without the general walk: each segment of ``target`` is the box's input (the very same
+    axes) after axes of other names (those of every segment in one order, the same axis objects where two segments
+    have one), and no output has those names.  The box is woven over them in front of every input that has them and
+    of every output, as the general walk weaves it; ``None`` in any other case (the walk decides, and raises)."""
+    woven: dict[str, Axis] = {}  # the axes to weave over, in the order the walk meets them
+    carried: list[set[str]] = []
+    for want, have in zip(target.segments, diagram.dom.segments):
+        axes, own = want.axes, have.axes
+        k = len(axes) - len(own)
+        if k < 0 or want.dtype != have.dtype or want.range is not have.range:
+            return None
+        for a, b in zip(axes[k:], own):
+            if a is not b:
+                return None
+        names = {a.name for a in axes[:k]}
+        if len(names) < k or any(a.name in names for a in own):
+            return None
+        last = -1
+        for a in axes[:k]:  # in the order of the axes met before (each weave then sits in front of the inner ones)
+            if a.name in woven:
+                if woven[a.name] is not a:
+                    return None
+                at = list(woven).index(a.name)
+                if at < last:
+                    return None
+                last = at
+            else:
+                woven[a.name] = a
+                last = len(woven) - 1
+        carried.append(names)
+    depth = diagram.nesting()
+    if not woven or depth + len(woven) > limits().nesting \
+            or any(a.name in woven for seg in diagram.cod for a in seg.axes):
+        return None
+    result = diagram
+    cod_pos = (0,) * len(diagram.cod)
+    for name, axis in reversed(woven.items()):
+        depth += 1
+        dom_pos = tuple(0 if name in names else None for names in carried)
+        node = Weave.__new__(Weave)
+        dom, cod = _woven_types(result.dom, result.cod, axis, dom_pos, cod_pos)
+        node.__dict__.update(inner=result, axis=axis, dom_pos=dom_pos, cod_pos=cod_pos, dom=dom, cod=cod, _nesting=depth)
+        result = node
+    return result
 
 
 class _Left:
