@@ -392,10 +392,10 @@ class PositionReads(nn.Module):
         super().__init__()
         self.fc = nn.Linear(M, 5)
 
-    def forward(self, x: torch.Tensor, last: torch.Tensor, keep: torch.Tensor, picks: torch.Tensor,
+    def forward(self, x: torch.Tensor, last: torch.Tensor, keep: torch.Tensor, chosen: torch.Tensor, picks: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pooled = x[torch.arange(x.shape[0]), last]  # b m: the row at each batch's last position (-1: the end)
-        kept = x[:, keep] + x.index_select(1, keep.abs())  # b k m
+        kept = x[:, keep] + x.index_select(1, chosen)  # b k m
         scores = self.fc(pooled)
         return pooled, kept, x.gather(1, picks), F.cross_entropy(scores, labels)
 
@@ -404,7 +404,8 @@ def _positions(g: torch.Generator) -> dict[str, Any]:
     labels = torch.randint(0, 5, (B,), generator=g)
     labels[0] = -100
     return {"x": torch.randn(B, T, M, generator=g), "last": torch.randint(-T, T, (B,), generator=g),
-            "keep": torch.randint(-T + 1, T, (3,), generator=g), "picks": torch.randint(0, T, (B, 2, M), generator=g),
+            "keep": torch.randint(-T, T, (3,), generator=g), "chosen": torch.randint(0, T, (3,), generator=g),
+            "picks": torch.randint(0, T, (B, 2, M), generator=g),
             "labels": labels}
 
 
