@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ncd
+from ncd.ir.diagram import defaults_of
 from ncd.prims.scan import ScanOp
 
 
@@ -135,11 +136,13 @@ def test_mamba_selective_scan_folds_and_round_trips() -> None:
     sizes = []
     for length in (6, 48):
         d = ncd.trace(model, torch.randint(0, 64, (2, length)), use_cache=False)
-        assert [int(s.length) for s in _scans(d)] == [length]  # one scan, drawn once for both layers
-        ids = torch.randint(0, 64, (2, length))
-        got = d.to_torch()(ids)
-        torch.testing.assert_close(got[0] if isinstance(got, tuple) else got,
-                                   model(ids, use_cache=False).last_hidden_state, atol=1e-4, rtol=1e-4)
+        # one scan, drawn once for both layers, over the tokens t (the causal conv's t+3 sliced back to t)
+        assert [str(s.length) for s in _scans(d)] == ["t"] and defaults_of(d.as_block())["t"] == length
+        for other in (length, 11):  # the traced length and another one
+            ids = torch.randint(0, 64, (2, other))
+            got = d.to_torch(t=other)(ids)
+            torch.testing.assert_close(got[0] if isinstance(got, tuple) else got,
+                                       model(ids, use_cache=False).last_hidden_state, atol=1e-4, rtol=1e-4)
         sizes.append(len(to_svg(d, embed_fonts=False)))
     assert sizes[1] < 1.01 * sizes[0]
 

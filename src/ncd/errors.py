@@ -16,6 +16,7 @@ __all__ = [
     "NCDError",
     "ParseError",
     "SizeError",
+    "derived_size",
     "TypeMismatchError",
     "SchemaError",
     "LoweringError",
@@ -63,6 +64,17 @@ class ParseError(NCDError, ValueError):
 
 class SizeError(NCDError, ValueError):
     """A size is unbound, not a whole number, or contradicts another size."""
+
+    #: what a box refusing a size it holds derives from its inputs instead: ``(axis name, held, derived)``, the name
+    #: None for an index range (a convolution's output axis ``t:11`` from an input ``t`` padded by 3: ``t + 3``);
+    #: :func:`ncd.trace.symbolic.symbolize` follows such a name or range as the derived expression on its next pass
+    derived: tuple[tuple[str | None, Any, Any], ...] = ()
+
+
+def derived_size(error: SizeError, *derived: tuple[str | None, Any, Any]) -> SizeError:
+    """``error`` saying what the box derives (:attr:`SizeError.derived`) where it holds a number."""
+    error.derived = tuple(derived)
+    return error
 
 
 class TypeMismatchError(NCDError, TypeError):

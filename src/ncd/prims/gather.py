@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.errors import ParseError, SizeError
+from ncd.errors import ParseError, SizeError, derived_size
 from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
@@ -85,8 +85,10 @@ class GatherOp(Primitive):
     def __post_init__(self) -> None:
         rng = self.positions.range
         if self.positions.dtype != "index" or rng is None or not sizes_equal(rng, self.axis.size):
-            raise SizeError(f"gather along axis {self.axis.name} of size {size_text(self.axis.size)}: the positions"
-                            f" '{self.positions}' must be an index segment with range [{size_text(self.axis.size)}]")
+            raise derived_size(SizeError(
+                f"gather along axis {self.axis.name} of size {size_text(self.axis.size)}: the positions"
+                f" '{self.positions}' must be an index segment with range [{size_text(self.axis.size)}]"),
+                *([(None, rng, self.axis.size), (self.axis.name, self.axis.size, rng)] if rng is not None else []))
         if self.axis.name in self.positions.names:
             raise ParseError(f"gather along axis {self.axis.name}: the positions '{self.positions}' reuse its name")
         if isinstance(self.range, int):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.errors import ParseError, SizeError
+from ncd.errors import ParseError, SizeError, derived_size
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
@@ -165,7 +165,9 @@ class PadOp(Primitive):
         if self.output is not None:
             want = self.padded()
             if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
-                raise SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'")
+                raise derived_size(SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'"),
+                                   *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
+                                     if not is_zero(x.size - y.size)])
 
     def padded(self) -> Segment:
         return Segment(tuple(a.resized(a.size + b + c) for a, b, c in zip(self.axes, self.before, self.after)))

@@ -101,16 +101,23 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     sized = factor_of(conv, factor)
     if sized is not None:
         return sized
+    merged = {name for key, name in conv.namer.generated.items() if len(key) > 3}  # (b h) as one wire: no size's role
     for name in tuple(like) + (_config_names(conv) if like else ()):
         base = name.rstrip(PRIME)
         n = conv.namer.size_of.get(base)
-        if n is None or n <= 1 or base in SYMBOLIZED:
+        if n is None or n <= 1 or base in SYMBOLIZED or base in merged:
             continue
         for power in (sympy.Rational(-1, 2), sympy.Integer(-1), sympy.Rational(1, 2)):
             if math.isclose(factor, n ** float(power), rel_tol=1e-12, abs_tol=0.0):
                 s = size_constant(conv, base)
                 if s is not None:
                     return s ** power
+    heads = conv.namer.own["k"]
+    if like and len(heads) == 1:  # the config's one head dimension, though no wire holds it (bloom's fused q k v: d)
+        n = next(iter(heads))
+        if n > 1 and conv.namer.size_of.get("k", n) == n and math.isclose(factor, n ** -0.5, rel_tol=1e-12, abs_tol=0.0):
+            conv.__dict__.setdefault("_constants", {})["k"] = n
+            return symbol("k") ** sympy.Rational(-1, 2)
     return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
 
 
@@ -201,7 +208,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
     va = operand(conv, a, names, shape)
     vb = operand(conv, b, names, shape)
     if name == "sub" or alpha != 1:
-        vb = _scale(conv, vb, (-1.0 if name == "sub" else 1.0) * float(alpha))
+        factor = (-1.0 if name == "sub" else 1.0) * float(alpha)  # (baddbmm's alpha: bloom's 1/√k)
+        vb = _scale(conv, vb, factor, conv.names(vb) if not written(factor) else ())
     bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
 
 

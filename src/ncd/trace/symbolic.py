@@ -23,7 +23,7 @@ from typing import Any
 
 import sympy
 
-from ncd.errors import NCDError
+from ncd.errors import NCDError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
@@ -92,25 +92,60 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
 
     A pass that fails at a junction is not thrown away: the next one keeps every value it rebuilt whose wires have
     none of the names or ranges just learned (a value is a function of the original and of the followed names and
-    ranges its wires have), and rebuilds only the others and what the failed pass did not reach."""
-    walk = _Walk(body, sizes)
+    ranges its wires have), and rebuilds only the others and what the failed pass did not reach.
+
+    Wires a view only renames from or to a symbol's are followed as it too (Mamba's tokens ``y̅`` cut back from the
+    convolution's ``t + 3``, its scan state's batch ``z``; a ``(b,)`` input of positions named ``y̅``); a name is shared
+    by the wires of its size, so a traced size equal to another by chance (longformer's 2 chunks at batch 2) can make
+    the junctions fail: then the passes are made again without them."""
+    try:
+        return _passes(body, sizes, True)
+    except NCDError:
+        return _passes(body, sizes, False)
+
+
+def _passes(body: Diagram, sizes: dict[str, int], renames: bool) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+    walk = _Walk(body, sizes, renames)
     try:
         for _ in range(PASSES):
             try:
-                return walk.run()
+                done = walk.run()
             except NCDError:
                 if not walk.learned[0] and not walk.learned[1]:
                     raise
-                walk.follow_learned()
+            else:  # an input's axis a view renames as a symbol's: one more pass with the input sized by it
+                if not walk.learns_anew():
+                    return done
+            walk.follow_learned()
         return walk.run()
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
         walk.close()
 
 
-def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> tuple[Axis, ...]:
+def _aligned(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> list[tuple[Axis, Axis]]:
+    """The pairs of a view's source and target axes that hold the same entries (one starts and ends where the other
+    does, row-major, at the traced sizes): the view only renames them (``b n t -> b n y:6``)."""
+    starts: dict[tuple[int, int], Axis] = {}
+    end = 1
+    for a in source:
+        start, end = end, end * traced(a.size)
+        if end > start:
+            starts[(start, end)] = a
+    pairs = []
+    end = 1
+    for b in target:
+        start, end = end, end * traced(b.size)
+        same = starts.get((start, end))
+        if same is not None:
+            pairs.append((same, b))
+    return pairs
+
+
+def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any, renames: bool = True) -> tuple[Axis, ...]:
     """The target axes of a view (row-major) with sizes in symbols where one starts where a source axis does and
     holds whole source axes sized by symbols, and maybe the leading part of a next source axis of a fixed size
-    (``(t, b, m) -> (t, b*h, m/h)``: ``4*b``); other axes as they were (a symbol split is not followed)."""
+    (``(t, b, m) -> (t, b*h, m/h)``: ``4*b``), and with ``renames`` an axis sized by a symbol only renamed (``b n t̅ ->
+    b n y̅:6``: ``y̅:t``); other axes as they were (a symbol split is not followed)."""
     prefix = [1]
     for a in source:
         prefix.append(prefix[-1] * traced(a.size))
@@ -126,7 +161,9 @@ def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> 
         group, rest = source[i:k], end // prefix[k]
         if rest != 1 and (k >= len(source) or source[k].size.free_symbols or traced(source[k].size) % rest):
             continue
-        if (len(group) > 1 or rest != 1) and any(a.size.free_symbols for a in group):
+        if len(group) == 1 and rest == 1 and not (renames and group[0].size.is_Symbol):
+            continue  # only renamed: followed as the symbol (the wire it is renamed from)
+        if any(a.size.free_symbols for a in group):
             out[j] = dataclasses.replace(b, size=sympy.Mul(*[a.size for a in group]) * rest)
     return tuple(out)
 
@@ -149,13 +186,31 @@ def _learn(left: Type, right: Type, traced: Any, learned: Follow) -> None:
                 ranges.setdefault(int(num), sym)
 
 
+def _derived(error: SizeError, traced: Any, learned: Follow, given: set[tuple[str, int]]) -> None:
+    """From a box refusing the sizes it holds once its inputs are symbols: the names (and ranges) it holds at the
+    traced sizes and derives as expressions of the symbols (a convolution's output ``t:11`` from an input ``t``
+    padded by 3 on each side: ``t + 3``; an argmax's positions ``[8]`` gathered along ``t``: ``[t]``)."""
+    names, ranges = learned
+    for name, held, want in error.derived:
+        if not held.is_Integer or not want.free_symbols or traced(want) != int(held):
+            continue
+        if name is not None and (_base(name), int(held)) in given:
+            continue  # a wire of an input's name and size (generic names are shared per size): not sized by b, t
+        if name is None:
+            ranges.setdefault(int(held), want)
+        else:
+            names.setdefault((_base(name), int(held)), want)
+
+
 class _Walk:
     """The passes of :func:`symbolize` over one diagram: the rebuilt values, kept from pass to pass (by the id of the
     original: equal parts of a diagram are often one object, and each original is rebuilt as one object), the order in
     which boxes were first rebuilt (the order of ``fixed``), and the names and ranges followed."""
 
-    def __init__(self, body: Diagram, sizes: dict[str, int]) -> None:
+    def __init__(self, body: Diagram, sizes: dict[str, int], renames: bool = True) -> None:
         symbols = {n: symbol(n) for n in sizes}
+        given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
+                 if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
         traced_values = {symbols[n]: sizes[n] for n in symbols}
         done: dict[int, Any] = {}  # id -> rebuilt value
         kept: list[Any] = []  # the originals whose ids key ``done``, in the order they were rebuilt (parts first)
@@ -176,7 +231,7 @@ class _Walk:
 
         def axis(a: Axis) -> Axis:
             if a not in axes:
-                base = a.name if a.name in sizes else _base(a.name) if _base(a.name) == "t" else None
+                base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
                 symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
                 followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
                 axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
@@ -236,12 +291,21 @@ class _Walk:
                 changed = changed or new is not old
             if not changed:
                 return p  # nothing sized by a symbol: the box as it was
-            if isinstance(p, SliceOp) and changes["output"] is not p.output and p.start == 0 and p.step == 1:
-                changes["stop"] = changes["output"].size
+            if isinstance(p, SliceOp) and changes["output"] is not p.output and p.step == 1:
+                changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
             if p.op == "view":  # a merge of symbolised axes: the product
                 changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
-                    changes["source"].axes, changes["target"].axes, traced))
-            new = type(p)(**changes)  # dataclasses.replace, every field given
+                    changes["source"].axes, changes["target"].axes, traced, renames))
+                for a, b in _aligned(changes["source"].axes, changes["target"].axes, traced) if renames else ():
+                    # an input's axis renamed as a symbol's (a loss's (b,) positions named y:2 read beside b t): the
+                    # model holds them equal, so the input is sized by the symbol (followed on a next pass)
+                    if a.size.is_Integer and b.size.is_Symbol and (_base(a.name), int(a.size)) in given:
+                        learned[0].setdefault((_base(a.name), int(a.size)), b.size)
+            try:
+                new = type(p)(**changes)  # dataclasses.replace, every field given
+            except SizeError as error:  # a size the box derives from symbols where it holds the traced number
+                _derived(error, traced, learned, given)
+                raise
             if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
                 notes[id(p)] = (tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'")
             elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
@@ -298,6 +362,10 @@ class _Walk:
         new = self.node(self.body)
         _, _, order, _, notes, _, _, _ = self._state
         return new, [notes[key] for key in order if key in notes]
+
+    def learns_anew(self) -> bool:
+        """Whether the last pass learned a name not followed yet."""
+        return not self.learned[0].keys() <= self._state[6].keys()
 
     def follow_learned(self) -> None:
         """Follow what the failed pass learned, and forget every value it rebuilt whose wires have a name or range
