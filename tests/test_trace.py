@@ -6,6 +6,8 @@ Every model here is checked against itself: the traced diagram, lowered with
 
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 
 import pytest
@@ -142,6 +144,34 @@ def test_data_dependent_control_flow_is_an_ncd_error() -> None:
 
     with pytest.raises(ncd.NCDError, match="control flow depends on the values of the inputs"):
         ncd.trace(Branchy(), torch.randn(3))
+
+
+def test_a_refused_trace_says_why_without_torchs_logs(capfd: pytest.CaptureFixture[str]) -> None:
+    class Branchy(nn.Module):  # refused by torch.export, which prints its partial graph to stderr
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Branchy.calls += 1
+            print("the model's own line", file=sys.stderr)  # written during export: passed on, once per call
+            return x[: int(x.sum().item() > 0) + 1]
+
+    class Mismatched(nn.Module):  # raises on its inputs: torch's fake tensors log the meta kernel's traceback
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(5, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.linear(x)
+            return out
+
+    filters = {name: list(logging.getLogger(name).filters) for name in ("torch._subclasses.fake_tensor", "torch.export._trace")}
+    said = []
+    for model, why in ((Branchy(), "control flow depends on the values of the inputs"), (Mismatched(), "same reduction dim")):
+        with pytest.raises(ncd.TraceError, match=why):
+            ncd.trace(model, torch.randn(2, 4))
+        said.append(capfd.readouterr().err)
+    assert said == ["the model's own line\n" * Branchy.calls, ""] and Branchy.calls > 1, said
+    assert {name: list(logging.getLogger(name).filters) for name in filters} == filters  # the user's logging is as it was
 
 
 def test_unknown_operators_become_opaque_boxes_with_one_warning() -> None:

@@ -12,11 +12,15 @@ depends on the inputs at all (nodes that do not are folded into constants).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
+import logging
 import os
 import sys
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,14 +210,58 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
             pass
     names = input_names(model, len(args), kwargs)
-    with functions_refused(model):
+    with functions_refused(model), _torch_errors_unlogged():
         return _exported(model, flat, args, kwargs, names, reads)
+
+
+#: torch's loggers that report, at ERROR level, a failure ncd itself reports (as a TraceError) or falls back from
+_FAILURE_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export._trace")
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _torch_errors_unlogged() -> Iterator[None]:
+    """While export or make_fx run: torch's ERROR records of a failing call (a fake tensor's meta kernel logs its whole
+    traceback, about 150 lines for one failed ``mm``) are dropped; the loggers' levels, handlers and other records are
+    left as the user set them, and the filter is removed after."""
+    loggers = [logging.getLogger(name) for name in _FAILURE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_below_error)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_below_error)
+
+
+@contextlib.contextmanager
+def _without_partial_graph() -> Iterator[None]:
+    """Around ``torch.export.export``: a failing export prints the partial graph it traced to stderr (once per
+    wrapper); that print is dropped, and whatever else was written to stderr meanwhile (warnings) is passed on."""
+    stderr, held = sys.stderr, io.StringIO()
+    sys.stderr = held
+    graph = None
+    try:
+        yield
+    except BaseException as error:
+        graph = getattr(error, "partial_fx_graph", None)
+        raise
+    finally:
+        sys.stderr = stderr
+        text = held.getvalue()
+        if graph is not None:
+            text = text.replace(f"{graph}\n", "")
+        if text:
+            stderr.write(text)
 
 
 def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
               names: list[str], reads: Exception | None) -> Captured:
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _without_partial_graph():
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
     except Exception as error:  # noqa: BLE001 - any export failure: classify, then fall back
         if _is_data_dependent(error):
