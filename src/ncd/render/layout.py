@@ -55,8 +55,9 @@ class Layout(LayoutContext, Fold[Frag]):
         #: the containers :meth:`probe` measured as columns without laying them out, by ``id``: the node, the largest
         #: lower bound of its width, and the contexts (block depth, path, fences) it was measured in
         self.probed: dict[int, tuple[Diagram, list[float], list[tuple[int, list[str], list[str]]]]] = {}
-        #: the smallest text of the wire labels of a type or an axis, by ``id`` (kept with it; where no label is generic)
-        self._label_smallest: dict[Any, tuple[Any, float]] = {}
+        #: the smallest text and the widest advance of the wire labels of a type (by ``id``, and the wires labelled)
+        #: or an axis (by ``id``), kept with it; where no label is generic
+        self._label_smallest: dict[Any, tuple[Any, tuple[float, float]]] = {}
 
     # -- the fold ------------------------------------------------------------------------------
     def lay(self, node: Diagram) -> Frag:
@@ -420,12 +421,15 @@ class Layout(LayoutContext, Fold[Frag]):
         ``node`` (``count`` of it folded), and the smallest size of its text (``inf``: none) — exact — without making
         its sequences, parallel parts, weaves, fences and parentheses: what the page layout asks of a one-row drawing
         or a wide column it will not draw (it is wider than the page, or split into rows).  The boxes and the other
-        leaves are laid out as :meth:`lay_group` / :meth:`lay` would, and kept in the memo for the page to place;
-        each gap counts its labels' smallest text and at least its 8-point width.  Only for :class:`Layout` itself,
+        leaves are laid out as :meth:`lay_group` / :meth:`lay` would, and kept in the memo for the page to place
+        (wires alone are not: no width, no text); each gap counts its labels' smallest text and the width of its
+        widest label (at least 8 points), as :meth:`gap` makes it.  Only for :class:`Layout` itself,
         without notes (a subclass may draw a container otherwise); ``text=False``: the width only (the smallest text
         is ``inf``)."""
         kind = self._container(node, count)
         if kind is None:
+            if type(node) is Identity:  # wires: no width, no text (:meth:`identity`); laid out where the page places them
+                return 0.0, float("inf")
             frag = self.lay_group(node, count) if group else self.lay(node)
             if not text:
                 return frag.w, float("inf")
@@ -478,16 +482,20 @@ class Layout(LayoutContext, Fold[Frag]):
             assert isinstance(node, Seq)
             groups = self.groups(node.parts)
             total, small = 0.0, inf
-            labels = text and self.style.labels == "all"
+            labels = self.style.labels == "all"
             for k, (part, n) in enumerate(groups):
                 w, s = self.probe(part, n, text=text)
                 total += w
                 small = min(small, s)
-                if k:  # the gap before it: at least 8 points wide, its labels those of the wires in between
-                    total += 8.0
-                    if labels:
-                        small = min(small, self._labels_smallest(groups[k - 1][0].cod,
-                                                                 self.gap_labels(groups[k - 1][0], part)))
+                if k:  # the gap before it: as wide as its widest label and at least 8 points, its labels those of
+                    if labels:  # the wires in between it labels (:meth:`gap`)
+                        prev = groups[k - 1][0]
+                        label_s, label_w = self._labels_measure(prev.cod, self.gap_labels(prev, part))
+                        total += max(8.0, label_w)
+                        if label_s < small:
+                            small = label_s
+                    else:
+                        total += 8.0
             return total, small
         if kind == "par":
             assert isinstance(node, Par)
@@ -535,10 +543,16 @@ class Layout(LayoutContext, Fold[Frag]):
     def _labels_smallest(self, typ: Type, labels: bool | tuple[bool, ...] = True) -> float:
         """The smallest text of the wire labels a gap carrying ``typ`` draws (``inf``: none), as :meth:`gap` finds
         them (its legend rows are not kept: no gap is made); ``labels``: the wires it labels (:meth:`gap_labels`)."""
+        return self._labels_measure(typ, labels)[0]
+
+    def _labels_measure(self, typ: Type, labels: bool | tuple[bool, ...] = True) -> tuple[float, float]:
+        """The smallest text of the wire labels a gap carrying ``typ`` draws (``inf``: none) and the widest label's
+        advance (``0``: none), as :meth:`gap` finds them: the gap is that wide or wider (its legend rows are not kept:
+        no gap is made); ``labels``: the wires it labels (:meth:`gap_labels`)."""
         from ncd.render.context import _distinct_axes
 
         if labels is False:
-            return float("inf")
+            return float("inf"), 0.0
         kept = self.generic is None and self._reads is None  # (by type: a page's gaps carry a few types many times)
         key: Any = id(typ) if labels is True else (id(typ), labels)
         if kept:
@@ -550,24 +564,27 @@ class Layout(LayoutContext, Fold[Frag]):
             axes = tuple(dict.fromkeys(a for a, labelled in zip((a for seg in typ for a in seg), labels) if labelled))
         size = self.style.label_size
         outer, self._rows = self._rows, []
-        found = float("inf")
+        found, widest = float("inf"), 0.0
         by_axis = self._label_smallest
         try:
             for axis in axes:
                 known = by_axis.get(id(axis)) if kept else None
                 if known is not None and known[0] is axis:
-                    value = known[1]
+                    value, advance = known[1]
                 else:
-                    value = self._wire_label(axis, None, size).smallest
+                    label = self._wire_label(axis, None, size)
+                    value, advance = label.smallest, label.advance
                     if kept:
-                        by_axis[id(axis)] = (axis, value)
+                        by_axis[id(axis)] = (axis, (value, advance))
                 if value < found:
                     found = value
+                if advance > widest:
+                    widest = advance
         finally:
             self._rows = outer
         if kept:
-            self._label_smallest[key] = (typ, found)
-        return found
+            self._label_smallest[key] = (typ, (found, widest))
+        return found, widest
 
 
 def _text_smallest(parts: tuple[Piece, ...], size: float) -> float:
