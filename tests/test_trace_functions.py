@@ -415,6 +415,7 @@ def test_function_in_a_model_recorded_on_meta_is_proven_on_real_values(monkeypat
 
     record = importlib.import_module("ncd.trace.record")
     monkeypatch.setattr(record, "META_ABOVE", 0)  # every model is recorded on meta first
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # (not on real values within a budget first)
     torch.manual_seed(0)
     x = torch.randn(3, 5, 6)
     model = Masked()

@@ -111,6 +111,7 @@ def test_meta_records_match_the_python_meta_kernels_and_the_real_recording(
     checked: list[str] = []
     known: list[str] = []
     monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
     monkeypatch.setattr(record, "_on_meta_device",
                         _compared_with_python_meta(record._on_meta_device, found, checked, known))
     finished = _recorded_on(monkeypatch)
@@ -141,6 +142,7 @@ def test_a_difference_from_the_python_meta_kernels_fails_the_comparison(monkeypa
         return margs, mkwargs, out
 
     monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
     monkeypatch.setattr(record, "_on_meta_device", _compared_with_python_meta(wrong, found, checked))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -186,6 +188,7 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
         return margs, mkwargs, out
 
     monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
     monkeypatch.setattr(record, "_on_meta_device", compared)
     finished = _recorded_on(monkeypatch)
     with warnings.catch_warnings():

@@ -34,6 +34,7 @@ from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.shapes import Shapes
+from ncd.trace.work import work
 from ncd.trace.writes import Region
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -93,6 +94,18 @@ class _NeedValues(Exception):
     """The recording on the meta device lacks a value it needs: record again on real values."""
 
 
+#: A model above :data:`META_ABOVE` is recorded on real values first, and again on the meta device once its calls on
+#: values of the inputs would compute more than ``WORK_BUDGET + WORK_PER_CALL`` × their number
+#: (:func:`ncd.trace.work.work`, multiply-adds; ~2e10 a second here): a meta kernel costs up to ~0.1 ms a call in
+#: Python, so a large model of small inputs (a deep stack of small layers) records faster on real values.
+WORK_BUDGET = 2e7
+WORK_PER_CALL = 3e6
+
+
+class _OverBudget(Exception):
+    """The recording on real values has computed more than :data:`WORK_BUDGET`: record again on the meta device."""
+
+
 def _recorder_base() -> type:
     # the pre-dispatch mode stack only admits the proxy mode's class (torch internals)
     from torch.fx.experimental.proxy_tensor import ProxyTorchDispatchMode
@@ -129,8 +142,11 @@ def _recorder_class() -> type:
 
 class _Recording(Aliases):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
-                 guards: bool = False) -> None:
+                 guards: bool = False, budget: float | None = None) -> None:
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
+        self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
+        self.work = 0
+        self.calls = 0  # its calls on values of the inputs, with a budget
         self.nodes: list[Node] = []
         self.by_id: dict[int, Node] = {}
         self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
@@ -301,6 +317,11 @@ class _Recording(Aliases):
             args, kwargs, out = _on_meta_device(func, args, kwargs, self.meta_outputs)
         else:
             args, kwargs = real_args
+            if self.budget is not None and live:  # before the kernel runs: the work it would do
+                self.work += work(packet, args, kwargs)
+                self.calls += 1
+                if self.work > self.budget + WORK_PER_CALL * self.calls:
+                    raise _OverBudget(f"{self.work} after {self.calls} calls")
             with torch._C._DisablePythonDispatcher():  # real tensors: the C++ kernels, without Python at every call
                 out = func(*args, **kwargs)
         value = out
@@ -619,14 +640,7 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     """
     meta = _on_meta(model, args, kwargs)
     try:
-        try:
-            return _record(model, args, kwargs, flat, meta=meta)
-        except Unsupported:
-            raise
-        except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
-            if not meta:
-                raise
-            return _record(model, args, kwargs, flat, meta=False)
+        return _attempt(model, args, kwargs, flat, meta)
     except ReadsValue as error:
         reads = error
     # A model that reads an input's value into Python (``if mask.all(): skip the mask``) is recorded as torch.export
@@ -634,14 +648,7 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     # with no branch on values.  Export would record the same operations, only slower.
     with _as_exporting():
         try:
-            try:
-                return _record(model, args, kwargs, flat, meta=meta)
-            except Unsupported:
-                raise
-            except Exception:  # noqa: BLE001 - as above
-                if not meta:
-                    raise
-                return _record(model, args, kwargs, flat, meta=False)
+            return _attempt(model, args, kwargs, flat, meta)
         except ReadsValue:
             pass
         except Unsupported:
@@ -651,6 +658,30 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # Still a value read: if every one is a truth value (a branch, ``if not padding_mask.any()``), record the
         # branches taken, each checked at run time by a guard box; a number read (a size, a count) is refused.
         return _record(model, args, kwargs, flat, meta=False, guards=True)
+
+
+def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
+             meta: bool) -> Captured:
+    """One recording of the model: on real values, or for a large one (``meta``) on real values within
+    :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device, and on real values again if
+    that fails."""
+    if meta and WORK_BUDGET >= 0:
+        buffers = [(b, b.clone()) for b in model.buffers()]  # what the model writes into them is undone
+        try:
+            return _record(model, args, kwargs, flat, meta=False, budget=WORK_BUDGET)
+        except Exception:  # noqa: BLE001 - over the budget, or anything: the recording as without it decides
+            with torch.no_grad():
+                for b, before in buffers:
+                    if b.shape == before.shape:
+                        b.copy_(before)
+    try:
+        return _record(model, args, kwargs, flat, meta=meta)
+    except Unsupported:
+        raise
+    except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
+        if not meta:
+            raise
+        return _record(model, args, kwargs, flat, meta=False)
 
 
 @contextlib.contextmanager
@@ -668,14 +699,14 @@ def _as_exporting() -> Iterator[None]:
 
 
 def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
-            meta: bool, guards: bool = False) -> Captured:
+            meta: bool, guards: bool = False, budget: float | None = None) -> Captured:
     from torch._dispatch.python import enable_python_dispatcher
 
     from ncd.trace.fastpath import nested_padding
 
     names = input_names(model, len(args), kwargs)
     leaves = list(args) + list(kwargs.values())
-    rec = _Recording(model, names, leaves, meta, guards)
+    rec = _Recording(model, names, leaves, meta, guards, budget)
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
     Recorder = _recorder_class()
 
@@ -721,6 +752,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths):
             out = flat(*run_args, **run_kwargs)
+        if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
+            raise _OverBudget(f"{rec.work} after {rec.calls} calls")
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]

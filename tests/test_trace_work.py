@@ -1,0 +1,148 @@
+"""The recorder's work budget: a large model (``META_ABOVE``) is recorded on real values while its calls' estimated
+work stays within the budget, and again on the meta device once it would not; the estimate itself against torch's
+own FLOP counter."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import ncd
+from ncd.render import to_svg
+from ncd.trace.work import multiply_adds
+
+record = importlib.import_module("ncd.trace.record")
+
+
+def _recorded_on(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool]]:
+    """(``meta``, finished) of every recording :func:`record.record` started (after the recorder's own check)."""
+    from ncd.trace.capture import recorder_works
+
+    recorder_works()
+    seen: list[tuple[bool, bool]] = []
+    inner = record._record
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = inner(*args, **kwargs)
+        except Exception:
+            seen.append((kwargs["meta"], False))
+            raise
+        seen.append((kwargs["meta"], True))
+        return out
+
+    monkeypatch.setattr(record, "_record", counted)
+    return seen
+
+
+class Deep(nn.Module):
+    """A deep stack of small layers with normalised, trained statistics: large (parameters × input entries above
+    ``META_ABOVE``) but little arithmetic per call."""
+
+    def __init__(self, width: int = 512, depth: int = 8) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width), nn.GELU())
+                                    for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + layer(x)
+        return x
+
+
+def _drawn(model: nn.Module, *inputs: torch.Tensor) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *inputs)
+    return to_svg(d) + d.to_source()
+
+
+def test_a_large_model_of_little_work_records_on_real_values_as_on_meta(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model, x = Deep().eval(), torch.randn(4, 6, 512)
+    assert record._on_meta(model, (x,), {})
+    seen = _recorded_on(monkeypatch)
+    real = _drawn(model, x)
+    assert seen == [(False, True)], seen  # within the budget: once, on real values
+    seen.clear()
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # the meta recording it used to be
+    assert _drawn(model, x) == real
+    assert seen == [(True, True)], seen
+
+
+class Heavy(nn.Module):
+    """A batch norm in training mode (it updates its running statistics) before a convolution over a large image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+        self.conv = nn.Conv2d(3, 64, 7, padding=3)
+        self.head = nn.Conv2d(64, 256, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(torch.relu(self.conv(self.norm(x))))
+        return out
+
+
+def test_a_model_over_the_budget_records_on_meta_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the budget, the diagram and the model's buffers afterwards are those of recording on meta straight away:
+    what the attempt on real values wrote into the running statistics is undone."""
+    torch.manual_seed(0)
+    model, x = Heavy().train(), torch.randn(2, 3, 96, 96)
+    assert record._on_meta(model, (x,), {})
+    twin = Heavy().train()
+    twin.load_state_dict(model.state_dict())
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, x)
+    assert seen == [(False, False), (True, True)], seen  # real values until the budget, then meta
+    seen.clear()
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)
+    assert _drawn(twin, x) == drawn
+    assert seen == [(True, True)], seen
+    for (name, buffer), (_, other) in zip(model.named_buffers(), twin.named_buffers()):
+        assert torch.equal(buffer, other), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x).to_torch().train()
+    fresh = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(lowered(fresh), Heavy.forward(twin, fresh), atol=1e-4)
+
+
+def _flops(fn: Any) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("case", ["linear", "matmul", "bmm", "addmm", "conv1d", "conv2d_strided", "conv2d_groups",
+                                  "conv_transpose2d", "sdpa", "einsum"])
+def test_multiply_adds_are_torch_flops_halved(case: str) -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 5, 7), torch.randn(7, 11)
+    image, w = torch.randn(2, 8, 16, 16), torch.randn(12, 8, 3, 3)
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 9, 8), torch.randn(2, 4, 9, 5)
+    cases: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "linear": ("linear", (a, b.T.contiguous())),
+        "matmul": ("matmul", (a, b)),
+        "bmm": ("bmm", (a, torch.randn(3, 7, 2))),
+        "addmm": ("addmm", (torch.randn(11), a[0], b)),
+        "conv1d": ("conv1d", (torch.randn(2, 4, 30), torch.randn(6, 4, 5), None, [1], [2])),
+        "conv2d_strided": ("conv2d", (image, w, None, [2, 2], [1, 1])),
+        "conv2d_groups": ("conv2d", (image, torch.randn(8, 2, 3, 3), None, [1, 1], [1, 1], [1, 1], 4)),
+        "conv_transpose2d": ("conv_transpose2d", (image, torch.randn(8, 4, 2, 2), None, [2, 2])),
+        "sdpa": ("scaled_dot_product_attention", (q, k, v)),
+        "einsum": ("einsum", ("bik,kj->bij", [a, b])),
+    }
+    packet, args = cases[case]
+    op = getattr(torch.ops.aten, packet)
+    op = op.input if packet == "conv_transpose2d" else op.default
+    want = _flops(lambda: op(*args))
+    assert want > 0
+    assert multiply_adds(packet, args, {}) == want // 2, (multiply_adds(packet, args, {}), want // 2)
