@@ -26,6 +26,9 @@ class Aliases:
     rebinding: bool
     twins: dict[int, list[torch.Tensor]]
     transformed: bool
+    #: the kept tensors by their memory's address (:meth:`_live_alias`), made from ``keep[:indexed]``
+    memory: dict[int, list[torch.Tensor]]
+    indexed: int
 
     if TYPE_CHECKING:
         def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
@@ -61,13 +64,16 @@ class Aliases:
         transform, which have no memory of their own, are passed over)."""
         if value.device.type == "meta" or not value.untyped_storage().nbytes():
             return False
-        ptr = value.untyped_storage().data_ptr()
-        for t in self.keep:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t) \
-                    and t.untyped_storage().data_ptr() == ptr:
-                node = self.by_id.get(id(t))
-                if node is not None and node.live:
-                    return True
+        memory = self.memory
+        keep = self.keep
+        for t in keep[self.indexed:]:  # the tensors kept since the last look, by the memory they hold
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t):
+                memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+        self.indexed = len(keep)
+        for t in memory.get(value.untyped_storage().data_ptr(), ()):
+            node = self.by_id.get(id(t))
+            if node is not None and node.live:
+                return True
         return False
 
     def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -150,6 +150,8 @@ class _Recording(Aliases):
         self.nodes: list[Node] = []
         self.by_id: dict[int, Node] = {}
         self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
+        self.memory: dict[int, list[torch.Tensor]] = {}  # the kept tensors by their memory's address (:class:`Aliases`)
+        self.indexed = 0
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in model.named_modules(remove_duplicate=False) if p}
         self.root = model
