@@ -261,6 +261,7 @@ def test_a_loss_recorded_on_the_meta_device_is_converted_and_equal(monkeypatch: 
     from ncd.trace import record
 
     monkeypatch.setattr(record, "META_ABOVE", 0)  # recorded on the meta device, as large models are
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # (straight away: not on real values within a budget first)
     torch.manual_seed(0)
     model = _Classifier().eval()
     x, labels = torch.randn(4, 6, 8), torch.tensor([1, -100, 4, 0])
