@@ -69,9 +69,18 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         if not lo and hi >= len(live):
             layers.append(middle)
             return
-        parts = ((Identity(typ(live[:lo])),) if lo else ()) + (middle,) + \
-            ((Identity(typ(live[hi:])),) if hi < len(live) else ())
+        parts = ((beside(live[:lo]),) if lo else ()) + (middle,) + ((beside(live[hi:]),) if hi < len(live) else ())
         layers.append(Par(parts))
+
+    besides: dict[tuple[int, ...], Identity] = {}
+
+    def beside(values: list[int]) -> Identity:
+        # the wires beside a step, one identity for the same values (the same wires pass beside many steps)
+        key = tuple(values)
+        found = besides.get(key)
+        if found is None:
+            found = besides[key] = Identity(typ(values))
+        return found
 
     def apply(k: int, ins: Sequence[int], diagram: Diagram | None, outs: Sequence[int]) -> None:
         nonlocal live
