@@ -221,7 +221,8 @@ class _Walk:
         follow_names: dict[tuple[str, int], Any] = {}
         follow_ranges: dict[int, Any] = {}
         learned: Follow = ({}, {})
-        self.body, self.learned = body, learned
+        taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
+        self.body, self.learned, self._taught = body, learned, taught
         self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
 
         def traced(size: Any) -> int:
@@ -301,6 +302,7 @@ class _Walk:
                     # model holds them equal, so the input is sized by the symbol (followed on a next pass)
                     if a.size.is_Integer and b.size.is_Symbol and (_base(a.name), int(a.size)) in given:
                         learned[0].setdefault((_base(a.name), int(a.size)), b.size)
+                        taught.add(id(p))  # (kept, it would not teach the next pass: rebuilt, it teaches in walk order)
             try:
                 new = type(p)(**changes)  # dataclasses.replace, every field given
             except SizeError as error:  # a size the box derives from symbols where it holds the traced number
@@ -378,7 +380,8 @@ class _Walk:
         changed = {a for a in axes if a.size.is_Integer and (_base(a.name), int(a.size)) in names}
         for a in changed:
             del axes[a]
-        stale: set[int] = set()
+        stale = {key for key in self._taught if key in done}  # rebuilt again: their lessons are learned in walk order
+        self._taught.clear()
         fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
         mark = stale.add
         kinds = _KINDS
@@ -428,6 +431,7 @@ class _Walk:
                 notes.pop(key, None)
 
     def close(self) -> None:
+        self._taught.clear()
         for part in self._state:
             part.clear()
         self.__dict__.clear()
