@@ -333,7 +333,7 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
     try:
         new, fixed = symbolize(body, sizes) if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
-        if not new.dom.same(new.dom) or any(str(s) not in defaults for s in new.free_symbols):
+        if any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True
     except NCDError:
         new, fixed, failed = body, [], True
