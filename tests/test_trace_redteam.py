@@ -270,3 +270,43 @@ def test_a_loss_recorded_on_the_meta_device_is_converted_and_equal(monkeypatch: 
     assert d.opaque_count == 0, d.opaque
     _equal_on(model, d.to_torch(), x, labels)
     _equal_on(model, d.to_torch(), torch.randn(4, 6, 8), torch.tensor([-100, 2, 3, -100]))
+
+
+class _Rebinding(nn.Module):
+    """Binds a buffer to a new tensor in forward (``self.b = self.b * 0.5``), or to an equal one (a cache rebuilt)."""
+
+    def __init__(self, same: bool) -> None:
+        super().__init__()
+        self.same = same
+        self.register_buffer("scale", torch.ones(5))
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.scale = self.scale.clone() if self.same else self.scale * 0.5
+        return self.fc(x) * self.scale
+
+
+def test_a_buffer_bound_to_new_values_in_forward_is_warned() -> None:
+    # no warning was given, yet the model's later calls differ from the lowered module (which computes the traced call)
+    model = _Rebinding(same=False).eval()
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        expected = _Rebinding(same=False).eval()
+        expected.load_state_dict(model.state_dict())
+        traced_call = expected(x)
+    with pytest.warns(RuntimeWarning, match=r"binds its scale to new values"):
+        d = ncd.trace(model, x)
+    lowered = d.to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), traced_call)  # the traced call, from the values before it
+        assert not torch.allclose(lowered(x), model(x))  # what the warning is for
+
+
+def test_a_buffer_bound_to_an_equal_tensor_is_not_warned() -> None:
+    model = _Rebinding(same=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        d = ncd.trace(model, torch.randn(2, 5))
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(x), model(x))

@@ -640,6 +640,43 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     them); a large one (:data:`META_ABOVE`) runs the calls that depend on the inputs on the
     ``meta`` device (shapes only: its compute is skipped) and, if that fails, again for real.
     """
+    bound = _bound_state(model)
+    captured = _recorded(model, args, kwargs, flat)
+    _warn_rebound(model, bound)
+    return captured
+
+
+def _bound_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters and buffers by name, as bound before the recording."""
+    return {**dict(model.named_parameters(remove_duplicate=False)),
+            **dict(model.named_buffers(remove_duplicate=False))}
+
+
+def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """Warn if the traced call bound a parameter or buffer to another value (``self.steps = self.steps + 1``).
+
+    A rebinding to an equal tensor (a cache rebuilt the same) says nothing; one to other values means the model's
+    later calls differ from the lowered module, which computes the traced call from the values before it."""
+    after = _bound_state(model)
+    changed = []
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None or new is old:
+            continue
+        if (new.shape != old.shape or new.dtype != old.dtype or new.device != old.device or new.is_meta
+                or not torch.equal(new, old)):
+            changed.append(name)
+    if changed:
+        import warnings
+
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model binds its {', '.join(changed)} to new values"
+                      " while it runs; the diagram computes the traced call from their values before it and the"
+                      " lowered module does not update them, so later calls of the model differ from it (and tracing"
+                      " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=3)
+
+
+def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module
+              ) -> Captured:
     meta = _on_meta(model, args, kwargs)
     try:
         return _attempt(model, args, kwargs, flat, meta)
