@@ -79,7 +79,7 @@ class Aliases:
     def twin_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """An in-place write into a tensor that has a twin (``x.detach()``, ``x`` itself): recorded once, and both
         read written from here on (before, ``x.detach().add_(1)`` left ``x`` read unwritten)."""
-        from ncd.trace.record import _shares
+        from ncd.trace.tensors import _shares
 
         twins = [t for t in self.twins[id(args[0])] if t is not args[0]]
         for t in twins:  # their recorded values keep the values before the write

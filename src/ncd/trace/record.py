@@ -33,7 +33,9 @@ from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
+from ncd.trace.reads import _asserted, _printing
 from ncd.trace.shapes import Shapes
+from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
 from ncd.trace.work import work
 from ncd.trace.writes import Region
 
@@ -904,102 +906,3 @@ SHAPE_OF_INPUT = frozenset({"batch_norm", "layer_norm", "rms_norm", "group_norm"
 #: operators whose result depends on the shapes of their tensor arguments only, never on their values
 SHAPE_ONLY = frozenset({"ones_like", "zeros_like", "full_like", "empty_like", "new_ones", "new_zeros", "new_full",
                         "new_empty"})
-
-
-def _printing() -> bool:
-    """Whether values are read to print a tensor (``f"negative values {x}"`` in a check's message): for text only."""
-    import sys
-
-    frame = sys._getframe(2)
-    for _ in range(8):
-        if frame is None:
-            return False
-        if frame.f_code.co_filename.replace("\\", "/").endswith("torch/_tensor_str.py"):
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-#: torch's checks that read a value only to raise when it is false
-CHECKS = frozenset({"_check_with", "_check_tensor_all_with"})
-
-
-def _asserted() -> bool:
-    """Whether a value read into Python is read by an assertion (``torch._check…``, an ``assert`` statement), which
-    raises or lets the model go on unchanged: what the model computes does not depend on it."""
-    import linecache
-    import sys
-
-    from ncd.trace.capture import _internal
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if frame.f_code.co_name in CHECKS and "/torch/" in name.replace("\\", "/"):
-            return True
-        if not _internal(name):
-            return linecache.getline(name, frame.f_lineno).lstrip().startswith("assert ")
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-def _sharing(names: list[str], leaves: list[Any]) -> dict[str, str]:
-    """The tensor arguments that share memory with an earlier one (the same tensor twice, or views of one tensor):
-    each one's name -> the earlier argument's name."""
-    seen: dict[int, str] = {}
-    shared = {}
-    for name, value in zip(names, leaves):
-        if not isinstance(value, torch.Tensor) or value.device.type == "meta" or value.untyped_storage().nbytes() == 0:
-            continue
-        ptr = value.untyped_storage().data_ptr()
-        if ptr in seen:
-            shared[name] = seen[ptr]
-        else:
-            seen[ptr] = name
-    return shared
-
-
-def _like(x: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like(x)`` of a meta tensor: for a contiguous one (channels-last too) an ``empty_strided`` of its
-    strides, as ``empty_like`` keeps them (its meta kernel is a Python reference, ~25 us a call; this ~2 us)."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-    return torch.empty_like(x)
-
-
-def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` and ``b`` share memory (any two meta tensors might)."""
-    if a.device.type == "meta" or b.device.type == "meta":
-        return True
-    return bool(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal shapes and values (NaN equal to NaN)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if torch.equal(a, b):  # one pass, no temporaries: the usual answer
-        return True
-    if a.is_floating_point() or a.is_complex():  # unequal only where both are NaN?
-        return bool(((a == b) | (a.isnan() & b.isnan())).all())
-    return False
-
-
-def _discrete(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return not value.is_floating_point() and not value.is_complex()
-    if isinstance(value, (tuple, list)):
-        return any(_discrete(v) for v in value)
-    return False
-
-
-def _device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.device):
-        return device if value.type == "meta" else value
-    if isinstance(value, tuple):
-        return tuple(_device(v, device) for v in value)
-    if isinstance(value, list):
-        return [_device(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: _device(v, device) for k, v in value.items()}
-    return value
