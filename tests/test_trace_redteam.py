@@ -310,3 +310,12 @@ def test_a_buffer_bound_to_an_equal_tensor_is_not_warned() -> None:
     x = torch.randn(2, 5)
     with torch.no_grad():
         torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+def test_a_buffer_bound_to_an_equal_tensor_holding_nan_is_not_warned() -> None:
+    # equal as the recorder compares values (NaN equal to NaN): torch.equal alone would call it new values
+    model = _Rebinding(same=True).eval()
+    model.scale[1] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ncd.trace(model, torch.randn(2, 5))
