@@ -24,7 +24,8 @@ error("opaque", "dtype", lambda: Opaque("aten.cumsum.default", "a", "a", (("$in"
 error("opaque", "no-overload", lambda: Opaque("aten.cumsum.nothing", "a", "a"), r"no such overload in torch.ops", ParseError)
 sample("parameter", "added", lambda: ncd.Identity.of("a m") @ Parameter("m", "bias") >> ncd.Add(), {"a": 3, "m": 4},
        lambda p, x: x[0] + p["weight" if "weight" in p else next(iter(p))], cod="a m")
-error("parameter", "two-segments", lambda: Parameter("a, b"), r"a parameter takes one segment, not 'a, b'", ParseError)
+error("parameter", "two-segments", lambda: Parameter("a, b"),
+      r"Parameter takes one segment with at least one axis, e.g. '~t m', not 'a, b'", ParseError)
 sample("constant", "number", lambda: ncd.Identity.of("a") @ Constant("", value=2.0) >> ncd.Multiply(), {"a": 3},
        lambda p, x: 2 * x[0], cod="a")
 sample("constant", "buffer", lambda: ncd.Identity.of("a") @ Constant("a", name="mask") >> ncd.Add(), {"a": 3},

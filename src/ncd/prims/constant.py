@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import Segment, Type, TypeLike
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import SymbolicSize, evaluate
-from ncd.prims.opaque import ParameterOp
+from ncd.prims.opaque import Parameter, _one_segment  # Parameter's home is beside ParameterOp
 from ncd.prims.structure import DeleteOp, cot
 
 if TYPE_CHECKING:
@@ -35,13 +35,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["SinusoidalOp", "Sinusoidal", "Parameter"]
-
-
-def _one_segment(type_: TypeLike, what: str) -> Segment:
-    t = as_type(type_)
-    if len(t) != 1 or not t[0].axes:
-        raise ParseError(f"{what} takes one segment with at least one axis, e.g. '~t m', not '{t}'")
-    return t[0]
 
 
 @dataclass(frozen=True)
@@ -74,12 +67,6 @@ class SinusoidalOp(Primitive):
 def Sinusoidal(type_: TypeLike, base: float = 10000.0) -> Box:
     """Fixed sinusoidal positions ``PE[t, 2i] = sin(t / base^(2i/m))``, ``PE[t, 2i+1] = cos(...)``."""
     return Box.make(SinusoidalOp(_one_segment(type_, "Sinusoidal"), float(base)))
-
-
-def Parameter(type_: TypeLike, name: str | None = None) -> Box:
-    """A learned tensor with no input (bold): learned positions, a class token, a bias to add."""
-    seg = _one_segment(type_, "Parameter")
-    return Box.make(ParameterOp(seg, name or ""), name)
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------

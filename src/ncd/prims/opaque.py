@@ -317,9 +317,20 @@ def Opaque(target: str, inputs: TypeLike, outputs: TypeLike, args: tuple[Any, ..
     return Box.make(OpaqueOp(target, as_type(inputs), as_type(outputs), tuple(args), tuple(kwargs), tuple(picks)))
 
 
-def Parameter(segment: TypeLike, name: str = "") -> Box:
-    """A learned tensor with the given axes, e.g. ``Parameter("m", "ln.weight")``."""
-    return Box.make(ParameterOp(_segment(segment, "a parameter"), name))
+def _one_segment(type_: TypeLike, what: str) -> Segment:
+    t = as_type(type_)
+    if len(t) != 1 or not t[0].axes:
+        raise ParseError(f"{what} takes one segment with at least one axis, e.g. '~t m', not '{t}'")
+    return t[0]
+
+
+def Parameter(type_: TypeLike, name: str | None = None) -> Box:
+    """A learned tensor with no input (bold): learned positions, a class token, a bias to add.
+
+    ``name`` (e.g. ``"ln.weight"``) labels the box and names the tensor when lowered.
+    """
+    seg = _one_segment(type_, "Parameter")
+    return Box.make(ParameterOp(seg, name or ""), name)
 
 
 def Constant(segment: TypeLike, dtype: str = "float32", value: float | None = None, name: str = "") -> Box:
