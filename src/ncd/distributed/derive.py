@@ -25,7 +25,6 @@ Sizes stay symbolic: counts and element numbers are sympy expressions (repetitio
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from ncd.distributed.shard import Sharding, sharding_of
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
 from ncd.ir.interpreter import Fold, Interpreter, Rebuild
-from ncd.ir.primitive import Primitive
+from ncd.ir.primitive import Primitive, map_axes, map_fields, map_values
 from ncd.ir.rules import DISTRIBUTED
 from ncd.ir.size import symbol
 from ncd.prims.linear import EinsumOp, LinearOp
@@ -641,22 +640,20 @@ def resize(value: Any, divisors: Mapping[str, int]) -> Any:
     """``value`` (a diagram, primitive, type, axis) with the named axes divided: what one rank holds."""
     if not divisors:
         return value
-    if isinstance(value, Axis):
-        if value.name in divisors and divisors[value.name] > 1:
-            return value.resized(value.size / divisors[value.name])
-        return value
-    if isinstance(value, Segment):
-        return value.with_axes(resize(a, divisors) for a in value.axes)
-    if isinstance(value, Type):
-        return Type(tuple(resize(s, divisors) for s in value.segments))
-    if isinstance(value, tuple):
-        return tuple(resize(v, divisors) for v in value)
-    if isinstance(value, Primitive):
-        changes = {f.name: resize(getattr(value, f.name), divisors) for f in dataclasses.fields(value)}
-        return dataclasses.replace(value, **changes)
-    if isinstance(value, Diagram):
-        return _Resize(divisors).fold(value)
-    return value
+
+    def divided(axis: Axis) -> Axis:
+        if axis.name in divisors and divisors[axis.name] > 1:
+            return axis.resized(axis.size / divisors[axis.name])
+        return axis
+
+    def one(value: Any) -> Any:
+        if isinstance(value, Primitive):
+            return map_fields(value, one)
+        if isinstance(value, Diagram):
+            return _Resize(divisors).fold(value)
+        return map_axes(value, divided)
+
+    return map_values(value, one)
 
 
 class _Resize(Rebuild):

@@ -46,7 +46,7 @@ from ncd.inference.windows import (
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Transform
-from ncd.ir.primitive import Primitive, map_values
+from ncd.ir.primitive import Primitive, map_axes, map_fields
 from ncd.ir.rules import DECODE
 from ncd.ir.size import Size, size_text, sizes_equal, symbol
 from ncd.prims.attention import CausalMaskOp
@@ -489,20 +489,7 @@ def _resize_axis(axis: Axis, mapping: Mapping[str, Size], default: Any) -> Axis:
 
 def resize(prim: Primitive, mapping: Mapping[str, Size], default: Any = lambda a: None) -> Primitive:
     """``prim`` with every axis named in ``mapping`` given its new size (the box's other fields kept)."""
-
-    def visit(value: Any) -> Any:
-        if isinstance(value, Axis):
-            return _resize_axis(value, mapping, default)
-        if isinstance(value, Segment):
-            return value.with_axes(_resize_axis(a, mapping, default) for a in value.axes)
-        if isinstance(value, Type):
-            return Type(tuple(visit(s) for s in value.segments))
-        return value
-
-    changes = {f.name: map_values(getattr(prim, f.name), visit) for f in dataclasses.fields(prim)}
-    if all(changes[k] is getattr(prim, k) or changes[k] == getattr(prim, k) for k in changes):
-        return prim
-    return dataclasses.replace(prim, **changes)
+    return map_fields(prim, lambda value: map_axes(value, lambda a: _resize_axis(a, mapping, default)))
 
 
 def _mixes_box(box: Box, names: set[str]) -> bool:

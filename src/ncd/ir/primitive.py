@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import sympy
 
@@ -18,11 +18,12 @@ from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.size import Size, substitute
 
-__all__ = ["Primitive", "PRIMITIVES", "map_values", "Kind"]
+__all__ = ["Primitive", "PRIMITIVES", "map_values", "map_axes", "map_fields", "Kind"]
 
 Kind = Literal["linear", "multilinear", "nonlinear", "structural"]
 
 PRIMITIVES: dict[str, type[Primitive]] = {}
+P = TypeVar("P", bound="Primitive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,3 +124,23 @@ def map_values(value: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(value, tuple):
         return tuple(map_values(v, fn) for v in value)
     return fn(value)
+
+
+def map_axes(value: Any, fn: Callable[[Axis], Axis]) -> Any:
+    """``value`` with ``fn`` applied to each of its axes when it is an axis, a segment or a type; else ``value``."""
+    if isinstance(value, Axis):
+        return fn(value)
+    if isinstance(value, Segment):
+        return value.with_axes(fn(a) for a in value.axes)
+    if isinstance(value, Type):
+        return Type(tuple(seg.with_axes(fn(a) for a in seg.axes) for seg in value.segments))
+    return value
+
+
+def map_fields(prim: P, fn: Callable[[Any], Any]) -> P:
+    """``prim`` with ``fn`` applied to every leaf value of its fields (as :func:`map_values` reaches them); ``prim``
+    itself when every field comes back equal.  The resizes of sharding and decoding are built on it."""
+    changes = {f.name: map_values(getattr(prim, f.name), fn) for f in dataclasses.fields(prim)}
+    if all(changes[k] is getattr(prim, k) or changes[k] == getattr(prim, k) for k in changes):
+        return prim
+    return dataclasses.replace(prim, **changes)
