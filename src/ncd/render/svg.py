@@ -1,4 +1,6 @@
-"""The SVG painter: one element per primitive of a :class:`~ncd.render.model.Drawing`, no layout decisions.
+"""The SVG painter: the primitives of a :class:`~ncd.render.model.Drawing` in order, no layout decisions: one element
+per primitive, except that consecutive plain wires of one stroke share a ``<path>`` (a subpath each), and texts take
+their colour from the root.
 
 The SVG is self-contained: subsets of the bundled fonts (Computer Modern, as in the paper;
 :mod:`ncd.render.fonts`) with just the characters the drawing uses are embedded as
@@ -19,12 +21,14 @@ from html import escape, unescape
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.model import Circle, Drawing, Item, Path, Polygon, Rect, Run, Text, Tree
+from ncd.render.model import Circle, Drawing, Footprint, Item, Path, Polygon, Port, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
 __all__ = ["paint_svg", "font_face_css", "faces_used"]
 
 NBSP = "\u00a0"
+#: the colour of every text: the root's fill, which the texts inherit (every other element names its own fill)
+TEXT_FILL = "#111111"
 
 
 _NUMBERS: dict[float, str] = {}
@@ -49,28 +53,31 @@ def _new(v: float) -> str:
 
 
 def _path_d(p: Path, dx: float = 0.0, dy: float = 0.0) -> str:
-    """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`)."""
-    got, n, new = _NUMBERS.get, _n, _new  # a drawing has tens of thousands of paths: numbers are looked up before formatting
-    commands = p.commands
-    if len(commands) == 2:  # most paths are one wire's straight run or bend
-        c, e = commands
-        if len(c) == 3 and len(e) == 3:
-            x, y, x1, y1 = c[1] + dx, c[2] + dy, e[1] + dx, e[2] + dy
-            return f"{c[0]} {got(x) or new(x)} {got(y) or new(y)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)}"
+    """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`), compact: no
+    space after a command's letter, a straight run along ``x`` or ``y`` as ``H``/``V`` (the same segment)."""
+    got, new = _NUMBERS.get, _new  # a drawing has tens of thousands of paths: numbers are looked up before formatting
     out = []
-    for c in commands:  # the common commands are spelled out
+    last_x = last_y = None
+    for c in p.commands:  # the common commands are spelled out
         k = len(c)
         if k == 3:
             x, y = c[1] + dx, c[2] + dy
-            out.append(f"{c[0]} {got(x) or new(x)} {got(y) or new(y)}")
+            if c[0] == "L" and y == last_y:
+                out.append(f"H{got(x) or new(x)}")
+            elif c[0] == "L" and x == last_x:
+                out.append(f"V{got(y) or new(y)}")
+            else:
+                out.append(f"{c[0]}{got(x) or new(x)} {got(y) or new(y)}")
+            last_x, last_y = x, y
         elif k == 7:
             x1, y1, x2, y2, x, y = c[1] + dx, c[2] + dy, c[3] + dx, c[4] + dy, c[5] + dx, c[6] + dy
-            out.append(f"{c[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} "
+            out.append(f"{c[0]}{got(x1) or new(x1)} {got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} "
                        f"{got(x) or new(x)} {got(y) or new(y)}")
-        else:
-            out.append(c[0] + (" " + " ".join(n(v + (dx if i % 2 == 0 else dy)) for i, v in enumerate(c[1:]))
-                               if k > 1 else ""))
-    return " ".join(out)
+            last_x, last_y = x, y
+        else:  # ('Z',) (the pen goes back to the subpath's start: no H or V after it)
+            out.append(c[0] + " ".join(_n(v + (dx if i % 2 == 0 else dy)) for i, v in enumerate(c[1:])))
+            last_x = last_y = None
+    return "".join(out)
 
 
 _ESCAPED: dict[str, str] = {}
@@ -126,7 +133,7 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0,
     w, h = drawing.width, drawing.height
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(w * scale)}" height="{_n(h * scale)}" '
-        f'viewBox="0 0 {_n(w)} {_n(h)}" font-family="{escape(FONT_STACK)}">',
+        f'viewBox="0 0 {_n(w)} {_n(h)}" font-family="{escape(FONT_STACK)}" fill="{TEXT_FILL}">',
         "<defs><marker id=\"ncd-arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" "
         "orient=\"auto\"><path d=\"M0 0 L10 5 L0 10 L3 5 Z\" fill=\"#222222\"/></marker></defs>",
     ]
@@ -170,12 +177,21 @@ class _Node:
 
 def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int, tuple[Run, ...]],
                 placed: list[Placed] | None = None) -> None:
-    """One element per visible item of the tree ``node`` placed at ``(dx, dy)``, in the order and at the offsets of
+    """The visible items of the tree ``node`` placed at ``(dx, dy)``, in the order and at the offsets of
     :func:`ncd.render.model.placements` (the walk :func:`~ncd.render.model.flatten` makes, without its moved copies);
-    the runs of its texts go into ``runs``, and every item with its offset into ``placed`` (see :func:`paint_svg`)."""
+    the runs of its texts go into ``runs``, and every item with its offset into ``placed`` (see :func:`paint_svg`).
+
+    Consecutive stroked paths with the same stroke, width and dashes and neither fill nor arrowhead (most of a
+    drawing's wires) are painted as one ``<path>``, a subpath each: the same strokes in the same order, with the
+    attributes written once (a renderer restarts the dashes at each subpath, and without a fill the subpaths cannot
+    cancel each other out)."""
     n, got, new = _n, _NUMBERS.get, _new
     append = out.append
     texts: dict[int, list[tuple[float, float, str]]] = {}  # each runs tuple's pieces, once (labels share runs)
+    joined: list[str] = []  # the subpaths of the <path> being gathered, painted with the stroke below
+    j_stroke: str = ""
+    j_width = 0.0
+    j_dashed = False
     stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
     while stack:  # the walk of placements(), spelled out: a generator's resumption per item is the dearer part
         current, x, y, start = stack.pop()
@@ -183,6 +199,10 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
         for k in range(start, len(items)):
             it = items[k]
             kind = type(it)
+            if kind is Port or kind is Footprint:  # not painted: (the viewer's) hit areas and wire ends
+                if placed is not None:
+                    placed.append((it, x, y, None))
+                continue
             if kind is not Path and kind is not tuple and kind is not Text:
                 kind = _BASES.get(kind) or _base(kind)
             if kind is tuple:
@@ -192,35 +212,56 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
             if kind is Path:  # the commonest first
                 commands = it.commands
                 c = commands[0]
-                k = len(commands)
-                e = commands[1] if k > 1 else c
-                if len(c) != 3 or k > 3:
-                    d = _path_d(it, x, y)
-                elif k == 2 and len(e) == 3:  # the commonest shapes (a wire's run, bend, or run and bend) inline
-                    x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
-                    d = f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)}"
-                elif k == 2 and len(e) == 7:
+                # the commonest shapes inline: a wire's run (M H), its bend (M C), a run and a bend (M H C)
+                if len(commands) == 2 and len(c) == 3:
+                    e = commands[1]
                     x0, y0 = c[1] + x, c[2] + y
-                    x1, y1, x2, y2, x3, y3 = e[1] + x, e[2] + y, e[3] + x, e[4] + y, e[5] + x, e[6] + y
-                    d = (f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} "
-                         f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)}")
-                elif k == 3 and len(e) == 3 and len(commands[2]) == 7:
-                    f = commands[2]
-                    x0, y0, x1, y1 = c[1] + x, c[2] + y, e[1] + x, e[2] + y
-                    x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
-                    d = (f"{c[0]} {got(x0) or new(x0)} {got(y0) or new(y0)} {e[0]} {got(x1) or new(x1)} {got(y1) or new(y1)} "
-                         f"{f[0]} {got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
-                         f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
+                    if len(e) == 3 and e[2] == c[2] and e[0] == "L":  # (the same y: a run along x, as H)
+                        x1 = e[1] + x
+                        d = f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}"
+                    elif len(e) == 7:
+                        x1, y1, x2, y2, x3, y3 = e[1] + x, e[2] + y, e[3] + x, e[4] + y, e[5] + x, e[6] + y
+                        d = (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}{e[0]}{got(x1) or new(x1)} "
+                             f"{got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} "
+                             f"{got(y3) or new(y3)}")
+                    else:
+                        d = _path_d(it, x, y)
+                elif len(commands) == 3 and len(c) == 3:
+                    e, f = commands[1], commands[2]
+                    if len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 7:
+                        x0, y0, x1 = c[1] + x, c[2] + y, e[1] + x
+                        x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
+                        d = (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}{f[0]}"
+                             f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
+                             f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
+                    else:
+                        d = _path_d(it, x, y)
                 else:
                     d = _path_d(it, x, y)
-                key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
-                append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
                 if placed is not None:
                     placed.append((it, x, y, d))
+                if it.fill is None and not it.arrow:
+                    stroke, width, dashed = it.stroke, it.width, it.dashed
+                    if joined and stroke == j_stroke and width == j_width and dashed == j_dashed:
+                        joined.append(d)
+                        continue
+                    if joined:
+                        append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = [d]
+                    j_stroke, j_width, j_dashed = stroke, width, dashed
+                    continue
+                if joined:
+                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = []
+                key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
+                append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
                 continue
             if placed is not None:
                 placed.append((it, x, y, None))
             if kind is Text:
+                if joined:
+                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = []
                 ident = id(it.runs)
                 pieces = texts.get(ident)
                 if pieces is None:
@@ -231,17 +272,35 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                     rx += tx
                     ry += ty
                     append(f'<text x="{got(rx) or new(rx)}" y="{got(ry) or new(ry)}" {rest}')
-            elif kind is Rect:
+                continue
+            if kind is Rect:
+                if joined:
+                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = []
                 attrs = f'x="{n(it.x + x)}" y="{n(it.y + y)}" width="{n(it.w)}" height="{n(it.h)}"'
                 if it.radius:
                     attrs += f' rx="{n(it.radius)}"'
                 append(f"<rect {attrs} {_paint(it.fill, it.stroke, it.width)}/>")
             elif kind is Polygon:
+                if joined:
+                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = []
                 pts = " ".join(f"{n(px + x)},{n(py + y)}" for px, py in it.points)
                 append(f'<polygon points="{pts}" {_paint(it.fill, it.stroke, it.width)}/>')
             elif kind is Circle:
+                if joined:
+                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                    joined = []
                 append(f'<circle cx="{n(it.cx + x)}" cy="{n(it.cy + y)}" r="{n(it.r)}" '
                        f'{_paint(it.fill, it.stroke, it.width)}/>')
+    if joined:
+        append(_joined(joined, j_stroke, j_width, j_dashed))
+
+
+def _joined(ds: list[str], stroke: str, width: float, dashed: bool) -> str:
+    """One ``<path>`` of the subpaths ``ds``, stroked (no fill, no arrowhead)."""
+    key = (None, stroke, width, dashed, False)
+    return f'<path d="{"".join(ds)}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>'
 
 
 def _run_rest(run: Run) -> str:
@@ -255,7 +314,7 @@ def _run_rest(run: Run) -> str:
         attrs += ' font-style="italic"'
     if run.bold:
         attrs += ' font-weight="bold"'
-    return f'{attrs} fill="#111111">{_text_body(run.text)}</text>'
+    return f'{attrs}>{_text_body(run.text)}</text>'
 
 
 _BASES: dict[type, type] = {}
