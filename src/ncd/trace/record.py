@@ -36,6 +36,7 @@ from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _
 from ncd.trace.reads import _asserted, _printing
 from ncd.trace.shapes import Shapes
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
+from ncd.trace.undo import _WRITES, Undo, writes, writes_into
 from ncd.trace.work import work
 from ncd.trace.writes import Region
 
@@ -157,6 +158,7 @@ class _Recording(Aliases):
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in model.named_modules(remove_duplicate=False) if p}
         self.root = model
+        self.undo = Undo(model)  # what the recording writes into the model's state, undone if it fails
         self.state: dict[int, tuple[str, bool]] = {}
         for name, p in model.named_parameters(remove_duplicate=False):
             self.state.setdefault(id(p), (name, True))
@@ -268,6 +270,14 @@ class _Recording(Aliases):
         return value
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        where = _WRITES.get(func)
+        if where is None:
+            where = writes(func)
+        if where:  # a write into a parameter or buffer (or a view or alias of one): its value before, kept
+            for t in writes_into(func, where, args, kwargs):
+                root = t if t._base is None else t._base
+                for own in [root] if id(root) in self.state else () if id(root) in self.by_id else self.aliases(root):
+                    self.undo.keep(own)
         if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
             with torch._C._DisablePythonDispatcher():
                 return func(*args, **kwargs)
@@ -794,6 +804,9 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             out = flat(*run_args, **run_kwargs)
         if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
             raise _OverBudget(f"{rec.work} after {rec.calls} calls")
+    except BaseException:  # the model is run again (or the trace fails): as if this run had not happened
+        rec.undo.undo()
+        raise
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]

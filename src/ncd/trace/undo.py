@@ -1,0 +1,72 @@
+"""What one recording did to the model's parameters and buffers, undone when it fails.
+
+A recording that fails (a value read into Python, the work budget, an operator with no meta kernel) is followed by
+another run of the model: without undoing the first, a model that writes into its state (a step counter, running
+statistics, ``w.mul_()`` under ``no_grad``, ``self.scale = self.scale * 0.5``) would be traced from the values its
+failed runs left, and the user would hold a model run two or three times by one ``ncd.trace``.  The recorder
+(:class:`ncd.trace.record._Recording`) keeps, before the first write into each parameter or buffer, a copy of its
+value (:meth:`Undo.keep`, only on calls that write in place), and on failure :meth:`Undo.undo` writes them back and
+binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: operators that update running statistics (arguments 3 and 4) with a schema that does not say so
+STATISTICS = frozenset({"batch_norm", "instance_norm", "native_batch_norm", "_batch_norm_impl_index"})
+
+#: an operator -> the positions and names of the arguments it writes into (``Tensor(a!)``; none: ``()``)
+_WRITES: dict[Any, tuple[tuple[int, str], ...]] = {}
+
+
+def writes(func: Any) -> tuple[tuple[int, str], ...]:
+    """The positions and names of the arguments ``func`` writes into: its ``self``, ``out=``, running statistics."""
+    arguments = func._schema.arguments
+    found = tuple((i, a.name) for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write)
+    if func.overloadpacket.__name__ in STATISTICS and len(arguments) > 4:
+        found += ((3, arguments[3].name), (4, arguments[4].name))
+    _WRITES[func] = found
+    return found
+
+
+def writes_into(func: Any, where: tuple[tuple[int, str], ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> list[torch.Tensor]:
+    """The tensors a call of ``func`` writes into, at ``where`` (:func:`writes`)."""
+    found: list[torch.Tensor] = []
+    for i, name in where:
+        value = args[i] if i < len(args) else kwargs.get(name)
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, torch.Tensor):
+                found.append(v)
+    return found
+
+
+class Undo:
+    """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        #: every module with its tables of parameters and buffers as they were (a shallow copy of each)
+        self.tables = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+        self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the tensor, its value before a write)
+
+    def keep(self, held: torch.Tensor) -> None:
+        """Before a write into the parameter or buffer ``held``: its value, the first time."""
+        if id(held) not in self.kept and held.device.type != "meta":
+            with torch._C._DisablePythonDispatcher():
+                self.kept[id(held)] = (held, held.detach().clone())
+
+    def undo(self) -> None:
+        """The parameters and buffers as before the recording: values written back, bindings restored."""
+        for held, before in self.kept.values():
+            held.detach().copy_(before)
+        self.kept.clear()
+        for module, parameters, buffers in self.tables:
+            pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
+                (module._parameters, parameters), (module._buffers, buffers))
+            for table, was in pairs:
+                if table.keys() != was.keys() or any(table[k] is not v for k, v in was.items()):
+                    table.clear()
+                    table.update(was)
