@@ -251,13 +251,15 @@ def wire_axes_read(diagram: Diagram) -> tuple[list[Axis], list[Axis]]:
     for node in diagram.walk():
         seen, out = (other_seen, others) if node.children() else (leaf_seen, leaves)
         for typ in (node.dom, node.cod):
-            if id(typ) in seen:
+            ident = id(typ)
+            if ident in seen:
                 continue
-            seen.add(id(typ))
-            for seg in typ:
-                if id(seg) not in seen:
-                    seen.add(id(seg))
-                    for a in seg:
+            seen.add(ident)
+            for seg in typ.segments:  # (the fields, not the types' iterators: a Python call per type and segment)
+                ident = id(seg)
+                if ident not in seen:
+                    seen.add(ident)
+                    for a in seg.axes:
                         out.setdefault(id(a), a)
     return list(leaves.values()), [a for k, a in others.items() if k not in leaves]
 
