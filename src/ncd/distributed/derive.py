@@ -32,16 +32,15 @@ from typing import Any
 import sympy
 
 from ncd.distributed.mesh import Mesh, ShardingError
+from ncd.distributed.resize import resize
 from ncd.distributed.shard import Sharding, sharding_of
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, describe, unweave
-from ncd.ir.interpreter import Fold, Interpreter, Rebuild
-from ncd.ir.primitive import Primitive, map_axes, map_fields, map_values
+from ncd.ir.interpreter import Fold, Interpreter
 from ncd.ir.rules import DISTRIBUTED
 from ncd.ir.size import symbol
 from ncd.prims.linear import EinsumOp, LinearOp
-from ncd.prims.normalization import LayerNormOp, RMSNormOp
-from ncd.prims.structure import AddOp, CopyOp, DeleteOp, RenameOp, SwapOp, TransposeOp
+from ncd.prims.structure import RenameOp
 
 __all__ = ["derive", "Derivation", "Collective", "Wire", "KINDS", "PARTIAL", "resize"]
 
@@ -417,82 +416,6 @@ class _Deriver(Interpreter[Wire, Path]):
         return fixed, outs
 
 
-# -- the derivation's rules (ncd.ir.rules.DISTRIBUTED): ``(arrived, inputs, outputs, style)`` per box ----------
-#: what a rule gives: the inputs as they came (partial sums reduced), as the box reads them, its outputs, and
-#: the parallel style per mesh axis ("colwise" / "rowwise" / "sequence")
-BoxSharding = tuple[list[Wire], list[Wire], list[Wire], dict[str, str]]
-
-
-def _arrived(d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> list[Wire]:
-    """The inputs with pending partial sums reduced (every box but the routing ones and the sum needs whole values)."""
-    return d.resolve(wires, node, path, f"before {core.text()}")
-
-
-@DISTRIBUTED.rule(CopyOp)
-def _copy(prim: CopyOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    return wires, wires, list(wires) * prim.n, {}
-
-
-@DISTRIBUTED.rule(DeleteOp)
-def _delete(prim: DeleteOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    return wires, wires, [], {}
-
-
-@DISTRIBUTED.rule(SwapOp)
-def _swap(prim: SwapOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    return wires, wires, [wires[k] for k in prim.perm], {}
-
-
-@DISTRIBUTED.rule(RenameOp)
-def _rename(prim: RenameOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    mapping = dict(zip(prim.segment.names, prim.names))
-    w = wires[0]
-    return wires, wires, [Wire(d.axes_of(node.cod[0]), tuple((m, mapping.get(s, s)) for m, s in w.place), w.src,
-                               w.gathered)], {}
-
-
-@DISTRIBUTED.rule(TransposeOp)
-def _transpose(prim: TransposeOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    return wires, wires, [Wire(d.axes_of(node.cod[0]), wires[0].place, wires[0].src, wires[0].gathered)], {}
-
-
-@DISTRIBUTED.rule(AddOp)
-def _add(prim: AddOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    """A sum of partial sums stays partial: no reduction before it."""
-    return wires, wires, [d.add(node, wires, path)], {}
-
-
-@DISTRIBUTED.rule(LinearOp)
-def _linear(prim: LinearOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    arrived = _arrived(d, node, core, wires, path)
-    ins, outs, style = d.linear(node, prim, arrived, path)
-    return arrived, ins, outs, style
-
-
-@DISTRIBUTED.rule(EinsumOp)
-def _einsum(prim: EinsumOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    arrived = _arrived(d, node, core, wires, path)
-    ins, outs = d.einsum(node, prim, arrived, path)
-    return arrived, ins, outs, {}
-
-
-@DISTRIBUTED.rule(LayerNormOp, RMSNormOp)
-def _norm(prim: LayerNormOp | RMSNormOp, d: _Deriver, node: Diagram, core: Box, wires: list[Wire],
-          path: Path) -> BoxSharding:
-    """Generic, and sequence-parallel along the axes its input is split over."""
-    arrived = _arrived(d, node, core, wires, path)
-    ins, outs = d.generic(node, core, arrived, path)
-    return arrived, ins, outs, ({m: "sequence" for m, _ in ins[0].place} if any(w.place for w in ins) else {})
-
-
-@DISTRIBUTED.by_kind("linear", "multilinear", "nonlinear", "structural",
-                     what="acts on its own axes (gathered if split), runs on the slices of the woven ones")
-def _generic(prim: Primitive, d: _Deriver, node: Diagram, core: Box, wires: list[Wire], path: Path) -> BoxSharding:
-    arrived = _arrived(d, node, core, wires, path)
-    ins, outs = d.generic(node, core, arrived, path)
-    return arrived, ins, outs, {}
-
-
 def _short(node: Diagram) -> str:
     """A box's label (``L₊^O``), a block's or repeat's name, for the collective listings."""
     core, _ = unweave(node)
@@ -635,44 +558,3 @@ def param_numel(box: Box, divisors: Mapping[str, int]) -> sympy.Expr:
         total += n
     return total
 
-
-def resize(value: Any, divisors: Mapping[str, int]) -> Any:
-    """``value`` (a diagram, primitive, type, axis) with the named axes divided: what one rank holds."""
-    if not divisors:
-        return value
-
-    def divided(axis: Axis) -> Axis:
-        if axis.name in divisors and divisors[axis.name] > 1:
-            return axis.resized(axis.size / divisors[axis.name])
-        return axis
-
-    def one(value: Any) -> Any:
-        if isinstance(value, Primitive):
-            return map_fields(value, one)
-        if isinstance(value, Diagram):
-            return _Resize(divisors).fold(value)
-        return map_axes(value, divided)
-
-    return map_values(value, one)
-
-
-class _Resize(Rebuild):
-    """A diagram with the named axes divided (:func:`resize` of every type, axis and primitive in it)."""
-
-    def __init__(self, divisors: Mapping[str, int]) -> None:
-        self.divisors = divisors
-
-    def identity(self, node: Identity) -> Diagram:
-        return Identity(resize(node.type, self.divisors), node.source)
-
-    def box(self, box: Box) -> Diagram:
-        return Box(resize(box.prim, self.divisors), box.label, box.source)
-
-    def seq(self, node: Seq) -> Diagram:
-        return Seq(tuple(self.part(node, k, p) for k, p in enumerate(node.parts)))
-
-    def par(self, node: Par) -> Diagram:
-        return Par(tuple(self.part(node, k, p) for k, p in enumerate(node.parts)))
-
-    def weave(self, node: Weave) -> Diagram:
-        return Weave(self.part(node, 0, node.inner), resize(node.axis, self.divisors), node.dom_pos, node.cod_pos)

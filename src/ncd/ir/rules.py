@@ -336,10 +336,12 @@ SCALAR_DRAWING: RuleTable[[Layout, Box, Type, Type], Frag] = RuleTable("scalar d
 #: the IO model's reading of a box (``ncd.iomodel.program``): ``(prim, walker, box, inputs, woven) -> output arrays``
 IO_MODEL: RuleTable[[Any, Box, list[Any], tuple[Axis, ...]], list[Any]] = RuleTable("io model", AnalysisError)
 #: the sharding derivation of a box (``ncd.distributed.derive``): ``(prim, deriver, node, box, wires, path) -> BoxSharding``
-DISTRIBUTED: RuleTable[[Any, Diagram, Box, list[Any], tuple[int, ...]], Any] = RuleTable("distributed", AnalysisError)
+DISTRIBUTED: RuleTable[[Any, Diagram, Box, list[Any], tuple[int, ...]], Any] = RuleTable(
+    "distributed", AnalysisError, home="ncd.distributed.rules")
 #: decoding (``ncd.inference.derive``): how a box is rebuilt in the prefill and the one-token step,
 #: ``(prim, walk, box, wires, sizes) -> (the rebuilt diagram, its output wires)``
-DECODE: RuleTable[[Any, Box, list[Any], dict[str, Any]], tuple[Diagram, list[Any]]] = RuleTable("decode", AnalysisError)
+DECODE: RuleTable[[Any, Box, list[Any], dict[str, Any]], tuple[Diagram, list[Any]]] = RuleTable(
+    "decode", AnalysisError, home="ncd.inference.rules")
 #: the streamed lowering of a relabelled diagram (``ncd.iomodel.lower``): one operation on tiles,
 #: ``(prim, streamed, op, tiles, ranges, in_place) -> the output tile``
 STREAMED: RuleTable[[Any, Any, list[Any], dict[str, tuple[int, int]], bool], Any] = RuleTable(
