@@ -1,4 +1,5 @@
-"""Structural operations: copy, delete, addition, crossings, and save/load of skip tensors.
+"""Structural operations: copy, delete, addition, crossings, renames, and save/load of skip tensors
+(declared in :mod:`ncd.prims.saving`, imported from here).
 
 >>> import ncd
 >>> r = ncd.residual(ncd.Linear("m -> m"))
@@ -23,9 +24,10 @@ from ncd.ir.axes import Segment, Type, TypeLike, as_type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
-from ncd.ir.size import Size, SizeLike, evaluate, size, size_text
+from ncd.ir.size import evaluate
 from ncd.prims.kinds import transpose
 from ncd.prims.linear import split_spec
+from ncd.prims.saving import Load, LoadOp, Save, SaveOp  # declared there (save and load), imported from here too
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
@@ -198,53 +200,6 @@ class RenameOp(Primitive):
 
 
 @dataclass(frozen=True)
-class SaveOp(Primitive):
-    """Store the input under ``key`` (indexed by ``index``, e.g. the repetition ``λ``) and pass it on."""
-
-    type: Type
-    key: str
-    index: Size | None = None
-
-    op: ClassVar[str] = "save"
-    family: ClassVar[str] = "structure"
-    kind: ClassVar[Kind] = "structural"
-
-    def signature(self) -> tuple[Type, Type]:
-        return self.type, self.type
-
-    def label(self) -> str:
-        return "→" + self.slot()
-
-    def slot(self) -> str:
-        return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
-
-
-@dataclass(frozen=True)
-class LoadOp(Primitive):
-    """Bring back the tensor stored under ``key`` (and ``index``); it takes no input.
-
-    Put it beside the wires passing through: ``Identity.of("c x") @ Load("c x", "C", i)``.
-    """
-
-    type: Type
-    key: str
-    index: Size | None = None
-
-    op: ClassVar[str] = "load"
-    family: ClassVar[str] = "structure"
-    kind: ClassVar[Kind] = "structural"
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type(()), self.type
-
-    def label(self) -> str:
-        return self.slot() + "→"
-
-    def slot(self) -> str:
-        return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
-
-
-@dataclass(frozen=True)
 class ZerosOp(Primitive):
     """Zeros of a type (the cotangent of a deleted wire)."""
 
@@ -303,16 +258,6 @@ def Rename(spec: str) -> Box:
     if len(src) != 1 or len(dst) != 1 or len(src[0]) != len(dst[0]) or not src[0].axes:
         raise ParseError(f"rename spec {spec!r} must map the axes of one segment to as many new names, e.g. 't -> x'")
     return Box.make(RenameOp(src[0], dst[0].names))
-
-
-def Save(type_: TypeLike, key: str, index: SizeLike | None = None) -> Box:
-    """``→ C_λ``: store the tensor for a later :func:`Load` (the U-Net's skip connections)."""
-    return Box.make(SaveOp(as_type(type_), key, None if index is None else size(index)))
-
-
-def Load(type_: TypeLike, key: str, index: SizeLike | None = None) -> Box:
-    """``C_λ →``: bring back a tensor stored by :func:`Save` (it takes no input)."""
-    return Box.make(LoadOp(as_type(type_), key, None if index is None else size(index)))
 
 
 def residual(branch: Diagram, skip: Diagram | None = None) -> Diagram:
@@ -424,29 +369,6 @@ def lower_transpose(prim: TransposeOp, ctx: RuleContext) -> list[str]:
     return [f"torch.movedim({ctx.args[0].var}, {sources}, {tuple(dst)})"]
 
 
-def _lowered_slot(ctx: RuleContext, key: str, index: Size | None) -> str:
-    if index is None:
-        return repr(key)
-    return repr(f"{key}_{evaluate(index, what='save/load index')}")
-
-
-@LOWERING.rule(SaveOp)
-def lower_save(prim: SaveOp, ctx: RuleContext) -> list[str]:
-    if len(ctx.args) != 1:
-        ctx.em.line(f"store[{_lowered_slot(ctx, prim.key, prim.index)}] = ({', '.join(v.var for v in ctx.args)})")
-    else:
-        ctx.em.line(f"store[{_lowered_slot(ctx, prim.key, prim.index)}] = {ctx.args[0].var}")
-    return [v.var for v in ctx.args]
-
-
-@LOWERING.rule(LoadOp)
-def lower_load(prim: LoadOp, ctx: RuleContext) -> list[str]:
-    slot = _lowered_slot(ctx, prim.key, prim.index)
-    if len(prim.type) == 1:
-        return [f"store[{slot}]"]
-    return [f"store[{slot}][{k}]" for k in range(len(prim.type))]
-
-
 @LOWERING.rule(ZerosOp)
 def lower_zeros(prim: ZerosOp, ctx: RuleContext) -> list[str]:
     return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in seg)})" for seg in prim.type]
@@ -481,30 +403,7 @@ def cost_transpose(prim: TransposeOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.inputs[0].relabel(ctx.out_axes[0])]
 
 
-def _slot(prim: SaveOp | LoadOp) -> str:
-    index = prim.index
-    return prim.key if index is None else f"{prim.key}_{size_text(index)}"
-
-
-@COST.rule(SaveOp)
-def cost_save(prim: SaveOp, ctx: CostContext) -> list[Tensor]:
-    ctx.walker.store[_slot(prim)] = list(ctx.inputs)
-    return list(ctx.inputs)
-
-
-@COST.rule(LoadOp)
-def cost_load(prim: LoadOp, ctx: CostContext) -> list[Tensor]:
-    slot = _slot(prim)
-    stored = ctx.walker.store.get(slot)
-    if stored is None:
-        return [ctx.new(axes, grad=False) for axes in ctx.out_axes]
-    return [t.relabel(axes) for t, axes in zip(stored, ctx.out_axes)]
-
-
 # -- backward ------------------------------------------------------------------------------
-_SCALAR = Type((Segment(()),))
-
-
 @BACKWARD.rule(CopyOp)
 def backward_copy(prim: CopyOp, box: Box, builder: Builder) -> BoxBackward:
     """The transpose of a copy is a sum: each segment's cotangents from every copy are added."""
@@ -527,7 +426,7 @@ def backward_delete(prim: DeleteOp, box: Box, builder: Builder) -> BoxBackward:
 @transpose(AddOp)
 def transpose_add(prim: AddOp, box: Box) -> Diagram:
     """The transpose of a sum is a copy."""
-    return Box(CopyOp(_SCALAR, prim.n))
+    return Box(CopyOp(SCALAR, prim.n))
 
 
 @BACKWARD.rule(SwapOp)
@@ -544,31 +443,6 @@ def transpose_transpose(prim: TransposeOp, box: Box) -> Diagram:
     perm = prim.perm
     inverse = tuple(perm.index(k) for k in range(len(perm)))
     return Box(TransposeOp(box.cod[0], inverse))
-
-
-@BACKWARD.rule(SaveOp)
-def backward_save(prim: SaveOp, box: Box, builder: Builder) -> BoxBackward:
-    """``∂x = g + Σ`` the cotangents of every load of this slot (saved by their backward, which runs first)."""
-    t = cot(prim.type)
-    keys = builder.saved_keys(_slot(prim))
-    if not keys or not len(t):
-        return BoxBackward((), Identity(t))
-    loads = [Box(LoadOp(t, key)) for key in keys]
-    n = len(keys) + 1
-    k = len(t)
-    picks = [c * k + s for s in range(k) for c in range(n)]
-    adds = [woven_scalar(Box(AddOp(n)), seg) for seg in t]
-    return BoxBackward((), Seq.of(Par.of(Identity(t), *loads), route(list(t) * n, picks), Par.of(*adds)))
-
-
-@BACKWARD.rule(LoadOp)
-def backward_load(prim: LoadOp, box: Box, builder: Builder) -> BoxBackward:
-    """A load's cotangent is saved for the matching save's backward."""
-    t = cot(prim.type)
-    if not len(t):
-        return BoxBackward((), Identity(Type(())))
-    key = builder.load_key(_slot(prim))
-    return BoxBackward((), Seq.of(Box(SaveOp(t, key)), Box(DeleteOp(t))))
 
 
 @COST.rule(RenameOp)
@@ -596,6 +470,5 @@ IMPORT.known(CopyOp, DeleteOp, SwapOp, by="ncd.trace.wiring")
 IMPORT.known(AddOp, aten=("aten.add", "aten.sub"))
 IMPORT.known(TransposeOp, aten=("aten.permute", "aten.transpose", "aten.t"))
 IMPORT.unsupported(RenameOp, "the importer names each value's axes when it creates them: no renaming box is needed")
-for _cls in (SaveOp, LoadOp):
-    IMPORT.unsupported(_cls, "caches of the decode passes (ncd.decode), built from a diagram, never traced")
 IMPORT.unsupported(ZerosOp, NOT_TRACED)
+
