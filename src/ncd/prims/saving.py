@@ -31,16 +31,25 @@ __all__ = ["SaveOp", "LoadOp", "Save", "Load"]
 
 
 @dataclass(frozen=True)
-class SaveOp(Primitive):
-    """Store the input under ``key`` (indexed by ``index``, e.g. the repetition ``λ``) and pass it on."""
+class _Slot(Primitive):
+    """A place in the store: ``key``, indexed by ``index`` (e.g. the repetition ``λ``), holding a tensor of ``type``."""
 
     type: Type
     key: str
     index: Size | None = None
 
-    op: ClassVar[str] = "save"
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "structural"
+
+    def slot(self) -> str:
+        return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
+
+
+@dataclass(frozen=True)
+class SaveOp(_Slot):
+    """Store the input under ``key`` (indexed by ``index``, e.g. the repetition ``λ``) and pass it on."""
+
+    op: ClassVar[str] = "save"
 
     def signature(self) -> tuple[Type, Type]:
         return self.type, self.type
@@ -48,33 +57,21 @@ class SaveOp(Primitive):
     def label(self) -> str:
         return "→" + self.slot()
 
-    def slot(self) -> str:
-        return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
-
 
 @dataclass(frozen=True)
-class LoadOp(Primitive):
+class LoadOp(_Slot):
     """Bring back the tensor stored under ``key`` (and ``index``); it takes no input.
 
     Put it beside the wires passing through: ``Identity.of("c x") @ Load("c x", "C", i)``.
     """
 
-    type: Type
-    key: str
-    index: Size | None = None
-
     op: ClassVar[str] = "load"
-    family: ClassVar[str] = "structure"
-    kind: ClassVar[Kind] = "structural"
 
     def signature(self) -> tuple[Type, Type]:
         return Type(()), self.type
 
     def label(self) -> str:
         return self.slot() + "→"
-
-    def slot(self) -> str:
-        return self.key if self.index is None else f"{self.key}_{size_text(self.index)}"
 
 
 # -- constructors ------------------------------------------------------------------------
