@@ -58,8 +58,32 @@ __all__ = ["MaxPoolOp", "AvgPoolOp", "AdaptiveAvgPoolOp", "MaxPool", "AvgPool", 
            "MaxPoolBackwardOp", "AvgPoolTransposeOp"]
 
 
+class _Pooling(Primitive):
+    """What max and average pooling share (no fields of its own, so theirs, their order and their JSON are their
+    own): the spatial ``axes`` pooled into ``positions``, ``ceil_mode`` written only when set."""
+
+    axes: Segment
+    positions: Segment
+    stride: Ints
+    ceil_mode: bool
+
+    family: ClassVar[str] = "convolution"
+
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
+        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.axes,)), Type((self.positions,))
+
+    def hint(self) -> str:
+        return "pooled"
+
+
 @dataclass(frozen=True)
-class MaxPoolOp(Primitive):
+class MaxPoolOp(_Pooling):
     """Max pooling: ``★`` (padding −∞) then ``Max`` over the kernel axes, fused (``ceil_mode``: a last, partial
     window where the stride leaves entries over)."""
 
@@ -72,30 +96,17 @@ class MaxPoolOp(Primitive):
     ceil_mode: bool = False
 
     op: ClassVar[str] = "maxpool"
-    family: ClassVar[str] = "convolution"
     kind: ClassVar[Kind] = "nonlinear"
 
     def __post_init__(self) -> None:
         _check_pool(self, self.dilation)
 
-    def fields(self) -> dict[str, Any]:
-        return _fields(self)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
-        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.positions,))
-
     def label(self) -> str:
         return f"★{_fmt(self.kernel)}→Max" + (" ⌈⌉" if self.ceil_mode else "")
 
-    def hint(self) -> str:
-        return "pooled"
-
 
 @dataclass(frozen=True)
-class AvgPoolOp(Primitive):
+class AvgPoolOp(_Pooling):
     """Average pooling: ``★`` then the mean ``𝔼`` over the kernel axes, fused (``ceil_mode``: a last, partial window
     where the stride leaves entries over, divided by the entries it covers of the padded axis, or of the axis
     without ``count_include_pad``, as PyTorch does)."""
@@ -109,26 +120,13 @@ class AvgPoolOp(Primitive):
     ceil_mode: bool = False
 
     op: ClassVar[str] = "avgpool"
-    family: ClassVar[str] = "convolution"
     kind: ClassVar[Kind] = "linear"
 
     def __post_init__(self) -> None:
         _check_pool(self, (1,) * len(self.kernel))
 
-    def fields(self) -> dict[str, Any]:
-        return _fields(self)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
-        return _subs_checked(self, mapping, self.axes.axes, self.positions.axes, self.stride)
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((self.positions,))
-
     def label(self) -> str:
         return f"★{_fmt(self.kernel)}→𝔼" + (" ⌈⌉" if self.ceil_mode else "")
-
-    def hint(self) -> str:
-        return "pooled"
 
 
 def _fields(prim: Primitive) -> dict[str, Any]:
