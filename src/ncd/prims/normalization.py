@@ -74,8 +74,29 @@ def _check_eps(eps: float, what: str) -> None:
         raise ParseError(f"{what}: eps must be a finite non-negative number, not {eps!r}")
 
 
+class _AxisNorm(Primitive):
+    """What layer and RMS norms share (no fields of its own, so theirs, their order and their JSON are their own):
+    statistics over their own ``axes``, last in the tensor, with a learned weight over them."""
+
+    axes: Segment
+    eps: float
+
+    weave_policy = weaving.own_last
+    family: ClassVar[str] = "normalization"
+    kind: ClassVar[Kind] = "nonlinear"
+    learned: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        axes_segment(self.axes, self.op)
+        _check_eps(self.eps, self.op)
+
+    def signature(self) -> tuple[Type, Type]:
+        t = Type((self.axes,))
+        return t, t
+
+
 @dataclass(frozen=True)
-class LayerNormOp(Primitive):
+class LayerNormOp(_AxisNorm):
     """Normalise to zero mean and unit variance over ``axes``; learned weight/bias over ``axes``."""
 
     axes: Segment
@@ -84,18 +105,6 @@ class LayerNormOp(Primitive):
     bias: bool = True
 
     op: ClassVar[str] = "layernorm"
-    weave_policy = weaving.own_last
-    family: ClassVar[str] = "normalization"
-    kind: ClassVar[Kind] = "nonlinear"
-    learned: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        axes_segment(self.axes, "layernorm")
-        _check_eps(self.eps, "layernorm")
-
-    def signature(self) -> tuple[Type, Type]:
-        t = Type((self.axes,))
-        return t, t
 
     def params(self) -> dict[str, tuple[Size, ...]]:
         shapes: dict[str, tuple[Size, ...]] = {}
@@ -110,7 +119,7 @@ class LayerNormOp(Primitive):
 
 
 @dataclass(frozen=True)
-class RMSNormOp(Primitive):
+class RMSNormOp(_AxisNorm):
     """Divide by the root mean square over ``axes`` (no centring); learned weight over ``axes``."""
 
     axes: Segment
@@ -118,18 +127,6 @@ class RMSNormOp(Primitive):
     affine: bool = True
 
     op: ClassVar[str] = "rmsnorm"
-    weave_policy = weaving.own_last
-    family: ClassVar[str] = "normalization"
-    kind: ClassVar[Kind] = "nonlinear"
-    learned: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        axes_segment(self.axes, "rmsnorm")
-        _check_eps(self.eps, "rmsnorm")
-
-    def signature(self) -> tuple[Type, Type]:
-        t = Type((self.axes,))
-        return t, t
 
     def params(self) -> dict[str, tuple[Size, ...]]:
         return {"weight": self.axes.sizes} if self.affine else {}
