@@ -319,3 +319,32 @@ def test_a_buffer_bound_to_an_equal_tensor_holding_nan_is_not_warned() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         ncd.trace(model, torch.randn(2, 5))
+
+
+class CountsReadingData(nn.Module):
+    """Counts its calls in a buffer and reads its input as ``x.data`` (the recorder refuses: traced by make_fx)."""
+
+    def __init__(self, data: bool) -> None:
+        super().__init__()
+        self.data_ = data
+        self.register_buffer("n", torch.zeros(()))
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.n += 1
+        return self.lin(x.data if self.data_ else x) * self.n
+
+
+@pytest.mark.parametrize(("data", "capture", "ran"), [(True, "dispatch", True), (False, "export", False)])
+def test_a_buffer_written_in_place_is_warned_when_export_or_make_fx_traces_it(data: bool, capture: str,
+                                                                               ran: bool) -> None:
+    torch.manual_seed(0)
+    model, x = CountsReadingData(data), torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match=r"writes into its buffers in place \(n\)"):
+        traced = ncd.trace(model, x, capture=capture)
+    assert model.n.item() == (1 if ran else 0)  # what the warning says tracing did to the model
+    lowered = traced.to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model.lin(x) * 1)  # the traced (first) call
+        model(x)
+        assert not torch.allclose(lowered(x), model(x))  # a later call of the model differs, as warned

@@ -267,7 +267,12 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
         if _is_data_dependent(error):
             raise TraceError(_data_dependent_message(model, error, reads)) from None
         try:
-            return _capture_make_fx(flat, args, kwargs, names)
+            state = {**dict(flat.named_parameters()), **dict(flat.named_buffers())}
+            versions = {name: t._version for name, t in state.items()}
+            captured = _capture_make_fx(flat, args, kwargs, names)
+            _warn_written(model, [n for n, t in state.items() if t._version != versions[n]],
+                          {n for n, _ in flat.named_parameters()}, ran=True)  # (its graph ran on the model's tensors)
+            return captured
         except TraceError:
             raise
         except Exception as second:  # noqa: BLE001
@@ -282,7 +287,26 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
                          f" inputs ({reads}); a neural circuit diagram draws one fixed computation.")
     if _mutates(ep):  # a write in place (through a view): the graph's functional form, whose writes are scatters
         ep = ep.run_decompositions({})
-    return _from_export(ep, flat, args, kwargs, names)
+    written = list(ep.graph_signature.buffers_to_mutate.values())  # (export ran on fake tensors: none was written)
+    captured = _from_export(ep, flat, args, kwargs, names)
+    _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
+    return captured
+
+
+def _warn_written(model: torch.nn.Module, written: list[str], learned: set[str], ran: bool) -> None:
+    """Warn that the model writes into its parameters or buffers (``written``, by the names of ``_Flat``), as the
+    dispatch recording does: the lowered module computes the traced call and never updates them."""
+    if not written:
+        return
+    import warnings
+
+    what = " and ".join(k for k, v in (("parameters", [n for n in written if n in learned]),
+                                       ("buffers", [n for n in written if n not in learned])) if v)
+    warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its {what} in place"
+                  f" ({', '.join(_strip(n) for n in written)}); the diagram computes the traced call from their values"
+                  " before it and the lowered module does not update them, so later calls of the model differ from it"
+                  + (" (and tracing ran the model once: they were updated as by one call)" if ran else
+                     " (tracing did not update them)"), RuntimeWarning, stacklevel=4)
 
 
 def _mutates(ep: Any) -> bool:
