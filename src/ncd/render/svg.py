@@ -17,7 +17,9 @@ True
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from html import escape, unescape
+from typing import Any
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
@@ -192,23 +194,13 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
     j_stroke: str = ""
     j_width = 0.0
     j_dashed = False
-    stack: list[tuple[Tree, float, float, int]] = [(node, dx, dy, 0)]
+    stack: list[tuple[Iterator[Any], float, float]] = [(iter(node.items), dx, dy)]
     while stack:  # the walk of placements(), spelled out: a generator's resumption per item is the dearer part
-        current, x, y, start = stack.pop()
-        items = current.items
-        for k in range(start, len(items)):
-            it = items[k]
+        items, x, y = stack.pop()
+        for it in items:  # (a node's own iterator: resumed where it stopped when a subtree is done)
             kind = type(it)
-            if kind is Port or kind is Footprint:  # not painted: (the viewer's) hit areas and wire ends
-                if placed is not None:
-                    placed.append((it, x, y, None))
-                continue
-            if kind is not Path and kind is not tuple and kind is not Text:
+            if kind is not Path and kind is not Port and kind is not Text and kind is not tuple:
                 kind = _BASES.get(kind) or _base(kind)
-            if kind is tuple:
-                stack.append((current, x, y, k + 1))
-                stack.append((it[2], x + it[0], y + it[1], 0))
-                break
             if kind is Path:  # the commonest first
                 commands = it.commands
                 c = commands[0]
@@ -256,6 +248,14 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 key = (it.fill, it.stroke, it.width, it.dashed, it.arrow)
                 append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
                 continue
+            if kind is Port or kind is Footprint:  # not painted: (the viewer's) hit areas and wire ends
+                if placed is not None:
+                    placed.append((it, x, y, None))
+                continue
+            if kind is tuple:
+                stack.append((items, x, y))
+                stack.append((iter(it[2].items), x + it[0], y + it[1]))
+                break
             if placed is not None:
                 placed.append((it, x, y, None))
             if kind is Text:
@@ -268,10 +268,14 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                     runs[ident] = it.runs
                     pieces = texts[ident] = [(run.dx, run.dy, _run_rest(run)) for run in it.runs]
                 tx, ty = it.x + x, it.y + y
+                base = got(ty) or new(ty)  # the baseline, shared by the runs that are not scripts
                 for rx, ry, rest in pieces:
                     rx += tx
-                    ry += ty
-                    append(f'<text x="{got(rx) or new(rx)}" y="{got(ry) or new(ry)}" {rest}')
+                    if ry:
+                        ry += ty
+                        append(f'<text x="{got(rx) or new(rx)}" y="{got(ry) or new(ry)}" {rest}')
+                    else:  # (ty + 0.0 is ty)
+                        append(f'<text x="{got(rx) or new(rx)}" y="{base}" {rest}')
                 continue
             if kind is Rect:
                 if joined:
@@ -322,7 +326,7 @@ _BASES: dict[type, type] = {}
 
 def _base(kind: type) -> type:
     """The painted kind a type of item is drawn as (a subclass, e.g. the viewer's tagged paths, as its base)."""
-    for base in (tuple, Path, Text, Rect, Polygon, Circle):
+    for base in (tuple, Path, Text, Rect, Polygon, Circle, Port, Footprint):
         if issubclass(kind, base):
             _BASES[kind] = base
             return base
