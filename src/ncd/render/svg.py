@@ -162,8 +162,8 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0,
         css = fonts.font_face_css(used) + css
     if css:
         out.insert(2, f"<style>{css}</style>")
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    out.append("</svg>\n")  # (the closing newline here: adding it to the joined text would copy that text again)
+    return "\n".join(out)
 
 
 #: An item as laid out, the offset it is painted at and, for a path, its ``d`` (:func:`paint_svg`'s ``placed``).
