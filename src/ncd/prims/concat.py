@@ -23,7 +23,7 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Dtype, Segment, Type, parse_type
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import COST, IMPORT, LOWERING
 from ncd.ir.size import Size, size_text, sizes_equal
@@ -195,8 +195,6 @@ def transpose_concat(prim: ConcatOp, box: Box) -> Diagram:
     parts = []
     for axis in prim.inputs:
         cut = Box(SliceOp(prim.output, start, start + axis.size, sympy.Integer(1), axis))
-        from ncd.ir.diagram import Weave
-
         woven: Diagram = cut
         for a in reversed(prim.after.axes):
             woven = Weave(woven, a, (1,), (1,))

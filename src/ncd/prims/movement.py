@@ -38,7 +38,7 @@ import sympy
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Box, Diagram
+from ncd.ir.diagram import Box, Diagram, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import size_text, sizes_equal
@@ -326,18 +326,13 @@ def backward_squeeze(prim: SqueezeOp, box: Box, builder: Builder) -> BoxBackward
 
 @BACKWARD.rule(UnsqueezeOp)
 def backward_unsqueeze(prim: UnsqueezeOp, box: Box, builder: Builder) -> BoxBackward:
-    from ncd.analysis.backward import woven_scalar
-
     squeeze = Box(SqueezeOp(prim.axis))
     before, after = prim.around.axes[: prim.position], prim.around.axes[prim.position:]
     result: Diagram = squeeze
-    from ncd.ir.diagram import Weave
-
     for axis in reversed(after):
         result = Weave(result, axis, (1,), (0,))
     for axis in reversed(before):
         result = Weave(result, axis, (0,), (0,))
-    _ = woven_scalar
     return BoxBackward((), result)
 
 

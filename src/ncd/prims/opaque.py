@@ -359,7 +359,6 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
     if any(getattr(s, "free_symbols", None) for shape in shapes for s in shape):
         return outs
     from ncd.limits import check_count
-    from ncd.prims.opaque import check_shapes
 
     # the call runs on real tensors: they must fit the memory budget, and its results have the declared shapes
     check_count(f"cost of {ctx.box.text()}: the bytes of its inputs", sum(8 * math.prod(int(s) for s in shape)
@@ -379,8 +378,6 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
 def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from ncd.prims.opaque import call_text
 
     xs = []
     for shape, dtype in zip(shapes, dtypes):
