@@ -25,6 +25,7 @@ import sympy
 
 from ncd.errors import NCDError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.checks import _check_junctions
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, _set, _woven_types, rebuilt
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
@@ -74,7 +75,33 @@ def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
 
 
 def _symbols(segment: Segment) -> set[Any]:
-    return {x for a in segment.axes for x in a.size.free_symbols}
+    found: set[Any] = set()
+    for a in segment.axes:
+        size = a.size
+        if size.is_Symbol:
+            found.add(size)
+        elif not size.is_Integer:
+            found |= size.free_symbols
+    return found
+
+
+def _boxed(old: Box, prim: Primitive) -> Box:
+    """``old`` over a rebuilt ``prim`` (:func:`ncd.ir.diagram.rebuilt`, without its check that no tensor names an axis
+    twice: the names are ``old``'s)."""
+    node = Box.__new__(Box)
+    dom, cod = prim.signature()
+    node.__dict__.update(prim=prim, label=old.label, source=old.source, dom=dom, cod=cod)
+    return node
+
+
+def _sequenced(old: Seq, parts: tuple[Diagram, ...]) -> Seq:
+    """``old`` over rebuilt ``parts`` (:func:`ncd.ir.diagram.rebuilt`), checking only the junctions a rebuilt part
+    meets (the others are ``old``'s, which held)."""
+    was = old.parts
+    _check_junctions(parts, [k for k in range(1, len(parts)) if parts[k - 1] is not was[k - 1] or parts[k] is not was[k]])
+    node = Seq.__new__(Seq)
+    node.__dict__.update(parts=parts, dom=parts[0].dom, cod=parts[-1].cod, _nesting=old.nesting())
+    return node
 
 
 #: passes :func:`symbolize` makes at most, each following the names and ranges the junctions of the last one learned
@@ -98,28 +125,42 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
     convolution's ``t + 3``, its scan state's batch ``z``; a ``(b,)`` input of positions named ``y̅``); a name is shared
     by the wires of its size, so a traced size equal to another by chance (longformer's 2 chunks at batch 2) can make
     the junctions fail: then the passes are made again without them."""
+    walk = _Walk(body, sizes, True)
+    saved: list[Any] = []  # the pass the walk was at before a view first renamed a wire, and the walk's state then
     try:
-        return _passes(body, sizes, True)
+        return _passes(walk, 0, saved)
     except NCDError:
-        return _passes(body, sizes, False)
-
-
-def _passes(body: Diagram, sizes: dict[str, int], renames: bool) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
-    walk = _Walk(body, sizes, renames)
-    try:
-        for _ in range(PASSES):
-            try:
-                done = walk.run()
-            except NCDError:
-                if not walk.learned[0] and not walk.learned[1]:
-                    raise
-            else:  # an input's axis a view renames as a symbol's: one more pass with the input sized by it
-                if not walk.learns_anew():
-                    return done
-            walk.follow_learned()
-        return walk.run()
+        if not walk.renamed:  # no view renamed a wire: the passes without renames are these again, and fail alike
+            raise
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
         walk.close()
+    walk = _Walk(body, sizes, False)
+    start, state = saved  # the passes before it are the same without renames: they go on from there
+    walk.restore(state)
+    try:
+        return _passes(walk, start)
+    finally:
+        walk.close()
+
+
+def _passes(walk: _Walk, start: int = 0, saved: list[Any] | None = None) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+    """Passes ``start`` .. :data:`PASSES` of ``walk`` (the last one's failure is raised); ``saved``: the pass and the
+    walk's state before each pass while no view has renamed a wire."""
+    for n in range(start, PASSES + 1):
+        if saved is not None and not walk.renamed:
+            saved[:] = [n, walk.save()]
+        if n == PASSES:
+            break
+        try:
+            done = walk.run()
+        except NCDError:
+            if not walk.learned[0] and not walk.learned[1]:
+                raise
+        else:  # an input's axis a view renames as a symbol's: one more pass with the input sized by it
+            if not walk.learns_anew():
+                return done
+        walk.follow_learned()
+    return walk.run()
 
 
 def _aligned(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) -> list[tuple[Axis, Axis]]:
@@ -141,11 +182,12 @@ def _aligned(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any) ->
     return pairs
 
 
-def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any, renames: bool = True) -> tuple[Axis, ...]:
+def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any, renames: bool = True,
+            renamed: list[bool] | None = None) -> tuple[Axis, ...]:
     """The target axes of a view (row-major) with sizes in symbols where one starts where a source axis does and
     holds whole source axes sized by symbols, and maybe the leading part of a next source axis of a fixed size
     (``(t, b, m) -> (t, b*h, m/h)``: ``4*b``), and with ``renames`` an axis sized by a symbol only renamed (``b n t̅ ->
-    b n y̅:6``: ``y̅:t``); other axes as they were (a symbol split is not followed)."""
+    b n y̅:6``: ``y̅:t``; ``renamed`` gets a ``True`` then); other axes as they were (a symbol split is not followed)."""
     prefix = [1]
     for a in source:
         prefix.append(prefix[-1] * traced(a.size))
@@ -161,8 +203,11 @@ def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any, ren
         group, rest = source[i:k], end // prefix[k]
         if rest != 1 and (k >= len(source) or source[k].size.free_symbols or traced(source[k].size) % rest):
             continue
-        if len(group) == 1 and rest == 1 and not (renames and group[0].size.is_Symbol):
-            continue  # only renamed: followed as the symbol (the wire it is renamed from)
+        if len(group) == 1 and rest == 1:
+            if not (renames and group[0].size.is_Symbol):
+                continue
+            if renamed is not None:  # only renamed: followed as the symbol (the wire it is renamed from)
+                renamed.append(True)
         if any(a.size.free_symbols for a in group):
             out[j] = dataclasses.replace(b, size=sympy.Mul(*[a.size for a in group]) * rest)
     return tuple(out)
@@ -213,31 +258,47 @@ class _Walk:
                  if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
         traced_values = {symbols[n]: sizes[n] for n in symbols}
         done: dict[int, Any] = {}  # id -> rebuilt value
-        kept: list[Any] = []  # the originals whose ids key ``done``, in the order they were rebuilt (parts first)
+        kept: list[Any] = []  # the originals rebuilt, in the order they were (indexed by ``_stale`` past ``_indexed_upto``)
         order: list[int] = []  # ids of the primitives in the order a whole walk rebuilds them first
         placed: set[int] = set()  # ... the same ids
         notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
         axes: dict[Axis, Axis] = {}
+        by_id: dict[int, Axis] = {}  # id of an original axis -> ``axes[it]``
         follow_names: dict[tuple[str, int], Any] = {}
         follow_ranges: dict[int, Any] = {}
         learned: Follow = ({}, {})
         taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
-        self.body, self.learned, self._taught = body, learned, taught
+        renamed: list[bool] = []  # a True per view that renamed a wire as a symbol's (none: ``renames`` changed nothing)
+        self.body, self.learned, self._taught, self._renamed = body, learned, taught, renamed
+        # for :meth:`_stale`: id of an original -> ids of the kept originals holding it; axis -> ids of the kept
+        # originals holding it; traced range -> ids of the kept segments of that range; ids indexed
+        self._index: tuple[dict[int, list[int]], dict[Axis, list[int]], dict[int, list[int]], set[int]] = ({}, {}, {}, set())
+        self._indexed_upto = 0  # kept[:_indexed_upto] are indexed
+        self._follows = 0  # the times :meth:`follow_learned` was called
         self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
+        self._by_id = by_id
 
         def traced(size: Any) -> int:
-            return int(size) if size.is_Integer else int(size.xreplace(traced_values))
+            if size.is_Integer:
+                return int(size)
+            found = traced_values.get(size)  # a bare symbol
+            return int(size.xreplace(traced_values)) if found is None else found
 
         self.traced = traced
 
         def axis(a: Axis) -> Axis:
-            if a not in axes:
-                base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
-                symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
-                followed = follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer else None
-                axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
-                           else dataclasses.replace(a, size=followed) if followed is not None else a)
-            return axes[a]
+            found = by_id.get(id(a))  # (an original's axes live as long as the walk: no hash of the axis asked)
+            if found is None:
+                found = axes.get(a)
+                if found is None:
+                    base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
+                    symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
+                    followed = (follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer
+                                else None)
+                    found = axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
+                                       else dataclasses.replace(a, size=followed) if followed is not None else a)
+                by_id[id(a)] = found
+            return found
 
         def value(v: Any) -> Any:
             kind = _KINDS.get(type(v))
@@ -296,11 +357,12 @@ class _Walk:
                 changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
             if p.op == "view":  # a merge of symbolised axes: the product
                 changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
-                    changes["source"].axes, changes["target"].axes, traced, renames))
+                    changes["source"].axes, changes["target"].axes, traced, renames, renamed))
                 for a, b in _aligned(changes["source"].axes, changes["target"].axes, traced) if renames else ():
                     # an input's axis renamed as a symbol's (a loss's (b,) positions named y:2 read beside b t): the
                     # model holds them equal, so the input is sized by the symbol (followed on a next pass)
                     if a.size.is_Integer and b.size.is_Symbol and (_base(a.name), int(a.size)) in given:
+                        renamed.append(True)
                         learned[0].setdefault((_base(a.name), int(a.size)), b.size)
                         taught.add(id(p))  # (kept, it would not teach the next pass: rebuilt, it teaches in walk order)
             try:
@@ -321,7 +383,7 @@ class _Walk:
             cls = type(d)
             if cls is Box:  # the label and source are kept: only the primitive may change
                 new_prim = value(d.prim)  # type: ignore[attr-defined]
-                return d if new_prim is d.prim else rebuilt(d, prim=new_prim)  # type: ignore[attr-defined]
+                return d if new_prim is d.prim else _boxed(d, new_prim)  # type: ignore[arg-type,attr-defined]
             if cls is Seq or cls is Par:
                 parts = d.parts  # type: ignore[attr-defined]
                 new_parts = tuple([value(x) for x in parts])
@@ -330,7 +392,7 @@ class _Walk:
                 if cls is Par:
                     return rebuilt(d, parts=new_parts)
                 try:
-                    return rebuilt(d, parts=new_parts)
+                    return _sequenced(d, new_parts)  # type: ignore[arg-type]
                 except NCDError:
                     for left, right in zip(new_parts, new_parts[1:]):
                         if not left.cod.same(right.dom):
@@ -365,6 +427,24 @@ class _Walk:
         _, _, order, _, notes, _, _, _ = self._state
         return new, [notes[key] for key in order if key in notes]
 
+    @property
+    def renamed(self) -> bool:
+        """Whether a view of a pass so far renamed a wire as a symbol's (without ``renames``, the passes differ)."""
+        return bool(self._renamed)
+
+    def save(self) -> tuple[Any, ...]:
+        """A copy of what the walk holds between passes (:meth:`restore` puts it in another walk)."""
+        return tuple(part.copy() for part in self._state) + (set(self._taught), self._follows)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        parts: tuple[Any, ...] = (*self._state, self._taught)
+        for part, was in zip(parts, state):
+            if isinstance(part, list):
+                part[:] = was
+            else:
+                part.update(was)
+        self._follows = state[-1]  # (kept is clean, parts before wholes, for a scan only until the first follow)
+
     def learns_anew(self) -> bool:
         """Whether the last pass learned a name not followed yet."""
         return not self.learned[0].keys() <= self._state[6].keys()
@@ -380,8 +460,89 @@ class _Walk:
         changed = {a for a in axes if a.size.is_Integer and (_base(a.name), int(a.size)) in names}
         for a in changed:
             del axes[a]
+        if changed:
+            self._by_id.clear()
         stale = {key for key in self._taught if key in done}  # rebuilt again: their lessons are learned in walk order
         self._taught.clear()
+        self._follows += 1
+        if self._follows == 1:
+            self._scan(changed, ranges, stale)
+        else:
+            self._stale(changed, ranges, stale)
+        for key in stale:
+            del done[key]
+            notes.pop(key, None)
+
+    def _stale(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
+        """Adds to ``stale`` the kept values whose wires have an axis in ``changed`` or a range in ``ranges``, and
+        every kept value holding a stale one: up from those through an index of the originals' parts, made as values
+        are first rebuilt (an original's parts are its own: each is indexed once)."""
+        done, kept = self._state[0], self._state[1]
+        parents, holders, by_range, indexed = self._index
+        kinds = _KINDS
+        for v in kept[self._indexed_upto:]:
+            key = id(v)
+            if key in indexed:
+                continue
+            indexed.add(key)
+            cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
+            held: Any = ()
+            if cls is Type:
+                parts: Any = v.segments
+            elif cls is Identity:
+                parts = (v.type,)
+            elif cls is Weave:
+                parts, held = (v.inner,), (v.axis,)
+            elif cls is Box:
+                parts = (v.prim,)
+            elif cls is Par or cls is Seq:
+                parts = v.parts
+            else:
+                kind = kinds[cls]
+                if kind is _SEGMENT:
+                    parts, held = (), v.axes
+                    if v.range is not None and v.range.is_Integer:
+                        by_range.setdefault(int(v.range), []).append(key)
+                elif kind is _TYPE:
+                    parts = v.segments
+                elif kind is _TUPLE:
+                    parts = [x for x in v if kinds.get(type(x)) is not _ATOM]
+                elif cls is Block:
+                    parts = (v.body, v.meta)
+                else:
+                    parts = [x for x in (getattr(v, name) for name in _fields(cls)) if kinds.get(type(x)) is not _ATOM]
+                if kind is _TUPLE or kind is _PRIMITIVE or kind is _NODE:
+                    held = [x for x in parts if kinds.get(type(x)) is _AXIS]
+                    if held:
+                        parts = [x for x in parts if kinds.get(type(x)) is not _AXIS]
+            for x in parts:
+                got = parents.get(id(x))
+                if got is None:
+                    parents[id(x)] = [key]
+                else:
+                    got.append(key)
+            for a in held:
+                got = holders.get(a)
+                if got is None:
+                    holders[a] = [key]
+                else:
+                    got.append(key)
+        for a in changed:
+            stale.update(k for k in holders.get(a, ()) if k in done)
+        for r in ranges:
+            stale.update(k for k in by_range.get(r, ()) if k in done)
+        todo = list(stale)
+        while todo:
+            for k in parents.get(todo.pop(), ()):
+                if k not in stale and k in done:
+                    stale.add(k)
+                    todo.append(k)
+        self._indexed_upto = len(kept)
+
+    def _scan(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
+        """:meth:`_stale` by a scan of ``kept`` (parts before wholes), without an index: the first time (most
+        walks that fail once fail only once, and an index costs more to make than a scan)."""
+        kept = self._state[1]
         fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
         mark = stale.add
         kinds = _KINDS
@@ -426,12 +587,14 @@ class _Walk:
                     mark(id(v))
         if stale:
             kept[:] = [v for v in kept if id(v) not in stale]
-            for key in stale:
-                del done[key]
-                notes.pop(key, None)
+        self._indexed_upto = 0
 
     def close(self) -> None:
         self._taught.clear()
+        self._renamed.clear()
+        for index in self._index:
+            index.clear()
+        self._by_id.clear()
         for part in self._state:
             part.clear()
         self.__dict__.clear()
