@@ -17,6 +17,7 @@ from typing import Any
 
 from ncd.errors import NCDError
 from ncd.ir.axes import Segment, Type
+from ncd.ir.checks import _nest
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
 
@@ -54,23 +55,30 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     layers: list[Diagram] = []
     nothing = Identity(Type(()))  # no wires beside a step (Par.of drops it)
 
-    def needed_after(v: int, k: int) -> bool:
-        return last.get(v, -2) > k
-
     def typ(values: Sequence[int]) -> Type:
         return Type(tuple([segs[v] for v in values]))
 
     def place(lo: int, middle: Diagram, hi: int) -> None:
+        n = len(live)
         if isinstance(middle, (Par, Identity)):  # flattened and merged with the identities beside it
             layers.append(Par.of(Identity(typ(live[:lo])) if lo else nothing, middle,
-                                 Identity(typ(live[hi:])) if hi < len(live) else nothing))
+                                 Identity(typ(live[hi:])) if hi < n else nothing))
             return
         # a box or block between the wires beside it: what Par.of makes of them, without its flattening pass
-        if not lo and hi >= len(live):
+        if not lo and hi >= n:
             layers.append(middle)
             return
-        parts = ((beside(live[:lo]),) if lo else ()) + (middle,) + ((beside(live[hi:]),) if hi < len(live) else ())
-        layers.append(Par(parts))
+        left = beside(live[:lo]) if lo else None
+        right = beside(live[hi:]) if hi < n else None
+        parts = tuple(p for p in (left, middle, right) if p is not None)
+        # Par(parts), its types made as Par.__post_init__ makes them (an identity's input is its output)
+        before = left.dom.segments if left is not None else ()
+        after = right.dom.segments if right is not None else ()
+        node = Par.__new__(Par)
+        node.__dict__.update(parts=parts, dom=Type((*before, *middle.dom.segments, *after)),
+                             cod=Type((*before, *middle.cod.segments, *after)))
+        _nest(node, middle.nesting())  # an identity's nesting is 0
+        layers.append(node)
 
     besides: dict[tuple[int, ...], Identity] = {}
 
@@ -86,7 +94,7 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         nonlocal live
         # copies: one instance per use here, one more if needed later
         for v in dict.fromkeys(ins):
-            want = ins.count(v) + (1 if needed_after(v, k) else 0)
+            want = ins.count(v) + (1 if last.get(v, -2) > k else 0)
             if want > 1:
                 p = live.index(v)
                 place(p, _box(CopyOp(Type((segs[v],)), want)), p + 1)
@@ -94,13 +102,15 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         # pick an instance of each input and bring them together, in order
         taken: list[int] = []
         for v in ins:
-            positions = [p for p, w in enumerate(live) if w == v and p not in taken]
-            taken.append(positions[0])
+            p = live.index(v)  # the first instance not taken yet
+            while p in taken:
+                p = live.index(v, p + 1)
+            taken.append(p)
         if ins:
             lo, hi = min(taken), max(taken) + 1
-            rest = [p for p in range(lo, hi) if p not in taken]
-            order = taken + rest
-            if order != list(range(lo, hi)):
+            if taken != list(range(lo, lo + len(taken))) or hi - lo != len(taken):
+                rest = [p for p in range(lo, hi) if p not in taken]
+                order = taken + rest
                 perm = tuple(p - lo for p in order)
                 place(lo, _box(SwapOp(typ(live[lo:hi]), perm)), hi)
                 live = live[:lo] + [live[p] for p in order] + live[hi:]
@@ -114,7 +124,7 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         p = 0
         while p < len(live):
             v = live[p]
-            if not needed_after(v, k) and (diagram is None or v in outs or v in ins):
+            if not last.get(v, -2) > k and (diagram is None or v in outs or v in ins):
                 place(p, _box(DeleteOp(Type((segs[v],)))), p + 1)
                 live = live[:p] + live[p + 1:]
             else:
