@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
+from ncd.trace.keywords import keywords
 from ncd.trace.params import HOLDER, freeze, hold, tie, unread
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class TracedDiagram(Block):
         else:
             load_parameters(module, self.tensors, self.example, self._model())
         hold(module, self.unused)
+        keywords(module, self.name, self.origin, len(self.dom))  # lowered(**inputs), as the model was called
         if other:
             from ncd.trace.other_sizes import check
 

@@ -1,0 +1,94 @@
+"""A traced model's lowered module called as the model was: its inputs by the names the traced call gave them.
+
+The lowered module takes the diagram's inputs by position (``lowered(input_ids, attention_mask)``); called with
+keywords (``lowered(**inputs)``, as the model was traced), a forward pre-hook (:class:`Keywords`) puts each keyword's
+tensors at its inputs' positions and the positional arguments at the others, in order.  A keyword the traced call did
+not pass, or one holding another number of tensors, raises an :class:`~ncd.errors.InputError` naming the inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.errors import InputError
+
+
+class Keywords:
+    """The forward pre-hook (``with_kwargs``) of a traced model's lowered module (a class: it pickles)."""
+
+    def __init__(self, model: str, slots: dict[str, tuple[int, ...]], held: dict[str, list[Any]], count: int) -> None:
+        self.model = model
+        self.slots = slots  # an argument's name -> the positions of the inputs its tensors are
+        self.held = held  # an argument's name -> what else it held when traced (a flag, a number: computed with it)
+        self.count = count
+
+    def _inputs(self) -> str:
+        return ", ".join(self.slots) if self.slots else "not known: the traced call passed an object holding tensors"
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if not kwargs:
+            return None
+        if not self.slots:
+            raise InputError(f"the lowered {self.model} takes its {self.count} input tensor(s) by position, not by"
+                             f" keyword ({', '.join(kwargs)})")
+        placed: list[Any] = [None] * self.count
+        given = [False] * self.count
+        for name, value in kwargs.items():
+            where = self.slots.get(name)
+            if where is None:
+                raise InputError(f"the lowered {self.model} takes no input {name!r}; its inputs, by position or by"
+                                 f" name: {self._inputs()}")
+            leaves = torch.utils._pytree.tree_leaves(value)
+            tensors = [v for v in leaves if isinstance(v, torch.Tensor)]
+            others = [v for v in leaves if not isinstance(v, torch.Tensor)]
+            if not _same(others, self.held[name]):
+                raise InputError(f"the lowered {self.model} computes the traced call, made with {name}="
+                                 f"{_said(self.held[name])}; given {name}={_said(others)} (trace the model called so)")
+            if len(tensors) != len(where):
+                raise InputError(f"input {name!r} of the lowered {self.model} holds {len(where)} tensor(s) as traced,"
+                                 f" but {len(tensors)} were given")
+            for i, t in zip(where, tensors):
+                placed[i], given[i] = t, True
+        rest = list(args)
+        if len(rest) != given.count(False):
+            missing = [name for name, where in self.slots.items() if not any(given[i] for i in where)]
+            raise InputError(f"the lowered {self.model} takes {self.count} input tensor(s) ({self._inputs()}): given"
+                             f" {len(rest)} by position and {', '.join(kwargs)} by name"
+                             + (f"; not given: {', '.join(missing)}" if len(rest) < given.count(False) else ""))
+        for i in range(self.count):
+            if not given[i]:
+                placed[i] = rest.pop(0)
+        return tuple(placed), {}
+
+
+def _same(given: list[Any], held: list[Any]) -> bool:
+    try:
+        return len(given) == len(held) and all(a is b or bool(a == b) for a, b in zip(given, held))
+    except Exception:  # noqa: BLE001 - values that do not compare: not the same
+        return False
+
+
+def _said(values: list[Any]) -> str:
+    return repr(values[0])[:40] if len(values) == 1 else repr(values)[:60]
+
+
+def keywords(module: torch.nn.Module, model: str, origin: Any, count: int) -> None:
+    """Let ``module`` (lowered from the trace of ``model`` called as ``origin`` says, ``count`` input tensors) take its
+    inputs by name too."""
+    from ncd.trace.capture import input_names
+    from ncd.trace.other_sizes import _Slot
+
+    slots: dict[str, tuple[int, ...]] = {}
+    held: dict[str, list[Any]] = {}
+    call_args, call_kwargs = getattr(origin, "args", ()), getattr(origin, "kwargs", None)
+    traced = getattr(origin, "model", None)
+    if call_kwargs is not None and traced is not None:
+        names = input_names(traced, len(call_args), call_kwargs)
+        for name, value in zip(names, (*call_args, *call_kwargs.values())):
+            leaves = torch.utils._pytree.tree_leaves(value, is_leaf=lambda v: isinstance(v, _Slot))
+            slots[name] = tuple(v.index for v in leaves if isinstance(v, _Slot))
+            held[name] = [v for v in leaves if not isinstance(v, _Slot)]
+    module.register_forward_pre_hook(Keywords(model, slots, held, count), with_kwargs=True, prepend=True)
