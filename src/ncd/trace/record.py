@@ -73,24 +73,69 @@ class ReadsValue(Unsupported):
 META_ABOVE = 5e9
 
 
-def _computing(model: torch.nn.Module) -> int:
+class _Walk:
+    """The model's modules, parameters and buffers by name (``named_modules``, ``named_parameters``, ``named_buffers``,
+    each with ``remove_duplicate=False``), read in one walk of the module tree: a recording asks for them several
+    times (its module paths and state, the state bound before and after, the arithmetic of :func:`_computing`).
+
+    A model whose class reads its state another way (overrides those methods) is asked through them."""
+
+    __slots__ = ("modules", "parameters", "buffers", "used")
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.used = False  # a recording read it: another one walks again (the one before may have rebound state)
+        self.modules: list[tuple[str, torch.nn.Module]] = list(model.named_modules(remove_duplicate=False))
+        self.parameters: list[tuple[str, torch.Tensor]] = []
+        self.buffers: list[tuple[str, torch.Tensor]] = []
+        cls, base = type(model), torch.nn.Module
+        if cls.named_parameters is not base.named_parameters or cls.named_buffers is not base.named_buffers \
+                or cls.named_modules is not base.named_modules:
+            self.parameters.extend(model.named_parameters(remove_duplicate=False))
+            self.buffers.extend(model.named_buffers(remove_duplicate=False))
+            return
+        for prefix, module in self.modules:  # as torch's _named_members walks them
+            dot = f"{prefix}." if prefix else ""
+            for k, v in module._parameters.items():
+                if v is not None:
+                    self.parameters.append((dot + k, v))
+            for k, u in module._buffers.items():
+                if u is not None:
+                    self.buffers.append((dot + k, u))
+
+    def bound(self) -> dict[str, torch.Tensor]:
+        """The parameters and buffers by name (a buffer's name after a parameter's)."""
+        return {**dict(self.parameters), **dict(self.buffers)}
+
+
+def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
     """The model's parameters but the tables of its embeddings that no other layer uses (a tied output head does)."""
     lookups = (torch.nn.Embedding, torch.nn.EmbeddingBag)
     tables: set[int] = set()
     used: set[int] = set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
-    return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
+    cls, base = type(model), torch.nn.Module
+    if walk is None or cls.modules is not base.modules or cls.parameters is not base.parameters:
+        for module in model.modules():
+            for p in module.parameters(recurse=False):
+                (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
+        return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
+    for _, module in walk.modules:
+        lookup = isinstance(module, lookups)
+        for w in module._parameters.values():
+            if w is not None:
+                (tables if lookup and w is getattr(module, "weight", None) else used).add(id(w))
+    counted: dict[int, int] = {}  # each parameter once (tied ones under several names)
+    for _, t in walk.parameters:
+        if id(t) not in counted and (id(t) not in tables or id(t) in used):
+            counted[id(t)] = t.numel()
+    return sum(counted.values())
 
 
-def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    params = _computing(model)
+def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], walk: _Walk | None = None) -> bool:
     values = list(args) + list(kwargs.values())
     if any(holds_tensors(v) for v in values):  # the tensors inside a cache passed in stay real: they are its inputs
         return False
     elements = sum(v.numel() for v in values if isinstance(v, torch.Tensor))
-    return params * elements > META_ABOVE
+    return (_computing(model, walk) if elements else 0) * elements > META_ABOVE
 
 
 class _NeedValues(Exception):
@@ -145,7 +190,9 @@ def _recorder_class() -> type:
 
 class _Recording(Aliases):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
-                 guards: bool = False, budget: float | None = None) -> None:
+                 guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
+        walk = walk if walk is not None and not walk.used else _Walk(model)
+        walk.used = True
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
         self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
         self.work = 0
@@ -156,13 +203,13 @@ class _Recording(Aliases):
         self.memory: dict[int, list[torch.Tensor]] = {}  # the kept tensors by their memory's address (:class:`Aliases`)
         self.indexed = 0
         self.stack: list[tuple[str, str]] = []
-        self.paths = {id(m): p for p, m in model.named_modules(remove_duplicate=False) if p}
+        self.paths = {id(m): p for p, m in walk.modules if p}
         self.root = model
         self.undo = Undo(model)  # what the recording writes into the model's state, undone if it fails
         self.state: dict[int, tuple[str, bool]] = {}
-        for name, p in model.named_parameters(remove_duplicate=False):
+        for name, p in walk.parameters:
             self.state.setdefault(id(p), (name, True))
-        for name, b in model.named_buffers(remove_duplicate=False):
+        for name, b in walk.buffers:
             self.state.setdefault(id(b), (name, False))
         self.counts: dict[str, int] = {}
         self.meta = meta
@@ -652,16 +699,16 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     them); a large one (:data:`META_ABOVE`) runs the calls that depend on the inputs on the
     ``meta`` device (shapes only: its compute is skipped) and, if that fails, again for real.
     """
-    bound = _bound_state(model)
-    captured = _recorded(model, args, kwargs, flat)
+    walk = _Walk(model)
+    bound = walk.bound()
+    captured = _recorded(model, args, kwargs, flat, walk)
     _warn_rebound(model, bound)
     return captured
 
 
 def _bound_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters and buffers by name, as bound before the recording."""
-    return {**dict(model.named_parameters(remove_duplicate=False)),
-            **dict(model.named_buffers(remove_duplicate=False))}
+    """The model's parameters and buffers by name, as bound now."""
+    return _Walk(model).bound()
 
 
 def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
@@ -686,11 +733,12 @@ def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> No
                       " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=3)
 
 
-def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module
-              ) -> Captured:
-    meta = _on_meta(model, args, kwargs)
+def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
+              walk: _Walk | None = None) -> Captured:
+    walk = walk if walk is not None else _Walk(model)
+    meta = _on_meta(model, args, kwargs, walk)
     try:
-        return _attempt(model, args, kwargs, flat, meta)
+        return _attempt(model, args, kwargs, flat, meta, walk)
     except ReadsValue as error:
         reads = error
     # A model that reads an input's value into Python (``if mask.all(): skip the mask``) is recorded as torch.export
@@ -698,7 +746,7 @@ def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     # with no branch on values.  Export would record the same operations, only slower.
     with _as_exporting():
         try:
-            return _attempt(model, args, kwargs, flat, meta)
+            return _attempt(model, args, kwargs, flat, meta, walk)
         except ReadsValue:
             pass
         except Unsupported:
@@ -707,31 +755,34 @@ def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
             raise reads from None
         # Still a value read: if every one is a truth value (a branch, ``if not padding_mask.any()``), record the
         # branches taken, each checked at run time by a guard box; a number read (a size, a count) is refused.
-        return _record(model, args, kwargs, flat, meta=False, guards=True)
+        return _record(model, args, kwargs, flat, meta=False, guards=True, walk=walk)
 
 
 def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
-             meta: bool) -> Captured:
+             meta: bool, walk: _Walk | None = None) -> Captured:
     """One recording of the model: on real values, or for a large one (``meta``) on real values within
     :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device, and on real values again if
     that fails."""
     if meta and WORK_BUDGET >= 0:
-        buffers = [(b, b.clone()) for b in model.buffers()]  # what the model writes into them is undone
+        cls = type(model)
+        held = model.buffers() if walk is None or walk.used or cls.buffers is not torch.nn.Module.buffers \
+            else {id(b): b for _, b in walk.buffers}.values()
+        buffers = [(b, b.clone()) for b in held]  # what the model writes into them is undone
         try:
-            return _record(model, args, kwargs, flat, meta=False, budget=WORK_BUDGET)
+            return _record(model, args, kwargs, flat, meta=False, budget=WORK_BUDGET, walk=walk)
         except Exception:  # noqa: BLE001 - over the budget, or anything: the recording as without it decides
             with torch.no_grad():
                 for b, before in buffers:
                     if b.shape == before.shape:
                         b.copy_(before)
     try:
-        return _record(model, args, kwargs, flat, meta=meta)
+        return _record(model, args, kwargs, flat, meta=meta, walk=walk)
     except Unsupported:
         raise
     except Exception:  # noqa: BLE001 - an operator without a meta kernel, a model that reads a value: run it for real
         if not meta:
             raise
-        return _record(model, args, kwargs, flat, meta=False)
+        return _record(model, args, kwargs, flat, meta=False, walk=walk)
 
 
 @contextlib.contextmanager
@@ -749,14 +800,14 @@ def _as_exporting() -> Iterator[None]:
 
 
 def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
-            meta: bool, guards: bool = False, budget: float | None = None) -> Captured:
+            meta: bool, guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> Captured:
     from torch._dispatch.python import enable_python_dispatcher
 
     from ncd.trace.fastpath import nested_padding
 
     names = input_names(model, len(args), kwargs)
     leaves = list(args) + list(kwargs.values())
-    rec = _Recording(model, names, leaves, meta, guards, budget)
+    rec = _Recording(model, names, leaves, meta, guards, budget, walk)
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
     Recorder = _recorder_class()
 

@@ -30,10 +30,28 @@ def _largest(value: Any) -> int:
     if isinstance(value, torch.Tensor):
         return int(_entries(value))
     if isinstance(value, (tuple, list)):
-        return max((_largest(v) for v in value), default=0)
+        most = 0
+        for v in value:  # (a loop, plain tensors and numbers first: asked for every call recorded within a budget)
+            kind = type(v)
+            if kind is _TENSOR:
+                n = _entries(v)
+            elif kind in _NO_TENSOR:
+                continue
+            else:
+                n = _largest(v)
+            if n > most:
+                most = n
+        return int(most)
     if isinstance(value, dict):
-        return max((_largest(v) for v in value.values()), default=0)
+        return _largest(list(value.values()))
     return 0
+
+
+_TENSOR = torch.Tensor
+
+
+#: argument types that hold no tensor
+_NO_TENSOR = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
 def _size(value: Any) -> int:
@@ -49,6 +67,10 @@ def _size(value: Any) -> int:
 ENTRY = 5
 
 
+#: the operators :func:`multiply_adds` counts
+_CONTRACTIONS = frozenset({"linear", "scaled_dot_product_attention", "einsum", *_PRODUCTS, *_CONVOLUTIONS})
+
+
 def work(packet: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """:func:`multiply_adds` plus :data:`ENTRY` for each entry of the largest tensor argument."""
     return multiply_adds(packet, args, kwargs) + ENTRY * _largest(args)
@@ -57,6 +79,8 @@ def work(packet: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 def multiply_adds(packet: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """The multiply-adds of a contraction (``linear``, ``matmul``, a convolution, attention, ``einsum``), else none: with
     :func:`work`, a deterministic stand-in for the time a call's kernel takes, read from the shapes of its arguments."""
+    if packet not in _CONTRACTIONS:
+        return 0
     tensor = torch.Tensor
     first = args[0] if args else None
     second = args[1] if len(args) > 1 else None
@@ -67,13 +91,14 @@ def multiply_adds(packet: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             and isinstance(args[index + 1], tensor):
         a, b = args[index], args[index + 1]
         return int(_entries(a)) * (_shape(b)[-1] if b.dim() > 1 else 1)
-    if packet in _CONVOLUTIONS and isinstance(first, tensor) and isinstance(second, tensor) and second.dim() > 2:
-        weight = _shape(second)
+    if packet in _CONVOLUTIONS and isinstance(first, tensor) and isinstance(second, tensor) \
+            and len(weight := _shape(second)) > 2:
         kernel = weight[1] * math.prod(weight[2:])  # (out, in/groups, *kernel)
         transposed = packet.startswith("conv_transpose") or (len(args) > 6 and args[6] is True)
         if transposed:  # (in, out/groups, *kernel): each input entry spreads over out/groups · kernel outputs
             return int(_entries(first)) * kernel
-        channels = _shape(first)[1] if first.dim() == second.dim() else _shape(first)[0]  # (batched or not)
+        sizes = _shape(first)
+        channels = sizes[1] if len(sizes) == len(weight) else sizes[0]  # (batched or not)
         stride = _size(args[3] if len(args) > 3 else kwargs.get("stride", 1))
         return int(_entries(first)) // max(channels, 1) // stride * weight[0] * kernel
     if packet == "scaled_dot_product_attention" and len(args) > 2 \
