@@ -815,10 +815,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         path = rec.paths.get(id(module))
         if path is not None:
             rec.stack.append((path, type(module).__name__))
+        if shapes._calls is not None:
+            shapes.rest()
 
     def post(module: torch.nn.Module, _: Any, __: Any) -> None:
         if id(module) in rec.paths and rec.stack:
             rec.stack.pop()
+        if shapes._calls is not None:
+            shapes.rest()
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
              torch.nn.modules.module.register_module_forward_hook(post, always_call=True)]

@@ -75,6 +75,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: the ids of the :class:`SizeInt` and :class:`SizeFloat` that exist (made and not yet freed): while there is none, no
+#: torch call can be handed one, and the mode that looks for them (:class:`_Calls`) can rest (:meth:`Shapes.rest`)
+_ALIVE: set[int] = set()
+
+
+def _freed(self: Any) -> None:
+    alive = _ALIVE
+    if alive is not None:  # (None at interpreter exit)
+        alive.discard(id(self))
+
+
 class SizeInt(int):
     """An int read from a tensor's shape (or computed from such ints), with the expression of sizes it is."""
 
@@ -83,7 +94,10 @@ class SizeInt(int):
     def __new__(cls, value: int, expr: Tree) -> SizeInt:
         self = super().__new__(cls, value)
         self.expr = expr
+        _ALIVE.add(id(self))
         return self
+
+    __del__ = _freed
 
     def _plain(self) -> int:
         return int.__int__(self)
@@ -111,7 +125,10 @@ class SizeFloat(float):
     def __new__(cls, value: float, expr: Tree) -> SizeFloat:
         self = super().__new__(cls, value)
         self.expr = expr
+        _ALIVE.add(id(self))
         return self
+
+    __del__ = _freed
 
     def _plain(self) -> float:
         return float.__float__(self)
@@ -263,6 +280,18 @@ class Shapes:
         cls.size = size_of  # type: ignore[assignment, method-assign]
         cls.numel = numel_of  # type: ignore[assignment, method-assign]
         return self
+
+    def rest(self) -> None:
+        """While no sized number exists, the mode marking calls is popped (pushed again at the next size read): the
+        torch calls in between go straight to torch (a model reading sizes once per layer: ``F.pad`` by a size read
+        just before it).  Only when it is the innermost torch-function mode (asked between calls: a module's end)."""
+        calls = self._calls
+        if calls is None or _ALIVE:
+            return
+        depth = torch._C._len_torch_function_stack()
+        if depth and torch._C._get_function_stack_at(depth - 1) is calls:
+            calls.__exit__(None, None, None)
+            self._calls = None
 
     def __exit__(self, *exc: Any) -> None:
         Shapes.active = None
