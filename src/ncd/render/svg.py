@@ -226,6 +226,9 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                         d = (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}{f[0]}"
                              f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
                              f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
+                    elif len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 3 and f[2] == c[2] and f[0] == "L":
+                        x0, y0, x1, x2 = c[1] + x, c[2] + y, e[1] + x, f[1] + x  # (two runs along x: M H H)
+                        d = f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}H{got(x2) or new(x2)}"
                     else:
                         d = _path_d(it, x, y)
                 else:
