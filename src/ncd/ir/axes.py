@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 import sympy
 
 from ncd.errors import LimitError, ParseError, SizeError
-from ncd.ir.size import Size, SizeLike, Substitution, size, size_text, sizes_equal, substitute, symbol
+from ncd.ir.size import Size, SizeLike, Substitution, plainly_positive, size, size_text, sizes_equal, substitute, symbol
 from ncd.limits import limits
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike",
@@ -87,6 +87,8 @@ class Axis:
         value = self.size
         if isinstance(value, sympy.Integer) and 0 < value.p <= limits().axis_size:
             return  # the usual case, a whole number in range: the checks below without sympy's assumptions
+        if not value.is_number and plainly_positive(value):
+            return  # a symbolic size of positive parts (2*b, b*t, k**-0.5): positive, and no number to bound
         if value.is_positive is False or (value.is_number and value.is_integer is not True):
             raise SizeError(f"axis {self.name} has size {size_text(value)}; a size must be a positive whole number")
         if value.is_number and value > limits().axis_size:

@@ -27,8 +27,10 @@ the gate ``G`` (the identity on ``e`` read at the chosen experts, weighted by ``
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 import torch
@@ -110,13 +112,30 @@ def _listed(module: torch.nn.Module) -> Forward | None:
     return forward
 
 
+def _arity(module: torch.nn.Module) -> int:
+    """``len(forward_signature(module).parameters)``, counted from the code of a plain function bound from the
+    module's class (no ``inspect.signature``: 50 us for each class of module a model holds, read on the first trace of
+    every model); other forwards (wrapped, with a signature of their own, not bound from the class): by the signature."""
+    forward = module.forward
+    fn = getattr(forward, "__func__", None)
+    # a function without attributes of its own (no __wrapped__, __signature__ or partialmethod to follow)
+    if type(fn) is FunctionType and not fn.__dict__ and getattr(forward, "__self__", None) is module:
+        code = fn.__code__
+        if code.co_argcount:  # (the bound argument ``self`` is its first: not a parameter of the forward)
+            return code.co_argcount - 1 + code.co_kwonlyargcount + (code.co_flags & _STARS).bit_count()
+    return len(forward_signature(module).parameters)
+
+
+#: the code flags of ``*args`` and ``**kwargs`` (each one more parameter)
+_STARS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
 def dense_reading(module: torch.nn.Module) -> Forward | None:
     """A candidate dense reading of ``module`` (unproven: :func:`agrees` decides), or ``None``."""
     try:
-        params = forward_signature(module).parameters
+        if _arity(module) != 3:
+            return None
     except (TypeError, ValueError):
-        return None
-    if len(params) != 3:
         return None
     if hasattr(module, "has_gate"):  # transformers' experts interface: read densely unless drawn as recorded already
         return None if _drawable(module) else _stacked(module)
@@ -411,7 +430,7 @@ def _readings(model: torch.nn.Module) -> dict[str, Reading]:
 
 def _one_input(module: torch.nn.Module) -> bool:
     try:
-        return len(forward_signature(module).parameters) == 1
+        return _arity(module) == 1
     except (TypeError, ValueError):
         return False
 
