@@ -51,6 +51,20 @@ class Rebinds(nn.Module):
         return y * 2 if (x > 0).all() else y
 
 
+class CountsInPython(nn.Module):
+    """Counts its calls in a Python number, scales by it, and branches on a truth value of the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        y = self.lin(x) * self.calls
+        return y * 2 if (x > 0).all() else y
+
+
 class Shrinks(nn.Module):
     """Writes into its weight in place under ``no_grad`` every call, and branches on the input."""
 
@@ -122,13 +136,13 @@ def _traced_once(cls: type[nn.Module], train: bool) -> tuple[nn.Module, nn.Modul
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("cls", [Counter, Rebinds, Normalises, ReadsData])
+@pytest.mark.parametrize("cls", [Counter, Rebinds, Normalises, ReadsData, CountsInPython])
 def test_a_model_whose_recording_is_retried_is_traced_and_left_as_by_one_call(cls: type[nn.Module],
                                                                              train: bool) -> None:
     model, once, traced, x = _traced_once(cls, train)
     with torch.no_grad():
         want = once(x.clone())
-    _state_equal(model, once)  # the model the user holds: run once
+    _state_equal(model, once)  # the model the user holds: run once (its Python attributes: as before, ncd.trace's)
     torch.testing.assert_close(traced.to_torch()(x.clone()), want)  # the diagram: the call it ran, not a third one
 
 

@@ -48,8 +48,9 @@ class Undo:
     """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        #: every module with its tables of parameters and buffers as they were (a shallow copy of each)
-        self.tables = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+        #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
+        #: ``self.calls += 1`` (a Python number the forward reads) is undone too
+        self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the tensor, its value before a write)
 
     def keep(self, held: torch.Tensor) -> None:
@@ -63,9 +64,9 @@ class Undo:
         for held, before in self.kept.values():
             held.detach().copy_(before)
         self.kept.clear()
-        for module, parameters, buffers in self.tables:
+        for module, attributes, parameters, buffers in self.tables:
             pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
-                (module._parameters, parameters), (module._buffers, buffers))
+                (module.__dict__, attributes), (module._parameters, parameters), (module._buffers, buffers))
             for table, was in pairs:
                 if table.keys() != was.keys() or any(table[k] is not v for k, v in was.items()):
                     table.clear()
