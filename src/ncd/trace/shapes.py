@@ -242,19 +242,31 @@ class Shapes:
         get_shape, size, numel = base.shape.__get__, base.size, base.numel
         node_of = self.node_of
 
-        def sized(tensor: torch.Tensor, dims: Any) -> Any:
+        plain = torch.Tensor
+        modes = torch._C._len_torch_function_stack
+        at = torch._C._get_function_stack_at
+        unmoded = torch._C.DisableTorchFunction
+
+        def sized(tensor: torch.Tensor, dims: Any, shape: Any = None) -> Any:
             if self.kernels:
                 return None
             node = node_of(tensor)
             if node is None:
                 return None
+            if shape is None:
+                shape = get_shape(tensor)
             if self._calls is None:  # models that never read a size pay nothing per call
                 self._calls = _Calls(self)
                 self._calls.__enter__()  # type: ignore[no-untyped-call]
-            shape = get_shape(tensor)
             return tuple(SizeInt(shape[d], ("atom", node, d)) for d in dims)
 
         def shape_of(tensor: torch.Tensor) -> Any:
+            if type(tensor) is plain and self._calls is not None and modes() == 1 and at(0) is self._calls:
+                # the mode marking calls is the only one: a shape read hands it no sized number, read past it
+                with unmoded():
+                    shape = get_shape(tensor)
+                sizes = sized(tensor, range(len(shape)), shape)
+                return torch.Size(sizes) if sizes is not None else shape
             sizes = sized(tensor, range(tensor.dim()))
             return torch.Size(sizes) if sizes is not None else get_shape(tensor)
 
