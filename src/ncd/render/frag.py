@@ -84,6 +84,8 @@ class Deferred(Frag):
 
 
 def flat(ports: Ports) -> list[float]:
+    if len(ports) == 1:  # (most ports: one segment, copied)
+        return list(ports[0])
     return [y for seg in ports for y in seg]
 
 
@@ -380,10 +382,17 @@ def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, 
                 continue
             dx, dy = it[0], it[1]
             b0, b1, b2, b3 = b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy
-        elif isinstance(it, Path):  # (the commonest item: _bounds's box, its coordinates read by slices)
-            xs = [v for c in it.commands for v in c[1::2]]
-            ys = [v for c in it.commands for v in c[2::2]]
-            b0, b1, b2, b3 = min(xs), min(ys), max(xs), max(ys)
+        elif isinstance(it, Path):  # (the commonest item: _bounds's box)
+            commands = it.commands
+            if len(commands) == 2 and len(commands[0]) == 3 and len(commands[1]) == 3:  # a straight run: two points,
+                _, xa, ya = commands[0]  # min and max of two spelt out (each the first of equals, as min/max give)
+                _, xb, yb = commands[1]
+                b0, b2 = (xb, xa) if xb < xa else (xa, xb if xb > xa else xa)
+                b1, b3 = (yb, ya) if yb < ya else (ya, yb if yb > ya else ya)
+            else:  # (its coordinates read by slices)
+                xs = [v for c in commands for v in c[1::2]]
+                ys = [v for c in commands for v in c[2::2]]
+                b0, b1, b2, b3 = min(xs), min(ys), max(xs), max(ys)
         elif isinstance(it, Port):
             continue
         else:
