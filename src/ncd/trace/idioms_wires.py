@@ -72,6 +72,17 @@ def _is_item(conv: Converter, name: str) -> bool:
     return conv.namer.roles.get(name.rstrip(PRIME)) == "item"
 
 
+def _holds_input(merged: dict[str, list[tuple[str, int]]], name: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether wires of this name hold an input's batch or positions (``b``, ``t``, the sizes :mod:`ncd.trace.symbolic`
+    makes symbols): they are those, or a merge holding one of them."""
+    base = name.rstrip(PRIME)
+    if base in ("b", "t"):
+        return True
+    if base in seen:
+        return False
+    return any(_holds_input(merged, wire, seen | {base}) for wire, _ in merged.get(base, ()))
+
+
 def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
     """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back."""
     out: list[str] = []
@@ -136,7 +147,10 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
             if parents:
                 name = parents[0]
             else:  # the width the config names (heads merged back: m), else a name of the merge's own
-                letters = [] if all(items) else [x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
+                # (not when the merge holds the batch or the positions: ``(b, h)`` read as ``b*h`` is no width,
+                # even where the config's width has its size at the traced batch)
+                letters = [] if all(items) or any(_holds_input(merged, n) for n in group_in) else [
+                    x for x in ("m", "f") if x in conv.namer.config.get(sizes_out[0], set())]
                 of = tuple(n.rstrip(PRIME) for n in group_in) if not letters else ()
                 name = conv.namer.fresh(sizes_out[0], letters[0] if letters else None,
                                         "item" if all(items) else "feature", of)
