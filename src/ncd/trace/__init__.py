@@ -253,8 +253,11 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
+    from ncd.trace.record import _Walk
+
+    walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                           fixed, held, unread(model, tensors), origin_of(model, example_inputs, example_kwargs))
+                           fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk))
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced
@@ -292,8 +295,10 @@ def _state_kept(model: torch.nn.Module) -> Any:
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
     read a tensor of unknown origin instead of the parameter it came from."""
     saved = []
+    # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
+    # after "_") on; compared without a method call per name (a module holds ~30 private ones)
     for module in model.modules():
-        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        attrs = {k: v for k, v in vars(module).items() if k < "_" or k >= "`"}
         contents = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in attrs.items()
                     if type(v) in (dict, list)}
         saved.append((module, attrs, contents))
@@ -301,11 +306,12 @@ def _state_kept(model: torch.nn.Module) -> Any:
         yield
     finally:
         for module, attrs, contents in saved:
-            for k in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
+            now = vars(module)
+            for k in [k for k in now if (k < "_" or k >= "`") and k not in attrs]:
                 delattr(module, k)
             for k, v in attrs.items():
-                if vars(module).get(k) is not v:
-                    vars(module)[k] = v
+                if now.get(k) is not v:
+                    now[k] = v
                 if k in contents:
                     if isinstance(v, dict):
                         v.clear()

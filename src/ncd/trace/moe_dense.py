@@ -132,10 +132,20 @@ _STARS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
 
 def dense_reading(module: torch.nn.Module) -> Forward | None:
     """A candidate dense reading of ``module`` (unproven: :func:`agrees` decides), or ``None``."""
+    return _dense_reading(module, _arity_or_none(module))
+
+
+def _arity_or_none(module: torch.nn.Module) -> int | None:
+    """:func:`_arity`, or ``None`` for a forward whose signature cannot be read."""
     try:
-        if _arity(module) != 3:
-            return None
+        return _arity(module)
     except (TypeError, ValueError):
+        return None
+
+
+def _dense_reading(module: torch.nn.Module, arity: int | None) -> Forward | None:
+    """:func:`dense_reading` of a module whose forward takes ``arity`` parameters (:func:`_arity_or_none`)."""
+    if arity != 3:
         return None
     if hasattr(module, "has_gate"):  # transformers' experts interface: read densely unless drawn as recorded already
         return None if _drawable(module) else _stacked(module)
@@ -170,9 +180,13 @@ def _route(layer: torch.nn.Linear, k: int, x: torch.Tensor) -> tuple[torch.Tenso
     return chosen, torch.softmax(top, dim=1).type_as(x), logits
 
 
-def _routed_mlp(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``y = Σ_e G[t, e] · W_out[e] (act(W_in[e] x)₁ ⊙ (W_in[e] x)₂) + bias``, routed by the module's own router."""
-    found = _routing(module)
+Routing = tuple[torch.nn.Linear, int, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _routed_mlp(module: torch.nn.Module, found: Routing | None
+                ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``y = Σ_e G[t, e] · W_out[e] (act(W_in[e] x)₁ ⊙ (W_in[e] x)₂) + bias``, routed by the module's own router
+    (``found``: its :func:`_routing`)."""
     act = getattr(module, "activation", None)
     if found is None or not callable(act):
         return None
@@ -189,11 +203,12 @@ def _routed_mlp(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     return forward
 
 
-def _routed_attention(module: torch.nn.Module) -> tuple[Callable[..., Any], Callable[..., torch.Tensor]] | None:
+def _routed_attention(module: torch.nn.Module, found: Routing | None
+                      ) -> tuple[Callable[..., Any], Callable[..., torch.Tensor]] | None:
     """``map``: each token's query projection by each of its ``k`` experts (``Σ_e [i[t, k] = e] · W_in[e] x``);
     ``reduce``: ``Σ_k w[t, k] Σ_e [i[t, k] = e] · W_out[e] a[t, k] + bias`` — the routing handed from one to the other
-    as the chosen experts and their weights (tensors, not group sizes read into Python)."""
-    found = _routing(module)
+    as the chosen experts and their weights (tensors, not group sizes read into Python); ``found``: the module's
+    :func:`_routing`."""
     if found is None or not callable(getattr(module, "map", None)) or not callable(getattr(module, "reduce", None)):
         return None
     layer, k, w_in, w_out, bias = found
@@ -407,32 +422,29 @@ class Reading:
 def _readings(model: torch.nn.Module) -> dict[str, Reading]:
     found: dict[str, Reading] = {}
     for path, module in model.named_modules():
-        if not path or any(path.startswith(p + ".") for p in found):
+        if not path or found and any(path.startswith(p + ".") for p in found):
             continue
-        dense = dense_reading(module)
+        arity = _arity_or_none(module)  # (read once: the readings below each ask for it)
+        dense = _dense_reading(module, arity)
         if dense is not None:
             experts = _experts(module)
             found[path] = Reading(module, {"forward": _called_as(module, dense)}, "forward",
                                   lambda call, gave, m=module, d=dense, e=experts: (  # type: ignore[misc]
                                       (c := _arguments(call, {})) is not None and agrees(m, d, c, e, traced=gave)))
             continue
-        mlp = _routed_mlp(module) if _one_input(module) else None
+        routing = _routing(module)  # both readings below route by the module's own router: none for most modules
+        if routing is None:
+            continue
+        mlp = _routed_mlp(module, routing) if arity == 1 else None
         if mlp is not None:
             found[path] = Reading(module, {"forward": mlp}, "forward",
                                   lambda call, gave, m=module, d=mlp: _routed_mlp_agrees(m, d, call, gave))  # type: ignore[misc]
             continue
-        attention = _routed_attention(module)
+        attention = _routed_attention(module, routing)
         if attention is not None:
             found[path] = Reading(module, {"map": attention[0], "reduce": attention[1]}, "map",
                                   lambda call, gave, m=module, a=attention: _routed_attention_agrees(m, a[0], a[1], call))  # type: ignore[misc]
     return found
-
-
-def _one_input(module: torch.nn.Module) -> bool:
-    try:
-        return _arity(module) == 1
-    except (TypeError, ValueError):
-        return False
 
 
 def _close(got: Any, want: Any) -> bool:

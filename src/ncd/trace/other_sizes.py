@@ -18,11 +18,14 @@ A lowered module that fails inside (not refusing its inputs: an ``InputError``) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ncd.errors import InputError, TraceError
+
+if TYPE_CHECKING:
+    from ncd.trace.record import _Walk
 
 __all__ = ["Origin", "origin_of", "check"]
 
@@ -52,9 +55,10 @@ class Origin:
         return (Origin, (None,))
 
 
-def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Origin:
+def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], walk: _Walk | None = None) -> Origin:
     """The model's call with its tensors as slots, in the order the recorder makes them inputs (pytree order within a
-    list, tuple or dict argument); an argument that is an object holding tensors leaves the call unknown."""
+    list, tuple or dict argument); an argument that is an object holding tensors leaves the call unknown (``walk``:
+    the model's state read already, :class:`ncd.trace.record._Walk`)."""
     from ncd.trace.capture import holds_tensors
 
     count = 0
@@ -78,11 +82,23 @@ def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
         call_kwargs = {k: slotted(v) for k, v in kwargs.items()}
     except LookupError:
         return Origin(model)
-    return Origin(model, call_args, call_kwargs, count, _state(model))
+    return Origin(model, call_args, call_kwargs, count, _state(model, walk))
 
 
-def _state(model: torch.nn.Module) -> tuple[int, ...]:
-    return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
+def _state(model: torch.nn.Module, walk: _Walk | None = None) -> tuple[int, ...]:
+    """The ids of ``parameters()`` then of ``buffers()`` (each once, where first met: from ``walk`` if given)."""
+    from ncd.trace.params import _walked
+
+    if walk is None or not _walked(model, walk):
+        return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
+    ids: list[int] = []
+    for named in (walk.parameters, walk.buffers):
+        seen: set[int] = set()
+        for _, t in named:
+            if id(t) not in seen:
+                seen.add(id(t))
+                ids.append(id(t))
+    return tuple(ids)
 
 
 def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from ncd.trace.capture import Node
+    from ncd.trace.record import _Walk
 
 __all__ = ["HOLDER", "constants", "freeze", "hold", "pieces", "tie", "unread"]
 
@@ -40,8 +41,10 @@ __all__ = ["HOLDER", "constants", "freeze", "hold", "pieces", "tie", "unread"]
 HOLDER = "unused"
 
 
-def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]) -> tuple[tuple[str, torch.Tensor], ...]:
-    """The parameters of ``model`` (every name, tied ones under each of theirs) whose storage no traced tensor reads.
+def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
+           walk: _Walk | None = None) -> tuple[tuple[str, torch.Tensor], ...]:
+    """The parameters of ``model`` (every name, tied ones under each of theirs) whose storage no traced tensor reads
+    (``walk``: the model's state read already, :class:`ncd.trace.record._Walk`).
 
     A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it, and so does one
     that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``); a parameter on
@@ -50,21 +53,36 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
 
     flat = [t for group in tensors for t in group]
     read = {id(t) for t in flat}
-    real = [t for t in flat if t.device.type != "meta" and t.untyped_storage().nbytes()]
-    storages = {t.untyped_storage().data_ptr() for t in real}
-    shaped: dict[tuple[int, ...], list[torch.Tensor]] = {}
-    for t in real:
-        shaped.setdefault(tuple(t.shape), []).append(t)
+    storages: set[int] = set()
+    shaped: dict[tuple[int, ...], list[torch.Tensor]] | None = None  # (read when a parameter is not a traced tensor)
     out = []
-    for name, p in model.named_parameters(remove_duplicate=False):
+    named = walk.parameters if walk is not None and _walked(model, walk) else model.named_parameters(remove_duplicate=False)
+    for name, p in named:
         if id(p) in read:
             continue
+        if shaped is None:
+            shaped = {}
+            for t in flat:
+                if t.device.type != "meta" and t.untyped_storage().nbytes():
+                    storages.add(t.untyped_storage().data_ptr())
+                    shaped.setdefault(tuple(t.shape), []).append(t)
         if p.device.type != "meta" and p.untyped_storage().nbytes() and (
                 p.untyped_storage().data_ptr() in storages
                 or any(t.dtype == p.dtype and torch.equal(t, p.detach()) for t in shaped.get(tuple(p.shape), []))):
             continue
         out.append((name, p))
     return tuple(out)
+
+
+def _walked(model: torch.nn.Module, walk: _Walk) -> bool:
+    """Whether ``walk`` holds the model's parameters and buffers as ``named_parameters``, ``parameters`` (and those of
+    buffers) give them: no class overrides how torch gathers them (the model's, or a module's ``named_modules``)."""
+    import torch
+
+    cls, base = type(model), torch.nn.Module
+    return all(getattr(cls, name) is getattr(base, name) for name in (
+        "_named_members", "named_parameters", "named_buffers", "parameters", "buffers")) \
+        and all(type(m).named_modules is base.named_modules for _, m in walk.modules)
 
 
 def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:

@@ -205,7 +205,7 @@ class _Recording(Aliases):
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in walk.modules if p}
         self.root = model
-        self.undo = Undo(model)  # what the recording writes into the model's state, undone if it fails
+        self.undo = Undo(model, walk.modules)  # what the recording writes into the model's state, undone if it fails
         self.state: dict[int, tuple[str, bool]] = {}
         for name, p in walk.parameters:
             self.state.setdefault(id(p), (name, True))

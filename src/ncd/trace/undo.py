@@ -47,10 +47,19 @@ def writes_into(func: Any, where: tuple[tuple[int, str], ...], args: tuple[Any, 
 class Undo:
     """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, named: list[tuple[str, torch.nn.Module]] | None = None) -> None:
+        """``named``: the model's ``named_modules(remove_duplicate=False)`` when read already (each module is kept
+        once, where first met: as ``modules()`` gives them, unless a class overrides how torch walks or tells them apart)."""
+        base = torch.nn.Module
+        if named is None or type(model).modules is not base.modules \
+                or any(type(m).named_modules is not base.named_modules or type(m).__hash__ is not base.__hash__
+                       for _, m in named):
+            modules = list(model.modules())
+        else:
+            modules = list({id(m): m for _, m in named}.values())
         #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
         #: ``self.calls += 1`` (a Python number the forward reads) is undone too
-        self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+        self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in modules]
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the tensor, its value before a write)
 
     def keep(self, held: torch.Tensor) -> None:
