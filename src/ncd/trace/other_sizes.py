@@ -89,7 +89,9 @@ def _state(model: torch.nn.Module, walk: _Walk | None = None) -> tuple[int, ...]
     """The ids of ``parameters()`` then of ``buffers()`` (each once, where first met: from ``walk`` if given)."""
     from ncd.trace.params import _walked
 
-    if walk is None or not _walked(model, walk):
+    held = torch.Tensor.__hash__  # (torch tells tensors met twice apart by their hash)
+    if walk is None or not _walked(model, walk) or any(type(t).__hash__ is not held for _, t in walk.parameters) \
+            or any(type(t).__hash__ is not held for _, t in walk.buffers):
         return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
     ids: list[int] = []
     for named in (walk.parameters, walk.buffers):

@@ -76,13 +76,14 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
 
 def _walked(model: torch.nn.Module, walk: _Walk) -> bool:
     """Whether ``walk`` holds the model's parameters and buffers as ``named_parameters``, ``parameters`` (and those of
-    buffers) give them: no class overrides how torch gathers them (the model's, or a module's ``named_modules``)."""
+    buffers) give them: no class overrides how torch gathers them (the model's, or a module's ``named_modules`` or
+    ``__hash__``, which tells modules met twice apart)."""
     import torch
 
     cls, base = type(model), torch.nn.Module
     return all(getattr(cls, name) is getattr(base, name) for name in (
         "_named_members", "named_parameters", "named_buffers", "parameters", "buffers")) \
-        and all(type(m).named_modules is base.named_modules for _, m in walk.modules)
+        and all(type(m).named_modules is base.named_modules and type(m).__hash__ is base.__hash__ for _, m in walk.modules)
 
 
 def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:
