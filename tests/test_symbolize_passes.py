@@ -1,7 +1,9 @@
 """``symbolize`` keeps a failed pass's work: the next pass rebuilds only what the names it learned reach.
 
-Each case is a corpus model whose first pass fails at a junction (nn.MultiheadAttention's ``(t, b*h, k)`` view, a
-decoder's masks, argmax/argmin positions over 4 passes).  Its result must be the one of passes made from scratch each
+Each case is a corpus model whose first pass fails at a junction (labels with ignored entries, positions read from
+the input, argmax/argmin positions over 4 passes, attention over unfolded windows: 2 to 4 passes; nn.MultiheadAttention's
+``(t, b*h, k)`` view and a decoder's masks no longer fail, their merges of ``b`` followed from the first pass).
+Its result must be the one of passes made from scratch each
 time (the walk before it kept anything): the same diagram, the same objects shared in it, the same boxes fixed at
 the traced sizes in the same order.
 """
@@ -22,12 +24,13 @@ corpus = benchmark("import_corpus")
 symbolic = importlib.import_module("ncd.trace.symbolic")
 
 
-def _from_scratch(body: ncd.Diagram, sizes: dict[str, int]) -> tuple[Any, int]:
-    """The passes of ``symbolize`` each made by a new walk, following what the failed ones learned; and their count."""
+def _from_scratch(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None) -> tuple[Any, int]:
+    """The passes of ``symbolize`` each made by a new walk, following what the failed ones learned (and the merges
+    holding ``b``, ``t`` from the first); and their count."""
     names: dict[Any, Any] = {}
     ranges: dict[Any, Any] = {}
     for count in range(1, symbolic.PASSES + 2):
-        walk = symbolic._Walk(body, sizes)
+        walk = symbolic._Walk(body, sizes, True, symbolic._merged_sizes(merges, sizes) if merges else None)
         walk._state[6].update(names)
         walk._state[7].update(ranges)
         try:
@@ -63,22 +66,27 @@ def _sharing(root: Any) -> list[int]:
     return seq
 
 
-@pytest.mark.parametrize("name", ["torch.mha_need_weights", "torch.decoder_masks", "torch.arg_extrema",
-                                  "torch.perceiver"])
+@pytest.mark.parametrize("name", ["torch.ignored_labels", "torch.position_reads", "torch.arg_extrema",
+                                  "torch.local_unfold_attention"])
 def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = next(e for e in corpus.torch_entries() if e.name == name)
     _, built = corpus.build_one(entry)
-    seen: list[tuple[Any, dict[str, int]]] = []
+    seen: list[tuple[Any, dict[str, int], Any]] = []
     kept = symbolic.symbolize
-    monkeypatch.setattr(symbolic, "symbolize", lambda body, sizes: seen.append((body, dict(sizes))) or kept(body, sizes))
+
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None) -> Any:
+        seen.append((body, dict(sizes), merges))
+        return kept(body, sizes, merges)
+
+    monkeypatch.setattr(symbolic, "symbolize", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = ncd.trace(built.model, **built.inputs)
-    (body, sizes), = seen
-    want, passes = _from_scratch(body, sizes)
+    (body, sizes, merges), = seen
+    want, passes = _from_scratch(body, sizes, merges)
     assert passes > 1  # a pass failed: the next one kept its work
     try:
-        got: Any = kept(body, sizes)
+        got: Any = kept(body, sizes, merges)
     except ncd.NCDError as error:
         got = ("error", str(error))
     assert got[0] == want[0] and got[1] == want[1]

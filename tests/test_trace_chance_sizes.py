@@ -75,8 +75,34 @@ def test_the_lowered_attention_runs_at_another_batch() -> None:
     _at_another_batch(False)
 
 
-@pytest.mark.xfail(strict=True, raises=ncd.errors.TraceError, reason="symbolize reads the merge back (t, b*h, k) -> "
-                   "(t*b, m) as 2*t (the leading part of a wire not yet followed as b*h): the batch is held at its "
-                   "traced size, and to_torch(b=3) is refused (as for torch.mha_need_weights)")
 def test_the_lowered_attention_with_weights_runs_at_another_batch() -> None:
+    """With the weights: the output, read back from ``(b*h, t, k)`` as ``(t*b, m)``, is the merge ``t*b`` (before,
+    ``2*t``: the leading half of a wire of 4 not yet followed as ``b*h``, and the batch was held at 2)."""
     _at_another_batch(True)
+
+
+def test_torch_mha_need_weights_holds_no_box_at_its_traced_batch() -> None:
+    """The corpus's sequence-first ``nn.MultiheadAttention(16, 4)`` at batch 2 (``b*h = 8``): no view is held at the
+    traced batch, and it lowers equal at batch 3 and another length."""
+    torch.manual_seed(0)
+    model = nn.MultiheadAttention(16, 4).eval()
+
+    class Call(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = model
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out, weights = self.attn(x, x, x)
+            return out, weights
+
+    call = Call().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(call, torch.randn(6, 2, 16), axes="t b m")
+    assert d.fixed == (), d.fixed
+    x = torch.randn(4, 3, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got, want = d.to_torch(b=3, t=4)(x), call(x)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)

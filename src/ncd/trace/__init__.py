@@ -339,7 +339,7 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
     meta: tuple[Any, ...] = (("defaults", tuple(sorted(defaults.items()))),)
     failed = False
     try:
-        new, fixed = symbolize(body, sizes) if sizes else (body, [])
+        new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges")) if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
         if any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True

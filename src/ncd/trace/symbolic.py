@@ -113,7 +113,8 @@ PASSES = 8
 Follow = tuple[dict[tuple[str, int], Any], dict[int, Any]]
 
 
-def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple[str, int]]] | None = None
+              ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
     and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring).
@@ -125,8 +126,14 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
     Wires a view only renames from or to a symbol's are followed as it too (Mamba's tokens ``y̅`` cut back from the
     convolution's ``t + 3``, its scan state's batch ``z``; a ``(b,)`` input of positions named ``y̅``); a name is shared
     by the wires of its size, so a traced size equal to another by chance (longformer's 2 chunks at batch 2) can make
-    the junctions fail: then the passes are made again without them."""
-    walk = _Walk(body, sizes, True)
+    the junctions fail: then the passes are made again without them.
+
+    ``merges``: the wires the model's reshapes merged (name -> the wires and sizes merged, the converter's record);
+    one holding the batch or positions is followed as their product from the first pass (``nn.MultiheadAttention``'s
+    ``(b*h, t, k)`` read back as ``(t*b, m)``: the merge is ``t*b``, not the leading part of a wire of ``b*h``'s
+    traced size)."""
+    follow = _merged_sizes(merges, sizes) if merges else {}
+    walk = _Walk(body, sizes, True, follow)
     saved: list[Any] = []  # the pass the walk was at before a view first renamed a wire, and the walk's state then
     try:
         return _passes(walk, 0, saved)
@@ -135,7 +142,7 @@ def symbolize(body: Diagram, sizes: dict[str, int]) -> tuple[Diagram, list[tuple
             raise
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
         walk.close()
-    walk = _Walk(body, sizes, False)
+    walk = _Walk(body, sizes, False, follow)
     start, state = saved  # the passes before it are the same without renames: they go on from there
     walk.restore(state)
     try:
@@ -248,6 +255,40 @@ def _derived(error: SizeError, traced: Any, learned: Follow, given: set[tuple[st
             names.setdefault((_base(name), int(held)), want)
 
 
+def _merged_sizes(merges: dict[str, list[tuple[str, int]]], sizes: dict[str, int]) -> dict[tuple[str, int], Any]:
+    """(name, traced size) -> the product of the symbols and numbers it merges, for the merges holding a symbol's
+    wire (directly or through another such merge)."""
+    found: dict[tuple[str, int], Any] = {}
+
+    def size_of(name: str, size: int, seen: frozenset[str]) -> Any:
+        base = _base(name)
+        if base in sizes and sizes[base] == size:
+            return symbol(base)
+        parts = merges.get(base)
+        if parts is None or base in seen:
+            return sympy.Integer(size)
+        product: Any = sympy.Integer(1)
+        for wire, n in parts:
+            product *= size_of(wire, n, seen | {base})
+        return product if _traced_product(parts) == size else sympy.Integer(size)
+
+    for name, parts in merges.items():
+        size = _traced_product(parts)
+        if name in sizes:
+            continue
+        expr = size_of(name, size, frozenset())
+        if expr.free_symbols:
+            found[(name, size)] = expr
+    return found
+
+
+def _traced_product(parts: list[tuple[str, int]]) -> int:
+    product = 1
+    for _, n in parts:
+        product *= n
+    return product
+
+
 class _NotPlain(Exception):
     pass
 
@@ -283,7 +324,8 @@ class _Walk:
     original: equal parts of a diagram are often one object, and each original is rebuilt as one object), the order in
     which boxes were first rebuilt (the order of ``fixed``), and the names and ranges followed."""
 
-    def __init__(self, body: Diagram, sizes: dict[str, int], renames: bool = True) -> None:
+    def __init__(self, body: Diagram, sizes: dict[str, int], renames: bool = True,
+                 follow: dict[tuple[str, int], Any] | None = None) -> None:
         symbols = {n: symbol(n) for n in sizes}
         given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
                  if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
@@ -295,7 +337,7 @@ class _Walk:
         notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
         axes: dict[Axis, Axis] = {}
         by_id: dict[int, Axis] = {}  # id of an original axis -> ``axes[it]``
-        follow_names: dict[tuple[str, int], Any] = {}
+        follow_names: dict[tuple[str, int], Any] = dict(follow) if follow else {}
         follow_ranges: dict[int, Any] = {}
         learned: Follow = ({}, {})
         taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
