@@ -234,3 +234,63 @@ def test_page_probed_equals_page_laid_out(options: dict) -> None:
     diagrams = [f() for f in ncd.zoo.MODELS.values()] + [_traced("gpt2"), *_traced_toys()]
     for d in diagrams:
         assert paint_svg(layout(d, **options)) == _Unprobed.svg(d, options)
+
+
+_LATER_LAYER_STYLES: list[dict] = [{}, {"labels": "ends"}, {"labels": "none"}]
+
+
+def test_probe_measures_a_later_layer_by_the_earlier_layers_equal_leaves() -> None:
+    """The probe measures a leaf of ``layers.1`` by the equal leaf of ``layers.0`` it laid out already (the page
+    draws ``layers.1`` by the definition they share, not its leaves): the width and the smallest text are still the
+    laid-out one-row drawing's, and the page that of a layout that lays every measured drawing out, where the layers
+    are equal, differ in an activation, or differ in a size."""
+    from ncd.render.frag import smallest_text
+    from ncd.render.layout import Layout, _read_axes
+    from ncd.render.style import Style
+    from ncd.render.svg import paint_svg
+
+    class Layer(torch.nn.Module):
+        def __init__(self, act: torch.nn.Module, n: int) -> None:
+            super().__init__()
+            self.fc, self.act, self.out = torch.nn.Linear(8, n), act, torch.nn.Linear(n, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y: torch.Tensor = self.out(self.act(self.fc(x)))
+            return y + x
+
+    class Net(torch.nn.Module):
+        def __init__(self, specs: list[tuple[torch.nn.Module, int]]) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Layer(act, n) for act, n in specs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    class Counting(Layout):
+        boxes = 0
+
+        def box(self, box):  # type: ignore[no-untyped-def]
+            self.boxes += 1
+            return super().box(box)
+
+    torch.manual_seed(0)
+    cases: list[list[tuple[torch.nn.Module, int]]] = [
+        [(torch.nn.ReLU(), 16), (torch.nn.ReLU(), 16)], [(torch.nn.ReLU(), 16), (torch.nn.GELU(), 16)],
+        [(torch.nn.ReLU(), 16), (torch.nn.ReLU(), 32)]]
+    for k, specs in enumerate(cases):
+        d = ncd.trace(Net(specs).eval(), torch.randn(2, 5, 8))
+        for options in _LATER_LAYER_STYLES:
+            style = Style.from_options(**options)
+            probing, laying = Counting(style), Counting(style)
+            for ctx in (probing, laying):
+                ctx.memo = {}
+                _read_axes(ctx, d)
+            width, small = probing.probe(d, group=False)
+            frag = laying.lay(d)
+            assert width <= frag.w + 1e-9
+            assert small == smallest_text(frag, float("inf"))
+            if k == 1:  # (equal layers are one folded column) layers that differ in an activation: the second
+                assert probing.boxes < laying.boxes  # one's linear boxes are not laid out again
+            assert paint_svg(layout(d, **options)) == _Unprobed.svg(d, options)

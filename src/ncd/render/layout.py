@@ -37,6 +37,7 @@ from ncd.render.frag import (
     smallest_text,
 )
 from ncd.render.framing import _finish, framed, no_collector
+from ncd.render.generic import family
 from ncd.render.legend import indexed_symbols
 from ncd.render.model import Circle, Drawing, Path, Rect
 from ncd.render.style import Style, fence_colour
@@ -55,6 +56,9 @@ class Layout(LayoutContext, Fold[Frag]):
         #: the containers :meth:`probe` measured as columns without laying them out, by ``id``: the node, the largest
         #: lower bound of its width, and the contexts (block depth, path, fences) it was measured in
         self.probed: dict[int, tuple[Diagram, list[float], list[tuple[int, list[str], list[str]]]]] = {}
+        #: :meth:`probe`'s counterpart of the node it measures in an earlier block of its family (``layers.0`` for
+        #: ``layers.1``), or ``None``: an equal leaf there measures it (its fragment, laid out once)
+        self._twin: Diagram | None = None
         #: the smallest text and the widest advance of the wire labels of a type (by ``id``, and the wires labelled)
         #: or an axis (by ``id``), kept with it; where no label is generic
         self._label_smallest: dict[Any, tuple[Any, tuple[float, float]]] = {}
@@ -430,6 +434,10 @@ class Layout(LayoutContext, Fold[Frag]):
         if kind is None:
             if type(node) is Identity:  # wires: no width, no text (:meth:`identity`); laid out where the page places them
                 return 0.0, float("inf")
+            twin = self._twin
+            if group and twin is not None and twin is not node and type(twin) is type(node) and self.memo is not None \
+                    and self._reads is None and self.generic is None and not self.style.costs and twin == node:
+                node = twin  # (equal nodes in equal contexts are laid out alike: the page may never place this one)
             frag = self.lay_group(node, count) if group else self.lay(node)
             if not text:
                 return frag.w, float("inf")
@@ -440,7 +448,11 @@ class Layout(LayoutContext, Fold[Frag]):
             hit = memo.get(key)
             if hit is not None and hit[0] is node and (hit[2] or not text):
                 return hit[1]  # type: ignore[no-any-return]
-        found = self._probe(node, count, kind, text)
+        twin = self._twin
+        try:
+            found = self._probe(node, count, kind, text)
+        finally:
+            self._twin = twin
         if memo is not None:
             memo[key] = (node, found, text)
             if count == 1:  # the contexts it was asked in: its exact width is laid out only if asked (wrap)
@@ -483,7 +495,12 @@ class Layout(LayoutContext, Fold[Frag]):
             groups = self.groups(node.parts)
             total, small = 0.0, inf
             labels = self.style.labels == "all"
+            twin = self._twin
+            twins = twin.parts if type(twin) is Seq and len(twin.parts) == len(node.parts) else None
+            start = 0
             for k, (part, n) in enumerate(groups):
+                self._twin = twins[start] if twins is not None else None
+                start += n
                 w, s = self.probe(part, n, text=text)
                 total += w
                 small = min(small, s)
@@ -499,13 +516,30 @@ class Layout(LayoutContext, Fold[Frag]):
             return total, small
         if kind == "par":
             assert isinstance(node, Par)
-            found = [self.probe(p, 1, text=text) for p in node.parts]
+            twin = self._twin
+            twins = twin.parts if type(twin) is Par and len(twin.parts) == len(node.parts) else None
+            found = []
+            for k, p in enumerate(node.parts):
+                self._twin = twins[k] if twins is not None else None
+                found.append(self.probe(p, 1, text=text))
             return max(w for w, _ in found), min(s for _, s in found)
         if kind == "weave":
             assert isinstance(node, Weave)
+            self._twin = self._twin.inner if type(self._twin) is Weave else None
             return self.probe(node.inner, group=False, text=text)  # (the inner fragment with the woven wires' bends around it)
         if kind == "block":
             assert isinstance(node, Block)
+            twin = self._twin
+            if self.memo is not None and not isinstance(twin, Block):  # the block of its family measured last
+                key = ("twin of", node.name)
+                name = self.memo.get(key)
+                if name is None:
+                    name = self.memo[key] = ("twin", family(node.name))
+                latest = self.memo.get(name)
+                twin = latest[0] if latest is not None and latest[0] is not node else None
+                self.memo[name] = (node,)
+            self._twin = twin.body if isinstance(twin, Block) and twin.dom == node.dom and twin.cod == node.cod \
+                else None
             note = self._enter(node)[1]
             try:
                 w, small = self.probe(node.body, group=False, text=text)
@@ -521,6 +555,7 @@ class Layout(LayoutContext, Fold[Frag]):
                 small = min(small, _text_smallest(note_parts, self.style.label_size))
             return w, small
         assert kind == "repeat" and isinstance(node, Repeat)
+        self._twin = self._twin.body if type(self._twin) is Repeat else None
         w, small = self.probe(node.body, group=False, text=text)
         var = "λ" if node.var in ("lam", "lambda", "λ") else node.var
         return self._probe_parens(w, small, (Piece(var, italic=len(var) == 1), Piece(" = ")) + pieces(node.start),
