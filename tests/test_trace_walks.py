@@ -66,5 +66,5 @@ def test_unread_from_the_walk_names_what_named_parameters_names() -> None:
 def test_undo_keeps_the_modules_modules_gives() -> None:
     for model in _models():
         want = list(model.modules())
-        got = [m for m, *_ in Undo(model, _Walk(model).modules).tables]
+        got = [m for m, *_ in Undo(model, _Walk(model)).tables]
         assert len(got) == len(want) and all(a is b for a, b in zip(got, want))

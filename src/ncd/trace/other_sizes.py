@@ -87,10 +87,8 @@ def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
 
 def _state(model: torch.nn.Module, walk: _Walk | None = None) -> tuple[int, ...]:
     """The ids of ``parameters()`` then of ``buffers()`` (each once, where first met: from ``walk`` if given)."""
-    from ncd.trace.params import _walked
-
     held = torch.Tensor.__hash__  # (torch tells tensors met twice apart by their hash)
-    if walk is None or not _walked(model, walk) or any(type(t).__hash__ is not held for _, t in walk.parameters) \
+    if walk is None or not walk.faithful or any(type(t).__hash__ is not held for _, t in walk.parameters) \
             or any(type(t).__hash__ is not held for _, t in walk.buffers):
         return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
     ids: list[int] = []

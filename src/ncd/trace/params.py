@@ -56,7 +56,7 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     storages: set[int] = set()
     shaped: dict[tuple[int, ...], list[torch.Tensor]] | None = None  # (read when a parameter is not a traced tensor)
     out = []
-    named = walk.parameters if walk is not None and _walked(model, walk) else model.named_parameters(remove_duplicate=False)
+    named = walk.parameters if walk is not None and walk.faithful else model.named_parameters(remove_duplicate=False)
     for name, p in named:
         if id(p) in read:
             continue
@@ -72,18 +72,6 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
             continue
         out.append((name, p))
     return tuple(out)
-
-
-def _walked(model: torch.nn.Module, walk: _Walk) -> bool:
-    """Whether ``walk`` holds the model's parameters and buffers as ``named_parameters``, ``parameters`` (and those of
-    buffers) give them: no class overrides how torch gathers them (the model's, or a module's ``named_modules`` or
-    ``__hash__``, which tells modules met twice apart)."""
-    import torch
-
-    cls, base = type(model), torch.nn.Module
-    return all(getattr(cls, name) is getattr(base, name) for name in (
-        "_named_members", "named_parameters", "named_buffers", "parameters", "buffers")) \
-        and all(type(m).named_modules is base.named_modules and type(m).__hash__ is base.__hash__ for _, m in walk.modules)
 
 
 def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:

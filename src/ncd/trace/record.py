@@ -78,9 +78,15 @@ class _Walk:
     each with ``remove_duplicate=False``), read in one walk of the module tree: a recording asks for them several
     times (its module paths and state, the state bound before and after, the arithmetic of :func:`_computing`).
 
-    A model whose class reads its state another way (overrides those methods) is asked through them."""
+    A model whose class reads its state another way (overrides one of :data:`GATHERS`, or a module's class overrides
+    ``named_modules`` or ``__hash__``, by which torch tells modules met twice apart) is asked through torch's methods,
+    here and by every reader of the walk (``faithful`` is false)."""
 
-    __slots__ = ("modules", "parameters", "buffers", "used")
+    __slots__ = ("modules", "parameters", "buffers", "used", "faithful")
+
+    #: the methods by which torch gathers a model's modules, parameters and buffers
+    GATHERS = ("modules", "named_modules", "_named_members", "parameters", "named_parameters", "buffers",
+               "named_buffers")
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.used = False  # a recording read it: another one walks again (the one before may have rebound state)
@@ -88,8 +94,10 @@ class _Walk:
         self.parameters: list[tuple[str, torch.Tensor]] = []
         self.buffers: list[tuple[str, torch.Tensor]] = []
         cls, base = type(model), torch.nn.Module
-        if cls.named_parameters is not base.named_parameters or cls.named_buffers is not base.named_buffers \
-                or cls.named_modules is not base.named_modules:
+        #: the walk holds the state as torch's own methods give it (no class reads it another way)
+        self.faithful = all(getattr(cls, name) is getattr(base, name) for name in self.GATHERS) and all(
+            type(m).named_modules is base.named_modules and type(m).__hash__ is base.__hash__ for _, m in self.modules)
+        if not self.faithful:
             self.parameters.extend(model.named_parameters(remove_duplicate=False))
             self.buffers.extend(model.named_buffers(remove_duplicate=False))
             return
@@ -112,8 +120,7 @@ def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
     lookups = (torch.nn.Embedding, torch.nn.EmbeddingBag)
     tables: set[int] = set()
     used: set[int] = set()
-    cls, base = type(model), torch.nn.Module
-    if walk is None or cls.modules is not base.modules or cls.parameters is not base.parameters:
+    if walk is None or not walk.faithful:
         for module in model.modules():
             for p in module.parameters(recurse=False):
                 (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
@@ -205,7 +212,7 @@ class _Recording(Aliases):
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in walk.modules if p}
         self.root = model
-        self.undo = Undo(model, walk.modules)  # what the recording writes into the model's state, undone if it fails
+        self.undo = Undo(model, walk)  # what the recording writes into the model's state, undone if it fails
         self.state: dict[int, tuple[str, bool]] = {}
         for name, p in walk.parameters:
             self.state.setdefault(id(p), (name, True))
@@ -764,8 +771,7 @@ def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device, and on real values again if
     that fails."""
     if meta and WORK_BUDGET >= 0:
-        cls = type(model)
-        held = model.buffers() if walk is None or walk.used or cls.buffers is not torch.nn.Module.buffers \
+        held = model.buffers() if walk is None or walk.used or not walk.faithful \
             else {id(b): b for _, b in walk.buffers}.values()
         buffers = [(b, b.clone()) for b in held]  # what the model writes into them is undone
         try:

@@ -11,9 +11,12 @@ binds every parameter and buffer to the tensor it was bound to (dropping those t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ncd.trace.record import _Walk
 
 #: operators that update running statistics (arguments 3 and 4) with a schema that does not say so
 STATISTICS = frozenset({"batch_norm", "instance_norm", "native_batch_norm", "_batch_norm_impl_index"})
@@ -47,16 +50,13 @@ def writes_into(func: Any, where: tuple[tuple[int, str], ...], args: tuple[Any, 
 class Undo:
     """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
 
-    def __init__(self, model: torch.nn.Module, named: list[tuple[str, torch.nn.Module]] | None = None) -> None:
-        """``named``: the model's ``named_modules(remove_duplicate=False)`` when read already (each module is kept
-        once, where first met: as ``modules()`` gives them, unless a class overrides how torch walks or tells them apart)."""
-        base = torch.nn.Module
-        if named is None or type(model).modules is not base.modules \
-                or any(type(m).named_modules is not base.named_modules or type(m).__hash__ is not base.__hash__
-                       for _, m in named):
+    def __init__(self, model: torch.nn.Module, walk: _Walk | None = None) -> None:
+        """``walk``: the model's modules read already (each module is kept once, where first met, as ``modules()``
+        gives them; asked of ``modules()`` unless the walk is ``faithful`` to torch's own)."""
+        if walk is None or not walk.faithful:
             modules = list(model.modules())
         else:
-            modules = list({id(m): m for _, m in named}.values())
+            modules = list({id(m): m for _, m in walk.modules}.values())
         #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
         #: ``self.calls += 1`` (a Python number the forward reads) is undone too
         self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in modules]
