@@ -40,6 +40,7 @@ Row = tuple[str, str]
 
 #: a module index in a traced block's name: ``stages.2: ConvNextStage``, ``layers.11``
 _INDEX = re.compile(r"(?<=\.)\d+(?=[.:]|$)")
+_LETTERS = re.compile(r"[^\W\d_]*")  # (a name's leading letters)
 
 
 def family(name: str, index: str = "i") -> str:
@@ -170,7 +171,7 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
         row = rows.get(value)
         if row is None:
             # a letter of its name, indexed (n_i); a multi-letter name (nb, self_attn) would print literally
-            prefix = (re.match(r"[^\W\d_]*", axis.name).group(0) or "n")[0]  # type: ignore[union-attr]
+            prefix = (_LETTERS.match(axis.name).group(0) or "n")[0]  # type: ignore[union-attr]
             k = used.get(prefix, 0)
             while _fresh(prefix, k) in taken:
                 k += 1

@@ -32,7 +32,7 @@ from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
 from ncd.ir.size import size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
-from ncd.render.typeset import Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes_read
+from ncd.render.typeset import _TRAILING_DIGITS, Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes_read
 
 __all__ = ["Row", "closed_form", "closed_rows", "indexed_symbols", "indexed_name", "legend_items", "legend_problems",
            "row_symbol"]
@@ -42,6 +42,10 @@ _INDEX_LETTERS = "ijklmnλ"
 
 #: a subscript that names mesh axes (two letters or more), not an index of the symbol it follows
 _MESH_SUB = re.compile(r"^[A-Za-z]{2,}(,[A-Za-z]{2,})*$")
+#: a family's indexed name (``c_i``, ``n_b,i``) and an identifier a row's symbol is typeset as (compiled here: a
+#: first drawing with a legend compiled them, a quarter of a millisecond)
+_FAMILY_NAME = re.compile(r"[^\W\d_](_\w+,)?i|[^\W\d_]_i")
+_IDENTIFIER = re.compile(r"[^\W\d]\w*(,\w+)?")
 
 #: A legend row: the symbol (as :func:`~ncd.render.typeset.symbol_pieces` writes it) and its value.
 Row = tuple[str, str]
@@ -56,7 +60,7 @@ def indexed_name(name: str, k: int) -> str:
     """
     if "_" in name and len(name.partition("_")[0]) == 1:
         return f"{name},{k}"
-    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", name)
+    trailing = _TRAILING_DIGITS.fullmatch(name)
     if trailing:
         return f"{trailing.group(1)}_{trailing.group(2)},{k}"
     if len(name) == 1:
@@ -193,7 +197,7 @@ def closed_rows(rows: Sequence[Row], indexed: dict[tuple[str, sympy.Expr], str])
         family_name = indexed_name(name, 0).replace("0", "i")
         if ks != list(range(1, len(ks) + 1)) or not all(family[k][0] in shown for k in ks) or family_name in shown:
             continue
-        if not re.fullmatch(r"[^\W\d_](_\w+,)?i|[^\W\d_]_i", family_name):
+        if not _FAMILY_NAME.fullmatch(family_name):
             continue  # a multi-letter name (nb → nbi) would not read as indexed
         form = closed_form([family[k][1] for k in ks])
         if form is not None:
@@ -212,7 +216,7 @@ def closed_rows(rows: Sequence[Row], indexed: dict[tuple[str, sympy.Expr], str])
 
 def row_symbol(key: str) -> tuple[Piece, ...]:
     """How a row's symbol is typeset (an identifier as the wires write it, other text as text)."""
-    return symbol_pieces(key) if re.fullmatch(r"[^\W\d]\w*(,\w+)?", key) else typeset_text(key)
+    return symbol_pieces(key) if _IDENTIFIER.fullmatch(key) else typeset_text(key)
 
 
 def _value_pieces(value: object) -> tuple[Piece, ...]:

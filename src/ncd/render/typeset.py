@@ -61,7 +61,7 @@ def _symbol(name: str, item: bool, script: int) -> list[Piece]:
     primes = base[len(letters):] if letters else ""
     if primes:  # tʹ (a second copy of t): the overline is over the letter, the prime after it
         base = letters
-    trailing = re.fullmatch(r"([A-Za-z]+?)(\d+)", base) if not sub else None
+    trailing = _TRAILING_DIGITS.fullmatch(base) if not sub else None
     if trailing:  # c0, n1, x1, n8ʹ: the paper writes c₀, n₁, x₁, n′₈
         base, sub = trailing.group(1), trailing.group(2)
     out = [Piece(base, italic=base.isalpha(), script=script, overline=item and script == 0)]
@@ -396,6 +396,7 @@ def _split_symbols(text: str) -> list[tuple[str, bool]]:
 
 
 _WORD_END = re.compile(r"\w*$")
+_TRAILING_DIGITS = re.compile(r"([A-Za-z]+?)(\d+)")  # (c0, n1: a name ending in digits)
 
 
 @functools.lru_cache(maxsize=8192)  # block names and labels repeat (a layer's name in every instance)
