@@ -65,7 +65,7 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
         module = reporting_class(namespace[program.top.name])()
     vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
-        module.register_forward_pre_hook(_checker(bound.dom))
+        module.register_forward_pre_hook(_checker(bound.dom), with_kwargs=True)
     return module
 
 
@@ -118,8 +118,11 @@ class _InputCheck:
     def __init__(self, dom: str, expected: list[tuple[int, ...]], names: list[str], dtypes: list[str]) -> None:
         self.dom, self.expected, self.names, self.dtypes = dom, expected, names, dtypes
 
-    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+        """``kwargs``: the call's keywords (``None``: a hook registered without them, as modules pickled before)."""
         dom, expected, names, dtypes = self.dom, self.expected, self.names, self.dtypes
+        if kwargs:  # the forward's own parameter names (``lowered(x0=a, x1=b)``): put at their positions
+            args = _by_name(module, args, kwargs, dom)
         if len(args) != len(expected):
             raise InputError(f"the diagram takes {len(expected)} tensor(s) of type '{dom}', but {len(args)} were given")
         for j, (x, shape) in enumerate(zip(args, expected)):
@@ -136,8 +139,32 @@ class _InputCheck:
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
         narrow = [j for j, x in enumerate(args) if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32)]
         if narrow:  # int8/int16/uint8 ids (a model that calls ``.long()`` on them): the same indices as int64
-            return tuple(x.long() if j in narrow else x for j, x in enumerate(args))
-        return None
+            args = tuple(x.long() if j in narrow else x for j, x in enumerate(args))
+        elif not kwargs:
+            return None
+        return args if kwargs is None else (args, {})
+
+
+def _by_name(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dom: str) -> tuple[Any, ...]:
+    """The inputs of a call of ``module`` given (partly) by its forward's parameter names, in order."""
+    import inspect
+
+    params = [p.name for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    placed: list[Any] = list(args) + [None] * max(0, len(params) - len(args))
+    for name, value in kwargs.items():
+        if name not in params:
+            raise InputError(f"the diagram takes no input {name!r}; its inputs, by position or by name:"
+                             f" {', '.join(params)} (of type '{dom}')")
+        j = params.index(name)
+        if j < len(args):
+            raise InputError(f"input {j} ({name!r}) of the diagram was given twice: by position and by name")
+        placed[j] = value
+    missing = [params[j] for j in range(len(args), len(placed)) if placed[j] is None]
+    if missing:
+        raise InputError(f"the diagram takes {len(params)} tensor(s) of type '{dom}' ({', '.join(params)}), but"
+                         f" {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not given")
+    return tuple(placed)
 
 
 def example_inputs(diagram: Diagram, /, *batch: int, seed: int | None = 0, **sizes: int) -> tuple[torch.Tensor, ...]:

@@ -195,7 +195,34 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     # and collector passes over them (and, every few traces, over everything the process holds, a model and torch
     # included: 0.2 s each in a process with transformers loaded) cost more than the whole trace of a small model
     with _debugging(), no_collector():
-        return _trace(model, example_inputs, axes, capture, example_kwargs)
+        try:
+            return _trace(model, example_inputs, axes, capture, example_kwargs)
+        except SizeError as error:
+            empty = _empty_input(model, example_inputs, example_kwargs)
+            if empty is None:
+                raise
+            raise TraceError(f"cannot trace {type(model).__name__}: input {empty[0]!r} has shape {empty[1]}, an axis of"
+                             f" size 0 ({error}); trace on inputs with at least one entry along every axis (the"
+                             " diagram's batch and sequence sizes lower at other sizes)") from None
+
+
+def _empty_input(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[int, ...]] | None:
+    """The name and shape of the first input tensor of the call with an axis of size 0, if any."""
+    import inspect
+
+    import torch
+
+    try:
+        names = [p.name for p in inspect.signature(model.forward).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+    named = [(names[j] if j < len(names) else f"input {j}", v) for j, v in enumerate(args)]
+    for name, value in [*named, *kwargs.items()]:
+        for leaf in torch.utils._pytree.tree_leaves(value):
+            if isinstance(leaf, torch.Tensor) and 0 in leaf.shape:
+                return name, tuple(leaf.shape)
+    return None
 
 
 def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, capture: str,
@@ -294,30 +321,15 @@ def _state_kept(model: torch.nn.Module) -> Any:
     Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
     read a tensor of unknown origin instead of the parameter it came from."""
-    saved = []
-    # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
-    # after "_") on; compared without a method call per name (a module holds ~30 private ones)
-    for module in model.modules():
-        attrs = {k: v for k, v in vars(module).items() if k < "_" or k >= "`"}
-        contents = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in attrs.items()
-                    if type(v) in (dict, list)}
-        saved.append((module, attrs, contents))
+    from ncd.trace.undo import KEPT, attributes_back, attributes_of
+
+    saved = attributes_of(model)
+    KEPT.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
         yield
     finally:
-        for module, attrs, contents in saved:
-            now = vars(module)
-            for k in [k for k in now if (k < "_" or k >= "`") and k not in attrs]:
-                delattr(module, k)
-            for k, v in attrs.items():
-                if now.get(k) is not v:
-                    now[k] = v
-                if k in contents:
-                    if isinstance(v, dict):
-                        v.clear()
-                        v.update(contents[k])
-                    else:
-                        v[:] = contents[k]
+        KEPT.pop()
+        attributes_back(saved)
 
 
 def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]

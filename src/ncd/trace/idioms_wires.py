@@ -45,10 +45,12 @@ def _weight(value: Any) -> torch.Tensor | None:
 
 
 # -- wires that do not change the value ---------------------------------------------------
-@rule("aten.dropout", "aten.feature_dropout", "aten.alpha_dropout")
+@rule("aten.dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.feature_alpha_dropout")
 def dropout(conv: Converter, node: Node) -> None:
-    if len(node.args) > 2 and node.args[2]:
-        raise Decline("dropout in training mode")
+    train = node.args[2] if len(node.args) > 2 else node.kwargs.get("train", False)
+    chance = node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.5)
+    if train and not (isinstance(chance, (int, float)) and chance == 0):
+        raise Decline("dropout in training mode")  # with p = 0 it returns its input even in training mode
     conv.bind(node, conv.value(node.args[0]))
 
 

@@ -328,7 +328,7 @@ VIEWS = frozenset({
     "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze",
     "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone", "aten.detach", "aten.alias",
     "aten.to", "aten._to_copy", "aten.lift_fresh_copy", "aten.numpy_T", "aten.type_as", "aten.view_as", "aten.reshape_as",
-    "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout",
+    "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.feature_alpha_dropout",
     # pieces that partition the parameter (``in_proj_weight.split([e, 2 e])``): each piece is a weight of its own
     "aten.split", "aten.split_with_sizes", "aten.unsafe_split", "aten.chunk", "aten.unbind", "operator.getitem",
 })

@@ -330,7 +330,9 @@ class _Recording(Aliases):
         if where:  # a write into a parameter or buffer (or a view or alias of one): its value before, kept
             for t in writes_into(func, where, args, kwargs):
                 root = t if t._base is None else t._base
-                for own in [root] if id(root) in self.state else () if id(root) in self.by_id else self.aliases(root):
+                # a tensor no recorded call made (``self.count = torch.zeros(())``, one held in a list): itself
+                for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
+                        self.aliases(root) or [root]:
                     self.undo.keep(own)
         if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
             with torch._C._DisablePythonDispatcher():

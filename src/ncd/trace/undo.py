@@ -6,7 +6,9 @@ statistics, ``w.mul_()`` under ``no_grad``, ``self.scale = self.scale * 0.5``) w
 failed runs left, and the user would hold a model run two or three times by one ``ncd.trace``.  The recorder
 (:class:`ncd.trace.record._Recording`) keeps, before the first write into each parameter or buffer, a copy of its
 value (:meth:`Undo.keep`, only on calls that write in place), and on failure :meth:`Undo.undo` writes them back and
-binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered).
+binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered); the
+contents of the dicts and lists the modules hold (``self.cache[key] = t``, ``self.history.append(...)``) are put back
+as :func:`ncd.trace._state_kept` saw them when the trace began (:data:`KEPT`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,67 @@ import torch
 
 if TYPE_CHECKING:
     from ncd.trace.record import _Walk
+
+#: the modules' public attributes and the contents of the dicts, lists and sets they hold, as each ``_state_kept``
+#: around the running recording saw them (innermost last): a failed attempt puts the contents back before the model
+#: runs again
+KEPT: list[list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]] = []
+
+_CONTAINERS = (dict, list, set)
+
+
+def _contents(value: Any, found: list[tuple[Any, Any]], seen: set[int], depth: int = 0) -> None:
+    """``value`` with a shallow copy of it, into ``found``, when it is a dict, list or set; and so the containers it
+    holds (``self.cache = {"k": [], "v": []}``), three deep; tuples are looked into, not copied."""
+    kind = type(value)
+    if kind in _CONTAINERS:
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        found.append((value, dict(value) if kind is dict else list(value) if kind is list else set(value)))
+    elif kind is not tuple:
+        return
+    if depth < 3 and len(value) <= 256:  # (a vocabulary held as a dict is copied, not looked into)
+        for item in value.values() if kind is dict else value:
+            if type(item) in _CONTAINERS or type(item) is tuple:
+                _contents(item, found, seen, depth + 1)
+
+
+def attributes_of(model: torch.nn.Module) -> list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]:
+    """Each module's public attributes, and the dicts, lists and sets they hold with shallow copies of them."""
+    saved = []
+    seen: set[int] = set()
+    # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
+    # after "_") on; compared without a method call per name (a module holds ~30 private ones)
+    for module in model.modules():
+        attrs = {k: v for k, v in vars(module).items() if k < "_" or k >= "`"}
+        contents: list[tuple[Any, Any]] = []
+        for v in attrs.values():
+            if type(v) in _CONTAINERS or type(v) is tuple:
+                _contents(v, contents, seen)
+        saved.append((module, attrs, contents))
+    return saved
+
+
+def attributes_back(saved: list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]],
+                    bindings: bool = True) -> None:
+    """Put back what :func:`attributes_of` saved: the public attributes (``bindings``: added ones dropped, rebound
+    ones bound back) and the contents of the dicts, lists and sets."""
+    for module, attrs, contents in saved:
+        if bindings:
+            now = vars(module)
+            for k in [k for k in now if (k < "_" or k >= "`") and k not in attrs]:
+                delattr(module, k)
+            for k, v in attrs.items():
+                if now.get(k) is not v:
+                    now[k] = v
+        for v, was in contents:
+            if type(v) is list:
+                v[:] = was
+            else:
+                v.clear()
+                v.update(was)
+
 
 #: operators that update running statistics (arguments 3 and 4) with a schema that does not say so
 STATISTICS = frozenset({"batch_norm", "instance_norm", "native_batch_norm", "_batch_norm_impl_index"})
@@ -80,3 +143,5 @@ class Undo:
                 if table.keys() != was.keys() or any(table[k] is not v for k, v in was.items()):
                     table.clear()
                     table.update(was)
+        if KEPT:  # the dicts and lists as the trace found them (their bindings were put back above)
+            attributes_back(KEPT[-1], bindings=False)

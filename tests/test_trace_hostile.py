@@ -1,0 +1,208 @@
+"""Models users bring that the trace got silently wrong (or drew opaque without need), each compared with the model.
+
+* A recording attempt that fails (a truth value of the input read into Python) is followed by another run of the
+  model.  Before, the failed runs' appends to a Python list, writes into a dict or set (also nested: a
+  ``{"k": [], "v": []}`` cache), and in-place writes into a tensor the module holds as a plain attribute or in a list
+  were not undone: the diagram computed the model's **third** call, with no warning.  Each case is compared with a
+  copy of the model run once.
+* Dropout with ``p = 0`` in training mode returns its input: drawn as a wire, not an opaque box.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+def _branch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A truth value of the input read into Python: the first recording attempt fails, the model runs again."""
+    return y * 2 if bool((x > 0).all()) else y + 1
+
+
+class Appends(nn.Module):
+    """Appends to a Python list every call and scales by its length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.history: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.history.append(1)
+        return _branch(x, self.lin(x) * len(self.history))
+
+
+class Caches(nn.Module):
+    """Fills a dict on its first call and doubles the cached tensor on later ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache["w"] = self.cache["w"] * 2 if "w" in self.cache else torch.ones(4)
+        return _branch(x, self.lin(x) * self.cache["w"])
+
+
+class CachesInPlace(nn.Module):
+    """Counts in a tensor it puts into a dict on its first call, written in place after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache.setdefault("n", torch.zeros(())).add_(1)
+        return _branch(x, self.lin(x) * self.cache["n"])
+
+
+class NestedCache(nn.Module):
+    """A key/value cache of lists inside a dict, appended to every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.cache: dict[str, list[torch.Tensor]] = {"k": [], "v": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache["k"].append(x)
+        return _branch(x, self.lin(x) * len(self.cache["k"]))
+
+
+class Seen(nn.Module):
+    """Adds to a Python set every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.seen: set[int] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add(len(self.seen))
+        return _branch(x, self.lin(x) * len(self.seen))
+
+
+class PlainTensorCounter(nn.Module):
+    """Counts in a tensor held as a plain attribute (not a buffer), written in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.n = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.n.add_(1)
+        return _branch(x, self.lin(x) * self.n)
+
+
+class TensorInList(nn.Module):
+    """A state tensor held in a Python list, written in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.state = [torch.zeros(4)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.state[0] += 1
+        return _branch(x, self.lin(x) * self.state[0])
+
+
+@pytest.mark.parametrize("cls", [Appends, Caches, CachesInPlace, NestedCache, Seen, PlainTensorCounter, TensorInList])
+def test_failed_attempt_leaves_no_python_state(cls: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = cls()
+    once = copy.deepcopy(model)
+    x = torch.randn(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, x)
+    want = once(x)  # the model's first call
+    got = traced.to_torch()(x)
+    assert torch.allclose(got, want), (got, want)
+
+
+class DropsNothing(nn.Module):
+    """A transformer layer with dropout 0 and the dropouts of each kind at p = 0, in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.drops = nn.ModuleList([nn.Dropout(0.0), nn.AlphaDropout(0.0), nn.Dropout1d(0.0),
+                                    nn.FeatureAlphaDropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        for drop in self.drops:
+            y = drop(y)
+        return y + torch.nn.functional.dropout(x, 0, True)
+
+
+def test_dropout_zero_in_training_is_a_wire() -> None:
+    torch.manual_seed(0)
+    model = DropsNothing().train()
+    x = torch.randn(2, 5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no opaque box, no other warning
+        traced = ncd.trace(model, x)
+    assert traced.opaque_count == 0
+    lowered = traced.to_torch()
+    assert lowered.training
+    fresh = torch.randn(2, 5, 8)
+    for v in (x, fresh):
+        assert torch.allclose(lowered(v), model(v), atol=1e-6)
+
+
+def test_feature_alpha_dropout_in_eval_is_a_wire() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.FeatureAlphaDropout(0.5)).eval()
+    x = torch.randn(3, 4)
+    traced = ncd.trace(model, x)
+    assert traced.opaque_count == 0
+    assert torch.allclose(traced.to_torch()(x), model(x))
+
+
+def test_dropout_in_training_stays_opaque() -> None:
+    """p > 0 in training mode draws random numbers: still an opaque box (the lowered module drops as torch does)."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, torch.randn(3, 4))
+    assert traced.opaque_count == 1
+
+
+def test_a_lowered_diagram_takes_its_inputs_by_name() -> None:
+    """Before, any keyword call of a DSL-lowered module said "takes 2 tensor(s) ..., but 0 were given"."""
+    import inspect
+
+    diagram = ncd.Einsum("y k, x k -> y x")
+    lowered = diagram.to_torch(y=2, x=3, k=4)
+    a, b = diagram.example_inputs(y=2, x=3, k=4)
+    first, second = inspect.signature(lowered.forward).parameters
+    want = torch.einsum("yk,xk->yx", a, b)
+    assert torch.allclose(lowered(**{first: a, second: b}), want)
+    assert torch.allclose(lowered(a, **{second: b}), want)
+    with pytest.raises(ncd.InputError, match="takes no input 'bogus'"):
+        lowered(a, b, bogus=b)
+    with pytest.raises(ncd.InputError, match=f"{first} was not given"):
+        lowered(**{second: b})
+    with pytest.raises(ncd.InputError, match="given twice"):
+        lowered(a, **{first: a})
+    with pytest.raises(ncd.InputError, match="should end in axes"):  # still checked when given by name
+        lowered(**{first: b, second: b})
+
+
+def test_an_empty_input_is_a_trace_error_naming_it() -> None:
+    """Before, a batch of 0 rows raised ``SizeError: axis b has size 0``, naming neither the model nor the input."""
+    with pytest.raises(ncd.TraceError, match=r"cannot trace Linear: input 'input' has shape \(0, 4\)"):
+        ncd.trace(nn.Linear(4, 3), torch.randn(0, 4))
+    with pytest.raises(ncd.TraceError, match=r"input 'input' has shape \(2, 0, 4\)"):
+        ncd.trace(nn.Linear(4, 3), input=torch.randn(2, 0, 4))
