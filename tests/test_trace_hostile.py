@@ -206,3 +206,71 @@ def test_an_empty_input_is_a_trace_error_naming_it() -> None:
         ncd.trace(nn.Linear(4, 3), torch.randn(0, 4))
     with pytest.raises(ncd.TraceError, match=r"input 'input' has shape \(2, 0, 4\)"):
         ncd.trace(nn.Linear(4, 3), input=torch.randn(2, 0, 4))
+
+
+class DeepCopies(nn.Module):
+    """``copy.deepcopy`` of values of the input (torch copies their memory without an operator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import copy as copying
+
+        y = self.lin(x)
+        held = copying.deepcopy({"a": [y, y], "b": y.t()})
+        return held["a"][0] + held["a"][1] * 2 + held["b"].t()
+
+
+def test_deepcopy_of_a_value_of_the_inputs_is_recorded() -> None:
+    """Before, the copy was a constant holding the traced values: the lowered module was wrong on a fresh input."""
+    torch.manual_seed(0)
+    model = DeepCopies()
+    x, fresh = torch.randn(3, 4), torch.randn(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, x)
+    lowered = traced.to_torch()
+    with torch.no_grad():
+        for v in (x, fresh):
+            assert torch.allclose(lowered(v), model(v))
+
+
+class ThroughStorage(nn.Module):
+    """A tensor made on the memory of a value of the input, through its storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x).detach()
+        return torch.empty(0).set_(y.untyped_storage(), 0, y.shape) * 2
+
+
+def test_a_value_read_through_its_storage_is_refused() -> None:
+    """Before, traced as a constant holding the traced values, with no warning (wrong on a fresh input)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ncd.TraceError):
+            ncd.trace(ThroughStorage(), torch.randn(3, 4))
+
+
+class PythonMax(nn.Module):
+    """``max`` of two entries: a truth value read (a guard), and a copy of a scalar in the diagram."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * max(x[0, 0], x[0, 1])
+
+
+def test_a_copied_scalar_draws() -> None:
+    """Before, to_svg raised IndexError in the copy box's wiring (a scalar has no wires)."""
+    from ncd.render import to_svg
+
+    x = torch.tensor([[2.0, 1.0, 0.0], [3.0, 4.0, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(PythonMax(), x)
+    assert torch.allclose(traced.to_torch()(x), PythonMax()(x))
+    assert "<svg" in to_svg(traced)

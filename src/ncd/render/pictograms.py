@@ -359,7 +359,7 @@ def draw_softmax(ctx: Layout, box: Box) -> Frag:
 @rule("copy")
 def draw_copy(ctx: Layout, box: Box) -> Frag:
     n_in = sum(len(s) for s in box.dom)
-    sources = [[k % n_in] for k in range(sum(len(s) for s in box.cod))] if n_in else [[] for _ in box.cod]
+    sources = [[k % n_in] for k in range(sum(len(s) for s in box.cod))] if n_in else []  # scalars: no wires
     return wiring(ctx, box.dom, box.cod, sources, align="top", name="copy", width=1.8 * ctx.style.pitch)
 
 

@@ -64,13 +64,17 @@ class Aliases:
         transform, which have no memory of their own, are passed over)."""
         if value.device.type == "meta" or not value.untyped_storage().nbytes():
             return False
+        return self._live_memory(value.untyped_storage().data_ptr())
+
+    def _live_memory(self, address: int) -> bool:
+        """Whether a recorded value of the inputs holds the memory at ``address``."""
         memory = self.memory
         keep = self.keep
         for t in keep[self.indexed:]:  # the tensors kept since the last look, by the memory they hold
             if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t):
                 memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
         self.indexed = len(keep)
-        for t in memory.get(value.untyped_storage().data_ptr(), ()):
+        for t in memory.get(address, ()):
             node = self.by_id.get(id(t))
             if node is not None and node.live:
                 return True

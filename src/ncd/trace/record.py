@@ -346,6 +346,11 @@ class _Recording(Aliases):
             if (held is not None and (held.live or held.kind in ("parameter", "call"))) \
                     or self.state.get(id(args[0]), ("", False))[1]:
                 self.detached.setdefault(user_line() or "?", "detach")
+        elif packet == "set_" and len(args) > 1 and isinstance(args[1], (torch.UntypedStorage, torch.TypedStorage)) \
+                and args[1].device.type != "meta" and args[1].nbytes() and self._live_memory(args[1].data_ptr()):
+            # a tensor made on the memory of a value of the inputs (``torch.empty(0).set_(x.untyped_storage())``):
+            # no recorded call says which, and the diagram would freeze it at the traced values
+            raise Unsupported(f"a value of the inputs is read through its storage at {user_line() or '?'}")
         if func._schema.is_mutable:
             if args and id(args[0]) in self.twins and not self.rebinding:
                 return self.twin_write(func, args, kwargs)
@@ -957,9 +962,22 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
 
     for name in UNDISPATCHED_READS:
         setattr(torch.Tensor, name, guard(name))
+    deepcopy = torch.Tensor.__deepcopy__
+
+    def copied_by_call(self: torch.Tensor, memo: dict[int, Any]) -> Any:
+        """``copy.deepcopy`` of a value of the inputs: a ``clone`` (recorded); torch's copies its memory without an
+        operator, so the copy would be a constant frozen at the traced values."""
+        node = rec.by_id.get(id(self))
+        if node is None or not node.live or type(self) is not torch.Tensor or id(self) in memo:
+            return deepcopy(self, memo)  # type: ignore[no-untyped-call]
+        out = memo[id(self)] = self.clone()
+        return out
+
+    torch.Tensor.__deepcopy__ = copied_by_call  # type: ignore[method-assign]
     try:
         yield
     finally:
+        torch.Tensor.__deepcopy__ = deepcopy  # type: ignore[method-assign]
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
 
