@@ -21,7 +21,22 @@ from typing import Any
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Diagram, Identity, Par, Seq
-from ncd.render.frag import Deferred, Frag, Placed, Ports, _bend_width, _betweens, _wire, flat
+from ncd.render.frag import (
+    LABEL,
+    OVERLINE,
+    PATH,
+    SEPARATOR,
+    WIRE,
+    Deferred,
+    Frag,
+    Ports,
+    Step,
+    _bend_width,
+    _betweens,
+    _wire,
+    flat,
+    made,
+)
 from ncd.render.model import Item, Path, Rect, Text, frozen_record
 from ncd.render.style import Style
 from ncd.render.typeset import (
@@ -399,31 +414,29 @@ class LayoutContext:
                 lo_y, hi_y = min(lo_y, ya, yb), max(hi_y, ya, yb)
         wire_bend = label_w if bend else None
 
-        def make() -> list[Item | Placed]:
-            items: list[Item | Placed] = []
+        def make() -> list[Step]:
+            items: list[Step] = []
             if by_axis_wires is not None:  # each wire's label and baseline, in the wires' order
                 by_wire: list[_Label] = [None] * len(ins)  # type: ignore[list-item]
                 for label, where in by_axis_wires:
                     for k in where:
                         by_wire[k] = label
                 placed.extend((label, y - label.lift) for label, y in zip(by_wire, ins) if label is not None)
+            append = items.append
             for label, base in placed:
-                t = label.text
-                items.append(frozen_record(Text, {"x": 3.0, "y": base, "runs": t.runs, "width": t.width,
-                                                  "ascent": t.ascent, "descent": t.descent, "role": "label",
-                                                  "owner": None}))
+                append((LABEL, label.text, 3.0, base))
                 for x0, x1, yo in label.overlines:
-                    items.append(Path((("M", x0 + 3.0, yo + base), ("L", x1 + 3.0, yo + base)), width=0.7,
-                                      role="text", owner=None))
+                    append((PATH, (("M", x0 + 3.0, yo + base), ("L", x1 + 3.0, yo + base)), OVERLINE))
             for a, b in zip(ins, outs):
-                items.append(_wire(a, b, wire_bend, w))
-            items.extend(glyph_items)
+                append((PATH, _wire(a, b, wire_bend, w), WIRE))
             for pts in seps:
-                items.append(Path.through(pts, dashed=True, width=0.8, role="separator"))
+                append((PATH, Path.through(pts).commands, SEPARATOR))
             return items
 
-        if glyph_items:  # a collective's tag (rare): made now, and measured as any fragment is
-            frag = Frag(w, top, bottom, left, right, make())
+        if glyph_items:  # a collective's tag (rare): made now, and measured as any fragment is (after the wires)
+            steps = make()
+            k = len(steps) - len(seps)
+            frag = Frag(w, top, bottom, left, right, made(steps[:k]) + glyph_items + made(steps[k:]))
         else:
             extent = (lo_x, lo_y, hi_x, hi_y) if lo_x <= hi_x else None
             frag = Deferred(w, top, bottom, left, right, make, extent, smallest)

@@ -56,31 +56,91 @@ class Frag:
         self.top, self.bottom = min(self.top, top), max(self.bottom, bottom)
 
 
+class PathStyle:
+    """A path's fields other than its commands, shared by the paths of a kind a deferred fragment makes (its
+    wires, arrows, overlines or separators): what a painter reads of them, and the record's fields."""
+
+    __slots__ = ("fields", "fill", "stroke", "width", "dashed", "arrow")
+
+    def __init__(self, **changes: Any) -> None:
+        if not changes.keys() <= _PATH_DEFAULTS.keys():
+            raise TypeError(f"PathStyle: no such fields of a Path: {sorted(changes.keys() - _PATH_DEFAULTS.keys())}")
+        self.fields: dict[str, Any] = {**_PATH_DEFAULTS, **changes}
+        self.fill: str | None = self.fields["fill"]
+        self.stroke: str = self.fields["stroke"]
+        self.width: float = self.fields["width"]
+        self.dashed: bool = self.fields["dashed"]
+        self.arrow: bool = self.fields["arrow"]
+
+
+#: One item of a :class:`Deferred` fragment as its maker gives it, before any record is made (painters read these
+#: directly: most of a page's wires, labels and arrows are painted once and read by nothing else):
+#: ``(PATH, commands, style)`` a :class:`Path`; ``(LABEL, text, x, y)`` a wire's label, ``text`` typeset at the
+#: origin (its runs, width, ascent and descent); ``(PORT, x, y)`` a boundary :class:`Port`.
+Step = tuple[Any, ...]
+PATH, LABEL, PORT = 0, 1, 2
+#: the styles of a deferred fragment's paths: wires, arrows (between a page's rows), labels' overlines, separators
+WIRE = PathStyle()
+ARROW = PathStyle(arrow=True)
+OVERLINE = PathStyle(width=0.7, role="text")
+SEPARATOR = PathStyle(dashed=True, width=0.8, role="separator")
+
+
+def made(steps: Sequence[Step]) -> list[Union[Item, Placed]]:
+    """The records of ``steps`` (a :class:`Deferred` fragment's items)."""
+    out: list[Union[Item, Placed]] = []
+    append = out.append
+    for s in steps:
+        tag = s[0]
+        if tag == PATH:
+            append(frozen_record(Path, {"commands": s[1], **s[2].fields}))
+        elif tag == LABEL:
+            t = s[1]
+            append(frozen_record(Text, {"x": s[2], "y": s[3], "runs": t.runs, "width": t.width, "ascent": t.ascent,
+                                        "descent": t.descent, "role": "label", "owner": None}))
+        else:
+            append(frozen_record(Port, {"x": s[1], "y": s[2], "box": -1}))
+    return out
+
+
 class Deferred(Frag):
     """A fragment that places no fragments and makes its items when they are first read: a page layout lays out and
     measures many columns and gaps in attempts it discards (the one-row drawing, narrower rows), and paints one.
     Its bounding box (``extent``, ``None``: no visible item) and smallest text size (``smallest``) are known
-    without its items (:func:`_extent`, :func:`smallest_text`)."""
+    without its items (:func:`_extent`, :func:`smallest_text`).  ``make`` gives its items as :data:`Step` s, which
+    the SVG painter paints without making the records when nothing has read the items (:meth:`unread_steps`)."""
 
     def __init__(self, w: float, top: float, bottom: float, ins: Ports, outs: Ports,
-                 make: Callable[[], list[Union[Item, Placed]]], extent: tuple[float, float, float, float] | None,
+                 make: Callable[[], list[Step]], extent: tuple[float, float, float, float] | None,
                  smallest: float) -> None:
         super().__init__(w, top, bottom, ins, outs)
         self._items: list[Union[Item, Placed]] | None = None
-        self._make: Callable[[], list[Union[Item, Placed]]] | None = make
+        self._steps: list[Step] | None = None
+        self._make: Callable[[], list[Step]] | None = make
         self.extent = extent
         self.smallest = smallest
+
+    def _made_steps(self) -> list[Step]:
+        if self._steps is None:
+            assert self._make is not None
+            self._steps, self._make = self._make(), None
+        return self._steps
 
     @property
     def items(self) -> list[Union[Item, Placed]]:
         if self._items is None:
-            assert self._make is not None
-            self._items, self._make = self._make(), None
+            self._items = made(self._made_steps())
+            self._steps = None  # (read through the records from now on)
         return self._items
 
     @items.setter
     def items(self, value: list[Union[Item, Placed]]) -> None:
         self._items = value
+
+    def unread_steps(self) -> list[Step] | None:
+        """The steps of the items when nothing has read (or set, or added to) the items yet, else ``None`` (the
+        records are then what the fragment holds)."""
+        return self._made_steps() if self._items is None else None
 
 
 def flat(ports: Ports) -> list[float]:
@@ -109,9 +169,9 @@ def _bend_width(dy: float, pitch: float) -> float:
     return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
 
 
-def _wire(a: float, b: float, label_w: float | None, w: float) -> Path:
-    """A gap's wire from height ``a`` at ``x = 0`` to ``b`` at ``x = w``, straight on to ``label_w`` first (``None``:
-    no bend): the commands :meth:`Path.through` makes of those points, without its general loop."""
+def _wire(a: float, b: float, label_w: float | None, w: float) -> tuple[Any, ...]:
+    """The commands of a gap's wire from height ``a`` at ``x = 0`` to ``b`` at ``x = w``, straight on to ``label_w``
+    first (``None``: no bend): the commands :meth:`Path.through` makes of those points, without its general loop."""
     start = ("M", 0.0, float(a))
     if label_w is None:
         x0: float = 0.0
@@ -124,7 +184,7 @@ def _wire(a: float, b: float, label_w: float | None, w: float) -> Path:
     else:
         mid = float((x0 + w) / 2)
         end = ("C", mid, float(a), mid, float(b), float(w), float(b))
-    return frozen_record(Path, {"commands": commands + (end,), **_PATH_DEFAULTS})
+    return commands + (end,)
 
 
 def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | None:
@@ -134,17 +194,12 @@ def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | No
     if not runs:
         return None
 
-    def make() -> list[Union[Item, Placed]]:
-        return [frozen_record(Path, {"commands": (("M", float(x0), float(y)), ("L", float(x1), float(y))),
-                                     **_PATH_DEFAULTS}) for x0, x1, y in runs]
+    def make() -> list[Step]:
+        return [(PATH, (("M", float(x0), float(y)), ("L", float(x1), float(y))), WIRE) for x0, x1, y in runs]
 
     xs = [x for x0, x1, _ in runs for x in (x0, x1)]
     ys = [y for _, _, y in runs]
     return Deferred(0.0, 0.0, 0.0, [], [], make, (min(xs), min(ys), max(xs), max(ys)), float("inf"))
-
-
-#: an arrow's fields after its commands (:meth:`Path.through`'s ``arrow=True``)
-_ARROW = {**_PATH_DEFAULTS, "arrow": True}
 
 
 def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred | None:
@@ -154,8 +209,8 @@ def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred
     if not runs:
         return None
 
-    def make() -> list[Union[Item, Placed]]:
-        items: list[Union[Item, Placed]] = []
+    def make() -> list[Step]:
+        items: list[Step] = []
         append = items.append
         for xa, ya, xb, yb, start in runs:  # Path.through([(xa, ya), (xb, yb)], arrow=True) and a Port, spelled out
             x0, y0, x1, y1 = float(xa), float(ya), float(xb), float(yb)
@@ -164,8 +219,8 @@ def _arrows(runs: Sequence[tuple[float, float, float, float, bool]]) -> Deferred
             else:
                 mid = float((xa + xb) / 2)
                 commands = (("M", x0, y0), ("C", mid, y0, mid, y1, x1, y1))
-            append(frozen_record(Path, {"commands": commands, **_ARROW}))
-            append(frozen_record(Port, {"x": xa, "y": ya, "box": -1} if start else {"x": xb, "y": yb, "box": -1}))
+            append((PATH, commands, ARROW))
+            append((PORT, xa, ya) if start else (PORT, xb, yb))
         return items
 
     xs = [x for xa, _, xb, _, _ in runs for x in (xa, xb)]  # (a bend's control points lie between its ends)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
+from ncd.render.frag import LABEL, PATH, Deferred
 from ncd.render.model import Circle, Drawing, Footprint, Item, Path, Polygon, Port, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
@@ -54,13 +55,44 @@ def _new(v: float) -> str:
     return text
 
 
-def _path_d(p: Path, dx: float = 0.0, dy: float = 0.0) -> str:
-    """The ``d`` attribute of ``p`` moved by ``(dx, dy)`` (the same arithmetic as :meth:`Path.moved`), compact: no
-    space after a command's letter, a straight run along ``x`` or ``y`` as ``H``/``V`` (the same segment)."""
+def _d(commands: tuple[Any, ...], x: float, y: float) -> str:
+    """The ``d`` attribute of a path of ``commands`` moved by ``(x, y)`` (:func:`_path_d`): the commonest shapes
+    spelled out, a wire's run (M H), its bend (M C), a run and a bend (M H C), two runs (M H H)."""
+    got, new = _NUMBERS.get, _new
+    c = commands[0]
+    if len(commands) == 2 and len(c) == 3:
+        e = commands[1]
+        x0, y0 = c[1] + x, c[2] + y
+        if len(e) == 3 and e[2] == c[2] and e[0] == "L":  # (the same y: a run along x, as H)
+            x1 = e[1] + x
+            return f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}"
+        if len(e) == 7:
+            x1, y1, x2, y2, x3, y3 = e[1] + x, e[2] + y, e[3] + x, e[4] + y, e[5] + x, e[6] + y
+            return (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}{e[0]}{got(x1) or new(x1)} "
+                    f"{got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} "
+                    f"{got(y3) or new(y3)}")
+    elif len(commands) == 3 and len(c) == 3:
+        e, f = commands[1], commands[2]
+        if len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 7:
+            x0, y0, x1 = c[1] + x, c[2] + y, e[1] + x
+            x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
+            return (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}{f[0]}"
+                    f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
+                    f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
+        if len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 3 and f[2] == c[2] and f[0] == "L":
+            x0, y0, x1, x2 = c[1] + x, c[2] + y, e[1] + x, f[1] + x  # (two runs along x: M H H)
+            return f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}H{got(x2) or new(x2)}"
+    return _path_d(commands, x, y)
+
+
+def _path_d(commands: tuple[Any, ...], dx: float = 0.0, dy: float = 0.0) -> str:
+    """The ``d`` attribute of a path of ``commands`` moved by ``(dx, dy)`` (the same arithmetic as
+    :meth:`Path.moved`), compact: no space after a command's letter, a straight run along ``x`` or ``y`` as
+    ``H``/``V`` (the same segment)."""
     got, new = _NUMBERS.get, _new  # a drawing has tens of thousands of paths: numbers are looked up before formatting
     out = []
     last_x = last_y = None
-    for c in p.commands:  # the common commands are spelled out
+    for c in commands:  # the common commands are spelled out
         k = len(c)
         if k == 3:
             x, y = c[1] + dx, c[2] + dy
@@ -204,7 +236,7 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
             if kind is Path:  # the commonest first
                 commands = it.commands
                 c = commands[0]
-                # the commonest shapes inline: a wire's run (M H), its bend (M C), a run and a bend (M H C)
+                # the commonest shapes inline (as _d writes them: a call per path is a tenth of the painting)
                 if len(commands) == 2 and len(c) == 3:
                     e = commands[1]
                     x0, y0 = c[1] + x, c[2] + y
@@ -217,22 +249,9 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                              f"{got(y1) or new(y1)} {got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} "
                              f"{got(y3) or new(y3)}")
                     else:
-                        d = _path_d(it, x, y)
-                elif len(commands) == 3 and len(c) == 3:
-                    e, f = commands[1], commands[2]
-                    if len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 7:
-                        x0, y0, x1 = c[1] + x, c[2] + y, e[1] + x
-                        x2, y2, x3, y3, x4, y4 = f[1] + x, f[2] + y, f[3] + x, f[4] + y, f[5] + x, f[6] + y
-                        d = (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}{f[0]}"
-                             f"{got(x2) or new(x2)} {got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)} "
-                             f"{got(x4) or new(x4)} {got(y4) or new(y4)}")
-                    elif len(e) == 3 and e[2] == c[2] and e[0] == "L" and len(f) == 3 and f[2] == c[2] and f[0] == "L":
-                        x0, y0, x1, x2 = c[1] + x, c[2] + y, e[1] + x, f[1] + x  # (two runs along x: M H H)
-                        d = f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}H{got(x2) or new(x2)}"
-                    else:
-                        d = _path_d(it, x, y)
+                        d = _path_d(commands, x, y)
                 else:
-                    d = _path_d(it, x, y)
+                    d = _d(commands, x, y)
                 if placed is not None:
                     placed.append((it, x, y, d))
                 if it.fill is None and not it.arrow:
@@ -256,6 +275,49 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                     placed.append((it, x, y, None))
                 continue
             if kind is tuple:
+                sub = it[2]
+                steps = sub.unread_steps() if placed is None and type(sub) is Deferred else None
+                if steps is not None:  # its items as its maker gives them, painted as their records would be
+                    ox, oy = x + it[0], y + it[1]
+                    for s in steps:
+                        tag = s[0]
+                        if tag == PATH:
+                            d = _d(s[1], ox, oy)
+                            st = s[2]
+                            if st.fill is None and not st.arrow:
+                                if joined and st.stroke == j_stroke and st.width == j_width and st.dashed == j_dashed:
+                                    joined.append(d)
+                                    continue
+                                if joined:
+                                    append(_joined(joined, j_stroke, j_width, j_dashed))
+                                joined = [d]
+                                j_stroke, j_width, j_dashed = st.stroke, st.width, st.dashed
+                                continue
+                            if joined:
+                                append(_joined(joined, j_stroke, j_width, j_dashed))
+                                joined = []
+                            key = (st.fill, st.stroke, st.width, st.dashed, st.arrow)
+                            append(f'<path d="{d}" {_PATH_PAINTS.get(key) or _path_paint(key)}/>')
+                        elif tag == LABEL:
+                            if joined:
+                                append(_joined(joined, j_stroke, j_width, j_dashed))
+                                joined = []
+                            text_runs = s[1].runs
+                            ident = id(text_runs)
+                            pieces = texts.get(ident)
+                            if pieces is None:
+                                runs[ident] = text_runs
+                                pieces = texts[ident] = [(run.dx, run.dy, _run_rest(run)) for run in text_runs]
+                            tx, ty = s[2] + ox, s[3] + oy
+                            base = got(ty) or new(ty)
+                            for rx, ry, rest in pieces:
+                                rx += tx
+                                if ry:
+                                    ry += ty
+                                    append(f'<text x="{got(rx) or new(rx)}" y="{got(ry) or new(ry)}" {rest}')
+                                else:
+                                    append(f'<text x="{got(rx) or new(rx)}" y="{base}" {rest}')
+                    continue
                 stack.append((items, x, y))
                 stack.append((iter(it[2].items), x + it[0], y + it[1]))
                 break
