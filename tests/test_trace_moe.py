@@ -235,6 +235,46 @@ def test_a_loop_over_experts_is_read_densely_only_when_it_is_the_weighted_sum() 
         _trace(LoopMoE(skip=2).eval(), x)
 
 
+class CappedExperts(LoopExperts):
+    """The loop, each expert taking at most ``capacity`` of the tokens routed to it (the first ones): the weighted
+    sum while no expert is over its capacity, not once one is."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self):
+            rows, slots = (chosen == e).nonzero().unbind(-1)
+            rows, slots = rows[:self.capacity], slots[:self.capacity]
+            out = out.index_add(0, rows, expert(x[rows]) * weights[rows, slots, None])
+        return out
+
+
+def test_the_cases_checked_in_one_call_decide_as_the_cases_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense reading is checked on the traced call and random ones in one call of each side (the tokens one
+    after another).  Where that does not hold, the cases are checked one at a time, as before: 2 tokens never fill an
+    expert of capacity 2, 6 tokens of three cases in one call do; the experts are read densely all the same (as the
+    cases one at a time decide), and equal the model on fresh input of the traced size."""
+    from ncd.trace import moe_dense
+
+    answers: list[bool] = []
+    at_once = moe_dense._agree_at_once
+    monkeypatch.setattr(moe_dense, "_agree_at_once", lambda *a: answers.append(at_once(*a)) or answers[-1])
+    torch.manual_seed(0)
+    x, fresh = torch.randn(2, 8), torch.randn(2, 8)
+    model = LoopMoE().eval()
+    model.experts = CappedExperts(capacity=2)
+    d = _trace(model, x)
+    assert answers == [False]  # over capacity in one call: one case at a time
+    assert d.opaque == () and sum(b.prim.op == "linear" for b in d.boxes()) == 1 + 4 * 2
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh), rtol=1e-4, atol=1e-6)
+    answers.clear()
+    _trace(LoopMoE().eval(), torch.randn(6, 8))  # a loop routing every token alone: decided in one call
+    assert answers == [True]
+
+
 def test_experts_that_route_their_own_tokens_with_tolist_are_read_densely() -> None:
     """JetMoE's mixtures of experts and of attention experts read their group sizes into Python (``tolist``; refused
     before): read densely — the router's top-k and softmax, the experts over ``e`` — equal on fresh input."""
