@@ -106,3 +106,64 @@ def test_torch_mha_need_weights_holds_no_box_at_its_traced_batch() -> None:
         got, want = d.to_torch(b=3, t=4)(x), call(x)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+# -- a batch of one: the batch's symbol traced at 1 is no evidence of where it is ------------------------------------
+class _Grouped(nn.Module):
+    """A pre-norm block of grouped-query attention (4 query heads over 2 key/value heads) with a residual add."""
+
+    def __init__(self, width: int = 32, heads: int = 4, groups: int = 2) -> None:
+        super().__init__()
+        self.heads, self.groups, self.k = heads, groups, width // heads
+        self.norm = nn.LayerNorm(width)
+        self.q, self.kv = nn.Linear(width, width), nn.Linear(width, 2 * groups * self.k)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        y = self.norm(x)
+        q = self.q(y).view(b, t, self.heads, self.k).transpose(1, 2).reshape(b, self.groups, -1, t, self.k)
+        k, v = (z.transpose(1, 2)[:, :, None] for z in self.kv(y).view(b, t, 2, self.groups, self.k).unbind(2))
+        scores = (q @ k.transpose(-1, -2)) * self.k ** -0.5
+        out = (scores.softmax(-1) @ v).reshape(b, self.heads, t, self.k).transpose(1, 2).reshape(b, t, m)
+        return x + self.out(out)
+
+
+def _batch_of_one(model: nn.Module, x: torch.Tensor, axes: str) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d: ncd.TracedDiagram = ncd.trace(model, x, axes=axes)
+    return d
+
+
+def test_a_batch_of_one_is_no_factor_of_the_widths() -> None:
+    """At batch 1 the views' sizes read 1 before and after ``b``: the batch was taken for the start of the heads, the
+    key/value groups and the width (``g:2*b``, ``m:32*b``), and the adds named the batch ``1`` (``1:b t m:32*b``):
+    to_torch(b=3) was refused.  Now the wires are ``b t m:32`` and it lowers equal at other sizes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Grouped(), _Grouped()).eval()
+    d = _batch_of_one(model, torch.randn(1, 5, 32), "b ~t m")
+    (out,) = d.cod.segments
+    assert [(a.name, str(a.size)) for a in out.axes] == [("b", "b"), ("t", "t"), ("m", "32")], str(d.cod)
+    assert d.fixed == (), d.fixed
+    for b, t in [(3, 7), (1, 9), (2, 5)]:
+        x = torch.randn(b, t, 32, generator=torch.Generator().manual_seed(b + t))
+        with torch.no_grad():
+            torch.testing.assert_close(d.to_torch(b=b, t=t)(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_batch_of_one_keeps_the_symbols_in_a_llama() -> None:
+    """``LlamaModel`` at batch 1 with ``axes='b ~t'`` (before: ``1:b t̅ m:32*b``, refused at batch 3)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.LlamaModel(config).eval()
+    d = _batch_of_one(model, torch.randint(0, 50, (1, 6)), "b ~t")
+    (out,) = d.cod.segments
+    assert [str(a.size) for a in out.axes] == ["b", "t", "32"], str(d.cod)
+    for b, t in [(3, 6), (2, 4)]:
+        ids = torch.randint(0, 50, (b, t), generator=torch.Generator().manual_seed(b))
+        with torch.no_grad():
+            got, want = d.to_torch(b=b, t=t)(ids), model(ids, use_cache=False).last_hidden_state
+        torch.testing.assert_close(got[0] if isinstance(got, (tuple, list)) else got, want, atol=1e-5, rtol=1e-5)

@@ -172,6 +172,7 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
 def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
     shape = _shape(node)
     names: list[str | None] = [None] * len(shape)
+    units: dict[int, set[str]] = {}  # a wire of size 1 in the output -> the names (other than "1") operands give it
     for value in operands:
         if not _live(value):
             continue
@@ -180,6 +181,11 @@ def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
         for k in range(1, len(vshape) + 1):
             if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
                 names[-k] = own[-k]
+            elif shape[-k] == 1 and own[-k] != "1":
+                units.setdefault(k, set()).add(own[-k])
+    for k, found in units.items():  # one name given (a batch of one named b): kept, else a unit wire "1"
+        if len(found) == 1:
+            names[-k] = found.pop()
     done = [n if n is not None else ("1" if s == 1 else conv.namer.fresh(s)) for n, s in zip(names, shape)]
     return unique(done)
 

@@ -211,6 +211,8 @@ def _merged(source: tuple[Axis, ...], target: tuple[Axis, ...], traced: Any, ren
         group, rest = source[i:k], end // prefix[k]
         if rest != 1 and (k >= len(source) or source[k].size.free_symbols or traced(source[k].size) % rest):
             continue
+        if all(traced(a.size) == 1 for a in group if a.size.free_symbols):
+            continue  # only symbols traced at 1 (a batch of one): where the target starts says nothing of them
         if len(group) == 1 and rest == 1:
             if not (renames and group[0].size.is_Symbol):
                 continue
