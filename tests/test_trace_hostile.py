@@ -274,3 +274,36 @@ def test_a_copied_scalar_draws() -> None:
         traced = ncd.trace(PythonMax(), x)
     assert torch.allclose(traced.to_torch()(x), PythonMax()(x))
     assert "<svg" in to_svg(traced)
+
+
+class Averages(nn.Module):
+    """Keeps a running average in a parameter (under ``no_grad``) and in a plain tensor attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.ema = nn.Parameter(torch.zeros(4), requires_grad=False)
+        self.seen = torch.zeros(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        with torch.no_grad():
+            self.ema.mul_(0.5).add_(y.mean(0))
+            self.seen.add_(x.sum(0))
+        return y * 2
+
+
+def test_lowering_at_other_sizes_leaves_the_model_as_it_was() -> None:
+    """``to_torch(b=3)`` runs the model to check the lowered module; before, the parameter it updates stayed updated."""
+    torch.manual_seed(0)
+    model = Averages()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, torch.randn(5, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = model.seen.clone()
+    lowered = traced.to_torch(b=3)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(model.seen, seen)
+    x = torch.randn(3, 4)
+    assert torch.allclose(lowered(x), model(x))

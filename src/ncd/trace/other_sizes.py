@@ -17,10 +17,13 @@ A lowered module that fails inside (not refusing its inputs: an ``InputError``) 
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import InputError, TraceError
 
@@ -139,21 +142,66 @@ def _leaves(value: Any) -> list[torch.Tensor]:
 
 
 def _run(model: torch.nn.Module, call: Any, seed: int = 0) -> list[torch.Tensor]:
-    """The model's output tensors on ``call`` (args, kwargs), its buffers and attributes put back afterwards."""
+    """The model's output tensors on ``call`` (args, kwargs), its state put back afterwards: its buffers, attributes,
+    and the values of every tensor it writes into in place (a parameter updated under ``no_grad``, an average kept
+    as a plain tensor), with the bindings of its parameters and buffers (:class:`ncd.trace.undo.Undo`)."""
+    try:
+        return _run_once(model, call, seed, True)
+    except Exception:  # noqa: BLE001 - run again as it was before, outside the dispatch mode (whatever it raises)
+        return _run_once(model, call, seed, False)
+
+
+def _run_once(model: torch.nn.Module, call: Any, seed: int, kept: bool) -> list[torch.Tensor]:
     from ncd.trace import _state_kept
     from ncd.trace.capture import _Flat
+    from ncd.trace.undo import Undo
 
     args, kwargs = call
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    undo = Undo(model)
     try:
-        with _state_kept(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with _state_kept(model), torch.no_grad(), torch.random.fork_rng(devices=[]), \
+                _Kept(undo) if kept else contextlib.nullcontext():
             torch.manual_seed(seed)
             return list(_Flat(model)(*args, **kwargs))
     finally:
+        undo.undo()
         with torch.no_grad():
             for b, saved in buffers:
                 if b.shape == saved.shape:
                     b.copy_(saved)
+
+
+class _Kept(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """While the model runs for the check: before each in-place write into a tensor the run did not make (a parameter,
+    a buffer, a tensor the model holds, an input), its value kept in ``undo``."""
+
+    def __init__(self, undo: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.undo = undo
+        self.made: dict[int, weakref.ref[torch.Tensor]] = {}  # the tensors the run's calls returned, by id
+
+    def _made(self, t: torch.Tensor) -> bool:
+        held = self.made.get(id(t))
+        return held is not None and held() is t
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from ncd.trace.undo import _WRITES, writes, writes_into
+
+        kwargs = kwargs or {}
+        where = _WRITES.get(func)
+        if where is None:
+            where = writes(func)
+        if where:
+            for t in writes_into(func, where, tuple(args), kwargs):
+                root = t if t._base is None else t._base
+                if not self._made(root) and not self._made(t):
+                    self.undo.keep(root)
+        out = func(*args, **kwargs)
+        for v in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(v, torch.Tensor):
+                self.made[id(v)] = weakref.ref(v)
+        return out
 
 
 def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None:
