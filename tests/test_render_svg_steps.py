@@ -12,7 +12,7 @@ import torch
 
 import ncd
 from ncd.render import layout
-from ncd.render.frag import Deferred, made
+from ncd.render.frag import RUN, Deferred, made
 from ncd.render.model import Path, Port, Text
 from ncd.render.style import Style
 from ncd.render.svg import paint_svg
@@ -84,7 +84,14 @@ def test_steps_make_the_records_the_layout_made_before() -> None:
         assert len(items) == len(steps)
         for step, item in zip(steps, items):
             if isinstance(item, Path):
-                assert item.commands == step[1] and item.arrow == step[2].arrow and item.width == step[2].width
+                if step[0] == RUN:  # a straight run along x
+                    x0, x1, y, style = step[1:]
+                    assert item.commands == (("M", x0, y), ("L", x1, y))
+                    kinds.add("run")
+                else:
+                    style = step[2]
+                    assert item.commands == step[1]
+                assert (item.arrow, item.width, item.role) == (style.arrow, style.width, style.fields["role"])
                 kinds.add("arrow" if item.arrow else item.role)
             elif isinstance(item, Text):
                 assert (item.x, item.y, item.runs) == (step[2], step[3], step[1].runs) and item.role == "label"
@@ -93,4 +100,4 @@ def test_steps_make_the_records_the_layout_made_before() -> None:
                 assert isinstance(item, Port) and (item.x, item.y, item.box) == (step[1], step[2], -1)
                 kinds.add("port")
         assert frag.items == items  # (the fragment's own records: equal to those made here)
-    assert {"wire", "label", "arrow", "port"} <= kinds
+    assert {"wire", "run", "label", "arrow", "port"} <= kinds

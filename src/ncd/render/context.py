@@ -25,6 +25,7 @@ from ncd.render.frag import (
     LABEL,
     OVERLINE,
     PATH,
+    RUN,
     SEPARATOR,
     WIRE,
     Deferred,
@@ -426,9 +427,11 @@ class LayoutContext:
             for label, base in placed:
                 append((LABEL, label.text, 3.0, base))
                 for x0, x1, yo in label.overlines:
-                    append((PATH, (("M", x0 + 3.0, yo + base), ("L", x1 + 3.0, yo + base)), OVERLINE))
-            for a, b in zip(ins, outs):
-                append((PATH, _wire(a, b, wire_bend, w), WIRE))
+                    append((RUN, x0 + 3.0, x1 + 3.0, yo + base, OVERLINE))
+            wide = float(w)
+            for a, b in zip(ins, outs):  # (a straight wire as _wire makes it: M 0 a, L w b, b equal to a)
+                append((RUN, 0.0, wide, float(a), WIRE) if a == b and wire_bend is None
+                       else (PATH, _wire(a, b, wire_bend, w), WIRE))
             for pts in seps:
                 append((PATH, Path.through(pts).commands, SEPARATOR))
             return items

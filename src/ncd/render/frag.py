@@ -75,10 +75,11 @@ class PathStyle:
 
 #: One item of a :class:`Deferred` fragment as its maker gives it, before any record is made (painters read these
 #: directly: most of a page's wires, labels and arrows are painted once and read by nothing else):
-#: ``(PATH, commands, style)`` a :class:`Path`; ``(LABEL, text, x, y)`` a wire's label, ``text`` typeset at the
-#: origin (its runs, width, ascent and descent); ``(PORT, x, y)`` a boundary :class:`Port`.
+#: ``(PATH, commands, style)`` a :class:`Path`; ``(RUN, x0, x1, y, style)`` the path ``M x0 y L x1 y`` (floats: most
+#: wires); ``(LABEL, text, x, y)`` a wire's label, ``text`` typeset at the origin (its runs, width, ascent and descent);
+#: ``(PORT, x, y)`` a boundary :class:`Port`.
 Step = tuple[Any, ...]
-PATH, LABEL, PORT = 0, 1, 2
+PATH, LABEL, PORT, RUN = 0, 1, 2, 3
 #: the styles of a deferred fragment's paths: wires, arrows (between a page's rows), labels' overlines, separators
 WIRE = PathStyle()
 ARROW = PathStyle(arrow=True)
@@ -92,7 +93,9 @@ def made(steps: Sequence[Step]) -> list[Union[Item, Placed]]:
     append = out.append
     for s in steps:
         tag = s[0]
-        if tag == PATH:
+        if tag == RUN:
+            append(frozen_record(Path, {"commands": (("M", s[1], s[3]), ("L", s[2], s[3])), **s[4].fields}))
+        elif tag == PATH:
             append(frozen_record(Path, {"commands": s[1], **s[2].fields}))
         elif tag == LABEL:
             t = s[1]
@@ -195,7 +198,7 @@ def _straight_wires(runs: Sequence[tuple[float, float, float]]) -> Deferred | No
         return None
 
     def make() -> list[Step]:
-        return [(PATH, (("M", float(x0), float(y)), ("L", float(x1), float(y))), WIRE) for x0, x1, y in runs]
+        return [(RUN, float(x0), float(x1), float(y), WIRE) for x0, x1, y in runs]
 
     xs = [x for x0, x1, _ in runs for x in (x0, x1)]
     ys = [y for _, _, y in runs]

@@ -23,7 +23,7 @@ from typing import Any
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.frag import LABEL, PATH, Deferred
+from ncd.render.frag import LABEL, PATH, RUN, Deferred
 from ncd.render.model import Circle, Drawing, Footprint, Item, Path, Polygon, Port, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
@@ -281,9 +281,14 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                     ox, oy = x + it[0], y + it[1]
                     for s in steps:
                         tag = s[0]
-                        if tag == PATH:
-                            d = _d(s[1], ox, oy)
-                            st = s[2]
+                        if tag == RUN or tag == PATH:
+                            if tag == RUN:  # a straight run along x (M H)
+                                x0, y0, x1 = s[1] + ox, s[3] + oy, s[2] + ox
+                                d = f"M{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}"
+                                st = s[4]
+                            else:
+                                d = _d(s[1], ox, oy)
+                                st = s[2]
                             if st.fill is None and not st.arrow:
                                 if joined and st.stroke == j_stroke and st.width == j_width and st.dashed == j_dashed:
                                     joined.append(d)
