@@ -307,3 +307,33 @@ def test_lowering_at_other_sizes_leaves_the_model_as_it_was() -> None:
     assert torch.equal(model.seen, seen)
     x = torch.randn(3, 4)
     assert torch.allclose(lowered(x), model(x))
+
+
+class FloatFirst(nn.Module):
+    """Scales by a float computed first from the batch size (the trace keeps its traced value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * (1.0 / x.shape[0])
+
+
+def test_a_pickled_trace_lowered_at_other_sizes_says_it_is_unchecked() -> None:
+    """Without the model the check cannot run; before, the lowered module (wrong at b=3) came with no word."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = FloatFirst()
+    traced = ncd.trace(model, torch.randn(2, 4))
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        traced.to_torch(b=3)  # with the model at hand: refused
+    back = pickle.loads(pickle.dumps(traced))
+    with pytest.warns(RuntimeWarning, match="lowered at b=3 unchecked: the traced model is not at hand"):
+        lowered = back.to_torch(b=3)
+    x = torch.randn(3, 4)
+    assert not torch.allclose(lowered(x), model(x))  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back.to_torch()  # at the traced sizes: nothing to say

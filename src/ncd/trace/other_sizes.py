@@ -226,7 +226,16 @@ def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
           sizes: dict[str, int], traced: dict[str, int]) -> None:
     """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes."""
-    if origin is None or origin.model is None or origin.kwargs is None or origin.count != len(example) \
+    if origin is None or origin.model is None:  # pickled or loaded: said, not silent
+        import warnings
+
+        at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        warnings.warn(f"{name} lowered at {at} unchecked: the traced model is not at hand (the diagram was pickled), so"
+                      " the lowered module was not compared with it at these sizes; a size the model computes in Python"
+                      " where the trace cannot follow it (x * (1.0 / x.shape[0]), len(x)) keeps its traced value there;"
+                      " lower it from the trace while the model is at hand", RuntimeWarning, stacklevel=3)
+        return
+    if origin.kwargs is None or origin.count != len(example) \
             or _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
         return
     tensors = _inputs(block, example, sizes)
