@@ -119,3 +119,37 @@ def test_a_recording_without_values_keeps_its_steps() -> None:
             if node.live and isinstance(node.value, torch.Tensor):
                 node.value = node.value.to("meta")
         assert solve_triangular_loops(captured) is captured
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
+    """The proofs' closeness (its cheaper bound check first, then ``allclose``) answers what ``torch.allclose`` answers
+    on batches of matrices, contiguous or transposed, with errors near the bound, NaN, infinities and -0."""
+    from ncd.trace.triangular import _close
+
+    gen = torch.Generator().manual_seed(0)
+    answers = set()
+    for shape in [(3, 5), (2, 3, 64, 128), (2, 32, 1, 64, 128), (40, 40, 41)]:
+        for trial in range(12):
+            want = (torch.randn(shape, generator=gen, dtype=torch.float64) * 10 ** (trial % 4)).to(dtype)
+            if trial % 3 == 0:
+                want = want.transpose(-1, -2).contiguous().transpose(-1, -2)  # as LAPACK leaves a solve
+            atol = 1e-5 * max(1.0, float(want.abs().max()))
+            bound = atol + 1e-4 * want.double().abs()
+            most = 0.9 if trial % 2 else 1.01  # every error within its bound, or some a little beyond
+            got = (want.double() + bound * most * torch.rand(shape, generator=gen, dtype=torch.float64)
+                   * torch.randint(0, 2, shape, generator=gen) * (2 * torch.randint(0, 2, shape, generator=gen) - 1))
+            got = got.to(dtype)
+            flat = got.view(-1) if got.is_contiguous() else None
+            if trial == 5 and flat is not None:
+                flat[7] = float("nan")
+            if trial == 4 and flat is not None:
+                flat[3], want.view(-1)[3] = float("inf"), float("inf")
+            if trial == 7 and flat is not None:
+                want.view(-1)[11] = float("inf")
+            if trial == 8 and flat is not None:
+                flat[2], want.view(-1)[2] = -0.0, 0.0
+            expected = bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
+            assert _close(got, want, atol) == expected, (shape, trial)
+            answers.add(expected)
+    assert answers == {True, False}
