@@ -113,3 +113,76 @@ def test_transformers_layers_are_copied_and_equal(family: str, monkeypatch: pyte
     with torch.no_grad():
         got, want = traced.to_torch()(fresh), model(fresh).last_hidden_state
     torch.testing.assert_close(got[0] if isinstance(got, tuple) else got, want, atol=1e-4, rtol=1e-4)
+
+
+class Attention(nn.Module):
+    """Heads split and merged back (the converter's notes of splits and merges), scaled by the head size."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, m // self.heads).unbind(2)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * (m // self.heads) ** -0.5
+        y = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(b, t, m)
+        x = x + self.out(y)
+        return x + self.down(torch.relu(self.up(self.norm(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, layers: int, width: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(width, width)
+        self.layers = nn.ModuleList(Attention(width, heads) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_adding_to_the_notes_are_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first layer's walk records the heads' split and merge and the scale's head size (the converter's notes, the
+    namer's names): the second reads them as the first did, so it is a copy, and the diagram is the walk's."""
+    torch.manual_seed(0)
+    model = Encoder(layers)
+    x = torch.randn(2, 5, 16)
+    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+def test_a_logged_read_answers_anew_and_changes_nothing() -> None:
+    """regroup's logged answer is asked again against the notes as they are now: a merge recorded since then changes
+    the answer of a later split (and the asking writes nothing)."""
+    from types import SimpleNamespace
+
+    from ncd.trace.idioms_wires import regroup, regroup_again
+    from ncd.trace.naming import Namer
+
+    conv = SimpleNamespace(namer=Namer())
+    conv.namer.claim("b", 2)
+    conv.namer.claim("m", 12)
+    conv.namer.reads = []
+    split = regroup(conv, ["b", "m"], (2, 12), (2, 3, 4))  # type: ignore[arg-type]
+    ((fn, args, answer),) = conv.namer.reads
+    assert fn is regroup_again and answer == tuple(split)
+    assert regroup_again(*args) == answer  # nothing changed: the same answer
+    conv.namer.reads = None
+    conv.__dict__["_merges"]["m"] = [("u", 3), ("z", 4)]  # m recorded as a merge of other wires since
+    conv.namer.claim("u", 3)
+    conv.namer.claim("z", 4)
+    notes = {k: dict(v) for k, v in conv.__dict__.items() if k.startswith("_")}
+    sizes = dict(conv.namer.size_of)
+    assert regroup_again(*args) != answer
+    assert {k: dict(v) for k, v in conv.__dict__.items() if k.startswith("_")} == notes
+    assert conv.namer.size_of == sizes

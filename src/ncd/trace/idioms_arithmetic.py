@@ -26,7 +26,7 @@ from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.idioms_wires import _live, _shape, _tensor
-from ncd.trace.naming import PRIME, unique
+from ncd.trace.naming import PRIME, frozen, noted, unique
 from ncd.trace.shapes import factor_of
 
 __all__ = ["softmax", "UNARY", "unary", "power", "SYMBOLIZED", "size_constant", "count_of", "written",
@@ -76,7 +76,7 @@ def size_constant(conv: Converter, name: str) -> sympy.Symbol | None:
     """The symbol of a wire name (``k`` for the head dimension), its traced size recorded among the diagram's
     defaults; None for a size 1 or a name that is no identifier."""
     base = name.rstrip(PRIME)
-    size = conv.namer.size_of.get(base)
+    size = noted(conv.namer, conv.namer.size_of.get, base)
     if size is None or size <= 1 or not base.isidentifier():
         return None
     conv.__dict__.setdefault("_constants", {})[base] = size
@@ -88,7 +88,7 @@ def count_of(conv: Converter, reduced: Sequence[Axis]) -> sympy.Expr:
     names hold them (a mean over the batch is ``1/b``, so it follows the batch when the diagram is lowered at another),
     else the number."""
     exact = all(not a.size.free_symbols and int(a.size) > 1 and a.name.rstrip(PRIME).isidentifier()
-                and conv.namer.size_of.get(a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
+                and noted(conv.namer, conv.namer.size_of.get, a.name.rstrip(PRIME)) == int(a.size) for a in reduced)
     if exact:
         return sympy.Mul(*[size_constant(conv, a.name) for a in reduced])
     return sympy.Integer(math.prod(int(a.size) for a in reduced))
@@ -101,6 +101,41 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     sized = factor_of(conv, factor)
     if sized is not None:
         return sized
+    reads = conv.namer.reads
+    if reads is None:
+        return _named_factor(conv, factor, like)
+    conv.namer.reads = None
+    try:
+        out = _named_factor(conv, factor, like)
+    finally:
+        conv.namer.reads = reads
+    # it reads names the walk goes on adding (the config's, merges'): logged while a first layer is walked
+    reads.append((named_factor_again, (conv, factor, tuple(like)), frozen(out)))
+    return out
+
+
+def named_factor_again(conv: Converter, factor: float, like: tuple[str, ...]) -> Any:
+    """What :func:`_named_factor` would answer now, changing nothing (``("wrote",)`` if it would add a constant)."""
+    constants = conv.__dict__.get("_constants")
+    held = None if constants is None else dict(constants)
+    reads, conv.namer.reads = conv.namer.reads, None
+    try:
+        out: Any = frozen(_named_factor(conv, factor, like))
+    finally:
+        conv.namer.reads = reads
+    now = conv.__dict__.get("_constants")
+    if (held is None) != (now is None) or (now is not None and now != held):
+        out = ("wrote",)
+        if held is None:
+            conv.__dict__.pop("_constants", None)
+        else:
+            constants.clear()  # type: ignore[union-attr]
+            constants.update(held)  # type: ignore[union-attr]
+    return out
+
+
+def _named_factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
+    """``factor`` as a size of one of the wires ``like`` (or a name the config gives a size) when it is one."""
     merged = {name for key, name in conv.namer.generated.items() if len(key) > 3}  # (b h) as one wire: no size's role
     for name in tuple(like) + (_config_names(conv) if like else ()):
         base = name.rstrip(PRIME)

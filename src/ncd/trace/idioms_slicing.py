@@ -13,8 +13,8 @@ from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.idioms_linear import _fused_projection
-from ncd.trace.idioms_wires import _live, _shape, _tensor
-from ncd.trace.naming import PRIME
+from ncd.trace.idioms_wires import _live, _shape, _tensor, note
+from ncd.trace.naming import PRIME, noted
 
 __all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select"]
 
@@ -141,9 +141,10 @@ def concat(conv: Converter, node: Node) -> None:
         kind = joined_range(conv.segs[vids[0]].dtype, tuple(conv.segs[v].range for v in vids), "concat")
     except ParseError as error:
         raise Decline(str(error)) from None
-    parents = {conv.__dict__.get("_sliced", {}).get(a.name.rstrip(PRIME)) for a in axes}
+    parents = {noted(conv.namer, note, conv, "_sliced", a.name.rstrip(PRIME)) for a in axes}
     parent = parents.pop() if len(parents) == 1 else None
-    if parent is not None and parent[1] == out_shape[dim] and conv.namer.size_of.get(parent[0]) == parent[1]:
+    if parent is not None and parent[1] == out_shape[dim] \
+            and noted(conv.namer, conv.namer.size_of.get, parent[0]) == parent[1]:
         name = parent[0]  # the parts of one wire joined again (a rotation's halves): that wire
     else:
         name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")

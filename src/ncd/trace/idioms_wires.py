@@ -20,7 +20,7 @@ from ncd.ir.diagram import Box
 from ncd.prims.structure import TransposeOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.naming import PRIME, unique
+from ncd.trace.naming import PRIME, frozen, unique
 
 __all__ = ["dropout", "alias", "regroup", "reshape", "permute"]
 
@@ -85,8 +85,72 @@ def _holds_input(merged: dict[str, list[tuple[str, int]]], name: str, seen: froz
     return any(_holds_input(merged, wire, seen | {base}) for wire, _ in merged.get(base, ()))
 
 
+def note(conv: Converter, which: str, key: Any, default: Any = None) -> Any:
+    """What the converter's note ``which`` (``_merges``, ``_splits``, ``_sliced``) holds at ``key`` now."""
+    table = conv.__dict__.get(which)
+    return default if table is None else table.get(key, default)
+
+
 def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
-    """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back."""
+    """Output names of a reshape: kept where a wire is unchanged, split into heads ``h k``, merged back.
+
+    It reads the namer and the converter's notes of splits and merges, which grow as the walk goes on: while a first
+    layer is walked (``namer.reads``, :mod:`ncd.trace.reuse`) the call is logged with its answer, and a later layer is
+    a copy only where the same call, made then (:func:`regroup_again`), answers the same and writes nothing new."""
+    reads = conv.namer.reads
+    if reads is None:
+        return _regroup(conv, names, shape_in, shape_out)
+    conv.namer.reads = None  # its own reads are this one's
+    try:
+        out = _regroup(conv, names, shape_in, shape_out)
+    except Decline as error:
+        reads.append((regroup_again, (conv, tuple(names), tuple(shape_in), tuple(shape_out)), ("declined", str(error))))
+        raise
+    finally:
+        conv.namer.reads = reads
+    reads.append((regroup_again, (conv, tuple(names), tuple(shape_in), tuple(shape_out)), frozen(out)))
+    return out
+
+
+#: the converter's notes :func:`regroup` reads and writes
+_REGROUP_NOTES = ("_splits", "_merges")
+
+
+def regroup_again(conv: Converter, names: tuple[str, ...], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> Any:
+    """What :func:`regroup` would answer now (its names, or ``("declined", why)``), changing nothing: the namer and the
+    notes are as before the call; ``("wrote",)`` if the call would have added to them (a walk would not be the same)."""
+    namer = conv.namer
+    held: tuple[dict[Any, Any], ...] = (dict(namer.size_of), dict(namer.generated), dict(namer.roles))
+    notes: dict[str, dict[Any, Any] | None] = {k: conv.__dict__.get(k) for k in _REGROUP_NOTES}
+    kept = {k: None if v is None else frozen(v) for k, v in notes.items()}
+    copies = {k: None if v is None else {key: list(x) if isinstance(x, list) else x for key, x in v.items()}
+              for k, v in notes.items()}
+    reads, namer.reads = namer.reads, None
+    try:
+        out: Any = frozen(_regroup(conv, list(names), shape_in, shape_out))
+    except Decline as error:
+        out = ("declined", str(error))
+    finally:
+        namer.reads = reads
+    if (len(namer.size_of), len(namer.generated), len(namer.roles)) != tuple(len(d) for d in held) \
+            or any(kept[k] != (None if conv.__dict__.get(k) is None else frozen(conv.__dict__.get(k))) for k in kept):
+        out = ("wrote",)
+        tables: tuple[dict[Any, Any], ...] = (namer.size_of, namer.generated, namer.roles)
+        for table, old in zip(tables, held):
+            table.clear()
+            table.update(old)
+        for k, note_table in notes.items():
+            copy = copies[k]
+            if note_table is None or copy is None:
+                conv.__dict__.pop(k, None)
+            else:
+                conv.__dict__[k] = note_table
+                note_table.clear()
+                note_table.update(copy)
+    return out
+
+
+def _regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:
     out: list[str] = []
     i = j = 0
     split_names = conv.__dict__.setdefault("_splits", {})

@@ -22,7 +22,7 @@ import sympy
 from ncd.errors import ParseError
 from ncd.ir.axes import Axis, Segment, parse_segment
 
-__all__ = ["Namer", "PRIME", "unique", "config_roles"]
+__all__ = ["Namer", "PRIME", "unique", "config_roles", "noted", "frozen"]
 
 PRIME = "\u02b9"
 #: generic names; a role's letter (groups ``r``, window ``w``, experts ``e``, key/value heads ``g``) comes last
@@ -141,6 +141,27 @@ def unique(names: list[str]) -> list[str]:
     return out
 
 
+def frozen(value: Any) -> Any:
+    """``value`` as a snapshot compared later (lists and tuples as tuples, sets as frozen sets, dicts as their items)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)
+    if isinstance(value, dict):
+        return tuple((k, frozen(v)) for k, v in value.items())
+    return value
+
+
+def noted(namer: Namer, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, a read of state that grows as the walk goes on (the namer's names, the converter's notes): while a
+    first layer is walked it is logged in ``namer.reads``, so that :mod:`ncd.trace.reuse` copies that layer's steps to
+    a later layer only where the read still answers the same."""
+    value = fn(*args)
+    if namer.reads is not None:
+        namer.reads.append((fn, args, frozen(value)))
+    return value
+
+
 class Namer:
     """Hands out axis names: one size per name, one generated name per (role, size)."""
 
@@ -157,6 +178,9 @@ class Namer:
         #: so the junction checks, weaves and symbolize find them by identity; the ids key ``_segments``)
         self._axes: dict[tuple[str, int, str], Axis] = {}
         self._segments: dict[tuple[Any, ...], Segment] = {}
+        #: while a first layer is walked (:mod:`ncd.trace.reuse`), the reads of state its walk does not own, each as
+        #: (function, arguments, the answer frozen): a later layer is a copy only where each reads the same
+        self.reads: list[tuple[Any, tuple[Any, ...], Any]] | None = None
 
     def claim(self, name: str, size: int, role: str = "feature") -> str:
         """Use ``name`` for an axis of ``size`` if it is free or already means that size."""
@@ -204,7 +228,11 @@ class Namer:
         return self.claim(pool[0], size, role)
 
     def axis(self, name: str, size: int) -> Axis:
-        role = "item" if self.roles.get(name.rstrip(PRIME)) == "item" else "feature"
+        base = name.rstrip(PRIME)
+        known = self.roles.get(base)
+        if known is None and self.reads is not None:  # a name no role is given yet: a later one may give it one
+            self.reads.append((self.roles.get, (base,), None))
+        role = "item" if known == "item" else "feature"
         if type(size) is not int:
             return Axis(name, sympy.Integer(size), role)  # type: ignore[arg-type]
         key = (name, size, role)

@@ -7,8 +7,17 @@ it bound, the tensors it handed to boxes).  A later layer whose recorded operati
 operators with the same arguments, the same module structure, values of the same shapes and dtypes (constants equal),
 parameters of the same relative names, read by the same kinds of operations, and the same idiom marks — gets copies of
 those steps over its own values and parameters instead of its own walk.  Whatever does not correspond, or a first
-layer whose conversion reached outside itself (it bound or skipped operations of other layers, failed, or left a
-record the walk of its copies would change), is converted as usual: sharing changes the speed, never the diagram.
+layer whose conversion reached outside itself (it bound or skipped operations of other layers, or failed), is
+converted as usual: sharing changes the speed, never the diagram.
+
+A first layer's walk reads state that grows as the walk goes on: the namer's names and the converter's notes (the splits
+and merges of reshapes, the wholes of slices, the sizes a scale is read as).  While it is walked, each such read is
+logged with its answer (:attr:`~ncd.trace.naming.Namer.reads`: :func:`~ncd.trace.idioms_wires.regroup` and the scale's
+name as whole calls, asked again without writing; the notes' and names' single reads).  A later layer is a copy only
+where every logged read, asked again when it comes, answers the same: its walk would read what the first one read, and
+write nothing the first did not (the notes are only ever added to, with the same entries).  The live copies of
+parameters only the layer reads (:meth:`~ncd.trace.learned.Learned._wire_learned_chains`) and the index ranges its walk
+gives its own values are given to the later layer's counterparts.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node
+from ncd.trace.naming import frozen
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
@@ -58,6 +68,10 @@ class _Record:
     skip: set[int]  # the nodes marked skipped when its walk began
     tensors: list[list[torch.Tensor]]
     opaque: dict[str, int]
+    reads: list[tuple[Any, tuple[Any, ...], Any]]  # what its walk read of the namer and the notes (``Namer.reads``)
+    private: list[tuple[Node, int]]  # (node, value id) of the live parameter copies only this layer reads, bound
+    ranges_before: dict[int, int]  # the converter's index ranges when its walk began
+    ranges: list[tuple[torch.Tensor, int]]  # the ranges its walk gave its nodes' values
 
 
 def _layers(nodes: list[Node]) -> list[_Span]:
@@ -119,6 +133,8 @@ class Repeats:
         while self.open and self.open[-1][0].end <= k:
             span, state = self.open.pop()
             self.templates[self.group[id(span)]] = self._record(span, state)
+            if not self.open:
+                self.conv.namer.reads = None
         found = self.starts.get(k)
         if found is None:
             return k
@@ -129,28 +145,47 @@ class Repeats:
             return span.end
         self.templates[key] = span  # walked: it is the template of the layers after it
         conv = self.conv
+        if conv.namer.reads is None:
+            conv.namer.reads = []
         state = (len(conv.steps), conv.counter, dict(conv.values), len(conv.emitted.tensors), dict(conv.emitted.opaque),
-                 len(conv.failures), set(conv.skip), dict(conv._picked), len(conv.index_range),
-                 {k: len(v) for k, v in conv.__dict__.items() if k in _NOTES})
+                 len(conv.failures), set(conv.skip), dict(conv._picked), dict(conv.index_range), len(conv.namer.reads))
         self.open.append((span, state))
         return k
 
     def _record(self, span: _Span, state: tuple[Any, ...]) -> _Record | _Span:
         """What walking ``span`` did, or the span itself if its walk cannot be copied."""
         conv = self.conv
-        steps0, counter0, before, tensors0, opaque0, failures0, skip0, picked0, ranges0, notes0 = state
+        steps0, counter0, before, tensors0, opaque0, failures0, skip0, picked0, ranges0, reads0 = state
         nodes = conv.captured.nodes
         position = {id(n): p for p, n in enumerate(nodes[span.start:span.end])}
-        if len(conv.failures) != failures0 or len(conv.index_range) != ranges0 \
-                or {k: len(v) for k, v in conv.__dict__.items() if k in _NOTES} != notes0:
+        if len(conv.failures) != failures0:
             return span
+        ranges = []  # the index ranges its walk gave its values (positions read from a table): given ours alike
+        changed = {key: n for key, n in conv.index_range.items() if ranges0.get(key) != n}
+        if changed:
+            held = {id(x): x for node in nodes[span.start:span.end] for x in _tensors(node.value)}
+            for key, n in changed.items():
+                if key in ranges0 or key not in held:
+                    return span  # a range changed, or given to a value that is none of the layer's nodes'
+                ranges.append((held[key], n))
+        reads = conv.namer.reads[reads0:] if conv.namer.reads is not None else []
+        if any(args and hasattr(args[0], "captured") and args[0] is not conv for _, args, _ in reads):
+            return span  # another converter's notes (a loop's body): not this walk's to replay
         if any(before.get(key, vid) != vid for key, vid in conv.values.items() if key in before):
             return span  # a binding made before the layer changed
         bound = []
+        private = []
+        wires = None
         for key, vid in conv.values.items():
             if key not in before:
                 if key not in position:
-                    return span  # it bound a value outside itself
+                    if wires is None:
+                        wires = {id(n): n for n in conv._wires}
+                    copy = wires.get(key)
+                    if copy is None or not self._private(copy, position):
+                        return span  # it bound a value outside itself
+                    private.append((copy, vid))
+                    continue
                 bound.append((position[key], vid))
         if not skip0 <= conv.skip or any(key not in position for key in conv.skip - skip0):
             return span
@@ -169,29 +204,53 @@ class Repeats:
         opaque = {name: n - opaque0.get(name, 0) for name, n in conv.emitted.opaque.items() if n != opaque0.get(name, 0)}
         return _Record(span, list(steps), counter0 + 1, conv.counter, before, bound, picked,
                        sorted(position[key] for key in conv.skip - skip0), skip0,
-                       [list(t) for t in conv.emitted.tensors[tensors0:]], opaque)
+                       [list(t) for t in conv.emitted.tensors[tensors0:]], opaque, list(reads), private, ranges0,
+                       ranges)
+
+    def _private(self, copy: Node, position: dict[int, int]) -> bool:
+        """Whether ``copy`` (a live copy of a parameter, read as a wire: :meth:`Learned._wire_learned_chains`) is read
+        by the layer's nodes alone."""
+        readers = self.conv.consumers.get(id(copy), [])
+        return copy.kind == "parameter" and copy.live and bool(readers) and all(id(n) in position for n in readers)
 
     def _copy(self, record: _Record, span: _Span) -> bool:
         """Give ``span`` copies of ``record``'s steps if its nodes correspond to the recorded layer's; else False."""
-        match = _Match(self.conv, self.marked, self.emitters, record, span)
+        conv = self.conv
+        for fn, args, answer in record.reads:  # the namer and the notes read as they were: this layer's walk reads so
+            if frozen(fn(*args)) != answer:
+                return False
+        match = _Match(conv, self.marked, self.emitters, record, span)
         if not match.run():
             return False
-        conv = self.conv
         ours = conv.captured.nodes[span.start:span.end]
+        private = []
+        for node, vid in record.private:
+            counterpart = match.outside.get(id(node))
+            if counterpart is None or id(counterpart) in conv.values or not self._private(counterpart, match.at_ours):
+                return False
+            private.append((counterpart, vid))
         # the values the recorded steps read from before the layer: the corresponding values here
         vids: dict[int, int] = {}
         for t, c in match.pairs():
             if id(t) in record.before:
                 mine = conv.values.get(id(c))
                 old = record.before[id(t)]
-                if mine is None or vids.setdefault(old, mine) != mine:
-                    return False
+                if mine is None or vids.setdefault(old, mine) != mine or conv.segs[mine] != conv.segs[old]:
+                    return False  # (the copied steps take the recorded layer's wires: ours must be those)
         for step in record.steps:
             if any(v < record.first and v not in vids for v in step.ins):
                 return False
         tensors = match.tensors(record.tensors)
         if tensors is None:
             return False
+        ranges = []
+        if record.ranges:
+            mapped = {id(x): y for t, c in zip(match.theirs, match.ours) for x, y in zip(_tensors(t.value), _tensors(c.value))}
+            for x, n in record.ranges:
+                y = mapped.get(id(x))
+                if y is None or conv.index_range.get(id(y), n) != n:
+                    return False
+                ranges.append((id(y), n))
         frames = match.frames
         from ncd.trace.wiring import Step
 
@@ -204,18 +263,20 @@ class Repeats:
             conv.steps.append(Step(step.diagram, [vids[v] for v in step.ins], outs, stack))
         for p, vid in record.bound:
             conv.bind(ours[p], vids[vid])
+        for node, vid in private:
+            conv.bind(node, vids[vid])
         for p, j, vid in record.picked:
             conv._picked[(id(ours[p]), j)] = vids[vid]
         conv.skip |= {id(ours[p]) for p in record.skipped}
         conv.emitted.tensors.extend(tensors)
+        conv.index_range.update(ranges)
         for name, n in record.opaque.items():
             conv.emitted.opaque[name] = conv.emitted.opaque.get(name, 0) + n
         return True
 
 
-#: the converter's notes of names and sizes (``regroup``'s splits and merges, size constants, slices' wholes): a first
-#: layer that adds to them is walked again in its copies (their walk would read what it added, and might add more)
-_NOTES = frozenset({"_splits", "_merges", "_constants", "_sliced"})
+#: operations a value read by one of them alone may be fused with (a view into a projection, a projection of a view)
+_FUSED = ("view", "mm", "matmul")
 
 
 class _Match:
@@ -238,6 +299,7 @@ class _Match:
         self.frames: dict[Frame, Frame] = {first.frame: later.frame}
         self.prefix = (first.frame[0] + ".", later.frame[0] + ".")
         self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
+        self.private = {id(node) for node, _ in record.private}
 
     def pairs(self) -> list[tuple[Node, Node]]:
         return list(zip(self.theirs, self.ours)) + self.kept
@@ -275,10 +337,10 @@ class _Match:
                 (id(c) in conv.skip, id(c) in conv.values, id(c) in self.marked):
             return False
         if isinstance(t.value, torch.Tensor) and \
-                conv.index_range.get(id(t.value)) != conv.index_range.get(id(c.value)):
+                self.record.ranges_before.get(id(t.value)) != conv.index_range.get(id(c.value)):
             return False
-        if (id(t) in self.outputs) != (id(c) in self.outputs):
-            return False
+        if (t.sized or c.sized) and not self._same(t.sized or {}, c.sized or {}):
+            return False  # arguments computed from the input's sizes: the same expressions of corresponding values
         if not self._readers(t, c):
             return False
         return self._same(t.args, c.args) and self._same(t.kwargs, c.kwargs)
@@ -288,13 +350,30 @@ class _Match:
         from ncd.trace.convert import op_name
 
         inside_t, inside_c, outside_t, outside_c = [], [], [], []
+        picks_t, picks_c = [], []
         for n in self.conv.consumers.get(id(t), []):
             p = self.at_theirs.get(id(n))
             (inside_t.append(p) if p is not None else outside_t.append(op_name(n.target)[1]))
+            if p is None and "getitem" in str(n.target):
+                picks_t.append(n.args[1])
         for n in self.conv.consumers.get(id(c), []):
             p = self.at_ours.get(id(n))
             (inside_c.append(p) if p is not None else outside_c.append(op_name(n.target)[1]))
-        return inside_t == inside_c and sorted(outside_t) == sorted(outside_c)
+            if p is None and "getitem" in str(n.target):
+                picks_c.append(n.args[1])
+        if inside_t != inside_c:
+            return False
+        # Read outside the layers by other operations (the next layer, the model's head): a walk asks of a value's
+        # readers only whether one is outside a module (or the value is an output: module idioms, experts), which parts
+        # of a tuple are read, and of a value read once, what reads it (a view fused into a projection)
+        if sorted(outside_t) == sorted(outside_c):
+            return (id(t) in self.outputs) == (id(c) in self.outputs)
+        for node in (t, c):
+            readers = self.conv.consumers.get(id(node), [])
+            if len(readers) == 1 and any(mark in str(readers[0].target) for mark in _FUSED):
+                return False
+        return (bool(outside_t) or id(t) in self.outputs) == (bool(outside_c) or id(c) in self.outputs) \
+            and sorted(map(repr, picks_t)) == sorted(map(repr, picks_c))
 
     def _same(self, a: Any, b: Any) -> bool:
         kind = type(a)
@@ -311,8 +390,10 @@ class _Match:
                 return False
             # read from outside the layer: the same node (a shared table, the mask), or values made before it alike
             if a is not b and not (a.kind == b.kind and a.kind in ("call", "input") and a.live and b.live
-                                   and _same_value(a.value, b.value, exact=False)):
-                return False
+                                   and _same_value(a.value, b.value, exact=False)) \
+                    and not (id(a) in self.private and b.kind == "parameter" and b.live and not a.args and not b.args
+                             and _same_value(a.value, b.value, exact=False) and self._path(a.source, b.source)):
+                return False  # (a parameter's live copy read by the recorded layer alone: its counterpart's here)
             self.outside[id(a)], self.outside_back[id(b)] = b, a
             self.kept.append((a, b))
             return True
@@ -342,11 +423,35 @@ class _Match:
                         by_view = _by_view(pairs)
                     found = by_view.get(_view(x))
                     mine = None if found is None else found.detach()
+                    if mine is None:  # a view a rule made of a node's value (a weight transposed): that view of ours
+                        mine = _same_view(x, pairs)
                 if mine is None:
                     return None
                 mapped.append(mine)
             out.append(mapped)
         return out
+
+
+def _same_view(x: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+    """``x`` a view of a recorded value ``a`` (in its storage): the same view of ``a``'s counterpart ``b`` (laid out
+    alike); None if no value holds that storage, or those that do do not tell one view."""
+    found: list[torch.Tensor] = []
+    where = x.untyped_storage().data_ptr()
+    if not where:
+        return None
+    for a, b in pairs:
+        if a.device.type == "meta" or a.untyped_storage().data_ptr() != where:
+            continue
+        if a.dtype != x.dtype or b.dtype != x.dtype or a.shape != b.shape or a.stride() != b.stride() \
+                or a.untyped_storage().nbytes() != b.untyped_storage().nbytes():
+            return None
+        offset = b.storage_offset() + x.storage_offset() - a.storage_offset()
+        if offset < 0:
+            return None
+        found.append(b.detach().as_strided(x.shape, x.stride(), offset))
+    if not found or any(_view(f) != _view(found[0]) for f in found[1:]):
+        return None
+    return found[0]
 
 
 def _by_view(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[Any, ...], torch.Tensor | None]:
