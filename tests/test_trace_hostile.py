@@ -337,3 +337,30 @@ def test_a_pickled_trace_lowered_at_other_sizes_says_it_is_unchecked() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         back.to_torch()  # at the traced sizes: nothing to say
+
+
+class _State:
+    """An object holding tensors, passed to the model (the check cannot remake it at other sizes)."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        self.a = a
+
+
+class TakesState(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, state: _State) -> torch.Tensor:
+        return self.lin(x) * (1.0 / x.shape[0]) + state.a
+
+
+def test_a_lowering_the_check_cannot_compare_says_so() -> None:
+    """Before, ``to_torch(b=3)`` of a model called with an object of tensors returned a module wrong at b=3, silently."""
+    torch.manual_seed(0)
+    model = TakesState()
+    traced = ncd.trace(model, torch.randn(2, 4), _State(torch.randn(2, 4)))
+    with pytest.warns(RuntimeWarning, match="unchecked: the traced call passed an object holding tensors"):
+        lowered = traced.to_torch(b=3)
+    x, a = torch.randn(3, 4), torch.randn(3, 4)
+    assert not torch.allclose(lowered(x, a), model(x, _State(a)))  # what the warning is about

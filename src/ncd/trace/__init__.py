@@ -321,14 +321,15 @@ def _state_kept(model: torch.nn.Module) -> Any:
     Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
     read a tensor of unknown origin instead of the parameter it came from."""
-    from ncd.trace.undo import KEPT, attributes_back, attributes_of
+    from ncd.trace.undo import attributes_back, attributes_of, kept
 
     saved = attributes_of(model)
-    KEPT.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
+    stack = kept()
+    stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
         yield
     finally:
-        KEPT.pop()
+        stack.pop()
         attributes_back(saved)
 
 

@@ -223,29 +223,35 @@ def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None
     return None
 
 
+def _unchecked(name: str, sizes: dict[str, int], why: str) -> None:
+    """Warn that the module lowered at ``sizes`` was not compared with the model there, and ``why``."""
+    import warnings
+
+    at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    warnings.warn(f"{name} lowered at {at} unchecked: {why}, so the lowered module was not compared with the model at"
+                  " these sizes; a size the model computes in Python where the trace cannot follow it"
+                  " (x * (1.0 / x.shape[0]), len(x)) keeps its traced value there; compare it with the model on your"
+                  " inputs", RuntimeWarning, stacklevel=4)
+
+
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
           sizes: dict[str, int], traced: dict[str, int]) -> None:
     """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes."""
-    if origin is None or origin.model is None:  # pickled or loaded: said, not silent
-        import warnings
-
-        at = ", ".join(f"{k}={v}" for k, v in sizes.items())
-        warnings.warn(f"{name} lowered at {at} unchecked: the traced model is not at hand (the diagram was pickled), so"
-                      " the lowered module was not compared with it at these sizes; a size the model computes in Python"
-                      " where the trace cannot follow it (x * (1.0 / x.shape[0]), len(x)) keeps its traced value there;"
-                      " lower it from the trace while the model is at hand", RuntimeWarning, stacklevel=3)
-        return
-    if origin.kwargs is None or origin.count != len(example) \
-            or _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
-        return
+    if origin is None or origin.model is None:  # pickled: said, not silent
+        return _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
+    if origin.kwargs is None or origin.count != len(example):
+        return _unchecked(name, sizes, "the traced call passed an object holding tensors, which the check cannot remake"
+                                       " at these sizes")
+    if _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
+        return _unchecked(name, sizes, "a parameter or buffer of the model was replaced since the trace")
     tensors = _inputs(block, example, sizes)
     if tensors is None:
-        return
+        return _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
     call = (_filled(origin.args, tensors), _filled(origin.kwargs, tensors))
     try:
         want = _run(origin.model, call)
-    except Exception:  # noqa: BLE001 - the model does not run at these sizes (a longer text than its positions): no check
-        return
+    except Exception as error:  # noqa: BLE001 - the model does not run at these sizes (a longer text than its positions)
+        return _unchecked(name, sizes, f"the model itself raises at these sizes ({type(error).__name__})")
     mode = module.training
     saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
     at = ", ".join(f"{k}={v}" for k, v in sizes.items())
@@ -265,8 +271,10 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
         module.load_state_dict(saved)
         module.train(mode)
     wrong = _difference(got, want)
-    if wrong is None or _difference(_run(origin.model, call), want) is not None:
-        return  # equal, or the model itself gives another output each run: nothing to compare with
+    if wrong is None:
+        return
+    if _difference(_run(origin.model, call), want) is not None:  # nothing to compare with
+        return _unchecked(name, sizes, "the model gives another output on each run")
     raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it differs from the model run at"
                      f" those sizes ({wrong}); the model computes something in Python from its input's shape that the"
                      " trace keeps at the traced value (a slice, shift or output size such as x[:, t // 2:],"

@@ -8,11 +8,12 @@ failed runs left, and the user would hold a model run two or three times by one 
 value (:meth:`Undo.keep`, only on calls that write in place), and on failure :meth:`Undo.undo` writes them back and
 binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered); the
 contents of the dicts and lists the modules hold (``self.cache[key] = t``, ``self.history.append(...)``) are put back
-as :func:`ncd.trace._state_kept` saw them when the trace began (:data:`KEPT`).
+as :func:`ncd.trace._state_kept` saw them when the trace began (:func:`kept`).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,10 +21,19 @@ import torch
 if TYPE_CHECKING:
     from ncd.trace.record import _Walk
 
-#: the modules' public attributes and the contents of the dicts, lists and sets they hold, as each ``_state_kept``
-#: around the running recording saw them (innermost last): a failed attempt puts the contents back before the model
-#: runs again
-KEPT: list[list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]] = []
+#: per thread, the modules' public attributes and the contents of the dicts, lists and sets they hold, as each
+#: ``_state_kept`` around the running recording saw them (innermost last): a failed attempt puts its model's contents
+#: back before the model runs again
+_KEPT = threading.local()
+
+
+def kept() -> list[list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]]:
+    """This thread's stack of snapshots (:data:`_KEPT`), each the list :func:`attributes_of` made."""
+    stack = getattr(_KEPT, "stack", None)
+    if stack is None:
+        stack = _KEPT.stack = []
+    return stack
+
 
 _CONTAINERS = (dict, list, set)
 
@@ -143,5 +153,8 @@ class Undo:
                 if table.keys() != was.keys() or any(table[k] is not v for k, v in was.items()):
                     table.clear()
                     table.update(was)
-        if KEPT:  # the dicts and lists as the trace found them (their bindings were put back above)
-            attributes_back(KEPT[-1], bindings=False)
+        mine = {id(m) for m, _, _, _ in self.tables}  # the model, or a wrapper around it (its modules)
+        for saved in reversed(kept()):  # the dicts and lists as the trace found them (bindings were put back above)
+            if saved and id(saved[0][0]) in mine:
+                attributes_back(saved, bindings=False)
+                break
