@@ -12,7 +12,6 @@ wires go, and walk a finished fragment (its legend rows, the items it would flat
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import sub
@@ -265,13 +264,30 @@ def _align(outs: Ports, ins: Ports) -> float:
     shifts: list[float] = list(map(sub, flat(outs), flat(ins)))
     if not shifts:
         return 0.0
-    first = round(shifts[0], 3)
     # the usual case: one shift keeps every wire straight (every difference equal: none rounded)
-    if shifts.count(shifts[0]) == len(shifts) or all(round(d, 3) == first for d in shifts):
-        return first
-    counts = Counter(round(d, 3) for d in shifts)
+    if shifts.count(shifts[0]) == len(shifts):
+        return _round3(shifts[0])
+    # each distinct difference rounded once (rounding to digits is the dear part: the wires of a segment move alike),
+    # the rounded shifts counted in the order they first occur, as counting each wire's rounded shift would
+    counts: dict[float, int] = {}
+    for d in dict.fromkeys(shifts):
+        r = _round3(d)
+        counts[r] = counts.get(r, 0) + shifts.count(d)
+    if len(counts) == 1:  # (every difference rounds alike: the first's, _round3(shifts[0]))
+        return next(iter(counts))
     best = max(counts.values())
     return min((o for o, c in counts.items() if c == best), key=lambda o: (abs(o), o))
+
+
+def _round3(v: float) -> float:
+    """``round(v, 3)``, without its decimal conversion where ``v`` has at most three decimals (most heights and shifts:
+    multiples of a point's fraction): ``y = v * 1000`` an integer below 2**43 means ``v`` is within a millionth of
+    ``y / 1000`` (the product is off by half a unit of ``y`` at most), which is therefore the decimal ``round`` rounds
+    to, and the division gives the float nearest it, as ``round`` does (a zero keeps its sign)."""
+    y = v * 1000.0
+    if y.is_integer() and -8.0e12 < y < 8.0e12:
+        return y / 1000.0
+    return round(v, 3)
 
 
 def _woven_entries(typ: Type, weaves: Sequence[Weave], side: str) -> list[list[int]]:
@@ -434,6 +450,8 @@ def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, 
         return frag.extent
     box = None
     for it in frag.items:
+        if type(it) is Port:  # (the commonest item of a placed box's fragment: nothing visible)
+            continue
         if isinstance(it, tuple):
             b = table[id(it[2])][1]
             if b is None:
