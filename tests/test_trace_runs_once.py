@@ -91,6 +91,23 @@ class Normalises(nn.Module):
         return y * 2 if (x > 0).all() else y
 
 
+class NormalisesInstances(nn.Module):
+    """An instance norm keeping running statistics (updated by ``instance_norm`` when it uses the input's own, in
+    training mode; read in eval mode), and a batch norm called with its flag by keyword, then the branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm1d(2, track_running_stats=True)
+        self.register_buffer("mean", torch.zeros(4))
+        self.register_buffer("var", torch.ones(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x.view(3, 2, 2)).view(3, 4)
+        mean, var = self.get_buffer("mean"), self.get_buffer("var")
+        y = nn.functional.batch_norm(y, mean, var, training=self.training, momentum=0.5)
+        return y * 2 if (x > 0).all() else y
+
+
 class ReadsData(nn.Module):
     """Counts its calls and reads its input as ``x.data`` (recorded by ``torch.export`` after the recorder refuses)."""
 
@@ -136,7 +153,7 @@ def _traced_once(cls: type[nn.Module], train: bool) -> tuple[nn.Module, nn.Modul
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("cls", [Counter, Rebinds, Normalises, ReadsData, CountsInPython])
+@pytest.mark.parametrize("cls", [Counter, Rebinds, Normalises, NormalisesInstances, ReadsData, CountsInPython])
 def test_a_model_whose_recording_is_retried_is_traced_and_left_as_by_one_call(cls: type[nn.Module],
                                                                              train: bool) -> None:
     model, once, traced, x = _traced_once(cls, train)

@@ -43,3 +43,26 @@ def test_convolution_one_by_one_is_a_linear_map_over_channels() -> None:
         param(linear, "bias").copy_(param(conv, "bias"))
     image = torch.randn(2, 5, 4, 3)
     torch.testing.assert_close(conv(image), linear(image))
+
+
+@pytest.mark.parametrize("spec, groups", [("c:4 x:6 -> d:6 x", 2), ("c:4 x:6 -> d:6 x", 1), ("c:3 x:6 -> d:6 x", 3),
+                                          ("c x:6 -> d x", 2), ("c:4 x:6 -> d:6 x", "g"), ("c x:6 -> d x", "c")])
+def test_convolution_groups_that_divide_the_channels_are_accepted(spec: str, groups: object) -> None:
+    from ncd.prims.convolution import ConvOp
+
+    prim = ncd.Conv(spec, kernel=3, groups=groups).prim
+    assert isinstance(prim, ConvOp)
+    assert str(prim.groups) == str(groups)
+
+
+@pytest.mark.parametrize("spec, groups, message", [
+    ("c:4 x:6 -> d:6 x", 3, "groups=3 must divide the channel axis c=4"),
+    ("c:4 x:6 -> d:5 x", 2, "groups=2 must divide the channel axis d=5"),
+    ("c:4 x:6 -> d:6 x", 0, "groups must be a positive whole number"),
+    ("c:4 x:6 -> d:6 x", -2, "groups must be a positive whole number"),
+])
+def test_convolution_groups_that_do_not_divide_the_channels_are_refused(spec: str, groups: int, message: str) -> None:
+    from ncd.errors import SizeError
+
+    with pytest.raises(SizeError, match=message):
+        ncd.Conv(spec, kernel=3, groups=groups)

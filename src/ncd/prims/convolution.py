@@ -229,6 +229,9 @@ def _check_channels(where: str, dom: Segment, cod: Segment, groups: Size) -> int
             raise ParseError(f"{where}: the axes of '{seg}' must have distinct names")
     if dom.dtype != "float" or cod.dtype != "float":
         raise ParseError(f"{where}: convolution takes float tensors, not '{dom}' -> '{cod}'")
+    if isinstance(groups, sympy.Integer) and groups.p >= 1 and all(  # whole numbers: the checks below, in Python ints
+            isinstance(a.size, sympy.Integer) and a.size.p % groups.p == 0 for a in (dom.axes[0], cod.axes[0])):
+        return n
     if not isinstance(groups, sympy.Expr) or (_is_number(groups) and (not groups.is_integer or groups < 1)):
         raise SizeError(f"{where}: groups must be a positive whole number or a size expression, not {groups!r}")
     for axis in (dom.axes[0], cod.axes[0]):

@@ -144,12 +144,20 @@ class Learned(Values):
         return False
 
     def submodule(self, path: str) -> torch.nn.Module:
-        """``model.get_submodule(path)``, looked up once per path (raises ``AttributeError`` as it does)."""
+        """``model.get_submodule(path)``, looked up once per path (raises ``AttributeError`` as it does).  A path whose
+        parent was looked up is one step from it, by ``get_submodule``'s own step (the attribute, which must be a
+        module); anything else is asked of ``get_submodule`` (its error for a path that is none)."""
         assert self.model is not None
         found: dict[str, torch.nn.Module] = self.__dict__.setdefault("_submodules", {})
         module = found.get(path)
         if module is None:
-            module = found[path] = self.model.get_submodule(path)
+            parent, dot, item = path.rpartition(".")
+            above = found.get(parent) if dot else self.model if path else None
+            try:
+                step = getattr(above, item) if above is not None else None
+            except AttributeError:
+                step = None
+            module = found[path] = step if isinstance(step, torch.nn.Module) else self.model.get_submodule(path)
         return module
 
     def parameters(self) -> dict[str, torch.Tensor]:

@@ -65,11 +65,7 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
     """Find experts calls; skip their recorded operations and return an emitter for each call's result node."""
     if conv.model is None:
         return {}
-    by_path: dict[str, list[Node]] = {}
-    for n in conv.captured.nodes:
-        if n.kind == "call":
-            for path, _ in n.stack:
-                by_path.setdefault(path, []).append(n)
+    by_path = _candidates(conv)
     emitters: dict[int, Callable[[Converter, Node], None]] = {}
     taken: set[int] = set()
     for path, members in by_path.items():
@@ -89,6 +85,49 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
         if path and not any(id(n) in taken for n in members):
             emitters.update(_expert_names(conv, path, members))
     return emitters
+
+
+def _candidates(conv: Converter) -> dict[str, list[Node]]:
+    """The calls made inside each module (by path, in the recording's order) that may hold experts: its own parameters
+    may carry an expert axis (:func:`_maybe_experts`), or it has a dense reading.  For every other module
+    :func:`_recognise` finds nothing and :func:`_expert_names` names nothing, so their calls are not gathered."""
+    from ncd.trace.moe_dense import dense_reading
+
+    paths: dict[str, None] = {}  # every module path called, in the order of its first call
+    last: tuple[tuple[str, str], ...] | None = None
+    for n in conv.captured.nodes:
+        if n.kind == "call" and n.stack != last:  # (consecutive calls mostly share their stack)
+            last = n.stack
+            for path, _ in last:
+                paths[path] = None
+    wanted: set[str] = set()
+    for path in paths:
+        try:
+            module = conv.submodule(path)
+        except AttributeError:
+            continue
+        if _maybe_experts(module) or (path and dense_reading(module) is not None):
+            wanted.add(path)
+    by_path: dict[str, list[Node]] = {path: [] for path in paths if path in wanted}
+    if by_path:
+        for n in conv.captured.nodes:
+            if n.kind == "call":
+                for path, _ in n.stack:
+                    if path in by_path:
+                        by_path[path].append(n)
+    return by_path
+
+
+def _maybe_experts(module: torch.nn.Module) -> bool:
+    """False only when :func:`_expert_params` is ``None`` for ``module``, told from its own parameter table without
+    torch's generator (asked through it when its class collects parameters another way)."""
+    table = module.__dict__.get("_parameters")
+    cls = type(module)
+    if (not isinstance(table, dict) or cls.named_parameters is not torch.nn.Module.named_parameters
+            or cls._named_members is not torch.nn.Module._named_members):
+        return _expert_params(module) is not None
+    params = [p for p in table.values() if p is not None]
+    return bool(params) and all(p.dim() == 3 and p.is_floating_point() for p in params)
 
 
 def _expert_names(conv: Converter, path: str, members: list[Node]) -> dict[int, Callable[[Converter, Node], None]]:

@@ -110,14 +110,28 @@ def writes(func: Any) -> tuple[tuple[int, str], ...]:
 
 def writes_into(func: Any, where: tuple[tuple[int, str], ...], args: tuple[Any, ...], kwargs: dict[str, Any]
                 ) -> list[torch.Tensor]:
-    """The tensors a call of ``func`` writes into, at ``where`` (:func:`writes`)."""
+    """The tensors a call of ``func`` writes into, at ``where`` (:func:`writes`): a statistics operator's running
+    statistics only when its flag (argument 5, ``training`` or ``use_input_stats``) is on (off, as in a batch norm in
+    eval mode, it reads them)."""
     found: list[torch.Tensor] = []
+    if func.overloadpacket.__name__ in STATISTICS and not _updates_statistics(func, args, kwargs):
+        where = tuple(w for w in where if w[0] not in (3, 4))
     for i, name in where:
         value = args[i] if i < len(args) else kwargs.get(name)
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, torch.Tensor):
                 found.append(v)
     return found
+
+
+def _updates_statistics(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a call of a :data:`STATISTICS` operator updates its running statistics: unless its flag (argument 5)
+    is ``False`` itself (a flag it cannot read: taken to)."""
+    arguments = func._schema.arguments
+    if len(arguments) <= 5:
+        return True
+    flag = args[5] if len(args) > 5 else kwargs.get(arguments[5].name, True)
+    return flag is not False
 
 
 class Undo:
