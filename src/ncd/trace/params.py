@@ -246,18 +246,6 @@ def pieces(nodes: list[Node], learned: Callable[[Node], bool]) -> set[int]:
     from ncd.trace.capture import Node, refs
     from ncd.trace.convert import VIEWS, WEIGHTS, op_name
 
-    readers: dict[int, list[tuple[Node, bool]]] = {}
-    for node in nodes:
-        if node.kind != "call":
-            continue
-        keep = WEIGHTS.get(op_name(node.target)[0], ())
-        for k, arg in enumerate(node.args):
-            for r in refs(arg):
-                readers.setdefault(id(r), []).append((node, k in keep))
-        for key, arg in node.kwargs.items():
-            for r in refs(arg):
-                readers.setdefault(id(r), []).append((node, key in ("weight", "bias")))
-
     def root(node: Node) -> Node | None:
         while node.kind == "call" and not node.live and op_name(node.target)[0] in VIEWS:
             args = [a for a in node.args if isinstance(a, Node)]
@@ -266,7 +254,7 @@ def pieces(nodes: list[Node], learned: Callable[[Node], bool]) -> set[int]:
             node = args[0]
         return node if node.kind == "parameter" else None
 
-    out = set()
+    candidates = []  # views of a part of a parameter (most models have none: their readers are not looked up)
     for node in nodes:
         if node.kind != "call" or node.live or op_name(node.target)[0] not in VIEWS or not learned(node):
             continue
@@ -277,7 +265,25 @@ def pieces(nodes: list[Node], learned: Callable[[Node], bool]) -> set[int]:
             continue
         if node.value.numel() >= parameter.value.numel():
             continue
-        read = readers.get(id(node), [])
+        candidates.append(node)
+    if not candidates:
+        return set()
+    readers: dict[int, list[tuple[Node, bool]]] = {id(node): [] for node in candidates}  # (theirs alone)
+    for node in nodes:
+        if node.kind != "call":
+            continue
+        keep = WEIGHTS.get(op_name(node.target)[0], ())
+        for k, arg in enumerate(node.args):
+            for r in refs(arg):
+                if (found := readers.get(id(r))) is not None:
+                    found.append((node, k in keep))
+        for key, arg in node.kwargs.items():
+            for r in refs(arg):
+                if (found := readers.get(id(r))) is not None:
+                    found.append((node, key in ("weight", "bias")))
+    out = set()
+    for node in candidates:
+        read = readers[id(node)]
         if read and all(reader.live and not weight for reader, weight in read):
             out.add(id(node))
     return out
