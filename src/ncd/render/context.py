@@ -38,7 +38,7 @@ from ncd.render.frag import (
     flat,
     made,
 )
-from ncd.render.model import Item, Path, Rect, Text, frozen_record
+from ncd.render.model import Item, Path, Rect, Text, frozen_record, through_commands
 from ncd.render.style import Style
 from ncd.render.typeset import (
     DiagramAxes,
@@ -433,7 +433,7 @@ class LayoutContext:
                 append((RUN, 0.0, wide, float(a), WIRE) if a == b and wire_bend is None
                        else (PATH, _wire(a, b, wire_bend, w), WIRE))
             for pts in seps:
-                append((PATH, Path.through(pts).commands, SEPARATOR))
+                append((PATH, through_commands(pts), SEPARATOR))
             return items
 
         if glyph_items:  # a collective's tag (rare): made now, and measured as any fragment is (after the wires)

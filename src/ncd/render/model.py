@@ -138,25 +138,7 @@ class Path:
     @staticmethod
     def through(points: Sequence[tuple[float, float]], **style: object) -> Path:
         """Points joined by straight runs where ``y`` is equal and smooth S-bends (horizontal tangents) where it changes."""
-        commands: tuple[Command, ...]
-        if len(points) == 2:  # (most paths: one run or one bend, without the loop)
-            (x0, y0), (x1, y1) = points
-            if abs(y1 - y0) < 1e-9:
-                commands = (("M", float(x0), float(y0)), ("L", float(x1), float(y1)))
-            else:
-                mid = float((x0 + x1) / 2)
-                commands = (("M", float(x0), float(y0)), ("C", mid, float(y0), mid, float(y1), float(x1), float(y1)))
-        else:
-            (x0, y0), *rest = points
-            made: list[Command] = [("M", float(x0), float(y0))]
-            for x1, y1 in rest:
-                if abs(y1 - y0) < 1e-9:
-                    made.append(("L", float(x1), float(y1)))
-                else:
-                    mid = (x0 + x1) / 2
-                    made.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
-                x0, y0 = x1, y1
-            commands = tuple(made)
+        commands = through_commands(points)
         if not style:
             return frozen_record(Path, {"commands": commands, **_PATH_DEFAULTS})
         if not style.keys() <= _PATH_DEFAULTS.keys():
@@ -206,6 +188,31 @@ class Path:
 
 
 #: :class:`Path`'s fields after ``commands`` and their defaults, in declaration order
+def through_commands(points: Sequence[tuple[float, float]]) -> tuple[Command, ...]:
+    """The commands of :meth:`Path.through` (points joined by straight runs where ``y`` is equal and smooth S-bends
+    where it changes), without the record."""
+    commands: tuple[Command, ...]
+    if len(points) == 2:  # (most paths: one run or one bend, without the loop)
+        (x0, y0), (x1, y1) = points
+        if abs(y1 - y0) < 1e-9:
+            commands = (("M", float(x0), float(y0)), ("L", float(x1), float(y1)))
+        else:
+            mid = float((x0 + x1) / 2)
+            commands = (("M", float(x0), float(y0)), ("C", mid, float(y0), mid, float(y1), float(x1), float(y1)))
+    else:
+        (x0, y0), *rest = points
+        made: list[Command] = [("M", float(x0), float(y0))]
+        for x1, y1 in rest:
+            if abs(y1 - y0) < 1e-9:
+                made.append(("L", float(x1), float(y1)))
+            else:
+                mid = (x0 + x1) / 2
+                made.append(("C", float(mid), float(y0), float(mid), float(y1), float(x1), float(y1)))
+            x0, y0 = x1, y1
+        commands = tuple(made)
+    return commands
+
+
 _PATH_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclass_fields(Path) if f.name != "commands"}
 
 
