@@ -74,9 +74,9 @@ def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.Mon
     seen: list[tuple[Any, dict[str, int], Any]] = []
     kept = symbolic.symbolize
 
-    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None) -> Any:
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
         seen.append((body, dict(sizes), merges))
-        return kept(body, sizes, merges)
+        return kept(body, sizes, merges, found)
 
     monkeypatch.setattr(symbolic, "symbolize", spy)
     with warnings.catch_warnings():

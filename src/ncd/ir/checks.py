@@ -61,8 +61,8 @@ def _check_junctions(parts: tuple[Diagram, ...] | list[Diagram], junctions: Iter
 
 
 def _set(node: Any, **values: Any) -> None:
-    for key, value in values.items():
-        object.__setattr__(node, key, value)
+    """Set fields of a frozen node (as ``object.__setattr__`` each: nodes have no data descriptors of these names)."""
+    node.__dict__.update(values)
 
 
 def _nest(node: Diagram, inner: int | None = None) -> int:

@@ -351,10 +351,11 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
         return body, (), (), ()
     meta: tuple[Any, ...] = (("defaults", tuple(sorted(defaults.items()))),)
     failed = False
+    found: set[Any] = set()  # the symbols of every size symbolize met or made: no walk of its result when all are known
     try:
-        new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges")) if sizes else (body, [])
+        new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges"), found) if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
-        if any(str(s) not in defaults for s in new.free_symbols):
+        if (not sizes or any(str(s) not in defaults for s in found)) and any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True
     except NCDError:
         new, fixed, failed = body, [], True

@@ -54,6 +54,8 @@ def _fields(cls: type) -> tuple[str, ...]:
 
 
 _ATOM, _AXIS, _SEGMENT, _TYPE, _TUPLE, _PRIMITIVE, _NODE = "atom", "axis", "segment", "type", "tuple", "primitive", "node"
+_EXPR = "expr"  # a size or number in sympy: kept as it is, its symbols noted (``found``)
+_LEAVES = (_ATOM, _EXPR)
 _KINDS: dict[type, str] = {}
 
 
@@ -61,7 +63,8 @@ def _kind(cls: type) -> str:
     """What :func:`symbolize` rebuilds in a value of class ``cls`` (decided once per class)."""
     kind = _KINDS[cls] = (_AXIS if issubclass(cls, Axis) else _SEGMENT if issubclass(cls, Segment)
                           else _TYPE if issubclass(cls, Type) else _TUPLE if issubclass(cls, tuple)
-                          else _PRIMITIVE if issubclass(cls, Primitive) else _NODE if issubclass(cls, Diagram) else _ATOM)
+                          else _PRIMITIVE if issubclass(cls, Primitive) else _NODE if issubclass(cls, Diagram)
+                          else _EXPR if issubclass(cls, sympy.Basic) else _ATOM)
     return kind
 
 
@@ -113,8 +116,8 @@ PASSES = 8
 Follow = tuple[dict[tuple[str, int], Any], dict[int, Any]]
 
 
-def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple[str, int]]] | None = None
-              ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple[str, int]]] | None = None,
+              found: set[Any] | None = None) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
     and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring).
@@ -131,9 +134,14 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
     ``merges``: the wires the model's reshapes merged (name -> the wires and sizes merged, the converter's record);
     one holding the batch or positions is followed as their product from the first pass (``nn.MultiheadAttention``'s
     ``(b*h, t, k)`` read back as ``(t*b, m)``: the merge is ``t*b``, not the leading part of a wire of ``b*h``'s
-    traced size)."""
+    traced size).
+
+    ``found`` (if given) gets every symbol of the sizes the passes met and made (a superset of the symbols of the
+    result: its every wire, range and size is one of them), without a walk of the result."""
     follow = _merged_sizes(merges, sizes) if merges else {}
-    walk = _Walk(body, sizes, True, follow)
+    if found is None:
+        found = set()
+    walk = _Walk(body, sizes, True, follow, found)
     saved: list[Any] = []  # the pass the walk was at before a view first renamed a wire, and the walk's state then
     try:
         return _passes(walk, 0, saved)
@@ -142,7 +150,7 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
             raise
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
         walk.close()
-    walk = _Walk(body, sizes, False, follow)
+    walk = _Walk(body, sizes, False, follow, found)
     start, state = saved  # the passes before it are the same without renames: they go on from there
     walk.restore(state)
     try:
@@ -327,8 +335,9 @@ class _Walk:
     which boxes were first rebuilt (the order of ``fixed``), and the names and ranges followed."""
 
     def __init__(self, body: Diagram, sizes: dict[str, int], renames: bool = True,
-                 follow: dict[tuple[str, int], Any] | None = None) -> None:
+                 follow: dict[tuple[str, int], Any] | None = None, found: set[Any] | None = None) -> None:
         symbols = {n: symbol(n) for n in sizes}
+        met: set[Any] = found if found is not None else set()  # the symbols of every size met or made
         given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
                  if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
         traced_values = {symbols[n]: sizes[n] for n in symbols}
@@ -378,6 +387,12 @@ class _Walk:
                     found = axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
                                        else dataclasses.replace(a, size=followed) if followed is not None else a)
                 by_id[id(a)] = found
+                size = found.size
+                if not size.is_Integer:
+                    if size.is_Symbol:
+                        met.add(size)
+                    else:
+                        met.update(size.free_symbols)
             return found
 
         def value(v: Any) -> Any:
@@ -388,6 +403,10 @@ class _Walk:
                 return v
             if kind is _AXIS:
                 return axis(v)
+            if kind is _EXPR:
+                if not v.is_Integer:
+                    met.update(v.free_symbols)
+                return v
             key = id(v)
             found = done.get(key, done)
             if found is done:
@@ -401,6 +420,8 @@ class _Walk:
                 rng = v.range
                 if follow_ranges and rng is not None and rng.is_Integer:
                     rng = follow_ranges.get(int(rng), rng)
+                if rng is not None and not rng.is_Integer:
+                    met.update(rng.free_symbols)
                 if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
                     return v
                 if rng is not v.range:
@@ -586,11 +607,11 @@ class _Walk:
                 elif kind is _TYPE:
                     parts = v.segments
                 elif kind is _TUPLE:
-                    parts = [x for x in v if kinds.get(type(x)) is not _ATOM]
+                    parts = [x for x in v if kinds.get(type(x)) not in _LEAVES]
                 elif cls is Block:
                     parts = (v.body, v.meta)
                 else:
-                    parts = [x for x in (getattr(v, name) for name in _fields(cls)) if kinds.get(type(x)) is not _ATOM]
+                    parts = [x for x in (getattr(v, name) for name in _fields(cls)) if kinds.get(type(x)) not in _LEAVES]
                 if kind is _TUPLE or kind is _PRIMITIVE or kind is _NODE:
                     held = [x for x in parts if kinds.get(type(x)) is _AXIS]
                     if held:
