@@ -364,3 +364,25 @@ def test_a_lowering_the_check_cannot_compare_says_so() -> None:
         lowered = traced.to_torch(b=3)
     x, a = torch.randn(3, 4), torch.randn(3, 4)
     assert not torch.allclose(lowered(x, a), model(x, _State(a)))  # what the warning is about
+
+
+class Centres(nn.Module):
+    """Subtracts the mean over the batch (axis 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x.mean(0)
+
+
+def test_a_traced_model_s_lowered_module_refuses_a_leading_axis_more() -> None:
+    """Before, a (2, 3, 4) input to a model traced on (3, 4) was broadcast as two batches (the model averages over the
+    2): a different result, silently.  A diagram made in the DSL still broadcasts over leading axes."""
+    model = Centres()
+    traced = ncd.trace(model, torch.randn(3, 4))
+    lowered = traced.to_torch()
+    x = torch.randn(3, 4)
+    assert torch.allclose(lowered(x), model(x))
+    with pytest.raises(ncd.InputError, match=r"has shape \(2, 3, 4\), 1 axis\(es\) more than the traced model's input"):
+        lowered(torch.randn(2, 3, 4))
+    dsl = ncd.Einsum("y k, x k -> y x").to_torch(y=2, x=3, k=4)
+    a, b = torch.randn(5, 2, 4), torch.randn(5, 3, 4)
+    assert torch.allclose(dsl(a, b), torch.einsum("nyk,nxk->nyx", a, b))

@@ -115,6 +115,10 @@ def _checker(dom: Type) -> Any:
 class _InputCheck:
     """The forward pre-hook checking a lowered module's inputs against its diagram's domain (a class: it pickles)."""
 
+    #: inputs must have exactly the domain's axes (a traced model's lowered module: the model reads a leading axis
+    #: more otherwise — a mean over the batch, a flatten —, while a diagram would broadcast over it)
+    exact = False
+
     def __init__(self, dom: str, expected: list[tuple[int, ...]], names: list[str], dtypes: list[str]) -> None:
         self.dom, self.expected, self.names, self.dtypes = dom, expected, names, dtypes
 
@@ -135,6 +139,11 @@ class _InputCheck:
                 raise InputError(
                     f"input {j} should end in axes '{names[j]}' of sizes ({want}), but has shape {tuple(x.shape)}"
                 )
+            if self.exact and x.dim() != n:
+                raise InputError(f"input {j} ('{names[j]}') has shape {tuple(x.shape)}, {x.dim() - n} axis(es) more than"
+                                 " the traced model's input: the lowered module computes the traced call, and the model"
+                                 " may read a leading axis otherwise than as copies (a mean over the batch, a flatten);"
+                                 f" call it on {n}-axis inputs")
             if dtypes[j] == "index" and (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool):
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
         narrow = [j for j, x in enumerate(args) if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32)]

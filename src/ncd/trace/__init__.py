@@ -79,7 +79,7 @@ class TracedDiagram(Block):
     def to_torch(self, /, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
         from ncd.torch.codegen import defaults_of
-        from ncd.torch.module import to_torch
+        from ncd.torch.module import _InputCheck, to_torch
 
         defaults = defaults_of(self.as_block())
         other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
@@ -129,6 +129,9 @@ class TracedDiagram(Block):
         else:
             load_parameters(module, self.tensors, self.example, self._model())
         hold(module, self.unused)
+        for hook in module._forward_pre_hooks.values():  # the model's inputs' axes exactly, no leading batch of copies
+            if isinstance(hook, _InputCheck):
+                hook.exact = True
         keywords(module, self.name, self.origin, len(self.dom))  # lowered(**inputs), as the model was called
         if other:
             from ncd.trace.other_sizes import check
