@@ -298,6 +298,7 @@ class LayoutContext:
         smallest = float("inf")
         label_w = 0.0
         placed: list[tuple[_Label, float]] = []  # each wire's label and baseline (a note's gap: made now)
+        ins, outs = flat(left), flat(right)  # the wires' heights at both ends (read, never changed)
         by_axis_wires: list[tuple[_Label, tuple[int, ...]]] | None = None  # no note: each label's wires (by position)
         subscripts, glyph = note if note else ((), None)
         mask = labels if isinstance(labels, tuple) else None
@@ -305,7 +306,7 @@ class LayoutContext:
             size = self.style.label_size
             wires = None if subscripts else _wires_by_axis(typ, left)
             if wires is not None:  # per distinct axis, its label and the lowest and highest of its wires' heights
-                ys_left = flat(left)
+                ys_left = ins
                 by_axis_wires = []
                 for axis, where in wires:  # (min and max spelt out, as below: a gap has a few axes, a layout
                     label = self._wire_label(axis, None, size)  # thousands of gaps)
@@ -381,7 +382,7 @@ class LayoutContext:
         label_w = max(label_w, 8.0)
         glyph_items: list[Item] = []
         about = [y for j, ys in enumerate(left) for y in ys
-                 if not subscripts or (j < len(subscripts) and subscripts[j] is not None)]
+                 if not subscripts or (j < len(subscripts) and subscripts[j] is not None)] if glyph else None
         if glyph and about:  # a collective: a small labelled tag across the wires it concerns, after the labels
             gw, ascent, descent = self.text_size(typeset_text(glyph), self.style.label_size * 0.8)
             g_top, g_bottom = min(about) - 0.45 * p, max(about) + 0.45 * p
@@ -392,7 +393,6 @@ class LayoutContext:
                                      role="label")
             top, bottom = min(top, g_top), max(bottom, g_bottom)
             label_w += gw + 10.0
-        ins, outs = flat(left), flat(right)
         bend = _bend_width(max(map(abs, map(operator.sub, ins, outs)), default=0.0), p)
         w = label_w + bend
         n = min(len(ins), len(outs))  # the wires: each from ins[k] to outs[k]

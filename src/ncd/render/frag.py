@@ -168,7 +168,7 @@ def _edge_separators(frag: Frag, body: Frag, x0: float, dom: Type, cod: Type) ->
 def _bend_width(dy: float, pitch: float) -> float:
     if dy < 1e-6:
         return 0.0
-    return round(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch), 3)
+    return _round3(min(max(1.6 * pitch, 0.9 * dy), 5.0 * pitch))
 
 
 def _wire(a: float, b: float, label_w: float | None, w: float) -> tuple[Any, ...]:
@@ -284,9 +284,10 @@ def _round3(v: float) -> float:
     multiples of a point's fraction): ``y = v * 1000`` an integer below 2**43 means ``v`` is within a millionth of
     ``y / 1000`` (the product is off by half a unit of ``y`` at most), which is therefore the decimal ``round`` rounds
     to, and the division gives the float nearest it, as ``round`` does (a zero keeps its sign)."""
-    y = v * 1000.0
-    if y.is_integer() and -8.0e12 < y < 8.0e12:
-        return y / 1000.0
+    if type(v) is float:  # (an int, or another number, rounds as round rounds it)
+        y = v * 1000.0
+        if y.is_integer() and -8.0e12 < y < 8.0e12:
+            return y / 1000.0
     return round(v, 3)
 
 
@@ -341,7 +342,7 @@ def _woven_boundary(entries: list[list[int]], internal: Ports, track: dict[int, 
                                                   else targets[0])
             if abs(targets[n] - want) <= 0.5 * pitch:
                 want = targets[n]
-        ys.append(round(want if n == 0 else max(want, ys[-1] + step), 3))
+        ys.append(_round3(want if n == 0 else max(want, ys[-1] + step)))
     out: Ports = []
     n = 0
     for seg in entries:

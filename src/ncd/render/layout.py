@@ -29,6 +29,7 @@ from ncd.render.frag import (
     _align,
     _bend_width,
     _edge_separators,
+    _round3,
     _straight_wires,
     _woven_boundary,
     _woven_entries,
@@ -216,7 +217,7 @@ class Layout(LayoutContext, Fold[Frag]):
         result.top = frags[0].top + placements[0]
         n_in = n_out = 0
         for k, (frag, dy) in enumerate(zip(frags, placements)):
-            x0 = round((width - frag.w) / 2, 3)
+            x0 = _round3((width - frag.w) / 2)
             result.place(frag, x0, dy)
             result.include(frag.top + dy, frag.bottom + dy)
             result.ins.extend(shifted(frag.ins, dy))
