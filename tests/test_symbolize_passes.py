@@ -92,3 +92,31 @@ def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.Mon
     assert got[0] == want[0] and got[1] == want[1]
     assert _sharing(got[0]) == _sharing(want[0])
     assert {"b", "t"} & {str(s) for s in traced.free_symbols}  # the trace drew the symbols
+
+
+@pytest.mark.parametrize("name", ["torch.detr_decoder", "torch.arg_extrema", "torch.position_reads", "torch.gru",
+                                  "torch.selective_scan", "torch.python_loop", "torch.cell_loop", "torch.gnn_index_add"])
+def test_the_symbols_noted_hold_every_symbol_of_the_result(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``trace`` checks the result's symbols against the defaults by the ones ``symbolize`` notes (``found``) and walks
+    the result only when one of those is no default: the noted ones must hold every symbol the result has, as
+    :attr:`ncd.Diagram.free_symbols` finds them (ranges, scans' bodies, loops, sizes in fields)."""
+    entry = next(e for e in corpus.torch_entries() if e.name == name)
+    _, built = corpus.build_one(entry)
+    seen: list[tuple[Any, set[Any]]] = []
+    kept = symbolic.symbolize
+
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
+        noted: set[Any] = set() if found is None else found
+        new, fixed = kept(body, sizes, merges, noted)
+        seen.append((new, noted))
+        return new, fixed
+
+    monkeypatch.setattr(symbolic, "symbolize", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ncd.trace(built.model, **built.inputs)
+        except ncd.TraceError:
+            pass
+    for new, noted in seen:
+        assert new.free_symbols <= noted, (name, new.free_symbols - noted)
