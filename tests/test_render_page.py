@@ -294,3 +294,41 @@ def test_probe_measures_a_later_layer_by_the_earlier_layers_equal_leaves() -> No
             if k == 1:  # (equal layers are one folded column) layers that differ in an activation: the second
                 assert probing.boxes < laying.boxes  # one's linear boxes are not laid out again
             assert paint_svg(layout(d, **options)) == _Unprobed.svg(d, options)
+
+
+def test_a_gaps_labels_are_measured_as_the_gap_draws_them() -> None:
+    """``Layout._labels_measure`` (the probe's gap labels: the smallest text and the widest label) reads each axis
+    object of the labelled wires once, by ``id``, without hashing them; on wires repeating one axis object, carrying
+    equal axes as distinct objects, some wires unlabelled (a mask), with no generic labels, with a definition's
+    generic ones, and while a column records the labels it reads, it gives what the gap drawing those wires has: its
+    label width (``gap`` is ``max(8, widest) + `` the width of a straight run) and its smallest text."""
+    from ncd.ir.axes import Axis, Segment, Type
+    from ncd.ir.diagram import Identity
+    from ncd.render.frag import _bend_width, smallest_text
+    from ncd.render.layout import Layout, _read_axes
+    from ncd.render.style import Style
+    from ncd.render.typeset import symbol_pieces
+
+    b, n, n_again, k, wide = Axis("b", 3, "item"), Axis("n", 64), Axis("n", 64), Axis("k", 7), Axis("heads", 1024)
+    assert n == n_again and n is not n_again
+    typ = Type((Segment((b, n)), Segment((n_again, k)), Segment((n, wide))))
+    masks: list[bool | tuple[bool, ...]] = [True, (True, True, True, False, False, False), (False, False, True, True,
+                                            False, True), (False, True, False, False, True, False)]
+    generics = [None, {n: (symbol_pieces("n_i"), ("n_i", "64, 32")), wide: (symbol_pieces("x_j"), ("x_j", "1024, 8"))}]
+    checked = 0
+    for generic in generics:
+        for reading in (False, True):
+            for labels in masks:
+                measuring, drawing = Layout(Style.from_options()), Layout(Style.from_options())
+                for ctx in (measuring, drawing):
+                    _read_axes(ctx, Identity(typ))
+                    ctx.generic = generic
+                    ctx._reads = {} if reading else None
+                found, widest = measuring._labels_measure(typ, labels)
+                ports = drawing.stack(typ)
+                gap, w = drawing.gap(ports, ports, typ, labels)
+                assert max(8.0, widest) + _bend_width(0.0, drawing.style.pitch) == w
+                assert found == smallest_text(gap, float("inf"))
+                assert measuring._labels_measure(typ, labels) == (found, widest)  # (kept by type where it may be)
+                checked += 1
+    assert checked == 16

@@ -584,42 +584,50 @@ class Layout(LayoutContext, Fold[Frag]):
     def _labels_measure(self, typ: Type, labels: bool | tuple[bool, ...] = True) -> tuple[float, float]:
         """The smallest text of the wire labels a gap carrying ``typ`` draws (``inf``: none) and the widest label's
         advance (``0``: none), as :meth:`gap` finds them: the gap is that wide or wider (its legend rows are not kept:
-        no gap is made); ``labels``: the wires it labels (:meth:`gap_labels`)."""
-        from ncd.render.context import _distinct_axes
-
+        no gap is made); ``labels``: the wires it labels (:meth:`gap_labels`).  Each axis object of the labelled wires
+        is read once, by ``id`` (no axis is hashed): equal axes have equal labels, so the smallest and the widest are
+        those of the distinct axes."""
         if labels is False:
             return float("inf"), 0.0
         kept = self.generic is None and self._reads is None  # (by type: a page's gaps carry a few types many times)
         key: Any = id(typ) if labels is True else (id(typ), labels)
+        by_axis = self._label_smallest
         if kept:
-            hit = self._label_smallest.get(key)
+            hit = by_axis.get(key)
             if hit is not None and hit[0] is typ:
                 return hit[1]
-        axes = _distinct_axes(typ)
-        if isinstance(labels, tuple):  # the labelled wires' axes
-            axes = tuple(dict.fromkeys(a for a, labelled in zip((a for seg in typ for a in seg), labels) if labelled))
+        mask = labels if isinstance(labels, tuple) else None  # (per wire: whether it is labelled)
         size = self.style.label_size
         outer, self._rows = self._rows, []
         found, widest = float("inf"), 0.0
-        by_axis = self._label_smallest
+        seen: set[int] = set()
+        k = -1
         try:
-            for axis in axes:
-                known = by_axis.get(id(axis)) if kept else None
-                if known is not None and known[0] is axis:
-                    value, advance = known[1]
-                else:
-                    label = self._wire_label(axis, None, size)
-                    value, advance = label.smallest, label.advance
-                    if kept:
-                        by_axis[id(axis)] = (axis, (value, advance))
-                if value < found:
-                    found = value
-                if advance > widest:
-                    widest = advance
+            for seg in typ.segments:
+                for axis in seg.axes:
+                    k += 1
+                    if mask is not None and not mask[k]:
+                        continue
+                    i = id(axis)
+                    if i in seen:
+                        continue
+                    seen.add(i)
+                    known = by_axis.get(i) if kept else None
+                    if known is not None and known[0] is axis:
+                        value, advance = known[1]
+                    else:
+                        label = self._wire_label(axis, None, size)
+                        value, advance = label.smallest, label.advance
+                        if kept:
+                            by_axis[i] = (axis, (value, advance))
+                    if value < found:
+                        found = value
+                    if advance > widest:
+                        widest = advance
         finally:
             self._rows = outer
         if kept:
-            self._label_smallest[key] = (typ, (found, widest))
+            by_axis[key] = (typ, (found, widest))
         return found, widest
 
 
