@@ -386,3 +386,21 @@ def test_a_traced_model_s_lowered_module_refuses_a_leading_axis_more() -> None:
     dsl = ncd.Einsum("y k, x k -> y x").to_torch(y=2, x=3, k=4)
     a, b = torch.randn(5, 2, 4), torch.randn(5, 3, 4)
     assert torch.allclose(dsl(a, b), torch.einsum("nyk,nxk->nyx", a, b))
+
+
+class WritesItsInput(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.add_(1)
+        return x * 2
+
+
+def test_a_model_writing_its_input_says_the_lowered_module_does_not() -> None:
+    """Before, no word: the model changes the caller's tensor, the lowered module (equal outputs) does not."""
+    x = torch.randn(3, 4)
+    given = x.clone()
+    with pytest.warns(RuntimeWarning, match=r"writes into its input\(s\) x in place"):
+        traced = ncd.trace(WritesItsInput(), x)
+    assert torch.equal(x, given)  # the trace ran the model on a copy
+    lowered = traced.to_torch()
+    assert torch.allclose(lowered(x), WritesItsInput()(x.clone()))
+    assert torch.equal(x, given)

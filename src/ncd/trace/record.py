@@ -932,6 +932,13 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
                       stacklevel=2)
+    elif rec.inputs_written:
+        import warnings
+
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its input(s)"
+                      f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
+                      " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
+                      " caller's tensors)", RuntimeWarning, stacklevel=2)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
 
 
