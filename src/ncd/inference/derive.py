@@ -38,7 +38,7 @@ from ncd.inference.windows import (
     step_window,
     window_of,
 )
-from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.axes import SCALAR, Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Transform
 from ncd.ir.primitive import Primitive, map_axes, map_fields
@@ -100,7 +100,7 @@ class CacheSite:
     def per_sequence(self) -> Segment:
         """A state without its batch axes: what one sequence holds (the cached wire of a key axis: nothing fixed)."""
         if not self.is_state:
-            return Segment(())
+            return SCALAR
         return self.segment.with_axes(a for a in self.segment.axes if not self._batch(a.name))
 
     def slots(self) -> list[tuple[str, int | None]]:

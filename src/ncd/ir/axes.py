@@ -30,7 +30,7 @@ from ncd.ir.size import Size, SizeLike, Substitution, plainly_positive, size, si
 from ncd.limits import limits
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike",
-           "numel"]
+           "numel", "SCALAR", "SCALAR_TYPE"]
 
 Role = Literal["feature", "item"]
 Dtype = Literal["float", "index", "bool", "complex"]
@@ -311,6 +311,11 @@ class Type:
 AxisLike = Union[str, Axis]
 TypeLike = Union[str, Type, Segment]
 
+SCALAR = Segment(())
+"""The segment of no axes: one scalar."""
+SCALAR_TYPE = Type((SCALAR,))
+"""The type of one scalar wire."""
+
 
 def _split_tokens(text: str) -> list[str]:
     tokens: list[str] = []
@@ -376,7 +381,7 @@ def parse_axis(token: str) -> Axis:
 def parse_segment(text: str) -> Segment:
     tokens = _split_tokens(text)
     if tokens == [SCALAR_TEXT]:
-        return Segment(())
+        return SCALAR
     dtype: Dtype = "float"
     value_range: Size | None = None
     for token in tokens[:-1]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, Segment, Type
 from ncd.ir.primitive import Kind, Primitive
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["Entrywise", "SCALAR", "output_like", "draw_meeting"]
 
 #: one float entry: the segment of every operand of an entrywise primitive but conditions and complex numbers
-SCALAR = Segment(())
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Dtype, Segment, Type, parse_type
+from ncd.ir.axes import SCALAR, Axis, Dtype, Segment, Type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import COST, IMPORT, LOWERING
@@ -50,8 +50,8 @@ class ConcatOp(Primitive):
 
     inputs: tuple[Axis, ...]
     output: Axis
-    before: Segment = Segment(())
-    after: Segment = Segment(())
+    before: Segment = SCALAR
+    after: Segment = SCALAR
     dtype: Dtype = "float"  # what the tensors hold: positions (``index``) or flags (``bool``) join too
     range: Size | None = None  # the output's range of positions: every input's unless ``ranges`` says otherwise
     ranges: tuple[Size, ...] = ()  # each input's range of positions, none above ``range``

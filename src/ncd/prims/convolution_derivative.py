@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.axes import SCALAR, Axis, Segment, Type
 from ncd.ir.diagram import Box, Diagram, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
@@ -90,7 +90,7 @@ class ConvWithWeightOp(_ConvolutionGeometry):
     output_padding: tuple[int, ...] = ()
     groups: Size = size(1)
     transposed: bool = False
-    batch: Segment = Segment(())
+    batch: Segment = SCALAR
 
     op: ClassVar[str] = "conv_with_weight"
     family: ClassVar[str] = "derivative"
@@ -115,7 +115,7 @@ class ConvWeightGradOp(_ConvolutionGeometry):
 
     groups: Size = size(1)
     transposed: bool = False
-    batch: Segment = Segment(())
+    batch: Segment = SCALAR
 
     op: ClassVar[str] = "conv_weight_grad"
     family: ClassVar[str] = "derivative"

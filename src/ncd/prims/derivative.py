@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, parse_type
+from ncd.ir.axes import SCALAR, Axis, Segment, Type, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
@@ -41,7 +41,6 @@ __all__ = [
    
 ]
 
-SCALAR = Type((Segment(()),))
 
 @dataclass(frozen=True)
 class ExpandOp(Primitive):
@@ -109,7 +108,7 @@ class LinearWeightGradOp(Primitive):
 
     dom_axes: Segment
     cod_axes: Segment
-    batch: Segment = Segment(())
+    batch: Segment = SCALAR
 
     op: ClassVar[str] = "linear_weight_grad"
     weave_policy = weaving.always

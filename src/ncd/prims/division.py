@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir.axes import Type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
-from ncd.prims.binary import SCALAR, Entrywise, draw_meeting, output_like
+from ncd.prims.binary import Entrywise, draw_meeting, output_like
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
@@ -74,10 +74,9 @@ def backward_divide(prim: DivideOp, box: Box, builder: object) -> BoxBackward:
     from ncd.prims.elementwise import MultiplyOp, ScaleOp
 
     divide = Box(DivideOp())
-    scalar = Type((SCALAR,))
     fan = route([SCALAR, SCALAR, SCALAR], [2, 1, 2, 1, 0, 1])  # (a, b, g) -> (g, b, g, b, a, b)
-    both = Seq.of(fan, Par.of(divide, divide, divide), Par.of(Identity(scalar), Box(MultiplyOp(2))),
-                  Par.of(Identity(scalar), Box(ScaleOp(sympy.Integer(-1)))))
+    both = Seq.of(fan, Par.of(divide, divide, divide), Par.of(Identity(SCALAR_TYPE), Box(MultiplyOp(2))),
+                  Par.of(Identity(SCALAR_TYPE), Box(ScaleOp(sympy.Integer(-1)))))
     return BoxBackward((("in", 0), ("in", 1)), both)
 
 

@@ -21,7 +21,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import size_code
@@ -59,7 +59,6 @@ __all__ = [
     "DERIVATIVES",
 ]
 
-SCALAR = Type((Segment(()),))
 
 @dataclass(frozen=True)
 class Function:
@@ -192,7 +191,7 @@ class ElementwiseOp(Primitive):
         return {"function": self.function, **({"args": self.args} if self.args else {})}
 
     def signature(self) -> tuple[Type, Type]:
-        return SCALAR, SCALAR
+        return SCALAR_TYPE, SCALAR_TYPE
 
     def label(self) -> str:
         return FUNCTIONS[self.function] + args_label(self.args)
@@ -219,7 +218,7 @@ class ScaleOp(Primitive):
                              " opaque box)")
 
     def signature(self) -> tuple[Type, Type]:
-        return SCALAR, SCALAR
+        return SCALAR_TYPE, SCALAR_TYPE
 
     def label(self) -> str:
         if not finite(self.factor):
@@ -243,7 +242,7 @@ class MultiplyOp(Primitive):
             raise ParseError(f"multiply takes at least two tensors, not {self.n!r}")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment(()),) * self.n), SCALAR
+        return Type((SCALAR,) * self.n), SCALAR_TYPE
 
     def label(self) -> str:
         return "⊙"
@@ -359,7 +358,7 @@ class DerivativeOp(Primitive):
         return {"function": self.function, "at": self.at, **({"args": self.args} if self.args else {})}
 
     def signature(self) -> tuple[Type, Type]:
-        return SCALAR, SCALAR
+        return SCALAR_TYPE, SCALAR_TYPE
 
     def label(self) -> str:
         return f"{self.function}′" + args_label(self.args)
@@ -492,13 +491,13 @@ def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxB
     function = prim.function
     slope = ROWS[function].slope
     if slope == 1:
-        return BoxBackward((), Identity(SCALAR))
+        return BoxBackward((), Identity(SCALAR_TYPE))
     if slope is not None:
         return BoxBackward((), Box(ScaleOp(sympy.Integer(int(slope)))))
     which = SAVES[function]
     port = ("out", 0) if which == "output" else ("in", 0)
     derivative = Box(DerivativeOp(function, which or "input", prim.args))
-    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR)), Box(MultiplyOp(2))))
+    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR_TYPE)), Box(MultiplyOp(2))))
 
 
 @transpose(ScaleOp)

@@ -27,7 +27,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, numel, parse_axis, parse_type
+from ncd.ir.axes import SCALAR, Axis, Segment, Type, numel, parse_axis, parse_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -152,7 +152,7 @@ class EmbeddingGradOp(Primitive):
 
     vocab: Size
     dim: Segment
-    batch: Segment = Segment(())
+    batch: Segment = SCALAR
 
     op: ClassVar[str] = "embedding_grad"
     family: ClassVar[str] = "derivative"

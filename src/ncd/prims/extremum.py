@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
-from ncd.prims.binary import SCALAR, Entrywise, draw_meeting, output_like
+from ncd.prims.binary import Entrywise, draw_meeting, output_like
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import BoxBackward
@@ -81,7 +81,7 @@ def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackwar
     from ncd.prims.gather import CastOp, CompareOp
     from ncd.prims.structure import AddOp, CopyOp
 
-    one = Type((SCALAR,))
+    one = SCALAR_TYPE
     boolean = Segment((), "bool")
     sign = sympy.Integer(-1)
     difference = Seq.of(Par.of(Box(ScaleOp(sign)), Identity(one)) if prim.smaller else Par.of(Identity(one), Box(ScaleOp(sign))),

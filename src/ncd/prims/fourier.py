@@ -40,7 +40,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Dtype, Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR, Dtype, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, SCALAR_DRAWING
@@ -61,7 +61,7 @@ BACKWARD_UNSUPPORTED = ("complex wires: the backward diagram would need conjugat
 Kind_ = Literal["fft", "ifft", "rfft", "irfft"]
 Norm = Literal["backward", "ortho", "forward"]
 COMPLEX = Segment((), "complex")
-REAL = Segment(())
+REAL = SCALAR
 
 
 @dataclass(frozen=True)

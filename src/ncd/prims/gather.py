@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError, SizeError, derived_size
-from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
@@ -250,7 +250,7 @@ class ArithmeticOp(Primitive):
 
 def _scalar(value: TypeLike, what: str) -> Segment:
     if isinstance(value, str) and value.strip() in ("", "float"):
-        return Segment(())
+        return SCALAR
     if isinstance(value, str) and value.strip() == "bool":
         return Segment((), "bool")
     typ = as_type(value)
@@ -536,10 +536,9 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
     from ncd.prims.elementwise import MultiplyOp, ScaleOp
     if not _differentiable(prim):
         return backward_index_computation(prim, box, builder)
-    scalar = Segment(())
     op, c = prim.operator, prim.value
     if op in ("+", "%") or op == "-" and not prim.reflected:
-        return BoxBackward((), Identity(Type((scalar,))))
+        return BoxBackward((), Identity(SCALAR_TYPE))
     if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
         factor = -1 if op == "-" else c if op == "*" else 1 / c
         return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
@@ -547,13 +546,13 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
     if op == "**" and prim.reflected:
         port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
     elif op == "**":
-        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", c - 1, scalar, scalar)), Box(ScaleOp(sympy.sympify(c))))
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", c - 1, SCALAR, SCALAR)), Box(ScaleOp(sympy.sympify(c))))
     elif op == "/":
-        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, scalar, scalar)), Box(ScaleOp(sympy.sympify(-c))))
+        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, SCALAR, SCALAR)), Box(ScaleOp(sympy.sympify(-c))))
     else:
         relation = ">" if op == "max" else "<"
-        port, derivative = ("in", 0), Seq.of(Box(CompareOp(relation, float(c), scalar)), Box(CastOp(Segment((), "bool"), scalar)))
-    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(Type((scalar,)))), Box(MultiplyOp(2))))
+        port, derivative = ("in", 0), Seq.of(Box(CompareOp(relation, float(c), SCALAR)), Box(CastOp(Segment((), "bool"), SCALAR)))
+    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR_TYPE)), Box(MultiplyOp(2))))
 
 
 @LOWERING.rule(GatherTransposeOp)

@@ -38,7 +38,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, parse_axis
+from ncd.ir.axes import SCALAR, Axis, Segment, Type, TypeLike, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
@@ -119,7 +119,7 @@ def IndexArithmetic(operator: str, left: TypeLike = "", right: TypeLike = "", ta
         rng = combined_range(operator, a, b)
         if operator != "/" and rng is None:
             raise ParseError(f"index arithmetic {operator}: the operands '{a}', '{b}' bound no range; give the target")
-        out = Segment(()) if operator == "/" else Segment((), "index", rng)
+        out = SCALAR if operator == "/" else Segment((), "index", rng)
     else:
         out = _scalar(target, "index arithmetic")
     return Box.make(IndexArithmeticOp(operator, a, b, out))

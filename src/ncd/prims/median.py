@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MedianOp", "MedianBackwardOp", "Median"]
 
-SCALAR = Segment(())
 
 
 def _axis(axis: Segment, what: str) -> None:
@@ -60,7 +59,7 @@ class MedianOp(Primitive):
         _axis(self.axis, "median")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((self.axis,)), Type((SCALAR,))
+        return Type((self.axis,)), SCALAR_TYPE
 
     def label(self) -> str:
         return "median " + self.axis.axes[0].name

@@ -37,7 +37,7 @@ import sympy
 
 from ncd.errors import ParseError, SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Axis, Segment, Type
 from ncd.ir.diagram import Box, Diagram, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
@@ -62,7 +62,6 @@ __all__ = [
     "Bind", "Flatten", "Unbind", "Concat", "Index", "Slice", "Squeeze", "Unsqueeze",
 ]
 
-SCALAR = Segment(())
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class SqueezeOp(Primitive):
         _size_one(self.axis, "squeeze")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment((self.axis,)),)), Type((SCALAR,))
+        return Type((Segment((self.axis,)),)), SCALAR_TYPE
 
     def label(self) -> str:
         return "↢"
@@ -230,7 +229,7 @@ def Unsqueeze(axis: str, position: str | None = None, *, after: str | None = Non
     if position is not None and not isinstance(position, str):
         raise ParseError(f"unsqueeze: position names the axis to insert before, not {type(position).__name__} {position!r}")
     anchor = position if position is not None else after
-    around = Segment(()) if anchor is None else Segment((_one_axis(anchor, "unsqueeze"),))
+    around = SCALAR if anchor is None else Segment((_one_axis(anchor, "unsqueeze"),))
     return Box.make(UnsqueezeOp(new, around, 0 if position is not None else len(around)), name)
 
 
@@ -321,7 +320,7 @@ def backward_unbind(prim: UnbindOp, box: Box, builder: Builder) -> BoxBackward:
 
 @BACKWARD.rule(SqueezeOp)
 def backward_squeeze(prim: SqueezeOp, box: Box, builder: Builder) -> BoxBackward:
-    return BoxBackward((), Box(UnsqueezeOp(prim.axis, Segment(()), 0)))
+    return BoxBackward((), Box(UnsqueezeOp(prim.axis, SCALAR, 0)))
 
 
 @BACKWARD.rule(UnsqueezeOp)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sympy
 
 from ncd.errors import LoweringError, ParseError, SizeError
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram, Identity
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
@@ -199,7 +199,7 @@ def _numel(seg: Segment) -> int | None:
 
 def _segment(value: TypeLike, what: str) -> Segment:
     if isinstance(value, str) and not value.strip():
-        return Segment(())  # a scalar
+        return SCALAR  # a scalar
     typ = as_type(value)
     if len(typ) != 1:
         raise ParseError(f"{what} takes one segment, not '{typ}'")

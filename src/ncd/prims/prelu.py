@@ -24,7 +24,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR_TYPE, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -75,7 +75,7 @@ class PReLUOp(Primitive):
 
 def PReLU(axes: TypeLike = "") -> Box:
     """A leaky ReLU with learned slopes, one per entry of the channel axis ``axes`` (none: one slope; ``nn.PReLU``)."""
-    typ = as_type(axes) if axes else Type((Segment(()),))
+    typ = as_type(axes) if axes else SCALAR_TYPE
     if len(typ) != 1:
         raise ParseError(f"PReLU takes one segment, not '{typ}'")
     return Box.make(PReLUOp(typ[0]))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ProdOp", "ProdBackwardOp", "Prod"]
 
-SCALAR = Segment(())
 
 
 def _axes(axes: Segment, what: str) -> None:
@@ -61,7 +60,7 @@ class ProdOp(Primitive):
         _axes(self.axes, "product")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((SCALAR,))
+        return Type((self.axes,)), SCALAR_TYPE
 
     def label(self) -> str:
         return "Π " + " ".join(self.axes.names)

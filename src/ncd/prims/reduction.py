@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import sympy
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type, TypeLike, as_type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VectorNormOp", "LogSumExpOp", "ReductionBackwardOp", "VectorNorm", "LogSumExp"]
 
-SCALAR = Segment(())
 Reduction = Literal["norm", "logsumexp"]
 
 
@@ -72,7 +71,7 @@ class VectorNormOp(Primitive):
         _order(self.p, f"vector norm over '{self.axes}'")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((SCALAR,))
+        return Type((self.axes,)), SCALAR_TYPE
 
     def label(self) -> str:
         return f"‖·‖{_p_text(self.p)}"
@@ -92,7 +91,7 @@ class LogSumExpOp(Primitive):
         _axes(self.axes, "logsumexp")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((self.axes,)), Type((SCALAR,))
+        return Type((self.axes,)), SCALAR_TYPE
 
     def label(self) -> str:
         return "log Σ exp"

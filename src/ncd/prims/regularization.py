@@ -14,7 +14,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR_TYPE, Type
 from ncd.ir.diagram import Box, Identity
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DropoutOp", "Dropout"]
 
-SCALAR = Type((Segment(()),))
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class DropoutOp(Primitive):
             raise ParseError(f"dropout: the probability p must lie in [0, 1], not {self.p!r}")
 
     def signature(self) -> tuple[Type, Type]:
-        return SCALAR, SCALAR
+        return SCALAR_TYPE, SCALAR_TYPE
 
     def label(self) -> str:
         return f"Drop({self.p:g})"

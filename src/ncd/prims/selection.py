@@ -27,11 +27,11 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING, BoxBackward
-from ncd.prims.binary import SCALAR, Entrywise, draw_meeting
+from ncd.prims.binary import Entrywise, draw_meeting
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -81,11 +81,10 @@ def backward_where(prim: WhereOp, box: Box, builder: object) -> BoxBackward:
     """``∂a = where(c, g, 0)`` and ``∂b = where(c, 0, g)``."""
     from ncd.prims.structure import ZerosOp, route
 
-    scalar = Type((SCALAR,))
-    zero = Box(ZerosOp(scalar))
+    zero = Box(ZerosOp(SCALAR_TYPE))
     fan = route([CONDITION, SCALAR], [0, 1, 0, 1])  # (c, g) -> (c, g, c, g)
     select = Box(WhereOp())
-    both = Seq.of(fan, Par.of(Identity(Type((CONDITION, SCALAR))), zero, Identity(Type((CONDITION,))), zero, Identity(scalar)),
+    both = Seq.of(fan, Par.of(Identity(Type((CONDITION, SCALAR))), zero, Identity(Type((CONDITION,))), zero, Identity(SCALAR_TYPE)),
                   Par.of(select, select))
     return BoxBackward((("in", 0),), both)
 

@@ -20,7 +20,7 @@ import sympy
 
 from ncd.errors import SizeError
 from ncd.ir import weaving
-from ncd.ir.axes import Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis
+from ncd.ir.axes import SCALAR, Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
@@ -156,7 +156,7 @@ class InsertOp(Primitive):
     kind: ClassVar[Kind] = "linear"
 
     def signature(self) -> tuple[Type, Type]:
-        dom = Segment(()) if self.source is None else Segment((self.source,))
+        dom = SCALAR if self.source is None else Segment((self.source,))
         return Type((dom,)), Type((Segment((self.axis,)),))
 
     def label(self) -> str:

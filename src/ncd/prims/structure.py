@@ -20,7 +20,7 @@ import sympy
 
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
-from ncd.ir.axes import Segment, Type, TypeLike, as_type, parse_type
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type, TypeLike, as_type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -60,7 +60,6 @@ __all__ = [
     "residual",
 ]
 
-SCALAR = Type((Segment(()),))
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ class AddOp(Primitive):
             raise ParseError(f"add takes at least two tensors, not {self.n!r}")
 
     def signature(self) -> tuple[Type, Type]:
-        return Type((Segment(()),) * self.n), SCALAR
+        return Type((SCALAR,) * self.n), SCALAR_TYPE
 
     def label(self) -> str:
         return "+"
@@ -426,7 +425,7 @@ def backward_delete(prim: DeleteOp, box: Box, builder: Builder) -> BoxBackward:
 @transpose(AddOp)
 def transpose_add(prim: AddOp, box: Box) -> Diagram:
     """The transpose of a sum is a copy."""
-    return Box(CopyOp(SCALAR, prim.n))
+    return Box(CopyOp(SCALAR_TYPE, prim.n))
 
 
 @BACKWARD.rule(SwapOp)

@@ -28,7 +28,7 @@ from typing import Any
 import sympy
 import torch
 
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, Segment, Type
 from ncd.ir.diagram import Box
 from ncd.prims.linear import EinsumOp
 from ncd.prims.softmax import SoftmaxOp
@@ -461,7 +461,7 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
             from ncd.prims.gather import CompareOp
 
             s = conv.apply(Box(AddOp(2)), [s, vm])
-            finite = conv.apply(Box(CompareOp(">", float("-inf"), Segment(()))), [vm])
+            finite = conv.apply(Box(CompareOp(">", float("-inf"), SCALAR)), [vm])
             s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, finite])
         else:
             raise Decline(f"a {mask.value.dtype} mask")

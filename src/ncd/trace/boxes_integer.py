@@ -17,7 +17,7 @@ import torch
 import ncd.trace.boxes_complex  # noqa: F401  (the rules this one goes in front of, registered first)
 import ncd.trace.boxes_indexing  # noqa: F401
 import ncd.trace.scalars  # noqa: F401
-from ncd.ir.axes import Axis, Segment
+from ncd.ir.axes import SCALAR, Axis, Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, hook, rule
@@ -68,7 +68,7 @@ def index_arithmetic(conv: Converter, node: Node) -> None:
         if any(s.dtype not in ("index", "bool") for s in segs):
             raise Decline("an operand that is not drawn as integers")
         if node.value.is_floating_point():
-            target = Segment(())
+            target = SCALAR
         else:
             rng = combined_range(operator, segs[0], segs[1])
             target = Segment((), "index", rng if rng is not None else kind_of(node.value)[1])

@@ -16,7 +16,7 @@ from typing import Any
 import sympy
 import torch
 
-from ncd.ir.axes import Segment
+from ncd.ir.axes import SCALAR, Segment
 from ncd.ir.diagram import Box
 from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp, ScatterOp
 from ncd.prims.opaque import ViewOp
@@ -64,11 +64,11 @@ def cast(conv: Converter, node: Node) -> bool:
     if before.dtype == torch.bool and _integer(after):
         target = Segment((), "index", sympy.Integer(2))
     elif _integer(before) and after.is_floating_point():
-        target = Segment(())
+        target = SCALAR
     elif after.dtype == torch.bool and (_integer(before) or before.is_floating_point()):
         target = Segment((), "bool")
     elif before.dtype == torch.bool and after.dtype == torch.get_default_dtype():  # flags as 0./1. (XLM's mask)
-        target = Segment(())
+        target = SCALAR
     else:
         return False
     conv.bind(node, conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), target)), [vid]))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.axes import SCALAR, Axis, Segment, Type
 from ncd.ir.compose import fit
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.size import size
@@ -185,7 +185,7 @@ def recurrent(conv: Converter, node: Node) -> None:
         else:  # both directions' outputs side by side along the features (forward first), as torch lays them out
             assert both is not None
             before = Segment(conv.segs[ys[0]].axes[:-1])
-            out = conv.emit(Box(ConcatOp((k, k), both, before, Segment(()))), ys, [Segment(before.axes + (both,))])[0]
+            out = conv.emit(Box(ConcatOp((k, k), both, before, SCALAR)), ys, [Segment(before.axes + (both,))])[0]
     conv._picked[(id(node), 0)] = out
     for j, values in enumerate(finals):
         conv._picked[(id(node), j + 1)] = _stack(conv, values, conv.segs[states_in[0]].axes[0])
@@ -215,7 +215,7 @@ def _stack(conv: Converter, values: list[int], layer: Axis) -> int:
     if len(rows) == 1:
         return rows[0]
     rest = Segment(conv.segs[rows[0]].axes[1:])
-    return conv.emit(Box(ConcatOp((one,) * len(rows), layer, Segment(()), rest)), rows,
+    return conv.emit(Box(ConcatOp((one,) * len(rows), layer, SCALAR, rest)), rows,
                      [Segment((layer,) + rest.axes)])[0]
 
 

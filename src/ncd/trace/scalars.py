@@ -13,7 +13,7 @@ from typing import Any
 import sympy
 import torch
 
-from ncd.ir.axes import Segment
+from ncd.ir.axes import SCALAR, Segment
 from ncd.ir.diagram import Box
 from ncd.prims.gather import ArithmeticOp
 from ncd.trace import idioms
@@ -64,7 +64,7 @@ def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, refle
     if out.dtype == torch.bool:
         return Segment((), "bool")
     if out.is_floating_point():
-        return Segment(())
+        return SCALAR
     if out.dtype in NARROW and op in WRAPS:  # the range is the traced values': a fresh input may wrap where they did not
         raise Decline(f"{op} on {out.dtype}, which wraps around")
     if source.dtype == "index" and source.range is not None and not sympy.sympify(source.range).free_symbols:
