@@ -26,7 +26,7 @@ from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.idioms_wires import _live, _shape, _tensor
-from ncd.trace.naming import PRIME, frozen, noted, unique
+from ncd.trace.naming import PRIME, noted, unique
 from ncd.trace.shapes import factor_of
 
 __all__ = ["softmax", "UNARY", "unary", "power", "SYMBOLIZED", "size_constant", "count_of", "written",
@@ -101,59 +101,54 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
     sized = factor_of(conv, factor)
     if sized is not None:
         return sized
+    choice = _factor_choice(conv, factor, tuple(like))
     reads = conv.namer.reads
     if reads is None:
-        return _named_factor(conv, factor, like)
+        return _factor_expr(conv, factor, choice)
+    # it reads names the walk goes on adding (the config's, merges'): logged in a first layer, the choice as the answer
+    reads.append((_factor_choice, (conv, factor, tuple(like)), choice))
     conv.namer.reads = None
     try:
-        out = _named_factor(conv, factor, like)
+        return _factor_expr(conv, factor, choice)
     finally:
         conv.namer.reads = reads
-    # it reads names the walk goes on adding (the config's, merges'): logged while a first layer is walked
-    reads.append((named_factor_again, (conv, factor, tuple(like)), frozen(out)))
-    return out
 
 
-def named_factor_again(conv: Converter, factor: float, like: tuple[str, ...]) -> Any:
-    """What :func:`_named_factor` would answer now, changing nothing (``("wrote",)`` if it would add a constant)."""
-    constants = conv.__dict__.get("_constants")
-    held = None if constants is None else dict(constants)
-    reads, conv.namer.reads = conv.namer.reads, None
-    try:
-        out: Any = frozen(_named_factor(conv, factor, like))
-    finally:
-        conv.namer.reads = reads
-    now = conv.__dict__.get("_constants")
-    if (held is None) != (now is None) or (now is not None and now != held):
-        out = ("wrote",)
-        if held is None:
-            conv.__dict__.pop("_constants", None)
-        else:
-            constants.clear()  # type: ignore[union-attr]
-            constants.update(held)  # type: ignore[union-attr]
-    return out
+#: the powers of a size a factor is read as: ``k**-0.5``, ``1/m``, ``m**0.5``
+_POWERS = ((-0.5, sympy.Rational(-1, 2)), (-1.0, sympy.Integer(-1)), (0.5, sympy.Rational(1, 2)))
 
 
-def _named_factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
-    """``factor`` as a size of one of the wires ``like`` (or a name the config gives a size) when it is one."""
+def _factor_choice(conv: Converter, factor: float, like: tuple[str, ...]) -> tuple[str, int] | None:
+    """Which size ``factor`` is a power of: (the name, the power's index in :data:`_POWERS`; ``k`` also for the config's
+    head dimension while no wire holds it), or None.  It changes nothing (asked again by :mod:`ncd.trace.reuse`)."""
     merged = {name for key, name in conv.namer.generated.items() if len(key) > 3}  # (b h) as one wire: no size's role
-    for name in tuple(like) + (_config_names(conv) if like else ()):
+    for name in like + (_config_names(conv) if like else ()):
         base = name.rstrip(PRIME)
         n = conv.namer.size_of.get(base)
-        if n is None or n <= 1 or base in SYMBOLIZED or base in merged:
+        if n is None or n <= 1 or base in SYMBOLIZED or base in merged or not base.isidentifier():
             continue
-        for power in (sympy.Rational(-1, 2), sympy.Integer(-1), sympy.Rational(1, 2)):
-            if math.isclose(factor, n ** float(power), rel_tol=1e-12, abs_tol=0.0):
-                s = size_constant(conv, base)
-                if s is not None:
-                    return s ** power
+        for k, (power, _) in enumerate(_POWERS):
+            if math.isclose(factor, n ** power, rel_tol=1e-12, abs_tol=0.0):
+                return base, k
     heads = conv.namer.own["k"]
     if like and len(heads) == 1:  # the config's one head dimension, though no wire holds it (bloom's fused q k v: d)
         n = next(iter(heads))
         if n > 1 and conv.namer.size_of.get("k", n) == n and math.isclose(factor, n ** -0.5, rel_tol=1e-12, abs_tol=0.0):
-            conv.__dict__.setdefault("_constants", {})["k"] = n
-            return symbol("k") ** sympy.Rational(-1, 2)
-    return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
+            return "k", 0
+    return None
+
+
+def _factor_expr(conv: Converter, factor: float, choice: tuple[str, int] | None) -> sympy.Expr:
+    """The expression :func:`_factor_choice`'s answer stands for (the size recorded among the diagram's defaults)."""
+    if choice is None:
+        return sympy.Float(factor) if not float(factor).is_integer() else sympy.Integer(int(factor))
+    base, k = choice
+    s = size_constant(conv, base)
+    if s is None:  # the config's head dimension, no wire's yet: its size (a wire named k later has it too)
+        conv.__dict__.setdefault("_constants", {})["k"] = next(iter(conv.namer.own["k"]))
+        s = symbol("k")
+    result: sympy.Expr = s ** _POWERS[k][1]
+    return result
 
 
 def _config_names(conv: Converter) -> tuple[str, ...]:

@@ -112,19 +112,17 @@ def regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_
     return out
 
 
-#: the converter's notes :func:`regroup` reads and writes
-_REGROUP_NOTES = ("_splits", "_merges")
-
-
 def regroup_again(conv: Converter, names: tuple[str, ...], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> Any:
     """What :func:`regroup` would answer now (its names, or ``("declined", why)``), changing nothing: the namer and the
-    notes are as before the call; ``("wrote",)`` if the call would have added to them (a walk would not be the same)."""
+    notes are as before the call; ``("wrote",)`` if the call would have added to them (a walk would not be the same).
+    Both are only ever added to (names, merges, splits and the wires each split: at their ends), so their lengths tell."""
     namer = conv.namer
-    held: tuple[dict[Any, Any], ...] = (dict(namer.size_of), dict(namer.generated), dict(namer.roles))
-    notes: dict[str, dict[Any, Any] | None] = {k: conv.__dict__.get(k) for k in _REGROUP_NOTES}
-    kept = {k: None if v is None else frozen(v) for k, v in notes.items()}
-    copies = {k: None if v is None else {key: list(x) if isinstance(x, list) else x for key, x in v.items()}
-              for k, v in notes.items()}
+    tables: tuple[dict[Any, Any], ...] = (namer.size_of, namer.generated, namer.roles)
+    lengths = [len(t) for t in tables]
+    splits: dict[Any, list[str]] | None = conv.__dict__.get("_splits")
+    merges: dict[str, Any] | None = conv.__dict__.get("_merges")
+    split_lengths = None if splits is None else {key: len(parents) for key, parents in splits.items()}
+    merge_length = None if merges is None else len(merges)
     reads, namer.reads = namer.reads, None
     try:
         out: Any = frozen(_regroup(conv, list(names), shape_in, shape_out))
@@ -132,22 +130,26 @@ def regroup_again(conv: Converter, names: tuple[str, ...], shape_in: tuple[int, 
         out = ("declined", str(error))
     finally:
         namer.reads = reads
-    if (len(namer.size_of), len(namer.generated), len(namer.roles)) != tuple(len(d) for d in held) \
-            or any(kept[k] != (None if conv.__dict__.get(k) is None else frozen(conv.__dict__.get(k))) for k in kept):
-        out = ("wrote",)
-        tables: tuple[dict[Any, Any], ...] = (namer.size_of, namer.generated, namer.roles)
-        for table, old in zip(tables, held):
-            table.clear()
-            table.update(old)
-        for k, note_table in notes.items():
-            copy = copies[k]
-            if note_table is None or copy is None:
-                conv.__dict__.pop(k, None)
-            else:
-                conv.__dict__[k] = note_table
-                note_table.clear()
-                note_table.update(copy)
-    return out
+    now_splits, now_merges = conv.__dict__.get("_splits"), conv.__dict__.get("_merges")
+    same_splits = now_splits is splits and (splits is None or split_lengths == {k: len(v) for k, v in splits.items()})
+    same_merges = now_merges is merges and (merges is None or merge_length == len(merges))
+    if [len(t) for t in tables] == lengths and same_splits and same_merges:
+        return out
+    for table, n in zip(tables, lengths):  # put back: drop what was added at the ends
+        for key in list(table)[n:]:
+            del table[key]
+    for which, held in (("_splits", splits), ("_merges", merges)):
+        if held is None:
+            conv.__dict__.pop(which, None)
+    if splits is not None and split_lengths is not None:
+        for key in [k for k in splits if k not in split_lengths]:
+            del splits[key]
+        for key, n in split_lengths.items():
+            del splits[key][n:]
+    if merges is not None and merge_length is not None:
+        for key in list(merges)[merge_length:]:
+            del merges[key]
+    return ("wrote",)
 
 
 def _regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> list[str]:

@@ -216,6 +216,8 @@ class Repeats:
     def _copy(self, record: _Record, span: _Span) -> bool:
         """Give ``span`` copies of ``record``'s steps if its nodes correspond to the recorded layer's; else False."""
         conv = self.conv
+        if span.end - span.start != record.span.end - record.span.start:
+            return False  # (as the match would tell, before asking the reads again)
         for fn, args, answer in record.reads:  # the namer and the notes read as they were: this layer's walk reads so
             if frozen(fn(*args)) != answer:
                 return False
