@@ -167,3 +167,29 @@ def test_a_batch_of_one_keeps_the_symbols_in_a_llama() -> None:
         with torch.no_grad():
             got, want = d.to_torch(b=b, t=t)(ids), model(ids, use_cache=False).last_hidden_state
         torch.testing.assert_close(got[0] if isinstance(got, (tuple, list)) else got, want, atol=1e-5, rtol=1e-5)
+
+
+class _Positions(nn.Module):
+    """Token and learned position embeddings added, the positions' rows read as ``(1, t, m)`` (GPT-2's ``wpe``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.positions, self.out = nn.Embedding(50, 16), nn.Embedding(32, 16), nn.Linear(16, 16)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.positions(torch.arange(ids.shape[1], device=ids.device))[None]
+        out: torch.Tensor = self.out(self.tokens(ids) + rows)
+        return out
+
+
+def test_a_constant_of_one_row_broadcasts_over_a_batch_of_one() -> None:
+    """At batch 1 the positions' ``(1, t, m)`` rows are added to ``(b, t, m)``: the row of one broadcasts, as at
+    other batches (before, named like the batch: a view of the table as ``b t m``, held at batch 1, refused at 3)."""
+    torch.manual_seed(0)
+    model = _Positions().eval()
+    d = _batch_of_one(model, torch.randint(0, 50, (1, 6)), "b ~t")
+    assert d.fixed == (), d.fixed
+    for b, t in [(3, 6), (2, 9)]:
+        ids = torch.randint(0, 50, (b, t), generator=torch.Generator().manual_seed(b))
+        with torch.no_grad():
+            torch.testing.assert_close(d.to_torch(b=b, t=t)(ids), model(ids), atol=1e-5, rtol=1e-5)

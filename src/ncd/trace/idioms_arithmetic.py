@@ -183,6 +183,10 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
     tail = out_names[len(out_names) - len(shape):] if shape else []
     out_tail = out_shape[len(out_shape) - len(shape):] if shape else ()
     keep = [not (s == 1 and o != 1) for s, o in zip(shape, out_tail)]  # drop only the wires that broadcast
+    if any(s == 1 and n.rstrip(PRIME) != "1" for s, n in zip(shape, tail)):  # a wire of size 1 the output names
+        # (a batch of one): the operand's own when it names it so, else it broadcasts there (a constant's 1)
+        own = conv.names(conv.value(value)) if isinstance(value, Node) and value.live else ["1"] * len(shape)
+        keep = [k and not (s == 1 and n.rstrip(PRIME) != "1" and o != n) for k, s, n, o in zip(keep, shape, tail, own)]
     names = [n for n, k in zip(tail, keep) if k]
     kept = tuple(s for s, k in zip(shape, keep) if k)
     if isinstance(value, Node) and value.live:
