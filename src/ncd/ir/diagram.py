@@ -3,8 +3,8 @@
 Node kinds: :class:`Identity`, :class:`Box`, :class:`Seq` (sequential composition,
 ``>>``), :class:`Par` (parallel composition / tupling, ``@``), :class:`Weave`
 (broadcasting over one extra axis, possibly *inner*: some input segments shared),
-:class:`Block` (a named, fenced region = one module) and :class:`Repeat` (a block
-repeated over an iteration variable, with its own parameters each time).
+:class:`Block` (a named, fenced region = one module) and :class:`~ncd.ir.repetition.Repeat` (a block
+repeated over an iteration variable, with its own parameters each time; it lives in :mod:`ncd.ir.repetition`).
 
 >>> import ncd
 >>> f = ncd.Linear("m -> k h") >> ncd.Softmax("k")
@@ -17,27 +17,44 @@ repeated over an iteration variable, with its own parameters each time).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sympy
 
-from ncd.errors import SizeError, SourceLocation, TypeMismatchError, user_location
+from ncd.errors import SourceLocation, TypeMismatchError, user_location
 from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
 from ncd.ir.binding import bind_all, bind_known, check_option_names, check_size_names, defaults_of
 from ncd.ir.checks import _box_types, _check_junctions, _check_meta, _nest, describe
 from ncd.ir.checks import _set as _set  # re-exported: the node writer, imported from here
 from ncd.ir.names import check_text
 from ncd.ir.primitive import Primitive
-from ncd.ir.size import Size, SizeLike, Substitution, evaluate, size, substitute, symbol
+from ncd.ir.size import SizeLike, Substitution, size, symbol
 
 if TYPE_CHECKING:
     import torch
 
+    from ncd.ir.repetition import Repeat as Repeat
+    from ncd.ir.repetition import repeat as repeat
+
 __all__ = ["bind_all", "bind_known",
            "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
            "check_size_names", "check_option_names"]
+
+_MOVED = {"Repeat": "ncd.ir.repetition", "repeat": "ncd.ir.repetition", "_Shadow": "ncd.ir.repetition"}
+
+
+def __getattr__(name: str) -> Any:
+    """The repetition lives in :mod:`ncd.ir.repetition` (it imports this module); its old names here still answer."""
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # found once
+    return value
 
 
 class Diagram:
@@ -585,84 +602,6 @@ class Block(Diagram):
         return dict(self.meta).get(key, default)
 
 
-@dataclass(frozen=True, repr=False)
-class Repeat(Diagram):
-    """``body`` applied for ``var`` = ``start`` … ``stop``−1, each time with its own parameters.
-
-    Sizes inside ``body`` may depend on ``var``; the checker requires the output type of
-    iteration ``i`` to equal the input type of iteration ``i+1``.
-    """
-
-    body: Diagram
-    var: str
-    start: Size
-    stop: Size
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        check_text(self.var, "a repetition variable")
-        if self.name is not None:
-            check_text(self.name, "a repetition name")
-        i = symbol(self.var)
-        step_dom = self.body.dom.subs({i: i + 1})
-        if not self.body.cod.same(step_dom):
-            raise TypeMismatchError(
-                f"repeat {self.name or self.var!r}: iteration {self.var} outputs '{self.body.cod}' but iteration"
-                f" {self.var}+1 takes '{step_dom}'; a repetition must feed its output back as its input"
-            )
-        if not self.start.free_symbols and not self.stop.free_symbols and int(self.stop) <= int(self.start):
-            raise SizeError(f"repeat {self.name or self.var!r}: {self.var} runs from {self.start} to {self.stop}, which is empty")
-        _set(self, dom=self.body.dom.subs({i: self.start}), cod=self.body.cod.subs({i: self.stop - 1}))
-        _nest(self)
-
-    def children(self) -> tuple[Diagram, ...]:
-        return (self.body,)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
-        if not mapping:
-            return self
-        inner = {k: v for k, v in mapping.items() if k != symbol(self.var)}
-        return Repeat(self.body.subs(inner), self.var, substitute(self.start, inner), substitute(self.stop, inner), self.name)
-
-    def _own_symbols(self) -> set[sympy.Symbol]:
-        return set(self.start.free_symbols | self.stop.free_symbols)
-
-    def walk(self) -> Iterator[Diagram]:
-        yield self
-        i = symbol(self.var)
-        for node in self.body.walk():
-            if isinstance(node, Repeat) or not (node._own_symbols() & {i}):
-                yield node
-            else:  # the iteration variable is bound here, not free
-                yield _Shadow(node, i)
-
-    def count(self, /, **sizes: int) -> int:
-        return evaluate(self.stop - self.start, sizes, what=f"repetition count of {self.name or self.var!r}")
-
-    def iteration(self, index: int) -> Diagram:
-        """The body at ``var = index`` (the body itself when no size of it depends on ``var``)."""
-        i = symbol(self.var)
-        uses = self.__dict__.get("_uses_var")
-        if uses is None:  # asked once per repetition: unrolling n iterations of a fixed body stays O(n)
-            uses = i in self.body.free_symbols
-            _set(self, _uses_var=uses)
-        return self.body.subs({i: sympy.Integer(index)}) if uses else self.body
-
-
-class _Shadow(Diagram):
-    """A node seen from outside a repeat: its iteration variable does not count as free."""
-
-    def __init__(self, node: Diagram, var: sympy.Symbol) -> None:
-        self.node, self.var = node, var
-        self.dom, self.cod = node.dom, node.cod
-
-    def _own_symbols(self) -> set[sympy.Symbol]:
-        return self.node._own_symbols() - {self.var}
-
-    def walk(self) -> Iterator[Diagram]:
-        yield self
-
-
 def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
     """What a chain of weaves broadcasts, and the weaves, outermost first.
 
@@ -676,23 +615,3 @@ def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
         weaves.append(diagram)
         diagram = diagram.inner
     return diagram, tuple(weaves)
-
-
-def repeat(
-    body: Diagram | Callable[[sympy.Symbol], Diagram],
-    var: str = "i",
-    start: SizeLike = 0,
-    stop: SizeLike = "N",
-    name: str | None = None,
-) -> Repeat:
-    """Repeat ``body`` for ``var`` in ``start … stop−1``; ``body`` may be a function of the variable.
-
-    >>> import ncd
-    >>> r = ncd.repeat(lambda i: ncd.Linear("m -> m", bias=True).block("layer"), "i", 0, "N")
-    >>> sorted(str(s) for s in r.free_symbols)
-    ['N', 'm']
-    """
-    built = body(symbol(var)) if callable(body) and not isinstance(body, Diagram) else body
-    if not isinstance(built, Diagram):
-        raise TypeMismatchError(f"repeat: the body must be a diagram, not {type(built).__name__}")
-    return Repeat(built, var, size(start), size(stop), name)
