@@ -195,6 +195,12 @@ def _recorder_class() -> type:
     return _RECORDERS[base]
 
 
+#: writes that read nothing of what they write (compared in :meth:`_Recording.write`); a view operation reading memory
+_COPIES = frozenset({torch.ops.aten.copy_.default, torch.ops.aten.fill_.Scalar, torch.ops.aten.fill_.Tensor,
+                     torch.ops.aten.zero_.default})
+_STRIDED = frozenset({torch.ops.aten.as_strided.default})
+
+
 class _Recording(Aliases):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
@@ -237,6 +243,9 @@ class _Recording(Aliases):
         #: view of one keeps its entries (:meth:`freeze`)
         self.own: set[int] = set()
         self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
+        #: a tensor written through a view -> (the recorded tensor the write gives, the tensor, the operator), compared
+        #: before anything reads it (:meth:`check_writes`): a run of copies into one tensor is compared once, at its end
+        self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
         named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
@@ -323,7 +332,22 @@ class _Recording(Aliases):
             return {k: self.ref(v) for k, v in value.items()}
         return value
 
+    def check_writes(self) -> None:
+        """Compare every tensor written through a view since the last comparison with what its recorded writes give.
+
+        Called before anything reads memory (every call but a view operation and a plain copy through a view, which
+        decides in :meth:`write`; a custom Function; a read into Python; the end of the run): the values anyone
+        observes are the ones a comparison after every write would have checked.  A copy overwrites its region
+        without reading it, so a difference there before it is seen by no one; one anywhere else stays to the end."""
+        for final, base, func in self.pending.values():
+            if not _same(final, base):  # (kept: a model catching the error meets it again, at the latest at the end)
+                raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
+        self.pending = {}
+
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
+                func in _COPIES and not self.inside and args[0]._base is not None and id(args[0]) not in self.twins):
+            self.check_writes()  # (a view reads no values; a copy through a view decides in :meth:`write`)
         where = _WRITES.get(func)
         if where is None:
             where = writes(func)
@@ -437,6 +461,7 @@ class _Recording(Aliases):
         from ncd.errors import TraceError
         from ncd.trace.functions import function_op
 
+        self.check_writes()
         line = user_line() or "?"
         many = not isinstance(out, torch.Tensor)
         items = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -627,6 +652,10 @@ class _Recording(Aliases):
         packet = func.overloadpacket.__name__
         mutated = args[0]
         root = mutated._base
+        if self.pending and (root is None or packet not in ("copy_", "fill_", "zero_") or any(
+                isinstance(a, torch.Tensor) and any(_shares(a, b) for _, b, _ in self.pending.values())
+                for a in (*args[1:], *kwargs.values()))):  # a write that reads what it writes, or memory written
+            self.check_writes()
         if self.meta or (root is None and packet not in ("copy_", "fill_", "zero_")):
             return None
         if not mutated.numel():  # a write into no entries (an empty slice) changes nothing
@@ -652,6 +681,8 @@ class _Recording(Aliases):
             old = held if isinstance(held, torch.Tensor) and held is not base and (recorded or (
                 held.shape == base.shape and held.dtype == base.dtype and held.stride() == base.stride()
                 and not _shares(held, base))) else base.clone()
+        if self.pending and (square is not None or base is None or old is not self.pending.get(id(base), (None,))[0]):
+            self.check_writes()  # (before the write: the tensors compared hold the values they held after the last)
         if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
             self.stale.add(id(root))
         if packet in ("copy_", "fill_", "zero_"):
@@ -673,8 +704,7 @@ class _Recording(Aliases):
                 _, region_, d1, d2 = square
                 new = put_diagonal(self.emit, cut(self.emit, old, found, tuple(region_.shape)), new, d1, d2)
             final = write_back(self.emit, old, found, new)
-            if not _same(final, base):
-                raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
+            self.pending[id(base)] = (final, base, func)  # compared before anything reads it (:meth:`check_writes`)
             self.by_id[id(base)] = self.by_id[id(final)]
             if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
                 self.own.add(id(final))
@@ -870,6 +900,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths):
             out = flat(*run_args, **run_kwargs)
+        rec.check_writes()
         if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
             raise _OverBudget(f"{rec.work} after {rec.calls} calls")
     except BaseException:  # the model is run again (or the trace fails): as if this run had not happened
@@ -959,6 +990,8 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         method = saved[name]
 
         def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if rec.pending:
+                rec.check_writes()
             node = rec.by_id.get(id(self))
             if node is not None and node.live and not _asserted() and not _printing():
                 raise ReadsValue(f"Tensor.{name}() reads a value that depends on the inputs into Python at"

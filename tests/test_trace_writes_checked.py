@@ -1,0 +1,84 @@
+"""The check of writes through views: the recorded writes' result is compared with the tensor the model wrote before
+anything reads it (a run of copies into one tensor is compared once, at its end).  A recorded value made wrong on
+purpose is refused (the trace falls back to ``torch.export``) wherever anything could observe it."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.trace import writes
+
+
+class Copies(torch.nn.Module):
+    """Copies into regions of one tensor in a row (longformer's diagonal scores); ``read``: what reads it between the
+    first copy and the others (nothing, the tensor, or a view of it made before the copy)."""
+
+    def __init__(self, read: str) -> None:
+        super().__init__()
+        self.read = read
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 4, 6)
+        s = x.new_zeros(x.shape)
+        v = s[:, 0]
+        s[:, :2] = x[:, :2]
+        r = None
+        if self.read == "tensor":
+            r = s.sum()
+        elif self.read == "view":
+            r = v.sum()
+        s[:, 2:, :3] = x[:, 2:, 3:]
+        s[:, 0] = x[:, 3]
+        s[:, 3, 3:] = 1.0
+        return s if r is None else s + r
+
+
+def _trace(model: torch.nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch,
+           wrong: tuple[int, tuple[int, ...]] | None) -> ncd.TracedDiagram:
+    """``wrong``: the write (1-based) whose recorded result gets one entry made wrong, and that entry."""
+    made = []
+    original = writes.write_back
+
+    def write_back(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(*args, **kwargs)
+        made.append(out)
+        if wrong is not None and len(made) == wrong[0]:
+            out[wrong[1]] += 1.0  # the recorded value only: the recorded operations stay right
+        return out
+
+    monkeypatch.setattr(writes, "write_back", write_back)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+    assert len(made) >= 1
+    return d
+
+
+@pytest.mark.parametrize(("read", "wrong", "method"), [
+    ("none", None, "dispatch"),
+    ("tensor", None, "dispatch"),
+    ("view", None, "dispatch"),
+    # an entry the third copy overwrites, with nothing reading it before: no one observes it
+    ("none", (1, (0, 0, 0)), "dispatch"),
+    # an entry no later write overwrites: seen by the model's result
+    ("none", (1, (0, 1, 0)), "export"),
+    # an entry later overwritten, but read before that (the tensor, or a view of it made before the write)
+    ("tensor", (1, (0, 0, 0)), "export"),
+    ("view", (1, (0, 0, 0)), "export"),
+    # the last write: returned as it is (compared at the end of the run)
+    ("none", (4, (0, 3, 4)), "export"),
+    ("none", (3, (1, 0, 5)), "export"),
+])
+def test_every_value_anyone_reads_after_writes_through_views_is_checked(
+        read: str, wrong: tuple[int, tuple[int, ...]] | None, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = Copies(read)
+    x = torch.randn(2, 4, 6)
+    d = _trace(model, x, monkeypatch, wrong)
+    assert d.method == method
+    module = d.to_torch()
+    for fresh in (x, torch.randn(2, 4, 6)):
+        with torch.no_grad():
+            torch.testing.assert_close(module(fresh), model(fresh))
