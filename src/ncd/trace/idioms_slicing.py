@@ -8,7 +8,7 @@ projection's queries, keys and values names its part after the config), a concat
 from __future__ import annotations
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import SCALAR, Type
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
@@ -149,7 +149,7 @@ def concat(conv: Converter, node: Node) -> None:
     else:
         name = conv.namer.fresh(out_shape[dim], None, "item" if axes[0].is_item or axes[-1].is_item else "feature")
     name = apart(name, set(template) - {template[dim]})
-    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim]), Segment(()), Segment(()), *kind))
+    box = Box(ConcatOp(axes, conv.namer.axis(name, out_shape[dim]), SCALAR, SCALAR, *kind))
     dom = Type(tuple(conv.segs[v] for v in vids))
     from ncd.ir.compose import fit
 
