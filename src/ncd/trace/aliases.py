@@ -11,6 +11,7 @@ import torch
 from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
 
 from ncd.trace.capture import Node, user_line
+from ncd.trace.refusals import Unsupported
 
 
 class Aliases:
@@ -55,8 +56,6 @@ class Aliases:
                                  " the batch; call the function on the whole batch instead (a diagram broadcasts it"
                                  " over the batch's wire)")
         elif self._live_alias(value):
-            from ncd.trace.record import Unsupported
-
             raise Unsupported(f"a value of the inputs is read under another name (x.data) at {user_line() or '?'}")
 
     def _live_alias(self, value: torch.Tensor) -> bool:

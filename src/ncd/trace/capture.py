@@ -29,6 +29,7 @@ import torch.fx
 
 from ncd.errors import TraceError
 from ncd.trace.functions import functions_refused
+from ncd.trace.refusals import ReadsValue, Unsupported
 
 __all__ = ["Node", "Captured", "capture"]
 
@@ -199,7 +200,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     flat = _Flat(model)
     reads: Exception | None = None
     if method == "dispatch" and recorder_works():
-        from ncd.trace.record import ReadsValue, Unsupported, record
+        from ncd.trace.record import record
 
         try:
             return record(model, args, kwargs, flat)

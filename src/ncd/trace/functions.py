@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ncd.trace.refusals import _NeedValues
+
 __all__ = ["NAMESPACE", "EXACT", "function_op", "functions_boxed", "functions_refused", "proven"]
 
 NAMESPACE = "ncd_function"
@@ -252,8 +254,6 @@ def functions_boxed(rec: Any) -> Iterator[None]:
         if rec.inside or qualified(cls) in EXACT:
             return original(cls, *args, **kwargs)
         if rec.meta:  # its proof needs values (and its forward may not run on meta): record on real values
-            from ncd.trace.record import _NeedValues
-
             raise _NeedValues(f"the custom autograd.Function {cls.__qualname__} is proven on values")
         rec.inside += 1  # the proof's operations are not recorded
         try:

@@ -34,6 +34,7 @@ from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.reads import _asserted, _printing
+from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.shapes import Shapes
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
 from ncd.trace.undo import _WRITES, Undo, writes, writes_into
@@ -55,16 +56,6 @@ BRANCHES = frozenset({"is_nonzero", "_local_scalar_dense", "item"})
 RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
                     "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
                     "random_", "cauchy_", "log_normal_", "geometric_"})
-
-
-
-
-class Unsupported(Exception):
-    """The eager recording cannot stand for this model; use ``torch.export``."""
-
-
-class ReadsValue(Unsupported):
-    """The model read a value that depends on the inputs into Python (its control flow may depend on it)."""
 
 
 #: Above this rough size of a model's arithmetic (parameters × input elements) the inputs' calls are recorded on the
@@ -145,20 +136,12 @@ def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     return (_computing(model, walk) if elements else 0) * elements > META_ABOVE
 
 
-class _NeedValues(Exception):
-    """The recording on the meta device lacks a value it needs: record again on real values."""
-
-
 #: A model above :data:`META_ABOVE` is recorded on real values first, and again on the meta device once its calls on
 #: values of the inputs would compute more than ``WORK_BUDGET + WORK_PER_CALL`` × their number
 #: (:func:`ncd.trace.work.work`, multiply-adds; ~2e10 a second here): a meta kernel costs up to ~0.1 ms a call in
 #: Python, so a large model of small inputs (a deep stack of small layers) records faster on real values.
 WORK_BUDGET = 2e7
 WORK_PER_CALL = 3e6
-
-
-class _OverBudget(Exception):
-    """The recording on real values has computed more than :data:`WORK_BUDGET`: record again on the meta device."""
 
 
 def _recorder_base() -> type:

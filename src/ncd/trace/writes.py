@@ -14,7 +14,7 @@ must have the view's sizes, strides and offset (the same memory, element for ele
 (``x.diagonal(dim1=1, dim2=2).zero_()``) is no region: it is the main diagonal of one (the square its offset cuts,
 :func:`diagonal_of`), whose new value is ``where(eye, diag_embed(new), old square)`` (:func:`put_diagonal`).  The
 root's recorded new value is compared with the tensor the model wrote.  Anything else (a
-region a reshape scrambled, a write that does not reproduce) is :class:`~ncd.trace.record.Unsupported`.
+region a reshape scrambled, a write that does not reproduce) is :class:`~ncd.trace.refusals.Unsupported`.
 
 >>> import torch
 >>> root = torch.zeros(4, 5, 6)
