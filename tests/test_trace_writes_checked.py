@@ -82,3 +82,46 @@ def test_every_value_anyone_reads_after_writes_through_views_is_checked(
     for fresh in (x, torch.randn(2, 4, 6)):
         with torch.no_grad():
             torch.testing.assert_close(module(fresh), model(fresh))
+
+
+class _Tripled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t):  # type: ignore[no-untyped-def]
+        return t * 3 + t.flip(1)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        return g  # (straight through: not the forward's gradient, so the Function is drawn as a box calling it)
+
+
+class _ThenRead(torch.nn.Module):
+    """Writes through views of a tensor computed from the input, then (``then``) a custom Function reads it or a value
+    no input reaches is read into Python: the pending comparison runs there, and must not itself be recorded."""
+
+    def __init__(self, then: str) -> None:
+        super().__init__()
+        self.then = then
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = torch.tensor([2.0, 3.0])
+        y = x.clone()
+        y[:, 0].copy_(x[:, 1])
+        y[:, 1].fill_(0.5)
+        if self.then == "function":
+            return _Tripled.apply(y)  # type: ignore[no-untyped-call, no-any-return]
+        scale = table.tolist()
+        return y * float(scale[1])
+
+
+@pytest.mark.parametrize("then", ["function", "python"])
+def test_a_check_before_a_function_or_a_python_read_is_not_recorded(then: str) -> None:
+    model = _ThenRead(then)
+    x = torch.randn(2, 5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert d.method == "dispatch"  # (was: the comparison's torch.equal recorded as reading the input into Python)
+    module = d.to_torch()
+    for fresh in (x, torch.randn(2, 5, 3)):
+        with torch.no_grad():
+            torch.testing.assert_close(module(fresh), model(fresh))

@@ -322,9 +322,15 @@ class _Recording(Aliases):
         decides in :meth:`write`; a custom Function; a read into Python; the end of the run): the values anyone
         observes are the ones a comparison after every write would have checked.  A copy overwrites its region
         without reading it, so a difference there before it is seen by no one; one anywhere else stays to the end."""
-        for final, base, func in self.pending.values():
-            if not _same(final, base):  # (kept: a model catching the error meets it again, at the latest at the end)
-                raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model wrote")
+        if not self.pending:
+            return
+        from ncd.trace.functions import _unrecorded
+
+        with _unrecorded():  # (called from a Function's apply or a Python read, the recording's modes are on)
+            for final, base, func in self.pending.values():
+                if not _same(final, base):  # (kept: a model catching the error meets it again, at the latest at the end)
+                    raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model"
+                                      " wrote")
         self.pending = {}
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
