@@ -1,4 +1,4 @@
-"""The module walks read from the recording's :class:`ncd.trace.record._Walk` equal torch's own (``parameters()``,
+"""The module walks read from the recording's :class:`ncd.trace.walk._Walk` equal torch's own (``parameters()``,
 ``named_parameters``, ``modules()``), on models sharing modules and parameters and on classes overriding the walks."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 
 from ncd.trace.other_sizes import _state
 from ncd.trace.params import unread
-from ncd.trace.record import _Walk
 from ncd.trace.undo import Undo
+from ncd.trace.walk import _Walk
 
 
 class Shared(torch.nn.Module):

@@ -283,7 +283,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
-    from ncd.trace.record import _Walk
+    from ncd.trace.walk import _Walk
 
     walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,

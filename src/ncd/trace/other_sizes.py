@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ncd.errors import InputError, TraceError
 
 if TYPE_CHECKING:
-    from ncd.trace.record import _Walk
+    from ncd.trace.walk import _Walk
 
 __all__ = ["Origin", "origin_of", "check"]
 
@@ -61,7 +61,7 @@ class Origin:
 def origin_of(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], walk: _Walk | None = None) -> Origin:
     """The model's call with its tensors as slots, in the order the recorder makes them inputs (pytree order within a
     list, tuple or dict argument); an argument that is an object holding tensors leaves the call unknown (``walk``:
-    the model's state read already, :class:`ncd.trace.record._Walk`)."""
+    the model's state read already, :class:`ncd.trace.walk._Walk`)."""
     from ncd.trace.capture import holds_tensors
 
     count = 0

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from ncd.trace.capture import Node
-    from ncd.trace.record import _Walk
+    from ncd.trace.walk import _Walk
 
 __all__ = ["HOLDER", "constants", "freeze", "hold", "pieces", "tie", "unread"]
 
@@ -44,7 +44,7 @@ HOLDER = "unused"
 def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
            walk: _Walk | None = None) -> tuple[tuple[str, torch.Tensor], ...]:
     """The parameters of ``model`` (every name, tied ones under each of theirs) whose storage no traced tensor reads
-    (``walk``: the model's state read already, :class:`ncd.trace.record._Walk`).
+    (``walk``: the model's state read already, :class:`ncd.trace.walk._Walk`).
 
     A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it, and so does one
     that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``); a parameter on

@@ -38,6 +38,7 @@ from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.shapes import Shapes
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
 from ncd.trace.undo import _WRITES, Undo, writes, writes_into
+from ncd.trace.walk import _computing, _Walk, _warn_rebound
 from ncd.trace.work import work
 from ncd.trace.writes import Region
 
@@ -62,70 +63,6 @@ RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_
 #: meta device (shapes only): its kernels cost ~1-10 ms an operator in Python, running a small model costs less.
 #: An embedding table only used for lookups does no arithmetic per parameter: not counted (:func:`_computing`).
 META_ABOVE = 5e9
-
-
-class _Walk:
-    """The model's modules, parameters and buffers by name (``named_modules``, ``named_parameters``, ``named_buffers``,
-    each with ``remove_duplicate=False``), read in one walk of the module tree: a recording asks for them several
-    times (its module paths and state, the state bound before and after, the arithmetic of :func:`_computing`).
-
-    A model whose class reads its state another way (overrides one of :data:`GATHERS`, or a module's class overrides
-    ``named_modules`` or ``__hash__``, by which torch tells modules met twice apart) is asked through torch's methods,
-    here and by every reader of the walk (``faithful`` is false)."""
-
-    __slots__ = ("modules", "parameters", "buffers", "used", "faithful")
-
-    #: the methods by which torch gathers a model's modules, parameters and buffers
-    GATHERS = ("modules", "named_modules", "_named_members", "parameters", "named_parameters", "buffers",
-               "named_buffers")
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.used = False  # a recording read it: another one walks again (the one before may have rebound state)
-        self.modules: list[tuple[str, torch.nn.Module]] = list(model.named_modules(remove_duplicate=False))
-        self.parameters: list[tuple[str, torch.Tensor]] = []
-        self.buffers: list[tuple[str, torch.Tensor]] = []
-        cls, base = type(model), torch.nn.Module
-        #: the walk holds the state as torch's own methods give it (no class reads it another way)
-        self.faithful = all(getattr(cls, name) is getattr(base, name) for name in self.GATHERS) and all(
-            type(m).named_modules is base.named_modules and type(m).__hash__ is base.__hash__ for _, m in self.modules)
-        if not self.faithful:
-            self.parameters.extend(model.named_parameters(remove_duplicate=False))
-            self.buffers.extend(model.named_buffers(remove_duplicate=False))
-            return
-        for prefix, module in self.modules:  # as torch's _named_members walks them
-            dot = f"{prefix}." if prefix else ""
-            for k, v in module._parameters.items():
-                if v is not None:
-                    self.parameters.append((dot + k, v))
-            for k, u in module._buffers.items():
-                if u is not None:
-                    self.buffers.append((dot + k, u))
-
-    def bound(self) -> dict[str, torch.Tensor]:
-        """The parameters and buffers by name (a buffer's name after a parameter's)."""
-        return {**dict(self.parameters), **dict(self.buffers)}
-
-
-def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
-    """The model's parameters but the tables of its embeddings that no other layer uses (a tied output head does)."""
-    lookups = (torch.nn.Embedding, torch.nn.EmbeddingBag)
-    tables: set[int] = set()
-    used: set[int] = set()
-    if walk is None or not walk.faithful:
-        for module in model.modules():
-            for p in module.parameters(recurse=False):
-                (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
-        return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
-    for _, module in walk.modules:
-        lookup = isinstance(module, lookups)
-        for w in module._parameters.values():
-            if w is not None:
-                (tables if lookup and w is getattr(module, "weight", None) else used).add(id(w))
-    counted: dict[int, int] = {}  # each parameter once (tied ones under several names)
-    for _, t in walk.parameters:
-        if id(t) not in counted and (id(t) not in tables or id(t) in used):
-            counted[id(t)] = t.numel()
-    return sum(counted.values())
 
 
 def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], walk: _Walk | None = None) -> bool:
@@ -737,33 +674,6 @@ def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     captured = _recorded(model, args, kwargs, flat, walk)
     _warn_rebound(model, bound)
     return captured
-
-
-def _bound_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters and buffers by name, as bound now."""
-    return _Walk(model).bound()
-
-
-def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
-    """Warn if the traced call bound a parameter or buffer to another value (``self.steps = self.steps + 1``).
-
-    A rebinding to an equal tensor (a cache rebuilt the same) says nothing; one to other values means the model's
-    later calls differ from the lowered module, which computes the traced call from the values before it."""
-    after = _bound_state(model)
-    changed = []
-    for name, old in before.items():
-        new = after.get(name)
-        if new is None or new is old:
-            continue
-        if new.device != old.device or new.is_meta or not _same(new, old):
-            changed.append(name)
-    if changed:
-        import warnings
-
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model binds its {', '.join(changed)} to new values"
-                      " while it runs; the diagram computes the traced call from their values before it and the"
-                      " lowered module does not update them, so later calls of the model differ from it (and tracing"
-                      " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=3)
 
 
 def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,

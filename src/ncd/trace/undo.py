@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from ncd.trace.record import _Walk
+    from ncd.trace.walk import _Walk
 
 #: per thread, the modules' public attributes and the contents of the dicts, lists and sets they hold, as each
 #: ``_state_kept`` around the running recording saw them (innermost last): a failed attempt puts its model's contents
