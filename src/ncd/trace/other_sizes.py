@@ -110,11 +110,17 @@ def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
 
 
 def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut."""
+    """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut;
+    a floating-point axis grown from one entry gets unequal copies (scaled 1, 1.5, 2, ...)."""
     out = example
     for dim, (was, now) in enumerate(zip(example.shape, shape)):
         if was != now:
             out = out.index_select(dim, torch.arange(now, device=out.device) % was)
+            if was == 1 and now > 1 and out.is_floating_point() and out.numel():
+                # grown from one row: the copies made unequal (each its own multiple of the row, 1, 1.5, 2, ...), or
+                # the check could not tell a model reading the first row (x[:1], narrow) from one reading every row
+                scale = 1 + 0.5 * torch.arange(now, device=out.device, dtype=out.dtype)
+                out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
     return out.clone()
 
 

@@ -1,0 +1,56 @@
+"""A model traced with a batch or a length of one, lowered at other sizes: reading the first row (``x[:1]``,
+``x[:, :1]``, ``narrow``) and reading every row look alike at the traced size (torch records no slice of a whole
+axis), so the check against the model must tell them apart: the lowered module equals the model there, or is refused;
+never a module that is silently wrong."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import ncd
+from ncd.errors import TraceError
+
+
+class Rows(torch.nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+CASES = {  # name: (what the model computes, traced shape, other sizes)
+    "first_position": (lambda x: x + x[:, :1], (2, 1, 8), {"t": 7}),
+    "first_entry": (lambda x: x * x[:, :1, :1], (1, 1, 8), {"t": 4}),
+    "first_sample": (lambda x: x * x[:1], (1, 3, 8), {"b": 3}),
+    "first_sample_narrow": (lambda x: x * x.narrow(0, 0, 1), (1, 3, 8), {"b": 3}),
+    # reading every row, the sizes read from the input: lowered and equal
+    "every_sample": (lambda x: x * x[:x.shape[0]], (1, 3, 8), {"b": 3}),
+    "every_sample_len": (lambda x: x * x[:len(x)].tanh(), (1, 3, 8), {"b": 3}),
+    "batch_sum": (lambda x: x.sum(0), (1, 3, 8), {"b": 3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_row_of_one_lowered_at_other_sizes_is_equal_or_refused(name: str) -> None:
+    fn, shape, sizes = CASES[name]
+    torch.manual_seed(0)
+    model = Rows(fn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(*shape), axes="b t m")
+        b, t, m = shape
+        x = torch.randn(sizes.get("b", b), sizes.get("t", t), m)
+        try:
+            lowered = d.to_torch(**sizes)
+        except TraceError as error:
+            assert "differs from the model" in str(error)
+            return
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))
+    assert name.startswith(("every", "batch"))  # (the first-row readings are refused: they cannot be lowered)
