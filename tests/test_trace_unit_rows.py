@@ -36,6 +36,31 @@ CASES = {  # name: (what the model computes, traced shape, other sizes)
 }
 
 
+class Embedded(torch.nn.Module):
+    """Token ids embedded, then the first sample's (``first='b'``) or the first position's (``'t'``) rows read."""
+
+    def __init__(self, first: str) -> None:
+        super().__init__()
+        self.first = first
+        self.embed = torch.nn.Embedding(50, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h: torch.Tensor = self.embed(ids)
+        return h + (h[:1] if self.first == "b" else h[:, :1])
+
+
+@pytest.mark.parametrize(("first", "shape", "sizes"), [("b", (1, 5), {"b": 3}), ("t", (2, 1), {"t": 6})])
+def test_ids_of_one_row_lowered_at_other_sizes_are_refused(first: str, shape: tuple[int, int],
+                                                            sizes: dict[str, int]) -> None:
+    torch.manual_seed(0)
+    model = Embedded(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randint(0, 50, shape), axes="b t")
+        with pytest.raises(TraceError, match="differs from the model"):
+            d.to_torch(**sizes)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_row_of_one_lowered_at_other_sizes_is_equal_or_refused(name: str) -> None:
     fn, shape, sizes = CASES[name]

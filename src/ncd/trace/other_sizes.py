@@ -111,7 +111,8 @@ def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
 
 def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut;
-    a floating-point axis grown from one entry gets unequal copies (scaled 1, 1.5, 2, ...)."""
+    an axis grown from one entry gets unequal copies (floating point: scaled 1, 1.5, 2, ...; integers such as ids: the
+    k-th copy's entries turned by k places)."""
     out = example
     for dim, (was, now) in enumerate(zip(example.shape, shape)):
         if was != now:
@@ -121,6 +122,10 @@ def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
                 # the check could not tell a model reading the first row (x[:1], narrow) from one reading every row
                 scale = 1 + 0.5 * torch.arange(now, device=out.device, dtype=out.dtype)
                 out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
+            elif was == 1 and now > 1 and out.dtype != torch.bool and out.numel():  # ids: the k-th copy's entries
+                for k in range(1, now):  # turned by k places (the same values, in other places)
+                    row = out.select(dim, k)
+                    row.copy_(row.flatten().roll(k).view(row.shape))
     return out.clone()
 
 
