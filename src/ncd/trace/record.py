@@ -31,6 +31,7 @@ from ncd.trace.aliases import Aliases
 from ncd.trace.capture import Captured, Node, _internal, copied, held_tensors, holds_tensors, input_names, refs, user_line
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
+from ncd.trace.inplace import InPlace
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.reads import _asserted, _printing
@@ -121,7 +122,7 @@ _COPIES = frozenset({torch.ops.aten.copy_.default, torch.ops.aten.fill_.Scalar, 
 _STRIDED = frozenset({torch.ops.aten.as_strided.default})
 
 
-class _Recording(Aliases):
+class _Recording(Aliases, InPlace):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
         walk = walk if walk is not None and not walk.used else _Walk(model)
@@ -251,24 +252,6 @@ class _Recording(Aliases):
         if isinstance(value, dict):
             return {k: self.ref(v) for k, v in value.items()}
         return value
-
-    def check_writes(self) -> None:
-        """Compare every tensor written through a view since the last comparison with what its recorded writes give.
-
-        Called before anything reads memory (every call but a view operation and a plain copy through a view, which
-        decides in :meth:`write`; a custom Function; a read into Python; the end of the run): the values anyone
-        observes are the ones a comparison after every write would have checked.  A copy overwrites its region
-        without reading it, so a difference there before it is seen by no one; one anywhere else stays to the end."""
-        if not self.pending:
-            return
-        from ncd.trace.functions import _unrecorded
-
-        with _unrecorded():  # (called from a Function's apply or a Python read, the recording's modes are on)
-            for final, base, func in self.pending.values():
-                if not _same(final, base):  # (kept: a model catching the error meets it again, at the latest at the end)
-                    raise Unsupported(f"{func} through a view: the recorded write does not give the tensor the model"
-                                      " wrote")
-        self.pending = {}
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
@@ -478,177 +461,6 @@ class _Recording(Aliases):
         if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)):
             previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
         return overload
-
-    def freeze(self, root: torch.Tensor, *kept: torch.Tensor) -> list[torch.Tensor]:
-        """Before a write into ``root`` (or a view of it): recorded values that share its memory keep their values;
-        its other views (not ``kept``), returned, go out of date once the write is recorded (:meth:`retire`).
-
-        A view's value is made again by its view operation from its argument's recorded value where that is memory the
-        model never sees (:attr:`own`: a copy made here, an earlier write's result): no copy of its own (longformer: the
-        slices and reshapes of a (8, 2, 256, 513) score tensor written six times a layer, 54M of 88M entries copied
-        per trace)."""
-        from ncd.trace.writes import viewed_again
-
-        stale = []
-        for t in [root] + self.views.pop(id(root), []):
-            node = self.by_id.get(id(t))
-            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
-                again = viewed_again(node, root, self.own)
-                node.value = again if again is not None else node.value.clone()
-                self.own.add(id(node.value))
-                self.keep.append(node.value)  # (alive while its id is in ``own``)
-            if t is not root and not any(t is k for k in kept):
-                stale.append(t)
-        return stale
-
-    def retire(self, views: list[torch.Tensor], base: torch.Tensor | None, before: Node | None = None) -> None:
-        """Views out of date after a write: read again as a region of ``base`` (the written tensor, recorded after
-        the write) where they are one, or else as the view operations that made them from ``base``'s value
-        ``before`` the write (a reshape merging dimensions, then a transpose: no region); else never read again
-        (reading one is unsupported)."""
-        from ncd.trace.writes import region
-
-        if before is None and base is not None:
-            before = self.by_id.get(id(base))
-        for t in views:
-            found: Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = None
-            if base is not None and not self.meta:
-                found = region(base, t)
-                if found is None and before is not None:
-                    found = self.made_from(t, before)
-            if found is None:
-                self.stale.add(id(t))
-            else:
-                self.derived[id(t)] = (base, found)  # type: ignore[assignment]
-
-    def made_from(self, view: torch.Tensor, origin: Node) -> list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None:
-        """The recorded view operations (``view``, ``transpose``, ``select`` ...) that made ``view`` from ``origin``."""
-        ops: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
-        node = self.by_id.get(id(view))
-        while node is not None and node is not origin:
-            if node.kind != "call" or not getattr(node.target, "is_view", False) or not node.args \
-                    or not isinstance(node.args[0], Node) or refs((node.args[1:], node.kwargs)) or len(ops) > 32:
-                return None
-            ops.append((node.target, tuple(node.args[1:]), dict(node.kwargs)))
-            node = node.args[0]
-        return ops[::-1] if node is origin and ops else None
-
-    def rederive(self, view: torch.Tensor) -> Node:
-        """A view read after a write into the tensor it views: its region of that tensor's recorded value."""
-        from ncd.trace.writes import cut
-
-        base, found = self.derived.pop(id(view))
-        if isinstance(found, Region):
-            x = cut(self.emit, base, found, tuple(view.shape))
-        else:
-            x = base
-            try:
-                for op, args, kwargs in found:
-                    x = self.emit(op, x, *args, **kwargs)
-            except RuntimeError as error:
-                raise Unsupported(f"a view read after a write into the tensor it views cannot be made again ({error})")\
-                    from None
-        if not _same(x, view):
-            raise Unsupported("a view read after a write into the tensor it views is not the region it was")
-        node = self.by_id[id(x)]
-        self.by_id[id(view)] = node
-        if view._base is not None:
-            self.views.setdefault(id(view._base), []).append(view)
-        return node
-
-    def container(self, root: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor | None, Region | None]:
-        """The largest recorded tensor sharing ``root``'s memory (``root`` itself, else a view of it: a library's
-        result may be a view of a tensor it never returned) of which ``view`` is a region, and that region (its other
-        views are read again as regions of it, where they are one)."""
-        from ncd.trace.writes import region
-
-        candidates = ([root] if id(root) in self.by_id else []) + [
-            t for t in self.views.get(id(root), []) if t is not view and id(t) in self.by_id and id(t) not in self.stale]
-        for t in sorted(candidates, key=lambda t: -t.numel()):
-            found = region(t, view)
-            if found is not None:
-                return t, found
-        return None, None
-
-    def write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Record an in-place write (``copy_``/``fill_`` anywhere, any write through a view) as the functional
-        operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator."""
-        from ncd.trace.writes import cut, diagonal_of, put_diagonal, write_back
-
-        packet = func.overloadpacket.__name__
-        mutated = args[0]
-        root = mutated._base
-        if self.pending and (root is None or packet not in ("copy_", "fill_", "zero_") or any(
-                isinstance(a, torch.Tensor) and any(_shares(a, b) for _, b, _ in self.pending.values())
-                for a in (*args[1:], *kwargs.values()))):  # a write that reads what it writes, or memory written
-            self.check_writes()
-        if self.meta or (root is None and packet not in ("copy_", "fill_", "zero_")):
-            return None
-        if not mutated.numel():  # a write into no entries (an empty slice) changes nothing
-            return func(*args, **kwargs)
-        arg_refs, kwarg_refs = self.ref((args, kwargs))  # what the write reads, before it
-        base, found = self.container(root, mutated) if root is not None and mutated.numel() else (None, None)
-        square = None  # a diagonal written: the square whose main diagonal it is, a region of ``base``
-        if root is not None and base is None:
-            diagonal = diagonal_of(([root] if id(root) in self.by_id else []) + [
-                t for t in self.views.get(id(root), []) if t is not mutated and id(t) in self.by_id
-                and id(t) not in self.stale], mutated)
-            if diagonal is not None:
-                base, found = self.container(root, diagonal[1])
-                square = diagonal if base is not None else None
-        before = self.by_id.get(id(base if base is not None else mutated))  # the written tensor's recorded value
-        recorded = before is not None and before.value is base
-        stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
-        old = None
-        if base is not None:  # its value before the write: the copy freeze made of it, or a tensor of its own recorded
-            # for it (an earlier write's result into it, laid out as it is: the check below compares the tensor the
-            # recorded write gives with the one the model wrote), else a copy of its own
-            held = before.value if before is not None else None
-            old = held if isinstance(held, torch.Tensor) and held is not base and (recorded or (
-                held.shape == base.shape and held.dtype == base.dtype and held.stride() == base.stride()
-                and not _shares(held, base))) else base.clone()
-        if self.pending and (square is not None or base is None or old is not self.pending.get(id(base), (None,))[0]):
-            self.check_writes()  # (before the write: the tensors compared hold the values they held after the last)
-        if root is not None and base is not root:  # a region no recorded tensor holds: from here on it is not read
-            self.stale.add(id(root))
-        if packet in ("copy_", "fill_", "zero_"):
-            src = args[1] if packet != "zero_" else 0
-            out = func(*args, **kwargs)
-            new = self.written(src, out)
-        else:
-            out = func(*args, **kwargs)
-            live = any(r.live for r in refs((arg_refs, kwarg_refs)))
-            new = out.clone()
-            k = self.counts[packet] = self.counts.get(packet, 0) + 1
-            self.add(Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
-                          live=live, line=user_line() if live else ""), new)
-        self.by_id[id(out)] = self.by_id[id(new)]
-        if base is not None and found is not None and old is not None and root is not None:
-            self.by_id[id(old)] = self.by_id[id(base)]
-            self.keep.append(old)
-            if square is not None:  # the square's new value: its diagonal replaced
-                _, region_, d1, d2 = square
-                new = put_diagonal(self.emit, cut(self.emit, old, found, tuple(region_.shape)), new, d1, d2)
-            final = write_back(self.emit, old, found, new)
-            self.pending[id(base)] = (final, base, func)  # compared before anything reads it (:meth:`check_writes`)
-            self.by_id[id(base)] = self.by_id[id(final)]
-            if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
-                self.own.add(id(final))
-            self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
-        self.retire(stale, base if base is not None else (mutated if root is None else None), before)
-        return out
-
-    def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:
-        """The value ``out.copy_(src)`` / ``out.fill_(src)`` wrote, as recorded operations on ``src``."""
-        if not isinstance(src, torch.Tensor):
-            return self.emit(torch.ops.aten.full.default, list(out.shape), src, dtype=out.dtype, device=out.device)
-        x = src
-        if x.dtype != out.dtype:
-            x = self.emit(torch.ops.aten._to_copy.default, x, dtype=out.dtype)
-        if tuple(x.shape) != tuple(out.shape):
-            x = self.emit(torch.ops.aten.expand.default, x, list(out.shape))
-        self.ref(x)
-        return x
 
     def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run ``op`` on recorded tensors and record it (the operations an in-place write stands for)."""

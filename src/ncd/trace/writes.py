@@ -226,7 +226,7 @@ def viewed_again(node: Any, root: torch.Tensor, own: set[int]) -> torch.Tensor |
     """A recorded ``node``'s value (a view operation's result, of the shape and dtype it has) made again from the recorded
     value of its one tensor argument when that is in memory the model never sees (its id in ``own``: it keeps its
     entries when ``root`` is written): a view, instead of a copy of its own
-    (:meth:`ncd.trace.record._Recording.freeze`); else None."""
+    (:meth:`ncd.trace.inplace.InPlace.freeze`); else None."""
     from ncd.trace.capture import Node, refs
 
     source = node.args[0] if node.kind == "call" and node.args and getattr(node.target, "is_view", False) else None
