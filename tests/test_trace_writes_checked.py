@@ -125,3 +125,37 @@ def test_a_check_before_a_function_or_a_python_read_is_not_recorded(then: str) -
     for fresh in (x, torch.randn(2, 5, 3)):
         with torch.no_grad():
             torch.testing.assert_close(module(fresh), model(fresh))
+
+
+class _Doubles(torch.autograd.Function):
+    """Writes into its input (and its backward is not the forward's gradient: drawn as a box calling it)."""
+
+    @staticmethod
+    def forward(ctx, t):  # type: ignore[no-untyped-def]
+        t.mul_(2)
+        return t.sum(-1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        return g
+
+
+class _WrittenByFunction(torch.nn.Module):
+    def __init__(self, view: bool) -> None:
+        super().__init__()
+        self.view = view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        s = _Doubles.apply(y[:, 1:] if self.view else y)  # type: ignore[no-untyped-call]
+        return y + s.mean()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_a_function_writing_into_its_inputs_is_refused(view: bool) -> None:
+    """A box calling the Function would not show the write: the model's later read of ``y`` was drawn as the clone
+    (the lowered module differed from the model on every input, with no word)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ncd.TraceError, match="writes into its inputs"):
+            ncd.trace(_WrittenByFunction(view), torch.randn(2, 5, 3))

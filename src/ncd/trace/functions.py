@@ -255,6 +255,8 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             return original(cls, *args, **kwargs)
         if rec.meta:  # its proof needs values (and its forward may not run on meta): record on real values
             raise _NeedValues(f"the custom autograd.Function {cls.__qualname__} is proven on values")
+        if rec.pending:  # writes through views compared before its proof and forward read (or write into) them
+            rec.check_writes()
         rec.inside += 1  # the proof's operations are not recorded
         try:
             with _unrecorded():
@@ -263,12 +265,21 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             rec.inside -= 1
         if exact:
             return original(cls, *args, **kwargs)  # recorded as its forward's operations
+        given = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        versions = [t._version for t in given]
         rec.inside += 1
         try:
             with _unrecorded():
                 out = original(cls, *args, **kwargs)  # its own operations: not recorded
         finally:
             rec.inside -= 1
+        if any(t._version != v for t, v in zip(given, versions)):
+            from ncd.errors import TraceError
+            from ncd.trace.capture import user_line
+
+            raise TraceError(f"cannot trace the custom autograd.Function {cls.__qualname__} at {user_line() or '?'}: its"
+                             " forward writes into its inputs in place, which a box calling it would not show (the"
+                             " model's later reads of them would be drawn unchanged)")
         return rec.function(cls, args, kwargs, out)
 
     Function.apply = classmethod(apply)  # type: ignore[method-assign, assignment]
