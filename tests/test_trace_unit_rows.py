@@ -49,14 +49,16 @@ class Embedded(torch.nn.Module):
         return h + (h[:1] if self.first == "b" else h[:, :1])
 
 
-@pytest.mark.parametrize(("first", "shape", "sizes"), [("b", (1, 5), {"b": 3}), ("t", (2, 1), {"t": 6})])
+@pytest.mark.parametrize(("first", "shape", "sizes"), [("b", (1, 5), {"b": 3}), ("t", (2, 1), {"t": 6}),
+                                                      ("t", (1, 1), {"t": 5}), ("t", (1, 1), {"b": 3, "t": 5}),
+                                                      ("b", (1, 1), {"b": 3})])
 def test_ids_of_one_row_lowered_at_other_sizes_are_refused(first: str, shape: tuple[int, int],
                                                             sizes: dict[str, int]) -> None:
     torch.manual_seed(0)
     model = Embedded(first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        d = ncd.trace(model, torch.randint(0, 50, shape), axes="b t")
+        d = ncd.trace(model, torch.randint(2, 50, shape), axes="b t")
         with pytest.raises(TraceError, match="differs from the model"):
             d.to_torch(**sizes)
 

@@ -112,7 +112,8 @@ def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
 def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut;
     an axis grown from one entry gets unequal copies (floating point: scaled 1, 1.5, 2, ...; integers such as ids: the
-    k-th copy's entries turned by k places)."""
+    k-th copy's entries turned by k places, or where that changes nothing, ids of 2 or more shifted by k below their
+    largest)."""
     out = example
     for dim, (was, now) in enumerate(zip(example.shape, shape)):
         if was != now:
@@ -123,9 +124,13 @@ def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
                 scale = 1 + 0.5 * torch.arange(now, device=out.device, dtype=out.dtype)
                 out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
             elif was == 1 and now > 1 and out.dtype != torch.bool and out.numel():  # ids: the k-th copy's entries
+                low, top = int(out.min()), int(out.max())
                 for k in range(1, now):  # turned by k places (the same values, in other places)
                     row = out.select(dim, k)
-                    row.copy_(row.flatten().roll(k).view(row.shape))
+                    turned = row.flatten().roll(k).view(row.shape)
+                    if low >= 0 and top >= 2 and torch.equal(turned, row):  # one id everywhere: other ids up to it
+                        turned = (row + k) % (top + 1)  # (0/1 flags such as a mask are left as they are)
+                    row.copy_(turned)
     return out.clone()
 
 
