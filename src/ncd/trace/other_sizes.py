@@ -202,17 +202,12 @@ class _Kept(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return held is not None and held() is t
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        from ncd.trace.undo import _WRITES, writes, writes_into
+        from ncd.trace.undo import writes_of
 
         kwargs = kwargs or {}
-        where = _WRITES.get(func)
-        if where is None:
-            where = writes(func)
-        if where:
-            for t in writes_into(func, where, tuple(args), kwargs):
-                root = t if t._base is None else t._base
-                if not self._made(root) and not self._made(t):
-                    self.undo.keep(root)
+        for t, root in writes_of(func, tuple(args), kwargs):
+            if not self._made(root) and not self._made(t):
+                self.undo.keep(root)
         out = func(*args, **kwargs)
         for v in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(v, torch.Tensor):

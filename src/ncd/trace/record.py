@@ -38,7 +38,7 @@ from ncd.trace.reads import _asserted, _printing
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.shapes import Shapes
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
-from ncd.trace.undo import _WRITES, Undo, writes, writes_into
+from ncd.trace.undo import Undo, writes_of
 from ncd.trace.walk import _computing, _Walk, _warn_rebound
 from ncd.trace.work import work
 from ncd.trace.writes import Region
@@ -257,16 +257,12 @@ class _Recording(Aliases, InPlace):
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
                 func in _COPIES and not self.inside and args[0]._base is not None and id(args[0]) not in self.twins):
             self.check_writes()  # (a view reads no values; a copy through a view decides in :meth:`write`)
-        where = _WRITES.get(func)
-        if where is None:
-            where = writes(func)
-        if where:  # a write into a parameter or buffer (or a view or alias of one): its value before, kept
-            for t in writes_into(func, where, args, kwargs):
-                root = t if t._base is None else t._base
-                # a tensor no recorded call made (``self.count = torch.zeros(())``, one held in a list): itself
-                for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
-                        self.aliases(root) or [root]:
-                    self.undo.keep(own)
+        for _, root in writes_of(func, args, kwargs):  # a write into a parameter or buffer (or a view or alias
+            # of one): its value before, kept; a tensor no recorded call made (``self.count = torch.zeros(())``, one
+            # held in a list): itself
+            for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
+                    self.aliases(root) or [root]:
+                self.undo.keep(own)
         if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
             with torch._C._DisablePythonDispatcher():
                 return func(*args, **kwargs)

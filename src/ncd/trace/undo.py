@@ -124,6 +124,16 @@ def writes_into(func: Any, where: tuple[tuple[int, str], ...], args: tuple[Any, 
     return found
 
 
+def writes_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The tensors a call of ``func`` writes into (:func:`writes_into`), each with the tensor whose memory it is (a
+    view's ``_base``, else itself): what a write's value before is kept of, by the recorder and the other-sizes
+    check's runs."""
+    where = _WRITES.get(func)
+    if where is None:
+        where = writes(func)
+    return [(t, t if t._base is None else t._base) for t in writes_into(func, where, args, kwargs)] if where else []
+
+
 def _updates_statistics(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether a call of a :data:`STATISTICS` operator updates its running statistics: unless its flag (argument 5)
     is ``False`` itself (a flag it cannot read: taken to)."""
