@@ -309,6 +309,34 @@ def test_lowering_at_other_sizes_leaves_the_model_as_it_was() -> None:
     assert torch.allclose(lowered(x), model(x))
 
 
+class AveragesThroughAView(nn.Module):
+    """Updates a parameter (under ``no_grad``) through a view it makes of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(4), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.w.view(-1).add_(1)
+        return x * self.w
+
+
+def test_lowering_at_other_sizes_puts_back_a_parameter_written_through_a_view_the_run_made() -> None:
+    """The check's runs of the model (``to_torch(b=3)``) wrote the parameter through ``w.view(-1)``; the view was made
+    by the run, and before, the parameter it writes was not kept: it stayed twice updated (and the lowering was
+    accepted, compared with a model whose state the first run had changed)."""
+    model = AveragesThroughAView()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, torch.randn(2, 3, 4), axes="b t m")
+    before = model.w.detach().clone()
+    with warnings.catch_warnings(), pytest.raises(ncd.TraceError, match="differs from the model"):
+        warnings.simplefilter("ignore")
+        traced.to_torch(b=3)  # (each run of the model updates w: the lowered module is not the model's next call)
+    assert torch.equal(model.w.detach(), before)
+
+
 class FloatFirst(nn.Module):
     """Scales by a float computed first from the batch size (the trace keeps its traced value)."""
 

@@ -205,8 +205,8 @@ class _Kept(TorchDispatchMode):  # type: ignore[no-untyped-call]
         from ncd.trace.undo import writes_of
 
         kwargs = kwargs or {}
-        for t, root in writes_of(func, tuple(args), kwargs):
-            if not self._made(root) and not self._made(t):
+        for _, root in writes_of(func, tuple(args), kwargs):
+            if not self._made(root):  # (a view the run made of a parameter writes the parameter: kept)
                 self.undo.keep(root)
         out = func(*args, **kwargs)
         for v in out if isinstance(out, (tuple, list)) else (out,):
