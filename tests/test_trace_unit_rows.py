@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ncd
-from ncd.errors import TraceError
+from ncd.errors import RunError, TraceError
 
 
 class Rows(torch.nn.Module):
@@ -81,3 +81,59 @@ def test_a_row_of_one_lowered_at_other_sizes_is_equal_or_refused(name: str) -> N
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x))
     assert name.startswith(("every", "batch"))  # (the first-row readings are refused: they cannot be lowered)
+
+
+class Masked(torch.nn.Module):
+    """``x`` scaled by a mask's first sample (``first='b'``) or first position (``'t'``), or, where the whole mask is
+    set (``guarded``: a branch the model takes on the mask's values), by the mask's first sample."""
+
+    def __init__(self, first: str, guarded: bool = False) -> None:
+        super().__init__()
+        self.first, self.guarded = first, guarded
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.guarded:
+            if mask.all():
+                return x * mask[:1].unsqueeze(-1)
+            return x * mask.unsqueeze(-1)
+        return x * (mask[:1] if self.first == "b" else mask[:, :1]).unsqueeze(-1)
+
+
+def _mask(shape: tuple[int, int], dtype: torch.dtype, ones: bool) -> torch.Tensor:
+    mask = torch.ones(shape, dtype=torch.bool)
+    if not ones:
+        mask.view(-1)[1::3] = False
+    return mask.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.long])
+@pytest.mark.parametrize("ones", [True, False])
+@pytest.mark.parametrize(("first", "shape", "sizes"), [("b", (1, 5), {"b": 3}), ("t", (2, 1), {"t": 6}),
+                                                      ("b", (1, 1), {"b": 3, "t": 4})])
+def test_a_mask_of_one_row_lowered_at_other_sizes_is_refused(first: str, shape: tuple[int, int], sizes: dict[str, int],
+                                                             ones: bool, dtype: torch.dtype) -> None:
+    # a bool (or 0/1) mask grown for the check as equal copies hid the first-row reading: lowered at b=3 the module
+    # scaled every sample by its own mask, the model by the first sample's (silently wrong on any other mask)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(Masked(first), torch.randn(*shape, 4), _mask(shape, dtype, ones), axes=["b t m", "b t"])
+        with pytest.raises(TraceError, match="differs from the model"):
+            d.to_torch(**sizes)
+
+
+def test_a_mask_read_by_a_branch_lowered_at_other_sizes_stays_equal_where_the_branch_holds() -> None:
+    # the check's flipped mask entry takes the other branch, which the lowered module's guard refuses: the check
+    # compares on copies of the traced mask instead (where the branch holds, the first sample's mask is every sample's)
+    torch.manual_seed(0)
+    model = Masked("b", guarded=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(1, 5, 4), torch.ones(1, 5, dtype=torch.bool), axes=["b t m", "b t"])
+        lowered = d.to_torch(b=3)
+    x, mask = torch.randn(3, 5, 4), torch.ones(3, 5, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x, mask), model(x, mask))
+        mask[1, 2] = False
+        with pytest.raises(RunError, match="guard"):
+            lowered(x, mask)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ncd.errors import InputError, TraceError
+from ncd.errors import InputError, RunError, TraceError
 
 if TYPE_CHECKING:
     from ncd.trace.walk import _Walk
@@ -109,34 +109,42 @@ def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
     return torch.utils._pytree.tree_unflatten([tensors[v.index] if isinstance(v, _Slot) else v for v in items], spec)
 
 
-def _resized(example: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def _resized(example: torch.Tensor, shape: tuple[int, ...], unequal: bool = True) -> torch.Tensor:
     """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut;
-    an axis grown from one entry gets unequal copies (floating point: scaled 1, 1.5, 2, ...; integers such as ids: the
-    k-th copy's entries turned by k places, or where that changes nothing, ids of 2 or more shifted by k below their
-    largest)."""
+    with ``unequal``, an axis grown from one entry gets unequal copies (floating point: scaled 1, 1.5, 2, ...; integers
+    such as ids and bools such as masks: the k-th copy's entries turned by k places, or where that changes nothing, ids
+    of 2 or more shifted by k below their largest, 0/1 flags with the k-th copy's (k - 1)-th entry flipped)."""
     out = example
     for dim, (was, now) in enumerate(zip(example.shape, shape)):
         if was != now:
             out = out.index_select(dim, torch.arange(now, device=out.device) % was)
-            if was == 1 and now > 1 and out.is_floating_point() and out.numel():
+            if not unequal or was != 1 or now <= 1 or not out.numel():
+                continue
+            if out.is_floating_point():
                 # grown from one row: the copies made unequal (each its own multiple of the row, 1, 1.5, 2, ...), or
                 # the check could not tell a model reading the first row (x[:1], narrow) from one reading every row
                 scale = 1 + 0.5 * torch.arange(now, device=out.device, dtype=out.dtype)
                 out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
-            elif was == 1 and now > 1 and out.dtype != torch.bool and out.numel():  # ids: the k-th copy's entries
-                low, top = int(out.min()), int(out.max())
-                for k in range(1, now):  # turned by k places (the same values, in other places)
+            elif not out.is_complex():  # ids, flags, masks: the k-th copy's entries turned by k places (the same
+                low, top = int(out.min()), int(out.max())  # values, in other places)
+                for k in range(1, now):
                     row = out.select(dim, k)
                     turned = row.flatten().roll(k).view(row.shape)
-                    if low >= 0 and top >= 2 and torch.equal(turned, row):  # one id everywhere: other ids up to it
-                        turned = (row + k) % (top + 1)  # (0/1 flags such as a mask are left as they are)
+                    if torch.equal(turned, row) and low >= 0 and top >= 2 and out.dtype != torch.bool:
+                        turned = (row + k) % (top + 1)  # one id everywhere: other ids up to it
+                    elif torch.equal(turned, row) and low >= 0 and top <= 1:  # one flag everywhere (a mask of ones):
+                        turned = row.clone()  # one entry flipped, or a model reading the first mask row is unseen
+                        flat = turned.view(-1)
+                        at = (k - 1) % flat.numel()
+                        flat[at] = ~flat[at] if out.dtype == torch.bool else 1 - flat[at]
                     row.copy_(turned)
     return out.clone()
 
 
-def _inputs(block: Any, example: tuple[torch.Tensor, ...], sizes: dict[str, int]) -> list[torch.Tensor] | None:
+def _inputs(block: Any, example: tuple[torch.Tensor, ...], sizes: dict[str, int],
+            unequal: bool = True) -> list[torch.Tensor] | None:
     """The inputs at ``sizes``: each example tensor resized to its diagram type bound at those sizes (None when the types
-    do not match the tensors)."""
+    do not match the tensors; ``unequal`` as :func:`_resized`)."""
     from ncd.ir.diagram import bind_all
 
     dom = bind_all(block, sizes).dom
@@ -147,7 +155,7 @@ def _inputs(block: Any, example: tuple[torch.Tensor, ...], sizes: dict[str, int]
         shape = tuple(int(a.size) for a in seg.axes)
         if len(shape) != tensor.dim() or any(n != m and (n < 1 or m < 1) for n, m in zip(shape, tensor.shape)):
             return None
-        out.append(_resized(tensor, shape))
+        out.append(_resized(tensor, shape, unequal))
     return out
 
 
@@ -258,6 +266,24 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
     tensors = _inputs(block, example, sizes)
     if tensors is None:
         return _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
+    try:
+        _compare(name, origin, module, tensors, sizes, traced)
+    except _Guarded:  # the check's unequal copies (a flipped mask entry) take another branch of the model than the
+        # traced one, which the lowered module's guard refuses: compared on copies of the traced inputs instead
+        tensors = _inputs(block, example, sizes, unequal=False)
+        if tensors is not None:
+            _compare(name, origin, module, tensors, sizes, traced, guarded=False)
+
+
+class _Guarded(Exception):
+    """The lowered module's guard refused the check's inputs (they take a branch of the model the trace did not)."""
+
+
+def _compare(name: str, origin: Origin, module: torch.nn.Module, tensors: list[torch.Tensor], sizes: dict[str, int],
+             traced: dict[str, int], guarded: bool = True) -> None:
+    """Raise ``TraceError`` when ``module`` differs from the model on ``tensors`` (``_Guarded`` when, with ``guarded``,
+    a guard of the lowered module refuses them)."""
+    assert origin.model is not None and origin.kwargs is not None
     call = (_filled(origin.args, tensors), _filled(origin.kwargs, tensors))
     try:
         want = _run(origin.model, call)
@@ -274,6 +300,8 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
     except InputError:  # the lowered module refuses these inputs: the user will see it on their own
         return
     except Exception as error:  # noqa: BLE001 - it fails inside where the model runs: lowered wrong at these sizes
+        if guarded and isinstance(error, RunError) and "but the traced model read" in str(error):
+            raise _Guarded from None
         raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it fails where the model runs"
                          f" ({type(error).__name__}: {str(error)[:300]}); the model computes a size in Python from its"
                          " input's shape that the trace keeps at the traced value (an output size such as"
