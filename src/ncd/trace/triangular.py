@@ -46,6 +46,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -93,31 +94,39 @@ _AT_ONCE = 1 << 16
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
-    """``torch.allclose(got, want, rtol=1e-4, atol=atol)``, a batch of matrices compared one part after another and
-    stopping at the first that differs (candidates that are not the closed form differ early)."""
-    if _within(got, want, atol):
-        return True
-    if got.dim() <= 2 or got.numel() <= _AT_ONCE:
-        return bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
-    return all(_close(g, w, atol) for g, w in zip(got.unbind(0), want.unbind(0)))
+    """``torch.allclose(got, want, rtol=1e-4, atol=atol)``, a batch of matrices compared one part of about
+    :data:`_AT_ONCE` entries (whole matrices) after another and stopping at the first that differs (candidates that
+    are not the closed form differ early): a part is close when :func:`_within` finds it so, else when ``allclose``
+    does (``allclose`` holds on the whole exactly when it holds on every part: it is entrywise).  Each part is read
+    once by :func:`_within` (then, if out of its bounds, once by ``allclose``), not again part by part."""
+    if not _partable(got, want):  # unequal dtypes, no floats, a vector: ``allclose`` decides, a matrix at a time
+        if got.dim() <= 2 or got.numel() <= _AT_ONCE:
+            return bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
+        return all(_close(g, w, atol) for g, w in zip(got.unbind(0), want.unbind(0)))
+    return all(_within(g, w, atol) or bool(torch.allclose(g, w, rtol=1e-4, atol=atol)) for g, w in _parts(got, want))
 
 
-def _within(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
-    """Whether every ``|got − want| ≤ atol + 1e-4·|want|`` with every bound finite, a part of about :data:`_AT_ONCE`
-    entries (whole matrices) at a time: then ``allclose`` holds (a finite error within its bound is close, NaN never
-    is), found with the same operations in the same dtype at about half its cost (qwen3_next's (2, 32, 1, 64, 128)
-    solve: 5.0 → 2.8 ms).  False (and ``allclose`` decides) for anything else: unequal dtypes, a part out of bounds."""
-    if got.dtype != want.dtype or not got.is_floating_point() or got.shape != want.shape or got.dim() < 2 \
-            or not got.numel():
-        return False
+def _partable(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return got.dtype == want.dtype and got.is_floating_point() and got.shape == want.shape and got.dim() >= 2 \
+        and bool(got.numel())
+
+
+def _parts(got: torch.Tensor, want: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``got`` and ``want`` (of one shape, two dimensions or more) a part of about :data:`_AT_ONCE` entries (whole
+    matrices) at a time, as stacks of matrices (strided as they are: no copy)."""
     g, w = (t.flatten(0, -3) for t in (got, want)) if got.dim() > 2 else (got[None], want[None])
     step = max(1, _AT_ONCE // (g.shape[1] * g.shape[2]))
     for at in range(0, g.shape[0], step):
-        part = w[at:at + step]
-        bound = part.abs().mul_(1e-4).add_(atol)  # (as ``isclose``: atol + |rtol · want|, rtol > 0)
-        if not (bool((g[at:at + step] - part).abs_().le_(bound).all()) and bool(bound.isfinite().all())):
-            return False
-    return True
+        yield g[at:at + step], w[at:at + step]
+
+
+def _within(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
+    """Whether every ``|got − want| ≤ atol + 1e-4·|want|`` with every bound finite (``got`` and ``want`` of one shape
+    and floating dtype): then ``allclose`` holds (a finite error within its bound is close, NaN never is), found with
+    the same operations in the same dtype at about half its cost (qwen3_next's (2, 32, 1, 64, 128) solve: 5.0 →
+    2.8 ms).  False (and ``allclose`` decides) for anything else: a part out of bounds."""
+    bound = want.abs().mul_(1e-4).add_(atol)  # (as ``isclose``: atol + |rtol · want|, rtol > 0)
+    return bool((got - want).abs_().le_(bound).all()) and bool(bound.isfinite().all())
 
 
 # -- the converter's rule: a solve against the identity is the box -----------------------------------------------
