@@ -95,3 +95,58 @@ def test_a_module_close_to_the_function_is_its_box_and_one_far_from_it_is_not() 
     assert "silu" not in _elementwise(d_far)
     _lowers_equal(d_close, close, (4, 5))
     _lowers_equal(d_far, far, (4, 5))
+
+
+class TanhGELU(nn.Module):
+    """Named like transformers' exact GELU module, but one call of the tanh approximation (GPT-2's): a single
+    recorded ``aten.gelu`` whose ``approximate`` is not the exact one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x, approximate="tanh")
+
+
+TanhGELU.__name__ = TanhGELU.__qualname__ = "GELUActivation"
+
+
+class SigmoidSiLU(nn.Module):
+    """Named like SiLU, one call of another elementwise function's own operator (sigmoid)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+SigmoidSiLU.__name__ = SigmoidSiLU.__qualname__ = "SiLU"
+
+
+class KernelGELU(nn.Module):
+    """transformers' GELU module as it is: one call of the exact kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x)
+
+
+KernelGELU.__name__ = KernelGELU.__qualname__ = "GELUActivation"
+
+
+def test_a_module_whose_one_call_is_another_functions_operator_is_drawn_as_that_call() -> None:
+    # one recorded call of an elementwise operator is taken without a value check only when it is the very function
+    # the class name stands for: the tanh approximation in an exact-GELU module and sigmoid in a SiLU module are
+    # drawn as what they call (and equal the model), never as the function their class names
+    torch.manual_seed(0)
+    x = torch.randn(4, 5)
+    for act, drawn in ((TanhGELU(), "gelu_tanh"), (SigmoidSiLU(), "sigmoid")):
+        model = nn.Sequential(nn.Linear(5, 7), act, nn.Linear(7, 5)).eval()
+        d = ncd.trace(model, x)
+        assert _elementwise(d) == [drawn]
+        _lowers_equal(d, model, (4, 5))
+
+
+def test_a_module_calling_the_functions_kernel_once_is_one_box_in_its_parent() -> None:
+    # the module is drawn as the function's box in its parent (no block of its own), as the value check drew it
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), KernelGELU(), nn.Linear(7, 5)).eval()
+    x = torch.randn(4, 5)
+    d = ncd.trace(model, x)
+    assert _elementwise(d) == ["gelu"]
+    assert "GELUActivation" not in d.to_source()  # no class generated for the module: it is one box
+    _lowers_equal(d, model, (4, 5))

@@ -69,7 +69,9 @@ class ModuleIdioms(Learned):
             try:
                 if kind == "act":
                     function = ACTIVATIONS[cls]
-                    if not self._module_agrees(path, source, result, lambda x: ELEMENTWISE[function](x)):  # type: ignore[index]
+                    if self.model is None or not (_recorded_as(run, source, result, function)
+                                                  or self._module_agrees(path, source, result,
+                                                                         lambda x: ELEMENTWISE[function](x))):  # type: ignore[index]
                         return False
                     out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
                 else:
@@ -154,6 +156,33 @@ def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
     n = max(1, min(flat.shape[0], _CHECKED // max(int(tensor.shape[-1]), 1)))
     picks = torch.unique(torch.linspace(0, flat.shape[0] - 1, n).round().long())
     return flat[picks]
+
+
+def _recorded_as(run: list[Node], source: Node, result: Node, function: str | None) -> bool:
+    """Whether the module's one recorded call is ``function``'s own ATen operator on ``source`` alone, giving
+    ``result`` (``aten.gelu(x)`` in a GELU module): the box then stands for the very call the recording holds, which
+    the walk would draw as that box without the idiom, so there is nothing for a value check to tell."""
+    if len(run) != 1 or run[0] is not result or not result.args or result.args[0] is not source:
+        return False
+    name, full = op_name(result.target)
+    if full not in _OWN_OPERATORS:
+        return False
+    rest, kwargs = result.args[1:], dict(result.kwargs)
+    if name == "aten.gelu":
+        if len(rest) > 1 or (rest and "approximate" in kwargs) or set(kwargs) - {"approximate"}:
+            return False
+        approximate = rest[0] if rest else kwargs.get("approximate", "none")
+        drawn = {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate) if isinstance(approximate, str) else None
+    else:
+        drawn = _OWN_OPERATORS[full] if not rest and not kwargs else None
+    value, out = source.value, result.value
+    return (drawn is not None and drawn == function and isinstance(value, torch.Tensor) and isinstance(out, torch.Tensor)
+            and value.is_floating_point() and out.dtype == value.dtype and tuple(out.shape) == tuple(value.shape))
+
+
+#: The ATen operators computing a function of :data:`ELEMENTWISE` themselves (functional forms, not in place).
+_OWN_OPERATORS = {"aten.gelu.default": "gelu", "aten.silu.default": "silu", "aten.relu.default": "relu",
+                  "aten.tanh.default": "tanh", "aten.sigmoid.default": "sigmoid"}
 
 
 def _alias_of(node: Node, source: Node) -> bool:
