@@ -10,7 +10,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir.axes import Axis, Segment, parse_type
-from ncd.ir.size import Size, simplified, size, size_text, sizes_equal
+from ncd.ir.size import Size, _laurent_polynomial, simplified, size, size_text, sizes_equal
 
 
 def _product(axes: tuple[Axis, ...]) -> Size:
@@ -24,7 +24,10 @@ def _contradicts(a: Size, b: Size) -> bool:
     """Provably different (checked again once sizes are bound)."""
     if sizes_equal(a, b):
         return False
-    diff = simplified(a - b)
+    diff = a - b
+    if diff.free_symbols and _laurent_polynomial(diff):
+        return False  # distinct monomials, one holding a symbol (``t + 32`` against 40): not a constant, no algebra
+    diff = simplified(diff)
     return not diff.free_symbols and diff != 0
 
 
