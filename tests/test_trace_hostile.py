@@ -432,3 +432,34 @@ def test_a_model_writing_its_input_says_the_lowered_module_does_not() -> None:
     lowered = traced.to_torch()
     assert torch.allclose(lowered(x), WritesItsInput()(x.clone()))
     assert torch.equal(x, given)
+
+
+class AssignsData(nn.Module):
+    """``y.data = v``: the tensor's memory swapped for another's without an operator."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x) if self.how == "clamped" else torch.zeros_like(x)
+        y.data = y.data.clamp(min=0) if self.how == "clamped" else x * 2
+        self.lin.to(x.dtype)  # a module already there: its parameters assigned to themselves, as before
+        return y + x
+
+
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+@pytest.mark.parametrize("how", ["clamped", "replaced"])
+def test_a_model_assigning_a_tensor_s_data_is_refused(how: str, capture: str) -> None:
+    # no capture sees the swap: the diagram went on with the old value (clamp dropped, zeros kept), differing from
+    # the model on the traced input itself, with no word
+    torch.manual_seed(0)
+    model, x = AssignsData(how), torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ncd.TraceError, match=r"\.data at test_trace_hostile\.py:\d+"):
+            ncd.trace(model, x, capture=capture)
+    y = torch.zeros(2)
+    y.data = torch.ones(2)  # outside a trace, as torch has it
+    assert y.tolist() == [1.0, 1.0]

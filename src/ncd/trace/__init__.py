@@ -244,7 +244,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
     # reading (every expert on every token, weighted by the routing) are recorded as it
-    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)):
+    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
@@ -291,6 +291,37 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced
+
+
+@contextlib.contextmanager
+def _data_refused(model: torch.nn.Module) -> Any:
+    """While the model is captured: ``y.data = v`` raises a ``TraceError`` naming the line (``v`` ``y`` itself, as
+    ``module.to()`` of a module already there assigns, passes).
+
+    The assignment swaps ``y``'s memory for ``v``'s without an operator: no capture sees it (the recorder, make_fx and
+    torch.export alike), so the diagram would go on with ``y``'s old value, wrong on the traced input itself."""
+    import torch
+
+    from ncd.trace.capture import user_line
+
+    data = torch._C.TensorBase.__dict__["data"]
+
+    def assigned(self: torch.Tensor, value: torch.Tensor) -> None:
+        if value is not self:
+            raise TraceError(f"cannot trace {type(model).__name__}: it assigns a tensor's .data at {user_line() or '?'},"
+                             " which swaps the tensor's memory without an operator any capture records, so the diagram"
+                             " would go on with the old value; write y = v (or y.copy_(v) under torch.no_grad())")
+        data.__set__(self, value)
+
+    held = torch.Tensor.__dict__.get("data")
+    torch.Tensor.data = property(data.__get__, assigned)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if held is None:
+            del torch.Tensor.data
+        else:
+            torch.Tensor.data = held
 
 
 @contextlib.contextmanager
