@@ -463,3 +463,33 @@ def test_a_model_assigning_a_tensor_s_data_is_refused(how: str, capture: str) ->
     y = torch.zeros(2)
     y.data = torch.ones(2)  # outside a trace, as torch has it
     assert y.tolist() == [1.0, 1.0]
+
+
+class HalfGelu(nn.Module):
+    """Token ids into half-precision weights, then the tanh GELU written out (``1.0 + ...`` holds a number as a float32
+    tensor of no axes beside the float16 weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.lin(self.embed(ids))
+        return 0.5 * x * (1.0 + torch.tanh(0.7978845608 * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_holding_a_float32_number_lowers_in_half_precision(dtype: torch.dtype) -> None:
+    # the float32 number made the traced values' types mixed, so the lowered module kept float32 throughout: its
+    # output was float32 (the model's float16) and differed from the model by float16's rounding, with no word
+    torch.manual_seed(0)
+    model = HalfGelu().to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, torch.randint(0, 10, (2, 5))).to_torch()
+    ids = torch.randint(0, 10, (2, 5))
+    with torch.no_grad():
+        got, want = lowered(ids), model(ids)
+    assert got.dtype == want.dtype == dtype
+    assert torch.equal(got, want)

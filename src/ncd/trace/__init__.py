@@ -149,7 +149,9 @@ class TracedDiagram(Block):
         the lowered module keeps torch's default type, and each value is cast to the type its tensor has there)."""
         import torch
 
-        kinds = {t.dtype for group in (*self.tensors, self.example) for t in group if t.is_floating_point()}
+        kinds = {t.dtype for group in (*self.tensors, self.example) for t in group if t.is_floating_point() and t.dim()}
+        # (a number held as a tensor of no axes, 1.0 in float32 beside float16 weights, decides no type: in torch's
+        # promotion it takes the type of the tensors it meets)
         (kind,) = kinds if len(kinds) == 1 else (None,)
         return kind if kind is not None and kind != torch.get_default_dtype() else None
 
