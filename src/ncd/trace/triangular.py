@@ -46,6 +46,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,13 +213,14 @@ def _split_solve(node: Node) -> list[Node]:
 def _strictly_lower(node: Node, n: int) -> bool:
     """Whether ``node`` is zero on and above the diagonal of its last two dimensions for every input (by how it is
     made: ``tril(·, −k)``, or ``masked_fill`` of 0 under a constant mask covering the diagonal and above, then
-    steps that keep zeros)."""
+    steps that keep zeros, a product with a finite number among them), exactly: its values there need no reading."""
     while node.kind == "call":
         packet, full = op_name(node.target)
         first = node.args[0] if node.args else None
         if not isinstance(first, Node):
             return False
-        if packet in _ZERO_KEEPING or (packet == "aten.mul" and isinstance(node.args[1], (int, float))):
+        if packet in _ZERO_KEEPING or (packet == "aten.mul" and isinstance(node.args[1], (int, float))
+                                       and math.isfinite(node.args[1])):  # (0 · ∞ is NaN)
             node = first
             continue
         if packet == "aten.tril":
@@ -235,6 +237,11 @@ def _strictly_lower(node: Node, n: int) -> bool:
             return bool((value | ~upper).all())
         return False
     return False
+
+
+def _nonzero(value: torch.Tensor) -> bool:
+    """``value.any()``, its first matrix read first (a matrix that is not zero answers without reading the rest)."""
+    return (value.dim() > 2 and bool(value.flatten(0, -3)[0].any())) or bool(value.any())
 
 
 def _closed_form(m: torch.Tensor) -> torch.Tensor:
@@ -256,7 +263,7 @@ def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
     n = int(value.shape[-1])
     if n < 2 or int(value.shape[-2]) != n or not _strictly_lower(m, n):  # how it is made first: no tensor read
         return []
-    if not bool(value.any()) or bool(value.triu().any()):
+    if not _nonzero(value):  # (zero on and above the diagonal: exactly, by how it is made)
         return []
     pure = _computed_from(nodes, k)
     want = _closed_form(value)
