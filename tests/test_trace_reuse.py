@@ -186,3 +186,64 @@ def test_a_logged_read_answers_anew_and_changes_nothing() -> None:
     assert regroup_again(*args) != answer
     assert {k: dict(v) for k, v in conv.__dict__.items() if k.startswith("_")} == notes
     assert conv.namer.size_of == sizes
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_a_first_layer_reading_the_input_is_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first layer reads a model input, the second the first one's output (of an operation): alike where both are
+    live values of one shape and dtype, so the second is a copy (the walk's diagram), as it is when an embedding comes
+    first (test_layers_adding_to_the_notes_are_copied_and_equal)."""
+    torch.manual_seed(0)
+    model = Stack([0.5] * layers)
+    x = torch.randn(2, 3, 8)
+    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+def test_a_padded_transformer_encoder_reading_its_input_is_copied_and_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's own encoder (sequence first: its first layer transposes the input itself) with a padding mask."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(6, 2, 16)
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[0, -2:] = True
+    assert _compare(model, (x,), {"src_key_padding_mask": pad}, monkeypatch) == 1
+    lowered = _traced(model, (x,), {"src_key_padding_mask": pad}, True, monkeypatch)[0].to_torch()
+    fresh, other = torch.randn(6, 2, 16), torch.zeros(2, 6, dtype=torch.bool)
+    other[1, -3:] = True
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh, src_key_padding_mask=other),
+                                   model(fresh, src_key_padding_mask=other), atol=1e-5, rtol=1e-5)
+
+
+class Masked(nn.Module):
+    """Causal attention whose scores are masked by a number (``masked_fill(·, -inf)``): the box holds a constant made of
+    the operation's arguments, not any recorded value."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, -1)
+        n = x.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool).triu(1)
+        scores = (q @ k.transpose(-1, -2)).masked_fill(causal, float("-inf"))
+        return x + self.out(scores.softmax(-1) @ v)
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_holding_a_constant_made_of_arguments_are_copied_and_equal(layers: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(*(Masked(8) for _ in range(layers)))
+    x = torch.randn(2, 5, 8)
+    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))

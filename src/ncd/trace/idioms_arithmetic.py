@@ -193,7 +193,9 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
         vid = conv.value(value)
         return conv.view(vid, names, kept)
     squeezed = Node("operand", "constant", value=tensor.reshape(kept)) if not isinstance(value, Node) else value
-    if isinstance(value, Node):
+    if not isinstance(value, Node):  # a number or a tensor among the operation's arguments (or one made of them)
+        conv.__dict__.setdefault("_from_arguments", {})[id(squeezed.value)] = squeezed.value
+    else:
         squeezed = Node(value.name, value.kind, value.target, value.args, value.kwargs, tensor.reshape(kept),
                         value.stack, value.source, value.live)
         if conv.learned(value):

@@ -277,6 +277,10 @@ class Repeats:
         return True
 
 
+#: what a layer may read from before it, made otherwise in another layer: a model input or an operation's value (the
+#: first layer reads the input, the next one the first one's output)
+_READ = ("call", "input")
+
 #: operations a value read by one of them alone may be fused with (a view into a projection, a projection of a view)
 _FUSED = ("view", "mm", "matmul")
 
@@ -391,7 +395,7 @@ class _Match:
             if id(b) in self.outside_back:
                 return False
             # read from outside the layer: the same node (a shared table, the mask), or values made before it alike
-            if a is not b and not (a.kind == b.kind and a.kind in ("call", "input") and a.live and b.live
+            if a is not b and not (a.kind in _READ and b.kind in _READ and a.live and b.live
                                    and _same_value(a.value, b.value, exact=False)) \
                     and not (id(a) in self.private and b.kind == "parameter" and b.live and not a.args and not b.args
                              and _same_value(a.value, b.value, exact=False) and self._path(a.source, b.source)):
@@ -415,11 +419,15 @@ class _Match:
         pairs = [(x, y) for t, c in self.pairs() for x, y in zip(_tensors(t.value), _tensors(c.value))]
         by_id = {id(x): y for x, y in pairs}
         by_view: dict[tuple[Any, ...], torch.Tensor | None] | None = None  # made when a tensor is not a node's value
+        made = self.conv.__dict__.get("_from_arguments", {})
         out = []
         for group in recorded:
             mapped = []
             for x in group:
                 mine = by_id.get(id(x))
+                if mine is None and made.get(id(x)) is x:
+                    mine = x.clone()  # a constant made of the operation's arguments (the number a mask fills in):
+                    # they correspond (equal), so ours is equal; a tensor of its own, as our walk would make
                 if mine is None and x.device.type != "meta":
                     if by_view is None:
                         by_view = _by_view(pairs)
