@@ -236,6 +236,35 @@ def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) ->
     assert region(root, root.reshape(6, 5, 4)[1:].reshape(4, 5, 5)[:, :, :3]) is None  # skewed: no region
 
 
+@pytest.mark.parametrize("k", range(len(VIEWS)))
+def test_a_write_back_made_as_one_copy_records_each_cat_with_the_value_torch_gives_it(k: int) -> None:
+    """``known``: the root's new value made first, each ``cat`` recorded with its part of it: the same values as
+    the ``cat`` of its pieces, and the root's new value torch's own write."""
+    root = torch.randn(4, 5, 6)
+    view = VIEWS[k](root)
+    found = region(root, view)
+    assert found is not None
+    new = torch.randn(view.shape)
+    want = root.clone()
+    VIEWS[k](want).copy_(new)
+    recorded: list[tuple[object, torch.Tensor, tuple[object, ...]]] = []
+
+    def emit(op: object, *args: object) -> torch.Tensor:
+        return op(*args)  # type: ignore[operator, no-any-return]
+
+    def known(op: object, value: torch.Tensor, *args: object) -> torch.Tensor:
+        recorded.append((op, value, args))
+        return value
+
+    got = write_back(emit, root.clone(), found, new, known)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for op, value, args in recorded:
+        assert op is torch.ops.aten.cat.default
+        pieces, dim = args
+        torch.testing.assert_close(value, torch.cat(pieces, dim), rtol=0, atol=0)  # type: ignore[arg-type]
+    assert recorded or k >= 8, "no cat recorded with its known value"  # (strided ranges: computed)
+
+
 def test_random_numbers_drawn_by_the_model_are_named_with_their_line() -> None:
     class Masking(torch.nn.Module):  # ViT-MAE's random masking: noise drawn inside forward
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class InPlace:
         def add(self, node: Node, value: Any) -> None: ...
         def ref(self, value: Any) -> Any: ...
         def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor: ...
+        def known(self, op: Any, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor: ...
 
     def check_writes(self) -> None:
         """Compare every tensor written through a view since the last comparison with what its recorded writes give.
@@ -208,7 +209,7 @@ class InPlace:
             if square is not None:  # the square's new value: its diagonal replaced
                 _, region_, d1, d2 = square
                 new = put_diagonal(self.emit, cut(self.emit, old, found, tuple(region_.shape)), new, d1, d2)
-            final = write_back(self.emit, old, found, new)
+            final = write_back(self.emit, old, found, new, self.known)
             self.pending[id(base)] = (final, base, func)  # compared before anything reads it (:meth:`check_writes`)
             self.by_id[id(base)] = self.by_id[id(final)]
             if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)

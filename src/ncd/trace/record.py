@@ -454,13 +454,27 @@ class _Recording(Aliases, InPlace):
         if overload is None:
             raise Unsupported(f"{func} has no functional version")
         previous = self.by_id.get(id(mutated))
-        if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)):
+        if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)) \
+                and not self._frozen_by_write(mutated):
             previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
         return overload
 
+    def _frozen_by_write(self, mutated: torch.Tensor) -> bool:
+        """Whether :meth:`write` records this write into a recorded view of a tensor (not on meta, some entries): its
+        :meth:`freeze` keeps the view's recorded value before the model writes, as a view of memory the model never
+        sees where it can (longformer: the slice written of a (8, 2, 256, 513) score tensor, 54 MB of copies a
+        trace), so :meth:`functional` need not copy it first."""
+        root = mutated._base
+        return root is not None and not self.meta and bool(mutated.numel()) \
+            and any(v is mutated for v in self.views.get(id(root), ()))
+
     def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run ``op`` on recorded tensors and record it (the operations an in-place write stands for)."""
-        out: torch.Tensor = op(*args, **kwargs)
+        return self.known(op, op(*args, **kwargs), *args, **kwargs)
+
+    def known(self, op: Any, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Record ``op`` on recorded tensors, whose result ``value`` is known (:func:`ncd.trace.writes.write_back`)."""
+        out = value
         arg_refs, kwarg_refs = self.ref((args, kwargs))
         live = any(r.live for r in refs((arg_refs, kwarg_refs)))
         packet = op.overloadpacket.__name__

@@ -139,8 +139,17 @@ def cut(emit: Emit, base: torch.Tensor, found: Region, shape: tuple[int, ...]) -
     return t
 
 
-def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor) -> torch.Tensor:
-    """The root after its region (``found``) became ``new`` (of the view's shape): recorded operations on ``old``."""
+#: ``known(operator, value, *args)``: record one operation on recorded tensors whose result, ``value``, is known
+Known = Callable[..., torch.Tensor]
+
+
+def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, known: Known | None = None) -> torch.Tensor:
+    """The root after its region (``found``) became ``new`` (of the view's shape): recorded operations on ``old``.
+
+    With ``known``, the root's new value is made first, as one copy of ``old`` with the region copied in, and each
+    ``cat`` joining the region's pieces is recorded with its part of that copy as its value (a view): not computed
+    again at every level (longformer: a chunk of a (8, 2, 256, 513) score tensor written, 4 MB joined inside it and
+    then the whole 8 MB, six times a layer); the tensor compared with the one the model wrote is the same."""
     kept = [new.size(j) for j in range(new.dim()) if new.size(j) != 1]
     sizes = [new.size(j) for j in range(new.dim())]
     if len(kept) != len(sizes) or len(kept) != len(found.order):  # the view's new size-1 dimensions
@@ -152,18 +161,33 @@ def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor) 
     perm = [list(found.order).index(d) for d in ranked]
     if perm != list(range(len(perm))):
         new = emit(aten.permute.default, new, perm)
-    return _put(emit, old, list(found.specs), new)
+    into = None
+    if known is not None and new.dtype == old.dtype and new.device == old.device and old.dim() == len(found.specs):
+        into = aten.clone.default(old, memory_format=torch.contiguous_format)  # (as ``cat`` lays out its result)
+        region_ = into
+        for d in reversed(range(old.dim())):
+            kind, s, length, step = found.specs[d]
+            region_ = aten.select.int(region_, d, s) if kind == "index" else \
+                aten.slice.Tensor(region_, d, s, s + step * (length - 1) + 1, step)
+        if tuple(region_.shape) != tuple(new.shape):
+            into = None
+        else:
+            aten.copy_.default(region_, new)
+    return _put(emit, old, list(found.specs), new, into, known)
 
 
-def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]], new: torch.Tensor) -> torch.Tensor:
-    """``base`` with the region ``specs`` replaced by ``new``: the outermost cut dimension first, then inside it."""
+def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]], new: torch.Tensor,
+         into: torch.Tensor | None = None, known: Known | None = None) -> torch.Tensor:
+    """``base`` with the region ``specs`` replaced by ``new``: the outermost cut dimension first, then inside it.
+    ``into``: that result, made already (:func:`write_back`), recorded as the value of each ``cat`` (or None)."""
     for i, (kind, at, length, step) in enumerate(specs):
         size = base.size(i)
         if kind == "range" and at == 0 and length == size and step == 1:
             continue
         if kind == "index":
             sub = emit(aten.select.int, base, i, at)
-            piece = emit(aten.unsqueeze.default, _put(emit, sub, specs[:i] + specs[i + 1:], new), i)
+            part = aten.select.int(into, i, at) if into is not None else None
+            piece = emit(aten.unsqueeze.default, _put(emit, sub, specs[:i] + specs[i + 1:], new, part, known), i)
             end = at + 1
         elif step != 1 and size % step == 0:  # every step-th entry: a range of the rows of the dimension split in two
             shape = list(base.shape)
@@ -174,14 +198,31 @@ def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]],
         else:
             end = at + step * (length - 1) + 1
             sub = emit(aten.slice.Tensor, base, i, at, end, step)
-            inner = _put(emit, sub, specs[:i] + [("range", 0, length, 1)] + specs[i + 1:], new)
+            part = aten.slice.Tensor(into, i, at, end, step) if into is not None else None
+            inner = _put(emit, sub, specs[:i] + [("range", 0, length, 1)] + specs[i + 1:], new, part, known)
             if step != 1:
                 return emit(aten.slice_scatter.default, base, inner, i, at, end, step)
             piece = inner
         pieces = ([emit(aten.slice.Tensor, base, i, 0, at)] if at > 0 else []) + [piece] \
             + ([emit(aten.slice.Tensor, base, i, end, size)] if end < size else [])
-        return emit(aten.cat.default, pieces, i) if len(pieces) > 1 else piece
+        if len(pieces) == 1:
+            return piece
+        if into is not None and known is not None and _joins(pieces, i, into):
+            return known(aten.cat.default, into, pieces, i)
+        return emit(aten.cat.default, pieces, i)
     return new
+
+
+def _joins(pieces: list[torch.Tensor], dim: int, into: torch.Tensor) -> bool:
+    """Whether ``cat(pieces, dim)`` has the shape and dtype of ``into`` (its value, made already)."""
+    shape = list(into.shape)
+    total = 0
+    for p in pieces:
+        if p.dtype != into.dtype or p.dim() != len(shape) \
+                or any(p.size(d) != shape[d] for d in range(len(shape)) if d != dim):
+            return False
+        total += p.size(dim)
+    return total == shape[dim]
 
 
 def diagonal_of(candidates: list[torch.Tensor], view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
