@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,16 +148,15 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
         return outs, [copies[i] for i in floats]
 
     mutable = getattr(torch.autograd.graph, "allow_mutation_on_saved_tensors", None)
-    try:  # (with torch._dynamo already imported, the mode costs little: used at once, not after a failed try)
-        grads = _vjps(run, weights, mutable if mutable is not None and "torch._dynamo" in sys.modules
-                      else contextlib.nullcontext)
-    except RuntimeError as error:  # a forward wrote in place into a tensor autograd saved (SEW-D's XSoftmax, into
-        if "inplace operation" not in str(error):  # softmax's result): again, saved tensors cloned before a write
+    try:  # autograd through the forward keeps a copy of each tensor it saves (SEW-D's XSoftmax writes into softmax's
+        grads = _vjps(run, weights, _saved_copied)  # result in place): the values it saved, as torch's mode would
+    except RuntimeError as error:  # the Function's own backward read a tensor written after it was saved: again,
+        if "inplace operation" not in str(error):  # saved tensors cloned before a write on both sides
             return False
-        if mutable is None or "torch._dynamo" in sys.modules:
+        if mutable is None:
             return False
         try:  # (only then: torch's mode for it imports torch._dynamo on first use, ~0.8 s)
-            grads = _vjps(run, weights, mutable)
+            grads = _vjps(run, weights, mutable, everywhere=True)
         except Exception:  # noqa: BLE001 - a Function that cannot be run twice or differentiated here: not proven
             return False
     except Exception:  # noqa: BLE001 - a Function that cannot be run twice or differentiated here: not proven
@@ -166,29 +164,45 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
     return grads is not None and all(_close(g, w) for g, w in zip(grads[0], grads[1]))
 
 
-def _vjps(run: Any, weights: list[torch.Tensor], mutable: Any) -> list[list[torch.Tensor | None]] | None:
+def _vjps(run: Any, weights: list[torch.Tensor], saving: Any, everywhere: bool = False) -> list[list[torch.Tensor | None]] | None:
     """The Function's vector-Jacobian products (``run(False)``) and autograd's through its forward (``run(True)``)
     with one fixed-seed random cotangent per floating-point output, wrt the arguments and ``weights``; None when the
-    outputs differ.  A write into a saved tensor raises (autograd's version check) unless ``mutable`` allows it."""
-    with torch.enable_grad(), mutable():
-        ran, through = run(False), run(True)
-        if ran is None or through is None or len(ran[0]) != len(through[0]):
-            return None
-        pairs = [(o, t) for o, t in zip(ran[0], through[0]) if o.is_floating_point()]
-        if not pairs or any(o.shape != t.shape or not _close(t, o) for o, t in pairs):
-            return None
-        gen = torch.Generator().manual_seed(SEED)
-        cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
-        grads: list[list[torch.Tensor | None]] = []
-        for side, ins in ((0, ran[1]), (1, through[1])):  # the Function's backward, then autograd's
-            live = [(pair[side], c) for pair, c in zip(pairs, cot) if pair[side].requires_grad]
-            wrt = ins + weights
-            if not live:
-                grads.append([None] * len(wrt))
-                continue
-            grads.append(list(torch.autograd.grad([o for o, _ in live], wrt, [c for _, c in live],
-                                                  allow_unused=True)))
-    return grads
+    outputs differ.  A write into a saved tensor raises (autograd's version check) unless ``saving`` (a context) keeps
+    what was saved: around autograd's side, where the forward's own operations save tensors (``apply`` runs the forward
+    without autograd), or around both (``everywhere``)."""
+    with torch.enable_grad():
+        with saving() if everywhere else contextlib.nullcontext():
+            ran = run(False)
+            with saving() if not everywhere else contextlib.nullcontext():
+                through = run(True)
+                if ran is None or through is None or len(ran[0]) != len(through[0]):
+                    return None
+                pairs = [(o, t) for o, t in zip(ran[0], through[0]) if o.is_floating_point()]
+                if not pairs or any(o.shape != t.shape or not _close(t, o) for o, t in pairs):
+                    return None
+                gen = torch.Generator().manual_seed(SEED)
+                cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
+                theirs = _vjp([(t, c) for (_, t), c in zip(pairs, cot)], through[1] + weights)  # autograd's
+            mine = _vjp([(o, c) for (o, _), c in zip(pairs, cot)], ran[1] + weights)  # the Function's backward
+    return [mine, theirs]
+
+
+def _saved_copied() -> Any:
+    """Autograd saves a copy of each tensor (what a later write into it in place cannot change): the values saved, as
+    ``allow_mutation_on_saved_tensors`` keeps them, without its dispatch mode's Python call per operator."""
+    return torch.autograd.graph.saved_tensors_hooks(torch.Tensor.clone, _unpacked)
+
+
+def _unpacked(saved: torch.Tensor) -> torch.Tensor:
+    return saved
+
+
+def _vjp(outs: list[tuple[torch.Tensor, torch.Tensor]], wrt: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """The vector-Jacobian products of the outputs that require grad, each with its cotangent, wrt ``wrt``."""
+    live = [(o, c) for o, c in outs if o.requires_grad]
+    if not live:
+        return [None] * len(wrt)
+    return list(torch.autograd.grad([o for o, _ in live], wrt, [c for _, c in live], allow_unused=True))
 
 
 def qualified(cls: type) -> str:
