@@ -493,3 +493,32 @@ def test_a_half_precision_model_holding_a_float32_number_lowers_in_half_precisio
         got, want = lowered(ids), model(ids)
     assert got.dtype == want.dtype == dtype
     assert torch.equal(got, want)
+
+
+def test_a_lowered_module_run_in_the_other_mode_than_traced_says_so_once() -> None:
+    # traced in training mode, the lowered module computes training mode (batch statistics) whatever its flag: set to
+    # eval it differed from the model in eval mode, with no word
+    import io
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2)).train()
+    x = torch.randn(5, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x).to_torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in the traced mode: no word
+        torch.testing.assert_close(lowered(x), model(x))
+    lowered.eval()
+    model.eval()
+    with pytest.warns(RuntimeWarning, match="runs in eval mode, but it computes the model as traced, in training mode"):
+        got = lowered(x)
+    assert not torch.allclose(got, model(x))  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        lowered(x)
+    buffer = io.BytesIO()
+    torch.save(lowered, buffer)  # the hook pickles with the module
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(again(x), got)

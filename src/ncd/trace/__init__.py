@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
-from ncd.trace.keywords import keywords
+from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.params import HOLDER, freeze, hold, tie, unread
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ class TracedDiagram(Block):
             if isinstance(hook, _InputCheck):
                 hook.exact = True
         keywords(module, self.name, self.origin, len(self.dom))  # lowered(**inputs), as the model was called
+        module.register_forward_pre_hook(TracedMode(self.name, self.training))  # .eval() changes nothing: said
         if other:
             from ncd.trace.other_sizes import check
 

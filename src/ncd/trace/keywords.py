@@ -92,3 +92,24 @@ def keywords(module: torch.nn.Module, model: str, origin: Any, count: int) -> No
             slots[name] = tuple(v.index for v in leaves if isinstance(v, _Slot))
             held[name] = [v for v in leaves if not isinstance(v, _Slot)]
     module.register_forward_pre_hook(Keywords(model, slots, held, count), with_kwargs=True, prepend=True)
+
+
+class TracedMode:
+    """The forward pre-hook of a traced model's lowered module that warns, once, when it runs in the other mode than
+    the model was traced in (a class: it pickles): the lowered module computes the traced call, so ``.eval()`` on a
+    module traced in training mode still normalises by the batch's statistics and drops what the model dropped, and
+    ``.train()`` on one traced in eval mode drops nothing."""
+
+    def __init__(self, model: str, training: bool) -> None:
+        self.model, self.training, self.said = model, training, False
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if module.training != self.training and not self.said:
+            import warnings
+
+            self.said = True
+            traced, now = ("training", "eval") if self.training else ("eval", "training")
+            warnings.warn(f"the lowered {self.model} runs in {now} mode, but it computes the model as traced, in"
+                          f" {traced} mode (dropout, batch statistics and any other branch on self.training as then);"
+                          f" trace the model in {now} mode (model.{'eval' if now == 'eval' else 'train'}()) to compute"
+                          " that", RuntimeWarning, stacklevel=4)
