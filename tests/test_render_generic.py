@@ -206,3 +206,55 @@ def test_shared_labels_are_those_of_comparing_the_instances_wire_by_wire() -> No
             assert sorted(rows) == sorted({labels[a][1] for a in labels})
     for _ in range(2):  # asked again: the kept match answers the same
         assert generic_labels([looped, units[1]]) is None and generic_labels([looped, units[0], units[1]]) is None
+
+
+def test_shapes_and_columns_of_traced_blocks_are_those_of_their_whole_images_and_wire_lists() -> None:
+    """same_shape compares two nodes level by level, keeps its answers per pair and takes a nested block's wire list
+    from its enclosing one's: checked on every pair of blocks of a traced model (layers alike, a layer of another
+    kind, blocks nested at several depths), against the whole shape images (:class:`_Shape`) and every wire's axis
+    (``_wire_axes``) of a second trace of the model (nothing kept from the first)."""
+    import torch
+    from torch import nn
+
+    from ncd.ir.diagram import Block
+    from ncd.render import generic
+
+    class Mlp(nn.Module):
+        def __init__(self, act: nn.Module) -> None:
+            super().__init__()
+            self.up, self.act, self.down = nn.Linear(8, 16), act, nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(self.act(self.up(x)))
+
+    class Layer(nn.Module):
+        def __init__(self, act: nn.Module) -> None:
+            super().__init__()
+            self.norm, self.mlp = nn.LayerNorm(8), Mlp(act)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.mlp(self.norm(x))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList([Layer(nn.ReLU()), Layer(nn.ReLU()), Layer(nn.GELU()), Layer(nn.ReLU())])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(2, 3, 8)
+    asked, whole = (ncd.trace(net, x) for _ in range(2))
+    blocks, others = ([n for n in d.walk() if isinstance(n, Block)] for d in (asked, whole))
+    assert len(blocks) == len(others) > 5
+    answers = [[generic.same_shape(a, b) for b in blocks] for a in blocks]
+    for _ in range(2):  # (asked again: the kept answers)
+        assert answers == [[generic.same_shape(a, b) for b in blocks] for a in blocks]
+    images = [generic._SHAPE.fold(b) for b in others]
+    assert answers == [[a == b for b in images] for a in images]
+    assert any(not row[k] for row in answers for k in range(len(row))) and sum(map(sum, answers)) > len(blocks)
+    for k, block in enumerate(blocks):  # (outermost first: the nested blocks take their runs of the layers' lists)
+        assert list(generic._axes(block)) == _wire_axes(others[k]) == _wire_axes(block)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from operator import is_
 from typing import Any
 
 from ncd.ir.axes import Axis
@@ -125,26 +126,112 @@ _SHAPE = _Shape()
 
 
 def same_shape(a: Diagram, b: Diagram) -> bool:
-    """Whether ``a`` and ``b`` are drawn alike but for their wires' labels."""
-    return bool(_SHAPE.fold(a) == _SHAPE.fold(b))
+    """Whether ``a`` and ``b`` are drawn alike but for their wires' labels: whether their :class:`_Shape` images are
+    equal, found without building the images of composites, level by level from the top (blocks of one family that
+    differ mostly differ near it: another kind of layer), and kept per pair asked.
+
+    >>> import ncd
+    >>> f, g = ncd.Linear("m -> n") >> ncd.ReLU(), ncd.Linear("k -> j") >> ncd.ReLU()
+    >>> same_shape(f, g), same_shape(f, ncd.Linear("m -> n") >> ncd.GELU()), same_shape(f, f)
+    (True, False, True)
+    """
+    if a is b:
+        return True
+    hit = _SAME.get((id(a), id(b)))
+    if hit is not None and hit[0] is a and hit[1] is b:
+        return hit[2]
+    found = _same_shape(a, b)
+    if len(_SAME) > 50_000:
+        _SAME.clear()
+    _SAME[(id(a), id(b))] = (a, b, found)
+    _SAME[(id(b), id(a))] = (b, a, found)
+    return found
+
+
+#: :func:`same_shape` of each pair of nodes asked about (by their ids, the nodes kept to tell a reused id)
+_SAME: dict[tuple[int, int], tuple[Diagram, Diagram, bool]] = {}
+
+
+def _same_shape(a: Diagram, b: Diagram) -> bool:
+    """``_SHAPE.fold(a) == _SHAPE.fold(b)``: a composite's image is its kind and own fields (:func:`_own`) with its
+    parts' images, a leaf's (:meth:`_Shape.box`, :meth:`_Shape.identity`) is built and kept with it."""
+    fold = _SHAPE.fold
+    level = [(a, b)]
+    blocks: list[tuple[Block, Diagram]] = []  # (pairs of blocks inside: alike when these are; a page asks next)
+    while level:
+        below: list[tuple[Diagram, Diagram]] = []
+        for x, y in level:
+            if x is y:
+                continue
+            sx, sy = x.__dict__.get("_drawn_shape"), y.__dict__.get("_drawn_shape")
+            if sx is not None and sy is not None:
+                if sx != sy:
+                    return False
+            elif isinstance(x, (Identity, Box)) or isinstance(y, (Identity, Box)):
+                if fold(x) != fold(y):
+                    return False
+            else:
+                kids, others = x.children(), y.children()
+                if len(kids) != len(others) or _own(x) != _own(y):
+                    return False
+                if isinstance(x, Block):
+                    blocks.append((x, y))
+                below += zip(kids, others)
+        level = below
+    for x, y in blocks:
+        _SAME[(id(x), id(y))] = (x, y, True)
+        _SAME[(id(y), id(x))] = (y, x, True)
+    return True
+
+
+def _own(node: Diagram) -> Any:
+    """What a composite node's :class:`_Shape` image holds besides its parts' images (:meth:`Fold.fold`'s
+    dispatch: a sequence's and a parallel part's, as an unknown kind's, is its kind's name)."""
+    if isinstance(node, Weave):
+        return ("weave", node.dom_pos, node.cod_pos)
+    if isinstance(node, Block):
+        return ("block", family(node.name), node.meta)
+    if isinstance(node, Repeat):
+        return ("repeat", node.var, str(node.start), str(node.stop))
+    return type(node).__name__
 
 
 def _axes(node: Diagram) -> tuple[Axis, ...]:
-    """The axes of every wire of ``node``'s nodes (inputs, then outputs, node by node), found once per node."""
+    """The axes of every wire of ``node``'s nodes (inputs, then outputs, node by node), found once per node: a block
+    inside a node whose axes were found takes its part of theirs (its nodes' run, depth first)."""
     found: tuple[Axis, ...] | None = node.__dict__.get("_drawn_axes")
     if found is None:
-        out: list[Axis] = []
-        stack = [node]
-        while stack:
-            current = stack.pop()
-            for seg in current.dom.segments:
-                out += seg.axes
-            for seg in current.cod.segments:
-                out += seg.axes
-            stack.extend(reversed(current.children()))
-        found = tuple(out)
+        span = _SPANS.get(id(node))
+        if span is not None and span[0] is node:
+            found = span[1][span[2]:span[3]]
+        else:
+            out: list[Axis] = []
+            spans: list[tuple[Block, int, int]] = []
+            stack: list[Any] = [node]
+            while stack:
+                current = stack.pop()
+                if type(current) is tuple:  # (the end of a block inside: its run of axes)
+                    spans.append((current[0], current[1], len(out)))
+                    continue
+                start = len(out)
+                for seg in current.dom.segments:
+                    out += seg.axes
+                for seg in current.cod.segments:
+                    out += seg.axes
+                if isinstance(current, Block) and current is not node:
+                    stack.append((current, start))
+                stack.extend(reversed(current.children()))
+            found = tuple(out)
+            if len(_SPANS) > 50_000:
+                _SPANS.clear()
+            for block, start, end in spans:
+                _SPANS[id(block)] = (block, found, start, end)
         object.__setattr__(node, "_drawn_axes", found)
     return found
+
+
+#: each block inside a node whose :func:`_axes` were found: that node's axes and the block's run of them
+_SPANS: dict[int, tuple[Block, tuple[Axis, ...], int, int]] = {}
 
 
 def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
@@ -213,8 +300,16 @@ def _compare(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], fro
     if any(len(axes) != len(lists[0]) for axes in lists):
         return None
     # a block has thousands of wires but few distinct axis objects: each column of objects (by identity, in order of
-    # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did
-    columns = dict(zip(zip(*[map(id, axes) for axes in lists]), zip(*lists))).values()
+    # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did.
+    # Where each object of the first block meets one object of each other block (the usual case), the columns are
+    # the first block's distinct objects, each with the objects it meets: found without building a tuple per wire
+    head, ids = lists[0], list(map(id, lists[0]))
+    maps = [dict(zip(ids, axes)) for axes in lists[1:]]  # (each object of the first → the last one met in its place)
+    columns: Iterable[tuple[Axis, ...]]
+    if all(all(map(is_, map(m.__getitem__, ids), axes)) for m, axes in zip(maps, lists[1:])):
+        columns = [(a, *[m[k] for m in maps]) for k, a in dict(zip(ids, head)).items()]
+    else:
+        columns = dict(zip(zip(*[map(id, axes) for axes in lists]), zip(*lists))).values()
     seen: dict[Axis, tuple[Axis, ...]] = {}
     for column in columns:
         known = seen.setdefault(column[0], column)
