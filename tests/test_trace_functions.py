@@ -434,3 +434,43 @@ def test_function_in_a_model_recorded_on_meta_is_proven_on_real_values(monkeypat
     assert seen == [True, False]  # the Function sends the recording back to real values, where it is proven
     assert d.opaque_count == 0
     _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
+
+
+def test_a_function_whose_proof_failed_is_boxed_at_its_later_calls_without_another_proof(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each layer calls the same Functions: the proof runs once per Function and other arguments (a class whose
+    backward is not its forward's gradient on the first call's values is a box at every call), and every call is a
+    box whose gradient is the Function's own (autograd on the original model)."""
+    import importlib
+
+    functions = importlib.import_module("ncd.trace.functions")
+    proofs: list[tuple[str, tuple[Any, ...]]] = []
+    real = functions.proven
+
+    def counted(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
+        proofs.append((cls.__name__, tuple(a for a in args if not isinstance(a, torch.Tensor))))
+        return bool(real(cls, args, kwargs, params))
+
+    monkeypatch.setattr(functions, "proven", counted)
+
+    class Layers(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(6, 6) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for i, layer in enumerate(self.layers):
+                x = Reverse.apply(RoundST.apply(layer(x) * 3), 2.0 if i == 2 else 0.5) + x
+            return x
+
+    torch.manual_seed(0)
+    model = Layers()
+    d, messages = _trace(model, torch.randn(2, 5, 6))
+    assert sorted(proofs) == [("Reverse", (0.5,)), ("Reverse", (2.0,)), ("RoundST", ())]
+    assert d.opaque_count == 6 and any("custom autograd.Functions" in m for m in messages)
+    x = torch.randn(2, 5, 6) * 2  # fresh values
+    y, gx, _ = _grads(model, x)
+    y2, gx2, _ = _grads(d.to_torch(), x)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(gx2, gx)
+    assert gx.abs().sum() > 0  # the straight-through, reversed gradient: as round's operations it would be 0
