@@ -522,3 +522,28 @@ def test_a_lowered_module_run_in_the_other_mode_than_traced_says_so_once() -> No
     buffer.seek(0)
     again = torch.load(buffer, weights_only=False)
     torch.testing.assert_close(again(x), got)
+
+
+class GradScaled(nn.Module):
+    """Scales by 2 where gradients are on (a branch on the global grad mode, not on any value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y * 2 if torch.is_grad_enabled() else y
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_model_reading_the_grad_mode_is_traced_as_called_and_says_so(grad: bool) -> None:
+    # every capture runs under no_grad: the model read False and the diagram dropped the scale, so traced and called
+    # as usual (gradients on) the lowered module differed from the model by 2x, with no word
+    torch.manual_seed(0)
+    model, x = GradScaled(), torch.randn(2, 4)
+    with torch.set_grad_enabled(grad):
+        with pytest.warns(RuntimeWarning, match=r"reads torch.is_grad_enabled\(\) at test_trace_hostile\.py:\d+"):
+            lowered = ncd.trace(model, x).to_torch()
+        torch.testing.assert_close(lowered(x), model(x))
+    assert torch.is_grad_enabled()  # put back

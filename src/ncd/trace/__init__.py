@@ -247,7 +247,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
     # reading (every expert on every token, weighted by the routing) are recorded as it
-    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model):
+    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
+            _grad_mode_as_called(model):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
@@ -325,6 +326,45 @@ def _data_refused(model: torch.nn.Module) -> Any:
             del torch.Tensor.data
         else:
             torch.Tensor.data = held
+
+
+@contextlib.contextmanager
+def _grad_mode_as_called(model: torch.nn.Module) -> Any:
+    """While the model is captured (under ``torch.no_grad``, as every capture runs): ``torch.is_grad_enabled()`` read
+    by the model's own code answers as it would have where ``ncd.trace`` was called, and one warning names the lines.
+
+    The model computes what the diagram draws only when it takes the branch it takes when called: a model scaling by 2
+    where gradients are on was drawn without the scale (the capture's answer, False), differing from the model called
+    as usual, with no word.  torch's own code gets the capture's answer (its fast paths compute the same values)."""
+    import sys
+
+    import torch
+
+    from ncd.trace.capture import _internal, user_line
+
+    asked = torch.is_grad_enabled
+    called = asked()
+    lines: list[str] = []
+
+    def is_grad_enabled() -> bool:
+        if _internal(sys._getframe(1).f_code.co_filename):
+            return asked()
+        where = user_line() or "?"
+        if where not in lines:
+            lines.append(where)
+        return called
+
+    torch.is_grad_enabled = is_grad_enabled
+    try:
+        yield
+    finally:
+        torch.is_grad_enabled = asked
+    if lines:
+        state = "on" if called else "off (torch.no_grad)"
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_grad_enabled() at"
+                      f" {', '.join(lines[:4])}: the diagram computes what it computes with gradients {state}, as"
+                      " ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
+                      stacklevel=5)
 
 
 @contextlib.contextmanager
