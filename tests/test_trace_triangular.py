@@ -153,3 +153,28 @@ def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
             assert _close(got, want, atol) == expected, (shape, trial)
             answers.add(expected)
     assert answers == {True, False}
+
+
+class SegmentSum(torch.nn.Module):
+    """Mamba2's segment sum over the chunks (a cumulative sum of a strictly lower-triangular matrix's rows), exp'd and
+    applied: with two chunks its result equals forward substitution's (F = M when M has two rows), with three not."""
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # a: (b, h, n), v: (b, h, n, 5)
+        n = a.shape[-1]
+        x = a[..., None].expand(*a.shape, n).masked_fill(~torch.tril(torch.ones(n, n, dtype=torch.bool), -1), 0)
+        s = torch.cumsum(x, dim=-2).masked_fill(~torch.tril(torch.ones(n, n, dtype=torch.bool), 0), -torch.inf)
+        return torch.exp(s) @ v
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_cumulative_sum_equal_to_the_inverse_on_two_rows_is_drawn_as_one(n: int) -> None:
+    """Two rows prove nothing about a substitution (any step keeping M equals it): the cumulative sum stays one, and
+    the lowered module equals the model on fresh values (and another number of rows, where an inverse would not)."""
+    model = SegmentSum()
+    g = torch.Generator().manual_seed(0)
+    d = _trace(model, -torch.rand(2, 3, n, generator=g), torch.randn(2, 3, n, 5, generator=g))
+    assert _inverses(d) == 0
+    assert any(type(b.prim).__name__ == "CumSumOp" for b in d.boxes())
+    lowered = d.to_torch()
+    a, v = -torch.rand(2, 3, n, generator=g), torch.randn(2, 3, n, 5, generator=g)
+    torch.testing.assert_close(lowered(a, v), model(a, v))

@@ -261,7 +261,9 @@ def _substitution(nodes: list[Node], k: int, replaced: set[int]) -> list[Node]:
             value.device.type == "meta":  # recorded without values (a large model): nothing to prove it on
         return []
     n = int(value.shape[-1])
-    if n < 2 or int(value.shape[-2]) != n or not _strictly_lower(m, n):  # how it is made first: no tensor read
+    # n < 3: F = M, linear in M, so any step keeping M as it is (a cumulative sum of its rows) equals the closed form
+    # there and proves no substitution (Mamba2's segment sum over two chunks would be drawn as an inverse)
+    if n < 3 or int(value.shape[-2]) != n or not _strictly_lower(m, n):  # how it is made first: no tensor read
         return []
     if not _nonzero(value):  # (zero on and above the diagonal: exactly, by how it is made)
         return []
