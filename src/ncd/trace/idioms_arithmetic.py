@@ -205,6 +205,21 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
     return conv.value(squeezed, names)
 
 
+def _given_back(conv: Converter, name: str | None, other: str, size: int) -> bool:
+    """Whether a wire named ``name`` is the wire ``other`` given back: ``name`` was derived from ``other`` by a change
+    of size (a pad's ``t2`` of ``t + 2`` positions, :func:`ncd.trace.boxes._claim`) and a convolution, which keeps its
+    positions' names, brought it back to ``other``'s size (``size``, the namer's for ``other`` and not for ``name``).
+    Where the two meet, the output takes ``other`` (the sequence stays ``t``)."""
+    if name is None or PRIME in name or PRIME in other or name.rstrip("0123456789") != other or name == other:
+        return False
+    return bool(noted(conv.namer, _size_of, conv.namer.size_of, other) == size
+                and noted(conv.namer, _size_of, conv.namer.size_of, name) != size)
+
+
+def _size_of(sizes: dict[str, int], name: str) -> int | None:
+    return sizes.get(name)
+
+
 def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
     shape = _shape(node)
     names: list[str | None] = [None] * len(shape)
@@ -216,6 +231,8 @@ def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
         vshape = _shape(value)
         for k in range(1, len(vshape) + 1):
             if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
+                names[-k] = own[-k]
+            elif vshape[-k] == shape[-k] != 1 and names[-k] != own[-k] and _given_back(conv, names[-k], own[-k], shape[-k]):
                 names[-k] = own[-k]
             elif shape[-k] == 1 and own[-k] != "1":
                 units.setdefault(k, set()).add(own[-k])

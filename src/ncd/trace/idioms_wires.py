@@ -85,6 +85,13 @@ def _holds_input(merged: dict[str, list[tuple[str, int]]], name: str, seen: froz
     return any(_holds_input(merged, wire, seen | {base}) for wire, _ in merged.get(base, ()))
 
 
+def _role_width(conv: Converter, name: str, size: int) -> bool:
+    """Whether wires of this name are a width the config names (``m``, ``f``): every wire of that width has it, so a
+    split of one is not the undoing of the merge that first made one (layer 0's heads merged back into ``m``), and
+    is named by its role like any other split (each layer's queries ``h k`` alike)."""
+    return name.rstrip(PRIME) in conv.namer.config.get(size, ())
+
+
 def note(conv: Converter, which: str, key: Any, default: Any = None) -> Any:
     """What the converter's note ``which`` (``_merges``, ``_splits``, ``_sliced``) holds at ``key`` now."""
     table = conv.__dict__.get(which)
@@ -189,7 +196,8 @@ def _regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape
         items = [_is_item(conv, n) for n in group_in]
         if len(a) == 1 and len(b) == 1:
             out.append(group_in[0])
-        elif len(a) == 1 and merged.get(group_in[0]) and [s for _, s in merged[group_in[0]]] == sizes_out:
+        elif len(a) == 1 and merged.get(group_in[0]) and [s for _, s in merged[group_in[0]]] == sizes_out \
+                and not _role_width(conv, group_in[0], sizes_in[0]):
             out.extend(n for n, _ in merged[group_in[0]])  # a merge undone (tokens flattened, then unflattened)
         elif len(a) == 1:
             parent = group_in[0].rstrip(PRIME)

@@ -1,0 +1,90 @@
+"""Axis names by role in repeated layers: a layer's names do not depend on what an earlier layer named.
+
+* Heads merged back into the config's width ``m`` at the end of layer 0 (``b t h n -> b t m``, the value heads'
+  features named ``n``) are not a merge that layer 1's query split undoes: its queries are ``h k`` as layer 0's,
+  so the two layers are one block (drawn once), where layer 1's head features were ``n`` before.
+* A causal convolution of a padded sequence (``t`` padded to ``t2``, convolved back to ``t`` positions) added to
+  the input keeps the sequence's name ``t``: the output is ``b t m``, not ``b t2:t m``.
+
+Each diagram is compared with the model it was traced from, at the traced sizes and at others."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+from ncd.ir.diagram import Block, Repeat
+
+
+class _MultiQuery(nn.Module):
+    """Attention with one key/value head as wide as a query head (its projections named by size, not as heads)."""
+
+    def __init__(self, m: int = 32, h: int = 4) -> None:
+        super().__init__()
+        self.h, self.k = h, m // h
+        self.q_proj, self.o_proj = nn.Linear(m, m), nn.Linear(m, m)
+        self.k_proj, self.v_proj = nn.Linear(m, self.k), nn.Linear(m, self.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, m = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.k).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, 1, self.k).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, 1, self.k).transpose(1, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) / self.k ** 0.5, -1) @ v
+        return x + self.o_proj(a.transpose(1, 2).reshape(b, t, m))
+
+
+class _Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = types.SimpleNamespace(hidden_size=32, num_attention_heads=4, head_dim=8)
+        self.layers = nn.ModuleList([_MultiQuery(), _MultiQuery()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class _CausalConv(nn.Module):
+    def __init__(self, m: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(m, m, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x.transpose(1, 2), (2, 0))).transpose(1, 2) + x
+
+
+def _views(d: ncd.TracedDiagram) -> list[str]:
+    return [str(n.cod) for n in d.walk() if type(n).__name__ == "Box" and str(n).startswith("<Box ▮")]
+
+
+def test_each_layers_queries_are_heads_and_head_features() -> None:
+    torch.manual_seed(0)
+    model, x = _Stack().eval(), torch.randn(2, 5, 32)
+    with torch.no_grad():
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+        blocks = [n for n in d.walk() if isinstance(n, Block) and n.name.startswith("layers.")]
+        # one definition for both layers: a repetition, or two blocks with equal bodies
+        assert any(isinstance(n, Repeat) for n in d.walk()) or blocks[0].body == blocks[1].body
+        queries = [v for v in _views(d) if v.endswith("h:4 k:8")]
+        assert queries and all(v == "b t̅ h:4 k:8" for v in queries)
+        assert not any(v.endswith("h:4 n:8") and v.startswith("b t̅") for v in _views(d))  # layer 1's queries before
+        torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-5)
+        y = torch.randn(3, 7, 32)
+        torch.testing.assert_close(d.to_torch(b=3, t=7)(y), model(y), atol=1e-5, rtol=1e-5)
+
+
+def test_a_causal_convolution_gives_back_the_sequence() -> None:
+    torch.manual_seed(0)
+    model, x = _CausalConv().eval(), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+        assert str(d.cod) == str(d.dom) == "b t̅ m:8"
+        torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-5)
+        y = torch.randn(3, 9, 8)
+        torch.testing.assert_close(d.to_torch(b=3, t=9)(y), model(y), atol=1e-5, rtol=1e-5)
