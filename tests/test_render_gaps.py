@@ -91,3 +91,57 @@ def test_a_wire_is_labelled_where_a_box_makes_or_takes_it_not_where_it_runs_past
     assert sorted(where["b"]) == sorted(gaps + [gaps[0], gaps[3], gaps[4]])  # one b wire in each segment
     none = layout(d, labels="ends")  # the ends alone, as before
     assert sum(isinstance(it, Text) and it.role == "label" for it in none.visible) == 8
+
+
+def test_the_wires_running_past_are_those_of_following_each_wire_part_by_part() -> None:
+    """``_passes`` (which wires a node leaves untouched, input position → output position) against following each
+    input wire through the node: past an identity, moved by the parts beside it, stopped by a box; on random
+    chains of parallel steps, nested, with identities of several segments and boxes that add or drop wires."""
+    import random
+
+    import ncd
+    from ncd.ir.diagram import Identity, Par, Seq
+    from ncd.render.context import _passes
+
+    def follow(node: ncd.Diagram) -> dict[int, int]:
+        if isinstance(node, Identity):
+            return {k: k for k in range(sum(len(seg.axes) for seg in node.dom.segments))}
+        if isinstance(node, Par):
+            out: dict[int, int] = {}
+            i = o = 0
+            for part in node.parts:
+                for a, b in follow(part).items():
+                    out[i + a] = o + b
+                i += sum(len(seg.axes) for seg in part.dom.segments)
+                o += sum(len(seg.axes) for seg in part.cod.segments)
+            return out
+        if isinstance(node, Seq):
+            out = follow(node.parts[0])
+            for part in node.parts[1:]:
+                step = follow(part)
+                out = {a: step[b] for a, b in out.items() if b in step}
+            return out
+        return {}
+
+    rng = random.Random(0)
+    kinds = [("b n", ncd.Linear("n -> n")), ("b n m", ncd.Einsum("b n m -> b m")), ("b n, b n", ncd.Add()),
+             ("b n", ncd.ReLU())]
+    checked = 0
+    for _ in range(60):
+        parts = []
+        for _ in range(rng.randint(1, 5)):
+            text, box = rng.choice(kinds)
+            parts.append(box if rng.random() < 0.4 else ncd.Identity.of(text))
+        step: ncd.Diagram = Par.of(*parts)
+        chain = [step]
+        for _ in range(rng.randint(0, 3)):  # the same wires on: identities again, or a box on one of them
+            k = rng.randrange(len(parts))
+            nxt = [ncd.Identity(p.cod) for p in parts]
+            nxt[k] = ncd.Identity(parts[k].cod) if isinstance(parts[k], Identity) or rng.random() < 0.5 else \
+                Par.of(ncd.Identity(parts[k].cod))
+            chain.append(Par.of(*nxt))
+        d = Seq.of(*chain) if len(chain) > 1 else chain[0]
+        for node in d.walk():
+            assert list(_passes(node).items()) == list(follow(node).items())
+            checked += 1
+    assert checked > 100

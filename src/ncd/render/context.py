@@ -228,7 +228,7 @@ class LayoutContext:
             takes = _passes(nxt)
             through = [k for k in ran.values() if k in takes]
             if through:
-                mask = [True] * sum(len(seg) for seg in prev.cod)
+                mask = [True] * _width(prev.cod)
                 for k in through:
                     mask[k] = False
                 found = tuple(mask)
@@ -581,14 +581,21 @@ def _passes(node: Diagram) -> dict[int, int]:
         _PASSES.clear()
     found: dict[int, int] = {}
     if isinstance(node, Identity):
-        found = {k: k for k in range(sum(len(seg) for seg in node.dom))}
+        wires = range(_width(node.dom))
+        found = dict(zip(wires, wires))
     elif isinstance(node, Par):
         i = o = 0
         for part in node.parts:
-            for a, b in _passes(part).items():
-                found[i + a] = o + b
-            i += sum(len(seg) for seg in part.dom)
-            o += sum(len(seg) for seg in part.cod)
+            if isinstance(part, Identity):  # (its wires, each past: not kept on their own)
+                n = _width(part.dom)
+                found.update(zip(range(i, i + n), range(o, o + n)))
+                i, o = i + n, o + n
+                continue
+            step = _passes(part)
+            if step:
+                found.update(zip(map(i.__add__, step), map(o.__add__, step.values())))
+            i += _width(part.dom)
+            o += _width(part.cod)
     elif isinstance(node, Seq):
         found = dict(_passes(node.parts[0]))
         for part in node.parts[1:]:
@@ -598,6 +605,11 @@ def _passes(node: Diagram) -> dict[int, int]:
             found = {a: step[b] for a, b in found.items() if b in step}
     _PASSES[id(node)] = (node, found)
     return found
+
+
+def _width(typ: Type) -> int:
+    """How many wires ``typ`` has (its segments' axes, read as fields)."""
+    return sum([len(seg.axes) for seg in typ.segments])
 
 
 def _step(node: Diagram) -> tuple[Diagram, int]:
