@@ -137,3 +137,39 @@ def test_a_mask_read_by_a_branch_lowered_at_other_sizes_stays_equal_where_the_br
         mask[1, 2] = False
         with pytest.raises(RunError, match="guard"):
             lowered(x, mask)
+
+
+class FixedPart(torch.nn.Module):
+    """Reads a fixed part of an axis as long as the traced size (``x[:2]`` traced at a batch of two: no slice recorded),
+    by a mean or a largest entry, which copies equal to the entries they copy leave as they are."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.embed = torch.nn.Embedding(50, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "ids":
+            h: torch.Tensor = self.embed(x)
+            return h - h[:, :4].mean(1, keepdim=True)
+        if self.how == "batch":
+            return x - x[:2].mean(0)
+        return x * x[:, :3].amax(1, keepdim=True)
+
+
+@pytest.mark.parametrize(("how", "shape", "sizes"), [("batch", (2, 3, 4), {"b": 4}), ("batch", (2, 3, 4), {"b": 6}),
+                                                    ("largest", (2, 3, 4), {"t": 6}), ("largest", (2, 3, 4), {"t": 5}),
+                                                    ("ids", (2, 4), {"t": 8})])
+def test_a_fixed_part_as_long_as_the_traced_axis_lowered_at_other_sizes_is_refused(how: str, shape: tuple[int, ...],
+                                                                                    sizes: dict[str, int]) -> None:
+    # the check grew the inputs by equal copies (0 1 0 1): the mean of the first two rows, or the largest of the first
+    # three positions, was the same over every row, so the module lowered at b=4 (t=6) passed the check and averaged
+    # every row where the model averages two: silently wrong on any other input
+    torch.manual_seed(0)
+    model = FixedPart(how)
+    x = torch.randint(0, 50, shape) if how == "ids" else torch.randn(*shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x, axes="b t" if how == "ids" else "b t m")
+        with pytest.raises(TraceError, match="differs from the model"):
+            d.to_torch(**sizes)

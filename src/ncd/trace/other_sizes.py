@@ -111,31 +111,32 @@ def _filled(value: Any, tensors: list[torch.Tensor]) -> Any:
 
 def _resized(example: torch.Tensor, shape: tuple[int, ...], unequal: bool = True) -> torch.Tensor:
     """``example`` at ``shape``: along each axis whose size changes its entries repeated (``0 1 0`` for 2 -> 3) or cut;
-    with ``unequal``, an axis grown from one entry gets unequal copies (floating point: scaled 1, 1.5, 2, ...; integers
-    such as ids and bools such as masks: the k-th copy's entries turned by k places, or where that changes nothing, ids
-    of 2 or more shifted by k below their largest, 0/1 flags with the k-th copy's (k - 1)-th entry flipped)."""
+    with ``unequal``, the copies an axis grows by are unequal to the entries they copy (floating point: the k-th copy
+    scaled 1 + k/2; integers such as ids and bools such as masks: the k-th copy's entries turned by k places, or where
+    that changes nothing, ids of 2 or more shifted by k below their largest, 0/1 flags with an entry flipped)."""
     out = example
     for dim, (was, now) in enumerate(zip(example.shape, shape)):
         if was != now:
             out = out.index_select(dim, torch.arange(now, device=out.device) % was)
-            if not unequal or was != 1 or now <= 1 or not out.numel():
+            if not unequal or now <= was or not out.numel():
                 continue
-            if out.is_floating_point():
-                # grown from one row: the copies made unequal (each its own multiple of the row, 1, 1.5, 2, ...), or
-                # the check could not tell a model reading the first row (x[:1], narrow) from one reading every row
-                scale = 1 + 0.5 * torch.arange(now, device=out.device, dtype=out.dtype)
+            # grown: copies equal to the entries they copy would hide a model reading a fixed part of the axis (the
+            # first row x[:1] at a batch of one, x[:2].mean(0) at two: the mean of 0 1 0 1 is the mean of 0 1)
+            if out.is_floating_point():  # the k-th copy of the entries scaled 1 + k/2 (the traced entries as they are)
+                scale = 1 + 0.5 * (torch.arange(now, device=out.device) // was).to(out.dtype)
                 out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
             elif not out.is_complex():  # ids, flags, masks: the k-th copy's entries turned by k places (the same
                 low, top = int(out.min()), int(out.max())  # values, in other places)
-                for k in range(1, now):
-                    row = out.select(dim, k)
+                for j in range(was, now):
+                    k = j // was
+                    row = out.select(dim, j)
                     turned = row.flatten().roll(k).view(row.shape)
                     if torch.equal(turned, row) and low >= 0 and top >= 2 and out.dtype != torch.bool:
                         turned = (row + k) % (top + 1)  # one id everywhere: other ids up to it
                     elif torch.equal(turned, row) and low >= 0 and top <= 1:  # one flag everywhere (a mask of ones):
                         turned = row.clone()  # one entry flipped, or a model reading the first mask row is unseen
                         flat = turned.view(-1)
-                        at = (k - 1) % flat.numel()
+                        at = (j - was) % flat.numel()
                         flat[at] = ~flat[at] if out.dtype == torch.bool else 1 - flat[at]
                     row.copy_(turned)
     return out.clone()
