@@ -391,6 +391,47 @@ def test_function_writing_into_a_tensor_autograd_saved_is_proven() -> None:
     _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
 
 
+class GateZeroed(torch.autograd.Function):
+    """``x * (x > 0)`` whose gate (a tensor needing no gradient, saved by the product for ``x``'s gradient) is zeroed in
+    place afterwards: autograd through the forward must read the gate as it was saved."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        gate = (x > 0).to(x.dtype)
+        y = x * gate
+        ctx.save_for_backward(x)
+        gate.mul_(0)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0).to(grad.dtype)
+
+
+class Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.b(GateZeroed.apply(self.a(x)))
+        return out
+
+
+def test_function_writing_into_a_saved_tensor_needing_no_gradient_is_proven() -> None:
+    from ncd.trace.functions import _Context
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6)
+    with torch.enable_grad(), pytest.raises(RuntimeError, match="inplace operation"):  # autograd's own check
+        GateZeroed.forward(_Context((True,)), x.clone().requires_grad_()).sum().backward()
+    model = Gated()
+    d, messages = _trace(model, x)
+    assert d.opaque_count == 0 and not any("custom autograd.Functions" in m for m in messages)
+    _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
+
+
 def test_function_proof_does_not_import_dynamo() -> None:
     """A proof that needs no write into saved tensors runs without torch's mutation mode, whose first use imports
     ``torch._dynamo`` (about 0.8 s: most of a small model's first trace)."""

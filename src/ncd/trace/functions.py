@@ -188,13 +188,25 @@ def _vjps(run: Any, weights: list[torch.Tensor], saving: Any, everywhere: bool =
 
 
 def _saved_copied() -> Any:
-    """Autograd saves a copy of each tensor (what a later write into it in place cannot change): the values saved, as
-    ``allow_mutation_on_saved_tensors`` keeps them, without its dispatch mode's Python call per operator."""
-    return torch.autograd.graph.saved_tensors_hooks(torch.Tensor.clone, _unpacked)
+    """Autograd saves a copy of each tensor an operation computed (what a later write into it in place cannot change):
+    the values saved, as ``allow_mutation_on_saved_tensors`` keeps them, without its dispatch mode's Python call per
+    operator.  A leaf (a parameter, an argument, a tensor needing no gradient: the Function's weights) is saved as it
+    is, and a write into it after it was saved raises as autograd's own version check does (the mode's retry)."""
+    return torch.autograd.graph.saved_tensors_hooks(_packed, _unpacked)
 
 
-def _unpacked(saved: torch.Tensor) -> torch.Tensor:
-    return saved
+def _packed(tensor: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    if tensor.is_leaf:
+        return tensor, tensor._version
+    return tensor.clone(), None
+
+
+def _unpacked(saved: tuple[torch.Tensor, int | None]) -> torch.Tensor:
+    tensor, version = saved
+    if version is not None and tensor._version != version:
+        raise RuntimeError("one of the variables needed for gradient computation has been modified by an inplace"
+                           " operation (a leaf saved by a Function's proof)")
+    return tensor
 
 
 def _vjp(outs: list[tuple[torch.Tensor, torch.Tensor]], wrt: list[torch.Tensor]) -> list[torch.Tensor | None]:
