@@ -107,12 +107,20 @@ def test_transformers_layers_are_copied_and_equal(family: str, monkeypatch: pyte
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[0, :2] = 0
     assert _compare(model, (ids,), {}, monkeypatch) >= 2
-    _compare(model, (ids,), {"attention_mask": mask}, monkeypatch)
+    # the mask input read as booleans once before every layer (attention.prepare): each layer's attention reads it
+    assert _compare(model, (ids,), {"attention_mask": mask}, monkeypatch) >= 2
     traced = _traced(model, (ids,), {}, True, monkeypatch)[0]
     fresh = torch.randint(0, 100, (2, 8))
     with torch.no_grad():
         got, want = traced.to_torch()(fresh), model(fresh).last_hidden_state
     torch.testing.assert_close(got[0] if isinstance(got, tuple) else got, want, atol=1e-4, rtol=1e-4)
+    masked = _traced(model, (ids,), {"attention_mask": mask}, True, monkeypatch)[0]
+    other = torch.ones(2, 8, dtype=torch.long)
+    other[1, :3] = 0
+    with torch.no_grad():
+        got, want = masked.to_torch()(fresh, attention_mask=other), model(fresh, attention_mask=other).last_hidden_state
+    torch.testing.assert_close((got[0] if isinstance(got, tuple) else got)[other.bool()], want[other.bool()], atol=1e-4,
+                               rtol=1e-4)
 
 
 class Attention(nn.Module):

@@ -239,9 +239,15 @@ class Repeats:
                 old = record.before[id(t)]
                 if mine is None or vids.setdefault(old, mine) != mine or conv.segs[mine] != conv.segs[old]:
                     return False  # (the copied steps take the recorded layer's wires: ours must be those)
+        before_walk = _masks_read(conv, match)
+        if before_walk is None:
+            return False
         for step in record.steps:
-            if any(v < record.first and v not in vids for v in step.ins):
-                return False
+            for v in step.ins:
+                if v < record.first and v not in vids:
+                    if v not in before_walk:
+                        return False
+                    vids[v] = v  # the mask input as booleans, made once before every layer: ours reads it too
         tensors = match.tensors(record.tensors)
         if tensors is None:
             return False
@@ -275,6 +281,34 @@ class Repeats:
         for name, n in record.opaque.items():
             conv.emitted.opaque[name] = conv.emitted.opaque.get(name, 0) + n
         return True
+
+
+def _masks_read(conv: Converter, match: _Match) -> set[int] | None:
+    """The values made before the walk that both layers' attentions read alike: the mask input as booleans
+    (:func:`ncd.trace.attention.prepare`), for corresponding attentions whose masks were read from one input with one
+    structure; None if a pair of corresponding attentions reads its masks otherwise."""
+    from ncd.trace.attention import SDPA, _mask_arg, readings
+    from ncd.trace.convert import op_name
+
+    found = readings(conv)
+    if not found.masks:
+        return set()
+    shared = set()
+    for t, c in zip(match.theirs, match.ours):
+        if t.kind != "call" or op_name(t.target)[0] != SDPA:
+            continue
+        mt, mc = _mask_arg(t), _mask_arg(c)
+        rt = found.masks.get(id(mt)) if isinstance(mt, Node) else None
+        rc = found.masks.get(id(mc)) if isinstance(mc, Node) else None
+        if rt is None and rc is None:
+            continue
+        if rt is None or rc is None or rt.input is not rc.input or (id(mt) in found.skipped) != (id(mc) in found.skipped) \
+                or rt.structure.shape != rc.structure.shape or not torch.equal(rt.structure, rc.structure):
+            return None
+        vid = found.cast.get(id(rt.input))
+        if vid is not None:
+            shared.add(vid)
+    return shared
 
 
 #: what a layer may read from before it, made otherwise in another layer: a model input or an operation's value (the
