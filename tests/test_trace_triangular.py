@@ -178,3 +178,17 @@ def test_a_cumulative_sum_equal_to_the_inverse_on_two_rows_is_drawn_as_one(n: in
     lowered = d.to_torch()
     a, v = -torch.rand(2, 3, n, generator=g), torch.randn(2, 3, n, 5, generator=g)
     torch.testing.assert_close(lowered(a, v), model(a, v))
+
+
+def test_a_substitution_of_more_rows_than_the_leading_block_is_still_one_inverse() -> None:
+    """More rows than the leading block solved first (ncd.trace.triangular._LEADING): the substitution's leading rows
+    are the closed form's, so it is still read as one inverse, equal to the model on fresh values."""
+    from ncd.trace.triangular import _LEADING
+
+    n = _LEADING + 8
+    model = Substitution()
+    k, v = _inputs(n)
+    d = _trace(model, k / 2, v)
+    assert _inverses(d) == 1
+    k2, v2 = _inputs(n, seed=3)
+    torch.testing.assert_close(d.to_torch()(k2 / 2, v2), model(k2 / 2, v2), atol=1e-4, rtol=1e-4)
