@@ -258,3 +258,41 @@ def test_shapes_and_columns_of_traced_blocks_are_those_of_their_whole_images_and
     assert any(not row[k] for row in answers for k in range(len(row))) and sum(map(sum, answers)) > len(blocks)
     for k, block in enumerate(blocks):  # (outermost first: the nested blocks take their runs of the layers' lists)
         assert list(generic._axes(block)) == _wire_axes(others[k]) == _wire_axes(block)
+
+
+def test_the_page_skips_blocks_inside_a_pair_differing_in_no_label_without_changing_its_answer(monkeypatch) -> None:
+    """_shared_sizes does not compare the blocks in one place inside two blocks it found to differ in no label (each
+    of their wires is one of the pair's): the same answer, and the same drawing, as comparing every pair, on layers
+    alike, layers differing in a size inside, and a layer of another kind, for several widths."""
+    from ncd.render import to_svg, wrap
+    from ncd.render.layout import Layout, _read_axes
+    from ncd.render.style import Style
+
+    def layer(n: str, h: str, act: ncd.Diagram, k: int) -> ncd.Diagram:
+        inner = (ncd.Identity.of(f"b {n}") >> ncd.Linear(f"{n} -> {h}", name="up") >> act).block("mlp")
+        return (inner >> ncd.Linear(f"{h} -> {n}", name="down")).block(f"layers.{k}")
+
+    cases = [chain(layer("n", "h", ncd.GELU(), 0), layer("n", "h", ncd.GELU(), 1)),
+             chain(layer("n", "h", ncd.GELU(), 0), layer("n", "j", ncd.GELU(), 1)),
+             chain(layer("n", "h", ncd.GELU(), 0), layer("n", "h", ncd.ReLU(), 1)),
+             chain(unit("n0", "n1"), unit("n1", "n2"), unit("n2", "n3"))]
+    skipped = 0
+    for d in cases:
+        answers, drawings, asked = [], [], []
+        for skip in (True, False):
+            if not skip:
+                monkeypatch.setattr(wrap, "blocks_inside", lambda a, b: [])
+            calls: list[int] = []
+            monkeypatch.setattr(wrap, "generic_labels", lambda blocks, *a, _f=wrap.generic_labels, **k:
+                                calls.append(1) or _f(blocks, *a, **k))
+            ctx = Layout(Style())
+            _read_axes(ctx, d)
+            # every block measured wider than the widths asked (as the page's probe would note a wide block)
+            ctx.probed = {id(b): (b, (1e6, 0.0), []) for b in d.walk() if isinstance(b, ncd.Block)}
+            answers.append([wrap._shared_sizes(ctx, d, wide) for wide in (0.0, 50.0)])
+            asked.append(len(calls))
+            drawings.append(to_svg(d))
+            monkeypatch.undo()
+        assert answers[0] == answers[1] and drawings[0] == drawings[1]
+        skipped += asked[1] - asked[0]
+    assert skipped > 0

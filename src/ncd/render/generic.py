@@ -32,7 +32,7 @@ from ncd.ir.interpreter import Fold
 from ncd.render.legend import closed_form
 from ncd.render.typeset import Piece, symbol_pieces
 
-__all__ = ["generic_labels", "same_shape", "family", "family_header"]
+__all__ = ["generic_labels", "same_shape", "family", "family_header", "blocks_inside"]
 
 #: a wire's label in a shared definition, and the legend row of its symbol
 Label = tuple[tuple[Piece, ...], tuple[str, str]]
@@ -181,7 +181,26 @@ def _same_shape(a: Diagram, b: Diagram) -> bool:
     for x, y in blocks:
         _SAME[(id(x), id(y))] = (x, y, True)
         _SAME[(id(y), id(x))] = (y, x, True)
+    if len(_INSIDE) > 50_000:
+        _INSIDE.clear()
+    _INSIDE[(id(a), id(b))] = (a, b, blocks)
     return True
+
+
+#: the pairs of blocks in one place inside each pair of nodes :func:`_same_shape` found alike (by the pair's ids)
+_INSIDE: dict[tuple[int, int], tuple[Diagram, Diagram, list[tuple[Block, Diagram]]]] = {}
+
+
+def blocks_inside(a: Diagram, b: Diagram) -> list[tuple[Block, Diagram]]:
+    """Pairs of blocks in one place inside ``a`` and ``b`` (each of ``a``'s with ``b``'s), as far as comparing
+    their shapes (:func:`same_shape`) met them: none when it did not walk them (empty: not known)."""
+    hit = _INSIDE.get((id(a), id(b)))
+    if hit is not None and hit[0] is a and hit[1] is b:
+        return hit[2]
+    hit = _INSIDE.get((id(b), id(a)))
+    if hit is not None and hit[0] is b and hit[1] is a:
+        return [(y, x) for x, y in hit[2]]  # type: ignore[misc]
+    return []
 
 
 def _own(node: Diagram) -> Any:

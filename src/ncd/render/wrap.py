@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.frag import _arrows
-from ncd.render.generic import family, family_header, family_indices, generic_labels
+from ncd.render.generic import blocks_inside, family, family_header, family_indices, generic_labels
 from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Text
@@ -276,13 +276,17 @@ def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
             ctx.depth, ctx.path, ctx.fences = saved
         return False
 
+    alike: set[tuple[int, int]] = set()  # pairs of blocks in one place inside a pair found to differ in no label
     for blocks in families.values():
         first = blocks[0]
         for other in blocks[1:]:
-            if other is not first and (wider(first) or wider(other)):
+            if other is not first and (wider(first) or wider(other)) and (id(first), id(other)) not in alike:
                 found = generic_labels([first, other])
                 if found is not None and found[0]:
                     return True
+                if found is not None:  # (each wire of a block inside is a wire of theirs: none differs there either)
+                    for x, y in blocks_inside(first, other):
+                        alike.update(((id(x), id(y)), (id(y), id(x))))
     return False
 
 
