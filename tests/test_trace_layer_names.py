@@ -5,6 +5,8 @@
   so the two layers are one block (drawn once), where layer 1's head features were ``n`` before.
 * A causal convolution of a padded sequence (``t`` padded to ``t2``, convolved back to ``t`` positions) added to
   the input keeps the sequence's name ``t``: the output is ``b t m``, not ``b t2:t m``.
+* A router's zeros scattered into at its tokens' top-k positions are named like the tokens, not by their size alone:
+  a projection as wide as the traced tokens (16 = b*t) is not drawn as ``b*t``.
 
 Each diagram is compared with the model it was traced from, at the traced sizes and at others."""
 
@@ -88,3 +90,26 @@ def test_a_causal_convolution_gives_back_the_sequence() -> None:
         torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-5)
         y = torch.randn(3, 9, 8)
         torch.testing.assert_close(d.to_torch(b=3, t=9)(y), model(y), atol=1e-5, rtol=1e-5)
+
+
+class _Router(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.k_proj, self.gate = nn.Linear(8, 16), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.gate(x).view(-1, 4)
+        mask = torch.zeros_like(scores).scatter_(1, scores.topk(1, -1).indices, 1.0)
+        return self.k_proj(x), (scores * mask).view(x.shape[0], x.shape[1], 4)
+
+
+def test_a_width_as_large_as_the_tokens_is_not_the_tokens() -> None:
+    torch.manual_seed(0)
+    model, x = _Router().eval(), torch.randn(2, 8, 8)
+    with torch.no_grad():
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+        width = d.cod.segments[0].axes[-1]
+        assert str(width.size) == "16"  # was b*t: the tokens flattened for the router (2 * 8) named like the width
+        for inputs in (x, torch.randn(2, 8, 8)):
+            for got, want in zip(d.to_torch()(inputs), model(inputs)):
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -22,7 +22,7 @@ from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp, ScatterOp
 from ncd.prims.opaque import ViewOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.naming import PRIME
+from ncd.trace.naming import PRIME, unique
 
 __all__ = ["cast"]
 
@@ -258,9 +258,16 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     d = int(dim) % len(shape)
     if any(pshape[k] != shape[k] for k in range(len(shape)) if k != d):
         raise Decline("index narrower than the tensor off its axis")
-    vx = conv.value(x)
-    nx = conv.names(vx)
+    # a constant at live positions (a router's zeros scattered into): its wires are the positions' where they line up,
+    # not names of their size alone (the tokens b*t taken for a width of that size)
     vi = conv.value(positions)
+    if x.live or not positions.live or id(x) in conv.values:
+        vx = conv.value(x)
+    else:
+        own = conv.names(vi)
+        along = "1" if shape[d] == 1 else conv.namer.fresh(shape[d])
+        vx = conv.value(x, unique([along if k == d else n for k, n in enumerate(own)]))
+    nx = conv.names(vx)
     seg = conv.segs[vi]
     if seg.range is None or int(seg.range) > shape[d]:
         raise Decline("positions without a known range")
