@@ -28,6 +28,8 @@ import sympy
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ncd.ir.size import symbol
+
 __all__ = ["SizeInt", "SizeFloat", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes"]
 
 Tree = tuple[Any, ...]  # ("atom", node, dim) | ("num", value) | (operator name, tree, tree) | ("neg", tree)
@@ -389,9 +391,12 @@ def expression(conv: Any, tree: Tree) -> sympy.Expr:
         return a / b
     if head == "pow":
         return a ** b
+    # a size's symbol by a whole number > 1: sympy's eval leaves floor(t/4) and Mod(t, 4) as they are, at 6-9 ms per
+    # new pair on a first call (its assumptions' queries); built without it
+    plain = a.is_Symbol and b.is_Integer and b > 1 and a == symbol(a.name)
     if head == "floordiv":
-        return sympy.floor(a / b)
-    return sympy.Mod(a, b)
+        return sympy.floor(a / b, evaluate=not plain)
+    return sympy.Mod(a, b, evaluate=not plain)
 
 
 def _follows(conv: Any, expr: sympy.Expr) -> set[str]:
