@@ -399,6 +399,17 @@ def expression(conv: Any, tree: Tree) -> sympy.Expr:
     return sympy.Mod(a, b, evaluate=not plain)
 
 
+def _numbers_only(conv: Any, tree: Tree) -> bool:
+    """Whether every wire ``tree`` reads is a number (no symbol, no unknown): its expression follows no size, and is
+    not built (``8 ** -0.5`` costs sympy 0.5-1.3 ms per new head width on a first call, to be dropped)."""
+    head = tree[0]
+    if head == "atom":
+        return _atom(conv, tree[1], tree[2]).is_Integer  # type: ignore[no-any-return]
+    if head == "num":
+        return True
+    return all(_numbers_only(conv, part) for part in tree[1:])
+
+
 def _follows(conv: Any, expr: sympy.Expr) -> set[str]:
     """The symbolized sizes (``b``, ``t``) an expression depends on (all of them for an unknown wire)."""
     sizes = _symbolized(conv)
@@ -425,6 +436,8 @@ def factor_of(conv: Any, factor: float) -> sympy.Expr | None:
             power = -1
         else:
             continue
+        if _numbers_only(conv, tree):
+            return None
         expr = expression(conv, tree)
         if "?" in {str(s) for s in expr.free_symbols} or not _follows(conv, expr):
             return None
@@ -447,6 +460,8 @@ def check_node(conv: Any, node: Any) -> None:
 
     done = conv.__dict__.get("_sized_done", set())
     for key, tree in (node.sized or {}).items():
+        if _numbers_only(conv, tree):
+            continue
         expr = expression(conv, tree)
         held = _follows(conv, expr)
         if not held or (_op(node), key, expr) in done:
@@ -465,6 +480,8 @@ def fixed_boxes(conv: Any, escaped: list[tuple[Tree, str]]) -> list[tuple[tuple[
             check_node(conv, node)
     out = list(conv.__dict__.get("_size_fixed", []))
     for tree, line in escaped:
+        if _numbers_only(conv, tree):
+            continue
         expr = expression(conv, tree)
         held = _follows(conv, expr)
         if held:
