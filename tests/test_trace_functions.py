@@ -432,6 +432,44 @@ def test_function_writing_into_a_saved_tensor_needing_no_gradient_is_proven() ->
     _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
 
 
+class GateZeroedByData(torch.autograd.Function):
+    """``x * gate`` whose gate (ones: a tensor needing no gradient, saved by the product) is zeroed through ``.data``
+    afterwards (a write that bumps no version counter), with a backward that is not its forward's gradient (none):
+    autograd through the forward must read the gate as it was saved, or the proof takes the zeroed gate's gradient
+    (none) for the forward's and draws the Function as its operations."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.ones_like(x)
+        y = x * gate
+        gate.data.zero_()
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 0
+
+
+class GatedByData(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.b(GateZeroedByData.apply(self.a(x)))
+        return out
+
+
+def test_function_writing_into_a_saved_tensor_through_data_is_not_proven() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6)
+    model = GatedByData()
+    d, _ = _trace(model, x)
+    assert d.opaque_count == 1  # its backward (none) is not its forward's gradient: a box calling it
+    _same_gradients(model, d.to_torch(), x)
+    _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
+
+
 def test_function_proof_does_not_import_dynamo() -> None:
     """A proof that needs no write into saved tensors runs without torch's mutation mode, whose first use imports
     ``torch._dynamo`` (about 0.8 s: most of a small model's first trace)."""

@@ -188,15 +188,17 @@ def _vjps(run: Any, weights: list[torch.Tensor], saving: Any, everywhere: bool =
 
 
 def _saved_copied() -> Any:
-    """Autograd saves a copy of each tensor an operation computed (what a later write into it in place cannot change):
-    the values saved, as ``allow_mutation_on_saved_tensors`` keeps them, without its dispatch mode's Python call per
-    operator.  A leaf (a parameter, an argument, a tensor needing no gradient: the Function's weights) is saved as it
-    is, and a write into it after it was saved raises as autograd's own version check does (the mode's retry)."""
+    """Autograd saves a copy of each tensor (what a later write into it in place cannot change): the values saved, as
+    ``allow_mutation_on_saved_tensors`` keeps them, without its dispatch mode's Python call per operator.  A parameter
+    (the model's weights: large, copied on every proof) is saved as it is, and a write into it after it was saved
+    raises as autograd's own version check does (the mode's retry).  Any other tensor is copied, leaves too: a tensor
+    needing no gradient made in the forward (a gate, a mask) can be written through ``.data``, which bumps no version
+    (its gradient would be read from the values written)."""
     return torch.autograd.graph.saved_tensors_hooks(_packed, _unpacked)
 
 
 def _packed(tensor: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-    if tensor.is_leaf:
+    if isinstance(tensor, torch.nn.Parameter):
         return tensor, tensor._version
     return tensor.clone(), None
 
