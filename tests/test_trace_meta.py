@@ -15,6 +15,7 @@ import ncd
 from ncd.render import to_svg
 
 record = importlib.import_module("ncd.trace.record")
+recording = importlib.import_module("ncd.trace.recording")  # the recording of the calls (what reads _on_meta_device)
 
 
 class ConvThenAttention(nn.Module):
@@ -52,7 +53,7 @@ VIEWNESS_DIFFERS = {
 
 def _compared_with_python_meta(fast: Any, found: list[tuple[str, Any, Any]], checked: list[str],
                                known: list[str] | None = None) -> Any:
-    """``fast`` (:func:`record._on_meta_device`) checked against the Python meta kernels.  Differences are listed
+    """``fast`` (:func:`recording._on_meta_device`) checked against the Python meta kernels.  Differences are listed
     in ``found``, not raised: an exception here would make the trace record again on real values and pass.  The
     :data:`VIEWNESS_DIFFERS` ones seen are listed in ``known``."""
 
@@ -112,8 +113,8 @@ def test_meta_records_match_the_python_meta_kernels_and_the_real_recording(
     known: list[str] = []
     monkeypatch.setattr(record, "META_ABOVE", 0)
     monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
-    monkeypatch.setattr(record, "_on_meta_device",
-                        _compared_with_python_meta(record._on_meta_device, found, checked, known))
+    monkeypatch.setattr(recording, "_on_meta_device",
+                        _compared_with_python_meta(recording._on_meta_device, found, checked, known))
     finished = _recorded_on(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,7 +134,7 @@ def test_a_difference_from_the_python_meta_kernels_fails_the_comparison(monkeypa
     model, x = ConvThenAttention().eval(), torch.randn(2, 64)
     found: list[tuple[str, Any, Any]] = []
     checked: list[str] = []
-    fast = record._on_meta_device
+    fast = recording._on_meta_device
 
     def wrong(func: Any, args: Any, kwargs: Any, memo: Any = None) -> Any:
         margs, mkwargs, out = fast(func, args, kwargs, memo)
@@ -143,7 +144,7 @@ def test_a_difference_from_the_python_meta_kernels_fails_the_comparison(monkeypa
 
     monkeypatch.setattr(record, "META_ABOVE", 0)
     monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
-    monkeypatch.setattr(record, "_on_meta_device", _compared_with_python_meta(wrong, found, checked))
+    monkeypatch.setattr(recording, "_on_meta_device", _compared_with_python_meta(wrong, found, checked))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ncd.trace(model, x)
@@ -173,7 +174,7 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
         warnings.simplefilter("ignore")
         real = to_svg(ncd.trace(model, x))
     remade, differ = [], []
-    fast = record._on_meta_device
+    fast = recording._on_meta_device
 
     def compared(func: Any, args: Any, kwargs: Any, memo: Any = None) -> Any:
         assert memo is not None
@@ -189,7 +190,7 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
 
     monkeypatch.setattr(record, "META_ABOVE", 0)
     monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta (not on real values within a budget first)
-    monkeypatch.setattr(record, "_on_meta_device", compared)
+    monkeypatch.setattr(recording, "_on_meta_device", compared)
     finished = _recorded_on(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,6 +1,6 @@
 """A value of the recording under another name: a parameter or input written through ``w.detach()`` / ``w.data``, an
 input read as ``x.data``, a tensor of a ``torch.vmap`` / ``torch.func`` transform.  The recorder
-(:class:`ncd.trace.record._Recording`) takes these methods from :class:`Aliases`; its ``__init__`` sets the state they
+(:class:`ncd.trace.recording._Recording`) takes these methods from :class:`Aliases`; its ``__init__`` sets the state they
 keep (``twins``, ``at``, ``rebinding``, ``transformed``, ``params_written``)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ncd.trace.refusals import Unsupported
 
 
 class Aliases:
-    """The recorder's methods for values under another name (mixed into :class:`ncd.trace.record._Recording`)."""
+    """The recorder's methods for values under another name (mixed into :class:`ncd.trace.recording._Recording`)."""
 
     by_id: dict[int, Node]
     keep: list[Any]

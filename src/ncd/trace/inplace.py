@@ -1,7 +1,7 @@
 """In-place writes recorded as the functional operations they stand for: a write through a view as the written
 tensor with that region replaced (:mod:`ncd.trace.writes`), the views it makes out of date read again as regions of it,
 each written tensor compared with what its recorded writes give before anything reads it.  The recorder
-(:class:`ncd.trace.record._Recording`) takes these methods from :class:`InPlace`; its ``__init__`` sets the state they
+(:class:`ncd.trace.recording._Recording`) takes these methods from :class:`InPlace`; its ``__init__`` sets the state they
 keep (``views``, ``stale``, ``own``, ``derived``, ``pending``)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ncd.trace.writes import Region
 
 
 class InPlace:
-    """The recorder's methods for in-place writes (mixed into :class:`ncd.trace.record._Recording`)."""
+    """The recorder's methods for in-place writes (mixed into :class:`ncd.trace.recording._Recording`)."""
 
     by_id: dict[int, Node]
     keep: list[Any]

@@ -4,7 +4,7 @@ A recording that fails (a value read into Python, the work budget, an operator w
 another run of the model: without undoing the first, a model that writes into its state (a step counter, running
 statistics, ``w.mul_()`` under ``no_grad``, ``self.scale = self.scale * 0.5``) would be traced from the values its
 failed runs left, and the user would hold a model run two or three times by one ``ncd.trace``.  The recorder
-(:class:`ncd.trace.record._Recording`) keeps, before the first write into each parameter or buffer, a copy of its
+(:class:`ncd.trace.recording._Recording`) keeps, before the first write into each parameter or buffer, a copy of its
 value (:meth:`Undo.keep`, only on calls that write in place), and on failure :meth:`Undo.undo` writes them back and
 binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered); the
 contents of the dicts and lists the modules hold (``self.cache[key] = t``, ``self.history.append(...)``) are put back

@@ -1,0 +1,424 @@
+"""The recording of one run of the model: every ATen call the recorder (:mod:`ncd.trace.record`) hands it, as a
+:class:`~ncd.trace.capture.Node` whose arguments point at the nodes that produced them (matched by tensor identity).
+
+:class:`_Recording` takes its methods for values under another name from :class:`~ncd.trace.aliases.Aliases` and
+those for in-place writes from :class:`~ncd.trace.inplace.InPlace`; the driver that runs the model under it (and
+falls back to ``torch.export``) is :func:`ncd.trace.record.record`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
+
+from ncd.trace.aliases import Aliases
+from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, refs, user_line
+from ncd.trace.inplace import InPlace
+from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
+from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
+from ncd.trace.reads import _asserted
+from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
+from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
+from ncd.trace.undo import Undo, writes_of
+from ncd.trace.walk import _Walk
+from ncd.trace.work import work
+from ncd.trace.writes import Region
+
+#: operators whose output shape depends on the values of their inputs (``torch.where(cond)``, one argument: below)
+DYNAMIC = {"nonzero", "nonzero_numpy", "argwhere", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive",
+           "unique_dim", "nonzero_static"}
+
+
+#: operators that read one truth value of a tensor into Python (``if mask.any():``, ``bool(t)``, ``t.item()`` of a bool)
+BRANCHES = frozenset({"is_nonzero", "_local_scalar_dense", "item"})
+
+
+#: operators that draw random numbers: recorded, their draw is a constant of the diagram
+RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
+                    "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
+                    "random_", "cauchy_", "log_normal_", "geometric_"})
+
+
+#: operators whose one result has the shape, dtype and layout of their first argument (norms, activations)
+SHAPE_OF_INPUT = frozenset({"batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "relu", "gelu", "silu",
+                            "sigmoid", "tanh", "hardtanh", "leaky_relu", "elu", "mish", "hardswish", "hardsigmoid"})
+
+
+#: operators whose result depends on the shapes of their tensor arguments only, never on their values
+SHAPE_ONLY = frozenset({"ones_like", "zeros_like", "full_like", "empty_like", "new_ones", "new_zeros", "new_full",
+                        "new_empty"})
+
+
+#: the work a recording within a budget (:data:`ncd.trace.record.WORK_BUDGET`) may do per call on values of the inputs,
+#: besides the budget
+WORK_PER_CALL = 3e6
+
+#: writes that read nothing of what they write (compared in :meth:`_Recording.write`); a view operation reading memory
+_COPIES = frozenset({torch.ops.aten.copy_.default, torch.ops.aten.fill_.Scalar, torch.ops.aten.fill_.Tensor,
+                     torch.ops.aten.zero_.default})
+_STRIDED = frozenset({torch.ops.aten.as_strided.default})
+
+
+class _Recording(Aliases, InPlace):
+    def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
+                 guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
+        walk = walk if walk is not None and not walk.used else _Walk(model)
+        walk.used = True
+        self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
+        self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
+        self.work = 0
+        self.calls = 0  # its calls on values of the inputs, with a budget
+        self.nodes: list[Node] = []
+        self.by_id: dict[int, Node] = {}
+        self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
+        self.memory: dict[int, list[torch.Tensor]] = {}  # the kept tensors by their memory's address (:class:`Aliases`)
+        self.indexed = 0
+        self.stack: list[tuple[str, str]] = []
+        self.paths = {id(m): p for p, m in walk.modules if p}
+        self.root = model
+        self.undo = Undo(model, walk)  # what the recording writes into the model's state, undone if it fails
+        self.state: dict[int, tuple[str, bool]] = {}
+        for name, p in walk.parameters:
+            self.state.setdefault(id(p), (name, True))
+        for name, b in walk.buffers:
+            self.state.setdefault(id(b), (name, False))
+        self.counts: dict[str, int] = {}
+        self.meta = meta
+        self.meta_outputs: dict[Any, Any] = {}  # a call's arguments' metadata -> its outputs' (:func:`_on_meta_device`)
+        self.inputs: list[Any] = []
+        self.device = next((v.device for v in leaves if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        self.real: dict[int, torch.Tensor] = {}  # meta tensor id -> its real value (indices and masks only)
+        self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
+        self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
+        self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
+        self.autocast: dict[str, str] = {}  # the model's lines entering torch.autocast
+        self.lively = False  # :meth:`ref` met a node that depends on an input (reset by :meth:`call`)
+        self.inside = 0  # > 0 while a custom autograd.Function's forward runs (its operations are not recorded)
+        self.functions: dict[str, str] = {}  # the model's line -> the custom autograd.Function it calls there
+        #: ids of recorded values in memory the model never sees (copies made before a write, a write's result): a
+        #: view of one keeps its entries (:meth:`freeze`)
+        self.own: set[int] = set()
+        #: such a view -> the tensor it reads and how: its region, or the view operations that made it from that tensor
+        self.derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]] = {}
+        #: a tensor written through a view -> (the recorded tensor the write gives, the tensor, the operator), compared
+        #: before anything reads it (:meth:`check_writes`): a run of copies into one tensor is compared once, at its end
+        self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
+        named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
+        self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
+        self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
+        self.inputs_written: set[str] = set()  # the inputs the model writes into in place
+        self.buffers_written: dict[str, str] = {}  # the model's buffers it writes into in place -> the line
+        self.params_written: dict[str, str] = {}  # its parameters written through an alias (``w.detach()``, ``w.data``)
+        self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
+        self.rebinding = False  # :meth:`state_write` is recording a write
+        self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
+        self.transformed = False  # a tensor of a ``torch.func`` transform (``vmap``) was read (:meth:`unknown`)
+        for name, value in zip(named, copied(leaves)):
+            if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
+                self.inputs.append(self._input(name, value.detach().clone()))
+                continue
+            if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in torch.utils._pytree.tree_leaves(value)):
+                # an object holding tensors (a ``past_key_values`` cache, run on a copy): each tensor it holds is an
+                # input, in the order its attributes were set; they stay real (``_on_meta``)
+                for j, held in enumerate(held_tensors(value)):
+                    if id(held) not in self.by_id:
+                        node = Node(f"{name}_{j}", "input", value=held, source=f"{name}_{j}", live=True)
+                        self.real[id(held)] = held
+                        self.add(node, held)
+                self.inputs.append(value)
+                continue
+            # tensors inside a list, tuple or dict argument are inputs too (``xs_0``, ``xs_1``), in pytree order
+            items, spec = torch.utils._pytree.tree_flatten(value)
+            tensors = [i for i, v in enumerate(items) if isinstance(v, torch.Tensor)]
+            for j, i in enumerate(tensors):
+                items[i] = self._input(f"{name}_{j}", items[i])
+            self.inputs.append(torch.utils._pytree.tree_unflatten(items, spec) if tensors else value)
+
+    def _input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """An input tensor of the model: its node, and the tensor the model runs on (on ``meta`` when shapes only)."""
+        if id(value) in self.by_id:  # the same tensor passed twice: an input per argument (the model reads a copy)
+            value = value.clone()
+        node = Node(name, "input", value=value, source=name, live=True)
+        run = value.to("meta") if self.meta else value
+        self.input_of[id(run)] = name
+        self.real[id(run)] = value
+        self.add(node, run)
+        self.keep.append(value)
+        return run
+
+    def add(self, node: Node, value: Any) -> None:
+        self.nodes.append(node)
+        self.by_id[id(value)] = node
+        self.keep.append(value)
+        if isinstance(value, torch.Tensor) and value._base is not None:
+            self.views.setdefault(id(value._base), []).append(value)
+
+    def ref(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is tuple:  # the common containers first (list comprehensions: no generator frame per item)
+            return tuple([self.ref(v) for v in value])
+        if kind is list:
+            return [self.ref(v) for v in value]
+        if kind in _ATOMS:
+            return value
+        if isinstance(value, torch.Tensor):
+            if id(value) in self.stale:
+                raise Unsupported(f"a view is read after a write into the tensor it views (at {user_line() or '?'})")
+            node = self.by_id.get(id(value))
+            if id(value) in self.derived:
+                lively = self.lively
+                node = self.rederive(value)
+                self.lively = lively
+            elif node is None:
+                name, learned = self.state.get(id(value), ("", False))
+                if not name:
+                    self.unknown(value)
+                with torch._C._DisablePythonDispatcher():  # its C++ kernel: the Python dispatcher costs ~10x more
+                    detached = value.detach()
+                node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
+                            value=detached, source=name)
+                self.add(node, value)
+            if node.live:
+                self.lively = True
+            return node
+        if isinstance(value, tuple):
+            return tuple(self.ref(v) for v in value)
+        if isinstance(value, list):
+            return [self.ref(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.ref(v) for k, v in value.items()}
+        return value
+
+    def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
+                func in _COPIES and not self.inside and args[0]._base is not None and id(args[0]) not in self.twins):
+            self.check_writes()  # (a view reads no values; a copy through a view decides in :meth:`write`)
+        for _, root in writes_of(func, args, kwargs):  # a write into a parameter or buffer (or a view or alias
+            # of one): its value before, kept; a tensor no recorded call made (``self.count = torch.zeros(())``, one
+            # held in a list): itself
+            for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
+                    self.aliases(root) or [root]:
+                self.undo.keep(own)
+        if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
+            with torch._C._DisablePythonDispatcher():
+                return func(*args, **kwargs)
+        packet = func.overloadpacket.__name__
+        target = func
+        if packet in RANDOM and not self.meta:
+            self.random.setdefault(user_line() or "?", packet)
+        elif packet == "detach" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            held = self.by_id.get(id(args[0]))  # a value of the inputs or parameters cut from autograd
+            if (held is not None and (held.live or held.kind in ("parameter", "call"))) \
+                    or self.state.get(id(args[0]), ("", False))[1]:
+                self.detached.setdefault(user_line() or "?", "detach")
+        elif packet == "set_" and len(args) > 1 and isinstance(args[1], (torch.UntypedStorage, torch.TypedStorage)) \
+                and args[1].device.type != "meta" and args[1].nbytes() and self._live_memory(args[1].data_ptr()):
+            # a tensor made on the memory of a value of the inputs (``torch.empty(0).set_(x.untyped_storage())``):
+            # no recorded call says which, and the diagram would freeze it at the traced values
+            raise Unsupported(f"a value of the inputs is read through its storage at {user_line() or '?'}")
+        if func._schema.is_mutable:
+            if args and id(args[0]) in self.twins and not self.rebinding:
+                return self.twin_write(func, args, kwargs)
+            if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
+                    and id(args[0]) not in self.state and args[0].device.type != "meta" and self.aliases(args[0]):
+                return self.state_write(func, args, kwargs)
+            target = self.functional(func, args)
+            written = self.write(func, target, args, kwargs)
+            if written is not None:
+                return written
+        # the model sees its inputs on the meta device: devices it names are the real inputs' device
+        real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
+        self.lively = False
+        arg_refs, kwarg_refs = self.ref(real_args)
+        live = self.lively  # a node the call reads depends on an input
+        if live and self.transformed and any(map(is_functorch_wrapped_tensor, held_tensors(real_args))):
+            # a call recorded once on a transform's tensors would stand for every entry of the batch it wraps
+            raise Unsupported(f"{packet} mixes a value of the inputs with a torch.func transform's tensors at"
+                              f" {user_line() or '?'}")
+        if target is not func:  # an in-place write: what shares the written memory keeps its recorded value
+            self.retire(self.freeze(args[0] if args[0]._base is None else args[0]._base, args[0]),
+                        args[0] if args[0]._base is None else None)
+        if live and packet in SHAPE_ONLY:  # ones_like(x): a constant whatever x holds, recorded with its values
+            a, kw = _stand_ins(real_args, self.device)
+            out = func(*a, **kw)
+            k = self.counts[packet] = self.counts.get(packet, 0) + 1
+            self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack)), out)
+            return out
+        if live and (packet in DYNAMIC or (packet == "where" and len(args) + len(kwargs) == 1)):  # where(cond): nonzero
+            raise ReadsValue(f"{packet} has an output whose shape depends on the values of the inputs at"
+                             f" {user_line() or '?'}")
+        if live and packet == "as_strided" and not self.meta:
+            return self.strided(func, args, kwargs)
+        first = args[0] if args else None
+        if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
+            with torch._C._DisablePythonDispatcher():  # (copies to meta through Python cost 30x more)
+                out = _like(_to_meta(first))  # the meta kernels of norms are slow Python decompositions
+        elif live and self.meta:  # shapes only: values that depend on the inputs are not needed to draw them
+            args, kwargs, out = _on_meta_device(func, args, kwargs, self.meta_outputs)
+        else:
+            args, kwargs = real_args
+            if self.budget is not None and live:  # before the kernel runs: the work it would do
+                self.work += work(packet, args, kwargs)
+                self.calls += 1
+                if self.work > self.budget + WORK_PER_CALL * self.calls:
+                    raise _OverBudget(f"{self.work} after {self.calls} calls")
+            with torch._C._DisablePythonDispatcher():  # real tensors: the C++ kernels, without Python at every call
+                out = func(*args, **kwargs)
+        value = out
+        if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
+            a, kw = self.real_values(real_args, packet)
+            value = func(*a, **kw)
+            self.real[id(out)] = value
+        guard = False
+        if live and isinstance(out, (bool, int, float)) and not _asserted():
+            if not (self.guards and packet in BRANCHES and isinstance(out, bool)):
+                raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python at {user_line() or '?'}")
+            guard = True  # the branch taken: the rest is recorded for it, and the diagram checks it at run time
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
+                    line=user_line() if live else "", guard=guard)
+        if isinstance(out, torch.Tensor):
+            self.add(node, out)
+            if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
+                node.value = value.clone()
+            elif packet in ("detach", "alias") and isinstance(first, torch.Tensor) and out._base is None \
+                    and id(first) not in self.state:  # one tensor under two names: a write into one writes both
+                twins = self.twins.setdefault(id(first), [first])
+                twins.append(out)
+                self.twins[id(out)] = twins
+        else:
+            self.nodes.append(node)
+            self.keep.append(out)
+            if isinstance(out, (tuple, list)):
+                for j, item in enumerate(out):
+                    if isinstance(item, torch.Tensor):
+                        self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
+                                      stack=tuple(self.stack), live=live), item)
+        return out
+
+    def function(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
+        """A custom ``torch.autograd.Function`` applied (its forward already run, unrecorded): one call of the operator
+        that applies it (:func:`~ncd.trace.functions.function_op`), so the lowered module's backward is the Function's."""
+        from ncd.errors import TraceError
+        from ncd.trace.functions import function_op
+
+        self.check_writes()
+        line = user_line() or "?"
+        many = not isinstance(out, torch.Tensor)
+        items = list(out) if isinstance(out, (tuple, list)) else [out]
+        if not all(isinstance(t, torch.Tensor) for t in items):
+            raise TraceError(f"cannot trace the custom autograd.Function {cls.__qualname__} at {line}: it returns"
+                             f" {', '.join(type(t).__name__ for t in items)}, not tensors only")
+        self.functions.setdefault(line, cls.__qualname__)
+        target = function_op(cls, args, kwargs, many)
+        leaves = [v for v in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
+        real = _device(leaves, self.device) if self.meta else leaves
+        arg_refs = self.ref(real)
+        live = any(r.live for r in refs(arg_refs))
+        packet = target.overloadpacket.__name__
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        node = Node(f"{packet}_{k}", "call", target, (arg_refs,), {}, value=out if not many else tuple(items),
+                    stack=tuple(self.stack), live=live, line=line if live else "")
+        if not many:
+            self.add(node, out)
+            return out
+        self.nodes.append(node)
+        self.keep.append(out)
+        for j, item in enumerate(items):
+            self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
+                          stack=tuple(self.stack), live=live), item)
+        return out
+
+    def strided(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        """``x.as_strided(size, stride)`` (overlapping windows read straight from memory) as the entries of ``x`` it
+        reads: ``x.reshape(-1)[positions]``.  Its result depends on how ``x`` lies in memory, which the lowered module
+        need not reproduce; the entries read do not."""
+        x = args[0]
+        out: torch.Tensor = func(*args, **kwargs)
+        if not isinstance(x, torch.Tensor) or x.device.type == "meta":
+            raise Unsupported("as_strided of a tensor without values")
+        memory = torch.arange(x.untyped_storage().nbytes() // max(x.element_size(), 1))
+        mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
+        read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
+        entry = torch.full_like(memory, -1)
+        entry[mine] = torch.arange(mine.numel())
+        positions = entry[read]
+        if bool((positions < 0).any()):
+            raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
+        flat = self.emit(torch.ops.aten.reshape.default, x, [-1])
+        got = self.emit(torch.ops.aten.index.Tensor, flat, [positions])
+        if not _same(got, out):
+            raise Unsupported("as_strided: the entries read do not give the tensor the model read")
+        self.by_id[id(out)] = self.by_id[id(got)]
+        self.keep.append(out)
+        if out._base is not None:
+            self.views.setdefault(id(out._base), []).append(out)
+        return out
+
+    def real_values(self, value: Any, packet: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "meta":
+                return value
+            if id(value) not in self.real:
+                raise _NeedValues(f"{packet} computes indices from values recorded without them")
+            return self.real[id(value)]
+        if isinstance(value, tuple):
+            return tuple(self.real_values(v, packet) for v in value)
+        if isinstance(value, list):
+            return [self.real_values(v, packet) for v in value]
+        if isinstance(value, dict):
+            return {k: self.real_values(v, packet) for k, v in value.items()}
+        return value
+
+    def functional(self, func: Any, args: tuple[Any, ...]) -> Any:
+        name = func.overloadpacket.__name__
+        base = name[:-1] if name.endswith("_") and not name.startswith("_") else None
+        mutated = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if base is None or mutated is None or not func._schema.arguments[0].alias_info \
+                or any(a.alias_info and a.alias_info.is_write for a in func._schema.arguments[1:]):
+            raise Unsupported(f"{func} mutates its arguments")
+        root = mutated if mutated._base is None else mutated._base
+        if id(root) in self.input_of:
+            self.inputs_written.add(self.input_of[id(root)])
+        held = self.state.get(id(root))
+        if held is not None and not held[0].endswith("num_batches_tracked"):  # a parameter: under the model's no_grad
+            (self.params_written if held[1] else self.buffers_written).setdefault(held[0], user_line() or "?")
+        if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
+            raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
+        packet = getattr(torch.ops.aten, base, None)
+        overload = getattr(packet, func._overloadname, None) if packet is not None else None
+        if overload is None:
+            raise Unsupported(f"{func} has no functional version")
+        previous = self.by_id.get(id(mutated))
+        if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)) \
+                and not self._frozen_by_write(mutated):
+            previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
+        return overload
+
+    def _frozen_by_write(self, mutated: torch.Tensor) -> bool:
+        """Whether :meth:`write` records this write into a recorded view of a tensor (not on meta, some entries): its
+        :meth:`freeze` keeps the view's recorded value before the model writes, as a view of memory the model never
+        sees where it can (longformer: the slice written of a (8, 2, 256, 513) score tensor, 54 MB of copies a
+        trace), so :meth:`functional` need not copy it first."""
+        root = mutated._base
+        return root is not None and not self.meta and bool(mutated.numel()) \
+            and any(v is mutated for v in self.views.get(id(root), ()))
+
+    def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Run ``op`` on recorded tensors and record it (the operations an in-place write stands for)."""
+        return self.known(op, op(*args, **kwargs), *args, **kwargs)
+
+    def known(self, op: Any, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Record ``op`` on recorded tensors, whose result ``value`` is known (:func:`ncd.trace.writes.write_back`)."""
+        out = value
+        arg_refs, kwarg_refs = self.ref((args, kwargs))
+        live = any(r.live for r in refs((arg_refs, kwarg_refs)))
+        packet = op.overloadpacket.__name__
+        k = self.counts[packet] = self.counts.get(packet, 0) + 1
+        self.add(Node(f"{packet}_{k}", "call", op, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack), live=live,
+                      line=user_line() if live else ""), out)
+        return out
