@@ -23,7 +23,8 @@ from ncd.errors import (
     TypeMismatchError,
 )
 from ncd.ir.axes import Axis, Segment, Type, parse_axis, parse_type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
+from ncd.ir.weave import Weave
 from ncd.ir.repetition import Repeat, repeat
 from ncd.prims.elementwise import (
     GELU,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from ncd.errors import SourceLocation, TypeMismatchError, user_location
-from ncd.ir.axes import Axis, AxisLike, Type, TypeLike, as_axis, as_type
+from ncd.ir.axes import AxisLike, Type, TypeLike, as_axis, as_type
 from ncd.ir.binding import bind_all, bind_known, check_option_names, check_size_names, defaults_of
 from ncd.ir.checks import _box_types, _check_junctions, _check_meta, _nest, describe
 from ncd.ir.checks import _set as _set  # re-exported: the node writer, imported from here
@@ -37,16 +37,21 @@ if TYPE_CHECKING:
 
     from ncd.ir.repetition import Repeat as Repeat
     from ncd.ir.repetition import repeat as repeat
+    from ncd.ir.weave import Weave as Weave
+    from ncd.ir.weave import _woven_types as _woven_types
+    from ncd.ir.weave import unweave as unweave
 
 __all__ = ["bind_all", "bind_known",
            "defaults_of", "Diagram", "Identity", "Box", "Seq", "Par", "Weave", "Block", "Repeat", "describe", "unweave",
            "check_size_names", "check_option_names"]
 
-_MOVED = {"Repeat": "ncd.ir.repetition", "repeat": "ncd.ir.repetition", "_Shadow": "ncd.ir.repetition"}
+_MOVED = {"Repeat": "ncd.ir.repetition", "repeat": "ncd.ir.repetition", "_Shadow": "ncd.ir.repetition",
+          "Weave": "ncd.ir.weave", "unweave": "ncd.ir.weave", "_woven_types": "ncd.ir.weave"}
 
 
 def __getattr__(name: str) -> Any:
-    """The repetition lives in :mod:`ncd.ir.repetition` (it imports this module); its old names here still answer."""
+    """The repetition lives in :mod:`ncd.ir.repetition`, the weave in :mod:`ncd.ir.weave` (they import this module);
+    their old names here still answer."""
     home = _MOVED.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -91,6 +96,8 @@ class Diagram:
         for j in shared_set:
             if not 0 <= j < len(self.dom):
                 raise TypeMismatchError(f"weave: shared segment {j} does not exist; the domain is '{self.dom}'")
+        from ncd.ir.weave import Weave  # (it imports this module)
+
         result: Diagram = self
         for axis in reversed([as_axis(a) for a in axes]):
             dom_pos = tuple(None if j in shared_set else 0 for j in range(len(self.dom)))
@@ -353,9 +360,7 @@ def _shared_symbols(root: Diagram, found: set[sympy.Symbol]) -> None:
                             found |= a.size.free_symbols
                     if seg.range is not None:
                         found |= seg.range.free_symbols
-        elif cls is Weave:
-            found |= node.axis.size.free_symbols  # type: ignore[attr-defined]
-        else:
+        else:  # a sequence, composition in parallel, block (none) or weave (its axis's size)
             found |= node._own_symbols()
         stack.extend(node.children())
 
@@ -505,77 +510,6 @@ class Par(Diagram):
         return Par(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
 
 
-@functools.lru_cache(maxsize=8192)
-def _woven_types(dom: Type, cod: Type, axis: Axis, dom_pos: tuple[int | None, ...], cod_pos: tuple[int, ...]
-                 ) -> tuple[Type, Type]:
-    """A weave's types: ``axis`` inserted at each position of its inner types.  Equal weaves share them (a chain of
-    10,000 woven boxes makes a few distinct types, not 20,000): their hashes are computed once, and comparisons of
-    the types of neighbouring parts (``same``, memo keys) find the very same object."""
-    return (Type(tuple(s if p is None else s.insert(p, axis) for s, p in zip(dom, dom_pos))),
-            Type(tuple(s.insert(p, axis) for s, p in zip(cod, cod_pos))))
-
-
-@dataclass(frozen=True, repr=False)
-class Weave(Diagram):
-    """``inner`` broadcast over ``axis``.
-
-    ``dom_pos[j]`` is where the axis sits in input segment ``j`` (``None``: that segment
-    does not carry it and is shared by every instance — inner broadcasting);
-    ``cod_pos[j]`` is where it sits in output segment ``j``.  Indexing the axis after the
-    operation equals indexing it before (what ``torch.vmap`` does).
-    """
-
-    inner: Diagram
-    axis: Axis
-    dom_pos: tuple[int | None, ...]
-    cod_pos: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        inner = self.inner
-        if len(self.dom_pos) != len(inner.dom) or len(self.cod_pos) != len(inner.cod):
-            raise TypeMismatchError(
-                f"weave over {self.axis.name}: {len(self.dom_pos)} input and {len(self.cod_pos)} output positions"
-                f" given for {describe(inner)} of type '{inner.dom}' -> '{inner.cod}'"
-            )
-        if inner.dom and all(p is None for p in self.dom_pos):
-            raise TypeMismatchError(
-                f"weave over {self.axis.name}: no input segment of {describe(inner)} carries the axis"
-            )
-        pairs = (*zip(self.dom_pos, inner.dom.segments), *zip(self.cod_pos, inner.cod.segments))
-        for p, seg in pairs:
-            if p is not None and not 0 <= p <= len(seg.axes):
-                raise TypeMismatchError(
-                    f"weave over {self.axis.name}: position {p} is outside segment '{seg}' of {describe(inner)}"
-                )
-        name = self.axis.name
-        for p, seg in pairs:
-            if p is not None:
-                for a in seg.axes:
-                    if a.name == name:
-                        raise TypeMismatchError(f"weave over {name}: segment '{seg}' of {describe(inner)} already"
-                                                f" has an axis {name}; rename one of them")
-        dom, cod = _woven_types(inner.dom, inner.cod, self.axis, self.dom_pos, self.cod_pos)
-        _set(self, dom=dom, cod=cod)
-        _nest(self, inner.nesting())
-
-    def children(self) -> tuple[Diagram, ...]:
-        return (self.inner,)
-
-    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
-        if not mapping:
-            return self
-        if not isinstance(mapping, Substitution):
-            return Weave(self.inner.subs(mapping), self.axis.subs(mapping), self.dom_pos, self.cod_pos)
-        # positions and names do not change under a substitution: the checks of __post_init__ still hold
-        node = Weave.__new__(Weave)
-        _set(node, inner=self.inner.subs(mapping), axis=self.axis.subs(mapping), dom_pos=self.dom_pos,
-             cod_pos=self.cod_pos, dom=self.dom.subs(mapping), cod=self.cod.subs(mapping), _nesting=self.nesting())
-        return node
-
-    def _own_symbols(self) -> set[sympy.Symbol]:
-        return set(self.axis.size.free_symbols)
-
-
 @dataclass(frozen=True, repr=False)
 class Block(Diagram):
     """A fenced, titled region; it lowers to one submodule.  ``meta`` holds drawing hints."""
@@ -600,18 +534,3 @@ class Block(Diagram):
 
     def get(self, key: str, default: Any = None) -> Any:
         return dict(self.meta).get(key, default)
-
-
-def unweave(diagram: Diagram) -> tuple[Diagram, tuple[Weave, ...]]:
-    """What a chain of weaves broadcasts, and the weaves, outermost first.
-
-    >>> import ncd
-    >>> core, weaves = unweave(ncd.Softmax("x").weave("b", "h"))
-    >>> core.text(), [w.axis.name for w in weaves]
-    ('◁', ['b', 'h'])
-    """
-    weaves: list[Weave] = []
-    while isinstance(diagram, Weave):
-        weaves.append(diagram)
-        diagram = diagram.inner
-    return diagram, tuple(weaves)
