@@ -4,9 +4,10 @@ A :class:`Recorder` is a dispatch mode installed at ``DispatchKey.PreDispatch`` 
 ``torch.export`` traces too, so operators arrive as ``aten.linear``, ``aten.layer_norm``,
 ``aten.scaled_dot_product_attention`` rather than their decompositions).  Every call is run
 on the real tensors and recorded as a :class:`~ncd.trace.capture.Node` whose arguments
-point at the nodes that produced them (matched by tensor identity); global forward hooks
-keep the module stack.  One eager run replaces export's symbolic trace and the re-run of
-its graph, so the cost is that of running the model once.
+point at the nodes that produced them (matched by tensor identity; the recording itself is
+:class:`~ncd.trace.recording._Recording`); global forward hooks keep the module stack.  One eager
+run replaces export's symbolic trace and the re-run of its graph, so the cost is that of running
+the model once.
 
 In-place operators are recorded as their functional versions.  When the recording cannot
 stand for the model (a value that depends on the inputs is read into Python — control flow
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -243,63 +245,56 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             h.remove()
     outputs = [rec.ref(t) for t in out]
     nodes = _prune(rec.nodes, outputs)
-    if rec.random:
-        import warnings
+    _warn_recorded(model, rec)
+    return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
 
+
+def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
+    """The warnings of a recording that stands for the model: what its diagram holds or computes otherwise than the
+    model's run did (random draws, custom autograd.Functions, detached values, autocast, writes into the model's
+    state or inputs), each shown where :func:`_record`'s caller is (as when :func:`_record` warned)."""
+    if rec.random:
         where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.random.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
-                      " them as a wire)", RuntimeWarning, stacklevel=2)
+                      " them as a wire)", RuntimeWarning, stacklevel=3)
     if rec.functions:
-        import warnings
-
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
-                      " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=2)
+                      " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=3)
     if rec.detached:  # a stop-gradient (a straight-through estimator, a target network): not drawn
-        import warnings
-
         warnings.warn(f"ncd.trace({type(model).__name__}): the model detaches values from autograd (detach or no_grad at"
                       f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
-                      " there)", RuntimeWarning, stacklevel=2)
+                      " there)", RuntimeWarning, stacklevel=3)
     if rec.autocast:  # autocast casts below the level recorded: the diagram computes in the tensors' own types
-        import warnings
-
         warnings.warn(f"ncd.trace({type(model).__name__}): the model runs under torch.autocast (at"
                       f" {', '.join(sorted(rec.autocast))}); the diagram computes in its tensors' own types, so the"
                       " lowered module's results differ from the model's by the rounding autocast does (cast the"
-                      " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=2)
+                      " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=3)
     if rec.buffers_written or rec.params_written:  # a running statistic, a step counter, a cache, a renormed table
-        import warnings
-
         state = {**rec.params_written, **rec.buffers_written}
         what = " and ".join(k for k, v in (("parameters", rec.params_written), ("buffers", rec.buffers_written)) if v)
         where = ", ".join(f"{name} at {line}" for name, line in state.items())
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its {what} in place ({where}); the"
                       " diagram computes the traced call from their values before it and the lowered module does not"
                       " update them, so later calls of the model differ from it (and tracing ran the model once: its"
-                      f" {what} were updated as by one call)", RuntimeWarning, stacklevel=2)
+                      f" {what} were updated as by one call)", RuntimeWarning, stacklevel=3)
     aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
     if aliased:
-        import warnings
-
         pairs = "; ".join(f"{b} and {a}" for a, b in aliased)
         written = sorted({n for pair in aliased for n in pair} & rec.inputs_written)
         warnings.warn(f"ncd.trace({type(model).__name__}): inputs that share memory ({pairs}: one tensor passed twice,"
                       f" or views of one tensor) and the model writes into {', '.join(written)} in place;"
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     elif rec.inputs_written:
-        import warnings
-
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its input(s)"
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
                       " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
-                      " caller's tensors)", RuntimeWarning, stacklevel=2)
-    return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
+                      " caller's tensors)", RuntimeWarning, stacklevel=3)
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see
