@@ -65,15 +65,49 @@ class Aliases:
             return False
         return self._live_memory(value.untyped_storage().data_ptr())
 
-    def _live_memory(self, address: int) -> bool:
-        """Whether a recorded value of the inputs holds the memory at ``address``."""
+    def _indexed(self) -> dict[int, list[torch.Tensor]]:
+        """The kept tensors by the memory they hold (those kept since the last look added)."""
         memory = self.memory
         keep = self.keep
-        for t in keep[self.indexed:]:  # the tensors kept since the last look, by the memory they hold
+        for t in keep[self.indexed:]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t):
                 memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
         self.indexed = len(keep)
-        for t in memory.get(address, ()):
+        return memory
+
+    def constant_aliases(self, value: torch.Tensor) -> list[torch.Tensor]:
+        """The tensors read as constants (no recorded call's, of no input's values) that ``value`` (a tensor no recorded
+        call made either) is under another name: the same memory, dtype, shape and strides (``m.data`` of a tensor
+        ``m`` the model made and read: a write through it writes ``m``, which no recorded call says)."""
+        if value.device.type == "meta" or is_functorch_wrapped_tensor(value) or not value.untyped_storage().nbytes():
+            return []
+        found = []
+        for t in self._indexed().get(value.untyped_storage().data_ptr(), ()):
+            node = self.by_id.get(id(t))
+            if t is not value and node is not None and node.kind == "constant" and not node.live \
+                    and t.dtype == value.dtype and t.shape == value.shape and t.stride() == value.stride() \
+                    and t.storage_offset() == value.storage_offset():
+                found.append(t)
+        return found
+
+    def constant_twin(self, value: torch.Tensor) -> Node | None:
+        """``value`` (a tensor no recorded call made) read as the constants it is under another name
+        (:meth:`constant_aliases`), their twin from here on (a write into one writes all): their node, or None."""
+        made = self.constant_aliases(value)
+        if not made:
+            return None
+        twins = next((self.twins[id(t)] for t in made if id(t) in self.twins), [])
+        for t in [*made, value]:
+            if not any(t is u for u in twins):
+                twins.append(t)
+        for t in twins:
+            self.twins[id(t)] = twins
+        node = self.by_id[id(value)] = self.by_id[id(made[-1])]
+        return node
+
+    def _live_memory(self, address: int) -> bool:
+        """Whether a recorded value of the inputs holds the memory at ``address``."""
+        for t in self._indexed().get(address, ()):
             node = self.by_id.get(id(t))
             if node is not None and node.live:
                 return True

@@ -34,6 +34,8 @@ class InPlace:
     derived: dict[int, tuple[torch.Tensor, Region | list[tuple[Any, tuple[Any, ...], dict[str, Any]]]]]
     #: a tensor written through a view -> (the recorded tensor the write gives, the tensor, the operator)
     pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]]
+    #: a tensor's id -> it and its ``detach()``es (one memory: :class:`ncd.trace.aliases.Aliases`)
+    twins: dict[int, list[torch.Tensor]]
 
     if TYPE_CHECKING:
         def add(self, node: Node, value: Any) -> None: ...
@@ -176,6 +178,11 @@ class InPlace:
             if diagonal is not None:
                 base, found = self.container(root, diagonal[1])
                 square = diagonal if base is not None else None
+        twins = [t for t in self.twins.get(id(root), ()) if t is not root] if root is not None else []
+        for t in twins:  # ``m.detach()[0] = v`` writes m: its recorded value keeps the values before the write
+            node = self.by_id.get(id(t))
+            if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
+                node.value = node.value.clone()
         before = self.by_id.get(id(base if base is not None else mutated))  # the written tensor's recorded value
         recorded = before is not None and before.value is base
         stale = self.freeze(mutated if root is None else root, mutated, *([base] if base is not None else []))
@@ -215,6 +222,9 @@ class InPlace:
             if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
                 self.own.add(id(final))
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
+            if base is root:
+                for t in twins:  # and reads it written from here on
+                    self.by_id[id(t)] = self.by_id[id(base)]
         self.retire(stale, base if base is not None else (mutated if root is None else None), before)
         return out
 

@@ -177,6 +177,9 @@ class _Recording(Aliases, InPlace):
                 name, learned = self.state.get(id(value), ("", False))
                 if not name:
                     self.unknown(value)
+                    twin = self.constant_twin(value)  # ``m.data`` of a tensor m the model made (of no input's values)
+                    if twin is not None:
+                        return twin
                 with torch._C._DisablePythonDispatcher():  # its C++ kernel: the Python dispatcher costs ~10x more
                     detached = value.detach()
                 node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
@@ -226,6 +229,10 @@ class _Recording(Aliases, InPlace):
             if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
                     and id(args[0]) not in self.state and args[0].device.type != "meta" and self.aliases(args[0]):
                 return self.state_write(func, args, kwargs)
+            if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
+                    and id(args[0]) not in self.by_id and id(args[0]) not in self.state:
+                if self.constant_twin(args[0]) is not None:  # ``m.data.zero_()`` of a tensor m the model made
+                    return self.twin_write(func, args, kwargs)
             target = self.functional(func, args)
             written = self.write(func, target, args, kwargs)
             if written is not None:
