@@ -154,12 +154,20 @@ class FixedPart(torch.nn.Module):
             return h - h[:, :4].mean(1, keepdim=True)
         if self.how == "batch":
             return x - x[:2].mean(0)
+        if self.how == "least":  # the least |x| of the first three positions: larger copies keep it
+            return x - x.abs()[:, :3].amin(1, keepdim=True)
+        if self.how == "negated":
+            return x - (-x.abs())[:, :3].amax(1, keepdim=True)
+        if self.how == "least rows":
+            return x * x[:2].abs().amin(0)
         return x * x[:, :3].amax(1, keepdim=True)
 
 
 @pytest.mark.parametrize(("how", "shape", "sizes"), [("batch", (2, 3, 4), {"b": 4}), ("batch", (2, 3, 4), {"b": 6}),
                                                     ("largest", (2, 3, 4), {"t": 6}), ("largest", (2, 3, 4), {"t": 5}),
-                                                    ("ids", (2, 4), {"t": 8})])
+                                                    ("ids", (2, 4), {"t": 8}), ("least", (2, 3, 4), {"t": 6}),
+                                                    ("least", (2, 3, 4), {"t": 5}), ("negated", (2, 3, 4), {"t": 6}),
+                                                    ("least rows", (2, 3, 4), {"b": 4})])
 def test_a_fixed_part_as_long_as_the_traced_axis_lowered_at_other_sizes_is_refused(how: str, shape: tuple[int, ...],
                                                                                     sizes: dict[str, int]) -> None:
     # the check grew the inputs by equal copies (0 1 0 1): the mean of the first two rows, or the largest of the first

@@ -18,6 +18,7 @@ A lowered module that fails inside (not refusing its inputs: an ``InputError``) 
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,9 +123,15 @@ def _resized(example: torch.Tensor, shape: tuple[int, ...], unequal: bool = True
                 continue
             # grown: copies equal to the entries they copy would hide a model reading a fixed part of the axis (the
             # first row x[:1] at a batch of one, x[:2].mean(0) at two: the mean of 0 1 0 1 is the mean of 0 1)
-            if out.is_floating_point():  # the k-th copy of the entries scaled 1 + k/2 (the traced entries as they are)
-                scale = 1 + 0.5 * (torch.arange(now, device=out.device) // was).to(out.dtype)
-                out = out * scale.reshape((now,) + (1,) * (out.dim() - dim - 1))
+            if out.is_floating_point():  # the k-th copy's entries scaled by 1 + k/2 and by its inverse, alternately
+                # (the traced entries as they are): one factor for all would keep the least of |x| (the largest of
+                # -|x|) in the traced entries, so x.abs()[:, :3].amin(1) at t=3 read the whole axis unseen
+                copy = (torch.arange(now, device=out.device) // was).to(out.dtype)
+                rows = torch.arange(now, device=out.device).reshape((now,) + (1,) * (out.dim() - dim - 1))
+                inner = torch.arange(int(math.prod(out.shape[dim + 1:])), device=out.device).reshape(out.shape[dim + 1:])
+                turn = ((rows + inner) % 2 * 2 - 1).to(out.dtype)  # -1, +1 alternately
+                scale = (1 + 0.5 * copy).reshape(rows.shape) ** turn
+                out = out * scale
             elif not out.is_complex():  # ids, flags, masks: the k-th copy's entries turned by k places (the same
                 low, top = int(out.min()), int(out.max())  # values, in other places)
                 for j in range(was, now):
