@@ -365,8 +365,22 @@ def _shared_symbols(root: Diagram, found: set[sympy.Symbol]) -> None:
         stack.extend(node.children())
 
 
+class _Composed:
+    """What a sequence and a composition in parallel share: their parts are their children, and one grown a part at a
+    time (``_prefix``, ``_tail``) is joined before it is copied or pickled."""
+
+    parts: tuple[Diagram, ...]
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
+        return {k: v for k, v in self.__dict__.items() if k not in ("_prefix", "_tail")}
+
+    def children(self) -> tuple[Diagram, ...]:
+        return self.parts
+
+
 @dataclass(frozen=True, repr=False)
-class Seq(Diagram):
+class Seq(_Composed, Diagram):
     """Sequential composition, flattened: ``parts[0] >> parts[1] >> ...``."""
 
     parts: tuple[Diagram, ...]
@@ -431,19 +445,12 @@ class Seq(Diagram):
         del self.__dict__["_prefix"]
         return parts
 
-    def __getstate__(self) -> dict[str, Any]:
-        self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
-        return {k: v for k, v in self.__dict__.items() if k not in ("_prefix", "_tail")}
-
-    def children(self) -> tuple[Diagram, ...]:
-        return self.parts
-
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
         return Seq(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
 
 
 @dataclass(frozen=True, repr=False)
-class Par(Diagram):
+class Par(_Composed, Diagram):
     """Parallel composition: boxes stacked vertically, acting on separate segments."""
 
     parts: tuple[Diagram, ...]
@@ -498,13 +505,6 @@ class Par(Diagram):
              cod=Type(tuple(s for p in parts for s in p.cod)))
         del self.__dict__["_prefix"]
         return self.__dict__[name]
-
-    def __getstate__(self) -> dict[str, Any]:
-        self.parts  # noqa: B018 -- joined before copying or pickling: the prefixes are not part of the value
-        return {k: v for k, v in self.__dict__.items() if k not in ("_prefix", "_tail")}
-
-    def children(self) -> tuple[Diagram, ...]:
-        return self.parts
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
         return Par(tuple(p.subs(mapping) for p in self.parts)) if mapping else self
