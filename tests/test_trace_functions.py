@@ -470,6 +470,40 @@ def test_function_writing_into_a_saved_tensor_through_data_is_not_proven() -> No
     _same_gradients(model, d.to_torch(), torch.randn(3, 5, 6))
 
 
+class ScaleThenReset(torch.autograd.Function):
+    """``x * w`` that sets ``w`` (a constant the model made) to ones through ``.data`` afterwards: a write that bumps no
+    version; its backward is not its forward's gradient wrt ``w`` (none), so it is boxed."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        y = x * w
+        w.data.fill_(1.0)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * 2, None
+
+
+class ResetsItsConstant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        out: torch.Tensor = ScaleThenReset.apply(h, torch.full_like(h, 2.0))
+        return out
+
+
+def test_a_boxed_function_writing_a_constant_through_data_is_refused() -> None:
+    # the box held the constant it was given, which the write had set to ones: the lowered module computed h * 1
+    # where the model computes h * 2, on the traced input itself, with no word (the write bumps no version)
+    torch.manual_seed(0)
+    with pytest.raises(ncd.TraceError, match="writes into its inputs in place"):
+        _trace(ResetsItsConstant(), torch.randn(3, 6))
+
+
 def test_function_proof_does_not_import_dynamo() -> None:
     """A proof that needs no write into saved tensors runs without torch's mutation mode, whose first use imports
     ``torch._dynamo`` (about 0.8 s: most of a small model's first trace)."""

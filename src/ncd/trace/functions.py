@@ -24,6 +24,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ncd.trace.refusals import _NeedValues
+from ncd.trace.tensors import _same as _same_values
 
 __all__ = ["NAMESPACE", "EXACT", "function_op", "functions_boxed", "functions_refused", "proven"]
 
@@ -305,13 +306,17 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             return original(cls, *args, **kwargs)  # recorded as its forward's operations
         given = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         versions = [t._version for t in given]
+        # the values of the constants it is given (no parameter's, no input's): the box holds them, and a write through
+        # ``.data`` bumps no version (w.data.mul_(0) in its forward: the box would call it on the written values)
+        consts = [] if rec.meta else [(t, t.clone()) for t in given if id(t) not in rec.state
+                                      and t.device.type != "meta" and not getattr(rec.by_id.get(id(t)), "live", False)]
         rec.inside += 1
         try:
             with _unrecorded():
                 out = original(cls, *args, **kwargs)  # its own operations: not recorded
         finally:
             rec.inside -= 1
-        if any(t._version != v for t, v in zip(given, versions)):
+        if any(t._version != v for t, v in zip(given, versions)) or any(not _same_values(t, c) for t, c in consts):
             from ncd.errors import TraceError
             from ncd.trace.capture import user_line
 
