@@ -219,8 +219,8 @@ VIEWS: list[Callable[[torch.Tensor], torch.Tensor]] = [
 ]
 
 
-@pytest.mark.parametrize("k", range(len(VIEWS)))
-def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) -> None:
+def _written(k: int) -> tuple[torch.Tensor, Region, torch.Tensor, torch.Tensor]:
+    """A root, the region of its ``k``-th view, new values for it, and the root torch's own write gives."""
     root = torch.randn(4, 5, 6)
     view = VIEWS[k](root)
     found = region(root, view)
@@ -228,6 +228,12 @@ def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) ->
     new = torch.randn(view.shape)
     want = root.clone()
     VIEWS[k](want).copy_(new)
+    return root, found, new, want
+
+
+@pytest.mark.parametrize("k", range(len(VIEWS)))
+def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) -> None:
+    root, found, new, want = _written(k)
 
     def emit(op: object, *args: object, **kwargs: object) -> torch.Tensor:
         return op(*args, **kwargs)  # type: ignore[operator, no-any-return]
@@ -240,13 +246,7 @@ def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) ->
 def test_a_write_back_made_as_one_copy_records_each_cat_with_the_value_torch_gives_it(k: int) -> None:
     """``known``: the root's new value made first, each ``cat`` recorded with its part of it: the same values as
     the ``cat`` of its pieces, and the root's new value torch's own write."""
-    root = torch.randn(4, 5, 6)
-    view = VIEWS[k](root)
-    found = region(root, view)
-    assert found is not None
-    new = torch.randn(view.shape)
-    want = root.clone()
-    VIEWS[k](want).copy_(new)
+    root, found, new, want = _written(k)
     recorded: list[tuple[object, torch.Tensor, tuple[object, ...]]] = []
 
     def emit(op: object, *args: object) -> torch.Tensor:
