@@ -85,12 +85,16 @@ def Guard(condition: Segment | None = None, *, expected: bool, line: str = "") -
     return Box.make(GuardOp(CONDITION if condition is None else condition, expected, line))
 
 
+#: the words every guard's refusal holds (the other-sizes check tells a guard's refusal from a failure by them)
+TRACED_READ = "but the traced model read"
+
+
 @LOWERING.rule(GuardOp)
 def lower_guard(prim: GuardOp, ctx: RuleContext) -> list[str]:
     """``if not bool((c != 0).eq(expected).all()): raise RuntimeError(...)`` (the lowered module names it a RunError)."""
     (c,) = ctx.args
     where = f"guard of {prim.line}" if prim.line else "guard"
-    message = (f"{where}: the model read {not prim.expected} here, but the traced model read {prim.expected}: this"
+    message = (f"{where}: the model read {not prim.expected} here, {TRACED_READ} {prim.expected}: this"
                " input takes a branch the diagram does not hold (trace the model again on an input that takes it)")
     ctx.em.line(f"if not bool(({c.var} != 0).eq({prim.expected}).all()):\n    raise RuntimeError({message!r})")
     return []

@@ -27,6 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import InputError, RunError, TraceError
+from ncd.prims.guard import TRACED_READ
 
 if TYPE_CHECKING:
     from ncd.trace.walk import _Walk
@@ -308,7 +309,7 @@ def _compare(name: str, origin: Origin, module: torch.nn.Module, tensors: list[t
     except InputError:  # the lowered module refuses these inputs: the user will see it on their own
         return
     except Exception as error:  # noqa: BLE001 - it fails inside where the model runs: lowered wrong at these sizes
-        if guarded and isinstance(error, RunError) and "but the traced model read" in str(error):
+        if guarded and isinstance(error, RunError) and TRACED_READ in str(error):
             raise _Guarded from None
         raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it fails where the model runs"
                          f" ({type(error).__name__}: {str(error)[:300]}); the model computes a size in Python from its"
