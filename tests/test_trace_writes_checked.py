@@ -35,6 +35,14 @@ class Copies(torch.nn.Module):
         return s if r is None else s + r
 
 
+def _equal_on(d: ncd.TracedDiagram, model: torch.nn.Module, x: torch.Tensor) -> None:
+    """The lowered module equals the model on the traced input ``x`` and on a fresh input of its shape."""
+    module = d.to_torch()
+    for fresh in (x, torch.randn(x.shape)):
+        with torch.no_grad():
+            torch.testing.assert_close(module(fresh), model(fresh))
+
+
 def _trace(model: torch.nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch,
            wrong: tuple[int, tuple[int, ...]] | None) -> ncd.TracedDiagram:
     """``wrong``: the write (1-based) whose recorded result gets one entry made wrong, and that entry."""
@@ -78,10 +86,7 @@ def test_every_value_anyone_reads_after_writes_through_views_is_checked(
     x = torch.randn(2, 4, 6)
     d = _trace(model, x, monkeypatch, wrong)
     assert d.method == method
-    module = d.to_torch()
-    for fresh in (x, torch.randn(2, 4, 6)):
-        with torch.no_grad():
-            torch.testing.assert_close(module(fresh), model(fresh))
+    _equal_on(d, model, x)
 
 
 class _Tripled(torch.autograd.Function):
@@ -121,10 +126,7 @@ def test_a_check_before_a_function_or_a_python_read_is_not_recorded(then: str) -
         warnings.simplefilter("ignore")
         d = ncd.trace(model, x)
     assert d.method == "dispatch"  # (was: the comparison's torch.equal recorded as reading the input into Python)
-    module = d.to_torch()
-    for fresh in (x, torch.randn(2, 5, 3)):
-        with torch.no_grad():
-            torch.testing.assert_close(module(fresh), model(fresh))
+    _equal_on(d, model, x)
 
 
 class _Doubles(torch.autograd.Function):
