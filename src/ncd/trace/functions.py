@@ -304,7 +304,7 @@ def functions_boxed(rec: Any) -> Iterator[None]:
                 unproven.append((cls, spec, held))
         if exact:
             return original(cls, *args, **kwargs)  # recorded as its forward's operations
-        given = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        given = [t for t in leaves if isinstance(t, torch.Tensor)]
         versions = [t._version for t in given]
         # the values of the constants it is given (no parameter's, no input's): the box holds them, and a write through
         # ``.data`` bumps no version (w.data.mul_(0) in its forward: the box would call it on the written values)
