@@ -164,8 +164,10 @@ def _recorded_as(run: list[Node], source: Node, result: Node, function: str | No
     the walk would draw as that box without the idiom, so there is nothing for a value check to tell."""
     if len(run) != 1 or run[0] is not result or not result.args or result.args[0] is not source:
         return False
+    from ncd.trace.idioms_arithmetic import UNARY  # (the walk's own rule for these operators: the names it draws)
+
     name, full = op_name(result.target)
-    if full not in _OWN_OPERATORS:
+    if full != f"{name}.default" or name.removeprefix("aten.") not in UNARY:
         return False
     rest, kwargs = result.args[1:], dict(result.kwargs)
     if name == "aten.gelu":
@@ -174,15 +176,10 @@ def _recorded_as(run: list[Node], source: Node, result: Node, function: str | No
         approximate = rest[0] if rest else kwargs.get("approximate", "none")
         drawn = {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate) if isinstance(approximate, str) else None
     else:
-        drawn = _OWN_OPERATORS[full] if not rest and not kwargs else None
+        drawn = UNARY[name.removeprefix("aten.")] if not rest and not kwargs else None
     value, out = source.value, result.value
     return (drawn is not None and drawn == function and isinstance(value, torch.Tensor) and isinstance(out, torch.Tensor)
             and value.is_floating_point() and out.dtype == value.dtype and tuple(out.shape) == tuple(value.shape))
-
-
-#: The ATen operators computing a function of :data:`ELEMENTWISE` themselves (functional forms, not in place).
-_OWN_OPERATORS = {"aten.gelu.default": "gelu", "aten.silu.default": "silu", "aten.relu.default": "relu",
-                  "aten.tanh.default": "tanh", "aten.sigmoid.default": "sigmoid"}
 
 
 def _alias_of(node: Node, source: Node) -> bool:
