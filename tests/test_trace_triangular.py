@@ -152,6 +152,20 @@ def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
             expected = bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
             assert _close(got, want, atol) == expected, (shape, trial)
             answers.add(expected)
+        for trial in range(4):  # every error within atol / 2 (the largest error read first decides), but NaN or inf
+            want = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+            atol = 1e-5 * max(1.0, float(want.abs().max()))
+            got = (want.double() + atol / 3 * (2 * torch.rand(shape, generator=gen, dtype=torch.float64) - 1)).to(dtype)
+            flat, wanted = got.view(-1), want.view(-1)
+            if trial == 1:
+                flat[5] = float("nan")
+            if trial == 2:
+                flat[4], wanted[4] = float("inf"), float("inf")
+            if trial == 3:
+                flat[6] = float("-inf")
+            expected = bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
+            assert _close(got, want, atol) == expected, (shape, "small", trial)
+            answers.add(expected)
     assert answers == {True, False}
 
 
