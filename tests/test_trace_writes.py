@@ -292,6 +292,8 @@ def test_a_parameter_read_as_data_and_through_a_computation_on_it_is_one_paramet
 
     model = Mix()
     d = _trace(model, torch.randn(2, 5, 6))
+    # one parameter box for mix: both its reads (as data, and by the computation on it) take its one wire
+    assert [b.prim.name for b in d.boxes() if type(b.prim).__name__ == "ParameterOp"].count("mix") == 1
     module = d.to_torch()
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in model.parameters())
     fresh = torch.randn(2, 5, 6)

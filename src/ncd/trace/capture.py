@@ -407,8 +407,11 @@ def _internal(filename: str) -> bool:
 _INTERNAL: dict[str, bool] = {}
 
 
-#: a code object -> ``"file.py:"`` when its file is the user's, "" when it is torch's or ncd's (:func:`user_line`)
-_FILE_OF: dict[Any, str] = {}
+#: a code object's id -> the code object and ``"file.py:"`` when its file is the user's, "" when it is torch's or
+#: ncd's (:func:`user_line`).  Keyed by id, the entry holding its code object (alive, so its id is not reused; the
+#: entry is checked to be it): a code object's own hash hashes its bytecode, constants and names each time (~3 µs for
+#: ``Module._call_impl``), and a recorded call asks for about a dozen frames
+_FILE_OF: dict[int, tuple[Any, str]] = {}
 
 
 def user_line() -> str:
@@ -418,12 +421,13 @@ def user_line() -> str:
     files = _FILE_OF
     while frame is not None:
         code = frame.f_code
-        file = files.get(code)
-        if file is None:
+        known = files.get(id(code))
+        if known is None or known[0] is not code:
             if len(files) > 8192:  # code made at run time (exec'd, generated) is not kept forever
                 files.clear()
             name = code.co_filename
-            file = files[code] = "" if _internal(name) else f"{os.path.basename(name)}:"
+            known = files[id(code)] = (code, "" if _internal(name) else f"{os.path.basename(name)}:")
+        file = known[1]
         if file:
             return f"{file}{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]

@@ -113,8 +113,11 @@ class Learned(Values):
         # a parameter wired here and also read as data elsewhere (RWKV's ``x * mix + shifted * (1 - mix)``): every data
         # read takes the one wire, so the lowered module holds it once
         wires = {pid: c for pid, c in copies.items() if c.kind == "parameter"}
-        for node in self.captured.nodes:
-            if node.kind != "call" or not node.live or id(node) in chosen or not wires:
+        # the nodes that read one of them: its readers before the rewiring above (which changed only chosen nodes'
+        # arguments, and the copies it inserted are chosen), each once
+        readers = {id(r): r for pid in wires for r in consumers.get(pid, ())}
+        for node in readers.values():
+            if node.kind != "call" or not node.live or id(node) in chosen:
                 continue
             keep = WEIGHTS.get(op_name(node.target)[0], ())
 
