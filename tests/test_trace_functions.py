@@ -587,3 +587,69 @@ def test_a_function_whose_proof_failed_is_boxed_at_its_later_calls_without_anoth
     torch.testing.assert_close(y2, y)
     torch.testing.assert_close(gx2, gx)
     assert gx.abs().sum() > 0  # the straight-through, reversed gradient: as round's operations it would be 0
+
+
+def _local_model() -> nn.Module:
+    class LocalRound(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return torch.round(x)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            return grad
+
+    class Local(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = LocalRound.apply(self.a(x))  # type: ignore[no-untyped-call]
+            return out
+
+    return Local()
+
+
+def test_a_pickled_diagram_lowers_in_another_process_calling_its_functions(tmp_path: Any) -> None:
+    """A diagram pickled with Function boxes, read back in a new process: its lowered module's forward and gradients
+    are the model's (the Functions' operators are defined again there); one whose Function cannot be found there (a
+    class inside a function) is refused with an ncd error naming it, not torch's "no such operator"."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    model, x = Quantised(), torch.randn(3, 6)
+    d, _ = _trace(model, x)
+    local, _ = _trace(_local_model(), x)
+    (tmp_path / "d.pkl").write_bytes(pickle.dumps(d))
+    (tmp_path / "local.pkl").write_bytes(pickle.dumps(local))
+    fresh = torch.randn(3, 6)
+    want = _grads(model, fresh)
+    torch.save({"state": model.state_dict(), "x": fresh, "want": want}, tmp_path / "m.pt")
+    script = f"""
+import pickle, torch
+from ncd.errors import TraceError
+from tests.test_trace_functions import _grads
+saved = torch.load({str(tmp_path / "m.pt")!r})
+d = pickle.loads(open({str(tmp_path / "d.pkl")!r}, "rb").read())
+lowered = d.to_torch()
+got = _grads(lowered, saved["x"])
+want = saved["want"]
+print("forward", torch.allclose(got[0], want[0], atol=1e-6), "input grad", torch.allclose(got[1], want[1], atol=1e-6))
+local = pickle.loads(open({str(tmp_path / "local.pkl")!r}, "rb").read())
+try:
+    local.to_torch()
+    print("local lowered")
+except TraceError as e:
+    print("refused:", e)
+"""
+    root = Path(__file__).resolve().parent.parent
+    src = Path(ncd.__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": f"{src}:{root}"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "forward True input grad True" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert "refused:" in run.stdout and "LocalRound" in run.stdout and "cannot be found" in run.stdout, run.stdout

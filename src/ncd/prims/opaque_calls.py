@@ -59,6 +59,10 @@ def resolve_target(target: str) -> object:
         found = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
     except (AttributeError, RuntimeError, ModuleNotFoundError):
         found = None
+    if not isinstance(found, torch._ops.OpOverload) and namespace == "ncd_function":
+        raise ParseError(f"opaque box: {target!r} calls a custom autograd.Function that ncd.trace defined in another"
+                         " process; lower the TracedDiagram it came from (a pickled one defines it again) or trace the"
+                         " model again here")
     if not isinstance(found, torch._ops.OpOverload):
         raise ParseError(f"opaque box: {target!r} is not the name of an ATen operator (no such overload in torch.ops)")
     return found

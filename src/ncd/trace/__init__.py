@@ -61,6 +61,9 @@ class TracedDiagram(Block):
     unused: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, hash=False)
     #: the model and its call (:mod:`ncd.trace.other_sizes`): a module lowered at other sizes is checked against it
     origin: Any = field(default=None, compare=False, hash=False)
+    #: the custom autograd.Functions its opaque boxes call (:class:`ncd.trace.functions.Boxed`): defined again where a
+    #: pickled diagram is lowered
+    functions: tuple[Any, ...] = field(default=(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -80,7 +83,9 @@ class TracedDiagram(Block):
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
         from ncd.torch.codegen import defaults_of
         from ncd.torch.module import _InputCheck, to_torch
+        from ncd.trace.functions import registered
 
+        registered(self.functions, self.name)  # a diagram pickled in another process: its Functions' operators
         defaults = defaults_of(self.as_block())
         other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
         held = sorted(k for k in other if k in self.constants)
@@ -272,6 +277,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
     from ncd.trace.convert import op_name, where
+    from ncd.trace.functions import boxed_of
 
     for node, error in conv.failures:
         what = f"converting {op_name(node.target)[1]} {where(node)}" if node is not None else "tracing"
@@ -291,7 +297,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                           fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk))
+                           fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk),
+                           boxed_of(opaque))
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced

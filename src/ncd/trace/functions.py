@@ -10,7 +10,9 @@ Function's.  Whether a Function's ``backward`` is its forward's autograd gradien
 a box, except those in :data:`EXACT` (their backward recomputes the forward: ``torch.utils.checkpoint``) and those
 :func:`proven` on the traced values (their backward's vector-Jacobian products equal autograd's through their forward):
 those are recorded as their forward's operations.  The operator
-lives in this process: a diagram saved with such a box and loaded elsewhere refuses to lower (no such operator).
+lives in this process: a pickled :class:`~ncd.trace.TracedDiagram` carries each box's Function (by module and
+qualified name, as pickle names a class) and its other arguments (:class:`Boxed`), and defines the operator again
+where it is lowered (:func:`registered`); a plain diagram read back refuses to lower (no such operator).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from ncd.trace.refusals import _NeedValues
 from ncd.trace.tensors import _same as _same_values
 
-__all__ = ["NAMESPACE", "EXACT", "function_op", "functions_boxed", "functions_refused", "proven"]
+__all__ = ["NAMESPACE", "EXACT", "Boxed", "boxed_of", "registered", "function_op", "functions_boxed", "functions_refused", "proven"]
 
 NAMESPACE = "ncd_function"
 #: Functions whose ``backward`` is the autograd gradient of their ``forward`` by construction (they recompute it):
@@ -34,8 +36,9 @@ NAMESPACE = "ncd_function"
 EXACT = frozenset({"torch.utils.checkpoint.CheckpointFunction"})
 
 _LIB: Any = None
-#: ``operator.overload`` -> (the Function, the arguments' structure, their non-tensor values, whether it returns a tuple)
-_OPS: dict[str, tuple[type, Any, tuple[Any, ...], bool]] = {}
+#: ``operator.overload`` -> (the Function, the arguments' structure, their non-tensor values, whether it returns a tuple,
+#: where its tensors are among the arguments)
+_OPS: dict[str, tuple[type, Any, tuple[Any, ...], bool, tuple[int, ...]]] = {}
 
 
 #: the tolerance of the tracer's other value proofs (``atol`` scaled by the largest expected magnitude)
@@ -234,10 +237,9 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 def function_op(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], many: bool) -> Any:
     """The operator standing for ``cls.apply(*args, **kwargs)``: its tensors as a list argument, its other arguments
     held by the operator (one operator per Function and distinct constants), its result one tensor or a list."""
-    global _LIB
     leaves, spec = tree_flatten((args, kwargs))
     consts = tuple(None if isinstance(v, torch.Tensor) else v for v in leaves)
-    at = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
+    at = tuple(i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor))
     base = re.sub(r"\W", "_", cls.__name__).strip("_") or "Function"
     if not base[0].isalpha():
         base = "F" + base
@@ -250,9 +252,16 @@ def function_op(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], many: 
         if held[0] is cls and held[1] == spec and held[3] == many and _same(held[2], consts):
             return getattr(getattr(getattr(torch.ops, NAMESPACE), base), overload)
         k += 1
+    _define(f"{base}.{overload}", cls, spec, consts, many, at)
+    return getattr(getattr(getattr(torch.ops, NAMESPACE), base), overload)
+
+
+def _define(key: str, cls: type, spec: Any, consts: tuple[Any, ...], many: bool, at: tuple[int, ...]) -> None:
+    """Register ``ncd_function.<key>`` (``<Class>.<overload>``) as the operator applying ``cls`` to its tensors (the
+    arguments at ``at``), with the other arguments ``consts`` in the structure ``spec``."""
+    global _LIB
     if _LIB is None:
         _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")  # type: ignore[no-untyped-call]
-
     def kernel(xs: list[torch.Tensor]) -> Any:
         values = list(consts)
         for i, x in zip(at, xs):
@@ -261,11 +270,101 @@ def function_op(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], many: 
         out = cls.apply(*a, **kw)  # type: ignore[attr-defined]
         return list(out) if many else out
 
-    name = base if overload == "default" else f"{base}.{overload}"
+    base, overload = key.split(".")
+    name = base if overload == "default" else key
     _LIB.define(f"{name}(Tensor[] xs) -> {'Tensor[]' if many else 'Tensor'}")
     _LIB.impl(name, kernel, "CompositeImplicitAutograd")
-    _OPS[f"{base}.{overload}"] = (cls, spec, consts, many)
-    return getattr(getattr(getattr(torch.ops, NAMESPACE), base), overload)
+    _OPS[key] = (cls, spec, consts, many, at)
+
+
+class Boxed:
+    """A boxed Function's operator as a diagram carries it: ``ncd_function.<key>`` applies ``cls`` (found by
+    ``where``, its module and qualified name, in a diagram read back) to its tensors, with the other arguments
+    ``consts`` in the structure ``spec``; :func:`registered` defines it again in a process that has not."""
+
+    __slots__ = ("key", "cls", "where", "spec", "consts", "many", "at")
+
+    def __init__(self, key: str, cls: type | None, where: tuple[str, str], spec: Any, consts: tuple[Any, ...] | None,
+                 many: bool, at: tuple[int, ...]) -> None:
+        self.key, self.cls, self.where, self.spec, self.consts, self.many, self.at = key, cls, where, spec, consts, many, at
+
+    def __reduce__(self) -> Any:
+        import pickle
+
+        from torch.utils._pytree import treespec_dumps
+
+        try:  # a constant argument that does not pickle: the diagram still does, and lowering it elsewhere says why
+            spec, consts = treespec_dumps(self.spec), self.consts
+            pickle.dumps(consts)
+        except Exception:  # noqa: BLE001 - any failure to pickle
+            spec, consts = None, None
+        return (_read, (self.key, self.where, spec, consts, self.many, self.at))
+
+
+def _read(key: str, where: tuple[str, str], spec: str | None, consts: tuple[Any, ...] | None, many: bool,
+          at: tuple[int, ...]) -> Boxed:
+    """A :class:`Boxed` read back: its class is found when the diagram is lowered (:func:`registered`)."""
+    from torch.utils._pytree import treespec_loads
+
+    return Boxed(key, None, where, None if spec is None else treespec_loads(spec), consts, many, at)
+
+
+def boxed_of(opaque: Any) -> tuple[Boxed, ...]:
+    """The operators of the custom Functions among the opaque boxes ``(name, count)`` of a recording."""
+    out = []
+    for name, _ in opaque:
+        key = name.removeprefix(f"{NAMESPACE}.")
+        if key != name and key in _OPS:
+            cls, spec, consts, many, at = _OPS[key]
+            out.append(Boxed(key, cls, (cls.__module__, cls.__qualname__), spec, consts, many, at))
+    return tuple(out)
+
+
+def registered(boxed: tuple[Boxed, ...], model: str) -> None:
+    """Define in this process the operators of a diagram's custom Function boxes (a diagram pickled in another
+    process); raise :class:`~ncd.errors.TraceError` when one cannot be, or when its name stands for another Function
+    here (the lowered module would call that one)."""
+    from ncd.errors import TraceError
+
+    for b in boxed:
+        what = f"{b.where[0]}.{b.where[1]}"
+        held = _OPS.get(b.key)
+        cls = b.cls
+        if cls is None and held is not None and (held[0].__module__, held[0].__qualname__) == b.where:
+            cls = held[0]  # pickled and read back in this process (a class defined inside a function too)
+        if cls is None:
+            cls = _found(b.where)
+        if cls is None or b.spec is None or b.consts is None:
+            why = ("its class cannot be found in this process (a class defined inside a function, or in another"
+                   " script's __main__): import it, or trace the model again here") if cls is None else \
+                ("its constant arguments could not be pickled with the diagram: trace the model again here")
+            raise TraceError(f"cannot lower {model}: its box {NAMESPACE}.{b.key} calls the custom autograd.Function"
+                             f" {what}, and {why}")
+        if held is None:
+            _define(b.key, cls, b.spec, b.consts, b.many, b.at)
+        elif not (held[0] is cls and held[1] == b.spec and held[3] == b.many and _same(held[2], b.consts)):
+            raise TraceError(f"cannot lower {model}: its box {NAMESPACE}.{b.key} calls the custom autograd.Function"
+                             f" {what}, but in this process that operator was defined for"
+                             f" {held[0].__module__}.{held[0].__qualname__} with other arguments (a diagram read back"
+                             " after another trace): trace the model again here")
+
+
+def _found(where: tuple[str, str]) -> type | None:
+    """The Function class named by its module and qualified name, if importable (as pickle finds a class)."""
+    import importlib
+
+    module, qualname = where
+    if "<locals>" in qualname:
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:  # noqa: BLE001 - not importable here: said by the caller
+        return None
+    from torch.autograd.function import Function
+
+    return found if isinstance(found, type) and issubclass(found, Function) else None
 
 
 @contextlib.contextmanager
