@@ -583,3 +583,78 @@ def test_a_model_reading_the_grad_mode_is_traced_as_called_and_says_so(grad: boo
             lowered = ncd.trace(model, x).to_torch()
         torch.testing.assert_close(lowered(x), model(x))
     assert torch.is_grad_enabled()  # put back
+
+
+def test_an_in_place_dropout_of_the_input_in_eval_mode_writes_nothing_and_says_nothing() -> None:
+    # aten.dropout_ out of training returns its input untouched; it was taken for a write into the input, and the
+    # trace warned that the model changes the caller's tensor (it does not)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Dropout(0.5, inplace=True), nn.Linear(4, 4), nn.Dropout(0.5, inplace=True)).eval()
+    x = torch.randn(3, 4)
+    given = x.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no word: nothing is written
+        traced = ncd.trace(model, x)
+    assert traced.opaque_count == 0
+    with torch.no_grad():
+        want = model(x)
+    assert torch.equal(x, given)  # the model does not change its input either
+    torch.testing.assert_close(traced.to_torch()(x), want)
+
+
+class ShallowCopies(nn.Module):
+    """``copy.copy`` of a tensor: torch's shares its memory (a write through the copy is a write into the original)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        g = copy.copy(h)
+        g.mul_(2)  # h too
+        part = copy.copy(h[:, 1:])
+        out: torch.Tensor = h[:, :3] * part + g[:, :3] + copy.copy(self.lin.weight)[0, :3]
+        return out
+
+
+def test_a_shallow_copy_is_recorded_as_the_tensor_it_shares_memory_with() -> None:
+    # before, copy.copy of a recorded tensor was refused with torch's "elem.device.type must be 'meta'" assertion
+    torch.manual_seed(0)
+    model = ShallowCopies()
+    x, fresh = torch.randn(3, 4), torch.randn(3, 4)
+    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_hostile"):
+        traced = ncd.trace(model, x)  # (the copy is cut from autograd, as torch's is: said, with the model's line)
+    lowered = traced.to_torch()
+    with torch.no_grad():
+        for v in (x, fresh):
+            torch.testing.assert_close(lowered(v), model(v))
+
+
+class NeedsGradScaled(nn.Module):
+    """Scales by 2 where its activation needs a gradient (a branch on ``.requires_grad`` of a computed value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        out: torch.Tensor = y * 2 if y.requires_grad else y
+        return out
+
+
+def test_a_model_reading_an_activation_s_requires_grad_says_the_diagram_holds_the_capture_s_answer() -> None:
+    # the capture runs under no_grad, so y.requires_grad read False and the diagram dropped the scale: called as usual
+    # (gradients on) the model computes 2x the lowered module, and nothing said so
+    torch.manual_seed(0)
+    model, x = NeedsGradScaled(), torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at test_trace_hostile\.py:\d+"):
+        lowered = ncd.trace(model, x).to_torch()
+    torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # traced without gradients: the answer is the model's, no word
+            ncd.trace(model, x)
+    assert "requires_grad" not in torch.Tensor.__dict__  # put back

@@ -361,17 +361,43 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
             lines.append(where)
         return called
 
+    flag = torch._C.TensorBase.__dict__["requires_grad"]
+    # a value the model computes from parameters needing gradients needs one itself where it is called with gradients
+    # on, but not under the capture's no_grad: its ``.requires_grad`` read by the model answered False
+    learned = called and any(p.requires_grad for p in model.parameters())
+    needs: list[str] = []
+
+    def requires_grad(self: torch.Tensor) -> bool:
+        value: bool = flag.__get__(self)
+        if not value and learned and not _internal(sys._getframe(1).f_code.co_filename):
+            where = user_line() or "?"
+            if where not in needs:
+                needs.append(where)
+        return value
+
+    held = torch.Tensor.__dict__.get("requires_grad")
     torch.is_grad_enabled = is_grad_enabled
+    torch.Tensor.requires_grad = property(requires_grad, flag.__set__)  # type: ignore[assignment]
     try:
         yield
     finally:
         torch.is_grad_enabled = asked
+        if held is None:
+            del torch.Tensor.requires_grad
+        else:
+            torch.Tensor.requires_grad = held
     if lines:
         state = "on" if called else "off (torch.no_grad)"
         warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_grad_enabled() at"
                       f" {', '.join(lines[:4])}: the diagram computes what it computes with gradients {state}, as"
                       " ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
                       stacklevel=5)
+    if needs:
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads a tensor's .requires_grad at"
+                      f" {', '.join(needs[:4])}, which was False there (the capture runs without gradients); the"
+                      " diagram computes the branch that answer takes, so called with gradients on, where values"
+                      " computed from its parameters need gradients, the model may compute otherwise",
+                      RuntimeWarning, stacklevel=5)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ depends on the inputs at all (nodes that do not are folded into constants).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import io
@@ -400,7 +401,8 @@ def _internal(filename: str) -> bool:
     if found is None:
         path = filename.replace(os.sep, "/")
         found = _INTERNAL[filename] = any(part in path for part in ("/torch/", "/ncd/", "/contextlib.py", "/functools.py",
-                                                                    "<frozen")) or path.startswith("<")
+                                                                    "<frozen")) or path.startswith("<") \
+            or filename == copy.__file__  # (``copy.copy(x)`` of a tensor: the line is the model's call of it)
     return found
 
 

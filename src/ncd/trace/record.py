@@ -18,6 +18,7 @@ raises :class:`Unsupported` and :func:`~ncd.trace.capture.capture` falls back to
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 import warnings
@@ -337,11 +338,28 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         out = memo[id(self)] = self.clone()
         return out
 
+    shallow = torch.Tensor.__dict__.get("__copy__")
+
+    def aliased_by_call(self: torch.Tensor) -> Any:
+        """``copy.copy`` of a tensor the recording holds: torch's rebuilds a tensor on the same memory, cut from
+        autograd (a write through either is seen by the other), which is ``detach`` (recorded); torch's own failed
+        on the recording's tensors."""
+        if type(self) is not torch.Tensor or id(self) not in rec.by_id:
+            if shallow is not None:
+                return shallow(self)
+            return copy._reconstruct(self, None, *self.__reduce_ex__(4))  # type: ignore[attr-defined, no-untyped-call]
+        return self.detach()
+
     torch.Tensor.__deepcopy__ = copied_by_call  # type: ignore[method-assign]
+    torch.Tensor.__copy__ = aliased_by_call  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.Tensor.__deepcopy__ = deepcopy  # type: ignore[method-assign]
+        if shallow is None:
+            del torch.Tensor.__copy__  # type: ignore[attr-defined]
+        else:
+            torch.Tensor.__copy__ = shallow  # type: ignore[attr-defined]
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
 

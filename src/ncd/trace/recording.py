@@ -60,6 +60,9 @@ WORK_PER_CALL = 3e6
 _COPIES = frozenset({torch.ops.aten.copy_.default, torch.ops.aten.fill_.Scalar, torch.ops.aten.fill_.Tensor,
                      torch.ops.aten.zero_.default})
 _STRIDED = frozenset({torch.ops.aten.as_strided.default})
+#: in-place dropouts, which out of training (``train=False``) return their input untouched: no write
+_DROPOUTS_IN_PLACE = frozenset({torch.ops.aten.dropout_.default, torch.ops.aten.feature_dropout_.default,
+                                torch.ops.aten.alpha_dropout_.default, torch.ops.aten.feature_alpha_dropout_.default})
 
 
 class _Recording(Aliases, InPlace):
@@ -197,6 +200,8 @@ class _Recording(Aliases, InPlace):
         return value
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if func in _DROPOUTS_IN_PLACE and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
+            return args[0]  # ``nn.Dropout(inplace=True)`` in eval: torch returns the input itself, writing nothing
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
                 func in _COPIES and not self.inside and args[0]._base is not None and id(args[0]) not in self.twins):
             self.check_writes()  # (a view reads no values; a copy through a view decides in :meth:`write`)
