@@ -129,7 +129,8 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
     Wires a view only renames from or to a symbol's are followed as it too (Mamba's tokens ``y̅`` cut back from the
     convolution's ``t + 3``, its scan state's batch ``z``; a ``(b,)`` input of positions named ``y̅``); a name is shared
     by the wires of its size, so a traced size equal to another by chance (longformer's 2 chunks at batch 2) can make
-    the junctions fail: then the passes are made again without them.
+    the junctions fail: then the passes are made again without them, from the last pass before a view first renamed,
+    keeping every value the passes with them rebuilt that no rename and no name or range learned since reaches.
 
     ``merges``: the wires the model's reshapes merged (name -> the wires and sizes merged, the converter's record);
     one holding the batch or positions is followed as their product from the first pass (``nn.MultiheadAttention``'s
@@ -143,16 +144,18 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
         found = set()
     walk = _Walk(body, sizes, True, follow, found)
     saved: list[Any] = []  # the pass the walk was at before a view first renamed a wire, and the walk's state then
+    again = None
     try:
         return _passes(walk, 0, saved)
     except NCDError:
         if not walk.renamed:  # no view renamed a wire: the passes without renames are these again, and fail alike
             raise
+        again = _Walk(body, sizes, False, follow, found)
+        start, state = saved  # the passes before it are the same without renames: they go on from there
+        walk.hand_over(again, state)
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
         walk.close()
-    walk = _Walk(body, sizes, False, follow, found)
-    start, state = saved  # the passes before it are the same without renames: they go on from there
-    walk.restore(state)
+    walk = again
     try:
         return _passes(walk, start)
     finally:
@@ -353,7 +356,9 @@ class _Walk:
         learned: Follow = ({}, {})
         taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
         renamed: list[bool] = []  # a True per view that renamed a wire as a symbol's (none: ``renames`` changed nothing)
+        renamers: set[int] = set()  # ids of the views that did (rebuilt without ``renames``, they differ)
         self.body, self.learned, self._taught, self._renamed = body, learned, taught, renamed
+        self._renamers = renamers
         # for :meth:`_stale`: id of an original -> ids of the kept originals holding it; axis -> ids of the kept
         # originals holding it; traced range -> ids of the kept segments of that range; ids indexed
         self._index: tuple[dict[int, list[int]], dict[Axis, list[int]], dict[int, list[int]], set[int]] = ({}, {}, {}, set())
@@ -457,6 +462,7 @@ class _Walk:
             if isinstance(p, SliceOp) and changes["output"] is not p.output and p.step == 1:
                 changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
             if p.op == "view":  # a merge of symbolised axes: the product
+                was = len(renamed)
                 changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
                     changes["source"].axes, changes["target"].axes, traced, renames, renamed))
                 for a, b in _aligned(changes["source"].axes, changes["target"].axes, traced) if renames else ():
@@ -466,6 +472,8 @@ class _Walk:
                         renamed.append(True)
                         learned[0].setdefault((_base(a.name), int(a.size)), b.size)
                         taught.add(id(p))  # (kept, it would not teach the next pass: rebuilt, it teaches in walk order)
+                if len(renamed) > was:
+                    renamers.add(id(p))
             try:
                 new = type(p)(**changes)  # dataclasses.replace, every field given
             except SizeError as error:  # a size the box derives from symbols where it holds the traced number
@@ -534,17 +542,51 @@ class _Walk:
         return bool(self._renamed)
 
     def save(self) -> tuple[Any, ...]:
-        """A copy of what the walk holds between passes (:meth:`restore` puts it in another walk)."""
-        return tuple(part.copy() for part in self._state) + (set(self._taught), self._follows)
+        """A copy of what the walk holds between passes (:meth:`hand_over` gives it to another walk)."""
+        return tuple(part.copy() for part in self._state)
 
-    def restore(self, state: tuple[Any, ...]) -> None:
-        parts: tuple[Any, ...] = (*self._state, self._taught)
-        for part, was in zip(parts, state):
-            if isinstance(part, list):
-                part[:] = was
-            else:
-                part.update(was)
-        self._follows = state[-1]  # (kept is clean, parts before wholes, for a scan only until the first follow)
+    def hand_over(self, other: _Walk, state: tuple[Any, ...]) -> None:
+        """Put in ``other`` (a walk without renames) the ``state`` this walk held before a view first renamed a wire
+        (as :meth:`save` copied it), and every value this walk rebuilt since that ``other`` would rebuild alike: a
+        value is a function of the original, of the followed names and ranges its wires have, and of whether a view
+        in it renamed a wire; the values whose wires have a name or range followed since, or that hold a view that
+        renamed, are left to ``other`` to rebuild."""
+        done, kept, order, placed, notes, axes, follow_names, follow_ranges = self._state
+        was_done, was_kept, _, _, was_notes, was_axes, was_names, was_ranges = state
+        names = {k for k, v in follow_names.items() if was_names.get(k) != v}
+        ranges = {k: v for k, v in follow_ranges.items() if was_ranges.get(k) != v}
+        changed = {a for a in axes if a.size.is_Integer and (_base(a.name), int(a.size)) in names}
+        stale = self._renamers | self._taught
+        (self._stale if self._follows > 1 else self._scan)(changed, ranges, stale)  # (the index, once made)
+        new_done, new_kept, new_order, new_placed, new_notes, new_axes, new_names, new_ranges = other._state
+        placed_kept: set[int] = set()
+        for v in was_kept:  # parts before wholes: the first place of each value held then
+            key = id(v)
+            if key in was_done and key not in placed_kept:
+                placed_kept.add(key)
+                new_kept.append(v)
+        new_done.update(was_done)
+        new_notes.update(was_notes)
+        new_axes.update(was_axes)
+        for v in kept:  # then what this walk rebuilt since, alike without renames (parts before wholes too)
+            key = id(v)
+            if key not in placed_kept and key not in stale:
+                found = done.get(key, done)
+                if found is not done:
+                    placed_kept.add(key)
+                    new_done[key] = found
+                    new_kept.append(v)
+                    note = notes.get(key)
+                    if note is not None:
+                        new_notes[key] = note
+        for a, b in axes.items():
+            if a not in changed:
+                new_axes.setdefault(a, b)
+        new_order[:] = order  # (the order a whole walk first rebuilds the primitives in: each pass extends it)
+        new_placed.update(placed)
+        new_names.update(was_names)
+        new_ranges.update(was_ranges)
+        other._follows = 1  # (its next follow indexes what it holds: a walk that fails after renames often fails again)
 
     def learns_anew(self) -> bool:
         """Whether the last pass learned a name not followed yet."""
