@@ -296,3 +296,33 @@ def test_the_page_skips_blocks_inside_a_pair_differing_in_no_label_without_chang
         assert answers[0] == answers[1] and drawings[0] == drawings[1]
         skipped += asked[1] - asked[0]
     assert skipped > 0
+
+
+def test_a_pair_asked_in_the_other_order_reads_the_columns_found_for_the_first_order() -> None:
+    """_compare keeps the columns of a pair of blocks whose objects meet one to one and reads them swapped when the pair
+    is asked the other way round: the same answer (columns, their order, the names) as reading every wire of both
+    blocks, on layers alike, layers differing in a size, a block whose one axis stands for two of another's (kept
+    neither way: not one to one), and a pair found to share no drawing one way but not the other."""
+    from ncd.render import generic
+
+    names = [f"n{k}" for k in range(4)]
+    blocks = [unit(a, b) for a, b in zip(names, names[1:])] + [unit("n1", "n2"), unit("n1", "n1"), unit("n0", "n1", False)]
+    swapped = 0
+    for i, a in enumerate(blocks):
+        for b in blocks[i + 1:]:
+            for pair in ([a, b], [b, a]):
+                swapped += (id(pair[1]), id(pair[0])) in generic._PAIRED
+                found = generic._compare(pair)
+                wires = [_wire_axes(x) for x in pair]
+                columns: dict = {}
+                same = generic.same_shape(*pair)
+                for column in zip(*wires) if same else ():
+                    if columns.setdefault(column[0], column) != column:
+                        same = False
+                if not same:
+                    assert found is None
+                    continue
+                assert found is not None
+                assert list(found[0].items()) == list(columns.items())
+                assert found[1] == frozenset(x.name for w in wires for x in w)
+    assert swapped > 0

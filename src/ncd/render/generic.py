@@ -322,19 +322,34 @@ def _compare(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], fro
     # first appearance) is compared once; a column made of the same objects as an earlier one passes as that one did.
     # Where each object of the first block meets one object of each other block (the usual case), the columns are
     # the first block's distinct objects, each with the objects it meets: found without building a tuple per wire
-    head, ids = lists[0], list(map(id, lists[0]))
-    maps = [dict(zip(ids, axes)) for axes in lists[1:]]  # (each object of the first → the last one met in its place)
     columns: Iterable[tuple[Axis, ...]]
-    if all(all(map(is_, map(m.__getitem__, ids), axes)) for m, axes in zip(maps, lists[1:])):
-        columns = [(a, *[m[k] for m in maps]) for k, a in dict(zip(ids, head)).items()]
+    swapped = _PAIRED.get((id(blocks[-1]), id(first))) if len(blocks) == 2 else None
+    if swapped is not None and swapped[0] is blocks[-1] and swapped[1] is first:
+        # the pair asked in the other order met each object of either block with one object of the other: the same
+        # columns, each read the other way round, in the same order (an object's first wire is its partner's)
+        columns = [(a, b) for b, a in swapped[2]]
     else:
-        columns = dict(zip(zip(*[map(id, axes) for axes in lists]), zip(*lists))).values()
+        head, ids = lists[0], list(map(id, lists[0]))
+        maps = [dict(zip(ids, axes)) for axes in lists[1:]]  # (each object of the first → the last one met in its place)
+        if all(all(map(is_, map(m.__getitem__, ids), axes)) for m, axes in zip(maps, lists[1:])):
+            columns = [(a, *[m[k] for m in maps]) for k, a in dict(zip(ids, head)).items()]
+            if len(blocks) == 2 and len({id(c[1]) for c in columns}) == len(columns):  # (one to one)
+                if len(_PAIRED) > 256:
+                    _PAIRED.clear()
+                _PAIRED[(id(first), id(blocks[1]))] = (first, blocks[1], columns)
+        else:
+            columns = dict(zip(zip(*[map(id, axes) for axes in lists]), zip(*lists))).values()
     seen: dict[Axis, tuple[Axis, ...]] = {}
     for column in columns:
         known = seen.setdefault(column[0], column)
         if known != column:
             return None
     return seen, frozenset(a.name for column in columns for a in column)
+
+
+#: the columns :func:`_compare` found for a pair of blocks (by their ids, the blocks kept to tell a reused id) when each
+#: object of either block meets one object of the other: the pair asked in the other order reads them swapped
+_PAIRED: dict[tuple[int, int], tuple[Block, Block, list[tuple[Axis, ...]]]] = {}
 
 
 def _fresh(prefix: str, k: int) -> str:
