@@ -49,9 +49,7 @@ def _new(v: float) -> str:
         text = text.rstrip("0").rstrip(".")
         if text == "-0" or not text:
             text = "0"
-    if len(_NUMBERS) > 200_000:
-        _NUMBERS.clear()
-    _NUMBERS[v] = text
+    _NUMBERS[v] = text  # (the table is bounded where a painting starts: paint_svg)
     return text
 
 
@@ -164,6 +162,8 @@ def paint_svg(drawing: Drawing, *, embed_fonts: bool = True, scale: float = 1.0,
     With ``placed``, every item painted (and every footprint and port, which are not) is appended to it in painting
     order as ``(item, dx, dy, d)``: the item as laid out, the offset it is painted at and, for a path, the ``d``
     it is painted with (``None`` otherwise) — what the viewer's hit overlay needs, without a moved copy per item."""
+    if len(_NUMBERS) > 200_000:  # (kept across paintings: a drawing's coordinates repeat in the next one's)
+        _NUMBERS.clear()
     w, h = drawing.width, drawing.height
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(w * scale)}" height="{_n(h * scale)}" '
@@ -279,12 +279,17 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                 steps = sub.unread_steps() if placed is None and type(sub) is Deferred else None
                 if steps is not None:  # its items as its maker gives them, painted as their records would be
                     ox, oy = x + it[0], y + it[1]
+                    run_a = run_b = None  # the ends of the last run and their text (a gap's wires share their ends)
                     for s in steps:
                         tag = s[0]
                         if tag == RUN or tag == PATH:
                             if tag == RUN:  # a straight run along x (M H)
-                                x0, y0, x1 = s[1] + ox, s[3] + oy, s[2] + ox
-                                d = f"M{got(x0) or new(x0)} {got(y0) or new(y0)}H{got(x1) or new(x1)}"
+                                if s[1] != run_a or s[2] != run_b:
+                                    run_a, run_b = s[1], s[2]
+                                    x0, x1 = run_a + ox, run_b + ox
+                                    run_x0, run_x1 = got(x0) or new(x0), got(x1) or new(x1)
+                                y0 = s[3] + oy
+                                d = f"M{run_x0} {got(y0) or new(y0)}H{run_x1}"
                                 st = s[4]
                             else:
                                 d = _d(s[1], ox, oy)
