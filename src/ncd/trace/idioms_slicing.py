@@ -45,7 +45,7 @@ def emit_slice(conv: Converter, vid: int, dim: int, start: int, stop: int, step:
     kept = len(range(start, stop, step))
     name = conv.namer.fresh(kept, _slice_role(conv, n, kept, axis.is_item), "item" if axis.is_item else "feature")
     name = apart(name, set(seg.names) - {axis.name})
-    if not axis.is_item:  # a part of the wire: a concat of its parts is the wire again (rotary halves)
+    if not axis.is_item and kept > 1:  # a part of the wire: a concat of its parts is the wire again (rotary halves)
         conv.__dict__.setdefault("_sliced", {}).setdefault(name.rstrip(PRIME), (axis.name.rstrip(PRIME), n))
     box = Box(SliceOp(axis, sympy.Integer(start), sympy.Integer(stop), sympy.Integer(step), conv.namer.axis(name, kept),
                       seg.dtype, seg.range))

@@ -212,9 +212,14 @@ def _regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape
                              for h, s in zip(["h"] + [None] * (len(b) - 2) + ["k"], sizes_out)]
                 parts = [conv.namer.fresh(s, hint) for s, hint in zip(sizes_out, hints)]
             parts = unique(parts)
-            parents = split_names.setdefault(tuple(n.rstrip(PRIME) for n in parts), [])
-            if parent not in parents:
-                parents.append(parent)
+            key = tuple(n.rstrip(PRIME) for n in parts)
+            # parts an earlier merge already named (``r = q o``) keep that name when merged again: this split is not
+            # where they came from (else a later layer's merge of them would be named otherwise than the first's)
+            if not any(name != parent and [(w.rstrip(PRIME), s) for w, s in wires] == list(zip(key, sizes_out))
+                       for name, wires in merged.items()):
+                parents = split_names.setdefault(key, [])
+                if parent not in parents:
+                    parents.append(parent)
             out.extend(parts)
         elif len(b) == 1:
             key = tuple(n.rstrip(PRIME) for n in group_in)
