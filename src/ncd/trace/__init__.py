@@ -274,7 +274,10 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         captured = unfold_time_loops(captured, recorded)  # a scan not drawn: its steps, as recorded
         conv = Converter(captured, axes, model)
         outputs = conv.run()
-    body = assemble(conv.steps, outputs, conv.segs, conv.inputs)
+    from ncd.trace.plumbing import fuse_movement
+
+    steps = fuse_movement(conv.steps, outputs, conv.segs, conv.new_value)  # reshapes and transposes in a row: at most 3
+    body = assemble(steps, outputs, conv.segs, conv.inputs)
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
     from ncd.trace.convert import op_name, where
     from ncd.trace.functions import boxed_of
