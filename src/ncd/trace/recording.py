@@ -22,7 +22,7 @@ from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
-from ncd.trace.undo import Undo, writes_of
+from ncd.trace.undo import Undo, writes, writes_of
 from ncd.trace.walk import _Walk
 from ncd.trace.work import work
 from ncd.trace.writes import Region
@@ -63,6 +63,20 @@ _STRIDED = frozenset({torch.ops.aten.as_strided.default})
 #: in-place dropouts, which out of training (``train=False``) return their input untouched: no write
 _DROPOUTS_IN_PLACE = frozenset({torch.ops.aten.dropout_.default, torch.ops.aten.feature_dropout_.default,
                                 torch.ops.aten.alpha_dropout_.default, torch.ops.aten.feature_alpha_dropout_.default})
+
+#: an operator's id -> the operator, its packet's name, whether its schema is mutable, whether it writes into an
+#: argument (:func:`ncd.trace.undo.writes`) and whether it is one of :data:`_DROPOUTS_IN_PLACE`: read once per operator
+#: (each is ~1 µs through torch's Python, at every recorded call); the entry holds the operator, so its id is not
+#: reused, and is checked to be it
+_OPERATORS: dict[int, tuple[Any, str, bool, bool, bool]] = {}
+
+
+def _operator(func: Any) -> tuple[Any, str, bool, bool, bool]:
+    found = _OPERATORS.get(id(func))
+    if found is None or found[0] is not func:
+        found = _OPERATORS[id(func)] = (func, func.overloadpacket.__name__, bool(func._schema.is_mutable),
+                                        bool(writes(func)), func in _DROPOUTS_IN_PLACE)
+    return found
 
 
 class _Recording(Aliases, InPlace):
@@ -119,6 +133,10 @@ class _Recording(Aliases, InPlace):
         self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
         self.rebinding = False  # :meth:`state_write` is recording a write
         self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
+        #: the guard running a call's C++ kernel without the Python dispatcher, made once (a new one costs ~2 µs a
+        #: call); ``kernel``: it is entered (a call within a kernel would take one of its own)
+        self.unpython = torch._C._DisablePythonDispatcher()
+        self.kernel = False
         self.transformed = False  # a tensor of a ``torch.func`` transform (``vmap``) was read (:meth:`unknown`)
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
@@ -200,21 +218,21 @@ class _Recording(Aliases, InPlace):
         return value
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if func in _DROPOUTS_IN_PLACE and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
+        _, packet, mutable, writing, dropout = _operator(func)
+        if dropout and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
             return args[0]  # ``nn.Dropout(inplace=True)`` in eval: torch returns the input itself, writing nothing
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
                 func in _COPIES and not self.inside and args[0]._base is not None and id(args[0]) not in self.twins):
             self.check_writes()  # (a view reads no values; a copy through a view decides in :meth:`write`)
-        for _, root in writes_of(func, args, kwargs):  # a write into a parameter or buffer (or a view or alias
-            # of one): its value before, kept; a tensor no recorded call made (``self.count = torch.zeros(())``, one
-            # held in a list): itself
+        for _, root in writes_of(func, args, kwargs) if writing else ():  # a write into a parameter or buffer (or a
+            # view or alias of one): its value before, kept; a tensor no recorded call made
+            # (``self.count = torch.zeros(())``, one held in a list): itself
             for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
                     self.aliases(root) or [root]:
                 self.undo.keep(own)
         if self.inside:  # inside a custom autograd.Function: recorded as one call (:meth:`function`)
             with torch._C._DisablePythonDispatcher():
                 return func(*args, **kwargs)
-        packet = func.overloadpacket.__name__
         target = func
         if packet in RANDOM and not self.meta:
             self.random.setdefault(user_line() or "?", packet)
@@ -228,7 +246,7 @@ class _Recording(Aliases, InPlace):
             # a tensor made on the memory of a value of the inputs (``torch.empty(0).set_(x.untyped_storage())``):
             # no recorded call says which, and the diagram would freeze it at the traced values
             raise Unsupported(f"a value of the inputs is read through its storage at {user_line() or '?'}")
-        if func._schema.is_mutable:
+        if mutable:
             if args and id(args[0]) in self.twins and not self.rebinding:
                 return self.twin_write(func, args, kwargs)
             if not self.rebinding and args and isinstance(args[0], torch.Tensor) and args[0]._base is None \
@@ -278,8 +296,16 @@ class _Recording(Aliases, InPlace):
                 self.calls += 1
                 if self.work > self.budget + WORK_PER_CALL * self.calls:
                     raise _OverBudget(f"{self.work} after {self.calls} calls")
-            with torch._C._DisablePythonDispatcher():  # real tensors: the C++ kernels, without Python at every call
-                out = func(*args, **kwargs)
+            if self.kernel:  # real tensors: the C++ kernels, without Python at every call
+                with torch._C._DisablePythonDispatcher():
+                    out = func(*args, **kwargs)
+            else:
+                self.kernel = True
+                try:
+                    with self.unpython:
+                        out = func(*args, **kwargs)
+                finally:
+                    self.kernel = False
         value = out
         if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
             a, kw = self.real_values(real_args, packet)
