@@ -125,7 +125,7 @@ def test_a_recording_without_values_keeps_its_steps() -> None:
 def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
     """The proofs' closeness (its cheaper bound check first, then ``allclose``) answers what ``torch.allclose`` answers
     on batches of matrices, contiguous or transposed, with errors near the bound, NaN, infinities and -0."""
-    from ncd.trace.triangular import _close
+    from ncd.trace.triangular import _close, _closeness, _scale
 
     gen = torch.Generator().manual_seed(0)
     answers = set()
@@ -155,7 +155,8 @@ def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
         for trial in range(4):  # every error within atol / 2 (the largest error read first decides), but NaN or inf
             want = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
             atol = 1e-5 * max(1.0, float(want.abs().max()))
-            got = (want.double() + atol / 3 * (2 * torch.rand(shape, generator=gen, dtype=torch.float64) - 1)).to(dtype)
+            spread = atol / 3 if trial else 2e-6  # (within the smallest tolerance's half: no scale read)
+            got = (want.double() + spread * (2 * torch.rand(shape, generator=gen, dtype=torch.float64) - 1)).to(dtype)
             flat, wanted = got.view(-1), want.view(-1)
             if trial == 1:
                 flat[5] = float("nan")
@@ -166,6 +167,9 @@ def test_the_closeness_of_the_proofs_is_allclose(dtype: torch.dtype) -> None:
             expected = bool(torch.allclose(got, want, rtol=1e-4, atol=atol))
             assert _close(got, want, atol) == expected, (shape, "small", trial)
             answers.add(expected)
+            # the proofs' closeness at want's own scale, read only when some error is beyond the smallest tolerance's half
+            at_scale = bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, _scale(want))))
+            assert _closeness(got, want) == at_scale, (shape, "scale", trial)
     assert answers == {True, False}
 
 

@@ -84,8 +84,12 @@ def _scale(want: torch.Tensor) -> float:
 
 
 def _closeness(got: torch.Tensor, want: torch.Tensor, scale: float | None = None) -> bool:
-    """Whether ``got`` is ``want`` up to rounding (``scale``: :func:`_scale` of ``want``, if known)."""
+    """Whether ``got`` is ``want`` up to rounding (``scale``: :func:`_scale` of ``want``, if known; unknown, it is not
+    read when every error is at most half the smallest tolerance, ``1e-5``: the tolerance at any scale is larger)."""
     if scale is None:
+        if got.shape == want.shape and _partable(got, want) and \
+                all(float((g - w).abs_().max()) <= 0.5e-5 for g, w in _parts(got, want)):
+            return True
         scale = _scale(want)
     return got.shape == want.shape and _close(got, want, 1e-5 * max(1.0, scale))
 
