@@ -176,13 +176,14 @@ def solve_triangular_loops(captured: Captured) -> Captured:
     changed = False
     replaced: set[int] = set()  # the recorded steps of the substitutions replaced
     inverses: dict[int, torch.Tensor] = {}  # the inverse of each solve's matrix, by its node (solved once)
+    lower = _made_lower(nodes)  # the only calls that can be an M (the rest are not strictly lower by how they are made)
     k = 0
     while k < len(nodes):
         node = nodes[k]
         solve = node.kind == "call" and op_name(node.target)[0] == "aten.linalg_solve_triangular"
         try:  # a check that cannot run (an unusual value) proves nothing: the recording stays as it is
             made = _split_solve(node, inverses) if solve else _substitution(nodes, k, replaced) \
-                if node.kind == "call" and id(node) not in replaced else []
+                if node.kind == "call" and id(node) in lower and id(node) not in replaced else []
         except Exception as error:  # noqa: BLE001 - every mutation comes after every check
             LOG.debug("triangular solve at %s not read: %s: %s", node.name, type(error).__name__, error)
             made = []
@@ -227,6 +228,23 @@ def _split_solve(node: Node, inverses: dict[int, torch.Tensor]) -> list[Node]:
                    {"upper": False, "unitriangular": True}, inverse_value, node.stack, "", True, node.line)
     node.target, node.args, node.kwargs = aten.matmul.default, (inverse, b), {}
     return [eye, inverse]
+
+
+def _made_lower(nodes: list[Node]) -> set[int]:
+    """The calls :func:`_strictly_lower` can find strictly lower triangular, by id: a ``tril`` or a ``masked_fill`` of
+    a number, then steps that keep zeros (a product with a number among them), each read from the one before; any
+    other call is not, whatever its size (the checks of the entries come after, on these only).  The rewrites of
+    :func:`solve_triangular_loops` make no call of these kinds, so the set holds for the graph as it is rewritten."""
+    lower: set[int] = set()
+    for node in nodes:
+        if node.kind != "call":
+            continue
+        packet, full = op_name(node.target)
+        first = node.args[0] if node.args else None
+        if packet == "aten.tril" or full == "aten.masked_fill.Scalar" or \
+                ((packet in _ZERO_KEEPING or packet == "aten.mul") and isinstance(first, Node) and id(first) in lower):
+            lower.add(id(node))
+    return lower
 
 
 def _strictly_lower(node: Node, n: int) -> bool:
