@@ -658,3 +658,77 @@ def test_a_model_reading_an_activation_s_requires_grad_says_the_diagram_holds_th
             warnings.simplefilter("error")  # traced without gradients: the answer is the model's, no word
             ncd.trace(model, x)
     assert "requires_grad" not in torch.Tensor.__dict__  # put back
+
+
+class ReadsByAddress(nn.Module):
+    """Reads an activation's first entry through its memory address (``ctypes``): a read no operator records."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import ctypes
+
+        h: torch.Tensor = self.lin(x).contiguous()
+        at = {"tensor": lambda: h.data_ptr(), "storage": lambda: h.untyped_storage().data_ptr(),
+              "aligned": lambda: h.data_ptr() - h.data_ptr() % 4}[self.how]()
+        if self.how == "aligned":  # an alignment check and comparisons of addresses: no value is read
+            assert at % 4 == 0 and at <= h.data_ptr() and at + 4 > h.data_ptr() and h.data_ptr() != x.data_ptr()
+            return h * 2
+        out: torch.Tensor = h * ctypes.c_float.from_address(at).value
+        return out
+
+
+@pytest.mark.parametrize("how", ["tensor", "storage"])
+def test_a_value_read_through_its_address_is_refused_naming_the_line(how: str) -> None:
+    # before, the read value was held as the traced one: the lowered module equalled the model on the traced input
+    # and differed on any other, with no word
+    torch.manual_seed(0)
+    with pytest.raises(ncd.TraceError, match=r"Tensor\.data_ptr\(\) at test_trace_hostile\.py:\d+\) is used as a number"):
+        ncd.trace(ReadsByAddress(how), torch.randn(3, 4))
+    assert "data_ptr" not in torch.Tensor.__dict__ and "data_ptr" not in torch.UntypedStorage.__dict__  # put back
+
+
+def test_an_alignment_check_of_an_activation_s_address_still_traces() -> None:
+    # (transformers' grouped_mm check reads input.data_ptr() % 16 on older torch)
+    torch.manual_seed(0)
+    model, x, fresh = ReadsByAddress("aligned"), torch.randn(3, 4), torch.randn(3, 4)
+    lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        for v in (x, fresh):
+            torch.testing.assert_close(lowered(v), model(v))
+
+
+class MixedHalf(nn.Module):
+    """float16 weights with a float32 table, computed in float32 between two casts (as from_pretrained(float16) keeps
+    a rotary inv_freq in float32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = self.get_buffer("table")
+        h = (torch.nn.functional.gelu(self.a(x)).float() * table).exp().to(x.dtype)
+        out: torch.Tensor = self.b(h.softmax(-1) * 3)
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_model_of_mixed_float_types_lowers_computing_in_its_types(dtype: torch.dtype) -> None:
+    # before, the lowered module held every value in torch's default type, and reading its parameters' order on the
+    # traced input failed: RunError "mat1 and mat2 must have the same dtype"
+    torch.manual_seed(0)
+    model = MixedHalf().to(dtype)
+    model.register_buffer("table", torch.rand(8) + 0.5)  # float32
+    x, fresh = torch.randn(4, 8, dtype=dtype), torch.randn(4, 8, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        for v in (x, fresh):
+            got, want = lowered(v), model(v)
+            assert got.dtype == want.dtype == dtype
+            assert torch.equal(got, want)

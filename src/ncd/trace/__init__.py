@@ -128,6 +128,7 @@ class TracedDiagram(Block):
                 raise TraceError(f"cannot lower {self.name} at {other} (traced at {({n: defaults[n] for n in other})}):"
                                  f" parameter {k} has shape {was} at the traced sizes but {now} at these; a parameter's"
                                  f" sizes cannot change ({len(wrong)} parameter(s) differ)")
+            _typed_as(module, state)
             module.load_state_dict(state, strict=False)
             freeze(module, order, self.tensors, self._model())
             tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
@@ -497,9 +498,22 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
 
     class Watch(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            for t in torch.utils._pytree.tree_leaves((args, kwargs or {})):
+            leaves, spec = torch.utils._pytree.tree_flatten((args, kwargs or {}))
+            for t in leaves:
                 saw(t)
-            return func(*args, **(kwargs or {}))
+            try:
+                return func(*args, **(kwargs or {}))
+            except RuntimeError:
+                # a model of mixed floating-point types (float16 weights, a float32 table): its tensors take the traced
+                # types only once matched by this order, so a call may meet types it does not take: only the order
+                # is wanted here, so it runs in the widest of them
+                kinds = {t.dtype for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()}
+                if len(kinds) < 2:
+                    raise
+                wide = functools.reduce(torch.promote_types, kinds)
+                a, kw = torch.utils._pytree.tree_unflatten(
+                    [t.to(wide) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in leaves], spec)
+                return func(*a, **kw)
 
     getattr_ = torch.nn.Module.__getattr__
 
@@ -544,8 +558,28 @@ def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...],
         if target.numel() != value.numel():
             raise TraceError(f"cannot load the traced values: {name} has shape {tuple(target.shape)} in the lowered"
                              f" module but the traced tensor has shape {tuple(value.shape)}")
-        state[name] = value.detach().reshape(target.shape).to(target.dtype)
+        # a model of mixed float types: each value in its own (a number of no axes takes the type of the tensors it
+        # meets: the module's, as in :meth:`TracedDiagram._float_dtype`)
+        kind = value.dtype if value.is_floating_point() and target.is_floating_point() and value.dim() else target.dtype
+        state[name] = value.detach().reshape(target.shape).to(kind)
     return state
+
+
+def _typed_as(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """The module's parameters and buffers in the floating-point types of the values ``state`` loads into them: a model
+    of mixed types (float16 weights beside a float32 table) is lowered computing in the types the model computes in,
+    not in one (torch's default: its results differed from the model's by the rounding of float16, with no word)."""
+    import torch
+
+    for name, value in state.items():
+        owner, _, leaf = name.rpartition(".")
+        sub = module.get_submodule(owner)
+        p = sub._parameters.get(leaf)
+        if p is not None and p.is_floating_point() and p.dtype != value.dtype:
+            sub._parameters[leaf] = torch.nn.Parameter(p.detach().to(value.dtype), p.requires_grad)
+        b = sub._buffers.get(leaf)
+        if b is not None and b.is_floating_point() and b.dtype != value.dtype:
+            sub._buffers[leaf] = b.to(value.dtype)
 
 
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
@@ -554,6 +588,7 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
     ``model``, a constant loaded into a parameter becomes a buffer)."""
     order = _first_use(module, example)
     state = _state_for(module, tensors, example, order)
+    _typed_as(module, state)
     # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
     # map's rows or columns in the order a fused kernel reads (ncd.prims.patterns.chosen_rows / chosen_columns)
     module.load_state_dict(state, strict=False)

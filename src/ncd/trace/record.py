@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -302,6 +302,59 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
 UNDISPATCHED_READS = ("tolist", "numpy")
 
 
+class _Address:
+    """The memory address of a value of the inputs, as the model's ``x.data_ptr()`` answers while it is recorded: it
+    compares, hashes, offsets and takes remainders (alignment checks) like the number, but is no number: handed to
+    ``ctypes`` (``c_float.from_address``) it raises :class:`~ncd.errors.TraceError` naming the line, since the values read there
+    are read without an operator any capture records (the diagram would hold the traced ones)."""
+
+    __slots__ = ("at", "line")
+
+    def __init__(self, at: int, line: str) -> None:
+        self.at, self.line = at, line
+
+    def _number(self) -> NoReturn:
+        from ncd.errors import TraceError
+
+        raise TraceError(f"cannot trace the model: the address of a value of its inputs (Tensor.data_ptr() at"
+                         f" {self.line}) is used as a number, as ctypes reads memory: a read no capture records (the"
+                         " diagram would hold the traced values)")
+
+    __index__ = __int__ = _number
+
+    def __mod__(self, other: int) -> int:
+        return self.at % other
+
+    def __add__(self, other: int) -> _Address:
+        return _Address(self.at + other, self.line)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        return self.at - other.at if isinstance(other, _Address) else _Address(self.at - other, self.line)
+
+    def __eq__(self, other: object) -> bool:
+        return self.at == (other.at if isinstance(other, _Address) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+    def __lt__(self, other: Any) -> bool:
+        return self.at < (other.at if isinstance(other, _Address) else other)
+
+    def __le__(self, other: Any) -> bool:
+        return self.at <= (other.at if isinstance(other, _Address) else other)
+
+    def __gt__(self, other: Any) -> bool:
+        return self.at > (other.at if isinstance(other, _Address) else other)
+
+    def __ge__(self, other: Any) -> bool:
+        return self.at >= (other.at if isinstance(other, _Address) else other)
+
+    def __repr__(self) -> str:
+        return hex(self.at)
+
+
 @contextlib.contextmanager
 def _reads_guarded(rec: _Recording) -> Iterator[None]:
     """While recording: ``t.tolist()`` / ``t.numpy()`` of a tensor that depends on the inputs raise :class:`ReadsValue`.
@@ -350,11 +403,55 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
             return copy._reconstruct(self, None, *self.__reduce_ex__(4))  # type: ignore[attr-defined, no-untyped-call]
         return self.detach()
 
+    address = torch._C.TensorBase.data_ptr
+
+    def data_ptr(self: torch.Tensor) -> Any:
+        """``x.data_ptr()`` of a value of the inputs, asked by the model: an :class:`_Address` (its alignment and
+        comparisons, not a number ``ctypes`` reads memory at: a read no capture sees)."""
+        at: int = address(self)
+        if _internal(sys._getframe(1).f_code.co_filename):
+            return at
+        node = rec.by_id.get(id(self))
+        if node is None or not node.live:
+            return at
+        addressed.append(user_line() or "?")
+        return _Address(at, addressed[-1])
+
+    addressed: list[str] = []
+    stored = torch.UntypedStorage.data_ptr
+
+    def storage_address(storage: torch.UntypedStorage, at: int) -> Any:
+        if storage.device.type == "meta" or not storage.nbytes() or not rec._live_memory(at):
+            return at
+        addressed.append(user_line() or "?")
+        return _Address(at, addressed[-1])
+
+    def storage_ptr(self: torch.UntypedStorage) -> Any:
+        """``x.untyped_storage().data_ptr()`` of a value of the inputs' memory, asked by the model: an :class:`_Address`."""
+        at: int = stored(self)
+        return at if _internal(sys._getframe(1).f_code.co_filename) else storage_address(self, at)
+
+    typed = torch.TypedStorage.__dict__["data_ptr"]
+
+    def typed_ptr(self: torch.TypedStorage) -> Any:
+        at: int = typed(self)
+        return at if _internal(sys._getframe(1).f_code.co_filename) else storage_address(self._untyped_storage, at)
+
     torch.Tensor.__deepcopy__ = copied_by_call  # type: ignore[method-assign]
     torch.Tensor.__copy__ = aliased_by_call  # type: ignore[attr-defined]
+    torch.Tensor.data_ptr = data_ptr  # type: ignore[method-assign]
+    torch.UntypedStorage.data_ptr = storage_ptr  # type: ignore[method-assign, assignment]
+    torch.TypedStorage.data_ptr = typed_ptr  # type: ignore[method-assign]
     try:
         yield
+    except TypeError:  # (``ctypes`` takes no _Address: "integer expected")
+        if addressed:
+            _Address(0, addressed[-1])._number()
+        raise
     finally:
+        del torch.Tensor.data_ptr
+        del torch.UntypedStorage.data_ptr
+        torch.TypedStorage.data_ptr = typed  # type: ignore[method-assign]
         torch.Tensor.__deepcopy__ = deepcopy  # type: ignore[method-assign]
         if shallow is None:
             del torch.Tensor.__copy__  # type: ignore[attr-defined]
