@@ -732,3 +732,44 @@ def test_a_model_of_mixed_float_types_lowers_computing_in_its_types(dtype: torch
             got, want = lowered(v), model(v)
             assert got.dtype == want.dtype == dtype
             assert torch.equal(got, want)
+
+
+class DrawsInPython(nn.Module):
+    """Masks with numbers drawn from numpy's or Python's global generator (SpecAugment-style masks, LayerDrop)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import random
+
+        import numpy as np
+
+        h: torch.Tensor = self.lin(x)
+        if self.how == "numpy":
+            return h * torch.from_numpy(np.random.rand(*h.shape) > 0.5).to(h.dtype)
+        return h * 2 if random.random() < 0.5 else h
+
+
+@pytest.mark.parametrize("how", ["numpy", "python"])
+def test_a_model_drawing_from_python_s_or_numpy_s_generator_says_the_diagram_holds_the_draw(how: str) -> None:
+    # no capture records those draws: the diagram holds the traced draw, the model draws anew at every call, and
+    # nothing said so (torch's own draws are said)
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    model, x = DrawsInPython(how), torch.randn(8, 4)
+    with pytest.warns(RuntimeWarning, match="draws random numbers from (Python's random|numpy.random)"):
+        lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        outputs = {tuple(model(x).flatten().tolist()) for _ in range(12)}
+        assert len(outputs) > 1  # what the warning is about: the model computes otherwise at other calls
+        assert len({tuple(lowered(x).flatten().tolist()) for _ in range(3)}) == 1  # the lowered module: the traced draw
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model drawing nothing: no word
+        ncd.trace(nn.Linear(4, 4), x)

@@ -254,7 +254,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
     # reading (every expert on every token, weighted by the routing) are recorded as it
     with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
-            _grad_mode_as_called(model):
+            _grad_mode_as_called(model), _python_random_watched(model):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
@@ -337,6 +337,34 @@ def _data_refused(model: torch.nn.Module) -> Any:
             del torch.Tensor.data
         else:
             torch.Tensor.data = held
+
+
+def _python_random_states() -> tuple[Any, ...]:
+    """The states of Python's and numpy's global random number generators (numpy's only if it is imported)."""
+    import random
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    state = numpy.random.get_state(legacy=False) if numpy is not None else None
+    return random.getstate(), None if state is None else (state["state"]["key"].tobytes(), state["state"]["pos"],
+                                                          state["has_gauss"], state["gauss"])
+
+
+@contextlib.contextmanager
+def _python_random_watched(model: torch.nn.Module) -> Any:
+    """While the model is captured: whether it draws from Python's or numpy's global random number generator (a
+    random mask made with ``np.random``, ``random.random() < p`` skipping a layer).  No capture records those draws:
+    the diagram holds the numbers drawn while tracing, as for torch's draws (:data:`ncd.trace.recording.RANDOM`), but
+    nothing said so."""
+    before = _python_random_states()
+    yield
+    after = _python_random_states()
+    drawn = [name for name, a, b in zip(("Python's random", "numpy.random"), before, after) if a != b]
+    if drawn:
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers from {' and '.join(drawn)}"
+                      " while it runs; no capture records those draws, so the diagram holds the numbers drawn while"
+                      " tracing (the lowered module computes with them at every call, the model draws anew)",
+                      RuntimeWarning, stacklevel=5)
 
 
 @contextlib.contextmanager

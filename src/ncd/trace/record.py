@@ -439,7 +439,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
 
     torch.Tensor.__deepcopy__ = copied_by_call  # type: ignore[method-assign]
     torch.Tensor.__copy__ = aliased_by_call  # type: ignore[attr-defined]
-    torch.Tensor.data_ptr = data_ptr  # type: ignore[method-assign]
+    torch.Tensor.data_ptr = data_ptr  # type: ignore[method-assign, assignment]
     torch.UntypedStorage.data_ptr = storage_ptr  # type: ignore[method-assign, assignment]
     torch.TypedStorage.data_ptr = typed_ptr  # type: ignore[method-assign]
     try:
