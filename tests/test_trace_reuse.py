@@ -255,3 +255,89 @@ def test_layers_holding_a_constant_made_of_arguments_are_copied_and_equal(layers
     fresh = torch.randn(2, 5, 8)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+class Rotated(nn.Module):
+    """RoFormer's rotation: each half of a position table repeated pairwise (``chunk``, ``stack``, ``reshape_as``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        sin, cos = table.chunk(2, -1)
+        sin = torch.stack([sin, sin], -1).reshape_as(table)
+        cos = torch.stack([cos, cos], -1).reshape_as(table)
+        return self.lin(x) * cos + x * sin
+
+
+class Interleaved(nn.Module):
+    """Layers reading one table computed from a parameter alone (its first rows, viewed), as RoFormer's encoder does."""
+
+    def __init__(self, layers: int, width: int = 8) -> None:
+        super().__init__()
+        self.table = nn.Embedding(16, width)
+        self.layers = nn.ModuleList(Rotated(width) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = self.table(torch.arange(x.shape[2]))[None, None]
+        for layer in self.layers:
+            x = layer(x, table)
+        return x
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_stacking_one_table_read_once_are_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is read once, as the model reads it (one embedding, not one per way a layer reads it: the views every
+    layer reads are decided after all their readers), and the layers after the first are copies (``stack``'s parts,
+    made for the call, are not left bound)."""
+    torch.manual_seed(0)
+    model = Interleaved(layers).eval()
+    x = torch.randn(2, 3, 5, 8)
+    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    assert sum(isinstance(m, nn.Embedding) for m in lowered.modules()) == \
+        sum(isinstance(m, nn.Embedding) for m in model.modules())
+    fresh = torch.randn(2, 3, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))
+        torch.testing.assert_close(lowered(x), model(x))
+
+
+class Biased(nn.Module):
+    """Attention scores ``β·bias + α·(q @ kᵀ)`` by ``baddbmm`` (BLOOM's ALiBi), the bias given to every layer."""
+
+    def __init__(self, width: int, beta: float) -> None:
+        super().__init__()
+        self.qk, self.out = nn.Linear(width, 2 * width), nn.Linear(width, width)
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        q, k = self.qk(x).chunk(2, -1)
+        scores = bias.baddbmm(q, k.transpose(1, 2), beta=self.beta, alpha=0.5)
+        return x + self.out(scores.softmax(-1) @ x)
+
+
+class BiasedStack(nn.Module):
+    def __init__(self, layers: int, beta: float, width: int = 8) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Biased(width, beta) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5, 0.0])
+def test_layers_of_baddbmm_are_copied_and_equal(beta: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``baddbmm``'s rule draws a product and a sum of steps it makes for the call: they are not left bound, so the
+    second layer is a copy (the walk's diagram)."""
+    torch.manual_seed(0)
+    model = BiasedStack(2, beta).eval()
+    x, bias = torch.randn(2, 5, 8), torch.randn(2, 5, 5)
+    assert _compare(model, (x, bias), {}, monkeypatch) == 1
+    lowered = _traced(model, (x, bias), {}, True, monkeypatch)[0].to_torch()
+    fresh, other = torch.randn(2, 5, 8), torch.randn(2, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh, other), model(fresh, other))

@@ -46,22 +46,28 @@ def baddbmm(conv: Converter, node: Node) -> None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (beta, alpha)):
         raise Decline("beta or alpha not a number")
     product = _step(node, "product", torch.ops.aten.bmm.default, (first, second), first.value @ second.value, True)
+    made = [product]  # the steps made here, read by no other node: unbound once this node is (conv.forget)
     matmul(conv, product)
     if beta == 0:
         if alpha != 1:
             product = _step(node, "alpha", torch.ops.aten.mul.Tensor, (product, float(alpha)), product.value * alpha, True)
+            made.append(product)
             arithmetic(conv, product)
         conv.bind(node, conv.values[id(product)])
+        conv.forget(*made)
         return
     if beta != 1:
         if _live(bias):
             bias = _step(node, "beta", torch.ops.aten.mul.Tensor, (bias, float(beta)), bias.value * beta, True)
+            made.append(bias)
             arithmetic(conv, bias)
         else:
             bias = Node(f"{node.name}_beta", "constant", value=bias.value * beta, source=bias.source)
     total = _step(node, "sum", torch.ops.aten.add.Tensor, (bias, product), node.value, True, alpha=alpha)
+    made.append(total)
     arithmetic(conv, total)
     conv.bind(node, conv.values[id(total)])
+    conv.forget(*made)
 
 
 @rule("aten.glu")

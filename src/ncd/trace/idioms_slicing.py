@@ -180,6 +180,7 @@ def stack(conv: Converter, node: Node) -> None:
     joined = Node(node.name, "call", node.target, (parts, dim), {}, value=node.value, stack=node.stack, live=True)
     concat(conv, joined)
     conv.bind(node, conv.values[id(joined)])
+    conv.forget(*parts, joined)
 
 
 @rule("aten.select")

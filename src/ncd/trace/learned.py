@@ -8,6 +8,7 @@ parameters alone (a class token expanded over the batch) is wired like a computa
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import torch
@@ -66,7 +67,9 @@ class Learned(Values):
                 del self.__dict__["_learned"]
         if not wired:
             return
-        # the views those computations read become wires too (a copy where the view is also a learned box's weight)
+        # the views those computations read become wires too (a copy where the view is also a learned box's weight).
+        # Each view is decided once every reader of it is (readers come after it in the recording: the latest node
+        # first), so a view all of whose readers become wires is one wire, never a copy beside itself
         consumers: dict[int, list[Node]] = {}
         for node in self.captured.nodes:
             for r in refs((node.args, node.kwargs)):
@@ -74,38 +77,47 @@ class Learned(Values):
         position = {id(n): k for k, n in enumerate(self.captured.nodes)}
         inserted: list[tuple[int, Node]] = []
         copies: dict[int, Node] = {}
-        todo = list(wired)
-        while todo:
-            node = todo.pop()
-            node.live = True
+        heap: list[tuple[int, int, Node]] = [(-position[id(n)], k, n) for k, n in enumerate(wired)]
+        heapq.heapify(heap)
+        pending: set[int] = set()  # views read as data by a wire, not decided yet
+        done: list[Node] = []
+        while heap:
+            _, _, node = heapq.heappop(heap)
+            if id(node) in pending:  # a view: every reader is decided now
+                pending.discard(id(node))
+                if not all(id(c) in chosen for c in consumers.get(id(node), [])):
+                    copy = Node(node.name + "_wire", "call", node.target, node.args, dict(node.kwargs), node.value,
+                                node.stack, node.source, False, node.line)
+                    copies[id(node)] = copy
+                    inserted.append((position[id(node)], copy))
+                    node = copy
+                chosen.add(id(node))
+            done.append(node)
             keep = WEIGHTS.get(op_name(node.target)[0], ())
+            for value in _read_as_data(node, keep):
+                if value.live or value.kind != "call" or id(value) in chosen or id(value) in pending \
+                        or not learned(value):
+                    continue
+                pending.add(id(value))
+                heapq.heappush(heap, (-position[id(value)], len(position) + len(done), value))
 
-            def wire(value: Any, at: int | None = None) -> Any:
-                if isinstance(value, (list, tuple)) and any(isinstance(v, Node) for v in value):
-                    return type(value)(wire(v) for v in value)
-                if not isinstance(value, Node) or at in keep or value.live:
-                    return value
-                if value.kind == "parameter":
-                    if id(value) not in copies:
-                        copies[id(value)] = Node(value.name, "parameter", value=value.value, stack=value.stack,
-                                                 source=value.source, live=True)
-                        self._wires.append(copies[id(value)])
-                    return copies[id(value)]
-                if value.kind != "call" or not learned(value):
-                    return value
-                if all(id(c) in chosen for c in consumers.get(id(value), [])):
-                    chosen.add(id(value))
-                    todo.append(value)  # every reader is a wire: the view is one too
-                    return value
-                if id(value) not in copies:  # also read as a learned box's weight: a copy reads it as a wire
-                    copy = Node(value.name + "_wire", "call", value.target, value.args, dict(value.kwargs), value.value,
-                                value.stack, value.source, False, value.line)
-                    copies[id(value)] = copy
-                    chosen.add(id(copy))
-                    inserted.append((position[id(value)], copy))
-                    todo.append(copy)
+        def wire(value: Any, at: int | None = None) -> Any:
+            if isinstance(value, (list, tuple)) and any(isinstance(v, Node) for v in value):
+                return type(value)(wire(v) for v in value)
+            if not isinstance(value, Node) or at in keep or value.live or id(value) in chosen:
+                return value
+            if value.kind == "parameter":
+                if id(value) not in copies:
+                    copies[id(value)] = Node(value.name, "parameter", value=value.value, stack=value.stack,
+                                             source=value.source, live=True)
+                    self._wires.append(copies[id(value)])
                 return copies[id(value)]
+            return copies.get(id(value), value)
 
+        for node in done:
+            node.live = True
+        for node in done:
+            keep = WEIGHTS.get(op_name(node.target)[0], ())
             node.args = tuple(wire(a, k) for k, a in enumerate(node.args))
             node.kwargs = {k: wire(v) for k, v in node.kwargs.items()}
         for at, copy in sorted(inserted, key=lambda item: -item[0]):
@@ -355,6 +367,25 @@ WEIGHTS: dict[str, tuple[int, ...]] = {
     "aten._native_batch_norm_legit_no_training": (1, 2, 3, 4), "aten.instance_norm": (1, 2, 3, 4),
     "aten.prelu": (1,),
 }
+
+
+def _read_as_data(node: Node, keep: tuple[int, ...]) -> list[Node]:
+    """The nodes ``node`` reads other than as a learned box's own tensors (its arguments at ``keep``)."""
+    found: list[Node] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, Node):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                add(v)
+
+    for k, a in enumerate(node.args):
+        if k not in keep:
+            add(a)
+    for v in node.kwargs.values():
+        add(v)
+    return found
 
 
 def _tensors_in(value: Any) -> bool:

@@ -126,6 +126,13 @@ class Values:
         self.values[id(node)] = vid
         self._bound.append(node)
 
+    def forget(self, *nodes: Node) -> None:
+        """Unbind nodes a rule made for one call, which nothing else reads (the parts it hands to another rule): a
+        layer's walk then leaves only recorded nodes bound, and a repeated layer can be copied (:mod:`ncd.trace.reuse`).
+        They stay alive (:meth:`bind`), so no later object takes their ids."""
+        for node in nodes:
+            self.values.pop(id(node), None)
+
     def mark(self) -> tuple[int, int, int, set[int] | None, dict[str, int]]:
         """Where the conversion stands, for :meth:`rollback`."""
         return (len(self.steps), len(self.values), len(self.emitted.tensors), set(self.skip) if self.skip else None,
