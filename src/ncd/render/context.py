@@ -555,12 +555,13 @@ def _wires_by_axis(typ: Type, ports: Ports) -> tuple[tuple[Axis, tuple[int, ...]
             _BY_AXIS.clear()
         where: dict[Axis, list[int]] = {}
         k = 0
-        for seg in typ:
-            for axis in seg:
+        segments = typ.segments  # (the fields read: a type's and a segment's own iterators are Python calls)
+        for seg in segments:
+            for axis in seg.axes:
                 where.setdefault(axis, []).append(k)
                 k += 1
-        hit = _BY_AXIS[id(typ)] = (typ, tuple(len(seg) for seg in typ),
-                                   tuple((axis, tuple(ks)) for axis, ks in where.items()))
+        hit = _BY_AXIS[id(typ)] = (typ, tuple([len(seg.axes) for seg in segments]),
+                                   tuple([(axis, tuple(ks)) for axis, ks in where.items()]))
     if tuple(map(len, ports)) != hit[1]:
         return None
     return hit[2]
@@ -591,15 +592,19 @@ def _passes(node: Diagram) -> dict[int, int]:
                 found.update(zip(range(i, i + n), range(o, o + n)))
                 i, o = i + n, o + n
                 continue
-            step = _passes(part)
-            if step:
-                found.update(zip(map(i.__add__, step), map(o.__add__, step.values())))
+            if isinstance(part, (Par, Seq)):  # (no other kind of node lets a wire past: a box, a block, a weave)
+                step = _passes(part)
+                if step:
+                    found.update(zip(map(i.__add__, step), map(o.__add__, step.values())))
             i += _width(part.dom)
             o += _width(part.cod)
     elif isinstance(node, Seq):
         found = dict(_passes(node.parts[0]))
         for part in node.parts[1:]:
             if not found:
+                break
+            if not isinstance(part, (Identity, Par, Seq)):  # (it lets no wire past)
+                found = {}
                 break
             step = _passes(part)
             found = {a: step[b] for a, b in found.items() if b in step}
@@ -608,8 +613,11 @@ def _passes(node: Diagram) -> dict[int, int]:
 
 
 def _width(typ: Type) -> int:
-    """How many wires ``typ`` has (its segments' axes, read as fields)."""
-    return sum([len(seg.axes) for seg in typ.segments])
+    """How many wires ``typ`` has (its segments' axes, read as fields; added up in a loop: most types have a few)."""
+    n = 0
+    for seg in typ.segments:
+        n += len(seg.axes)
+    return n
 
 
 def _step(node: Diagram) -> tuple[Diagram, int]:
