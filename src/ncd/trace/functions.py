@@ -186,9 +186,33 @@ def _vjps(run: Any, weights: list[torch.Tensor], saving: Any, everywhere: bool =
                     return None
                 gen = torch.Generator().manual_seed(SEED)
                 cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o, _ in pairs]
+                # the weights either side's graph reaches (one it reaches on neither has no gradient on either side)
+                reached = _reached([x for pair in pairs for x in pair])
+                weights = [w for w in weights if id(w) in reached]
                 theirs = _vjp([(t, c) for (_, t), c in zip(pairs, cot)], through[1] + weights)  # autograd's
             mine = _vjp([(o, c) for (o, _), c in zip(pairs, cot)], ran[1] + weights)  # the Function's backward
     return [mine, theirs]
+
+
+def _reached(outs: list[torch.Tensor]) -> set[int]:
+    """The ids of the leaf tensors whose gradients the autograd graphs of ``outs`` give (the variables of the gradient
+    accumulators they reach, and the outputs that are such leaves themselves): every other tensor's is ``None``, so
+    :func:`_vjps` differentiates by the model's parameters it reaches only (SEW-D: 60 per proof, most unread)."""
+    found = {id(o) for o in outs if o.grad_fn is None and o.requires_grad}
+    met: list[Any] = []  # the graph's nodes met (kept alive, so their wrappers' ids stay theirs)
+    ids: set[int] = set()
+    todo = [o.grad_fn for o in outs if o.grad_fn is not None]
+    while todo:
+        fn = todo.pop()
+        if id(fn) in ids:
+            continue
+        ids.add(id(fn))
+        met.append(fn)
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            found.add(id(variable))
+        todo.extend(f for f, _ in fn.next_functions if f is not None)
+    return found
 
 
 def _saved_copied() -> Any:
