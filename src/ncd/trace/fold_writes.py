@@ -56,6 +56,8 @@ def stacked_writes(captured: Captured) -> Captured:
 
 def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
     """``nodes`` with every chain of writes covering a buffer's positions once recorded as a stack (see above)."""
+    if not _any_write(nodes):  # no chain ends anywhere: the readers of every call are not gathered
+        return nodes
     readers: dict[int, list[Node]] = {}
     for node in nodes:
         if node.kind == "call":
@@ -93,6 +95,25 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
         first = next((j for j, n in enumerate(kept) if any(r is stack for r in refs((n.args, n.kwargs)))), len(kept))
         kept.insert(first, stack)
     return kept
+
+
+def _any_write(nodes: list[Node]) -> bool:
+    """Whether some ``cat`` may end a chain of writes: it is read as one write (:func:`_write`, along its own
+    dimension, as :func:`_chain` reads the last) or reading it raises (then :func:`_chain` decides, as before)."""
+    for node in nodes:
+        if node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+            continue
+        try:
+            size = node.value.shape
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if not isinstance(dim, int) or not isinstance(node.value, torch.Tensor) or node.value.dim() == 0:
+                continue
+            dim %= node.value.dim()
+            if _write(node, dim, int(size[dim])) is not None:
+                return True
+        except Exception:  # noqa: BLE001 - read by the chain itself, as before
+            return True
+    return False
 
 
 def _dead_select(node: Node, readers: dict[int, list[Node]]) -> bool:
