@@ -773,3 +773,48 @@ def test_a_model_drawing_from_python_s_or_numpy_s_generator_says_the_diagram_hol
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model drawing nothing: no word
         ncd.trace(nn.Linear(4, 4), x)
+
+
+class ReadsStrides(nn.Module):
+    """Computes with its input's layout (``x.stride(0)``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.stride(0) + x.is_contiguous()
+
+
+def test_a_strided_input_is_run_on_with_its_strides() -> None:
+    # the model ran on a contiguous copy of a slice x[::2]: the diagram held the copy's stride (4), the model on the
+    # input itself reads 8: the lowered module differed from the model on the traced input itself, with no word
+    torch.manual_seed(0)
+    model, x = ReadsStrides(), torch.randn(6, 4)[1::2]
+    given = x.clone()
+    lowered = ncd.trace(model, x).to_torch()
+    assert torch.equal(x, given)
+    torch.testing.assert_close(lowered(x), model(x))
+
+
+class InferenceScaled(nn.Module):
+    """Scales by 2 under ``torch.inference_mode`` (a branch on the global mode, not on any value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.lin(x)
+        return y * 2 if torch.is_inference_mode_enabled() else y
+
+
+def test_a_model_reading_the_inference_mode_says_the_diagram_holds_the_traced_mode() -> None:
+    # traced under inference_mode, the diagram holds the scale; called outside it the model does not scale, and
+    # nothing said so
+    torch.manual_seed(0)
+    model, x = InferenceScaled(), torch.randn(2, 4)
+    with torch.inference_mode():
+        with pytest.warns(RuntimeWarning, match=r"reads torch.is_inference_mode_enabled\(\) at test_trace_hostile\.py:\d+"):
+            traced = ncd.trace(model, x)
+        want = model(x)
+    lowered = traced.to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), want)  # as traced
+        torch.testing.assert_close(lowered(x), 2 * model(x))  # what the warning is about

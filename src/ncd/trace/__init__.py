@@ -407,13 +407,26 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
                 needs.append(where)
         return value
 
+    inference = torch.is_inference_mode_enabled
+    in_inference = inference()
+    inferred: list[str] = []
+
+    def is_inference_mode_enabled() -> bool:  # (the same for torch.inference_mode: the model branches on it)
+        if not _internal(sys._getframe(1).f_code.co_filename):
+            where = user_line() or "?"
+            if where not in inferred:
+                inferred.append(where)
+        return inference()
+
     held = torch.Tensor.__dict__.get("requires_grad")
     torch.is_grad_enabled = is_grad_enabled
+    torch.is_inference_mode_enabled = is_inference_mode_enabled
     torch.Tensor.requires_grad = property(requires_grad, flag.__set__)  # type: ignore[assignment]
     try:
         yield
     finally:
         torch.is_grad_enabled = asked
+        torch.is_inference_mode_enabled = inference
         if held is None:
             del torch.Tensor.requires_grad
         else:
@@ -423,6 +436,12 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_grad_enabled() at"
                       f" {', '.join(lines[:4])}: the diagram computes what it computes with gradients {state}, as"
                       " ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
+                      stacklevel=5)
+    if inferred:
+        state = "on (torch.inference_mode)" if in_inference else "off"
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_inference_mode_enabled() at"
+                      f" {', '.join(inferred[:4])}: the diagram computes what it computes with inference mode {state},"
+                      " as ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
                       stacklevel=5)
     if needs:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model reads a tensor's .requires_grad at"

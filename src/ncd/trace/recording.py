@@ -79,6 +79,19 @@ def _operator(func: Any) -> tuple[Any, str, bool, bool, bool]:
     return found
 
 
+def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
+    """A copy of an input with its strides (``clone`` keeps them only for a dense tensor: a slice ``x[::2]`` became
+    contiguous, and a model reading ``x.stride()`` was drawn computing with the copy's strides, not the input's)."""
+    copy = value.clone()
+    if copy.stride() == value.stride() or value.layout != torch.strided or 0 in value.stride() or not value.numel():
+        return copy
+    out = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+    try:
+        return out.copy_(value)
+    except RuntimeError:  # strides whose entries overlap: one copy of each entry, as before
+        return copy
+
+
 class _Recording(Aliases, InPlace):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
@@ -140,7 +153,7 @@ class _Recording(Aliases, InPlace):
         self.transformed = False  # a tensor of a ``torch.func`` transform (``vmap``) was read (:meth:`unknown`)
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
-                self.inputs.append(self._input(name, value.detach().clone()))
+                self.inputs.append(self._input(name, _laid_out_as(value.detach())))
                 continue
             if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in torch.utils._pytree.tree_leaves(value)):
                 # an object holding tensors (a ``past_key_values`` cache, run on a copy): each tensor it holds is an
