@@ -818,3 +818,33 @@ def test_a_model_reading_the_inference_mode_says_the_diagram_holds_the_traced_mo
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), want)  # as traced
         torch.testing.assert_close(lowered(x), 2 * model(x))  # what the warning is about
+
+
+class CountsCalls(nn.Module):
+    """Scales by how many times it was called (a Python attribute it changes while it runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out: torch.Tensor = self.lin(x) * self.calls
+        return out
+
+
+def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -> None:
+    # the diagram holds the first call (calls=1) and the model's second call scales by 2: nothing said so (a buffer
+    # written in place is said)
+    torch.manual_seed(0)
+    model, x = CountsCalls(), torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match=r"changes its attributes while it runs \(calls \(0 -> 1\)\)"):
+        lowered = ncd.trace(model, x).to_torch()
+    assert model.calls == 0  # put back
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))
+        torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model changing nothing: no word
+        ncd.trace(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0)), x)

@@ -489,9 +489,18 @@ def _state_kept(model: torch.nn.Module) -> Any:
     stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
         yield
+        changed = [(module, k, v, vars(module).get(k)) for module, attrs, _ in saved for k, v in attrs.items()
+                   if type(v) in (int, float, bool) and vars(module).get(k) != v]
     finally:
         stack.pop()
         attributes_back(saved)
+    if changed:  # a step counter (``self.step += 1``): its later calls compute otherwise, as for a buffer written
+        names = {id(m): f"{n}." if n else "" for n, m in model.named_modules()}
+        listed = ", ".join(f"{names.get(id(m), '')}{k} ({was!r} -> {now!r})" for m, k, was, now in changed[:4])
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model changes its attributes while it runs ({listed});"
+                      " the diagram computes the traced call, with their values before it, and the lowered module does"
+                      " not change them, so the model's later calls may differ from it (tracing put them back)",
+                      RuntimeWarning, stacklevel=5)
 
 
 def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
