@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -848,3 +849,29 @@ def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model changing nothing: no word
         ncd.trace(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0)), x)
+
+
+@pytest.mark.parametrize("where", ["module", "parameter"])
+def test_a_model_with_backward_hooks_says_the_lowered_module_has_none(where: str) -> None:
+    # a hook zeroing a gradient: the lowered module's forward is the model's, its gradients (autograd's through the
+    # diagram) are not, and nothing said so
+    torch.manual_seed(0)
+    last = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Linear(4, 4), last)
+
+    def zeroed(module: nn.Module, given: Any, taken: Any) -> Any:
+        return (given[0] * 0,)
+
+    if where == "module":
+        last.register_full_backward_hook(zeroed)
+    else:
+        last.weight.register_hook(lambda grad: grad * 0)  # type: ignore[no-untyped-call]
+    x = torch.randn(3, 4)
+    with pytest.warns(RuntimeWarning, match=rf"has backward hooks \({where} (1|1.weight)\)"):
+        lowered = ncd.trace(model, x).to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    lowered(x).sum().backward()
+    model(x).sum().backward()
+    got, want = lowered.state_dict(keep_vars=True), dict(model.named_parameters())
+    assert [g.grad is not None and bool(g.grad.abs().sum()) for g in got.values() if g.requires_grad] != \
+        [w.grad is not None and bool(w.grad.abs().sum()) for w in want.values()]  # what the warning is about

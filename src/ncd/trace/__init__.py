@@ -253,6 +253,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
     # reading (every expert on every token, weighted by the routing) are recorded as it
+    _warn_backward_hooks(model)
     with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
             _grad_mode_as_called(model), _python_random_watched(model):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
@@ -337,6 +338,26 @@ def _data_refused(model: torch.nn.Module) -> Any:
             del torch.Tensor.data
         else:
             torch.Tensor.data = held
+
+
+def _warn_backward_hooks(model: torch.nn.Module) -> None:
+    """A warning naming the model's backward hooks (a module's ``register_full_backward_hook``, a parameter's
+    ``register_hook``, global ones): they change the model's gradients, and the lowered module, whose gradients are
+    autograd's through the diagram, has none (before, its gradients differed from the model's with no word)."""
+    from torch.nn.modules import module as modules
+
+    hooked = ["every module (global)"] if modules._global_backward_hooks or modules._global_backward_pre_hooks else []
+    for name, sub in model.named_modules():
+        if sub._backward_hooks or sub._backward_pre_hooks:
+            hooked.append(f"module {name or type(model).__name__}")
+    for name, p in model.named_parameters():
+        if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None):
+            hooked.append(f"parameter {name}")
+    if hooked:
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model has backward hooks ({', '.join(hooked[:4])}"
+                      f"{', ...' if len(hooked) > 4 else ''}); they change its gradients, and the lowered module has"
+                      " none: its forward is the model's, its gradients are autograd's through the diagram",
+                      RuntimeWarning, stacklevel=5)
 
 
 def _python_random_states() -> tuple[Any, ...]:
