@@ -875,3 +875,24 @@ def test_a_model_with_backward_hooks_says_the_lowered_module_has_none(where: str
     got, want = lowered.state_dict(keep_vars=True), dict(model.named_parameters())
     assert [g.grad is not None and bool(g.grad.abs().sum()) for g in got.values() if g.requires_grad] != \
         [w.grad is not None and bool(w.grad.abs().sum()) for w in want.values()]  # what the warning is about
+
+
+class ReadsThroughDlpack(nn.Module):
+    """Reads an activation's entry through numpy's view of its memory (``numpy.from_dlpack``), with no operator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        h: torch.Tensor = self.lin(x)
+        return h * float(np.from_dlpack(h)[0, 0])
+
+
+def test_a_value_read_through_dlpack_is_refused() -> None:
+    # before, the read number was held as the traced one: equal on the traced input, wrong on any other, no word
+    torch.manual_seed(0)
+    with pytest.raises(ncd.TraceError, match=r"Tensor\.__dlpack__\(\) reads a value that depends on the inputs"):
+        ncd.trace(ReadsThroughDlpack(), torch.randn(3, 4))

@@ -299,7 +299,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see
-UNDISPATCHED_READS = ("tolist", "numpy")
+UNDISPATCHED_READS = ("tolist", "numpy", "__dlpack__")  # (__dlpack__: numpy.from_dlpack(x) shares its memory)
 
 
 class _Address:
