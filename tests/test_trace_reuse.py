@@ -341,3 +341,28 @@ def test_layers_of_baddbmm_are_copied_and_equal(beta: float, monkeypatch: pytest
     fresh, other = torch.randn(2, 5, 8), torch.randn(2, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh, other), model(fresh, other))
+
+
+class Reordered(nn.Module):
+    """A layer reading its positions in a fixed order by ``index_select`` (drawn by the rule of ``aten.index``)."""
+
+    def __init__(self, width: int, length: int) -> None:
+        super().__init__()
+        self.norm, self.inner, self.outer = nn.LayerNorm(width), nn.Linear(width, width), nn.Linear(width, width)
+        self.register_buffer("order", torch.arange(length - 1, -1, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.outer(torch.relu(self.inner(self.norm(x)).index_select(1, self.order)))
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_of_index_select_are_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``index_select``'s rule hands a node it makes to ``index``'s: not left bound, so later layers are copies."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*(Reordered(8, 5) for _ in range(layers))).eval()
+    x = torch.randn(2, 5, 8)
+    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
+    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))

@@ -320,3 +320,4 @@ def index_select(conv: Converter, node: Node) -> None:
                         node.stack, node.source, node.live, node.line)
     read_at(conv, as_index, wraps=False)  # index_select raises on a negative position
     conv.bind(node, conv.values[id(as_index)])
+    conv.forget(as_index)  # made for this call, read by no other node
