@@ -590,14 +590,8 @@ def test_a_function_whose_proof_failed_is_boxed_at_its_later_calls_without_anoth
 
 
 def _local_model() -> nn.Module:
-    class LocalRound(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-            return torch.round(x)
-
-        @staticmethod
-        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-            return grad
+    class LocalRound(RoundST):
+        """RoundST under a name pickle cannot find (a class defined inside a function)."""
 
     class Local(nn.Module):
         def __init__(self) -> None:

@@ -68,14 +68,18 @@ def _views(d: ncd.TracedDiagram) -> list[str]:
     return [str(n.cod) for n in d.walk() if type(n).__name__ == "Box" and str(n).startswith("<Box ▮")]
 
 
+def _one_definition(d: ncd.TracedDiagram) -> bool:
+    """Whether the two layers are drawn from one definition: a repetition, or two blocks with equal bodies."""
+    blocks = [n for n in d.walk() if isinstance(n, Block) and n.name.startswith("layers.")]
+    return any(isinstance(n, Repeat) for n in d.walk()) or blocks[0].body == blocks[1].body
+
+
 def test_each_layers_queries_are_heads_and_head_features() -> None:
     torch.manual_seed(0)
     model, x = _Stack().eval(), torch.randn(2, 5, 32)
     with torch.no_grad():
         d: ncd.TracedDiagram = ncd.trace(model, x)
-        blocks = [n for n in d.walk() if isinstance(n, Block) and n.name.startswith("layers.")]
-        # one definition for both layers: a repetition, or two blocks with equal bodies
-        assert any(isinstance(n, Repeat) for n in d.walk()) or blocks[0].body == blocks[1].body
+        assert _one_definition(d)
         queries = [v for v in _views(d) if v.endswith("h:4 k:8")]
         assert queries and all(v == "b t̅ h:4 k:8" for v in queries)
         assert not any(v.endswith("h:4 n:8") and v.startswith("b t̅") for v in _views(d))  # layer 1's queries before
@@ -148,8 +152,6 @@ def test_parts_merged_before_a_cut_keep_their_merges_name() -> None:
     model, x = _HalvesStack().eval(), torch.randn(2, 5, 32)
     with torch.no_grad():
         d: ncd.TracedDiagram = ncd.trace(model, x)
-        blocks = [n for n in d.walk() if isinstance(n, Block) and n.name.startswith("layers.")]
-        # one definition for both layers (layer 1's merge was named after the width layer 0 cut: two blocks)
-        assert any(isinstance(n, Repeat) for n in d.walk()) or blocks[0].body == blocks[1].body
+        assert _one_definition(d)  # (layer 1's merge was named after the width layer 0 cut: two blocks)
         for inputs in (x, torch.randn(2, 5, 32)):  # (the zeros are made at the traced sizes: held there)
             torch.testing.assert_close(d.to_torch()(inputs), model(inputs), atol=1e-5, rtol=1e-5)
