@@ -841,8 +841,12 @@ def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -
     torch.manual_seed(0)
     model, x = CountsCalls(), torch.randn(2, 4)
     with pytest.warns(RuntimeWarning, match=r"changes its attributes while it runs \(calls \(0 -> 1\)\)"):
-        lowered = ncd.trace(model, x).to_torch()
+        traced = ncd.trace(model, x)
+    lowered = traced.to_torch()
     assert model.calls == 0  # put back
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, by the trace: not again by the check of another size
+        traced.to_torch(b=3)
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x))
         torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about

@@ -254,7 +254,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
     # reading (every expert on every token, weighted by the routing) are recorded as it
     _warn_backward_hooks(model)
-    with _state_kept(model), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
+    with _state_kept(model, said=True), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
             _grad_mode_as_called(model), _python_random_watched(model):
         captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
     from ncd.trace.fold_writes import stacked_writes
@@ -501,8 +501,9 @@ def _debugging() -> Any:
 
 
 @contextlib.contextmanager
-def _state_kept(model: torch.nn.Module) -> Any:
-    """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too).
+def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
+    """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too);
+    ``said``: a number attribute the run changed is warned about (the trace's own run, not a check's).
 
     Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
@@ -515,7 +516,7 @@ def _state_kept(model: torch.nn.Module) -> Any:
     try:
         yield
         changed = [(module, k, v, vars(module).get(k)) for module, attrs, _ in saved for k, v in attrs.items()
-                   if type(v) in (int, float, bool) and vars(module).get(k) != v]
+                   if type(v) in (int, float, bool) and vars(module).get(k) != v] if said else []
     finally:
         stack.pop()
         attributes_back(saved)
