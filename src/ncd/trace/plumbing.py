@@ -81,9 +81,14 @@ def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Seg
     replaced: dict[int, list[Step]] = {}
     dropped: set[int] = set()
     same: dict[int, int] = {}  # the output of a run that ends where it began -> its input
+    known: dict[tuple[Any, ...], list[tuple[Box, Segment]] | None] = {}  # repeated layers move their wires alike
     for run in runs:
         chain = [steps[k] for k in run]
-        new = _canonical(chain, segs)
+        key = (segs[chain[0].ins[0]],) + tuple((_prim(step), segs[step.outs[0]]) for step in chain)
+        if key in known:  # a box of its own for each run (what symbolize notes is per box)
+            new = None if known[key] is None else [(Box(replace(box.prim)), seg) for box, seg in known[key] or ()]
+        else:
+            new = known.setdefault(key, _canonical(chain, segs))
         start = same.get(chain[0].ins[0], chain[0].ins[0])  # (runs are met in order: an earlier run's is known)
         if new == [] and chain[-1].outs[0] not in ends and segs[start] == segs[chain[-1].outs[0]]:
             same[chain[-1].outs[0]] = start
