@@ -286,6 +286,22 @@ def _batch_name(conv: Converter, size: int) -> str:
     return conv.namer.fresh(size)
 
 
+def _broadcast_name(conv: Converter, node: Node, at: int, size: int, taken: set[str]) -> str | None:
+    """The name of the wire a new wire of an expansion is broadcast against: the wire at the same place of a live
+    value its reader also reads, of the expansion's rank (a learned query expanded to ``stacked.shape[:-2]`` and read
+    by the attention beside ``stacked``: the tokens ``t``, not the name every other wire of their size shares)."""
+    rank = len(_shape(node))
+    for reader in conv.consumers.get(id(node), ()):
+        for other in refs((reader.args, reader.kwargs)):
+            if other is node or not other.live or id(other) not in conv.values or not isinstance(other.value, torch.Tensor):
+                continue
+            names = conv.names(conv.values[id(other)])
+            if len(names) == rank and int(other.value.shape[at]) == size and names[at] != "1" \
+                    and names[at].rstrip(PRIME) not in {n.rstrip(PRIME) for n in taken}:
+                return names[at]
+    return None
+
+
 @rule("aten.expand", "aten.expand_as")
 def expand(conv: Converter, node: Node) -> None:
     """A broadcast copy of a value (live, or a parameter or constant expanded like a live one: GPT-NeoX Japanese's
@@ -317,7 +333,8 @@ def expand(conv: Converter, node: Node) -> None:
             continue
         if i >= 0 and shape_in[i] != 1:
             raise Decline("expands a wire that is not of size 1")
-        name = _batch_name(conv, size) if j == 0 else conv.namer.fresh(size)
+        name = _batch_name(conv, size) if j == 0 else (_broadcast_name(conv, node, j, size, taken)
+                                                         or conv.namer.fresh(size))
         while name in taken:
             name += PRIME
         taken.add(name)

@@ -265,7 +265,9 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
         vx = conv.value(x)
     else:
         own = conv.names(vi)
-        along = "1" if shape[d] == 1 else conv.namer.fresh(shape[d])
+        # the wire the positions point along: a name of its own (the positions' range may be the tokens while a
+        # width of the same traced size holds the generic name: the width would then follow the tokens)
+        along = "1" if shape[d] == 1 else conv.namer.fresh(shape[d], None, "feature", (own[d].rstrip(PRIME), "@"))
         vx = conv.value(x, unique([along if k == d else n for k, n in enumerate(own)]))
     nx = conv.names(vx)
     seg = conv.segs[vi]
