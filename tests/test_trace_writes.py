@@ -158,6 +158,28 @@ def test_writes_through_a_reshaped_view_strided_windows_and_empty_writes_stay_on
         torch.testing.assert_close(module(fresh), model(fresh))
 
 
+class BatchedWindows(torch.nn.Module):
+    """Longformer's chunks: overlapping windows read with ``as_strided`` that keeps the batch axis as it is (its size
+    and stride) and, in a second read, the batch and a transposed axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 8, 4)
+        w = x.as_strided((x.shape[0], 3, 4, 4), (x.stride(0), 2 * x.stride(1), x.stride(1), x.stride(2)))
+        t = x.transpose(1, 2).contiguous()  # (b, 4, 8)
+        v = t.as_strided((x.shape[0], 4, 2, 4), (t.stride(0), t.stride(1), 4 * t.stride(2), t.stride(2)))
+        return torch.tanh(w).sum(2) + v.sum(2).transpose(1, 2)[:, :3]
+
+
+def test_strided_windows_that_keep_the_batch_axis_keep_it_free_and_named_by_its_role() -> None:
+    """The batch axis an ``as_strided`` read keeps is the model's batch: named ``b`` and free (the lowered module runs
+    at other batch sizes equal to the model), not flattened into a table of positions recorded at the traced batch."""
+    model = BatchedWindows()
+    d = _trace(model, torch.randn(2, 8, 4))
+    assert str(d.cod).split()[0] == "b"
+    for batch in (1, 2, 3, 5):
+        fresh = torch.randn(batch, 8, 4)
+        torch.testing.assert_close(d.to_torch(b=batch)(fresh), model(fresh))
+
+
 def test_a_value_read_by_tolist_is_a_refusal_naming_the_line_not_a_constant() -> None:
     class Split(torch.nn.Module):  # JetMoE's router: expert sizes read with .tolist() set the split sizes
         def forward(self, x: torch.Tensor) -> torch.Tensor:

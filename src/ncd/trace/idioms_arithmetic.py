@@ -216,6 +216,20 @@ def _given_back(conv: Converter, name: str | None, other: str, size: int) -> boo
                 and noted(conv.namer, _size_of, conv.namer.size_of, name) != size)
 
 
+def _merge_only(conv: Converter, name: str | None, other: str) -> bool:
+    """Whether ``name`` is the name of a merge of its own (parts merged with no wire they were cut from) and
+    ``other`` is not: where the two meet, the output takes ``other``."""
+    if name is None or PRIME in name or PRIME in other or conv.namer.roles.get(name) == "item" \
+            or conv.namer.roles.get(other) == "item":
+        return False
+    return bool(noted(conv.namer, _merges_own, conv.namer.generated, name)
+                and not noted(conv.namer, _merges_own, conv.namer.generated, other))
+
+
+def _merges_own(generated: dict[Any, str], name: str) -> bool:
+    return any(v == name and len(k) == 4 for k, v in generated.items())
+
+
 def _size_of(sizes: dict[str, int], name: str) -> int | None:
     return sizes.get(name)
 
@@ -232,7 +246,8 @@ def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
         for k in range(1, len(vshape) + 1):
             if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
                 names[-k] = own[-k]
-            elif vshape[-k] == shape[-k] != 1 and names[-k] != own[-k] and _given_back(conv, names[-k], own[-k], shape[-k]):
+            elif vshape[-k] == shape[-k] != 1 and names[-k] != own[-k] and (_given_back(conv, names[-k], own[-k], shape[-k])
+                                                                           or _merge_only(conv, names[-k], own[-k])):
                 names[-k] = own[-k]
             elif shape[-k] == 1 and own[-k] != "1":
                 units.setdefault(k, set()).add(own[-k])

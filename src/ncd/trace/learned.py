@@ -18,10 +18,16 @@ from ncd.ir.compose import fit
 from ncd.ir.diagram import Box
 from ncd.prims.opaque import ConstantOp, ParameterOp
 from ncd.trace.capture import Node, refs
+from ncd.trace.recording import SHAPE_ONLY
 from ncd.trace.registry import LOG, apart, op_name
 from ncd.trace.values import Values, dtype_name
 
 __all__ = ["Learned", "PARAMETER_ROLES", "VIEWS", "WEIGHTS"]
+
+
+#: views whose leading wire is their source's where its size, stride and offset are (a window's view of a batch)
+_KEEP_LEAD = frozenset({"view", "reshape", "_unsafe_view", "as_strided", "unsqueeze", "squeeze", "expand", "alias",
+                        "transpose", "permute"})
 
 
 class Learned(Values):
@@ -212,6 +218,9 @@ class Learned(Values):
             like = [v for v in self.inputs if tuple(int(a.size) for a in self.segs[v].axes) == shape]
             learned = isinstance(ref, Node) and self.learned(ref)
             names = list(self.segs[like[0]].names) if like and shape else [self._named(n, learned) for n in shape]
+            lead = self._lead_of_argument(ref, shape)
+            if lead is not None:
+                names[0] = lead
         seg = self.seg_for(tensor, names)
         if isinstance(ref, Node) and self.learned(ref) and (rows := self._rows_or_none(ref, tensor, seg)) is not None:
             return rows
@@ -231,6 +240,30 @@ class Learned(Values):
         if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
             self.bind(ref, vid)
         return vid
+
+    def _lead_of_argument(self, ref: Any, shape: tuple[int, ...]) -> str | None:
+        """The leading wire's name of a constant the model made in the shape of a value it had (``x.new_ones(x.size())``,
+        ``zeros_like(x)``: whatever ``x`` holds), read through views keeping that wire (a window's view of it): ``x``'s
+        leading wire (its batch), not a generic name of its size (which a chunk count of that size also has)."""
+        node = ref
+        while isinstance(node, Node) and node.kind == "call" and not node.live and node.args \
+                and isinstance(node.value, torch.Tensor) and node.value.dim() and int(node.value.shape[0]) == shape[0]:
+            name = op_name(node.target)[0].rpartition(".")[2]
+            source = node.args[0]
+            if name in SHAPE_ONLY:
+                vid = self.values.get(id(source)) if isinstance(source, Node) and source.live else None
+                if vid is None or not self.segs[vid].axes or int(self.segs[vid].axes[0].size) != shape[0] \
+                        or tuple(node.value.shape) != tuple(int(a.size) for a in self.segs[vid].axes):
+                    return None
+                return self.segs[vid].names[0]
+            if name not in _KEEP_LEAD or not isinstance(source, Node) or not isinstance(source.value, torch.Tensor) \
+                    or not source.value.dim() or source.value.shape[0] != node.value.shape[0] \
+                    or source.value.stride(0) != node.value.stride(0) \
+                    or source.value.storage_offset() != node.value.storage_offset() \
+                    or source.value.untyped_storage().data_ptr() != node.value.untyped_storage().data_ptr():
+                return None
+            node = source
+        return None
 
     def _sinusoidal(self, ref: Any, tensor: torch.Tensor, seg: Segment) -> int | None:
         """A table computed in the forward that is the sinusoidal encoding of its rows (:mod:`ncd.trace.positions`)

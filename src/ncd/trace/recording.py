@@ -8,6 +8,7 @@ falls back to ``torch.export``) is :func:`ncd.trace.record.record`.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -400,8 +401,9 @@ class _Recording(Aliases, InPlace):
         positions = entry[read]
         if bool((positions < 0).any()):
             raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
-        flat = self.emit(torch.ops.aten.reshape.default, x, [-1])
-        got = self.emit(torch.ops.aten.index.Tensor, flat, [positions])
+        lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
+        flat = self.emit(torch.ops.aten.reshape.default, x, [*x.shape[:lead], -1])
+        got = self.emit(torch.ops.aten.index.Tensor, flat, [*([None] * lead), positions[(0,) * lead] if lead else positions])
         if not _same(got, out):
             raise Unsupported("as_strided: the entries read do not give the tensor the model read")
         self.by_id[id(out)] = self.by_id[id(got)]
@@ -473,3 +475,18 @@ class _Recording(Aliases, InPlace):
         self.add(Node(f"{packet}_{k}", "call", op, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack), live=live,
                       line=user_line() if live else ""), out)
         return out
+
+
+def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -> int:
+    """How many leading axes an ``as_strided`` read keeps as they are: ``out[i]`` reads from ``x[i]`` what
+    ``out[0]`` reads from ``x[0]`` (a batch of windows), so the entries read are ``x[i].reshape(-1)[positions[0]]``."""
+    lead = 0
+    while lead < min(x.dim(), out.dim()) - 1 and out.shape[lead] == x.shape[lead] and out.shape[lead] > 1:
+        inner = math.prod(x.shape[lead + 1:])
+        size = out.shape[:lead + 1]
+        step = (torch.arange(math.prod(size)) * inner).reshape(size + (1,) * (out.dim() - lead - 1))
+        first = positions[(0,) * (lead + 1)]
+        if not bool((positions.reshape(size + positions.shape[lead + 1:]) == first + step).all()):
+            break
+        lead += 1
+    return lead
