@@ -366,3 +366,31 @@ def test_layers_of_index_select_are_copied_and_equal(layers: int, monkeypatch: p
     fresh = torch.randn(2, 5, 8)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+class LearnedQueries(nn.Module):
+    """DETR's decoder: the first layer's target is learned queries repeated over the batch (a computation on parameters
+    alone, recorded at no source line), the next layer's the first one's output."""
+
+    def __init__(self, width: int = 16, queries: int = 5) -> None:
+        super().__init__()
+        self.query = nn.Embedding(queries, width)
+        layer = nn.TransformerDecoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        target = self.query.weight[None].repeat(memory.shape[0], 1, 1)
+        return self.decoder(target, memory)
+
+
+def test_a_first_layer_reading_learned_queries_is_copied_and_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes alike but for the source line recorded (none for a computation on parameters): the second layer is a copy
+    (the walk's diagram); a line is compared only where it is drawn (a guard's)."""
+    torch.manual_seed(0)
+    model = LearnedQueries().eval()
+    memory = torch.randn(2, 6, 16)
+    assert _compare(model, (memory,), {}, monkeypatch) == 1
+    lowered = _traced(model, (memory,), {}, True, monkeypatch)[0].to_torch()
+    fresh = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh), atol=1e-5, rtol=1e-5)

@@ -362,7 +362,7 @@ class _Match:
 
     def _node(self, t: Node, c: Node) -> bool:
         conv = self.conv
-        if (t.kind, t.target, t.live, t.guard, t.line) != (c.kind, c.target, c.live, c.guard, c.line) \
+        if (t.kind, t.target, t.live, t.guard) != (c.kind, c.target, c.live, c.guard) or t.guard and t.line != c.line \
                 or id(t) in self.emitters or id(c) in self.emitters:
             return False
         if len(t.stack) != len(c.stack) or (t.source or c.source) and not self._path(t.source, c.source):
