@@ -794,6 +794,54 @@ def test_a_strided_input_is_run_on_with_its_strides() -> None:
     torch.testing.assert_close(lowered(x), model(x))
 
 
+
+class ReadsOffset(nn.Module):
+    """Computes with where its input starts in its memory (``x.storage_offset()``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(x.storage_offset() + 1)
+
+
+def test_an_input_with_a_storage_offset_is_run_on_with_it() -> None:
+    # the model ran on a copy of a slice x[1:] starting at offset 0: the diagram held 0 + 1, the model on the input
+    # itself reads 4 + 1: the lowered module differed from the model on the traced input itself, with no word
+    torch.manual_seed(0)
+    model, x = ReadsOffset(), torch.randn(3, 4)[1:]
+    given = x.clone()
+    lowered = ncd.trace(model, x).to_torch()
+    assert torch.equal(x, given)
+    torch.testing.assert_close(lowered(x), model(x))
+    strided = torch.randn(8, 4)[1::2]  # strides and offset both
+    torch.testing.assert_close(ncd.trace(ReadsStrides(), strided).to_torch()(strided), ReadsStrides()(strided))
+
+
+class ComparesAddresses(nn.Module):
+    """Takes a shortcut when its two inputs are one tensor (their addresses compared)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.data_ptr() == b.data_ptr():
+            return a * 2
+        return a + 3 * b
+
+
+def test_inputs_sharing_memory_whose_addresses_are_read_are_said() -> None:
+    # one tensor passed twice: the model ran on a copy of each, their addresses differed, and the diagram held the
+    # other branch (a + 3b where the model computes 2a), wrong on the traced call itself, with no word
+    torch.manual_seed(0)
+    model, x = ComparesAddresses(), torch.randn(3, 4)
+    with pytest.warns(RuntimeWarning, match=r"inputs that share memory \(a and b.*reads the address of a value of its"
+                      r" inputs \(Tensor\.data_ptr\(\) at test_trace_hostile\.py:\d+\)"):
+        traced = ncd.trace(model, x, x)
+    with torch.no_grad():
+        assert not torch.allclose(traced.to_torch()(x, x), model(x, x))  # what the warning is about
+    y = torch.randn(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two tensors: no word, and equal
+        traced = ncd.trace(model, x, y)
+    with torch.no_grad():
+        torch.testing.assert_close(traced.to_torch()(x, y), model(x, y))
+
+
 class InferenceScaled(nn.Module):
     """Scales by 2 under ``torch.inference_mode`` (a branch on the global mode, not on any value)."""
 

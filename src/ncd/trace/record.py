@@ -291,7 +291,15 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
                       stacklevel=3)
-    elif rec.inputs_written:
+    elif rec.shared and rec.addressed:  # (one tensor passed twice: the model compares the addresses of two copies)
+        pairs = "; ".join(f"{b} and {a}" for a, b in rec.shared.items())
+        lines = ", ".join(dict.fromkeys(rec.addressed[:8]))
+        warnings.warn(f"ncd.trace({type(model).__name__}): inputs that share memory ({pairs}: one tensor passed twice,"
+                      f" or views of one tensor) and the model reads the address of a value of its inputs"
+                      f" (Tensor.data_ptr() at {lines}); it ran on a separate copy of each input, so a comparison of"
+                      " their addresses was traced as for separate tensors: on this call's aliased inputs the"
+                      " diagram's result may differ from the model's", RuntimeWarning, stacklevel=3)
+    if rec.inputs_written and not aliased:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its input(s)"
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
                       " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
@@ -417,7 +425,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         addressed.append(user_line() or "?")
         return _Address(at, addressed[-1])
 
-    addressed: list[str] = []
+    addressed = rec.addressed  # (said with inputs that share memory: :func:`_warn_recorded`)
     stored = torch.UntypedStorage.data_ptr
 
     def storage_address(storage: torch.UntypedStorage, at: int) -> Any:

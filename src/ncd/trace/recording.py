@@ -81,12 +81,20 @@ def _operator(func: Any) -> tuple[Any, str, bool, bool, bool]:
 
 
 def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
-    """A copy of an input with its strides (``clone`` keeps them only for a dense tensor: a slice ``x[::2]`` became
-    contiguous, and a model reading ``x.stride()`` was drawn computing with the copy's strides, not the input's)."""
+    """A copy of an input with its strides and storage offset (``clone`` keeps the strides only for a dense tensor: a
+    slice ``x[::2]`` became contiguous, and a model reading ``x.stride()`` was drawn computing with the copy's
+    strides, not the input's; a slice ``x[1:]`` read at ``x.storage_offset()`` 0, not 4)."""
     copy = value.clone()
-    if copy.stride() == value.stride() or value.layout != torch.strided or 0 in value.stride() or not value.numel():
+    if value.layout != torch.strided or 0 in value.stride() or not value.numel() or \
+            (copy.stride() == value.stride() and (value.device.type == "meta" or not value.storage_offset())):
         return copy
-    out = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+    if value.device.type == "meta" or not value.storage_offset():
+        out = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+    else:  # the same offset into memory of its own (entries before it unread)
+        offset = value.storage_offset()
+        span = 1 + sum((n - 1) * s for n, s in zip(value.shape, value.stride()))
+        memory = torch.empty(offset + span, dtype=value.dtype, device=value.device).untyped_storage()
+        out = torch.empty(0, dtype=value.dtype, device=value.device).set_(memory, offset, value.shape, value.stride())
     try:
         return out.copy_(value)
     except RuntimeError:  # strides whose entries overlap: one copy of each entry, as before
@@ -142,6 +150,7 @@ class _Recording(Aliases, InPlace):
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name
         self.inputs_written: set[str] = set()  # the inputs the model writes into in place
+        self.addressed: list[str] = []  # the lines where the model read the address of a value of the inputs
         self.buffers_written: dict[str, str] = {}  # the model's buffers it writes into in place -> the line
         self.params_written: dict[str, str] = {}  # its parameters written through an alias (``w.detach()``, ``w.data``)
         self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
