@@ -30,6 +30,7 @@ from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
 from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.params import HOLDER, freeze, hold, tie, unread
+from ncd.trace.watched import _data_refused, _grad_mode_as_called, _python_random_watched, _state_kept, _warn_backward_hooks
 
 if TYPE_CHECKING:
     import torch
@@ -310,173 +311,6 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
 
 @contextlib.contextmanager
-def _data_refused(model: torch.nn.Module) -> Any:
-    """While the model is captured: ``y.data = v`` raises a ``TraceError`` naming the line (``v`` ``y`` itself, as
-    ``module.to()`` of a module already there assigns, passes).
-
-    The assignment swaps ``y``'s memory for ``v``'s without an operator: no capture sees it (the recorder, make_fx and
-    torch.export alike), so the diagram would go on with ``y``'s old value, wrong on the traced input itself."""
-    import torch
-
-    from ncd.trace.capture import user_line
-
-    data = torch._C.TensorBase.__dict__["data"]
-
-    def assigned(self: torch.Tensor, value: torch.Tensor) -> None:
-        if value is not self:
-            raise TraceError(f"cannot trace {type(model).__name__}: it assigns a tensor's .data at {user_line() or '?'},"
-                             " which swaps the tensor's memory without an operator any capture records, so the diagram"
-                             " would go on with the old value; write y = v (or y.copy_(v) under torch.no_grad())")
-        data.__set__(self, value)
-
-    held = torch.Tensor.__dict__.get("data")
-    torch.Tensor.data = property(data.__get__, assigned)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if held is None:
-            del torch.Tensor.data
-        else:
-            torch.Tensor.data = held
-
-
-def _warn_backward_hooks(model: torch.nn.Module) -> None:
-    """A warning naming the model's backward hooks (a module's ``register_full_backward_hook``, a parameter's
-    ``register_hook``, global ones): they change the model's gradients, and the lowered module, whose gradients are
-    autograd's through the diagram, has none (before, its gradients differed from the model's with no word)."""
-    from torch.nn.modules import module as modules
-
-    hooked = ["every module (global)"] if modules._global_backward_hooks or modules._global_backward_pre_hooks else []
-    # (one pass over the modules' own dicts, names only when one is hooked: longformer's named_parameters took ~2 ms)
-    if any(sub._backward_hooks or sub._backward_pre_hooks
-           or any(p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
-                  for p in sub._parameters.values()) for sub in model.modules()):
-        for name, sub in model.named_modules():
-            if sub._backward_hooks or sub._backward_pre_hooks:
-                hooked.append(f"module {name or type(model).__name__}")
-        for name, p in model.named_parameters():
-            if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None):
-                hooked.append(f"parameter {name}")
-    if hooked:
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model has backward hooks ({', '.join(hooked[:4])}"
-                      f"{', ...' if len(hooked) > 4 else ''}); they change its gradients, and the lowered module has"
-                      " none: its forward is the model's, its gradients are autograd's through the diagram",
-                      RuntimeWarning, stacklevel=5)
-
-
-def _python_random_states() -> tuple[Any, ...]:
-    """The states of Python's and numpy's global random number generators (numpy's only if it is imported)."""
-    import random
-    import sys
-
-    numpy = sys.modules.get("numpy")
-    state = numpy.random.get_state(legacy=False) if numpy is not None else None
-    return random.getstate(), None if state is None else (state["state"]["key"].tobytes(), state["state"]["pos"],
-                                                          state["has_gauss"], state["gauss"])
-
-
-@contextlib.contextmanager
-def _python_random_watched(model: torch.nn.Module) -> Any:
-    """While the model is captured: whether it draws from Python's or numpy's global random number generator (a
-    random mask made with ``np.random``, ``random.random() < p`` skipping a layer).  No capture records those draws:
-    the diagram holds the numbers drawn while tracing, as for torch's draws (:data:`ncd.trace.recording.RANDOM`), but
-    nothing said so."""
-    before = _python_random_states()
-    yield
-    after = _python_random_states()
-    drawn = [name for name, a, b in zip(("Python's random", "numpy.random"), before, after) if a != b]
-    if drawn:
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers from {' and '.join(drawn)}"
-                      " while it runs; no capture records those draws, so the diagram holds the numbers drawn while"
-                      " tracing (the lowered module computes with them at every call, the model draws anew)",
-                      RuntimeWarning, stacklevel=5)
-
-
-@contextlib.contextmanager
-def _grad_mode_as_called(model: torch.nn.Module) -> Any:
-    """While the model is captured (under ``torch.no_grad``, as every capture runs): ``torch.is_grad_enabled()`` read
-    by the model's own code answers as it would have where ``ncd.trace`` was called, and one warning names the lines.
-
-    The model computes what the diagram draws only when it takes the branch it takes when called: a model scaling by 2
-    where gradients are on was drawn without the scale (the capture's answer, False), differing from the model called
-    as usual, with no word.  torch's own code gets the capture's answer (its fast paths compute the same values)."""
-    import sys
-
-    import torch
-
-    from ncd.trace.capture import _internal, user_line
-
-    asked = torch.is_grad_enabled
-    called = asked()
-    lines: list[str] = []
-
-    def is_grad_enabled() -> bool:
-        if _internal(sys._getframe(1).f_code.co_filename):
-            return asked()
-        where = user_line() or "?"
-        if where not in lines:
-            lines.append(where)
-        return called
-
-    flag = torch._C.TensorBase.__dict__["requires_grad"]
-    # a value the model computes from parameters needing gradients needs one itself where it is called with gradients
-    # on, but not under the capture's no_grad: its ``.requires_grad`` read by the model answered False
-    learned = called and any(p.requires_grad for p in model.parameters())
-    needs: list[str] = []
-
-    def requires_grad(self: torch.Tensor) -> bool:
-        value: bool = flag.__get__(self)
-        if not value and learned and not _internal(sys._getframe(1).f_code.co_filename):
-            where = user_line() or "?"
-            if where not in needs:
-                needs.append(where)
-        return value
-
-    inference = torch.is_inference_mode_enabled
-    in_inference = inference()
-    inferred: list[str] = []
-
-    def is_inference_mode_enabled() -> bool:  # (the same for torch.inference_mode: the model branches on it)
-        if not _internal(sys._getframe(1).f_code.co_filename):
-            where = user_line() or "?"
-            if where not in inferred:
-                inferred.append(where)
-        return inference()
-
-    held = torch.Tensor.__dict__.get("requires_grad")
-    torch.is_grad_enabled = is_grad_enabled
-    torch.is_inference_mode_enabled = is_inference_mode_enabled
-    torch.Tensor.requires_grad = property(requires_grad, flag.__set__)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        torch.is_grad_enabled = asked
-        torch.is_inference_mode_enabled = inference
-        if held is None:
-            del torch.Tensor.requires_grad
-        else:
-            torch.Tensor.requires_grad = held
-    if lines:
-        state = "on" if called else "off (torch.no_grad)"
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_grad_enabled() at"
-                      f" {', '.join(lines[:4])}: the diagram computes what it computes with gradients {state}, as"
-                      " ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
-                      stacklevel=5)
-    if inferred:
-        state = "on (torch.inference_mode)" if in_inference else "off"
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_inference_mode_enabled() at"
-                      f" {', '.join(inferred[:4])}: the diagram computes what it computes with inference mode {state},"
-                      " as ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
-                      stacklevel=5)
-    if needs:
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads a tensor's .requires_grad at"
-                      f" {', '.join(needs[:4])}, which was False there (the capture runs without gradients); the"
-                      " diagram computes the branch that answer takes, so called with gradients on, where values"
-                      " computed from its parameters need gradients, the model may compute otherwise",
-                      RuntimeWarning, stacklevel=5)
-
-
-@contextlib.contextmanager
 def _debugging() -> Any:
     """With ``NCD_TRACE_DEBUG`` set (not ``0``): the ``ncd.trace`` logger's ``DEBUG`` records printed to stderr."""
     import logging
@@ -498,35 +332,6 @@ def _debugging() -> Any:
     finally:
         LOG.removeHandler(handler)
         LOG.setLevel(level)
-
-
-@contextlib.contextmanager
-def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
-    """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too);
-    ``said``: a number attribute the run changed is warned about (the trace's own run, not a check's).
-
-    Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
-    device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
-    read a tensor of unknown origin instead of the parameter it came from."""
-    from ncd.trace.undo import attributes_back, attributes_of, kept
-
-    saved = attributes_of(model)
-    stack = kept()
-    stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
-    try:
-        yield
-        changed = [(module, k, v, vars(module).get(k)) for module, attrs, _ in saved for k, v in attrs.items()
-                   if type(v) in (int, float, bool) and vars(module).get(k) != v] if said else []
-    finally:
-        stack.pop()
-        attributes_back(saved)
-    if changed:  # a step counter (``self.step += 1``): its later calls compute otherwise, as for a buffer written
-        names = {id(m): f"{n}." if n else "" for n, m in model.named_modules()}
-        listed = ", ".join(f"{names.get(id(m), '')}{k} ({was!r} -> {now!r})" for m, k, was, now in changed[:4])
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model changes its attributes while it runs ({listed});"
-                      " the diagram computes the traced call, with their values before it, and the lowered module does"
-                      " not change them, so the model's later calls may differ from it (tracing put them back)",
-                      RuntimeWarning, stacklevel=5)
 
 
 def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]

@@ -376,7 +376,7 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
     readings = _readings(model)
     swapped: list[tuple[torch.nn.Module, dict[str, Any]]] = []
     if readings:
-        from ncd.trace import _state_kept
+        from ncd.trace.watched import _state_kept
 
         calls: dict[str, tuple[Any, ...]] = {}
         gave: dict[str, Any] = {}  # what each module's own forward gave on those arguments

@@ -185,9 +185,9 @@ def _run(model: torch.nn.Module, call: Any, seed: int = 0) -> list[torch.Tensor]
 
 
 def _run_once(model: torch.nn.Module, call: Any, seed: int, kept: bool) -> list[torch.Tensor]:
-    from ncd.trace import _state_kept
     from ncd.trace.capture import _Flat
     from ncd.trace.undo import Undo
+    from ncd.trace.watched import _state_kept
 
     args, kwargs = call
     buffers = [(b, b.detach().clone()) for b in model.buffers()]

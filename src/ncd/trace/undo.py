@@ -8,7 +8,7 @@ failed runs left, and the user would hold a model run two or three times by one 
 value (:meth:`Undo.keep`, only on calls that write in place), and on failure :meth:`Undo.undo` writes them back and
 binds every parameter and buffer to the tensor it was bound to (dropping those the failed run registered); the
 contents of the dicts and lists the modules hold (``self.cache[key] = t``, ``self.history.append(...)``) are put back
-as :func:`ncd.trace._state_kept` saw them when the trace began (:func:`kept`).
+as :func:`ncd.trace.watched._state_kept` saw them when the trace began (:func:`kept`).
 """
 
 from __future__ import annotations
