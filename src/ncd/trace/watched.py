@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+#: the ``stacklevel`` of a warning given as one of these context managers exits, pointing at the line that called
+#: ``ncd.trace``: the generator, contextlib's ``__exit__``, ``_trace``, ``trace``, its lock's wrapper, that line
+_AT_CALLER = 6
+
 
 @contextlib.contextmanager
 def _data_refused(model: torch.nn.Module) -> Any:
@@ -102,7 +106,7 @@ def _python_random_watched(model: torch.nn.Module) -> Any:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers from {' and '.join(drawn)}"
                       " while it runs; no capture records those draws, so the diagram holds the numbers drawn while"
                       " tracing (the lowered module computes with them at every call, the model draws anew)",
-                      RuntimeWarning, stacklevel=5)
+                      RuntimeWarning, stacklevel=_AT_CALLER)
 
 
 @contextlib.contextmanager
@@ -169,24 +173,18 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
             del torch.Tensor.requires_grad
         else:
             torch.Tensor.requires_grad = held
-    if lines:
-        state = "on" if called else "off (torch.no_grad)"
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_grad_enabled() at"
-                      f" {', '.join(lines[:4])}: the diagram computes what it computes with gradients {state}, as"
-                      " ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
-                      stacklevel=5)
-    if inferred:
-        state = "on (torch.inference_mode)" if in_inference else "off"
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads torch.is_inference_mode_enabled() at"
-                      f" {', '.join(inferred[:4])}: the diagram computes what it computes with inference mode {state},"
-                      " as ncd.trace was called; called otherwise, the model may compute otherwise", RuntimeWarning,
-                      stacklevel=5)
-    if needs:
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model reads a tensor's .requires_grad at"
-                      f" {', '.join(needs[:4])}, which was False there (the capture runs without gradients); the"
-                      " diagram computes the branch that answer takes, so called with gradients on, where values"
-                      " computed from its parameters need gradients, the model may compute otherwise",
-                      RuntimeWarning, stacklevel=5)
+    as_called = ", as ncd.trace was called; called otherwise, the model may compute otherwise"
+    for what, where, then in (
+            ("torch.is_grad_enabled()", lines,
+             f": the diagram computes what it computes with gradients {'on' if called else 'off (torch.no_grad)'}{as_called}"),
+            ("torch.is_inference_mode_enabled()", inferred, ": the diagram computes what it computes with inference mode"
+             f" {'on (torch.inference_mode)' if in_inference else 'off'}{as_called}"),
+            ("a tensor's .requires_grad", needs, ", which was False there (the capture runs without gradients); the"
+             " diagram computes the branch that answer takes, so called with gradients on, where values computed from"
+             " its parameters need gradients, the model may compute otherwise")):
+        if where:
+            warnings.warn(f"ncd.trace({type(model).__name__}): the model reads {what} at {', '.join(where[:4])}{then}",
+                          RuntimeWarning, stacklevel=_AT_CALLER)
 
 
 @contextlib.contextmanager
@@ -215,4 +213,4 @@ def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model changes its attributes while it runs ({listed});"
                       " the diagram computes the traced call, with their values before it, and the lowered module does"
                       " not change them, so the model's later calls may differ from it (tracing put them back)",
-                      RuntimeWarning, stacklevel=5)
+                      RuntimeWarning, stacklevel=_AT_CALLER)
