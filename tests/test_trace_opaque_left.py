@@ -158,7 +158,7 @@ def test_a_table_recorded_at_the_traced_length_refuses_other_lengths() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = ncd.trace(model, input_ids=torch.randint(0, 50, (2, 8)))
-    with pytest.raises(ncd.TraceError, match=r"at \{'t': 12\} \(traced at \{'t': 8\}\).*view '1 [a-z]:4 n:8 nʹ:8'"):
+    with pytest.raises(ncd.TraceError, match=r"at \{'t': 12\} \(traced at \{'t': 8\}\).*view '[^']*n:8 nʹ:8[^']*'"):
         d.to_torch(t=12)
     ids = torch.randint(0, 50, (3, 8))
     with torch.no_grad():
