@@ -607,8 +607,8 @@ def _local_model() -> nn.Module:
 
 def test_a_pickled_diagram_lowers_in_another_process_calling_its_functions(tmp_path: Any) -> None:
     """A diagram pickled with Function boxes, read back in a new process: its lowered module's forward and gradients
-    are the model's (the Functions' operators are defined again there); one whose Function cannot be found there (a
-    class inside a function) is refused with an ncd error naming it, not torch's "no such operator"."""
+    are the model's (the Functions' operators are defined again there), and so is its source; one whose Function cannot
+    be found there (a class inside a function) is refused with an ncd error naming it, not torch's "no such operator"."""
     import pickle
     import subprocess
     import sys
@@ -629,6 +629,7 @@ from ncd.errors import TraceError
 from tests.test_trace_functions import _grads
 saved = torch.load({str(tmp_path / "m.pt")!r})
 d = pickle.loads(open({str(tmp_path / "d.pkl")!r}, "rb").read())
+print("source", {d.to_source()!r} == d.to_source())  # before to_torch: bound sizes rebuild its boxes
 lowered = d.to_torch()
 got = _grads(lowered, saved["x"])
 want = saved["want"]
@@ -646,4 +647,5 @@ except TraceError as e:
                          env={**__import__("os").environ, "PYTHONPATH": f"{src}:{root}"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "forward True input grad True" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert "source True" in run.stdout, run.stdout  # as written in the process that traced
     assert "refused:" in run.stdout and "LocalRound" in run.stdout and "cannot be found" in run.stdout, run.stdout

@@ -33,7 +33,12 @@ from ncd.trace.params import HOLDER, freeze, hold, tie, unread
 from ncd.trace.watched import _data_refused, _grad_mode_as_called, _python_random_watched, _state_kept, _warn_backward_hooks
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import sympy
     import torch
+
+    from ncd.ir.diagram import Diagram
 
 __all__ = ["trace", "TracedDiagram", "load_parameters"]
 
@@ -79,6 +84,15 @@ class TracedDiagram(Block):
     def as_block(self) -> Block:
         """The plain diagram, without the traced values."""
         return Block(self.body, self.name, self.meta)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
+        """As :meth:`Block.subs`, its custom Functions' operators defined first (a diagram pickled in another process:
+        a box is rebuilt, and checks its call, when its sizes are bound, as :meth:`to_source` does)."""
+        from ncd.trace.functions import registered
+
+        if mapping:
+            registered(self.functions, self.name)
+        return super().subs(mapping)
 
     def to_torch(self, /, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
