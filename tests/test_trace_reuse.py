@@ -58,6 +58,13 @@ def _traced(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], sha
 
 
 def _compare(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> int:
+    return _compared(model, args, kwargs, monkeypatch)[0]
+
+
+def _compared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+              ) -> tuple[int, Any]:
+    """The diagram with layers copied is the walk's (same drawing, opaque boxes and tensors): how many were copied, and
+    that diagram."""
     model.eval()
     walked, none = _traced(model, args, kwargs, False, monkeypatch)
     shared, copied = _traced(model, args, kwargs, True, monkeypatch)
@@ -69,7 +76,7 @@ def _compare(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], mo
         assert len(a) == len(b)
         for x, y in zip(a, b):
             assert x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
-    return copied
+    return copied, shared
 
 
 @pytest.mark.parametrize("every", [False, True])
@@ -77,8 +84,9 @@ def test_identical_layers_are_copied_and_equal(every: bool, monkeypatch: pytest.
     torch.manual_seed(0)
     model = Stack([0.5] * 5, every=every)
     x = torch.randn(2, 3, 8)
-    assert _compare(model, (x,), {}, monkeypatch) >= 2
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied >= 2
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 3, 8)
     torch.testing.assert_close(lowered(fresh), model(fresh))
 
@@ -87,8 +95,7 @@ def test_layers_holding_other_constants_are_walked(monkeypatch: pytest.MonkeyPat
     torch.manual_seed(0)
     model = Stack([0.5, 0.5, 0.5, 0.25, 0.5])  # layer 3's buffer differs: never a copy of layer 1
     x = torch.randn(2, 3, 8)
-    _compare(model, (x,), {}, monkeypatch)
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    lowered = _compared(model, (x,), {}, monkeypatch)[1].to_torch()
     fresh = torch.randn(2, 3, 8)
     torch.testing.assert_close(lowered(fresh), model(fresh))
 
@@ -162,8 +169,9 @@ def test_layers_adding_to_the_notes_are_copied_and_equal(layers: int, monkeypatc
     torch.manual_seed(0)
     model = Encoder(layers)
     x = torch.randn(2, 5, 16)
-    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 5, 16)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
@@ -204,8 +212,9 @@ def test_a_first_layer_reading_the_input_is_copied_and_equal(layers: int, monkey
     torch.manual_seed(0)
     model = Stack([0.5] * layers)
     x = torch.randn(2, 3, 8)
-    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 3, 8)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
@@ -219,8 +228,9 @@ def test_a_padded_transformer_encoder_reading_its_input_is_copied_and_equal(monk
     x = torch.randn(6, 2, 16)
     pad = torch.zeros(2, 6, dtype=torch.bool)
     pad[0, -2:] = True
-    assert _compare(model, (x,), {"src_key_padding_mask": pad}, monkeypatch) == 1
-    lowered = _traced(model, (x,), {"src_key_padding_mask": pad}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {"src_key_padding_mask": pad}, monkeypatch)
+    assert copied == 1
+    lowered = traced.to_torch()
     fresh, other = torch.randn(6, 2, 16), torch.zeros(2, 6, dtype=torch.bool)
     other[1, -3:] = True
     with torch.no_grad():
@@ -250,8 +260,9 @@ def test_layers_holding_a_constant_made_of_arguments_are_copied_and_equal(layers
     torch.manual_seed(0)
     model = nn.Sequential(*(Masked(8) for _ in range(layers)))
     x = torch.randn(2, 5, 8)
-    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 5, 8)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
@@ -294,8 +305,9 @@ def test_layers_stacking_one_table_read_once_are_copied_and_equal(layers: int, m
     torch.manual_seed(0)
     model = Interleaved(layers).eval()
     x = torch.randn(2, 3, 5, 8)
-    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
     assert sum(isinstance(m, nn.Embedding) for m in lowered.modules()) == \
         sum(isinstance(m, nn.Embedding) for m in model.modules())
     fresh = torch.randn(2, 3, 5, 8)
@@ -336,8 +348,9 @@ def test_layers_of_baddbmm_are_copied_and_equal(beta: float, monkeypatch: pytest
     torch.manual_seed(0)
     model = BiasedStack(2, beta).eval()
     x, bias = torch.randn(2, 5, 8), torch.randn(2, 5, 5)
-    assert _compare(model, (x, bias), {}, monkeypatch) == 1
-    lowered = _traced(model, (x, bias), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x, bias), {}, monkeypatch)
+    assert copied == 1
+    lowered = traced.to_torch()
     fresh, other = torch.randn(2, 5, 8), torch.randn(2, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh, other), model(fresh, other))
@@ -361,8 +374,9 @@ def test_layers_of_index_select_are_copied_and_equal(layers: int, monkeypatch: p
     torch.manual_seed(0)
     model = nn.Sequential(*(Reordered(8, 5) for _ in range(layers))).eval()
     x = torch.randn(2, 5, 8)
-    assert _compare(model, (x,), {}, monkeypatch) == layers - 1
-    lowered = _traced(model, (x,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 5, 8)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
@@ -389,8 +403,9 @@ def test_a_first_layer_reading_learned_queries_is_copied_and_equal(monkeypatch: 
     torch.manual_seed(0)
     model = LearnedQueries().eval()
     memory = torch.randn(2, 6, 16)
-    assert _compare(model, (memory,), {}, monkeypatch) == 1
-    lowered = _traced(model, (memory,), {}, True, monkeypatch)[0].to_torch()
+    copied, traced = _compared(model, (memory,), {}, monkeypatch)
+    assert copied == 1
+    lowered = traced.to_torch()
     fresh = torch.randn(2, 6, 16)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh), atol=1e-5, rtol=1e-5)
