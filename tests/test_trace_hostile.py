@@ -883,6 +883,19 @@ class CountsCalls(nn.Module):
         return out
 
 
+class HoldsNaN(nn.Module):
+    """A number attribute holding NaN (a fill value), never changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.fill = float("nan")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.lin(x)
+        return out
+
+
 def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -> None:
     # the diagram holds the first call (calls=1) and the model's second call scales by 2: nothing said so (a buffer
     # written in place is said)
@@ -901,6 +914,9 @@ def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model changing nothing: no word
         ncd.trace(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0)), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NaN attribute the model never changes (nan != nan): no word
+        ncd.trace(HoldsNaN(), x)
 
 
 @pytest.mark.parametrize("where", ["module", "parameter"])

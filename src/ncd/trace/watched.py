@@ -187,6 +187,13 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
                           RuntimeWarning, stacklevel=_AT_CALLER)
 
 
+def _same_number(now: Any, was: Any) -> bool:
+    """Whether an attribute still holds the number it held (a NaN it held still is NaN: ``nan != nan``)."""
+    if type(now) not in (int, float, bool):  # (made something else: changed)
+        return False
+    return bool(now == was or (now != now and was != was))
+
+
 @contextlib.contextmanager
 def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
     """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too);
@@ -203,7 +210,7 @@ def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
     try:
         yield
         changed = [(module, k, v, vars(module).get(k)) for module, attrs, _ in saved for k, v in attrs.items()
-                   if type(v) in (int, float, bool) and vars(module).get(k) != v] if said else []
+                   if type(v) in (int, float, bool) and not _same_number(vars(module).get(k), v)] if said else []
     finally:
         stack.pop()
         attributes_back(saved)
