@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from ncd.ir.diagram import Diagram
+    from ncd.trace.functions import Boxed
 
 __all__ = ["trace", "TracedDiagram", "load_parameters"]
 
@@ -69,7 +70,7 @@ class TracedDiagram(Block):
     origin: Any = field(default=None, compare=False, hash=False)
     #: the custom autograd.Functions its opaque boxes call (:class:`ncd.trace.functions.Boxed`): defined again where a
     #: pickled diagram is lowered
-    functions: tuple[Any, ...] = field(default=(), compare=False, hash=False)
+    functions: tuple[Boxed, ...] = field(default=(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)

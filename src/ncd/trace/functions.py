@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -333,7 +333,7 @@ def _read(key: str, where: tuple[str, str], spec: str | None, consts: tuple[Any,
     return Boxed(key, None, where, None if spec is None else treespec_loads(spec), consts, many, at)
 
 
-def boxed_of(opaque: Any) -> tuple[Boxed, ...]:
+def boxed_of(opaque: Iterable[tuple[str, int]]) -> tuple[Boxed, ...]:
     """The operators of the custom Functions among the opaque boxes ``(name, count)`` of a recording."""
     out = []
     for name, _ in opaque:
