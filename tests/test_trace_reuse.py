@@ -79,6 +79,17 @@ def _compared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     return copied, shared
 
 
+def _copied_and_equal(model: nn.Module, x: torch.Tensor, copies: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`_compared` on ``model(x)`` with ``copies`` layers copied, and the lowered diagram equal to the model on a
+    fresh input of ``x``'s shape."""
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == copies
+    lowered = traced.to_torch()
+    fresh = torch.randn_like(x)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
 @pytest.mark.parametrize("every", [False, True])
 def test_identical_layers_are_copied_and_equal(every: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
@@ -169,12 +180,7 @@ def test_layers_adding_to_the_notes_are_copied_and_equal(layers: int, monkeypatc
     torch.manual_seed(0)
     model = Encoder(layers)
     x = torch.randn(2, 5, 16)
-    copied, traced = _compared(model, (x,), {}, monkeypatch)
-    assert copied == layers - 1
-    lowered = traced.to_torch()
-    fresh = torch.randn(2, 5, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(lowered(fresh), model(fresh))
+    _copied_and_equal(model, x, layers - 1, monkeypatch)
 
 
 def test_a_logged_read_answers_anew_and_changes_nothing() -> None:
@@ -212,12 +218,7 @@ def test_a_first_layer_reading_the_input_is_copied_and_equal(layers: int, monkey
     torch.manual_seed(0)
     model = Stack([0.5] * layers)
     x = torch.randn(2, 3, 8)
-    copied, traced = _compared(model, (x,), {}, monkeypatch)
-    assert copied == layers - 1
-    lowered = traced.to_torch()
-    fresh = torch.randn(2, 3, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(lowered(fresh), model(fresh))
+    _copied_and_equal(model, x, layers - 1, monkeypatch)
 
 
 def test_a_padded_transformer_encoder_reading_its_input_is_copied_and_equal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,12 +261,7 @@ def test_layers_holding_a_constant_made_of_arguments_are_copied_and_equal(layers
     torch.manual_seed(0)
     model = nn.Sequential(*(Masked(8) for _ in range(layers)))
     x = torch.randn(2, 5, 8)
-    copied, traced = _compared(model, (x,), {}, monkeypatch)
-    assert copied == layers - 1
-    lowered = traced.to_torch()
-    fresh = torch.randn(2, 5, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(lowered(fresh), model(fresh))
+    _copied_and_equal(model, x, layers - 1, monkeypatch)
 
 
 class Rotated(nn.Module):
@@ -374,12 +370,7 @@ def test_layers_of_index_select_are_copied_and_equal(layers: int, monkeypatch: p
     torch.manual_seed(0)
     model = nn.Sequential(*(Reordered(8, 5) for _ in range(layers))).eval()
     x = torch.randn(2, 5, 8)
-    copied, traced = _compared(model, (x,), {}, monkeypatch)
-    assert copied == layers - 1
-    lowered = traced.to_torch()
-    fresh = torch.randn(2, 5, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(lowered(fresh), model(fresh))
+    _copied_and_equal(model, x, layers - 1, monkeypatch)
 
 
 class LearnedQueries(nn.Module):
