@@ -44,3 +44,26 @@ def test_each_warning_points_at_the_line_calling_trace() -> None:
     for what in ("backward hooks", "Python's random", "torch.is_grad_enabled()", "torch.is_inference_mode_enabled()",
                  ".requires_grad", "changes its attributes"):
         assert any(what in m for m in here), (what, where)  # before: five of them at ncd/trace/__init__.py
+
+
+class DoesWhatTheRecordingSays(nn.Module):
+    """Draws with torch, detaches a value, writes into its buffer in place: the recording's own warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("seen", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h: torch.Tensor = self.lin(x)
+        self.seen.add_(h.detach().mean(0))
+        return h * torch.rand(4) + h.detach()
+
+
+def test_the_recordings_warnings_point_at_the_line_calling_trace() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ncd.trace(DoesWhatTheRecordingSays(), torch.randn(2, 4))
+    said = [(str(w.message)[:60], w.filename) for w in caught if str(w.message).startswith("ncd.trace(")]
+    assert len(said) >= 3, said  # random draws, detached values, the buffer written
+    assert all(filename == __file__ for _, filename in said), said  # before: ncd/trace/record.py

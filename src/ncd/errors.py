@@ -159,6 +159,29 @@ def _shown(filename: str) -> str | None:
     return None
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` by this function's caller show the innermost frame outside the
+    ``ncd`` package (the user's line calling ``ncd``), contextlib's frames passed over (a warning given as a context
+    manager exits); for warnings given while only ``ncd`` runs between the user's call and the warning.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("shown here", stacklevel=user_stacklevel())
+    >>> caught[0].filename == __file__ or caught[0].filename.startswith("<doctest")
+    True
+    """
+    import contextlib
+
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and (os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+                                        or frame.f_code.co_filename == contextlib.__file__):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def user_location() -> SourceLocation | None:
     """The innermost stack frame outside the ``ncd`` package (the user's line).
 

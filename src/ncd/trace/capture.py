@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from ncd.errors import TraceError
+from ncd.errors import TraceError, user_stacklevel
 from ncd.trace.functions import functions_refused
 from ncd.trace.refusals import ReadsValue, Unsupported
 
@@ -308,7 +308,7 @@ def _warn_written(model: torch.nn.Module, written: list[str], learned: set[str],
                   f" ({', '.join(_strip(n) for n in written)}); the diagram computes the traced call from their values"
                   " before it and the lowered module does not update them, so later calls of the model differ from it"
                   + (" (and tracing ran the model once: they were updated as by one call)" if ran else
-                     " (tracing did not update them)"), RuntimeWarning, stacklevel=4)
+                     " (tracing did not update them)"), RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def _mutates(ep: Any) -> bool:
@@ -353,7 +353,7 @@ def recorder_works() -> bool:
             import warnings
 
             warnings.warn(f"ncd.trace: the fast recorder does not run on torch {torch.__version__} ({error}); tracing falls"
-                          " back to torch.export, typically 3-6x slower to trace", RuntimeWarning, stacklevel=3)
+                          " back to torch.export, typically 3-6x slower to trace", RuntimeWarning, stacklevel=user_stacklevel())
         _RECORDER.append(ok)
     return _RECORDER[0]
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ncd.errors import InputError, RunError, TraceError
+from ncd.errors import InputError, RunError, TraceError, user_stacklevel
 from ncd.prims.guard import TRACED_READ
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def _unchecked(name: str, sizes: dict[str, int], why: str) -> None:
     warnings.warn(f"{name} lowered at {at} unchecked: {why}, so the lowered module was not compared with the model at"
                   " these sizes; a size the model computes in Python where the trace cannot follow it"
                   " (x * (1.0 / x.shape[0]), len(x)) keeps its traced value there; compare it with the model on your"
-                  " inputs", RuntimeWarning, stacklevel=4)
+                  " inputs", RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],

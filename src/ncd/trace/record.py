@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
@@ -253,27 +254,27 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
     """The warnings of a recording that stands for the model: what its diagram holds or computes otherwise than the
     model's run did (random draws, custom autograd.Functions, detached values, autocast, writes into the model's
-    state or inputs), each shown where :func:`_record`'s caller is (as when :func:`_record` warned)."""
+    state or inputs), each shown at the user's line calling ``ncd.trace`` (:func:`ncd.errors.user_stacklevel`)."""
     if rec.random:
         where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.random.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
-                      " them as a wire)", RuntimeWarning, stacklevel=3)
+                      " them as a wire)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
-                      " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=3)
+                      " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.detached:  # a stop-gradient (a straight-through estimator, a target network): not drawn
         warnings.warn(f"ncd.trace({type(model).__name__}): the model detaches values from autograd (detach or no_grad at"
                       f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
-                      " there)", RuntimeWarning, stacklevel=3)
+                      " there)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.autocast:  # autocast casts below the level recorded: the diagram computes in the tensors' own types
         warnings.warn(f"ncd.trace({type(model).__name__}): the model runs under torch.autocast (at"
                       f" {', '.join(sorted(rec.autocast))}); the diagram computes in its tensors' own types, so the"
                       " lowered module's results differ from the model's by the rounding autocast does (cast the"
-                      " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=3)
+                      " model instead, or trace it without autocast)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.buffers_written or rec.params_written:  # a running statistic, a step counter, a cache, a renormed table
         state = {**rec.params_written, **rec.buffers_written}
         what = " and ".join(k for k, v in (("parameters", rec.params_written), ("buffers", rec.buffers_written)) if v)
@@ -281,7 +282,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its {what} in place ({where}); the"
                       " diagram computes the traced call from their values before it and the lowered module does not"
                       " update them, so later calls of the model differ from it (and tracing ran the model once: its"
-                      f" {what} were updated as by one call)", RuntimeWarning, stacklevel=3)
+                      f" {what} were updated as by one call)", RuntimeWarning, stacklevel=user_stacklevel())
     aliased = [(a, b) for a, b in rec.shared.items() if {a, b} & rec.inputs_written]
     if aliased:
         pairs = "; ".join(f"{b} and {a}" for a, b in aliased)
@@ -290,7 +291,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" or views of one tensor) and the model writes into {', '.join(written)} in place;"
                       " the diagram takes its inputs as separate tensors (the model called with copies of them), so"
                       " on this call's aliased inputs its result may differ from the model's", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
     elif rec.shared and rec.addressed:  # (one tensor passed twice: the model compares the addresses of two copies)
         pairs = "; ".join(f"{b} and {a}" for a, b in rec.shared.items())
         lines = ", ".join(dict.fromkeys(rec.addressed[:8]))
@@ -298,12 +299,12 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" or views of one tensor) and the model reads the address of a value of its inputs"
                       f" (Tensor.data_ptr() at {lines}); it ran on a separate copy of each input, so a comparison of"
                       " their addresses was traced as for separate tensors: on this call's aliased inputs the"
-                      " diagram's result may differ from the model's", RuntimeWarning, stacklevel=3)
+                      " diagram's result may differ from the model's", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.inputs_written and not aliased:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its input(s)"
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
                       " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
-                      " caller's tensors)", RuntimeWarning, stacklevel=3)
+                      " caller's tensors)", RuntimeWarning, stacklevel=user_stacklevel())
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from ncd.errors import user_stacklevel
 from ncd.trace.tensors import _same
 
 
@@ -97,4 +98,4 @@ def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> No
         warnings.warn(f"ncd.trace({type(model).__name__}): the model binds its {', '.join(changed)} to new values"
                       " while it runs; the diagram computes the traced call from their values before it and the"
                       " lowered module does not update them, so later calls of the model differ from it (and tracing"
-                      " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=3)
+                      " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=user_stacklevel())

@@ -14,16 +14,12 @@ import contextlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ncd.errors import TraceError
+from ncd.errors import TraceError, user_stacklevel
 
 if TYPE_CHECKING:
     import torch
 
 __all__: list[str] = []
-
-#: the ``stacklevel`` of a warning given as one of these context managers exits, pointing at the line that called
-#: ``ncd.trace``: the generator, contextlib's ``__exit__``, ``_trace``, ``trace``, its lock's wrapper, that line
-_AT_CALLER = 6
 
 
 @contextlib.contextmanager
@@ -78,7 +74,7 @@ def _warn_backward_hooks(model: torch.nn.Module) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model has backward hooks ({', '.join(hooked[:4])}"
                       f"{', ...' if len(hooked) > 4 else ''}); they change its gradients, and the lowered module has"
                       " none: its forward is the model's, its gradients are autograd's through the diagram",
-                      RuntimeWarning, stacklevel=5)
+                      RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def _python_random_states() -> tuple[Any, ...]:
@@ -106,7 +102,7 @@ def _python_random_watched(model: torch.nn.Module) -> Any:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers from {' and '.join(drawn)}"
                       " while it runs; no capture records those draws, so the diagram holds the numbers drawn while"
                       " tracing (the lowered module computes with them at every call, the model draws anew)",
-                      RuntimeWarning, stacklevel=_AT_CALLER)
+                      RuntimeWarning, stacklevel=user_stacklevel())
 
 
 @contextlib.contextmanager
@@ -184,7 +180,7 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
              " its parameters need gradients, the model may compute otherwise")):
         if where:
             warnings.warn(f"ncd.trace({type(model).__name__}): the model reads {what} at {', '.join(where[:4])}{then}",
-                          RuntimeWarning, stacklevel=_AT_CALLER)
+                          RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def _same_number(now: Any, was: Any) -> bool:
@@ -220,4 +216,4 @@ def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model changes its attributes while it runs ({listed});"
                       " the diagram computes the traced call, with their values before it, and the lowered module does"
                       " not change them, so the model's later calls may differ from it (tracing put them back)",
-                      RuntimeWarning, stacklevel=_AT_CALLER)
+                      RuntimeWarning, stacklevel=user_stacklevel())
