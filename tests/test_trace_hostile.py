@@ -896,6 +896,20 @@ class HoldsNaN(nn.Module):
         return out
 
 
+class KeepsWidth(nn.Module):
+    """Sets a number attribute from its input's shape at every call (Swin's ``window_size = min(resolution)``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.width = x.shape[-1]
+        out: torch.Tensor = self.lin(x) * self.width
+        return out
+
+
 def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -> None:
     # the diagram holds the first call (calls=1) and the model's second call scales by 2: nothing said so (a buffer
     # written in place is said)
@@ -917,6 +931,11 @@ def test_a_model_changing_a_number_attribute_says_its_later_calls_may_differ() -
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a NaN attribute the model never changes (nan != nan): no word
         ncd.trace(HoldsNaN(), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # set from the input's shape to the number it held (swin, funnel): no word
+        ncd.trace(KeepsWidth(4), x)
+    with pytest.warns(RuntimeWarning, match=r"width \(3 -> 4\)"):  # set to another number: said
+        ncd.trace(KeepsWidth(3), x)
 
 
 @pytest.mark.parametrize("where", ["module", "parameter"])

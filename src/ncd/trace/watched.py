@@ -184,8 +184,9 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
 
 
 def _same_number(now: Any, was: Any) -> bool:
-    """Whether an attribute still holds the number it held (a NaN it held still is NaN: ``nan != nan``)."""
-    if type(now) not in (int, float, bool):  # (made something else: changed)
+    """Whether an attribute still holds the number it held (a NaN it held still is NaN: ``nan != nan``; a size read
+    off an input's shape, an ``int`` of the tracer's own type, set to the number it held, is the same number)."""
+    if not isinstance(now, (int, float, bool)):  # (made something else: changed)
         return False
     return bool(now == was or (now != now and was != was))
 
