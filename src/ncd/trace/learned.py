@@ -404,21 +404,7 @@ WEIGHTS: dict[str, tuple[int, ...]] = {
 
 def _read_as_data(node: Node, keep: tuple[int, ...]) -> list[Node]:
     """The nodes ``node`` reads other than as a learned box's own tensors (its arguments at ``keep``)."""
-    found: list[Node] = []
-
-    def add(value: Any) -> None:
-        if isinstance(value, Node):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                add(v)
-
-    for k, a in enumerate(node.args):
-        if k not in keep:
-            add(a)
-    for v in node.kwargs.values():
-        add(v)
-    return found
+    return refs((tuple(a for k, a in enumerate(node.args) if k not in keep), node.kwargs))
 
 
 def _tensors_in(value: Any) -> bool:
