@@ -212,8 +212,26 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
             pass
     names = input_names(model, len(args), kwargs)
+    args, kwargs = _distinct(args, kwargs)
     with functions_refused(model), _torch_errors_unlogged():
         return _exported(model, flat, args, kwargs, names, reads)
+
+
+def _distinct(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The inputs with a tensor passed more than once (``labels=input_ids``) a copy of its own at each place after the
+    first, as the recording runs the model: each is an input of the diagram.  Given one tensor twice, torch.export
+    makes one graph input read for both, and the lowered module ignored the other input (a model ``a * 2 - b`` traced
+    on ``(x, x)`` and called on ``(x, y)`` computed ``2y - y``, with no word)."""
+    leaves, spec = torch.utils._pytree.tree_flatten((tuple(args), dict(kwargs)))
+    seen: set[int] = set()
+    for k, leaf in enumerate(leaves):
+        if isinstance(leaf, torch.Tensor):
+            if id(leaf) in seen:
+                leaves[k] = leaf.detach().clone()
+            seen.add(id(leaf))
+    if len(seen) == sum(isinstance(leaf, torch.Tensor) for leaf in leaves):
+        return args, kwargs
+    return torch.utils._pytree.tree_unflatten(leaves, spec)  # type: ignore[no-any-return]
 
 
 #: torch's loggers that report, at ERROR level, a failure ncd itself reports (as a TraceError) or falls back from

@@ -38,6 +38,7 @@ from ncd.trace.recording import WORK_PER_CALL, _Recording
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget  # noqa: F401  (re-exported)
 from ncd.trace.shapes import Shapes
 from ncd.trace.walk import _computing, _Walk, _warn_rebound
+from ncd.trace.watched import _identity_watched
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
 
@@ -231,7 +232,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
-                _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths):
+                _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
+                _identity_watched(rec.same, rec.identity):
             out = flat(*run_args, **run_kwargs)
         rec.check_writes()
         if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
@@ -300,6 +302,13 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" (Tensor.data_ptr() at {lines}); it ran on a separate copy of each input, so a comparison of"
                       " their addresses was traced as for separate tensors: on this call's aliased inputs the"
                       " diagram's result may differ from the model's", RuntimeWarning, stacklevel=user_stacklevel())
+    if rec.identity:
+        where = ", ".join(f"{names} at {line}" for line, names in rec.identity.items())
+        warnings.warn(f"ncd.trace({type(model).__name__}): one tensor passed as several inputs, which the model tests"
+                      f" with `is` ({where}); the diagram takes them as separate inputs (the model ran on a copy of"
+                      " each), so it holds the branch for different tensors: called with one tensor twice, the model"
+                      " takes the other branch and computes otherwise than the lowered module (trace it with the"
+                      " tensor passed once, or with different tensors)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.inputs_written and not aliased:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into its input(s)"
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"

@@ -161,9 +161,13 @@ class _Recording(Aliases, InPlace):
         self.unpython = torch._C._DisablePythonDispatcher()
         self.kernel = False
         self.transformed = False  # a tensor of a ``torch.func`` transform (``vmap``) was read (:meth:`unknown`)
+        runs: dict[int, tuple[list[str], list[Any]]] = {}  # a tensor passed -> the inputs it is, the tensors run on
         for name, value in zip(named, copied(leaves)):
             if isinstance(value, torch.Tensor):  # the model runs on a copy: the user's tensor stays as it was
                 self.inputs.append(self._input(name, _laid_out_as(value.detach())))
+                ran = runs.setdefault(id(value), ([], []))
+                ran[0].append(name)
+                ran[1].append(self.inputs[-1])
                 continue
             if holds_tensors(value) and not any(isinstance(v, torch.Tensor) for v in torch.utils._pytree.tree_leaves(value)):
                 # an object holding tensors (a ``past_key_values`` cache, run on a copy): each tensor it holds is an
@@ -179,8 +183,15 @@ class _Recording(Aliases, InPlace):
             items, spec = torch.utils._pytree.tree_flatten(value)
             tensors = [i for i, v in enumerate(items) if isinstance(v, torch.Tensor)]
             for j, i in enumerate(tensors):
+                ran = runs.setdefault(id(items[i]), ([], []))
                 items[i] = self._input(f"{name}_{j}", items[i])
+                ran[0].append(f"{name}_{j}")
+                ran[1].append(items[i])
             self.inputs.append(torch.utils._pytree.tree_unflatten(items, spec) if tensors else value)
+        #: the inputs that were one tensor passed more than once, each run on a copy of its own (their names, the
+        #: tensors run on), and the model's lines testing two of them with ``is`` (:func:`~ncd.trace.watched._identity_watched`)
+        self.same = [ran for ran in runs.values() if len(ran[1]) > 1]
+        self.identity: dict[str, str] = {}
 
     def _input(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """An input tensor of the model: its node, and the tensor the model runs on (on ``meta`` when shapes only)."""

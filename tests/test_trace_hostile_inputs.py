@@ -1,0 +1,124 @@
+"""Hostile inputs: one tensor passed as several inputs (``model(x, x)``, ``labels=input_ids``), each case compared with
+the model.
+
+* The trace runs the model on a copy of each input, so a model testing ``a is b`` took the branch for different
+  tensors while the caller's call took the other; nothing said so.  Now one warning names the line and the inputs.
+* Captured by ``torch.export`` (``capture="export"``, or the recording's fallback), one tensor passed twice became one
+  graph input read for both: the lowered module ignored the other input and was wrong on any call with two different
+  tensors, with no word.  Now each is an input of its own, as the recording makes them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+def _scaled_unless_same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a * 2 if a is not b else a
+
+
+class SameOrNot(nn.Module):
+    """Branches on whether its two inputs are one tensor: in its forward, in a helper, through a closure, or comparing
+    an item of a list input."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.how == "forward":
+            if a is b:
+                return a * 3
+            return a + 3 * b
+        if self.how == "helper":
+            return _scaled_unless_same(a, b) + b
+
+        def same() -> bool:
+            return a is b
+
+        return a - b if same() else a * b
+
+
+class ListSame(nn.Module):
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        out = xs[0]
+        for t in xs[1:]:
+            out = out * 3 if t is xs[0] else out + t
+        return out
+
+
+def _traced(model: nn.Module, *args: object) -> tuple[ncd.TracedDiagram, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, *args)
+    return d, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("how", ["forward", "helper", "closure"])
+def test_a_model_testing_its_inputs_with_is_says_so_naming_the_line(how: str) -> None:
+    torch.manual_seed(0)
+    model, x = SameOrNot(how), torch.randn(2, 3)
+    d, said = _traced(model, x, x)
+    lowered = d.to_torch()
+    # the diagram holds the branch for different tensors (it takes two inputs) ...
+    y = torch.randn(2, 3)
+    torch.testing.assert_close(lowered(x, y), model(x, y))
+    # ... so on the traced call itself it differs from the model: said, naming the line and the inputs
+    assert not torch.allclose(lowered(x, x), model(x, x))
+    assert any("tests with `is`" in s and "a and b at test_trace_hostile_inputs.py:" in s for s in said), said
+
+
+def test_an_is_test_of_items_of_a_list_input_is_said() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    d, said = _traced(ListSame(), [x, x, y])
+    assert not torch.allclose(d.to_torch()(x, x, y), ListSame()([x, x, y]))
+    assert any("xs_0 and xs_1 at test_trace_hostile_inputs.py:" in s for s in said), said
+
+
+def test_one_tensor_passed_twice_without_is_tests_traces_without_a_word() -> None:
+    # (labels=input_ids: the usual case; torch's own `query is key` in nn.MultiheadAttention is not the model's)
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    d, said = _traced(SameOrNot("forward"), x, y)
+    assert not said
+
+    class Attends(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.attn(q, k, v)[0]
+            return out
+
+    model, q = Attends().eval(), torch.randn(2, 5, 8)
+    d, said = _traced(model, q, q, q)
+    assert not [s for s in said if "`is`" in s], said
+    fresh = [torch.randn(2, 5, 8) for _ in range(3)]
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(*fresh), model(*fresh))
+        torch.testing.assert_close(d.to_torch()(q, q, q), model(q, q, q))
+
+
+class Difference(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * 2 - b
+
+
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+def test_one_tensor_passed_twice_is_two_inputs_of_the_diagram(capture: str) -> None:
+    # before, under export, one graph input read for both: lowered(x, y) computed 2y - y
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    model = Difference()
+    lowered = ncd.trace(model, x, x, capture=capture).to_torch()
+    torch.testing.assert_close(lowered(x, x), model(x, x))
+    torch.testing.assert_close(lowered(x, y), model(x, y))
+    torch.testing.assert_close(lowered(y, x), model(y, x))
