@@ -9,6 +9,7 @@ a scaling by a number is a ``*c`` box whose factor reads as a size where it is o
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,19 +95,20 @@ def count_of(conv: Converter, reduced: Sequence[Axis]) -> sympy.Expr:
     return sympy.Integer(math.prod(int(a.size) for a in reduced))
 
 
-def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
+def _factor(conv: Converter, factor: float, like: Sequence[str], single: bool = False) -> sympy.Expr:
     """``factor`` as a size of one of the wires ``like`` when it is one (``k**-0.5``, ``1/m``, ``m**0.5``), else the
     number: an attention scale reads as the head dimension's, not as 16 digits.  A factor the model computed in
-    Python from the batch or sequence size (``x / x.shape[0]``) is that expression of their symbols."""
-    sized = factor_of(conv, factor)
+    Python from the batch or sequence size (``x / x.shape[0]``) is that expression of their symbols.  ``single``: the
+    factor is a float32 tensor's, a size's power rounded to float32 as torch rounds it (:func:`_single`)."""
+    sized = None if single else factor_of(conv, factor)
     if sized is not None:
         return sized
-    choice = _factor_choice(conv, factor, tuple(like))
+    choice = _factor_choice(conv, factor, tuple(like), single)
     reads = conv.namer.reads
     if reads is None:
         return _factor_expr(conv, factor, choice)
     # it reads names the walk goes on adding (the config's, merges'): logged in a first layer, the choice as the answer
-    reads.append((_factor_choice, (conv, factor, tuple(like)), choice))
+    reads.append((_factor_choice, (conv, factor, tuple(like), single), choice))
     conv.namer.reads = None
     try:
         return _factor_expr(conv, factor, choice)
@@ -118,7 +120,20 @@ def _factor(conv: Converter, factor: float, like: Sequence[str]) -> sympy.Expr:
 _POWERS = ((-0.5, sympy.Rational(-1, 2)), (-1.0, sympy.Integer(-1)), (0.5, sympy.Rational(1, 2)))
 
 
-def _factor_choice(conv: Converter, factor: float, like: tuple[str, ...]) -> tuple[str, int] | None:
+def _single(value: float) -> float:
+    """``value`` rounded to float32 (to nearest, ties to even), as torch stores a Python float in a float32 tensor."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def _power_of(factor: float, n: int, power: float, single: bool) -> bool:
+    """Whether ``factor`` is ``n ** power``: to 12 digits, or (``single``) exactly as rounded to float32."""
+    if single:
+        return _single(n ** power) == factor
+    return math.isclose(factor, n ** power, rel_tol=1e-12, abs_tol=0.0)
+
+
+def _factor_choice(conv: Converter, factor: float, like: tuple[str, ...], single: bool = False
+                   ) -> tuple[str, int] | None:
     """Which size ``factor`` is a power of: (the name, the power's index in :data:`_POWERS`; ``k`` also for the config's
     head dimension while no wire holds it), or None.  It changes nothing (asked again by :mod:`ncd.trace.reuse`)."""
     merged = {name for key, name in conv.namer.generated.items() if len(key) > 3}  # (b h) as one wire: no size's role
@@ -128,12 +143,12 @@ def _factor_choice(conv: Converter, factor: float, like: tuple[str, ...]) -> tup
         if n is None or n <= 1 or base in SYMBOLIZED or base in merged or not base.isidentifier():
             continue
         for k, (power, _) in enumerate(_POWERS):
-            if math.isclose(factor, n ** power, rel_tol=1e-12, abs_tol=0.0):
+            if _power_of(factor, n, power, single):
                 return base, k
     heads = conv.namer.own["k"]
     if like and len(heads) == 1:  # the config's one head dimension, though no wire holds it (bloom's fused q k v: d)
         n = next(iter(heads))
-        if n > 1 and conv.namer.size_of.get("k", n) == n and math.isclose(factor, n ** -0.5, rel_tol=1e-12, abs_tol=0.0):
+        if n > 1 and conv.namer.size_of.get("k", n) == n and _power_of(factor, n, -0.5, single):
             return "k", 0
     return None
 
@@ -275,6 +290,10 @@ def arithmetic(conv: Converter, node: Node) -> None:
             raise Decline("broadcast")
         conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else ()))
         return
+    sized = _sized_scalar(conv, node, a, b, name)
+    if sized is not None:
+        conv.bind(node, sized)
+        return
     if name == "div":
         raise Decline("division by a tensor")
     names = out_names(conv, node, [a, b])
@@ -285,6 +304,34 @@ def arithmetic(conv: Converter, node: Node) -> None:
         factor = (-1.0 if name == "sub" else 1.0) * float(alpha)  # (baddbmm's alpha: bloom's 1/√k)
         vb = _scale(conv, vb, factor, conv.names(vb) if not written(factor) else ())
     bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
+
+
+def _sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int | None:
+    """A live value times a one-number constant tensor whose number is a power of the size of one of the value's wires
+    (Gemma's ``embed_scale`` buffer, ``hidden_size ** 0.5`` stored in float32): the scaling by that power (``m**0.5``,
+    not the number 5.657).  Only float32 (the number compared as torch rounded the power: the lowered ``x * m**0.5``
+    multiplies by that float32) and float64 tensors, a number no one writes (:func:`written`); None otherwise (the
+    constant is drawn as before)."""
+    if name != "mul":
+        return None
+    live, other = (a, b) if _live(a) else (b, a)
+    if not _live(live) or not _tensor(other) or _live(other):
+        return None
+    tensor = other.value
+    if tensor.dim() != 0 or tensor.dtype not in (torch.float32, torch.float64) or tensor.device.type == "meta" \
+            or conv.learned(other):
+        return None
+    value = float(tensor)
+    single = tensor.dtype == torch.float32
+    if value <= 0 or not math.isfinite(value) or (_single if single else float)(float(f"{value:.6g}")) == value:
+        return None  # a number as written (``torch.tensor(0.1)`` in float32 too) is drawn as itself
+    vid = conv.value(live)
+    if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
+        return None
+    expr = _factor(conv, value, conv.names(vid), single)
+    if not expr.free_symbols:
+        return None
+    return _scale(conv, vid, expr)
 
 
 def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int, names: list[str],
