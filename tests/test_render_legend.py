@@ -139,6 +139,8 @@ def _closed_form_by_simplify(values: list[object], start: int) -> str | None:
     [512, 256, 128], [24, 48, 96], ["x/2", "x/4", "x/8"], [16, 32, 48], [3, 5, 11], ["x", "2*x", "4*x"],
     ["x", "x + 1", "x + 2"], [65, "t", 65, "t", 74], ["t", "2*t", "3*t"], ["x**2", "x**2 + x", "x**2 + 2*x"],
     [0, 4, 8], [8, 0, 4], ["x", "x", "x"], ["(x + 1)/2", "x + 1", "2*x + 2"], ["x*t", "2*x*t", "4*t*x"],
+    ["64*b", "16*b", "4*b", "b"], ["3*x/t", "6*x/t", "12*x/t"], ["x/t**2", "2*x/t**2", "3*x/t**2"],
+    ["4*x*t", "2*x*t", "x*t"], ["x**2/3", "x**2/6", "x**2/12"],
 ])
 @pytest.mark.parametrize("start", [0, 1, 2])
 def test_closed_form_tells_steps_apart_as_simplifying_every_step_does(values: list[object], start: int) -> None:
@@ -146,3 +148,35 @@ def test_closed_form_tells_steps_apart_as_simplifying_every_step_does(values: li
 
     want = _closed_form_by_simplify(values, start)
     assert closed_form(values, list(range(start, start + len(values)))) == want
+
+
+def test_simplify_gives_a_number_times_symbols_to_whole_powers_back_as_it_is() -> None:
+    """What lets :func:`~ncd.render.legend.closed_form` leave such steps and bases unsimplified (and not import
+    ``sympy.physics``): :func:`sympy.simplify` returns each of them unchanged, on symbols of any assumptions."""
+    import random
+
+    import sympy
+
+    from ncd.render.legend import _simplified
+
+    rng = random.Random(0)
+    symbols = [sympy.Symbol("b", positive=True), sympy.Symbol("t", positive=True), sympy.Symbol("n", integer=True),
+               sympy.Symbol("y"), sympy.Symbol("w", negative=True)]
+    for _ in range(60):
+        value = sympy.Rational(rng.choice([1, -1, 3, 64, 3136]), rng.choice([1, 2, 3, 8]))
+        for s in rng.sample(symbols, rng.randint(0, 3)):
+            value *= s ** rng.choice([1, 2, 3, -1, -2])
+        assert sympy.srepr(_simplified(value)) == sympy.srepr(sympy.simplify(value))
+
+
+def test_a_closed_form_of_a_size_times_a_ratio_does_not_import_sympy_physics() -> None:
+    """swin's legend (``64*b·4^(1 - i)``): its first drawing used to import ``sympy.physics.units`` (simplify's first
+    call on a compound expression), ~130 ms."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ncd.render.legend import closed_form; "
+            "print(closed_form(['64*b', '16*b', '4*b', 'b']), closed_form(['x/2', 'x/4', 'x/8']), "
+            "closed_form(['b', '2*b', '3*b']), 'sympy.physics.units' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["64*b·4^(1", "-", "i)", "x·2^(-i)", "b*i", "False"]

@@ -30,7 +30,7 @@ import sympy
 
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Diagram
-from ncd.ir.size import size
+from ncd.ir.size import _monomial, size
 from ncd.render.model import Drawing, Item, Path, Rect, Text
 from ncd.render.typeset import _TRAILING_DIGITS, Piece, legend_entry, pieces, symbol_pieces, typeset_text, wire_axes_read
 
@@ -138,10 +138,17 @@ def _same(vs: Sequence[sympy.Expr], step: Callable[[sympy.Expr, sympy.Expr], sym
     steps = [step(a, b) for a, b in zip(vs, vs[1:])]
     if any(_apart(steps[0], other) for other in steps[1:]):
         return None
-    first = sympy.simplify(steps[0])
+    first = _simplified(steps[0])
     if not accept(first):
         return None
-    return first if all(sympy.simplify(other) == first for other in steps[1:]) else None
+    return first if all(_simplified(other) == first for other in steps[1:]) else None
+
+
+def _simplified(value: sympy.Expr) -> sympy.Expr:
+    """``sympy.simplify(value)``, which gives a number times symbols to whole powers (``64*b``, ``3*x/t``: a
+    size's usual form) back as it is: those are not passed to it (its first call on a compound expression imports
+    ``sympy.physics.units``, ~130 ms of the first drawing of a legend with a closed form)."""
+    return value if _monomial(value) else sympy.simplify(value)
 
 
 #: the values :func:`_apart` gives the symbols (sizes are positive)
@@ -169,7 +176,7 @@ def _closed_form(vs: Sequence[sympy.Expr], start: int, var: str) -> str | None:
     if r is not None:
         p, exponent = (int(r.p), i - start) if r.q == 1 else (int(r.q), start - i)
         a = vs[0]
-        base = sympy.simplify(a / r ** start)  # the value at i = 0, when it is simpler (x·2^{−i}, not x/2·2^{1−i})
+        base = _simplified(a / r ** start)  # the value at i = 0, when it is simpler (x·2^{−i}, not x/2·2^{1−i})
         if sympy.count_ops(base) < sympy.count_ops(a):
             a, exponent = base, (i if r.q == 1 else -i)
         return f"{a}·{p}^({exponent})"
