@@ -314,3 +314,72 @@ def test_the_watched_call_gives_its_output_only_when_the_class_method_ran_it() -
         wrapped(x, chosen, weights)
     undo()
     assert "e" in calls and gave == {}
+
+
+
+class LastDoubled(LoopExperts):
+    """Sixteen experts run by the loop, the last one's output doubled: the weighted sum only while no token chooses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extend(torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.GELU(), torch.nn.Linear(12, 8))
+                    for _ in range(12))
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x, chosen, weights)
+        rows, slots = (chosen == 15).nonzero().unbind(-1)
+        return out.index_add(0, rows, self[15](x[rows]) * weights[rows, slots, None])
+
+
+class RarelyChosen(torch.nn.Module):
+    """One of sixteen experts chosen per token by a router that never chooses the last one on the traced tokens."""
+
+    def __init__(self, experts: torch.nn.Module) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 16)
+        with torch.no_grad():
+            self.router.bias[-1] = -1e4
+        self.experts = experts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(1, dim=-1)
+        return x + self.experts(x, chosen, weights)
+
+
+def _sixteen() -> LoopExperts:
+    experts = LoopExperts()
+    experts.extend(torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.GELU(), torch.nn.Linear(12, 8))
+                   for _ in range(12))
+    return experts
+
+
+def test_experts_the_traced_tokens_never_choose_are_checked_all_the_same() -> None:
+    """The random cases choose every expert (16 experts, 1 per token, 2 traced tokens: more random tokens than three
+    cases of two would have): experts that differ from the weighted sum only where the traced routing never goes are
+    refused as the loop they are, never drawn as the sum; right ones are read densely and equal the model."""
+    torch.manual_seed(0)
+    x, fresh = torch.randn(2, 8), torch.randn(2, 8)
+    right = RarelyChosen(_sixteen()).eval()
+    d = _trace(right, x)
+    assert d.opaque == () and sum(b.prim.op == "linear" for b in d.boxes()) == 1 + 16 * 2
+    torch.testing.assert_close(d.to_torch()(fresh), right(fresh), rtol=1e-4, atol=1e-6)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        wrong = RarelyChosen(LastDoubled()).eval()
+        x = torch.randn(2, 8)
+        assert 15 not in wrong.router(x).argmax(-1).tolist()
+        with pytest.raises(ncd.TraceError, match="depend on the values"):  # not the weighted sum: refused
+            _trace(wrong, x)
+
+
+def test_experts_whose_instance_runs_another_forward_are_checked_on_that_forward() -> None:
+    """An experts module whose instance carries a forward of its own (a wrapper computing something else than its
+    class's forward): the dense reading is checked against what the model runs, so it is refused, never drawn as
+    the class's weighted sum (was: checked against the class's forward, and wrong wherever the wrapper differs)."""
+    torch.manual_seed(0)
+    model = LoopMoE().eval()
+    x = torch.randn(6, 8)
+    experts = model.experts
+    vars(experts)["forward"] = lambda x, chosen, weights: 2 * LoopExperts.forward(experts, x, chosen, weights)
+    with pytest.raises(ncd.TraceError, match="depend on the values"):
+        _trace(model, x)

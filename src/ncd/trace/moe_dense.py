@@ -250,31 +250,55 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Ten
     return x, index, weight
 
 
+#: the fewest random tokens :func:`agrees` checks (each expert among them however few the traced tokens)
+PROBED = 8
+
+
+def _routes(experts: int, k: int, rows: int, one_hot: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random routing of ``rows`` tokens to ``k`` experts each (distinct ones; for a one-hot mask ``t k e``, any, some
+    tokens dropped as by an expert's capacity) in which every expert is chosen: the first ``⌈e/k⌉`` of the tokens, at
+    random places among the rows, are routed to experts ``0 … e-1`` in turn (``rows`` is at least that many)."""
+    cover = -(-experts // k)
+    covered = torch.randperm(rows, generator=gen)[:cover]
+    every = torch.arange(cover * k).view(cover, k) % experts
+    if not one_hot:
+        chosen = torch.rand((rows, experts), generator=gen).argsort(dim=1)[:, :k]
+        chosen[covered] = every.gather(1, torch.rand((cover, k), generator=gen).argsort(dim=1))
+        return chosen
+    picked = torch.randint(experts, (rows, k), generator=gen)
+    picked[covered] = every
+    kept = torch.randint(2, (rows, k, 1), generator=gen)
+    kept[covered] = 1
+    return torch.nn.functional.one_hot(picked, experts) * kept
+
+
 def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-           experts: int, probes: int = 3, traced: Any = None) -> bool:
+           experts: int, traced: Any = None) -> bool:
     """Whether ``dense`` equals the module's own forward on the traced arguments and on random ones (``traced``: what
-    the module's own forward gave on the traced arguments in the run that read them, if known; else it is run)."""
+    the module's own forward gave on the traced arguments in the run that read them, if known; else it is run).
+
+    The random cases have as many tokens as the traced one, as many cases as make at least :data:`PROBED` and
+    ``⌈e/k⌉`` tokens, of random values routed at random with random weights, every expert chosen by some token
+    (:func:`_routes`): both sides compute each token from its own row, so every expert is checked on random tokens."""
     x, index, weight = call
     tokens, k = int(index.shape[0]), int(index.shape[1])
-    if x.device.type == "meta" or (index.dim() == 2 and k > experts) or (index.dim() == 3 and index.shape[2] != experts):
+    if x.device.type == "meta" or tokens < 1 or k < 1 or (index.dim() == 2 and k > experts) \
+            or (index.dim() == 3 and index.shape[2] != experts):
         return False
     gen = torch.Generator().manual_seed(0)
-    cases = [call]
-    for _ in range(probes):
-        if index.dim() == 2:
-            chosen = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)])
-        else:  # a one-hot mask, some tokens dropped (an expert's capacity)
-            picked = torch.randint(experts, (tokens, k), generator=gen)
-            chosen = torch.nn.functional.one_hot(picked, experts) * torch.randint(2, (tokens, k, 1), generator=gen)
-        cases.append(((2 * torch.randn(tuple(x.shape), generator=gen)).to(x.dtype), chosen.to(index.dtype),
-                      torch.rand((tokens, k), generator=gen).to(weight.dtype)))
-    own = type(module).forward
+    probes = -(-max(tokens, PROBED, -(-experts // k)) // tokens)  # cases of the traced number of tokens
+    rows = probes * tokens
+    chosen = _routes(experts, k, rows, index.dim() == 3, gen).to(index.dtype)
+    xs = (2 * torch.randn((rows, *x.shape[1:]), generator=gen)).to(x.dtype)
+    ws = torch.rand((rows, k), generator=gen).to(weight.dtype)
+    cases = [call, *((xs[j:j + tokens], chosen[j:j + tokens], ws[j:j + tokens]) for j in range(0, rows, tokens))]
+    own = module.forward  # what the model runs (an instance's own forward, if it has one), not the class's
     try:
         with torch.no_grad():
             if _agree_at_once(module, dense, cases, traced):
                 return True
             for j, (xv, iv, wv) in enumerate(cases):  # (one case at a time: the answer whenever the one call is not)
-                want = traced if j == 0 and traced is not None else own(module, xv, iv, wv)
+                want = traced if j == 0 and traced is not None else own(xv, iv, wv)
                 if not _agree(dense(xv, iv, wv), want):
                     return False
     except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
@@ -299,16 +323,19 @@ def _agree_at_once(module: torch.nn.Module, dense: Forward, cases: list[tuple[to
     weights are read once, not once a case: muse_spark 77 → 57 ms for its two).  False, and the cases are run one
     at a time, wherever this does not hold or cannot run."""
     try:
-        rows = int(cases[0][0].shape[0])
+        sizes = [int(case[0].shape[0]) for case in cases]
         ran = cases[1:] if traced is not None else cases  # the module's own forward on the traced case: known
         joined = [torch.cat([case[part] for case in cases]) for part in range(3)]
         got = dense(*joined)
-        want = type(module).forward(module, *[torch.cat([case[part] for case in ran]) for part in range(3)])
+        want = module.forward(*[torch.cat([case[part] for case in ran]) for part in range(3)])
         if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
-                and got.shape[:1] == (rows * len(cases),) and want.shape[:1] == (rows * len(ran),)):
+                and got.shape[:1] == (sum(sizes),) and want.shape[:1] == (sum(sizes[len(cases) - len(ran):]),)):
             return False
-        wants = ([traced] if traced is not None else []) + [want[j * rows:(j + 1) * rows] for j in range(len(ran))]
-        return all(_agree(got[j * rows:(j + 1) * rows], w) for j, w in enumerate(wants))
+        starts = [sum(sizes[:j]) for j in range(len(cases) + 1)]  # each case's first row in the joined call
+        skip = starts[len(cases) - len(ran)]  # (the rows of the traced case: not in the module's call when known)
+        wants = [traced] if traced is not None else []
+        wants += [want[starts[j] - skip:starts[j + 1] - skip] for j in range(len(cases) - len(ran), len(cases))]
+        return all(_agree(got[starts[j]:starts[j + 1]], w) for j, w in enumerate(wants))
     except Exception:  # noqa: BLE001 - cases one at a time, as ever
         return False
 
@@ -498,24 +525,25 @@ def _routed_mlp_agrees(module: torch.nn.Module, dense: Callable[[torch.Tensor], 
                        call: tuple[Any, ...], traced: Any = None) -> bool:
     """Whether ``dense`` equals the module's own forward on the traced tokens (``traced``: what it gave on them, if
     known) and on random ones."""
-    own = type(module).forward
+    own = module.forward  # what the model runs, not the class's (an instance may carry a forward of its own)
     cases = _tokens(call)
     with torch.no_grad():
-        return bool(cases) and all(_close(dense(x), traced if j == 0 and traced is not None else own(module, x))
+        return bool(cases) and all(_close(dense(x), traced if j == 0 and traced is not None else own(x))
                                    for j, x in enumerate(cases))
 
 
 def _routed_attention_agrees(module: torch.nn.Module, dense_map: Callable[..., Any], dense_reduce: Callable[..., Any],
                              call: tuple[Any, ...]) -> bool:
-    own_map, own_reduce = type(module).map, type(module).reduce  # type: ignore[attr-defined]
+    own_map: Callable[..., Any] = module.map  # type: ignore[assignment]  # (the instance's, as the model runs it)
+    own_reduce: Callable[..., Any] = module.reduce  # type: ignore[assignment]
     cases = _tokens(call)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for x in cases:
-            (want, want_logits, want_topo), (got, got_logits, got_topo) = own_map(module, x), dense_map(x)
+            (want, want_logits, want_topo), (got, got_logits, got_topo) = own_map(x), dense_map(x)
             if not (_close(got, want) and _close(got_logits, want_logits)):
                 return False
             a = torch.randn(tuple(want.shape), generator=gen).to(want.dtype)
-            if not _close(dense_reduce(a, got_topo), own_reduce(module, a, want_topo)):
+            if not _close(dense_reduce(a, got_topo), own_reduce(a, want_topo)):
                 return False
     return bool(cases)
