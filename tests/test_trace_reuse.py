@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import ncd
+from ncd.prims.scan import ScanOp
 from ncd.render import to_svg
 from ncd.trace import reuse
 
@@ -400,3 +401,48 @@ def test_a_first_layer_reading_learned_queries_is_copied_and_equal(monkeypatch: 
     fresh = torch.randn(2, 6, 16)
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh), atol=1e-5, rtol=1e-5)
+
+
+class Recurrent(nn.Module):
+    """A gated recurrence over the positions in a Python loop (folded into one scan), between two projections."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.into, self.out = nn.Linear(width, width), nn.Linear(width, width)
+        self.decay = nn.Parameter(torch.rand(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.into(x)
+        a = torch.sigmoid(self.decay)
+        h = x.new_zeros(x.shape[0], x.shape[2])
+        outs = []
+        for t in range(x.shape[1]):
+            h = a * h + u[:, t]
+            outs.append(torch.tanh(h))
+        return x + self.out(torch.stack(outs, 1))
+
+
+class RecurrentStack(nn.Module):
+    def __init__(self, layers: int, width: int = 6) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Recurrent(width) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_of_a_folded_loop_are_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each layer's loop is a scan of its own (each its own loop object): their bodies correspond, so the later layers
+    are copies."""
+    torch.manual_seed(0)
+    model = RecurrentStack(layers)
+    x = torch.randn(2, 5, 6)
+    copied, traced = _compared(model, (x,), {}, monkeypatch)
+    assert copied == layers - 1
+    assert traced.opaque_count == 0 and any(isinstance(b.prim, ScanOp) for b in traced.boxes())  # loops drawn as scans
+    fresh = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(traced.to_torch()(fresh), model(fresh))

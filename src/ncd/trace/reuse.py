@@ -336,6 +336,8 @@ class _Match:
         self.outside: dict[int, Node] = {}  # id(their node outside the layer) -> our node outside it
         self.outside_back: dict[int, Node] = {}
         self.kept: list[tuple[Node, Node]] = []
+        self.inner: dict[int, Node] = {}  # id(a node of a loop's body, or its input) -> the corresponding loop's
+        self.inner_back: dict[int, Node] = {}
         self.frames: dict[Frame, Frame] = {first.frame: later.frame}
         self.prefix = (first.frame[0] + ".", later.frame[0] + ".")
         self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
@@ -362,8 +364,10 @@ class _Match:
 
     def _node(self, t: Node, c: Node) -> bool:
         conv = self.conv
-        if (t.kind, t.target, t.live, t.guard) != (c.kind, c.target, c.live, c.guard) or t.guard and t.line != c.line \
+        if (t.kind, t.live, t.guard) != (c.kind, c.live, c.guard) or t.guard and t.line != c.line \
                 or id(t) in self.emitters or id(c) in self.emitters:
+            return False
+        if t.target != c.target and not self._loops(t.target, c.target):
             return False
         if len(t.stack) != len(c.stack) or (t.source or c.source) and not self._path(t.source, c.source):
             return False
@@ -384,6 +388,41 @@ class _Match:
         if not self._readers(t, c):
             return False
         return self._same(t.args, c.args) and self._same(t.kwargs, c.kwargs)
+
+    def _loops(self, a: Any, b: Any) -> bool:
+        """Whether ``a`` and ``b`` are folded loops (:class:`~ncd.trace.loops.Loop`, each call its own object) with
+        bodies that correspond one to one: the same operators on corresponding arguments (their inputs, earlier calls
+        of the body, or corresponding values of the layers), values alike, the same inputs, results and time axes."""
+        from ncd.trace.loops import Loop
+
+        if not isinstance(a, Loop) or not isinstance(b, Loop):
+            return False
+        if (len(a.body), len(a.consts), len(a.states), len(a.slices), len(a.next_states), len(a.outputs), a.dims,
+                a.stack_dims, a.reverse, a.count) != (len(b.body), len(b.consts), len(b.states), len(b.slices),
+                                                      len(b.next_states), len(b.outputs), b.dims, b.stack_dims,
+                                                      b.reverse, b.count):
+            return False
+        for x, y in zip(a.consts + a.states + a.slices, b.consts + b.states + b.slices):
+            if (x.kind, x.source, x.live) != (y.kind, y.source, y.live) or not _same_value(x.value, y.value, False):
+                return False
+            self._inner(x, y)
+        for x, y in zip(a.body, b.body):
+            if (x.kind, x.live, x.guard, x.source) != (y.kind, y.live, y.guard, y.source) or x.guard \
+                    or len(x.stack) != len(y.stack) or x.target != y.target and not self._loops(x.target, y.target):
+                return False
+            for fx, fy in zip(x.stack, y.stack):
+                if fx[1] != fy[1] or not self._path(fx[0], fy[0]) or self.frames.setdefault(fx, fy) != fy:
+                    return False
+            if not _same_value(x.value, y.value, exact=not x.live) or (x.sized or y.sized) \
+                    or not self._same(x.args, y.args) or not self._same(x.kwargs, y.kwargs):
+                return False
+            self._inner(x, y)
+        return all(self.inner.get(id(x)) is y for x, y in zip(a.next_states + a.outputs, b.next_states + b.outputs))
+
+    def _inner(self, x: Node, y: Node) -> None:
+        """``x`` and ``y`` (a loop's input or body call, each loop's own) correspond."""
+        self.inner[id(x)], self.inner_back[id(y)] = y, x
+        self.kept.append((x, y))
 
     def _readers(self, t: Node, c: Node) -> bool:
         """The operations reading ``t`` and ``c``: the corresponding ones inside the layers, alike outside them."""
@@ -420,6 +459,8 @@ class _Match:
         if kind is not type(b):
             return False
         if kind is Node:
+            if id(a) in self.inner or id(b) in self.inner_back:  # a loop body's own nodes
+                return self.inner.get(id(a)) is b
             p, q = self.at_theirs.get(id(a)), self.at_ours.get(id(b))
             if p is not None or q is not None:
                 return p == q
