@@ -122,3 +122,24 @@ def test_one_tensor_passed_twice_is_two_inputs_of_the_diagram(capture: str) -> N
     torch.testing.assert_close(lowered(x, x), model(x, x))
     torch.testing.assert_close(lowered(x, y), model(x, y))
     torch.testing.assert_close(lowered(y, x), model(y, x))
+
+
+class Projects(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.lin(x) * 2
+        return out
+
+
+def test_a_model_failing_on_its_inputs_is_a_trace_error_naming_the_call() -> None:
+    # integer inputs to a float Linear: export's fake tensors pass it, the run on the real inputs fails; before, a bare
+    # RuntimeError from inside ncd (the command line: "internal error ... please report it")
+    ids = torch.randint(0, 5, (2, 4))
+    with pytest.raises(RuntimeError):
+        Projects()(ids)
+    with pytest.raises(ncd.TraceError, match=r"cannot trace Projects: its linear\.default call .*fails on the given"
+                                             r" inputs \(RuntimeError: mat1 and mat2 must have the same dtype"):
+        ncd.trace(Projects(), ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 import warnings
 from typing import Any
@@ -68,7 +69,17 @@ def load_factory(spec: str) -> Any:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TraceError(f"{module_name} has no callable {attr!r}")
-    return factory()
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as error:  # (a class or function that needs arguments: torch.nn:Linear)
+        raise TraceError(f"{spec} cannot be called without arguments ({error}); name a function that takes none and"
+                         " returns the model, such as def tiny(): return MyModel(width=64)") from None
+    except ValueError:  # no signature to read (a builtin): called as it is
+        pass
+    try:
+        return factory()
+    except Exception as error:  # noqa: BLE001 - the user's factory failed: its error, named (not one of ncd's)
+        raise TraceError(f"{spec}() raised {type(error).__name__}: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -507,7 +507,7 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
                 outputs = [o for o, kind in zip(outputs, kinds) if kind == "USER_OUTPUT"]
         else:
             raise TraceError(f"cannot import graph node {fx_node.name!r} of kind {fx_node.op!r}")
-    _evaluate(nodes)
+    _evaluate(nodes, getattr(flat, "model", None))
     return Captured(nodes, outputs, "export", [n.source for n in nodes if n.kind == "input"])
 
 
@@ -551,7 +551,7 @@ def _capture_make_fx(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[
             node = Node(fx_node.name, "constant", value=getattr(gm, str(fx_node.target)), source=str(fx_node.target))
             env[fx_node.name] = node
             nodes.append(node)
-    _evaluate(nodes)
+    _evaluate(nodes, getattr(flat, "model", None))
     return Captured(nodes, outputs, "make_fx", [n.source for n in nodes if n.kind == "input"])
 
 
@@ -631,12 +631,22 @@ def without_unread(nodes: list[Node], outputs: list[Any], dropped: set[int]) -> 
 _LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
 
 
-def _evaluate(nodes: list[Node]) -> None:
-    """Run the graph on the real inputs: every node gets its value and its liveness."""
+def _evaluate(nodes: list[Node], model: torch.nn.Module | None = None) -> None:
+    """Run the graph on the real inputs: every node gets its value and its liveness.  A call that fails on them (the
+    model itself fails on these inputs: export and make_fx run on fake tensors, which need not check what the kernel
+    does, such as a float weight times integer inputs) raises a ``TraceError`` naming the operator and the line."""
     with torch.no_grad():
         for node in nodes:
             if node.kind != "call":
                 continue
             target = node.target
-            node.value = target(*_values(node.args), **_values(node.kwargs))
+            try:
+                node.value = target(*_values(node.args), **_values(node.kwargs))
+            except Exception as error:  # noqa: BLE001 - the model's own failure, named (not an internal error of ncd)
+                where = f" at {node.line}" if node.line else ""
+                modules = f" in {node.stack[-1][0]}: {node.stack[-1][1]}" if node.stack else ""
+                raise TraceError(f"cannot trace {type(model).__name__ if model is not None else 'the model'}: its"
+                                 f" {getattr(target, '__name__', target)} call{where}{modules} fails on the given"
+                                 f" inputs ({type(error).__name__}: {_first_line(error)}); check that the model runs"
+                                 " on them (their shapes and dtypes)") from None
             node.live = any(r.live for r in refs((node.args, node.kwargs)))
