@@ -86,3 +86,30 @@ def test_free_symbols_reads_shared_nodes_once_and_equals_the_walk() -> None:
         if type(node).walk is ncd.Diagram.walk:
             assert node.free_symbols == _symbols_walked(node)
     assert parts.free_symbols == _symbols_walked(parts)
+
+
+def test_a_repeats_walk_shadows_exactly_the_nodes_reading_its_variable() -> None:
+    from ncd.ir.repetition import _Shadow
+    from ncd.ir.size import symbol
+
+    linear = ncd.Linear("m -> m")
+    repeats = [
+        ncd.repeat(linear, "i", 0, "N"),  # the body reads no variable: its nodes as they are
+        ncd.repeat(lambda i: ncd.repeat(linear, "j", i, "N") >> linear, "i", 0, "L"),  # the inner range reads i
+        ncd.repeat(lambda i: ncd.Linear("m -> h:2*i+2") >> ncd.Linear("h:2*i+2 -> m"), "i", 0, "N"),  # its boxes do
+        ncd.repeat(ncd.repeat(linear, "i", 0, "N"), "i", 0, "L"),  # the inner repeat binds the same variable
+        _mha_traced().body,
+    ]
+    for r in repeats:
+        for d in [node for node in r.walk() if isinstance(node, ncd.Repeat)]:
+            i = symbol(d.var)
+            walked = list(d.walk())[1:]
+            inner = list(d.body.walk())
+            assert len(walked) == len(inner)
+            for got, node in zip(walked, inner):
+                if isinstance(got, _Shadow):  # a node of the body that reads the variable, seen from outside
+                    assert got.node is node and i in node._own_symbols() and i not in got._own_symbols()
+                else:
+                    assert got is node and (isinstance(node, ncd.Repeat) or i not in node._own_symbols())
+    assert any(isinstance(node, _Shadow) for node in repeats[2].walk())
+    assert not any(isinstance(node, _Shadow) for node in repeats[0].walk())

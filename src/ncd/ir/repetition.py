@@ -70,6 +70,9 @@ class Repeat(Diagram):
     def walk(self) -> Iterator[Diagram]:
         yield self
         i = symbol(self.var)
+        if i not in self.body.free_symbols:  # (cached per node) no node inside reads the variable: none is shadowed
+            yield from self.body.walk()
+            return
         for node in self.body.walk():
             if isinstance(node, Repeat) or not (node._own_symbols() & {i}):
                 yield node
