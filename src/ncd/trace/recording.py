@@ -69,15 +69,26 @@ _DROPOUTS_IN_PLACE = frozenset({torch.ops.aten.dropout_.default, torch.ops.aten.
 #: argument (:func:`ncd.trace.undo.writes`) and whether it is one of :data:`_DROPOUTS_IN_PLACE`: read once per operator
 #: (each is ~1 µs through torch's Python, at every recorded call); the entry holds the operator, so its id is not
 #: reused, and is checked to be it
-_OPERATORS: dict[int, tuple[Any, str, bool, bool, bool]] = {}
+_OPERATORS: dict[int, tuple[Any, str, bool, bool, bool, Any]] = {}
 
 
-def _operator(func: Any) -> tuple[Any, str, bool, bool, bool]:
+def _operator(func: Any) -> tuple[Any, str, bool, bool, bool, Any]:
+    """The facts above, and what calling the operator calls (``OpOverload.__call__`` is ``self._op(...)``: one Python
+    frame less per recorded call)."""
     found = _OPERATORS.get(id(func))
     if found is None or found[0] is not func:
         found = _OPERATORS[id(func)] = (func, func.overloadpacket.__name__, bool(func._schema.is_mutable),
-                                        bool(writes(func)), func in _DROPOUTS_IN_PLACE)
+                                        bool(writes(func)), func in _DROPOUTS_IN_PLACE, _kernel_of(func))
     return found
+
+
+def _kernel_of(func: Any) -> Any:
+    """``func._op`` where calling ``func`` calls it (torch's ``OpOverload``), else ``func``."""
+    kernel = getattr(func, "_op", None)
+    return kernel if kernel is not None and _OVERLOAD_CALL is not None and type(func).__call__ is _OVERLOAD_CALL else func
+
+
+_OVERLOAD_CALL = torch._ops.OpOverload.__dict__.get("__call__")
 
 
 def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
@@ -220,11 +231,14 @@ class _Recording(Aliases, InPlace):
             return [self.ref(v) for v in value]
         if kind in _ATOMS:
             return value
+        if kind is dict:
+            return {k: self.ref(v) for k, v in value.items()}
         if isinstance(value, torch.Tensor):
-            if id(value) in self.stale:
+            key = id(value)
+            if key in self.stale:
                 raise Unsupported(f"a view is read after a write into the tensor it views (at {user_line() or '?'})")
-            node = self.by_id.get(id(value))
-            if id(value) in self.derived:
+            node = self.by_id.get(key)
+            if key in self.derived:
                 lively = self.lively
                 node = self.rederive(value)
                 self.lively = lively
@@ -252,7 +266,7 @@ class _Recording(Aliases, InPlace):
         return value
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        _, packet, mutable, writing, dropout = _operator(func)
+        _, packet, mutable, writing, dropout, kernel = _operator(func)
         if dropout and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
             return args[0]  # ``nn.Dropout(inplace=True)`` in eval: torch returns the input itself, writing nothing
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
@@ -295,9 +309,13 @@ class _Recording(Aliases, InPlace):
             if written is not None:
                 return written
         # the model sees its inputs on the meta device: devices it names are the real inputs' device
-        real_args = _device((args, kwargs), self.device) if self.meta else (args, kwargs)
         self.lively = False
-        arg_refs, kwarg_refs = self.ref(real_args)
+        if self.meta:
+            real_args = _device((args, kwargs), self.device)
+            arg_refs, kwarg_refs = self.ref(real_args)
+        else:  # (the same refs, in the same order, without the pair around them)
+            real_args = (args, kwargs)
+            arg_refs, kwarg_refs = self.ref(args), self.ref(kwargs) if kwargs else {}
         live = self.lively  # a node the call reads depends on an input
         if live and self.transformed and any(map(is_functorch_wrapped_tensor, held_tensors(real_args))):
             # a call recorded once on a transform's tensors would stand for every entry of the batch it wraps
@@ -332,12 +350,12 @@ class _Recording(Aliases, InPlace):
                     raise _OverBudget(f"{self.work} after {self.calls} calls")
             if self.kernel:  # real tensors: the C++ kernels, without Python at every call
                 with torch._C._DisablePythonDispatcher():
-                    out = func(*args, **kwargs)
+                    out = kernel(*args, **kwargs)
             else:
                 self.kernel = True
                 try:
                     with self.unpython:
-                        out = func(*args, **kwargs)
+                        out = kernel(*args, **kwargs)
                 finally:
                     self.kernel = False
         value = out
