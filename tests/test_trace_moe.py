@@ -383,3 +383,46 @@ def test_experts_whose_instance_runs_another_forward_are_checked_on_that_forward
     vars(experts)["forward"] = lambda x, chosen, weights: 2 * LoopExperts.forward(experts, x, chosen, weights)
     with pytest.raises(ncd.TraceError, match="depend on the values"):
         _trace(model, x)
+
+
+class LastScaled(ExpertsOnly):
+    """The batched GEMM, the last expert's output doubled: the weighted sum only while no token chooses it."""
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        every = torch.einsum("tef,emf->tem", torch.nn.functional.silu(torch.einsum("tm,efm->tef", x, self.gate))
+                             * torch.einsum("tm,efm->tef", x, self.up), self.down)
+        every = torch.cat([every[:, :3], 2 * every[:, 3:]], dim=1)
+        picked = every.gather(1, chosen[:, :, None].expand(-1, -1, every.shape[-1]))
+        return (picked * weights[:, :, None]).sum(1)
+
+
+class NeverLast(torch.nn.Module):
+    def __init__(self, experts: type[ExpertsOnly]) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 4)
+        with torch.no_grad():
+            self.router.bias[3] = -1e4  # the traced tokens never choose the last expert
+        self.experts = experts(DenseExperts())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(2, dim=-1)
+        return self.experts(x, chosen, weights)
+
+
+def test_a_recorded_kernel_is_checked_on_experts_the_traced_tokens_never_choose() -> None:
+    """The recorded kernel is re-run on random routings too: one that is the weighted sum on the traced routing
+    but doubles an expert no traced token chooses is drawn as recorded (equal to the model once that expert is
+    chosen), the right one as the sum over e."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 8)
+    for experts, summed in ((ExpertsOnly, True), (LastScaled, False)):
+        model = NeverLast(experts).eval()
+        d = _trace(model, x)
+        assert any(b.prim.op == "parameter" and b.cod[0].axes[0].name == "e" for b in d.boxes()) == summed
+        lowered = d.to_torch()
+        with torch.no_grad():
+            model.router.bias[3] = 1e4  # now every token chooses it
+            for n, p in lowered.named_parameters():
+                if n.endswith("router.bias"):
+                    p.copy_(model.router.bias)
+        torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-6)

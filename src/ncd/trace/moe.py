@@ -231,9 +231,10 @@ def _recognise(conv: Converter, path: str, module: torch.nn.Module, members: lis
     members = sorted(members, key=lambda n: order.get(id(n), 0))
     prefix = f"{path}." if path else ""
     named = [(prefix + name, p.detach()) for name, p in params]
+    doubles = [p.double() for _, p in named]  # (read by every layout and activation tried)
     for layout in _layouts(named, int(x.value.shape[1])):
         for act in ACTS:
-            if _agrees(members, x, index, weight, out, named, layout, act):
+            if _agrees(members, x, index, weight, out, named, layout, act, doubles):
                 return Experts(path, x, index, weight, out, members, layout, act, named)
     return None
 
@@ -257,10 +258,15 @@ def _layouts(params: list[tuple[str, torch.Tensor]], m: int) -> list[str]:
 def dense(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, params: list[tuple[str, torch.Tensor]],
           layout: str, act: str) -> torch.Tensor:
     """``Σ_e G[t, e] · expert_e(x)`` computed densely (every expert on every token), in float64."""
-    experts = int(params[0][1].shape[0])
+    return _dense(x, index, weight, [p.double() for _, p in params], layout, act)
+
+
+def _dense(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, w: list[torch.Tensor], layout: str,
+           act: str) -> torch.Tensor:
+    """:func:`dense` of the parameters ``w`` in float64 already."""
+    experts = int(w[0].shape[0])
     x = x.double()
     gate = torch.einsum("tk,tke->te", weight.double(), torch.nn.functional.one_hot(index.long(), experts).double())
-    w = [p.double() for _, p in params]
     fn = ACTS[act]
     if layout == "gate_up":
         h = torch.einsum("tm,egm->teg", x, w[0])
@@ -279,27 +285,38 @@ def dense(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, params: li
 
 
 def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, params: list[tuple[str, torch.Tensor]],
-            layout: str, act: str) -> bool:
-    """The recorded operations, re-run on the traced values and on random ones, equal :func:`dense` every time."""
+            layout: str, act: str, doubles: list[torch.Tensor] | None = None) -> bool:
+    """The recorded operations, re-run on the traced values and on random ones, equal :func:`dense` every time
+    (``doubles``: the parameters in float64, if made already).  The sum is computed once for the random cases
+    together (it computes each token from its own row); the recorded operations, of the traced shapes, once a case."""
     from ncd.trace.attention import _run
 
     tokens, k = (int(s) for s in index.value.shape)
     experts = int(params[0][1].shape[0])
     if k > experts:
         return False
+    w = doubles if doubles is not None else [p.double() for _, p in params]
     gen = torch.Generator().manual_seed(0)
     traced = [x.value, index.value, weight.value]  # recorded on the meta device (a large model): random values only
-    probes = [] if any(v.device.type == "meta" for v in traced) else [(x.value, index.value, weight.value)]
-    for _ in range(3):
-        chosen = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)]).to(index.value.dtype)
-        probes.append(((2 * torch.randn(tuple(x.value.shape), generator=gen)).to(x.value.dtype), chosen,
-                       torch.rand((tokens, k), generator=gen).to(weight.value.dtype)))
+    cases = 3
+    chosen = torch.rand((cases * tokens, experts), generator=gen).argsort(dim=1)[:, :k].to(index.value.dtype)
+    xs = (2 * torch.randn((cases * tokens, *x.value.shape[1:]), generator=gen)).to(x.value.dtype)
+    ws = torch.rand((cases * tokens, k), generator=gen).to(weight.value.dtype)
+
+    def same(got: object, want: torch.Tensor) -> bool:
+        return (isinstance(got, torch.Tensor) and got.shape == want.shape
+                and torch.allclose(got.double(), want, atol=1e-5, rtol=1e-4))
+
     try:
-        for xv, iv, wv in probes:
-            got = _run(members, {id(x): xv, id(index): iv, id(weight): wv}, until=out)
-            want = dense(xv, iv, wv, params, layout, act)
-            if not (isinstance(got, torch.Tensor) and got.shape == want.shape
-                    and torch.allclose(got.double(), want, atol=1e-5, rtol=1e-4)):
+        if not any(v.device.type == "meta" for v in traced) and not same(
+                _run(members, {id(x): traced[0], id(index): traced[1], id(weight): traced[2]}, until=out),
+                _dense(traced[0], traced[1], traced[2], w, layout, act)):
+            return False
+        want = _dense(xs, chosen, ws, w, layout, act)
+        for j in range(0, cases * tokens, tokens):
+            got = _run(members, {id(x): xs[j:j + tokens], id(index): chosen[j:j + tokens], id(weight): ws[j:j + tokens]},
+                       until=out)
+            if not same(got, want[j:j + tokens]):
                 return False
     except Exception:  # noqa: BLE001 - operations that cannot be re-run: not recognised
         return False
