@@ -302,8 +302,9 @@ class Type:
         found: set[sympy.Symbol] = set()
         for seg in self.segments:
             for a in seg.axes:
-                found |= a.size.free_symbols
-            if seg.range is not None:
+                if not a.size.is_Integer:  # (a number has none: sympy's property, a call per axis, is not asked)
+                    found |= a.size.free_symbols
+            if seg.range is not None and not seg.range.is_Integer:
                 found |= seg.range.free_symbols
         return found
 

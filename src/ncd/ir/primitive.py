@@ -106,9 +106,11 @@ def _add_symbols(value: Any, found: set[sympy.Symbol]) -> None:
     elif isinstance(value, Segment):
         found.update(Type((value,)).free_symbols)
     elif isinstance(value, Axis):
-        found.update(value.size.free_symbols)
+        if not value.size.is_Integer:  # (a number has no symbols)
+            found.update(value.size.free_symbols)
     elif isinstance(value, sympy.Basic):
-        found.update(value.free_symbols)
+        if not value.is_Integer:
+            found.update(value.free_symbols)
 
 
 def _subs_value(value: Any, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Any:
