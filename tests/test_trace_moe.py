@@ -255,8 +255,8 @@ class CappedExperts(LoopExperts):
 def test_the_cases_checked_in_one_call_decide_as_the_cases_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The dense reading is checked on the traced call and random ones in one call of each side (the tokens one
     after another).  Where that does not hold, the cases are checked one at a time, as before: 2 tokens never fill an
-    expert of capacity 2, 6 tokens of three cases in one call do; the experts are read densely all the same (as the
-    cases one at a time decide), and equal the model on fresh input of the traced size."""
+    expert of capacity 2, the 8 tokens of four random cases in one call do; the experts are read densely all the same
+    (as the cases one at a time decide), and equal the model on fresh input of the traced size."""
     from ncd.trace import moe_dense
 
     answers: list[bool] = []

@@ -256,8 +256,8 @@ PROBED = 8
 
 def _routes(experts: int, k: int, rows: int, one_hot: bool, gen: torch.Generator) -> torch.Tensor:
     """Random routing of ``rows`` tokens to ``k`` experts each (distinct ones; for a one-hot mask ``t k e``, any, some
-    tokens dropped as by an expert's capacity) in which every expert is chosen: the first ``⌈e/k⌉`` of the tokens, at
-    random places among the rows, are routed to experts ``0 … e-1`` in turn (``rows`` is at least that many)."""
+    tokens dropped as by an expert's capacity) in which every expert is chosen: ``⌈e/k⌉`` of the tokens, at random
+    places among the rows, are routed to experts ``0 … e-1`` in turn (``rows`` is at least that many)."""
     cover = -(-experts // k)
     covered = torch.randperm(rows, generator=gen)[:cover]
     every = torch.arange(cover * k).view(cover, k) % experts
