@@ -6,6 +6,8 @@ the model.
 * Captured by ``torch.export`` (``capture="export"``, or the recording's fallback), one tensor passed twice became one
   graph input read for both: the lowered module ignored the other input and was wrong on any call with two different
   tensors, with no word.  Now each is an input of its own, as the recording makes them.
+* A model writing in place into a tensor it holds outside its parameters and buffers (a plain attribute, in a list, a
+  closure's, a global) computes otherwise at its next call, as for a buffer written in place; only the buffer was said.
 """
 
 from __future__ import annotations
@@ -143,3 +145,74 @@ def test_a_model_failing_on_its_inputs_is_a_trace_error_naming_the_call() -> Non
     with pytest.raises(ncd.TraceError, match=r"cannot trace Projects: its linear\.default call .*fails on the given"
                                              r" inputs \(RuntimeError: mat1 and mat2 must have the same dtype"):
         ncd.trace(Projects(), ids)
+
+
+_TOTAL = torch.zeros(3)
+
+
+class Accumulates(nn.Module):
+    """Adds a count it keeps in a tensor it holds outside its parameters and buffers, and counts up."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.acc = torch.zeros(3)
+        self.accs = [torch.zeros(3)]
+        count = torch.zeros(3)
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            count.add_(1)
+            return x + count
+
+        self.counted = counted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.where == "attribute":
+            self.acc.add_(1)
+            return x + self.acc
+        if self.where == "list":
+            self.accs[0] += 1
+            return x * self.accs[0]
+        if self.where == "closure":
+            return self.counted(x)
+        _TOTAL.add_(1)
+        return x + _TOTAL
+
+
+@pytest.mark.parametrize(("where", "named"), [("attribute", "(acc)"), ("list", "(accs[0])"),
+                                              ("closure", "(a closure of counted)"),
+                                              ("global", "(_TOTAL (a global of test_trace_hostile_inputs.py))")])
+def test_a_write_into_a_tensor_the_model_holds_is_said(where: str, named: str) -> None:
+    torch.manual_seed(0)
+    model, x = Accumulates(where), torch.randn(2, 3)
+    first = x * 1 if where == "list" else x + (_TOTAL + 1 if where == "global" else 1)  # its first call's
+    d, said = _traced(model, x)
+    lowered = d.to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), first)  # the traced call
+        assert not torch.allclose(lowered(x), model(x))  # the model's next call differs: said, naming the tensor
+    assert any(f"writes in place into tensors it holds outside its parameters and buffers {named}" in s for s in said), said
+
+
+class Temporaries(nn.Module):
+    """Writes only into tensors it makes (an empty one filled, zeros_like added to) and reads one it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.arange(3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.empty(3, 3).fill_(0.5)
+        t = torch.zeros_like(x)
+        t += x
+        t.mul_(2)
+        return t @ m + self.table
+
+
+def test_writes_into_tensors_the_model_makes_are_not_said() -> None:
+    torch.manual_seed(0)
+    model, x = Temporaries(), torch.randn(2, 3)
+    d, said = _traced(model, x)
+    assert not said
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(x), model(x))
