@@ -5,20 +5,29 @@ a chance equality of sizes.
   hidden_size ** 0.5``, stored rounded to float32) is the scaling ``*m**0.5``, not a constant 5.657 broadcast over the
   wires; a number as a user writes it (``torch.tensor(2.0)`` on a width of 4) stays that number, and a float16 buffer
   (rounded otherwise than the lowered scaling would round) stays a constant.
+* The hunter: one model traced where its roles' sizes differ and where batch, tokens, heads and head features are all
+  one size; box by box each wire has the same name in both, no name of the collided trace stands for two roles.  A
+  learned map whose output one reader splits into one head (multi-query attention's ``k_proj(x).view(b, t, 1, k)``)
+  names it the head features ``k`` the config gives that size (it was a generic name of the size, shared with every
+  other wire of that size: at b = t = h = k it was the name of another role's wires).
 
 Each diagram is compared with the model it was traced from, bit for bit where the scaling replaced a constant."""
 
 from __future__ import annotations
 
+import types
 import warnings
 
+import pytest
 import sympy
 import torch
 from torch import nn
 
 import ncd
 from ncd.prims.elementwise import ScaleOp
+from ncd.prims.linear import LinearOp
 from ncd.prims.opaque import ConstantOp
+from ncd.trace.naming import PRIME
 
 
 class _ScaledEmbedding(nn.Module):
@@ -85,3 +94,100 @@ def test_gemmas_embedding_scale_is_drawn_as_a_size() -> None:
     for x in (ids, torch.randint(0, 50, (2, 8))):
         with torch.no_grad():
             torch.testing.assert_close(lowered(x), model(input_ids=x).last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+# -- the hunter: one model traced at sizes where its roles collide and where they do not ----------------------------
+class _Attention(nn.Module):
+    """A layer of grouped-query attention (``g`` key/value heads, one for multi-query attention) and a gated MLP, its
+    sizes read from its config as ``transformers`` models do."""
+
+    def __init__(self, config: types.SimpleNamespace) -> None:
+        super().__init__()
+        m, self.h, self.g, self.head_dim = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, \
+            config.head_dim
+        self.q_proj, self.o_proj = nn.Linear(m, self.h * self.head_dim), nn.Linear(self.h * self.head_dim, m)
+        self.k_proj, self.v_proj = nn.Linear(m, self.g * self.head_dim), nn.Linear(m, self.g * self.head_dim)
+        self.up, self.gate = nn.Linear(m, config.intermediate_size), nn.Linear(m, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.g, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.g, self.head_dim).transpose(1, 2)
+        k = k.repeat_interleave(self.h // self.g, 1)
+        v = v.repeat_interleave(self.h // self.g, 1)
+        a = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, -1) @ v
+        x = x + self.o_proj(a.transpose(1, 2).reshape(b, t, self.h * self.head_dim))
+        out: torch.Tensor = x + self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+        return out
+
+
+class _Decoder(nn.Module):
+    def __init__(self, **sizes: int) -> None:
+        super().__init__()
+        self.config = types.SimpleNamespace(**sizes)
+        self.layers = nn.ModuleList([_Attention(self.config) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _wires(d: ncd.TracedDiagram) -> list[tuple[tuple[object, ...], list[list[str]]]]:
+    """Each box (its kind, label and the ranks of its wires) with its wires' names, primes dropped."""
+    out = []
+    for b in d.boxes():
+        segs = [*b.dom, *b.cod]
+        out.append(((type(b.prim).__name__, b.label, tuple(len(s.axes) for s in segs)),
+                    [[a.name.rstrip(PRIME) for a in s.axes] for s in segs]))
+    return out
+
+
+def _assignment(apart: ncd.TracedDiagram, collided: ncd.TracedDiagram) -> dict[str, set[str]]:
+    """For each name of the collided trace, the names the trace at distinct sizes gives the same wires (box by box);
+    the two diagrams must be drawn alike."""
+    a, c = _wires(apart), _wires(collided)
+    assert [k for k, _ in a] == [k for k, _ in c]
+    names: dict[str, set[str]] = {}
+    for (_, x), (_, y) in zip(a, c):
+        for p, q in zip(x, y):
+            for n, o in zip(p, q):
+                if n != "1" and o != "1":
+                    names.setdefault(o, set()).add(n)
+    return names
+
+
+def _hunted(**sizes: int) -> tuple[nn.Module, ncd.TracedDiagram]:
+    b, t = sizes.pop("b"), sizes.pop("t")
+    torch.manual_seed(0)
+    model = _Decoder(**sizes).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d: ncd.TracedDiagram = ncd.trace(model, x=torch.randn(b, t, sizes["hidden_size"]))
+    return model, d
+
+
+APART = dict(b=2, t=7, hidden_size=24, num_attention_heads=4, head_dim=6, intermediate_size=40)
+
+
+@pytest.mark.parametrize("kv", [2, 1])
+def test_roles_of_one_size_keep_their_names(kv: int) -> None:
+    """Batch, tokens, heads and head features all 4 (key/value heads the batch's 2, or one): each wire is named as at
+    distinct sizes, no name stands for two roles; the key and value head features are the queries' ``k`` (multi-query
+    attention's one key head was a wire named by its size); the collided diagram lowers equal at other b, t."""
+    _, apart = _hunted(**{**APART, "num_key_value_heads": kv})
+    model, collided = _hunted(b=4 if kv == 1 else 2, t=4, hidden_size=16, num_attention_heads=4, head_dim=4,
+                              num_key_value_heads=kv, intermediate_size=32)
+    names = _assignment(apart, collided)
+    assert {o: n for o, n in names.items() if len(n) > 1} == {}  # no collided name for two roles
+    assert {n: o for o, ns in names.items() for n in ns} == {n: n for ns in names.values() for n in ns}
+    heads = {n for b in apart.boxes() for s in (*b.dom, *b.cod) for n in s.names if n.rstrip(PRIME) in "hgk"}
+    assert {n.rstrip(PRIME) for n in heads} == ({"h", "g", "k"} if kv > 1 else {"h", "k"})
+    for d in (apart, collided) if kv == 1 else ():  # one key head's features are the queries' k
+        assert {b.cod[0].names for b in d.boxes() if isinstance(b.prim, LinearOp) and b.label in ("k_proj", "v_proj")} \
+            == {("k",)}
+    y = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(collided.to_torch(b=3, t=5)(y), model(y), atol=1e-5, rtol=1e-5)

@@ -18,24 +18,48 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.idioms_wires import _fused_input, _live, _shape, _tensor, _weight
 from ncd.trace.naming import PRIME
+from ncd.trace.registry import op_name
 
 __all__ = ["linear_out_name", "emit_linear", "linear", "addmm", "matmul", "relabel", "contract"]
 
 
 # -- learned linear maps -------------------------------------------------------------------
-def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int) -> str:
+def linear_out_name(conv: Converter, in_name: str, in_size: int, out_size: int, one_head: bool = False) -> str:
     """The output wire of a learned map: the input's name at the same size; else the role the model's config gives
-    the size (its width ``m``, its feed-forward width ``f``, a router's experts ``e``); a fused projection (2 or 3
-    widths: keys and values, queries keys and values) no feed-forward name; else ``f`` for a wider output."""
+    the size (its width ``m``, its feed-forward width ``f``, a router's experts ``e``; ``one_head``: head features
+    ``k`` where the map's output is one head's, :func:`_one_head`); a fused projection (2 or 3 widths: keys and
+    values, queries keys and values) no feed-forward name; else ``f`` for a wider output."""
     if in_size == out_size:
         return in_name.rstrip(PRIME)
     roles = conv.namer.config.get(out_size, set())
+    if one_head and "k" in roles and not roles & {"m", "f", "e"}:
+        return conv.namer.fresh(out_size, "k")
     for hint in ("m", "f", "e"):
         if hint in roles:
             return conv.namer.fresh(out_size, hint)
     if _fused_projection(conv.namer.config, out_size):
         return conv.namer.fresh(out_size)
     return conv.namer.fresh(out_size, "f" if out_size > in_size else None)
+
+
+#: the operators splitting a wire into heads and head features (``view(b, t, 1, k)``, ``unflatten``, ``unsqueeze``)
+_SPLITS = frozenset({"view", "reshape", "_unsafe_view", "unflatten", "unsqueeze"})
+
+
+def _one_head(conv: Converter, node: Node, size: int) -> bool:
+    """Whether a learned map's output of ``size`` is read as one head of ``size`` features: a reader splits a wire of
+    size 1 off before it (multi-query attention's keys and values, ``k_proj(x).view(b, t, 1, k)``), so the features
+    are the queries' head features ``k``, not a wire named by its size alone."""
+    if not isinstance(node.value, torch.Tensor) or not node.value.dim() or int(node.value.shape[-1]) != size:
+        return False
+    for user in conv.consumers.get(id(node), ()):
+        value = user.value
+        if user.kind != "call" or not isinstance(value, torch.Tensor) or value.dim() != node.value.dim() + 1 \
+                or tuple(value.shape[-2:]) != (1, size) or tuple(value.shape[:-2]) != tuple(node.value.shape[:-1]):
+            continue
+        if op_name(user.target)[0].rpartition(".")[2] in _SPLITS:
+            return True
+    return False
 
 
 def _fused_projection(config: dict[int, set[str]], size: int) -> bool:
@@ -54,7 +78,8 @@ def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bia
     if not seg.axes or seg.dtype != "float" or not -len(seg.axes) <= at < 0:
         raise Decline("no feature axis")
     last = seg.axes[at]
-    out_name = linear_out_name(conv, last.name, int(last.size), int(weight.shape[0]))
+    size = int(weight.shape[0])
+    out_name = linear_out_name(conv, last.name, int(last.size), size, at == -1 and _one_head(conv, node, size))
     out_name = apart(out_name, set(seg.names) - {last.name})
     cod = conv.namer.segment([out_name], (int(weight.shape[0]),))
     path = conv.stack[-1][0] if conv.stack else ""
