@@ -17,16 +17,25 @@ that atom, everywhere it occurs); a run whose reshapes do not line up this way i
 with the name of the output axis, else the input axis, else an intermediate axis it is exactly; an atom with no
 such axis keeps the run as it is, and so does a run passing a wire of size 1 that is not a unit wire (``1``): the
 batch traced at 1 would be dropped by the split and made again, unconnected to the input's, by the merge.
+
+A learned map acting on the last wire alone (a ``Linear``) between two such runs commutes with them when it keeps
+its wire whole (:func:`_through_linear`): it is moved after both runs (or before), and the runs fuse into one.
+``nn.MultiheadAttention``'s output projection ``transpose -> view(p*b, h*k) -> Linear -> view(p, b, m) -> transpose``
+is then a crossing and a merge ``h k -> m`` before the Linear on ``b p m``, with no ``p*b`` wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ncd.ir.axes import Axis, Segment
-from ncd.ir.diagram import Box
+from ncd.ir.axes import Axis, Segment, Type
+from ncd.ir.compose import fit
+from ncd.ir.diagram import Box, Diagram
+from ncd.ir.weave import Weave
+from ncd.prims.linear import LinearOp
 from ncd.prims.opaque import ViewOp
 from ncd.prims.structure import TransposeOp
 from ncd.trace.naming import PRIME
@@ -48,6 +57,7 @@ def _movement(step: Step) -> bool:
 def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment], new_value: Any) -> list[Step]:
     """``steps`` with each run of views and transposes that can be drawn with fewer boxes drawn so
     (``new_value(segment)`` gives the id of a new value)."""
+    steps = _through_linear(steps, outputs, segs, new_value)
     readers: dict[int, list[int]] = {}
     for k, step in enumerate(steps):
         for v in step.ins:
@@ -113,7 +123,7 @@ def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Seg
     return out
 
 
-def _canonical(chain: list[Step], segs: dict[int, Segment]) -> list[tuple[Box, Segment]] | None:
+def _canonical(chain: list[Step], segs: Mapping[int, Segment]) -> list[tuple[Box, Segment]] | None:
     """The boxes (with their outputs) of a split, a crossing and a merge doing what ``chain`` does (none: it ends
     where it began), or None."""
     source = segs[chain[0].ins[0]]
@@ -201,3 +211,169 @@ def _canonical(chain: list[Step], segs: dict[int, Segment]) -> list[tuple[Box, S
     if not crossed.same(target):
         boxes.append((Box(ViewOp(crossed, target)), target))
     return boxes
+
+
+def _feature_map(step: Step, segs: Mapping[int, Segment]) -> Box | None:
+    """The learned map (a :class:`LinearOp` box) that ``step`` applies to the last wire of its one input, woven over
+    the others in order (each weave outside the map's own wires, as :func:`~ncd.ir.compose.fit` weaves it); None for
+    any other step."""
+    diagram: Diagram = step.diagram
+    woven: list[Axis] = []
+    while type(diagram) is Weave:
+        if diagram.dom_pos != (0,) or diagram.cod_pos != (0,):
+            return None
+        woven.append(diagram.axis)
+        diagram = diagram.inner
+    if type(diagram) is not Box or not isinstance(diagram.prim, LinearOp) or len(diagram.dom) != 1 \
+            or len(diagram.cod) != 1:
+        return None
+    v, w = segs[step.ins[0]], segs[step.outs[0]]
+    if len(v.axes) != len(woven) + 1 or len(w.axes) != len(woven) + 1 or diagram.dom[0].axes != v.axes[-1:] \
+            or diagram.cod[0].axes != w.axes[-1:] or any(not a.same(b) or not a.same(c)
+                                                         for a, b, c in zip(woven, v.axes, w.axes)):
+        return None
+    return diagram
+
+
+def _carried(chain: list[Step], segs: dict[int, Segment], at: int, axis: Axis, forward: bool) -> list[Segment] | None:
+    """The segments ``chain`` passes through (its input's first) with the wire at ``at`` of its input (forward; of its
+    output backward) followed as a whole through every step and replaced by ``axis``; None when a step cuts or merges
+    that wire."""
+    passed = [segs[chain[0].ins[0]]] + [segs[step.outs[0]] for step in chain]
+    where = [0] * len(passed)
+    order = range(len(chain)) if forward else range(len(chain) - 1, -1, -1)
+    where[0 if forward else len(chain)] = at
+    for k in order:
+        src, dst = (k, k + 1) if forward else (k + 1, k)
+        pos, have, want = where[src], passed[src], passed[dst]
+        prim = _prim(chain[k])
+        if isinstance(prim, TransposeOp):
+            where[dst] = prim.perm.index(pos) if forward else prim.perm[pos]
+            continue
+        size, before = int(have.axes[pos].size), _product(have.axes[:pos])
+        found = [j for j in range(len(want.axes)) if int(want.axes[j].size) == size and _product(want.axes[:j]) == before]
+        if size == 1 or not found:
+            return None
+        where[dst] = found[0]
+    out: list[Segment] = []
+    for seg, pos in zip(passed, where):
+        axes = seg.axes[:pos] + (axis,) + seg.axes[pos + 1:]
+        if any(a.name == axis.name for a in seg.axes[:pos] + seg.axes[pos + 1:]):
+            return None
+        out.append(seg.with_axes(axes))
+    return out
+
+
+def _product(axes: Sequence[Axis]) -> int:
+    out = 1
+    for a in axes:
+        out *= int(a.size)
+    return out
+
+
+def _through_linear(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment], new_value: Any) -> list[Step]:
+    """``steps`` with each learned map on the last wire (:func:`_feature_map`) that sits between two runs of views and
+    transposes moved before or after both, when the two runs then fuse into fewer boxes.
+
+    Such a map acts on that wire alone and on every position of the others alike, so it commutes with any moving of the
+    other wires that keeps its wire whole: ``nn.MultiheadAttention``'s output projection ``transpose -> view(p*b, h*k) ->
+    Linear -> view(p, b, m) -> transpose`` (4 boxes of plumbing) is a crossing and a merge ``h k -> m`` before the
+    Linear on ``b p m``."""
+    readers: dict[int, list[int]] = {}
+    made: dict[int, int] = {}
+    moves = [_movement(step) for step in steps]
+    for k, step in enumerate(steps):
+        for v in step.ins:
+            readers.setdefault(v, []).append(k)
+        for v in step.outs:
+            made[v] = k
+    ends = set(outputs)
+
+    def only(v: int) -> int | None:
+        ks = readers.get(v, ())
+        return ks[0] if v not in ends and len(ks) == 1 else None
+
+    replaced: dict[int, list[Step]] = {}
+    dropped: set[int] = set()
+    known: dict[tuple[Any, ...], list[tuple[Box, Segment]] | None] = {}  # repeated layers move their wires alike
+    for k, step in enumerate(steps):
+        if moves[k] or len(step.ins) != 1 or len(step.outs) != 1 or not moves[made.get(step.ins[0], k)]:
+            continue
+        nxt = only(step.outs[0])
+        if nxt is None or not moves[nxt]:
+            continue
+        inner = _feature_map(step, segs)
+        if inner is None:
+            continue
+        before: list[int] = []  # the run of movement steps making the map's input (in one module)
+        v = step.ins[0]
+        while v in made and moves[made[v]] and only(v) is not None and made[v] not in dropped \
+                and steps[made[v]].stack == steps[made[step.ins[0]]].stack:
+            before.insert(0, made[v])
+            v = steps[made[v]].ins[0]
+        if not before:
+            continue
+        after: list[int] = []  # the run reading its output (in the same module)
+        w = step.outs[0]
+        nxt = only(w)
+        while nxt is not None and moves[nxt] and steps[nxt].stack == steps[before[-1]].stack:
+            after.append(nxt)
+            nxt = only(steps[nxt].outs[0])
+        if not after:
+            continue
+        found = _commuted([steps[j] for j in before], step, inner, [steps[j] for j in after], segs, known)
+        if found is None or len(found[0]) >= len(before) + len(after) + 1:
+            continue
+        new, last = found
+        start, end = steps[before[0]].ins[0], steps[after[-1]].outs[0]
+        vids = [new_value(d.cod[0]) for d in new[:-1]] + [end]
+        where = len(new) - 1 if last else 0
+        replaced[k] = [Step(d, [i], [o], step.stack if j == where else steps[before[0]].stack)
+                       for j, (d, i, o) in enumerate(zip(new, [start] + vids[:-1], vids))]
+        dropped.update(before + after)
+    if not replaced:
+        return steps
+    return [s for k, step in enumerate(steps) if k not in dropped for s in replaced.get(k, [step])]
+
+
+def _commuted(before: list[Step], step: Step, inner: Box, after: list[Step], segs: dict[int, Segment],
+              known: dict[tuple[Any, ...], list[tuple[Box, Segment]] | None]) -> tuple[list[Diagram], bool] | None:
+    """The diagrams doing what ``before``, the map ``step`` and ``after`` do, with the map moved after both runs (the
+    flag: True) or before them, and the runs fused (:func:`_canonical`); None when neither can."""
+    v, w = segs[step.ins[0]], segs[step.outs[0]]
+    options: list[tuple[list[Diagram], bool]] = []
+    late = _carried(after, segs, len(w.axes) - 1, v.axes[-1], True)  # the map last: its input wire through ``after``
+    if late is not None and late[-1].axes[-1] is v.axes[-1]:
+        options.append((_fused(before, after, late, segs, inner, True, known), True))
+    early = _carried(before, segs, len(v.axes) - 1, w.axes[-1], False)  # the map first: its output wire through ``before``
+    if early is not None and early[0].axes[-1] is w.axes[-1]:
+        options.append((_fused(before, after, early, segs, inner, False, known), False))
+    options = [o for o in options if o[0]]
+    return min(options, key=lambda o: len(o[0])) if options else None
+
+
+def _fused(before: list[Step], after: list[Step], moved: list[Segment], segs: dict[int, Segment], inner: Box,
+           last: bool, known: dict[tuple[Any, ...], list[tuple[Box, Segment]] | None]) -> list[Diagram]:
+    """The map ``inner`` (woven) after (``last``) or before the two runs fused into one, the run it moves through passing
+    the segments ``moved`` (its input's first); empty when that fails (``known``: the fused runs met before)."""
+    fake = [-1 - j for j in range(len(moved))]  # ids for the moved run's values (real ids are positive)
+    local = ChainMap(dict(zip(fake, moved)), segs)
+    run = after if last else before
+    ids = [before[-1].outs[0]] + fake[1:] if last else fake[:-1] + [after[0].ins[0]]
+    moved_run = [Step(s.diagram, [i], [o], s.stack) for s, i, o in zip(run, ids[:-1], ids[1:])]
+    chain = before + moved_run if last else moved_run + after
+    key = (last, local[chain[0].ins[0]]) + tuple((_prim(step), local[step.outs[0]]) for step in chain)
+    try:
+        if key in known:  # a box of its own for each run (what symbolize notes is per box)
+            canon = None if known[key] is None else [(Box(replace(box.prim)), seg) for box, seg in known[key] or ()]
+        else:
+            canon = known.setdefault(key, _canonical(chain, local))
+        mapped, mapping = fit(inner, Type((moved[-1] if last else segs[before[0].ins[0]],)))
+    except Exception:  # noqa: BLE001 - not fused
+        return []
+    if canon is None or mapping:
+        return []
+    boxes: list[Diagram] = [box for box, _ in canon]
+    if last:
+        return boxes + [mapped] if mapped.cod[0].same(segs[after[-1].outs[0]]) else []
+    return [mapped] + boxes if mapped.cod[0].same(moved[0]) else []
