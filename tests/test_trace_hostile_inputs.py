@@ -8,6 +8,8 @@ the model.
   tensors, with no word.  Now each is an input of its own, as the recording makes them.
 * A model writing in place into a tensor it holds outside its parameters and buffers (a plain attribute, in a list, a
   closure's, a global) computes otherwise at its next call, as for a buffer written in place; only the buffer was said.
+* A model branching on a tensor's autograd history (``y.grad_fn is not None``, ``x.is_leaf``) took the capture's
+  branch (no history: it runs under no_grad on detached copies), not the one it takes called with gradients on.
 """
 
 from __future__ import annotations
@@ -215,4 +217,31 @@ def test_writes_into_tensors_the_model_makes_are_not_said() -> None:
     d, said = _traced(model, x)
     assert not said
     with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+class History(nn.Module):
+    def __init__(self, read: str) -> None:
+        super().__init__()
+        self.read = read
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.lin(x)
+        if self.read == "grad_fn":
+            return y * 2 if y.grad_fn is not None else y
+        return y if y.is_leaf else y - 1
+
+
+@pytest.mark.parametrize("read", ["grad_fn", "is_leaf"])
+def test_a_branch_on_autograd_history_is_said(read: str) -> None:
+    torch.manual_seed(0)
+    model, x = History(read), torch.randn(2, 3)
+    d, said = _traced(model, x)
+    assert not torch.allclose(d.to_torch()(x), model(x))  # called with gradients on, as traced: the other branch
+    assert any("autograd history (.grad_fn or .is_leaf) at test_trace_hostile_inputs.py:" in s for s in said), said
+    assert "grad_fn" not in torch.Tensor.__dict__ and "is_leaf" not in torch.Tensor.__dict__  # put back
+    with torch.no_grad():
+        d, said = _traced(model, x)  # traced without gradients: the capture's answer is the model's
+        assert not said
         torch.testing.assert_close(d.to_torch()(x), model(x))

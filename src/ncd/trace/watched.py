@@ -156,19 +156,39 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
                 inferred.append(where)
         return inference()
 
-    held = torch.Tensor.__dict__.get("requires_grad")
+    # a tensor's autograd history, read by the model: under the capture (no_grad, each input a detached copy) every
+    # value has none (``grad_fn`` None, ``is_leaf`` True); called with gradients on, values computed from parameters
+    # needing them (or from inputs with a history) have one: a branch on it was drawn for the capture's answer
+    histories: list[str] = []
+
+    def history(name: str) -> Any:
+        read = torch._C.TensorBase.__dict__[name]
+
+        def get(self: torch.Tensor) -> Any:
+            if called and not _internal(sys._getframe(1).f_code.co_filename):
+                where = user_line() or "?"
+                if where not in histories:
+                    histories.append(where)
+            return read.__get__(self)
+
+        return property(get)
+
+    held = {name: torch.Tensor.__dict__.get(name) for name in ("requires_grad", "grad_fn", "is_leaf")}
     torch.is_grad_enabled = is_grad_enabled
     torch.is_inference_mode_enabled = is_inference_mode_enabled
     torch.Tensor.requires_grad = property(requires_grad, flag.__set__)  # type: ignore[assignment]
+    torch.Tensor.grad_fn = history("grad_fn")
+    torch.Tensor.is_leaf = history("is_leaf")
     try:
         yield
     finally:
         torch.is_grad_enabled = asked
         torch.is_inference_mode_enabled = inference
-        if held is None:
-            del torch.Tensor.requires_grad
-        else:
-            torch.Tensor.requires_grad = held
+        for name, was in held.items():
+            if was is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, was)
     as_called = ", as ncd.trace was called; called otherwise, the model may compute otherwise"
     for what, where, then in (
             ("torch.is_grad_enabled()", lines,
@@ -177,7 +197,10 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
              f" {'on (torch.inference_mode)' if in_inference else 'off'}{as_called}"),
             ("a tensor's .requires_grad", needs, ", which was False there (the capture runs without gradients); the"
              " diagram computes the branch that answer takes, so called with gradients on, where values computed from"
-             " its parameters need gradients, the model may compute otherwise")):
+             " its parameters need gradients, the model may compute otherwise"),
+            ("a tensor's autograd history (.grad_fn or .is_leaf)", histories, ", which the capture's values have none"
+             " of (it runs without gradients, on copies of the inputs); the diagram computes the branch that answer"
+             " takes, so called with gradients on, the model may compute otherwise")):
         if where:
             warnings.warn(f"ncd.trace({type(model).__name__}): the model reads {what} at {', '.join(where[:4])}{then}",
                           RuntimeWarning, stacklevel=user_stacklevel())
