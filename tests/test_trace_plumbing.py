@@ -100,17 +100,7 @@ class _Chain(nn.Module):
         self.moves = moves
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x * 2
-        for what, args in self.moves:
-            if what == "reshape":
-                y = y.reshape(args)
-            elif what == "permute":
-                y = y.permute(args)
-            elif what == "unsqueeze":
-                y = y.unsqueeze(args[0])
-            else:
-                y = y.squeeze(args[0])
-        return y + 1
+        return _moved(x * 2, self.moves) + 1
 
 
 def _random_moves(shape: tuple[int, ...], rng: random.Random) -> list[tuple[str, tuple[int, ...]]]:
