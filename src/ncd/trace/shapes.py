@@ -77,27 +77,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-#: the ids of the :class:`SizeInt` and :class:`SizeFloat` that exist (made and not yet freed): while there is none, no
-#: torch call can be handed one, and the mode that looks for them (:class:`_Calls`) can rest (:meth:`Shapes.rest`)
-_ALIVE: set[int] = set()
+#: the ids of the :class:`SizeInt` and :class:`SizeFloat` that exist (made and not yet freed) -> their expressions:
+#: while there is none, no torch call can be handed one, and the mode that looks for them (:class:`_Calls`) can rest
+#: (:meth:`Shapes.rest`).  The expression is kept here, not in an attribute: an int's attribute makes a dict per
+#: number (~1 µs, a recording makes thousands: every shape read of a live tensor)
+_ALIVE: dict[int, Tree] = {}
 
 
 def _freed(self: Any) -> None:
     alive = _ALIVE
     if alive is not None:  # (None at interpreter exit)
-        alive.discard(id(self))
+        alive.pop(id(self), None)
 
 
 class SizeInt(int):
     """An int read from a tensor's shape (or computed from such ints), with the expression of sizes it is."""
 
-    expr: Tree
-
     def __new__(cls, value: int, expr: Tree) -> SizeInt:
-        self = super().__new__(cls, value)
-        self.expr = expr
-        _ALIVE.add(id(self))
+        self = int.__new__(cls, value)
+        _ALIVE[id(self)] = expr
         return self
+
+    @property
+    def expr(self) -> Tree:
+        """The expression of sizes it is."""
+        return _ALIVE[id(self)]
 
     __del__ = _freed
 
@@ -122,13 +126,15 @@ class SizeInt(int):
 class SizeFloat(float):
     """A float computed from sizes read from tensors' shapes (``1 / b``, ``(t * m) ** -0.5``), with its expression."""
 
-    expr: Tree
-
     def __new__(cls, value: float, expr: Tree) -> SizeFloat:
-        self = super().__new__(cls, value)
-        self.expr = expr
-        _ALIVE.add(id(self))
+        self = float.__new__(cls, value)
+        _ALIVE[id(self)] = expr
         return self
+
+    @property
+    def expr(self) -> Tree:
+        """The expression of sizes it is."""
+        return _ALIVE[id(self)]
 
     __del__ = _freed
 
