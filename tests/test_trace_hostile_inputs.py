@@ -245,3 +245,38 @@ def test_a_branch_on_autograd_history_is_said(read: str) -> None:
         d, said = _traced(model, x)  # traced without gradients: the capture's answer is the model's
         assert not said
         torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+class Scripted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x))
+
+
+class HoldsScripted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripted = torch.jit.script(Scripted())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.scripted(x) * 2
+        return out
+
+
+class Inherits(Accumulates):
+    """Its forward is its base class's (whose file's globals are read)."""
+
+
+@pytest.mark.parametrize("make", [HoldsScripted, lambda: torch.jit.script(Scripted()), lambda: Inherits("global")])
+def test_modules_whose_forward_is_not_their_own_function_trace(make: object) -> None:
+    # (a scripted module's forward is a descriptor whose lookup on the class raises: the held-tensor scan raised
+    # AttributeError for every model holding one)
+    torch.manual_seed(0)
+    model, x = make(), torch.randn(2, 3)  # type: ignore[operator]
+    before = model(x) if not isinstance(model, Accumulates) else x + _TOTAL + 1
+    d, said = _traced(model, x)
+    torch.testing.assert_close(d.to_torch()(x), before)
+    assert isinstance(model, Accumulates) == any("_TOTAL (a global of" in s for s in said), said

@@ -210,7 +210,7 @@ def _version(t: Any) -> int | None:
     """A tensor's version counter (each in-place write adds one); None for one that has none (inference mode)."""
     try:
         return int(t._version)
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - (an inference-mode tensor, a subclass of its own): none read
         return None
 
 
@@ -245,12 +245,17 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
                     with contextlib.suppress(ValueError):  # (an empty cell)
                         if isinstance(cell.cell_contents, tensor):
                             found.append((module, f"a closure of {k}", cell.cell_contents, None))
-        forward = type(module).forward
-        if id(forward) not in forwards:
+        # (looked up statically, along the class's MRO: a scripted module's is a descriptor whose lookup on the class
+        # raises; a lambda, a partialmethod, a callable object: only what has code and globals is read)
+        forward = next((vars(cls)["forward"] for cls in type(module).__mro__ if "forward" in vars(cls)), None)
+        if forward is not None and id(forward) not in forwards:
             forwards.add(id(forward))
-            code = getattr(forward, "__code__", None)
-            if code is not None and not _internal(code.co_filename):
-                spaces.setdefault(id(forward.__globals__), (code.co_filename, forward.__globals__))
+            try:
+                code, space = getattr(forward, "__code__", None), getattr(forward, "__globals__", None)
+            except Exception:  # noqa: BLE001 - a descriptor of its own: no globals read
+                code = space = None
+            if code is not None and type(space) is dict and not _internal(code.co_filename):
+                spaces.setdefault(id(space), (code.co_filename, space))
     for file, space in spaces.values():
         found.extend((file, k, v, None) for k, v in list(space.items()) if isinstance(v, tensor))
     seen: set[int] = set()
