@@ -10,6 +10,8 @@ a chance equality of sizes.
   learned map whose output one reader splits into one head (multi-query attention's ``k_proj(x).view(b, t, 1, k)``)
   names it the head features ``k`` the config gives that size (it was a generic name of the size, shared with every
   other wire of that size: at b = t = h = k it was the name of another role's wires).
+* Scores over a one-number tensor holding the square root of the head features (``torch.full([], k ** 0.5)``) are
+  scaled ``*k**-0.5``, not divided by a constant 2.828.
 
 Each diagram is compared with the model it was traced from, bit for bit where the scaling replaced a constant."""
 
@@ -191,3 +193,28 @@ def test_roles_of_one_size_keep_their_names(kv: int) -> None:
     y = torch.randn(3, 5, 16)
     with torch.no_grad():
         torch.testing.assert_close(collided.to_torch(b=3, t=5)(y), model(y), atol=1e-5, rtol=1e-5)
+
+
+class _FullScaled(nn.Module):
+    """Attention scores over ``torch.full([], head_dim ** 0.5)`` (GPT-2's eager attention in earlier ``transformers``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.num_heads, self.head_dim = nn.Linear(32, 32), 4, 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        s = q @ q.transpose(-1, -2)
+        return (s / torch.full([], q.size(-1) ** 0.5, dtype=s.dtype, device=s.device)).softmax(-1)
+
+
+def test_scores_over_a_full_tensor_are_scaled_by_the_head_features() -> None:
+    """``*k**-0.5`` (the module's ``head_dim``), not a division by a constant 2.828 broadcast over ``b h t tʹ``."""
+    torch.manual_seed(0)
+    model, x = _FullScaled().eval(), torch.randn(2, 5, 32)
+    d: ncd.TracedDiagram = ncd.trace(model, x=x)
+    assert [str(s) for s in _scales(d)] == ["1/sqrt(k)"] and not [b for b in d.boxes() if isinstance(b.prim, ConstantOp)]
+    for lowered, y in ((d.to_torch(), x), (d.to_torch(b=3, t=7), torch.randn(3, 7, 32))):
+        with torch.no_grad():  # times k**-0.5 where the model divides by k**0.5: equal to a rounding
+            torch.testing.assert_close(lowered(y), model(y), atol=1e-6, rtol=1e-6)

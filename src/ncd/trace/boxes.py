@@ -335,10 +335,16 @@ def _hook_division() -> None:
     """Tensor/tensor division beside the core arithmetic rule (which keeps numbers and the other operators)."""
     from ncd.trace.convert import RULES
     from ncd.trace.idioms import arithmetic
+    from ncd.trace.idioms_arithmetic import sized_scalar
 
     def divide(conv: Converter, node: Node) -> None:
-        if node.target.name().split("::")[1].split(".")[0] == "div" and _division(conv, node):
-            return
+        if node.target.name().split("::")[1].split(".")[0] == "div":
+            sized = sized_scalar(conv, node, node.args[0], node.args[1], "div")  # over k**0.5 held in a tensor: times k**-0.5
+            if sized is not None:
+                conv.bind(node, sized)
+                return
+            if _division(conv, node):
+                return
         arithmetic(conv, node)
 
     for name in ("aten.div",):

@@ -290,7 +290,7 @@ def arithmetic(conv: Converter, node: Node) -> None:
             raise Decline("broadcast")
         conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else ()))
         return
-    sized = _sized_scalar(conv, node, a, b, name)
+    sized = sized_scalar(conv, node, a, b, name)
     if sized is not None:
         conv.bind(node, sized)
         return
@@ -306,20 +306,20 @@ def arithmetic(conv: Converter, node: Node) -> None:
     bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
 
 
-def _sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int | None:
-    """A live value times a one-number constant tensor whose number is a power of the size of one of the value's wires
-    (Gemma's ``embed_scale`` buffer, ``hidden_size ** 0.5`` stored in float32): the scaling by that power (``m**0.5``,
-    not the number 5.657).  Only float32 (the number compared as torch rounded the power: the lowered ``x * m**0.5``
-    multiplies by that float32) and float64 tensors, a number no one writes (:func:`written`); None otherwise (the
-    constant is drawn as before)."""
-    if name != "mul":
+def sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int | None:
+    """A live value times (or over) a one-number constant tensor whose number is a power of the size of one of the
+    value's wires (Gemma's ``embed_scale`` buffer, ``hidden_size ** 0.5`` stored in float32; GPT-2's eager attention
+    over ``torch.full([], k ** 0.5)``): the scaling by that power (``m**0.5``, ``k**-0.5``), not the number 5.657.
+    Only float32 (the number compared as torch rounded the power: the lowered ``x * m**0.5`` multiplies by that
+    float32) and float64 tensors, a number no one writes (:func:`written`); None otherwise (drawn as before)."""
+    if name not in ("mul", "div"):
         return None
     live, other = (a, b) if _live(a) else (b, a)
-    if not _live(live) or not _tensor(other) or _live(other):
+    if not _live(live) or not _tensor(other) or _live(other) or name == "div" and other is not b:
         return None
     tensor = other.value
     if tensor.dim() != 0 or tensor.dtype not in (torch.float32, torch.float64) or tensor.device.type == "meta" \
-            or conv.learned(other):
+            or node.value.dtype != tensor.dtype or node.kwargs.get("rounding_mode") is not None or conv.learned(other):
         return None
     value = float(tensor)
     single = tensor.dtype == torch.float32
@@ -331,7 +331,7 @@ def _sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int
     expr = _factor(conv, value, conv.names(vid), single)
     if not expr.free_symbols:
         return None
-    return _scale(conv, vid, expr)
+    return _scale(conv, vid, expr if name == "mul" else 1 / expr)  # (over k**0.5: times k**-0.5, to a rounding)
 
 
 def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int, names: list[str],
