@@ -446,3 +446,69 @@ def test_layers_of_a_folded_loop_are_copied_and_equal(layers: int, monkeypatch: 
     fresh = torch.randn(2, 5, 6)
     with torch.no_grad():
         torch.testing.assert_close(traced.to_torch()(fresh), model(fresh))
+
+
+class Mixer(nn.Module):
+    """Single-head attention, causal or over every position."""
+
+    def __init__(self, width: int, causal: bool) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if self.causal:
+            n = x.shape[-2]
+            scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        y: torch.Tensor = self.out(scores.softmax(-1) @ v)
+        return y
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.down(torch.nn.functional.gelu(self.up(self.norm(x))))
+        return y
+
+
+class Mixed(nn.Module):
+    def __init__(self, width: int, causal: bool) -> None:
+        super().__init__()
+        self.mixer, self.mlp = Mixer(width, causal), MLP(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(x)
+        return x + self.mlp(x)
+
+
+class MixedStack(nn.Module):
+    def __init__(self, causal: list[bool], width: int = 8) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Mixed(width, c) for c in causal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize(("causal", "copies"), [([True, False], 1), ([False, True, True], 2),
+                                                ([True, False, True, False], 3)])
+def test_layers_differing_in_attention_copy_their_mlp_and_are_equal(causal: list[bool], copies: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers of causal and full attention do not correspond as wholes; their MLPs do, and the later ones are copies
+    (a layer alike an earlier one as a whole is one copy)."""
+    torch.manual_seed(0)
+    _copied_and_equal(MixedStack(causal), torch.randn(2, 5, 8), copies, monkeypatch)
+
+
+def test_parts_alone_are_not_matched_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reuse, "SUBMODULES", False)
+    torch.manual_seed(0)
+    _copied_and_equal(MixedStack([True, False]), torch.randn(2, 5, 8), 0, monkeypatch)

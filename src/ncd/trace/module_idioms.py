@@ -16,7 +16,13 @@ from ncd.trace.capture import Node, refs
 from ncd.trace.learned import Learned
 from ncd.trace.registry import Decline, op_name
 
-__all__ = ["ACTIVATIONS", "ELEMENTWISE", "ModuleIdioms"]
+__all__ = ["ACTIVATIONS", "ELEMENTWISE", "ModuleIdioms", "whole"]
+
+
+def whole(cls: str) -> bool:
+    """Whether a module of class ``cls`` may be drawn whole, as one box (an activation or RMS-norm class), decided at
+    its first call."""
+    return bool(ACTIVATIONS.get(cls)) or cls.endswith("RMSNorm") or cls == "T5LayerNorm"
 
 
 class ModuleIdioms(Learned):
@@ -32,7 +38,7 @@ class ModuleIdioms(Learned):
             for n in self.captured.nodes:
                 if n.kind == "call":
                     for depth, (path, cls) in enumerate(n.stack):
-                        if ACTIVATIONS.get(cls) or cls.endswith("RMSNorm") or cls == "T5LayerNorm":
+                        if whole(cls):
                             self._calls.setdefault((depth, path), []).append(n)
         return self._calls
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node
+from ncd.trace.module_idioms import whole
 from ncd.trace.naming import frozen
 
 if TYPE_CHECKING:
@@ -42,6 +43,14 @@ ENABLED = True
 #: Layers smaller than this many recorded nodes are walked: matching them costs about what it saves.
 SMALLEST = 8
 
+#: Whether the parts of a layer that does not correspond as a whole (its child modules, theirs in turn) are matched on
+#: their own: a layer of full attention after one of sliding attention still copies the first one's MLP.
+SUBMODULES = True
+
+#: How many layers walked (of one class, under one parent) a later one is matched against, the latest first: the
+#: kinds of layers a model alternates (sliding and global attention, linear and full).
+KINDS = 3
+
 Frame = tuple[str, str]
 
 
@@ -51,6 +60,7 @@ class _Span:
     end: int  # one past its last node
     depth: int  # its frame's depth in the module stacks
     frame: Frame  # (path, class)
+    within: tuple[Frame, ...] = ()  # the frames of the modules calling it (its nodes' stacks above ``depth``)
 
 
 @dataclass
@@ -104,9 +114,11 @@ class Repeats:
         self.conv = conv
         self.marked = set(rotary)  # rotary embeddings read before the walk: the same nodes marked in both layers
         self.emitters = set(emitters)  # idioms emitted by functions prepared for their nodes (experts): walked
-        self.starts: dict[int, _Span] = {}
-        self.group: dict[int, tuple[int, str, str]] = {}  # id(span) -> (depth, parent path, class)
-        self.templates: dict[tuple[int, str, str], _Record | _Span] = {}
+        self.starts: dict[int, list[_Span]] = {}  # the layers (and their parts) starting at a node, outermost first
+        self.group: dict[int, tuple[Any, ...]] = {}  # id(span) -> (depth, parent path, class) or a part's key
+        self.prefix: dict[int, str] = {}  # id(span) -> the path of the layer it is (a part of), and "."
+        #: per key, the layers walked last (a span until its walk ends, then what it did), the latest first
+        self.templates: dict[tuple[Any, ...], list[_Record | _Span]] = {}
         self.open: list[tuple[_Span, tuple[Any, ...]]] = []  # first layers being walked, with the state they began in
         if not ENABLED or not conv.captured.nodes:
             return
@@ -124,32 +136,68 @@ class Repeats:
             if any(n.kind == "call" and (len(n.stack) <= span.depth or n.stack[span.depth] != span.frame)
                    for n in nodes[span.start:span.end]):
                 continue  # not one contiguous call
-            self.starts[span.start] = span
+            self.starts.setdefault(span.start, []).append(span)
             self.group[id(span)] = (span.depth, span.frame[0].rpartition(".")[0], span.frame[1])
+            self.prefix[id(span)] = span.frame[0] + "."
             covered = span.end
+
+    def _parts(self, span: _Span) -> None:
+        """Plan the child modules of ``span`` (each one contiguous call of at least :data:`SMALLEST` nodes), keyed by
+        their path within the layer and their class: when ``span`` is walked, for the later layers it is a part of."""
+        key, prefix = self.group[id(span)], self.prefix[id(span)]
+        nodes = self.conv.captured.nodes
+        depth = span.depth + 1
+        parts: dict[Frame, _Span] = {}
+        for k in range(span.start, span.end):
+            node = nodes[k]
+            if node.kind != "call" or len(node.stack) <= depth:
+                continue
+            frame = node.stack[depth]
+            part = parts.get(frame)
+            if part is None:
+                parts[frame] = _Span(k, k + 1, depth, frame, node.stack[:depth])
+            else:
+                part.end = k + 1
+        for frame, part in parts.items():
+            while part.start > span.start and nodes[part.start - 1].kind in ("parameter", "constant"):
+                part.start -= 1
+            if part.end - part.start < SMALLEST or not frame[0].startswith(prefix) \
+                    or any(whole(cls) for _, cls in part.within):
+                continue  # (inside a module that may be drawn as one box, decided at its first call: walked)
+            if any(n.kind == "call" and (len(n.stack) <= depth or n.stack[depth] != frame or n.stack[:depth] != part.within)
+                   for n in nodes[part.start:part.end]):
+                continue  # not one contiguous call of this module, in one caller
+            self.starts.setdefault(part.start, []).append(part)
+            self.group[id(part)] = key + (frame[0][len(prefix):], frame[1])
+            self.prefix[id(part)] = prefix
 
     def at(self, k: int) -> int:
         """Called by the walk before node ``k``: where the walk goes on (``k``, or past a layer just copied)."""
         while self.open and self.open[-1][0].end <= k:
             span, state = self.open.pop()
-            self.templates[self.group[id(span)]] = self._record(span, state)
+            kept = self.templates[self.group[id(span)]]
+            kept[:] = [self._record(span, state) if t is span else t for t in kept]
             if not self.open:
                 self.conv.namer.reads = None
-        found = self.starts.get(k)
-        if found is None:
-            return k
-        span = found
-        key = self.group[id(span)]
-        template = self.templates.get(key)
-        if isinstance(template, _Record) and self._copy(template, span):
-            return span.end
-        self.templates[key] = span  # walked: it is the template of the layers after it
-        conv = self.conv
-        if conv.namer.reads is None:
-            conv.namer.reads = []
-        state = (len(conv.steps), conv.counter, dict(conv.values), len(conv.emitted.tensors), dict(conv.emitted.opaque),
-                 len(conv.failures), set(conv.skip), dict(conv._picked), dict(conv.index_range), len(conv.namer.reads))
-        self.open.append((span, state))
+        for span in self.starts.get(k, ()):  # a layer, then its first part (and that part's, planned as it is walked)
+            key = self.group[id(span)]
+            kept = self.templates.setdefault(key, [])
+            for template in kept:
+                if isinstance(template, _Record) and self._copy(template, span):
+                    if self.conv.namer.reads is not None:  # within a layer walked: its copy read what this one read
+                        self.conv.namer.reads.extend(template.reads)
+                    return span.end
+            kept.insert(0, span)  # walked: a template of the layers after it (alternating kinds: each kind's)
+            del kept[KINDS:]
+            conv = self.conv
+            if conv.namer.reads is None:
+                conv.namer.reads = []
+            state = (len(conv.steps), conv.counter, dict(conv.values), len(conv.emitted.tensors),
+                     dict(conv.emitted.opaque), len(conv.failures), set(conv.skip), dict(conv._picked),
+                     dict(conv.index_range), len(conv.namer.reads))
+            self.open.append((span, state))
+            if SUBMODULES:
+                self._parts(span)
         return k
 
     def _record(self, span: _Span, state: tuple[Any, ...]) -> _Record | _Span:
@@ -339,7 +387,11 @@ class _Match:
         self.inner: dict[int, Node] = {}  # id(a node of a loop's body, or its input) -> the corresponding loop's
         self.inner_back: dict[int, Node] = {}
         self.frames: dict[Frame, Frame] = {first.frame: later.frame}
-        self.prefix = (first.frame[0] + ".", later.frame[0] + ".")
+        #: (their path, ours): the layers' own, then their callers' (a part of a layer: the layers'), innermost first
+        self.prefixes = [(first.frame[0], later.frame[0])] + \
+            [(a[0], b[0]) for a, b in zip(reversed(first.within), reversed(later.within)) if a[0] != b[0]]
+        self.callers = len(first.within) == len(later.within) and \
+            all(a[1] == b[1] and self.frames.setdefault(a, b) == b for a, b in zip(first.within, later.within))
         self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
         self.private = {id(node) for node, _ in record.private}
 
@@ -347,7 +399,7 @@ class _Match:
         return list(zip(self.theirs, self.ours)) + self.kept
 
     def run(self) -> bool:
-        if len(self.theirs) != len(self.ours):
+        if len(self.theirs) != len(self.ours) or not self.callers:
             return False
         try:
             return all(self._node(t, c) for t, c in zip(self.theirs, self.ours))
@@ -355,11 +407,11 @@ class _Match:
             return False
 
     def _path(self, path: str, other: str) -> bool:
-        mine, ours = self.prefix
-        if path == mine[:-1]:
-            return other == ours[:-1]
-        if path.startswith(mine):
-            return other == ours + path[len(mine):]
+        for mine, ours in self.prefixes:
+            if path == mine:
+                return other == ours
+            if path.startswith(mine) and path[len(mine)] == ".":
+                return other == ours + path[len(mine):]
         return other == path
 
     def _node(self, t: Node, c: Node) -> bool:
