@@ -258,7 +258,9 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
                 spaces.setdefault(id(space), (code.co_filename, space))
     for file, space in spaces.values():
         found.extend((file, k, v, None) for k, v in list(space.items()) if isinstance(v, tensor))
-    seen: set[int] = set()
+    # a buffer under a plain attribute too (transformers' rotary ``self.original_inv_freq = self.inv_freq``) is the
+    # buffer's: its writes are said as the buffer's (and the recording's undo of an attempt copies every buffer back)
+    seen: set[int] = {id(b) for b in model.buffers()} if found else set()
     held = []
     for where, name, t, _ in found:
         if id(t) not in seen and not isinstance(t, torch.nn.Parameter) and t.device.type != "meta":
