@@ -280,3 +280,17 @@ def test_modules_whose_forward_is_not_their_own_function_trace(make: object) -> 
     d, said = _traced(model, x)
     torch.testing.assert_close(d.to_torch()(x), before)
     assert isinstance(model, Accumulates) == any("_TOTAL (a global of" in s for s in said), said
+
+
+class Masked(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return x * 2 if mask is None else x * mask
+
+
+def test_a_tensor_given_for_a_keyword_traced_as_none_is_refused_saying_so() -> None:
+    # (before: "given mask=[]", the tensor's non-tensor leaves)
+    x = torch.randn(2, 3)
+    lowered = ncd.trace(Masked(), x, mask=None).to_torch()
+    torch.testing.assert_close(lowered(x, mask=None), Masked()(x))
+    with pytest.raises(ncd.InputError, match=r"made with mask=None; given mask=a tensor \(trace the model called so\)"):
+        lowered(x, mask=torch.zeros(2, 3))

@@ -46,7 +46,8 @@ class Keywords:
             others = [v for v in leaves if not isinstance(v, torch.Tensor)]
             if not _same(others, self.held[name]):
                 raise InputError(f"the lowered {self.model} computes the traced call, made with {name}="
-                                 f"{_said(self.held[name])}; given {name}={_said(others)} (trace the model called so)")
+                                 f"{_said(self.held[name])}; given {name}="
+                                 f"{_said(others) if others or not tensors else 'a tensor'} (trace the model called so)")
             if len(tensors) != len(where):
                 raise InputError(f"input {name!r} of the lowered {self.model} holds {len(where)} tensor(s) as traced,"
                                  f" but {len(tensors)} were given")
