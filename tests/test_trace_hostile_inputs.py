@@ -294,3 +294,48 @@ def test_a_tensor_given_for_a_keyword_traced_as_none_is_refused_saying_so() -> N
     torch.testing.assert_close(lowered(x, mask=None), Masked()(x))
     with pytest.raises(ncd.InputError, match=r"made with mask=None; given mask=a tensor \(trace the model called so\)"):
         lowered(x, mask=torch.zeros(2, 3))
+
+
+class WritesFirst(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a.mul_(2)
+        return a + b
+
+
+def _exported_said(model: nn.Module, *args: object) -> tuple[ncd.TracedDiagram, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, *args, capture="export")
+    return d, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_under_export_an_is_test_of_one_tensor_passed_twice_is_said() -> None:
+    # export takes a copy of each (b321caa): the diagram holds the branch for different tensors, wrong on the traced
+    # call itself (before that, export read one graph input for both: right here, wrong on two tensors); said as the
+    # recording says it
+    torch.manual_seed(0)
+    model, x = SameOrNot("forward"), torch.randn(2, 3)
+    d, said = _exported_said(model, x, x)
+    y = torch.randn(2, 3)
+    torch.testing.assert_close(d.to_torch()(x, y), model(x, y))
+    assert not torch.allclose(d.to_torch()(x, x), model(x, x))
+    assert any("`is`" in s and "a and b at test_trace_hostile_inputs.py:" in s for s in said), said
+
+
+def test_under_export_a_write_into_one_tensor_passed_twice_is_said() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3)
+    d, said = _exported_said(WritesFirst(), x, x)
+    z = x.clone()
+    assert not torch.allclose(d.to_torch()(x, x), WritesFirst()(z, z))  # the model's write is seen through b
+    assert any("share memory (a and b" in s and "writes into a in place" in s for s in said), said
+
+
+def test_under_export_one_tensor_passed_twice_without_is_tests_or_writes_is_not_said() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    d, said = _exported_said(Difference(), x, x)
+    assert not said, said
+    torch.testing.assert_close(d.to_torch()(x, y), Difference()(x, y))
+    d, said = _exported_said(WritesFirst(), x, y)  # a write into an input passed once: the aliasing word is not said
+    assert not [s for s in said if "share memory" in s], said

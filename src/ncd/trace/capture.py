@@ -212,26 +212,65 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
             pass
     names = input_names(model, len(args), kwargs)
-    args, kwargs = _distinct(args, kwargs)
-    with functions_refused(model), _torch_errors_unlogged():
-        return _exported(model, flat, args, kwargs, names, reads)
+    args, kwargs, same = _distinct(args, kwargs, names)
+    identity: dict[str, str] = {}
+    from ncd.trace.watched import _identity_watched
+
+    with functions_refused(model), _torch_errors_unlogged(), \
+            _identity_watched([(group, tensors) for group, tensors, _ in same], identity, alike=True):
+        captured = _exported(model, flat, args, kwargs, names, reads, same)
+    if identity:  # (as the recording says it: :func:`ncd.trace.record._warn_recorded`)
+        import warnings
+
+        where = ", ".join(f"{who} at {line}" for line, who in identity.items())
+        warnings.warn(f"ncd.trace({type(model).__name__}): one tensor passed as several inputs, which the model may test"
+                      f" with `is` ({where}); the diagram takes them as separate inputs (the model was exported with a"
+                      " copy of each), so it holds the branch for different tensors: called with one tensor twice, the"
+                      " model takes the other branch and computes otherwise than the lowered module (trace it with the"
+                      " tensor passed once, or with different tensors)", RuntimeWarning, stacklevel=user_stacklevel())
+    return captured
 
 
-def _distinct(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+#: the inputs that were one tensor passed more than once: their names, the tensors exported (the first, then the
+#: copies) and their places among the flattened inputs
+_Same = list[tuple[list[str], list[torch.Tensor], list[int]]]
+
+
+def _distinct(args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]
+              ) -> tuple[tuple[Any, ...], dict[str, Any], _Same]:
     """The inputs with a tensor passed more than once (``labels=input_ids``) a copy of its own at each place after the
     first, as the recording runs the model: each is an input of the diagram.  Given one tensor twice, torch.export
     makes one graph input read for both, and the lowered module ignored the other input (a model ``a * 2 - b`` traced
-    on ``(x, x)`` and called on ``(x, y)`` computed ``2y - y``, with no word)."""
+    on ``(x, x)`` and called on ``(x, y)`` computed ``2y - y``, with no word).  Also the groups of such inputs
+    (``names``: each argument's, the recording's ``name_j`` for the tensors in a container).
+
+    A model that tells the copies from one tensor (an ``is`` test, a write into one read through the other) computes
+    otherwise on the traced call than the diagram: :func:`capture` and :func:`_exported` say so."""
     leaves, spec = torch.utils._pytree.tree_flatten((tuple(args), dict(kwargs)))
-    seen: set[int] = set()
+    first: dict[int, int] = {}
+    groups: dict[int, list[int]] = {}
     for k, leaf in enumerate(leaves):
         if isinstance(leaf, torch.Tensor):
-            if id(leaf) in seen:
+            j = first.setdefault(id(leaf), k)
+            if j != k:
                 leaves[k] = leaf.detach().clone()
-            seen.add(id(leaf))
-    if len(seen) == sum(isinstance(leaf, torch.Tensor) for leaf in leaves):
-        return args, kwargs
-    return torch.utils._pytree.tree_unflatten(leaves, spec)  # type: ignore[no-any-return]
+                groups.setdefault(j, [j]).append(k)
+    if not groups:
+        return args, kwargs, []
+    named: list[str] = []  # each leaf's name
+    for name, value in zip(names, [*args, *kwargs.values()]):
+        inner = torch.utils._pytree.tree_leaves(value)
+        if isinstance(value, torch.Tensor):
+            named.append(name)
+        else:
+            tensors = 0
+            for leaf in inner:
+                named.append(f"{name}_{tensors}")
+                tensors += isinstance(leaf, torch.Tensor)
+    if len(named) != len(leaves):
+        named = [f"input{k}" for k in range(len(leaves))]
+    args, kwargs = torch.utils._pytree.tree_unflatten(leaves, spec)
+    return args, kwargs, [([named[k] for k in ks], [leaves[k] for k in ks], ks) for ks in groups.values()]
 
 
 #: torch's loggers that report, at ERROR level, a failure ncd itself reports (as a TraceError) or falls back from
@@ -279,7 +318,7 @@ def _without_partial_graph() -> Iterator[None]:
 
 
 def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-              names: list[str], reads: Exception | None) -> Captured:
+              names: list[str], reads: Exception | None, same: _Same | None = None) -> Captured:
     try:
         with torch.no_grad(), _without_partial_graph():
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
@@ -308,9 +347,34 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     if _mutates(ep):  # a write in place (through a view): the graph's functional form, whose writes are scatters
         ep = ep.run_decompositions({})
     written = list(ep.graph_signature.buffers_to_mutate.values())  # (export ran on fake tensors: none was written)
+    if same:
+        _warn_shared_written(model, ep, same, len(torch.utils._pytree.tree_leaves((tuple(args), dict(kwargs)))))
     captured = _from_export(ep, flat, args, kwargs, names)
     _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
     return captured
+
+
+def _warn_shared_written(model: torch.nn.Module, ep: Any, same: _Same, leaves: int) -> None:
+    """Warn, as the recording does, that the model writes in place into an input that was one tensor passed more than
+    once (``same``, of :func:`_distinct`): exported with a copy of each, the write is not seen through the others, so on
+    the traced call (one tensor) the model computes otherwise than the diagram."""
+    mutated = set(ep.graph_signature.user_inputs_to_mutate.values())
+    if not mutated:
+        return
+    user = [spec for spec in ep.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    places = {k for k, spec in enumerate(user) if getattr(spec.arg, "name", None) in mutated}
+    known = len(user) == leaves  # (one graph input per flattened input: the places are theirs)
+    hit = [(group, [n for n, k in zip(group, ks) if k in places]) for group, _, ks in same if not known or places & set(ks)]
+    if not hit:
+        return
+    import warnings
+
+    pairs = "; ".join(" and ".join(group) for group, _ in hit)
+    written = ", ".join(n for _, ns in hit for n in ns) or "one of them"
+    warnings.warn(f"ncd.trace({type(model).__name__}): inputs that share memory ({pairs}: one tensor passed twice) and"
+                  f" the model writes into {written} in place; the diagram takes its inputs as separate tensors (the"
+                  " model exported with copies of them), so on this call's aliased inputs its result may differ from"
+                  " the model's", RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def _warn_written(model: torch.nn.Module, written: list[str], learned: set[str], ran: bool) -> None:

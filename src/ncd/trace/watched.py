@@ -398,7 +398,7 @@ def _named(frame: Any, operand: _Operand) -> Any:
 
 
 @contextlib.contextmanager
-def _identity_watched(groups: list[tuple[list[str], list[Any]]], found: dict[str, str]) -> Any:
+def _identity_watched(groups: list[tuple[list[str], list[Any]]], found: dict[str, str], alike: bool = False) -> Any:
     """While the model runs on its inputs: the lines of the model's own code testing ``a is b`` where ``a`` and ``b``
     are the copies the model runs on of one tensor passed twice (``groups``: the inputs' names and the tensors run on),
     into ``found`` (line -> the inputs).
@@ -407,9 +407,14 @@ def _identity_watched(groups: list[tuple[list[str], list[Any]]], found: dict[str
     given the ``input_ids`` tensor stays an input of its own), so such a test took the branch for two different
     tensors, and the diagram holds that branch: called with one tensor twice, the model computes the other.  ``is`` is
     no operator anything can intercept: a tracer reads the two names' values at the lines of the frames whose code
-    tests two names (the model's own files only: torch's ``query is key`` fast paths compute the same values)."""
+    tests two names (the model's own files only: torch's ``query is key`` fast paths compute the same values).
+
+    ``alike``: the model runs on stand-ins of the tensors in ``groups`` (``torch.export``'s fake tensors), so a test of
+    two different tensors of one group's shape and dtype is counted (it may be of the two copies)."""
     import os
     import sys
+
+    import torch
 
     from ncd.trace.capture import _internal
 
@@ -417,6 +422,17 @@ def _identity_watched(groups: list[tuple[list[str], list[Any]]], found: dict[str
         yield
         return
     twin = {id(t): k for k, (_, runs) in enumerate(groups) for t in runs}
+    kinds = {(tuple(runs[0].shape), runs[0].dtype): k for k, (_, runs) in enumerate(groups)} if alike else {}
+
+    def group(value: Any) -> int | None:
+        if not alike:
+            return twin.get(id(value))
+        if not isinstance(value, torch.Tensor):
+            return None
+        try:
+            return kinds.get((tuple(int(n) for n in value.shape), value.dtype))
+        except Exception:  # noqa: BLE001 - a size that is no number: not one of the inputs' copies
+            return None
     tests: dict[int, tuple[Any, dict[int, list[tuple[_Operand, _Operand]]]]] = {}
     before: Any = sys.gettrace()  # a tracer already set (a debugger, coverage): still called
 
@@ -439,8 +455,8 @@ def _identity_watched(groups: list[tuple[list[str], list[Any]]], found: dict[str
             if event == "line" and frame.f_lineno in lines:
                 for a, b in lines[frame.f_lineno]:
                     x, y = _named(frame, a), _named(frame, b)
-                    k = twin.get(id(x))
-                    if k is not None and x is not y and twin.get(id(y)) == k:
+                    k = group(x)
+                    if k is not None and x is not y and group(y) == k:
                         at = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
                         found.setdefault(at, " and ".join(groups[k][0]))
             return local
