@@ -649,3 +649,29 @@ except TraceError as e:
     assert "forward True input grad True" in run.stdout, run.stdout + run.stderr[-2000:]
     assert "source True" in run.stdout, run.stdout  # as written in the process that traced
     assert "refused:" in run.stdout and "LocalRound" in run.stdout and "cannot be found" in run.stdout, run.stdout
+
+
+class _SizedReverse(nn.Module):
+    """A Function box given numbers read off its input's shape (a size and a size's power)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Reverse.apply(x, x.shape[-1]) + Reverse.apply(x, x.shape[-1] ** -0.5)
+
+
+def test_a_diagram_holding_sizes_read_off_shapes_is_pickled_and_read_back() -> None:
+    """A box's arguments computed from shapes are saved as their numbers: the diagram reads back, draws the same and
+    lowers to the model (reformer's reversible layers; before, unpickling raised a TypeError)."""
+    import copy
+    import pickle
+
+    from ncd.render import to_svg
+
+    model = _SizedReverse()
+    x = torch.randn(2, 5, 6)
+    d, _ = _trace(model, x)
+    assert d.opaque_count == 2
+    back = pickle.loads(pickle.dumps(d))
+    assert to_svg(back) == to_svg(d)
+    torch.testing.assert_close(back.to_torch()(x), model(x))
+    _same_gradients(model, back.to_torch(), x)
+    assert to_svg(copy.deepcopy(d)) == to_svg(d)

@@ -251,9 +251,17 @@ def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _kind(x: Any) -> type:
+    """``x``'s type, a number read off a shape taken as the plain number it is pickled as."""
+    from ncd.trace.shapes import SizeFloat, SizeInt
+
+    kind = type(x)
+    return int if kind is SizeInt else float if kind is SizeFloat else kind
+
+
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     try:
-        return len(a) == len(b) and all(x is y or (type(x) is type(y) and bool(x == y)) for x, y in zip(a, b))
+        return len(a) == len(b) and all(x is y or (_kind(x) is _kind(y) and bool(x == y)) for x, y in zip(a, b))
     except Exception:  # noqa: BLE001 - values that do not compare: not the same call
         return False
 

@@ -105,6 +105,16 @@ class SizeInt(int):
 
     __del__ = _freed
 
+    def __reduce__(self) -> tuple[type[int], tuple[int]]:
+        # pickled as the plain number (a saved diagram keeps what it holds, not the trace that read it)
+        return int, (self._plain(),)
+
+    def __copy__(self) -> SizeInt:  # a number: copies are itself, still followed
+        return self
+
+    def __deepcopy__(self, memo: object) -> SizeInt:
+        return self
+
     def _plain(self) -> int:
         return int.__int__(self)
 
@@ -137,6 +147,15 @@ class SizeFloat(float):
         return _ALIVE[id(self)]
 
     __del__ = _freed
+
+    def __reduce__(self) -> tuple[type[float], tuple[float]]:
+        return float, (self._plain(),)
+
+    def __copy__(self) -> SizeFloat:
+        return self
+
+    def __deepcopy__(self, memo: object) -> SizeFloat:
+        return self
 
     def _plain(self) -> float:
         return float.__float__(self)
