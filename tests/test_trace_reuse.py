@@ -512,3 +512,14 @@ def test_parts_alone_are_not_matched_when_switched_off(monkeypatch: pytest.Monke
     monkeypatch.setattr(reuse, "SUBMODULES", False)
     torch.manual_seed(0)
     _copied_and_equal(MixedStack([True, False]), torch.randn(2, 5, 8), 0, monkeypatch)
+
+
+class Global(Mixed):
+    """A layer class of its own (full attention), beside :class:`Mixed` (causal)."""
+
+
+def test_layers_of_different_classes_copy_their_mlp_and_are_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = MixedStack([True, True])
+    model.layers[1] = Global(8, False)
+    _copied_and_equal(model, torch.randn(2, 5, 8), 1, monkeypatch)

@@ -116,7 +116,9 @@ class Repeats:
         self.emitters = set(emitters)  # idioms emitted by functions prepared for their nodes (experts): walked
         self.starts: dict[int, list[_Span]] = {}  # the layers (and their parts) starting at a node, outermost first
         self.group: dict[int, tuple[Any, ...]] = {}  # id(span) -> (depth, parent path, class) or a part's key
-        self.prefix: dict[int, str] = {}  # id(span) -> the path of the layer it is (a part of), and "."
+        #: id(span) -> (the path of the layer it is or is a part of, and "."; the key its parts' keys extend)
+        self.prefix: dict[int, tuple[str, tuple[Any, ...]]] = {}
+        self.through: set[int] = set()  # id(span) of parts only walked through (holding prepared idioms)
         #: per key, the layers walked last (a span until its walk ends, then what it did), the latest first
         self.templates: dict[tuple[Any, ...], list[_Record | _Span]] = {}
         self.open: list[tuple[_Span, tuple[Any, ...]]] = []  # first layers being walked, with the state they began in
@@ -137,14 +139,14 @@ class Repeats:
                    for n in nodes[span.start:span.end]):
                 continue  # not one contiguous call
             self.starts.setdefault(span.start, []).append(span)
-            self.group[id(span)] = (span.depth, span.frame[0].rpartition(".")[0], span.frame[1])
-            self.prefix[id(span)] = span.frame[0] + "."
+            self.group[id(span)] = key = (span.depth, span.frame[0].rpartition(".")[0], span.frame[1])
+            self.prefix[id(span)] = (span.frame[0] + ".", key[:2])  # its parts: of any class of layer there
             covered = span.end
 
     def _parts(self, span: _Span) -> None:
         """Plan the child modules of ``span`` (each one contiguous call of at least :data:`SMALLEST` nodes), keyed by
         their path within the layer and their class: when ``span`` is walked, for the later layers it is a part of."""
-        key, prefix = self.group[id(span)], self.prefix[id(span)]
+        prefix, key = self.prefix[id(span)]
         nodes = self.conv.captured.nodes
         depth = span.depth + 1
         parts: dict[Frame, _Span] = {}
@@ -168,8 +170,10 @@ class Repeats:
                    for n in nodes[part.start:part.end]):
                 continue  # not one contiguous call of this module, in one caller
             self.starts.setdefault(part.start, []).append(part)
-            self.group[id(part)] = key + (frame[0][len(prefix):], frame[1])
-            self.prefix[id(part)] = prefix
+            self.group[id(part)] = inner = key + (frame[0][len(prefix):], frame[1])
+            self.prefix[id(part)] = (prefix, inner)
+            if any(id(n) in self.emitters for n in nodes[part.start:part.end]):
+                self.through.add(id(part))  # idioms emitted by prepared functions (experts): walked, never copied
 
     def at(self, k: int) -> int:
         """Called by the walk before node ``k``: where the walk goes on (``k``, or past a layer just copied)."""
@@ -180,6 +184,9 @@ class Repeats:
             if not self.open:
                 self.conv.namer.reads = None
         for span in self.starts.get(k, ()):  # a layer, then its first part (and that part's, planned as it is walked)
+            if id(span) in self.through:
+                self._parts(span)  # walked, a template of nothing; its own parts may be copies
+                continue
             key = self.group[id(span)]
             kept = self.templates.setdefault(key, [])
             for template in kept:
@@ -390,8 +397,10 @@ class _Match:
         #: (their path, ours): the layers' own, then their callers' (a part of a layer: the layers'), innermost first
         self.prefixes = [(first.frame[0], later.frame[0])] + \
             [(a[0], b[0]) for a, b in zip(reversed(first.within), reversed(later.within)) if a[0] != b[0]]
+        #: a part's callers correspond (the layer's class may differ: sliding and full attention layers' MLPs)
         self.callers = len(first.within) == len(later.within) and \
-            all(a[1] == b[1] and self.frames.setdefault(a, b) == b for a, b in zip(first.within, later.within))
+            all(self.frames.setdefault(a, b) == b for a, b in zip(first.within, later.within))
+        self.calling = set(zip(first.within, later.within))
         self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
         self.private = {id(node) for node, _ in record.private}
 
@@ -424,7 +433,8 @@ class _Match:
         if len(t.stack) != len(c.stack) or (t.source or c.source) and not self._path(t.source, c.source):
             return False
         for ft, fc in zip(t.stack, c.stack):
-            if ft[1] != fc[1] or not self._path(ft[0], fc[0]) or self.frames.setdefault(ft, fc) != fc:
+            if ft[1] != fc[1] and (ft, fc) not in self.calling or not self._path(ft[0], fc[0]) \
+                    or self.frames.setdefault(ft, fc) != fc:
                 return False
         if not _same_value(t.value, c.value, exact=t.kind == "constant" or (t.kind == "call" and not t.live
                                                                             and not conv.learned(t))):
