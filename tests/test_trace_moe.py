@@ -426,3 +426,57 @@ def test_a_recorded_kernel_is_checked_on_experts_the_traced_tokens_never_choose(
                 if n.endswith("router.bias"):
                     p.copy_(model.router.bias)
         torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-6)
+
+
+class _ManyExperts(torch.nn.Module):
+    """32 experts as a batched GEMM, the last one's output doubled or not."""
+
+    def __init__(self, doubled: bool, experts: int = 32) -> None:
+        super().__init__()
+        self.gate = torch.nn.Parameter(torch.randn(experts, 12, 8) / 3)
+        self.up = torch.nn.Parameter(torch.randn(experts, 12, 8) / 3)
+        self.down = torch.nn.Parameter(torch.randn(experts, 8, 12) / 3)
+        self.doubled = doubled
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.silu(torch.einsum("tm,efm->tef", x, self.gate)) * torch.einsum("tm,efm->tef", x, self.up)
+        every = torch.einsum("tef,emf->tem", h, self.down)
+        if self.doubled:
+            every = torch.cat([every[:, :-1], 2 * every[:, -1:]], dim=1)
+        picked = every.gather(1, chosen[:, :, None].expand(-1, -1, every.shape[-1]))
+        return (picked * weights[:, :, None]).sum(1)
+
+
+class _ManyRouted(torch.nn.Module):
+    """One of 32 experts chosen per token by a router that never chooses the last on the traced tokens."""
+
+    def __init__(self, doubled: bool) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 32)
+        with torch.no_grad():
+            self.router.bias[-1] = -1e4
+        self.experts = _ManyExperts(doubled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(1, dim=-1)
+        out: torch.Tensor = x + self.experts(x, chosen, weights)
+        return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_recorded_kernel_is_checked_on_every_expert_however_few_the_tokens(seed: int) -> None:
+    """Two traced tokens, one of 32 experts each: three random cases of two tokens choose 6 experts at most, so a
+    kernel doubling an expert none of them chose was read as the weighted sum, wrong once that expert is chosen.
+    More cases route every expert: it is drawn as recorded (equal to the model then), the right one as the sum."""
+    for doubled in (False, True):
+        torch.manual_seed(seed)
+        model, x = _ManyRouted(doubled).eval(), torch.randn(2, 8)
+        d = _trace(model, x)
+        assert any(b.prim.op == "parameter" and b.cod[0].axes[0].name == "e" for b in d.boxes()) == (not doubled)
+        lowered = d.to_torch()
+        with torch.no_grad():
+            model.router.bias[-1] = 1e4  # now every token chooses the last expert
+            for n, p in lowered.named_parameters():
+                if n.endswith("router.bias"):
+                    p.copy_(model.router.bias)
+            torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-6)

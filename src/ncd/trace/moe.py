@@ -288,7 +288,9 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
             layout: str, act: str, doubles: list[torch.Tensor] | None = None) -> bool:
     """The recorded operations, re-run on the traced values and on random ones, equal :func:`dense` every time
     (``doubles``: the parameters in float64, if made already).  The sum is computed once for the random cases
-    together (it computes each token from its own row); the recorded operations, of the traced shapes, once a case."""
+    together (it computes each token from its own row); the recorded operations, of the traced shapes, once a case.
+    Where the three random cases leave an expert unchosen, more cases route every expert
+    (:func:`~ncd.trace.moe_dense._routes`): a kernel wrong on an expert no token chose was read as the sum."""
     from ncd.trace.attention import _run
 
     tokens, k = (int(s) for s in index.value.shape)
@@ -299,9 +301,21 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     gen = torch.Generator().manual_seed(0)
     traced = [x.value, index.value, weight.value]  # recorded on the meta device (a large model): random values only
     cases = 3
-    chosen = torch.rand((cases * tokens, experts), generator=gen).argsort(dim=1)[:, :k].to(index.value.dtype)
+    chosen = torch.rand((cases * tokens, experts), generator=gen).argsort(dim=1)[:, :k]
     xs = (2 * torch.randn((cases * tokens, *x.value.shape[1:]), generator=gen)).to(x.value.dtype)
     ws = torch.rand((cases * tokens, k), generator=gen).to(weight.value.dtype)
+    # more cases routing every expert where these leave one out: a kernel wrong on an expert no token chose was read
+    # as the sum (32 experts, 1 per token, 2 traced tokens)
+    if int(torch.bincount(chosen.flatten(), minlength=experts).count_nonzero()) < experts:
+        from ncd.trace.moe_dense import _routes
+
+        cover = -(-experts // k)  # the fewest tokens choosing every expert
+        more = -(-cover // tokens)  # cases of the traced number of tokens (the kernel's shapes)
+        chosen = torch.cat([chosen, _routes(experts, k, more * tokens, False, gen)])
+        xs = torch.cat([xs, (2 * torch.randn((more * tokens, *x.value.shape[1:]), generator=gen)).to(x.value.dtype)])
+        ws = torch.cat([ws, torch.rand((more * tokens, k), generator=gen).to(weight.value.dtype)])
+        cases += more
+    chosen = chosen.to(index.value.dtype)
 
     def same(got: object, want: torch.Tensor) -> bool:
         return (isinstance(got, torch.Tensor) and got.shape == want.shape
