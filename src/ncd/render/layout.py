@@ -22,7 +22,7 @@ from typing import Any
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Fold
-from ncd.render.context import LayoutContext, _merge_notes
+from ncd.render.context import LayoutContext
 from ncd.render.frag import (
     Frag,
     Ports,
@@ -43,6 +43,7 @@ from ncd.render.legend import indexed_symbols
 from ncd.render.model import Circle, Drawing, Path, Rect
 from ncd.render.style import Style, fence_colour
 from ncd.render.typeset import Piece, diagram_axes, pieces, typeset_text, wire_axes_read
+from ncd.render.wires import _merge_notes
 
 __all__ = ["Frag", "Layout", "layout", "lay_out_with", "Ports", "framed", "flat", "shifted", "no_collector",
            "scalar_core", "Rule"]
@@ -633,7 +634,7 @@ class Layout(LayoutContext, Fold[Frag]):
 
 def _text_smallest(parts: tuple[Piece, ...], size: float) -> float:
     """The smallest size of a non-blank run of ``parts`` typeset at ``size`` (as :func:`smallest_text` reads it)."""
-    from ncd.render.context import _typeset_at_origin
+    from ncd.render.wires import _typeset_at_origin
 
     runs = _typeset_at_origin(tuple(parts), size, False)[0].runs
     return min((run.size for run in runs if run.text.strip()), default=float("inf"))
