@@ -32,7 +32,7 @@ from ncd.ir.interpreter import Fold
 from ncd.render.legend import closed_form
 from ncd.render.typeset import Piece, symbol_pieces
 
-__all__ = ["generic_labels", "same_shape", "family", "family_header", "blocks_inside"]
+__all__ = ["generic_labels", "same_shape", "family", "family_header", "family_indices", "fresh_index", "blocks_inside"]
 
 #: a wire's label in a shared definition, and the legend row of its symbol
 Label = tuple[tuple[Piece, ...], tuple[str, str]]
@@ -83,6 +83,37 @@ def family_indices(blocks: Sequence[Block]) -> list[int] | None:
     if not all(len(ix) == 1 for ix in found):
         return None
     return [int(ix[0]) for ix in found]
+
+
+def _interleaved(lists: Sequence[Sequence[int]]) -> tuple[int, int] | None:
+    """``(d, n)`` when ``lists`` are ``d ≥ 2`` progressions ``a + d·k`` (``k = 0 … n−1``) with distinct offsets ``a``
+    that together number consecutive blocks; else ``None``.
+
+    >>> _interleaved([[0, 2, 4], [1, 3, 5]]), _interleaved([[0, 2, 4], [1, 3]]), _interleaved([[0, 1, 2]])
+    ((2, 3), None, None)
+    """
+    d, n = len(lists), len(lists[0])
+    if d < 2 or any(len(ix) != n for ix in lists):
+        return None
+    if any(list(ix) != [ix[0] + d * k for k in range(n)] for ix in lists):
+        return None
+    starts = sorted(ix[0] for ix in lists)
+    return (d, n) if starts == list(range(starts[0], starts[0] + d)) else None
+
+
+def fresh_index(taken: set[str] | frozenset[str]) -> str:
+    """The letter indexing a family's instances (``stages.i``): the first of ``i j k l m p q r s`` that no axis,
+    symbol or other family of the page has, else that letter primed (``iʹ``, ``iʹʹ``, primed as axis names are).
+
+    >>> fresh_index(set()), fresh_index({"i", "j"}), fresh_index(set("ijklmpqrs")), fresh_index(set("ijklmpqrs") | {"iʹ"})
+    ('i', 'k', 'iʹ', 'jʹ')
+    """
+    primes = 0
+    while True:
+        for c in "ijklmpqrs":
+            if c + "ʹ" * primes not in taken:
+                return c + "ʹ" * primes
+        primes += 1
 
 
 class _Shape(Fold[Any]):

@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, TypeVar
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
 from ncd.render.frag import _arrows
-from ncd.render.generic import blocks_inside, family, family_header, family_indices, generic_labels
+from ncd.render.generic import (
+    _interleaved,
+    blocks_inside,
+    family,
+    family_header,
+    family_indices,
+    fresh_index,
+    generic_labels,
+)
 from ncd.render.lanes import gather
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Text
@@ -510,37 +518,6 @@ def _list_index(ctx: Layout, section: _Section, indices: list[int], queue: Seque
     section.index = fresh_index(ctx.symbols)
     ctx.symbols.add(section.index)
     return indices
-
-
-def _interleaved(lists: Sequence[Sequence[int]]) -> tuple[int, int] | None:
-    """``(d, n)`` when ``lists`` are ``d ≥ 2`` progressions ``a + d·k`` (``k = 0 … n−1``) with distinct offsets ``a``
-    that together number consecutive blocks; else ``None``.
-
-    >>> _interleaved([[0, 2, 4], [1, 3, 5]]), _interleaved([[0, 2, 4], [1, 3]]), _interleaved([[0, 1, 2]])
-    ((2, 3), None, None)
-    """
-    d, n = len(lists), len(lists[0])
-    if d < 2 or any(len(ix) != n for ix in lists):
-        return None
-    if any(list(ix) != [ix[0] + d * k for k in range(n)] for ix in lists):
-        return None
-    starts = sorted(ix[0] for ix in lists)
-    return (d, n) if starts == list(range(starts[0], starts[0] + d)) else None
-
-
-def fresh_index(taken: set[str] | frozenset[str]) -> str:
-    """The letter indexing a family's instances (``stages.i``): the first of ``i j k l m p q r s`` that no axis,
-    symbol or other family of the page has, else that letter primed (``iʹ``, ``iʹʹ``, primed as axis names are).
-
-    >>> fresh_index(set()), fresh_index({"i", "j"}), fresh_index(set("ijklmpqrs")), fresh_index(set("ijklmpqrs") | {"iʹ"})
-    ('i', 'k', 'iʹ', 'jʹ')
-    """
-    primes = 0
-    while True:
-        for c in "ijklmpqrs":
-            if c + "ʹ" * primes not in taken:
-                return c + "ʹ" * primes
-        primes += 1
 
 
 def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
