@@ -523,3 +523,23 @@ def test_layers_of_different_classes_copy_their_mlp_and_are_equal(monkeypatch: p
     model = MixedStack([True, True])
     model.layers[1] = Global(8, False)
     _copied_and_equal(model, torch.randn(2, 5, 8), 1, monkeypatch)
+
+
+def test_a_copied_part_draws_boxes_of_its_own() -> None:
+    """A part copied from an earlier layer (the MLP of a full-attention layer after a causal one) takes boxes of its
+    own, as the walk makes them: the template's objects at two places of one page were laid out once and placed
+    twice with one footprint id (T5's checker: the first norm's text spilling out of the second's box)."""
+    from collections import Counter
+
+    from ncd.render import layout
+    from ncd.render.check import problems
+    from ncd.render.model import Footprint
+
+    torch.manual_seed(0)
+    model = MixedStack([True, False]).eval()
+    d = ncd.trace(model, torch.randn(2, 5, 8))
+    boxes = list(d.boxes())
+    assert len({id(b) for b in boxes}) == len(boxes)
+    drawing = layout(d)
+    assert not [k for k, n in Counter(f.id for f in drawing.of(Footprint)).items() if n > 1]
+    assert problems(drawing) == []

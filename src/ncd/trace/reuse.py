@@ -22,11 +22,13 @@ gives its own values are given to the later layer's counterparts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ncd.ir.diagram import Box, Diagram, Identity
+from ncd.ir.weave import Weave
 from ncd.trace.capture import Node
 from ncd.trace.module_idioms import whole
 from ncd.trace.naming import frozen
@@ -323,7 +325,8 @@ class Repeats:
                 outs.append(conv.new_value(conv.segs[v]))
                 vids[v] = outs[-1]
             stack = tuple(frames.get(f, f) for f in step.stack)
-            conv.steps.append(Step(step.diagram, [vids[v] for v in step.ins], outs, stack))
+            diagram = _own(step.diagram) if span.within else step.diagram
+            conv.steps.append(Step(diagram, [vids[v] for v in step.ins], outs, stack))
         for p, vid in record.bound:
             conv.bind(ours[p], vids[vid])
         for node, vid in private:
@@ -336,6 +339,41 @@ class Repeats:
         for name, n in record.opaque.items():
             conv.emitted.opaque[name] = conv.emitted.opaque.get(name, 0) + n
         return True
+
+
+def _own(diagram: Any) -> Any:
+    """``diagram`` with boxes of its own (new objects, equal): a copied part's step is drawn at a place of its own, as
+    the walk would make it.  The template's objects at two places of one page were laid out once (the page layout keeps
+    columns by node) and placed twice, one footprint id at both places: T5's checker found the first norm's text
+    spilling out of the second's box.  Identities are shared (they draw no box)."""
+    kind = type(diagram)
+    if kind is Box or kind is Weave:  # (a copy of its fields and kept values, without making its types again)
+        new = object.__new__(kind)
+        new.__dict__.update(diagram.__dict__)
+        if kind is Box:
+            prim = diagram.prim
+            if hasattr(prim, "__dict__"):
+                own = object.__new__(type(prim))
+                own.__dict__.update(prim.__dict__)
+                new.__dict__["prim"] = own
+        else:
+            new.__dict__["inner"] = _own(diagram.inner)
+        return new
+    if isinstance(diagram, Identity) or not is_dataclass(diagram):
+        return diagram
+    try:
+        changes: dict[str, Any] = {}
+        for f in fields(diagram):
+            if not f.init:
+                continue
+            value = getattr(diagram, f.name)
+            if isinstance(value, Diagram):
+                changes[f.name] = _own(value)
+            elif isinstance(value, tuple) and value and all(isinstance(v, Diagram) for v in value):
+                changes[f.name] = tuple(_own(v) for v in value)
+        return replace(diagram, **changes)  # type: ignore[type-var]
+    except (TypeError, ValueError):  # (a node that cannot be made again so: shared, as before)
+        return diagram
 
 
 def _masks_read(conv: Converter, match: _Match) -> set[int] | None:
