@@ -675,3 +675,66 @@ def test_a_diagram_holding_sizes_read_off_shapes_is_pickled_and_read_back() -> N
     torch.testing.assert_close(back.to_torch()(x), model(x))
     _same_gradients(model, back.to_torch(), x)
     assert to_svg(copy.deepcopy(d)) == to_svg(d)
+
+
+
+class _Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + RoundST.apply(self.a(x))  # type: ignore[no-untyped-call]
+        return out
+
+
+class _Layers(nn.Module):
+    """Equal layers each calling a Function: the viewer costs one layer apart from the whole (a part bound alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([_Layer(), _Layer()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _output_md5s(d: Any) -> list[str]:
+    """The md5 of every output of ``d``: its page, SVG (two styles), TikZ and source."""
+    import hashlib
+
+    from ncd.render import to_svg, to_tikz
+    from ncd.viewer import to_html
+
+    texts = [to_html(d), to_svg(d), to_svg(d, labels="ends", depth=1), to_tikz(d), d.to_source()]
+    return [hashlib.md5(t.encode()).hexdigest() for t in texts]
+
+
+def test_a_pickled_diagram_with_function_boxes_draws_the_same_bytes_in_another_process(tmp_path: Any) -> None:
+    """Every output of a diagram holding custom Function boxes, read back in a new process, is the tracing process's:
+    the viewer's costs bind and run its parts, so its page lost every block's cost rows there (its Functions'
+    operators not defined) while SVG, TikZ and source were equal (recurrent_gemma's page differed)."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ncd.viewer import to_html
+
+    torch.manual_seed(0)
+    d, _ = _trace(_Layers(), torch.randn(3, 6))
+    (tmp_path / "d.pkl").write_bytes(pickle.dumps(d))
+    script = f"""
+import pickle
+from tests.test_trace_functions import _output_md5s
+print(*_output_md5s(pickle.loads(open({str(tmp_path / "d.pkl")!r}, "rb").read())))
+"""
+    root = Path(__file__).resolve().parent.parent
+    src = Path(ncd.__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": f"{src}:{root}"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '["forward","' in to_html(d)  # the model's cost rows are drawn here (a Function box does not hide them)
+    assert run.stdout.split() == _output_md5s(d)

@@ -38,7 +38,7 @@ from ncd.ir.diagram import Block, Diagram, Identity, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Fold
 from ncd.ir.size import symbol
 
-__all__ = ["Costs"]
+__all__ = ["Costs", "operators_defined"]
 
 
 class Costs:
@@ -297,3 +297,21 @@ def _cost_function() -> Any:
     except ImportError:
         return None
     return cost
+
+
+def operators_defined(diagram: Diagram) -> None:
+    """Define in this process the operators a traced diagram's custom ``autograd.Function`` boxes call
+    (``TracedDiagram.functions``), as lowering it does: costing a part binds and runs its boxes, and a diagram read back
+    in another process would otherwise lose the cost rows of every block holding one (a page differing between the
+    process that traced it and any other).  One that cannot be defined here (its class not importable) leaves those
+    rows absent, as an unknown primitive does."""
+    functions = getattr(diagram, "functions", None)
+    if not functions:
+        return
+    from ncd.errors import TraceError
+    from ncd.trace.functions import registered
+
+    try:
+        registered(functions, getattr(diagram, "name", "the diagram"))
+    except TraceError:
+        pass

@@ -28,7 +28,7 @@ import sympy
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat
 from ncd.ir.size import symbol
-from ncd.viewer.costs import Costs
+from ncd.viewer.costs import Costs, operators_defined
 
 __all__ = ["Catalogue", "human", "SYNONYMS"]
 
@@ -66,6 +66,8 @@ class Catalogue:
         #: per box (by ``id``: the diagram keeps its boxes alive), the wires it was drawn with and its record
         self._seen: dict[int, list[tuple[Type, Type, tuple[Axis, ...], int]]] = {}
         self.wire_axis: dict[int, tuple[str, str]] = {}  # wire record -> (axis name, size)
+        if costs:
+            operators_defined(diagram)  # a traced diagram read back: its Functions' operators, as lowering does
         self.costs = Costs(self.defaults) if costs else None
         # what many equal boxes and wires share is worked out once (a 10,000-box chain has a few distinct kinds)
         self._wires: dict[tuple[Any, ...], int] = {}
