@@ -187,10 +187,16 @@ class CompareOp(Primitive):
 
 @dataclass(frozen=True)
 class CastOp(Primitive):
-    """A scalar read as another dtype: ``bool -> [2]`` (0/1), ``[v] -> ()`` (a float), ``() -> bool``, ..."""
+    """A scalar read as another dtype: ``bool -> [2]`` (0/1), ``[v] -> ()`` (a float), ``() -> bool``, ...
+
+    ``width`` is the integer type of an index result when it is not ``int64`` (``"int32"``, ``"int16"``, ``"int8"``,
+    ``"uint8"``): ``[v] -> [v]`` of that width is the model's ``.int()`` of its ``int64`` positions (the same values,
+    but arithmetic after it wraps around where ``int64``'s does not, and its result is an ``int32`` tensor).
+    """
 
     source: Segment
     target: Segment
+    width: str = ""
 
     op: ClassVar[str] = "cast"
     family: ClassVar[str] = "opaque"
@@ -199,12 +205,18 @@ class CastOp(Primitive):
     def __post_init__(self) -> None:
         if self.source.axes or self.target.axes:
             raise ParseError(f"cast takes scalar segments, not '{self.source}' -> '{self.target}'")
+        if self.width and (self.width not in WIDTHS or self.target.dtype != "index"):
+            raise ParseError(f"cast: width {self.width!r} is an index result's integer type, one of {' '.join(WIDTHS)}")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.source,)), Type((self.target,))
 
     def label(self) -> str:
         return "cast"
+
+
+#: integer types of an index result other than int64 (:class:`CastOp`'s ``width``)
+WIDTHS = ("int32", "int16", "int8", "uint8")
 
 
 #: binary operators between a scalar and a Python number, and how they are drawn
@@ -396,7 +408,7 @@ def lower_compare(prim: CompareOp, ctx: RuleContext) -> list[str]:
 @LOWERING.rule(CastOp)
 def lower_cast(prim: CastOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
-    dtype = _TORCH_DTYPE.get(prim.target.dtype)
+    dtype = f"torch.{prim.width}" if prim.width else _TORCH_DTYPE.get(prim.target.dtype)
     return [f"{x}.to({dtype})" if dtype else f"{x}.to(torch.get_default_dtype())"]
 
 

@@ -2,8 +2,8 @@
 
 HF's CLIP text model pools on the end-of-text token with
 ``x[arange(b), (ids.to(int) == eos).int().argmax(-1)]``.  Each step has a box
-(:mod:`ncd.prims.gather`): a cast between integer dtypes is a wire (an index segment is an
-index segment), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp`, ``== eos`` a
+(:mod:`ncd.prims.gather`): a cast between integer dtypes a :class:`~ncd.prims.gather.CastOp` of the same
+range in the model's type (its ``width``), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp`, ``== eos`` a
 :class:`~ncd.prims.gather.CompareOp`, ``argmax`` an :class:`~ncd.prims.gather.ArgMaxOp`
 and the advanced index a :class:`~ncd.prims.gather.GatherOp` woven over ``b`` on both
 inputs (``arange(b)`` is the diagonal) and over the feature wires on the tensor only.
@@ -18,7 +18,7 @@ import torch
 
 from ncd.ir.axes import SCALAR, Segment
 from ncd.ir.diagram import Box
-from ncd.prims.gather import ArgMaxOp, CastOp, CompareOp, GatherOp, ScatterOp
+from ncd.prims.gather import WIDTHS, ArgMaxOp, CastOp, CompareOp, GatherOp, ScatterOp
 from ncd.prims.opaque import ViewOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
@@ -56,10 +56,14 @@ def cast(conv: Converter, node: Node) -> bool:
         return False
     vid = conv.value(source)
     seg = conv.segs[vid]
+    width = _width(after)
     if _integer(before) and _integer(after):
         if not _fits(before, after, seg):
             return False  # a narrower integer that may wrap around: an opaque cast, never the unwrapped value
-        conv.bind(node, vid)  # the same positions in a wider integer, or a narrower one that holds them
+        # the same positions in a wider integer, or a narrower one that holds them: a box all the same, so that the
+        # lowered module computes on in the model's type (int32 arithmetic wraps around where int64's does not)
+        same = Segment((), seg.dtype, seg.range)
+        conv.bind(node, conv.apply(Box(CastOp(same, same, width)), [vid]))
         return True
     if before.dtype == torch.bool and _integer(after):
         target = Segment((), "index", sympy.Integer(2))
@@ -71,8 +75,15 @@ def cast(conv: Converter, node: Node) -> bool:
         target = SCALAR
     else:
         return False
-    conv.bind(node, conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), target)), [vid]))
+    cast_op = CastOp(Segment((), seg.dtype, seg.range), target, width if target.dtype == "index" else "")
+    conv.bind(node, conv.apply(Box(cast_op), [vid]))
     return True
+
+
+def _width(t: torch.Tensor) -> str:
+    """:class:`CastOp`'s ``width`` of an integer tensor: its type unless ``int64`` (empty)."""
+    name = str(t.dtype).removeprefix("torch.")
+    return name if name in WIDTHS else ""
 
 
 def _signed_integers(a: object, b: object) -> bool:
