@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
@@ -86,3 +87,72 @@ def test_a_uint8_id_read_long_into_an_embedding_lowers_and_runs() -> None:
     model = ByteIds()
     lowered = _trace(model, torch.tensor([[10, 100, 30]], dtype=torch.uint8)).to_torch()
     _same(model, lowered, torch.tensor([[100, 0, 255]], dtype=torch.uint8))
+
+
+class Reversible(torch.autograd.Function):
+    """Reformer's reversible residual, reduced: modules called inside the Function's forward."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, f: nn.Module, g: nn.Module) -> torch.Tensor:  # type: ignore[override]
+        a, b = x.chunk(2, -1)
+        with torch.no_grad():
+            b = b + f(a)
+            a = a + g(b)
+        return torch.cat([a, b], -1)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        return grad, None, None
+
+
+class ReversibleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.out(Reversible.apply(x, self.f, self.g))
+        return out
+
+
+def test_a_function_calling_modules_is_costed_as_torch_counts_it() -> None:
+    # before, costing its opaque box ran the Function under torch's FlopCounterMode, whose module tracking asserts on a
+    # module called inside it ("Expected gradient function to be set"): ncd.cost raised, and the viewer (which caught
+    # every exception) showed Reformer's blocks without cost rows
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ncd.viewer.costs import Costs
+
+    torch.manual_seed(0)
+    model, x = ReversibleNet(), torch.randn(2, 3, 8)
+    d = _trace(model, x)
+    assert d.opaque_count == 1
+    with FlopCounterMode(display=False) as counted:
+        model(x)
+    report = ncd.cost(d)
+    assert report.numbers is not None
+    assert report.numbers.forward_matmul == counted.get_total_flops() == 2 * 6 * (8 * 8 + 2 * 4 * 4)
+    viewer = Costs(dict(d.get("defaults", ()))).of(d)
+    assert viewer is not None and viewer.forward_matmul == report.numbers.forward_matmul
+
+
+def test_the_viewer_s_costs_raise_a_cost_rule_s_bug_and_leave_out_only_what_cannot_be_costed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, Costs._leaf caught every exception: a bug in a cost rule (or in binding a part) dropped the part's cost
+    # rows from the viewer's page without a word
+    from ncd.ir.rules import COST
+    from ncd.viewer.costs import Costs
+
+    net = ncd.Linear("m -> n") >> ncd.ReLU()
+    relu = ncd.ReLU().prim.op
+    assert Costs({"m": 4, "n": 3}).of(net) is not None
+
+    def broken(prim: object, ctx: object) -> list[object]:
+        raise KeyError("a bug in a cost rule")
+
+    monkeypatch.setitem(COST._rules, relu, broken)
+    with pytest.raises(KeyError, match="a bug in a cost rule"):
+        Costs({"m": 4, "n": 3}).of(net)
+    monkeypatch.delitem(COST._rules, relu)
+    monkeypatch.setattr(COST, "_kinds", {})  # no rule at all for it: a part that cannot be costed, left out
+    assert Costs({"m": 4, "n": 3}).of(net) is None

@@ -30,7 +30,7 @@ from ncd.errors import LoweringError, ParseError, SizeError
 from ncd.ir.axes import SCALAR, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram, Identity
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, AnalysisError, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, symbolic_lowering
 from ncd.prims.kinds import transpose
 from ncd.prims.opaque_calls import CASTS as CASTS  # the call as data and as source (ncd.prims.opaque_calls)
@@ -377,7 +377,6 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
 
 def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     xs = []
     for shape, dtype in zip(shapes, dtypes):
@@ -397,16 +396,45 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
         return t
 
     code = call_text(box.prim, list(inputs))  # type: ignore[arg-type]
-    with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = eval(code, {"torch": torch}, inputs)  # noqa: S307 - an ATen call of the diagram, with its own arguments
-    outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(o, torch.Tensor) and o.requires_grad]
-    with FlopCounterMode(display=False) as backward:
-        if outs:
-            torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+    try:
+        with _flop_counter() as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = eval(code, {"torch": torch}, inputs)  # noqa: S307 - an ATen call of the diagram, with its own arguments
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,))
+                if isinstance(o, torch.Tensor) and o.requires_grad]
+        with _flop_counter() as backward:
+            if outs:
+                torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+    except Exception as error:  # the model's own code (a traced Function, a custom operator) fails on random inputs
+        # (Reformer's reversible layers refuse a backward in eval mode): the call's cost is not known
+        raise AnalysisError(f"cost of {box.text()}: running the call on random inputs of shapes {shapes} raised"
+                            f" {type(error).__name__}: {error}") from error
     own = {x.untyped_storage().data_ptr(): j for j, x in enumerate(xs)}
     kept = [own[p] for p in ptrs if p in own]
     saved = [n for p, n in ptrs.items() if p not in own and n]
     return int(forward.get_total_flops()), int(backward.get_total_flops()), kept, saved
+
+
+def _flop_counter() -> Any:
+    """torch's ``FlopCounterMode`` counting the total only, without its per-module tracking: that tracking hooks the
+    inputs of every module call for the backward, and asserts on a module called inside a traced
+    ``autograd.Function`` (Reformer's reversible layers: ``ncd_function`` boxes), which cost this call nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Untracked()  # type: ignore[assignment]
+    return counter
+
+
+class _Untracked:
+    """A module tracker that tracks nothing: every count goes to ``Global`` (the total)."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _Untracked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 BACKWARD.unsupported(OpaqueOp, "an opaque ATen call has no known derivative rule")

@@ -33,9 +33,10 @@ from typing import Any
 
 import sympy
 
-from ncd.errors import NCDError
+from ncd.errors import LimitError, NCDError
 from ncd.ir.diagram import Block, Diagram, Identity, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Fold
+from ncd.ir.rules import AnalysisError
 from ncd.ir.size import symbol
 
 __all__ = ["Costs", "operators_defined"]
@@ -148,8 +149,8 @@ class Costs:
             bound = bool(sizes) and free <= set(sizes)  # a bound diagram takes no size keywords (they would name nothing)
             report = self._cost(node.bind(**sizes)) if bound else self._cost(node, **sizes)
             value = report.numbers if report.numbers is not None else report.formulas
-        except Exception:  # an interpreter still being written, or a primitive it does not know
-            value = None
+        except (AnalysisError, LimitError):  # a primitive without a cost rule, or an opaque call too large to run
+            value = None  # (anything else is a bug, and raises: it used to drop the part's cost rows without a word)
         self._leaves[id(node)] = (node, value)
         return value
 
