@@ -543,3 +543,27 @@ def test_a_copied_part_draws_boxes_of_its_own() -> None:
     drawing = layout(d)
     assert not [k for k, n in Counter(f.id for f in drawing.of(Footprint)).items() if n > 1]
     assert problems(drawing) == []
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_copied_layers_left_unfolded_draw_boxes_of_their_own(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole layers copied but not folded into a repetition (each layer's output is read) are at places of their own
+    on the page: each box an object of its own (as walking every layer makes them), no footprint id twice, and the
+    drawing the walk's."""
+    from collections import Counter
+
+    from ncd.render import layout
+    from ncd.render.check import problems
+    from ncd.render.model import Footprint
+
+    torch.manual_seed(0)
+    model = Stack([0.5] * layers, every=True).eval()
+    copied, d = _compared(model, (torch.randn(2, 5, 8),), {}, monkeypatch)
+    assert copied == layers - 1
+    boxes = list(d.boxes())
+    assert len(boxes) > 10 * layers
+    assert len({id(b) for b in boxes}) == len(boxes)
+    assert len({id(b.prim) for b in boxes}) == len(boxes)
+    drawing = layout(d)
+    assert not [k for k, n in Counter(f.id for f in drawing.of(Footprint)).items() if n > 1]
+    assert problems(drawing) == []

@@ -3,12 +3,12 @@ its bindings, the tensors its boxes hold, and, for a part of a layer, boxes of i
 
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ncd.ir.diagram import Box, Diagram, Identity
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
+from ncd.ir.repetition import Repeat
 from ncd.ir.weave import Weave
 from ncd.trace.capture import Node
 from ncd.trace.naming import frozen
@@ -74,8 +74,7 @@ def copy_steps(repeats: Repeats, record: _Record, span: _Span) -> bool:
             outs.append(conv.new_value(conv.segs[v]))
             vids[v] = outs[-1]
         stack = tuple(frames.get(f, f) for f in step.stack)
-        diagram = _own(step.diagram) if span.within else step.diagram
-        conv.steps.append(Step(diagram, [vids[v] for v in step.ins], outs, stack))
+        conv.steps.append(Step(step.diagram, [vids[v] for v in step.ins], outs, stack))
     for p, vid in record.bound:
         conv.bind(ours[p], vids[vid])
     for node, vid in private:
@@ -84,45 +83,82 @@ def copy_steps(repeats: Repeats, record: _Record, span: _Span) -> bool:
         conv._picked[(id(ours[p]), j)] = vids[vid]
     conv.skip |= {id(ours[p]) for p in record.skipped}
     conv.emitted.tensors.extend(tensors)
+    conv.__dict__["_shared_steps"] = True  # (:func:`unshared` gives the places left of them their own)
     conv.index_range.update(ranges)
     for name, n in record.opaque.items():
         conv.emitted.opaque[name] = conv.emitted.opaque.get(name, 0) + n
     return True
 
 
-def _own(diagram: Any) -> Any:
-    """``diagram`` with boxes of its own (new objects, equal): a copied part's step is drawn at a place of its own, as
-    the walk would make it.  The template's objects at two places of one page were laid out once (the page layout keeps
-    columns by node) and placed twice, one footprint id at both places: T5's checker found the first norm's text
-    spilling out of the second's box.  Identities are shared (they draw no box)."""
-    kind = type(diagram)
-    if kind is Box or kind is Weave:  # (a copy of its fields and kept values, without making its types again)
-        new = object.__new__(kind)
-        new.__dict__.update(diagram.__dict__)
-        if kind is Box:
-            prim = diagram.prim
-            if hasattr(prim, "__dict__"):
-                own = object.__new__(type(prim))
-                own.__dict__.update(prim.__dict__)
-                new.__dict__["prim"] = own
+#: the field holding the parts of each kind of node that has parts (a primitive's diagrams are found by type)
+_PARTS: dict[type, str] = {Seq: "parts", Par: "parts", Block: "body", Repeat: "body", Weave: "inner"}
+
+
+def unshared(diagram: Diagram) -> Diagram:
+    """``diagram`` with every node at a second place of its own (:func:`_own`), the nodes above it made again: a copied
+    layer's steps are the recorded layer's objects (equal: a run of copies folds into a repetition by identity, and
+    what folds away is never copied); those left at two places of one page are drawn at each as the walk would make
+    them.  The page layout keeps fragments by node: one object at two places was laid out once and placed twice, with
+    one footprint id (T5's checker found the first norm's text spilling out of the second's box).  Identities are
+    shared (they draw no box)."""
+    seen: set[int] = set()
+
+    def visit(node: Diagram) -> Diagram:
+        kind = type(node)
+        if kind is Identity:
+            return node
+        if id(node) in seen:
+            return _own(node)  # type: ignore[no-any-return]
+        seen.add(id(node))
+        field = _PARTS.get(kind)
+        if field is None:  # a box (its primitive's diagrams, a scan's body, are its own with it) or a node of no parts
+            return node
+        value = getattr(node, field)  # (a composition grown a part at a time joins its parts: kept in its fields)
+        if field == "parts":
+            parts = tuple([visit(part) for part in value])
+            if all(x is y for x, y in zip(parts, value)):
+                return node
+            changed: Any = parts
         else:
-            new.__dict__["inner"] = _own(diagram.inner)
+            changed = visit(value)
+            if changed is value:
+                return node
+        new = object.__new__(kind)
+        new.__dict__.update(node.__dict__)
+        new.__dict__[field] = changed
+        new.__dict__.pop("_tail", None)
         return new
-    if isinstance(diagram, Identity) or not is_dataclass(diagram):
+
+    return visit(diagram)
+
+
+def _own(diagram: Any) -> Any:
+    """``diagram`` with nodes of its own (new objects, equal: their fields and kept values copied, without making their
+    types again), down to its boxes and their primitives (a scan's body too).  Identities are shared."""
+    kind = type(diagram)
+    if kind is Identity:
         return diagram
-    try:
-        changes: dict[str, Any] = {}
-        for f in fields(diagram):
-            if not f.init:
-                continue
-            value = getattr(diagram, f.name)
-            if isinstance(value, Diagram):
-                changes[f.name] = _own(value)
-            elif isinstance(value, tuple) and value and all(isinstance(v, Diagram) for v in value):
-                changes[f.name] = tuple(_own(v) for v in value)
-        return replace(diagram, **changes)  # type: ignore[type-var]
-    except (TypeError, ValueError):  # (a node that cannot be made again so: shared, as before)
-        return diagram
+    field = _PARTS.get(kind)
+    if field is None and kind is not Box:
+        return diagram  # (a node of a kind not known here: shared, as before)
+    value: Any = getattr(diagram, field) if field is not None else None  # (joined first: a composition grown a part at a time)
+    new = object.__new__(kind)
+    new.__dict__.update(diagram.__dict__)
+    if kind is Box:
+        prim = diagram.prim
+        if hasattr(prim, "__dict__"):
+            own = object.__new__(type(prim))
+            own.__dict__.update(prim.__dict__)
+            for key, value in prim.__dict__.items():
+                if isinstance(value, Diagram):
+                    own.__dict__[key] = _own(value)
+            new.__dict__["prim"] = own
+    elif field == "parts":
+        new.__dict__["parts"] = tuple([_own(part) for part in value])
+        new.__dict__.pop("_tail", None)
+    else:
+        new.__dict__[field] = _own(value)
+    return new
 
 
 def _masks_read(conv: Converter, match: _Match) -> set[int] | None:
