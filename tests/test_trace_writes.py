@@ -435,3 +435,45 @@ def test_the_region_found_by_addresses_is_the_one_the_operations_cut() -> None:
             rebuilt = _cut(root, got).reshape(view.shape)  # the region's entries, cut with torch's own operations
             assert rebuilt.data_ptr() == view.data_ptr() and torch.equal(rebuilt.view(view.dtype), view), where
     assert found_some > 300
+
+
+class LargeWrites(torch.nn.Module):
+    """Writes through views into a 2 MB tensor of the input's values, one after another (longformer's score tensors),
+    its value read between two of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([self.lin(x)] * 4, -1)  # (8, 256, 256) float32: 2 MB
+        z[:, :64, :64] = 0.0
+        partial = z.sum(-1)  # the value after the first write, read
+        z[:, 64:128, 64:128] *= 2.0
+        z[:, 128:, :] = torch.tanh(z[:, 128:, :])
+        z[:, :, -1] = partial
+        return z.sum(-1) + partial
+
+
+def test_the_copies_a_write_replaced_are_freed_and_the_diagram_is_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ncd.trace.inplace import InPlace
+
+    freed: list[int] = []
+    release = InPlace.release
+
+    def counted(self: InPlace, old: torch.Tensor, start: int) -> None:
+        before = old.untyped_storage().nbytes()
+        release(self, old, start)
+        freed.append(before - old.untyped_storage().nbytes())
+
+    monkeypatch.setattr(InPlace, "release", counted)
+    torch.manual_seed(0)
+    model = LargeWrites().eval()
+    d = _trace(model, torch.randn(8, 256, 64))
+    assert d.method == "dispatch" and not d.opaque
+    assert sum(1 for n in freed if n >= 2 ** 21) >= 2, freed  # the copies before the 2nd, 3rd (and 4th) write
+    module = d.to_torch()
+    for _ in range(2):
+        fresh = torch.randn(8, 256, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-5)

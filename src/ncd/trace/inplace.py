@@ -15,6 +15,10 @@ from ncd.trace.refusals import Unsupported
 from ncd.trace.tensors import _same, _shares
 from ncd.trace.writes import Region
 
+#: the size in bytes above which :meth:`InPlace.release` frees a copy a write replaced (below, a release costs more than
+#: the memory it returns)
+RELEASE_ABOVE = 1 << 20
+
 
 class InPlace:
     """The recorder's methods for in-place writes (mixed into :class:`ncd.trace.recording._Recording`)."""
@@ -36,6 +40,10 @@ class InPlace:
     pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]]
     #: a tensor's id -> it and its ``detach()``es (one memory: :class:`ncd.trace.aliases.Aliases`)
     twins: dict[int, list[torch.Tensor]]
+    #: the address of memory of :attr:`own` -> the nodes whose recorded values it holds (:meth:`release`)
+    holders: dict[int, list[Node]]
+    memory: dict[int, list[torch.Tensor]]
+    nodes: list[Node]
 
     if TYPE_CHECKING:
         def add(self, node: Node, value: Any) -> None: ...
@@ -79,6 +87,8 @@ class InPlace:
                 node.value = again if again is not None else node.value.clone()
                 self.own.add(id(node.value))
                 self.keep.append(node.value)  # (alive while its id is in ``own``)
+                if node.value.device.type != "meta":
+                    self.holders.setdefault(node.value.untyped_storage().data_ptr(), []).append(node)
             if t is not root and not any(t is k for k in kept):
                 stale.append(t)
         return stale
@@ -211,6 +221,7 @@ class InPlace:
                           live=live, line=user_line() if live else ""), new)
         self.by_id[id(out)] = self.by_id[id(new)]
         if base is not None and found is not None and old is not None and root is not None:
+            start = len(self.nodes)  # the nodes recorded for the write from here on (:meth:`release`)
             self.by_id[id(old)] = self.by_id[id(base)]
             self.keep.append(old)
             if square is not None:  # the square's new value: its diagonal replaced
@@ -221,12 +232,49 @@ class InPlace:
             self.by_id[id(base)] = self.by_id[id(final)]
             if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
                 self.own.add(id(final))
+                address = final.untyped_storage().data_ptr()
+                self.holders.setdefault(address, []).extend(
+                    n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
+                    and n.value.untyped_storage().data_ptr() == address)
+            self.release(old, start)
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
             if base is root:
                 for t in twins:  # and reads it written from here on
                     self.by_id[id(t)] = self.by_id[id(base)]
         self.retire(stale, base if base is not None else (mutated if root is None else None), before)
         return out
+
+    def release(self, old: torch.Tensor, start: int) -> None:
+        """Free the memory of ``old``, a copy of the recorder's own that a write through a view just replaced (the
+        value before the write, made by :meth:`freeze` or by the write before it), where only the recording's nodes of
+        values of the inputs (floating point, each read later for its shape only) hold it: their values become
+        ``meta`` tensors of the same sizes and strides, and the memory returns to the allocator for the model's next
+        tensors (longformer: 4-6 writes into each (8, 2, 256, 513) score tensor, a copy of it per write kept to the end
+        of the trace, ~120 of ~350 MB).
+
+        Kept as it is where anything else may read it: memory the model sees, a write not compared yet
+        (:attr:`pending`), a constant (drawn by its values), indices, or a tensor sharing the memory that no node
+        holds (counted: the memory's users are exactly the nodes' tensors and ``old``)."""
+        if id(old) not in self.own or old.device.type == "meta" or not old.is_floating_point() \
+                or old.numel() * old.element_size() < RELEASE_ABOVE:
+            return
+        memory = old.untyped_storage()
+        address = memory.data_ptr()
+        nodes = self.holders.pop(address, []) + [n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
+                                                 and n.value.untyped_storage().data_ptr() == address]
+        held = {id(old): old}
+        for n in nodes:
+            if not n.live or not isinstance(n.value, torch.Tensor) or not n.value.is_floating_point():
+                return
+            held[id(n.value)] = n.value
+        if any(f.untyped_storage().data_ptr() == address for f, _, _ in self.pending.values()) \
+                or torch._C._storage_Use_Count(memory._cdata) != len(held) + 1:  # (+1: ``memory`` itself)
+            return
+        for n in nodes:
+            v = n.value
+            n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+        self.memory.pop(address, None)  # (its address may be the model's next tensor's: no alias of a value kept)
+        memory.resize_(0)  # (the tensors ``keep`` holds stay, so their ids stay unique; none is read again)
 
     def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:
         """The value ``out.copy_(src)`` / ``out.fill_(src)`` wrote, as recorded operations on ``src``."""

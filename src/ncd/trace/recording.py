@@ -157,6 +157,8 @@ class _Recording(Aliases, InPlace):
         #: a tensor written through a view -> (the recorded tensor the write gives, the tensor, the operator), compared
         #: before anything reads it (:meth:`check_writes`): a run of copies into one tensor is compared once, at its end
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
+        #: the address of memory of ``own`` -> the nodes whose recorded values it holds (:meth:`release`)
+        self.holders: dict[int, list[Node]] = {}
         named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name

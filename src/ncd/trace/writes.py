@@ -162,7 +162,9 @@ def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, 
     if perm != list(range(len(perm))):
         new = emit(aten.permute.default, new, perm)
     into = None
-    if known is not None and new.dtype == old.dtype and new.device == old.device and old.dim() == len(found.specs):
+    if known is not None and new.dtype == old.dtype and new.device == old.device and old.dim() == len(found.specs) \
+            and not all(kind == "range" and at == 0 and length == old.size(d) and step == 1
+                        for d, (kind, at, length, step) in enumerate(found.specs)):  # (all of ``old``: ``new`` it is)
         into = aten.clone.default(old, memory_format=torch.contiguous_format)  # (as ``cat`` lays out its result)
         region_ = into
         for d in reversed(range(old.dim())):
