@@ -266,13 +266,20 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
     load_rules()
     from ncd.trace.moe_dense import dense_experts
+    from ncd.trace.moe_first_call import Undecided
 
-    # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
-    # reading (every expert on every token, weighted by the routing) are recorded as it
+    def captured_as(decided: str | None) -> Any:
+        # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
+        # reading (every expert on every token, weighted by the routing) are recorded as it
+        with _state_kept(model, said=True), dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided), \
+                _data_refused(model), _grad_mode_as_called(model), _python_random_watched(model):
+            return capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+
     _warn_backward_hooks(model)
-    with _state_kept(model, said=True), dense_experts(model, tuple(example_inputs), dict(example_kwargs)), _data_refused(model), \
-            _grad_mode_as_called(model), _python_random_watched(model):
-        captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+    try:
+        captured = captured_as(capture)  # experts decided at their first call in the recording
+    except Undecided:  # first called where they cannot be: decided by a run of the model before the capture
+        captured = captured_as(None)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
     from ncd.trace.loops_state import fold_state_loops

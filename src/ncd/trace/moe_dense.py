@@ -373,11 +373,16 @@ def _called_as(module: torch.nn.Module, dense: Forward) -> Callable[..., torch.T
 
 
 @contextlib.contextmanager
-def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[list[str]]:
+def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  capture: str | None = None) -> Iterator[list[str]]:
     """Within the block, the experts modules of ``model`` proven equal to their dense reading run it; yields their
-    paths.  The model is run once (without gradients) to read each module's real arguments.  ``ncd.trace`` captures
-    the model inside it: a loop over the tokens routed to each expert (refused before, its shapes set by ``nonzero``)
-    is drawn as the router and the weighted sum of every expert over ``e``:
+    paths.  The model is run once (without gradients) to read each module's real arguments; or, when the block
+    records it on real values (``capture``: how :func:`~ncd.trace.capture.capture` is asked to capture it), each
+    module is decided at its first call in that recording, on the arguments it is given there, with the same check
+    (:mod:`ncd.trace.moe_first_call`: the paths are yielded as they are decided, and a module first called elsewhere
+    raises :class:`~ncd.trace.moe_first_call.Undecided`, for the caller to capture again without ``capture``).
+    ``ncd.trace`` captures the model inside it: a loop over the tokens routed to each expert (refused before, its
+    shapes set by ``nonzero``) is drawn as the router and the weighted sum of every expert over ``e``:
 
     >>> import torch, ncd
     >>> class Experts(torch.nn.ModuleList):  # a loop over the tokens each expert was routed to
@@ -401,6 +406,13 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
 
     """
     readings = _readings(model)
+    if readings and capture is not None:
+        from ncd.trace.moe_first_call import decided_at_first_call, recorded_on_values
+
+        if recorded_on_values(model, args, kwargs, capture):
+            with decided_at_first_call(readings) as paths:
+                yield paths
+            return
     swapped: list[tuple[torch.nn.Module, dict[str, Any]]] = []
     if readings:
         from ncd.trace.watched import _state_kept
