@@ -4,7 +4,12 @@
   wire, or lowered as ``int64``: the lowered module computed on in the other type, so its arithmetic did not wrap
   around where the model's did (or did where the model's did not), and its outputs had the other type; a uint8 id
   read ``.long()`` into an Embedding traced, but its lowered module raised (the Embedding got the uint8 tensor).
-  Each is now a ``cast`` box of the model's type.
+  Each is now a ``cast`` box of the model's type;
+* a float16, bfloat16 or float64 model's integer mask cast to its type (HF's ``mask.to(dtype)`` before
+  ``(1 - mask) * finfo(dtype).min``) lowered in torch's default float32: what followed was computed in float32
+  (float16 outputs came out float32; a float64 model's values differed);
+* ``Costs._leaf`` (the viewer's costs) caught every exception; a traced ``autograd.Function`` calling modules (Reformer)
+  could not be costed at all.
 """
 
 from __future__ import annotations
@@ -156,3 +161,31 @@ def test_the_viewer_s_costs_raise_a_cost_rule_s_bug_and_leave_out_only_what_cann
     monkeypatch.delitem(COST._rules, relu)
     monkeypatch.setattr(COST, "_kinds", {})  # no rule at all for it: a part that cannot be costed, left out
     assert Costs({"m": 4, "n": 3}).of(net) is None
+
+
+class HalfMask(nn.Module):
+    """An integer padding mask made additive in the model's own type, as HF's extended attention masks are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.lin(x)
+        additive = (1.0 - mask[:, :, None].to(h.dtype)) * torch.finfo(h.dtype).min
+        return (h + additive).softmax(1), (mask > 0).to(h.dtype) / 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_mask_cast_to_the_model_s_float_type_lowers_in_that_type(dtype: torch.dtype) -> None:
+    # before, the cast lowered as ``.to(torch.get_default_dtype())``: float32 outputs for float16/bfloat16, and a
+    # float64 model's values differed (its finfo.min times a float32 mask)
+    torch.manual_seed(0)
+    model = HalfMask().to(dtype)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[0, 3:] = 0
+    d = _trace(model, torch.randn(2, 5, 4, dtype=dtype), mask)
+    assert d.opaque_count == 0, d.opaque
+    fresh = torch.ones(2, 5, dtype=torch.long)
+    fresh[1, 1:] = 0
+    _same(model, d.to_torch(), torch.randn(2, 5, 4, dtype=dtype), fresh)

@@ -191,7 +191,9 @@ class CastOp(Primitive):
 
     ``width`` is the integer type of an index result when it is not ``int64`` (``"int32"``, ``"int16"``, ``"int8"``,
     ``"uint8"``): ``[v] -> [v]`` of that width is the model's ``.int()`` of its ``int64`` positions (the same values,
-    but arithmetic after it wraps around where ``int64``'s does not, and its result is an ``int32`` tensor).
+    but arithmetic after it wraps around where ``int64``'s does not, and its result is an ``int32`` tensor); or the
+    type of a float result when it is not torch's default (``"float16"``, ``"bfloat16"``, ``"float64"``,
+    ``"float32"``): a float16 model's ``mask.to(h.dtype)``, which the values after it are computed in.
     """
 
     source: Segment
@@ -205,8 +207,9 @@ class CastOp(Primitive):
     def __post_init__(self) -> None:
         if self.source.axes or self.target.axes:
             raise ParseError(f"cast takes scalar segments, not '{self.source}' -> '{self.target}'")
-        if self.width and (self.width not in WIDTHS or self.target.dtype != "index"):
-            raise ParseError(f"cast: width {self.width!r} is an index result's integer type, one of {' '.join(WIDTHS)}")
+        if self.width and self.width not in {"index": WIDTHS, "float": FLOAT_WIDTHS}.get(self.target.dtype, ()):
+            raise ParseError(f"cast: width {self.width!r} is an index result's integer type, one of {' '.join(WIDTHS)},"
+                             f" or a float result's type, one of {' '.join(FLOAT_WIDTHS)}")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.source,)), Type((self.target,))
@@ -217,6 +220,8 @@ class CastOp(Primitive):
 
 #: integer types of an index result other than int64 (:class:`CastOp`'s ``width``)
 WIDTHS = ("int32", "int16", "int8", "uint8")
+#: float types of a float result (:class:`CastOp`'s ``width``; empty: torch's default when the module runs)
+FLOAT_WIDTHS = ("float16", "bfloat16", "float32", "float64")
 
 
 #: binary operators between a scalar and a Python number, and how they are drawn

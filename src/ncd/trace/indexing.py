@@ -71,17 +71,20 @@ def cast(conv: Converter, node: Node) -> bool:
         target = SCALAR
     elif after.dtype == torch.bool and (_integer(before) or before.is_floating_point()):
         target = Segment((), "bool")
-    elif before.dtype == torch.bool and after.dtype == torch.get_default_dtype():  # flags as 0./1. (XLM's mask)
+    elif before.dtype == torch.bool and after.is_floating_point():  # flags as 0./1. (XLM's mask)
         target = SCALAR
     else:
         return False
-    cast_op = CastOp(Segment((), seg.dtype, seg.range), target, width if target.dtype == "index" else "")
+    cast_op = CastOp(Segment((), seg.dtype, seg.range), target, width)
     conv.bind(node, conv.apply(Box(cast_op), [vid]))
     return True
 
 
 def _width(t: torch.Tensor) -> str:
-    """:class:`CastOp`'s ``width`` of an integer tensor: its type unless ``int64`` (empty)."""
+    """:class:`CastOp`'s ``width`` of a tensor: an integer one's type unless ``int64``, a float one's unless torch's
+    default (empty)."""
+    if t.is_floating_point():
+        return "" if t.dtype == torch.get_default_dtype() else str(t.dtype).removeprefix("torch.")
     name = str(t.dtype).removeprefix("torch.")
     return name if name in WIDTHS else ""
 
