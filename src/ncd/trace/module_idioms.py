@@ -93,7 +93,8 @@ class ModuleIdioms(Learned):
                                for m in run for r in refs((m.args, m.kwargs)))
                     w = weight.detach() if read else None
                     if not self._module_agrees(path, source, result,
-                                               lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps))):
+                                               lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps)),
+                                               small=float(eps) ** 0.5):
                         return False
                     out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), read), label), [vid])
                     if w is not None:
@@ -107,10 +108,15 @@ class ModuleIdioms(Learned):
             return True
         return False
 
-    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor],
+                       small: float = 0.0) -> bool:
         """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
         and on a random input run through the module itself — a class name is never proof.  The modules checked act
-        on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time)."""
+        on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time).
+
+        ``small`` (an RMS norm's ``sqrt(eps)``): also on a random input of about that root mean square (float32 and
+        float64), where ``eps`` decides the value: a norm adding ``eps`` outside the root (the RMSNorm paper's
+        ``x / (rms + eps)``), or another ``eps`` than its attribute, agrees within 1e-4 at unit scale only."""
         if self.model is None:
             return False
         try:
@@ -122,6 +128,9 @@ class ModuleIdioms(Learned):
             probe = self._probe(shape, value.dtype)
             with torch.no_grad():
                 pairs = [(module(probe), fn(probe))]
+                if small > 0 and value.dtype in (torch.float32, torch.float64):
+                    tiny = self._probe(shape, value.dtype) * (small / 3)  # (the probe's entries are 3 randn)
+                    pairs.append((module(tiny.clone()), fn(tiny)))
                 if value.device.type != "meta" and result.value.device.type != "meta":
                     got, want = _rows(result.value), _rows(value)
                     pairs.append((got, fn(want)) if want is not None and got is not None else (result.value, fn(value)))
