@@ -39,6 +39,7 @@ from ncd.prims.linear import LinearOp
 from ncd.prims.opaque import ViewOp
 from ncd.prims.structure import TransposeOp
 from ncd.trace.naming import PRIME
+from ncd.trace.plumbing_parts import slice_parts
 from ncd.trace.wiring import Step
 
 __all__ = ["fuse_movement"]
@@ -58,6 +59,7 @@ def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Seg
     """``steps`` with each run of views and transposes that can be drawn with fewer boxes drawn so
     (``new_value(segment)`` gives the id of a new value)."""
     steps = _through_linear(steps, outputs, segs, new_value)
+    steps = slice_parts(steps, outputs, segs, new_value, _movement, _canonical)
     readers: dict[int, list[int]] = {}
     for k, step in enumerate(steps):
         for v in step.ins:
