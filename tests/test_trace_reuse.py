@@ -567,3 +567,59 @@ def test_copied_layers_left_unfolded_draw_boxes_of_their_own(layers: int, monkey
     drawing = layout(d)
     assert not [k for k, n in Counter(f.id for f in drawing.of(Footprint)).items() if n > 1]
     assert problems(drawing) == []
+
+
+class Acting(Block):
+    """:class:`Block` with an activation of its choosing: layers alike in pattern, differing in one box."""
+
+    def __init__(self, width: int, act: Any) -> None:
+        super().__init__(width, 0.5)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(self.act(self.up(self.norm(x)))) + self.offset
+
+
+def _wired(model: nn.Module, x: torch.Tensor, once: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from ncd.trace import wiring
+
+    monkeypatch.setattr(wiring, "LAYERS_ONCE", once)
+    taken = []
+    original = wiring._equal
+
+    def counting(known: Any, leaves: Any) -> bool:  # True: a layer takes an earlier layer's body
+        done = original(known, leaves)
+        taken.append(done)
+        return done
+
+    monkeypatch.setattr(wiring, "_equal", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    monkeypatch.undo()
+    return d, sum(taken)
+
+
+@pytest.mark.parametrize("every", [False, True])
+@pytest.mark.parametrize("acts", [["relu"] * 4, ["relu", "tanh", "relu", "tanh"], ["relu", "relu", "tanh", "tanh"]])
+def test_a_layer_wired_as_an_earlier_one_takes_its_body_and_is_equal(acts: list[str], every: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer whose steps are an earlier layer's (equal diagrams, values of the same segments, in the same pattern)
+    takes that layer's wired body; one differing in a box (its activation) is wired on its own.  The diagram, its
+    drawing and lowered source are those of wiring every layer, each box at a place of its own."""
+    torch.manual_seed(0)
+    model = Stack([0.5] * len(acts), every=every).eval()
+    model.layers = nn.ModuleList(Acting(8, getattr(torch, a)) for a in acts)
+    x = torch.randn(2, 5, 8)
+    wired, none = _wired(model, x, False, monkeypatch)
+    once, taken = _wired(model, x, True, monkeypatch)
+    assert none == 0
+    assert taken == len(acts) - len(set(acts))  # every layer after the first of its activation
+    assert once.body == wired.body
+    assert to_svg(once) == to_svg(wired)
+    assert once.to_torch().ncd_source == wired.to_torch().ncd_source
+    out, expected = once.to_torch()(x), model(x)
+    for a, b in zip(out if every else (out,), expected if every else (expected,)):
+        torch.testing.assert_close(a, b)
+    boxes = list(once.boxes())
+    assert len({id(b) for b in boxes}) == len(boxes)

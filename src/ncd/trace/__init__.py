@@ -302,11 +302,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     from ncd.trace.plumbing import fuse_movement
 
     steps = fuse_movement(conv.steps, outputs, conv.segs, conv.new_value)  # reshapes and transposes in a row: at most 3
-    body = assemble(steps, outputs, conv.segs, conv.inputs)
-    if conv.__dict__.get("_shared_steps"):  # copied layers' steps left at two places: each place's own objects
-        from ncd.trace.reuse_copy import unshared
-
-        body = unshared(body)
+    body = assemble(steps, outputs, conv.segs, conv.inputs, shared=bool(conv.__dict__.get("_shared_steps")))
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
     from ncd.trace.convert import op_name, where
     from ncd.trace.functions import boxed_of

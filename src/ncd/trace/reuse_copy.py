@@ -115,10 +115,10 @@ def unshared(diagram: Diagram) -> Diagram:
             return node
         value = getattr(node, field)  # (a composition grown a part at a time joins its parts: kept in its fields)
         if field == "parts":
-            parts = tuple([visit(part) for part in value])
-            if all(x is y for x, y in zip(parts, value)):
+            parts = [visit(part) for part in value]
+            if list(map(id, parts)) == list(map(id, value)):
                 return node
-            changed: Any = parts
+            changed: Any = tuple(parts)
         else:
             changed = visit(value)
             if changed is value:

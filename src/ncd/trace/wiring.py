@@ -23,6 +23,10 @@ from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
 
 __all__ = ["Step", "wire", "assemble"]
 
+#: Whether a layer whose steps are an earlier layer's (equal diagrams in the same pattern) takes that layer's wired body
+#: (:func:`realise`; off: every layer is wired; the diagrams are equal)
+LAYERS_ONCE = True
+
 
 @dataclass
 class Step:
@@ -156,8 +160,10 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
 
 
 def assemble(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment], inputs: Sequence[int],
-             fold: bool = True) -> Diagram:
-    """Group steps into nested blocks by module path, fold repetitions, and wire the whole."""
+             fold: bool = True, shared: bool = False) -> Diagram:
+    """Group steps into nested blocks by module path, fold repetitions, and wire the whole.  ``shared``: steps may hold
+    one diagram object (copied layers, :mod:`ncd.trace.reuse`); a node left at two places is made again at the second
+    (:func:`~ncd.trace.reuse_copy.unshared`), as is one of a layer's body taken from an equal layer's."""
     last: dict[int, int] = {}
     for k, step in enumerate(steps):
         for v in step.ins:
@@ -167,9 +173,15 @@ def assemble(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment]
     for k, step in enumerate(steps):
         step.index = k
     grouped = _group(steps, 0, last)
+    memo: dict[Any, Any] | None = {} if LAYERS_ONCE else None
     if fold:
-        grouped = _fold(grouped, segs, outputs)
-    return wire(inputs, grouped, outputs, segs)
+        grouped = _fold(grouped, segs, outputs, memo)
+    body = wire(inputs, grouped, outputs, segs)
+    if shared or memo and memo.pop(_SHARED, None) is not None:  # objects at two places: each place its own
+        from ncd.trace.reuse_copy import unshared
+
+        body = unshared(body)
+    return body
 
 
 def _group(steps: list[Step], depth: int, last: dict[int, int]) -> list[Step]:
@@ -214,21 +226,95 @@ def _block(members: list[Step], depth: int, frame: tuple[str, str], last: dict[i
     return Step(None, ins, list(dict.fromkeys(outs)), members[0].stack[:depth + 1], f"{path}: {cls}", inner)  # type: ignore[arg-type]
 
 
-def realise(step: Step, segs: dict[int, Segment], fold: bool = True) -> Diagram:
-    """The diagram of a (possibly grouped) step."""
+def realise(step: Step, segs: dict[int, Segment], fold: bool = True, memo: dict[Any, Any] | None = None) -> Diagram:
+    """The diagram of a (possibly grouped) step.  With ``memo``: a layer (a block of a module list) whose steps are
+    those of a layer wired before (equal diagrams, the same objects where copied (:mod:`ncd.trace.reuse`), on values of
+    the same segments, read and made in the same pattern, in blocks of the same titles) takes that layer's body, which
+    wiring its steps again would make equal."""
     if step.diagram is not None:
         return step.diagram
-    members = _fold(step.members, segs, step.outs) if fold else step.members
+    key: Any = None
+    if memo is not None and fold and step.title.partition(":")[0].rpartition(".")[2].isdigit():
+        key, leaves = _pattern(step, segs, memo)
+        for known, body in memo.get(key, ()):
+            if _equal(known, leaves):
+                memo[_SHARED] = True
+                step.diagram = Block(body, step.title)
+                return step.diagram
+    members = _fold(step.members, segs, step.outs, memo) if fold else step.members
     body = wire(step.ins, members, step.outs, segs)
+    if key is not None:
+        kept = memo.setdefault(key, [])
+        if len(kept) < 4:  # (kinds of layers alike in pattern, differing in diagrams: a few kept)
+            kept.append((leaves, body))
     step.diagram = Block(body, step.title)
     return step.diagram
 
 
-def _fold(steps: list[Step], segs: dict[int, Segment], outputs: Sequence[int]) -> list[Step]:
+#: keys of :func:`realise`'s memo: a layer took another's body (the same nodes at two places); the numbers of segments
+#: by identity and by value
+_SHARED, _SEGMENTS, _EQUAL = ("shared",), ("segments",), ("equal",)
+
+
+def _equal(known: list[Diagram], leaves: list[Diagram]) -> bool:
+    """The diagrams are equal one by one (the same object, or equal: a layer's own fused movement boxes)."""
+    try:
+        return all(a is b or a == b for a, b in zip(known, leaves))
+    except Exception:  # noqa: BLE001 - parts that cannot be compared (held tensors): not taken as equal
+        return False
+
+
+def _pattern(step: Step, segs: dict[int, Segment], memo: dict[Any, Any]) -> tuple[tuple[Any, ...], list[Diagram]]:
+    """What wiring the block ``step`` reads besides its steps' diagrams (their kinds, the titles of the blocks they are
+    in, nested as they are, and the values they read and make, numbered in order of appearance, each with its segment:
+    the block's inputs' equal segments one number, the others' by identity), and those diagrams in order."""
+    number: dict[int, int] = {}
+    out: list[Any] = []
+    leaves: list[Diagram] = []
+    known: dict[int, int] = memo.setdefault(_SEGMENTS, {})  # id(segment) -> the number of the segments equal to it
+    equal: dict[Segment, int] = memo.setdefault(_EQUAL, {})
+
+    def value(v: int) -> Any:
+        n = number.get(v)
+        if n is None:
+            n = number[v] = len(number)
+            return (n, id(segs[v]))  # (made inside: a copied layer's values have the recorded layer's segments)
+        return n
+
+    for v in step.ins:  # (read from before it: the first layer reads another value than the next one, alike)
+        if v not in number:
+            number[v] = len(number)
+            seg = segs[v]  # (kept alive by segs while the memo is)
+            kind = known.get(id(seg))
+            if kind is None:
+                kind = known[id(seg)] = equal.setdefault(seg, len(equal))
+            out.append((number[v], kind))
+
+    def walk(s: Step) -> None:
+        out.append(tuple([value(v) for v in s.ins]))
+        if s.diagram is not None:
+            out.append(type(s.diagram))
+            leaves.append(s.diagram)
+        else:
+            out.append(s.title)
+            for m in s.members:
+                walk(m)
+            out.append(None)
+        out.append(tuple([value(v) for v in s.outs]))
+
+    out.append(tuple([number[v] for v in step.ins]))
+    for m in step.members:
+        walk(m)
+    out.append(tuple([value(v) for v in step.outs]))
+    return tuple(out), leaves
+
+
+def _fold(steps: list[Step], segs: dict[int, Segment], outputs: Sequence[int], memo: dict[Any, Any] | None = None
+          ) -> list[Step]:
     """Realise block steps and fold runs of equal blocks that feed each other into repeats."""
     for s in steps:
         if s.diagram is None:
-            realise(s, segs)
+            realise(s, segs, memo=memo)
     out: list[Step] = []
     k = 0
     while k < len(steps):
