@@ -226,3 +226,18 @@ def test_an_rms_norm_module_adding_eps_outside_the_root_is_not_drawn_as_an_rms_b
         x = torch.randn(2, 5, 8) * scale
         with torch.no_grad():
             torch.testing.assert_close(lowered(x), model(x))
+
+
+class ByteArithmetic(nn.Module):
+    """Arithmetic on uint8 ids that cannot wrap around (``//``, ``%``): its results are uint8, as the ids."""
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ids // 3, ids % 5
+
+
+def test_a_traced_model_s_uint8_inputs_are_computed_on_as_uint8() -> None:
+    # before, the lowered module widened uint8/int8/int16 inputs to int64 before its boxes (for a ``.long()`` that was
+    # a wire then): its outputs were int64 where the model's are uint8
+    model = ByteArithmetic()
+    d = _trace(model, torch.tensor([[10, 100, 30]], dtype=torch.uint8))
+    _same(model, d.to_torch(), torch.tensor([[200, 7, 255]], dtype=torch.uint8))

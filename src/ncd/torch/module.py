@@ -146,8 +146,11 @@ class _InputCheck:
                                  f" call it on {n}-axis inputs")
             if dtypes[j] == "index" and (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool):
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
-        narrow = [j for j, x in enumerate(args) if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32)]
-        if narrow:  # int8/int16/uint8 ids (a model that calls ``.long()`` on them): the same indices as int64
+        # int8/int16/uint8 ids: the same indices as int64 for the boxes of a diagram; a traced model's lowered module
+        # (``exact``) takes them as the model does (its casts are boxes: ``x // 3`` of uint8 ids is uint8, as the model's)
+        narrow = [] if self.exact else [j for j, x in enumerate(args)
+                                        if dtypes[j] == "index" and x.dtype not in (torch.int64, torch.int32)]
+        if narrow:
             args = tuple(x.long() if j in narrow else x for j, x in enumerate(args))
         elif not kwargs:
             return None
