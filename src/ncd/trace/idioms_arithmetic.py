@@ -63,6 +63,10 @@ def unary(conv: Converter, node: Node) -> None:
 
 @rule("aten.pow")
 def power(conv: Converter, node: Node) -> None:
+    from ncd.trace.idioms_norms import root_mean_square
+
+    if root_mean_square(conv, node):  # x * rsqrt(mean(x ** 2) + eps) inside an RMS norm: one RMS box
+        return
     x, e = node.args[:2]
     if not _live(x) or e not in (2, 2.0, 0.5):
         raise Decline("other power")

@@ -1,0 +1,151 @@
+"""The normalisation inside an RMS-norm module that is not one box as a whole (Gemma's ``(1 + w)``, a gated norm):
+``x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)`` is one ``RMS`` box (:mod:`ncd.trace.idioms_norms`), the scale
+after it walked as before.  Each diagram is compared with the model itself: its lowered module on the traced input,
+a fresh one and inputs of other batch and sequence sizes.  Near misses (another axis, another tensor scaled, a square
+read twice, the same operations outside an RMS norm) keep their recorded operations."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.prims.normalization import RMSNormOp
+
+
+class ZeroCentredRMSNorm(nn.Module):
+    """Gemma's RMS norm: scaled by ``1 + w`` (``rms_norm(x, w)`` is not it, so the module is not one box)."""
+
+    def __init__(self, m: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(m) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out * (1.0 + self.weight.float())
+
+
+class GatedRMSNorm(nn.Module):
+    """A gated RMS norm (Mamba-2, Gated DeltaNet): ``w * norm(x) * silu(gate)``."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(m))
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+        return self.weight * x * nn.functional.silu(gate)
+
+
+class OtherAxisRMSNorm(ZeroCentredRMSNorm):
+    """The mean over the sequence, not the features: no RMS norm of the last axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-2, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+
+class OtherTensorRMSNorm(ZeroCentredRMSNorm):
+    """The root mean square of ``x`` scales another tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.flip(-1)
+        return y * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+
+class SquareTwiceRMSNorm(ZeroCentredRMSNorm):
+    """The square is read again after the mean: the operations stay."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        square = x.pow(2)
+        return x * torch.rsqrt(square.mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight) + square
+
+
+class Scaled(nn.Module):
+    """The same operations, in a module that is no RMS norm: left as they are."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class Block(nn.Module):
+    def __init__(self, norm: nn.Module, m: int = 8) -> None:
+        super().__init__()
+        self.lin = nn.Linear(m, m)
+        self.norm = norm
+        self.out = nn.Linear(m, m)
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.lin(x), *rest)) + x  # type: ignore[no-any-return]
+
+
+def _traced(model: nn.Module, *inputs: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model.eval(), *inputs)
+
+
+def _rms_boxes(d: ncd.TracedDiagram) -> list[RMSNormOp]:
+    return [b.prim for b in d.boxes() if isinstance(b.prim, RMSNormOp)]
+
+
+def _lowers_equal(d: ncd.TracedDiagram, model: nn.Module, shapes: list[tuple[int, ...]], gated: bool = False) -> None:
+    torch.manual_seed(1)
+    for shape in shapes:
+        lowered = d.to_torch(b=shape[0], t=shape[1])  # (traced at b=2, t=5: other sizes lower from the same diagram)
+        inputs = [torch.randn(shape)] + ([torch.randn(shape)] if gated else [])
+        with torch.no_grad():
+            torch.testing.assert_close(lowered(*inputs), model(*inputs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_normalisation_of_an_rms_norm_scaled_otherwise_is_one_rms_box(gated: bool) -> None:
+    torch.manual_seed(0)
+    model = Block(GatedRMSNorm(8) if gated else ZeroCentredRMSNorm(8))
+    x = torch.randn(2, 5, 8)
+    d = _traced(model, x, *([torch.randn(2, 5, 8)] if gated else []))
+    (rms,) = _rms_boxes(d)
+    assert not rms.affine and rms.eps == (1e-5 if gated else 1e-6) and [a.size for a in rms.axes.axes] == [8]
+    assert not any(getattr(b.prim, "op", "") in ("rsqrt", "mean") for b in d.boxes())
+    _lowers_equal(d, model, [(2, 5, 8), (3, 7, 8), (1, 1, 8)], gated)
+
+
+@pytest.mark.parametrize("norm", [OtherAxisRMSNorm, OtherTensorRMSNorm, SquareTwiceRMSNorm])
+def test_near_misses_keep_their_recorded_operations(norm: type[ZeroCentredRMSNorm]) -> None:
+    torch.manual_seed(0)
+    model = Block(norm(8))
+    d = _traced(model, torch.randn(2, 5, 8))
+    assert not _rms_boxes(d)
+    _lowers_equal(d, model, [(2, 5, 8)])
+
+
+def test_the_same_operations_outside_an_rms_norm_are_left_as_they_are() -> None:
+    torch.manual_seed(0)
+    model = Block(Scaled())
+    d = _traced(model, torch.randn(2, 5, 8))
+    assert not _rms_boxes(d)
+    _lowers_equal(d, model, [(2, 5, 8)])
+
+
+def test_gemma_draws_its_norms_as_rms_boxes_and_lowers_equal_at_other_sizes() -> None:
+    import transformers as T
+
+    config = T.GemmaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    model = T.GemmaModel(config).eval()
+    with torch.no_grad():  # (its norms' weights start at zero: 1 + w would hide a weight read wrongly)
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.5)
+    d = _traced(model, torch.randint(0, 50, (2, 8)))
+    assert len(_rms_boxes(d)) >= 2  # a decoder layer's norms and the final one (equal definitions drawn once)
+    for shape in ((2, 8), (3, 5)):
+        ids = torch.randint(0, 50, shape)
+        with torch.no_grad():
+            expected = model(input_ids=ids).last_hidden_state
+            torch.testing.assert_close(d.to_torch(b=shape[0], t=shape[1])(ids), expected, atol=1e-5, rtol=1e-5)
