@@ -88,3 +88,28 @@ def test_constant_detached_keeps_its_node() -> None:
     assert "detach" not in packets and "mul" in packets
     mul = next(n for n in captured.nodes if n.kind == "call" and n.target.overloadpacket.__name__ == "mul")
     assert torch.equal(mul.args[1].value, torch.tensor([2.0, 3.0]))
+
+
+def test_live_detach_in_place_is_warned_as_detach() -> None:
+    """``y.detach_()`` of a value of the inputs is a stop-gradient, as ``y.detach()`` is: the diagram's gradients flow
+    through it, so the same warning names it (on main it was drawn as the identity without a word); ``torch.tensor``'s
+    own ``detach_`` of the constant it makes is not the model's and is not warned about."""
+
+    class Live(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.lin(x)
+            return (y * 2).detach_() + y
+
+    x = torch.randn(2, 4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ncd.trace(Live(), x)
+    assert any("detaches values from autograd" in str(w.message) for w in seen)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ncd.trace(Scaled().eval(), torch.randn(2, 5, 8))
+    assert not any("detaches values" in str(w.message) for w in seen)

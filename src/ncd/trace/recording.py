@@ -297,6 +297,10 @@ class _Recording(Aliases, InPlace):
             if (held is not None and (held.live or held.kind in ("parameter", "call"))) \
                     or self.state.get(id(args[0]), ("", False))[1]:
                 self.detached.setdefault(user_line() or "?", "detach")
+        elif packet == "detach_" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            held = self.by_id.get(id(args[0]))  # ``y.detach_()``: a value of the inputs cut from autograd in place
+            if held is not None and held.live:  # (torch.tensor's own detach_ of the constant it makes: not the model's)
+                self.detached.setdefault(user_line() or "?", "detach_")
         elif packet == "set_" and len(args) > 1 and isinstance(args[1], (torch.UntypedStorage, torch.TypedStorage)) \
                 and args[1].device.type != "meta" and args[1].nbytes() and self._live_memory(args[1].data_ptr()):
             # a tensor made on the memory of a value of the inputs (``torch.empty(0).set_(x.untyped_storage())``):
