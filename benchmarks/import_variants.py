@@ -6,8 +6,12 @@
 ``output_attentions``, ``output_hidden_states``, ``return_dict=False``, ``decoder_input_ids`` and its mask,
 ``head_mask``, shuffled ``position_ids``; through task heads (sequence and token classification, question answering,
 masked and causal LMs, image classification, seq2seq, multiple choice, pretraining, audio classification, semantic
-segmentation); with ``attn_implementation`` eager or sdpa; in float64 or bfloat16; at batch 1, length 1 or odd lengths;
-in training mode.
+segmentation, CTC); with ``attn_implementation`` eager or sdpa; in float64 or bfloat16; at batch 1, length 1 or odd
+lengths; in training mode; ``input_ids`` as int32; a generation step (a cache passed back in, a left-padded mask over it,
+positions counted from the mask, ``cache_position``), ``logits_to_keep``, packed sequences (a 4-D mask), a sliding
+window shorter than the input, ``labels`` without ``decoder_input_ids``, Longformer's ``global_attention_mask``, an
+image larger than the position table (``interpolate_pos_encoding``); on encoder-decoder, vision, audio, MoE and
+hybrid/recurrent families.
 
 Each case is a model type, a head (an auto mapping) and a variant.  For each: traced / refused (``ncd.TraceError``) /
 crashed, opaque boxes, the round trip on the traced input and on a fresh input of the same shapes and different values
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib.util
 import math
 import os
@@ -62,6 +67,7 @@ class Variant:
     batch: int = corpus.BATCH
     tokens: int = corpus.TOKENS
     past: int = 0  # a key/value cache of this many earlier tokens passed as ``past_key_values`` (a decoding step)
+    config: tuple[tuple[str, Any], ...] = ()  # config fields set before the model is built (a sliding window)
 
 
 def _mask(left: bool, traced_pads: bool = True) -> Callable[[Inputs, Any, torch.Generator, int], Inputs]:
@@ -203,6 +209,73 @@ def _prompt_labels(inputs: Inputs, config: Any, gen: torch.Generator, seed: int)
     return {**inputs, "labels": labels}
 
 
+def _int32(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Token ids as ``int32`` (what a tokenizer's numpy output or an ONNX-minded pipeline hands over)."""
+    return {k: v.int() if k.endswith("input_ids") else v for k, v in inputs.items()}
+
+
+def _past_mask(past: int) -> Callable[[Inputs, Any, torch.Generator, int], Inputs]:
+    """A generation step after a left-padded prompt: the mask covers the cache and the new tokens (the first row's
+    first ``2 + seed`` cached positions are padding), positions counted from the mask as ``generate`` does, and
+    ``cache_position``."""
+
+    def add(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+        b, t = inputs["input_ids"].shape
+        mask = torch.ones(b, past + t, dtype=torch.long)
+        mask[0, :2 + seed] = 0
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, past:]
+        return {**inputs, "attention_mask": mask, "position_ids": positions, "use_cache": True,
+                "cache_position": torch.arange(past, past + t)}
+
+    return add
+
+
+def _packed(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Two sequences packed in each row: a 4-D float mask, causal within each (``0``/``-inf``), and positions that
+    restart where the second begins (the fresh input splits elsewhere)."""
+    b, t = inputs["input_ids"].shape
+    cut = t // 2 + seed
+    doc = (torch.arange(t) >= cut).long()
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(t, t, dtype=torch.bool).tril()
+    mask = torch.zeros(t, t).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    positions = torch.cat([torch.arange(cut), torch.arange(t - cut)])
+    return {**inputs, "attention_mask": mask.expand(b, 1, t, t).clone(), "position_ids": positions.expand(b, t).clone()}
+
+
+def _labels_only(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """A seq2seq model given ``labels`` (some -100) and no ``decoder_input_ids``: it shifts the labels right itself."""
+    out = dict(inputs)
+    target = out.pop("decoder_input_ids")
+    labels = torch.randint(3, int(config.vocab_size), target.shape, generator=gen)
+    labels[0, -2:] = -100
+    return {**out, "labels": labels}
+
+
+def _global(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """Longformer's ``global_attention_mask``: the first token (and another in the fresh input) attends everywhere."""
+    g = torch.zeros_like(inputs["input_ids"])
+    g[:, 0] = 1
+    if seed:
+        g[-1, 3] = 1
+    return {**inputs, "global_attention_mask": g}
+
+
+def _ctc_labels(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """CTC targets of different lengths (padded with -100), as a speech recogniser is fine-tuned on."""
+    b = inputs["input_values"].shape[0]
+    labels = torch.randint(1, int(config.vocab_size), (b, 4), generator=gen)
+    labels[0, 2 + seed % 2:] = -100
+    return {**inputs, "labels": labels}
+
+
+def _bigger_image(inputs: Inputs, config: Any, gen: torch.Generator, seed: int) -> Inputs:
+    """An image larger than the one the position table was made for, ``interpolate_pos_encoding=True``."""
+    px = inputs["pixel_values"]
+    side = px.shape[-1] * 3 // 2
+    return {**inputs, "pixel_values": torch.randn(px.shape[0], px.shape[1], side, side, generator=gen),
+            "interpolate_pos_encoding": True}
+
+
 V = Variant
 PLAIN = V("plain")
 MASK_R, MASK_L = V("mask-right", _mask(False)), V("mask-left", _mask(True))
@@ -225,13 +298,22 @@ HEADS, CHOICES, PRETRAIN = V("head_mask", _head_mask), V("choices+labels", _choi
 EXAMPLE_LABELS, PIXEL_LABELS = V("labels", _example_labels), V("labels (255 ignored)", _pixel_labels)
 DECODER_MASK, SHUFFLED = V("decoder_attention_mask", _decoder_mask), V("position_ids shuffled", _shuffled_positions)
 PROMPT_LABELS = V("labels (prompt -100)", _prompt_labels)
+INT32 = V("input_ids int32", _int32)
+LOGITS1 = V("logits_to_keep=1", _flag(logits_to_keep=1))
+STEP = V("generation step", _past_mask(5), past=5, tokens=1)
+PACKED = V("packed (4-D mask, positions restart)", _packed)
+LABELS_ONLY = V("labels, no decoder_input_ids", _labels_only, config=(("decoder_start_token_id", 0),))
+GLOBAL = V("global_attention_mask", _global)
+CTC = V("labels (CTC)", _ctc_labels)
+BIGGER = V("interpolate_pos_encoding", _bigger_image)
+WINDOW = V("sliding_window=4", _mask(True), config=(("sliding_window", 4), ("use_sliding_window", True)))
 EVERYTHING = V("use_cache+output_attentions+output_hidden_states",
                _flag(use_cache=True, output_attentions=True, output_hidden_states=True))
 
 BASE, CAUSAL, MASKED = "MODEL_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"
 SEQ_CLS, TOK_CLS = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"
 QA, IMG_CLS = "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"
-SEQ2SEQ = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
+SEQ2SEQ, SPEECH2TEXT = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"
 
 #: (model type, auto mapping, variants)
 CASES: list[tuple[str, str, list[Variant]]] = [
@@ -259,7 +341,7 @@ CASES: list[tuple[str, str, list[Variant]]] = [
     ("bart", SEQ_CLS, [PLAIN]),
     ("vit", IMG_CLS, [PLAIN, LABEL_CLASS, ATTENTIONS, HIDDEN, EAGER, F64, B1]),
     ("whisper", BASE, [PLAIN, CACHE]),
-    ("whisper", SEQ2SEQ, [PLAIN]),
+    ("whisper", SPEECH2TEXT, [PLAIN]),
     ("clip", BASE, [PLAIN, MASK_R]),
     ("mamba", CAUSAL, [PLAIN, CACHE, T7]),
     ("distilbert", SEQ_CLS, [MASK_R]),
@@ -276,6 +358,30 @@ CASES: list[tuple[str, str, list[Variant]]] = [
     ("bart", SEQ2SEQ, [DECODER_MASK]),
     ("llama", CAUSAL, [SHUFFLED, PROMPT_LABELS, EVERYTHING]),
     ("gpt_neox", CAUSAL, [SHUFFLED]),
+    # families and calls added later: MoE, hybrid/recurrent, sliding windows, generation steps, int32 ids, more heads
+    ("bert", BASE, [INT32]),
+    ("gpt2", CAUSAL, [INT32, STEP, LOGITS1]),
+    ("llama", CAUSAL, [INT32, STEP, PACKED, LOGITS1]),
+    ("t5", SEQ2SEQ, [INT32, LABELS_ONLY, PAST]),
+    ("bart", SEQ2SEQ, [LABELS_ONLY, PAST1]),
+    ("whisper", SPEECH2TEXT, [LABELS_ONLY, PAST1]),
+    ("marian", SEQ2SEQ, [MASK_R]),
+    ("mixtral", CAUSAL, [MASK_L, CACHE, PAST, STEP, TRAIN, BF16]),
+    ("qwen2_moe", CAUSAL, [MASK_L, PAST1]),
+    ("olmoe", CAUSAL, [MASK_L, CACHE]),
+    ("mistral", CAUSAL, [WINDOW, PAST, STEP]),
+    ("qwen2", CAUSAL, [WINDOW]),
+    ("gemma2", CAUSAL, [MASK_L, WINDOW, PAST]),
+    ("gemma3_text", CAUSAL, [MASK_L, STEP]),
+    ("jamba", CAUSAL, [MASK_L] + [dataclasses.replace(v, config=(("attn_layer_offset", 1), ("attn_layer_period", 2)))
+                                  for v in (CACHE, PAST1)]),  # an attention layer among the 2: a cache to pass
+    ("recurrent_gemma", CAUSAL, [MASK_L, T7]),
+    ("falcon_h1", CAUSAL, [MASK_L]),
+    ("mamba", CAUSAL, [LABEL_TOKENS, B1]),
+    ("longformer", BASE, [MASK_R, GLOBAL]),
+    ("convnext", IMG_CLS, [LABEL_CLASS, B1, F64]),
+    ("vit", IMG_CLS, [BIGGER]),
+    ("wav2vec2", "MODEL_FOR_CTC_MAPPING_NAMES", [PLAIN, CTC]),
 ]
 
 
@@ -306,6 +412,8 @@ def build(case: Case) -> tuple[nn.Module, Inputs, Inputs]:
                   else names[case.model_type][0])
     config = corpus.shrink(transformers.AutoConfig.for_model(case.model_type))
     config.use_cache = False
+    for key, value in v.config:
+        setattr(config, key, value)
     if getattr(config, "pad_token_id", None) is None and case.mapping == SEQ_CLS:
         config.pad_token_id = 0  # sequence classification over a batch needs one (ids avoid it)
     kwargs = {"attn_implementation": v.attn} if v.attn else {}
@@ -325,12 +433,18 @@ def build(case: Case) -> tuple[nn.Module, Inputs, Inputs]:
             inputs = corpus.make_inputs(model, config, seed, both=True)
         finally:
             corpus.BATCH, corpus.TOKENS = sizes
+        if case.mapping == SEQ_CLS and inputs.pop("decoder_input_ids", None) is not None:
+            inputs["input_ids"][:, -1] = config.eos_token_id  # an encoder-decoder classifier reads its ids' last <eos>
         if v.kwargs is not None:
             inputs = v.kwargs(inputs, config, torch.Generator().manual_seed(100 + seed), seed)
         if v.past:
             prefix = torch.randint(3, 100, (v.batch, v.past), generator=torch.Generator().manual_seed(200 + seed))
+            start = {"input_ids": prefix}  # the earlier tokens; an encoder-decoder's decoder's, on the same source
+            if "decoder_input_ids" in inputs:
+                start = {"decoder_input_ids": prefix, **{k: inputs[k] for k in ("input_ids", "input_features")
+                                                          if k in inputs}}
             with torch.no_grad():
-                inputs["past_key_values"] = model(input_ids=prefix, use_cache=True).past_key_values
+                inputs["past_key_values"] = model(**start, use_cache=True).past_key_values
         if v.dtype is not None:
             inputs = {k: t.to(v.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
                       for k, t in inputs.items()}
