@@ -25,7 +25,7 @@ Here: which layers (and parts) are planned, and what a first layer's walk did; w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -86,6 +86,9 @@ class _Record:
     private: list[tuple[Node, int]]  # (node, value id) of the live parameter copies only this layer reads, bound
     ranges_before: dict[int, int]  # the converter's index ranges when its walk began
     ranges: list[tuple[torch.Tensor, int]]  # the ranges its walk gave its nodes' values
+    #: id(tensor) -> its place (:func:`~ncd.trace.reuse_match._view`), for its tensors and its nodes' values, found
+    #: once for every later layer matched against it (they stay alive, unchanged, while the walk goes on)
+    views: dict[int, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def _layers(nodes: list[Node]) -> list[_Span]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node
+from ncd.trace.registry import op_name
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
@@ -41,6 +42,7 @@ class _Match:
         self.inner: dict[int, Node] = {}  # id(a node of a loop's body, or its input) -> the corresponding loop's
         self.inner_back: dict[int, Node] = {}
         self.frames: dict[Frame, Frame] = {first.frame: later.frame}
+        self.checked: set[tuple[Frame, Frame]] = set()  # pairs of frames found to correspond (class, path, mapping)
         #: (their path, ours): the layers' own, then their callers' (a part of a layer: the layers'), innermost first
         self.prefixes = [(first.frame[0], later.frame[0])] + \
             [(a[0], b[0]) for a, b in zip(reversed(first.within), reversed(later.within)) if a[0] != b[0]]
@@ -79,10 +81,14 @@ class _Match:
             return False
         if len(t.stack) != len(c.stack) or (t.source or c.source) and not self._path(t.source, c.source):
             return False
+        checked = self.checked
         for ft, fc in zip(t.stack, c.stack):
+            if (ft, fc) in checked:
+                continue  # (the frames of one module call: every node of it has them)
             if ft[1] != fc[1] and (ft, fc) not in self.calling or not self._path(ft[0], fc[0]) \
                     or self.frames.setdefault(ft, fc) != fc:
                 return False
+            checked.add((ft, fc))
         if not _same_value(t.value, c.value, exact=t.kind == "constant" or (t.kind == "call" and not t.live
                                                                             and not conv.learned(t))):
             return False
@@ -135,8 +141,6 @@ class _Match:
 
     def _readers(self, t: Node, c: Node) -> bool:
         """The operations reading ``t`` and ``c``: the corresponding ones inside the layers, alike outside them."""
-        from ncd.trace.convert import op_name
-
         inside_t, inside_c, outside_t, outside_c = [], [], [], []
         picks_t, picks_c = [], []
         for n in self.conv.consumers.get(id(t), []):
@@ -204,6 +208,7 @@ class _Match:
         by_id = {id(x): y for x, y in pairs}
         by_view: dict[tuple[Any, ...], torch.Tensor | None] | None = None  # made when a tensor is not a node's value
         made = self.conv.__dict__.get("_from_arguments", {})
+        views = self.record.views  # (the recorded layer's tensors' places: found once)
         out = []
         for group in recorded:
             mapped = []
@@ -214,11 +219,11 @@ class _Match:
                     # they correspond (equal), so ours is equal; a tensor of its own, as our walk would make
                 if mine is None and x.device.type != "meta":
                     if by_view is None:
-                        by_view = _by_view(pairs)
-                    found = by_view.get(_view(x))
+                        by_view = _by_view(pairs, views)
+                    found = by_view.get(_place(x, views))
                     mine = None if found is None else found.detach()
                     if mine is None:  # a view a rule made of a node's value (a weight transposed): that view of ours
-                        mine = _same_view(x, pairs)
+                        mine = _same_view(x, pairs, views)
                 if mine is None:
                     return None
                 mapped.append(mine)
@@ -226,15 +231,17 @@ class _Match:
         return out
 
 
-def _same_view(x: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+def _same_view(x: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], views: dict[int, tuple[Any, ...]]
+               ) -> torch.Tensor | None:
     """``x`` a view of a recorded value ``a`` (in its storage): the same view of ``a``'s counterpart ``b`` (laid out
-    alike); None if no value holds that storage, or those that do do not tell one view."""
+    alike); None if no value holds that storage, or those that do do not tell one view.  ``views``: the recorded
+    tensors' places found so far (:func:`_place`)."""
     found: list[torch.Tensor] = []
-    where = x.untyped_storage().data_ptr()
+    where = _place(x, views)[0]
     if not where:
         return None
     for a, b in pairs:
-        if a.device.type == "meta" or a.untyped_storage().data_ptr() != where:
+        if a.device.type == "meta" or _place(a, views)[0] != where:
             continue
         if a.dtype != x.dtype or b.dtype != x.dtype or a.shape != b.shape or a.stride() != b.stride() \
                 or a.untyped_storage().nbytes() != b.untyped_storage().nbytes():
@@ -248,13 +255,14 @@ def _same_view(x: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) 
     return found[0]
 
 
-def _by_view(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[Any, ...], torch.Tensor | None]:
+def _by_view(pairs: list[tuple[torch.Tensor, torch.Tensor]], views: dict[int, tuple[Any, ...]]
+             ) -> dict[tuple[Any, ...], torch.Tensor | None]:
     """The corresponding value of each place (storage, offset, shape, strides, dtype) a recorded value has; ``None``
     where two values are at one place (ambiguous)."""
     by_view: dict[tuple[Any, ...], torch.Tensor | None] = {}
     for x, y in pairs:
         if x.device.type != "meta":
-            key = _view(x)
+            key = _place(x, views)
             if key in by_view and by_view[key] is not y:
                 by_view[key] = None
             else:
@@ -272,6 +280,15 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 
 def _view(x: torch.Tensor) -> tuple[Any, ...]:
     return (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype)
+
+
+def _place(x: torch.Tensor, views: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
+    """:func:`_view` of a recorded layer's tensor, found once: ``views`` is the record's (its tensors stay alive and
+    unchanged while the walk goes on, so an id there is the tensor's)."""
+    found = views.get(id(x))
+    if found is None:
+        found = views[id(x)] = _view(x)
+    return found
 
 
 def _same_value(a: Any, b: Any, exact: bool) -> bool:
