@@ -263,6 +263,13 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
                       " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
                       " them as a wire)", RuntimeWarning, stacklevel=user_stacklevel())
+    if rec.drawing:  # opaque boxes calling the operator: they draw anew at every call, as the model does
+        where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.drawing.items()))
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers inside {where} (dropout or"
+                      " rrelu in training, attention with dropout_p > 0, a recurrent stack's dropout in training);"
+                      " they are opaque boxes drawing anew at every call, as the model does, so the lowered module's"
+                      " results are not the model's call by call (trace the model in eval mode, or with dropout 0,"
+                      " for a diagram computing its results)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"

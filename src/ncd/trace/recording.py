@@ -42,6 +42,16 @@ RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_
                     "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
                     "random_", "cauchy_", "log_normal_", "geometric_"})
 
+#: operators that draw random numbers inside themselves for some arguments (:func:`_draws`): a dropout or ``rrelu`` in
+#: training, attention with ``dropout_p > 0``, a recurrent stack with dropout in training; they stay opaque boxes that
+#: draw anew at every call
+DRAWING = frozenset({"dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_",
+                     "feature_alpha_dropout", "feature_alpha_dropout_", "native_dropout", "rrelu", "rrelu_",
+                     "rrelu_with_noise", "rrelu_with_noise_", "scaled_dot_product_attention",
+                     "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention_for_cpu",
+                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                     "_scaled_dot_product_cudnn_attention", "gru", "lstm", "rnn_tanh", "rnn_relu"})
+
 
 #: operators whose one result has the shape, dtype and layout of their first argument (norms, activations)
 SHAPE_OF_INPUT = frozenset({"batch_norm", "layer_norm", "rms_norm", "group_norm", "instance_norm", "relu", "gelu", "silu",
@@ -82,6 +92,26 @@ def _operator(func: Any) -> tuple[Any, str, bool, bool, bool, Any]:
         found = _OPERATORS[id(func)] = (func, func.overloadpacket.__name__, bool(func._schema.is_mutable),
                                         bool(writes(func)), func in _DROPOUTS_IN_PLACE, _kernel_of(func))
     return found
+
+
+def _draws(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a call of an operator of :data:`DRAWING` draws random numbers, read from its arguments by name: a
+    positive ``dropout_p``; ``p`` with ``train`` (``None``: training) or ``training``; ``rrelu``'s ``training``; a
+    recurrent stack's ``dropout`` between its ``num_layers > 1`` layers in ``train``."""
+    given: dict[str, Any] = {}
+    for i, a in enumerate(func._schema.arguments):
+        if i < len(args) and not a.kwarg_only:
+            given[a.name] = args[i]
+        elif a.name in kwargs:
+            given[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            given[a.name] = a.default_value
+    if "dropout_p" in given:
+        return bool(given["dropout_p"])
+    if "num_layers" in given:
+        return bool(given.get("dropout")) and bool(given.get("train")) and given["num_layers"] > 1
+    training = given.get("train", given.get("training"))
+    return ("p" not in given or bool(given["p"])) and (training is None or bool(training))
 
 
 def _kernel_of(func: Any) -> Any:
@@ -146,6 +176,7 @@ class _Recording(Aliases, InPlace):
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        self.drawing: dict[str, str] = {}  # the model's line -> an operator drawing random numbers inside (``DRAWING``)
         self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
         self.autocast: dict[str, str] = {}  # the model's lines entering torch.autocast
         self.lively = False  # :meth:`ref` met a node that depends on an input (reset by :meth:`call`)
@@ -292,6 +323,8 @@ class _Recording(Aliases, InPlace):
         target = func
         if packet in RANDOM and not self.meta:
             self.random.setdefault(user_line() or "?", packet)
+        elif packet in DRAWING and not self.meta and _draws(func, args, kwargs):
+            self.drawing.setdefault(user_line() or "?", packet)
         elif packet == "detach" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             held = self.by_id.get(id(args[0]))  # a value of the inputs or parameters cut from autograd
             if (held is not None and (held.live or held.kind in ("parameter", "call"))) \

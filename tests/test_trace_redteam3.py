@@ -1,0 +1,78 @@
+"""Red team, second pass: each test fails on the main it was written against and compares with the model itself."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncd
+
+
+class _SdpaDropout(torch.nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self, cls: type[torch.nn.Module]) -> None:
+        super().__init__()
+        self.rnn = cls(4, 4, num_layers=2, dropout=0.5, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+class _Dropouts(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, 0.5, training=True) + F.rrelu(x, training=True)
+
+
+def _traced(model: torch.nn.Module, *args: torch.Tensor) -> tuple[ncd.trace.TracedDiagram, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, *args)
+    return d, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: _SdpaDropout().eval(), [(1, 2, 3, 4)] * 3),
+    (lambda: _Stack(torch.nn.GRU).train(), [(1, 3, 4)]),
+    (lambda: _Stack(torch.nn.LSTM).train(), [(1, 3, 4)]),
+    (lambda: _Dropouts(), [(2, 3, 4)]),
+])
+def test_random_inside_an_operator_is_warned(make, shape) -> None:
+    """SDPA's ``dropout_p`` (even in eval), a recurrent stack's dropout and dropout or rrelu in training draw random
+    numbers inside one operator: on main, no word said so (the seeded-``randn`` case was warned).  The lowered module
+    draws as the model does: from the same seed it gives the model's values."""
+    torch.manual_seed(0)
+    model = make()
+    args = [torch.randn(s) for s in shape]
+    d, said = _traced(model, *args)
+    assert any("draws random numbers inside" in m for m in said), said
+    lowered = d.to_torch()
+    torch.manual_seed(1)
+    want = model(*args)
+    torch.manual_seed(1)
+    got = lowered(*args)
+    torch.testing.assert_close(got, want)
+
+
+def test_no_random_word_without_a_draw() -> None:
+    """The same operators where they draw nothing (eval, ``p = 0``, one recurrent layer) are not warned."""
+
+    class Quiet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(4, 4, num_layers=1, batch_first=True)
+            self.lstm = torch.nn.LSTM(4, 4, num_layers=2, dropout=0.0, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = x.unsqueeze(1)
+            a = F.scaled_dot_product_attention(q, q, q, dropout_p=0.0).squeeze(1)
+            return a + self.gru(x)[0] + self.lstm(x)[0] + F.dropout(x, 0.0, training=True) + F.rrelu(x)
+
+    _, said = _traced(Quiet().train(), torch.randn(2, 3, 4))
+    assert not any("random" in m for m in said), said
