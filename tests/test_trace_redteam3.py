@@ -76,3 +76,18 @@ def test_no_random_word_without_a_draw() -> None:
 
     _, said = _traced(Quiet().train(), torch.randn(2, 3, 4))
     assert not any("random" in m for m in said), said
+
+
+def test_a_dynamic_quantized_linear_is_refused() -> None:
+    """``quantize_dynamic``'s Linear calls ``quantized.linear_dynamic`` with its weights packed in a ``ScriptObject``,
+    which no box holds: on main its traced output became a constant (a warning, and the lowered module gave the traced
+    output on every input).  Now a TraceError naming the operator and the module."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch's deprecation of eager quantization)
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        x, y = torch.randn(3, 4), torch.randn(3, 4)
+        assert not torch.allclose(quantized(x), quantized(y))  # a constant cannot stand for it
+        with pytest.raises(ncd.TraceError, match=r"quantized\.linear_dynamic at 0 .*ScriptObject"):
+            ncd.trace(quantized, x)

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
@@ -223,6 +224,13 @@ class Converter(ModuleIdioms):
         except Exception as error:  # noqa: BLE001 - not even an opaque box: its traced value, warned about
             self.rollback(mark)
             live = "; the lowered module is wrong on other inputs" if self.reads_inputs(node) else ""
+            if live and any(isinstance(a, torch.ScriptObject) for a in tree_leaves((node.args, node.kwargs))):
+                from ncd.errors import TraceError
+
+                raise TraceError(f"{op_name(node.target)[0]} {where(node)} takes a packed TorchScript object (a"
+                                 " torch.ScriptObject: torch.ao.quantization's quantized weights, a custom class) no"
+                                 " diagram holds; its result depends on the inputs, so no constant can stand for it"
+                                 " (trace the model before quantizing it)") from error
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
                                         f" its traced value is drawn as a constant{live}"))
 
