@@ -2,7 +2,8 @@
 ``x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)`` is one ``RMS`` box (:mod:`ncd.trace.idioms_norms`), the scale
 after it walked as before.  Each diagram is compared with the model itself: its lowered module on the traced input,
 a fresh one and inputs of other batch and sequence sizes.  Near misses (another axis, another tensor scaled, a square
-read twice, the same operations outside an RMS norm) keep their recorded operations."""
+read twice, the same operations outside an RMS norm) keep their recorded operations.  Likewise a layer norm written
+out in a ``*LayerNorm`` module (Cohere's): one weightless ``LN`` box."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 import ncd
-from ncd.prims.normalization import RMSNormOp
+from ncd.prims.normalization import LayerNormOp, RMSNormOp
 
 
 class ZeroCentredRMSNorm(nn.Module):
@@ -145,6 +146,70 @@ def test_gemma_draws_its_norms_as_rms_boxes_and_lowers_equal_at_other_sizes() ->
     d = _traced(model, torch.randint(0, 50, (2, 8)))
     assert len(_rms_boxes(d)) >= 2  # a decoder layer's norms and the final one (equal definitions drawn once)
     for shape in ((2, 8), (3, 5)):
+        ids = torch.randint(0, 50, shape)
+        with torch.no_grad():
+            expected = model(input_ids=ids).last_hidden_state
+            torch.testing.assert_close(d.to_torch(b=shape[0], t=shape[1])(ids), expected, atol=1e-5, rtol=1e-5)
+
+
+class CohereLayerNorm(nn.Module):
+    """Cohere's layer norm, written out without a bias (the difference from the mean made twice)."""
+
+    def __init__(self, m: int, centred_once: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(m))
+        self.centred_once = centred_once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        if self.centred_once:
+            centred = x - mean
+            return self.weight * (centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5))
+        variance = (x - mean).pow(2).mean(-1, keepdim=True)
+        return self.weight.to(torch.float32) * ((x - mean) * torch.rsqrt(variance + 1e-5))
+
+
+class CentredReadTwiceLayerNorm(CohereLayerNorm):
+    """The difference from the mean is also an output of the module: the operations stay."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(-1, keepdim=True)
+        return self.weight * (centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5)) + centred
+
+
+@pytest.mark.parametrize("centred_once", [False, True])
+def test_a_layer_norm_written_out_is_one_ln_box(centred_once: bool) -> None:
+    torch.manual_seed(0)
+    model = Block(CohereLayerNorm(8, centred_once))
+    d = _traced(model, torch.randn(2, 5, 8))
+    (ln,) = [b.prim for b in d.boxes() if isinstance(b.prim, LayerNormOp)]
+    assert not ln.affine and ln.eps == 1e-5 and [a.size for a in ln.axes.axes] == [8]
+    assert not any(getattr(b.prim, "op", "") in ("rsqrt", "mean") for b in d.boxes())
+    _lowers_equal(d, model, [(2, 5, 8), (3, 7, 8), (1, 1, 8)])
+
+
+def test_a_layer_norm_whose_difference_is_read_again_keeps_its_operations() -> None:
+    torch.manual_seed(0)
+    model = Block(CentredReadTwiceLayerNorm(8))
+    d = _traced(model, torch.randn(2, 5, 8))
+    assert not [b for b in d.boxes() if isinstance(b.prim, LayerNormOp)]
+    _lowers_equal(d, model, [(2, 5, 8)])
+
+
+def test_cohere2_draws_its_norms_as_ln_boxes_and_lowers_equal_at_other_sizes() -> None:
+    import transformers as T
+
+    config = T.Cohere2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4)
+    torch.manual_seed(0)
+    model = T.Cohere2Model(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.5)
+    d = _traced(model, torch.randint(0, 50, (2, 8)))
+    assert [b for b in d.boxes() if isinstance(b.prim, LayerNormOp)]
+    for shape in ((2, 8), (3, 8)):  # (its rotary tables are constants of the traced length: other batches only)
         ids = torch.randint(0, 50, shape)
         with torch.no_grad():
             expected = model(input_ids=ids).last_hidden_state

@@ -363,6 +363,10 @@ def cross_back(conv: Converter, vid: int, names: list[str]) -> int:
 
 @rule("aten.mean", "aten.sum")
 def reduce(conv: Converter, node: Node) -> None:
+    from ncd.trace.idioms_norms import layer_norm
+
+    if layer_norm(conv, node):  # (x - mean) * rsqrt(mean((x - mean) ** 2) + eps) inside a layer norm: one LN box
+        return
     x = node.args[0]
     if not _live(x) or not x.value.is_floating_point() or node.kwargs.get("dtype") not in (None, x.value.dtype) \
             or len(node.args) == 2 and not isinstance(node.args[1], (int, list, tuple)):  # x.sum(torch.float64)

@@ -1,5 +1,5 @@
-"""The root-mean-square normalisation an RMS-norm module computes, read off its recorded operations when the module
-as a whole is not one box.
+"""The root-mean-square normalisation an RMS-norm module computes (and the centred one of a layer-norm module written
+out), read off its recorded operations when the module as a whole is not one box.
 
 :meth:`~ncd.trace.module_idioms.ModuleIdioms.module_idiom` draws an RMS-norm module as one ``RMS`` box when it computes
 ``rms_norm(x, w)`` (checked on values).  A module that scales by something else — Gemma's ``(1 + w)``, a gated norm's
@@ -7,6 +7,11 @@ as a whole is not one box.
 eps)`` was five boxes (square, mean, add, root, product) in every definition of every such module.  Those five recorded
 operations, in that order, each read only by the next, are that normalisation over the last axis exactly: one ``RMS``
 box (no weight, :class:`~ncd.prims.normalization.RMSNormOp`); the rest of the module (its scale) is walked as before.
+
+Likewise a layer norm written out in a ``*LayerNorm`` module (Cohere's, without a bias): ``(x - mean(x)) *
+rsqrt(mean((x - mean(x)) ** 2) + eps)`` over the last axis, each step read only by the next, is one weightless ``LN``
+box (:class:`~ncd.prims.normalization.LayerNormOp`, the biased variance as ``nn.LayerNorm`` takes it), and the
+module's weight after it is walked as before.
 
 The operations are matched by what they are, not by the module's class; the class only says where to look (inside a
 module named an RMS norm, where the module idiom looks too)."""
@@ -23,7 +28,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter
 from ncd.trace.registry import op_name
 
-__all__ = ["root_mean_square"]
+__all__ = ["root_mean_square", "layer_norm"]
 
 
 def _reader(conv: Converter, node: Node, full: str) -> Node | None:
@@ -88,5 +93,84 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     seg = conv.segs[vid]
     out = conv.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), affine=False)), [vid])
     conv.skip |= {id(mean), id(add), id(root), id(product)}
+    conv.bind(product, out)
+    return True
+
+
+def _mean_of_last(node: Node, x: Node) -> bool:
+    """Whether ``node`` is ``mean(x, -1, keepdim=True)`` (``x``'s last axis, as recorded: no dtype)."""
+    value = x.value
+    return op_name(node.target)[1] == "aten.mean.dim" and len(node.args) == 3 and not node.kwargs \
+        and node.args[0] is x and isinstance(value, torch.Tensor) \
+        and list(node.args[1] or ()) in ([-1], [value.dim() - 1]) and node.args[2] is True
+
+
+def layer_norm(conv: Converter, node: Node) -> bool:
+    """At ``mean(x, -1, keepdim=True)`` (``node``): when it starts ``(x - mean) * rsqrt(mean((x - mean) ** 2, -1,
+    keepdim=True) + eps)`` inside a layer-norm module (the difference made once or twice), that product is drawn as one
+    ``LN`` box on ``x`` without weight or bias (the later operations skipped) and True is returned; else nothing is
+    drawn and False is returned.
+
+    >>> import torch, ncd
+    >>> class CohereLikeLayerNorm(torch.nn.Module):  # a layer norm written out, without bias
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.weight = torch.nn.Parameter(torch.ones(4))
+    ...     def forward(self, x):
+    ...         mean = x.mean(-1, keepdim=True)
+    ...         variance = (x - mean).pow(2).mean(-1, keepdim=True)
+    ...         return self.weight * ((x - mean) * torch.rsqrt(variance + 1e-5))
+    >>> d = ncd.trace(torch.nn.Sequential(CohereLikeLayerNorm()), torch.randn(2, 3, 4))
+    >>> sum(b.prim.op == "layernorm" for b in d.boxes())
+    1
+    """
+    if not node.stack or "LayerNorm" not in node.stack[-1][1] or "RMS" in node.stack[-1][1]:
+        return False
+    x = node.args[0] if node.args else None
+    if not isinstance(x, Node) or not x.live or not _mean_of_last(node, x) or id(x) not in conv.values:
+        return False
+    value = x.value
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.float32 or value.dim() < 1 or value.shape[-1] < 2:
+        return False
+    if any(o is node for o in conv.captured.outputs):
+        return False
+    centred = conv.consumers.get(id(node), ())
+    if not 1 <= len(centred) <= 2 or any(
+            c.kind != "call" or not c.live or op_name(c.target)[1] != "aten.sub.Tensor" or c.kwargs
+            or len(c.args) != 2 or c.args[0] is not x or c.args[1] is not node or id(c) in conv.skip
+            or id(c) in conv.values or any(o is c for o in conv.captured.outputs) for c in centred):
+        return False
+    readers = [(c, r) for c in centred for r in conv.consumers.get(id(c), ())]
+    if len(readers) != 2 or len({id(c) for c, _ in readers}) != len(centred):
+        return False
+    square = next((r for _, r in readers if op_name(r.target)[1] == "aten.pow.Tensor_Scalar"), None)
+    product = next((r for _, r in readers if op_name(r.target)[1] == "aten.mul.Tensor"), None)
+    if square is None or product is None or square.kwargs or len(square.args) != 2 \
+            or square.args[1] not in (2, 2.0) or type(square.args[1]) is bool \
+            or not square.live or id(square) in conv.skip or id(square) in conv.values:
+        return False
+    mean = _reader(conv, square, "aten.mean.dim")
+    if mean is None or not _mean_of_last(mean, square):
+        return False
+    add = _reader(conv, mean, "aten.add.Tensor")
+    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
+        return False
+    eps = add.args[1]
+    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
+        return False
+    root = _reader(conv, add, "aten.rsqrt.default")
+    if root is None or len(root.args) != 1 or root.kwargs or _reader(conv, root, "aten.mul.Tensor") is not product:
+        return False
+    centre = next(c for c, r in readers if r is product)
+    if product.kwargs or len(product.args) != 2 or {id(a) for a in product.args} != {id(centre), id(root)} \
+            or any(o is product for o in conv.captured.outputs) or not isinstance(product.value, torch.Tensor) \
+            or product.value.shape != value.shape or product.value.dtype != value.dtype:
+        return False
+    from ncd.prims.normalization import LayerNormOp
+
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    out = conv.apply(Box(LayerNormOp(Segment(seg.axes[-1:]), float(eps), affine=False, bias=False)), [vid])
+    conv.skip |= {id(c) for c in centred} | {id(square), id(mean), id(add), id(root), id(product)}
     conv.bind(product, out)
     return True
