@@ -315,7 +315,9 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
         xs = torch.cat([xs, (2 * torch.randn((more * tokens, *x.value.shape[1:]), generator=gen)).to(x.value.dtype)])
         ws = torch.cat([ws, torch.rand((more * tokens, k), generator=gen).to(weight.value.dtype)])
         cases += more
-    chosen = chosen.to(index.value.dtype)
+    # contiguous, as a router's top-k indices are: a kernel may view them (``index.view(-1)``), which a column slice
+    # of ``argsort`` does not allow (the check failed, and the experts stayed opaque: mixtral under a padded mask)
+    chosen = chosen.to(index.value.dtype).contiguous()
 
     def same(got: object, want: torch.Tensor) -> bool:
         return (isinstance(got, torch.Tensor) and got.shape == want.shape
