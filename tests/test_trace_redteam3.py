@@ -91,3 +91,31 @@ def test_a_dynamic_quantized_linear_is_refused() -> None:
         assert not torch.allclose(quantized(x), quantized(y))  # a constant cannot stand for it
         with pytest.raises(ncd.TraceError, match=r"quantized\.linear_dynamic at 0 .*ScriptObject"):
             ncd.trace(quantized, x)
+
+
+class _MaskedMean(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x > 0].mean()
+
+
+class _FixedMask(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("keep", torch.tensor([True, False, True, True]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.keep].mean()
+
+
+def test_a_mask_of_the_inputs_selecting_is_warned() -> None:
+    """``x[x > 0]`` has as many entries as the mask holds True; the diagram draws the traced count, so ``.mean()``
+    divides by it on every input: on main the lowered module gave 3.0 where the model gives 2.0, with no word (only the
+    opaque-box note).  A mask that is a constant of the model selects a fixed count: not warned, and equal."""
+    x, y = torch.tensor([1.0, -1.0, -2.0, 3.0]), torch.tensor([1.0, 2.0, -2.0, 3.0])
+    d, said = _traced(_MaskedMean(), x)
+    assert any("boolean mask computed from its inputs" in m and "test_trace_redteam3.py" in m for m in said), said
+    torch.testing.assert_close(d.to_torch()(x), _MaskedMean()(x))
+    assert not torch.allclose(d.to_torch()(y), _MaskedMean()(y))  # what the warning says
+    d, said = _traced(_FixedMask(), x)
+    assert not any("boolean mask" in m for m in said), said
+    torch.testing.assert_close(d.to_torch()(y), _FixedMask()(y))

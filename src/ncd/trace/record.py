@@ -270,6 +270,12 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " they are opaque boxes drawing anew at every call, as the model does, so the lowered module's"
                       " results are not the model's call by call (trace the model in eval mode, or with dropout 0,"
                       " for a diagram computing its results)", RuntimeWarning, stacklevel=user_stacklevel())
+    if rec.masked:  # x[m]: as many entries as m holds True, a count the diagram fixes
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model selects with a boolean mask computed from its"
+                      f" inputs (x[mask] at {', '.join(sorted(rec.masked))}): the selection has as many entries as the"
+                      " mask holds True, and the diagram draws that count as traced, so on inputs selecting another"
+                      " count the lowered module may raise or compute with the traced count (x[mask].mean() divides by"
+                      " it)", RuntimeWarning, stacklevel=user_stacklevel())
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"

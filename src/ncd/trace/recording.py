@@ -114,6 +114,14 @@ def _draws(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return ("p" not in given or bool(given["p"])) and (training is None or bool(training))
 
 
+def _live_mask(arg_refs: tuple[Any, ...]) -> bool:
+    """Whether ``x[m]`` (``index``) selects with a boolean mask that depends on the inputs: its result has as many
+    entries as the mask has ``True`` ones, a count of the values, drawn at the traced count (warned: ``x[m].mean()``
+    divides by it on every input).  Refusing it (:data:`DYNAMIC`) would refuse glm5_next and higgs_audio_v2."""
+    return len(arg_refs) > 1 and any(isinstance(i, Node) and i.live and isinstance(i.value, torch.Tensor)
+                                     and i.value.dtype in (torch.bool, torch.uint8) for i in arg_refs[1] or ())
+
+
 def _kernel_of(func: Any) -> Any:
     """``func._op`` where calling ``func`` calls it (torch's ``OpOverload``), else ``func``."""
     kernel = getattr(func, "_op", None)
@@ -176,6 +184,7 @@ class _Recording(Aliases, InPlace):
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        self.masked: dict[str, str] = {}  # the model's lines selecting with a boolean mask of the inputs (``x[m]``)
         self.drawing: dict[str, str] = {}  # the model's line -> an operator drawing random numbers inside (``DRAWING``)
         self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
         self.autocast: dict[str, str] = {}  # the model's lines entering torch.autocast
@@ -378,6 +387,8 @@ class _Recording(Aliases, InPlace):
         if live and (packet in DYNAMIC or (packet == "where" and len(args) + len(kwargs) == 1)):  # where(cond): nonzero
             raise ReadsValue(f"{packet} has an output whose shape depends on the values of the inputs at"
                              f" {user_line() or '?'}")
+        if live and packet == "index" and _live_mask(arg_refs):
+            self.masked.setdefault(user_line() or "?", "index")
         if live and packet == "as_strided" and not self.meta:
             return self.strided(func, args, kwargs)
         first = args[0] if args else None
