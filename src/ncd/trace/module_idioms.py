@@ -6,6 +6,7 @@ traced values where the capture kept them (:meth:`ModuleIdioms._module_agrees`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -16,7 +17,7 @@ from ncd.trace.capture import Node, refs
 from ncd.trace.learned import Learned
 from ncd.trace.registry import Decline, op_name
 
-__all__ = ["ACTIVATIONS", "ELEMENTWISE", "ModuleIdioms", "whole"]
+__all__ = ["ACTIVATIONS", "ELEMENTWISE", "SWEEP", "ModuleIdioms", "whole"]
 
 
 def whole(cls: str) -> bool:
@@ -77,7 +78,8 @@ class ModuleIdioms(Learned):
                     function = ACTIVATIONS[cls]
                     if self.model is None or not (_recorded_as(run, source, result, function)
                                                   or self._module_agrees(path, source, result,
-                                                                         lambda x: ELEMENTWISE[function](x))):  # type: ignore[index]
+                                                                         lambda x: ELEMENTWISE[function](x),  # type: ignore[index]
+                                                                         sweep=True)):
                         return False
                     out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
                 else:
@@ -109,14 +111,18 @@ class ModuleIdioms(Learned):
         return False
 
     def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor],
-                       small: float = 0.0) -> bool:
+                       small: float = 0.0, sweep: bool = False) -> bool:
         """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
         and on a random input run through the module itself — a class name is never proof.  The modules checked act
         on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time).
 
         ``small`` (an RMS norm's ``sqrt(eps)``): also on a random input of about that root mean square (float32 and
         float64), where ``eps`` decides the value: a norm adding ``eps`` outside the root (the RMSNorm paper's
-        ``x / (rms + eps)``), or another ``eps`` than its attribute, agrees within 1e-4 at unit scale only."""
+        ``x / (rms + eps)``), or another ``eps`` than its attribute, agrees within 1e-4 at unit scale only.
+
+        ``sweep`` (an elementwise activation): also on every entry of :data:`SWEEP` (both signs, magnitudes 1e-4 to
+        1e4), where a clamp or clip (a ``ReLU`` class computing ReLU6, a GELU clipped at 10) parts from the function:
+        the random probe's entries (3 randn) rarely pass 6 and never 10."""
         if self.model is None:
             return False
         try:
@@ -131,6 +137,8 @@ class ModuleIdioms(Learned):
                 if small > 0 and value.dtype in (torch.float32, torch.float64):
                     tiny = self._probe(shape, value.dtype) * (small / 3)  # (the probe's entries are 3 randn)
                     pairs.append((module(tiny.clone()), fn(tiny)))
+                if sweep:
+                    pairs += [(module(part.clone()), fn(part)) for part in _swept(shape, value.dtype)]
                 if value.device.type != "meta" and result.value.device.type != "meta":
                     got, want = _rows(result.value), _rows(value)
                     pairs.append((got, fn(want)) if want is not None and got is not None else (result.value, fn(value)))
@@ -149,6 +157,19 @@ class ModuleIdioms(Learned):
             gen = torch.Generator().manual_seed(0)
             probe = drawn[key] = (3 * torch.randn(shape, generator=gen)).to(dtype)
         return probe.clone()  # (a module may write into its input)
+
+
+#: The entries an activation module is also checked on (:meth:`ModuleIdioms._module_agrees`): 0 and ``±10**(j/4)`` for
+#: ``j`` in ``-16 … 16``, past the clamps and clips of near-miss activations and into the tails of the smooth ones.
+SWEEP = (0.0, *(s * 10.0 ** (j / 4) for j in range(-16, 17) for s in (1.0, -1.0)))
+
+
+def _swept(shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
+    """:data:`SWEEP` laid out over as few tensors of ``shape`` as hold it all (cycled to fill the last)."""
+    n = max(1, math.prod(shape))
+    parts = -(-len(SWEEP) // n)
+    values = torch.tensor(SWEEP, dtype=torch.float64).repeat(-(-parts * n // len(SWEEP)))[:parts * n].to(dtype)
+    return [values[j * n:(j + 1) * n].reshape(shape) for j in range(parts)]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -1,0 +1,66 @@
+"""Near-miss variants of the idioms the tracer proves on values: each one differs from the idiom's function only where
+the check did not look (large magnitudes, small scales, half precision, a row with no key).  Each is compared with
+the original model on inputs where the variant differs; the check must tell them apart (the variant drawn as its
+operations, or as something that computes what it computes) — never the idiom's box, silently wrong.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+def _trace(model: nn.Module, *inputs: torch.Tensor) -> ncd.trace.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *inputs)
+
+
+def _agrees(model: nn.Module, d: ncd.trace.TracedDiagram, *inputs: torch.Tensor, rtol: float = 1e-4) -> None:
+    lowered = d.to_torch()
+    with torch.no_grad():
+        got, want = lowered(*inputs), model(*inputs)
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * float(want.abs().max()))
+
+
+def _named(name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
+    """A module class called ``name`` (an activation the module idiom knows) computing ``fn``."""
+    cls = type(name, (nn.Module,), {"forward": lambda self, x: fn(x)})
+    return cls()  # type: ignore[no-any-return]
+
+
+# -- activation modules: clamps and clips show at large magnitudes only --------------------------------------------
+CLIPPED = {
+    "ReLU computing ReLU6": ("ReLU", lambda x: x.clamp(0, 6)),
+    "GELU clipped at 10": ("GELUActivation", lambda x: nn.functional.gelu(x).clamp(-10, 10)),
+    "SiLU of an input clamped at 20": ("SiLU", lambda x: nn.functional.silu(x.clamp(max=20))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLIPPED))
+def test_an_activation_module_clipped_at_large_magnitudes_is_not_the_function_s_box(case: str) -> None:
+    # before, the module was checked on the traced values and on 3 * randn of their shape (8 entries here, none past
+    # 6): the clipped module was drawn as the plain function's box, and the lowered module was off by 180x at inputs
+    # of size 100-1000
+    name, fn = CLIPPED[case]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), _named(name, fn)).eval()
+    d = _trace(model, torch.randn(2, 4))
+    for scale in (1.0, 100.0, 1000.0):
+        _agrees(model, d, torch.randn(2, 4) * scale)
+
+
+def test_activation_modules_that_are_the_function_at_every_magnitude_stay_one_box() -> None:
+    torch.manual_seed(0)
+    for name, fn, op in (("NewGELUActivation", lambda x: 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (
+            x + 0.044715 * torch.pow(x, 3.0)))), "gelu_tanh"), ("SiLU", lambda x: x * torch.sigmoid(x), "silu")):
+        model = nn.Sequential(nn.Linear(4, 4), _named(name, fn)).eval()
+        d = _trace(model, torch.randn(2, 4))
+        assert [b.prim.function for b in d.boxes() if b.prim.op == "elementwise"] == [op]
+        _agrees(model, d, torch.randn(2, 4) * 1000)
