@@ -458,15 +458,20 @@ class LargeWrites(torch.nn.Module):
 def test_the_copies_a_write_replaced_are_freed_and_the_diagram_is_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     from ncd.trace.inplace import InPlace
 
-    freed: list[int] = []
-    release = InPlace.release
+    freed: list[int] = []  # bytes freed (release) or written in place of a copy (reused), per write
+    release, reused = InPlace.release, InPlace.reused
 
-    def counted(self: InPlace, old: torch.Tensor, start: int) -> None:
+    def counted(self: InPlace, old: torch.Tensor, *args: object, **kwargs: object) -> None:
         before = old.untyped_storage().nbytes()
-        release(self, old, start)
+        release(self, old, *args, **kwargs)  # type: ignore[arg-type]
         freed.append(before - old.untyped_storage().nbytes())
 
+    def counted_reuse(self: InPlace, old: torch.Tensor, *args: object) -> None:
+        reused(self, old, *args)  # type: ignore[arg-type]
+        freed.append(old.untyped_storage().nbytes())
+
     monkeypatch.setattr(InPlace, "release", counted)
+    monkeypatch.setattr(InPlace, "reused", counted_reuse)
     torch.manual_seed(0)
     model = LargeWrites().eval()
     d = _trace(model, torch.randn(8, 256, 64))

@@ -20,6 +20,13 @@ from ncd.trace.writes import Region
 RELEASE_ABOVE = 1 << 20
 
 
+def _forget(nodes: list[Node]) -> None:
+    """The nodes' values as ``meta`` tensors of the same sizes, strides and dtype (their entries no longer held)."""
+    for n in nodes:
+        v = n.value
+        n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+
+
 class InPlace:
     """The recorder's methods for in-place writes (mixed into :class:`ncd.trace.recording._Recording`)."""
 
@@ -42,6 +49,8 @@ class InPlace:
     twins: dict[int, list[torch.Tensor]]
     #: the address of memory of :attr:`own` -> the nodes whose recorded values it holds (:meth:`release`)
     holders: dict[int, list[Node]]
+    #: such an address -> how many tensors ``keep`` holds on it whose nodes no longer read it (:meth:`reused`)
+    retired: dict[int, int]
     memory: dict[int, list[torch.Tensor]]
     nodes: list[Node]
 
@@ -227,16 +236,20 @@ class InPlace:
             if square is not None:  # the square's new value: its diagonal replaced
                 _, region_, d1, d2 = square
                 new = put_diagonal(self.emit, cut(self.emit, old, found, tuple(region_.shape)), new, d1, d2)
-            final = write_back(self.emit, old, found, new, self.known)
+            freed = self.freeable(old, id(base)) if square is None and old.is_contiguous() else None
+            final = write_back(self.emit, old, found, new, self.known, reuse=freed is not None)
             self.pending[id(base)] = (final, base, func)  # compared before anything reads it (:meth:`check_writes`)
             self.by_id[id(base)] = self.by_id[id(final)]
-            if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
-                self.own.add(id(final))
-                address = final.untyped_storage().data_ptr()
-                self.holders.setdefault(address, []).extend(
-                    n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
-                    and n.value.untyped_storage().data_ptr() == address)
-            self.release(old, start)
+            if freed is not None and _shares(final, old):  # the new value written into ``old``'s memory
+                self.reused(old, freed, start, self.by_id[id(final)])
+            else:
+                if not _shares(final, new):  # made by the recorded operations, not the model's tensor written (or a view)
+                    self.own.add(id(final))
+                    address = final.untyped_storage().data_ptr()
+                    self.holders.setdefault(address, []).extend(
+                        n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
+                        and n.value.untyped_storage().data_ptr() == address)
+                self.release(old, start)
             self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
             if base is root:
                 for t in twins:  # and reads it written from here on
@@ -255,26 +268,60 @@ class InPlace:
         Kept as it is where anything else may read it: memory the model sees, a write not compared yet
         (:attr:`pending`), a constant (drawn by its values), indices, or a tensor sharing the memory that no node
         holds (counted: the memory's users are exactly the nodes' tensors and ``old``)."""
-        if id(old) not in self.own or old.device.type == "meta" or not old.is_floating_point() \
-                or old.numel() * old.element_size() < RELEASE_ABOVE:
+        memory = old.untyped_storage() if old.device.type != "meta" else None
+        nodes = self.holders.pop(memory.data_ptr(), []) + [
+            n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor) and n.value.device.type != "meta"
+            and n.value.untyped_storage().data_ptr() == memory.data_ptr()] if memory is not None else []
+        if memory is None or not self._held_only_by(old, nodes):
             return
+        _forget(nodes)
+        self.memory.pop(memory.data_ptr(), None)  # (its address may be the model's next tensor's: no alias of it kept)
+        self.retired.pop(memory.data_ptr(), None)
+        memory.resize_(0)  # (the tensors ``keep`` holds stay, so their ids stay unique; none is read again)
+
+    def freeable(self, old: torch.Tensor, written: int) -> list[Node] | None:
+        """The nodes holding ``old`` (the written tensor's value before a write), if :meth:`release` could free it once
+        the write is recorded: then the write's new value is made in its memory (:func:`ncd.trace.writes.write_back`,
+        ``reuse``), not in a copy of it (longformer: 27 copies of 2-8 MB a trace); ``written``: the id of the tensor
+        written, whose write not compared yet (:attr:`pending`) is this one's value before it."""
+        if old.device.type == "meta":
+            return None
+        nodes = self.holders.get(old.untyped_storage().data_ptr(), [])
+        return nodes if self._held_only_by(old, nodes, written) else None
+
+    def reused(self, old: torch.Tensor, nodes: list[Node], start: int, final: Node) -> None:
+        """``old``'s memory holds the written tensor's new value now (:meth:`freeable`): the nodes that held its value
+        before (``nodes``), and the write's cuts of it (whose entries the write changed), read as ``meta`` tensors;
+        ``final`` (the new value) and the joins that make it (parts of it) keep their values."""
+        address = old.untyped_storage().data_ptr()
+        self.holders.pop(address, None)
+        made = [n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor) and n.value.device.type != "meta"
+                and n.value.untyped_storage().data_ptr() == address]
+        kept = [n for n in made if n is final or n.target is torch.ops.aten.cat.default]
+        gone = [n for n in nodes if n not in kept] + [n for n in made if n not in kept]
+        alive = {id(old)} | {id(n.value) for n in kept}
+        self.retired[address] = self.retired.get(address, 0) + len({id(n.value) for n in gone} - alive)
+        _forget(gone)  # (their tensors, which ``keep`` holds, still use the memory: counted in :attr:`retired`)
+        self.holders[address] = kept
+
+    def _held_only_by(self, old: torch.Tensor, nodes: list[Node], written: int | None = None) -> bool:
+        """Whether ``old``'s memory is the recorder's own (:attr:`own`), floating point, at least
+        :data:`RELEASE_ABOVE` bytes, held by ``nodes`` only (values of the inputs; their tensors and ``old`` are its
+        only users: counted) and compared by no pending write (but the one into ``written``, whose value is ``old``)."""
+        if id(old) not in self.own or not old.is_floating_point() or old.numel() * old.element_size() < RELEASE_ABOVE:
+            return False
         memory = old.untyped_storage()
         address = memory.data_ptr()
-        nodes = self.holders.pop(address, []) + [n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
-                                                 and n.value.untyped_storage().data_ptr() == address]
         held = {id(old): old}
         for n in nodes:
-            if not n.live or not isinstance(n.value, torch.Tensor) or not n.value.is_floating_point():
-                return
+            if not n.live or not isinstance(n.value, torch.Tensor) or not n.value.is_floating_point() \
+                    or n.value.device.type == "meta" or n.value.untyped_storage().data_ptr() != address:
+                return False
             held[id(n.value)] = n.value
-        if any(f.untyped_storage().data_ptr() == address for f, _, _ in self.pending.values()) \
-                or torch._C._storage_Use_Count(memory._cdata) != len(held) + 1:  # (+1: ``memory`` itself)
-            return
-        for n in nodes:
-            v = n.value
-            n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
-        self.memory.pop(address, None)  # (its address may be the model's next tensor's: no alias of a value kept)
-        memory.resize_(0)  # (the tensors ``keep`` holds stay, so their ids stay unique; none is read again)
+        return not any(f.untyped_storage().data_ptr() == address for key, (f, _, _) in self.pending.items()
+                       if not (key == written and f is old)) \
+            and torch._C._storage_Use_Count(memory._cdata) == len(held) + 1 + self.retired.get(address, 0)  # (+1:
+        # ``memory`` itself)
 
     def written(self, src: Any, out: torch.Tensor) -> torch.Tensor:
         """The value ``out.copy_(src)`` / ``out.fill_(src)`` wrote, as recorded operations on ``src``."""

@@ -201,6 +201,7 @@ class _Recording(Aliases, InPlace):
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
         #: the address of memory of ``own`` -> the nodes whose recorded values it holds (:meth:`release`)
         self.holders: dict[int, list[Node]] = {}
+        self.retired: dict[int, int] = {}  # such an address -> tensors kept on it no node reads (:meth:`reused`)
         named = [names[k] if k < len(names) else f"input{k}" for k in range(len(leaves))]
         self.shared = _sharing(named, leaves)  # an input -> the earlier input whose memory it shares
         self.input_of: dict[int, str] = {}  # the id of a tensor the model runs on as an input -> the input's name

@@ -143,13 +143,16 @@ def cut(emit: Emit, base: torch.Tensor, found: Region, shape: tuple[int, ...]) -
 Known = Callable[..., torch.Tensor]
 
 
-def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, known: Known | None = None) -> torch.Tensor:
+def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, known: Known | None = None,
+               reuse: bool = False) -> torch.Tensor:
     """The root after its region (``found``) became ``new`` (of the view's shape): recorded operations on ``old``.
 
     With ``known``, the root's new value is made first, as one copy of ``old`` with the region copied in, and each
     ``cat`` joining the region's pieces is recorded with its part of that copy as its value (a view): not computed
     again at every level (longformer: a chunk of a (8, 2, 256, 513) score tensor written, 4 MB joined inside it and
-    then the whole 8 MB, six times a layer); the tensor compared with the one the model wrote is the same."""
+    then the whole 8 MB, six times a layer); the tensor compared with the one the model wrote is the same.  ``reuse``:
+    that copy is ``old`` itself, written (its values read by no one after: :meth:`ncd.trace.inplace.InPlace.freeable`;
+    the pieces cut from it for the joins then hold the new entries)."""
     kept = [new.size(j) for j in range(new.dim()) if new.size(j) != 1]
     sizes = [new.size(j) for j in range(new.dim())]
     if len(kept) != len(sizes) or len(kept) != len(found.order):  # the view's new size-1 dimensions
@@ -165,7 +168,8 @@ def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, 
     if known is not None and new.dtype == old.dtype and new.device == old.device and old.dim() == len(found.specs) \
             and not all(kind == "range" and at == 0 and length == old.size(d) and step == 1
                         for d, (kind, at, length, step) in enumerate(found.specs)):  # (all of ``old``: ``new`` it is)
-        into = aten.clone.default(old, memory_format=torch.contiguous_format)  # (as ``cat`` lays out its result)
+        into = old if reuse and old.is_contiguous() else \
+            aten.clone.default(old, memory_format=torch.contiguous_format)  # (as ``cat`` lays out its result)
         region_ = into
         for d in reversed(range(old.dim())):
             kind, s, length, step = found.specs[d]
