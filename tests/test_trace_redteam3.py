@@ -119,3 +119,26 @@ def test_a_mask_of_the_inputs_selecting_is_warned() -> None:
     d, said = _traced(_FixedMask(), x)
     assert not any("boolean mask" in m for m in said), said
     torch.testing.assert_close(d.to_torch()(y), _FixedMask()(y))
+
+
+def test_a_global_forward_hook_is_warned_and_drawn_once() -> None:
+    """A user's global forward hook (doubling every Linear's output) is recorded into the diagram; on main nothing said
+    that, while it stays registered, it fires again on the lowered module's own Linear (4x where the model gives 2x).
+    The lowered module, called once the hook is removed, is the model called with it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
+
+    def double(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor | None:
+        return out * 2 if isinstance(module, torch.nn.Linear) else None
+
+    x = torch.randn(2, 4)
+    hook = torch.nn.modules.module.register_module_forward_hook(double)
+    try:
+        want = model(x)
+        d, said = _traced(model, x)
+    finally:
+        hook.remove()
+    assert any("global forward hooks are registered (" in m and "double" in m for m in said), said
+    torch.testing.assert_close(d.to_torch()(x), want)
+    _, said = _traced(model, x)
+    assert not any("global forward hooks" in m for m in said), said

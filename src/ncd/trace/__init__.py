@@ -30,7 +30,14 @@ from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
 from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.params import HOLDER, freeze, hold, tie, unread
-from ncd.trace.watched import _data_refused, _grad_mode_as_called, _python_random_watched, _state_kept, _warn_backward_hooks
+from ncd.trace.watched import (
+    _data_refused,
+    _grad_mode_as_called,
+    _python_random_watched,
+    _state_kept,
+    _warn_backward_hooks,
+    _warn_global_forward_hooks,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -276,6 +283,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
             return capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
 
     _warn_backward_hooks(model)
+    _warn_global_forward_hooks(model)
     try:
         captured = captured_as(capture)  # experts decided at their first call in the recording
     except Undecided:  # first called where they cannot be: decided by a run of the model before the capture

@@ -77,6 +77,22 @@ def _warn_backward_hooks(model: torch.nn.Module) -> None:
                       RuntimeWarning, stacklevel=user_stacklevel())
 
 
+def _warn_global_forward_hooks(model: torch.nn.Module) -> None:
+    """A warning naming the global forward hooks registered where ``ncd.trace`` is called
+    (``torch.nn.modules.module.register_module_forward_hook`` and ``..._pre_hook``): what they did to the model's
+    modules is recorded, so drawn; while they stay registered they also fire on the lowered module and its own
+    submodules, applying their effect again (a hook doubling every Linear's output gave 4x, the model 2x)."""
+    from torch.nn.modules import module as modules
+
+    hooks = [*modules._global_forward_pre_hooks.values(), *modules._global_forward_hooks.values()]
+    if hooks:
+        names = ", ".join(getattr(h, "__qualname__", type(h).__name__) for h in hooks[:4])
+        warnings.warn(f"ncd.trace({type(model).__name__}): global forward hooks are registered ({names}"
+                      f"{', ...' if len(hooks) > 4 else ''}); their effect on the model's modules is drawn, and while"
+                      " they stay registered they fire again on the lowered module's own modules (remove them before"
+                      " calling it)", RuntimeWarning, stacklevel=user_stacklevel())
+
+
 def _python_random_states() -> tuple[Any, ...]:
     """The states of Python's and numpy's global random number generators (numpy's only if it is imported)."""
     import random
