@@ -64,3 +64,58 @@ def test_activation_modules_that_are_the_function_at_every_magnitude_stay_one_bo
         d = _trace(model, torch.randn(2, 4))
         assert [b.prim.function for b in d.boxes() if b.prim.op == "elementwise"] == [op]
         _agrees(model, d, torch.randn(2, 4) * 1000)
+
+
+# -- RMS-norm modules: eps shows at the scale of sqrt(eps), whatever the dtype ------------------------------------
+class PaperRMSNorm(nn.Module):
+    """The RMSNorm paper's form, ``x / (rms + eps)`` (eps outside the root), computed in float32 as HF's norms are."""
+
+    def __init__(self, n: int, dtype: torch.dtype, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(n, dtype=dtype)), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        return self.weight * (h / (h.pow(2).mean(-1, keepdim=True).sqrt() + self.eps)).to(x.dtype)
+
+
+class OwnEpsRMSNorm(nn.Module):
+    """An ``eps`` attribute of 0, and an ``eps`` of its own added inside the root."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(n)), 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class Normed(nn.Module):
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.norm(x) * 2
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_rms_norm_adding_eps_outside_the_root_is_not_an_rms_box(dtype: torch.dtype) -> None:
+    # before, the check at the scale of sqrt(eps) ran in float32 and float64 only; in half precision both forms round
+    # to the same numbers at unit scale, so the norm was one rmsnorm box (eps inside the root), 33% (bfloat16) and
+    # 43% (float16) off on inputs of root mean square 1e-3
+    torch.manual_seed(0)
+    model = Normed(PaperRMSNorm(8, dtype))
+    d = _trace(model, torch.randn(2, 5, 8).to(dtype))
+    for scale in (1.0, 1e-2, 1e-3):
+        _agrees(model, d, (torch.randn(2, 5, 8) * scale).to(dtype), rtol=1e-2)
+
+
+def test_an_rms_norm_of_eps_0_adding_an_eps_of_its_own_is_not_an_rms_box_of_eps_0() -> None:
+    # before, an eps attribute of 0 skipped the small-scale check: drawn as rmsnorm(eps=0), 5x off at rms 1e-4
+    torch.manual_seed(0)
+    model = Normed(OwnEpsRMSNorm(8))
+    d = _trace(model, torch.randn(2, 8))
+    for scale in (1.0, 1e-3, 1e-4):
+        _agrees(model, d, torch.randn(2, 8) * scale)

@@ -96,7 +96,7 @@ class ModuleIdioms(Learned):
                     w = weight.detach() if read else None
                     if not self._module_agrees(path, source, result,
                                                lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps)),
-                                               small=float(eps) ** 0.5):
+                                               small=float(eps) ** 0.5 if eps > 0 else _NO_EPS):
                         return False
                     out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), read), label), [vid])
                     if w is not None:
@@ -116,9 +116,11 @@ class ModuleIdioms(Learned):
         and on a random input run through the module itself — a class name is never proof.  The modules checked act
         on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time).
 
-        ``small`` (an RMS norm's ``sqrt(eps)``): also on a random input of about that root mean square (float32 and
-        float64), where ``eps`` decides the value: a norm adding ``eps`` outside the root (the RMSNorm paper's
-        ``x / (rms + eps)``), or another ``eps`` than its attribute, agrees within 1e-4 at unit scale only.
+        ``small`` (an RMS norm's ``sqrt(eps)``, :data:`_NO_EPS` for ``eps`` 0): also on a random input of about that
+        root mean square (in the value's dtype: a bfloat16 or float16 norm computing in float32 rounds to the same
+        half-precision numbers at unit scale whatever it does with ``eps``), where ``eps`` decides the value: a norm
+        adding ``eps`` outside the root (the RMSNorm paper's ``x / (rms + eps)``), or another ``eps`` than its
+        attribute, agrees within 1e-4 at unit scale only.
 
         ``sweep`` (an elementwise activation): also on every entry of :data:`SWEEP` (both signs, magnitudes 1e-4 to
         1e4), where a clamp or clip (a ``ReLU`` class computing ReLU6, a GELU clipped at 10) parts from the function:
@@ -134,7 +136,7 @@ class ModuleIdioms(Learned):
             probe = self._probe(shape, value.dtype)
             with torch.no_grad():
                 pairs = [(module(probe), fn(probe))]
-                if small > 0 and value.dtype in (torch.float32, torch.float64):
+                if small > 0 and value.dtype.is_floating_point:
                     tiny = self._probe(shape, value.dtype) * (small / 3)  # (the probe's entries are 3 randn)
                     pairs.append((module(tiny.clone()), fn(tiny)))
                 if sweep:
@@ -177,6 +179,10 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     equal entries are close, and a module computing the function by the same kernel gives equal ones)."""
     return bool(torch.equal(a, b)) or bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))
 
+
+#: The scale an RMS norm of ``eps`` 0 is also checked at: one adding an ``eps`` of its own (``1e-12`` or more) parts
+#: from the norm there.
+_NO_EPS = 1e-6
 
 #: Entries of a traced value a module idiom is checked on in full; larger values are checked on a sample of rows.
 _CHECKED = 1 << 16
