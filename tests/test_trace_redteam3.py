@@ -142,3 +142,21 @@ def test_a_global_forward_hook_is_warned_and_drawn_once() -> None:
     torch.testing.assert_close(d.to_torch()(x), want)
     _, said = _traced(model, x)
     assert not any("global forward hooks" in m for m in said), said
+
+
+@pytest.mark.parametrize("option", ["scale_grad_by_freq", "sparse"])
+def test_an_embedding_with_other_gradients_keeps_them(option: str) -> None:
+    """``nn.Embedding(scale_grad_by_freq=True)`` scales each row's gradient by its count in the batch, ``sparse=True``
+    gives a sparse gradient (for SparseAdam); on main both were the plain embedding box, whose gradient is neither
+    (the forward equal, the gradient silently other).  Now an opaque call of the embedding: the model's gradient."""
+    torch.manual_seed(0)
+    model = torch.nn.Embedding(10, 4, **{option: True})
+    ids = torch.tensor([[0, 1, 1, 1, 2]])
+    d, _ = _traced(model, ids)
+    lowered = d.to_torch()
+    model(ids).sum().backward()
+    lowered(ids).sum().backward()
+    want = model.weight.grad
+    got = next(lowered.parameters()).grad
+    assert want is not None and got is not None and got.is_sparse == want.is_sparse
+    torch.testing.assert_close(got.to_dense(), want.to_dense())

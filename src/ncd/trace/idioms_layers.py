@@ -29,6 +29,9 @@ def embedding(conv: Converter, node: Node) -> None:
     from ncd.prims.embedding import EmbeddingOp
 
     weight, ids = node.args[0], node.args[1]
+    given = dict(zip(("padding_idx", "scale_grad_by_freq", "sparse"), node.args[2:])) | dict(node.kwargs)
+    if given.get("scale_grad_by_freq") or given.get("sparse"):  # gradients the box's would not be: opaque (exact)
+        raise Decline("gradients scaled by frequency, or sparse")
     table = _weight(weight)
     if table is None or table.dim() != 2 or not _tensor(ids) or ids.value.is_floating_point():
         raise Decline("not a learned table")  # ids may be constant: a table read at fixed rows (BERT's token types)
