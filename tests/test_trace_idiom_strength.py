@@ -119,3 +119,30 @@ def test_an_rms_norm_of_eps_0_adding_an_eps_of_its_own_is_not_an_rms_box_of_eps_
     d = _trace(model, torch.randn(2, 8))
     for scale in (1.0, 1e-3, 1e-4):
         _agrees(model, d, torch.randn(2, 8) * scale)
+
+
+# -- attention: a constant mask that lets a query see no key --------------------------------------------------------
+class StrictlyCausal(nn.Module):
+    """Each query attends to the keys before it only (a constant mask: the first query sees no key, SDPA gives 0)."""
+
+    def __init__(self, boolean: bool) -> None:
+        super().__init__()
+        self.proj, self.boolean = nn.Linear(8, 8), boolean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        q = self.proj(x).view(x.shape[0], t, 2, 4).transpose(1, 2)
+        before = torch.ones(t, t, dtype=torch.bool).tril(-1)
+        mask = before if self.boolean else torch.zeros(t, t).masked_fill(~before, float("-inf"))
+        return nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+
+@pytest.mark.parametrize("boolean", [True, False])
+def test_a_constant_mask_leaving_a_query_no_key_gives_0_there_as_sdpa_does(boolean: bool) -> None:
+    # before, the constant mask was added to the scores and softmaxed: the first query's row was NaN in the lowered
+    # module where scaled_dot_product_attention gives 0
+    torch.manual_seed(0)
+    model = StrictlyCausal(boolean).eval()
+    d = _trace(model, torch.randn(2, 5, 8))
+    for _ in range(2):
+        _agrees(model, d, torch.randn(2, 5, 8))

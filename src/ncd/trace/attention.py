@@ -506,6 +506,14 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
         s = conv.apply(Box(AddOp(2)), [s, vm])
         if list(conv.segs[s].names) != names:
             raise Decline("mask does not line up")
+        if additive.numel() and bool(torch.isneginf(additive).all(-1).any()):
+            # a query the mask lets see no key: 0, as in SDPA (the softmax of a row of -inf is NaN): a padding mask of
+            # the finite entries says so to the softmax, as for a mask the model computes (values unchanged)
+            from ncd.prims.attention import PaddingMaskOp
+            from ncd.prims.gather import CompareOp
+
+            finite = conv.apply(Box(CompareOp(">", float("-inf"), SCALAR)), [vm])
+            s = conv.apply(Box(PaddingMaskOp(conv.segs[s].axes[-1])), [s, finite])
     if padding is not None:
         from ncd.prims.attention import PaddingMaskOp
 
