@@ -352,3 +352,28 @@ def test_any_and_all_of_a_mask_are_boxes() -> None:
     d = round_trip(Guarded(), torch.randn(2, 5, 3), torch.randint(2, 6, (2, 5)),
                    fresh=(torch.randn(2, 5, 3), torch.randint(2, 6, (2, 5))))
     assert d.opaque_count == 0 and _ops(d).count("any") == 2
+
+
+class MaskFunction(nn.Module):
+    """transformers' mask functions read the padding mask and packed-sequence ids at ``arange`` indices placed on axes
+    of their own, ``mask[batch[:, None, None, None], kv[None, None, None, :]]`` (every entry where it is); and indices
+    placed out of order, ``ids[batch[None, :], kv[:, None]]``, which transpose instead."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t = mask.shape
+        batch, kv = torch.arange(b), torch.arange(t)
+        keep = mask.bool()[batch[:, None, None, None], kv[None, None, None, :]]  # b 1 1 t
+        same = ids[batch[:, None, None], kv[None, :, None]] == ids[batch[:, None, None], kv[None, None, :]]  # b t t
+        scores = torch.einsum("btm,bsm->bts", x, x)[:, None].masked_fill(~keep | ~same[:, None], -1e4)
+        return scores.softmax(-1), ids[batch[None, :], kv[:, None]]
+
+
+def test_a_mask_read_at_placed_aranges_is_a_reshape() -> None:
+    def inputs(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        mask = torch.ones(2, 5, dtype=torch.long)
+        mask[0, :1 + seed] = 0
+        return torch.randn(2, 5, 4, generator=gen), mask, torch.randint(0, 2, (2, 5), generator=gen).cumsum(-1)
+
+    d = round_trip(MaskFunction(), *inputs(0), fresh=inputs(1))
+    assert d.opaque == (("aten.index.Tensor", 1),)  # the transposing read only

@@ -203,8 +203,54 @@ def _mask_positions(indices: list[Any]) -> list[Any]:
 def index(conv: Converter, node: Node) -> None:
     """``x[..., i, ...]`` with one live index tensor ``i`` and, before it, full slices or ``arange`` (a diagonal); ``x`` may
     be a constant read at live positions (the identity's rows at the experts a router chose); a constant boolean mask
-    on one axis is the positions it keeps.  A negative position counts from the end."""
+    on one axis is the positions it keeps.  A negative position counts from the end.  Constant ``arange`` indices
+    placed on their own axes in order (transformers' mask functions: ``mask[batch[:, None, None, None],
+    kv[None, None, None, :]]``) read every entry where it is: ``x`` with axes of size 1 between, a reshape."""
+    if _placed_aranges(node):
+        from ncd.trace.idioms_wires import reshape
+
+        x = node.args[0]
+        view = Node(f"{node.name}_reshaped", "call", torch.ops.aten.reshape.default,
+                    (x, list(node.value.shape)), {}, value=node.value, stack=node.stack, live=True, line=node.line)
+        reshape(conv, view)
+        conv.bind(node, conv.values[id(view)])
+        return
     read_at(conv, node, wraps=True)
+
+
+def _placed_aranges(node: Node) -> bool:
+    """Whether ``x[i_0, …, i_{n-1}]`` (a live ``x``, constant integer indices of one rank) reads each entry of ``x`` in
+    place: ``i_k`` is ``arange`` of ``x``'s size along one axis of its own and 1 on the others (all zeros where that
+    size is 1), those axes in the order of ``k`` — so the result is ``x`` with axes of size 1 inserted (exact)."""
+    x, indices = node.args[:2]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and isinstance(node.value, torch.Tensor)):
+        return False
+    if not indices or len(indices) > x.value.dim() or any(
+            not (isinstance(i, Node) and not i.live and isinstance(i.value, torch.Tensor) and _integer(i.value)
+                 and i.value.device.type != "meta") for i in indices):
+        return False
+    rank = indices[0].value.dim()
+    last = -1
+    for k, i in enumerate(indices):
+        shape, size = tuple(int(s) for s in i.value.shape), int(x.value.shape[k])
+        if len(shape) != rank:
+            return False
+        along = [a for a, s in enumerate(shape) if s != 1]
+        if size == 1 and not along:
+            if int(i.value.reshape(()).item()) != 0:
+                return False
+            continue
+        if len(along) != 1 or shape[along[0]] != size or along[0] <= last:
+            return False
+        if not torch.equal(i.value.reshape(-1).cpu(), torch.arange(size, dtype=i.value.dtype)):
+            return False
+        last = along[0]
+    want = [1] * rank
+    for i in indices:
+        for a, s in enumerate(i.value.shape):
+            if int(s) != 1:
+                want[a] = int(s)
+    return tuple(want) + tuple(int(s) for s in x.value.shape[len(indices):]) == tuple(int(s) for s in node.value.shape)
 
 
 def read_at(conv: Converter, node: Node, wraps: bool) -> None:
