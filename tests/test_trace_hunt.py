@@ -24,7 +24,7 @@ NAMES = [name for name, _, _ in hunt.zoo()]
 #: entries whose lowering at another batch is refused, and why (the rest must lower and be equal)
 REFUSED_AT_B3 = {"shape_float_first": "differs from the model", "channels_last": None, "bool_masks": None,
                  "view_writes": None, "int_bits_arithmetic": None, "weight_norm": None, "functional_call": None,
-                 "embedding_max_norm": None, "nested_padding": "const"}
+                 "embedding_max_norm": None}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,11 @@
 * A mask computed from an input (``attention_mask``, a padding mask) is read as a causal
   (or sliding-window, or no) mask and a :class:`~ncd.prims.attention.PaddingMaskOp` on that
   input, after the recorded operations that build it were re-run on the traced input and on
-  random 0/1 masks and gave exactly ``structure & input[batch, key]`` every time.
+  random 0/1 masks and gave exactly ``structure & input[batch, key]`` every time; a float mask
+  (added to the scores) likewise when it is ``0`` exactly there and ``-inf`` everywhere else,
+  or ``0`` where the input is ``0`` (``nn.MultiheadAttention``'s ``key_padding_mask``, ``True``
+  at the padded keys, made ``-inf`` there): the padding mask keeps the keys where the input is
+  ``0`` then.  Adding ``0`` leaves a score as it is, and a row of ``-inf`` gives ``0`` in both.
 * ``expand`` of a live value is a broadcast copy (:class:`~ncd.prims.derivative.ExpandOp`).
 
 A pre-pass (:func:`prepare`) finds both readings before the walk and leaves the operations
@@ -55,11 +59,13 @@ class Repeat:
 
 @dataclass
 class LiveMask:
-    """A boolean mask ``structure[y, x] & (input[b, x] != 0)`` computed from ``input`` by ``nodes``."""
+    """A boolean mask ``structure[y, x] & (input[b, x] != 0)`` (``negated``: ``== 0``) computed from ``input`` by
+    ``nodes`` (or a float one, ``0`` there and ``-inf`` elsewhere)."""
 
     input: Node
     structure: torch.Tensor  # (y, x) bool
     nodes: list[Node]
+    negated: bool = False
 
 
 @dataclass
@@ -67,7 +73,7 @@ class Readings:
     repeats: dict[int, Repeat] = field(default_factory=dict)
     masks: dict[int, LiveMask] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
-    cast: dict[int, int] = field(default_factory=dict)  # input node id -> its value as booleans
+    cast: dict[tuple[int, bool], int] = field(default_factory=dict)  # (input node id, negated) -> the keys kept
 
 
 def readings(conv: Converter) -> Readings:
@@ -110,8 +116,9 @@ def prepare(conv: Converter) -> None:
     found.skipped = candidates
     conv.skip |= candidates
     for reading in found.masks.values():  # the input read as booleans once, before everything (layers stay alike)
-        if id(reading.input) not in found.cast and id(reading.input) in conv.values:
-            found.cast[id(reading.input)] = _as_bool(conv, conv.values[id(reading.input)])
+        key = (id(reading.input), reading.negated)
+        if key not in found.cast and id(reading.input) in conv.values:
+            found.cast[key] = _as_bool(conv, conv.values[id(reading.input)], reading.negated)
     conv.__dict__["_attention_readings"] = found
 
 
@@ -235,11 +242,12 @@ def empty_rows_give_zero() -> bool:
 
 
 def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
-    """``mask`` as ``structure[y, x] & (input[b, x] != 0)``: checked by re-running its operations on the traced input
-    and on random 0/1 inputs (every entry, every time)."""
+    """``mask`` as ``structure[y, x] & (input[b, x] != 0)`` (a float mask: ``0`` there, ``-inf`` elsewhere; or with
+    ``== 0``, negated): checked by re-running its operations on the traced input and on random 0/1 inputs (every
+    entry, every time)."""
     if not empty_rows_give_zero():
         return None  # padded queries would be NaN where the model gives 0: the attention stays opaque
-    if not _tensor(mask) or mask.value.dtype != torch.bool or mask.value.dim() < 2:
+    if not _tensor(mask) or mask.value.dim() < 2 or not (mask.value.dtype == torch.bool or mask.value.is_floating_point()):
         return None
     found = _subgraph(mask)
     if found is None:
@@ -257,9 +265,25 @@ def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
     batch, keys = int(p.shape[0]), int(p.shape[1])
     if shape[-1] != keys or shape[0] not in (1, batch) or len(shape) != 4:
         return None
+    dtype = mask.value.dtype
+
+    def kept(probe: torch.Tensor) -> torch.Tensor | None:
+        """Where the mask the operations make from ``probe`` keeps the scores (a float one: ``0`` there, ``-inf``
+        elsewhere, nothing else); None when it is not such a mask of ``mask``'s shape."""
+        got = _run(nodes, {id(source): probe})
+        if not (isinstance(got, torch.Tensor) and got.dtype == dtype and tuple(got.shape) == shape):
+            return None
+        if dtype == torch.bool:
+            return got
+        zero = got == 0
+        return zero if bool((zero | (got == float("-inf"))).all()) else None
+
     try:
-        full = _run(nodes, {id(source): torch.ones_like(p)})
-        if not (isinstance(full, torch.Tensor) and full.dtype == torch.bool and tuple(full.shape) == shape):
+        negated = False
+        full = kept(torch.ones_like(p))
+        if full is not None and dtype != torch.bool and not bool(full.any()):  # kept where the input is 0
+            negated, full = True, kept(torch.zeros_like(p))
+        if full is None:
             return None
         structure = full.reshape(-1, shape[-2], shape[-1])[0]
         if not bool((full == structure).all()):
@@ -267,13 +291,13 @@ def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
         gen = torch.Generator().manual_seed(0)
         probes = [p] + [(torch.rand(tuple(p.shape), generator=gen) > 0.4).to(p.dtype) for _ in range(4)]
         for probe in probes:
-            got = _run(nodes, {id(source): probe})
-            want = structure & (probe != 0)[:, None, None, :]
-            if not (isinstance(got, torch.Tensor) and tuple(got.shape) == shape and bool((got == want.expand(shape)).all())):
+            got = kept(probe)
+            want = structure & ((probe == 0) if negated else (probe != 0))[:, None, None, :]
+            if got is None or not bool((got == want.expand(shape)).all()):
                 return None
     except Exception:  # noqa: BLE001 - operations that cannot be re-run are not read
         return None
-    return LiveMask(source, structure, nodes)
+    return LiveMask(source, structure, nodes, negated)
 
 
 # -- expand ------------------------------------------------------------------------------------------
@@ -546,7 +570,7 @@ def _grouped_operand(conv: Converter, mask: Node, names: list[str], shape: tuple
 
 def _padding_wire(conv: Converter, scores: Segment, live_mask: LiveMask) -> int:
     """The mask input as booleans on the scores' first and key wires (``b x``): where the scores are kept."""
-    vid = readings(conv).cast.get(id(live_mask.input))
+    vid = readings(conv).cast.get((id(live_mask.input), live_mask.negated))
     if vid is None:
         raise Decline("the mask input is not bound")
     seg = conv.segs[vid]
@@ -556,15 +580,17 @@ def _padding_wire(conv: Converter, scores: Segment, live_mask: LiveMask) -> int:
     return conv.view(vid, [first.name, key.name], (int(first.size), int(key.size)))
 
 
-def _as_bool(conv: Converter, vid: int) -> int:
+def _as_bool(conv: Converter, vid: int, negated: bool = False) -> int:
+    """The value as booleans (``negated``: where it is ``0``)."""
     from ncd.prims.gather import CastOp
+    from ncd.prims.selection import LogicOp
 
     seg = conv.segs[vid]
-    if seg.dtype == "bool":
-        return vid
     saved, conv.stack = conv.stack, ()
     try:
-        return conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), Segment((), "bool"))), [vid])
+        if seg.dtype != "bool":
+            vid = conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), Segment((), "bool"))), [vid])
+        return conv.apply(Box(LogicOp("not")), [vid]) if negated else vid
     finally:
         conv.stack = saved
 

@@ -181,9 +181,10 @@ def _masks_read(conv: Converter, match: _Match) -> set[int] | None:
         if rt is None and rc is None:
             continue
         if rt is None or rc is None or rt.input is not rc.input or (id(mt) in found.skipped) != (id(mc) in found.skipped) \
-                or rt.structure.shape != rc.structure.shape or not torch.equal(rt.structure, rc.structure):
+                or rt.negated != rc.negated or rt.structure.shape != rc.structure.shape \
+                or not torch.equal(rt.structure, rc.structure):
             return None
-        vid = found.cast.get(id(rt.input))
+        vid = found.cast.get((id(rt.input), rt.negated))
         if vid is not None:
             shared.add(vid)
     return shared
