@@ -377,3 +377,19 @@ def test_a_mask_read_at_placed_aranges_is_a_reshape() -> None:
 
     d = round_trip(MaskFunction(), *inputs(0), fresh=inputs(1))
     assert d.opaque == (("aten.index.Tensor", 1),)  # the transposing read only
+
+
+class Packed(nn.Module):
+    """transformers' packed-sequence test: where ``position_ids`` do not step by one, a new sequence starts
+    (``diff`` with ``prepend``); and a second difference of floats."""
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = torch.diff(positions, prepend=positions[:, :1] - 1, dim=-1)
+        return (steps != 1).cumsum(-1), torch.diff(x, n=2, dim=1)
+
+
+def test_diff_is_slices_and_a_subtraction() -> None:
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3], [3, 4, 5, 6, 7, 8, 9]])
+    fresh = torch.tensor([[0, 1, 0, 1, 2, 0, 1], [5, 6, 7, 0, 1, 2, 3]])
+    d = round_trip(Packed(), positions, torch.randn(2, 6, 3), fresh=(fresh, torch.randn(2, 6, 3)))
+    assert d.opaque_count == 0

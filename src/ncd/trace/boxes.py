@@ -201,6 +201,36 @@ def pad(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(Box(prim), [vid]))
 
 
+@rule("aten.diff")
+def diff(conv: Converter, node: Node) -> None:
+    """``torch.diff(x, n, dim, prepend, append)`` of numbers (not flags, whose difference is an exclusive or):
+    ``prepend``, ``x`` and ``append`` joined along ``dim``, then ``n`` times the later entries minus the earlier ones
+    (two slices and a subtraction, each by its own rule: transformers' packed-sequence test of ``position_ids``)."""
+    from ncd.trace.boxes_losses import _call
+
+    def arg(k: int, name: str, default: Any) -> Any:
+        return node.args[k] if len(node.args) > k else node.kwargs.get(name, default)
+
+    x, n, dim = node.args[0], arg(1, "n", 1), arg(2, "dim", -1)
+    ends = [arg(3, "prepend", None), arg(4, "append", None)]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or x.value.dtype == torch.bool \
+            or not isinstance(n, int) or n < 1 or not isinstance(dim, int):
+        raise Decline("not a difference of a live tensor of numbers")
+    parts = [p for p in (ends[0], x, ends[1]) if p is not None]
+    if any(not (isinstance(p, Node) and isinstance(p.value, torch.Tensor)) or p.value.dtype != x.value.dtype
+           for p in parts):
+        raise Decline("prepended or appended entries of another type")
+    y = _call(conv, node, "joined", torch.ops.aten.cat.default, parts, dim) if len(parts) > 1 else x
+    for k in range(n):
+        length = int(y.value.shape[dim])
+        later = _call(conv, node, f"later{k}", torch.ops.aten.slice.Tensor, y, dim, 1, length)
+        earlier = _call(conv, node, f"earlier{k}", torch.ops.aten.slice.Tensor, y, dim, 0, length - 1)
+        y = _call(conv, node, f"difference{k}", torch.ops.aten.sub.Tensor, later, earlier)
+    if not torch.equal(y.value, node.value) and y.value.device.type != "meta":
+        raise Decline("the slices' difference is not the recorded one")
+    conv.bind(node, conv.values[id(y)])
+
+
 # -- cumulative sums ---------------------------------------------------------------------------
 @rule("aten.cumsum")
 def cumsum(conv: Converter, node: Node) -> None:
