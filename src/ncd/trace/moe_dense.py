@@ -481,10 +481,48 @@ class Reading:
         return undo
 
     def agrees(self, call: tuple[Any, ...], gave: Any = None) -> bool:
+        """Whether the dense reading equals the module's own method on ``call`` and random arguments, and that method
+        writes none of the module's state (a buffer or counter it updates: the dense reading would not, and the
+        model may read it later); the state is put back as it was."""
+        before = _state(self.module)
         try:
-            return self.check(call, gave)
+            agreed = self.check(call, gave)
         except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
-            return False
+            agreed = False
+        return _put_state_back(before) and agreed
+
+
+def _state(module: torch.nn.Module) -> list[tuple[Any, ...]]:
+    """The tensors and numbers ``module`` and its submodules hold (where, what, its version and a copy of a buffer or
+    plain tensor's values; parameters by version only), to tell whether a run of it wrote them (:func:`_put_state_back`)."""
+    out: list[tuple[Any, ...]] = []
+    for m in module.modules():
+        for store in (m._parameters, m._buffers, vars(m)):
+            for name, v in list(store.items()):
+                if isinstance(v, torch.Tensor):
+                    kept = None if store is m._parameters else v.detach().clone()
+                    out.append((store, name, v, v._version, kept))
+                elif type(v) in (int, float, bool) and store is vars(m):
+                    out.append((store, name, v, None, None))
+    return out
+
+
+def _put_state_back(before: list[tuple[Any, ...]]) -> bool:
+    """Whether the state read by :func:`_state` is unchanged; where it is not, it is put back (values and bindings)."""
+    same = True
+    with torch.no_grad():
+        for store, name, v, version, kept in before:
+            now = store.get(name)
+            if isinstance(v, torch.Tensor):
+                if now is not v or v._version != version:
+                    same = False
+                    if kept is not None and v._version != version:
+                        v.copy_(kept)
+                    store[name] = v
+            elif type(now) is not type(v) or now != v:
+                same = False
+                store[name] = v
+    return same
 
 
 def _readings(model: torch.nn.Module) -> dict[str, Reading]:
