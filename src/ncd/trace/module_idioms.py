@@ -21,9 +21,17 @@ __all__ = ["ACTIVATIONS", "ELEMENTWISE", "SWEEP", "ModuleIdioms", "whole"]
 
 
 def whole(cls: str) -> bool:
-    """Whether a module of class ``cls`` may be drawn whole, as one box (an activation or RMS-norm class), decided at
-    its first call."""
-    return bool(ACTIVATIONS.get(cls)) or cls.endswith("RMSNorm") or cls == "T5LayerNorm"
+    """Whether a module of class ``cls`` may be drawn whole, as one box (an activation or norm class), decided at its
+    first call."""
+    return bool(ACTIVATIONS.get(cls)) or _norm_class(cls)
+
+
+def _norm_class(cls: str) -> bool:
+    """Whether ``cls`` names a norm the RMS module idiom looks at: an ``*RMSNorm``, or a ``*LayerNorm`` — T5's family
+    (``MT5LayerNorm``, ``LongT5LayerNorm``, ``Pix2StructLayerNorm``, ``CpmAntLayerNorm`` …) names its RMS norms so.  Only
+    where to look: a ``*LayerNorm`` is tried only when its recorded run is shaped like one (:func:`_rms_shaped`), and
+    any is drawn as one box only once checked on values."""
+    return cls.endswith("RMSNorm") or cls.endswith("LayerNorm")
 
 
 class ModuleIdioms(Learned):
@@ -49,9 +57,9 @@ class ModuleIdioms(Learned):
         from ncd.prims.normalization import RMSNormOp
 
         for depth, (path, cls) in enumerate(node.stack):
-            kind = "act" if ACTIVATIONS.get(cls) else "rms" if cls.endswith("RMSNorm") or cls == "T5LayerNorm" else None
-            if kind is None:
-                continue
+            kind = "act" if ACTIVATIONS.get(cls) else "rms" if _norm_class(cls) else None
+            if kind is None or (kind == "rms" and not cls.endswith("RMSNorm") and not self._rms_shaped(depth, path)):
+                continue  # (a layer norm, fused or written out: not tried, as a class of no idiom)
             if (depth, path) in self._tried:  # decided at the module's first call
                 return False
             self._tried.add((depth, path))
@@ -109,6 +117,20 @@ class ModuleIdioms(Learned):
                 self.values[id(alias)] = vid
             return True
         return False
+
+    def whole_at(self, depth: int, path: str, cls: str) -> bool:
+        """Whether the module call at ``(depth, path)``, of class ``cls``, may be drawn whole (:func:`whole`, and a
+        ``*LayerNorm`` only when its recorded run is shaped like an RMS norm): layer reuse walks, never copies, what is
+        inside one, as its first call decides it."""
+        return whole(cls) and (cls.endswith("RMSNorm") or not cls.endswith("LayerNorm") or self._rms_shaped(depth, path))
+
+    def _rms_shaped(self, depth: int, path: str) -> bool:
+        """:func:`_rms_shaped` of the module call at ``(depth, path)`` (once per call)."""
+        shaped: dict[tuple[int, str], bool] = self.__dict__.setdefault("_shaped", {})
+        key = (depth, path)
+        if key not in shaped:
+            shaped[key] = _rms_shaped(self.module_calls().get(key, []))
+        return shaped[key]
 
     def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor],
                        small: float = 0.0, sweep: bool = False) -> bool:
@@ -222,6 +244,14 @@ def _recorded_as(run: list[Node], source: Node, result: Node, function: str | No
     value, out = source.value, result.value
     return (drawn is not None and drawn == function and isinstance(value, torch.Tensor) and isinstance(out, torch.Tensor)
             and value.is_floating_point() and out.dtype == value.dtype and tuple(out.shape) == tuple(value.shape))
+
+
+def _rms_shaped(run: list[Node]) -> bool:
+    """Whether a norm module's recorded calls look like a root mean square (a square, a mean and a reciprocal root, no
+    subtraction and no fused norm): which ``*LayerNorm`` modules the RMS idiom is tried on, its value check deciding."""
+    names = {op_name(n.target)[0] for n in run}
+    return {"aten.pow", "aten.mean", "aten.rsqrt"} <= names and not names & {
+        "aten.sub", "aten.native_layer_norm", "aten.layer_norm", "aten.var", "aten.var_mean", "aten.rms_norm"}
 
 
 def _alias_of(node: Node, source: Node) -> bool:

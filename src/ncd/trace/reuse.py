@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node
-from ncd.trace.module_idioms import whole
 from ncd.trace.reuse_copy import copy_steps
 from ncd.trace.reuse_match import _tensors
 
@@ -171,7 +170,7 @@ class Repeats:
             while part.start > span.start and nodes[part.start - 1].kind in ("parameter", "constant"):
                 part.start -= 1
             if part.end - part.start < SMALLEST or not frame[0].startswith(prefix) \
-                    or any(whole(cls) for _, cls in part.within):
+                    or any(self.conv.whole_at(d, path, cls) for d, (path, cls) in enumerate(part.within)):
                 continue  # (inside a module that may be drawn as one box, decided at its first call: walked)
             if any(n.kind == "call" and (len(n.stack) <= depth or n.stack[depth] != frame or n.stack[:depth] != part.within)
                    for n in nodes[part.start:part.end]):
