@@ -192,6 +192,9 @@ def _table_vjp(i: torch.Tensor, g: torch.Tensor, vocab: int) -> torch.Tensor:
 
 sample("embedding_grad", "rows", lambda: EmbeddingGrad(7, "m"), {"m": 4},
        lambda p, x: _table_vjp(x[0], x[1], 7), dom="[7], m", cod="vocab:7 m", batch=(3,))
+sample("embedding_grad", "padding", lambda: EmbeddingGrad(7, "m", padding_idx=2), {"m": 4},
+       lambda p, x: _table_vjp(x[0], x[1], 7).index_fill(-2, torch.tensor([2]), 0), dom="[7], m", cod="vocab:7 m",
+       batch=(3,), inputs=lambda s: (torch.tensor([2, 0, 2]), torch.randn(3, s["m"])))
 error("embedding_grad", "no-dim", lambda: EmbeddingGrad(7, ""), r"must be one segment of feature axes", ParseError)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 import ncd
-from ncd.errors import LoweringError, TypeMismatchError
+from ncd.errors import LoweringError, ParseError, TypeMismatchError
 from tests.opdb import error, sample
 
 
@@ -17,6 +18,10 @@ sample("embedding", "tokens", lambda: ncd.Identity.of("b t [v]") >> ncd.Embeddin
        {"b": 2, "t": 3, "v": 10, "m": 4}, lambda p, x: F.embedding(x[0], weights(p)[0]), dom="b t [v]", cod="b t m")
 sample("embedding", "multi-axis", lambda: ncd.Embedding("v:7", "k h"), {"k": 2, "h": 3},
        lambda p, x: F.embedding(x[0], weights(p)[0]).unflatten(-1, (2, 3)), dom="[7]", cod="k h")
+sample("embedding", "padding", lambda: ncd.Identity.of("t [v]") >> ncd.Embedding("v", "m", padding_idx=1),
+       {"t": 3, "v": 10, "m": 4}, lambda p, x: F.embedding(x[0], weights(p)[0], padding_idx=1),
+       inputs=lambda s: (torch.tensor([[1, 0, 1], [4, 1, 9]]),), dom="t [v]", cod="t m")
+error("embedding", "padding-row", lambda: ncd.Embedding("v:7", "m", padding_idx=7), r"padding_idx 7 is not a row", ParseError)
 error("embedding", "float-input", lambda: ncd.Identity.of("b t") >> ncd.Embedding("v", "m"),
       r"segment 0 holds float values but index values are expected", TypeMismatchError)
 

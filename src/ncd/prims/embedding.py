@@ -7,6 +7,8 @@ integer below ``v``) and gives ``"m"``; composed after ``"b t [v]"`` it is woven
 as in GPT-2): one shared parameter, no parameters of its own.  Tying is resolved when
 lowering and needs both boxes in the same generated class (the same block), the
 embedding first.
+``Embedding(..., padding_idx=p)`` is ``nn.Embedding``'s: row ``p`` is looked up as any other, but the lookup passes no
+gradient into it (a tied head's still does); it is not drawn (the values are the same).
 
 >>> import ncd
 >>> E = ncd.Embedding("v", "m", name="E")
@@ -16,6 +18,8 @@ embedding first.
 'b t m'
 >>> ncd.Unembed("v", "m", tied_to="E").prim.params()
 {}
+>>> ncd.Embedding("v", "m", padding_idx=0).prim.padding_idx
+0
 """
 
 from __future__ import annotations
@@ -46,16 +50,23 @@ __all__ = ["EmbeddingOp", "UnembedOp", "Embedding", "Unembed"]
 
 @dataclass(frozen=True)
 class EmbeddingOp(Primitive):
-    """Look up row ``i`` of a learned ``(vocab, dim)`` table for an index ``i < vocab``."""
+    """Look up row ``i`` of a learned ``(vocab, dim)`` table for an index ``i < vocab``.
+
+    ``padding_idx`` (``nn.Embedding``'s) is a row whose lookups pass no gradient into the table; ``None``: every row's do.
+    """
 
     vocab: Size
     dim: Segment
+    padding_idx: int | None = None
 
     op: ClassVar[str] = "embedding"
     weave_policy = weaving.trailing
     family: ClassVar[str] = "embedding"
     kind: ClassVar[Kind] = "linear"
     learned: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_padding(self.padding_idx, self.vocab, "embedding")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((Segment((), "index", self.vocab),)), Type((self.dim,))
@@ -101,6 +112,15 @@ class UnembedOp(Primitive):
 
 
 
+def _check_padding(padding_idx: int | None, vocab: Size, what: str) -> None:
+    if padding_idx is None:
+        return
+    if not isinstance(padding_idx, int) or isinstance(padding_idx, bool) or padding_idx < 0:
+        raise ParseError(f"{what}: padding_idx must be a row of the table, a whole number >= 0, not {padding_idx!r}")
+    if isinstance(vocab, sympy.Integer) and padding_idx >= int(vocab):
+        raise ParseError(f"{what}: padding_idx {padding_idx} is not a row of a table of {vocab} rows")
+
+
 def _fresh(name: str, seg: Segment) -> str:
     while name in seg.names:
         name += "′"
@@ -125,10 +145,13 @@ def _vocab(vocab: str, what: str) -> Axis:
     return axis
 
 
-def Embedding(vocab: str = "v", dim: str = "m", name: str | None = None) -> Box:
-    """A learned embedding table: index ``[vocab]`` -> features ``dim`` (``nn.Embedding``)."""
+def Embedding(vocab: str = "v", dim: str = "m", name: str | None = None, padding_idx: int | None = None) -> Box:
+    """A learned embedding table: index ``[vocab]`` -> features ``dim`` (``nn.Embedding``).
+
+    ``padding_idx=p``: lookups of row ``p`` pass no gradient into the table (``nn.Embedding(padding_idx=p)``).
+    """
     axis = _vocab(vocab, "embedding")
-    return Box.make(EmbeddingOp(axis.size, _dim(dim, "embedding")), name)
+    return Box.make(EmbeddingOp(axis.size, _dim(dim, "embedding"), padding_idx), name)
 
 
 def Unembed(vocab: str = "v", dim: str = "m", tied_to: str | None = None, bias: bool = False, name: str | None = None) -> Box:
@@ -148,15 +171,22 @@ IMPORT.unsupported(UnembedOp, "a traced (tied) output head is an aten.linear: it
 # -- derivative primitives of the family (backward diagrams) -----------------------------------
 @dataclass(frozen=True)
 class EmbeddingGradOp(Primitive):
-    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient; with ``batch`` axes, ``Σ_batch`` (an ``index_add``)."""
+    """``(i, g) ↦ onehot(i) ⊗ g``: an embedding table's gradient; with ``batch`` axes, ``Σ_batch`` (an ``index_add``).
+
+    With ``padding_idx`` ``p``, row ``p`` of the gradient is zero (``nn.Embedding(padding_idx=p)``'s backward).
+    """
 
     vocab: Size
     dim: Segment
     batch: Segment = SCALAR
+    padding_idx: int | None = None
 
     op: ClassVar[str] = "embedding_grad"
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
+
+    def __post_init__(self) -> None:
+        _check_padding(self.padding_idx, self.vocab, "embedding gradient")
 
     def signature(self) -> tuple[Type, Type]:
         rows = Axis(_fresh("vocab", self.dim), self.vocab)
@@ -168,12 +198,12 @@ class EmbeddingGradOp(Primitive):
         return "∂Emb"
 
 
-def EmbeddingGrad(vocab: SizeLike, dim: str) -> Box:
-    """The gradient of an embedding table ``vocab x dim`` at one position: ``onehot(i) ⊗ g``."""
+def EmbeddingGrad(vocab: SizeLike, dim: str, padding_idx: int | None = None) -> Box:
+    """The gradient of an embedding table ``vocab x dim`` at one position: ``onehot(i) ⊗ g`` (row ``padding_idx`` zero)."""
     seg = parse_type(dim)
     if len(seg) != 1 or not seg[0].axes:
         raise ParseError(f"embedding gradient: dim {dim!r} must be one segment of feature axes")
-    return Box.make(EmbeddingGradOp(size(vocab), seg[0]))
+    return Box.make(EmbeddingGradOp(size(vocab), seg[0], padding_idx=padding_idx))
 
 
 # -- lowering ----------------------------------------------------------------------------------
@@ -197,7 +227,10 @@ def lower_embedding(prim: EmbeddingOp, ctx: RuleContext) -> list[str]:
     vocab = ctx.int(prim.vocab, "vocabulary size")
     sizes = [ctx.int(a.size, f"axis {a.name}") for a in prim.dim]
     label = ctx.box.label
-    module = ctx.em.attr("embedding" + (f"_{label}" if label else ""), f"nn.Embedding({vocab}, {_product(sizes)})")
+    if prim.padding_idx is not None and isinstance(vocab, int) and prim.padding_idx >= vocab:
+        raise ctx.fail(f"padding_idx {prim.padding_idx} is not a row of a table of {vocab} rows")
+    padding = "" if prim.padding_idx is None else f", padding_idx={prim.padding_idx}"
+    module = ctx.em.attr("embedding" + (f"_{label}" if label else ""), f"nn.Embedding({vocab}, {_product(sizes)}{padding})")
     if label:
         _tables(ctx)[label] = (module, vocab, _product(sizes))
     call = f"{module}({ctx.args[0].var})"
@@ -282,7 +315,8 @@ def batched_backward_embedding(prim: EmbeddingOp, box: Box, builder: Builder, ba
 
     Woven over leading axes, the sum is one ``index_add`` of the cotangent's rows (no one-hot tensor).
     """
-    return BoxBackward((("in", 0),), Box(EmbeddingGradOp(prim.vocab, prim.dim, Segment(batch))), ("weight",))
+    grad = EmbeddingGradOp(prim.vocab, prim.dim, Segment(batch), prim.padding_idx)
+    return BoxBackward((("in", 0),), Box(grad), ("weight",))
 
 
 @BACKWARD.rule(UnembedOp)
@@ -307,14 +341,19 @@ def lower_embedding_grad(prim: EmbeddingGradOp, ctx: RuleContext) -> list[str]:
     n = len(prim.dim)
     vocab = evaluate(prim.vocab, what="vocabulary size")
     i, g = ctx.args[0].var, ctx.args[1].var
+    if prim.padding_idx is not None and prim.padding_idx >= vocab:
+        raise ctx.fail(f"padding_idx {prim.padding_idx} is not a row of a table of {vocab} rows")
+    # the padding row's gradient zeroed in the fresh table (in place: no second table)
+    pad = "" if prim.padding_idx is None else f".index_fill_({{}}, torch.tensor([{prim.padding_idx}], device={i}.device), 0)"
     if len(prim.batch):  # Σ over the batch (and any leading dims): rows added at their indices, no one-hot
         sizes = [evaluate(a.size, what=f"axis {a.name}") for a in prim.dim]
         width = 1
         for v in sizes:
             width *= v
         table = f"torch.zeros({vocab}, {width}, dtype={g}.dtype, device={g}.device)"
-        return [f"{table}.index_add(0, {i}.reshape(-1), {g}.reshape(-1, {width})).view({vocab}, {', '.join(map(str, sizes))})"]
-    return [f"F.one_hot({i}, {vocab}).to({g}.dtype)[..., :{', None' * n}] * {g}.unsqueeze({-n - 1})"]
+        added = f"{table}.index_add(0, {i}.reshape(-1), {g}.reshape(-1, {width})){pad.format(0)}"
+        return [f"{added}.view({vocab}, {', '.join(map(str, sizes))})"]
+    return [f"F.one_hot({i}, {vocab}){pad.format(-1)}.to({g}.dtype)[..., :{', None' * n}] * {g}.unsqueeze({-n - 1})"]
 
 
 @COST.rule(EmbeddingGradOp)

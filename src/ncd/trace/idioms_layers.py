@@ -48,7 +48,9 @@ def embedding(conv: Converter, node: Node) -> None:
     dim = conv.namer.segment([conv.namer.fresh(int(table.shape[1]), _embedding_role(conv, int(table.shape[1])))],
                              (int(table.shape[1]),))
     label = (conv.stack[-1][0].rsplit(".", 1)[-1] or None) if conv.stack else None
-    out = conv.apply(Box(EmbeddingOp(seg.range, dim), label), [vid])
+    pad = given.get("padding_idx")  # F.embedding passes a row >= 0, or -1 for none: lookups of it give no gradient
+    padding = int(pad) if isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < table.shape[0] else None
+    out = conv.apply(Box(EmbeddingOp(seg.range, dim, padding), label), [vid])
     conv.emitted.tensors.append([table])
     conv.bind(node, out)
 
