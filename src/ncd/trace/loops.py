@@ -287,6 +287,17 @@ def _prove(chunks: list[list[Node]], items: Any | None) -> _Plan | None:  # noqa
     return _Plan(hoisted, selects, states, output, bool(reverse), state_reads)
 
 
+def _learned(node: Node, seen: dict[int, bool]) -> bool:
+    """Whether a call computes its value from a parameter (``-exp(A_log)`` before a Mamba scan): read in the loop's
+    body, it is an input of the loop, wired to the call, not a constant of its value (whose gradient is lost)."""
+    if node.kind != "call":
+        return False
+    if id(node) not in seen:
+        seen[id(node)] = False  # (a cycle cannot happen: calls read earlier calls)
+        seen[id(node)] = any(r.kind == "parameter" or _learned(r, seen) for r in refs((node.args, node.kwargs)))
+    return seen[id(node)]
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return a is b
@@ -323,6 +334,7 @@ def _rewrite(nodes: list[Node], stack: Node | None, chunks: list[list[Node]], pl
     slice_inputs = {j: Node(f"x{k}", "input", value=first[j].value, source=f"x{k}", live=True)
                     for k, j in enumerate(sorted(plan.selects))}
     body: list[Node] = []
+    learned: dict[int, bool] = {}
 
     def remap(value: Any, j: int, path: tuple[Any, ...]) -> Any:
         """The body's argument for ``value`` read at ``path`` of position ``j`` (paths as :func:`_leaves` walks)."""
@@ -331,7 +343,7 @@ def _rewrite(nodes: list[Node], stack: Node | None, chunks: list[list[Node]], pl
                 return mapping[id(value)]
             if (j, path) in plan.state_reads:  # a state (its initial value, as the first step reads it)
                 return state_inputs[plan.state_reads[(j, path)]]
-            if value.live:
+            if value.live or _learned(value, learned):  # a value of the parameters too: a constant has no gradient
                 if id(value) not in consts:
                     consts[id(value)] = (value, Node(f"c{len(consts)}", "input", value=value.value,
                                                      source=f"c{len(consts)}", live=True))
