@@ -193,3 +193,28 @@ def test_experts_of_small_weights_are_drawn_with_their_own_gelu(approximate: str
         with torch.no_grad():
             got, want = lowered(x), model(x)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+# -- the tolerance follows the values: an RMS norm of small weights ------------------------------------------------
+class SmallWeightRMSNorm(nn.Module):
+    """An RMS norm whose weight is 1e-5, over ``n - 1`` (``unbiased``) or over ``n``."""
+
+    def __init__(self, unbiased: bool) -> None:
+        super().__init__()
+        self.weight, self.eps, self.unbiased = nn.Parameter(torch.full((8,), 1e-5)), 1e-6, unbiased
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        square = x.pow(2).sum(-1, keepdim=True) / (x.shape[-1] - 1 if self.unbiased else x.shape[-1])
+        return self.weight * x * torch.rsqrt(square + self.eps)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_an_rms_norm_of_small_weights_is_told_from_a_near_miss(unbiased: bool) -> None:
+    # before, the module idiom's absolute tolerance (1e-5) was as large as the norm's outputs (weight 1e-5): the norm
+    # over n - 1 passed as rms_norm and its lowered module was 7% off; the norm over n is still one rmsnorm box
+    torch.manual_seed(0)
+    model = Normed(SmallWeightRMSNorm(unbiased))
+    d = _trace(model, torch.randn(2, 8))
+    if not unbiased:
+        assert "rmsnorm" in {b.prim.op for b in d.boxes()}
+    _agrees(model, d, torch.randn(2, 8), rtol=1e-5)
