@@ -162,7 +162,10 @@ def _mixed_arithmetic(conv: Converter, node: Node) -> bool:
     vids = [operand(conv, v, names, shape) for v in (a, b)]
     k = floats.index(False)
     seg = conv.segs[vids[k]]
-    vids[k] = conv.apply(Box(CastOp(Seg((), seg.dtype, seg.range), Seg(()))), [vids[k]])
+    from ncd.trace.indexing import _width
+
+    # (in the result's type, as torch promotes: a float16/bfloat16/float64 model's ``h + ids`` is computed in that type)
+    vids[k] = conv.apply(Box(CastOp(Seg((), seg.dtype, seg.range), Seg(()), _width(node.value))), [vids[k]])
     va, vb = vids
     if name == "div":
         bind_product(conv, node, DivideOp(), va, vb, names, commutes=False)
