@@ -218,3 +218,41 @@ def test_an_rms_norm_of_small_weights_is_told_from_a_near_miss(unbiased: bool) -
     if not unbiased:
         assert "rmsnorm" in {b.prim.op for b in d.boxes()}
     _agrees(model, d, torch.randn(2, 8), rtol=1e-5)
+
+
+# -- the tolerance follows the values: a Function's gradients of size 1e-6 -----------------------------------------
+class TinyScale(torch.autograd.Function):
+    """Forward ``x · 1e-6``; its backward twice autograd's (a gradient scaled on purpose, or a bug)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x * 1e-6
+
+    @staticmethod
+    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
+        return g * 2e-6
+
+
+class TinyFunction(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = TinyScale.apply(self.lin(x)) * 1e6
+        return out
+
+
+def test_a_function_whose_backward_differs_from_autograd_by_1e_6_keeps_its_backward() -> None:
+    # before, the proof compared the two backwards at atol 1e-5 floored at values of 1: gradients of 1e-6 and 2e-6
+    # agreed, the Function was drawn as its forward, and the lowered module's gradients were half the model's
+    torch.manual_seed(0)
+    model = TinyFunction()
+    d = _trace(model, torch.randn(3, 4))
+    lowered = d.to_torch()
+    x = torch.randn(3, 4)
+    lowered(x).sum().backward()
+    model(x).sum().backward()
+    for got, want in zip(lowered.parameters(), model.parameters(), strict=True):
+        assert got.grad is not None and want.grad is not None
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-4 * float(want.grad.abs().max()))
