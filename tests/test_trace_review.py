@@ -40,3 +40,57 @@ def test_integer_operand_of_a_float_model_is_promoted_to_its_type(model: type[to
         want, got = model()(xv, iv), lowered(xv, iv)
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+class Noisy(torch.nn.Module):
+    """A sample drawn for the inputs' values (a VAE's ``randn_like(std)``; Gamma's sample)."""
+
+    def __init__(self, draw: str) -> None:
+        super().__init__()
+        self.linear, self.draw = torch.nn.Linear(4, 4), draw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(x)
+        if self.draw == "randn_like":
+            return h + torch.randn_like(h)
+        if self.draw == "gamma":
+            return torch._standard_gamma(h.exp())
+        return torch.binomial(torch.full_like(h, 5.0), torch.sigmoid(h))
+
+
+class Dropped(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.dropout = torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear(x))
+
+
+def _drawing(model: torch.nn.Module, capture: str = "dispatch") -> bool:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, torch.randn(3, 4), capture=capture)
+    lowered = d.to_torch()
+    x = torch.randn(3, 4)
+    anew = not torch.equal(lowered(x), lowered(x))  # (the opaque box draws at every call, as the model does)
+    return anew and any("draws random numbers inside" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("draw", ["randn_like", "gamma", "binomial"])
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+def test_samples_drawn_for_the_inputs_values_are_warned(draw: str, capture: str) -> None:
+    """An opaque box drawing anew for the inputs' values is warned on either capture (was: randn_like(h), which the
+    recorder hands to torch.export, and Gamma/binomial samples, not at all; nor anything under ``capture='export'``)."""
+    torch.manual_seed(0)
+    assert _drawing(Noisy(draw).eval(), capture)
+
+
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+def test_dropout_in_training_is_warned_on_either_capture(capture: str) -> None:
+    torch.manual_seed(0)
+    assert _drawing(Dropped().train(), capture)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ncd.trace(Dropped().eval(), torch.randn(3, 4), capture=capture)
+    assert not any("random" in str(w.message) for w in caught)  # (eval: no draw, no word)

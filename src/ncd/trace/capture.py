@@ -207,6 +207,9 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     with functions_refused(model), _torch_errors_unlogged(), \
             _identity_watched([(group, tensors) for group, tensors, _ in same], identity, alike=True):
         captured = _exported(model, flat, args, kwargs, names, reads, same)
+    from ncd.trace.record import _warn_random, random_of
+
+    _warn_random(model, *random_of(captured.nodes))  # (as a recording warns of its own: :func:`ncd.trace.record._warn_recorded`)
     if identity:  # (as the recording says it: :func:`ncd.trace.record._warn_recorded`)
         import warnings
 

@@ -258,18 +258,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
     """The warnings of a recording that stands for the model: what its diagram holds or computes otherwise than the
     model's run did (random draws, custom autograd.Functions, detached values, autocast, writes into the model's
     state or inputs), each shown at the user's line calling ``ncd.trace`` (:func:`ncd.errors.user_stacklevel`)."""
-    if rec.random:
-        where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.random.items()))
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
-                      " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
-                      " them as a wire)", RuntimeWarning, stacklevel=user_stacklevel())
-    if rec.drawing:  # opaque boxes calling the operator: they draw anew at every call, as the model does
-        where = ", ".join(f"{op} at {line}" for line, op in sorted(rec.drawing.items()))
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers inside {where} (dropout or"
-                      " rrelu in training, attention with dropout_p > 0, a recurrent stack's dropout in training);"
-                      " they are opaque boxes drawing anew at every call, as the model does, so the lowered module's"
-                      " results are not the model's call by call (trace the model in eval mode, or with dropout 0,"
-                      " for a diagram computing its results)", RuntimeWarning, stacklevel=user_stacklevel())
+    _warn_random(model, rec.random, rec.drawing)
     if rec.masked:  # x[m]: as many entries as m holds True, a count the diagram fixes
         warnings.warn(f"ncd.trace({type(model).__name__}): the model selects with a boolean mask computed from its"
                       f" inputs (x[mask] at {', '.join(sorted(rec.masked))}): the selection has as many entries as the"
@@ -328,6 +317,41 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
                       " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
                       " caller's tensors)", RuntimeWarning, stacklevel=user_stacklevel())
+
+
+def _warn_random(model: torch.nn.Module, random: dict[str, str], drawing: dict[str, str]) -> None:
+    """The warnings of random draws (``random``: the model's line -> an operator of
+    :data:`~ncd.trace.recording.RANDOM`; ``drawing``: of :data:`~ncd.trace.recording.DRAWING`, drawing for its
+    arguments), for a recording (:func:`_warn_recorded`) or a capture by ``torch.export`` (:func:`random_of`)."""
+    if random:
+        where = ", ".join(f"{op} at {line}" for line, op in sorted(random.items()))
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers ({where}); the diagram holds"
+                      " the numbers drawn while tracing (pass them in as an input, where the model takes one, to draw"
+                      " them as a wire)", RuntimeWarning, stacklevel=user_stacklevel())
+    if drawing:  # opaque boxes calling the operator: they draw anew at every call, as the model does
+        where = ", ".join(f"{op} at {line}" for line, op in sorted(drawing.items()))
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model draws random numbers inside {where} (dropout or"
+                      " rrelu in training, attention with dropout_p > 0, a recurrent stack's dropout in training, a sample drawn"
+                      " for values of the inputs);"
+                      " they are opaque boxes drawing anew at every call, as the model does, so the lowered module's"
+                      " results are not the model's call by call (trace the model in eval mode, or with dropout 0,"
+                      " for a diagram computing its results)", RuntimeWarning, stacklevel=user_stacklevel())
+
+
+def random_of(nodes: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The random draws among captured calls (``torch.export``'s: the recorder notes its own as it records), as
+    :func:`_warn_random` takes them."""
+    from ncd.trace.recording import DRAWING, RANDOM, _draws
+
+    random: dict[str, str] = {}
+    drawing: dict[str, str] = {}
+    for n in nodes:
+        packet = getattr(getattr(n.target, "overloadpacket", None), "__name__", None) if n.kind == "call" else None
+        if packet in RANDOM and not n.live:  # (a constant: the diagram holds it)
+            random.setdefault(n.line or "?", packet)
+        elif packet in RANDOM or packet in DRAWING and _draws(n.target, tuple(n.args), dict(n.kwargs)):
+            drawing.setdefault(n.line or "?", packet)  # (an opaque box drawing anew: ``randn_like(x)``)
+    return random, drawing
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see

@@ -50,7 +50,8 @@ DRAWING = frozenset({"dropout", "dropout_", "feature_dropout", "feature_dropout_
                      "rrelu_with_noise", "rrelu_with_noise_", "scaled_dot_product_attention",
                      "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-                     "_scaled_dot_product_cudnn_attention", "gru", "lstm", "rnn_tanh", "rnn_relu"})
+                     "_scaled_dot_product_cudnn_attention", "gru", "lstm", "rnn_tanh", "rnn_relu",
+                     "_standard_gamma", "binomial", "_sample_dirichlet"})  # (the last: torch.distributions' samples)
 
 
 #: operators whose one result has the shape, dtype and layout of their first argument (norms, activations)
