@@ -1,9 +1,9 @@
 """T5's family names its RMS norms ``*LayerNorm`` (MT5, UMT5, LongT5, SwitchTransformers, Pop2Piano, Udop, Pix2Struct,
-Kosmos2_5, CpmAnt): such a module whose recorded operations are shaped like an RMS norm is tried as the RMS module
-idiom (:mod:`ncd.trace.module_idioms`) and, once its values agree, drawn as one ``RMS`` box with its weight, as
-``T5LayerNorm`` is.  Each diagram is compared with the model itself (the traced input, a fresh one, other batch and
-sequence sizes).  Near misses — ``eps`` outside the root, another ``eps`` than the module's, a float16 norm whose cast
-placement changes its value, a layer norm written out — keep their recorded operations."""
+Kosmos2_5, CpmAnt; ImageGPT's divides by a ``sqrt``): such a module whose recorded operations are shaped like an RMS
+norm is tried as the RMS module idiom (:mod:`ncd.trace.module_idioms`) and, once its values agree, drawn as one ``RMS``
+box with its weight, as ``T5LayerNorm`` is.  Each diagram is compared with the model itself (the traced input, a fresh
+one, other batch and sequence sizes).  Near misses — ``eps`` outside the root, another ``eps`` than the module's, a
+float16 norm whose cast placement changes its value, a layer norm written out — keep their recorded operations."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ class CpmAntLayerNorm(MT5LayerNorm):
         old_dtype = hidden_states.dtype
         variance = hidden_states.to(torch.float32).pow(2).mean(dim=-1, keepdim=True)
         return (hidden_states * torch.rsqrt(variance + self.variance_epsilon)).to(old_dtype) * self.weight
+
+
+class ImageGPTLayerNorm(MT5LayerNorm):
+    """ImageGPT's: divided by the root (``sqrt``, not ``rsqrt``) of the mean of ``square(x)``."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        root = torch.sqrt(torch.mean(torch.square(hidden_states), dim=-1, keepdim=True) + self.variance_epsilon)
+        return hidden_states / root * self.weight
+
+
+class SqrtEpsOutsideLayerNorm(MT5LayerNorm):
+    """``x / (sqrt(mean(x ** 2)) + eps)``: ``eps`` outside the root, not ``rms_norm``."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        root = torch.sqrt(torch.mean(torch.square(hidden_states), dim=-1, keepdim=True))
+        return hidden_states / (root + self.variance_epsilon) * self.weight
 
 
 class EpsOutsideLayerNorm(MT5LayerNorm):
@@ -101,13 +117,13 @@ def _lowers_equal(model: nn.Module, d: ncd.Diagram, x: torch.Tensor, atol: float
             assert got.dtype == want.dtype and torch.allclose(got.float(), want.float(), atol=atol, rtol=1e-4), shape
 
 
-@pytest.mark.parametrize("make", [MT5LayerNorm, CpmAntLayerNorm])
+@pytest.mark.parametrize("make", [MT5LayerNorm, CpmAntLayerNorm, ImageGPTLayerNorm])
 def test_t5_family_norm_is_one_rms_box_with_its_weight(make: type[nn.Module]) -> None:
     model, x = _stack(make), torch.randn(2, 4, 8)
     d = ncd.trace(model, x)
     rms = _rms_boxes(d)
     assert rms and all(p.affine and p.eps == 1e-6 for p in rms)  # (the layers drawn as a repeat of one)
-    assert not {"pow", "rsqrt", "mean"} & set(_ops(d))
+    assert not {"square", "rsqrt", "sqrt"} & set(_ops(d))
     assert d.opaque_count == 0
     _lowers_equal(model, d, x)
 
@@ -125,7 +141,8 @@ def test_transformers_mt5_layer_norm_is_one_rms_box() -> None:
     _lowers_equal(model, d, x)
 
 
-@pytest.mark.parametrize("make", [EpsOutsideLayerNorm, OtherEpsLayerNorm, WrittenOutLayerNorm])
+@pytest.mark.parametrize("make", [EpsOutsideLayerNorm, SqrtEpsOutsideLayerNorm, OtherEpsLayerNorm,
+                                  WrittenOutLayerNorm])
 def test_near_miss_layer_norms_keep_their_operations(make: type[nn.Module]) -> None:
     model, x = _stack(make, layers=2), torch.randn(2, 4, 8)
     with warnings.catch_warnings():
@@ -133,7 +150,7 @@ def test_near_miss_layer_norms_keep_their_operations(make: type[nn.Module]) -> N
         d = ncd.trace(model, x)
     assert not any(p.affine for p in _rms_boxes(d))  # (no module drawn whole)
     if make is not WrittenOutLayerNorm:
-        assert "rsqrt" in _ops(d) and not _rms_boxes(d)
+        assert {"rsqrt", "sqrt"} & set(_ops(d)) and not _rms_boxes(d)
     _lowers_equal(model, d, x)
 
 

@@ -252,10 +252,12 @@ def _recorded_as(run: list[Node], source: Node, result: Node, function: str | No
 
 
 def _rms_shaped(run: list[Node]) -> bool:
-    """Whether a norm module's recorded calls look like a root mean square (a square, a mean and a reciprocal root, no
-    subtraction and no fused norm): which ``*LayerNorm`` modules the RMS idiom is tried on, its value check deciding."""
+    """Whether a norm module's recorded calls look like a root mean square (a square, a mean and a root or reciprocal
+    root — ImageGPT's ``x / sqrt(mean(square(x)) + eps)`` too —, no subtraction and no fused norm): which
+    ``*LayerNorm`` modules the RMS idiom is tried on, its value check deciding."""
     names = {op_name(n.target)[0] for n in run}
-    return {"aten.pow", "aten.mean", "aten.rsqrt"} <= names and not names & {
+    return "aten.mean" in names and bool(names & {"aten.pow", "aten.square"}) \
+        and bool(names & {"aten.rsqrt", "aten.sqrt"}) and not names & {
         "aten.sub", "aten.native_layer_norm", "aten.layer_norm", "aten.var", "aten.var_mean", "aten.rms_norm"}
 
 
