@@ -197,3 +197,33 @@ def test_constants_read_as_weights_are_buffers_not_parameters() -> None:
         for g, w in zip(got.values(), want):
             torch.testing.assert_close(g, w)
         model.zero_grad()
+
+
+class _FrozenPositions(nn.Module):
+    """A sinusoidal table stored as a parameter that requires no gradient (Marian's, FSMT's), beside a learned map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(8, 4)
+        self.positions.weight.requires_grad_(False)
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.proj(x + self.positions(torch.arange(x.shape[1])))
+        return out
+
+
+def test_a_parameter_requiring_no_gradient_requires_none_lowered() -> None:
+    torch.manual_seed(0)
+    model = _FrozenPositions()
+    x = torch.randn(2, 5, 4)
+    lowered = traced(model, x).to_torch()
+    assert count(lowered) == count(model)
+    torch.optim.SGD([p for p in lowered.parameters() if p.requires_grad], lr=0.1).zero_grad()
+    cot = torch.randn(2, 5, 4)
+    (model(x) * cot).sum().backward()
+    (lowered(x) * cot).sum().backward()
+    want = sorted((tuple(p.shape), p.grad is None) for p in model.parameters())
+    got = sorted((tuple(p.shape), p.grad is None) for p in lowered.parameters())
+    assert got == want  # the table has no gradient in either; the map's weight and bias have one in both
+    assert sorted(tuple(p.shape) for p in lowered.parameters() if not p.requires_grad) == [(8, 4)]

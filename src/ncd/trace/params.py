@@ -107,13 +107,20 @@ def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch
            model: torch.nn.Module | None) -> None:
     """The parameters of ``module`` loaded from a constant of ``model`` (``order``: the names the traced ``tensors``
     were loaded into) become buffers holding the same tensor: the model trains no constant, nor does the lowered
-    module (a literal slope of ``F.prelu`` was a parameter of its own)."""
+    module (a literal slope of ``F.prelu`` was a parameter of its own).  A parameter loaded from a parameter of
+    ``model`` that requires no gradient (Marian's sinusoidal positions) requires none either: an optimiser over the
+    lowered module's parameters leaves it as the model's leaves it."""
     if model is None:
         return
     params = dict(module.named_parameters(remove_duplicate=False))
     loaded = [(name, t) for name, t in zip(order, (t for group in tensors for t in group)) if name in params]
-    for (name, _), constant in zip(loaded, constants(model, [t for _, t in loaded])):
+    still = {p.untyped_storage().data_ptr() for p in model.parameters() if p.device.type != "meta" and p.requires_grad}
+    fixed = {p.untyped_storage().data_ptr() for p in model.parameters()
+             if p.device.type != "meta" and not p.requires_grad} - still
+    for (name, t), constant in zip(loaded, constants(model, [t for _, t in loaded])):
         if not constant:
+            if t.device.type != "meta" and t.untyped_storage().nbytes() and t.untyped_storage().data_ptr() in fixed:
+                params[name].requires_grad_(False)
             continue
         prefix, _, leaf = name.rpartition(".")
         owner = module.get_submodule(prefix)
