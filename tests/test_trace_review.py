@@ -94,3 +94,34 @@ def test_dropout_in_training_is_warned_on_either_capture(capture: str) -> None:
         warnings.simplefilter("always")
         ncd.trace(Dropped().eval(), torch.randn(3, 4), capture=capture)
     assert not any("random" in str(w.message) for w in caught)  # (eval: no draw, no word)
+
+
+class Drawn(torch.nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.linear, self.how = torch.nn.Linear(4, 4), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(x)
+        if self.how == "bernoulli":
+            return torch.bernoulli(torch.sigmoid(h)) * x
+        if self.how == "poisson":
+            return torch.poisson(h.exp())
+        if self.how == "uniform_":
+            return h.uniform_() + x
+        return torch.rand(x.shape) + h  # (a draw for no value of the inputs: a constant the diagram holds)
+
+
+@pytest.mark.parametrize("how", ["bernoulli", "poisson", "uniform_", "rand"])
+def test_a_draw_is_said_to_be_held_only_where_the_diagram_holds_it(how: str) -> None:
+    """torch's draws for values of the inputs (``bernoulli(p)``, ``poisson(rate)``, ``h.uniform_()``) are opaque boxes
+    drawing anew, and said so (was: 'the diagram holds the numbers drawn while tracing', which it does not); a draw of
+    a shape alone is a constant the diagram holds, and said so."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(Drawn(how).eval(), torch.randn(3, 4))
+    said = [str(w.message) for w in caught if "draws random numbers" in str(w.message)]
+    x = torch.randn(3, 4)
+    anew = not torch.equal(d.to_torch()(x), d.to_torch()(x))
+    assert len(said) == 1 and ("draws random numbers inside" in said[0]) == anew == (how != "rand")

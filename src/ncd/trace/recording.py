@@ -332,8 +332,10 @@ class _Recording(Aliases, InPlace):
             with torch._C._DisablePythonDispatcher():
                 return func(*args, **kwargs)
         target = func
-        if packet in RANDOM and not self.meta:
-            self.random.setdefault(user_line() or "?", packet)
+        if packet in RANDOM and not self.meta:  # (drawn for values of the inputs, ``bernoulli(p)``: a box drawing anew)
+            live = any(isinstance(a, torch.Tensor) and getattr(self.by_id.get(id(a)), "live", False)
+                       for a in (*args, *kwargs.values()))
+            (self.drawing if live else self.random).setdefault(user_line() or "?", packet)
         elif packet in DRAWING and not self.meta and _draws(func, args, kwargs):
             self.drawing.setdefault(user_line() or "?", packet)
         elif packet == "detach" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
