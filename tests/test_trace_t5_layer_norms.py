@@ -8,6 +8,7 @@ float16 norm whose cast placement changes its value, a layer norm written out â€
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ class Block(nn.Module):
         return x + self.lin(self.norm(x))
 
 
-def _stack(make: type[nn.Module], layers: int = 3, m: int = 8, dtype: torch.dtype = torch.float32) -> nn.Module:
+def _stack(make: Callable[[int], nn.Module], layers: int = 3, m: int = 8, dtype: torch.dtype = torch.float32) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(*(Block(make(m), m) for _ in range(layers))).to(dtype).eval()
 
@@ -167,3 +168,33 @@ def test_float16_norm_whose_cast_placement_changes_the_value_keeps_its_operation
     assert not _rms_boxes(d) and "rsqrt" in _ops(d)  # (its float16 casts are opaque boxes, as they were)
     with torch.no_grad():
         assert torch.equal(d.to_torch()(x), model(x))
+
+
+class L2Norm(nn.Module):
+    """Llama 4's weightless ``L2Norm`` (a root mean square over the last axis, despite its name) of ``x.float()``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float()
+        return (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x)
+
+
+class L2NormOverFeatures(nn.Module):
+    """A true L2 norm (a sum, not a mean, of squares): not a root mean square, its operations kept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6)
+
+
+def test_llama4_l2_norm_is_one_weightless_rms_box() -> None:
+    model, x = _stack(lambda m: L2Norm(), layers=2), torch.randn(2, 4, 8)
+    d = ncd.trace(model, x)
+    rms = _rms_boxes(d)
+    assert rms and not any(p.affine for p in rms) and "rsqrt" not in _ops(d)
+    _lowers_equal(model, d, x)
+
+
+def test_true_l2_norm_keeps_its_operations() -> None:
+    model, x = _stack(lambda m: L2NormOverFeatures(), layers=2), torch.randn(2, 4, 8)
+    d = ncd.trace(model, x)
+    assert not _rms_boxes(d) and "rsqrt" in _ops(d)
+    _lowers_equal(model, d, x)

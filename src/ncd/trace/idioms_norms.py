@@ -14,7 +14,7 @@ box (:class:`~ncd.prims.normalization.LayerNormOp`, the biased variance as ``nn.
 module's weight after it is walked as before.
 
 The operations are matched by what they are, not by the module's class; the class only says where to look (inside a
-module named an RMS norm, where the module idiom looks too)."""
+module named an RMS norm, where the module idiom looks too, or an ``*L2Norm``: Llama 4's weightless root mean square)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     >>> sum(b.prim.op == "rmsnorm" for b in d.boxes())
     1
     """
-    if not node.stack or "RMSNorm" not in node.stack[-1][1] or op_name(node.target)[1] != "aten.pow.Tensor_Scalar":
+    if not node.stack or not any(k in node.stack[-1][1] for k in ("RMSNorm", "L2Norm")) \
+            or op_name(node.target)[1] != "aten.pow.Tensor_Scalar":
         return False
     x = node.args[0] if node.args else None
     if len(node.args) != 2 or node.kwargs or node.args[1] not in (2, 2.0) or type(node.args[1]) is bool \
