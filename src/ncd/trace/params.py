@@ -114,12 +114,10 @@ def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch
         return
     params = dict(module.named_parameters(remove_duplicate=False))
     loaded = [(name, t) for name, t in zip(order, (t for group in tensors for t in group)) if name in params]
-    still = {p.untyped_storage().data_ptr() for p in model.parameters() if p.device.type != "meta" and p.requires_grad}
-    fixed = {p.untyped_storage().data_ptr() for p in model.parameters()
-             if p.device.type != "meta" and not p.requires_grad} - still
+    frozen = _Frozen(model)
     for (name, t), constant in zip(loaded, constants(model, [t for _, t in loaded])):
         if not constant:
-            if t.device.type != "meta" and t.untyped_storage().nbytes() and t.untyped_storage().data_ptr() in fixed:
+            if frozen.only(t):
                 params[name].requires_grad_(False)
             continue
         prefix, _, leaf = name.rpartition(".")
@@ -127,6 +125,29 @@ def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch
         value = owner._parameters.pop(leaf)
         assert value is not None
         owner.register_buffer(leaf, value.detach())
+
+
+class _Frozen:
+    """The parameters of a model by storage, to tell whether a traced tensor reads only ones requiring no gradient."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        params = [p for p in dict.fromkeys(model.parameters()) if p.device.type != "meta"]
+        self.any = any(not p.requires_grad for p in params)
+        self.params = params if self.any else []
+        self.by_storage: dict[int, list[torch.Tensor]] = {}
+        for p in self.params:
+            self.by_storage.setdefault(p.untyped_storage().data_ptr(), []).append(p)
+
+    def only(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` reads only parameters that require no gradient: a view of one (its storage), or a copy of all
+        of one (Whisper's ``embed_positions(arange(n))``) equal to none that requires one."""
+        import torch
+
+        if not self.any or t.device.type == "meta" or not t.untyped_storage().nbytes():
+            return False
+        shared = self.by_storage.get(t.untyped_storage().data_ptr()) or [
+            p for p in self.params if p.shape == t.shape and p.dtype == t.dtype and torch.equal(p.detach(), t)]
+        return bool(shared) and not any(p.requires_grad for p in shared)
 
 
 def hold(module: torch.nn.Module, parameters: tuple[tuple[str, torch.Tensor], ...]) -> None:
