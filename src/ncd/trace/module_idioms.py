@@ -7,7 +7,7 @@ traced values where the capture kept them (:meth:`ModuleIdioms._module_agrees`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -86,7 +86,7 @@ class ModuleIdioms(Learned):
                     function = ACTIVATIONS[cls]
                     if self.model is None or not (_recorded_as(run, source, result, function)
                                                   or self._module_agrees(path, source, result,
-                                                                         lambda x: ELEMENTWISE[function](x),  # type: ignore[index]
+                                                                         lambda x, _: ELEMENTWISE[function](x),  # type: ignore[index]
                                                                          sweep=True)):
                         return False
                     out = self.apply(Box(ElementwiseOp(function)), [vid])  # type: ignore[arg-type]
@@ -103,7 +103,8 @@ class ModuleIdioms(Learned):
                                for m in run for r in refs((m.args, m.kwargs)))
                     w = weight.detach() if read else None
                     if not self._module_agrees(path, source, result,
-                                               lambda x: torch.nn.functional.rms_norm(x, (n,), w, float(eps)),
+                                               lambda x, p: torch.nn.functional.rms_norm(
+                                                   x, (n,), p["weight"] if read else None, float(eps)),
                                                small=float(eps) ** 0.5 if eps > 0 else _NO_EPS):
                         return False
                     out = self.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), read), label), [vid])
@@ -132,11 +133,17 @@ class ModuleIdioms(Learned):
             shaped[key] = _rms_shaped(self.module_calls().get(key, []))
         return shaped[key]
 
-    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor], torch.Tensor],
+    def _module_agrees(self, path: str, source: Node, result: Node, fn: Callable[[torch.Tensor, _Params], torch.Tensor],
                        small: float = 0.0, sweep: bool = False) -> bool:
-        """Whether the module at ``path`` computes ``fn``: checked on the traced values (when the capture kept them)
-        and on a random input run through the module itself — a class name is never proof.  The modules checked act
-        on each row (the last axis) alone, so large tensors are checked on a bounded sample of rows (linear time).
+        """Whether the module at ``path`` computes ``fn`` (of an input and the module's parameters by name): checked on
+        the traced values (when the capture kept them) and on a random input run through the module itself — a class
+        name is never proof.  The modules checked act on each row (the last axis) alone, so large tensors are checked on
+        a bounded sample of rows (linear time).
+
+        Also with the module's floating parameters replaced by random values (:func:`_perturbed`, ``fn`` given the same):
+        the traced weights of a model as built are ones and zeros, where a weight applied before normalising
+        (``rms_norm(w * x)``), or a learned scale of 1 inside an activation, equals the idiom — drawn so, the lowered
+        module was silently wrong once the weights were trained.
 
         ``small`` (an RMS norm's ``sqrt(eps)``, :data:`_NO_EPS` for ``eps`` 0): also on a random input of about that
         root mean square (in the value's dtype: a bfloat16 or float16 norm computing in float32 rounds to the same
@@ -156,16 +163,24 @@ class ModuleIdioms(Learned):
             if value.numel() > _CHECKED and value.dim() >= 1:  # the same last axis, fewer rows
                 shape = (max(1, min(_CHECKED // max(shape[-1], 1), 64)), shape[-1])
             probe = self._probe(shape, value.dtype)
+            live: _Params = dict(module.named_parameters())
             with torch.no_grad():
-                pairs = [(module(probe), fn(probe))]
+                pairs = [(module(probe), fn(probe, live))]
                 if small > 0 and value.dtype.is_floating_point:
                     tiny = self._probe(shape, value.dtype) * (small / 3)  # (the probe's entries are 3 randn)
-                    pairs.append((module(tiny.clone()), fn(tiny)))
+                    pairs.append((module(tiny.clone()), fn(tiny, live)))
                 if sweep:
-                    pairs += [(module(part.clone()), fn(part)) for part in _swept(shape, value.dtype)]
+                    pairs += [(module(part.clone()), fn(part, live)) for part in _swept(shape, value.dtype)]
                 if value.device.type != "meta" and result.value.device.type != "meta":
                     got, want = _rows(result.value), _rows(value)
-                    pairs.append((got, fn(want)) if want is not None and got is not None else (result.value, fn(value)))
+                    pairs.append((got, fn(want, live)) if want is not None and got is not None
+                                 else (result.value, fn(value, live)))
+                if any(p.is_floating_point() for p in live.values()):
+                    # (in float32 at least: the placement is what is checked here, the rounding by the probes above)
+                    wide = value.dtype if value.dtype in (torch.float32, torch.float64) else torch.float32
+                    other = _perturbed(live, wide)
+                    x = self._probe(shape, wide)
+                    pairs.append((torch.func.functional_call(module, other, (x.clone(),)), fn(x, other)))
             return all(isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and _close(a, b)
                        for a, b in pairs)
         except Exception:  # noqa: BLE001 - a module that cannot be run alone is not recognised
@@ -181,6 +196,17 @@ class ModuleIdioms(Learned):
             gen = torch.Generator().manual_seed(0)
             probe = drawn[key] = (3 * torch.randn(shape, generator=gen)).to(dtype)
         return probe.clone()  # (a module may write into its input)
+
+
+_Params = Mapping[str, torch.Tensor]
+
+
+def _perturbed(params: _Params, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``params`` with each floating one replaced by ``randn`` of its shape in ``dtype`` (a generator seeded 1; the
+    others kept): weights no placement equals another with, as the ones and zeros of a model as built do."""
+    gen = torch.Generator().manual_seed(1)
+    return {name: torch.randn(p.shape, generator=gen).to(p.device, dtype) if p.is_floating_point() else p
+            for name, p in params.items()}
 
 
 #: The entries an activation module is also checked on (:meth:`ModuleIdioms._module_agrees`): 0 and ``±10**(j/4)`` for
