@@ -303,10 +303,16 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-o", "--output", default=None, help="a markdown table of the results")
     args = parser.parse_args()
+    import importlib
+    import pkgutil
+
     import transformers  # noqa: F401 - imported once, before the children fork
 
-    import ncd  # noqa: F401
+    import ncd
 
+    for info in pkgutil.walk_packages(ncd.__path__, "ncd."):  # the children run the code as it was at the start
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     entries = corpus.all_entries()
     if args.names:
         entries = [e for e in entries if any(n == e.name or (n in e.name and not args.exact) for n in args.names)]
