@@ -74,15 +74,10 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     if mean is None or len(mean.args) != 3 or mean.kwargs or mean.args[0] is not node \
             or list(mean.args[1] or ()) not in ([-1], [value.dim() - 1]) or mean.args[2] is not True:
         return False
-    add = _reader(conv, mean, "aten.add.Tensor")
-    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
+    found = _root(conv, mean)
+    if found is None:
         return False
-    eps = add.args[1]
-    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
-        return False
-    root = _reader(conv, add, "aten.rsqrt.default")
-    if root is None or len(root.args) != 1 or root.kwargs:
-        return False
+    add, eps, root = found
     product = _reader(conv, root, "aten.mul.Tensor")
     if product is None or product.kwargs or len(product.args) != 2 or {id(a) for a in product.args} != {id(x), id(root)} \
             or not isinstance(product.value, torch.Tensor) or product.value.shape != value.shape \
@@ -96,6 +91,21 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     conv.skip |= {id(mean), id(add), id(root), id(product)}
     conv.bind(product, out)
     return True
+
+
+def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
+    """``rsqrt(mean + eps)`` read off ``mean`` (each step read only by the next, ``eps`` a finite number >= 0): the
+    addition, ``eps`` and the root; none when the recording is not that."""
+    add = _reader(conv, mean, "aten.add.Tensor")
+    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
+        return None
+    eps = add.args[1]
+    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
+        return None
+    root = _reader(conv, add, "aten.rsqrt.default")
+    if root is None or len(root.args) != 1 or root.kwargs:
+        return None
+    return add, eps, root
 
 
 def _mean_of_last(node: Node, x: Node) -> bool:
@@ -153,15 +163,10 @@ def layer_norm(conv: Converter, node: Node) -> bool:
     mean = _reader(conv, square, "aten.mean.dim")
     if mean is None or not _mean_of_last(mean, square):
         return False
-    add = _reader(conv, mean, "aten.add.Tensor")
-    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
+    found = _root(conv, mean)
+    if found is None or _reader(conv, found[2], "aten.mul.Tensor") is not product:
         return False
-    eps = add.args[1]
-    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
-        return False
-    root = _reader(conv, add, "aten.rsqrt.default")
-    if root is None or len(root.args) != 1 or root.kwargs or _reader(conv, root, "aten.mul.Tensor") is not product:
-        return False
+    add, eps, root = found
     centre = next(c for c, r in readers if r is product)
     if product.kwargs or len(product.args) != 2 or {id(a) for a in product.args} != {id(centre), id(root)} \
             or any(o is product for o in conv.captured.outputs) or not isinstance(product.value, torch.Tensor) \

@@ -39,7 +39,7 @@ from ncd.prims.linear import LinearOp
 from ncd.prims.opaque import ViewOp
 from ncd.prims.structure import TransposeOp
 from ncd.trace.naming import PRIME
-from ncd.trace.plumbing_parts import slice_parts
+from ncd.trace.plumbing_parts import slice_parts, step_index
 from ncd.trace.wiring import Step
 
 __all__ = ["fuse_movement"]
@@ -281,14 +281,8 @@ def _through_linear(steps: list[Step], outputs: Sequence[int], segs: dict[int, S
     other wires that keeps its wire whole: ``nn.MultiheadAttention``'s output projection ``transpose -> view(p*b, h*k) ->
     Linear -> view(p, b, m) -> transpose`` (4 boxes of plumbing) is a crossing and a merge ``h k -> m`` before the
     Linear on ``b p m``."""
-    readers: dict[int, list[int]] = {}
-    made: dict[int, int] = {}
+    readers, made = step_index(steps)
     moves = [_movement(step) for step in steps]
-    for k, step in enumerate(steps):
-        for v in step.ins:
-            readers.setdefault(v, []).append(k)
-        for v in step.outs:
-            made[v] = k
     ends = set(outputs)
 
     def only(v: int) -> int | None:

@@ -73,13 +73,7 @@ def slice_parts(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segme
     """``steps`` with each run of views and transposes (``movement``) whose output is read only by selects of the
     outer part of a wire the run splits in two (:func:`canonical` gives the run's split and crossing) replaced by a
     slice of that wire for each select, followed by the rest of the run's moves."""
-    readers: dict[int, list[int]] = {}
-    made: dict[int, int] = {}
-    for k, step in enumerate(steps):
-        for v in step.ins:
-            readers.setdefault(v, []).append(k)
-        for v in step.outs:
-            made[v] = k
+    readers, made = step_index(steps)
     ends = set(outputs)
     replaced: dict[int, list[Step]] = {}
     dropped: set[int] = set()
@@ -173,3 +167,15 @@ def _sliced(run: list[int], ks: list[int], at: int, steps: list[Step], segs: dic
         ins = [steps[run[0]].ins[0]] + vids[:-1]
         out.append([Step(d, [i], [o], step.stack) for (d, _), i, o in zip(made, ins, vids)])
     return out
+
+
+def step_index(steps: Sequence[Step]) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """For each value, the indices of the steps reading it (in order) and the index of the step making it."""
+    readers: dict[int, list[int]] = {}
+    made: dict[int, int] = {}
+    for k, step in enumerate(steps):
+        for v in step.ins:
+            readers.setdefault(v, []).append(k)
+        for v in step.outs:
+            made[v] = k
+    return readers, made
