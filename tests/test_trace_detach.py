@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 import ncd
@@ -49,24 +50,15 @@ class Cut(torch.nn.Module):
         return z + y + table + x @ w.t()
 
 
-def test_constants_detached_lower_as_the_model() -> None:
-    torch.manual_seed(0)
-    model = Scaled()
-    x = torch.randn(2, 5, 8)
+@pytest.mark.parametrize("make, seed, shape", [(Scaled, 0, (2, 5, 8)), (Cut, 1, (2, 3, 8))],
+                         ids=["constants detached", "detach in place elsewhere"])
+def test_detached_values_lower_as_the_model(make: type[torch.nn.Module], seed: int, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(seed)
+    model = make()
+    x = torch.randn(*shape)
     d = _trace(model, x)
     lowered = d.to_torch()
-    for fresh in (x, torch.randn(2, 5, 8)):
-        with torch.no_grad():
-            assert torch.allclose(lowered(fresh), model(fresh), atol=1e-6)
-
-
-def test_detach_in_place_elsewhere_lowers_as_the_model() -> None:
-    torch.manual_seed(1)
-    model = Cut()
-    x = torch.randn(2, 3, 8)
-    d = _trace(model, x)
-    lowered = d.to_torch()
-    for fresh in (x, torch.randn(2, 3, 8)):
+    for fresh in (x, torch.randn(*shape)):
         with torch.no_grad():
             assert torch.allclose(lowered(fresh), model(fresh), atol=1e-6)
 
