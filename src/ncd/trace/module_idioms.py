@@ -58,7 +58,7 @@ class ModuleIdioms(Learned):
 
         for depth, (path, cls) in enumerate(node.stack):
             kind = "act" if ACTIVATIONS.get(cls) else "rms" if _norm_class(cls) else None
-            if kind is None or (kind == "rms" and not cls.endswith("RMSNorm") and not self._rms_shaped(depth, path)):
+            if kind is None or not self.whole_at(depth, path, cls):
                 continue  # (a layer norm, fused or written out: not tried, as a class of no idiom)
             if (depth, path) in self._tried:  # decided at the module's first call
                 return False
