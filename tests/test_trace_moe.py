@@ -257,11 +257,11 @@ def test_the_cases_checked_in_one_call_decide_as_the_cases_one_at_a_time(monkeyp
     after another).  Where that does not hold, the cases are checked one at a time, as before: 2 tokens never fill an
     expert of capacity 2, the 8 tokens of four random cases in one call do; the experts are read densely all the same
     (as the cases one at a time decide), and equal the model on fresh input of the traced size."""
-    from ncd.trace import moe_dense
+    from ncd.trace import moe_proof
 
     answers: list[bool] = []
-    at_once = moe_dense._agree_at_once
-    monkeypatch.setattr(moe_dense, "_agree_at_once", lambda *a: answers.append(at_once(*a)) or answers[-1])
+    at_once = moe_proof._agree_at_once
+    monkeypatch.setattr(moe_proof, "_agree_at_once", lambda *a: answers.append(at_once(*a)) or answers[-1])
     torch.manual_seed(0)
     x, fresh = torch.randn(2, 8), torch.randn(2, 8)
     model = LoopMoE().eval()

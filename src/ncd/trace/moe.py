@@ -92,7 +92,7 @@ def _candidates(conv: Converter) -> dict[str, list[Node]]:
     """The calls made inside each module (by path, in the recording's order) that may hold experts: its own parameters
     may carry an expert axis (:func:`_maybe_experts`), or it has a dense reading.  For every other module
     :func:`_recognise` finds nothing and :func:`_expert_names` names nothing, so their calls are not gathered."""
-    from ncd.trace.moe_dense import dense_reading
+    from ncd.trace.moe_readings import dense_reading
 
     paths: dict[str, None] = {}  # every module path called, in the order of its first call
     last: tuple[tuple[str, str], ...] | None = None
@@ -135,7 +135,7 @@ def _expert_names(conv: Converter, path: str, members: list[Node]) -> dict[int, 
     """For experts read densely (:mod:`ncd.trace.moe_dense`), the einsums reading their weights (``e …``) and the read of
     the identity on the experts (``e e``) take them with the expert axis named ``e``, then run their ordinary rule: the
     experts' outputs, their biases and the gate meet on one wire ``e`` (by size alone it could be the heads' name)."""
-    from ncd.trace.moe_dense import dense_reading
+    from ncd.trace.moe_readings import dense_reading
 
     assert conv.model is not None
     try:
@@ -291,7 +291,7 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     (``doubles``: the parameters in float64, if made already).  The sum is computed once for the random cases
     together (it computes each token from its own row); the recorded operations, of the traced shapes, once a case.
     Where the three random cases leave an expert unchosen, more cases route every expert
-    (:func:`~ncd.trace.moe_dense._routes`): a kernel wrong on an expert no token chose was read as the sum."""
+    (:func:`~ncd.trace.moe_proof._routes`): a kernel wrong on an expert no token chose was read as the sum."""
     from ncd.trace.attention import _run
 
     tokens, k = (int(s) for s in index.value.shape)
@@ -308,7 +308,7 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     # more cases routing every expert where these leave one out: a kernel wrong on an expert no token chose was read
     # as the sum (32 experts, 1 per token, 2 traced tokens)
     if int(torch.bincount(chosen.flatten(), minlength=experts).count_nonzero()) < experts:
-        from ncd.trace.moe_dense import _routes
+        from ncd.trace.moe_proof import _routes
 
         cover = -(-experts // k)  # the fewest tokens choosing every expert
         more = -(-cover // tokens)  # cases of the traced number of tokens (the kernel's shapes)
