@@ -441,11 +441,24 @@ def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> li
 
     torch.nn.Module.__getattr__ = reading  # type: ignore[method-assign]
     try:
-        with torch.no_grad(), Watch():
+        with torch.no_grad(), _no_autocast(example), Watch():
             module(*example)
     finally:
         torch.nn.Module.__getattr__ = getattr_  # type: ignore[method-assign]
     return order
+
+
+def _no_autocast(example: tuple[torch.Tensor, ...]) -> contextlib.ExitStack:
+    """Autocast off where the caller turned it on, for a run of the lowered module before its parameters are loaded in
+    place: autocast caches its casts of parameters until its region ends, and a later call in the same region would
+    compute with the casts of the values they held before the load (the lowered module was 0.2 off the model)."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    for device in sorted({"cpu"} | {t.device.type for t in example if isinstance(t, torch.Tensor)}):
+        if torch.is_autocast_enabled(device):
+            stack.enter_context(torch.autocast(device, enabled=False))
+    return stack
 
 
 def _held(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

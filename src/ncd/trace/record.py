@@ -186,6 +186,9 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     names = input_names(model, len(args), kwargs)
     leaves = list(args) + list(kwargs.values())
     rec = _Recording(model, names, leaves, meta, guards, budget, walk)
+    devices = {"cpu"} | {t.device.type for t in leaves if isinstance(t, torch.Tensor)}
+    if any(torch.is_autocast_enabled(d) for d in devices):  # the caller's autocast: its casts are not recorded either
+        rec.autocast["the call of ncd.trace"] = "autocast"
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
     Recorder = _recorder_class()
 

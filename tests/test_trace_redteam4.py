@@ -1,0 +1,50 @@
+"""Red team, fourth pass: each test fails on the main it was written against and compares with the model itself."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import ncd
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm, self.b = torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(F.gelu(self.norm(self.a(x)))).softmax(-1)
+
+
+def test_lowered_inside_autocast_computes_with_its_loaded_parameters() -> None:
+    """``to_torch()`` called inside an autocast region: the lowered module ran once before its parameters were loaded
+    in place, autocast cached bfloat16 casts of the values they held then, and every later call in the region computed
+    with those (on main 0.22 off the model in the same region, with no word)."""
+    torch.manual_seed(0)
+    model, x = _Net().eval(), torch.randn(2, 5, 4)
+    d = ncd.trace(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lowered = d.to_torch()
+        torch.testing.assert_close(lowered(x), model(x))
+
+
+def test_tracing_under_the_callers_autocast_is_warned() -> None:
+    """``ncd.trace`` called inside ``torch.autocast``: its casts happen below the level recorded, as for the model's
+    own autocast, so the lowered module called outside it differs from the model by autocast's rounding; on main no
+    word said so (the model's own ``with torch.autocast`` was warned)."""
+    torch.manual_seed(0)
+    model, x = _Net().eval(), torch.randn(2, 5, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+        want = model(x)
+    said = [str(w.message) for w in caught]
+    assert any("torch.autocast (at the call of ncd.trace)" in m for m in said), said
+    assert want.dtype == torch.bfloat16 and d.to_torch()(x).dtype == torch.float32  # what the warning is about
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ncd.trace(model, x)
+    assert not any("autocast" in str(w.message) for w in caught)
