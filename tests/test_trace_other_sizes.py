@@ -326,3 +326,19 @@ def test_a_lowering_that_fails_where_the_model_runs_is_refused(mode: str) -> Non
     torch.testing.assert_close(d.to_torch(b=3)(x), model(x))
     with pytest.raises(ncd.TraceError, match=r"at t=5 \(traced at t=6\): lowered there it fails where the model runs"):
         d.to_torch(t=5)
+
+
+def test_outputs_of_small_values_are_compared_at_their_scale() -> None:
+    # before, the check's absolute tolerance was at least 1e-4: of outputs about 1e-6, the lowered module at b=3
+    # (a third where the model gives a half) passed as the model's
+    torch.manual_seed(0)
+    model = _Scaled("float_first").eval()
+    with torch.no_grad():
+        model.proj.weight.mul_(1e-6)
+        model.proj.bias.mul_(1e-6)
+    d = _trace(model, torch.randn(2, 6, 4))
+    x = torch.randn(2, 6, 4)
+    want = model(x).detach()
+    torch.testing.assert_close(d.to_torch()(x), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_torch(b=3)

@@ -84,8 +84,11 @@ def _standardise(conv: Converter, node: Node, x: Any, eps: float) -> None:
         dims = tuple(int(s) for s in value.shape[2:])
         want = node.value[0] if isinstance(node.value, (tuple, list)) else node.value
         some = slice(0, _CHECKED_CHANNELS)
-        if not torch.allclose(torch.nn.functional.layer_norm(value[:, some], dims, eps=eps), want[:, some], atol=1e-5,
-                              rtol=1e-4):
+        # the absolute tolerance shrinks with values below 1 (weights far smaller than sqrt(eps) standardise to
+        # values far below 1: a fixed 1e-5 passed anything there)
+        scale = min(1.0, float(want[:, some].abs().max())) if want[:, some].numel() else 1.0
+        if not torch.allclose(torch.nn.functional.layer_norm(value[:, some], dims, eps=eps), want[:, some],
+                              atol=1e-5 * scale, rtol=1e-4):
             raise Decline("the standardisation differs from a layer norm on the traced values")
     vid = conv.value(x)
     seg = conv.segs[vid]

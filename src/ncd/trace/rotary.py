@@ -74,10 +74,11 @@ def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[f
             guesses += [float(round(base)), base]
     if k == 2:
         guesses.append(10000.0)
+    atol = 1e-5 * min(1.0, abs(scale))  # (the tables are as large as their scale: a fixed 1e-5 passes tables of 1e-6)
     for base in guesses:
         want_cos, want_sin = rotary_table(t, k, base, scale)
-        if torch.allclose(cos.float(), want_cos.expand_as(cos), atol=1e-5, rtol=1e-4) and \
-                torch.allclose(sin.float(), want_sin.expand_as(sin), atol=1e-5, rtol=1e-4):
+        if torch.allclose(cos.float(), want_cos.expand_as(cos), atol=atol, rtol=1e-4) and \
+                torch.allclose(sin.float(), want_sin.expand_as(sin), atol=atol, rtol=1e-4):
             return base, scale
     return None
 
