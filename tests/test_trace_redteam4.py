@@ -48,3 +48,27 @@ def test_tracing_under_the_callers_autocast_is_warned() -> None:
         warnings.simplefilter("always")
         ncd.trace(model, x)
     assert not any("autocast" in str(w.message) for w in caught)
+
+
+def test_decode_refuses_a_table_of_the_traced_length() -> None:
+    """OPT's positions are a cumulative sum of an all-ones mask the model makes from its input's shape: the trace
+    holds them as a ``(b, t)`` table of the traced length (``to_torch(t=9)`` refuses it).  ``ncd.decode`` derived a
+    prefill and step anyway, and every run of them raised torch's own ``RuntimeError`` (a state-dict size mismatch);
+    now ``decode`` refuses, naming the table.  The model itself still lowers at the traced length."""
+    import pytest
+    import transformers as T  # noqa: N812
+
+    from ncd.inference.errors import DecodeError
+
+    torch.manual_seed(0)
+    config = T.OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                         max_position_embeddings=32, word_embed_proj_dim=16, use_cache=False)
+    model = T.OPTForCausalLM(config).eval()
+    tokens = torch.randint(3, 50, (2, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, tokens, axes={"input_ids": "b ~t"})
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(tokens), model(tokens).logits)
+    with pytest.raises(DecodeError, match="traced length of t"):
+        ncd.decode(d)

@@ -206,6 +206,11 @@ def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> D
     bound = _bind_repeats(diagram, all_sizes)
     token = token_axis(bound, tokens)
     name = diagram.name if isinstance(diagram, Block) else "Model"
+    fixed = [box for held, box in getattr(diagram, "fixed", ()) if set(held) & (names | {token.name})]
+    if fixed:  # a traced diagram's table of the traced length (OPT's positions): no prefill or step at another
+        raise DecodeError(f"decode: {name} holds tensors recorded at the traced length of {token.name} (a table the"
+                          " model computed from its input's shape, stored as its values), so its prefill and step at"
+                          f" other lengths cannot be derived: {'; '.join(fixed[:4])}")
     if isinstance(bound, Block):  # the derived blocks take the model's place: the same submodule names
         bound = bound.body
 
