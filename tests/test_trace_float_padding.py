@@ -106,3 +106,55 @@ def test_a_float_mask_of_zeros_and_minus_infinity_is_read_either_way_round() -> 
                 y, p = torch.randn(3, 7, 8), torch.rand(3, 7) > 0.5
                 torch.testing.assert_close(d.to_torch(b=3, t=7)(y, p), model(y, p), atol=1e-5, rtol=1e-5,
                                            equal_nan=True)
+
+
+class _TwoMasks(nn.Module):
+    """Two attentions, each given its own float mask made from the boolean input ``keys``: ``-inf`` where ``keys`` is
+    ``True`` in the first; in the second, by the operations of the first (``same``) or ``-inf`` where it is
+    ``False``."""
+
+    def __init__(self, same: bool) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.same = same
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        first = torch.zeros(b, t).masked_fill(keys, float("-inf"))[:, None, None, :]
+        second = torch.zeros(b, t).masked_fill(keys if self.same else ~keys, float("-inf"))[:, None, None, :]
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=first)
+        out: torch.Tensor = F.scaled_dot_product_attention(h, k, v, attn_mask=second)
+        return out
+
+
+def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_its_own(monkeypatch: object) -> None:
+    """Each layer of ``nn.TransformerEncoder`` makes its own float mask from the same input by the same operations:
+    the second is read as the first was, its operations not re-run (the re-runs counted); a second mask made by other
+    operations (kept where the input is ``True``) is proven on its own.  Both equal to the model, on the traced input
+    and on fresh ones."""
+    from ncd.trace import attention
+
+    runs: list[int] = []
+    run = attention._run
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attention, "_run", counted)  # type: ignore[attr-defined]
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 8)
+    keys = torch.tensor([[True, False, False, True, False], [False, True, False, False, False]])
+    counts = {}
+    for same in (True, False):
+        runs.clear()
+        model = _TwoMasks(same).eval()
+        d = _trace(model, x, keys)
+        counts[same] = len(runs)
+        assert _count(d, PaddingMaskOp) == 2 and _count(d, CompareOp) == 0, same
+        with torch.no_grad():
+            for y, p in ((x, keys), (torch.randn(2, 5, 8), keys.flip(1)), (torch.randn(2, 5, 8), ~keys.flip(0))):
+                torch.testing.assert_close(d.to_torch()(y, p), model(y, p), atol=1e-5, rtol=1e-5, equal_nan=True)
+    # the same operations: the first mask's proof only (on main 14 re-runs, here 7); other operations: both proofs (13)
+    assert 0 < counts[True] < counts[False]

@@ -41,6 +41,7 @@ from ncd.trace.capture import Node, refs
 from ncd.trace.convert import RULES, Converter, Decline, op_name, rule
 from ncd.trace.idioms import _live, _scale, _shape, _tensor, operand, relabel
 from ncd.trace.naming import PRIME
+from ncd.trace.recipes import recipe, same_recipe
 
 __all__ = ["prepare", "attention", "expand"]
 
@@ -86,6 +87,7 @@ def prepare(conv: Converter) -> None:
     """Find head expansions and input masks feeding attention; skip the operations they replace."""
     found = Readings()
     calls = [n for n in conv.captured.nodes if n.kind == "call" and n.live and op_name(n.target)[0] == SDPA]
+    read: list[tuple[list[Any], LiveMask]] = []  # the masks read so far, each with its recipe (every layer's own)
     for node in calls:
         q, k, v = node.args[:3]
         rk, rv = _repeat_of(k), _repeat_of(v)
@@ -93,7 +95,7 @@ def prepare(conv: Converter) -> None:
             found.repeats[id(k)], found.repeats[id(v)] = rk, rv
         mask = _mask_arg(node)
         if isinstance(mask, Node) and mask.live and id(mask) not in found.masks:
-            reading = _read_mask(conv, mask)
+            reading = _read_mask(conv, mask, read)
             if reading is not None:
                 found.masks[id(mask)] = reading
     users = {id(n) for n in calls}
@@ -241,10 +243,12 @@ def empty_rows_give_zero() -> bool:
     return _EMPTY_ROWS[0]
 
 
-def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
+def _read_mask(conv: Converter, mask: Node, read: list[tuple[list[Any], LiveMask]] | None = None) -> LiveMask | None:
     """``mask`` as ``structure[y, x] & (input[b, x] != 0)`` (a float mask: ``0`` there, ``-inf`` elsewhere; or with
     ``== 0``, negated): checked by re-running its operations on the traced input and on random 0/1 inputs (every
-    entry, every time)."""
+    entry, every time).  ``read``: masks read before, with their recipes; a mask made from the same input by the same
+    operations on equal arguments as one of them (each layer of ``nn.TransformerEncoder`` makes its own) is that
+    reading on its own operations: re-running them would give the same values (and is not done again)."""
     if not empty_rows_give_zero():
         return None  # padded queries would be NaN where the model gives 0: the attention stays opaque
     if not _tensor(mask) or mask.value.dim() < 2 or not (mask.value.dtype == torch.bool or mask.value.is_floating_point()):
@@ -265,6 +269,10 @@ def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
     batch, keys = int(p.shape[0]), int(p.shape[1])
     if shape[-1] != keys or shape[0] not in (1, batch) or len(shape) != 4:
         return None
+    made = recipe(nodes, [source]) if read is not None else []
+    for known, earlier in read or ():
+        if earlier.input is source and same_recipe(known, made):
+            return LiveMask(source, earlier.structure, nodes, earlier.negated)
     dtype = mask.value.dtype
 
     def kept(probe: torch.Tensor) -> torch.Tensor | None:
@@ -297,7 +305,10 @@ def _read_mask(conv: Converter, mask: Node) -> LiveMask | None:
                 return None
     except Exception:  # noqa: BLE001 - operations that cannot be re-run are not read
         return None
-    return LiveMask(source, structure, nodes, negated)
+    reading = LiveMask(source, structure, nodes, negated)
+    if read is not None:
+        read.append((made, reading))
+    return reading
 
 
 # -- expand ------------------------------------------------------------------------------------------
