@@ -194,11 +194,16 @@ class CastOp(Primitive):
     but arithmetic after it wraps around where ``int64``'s does not, and its result is an ``int32`` tensor); or the
     type of a float result when it is not torch's default (``"float16"``, ``"bfloat16"``, ``"float64"``,
     ``"float32"``): a float16 model's ``mask.to(h.dtype)``, which the values after it are computed in.
+
+    A float read as another float type (``x.half()``, ``x.to(torch.float64)``: ``() -> ()``, ``width`` the result's
+    type) rounds its values; ``from_width`` is the type it reads (empty: torch's default), which its backward casts
+    the cotangent back to, as autograd does.
     """
 
     source: Segment
     target: Segment
     width: str = ""
+    from_width: str = ""
 
     op: ClassVar[str] = "cast"
     family: ClassVar[str] = "opaque"
@@ -210,6 +215,9 @@ class CastOp(Primitive):
         if self.width and self.width not in {"index": WIDTHS, "float": FLOAT_WIDTHS}.get(self.target.dtype, ()):
             raise ParseError(f"cast: width {self.width!r} is an index result's integer type, one of {' '.join(WIDTHS)},"
                              f" or a float result's type, one of {' '.join(FLOAT_WIDTHS)}")
+        if self.from_width and (self.source.dtype != "float" or self.from_width not in FLOAT_WIDTHS):
+            raise ParseError(f"cast: from_width {self.from_width!r} is a float source's type, one of"
+                             f" {' '.join(FLOAT_WIDTHS)}")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.source,)), Type((self.target,))
@@ -470,8 +478,17 @@ def backward_scatter(prim: ScatterOp, box: Box, builder: Builder) -> BoxBackward
 
 @COST.rule(ArgMaxOp, CompareOp, CastOp)
 def cost_index_computation(prim: ArgMaxOp | CompareOp | CastOp, ctx: CostContext) -> list[Tensor]:
-    """Argmax, comparisons and casts of scalars: no FLOPs, nothing kept (no gradient flows through them)."""
+    """Argmax, comparisons and casts of scalars: no FLOPs, nothing kept (no gradient flows through them); a cast from
+    float to float keeps nothing either, and its gradient flows (its backward is a cast back)."""
+    if isinstance(prim, CastOp) and _floats(prim):
+        x = ctx.inputs[0]
+        return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype="float")]
     return [ctx.new(ctx.out_axes[0], grad=False, dtype=ctx.box.cod[0].dtype)]
+
+
+def _floats(prim: CastOp) -> bool:
+    """Whether a cast reads a float and gives one (another float type, or the same)."""
+    return prim.source.dtype == "float" and prim.target.dtype == "float"
 
 
 def cost_scatter_add(prim: Primitive, ctx: CostContext) -> list[Tensor]:
@@ -507,9 +524,12 @@ def transpose_gather_transpose(prim: GatherTransposeOp, box: Box) -> Diagram:
 def backward_index_computation(prim: ArgMaxOp | CompareOp | CastOp | ArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
     """No gradient flows through an index or a bool: float inputs get zeros, a float output's cotangent is deleted.
 
-    A cast between two float segments (``() -> ()``) passes the cotangent through.
+    A cast between two float segments (``() -> ()``) casts the cotangent back to the type it read (autograd's
+    ``ToCopyBackward``): of ``x.half()`` in a float32 model, a float32 gradient.
     """
     into, out = cot(box.dom), cot(box.cod)
+    if isinstance(prim, CastOp) and _floats(prim):
+        return BoxBackward((), Box(CastOp(prim.target, prim.source, prim.from_width, prim.width)))
     if len(into) and len(out):  # float to float
         return BoxBackward((), Identity(out))
     parts: list[Diagram] = []

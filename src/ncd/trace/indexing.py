@@ -3,7 +3,8 @@
 HF's CLIP text model pools on the end-of-text token with
 ``x[arange(b), (ids.to(int) == eos).int().argmax(-1)]``.  Each step has a box
 (:mod:`ncd.prims.gather`): a cast between integer dtypes a :class:`~ncd.prims.gather.CastOp` of the same
-range in the model's type (its ``width``), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp`, ``== eos`` a
+range in the model's type (its ``width``), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp` (as is a cast between
+float types, ``x.half()``: its backward casts the cotangent back), ``== eos`` a
 :class:`~ncd.prims.gather.CompareOp`, ``argmax`` an :class:`~ncd.prims.gather.ArgMaxOp`
 and the advanced index a :class:`~ncd.prims.gather.GatherOp` woven over ``b`` on both
 inputs (``arange(b)`` is the diagonal) and over the feature wires on the tensor only.
@@ -73,6 +74,11 @@ def cast(conv: Converter, node: Node) -> bool:
         target = Segment((), "bool")
     elif before.dtype == torch.bool and after.is_floating_point():  # flags as 0./1. (XLM's mask)
         target = SCALAR
+    elif before.is_floating_point() and after.is_floating_point() and seg.dtype == "float":
+        # another float type (x.half(), x.to(torch.float64)): rounded as the model rounds, computed on in that type,
+        # and its gradient cast back to the type read
+        conv.bind(node, conv.apply(Box(CastOp(SCALAR, SCALAR, width, _width(before))), [vid]))
+        return True
     else:
         return False
     cast_op = CastOp(Segment((), seg.dtype, seg.range), target, width)

@@ -1,0 +1,107 @@
+"""Casts between float types (``x.half()``, ``x.bfloat16()``, ``x.to(torch.float64)``, ``.float()`` back) are cast
+boxes (:class:`ncd.prims.gather.CastOp` of a float ``width`` and ``from_width``), not opaque ``to.dtype`` calls: the
+lowered module rounds and computes as the model does, and the backward diagram casts each cotangent back to the type
+the cast read (autograd's ``ToCopyBackward``), checked against autograd on the model."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.prims.gather import CastOp
+from ncd.torch.verify import compare_gradients
+
+
+def _trace(model: nn.Module, *inputs: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *inputs)
+
+
+class Sections(nn.Module):
+    """A float32 model with float64, float16 and bfloat16 sections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x).to(torch.float64).tanh() * 3
+        g = self.b(x.half().float() + 1e-3 * x.bfloat16().float())
+        return h.float() + g
+
+
+class Upcast(nn.Module):
+    """A softmax computed in float32 on an input of another type, cast back (as HF's half-precision attention)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().softmax(-1) * 3).to(x.dtype) * x
+
+
+def _grads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    x = x.detach().clone().requires_grad_(True)
+    y = model(x)
+    model.zero_grad()
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape).to(y.dtype)).sum().backward()
+    assert x.grad is not None
+    return y.detach(), x.grad, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_float_sections_are_cast_boxes_and_their_gradients_autograds() -> None:
+    # before, each cast was an opaque to.dtype box (the corpus's torch.casts: 6, torch.mixed_precision: 4) and the
+    # diagram had no backward
+    torch.manual_seed(0)
+    model = Sections()
+    x = torch.randn(2, 5, 16)
+    d = _trace(model, x)
+    assert d.opaque_count == 0
+    widths = sorted((b.prim.width, b.prim.from_width) for b in d.boxes() if isinstance(b.prim, CastOp))
+    assert widths == [("", "bfloat16"), ("", "float16"), ("", "float64"), ("bfloat16", ""), ("float16", ""),
+                      ("float64", "")]
+    lowered = d.to_torch()
+    y, gx, gp = _grads(model, x)
+    y2, gx2, gp2 = _grads(lowered, x)
+    assert y2.dtype == y.dtype and torch.equal(y2, y)  # the same roundings, in the same types
+    torch.testing.assert_close(gx2, gx, rtol=0, atol=0)
+    assert sorted(float(g.abs().sum()) for g in gp2) == sorted(float(g.abs().sum()) for g in gp)
+    for name, got, want in compare_gradients(d, inputs=(x,)):  # the backward diagram against autograd
+        assert got.dtype == want.dtype, name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_an_upcast_and_back_keeps_the_inputs_type_forward_and_backward(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = Upcast()
+    x = torch.randn(2, 5, 16).to(dtype)
+    d = _trace(model, x)
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
+    y, gx, _ = _grads(model, x)
+    y2, gx2, _ = _grads(lowered, x)
+    assert y2.dtype == dtype and torch.equal(y2, y)
+    assert gx2.dtype == dtype and torch.equal(gx2, gx)
+    ((name, got, want),) = compare_gradients(d, inputs=(x,))
+    assert got.dtype == dtype  # the cotangent of x.float() cast back to the input's type, as autograd gives it
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-6, atol=1e-6 * float(want.abs().max()))
+
+
+def test_a_float_cast_round_trips_through_json_and_costs_its_gradient() -> None:
+    from ncd.ir.serialize import load_json
+
+    torch.manual_seed(0)
+    d = _trace(Sections(), torch.randn(2, 5, 16)).as_block()
+    casts = [b.prim for b in d.boxes() if isinstance(b.prim, CastOp)]
+    assert [b.prim for b in load_json(d.to_json()).boxes() if isinstance(b.prim, CastOp)] == casts
+    with pytest.raises(ncd.errors.ParseError, match="from_width"):
+        CastOp(casts[0].source, casts[0].target, "", "int32")
+    back = ncd.backward(d)
+    assert sorted((b.prim.width, b.prim.from_width) for b in back.boxes() if isinstance(b.prim, CastOp)) == \
+        sorted((c.from_width, c.width) for c in casts)
+    report = ncd.cost(d, b=2, t=5)
+    # both linear layers' weight gradients (2 · 2·5·16·16 FLOPs each) and their inputs' (the first's behind a cast)
+    assert report.backward_flops >= 4 * 2 * 2 * 5 * 16 * 16
