@@ -72,3 +72,37 @@ def test_decode_refuses_a_table_of_the_traced_length() -> None:
         torch.testing.assert_close(d.to_torch()(tokens), model(tokens).logits)
     with pytest.raises(DecodeError, match="traced length of t"):
         ncd.decode(d)
+
+
+def test_rotary_tables_of_a_length_dependent_rope_are_not_drawn_as_any_length() -> None:
+    """transformers' dynamic-NTK rope recomputes its frequencies past ``max_position_embeddings``: traced at 6 tokens
+    its tables equal a fixed base's, and main drew one ``ρ`` box of that base, which ``ncd.decode`` then ran at every
+    position (its steps past 8 differed from the model's own forward at that length, with no word).  Its tables are
+    now constants of the traced length: the diagram lowers there, and decoding (like ``to_torch(t=14)``) is refused."""
+    import transformers as T  # noqa: N812
+
+    from ncd.inference.errors import DecodeError
+
+    torch.manual_seed(0)
+    config = T.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8, use_cache=False,
+                           rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0})
+    model = T.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    tokens, longer = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 14))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, tokens, axes={"input_ids": "b ~t"})
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(tokens), model(tokens).logits)
+        want = model(longer).logits
+        try:
+            run = ncd.decode(d).lower()
+        except DecodeError:
+            return
+        logits, caches = run.prefill(longer[:, :5])
+        for p in range(5, 14):
+            logits, caches = run.step(longer[:, p:p + 1], caches, past=p)
+            torch.testing.assert_close(logits, want[:, p:p + 1])

@@ -62,7 +62,25 @@ def _halves(cat: Any, x: Node, k: int) -> bool:
     return sliced(high, k // 2, k) and sliced(low, 0, k // 2)
 
 
+#: transformers' rope types whose frequencies change with the length run (``dynamic_rope_update``): dynamic NTK
+#: scaling past ``max_position_embeddings``, LongRoPE's long factors past ``original_max_position_embeddings``
+_BY_LENGTH = frozenset({"dynamic", "longrope"})
+
+
+def _by_length(model: Any) -> bool:
+    """Whether a rotary module of ``model`` recomputes its tables from the length it is run at (its ``rope_type``,
+    one or one per layer type): their traced rows equal a fixed base's, which would then be drawn for every length."""
+    for module in model.modules() if isinstance(model, torch.nn.Module) else ():
+        kind = getattr(module, "rope_type", None)
+        kinds = kind.values() if isinstance(kind, dict) else [kind]
+        if any(isinstance(k, str) and k in _BY_LENGTH for k in kinds):
+            return True
+    return False
+
+
 def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[float, float] | None:
+    if _by_length(model):  # the tables are the traced length's: constants, so other lengths are refused
+        return None
     t, k = cos.shape[-2:]
     scale = float(cos[..., 0, 0].reshape(-1)[0])
     given = getattr(getattr(model, "config", None), "rope_theta", None)
