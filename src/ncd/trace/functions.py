@@ -111,18 +111,29 @@ def proven(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: lis
 
 
 def _proven_twice(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
-    leaves = tree_flatten((args, kwargs))[0]
-    if not _proven_at(cls, args, kwargs, params):
+    """Both proofs hold; the moved values are tried first: a Function whose backward is not its forward's gradient
+    almost always shows it there (a clamped gradient, a forward undefined off the traced range: recurrent_gemma's
+    ``SqrtBoundDerivative`` gives NaN at once), and the traced values' proof is then not made (recurrent_gemma's
+    proofs: 6.1 -> 3.3 ms)."""
+    leaves, spec = tree_flatten((args, kwargs))
+    if not _told(leaves):  # (before moving them: a meta value has no magnitude)
         return False
     gen = torch.Generator().manual_seed(SEED)
     moved = []
     for v in leaves:
         if isinstance(v, torch.Tensor) and v.is_floating_point():
             size = max(1.0, float(v.detach().abs().max())) if v.numel() else 1.0
-            v = v.detach() + size * torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype)
+            noise = torch.randn(v.shape, generator=gen, dtype=torch.float64).to(device=v.device, dtype=v.dtype)
+            v = v.detach() + size * noise
         moved.append(v)
-    a, kw = tree_unflatten(moved, tree_flatten((args, kwargs))[1])
-    return _proven_at(cls, a, kw, params)
+    a, kw = tree_unflatten(moved, spec)
+    return _proven_at(cls, a, kw, params) and _proven_at(cls, args, kwargs, params)
+
+
+def _told(leaves: list[Any]) -> bool:
+    """Whether a proof can be told on these values: every tensor a plain one (or a parameter) holding values."""
+    return not any(isinstance(t, torch.Tensor) and (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_meta)
+                   for t in leaves)
 
 
 def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor]) -> bool:
@@ -134,8 +145,7 @@ def _proven_at(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], params:
     from torch.autograd.function import _SingleLevelFunction
 
     leaves, spec = tree_flatten((args, kwargs))
-    tensors = [v for v in leaves if isinstance(v, torch.Tensor)]
-    if any(type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_meta for t in tensors):
+    if not _told(leaves):
         return False
     floats = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()]
     weights = [p for p in params if p.requires_grad and p.is_floating_point() and not p.is_meta]

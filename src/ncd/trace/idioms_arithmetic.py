@@ -26,6 +26,7 @@ from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace import idioms_norms
 from ncd.trace.idioms_wires import _live, _shape, _tensor
 from ncd.trace.naming import PRIME, noted, unique
 from ncd.trace.shapes import factor_of
@@ -63,9 +64,7 @@ def unary(conv: Converter, node: Node) -> None:
 
 @rule("aten.pow")
 def power(conv: Converter, node: Node) -> None:
-    from ncd.trace.idioms_norms import root_mean_square
-
-    if root_mean_square(conv, node):  # x * rsqrt(mean(x ** 2) + eps) inside an RMS norm: one RMS box
+    if idioms_norms.root_mean_square(conv, node):  # x * rsqrt(mean(x ** 2) + eps) inside an RMS norm: one RMS box
         return
     x, e = node.args[:2]
     if not _live(x) or e not in (2, 2.0, 0.5):
@@ -363,9 +362,7 @@ def cross_back(conv: Converter, vid: int, names: list[str]) -> int:
 
 @rule("aten.mean", "aten.sum")
 def reduce(conv: Converter, node: Node) -> None:
-    from ncd.trace.idioms_norms import layer_norm
-
-    if layer_norm(conv, node):  # (x - mean) * rsqrt(mean((x - mean) ** 2) + eps) inside a layer norm: one LN box
+    if idioms_norms.layer_norm(conv, node):  # (x - mean) * rsqrt(mean((x - mean) ** 2) + eps) in a layer norm: one LN box
         return
     x = node.args[0]
     if not _live(x) or not x.value.is_floating_point() or node.kwargs.get("dtype") not in (None, x.value.dtype) \

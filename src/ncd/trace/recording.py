@@ -363,7 +363,11 @@ class _Recording(Aliases, InPlace):
                 if self.constant_twin(args[0]) is not None:  # ``m.data.zero_()`` of a tensor m the model made
                     return self.twin_write(func, args, kwargs)
             target = self.functional(func, args)
-            written = self.write(func, target, args, kwargs)
+            if self.meta:
+                written = self.write(func, target, args, kwargs)
+            else:  # (real tensors: the recorder's own operations for it run as C++ kernels, as the model's do)
+                with torch._C._DisablePythonDispatcher():
+                    written = self.write(func, target, args, kwargs)
             if written is not None:
                 return written
         # the model sees its inputs on the meta device: devices it names are the real inputs' device
