@@ -482,3 +482,51 @@ def test_the_copies_a_write_replaced_are_freed_and_the_diagram_is_the_models(mon
         fresh = torch.randn(8, 256, 64)
         with torch.no_grad():
             torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-5)
+
+
+class Rewritten(torch.nn.Module):
+    """``scores += mask`` through a transposed view of the whole tensor (longformer's band of scores), its value read,
+    then the tensor written again: through a slice, and through the same view."""
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        s = x @ x.transpose(-1, -2)  # (b, t, t)
+        v = s.transpose(1, 2)
+        v += m
+        first = v.softmax(-1)  # the value after the first write, read
+        s[:, :2] = 0.0
+        v.mul_(2.0)
+        return first + v.sum(-1, keepdim=True) + s
+
+
+def test_a_value_written_again_keeps_the_value_recorded_for_each_write() -> None:
+    """Every recorded call's value is what its operation gives on its arguments' recorded values (replayed here), though
+    the model writes the memory of the first in-place result twice after it; and the diagram is the model."""
+    from ncd.trace.capture import Node, capture
+
+    torch.manual_seed(0)
+    model = Rewritten().eval()
+    x, m = torch.randn(2, 5, 3), torch.randn(2, 5, 5)
+    with torch.no_grad():
+        captured = capture(model, (x, m), {})
+
+    def value(a: object) -> object:
+        if isinstance(a, Node):
+            return a.value
+        if isinstance(a, (list, tuple)):
+            return type(a)(value(b) for b in a)
+        return a
+
+    replayed = 0
+    for node in captured.nodes:
+        if node.kind == "call" and isinstance(node.value, torch.Tensor) and callable(node.target):
+            again = node.target(*value(node.args), **{k: value(v) for k, v in node.kwargs.items()})
+            torch.testing.assert_close(again, node.value, rtol=0, atol=0, msg=node.name)
+            replayed += 1
+    assert replayed >= 10 and any(n.name.startswith("add") for n in captured.nodes)
+    d = _trace(model, x, m)
+    assert d.method == "dispatch" and not d.opaque
+    module = d.to_torch()
+    for _ in range(2):
+        fresh = torch.randn(2, 5, 3), torch.randn(2, 5, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(module(*fresh), model(*fresh), rtol=1e-5, atol=1e-5)

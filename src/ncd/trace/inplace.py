@@ -224,7 +224,8 @@ class InPlace:
         else:
             out = func(*args, **kwargs)
             live = any(r.live for r in refs((arg_refs, kwarg_refs)))
-            new = out.clone()
+            new = out  # the view written, as the model holds it: a later write into its memory makes :meth:`freeze`
+            # keep its recorded value (a copy then, where one is needed; longformer: none of its two 8 MB ``+=``)
             k = self.counts[packet] = self.counts.get(packet, 0) + 1
             self.add(Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
                           live=live, line=user_line() if live else ""), new)
@@ -250,7 +251,8 @@ class InPlace:
                         n for n in self.nodes[start:] if isinstance(n.value, torch.Tensor)
                         and n.value.untyped_storage().data_ptr() == address)
                 self.release(old, start)
-            self.views.setdefault(id(root), []).extend([out] + ([base] if base is not root else []))
+            self.views.setdefault(id(root), []).extend(([out] if out is not new else []) + ([base] if base is not root
+                                                                                            else []))  # (``add``: new)
             if base is root:
                 for t in twins:  # and reads it written from here on
                     self.by_id[id(t)] = self.by_id[id(base)]
