@@ -92,7 +92,7 @@ def test_two_families_get_two_index_letters_when_every_index_letter_is_an_axis_n
     numbered blocks are indexed by letters no axis has and no other family has (``iʹ``, ``jʹ``): each index has one
     legend row, with the instances' own numbers."""
     from ncd.render.check import problems
-    from ncd.render.wrap import fresh_index
+    from ncd.render.generic import fresh_index
 
     letters = "ijklmpqrs"
 

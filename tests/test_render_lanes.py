@@ -47,14 +47,14 @@ def test_the_page_draws_recorded_branches_as_the_direct_parallel_composition(mon
     the direct parallel composition's: the same texts, one column of branches instead of 2·N columns."""
     from collections import Counter
 
-    import ncd.render.wrap as wrap
+    import ncd.render.definitions as definitions
 
     recorded = layout(Seq.of(*_recorded()).block("Net"))
     direct = layout(Par.of(*(f >> g for f, g in (_branch(k) for k in range(N)))).block("Net"))  # fits one row
     header = Counter({"=": 1, "b": 2 * N, "n": N, "m": N})  # Net's box with its port labels, then "="
     assert Counter(t.string for t in recorded.of(Text)) == Counter(t.string for t in direct.of(Text)) + header
     assert problems(recorded) == []
-    monkeypatch.setattr(wrap, "gather", lambda steps, runs=None: list(steps))  # as it was drawn before
+    monkeypatch.setattr(definitions, "gather", lambda steps, runs=None: list(steps))  # as it was drawn before
     chain = layout(Seq.of(*_recorded()).block("Net"))
     assert recorded.height < 0.5 * chain.height
 

@@ -204,7 +204,7 @@ def test_probe_measures_what_lay_draws(options: dict) -> None:
 
 class _Unprobed:
     """A page laid out without :meth:`Layout.probe`: a subclass of the layout makes the page lay out every one-row
-    drawing and column it measures (``wrap._measure_row``, ``wrap._wider``)."""
+    drawing and column it measures (``wrap._measure_row``, ``definitions._wider``)."""
 
     @staticmethod
     def svg(diagram: ncd.Diagram, options: dict) -> str:

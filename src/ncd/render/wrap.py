@@ -24,29 +24,20 @@ True
 True
 """
 
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq
+from ncd.ir.axes import Axis
+from ncd.ir.diagram import Block, Diagram, Repeat
+from ncd.render.definitions import Group, _block_rows, _columns, _fit_groups, _list_index, _outer_blocks, _Section
 from ncd.render.frag import _arrows
-from ncd.render.generic import (
-    _interleaved,
-    blocks_inside,
-    family,
-    family_header,
-    family_indices,
-    fresh_index,
-    generic_labels,
-)
-from ncd.render.lanes import gather
+from ncd.render.generic import blocks_inside, family, family_header, family_indices, generic_labels
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Text
-from ncd.render.pictograms_scan import scan_step
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, symbol_pieces, typeset_text
 
@@ -57,73 +48,8 @@ __all__ = ["page_layout"]
 
 _T = TypeVar("_T")
 
-Group = tuple[Diagram, int]
-
 #: Continuation arrows: horizontal run and drop (points).
 ARROW_RUN, ARROW_DROP = 16.0, 7.0
-
-
-@dataclass
-class _Section:
-    """One definition on the page: an optional header block (``box =``) and the columns of its contents."""
-
-    header: Block | None
-    groups: list[Group]
-    dom: Type
-    cod: Type
-    path: list[str] = field(default_factory=list)
-    depth: int = 0
-    #: other blocks of the header's name and shape drawn by this definition, their sizes as symbols
-    instances: list[Block] = field(default_factory=list)
-    #: the letter indexing the instances of a family (``stages.i``), chosen when the definition is laid out
-    index: str = "i"
-    #: the instances' index as their name writes it (``2i+1``: one of several definitions of one list) and the
-    #: values of the letter (``None``: the letter itself, its values the instances' numbers)
-    index_text: str | None = None
-    index_values: list[int] | None = None
-
-
-def _chain(node: Diagram) -> list[Diagram]:
-    if isinstance(node, Seq):
-        return [x for part in node.parts for x in _chain(part)]
-    return [node]
-
-
-def _columns(ctx: Layout, node: Diagram) -> list[Diagram]:
-    """The steps of ``node``'s chain, runs of one-branch steps drawn as their branches (:mod:`ncd.render.lanes`);
-    the steps each run replaces are kept (``ctx.runs``): a run too wide for a row is drawn as it was traced.
-    The columns are made once per node (``ctx.split``): every attempt at the page lays out the same columns, which the
-    memo then reuses."""
-    found = ctx.split.get(("chain", id(node)))
-    if found is None or found[0] is not node:
-        found = ctx.split[("chain", id(node))] = (node, gather(_chain(node), ctx.runs))
-    return found[1]
-
-
-def _outer_blocks(node: Diagram) -> list[Block]:
-    """The blocks of ``node`` not nested in another block (outermost first, in order)."""
-    found: list[Block] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, Block):
-            found.append(current)
-            continue
-        stack.extend(reversed(list(current.children())))
-    return found
-
-
-def _outer_scans(node: Diagram) -> list[Box]:
-    """The scan boxes of ``node`` not nested in a block (in order)."""
-    found: list[Box] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, Box) and current.prim.op == "scan":
-            found.append(current)
-        elif not isinstance(current, Block):
-            stack.extend(reversed(list(current.children())))
-    return found
 
 
 def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
@@ -335,13 +261,6 @@ def _names(diagram: Diagram, axes: Sequence[Axis] | None = None) -> set[str]:
     return out
 
 
-def _block_rows(block: Block) -> tuple[tuple[str, str], ...]:
-    legend = block.get("legend")
-    if not legend:
-        return ()
-    return tuple(legend.items()) if isinstance(legend, dict) else tuple(legend)
-
-
 def _lay_page(ctx: Layout, first: Sequence[_Section], target: float, Frag: type[Frag]) -> Frag:
     """Every section (the diagram, then the definitions of the blocks collapsed to fit) stacked downwards."""
     page = Frag(0.0, 0.0, 0.0, [], [])
@@ -367,108 +286,6 @@ def _with_frame(ctx: Layout, section: _Section, fn: Callable[[], _T]) -> _T:
         ctx.depth, ctx.path = saved
 
 
-def _interchange(node: Par) -> list[Diagram]:
-    """``f @ g`` as ``(f @ id) >> (id @ g)``, each branch's steps in turn: the same diagram, wrappable."""
-    steps: list[Diagram] = []
-    for k, part in enumerate(node.parts):
-        for step in _chain(part):
-            if isinstance(step, Identity):
-                continue
-            before = [Identity(p.cod) for p in node.parts[:k]]
-            after = [Identity(p.dom) for p in node.parts[k + 1:]]
-            steps.append(Par.of(*before, step, *after) if before or after else step)
-    return steps
-
-
-def _interchanged(ctx: Layout, node: Par) -> list[Diagram]:
-    """:func:`_interchange` made once per node (``ctx.split``)."""
-    found = ctx.split.get(("branches", id(node)))
-    if found is None or found[0] is not node:
-        found = ctx.split[("branches", id(node))] = (node, _interchange(node))
-    return found[1]
-
-
-def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Section], defined: list[Block]) -> None:
-    """Make every column of ``section`` narrower than ``limit`` where it can: a wide parallel part is split
-    into its branches' steps (interchange law); a wide column has its outermost blocks collapsed, their
-    definitions queued."""
-    out: list[Group] = []
-    work = list(section.groups)
-    while work:
-        node, count = work.pop(0)
-        wide = _wider(ctx, node, count, limit)
-        if wide and count == 1 and isinstance(node, Par):
-            run = ctx.runs.get(id(node))
-            steps = run[1] if run is not None and run[0] is node else _interchanged(ctx, node)
-            if len(steps) > 1:
-                work[0:0] = ctx.groups(steps)
-                continue
-        blocks = [b for b in _outer_blocks(node) if id(b) not in ctx.collapse] if wide else []
-        if wide and not blocks:  # a scan's body is wrapped as a block: a Step box, defined below
-            for scan in _outer_scans(node):
-                if id(scan) not in ctx.collapse:
-                    ctx.collapse.add(id(scan))
-                    _define(ctx, scan_step(scan), section, queue, defined)
-        for b in blocks:
-            ctx.collapse.add(id(b))
-            # a definition shared by blocks of one name draws the first one's contents: the blocks there stand
-            # for the blocks in the same place of the others, which need a definition as well
-            where = _path_to(section.header.body, b) if section.header is not None and section.instances else None
-            others = [_follow(other.body, where) for other in section.instances] if where is not None else []
-            for block in [b] + [o for o in others if isinstance(o, Block)]:
-                _define(ctx, block, section, queue, defined)
-        out.append((node, count))
-    section.groups = out
-
-
-def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
-    """Whether column ``node`` (``count`` of it folded) is laid out wider than ``limit``: a container whose lower
-    bound (:meth:`Layout.probe`) says so is not laid out (it is split into its branches' steps, or its blocks are
-    collapsed: the page never draws it)."""
-    from ncd.render.layout import Layout
-
-    if type(ctx) is Layout and not ctx.notes and ctx._container(node, count) is not None \
-            and ctx.probe(node, count, text=False)[0] > limit:
-        return True
-    return ctx.lay_group(node, count).w > limit
-
-
-def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], defined: list[Block]) -> None:
-    """Queue the definition of collapsed block ``b`` unless one is drawn already: one per block name, its sizes as
-    symbols, where the blocks of that name have one shape (:func:`ncd.render.generic.generic_labels`)."""
-    if any(b is d or (b.name == d.name and b == d) for d in defined):  # (equal blocks have one name: a cheap test first)
-        return
-    defined.append(b)
-    pending = next((q for q in queue if q.header is not None and family(q.header.name) == family(b.name)
-                    and generic_labels([q.header, *q.instances, b]) is not None), None)
-    if pending is not None:
-        pending.instances.append(b)
-        return
-    path = section.path + [b.name]
-    queue.append(_Section(b, ctx.groups(_columns(ctx, b.body)), b.dom, b.cod, path, section.depth + 1))
-
-
-def _path_to(root: Diagram, target: Diagram) -> list[int] | None:
-    """The child indices from ``root`` down to ``target`` (by identity)."""
-    stack: list[tuple[Diagram, list[int]]] = [(root, [])]
-    while stack:
-        node, path = stack.pop()
-        if node is target:
-            return path
-        stack.extend((child, path + [k]) for k, child in enumerate(node.children()))
-    return None
-
-
-def _follow(root: Diagram, path: list[int]) -> Diagram | None:
-    node = root
-    for k in path:
-        children = node.children()
-        if k >= len(children):
-            return None
-        node = children[k]
-    return node
-
-
 def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
                  defined: list[Block], Frag: type[Frag]) -> float:
     """A definition (or the diagram itself): its header and its rows; a definition several blocks of one name
@@ -488,36 +305,6 @@ def _lay_section(ctx: Layout, section: _Section, target: float, page: Frag, y: f
         return _lay_rows(ctx, section, target, page, y, queue, defined, Frag)
     finally:
         ctx.generic = None
-
-
-def _list_index(ctx: Layout, section: _Section, indices: list[int], queue: Sequence[_Section]) -> list[int]:
-    """Choose the index of a family definition (``section.index``) and return the values it takes.
-
-    The numbered blocks of one list may need several definitions, one per shape (a Swin stage alternates plain
-    and shifted-window layers: ``blocks.0, 2, 4`` and ``blocks.1, 3, 5``).  When the definitions of the list
-    interleave evenly — ``d`` of them, each numbered ``a + d·k`` for ``k = 0 … n−1`` — they share one index:
-    ``blocks.2i`` and ``blocks.2i+1``, with one legend row ``i = 0, 1, 2``.  Otherwise each takes a fresh letter
-    (:func:`fresh_index`) whose values are the blocks' own numbers."""
-    name = family(section.header.name) if section.header is not None else ""
-    known = ctx.lists.get(name)
-    if known is None:
-        lists = [indices] + [ix for q in queue if q.header is not None and q.instances
-                             and family(q.header.name) == name
-                             for ix in [family_indices([q.header, *q.instances])] if ix is not None]
-        scheme = _interleaved(lists)
-        if scheme is not None:
-            known = ctx.lists[name] = (fresh_index(ctx.symbols), *scheme)
-            ctx.symbols.add(known[0])
-    if known is not None:
-        letter, stride, count = known
-        start = indices[0]
-        if indices == [start + stride * k for k in range(count)]:
-            section.index, section.index_values = letter, list(range(count))
-            section.index_text = f"{stride}{letter}" + (f"+{start}" if start else "")
-            return section.index_values
-    section.index = fresh_index(ctx.symbols)
-    ctx.symbols.add(section.index)
-    return indices
 
 
 def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: float, queue: list[_Section],
