@@ -106,3 +106,39 @@ def test_rotary_tables_of_a_length_dependent_rope_are_not_drawn_as_any_length() 
         for p in range(5, 14):
             logits, caches = run.step(longer[:, p:p + 1], caches, past=p)
             torch.testing.assert_close(logits, want[:, p:p + 1])
+
+
+class _Memory(torch.nn.Module):
+    """Keeps its last hidden values in a plain attribute and adds them at its next call (truncated-BPTT style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.memory: torch.Tensor | None = None
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "w2" not in self.cache:  # a cache computed from parameters only: the same at every call
+            self.cache["w2"] = self.lin.weight * 2
+        h = self.lin(x) @ self.cache["w2"]
+        out = h if self.memory is None else h + self.memory
+        self.memory = h.detach()
+        return out
+
+
+def test_values_of_the_inputs_kept_in_attributes_are_warned() -> None:
+    """A model that keeps a value of its inputs in a plain attribute for its next call: the diagram is the traced
+    call and the lowered module keeps nothing, so the model's next call differs from it (here by 1.3).  Number
+    attributes the model changes were warned (``self.step += 1``); tensors were not.  A cache of parameters is not
+    warned."""
+    torch.manual_seed(0)
+    model, x, y = _Memory().eval(), torch.randn(2, 4), torch.randn(2, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    said = [str(w.message) for w in caught if "keeps values computed from its inputs" in str(w.message)]
+    assert len(said) == 1 and "(memory)" in said[0], [str(w.message) for w in caught]
+    lowered = d.to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))  # the traced call (tracing put the memory back)
+        assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call

@@ -278,6 +278,13 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
                       " there)", RuntimeWarning, stacklevel=user_stacklevel())
+    kept = _kept_live(model, rec)
+    if kept:  # a memory across calls (``self.hidden = h.detach()``): as for a number attribute the model changes
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model keeps values computed from its inputs in its"
+                      f" attributes ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''}) for later calls; the"
+                      " diagram computes the traced call, with the values they held before it (tracing put them back),"
+                      " and the lowered module keeps nothing, so the model's later calls may differ from it",
+                      RuntimeWarning, stacklevel=user_stacklevel())
     if rec.autocast:  # autocast casts below the level recorded: the diagram computes in the tensors' own types
         warnings.warn(f"ncd.trace({type(model).__name__}): the model runs under torch.autocast (at"
                       f" {', '.join(sorted(rec.autocast))}); the diagram computes in its tensors' own types, so the"
@@ -320,6 +327,29 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" {', '.join(sorted(rec.inputs_written))} in place; the diagram computes its outputs from the"
                       " inputs as given, and the lowered module leaves its inputs as they were (the model changes the"
                       " caller's tensors)", RuntimeWarning, stacklevel=user_stacklevel())
+
+
+def _kept_live(model: torch.nn.Module, rec: _Recording) -> list[str]:
+    """The public attributes of the model's modules (or the entries of a list, tuple or dict one holds) bound, when
+    the recorded call ends, to a tensor computed from the inputs (a recorded value that depends on them)."""
+    by_id = rec.by_id
+    tensors: dict[type, bool] = {}  # (a type's test once: isinstance on torch.Tensor costs ~0.2 us a value)
+    kept = []
+    for module in model.modules():
+        for k, v in vars(module).items():
+            if k[0] == "_":
+                continue
+            kind = type(v)
+            one = tensors.get(kind)
+            if one is None:
+                one = tensors[kind] = issubclass(kind, torch.Tensor)
+            if not (one or kind is dict or kind is list or kind is tuple):
+                continue
+            items = (v,) if one else v.values() if kind is dict else v
+            if any(getattr(by_id.get(id(t)), "live", False) for t in items):
+                path = next(n for n, m in model.named_modules() if m is module)
+                kept.append(f"{path}.{k}" if path else k)
+    return kept
 
 
 def _warn_random(model: torch.nn.Module, random: dict[str, str], drawing: dict[str, str]) -> None:
