@@ -8,18 +8,29 @@ of its output (before its final norm) are ``0``, where the path the recorder tak
 would take that path, the last layer's output is recorded with its padded rows filled with ``0`` (only when every row's
 padding is at its end, as torch checks unless ``mask_check=False``: otherwise torch takes the other path too), and a
 warning says that with gradients enabled the model computes those rows (its values elsewhere are the same).
+
+``nn.MultiheadAttention``'s own fast path (``torch._native_multi_head_attention``, in eval mode when no gradient is
+recorded) differs from the path recorded on one input only: a sample whose keys are all padded (``key_padding_mask``
+all True) gives NaN there, and 0 on the path with gradients (``scaled_dot_product_attention``, when
+``need_weights=False``), which the diagram computes.  No value to record tells the two apart, so a warning names the
+attention modules called so (:func:`padded_samples`); with ``need_weights=True`` both paths give NaN, as the diagram.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["nested_padding"]
+__all__ = ["nested_padding", "padded_samples"]
+
+#: how many nn.TransformerEncoder calls taking the nested-tensor path are running (their padded rows are 0 anyway)
+_NESTED: list[int] = [0]
 
 
 def _applies(encoder: torch.nn.Module, src: Any, mask: Any, padding: Any) -> bool:
@@ -65,9 +76,11 @@ def nested_padding(model: torch.nn.Module, fast: bool, paths: dict[int, str]) ->
 
         seen.add(paths.get(id(self), "") or type(self).__name__)
         handle = self.layers[-1].register_forward_hook(zeroed)
+        _NESTED[0] += 1
         try:
             return original(self, src, mask, src_key_padding_mask, is_causal)
         finally:
+            _NESTED[0] -= 1
             handle.remove()
 
     cls.forward = forward  # type: ignore[method-assign]
@@ -80,3 +93,89 @@ def nested_padding(model: torch.nn.Module, fast: bool, paths: dict[int, str]) ->
                       " mode with a src_key_padding_mask takes torch's nested-tensor path, which outputs 0 at the padded"
                       " positions (before its norm) when no gradient is recorded: the diagram computes that; with"
                       " gradients enabled the model computes those rows", RuntimeWarning, stacklevel=4)
+
+
+def _fast_attention(attention: torch.nn.MultiheadAttention, query: Any, key: Any, value: Any, padding: Any,
+                    need_weights: bool, attn_mask: Any) -> bool:
+    """Whether ``attention(query, key, value, key_padding_mask=padding, need_weights=need_weights,
+    attn_mask=attn_mask)``, a call given a boolean padding mask and no weights asked, would take torch's fast path
+    when no gradient is recorded (torch's checks in ``MultiheadAttention.forward`` but the gradient mode)."""
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    return (isinstance(padding, torch.Tensor) and padding.dtype == torch.bool and not need_weights
+            and (attn_mask is None or isinstance(attn_mask, torch.Tensor) and attn_mask.dtype == torch.bool)
+            and isinstance(query, torch.Tensor) and query.dim() == 3 and query is key and key is value
+            and not query.is_nested and weight is not None and bias is not None
+            and query.dtype == weight.dtype == bias.dtype and not attention.training and attention.num_heads % 2 == 0
+            and attention.batch_first and attention.bias_k is None and attention.bias_v is None
+            and not attention.add_zero_attn and attention._qkv_same_embed_dim and not torch.is_autocast_enabled()
+            and query.device.type in ("cpu", "cuda"))
+
+
+def _fast_layer(layer: torch.nn.TransformerEncoderLayer, src: Any, padding: Any) -> bool:
+    """Whether ``layer(src, src_key_padding_mask=padding)`` would take torch's fused encoder-layer path when no
+    gradient is recorded (torch's checks in ``TransformerEncoderLayer.forward`` but the gradient mode; the layer
+    turns the mask into a float one, which ``nn.MultiheadAttention``'s own fast path refuses)."""
+    attention = layer.self_attn
+    return (isinstance(padding, torch.Tensor) and isinstance(src, torch.Tensor) and src.dim() == 3
+            and not src.is_nested and not layer.training and attention.batch_first
+            and attention.in_proj_bias is not None and attention._qkv_same_embed_dim
+            and bool(getattr(layer, "activation_relu_or_gelu", False)) and layer.norm1.eps == layer.norm2.eps
+            and attention.num_heads % 2 == 0 and not torch.is_autocast_enabled()
+            and src.device.type in ("cpu", "cuda", "xpu"))
+
+
+@functools.cache
+def _signature(forward: Any) -> inspect.Signature:
+    return inspect.signature(forward)
+
+
+def _arguments(forward: Any, module: torch.nn.Module, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``forward``'s arguments by name, defaults filled in (None when they do not bind: the forward will say so)."""
+    try:
+        bound = _signature(forward).bind(module, *args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+@contextlib.contextmanager
+def padded_samples(model: torch.nn.Module, fast: bool, paths: dict[int, str]) -> Iterator[None]:
+    """While recording ``model`` (``fast``: torch's fast path as the caller had it): a warning names each
+    ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` called as its fast path would be taken in eval mode
+    without gradients, where a sample whose keys are all padded gives NaN and the diagram 0 (outside an
+    ``nn.TransformerEncoder`` taking its nested-tensor path, which outputs 0 there too)."""
+    if not fast:
+        yield
+        return
+    attention_cls, layer_cls = torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer
+    attention_forward, layer_forward = attention_cls.forward, layer_cls.forward
+    seen: set[str] = set()
+
+    def attention(self: torch.nn.MultiheadAttention, *args: Any, **kwargs: Any) -> Any:
+        if not _NESTED[0]:
+            a = _arguments(attention_forward, self, args, kwargs)
+            if a is not None and _fast_attention(self, a.get("query"), a.get("key"), a.get("value"),
+                                                 a.get("key_padding_mask"), a.get("need_weights", True),
+                                                 a.get("attn_mask")):
+                seen.add(f"{paths.get(id(self), '') or 'the model'} (nn.MultiheadAttention, need_weights=False)")
+        return attention_forward(self, *args, **kwargs)
+
+    def layer(self: torch.nn.TransformerEncoderLayer, *args: Any, **kwargs: Any) -> Any:
+        if not _NESTED[0]:
+            a = _arguments(layer_forward, self, args, kwargs)
+            if a is not None and _fast_layer(self, a.get("src"), a.get("src_key_padding_mask")):
+                seen.add(f"{paths.get(id(self), '') or 'the model'} (nn.TransformerEncoderLayer)")
+        return layer_forward(self, *args, **kwargs)
+
+    attention_cls.forward, layer_cls.forward = attention, layer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        attention_cls.forward, layer_cls.forward = attention_forward, layer_forward  # type: ignore[method-assign]
+    if seen:
+        warnings.warn(f"ncd.trace({type(model).__name__}): {', '.join(sorted(seen))} called in eval mode with a key"
+                      " padding mask: torch's fast path, taken there when no gradient is recorded, gives NaN for a"
+                      " sample whose keys are all padded; the diagram gives 0 there, as the model does with gradients"
+                      " enabled (its values elsewhere are the same)", RuntimeWarning, stacklevel=4)
