@@ -142,3 +142,20 @@ def test_values_of_the_inputs_kept_in_attributes_are_warned() -> None:
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x))  # the traced call (tracing put the memory back)
         assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call
+
+
+def test_torch_cond_is_refused_naming_it_and_the_line() -> None:
+    """``torch.cond`` on a value of the inputs: its branches are graphs of their own; main refused it as "cannot
+    import graph node 'true_graph_0' of kind 'get_attr'", naming neither the operator nor the model's line."""
+    import pytest
+
+    class Cond(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cond(x.sum() > 0, lambda t: self.lin(t), lambda t: -self.lin(t), (x,))
+
+    with pytest.raises(ncd.TraceError, match=r"Cond: it calls torch\.cond at test_trace_redteam4\.py:\d+"):
+        ncd.trace(Cond().eval(), torch.randn(2, 4))

@@ -283,6 +283,14 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
             kinds = [spec.kind.name for spec in sig.output_specs]
             if len(kinds) == len(outputs):  # a functional graph returns the buffers it wrote first: not the model's
                 outputs = [o for o, kind in zip(outputs, kinds) if kind == "USER_OUTPUT"]
+        elif fx_node.op == "get_attr" and any(u.op == "call_function" for u in fx_node.users):
+            call = next(u for u in fx_node.users if u.op == "call_function")  # a branch or body of torch.cond, ...
+            what, line = getattr(call.target, "__name__", str(call.target)), _line_of_trace(call.meta.get("stack_trace"))
+            model = type(getattr(flat, "model", flat)).__name__
+            raise TraceError(f"cannot trace {model}: it calls torch.{what}{f' at {line}' if line else ''}, whose"
+                             " branches or body are graphs of their own, run as the values of the inputs decide; a"
+                             " neural circuit diagram draws one fixed computation (compute both branches and pick with"
+                             " torch.where, or loop a fixed number of times)")
         else:
             raise TraceError(f"cannot import graph node {fx_node.name!r} of kind {fx_node.op!r}")
     _evaluate(nodes, getattr(flat, "model", None))
