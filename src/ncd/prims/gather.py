@@ -431,6 +431,8 @@ def lower_arithmetic(prim: ArithmeticOp, ctx: RuleContext) -> list[str]:
     x, value = ctx.args[0].var, number_text(prim.value)
     if prim.operator in ("min", "max"):
         return [f"torch.clamp_{'min' if prim.operator == 'max' else 'max'}({x}, {value})"]  # max(x, c) is x clamped below
+    if prim.operator == "//" and not prim.reflected and prim.source.dtype == "float":  # (floor_divide has no
+        return [f"torch.div({x}, {value}, rounding_mode='floor')"]  # derivative in torch; div's floor: 0, the same values)
     a, b = (value, x) if prim.reflected else (x, value)
     return [f"({a} {prim.operator} {b})"]
 
@@ -525,13 +527,12 @@ def backward_index_computation(prim: ArgMaxOp | CompareOp | CastOp | ArithmeticO
     """No gradient flows through an index or a bool: float inputs get zeros, a float output's cotangent is deleted.
 
     A cast between two float segments (``() -> ()``) casts the cotangent back to the type it read (autograd's
-    ``ToCopyBackward``): of ``x.half()`` in a float32 model, a float32 gradient.
+    ``ToCopyBackward``): of ``x.half()`` in a float32 model, a float32 gradient.  A floor division of a float by a
+    number (``x // c``, a step function) has derivative 0 wherever it has one: zeros, as ``torch.floor``'s gradient.
     """
     into, out = cot(box.dom), cot(box.cod)
     if isinstance(prim, CastOp) and _floats(prim):
         return BoxBackward((), Box(CastOp(prim.target, prim.source, prim.from_width, prim.width)))
-    if len(into) and len(out):  # float to float
-        return BoxBackward((), Identity(out))
     parts: list[Diagram] = []
     if len(out):
         parts.append(Box(DeleteOp(out)))
