@@ -159,3 +159,30 @@ def test_torch_cond_is_refused_naming_it_and_the_line() -> None:
 
     with pytest.raises(ncd.TraceError, match=r"Cond: it calls torch\.cond at test_trace_redteam4\.py:\d+"):
         ncd.trace(Cond().eval(), torch.randn(2, 4))
+
+
+class _DecoratedAutocast(_Net):
+    @torch.autocast("cpu", dtype=torch.bfloat16)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+class _AutocastOff(_Net):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):  # (no autocast around it: changes nothing)
+            return super().forward(x)
+
+
+def test_an_autocast_decorated_forward_is_warned_and_autocast_off_is_not() -> None:
+    """``@torch.autocast(...)`` on the model's forward: torch's wrapper enters it, in a torch file, so main said
+    nothing (the lowered module gives float32 where the model gives bfloat16); ``with torch.autocast(enabled=False)``
+    outside any autocast changes nothing, and main warned of it."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4)
+    for model, warned in ((_DecoratedAutocast().eval(), True), (_AutocastOff().eval(), False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            d = ncd.trace(model, x)
+        said = [str(w.message) for w in caught if "runs under torch.autocast" in str(w.message)]
+        assert bool(said) == warned, (type(model).__name__, said)
+        assert (d.to_torch()(x).dtype != model(x).dtype) == warned  # what the warning is about

@@ -229,7 +229,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         grad_off(self)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
-        noted(rec.autocast, "autocast")
+        if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
+            frame = sys._getframe(1)  # ``@torch.autocast(...)`` on a function of the model: torch's wrapper enters it
+            code = getattr(frame.f_locals.get("func"), "__code__", None) if _internal(frame.f_code.co_filename) \
+                else None
+            if code is not None and not _internal(code.co_filename):
+                rec.autocast.setdefault(f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}", "autocast")
+            else:
+                noted(rec.autocast, "autocast")
         return autocast_on(self)  # type: ignore[no-untyped-call]
 
     try:
