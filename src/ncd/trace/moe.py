@@ -34,6 +34,7 @@ from ncd.prims.elementwise import ElementwiseOp, MultiplyOp
 from ncd.prims.linear import EinsumOp
 from ncd.trace.capture import Node, refs
 from ncd.trace.convert import Converter, op_name
+from ncd.trace.moe_proof import noise_shared
 
 __all__ = ["prepare", "Experts"]
 
@@ -69,19 +70,20 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
     by_path = _candidates(conv)
     emitters: dict[int, Callable[[Converter, Node], None]] = {}
     taken: set[int] = set()
-    for path, members in by_path.items():
-        if any(id(n) in taken for n in members):
-            continue
-        try:
-            module = conv.submodule(path)
-        except AttributeError:
-            continue
-        found = _recognise(conv, path, module, members)
-        if found is None:
-            continue
-        taken |= {id(n) for n in members}
-        conv.skip |= {id(n) for n in members if n is not found.out}
-        emitters[id(found.out)] = _emitter(found)
+    with noise_shared():  # (the random parameters of layers of the same shapes drawn once)
+        for path, members in by_path.items():
+            if any(id(n) in taken for n in members):
+                continue
+            try:
+                module = conv.submodule(path)
+            except AttributeError:
+                continue
+            found = _recognise(conv, path, module, members)
+            if found is None:
+                continue
+            taken |= {id(n) for n in members}
+            conv.skip |= {id(n) for n in members if n is not found.out}
+            emitters[id(found.out)] = _emitter(found)
     for path, members in by_path.items():
         if path and not any(id(n) in taken for n in members):
             emitters.update(_expert_names(conv, path, members))
@@ -293,6 +295,7 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     Where the three random cases leave an expert unchosen, more cases route every expert
     (:func:`~ncd.trace.moe_proof._routes`): a kernel wrong on an expert no token chose was read as the sum."""
     from ncd.trace.attention import _run
+    from ncd.trace.moe_proof import within
 
     tokens, k = (int(s) for s in index.value.shape)
     experts = int(params[0][1].shape[0])
@@ -321,8 +324,7 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     chosen = chosen.to(index.value.dtype).contiguous()
 
     def same(got: object, want: torch.Tensor) -> bool:
-        return (isinstance(got, torch.Tensor) and got.shape == want.shape
-                and torch.allclose(got.double(), want, atol=1e-5, rtol=1e-4))
+        return isinstance(got, torch.Tensor) and got.shape == want.shape and within(got, want)
 
     try:
         if not any(v.device.type == "meta" for v in traced) and not same(
@@ -345,9 +347,49 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
             got = _run(members, {id(x): scaled, id(index): chosen[:tokens], id(weight): ws[:tokens]}, until=out)
             if not same(got, _dense(scaled, chosen[:tokens], ws[:tokens], w, layout, act)):
                 return False
+        return _agrees_perturbed(members, x, index, weight, out, params, layout, act, gen)
     except Exception:  # noqa: BLE001 - operations that cannot be re-run: not recognised
         return False
+
+
+def _agrees_perturbed(members: list[Node], x: Node, index: Node, weight: Node, out: Node,
+                      params: list[tuple[str, torch.Tensor]], layout: str, act: str, gen: torch.Generator) -> bool:
+    """:func:`_agrees` on random cases routing every expert, with every parameter the recorded operations read replaced
+    by random values of its scale (:func:`~ncd.trace.moe_proof.perturbed`; one parameter read twice, the same values):
+    a model as built has zero biases and small weights, where a term the sum leaves out (a bias of the experts' own, a
+    parameter of a submodule) vanishes, and the kernel was drawn as the sum, silently wrong once trained."""
+    from ncd.trace.attention import _run
+    from ncd.trace.moe_proof import _routes, covering, perturbed, within
+
+    read: dict[tuple[object, ...], list[Node]] = {}  # the parameters read, by the memory they view (one may be read
+    for n in members:                                     # by several nodes, or under another module's name)
+        for r in refs((n.args, n.kwargs)):
+            if r.kind == "parameter" and isinstance(r.value, torch.Tensor) and not any(q is r for q in read.get(_key(r.value), [])):
+                read.setdefault(_key(r.value), []).append(r)
+    if any(_key(p) not in read for _, p in params) or any(r.value.device.type == "meta" for rs in read.values() for r in rs):
+        return False  # (a parameter of the sum the operations do not read as such: not proven)
+    keys = list(read)
+    other = perturbed({str(j): read[key][0].value for j, key in enumerate(keys)})
+    given = {id(r): other[str(j)] for j, key in enumerate(keys) for r in read[key]}
+    mine = [other[str(keys.index(_key(p)))].double() for _, p in params]
+    tokens, k = (int(s) for s in index.value.shape)
+    experts = int(params[0][1].shape[0])
+    count = covering(experts, k, tokens)  # cases of the traced number of tokens routing every expert
+    chosen = _routes(experts, k, count * tokens, False, gen).to(index.value.dtype).contiguous()
+    xs = (2 * torch.randn((count * tokens, *x.value.shape[1:]), generator=gen)).to(x.value.dtype)
+    ws = torch.rand((count * tokens, k), generator=gen).to(weight.value.dtype)
+    want = _dense(xs, chosen, ws, mine, layout, act)
+    for j in range(0, count * tokens, tokens):
+        got = _run(members, {**given, id(x): xs[j:j + tokens], id(index): chosen[j:j + tokens], id(weight): ws[j:j + tokens]},
+                   until=out)
+        if not (isinstance(got, torch.Tensor) and got.shape == want[j:j + tokens].shape and within(got, want[j:j + tokens])):
+            return False
     return True
+
+
+def _key(t: torch.Tensor) -> tuple[object, ...]:
+    """The memory a tensor views (the same for a parameter and its detached copies)."""
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype
 
 
 #: The root mean square of the experts' first projections on the scaled case of :func:`_agrees`: where the

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from ncd.trace.capture import copied
-from ncd.trace.moe_proof import _arguments, _put_state_back, _state, agrees
+from ncd.trace.moe_proof import _arguments, _put_state_back, _state, agrees, noise_shared
 from ncd.trace.moe_readings import _arity_or_none, _called_as, _dense_reading, _experts, dense_reading
 from ncd.trace.moe_routed import _routed_attention, _routed_attention_agrees, _routed_mlp, _routed_mlp_agrees, _routing
 
@@ -77,6 +77,14 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
     ((), True)
 
     """
+    with noise_shared(), _dense_experts(model, args, kwargs, capture) as paths:
+        yield paths
+
+
+@contextlib.contextmanager
+def _dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   capture: str | None) -> Iterator[list[str]]:
+    """:func:`dense_experts` (the random parameters of its checks drawn once for layers of the same shapes)."""
     readings = _readings(model)
     if readings and capture is not None:
         from ncd.trace.moe_first_call import decided_at_first_call, recorded_on_values

@@ -1,13 +1,16 @@
 """Dense readings of experts modules that route their own tokens (JetMoE: a router reading its group sizes into Python
-with ``tolist``), and their checks against the module's own methods on the traced tokens and random ones."""
+with ``tolist``), and their checks against the module's own methods on the traced tokens and random ones, with the live
+parameters and with random ones (:func:`~ncd.trace.moe_proof.perturbed`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch.nn.utils.stateless import _reparametrize_module
 
+from ncd.trace.moe_proof import _agree, perturbed
 from ncd.trace.moe_readings import _gate, _one_hot
 
 
@@ -40,6 +43,13 @@ def _route(layer: torch.nn.Linear, k: int, x: torch.Tensor) -> tuple[torch.Tenso
 Routing = tuple[torch.nn.Linear, int, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def _weights(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The experts' input and output weights and the bias of :func:`_routing`, read at each call (the parameters the
+    module holds then: the check also runs both sides with random ones)."""
+    return (cast(torch.Tensor, module.get_submodule("input_linear").weight),
+            cast(torch.Tensor, module.get_submodule("output_linear").weight), cast(torch.Tensor, module.bias))
+
+
 def _routed_mlp(module: torch.nn.Module, found: Routing | None
                 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``y = Σ_e G[t, e] · W_out[e] (act(W_in[e] x)₁ ⊙ (W_in[e] x)₂) + bias``, routed by the module's own router
@@ -47,9 +57,10 @@ def _routed_mlp(module: torch.nn.Module, found: Routing | None
     act = getattr(module, "activation", None)
     if found is None or not callable(act):
         return None
-    layer, k, w_in, w_out, bias = found
+    layer, k = found[:2]
 
     def forward(layer_input: torch.Tensor) -> torch.Tensor:
+        w_in, w_out, bias = _weights(module)
         x = layer_input.reshape(-1, layer_input.shape[-1])
         chosen, gates, _ = _route(layer, k, x)
         gate, up = torch.einsum("tm,efm->tef", x, w_in).chunk(2, dim=-1)
@@ -68,33 +79,25 @@ def _routed_attention(module: torch.nn.Module, found: Routing | None
     :func:`_routing`."""
     if found is None or not callable(getattr(module, "map", None)) or not callable(getattr(module, "reduce", None)):
         return None
-    layer, k, w_in, w_out, bias = found
-    experts = int(w_in.shape[0])
+    layer, k = found[:2]
+    experts = int(found[2].shape[0])
 
     def map(layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # noqa: A001
         x = layer_input.reshape(-1, layer_input.shape[-1])
         chosen, gates, logits = _route(layer, k, x)
-        q = torch.einsum("tm,ehm->teh", x, w_in)
+        q = torch.einsum("tm,ehm->teh", x, _weights(module)[0])
         picked = torch.einsum("tke,teh->tkh", _one_hot(chosen, experts, q.dtype), q)
         return picked.view(*layer_input.shape[:-1], k, -1), logits, (chosen, gates)
 
     def reduce(layer_input: torch.Tensor, topo: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         chosen, gates = topo
+        _, w_out, bias = _weights(module)
         a = layer_input.reshape(-1, k, layer_input.shape[-1])
         y = torch.einsum("tkh,emh->tkem", a, w_out)
         out = torch.einsum("tk,tke,tkem->tm", gates, _one_hot(chosen, experts, y.dtype), y)
         return out.view(*layer_input.shape[:-2], -1) + bias
 
     return map, reduce
-
-
-def _close(got: Any, want: Any) -> bool:
-    if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)):
-        return False
-    if got.shape != want.shape or got.dtype != want.dtype:
-        return False
-    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
-    return torch.allclose(got.double(), want.double(), atol=1e-5 * scale, rtol=1e-4)
 
 
 def _tokens(call: tuple[Any, ...], probes: int = 3) -> list[torch.Tensor]:
@@ -109,26 +112,37 @@ def _tokens(call: tuple[Any, ...], probes: int = 3) -> list[torch.Tensor]:
 def _routed_mlp_agrees(module: torch.nn.Module, dense: Callable[[torch.Tensor], torch.Tensor],
                        call: tuple[Any, ...], traced: Any = None) -> bool:
     """Whether ``dense`` equals the module's own forward on the traced tokens (``traced``: what it gave on them, if
-    known) and on random ones."""
+    known) and on random ones, then on random ones with the module's parameters replaced by random ones of their scale
+    (:func:`~ncd.trace.moe_proof.perturbed`: a bias the reading misplaces vanishes at a model's initial zeros)."""
     own = module.forward  # what the model runs, not the class's (an instance may carry a forward of its own)
     cases = _tokens(call)
     with torch.no_grad():
-        return bool(cases) and all(_close(dense(x), traced if j == 0 and traced is not None else own(x))
-                                   for j, x in enumerate(cases))
+        if not (cases and all(_agree(dense(x), traced if j == 0 and traced is not None else own(x))
+                              for j, x in enumerate(cases))):
+            return False
+        with _reparametrize_module(module, perturbed(dict(module.named_parameters()))):
+            return _agree(dense(cases[1]), own(cases[1]))
 
 
 def _routed_attention_agrees(module: torch.nn.Module, dense_map: Callable[..., Any], dense_reduce: Callable[..., Any],
                              call: tuple[Any, ...]) -> bool:
+    """Whether ``dense_map`` and ``dense_reduce`` equal the module's own ``map`` and ``reduce`` on the traced tokens and
+    random ones (``reduce`` of random outputs, routed as ``map`` routed the tokens), then on random ones with the
+    module's parameters replaced by random ones of their scale (:func:`~ncd.trace.moe_proof.perturbed`)."""
     own_map: Callable[..., Any] = module.map  # type: ignore[assignment]  # (the instance's, as the model runs it)
     own_reduce: Callable[..., Any] = module.reduce  # type: ignore[assignment]
     cases = _tokens(call)
     gen = torch.Generator().manual_seed(1)
+
+    def agree(x: torch.Tensor) -> bool:
+        (want, want_logits, want_topo), (got, got_logits, got_topo) = own_map(x), dense_map(x)
+        if not (_agree(got, want) and _agree(got_logits, want_logits)):
+            return False
+        a = torch.randn(tuple(want.shape), generator=gen).to(want.dtype)
+        return _agree(dense_reduce(a, got_topo), own_reduce(a, want_topo))
+
     with torch.no_grad():
-        for x in cases:
-            (want, want_logits, want_topo), (got, got_logits, got_topo) = own_map(x), dense_map(x)
-            if not (_close(got, want) and _close(got_logits, want_logits)):
-                return False
-            a = torch.randn(tuple(want.shape), generator=gen).to(want.dtype)
-            if not _close(dense_reduce(a, got_topo), own_reduce(a, want_topo)):
-                return False
-    return bool(cases)
+        if not (cases and all(agree(x) for x in cases)):
+            return False
+        with _reparametrize_module(module, perturbed(dict(module.named_parameters()))):
+            return agree(cases[1])
