@@ -7,6 +7,7 @@ sum: right for the traced weights only.  Each model here is traced as built, the
 the model and in its lowered module (each lowered parameter found by the model parameter's values it holds; one the
 lowered module dropped is set in the model only), and the two are compared.  Experts of outputs far below 1 are
 compared at a tolerance of their own scale: a fixed ``1e-5`` passed a kernel that renormalises its routing weights.
+Experts routing their own tokens (JetMoE's form, :mod:`ncd.trace.moe_routed`) are checked the same way.
 """
 
 from __future__ import annotations
@@ -199,3 +200,44 @@ def test_an_experts_kernel_of_small_outputs_is_compared_at_their_scale() -> None
     lowered = _trace(model, x).to_torch()
     with torch.no_grad():
         _relative(lowered(fresh), model(fresh))
+
+
+class _Router(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer, self.top_k = nn.Linear(8, 4, bias=False), 2
+
+
+class _Stacked(nn.Module):
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(0.3 * torch.randn(*shape))
+
+
+class SelfRoutedExperts(nn.Module):
+    """Experts routing their own tokens in JetMoE's form (``router.layer``, ``router.top_k``, ``input_linear``,
+    ``output_linear``, ``bias``, ``activation``), run densely, the bias (zeros as built) added to the tokens, not to the
+    output: the routed dense reading at init only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router, self.input_linear, self.output_linear = _Router(), _Stacked(4, 24, 8), _Stacked(4, 8, 12)
+        self.bias = nn.Parameter(torch.zeros(8))
+        self.activation = nn.functional.silu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, chosen = self.router.layer(x).topk(self.router.top_k, dim=1)
+        g = (top.softmax(1)[..., None] * nn.functional.one_hot(chosen, 4)).sum(1)
+        gate, up = torch.einsum("tm,efm->tef", x + self.bias, self.input_linear.weight).chunk(2, dim=-1)
+        return torch.einsum("te,tem->tm", g, torch.einsum("tef,emf->tem", self.activation(gate) * up,
+                                                           self.output_linear.weight))
+
+
+def test_experts_routing_their_own_tokens_equal_to_their_reading_at_init_only_are_drawn_as_recorded() -> None:
+    # before, the routed reading (the bias added to the output) was checked with the live (zero) bias and drawn
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(8, 8), SelfRoutedExperts()).eval(), torch.randn(6, 8)
+    lowered = _trace(model, x).to_torch()
+    _trained(model, lowered)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-5)
