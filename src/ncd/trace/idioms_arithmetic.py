@@ -24,9 +24,9 @@ from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.prims.linear import EinsumOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import AddOp, TransposeOp
+from ncd.trace import idioms_norms
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace import idioms_norms
 from ncd.trace.idioms_wires import _live, _shape, _tensor
 from ncd.trace.naming import PRIME, noted, unique
 from ncd.trace.shapes import factor_of
