@@ -186,3 +186,18 @@ def test_an_autocast_decorated_forward_is_warned_and_autocast_off_is_not() -> No
         said = [str(w.message) for w in caught if "runs under torch.autocast" in str(w.message)]
         assert bool(said) == warned, (type(model).__name__, said)
         assert (d.to_torch()(x).dtype != model(x).dtype) == warned  # what the warning is about
+
+
+def test_lazy_modules_not_yet_called_are_refused_naming_them() -> None:
+    """``nn.LazyLinear`` before its first call holds no parameters: main refused the model with torch.export's own
+    "Attempted to use an uninitialized parameter in <method '_is_view' ...>"; now the refusal names the lazy modules
+    and what to do, and the model called once traces equal."""
+    import pytest
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.ReLU(), torch.nn.LazyLinear(3)).eval()
+    x = torch.randn(2, 5)
+    with pytest.raises(ncd.TraceError, match=r"lazy modules \(0: LazyLinear, 2: LazyLinear\).*call the model once"):
+        ncd.trace(model, x)
+    model(x)
+    torch.testing.assert_close(ncd.trace(model, x).to_torch()(x), model(x))

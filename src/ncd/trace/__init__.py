@@ -271,6 +271,13 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
+    unmade = (torch.nn.parameter.UninitializedParameter, torch.nn.parameter.UninitializedBuffer)
+    lazy = [f"{n or type(model).__name__}: {type(m).__name__}" for n, m in model.named_modules()
+            if any(isinstance(t, unmade) for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])] \
+        if any(isinstance(m, torch.nn.modules.lazy.LazyModuleMixin) for m in model.modules()) else []
+    if lazy:  # (torch.export's fake tensors cannot run their first call, which makes their parameters)
+        raise TraceError(f"cannot trace {type(model).__name__}: its lazy modules ({', '.join(lazy[:4])}) have not made"
+                         " their parameters yet; call the model once on an input of its shape before tracing it")
     load_rules()
     from ncd.trace.moe_dense import dense_experts
     from ncd.trace.moe_first_call import Undecided
