@@ -173,7 +173,22 @@ class InPlace:
 
     def write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Record an in-place write (``copy_``/``fill_`` anywhere, any write through a view) as the functional
-        operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator."""
+        operations it stands for (:mod:`ncd.trace.writes`); ``None``: record it as its functional operator.
+
+        The sizes it reads are plain ints (:attr:`ncd.trace.shapes.Shapes.kernels`): the recorder's own, not the
+        model's (longformer: ~6,500 sized numbers a trace made and freed by regions, sorts and comparisons)."""
+        from ncd.trace.shapes import Shapes
+
+        shapes = Shapes.active
+        if shapes is None:
+            return self._write(func, functional, args, kwargs)
+        shapes.kernels += 1
+        try:
+            return self._write(func, functional, args, kwargs)
+        finally:
+            shapes.kernels -= 1
+
+    def _write(self, func: Any, functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from ncd.trace.writes import cut, diagonal_of, put_diagonal, write_back
 
         packet = func.overloadpacket.__name__

@@ -257,7 +257,8 @@ class Shapes:
         self.nodes = nodes  # the recording's nodes, in order
         self.escaped: list[tuple[Tree, str]] = []
         self.calling = 0
-        self.kernels = 0  # inside torch's own kernel on meta copies: its size reads are torch's, not the model's
+        self.kernels = 0  # inside torch's own kernel on meta copies, or the recorder's own work for an in-place write
+        # (ncd.trace.inplace): its size reads are torch's or the recorder's, not the model's
         self._saved: dict[str, Any] = {}
         self._calls: _Calls | None = None  # the mode marking calls, pushed at the first size read
 
