@@ -52,9 +52,9 @@ def measure(entry: Any) -> dict[str, Any]:
     errors: list[str] = []
     symbolize = symbolic.symbolize
 
-    def watched(body: Any, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
+    def watched(body: Any, sizes: dict[str, int], merges: Any = None, found: Any = None, where: Any = None) -> Any:
         try:
-            return symbolize(body, sizes, merges, found)
+            return symbolize(body, sizes, merges, found, where)
         except Exception as error:
             errors.append(f"{type(error).__name__}: {str(error)[:300]}")
             raise

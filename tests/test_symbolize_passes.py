@@ -74,9 +74,9 @@ def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.Mon
     seen: list[tuple[Any, dict[str, int], Any]] = []
     kept = symbolic.symbolize
 
-    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None, where: Any = None) -> Any:
         seen.append((body, dict(sizes), merges))
-        return kept(body, sizes, merges, found)
+        return kept(body, sizes, merges, found, where)
 
     monkeypatch.setattr(symbolic, "symbolize", spy)
     with warnings.catch_warnings():
@@ -105,9 +105,9 @@ def test_the_symbols_noted_hold_every_symbol_of_the_result(name: str, monkeypatc
     seen: list[tuple[Any, set[Any]]] = []
     kept = symbolic.symbolize
 
-    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None, where: Any = None) -> Any:
         noted: set[Any] = set() if found is None else found
-        new, fixed = kept(body, sizes, merges, noted)
+        new, fixed = kept(body, sizes, merges, noted, where)
         seen.append((new, noted))
         return new, fixed
 
@@ -173,9 +173,9 @@ def test_passes_without_renames_keep_what_the_passes_with_renames_rebuilt_alike(
     handed: list[int] = []
     hand_over = symbolic._Walk.hand_over
 
-    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None) -> Any:
+    def spy(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None, found: Any = None, where: Any = None) -> Any:
         seen.append((body, dict(sizes), merges))
-        return kept(body, sizes, merges, found)
+        return kept(body, sizes, merges, found, where)
 
     def counted(self: Any, other: Any, state: Any) -> None:
         handed.append(len(self._state[0]))

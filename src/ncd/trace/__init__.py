@@ -391,7 +391,8 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
     failed = False
     found: set[Any] = set()  # the symbols of every size symbolize met or made: no walk of its result when all are known
     try:
-        new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges"), found) if sizes else (body, [])
+        new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges"), found, where=conv.__dict__.get("_made_at")) \
+            if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
         if (not sizes or any(str(s) not in defaults for s in found)) and any(str(s) not in defaults for s in new.free_symbols):
             new, fixed, failed = body, [], True

@@ -236,6 +236,9 @@ class Learned(Values):
             source = self.relative(origin) if origin else "const"
             box = Box(ConstantOp(seg, dtype_name(tensor), None, source))
             self.emitted.tensors.append([tensor])
+            if not origin and isinstance(ref, Node) and ref.stack and ref.stack[-1][0]:  # the module that made it:
+                made = self.__dict__.setdefault("_made_at", {})  # named if it holds the traced sizes (symbolize)
+                made[id(box.prim)] = f" (made in {ref.stack[-1][0]}: {ref.stack[-1][1]})"
         (vid,) = self.emit(box, [], [seg])
         if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
             self.bind(ref, vid)

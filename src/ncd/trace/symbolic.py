@@ -110,7 +110,8 @@ PASSES = 8
 #: (name, traced size) -> its size in symbols; traced range -> the range in symbols (a box woven over the axes that
 #: range is counted along sees none of them: ranges are followed by value)
 def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple[str, int]]] | None = None,
-              found: set[Any] | None = None) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
+              found: set[Any] | None = None, where: dict[int, str] | None = None,
+              ) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """``body`` with the axes named in ``sizes`` (or their primes) of that size made symbols; and the boxes whose
     stored tensors or calls then depend on a symbol (they hold at the traced sizes only): the sizes each depends on
     and the box.  Names and ranges sized by those axes under other names are followed (the module's docstring).
@@ -131,11 +132,13 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
     traced size).
 
     ``found`` (if given) gets every symbol of the sizes the passes met and made (a superset of the symbols of the
-    result: its every wire, range and size is one of them), without a walk of the result."""
+    result: its every wire, range and size is one of them), without a walk of the result.  ``where`` (if given): by
+    the id of a primitive, where the model made what it holds, added to its ``fixed`` entry."""
     follow = _merged_sizes(merges, sizes) if merges else {}
     if found is None:
         found = set()
     walk = _Walk(body, sizes, True, follow, found)
+    walk.where.update(where or {})
     saved: list[Any] = []  # the pass the walk was at before a view first renamed a wire, and the walk's state then
     again = None
     try:
@@ -144,6 +147,7 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
         if not walk.renamed:  # no view renamed a wire: the passes without renames are these again, and fail alike
             raise
         again = _Walk(body, sizes, False, follow, found)
+        again.where.update(where or {})
         start, state = saved  # the passes before it are the same without renames: they go on from there
         walk.hand_over(again, state)
     finally:  # the walk's nested functions refer to each other (a cycle): what they hold is freed now
@@ -192,6 +196,8 @@ class _Walk:
         order: list[int] = []  # ids of the primitives in the order a whole walk rebuilds them first
         placed: set[int] = set()  # ... the same ids
         notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
+        where: dict[int, str] = {}  # id of a primitive -> where the model made what it holds (:func:`symbolize`)
+        self.where = where
         axes: dict[Axis, Axis] = {}
         by_id: dict[int, Axis] = {}  # id of an original axis -> ``axes[it]``
         follow_names: dict[tuple[str, int], Any] = dict(follow) if follow else {}
@@ -323,7 +329,8 @@ class _Walk:
                 _derived(error, traced, learned, given)
                 raise
             if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
-                notes[id(p)] = (tuple(sorted(str(x) for x in held)), f"{p.op} {p.label()} '{new.signature()[1]}'")
+                notes[id(p)] = (tuple(sorted(str(x) for x in held)),
+                                f"{p.op} {p.label()} '{new.signature()[1]}'{where.get(id(p), '')}")
             elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
                 # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at
                 # the traced length): its entries are those of the traced sizes only
