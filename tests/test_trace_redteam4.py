@@ -201,3 +201,38 @@ def test_lazy_modules_not_yet_called_are_refused_naming_them() -> None:
         ncd.trace(model, x)
     model(x)
     torch.testing.assert_close(ncd.trace(model, x).to_torch()(x), model(x))
+
+
+class _ScaledDecoder(torch.nn.Module):
+    """A causal decoder holding a buffer named ``scale``: the lowered step's explicit attention has a value of that
+    name too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.qkv, self.out = torch.nn.Embedding(20, 8), torch.nn.Linear(8, 24), torch.nn.Linear(8, 20)
+        self.register_buffer("scale", torch.tensor(2.0))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        q, k, v = self.qkv(h).chunk(3, -1)
+        return self.out(h + F.scaled_dot_product_attention(q, k, v, is_causal=True) * self.scale)
+
+
+def test_decoding_a_model_whose_buffer_shares_a_name_with_a_value_of_the_step() -> None:
+    """The lowered step named the model's buffer ``scale_1`` (its attention's ``scale`` came first), the weights held
+    it as ``scale``: every step raised torch's "Missing key(s) in state_dict: scale_1".  Now the step decodes equal to
+    the model's own forward at every position."""
+    torch.manual_seed(0)
+    model = _ScaledDecoder().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randint(0, 20, (2, 4)), axes={"ids": "b ~t"})
+    run = ncd.decode(d).lower()
+    x = torch.randint(0, 20, (2, 9))
+    with torch.no_grad():
+        full = model(x)
+        logits, caches = run.prefill(x[:, :4])
+        torch.testing.assert_close(logits, full[:, :4])
+        for p in range(4, 9):
+            logits, caches = run.step(x[:, p:p + 1], caches, past=p)
+            torch.testing.assert_close(logits, full[:, p:p + 1])

@@ -55,7 +55,7 @@ class Decoder:
 
     def _module(self, diagram: Any, sizes: dict[str, int], check_inputs: bool = True) -> torch.nn.Module:
         module = diagram.to_torch(check_inputs=check_inputs, **{**self.sizes, **sizes})
-        module.load_state_dict(self.weights)
+        module.load_state_dict(_named_as(module.state_dict(), self.weights, diagram))
         module = module.to(self.dtype).eval()
         if self.policy is not None:
             self.policy.apply_weights(module, self.dtype)
@@ -185,3 +185,32 @@ def _row(site: Any) -> int:
 def _slot(slot: tuple[str, int | None]) -> str:
     key, index = slot
     return key if index is None else f"{key}_{index}"
+
+
+def _named_as(own: dict[str, Any], weights: dict[str, Any], diagram: Any) -> dict[str, Any]:
+    """``weights`` under the names ``own`` gives them.  A lowered prefill or step names its tensors as the model's
+    module does, in the order its forward first reads them, but one of its own values may take a name first (the
+    step's explicit attention has a ``scale``, so a model's buffer ``scale`` becomes ``scale_1``): names equal but
+    for such ``_k`` suffixes are paired in that order, as the suffixes were given."""
+    import re
+
+    if own.keys() == weights.keys():
+        return weights
+
+    def base(key: str) -> str:
+        return ".".join(re.sub(r"_\d+$", "", part) for part in key.split("."))
+
+    mine: dict[str, list[str]] = {}
+    for key in own:
+        mine.setdefault(base(key), []).append(key)
+    theirs: dict[str, list[str]] = {}
+    for key in weights:
+        theirs.setdefault(base(key), []).append(key)
+    named: dict[str, Any] = {}
+    for b, keys in mine.items():
+        given = theirs.get(b, [])
+        if len(given) != len(keys) or any(tuple(own[k].shape) != tuple(weights[w].shape) for k, w in zip(keys, given)):
+            raise DecodeError(f"{getattr(diagram, 'name', 'the decoding')}: the lowered module holds {', '.join(keys)},"
+                              f" the weights {', '.join(given) or 'nothing'} of that name (or other shapes)")
+        named.update(zip(keys, (weights[w] for w in given)))
+    return named
