@@ -94,3 +94,36 @@ def test_transformer_encoder_on_an_all_padded_sample(nested: bool) -> None:
         assert len(warned) == 1 and "layers.0 (nn.TransformerEncoderLayer)" in warned[0]
         assert bool(fast[1].isnan().all())
         torch.testing.assert_close(got[0], fast[0], rtol=1e-4, atol=1e-5)
+
+
+class Masked(nn.Module):
+    """Self-attention under a constant boolean mask (True: masked); ``empty``: query 2 is left no key."""
+
+    def __init__(self, empty: bool) -> None:
+        super().__init__()
+        self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+        mask = torch.ones(5, 5, dtype=torch.bool).triu(1)  # causal: every query keeps a key
+        if empty:
+            mask[2] = True
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.att(x, x, x, attn_mask=self.mask, need_weights=False)[0]
+        return out
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_a_mask_leaving_a_query_no_key_is_warned(empty: bool) -> None:
+    # here the traced input itself differs: torch's fast path gives NaN on query 2, the diagram (SDPA's) 0
+    x = _inputs()[0]
+    model = Masked(empty).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    assert any(WARNED in str(w.message) for w in caught) == empty
+    lowered = d.to_torch().eval()
+    fast, slow = _both_ways(model, x)
+    got_fast, got_slow = _both_ways(lowered, x)
+    torch.testing.assert_close(got_slow, slow)
+    torch.testing.assert_close(got_fast, got_slow)  # the lowered module: one answer
+    assert bool(fast[:, 2].isnan().all()) == empty  # the model's fast path: NaN where a query sees no key

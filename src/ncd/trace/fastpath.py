@@ -98,10 +98,13 @@ def nested_padding(model: torch.nn.Module, fast: bool, paths: dict[int, str]) ->
 def _fast_attention(attention: torch.nn.MultiheadAttention, query: Any, key: Any, value: Any, padding: Any,
                     need_weights: bool, attn_mask: Any) -> bool:
     """Whether ``attention(query, key, value, key_padding_mask=padding, need_weights=need_weights,
-    attn_mask=attn_mask)``, a call given a boolean padding mask and no weights asked, would take torch's fast path
+    attn_mask=attn_mask)``, a call given a boolean padding mask (or a boolean mask leaving a query no key) and no
+    weights asked, would take torch's fast path
     when no gradient is recorded (torch's checks in ``MultiheadAttention.forward`` but the gradient mode)."""
     weight, bias = attention.in_proj_weight, attention.in_proj_bias
-    return (isinstance(padding, torch.Tensor) and padding.dtype == torch.bool and not need_weights
+    masks = (isinstance(padding, torch.Tensor) and padding.dtype == torch.bool
+             or padding is None and _empty_row(attn_mask))
+    return (masks and not need_weights
             and (attn_mask is None or isinstance(attn_mask, torch.Tensor) and attn_mask.dtype == torch.bool)
             and isinstance(query, torch.Tensor) and query.dim() == 3 and query is key and key is value
             and not query.is_nested and weight is not None and bias is not None
@@ -111,12 +114,24 @@ def _fast_attention(attention: torch.nn.MultiheadAttention, query: Any, key: Any
             and query.device.type in ("cpu", "cuda"))
 
 
-def _fast_layer(layer: torch.nn.TransformerEncoderLayer, src: Any, padding: Any) -> bool:
-    """Whether ``layer(src, src_key_padding_mask=padding)`` would take torch's fused encoder-layer path when no
+def _empty_row(mask: Any) -> bool:
+    """Whether an attention mask (bool: True where a key is masked; float: ``-inf`` there) leaves some query no key."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() < 2 or mask.is_meta or not mask.numel():
+        return False
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), torch._C._DisablePythonDispatcher():  # (read outside the recording: no node, no
+        masked = mask if mask.dtype == torch.bool else torch.isneginf(mask) if mask.is_floating_point() else None
+        return masked is not None and bool(masked.all(-1).any())  # guard on a mask that depends on the inputs)
+
+
+def _fast_layer(layer: torch.nn.TransformerEncoderLayer, src: Any, padding: Any, mask: Any = None) -> bool:
+    """Whether ``layer(src, mask, src_key_padding_mask=padding)``, given a padding mask or a mask leaving a query no
+    key, would take torch's fused encoder-layer path when no
     gradient is recorded (torch's checks in ``TransformerEncoderLayer.forward`` but the gradient mode; the layer
     turns the mask into a float one, which ``nn.MultiheadAttention``'s own fast path refuses)."""
     attention = layer.self_attn
-    return (isinstance(padding, torch.Tensor) and isinstance(src, torch.Tensor) and src.dim() == 3
+    return ((isinstance(padding, torch.Tensor) or _empty_row(mask)) and isinstance(src, torch.Tensor) and src.dim() == 3
             and not src.is_nested and not layer.training and attention.batch_first
             and attention.in_proj_bias is not None and attention._qkv_same_embed_dim
             and bool(getattr(layer, "activation_relu_or_gelu", False)) and layer.norm1.eps == layer.norm2.eps
@@ -165,7 +180,7 @@ def padded_samples(model: torch.nn.Module, fast: bool, paths: dict[int, str]) ->
     def layer(self: torch.nn.TransformerEncoderLayer, *args: Any, **kwargs: Any) -> Any:
         if not _NESTED[0]:
             a = _arguments(layer_forward, self, args, kwargs)
-            if a is not None and _fast_layer(self, a.get("src"), a.get("src_key_padding_mask")):
+            if a is not None and _fast_layer(self, a.get("src"), a.get("src_key_padding_mask"), a.get("src_mask")):
                 seen.add(f"{paths.get(id(self), '') or 'the model'} (nn.TransformerEncoderLayer)")
         return layer_forward(self, *args, **kwargs)
 
@@ -176,6 +191,7 @@ def padded_samples(model: torch.nn.Module, fast: bool, paths: dict[int, str]) ->
         attention_cls.forward, layer_cls.forward = attention_forward, layer_forward  # type: ignore[method-assign]
     if seen:
         warnings.warn(f"ncd.trace({type(model).__name__}): {', '.join(sorted(seen))} called in eval mode with a key"
-                      " padding mask: torch's fast path, taken there when no gradient is recorded, gives NaN for a"
-                      " sample whose keys are all padded; the diagram gives 0 there, as the model does with gradients"
-                      " enabled (its values elsewhere are the same)", RuntimeWarning, stacklevel=4)
+                      " padding mask (or a mask leaving a query no key): torch's fast path, taken there when no gradient"
+                      " is recorded, gives NaN for a sample whose keys are all padded (and a query left no key); the"
+                      " diagram gives 0 there, as the model does with gradients enabled (its values elsewhere are the"
+                      " same)", RuntimeWarning, stacklevel=4)
