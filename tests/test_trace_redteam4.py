@@ -263,3 +263,28 @@ def test_the_backward_diagram_of_views_of_indices_and_flags() -> None:
     assert len(pairs) == 3  # the table, the Linear's weight and bias
     for name, got, want in pairs:
         torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _PaddedConvs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.circular = torch.nn.Conv1d(3, 4, 3, padding=1, padding_mode="circular")
+        self.reflect = torch.nn.Conv1d(4, 4, 3, padding=2, dilation=2, padding_mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reflect(torch.tanh(self.circular(x)))
+
+
+def test_the_backward_diagram_of_reflected_and_circular_padding() -> None:
+    """A convolution's reflected or circular padding is traced as a pad whose output wire is named apart; its
+    backward (the pad's transpose) took the padded wire under the input's name, and ``ncd.backward`` raised
+    "backward rule of pad takes 'm:13', expected 'm2:13'".  Its gradients now equal autograd's."""
+    from ncd.torch.verify import compare_gradients
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9)
+    d = ncd.trace(_PaddedConvs().eval(), x)
+    pairs = compare_gradients(d, inputs=(x,))
+    assert len(pairs) == 5  # the input, two weights, two biases
+    for name, got, want in pairs:
+        torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
