@@ -144,6 +144,42 @@ def test_values_of_the_inputs_kept_in_attributes_are_warned() -> None:
         assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call
 
 
+
+class _PrivateMemory(torch.nn.Module):
+    """Keeps its last hidden values where the warning of 85e68d7 did not look: a private attribute, and a list inside a
+    dict of a public one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self._memory: torch.Tensor | None = None
+        self.state: dict[str, list[torch.Tensor | None]] = {"h": [None]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        out = h if self._memory is None else h + self._memory
+        self._memory = h.detach()
+        self.state["h"][0] = 2 * h.detach()
+        return out
+
+
+def test_values_of_the_inputs_kept_in_private_attributes_and_nested_entries_are_warned() -> None:
+    """The same memory across calls under a private name (``self._memory``) or inside nested containers
+    (``self.state["h"][0]``) is warned too, naming both (main said nothing: the lowered module's next call was off the
+    model's, with no word); the private one is said to hold the traced call (tracing puts back public attributes only)."""
+    torch.manual_seed(0)
+    model, x, y = _PrivateMemory().eval(), torch.randn(2, 4), torch.randn(2, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    said = [str(w.message) for w in caught if "keeps values computed from its inputs" in str(w.message)]
+    assert len(said) == 1 and "(_memory, state)" in said[0] and "the private ones hold" in said[0], \
+        [str(w.message) for w in caught]
+    lowered = d.to_torch()
+    with torch.no_grad():
+        assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call differs
+
+
 def test_torch_cond_is_refused_naming_it_and_the_line() -> None:
     """``torch.cond`` on a value of the inputs: its branches are graphs of their own; main refused it as "cannot
     import graph node 'true_graph_0' of kind 'get_attr'", naming neither the operator nor the model's line."""
