@@ -23,7 +23,7 @@ from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
-from ncd.trace.undo import Undo, writes, writes_of
+from ncd.trace.undo import NO_DEFAULT, Undo, arguments_of, writes, writes_of
 from ncd.trace.walk import _Walk
 from ncd.trace.work import work
 from ncd.trace.writes import Region
@@ -100,13 +100,13 @@ def _draws(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     positive ``dropout_p``; ``p`` with ``train`` (``None``: training) or ``training``; ``rrelu``'s ``training``; a
     recurrent stack's ``dropout`` between its ``num_layers > 1`` layers in ``train``."""
     given: dict[str, Any] = {}
-    for i, a in enumerate(func._schema.arguments):
-        if i < len(args) and not a.kwarg_only:
-            given[a.name] = args[i]
-        elif a.name in kwargs:
-            given[a.name] = kwargs[a.name]
-        elif a.has_default_value():
-            given[a.name] = a.default_value
+    for i, (name, kwarg_only, default) in enumerate(arguments_of(func)):
+        if i < len(args) and not kwarg_only:
+            given[name] = args[i]
+        elif name in kwargs:
+            given[name] = kwargs[name]
+        elif default is not NO_DEFAULT:
+            given[name] = default
     if "dropout_p" in given:
         return bool(given["dropout_p"])
     if "num_layers" in given:

@@ -98,6 +98,27 @@ STATISTICS = frozenset({"batch_norm", "instance_norm", "native_batch_norm", "_ba
 _WRITES: dict[Any, tuple[tuple[int, str], ...]] = {}
 
 
+#: an operator's id -> the operator and its arguments as (name, keyword only, default) read from its schema, the default
+#: :data:`NO_DEFAULT` where it has none (:func:`arguments_of`); the entry holds the operator, so its id is not reused,
+#: and is checked to be it
+_ARGUMENTS: dict[int, tuple[Any, tuple[tuple[str, bool, Any], ...]]] = {}
+
+#: the default of an argument without one
+NO_DEFAULT: Any = object()
+
+
+def arguments_of(func: Any) -> tuple[tuple[str, bool, Any], ...]:
+    """``func``'s arguments as (name, keyword only, default or :data:`NO_DEFAULT`), read from its schema once per
+    operator: each read makes torch's Python objects of the schema and of every argument anew (~2 µs, and on a first
+    call in a process a page of memory written for each), and the recorder asks at every call of some operators."""
+    found = _ARGUMENTS.get(id(func))
+    if found is None or found[0] is not func:
+        found = _ARGUMENTS[id(func)] = (func, tuple(
+            (a.name, bool(a.kwarg_only), a.default_value if a.has_default_value() else NO_DEFAULT)
+            for a in func._schema.arguments))
+    return found[1]
+
+
 def writes(func: Any) -> tuple[tuple[int, str], ...]:
     """The positions and names of the arguments ``func`` writes into: its ``self``, ``out=``, running statistics."""
     arguments = func._schema.arguments
@@ -137,10 +158,10 @@ def writes_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[
 def _updates_statistics(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether a call of a :data:`STATISTICS` operator updates its running statistics: unless its flag (argument 5)
     is ``False`` itself (a flag it cannot read: taken to)."""
-    arguments = func._schema.arguments
+    arguments = arguments_of(func)
     if len(arguments) <= 5:
         return True
-    flag = args[5] if len(args) > 5 else kwargs.get(arguments[5].name, True)
+    flag = args[5] if len(args) > 5 else kwargs.get(arguments[5][0], True)
     return flag is not False
 
 
