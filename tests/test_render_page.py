@@ -204,7 +204,8 @@ def test_probe_measures_what_lay_draws(options: dict) -> None:
 
 class _Unprobed:
     """A page laid out without :meth:`Layout.probe`: a subclass of the layout makes the page lay out every one-row
-    drawing and column it measures (``wrap._measure_row``, ``definitions._wider``)."""
+    drawing and column it measures (``wrap._measure_row``, ``definitions._wider``) and every gap a row break is
+    decided by (``wrap._pack`` settles most breaks by a gap's lower bound, 8 points, without making the gap)."""
 
     @staticmethod
     def svg(diagram: ncd.Diagram, options: dict) -> str:
@@ -227,8 +228,9 @@ class _Unprobed:
 
 @pytest.mark.parametrize("options", [{}, {"labels": "ends"}, {"depth": 1}, {"page": "slide"}])
 def test_page_probed_equals_page_laid_out(options: dict) -> None:
-    """The page decides by measuring (the probe's lower bound of a width, its exact smallest text) what it decided
-    by laying everything out: the same SVG, on every gallery model, a traced GPT-2 and traced plain-PyTorch models."""
+    """The page decides by measuring (the probe's lower bound of a width, its exact smallest text; a gap's lower
+    bound at a row break) what it decided by laying everything out: the same SVG, on every gallery model, a traced
+    GPT-2 and traced plain-PyTorch models."""
     from ncd.render.svg import paint_svg
 
     diagrams = [f() for f in ncd.zoo.MODELS.values()] + [_traced("gpt2"), *_traced_toys()]

@@ -144,6 +144,42 @@ def test_values_of_the_inputs_kept_in_attributes_are_warned() -> None:
         assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call
 
 
+
+class _PrivateMemory(torch.nn.Module):
+    """Keeps its last hidden values where the warning of 85e68d7 did not look: a private attribute, and a list inside a
+    dict of a public one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self._memory: torch.Tensor | None = None
+        self.state: dict[str, list[torch.Tensor | None]] = {"h": [None]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        out = h if self._memory is None else h + self._memory
+        self._memory = h.detach()
+        self.state["h"][0] = 2 * h.detach()
+        return out
+
+
+def test_values_of_the_inputs_kept_in_private_attributes_and_nested_entries_are_warned() -> None:
+    """The same memory across calls under a private name (``self._memory``) or inside nested containers
+    (``self.state["h"][0]``) is warned too, naming both (main said nothing: the lowered module's next call was off the
+    model's, with no word); the private one is said to hold the traced call (tracing puts back public attributes only)."""
+    torch.manual_seed(0)
+    model, x, y = _PrivateMemory().eval(), torch.randn(2, 4), torch.randn(2, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x)
+    said = [str(w.message) for w in caught if "keeps values computed from its inputs" in str(w.message)]
+    assert len(said) == 1 and "(_memory, state)" in said[0] and "the private ones hold" in said[0], \
+        [str(w.message) for w in caught]
+    lowered = d.to_torch()
+    with torch.no_grad():
+        assert not torch.allclose(lowered(y), model(y))  # what the warning is about: the model's next call differs
+
+
 def test_torch_cond_is_refused_naming_it_and_the_line() -> None:
     """``torch.cond`` on a value of the inputs: its branches are graphs of their own; main refused it as "cannot
     import graph node 'true_graph_0' of kind 'get_attr'", naming neither the operator nor the model's line."""
@@ -236,3 +272,56 @@ def test_decoding_a_model_whose_buffer_shares_a_name_with_a_value_of_the_step() 
         for p in range(4, 9):
             logits, caches = run.step(x[:, p:p + 1], caches, past=p)
             torch.testing.assert_close(logits, full[:, p:p + 1])
+
+
+class _FlatLookups(torch.nn.Module):
+    """Ids flattened (or transposed) before a lookup and a mask viewed to the scores' shape: views and crossings of
+    indices and flags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = torch.nn.Embedding(20, 6), torch.nn.Linear(6, 6)
+
+    def forward(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        h = self.lin(self.emb(ids.reshape(-1)).view(*ids.shape, 6) + self.emb(ids.t()).transpose(0, 1))
+        return h * keep.view(*keep.shape, 1)
+
+
+def test_the_backward_diagram_of_views_of_indices_and_flags() -> None:
+    """A view or crossing of an integer or boolean wire carries no cotangent; main's backward rules of ``view`` and
+    ``transpose`` took one, and ``ncd.backward`` of any traced model viewing ids or masks raised "backward rule of
+    view takes 'n [20]', expected ''".  Its gradients now equal autograd's."""
+    from ncd.torch.verify import compare_gradients
+
+    torch.manual_seed(0)
+    ids, keep = torch.randint(0, 20, (2, 5)), torch.rand(2, 5) > 0.3
+    d = ncd.trace(_FlatLookups().eval(), ids, keep)
+    pairs = compare_gradients(d, inputs=(ids, keep))
+    assert len(pairs) >= 3  # the table (once per lookup), the Linear's weight and bias
+    for name, got, want in pairs:
+        torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _PaddedConvs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.circular = torch.nn.Conv1d(3, 4, 3, padding=1, padding_mode="circular")
+        self.reflect = torch.nn.Conv1d(4, 4, 3, padding=2, dilation=2, padding_mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reflect(torch.tanh(self.circular(x)))
+
+
+def test_the_backward_diagram_of_reflected_and_circular_padding() -> None:
+    """A convolution's reflected or circular padding is traced as a pad whose output wire is named apart; its
+    backward (the pad's transpose) took the padded wire under the input's name, and ``ncd.backward`` raised
+    "backward rule of pad takes 'm:13', expected 'm2:13'".  Its gradients now equal autograd's."""
+    from ncd.torch.verify import compare_gradients
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9)
+    d = ncd.trace(_PaddedConvs().eval(), x)
+    pairs = compare_gradients(d, inputs=(x,))
+    assert len(pairs) == 5  # the input, two weights, two biases
+    for name, got, want in pairs:
+        torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")

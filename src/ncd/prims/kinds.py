@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from ncd.ir.diagram import Box, Diagram, Par, Seq
+from ncd.ir.axes import Type
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, BoxBackward
 
@@ -57,6 +58,8 @@ def transpose(*classes: type[P], stored: tuple[int, ...] | Callable[[P], tuple[i
 
     def register(fn: Callable[[P, Box], Diagram]) -> Callable[[P, Box], Diagram]:
         def backward(prim: P, box: Box, builder: object) -> BoxBackward:
+            if not any(seg.dtype == "float" for seg in (*box.dom, *box.cod)):  # indices or flags moved: no cotangent
+                return BoxBackward((), Identity(Type(())))
             keep = tuple(("in", j) for j in (stored(prim) if callable(stored) else stored))
             return BoxBackward(keep, fn(prim, box))
 

@@ -361,7 +361,12 @@ def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
     from ncd.analysis.backward import BoxBackward
 
     if prim.mode != "constant":
-        return BoxBackward((), Box(PadTransposeOp(prim.axes, prim.before, prim.after, prim.mode)))
+        back: Diagram = Box(PadTransposeOp(prim.axes, prim.before, prim.after, prim.mode))
+        if prim.output is not None and prim.output != prim.padded():  # (its output's wires named apart: named back)
+            from ncd.prims.opaque import ViewOp
+
+            back = Box(ViewOp(prim.output, prim.padded())) >> back
+        return BoxBackward((), back)
     padded = prim.output if prim.output is not None else prim.padded()
     crop = PadOp(padded, tuple(-b for b in prim.before), tuple(-a for a in prim.after), output=prim.axes)
     return BoxBackward((), Box(crop))

@@ -210,11 +210,13 @@ def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
             ctx.depth, ctx.path, ctx.fences = saved
         return False
 
-    alike: set[tuple[int, int]] = set()  # pairs of blocks in one place inside a pair found to differ in no label
+    # pairs of blocks in one place inside a pair found to differ in no label: read before wider(), which may lay a
+    # block out (in the contexts the one row measured it in) only to be told what this pair's test cannot change
+    alike: set[tuple[int, int]] = set()
     for blocks in families.values():
         first = blocks[0]
         for other in blocks[1:]:
-            if other is not first and (wider(first) or wider(other)) and (id(first), id(other)) not in alike:
+            if other is not first and (id(first), id(other)) not in alike and (wider(first) or wider(other)):
                 found = generic_labels([first, other])
                 if found is not None and found[0]:
                     return True
@@ -346,7 +348,10 @@ def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Grou
     """Columns into rows no wider than ``target`` (greedily; a column wider than a row gets a row of its own).
 
     A row's width is its columns', the gaps' between them and its wire labels' at both ends; the columns and
-    gaps are laid out once (the context's memo) and the widths added up, so packing is linear in the columns."""
+    gaps are laid out once (the context's memo) and the widths added up, so packing is linear in the columns; the gap
+    before a column that starts a row is not made where a lower bound of its width settles the break."""
+    from ncd.render.layout import Layout
+
     labels = ctx.style.labels != "none"
     frags = [ctx.lay_group(node, count) for node, count in groups]
     nodes = [node for node, _ in groups]
@@ -366,14 +371,24 @@ def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Grou
             return hit[1]  # type: ignore[no-any-return]
         return ctx.gap(ports, ports, typ, labels, note=note)[1]
 
+    # a gap is 8 points wide or more (LayoutContext.gap): a column too wide for the row after a gap of 8 points starts
+    # the next row, the gap before it (never placed) not made.  Exact: the bound adds up as ``grown`` does, a smaller
+    # term for a larger one, so it exceeds ``target`` only where ``grown`` would.  Only for Layout itself (a subclass
+    # may make its gaps otherwise, or note every gap it makes: the viewer tags them)
+    bounded = type(ctx) is Layout
     rows: list[list[Group]] = []
     start, width = 0, 0.0  # the row's width so far, without its right-hand labels
     for k in range(len(groups)):
         if k == start:
             width = edge(k, "in") + frags[k].w
             continue
+        out = edge(k, "out")
+        if bounded and width + 8.0 + frags[k].w + out > target:
+            rows.append(list(groups[start:k]))
+            start, width = k, edge(k, "in") + frags[k].w
+            continue
         grown = width + ctx.join(nodes[k - 1], nodes[k], frags[k - 1], frags[k])[1] + frags[k].w
-        if grown + edge(k, "out") > target:
+        if grown + out > target:
             rows.append(list(groups[start:k]))
             start, width = k, edge(k, "in") + frags[k].w
         else:

@@ -287,11 +287,13 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
                       " there)", RuntimeWarning, stacklevel=user_stacklevel())
     kept = _kept_live(model, rec)
+    private = any(name.rsplit(".", 1)[-1][0] == "_" for name in kept)  # (ncd.trace.undo puts back public ones)
     if kept:  # a memory across calls (``self.hidden = h.detach()``): as for a number attribute the model changes
         warnings.warn(f"ncd.trace({type(model).__name__}): the model keeps values computed from its inputs in its"
                       f" attributes ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''}) for later calls; the"
-                      " diagram computes the traced call, with the values they held before it (tracing put them back),"
-                      " and the lowered module keeps nothing, so the model's later calls may differ from it",
+                      " diagram computes the traced call, with the values they held before it (tracing put back"
+                      f" {'the public ones: the private ones hold the traced call' if private else 'them'}), and the"
+                      " lowered module keeps nothing, so the model's later calls may differ from it",
                       RuntimeWarning, stacklevel=user_stacklevel())
     if rec.autocast:  # autocast casts below the level recorded: the diagram computes in the tensors' own types
         warnings.warn(f"ncd.trace({type(model).__name__}): the model runs under torch.autocast (at"
@@ -337,26 +339,44 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " caller's tensors)", RuntimeWarning, stacklevel=user_stacklevel())
 
 
+#: the attributes every ``torch.nn.Module`` holds of its own (its parameters, buffers, submodules, hooks): not what the
+#: model keeps
+_MODULE_OWN = frozenset(vars(torch.nn.Module()))
+
+#: how :func:`_kept_live` reads a value of a type: a tensor, a mapping or a sequence of values (read inside), else not
+_TENSOR, _MAPPING, _SEQUENCE, _OTHER = range(4)
+
+
 def _kept_live(model: torch.nn.Module, rec: _Recording) -> list[str]:
-    """The public attributes of the model's modules (or the entries of a list, tuple or dict one holds) bound, when
-    the recorded call ends, to a tensor computed from the inputs (a recorded value that depends on them)."""
+    """The attributes of the model's modules (public or private, but torch's own of every module: :data:`_MODULE_OWN`),
+    or the entries of the lists, tuples and dicts they hold (nested up to three deep, as ``self.state["h"][0]``), bound,
+    when the recorded call ends, to a tensor computed from the inputs (a recorded value that depends on them)."""
     by_id = rec.by_id
-    tensors: dict[type, bool] = {}  # (a type's test once: isinstance on torch.Tensor costs ~0.2 us a value)
+    kinds: dict[type, int] = {}  # (a type's test once: isinstance on torch.Tensor costs ~0.2 us a value)
+
+    def kind_of(v: Any) -> int:
+        kind = kinds.get(type(v))
+        if kind is None:
+            kind = kinds[type(v)] = _TENSOR if isinstance(v, torch.Tensor) else _MAPPING if isinstance(v, dict) \
+                else _SEQUENCE if isinstance(v, (list, tuple)) else _OTHER
+        return kind
+
+    def live(v: Any, kind: int, depth: int) -> bool:
+        if kind == _TENSOR:
+            return bool(getattr(by_id.get(id(v)), "live", False))
+        items = v.values() if kind == _MAPPING else v
+        return any(live(t, k, depth - 1) for t in items for k in (kind_of(t),) if k == _TENSOR or depth > 1 and k != _OTHER)
+
     kept = []
     for module in model.modules():
-        for k, v in vars(module).items():
-            if k[0] == "_":
+        for name, v in vars(module).items():
+            kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
+            if kind is None:
+                kind = kind_of(v)
+            if kind == _OTHER or name in _MODULE_OWN or not live(v, kind, 3):
                 continue
-            kind = type(v)
-            one = tensors.get(kind)
-            if one is None:
-                one = tensors[kind] = issubclass(kind, torch.Tensor)
-            if not (one or kind is dict or kind is list or kind is tuple):
-                continue
-            items = (v,) if one else v.values() if kind is dict else v
-            if any(getattr(by_id.get(id(t)), "live", False) for t in items):
-                path = next(n for n, m in model.named_modules() if m is module)
-                kept.append(f"{path}.{k}" if path else k)
+            path = next(n for n, m in model.named_modules() if m is module)
+            kept.append(f"{path}.{name}" if path else name)
     return kept
 
 
