@@ -325,3 +325,27 @@ def test_the_backward_diagram_of_reflected_and_circular_padding() -> None:
     assert len(pairs) == 5  # the input, two weights, two biases
     for name, got, want in pairs:
         torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _NegativeReads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(x)[:, at] * 2)  # positions counted from the end where negative, as indexing does
+
+
+def test_the_backward_diagram_of_a_gather_at_negative_positions() -> None:
+    """A gather that wraps (``x[:, i]`` with negative ``i``) lowered its forward with the positions wrapped, but its
+    transpose scattered the cotangent at the raw positions: the backward diagram raised "index -2 is out of bounds".
+    Its gradients now equal autograd's."""
+    from ncd.torch.verify import compare_gradients
+
+    torch.manual_seed(0)
+    x, at = torch.randn(2, 6), torch.tensor([1, -2, 0, -2])
+    d = ncd.trace(_NegativeReads().eval(), x, at)
+    pairs = compare_gradients(d, inputs=(x, at))
+    assert len(pairs) == 3
+    for name, got, want in pairs:
+        torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")

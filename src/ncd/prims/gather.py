@@ -340,6 +340,7 @@ class GatherTransposeOp(Primitive):
 
     axis: Axis
     positions: Segment
+    wraps: bool = False  # a negative position counts from the end (the transpose of a gather that ``wraps``)
 
     op: ClassVar[str] = "gather_transpose"
     family: ClassVar[str] = "derivative"
@@ -512,7 +513,7 @@ def transpose_gather(prim: GatherOp, box: Box) -> Diagram:
     no cotangent (and stores nothing)."""
     if prim.dtype != "float":
         return Identity(Type(()))
-    return Box(GatherTransposeOp(prim.axis, prim.positions))
+    return Box(GatherTransposeOp(prim.axis, prim.positions, prim.wraps))
 
 
 @transpose(GatherTransposeOp, stored=(0,))
@@ -595,11 +596,14 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
 
 @LOWERING.rule(GatherTransposeOp)
 def lower_gather_transpose(prim: GatherTransposeOp, ctx: RuleContext) -> list[str]:
-    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast)."""
+    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast); a
+    negative position counts from the end where the prim ``wraps``."""
     t = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
     n = len(prim.positions.axes)
     i, g = ctx.em.fresh("positions"), ctx.em.fresh("cotangent")
     ctx.em.line(f"{i}, {g} = torch.broadcast_tensors({ctx.args[0].var}, {ctx.args[1].var})")
+    if prim.wraps:
+        ctx.em.line(f"{i} = {i}.where({i} >= 0, {i} + {t})")
     lead, flat = (f"{g}.shape[:-{n}]", f".flatten(-{n})") if n else (f"{g}.shape", ".unsqueeze(-1)")
     zeros = f"torch.zeros(*{lead}, {t}, dtype={g}.dtype, device={g}.device)"
     return [f"{zeros}.scatter_add(-1, {i}{flat}, {g}{flat})"]
