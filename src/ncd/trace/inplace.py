@@ -135,7 +135,12 @@ class InPlace:
         return ops[::-1] if node is origin and ops else None
 
     def rederive(self, view: torch.Tensor) -> Node:
-        """A view read after a write into the tensor it views: its region of that tensor's recorded value."""
+        """A view read after a write into the tensor it views: its region of that tensor's recorded value (the
+        operations that cut it run as C++ kernels, without the Python dispatcher, as for a write)."""
+        with torch._C._DisablePythonDispatcher():
+            return self._rederive(view)
+
+    def _rederive(self, view: torch.Tensor) -> Node:
         from ncd.trace.writes import cut
 
         base, found = self.derived.pop(id(view))

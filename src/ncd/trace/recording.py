@@ -398,7 +398,8 @@ class _Recording(Aliases, InPlace):
         if live and packet == "index" and _live_mask(arg_refs):
             self.masked.setdefault(user_line() or "?", "index")
         if live and packet == "as_strided" and not self.meta:
-            return self.strided(func, args, kwargs)
+            with torch._C._DisablePythonDispatcher():  # (its own operations as C++ kernels, as for a write)
+                return self.strided(func, args, kwargs)
         first = args[0] if args else None
         if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
             with torch._C._DisablePythonDispatcher():  # (copies to meta through Python cost 30x more)
@@ -509,17 +510,22 @@ class _Recording(Aliases, InPlace):
         out: torch.Tensor = func(*args, **kwargs)
         if not isinstance(x, torch.Tensor) or x.device.type == "meta":
             raise Unsupported("as_strided of a tensor without values")
-        memory = torch.arange(x.untyped_storage().nbytes() // max(x.element_size(), 1))
+        entries = x.untyped_storage().nbytes() // max(x.element_size(), 1)
+        # the positions worked out in int32 where they fit: half the memory (each temporary here is memory touched for
+        # the first time, ~0.25 ms per 512 kB on a first call)
+        kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
+        memory = torch.arange(entries, dtype=kind)
         mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
         read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
         entry = torch.full_like(memory, -1)
-        entry[mine] = torch.arange(mine.numel())
+        entry[mine] = torch.arange(mine.numel(), dtype=kind)
         positions = entry[read]
         if bool((positions < 0).any()):
             raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
         lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
         flat = self.emit(torch.ops.aten.reshape.default, x, [*x.shape[:lead], -1])
-        got = self.emit(torch.ops.aten.index.Tensor, flat, [*([None] * lead), positions[(0,) * lead] if lead else positions])
+        index = (positions[(0,) * lead] if lead else positions).to(torch.int64)  # (recorded as int64 indices)
+        got = self.emit(torch.ops.aten.index.Tensor, flat, [*([None] * lead), index])
         if not _same(got, out):
             raise Unsupported("as_strided: the entries read do not give the tensor the model read")
         self.by_id[id(out)] = self.by_id[id(got)]
@@ -600,7 +606,7 @@ def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -
     while lead < min(x.dim(), out.dim()) - 1 and out.shape[lead] == x.shape[lead] and out.shape[lead] > 1:
         inner = math.prod(x.shape[lead + 1:])
         size = out.shape[:lead + 1]
-        step = (torch.arange(math.prod(size)) * inner).reshape(size + (1,) * (out.dim() - lead - 1))
+        step = (torch.arange(math.prod(size), dtype=positions.dtype) * inner).reshape(size + (1,) * (out.dim() - lead - 1))
         first = positions[(0,) * (lead + 1)]
         if not bool((positions.reshape(size + positions.shape[lead + 1:]) == first + step).all()):
             break
