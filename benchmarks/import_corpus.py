@@ -6,7 +6,10 @@ random weights — no downloads —, plus the heads that change the graph (tied 
 encoder–decoder LMs, classification heads, an explicit attention mask) and plain-PyTorch models
 (LSTM/GRU, FFT and complex tensors, Python-scalar arithmetic, in-place operations, masks as
 inputs).  A model type "builds" when its tiny model constructs and runs on the generated inputs;
-the others are listed with the reason.  For each model that builds:
+the others are listed with the reason.  One that does not build gets a second chance first
+(``benchmarks/corpus_repair.py``): its config rebuilt so that the sizes it derives follow the shrunk ones, dependent
+sizes kept in agreement, generators for time-series, video and trajectory inputs, audio and video inputs in their other
+layouts.  For each model that builds:
 
 * traced, refused (:class:`ncd.TraceError`, by design: control flow on input values) or crashed;
 * opaque boxes drawn, boxes drawn, parameter counts (lowered against the original's: every parameter, tied ones
@@ -187,12 +190,13 @@ def _image(config: Any) -> tuple[int, int, int]:
     return int(channels), int(size), int(size)
 
 
-def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> dict[str, torch.Tensor]:
+def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True,
+                repaired: bool = False) -> dict[str, torch.Tensor]:
     """Inputs for ``model`` from its forward signature and config (ids avoid the low special tokens).
 
     The main input (``main_input_name``), every required tensor argument a generator knows, and both halves of a
     vision–language model (``input_ids`` and ``pixel_values`` when its config has a vision part; not if ``both`` is
-    false)."""
+    false).  ``repaired``: the generators of ``corpus_repair`` too (time series, video)."""
     gen = torch.Generator().manual_seed(seed)
     signature = inspect.signature(model.forward).parameters
     params = set(signature)
@@ -222,6 +226,8 @@ def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> 
         "input_values": lambda: torch.randn(BATCH, 1600, generator=gen), "input_features": features, "bbox": boxes,
         "inputs_embeds": lambda: torch.randn(BATCH, TOKENS, hidden, generator=gen),
     }
+    if repaired:
+        generators = {**generators, **repair_module().generators(config, gen, BATCH)}
     inputs: dict[str, torch.Tensor] = {}
     if main == "input_ids" or (main not in params and "input_ids" in params):
         inputs["input_ids"] = ids()
@@ -232,6 +238,8 @@ def make_inputs(model: nn.Module, config: Any, seed: int, both: bool = True) -> 
     vision = both and any(getattr(config, k, None) is not None for k in ("vision_config", "image_config"))
     wanted = [name for name, p in signature.items() if p.default is inspect.Parameter.empty
               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if repaired:
+        wanted += [name for name in repair_module().ALSO if name in params]
     if vision and "pixel_values" in params and not params & {"image_grid_thw", "grid_thw", "pixel_attention_mask"}:
         wanted.append("pixel_values")
     if vision and "input_ids" in params and main != "input_ids":
@@ -266,12 +274,20 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = 
         cls_name = cls_name[0] if isinstance(cls_name, (list, tuple)) else cls_name
         cls = getattr(transformers, cls_name)
         errors = []
-        for attempt in ("tiny", "default"):
-            config = transformers.AutoConfig.for_model(model_type)
+        for attempt in ("tiny", "repaired", "default"):
+            repaired = attempt == "repaired"
+            if repaired:  # a second chance: derived sizes follow the shrunk ones, inputs in other layouts
+                try:
+                    config = repair_module().rebuilt(model_type, lambda c: shrink(c, collide=collide))
+                except Exception as error:  # noqa: BLE001 - a config that cannot be constructed so
+                    errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
+                    continue
+            else:
+                config = transformers.AutoConfig.for_model(model_type)
             if attempt == "tiny":
                 shrink(config, collide=collide)
-                if layers:
-                    deepen(config, layers)
+            if layers and attempt != "default":
+                deepen(config, layers)
             try:
                 config.use_cache = False
                 with torch.device("meta"):
@@ -284,23 +300,48 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = 
                     for p in model.parameters():
                         p.add_(0.05 * torch.randn_like(p))
                 for both in (True, False):  # a vision-language model on text and image, else on its main input
-                    pair = [make_inputs(model, config, seed, both) for seed in (0, 1)]
+                    pair = [make_inputs(model, config, seed, both, repaired) for seed in (0, 1)]
                     if mask:
                         for inputs in pair:
                             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
                             inputs["attention_mask"][0, :2] = 0
                     try:
-                        with torch.no_grad():
-                            model(**pair[0])
-                        return model, pair[0], pair[1]
+                        return model, *_runs(model, pair, config if repaired else None)
                     except Exception:
-                        if not both or pair[0].keys() == make_inputs(model, config, 0, False).keys():
+                        if not both or pair[0].keys() == make_inputs(model, config, 0, False, repaired).keys():
                             raise
             except Exception as error:  # noqa: BLE001 - the corpus records why a type does not build
                 errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
         raise NotBuilt("; ".join(errors))
 
     return build
+
+
+def _runs(model: nn.Module, pair: list[dict[str, torch.Tensor]],
+          config: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The pair of inputs if ``model`` runs on the first; with ``config``, else the first of their other layouts
+    (``corpus_repair.layouts``) it runs on; else the first error."""
+    others = zip(*(repair_module().layouts(config, inputs) for inputs in pair)) if config is not None else iter(())
+    first: Exception | None = None
+    for a, b in [(pair[0], pair[1]), *others]:
+        try:
+            with torch.no_grad():
+                model(**a)
+            return a, b
+        except Exception as error:  # noqa: BLE001 - the next layout, else the first error
+            first = first or error
+    assert first is not None
+    raise first
+
+
+def repair_module() -> Any:
+    """``benchmarks/corpus_repair.py`` (beside this file): second chances for configs and inputs."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import corpus_repair
+
+    return corpus_repair
 
 
 class NotBuilt(Exception):

@@ -60,6 +60,38 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
     assert config.vocab_size > max(config.bos_token_id, config.eos_token_id)
 
 
+#: model types that build only on the corpus's second chance (``benchmarks/corpus_repair.py``): a Mamba-2 mixer whose
+#: heads x head features must equal its inner width, a time series (``past_values``), audio features frames-first
+REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder"]
+
+
+@pytest.mark.parametrize("name", REPAIRED)
+def test_a_model_whose_tiny_config_does_not_build_is_rebuilt_and_traced_equal(name: str) -> None:
+    entry = next(e for e in corpus.hf_entries() if e.name == name)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result, _ = corpus.run_one(entry, determinism=False)
+    assert result.status == "traced", result.reason
+    assert result.equal, (result.diff, result.diff_fresh, result.opaque_ops)
+    assert result.params_lowered == result.params
+
+
+def test_repair_keeps_dependent_sizes_in_agreement() -> None:
+    import transformers
+
+    repair = corpus.repair_module()
+    mamba = repair.rebuilt("mamba2", corpus.shrink)
+    assert mamba.num_heads * mamba.head_dim == mamba.expand * mamba.hidden_size == 64
+    zamba = repair.rebuilt("zamba", corpus.shrink)  # derived in the config's __init__: 2 x the width
+    assert zamba.hidden_size == 32 and zamba.attention_hidden_size == 64
+    assert len(zamba.layers_block_type) == zamba.num_hidden_layers == 2
+    series = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("time_series_transformer")))
+    assert series.prediction_length == series.context_length == 4  # None in the default config
+    gptj = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("gptj")))
+    assert gptj.rotary_dim == gptj.n_embd // gptj.n_head  # a rotary slice no wider than a head
+
+
 class _Cached(torch.nn.Module):
     """Caches a tensor computed from a parameter on its first call in eval mode (as LeViT's attention biases do)."""
 

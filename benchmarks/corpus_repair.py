@@ -1,0 +1,225 @@
+"""Second chances for the import corpus's tiny models (``benchmarks/import_corpus.py``): configs and inputs that build.
+
+A model type whose tiny model (``import_corpus.shrink``) does not construct or run on the generated inputs is tried
+again here before the corpus gives up on it; a model that already builds is never touched, so its figures stay as they
+were.  Nothing here changes what is measured: the same model class, random weights, and inputs of the shapes its
+forward documents.
+
+* :func:`rebuilt`: the config built afresh from the fields the shrink changed, so that the sizes a config derives from
+  others in its ``__init__`` (``attention_hidden_size = 2 * hidden_size``, ``head_dim = hidden_size // heads``,
+  ``context_length = prediction_length``) follow the shrunk ones; then :func:`repair`.
+* :func:`repair`: sizes that must agree kept in agreement (a Mamba mixer's heads x head features = expand x width, a
+  rotary slice no wider than a head, top-k slots no more than the experts) and a default for a size left ``None``.
+* :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories), made
+  also where the forward has a default for them (:data:`ALSO`: a time series' observed mask, a trajectory's actions).
+* :func:`layouts`: the other layouts an audio or video input can take (features x frames or frames x features, a mono
+  channel axis, frames of images), tried in turn when the first does not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+#: the length of a generated time series when the config's own is long, and of a generated clip
+SERIES, FRAMES = 32, 2
+
+
+#: optional inputs generated whenever the forward takes them: the parts of one input (a trajectory, a series)
+ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "returns_to_go", "timesteps")
+
+
+#: sizes the shrink does not know by name: a predictor's (V-JEPA 2), a latent array's (Perceiver)
+SMALL = {"pred_hidden_size": 32, "pred_num_hidden_layers": 2, "pred_num_attention_heads": 4, "d_latents": 32,
+         "num_latents": 32}
+
+
+def _changed(base: Any, small: Any) -> dict[str, Any]:
+    """The fields of ``small`` that differ from ``base`` (sub-configs as dicts of their own changed fields)."""
+    from transformers import PretrainedConfig
+
+    out: dict[str, Any] = {}
+    for key, value in small.__dict__.items():
+        if key.startswith("_"):
+            continue
+        old = base.__dict__.get(key)
+        if isinstance(value, PretrainedConfig) and isinstance(old, PretrainedConfig):
+            sub = _changed(old, value)
+            if sub:  # with its type: a backbone's config is built from the dict's ``model_type``
+                out[key] = {"model_type": value.model_type, **sub} if getattr(value, "model_type", "") else sub
+        elif not isinstance(value, PretrainedConfig) and value != old:
+            out[key] = value
+    return out
+
+
+def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
+    """The tiny config of ``model_type`` constructed again from the fields ``shrink`` changed, shrunk and repaired."""
+    import transformers
+
+    base = transformers.AutoConfig.for_model(model_type)
+    small = repair(shrink(transformers.AutoConfig.for_model(model_type)))
+    config = transformers.AutoConfig.for_model(model_type, **_changed(base, small))
+    return repair(shrink(config))
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def repair(config: Any, depth: int = 0) -> Any:
+    """``config`` (a shrunk one) with dependent sizes in agreement and a default for a size left ``None``."""
+    from transformers import PretrainedConfig
+
+    d = config.__dict__
+    for value in list(d.values()):
+        if isinstance(value, PretrainedConfig) and depth < 3:
+            repair(value, depth + 1)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    head = hidden // heads if _int(hidden) and _int(heads) and heads > 0 else None
+    if "head_dim" in d and d["head_dim"] is None and head:
+        d["head_dim"] = head
+    width = d.get("head_dim") if _int(d.get("head_dim")) else head
+    if _int(d.get("rotary_dim")) and width and d["rotary_dim"] > width:
+        d["rotary_dim"] = width  # a rotary slice of each head
+    if d.get("num_time_features") == 0 and "lags_sequence" in d:
+        d["num_time_features"] = 1  # a forecast's time features (its age): an input axis of size 0 otherwise
+    if "prediction_length" in d and d["prediction_length"] is None:
+        d["prediction_length"] = 4
+    if "context_length" in d and d["context_length"] is None and _int(d.get("prediction_length")):
+        d["context_length"] = d["prediction_length"]
+    experts = next((d[k] for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+                    if _int(d.get(k))), None)
+    if experts:
+        for key in ("num_experts_per_tok", "moe_k", "moe_topk", "top_k"):
+            if key in d and (d[key] is None or (_int(d[key]) and d[key] > experts)):
+                d[key] = min(2, experts)
+    if _int(d.get("crop_size")) and d["crop_size"] > 32:
+        d["crop_size"] = 32  # a video model's image side, as ``image_size``
+    tubelet = d.get("tubelet_size")
+    tubelet = tubelet[0] if isinstance(tubelet, (list, tuple)) else tubelet
+    for key in ("num_frames", "frames_per_clip"):
+        if _int(d.get(key)) and d[key] > FRAMES:
+            d[key] = max(FRAMES, int(tubelet or 0))  # a clip of one tubelet
+    for key, cap in SMALL.items():
+        if _int(d.get(key)) and d[key] > cap:
+            d[key] = cap
+    layers = getattr(config, "num_hidden_layers", None)
+    for key in ("layers_block_type", "layer_types", "block_types"):
+        types = d.get(key)
+        if isinstance(types, (list, tuple)) and types and _int(layers) and len(types) > layers:
+            kinds = list(dict.fromkeys(types))  # every kind of layer, in order of first appearance
+            d[key] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
+    _mamba(d)
+    return config
+
+
+#: (heads, head features, expand) field names of a Mamba-2 mixer, by model family
+MAMBA = (("num_heads", "head_dim", "expand"), ("mamba_n_heads", "mamba_d_head", "mamba_expand"),
+         ("n_mamba_heads", "mamba_headdim", "mamba_expand"))
+
+
+def _mamba(d: dict[str, Any]) -> None:
+    """A Mamba-2 mixer's heads x head features = expand x width (its inner width), head features at most 8."""
+    hidden = d.get("hidden_size")
+    for heads, features, expand in MAMBA:
+        if not all(_int(d.get(k)) for k in (heads, features, expand)) or not _int(hidden):
+            continue
+        if heads == "num_heads" and "num_attention_heads" in d:
+            continue  # an attention model's heads
+        inner = d[expand] * hidden
+        d[features] = min(d[features], 8)
+        while inner % d[features]:
+            d[features] //= 2
+        d[heads] = inner // d[features]
+        for groups in ("n_groups", "mamba_n_groups", "mamba_ngroups"):
+            if _int(d.get(groups)) and d[heads] % d[groups]:
+                d[groups] = 1
+
+
+def _series_length(config: Any) -> int:
+    length = getattr(config, "context_length", None) or SERIES
+    patch = getattr(config, "patch_length", None)
+    if length > 64 and patch:
+        length = 2 * int(patch)
+    lags = getattr(config, "lags_sequence", None)
+    return int(length) + (max(lags) if lags else 0)
+
+
+def frames(config: Any) -> int:
+    """The frames of a generated clip: the config's own (see :func:`repair`), else :data:`FRAMES`."""
+    vision = getattr(config, "vision_config", None) or config
+    return int(getattr(vision, "num_frames", 0) or getattr(vision, "frames_per_clip", 0) or FRAMES)
+
+
+def _find(config: Any, *names: str, depth: int = 0) -> Any:
+    """The first of ``names`` set in ``config``, else in its sub-configs (an audio encoder's mel bins)."""
+    from transformers import PretrainedConfig
+
+    for name in names:
+        if getattr(config, name, None):
+            return getattr(config, name)
+    for value in config.__dict__.values():
+        found = _find(value, *names, depth=depth + 1) if isinstance(value, PretrainedConfig) and depth < 3 else None
+        if found:
+            return found
+    return None
+
+
+def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Callable[[], torch.Tensor]]:
+    """Generators of the inputs of time-series and video models, from their config, and of audio features whose
+    width a sub-config holds."""
+    length = _series_length(config)
+    channels = int(getattr(config, "num_input_channels", 0) or getattr(config, "input_size", 0) or 1)
+    lagged = getattr(config, "lags_sequence", None) is not None
+
+    def values() -> torch.Tensor:
+        shape = (batch, length) if lagged and channels == 1 else (batch, length, channels)
+        if not lagged and getattr(config, "num_input_channels", None) is None:
+            shape = (batch, length)
+        return torch.randn(*shape, generator=gen)
+
+    def time_features() -> torch.Tensor:
+        return torch.randn(batch, length, int(getattr(config, "num_time_features", 0) or 0), generator=gen)
+
+    def video() -> torch.Tensor:
+        vision = getattr(config, "vision_config", None) or config
+        size = getattr(vision, "image_size", None) or getattr(vision, "crop_size", None) or 32
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        c = int(getattr(vision, "num_channels", None) or 3)
+        return torch.randn(batch, frames(config), c, int(size), int(size), generator=gen)
+
+    def features() -> torch.Tensor:
+        mel = int(_find(config, "num_mel_bins", "feature_size") or 80)
+        frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
+        return torch.randn(batch, mel, frames, generator=gen)
+
+    def steps(width: Any) -> Callable[[], torch.Tensor]:  # a trajectory's states, actions, rewards, returns
+        return lambda: torch.randn(batch, SERIES // 4, int(width or 1), generator=gen)
+
+    episode = int(getattr(config, "max_ep_len", 0) or SERIES // 4)
+    width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None) or 32
+    return {"states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
+            "rewards": steps(1), "returns_to_go": steps(1),
+            "timesteps": lambda: torch.randint(0, episode, (batch, SERIES // 4), generator=gen),
+            "inputs": lambda: torch.randn(batch, SERIES // 4, int(width), generator=gen),
+            "input_features": features, "past_values": values, "past_time_features": time_features,
+            "past_observed_mask": lambda: torch.ones(batch, length, dtype=torch.bool)
+            if lagged or getattr(config, "num_input_channels", None) is None else torch.ones(batch, length, channels),
+            "past_values_padding": lambda: torch.zeros(batch, length, dtype=torch.long),
+            "freq": lambda: torch.zeros(batch, 1, dtype=torch.long), "pixel_values_videos": video}
+
+
+def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+    """``inputs`` in the other layouts an audio or video input can take, one change at a time."""
+    features = inputs.get("input_features")
+    if features is not None and features.dim() == 3:
+        yield {**inputs, "input_features": features.transpose(1, 2).contiguous()}  # frames x features
+    values = inputs.get("input_values")
+    if values is not None and values.dim() == 2:
+        yield {**inputs, "input_values": values[:, None]}  # a mono channel axis
+    pixels = inputs.get("pixel_values")
+    if pixels is not None and pixels.dim() == 4:
+        n = frames(config)
+        yield {**inputs, "pixel_values": pixels[:, None] + 0.1 * torch.arange(n).view(1, n, 1, 1, 1)}  # a clip
