@@ -349,3 +349,38 @@ def test_the_backward_diagram_of_a_gather_at_negative_positions() -> None:
     assert len(pairs) == 3
     for name, got, want in pairs:
         torch.testing.assert_close(got, want, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _PaddedAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :].bool())
+
+
+def test_tracing_and_lowering_leave_torchs_random_state_as_the_models_run_does() -> None:
+    """The padding mask's check (random 0/1 masks), the lowered module's layers (their initial weights) and the
+    recorder's once-per-process self-check drew from torch's global generator: after ``ncd.trace`` or ``to_torch()``
+    the user's next ``torch.rand`` differed from what it gives without them (a seeded run was no longer reproduced).
+    A model drawing nothing leaves the state as it was."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(1)
+    model, x = _PaddedAttention().eval(), torch.randn(2, 5, 8)
+    keep = torch.ones(2, 5, dtype=torch.long)
+    keep[1, 3:] = 0
+    torch.manual_seed(0)
+    want = torch.rand(4)
+    torch.manual_seed(0)
+    d = ncd.trace(model, x, keep)
+    torch.testing.assert_close(torch.rand(4), want)
+    torch.manual_seed(0)
+    d.to_torch()
+    torch.testing.assert_close(torch.rand(4), want)
+    first = ("import torch, ncd; m = torch.nn.Linear(2, 2); torch.manual_seed(0); want = torch.rand(4);"
+             " torch.manual_seed(0); ncd.trace(m, torch.ones(1, 2)); assert torch.equal(torch.rand(4), want)")
+    subprocess.run([sys.executable, "-c", first], check=True, capture_output=True)  # the process's first trace

@@ -20,9 +20,11 @@ True
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +106,10 @@ class TracedDiagram(Block):
 
     def to_torch(self, /, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
+        with _random_kept():  # (torch's random state as it was: the layers made first draw their initial weights)
+            return self._lowered(**sizes)
+
+    def _lowered(self, /, **sizes: int) -> torch.nn.Module:
         from ncd.torch.codegen import defaults_of
         from ncd.torch.module import _InputCheck, to_torch
         from ncd.trace.functions import registered
@@ -194,6 +200,38 @@ class TracedDiagram(Block):
         return state
 
 
+#: torch's random state as the model's run left it, while a trace runs (:func:`_random_as_run`)
+_RUN_RANDOM: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("ncd_run_random")
+
+
+@contextlib.contextmanager
+def _random_as_run() -> Iterator[None]:
+    """torch's global random state left as the model's own run leaves it: the checks after it (idioms on random rows
+    and masks) draw from it, and ``ncd.trace`` is not to change what the user's next draw gives (a failed trace:
+    as before it)."""
+    import torch
+
+    before, kept = torch.random.get_rng_state(), list[Any]()
+    token = _RUN_RANDOM.set(kept)
+    try:
+        yield
+    finally:
+        _RUN_RANDOM.reset(token)
+        torch.random.set_rng_state(kept[-1] if kept else before)
+
+
+@contextlib.contextmanager
+def _random_kept() -> Iterator[None]:
+    """torch's global random state as it was (a lowered module's layers draw their placeholder weights)."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
 #: Tracing records through process-wide state (torch's dispatch modes, our rule tables), so traces run one at a time.
 _LOCK = threading.RLock()
 
@@ -229,7 +267,7 @@ def trace(model: torch.nn.Module, *example_inputs: Any, axes: Any = None, captur
     # the cyclic collector paused, as while drawing: a trace makes many small records that mostly live to its end,
     # and collector passes over them (and, every few traces, over everything the process holds, a model and torch
     # included: 0.2 s each in a process with transformers loaded) cost more than the whole trace of a small model
-    with _debugging(), no_collector():
+    with _debugging(), no_collector(), _random_as_run():
         try:
             return _trace(model, example_inputs, axes, capture, example_kwargs)
         except SizeError as error:
@@ -287,7 +325,11 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         # reading (every expert on every token, weighted by the routing) are recorded as it
         with _state_kept(model, said=True), dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided), \
                 _data_refused(model), _grad_mode_as_called(model), _python_random_watched(model):
-            return capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+            captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+        kept = _RUN_RANDOM.get(None)
+        if kept is not None:  # as the model's run leaves it (see _random_as_run)
+            kept.append(torch.random.get_rng_state())
+        return captured
 
     _warn_backward_hooks(model)
     _warn_global_forward_hooks(model)

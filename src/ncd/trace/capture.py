@@ -234,8 +234,9 @@ def recorder_works() -> bool:
     if not _RECORDER:
         from ncd.trace.record import record
 
-        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
-        x = torch.randn(2, 3)
+        with torch.random.fork_rng(devices=[]):  # (its weights and input drawn apart: the user's next draw unchanged)
+            model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+            x = torch.randn(2, 3)
         try:
             got = record(model, (x,), {}, _Flat(model))
             ops = [str(getattr(n.target, "__name__", n.target)) for n in got.nodes if n.kind == "call"]
