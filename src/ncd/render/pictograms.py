@@ -220,6 +220,7 @@ def wiring(ctx: Layout, dom: Type, cod: Type, sources: Sequence[Sequence[int]], 
             frag.add(Path.through([(xm, yo), (w, yo)], owner=wid))
             dots.append((xm, yo))
     r = 0.45 * p
+    joins: list[tuple[float, float]] = []
     for group in caps:
         gy = sorted(fi[i] for i in group)
         if len(gy) == 1:
@@ -231,12 +232,18 @@ def wiring(ctx: Layout, dom: Type, cod: Type, sources: Sequence[Sequence[int]], 
                 frag.add(Port(xm, gy[0], wid))
             continue
         x0 = xm - r
-        for y in gy:
-            frag.add(Path.through([(0.0, y), (x0, y)], owner=wid))
-        bulge = x0 + r + 0.35 * (gy[-1] - gy[0])
+        # the cap's rightmost point (x0 + 3/4 of the bulge) stays inside the box: past it are the output labels
+        bulge = min(x0 + r + 0.35 * (gy[-1] - gy[0]), x0 + (w - 1.0 - x0) / 0.75)
+        for k, y in enumerate(gy):
+            if 0 < k < len(gy) - 1:  # a wire contracted with the two ends of the cap meets it at a dot
+                xc = _cap_x(x0, bulge, gy[0], gy[-1], y)
+                frag.add(Path.through([(0.0, y), (xc, y)], owner=wid))
+                joins.append((xc, y))
+            else:
+                frag.add(Path.through([(0.0, y), (x0, y)], owner=wid))
         frag.add(Path((("M", x0, gy[0]), ("C", bulge, gy[0], bulge, gy[-1], x0, gy[-1])), owner=wid))
     seen = set()
-    for x, y in dots:
+    for x, y in dots + joins:
         if (x, y) not in seen:
             seen.add((x, y))
             frag.add(Circle(x, y, 2.3, owner=wid))
@@ -249,6 +256,24 @@ def wiring(ctx: Layout, dom: Type, cod: Type, sources: Sequence[Sequence[int]], 
     frag.add(Footprint(0.0, top, w, frag.bottom - top, wid, "wiring", name))
     _ports(frag, wid)
     return frag
+
+
+def _cap_x(x0: float, bulge: float, y0: float, y1: float, y: float) -> float:
+    """Where the cap ``M x0,y0 C bulge,y0 bulge,y1 x0,y1`` is at height ``y`` (``y0 < y < y1``): its height
+    ``y0 + (y1 - y0)(3t² - 2t³)`` rises with ``t``, so ``t`` is found by bisection.
+
+    >>> round(_cap_x(0.0, 4.0, 0.0, 10.0, 5.0), 6)  # half way: x = 3t(1 - t)·bulge at t = 1/2
+    3.0
+    """
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        t = (lo + hi) / 2
+        if y0 + (y1 - y0) * (3 * t * t - 2 * t * t * t) < y:
+            lo = t
+        else:
+            hi = t
+    t = (lo + hi) / 2
+    return x0 + 3 * t * (1 - t) * (bulge - x0)
 
 
 def _by_name(dom: Type, cod: Type) -> tuple[list[list[int]], list[list[int]]]:
