@@ -10,8 +10,9 @@ forward documents.
   ``context_length = prediction_length``) follow the shrunk ones; then :func:`repair`.
 * :func:`repair`: sizes that must agree kept in agreement (a Mamba mixer's heads x head features = expand x width, a
   rotary slice no wider than a head, top-k slots no more than the experts) and a default for a size left ``None``.
-* :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories), made
-  also where the forward has a default for them (:data:`ALSO`: a time series' observed mask, a trajectory's actions).
+* :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories, a Qwen-VL
+  vision tower's flattened patches and their grid), made also where the forward has a default for them (:data:`ALSO`:
+  a time series' observed mask, a trajectory's actions, a vocoder's noise, else drawn at random inside the forward).
 * :func:`layouts`: the other layouts an audio or video input can take (features x frames or frames x features, a mono
   channel axis, frames of images), tried in turn when the first does not run.
 """
@@ -28,7 +29,8 @@ SERIES, FRAMES = 32, 2
 
 
 #: optional inputs generated whenever the forward takes them: the parts of one input (a trajectory, a series)
-ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "returns_to_go", "timesteps")
+#: a vocoder's noise (drawn inside the forward when not given: the model's two runs would differ)
+ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "returns_to_go", "timesteps", "noise_sequence")
 
 
 #: sizes the shrink does not know by name: a predictor's (V-JEPA 2), a latent array's (Perceiver)
@@ -153,6 +155,11 @@ def frames(config: Any) -> int:
     return int(getattr(vision, "num_frames", 0) or getattr(vision, "frames_per_clip", 0) or FRAMES)
 
 
+def _first(value: Any) -> int:
+    """A size given as a number or per axis (the first)."""
+    return int(value[0] if isinstance(value, (list, tuple)) else value or 0)
+
+
 def _find(config: Any, *names: str, depth: int = 0) -> Any:
     """The first of ``names`` set in ``config``, else in its sub-configs (an audio encoder's mel bins)."""
     from transformers import PretrainedConfig
@@ -198,9 +205,26 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
     def steps(width: Any) -> Callable[[], torch.Tensor]:  # a trajectory's states, actions, rewards, returns
         return lambda: torch.randn(batch, SERIES // 4, int(width or 1), generator=gen)
 
+    vision = getattr(config, "vision_config", None) or config
+    side = int(getattr(vision, "spatial_merge_size", 0) or 1) * 2  # patches a side, whole merge windows
+
+    def grid() -> torch.Tensor:  # (frames, rows, columns) of patches per image
+        return torch.tensor([[1, side, side]] * batch)
+
+    def patches() -> torch.Tensor:  # every image's patches flattened, one row a patch (Qwen-VL vision towers)
+        patch = _first(getattr(vision, "patch_size", None)) or 4
+        temporal = _first(getattr(vision, "temporal_patch_size", None)) or 1
+        channels = int(getattr(vision, "in_channels", 0) or getattr(vision, "num_channels", 0) or 3)
+        return torch.randn(batch * side * side, channels * temporal * patch * patch, generator=gen)
+
     episode = int(getattr(config, "max_ep_len", 0) or SERIES // 4)
     width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None) or 32
-    return {"states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
+    def noise() -> torch.Tensor:  # one row a frame of the features (see ``features``)
+        frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
+        return torch.randn(batch, frames, int(getattr(config, "model_in_channels", 0) or 1), generator=gen)
+
+    return {"noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
+            "states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
             "rewards": steps(1), "returns_to_go": steps(1),
             "timesteps": lambda: torch.randint(0, episode, (batch, SERIES // 4), generator=gen),
             "inputs": lambda: torch.randn(batch, SERIES // 4, int(width), generator=gen),

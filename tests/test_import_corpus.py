@@ -61,8 +61,9 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 
 
 #: model types that build only on the corpus's second chance (``benchmarks/corpus_repair.py``): a Mamba-2 mixer whose
-#: heads x head features must equal its inner width, a time series (``past_values``), audio features frames-first
-REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder"]
+#: heads x head features must equal its inner width, a time series (``past_values``), audio features frames-first, a
+#: trajectory (states, and the actions, rewards and returns its forward has defaults for)
+REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
