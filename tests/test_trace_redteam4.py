@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -272,6 +273,23 @@ def test_decoding_a_model_whose_buffer_shares_a_name_with_a_value_of_the_step() 
         for p in range(4, 9):
             logits, caches = run.step(x[:, p:p + 1], caches, past=p)
             torch.testing.assert_close(logits, full[:, p:p + 1])
+
+
+def test_weights_renamed_apart_are_never_paired_by_a_guess() -> None:
+    """The step's weights are taken under the full module's names: names both sides hold map to themselves whatever
+    their order (pairing them in order gave ``l_2.w`` the values of ``l_1.w`` when the two modules first read them in
+    other orders), one renamed tensor pairs with its own (``scale`` -> ``scale_1``), and two tensors of one shape
+    renamed apart are a DecodeError, not a guess."""
+    from ncd.inference.derive import DecodeError
+    from ncd.inference.run import _named_as
+
+    weights = {"scale": torch.full((2,), 7.0), "l_1.w": torch.zeros(3), "l_2.w": torch.ones(3)}
+    own = {"l_2.w": torch.empty(3), "scale_1": torch.empty(2), "l_1.w": torch.empty(3)}
+    named = _named_as(own, weights, None)
+    assert named["l_1.w"] is weights["l_1.w"] and named["l_2.w"] is weights["l_2.w"]
+    assert named["scale_1"] is weights["scale"]
+    with pytest.raises(DecodeError, match="renamed apart"):
+        _named_as({"s_1": torch.empty(2), "s_2": torch.empty(2)}, {"s": torch.ones(2), "s_3": torch.zeros(2)}, None)
 
 
 class _FlatLookups(torch.nn.Module):

@@ -191,7 +191,15 @@ def _named_as(own: dict[str, Any], weights: dict[str, Any], diagram: Any) -> dic
     """``weights`` under the names ``own`` gives them.  A lowered prefill or step names its tensors as the model's
     module does, in the order its forward first reads them, but one of its own values may take a name first (the
     step's explicit attention has a ``scale``, so a model's buffer ``scale`` becomes ``scale_1``): names equal but
-    for such ``_k`` suffixes are paired in that order, as the suffixes were given."""
+    for such ``_k`` suffixes are paired in that order, as the suffixes were given; names the two sides share map to
+    themselves, and tensors of one shape renamed apart are refused rather than paired by a guess.
+
+    >>> import torch
+    >>> w = {"scale": torch.ones(2), "l_1.w": torch.zeros(3), "l_2.w": torch.ones(3)}
+    >>> own = {"l_2.w": torch.empty(3), "scale_1": torch.empty(2), "l_1.w": torch.empty(3)}
+    >>> {k: v.sum().item() for k, v in _named_as(own, w, None).items()}
+    {'l_2.w': 3.0, 'l_1.w': 0.0, 'scale_1': 2.0}
+    """
     import re
 
     if own.keys() == weights.keys():
@@ -207,10 +215,16 @@ def _named_as(own: dict[str, Any], weights: dict[str, Any], diagram: Any) -> dic
     for key in weights:
         theirs.setdefault(base(key), []).append(key)
     named: dict[str, Any] = {}
+    who = getattr(diagram, "name", "the decoding")
     for b, keys in mine.items():
         given = theirs.get(b, [])
+        if sorted(given) == sorted(keys):  # the same names on both sides: each its own, whatever their order
+            given = keys
+        elif len(keys) > 1 and len({tuple(own[k].shape) for k in keys}) < len(keys):
+            raise DecodeError(f"{who}: the lowered module holds {', '.join(keys)} and the weights {', '.join(given)}:"
+                              " tensors of one shape renamed apart, so which is which cannot be told from their names")
         if len(given) != len(keys) or any(tuple(own[k].shape) != tuple(weights[w].shape) for k, w in zip(keys, given)):
-            raise DecodeError(f"{getattr(diagram, 'name', 'the decoding')}: the lowered module holds {', '.join(keys)},"
+            raise DecodeError(f"{who}: the lowered module holds {', '.join(keys)},"
                               f" the weights {', '.join(given) or 'nothing'} of that name (or other shapes)")
         named.update(zip(keys, (weights[w] for w in given)))
     return named
