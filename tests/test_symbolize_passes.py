@@ -30,7 +30,8 @@ def _from_scratch(body: ncd.Diagram, sizes: dict[str, int], merges: Any = None) 
     names: dict[Any, Any] = {}
     ranges: dict[Any, Any] = {}
     for count in range(1, symbolic.PASSES + 2):
-        walk = symbolic._Walk(body, sizes, True, symbolic._merged_sizes(merges, sizes) if merges else None)
+        walk = symbolic._Walk(body, sizes, True, symbolic._merged_sizes(merges, sizes) if merges else None,
+                              at_once=False)
         walk._state[6].update(names)
         walk._state[7].update(ranges)
         try:
@@ -67,7 +68,7 @@ def _sharing(root: Any) -> list[int]:
 
 
 @pytest.mark.parametrize("name", ["torch.ignored_labels", "torch.position_reads", "torch.arg_extrema",
-                                  "torch.local_unfold_attention"])
+                                  "torch.local_unfold_attention", "torch.gated_conv_lm"])
 def test_symbolize_equals_passes_from_scratch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = next(e for e in corpus.torch_entries() if e.name == name)
     _, built = corpus.build_one(entry)
@@ -139,7 +140,7 @@ def _from_scratch_falling_back(body: ncd.Diagram, sizes: dict[str, int], merges:
         for n in range(start, symbolic.PASSES + 1):
             if renames and not renamed:
                 saved = (n, dict(names), dict(ranges))
-            walk = symbolic._Walk(body, sizes, renames, follow)
+            walk = symbolic._Walk(body, sizes, renames, follow, at_once=False)
             walk._state[6].update(names)
             walk._state[7].update(ranges)
             try:

@@ -118,7 +118,10 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
 
     A pass that fails at a junction is not thrown away: the next one keeps every value it rebuilt whose wires have
     none of the names or ranges just learned (a value is a function of the original and of the followed names and
-    ranges its wires have), and rebuilds only the others and what the failed pass did not reach.
+    ranges its wires have), and rebuilds only the others and what the failed pass did not reach.  A box refusing its
+    traced sizes (a causal convolution's output ``t:11`` derived as ``t + 3``, a chunk pad's) whose names only the
+    values rebuilt for that box hold does not fail the pass: they are followed at once, those values rebuilt, and the
+    pass goes on (it counts as a pass; the result is the passes' own: Mamba's and Gated DeltaNet's 3 passes are 1-2).
 
     Wires a view only renames from or to a symbol's are followed as it too (Mamba's tokens ``y̅`` cut back from the
     convolution's ``t + 3``, its scan state's batch ``z``; a ``(b,)`` input of positions named ``y̅``); a name is shared
@@ -162,21 +165,22 @@ def symbolize(body: Diagram, sizes: dict[str, int], merges: dict[str, list[tuple
 def _passes(walk: _Walk, start: int = 0, saved: list[Any] | None = None) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
     """Passes ``start`` .. :data:`PASSES` of ``walk`` (the last one's failure is raised); ``saved``: the pass and the
     walk's state before each pass while no view has renamed a wire."""
-    for n in range(start, PASSES + 1):
+    n = start
+    walk.saved = saved
+    while True:
         if saved is not None and not walk.renamed:
             saved[:] = [n, walk.save()]
-        if n == PASSES:
-            break
+        walk.budget = PASSES - n  # (a lesson followed at once counts as a pass: the rest of the pass is the next)
         try:
             done = walk.run()
         except NCDError:
-            if not walk.learned[0] and not walk.learned[1]:
+            if PASSES - walk.budget >= PASSES or not walk.learned[0] and not walk.learned[1]:
                 raise
         else:  # an input's axis a view renames as a symbol's: one more pass with the input sized by it
-            if not walk.learns_anew():
+            if PASSES - walk.budget >= PASSES or not walk.learns_anew():
                 return done
         walk.follow_learned()
-    return walk.run()
+        n = PASSES - walk.budget + 1
 
 
 class _Walk:
@@ -185,7 +189,10 @@ class _Walk:
     which boxes were first rebuilt (the order of ``fixed``), and the names and ranges followed."""
 
     def __init__(self, body: Diagram, sizes: dict[str, int], renames: bool = True,
-                 follow: dict[tuple[str, int], Any] | None = None, found: set[Any] | None = None) -> None:
+                 follow: dict[tuple[str, int], Any] | None = None, found: set[Any] | None = None,
+                 at_once: bool = True) -> None:
+        """``at_once``: a box's lessons that only its own new values hold are followed within the pass (``prim``'s
+        :func:`lesson`); without it, each one fails the pass (the walks the tests compare against)."""
         symbols = {n: symbol(n) for n in sizes}
         met: set[Any] = found if found is not None else set()  # the symbols of every size met or made
         given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
@@ -213,6 +220,8 @@ class _Walk:
         self._index: tuple[dict[int, list[int]], dict[Axis, list[int]], dict[int, list[int]], set[int]] = ({}, {}, {}, set())
         self._indexed_upto = 0  # kept[:_indexed_upto] are indexed
         self._follows = 0  # the times :meth:`follow_learned` was called
+        self.budget = PASSES  # the lessons a pass may still follow at once (the passes left: :func:`_passes`)
+        self.saved: list[Any] | None = None  # :func:`_passes`' ``saved`` (a lesson followed at once before a rename)
         self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
         self._by_id = by_id
 
@@ -299,6 +308,16 @@ class _Walk:
 
         def prim(p: Primitive) -> Primitive:
             names = _fields(type(p))
+            while at_once and self.budget > 0:  # (each lesson followed at once counts as a pass)
+                new = prim_once(p, names, len(kept), len(axes))
+                if new is not None:
+                    return new
+                self.budget -= 1
+            return prim_once(p, names, -1, -1)  # type: ignore[return-value]
+
+        def prim_once(p: Primitive, names: tuple[str, ...], start: int, made: int) -> Primitive | None:
+            """``p`` rebuilt; None when it refused its traced sizes and what it taught was followed at once
+            (:func:`lesson`: it is rebuilt again).  ``start``, ``made``: ``len(kept)``, ``len(axes)`` before it."""
             changes: dict[str, Any] = {}
             changed = False
             for name in names:
@@ -326,6 +345,8 @@ class _Walk:
             try:
                 new = type(p)(**changes)  # dataclasses.replace, every field given
             except SizeError as error:  # a size the box derives from symbols where it holds the traced number
+                if start >= 0 and p.op != "view" and error.derived and lesson(error, start, made):
+                    return None
                 _derived(error, traced, learned, given)
                 raise
             if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
@@ -337,6 +358,40 @@ class _Walk:
                 notes[id(p)] = (tuple(sorted(str(x) for x in held)),
                                 f"view '{changes['source']}' -> '{changes['target']}'")
             return new
+
+        def lesson(error: SizeError, start: int, made: int) -> bool:
+            """Follow at once the names a box refusing its traced sizes derives (a convolution's output ``t:11`` as
+            ``t + 3``), when only values rebuilt for that box hold them: the wires of those names and sizes were all
+            first met since the box's rebuilding began (``made``: the axes before), and no range is taught.  Those
+            values are forgotten (the box is rebuilt again, as the next pass would rebuild it: a value is a function
+            of the original and of the followed names its wires have); False (nothing changed): the pass fails."""
+            taught_now: Follow = ({}, {})
+            _derived(error, traced, taught_now, given)
+            news = {k: v for k, v in taught_now[0].items() if follow_names.get(k) != v}
+            if not news or taught_now[1]:
+                return False
+            changed: set[Axis] = set()
+            for n, a in enumerate(axes):
+                if a.size.is_Integer and (_base(a.name), int(a.size)) in news:
+                    if n < made:
+                        return False  # a value before this box holds it: the next pass rebuilds that too
+                    changed.add(a)
+            stale: set[int] = set()
+            if changed:
+                since = kept[start:]
+                _mark_stale(since, changed, {}, stale)
+                for key in stale:
+                    del done[key]
+                    notes.pop(key, None)
+                if stale:
+                    kept[start:] = [v for v in since if id(v) not in stale]
+                for a in changed:
+                    del axes[a]
+                by_id.clear()
+            follow_names.update(news)
+            if self.saved is not None and not renamed:  # the state a next pass would start from: saved as that pass
+                self.saved[:] = [PASSES - self.budget + 1, self.save()]
+            return True
 
         def node(d: Diagram) -> Diagram:
             cls = type(d)
@@ -536,48 +591,7 @@ class _Walk:
         """:meth:`_stale` by a scan of ``kept`` (parts before wholes), without an index: the first time (most
         walks that fail once fail only once, and an index costs more to make than a scan)."""
         kept = self._state[1]
-        fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
-        mark = stale.add
-        kinds = _KINDS
-        for v in kept:  # parts before wholes: a value is stale when one of its parts is
-            cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
-            if cls is Type:
-                if not fresh(map(id, v.segments)):
-                    mark(id(v))
-            elif cls is Identity:
-                if id(v.type) in stale:
-                    mark(id(v))
-            elif cls is Weave:
-                if id(v.inner) in stale or v.axis in changed:
-                    mark(id(v))
-            elif cls is Box:
-                if id(v.prim) in stale:
-                    mark(id(v))
-            elif cls is Par or cls is Seq:
-                if not fresh(map(id, v.parts)):
-                    mark(id(v))
-            elif cls is Segment:
-                if ((changed and not changed.isdisjoint(v.axes))
-                        or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges)):
-                    mark(id(v))
-            else:
-                kind = kinds[cls]
-                if kind is _SEGMENT:
-                    bad = ((changed and not changed.isdisjoint(v.axes))
-                           or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges))
-                elif kind is _TYPE:
-                    bad = not fresh(map(id, v.segments))
-                elif kind is _TUPLE:
-                    bad = not fresh(map(id, v)) or (changed and not changed.isdisjoint(
-                        [x for x in v if kinds.get(type(x)) is _AXIS]))
-                elif cls is Block:
-                    bad = id(v.body) in stale or id(v.meta) in stale
-                else:
-                    fields = [getattr(v, name) for name in _fields(cls)]
-                    bad = not fresh(map(id, fields)) or (changed and not changed.isdisjoint(
-                        [x for x in fields if kinds.get(type(x)) is _AXIS]))
-                if bad:
-                    mark(id(v))
+        _mark_stale(kept, changed, ranges, stale)
         if stale:
             kept[:] = [v for v in kept if id(v) not in stale]
         self._indexed_upto = 0
@@ -591,3 +605,50 @@ class _Walk:
         for part in self._state:
             part.clear()
         self.__dict__.clear()
+
+
+def _mark_stale(kept: list[Any], changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
+    """Adds to ``stale`` the ids of the values of ``kept`` (originals, parts before wholes) whose wires have an axis
+    in ``changed`` or a range in ``ranges``, or that hold a stale value."""
+    fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
+    mark = stale.add
+    kinds = _KINDS
+    for v in kept:  # parts before wholes: a value is stale when one of its parts is
+        cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
+        if cls is Type:
+            if not fresh(map(id, v.segments)):
+                mark(id(v))
+        elif cls is Identity:
+            if id(v.type) in stale:
+                mark(id(v))
+        elif cls is Weave:
+            if id(v.inner) in stale or v.axis in changed:
+                mark(id(v))
+        elif cls is Box:
+            if id(v.prim) in stale:
+                mark(id(v))
+        elif cls is Par or cls is Seq:
+            if not fresh(map(id, v.parts)):
+                mark(id(v))
+        elif cls is Segment:
+            if ((changed and not changed.isdisjoint(v.axes))
+                    or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges)):
+                mark(id(v))
+        else:
+            kind = kinds[cls]
+            if kind is _SEGMENT:
+                bad = ((changed and not changed.isdisjoint(v.axes))
+                       or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges))
+            elif kind is _TYPE:
+                bad = not fresh(map(id, v.segments))
+            elif kind is _TUPLE:
+                bad = not fresh(map(id, v)) or (changed and not changed.isdisjoint(
+                    [x for x in v if kinds.get(type(x)) is _AXIS]))
+            elif cls is Block:
+                bad = id(v.body) in stale or id(v.meta) in stale
+            else:
+                fields = [getattr(v, name) for name in _fields(cls)]
+                bad = not fresh(map(id, fields)) or (changed and not changed.isdisjoint(
+                    [x for x in fields if kinds.get(type(x)) is _AXIS]))
+            if bad:
+                mark(id(v))
