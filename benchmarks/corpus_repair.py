@@ -63,7 +63,28 @@ def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
     base = transformers.AutoConfig.for_model(model_type)
     small = repair(shrink(transformers.AutoConfig.for_model(model_type)))
     config = transformers.AutoConfig.for_model(model_type, **_changed(base, small))
+    if _named(config, base):  # then built again, so that what derives from those sizes follows them too
+        config = transformers.AutoConfig.for_model(model_type, **_changed(base, config))
     return repair(shrink(config))
+
+
+def _named(config: Any, base: Any, depth: int = 0) -> bool:
+    """Cap the sizes named like the shrink's but not listed there (a second vocabulary: entities, per-layer inputs; a
+    part's width: a decoder's, an expert's) that the rebuild left at their default, so not derived from the shrunk
+    ones (zamba's ``attention_hidden_size`` follows the width: left alone); whether any was capped."""
+    from transformers import PretrainedConfig
+
+    d, old, capped = config.__dict__, base.__dict__, False
+    for key, value in list(d.items()):
+        if isinstance(value, PretrainedConfig) and isinstance(old.get(key), PretrainedConfig) and depth < 3:
+            capped = _named(value, old[key], depth + 1) or capped
+        if not _int(value) or key.startswith("_") or value != old.get(key):
+            continue
+        cap = (128 if "vocab" in key else 32 if key.endswith("hidden_size")
+               else 64 if key.endswith(("intermediate_size", "ffn_hidden_size")) else None)
+        if cap is not None and value > cap:
+            d[key], capped = cap, True
+    return capped
 
 
 def _int(value: Any) -> bool:

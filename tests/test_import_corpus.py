@@ -89,6 +89,8 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert len(zamba.layers_block_type) == zamba.num_hidden_layers == 2
     series = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("time_series_transformer")))
     assert series.prediction_length == series.context_length == 4  # None in the default config
+    luke = repair.rebuilt("luke", corpus.shrink)  # a second vocabulary (entities: 500,000 x the width)
+    assert luke.entity_vocab_size == 128
     gptj = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("gptj")))
     assert gptj.rotary_dim == gptj.n_embd // gptj.n_head  # a rotary slice no wider than a head
 
