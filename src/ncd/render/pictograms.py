@@ -233,7 +233,9 @@ def wiring(ctx: Layout, dom: Type, cod: Type, sources: Sequence[Sequence[int]], 
             continue
         x0 = xm - r
         # the cap's rightmost point (x0 + 3/4 of the bulge) stays inside the box: past it are the output labels
-        bulge = min(x0 + r + 0.35 * (gy[-1] - gy[0]), x0 + (w - 1.0 - x0) / 0.75)
+        # (further in when middle wires meet it at dots, which should not sit on the box's edge)
+        inside = 1.0 if len(gy) == 2 else 0.3 * p
+        bulge = min(x0 + r + 0.35 * (gy[-1] - gy[0]), x0 + (w - inside - x0) / 0.75)
         for k, y in enumerate(gy):
             if 0 < k < len(gy) - 1:  # a wire contracted with the two ends of the cap meets it at a dot
                 xc = _cap_x(x0, bulge, gy[0], gy[-1], y)
