@@ -242,6 +242,34 @@ def test_maximum_minimum_max_along_an_axis_and_unbind_are_boxes_that_round_trip(
     ops = _ops(d)
     assert ops.count("extremum") == 3 and ops.count("topk") == 3 and ops.count("argmax") == 2
 
+
+class ResidualCodebooks(nn.Module):
+    """EnCodec's residual vector quantizer: each codebook's nearest entries stacked, then decoded codebook by codebook
+    (``for i, codes in enumerate(stacked)``: an unbind of an index tensor, whose pieces are indices into a codebook)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.books = nn.ModuleList(nn.Embedding(6, 4) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual, codes = x, []
+        for book in self.books:
+            nearest = ((residual[:, :, None] - book.weight) ** 2).sum(-1).argmin(-1)
+            residual = residual - book(nearest)
+            codes.append(nearest)
+        out = torch.full((), 0.0)
+        for i, picked in enumerate(torch.stack(codes)):
+            out = out + self.books[i](picked)
+        return out
+
+
+def test_unbind_of_indices_keeps_their_range_and_is_a_box_that_round_trips() -> None:
+    torch.manual_seed(0)
+    d = _fresh_round_trip(ResidualCodebooks(), torch.randn(2, 5, 4))
+    assert d.opaque_count == 0, d.opaque  # was an opaque unbind: 'cannot compose identity on ... [6]'
+    picks = [b.prim for b in d.boxes() if b.prim.op == "index"]
+    assert len(picks) == 3 and all(p.dtype == "index" and p.range == 6 for p in picks)
+
 class Bounded(nn.Module):
     """PhiMoE's sparse mixer clamps by tensors; Inkling's local windows are ``x.unfold``."""
 

@@ -137,7 +137,8 @@ def extremum(conv: Converter, node: Node) -> None:
 
 @rule("aten.unbind")
 def unbind(conv: Converter, node: Node) -> None:
-    """``x.unbind(dim)``: the pieces read (``q, k, v = qkv.unbind(0)``), each the entry at its index along ``dim``."""
+    """``x.unbind(dim)``: the pieces read (``q, k, v = qkv.unbind(0)``), each the entry at its index along ``dim``; the
+    pieces of indices stay indices of the same range (``for i, codes in enumerate(stacked_codes)``: EnCodec's decode)."""
     import sympy
 
     from ncd.prims.movement import IndexOp
@@ -150,7 +151,7 @@ def unbind(conv: Converter, node: Node) -> None:
     seg = conv.segs[vid]
     d = dim % len(seg.axes)
     for k in sorted({c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)}):
-        conv._picked[(id(node), k)] = conv.apply(Box(IndexOp(seg.axes[d], sympy.Integer(int(k)))), [vid])
+        conv._picked[(id(node), k)] = conv.apply(Box(IndexOp(seg.axes[d], sympy.Integer(int(k)), seg.dtype, seg.range)), [vid])
 
 
 @rule("aten.max", "aten.min")
