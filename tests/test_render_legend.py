@@ -150,6 +150,38 @@ def test_closed_form_tells_steps_apart_as_simplifying_every_step_does(values: li
     assert closed_form(values, list(range(start, start + len(values)))) == want
 
 
+def test_closed_form_of_whole_sizes_told_in_python_numbers_is_as_simplifying_every_step_gives() -> None:
+    """Whole sizes with no ratio and no difference in common are refused without sympy (:func:`_no_pattern`):
+    random lists, patterned or not (geometric up and down, arithmetic up and down, equal, near misses), give what
+    simplifying every step gives."""
+    import random
+
+    from ncd.render.legend import closed_form
+
+    rng = random.Random(0)
+    lists: list[list[object]] = []
+    for _ in range(120):
+        n, a = rng.randint(3, 6), rng.randint(1, 64)
+        kind = rng.randrange(5)
+        if kind == 0:
+            values = [a * 2**k for k in range(n)]
+        elif kind == 1:
+            values = [a * 3**n // 3**k for k in range(n)]
+        elif kind == 2:
+            d = rng.choice([-3, -1, 1, 2, 7])
+            values = [a + 64 + d * k for k in range(n)]
+        elif kind == 3:
+            values = [rng.randint(1, 12) for _ in range(n)]
+        else:
+            values = [a * 2**k for k in range(n)]
+            values[rng.randrange(n)] += rng.choice([-1, 1])
+        lists.append([v if v > 0 else 1 for v in values])
+    for values in lists:
+        for start in (0, 1):
+            assert closed_form(values, list(range(start, start + len(values)))) == _closed_form_by_simplify(
+                values, start), values
+
+
 def test_simplify_gives_a_number_times_symbols_to_whole_powers_back_as_it_is() -> None:
     """What lets :func:`~ncd.render.legend.closed_form` leave such steps and bases unsimplified (and not import
     ``sympy.physics``): :func:`sympy.simplify` returns each of them unchanged, on symbols of any assumptions."""

@@ -304,7 +304,7 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
     for axis, column in seen.items():
         if len(set(column)) == 1:
             continue
-        value = ", ".join(str(a.size) for a in column)
+        value = ", ".join(map(_size_text, [a.size for a in column]))
         row = rows.get(value)
         if row is None:
             # a letter of its name, indexed (n_i); a multi-letter name (nb, self_attn) would print literally
@@ -321,6 +321,22 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
             row = rows[value] = (symbol, form or value)
         labels[axis] = (symbol_pieces(row[0], axis.role == "item"), row)
     return labels, list(rows.values())
+
+
+def _size_text(value: object) -> str:
+    """``str(value)`` of a size, kept per size: a page writes the sizes of each family's columns as it sizes, fits
+    and lays out its sections, and printing a sympy expression costs microseconds each time."""
+    key = (type(value), value)
+    text = _SIZE_TEXT.get(key)
+    if text is None:
+        if len(_SIZE_TEXT) > 10_000:
+            _SIZE_TEXT.clear()
+        text = _SIZE_TEXT[key] = str(value)
+    return text
+
+
+#: :func:`_size_text` of each size written (by its type and value: equal sizes print alike)
+_SIZE_TEXT: dict[tuple[type, object], str] = {}
 
 
 #: :func:`_columns` of each tuple of blocks asked about (by the blocks' ids, the blocks kept to tell a reused id)

@@ -171,6 +171,8 @@ def _apart(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 def _closed_form(vs: Sequence[sympy.Expr], start: int, var: str) -> str | None:
     """:func:`closed_form` of the sizes ``vs`` at ``start``, ``start + 1``, …"""
+    if _no_pattern(vs):
+        return None
     i = sympy.Symbol(var, positive=True)
     r = _same(vs, lambda a, b: b / a, lambda r: bool(r.is_Rational and r not in (0, 1) and (r.q == 1 or r.p == 1)))
     if r is not None:
@@ -184,6 +186,25 @@ def _closed_form(vs: Sequence[sympy.Expr], start: int, var: str) -> str | None:
     if d is not None:
         return str(sympy.expand(vs[0] + d * (i - start)))
     return None
+
+
+def _no_pattern(vs: Sequence[sympy.Expr]) -> bool:
+    """Whether whole positive sizes ``vs`` have neither one ratio nor one difference between consecutive values,
+    told in Python's numbers (:func:`_closed_form` finds no form then: its steps are these same rationals, and
+    :func:`_apart` tells two of them apart); ``False`` when that does not tell (a symbolic size, or a pattern).
+
+    >>> _no_pattern([sympy.Integer(n) for n in (3, 5, 11)]), _no_pattern([sympy.Integer(n) for n in (4, 8, 16)])
+    (True, False)
+    """
+    if not all(getattr(v, "is_Integer", False) for v in vs):
+        return False
+    ns = [int(v.p) for v in vs]
+    if min(ns) <= 0:
+        return False
+    a0, b0 = ns[0], ns[1]
+    if all(b * a0 == a * b0 for a, b in zip(ns, ns[1:])):  # one ratio b0/a0
+        return False
+    return any(b - a != b0 - a0 for a, b in zip(ns, ns[1:]))
 
 
 def closed_rows(rows: Sequence[Row], indexed: dict[tuple[str, sympy.Expr], str]) -> list[Row]:
