@@ -293,6 +293,31 @@ def test_page_needs_no_network() -> None:
     assert "default-src 'none'" in page
 
 
+def hybrid() -> ncd.Block:
+    """Equal blocks not in a row (A B A, as a hybrid model's layers): not folded, so each is its own block."""
+    wires = ncd.Identity.of("~t m")
+    inner = (ncd.Linear("m -> n") >> ncd.ReLU()).block("Inner")
+    a = (wires >> inner >> ncd.Linear("n -> m")).block("A")
+    b = (wires >> ncd.Linear("m -> m")).block("B")
+    return (wires >> a >> b >> a).block("Net")
+
+
+def test_a_panel_drawn_as_an_earlier_one_travels_as_it_and_its_replacements() -> None:
+    views = explore(hybrid(), costs=False)
+    assert [v.key for v in views.views] == ["", "0/0", "0/1", "0/2", "0/0/0", "0/2/0"]
+    data = _data(to_html(hybrid(), costs=False))
+    by_key = {v["key"]: v for v in data["views"]}
+    assert by_key["0/2"]["as"] == 1 and by_key["0/2/0"]["as"] == 4  # the second A and its Inner
+    assert all("as" not in by_key[k] for k in ("", "0/0", "0/1", "0/0/0"))
+    for k, v in enumerate(data["views"]):  # what the page's script makes is the panel's own drawing, exactly
+        if "as" in v:
+            text = views.views[v["as"]].svg
+            for a, b in v["r"]:
+                text = b.join(text.split(a))
+            assert text == views.views[k].svg and 'data-block="0/2/0"' in text
+    assert 'id="ncd-view-3"' not in to_html(hybrid(), costs=False)
+
+
 def test_a_view_that_could_end_its_data_block_travels_as_json() -> None:
     from ncd.viewer.page import page
     from ncd.viewer.views import View

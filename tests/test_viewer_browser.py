@@ -22,7 +22,7 @@ import ncd.zoo
 from ncd.render import to_png, to_svg
 from ncd.viewer import write_html
 from ncd.viewer.script import MEASURE
-from tests.test_viewer import EVIL, SIZES, gpt2_like
+from tests.test_viewer import EVIL, SIZES, gpt2_like, hybrid
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -173,6 +173,31 @@ def test_expand_several_blocks_keeping_the_drawing_on_screen(context: BrowserCon
     page.screenshot(path=shots / "3-after-esc.png")
     print("\n" + "\n".join(f"{step:<26} on screen {m['on_screen']:.0%}, covers {m['cover']:.0%} of the stage, "
                             f"smallest text {m['text']:.1f} px (first paint {first['text']:.1f} px)" for step, m in seen))
+    view.close()
+
+
+def test_a_panel_made_from_an_earlier_one_expands_as_its_own_block(context: BrowserContext, tmp_path: Path) -> None:
+    """The second of two equal blocks not in a row travels as the first's panel with its own keys put in:
+    expanding it and its sub-block shows their own fences and records; Esc closes them in turn."""
+    view = Opened(context, Path(write_html(hybrid(), tmp_path / "hybrid.html")))
+    page = view.page
+    page.click('.ncd-comp[data-block="0/2"]')
+    assert view.expanded() == ["0/2"] and view.shown() == ["", "0/2"]
+    panel = 'svg.ncd-view[data-view="0/2"]'
+    blocks = page.eval_on_selector_all(f"{panel} .ncd-hit [data-block]", "els => els.map(e => e.dataset.block)")
+    assert sorted(blocks) == ["0/2", "0/2/0"]
+    page.click(f'{panel} .ncd-comp[data-block="0/2/0"]')
+    assert view.shown() == ["", "0/2", "0/2/0"]
+    fence = 'svg.ncd-view[data-view="0/2/0"] .ncd-fence'
+    assert page.get_attribute(fence, "data-block") == "0/2/0"
+    index = int(page.get_attribute(fence, "data-i") or -1)
+    records = page.evaluate("() => JSON.parse(document.getElementById('ncd-data').textContent).infos")
+    assert records[index]["key"] == "0/2/0" and records[index]["title"] == "Inner"
+    assert "linear" in view.hover_info('svg.ncd-view[data-view="0/2/0"] .ncd-box')
+    page.keyboard.press("Escape")
+    assert view.expanded() == ["0/2"] and view.shown() == ["", "0/2"]
+    page.keyboard.press("Escape")
+    assert view.expanded() == [] and view.shown() == [""]
     view.close()
 
 

@@ -6,7 +6,9 @@ could not run.  Data travel as JSON in a ``<script type="application/json">`` el
 ``<``, ``>`` and ``&`` written as ``\\u`` escapes, so no label can close the element.  Each
 view's SVG (the painter's, every text in it escaped) sits as it is in a data block of its own,
 ``<script type="image/svg+xml">``, which the browser never runs: no escaping, so the page is
-half the size and built and parsed faster; an SVG that could end its block goes in the JSON.
+half the size and built and parsed faster; an SVG that could end its block goes in the JSON.  A panel
+drawn exactly as an earlier one but for its blocks' keys and records (a hybrid model's layers, equal but
+not in a row, so not folded) travels as that panel and the replacements that make it, checked here.
 
 >>> text = script_json({"name": "</script><script>alert(1)</script>"})
 >>> "<" in text, json.loads(text)["name"][:9]
@@ -25,7 +27,7 @@ from typing import Any
 from ncd.render.fonts import font_face_css
 from ncd.render.svg import faces_used
 from ncd.viewer.assets import CSS, SCRIPT
-from ncd.viewer.views import Views
+from ncd.viewer.views import View, Views
 
 __all__ = ["page", "iframe", "script_json", "HELP"]
 
@@ -50,6 +52,41 @@ def _raw(svg: str) -> bool:
     return _UNSAFE.search(svg) is None
 
 
+def _pairs(views: Views, view: View) -> list[str]:
+    """The hit regions of ``view``'s own block (its fence) and of the blocks drawn collapsed in it, as they are
+    written in its SVG (``data-i`` their record, ``data-block`` their key): all that differs between two
+    panels of equal blocks met in equal contexts."""
+    blocks = views.catalogue.blocks
+    return [f'data-i="{blocks[key]["info"]}" data-block="{key}"' for key in (view.key, *view.collapsed)]
+
+
+def _shared(views: Views) -> dict[int, tuple[int, list[list[str]]]]:
+    """``{panel: (earlier panel, replacements)}`` for each panel whose SVG is the earlier one's with its blocks'
+    hit regions replaced, in order (``str.replace``, as the page's script does with ``split``/``join``).
+    Panels are matched on their SVG with those regions written relative to their own key, and every match is
+    checked by making its SVG from the earlier one's: a panel not made exactly keeps its own SVG."""
+    first: dict[tuple[str, tuple[str, ...]], int] = {}
+    shared: dict[int, tuple[int, list[list[str]]]] = {}
+    for k, view in enumerate(views.views):
+        if k == 0 or not all(c.startswith(view.key + "/") for c in view.collapsed):
+            continue
+        pairs = _pairs(views, view)
+        relative = tuple(c[len(view.key):] for c in view.collapsed)
+        template = view.svg
+        for j, pair in enumerate(pairs):
+            template = template.replace(pair, f"\x00{j}\x00")
+        source = first.setdefault((template, relative), k)
+        if source == k:
+            continue
+        replacements = [[a, b] for a, b in zip(_pairs(views, views.views[source]), pairs) if a != b]
+        made = views.views[source].svg
+        for a, b in replacements:
+            made = made.replace(a, b)
+        if made == view.svg and (view.width, view.height) == (views.views[source].width, views.views[source].height):
+            shared[k] = (source, replacements)
+    return shared
+
+
 def _csp() -> str:
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
     return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
@@ -59,11 +96,18 @@ def _csp() -> str:
 def page(views: Views, title: str) -> str:
     """The complete, self-contained HTML document."""
     cat = views.catalogue
-    raw = [_raw(v.svg) for v in views.views]
+    shared = _shared(views)
+    raw = [_raw(v.svg) and k not in shared for k, v in enumerate(views.views)]
+
+    def drawn(k: int, v: View) -> dict[str, Any]:
+        if k in shared:
+            return {"as": shared[k][0], "r": shared[k][1]}
+        return {"s": k} if raw[k] else {"svg": v.svg}
+
     payload = {
         "title": title,
         "depth": views.depth,
-        "views": [{"key": v.key, "w": v.width, "h": v.height, "i": v.infos, **({"s": k} if raw[k] else {"svg": v.svg})}
+        "views": [{"key": v.key, "w": v.width, "h": v.height, "i": v.infos, **drawn(k, v)}
                   for k, v in enumerate(views.views)],
         "blocks": cat.blocks,
         "infos": cat.infos,

@@ -46,10 +46,15 @@ SCRIPT = r"""
     return document.importNode(root, true);
   }
 
+  function source(v) { return v.svg != null ? v.svg : document.getElementById("ncd-view-" + v.s).textContent; }
+
   function drawing(key) {  // the SVG element of a view, parsed once
     var v = views[key];
     if (!v.el) {
-      var text = v.svg != null ? v.svg : document.getElementById("ncd-view-" + v.s).textContent;
+      var text = source(v.as != null ? data.views[v.as] : v);
+      if (v.as != null) {  // an earlier panel's SVG with this panel's blocks in its blocks' places
+        v.r.forEach(function (pair) { text = text.split(pair[0]).join(pair[1]); });
+      }
       v.el = parse(text); v.el.setAttribute("width", v.w); v.el.setAttribute("height", v.h);
       v.el.setAttribute("data-view", key); v.el.classList.add("ncd-view");
     }
