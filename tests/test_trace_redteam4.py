@@ -198,6 +198,26 @@ def test_torch_cond_is_refused_naming_it_and_the_line() -> None:
         ncd.trace(Cond().eval(), torch.randn(2, 4))
 
 
+def test_torch_cond_whose_branches_fail_to_compile_is_refused_naming_it_and_the_line() -> None:
+    """torch compiles ``torch.cond``'s branches itself; when that fails (a branch that cannot be traced, or torch's
+    compiler in a state left by earlier compilations in the process: a fresh CI run saw "'_ModuleStackTracer' object
+    has no attribute '__closure__'") no graph is made, and the refusal said only "torch.export failed (...) and so
+    did a dispatch trace (...)".  It now names torch.cond and the model's line from the failure's traceback."""
+    class Boom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def broken(self, t: torch.Tensor) -> torch.Tensor:
+            raise ValueError("a branch that cannot be traced")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cond(x.sum() > 0, self.broken, lambda t: -self.lin(t), (x,))
+
+    with pytest.raises(ncd.TraceError, match=r"Boom: it calls torch\.cond at test_trace_redteam4\.py:\d+"):
+        ncd.trace(Boom().eval(), torch.randn(2, 4))
+
+
 class _DecoratedAutocast(_Net):
     @torch.autocast("cpu", dtype=torch.bfloat16)
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,10 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
         except Exception as second:  # noqa: BLE001
             if _is_data_dependent(second) or reads is not None:  # the recording saw the model read values
                 raise TraceError(_data_dependent_message(model, second, reads)) from None
+            for failure in (error, second):  # torch.cond / while_loop compiled its branches and that failed
+                called = _higher_order_called(failure)
+                if called is not None:
+                    raise _branching(type(model).__name__, *called) from None
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"
                 f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
@@ -232,6 +236,40 @@ def _stack_of(node: torch.fx.Node) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _branching(model: str, what: str, line: str) -> TraceError:
+    """The refusal of a model calling a higher-order operator (``torch.cond``, ``torch.while_loop``) at ``line``."""
+    return TraceError(f"cannot trace {model}: it calls torch.{what}{f' at {line}' if line else ''}, whose branches or"
+                      " body are graphs of their own, run as the values of the inputs decide; a neural circuit diagram"
+                      " draws one fixed computation (compute both branches and pick with torch.where, or loop a fixed"
+                      " number of times)")
+
+
+def _higher_order_called(error: BaseException) -> tuple[str, str] | None:
+    """``(operator, user line)`` when ``error`` was raised inside torch's ``cond`` / ``while_loop`` (torch compiles
+    their branches itself, and that compilation can fail before any graph is made): the operator's module name and
+    the innermost frame outside torch and ncd before it; else None.
+
+    >>> _higher_order_called(ValueError("no traceback")) is None
+    True
+    """
+    import os
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        line, tb = "", error.__traceback__
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            stem = os.path.splitext(os.path.basename(name))[0]
+            if "_higher_order_ops" in name and stem in ("cond", "while_loop"):
+                return stem, line
+            if not _internal(name):
+                line = f"{os.path.basename(name)}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return None
+
+
 def _line_of_trace(text: Any) -> str:
     """The innermost user frame of an FX ``stack_trace`` (``File "...", line N, in f``)."""
     import os
@@ -286,11 +324,7 @@ def _from_export(ep: Any, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: 
         elif fx_node.op == "get_attr" and any(u.op == "call_function" for u in fx_node.users):
             call = next(u for u in fx_node.users if u.op == "call_function")  # a branch or body of torch.cond, ...
             what, line = getattr(call.target, "__name__", str(call.target)), _line_of_trace(call.meta.get("stack_trace"))
-            model = type(getattr(flat, "model", flat)).__name__
-            raise TraceError(f"cannot trace {model}: it calls torch.{what}{f' at {line}' if line else ''}, whose"
-                             " branches or body are graphs of their own, run as the values of the inputs decide; a"
-                             " neural circuit diagram draws one fixed computation (compute both branches and pick with"
-                             " torch.where, or loop a fixed number of times)")
+            raise _branching(type(getattr(flat, "model", flat)).__name__, what, line)
         else:
             raise TraceError(f"cannot import graph node {fx_node.name!r} of kind {fx_node.op!r}")
     _evaluate(nodes, getattr(flat, "model", None))
