@@ -228,3 +228,41 @@ def test_a_parameter_requiring_no_gradient_requires_none_lowered(tokens: int) ->
     got = sorted((tuple(p.shape), p.grad is None) for p in lowered.parameters())
     assert got == want  # the table has no gradient in either; the map's weight and bias have one in both
     assert sorted(tuple(p.shape) for p in lowered.parameters() if not p.requires_grad) == [(8, 4)]
+
+
+def test_unread_compares_each_parameter_with_the_traced_tensors_it_could_equal_as_comparing_all_does() -> None:
+    """:func:`ncd.trace.params.unread` compares a parameter only with traced tensors of its first entry: the same
+    answer as comparing it with every traced tensor of its shape and dtype (copies equal to it, equal up to one entry,
+    a NaN, -0.0 against 0.0, another dtype, an empty parameter, views of one)."""
+    from ncd.trace.params import unread
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    values = {
+        "ones": torch.ones(4), "zeros": torch.zeros(4), "neg_zero": torch.tensor([-0.0, 1.0, 2.0, 3.0]),
+        "random": torch.randn(4), "copied": torch.randn(3, 4), "near": torch.randn(3, 4), "nan": torch.full((4,), 1.5),
+        "halved": torch.ones(4, dtype=torch.float16), "ints": torch.arange(4.0), "empty": torch.zeros(0),
+        "scalar": torch.tensor(2.5), "viewed": torch.randn(2, 4), "late_nan": torch.ones(4),
+    }
+    values["nan"][0] = float("nan")
+    values["late_nan"][3] = float("nan")
+    for name, value in values.items():
+        model.register_parameter(name, nn.Parameter(value.clone(), requires_grad=value.is_floating_point()))
+    near = values["near"].clone()
+    near[2, 3] += 1
+    traced_tensors = (
+        (torch.ones(4), torch.tensor([0.0, 1.0, 2.0, 3.0]), values["copied"].clone(), near, values["nan"].clone()),
+        (torch.ones(4, dtype=torch.float32), torch.zeros(4, dtype=torch.float64), torch.arange(4.0),
+         torch.tensor(2.5), model.viewed.detach()[1], values["late_nan"].clone(), torch.randn(4)),
+    )
+
+    def every(model: nn.Module) -> list[str]:  # the definition: storage shared, or equal to a tensor of its shape
+        flat = [t for group in traced_tensors for t in group]
+        storages = {t.untyped_storage().data_ptr() for t in flat}
+        return [name for name, p in model.named_parameters(remove_duplicate=False)
+                if not (p.untyped_storage().nbytes() and (p.untyped_storage().data_ptr() in storages or any(
+                    t.shape == p.shape and t.dtype == p.dtype and torch.equal(t, p.detach()) for t in flat)))]
+
+    got = [name for name, _ in unread(model, traced_tensors)]
+    assert got == every(model)
+    assert got == ["zeros", "random", "near", "nan", "halved", "empty", "late_nan"]

@@ -54,7 +54,11 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     flat = [t for group in tensors for t in group]
     read = {id(t) for t in flat}
     storages: set[int] = set()
-    shaped: dict[tuple[int, ...], list[torch.Tensor]] | None = None  # (read when a parameter is not a traced tensor)
+    # the traced tensors by shape, and by shape, dtype and first entry (:func:`_first`): a parameter is compared with
+    # those it could equal only, not with every one of its shape (SeamlessM4T: 1,315 unread parameters, 37,428 pairs)
+    shaped: dict[tuple[int, ...], list[torch.Tensor]] | None = None
+    keyed: dict[tuple[object, ...], list[torch.Tensor]] = {}
+    unkeyed: dict[tuple[int, ...], list[torch.Tensor]] = {}  # (of no first entry read: compared with every parameter)
     out = []
     named = walk.parameters if walk is not None and walk.faithful else model.named_parameters(remove_duplicate=False)
     for name, p in named:
@@ -66,12 +70,42 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
                 if t.device.type != "meta" and t.untyped_storage().nbytes():
                     storages.add(t.untyped_storage().data_ptr())
                     shaped.setdefault(tuple(t.shape), []).append(t)
-        if p.device.type != "meta" and p.untyped_storage().nbytes() and (
-                p.untyped_storage().data_ptr() in storages
-                or any(t.dtype == p.dtype and torch.equal(t, p.detach()) for t in shaped.get(tuple(p.shape), []))):
+                    first = _first(t)
+                    if first is _UNREAD:
+                        unkeyed.setdefault(tuple(t.shape), []).append(t)
+                    elif first == first:  # (a NaN first entry: equal to no tensor)
+                        keyed.setdefault((tuple(t.shape), t.dtype, first), []).append(t)
+        if p.device.type == "meta" or not p.untyped_storage().nbytes():
+            out.append((name, p))
+            continue
+        if p.untyped_storage().data_ptr() in storages:
+            continue
+        shape, first = tuple(p.shape), _first(p)
+        if first is _UNREAD:
+            candidates = shaped.get(shape, [])
+        else:
+            candidates = keyed.get((shape, p.dtype, first), []) + unkeyed.get(shape, [])
+        if any(t.dtype == p.dtype and torch.equal(t, p.detach()) for t in candidates):
             continue
         out.append((name, p))
     return tuple(out)
+
+
+#: :func:`_first` of a tensor whose first entry is not read
+_UNREAD = object()
+
+
+def _first(t: torch.Tensor) -> object:
+    """The first entry of ``t`` as a Python number, which two equal tensors (``torch.equal``) share; :data:`_UNREAD`
+    for an empty, quantized or not strided tensor."""
+    import torch
+
+    if not t.numel() or t.is_quantized or t.layout != torch.strided:
+        return _UNREAD
+    try:
+        return t.detach()[(0,) * t.dim()].item()
+    except Exception:  # noqa: BLE001 - a dtype Python does not read: compared with every tensor of its shape
+        return _UNREAD
 
 
 def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:
