@@ -336,12 +336,17 @@ def _runs(model: nn.Module, pair: list[dict[str, torch.Tensor]],
 
 def repair_module() -> Any:
     """``benchmarks/corpus_repair.py`` (beside this file): second chances for configs and inputs."""
+    return _beside("corpus_repair")
+
+
+def _beside(name: str) -> Any:
+    """The module ``name`` of ``benchmarks/`` (beside this file), which it puts on the path for that import."""
+    import importlib
+
     here = os.path.dirname(os.path.abspath(__file__))
     if here not in sys.path:
         sys.path.insert(0, here)
-    import corpus_repair
-
-    return corpus_repair
+    return importlib.import_module(name)
 
 
 class NotBuilt(Exception):
@@ -519,12 +524,7 @@ def _zoo() -> list[tuple[str, type[nn.Module], Callable[[torch.Generator], dict[
 
 def zoo_module() -> Any:
     """The hand-written plain-PyTorch zoo (``benchmarks/corpus_torch.py``, beside this file)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    import corpus_torch
-
-    return corpus_torch
+    return _beside("corpus_torch")
 
 
 def all_entries(collide: str = "") -> list[Entry]:
