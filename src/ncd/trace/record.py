@@ -368,14 +368,13 @@ def _kept_live(model: torch.nn.Module, rec: _Recording) -> list[str]:
         return any(live(t, k, depth - 1) for t in items for k in (kind_of(t),) if k == _TENSOR or depth > 1 and k != _OTHER)
 
     kept = []
-    for module in model.modules():
+    for path, module in model.named_modules():
         for name, v in vars(module).items():
             kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
             if kind is None:
                 kind = kind_of(v)
             if kind == _OTHER or name in _MODULE_OWN or not live(v, kind, 3):
                 continue
-            path = next(n for n, m in model.named_modules() if m is module)
             kept.append(f"{path}.{name}" if path else name)
     return kept
 
