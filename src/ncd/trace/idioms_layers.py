@@ -73,6 +73,9 @@ def layer_norm(conv: Converter, node: Node) -> None:
     extra = list(node.args[2:]) + [None] * 3
     weight, bias, eps = extra[0], extra[1], extra[2] if extra[2] is not None else 1e-5
     w, b = _weight(weight), _weight(bias)
+    if _live(x) and (_live(weight) or _live(bias)):
+        _computed_scale(conv, node, weight, bias, float(eps), len(shape))
+        return
     if not _live(x) or (weight is not None and w is None) or (bias is not None and b is None) or (w is None and b is not None):
         raise Decline("normalisation with computed parameters")
     vid = conv.value(x)
@@ -83,6 +86,35 @@ def layer_norm(conv: Converter, node: Node) -> None:
     tensors = [t for t in (w, b) if t is not None]
     if tensors:
         conv.emitted.tensors.append(tensors)
+
+
+def _computed_scale(conv: Converter, node: Node, weight: Any, bias: Any, eps: float, n: int) -> None:
+    """``layer_norm(x, shape, w, b)`` with a computed weight or bias (VideoPrism's ``weight + 1.0``): what ATen
+    computes, ``layer_norm(x, shape) * w + b`` — a weightless ``LN`` box, the product with ``w`` and the sum with ``b``
+    (each broadcast over the leading wires).  Declines unless the normalised axes are the last one (the box's) and
+    ``w``, ``b`` are float tensors of the normalised shape or absent."""
+    from ncd.prims.elementwise import MultiplyOp
+    from ncd.prims.normalization import LayerNormOp
+    from ncd.prims.structure import AddOp
+    from ncd.trace.idioms_arithmetic import cross_back, operand
+
+    x = node.args[0]
+    value = x.value
+    if n != 1 or not _tensor(x) or not value.is_floating_point() or node.value.dtype != value.dtype:
+        raise Decline("normalisation with computed parameters over several axes")
+    for p in (weight, bias):
+        if p is not None and (not _tensor(p) or tuple(p.value.shape) != tuple(value.shape[-1:])
+                              or p.value.dtype != value.dtype):
+            raise Decline("normalisation with computed parameters of another shape or dtype")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    names = list(seg.names)
+    shape = _shape(node)
+    out = conv.apply(Box(LayerNormOp(Segment(seg.axes[-1:]), eps, False, False)), [vid])
+    for p, prim in ((weight, MultiplyOp(2)), (bias, AddOp(2))):
+        if p is not None:
+            out = cross_back(conv, conv.apply(Box(prim), [out, operand(conv, p, names, shape)]), names)
+    conv.bind(node, out)
 
 
 @rule("aten.rms_norm")
