@@ -154,9 +154,9 @@ from ncd.prims.reduction import LogSumExp, VectorNorm  # noqa: E402
 
 __all__ += ["VectorNorm", "LogSumExp", "Prod", "Median"]
 # -- prims: Fourier transforms and complex wires --
-from ncd.prims.fourier import ComplexMultiply, ComplexPart, ComplexView, Fourier  # noqa: E402
+from ncd.prims.fourier import ComplexConjugate, ComplexMultiply, ComplexPart, ComplexView, Fourier  # noqa: E402
 
-__all__ += ["Fourier", "ComplexPart", "ComplexMultiply", "ComplexView"]
+__all__ += ["Fourier", "ComplexPart", "ComplexConjugate", "ComplexMultiply", "ComplexView"]
 # -- prims: selection entry by entry (where, masked fill) --
 from ncd.prims.selection import Logic, Where  # noqa: E402
 

@@ -64,3 +64,9 @@ error("complex_view", "two-wires", lambda: ncd.ComplexView("r:2 s:2"), r"one flo
       ParseError)
 error("complex_view", "to", lambda: ncd.ComplexView("r:2", to="both"),  # type: ignore[arg-type]
       r"to 'complex' or 'real', not 'both'", ParseError)
+
+# -- the complex conjugate (torch.conj; Autoformer's auto-correlation rfft(q) ⊙ conj(rfft(k))) --------------------
+sample("complex_conjugate", "woven", lambda: ncd.Identity.of("t m [complex]") >> ncd.ComplexConjugate(), {"t": 4, "m": 3},
+       lambda p, x: torch.conj(x[0]), cod="t m [complex]", grad=False)
+error("complex_conjugate", "real-wire", lambda: ncd.Identity.of("t m") >> ncd.ComplexConjugate(), r"\[complex\]",
+      TypeMismatchError)

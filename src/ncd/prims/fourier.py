@@ -6,8 +6,9 @@ or complex in, complex out, the same axes.  ``Fourier("t", "f:t/2+1", real=True)
 transform of a real signal (``rfftn``: only the non-negative frequencies of the last axis are
 kept, on a new axis ``f``); with ``inverse=True`` it maps those frequencies back to a real signal of
 the output axes' sizes (``irfftn``).  ``norm`` is torch's (``"backward"``, ``"ortho"``, ``"forward"``).
-:func:`ComplexPart` reads the real or imaginary part of a complex wire, and
-:func:`ComplexMultiply` is the entrywise product of two complex tensors (a spectral filter).
+:func:`ComplexPart` reads the real or imaginary part of a complex wire, :func:`ComplexConjugate` conjugates it
+(``torch.conj``), and :func:`ComplexMultiply` is the entrywise product of two complex tensors (a spectral filter;
+Autoformer's auto-correlation ``irfft(rfft(q) ⊙ conj(rfft(k)))``).
 :func:`ComplexView` reads a wire of size 2 as the real and imaginary parts of complex numbers
 (``torch.view_as_complex``: ``t 2 -> t [complex]``) or back (``torch.view_as_real``).
 Every box is woven over the axes it does not name.
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
-__all__ = ["FourierOp", "ComplexPartOp", "ComplexMultiplyOp", "ComplexViewOp", "Fourier", "ComplexPart",
-           "ComplexMultiply", "ComplexView", "BACKWARD_UNSUPPORTED"]
+__all__ = ["FourierOp", "ComplexPartOp", "ComplexConjugateOp", "ComplexMultiplyOp", "ComplexViewOp", "Fourier",
+           "ComplexPart", "ComplexConjugate", "ComplexMultiply", "ComplexView", "BACKWARD_UNSUPPORTED"]
 
 BACKWARD_UNSUPPORTED = ("complex wires: the backward diagram would need conjugate (Wirtinger) cotangents, which"
                         " ncd.backward does not model (the lowered module trains through torch's autograd)")
@@ -130,6 +131,23 @@ class ComplexPartOp(Primitive):
 
     def label(self) -> str:
         return "Re" if self.part == "real" else "Im"
+
+
+@dataclass(frozen=True)
+class ComplexConjugateOp(Primitive):
+    """The complex conjugate ``z̄`` (the imaginary part negated): ``() [complex] -> () [complex]``, woven over every
+    axis."""
+
+    op: ClassVar[str] = "complex_conjugate"
+    family: ClassVar[str] = "fourier"
+    kind: ClassVar[Kind] = "nonlinear"  # real-linear, but its transpose reads complex cotangents (see above)
+    weave_policy = weaving.always
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((COMPLEX,)), Type((COMPLEX,))
+
+    def label(self) -> str:
+        return "conj"
 
 
 @dataclass(frozen=True)
@@ -215,6 +233,16 @@ def ComplexPart(part: Literal["real", "imag"] = "real") -> Box:
     return Box.make(ComplexPartOp(part))
 
 
+def ComplexConjugate() -> Box:
+    """The complex conjugate of a complex tensor, entry by entry (``torch.conj``).
+
+    >>> import ncd
+    >>> str((ncd.Identity.of("t m [complex]") >> ncd.ComplexConjugate()).cod)
+    't m [complex]'
+    """
+    return Box.make(ComplexConjugateOp())
+
+
 def ComplexMultiply() -> Box:
     """The entrywise product of two complex tensors (broadcast over the axes only one of them has)."""
     return Box.make(ComplexMultiplyOp())
@@ -235,6 +263,12 @@ def lower_fourier(prim: FourierOp, ctx: RuleContext) -> list[str]:
 @LOWERING.rule(ComplexPartOp)
 def lower_complex_part(prim: ComplexPartOp, ctx: RuleContext) -> list[str]:
     return [f"torch.{prim.part}({ctx.args[0].var})"]
+
+
+@LOWERING.rule(ComplexConjugateOp)
+def lower_complex_conjugate(prim: ComplexConjugateOp, ctx: RuleContext) -> list[str]:
+    """``torch.conj``: a view marking the imaginary parts negated (torch resolves it where it is read)."""
+    return [f"torch.conj({ctx.args[0].var})"]
 
 
 @LOWERING.rule(ComplexMultiplyOp)
@@ -276,6 +310,13 @@ def cost_complex_part(prim: ComplexPartOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
+@COST.rule(ComplexConjugateOp)
+def cost_complex_conjugate(prim: ComplexConjugateOp, ctx: CostContext) -> list[Tensor]:
+    """A view with the conjugate bit set (read by the next kernel): nothing computed, nothing kept."""
+    ctx.other(sympy.Integer(0), sympy.Integer(0))
+    return [ctx.output(0, dtype="complex")]
+
+
 @COST.rule(ComplexViewOp)
 def cost_complex_view(prim: ComplexViewOp, ctx: CostContext) -> list[Tensor]:
     """A view (of a dense copy when the pair is not dense): nothing computed, nothing kept."""
@@ -296,7 +337,7 @@ def cost_complex_multiply(prim: ComplexMultiplyOp, ctx: CostContext) -> list[Ten
     return [ctx.output(0, dtype="complex")]
 
 
-for _cls in (FourierOp, ComplexPartOp, ComplexMultiplyOp, ComplexViewOp):
+for _cls in (FourierOp, ComplexPartOp, ComplexConjugateOp, ComplexMultiplyOp, ComplexViewOp):
     BACKWARD.unsupported(_cls, BACKWARD_UNSUPPORTED)
 
 
@@ -324,6 +365,15 @@ def draw_complex_part(prim: ComplexPartOp, ctx: Layout, box: Box, dom: Type, cod
     return glyph_through(ctx, dom, (Piece(prim.label()),), name="complex_part")
 
 
+@SCALAR_DRAWING.rule(ComplexConjugateOp)
+def draw_complex_conjugate(prim: ComplexConjugateOp, ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
+    """``➤conj➤`` above the wires, which run straight through (as an elementwise function)."""
+    from ncd.render.pictograms import glyph_through
+    from ncd.render.typeset import Piece
+
+    return glyph_through(ctx, dom, (Piece(prim.label()),), name="complex_conjugate")
+
+
 @DRAWING.rule(ComplexViewOp)
 def draw_complex_view(prim: ComplexViewOp, ctx: Layout, box: Box) -> Frag:
     """A box on the pair wire: ``re, im→z`` (the pair read as complex numbers) or ``z→re, im`` (complex numbers as
@@ -339,4 +389,4 @@ SCALAR_DRAWING.rule(ComplexMultiplyOp)(draw_meeting)
 
 
 # -- import: recognised by ncd.trace.boxes_complex ---------------------------------------------------------
-IMPORT.known(FourierOp, ComplexPartOp, ComplexMultiplyOp, ComplexViewOp, by="ncd.trace.boxes_complex")
+IMPORT.known(FourierOp, ComplexPartOp, ComplexConjugateOp, ComplexMultiplyOp, ComplexViewOp, by="ncd.trace.boxes_complex")

@@ -89,6 +89,25 @@ def complex_part(conv: Converter, node: Node) -> None:
     _same_wires(conv, node, conv.apply(Box(ComplexPartOp(part)), [conv.value(x)]))  # type: ignore[arg-type]
 
 
+@rule("aten._conj", "aten.conj", "aten.conj_physical")
+def conjugate(conv: Converter, node: Node) -> None:
+    """``torch.conj(z)`` (a view with the conjugate bit, ``aten._conj``) or ``conj_physical`` of a complex tensor; of a
+    real tensor ``conj`` is the tensor itself."""
+    from ncd.prims.fourier import ComplexConjugateOp
+
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)) or node.value.dtype != x.value.dtype:
+        raise Decline("not a live tensor")
+    if not x.value.is_complex():
+        if x.value.is_floating_point():
+            conv.bind(node, conv.value(x))
+            return
+        raise Decline("not a float or complex tensor")
+    if x.value.dtype != torch.complex64:
+        raise Decline("a complex tensor of another precision")
+    _same_wires(conv, node, conv.apply(Box(ComplexConjugateOp()), [conv.value(x)]))
+
+
 @rule("aten.view_as_complex", "aten.view_as_real")
 def complex_view(conv: Converter, node: Node) -> None:
     """``torch.view_as_complex(x)`` (its last wire, of size 2, the real and imaginary parts) and ``torch.view_as_real``

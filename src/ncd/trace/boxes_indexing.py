@@ -51,8 +51,10 @@ def tile(conv: Converter, node: Node) -> None:
 
 
 def _tile(conv: Converter, node: Node, x: Node, counts: list[int]) -> None:
-    """``x`` repeated ``counts[k]`` times along each wire ``k`` (as many counts as wires, the wires of several entries
-    among them): a broadcast copy onto a new wire before each repeated one, then the two merged (``c·n + i``)."""
+    """``x`` repeated ``counts[k]`` times along each wire ``k`` (counts for new leading wires first, the wires of
+    several entries among them): a broadcast copy onto a new wire before each repeated one, then the two merged
+    (``c·n + i``); a repeated wire of size 1, or a new one, is broadcast onto a wire of ``c`` entries (Autoformer's
+    ``w.view(-1, 1, 1).repeat(h, t, c)``: the batch tiled, the two others broadcast)."""
     from ncd.prims.derivative import ExpandOp
     from ncd.trace.idioms import regroup
 
@@ -60,24 +62,32 @@ def _tile(conv: Converter, node: Node, x: Node, counts: list[int]) -> None:
     seg = conv.segs[vid]
     names = list(conv.names(vid))
     shape = [int(a.size) for a in seg.axes]
-    if len(counts) != len(shape) or any(c < 1 for c in counts) or any(c != 1 and n == 1 for c, n in zip(counts, shape)):
-        raise Decline("a repeat of new or size-1 wires beside tiled ones")
+    lead = len(counts) - len(shape)
+    if lead < 0 or any(c < 1 for c in counts):
+        raise Decline("fewer counts than wires, or a count below one")
+    kept = [(name, n) for name, n, c in zip(names, shape, counts[lead:]) if not (n == 1 and c != 1)]
     wires: list[str] = []
     sizes: list[int] = []
-    for name, n, c in zip(names, shape, counts):
+    taken = set(names)
+    for k, c in enumerate(counts):
+        name, n = (names[k - lead], shape[k - lead]) if k >= lead else (None, 1)
         if c != 1:
             copy = conv.namer.fresh(c)
-            while copy in names or copy in wires:
+            while copy in taken:
                 copy += PRIME
+            taken.add(copy)
             wires.append(copy)
             sizes.append(c)
-        wires.append(name)
-        sizes.append(n)
-    target = conv.namer.segment(wires, tuple(sizes), seg.dtype, None if seg.range is None else int(seg.range))
-    (copied,) = conv.emit(Box(ExpandOp(seg, target)), [vid], [target])
+        if name is not None and not (n == 1 and c != 1):
+            wires.append(name)
+            sizes.append(n)
     shape_out = tuple(int(s) for s in node.value.shape)
-    if shape_out != tuple(n * c for n, c in zip(shape, counts)):
+    if shape_out != tuple(([1] * lead + shape)[k] * c for k, c in enumerate(counts)):
         raise Decline("the tiles come out in another shape")
+    bound = None if seg.range is None else int(seg.range)
+    src = conv.view(vid, [name for name, _ in kept], tuple(n for _, n in kept))
+    target = conv.namer.segment(wires, tuple(sizes), seg.dtype, bound)
+    (copied,) = conv.emit(Box(ExpandOp(conv.segs[src], target)), [src], [target])
     conv.bind(node, conv.view(copied, regroup(conv, wires, tuple(sizes), shape_out), shape_out))
 
 
