@@ -283,14 +283,21 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
     vx = conv.value(x)
     nx = conv.names(vx)
     diagonal = [k for k in range(d) if indices[k] is not None]
-    if diagonal and (len(diagonal) != 1 or len(pshape) != 1 or not _arange(indices[diagonal[0]], pshape[0])
-                     or int(x.value.shape[diagonal[0]]) != pshape[0]):
+    rows = bool(diagonal) and _batched_rows(x, indices, diagonal, d, pshape)
+    if diagonal and not rows and (len(diagonal) != 1 or len(pshape) != 1 or not _arange(indices[diagonal[0]], pshape[0])
+                                  or int(x.value.shape[diagonal[0]]) != pshape[0]):
         raise Decline("indices other than arange before the index tensor")
     vi = conv.value(positions)
     seg = conv.segs[vi]
     if seg.range is None or int(seg.range) > size:
         raise Decline("positions without a known range")
-    if diagonal:
+    if rows:  # the positions' first wire is x's batch wire (woven), the others their own
+        names = [nx[diagonal[0]]]
+        for n in conv.names(vi)[1:]:
+            while n in nx or n in names:
+                n += PRIME
+            names.append(n)
+    elif diagonal:
         names = [nx[diagonal[0]]]
     else:
         names = []
@@ -300,11 +307,32 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
             names.append(n)
     vi = _retag(conv, vi, names, pshape, size)
     axis = conv.segs[vx].axes[d]
-    box = Box(GatherOp(axis, Segment(conv.segs[vi].axes if not diagonal else (), "index", axis.size), wraps=wraps))
-    out = conv.apply(box, [vx, vi])
+    own = conv.segs[vi].axes[1:] if rows else conv.segs[vi].axes if not diagonal else ()
+    out = conv.apply(Box(GatherOp(axis, Segment(own, "index", axis.size), wraps=wraps)), [vx, vi])
+    if rows:
+        from ncd.trace.idioms_arithmetic import cross_back
+
+        out = cross_back(conv, out, nx[:d] + names[1:] + nx[d + 1:])
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
+
+
+def _batched_rows(x: Node, indices: list[Any], diagonal: list[int], d: int, pshape: tuple[int, ...]) -> bool:
+    """Whether ``x[arange(n)[:, None], i]`` reads row ``r`` of ``x`` at the positions ``i[r]`` (Informer's
+    ``query_states[torch.arange(b).unsqueeze(-1), top_u]``): one constant ``arange`` of ``x``'s first wire's size,
+    as many wires as ``i`` with the others of size 1, at the wire just before ``i``'s (so the result keeps ``x``'s
+    order: the rows, ``i``'s other wires, the wires after), and ``i``'s first wire of that size."""
+    if len(diagonal) != 1 or diagonal[0] != d - 1 or len(pshape) < 2:
+        return False
+    rows = indices[diagonal[0]]
+    n = int(x.value.shape[diagonal[0]])
+    if not (isinstance(rows, Node) and not rows.live and isinstance(rows.value, torch.Tensor) and _integer(rows.value)
+            and rows.value.device.type != "meta") or pshape[0] != n:
+        return False
+    if tuple(int(s) for s in rows.value.shape) != (n,) + (1,) * (len(pshape) - 1):
+        return False
+    return bool(torch.equal(rows.value.reshape(-1).cpu(), torch.arange(n, dtype=rows.value.dtype)))
 
 
 def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
