@@ -214,6 +214,40 @@ def test_a_convolution_of_a_computed_weight_takes_it_as_a_wire() -> None:
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
 
 
+class WeightNormedUpsampling(nn.Module):
+    """EnCodec's and DAC's upsampling: weight-normed transposed convolutions (``parametrizations.weight_norm``), the
+    second strided, grouped, output-padded and dilated, then a 2-d one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        norm = nn.utils.parametrizations.weight_norm
+        self.first = norm(nn.ConvTranspose1d(4, 6, 4, stride=2))
+        self.second = norm(nn.ConvTranspose1d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2))
+        self.flat = norm(nn.ConvTranspose2d(4, 3, 2, stride=2, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.second(torch.tanh(self.first(x)))
+        return self.flat(y.unflatten(-1, (2, -1)))
+
+
+def test_a_transposed_convolution_of_a_computed_weight_takes_it_as_a_wire() -> None:
+    """A weight-normed ``ConvTranspose`` is one ``(x, W) -> y`` box lowered to ``F.conv_transpose*d`` (EnCodec's four
+    upsampling layers were opaque); equal to the model, and its costs equal measurement."""
+    from ncd.torch.measure import measure
+
+    torch.manual_seed(0)
+    model = WeightNormedUpsampling()
+    x = torch.randn(2, 4, 7)
+    d = round_trip(model, x, fresh=(torch.randn(2, 4, 7),))
+    assert d.opaque_count == 0
+    boxes = [b.prim for b in d.boxes() if b.prim.op == "conv_with_weight"]
+    assert [(p.transposed, p.output_padding, int(p.groups)) for p in boxes] == [(True, (0,), 1), (True, (1,), 2),
+                                                                                 (True, (0, 0), 1)]
+    block = d.as_block()
+    report, measured = ncd.cost(block), measure(block, inputs=(x,))
+    assert (report.forward_matmul, report.activation_bytes) == (measured.forward_flops, measured.activation_bytes)
+
+
 class PositionIds(nn.Module):
     """RoBERTa's position ids from the padding, ``(cumsum(mask) + past) * mask + pad``, and ``k // 2 - ids % 3``: integer
     tensor with integer tensor."""

@@ -255,4 +255,5 @@ def cost_conv_weight_grad(prim: ConvWeightGradOp, ctx: CostContext) -> list[Tens
 
 BACKWARD.unsupported(ConvWeightGradOp, SECOND_ORDER)
 IMPORT.unsupported(ConvWeightGradOp, NOT_TRACED)
-IMPORT.known(ConvWithWeightOp, aten=("aten.conv2d", "aten.conv3d"), by="ncd.trace.boxes_windows")
+IMPORT.known(ConvWithWeightOp, aten=("aten.conv2d", "aten.conv3d", "aten.conv_transpose1d", "aten.conv_transpose2d",
+                                           "aten.conv_transpose3d"), by="ncd.trace.boxes_windows")

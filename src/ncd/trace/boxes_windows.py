@@ -15,7 +15,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.naming import PRIME
 
-__all__: list[str] = ["computed_weight_convolution"]
+__all__: list[str] = ["computed_weight_convolution", "computed_weight_transposed_convolution"]
 
 
 # -- a convolution whose weight is computed (weight norm, weight standardisation) ---------------------------------------
@@ -95,16 +95,38 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
 
 
 
+def computed_weight_transposed_convolution(conv: Converter, node: Node, stride: tuple[int, ...],
+                                           padding: tuple[int, ...], output_padding: tuple[int, ...], groups: int,
+                                           dilation: tuple[int, ...]) -> None:
+    """``conv_transpose(x, W, b)`` with a computed weight ``W`` (a weight-normed transposed convolution: EnCodec's,
+    DAC's upsampling): one :class:`ConvWithWeightOp` box taking ``W`` as a wire, lowered to ``F.conv_transpose*d`` —
+    the call the model makes, on the same operands (then ``+ b``)."""
+    x, weight = node.args[:2]
+    bias = node.args[2] if len(node.args) > 2 else None
+    vx = _live_float(conv, x)
+    if not (isinstance(weight, Node) and isinstance(weight.value, torch.Tensor) and weight.value.is_floating_point()):
+        raise Decline("weight not a float tensor")
+    seg = conv.segs[vx]
+    wshape = tuple(int(s) for s in weight.value.shape)
+    n = len(wshape) - 2
+    if n < 1 or len(seg.axes) < n + 2 or int(seg.axes[-n - 1].size) != wshape[0] or wshape[0] % groups:
+        raise Decline("not a batched transposed convolution")
+    _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups, output_padding)
+
+
 def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node, bias: Any, stride: tuple[int, ...],
-                             padding: tuple[int, ...], dilation: tuple[int, ...], groups: int) -> None:
+                             padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+                             output_padding: tuple[int, ...] | None = None) -> None:
     """``F.conv2d(x, W, b)`` (or 3-d) with ``W`` a wire: one :class:`ConvWithWeightOp` box ``(lead c p…, o c/g k…) ->
-    lead o p…``, the leading wires its batch (then ``+ b``)."""
+    lead o p…``, the leading wires its batch (then ``+ b``).  With ``output_padding``: ``F.conv_transpose*d(x, W, b)``,
+    the weight ``(c, o/g, k…)`` in torch's layout of a transposed convolution's."""
     import sympy
 
     from ncd.prims.convolution_derivative import ConvWithWeightOp
     from ncd.prims.structure import AddOp
     from ncd.trace.idioms import linear_out_name
 
+    transposed = output_padding is not None
     seg = conv.segs[vx]
     wshape = tuple(int(s) for s in weight.value.shape)
     n = len(wshape) - 2
@@ -112,24 +134,27 @@ def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node,
     channel = dom.axes[0]
     out_shape = tuple(int(s) for s in node.value.shape)
     taken = set(seg.names)
-    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), wshape[0]), set(taken))
+    outputs = wshape[1] * groups if transposed else wshape[0]
+    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), outputs), set(taken))
     positions = [a.name if int(a.size) == size else _unlike(conv, _claim(conv, a.name, size, "item"), taken)
                  for a, size in zip(dom.axes[1:], out_shape[-n:])]
     cod = conv.namer.segment([o, *positions], out_shape[-n - 1:])
-    inner = channel.name if groups == 1 else _unlike(conv, channel.name + PRIME, set(taken) | {o})
+    # the weight's wires as conv_weight_segment lays them: (o, c/g, k…), or transposed (c, o/g, k…)
+    first, second = (channel.name, o) if transposed else (o, channel.name)
+    inner = second if groups == 1 else _unlike(conv, second + PRIME, set(taken) | {o})
     knames = [_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken | {o, inner})
               for a, k in zip(dom.axes[1:], wshape[2:])]
-    vw = conv.view(conv.value(weight), [o, inner, *knames], wshape)
+    vw = conv.view(conv.value(weight), [first, inner, *knames], wshape)
     try:
-        box = Box(ConvWithWeightOp(dom, cod, conv.segs[vw], tuple(wshape[2:]), stride, padding, dilation, (),
-                                   sympy.Integer(groups), False, lead))
+        box = Box(ConvWithWeightOp(dom, cod, conv.segs[vw], tuple(wshape[2:]), stride, padding, dilation,
+                                   output_padding or (), sympy.Integer(groups), transposed, lead))
     except Exception as error:  # noqa: BLE001 - a geometry the box refuses stays opaque
         raise Decline(str(error)) from None
     (vid,) = conv.emit(box, [vx, vw], list(box.cod))
     if bias is not None:
         if not (isinstance(bias, Node) and isinstance(bias.value, torch.Tensor)):
             raise Decline("bias not a tensor")
-        vid = conv.apply(Box(AddOp(2)), [vid, conv.view(conv.value(bias), [o], (wshape[0],))])
+        vid = conv.apply(Box(AddOp(2)), [vid, conv.view(conv.value(bias), [o], (outputs,))])
     if tuple(int(a.size) for a in conv.segs[vid].axes) != out_shape:
         raise Decline(f"the wires come out as '{conv.segs[vid]}'")
     conv.bind(node, vid)

@@ -153,6 +153,13 @@ def convolution(conv: Converter, node: Node) -> None:
         stride, padding, dilation = (_ints(extra[1], n, 1), _ints(extra[2], n, 0), _ints(extra[3], n, 1))
         computed_weight_convolution(conv, node, stride, padding, dilation, int(extra[4] or 1))
         return
+    if transposed and _live(x) and _live(weight) and _tensor(weight):  # a computed weight (weight norm): a wire
+        from ncd.trace.boxes_windows import computed_weight_transposed_convolution
+
+        n = weight.value.dim() - 2
+        computed_weight_transposed_convolution(conv, node, _ints(extra[1], n, 1), _ints(extra[2], n, 0),
+                                               _ints(extra[3], n, 0), int(extra[4] or 1), _ints(extra[5], n, 1))
+        return
     if not _live(x) or w is None or (extra[0] is not None and b is None) or isinstance(extra[2], str):
         raise Decline("convolution with computed weights or string padding")
     n = w.dim() - 2
