@@ -145,6 +145,9 @@ def convolution(conv: Converter, node: Node) -> None:
     transposed = "conv_transpose" in str(node.target)
     x, weight = node.args[:2]
     extra = list(node.args[2:]) + [None] * 6
+    if not transposed and isinstance(extra[2], str):
+        _string_padding(conv, node)
+        return
     w, b = _weight(weight), _weight(extra[0])
     if not transposed and _live(x) and _live(weight) and _tensor(weight) and not isinstance(extra[2], str):
         from ncd.trace.boxes_windows import computed_weight_convolution
@@ -196,6 +199,47 @@ def convolution(conv: Converter, node: Node) -> None:
         raise Decline(str(error)) from None
     conv.bind(node, conv.apply(box, [vid]))
     conv.emitted.tensors.append([w] + ([b] if b is not None else []))
+
+
+def _string_padding(conv: Converter, node: Node) -> None:
+    """``conv(x, w, b, stride, "same" | "valid", dilation, groups)``: ``"valid"`` is no padding; ``"same"`` (stride 1)
+    pads each spatial wire by ``dilation·(k - 1)`` zeros, half before (rounded down) and the rest after, as torch
+    does — the convolution with that padding when both halves are equal, else the zero padding (a pad box) and the
+    convolution without (LASR's depthwise ``Conv1d(kernel 32, padding="same")``): exact, the same zeros summed."""
+    x, weight = node.args[:2]
+    extra = list(node.args[2:]) + [None] * 4
+    given = dict(zip(("bias", "stride", "padding", "dilation", "groups"), extra)) | dict(node.kwargs)
+    if not _tensor(x) or not _tensor(weight) or given["padding"] not in ("same", "valid"):
+        raise Decline("convolution with an unknown padding")
+    n = weight.value.dim() - 2
+    stride, dilation = _ints(given["stride"], n, 1), _ints(given["dilation"], n, 1)
+    before, after = (0,) * n, (0,) * n
+    if given["padding"] == "same":
+        if any(s != 1 for s in stride):
+            raise Decline("'same' padding with a stride")
+        total = [d * (int(k) - 1) for d, k in zip(dilation, weight.value.shape[2:])]
+        before, after = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    target = {1: torch.ops.aten.conv1d.default, 2: torch.ops.aten.conv2d.default, 3: torch.ops.aten.conv3d.default}.get(n)
+    if target is None:
+        raise Decline("a convolution of another rank")
+    source = x
+    made: list[Node] = []
+    if before != after:
+        from ncd.trace.boxes import pad
+
+        amounts = [a for k in reversed(range(n)) for a in (before[k], after[k])]
+        source = Node(f"{node.name}_padded", "call", torch.ops.aten.constant_pad_nd.default, (x, amounts, 0.0), {},
+                      value=torch.nn.functional.pad(x.value, amounts), stack=node.stack, live=True, line=node.line)
+        pad(conv, source)
+        made.append(source)
+        before = (0,) * n
+    plain = Node(f"{node.name}_padded_conv", "call", target,
+                 (source, weight, given["bias"], list(stride), list(before), list(dilation), int(given["groups"] or 1)),
+                 {}, value=node.value, stack=node.stack, live=True, line=node.line)
+    convolution(conv, plain)
+    made.append(plain)
+    conv.bind(node, conv.values[id(plain)])
+    conv.forget(*made)
 
 
 def _ints(value: Any, n: int, default: int) -> tuple[int, ...]:
