@@ -570,7 +570,10 @@ def cost_arithmetic(prim: ArithmeticOp, ctx: CostContext) -> list[Tensor]:
 def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
     """Sums and differences pass the cotangent (negated for ``c − x``), products and quotients by ``c`` scale it; the
     others multiply it by their derivative, itself arithmetic on the stored input or output:
-    ``(x^c)′ = c·x^(c−1)``, ``(c/x)′ = −c·x^−2``, ``(c^x)′ = ln c·c^x``, ``min/max``: ``[x ≷ c]``."""
+    ``(x^c)′ = c·x^(c−1)``, ``(c/x)′ = −c·x^−2``, ``(c^x)′ = ln c·c^x``.  ``max(x, c)`` (``clamp_min``) passes the
+    cotangent where ``x ≥ c`` and gives 0 elsewhere, ``min(x, c)`` where ``x ≤ c``, as torch's ``clamp_min`` and
+    ``clamp_max`` do: at the bound itself too, and selected rather than multiplied by a mask, so an infinite cotangent
+    where the bound is taken (``sqrt`` of ``x.clamp(min=0)`` at ``x < 0``) gives 0 there, not NaN."""
 
     from ncd.prims.elementwise import MultiplyOp, ScaleOp
     if not _differentiable(prim):
@@ -589,8 +592,11 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
     elif op == "/":
         port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, SCALAR, SCALAR)), Box(ScaleOp(sympy.sympify(-c))))
     else:
-        relation = ">" if op == "max" else "<"
-        port, derivative = ("in", 0), Seq.of(Box(CompareOp(relation, float(c), SCALAR)), Box(CastOp(Segment((), "bool"), SCALAR)))
+        from ncd.prims.selection import WhereOp
+
+        passes = Box(CompareOp(">=" if op == "max" else "<=", float(c), SCALAR))  # (x, g) -> where(x ≷= c, g, 0)
+        return BoxBackward((("in", 0),), Seq.of(Par.of(passes, Identity(SCALAR_TYPE), Box(ZerosOp(SCALAR_TYPE))),
+                                                Box(WhereOp())))
     return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR_TYPE)), Box(MultiplyOp(2))))
 
 
