@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 import sympy
 
 from ncd.errors import LimitError, ParseError, SizeError
-from ncd.ir.size import Size, SizeLike, Substitution, plainly_positive, size, size_text, sizes_equal, substitute, symbol
+from ncd.ir.size import Size, SizeLike, Substitution, is_name, plainly_positive, size, size_text, sizes_equal, substitute, symbol
 from ncd.limits import limits
 
 __all__ = ["Axis", "Segment", "Type", "parse_axis", "parse_segment", "parse_type", "as_type", "as_axis", "TypeLike", "AxisLike",
@@ -140,6 +140,8 @@ class Axis:
 
 
 def _default_size(name: str, value: Size) -> bool:
+    if value.is_Number and is_name(name):
+        return False  # (a name reads as its symbol, never equal to a number: not parsed)
     try:
         return sizes_equal(size(name), value)
     except Exception:

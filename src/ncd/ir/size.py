@@ -43,7 +43,15 @@ MAX_TEXT = 1000
 MAX_DEPTH = 64
 MAX_BITS = 4096  # numbers larger than 2**MAX_BITS are refused, not computed
 
-_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|([A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*)|(\*\*|[-+*/^()]))")
+#: a name: read as one symbol (:func:`symbol`)
+NAME = r"[A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*"
+_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|(" + NAME + r")|(\*\*|[-+*/^()]))")
+_NAME = re.compile(NAME)
+
+
+def is_name(text: str) -> bool:
+    """Whether ``text`` is one name, which :func:`size` reads as :func:`symbol` of it (``t``, ``d_k``, ``λ``)."""
+    return _NAME.fullmatch(text) is not None
 
 
 class _Parser:

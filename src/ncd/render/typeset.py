@@ -179,8 +179,12 @@ def axis_pieces(axis: Axis) -> tuple[Piece, ...]:
                 out.append(Piece("·"))
             out.extend(axis_pieces(p))
         return tuple(out)
-    named = sympy.Symbol(axis.name, positive=True)
-    if axis.size == named or size_text(axis.size) == axis.name or named in axis.size.free_symbols:
+    if axis.size.is_Number:  # (no symbol in it: the name is not made one)
+        plain = size_text(axis.size) == axis.name
+    else:
+        named = sympy.Symbol(axis.name, positive=True)
+        plain = axis.size == named or size_text(axis.size) == axis.name or named in axis.size.free_symbols
+    if plain:
         return pieces(axis.size, item)  # x̄/2 says more than x̄ = x/2
     if axis.name.isidentifier():
         return tuple(_symbol(axis.name, item, 0)) + (Piece(" = "),) + pieces(axis.size, False)
@@ -193,9 +197,11 @@ def legend_entry(axis: Axis) -> tuple[str, sympy.Expr] | None:
     whose size is a compound expression not mentioning the name (``s = x²/256 + 1``, ``x_i = 512·2^{1−i}``)."""
     if axis.parts or not axis.name.isidentifier():
         return None
-    named = sympy.Symbol(axis.name, positive=True)
     sz = axis.size
-    if sz == named or size_text(sz) == axis.name or named in sz.free_symbols or sz.is_Number or sz.is_Symbol:
+    if sz.is_Number or sz.is_Symbol:
+        return None
+    named = sympy.Symbol(axis.name, positive=True)
+    if sz == named or size_text(sz) == axis.name or named in sz.free_symbols:
         return None
     return axis.name, sz
 
