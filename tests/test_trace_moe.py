@@ -480,3 +480,15 @@ def test_a_recorded_kernel_is_checked_on_every_expert_however_few_the_tokens(see
                 if n.endswith("router.bias"):
                     p.copy_(model.router.bias)
             torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-6)
+
+
+def test_a_single_expert_is_a_weighted_sum_over_an_expert_axis_of_one() -> None:
+    # HunYuan's tiny corpus config has one local expert: its grouped GEMM (histc, cumsum, _grouped_mm, index_put)
+    # was drawn opaque, the reading taken only for two experts or more
+    torch.manual_seed(0)
+    model = T.MixtralModel(T.MixtralConfig(**(TINY | {"num_experts_per_tok": 1}), num_local_experts=1)).eval()
+    ids, d = _perturbed_trace(model)
+    assert not KERNEL & set(dict(d.opaque)), d.opaque
+    experts = [b for b in d.boxes() if b.prim.op == "parameter" and b.cod[0].axes[0].name == "e"]
+    assert len(experts) == 2 and all(int(b.cod[0].axes[0].size) == 1 for b in experts)
+    _equal_on_fresh_input(model, d, ids)
