@@ -76,3 +76,27 @@ def test_another_table_stays_the_traced_length_and_says_why(layout: str) -> None
                        r" boxes hold tensors or calls recorded at the traced sizes.*constant .*'t̅ m:16'.*other sizes"
                        r" lower: b$"):
         d.to_torch(t=12)
+
+
+def _nudged(row: int, col: int, by: float, rows: int = 6, width: int = 8) -> torch.Tensor:
+    from ncd.trace.positions import sinusoidal_table
+
+    table = sinusoidal_table(rows, width).to(torch.float32)
+    table[row, col] += by
+    return table
+
+
+@pytest.mark.parametrize("table", [
+    _nudged(0, 0, 0.0), _nudged(0, 0, 9e-6), _nudged(0, 0, 2e-5), _nudged(0, 1, 1.9e-5), _nudged(0, 1, 2.1e-5),
+    _nudged(0, 1, -1.9e-5), _nudged(0, 6, float("nan")), _nudged(0, 7, float("inf")), _nudged(3, 2, 1e-3),
+    _nudged(0, 0, 1.0), torch.ones(6, 8), torch.zeros(1, 6, 8),
+    _nudged(0, 0, 0.0).to(torch.float16), _nudged(0, 3, 1e-4).to(torch.bfloat16),
+], ids=lambda t: f"{t.dtype}")
+def test_a_table_is_sinusoidal_exactly_when_allclose_to_the_encoding(table: torch.Tensor) -> None:
+    """``is_sinusoidal`` refuses most tables from their first row before making the encoding: its answer is still
+    ``allclose`` (atol = rtol = 1e-5, in float64) against the whole encoding, near its tolerance on row 0 too."""
+    from ncd.trace.positions import is_sinusoidal, sinusoidal_table
+
+    rows, width = table.shape[-2:]
+    want = torch.allclose(table.reshape(rows, width).double(), sinusoidal_table(rows, width), atol=1e-5, rtol=1e-5)
+    assert is_sinusoidal(table) == want
