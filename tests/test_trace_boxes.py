@@ -463,3 +463,21 @@ def test_min_and_max_of_two_tensors_keep_their_sense() -> None:
     assert d.opaque_count == 0
     fresh = torch.randn(2, 5, 4)
     torch.testing.assert_close(d.to_torch()(fresh), MinMax()(fresh))
+
+
+def test_log2_is_an_elementwise_box_with_autograds_gradient() -> None:
+    """SAM 3's log-scale box deltas ``sign(d) * log2(|d| + 1) / 3``: ``log2`` was opaque (no rule)."""
+
+    class LogScale(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sign(x) * torch.log2(torch.abs(x) + 1.0) / 3.0
+
+    d = ncd.trace(LogScale(), torch.randn(2, 5, 4))
+    assert d.opaque_count == 0 and any(b.prim.label() == "log₂" for b in d.boxes())
+    fresh = torch.randn(2, 5, 4, requires_grad=True)
+    fresh2 = fresh.detach().clone().requires_grad_(True)
+    got, want = d.to_torch()(fresh), LogScale()(fresh2)
+    torch.testing.assert_close(got, want)
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(fresh.grad, fresh2.grad)

@@ -12,12 +12,12 @@ from tests.opdb import error, sample
 REFS = {
     "rsqrt": torch.rsqrt, "reciprocal": torch.reciprocal, "softplus": F.softplus, "mish": F.mish, "hardswish": F.hardswish,
     "hardsigmoid": F.hardsigmoid, "relu6": F.relu6, "leaky_relu": F.leaky_relu, "elu": F.elu, "erf": torch.erf,
-    "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "expm1": torch.expm1,
+    "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "log2": torch.log2, "expm1": torch.expm1,
     "acos": torch.acos, "log_sigmoid": F.logsigmoid, "celu": F.celu, "selu": F.selu, "hardtanh": F.hardtanh,
     "sign": torch.sign, "trunc": torch.trunc, "round": torch.round, "frac": torch.frac,
 }
 #: functions defined on positive numbers only: sampled after exp (so the input is any real number)
-POSITIVE = {"rsqrt", "reciprocal", "log1p"}
+POSITIVE = {"rsqrt", "reciprocal", "log1p", "log2"}
 #: functions defined on (-1, 1) only: sampled after a scaled tanh
 BOUNDED = {"acos"}
 for fn, ref in REFS.items():

@@ -149,6 +149,7 @@ ROWS: dict[str, Function] = {
     "sin": Function("sin", "torch.sin({})", "input", "torch.cos({v})"),
     "cos": Function("cos", "torch.cos({})", "input", "-torch.sin({v})"),
     "log1p": Function("log1p", "torch.log1p({})", "input", "1 / (1 + {v})"),
+    "log2": Function("log₂", "torch.log2({})", "input", "1.4426950408889634 / {v}"),  # 1 / (x ln 2)
     "expm1": Function("expm1", "torch.expm1({})", "output", "{v} + 1"),
     "acos": Function("acos", "torch.acos({})", "input", "-torch.rsqrt(1 - {v} * {v})"),
     # log σ(x) = −softplus(−x): one saved tensor (F.logsigmoid keeps its input and a buffer)

@@ -287,7 +287,7 @@ def running(conv: Converter, node: Node) -> None:
 UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplus", (1, 20)), "mish": ("mish", ()),
          "hardswish": ("hardswish", ()), "hardsigmoid": ("hardsigmoid", ()), "relu6": ("relu6", ()),
          "leaky_relu": ("leaky_relu", (0.01,)), "elu": ("elu", (1, 1, 1)), "erf": ("erf", ()), "sin": ("sin", ()),
-         "cos": ("cos", ()), "log1p": ("log1p", ()), "expm1": ("expm1", ()), "acos": ("acos", ()),
+         "cos": ("cos", ()), "log1p": ("log1p", ()), "log2": ("log2", ()), "expm1": ("expm1", ()), "acos": ("acos", ()),
          "hardtanh": ("hardtanh", (-1, 1)), "log_sigmoid": ("log_sigmoid", ()), "celu": ("celu", (1,)),
          "selu": ("selu", ()), "sign": ("sign", ()), "trunc": ("trunc", ()), "round": ("round", ()),
          "frac": ("frac", ())}
