@@ -30,3 +30,53 @@ def test_the_backward_of_a_clamp_by_numbers_is_torchs_at_the_bounds_and_below_th
     for what, ours, autograd in rows:
         assert not ours.isnan().any(), (what, ours)
         torch.testing.assert_close(ours, autograd, msg=what)
+
+
+class _Broadcast(torch.nn.Module):
+    """Copies along new and size-1 wires (the importer's ``•`` boxes): a row broadcast over the positions, a grouped
+    key/value tiled over the query heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.kv = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 2).transpose(1, 2)
+        k = self.kv(x).view(b, t, 2, 2).transpose(1, 2).repeat(1, 2, 1, 1)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, k).transpose(1, 2).flatten(2)
+        return y * x[:, :1].expand(-1, t, -1)
+
+
+def test_a_traced_broadcast_copy_differentiates_as_autograd_does() -> None:
+    """The backward of the importer's broadcast copy (``ExpandOp``) is the sum over the wires it added.  On main
+    ``ncd.backward`` refused it as "second derivatives (the backward of a backward diagram)", so any traced model
+    holding an ``expand`` (ViT's class token, DeBERTa-v2, a key/value head tiled by ``repeat``) could not be
+    differentiated, with a wrong reason."""
+    torch.manual_seed(0)
+    model, x = _Broadcast().eval(), torch.randn(2, 5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    rows = compare_gradients(d, inputs=(x,))
+    assert len(rows) == 5  # the input and four parameters
+    for what, ours, autograd in rows:
+        torch.testing.assert_close(ours, autograd, atol=1e-5, rtol=1e-4, msg=what)
+
+
+class _HardSwish(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.hardswish(x * 3)
+
+
+def test_the_backward_of_hardswish_at_its_corners_is_torchs() -> None:
+    """torch's hardswish gradient is 0 at ``x = -3`` and 1 at ``x = 3`` (the outer pieces); the backward diagram's
+    derivative took the middle piece there (-0.5 and 1.5)."""
+    model, x = _HardSwish().eval(), torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    rows = compare_gradients(d, inputs=(x,))
+    assert rows
+    for what, ours, autograd in rows:
+        torch.testing.assert_close(ours, autograd, msg=what)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir import weaving
 from ncd.ir.axes import SCALAR, Axis, Segment, Type, parse_type
-from ncd.ir.diagram import Box
+from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
 from ncd.ir.size import evaluate
+from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -258,7 +259,7 @@ def lower_diagonal(prim: DiagonalOp, ctx: RuleContext) -> list[Expr]:
     return [ctx.einsum(",".join(subs) + "->..." + out, x, *eyes)]
 
 
-# -- costs (so that ``ncd.cost(ncd.backward(d))`` works); their own backward is not supported ------
+# -- costs (so that ``ncd.cost(ncd.backward(d))`` works); their own backward is not supported but Expand's ----
 @COST.rule(ExpandOp)
 def cost_expand(prim: ExpandOp, ctx: CostContext) -> list[Tensor]:
     """A broadcast view: no FLOPs, no copy."""
@@ -325,5 +326,15 @@ def cost_diagonal(prim: DiagonalOp, ctx: CostContext) -> list[Tensor]:
     return [ctx.output(0)]
 
 
-for _second in (ExpandOp, LinearTransposeOp, LinearWeightGradOp, DiagonalOp):
+for _second in (LinearTransposeOp, LinearWeightGradOp, DiagonalOp):
     BACKWARD.unsupported(_second, SECOND_ORDER)
+
+
+@transpose(ExpandOp)
+def transpose_expand(prim: ExpandOp, box: Box) -> Diagram:
+    """``•ᵀ``: the cotangent summed over the wires the copy added, onto the source's wires in their order (the einsum
+    ``target -> source``).  The importer draws ``x.expand(...)``, ``x[:, :1].expand_as(y)`` and a key/value head
+    repeat as this copy, so a traced model holding one differentiates (it raised "second derivatives")."""
+    from ncd.prims.linear import EinsumOp
+
+    return Box(EinsumOp(Type((prim.target,)), prim.source))

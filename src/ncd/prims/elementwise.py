@@ -131,7 +131,7 @@ ROWS: dict[str, Function] = {
     "mish": Function("mish", "F.mish({})", "input",
                      "torch.tanh(F.softplus({v})) + {v} * torch.sigmoid({v}) * (1 - torch.tanh(F.softplus({v})) ** 2)"),
     "hardswish": Function("hswish", "F.hardswish({})", "input",
-                          "torch.where({v} < -3, 0.0, torch.where({v} <= 3, {v} / 3 + 0.5, 1.0))"),
+                          "torch.where({v} <= -3, 0.0, torch.where({v} < 3, {v} / 3 + 0.5, 1.0))"),
     "hardsigmoid": Function("hσ", "F.hardsigmoid({})", "input", "(({v} > -3) & ({v} < 3)).to({v}.dtype) / 6"),
     "relu6": Function("R6", "F.relu6({})", "input", "(({v} > 0) & ({v} < 6)).to({v}.dtype)"),
     "leaky_relu": Function("LR", "F.leaky_relu({}{args})", "input", "torch.where({v} > 0, 1.0, {negative_slope})",
