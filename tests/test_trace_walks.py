@@ -68,3 +68,82 @@ def test_undo_keeps_the_modules_modules_gives() -> None:
         want = list(model.modules())
         got = [m for m, *_ in Undo(model, _Walk(model)).tables]
         assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+
+
+def test_distinct_is_named_modules() -> None:
+    for model in _models():
+        walk = _Walk(model)
+        if walk.faithful:
+            want = list(model.named_modules())
+            got = walk.distinct()
+            assert [p for p, _ in got] == [p for p, _ in want] and all(a is b for (_, a), (_, b) in zip(got, want))
+
+
+def test_readers_of_the_walk_read_what_they_read_without_it() -> None:
+    """The attributes put back, the experts looked at, the attributes kept live: the same with the shared walk as with
+    each reader's own walk of torch's methods (and a class hashing its modules by shape keeps torch's reading)."""
+    from ncd.trace.moe_dense import _readings
+    from ncd.trace.undo import attributes_of
+
+    for model in [*_models(), torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())]:
+        model.note, model.cache = 3, {"k": [1]}  # type: ignore[assignment]
+        walk = _Walk(model)
+        a, b = attributes_of(model, walk), attributes_of(model)
+        assert [(id(m), attrs, [(id(v), c) for v, c in got]) for m, attrs, got in a] == \
+            [(id(m), attrs, [(id(v), c) for v, c in got]) for m, attrs, got in b]
+        assert list(_readings(model, walk)) == list(_readings(model))
+
+
+class Attached(torch.nn.Module):
+    """Attaches a module holding a value of its input while it runs: the walk after the run must see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        self.late = torch.nn.Module()
+        self.late.seen = y.detach()  # type: ignore[assignment]
+        return y * 2
+
+
+def test_a_module_attached_while_the_model_runs_is_read_after_it() -> None:
+    import warnings
+
+    import ncd
+
+    model = Attached().eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, torch.randn(2, 3))
+    assert any("late.seen" in str(w.message) for w in caught)
+    x = torch.randn(2, 3)
+    assert torch.allclose(d.to_torch()(x), model(x))
+
+
+def test_lacks_answers_as_getattr() -> None:
+    """:func:`ncd.trace.moe_routed._lacks` says a module lacks ``router`` exactly where ``getattr`` raises (a property,
+    a class attribute, a submodule, a parameter, a buffer, an instance attribute, a class answering by ``__getattr__``)."""
+    from ncd.trace.moe_routed import _lacks
+
+    class Prop(torch.nn.Module):
+        @property
+        def router(self) -> int:
+            return 1
+
+    class Attr(torch.nn.Module):
+        router = None
+
+    class Asks(torch.nn.Module):
+        def __getattr__(self, name: str) -> object:
+            return 1 if name == "router" else super().__getattr__(name)
+
+    sub, par, buf, inst = torch.nn.Module(), torch.nn.Module(), torch.nn.Module(), torch.nn.Module()
+    sub.router = torch.nn.Linear(2, 2)
+    par.router = torch.nn.Parameter(torch.ones(1))
+    buf.register_buffer("router", torch.ones(1))
+    inst.__dict__["router"] = 5
+    for module in (Prop(), Attr(), Asks(), sub, par, buf, inst, torch.nn.Linear(2, 2), torch.nn.Module()):
+        assert not (hasattr(module, "router") and _lacks(module, "router")), type(module).__name__
+    assert _lacks(torch.nn.Linear(2, 2), "router") and _lacks(torch.nn.Module(), "router")

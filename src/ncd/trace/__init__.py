@@ -309,10 +309,16 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")
+    from ncd.trace.walk import _Walk
+
+    # the modules, parameters and buffers, read once for every reader before the model runs (the checks below, the
+    # state put back after the capture, the experts read densely, the recording)
+    walk = _Walk(model)
     unmade = (torch.nn.parameter.UninitializedParameter, torch.nn.parameter.UninitializedBuffer)
+    modules = (m for _, m in walk.modules) if walk.faithful else model.modules()
     lazy = [f"{n or type(model).__name__}: {type(m).__name__}" for n, m in model.named_modules()
             if any(isinstance(t, unmade) for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])] \
-        if any(isinstance(m, torch.nn.modules.lazy.LazyModuleMixin) for m in model.modules()) else []
+        if any(isinstance(m, torch.nn.modules.lazy.LazyModuleMixin) for m in modules) else []
     if lazy:  # (torch.export's fake tensors cannot run their first call, which makes their parameters)
         raise TraceError(f"cannot trace {type(model).__name__}: its lazy modules ({', '.join(lazy[:4])}) have not made"
                          " their parameters yet; call the model once on an input of its shape before tracing it")
@@ -320,23 +326,24 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     from ncd.trace.moe_dense import dense_experts
     from ncd.trace.moe_first_call import Undecided
 
-    def captured_as(decided: str | None) -> Any:
+    def captured_as(decided: str | None, walk: _Walk | None) -> Any:
         # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
         # reading (every expert on every token, weighted by the routing) are recorded as it
-        with _state_kept(model, said=True), dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided), \
+        with _state_kept(model, said=True, walk=walk), \
+                dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided, walk), \
                 _data_refused(model), _grad_mode_as_called(model), _python_random_watched(model):
-            captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture)
+            captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture, walk)
         kept = _RUN_RANDOM.get(None)
         if kept is not None:  # as the model's run leaves it (see _random_as_run)
             kept.append(torch.random.get_rng_state())
         return captured
 
-    _warn_backward_hooks(model)
+    _warn_backward_hooks(model, walk)
     _warn_global_forward_hooks(model)
     try:
-        captured = captured_as(capture)  # experts decided at their first call in the recording
+        captured = captured_as(capture, walk)  # experts decided at their first call in the recording
     except Undecided:  # first called where they cannot be: decided by a run of the model before the capture
-        captured = captured_as(None)
+        captured = captured_as(None, None)  # (the model ran: its modules and state are read again)
     from ncd.trace.fold_writes import stacked_writes
     from ncd.trace.loops import Loop, fold_time_loops, unfold_time_loops  # recorded time loops -> scans (recur)
     from ncd.trace.loops_state import fold_state_loops
@@ -378,8 +385,6 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
-    from ncd.trace.walk import _Walk
-
     walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk),

@@ -19,7 +19,7 @@ import os
 import sys
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
@@ -27,6 +27,9 @@ import torch.fx
 from ncd.errors import TraceError, user_stacklevel
 from ncd.trace.functions import functions_refused
 from ncd.trace.refusals import ReadsValue, Unsupported
+
+if TYPE_CHECKING:
+    from ncd.trace.walk import _Walk
 
 __all__ = ["Node", "Captured", "capture"]
 
@@ -181,7 +184,10 @@ def _plain_inputs(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
     return torch.utils._pytree.tree_map(plain, (tuple(args), dict(kwargs)))  # type: ignore[no-any-return]
 
 
-def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str = "dispatch") -> Captured:
+def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str = "dispatch",
+            walk: _Walk | None = None) -> Captured:
+    """The model's call as captured by ``method`` (:data:`METHODS`); ``walk``: its modules and state read already
+    (:class:`ncd.trace.walk._Walk`), for the recording."""
     if method not in METHODS:
         raise TraceError(f"unknown capture {method!r}; known: {', '.join(METHODS)}")
     args, kwargs = _plain_inputs(model, args, kwargs)
@@ -191,7 +197,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         from ncd.trace.record import record
 
         try:
-            return record(model, args, kwargs, flat)
+            return record(model, args, kwargs, flat, walk)
         except Unsupported as error:  # torch.export decides (and reports data-dependent control flow)
             reads = error if isinstance(error, ReadsValue) else None
         except TraceError:  # refused, naming why (a custom autograd.Function returning a non-tensor)

@@ -40,19 +40,21 @@ from ncd.trace.capture import copied
 from ncd.trace.moe_proof import _arguments, _put_state_back, _state, agrees, noise_shared
 from ncd.trace.moe_readings import _arity_or_none, _called_as, _dense_reading, _experts, dense_reading
 from ncd.trace.moe_routed import _routed_attention, _routed_attention_agrees, _routed_mlp, _routed_mlp_agrees, _routing
+from ncd.trace.walk import _Walk
 
 __all__ = ["dense_experts", "dense_reading"]
 
 
 @contextlib.contextmanager
 def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                  capture: str | None = None) -> Iterator[list[str]]:
+                  capture: str | None = None, walk: _Walk | None = None) -> Iterator[list[str]]:
     """Within the block, the experts modules of ``model`` proven equal to their dense reading run it; yields their
     paths.  The model is run once (without gradients) to read each module's real arguments; or, when the block
     records it on real values (``capture``: how :func:`~ncd.trace.capture.capture` is asked to capture it), each
     module is decided at its first call in that recording, on the arguments it is given there, with the same check
     (:mod:`ncd.trace.moe_first_call`: the paths are yielded as they are decided, and a module first called elsewhere
     raises :class:`~ncd.trace.moe_first_call.Undecided`, for the caller to capture again without ``capture``).
+    ``walk``: the model's modules read already (:class:`ncd.trace.walk._Walk`), marked used when the model runs here.
     ``ncd.trace`` captures the model inside it: a loop over the tokens routed to each expert (refused before, its
     shapes set by ``nonzero``) is drawn as the router and the weighted sum of every expert over ``e``:
 
@@ -77,15 +79,15 @@ def dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
     ((), True)
 
     """
-    with noise_shared(), _dense_experts(model, args, kwargs, capture) as paths:
+    with noise_shared(), _dense_experts(model, args, kwargs, capture, walk) as paths:
         yield paths
 
 
 @contextlib.contextmanager
 def _dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   capture: str | None) -> Iterator[list[str]]:
+                   capture: str | None, walk: _Walk | None = None) -> Iterator[list[str]]:
     """:func:`dense_experts` (the random parameters of its checks drawn once for layers of the same shapes)."""
-    readings = _readings(model)
+    readings = _readings(model, walk)
     if readings and capture is not None:
         from ncd.trace.moe_first_call import decided_at_first_call, recorded_on_values
 
@@ -100,6 +102,8 @@ def _dense_experts(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[s
         calls: dict[str, tuple[Any, ...]] = {}
         gave: dict[str, Any] = {}  # what each module's own forward gave on those arguments
         undo = [reading.watch(path, calls, gave) for path, reading in readings.items()]
+        if walk is not None:  # the model runs: what it holds after is read again
+            walk.used = True
         try:
             with torch.no_grad(), _state_kept(model):  # caches this run fills are not the capture's to read
                 model(*copied(list(args)), **dict(zip(kwargs, copied(list(kwargs.values())))))
@@ -172,9 +176,9 @@ class Reading:
         return _put_state_back(before) and agreed
 
 
-def _readings(model: torch.nn.Module) -> dict[str, Reading]:
+def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Reading]:
     found: dict[str, Reading] = {}
-    for path, module in model.named_modules():
+    for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         if not path or found and any(path.startswith(p + ".") for p in found):
             continue
         arity = _arity_or_none(module)  # (read once: the readings below each ask for it)

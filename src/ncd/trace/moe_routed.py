@@ -18,8 +18,10 @@ def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tenso
     """The router's linear map and top-k, the experts' input and output weights (``e · m``, ``e m ·``) and the bias of a
     module that routes its own tokens: ``router.layer``, ``router.top_k``, ``input_linear.weight``,
     ``output_linear.weight``, ``bias`` (JetMoE's mixtures of experts and of attention experts)."""
+    if _lacks(module, "router"):  # most modules
+        return None
     router = getattr(module, "router", None)
-    if router is None:  # most modules (each getattr a module misses raises inside torch: ~1 us)
+    if router is None:
         return None
     layer, k = getattr(router, "layer", None), getattr(router, "top_k", None)
     w_in = getattr(getattr(module, "input_linear", None), "weight", None)
@@ -32,6 +34,19 @@ def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tenso
     if w_in.dim() != 3 or w_out.dim() != 3 or w_in.shape[0] != experts or w_out.shape[0] != experts or not 0 < k <= experts:
         return None
     return layer, k, w_in, w_out, bias
+
+
+def _lacks(module: torch.nn.Module, name: str) -> bool:
+    """Whether ``getattr(module, name)`` would raise, told without raising (a miss raises inside torch's
+    ``__getattr__``: ~1.5 us a module) for a module whose class looks attributes up as ``torch.nn.Module`` does (its
+    class, its ``__dict__``, then its parameters, buffers and submodules); ``False`` for any other."""
+    cls = type(module)
+    return (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+            and name not in module.__dict__ and name not in module._parameters and name not in module._buffers
+            and name not in module._modules and not any(name in vars(c) for c in cls.__mro__))
+
+
+_MODULE_GETATTR, _OBJECT_GETATTRIBUTE = torch.nn.Module.__getattr__, object.__getattribute__
 
 
 def _route(layer: torch.nn.Linear, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

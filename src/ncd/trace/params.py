@@ -57,6 +57,7 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     # the traced tensors by shape, and by shape, dtype and first entry (:func:`_first`): a parameter is compared with
     # those it could equal only, not with every one of its shape (SeamlessM4T: 1,315 unread parameters, 37,428 pairs)
     shaped: dict[tuple[int, ...], list[torch.Tensor]] | None = None
+    typed: set[tuple[tuple[int, ...], torch.dtype]] = set()  # (a parameter of none of these equals no traced tensor)
     keyed: dict[tuple[object, ...], list[torch.Tensor]] = {}
     unkeyed: dict[tuple[int, ...], list[torch.Tensor]] = {}  # (of no first entry read: compared with every parameter)
     out = []
@@ -70,17 +71,23 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
                 if t.device.type != "meta" and t.untyped_storage().nbytes():
                     storages.add(t.untyped_storage().data_ptr())
                     shaped.setdefault(tuple(t.shape), []).append(t)
+                    typed.add((tuple(t.shape), t.dtype))
                     first = _first(t)
                     if first is _UNREAD:
                         unkeyed.setdefault(tuple(t.shape), []).append(t)
                     elif first == first:  # (a NaN first entry: equal to no tensor)
                         keyed.setdefault((tuple(t.shape), t.dtype, first), []).append(t)
-        if p.device.type == "meta" or not p.untyped_storage().nbytes():
+        storage = None if p.is_meta else p.untyped_storage()
+        if storage is None or not storage.nbytes():
             out.append((name, p))
             continue
-        if p.untyped_storage().data_ptr() in storages:
+        if storage.data_ptr() in storages:
             continue
-        shape, first = tuple(p.shape), _first(p)
+        shape = tuple(p.shape)
+        if (shape, p.dtype) not in typed:  # (its first entry not read: SeamlessM4T, 330 of 1,407 parameters)
+            out.append((name, p))
+            continue
+        first = _first(p)
         if first is _UNREAD:
             candidates = shaped.get(shape, [])
         else:
@@ -103,7 +110,9 @@ def _first(t: torch.Tensor) -> object:
     if not t.numel() or t.is_quantized or t.layout != torch.strided:
         return _UNREAD
     try:
-        return t.detach()[(0,) * t.dim()].item()
+        if t.is_conj() or t.is_neg():  # (a view whose values its bits change: read as indexed)
+            return t.detach()[(0,) * t.dim()].item()
+        return t.detach().as_strided((), (), t.storage_offset()).item()  # (entry 0, ..., 0: one view, not one a dim)
     except Exception:  # noqa: BLE001 - a dtype Python does not read: compared with every tensor of its shape
         return _UNREAD
 

@@ -97,17 +97,19 @@ def _recorder_class() -> type:
     return _RECORDERS[base]
 
 
-def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module) -> Captured:
+def record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
+           walk: _Walk | None = None) -> Captured:
     """Run ``flat`` (the model, returning its output tensors) once, recording every ATen call.
 
     The model runs on its real values (every node keeps its value, so idioms can be checked on
     them); a large one (:data:`META_ABOVE`) runs the calls that depend on the inputs on the
     ``meta`` device (shapes only: its compute is skipped) and, if that fails, again for real.
+    ``walk``: the model's modules and state read already, since when it has not run (none used: walked here).
     """
-    walk = _Walk(model)
+    walk = walk if walk is not None and not walk.used else _Walk(model)
     bound = walk.bound()
     captured = _recorded(model, args, kwargs, flat, walk)
-    _warn_rebound(model, bound)
+    _warn_rebound(model, bound, walk.after)  # (the state after it, read by the recording that used this walk)
     return captured
 
 
@@ -286,7 +288,9 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
                       " lowered module's forward is the model's but its gradients flow through them (the model's stop"
                       " there)", RuntimeWarning, stacklevel=user_stacklevel())
-    kept = _kept_live(model, rec)
+    # the modules and state the run left, read once for the attributes below and the bindings (:func:`record`)
+    after = rec.walk.after = _Walk(model)
+    kept = _kept_live(model, rec, after)
     private = any(name.rsplit(".", 1)[-1][0] == "_" for name in kept)  # (ncd.trace.undo puts back public ones)
     if kept:  # a memory across calls (``self.hidden = h.detach()``): as for a number attribute the model changes
         warnings.warn(f"ncd.trace({type(model).__name__}): the model keeps values computed from its inputs in its"
@@ -347,10 +351,11 @@ _MODULE_OWN = frozenset(vars(torch.nn.Module()))
 _TENSOR, _MAPPING, _SEQUENCE, _OTHER = range(4)
 
 
-def _kept_live(model: torch.nn.Module, rec: _Recording) -> list[str]:
+def _kept_live(model: torch.nn.Module, rec: _Recording, walk: _Walk | None = None) -> list[str]:
     """The attributes of the model's modules (public or private, but torch's own of every module: :data:`_MODULE_OWN`),
     or the entries of the lists, tuples and dicts they hold (nested up to three deep, as ``self.state["h"][0]``), bound,
-    when the recorded call ends, to a tensor computed from the inputs (a recorded value that depends on them)."""
+    when the recorded call ends, to a tensor computed from the inputs (a recorded value that depends on them); ``walk``:
+    the modules read since the call ended."""
     by_id = rec.by_id
     kinds: dict[type, int] = {}  # (a type's test once: isinstance on torch.Tensor costs ~0.2 us a value)
 
@@ -368,7 +373,7 @@ def _kept_live(model: torch.nn.Module, rec: _Recording) -> list[str]:
         return any(live(t, k, depth - 1) for t in items for k in (kind_of(t),) if k == _TENSOR or depth > 1 and k != _OTHER)
 
     kept = []
-    for path, module in model.named_modules():
+    for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         for name, v in vars(module).items():
             kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
             if kind is None:

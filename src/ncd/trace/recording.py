@@ -156,8 +156,11 @@ def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
 class _Recording(Aliases, InPlace):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
+        if walk is not None and walk.used:  # read by an earlier attempt: the state that one's run left is not this one's
+            walk.after = None
         walk = walk if walk is not None and not walk.used else _Walk(model)
         walk.used = True
+        self.walk = walk  # (the walk after the run is kept on it: :func:`ncd.trace.record._warn_recorded`)
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
         self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
         self.work = 0

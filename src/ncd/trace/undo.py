@@ -55,13 +55,16 @@ def _contents(value: Any, found: list[tuple[Any, Any]], seen: set[int], depth: i
                 _contents(item, found, seen, depth + 1)
 
 
-def attributes_of(model: torch.nn.Module) -> list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]:
-    """Each module's public attributes, and the dicts, lists and sets they hold with shallow copies of them."""
+def attributes_of(model: torch.nn.Module, walk: _Walk | None = None
+                  ) -> list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]:
+    """Each module's public attributes, and the dicts, lists and sets they hold with shallow copies of them (``walk``:
+    the model's modules read already)."""
     saved = []
     seen: set[int] = set()
+    modules = [m for _, m in walk.distinct()] if walk is not None and walk.faithful else model.modules()
     # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
     # after "_") on; compared without a method call per name (a module holds ~30 private ones)
-    for module in model.modules():
+    for module in modules:
         attrs = {k: v for k, v in vars(module).items() if k < "_" or k >= "`"}
         contents: list[tuple[Any, Any]] = []
         for v in attrs.values():
@@ -174,7 +177,7 @@ class Undo:
         if walk is None or not walk.faithful:
             modules = list(model.modules())
         else:
-            modules = list({id(m): m for _, m in walk.modules}.values())
+            modules = [m for _, m in walk.distinct()]
         #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
         #: ``self.calls += 1`` (a Python number the forward reads) is undone too
         self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in modules]

@@ -21,7 +21,7 @@ class _Walk:
     ``named_modules`` or ``__hash__``, by which torch tells modules met twice apart) is asked through torch's methods,
     here and by every reader of the walk (``faithful`` is false)."""
 
-    __slots__ = ("modules", "parameters", "buffers", "used", "faithful")
+    __slots__ = ("modules", "parameters", "buffers", "used", "faithful", "after", "_distinct")
 
     #: the methods by which torch gathers a model's modules, parameters and buffers
     GATHERS = ("modules", "named_modules", "_named_members", "parameters", "named_parameters", "buffers",
@@ -29,13 +29,18 @@ class _Walk:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.used = False  # a recording read it: another one walks again (the one before may have rebound state)
+        #: the walk after the recording that read this one ran the model (:func:`ncd.trace.record._warn_recorded`), for
+        #: the readers of the state it left (:func:`_warn_rebound`)
+        self.after: _Walk | None = None
+        self._distinct: list[tuple[str, torch.nn.Module]] | None = None
         self.modules: list[tuple[str, torch.nn.Module]] = list(model.named_modules(remove_duplicate=False))
         self.parameters: list[tuple[str, torch.Tensor]] = []
         self.buffers: list[tuple[str, torch.Tensor]] = []
         cls, base = type(model), torch.nn.Module
         #: the walk holds the state as torch's own methods give it (no class reads it another way)
         self.faithful = all(getattr(cls, name) is getattr(base, name) for name in self.GATHERS) and all(
-            type(m).named_modules is base.named_modules and type(m).__hash__ is base.__hash__ for _, m in self.modules)
+            c.named_modules is base.named_modules and c.__hash__ is base.__hash__
+            for c in {id(type(m)): type(m) for _, m in self.modules}.values())  # (each class once)
         if not self.faithful:
             self.parameters.extend(model.named_parameters(remove_duplicate=False))
             self.buffers.extend(model.named_buffers(remove_duplicate=False))
@@ -48,6 +53,16 @@ class _Walk:
             for k, u in module._buffers.items():
                 if u is not None:
                     self.buffers.append((dot + k, u))
+
+    def distinct(self) -> list[tuple[str, torch.nn.Module]]:
+        """Each module once, where first met, with its path: as ``named_modules()`` gives them (a module met again is
+        skipped with its submodules, all met already), for a faithful walk."""
+        if self._distinct is None:
+            first: dict[int, tuple[str, torch.nn.Module]] = {}
+            for path, module in self.modules:
+                first.setdefault(id(module), (path, module))
+            self._distinct = list(first.values())
+        return self._distinct
 
     def bound(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers by name (a buffer's name after a parameter's)."""
@@ -81,15 +96,16 @@ def _bound_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return _Walk(model).bound()
 
 
-def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor], after: _Walk | None = None) -> None:
     """Warn if the traced call bound a parameter or buffer to another value (``self.steps = self.steps + 1``).
 
     A rebinding to an equal tensor (a cache rebuilt the same) says nothing; one to other values means the model's
-    later calls differ from the lowered module, which computes the traced call from the values before it."""
-    after = _bound_state(model)
+    later calls differ from the lowered module, which computes the traced call from the values before it (``after``:
+    the state read already since the call)."""
+    now = after.bound() if after is not None else _bound_state(model)
     changed = []
     for name, old in before.items():
-        new = after.get(name)
+        new = now.get(name)
         if new is None or new is old:
             continue
         if new.device != old.device or new.is_meta or not _same(new, old):

@@ -19,6 +19,8 @@ from ncd.errors import TraceError, user_stacklevel
 if TYPE_CHECKING:
     import torch
 
+    from ncd.trace.walk import _Walk
+
 __all__: list[str] = []
 
 
@@ -53,17 +55,19 @@ def _data_refused(model: torch.nn.Module) -> Any:
             torch.Tensor.data = held
 
 
-def _warn_backward_hooks(model: torch.nn.Module) -> None:
+def _warn_backward_hooks(model: torch.nn.Module, walk: _Walk | None = None) -> None:
     """A warning naming the model's backward hooks (a module's ``register_full_backward_hook``, a parameter's
     ``register_hook``, global ones): they change the model's gradients, and the lowered module, whose gradients are
-    autograd's through the diagram, has none (before, its gradients differed from the model's with no word)."""
+    autograd's through the diagram, has none (before, its gradients differed from the model's with no word).
+    ``walk``: the model's modules read already (:class:`ncd.trace.walk._Walk`)."""
     from torch.nn.modules import module as modules
 
     hooked = ["every module (global)"] if modules._global_backward_hooks or modules._global_backward_pre_hooks else []
     # (one pass over the modules' own dicts, names only when one is hooked: longformer's named_parameters took ~2 ms)
+    subs = [m for _, m in walk.distinct()] if walk is not None and walk.faithful else model.modules()
     if any(sub._backward_hooks or sub._backward_pre_hooks
            or any(p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
-                  for p in sub._parameters.values()) for sub in model.modules()):
+                  for p in sub._parameters.values()) for sub in subs):
         for name, sub in model.named_modules():
             if sub._backward_hooks or sub._backward_pre_hooks:
                 hooked.append(f"module {name or type(model).__name__}")
@@ -230,13 +234,13 @@ def _version(t: Any) -> int | None:
         return None
 
 
-def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]
-                  ) -> list[tuple[Any, str, Any, int | None]]:
+def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]],
+                  walk: _Walk | None = None) -> list[tuple[Any, str, Any, int | None]]:
     """The tensors the model holds outside its parameters and buffers, each with where it is held (a module or a
     file, and a name) and its version counter: its modules' plain tensor attributes and the tensors in the lists,
     tuples and dicts they hold (:func:`attributes_of`), the closures of functions they hold, and the tensors among the
     globals of its modules' ``forward`` (its own files, not torch's).  (~1 ms for 12-layer GPT-2: names are made only
-    for a tensor written, :func:`_held_name`.)"""
+    for a tensor written, :func:`_held_name`.)  ``walk``: the model's buffers read already."""
     import types
 
     import torch
@@ -247,10 +251,15 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
     found: list[tuple[Any, str, Any, int | None]] = []
     spaces: dict[int, tuple[str, dict[str, Any]]] = {}
     forwards: set[int] = set()
+    tensors: dict[type, bool] = {}  # a type -> whether its values are tensors (isinstance once per type)
+    classes: dict[type, Any] = {}  # a module's class -> its forward (the MRO read once per class)
     for module, attrs, _ in saved:
         for k, v in attrs.items():
             kind = type(v)
-            if isinstance(v, tensor):
+            is_tensor = tensors.get(kind)
+            if is_tensor is None:
+                is_tensor = tensors[kind] = isinstance(v, tensor)
+            if is_tensor:
                 found.append((module, k, v, None))
             elif kind is list or kind is tuple:
                 found.extend((module, f"{k}[{j}]", item, None) for j, item in enumerate(v) if isinstance(item, tensor))
@@ -263,7 +272,10 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
                             found.append((module, f"a closure of {k}", cell.cell_contents, None))
         # (looked up statically, along the class's MRO: a scripted module's is a descriptor whose lookup on the class
         # raises; a lambda, a partialmethod, a callable object: only what has code and globals is read)
-        forward = next((vars(cls)["forward"] for cls in type(module).__mro__ if "forward" in vars(cls)), None)
+        cls = type(module)
+        forward = classes.get(cls, classes)
+        if forward is classes:
+            forward = classes[cls] = next((vars(c)["forward"] for c in cls.__mro__ if "forward" in vars(c)), None)
         if forward is not None and id(forward) not in forwards:
             forwards.add(id(forward))
             try:
@@ -276,7 +288,8 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
         found.extend((file, k, v, None) for k, v in list(space.items()) if isinstance(v, tensor))
     # a buffer under a plain attribute too (transformers' rotary ``self.original_inv_freq = self.inv_freq``) is the
     # buffer's: its writes are said as the buffer's (and the recording's undo of an attempt copies every buffer back)
-    seen: set[int] = {id(b) for b in model.buffers()} if found else set()
+    buffers = (b for _, b in walk.buffers) if walk is not None and walk.faithful else model.buffers()
+    seen: set[int] = {id(b) for b in buffers} if found else set()
     held = []
     for where, name, t, _ in found:
         if id(t) not in seen and not isinstance(t, torch.nn.Parameter) and t.device.type != "meta":
@@ -303,17 +316,18 @@ def _same_number(now: Any, was: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _state_kept(model: torch.nn.Module, said: bool = False) -> Any:
+def _state_kept(model: torch.nn.Module, said: bool = False, walk: _Walk | None = None) -> Any:
     """Run the body, then put back the modules' public attributes as they were (contents of dicts and lists too);
-    ``said``: a number attribute the run changed is warned about (the trace's own run, not a check's).
+    ``said``: a number attribute the run changed is warned about (the trace's own run, not a check's); ``walk``: the
+    model's modules and buffers read already (:class:`ncd.trace.walk._Walk`).
 
     Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
     read a tensor of unknown origin instead of the parameter it came from."""
     from ncd.trace.undo import attributes_back, attributes_of, kept
 
-    saved = attributes_of(model)
-    held = _held_tensors(model, saved) if said else []
+    saved = attributes_of(model, walk)
+    held = _held_tensors(model, saved, walk) if said else []
     stack = kept()
     stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
