@@ -105,3 +105,26 @@ def test_a_float_cast_round_trips_through_json_and_costs_its_gradient() -> None:
     report = ncd.cost(d, b=2, t=5)
     # both linear layers' weight gradients (2 · 2·5·16·16 FLOPs each) and their inputs' (the first's behind a cast)
     assert report.backward_flops >= 4 * 2 * 2 * 5 * 16 * 16
+
+
+def test_a_constant_cast_to_the_type_of_a_live_tensor_is_a_constant() -> None:
+    """``c.type_as(x)`` reads only ``x``'s dtype: Pegasus-X's ``arange(d).type_as(embeds)`` and Longformer's
+    ``mask.type_as(query)`` were opaque boxes (the call live through ``x`` alone)."""
+
+    class Positions(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.proj(x)
+            scale = torch.arange(4, dtype=torch.int64).type_as(h) * 0.5
+            keep = (torch.ones(x.shape[1]) != 0)[:, None].type_as(h)
+            return h * scale + keep
+
+    torch.manual_seed(0)
+    model = Positions().eval()
+    d = ncd.trace(model, torch.randn(2, 5, 4))
+    assert d.opaque_count == 0
+    fresh = torch.randn(2, 5, 4)
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh))

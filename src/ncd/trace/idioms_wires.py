@@ -58,6 +58,13 @@ def dropout(conv: Converter, node: Node) -> None:
       "aten.type_as")
 def alias(conv: Converter, node: Node) -> None:
     source = node.args[0]
+    if _tensor(source) and not source.live and isinstance(node.value, torch.Tensor) and "type_as" in str(node.target):
+        # ``c.type_as(x)`` of a constant ``c`` reads only ``x``'s dtype (fixed in the diagram): the traced value
+        # is a constant (Longformer's mask, Pegasus-X's arange cast to the embeddings' type)
+        constant = Node(f"{node.name}_constant", "constant", value=node.value, stack=node.stack, source=source.source)
+        conv.bind(node, conv.value(constant))
+        conv.bind(constant, conv.values[id(node)])  # kept alive with its value (ids stay unique)
+        return
     if _tensor(source) and source.value.dtype != node.value.dtype:
         from ncd.trace.indexing import cast
 
