@@ -530,3 +530,29 @@ def test_a_value_written_again_keeps_the_value_recorded_for_each_write() -> None
         fresh = torch.randn(2, 5, 3), torch.randn(2, 5, 5)
         with torch.no_grad():
             torch.testing.assert_close(module(*fresh), model(*fresh), rtol=1e-5, atol=1e-5)
+
+
+class FloorDivideInPlace(torch.nn.Module):
+    """``t //= 2`` on a tensor made in forward (DAB-DETR's sine positions) and on a computed one: torch dispatches
+    ``floor_divide_.Tensor``, whose functional form is ``floor_divide.default`` (no ``floor_divide.Tensor``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(8, dtype=torch.float32)
+        t //= 2
+        y = self.lin(x)
+        y //= 0.25
+        return y / (t + 1)
+
+
+def test_an_in_place_floor_division_is_recorded_as_the_functional_one() -> None:
+    model = FloorDivideInPlace()
+    d = _trace(model, torch.randn(2, 8))
+    assert d.method == "dispatch"  # was torch.export: 'floor_divide_.Tensor has no functional version'
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = 4 * torch.randn(2, 8)
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)

@@ -569,6 +569,8 @@ class _Recording(Aliases, InPlace):
             raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
         overload = getattr(packet, func._overloadname, None) if packet is not None else None
+        if overload is None and func._overloadname == "Tensor" and packet is not None:
+            overload = _same_arguments(func, getattr(packet, "default", None))  # floor_divide_.Tensor: floor_divide
         if overload is None:
             raise Unsupported(f"{func} has no functional version")
         previous = self.by_id.get(id(mutated))
@@ -615,3 +617,14 @@ def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -
             break
         lead += 1
     return lead
+
+
+def _same_arguments(inplace: Any, functional: Any) -> Any:
+    """``functional`` if it takes the arguments of ``inplace`` (same names and types, in order), else ``None``: the
+    functional form of an in-place op whose overload is named otherwise (``floor_divide_.Tensor`` and
+    ``floor_divide.default`` both take ``(Tensor self, Tensor other)``)."""
+    if functional is None:
+        return None
+    ours, theirs = inplace._schema.arguments, functional._schema.arguments
+    same = len(ours) == len(theirs) and all(a.name == b.name and str(a.type) == str(b.type) for a, b in zip(ours, theirs))
+    return functional if same else None
