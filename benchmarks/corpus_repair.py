@@ -9,7 +9,10 @@ forward documents.
   others in its ``__init__`` (``attention_hidden_size = 2 * hidden_size``, ``head_dim = hidden_size // heads``,
   ``context_length = prediction_length``) follow the shrunk ones; then :func:`repair`.
 * :func:`repair`: sizes that must agree kept in agreement (a Mamba mixer's heads x head features = expand x width, a
-  rotary slice no wider than a head, top-k slots no more than the experts) and a default for a size left ``None``.
+  rotary slice no wider than a head, top-k slots no more than the experts, a detector's encoder inputs as wide as its
+  shrunk backbone's outputs and its queries no more than a small image's anchors, a depthwise convolution's groups
+  the shrunk width, a codec's filters) and a default for a size left ``None``; a detector whose default backbone is
+  timm's gets the library's own (:func:`_in_library`).
 * :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories, a Qwen-VL
   vision tower's flattened patches and their grid), made also where the forward has a default for them (:data:`ALSO`:
   a time series' observed mask, a trajectory's actions, a vocoder's noise, else drawn at random inside the forward).
@@ -49,6 +52,8 @@ def _changed(base: Any, small: Any) -> dict[str, Any]:
         old = base.__dict__.get(key)
         if isinstance(value, PretrainedConfig) and isinstance(old, PretrainedConfig):
             sub = _changed(old, value)
+            if sub and isinstance(getattr(value, "out_features", None), list):
+                sub["out_features"] = value.out_features  # a backbone's outputs: built from a dict, only its last
             if sub:  # with its type: a backbone's config is built from the dict's ``model_type``
                 out[key] = {"model_type": value.model_type, **sub} if getattr(value, "model_type", "") else sub
         elif not isinstance(value, PretrainedConfig) and value != old:
@@ -60,12 +65,26 @@ def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
     """The tiny config of ``model_type`` constructed again from the fields ``shrink`` changed, shrunk and repaired."""
     import transformers
 
-    base = transformers.AutoConfig.for_model(model_type)
-    small = repair(shrink(transformers.AutoConfig.for_model(model_type)))
-    config = transformers.AutoConfig.for_model(model_type, **_changed(base, small))
+    extra = _in_library(model_type)
+    base = transformers.AutoConfig.for_model(model_type, **extra)
+    small = repair(shrink(transformers.AutoConfig.for_model(model_type, **extra)))
+    config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, small))
     if _named(config, base):  # then built again, so that what derives from those sizes follows them too
-        config = transformers.AutoConfig.for_model(model_type, **_changed(base, config))
+        config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, config))
     return repair(shrink(config))
+
+
+def _in_library(model_type: str) -> dict[str, Any]:
+    """Construction arguments that give ``model_type`` its default backbone of the library (a ResNet, a Swin) instead
+    of a timm one (timm is not a dependency): ``use_timm_backbone=False`` where the config takes it."""
+    import transformers
+
+    backbone = getattr(transformers.AutoConfig.for_model(model_type), "backbone_config", None)
+    if getattr(backbone, "model_type", "") != "timm_backbone":
+        return {}
+    config = transformers.AutoConfig.for_model(model_type, use_timm_backbone=False)
+    timm = getattr(getattr(config, "backbone_config", None), "model_type", "timm_backbone") == "timm_backbone"
+    return {} if timm else {"use_timm_backbone": False}
 
 
 def _named(config: Any, base: Any, depth: int = 0) -> bool:
@@ -135,7 +154,54 @@ def repair(config: Any, depth: int = 0) -> Any:
             kinds = list(dict.fromkeys(types))  # every kind of layer, in order of first appearance
             d[key] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
     _mamba(d)
+    _stages(d)
+    ratios = next((d[k] for k in ("downsampling_ratios", "upsampling_ratios") if isinstance(d.get(k), (list, tuple))), ())
+    for key in ("num_filters", "n_filters"):  # a codec's filters, doubled at each of its strided stages
+        if ratios and _int(d.get(key)) and d[key] << len(ratios) > 1024:  # VibeVoice's 6 stages: 2048 wide
+            d[key] = max(1, 256 >> len(ratios))
+    if _int(hidden):
+        for key in [k for k in d if k.endswith("groups") and _int(d[k]) and d[k] > hidden]:
+            d[key] = hidden  # a depthwise convolution (one group a channel of the default width)
+    if _int(d.get("num_queries")) and d["num_queries"] > QUERIES and d.get("backbone_config") is not None:
+        d["num_queries"] = QUERIES  # a detector's top-k queries: no more than the anchors of a small image's features
+    _backbone(d)
     return config
+
+
+#: a detector's object queries: its top-k picks that many of the anchors of a 32 x 32 image's feature maps (21 or more)
+QUERIES = 8
+
+
+def _stages(d: dict[str, Any]) -> None:
+    """A backbone whose stages' widths are listed apart from ``hidden_sizes`` (HGNet-V2: stem, stage input, middle and
+    output channels) narrowed as the shrink narrows ``hidden_sizes`` (by 8), which then name the stages' outputs."""
+    lists = ("stem_channels", "stage_in_channels", "stage_mid_channels", "stage_out_channels")
+    if not all(isinstance(d.get(k), (list, tuple)) for k in (*lists, "hidden_sizes")):
+        return
+    if len(d["stage_out_channels"]) != len(d["hidden_sizes"]) or d["hidden_sizes"] == list(d["stage_out_channels"]):
+        return
+    for key in lists:
+        first = 1 if key == "stem_channels" else 0  # the image's channels
+        d[key] = [*d[key][:first], *(max(4, int(v) // 8) for v in d[key][first:])]
+    d["hidden_sizes"] = list(d["stage_out_channels"])
+
+
+def _backbone(d: dict[str, Any]) -> None:
+    """A detector's encoder inputs as wide as its backbone's outputs (the shrink narrows the backbone's stages): the
+    channels of the backbone built from its config (on the meta device)."""
+    backbone = d.get("backbone_config")
+    widths = d.get("encoder_in_channels")
+    if backbone is None or not isinstance(widths, (list, tuple)):
+        return
+    import transformers
+
+    try:
+        with torch.device("meta"):
+            channels = list(transformers.AutoBackbone.from_config(backbone).channels)
+    except Exception:  # noqa: BLE001 - a backbone the auto class does not build: left as it is
+        return
+    if len(channels) == len(widths):
+        d["encoder_in_channels"] = channels
 
 
 #: (heads, head features, expand) field names of a Mamba-2 mixer, by model family
@@ -253,7 +319,8 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
             "past_observed_mask": lambda: torch.ones(batch, length, dtype=torch.bool)
             if lagged or getattr(config, "num_input_channels", None) is None else torch.ones(batch, length, channels),
             "past_values_padding": lambda: torch.zeros(batch, length, dtype=torch.long),
-            "freq": lambda: torch.zeros(batch, 1, dtype=torch.long), "pixel_values_videos": video}
+            "freq": lambda: torch.zeros(batch, 1, dtype=torch.long), "pixel_values_videos": video,
+            "latents": lambda: torch.randn(batch, int(width), SERIES // 4, generator=gen)}  # a codec decoder's frames
 
 
 def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:

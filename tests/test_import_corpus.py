@@ -62,8 +62,11 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 
 #: model types that build only on the corpus's second chance (``benchmarks/corpus_repair.py``): a Mamba-2 mixer whose
 #: heads x head features must equal its inner width, a time series (``past_values``), audio features frames-first, a
-#: trajectory (states, and the actions, rewards and returns its forward has defaults for)
-REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer"]
+#: trajectory (states, and the actions, rewards and returns its forward has defaults for), a detector on a backbone of
+#: the library instead of timm's (DETR), one whose encoder takes the shrunk backbone's channels and fewer queries than
+#: its small image's anchors (RT-DETR), a depthwise convolution of the default width (Pocket-TTS's upsampling)
+REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
+            "pocket_tts_audio_tokenizer"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -93,6 +96,19 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert luke.entity_vocab_size == 128
     gptj = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("gptj")))
     assert gptj.rotary_dim == gptj.n_embd // gptj.n_head  # a rotary slice no wider than a head
+    detr = repair.rebuilt("detr", corpus.shrink)  # timm's ResNet-50 by default: timm is not a dependency
+    assert detr.backbone_config.model_type == "resnet"
+    rt = repair.rebuilt("rt_detr", corpus.shrink)  # three feature maps, as wide as the shrunk backbone's stages
+    with torch.device("meta"):
+        channels = transformers.AutoBackbone.from_config(rt.backbone_config).channels
+    assert rt.backbone_config.out_features == ["stage2", "stage3", "stage4"]
+    assert list(rt.encoder_in_channels) == list(channels) and rt.num_queries <= 8
+    hgnet = repair.rebuilt("d_fine", corpus.shrink).backbone_config  # stage widths listed apart from hidden_sizes
+    assert hgnet.hidden_sizes == list(hgnet.stage_out_channels) and max(hgnet.hidden_sizes) <= 256
+    assert list(hgnet.stage_in_channels[1:]) == list(hgnet.stage_out_channels[:-1])
+    assert hgnet.stem_channels[-1] == hgnet.stage_in_channels[0]
+    mimi = repair.rebuilt("mimi", corpus.shrink)  # one group a channel
+    assert mimi.upsample_groups == mimi.hidden_size == 32
 
 
 class _Cached(torch.nn.Module):
