@@ -98,6 +98,7 @@ def load_rules() -> None:
     import ncd.trace.boxes_indexing  # noqa: F401
     import ncd.trace.boxes_integer  # noqa: F401  (integer ∘ integer tensors: imports scalars, hooks in front)
     import ncd.trace.boxes_losses  # noqa: F401
+    import ncd.trace.boxes_pointwise  # noqa: F401  (addcmul, addcdiv, lerp)
     import ncd.trace.boxes_products  # noqa: F401  (baddbmm)
     import ncd.trace.boxes_ranking  # noqa: F401
     import ncd.trace.boxes_selection  # noqa: F401
