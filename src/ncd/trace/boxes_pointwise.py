@@ -3,7 +3,8 @@ part read by the rule of its own operator (as :mod:`ncd.trace.boxes_losses` draw
 
 * ``addcmul(x, a, b, value=v)`` is ``x + v·(a ⊙ b)``;
 * ``addcdiv(x, a, b, value=v)`` is ``x + v·(a / b)``;
-* ``lerp(a, b, w)`` (a number or a tensor ``w``) is ``a + w·(b − a)``.
+* ``lerp(a, b, w)`` (a number or a tensor ``w``) is ``a + w·(b − a)``;
+* ``bilinear(x, y, W, b)`` (``nn.Bilinear``) is ``einsum("...i,oij,...j->...o", x, W, y) + b``.
 
 Each part is a step made for the occasion whose value is computed from the recorded operands (a constant if none is
 live), so the diagram is the definition torch documents, exact by construction up to the rounding of the parts (torch's
@@ -76,4 +77,25 @@ def lerp(conv: Converter, node: Node) -> None:
     made = [_call(conv, node, "difference", aten.sub.Tensor, b, a)]
     made.append(_call(conv, node, "step", aten.mul.Tensor, made[-1], w))
     made.append(_call(conv, node, "sum", aten.add.Tensor, a, made[-1]))
+    _finish(conv, node, made[-1], made)
+
+
+@rule("aten.bilinear")
+def bilinear(conv: Converter, node: Node) -> None:
+    """``einsum("...i,oij,...j->...o", x, W, y)`` plus the bias ``b`` if given (``nn.Bilinear``)."""
+    from ncd.trace.boxes_einsum import emit_einsum
+    from ncd.trace.boxes_products import _step
+
+    x, y, weight = node.args[:3]
+    bias = node.args[3] if len(node.args) > 3 else node.kwargs.get("bias")
+    _floats(node, x, y, weight, *([bias] if isinstance(bias, Node) else []))
+    if bias is not None and not isinstance(bias, Node):
+        raise Decline("a bias that is not a tensor")
+    equation = "...i,oij,...j->...o"
+    value = torch.einsum(equation, x.value, weight.value, y.value)
+    product = _step(node, "product", aten.einsum.default, (equation, [x, weight, y]), value, True)
+    emit_einsum(conv, product, equation, [x, weight, y])
+    made = [product]
+    if bias is not None:
+        made.append(_call(conv, node, "sum", aten.add.Tensor, product, bias))
     _finish(conv, node, made[-1], made)

@@ -307,7 +307,7 @@ def reshape(conv: Converter, node: Node) -> None:
     conv.bind(node, conv.view(vid, names, shape_out))
 
 
-@rule("aten.permute", "aten.transpose", "aten.t", "aten.swapaxes", "aten.movedim", "aten.numpy_T")
+@rule("aten.permute", "aten.transpose", "aten.t", "aten.swapaxes", "aten.movedim", "aten.numpy_T", "aten.mT")
 def permute(conv: Converter, node: Node) -> None:
     source = node.args[0]
     vid = conv.value(source)
@@ -317,6 +317,10 @@ def permute(conv: Converter, node: Node) -> None:
         perm = [d % n for d in node.args[1]]
     elif name.endswith("::t") or "numpy_T" in name:
         perm = list(reversed(range(n)))
+    elif name.endswith("::mT"):  # x.mT: the last two wires crossed
+        if n < 2:
+            raise Decline("mT of fewer than two wires")
+        perm = list(range(n - 2)) + [n - 1, n - 2]
     elif "movedim" in name:
         src, dst = node.args[1] % n, node.args[2] % n
         rest = [d for d in range(n) if d != src]
