@@ -193,8 +193,15 @@ class TracedDiagram(Block):
 
     def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram); the
-        unread parameters too when ``module`` keeps them (it was lowered by :meth:`to_torch`)."""
-        state = _state_for(module, self.tensors, self.example)
+        unread parameters too when ``module`` keeps them (it was lowered by :meth:`to_torch`).  The order the module
+        first reads them in is read in the mode the model was traced in (a module read back from JSON is lowered in
+        training mode, where a batch norm reads one more buffer: its batch count), and its mode is put back."""
+        was = module.training
+        module.train(self.training)
+        try:
+            state = _state_for(module, self.tensors, self.example)
+        finally:
+            module.train(was)
         if hasattr(module, HOLDER):
             state.update({f"{HOLDER}.{name}": p.detach() for name, p in self.unused})
         return state
