@@ -128,3 +128,25 @@ def test_a_constant_cast_to_the_type_of_a_live_tensor_is_a_constant() -> None:
     assert d.opaque_count == 0
     fresh = torch.randn(2, 5, 4)
     torch.testing.assert_close(d.to_torch()(fresh), model(fresh))
+
+
+def test_integers_concatenated_with_floats_are_cast_as_torch_promotes_them() -> None:
+    """TimesFM's ``cat([patches, pads], -1)`` with integer pads: torch promotes them to floats; the concat was
+    opaque ('tensors holding different kinds of values')."""
+
+    class Patches(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+            h = torch.cat([x * (1.0 - pads), pads], dim=-1)
+            return self.proj(h)
+
+    torch.manual_seed(0)
+    model = Patches().eval()
+    x, pads = torch.randn(2, 5, 4), torch.randint(0, 2, (2, 5, 4))
+    d = ncd.trace(model, x, pads)
+    assert d.opaque_count == 0
+    fresh_x, fresh_pads = torch.randn(2, 5, 4), torch.randint(0, 2, (2, 5, 4))
+    torch.testing.assert_close(d.to_torch()(fresh_x, fresh_pads), model(fresh_x, fresh_pads))

@@ -98,6 +98,19 @@ def narrow(conv: Converter, node: Node) -> None:
     conv.bind(node, _same)
 
 
+def _as_float(conv: Converter, vid: int, node: Node) -> int:
+    """``vid`` read as the floats of ``node``: integers in a range or flags (a segment of kind index or bool) cast as
+    torch's type promotion casts them in a concat of floats."""
+    from ncd.ir.axes import Segment
+    from ncd.prims.gather import CastOp
+    from ncd.trace.indexing import _width
+
+    seg = conv.segs[vid]
+    if seg.dtype == "float":
+        return vid
+    return conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), SCALAR, _width(node.value))), [vid])
+
+
 @rule("aten.cat", "aten.concat", "aten.concatenate")
 def concat(conv: Converter, node: Node) -> None:
     from ncd.prims.movement import ConcatOp, joined_range
@@ -133,6 +146,12 @@ def concat(conv: Converter, node: Node) -> None:
         own = apart(names[dim], used)
         used.add(own)
         vids.append(conv.view(vid, names[:dim] + [own] + names[dim + 1:], _shape(t)))
+    if node.value.is_floating_point() and len({conv.segs[v].dtype for v in vids}) > 1 \
+            and all(t.value.dtype == node.value.dtype or not (t.value.is_floating_point() or t.value.is_complex())
+                    for t in tensors):
+        # integers or flags among floats (TimesFM's integer pads beside its patches): torch promotes them to the
+        # result's floats, a cast box here
+        vids = [_as_float(conv, v, node) for v in vids]
     axes = tuple(conv.segs[v].axes[dim] for v in vids)
     if len({conv.segs[v].dtype for v in vids}) != 1:
         raise Decline("concat of tensors holding different kinds of values: "
