@@ -248,6 +248,28 @@ def test_a_transposed_convolution_of_a_computed_weight_takes_it_as_a_wire() -> N
     assert (report.forward_matmul, report.activation_bytes) == (measured.forward_flops, measured.activation_bytes)
 
 
+def test_a_weight_norm_is_one_box_of_its_direction_and_gain() -> None:
+    """``parametrizations.weight_norm``'s ``torch._weight_norm(v, g, dim)`` is one ``g·v/‖v‖`` box reading the gain as
+    the parametrization keeps it (``o 1 1``; was a norm, a view, a ratio, a broadcast and a product): equal to the
+    model, its costs equal measurement."""
+    from ncd.torch.measure import measure
+
+    torch.manual_seed(0)
+    norm = nn.utils.parametrizations.weight_norm
+    model = nn.Sequential(norm(nn.ConvTranspose1d(4, 6, 4, stride=2)), nn.Tanh(),
+                          norm(nn.Conv1d(6, 4, 3), dim=2), norm(nn.Conv1d(4, 2, 1, bias=False)))  # a gain along the kernel
+    x = torch.randn(2, 4, 7)
+    d = round_trip(model, x, fresh=(torch.randn(2, 4, 7),))
+    ops = [b.prim for b in d.boxes()]
+    norms = [p for p in ops if p.op == "weight_norm"]
+    assert [(p.keep, [int(a.size) for a in p.gain.axes]) for p in norms] == [(0, [4, 1, 1]), (2, [1, 1, 3]),
+                                                                              (0, [2, 1, 1])]
+    assert not {"vector_norm", "divide"} & {p.op for p in ops}
+    block = d.as_block()
+    report, measured = ncd.cost(block), measure(block, inputs=(x,))
+    assert (report.forward_matmul, report.activation_bytes) == (measured.forward_flops, measured.activation_bytes)
+
+
 class PositionIds(nn.Module):
     """RoBERTa's position ids from the padding, ``(cumsum(mask) + past) * mask + pad``, and ``k // 2 - ids % 3``: integer
     tensor with integer tensor."""

@@ -147,12 +147,14 @@ from ncd.prims.ranking import Sort, TopK  # noqa: E402
 from ncd.prims.resampling import AdaptiveMaxPool, Interpolate  # noqa: E402
 
 __all__ += ["TopK", "Sort", "Interpolate", "AdaptiveMaxPool", "GroupNorm", "Divide"]
-# -- prims: reductions to a number per position (vector norm, log-sum-exp, product, median) --
+# -- prims: reductions to a number per position (vector norm, log-sum-exp, product, median), weight norm --
 from ncd.prims.median import Median  # noqa: E402
 from ncd.prims.product import Prod  # noqa: E402
 from ncd.prims.reduction import LogSumExp, VectorNorm  # noqa: E402
 
-__all__ += ["VectorNorm", "LogSumExp", "Prod", "Median"]
+from ncd.prims.weightnorm import WeightNorm  # noqa: E402
+
+__all__ += ["VectorNorm", "LogSumExp", "Prod", "Median", "WeightNorm"]
 # -- prims: Fourier transforms and complex wires --
 from ncd.prims.fourier import ComplexConjugate, ComplexMultiply, ComplexPart, ComplexView, Fourier  # noqa: E402
 

@@ -9,6 +9,7 @@ from ncd.errors import ParseError, TypeMismatchError
 from ncd.ir.axes import parse_segment
 from ncd.ir.diagram import Box
 from ncd.prims.reduction import ReductionBackwardOp
+from ncd.prims.weightnorm import WeightNormBackwardOp, WeightNormOp
 from tests.opdb import error, sample
 
 # -- vector norm -------------------------------------------------------------------------------
@@ -69,3 +70,36 @@ sample("reduction_backward", "logsumexp", lambda: ncd.Identity.of("t m, t, t") >
        inputs=_inputs(lambda x: torch.logsumexp(x, -1)), grad=False)
 error("reduction_backward", "kind", lambda: ReductionBackwardOp(parse_segment("m"), "max"),  # type: ignore[arg-type]
       r"reduction backward over 'm': unknown reduction 'max'", ParseError)
+
+# -- weight norm (nn.utils.parametrizations.weight_norm) and its backward box ------------------------
+sample("weight_norm", "first", lambda: ncd.Identity.of("o c k, o") >> ncd.WeightNorm("o c k", "o"), {"o": 3, "c": 2, "k": 4},
+       lambda p, x: torch._weight_norm(x[0], x[1], 0), batch=())
+sample("weight_norm", "last", lambda: ncd.Identity.of("c k o, o") >> ncd.WeightNorm("c k o", "o"), {"o": 3, "c": 2, "k": 4},
+       lambda p, x: torch._weight_norm(x[0], x[1], 2), batch=())
+sample("weight_norm", "woven", lambda: ncd.Identity.of("o c, o") >> ncd.WeightNorm("o c", "o"), {"o": 3, "c": 5},
+       lambda p, x: x[0] * (x[1][..., None] / torch.linalg.vector_norm(x[0], dim=-1, keepdim=True)))
+error("weight_norm", "gain", lambda: ncd.WeightNorm("o c", "d"), r"weight norm of 'o c': the gain's axis d is not one",
+      ParseError)
+error("weight_norm", "one-axis", lambda: ncd.WeightNorm("o", "o"), r"weight norm of 'o': a float tensor of at least two",
+      ParseError)
+
+
+def _weight_norm_vjp(p: dict[str, torch.Tensor], xs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    v, g, dw = (x.detach() for x in xs)
+    v, g = v.requires_grad_(True), g.requires_grad_(True)
+    dv, dg = torch.autograd.grad(torch._weight_norm(v, g, 0), (v, g), dw)
+    return dv, dg
+
+
+sample("weight_norm_backward", "first", lambda: ncd.Identity.of("o c k, o, o c k") >> Box(
+       WeightNormBackwardOp(parse_segment("o c k"), 0)), {"o": 3, "c": 2, "k": 4}, _weight_norm_vjp, grad=False, batch=())
+error("weight_norm_backward", "position", lambda: WeightNormBackwardOp(parse_segment("o c"), 2),
+      r"weight norm backward of 'o c': no axis at position 2", ParseError)
+sample("weight_norm", "unit-axes", lambda: ncd.Identity.of("o c k, o u:1 w:1") >> Box(WeightNormOp(
+       parse_segment("o c k"), 0, parse_segment("o u:1 w:1"))), {"o": 3, "c": 2, "k": 4},
+       lambda p, x: torch._weight_norm(x[0], x[1], 0), batch=())
+sample("weight_norm_backward", "unit-axes", lambda: ncd.Identity.of("o c k, o u:1 w:1, o c k") >> Box(
+       WeightNormBackwardOp(parse_segment("o c k"), 0, parse_segment("o u:1 w:1"))), {"o": 3, "c": 2, "k": 4},
+       _weight_norm_vjp, grad=False, batch=())
+error("weight_norm", "gain-shape", lambda: WeightNormOp(parse_segment("o c"), 0, parse_segment("o c")),
+      r"weight norm of 'o c': the gain 'o c' is neither its axis o nor", ParseError)

@@ -116,29 +116,35 @@ def vector_norm(conv: Converter, node: Node) -> None:
 
 @rule("aten._weight_norm")
 def weight_norm(conv: Converter, node: Node) -> None:
-    """``torch._weight_norm(v, g, dim)`` (``nn.utils.weight_norm``): ``v · g / ‖v‖``, the 2-norm over every axis of ``v``
-    but ``dim`` — a norm box woven over that axis, a division and a product."""
-    from ncd.prims.division import DivideOp
-    from ncd.prims.elementwise import MultiplyOp
-    from ncd.prims.reduction import VectorNormOp
+    """``torch._weight_norm(v, g, dim)`` (``nn.utils.parametrizations.weight_norm``): ``v · g / ‖v‖``, the 2-norm over
+    every axis of ``v`` but ``dim`` — one :class:`~ncd.prims.weightnorm.WeightNormOp` box, the same call lowered."""
+    from ncd.prims.weightnorm import WeightNormOp
 
     v, g = node.args[:2]
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     if not all(isinstance(a, Node) and isinstance(a.value, torch.Tensor) and a.value.is_floating_point() for a in (v, g)):
         raise Decline("not float tensors")
+    if node.value.dtype != v.value.dtype:
+        raise Decline("dtype")
     vv = conv.value(v)
     seg = conv.segs[vv]
-    if not isinstance(dim, int) or dim == -1 or not -len(seg.axes) <= dim < len(seg.axes):
+    if not isinstance(dim, int) or dim == -1 or not -len(seg.axes) <= dim < len(seg.axes) or len(set(seg.names)) < 2:
         raise Decline("the norm of the whole tensor")
     d = dim % len(seg.axes)
     size = int(seg.axes[d].size)
-    if tuple(int(s) for s in g.value.shape) not in ((size,), tuple(size if k == d else 1 for k in range(len(seg.axes)))):
+    vg = conv.value(g)
+    gseg = conv.segs[vg]
+    if gseg.axes == (seg.axes[d],):
+        box = Box(WeightNormOp(seg, d))
+    elif len(gseg.axes) == len(seg.axes) and gseg.axes[d] == seg.axes[d] and not gseg.repeated and all(
+            int(a.size) == 1 for k, a in enumerate(gseg.axes) if k != d):
+        box = Box(WeightNormOp(seg, d, gseg))  # the gain as the parametrization keeps it (o 1 1): no view
+    elif tuple(int(s) for s in g.value.shape) in ((size,), tuple(size if k == d else 1 for k in range(len(seg.axes)))):
+        vg = conv.view(vg, [seg.names[d]], (size,))
+        box = Box(WeightNormOp(seg, d))
+    else:
         raise Decline("a gain of another shape")
-    own = [k for k in range(len(seg.axes)) if k != d]
-    norm = conv.apply(Box(VectorNormOp(_own(conv, vv, own), 2.0)), [vv])
-    gain = conv.view(conv.value(g), [seg.names[d]], (size,))
-    ratio = conv.apply(Box(DivideOp()), [gain, norm])
-    _same_wires(conv, node, conv.apply(Box(MultiplyOp(2)), [vv, ratio]))
+    _same_wires(conv, node, conv.apply(box, [vv, vg]))
 
 
 @rule("aten.logsumexp")
