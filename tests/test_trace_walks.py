@@ -147,3 +147,21 @@ def test_lacks_answers_as_getattr() -> None:
     for module in (Prop(), Attr(), Asks(), sub, par, buf, inst, torch.nn.Linear(2, 2), torch.nn.Module()):
         assert not (hasattr(module, "router") and _lacks(module, "router")), type(module).__name__
     assert _lacks(torch.nn.Linear(2, 2), "router") and _lacks(torch.nn.Module(), "router")
+
+
+class Hides(torch.nn.Sequential):
+    """A submodule whose class walks its own submodules (hides its last): the walk is torch's, not one of its own."""
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):  # type: ignore[no-untyped-def]
+        yield from list(super().named_modules(memo, prefix, remove_duplicate))[:-1]
+
+
+def test_the_walk_is_named_modules() -> None:
+    """The walk's modules are ``named_modules(remove_duplicate=False)`` exactly (paths, order, repeats), also with a
+    submodule's class walking its own way."""
+    hiding = torch.nn.Sequential(torch.nn.Linear(2, 2), Hides(torch.nn.ReLU(), torch.nn.Linear(2, 2)))
+    for model in [*_models(), hiding]:
+        want = list(model.named_modules(remove_duplicate=False))
+        got = _Walk(model).modules
+        assert [p for p, _ in got] == [p for p, _ in want] and all(a is b for (_, a), (_, b) in zip(got, want))
+    assert not _Walk(hiding).faithful and len(_Walk(hiding).modules) == 4

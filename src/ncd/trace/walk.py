@@ -33,14 +33,17 @@ class _Walk:
         #: the readers of the state it left (:func:`_warn_rebound`)
         self.after: _Walk | None = None
         self._distinct: list[tuple[str, torch.nn.Module]] | None = None
-        self.modules: list[tuple[str, torch.nn.Module]] = list(model.named_modules(remove_duplicate=False))
+        cls, base = type(model), torch.nn.Module
+        self.modules: list[tuple[str, torch.nn.Module]] = []
+        _named(model, "", self.modules)  # (torch's named_modules while every class walks as torch's: checked below)
         self.parameters: list[tuple[str, torch.Tensor]] = []
         self.buffers: list[tuple[str, torch.Tensor]] = []
-        cls, base = type(model), torch.nn.Module
+        plain = all(c.named_modules is base.named_modules and c.__hash__ is base.__hash__
+                    for c in {id(type(m)): type(m) for _, m in self.modules}.values())  # (each class once)
+        if not plain:  # a class walks its submodules, or tells modules apart, its own way: as torch gives them
+            self.modules = list(model.named_modules(remove_duplicate=False))
         #: the walk holds the state as torch's own methods give it (no class reads it another way)
-        self.faithful = all(getattr(cls, name) is getattr(base, name) for name in self.GATHERS) and all(
-            c.named_modules is base.named_modules and c.__hash__ is base.__hash__
-            for c in {id(type(m)): type(m) for _, m in self.modules}.values())  # (each class once)
+        self.faithful = plain and all(getattr(cls, name) is getattr(base, name) for name in self.GATHERS)
         if not self.faithful:
             self.parameters.extend(model.named_parameters(remove_duplicate=False))
             self.buffers.extend(model.named_buffers(remove_duplicate=False))
@@ -67,6 +70,15 @@ class _Walk:
     def bound(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers by name (a buffer's name after a parameter's)."""
         return {**dict(self.parameters), **dict(self.buffers)}
+
+
+def _named(module: torch.nn.Module, prefix: str, out: list[tuple[str, torch.nn.Module]]) -> None:
+    """``module.named_modules(prefix=prefix, remove_duplicate=False)`` into ``out``, for modules whose classes walk as
+    ``torch.nn.Module`` does: one call a module, not a generator resumed at every level above it (~2x faster)."""
+    out.append((prefix, module))
+    for name, child in module._modules.items():
+        if child is not None:
+            _named(child, f"{prefix}.{name}" if prefix else name, out)
 
 
 def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:

@@ -64,10 +64,14 @@ def _warn_backward_hooks(model: torch.nn.Module, walk: _Walk | None = None) -> N
 
     hooked = ["every module (global)"] if modules._global_backward_hooks or modules._global_backward_pre_hooks else []
     # (one pass over the modules' own dicts, names only when one is hooked: longformer's named_parameters took ~2 ms)
-    subs = [m for _, m in walk.distinct()] if walk is not None and walk.faithful else model.modules()
-    if any(sub._backward_hooks or sub._backward_pre_hooks
-           or any(p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
-                  for p in sub._parameters.values()) for sub in subs):
+    if walk is not None and walk.faithful:  # (its modules, then every parameter they hold: one pass each)
+        hooks = any(sub._backward_hooks or sub._backward_pre_hooks for _, sub in walk.modules) or any(
+            p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for _, p in walk.parameters)
+    else:
+        hooks = any(sub._backward_hooks or sub._backward_pre_hooks
+                    or any(p is not None and (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
+                           for p in sub._parameters.values()) for sub in model.modules())
+    if hooks:
         for name, sub in model.named_modules():
             if sub._backward_hooks or sub._backward_pre_hooks:
                 hooked.append(f"module {name or type(model).__name__}")
@@ -307,6 +311,10 @@ def _held_name(model: torch.nn.Module, where: Any, name: str) -> str:
         f"a closure of {at}.{name.removeprefix('a closure of ')}" if at else name
 
 
+#: the types of the number attributes :func:`_state_kept` watches
+_NUMBERS = (int, float, bool)
+
+
 def _same_number(now: Any, was: Any) -> bool:
     """Whether an attribute still holds the number it held (a NaN it held still is NaN: ``nan != nan``; a size read
     off an input's shape, an ``int`` of the tracer's own type, set to the number it held, is the same number)."""
@@ -332,8 +340,10 @@ def _state_kept(model: torch.nn.Module, said: bool = False, walk: _Walk | None =
     stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
         yield
-        changed = [(module, k, v, vars(module).get(k)) for module, attrs, _ in saved for k, v in attrs.items()
-                   if type(v) in (int, float, bool) and not _same_number(vars(module).get(k), v)] if said else []
+        # (a number still bound to the very object it was bound to is the same number: NaN too)
+        changed = [(module, k, v, now) for module, attrs, _ in saved for k, v in attrs.items()
+                   if type(v) in _NUMBERS and (now := vars(module).get(k)) is not v and not _same_number(now, v)] \
+            if said else []
         written = [_held_name(model, where, name) for where, name, t, version in held if _version(t) != version]
     finally:
         stack.pop()
