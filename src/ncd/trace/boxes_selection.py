@@ -209,6 +209,10 @@ def index_put(conv: Converter, node: Node) -> None:
     x, indices, value = node.args[:3]
     accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
     if accumulate or not isinstance(indices, (list, tuple)) or not indices or any(i is not None for i in indices[:-1]):
+        from ncd.trace.indexing import write_rows
+
+        if write_rows(conv, node):  # rows written each at its own positions
+            return
         raise Decline("not one mask, written without accumulation")
     lead, mask = len(indices) - 1, indices[-1]  # x[:, :, mask] = v: the mask on the wires after `lead` full ones
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)

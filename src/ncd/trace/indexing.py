@@ -335,6 +335,50 @@ def _batched_rows(x: Node, indices: list[Any], diagonal: list[int], d: int, psha
     return bool(torch.equal(rows.value.reshape(-1).cpu(), torch.arange(n, dtype=rows.value.dtype)))
 
 
+def write_rows(conv: Converter, node: Node) -> bool:
+    """``x[arange(n)[:, None], i] = s`` (``index_put`` without accumulation; Informer's ``context[arange(b)[:, None],
+    top_u, :] = attn_output``): row ``r`` of ``x`` written at the positions ``i[r]`` with ``s[r]`` — a
+    :class:`~ncd.prims.writes.ScatterWriteOp` along ``x``'s second wire, woven over the rows; False when it is not that."""
+    from ncd.prims.writes import ScatterWriteOp
+
+    x, indices, value = node.args[:3]
+    accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+    if accumulate or not isinstance(indices, (list, tuple)) or len(indices) != 2 or any(i is None for i in indices):
+        return False
+    positions = indices[1]
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+            and x.value.dim() >= 2 and isinstance(positions, Node) and isinstance(positions.value, torch.Tensor)
+            and _integer(positions.value) and positions.value.device.type != "meta"
+            and isinstance(value, Node) and isinstance(value.value, torch.Tensor) and value.value.dtype == x.value.dtype):
+        return False
+    pshape = tuple(int(s) for s in positions.value.shape)
+    if not _batched_rows(x, list(indices), [0], 1, pshape) \
+            or tuple(int(s) for s in value.value.shape) != pshape + tuple(int(s) for s in x.value.shape[2:]):
+        return False
+    size = int(x.value.shape[1])
+    vx = conv.value(x)
+    nx = conv.names(vx)
+    vi = conv.value(positions)
+    seg = conv.segs[vi]
+    if seg.range is None or int(seg.range) > size:
+        return False
+    names = [nx[0]]
+    for n in conv.names(vi)[1:]:
+        while n in nx or n in names:
+            n += PRIME
+        names.append(n)
+    vi = _retag(conv, vi, names, pshape, size)
+    wires = names + nx[2:]
+    shape = tuple(int(s) for s in value.value.shape)
+    vs = conv.view(conv.value(value), wires, shape) if value.live else conv.value(value, wires)
+    axis = conv.segs[vx].axes[1]
+    out = conv.apply(Box(ScatterWriteOp(axis, Segment(conv.segs[vi].axes[1:], "index", axis.size))), [vx, vi, vs])
+    if conv.names(out) != nx:
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+    return True
+
+
 def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     """``x, dim, i`` of ``gather``/``scatter``: the tensor, the positions named after it (a diagonal off ``dim``, a new
     axis along it), the positions' segment for the box, and the wires' names."""

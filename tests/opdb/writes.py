@@ -1,0 +1,25 @@
+"""Samples for writing a source's entries at positions (``ScatterWrite``, against ``torch.scatter`` with a source)."""
+
+from __future__ import annotations
+
+import torch
+
+import ncd
+from ncd.errors import SizeError
+from ncd.prims.writes import ScatterWrite
+from tests.opdb import error, sample
+
+
+def _rows(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    """Distinct positions per row (as a top-k gives them), with the harness' leading batch axis of 2."""
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randperm(sizes["t"], generator=g)[:sizes["j"]] for _ in range(2 * sizes["b"])]
+    return (torch.randn(2, sizes["b"], sizes["t"], sizes["m"], generator=g), torch.stack(rows).reshape(2, sizes["b"], -1),
+            torch.randn(2, sizes["b"], sizes["j"], sizes["m"], generator=g))
+
+
+sample("scatter_write", "rows", lambda: ncd.Identity.of("b t m, b j [t], b j m") >> ScatterWrite("t", "j [t]"),
+       {"b": 3, "t": 5, "j": 2, "m": 2},
+       lambda p, x: x[0].scatter(-2, x[1][..., None].expand(*x[1].shape, 2), x[2]), inputs=_rows, cod="b t m")
+error("scatter_write", "range", lambda: ScatterWrite("t:5", "[4]"), r"gather along axis t of size 5: the positions '\[4\]' must",
+      SizeError)
