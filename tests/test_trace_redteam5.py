@@ -111,3 +111,30 @@ def test_the_round_trip_through_json_loads_a_traced_batch_norm() -> None:
     module.train(d.training)
     with torch.no_grad():
         torch.testing.assert_close(module(x), model(x))
+
+
+class _BroadcastTo(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.kv = torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 2).transpose(1, 2)
+        k = torch.broadcast_to(self.kv(x).view(b, 1, t, 2), q.shape)  # Falcon's keys, broadcast to the query heads
+        return torch.nn.functional.scaled_dot_product_attention(q, k, k).transpose(1, 2).flatten(2)
+
+
+def test_broadcast_to_is_the_broadcast_copy_expand_is() -> None:
+    """``torch.broadcast_to`` is ``expand`` by another name; on main it was an opaque box (Falcon with
+    ``new_decoder_architecture=True``: 4 of them)."""
+    torch.manual_seed(0)
+    model = _BroadcastTo().eval()
+    x, fresh = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    d = ncd.trace(model, x)
+    assert d.opaque_count == 0
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch()(x), model(x))
+        torch.testing.assert_close(d.to_torch()(fresh), model(fresh))
+    for what, ours, autograd in compare_gradients(d, inputs=(x,)):
+        torch.testing.assert_close(ours, autograd, atol=1e-5, rtol=1e-4, msg=what)

@@ -337,10 +337,11 @@ def _broadcast_name(conv: Converter, node: Node, at: int, size: int, taken: set[
     return None
 
 
-@rule("aten.expand", "aten.expand_as")
+@rule("aten.expand", "aten.expand_as", "aten.broadcast_to")
 def expand(conv: Converter, node: Node) -> None:
     """A broadcast copy of a value (live, or a parameter or constant expanded like a live one: GPT-NeoX Japanese's
-    ``attn_bias.expand_as(residual)``) along new or size-1 wires."""
+    ``attn_bias.expand_as(residual)``) along new or size-1 wires; ``torch.broadcast_to`` is the same call (Falcon's
+    keys and values broadcast to the query heads)."""
     from ncd.prims.derivative import ExpandOp
 
     source = node.args[0]
