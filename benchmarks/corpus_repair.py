@@ -74,6 +74,15 @@ def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
     return repair(shrink(config))
 
 
+def part_for(cls: type, config: Any) -> Any:
+    """``config``, or the sub-config of it that ``cls`` is built from (MusicGen's base model is its decoder: it takes
+    the ``decoder`` config of the composite one its type names)."""
+    wanted = getattr(cls, "config_class", None)
+    if wanted is None or isinstance(config, wanted):
+        return config
+    return next((v for v in config.__dict__.values() if isinstance(v, wanted)), config)
+
+
 def _in_library(model_type: str) -> dict[str, Any]:
     """Construction arguments that give ``model_type`` its default backbone of the library (a ResNet, a Swin) instead
     of a timm one (timm is not a dependency): ``use_timm_backbone=False`` where the config takes it."""
@@ -122,6 +131,13 @@ def repair(config: Any, depth: int = 0) -> Any:
     head = hidden // heads if _int(hidden) and _int(heads) and heads > 0 else None
     if "head_dim" in d and d["head_dim"] is None and head:
         d["head_dim"] = head
+    if "num_key_value_heads" in d and d["num_key_value_heads"] is None and _int(heads):
+        d["num_key_value_heads"] = heads  # left None: one key/value head a query head, as the config documents
+    if "vocab_size" in d and d["vocab_size"] is None:  # a tokenizer's to set (ESM): the shrink's vocabulary, and the
+        d["vocab_size"] = 128  # special tokens below the ids generated
+        for token, value in (("pad_token_id", 1), ("mask_token_id", 2)):
+            if token in d and d[token] is None:
+                d[token] = value
     width = d.get("head_dim") if _int(d.get("head_dim")) else head
     if _int(d.get("rotary_dim")) and width and d["rotary_dim"] > width:
         d["rotary_dim"] = width  # a rotary slice of each head
@@ -284,8 +300,9 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
         c = int(getattr(vision, "num_channels", None) or 3)
         return torch.randn(batch, frames(config), c, int(size), int(size), generator=gen)
 
-    def features() -> torch.Tensor:
-        mel = int(_find(config, "num_mel_bins", "feature_size") or 80)
+    def features() -> torch.Tensor:  # a projection's input width (Wav2Vec2-BERT: 2 stacked frames), or mel bins
+        stacked = int(_find(config, "num_stacked_frames") or 1)  # (Fun-ASR: 7 frames a row)
+        mel = int(_find(config, "feature_projection_input_dim") or stacked * (_find(config, "num_mel_bins", "feature_size") or 80))
         frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
         return torch.randn(batch, mel, frames, generator=gen)
 
@@ -324,7 +341,8 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
 
 
 def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
-    """``inputs`` in the other layouts an audio or video input can take, one change at a time."""
+    """``inputs`` in the other layouts an audio or video input can take, one change at a time; then token ids one row a
+    codebook (MusicGen) and a spectrogram of the config's frames x mel bins (AST) given as ``input_values``."""
     features = inputs.get("input_features")
     if features is not None and features.dim() == 3:
         yield {**inputs, "input_features": features.transpose(1, 2).contiguous()}  # frames x features
@@ -335,3 +353,18 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
     if pixels is not None and pixels.dim() == 4:
         n = frames(config)
         yield {**inputs, "pixel_values": pixels[:, None] + 0.1 * torch.arange(n).view(1, n, 1, 1, 1)}  # a clip
+    ids, books = inputs.get("input_ids"), getattr(config, "num_codebooks", None)
+    if ids is not None and ids.dim() == 2 and _int(books) and books > 1:  # one row a codebook (MusicGen's decoder)
+        vocab = int(getattr(config, "vocab_size", 0) or 100)
+        yield {**inputs, "input_ids": torch.cat([3 + (ids + k - 3) % (vocab - 3) for k in range(books)])}
+    length, bins = getattr(config, "max_length", None), getattr(config, "num_mel_bins", None)
+    if values is not None and values.dim() == 2 and _int(length) and _int(bins):  # a spectrogram (AST): frames x bins
+        yield {**inputs, "input_values": _like(values, (values.shape[0], length, bins))}
+
+
+def _like(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of ``shape`` with the entries of ``value`` (repeated as needed): inputs of another layout that differ
+    as their source does (the pair of example inputs stays a pair)."""
+    flat = value.reshape(-1)
+    n = int(torch.tensor(shape).prod())
+    return flat.repeat(n // flat.numel() + 1)[:n].reshape(shape).clone()

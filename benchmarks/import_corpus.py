@@ -279,6 +279,7 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = 
             if repaired:  # a second chance: derived sizes follow the shrunk ones, inputs in other layouts
                 try:
                     config = repair_module().rebuilt(model_type, lambda c: shrink(c, collide=collide))
+                    config = repair_module().part_for(cls, config)
                 except Exception as error:  # noqa: BLE001 - a config that cannot be constructed so
                     errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
                     continue

@@ -64,9 +64,11 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: heads x head features must equal its inner width, a time series (``past_values``), audio features frames-first, a
 #: trajectory (states, and the actions, rewards and returns its forward has defaults for), a detector on a backbone of
 #: the library instead of timm's (DETR), one whose encoder takes the shrunk backbone's channels and fewer queries than
-#: its small image's anchors (RT-DETR), a depthwise convolution of the default width (Pocket-TTS's upsampling)
+#: its small image's anchors (RT-DETR), a depthwise convolution of the default width (Pocket-TTS's upsampling), a
+#: composite config's decoder part (MusicGen, ids one row a codebook), a spectrogram as `input_values` (AST), sizes left
+#: None (ESM's vocabulary, Nemotron's key/value heads)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
-            "pocket_tts_audio_tokenizer"]
+            "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
