@@ -270,6 +270,22 @@ def test_a_weight_norm_is_one_box_of_its_direction_and_gain() -> None:
     assert (report.forward_matmul, report.activation_bytes) == (measured.forward_flops, measured.activation_bytes)
 
 
+class OneFrame(nn.Module):
+    """EnCodec's ``torch.stack(encoded_frames)`` of its one frame, a stack of one tensor at the end, and one of a tensor
+    that already has a size-1 wire."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = torch.tanh(x)
+        return torch.stack([h]) * 2, torch.stack([h], dim=-1), torch.stack((h[:, None],), 1).sum(0)
+
+
+def test_a_stack_of_one_tensor_reads_it_with_a_new_wire() -> None:
+    """Was an opaque ``stack`` (the concatenation rule needs two tensors): EnCodec's last opaque box."""
+    torch.manual_seed(0)
+    d = round_trip(OneFrame(), torch.randn(2, 3), fresh=(torch.randn(2, 3),))
+    assert d.opaque_count == 0
+
+
 class PositionIds(nn.Module):
     """RoBERTa's position ids from the padding, ``(cumsum(mask) + past) * mask + pad``, and ``k // 2 - ids % 3``: integer
     tensor with integer tensor."""

@@ -181,9 +181,16 @@ def concat(conv: Converter, node: Node) -> None:
 
 @rule("aten.stack")
 def stack(conv: Converter, node: Node) -> None:
-    """``stack`` is a concatenation of the tensors, each read with a new size-1 wire (``▮``) at ``dim``."""
+    """``stack`` is a concatenation of the tensors, each read with a new size-1 wire (``▮``) at ``dim``; the stack of
+    one tensor (EnCodec's one audio frame) is that tensor read with the new wire."""
     tensors = node.args[0]
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if len(tensors) == 1 and _live(tensors[0]) and _tensor(tensors[0]):
+        vid = conv.value(tensors[0])
+        names = conv.names(vid)
+        dim %= len(_shape(node))
+        conv.bind(node, conv.view(vid, names[:dim] + ["1"] + names[dim:], _shape(node)))
+        return
     if len(tensors) < 2 or not any(_live(t) for t in tensors) or not all(_tensor(t) for t in tensors):
         raise Decline("stack of fewer than two tensors or of constants only")
     dim %= len(_shape(node))
