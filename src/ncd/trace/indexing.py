@@ -379,6 +379,26 @@ def write_rows(conv: Converter, node: Node) -> bool:
     return True
 
 
+def _scatter_source(conv: Converter, node: Node, source: Node) -> None:
+    """``torch.scatter(x, dim, i, s)`` with a source ``s`` of the positions' shape and ``x``'s float dtype (Llama 4's
+    router: ``full_like(logits, -inf).scatter_(1, top_i, top_v)``): a :class:`~ncd.prims.writes.ScatterWriteOp`."""
+    from ncd.prims.writes import ScatterWriteOp
+
+    x, positions = node.args[0], node.args[2]
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+            and source.value.dtype == x.value.dtype and isinstance(positions, Node)
+            and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
+        raise Decline("a scatter of a tensor of another dtype or shape than its positions")
+    vx, vi, at, nx = _along(conv, node)
+    names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
+    vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
+    d = int(node.args[1]) % len(nx)
+    out = conv.apply(Box(ScatterWriteOp(conv.segs[vx].axes[d], at)), [vx, vi, vs])
+    if conv.names(out) != nx:
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+
+
 def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     """``x, dim, i`` of ``gather``/``scatter``: the tensor, the positions named after it (a diagonal off ``dim``, a new
     axis along it), the positions' segment for the box, and the wires' names."""
@@ -443,6 +463,9 @@ def scatter(conv: Converter, node: Node) -> None:
     value = node.args[3]
     if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.dim() == 0:
         value = value.value.item()
+    if isinstance(value, Node) and isinstance(value.value, torch.Tensor) and value.value.dim() > 0:
+        _scatter_source(conv, node, value)
+        return
     if isinstance(value, Node) or not isinstance(value, (int, float)):
         raise Decline("a scatter of a tensor")
     vx, vi, positions, nx = _along(conv, node)
