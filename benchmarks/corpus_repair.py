@@ -216,8 +216,10 @@ def _backbone(d: dict[str, Any]) -> None:
             channels = list(transformers.AutoBackbone.from_config(backbone).channels)
     except Exception:  # noqa: BLE001 - a backbone the auto class does not build: left as it is
         return
-    if len(channels) == len(widths):
-        d["encoder_in_channels"] = channels
+    if len(channels) >= len(widths):  # the encoder takes the deepest maps; a mask head the first (PP-DocLayout-V3)
+        d["encoder_in_channels"] = channels[len(channels) - len(widths):]
+        if len(channels) > len(widths) and _int(d.get("x4_feat_dim")):
+            d["x4_feat_dim"] = channels[0]
 
 
 #: (heads, head features, expand) field names of a Mamba-2 mixer, by model family
@@ -360,6 +362,14 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
     length, bins = getattr(config, "max_length", None), getattr(config, "num_mel_bins", None)
     if values is not None and values.dim() == 2 and _int(length) and _int(bins):  # a spectrogram (AST): frames x bins
         yield {**inputs, "input_values": _like(values, (values.shape[0], length, bins))}
+    states = inputs.get("hidden_states")
+    ratios = getattr(config, "downsampling_ratios", None) or getattr(config, "upsampling_ratios", None)
+    if states is not None and isinstance(ratios, (list, tuple)) and _int(getattr(config, "hidden_size", None)):
+        # a codec's part (VibeVoice's tokenizer): its encoder takes a waveform of one frame, its decoder latents
+        batch = next((v.shape[0] for k, v in inputs.items() if k != "hidden_states" and v.dim()), 2)
+        hop, channels = int(torch.tensor(ratios).prod()), int(getattr(config, "channels", 0) or 1)
+        yield {**inputs, "hidden_states": _like(states, (batch, channels, hop))}
+        yield {**inputs, "hidden_states": _like(states, (batch, config.hidden_size, SERIES // 4))}
 
 
 def _like(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

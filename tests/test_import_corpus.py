@@ -66,9 +66,10 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: the library instead of timm's (DETR), one whose encoder takes the shrunk backbone's channels and fewer queries than
 #: its small image's anchors (RT-DETR), a depthwise convolution of the default width (Pocket-TTS's upsampling), a
 #: composite config's decoder part (MusicGen, ids one row a codebook), a spectrogram as `input_values` (AST), sizes left
-#: None (ESM's vocabulary, Nemotron's key/value heads)
+#: None (ESM's vocabulary, Nemotron's key/value heads), a codec's encoder on a waveform as `hidden_states` (VibeVoice)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
-            "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron"]
+            "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
+            "vibevoice_acoustic_tokenizer_encoder"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -109,6 +110,10 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert hgnet.hidden_sizes == list(hgnet.stage_out_channels) and max(hgnet.hidden_sizes) <= 256
     assert list(hgnet.stage_in_channels[1:]) == list(hgnet.stage_out_channels[:-1])
     assert hgnet.stem_channels[-1] == hgnet.stage_in_channels[0]
+    doc = repair.rebuilt("pp_doclayout_v3", corpus.shrink)  # 4 maps: the encoder takes the deepest 3, a mask head the 1st
+    with torch.device("meta"):
+        channels = transformers.AutoBackbone.from_config(doc.backbone_config).channels
+    assert list(doc.encoder_in_channels) == list(channels[1:]) and doc.x4_feat_dim == channels[0]
     mimi = repair.rebuilt("mimi", corpus.shrink)  # one group a channel
     assert mimi.upsample_groups == mimi.hidden_size == 32
 
