@@ -138,3 +138,25 @@ def test_broadcast_to_is_the_broadcast_copy_expand_is() -> None:
         torch.testing.assert_close(d.to_torch()(fresh), model(fresh))
     for what, ours, autograd in compare_gradients(d, inputs=(x,)):
         torch.testing.assert_close(ours, autograd, atol=1e-5, rtol=1e-4, msg=what)
+
+
+class _RootOfRectified(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = torch.nn.functional
+        return f.relu(x).sqrt(), f.relu6(x * 8).sqrt(), f.hardtanh(x, 0.0, 1.0).sqrt()
+
+
+def test_the_backward_of_relu_and_its_kin_selects_the_cotangent() -> None:
+    """torch's ReLU, ReLU6 and hardtanh gradients select the cotangent (``threshold_backward``,
+    ``hardtanh_backward``: 0 outside, whatever it is); the backward diagram multiplied it by ``f′``, so under
+    ``sqrt`` (an infinite cotangent where the ReLU gave 0) ncd.backward gave NaN where autograd gives 0, and the NaN
+    spread to every weight before it."""
+    model, x = _RootOfRectified().eval(), torch.tensor([[-2.0, -0.5, 0.25, 0.5, 0.9, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    rows = compare_gradients(d, inputs=(x,))
+    assert rows
+    for what, ours, autograd in rows:
+        assert not ours.isnan().any(), (what, ours)
+        torch.testing.assert_close(ours, autograd, msg=what)

@@ -498,7 +498,22 @@ def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxB
     which = SAVES[function]
     port = ("out", 0) if which == "output" else ("in", 0)
     derivative = Box(DerivativeOp(function, which or "input", prim.args))
+    if function in SELECTED:  # where(f′ != 0, f′ ⊙ g, 0): torch selects, so an infinite cotangent gives 0 there
+        from ncd.ir.axes import Segment
+        from ncd.prims.gather import CompareOp
+        from ncd.prims.selection import WhereOp
+        from ncd.prims.structure import CopyOp, ZerosOp
+
+        ones = Seq.of(derivative, Box(CopyOp(SCALAR_TYPE)))  # v -> (f′, f′)
+        split = Par.of(Box(CompareOp("!=", 0.0, SCALAR)), Box(MultiplyOp(2)))  # (f′, f′, g) -> ([f′ != 0], f′ ⊙ g)
+        select = Seq.of(Par.of(Identity(Type((Segment((), "bool"), SCALAR))), Box(ZerosOp(SCALAR_TYPE))), Box(WhereOp()))
+        return BoxBackward((port,), Seq.of(Par.of(ones, Identity(SCALAR_TYPE)), split, select))
     return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR_TYPE)), Box(MultiplyOp(2))))
+
+
+#: the piecewise functions whose gradient torch selects (``threshold_backward``, ``hardtanh_backward``,
+#: ``hardsigmoid_backward``: ``where(inside, g·f′, 0)``), not multiplies: 0 outside, even where ``g`` is infinite
+SELECTED = frozenset({"relu", "relu6", "hardtanh", "hardsigmoid"})
 
 
 @transpose(ScaleOp)
