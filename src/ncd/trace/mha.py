@@ -14,9 +14,10 @@ recorded as :func:`_lean`: the same projections (one packed ``linear`` for self-
 
 Never on a class name: the lean forward replaces the module's only where it gives the very values — both are run on
 the traced values (the module's outside the recording), and the lean one stands for the call only when its output
-is ``torch.equal`` to the module's own; otherwise (or on the ``meta`` device, where no value tells) the module's
-forward is recorded as before, and the lean calls, which then reach no output, are pruned with the recording's other
-dead calls.
+is ``torch.equal`` to the module's own; on the ``meta`` device, where no value is known, both run (outside the
+recording) on random values of the inputs' shapes and dtypes instead, so a model recorded on meta draws as on real
+values.  Otherwise the module's own forward is recorded as before, and the lean calls, which then reach no output,
+are pruned with the recording's other dead calls.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ __all__ = ["lean_attention"]
 def _applies(m: torch.nn.MultiheadAttention, query: Any, key: Any, value: Any, need_weights: bool) -> bool:
     """Whether the call may be recorded lean (what :func:`_lean` computes as torch does, shapes aside)."""
     tensors = (query, key, value)
-    return (not need_weights and all(isinstance(t, torch.Tensor) and t.dim() == 3 and not t.is_nested
-                                     and t.device.type != "meta" for t in tensors)
+    return (not need_weights and all(isinstance(t, torch.Tensor) and t.dim() == 3 and not t.is_nested for t in tensors)
             and m._qkv_same_embed_dim and m.in_proj_weight is not None and m.bias_k is None and m.bias_v is None
             and not m.add_zero_attn and (not m.training or m.dropout == 0.0)
             and query.shape[-1] == m.embed_dim and key.shape == value.shape
@@ -104,6 +104,23 @@ def _lean(m: torch.nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor
     return F.linear(out.reshape(*out.shape[:2], e), m.out_proj.weight, m.out_proj.bias)
 
 
+def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+
+
+def _probes(given: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
+    """``given`` with each meta tensor replaced by random values of its shape and dtype on ``device`` (one tensor
+    given twice, one probe; a boolean mask about a quarter True; a generator seeded 0, not torch's global one)."""
+    gen = torch.Generator().manual_seed(0)
+    made: dict[int, Any] = {}
+    for t in given:
+        if isinstance(t, torch.Tensor) and t.is_meta and id(t) not in made:
+            shape = tuple(t.shape)
+            made[id(t)] = (torch.rand(shape, generator=gen) > 0.75 if t.dtype == torch.bool
+                           else torch.randn(shape, generator=gen).to(t.dtype)).to(device)
+    return tuple(made.get(id(t), t) for t in given)
+
+
 @contextlib.contextmanager
 def lean_attention() -> Iterator[None]:
     """While recording: ``nn.MultiheadAttention`` calls recorded as :func:`_lean` where it gives the module's values."""
@@ -116,22 +133,30 @@ def lean_attention() -> Iterator[None]:
                 key_padding_mask: Any = None, need_weights: bool = True, attn_mask: Any = None,
                 average_attn_weights: bool = True, is_causal: bool = False) -> Any:
         if type(self).forward is cls.forward and _applies(self, query, key, value, need_weights):
+            given = (query, key, value, key_padding_mask, attn_mask)
+            on_meta = any(isinstance(t, torch.Tensor) and t.is_meta for t in given)
+            proven = False
             try:
                 with _disable_current_modes(), torch._C._DisablePythonDispatcher():  # (not recorded)
-                    want = original(self, query, key, value, key_padding_mask, False, attn_mask,
-                                    average_attn_weights, is_causal)[0]
+                    # no value is known on the meta device: both forwards run on random values of the inputs' shapes
+                    q, k, v, pad, mask = _probes(given, self.in_proj_weight.device) if on_meta else given
+                    want = original(self, q, k, v, pad, False, mask, average_attn_weights, is_causal)[0]
+                    if on_meta:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            proven = _same(_lean(self, q, k, v, pad, mask, is_causal), want)
             except Exception:  # noqa: BLE001 - the module's own forward, recorded below, raises what it raises
                 want = None
-            if isinstance(want, torch.Tensor):
+            if isinstance(want, torch.Tensor) and (proven or not on_meta):
                 try:
                     with warnings.catch_warnings():  # (the module's run above said what torch says of these masks)
                         warnings.simplefilter("ignore")
                         got = _lean(self, query, key, value, key_padding_mask, attn_mask, is_causal)
                 except Exception:  # noqa: BLE001 - what it recorded reaches no output: the module's forward decides
                     got = None
-                if got is not None and got.shape == want.shape and got.dtype == want.dtype:
+                if got is not None:
                     with _disable_current_modes(), torch._C._DisablePythonDispatcher():  # (a read, not recorded)
-                        same = torch.equal(got, want)
+                        same = got.shape == want.shape and got.dtype == want.dtype if on_meta else _same(got, want)
                     if same:
                         return got, None
                 # (else the module's own forward is recorded: the lean calls reach no output and are pruned)
