@@ -165,3 +165,25 @@ def test_the_walk_is_named_modules() -> None:
         got = _Walk(model).modules
         assert [p for p, _ in got] == [p for p, _ in want] and all(a is b for (_, a), (_, b) in zip(got, want))
     assert not _Walk(hiding).faithful and len(_Walk(hiding).modules) == 4
+
+
+class Early(torch.nn.Linear):
+    """Binds attributes before torch's own (object.__setattr__ before Module.__init__) and after them."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "early", 1)
+        super().__init__(2, 2)
+        self.late, self._private = [torch.ones(1)], 3
+
+
+def test_attributes_put_back_are_the_public_ones_in_order() -> None:
+    """undo.attributes_of keeps each module's public attributes in its ``__dict__``'s order, whether the dict starts
+    with torch's own attributes (read past them) or not."""
+    from ncd.trace.undo import attributes_of
+    from ncd.trace.walk import _beyond_own
+
+    model = torch.nn.Sequential(Early(), torch.nn.Linear(2, 2))
+    assert _beyond_own(vars(model[0])) is None and _beyond_own(vars(model[1])) == ["in_features", "out_features"]
+    for module, attrs, _ in attributes_of(model):
+        want = [(k, v) for k, v in vars(module).items() if not k.startswith("_")]
+        assert list(attrs.items()) == want

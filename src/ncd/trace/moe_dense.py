@@ -178,6 +178,7 @@ class Reading:
 
 def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Reading]:
     found: dict[str, Reading] = {}
+    classes: dict[type, bool] = {}  # (:func:`~ncd.trace.moe_routed._lacks` of each class once)
     for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         if not path or found and any(path.startswith(p + ".") for p in found):
             continue
@@ -189,7 +190,7 @@ def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Re
                                   lambda call, gave, m=module, d=dense, e=experts: (  # type: ignore[misc]
                                       (c := _arguments(call, {})) is not None and agrees(m, d, c, e, traced=gave)))
             continue
-        routing = _routing(module)  # both readings below route by the module's own router: none for most modules
+        routing = _routing(module, classes)  # both readings below route by the module's own router: most none
         if routing is None:
             continue
         mlp = _routed_mlp(module, routing) if arity == 1 else None

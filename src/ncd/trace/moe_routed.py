@@ -14,11 +14,12 @@ from ncd.trace.moe_proof import _agree, perturbed
 from ncd.trace.moe_readings import _gate, _one_hot
 
 
-def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def _routing(module: torch.nn.Module, classes: dict[type, bool] | None = None
+             ) -> tuple[torch.nn.Linear, int, torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """The router's linear map and top-k, the experts' input and output weights (``e · m``, ``e m ·``) and the bias of a
     module that routes its own tokens: ``router.layer``, ``router.top_k``, ``input_linear.weight``,
     ``output_linear.weight``, ``bias`` (JetMoE's mixtures of experts and of attention experts)."""
-    if _lacks(module, "router"):  # most modules
+    if _lacks(module, "router", classes):  # most modules
         return None
     router = getattr(module, "router", None)
     if router is None:
@@ -36,14 +37,20 @@ def _routing(module: torch.nn.Module) -> tuple[torch.nn.Linear, int, torch.Tenso
     return layer, k, w_in, w_out, bias
 
 
-def _lacks(module: torch.nn.Module, name: str) -> bool:
+def _lacks(module: torch.nn.Module, name: str, classes: dict[type, bool] | None = None) -> bool:
     """Whether ``getattr(module, name)`` would raise, told without raising (a miss raises inside torch's
     ``__getattr__``: ~1.5 us a module) for a module whose class looks attributes up as ``torch.nn.Module`` does (its
-    class, its ``__dict__``, then its parameters, buffers and submodules); ``False`` for any other."""
+    class, its ``__dict__``, then its parameters, buffers and submodules); ``False`` for any other.  ``classes``: the
+    answers for the classes asked already (one walk of the modules: no class changes)."""
     cls = type(module)
-    return (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
-            and name not in module.__dict__ and name not in module._parameters and name not in module._buffers
-            and name not in module._modules and not any(name in vars(c) for c in cls.__mro__))
+    plain = classes.get(cls) if classes is not None else None
+    if plain is None:
+        plain = (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+                 and not any(name in vars(c) for c in cls.__mro__))
+        if classes is not None:
+            classes[cls] = plain
+    return (plain and name not in module.__dict__ and name not in module._parameters
+            and name not in module._buffers and name not in module._modules)
 
 
 _MODULE_GETATTR, _OBJECT_GETATTRIBUTE = torch.nn.Module.__getattr__, object.__getattribute__

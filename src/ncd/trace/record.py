@@ -37,7 +37,7 @@ from ncd.trace.reads import _asserted, _printing
 from ncd.trace.recording import WORK_PER_CALL, _Recording
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget  # noqa: F401  (re-exported)
 from ncd.trace.shapes import Shapes
-from ncd.trace.walk import _computing, _Walk, _warn_rebound
+from ncd.trace.walk import _beyond_own, _computing, _Walk, _warn_rebound
 from ncd.trace.watched import _identity_watched
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -375,7 +375,10 @@ def _kept_live(model: torch.nn.Module, rec: _Recording, walk: _Walk | None = Non
 
     kept = []
     for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
-        for name, v in vars(module).items():
+        values = vars(module)
+        rest = _beyond_own(values)  # (torch's own attributes first: not compared one by one)
+        for name in values if rest is None else rest:
+            v = values[name]
             kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
             if kind is None:
                 kind = kind_of(v)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ncd.trace.walk import _MODULE_OWN_PUBLIC, _beyond_own
+
 if TYPE_CHECKING:
     from ncd.trace.walk import _Walk
 
@@ -65,7 +67,15 @@ def attributes_of(model: torch.nn.Module, walk: _Walk | None = None
     # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
     # after "_") on; compared without a method call per name (a module holds ~30 private ones)
     for module in modules:
-        attrs = {k: v for k, v in vars(module).items() if k < "_" or k >= "`"}
+        values = vars(module)
+        rest = _beyond_own(values)
+        if rest is None:
+            attrs = {k: v for k, v in values.items() if k < "_" or k >= "`"}
+        else:  # (torch's own first, of which only ``training`` is public: the others' names are not compared)
+            attrs = {k: values[k] for k in _MODULE_OWN_PUBLIC}
+            for k in rest:
+                if k < "_" or k >= "`":
+                    attrs[k] = values[k]
         contents: list[tuple[Any, Any]] = []
         for v in attrs.values():
             if type(v) in _CONTAINERS or type(v) is tuple:
