@@ -16,7 +16,10 @@ layouts.  For each model that builds:
   once, read by the forward or not);
 * round-trip max |difference| of the lowered module against the model, on the traced input
   and on a fresh input of the same shapes (equal: ``allclose(atol=1e-4, rtol=1e-4)``);
-* "silently wrong": traced without any warning but not equal;
+* a model not equal: the same comparison with the model and the lowered module both run in float64 — a diagram
+  equal there computes the model, whose float32 result is unstable at that input (reported apart, still not counted
+  equal);
+* "silently wrong": traced without any warning, not equal, and not equal in float64 either;
 * trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG), measured alike (:data:`TIMING`);
 * deterministic: a second trace draws the same SVG, byte for byte.
 
@@ -37,6 +40,7 @@ Each finished model is appended as one JSON line to a results file (``--results`
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import inspect
@@ -548,6 +552,11 @@ class Result:
     equal: bool = False
     diff: float = math.nan
     diff_fresh: float = math.nan
+    #: a model not equal in float32: the worst difference of the model and the lowered module both run in float64 (the
+    #: same parameters and inputs, widened), and whether that is equal (``None``: not run, or either side failed in
+    #: float64) — a diagram equal in float64 computes the model, whose float32 result is unstable at that input
+    diff_f64: float = math.nan
+    equal_f64: bool | None = None
     lowered: str = ""  # an error lowering or running the lowered module
     params: int = 0
     params_lowered: int = 0
@@ -563,7 +572,8 @@ class Result:
 
     @property
     def silently_wrong(self) -> bool:
-        return self.status == "traced" and not self.warned and not self.equal and not self.lowered
+        return (self.status == "traced" and not self.warned and not self.equal and not self.lowered
+                and not self.equal_f64)
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
@@ -712,7 +722,31 @@ def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]
     except Exception as error:  # noqa: BLE001
         frame = traceback.extract_tb(error.__traceback__)[-1]
         result.lowered = f"{type(error).__name__}: {_line(error)} ({os.path.basename(frame.filename)}:{frame.lineno})"
+        return result, (model, inputs)
+    if not result.equal:
+        result.diff_f64, result.equal_f64 = _float64_diff(built, lowered)
     return result, (model, inputs)
+
+
+def _float64_diff(built: Built, lowered: nn.Module) -> tuple[float, bool | None]:
+    """The model and its lowered module both run in float64 on the traced and the fresh input (copies: parameters,
+    buffers and float inputs widened): the worst difference and whether both inputs are equal (atol 1e-4), or
+    ``(nan, None)`` when either side fails in float64 (a float32 constant made in the forward, say)."""
+    def wide(value: Any) -> Any:
+        return torch.utils._pytree.tree_map(
+            lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, value)
+
+    try:
+        model, ours = copy.deepcopy(built.model).double(), copy.deepcopy(lowered).double()
+        worst, equal = 0.0, True
+        with torch.no_grad():
+            for inputs in (built.inputs, built.fresh):
+                inputs = wide(copy.deepcopy(inputs))
+                diff, same = _max_diff(ours(*_leaves(list(inputs.values()))), model(**inputs))
+                worst, equal = max(worst, diff), equal and same
+        return worst, equal
+    except Exception:  # noqa: BLE001 - no float64 reading: the float32 verdict stands
+        return math.nan, None
 
 
 def _time_torchview(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
@@ -862,7 +896,7 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
 def _line_of(r: Result) -> str:
     if r.status != "traced":
         return f"{r.name:32} {r.status:10} {r.reason}"
-    eq = "equal" if r.equal else ("WRONG" if r.silently_wrong else "differs")
+    eq = "equal" if r.equal else ("WRONG" if r.silently_wrong else "f64 eq" if r.equal_f64 else "differs")
     return (f"{r.name:32} {r.method:8} {eq:7} diff {r.diff:.1e}/{r.diff_fresh:.1e} opaque {r.opaque}/{r.boxes}"
             f" params {r.params_lowered}/{r.params} trace {r.trace_s:.2f}s draw {r.draw_s:.2f}s torchview {r.torchview_s:.2f}s"
             f" det {r.deterministic} {r.lowered} {r.opaque_ops} {r.failed}")
@@ -880,6 +914,7 @@ def summary(results: list[Result]) -> list[str]:
     boxes, opaque = sum(r.boxes for r in traced), sum(r.opaque for r in traced)
     crashed = [r for r in built if r.status in ("crashed", "timeout") or r.lowered]
     wrong = [r for r in traced if r.silently_wrong]
+    unstable = [r for r in traced if not r.equal and r.equal_f64 and not r.lowered]
     shared = [r for r in traced if r.params_lowered and r.params_lowered == r.params]
     lowered = [r for r in traced if r.params_lowered]
     det = [r for r in traced if r.deterministic is not None]
@@ -894,7 +929,11 @@ def summary(results: list[Result]) -> list[str]:
         f"- traced: {_pct(len(traced), len(built))}; refused by design (TraceError): {sum(r.status == 'refused' for r in built)}",
         f"- **crashed or timed out (tracing, drawing or running the lowered module): {len(crashed)}**",
         f"- **round-trip equal (atol 1e-4, traced and fresh input): {_pct(len(equal), len(built))}**",
-        f"- **silently wrong (no warning, not equal): {len(wrong)}**" + (f" — {', '.join(r.name for r in wrong)}" if wrong else ""),
+        f"- **silently wrong (no warning, not equal in float32 nor in float64): {len(wrong)}**"
+        + (f" — {', '.join(r.name for r in wrong)}" if wrong else ""),
+        f"- not equal in float32 but equal with model and lowered module both run in float64 (the model's own float32"
+        f" result is unstable there): {len(unstable)}"
+        + (" — " + ", ".join(f"{r.name} ({r.diff:.1e}; float64 {r.diff_f64:.1e})" for r in unstable) if unstable else ""),
         f"- **opaque boxes: {_pct(opaque, boxes)} of drawn boxes**",
         f"- parameter count equal to the original's: {_pct(len(shared), len(lowered))}",
         f"- deterministic (second trace, same SVG bytes): {_pct(sum(bool(r.deterministic) for r in det), len(det))}",
@@ -931,7 +970,8 @@ def report(results: list[Result], sample: str = "") -> str:
         if r.status != "traced":
             rows.append(f"| {r.name} | **{r.status}** | | | | | | | | {r.reason.replace('|', '/')} |")
             continue
-        eq = "yes" if r.equal else ("**silently wrong**" if r.silently_wrong else "no (warned)")
+        eq = ("yes" if r.equal else "**silently wrong**" if r.silently_wrong
+              else f"in float64 only ({r.diff_f64:.0e})" if r.equal_f64 else "no (warned)")
         det = "" if r.deterministic in (None, True) else "not deterministic"
         notes = "; ".join(x for x in (r.lowered, r.opaque_ops, r.failed, det) if x)
         rows.append(f"| {r.name} | traced | {r.method} | {eq} | {r.diff:.1e} / {r.diff_fresh:.1e} | {r.opaque} / {r.boxes} |"

@@ -346,3 +346,31 @@ def test_the_round_trip_compares_a_dataclass_output_field_by_field() -> None:
     assert corpus._max_diff((a, b), Out(a, b)) == (0.0, True)
     diff, equal = corpus._max_diff((a, b + 1.0), Out(a, b))
     assert not equal and abs(diff - 1.0) < 1e-6
+
+
+def test_a_model_unstable_in_float32_is_checked_in_float64_and_a_wrong_one_stays_wrong() -> None:
+    """The float64 reading separates rounding from error: ``(x + 1e8) - 1e8`` rounds x to a multiple of 8 in float32,
+    so a lowered module computing ``x`` differs there but equals it in float64, while one computing ``x + 1e-3`` differs
+    in both and still counts as silently wrong."""
+    class Model(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + 1e8) - 1e8
+
+    class Same(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    class Off(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1e-3
+
+    model, inputs, fresh = Model(), {"x": torch.randn(4, 5) * 3}, {"x": torch.randn(4, 5) * 3}
+    built = corpus.Built(model, inputs, fresh, model(**inputs), model(**fresh))
+    assert not corpus._max_diff(Same()(inputs["x"]), built.want)[1]  # float32: not equal
+    diff, equal = corpus._float64_diff(built, Same())
+    assert equal and diff < 1e-6
+    diff, equal = corpus._float64_diff(built, Off())
+    assert equal is False and abs(diff - 1e-3) < 1e-6
+    wrong = corpus.Result("m", "torch", status="traced", equal=False, equal_f64=False)
+    unstable = corpus.Result("m", "torch", status="traced", equal=False, equal_f64=True)
+    assert wrong.silently_wrong and not unstable.silently_wrong
