@@ -214,6 +214,13 @@ def _regroup(conv: Converter, names: list[str], shape_in: tuple[int, ...], shape
                 config = conv.namer.config
                 heads = not config or {"h", "g"} & config.get(sizes_out[0], set()) or "k" in config.get(sizes_out[-1], set())
                 hints: list[str | None] = ["h", "k"] if len(b) == 2 and heads else [None] * len(b)
+                roles = config.get(sizes_out[0], set())
+                if len(b) == 2 and heads and roles and not {"h", "g"} & roles:
+                    # heads the config does not count, of a size it gives another role (Mamba-2's 8 heads of 8
+                    # features): the name of their size, as their per-head parameters (dt_bias, D) have it; a heads'
+                    # name apart from those renamed one to the other inside the layer, and two layers' copies of the
+                    # mixer differed by it (two definitions of it)
+                    hints[0] = None
                 if len(b) > 2 and heads and config:  # heads, the parts of a fused q k v per head, head features
                     hints = [h if h in config.get(s, set()) else None
                              for h, s in zip(["h"] + [None] * (len(b) - 2) + ["k"], sizes_out)]
