@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 import ncd
@@ -160,3 +161,28 @@ def test_the_backward_of_relu_and_its_kin_selects_the_cotangent() -> None:
     for what, ours, autograd in rows:
         assert not ours.isnan().any(), (what, ours)
         torch.testing.assert_close(ours, autograd, msg=what)
+
+
+class _PythonPerEntry(torch.nn.Module):
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        if self.method == "apply_":
+            return y.apply_(lambda v: v * 2 if v > 0 else 0.0)
+        return torch.zeros_like(x).map_(y, lambda a, b: a + abs(b))
+
+
+def test_a_python_function_applied_to_each_entry_is_refused_naming_it() -> None:
+    """``Tensor.apply_`` and ``map_`` call a Python function on each entry and write the results without an operator:
+    on main the trace dropped the call, with no word, and the lowered module returned the entries as they were
+    (2.2 off the model on the traced input)."""
+    x = torch.tensor([[-1.0, 0.5, 2.0], [1.5, -0.25, 3.0]])
+    for method in ("apply_", "map_"):
+        model = _PythonPerEntry(method).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ncd.TraceError, match=rf"Tensor\.{method}\(\)"):
+                ncd.trace(model, x)

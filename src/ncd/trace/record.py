@@ -423,8 +423,10 @@ def random_of(nodes: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
     return random, drawing
 
 
-#: tensor methods that read values into Python without an ATen call the recorder would see
-UNDISPATCHED_READS = ("tolist", "numpy", "__dlpack__")  # (__dlpack__: numpy.from_dlpack(x) shares its memory)
+#: tensor methods that read values into Python without an ATen call the recorder would see (``apply_``, ``map_`` and
+#: ``map2_`` call a Python function on each entry and write its results in place: no operator records them either, so
+#: the diagram dropped the call and the lowered module returned the entries as they were before it)
+UNDISPATCHED_READS = ("tolist", "numpy", "__dlpack__", "apply_", "map_", "map2_")  # (__dlpack__: numpy.from_dlpack(x))
 
 
 class _Address:
@@ -495,8 +497,9 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             if rec.pending:
                 rec.check_writes()
-            node = rec.by_id.get(id(self))
-            if node is not None and node.live and not _asserted() and not _printing():
+            read_from = [self, *(a for a in args if isinstance(a, torch.Tensor))]  # (map_(other, f) reads other too)
+            nodes = [rec.by_id.get(id(t)) for t in read_from]
+            if any(n is not None and n.live for n in nodes) and not _asserted() and not _printing():
                 raise ReadsValue(f"Tensor.{name}() reads a value that depends on the inputs into Python at"
                                  f" {user_line() or '?'}")
             return method(self, *args, **kwargs)
