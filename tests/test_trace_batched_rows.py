@@ -109,3 +109,26 @@ def test_a_scatter_of_a_source_tensor_is_a_scatter_write() -> None:
     mine = sorted(float(p.grad.abs().sum()) for p in lowered.parameters())
     theirs = sorted(float(p.grad.abs().sum()) for p in model.parameters())
     torch.testing.assert_close(mine, theirs)
+
+
+class FirstLongRow(nn.Module):
+    """TimesFM's patch choice: ``where(row_sum == 0, n - 1, argmax(counts >= 3))``, then each row read there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts = (x > 0).to(torch.int32).sum(-1)  # (b, n)
+        chosen = torch.argmax((counts >= 3).to(torch.int32), dim=1)
+        row_sum = (counts >= 3).to(torch.int32).sum(dim=1)
+        at = torch.where(row_sum == 0, x.shape[1] - 1, chosen)
+        return x[torch.arange(x.shape[0]), at, :] * 3.0
+
+
+def test_a_where_of_positions_keeps_their_range_and_reads_at_them() -> None:
+    torch.manual_seed(0)
+    model = FirstLongRow()
+    x = torch.randn(4, 5, 6)
+    x[0] = -1.0  # a row with no long patch: the last position
+    d = ncd.trace(model, x)
+    assert d.opaque_count == 0  # was 1: the where's sum had range [2n - 1] ('positions without a known range')
+    fresh = torch.randn(4, 5, 6)
+    fresh[1] = -1.0
+    torch.testing.assert_close(d.to_torch()(fresh), model(fresh))

@@ -94,7 +94,13 @@ def _integer_select(conv: Converter, node: Node, cond: Node, a: Any, b: Any) -> 
     out = terms[0]
     if len(terms) == 2:
         left, right = (Segment((), "index", conv.segs[t].range) for t in terms)
-        total = Segment((), "index", combined_range("+", left, right))
+        # one term is 0 at every entry (its flag is c, the other's ¬c): the sum is the other term, within the larger
+        # range (TimesFM's where(row_sum == 0, n - 1, argmax) stays positions of [n], not [2n - 1])
+        lo, hi = left.range, right.range
+        if lo is not None and hi is not None and lo.is_Integer and hi.is_Integer:
+            total = Segment((), "index", lo if int(lo) >= int(hi) else hi)
+        else:
+            total = Segment((), "index", combined_range("+", left, right))
         out = conv.apply(Box(IndexArithmeticOp("+", left, right, total)), terms)
     conv.bind(node, cross_back(conv, out, names))
 
