@@ -265,10 +265,14 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
                 is_tensor = tensors[kind] = isinstance(v, tensor)
             if is_tensor:
                 found.append((module, k, v, None))
-            elif kind is list or kind is tuple:
-                found.extend((module, f"{k}[{j}]", item, None) for j, item in enumerate(v) if isinstance(item, tensor))
+            elif kind is list or kind is tuple:  # (a loop, not a generator for each: a conv holds five tuples)
+                for j, item in enumerate(v):
+                    if isinstance(item, tensor):
+                        found.append((module, f"{k}[{j}]", item, None))
             elif kind is dict:
-                found.extend((module, f"{k}[{key!r}]", item, None) for key, item in v.items() if isinstance(item, tensor))
+                for key, item in v.items():
+                    if isinstance(item, tensor):
+                        found.append((module, f"{k}[{key!r}]", item, None))
             elif kind is function:
                 for cell in v.__closure__ or ():
                     with contextlib.suppress(ValueError):  # (an empty cell)
