@@ -356,6 +356,10 @@ def write_rows(conv: Converter, node: Node) -> bool:
             or tuple(int(s) for s in value.value.shape) != pshape + tuple(int(s) for s in x.value.shape[2:]):
         return False
     size = int(x.value.shape[1])
+    if not positions.live and int(positions.value.min()) < 0:  # counted from the end, as index_put counts: from the start
+        positions = Node(f"{positions.name}_from_start", "constant", None, (), {}, value=positions.value % size,
+                         stack=positions.stack, live=False, source=positions.source)
+        conv.index_range[id(positions.value)] = size
     vx = conv.value(x)
     nx = conv.names(vx)
     vi = conv.value(positions)
