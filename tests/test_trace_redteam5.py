@@ -186,3 +186,21 @@ def test_a_python_function_applied_to_each_entry_is_refused_naming_it() -> None:
             warnings.simplefilter("ignore")
             with pytest.raises(ncd.TraceError, match=rf"Tensor\.{method}\(\)"):
                 ncd.trace(model, x)
+
+
+class _Powers(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x**i for i in range(3)], -1)  # a polynomial basis: 1, x, x²
+
+
+def test_the_backward_of_x_to_the_power_zero_is_zero() -> None:
+    """``x ** 0`` has a zero gradient in torch; the backward diagram computed ``0 · x⁻¹``, NaN where ``x`` is 0 (a
+    polynomial basis over values with zeros), and the NaN spread to every gradient before it."""
+    model, x = _Powers().eval(), torch.tensor([[-1.0, 0.0, 0.5, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    rows = compare_gradients(d, inputs=(x,))
+    assert rows
+    for what, ours, autograd in rows:
+        torch.testing.assert_close(ours, autograd, msg=what)

@@ -585,6 +585,8 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
         factor = -1 if op == "-" else c if op == "*" else 1 / c
         return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
     derivative: Diagram
+    if op == "**" and not prim.reflected and c == 0:  # x ** 0 is 1: a zero gradient, as torch's (0 · x⁻¹ is NaN at 0)
+        return BoxBackward((), Seq.of(Box(DeleteOp(SCALAR_TYPE)), Box(ZerosOp(SCALAR_TYPE))))
     if op == "**" and prim.reflected:
         port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
     elif op == "**":
