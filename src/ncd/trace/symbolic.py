@@ -225,16 +225,20 @@ class _Walk:
         self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
         self._by_id = by_id
 
-        def traced(size: Any) -> int:
+        def traced(size: Any) -> Any:
+            """``size``'s exact value at the traced sizes: a whole number, or (never truncated) a fraction — a
+            window count the stride does not divide (``t/12 + 11/12`` at ``t = 8``) does not hold the traced 1."""
             if size.is_Integer:
                 return int(size)
             found = traced_values.get(size)  # a bare symbol
             if found is not None:
                 return found
             try:  # most other sizes are products and sums of symbols: their value without sympy building new numbers
-                return int(_value_at(size, traced_values))
+                value = _value_at(size, traced_values)
+                return value if isinstance(value, int) or value.denominator != 1 else int(value)
             except (_NotPlain, ZeroDivisionError):
-                return int(size.xreplace(traced_values))
+                exact = size.xreplace(traced_values)
+                return int(exact) if exact.is_Integer else exact
 
         self.traced = traced
 
