@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 import ncd
@@ -91,8 +93,20 @@ def _weight_norm_vjp(p: dict[str, torch.Tensor], xs: tuple[torch.Tensor, ...]) -
     return dv, dg
 
 
+def _weight_norm_inputs(gain: tuple[int, ...]) -> Callable[[dict[str, int]], tuple[torch.Tensor, ...]]:
+    """A direction, a gain and a cotangent, as the backward diagram passes them (the derivative box is not differentiated
+    again, so like every derivative sample its stored tensors are not compared with autograd's by test_cost)."""
+    def make(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        shape = (sizes["o"], sizes["c"], sizes["k"])
+        return (torch.randn(shape, generator=g), torch.randn((sizes["o"], *gain), generator=g),
+                torch.randn(shape, generator=g))
+    return make
+
+
 sample("weight_norm_backward", "first", lambda: ncd.Identity.of("o c k, o, o c k") >> Box(
-       WeightNormBackwardOp(parse_segment("o c k"), 0)), {"o": 3, "c": 2, "k": 4}, _weight_norm_vjp, grad=False, batch=())
+       WeightNormBackwardOp(parse_segment("o c k"), 0)), {"o": 3, "c": 2, "k": 4}, _weight_norm_vjp, grad=False, batch=(),
+       inputs=_weight_norm_inputs(()))
 error("weight_norm_backward", "position", lambda: WeightNormBackwardOp(parse_segment("o c"), 2),
       r"weight norm backward of 'o c': no axis at position 2", ParseError)
 sample("weight_norm", "unit-axes", lambda: ncd.Identity.of("o c k, o u:1 w:1") >> Box(WeightNormOp(
@@ -100,6 +114,6 @@ sample("weight_norm", "unit-axes", lambda: ncd.Identity.of("o c k, o u:1 w:1") >
        lambda p, x: torch._weight_norm(x[0], x[1], 0), batch=())
 sample("weight_norm_backward", "unit-axes", lambda: ncd.Identity.of("o c k, o u:1 w:1, o c k") >> Box(
        WeightNormBackwardOp(parse_segment("o c k"), 0, parse_segment("o u:1 w:1"))), {"o": 3, "c": 2, "k": 4},
-       _weight_norm_vjp, grad=False, batch=())
+       _weight_norm_vjp, grad=False, batch=(), inputs=_weight_norm_inputs((1, 1)))
 error("weight_norm", "gain-shape", lambda: WeightNormOp(parse_segment("o c"), 0, parse_segment("o c")),
       r"weight norm of 'o c': the gain 'o c' is neither its axis o nor", ParseError)
