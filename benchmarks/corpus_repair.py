@@ -370,6 +370,12 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
         hop, channels = int(torch.tensor(ratios).prod()), int(getattr(config, "channels", 0) or 1)
         yield {**inputs, "hidden_states": _like(states, (batch, channels, hop))}
         yield {**inputs, "hidden_states": _like(states, (batch, config.hidden_size, SERIES // 4))}
+    if features is not None and features.dim() == 3 and MEL not in features.shape[1:]:  # bins the config does not name
+        yield {**inputs, "input_features": _like(features, (features.shape[0], features.shape[2], MEL))}  # (Gemma 4)
+
+
+#: the mel bins of a spectrogram whose config does not name them (Whisper large-v3's, Gemma 4's)
+MEL = 128
 
 
 def _like(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

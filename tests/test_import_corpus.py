@@ -66,10 +66,12 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: the library instead of timm's (DETR), one whose encoder takes the shrunk backbone's channels and fewer queries than
 #: its small image's anchors (RT-DETR), a depthwise convolution of the default width (Pocket-TTS's upsampling), a
 #: composite config's decoder part (MusicGen, ids one row a codebook), a spectrogram as `input_values` (AST), sizes left
-#: None (ESM's vocabulary, Nemotron's key/value heads), a codec's encoder on a waveform as `hidden_states` (VibeVoice)
+#: None (ESM's vocabulary, Nemotron's key/value heads), a codec's encoder on a waveform as `hidden_states` (VibeVoice),
+#: features of 128 mel bins the config does not name (Gemma 4's audio, whose chunks are windows its stride does not
+#: divide: 1 window of 24 every 12 over 31 padded frames)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
-            "vibevoice_acoustic_tokenizer_encoder"]
+            "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
