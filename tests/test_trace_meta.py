@@ -27,9 +27,12 @@ class ConvThenAttention(nn.Module):
         self.conv = nn.Conv1d(1, 16, 10, stride=5)
         self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=dropout, activation="gelu", batch_first=True)
         self.head = nn.Linear(16, 4)
+        self.p = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = nn.functional.gelu(self.conv(x.unsqueeze(1))).transpose(1, 2)
+        # (a functional dropout: recorded in eval mode too, where the layer's nn.Dropout modules are the identity)
+        h = nn.functional.dropout(h, self.p, self.training)
         out: torch.Tensor = self.head(self.layer(h) * 0.5 + h)
         return out
 

@@ -182,6 +182,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             meta: bool, guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> Captured:
     from torch._dispatch.python import enable_python_dispatcher
 
+    from ncd.trace.dropouts import eval_dropouts
     from ncd.trace.fastpath import nested_padding, padded_samples
     from ncd.trace.mha import lean_attention
     from ncd.trace.moe_first_call import decided_in
@@ -247,7 +248,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
-                lean_attention(), padded_samples(model, fast, rec.paths), \
+                lean_attention(), eval_dropouts(), padded_samples(model, fast, rec.paths), \
                 _identity_watched(rec.same, rec.identity), decided_in(rec):
             out = flat(*run_args, **run_kwargs)
         rec.check_writes()
