@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq
-from ncd.render.generic import _interleaved, family, family_indices, fresh_index, generic_labels
+from ncd.render.generic import _interleaved, differ_in_sizes, family, family_indices, fresh_index, same_shape, shareable
 from ncd.render.lanes import gather
 from ncd.render.pictograms_scan import scan_step
 
@@ -123,10 +123,12 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
     into its branches' steps (interchange law); a wide column has its outermost blocks collapsed, their
     definitions queued."""
     out: list[Group] = []
-    work = list(section.groups)
+    groups, runs = (list(section.groups), {}) if section.instances else _runs(ctx, list(section.groups))
+    work = list(groups)
+    kin = set(runs) if runs else _kin(groups)
     while work:
         node, count = work.pop(0)
-        wide = _wider(ctx, node, count, limit)
+        wide = id(node) in kin or _wider(ctx, node, count, limit)
         if wide and count == 1 and isinstance(node, Par):
             run = ctx.runs.get(id(node))
             steps = run[1] if run is not None and run[0] is node else _interchanged(ctx, node)
@@ -145,10 +147,74 @@ def _fit_groups(ctx: Layout, section: _Section, limit: float, queue: list[_Secti
             # for the blocks in the same place of the others, which need a definition as well
             where = _path_to(section.header.body, b) if section.header is not None and section.instances else None
             others = [_follow(other.body, where) for other in section.instances] if where is not None else []
-            for block in [b] + [o for o in others if isinstance(o, Block)]:
+            for block in runs.get(id(b), [b]) + [o for o in others if isinstance(o, Block)]:
                 _define(ctx, block, section, queue, defined)
         out.append((node, count))
     section.groups = out
+
+
+#: the fewest sibling blocks of one family drawn by one definition however narrow they are
+KIN = 3
+
+
+def _kin(groups: Sequence[Group]) -> set[int]:
+    """The columns of a section that are blocks of one family (``layer.i``) and shape differing only in their sizes,
+    :data:`KIN` or more of them: each is drawn as its component box and all share one definition, its sizes symbols
+    with a legend row giving each instance's (:func:`ncd.render.generic.generic_labels`), as the paper draws a block
+    once whatever sizes each use of it has."""
+    families: dict[str, list[list[Block]]] = {}
+    for node, _ in groups:
+        if not isinstance(node, Block):
+            continue
+        kinds = families.setdefault(family(node.name), [])
+        kind = next((k for k in kinds if same_shape(k[0], node)), None)
+        if kind is None:
+            kinds.append([node])
+        else:
+            kind.append(node)
+    out: set[int] = set()
+    for kinds in families.values():
+        for kind in kinds:
+            if len(kind) >= KIN and differ_in_sizes(kind):
+                out.update(map(id, kind))
+    return out
+
+
+def _runs(ctx: Layout, groups: list[Group]) -> tuple[list[Group], dict[int, list[Block]]]:
+    """``groups`` with each run of :data:`KIN` or more consecutive numbered blocks of one family (``layer.0`` …
+    ``layer.25``), :data:`KIN` or more of them kin (:func:`_kin`), replaced by one block of their sequence named by the
+    run (``layer.0–25``): drawn as one component box, its wires labelled by the first block's inputs and the last
+    one's outputs; the blocks of the run (by the run block's id) are defined below.  Made once per run (``ctx.split``)."""
+    kin = _kin(groups)
+    if len(kin) < KIN:
+        return groups, {}
+    out: list[Group] = []
+    runs: dict[int, list[Block]] = {}
+    k = 0
+    while k < len(groups):
+        node, count = groups[k]
+        end = k + 1
+        if isinstance(node, Block) and count == 1:
+            name = family(node.name)
+            while end < len(groups) and groups[end][1] == 1 and isinstance(after := groups[end][0], Block) \
+                    and family(after.name) == name:
+                end += 1
+        run = [g[0] for g in groups[k:end] if isinstance(g[0], Block)]
+        indices = family_indices(run) if len(run) >= KIN else None
+        if indices is None or indices != list(range(indices[0], indices[0] + len(run))) \
+                or sum(id(b) in kin for b in run) < KIN:
+            out.append(groups[k])
+            k += 1
+            continue
+        key = ("run", id(run[0]))  # (a column starts one run)
+        found = ctx.split.get(key)
+        if found is None or len(found[1]) != len(run) or any(a is not b for a, b in zip(found[1], run)):
+            whole = Block(Seq.of(*run), family(run[0].name, f"{indices[0]}–{indices[-1]}"))
+            found = ctx.split[key] = (whole, list(run))
+        runs[id(found[0])] = run
+        out.append((found[0], 1))
+        k = end
+    return out, runs
 
 
 def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
@@ -157,10 +223,23 @@ def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
     collapsed: the page never draws it)."""
     from ncd.render.layout import Layout
 
+    if isinstance(node, (Block, Seq, Par)) and _holds_kin(ctx, node):  # its family's blocks are defined once below
+        return True
     if type(ctx) is Layout and not ctx.notes and ctx._container(node, count) is not None \
             and ctx.probe(node, count, text=False)[0] > limit:
         return True
     return ctx.lay_group(node, count).w > limit
+
+
+def _holds_kin(ctx: Layout, node: Diagram) -> bool:
+    """Whether ``node`` holds a family of blocks that differ in sizes (:func:`ncd.render.wrap._has_kin`), found once
+    per node (``ctx.split``)."""
+    from ncd.render.wrap import _families, _has_kin
+
+    found = ctx.split.get(("kin", id(node)))
+    if found is None or found[0] is not node:
+        found = ctx.split[("kin", id(node))] = (node, [node] if _has_kin(_families(node)) else [])
+    return bool(found[1])
 
 
 def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], defined: list[Block]) -> None:
@@ -170,7 +249,7 @@ def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], def
         return
     defined.append(b)
     pending = next((q for q in queue if q.header is not None and family(q.header.name) == family(b.name)
-                    and generic_labels([q.header, *q.instances, b]) is not None), None)
+                    and shareable([q.header, *q.instances, b])), None)
     if pending is not None:
         pending.instances.append(b)
         return

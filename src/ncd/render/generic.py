@@ -32,7 +32,8 @@ from ncd.ir.interpreter import Fold
 from ncd.render.legend import closed_form
 from ncd.render.typeset import Piece, symbol_pieces
 
-__all__ = ["generic_labels", "same_shape", "family", "family_header", "family_indices", "fresh_index", "blocks_inside"]
+__all__ = ["generic_labels", "shareable", "differ_in_sizes", "same_shape",
+           "family", "family_header", "family_indices", "fresh_index", "blocks_inside"]
 
 #: a wire's label in a shared definition, and the legend row of its symbol
 Label = tuple[tuple[Piece, ...], tuple[str, str]]
@@ -321,6 +322,18 @@ def generic_labels(blocks: Sequence[Block], taken: Iterable[str] = (),
             row = rows[value] = (symbol, form or value)
         labels[axis] = (symbol_pieces(row[0], axis.role == "item"), row)
     return labels, list(rows.values())
+
+
+def shareable(blocks: Sequence[Block]) -> bool:
+    """Whether ``blocks`` can share one drawing, their differing sizes as symbols: whether :func:`generic_labels`
+    finds their labels (without writing its legend rows)."""
+    return _columns(blocks) is not None
+
+
+def differ_in_sizes(blocks: Sequence[Block]) -> bool:
+    """Whether ``blocks`` can share one drawing (:func:`shareable`) and some wire's size differs between them."""
+    found = _columns(blocks)
+    return found is not None and any(len(set(column)) > 1 for column in found[0].values())
 
 
 def _size_text(value: object) -> str:

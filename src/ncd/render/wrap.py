@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Diagram, Repeat
-from ncd.render.definitions import Group, _block_rows, _columns, _fit_groups, _list_index, _outer_blocks, _Section
+from ncd.render.definitions import KIN, Group, _block_rows, _columns, _fit_groups, _list_index, _outer_blocks, _Section
 from ncd.render.frag import _arrows
-from ncd.render.generic import blocks_inside, family, family_header, family_indices, generic_labels
+from ncd.render.generic import blocks_inside, differ_in_sizes, family, family_header, family_indices, generic_labels, same_shape
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Text
 from ncd.render.style import PAGES
@@ -75,7 +75,10 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
                 made.append(framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
             return made[0]
 
-        measured = _measure_row(ctx, diagram)
+        # a diagram holding a family of blocks that differ in sizes is drawn with their one definition: never as
+        # one row, which is then neither measured nor laid out
+        kin = style.depth is None and _has_kin(_families(diagram))
+        measured = (math.inf, style.label_size) if kin else _measure_row(ctx, diagram)
         if measured is None:
             one_row()
         if style.page == "column":  # the smallest text must print at MIN_PRINT_PT or more in a column
@@ -171,19 +174,11 @@ def _first_limit(ctx: Layout, diagram: Diagram, max_w: float) -> float | None:
 def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
     """Whether two blocks of one family and shape differ in a size, one of them laid out wider than ``wide`` (a
     definition they share labels that size by a symbol)."""
-    families: dict[str, list[Block]] = {}
-    stack = [diagram]
-    seen: set[int] = set()
-    while stack:  # (a node shared by several parents once: its blocks were met below its first parent)
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Block):
-            families.setdefault(family(node.name), []).append(node)
-        stack.extend(node.children())
+    families = _families(diagram)
     if all(len(blocks) < 2 for blocks in families.values()):
         return False
+    if _has_kin(families):
+        return True  # (sibling blocks of one family and shape: drawn by one definition, however narrow)
     widths: dict[int, float] = {}
     for key, entry in (ctx.memo or {}).items():
         if key[0] == "group" and key[2] == 1:
@@ -224,6 +219,38 @@ def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
                     for x, y in blocks_inside(first, other):
                         alike.update(((id(x), id(y)), (id(y), id(x))))
     return False
+
+
+def _families(diagram: Diagram) -> dict[str, list[Block]]:
+    """The blocks of ``diagram`` by their family (``layer.i``), each node once."""
+    families: dict[str, list[Block]] = {}
+    stack = [diagram]
+    seen: set[int] = set()
+    while stack:  # (a node shared by several parents once: its blocks were met below its first parent)
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Block):
+            families.setdefault(family(node.name), []).append(node)
+        stack.extend(node.children())
+    return families
+
+
+def _has_kin(families: dict[str, list[Block]]) -> bool:
+    """Whether some family has :data:`KIN` or more blocks of one shape that differ in a size."""
+    return any(len(blocks) >= KIN and _sized_kin(blocks) for blocks in families.values())
+
+
+def _sized_kin(blocks: Sequence[Block]) -> bool:
+    """Whether :data:`KIN` or more of ``blocks`` (one family's) have the first one's shape and differ in a size."""
+    kind = [b for b in blocks if same_shape(blocks[0], b)]
+    if len(kind) < KIN:
+        return False
+    indices = family_indices(kind)  # (in the order of the list, as a page defines them: the first one's axes lead)
+    if indices is not None:
+        kind = [b for _, b in sorted(zip(indices, kind), key=lambda pair: pair[0])]
+    return differ_in_sizes(kind)
 
 
 def _limit(smallest: float | None, max_w: float, page: str) -> float:
