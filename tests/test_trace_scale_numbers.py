@@ -32,7 +32,8 @@ def _scales(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[sympy.Expr], 
 
 @pytest.mark.parametrize(("factor", "divide", "width", "printed"), [
     (2, False, 4, "2"), (2.0, False, 4, "2"), (0.5, False, 4, "0.5"), (0.5, False, 2, "0.5"), (4, True, 4, "0.25"),
-    (0.125, False, 64, "0.125"), (3, False, 9, "3")])
+    (0.125, False, 64, "0.125"), (3, False, 9, "3"), (3, True, 9, "0.3333333333333333"),
+    (7, True, 7, "0.14285714285714285")])
 def test_a_written_number_is_drawn_as_itself(factor: float, divide: bool, width: int, printed: str) -> None:
     model, x = Times(factor, divide), torch.randn(3, width)
     scales, d = _scales(model, x)
@@ -47,3 +48,27 @@ def test_a_factor_computed_from_a_size_still_reads_as_its_power() -> None:
     scales, d = _scales(model, x)
     assert len(scales) == 1 and scales[0].free_symbols, scales
     torch.testing.assert_close(d.to_torch()(x), model(x))
+
+
+def _drawn_scale(d: ncd.Diagram) -> str:
+    """The text of the scale arrow's label in the SVG drawing (``∗2➤``)."""
+    import re
+
+    from ncd.render import to_svg
+
+    texts = [t for t in re.findall(r">([^<]*)<", to_svg(d)) if t.strip()]
+    start = texts.index("∗")
+    return "".join(texts[start:texts.index("➤", start) + 1])
+
+
+@pytest.mark.parametrize(("factor", "divide", "width", "drawn"), [
+    (2.0, False, 4, "∗2➤"), (4, True, 4, "∗0.25➤"), (3, True, 9, "∗0.3333➤"), (3, True, 5, "∗0.3333➤"),
+    (3.0, False, 9, "∗3➤"), (math.sqrt(8), True, 8, "∗m−1/2➤"), (math.sqrt(8), True, 5, "∗8−1/2➤")])
+def test_the_drawn_label_of_a_written_number_is_the_number(factor: float, divide: bool, width: int,
+                                                          drawn: str) -> None:
+    """The drawing does not read a number as a size's power either: ``x * 2`` beside m = 4 was drawn ``∗m^{1/2}``,
+    ``x / 3`` as ``∗9^{−1/2}``; only a number no one writes out (8^{−1/2}) is drawn as a power."""
+    _, d = _scales(Times(factor, divide), torch.randn(3, width))
+    assert _drawn_scale(d) == drawn
+    if not divide:  # the same number in a diagram built by hand
+        assert _drawn_scale(ncd.Identity.of(f"b m:{width}") >> ncd.Scale(factor)) == drawn

@@ -18,6 +18,7 @@ quotients with a slash (``x/s``), products of a number and symbols juxtaposed (`
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -87,16 +88,28 @@ def _exponent_text(e: sympy.Expr) -> str:
     return str(e).replace(" ", "").replace("-", "−").replace("**", "^").replace("*", "·")
 
 
+def _root(v: float) -> tuple[int, str] | None:
+    """``(n, "−1/2")`` or ``(n, "1/2")`` when ``v > 0`` is ``n^{−1/2}`` or ``√n`` of an ``n`` that is no square: a
+    number no one writes out (0.35355339 is 8^{−1/2}).  None for any other number, a rational one included (1/3 is
+    not 9^{−1/2}, 2 is not 4^{1/2}: a number as written stays itself)."""
+    if not v > 0 or not math.isfinite(v):
+        return None
+    for n, power, e in ((round(1 / (v * v)), "−1/2", -0.5), (round(v * v), "1/2", 0.5)):
+        if 2 <= n <= 1 << 20 and abs(n ** e - v) <= 1e-9 * v and math.isqrt(n) ** 2 != n:
+            return n, power
+    return None
+
+
 def _float_pieces(value: float, script: int) -> list[Piece]:
     """A float as the paper would write it: ``n^{−1/2}`` or ``√n`` when it is one, else 4 significant digits."""
     sign = "−" if value < 0 else ""
     v = abs(value)
-    if v > 0:
-        for n, power in ((round(1 / (v * v)), "−1/2"), (round(v * v), "1/2")):
-            if 2 <= n <= 1 << 20 and abs(n ** (-0.5 if power == "−1/2" else 0.5) - v) <= 1e-9 * v:
-                if script:
-                    return [Piece(f"{sign}{n}^{power}", script=script)]
-                return [Piece(f"{sign}{n}", script=script), Piece(power, script=1)]
+    root = _root(v)
+    if root is not None:
+        n, power = root
+        if script:
+            return [Piece(f"{sign}{n}^{power}", script=script)]
+        return [Piece(f"{sign}{n}", script=script), Piece(power, script=1)]
     text = f"{v:.4g}"
     if "e" in text:
         mantissa, exp = text.split("e")
@@ -305,13 +318,11 @@ def as_item(axis: Axis, axes: DiagramAxes) -> Axis:
     return replace(axis, role="item")
 
 
-#: the powers a constant factor is recognised as: n^{−1/2} (attention's scale), n^{1/2}, 1/n
-_POWERS = ((-0.5, "−1/2"), (0.5, "1/2"), (-1.0, "−1"))
-
-
 def factor_pieces(factor: sympy.Expr, axes: DiagramAxes) -> tuple[Piece, ...]:
     """A constant factor written with the size symbol it is a power of, as the paper does: ``k^{−1/2}``, not
-    ``8^{−1/2}`` or 0.3536, when the diagram has exactly one axis of that size (otherwise as :func:`pieces`).
+    ``8^{−1/2}`` or 0.3536, when the diagram has exactly one axis of that size and the number is one no one writes
+    out (an irrational ``n^{±1/2}``, :func:`_root`); otherwise as :func:`pieces`.  A number as written stays itself:
+    ``∗2`` on a wire of size 4 is not ``m^{1/2}``, ``∗0.25`` is not ``m^{−1}`` (the factor does not follow ``m``).
 
     >>> from ncd.ir.size import size
     >>> axes = diagram_axes(__import__("ncd").Identity.of("~x k:8"))
@@ -319,15 +330,14 @@ def factor_pieces(factor: sympy.Expr, axes: DiagramAxes) -> tuple[Piece, ...]:
     [('k', 0), ('−1/2', 1)]
     >>> [p.text for p in factor_pieces(size("k**-0.5"), axes)]
     ['k', '−1/2']
+    >>> [p.text for p in factor_pieces(sympy.Integer(2), diagram_axes(__import__("ncd").Identity.of("~x m:4")))]
+    ['2']
     """
     if factor.is_number and factor.is_real and factor > 0:
-        v = float(factor)
-        for power, text in _POWERS:
-            n = round(v ** (1.0 / power))
-            if n >= 2 and abs(n ** power - v) <= 1e-9 * v:
-                name = axes.named(n)
-                if name is not None:
-                    return tuple(_symbol(name, False, 0)) + (Piece(text, script=1),)
+        root = _root(float(factor))
+        name = axes.named(root[0]) if root is not None else None
+        if root is not None and name is not None:
+            return tuple(_symbol(name, False, 0)) + (Piece(root[1], script=1),)
     return pieces(factor)
 
 

@@ -8,6 +8,7 @@ a scaling by a number is a ``*c`` box whose factor reads as a size where it is o
 
 from __future__ import annotations
 
+import fractions
 import math
 import struct
 from collections.abc import Sequence
@@ -178,10 +179,16 @@ def _config_names(conv: Converter) -> tuple[str, ...]:
 
 
 def written(factor: float) -> bool:
-    """Whether a factor is a number as a user writes one (``2``, ``0.5``, ``0.125``: six significant digits or fewer),
-    not one computed from a size (``8**-0.5`` is 0.35355339...).  A written number is drawn as itself: ``x * 2`` on a
-    wire of width 4 is not ``m**0.5``, ``x * 0.5`` on a width 2 is not ``1/n``."""
-    return float(f"{factor:.6g}") == factor
+    """Whether a factor is a number as a user writes one (``2``, ``0.5``, ``0.125``: six significant digits or fewer;
+    ``x / 3`` or ``x / 7``: a fraction of a small denominator), not one computed from a size (``8**-0.5`` is
+    0.35355339...).  A written number is drawn as itself: ``x * 2`` on a wire of width 4 is not ``m**0.5``,
+    ``x * 0.5`` on a width 2 is not ``1/n``, ``x / 3`` on a width 9 is not ``m**-0.5``."""
+    if float(f"{factor:.6g}") == factor:
+        return True
+    if not math.isfinite(factor):
+        return False
+    near = fractions.Fraction(factor).limit_denominator(1000)
+    return math.isclose(factor, near.numerator / near.denominator, rel_tol=1e-12, abs_tol=0.0)
 
 
 def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = ()) -> int:
