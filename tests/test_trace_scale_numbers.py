@@ -72,3 +72,16 @@ def test_the_drawn_label_of_a_written_number_is_the_number(factor: float, divide
     assert _drawn_scale(d) == drawn
     if not divide:  # the same number in a diagram built by hand
         assert _drawn_scale(ncd.Identity.of(f"b m:{width}") >> ncd.Scale(factor)) == drawn
+
+
+def test_source_at_another_size_of_a_scale_the_model_holds_is_refused() -> None:
+    """A factor read as a size's power (``/ sqrt(8)`` beside m = 8: ``m**-0.5``) holds the traced size: the source at
+    m = 16 would scale by 16**-0.5, a number the model never used (it printed ``m = 16`` beside an ``nn.Linear(8, 8)``)
+    and is refused, as :meth:`to_torch` refuses it; at the traced size it is the model's."""
+    model, x = Times(math.sqrt(8), divide=True), torch.randn(3, 8)
+    _, d = _scales(model, x)
+    with pytest.raises(ncd.TraceError, match="m=8"):
+        d.to_source(m=16)
+    with pytest.raises(ncd.TraceError, match="m=8"):
+        d.to_torch(m=16)
+    assert "sizes.m ** -0.5" in d.to_source(m=8) and "sizes.m ** -0.5" in d.to_source(b=5)

@@ -109,6 +109,23 @@ class TracedDiagram(Block):
         with _random_kept():  # (torch's random state as it was: the layers made first draw their initial weights)
             return self._lowered(**sizes)
 
+    def to_source(self, /, **sizes: int) -> str:
+        """Readable PyTorch source for this diagram; sizes the traced model holds (its parameters' widths, a scale
+        read from a size) are refused at other values, as :meth:`to_torch` refuses them."""
+        from ncd.torch.codegen import defaults_of
+
+        self._held(sizes, defaults_of(self.as_block()))
+        return super().to_source(**sizes)
+
+    def _held(self, sizes: Mapping[str, int], defaults: Mapping[str, Any]) -> dict[str, int]:
+        """The sizes given at values other than the traced ones; raises where the traced model holds one."""
+        other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
+        held = sorted(k for k in other if k in self.constants)
+        if held:
+            raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
+                             f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
+        return other
+
     def _lowered(self, /, **sizes: int) -> torch.nn.Module:
         from ncd.torch.codegen import defaults_of
         from ncd.torch.module import _InputCheck, to_torch
@@ -116,11 +133,7 @@ class TracedDiagram(Block):
 
         registered(self.functions, self.name)  # a diagram pickled in another process: its Functions' operators
         defaults = defaults_of(self.as_block())
-        other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
-        held = sorted(k for k in other if k in self.constants)
-        if held:
-            raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
-                             f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
+        other = self._held(sizes, defaults)
         fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)]
         if fixed:
             sizes_held = sorted({k for held, _ in fixed for k in held if k in other})
