@@ -58,23 +58,24 @@ class GatedLoop(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.q, self.k, self.v, self.f = nn.Linear(6, 18), nn.Linear(6, 18), nn.Linear(6, 18), nn.Linear(6, 2)
+        self.q, self.k, self.v, self.f = nn.Linear(6, 16), nn.Linear(6, 16), nn.Linear(6, 16), nn.Linear(6, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = (proj(x).view(b, t, 2, 9) for proj in (self.q, self.k, self.v))
+        q, k, v = (proj(x).view(b, t, 2, 8) for proj in (self.q, self.k, self.v))
         f = F.logsigmoid(self.f(x))
-        c = torch.zeros(b, 2, 9, 9)
+        c = torch.zeros(b, 2, 8, 8)
         ys = []
         for i in range(t):
             c = torch.exp(f[:, i])[..., None, None] * c + k[:, i, :, :, None] * v[:, i, :, None, :]
-            ys.append((q[:, i, :, None, :] @ c).squeeze(-2) / math.sqrt(9))
+            ys.append((q[:, i, :, None, :] @ c).squeeze(-2) / math.sqrt(8))
         return torch.stack(ys, 1)
 
 
 def test_log_sigmoid_gates_fold_into_a_scan_whose_scale_size_is_a_default() -> None:
-    """The scale inside the scan's body is read as ``1/sqrt(size)``: that size is among the diagram's defaults (it was
-    left unbound, and the lowered module failed)."""
+    """The scale inside the scan's body is read as ``1/sqrt(size)`` (head size 8: an irrational factor, which is drawn
+    as a size's power; a rational one such as 1/sqrt(9) stays a number): that size is among the diagram's defaults (it
+    was left unbound, and the lowered module failed)."""
     torch.manual_seed(0)
     d = round_trip(GatedLoop(), torch.randn(2, 5, 6), fresh=(torch.randn(2, 5, 6),))
     assert d.opaque_count == 0

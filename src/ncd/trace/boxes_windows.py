@@ -38,13 +38,7 @@ def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, 
     from ncd.prims.windows import _windows
     from ncd.trace.idioms import linear_out_name
 
-    x, weight = node.args[:2]
-    bias = node.args[2] if len(node.args) > 2 else None
-    vx = _live_float(conv, x)
-    if not (isinstance(weight, Node) and isinstance(weight.value, torch.Tensor) and weight.value.is_floating_point()):
-        raise Decline("weight not a float tensor")
-    seg = conv.segs[vx]
-    wshape = tuple(int(s) for s in weight.value.shape)
+    vx, weight, bias, seg, wshape = _computed_weight_operands(conv, node)
     n = len(wshape) - 2
     if n < 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
         raise Decline("not a batched convolution")
@@ -101,17 +95,22 @@ def computed_weight_transposed_convolution(conv: Converter, node: Node, stride: 
     """``conv_transpose(x, W, b)`` with a computed weight ``W`` (a weight-normed transposed convolution: EnCodec's,
     DAC's upsampling): one :class:`ConvWithWeightOp` box taking ``W`` as a wire, lowered to ``F.conv_transpose*d`` —
     the call the model makes, on the same operands (then ``+ b``)."""
+    vx, weight, bias, seg, wshape = _computed_weight_operands(conv, node)
+    n = len(wshape) - 2
+    if n < 1 or len(seg.axes) < n + 2 or int(seg.axes[-n - 1].size) != wshape[0] or wshape[0] % groups:
+        raise Decline("not a batched transposed convolution")
+    _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups, output_padding)
+
+
+def _computed_weight_operands(conv: Converter, node: Node) -> tuple[int, Node, Any, Segment, tuple[int, ...]]:
+    """A convolution call's live input, its computed weight (a float tensor, else declined), its bias (or ``None``),
+    the input's wires and the weight's shape."""
     x, weight = node.args[:2]
     bias = node.args[2] if len(node.args) > 2 else None
     vx = _live_float(conv, x)
     if not (isinstance(weight, Node) and isinstance(weight.value, torch.Tensor) and weight.value.is_floating_point()):
         raise Decline("weight not a float tensor")
-    seg = conv.segs[vx]
-    wshape = tuple(int(s) for s in weight.value.shape)
-    n = len(wshape) - 2
-    if n < 1 or len(seg.axes) < n + 2 or int(seg.axes[-n - 1].size) != wshape[0] or wshape[0] % groups:
-        raise Decline("not a batched transposed convolution")
-    _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups, output_padding)
+    return vx, weight, bias, conv.segs[vx], tuple(int(s) for s in weight.value.shape)
 
 
 def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node, bias: Any, stride: tuple[int, ...],
