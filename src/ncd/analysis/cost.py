@@ -100,7 +100,8 @@ class _Walker:
         self.dtypes[sid] = dtype
         self.born[sid] = self.step_count
         self.last[sid] = self.step_count
-        return Tensor(sid, axes, order, grad, dtype)
+        names = {a.name for a in axes}
+        return Tensor(sid, axes, tuple(n for n in order if n in names), grad, dtype)  # a new storage has no gaps
 
     def save(self, t: Tensor, metrics: Metrics) -> None:
         if t.storage in self.saved or t.storage in self.params:

@@ -4,7 +4,9 @@ A :class:`Tensor` is one value in the generated code: its logical axes (in the c
 order), its *physical* order (names, outermost first; dense storage assumed), the storage
 it views, whether it requires grad, and its dtype.  Views (movedim, copy, transpose) share
 the storage; new storages are allocated by operations.  A reshape is a view exactly when the
-dimensions it merges are adjacent in memory, in order (:meth:`Tensor.merges`).
+dimensions it merges are adjacent in memory, in order (:meth:`Tensor.merges`).  A slice of a view leaves
+a gap in memory beside the sliced dim: the order holds a :data:`GAP` name there (:func:`gap`), which no dim merges
+across and which makes the view not contiguous.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from ncd.ir.axes import Axis
 __all__ = ["Tensor", "ITEMSIZE", "numel", "mergeable"]
 
 ITEMSIZE = {"float": 4, "index": 8, "bool": 1, "complex": 8}  # complex: two floats
+#: the prefix of the names of gaps in a view's memory order (the entries a slice left out)
+GAP = "…"
+_gaps = iter(range(1 << 62))
+
+
+def gap() -> str:
+    """A fresh gap name for a view's order."""
+    return f"{GAP}{next(_gaps)}"
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class Tensor:
     def relabel(self, axes: Sequence[Axis]) -> Tensor:
         """The same storage seen with another logical order (a view: movedim, transpose)."""
         names = {a.name for a in axes}
-        return replace(self, axes=tuple(axes), order=tuple(n for n in self.order if n in names))
+        return replace(self, axes=tuple(axes), order=tuple(n for n in self.order if n in names or n.startswith(GAP)))
 
     @property
     def contiguous(self) -> bool:

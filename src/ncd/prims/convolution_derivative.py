@@ -30,7 +30,7 @@ from ncd.ir.size import Size, size
 from ncd.ir.weaving import einsum_letters
 from ncd.prims.kinds import partials
 from ncd.prims.structure import route
-from ncd.prims.windows import _CONV, _CONV_T, _convolution, _ints, _shape, _tuple, transposed_size
+from ncd.prims.windows import _CONV, _CONV_T, _convolution, _ints, _reshaped, _shape, _tuple, transposed_size
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -226,7 +226,7 @@ def cost_conv_with_weight(prim: ConvWithWeightOp, ctx: CostContext) -> list[Tens
     """``F.conv*`` / ``F.conv_transpose*`` with the weight an input, costed by what it calls
     (``ncd.analysis.targets``): both operands kept, a product per gradient."""
     x, w = ctx.inputs
-    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    flat = _reshaped(ctx, x, len(prim.dom_axes.axes))  # x.reshape(-1, channels, positions...): a view or a copy
     ctx.charge(ctx.call_to(*_CONV, *_CONV_T), [_shape(x), _shape(w)], grads=(x.grad, w.grad))
     if x.grad or w.grad:
         ctx.save(*([flat] if w.grad else []), *([w] if x.grad else []))

@@ -428,7 +428,8 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
     shift_out = len(ctx.out_axes[0]) - len(markers(ctx.box, ctx.woven, "cod", 0))
     ins = {shift_in + p: tagged(a.name, "_in") for p, a in zip(dom_pos, prim.dom_axes)}
     outs = {shift_out + p: tagged(a.name, "_out") for p, a in zip(cod_pos, prim.cod_axes)}
-    xr = Tensor(x.storage, _rename(x.axes, ins), tuple(ins.get(x.names.index(n), n) for n in x.order), x.grad, x.dtype)
+    order = tuple(ins.get(x.names.index(n), n) if n in x.names else n for n in x.order)  # a gap (slices) kept
+    xr = Tensor(x.storage, _rename(x.axes, ins), order, x.grad, x.dtype)
     weight = ctx.parameter(tuple(a.renamed(tagged(a.name, "_out")) for a in prim.cod_axes)
                            + tuple(a.renamed(tagged(a.name, "_in")) for a in prim.dom_axes))
     out_axes = _rename(ctx.out_axes[0], outs)

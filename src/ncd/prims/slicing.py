@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
+from ncd.analysis.layout import gap
 from ncd.errors import SizeError
 from ncd.ir import weaving
 from ncd.ir.axes import SCALAR, Axis, AxisLike, Dtype, Segment, Type, as_axis, parse_axis
@@ -187,14 +188,24 @@ def lower_slice(prim: SliceOp, ctx: RuleContext) -> list[str]:
 
 @COST.rule(IndexOp)
 def cost_index(prim: IndexOp, ctx: CostContext) -> list[Tensor]:
-    return [ctx.inputs[0].relabel(ctx.out_axes[0])]
+    """A view: where the picked dim was, its other entries are a gap unless it was outermost or of one entry."""
+    x = ctx.inputs[0]
+    if prim.axis.name in x.order[1:] and prim.axis.size != 1:
+        x = replace(x, order=tuple(gap() if n == prim.axis.name else n for n in x.order))
+    return [x.relabel(ctx.out_axes[0])]
 
 
 @COST.rule(SliceOp)
 def cost_slice(prim: SliceOp, ctx: CostContext) -> list[Tensor]:
     x = ctx.inputs[0]
-    order = tuple(prim.output.name if n == prim.axis.name else n for n in x.order)
-    return [replace(x, axes=ctx.out_axes[0], order=order, dense=True)]
+    order = [prim.output.name if n == prim.axis.name else n for n in x.order]
+    if prim.output.name in order:  # a view: the entries left out are gaps beside the sliced dim (no merge across them)
+        at = order.index(prim.output.name)
+        if prim.step != 1:
+            order.insert(at + 1, gap())
+        if at > 0 and (prim.step != 1 or prim.output.size != prim.axis.size):
+            order.insert(at, gap())
+    return [replace(x, axes=ctx.out_axes[0], order=tuple(order), dense=True)]
 
 
 @transpose(IndexOp)

@@ -205,9 +205,15 @@ def _options(**values: tuple[int, ...]) -> str:
 
 
 def _folded(ctx: CostContext) -> Tensor:
-    """The input reshaped to ``(-1, own axes...)``: itself if contiguous, else a copy."""
-    x = ctx.inputs[0]
-    return x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    """The input reshaped to ``(-1, own axes...)`` (:func:`_batched`): itself when its leading dims merge in memory,
+    else a copy.  Only the leading dims are merged: torch's ``reshape`` is then a view whatever the order of the box's
+    own dims, and the call (a convolution, a pooling) keeps that view for backward as it receives it."""
+    return _reshaped(ctx, ctx.inputs[0], len(ctx.box.dom[0].axes))
+
+
+def _reshaped(ctx: CostContext, x: Tensor, own: int) -> Tensor:
+    """``x.reshape(-1, *own dims)``: ``x`` itself (a view) when the dims before its last ``own`` merge, else a copy."""
+    return x if x.merges([x.names[:len(x.names) - own]]) else ctx.new(x.axes, grad=x.grad)
 
 
 def _prod(values: object) -> sympy.Expr:
