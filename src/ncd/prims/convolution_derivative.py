@@ -30,7 +30,7 @@ from ncd.ir.size import Size, size
 from ncd.ir.weaving import einsum_letters
 from ncd.prims.kinds import partials
 from ncd.prims.structure import route
-from ncd.prims.windows import _CONV, _CONV_T, _convolution, _ints, _reshaped, _shape, _tuple, transposed_size
+from ncd.prims.windows import _CONV, _CONV_T, _check_sizes, _convolution, _ints, _reshaped, _shape, _tuple, transposed_size
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -96,6 +96,15 @@ class ConvWithWeightOp(_ConvolutionGeometry):
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "multilinear"
     what: ClassVar[str] = "convolution with weight"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.transposed:  # the output positions are torch's formula of the input's (symbolic sizes follow it)
+            where = f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}'"
+            ops = self.output_padding or (0,) * len(self.kernel)
+            expected = [transposed_size(a.size, k, s, p, d, op, what=f"{where}: axis {a.name}") for a, k, s, p, d, op
+                        in zip(self.dom_axes.axes[1:], self.kernel, self.stride, self.padding, self.dilation, ops)]
+            _check_sizes(where, self.dom_axes.axes[1:], self.cod_axes.axes[1:], expected, (1,) * len(self.kernel))
 
     def signature(self) -> tuple[Type, Type]:
         b = self.batch.axes

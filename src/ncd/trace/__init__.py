@@ -111,19 +111,30 @@ class TracedDiagram(Block):
 
     def to_source(self, /, **sizes: int) -> str:
         """Readable PyTorch source for this diagram; sizes the traced model holds (its parameters' widths, a scale
-        read from a size) are refused at other values, as :meth:`to_torch` refuses them."""
+        read from a size, a box recorded at the traced sizes) are refused at other values, as :meth:`to_torch` refuses
+        them."""
         from ncd.torch.codegen import defaults_of
 
         self._held(sizes, defaults_of(self.as_block()))
         return super().to_source(**sizes)
 
     def _held(self, sizes: Mapping[str, int], defaults: Mapping[str, Any]) -> dict[str, int]:
-        """The sizes given at values other than the traced ones; raises where the traced model holds one."""
+        """The sizes given at values other than the traced ones; raises where the traced model holds one, or where a box
+        holds tensors or calls recorded at the traced sizes (``fixed``): :meth:`to_torch` and :meth:`to_source` both."""
         other = {k: v for k, v in sizes.items() if defaults.get(k) != v}
         held = sorted(k for k in other if k in self.constants)
         if held:
             raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
                              f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
+        fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)]
+        if fixed:
+            sizes_held = sorted({k for held, _ in fixed for k in held if k in other})
+            raise TraceError(f"cannot lower {self.name} at {({k: other[k] for k in sizes_held})} (traced at"
+                             f" {({k: defaults[k] for k in sizes_held})}): these boxes hold tensors or calls"
+                             " recorded at the traced sizes, which the trace cannot recompute at others (a table computed"
+                             " in the model's forward from its input's shape is stored as its values):"
+                             f" {'; '.join(box for _, box in fixed[:4])}; other sizes lower: "
+                             f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
         return other
 
     def _lowered(self, /, **sizes: int) -> torch.nn.Module:
@@ -134,15 +145,6 @@ class TracedDiagram(Block):
         registered(self.functions, self.name)  # a diagram pickled in another process: its Functions' operators
         defaults = defaults_of(self.as_block())
         other = self._held(sizes, defaults)
-        fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)]
-        if fixed:
-            sizes_held = sorted({k for held, _ in fixed for k in held if k in other})
-            raise TraceError(f"cannot lower {self.name} at {({k: other[k] for k in sizes_held})} (traced at"
-                             f" {({k: defaults[k] for k in sizes_held})}): these boxes hold tensors or calls"
-                             " recorded at the traced sizes, which the trace cannot recompute at others (a table computed"
-                             " in the model's forward from its input's shape is stored as its values):"
-                             f" {'; '.join(box for _, box in fixed[:4])}; other sizes lower: "
-                             f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
         try:
             module = to_torch(self.as_block(), check_inputs=True, **sizes)
         except SizeError as error:
