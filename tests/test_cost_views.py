@@ -50,6 +50,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], list[tuple[int, ...]]]] = {
     "expand_into_transposed_convolution": (
         lambda: _Call(lambda p, y: p["c"](y[:, :, None, :].expand(-1, -1, 3, -1)), c=nn.ConvTranspose2d(4, 2, 2)),
         [(2, 4, 5)]),
+    # a pooling without a channel axis takes (N, C, ...) as it is: torch keeps the transposed view
+    "tanh_transposed_into_max_pooling": (lambda: _Call(lambda p, x: nn.functional.max_pool1d(torch.tanh(x).transpose(0, 1), 2)),
+                                         [(2, 6, 4)]),
     # slices of the last dim, merged with the dim before them (a copy) and not (a view)
     "slice_then_merge": (lambda: _Call(lambda p, x: p["l"](x[..., :3].flatten(-2)), l=nn.Linear(15, 2)), [(2, 5, 6)]),
     "picked_entry_then_merge": (lambda: _Call(lambda p, x: p["l"](x[:, :, 2].flatten(-2)), l=nn.Linear(20, 2)),

@@ -40,6 +40,7 @@ from ncd.prims.windows import (
     _per_axis,
     _prod,
     _product,
+    _reshaped,
     _resized,
     _sizes,
     _spatial,
@@ -398,7 +399,7 @@ def lower_avgpool_transpose(prim: AvgPoolTransposeOp, ctx: RuleContext) -> list[
 # -- costs and backward ------------------------------------------------------------------------
 @COST.rule(MaxPoolOp)
 def cost_maxpool(prim: MaxPoolOp, ctx: CostContext) -> list[Tensor]:
-    x = _folded(ctx)
+    x = _folded(ctx, direct=2)  # no channel axis: F.*pool*d(x) on (N, C, ...) as it is
     if x.grad:
         ctx.save(x, ctx.new(ctx.out_axes[0], grad=False, dtype="index"))
     ctx.other(ctx.numel() * _prod(prim.kernel), ctx.numel())
@@ -407,7 +408,7 @@ def cost_maxpool(prim: MaxPoolOp, ctx: CostContext) -> list[Tensor]:
 
 @COST.rule(AvgPoolOp)
 def cost_avgpool(prim: AvgPoolOp, ctx: CostContext) -> list[Tensor]:
-    x = _folded(ctx)
+    x = _folded(ctx, direct=2)  # no channel axis: F.*pool*d(x) on (N, C, ...) as it is
     if x.grad:
         ctx.save(x)
     ctx.other(ctx.numel() * _prod(prim.kernel), ctx.inputs[0].numel)
@@ -417,7 +418,7 @@ def cost_avgpool(prim: AvgPoolOp, ctx: CostContext) -> list[Tensor]:
 @COST.rule(AdaptiveAvgPoolOp)
 def cost_adaptive_avgpool(prim: AdaptiveAvgPoolOp, ctx: CostContext) -> list[Tensor]:
     """Pooling to size 1 everywhere is a mean (keeps nothing); otherwise the input is kept."""
-    x = _folded(ctx)
+    x = _folded(ctx, direct=2)  # no channel axis: F.*pool*d(x) on (N, C, ...) as it is
     if x.grad and any(a.size != 1 for a in prim.positions):
         ctx.save(x)
     ctx.other(ctx.inputs[0].numel, ctx.inputs[0].numel)
@@ -472,7 +473,7 @@ def transpose_adaptive_avgpool(prim: AdaptiveAvgPoolOp, box: Box) -> Diagram:
 def cost_maxpool_argmax(prim: MaxPoolArgmaxOp, ctx: CostContext) -> list[Tensor]:
     """As max pooling (input and int64 argmax kept), the argmax also an output."""
     x = ctx.inputs[0]
-    flat = x if x.contiguous else ctx.new(x.axes, grad=x.grad)
+    flat = _reshaped(ctx, x, len(prim.axes))  # x.reshape(-1, 1, positions...): a view unless the batch dims split
     index = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
     if x.grad:
         ctx.save(flat, index)

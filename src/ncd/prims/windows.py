@@ -204,11 +204,13 @@ def _options(**values: tuple[int, ...]) -> str:
     return "".join(", " + p for p in parts)
 
 
-def _folded(ctx: CostContext) -> Tensor:
-    """The input reshaped to ``(-1, own axes...)`` (:func:`_batched`): itself when its leading dims merge in memory,
-    else a copy.  Only the leading dims are merged: torch's ``reshape`` is then a view whatever the order of the box's
-    own dims, and the call (a convolution, a pooling) keeps that view for backward as it receives it."""
-    return _reshaped(ctx, ctx.inputs[0], len(ctx.box.dom[0].axes))
+def _folded(ctx: CostContext, direct: int = 1) -> Tensor:
+    """The input as :func:`_batched` hands it on: itself when it has ``direct`` leading dims (the call takes it as it
+    is: 1 beside a channel axis, 2 without) or when its leading dims merge in memory, else a copy.  Only the leading
+    dims are merged: torch's ``reshape`` is then a view whatever the order of the box's own dims, and the call (a
+    convolution, a pooling) keeps that view for backward as it receives it."""
+    x, own = ctx.inputs[0], len(ctx.box.dom[0].axes)
+    return x if len(x.names) - own == direct else _reshaped(ctx, x, own)
 
 
 def _reshaped(ctx: CostContext, x: Tensor, own: int) -> Tensor:
