@@ -15,10 +15,11 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import ncd
-from ncd.errors import SizeError
+from ncd.errors import NCDError, SizeError
 
 
 def _weight_normed(module: nn.Module) -> nn.Module:
@@ -42,6 +43,32 @@ def test_weight_normed_transposed_convolution_at_other_lengths(make, traced: int
     with torch.no_grad():
         torch.testing.assert_close(d.to_torch(b=b, t=t)(x), model(x))
     assert "conv_transpose1d" in d.to_source(b=b, t=t)
+
+
+class Standardised(nn.Conv2d):
+    """A weight-standardised 2-d convolution (BiT's): its weight is computed, so it is one box taking it as a wire."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("t", [12, 6, 9])
+def test_a_strided_computed_weight_convolution_at_other_lengths(t: int) -> None:
+    """Its output rows are the window count of ``t`` (``t/2``, was the traced 4): equal to the model where the stride
+    divides, an ncd error where it does not (it was refused as a size computed in Python)."""
+    torch.manual_seed(0)
+    model = Standardised(4, 6, 3, stride=2, padding=1).eval()
+    d = ncd.trace(model, torch.randn(2, 4, 8, 5), axes=["b c t w"])
+    assert d.opaque_count == 0
+    x = torch.randn(2, 4, t, 5)
+    if t % 2:
+        with pytest.raises(NCDError, match="t2 has size 9/2"):
+            d.to_torch(t=t)
+        return
+    with torch.no_grad():
+        torch.testing.assert_close(d.to_torch(t=t)(x), model(x))
 
 
 class StridedConv(nn.Module):

@@ -30,7 +30,18 @@ from ncd.ir.size import Size, size
 from ncd.ir.weaving import einsum_letters
 from ncd.prims.kinds import partials
 from ncd.prims.structure import route
-from ncd.prims.windows import _CONV, _CONV_T, _check_sizes, _convolution, _ints, _reshaped, _shape, _tuple, transposed_size
+from ncd.prims.windows import (
+    _CONV,
+    _CONV_T,
+    _check_sizes,
+    _convolution,
+    _ints,
+    _reshaped,
+    _shape,
+    _tuple,
+    transposed_size,
+    window_size,
+)
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -99,12 +110,22 @@ class ConvWithWeightOp(_ConvolutionGeometry):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        where = f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}'"
+        geometry = list(zip(self.dom_axes.axes[1:], self.cod_axes.axes[1:], self.kernel, self.stride, self.padding,
+                            self.dilation, self.output_padding or (0,) * len(self.kernel)))
         if self.transposed:  # the output positions are torch's formula of the input's (symbolic sizes follow it)
-            where = f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}'"
-            ops = self.output_padding or (0,) * len(self.kernel)
-            expected = [transposed_size(a.size, k, s, p, d, op, what=f"{where}: axis {a.name}") for a, k, s, p, d, op
-                        in zip(self.dom_axes.axes[1:], self.kernel, self.stride, self.padding, self.dilation, ops)]
+            expected = [transposed_size(a.size, k, s, p, d, op, what=f"{where}: axis {a.name}")
+                        for a, _, k, s, p, d, op in geometry]
             _check_sizes(where, self.dom_axes.axes[1:], self.cod_axes.axes[1:], expected, (1,) * len(self.kernel))
+            return
+        # a convolution: an output size stored as a number is the window count of the input's (a traced one, whose
+        # input the symbolic pass names, learns it); symbolic on both sides (a transposed convolution's input
+        # gradient) the symbolic window rule, which assumes the stride divides, is not the check
+        kept = [(a, b, window_size(a.size, k, s, p, d, what=f"{where}: axis {a.name}"), s)
+                for a, b, k, s, p, d, _ in geometry if not b.size.free_symbols]
+        if kept:
+            _check_sizes(where, [a for a, *_ in kept], [b for _, b, *_ in kept], [w for *_, w, _ in kept],
+                         [s for *_, s in kept])
 
     def signature(self) -> tuple[Type, Type]:
         b = self.batch.axes
