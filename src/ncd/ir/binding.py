@@ -29,11 +29,12 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
     ncd.errors.SizeError: to_torch: heads is not a size of the diagram; its sizes are h, k, m
 
     A name bound in the diagram is refused at any other value, also when its axes have several sizes (a strided
-    convolution's input ``t:8`` and output ``t:2``), rather than when the lowered module is called:
+    convolution's input ``t:8`` and output ``t:2``: any value but the inputs' 8), rather than when the lowered module
+    is called:
 
     >>> check_size_names(ncd.Linear("m:8 -> m:2"), {"m": 9}, "to_torch")
     Traceback (most recent call last):
-    ncd.errors.SizeError: to_torch: axis m has the sizes 2, 8 in the diagram, so m=9 cannot apply
+    ncd.errors.SizeError: to_torch: axis m has the sizes 2, 8 in the diagram (8 on its inputs), so m=9 cannot apply
     """
     names = dict.fromkeys(names) if not isinstance(names, Mapping) else names
     valid = {str(s) for s in diagram.free_symbols} | set(known)
@@ -47,12 +48,16 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
     unknown = [n for n in names if n not in valid and n not in fixed]
     for n, value in names.items():
         sizes = fixed.get(n, set())
-        if n in valid or value is None or not sizes or not all(s.is_number for s in sizes) or value in sizes:
+        if n in valid or value is None or not sizes or not all(s.is_number for s in sizes):
+            continue
+        given = {a.size for seg in diagram.dom for a in seg.axes if a.name == n}  # the inputs' (a call must match)
+        if value in (given or sizes):
             continue
         if len(sizes) == 1:
             raise SizeError(f"{what}: axis {n} has size {next(iter(sizes))} in the diagram, so {n}={value} cannot apply")
+        on_inputs = f" ({', '.join(str(s) for s in sorted(given, key=int))} on its inputs)" if given else ""
         raise SizeError(f"{what}: axis {n} has the sizes {', '.join(str(s) for s in sorted(sizes, key=int))} in the"
-                        f" diagram, so {n}={value} cannot apply")
+                        f" diagram{on_inputs}, so {n}={value} cannot apply")
     if unknown:
         raise SizeError(f"{what}: {', '.join(sorted(unknown))} {'is' if len(unknown) == 1 else 'are'} not a size of the"
                         f" diagram; its sizes are {', '.join(sorted(valid)) or 'all bound'}")
