@@ -18,8 +18,11 @@ paper's decomposition through ``★`` does not apply: groups, 3 spatial axes, wo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
+
+import sympy
 
 from ncd.errors import ParseError
 from ncd.ir.axes import SCALAR, Axis, Segment, Type
@@ -38,6 +41,7 @@ from ncd.prims.windows import (
     _ints,
     _reshaped,
     _shape,
+    _subs_checked,
     _tuple,
     transposed_size,
     window_size,
@@ -126,6 +130,12 @@ class ConvWithWeightOp(_ConvolutionGeometry):
         if kept:
             _check_sizes(where, [a for a, *_ in kept], [b for _, b, *_ in kept], [w for *_, w, _ in kept],
                          [s for *_, s in kept])
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Primitive:
+        """A convolution's output rows at a length its stride does not divide are refused naming the stride and axis."""
+        if self.transposed:
+            return Primitive.subs(self, mapping)
+        return _subs_checked(self, mapping, self.dom_axes.axes[1:], self.cod_axes.axes[1:], self.stride)
 
     def signature(self) -> tuple[Type, Type]:
         b = self.batch.axes
