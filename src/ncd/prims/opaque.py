@@ -48,7 +48,22 @@ __all__ = ["call_text", "OpaqueOp", "ParameterOp", "ConstantOp", "ViewOp", "Opaq
            "LAYOUTS", "MEMORY_FORMATS", "check_call", "resolve_target", "check_shapes"]
 
 def _shape_text(typ: Type) -> str:
-    return ", ".join(" ".join(seg.names) or "()" for seg in typ) or "∅"
+    """The segments' axis names, a run of three or more equal ones written once with its count (a stack of 31 frames:
+    ``31× b 1``, so the label stays as wide as a few segments).
+
+    >>> _shape_text(as_type("b 1, b 1, b 1, b 1, t, b t"))
+    '4× b 1, t, b t'
+    """
+    texts = [" ".join(seg.names) or "()" for seg in typ]
+    parts: list[str] = []
+    k = 0
+    while k < len(texts):
+        n = 1
+        while k + n < len(texts) and texts[k + n] == texts[k]:
+            n += 1
+        parts.extend([f"{n}× {texts[k]}"] if n >= 3 else texts[k:k + n])
+        k += n
+    return ", ".join(parts) or "∅"
 
 
 @dataclass(frozen=True)
