@@ -45,7 +45,7 @@ def _lacks(module: torch.nn.Module, name: str, classes: dict[type, bool] | None 
     cls = type(module)
     plain = classes.get(cls) if classes is not None else None
     if plain is None:
-        plain = (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+        plain = (_is_torch_getattr(cls.__getattr__) and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
                  and not any(name in vars(c) for c in cls.__mro__))
         if classes is not None:
             classes[cls] = plain
@@ -53,7 +53,16 @@ def _lacks(module: torch.nn.Module, name: str, classes: dict[type, bool] | None 
             and name not in module._buffers and name not in module._modules)
 
 
-_MODULE_GETATTR, _OBJECT_GETATTRIBUTE = torch.nn.Module.__getattr__, object.__getattribute__
+_OBJECT_GETATTRIBUTE = object.__getattribute__
+
+
+def _is_torch_getattr(function: object) -> bool:
+    """Whether a class's ``__getattr__`` is ``torch.nn.Module``'s own, told by its name rather than by identity with the
+    function found when this module was imported: ``ncd.trace`` wraps ``Module.__getattr__`` while it reads the order
+    parameters are used in, and this module may be imported inside that window (a function taken then is the wrapper,
+    and every module would be asked the slow way ever after)."""
+    return (getattr(function, "__module__", None) == "torch.nn.modules.module"
+            and getattr(function, "__qualname__", None) == "Module.__getattr__")
 
 
 def _route(layer: torch.nn.Linear, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
