@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import ncd
+from tests.trace_checks import agrees_with_gradients
 
 
 class TopQueries(nn.Module):
@@ -37,13 +38,7 @@ def test_each_row_read_at_its_own_positions_is_a_gather(lead: bool) -> None:
     assert d.opaque_count == 0  # was 1: aten.index declined ('indices other than arange before the index tensor')
     assert [b.prim.op for b in d.boxes()].count("gather") == 1
     lowered = d.to_torch()
-    x = torch.randn(*shape, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    got, want = lowered(x), model(x2)
-    torch.testing.assert_close(got, want)
-    got.square().sum().backward()
-    want.square().sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
+    agrees_with_gradients(lowered, model, shape)
 
 
 class WriteTopQueries(torch.nn.Module):
@@ -70,13 +65,7 @@ def test_each_row_written_at_its_own_positions_is_a_scatter_of_the_source() -> N
     assert d.opaque_count == 0  # was 1: index_put declined ('not one mask, written without accumulation')
     assert [b.prim.op for b in d.boxes()].count("scatter_write") == 1
     lowered = d.to_torch()
-    x = torch.randn(3, 6, 4, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    got, want = lowered(x), model(x2)
-    torch.testing.assert_close(got, want)
-    got.square().sum().backward()
-    want.square().sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
+    agrees_with_gradients(lowered, model, (3, 6, 4))
     mine = sorted(float(p.grad.abs().sum()) for p in lowered.parameters())
     theirs = sorted(float(p.grad.abs().sum()) for p in model.parameters())
     torch.testing.assert_close(mine, theirs)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import ncd
+from tests.trace_checks import agrees_with_gradients
 
 CASES = {
     "1d even kernel (asymmetric)": (lambda: nn.Conv1d(4, 4, 6, padding="same", groups=4), (2, 4, 9)),
@@ -27,12 +28,6 @@ def test_a_convolution_with_string_padding_is_a_convolution_box(case: str) -> No
     assert d.opaque_count == 0  # was 1: aten.conv1d.padding / conv2d.padding declined ('string padding')
     assert [b.prim.op for b in d.boxes()].count("conv") == 1
     lowered = d.to_torch()
-    x = torch.randn(*shape, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    got, want = lowered(x), model(x2)
-    torch.testing.assert_close(got, want)
-    got.square().sum().backward()
-    want.square().sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
+    agrees_with_gradients(lowered, model, shape)
     grads = sorted(float(p.grad.abs().sum()) for p in lowered.parameters())
     torch.testing.assert_close(grads, sorted(float(p.grad.abs().sum()) for p in model.parameters()))

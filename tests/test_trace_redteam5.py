@@ -4,12 +4,21 @@ with torch's autograd."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
 
 import ncd
 from ncd.torch.verify import compare_gradients
+
+
+def _backward_rows(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, Any, Any]]:
+    """``model`` traced on ``x`` (its warnings ignored), and its backward diagram's gradients beside autograd's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    return compare_gradients(d, inputs=(x,))
 
 
 class _Clamped(torch.nn.Module):
@@ -23,10 +32,7 @@ def test_the_backward_of_a_clamp_by_numbers_is_torchs_at_the_bounds_and_below_th
     ``x.clamp(min=0)`` at ``x < 0``: a squared distance rounded below 0).  On main the backward diagram multiplied the
     cotangent by ``[x > lo]``: 0 at the bound where torch passes it, and ``inf · 0 = NaN`` below it."""
     model, x = _Clamped().eval(), torch.tensor([[-1.0, -1e-7, 0.0, 0.25, 0.5, 1.0, 2.0]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    rows = compare_gradients(d, inputs=(x,))
+    rows = _backward_rows(model, x)
     assert rows
     for what, ours, autograd in rows:
         assert not ours.isnan().any(), (what, ours)
@@ -56,10 +62,7 @@ def test_a_traced_broadcast_copy_differentiates_as_autograd_does() -> None:
     differentiated, with a wrong reason."""
     torch.manual_seed(0)
     model, x = _Broadcast().eval(), torch.randn(2, 5, 8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    rows = compare_gradients(d, inputs=(x,))
+    rows = _backward_rows(model, x)
     assert len(rows) == 5  # the input and four parameters
     for what, ours, autograd in rows:
         torch.testing.assert_close(ours, autograd, atol=1e-5, rtol=1e-4, msg=what)
@@ -74,10 +77,7 @@ def test_the_backward_of_hardswish_at_its_corners_is_torchs() -> None:
     """torch's hardswish gradient is 0 at ``x = -3`` and 1 at ``x = 3`` (the outer pieces); the backward diagram's
     derivative took the middle piece there (-0.5 and 1.5)."""
     model, x = _HardSwish().eval(), torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0, 2.0]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    rows = compare_gradients(d, inputs=(x,))
+    rows = _backward_rows(model, x)
     assert rows
     for what, ours, autograd in rows:
         torch.testing.assert_close(ours, autograd, msg=what)
@@ -153,10 +153,7 @@ def test_the_backward_of_relu_and_its_kin_selects_the_cotangent() -> None:
     ``sqrt`` (an infinite cotangent where the ReLU gave 0) ncd.backward gave NaN where autograd gives 0, and the NaN
     spread to every weight before it."""
     model, x = _RootOfRectified().eval(), torch.tensor([[-2.0, -0.5, 0.25, 0.5, 0.9, 2.0]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    rows = compare_gradients(d, inputs=(x,))
+    rows = _backward_rows(model, x)
     assert rows
     for what, ours, autograd in rows:
         assert not ours.isnan().any(), (what, ours)
@@ -197,10 +194,7 @@ def test_the_backward_of_x_to_the_power_zero_is_zero() -> None:
     """``x ** 0`` has a zero gradient in torch; the backward diagram computed ``0 · x⁻¹``, NaN where ``x`` is 0 (a
     polynomial basis over values with zeros), and the NaN spread to every gradient before it."""
     model, x = _Powers().eval(), torch.tensor([[-1.0, 0.0, 0.5, 2.0]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    rows = compare_gradients(d, inputs=(x,))
+    rows = _backward_rows(model, x)
     assert rows
     for what, ours, autograd in rows:
         torch.testing.assert_close(ours, autograd, msg=what)
