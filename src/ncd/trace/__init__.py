@@ -162,7 +162,7 @@ class TracedDiagram(Block):
             at_trace.train(self.training)  # a batch norm in training mode reads one more buffer (its batch count)
             if dtype is not None:
                 at_trace.to(dtype)
-            order = _first_use(at_trace, self.example)
+            order = _first_use(at_trace, self.example, self.tensors)
             state = _state_for(at_trace, self.tensors, self.example, order)
             held_here = dict(module.state_dict())
             wrong = [(k, tuple(v.shape), tuple(held_here[k].shape)) for k, v in state.items()
@@ -473,11 +473,57 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
     return new, meta, tuple(fixed), tuple(sorted(set(constants) - set(sizes)))
 
 
-def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
+def _first_use(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
+               tensors: tuple[tuple[torch.Tensor, ...], ...] = ()) -> list[str]:
     """Names of the module's parameters and buffers in the order its forward first reads them.
 
     A read is the attribute access (``self.weight``) — the order of the generated code, which is the order the
-    diagram's boxes were emitted in — or, for a tensor reached otherwise, its first use by a torch function."""
+    diagram's boxes were emitted in — or, for a tensor reached otherwise, its first use by a torch function.
+
+    The run reads the lowered module's own initial values, not the traced ones (which it is matching): where one of
+    them makes the run fail (an integer buffer of 0 dividing positions, a constant count of repeats), it runs again
+    holding the traced ``tensors``, each in the first held tensor of its size and kind.  The generated forward holds
+    no branch on values, so that run reads its tensors in the same order whatever values they hold."""
+    try:
+        return _read_order(module, example)
+    except (RuntimeError, ValueError, IndexError, ArithmeticError):
+        placed = _placed(module, tensors)
+        if placed is None:
+            raise
+    import torch
+
+    kept = {n: t.detach().clone() for n, t in placed}
+    try:
+        with torch.no_grad():
+            for (_, target), value in zip(placed, [v for group in tensors for v in group]):
+                target.copy_(value.detach().reshape(target.shape).to(target.dtype))
+        return _read_order(module, example)
+    finally:
+        with torch.no_grad():
+            for n, t in placed:
+                t.copy_(kept[n])
+
+
+def _placed(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
+            ) -> list[tuple[str, torch.Tensor]] | None:
+    """The module's held tensors in the order of the traced ``tensors`` they can hold (of its size, floating point or
+    not as it), each traced value matched to the first one left; ``None`` when they do not pair up."""
+    held = [(n, t) for n, t in _held(module) if not n.startswith(HOLDER + ".")]
+    flat = [v for group in tensors for v in group]
+    if not flat or len(flat) != len(held):
+        return None
+    placed = []
+    for value in flat:
+        fits = [i for i, (_, t) in enumerate(held) if t.numel() == value.numel()
+                and t.is_floating_point() == value.is_floating_point() and t.is_complex() == value.is_complex()]
+        if not fits:
+            return None
+        placed.append(held.pop(fits[0]))
+    return placed
+
+
+def _read_order(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[str]:
+    """:func:`_first_use` of one run of ``module`` on ``example``, with the values it holds."""
     import torch
     from torch.overrides import TorchFunctionMode
 
@@ -547,7 +593,7 @@ def _held(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 def _state_for(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
                example: tuple[torch.Tensor, ...], order: list[str] | None = None) -> dict[str, torch.Tensor]:
-    order = _first_use(module, example) if order is None else order
+    order = _first_use(module, example, tensors) if order is None else order
     flat = [t for group in tensors for t in group]
     current = {n: t for n, t in _held(module) if not n.startswith(HOLDER + ".")}
     unused = set(current) - set(order)
@@ -593,7 +639,7 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
                     example: tuple[torch.Tensor, ...], model: torch.nn.Module | None = None) -> None:
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use (given the traced
     ``model``, a constant loaded into a parameter becomes a buffer)."""
-    order = _first_use(module, example)
+    order = _first_use(module, example, tensors)
     state = _state_for(module, tensors, example, order)
     _typed_as(module, state)
     # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
