@@ -199,6 +199,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     def pre(module: torch.nn.Module, _: Any) -> None:
         path = rec.paths.get(id(module))
         if path is not None:
+            if id(module) in rec.shared_paths and rec.stack:  # one module at several paths: the one under its caller
+                path = _under(rec.shared_paths[id(module)], rec.stack[-1][0], path)
             rec.stack.append((path, type(module).__name__))
         if shapes._calls is not None:
             shapes.rest()
@@ -267,6 +269,21 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     nodes = _prune(rec.nodes, outputs)
     _warn_recorded(model, rec)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
+
+
+def _under(paths: list[str], caller: str, path: str) -> str:
+    """The path of a module registered at several ``paths`` as its caller (at path ``caller``) holds it, the nearest
+    under the caller: openai-gpt's one GELU is ``h.0.mlp.act`` in the first layer, ``h.1.mlp.act`` in the second, so
+    the two layers are alike; ``path`` when none is under the caller (a module called from elsewhere).
+
+    >>> _under(["h.0.mlp.act", "h.1.mlp.act"], "h.0.mlp", "h.1.mlp.act")
+    'h.0.mlp.act'
+    >>> _under(["h.0.mlp.act", "h.1.mlp.act"], "lm_head", "h.1.mlp.act")
+    'h.1.mlp.act'
+    """
+    prefix = f"{caller}." if caller else ""
+    under = [p for p in paths if p.startswith(prefix)]
+    return min(under, key=lambda p: p.count(".")) if under else path
 
 
 def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:

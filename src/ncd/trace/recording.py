@@ -172,6 +172,14 @@ class _Recording(Aliases, InPlace):
         self.indexed = 0
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in walk.modules if p}
+        #: the paths of modules registered under several (a module-level activation every layer holds): by id
+        self.shared_paths: dict[int, list[str]] = {}
+        if len(self.paths) < len(walk.modules) - 1:
+            every: dict[int, list[str]] = {}
+            for path, module in walk.modules:
+                if path:
+                    every.setdefault(id(module), []).append(path)
+            self.shared_paths = {k: paths for k, paths in every.items() if len(paths) > 1}
         self.root = model
         self.undo = Undo(model, walk)  # what the recording writes into the model's state, undone if it fails
         self.state: dict[int, tuple[str, bool]] = {}
