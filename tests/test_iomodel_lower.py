@@ -166,3 +166,21 @@ def test_sliding_window_mask_streams_equal_and_skips_masked_chunks(window: int) 
     kept = int(((ki <= qi) & (qi - ki < window)).sum())
     r = ncd.io(online, TWO, **sizes)
     assert r.matmul_flops == 2 * 2 * kept * k
+
+
+def test_lower_right_causal_mask_streams_equal() -> None:
+    """A decoding step's causal mask (its diagonal ending at the last query and key, ``tril(x - y)``): the chunked
+    online softmax equals torch's masked reference for chunkings that cut the queries and keys apart."""
+    ny, nx, k = 6, 20, 4
+    scores = ncd.Einsum("~y k, ~x k -> ~y ~x") >> ncd.Scale("k**-0.5") >> ncd.CausalMask("y", "x", lower_right=True)
+    plain = ((scores >> ncd.Softmax("~x")) @ ncd.Identity.of("~x k")) >> ncd.Einsum("~y ~x, ~x k -> ~y k")
+    online = ncd.online_softmax(plain)
+    gen = torch.Generator().manual_seed(0)
+    q, kk, v = (torch.randn(n, k, generator=gen, dtype=torch.float64) for n in (ny, nx, nx))
+    blocked = ~torch.ones(ny, nx, dtype=torch.bool).tril(nx - ny)
+    expected = ((q @ kk.T) / k**0.5).masked_fill(blocked, float("-inf")).softmax(1) @ v
+    sizes = {"y": ny, "x": nx, "k": k}
+    torch.testing.assert_close(online.to_torch(**sizes).double()(q, kk, v), expected)
+    for by, bx in ((2, 4), (3, 10), (6, 5)):
+        run = streamed(online, TWO, group={"smem": {"y": by}}, stream={"smem": {"x": bx}}, **sizes)
+        torch.testing.assert_close(run(q, kk, v), expected, rtol=1e-12, atol=1e-12)

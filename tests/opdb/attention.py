@@ -9,9 +9,10 @@ from ncd.errors import ParseError, SizeError, TypeMismatchError
 from tests.opdb import error, sample
 
 
-def causal_reference(scores: torch.Tensor, query_dim: int, key_dim: int, window: int | None = None) -> torch.Tensor:
+def causal_reference(scores: torch.Tensor, query_dim: int, key_dim: int, window: int | None = None,
+                     lower_right: bool = False) -> torch.Tensor:
     rows, cols = scores.shape[query_dim], scores.shape[key_dim]
-    query = torch.arange(rows).view(-1, *([1] * (-query_dim - 1)))
+    query = torch.arange(rows).view(-1, *([1] * (-query_dim - 1))) + (cols - rows if lower_right else 0)
     key = torch.arange(cols).view(-1, *([1] * (-key_dim - 1)))
     blocked = (key > query) | ((key <= query - window) if window is not None else False)
     return scores.masked_fill(blocked, float("-inf"))
@@ -26,6 +27,12 @@ sample("causal_mask", "sliding-window", lambda: ncd.Identity.of("y x h") >> ncd.
 sample("causal_mask", "sliding-window-softmax",
        lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", window=3) >> ncd.Softmax("x"),
        {"y": 6, "x": 6, "h": 2}, lambda p, x: torch.softmax(causal_reference(x[0], -3, -2, window=3), dim=-2), cod="y x h")
+sample("causal_mask", "lower-right", lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", lower_right=True)
+       >> ncd.Softmax("x"), {"y": 3, "x": 5, "h": 2},
+       lambda p, x: torch.softmax(causal_reference(x[0], -3, -2, lower_right=True), dim=-2), cod="y x h")
+sample("causal_mask", "lower-right-window",
+       lambda: ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", window=2, lower_right=True) >> ncd.Softmax("x"),
+       {"y": 3, "x": 6, "h": 2}, lambda p, x: torch.softmax(causal_reference(x[0], -3, -2, 2, True), dim=-2), cod="y x h")
 error("causal_mask", "window", lambda: ncd.CausalMask("y", "x", window=0), r"the window 0 must be a whole number >= 1",
       SizeError)
 error("causal_mask", "same-axis", lambda: ncd.CausalMask("x", "x"), r"query and key axes must differ, both are 'x'", ParseError)

@@ -354,6 +354,9 @@ def _streamed_causal(prim: CausalMaskOp, run: Streamed, op: Op, args: list[torch
     y, x = prim.query.name, prim.key.name
     qi = torch.arange(*r[y]).reshape([-1 if n == y else 1 for n in out])
     ki = torch.arange(*r[x]).reshape([-1 if n == x else 1 for n in out])
+    if prim.lower_right:  # the diagonal ends at the last query and key: the queries' indices shifted by |x| - |y|
+        sizes = _symbols(run.sizes)
+        qi = qi + int(sympy.sympify(prim.key.size).subs(sizes)) - int(sympy.sympify(prim.query.size).subs(sizes))
     masked = ki > qi
     if prim.window is not None:  # a sliding window also hides keys `window` or more positions back
         masked = masked | (qi - ki >= int(sympy.sympify(prim.window).subs(_symbols(run.sizes))))

@@ -134,7 +134,8 @@ class Program:
     def masks(self) -> list[Mask]:
         """The causal masks (query axis, key axis, sliding window) of the diagram."""
         return [Mask(op.node.prim.query.name, op.node.prim.key.name, op.node.prim.window)  # type: ignore[attr-defined]
-                for op in self.ops if op.kind == "causal"]
+                for op in self.ops if op.kind == "causal"
+                and not op.node.prim.lower_right]  # type: ignore[attr-defined]  # (a shifted diagonal: no tile is skipped)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 ``CausalMask(query="y", key="x")`` acts on scores ``"y x"`` and sets every entry whose key
 index is greater than its query index to ``-inf`` (top-left aligned, as
 ``F.scaled_dot_product_attention(is_causal=True)``); ``window=w`` also masks keys ``w`` or more
-positions before the query (a sliding window).  ``PaddingMask(key="x")`` takes the
+positions before the query (a sliding window); ``lower_right=True`` aligns the diagonal with the
+last query and the last key instead, as a decoding step over cached keys does (query ``i`` sees
+keys ``0 … i + |x| - |y|``: ``torch.ones(y, x).tril(x - y)``).  ``PaddingMask(key="x")`` takes the
 scores and a boolean segment ``"x [bool]"``: **True keeps** a key, False masks it with
 ``-inf`` (the convention of ``F.scaled_dot_product_attention``'s boolean ``attn_mask``;
 note ``nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite one).  Both are
@@ -15,6 +17,8 @@ scores have (it is then shared across them).
 'y x h'
 >>> str((ncd.Identity.of("h y x, x [bool]") >> ncd.PaddingMask("x")).cod)
 'h y x'
+>>> ncd.CausalMask("y", "x", lower_right=True).prim.label()
+'◸↘'
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class CausalMaskOp(Primitive):
     key: Axis
     #: a sliding window: a query also ignores keys ``window`` or more positions before it (``None``: none)
     window: Size | None = None
+    #: the diagonal ends at the last query and the last key (query ``i`` sees keys up to ``i + |key| - |query|``, a
+    #: step decoding ``|query|`` new tokens after ``|key| - |query|`` cached ones); else it starts at the first of both
+    lower_right: bool = False
 
     op: ClassVar[str] = "causal_mask"
     weave_policy = weaving.input_like_output
@@ -72,7 +79,7 @@ class CausalMaskOp(Primitive):
         return t, t
 
     def label(self) -> str:
-        return "◸" if self.window is None else f"◸{size_text(self.window)}"
+        return ("◸" if self.window is None else f"◸{size_text(self.window)}") + ("↘" if self.lower_right else "")
 
 
 @dataclass(frozen=True)
@@ -94,12 +101,15 @@ class PaddingMaskOp(Primitive):
         return "▭"
 
 
-def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = None, window: SizeLike | None = None) -> Box:
+def CausalMask(query: AxisLike = "y", key: AxisLike = "x", name: str | None = None, window: SizeLike | None = None,
+               lower_right: bool = False) -> Box:
     """Mask scores ``"query key"`` so that a query attends to keys at or before its own index.
 
     ``window``: a sliding window (Mistral's): query ``i`` attends keys ``i-window+1 … i`` only.
+    ``lower_right``: the indices counted from the last query and key (a decoding step after cached keys).
     """
-    return Box.make(CausalMaskOp(as_axis(query), as_axis(key), None if window is None else size(window)), name)
+    return Box.make(CausalMaskOp(as_axis(query), as_axis(key), None if window is None else size(window), lower_right),
+                    name)
 
 
 def PaddingMask(key: AxisLike = "x", name: str | None = None) -> Box:
@@ -133,6 +143,8 @@ class MaskBackwardOp(Primitive):
     query: Axis | None = None
     #: the causal mask's sliding window: zeros also ``window`` or more positions below the diagonal
     window: Size | None = None
+    #: the causal mask's diagonal ends at the last query and key (:attr:`CausalMaskOp.lower_right`)
+    lower_right: bool = False
 
     op: ClassVar[str] = "mask_backward"
     weave_policy = _mask_backward_policy
@@ -150,10 +162,12 @@ class MaskBackwardOp(Primitive):
         return ("◸" if self.query is not None else "▭") + "ᵀ"
 
 
-def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None, window: SizeLike | None = None) -> Box:
-    """The transpose of ``CausalMask(query, key, window=window)`` (``query`` given) or of ``PaddingMask(key)``."""
+def MaskBackward(key: AxisLike = "x", query: AxisLike | None = None, window: SizeLike | None = None,
+                 lower_right: bool = False) -> Box:
+    """The transpose of ``CausalMask(query, key, window=window, lower_right=…)`` (``query`` given) or of
+    ``PaddingMask(key)``."""
     return Box.make(MaskBackwardOp(as_axis(key), None if query is None else as_axis(query),
-                                   None if window is None else size(window)))
+                                   None if window is None else size(window), lower_right))
 
 
 # -- lowering ----------------------------------------------------------------------------------
@@ -165,14 +179,20 @@ def lower_causal_mask(prim: CausalMaskOp, ctx: RuleContext) -> list[str]:
     first = layout.index(("own", 0))
     shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
     x = ctx.args[0].var
-    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={x}.device)"
-    blocked = f"{ones}.triu(1)"
-    if prim.window is not None:  # and keys `window` or more positions back: the band below
-        window = ctx.int(prim.window, f"the window of the causal mask on {prim.query.name}, {prim.key.name}")
-        blocked = f"({blocked} | {ones}.tril(-{window}))"
-    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
+    window = None if prim.window is None else \
+        ctx.int(prim.window, f"the window of the causal mask on {prim.query.name}, {prim.key.name}")
+    mask = ctx.em.assign("causal", _blocked(rows, cols, window, prim.lower_right, x), (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{x}.masked_fill({mask}{view}, float('-inf'))"]
+
+
+def _blocked(rows: int, cols: int, window: int | None, lower_right: bool, var: str) -> str:
+    """The source of the boolean ``rows x cols`` table a causal mask (or its transpose) blocks: above the diagonal
+    (``lower_right``: the one ending at the last row and column) and, with a ``window``, that many positions below."""
+    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={var}.device)"
+    shift = cols - rows if lower_right else 0
+    blocked = f"{ones}.triu({1 + shift})"
+    return blocked if window is None else f"({blocked} | {ones}.tril({shift - window}))"
 
 
 def align(ctx: RuleContext, target: int, source: int, var: str) -> str:
@@ -222,7 +242,7 @@ def cost_padding_mask(prim: PaddingMaskOp, ctx: CostContext) -> list[Tensor]:
 @BACKWARD.rule(CausalMaskOp)
 def backward_causal_mask(prim: CausalMaskOp, box: Box, builder: Builder) -> BoxBackward:
     """Masked scores get no gradient: the cotangent with zeros above the diagonal."""
-    return BoxBackward((), Box(MaskBackwardOp(prim.key, prim.query, prim.window)))
+    return BoxBackward((), Box(MaskBackwardOp(prim.key, prim.query, prim.window, prim.lower_right)))
 
 
 @BACKWARD.rule(PaddingMaskOp)
@@ -244,9 +264,8 @@ def lower_mask_backward(prim: MaskBackwardOp, ctx: RuleContext) -> list[str]:
     layout = ctx.markers("dom", 0)
     first = layout.index(("own", 0))
     shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
-    ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={g}.device)"
-    blocked = f"{ones}.triu(1)" if prim.window is None else f"({ones}.triu(1) | {ones}.tril(-{evaluate(prim.window)}))"
-    mask = ctx.em.assign("causal", blocked, (prim.query, prim.key))
+    window = None if prim.window is None else int(evaluate(prim.window))
+    mask = ctx.em.assign("causal", _blocked(int(rows), int(cols), window, prim.lower_right, g), (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{g}.masked_fill({mask}{view}, 0.0)"]
 

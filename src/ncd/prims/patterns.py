@@ -334,8 +334,8 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
                 return None
             scale = scale * factor
         elif softmax is None and isinstance(prim, CausalMaskOp) and causal is None:
-            if prim.window is not None:  # is_causal has no window: the unfused lowering holds the band
-                return None
+            if prim.window is not None or prim.lower_right:  # is_causal has neither a window nor the lower-right
+                return None  # diagonal: the unfused lowering holds the band
             causal, masked = prim, True
         elif softmax is None and isinstance(prim, PaddingMaskOp) and padding is None:
             padding, masked = prim, True

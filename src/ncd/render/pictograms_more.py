@@ -152,7 +152,8 @@ def draw_dropout(ctx: Layout, box: Box, dom: Type, cod: Type) -> Frag:
 @rule("causal_mask", "padding_mask")
 def draw_mask(ctx: Layout, box: Box) -> Frag:
     """Masks: their glyph in a small box."""
-    parts = typeset_text({"causal_mask": "causal", "padding_mask": "pad"}.get(box.prim.op, box.prim.label()))
+    text = {"causal_mask": "causal", "padding_mask": "pad"}.get(box.prim.op, box.prim.label())
+    parts = typeset_text(text + "↘" if getattr(box.prim, "lower_right", False) else text)  # (the diagonal ends last)
     return generic_box(ctx, box.dom, box.cod, parts, fill="#eeeeee", name=box.prim.op)
 scalar("compare", "cast", "arithmetic")(
     lambda ctx, box, dom, cod: glyph_through(ctx, dom, typeset_text(box.text()), name=box.prim.op))

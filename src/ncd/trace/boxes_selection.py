@@ -11,8 +11,8 @@ import torch
 
 from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
-from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.capture import Node, refs
+from ncd.trace.convert import Converter, Decline, op_name, rule
 
 __all__: list[str] = []
 
@@ -136,7 +136,8 @@ def masked_fill(conv: Converter, node: Node) -> None:
 
     x, mask, value = node.args[:3]
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)) or x.value.is_floating_point():
-        _select(conv, node, mask, value, x)
+        if not _causal(conv, node, x, mask, value):
+            _select(conv, node, mask, value, x)
         return
     number = _number(value)
     if (number is None or x.value.is_complex() or x.value.dtype == torch.bool
@@ -148,6 +149,49 @@ def masked_fill(conv: Converter, node: Node) -> None:
     if number != 0 and x.value.dtype != torch.long:
         raise Decline("a number written into integers of another width")
     _integer_where(conv, node, x, mask, int(number))
+
+
+def _causal(conv: Converter, node: Node, x: Any, mask: Any, value: Any) -> bool:
+    """``scores.masked_fill(mask, -inf)`` with a constant ``mask`` that is, on the scores' last two wires ``y x``
+    (``|y| <= |x|``) and alike across the others, exactly the table above the diagonal ending at the last query and key
+    (``~torch.ones(y, x).tril(x - y)``: a decoding step's queries after ``|x| - |y|`` cached keys; for ``|y| = |x|`` the
+    causal mask) is that :class:`~ncd.prims.attention.CausalMaskOp`, whose lowering fills those very entries with
+    ``-inf``: bound and ``True``, else ``False`` (nothing emitted).  The mask's entries are compared one by one."""
+    from ncd.prims.attention import CausalMaskOp
+    from ncd.trace.scalars import _number
+
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+            and isinstance(mask, Node) and not mask.live and isinstance(mask.value, torch.Tensor)
+            and mask.value.dtype == torch.bool and mask.value.device.type != "meta" and x.value.device.type != "meta"):
+        return False
+    number = _number(value)
+    m, shape = mask.value, tuple(int(n) for n in x.value.shape)
+    if not (isinstance(number, float) and number == float("-inf")) or not 2 <= m.dim() <= len(shape) \
+            or any(int(n) != 1 for n in m.shape[:-2]) or tuple(int(n) for n in m.shape[-2:]) != shape[-2:]:
+        return False
+    rows, cols = shape[-2:]
+    blocked = torch.ones(rows, cols, dtype=torch.bool, device=m.device).triu(1 + cols - rows)
+    if rows > cols or not torch.equal(m.reshape(rows, cols), blocked):
+        return False
+    if not _softmax_only(conv, node, len(shape)):
+        return False
+    vid = conv.value(x)
+    axes = conv.segs[vid].axes
+    if tuple(int(a.size) for a in axes) != shape or axes[-2].name == axes[-1].name:
+        return False
+    conv.bind(node, conv.apply(Box(CausalMaskOp(axes[-2], axes[-1], None, rows != cols)), [vid]))
+    return True
+
+
+_SOFTMAX = frozenset({"aten._softmax", "aten.softmax"})
+
+
+def _softmax_only(conv: Converter, node: Node, rank: int) -> bool:
+    """Whether the masked scores are read, and only by softmaxes over their last axis (attention's): a table masking
+    what is read otherwise (a chunked linear attention's decays, exponentiated) is drawn as the selection it is."""
+    readers = [n for n in conv.captured.nodes if n.kind == "call" and any(r is node for r in refs([n.args, n.kwargs]))]
+    return bool(readers) and all(op_name(n.target)[0] in _SOFTMAX and len(n.args) > 1 and isinstance(n.args[1], int)
+                                 and n.args[1] % rank == rank - 1 for n in readers)
 
 
 _LOGIC = {"bitwise_not": "not", "logical_not": "not", "__and__": "and", "bitwise_and": "and", "logical_and": "and",
