@@ -215,13 +215,15 @@ class ComputedWeights(nn.Module):
         return z + F.conv1d(y, normed * 2, stride=2, groups=2).sum(-1, keepdim=True)
 
 
-def test_a_1d_convolution_with_a_computed_weight_is_windows_and_an_einsum_that_round_trips() -> None:
+def test_a_convolution_with_a_computed_weight_is_one_box_taking_it_as_a_wire_that_round_trips() -> None:
     torch.manual_seed(0)
     d = _fresh_round_trip(ComputedWeights(), torch.randn(2, 3, 8, 8))
     assert d.opaque_count == 0
     ops = _ops(d)
-    assert ops.count("conv_with_weight") == 1  # 2-d: one box taking the weight as a wire (see computed_weight_convolution)
-    assert ops.count("conv_tensor") == 2 and "conv" not in ops and ops.count("weight_norm") == 1
+    # 2-d and both grouped 1-d: one box each taking the weight as a wire (see computed_weight_convolution)
+    assert ops.count("conv_with_weight") == 3
+    assert "conv_tensor" not in ops and "conv" not in ops and ops.count("weight_norm") == 1
+    assert ops.count("einsum") == 3  # the standardisation's means alone (the 1-d convolutions were two more)
 
 
 class Extremes(nn.Module):

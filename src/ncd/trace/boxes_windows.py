@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ncd.ir.axes import Segment, Type
+from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.boxes import _claim, _dims, _live_float, _same_wires, _unlike, sympy_int
 from ncd.trace.capture import Node
@@ -23,69 +23,18 @@ __all__: list[str] = ["computed_weight_convolution", "computed_weight_transposed
 
 def computed_weight_convolution(conv: Converter, node: Node, stride: tuple[int, ...], padding: tuple[int, ...],
                                 dilation: tuple[int, ...], groups: int) -> None:
-    """``conv(x, W, b)`` with a computed weight ``W`` (a value, not a parameter), drawn as the paper draws a convolution:
-    the windows ``★`` of ``x`` contracted with ``W``'s wires — ``y[.., o, p] = Σ_{c,k} W[o, c, k] · ★(x)[.., c, p, k]``
-    (+ ``b[o]``); with groups, channels and outputs are read as (group, member) wires and the group is a diagonal.
-
-    One spatial axis (the weight-normed positional convolutions of wav2vec2, HuBERT, WavLM, ...).  With two or three
-    (BiT's 50 weight-standardised layers) the windows and einsum would sum in another order than torch's convolution
-    kernel, and over a deep stack that drifts past the round trip's tolerance: those are one box taking its weight
-    as a wire, :class:`~ncd.prims.convolution_derivative.ConvWithWeightOp`, lowered to ``F.conv2d``/``F.conv3d``
-    (:func:`_weight_wire_convolution`)."""
-    from ncd.prims.convolution import ConvolutionTensorOp
-    from ncd.prims.linear import EinsumOp
-    from ncd.prims.structure import AddOp
-    from ncd.prims.windows import _windows
-    from ncd.trace.idioms import linear_out_name
-
+    """``conv(x, W, b)`` with a computed weight ``W`` (a value, not a parameter: the weight-normed positional and codec
+    convolutions of wav2vec2, HuBERT, WavLM, EnCodec, BiT's weight-standardised layers): one box ``★·W`` taking ``W``
+    as a wire, :class:`~ncd.prims.convolution_derivative.ConvWithWeightOp`, lowered to ``F.conv1d``/``conv2d``/``conv3d``
+    — the call the model makes, on the same operands (then ``+ b``); with groups, ``W``'s channel wire is the group's
+    (:func:`_weight_wire_convolution`).  (The windows ``★`` of ``x`` contracted with ``W``'s wires by an einsum would
+    draw the same map with three more boxes per convolution, and sum in another order than torch's kernel, which
+    over a deep stack drifts past the round trip's tolerance.)"""
     vx, weight, bias, seg, wshape = _computed_weight_operands(conv, node)
     n = len(wshape) - 2
     if n < 1 or len(seg.axes) < n + 2 or wshape[0] % groups or int(seg.axes[-n - 1].size) != wshape[1] * groups:
         raise Decline("not a batched convolution")
-    if n > 1:
-        _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups)
-        return
-    spatial, channel = Segment(seg.axes[-n:]), seg.axes[-n - 1]
-    kernel = wshape[2:]
-    taken = set(seg.names)
-    knames = tuple(_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken)
-                   for a, k in zip(spatial.axes, kernel))
-    try:
-        star = ConvolutionTensorOp(spatial, _windows(spatial, kernel, stride, padding, dilation, "convolution"), knames,
-                                   kernel, stride, padding, dilation)
-    except Exception as error:  # noqa: BLE001 - windows the box refuses stay opaque
-        raise Decline(str(error)) from None
-    windows = conv.apply(Box(star), [vx])  # lead c p k
-    lead = list(seg.names[:-n - 1])
-    positions = list(conv.segs[windows].names[len(lead) + 1:len(lead) + 1 + n])
-    o = _unlike(conv, linear_out_name(conv, channel.name, int(channel.size), wshape[0]), taken)
-    vw = conv.value(weight)
-    if groups == 1:
-        vw = conv.view(vw, [o, channel.name, *knames], wshape)
-        wire_names = [o]
-    else:  # c = (g, c/g) and o = (g, o/g): the group wire is shared by x's windows and W
-        g, cg, og = (_unlike(conv, conv.namer.fresh(size), taken) for size in (groups, wshape[1], wshape[0] // groups))
-        wsizes = (groups, wshape[0] // groups, wshape[1], *kernel)
-        vw = conv.view(vw, [g, og, cg, *knames], wsizes)
-        wseg = conv.segs[windows]
-        windows = conv.view(windows, lead + [g, cg] + positions + list(knames),
-                            tuple(int(a.size) for a in wseg.axes[:len(lead)]) + (groups, wshape[1])
-                            + tuple(int(a.size) for a in wseg.axes[len(lead) + 1:]))
-        wire_names = [g, og]
-    by_name = {a.name: a for sg in (conv.segs[windows], conv.segs[vw]) for a in sg.axes}
-    out = Segment(tuple(by_name[nm] for nm in lead + wire_names + positions))
-    (vid,) = conv.emit(Box(EinsumOp(Type((conv.segs[windows], conv.segs[vw])), out)), [windows, vw], [out])
-    shape = tuple(int(s) for s in node.value.shape)
-    if groups != 1:
-        vid = conv.view(vid, lead + [o] + positions, shape)
-    if bias is not None:
-        if not (isinstance(bias, Node) and isinstance(bias.value, torch.Tensor)):
-            raise Decline("bias not a tensor")
-        vb = conv.view(conv.value(bias), [o], (wshape[0],))
-        vid = conv.apply(Box(AddOp(2)), [vid, vb])
-    if list(conv.names(vid)) != lead + [o] + positions or tuple(int(a.size) for a in conv.segs[vid].axes) != shape:
-        raise Decline(f"the wires come out as '{conv.segs[vid]}'")
-    conv.bind(node, vid)
+    _weight_wire_convolution(conv, node, vx, weight, bias, stride, padding, dilation, groups)
 
 
 
