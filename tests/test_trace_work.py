@@ -146,3 +146,48 @@ def test_multiply_adds_are_torch_flops_halved(case: str) -> None:
     want = _flops(lambda: op(*args))
     assert want > 0
     assert multiply_adds(packet, args, {}) == want // 2, (multiply_adds(packet, args, {}), want // 2)
+
+
+class Upsampler(nn.Module):
+    """A decoder of a few latent frames (as an audio codec's): transposed convolutions of stride 8 make 64 positions of
+    each latent one, where most of its arithmetic is done; its parameters × input entries are under ``META_ABOVE``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(16, 256, 3, padding=1)
+        self.up1 = nn.ConvTranspose1d(256, 256, 16, stride=8, padding=4)
+        self.up2 = nn.ConvTranspose1d(256, 128, 16, stride=8, padding=4)
+        self.out = nn.Conv1d(128, 1, 7, padding=3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.up1(torch.nn.functional.elu(self.inp(z)))
+        out: torch.Tensor = self.out(torch.nn.functional.elu(self.up2(torch.nn.functional.elu(h))))
+        return out
+
+
+def test_a_decoder_upsampling_its_latents_counts_as_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The positions a transposed convolution makes count in the estimate (its stride: 64 here), so the upsampler is
+    recorded within the budget and then on meta, not wholly on real values; its diagram is the one recorded on real
+    values and its lowered module computes the model."""
+    torch.manual_seed(0)
+    model, z = Upsampler().eval(), torch.randn(2, 16, 8)
+    entries = sum(p.numel() for p in model.parameters()) * z.numel()
+    assert entries < record.META_ABOVE < entries * 64
+    assert record._on_meta(model, (z,), {})
+    from ncd.trace.walk import _spread
+
+    assert _spread(model) == 64
+    assert _spread(nn.Sequential(nn.ConvTranspose2d(3, 3, 2, stride=(2, 3)), nn.ConvTranspose2d(3, 3, 1))) == 6
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, z)
+    assert seen == [(False, False), (True, True)], seen  # real values until the budget, then meta
+    seen.clear()
+    monkeypatch.setattr(record, "META_ABOVE", float("inf"))  # every call on real values
+    assert _drawn(model, z) == drawn
+    assert seen == [(False, True)], seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, z).to_torch().eval()
+    fresh = torch.randn(2, 16, 8)
+    with torch.no_grad():
+        assert torch.allclose(lowered(fresh), model(fresh), atol=1e-5)

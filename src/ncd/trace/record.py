@@ -37,14 +37,15 @@ from ncd.trace.reads import _asserted, _printing
 from ncd.trace.recording import WORK_PER_CALL, _Recording
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget  # noqa: F401  (re-exported)
 from ncd.trace.shapes import Shapes
-from ncd.trace.walk import _beyond_own, _computing, _Walk, _warn_rebound
+from ncd.trace.walk import _beyond_own, _computing, _spread, _Walk, _warn_rebound
 from ncd.trace.watched import _identity_watched
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
 
 #: Above this rough size of a model's arithmetic (parameters × input elements) the inputs' calls are recorded on the
 #: meta device (shapes only): its kernels cost ~1-10 ms an operator in Python, running a small model costs less.
-#: An embedding table only used for lookups does no arithmetic per parameter: not counted (:func:`_computing`).
+#: An embedding table only used for lookups does no arithmetic per parameter: not counted (:func:`_computing`); a
+#: transposed convolution computes on ``stride`` times the positions it reads: counted so (:func:`_spread`).
 META_ABOVE = 5e9
 
 
@@ -53,7 +54,7 @@ def _on_meta(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     if any(holds_tensors(v) for v in values):  # the tensors inside a cache passed in stay real: they are its inputs
         return False
     elements = sum(v.numel() for v in values if isinstance(v, torch.Tensor))
-    return (_computing(model, walk) if elements else 0) * elements > META_ABOVE
+    return (_computing(model, walk) * _spread(model, walk) if elements else 0) * elements > META_ABOVE
 
 
 #: A model above :data:`META_ABOVE` is recorded on real values first, and again on the meta device once its calls on

@@ -97,18 +97,33 @@ def _named(module: torch.nn.Module, prefix: str, out: list[tuple[str, torch.nn.M
             _named(child, f"{prefix}.{name}" if prefix else name, out)
 
 
+#: the arithmetic kind of a module's class (:func:`_kind`): a lookup table, a transposed convolution, or else
+_KINDS: dict[type, int] = {}
+_OTHER, _LOOKUP, _TRANSPOSED = 0, 1, 2
+
+
+def _kind(cls: type) -> int:
+    """Whether modules of ``cls`` look their weight up (an embedding), spread each position they read over several (a
+    transposed convolution), or else: asked once a class."""
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = _LOOKUP if issubclass(cls, (torch.nn.Embedding, torch.nn.EmbeddingBag)) else \
+            _TRANSPOSED if issubclass(cls, torch.nn.modules.conv._ConvTransposeNd) else _OTHER
+    return kind
+
+
 def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
     """The model's parameters but the tables of its embeddings that no other layer uses (a tied output head does)."""
-    lookups = (torch.nn.Embedding, torch.nn.EmbeddingBag)
     tables: set[int] = set()
     used: set[int] = set()
     if walk is None or not walk.faithful:
         for module in model.modules():
+            lookup = _kind(type(module)) == _LOOKUP
             for p in module.parameters(recurse=False):
-                (tables if isinstance(module, lookups) and p is getattr(module, "weight", None) else used).add(id(p))
+                (tables if lookup and p is getattr(module, "weight", None) else used).add(id(p))
         return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
     for _, module in walk.modules:
-        lookup = isinstance(module, lookups)
+        lookup = _kind(type(module)) == _LOOKUP
         for w in module._parameters.values():
             if w is not None:
                 (tables if lookup and w is getattr(module, "weight", None) else used).add(id(w))
@@ -117,6 +132,21 @@ def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
         if id(t) not in counted and (id(t) not in tables or id(t) in used):
             counted[id(t)] = t.numel()
     return sum(counted.values())
+
+
+def _spread(model: torch.nn.Module, walk: _Walk | None = None) -> int:
+    """How many more positions the model's last layers compute on than its inputs hold, at most: the product of the
+    strides of its transposed convolutions (each makes ``stride`` positions of every one it reads; 1: none).  A decoder
+    of a few latent frames into audio or an image does most of its arithmetic on positions its input does not have."""
+    spread = 1
+    modules = (m for _, m in walk.modules) if walk is not None and walk.faithful else model.modules()
+    for module in modules:
+        if _kind(type(module)) == _TRANSPOSED:
+            stride = getattr(module, "stride", 1)
+            for s in stride if isinstance(stride, tuple) else (stride,):
+                if isinstance(s, int) and s > 1:
+                    spread *= s
+    return spread
 
 
 def _bound_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
