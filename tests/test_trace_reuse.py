@@ -623,3 +623,26 @@ def test_a_layer_wired_as_an_earlier_one_takes_its_body_and_is_equal(acts: list[
         torch.testing.assert_close(a, b)
     boxes = list(once.boxes())
     assert len({id(b) for b in boxes}) == len(boxes)
+
+
+class CastMask(nn.Module):
+    """Longformer's / LED's mask: a constant of flags cast to the scores' dtype (``mask.type_as(x)``, drawn as a
+    constant), scaling each layer's update."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool)
+        keep[:, 0] = False
+        return x + self.proj(x) * keep.type_as(x)[:, :, None]
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_casting_a_constant_to_a_value_type_are_copied_and_equal(layers: int,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(*(CastMask(8) for _ in range(layers)))
+    x = torch.randn(2, 5, 8)
+    _copied_and_equal(model, x, layers - 1, monkeypatch)

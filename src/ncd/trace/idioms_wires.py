@@ -63,7 +63,8 @@ def alias(conv: Converter, node: Node) -> None:
         # is a constant (Longformer's mask, Pegasus-X's arange cast to the embeddings' type)
         constant = Node(f"{node.name}_constant", "constant", value=node.value, stack=node.stack, source=source.source)
         conv.bind(node, conv.value(constant))
-        conv.bind(constant, conv.values[id(node)])  # kept alive with its value (ids stay unique)
+        conv.bind(constant, conv.values[id(node)])  # kept alive (ids stay unique), then unbound: read by no other
+        conv.forget(constant)  # node, it leaves the layer's walk copyable (a repeated layer, :mod:`ncd.trace.reuse`)
         return
     if _tensor(source) and source.value.dtype != node.value.dtype:
         from ncd.trace.indexing import cast
