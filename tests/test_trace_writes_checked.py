@@ -161,3 +161,57 @@ def test_a_function_writing_into_its_inputs_is_refused(view: bool) -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(ncd.TraceError, match="writes into its inputs"):
             ncd.trace(_WrittenByFunction(view), torch.randn(2, 5, 3))
+
+
+@pytest.mark.parametrize(("wrong", "method"), [(None, "dispatch"), ((1, (4095, 1, 0)), "export"),
+                                               ((4, (2048, 3, 5)), "export")])
+def test_writes_into_a_large_tensor_are_checked_entry_by_entry(wrong: tuple[int, tuple[int, ...]] | None, method: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above :data:`ncd.trace.tensors.WORDS_ABOVE` bytes the written tensors are compared bit for bit first: one entry
+    made wrong in 98,304 (the last rows, the last write) is still found."""
+    from ncd.trace.tensors import WORDS_ABOVE
+
+    torch.manual_seed(0)
+    model = Copies("none")
+    x = torch.randn(4096, 4, 6)
+    assert x.numel() * x.element_size() >= WORDS_ABOVE
+    d = _trace(model, x, monkeypatch, wrong)
+    assert d.method == method
+    _equal_on(d, model, x)
+
+
+def _reference_same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes, dtypes and values, NaN equal to NaN: entry by entry, on resolved copies."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.resolve_conj().resolve_neg().clone(), b.resolve_conj().resolve_neg().clone()
+    if a.is_floating_point() or a.is_complex():
+        return bool(((a == b) | (a.isnan() & b.isnan())).all())
+    return bool((a == b).all())
+
+
+def test_same_answers_as_comparing_every_entry() -> None:
+    """``ncd.trace.tensors._same`` (bits first where the tensors are large) against an entry-by-entry comparison: NaNs,
+    signed zeros, one entry apart, views, lazy conjugation and negation, sizes not a whole number of words."""
+    from ncd.trace.tensors import _same
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1025)
+    nan = x.clone()
+    nan[3, 7] = float("nan")
+    zero = x.clone()
+    zero[5, 5] = 0.0
+    negative_zero = zero.clone()
+    negative_zero[5, 5] = -0.0
+    apart = x.clone()
+    apart[-1, -1] += 1e-6
+    z = torch.randn(64, 1024, dtype=torch.complex64)
+    odd = torch.randn(97, 171)
+    pairs = [(x, x.clone()), (x, apart), (nan, nan.clone()), (nan, x), (zero, negative_zero),
+             (x[1:], x.clone()[1:]), (x[:, 1:], x.clone()[:, 1:]), (x.t(), x.t().contiguous()), (x[1:], apart[1:]),
+             (z, z.clone()), (z.conj(), z), (z.conj(), z.conj().resolve_conj()), (z.conj(), z.clone().conj()),
+             (z.imag, z.clone().imag), (torch._neg_view(x), -x), (torch._neg_view(x), x),
+             (odd, odd.clone()), (odd, odd + 0.5), (x.to(torch.int32), x.to(torch.int32)),
+             (x > 0, x.clone() > 0), (x > 0, apart > 0.5), (x.double(), x.double()), (x, x.double())]
+    for a, b in pairs:
+        assert _same(a, b) == _reference_same(a, b), (a.shape, a.dtype, a.stride(), b.stride())

@@ -38,10 +38,32 @@ def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
+#: tensors of at least this many bytes are compared bit for bit first (:func:`_same_bits`)
+WORDS_ABOVE = 1 << 16
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (of one shape and dtype) hold the same bits, compared as 8-byte words: both plain dense
+    tensors laid out in the same order, with no lazy negation or conjugation.  Equal bits are equal values (a NaN the
+    same NaN); False may also mean "not known" (other bits, or a layout not compared so).  ``torch.equal`` steps through
+    float32 entries one at a time; a word holds two of them (longformer: 31 compares of 2-8 MB a trace, 1.2 -> 0.6 ms
+    per 8 MB)."""
+    if type(a) is not torch.Tensor or type(b) is not torch.Tensor or a.layout != torch.strided \
+            or b.layout != torch.strided or a.device != b.device or a.device.type == "meta" or a.is_quantized \
+            or a.is_neg() or b.is_neg() or a.is_conj() or b.is_conj() or not a.is_contiguous() or not b.is_contiguous():
+        return False
+    try:
+        return bool(torch.equal(a.reshape(-1).view(torch.int64), b.reshape(-1).view(torch.int64)))
+    except RuntimeError:  # a size or an offset not a whole number of words
+        return False
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and values (NaN equal to NaN)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
+    if a.numel() * a.element_size() >= WORDS_ABOVE and _same_bits(a, b):
+        return True
     if torch.equal(a, b):  # one pass, no temporaries: the usual answer
         return True
     if a.is_floating_point() or a.is_complex():  # unequal only where both are NaN?
