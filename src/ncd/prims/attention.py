@@ -24,7 +24,7 @@ scores have (it is then shared across them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
 
@@ -186,9 +186,10 @@ def lower_causal_mask(prim: CausalMaskOp, ctx: RuleContext) -> list[str]:
     return [f"{x}.masked_fill({mask}{view}, float('-inf'))"]
 
 
-def _blocked(rows: int, cols: int, window: int | None, lower_right: bool, var: str) -> str:
+def _blocked(rows: Any, cols: Any, window: Any, lower_right: bool, var: str) -> str:
     """The source of the boolean ``rows x cols`` table a causal mask (or its transpose) blocks: above the diagonal
-    (``lower_right``: the one ending at the last row and column) and, with a ``window``, that many positions below."""
+    (``lower_right``: the one ending at the last row and column) and, with a ``window``, that many positions below
+    (sizes as numbers or as the expressions the source writes)."""
     ones = f"torch.ones({rows}, {cols}, dtype=torch.bool, device={var}.device)"
     shift = cols - rows if lower_right else 0
     blocked = f"{ones}.triu({1 + shift})"
@@ -264,8 +265,8 @@ def lower_mask_backward(prim: MaskBackwardOp, ctx: RuleContext) -> list[str]:
     layout = ctx.markers("dom", 0)
     first = layout.index(("own", 0))
     shape = [rows if m == ("own", 0) else cols if m == ("own", 1) else 1 for m in layout[first:]]
-    window = None if prim.window is None else int(evaluate(prim.window))
-    mask = ctx.em.assign("causal", _blocked(int(rows), int(cols), window, prim.lower_right, g), (prim.query, prim.key))
+    window = None if prim.window is None else evaluate(prim.window)
+    mask = ctx.em.assign("causal", _blocked(rows, cols, window, prim.lower_right, g), (prim.query, prim.key))
     view = "" if len(shape) == 2 else f".view({', '.join(map(str, shape))})"
     return [f"{g}.masked_fill({mask}{view}, 0.0)"]
 
