@@ -7,6 +7,13 @@ live ``x`` in both products, halves of its last axis, tables that do not depend 
 inputs and equal RoFormer's cos/sin of ``position · base^(-2j/k)`` along the second-to-last
 axis (``base`` and the table scale are read off the tables).  The seven calls become
 :func:`ncd.prims.rotary.Rotary` on ``t k``, woven over the other wires (``b h``).
+
+DeepSeek's interleaved form (``apply_rotary_pos_emb_interleave`` of dots3, glm4_moe_lite, mistral_large4 …) rotates
+the pairs ``(x₀, x₁), (x₂, x₃) …`` on the even and odd entries: ``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin])`` with
+``x₁ = x[..., 0::2]``, ``x₂ = x[..., 1::2]`` and half tables ``cos[..., :k/2]``.  That is ``ρ`` of ``cat([x₁, x₂])``
+term by term (``ρ(y) = y·cos + cat(−y₂, y₁)·sin`` on the full tables ``cat(c, c)``: the same products, sums and
+differences), so :func:`_match_interleaved` draws it as the two strided slices, their concatenation and one ``ρ``
+(nine ATen calls before, the tables checked as above).
 """
 
 from __future__ import annotations
@@ -147,9 +154,81 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
     return None
 
 
-def find_rotary(conv: Converter) -> dict[int, tuple[Node, float, float]]:
-    """The sums that are rotary embeddings, by node id (their other calls are added to ``conv.skip``)."""
-    found: dict[int, tuple[Node, float, float]] = {}
+def _strided(node: Any, x: Node, start: int) -> bool:
+    """``node`` is ``x[..., start::2]`` (a slice of ``x``'s last axis, every other entry from ``start``)."""
+    if _op(node) != "aten.slice" or node.args[0] is not x:
+        return False
+    args = list(node.args[1:]) + [None] * 4
+    d, a, b, step = args[0], args[1] or 0, args[2], args[3] or 1
+    k = int(x.value.shape[-1])
+    return d in (-1, x.value.dim() - 1) and a == start and (b is None or b >= k) and step == 2
+
+
+def _products(node: Any) -> tuple[Any, Any] | None:
+    """The two factors of a product node, or None."""
+    if _op(node) != "aten.mul" or len(node.args) != 2:
+        return None
+    return node.args[0], node.args[1]
+
+
+def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
+                       ) -> tuple[list[Node], Node, Node, Node, float, float] | None:
+    """``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin], -1)`` with ``x₁ = x[..., 0::2]``, ``x₂ = x[..., 1::2]`` and rotary half
+    tables (the module's docstring): the products and their sum and difference (skipped), ``x``, ``x₁``, ``x₂`` and the
+    tables' base and scale."""
+    if _op(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)) \
+            or len(cat.args[0]) != 2 or not cat.value.is_floating_point() or cat.value.dim() < 2:
+        return None
+    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    difference, total = cat.args[0]
+    if dim not in (-1, cat.value.dim() - 1) or _op(difference) != "aten.sub" or _op(total) != "aten.add" \
+            or len(difference.args) != 2 or len(total.args) != 2 or difference.kwargs.get("alpha", 1) != 1 \
+            or total.kwargs.get("alpha", 1) != 1:
+        return None
+    terms = [_products(t) for t in (*difference.args, *total.args)]
+    if any(t is None for t in terms):
+        return None
+    (a1, c1), (a2, s1), (b1, c2), (b2, s2) = terms  # type: ignore[misc]
+    live = [(a1, c1), (a2, s1), (b1, c2), (b2, s2)]
+    # each product: a live factor and a table (either order)
+    ordered = []
+    for u, v in live:
+        if isinstance(u, Node) and u.live and isinstance(v, Node) and not v.live:
+            ordered.append((u, v))
+        elif isinstance(v, Node) and v.live and isinstance(u, Node) and not u.live:
+            ordered.append((v, u))
+        else:
+            return None
+    (x1, cos), (x2, sin), (y2, cos2), (y1, sin2) = ordered
+    if x1 is not y1 or x2 is not y2 or cos is not cos2 or sin is not sin2 or x1 is x2:
+        return None
+    x = x1.args[0] if _op(x1) == "aten.slice" else None
+    if not (isinstance(x, Node) and x.live and _strided(x1, x, 0) and _strided(x2, x, 1)):
+        return None
+    k = int(x.value.shape[-1])
+    if k % 2 or not x.value.is_floating_point() or tuple(cat.value.shape) != tuple(x.value.shape):
+        return None
+    tables = [c.value for c in (cos, sin)]
+    if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2 or v.dim() > x.value.dim()
+           or tuple(v.shape[-2:]) != (int(x.value.shape[-2]), k // 2) for v in tables):
+        return None
+    found = _tables_read(torch.cat((tables[0], tables[0]), dim=-1), torch.cat((tables[1], tables[1]), dim=-1),
+                         conv.model, read)
+    if found is None:
+        return None
+    members = [difference, total, *(t for t in (difference.args + total.args))]
+    inside = {id(m) for m in members} | {id(cat)}
+    if any(id(c) not in inside for m in members for c in conv.consumers.get(id(m), [])):
+        return None
+    if any(o is m for o in conv.captured.outputs for m in members):
+        return None
+    return members, x, x1, x2, found[0], found[1]
+
+
+def find_rotary(conv: Converter) -> dict[int, tuple[Any, ...]]:
+    """The sums (and interleaved rotations' concatenations) that are rotary embeddings, by node id (their other calls
+    are added to ``conv.skip``)."""
+    found: dict[int, tuple[Any, ...]] = {}
     read: list[tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]] = []
     for node in conv.captured.nodes:
         if node.kind == "call" and node.live and _op(node) == "aten.add":
@@ -158,11 +237,23 @@ def find_rotary(conv: Converter) -> dict[int, tuple[Node, float, float]]:
                 members, x, base, scale = match
                 conv.skip |= {id(m) for m in members}
                 found[id(node)] = (x, base, scale)
+        elif node.kind == "call" and node.live and _op(node) in ("aten.cat", "aten.concat", "aten.concatenate"):
+            pairs = _match_interleaved(conv, node, read)
+            if pairs is not None:
+                members, x, x1, x2, base, scale = pairs
+                conv.skip |= {id(m) for m in members}
+                found[id(node)] = (x, base, scale, (x1, x2))
     return found
 
 
-def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float) -> None:
-    """``ρ`` on the last two wires of ``x`` (positions, features), woven over the others."""
+def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float,
+                parts: tuple[Node, Node] | None = None) -> None:
+    """``ρ`` on the last two wires of ``x`` (positions, features), woven over the others; of an interleaved rotation,
+    on the concatenation of its even and odd entries ``parts`` (themselves converted as the slices they are)."""
+    if parts is not None:
+        from ncd.trace.boxes_losses import _call
+
+        x = _call(conv, node, "pairs", torch.ops.aten.cat.default, list(parts), -1)
     vid = conv.value(x)
     seg = conv.segs[vid]
     prim = RotaryOp(seg.axes[-1], seg.axes[-2], base, scale)
