@@ -266,3 +266,36 @@ def test_unread_compares_each_parameter_with_the_traced_tensors_it_could_equal_a
     got = [name for name, _ in unread(model, traced_tensors)]
     assert got == every(model)
     assert got == ["zeros", "random", "near", "nan", "halved", "empty", "late_nan"]
+
+
+def test_first_entry_read_from_memory_is_the_one_item_reads() -> None:
+    """:func:`ncd.trace.params._first` reads a plain CPU tensor's first entry from its memory: the number ``item()``
+    gives for entry (0, ..., 0), for every dtype it reads so, views at an offset, transposed and negated views, a
+    NaN and -0.0; an empty tensor, one whose storage was freed (as FSDP frees a shard's) and a tensor subclass are read
+    otherwise (or not at all), never from memory outside their storage."""
+    from ncd.trace.params import _UNREAD, _first
+
+    torch.manual_seed(0)
+    base = torch.randn(5, 6)
+    cases = [base, base[2:, 3:], base.T, base[1], torch.tensor([-0.0, 1.0]), torch.tensor([float("nan")]),
+             torch.randn(3, dtype=torch.float64)[1:], torch.arange(-5, 5)[3:], torch.arange(7, dtype=torch.int32)[2:],
+             torch.tensor([-3, 2], dtype=torch.int16), torch.tensor([-3, 2], dtype=torch.int8),
+             torch.tensor([250, 2], dtype=torch.uint8), torch.tensor([False, True])[1:], torch.tensor(4.5),
+             nn.Parameter(torch.randn(3, 2)), torch._neg_view(torch.randn(4)), torch.randn(4).half(),
+             torch.randn(4).bfloat16(), torch.randn(3, dtype=torch.complex64).conj()]
+    for t in cases:
+        want = t.detach()[(0,) * t.dim()].item()
+        got = _first(t, t.untyped_storage())
+        assert type(got) is type(want) and (got == want or (got != got and want != want)), (t, got, want)
+        assert repr(got) == repr(want)  # (-0.0 stays -0.0)
+        assert _first(t) == want or want != want  # (without its storage: read as indexed)
+    assert _first(torch.zeros(0), torch.zeros(0).untyped_storage()) is _UNREAD
+    freed = torch.randn(8)[4:]
+    freed.untyped_storage().resize_(0)
+    assert _first(freed, freed.untyped_storage()) is _UNREAD  # (as indexed: torch refuses to read it)
+
+    class Held(torch.Tensor):
+        pass
+
+    held = torch.randn(3).as_subclass(Held)
+    assert _first(held, held.untyped_storage()) == held[0].item()
