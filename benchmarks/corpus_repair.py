@@ -11,13 +11,16 @@ forward documents.
 * :func:`repair`: sizes that must agree kept in agreement (a Mamba mixer's heads x head features = expand x width, a
   rotary slice no wider than a head, top-k slots no more than the experts, a detector's encoder inputs as wide as its
   shrunk backbone's outputs and its queries no more than a small image's anchors, a depthwise convolution's groups
-  the shrunk width, a codec's filters) and a default for a size left ``None``; a detector whose default backbone is
-  timm's gets the library's own (:func:`_in_library`).
+  the shrunk width, a codec's filters, a head's input width named after another part: :func:`_matched`) and a default
+  for a size left ``None`` (:func:`_unset`: LFM2-MoE's layer kinds, Qwen4-Exp's indexer, DBRX's rotary base); a
+  detector whose default backbone is timm's gets the library's own (:func:`_in_library`).
 * :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories, a Qwen-VL
-  vision tower's flattened patches and their grid), made also where the forward has a default for them (:data:`ALSO`:
-  a time series' observed mask, a trajectory's actions, a vocoder's noise, else drawn at random inside the forward).
+  vision tower's flattened patches and their grid, a Q-Former's queries, a features mask), made also where the
+  forward has a default for them (:data:`ALSO`: a time series' observed mask, a trajectory's actions, a vocoder's
+  noise, else drawn at random inside the forward).
 * :func:`layouts`: the other layouts an audio or video input can take (features x frames or frames x features, a mono
-  channel axis, frames of images), tried in turn when the first does not run.
+  channel axis, frames of images, ids one column a codebook, whole chunks of frames), tried in turn when the first
+  does not run.
 """
 
 from __future__ import annotations
@@ -110,9 +113,16 @@ def _named(config: Any, base: Any, depth: int = 0) -> bool:
             continue
         cap = (128 if "vocab" in key else 32 if key.endswith("hidden_size")
                else 64 if key.endswith(("intermediate_size", "ffn_hidden_size")) else None)
+        width, was = d.get("hidden_size"), old.get("hidden_size")
+        if key in PROPORTIONAL and _int(width) and _int(was) and width < was and value % was == 0:
+            cap = value // was * width  # a multiple of the width (NeuCodec: the semantic and acoustic widths joined)
         if cap is not None and value > cap:
             d[key], capped = cap, True
     return capped
+
+
+#: sizes that are a multiple of the width in the default config, kept that multiple of the shrunk one
+PROPORTIONAL = ("quantization_dim",)
 
 
 def _int(value: Any) -> bool:
@@ -171,6 +181,8 @@ def repair(config: Any, depth: int = 0) -> Any:
             d[key] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
     _mamba(d)
     _stages(d)
+    _matched(d)
+    _unset(config, layers, heads, hidden)
     ratios = next((d[k] for k in ("downsampling_ratios", "upsampling_ratios") if isinstance(d.get(k), (list, tuple))), ())
     for key in ("num_filters", "n_filters"):  # a codec's filters, doubled at each of its strided stages
         if ratios and _int(d.get(key)) and d[key] << len(ratios) > 1024:  # VibeVoice's 6 stages: 2048 wide
@@ -186,6 +198,61 @@ def repair(config: Any, depth: int = 0) -> Any:
 
 #: a detector's object queries: its top-k picks that many of the anchors of a 32 x 32 image's feature maps (21 or more)
 QUERIES = 8
+
+
+def _matched(d: dict[str, Any]) -> None:
+    """A part's input width named after another part (a head's ``audio_hidden_size``) as wide as that part's config
+    (``audio_config.hidden_size``), which the shrink narrowed: the config's own check demands they agree."""
+    from transformers import PretrainedConfig
+
+    for part in [v for v in d.values() if isinstance(v, PretrainedConfig)]:
+        sub = part.__dict__
+        for key in [k for k in sub if k.endswith("_hidden_size") and _int(sub[k])]:
+            other = d.get(key.removesuffix("_hidden_size") + "_config")
+            if isinstance(other, PretrainedConfig) and _int(getattr(other, "hidden_size", None)):
+                sub[key] = other.hidden_size
+
+
+#: a sliding attention's window (shorter than the generated tokens)
+WINDOW = 4
+
+
+#: a token indexer's sizes (Qwen4-Exp's QSA: all set or none), small: 2 query heads of 8 features, one key head, a
+#: budget of 4 tokens picked in blocks of 2
+INDEXER = {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 8, "indexer_budget": 4,
+           "indexer_compress_ratio": 2}
+
+
+def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
+    """Sizes a model reads but its default config leaves ``None``: the layer kinds of a hybrid of short convolutions
+    and attention (LFM2-MoE: a convolution, then attention), an indexed attention's indexer (Qwen4-Exp), the rotary
+    base and the clipping a DBRX attention config is read for (the model's own, the released checkpoint's)."""
+    d = config.__dict__
+    if "layer_types" in d and d["layer_types"] is None and "conv_L_cache" in d and _int(layers):
+        d["layer_types"] = (["conv", "full_attention"] * layers)[:layers]
+    if "indexed_attention" in (d.get("layer_types") or ()) and all(k in d and d[k] is None for k in INDEXER):
+        d.update(INDEXER)
+    if "sliding_window" in d and d["sliding_window"] is None and isinstance(d.get("layer_types"), list) \
+            and "use_sliding_window" not in d:  # (a switch that is off: Qwen2's, None is its window's "none")
+        d["sliding_window"] = WINDOW  # the window of the sliding layers a model masks for (Step3p7 always does)
+    if _int(d.get("context_size")) and _int(d.get("max_position_embeddings")):
+        d["context_size"] = min(d["context_size"], d["max_position_embeddings"])  # attention context (Granite Speech)
+    encoder, fields = d.get("encoder_config"), getattr(type(config), "__dataclass_fields__", {})
+    if "num_key_value_heads" not in fields and _int(heads) and "num_key_value_heads" in getattr(encoder, "__dict__", {}):
+        d["num_key_value_heads"] = heads  # read by the decoder (one a query head), a field of the encoder's config
+        # only (Moonshine streaming)
+    text = d.get("text_config")
+    if str(getattr(text, "model_type", "")).startswith("t5gemma2") and "dropout_rate" not in text.__dict__:
+        text.__dict__["dropout_rate"] = d.get("dropout_rate", 0.0)  # what the composite config copies in (T5Gemma2)
+    if _int(d.get("coordinate_size")) and _int(d.get("shape_size")) and _int(hidden):
+        d["shape_size"] = hidden // 8  # 4 coordinates and 2 shape sizes of a box concatenated: the width (LayoutLMv3)
+        d["coordinate_size"] = (hidden - 2 * d["shape_size"]) // 4
+    attn = d.get("attn_config")
+    rope = d.get("rope_parameters")
+    if attn is not None and "kv_n_heads" in attn.__dict__ and isinstance(rope, dict) and "rope_theta" in rope:
+        attn.__dict__.setdefault("rope_theta", rope["rope_theta"])
+        if attn.__dict__.get("clip_qkv") is None:
+            attn.__dict__["clip_qkv"] = 8.0  # read unguarded (a clamp of neither bound fails): DBRX-Instruct's own
 
 
 def _stages(d: dict[str, Any]) -> None:
@@ -329,7 +396,15 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
         frames = 2 * int(getattr(config, "max_source_positions", 16) or 16)
         return torch.randn(batch, frames, int(getattr(config, "model_in_channels", 0) or 1), generator=gen)
 
-    return {"noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
+    def features_mask() -> torch.Tensor:  # every frame of the generated features (see ``features``) a real one
+        return torch.ones(batch, 2 * int(getattr(config, "max_source_positions", 16) or 16), dtype=torch.long)
+
+    def queries() -> torch.Tensor:  # a Q-Former's learned queries (BLIP-2): its query tokens x its width
+        tokens = int(getattr(config, "num_query_tokens", 0) or SERIES // 4)
+        return torch.randn(batch, tokens, int(width), generator=gen)
+
+    return {"input_features_mask": features_mask, "query_embeds": queries,
+            "noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
             "states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
             "rewards": steps(1), "returns_to_go": steps(1),
             "timesteps": lambda: torch.randint(0, episode, (batch, SERIES // 4), generator=gen),
@@ -370,8 +445,28 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
         hop, channels = int(torch.tensor(ratios).prod()), int(getattr(config, "channels", 0) or 1)
         yield {**inputs, "hidden_states": _like(states, (batch, channels, hop))}
         yield {**inputs, "hidden_states": _like(states, (batch, config.hidden_size, SERIES // 4))}
+    text = getattr(config, "vocab_size", None)
+    audio = getattr(config, "codebook_vocab_size", None)
+    if ids is not None and ids.dim() == 2 and _int(books) and _int(text) and _int(audio):  # a text stream and the
+        top = min(text, audio)  # audio codebooks' streams, one column each (Kyutai STT: b x t x (1 + codebooks))
+        yield {**inputs, "input_ids": torch.stack([3 + (ids + k - 3) % (top - 3) for k in range(books + 1)], -1)}
     if features is not None and features.dim() == 3 and MEL not in features.shape[1:]:  # bins the config does not name
         yield {**inputs, "input_features": _like(features, (features.shape[0], features.shape[2], MEL))}  # (Gemma 4)
+    if features is not None and features.dim() == 3 and values is not None and values.dim() == 2:  # both at once: a codec of
+        # a semantic encoder on features and an acoustic one on the waveform (NeuCodec, XCodec2)
+        yield {**inputs, "input_features": features.transpose(1, 2).contiguous(), "input_values": values[:, None]}
+    window, mask = getattr(config, "n_window", None), inputs.get("input_features_mask")
+    if features is not None and mask is not None and _int(window):  # whole chunks of 2 x n_window frames (Qwen3-ASR)
+        n = features.shape[0]
+        yield {**inputs, "input_features": _like(features, (n, features.shape[1], 2 * window)),
+               "input_features_mask": torch.ones(n, 2 * window, dtype=mask.dtype)}
+    mel = getattr(config, "num_mel_bins", None)
+    if features is not None and features.dim() == 3 and _int(mel) and features.shape[1] == mel:  # frames stacked (x
+        for k in (2, 4):  # 2) after delta features (x 2): Granite Speech 5's 4 x the mel bins
+            yield {**inputs, "input_features": _like(features, (features.shape[0], features.shape[2], k * mel))}
+    queries, width = inputs.get("query_embeds"), getattr(config, "encoder_hidden_size", None)
+    if queries is not None and "encoder_hidden_states" not in inputs and _int(width):  # what a Q-Former attends to
+        yield {**inputs, "encoder_hidden_states": _like(queries, (queries.shape[0], SERIES // 4, width))}
 
 
 #: the mel bins of a spectrogram whose config does not name them (Whisper large-v3's, Gemma 4's)

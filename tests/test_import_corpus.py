@@ -68,10 +68,16 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: composite config's decoder part (MusicGen, ids one row a codebook), a spectrogram as `input_values` (AST), sizes left
 #: None (ESM's vocabulary, Nemotron's key/value heads), a codec's encoder on a waveform as `hidden_states` (VibeVoice),
 #: features of 128 mel bins the config does not name (Gemma 4's audio, whose chunks are windows its stride does not
-#: divide: 1 window of 24 every 12 over 31 padded frames)
+#: divide: 1 window of 24 every 12 over 31 padded frames), layer kinds left None (LFM2-MoE), a head's input width
+#: matched to the shrunk encoder's (Nemotron diarization), ids one column a codebook (Kyutai STT), a Q-Former's
+#: queries and what they attend to (BLIP-2), a features mask (Fun-ASR), fields a model reads that its config does not
+#: set (T5Gemma2's encoder dropout, Moonshine streaming's key/value heads, Step3p7's window), a box's coordinate and shape
+#: embeddings as wide as the shrunk width together (LayoutLMv3)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
-            "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio"]
+            "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
+            "kyutai_speech_to_text", "blip_2_qformer", "fun_asr_nano_encoder", "t5gemma2_encoder",
+            "moonshine_streaming", "step3p7", "layoutlmv3"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -118,6 +124,23 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert list(doc.encoder_in_channels) == list(channels[1:]) and doc.x4_feat_dim == channels[0]
     mimi = repair.rebuilt("mimi", corpus.shrink)  # one group a channel
     assert mimi.upsample_groups == mimi.hidden_size == 32
+    lfm = repair.rebuilt("lfm2_moe", corpus.shrink)  # layer kinds None by default: a convolution, then attention
+    assert lfm.layer_types == ["conv", "full_attention"]
+    qwen = repair.rebuilt("qwen4_exp_text", corpus.shrink)  # an indexed attention's indexer: every size or none
+    assert qwen.indexer_budget % qwen.indexer_compress_ratio == 0 and qwen.indexer_kv_heads == 1
+    deepseek = repair.rebuilt("deepseek_v32", corpus.shrink)  # a model without those fields does not get them
+    assert "indexer_budget" not in deepseek.__dict__
+    dbrx = repair.rebuilt("dbrx", corpus.shrink)  # read by the attention, not set by its config: the model's own
+    assert dbrx.attn_config.rope_theta == dbrx.rope_parameters["rope_theta"] and dbrx.attn_config.clip_qkv == 8
+    diarization = repair.rebuilt("nemotron3_diarization", corpus.shrink)  # the head reads the shrunk encoder
+    assert diarization.head_config.audio_hidden_size == diarization.audio_config.hidden_size == 32
+    step = repair.rebuilt("step3p7", corpus.shrink).text_config  # masks for its sliding layers: has a window
+    assert step.sliding_window == 4
+    assert repair.rebuilt("qwen2", corpus.shrink).sliding_window is None  # switched off: no window
+    layout = repair.rebuilt("layoutlmv3", corpus.shrink)  # x0 y0 x1 y1 h w embeddings concatenated: the width
+    assert 4 * layout.coordinate_size + 2 * layout.shape_size == layout.hidden_size
+    codec = repair.rebuilt("neucodec", corpus.shrink)  # the semantic and acoustic widths joined
+    assert codec.quantization_dim == codec.hidden_size + codec.semantic_model_config.hidden_size == 64
 
 
 class _Cached(torch.nn.Module):
