@@ -220,3 +220,39 @@ def test_lacks_knows_torch_s_getattr_even_when_imported_while_it_was_wrapped(mon
     monkeypatch.undo()
     assert routed._lacks(torch.nn.Linear(2, 2), "router") == _plain_lookup(), torch.nn.Module.__getattr__
     assert not routed._lacks(torch.nn.Linear(2, 2), "weight")
+
+
+class Tables(torch.nn.Module):
+    """Embedding tables: one only looked up, one tied to an output head, one looked up by two embeddings, one a
+    linear's weight reused as a table, an embedding holding a second parameter, a bag; shared twice over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookup = torch.nn.Embedding(50, 4)
+        self.tied = torch.nn.Embedding(30, 4)
+        self.head = torch.nn.Linear(4, 30, bias=False)
+        self.head.weight = self.tied.weight
+        self.twice = torch.nn.Embedding(20, 4)
+        self.again = torch.nn.Embedding(20, 4)
+        self.again.weight = self.twice.weight
+        self.proj = torch.nn.Linear(4, 7)
+        self.reused = torch.nn.Embedding(7, 4)
+        self.reused.weight = self.proj.weight
+        self.extra = torch.nn.Embedding(9, 4)
+        self.extra.register_parameter("gate", torch.nn.Parameter(torch.ones(4)))
+        self.bag = torch.nn.EmbeddingBag(11, 4)
+        self.shared = torch.nn.ModuleList([self.lookup, self.head, self.lookup])
+
+
+def test_computing_from_the_walk_counts_what_counting_through_torch_counts() -> None:
+    """:func:`ncd.trace.walk._computing` from the walk (a table counted when the walk holds it more often than lookups
+    hold it as their weight) equals it read through torch's ``modules()`` and ``parameters()``, and the count by
+    hand."""
+    from ncd.trace.walk import _computing
+
+    model = Tables()
+    by_hand = 30 * 4 + 7 * 4 + 7 + 4  # the tied head, the linear's weight and bias, the extra gate
+    assert _computing(model) == by_hand
+    assert _computing(model, _Walk(model)) == by_hand
+    for other in [*_models(), torch.nn.Sequential(Tables(), torch.nn.Linear(3, 3))]:
+        assert _computing(other, _Walk(other)) == _computing(other)

@@ -122,16 +122,25 @@ def _computing(model: torch.nn.Module, walk: _Walk | None = None) -> int:
             for p in module.parameters(recurse=False):
                 (tables if lookup and p is getattr(module, "weight", None) else used).add(id(p))
         return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in used)
+    # a table is counted when something other than a lookup's weight holds it too: when the walk's parameters (every
+    # module's, each time held) hold it more often than lookups hold it as their weight
+    kinds = _KINDS
+    weights: dict[int, int] = {}  # a lookup's weight: the times lookups hold it as one
     for _, module in walk.modules:
-        lookup = _kind(type(module)) == _LOOKUP
-        for w in module._parameters.values():
-            if w is not None:
-                (tables if lookup and w is getattr(module, "weight", None) else used).add(id(w))
-    counted: dict[int, int] = {}  # each parameter once (tied ones under several names)
+        cls = type(module)
+        if (kinds[cls] if cls in kinds else _kind(cls)) == _LOOKUP:
+            weight = getattr(module, "weight", None)
+            for w in module._parameters.values():
+                if w is not None and w is weight:
+                    weights[id(w)] = weights.get(id(w), 0) + 1
+    counted: dict[int, torch.Tensor] = {}  # each parameter once (tied ones under several names)
+    held: dict[int, int] = {}  # the times the walk holds each table
     for _, t in walk.parameters:
-        if id(t) not in counted and (id(t) not in tables or id(t) in used):
-            counted[id(t)] = t.numel()
-    return sum(counted.values())
+        i = id(t)
+        if i in weights:
+            held[i] = held.get(i, 0) + 1
+        counted[i] = t
+    return sum(t.numel() for i, t in counted.items() if i not in weights or held[i] > weights[i])
 
 
 def _spread(model: torch.nn.Module, walk: _Walk | None = None) -> int:
@@ -139,9 +148,11 @@ def _spread(model: torch.nn.Module, walk: _Walk | None = None) -> int:
     strides of its transposed convolutions (each makes ``stride`` positions of every one it reads; 1: none).  A decoder
     of a few latent frames into audio or an image does most of its arithmetic on positions its input does not have."""
     spread = 1
-    modules = (m for _, m in walk.modules) if walk is not None and walk.faithful else model.modules()
-    for module in modules:
-        if _kind(type(module)) == _TRANSPOSED:
+    kinds = _KINDS
+    modules = [m for _, m in walk.modules] if walk is not None and walk.faithful else model.modules()
+    for module in modules:  # (a class's kind looked up, asked once a class)
+        cls = type(module)
+        if (kinds[cls] if cls in kinds else _kind(cls)) == _TRANSPOSED:
             stride = getattr(module, "stride", 1)
             for s in stride if isinstance(stride, tuple) else (stride,):
                 if isinstance(s, int) and s > 1:
