@@ -2,7 +2,8 @@
 glm4_moe_lite, dots3 …): ``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin])`` on the even and odd entries ``x₁ = x[..., 0::2]``,
 ``x₂ = x[..., 1::2]`` with half tables is ``ρ`` of ``cat([x₁, x₂])``, drawn as the two slices, their concatenation and
 one ``ρ`` box (nine operations before: four products, a sum, a difference, the slices and the concatenation).  Tables
-that are not RoFormer's (a sine 1 % off, one angle broadcast over every pair) stay as recorded.
+that are not RoFormer's (a sine 1 % off) stay as recorded; tables one entry wide (one angle for every pair) are those
+of base 1.
 
 Each diagram is compared with the model it was traced from, at the traced length and at another."""
 
@@ -46,26 +47,29 @@ def _traced(model: nn.Module, x: torch.Tensor) -> Diagram:
         return ncd.trace(model, x)
 
 
-def test_an_interleaved_rotation_is_one_rotary_box_on_the_even_and_odd_entries() -> None:
+@pytest.mark.parametrize(("half", "base"), [(4, 10000.0), (1, 1.0)])
+def test_an_interleaved_rotation_is_one_rotary_box_on_the_even_and_odd_entries(half: int, base: float) -> None:
+    # half = 1: tables one entry wide turn every pair by the one angle of position p (dots3's toy: its rotary tables
+    # are narrower than its heads), RoFormer's tables of base 1
     torch.manual_seed(0)
-    model = Interleaved().eval()
+    model = Interleaved(half=half).eval()
     x = torch.randn(2, 6, 16)
     d = _traced(model, x)
     ops = [b.prim.op for b in d.boxes()]
     assert ops.count("rotary") == 1 and "multiply" not in ops and ops.count("slice") == 2
     (rotary,) = [b.prim for b in d.boxes() if isinstance(b.prim, RotaryOp)]
-    assert rotary.base == 10000.0 and rotary.scale == 1.0
+    assert rotary.base == base and rotary.scale == 1.0
     y = torch.randn(3, 11, 16)
     with torch.no_grad():
         torch.testing.assert_close(d.to_torch()(x), model(x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(d.to_torch(b=3, t=11)(y), model(y), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("half", "off"), [(4, 1.01), (1, 1.0)])
-def test_tables_not_roformers_stay_as_recorded(half: int, off: float) -> None:
-    # a sine 1 % off; one angle broadcast over the four pairs (dots3's toy: rotary tables narrower than the heads')
+@pytest.mark.parametrize("half", [4, 1])
+def test_tables_not_roformers_stay_as_recorded(half: int) -> None:
+    # a sine 1 % off (tables as wide as the pairs, or one entry wide)
     torch.manual_seed(0)
-    model = Interleaved(half=half, off=off).eval()
+    model = Interleaved(half=half, off=1.01).eval()
     x = torch.randn(2, 6, 16)
     d = _traced(model, x)
     assert not any(isinstance(b.prim, RotaryOp) for b in d.boxes())

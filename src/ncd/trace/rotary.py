@@ -208,10 +208,15 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     k = int(x.value.shape[-1])
     if k % 2 or not x.value.is_floating_point() or tuple(cat.value.shape) != tuple(x.value.shape):
         return None
+    if int(x.value.shape[-2]) < 2:  # one position: its tables would fit any axis of size 1 (heads) as the positions
+        return None
     tables = [c.value for c in (cos, sin)]
     if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2 or v.dim() > x.value.dim()
-           or tuple(v.shape[-2:]) != (int(x.value.shape[-2]), k // 2) for v in tables):
+           or tuple(v.shape[-2:]) not in ((int(x.value.shape[-2]), k // 2), (int(x.value.shape[-2]), 1))
+           for v in tables):
         return None
+    # (a table one entry wide turns every pair by one angle: the tables of base 1, checked as any other)
+    tables = [v.expand(*v.shape[:-1], k // 2) for v in tables]
     found = _tables_read(torch.cat((tables[0], tables[0]), dim=-1), torch.cat((tables[1], tables[1]), dim=-1),
                          conv.model, read)
     if found is None:
