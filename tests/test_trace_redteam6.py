@@ -53,3 +53,54 @@ def test_a_lowered_module_whose_constants_decide_a_division_or_a_shape_loads_its
     lowered = _lowered(repeated, rows)
     for x in (rows, torch.randn(4, 3)):
         torch.testing.assert_close(lowered(x), repeated(x))
+
+
+def _with_statistics(norm: torch.nn.modules.batchnorm._BatchNorm) -> torch.nn.modules.batchnorm._BatchNorm:
+    """``norm`` holding running statistics other than its initial zeros and ones."""
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.3, 3.0)
+    return norm
+
+
+def test_a_batch_norm_without_affine_parameters_in_evaluation_is_a_batch_norm_box() -> None:
+    """``BatchNorm*d(affine=False)`` in evaluation (and ``F.batch_norm(x, mean, var)``) reads its running statistics
+    only; on main the rule asked for a weight and a bias and declined, leaving an opaque box."""
+    torch.manual_seed(0)
+    for model, x in [
+        (torch.nn.Sequential(torch.nn.Conv1d(3, 4, 1), _with_statistics(torch.nn.BatchNorm1d(4, affine=False))),
+         torch.randn(2, 3, 5)),
+        (torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), _with_statistics(torch.nn.BatchNorm2d(4, affine=False, eps=0.1))),
+         torch.randn(2, 3, 5, 6)),
+        (torch.nn.Sequential(torch.nn.Linear(3, 4), _with_statistics(torch.nn.BatchNorm1d(4, affine=False))),
+         torch.randn(6, 3)),
+    ]:
+        model.eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no opaque box to warn of
+            d = ncd.trace(model, x)
+        assert d.opaque_count == 0
+        lowered = d.to_torch()
+        for z in (x, torch.randn_like(x)):
+            torch.testing.assert_close(lowered(z), model(z))
+        wider = torch.randn((5,) + tuple(x.shape[1:]))
+        torch.testing.assert_close(d.to_torch(b=5)(wider), model(wider))
+
+
+def test_the_cost_of_an_opaque_batch_norm_in_training_is_measured() -> None:
+    """A model traced in training mode (a new module's default) draws its batch norm as an opaque box, whose cost is
+    measured by running the call with a gradient for every float input: torch refuses one for the running statistics,
+    so on main ``ncd.cost`` raised AnalysisError for any such model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train(), torch.randn(2, 3, 6, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert d.opaque_count == 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    assert ncd.cost(d).forward_flops >= counter.get_total_flops() > 0
+

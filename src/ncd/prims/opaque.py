@@ -391,16 +391,34 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
 
 
 def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
+    """FLOPs forward and backward of the box's call on random inputs, the inputs autograd keeps and the bytes of what
+    else it keeps.  Every floating-point input takes a gradient; where the call refuses one for an input that is no
+    differentiable argument (a batch norm's running statistics in training), only the first input takes one."""
+    try:
+        return _measure_once(box, shapes, dtypes, set(range(len(shapes))))
+    except AnalysisError:
+        if sum(d in ("float", "complex") for d in dtypes) < 2:
+            raise
+        try:
+            return _measure_once(box, shapes, dtypes, {0})
+        except AnalysisError:
+            pass
+        raise
+
+
+def _measure_once(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str],
+                  differentiated: set[int]) -> tuple[int, int, list[int], list[int]]:
+    """:func:`_measure_opaque` with gradients taken for the floating-point inputs at ``differentiated``."""
     import torch
 
     xs = []
-    for shape, dtype in zip(shapes, dtypes):
+    for j, (shape, dtype) in enumerate(zip(shapes, dtypes)):
         if dtype == "float":
-            xs.append(torch.randn(shape, requires_grad=True))
+            xs.append(torch.randn(shape, requires_grad=j in differentiated))
         elif dtype == "bool":
             xs.append(torch.ones(shape, dtype=torch.bool))
         elif dtype == "complex":
-            xs.append(torch.randn(shape, dtype=torch.complex64, requires_grad=True))
+            xs.append(torch.randn(shape, dtype=torch.complex64, requires_grad=j in differentiated))
         else:
             xs.append(torch.zeros(shape, dtype=torch.long))
     inputs = {f"x{j}": x for j, x in enumerate(xs)}

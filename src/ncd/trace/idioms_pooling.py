@@ -105,12 +105,14 @@ def batch_norm(conv: Converter, node: Node) -> None:
         _standardise(conv, node, x, float(eps if eps is not None else 1e-5))
         return
     w, b = _weight(weight), _weight(bias)
-    if not _live(x) or training or w is None or b is None or not isinstance(mean, Node) or not isinstance(var, Node):
-        raise Decline("training mode or no affine parameters or running statistics")
+    affine = weight is not None or bias is not None  # neither: ``BatchNorm*d(affine=False)``
+    if not _live(x) or training or (affine and (w is None or b is None)) or not isinstance(mean, Node) \
+            or not isinstance(var, Node):
+        raise Decline("training mode or one affine parameter alone or no running statistics")
     vid = conv.value(x)
     seg = conv.segs[vid]
     if len(seg.axes) < 2:
         raise Decline("no channel axis")
-    box = Box(BatchNormOp(seg, 1, float(eps), float(momentum if momentum is not None else 0.1), True, True))
+    box = Box(BatchNormOp(seg, 1, float(eps), float(momentum if momentum is not None else 0.1), affine, True))
     conv.bind(node, conv.apply(box, [vid]))
-    conv.emitted.tensors.append([mean.value, var.value, w, b])
+    conv.emitted.tensors.append([mean.value, var.value] + ([w, b] if affine else []))
