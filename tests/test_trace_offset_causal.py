@@ -76,3 +76,13 @@ def test_other_tables_and_fills_stay_a_selection(table: str, fill: float, then: 
     d = _traced(CachedAttention(table, fill, then), _inputs(2, 3))
     assert not _masks(d)
     assert any(isinstance(b.prim, WhereOp) for b in d.boxes())
+
+
+def test_lower_right_mask_is_drawn_and_typeset() -> None:
+    """The flag is seen: "causal↘" in the SVG, its arrow a LaTeX symbol in TikZ (not the "?" of an unknown one)."""
+    from ncd.render import to_svg, to_tikz
+
+    d = ncd.Identity.of("y x h") >> ncd.CausalMask("y", "x", lower_right=True) >> ncd.Softmax("x")
+    assert "↘" in to_svg(d, embed_fonts=False)
+    tikz = to_tikz(d)
+    assert "\\searrow" in tikz and "{?}" not in tikz
