@@ -35,8 +35,10 @@ SERIES, FRAMES = 32, 2
 
 
 #: optional inputs generated whenever the forward takes them: the parts of one input (a trajectory, a series)
-#: a vocoder's noise (drawn inside the forward when not given: the model's two runs would differ)
-ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "returns_to_go", "timesteps", "noise_sequence")
+#: a vocoder's noise (drawn inside the forward when not given: the model's two runs would differ), an X-MOD's language
+#: (its adapters raise without one)
+ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "returns_to_go", "timesteps", "noise_sequence",
+        "lang_ids")
 
 
 #: sizes the shrink does not know by name: a predictor's (V-JEPA 2), a latent array's (Perceiver)
@@ -118,6 +120,8 @@ def _named(config: Any, base: Any, depth: int = 0) -> bool:
             cap = value // was * width  # a multiple of the width (NeuCodec: the semantic and acoustic widths joined)
         if cap is not None and value > cap:
             d[key], capped = cap, True
+            if key == "vocab_size" and _int(d.get("pad_token_id")) and d["pad_token_id"] >= cap:
+                d["pad_token_id"] = None  # the padding row of the default vocabulary (Kimi Linear's 163,839): no row
     return capped
 
 
@@ -160,7 +164,7 @@ def repair(config: Any, depth: int = 0) -> Any:
     experts = next((d[k] for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
                     if _int(d.get(k))), None)
     if experts:
-        for key in ("num_experts_per_tok", "moe_k", "moe_topk", "top_k"):
+        for key in ("num_experts_per_tok", "moe_k", "moe_topk", "top_k", "num_experts_per_token"):
             if key in d and (d[key] is None or (_int(d[key]) and d[key] > experts)):
                 d[key] = min(2, experts)
     if _int(d.get("crop_size")) and d["crop_size"] > 32:
@@ -224,9 +228,11 @@ INDEXER = {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 8, "
 
 
 def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
-    """Sizes a model reads but its default config leaves ``None``: the layer kinds of a hybrid of short convolutions
-    and attention (LFM2-MoE: a convolution, then attention), an indexed attention's indexer (Qwen4-Exp), the rotary
-    base and the clipping a DBRX attention config is read for (the model's own, the released checkpoint's)."""
+    """Sizes a model reads but its default config leaves ``None`` or does not define, or that must agree with the
+    shrunk ones: the layer kinds of a hybrid of short convolutions and attention (LFM2-MoE: a convolution, then
+    attention), an indexed attention's indexer (Qwen4-Exp), a window, a decoder's key/value heads, an encoder's
+    dropout, a box's embedding widths, an attention context, a latent attention's rotary fraction (Mistral 4), the
+    rotary base and the clipping a DBRX attention config is read for (the model's own, the released checkpoint's)."""
     d = config.__dict__
     if "layer_types" in d and d["layer_types"] is None and "conv_L_cache" in d and _int(layers):
         d["layer_types"] = (["conv", "full_attention"] * layers)[:layers]
@@ -247,8 +253,10 @@ def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
     if _int(d.get("coordinate_size")) and _int(d.get("shape_size")) and _int(hidden):
         d["shape_size"] = hidden // 8  # 4 coordinates and 2 shape sizes of a box concatenated: the width (LayoutLMv3)
         d["coordinate_size"] = (hidden - 2 * d["shape_size"]) // 4
+    rope, rotary = d.get("rope_parameters"), d.get("qk_rope_head_dim")
+    if isinstance(rope, dict) and _int(rotary) and _int(d.get("head_dim")) and "partial_rotary_factor" in rope:
+        rope["partial_rotary_factor"] = rotary / d["head_dim"]  # the rotary part of a latent attention's head
     attn = d.get("attn_config")
-    rope = d.get("rope_parameters")
     if attn is not None and "kv_n_heads" in attn.__dict__ and isinstance(rope, dict) and "rope_theta" in rope:
         attn.__dict__.setdefault("rope_theta", rope["rope_theta"])
         if attn.__dict__.get("clip_qkv") is None:
@@ -403,7 +411,7 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
         tokens = int(getattr(config, "num_query_tokens", 0) or SERIES // 4)
         return torch.randn(batch, tokens, int(width), generator=gen)
 
-    return {"input_features_mask": features_mask, "query_embeds": queries,
+    return {"lang_ids": lambda: torch.zeros(batch, dtype=torch.long), "input_features_mask": features_mask, "query_embeds": queries,
             "noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
             "states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
             "rewards": steps(1), "returns_to_go": steps(1),
@@ -460,6 +468,9 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
         n = features.shape[0]
         yield {**inputs, "input_features": _like(features, (n, features.shape[1], 2 * window)),
                "input_features_mask": torch.ones(n, 2 * window, dtype=mask.dtype)}
+    hop = _find(config, "hop_length")
+    if values is not None and values.dim() == 2 and _int(hop) and values.shape[1] < 8 * hop:  # a mono waveform of 8
+        yield {**inputs, "input_values": _like(values, (values.shape[0], 1, 8 * hop))}  # frames (PE Audio's DAC)
     mel = getattr(config, "num_mel_bins", None)
     if features is not None and features.dim() == 3 and _int(mel) and features.shape[1] == mel:  # frames stacked (x
         for k in (2, 4):  # 2) after delta features (x 2): Granite Speech 5's 4 x the mel bins

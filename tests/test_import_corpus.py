@@ -72,12 +72,13 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: matched to the shrunk encoder's (Nemotron diarization), ids one column a codebook (Kyutai STT), a Q-Former's
 #: queries and what they attend to (BLIP-2), a features mask (Fun-ASR), fields a model reads that its config does not
 #: set (T5Gemma2's encoder dropout, Moonshine streaming's key/value heads, Step3p7's window), a box's coordinate and shape
-#: embeddings as wide as the shrunk width together (LayoutLMv3)
+#: embeddings as wide as the shrunk width together (LayoutLMv3), a latent attention's rotary fraction of the shrunk head
+#: (Mistral 4), top-k under its other name (Kimi Linear), a language for X-MOD's adapters
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
             "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
             "kyutai_speech_to_text", "blip_2_qformer", "fun_asr_nano_encoder", "t5gemma2_encoder",
-            "moonshine_streaming", "step3p7", "layoutlmv3"]
+            "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -139,6 +140,10 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert repair.rebuilt("qwen2", corpus.shrink).sliding_window is None  # switched off: no window
     layout = repair.rebuilt("layoutlmv3", corpus.shrink)  # x0 y0 x1 y1 h w embeddings concatenated: the width
     assert 4 * layout.coordinate_size + 2 * layout.shape_size == layout.hidden_size
+    mistral = repair.rebuilt("mistral4", corpus.shrink)  # rotary on qk_rope_head_dim of each head's features
+    assert mistral.rope_parameters["partial_rotary_factor"] * mistral.head_dim == mistral.qk_rope_head_dim
+    kimi = repair.rebuilt("kimi_linear", corpus.shrink)  # num_experts_per_token: no more than the experts
+    assert kimi.num_experts_per_token <= kimi.num_experts and kimi.pad_token_id is None  # 163,839: no such row
     codec = repair.rebuilt("neucodec", corpus.shrink)  # the semantic and acoustic widths joined
     assert codec.quantization_dim == codec.hidden_size + codec.semantic_model_config.hidden_size == 64
 
