@@ -241,3 +241,30 @@ def test_experts_routing_their_own_tokens_equal_to_their_reading_at_init_only_ar
     _trained(model, lowered)
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+
+def test_the_comparison_answers_as_allclose_in_float64_around_its_bound() -> None:
+    # moe_proof.within compares float32 values in float32 first (accepting only well inside the bound); on each float32
+    # value next to the bound (a few steps either side, at an entry of 0 — where the bound is the absolute tolerance
+    # alone, which float32 cannot hold exactly — and at others) it must answer as allclose in float64
+    from ncd.trace.moe_proof import within
+
+    gen = torch.Generator().manual_seed(0)
+    checked = {True: 0, False: 0}
+    for _ in range(40):
+        want = torch.randn(16, generator=gen) * 10.0 ** float(torch.randint(-8, 4, (), generator=gen))
+        want[3] = 0.0
+        atol = 1e-5 * float(want.abs().max())
+        for j in (3, 5):
+            edge = torch.tensor(float(want[j]) + atol + 1e-4 * abs(float(want[j])), dtype=torch.float32)
+            for step in range(-3, 4):
+                near = edge
+                for _ in range(abs(step)):
+                    near = torch.nextafter(near, torch.tensor(float("inf") if step > 0 else float("-inf")))
+                got = want.clone()
+                got[j] = near
+                expected = bool(torch.allclose(got.double(), want.double(), atol=atol, rtol=1e-4))
+                assert within(got, want) == expected, (j, step)
+                checked[expected] += 1
+    assert min(checked.values()) > 100
