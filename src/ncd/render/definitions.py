@@ -248,8 +248,12 @@ def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], def
     if any(b is d or (b.name == d.name and b == d) for d in defined):  # (equal blocks have one name: a cheap test first)
         return
     defined.append(b)
+    # a definition's header and instances share its drawing (each instance joined so), and blocks share one exactly
+    # when each shares it with the first (shareable compares every block with the first alone: its shape, and the
+    # axes on its wires in the places of the first's): b is asked about with the header alone, not with every
+    # instance again (a family of n instances compared n² times: EnCodec's codec blocks)
     pending = next((q for q in queue if q.header is not None and family(q.header.name) == family(b.name)
-                    and shareable([q.header, *q.instances, b])), None)
+                    and shareable([q.header, b])), None)
     if pending is not None:
         pending.instances.append(b)
         return
