@@ -646,3 +646,32 @@ def test_layers_casting_a_constant_to_a_value_type_are_copied_and_equal(layers: 
     model = nn.Sequential(*(CastMask(8) for _ in range(layers)))
     x = torch.randn(2, 5, 8)
     _copied_and_equal(model, x, layers - 1, monkeypatch)
+
+
+class Banded(nn.Module):
+    """A large table (256 kB, a buffer: a constant compared between layers) read through a view of most of it, then a
+    few rows and columns of that; ``poke``: the column made 2 (none: -1), inside the rows and columns read."""
+
+    def __init__(self, width: int, poke: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+        band = torch.ones(64, 1024)
+        if poke >= 0:
+            band[:, poke] = 2.0
+        self.register_buffer("band", band)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = self.band[:48]
+        return x + self.proj(x) * top[:x.shape[1], :x.shape[2]]
+
+
+@pytest.mark.parametrize(("pokes", "copies"), [([-1, -1, -1], 2), ([-1, -1, 3], 1), ([3, -1, 3], 1)])
+def test_layers_reading_views_of_a_large_constant_are_copied_only_where_it_is_equal(
+        pokes: list[int], copies: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layers' constants are compared whole once, as words, and their views by where they sit (reuse_match
+    ._equal_entries): a layer whose constant differs in one column is walked, and every diagram is the walk's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*(Banded(8, p) for p in pokes))
+    x = torch.randn(2, 5, 8)
+    _copied_and_equal(model, x, copies, monkeypatch)
+

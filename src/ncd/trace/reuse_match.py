@@ -9,6 +9,7 @@ import torch
 
 from ncd.trace.capture import Node
 from ncd.trace.registry import op_name
+from ncd.trace.tensors import WORDS_ABOVE
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
@@ -52,6 +53,8 @@ class _Match:
         self.calling = set(zip(first.within, later.within))
         self.outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
         self.private = {id(node) for node, _ in record.private}
+        #: pairs of memories (their addresses) found to hold the same bits, whole (:func:`_equal_entries`)
+        self.proven: set[tuple[int, int]] = set()
 
     def pairs(self) -> list[tuple[Node, Node]]:
         return list(zip(self.theirs, self.ours)) + self.kept
@@ -90,7 +93,7 @@ class _Match:
                 return False
             checked.add((ft, fc))
         if not _same_value(t.value, c.value, exact=t.kind == "constant" or (t.kind == "call" and not t.live
-                                                                            and not conv.learned(t))):
+                                                                            and not conv.learned(t)), proven=self.proven):
             return False
         if (id(t) in self.record.skip, id(t) in self.record.before, id(t) in self.marked) != \
                 (id(c) in conv.skip, id(c) in conv.values, id(c) in self.marked):
@@ -128,7 +131,7 @@ class _Match:
             for fx, fy in zip(x.stack, y.stack):
                 if fx[1] != fy[1] or not self._path(fx[0], fy[0]) or self.frames.setdefault(fx, fy) != fy:
                     return False
-            if not _same_value(x.value, y.value, exact=not x.live) or (x.sized or y.sized) \
+            if not _same_value(x.value, y.value, exact=not x.live, proven=self.proven) or (x.sized or y.sized) \
                     or not self._same(x.args, y.args) or not self._same(x.kwargs, y.kwargs):
                 return False
             self._inner(x, y)
@@ -291,16 +294,43 @@ def _place(x: torch.Tensor, views: dict[int, tuple[Any, ...]]) -> tuple[Any, ...
     return found
 
 
-def _same_value(a: Any, b: Any, exact: bool) -> bool:
-    """Values of the same kind, shape and dtype (and equal entries where ``exact``)."""
+def _same_value(a: Any, b: Any, exact: bool, proven: set[tuple[int, int]] | None = None) -> bool:
+    """Values of the same kind, shape and dtype (and equal entries where ``exact``; ``proven``: see
+    :func:`_equal_entries`)."""
     if isinstance(a, torch.Tensor):
         if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
             return False
         if exact and a is not b:
-            return a.device.type != "meta" and bool(torch.equal(a, b))
+            return a.device.type != "meta" and _equal_entries(a, b, proven)
         return True
     if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same_value(x, y, exact) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same_value(x, y, exact, proven) for x, y in zip(a, b))
     if isinstance(a, (bool, int, float, str, type(None))):
         return type(a) is type(b) and bool(a == b or (a != a and b != b))
     return False
+
+
+def _equal_entries(a: torch.Tensor, b: torch.Tensor, proven: set[tuple[int, int]] | None) -> bool:
+    """``torch.equal(a, b)`` (of one shape and dtype), or true where ``a`` and ``b`` sit alike (offsets, strides, lazy
+    negation and conjugation) in memories holding the same bits, whole: compared once per pair of memories as 8-byte
+    words and kept in ``proven`` (the match's: its values stay alive and unchanged while it runs).  A layer's large
+    constant is read through several views (longformer: the (8, 2, 256, 513) zeros of the diagonal scores, then
+    three slices of it), each compared entry by entry before.  Equal bits are equal values; a NaN the same NaN, where
+    ``torch.equal`` would say unequal and the layer be walked: its walk reads the same values, so its copy is the same
+    diagram.  Only where ``a`` is at least :data:`~ncd.trace.tensors.WORDS_ABOVE` bytes and a quarter of its memory."""
+    if proven is not None and type(a) is torch.Tensor and type(b) is torch.Tensor and a.layout == torch.strided \
+            and b.layout == torch.strided and a.storage_offset() == b.storage_offset() and a.stride() == b.stride() \
+            and a.is_neg() == b.is_neg() and a.is_conj() == b.is_conj() and not a.is_quantized:
+        memory, other = a.untyped_storage(), b.untyped_storage()
+        key = (memory.data_ptr(), other.data_ptr())
+        if key in proven:
+            return True
+        size, read = memory.nbytes(), a.numel() * a.element_size()
+        if size == other.nbytes() and not size % 8 and WORDS_ABOVE <= read and size <= 4 * read:
+            def words(m: torch.UntypedStorage) -> torch.Tensor:
+                return torch.empty(0, dtype=torch.int64, device=a.device).set_(m, 0, (size // 8,), (1,))
+
+            if torch.equal(words(memory), words(other)):
+                proven.add(key)
+                return True
+    return bool(torch.equal(a, b))
