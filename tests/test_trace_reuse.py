@@ -675,3 +675,21 @@ def test_layers_reading_views_of_a_large_constant_are_copied_only_where_it_is_eq
     x = torch.randn(2, 5, 8)
     _copied_and_equal(model, x, copies, monkeypatch)
 
+
+class Gated(nn.Module):
+    """A conformer's convolution module's gate: a projection to twice the width halved by ``F.glu``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.nn.functional.glu(self.up(x), dim=-1))
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_layers_of_glu_are_copied_and_equal(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(*(Gated(8) for _ in range(layers)))
+    x = torch.randn(2, 5, 8)
+    _copied_and_equal(model, x, layers - 1, monkeypatch)

@@ -94,6 +94,7 @@ def glu(conv: Converter, node: Node) -> None:
     product = _step(node, "product", torch.ops.aten.mul.Tensor, (first, gate), node.value, True)
     arithmetic(conv, product)
     conv.bind(node, conv.values[id(product)])
+    conv.forget(first, second, gate, product)  # read by no other node: a layer holding a GLU stays copyable
 
 
 def computed_weight_linear(conv: Converter, node: Node) -> bool:

@@ -183,7 +183,8 @@ def _named_reads(read: list[Node], experts: int) -> Callable[[Converter, Node], 
             else:  # the identity on the experts, drawn under its name
                 identity = Node("experts_identity", "constant", value=r.value, source="identity")
                 conv.bind(r, conv.value(identity, [e + PRIME, e]))
-                conv.bind(identity, conv.values[id(r)])  # kept alive with its value (ids stay unique)
+                conv.bind(identity, conv.values[id(r)])  # kept alive with its value (ids stay unique), and
+                conv.forget(identity)  # unbound: read by no other node, the layer's walk stays copyable
         name = op_name(node.target)[0]
         fn = RULES.get(name) or IMPORT.get(name)
         if fn is None:
