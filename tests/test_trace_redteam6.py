@@ -104,3 +104,56 @@ def test_the_cost_of_an_opaque_batch_norm_in_training_is_measured() -> None:
         model(x)
     assert ncd.cost(d).forward_flops >= counter.get_total_flops() > 0
 
+
+class _Tangent(torch.nn.Module):
+    """The derivative of a layer along a direction, by forward-mode autograd (``torch.func.jvp``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.func.jvp(lambda z: torch.tanh(self.proj(z)), (x,), (x * 2,))  # type: ignore[no-any-return]
+
+
+class _Dual(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.autograd import forward_ad
+
+        with forward_ad.dual_level():
+            y = torch.tanh(self.proj(forward_ad.make_dual(x, torch.ones_like(x))))
+            return forward_ad.unpack_dual(y).tangent + 0
+
+
+class _Linearized(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, derivative = torch.func.linearize(lambda z: torch.tanh(self.proj(z)), x)
+        return derivative(torch.ones_like(x))  # type: ignore[no-any-return]
+
+
+def test_forward_mode_derivatives_of_the_inputs_are_refused_not_frozen() -> None:
+    """autograd computes forward-mode tangents in its own kernels, which no capture records, and ``jvp`` returns new
+    tensors for its outputs: on main ``torch.func.jvp`` traced with no warning into a diagram holding the traced
+    outputs as constants (the lowered module was 1.1 off the model on a fresh input, primal and tangent alike), and
+    ``forward_ad.dual_level`` traced into a module that could not run.  ``linearize``, which traces its derivative
+    with ``make_fx`` into operators the recording sees, still traces, equal to the model."""
+    import pytest
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3)
+    for model in (_Tangent(), _Dual()):
+        with pytest.raises(ncd.TraceError, match="forward-mode derivatives"):
+            ncd.trace(model, x)
+    linearized = _Linearized()
+    lowered = _lowered(linearized, x)
+    fresh = torch.randn(4, 3)
+    torch.testing.assert_close(lowered(fresh), linearized(fresh))
+

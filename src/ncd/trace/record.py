@@ -584,6 +584,27 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         at: int = typed(self)
         return at if _internal(sys._getframe(1).f_code.co_filename) else storage_address(self._untyped_storage, at)
 
+    from torch.autograd import forward_ad
+
+    enter_dual_level = forward_ad.enter_dual_level
+
+    def dual_level_refused() -> int:
+        """Forward-mode derivatives (``torch.func.jvp``, ``jacfwd``, ``forward_ad.dual_level``): autograd computes the
+        tangents in its own kernels, below any operator a capture records, and ``jvp`` hands back new tensors for its
+        outputs, so the diagram held the traced values of both as constants (the lowered module returned them
+        whatever its input).  Under ``make_fx`` (``torch.func.linearize`` traces its derivative so) the tangents are
+        operators of the graph it makes, which the recording sees when the graph runs."""
+        from ncd.errors import TraceError
+
+        if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None:  # make_fx's (the recording
+            level: int = enter_dual_level()  # type: ignore[no-untyped-call]  # is a mode of the pre-dispatch stack)
+            return level
+        raise TraceError(f"cannot trace {type(rec.root).__name__}: it computes forward-mode derivatives (torch.func.jvp,"
+                         f" jacfwd or torch.autograd.forward_ad) at {user_line() or '?'}: autograd computes"
+                         " their tangents in its own kernels, which no capture records (the diagram would hold the"
+                         " traced values); compute the derivative with operators in the forward instead")
+
+    forward_ad.enter_dual_level = dual_level_refused
     torch.Tensor.__deepcopy__ = copied_by_call  # type: ignore[method-assign]
     torch.Tensor.__copy__ = aliased_by_call  # type: ignore[attr-defined]
     torch.Tensor.data_ptr = data_ptr  # type: ignore[method-assign, assignment]
@@ -596,6 +617,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
             _Address(0, addressed[-1])._number()
         raise
     finally:
+        forward_ad.enter_dual_level = enter_dual_level
         del torch.Tensor.data_ptr
         del torch.UntypedStorage.data_ptr
         torch.TypedStorage.data_ptr = typed  # type: ignore[method-assign]
