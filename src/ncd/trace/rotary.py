@@ -121,7 +121,7 @@ def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
     return found
 
 
-def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, float, float] | None:
+def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, float, float, bool] | None:
     if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return None
     for first, second in (add.args, add.args[::-1]):
@@ -136,10 +136,10 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
             for cat, sin in (second.args, second.args[::-1]):
                 if not (isinstance(sin, Node) and not sin.live and _halves(cat, x, k)):
                     continue
-                tables = [c.value for c in (cos, sin)]
-                if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2
-                       or tuple(v.shape[-2:]) != tuple(x.value.shape[-2:]) or v.dim() > x.value.dim() for v in tables):
+                tables = _laid_out([c.value for c in (cos, sin)], x, k)
+                if tables is None:
                     continue
+                between = tables[0].dim() != cos.value.dim()
                 found = _tables_read(tables[0], tables[1], conv.model, read)
                 if found is None:
                     continue
@@ -150,7 +150,24 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
                     continue
                 if any(o is m for o in conv.captured.outputs for m in members):
                     continue
-                return members, x, found[0], found[1]
+                return members, x, found[0], found[1], between
+    return None
+
+
+def _laid_out(tables: list[Any], x: Node, width: int) -> list[torch.Tensor] | None:
+    """The tables ``(..., t, width)`` of a rotation of ``x``'s last axis at the positions of its second-to-last axis
+    (``b h t k``), or of its third-to-last, the tables broadcast over the heads between (``b t h k``: gemma4, the sparse
+    attention indexers), those read without their heads' axis (tables of two positions or more along it: one
+    position's would fit any axis); None if laid out otherwise."""
+    shape = tuple(x.value.shape)
+    if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2 or v.dim() > len(shape)
+           for v in tables):
+        return None
+    if len(shape) >= 3 and shape[-3] >= 2 \
+            and all(v.dim() >= 3 and tuple(v.shape[-3:]) == (shape[-3], 1, width) for v in tables):
+        return [v.squeeze(-2) for v in tables]
+    if all(tuple(v.shape[-2:]) == (shape[-2], width) for v in tables):
+        return list(tables)
     return None
 
 
@@ -172,7 +189,7 @@ def _products(node: Any) -> tuple[Any, Any] | None:
 
 
 def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
-                       ) -> tuple[list[Node], Node, Node, Node, float, float] | None:
+                       ) -> tuple[list[Node], Node, Node, Node, float, float, bool] | None:
     """``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin], -1)`` with ``x₁ = x[..., 0::2]``, ``x₂ = x[..., 1::2]`` and rotary half
     tables (the module's docstring): the products and their sum and difference (skipped), ``x``, ``x₁``, ``x₂`` and the
     tables' base and scale."""
@@ -208,15 +225,12 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     k = int(x.value.shape[-1])
     if k % 2 or not x.value.is_floating_point() or tuple(cat.value.shape) != tuple(x.value.shape):
         return None
-    if int(x.value.shape[-2]) < 2:  # one position: its tables would fit any axis of size 1 (heads) as the positions
-        return None
-    tables = [c.value for c in (cos, sin)]
-    if any(not isinstance(v, torch.Tensor) or v.device.type == "meta" or v.dim() < 2 or v.dim() > x.value.dim()
-           or tuple(v.shape[-2:]) not in ((int(x.value.shape[-2]), k // 2), (int(x.value.shape[-2]), 1))
-           for v in tables):
-        return None
     # (a table one entry wide turns every pair by one angle: the tables of base 1, checked as any other)
-    tables = [v.expand(*v.shape[:-1], k // 2) for v in tables]
+    laid = _laid_out([c.value for c in (cos, sin)], x, k // 2) or _laid_out([c.value for c in (cos, sin)], x, 1)
+    if laid is None or laid[0].shape[-2] < 2:  # (one position's tables would fit any axis of size 1, heads, as it)
+        return None
+    between = laid[0].dim() != cos.value.dim()
+    tables = [v.expand(*v.shape[:-1], k // 2) for v in laid]
     found = _tables_read(torch.cat((tables[0], tables[0]), dim=-1), torch.cat((tables[1], tables[1]), dim=-1),
                          conv.model, read)
     if found is None:
@@ -227,7 +241,7 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
         return None
     if any(o is m for o in conv.captured.outputs for m in members):
         return None
-    return members, x, x1, x2, found[0], found[1]
+    return members, x, x1, x2, found[0], found[1], between
 
 
 def find_rotary(conv: Converter) -> dict[int, tuple[Any, ...]]:
@@ -239,27 +253,38 @@ def find_rotary(conv: Converter) -> dict[int, tuple[Any, ...]]:
         if node.kind == "call" and node.live and _op(node) == "aten.add":
             match = _match(conv, node, read)
             if match is not None:
-                members, x, base, scale = match
+                members, x, base, scale, between = match
                 conv.skip |= {id(m) for m in members}
-                found[id(node)] = (x, base, scale)
+                found[id(node)] = (x, base, scale, None, between)
         elif node.kind == "call" and node.live and _op(node) in ("aten.cat", "aten.concat", "aten.concatenate"):
             pairs = _match_interleaved(conv, node, read)
             if pairs is not None:
-                members, x, x1, x2, base, scale = pairs
+                members, x, x1, x2, base, scale, between = pairs
                 conv.skip |= {id(m) for m in members}
-                found[id(node)] = (x, base, scale, (x1, x2))
+                found[id(node)] = (x, base, scale, (x1, x2), between)
     return found
 
 
 def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float,
-                parts: tuple[Node, Node] | None = None) -> None:
+                parts: tuple[Node, Node] | None = None, between: bool = False) -> None:
     """``ρ`` on the last two wires of ``x`` (positions, features), woven over the others; of an interleaved rotation,
-    on the concatenation of its even and odd entries ``parts`` (themselves converted as the slices they are)."""
-    if parts is not None:
-        from ncd.trace.boxes_losses import _call
+    on the concatenation of its even and odd entries ``parts`` (themselves converted as the slices they are); with the
+    heads ``between`` the positions and the features (``b t h k``), on ``x`` with its heads crossed before the
+    positions, crossed back after."""
+    from ncd.trace.boxes_losses import _call
 
+    if parts is not None:
         x = _call(conv, node, "pairs", torch.ops.aten.cat.default, list(parts), -1)
+    if between:
+        x = _call(conv, node, "heads_first", torch.ops.aten.transpose.int, x, -3, -2)
     vid = conv.value(x)
     seg = conv.segs[vid]
     prim = RotaryOp(seg.axes[-1], seg.axes[-2], base, scale)
-    conv.bind(node, conv.apply(Box(prim), [vid]))
+    out = conv.apply(Box(prim), [vid])
+    if between:  # (the rotation's value, heads first: the recorded result crossed as the rotation reads it)
+        turned = Node(f"{node.name}_turned", "call", value=node.value.transpose(-3, -2), stack=node.stack, live=True,
+                      line=node.line)
+        conv.bind(turned, out)
+        back = _call(conv, node, "positions_first", torch.ops.aten.transpose.int, turned, -3, -2)
+        out = conv.value(back)
+    conv.bind(node, out)
