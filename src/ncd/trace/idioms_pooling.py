@@ -106,13 +106,15 @@ def batch_norm(conv: Converter, node: Node) -> None:
         return
     w, b = _weight(weight), _weight(bias)
     affine = weight is not None or bias is not None  # neither: ``BatchNorm*d(affine=False)``
-    if not _live(x) or training or (affine and (w is None or b is None)) or not isinstance(mean, Node) \
-            or not isinstance(var, Node):
-        raise Decline("training mode or one affine parameter alone or no running statistics")
+    # (statistics computed from the input, ``F.batch_norm(x, x.mean(...), x.var(...))``, are no running statistics:
+    # the box holds the traced values as constants, which a fresh input would not give)
+    running_mean, running_var = _weight(mean), _weight(var)
+    if not _live(x) or training or (affine and (w is None or b is None)) or running_mean is None or running_var is None:
+        raise Decline("training mode or one affine parameter alone or no running statistics (constants)")
     vid = conv.value(x)
     seg = conv.segs[vid]
     if len(seg.axes) < 2:
         raise Decline("no channel axis")
     box = Box(BatchNormOp(seg, 1, float(eps), float(momentum if momentum is not None else 0.1), affine, True))
     conv.bind(node, conv.apply(box, [vid]))
-    conv.emitted.tensors.append([mean.value, var.value] + ([w, b] if affine else []))
+    conv.emitted.tensors.append([running_mean, running_var] + ([w, b] if w is not None and b is not None else []))

@@ -1,0 +1,71 @@
+"""Idioms that held a traced value, or another dtype, where the model computes otherwise (review of stop 32's commits).
+
+* ``F.batch_norm(x, mean, var)`` in evaluation reads its statistics as given: a batch norm box holds them as the running
+  statistics (constants).  Statistics computed from the input (``x.mean(...)``) are no running statistics: the box held
+  their traced values, and the lowered module was off the model on any other input.
+* A rotary embedding is ``ρ`` of ``x``, in ``x``'s dtype; tables of a wider dtype (float64 tables on float32 queries)
+  promote the model's result, which ``ρ`` would have computed in float32.
+
+Each diagram is compared with the model on the traced input and on a fresh one, dtype included.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+from ncd.prims.normalization import BatchNormOp
+
+
+def _traced(model: nn.Module, x: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model.eval(), x)
+
+
+def _agrees(d: ncd.TracedDiagram, model: nn.Module, *inputs: torch.Tensor) -> None:
+    lowered = d.to_torch()
+    with torch.no_grad():
+        for x in inputs:
+            got, want = lowered(x), model(x)
+            assert got.dtype == want.dtype
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+class InputStatistics(nn.Module):
+    """``F.batch_norm`` in evaluation on statistics of the input itself (or on the module's running ones)."""
+
+    def __init__(self, affine: bool, computed: bool) -> None:
+        super().__init__()
+        self.affine, self.computed = affine, computed
+        self.weight, self.bias = nn.Parameter(torch.rand(4) + 0.5), nn.Parameter(torch.randn(4))
+        self.register_buffer("mean", torch.randn(4))
+        self.register_buffer("var", torch.rand(4) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = (x.mean((0, 2)), x.var((0, 2))) if self.computed else (self.mean, self.var)
+        return F.batch_norm(x, mean.detach(), var.detach(), self.weight if self.affine else None,
+                            self.bias if self.affine else None, False)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_on_statistics_of_the_input_is_no_running_statistics(affine: bool) -> None:
+    torch.manual_seed(0)
+    model, x = InputStatistics(affine, computed=True), torch.randn(3, 4, 6)
+    d = _traced(model, x)
+    assert not any(isinstance(b.prim, BatchNormOp) for b in d.boxes())
+    _agrees(d, model, x, 3 * torch.randn(3, 4, 6) + 1)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_on_running_statistics_is_a_batch_norm_box(affine: bool) -> None:
+    torch.manual_seed(0)
+    model, x = InputStatistics(affine, computed=False), torch.randn(3, 4, 6)
+    d = _traced(model, x)
+    assert any(isinstance(b.prim, BatchNormOp) for b in d.boxes()) and d.opaque_count == 0
+    _agrees(d, model, x, 3 * torch.randn(3, 4, 6) + 1)
