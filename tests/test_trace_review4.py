@@ -20,6 +20,7 @@ from torch import nn
 
 import ncd
 from ncd.prims.normalization import BatchNormOp
+from ncd.prims.rotary import RotaryOp
 
 
 def _traced(model: nn.Module, x: torch.Tensor) -> ncd.TracedDiagram:
@@ -69,3 +70,43 @@ def test_batch_norm_on_running_statistics_is_a_batch_norm_box(affine: bool) -> N
     d = _traced(model, x)
     assert any(isinstance(b.prim, BatchNormOp) for b in d.boxes()) and d.opaque_count == 0
     _agrees(d, model, x, 3 * torch.randn(3, 4, 6) + 1)
+
+
+class Rotated(nn.Module):
+    """Heads of queries rotated by RoFormer's tables of ``dtype``: the halves form (LLaMA's ``rotate_half``) or the
+    interleaved one (DeepSeek's ``apply_rotary_pos_emb_interleave``)."""
+
+    def __init__(self, interleaved: bool, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.q = nn.Linear(16, 16)
+        self.interleaved, self.dtype = interleaved, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 2, 8).transpose(1, 2)
+        inv = 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8))
+        angles = torch.arange(t).float()[:, None] * inv[None]
+        angles = torch.cat([angles, angles], -1)
+        cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+        if self.interleaved:
+            cos, sin, x1, x2 = cos[..., :4], sin[..., :4], q[..., 0::2], q[..., 1::2]
+            return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+        return q * cos + torch.cat([-q[..., 4:], q[..., :4]], -1) * sin
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotary_tables_of_a_wider_dtype_stay_as_recorded(interleaved: bool) -> None:
+    torch.manual_seed(0)
+    model, x = Rotated(interleaved, torch.float64), torch.randn(2, 5, 16)
+    d = _traced(model, x)
+    assert not any(isinstance(b.prim, RotaryOp) for b in d.boxes())
+    _agrees(d, model, x, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotary_tables_of_the_queries_dtype_are_rho(interleaved: bool) -> None:
+    torch.manual_seed(0)
+    model, x = Rotated(interleaved, torch.float32), torch.randn(2, 5, 16)
+    d = _traced(model, x)
+    assert any(isinstance(b.prim, RotaryOp) for b in d.boxes())
+    _agrees(d, model, x, torch.randn(2, 5, 16))

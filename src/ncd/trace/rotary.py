@@ -130,7 +130,8 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
         for x, cos in (first.args, first.args[::-1]):
             if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
                 continue
-            if not x.value.is_floating_point() or x.value.dim() < 2 or tuple(x.value.shape) != tuple(add.value.shape):
+            if not x.value.is_floating_point() or x.value.dim() < 2 or tuple(x.value.shape) != tuple(add.value.shape) \
+                    or add.value.dtype != x.value.dtype:  # (tables of a wider dtype promote the result: ρ keeps x's)
                 continue
             k = int(x.value.shape[-1])
             for cat, sin in (second.args, second.args[::-1]):
@@ -223,7 +224,8 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     if not (isinstance(x, Node) and x.live and _strided(x1, x, 0) and _strided(x2, x, 1)):
         return None
     k = int(x.value.shape[-1])
-    if k % 2 or not x.value.is_floating_point() or tuple(cat.value.shape) != tuple(x.value.shape):
+    if k % 2 or not x.value.is_floating_point() or tuple(cat.value.shape) != tuple(x.value.shape) \
+            or cat.value.dtype != x.value.dtype:  # (tables of a wider dtype promote the result: ρ keeps x's)
         return None
     # (a table one entry wide turns every pair by one angle: the tables of base 1, checked as any other)
     laid = _laid_out([c.value for c in (cos, sin)], x, k // 2) or _laid_out([c.value for c in (cos, sin)], x, 1)
