@@ -73,9 +73,9 @@ def _counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     runs: list[int] = []
     run = moe_proof._cases_agree
 
-    def counted(module: nn.Module, dense: Any, cases: list[Any], traced: Any) -> bool:
+    def counted(module: nn.Module, dense: Any, cases: list[Any], *rest: Any, **more: Any) -> bool:
         runs.append(len(cases))
-        return run(module, dense, cases, traced)
+        return run(module, dense, cases, *rest, **more)
 
     monkeypatch.setattr(moe_proof, "_cases_agree", counted)
     return runs
@@ -112,3 +112,40 @@ def test_a_layer_differing_in_its_own_flag_is_checked_and_drawn_as_recorded(monk
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-5)
     assert len(runs) == 4
+
+
+class RoutingSensitiveExperts(nn.ModuleList):
+    """The weighted sum of the experts, doubled where every token chose expert 0 (a kernel special-casing a routing):
+    equal to the dense reading on random routings, not on the traced one, where every token chooses expert 0."""
+
+    def __init__(self) -> None:
+        super().__init__([nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 8)) for _ in range(4)])
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self):
+            out = out + (weights * (chosen == e)).sum(-1, keepdim=True) * expert(x)
+        return torch.where((chosen == 0).all(), 2 * out, out)
+
+
+class FirstChosen(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router, self.experts = nn.Linear(8, 4), RoutingSensitiveExperts()
+        with torch.no_grad():
+            self.router.bias.copy_(torch.tensor([100.0, 0.0, 0.0, 0.0]))  # every token chooses expert 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(1, dim=-1)
+        return self.experts(x, chosen, weights)
+
+
+def test_experts_unlike_their_dense_reading_on_the_traced_routing_only_are_drawn_as_recorded() -> None:
+    # the dense reading of the traced arguments is compared as recorded (after the check of the random ones): unlike
+    # the experts' own result there, the model is captured again and the experts drawn as recorded
+    torch.manual_seed(0)
+    model, x = FirstChosen().eval(), torch.randn(6, 8)
+    lowered = _traced(model, x).to_torch()
+    with torch.no_grad():
+        for v in (x, x + 0.1):
+            torch.testing.assert_close(lowered(v), model(v), rtol=1e-4, atol=1e-5)

@@ -134,7 +134,7 @@ class Reading:
     module: torch.nn.Module
     swap: dict[str, Callable[..., Any]]
     method: str  # the method whose first call's arguments are watched
-    check: Callable[[tuple[Any, ...], Any], bool]  # the arguments, and what the class's own method gave on them
+    check: Callable[..., bool]  # the arguments, what the class's own method gave on them, and ``later`` (agrees)
 
     def watch(self, path: str, calls: dict[str, tuple[Any, ...]], gave: dict[str, Any]) -> Callable[[], None]:
         """Record the first call's arguments of ``method`` into ``calls[path]``, and into ``gave[path]`` a copy of
@@ -164,15 +164,19 @@ class Reading:
 
         return undo
 
-    def agrees(self, call: tuple[Any, ...], gave: Any = None) -> bool:
+    def agrees(self, call: tuple[Any, ...], gave: Any = None, later: list[Any] | None = None) -> bool:
         """Whether the dense reading equals the module's own method on ``call`` and random arguments, and that method
         writes none of the module's state (a buffer or counter it updates: the dense reading would not, and the
-        model may read it later); the state is put back as it was."""
+        model may read it later); the state is put back as it was.  ``later``: a reading of experts whose dense
+        reading the caller runs on ``call`` next may leave that comparison to it, putting the module's own result on
+        ``call`` in ``later`` (:func:`~ncd.trace.moe_proof.agrees`); others leave it empty."""
         before = _state(self.module)
         try:
-            agreed = self.check(call, gave)
+            agreed = self.check(call, gave, later)
         except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
             agreed = False
+        if not agreed and later is not None:
+            later.clear()
         return _put_state_back(before) and agreed
 
 
@@ -187,8 +191,9 @@ def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Re
         if dense is not None:
             experts = _experts(module)
             found[path] = Reading(module, {"forward": _called_as(module, dense)}, "forward",
-                                  lambda call, gave, m=module, d=dense, e=experts: (  # type: ignore[misc]
-                                      (c := _arguments(call, {})) is not None and agrees(m, d, c, e, traced=gave)))
+                                  lambda call, gave, later=None, m=module, d=dense, e=experts: (
+                                      (c := _arguments(call, {})) is not None
+                                      and agrees(m, d, c, e, traced=gave, later=later)))
             continue
         routing = _routing(module, classes)  # both readings below route by the module's own router: most none
         if routing is None:
@@ -196,10 +201,12 @@ def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Re
         mlp = _routed_mlp(module, routing) if arity == 1 else None
         if mlp is not None:
             found[path] = Reading(module, {"forward": mlp}, "forward",
-                                  lambda call, gave, m=module, d=mlp: _routed_mlp_agrees(m, d, call, gave))  # type: ignore[misc]
+                                  lambda call, gave, later=None, m=module, d=mlp:
+                                  _routed_mlp_agrees(m, d, call, gave))
             continue
         attention = _routed_attention(module, routing)
         if attention is not None:
             found[path] = Reading(module, {"map": attention[0], "reduce": attention[1]}, "map",
-                                  lambda call, gave, m=module, a=attention: _routed_attention_agrees(m, a[0], a[1], call))  # type: ignore[misc]
+                                  lambda call, gave, later=None, m=module, a=attention:
+                                  _routed_attention_agrees(m, a[0], a[1], call))
     return found

@@ -93,18 +93,26 @@ def _deciding(path: str, reading: Reading, name: str, own: dict[str, Callable[..
     call of the watched method); before that, its own."""
     def call(*args: Any, **kwargs: Any) -> Any:
         if not decided and name == reading.method:
-            decided.append(_decide(path, reading, before, args, kwargs))
+            later: list[Any] = []  # the module's own result on these arguments, where the check left that to here
+            decided.append(_decide(path, reading, before, args, kwargs, later))
             if decided[0]:
                 swapped.append(path)
+                if later:  # the dense reading runs on them recorded, and is compared with the module's own result
+                    out = reading.swap[name](*args, **kwargs)
+                    _confirm(path, out, later[0])
+                    return out
         return (reading.swap[name] if decided and decided[0] and name in reading.swap else own[name])(*args, **kwargs)
 
     return call
 
 
-def _decide(path: str, reading: Reading, before: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+def _decide(path: str, reading: Reading, before: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+            later: list[Any] | None = None) -> bool:
     """The reading's check on copies of this call's arguments, run unrecorded inside the recording (the module's own
     methods bound back meanwhile: the check runs them), outside autocast and without gradients, as a check run after
-    a run of the model would."""
+    a run of the model would.  ``later`` (where autocast is off, so the dense reading recorded next computes as the
+    check would): the check may leave the dense reading on these arguments to the recording, and put the module's own
+    result on them in it (:meth:`~ncd.trace.moe_dense.Reading.agrees`), for :func:`_confirm`."""
     from ncd.trace.functions import _unrecorded
 
     rec = _RECORDINGS[-1] if _RECORDINGS else None
@@ -117,12 +125,32 @@ def _decide(path: str, reading: Reading, before: dict[str, Any], args: tuple[Any
     rec.inside += 1
     _put_back(module, before)
     try:
-        with _unrecorded(), torch.no_grad(), _no_autocast(args, kwargs):
+        autocast = _no_autocast(args, kwargs)
+        with _unrecorded(), torch.no_grad(), autocast:
             call = tuple(v.detach().clone() if isinstance(v, torch.Tensor) else v for v in [*args, *kwargs.values()])
-            return reading.agrees(call)
+            return reading.agrees(call, later=later if isinstance(autocast, contextlib.nullcontext) else None)
     finally:
         _put_back(module, mine)
         rec.inside -= 1
+
+
+def _confirm(path: str, out: Any, want: Any) -> None:
+    """The dense reading's result ``out`` on the traced arguments, as recorded, is the module's own result ``want`` on
+    them (compared unrecorded, as the check compares, :func:`~ncd.trace.moe_proof._agree`); else :class:`Undecided`:
+    the recording is let go and the model captured again with its experts decided by a run of it first (the check
+    then compares the two itself)."""
+    from ncd.trace.functions import _unrecorded
+    from ncd.trace.moe_proof import _agree
+
+    rec = _RECORDINGS[-1]
+    rec.inside += 1
+    try:
+        with _unrecorded(), torch.no_grad():
+            same = _agree(out.detach().clone() if isinstance(out, torch.Tensor) else out, want)
+    finally:
+        rec.inside -= 1
+    if not same:
+        raise Undecided(f"the experts at {path!r} recorded their dense reading unlike their own forward")
 
 
 def _no_autocast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:

@@ -57,9 +57,12 @@ def _routes(experts: int, k: int, rows: int, one_hot: bool, gen: torch.Generator
 
 
 def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-           experts: int, traced: Any = None) -> bool:
+           experts: int, traced: Any = None, later: list[Any] | None = None) -> bool:
     """Whether ``dense`` equals the module's own forward on the traced arguments and on random ones (``traced``: what
     the module's own forward gave on the traced arguments in the run that read them, if known; else it is run).
+    ``later`` (where ``traced`` is not known): the dense reading is not run on the traced arguments here — the caller
+    runs it on them next, recorded — and what the module's own forward gives on them is put in ``later``, for the
+    caller to compare (:func:`_agree`) before it keeps the reading (:mod:`ncd.trace.moe_first_call`).
 
     The random cases have as many tokens as the traced one, as many cases as make at least :data:`PROBED` and
     ``⌈e/k⌉`` tokens, of random values routed at random with random weights, every expert chosen by some token
@@ -78,7 +81,7 @@ def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, to
     cases = [call, *_random_cases(call, experts, probes, gen)]
     try:
         with torch.no_grad():
-            if not _cases_agree(module, dense, cases, traced):
+            if not _cases_agree(module, dense, cases, traced, later if traced is None else None, first_traced=True):
                 return False
             every = _random_cases(call, experts, covering(experts, k, tokens), gen)
             other = perturbed(dict(module.named_parameters()))
@@ -115,16 +118,24 @@ def _random_cases(call: tuple[torch.Tensor, torch.Tensor, torch.Tensor], experts
 
 
 def _cases_agree(module: torch.nn.Module, dense: Forward, cases: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                 traced: Any) -> bool:
-    """Whether ``dense`` equals the module's own forward on every case (the first one's known as ``traced``, if given):
-    in one call of each side (:func:`_agree_at_once`), else one case at a time."""
-    if _agree_at_once(module, dense, cases, traced):
+                 traced: Any, later: list[Any] | None = None, first_traced: bool = False) -> bool:
+    """Whether ``dense`` equals the module's own forward on every case (``first_traced``: the first is the traced one,
+    its module's result known as ``traced``, if given; with ``later``, its dense reading left to the caller and the
+    module's own result put in ``later``, :func:`agrees`): the random ones in one call of each side
+    (:func:`_agree_at_once`), else one case at a time."""
+    later = later if first_traced else None
+    if _agree_at_once(module, dense, cases, traced, later, first_traced):
         return True
     own = module.forward  # what the model runs (an instance's own forward, if it has one), not the class's
+    first: list[Any] = []
     for j, (xv, iv, wv) in enumerate(cases):  # (one case at a time: the answer whenever the one call is not)
         want = traced if j == 0 and traced is not None else own(xv, iv, wv)
-        if not _agree(dense(xv, iv, wv), want):
+        if j == 0 and later is not None:
+            first.append(want)
+        elif not _agree(dense(xv, iv, wv), want):
             return False
+    if later is not None:
+        later[:] = first
     return True
 
 
@@ -264,26 +275,36 @@ def _agree(got: Any, want: Any) -> bool:
 
 
 def _agree_at_once(module: torch.nn.Module, dense: Forward, cases: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                   traced: Any) -> bool:
+                   traced: Any, later: list[Any] | None = None, first_traced: bool = False) -> bool:
     """:func:`agrees`' cases run in one call of each side, their tokens one after another, and each case's rows
     compared as :func:`agrees` compares that case: both sides compute each token from its own row (the module's
     kernel routes every token alone), so the rows are each case's results, at a fraction of the cost (the expert
     weights are read once, not once a case: muse_spark 77 → 57 ms for its two).  False, and the cases are run one
-    at a time, wherever this does not hold or cannot run."""
+    at a time, wherever this does not hold or cannot run.  The traced case (``first_traced``: the first) is run alone
+    on each side, as the model runs it (the module's own result known as ``traced``, or the dense reading's left to the
+    caller with ``later``): a kernel may compute a token from the others of its call (a routing it special-cases, a
+    capacity), where the traced case's rows among the random ones are not what the model computes (read densely,
+    silently wrong)."""
     try:
-        sizes = [int(case[0].shape[0]) for case in cases]
-        ran = cases[1:] if traced is not None else cases  # the module's own forward on the traced case: known
-        joined = [torch.cat([case[part] for case in cases]) for part in range(3)]
-        got = dense(*joined)
-        want = module.forward(*[torch.cat([case[part] for case in ran]) for part in range(3)])
-        if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
-                and got.shape[:1] == (sum(sizes),) and want.shape[:1] == (sum(sizes[len(cases) - len(ran):]),)):
+        alone = cases[:1] if first_traced else []
+        joined = cases[len(alone):]
+        wants: list[Any] = [traced if traced is not None else module.forward(*case) for case in alone]
+        gots: list[Any] = [None if later is not None else dense(*case) for case in alone]
+        if joined:
+            sizes = [int(case[0].shape[0]) for case in joined]
+            got = dense(*[torch.cat([case[part] for case in joined]) for part in range(3)])
+            want = module.forward(*[torch.cat([case[part] for case in joined]) for part in range(3)])
+            if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
+                    and got.shape[:1] == want.shape[:1] == (sum(sizes),)):
+                return False
+            starts = [sum(sizes[:j]) for j in range(len(joined) + 1)]  # each case's first row in the joined calls
+            gots += [got[a:b] for a, b in zip(starts, starts[1:])]
+            wants += [want[a:b] for a, b in zip(starts, starts[1:])]
+        if not all(g is None or _agree(g, w) for g, w in zip(gots, wants)):
             return False
-        starts = [sum(sizes[:j]) for j in range(len(cases) + 1)]  # each case's first row in the joined call
-        skip = starts[len(cases) - len(ran)]  # (the rows of the traced case: not in the module's call when known)
-        wants = [traced] if traced is not None else []
-        wants += [want[starts[j] - skip:starts[j + 1] - skip] for j in range(len(cases) - len(ran), len(cases))]
-        return all(_agree(got[starts[j]:starts[j + 1]], w) for j, w in enumerate(wants))
+        if later is not None:
+            later[:] = [w for g, w in zip(gots, wants) if g is None]
+        return True
     except Exception:  # noqa: BLE001 - cases one at a time, as ever
         return False
 
