@@ -32,8 +32,42 @@ class Aliases:
     indexed: int
 
     if TYPE_CHECKING:
+        counts: dict[str, int]
+        stack: list[tuple[str, str]]
+
         def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
         def ref(self, value: Any) -> Any: ...
+        def add(self, node: Node, value: Any) -> None: ...
+
+    def parameter_view(self, value: torch.Tensor) -> Node | None:
+        """``value`` (a tensor no recorded call made, taking a gradient) read as a permutation of a parameter's axes over
+        the parameter's own memory — autograd's saved ``w.t()`` of a ``linear``, read by the derivative a model takes
+        with ``create_graph=True`` (a gradient penalty, forces as the gradient of an energy) — recorded as ``permute``
+        of the parameter, exactly that view: the lowered module's gradients reach the parameter there as the model's
+        do (drawn as a constant of its values, they did not: 2x off, with no word).  None for any other tensor."""
+        if not value.requires_grad or value.device.type == "meta" or is_functorch_wrapped_tensor(value) \
+                or not value.untyped_storage().nbytes():
+            return None
+        address = value.untyped_storage().data_ptr()
+        for held in self.root.parameters():
+            if held.device.type == "meta" or held.dtype != value.dtype or held.dim() != value.dim() \
+                    or held.untyped_storage().data_ptr() != address or held.storage_offset() != value.storage_offset():
+                continue
+            pairs = list(zip(held.shape, held.stride()))
+            perm: list[int] = []
+            for pair in zip(value.shape, value.stride()):
+                k = next((k for k, p in enumerate(pairs) if p == pair and k not in perm), None)
+                if k is None:
+                    break
+                perm.append(k)
+            else:
+                source = self.ref(held)
+                k = self.counts["permute"] = self.counts.get("permute", 0) + 1
+                node = Node(f"permute_{k}", "call", torch.ops.aten.permute.default, (source, perm), {},
+                            value=value.detach(), stack=tuple(self.stack), line=user_line() or "")
+                self.add(node, value)
+                return node
+        return None
 
     def unknown(self, value: torch.Tensor) -> None:
         """A tensor no recorded call made, about to be drawn as a constant: refused when it is a value of the inputs

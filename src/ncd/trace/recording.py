@@ -301,6 +301,10 @@ class _Recording(Aliases, InPlace):
                 self.lively = lively
             elif node is None:
                 name, learned = self.state.get(id(value), ("", False))
+                if not name and value.requires_grad:  # (the recording runs without gradients: a model's own region)
+                    viewed = self.parameter_view(value)  # a view autograd saved (w.t()), read by a derivative
+                    if viewed is not None:
+                        return viewed
                 if not name:
                     self.unknown(value)
                     twin = self.constant_twin(value)  # ``m.data`` of a tensor m the model made (of no input's values)
