@@ -194,3 +194,27 @@ def test_a_derivative_taken_in_the_forward_reaches_the_weights_as_the_models_doe
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
 
+
+class _CopiedWeight(torch.nn.Module):
+    """A weight read as it is and as a contiguous copy of its transpose (a hand-written tied projection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T.contiguous() + torch.tanh(x @ self.weight)
+
+
+def test_a_copy_of_a_parameter_read_beside_it_is_the_same_parameter_of_the_lowered_module() -> None:
+    """``w.T.contiguous()`` (or ``w.T.clone()``) is folded into the learned box that reads it, holding the copy's
+    values: its memory is not the parameter's, so the lowered module held it as a second parameter, trained apart from
+    ``w`` (32 entries for the model's 16, each gradient a part of the model's), with no warning."""
+    torch.manual_seed(0)
+    model, x = _CopiedWeight(), torch.randn(2, 3, 4)
+    lowered = _lowered(model, x)
+    assert sum(p.numel() for p in lowered.parameters()) == 16
+    (mine,), (theirs,) = list(lowered.parameters()), list(model.parameters())
+    (got,) = torch.autograd.grad(lowered(x).pow(2).sum(), [mine])
+    (want,) = torch.autograd.grad(model(x).pow(2).sum(), [theirs])
+    torch.testing.assert_close(got, want)

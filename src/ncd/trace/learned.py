@@ -41,6 +41,10 @@ class Learned(Values):
 
         Views of a parameter (a transposed or cast weight) stay folded: they hold the parameter's entries once.  So
         does a table read at its first rows (``wpe(arange(t))``): :meth:`leading_rows` draws it as the table sliced."""
+        for node in self.captured.nodes:  # a copy of a parameter holds the parameter's own view: tied, not a second one
+            if node.kind == "call" and not node.live and isinstance(node.value, torch.Tensor) \
+                    and op_name(node.target)[0] in _COPIES:
+                node.value = _uncopied(node, node.value)
         memo: dict[int, bool] = {}
 
         def learned(node: Node) -> bool:
@@ -403,6 +407,52 @@ WEIGHTS: dict[str, tuple[int, ...]] = {
     "aten._native_batch_norm_legit_no_training": (1, 2, 3, 4), "aten.instance_norm": (1, 2, 3, 4),
     "aten.prelu": (1,),
 }
+
+
+#: operators that copy their operand's entries as they are (no type change: :func:`_uncopied`)
+_COPIES = frozenset({"aten.clone", "aten.contiguous", "aten.lift_fresh_copy", "aten.alias", "aten.detach", "aten._to_copy",
+                     "aten.to"})
+
+
+def _uncopied(node: Node, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a folded view or copy of a parameter: ``node``'s) as the view of the parameter's own memory that holds
+    the same entries, where the chain from the parameter is views and copies of no other type (``w.T.contiguous()``:
+    ``w.T``); else ``value`` itself.  The lowered module's parameters are tied by memory
+    (:func:`ncd.trace.params.tie`): a copy read beside its parameter (``x @ w.T.contiguous() + x @ w``) was a
+    second parameter of the lowered module, trained apart from the first (twice the model's entries, with no word)."""
+    found = _view_chain(node, 8)
+    if found is None or found.shape != value.shape or found.dtype != value.dtype or found.data_ptr() == value.data_ptr() \
+            or not torch.equal(found, value):
+        return value
+    return found
+
+
+def _view_chain(node: Node, depth: int) -> torch.Tensor | None:
+    """The parameter ``node`` is a chain of views and same-type copies of, through those views only (None if not)."""
+    if node.kind == "parameter":
+        return node.value if isinstance(node.value, torch.Tensor) else None
+    if depth == 0 or node.kind != "call" or node.live or not isinstance(node.value, torch.Tensor) \
+            or node.value.device.type == "meta":
+        return None
+    name = op_name(node.target)[0]
+    sources = [r for r in refs((node.args, node.kwargs))]
+    if len(sources) != 1 or not isinstance(node.args[0], Node) or node.args[0] is not sources[0]:
+        return None
+    base = _view_chain(sources[0], depth - 1)
+    if base is None:
+        return None
+    if name in _COPIES:
+        return base if base.dtype == node.value.dtype and base.shape == node.value.shape else None
+    if name not in ("aten.t", "aten.transpose", "aten.permute", "aten.numpy_T", "aten.unsqueeze", "aten.squeeze",
+                    "aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten"):
+        return None
+    try:
+        viewed = node.target(base, *node.args[1:], **node.kwargs)
+    except Exception:  # noqa: BLE001 - a view that cannot be taken of the parameter itself: the value stays as it is
+        return None
+    if not isinstance(viewed, torch.Tensor) or viewed.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
+        return None
+    return viewed
 
 
 def _read_as_data(node: Node, keep: tuple[int, ...]) -> list[Node]:
