@@ -149,3 +149,36 @@ def test_experts_unlike_their_dense_reading_on_the_traced_routing_only_are_drawn
     with torch.no_grad():
         for v in (x, x + 0.1):
             torch.testing.assert_close(lowered(v), model(v), rtol=1e-4, atol=1e-5)
+
+
+class Reading(nn.Module):
+    """An expert that reads a value into Python (a recording of it stops there, to record it again another way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 12), nn.Linear(12, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x).relu()
+        return self.down(h) if bool(h.sum() >= 0) else -self.down(h)
+
+
+class ReadingExperts(RoutingSensitiveExperts):
+    def __init__(self) -> None:
+        nn.ModuleList.__init__(self, [Reading() for _ in range(4)])
+
+
+class FirstChosenReading(FirstChosen):
+    def __init__(self) -> None:
+        super().__init__()
+        self.experts = ReadingExperts()
+
+
+def test_experts_whose_dense_reading_stops_the_recording_are_compared_before_it_is_recorded_again() -> None:
+    # the recording of the dense reading stops inside it (an expert reads a value) and is run again: the decision
+    # taken at the first call stands there, so the traced arguments' dense reading is compared before it stops
+    torch.manual_seed(0)
+    model, x = FirstChosenReading().eval(), torch.randn(6, 8)
+    lowered = _traced(model, x).to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x), rtol=1e-4, atol=1e-5)

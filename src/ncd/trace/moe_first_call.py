@@ -98,7 +98,13 @@ def _deciding(path: str, reading: Reading, name: str, own: dict[str, Callable[..
             if decided[0]:
                 swapped.append(path)
                 if later:  # the dense reading runs on them recorded, and is compared with the module's own result
-                    out = reading.swap[name](*args, **kwargs)
+                    try:
+                        out = reading.swap[name](*args, **kwargs)
+                    except BaseException:  # the recording stops here (over its budget, …): compared unrecorded now,
+                        if not _recomputed_agrees(reading.swap[name], args, kwargs, later[0]):  # as the next attempt
+                            decided[0] = False                                 # takes the decision as it stands
+                            swapped.remove(path)
+                        raise
                     _confirm(path, out, later[0])
                     return out
         return (reading.swap[name] if decided and decided[0] and name in reading.swap else own[name])(*args, **kwargs)
@@ -151,6 +157,26 @@ def _confirm(path: str, out: Any, want: Any) -> None:
         rec.inside -= 1
     if not same:
         raise Undecided(f"the experts at {path!r} recorded their dense reading unlike their own forward")
+
+
+def _recomputed_agrees(dense: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], want: Any) -> bool:
+    """The dense reading run unrecorded on copies of the traced arguments equals the module's own result ``want`` on
+    them (the comparison :func:`_confirm` makes, where the recording stopped before the reading's result)."""
+    from ncd.trace.functions import _unrecorded
+    from ncd.trace.moe_proof import _agree
+
+    rec = _RECORDINGS[-1] if _RECORDINGS else None
+    if rec is None:
+        return False
+    rec.inside += 1
+    try:
+        with _unrecorded(), torch.no_grad():
+            copies = [v.detach().clone() if isinstance(v, torch.Tensor) else v for v in [*args, *kwargs.values()]]
+            return _agree(dense(*copies[:len(args)], **dict(zip(kwargs, copies[len(args):]))), want)
+    except Exception:  # noqa: BLE001 - not shown equal: not read densely
+        return False
+    finally:
+        rec.inside -= 1
 
 
 def _no_autocast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
