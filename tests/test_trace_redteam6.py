@@ -218,3 +218,31 @@ def test_a_copy_of_a_parameter_read_beside_it_is_the_same_parameter_of_the_lower
     (got,) = torch.autograd.grad(lowered(x).pow(2).sum(), [mine])
     (want,) = torch.autograd.grad(model(x).pow(2).sum(), [theirs])
     torch.testing.assert_close(got, want)
+
+
+class _ReadThroughData(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.proj.weight.data) + self.proj(x)
+
+
+def test_a_parameter_read_through_data_is_warned_as_a_detach() -> None:
+    """``w.data`` cuts the read from autograd as ``w.detach()`` does, but no operator makes it: the diagram reads the
+    parameter there (tied by memory), so the lowered module's gradient of the weight is twice the model's; on main
+    with no warning (``w.detach()`` warned)."""
+    import pytest
+
+    torch.manual_seed(0)
+    model, x = _ReadThroughData(), torch.randn(2, 3, 4)
+    with pytest.warns(RuntimeWarning, match="detaches values from autograd"):
+        d = ncd.trace(model, x)
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    mine = dict(lowered.named_parameters())
+    weight = next(p for p in mine.values() if p.shape == (4, 4))
+    (got,) = torch.autograd.grad(lowered(x).sum(), [weight])
+    (want,) = torch.autograd.grad(model(x).sum(), [model.proj.weight])
+    torch.testing.assert_close(got, 2 * want)  # what the warning says: the lowered module's gradient flows there

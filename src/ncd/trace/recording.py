@@ -307,6 +307,11 @@ class _Recording(Aliases, InPlace):
                         return viewed
                 if not name:
                     self.unknown(value)
+                    if not value.requires_grad and value.is_floating_point() and value.device.type != "meta" \
+                            and any(self.state.get(id(h), ("", False))[1] for h in self.aliases(value)):
+                        # ``w.data`` of a parameter: read as the parameter (tied by memory), which the model's
+                        # gradients do not reach there; the lowered module's do, as through ``w.detach()``: said so
+                        self.detached.setdefault(user_line() or "?", ".data")
                     twin = self.constant_twin(value)  # ``m.data`` of a tensor m the model made (of no input's values)
                     if twin is not None:
                         return twin
