@@ -393,10 +393,15 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
 def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[int, int, list[int], list[int]]:
     """FLOPs forward and backward of the box's call on random inputs, the inputs autograd keeps and the bytes of what
     else it keeps.  Every floating-point input takes a gradient; where the call refuses one for an input that is no
-    differentiable argument (a batch norm's running statistics in training), only the first input takes one."""
+    differentiable argument (a batch norm's running statistics in training), only the first input takes one; a call
+    torch has no derivative for at all (``embedding_renorm``: ``nn.Embedding(max_norm=...)``'s in-place renorm, which
+    the model runs without gradients) is measured forward only, its backward costing nothing."""
     try:
         return _measure_once(box, shapes, dtypes, set(range(len(shapes))))
-    except AnalysisError:
+    except AnalysisError as error:
+        cause = error.__cause__
+        if isinstance(cause, NotImplementedError) and "derivative for" in str(cause):
+            return _measure_once(box, shapes, dtypes, set())
         if sum(d in ("float", "complex") for d in dtypes) < 2:
             raise
         try:
