@@ -14,6 +14,7 @@ forward documents.
   the shrunk width, a codec's filters, a head's input width named after another part: :func:`_matched`) and a default
   for a size left ``None`` (:func:`_unset`: LFM2-MoE's layer kinds, Qwen4-Exp's indexer, DBRX's rotary base); a
   detector whose default backbone is timm's gets the library's own (:func:`_in_library`).
+* :func:`ungrouped`: a third chance, as many key/value heads as heads.
 * :func:`generators`: inputs the corpus has no generator for by name (time series, video, trajectories, a Qwen-VL
   vision tower's flattened patches and their grid, a Q-Former's queries, a features mask), made also where the
   forward has a default for them (:data:`ALSO`: a time series' observed mask, a trajectory's actions, a vocoder's
@@ -77,6 +78,21 @@ def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
     if _named(config, base):  # then built again, so that what derives from those sizes follows them too
         config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, config))
     return repair(shrink(config))
+
+
+def ungrouped(config: Any, depth: int = 0) -> bool:
+    """``config`` with as many key/value heads as heads, where the shrink grouped them (2 for 4): a model that reshapes
+    its keys by the query heads, or rotates across heads (Granite Speech 5, NeuCodec); whether any changed."""
+    from transformers import PretrainedConfig
+
+    d, changed = config.__dict__, False
+    for value in list(d.values()):
+        if isinstance(value, PretrainedConfig) and depth < 3:
+            changed = ungrouped(value, depth + 1) or changed
+    heads = d.get("num_attention_heads")
+    if _int(d.get("num_key_value_heads")) and _int(heads) and d["num_key_value_heads"] < heads:
+        d["num_key_value_heads"], changed = heads, True
+    return changed
 
 
 def part_for(cls: type, config: Any) -> Any:
@@ -217,6 +233,21 @@ def _matched(d: dict[str, Any]) -> None:
                 sub[key] = other.hidden_size
 
 
+def _hiera(d: dict[str, Any]) -> None:
+    """SAM 2's image encoder: the neck takes the Hiera stages' widths (deepest first) at the sizes of the prompt
+    encoder's image (a stride of 4, then halved a stage), which the backbone is built for too."""
+    vision, prompt = d.get("vision_config"), d.get("prompt_encoder_config")
+    backbone = getattr(vision, "backbone_config", None)
+    widths, side = getattr(backbone, "embed_dim_per_stage", None), getattr(prompt, "image_size", None)
+    sizes = getattr(vision, "backbone_feature_sizes", None)
+    if not isinstance(widths, (list, tuple)) or not _int(side) or not isinstance(sizes, (list, tuple)):
+        return
+    vision.backbone_channel_list = list(reversed(widths))
+    vision.backbone_feature_sizes = [[side // 4 >> i] * 2 for i in range(len(sizes))]
+    backbone.image_size = [side, side]
+    prompt.patch_size = 4 << (len(sizes) - 1)  # the image embedding's stride: the deepest level the neck keeps
+
+
 #: a sliding attention's window (shorter than the generated tokens)
 WINDOW = 4
 
@@ -236,6 +267,8 @@ def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
     d = config.__dict__
     if "layer_types" in d and d["layer_types"] is None and "conv_L_cache" in d and _int(layers):
         d["layer_types"] = (["conv", "full_attention"] * layers)[:layers]
+    if "mlp_layer_types" in d and d["mlp_layer_types"] is None and _int(layers):
+        d["mlp_layer_types"] = (["dense", "sparse"] * layers)[:layers]  # a dense MLP, then experts (DeepSeek-OCR 2)
     if "indexed_attention" in (d.get("layer_types") or ()) and all(k in d and d[k] is None for k in INDEXER):
         d.update(INDEXER)
     if "sliding_window" in d and d["sliding_window"] is None and isinstance(d.get("layer_types"), list) \
@@ -253,6 +286,14 @@ def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
     if _int(d.get("coordinate_size")) and _int(d.get("shape_size")) and _int(hidden):
         d["shape_size"] = hidden // 8  # 4 coordinates and 2 shape sizes of a box concatenated: the width (LayoutLMv3)
         d["coordinate_size"] = (hidden - 2 * d["shape_size"]) // 4
+    if _int(d.get("channel_shrink_ratio")) and "max_2d_position_embeddings" in d and _int(hidden) and hidden % 6:
+        d["hidden_size"] = 48  # 6 box embeddings of width // 6 each, concatenated: the width (LiLT), and // 4 layout
+    vision, prompt = d.get("vision_config"), d.get("prompt_encoder_config")
+    width = getattr(prompt, "hidden_size", None)
+    if _int(width) and _int(getattr(vision, "output_channels", None)) and _int(getattr(vision, "num_pos_feats", None)):
+        vision.output_channels = width  # SAM: the image encoder's neck gives what the prompt encoder and mask decoder
+        vision.num_pos_feats = width // 2  # take, and its positional features are half of it (sines and cosines)
+    _hiera(d)
     rope, rotary = d.get("rope_parameters"), d.get("qk_rope_head_dim")
     if isinstance(rope, dict) and _int(rotary) and _int(d.get("head_dim")) and "partial_rotary_factor" in rope:
         rope["partial_rotary_factor"] = rotary / d["head_dim"]  # the rotary part of a latent attention's head
@@ -411,7 +452,16 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
         tokens = int(getattr(config, "num_query_tokens", 0) or SERIES // 4)
         return torch.randn(batch, tokens, int(width), generator=gen)
 
-    return {"lang_ids": lambda: torch.zeros(batch, dtype=torch.long), "input_features_mask": features_mask, "query_embeds": queries,
+    def prompt() -> torch.Tensor:  # SegGPT's prompt image and its mask: the image's shape
+        side = _first(getattr(config, "image_size", None)) or 32
+        return torch.randn(batch, int(getattr(config, "num_channels", 0) or 3), side, side, generator=gen)
+
+    def mel() -> torch.Tensor:  # Gemma 3n's audio encoder: frames x mel bins
+        return torch.randn(batch, SERIES, int(getattr(config, "input_feat_size", 0) or 80), generator=gen)
+
+    return {"prompt_pixel_values": prompt, "prompt_masks": prompt, "audio_mel": mel,
+            "audio_mel_mask": lambda: torch.zeros(batch, SERIES, dtype=torch.bool),  # no frame padded
+            "lang_ids": lambda: torch.zeros(batch, dtype=torch.long), "input_features_mask": features_mask, "query_embeds": queries,
             "noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
             "states": steps(getattr(config, "state_dim", 1)), "actions": steps(getattr(config, "act_dim", 1)),
             "rewards": steps(1), "returns_to_go": steps(1),
@@ -463,6 +513,10 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
     if features is not None and features.dim() == 3 and values is not None and values.dim() == 2:  # both at once: a codec of
         # a semantic encoder on features and an acoustic one on the waveform (NeuCodec, XCodec2)
         yield {**inputs, "input_features": features.transpose(1, 2).contiguous(), "input_values": values[:, None]}
+        hop = getattr(config, "hop_length", None)
+        if _int(hop):  # as many waveform hops as feature frames (XCodec2 joins the two streams frame by frame)
+            yield {**inputs, "input_features": features.transpose(1, 2).contiguous(),
+                   "input_values": _like(values, (values.shape[0], 1, features.shape[2] * hop))}
     window, mask = getattr(config, "n_window", None), inputs.get("input_features_mask")
     if features is not None and mask is not None and _int(window):  # whole chunks of 2 x n_window frames (Qwen3-ASR)
         n = features.shape[0]
@@ -471,10 +525,27 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
     hop = _find(config, "hop_length")
     if values is not None and values.dim() == 2 and _int(hop) and values.shape[1] < 8 * hop:  # a mono waveform of 8
         yield {**inputs, "input_values": _like(values, (values.shape[0], 1, 8 * hop))}  # frames (PE Audio's DAC)
-    mel = getattr(config, "num_mel_bins", None)
+    mel = _find(config, "num_mel_bins")
     if features is not None and features.dim() == 3 and _int(mel) and features.shape[1] == mel:  # frames stacked (x
         for k in (2, 4):  # 2) after delta features (x 2): Granite Speech 5's 4 x the mel bins
             yield {**inputs, "input_features": _like(features, (features.shape[0], features.shape[2], k * mel))}
+    if features is not None and features.dim() == 3 and "input_features_mask" not in inputs:  # a mask the forward
+        n = features.shape[0]  # defaults to None but reads (Audio Flamingo 3): every frame real, either layout
+        yield {**inputs, "input_features_mask": torch.ones(n, features.shape[-1], dtype=torch.long)}
+        yield {**inputs, "input_features_mask": torch.ones(n, features.shape[1], dtype=torch.long)}
+    if pixels is not None and pixels.dim() == 4 and ids is not None and getattr(config, "perceiver_config", None):
+        n, t = ids.shape  # IDEFICS: one image a text, every token attending to it
+        yield {**inputs, "pixel_values": pixels[:, None], "image_attention_mask": torch.ones(n, t, 1, dtype=ids.dtype)}
+    prompts = inputs.get("prompt_pixel_values")
+    if pixels is not None and prompts is not None and pixels.dim() == 4:  # SegGPT: the prompt above the image make one
+        names = ("pixel_values", "prompt_pixel_values", "prompt_masks")  # of the config's size
+        half = {k: v[:, :, : v.shape[2] // 2].contiguous() for k, v in inputs.items() if k in names}
+        yield {**inputs, **half}
+    feats, pos = getattr(config, "visual_feat_dim", None), getattr(config, "visual_pos_dim", None)
+    if ids is not None and _int(feats) and _int(pos):  # a detector's region features and boxes (LXMERT)
+        n, regions = ids.shape[0], SERIES // 4
+        yield {**inputs, "visual_feats": _like(ids.float(), (n, regions, feats)) / 100,
+               "visual_pos": _like(ids.float(), (n, regions, pos)) / 100}
     queries, width = inputs.get("query_embeds"), getattr(config, "encoder_hidden_size", None)
     if queries is not None and "encoder_hidden_states" not in inputs and _int(width):  # what a Q-Former attends to
         yield {**inputs, "encoder_hidden_states": _like(queries, (queries.shape[0], SERIES // 4, width))}

@@ -278,12 +278,14 @@ def _hf_build(model_type: str, mapping: str, mask: bool = False, collide: str = 
         cls_name = cls_name[0] if isinstance(cls_name, (list, tuple)) else cls_name
         cls = getattr(transformers, cls_name)
         errors = []
-        for attempt in ("tiny", "repaired", "default"):
-            repaired = attempt == "repaired"
-            if repaired:  # a second chance: derived sizes follow the shrunk ones, inputs in other layouts
-                try:
+        for attempt in ("tiny", "repaired", "ungrouped", "default"):
+            repaired = attempt in ("repaired", "ungrouped")
+            if repaired:  # a second chance: derived sizes follow the shrunk ones, inputs in other layouts; a third:
+                try:  # as many key/value heads as heads (a model that cannot group them)
                     config = repair_module().rebuilt(model_type, lambda c: shrink(c, collide=collide))
                     config = repair_module().part_for(cls, config)
+                    if attempt == "ungrouped" and not repair_module().ungrouped(config):
+                        continue  # no grouped heads: the same config as the second chance
                 except Exception as error:  # noqa: BLE001 - a config that cannot be constructed so
                     errors.append(f"{attempt}: {type(error).__name__}: {_line(error)}")
                     continue

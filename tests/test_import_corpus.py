@@ -73,12 +73,15 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: queries and what they attend to (BLIP-2), a features mask (Fun-ASR), fields a model reads that its config does not
 #: set (T5Gemma2's encoder dropout, Moonshine streaming's key/value heads, Step3p7's window), a box's coordinate and shape
 #: embeddings as wide as the shrunk width together (LayoutLMv3), a latent attention's rotary fraction of the shrunk head
-#: (Mistral 4), top-k under its other name (Kimi Linear), a language for X-MOD's adapters
+#: (Mistral 4), top-k under its other name (Kimi Linear), a language for X-MOD's adapters, a features mask the forward
+#: defaults to None but reads (Audio Flamingo 3), a prompt above the image (SegGPT), a width 6 box embeddings divide
+#: (LiLT), SAM's neck as wide as its prompt encoder, key/value heads ungrouped (Granite Speech 5's blocked attention)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
             "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
             "kyutai_speech_to_text", "blip_2_qformer", "fun_asr_nano_encoder", "t5gemma2_encoder",
-            "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod"]
+            "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod",
+            "audioflamingo3_encoder", "seggpt", "lilt", "sam", "granite_speech5_encoder"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -144,6 +147,16 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert mistral.rope_parameters["partial_rotary_factor"] * mistral.head_dim == mistral.qk_rope_head_dim
     kimi = repair.rebuilt("kimi_linear", corpus.shrink)  # num_experts_per_token: no more than the experts
     assert kimi.num_experts_per_token <= kimi.num_experts and kimi.pad_token_id is None  # 163,839: no such row
+    sam = repair.rebuilt("sam", corpus.shrink)  # the image encoder's neck gives the prompt encoder's width
+    assert sam.vision_config.output_channels == sam.prompt_encoder_config.hidden_size == 2 * sam.vision_config.num_pos_feats
+    sam2 = repair.rebuilt("sam2", corpus.shrink)  # the neck takes the Hiera stages, deepest first, at their sizes
+    stages = sam2.vision_config.backbone_config.embed_dim_per_stage
+    assert sam2.vision_config.backbone_channel_list == list(reversed(stages))
+    assert sam2.vision_config.backbone_feature_sizes == [[8, 8], [4, 4], [2, 2]] and sam2.prompt_encoder_config.patch_size == 16
+    assert repair.rebuilt("lilt", corpus.shrink).hidden_size % 6 == 0
+    granite = repair.rebuilt("granite_speech5_encoder", corpus.shrink)  # a third chance: no grouped key/value heads
+    assert granite.num_key_value_heads < granite.num_attention_heads and repair.ungrouped(granite)
+    assert granite.num_key_value_heads == granite.num_attention_heads and not repair.ungrouped(granite)
     codec = repair.rebuilt("neucodec", corpus.shrink)  # the semantic and acoustic widths joined
     assert codec.quantization_dim == codec.hidden_size + codec.semantic_model_config.hidden_size == 64
 
