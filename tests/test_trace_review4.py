@@ -110,3 +110,44 @@ def test_rotary_tables_of_the_queries_dtype_are_rho(interleaved: bool) -> None:
     d = _traced(model, x)
     assert any(isinstance(b.prim, RotaryOp) for b in d.boxes())
     _agrees(d, model, x, torch.randn(2, 5, 16))
+
+
+class CappedExperts(nn.ModuleList):
+    """The weighted sum of the experts, each taking at most twice its share of the call's tokens (those past it, in
+    order, get nothing from it): a kernel computing a token from the others of its call.  Random routings spread the
+    tokens and stay below the capacity, as the traced one here does."""
+
+    def __init__(self) -> None:
+        super().__init__([nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 8)) for _ in range(4)])
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        capacity = -(-2 * chosen.numel() // len(self))
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self):
+            hit = (chosen == e).any(-1)
+            kept = hit & (hit.long().cumsum(0) <= capacity)
+            out = out + (weights * (chosen == e)).sum(-1, keepdim=True) * kept[:, None] * expert(x)
+        return out
+
+
+class Capped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router, self.experts = nn.Linear(8, 4), CappedExperts()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, chosen = self.router(x).softmax(-1).topk(1, dim=-1)
+        return self.experts(x, chosen, weights)
+
+
+def test_experts_with_a_capacity_are_not_read_densely() -> None:
+    torch.manual_seed(0)
+    model, x = Capped().eval(), torch.randn(8, 8)
+    with torch.no_grad():
+        model.router.weight.copy_(3 * torch.randn(4, 8))
+        assert int(torch.bincount(model.router(x).argmax(-1), minlength=4).max()) <= 4  # the traced call: none dropped
+        pool = torch.randn(4000, 8)
+        crowded = pool[model.router(pool).argmax(-1) == 3][:8]  # a fresh call: every token to expert 3, 4 dropped
+    assert crowded.shape == (8, 8)
+    d = _traced(model, x)
+    _agrees(d, model, x, crowded)

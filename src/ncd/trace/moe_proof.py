@@ -68,7 +68,9 @@ def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, to
     ``⌈e/k⌉`` tokens, of random values routed at random with random weights, every expert chosen by some token
     (:func:`_routes`): both sides compute each token from its own row, so every expert is checked on random tokens.
     Then both again on cases routing every expert with the module's parameters replaced by random ones of their scale
-    (:func:`perturbed`): a model as built has zero expert biases, where a bias the reading misplaces vanishes.  Within
+    (:func:`perturbed`): a model as built has zero expert biases, where a bias the reading misplaces vanishes; and on
+    one case of as many tokens all routed to the same experts, run alone (:func:`_crowded`: an expert's capacity
+    reached, which random routings rarely reach).  Within
     :func:`noise_shared`, that check of a module made of the same as one passed already (another layer's, on the same
     random parameters and cases: :func:`~ncd.trace.moe_same.made_of`) is not run again."""
     x, index, weight = call
@@ -84,17 +86,40 @@ def agrees(module: torch.nn.Module, dense: Forward, call: tuple[torch.Tensor, to
             if not _cases_agree(module, dense, cases, traced, later if traced is None else None, first_traced=True):
                 return False
             every = _random_cases(call, experts, covering(experts, k, tokens), gen)
+            crowded = _crowded(every[0], experts)  # (run alone: the others of a call may decide a token's result)
             other = perturbed(dict(module.named_parameters()))
-            made = made_of(module, dense, other, every) if _PASSED else None
+            made = made_of(module, dense, other, [*every, crowded]) if _PASSED else None
             if made is not None and made in _PASSED[-1]:  # this very check passed (another layer): the same answer
                 return True
             with _reparametrize_module(module, other):
-                agreed = _cases_agree(module, dense, every, None)
+                agreed = _cases_agree(module, dense, every, None) and _agree(dense(*crowded), module.forward(*crowded))
             if agreed and made is not None:
                 _PASSED[-1].append(made)
             return agreed
     except Exception:  # noqa: BLE001 - a reading that cannot run is not proven
         return False
+
+
+def _crowded(call: tuple[torch.Tensor, torch.Tensor, torch.Tensor], experts: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``call`` with every token routed to experts ``0 … k-1`` (its tokens and weights kept): where a kernel
+    computes a token from the others of its call — an expert's capacity (tokens past it dropped), a routing it
+    special-cases — the dense reading, which computes each token alone, differs on it; random routings spread the
+    tokens and rarely reach a capacity (an experts module dropping tokens past twice its share agreed on every random
+    case and the traced one, and was read densely: silently wrong on an input crowding one expert).
+
+    >>> call = (torch.zeros(3, 4), torch.tensor([[2, 1], [0, 3], [1, 2]]), torch.ones(3, 2))
+    >>> _crowded(call, 4)[1].tolist()
+    [[0, 1], [0, 1], [0, 1]]
+    """
+    x, index, weight = call
+    tokens, k = int(index.shape[0]), int(index.shape[1])
+    first = torch.arange(k, device=index.device) % experts
+    if index.dim() == 3:  # one-hot masks ``t k e``
+        same = torch.nn.functional.one_hot(first, experts).to(index.dtype).expand(tokens, k, experts)
+    else:
+        same = first.to(index.dtype).expand(tokens, k)
+    return x, same.contiguous(), weight
 
 
 def covering(experts: int, k: int, tokens: int) -> int:
