@@ -151,3 +151,39 @@ def test_experts_with_a_capacity_are_not_read_densely() -> None:
     assert crowded.shape == (8, 8)
     d = _traced(model, x)
     _agrees(d, model, x, crowded)
+
+
+class CopiedThenViewed(nn.Module):
+    """A weight read through a copy and views after it (``w.t().contiguous().t()``), beside itself or alone."""
+
+    def __init__(self, beside: bool) -> None:
+        super().__init__()
+        self.weight, self.beside = nn.Parameter(torch.randn(4, 4)), beside
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x @ self.weight.t().contiguous().t()
+        return out + x @ self.weight if self.beside else out
+
+
+def _trained(module: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of ``module`` after one step of SGD on ``x``."""
+    import copy
+
+    trained = copy.deepcopy(module)
+    step = torch.optim.SGD(trained.parameters(), lr=0.1)
+    trained(x).square().sum().backward()
+    step.step()
+    return trained
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_a_view_of_a_copy_of_a_parameter_is_the_parameter_of_the_lowered_module(beside: bool) -> None:
+    """Views taken after the copy held the copy's memory: the lowered module kept it as a buffer (beside the
+    parameter: trained apart from it; alone: no parameter to train at all)."""
+    torch.manual_seed(0)
+    model, x, y = CopiedThenViewed(beside), torch.randn(3, 4), torch.randn(3, 4)
+    lowered = _traced(model, x).to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == 16 and not list(lowered.buffers())
+    lowered, model = _trained(lowered, x), _trained(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(y), model(y), atol=1e-5, rtol=1e-5)

@@ -43,7 +43,7 @@ class Learned(Values):
         does a table read at its first rows (``wpe(arange(t))``): :meth:`leading_rows` draws it as the table sliced."""
         for node in self.captured.nodes:  # a copy of a parameter holds the parameter's own view: tied, not a second one
             if node.kind == "call" and not node.live and isinstance(node.value, torch.Tensor) \
-                    and op_name(node.target)[0] in _COPIES:
+                    and op_name(node.target)[0] in _COPIES | _VIEWS:  # (a view of a copy: w.t().contiguous().t())
                 node.value = _uncopied(node, node.value)
         memo: dict[int, bool] = {}
 
@@ -414,6 +414,11 @@ _COPIES = frozenset({"aten.clone", "aten.contiguous", "aten.lift_fresh_copy", "a
                      "aten.to"})
 
 
+#: operators that view their operand's memory (:func:`_view_chain` takes them of the parameter itself)
+_VIEWS = frozenset({"aten.t", "aten.transpose", "aten.permute", "aten.numpy_T", "aten.unsqueeze", "aten.squeeze",
+                    "aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten"})
+
+
 def _uncopied(node: Node, value: torch.Tensor) -> torch.Tensor:
     """``value`` (a folded view or copy of a parameter: ``node``'s) as the view of the parameter's own memory that holds
     the same entries, where the chain from the parameter is views and copies of no other type (``w.T.contiguous()``:
@@ -443,8 +448,7 @@ def _view_chain(node: Node, depth: int) -> torch.Tensor | None:
         return None
     if name in _COPIES:
         return base if base.dtype == node.value.dtype and base.shape == node.value.shape else None
-    if name not in ("aten.t", "aten.transpose", "aten.permute", "aten.numpy_T", "aten.unsqueeze", "aten.squeeze",
-                    "aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten"):
+    if name not in _VIEWS:
         return None
     try:
         viewed = node.target(base, *node.args[1:], **node.kwargs)
