@@ -4,6 +4,7 @@ layer, checked against the walk itself and against the original model."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -90,6 +91,13 @@ def _copied_and_equal(model: nn.Module, x: torch.Tensor, copies: int, monkeypatc
     with torch.no_grad():
         torch.testing.assert_close(lowered(fresh), model(fresh))
 
+
+
+def _stacked_copied_and_equal(layer: Callable[[int], nn.Module], layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`_copied_and_equal` on ``layers`` layers ``layer(8)`` in a row, on a ``(2, 5, 8)`` input."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*(layer(8) for _ in range(layers)))
+    _copied_and_equal(model, torch.randn(2, 5, 8), layers - 1, monkeypatch)
 
 @pytest.mark.parametrize("every", [False, True])
 def test_identical_layers_are_copied_and_equal(every: bool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,10 +267,7 @@ class Masked(nn.Module):
 @pytest.mark.parametrize("layers", [2, 3])
 def test_layers_holding_a_constant_made_of_arguments_are_copied_and_equal(layers: int,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(*(Masked(8) for _ in range(layers)))
-    x = torch.randn(2, 5, 8)
-    _copied_and_equal(model, x, layers - 1, monkeypatch)
+    _stacked_copied_and_equal(Masked, layers, monkeypatch)
 
 
 class Rotated(nn.Module):
@@ -642,10 +647,7 @@ class CastMask(nn.Module):
 @pytest.mark.parametrize("layers", [2, 3])
 def test_layers_casting_a_constant_to_a_value_type_are_copied_and_equal(layers: int,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(*(CastMask(8) for _ in range(layers)))
-    x = torch.randn(2, 5, 8)
-    _copied_and_equal(model, x, layers - 1, monkeypatch)
+    _stacked_copied_and_equal(CastMask, layers, monkeypatch)
 
 
 class Banded(nn.Module):

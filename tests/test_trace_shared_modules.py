@@ -70,6 +70,15 @@ def _nodes(d: Diagram) -> list[Diagram]:
     return found
 
 
+def _shared_traced(gate: nn.Module) -> tuple[nn.Module, torch.Tensor, Diagram, list[Diagram]]:
+    """:class:`Shared` holding ``gate`` (evaluation mode), its input, its diagram and the diagram's nodes."""
+    torch.manual_seed(0)
+    model = Shared(gate).eval()
+    x = torch.randn(2, 5, 16)
+    d = _traced(model, x)
+    return model, x, d, _nodes(d)
+
+
 def _agrees(d: Diagram, model: nn.Module, x: torch.Tensor) -> None:
     y = torch.randn(3, 7, 16)
     with torch.no_grad():
@@ -78,11 +87,7 @@ def _agrees(d: Diagram, model: nn.Module, x: torch.Tensor) -> None:
 
 
 def test_a_module_held_by_every_layer_is_named_under_each_layer_and_the_layers_fold() -> None:
-    torch.manual_seed(0)
-    model = Shared(Gate()).eval()
-    x = torch.randn(2, 5, 16)
-    d = _traced(model, x)
-    nodes = _nodes(d)
+    model, x, d, nodes = _shared_traced(Gate())
     repeats = [n for n in nodes if isinstance(n, Repeat)]
     assert len(repeats) == 1 and repeats[0].stop - repeats[0].start == 3  # type: ignore[operator]
     titles = {n.name for n in nodes if isinstance(n, Block)}
@@ -94,11 +99,7 @@ def test_a_module_held_by_every_layer_is_named_under_each_layer_and_the_layers_f
 
 
 def test_an_activation_held_by_every_layer_is_proven_and_drawn_as_one_box_in_each() -> None:
-    torch.manual_seed(0)
-    model = Shared(GELUTanh()).eval()
-    x = torch.randn(2, 5, 16)
-    d = _traced(model, x)
-    nodes = _nodes(d)
+    model, x, d, nodes = _shared_traced(GELUTanh())
     gelus = [n for n in nodes if isinstance(n, Box) and "gelu" in repr(n.prim).lower()]
     assert gelus and not any(isinstance(n, Box) and n.prim.op == "tanh" for n in nodes)
     assert sum(isinstance(n, Repeat) for n in nodes) == 1
