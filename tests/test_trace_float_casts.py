@@ -1,7 +1,9 @@
 """Casts between float types (``x.half()``, ``x.bfloat16()``, ``x.to(torch.float64)``, ``.float()`` back) are cast
 boxes (:class:`ncd.prims.gather.CastOp` of a float ``width`` and ``from_width``), not opaque ``to.dtype`` calls: the
 lowered module rounds and computes as the model does, and the backward diagram casts each cotangent back to the type
-the cast read (autograd's ``ToCopyBackward``), checked against autograd on the model."""
+the cast read (autograd's ``ToCopyBackward``), checked against autograd on the model.  A softmax asked for another
+result type (``torch.softmax(x, dim, dtype=torch.float64)``), which torch defines as the cast then the softmax, is those
+two boxes."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import ncd
 from ncd.prims.gather import CastOp
+from ncd.prims.softmax import SoftmaxOp
+from ncd.render import to_svg
 from ncd.torch.verify import compare_gradients
 
 
@@ -150,3 +155,79 @@ def test_integers_concatenated_with_floats_are_cast_as_torch_promotes_them() -> 
     assert d.opaque_count == 0
     fresh_x, fresh_pads = torch.randn(2, 5, 4), torch.randint(0, 2, (2, 5, 4))
     torch.testing.assert_close(d.to_torch()(fresh_x, fresh_pads), model(fresh_x, fresh_pads))
+
+
+class Typed(nn.Module):
+    """A softmax (or log-softmax) asked for its result in another type."""
+
+    def __init__(self, fn: object, dim: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.fn, self.dim, self.dtype = fn, dim, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, self.dim, dtype=self.dtype)  # type: ignore[operator]
+
+
+class TypedAttention(nn.Module):
+    """Attention whose weights are computed in another type (as fp16 models' ``softmax(..., dtype=torch.float32)``)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2) * 0.25, dim=-1, dtype=self.dtype)
+        return weights.to(x.dtype) @ self.v(x)
+
+
+_TYPES = [(torch.float32, torch.float64), (torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+          (torch.float64, torch.float32)]
+
+
+@pytest.mark.parametrize("fn", [torch.softmax, F.softmax, torch.log_softmax, F.log_softmax, torch.special.softmax])
+@pytest.mark.parametrize(("source", "target"), _TYPES)
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_a_softmax_asked_for_another_type_is_a_cast_then_the_softmax(
+        fn: object, source: torch.dtype, target: torch.dtype, dim: int) -> None:
+    # before, softmax.int with a dtype was an opaque box (equal to the model, but not drawn as a softmax)
+    torch.manual_seed(0)
+    model = Typed(fn, dim, target)
+    x = torch.randn(2, 3, 5).to(source)
+    d = _trace(model, x)
+    assert d.opaque_count == 0
+    prims = [b.prim for b in d.boxes()]
+    assert [type(p) for p in prims] == [CastOp, SoftmaxOp]
+    cast, soft = prims
+    assert isinstance(cast, CastOp) and isinstance(soft, SoftmaxOp)
+    assert (cast.width or "float32", cast.from_width or "float32") == (str(target)[6:], str(source)[6:])
+    assert soft.log == ("log" in fn.__name__)  # type: ignore[attr-defined]
+    lowered = d.to_torch()
+    for inp in (x, torch.randn(2, 3, 5).to(source)):  # the traced input and a fresh one
+        y, gx, _ = _grads(model, inp)
+        y2, gx2, _ = _grads(lowered, inp)
+        assert y2.dtype == y.dtype == target and torch.equal(y2, y)  # the same rounding, then the same softmax
+        assert gx2.dtype == gx.dtype == source and torch.equal(gx2, gx)  # autograd's cast back to x's type
+    ((name, got, want),) = compare_gradients(d, inputs=(x,))  # the backward diagram against autograd
+    assert got.dtype == want.dtype == source
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-6, atol=1e-6 * float(want.abs().max()))
+    assert ncd.cost(d, b=2, t=3).forward_flops > 0
+    svg = to_svg(d)
+    assert ">cast<" in svg and "<polygon" in svg  # the cast box, then softmax's triangle
+
+
+@pytest.mark.parametrize(("source", "target"), _TYPES[:3])
+def test_attention_weights_in_another_type_are_drawn_and_equal_to_the_model(
+        source: torch.dtype, target: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = TypedAttention(target).to(source)
+    x = torch.randn(2, 4, 16).to(source)
+    d = _trace(model, x)
+    assert d.opaque_count == 0
+    assert sum(isinstance(b.prim, SoftmaxOp) for b in d.boxes()) == 1
+    lowered = d.to_torch()
+    with torch.no_grad():
+        for inp in (x, torch.randn(2, 4, 16).to(source)):
+            got, want = lowered(inp), model(inp)
+            assert got.dtype == want.dtype == source and torch.equal(got, want)
+    ncd.cost(d)

@@ -29,6 +29,7 @@ from ncd.trace import idioms_norms
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.idioms_wires import _live, _shape, _tensor
+from ncd.trace.indexing import float_cast
 from ncd.trace.naming import PRIME, noted, unique
 from ncd.trace.shapes import factor_of
 
@@ -41,11 +42,28 @@ def softmax(conv: Converter, node: Node) -> None:
     x = node.args[0]
     vid = conv.value(x)
     seg = conv.segs[vid]
-    if not seg.axes or seg.dtype != "float" or node.value.dtype != x.value.dtype:
+    if not seg.axes or seg.dtype != "float":
         raise Decline("not a float softmax")
+    before, after = x.value.dtype, node.value.dtype
+    if after != before:
+        # ``softmax(x, dim, dtype=d)`` is defined by torch as ``_softmax(x.to(d), dim)``: a cast box, then the
+        # softmax computed in that type (exact by construction; its gradient cast back to x's type, as autograd's)
+        asked = _asked_dtype(node)
+        if asked != after or not after.is_floating_point or not before.is_floating_point:
+            raise Decline("a softmax changing the dtype otherwise than asked")
+        vid = conv.apply(float_cast(before, after), [vid])
     dim = node.args[1] % len(seg.axes)
     box = Box(SoftmaxOp(seg.axes[dim], "log" in node.target.name()))
     conv.bind(node, conv.apply(box, [vid]))
+
+
+def _asked_dtype(node: Node) -> torch.dtype | None:
+    """The result type a softmax call asks for with its ``dtype`` argument (``_softmax``'s half_to_float, a CUDA
+    kernel's own rounding, asks none: it stays opaque)."""
+    if node.target.name().split("::")[1].startswith("_"):
+        return None
+    asked = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+    return asked if isinstance(asked, torch.dtype) else None
 
 
 UNARY = {"relu": "relu", "silu": "silu", "tanh": "tanh", "sigmoid": "sigmoid", "exp": "exp", "log": "log",

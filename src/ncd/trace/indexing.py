@@ -25,7 +25,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.naming import PRIME, unique
 
-__all__ = ["cast"]
+__all__ = ["cast", "float_cast"]
 
 _RELATIONS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
@@ -77,7 +77,7 @@ def cast(conv: Converter, node: Node) -> bool:
     elif before.is_floating_point() and after.is_floating_point() and seg.dtype == "float":
         # another float type (x.half(), x.to(torch.float64)): rounded as the model rounds, computed on in that type,
         # and its gradient cast back to the type read
-        conv.bind(node, conv.apply(Box(CastOp(SCALAR, SCALAR, width, _width(before))), [vid]))
+        conv.bind(node, conv.apply(float_cast(before.dtype, after.dtype), [vid]))
         return True
     else:
         return False
@@ -86,11 +86,21 @@ def cast(conv: Converter, node: Node) -> bool:
     return True
 
 
+def float_cast(before: torch.dtype, after: torch.dtype) -> Box:
+    """The box of a float read as another float type: its values rounded to ``after`` (exact when wider), its
+    cotangent cast back to ``before`` as autograd casts it."""
+    return Box(CastOp(SCALAR, SCALAR, _float_width(after), _float_width(before)))
+
+
+def _float_width(dtype: torch.dtype) -> str:
+    return "" if dtype == torch.get_default_dtype() else str(dtype).removeprefix("torch.")
+
+
 def _width(t: torch.Tensor) -> str:
     """:class:`CastOp`'s ``width`` of a tensor: an integer one's type unless ``int64``, a float one's unless torch's
     default (empty)."""
     if t.is_floating_point():
-        return "" if t.dtype == torch.get_default_dtype() else str(t.dtype).removeprefix("torch.")
+        return _float_width(t.dtype)
     name = str(t.dtype).removeprefix("torch.")
     return name if name in WIDTHS else ""
 
