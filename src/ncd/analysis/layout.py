@@ -4,7 +4,7 @@ A :class:`Tensor` is one value in the generated code: its logical axes (in the c
 order), its *physical* order (names, outermost first; dense storage assumed), the storage
 it views, whether it requires grad, and its dtype.  Views (movedim, copy, transpose) share
 the storage; new storages are allocated by operations.  A reshape is a view exactly when the
-dimensions it merges are adjacent in memory, in order (:meth:`Tensor.merges`).  A slice of a view leaves
+dimensions it merges are adjacent in memory, in order, dims of size 1 aside (:meth:`Tensor.merges`).  A slice of a view leaves
 a gap in memory beside the sliced dim: the order holds a :data:`GAP` name there (:func:`gap`), which no dim merges
 across and which makes the view not contiguous.
 """
@@ -57,13 +57,20 @@ class Tensor:
 
     @property
     def contiguous(self) -> bool:
-        return self.dense and mergeable(self.order, [self.names])
+        return self.dense and mergeable(self._strided, [self.names])
 
     def merges(self, groups: Sequence[Sequence[str]]) -> bool:
         """Whether ``reshape`` into these groups of dims is a view."""
         if not self.dense:
             return all(len([n for n in g if n in self.names]) <= 1 for g in groups)
-        return mergeable(self.order, groups)
+        return mergeable(self._strided, groups)
+
+    @property
+    def _strided(self) -> tuple[str, ...]:
+        """The order without the dims of size 1: torch's views and ``is_contiguous`` ignore their strides (one
+        head of a packed ``qkv`` viewed ``(b, t, 3, 1, k)`` folds ``(b 1)`` as a view of the whole packed storage)."""
+        ones = {a.name for a in self.axes if a.size == 1}
+        return tuple(n for n in self.order if n not in ones) if ones else self.order
 
 
 def numel(axes: Sequence[Axis]) -> sympy.Expr:

@@ -356,6 +356,10 @@ def cost_view(prim: ViewOp, ctx: CostContext) -> list[Tensor]:
     if [a.size for a in prim.source] == [a.size for a in prim.target]:
         names = dict(zip(prim.source.names, prim.target.names))
         return [replace(x, axes=ctx.out_axes[0], order=tuple(names.get(n, n) for n in x.order))]
+    kept, made = [a for a in prim.source if a.size != 1], [a for a in prim.target if a.size != 1]
+    if [a.size for a in kept] == [a.size for a in made]:  # size-1 wires added or dropped: a view, whatever the strides
+        names, ones = {a.name: b.name for a, b in zip(kept, made)}, {a.name for a in prim.source if a.size == 1}
+        return [replace(x, axes=ctx.out_axes[0], order=tuple(names.get(n, n) for n in x.order if n in names or n not in ones))]
     if x.contiguous:
         return [replace(x, axes=ctx.out_axes[0], order=tuple(a.name for a in ctx.out_axes[0]), dense=True)]
     return [ctx.new(ctx.out_axes[0], grad=x.grad, dtype=x.dtype)]
