@@ -11,8 +11,6 @@ copy; both counted V's copy alone (1,480 bytes against 2,120 measured).
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +18,7 @@ from torch import nn
 
 import ncd
 from ncd.torch.measure import measure
+from tests.trace_checks import traced_without_opaque
 
 WIDTH = 8
 
@@ -65,13 +64,7 @@ def test_packed_qkv_attention_activation_bytes_equal_measure(heads: int, how: st
     torch.manual_seed(0)
     model = PackedAttention(heads, how, causal, fused).eval()
     x = torch.randn(2, 5, WIDTH)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = ncd.trace(model, x)
-    assert traced.opaque_count == 0
-    with torch.no_grad():
-        torch.testing.assert_close(traced.to_torch()(x), model(x))
-    diagram = traced.as_block()
+    diagram = traced_without_opaque(model, x).as_block()
     report, measured = ncd.cost(diagram), measure(diagram, inputs=(x,))
     assert report.activation_bytes == measured.activation_bytes, measured.saved
     assert report.forward_matmul == measured.forward_flops

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import ncd
 from ncd.errors import NCDError
+from tests.trace_checks import traced_without_opaque
 
 
 class PaddedUnfold(torch.nn.Module):
@@ -71,12 +72,7 @@ MODELS = [PaddedUnfold, StridedConv, Im2col, Unfold, CeilPool]
 def test_lowers_equal_at_the_traced_length(make: type[torch.nn.Module]) -> None:
     torch.manual_seed(0)
     model, x = make().eval(), torch.randn(2, 8, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    assert d.opaque_count == 0
-    with torch.no_grad():
-        torch.testing.assert_close(d.to_torch()(x), model(x))
+    traced_without_opaque(model, x)
 
 
 @pytest.mark.parametrize("make", MODELS, ids=lambda m: m.__name__)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+
+import ncd
+from ncd.trace import TracedDiagram
 
 
 def agrees_with_gradients(lowered: torch.nn.Module, model: torch.nn.Module, shape: tuple[int, ...]) -> None:
@@ -15,3 +20,14 @@ def agrees_with_gradients(lowered: torch.nn.Module, model: torch.nn.Module, shap
     got.square().sum().backward()
     want.square().sum().backward()
     torch.testing.assert_close(x.grad, x2.grad)
+
+
+def traced_without_opaque(model: torch.nn.Module, x: torch.Tensor) -> TracedDiagram:
+    """``model`` traced on ``x`` (its warnings silenced) with no opaque box, its lowered module equal to it on ``x``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, x)
+    assert traced.opaque_count == 0
+    with torch.no_grad():
+        torch.testing.assert_close(traced.to_torch()(x), model(x))
+    return traced
