@@ -11,7 +11,7 @@ import torch
 
 from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
-from ncd.trace.capture import Node, refs
+from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, op_name, rule
 
 __all__: list[str] = []
@@ -189,7 +189,7 @@ _SOFTMAX = frozenset({"aten._softmax", "aten.softmax"})
 def _softmax_only(conv: Converter, node: Node, rank: int) -> bool:
     """Whether the masked scores are read, and only by softmaxes over their last axis (attention's): a table masking
     what is read otherwise (a chunked linear attention's decays, exponentiated) is drawn as the selection it is."""
-    readers = [n for n in conv.captured.nodes if n.kind == "call" and any(r is node for r in refs([n.args, n.kwargs]))]
+    readers = [n for n in conv.consumers.get(id(node), []) if n.kind == "call"]
     return bool(readers) and all(op_name(n.target)[0] in _SOFTMAX and len(n.args) > 1 and isinstance(n.args[1], int)
                                  and n.args[1] % rank == rank - 1 for n in readers)
 

@@ -146,13 +146,18 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
                     continue
                 neg, low = cat.args[0]
                 members = [first, second, cat, neg, neg.args[0], low]
-                inside = {id(m) for m in members} | {id(add)}
-                if any(id(c) not in inside for m in members for c in conv.consumers.get(id(m), [])):
-                    continue
-                if any(o is m for o in conv.captured.outputs for m in members):
+                if not _closed(conv, members, add):
                     continue
                 return members, x, found[0], found[1], between
     return None
+
+
+def _closed(conv: Converter, members: list[Node], result: Node) -> bool:
+    """No call of ``members`` is read but by them and ``result`` (their sum or concatenation), nor is a model output:
+    the rotation's calls can be skipped for the one ``ρ`` at ``result``."""
+    inside = {id(m) for m in members} | {id(result)}
+    return not any(id(c) not in inside for m in members for c in conv.consumers.get(id(m), [])) \
+        and not any(o is m for o in conv.captured.outputs for m in members)
 
 
 def _laid_out(tables: list[Any], x: Node, width: int) -> list[torch.Tensor] | None:
@@ -206,11 +211,9 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     terms = [_products(t) for t in (*difference.args, *total.args)]
     if any(t is None for t in terms):
         return None
-    (a1, c1), (a2, s1), (b1, c2), (b2, s2) = terms  # type: ignore[misc]
-    live = [(a1, c1), (a2, s1), (b1, c2), (b2, s2)]
     # each product: a live factor and a table (either order)
     ordered = []
-    for u, v in live:
+    for u, v in terms:  # type: ignore[misc]
         if isinstance(u, Node) and u.live and isinstance(v, Node) and not v.live:
             ordered.append((u, v))
         elif isinstance(v, Node) and v.live and isinstance(u, Node) and not u.live:
@@ -238,10 +241,7 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     if found is None:
         return None
     members = [difference, total, *(t for t in (difference.args + total.args))]
-    inside = {id(m) for m in members} | {id(cat)}
-    if any(id(c) not in inside for m in members for c in conv.consumers.get(id(m), [])):
-        return None
-    if any(o is m for o in conv.captured.outputs for m in members):
+    if not _closed(conv, members, cat):
         return None
     return members, x, x1, x2, found[0], found[1], between
 
