@@ -73,6 +73,19 @@ class Scaled(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 
+class PowerRMSNorm(nn.Module):
+    """Gemma 4's and Muse Spark's weightless norm: the root written ``torch.pow(mean_squared, -0.5)``; with another
+    power (``-0.25``) it is no RMS norm."""
+
+    def __init__(self, power: float = -0.5) -> None:
+        super().__init__()
+        self.eps, self.power = 1e-6, power
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_squared = x.float().pow(2).mean(-1, keepdim=True) + self.eps
+        return (x * torch.pow(mean_squared, self.power)).type_as(x)
+
+
 class Block(nn.Module):
     def __init__(self, norm: nn.Module, m: int = 8) -> None:
         super().__init__()
@@ -122,6 +135,20 @@ def test_near_misses_keep_their_recorded_operations(norm: type[ZeroCentredRMSNor
     d = _traced(model, torch.randn(2, 5, 8))
     assert not _rms_boxes(d)
     _lowers_equal(d, model, [(2, 5, 8)])
+
+
+@pytest.mark.parametrize("power", [-0.5, -0.25])
+def test_a_root_written_as_a_power_of_minus_one_half_is_one_rms_box(power: float) -> None:
+    torch.manual_seed(0)
+    model = Block(PowerRMSNorm(power))
+    d = _traced(model, torch.randn(2, 5, 8))
+    if power == -0.5:
+        (rms,) = _rms_boxes(d)
+        assert not rms.affine and rms.eps == 1e-6 and [a.size for a in rms.axes.axes] == [8]
+        assert not any(getattr(b.prim, "op", "") in ("pow", "mean") for b in d.boxes())
+    else:
+        assert not _rms_boxes(d)
+    _lowers_equal(d, model, [(2, 5, 8), (3, 7, 8), (1, 1, 8)])
 
 
 def test_the_same_operations_outside_an_rms_norm_are_left_as_they_are() -> None:

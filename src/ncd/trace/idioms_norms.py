@@ -4,9 +4,10 @@ out), read off its recorded operations when the module as a whole is not one box
 :meth:`~ncd.trace.module_idioms.ModuleIdioms.module_idiom` draws an RMS-norm module as one ``RMS`` box when it computes
 ``rms_norm(x, w)`` (checked on values).  A module that scales by something else — Gemma's ``(1 + w)``, a gated norm's
 ``w * silu(gate)`` — is walked operation by operation, and its normalisation ``x * rsqrt(mean(x ** 2, -1, keepdim) +
-eps)`` was five boxes (square, mean, add, root, product) in every definition of every such module.  Those five recorded
-operations, in that order, each read only by the next, are that normalisation over the last axis exactly: one ``RMS``
-box (no weight, :class:`~ncd.prims.normalization.RMSNormOp`); the rest of the module (its scale) is walked as before.
+eps)`` (the root also written ``pow(…, -0.5)``: Gemma 4's, Muse Spark's) was five boxes (square, mean, add, root,
+product) in every definition of every such module.  Those five recorded operations, in that order, each read only by
+the next, are that normalisation over the last axis exactly: one ``RMS`` box (no weight,
+:class:`~ncd.prims.normalization.RMSNormOp`); the rest of the module (its scale) is walked as before.
 
 Likewise a layer norm written out in a ``*LayerNorm`` module (Cohere's, without a bias): ``(x - mean(x)) *
 rsqrt(mean((x - mean(x)) ** 2) + eps)`` over the last axis, each step read only by the next, is one weightless ``LN``
@@ -94,8 +95,8 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
 
 
 def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
-    """``rsqrt(mean + eps)`` read off ``mean`` (each step read only by the next, ``eps`` a finite number >= 0): the
-    addition, ``eps`` and the root; none when the recording is not that."""
+    """``rsqrt(mean + eps)`` (or ``pow(mean + eps, -0.5)``) read off ``mean`` (each step read only by the next, ``eps`` a
+    finite number >= 0): the addition, ``eps`` and the root; none when the recording is not that."""
     add = _reader(conv, mean, "aten.add.Tensor")
     if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
         return None
@@ -103,7 +104,13 @@ def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
     if type(eps) not in (int, float) or not 0 <= eps < math.inf:
         return None
     root = _reader(conv, add, "aten.rsqrt.default")
-    if root is None or len(root.args) != 1 or root.kwargs:
+    if root is not None:
+        return (add, eps, root) if len(root.args) == 1 and not root.kwargs else None
+    # ``pow(mean + eps, -0.5)`` (Gemma 4's and Muse Spark's norms, "over rsqrt for compiler differences"): the same
+    # root — ATen computes a power of -0.5 by its reciprocal square root
+    root = _reader(conv, add, "aten.pow.Tensor_Scalar")
+    if root is None or len(root.args) != 2 or root.kwargs or root.args[0] is not add or type(root.args[1]) is not float \
+            or root.args[1] != -0.5:
         return None
     return add, eps, root
 
