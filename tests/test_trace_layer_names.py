@@ -10,6 +10,9 @@
 * Parts a layer merges (a width's halves written into zeros, then flattened) before it cuts another wire of that
   width into parts of the same names keep the name their first merge gave them: layer 1's merge is not named after
   the wire layer 0 cut later (longformer/led's chunks of 256 merged into the 512 positions).
+* A series of one channel (``b t 1``) centred by its mean over time (``sum(1, keepdim=True)``) keeps its channel's
+  name ``1``: the kept wire is not primed in favour of the reduced one, so layer 0 reads the channel as layer 1 does
+  (patchtst's two encoder layers were two blocks, ``1ʹ`` in and ``1`` out of layer 0).
 
 Each diagram is compared with the model it was traced from, at the traced sizes and at others."""
 
@@ -155,3 +158,38 @@ def test_parts_merged_before_a_cut_keep_their_merges_name() -> None:
         assert _one_definition(d)  # (layer 1's merge was named after the width layer 0 cut: two blocks)
         for inputs in (x, torch.randn(2, 5, 32)):  # (the zeros are made at the traced sizes: held there)
             torch.testing.assert_close(d.to_torch()(inputs), model(inputs), atol=1e-5, rtol=1e-5)
+
+
+class _ChannelLayer(nn.Module):
+    def __init__(self, m: int = 8) -> None:
+        super().__init__()
+        self.lin = nn.Linear(m, m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, m = x.shape
+        y = x.reshape(b * c, t, m)  # the channels joined to the batch, then given back
+        return (y + torch.relu(self.lin(y))).reshape(b, c, t, m)
+
+
+class _Centred(nn.Module):
+    def __init__(self, m: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, m)
+        self.layers = nn.ModuleList([_ChannelLayer(m), _ChannelLayer(m)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.sum(1, keepdim=True) / x.shape[1]
+        z = self.embed(x.transpose(1, 2).unsqueeze(-1))
+        for layer in self.layers:
+            z = layer(z)
+        return z
+
+
+def test_a_kept_channel_of_one_keeps_its_name_under_a_keepdim_reduction() -> None:
+    torch.manual_seed(0)
+    model, x = _Centred().eval(), torch.randn(2, 6, 1)
+    with torch.no_grad():
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+        assert _one_definition(d)  # (layer 0 read the channel as 1ʹ and gave it back as 1: two blocks)
+        for inputs in (x, torch.randn(2, 6, 1)):
+            torch.testing.assert_close(d.to_torch()(inputs), model(inputs))

@@ -11,7 +11,7 @@ from ncd.ir.diagram import Box
 from ncd.trace.boxes import _dims, _live_ranked, _positions_axis, _used
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, hook, rule
-from ncd.trace.naming import PRIME
+from ncd.trace.naming import PRIME, kept_units
 
 __all__: list[str] = []
 
@@ -184,7 +184,7 @@ def extreme_along(conv: Converter, node: Node) -> None:
     vid = _live_ranked(conv, node.args[0])
     seg = conv.segs[vid]
     (d,) = _dims(conv, vid, dim)
-    names = [("1" if k == d else a.name) for k, a in enumerate(seg.axes)] if keep else \
+    names = kept_units(seg.names, [d]) if keep else \
         [a.name for k, a in enumerate(seg.axes) if k != d]
     used = _used(conv, node)
     if 0 in used:
@@ -231,7 +231,7 @@ def extreme_over(conv: Converter, node: Node) -> None:
         raise Decline("the extreme of a number")
     for d in reversed(picked):  # the later axes first: the earlier ones keep their positions
         vid = _top1(conv, vid, d, largest)
-    names = [("1" if k in picked else a.name) for k, a in enumerate(seg.axes)] if keep else \
+    names = kept_units(seg.names, picked) if keep else \
         [a.name for k, a in enumerate(seg.axes) if k not in picked]
     conv.bind(node, conv.view(vid, names, tuple(int(s) for s in node.value.shape)))
 
@@ -271,7 +271,7 @@ def _arg_extreme(conv: Converter, node: Node, largest: bool) -> None:
     if dim is None:
         names = ["1"] * len(seg.axes) if keep else []
     else:
-        names = [("1" if k == d else a.name) for k, a in enumerate(seg.axes)] if keep else \
+        names = kept_units(seg.names, [d]) if keep else \
             [a.name for k, a in enumerate(seg.axes) if k != d]
     conv.bind(node, conv.view(at, names, tuple(int(s) for s in node.value.shape)))
 

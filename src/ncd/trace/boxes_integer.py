@@ -21,6 +21,7 @@ from ncd.ir.axes import SCALAR, Axis, Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, hook, rule
+from ncd.trace.naming import kept_units
 
 __all__ = ["index_arithmetic", "one_hot", "any_all"]
 
@@ -125,7 +126,7 @@ def any_all(conv: Converter, node: Node) -> None:
     every = node.target.name().split("::")[1].split(".")[0] == "all"
     out = conv.apply(Box(AnyOp(_own(conv, vid, own), every)), [vid])
     if keep:
-        out = conv.view(out, [("1" if k in own else a.name) for k, a in enumerate(seg.axes)],
+        out = conv.view(out, kept_units(seg.names, own),
                         tuple(int(s) for s in node.value.shape))
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value.shape):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")

@@ -13,6 +13,7 @@ from ncd.ir.diagram import Box
 from ncd.trace.boxes import _dims, _emit_many, _live_float, _live_ranked, _own, _positions_axis, _same_wires, _used
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.naming import kept_units
 
 __all__: list[str] = []
 
@@ -92,7 +93,7 @@ def _reduce(conv: Converter, node: Node, vid: int, dims: Any, keep: Any, box_for
         raise Decline(str(error)) from None
     out = conv.apply(box, [vid])
     if keep:
-        names = ["1" if k in own else a.name for k, a in enumerate(seg.axes)]
+        names = kept_units(seg.names, own)
         out = conv.view(out, names, tuple(int(s) for s in node.value.shape))
     _same_wires(conv, node, out)
 
@@ -214,7 +215,7 @@ def median(conv: Converter, node: Node) -> None:
     seg = conv.segs[vid]
     out = conv.apply(Box(MedianOp(_own(conv, vid, [d]))), [vid])
     if keep:
-        names = ["1" if k == d else a.name for k, a in enumerate(seg.axes)]
+        names = kept_units(seg.names, [d])
         out = conv.view(out, names, tuple(int(s) for s in node.value[0].shape))
     if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in node.value[0].shape):
         raise Decline("shape")
@@ -292,6 +293,6 @@ def variance(conv: Converter, node: Node) -> None:
     if name == "std":
         out = conv.apply(Box(ElementwiseOp("sqrt")), [out])
     if keep:
-        out = conv.view(out, [("1" if k in own else a.name) for k, a in enumerate(seg.axes)],
+        out = conv.view(out, kept_units(seg.names, own),
                         tuple(int(s) for s in node.value.shape))
     _same_wires(conv, node, out)

@@ -30,7 +30,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.idioms_wires import _live, _shape, _tensor
 from ncd.trace.indexing import float_cast
-from ncd.trace.naming import PRIME, noted, unique
+from ncd.trace.naming import PRIME, kept_units, noted, unique
 from ncd.trace.shapes import factor_of
 
 __all__ = ["softmax", "UNARY", "unary", "power", "SYMBOLIZED", "size_constant", "count_of", "written",
@@ -406,6 +406,6 @@ def reduce(conv: Converter, node: Node) -> None:
     if "mean" in node.target.name():  # 1 over the reduced wires' sizes: their symbols where the names hold them
         vid2 = _scale(conv, vid2, 1 / count_of(conv, [seg.axes[d] for d in dims]))
     if keep:
-        names = [("1" if k in dims else a.name) for k, a in enumerate(seg.axes)]
+        names = kept_units(seg.names, dims)
         vid2 = conv.view(vid2, names, _shape(node))
     conv.bind(node, vid2)

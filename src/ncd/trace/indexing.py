@@ -23,7 +23,7 @@ from ncd.prims.gather import WIDTHS, ArgMaxOp, CastOp, CompareOp, GatherOp, Scat
 from ncd.prims.opaque import ViewOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.naming import PRIME, unique
+from ncd.trace.naming import PRIME, kept_units, unique
 
 __all__ = ["cast", "float_cast"]
 
@@ -167,7 +167,7 @@ def argmax(conv: Converter, node: Node) -> None:
     dim %= len(seg.axes)
     out = conv.apply(Box(ArgMaxOp(Segment((seg.axes[dim],), seg.dtype, seg.range))), [vid])
     if keep:
-        names = [("1" if k == dim else a.name) for k, a in enumerate(seg.axes)]
+        names = kept_units(seg.names, [dim])
         out = _retag(conv, out, names, tuple(int(s) for s in node.value.shape))
     conv.bind(node, out)
 

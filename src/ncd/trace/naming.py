@@ -141,6 +141,26 @@ def unique(names: list[str]) -> list[str]:
     return out
 
 
+def kept_units(names: Sequence[str], reduced: Sequence[int] | set[int]) -> list[str]:
+    """The wires of a reduction with ``keepdim``: the kept ones keep their names, and each reduced one is a unit wire
+    named ``1`` primed past them (a kept unit wire — a channel of size 1 — keeps its ``1``, so that what reads it
+    sees the same wire as a reader of the tensor not reduced).
+
+    >>> kept_units(["b", "t", "1"], [1]), kept_units(["b", "t", "m"], [1, 2])
+    (['b', '1ʹ', '1'], ['b', '1', '1ʹ'])
+    """
+    kept = {n for k, n in enumerate(names) if k not in reduced}
+    out = []
+    for k, n in enumerate(names):
+        if k in reduced:
+            n = "1"
+            while n in kept:
+                n += PRIME
+            kept.add(n)
+        out.append(n)
+    return out
+
+
 def frozen(value: Any) -> Any:
     """``value`` as a snapshot compared later (lists and tuples as tuples, sets as frozen sets, dicts as their items)."""
     if isinstance(value, (list, tuple)):
