@@ -223,6 +223,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     grad_off = torch.no_grad.__enter__
+    set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
     autocast_on = torch.autocast.__enter__
 
     def noted(seen: dict[str, str], what: str) -> None:
@@ -234,6 +235,16 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
         noted(rec.detached, "no_grad")
         grad_off(self)
+
+    def grad_set(mode: bool) -> None:  # every other way a model turns gradients off: ``torch.set_grad_enabled(False)``
+        if not mode:  # (a context or a call), ``@torch.no_grad()`` on a function, ``torch._C._set_grad_enabled``
+            _turned_off(rec.detached, "no_grad")
+        set_grad(mode)
+
+    def inference(mode: bool = True) -> Any:  # ``torch.inference_mode()``, a context or a decorator: no gradients
+        if mode:
+            _turned_off(rec.detached, "inference_mode")
+        return inference_on(mode)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
         if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
@@ -248,6 +259,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     try:
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
+        torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
                 _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
@@ -262,6 +274,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         raise
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
+        torch._C._set_grad_enabled, torch._C._InferenceMode = set_grad, inference_on  # type: ignore[misc]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
@@ -270,6 +283,20 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     nodes = _prune(rec.nodes, outputs)
     _warn_recorded(model, rec)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
+
+
+#: torch's own files between a model's line and the switch of gradients it asks for (a context, a decorator)
+_GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
+
+
+def _turned_off(seen: dict[str, str], what: str) -> None:
+    """The model's line turning gradients off (the first frame past ``torch``'s grad-mode contexts and decorators that
+    is the model's), in ``seen``; none when torch or ncd itself turns them off (a parametrization's power iteration)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.replace(os.sep, "/").endswith(_GRAD_MODES):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is not None and not _internal(frame.f_code.co_filename):
+        seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
 
 
 def _under(paths: list[str], caller: str, path: str) -> str:

@@ -1,0 +1,61 @@
+"""Red team, seventh pass: each test fails on the main it was written against and compares with the model itself
+(its outputs, torch's autograd)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ncd
+
+
+class _Gated(torch.nn.Module):
+    """``b(x) * gate(x)``, the gate computed without gradients in one of the ways a model turns them off."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.gate, self.b, self.how = torch.nn.Linear(5, 5), torch.nn.Linear(5, 5), how
+
+    @torch.no_grad()
+    def _decorated(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x).sigmoid()
+
+    @torch.inference_mode()
+    def _inferred(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "inference_mode":
+            with torch.inference_mode():
+                g = self.gate(x).sigmoid()
+            g = g.clone()
+        elif self.how == "inference_mode decorator":
+            g = self._inferred(x).clone()
+        elif self.how == "no_grad decorator":
+            g = self._decorated(x)
+        elif self.how == "set_grad_enabled":
+            with torch.set_grad_enabled(False):
+                g = self.gate(x).sigmoid()
+        else:  # "set_grad_enabled call"
+            torch.set_grad_enabled(False)
+            g = self.gate(x).sigmoid()
+            torch.set_grad_enabled(True)
+        return self.b(x) * g
+
+
+@pytest.mark.parametrize("how", ["inference_mode", "inference_mode decorator", "no_grad decorator", "set_grad_enabled",
+                                 "set_grad_enabled call"])
+def test_gradients_turned_off_other_than_by_a_no_grad_context_are_warned_as_a_detach(how: str) -> None:
+    """The model's gradients do not reach ``gate``; the lowered module's do (the diagram draws the gate's values, not
+    the switch): on main only ``with torch.no_grad():`` and ``x.detach()`` were warned, these five computed other
+    gradients than the model's with no word."""
+    torch.manual_seed(0)
+    model, x = _Gated(how), torch.randn(2, 3, 5)
+    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
+        d = ncd.trace(model, x)
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it
