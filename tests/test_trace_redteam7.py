@@ -59,3 +59,39 @@ def test_gradients_turned_off_other_than_by_a_no_grad_context_are_warned_as_a_de
     want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
     reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
     assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it
+
+
+class _Cut(torch.nn.Module):
+    """``b(x) * gate(x)``, the gate cut from autograd by ``detach()``, ``.data`` or ``no_grad``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.gate, self.b, self.how = torch.nn.Linear(5, 5), torch.nn.Linear(5, 5), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "detach":
+            g = self.gate(x).detach()
+        elif self.how == ".data":
+            g = self.gate(x).data
+        else:
+            with torch.no_grad():
+                g = self.gate(x)
+        return self.b(x) * g
+
+
+@pytest.mark.parametrize(("how", "capture"), [("detach", "export"), ("no_grad", "export"), (".data", "export"),
+                                              (".data", "dispatch")])
+def test_a_stop_gradient_is_warned_when_torch_export_captures_the_model(how: str, capture: str) -> None:
+    """``torch.export``'s graph holds no stop-gradient: the export path (``capture="export"``, and the fallback a value of
+    the inputs read as ``x.data`` takes) drew the gate's values and the lowered module's gradients reached the gate's
+    parameters, which the model's never do; on main with no warning (the recording's warning was not given there)."""
+    torch.manual_seed(0)
+    model, x = _Cut(how), torch.randn(2, 3, 5)
+    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
+        d = ncd.trace(model, x, capture=capture)
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it

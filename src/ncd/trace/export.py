@@ -19,6 +19,7 @@ import torch.fx
 
 from ncd.errors import TraceError, user_stacklevel
 from ncd.trace.capture import Captured, Node, _first_line, _internal, _strip, refs
+from ncd.trace.detaching import detaches_seen, warn_detached
 
 DATA_DEPENDENT = ("data-dependent", "data dependent", "GuardOnDataDependentSymNode", "DataDependentOutputException",
                   "Could not guard on data-dependent", "DynamicOutputShapeException", "Dynamic control flow")
@@ -117,8 +118,9 @@ def _without_partial_graph() -> Iterator[None]:
 
 def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
               names: list[str], reads: Exception | None, same: _Same | None = None) -> Captured:
+    seen: dict[str, str] = {}  # the model's stop-gradients, which export's graph does not hold
     try:
-        with torch.no_grad(), _without_partial_graph():
+        with torch.no_grad(), _without_partial_graph(), detaches_seen(seen):
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
     except Exception as error:  # noqa: BLE001 - any export failure: classify, then fall back
         if _is_data_dependent(error):
@@ -126,7 +128,9 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
         try:
             state = {**dict(flat.named_parameters()), **dict(flat.named_buffers())}
             versions = {name: t._version for name, t in state.items()}
-            captured = _capture_make_fx(flat, args, kwargs, names)
+            with detaches_seen(seen):
+                captured = _capture_make_fx(flat, args, kwargs, names)
+            warn_detached(model, seen)
             _warn_written(model, [n for n, t in state.items() if t._version != versions[n]],
                           {n for n, _ in flat.named_parameters()}, ran=True)  # (its graph ran on the model's tensors)
             return captured
@@ -152,6 +156,7 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     if same:
         _warn_shared_written(model, ep, same, len(torch.utils._pytree.tree_leaves((tuple(args), dict(kwargs)))))
     captured = _from_export(ep, flat, args, kwargs, names)
+    warn_detached(model, seen)
     _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
     return captured
 

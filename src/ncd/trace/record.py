@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
+from ncd.trace.detaching import turned_off, warn_detached
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
@@ -238,12 +239,12 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     def grad_set(mode: bool) -> None:  # every other way a model turns gradients off: ``torch.set_grad_enabled(False)``
         if not mode:  # (a context or a call), ``@torch.no_grad()`` on a function, ``torch._C._set_grad_enabled``
-            _turned_off(rec.detached, "no_grad")
+            turned_off(rec.detached, "no_grad")
         set_grad(mode)
 
     def inference(mode: bool = True) -> Any:  # ``torch.inference_mode()``, a context or a decorator: no gradients
         if mode:
-            _turned_off(rec.detached, "inference_mode")
+            turned_off(rec.detached, "inference_mode")
         return inference_on(mode)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
@@ -285,20 +286,6 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
 
 
-#: torch's own files between a model's line and the switch of gradients it asks for (a context, a decorator)
-_GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
-
-
-def _turned_off(seen: dict[str, str], what: str) -> None:
-    """The model's line turning gradients off (the first frame past ``torch``'s grad-mode contexts and decorators that
-    is the model's), in ``seen``; none when torch or ncd itself turns them off (a parametrization's power iteration)."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.replace(os.sep, "/").endswith(_GRAD_MODES):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is not None and not _internal(frame.f_code.co_filename):
-        seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
-
-
 def _under(paths: list[str], caller: str, path: str) -> str:
     """The path of a module registered at several ``paths`` as its caller (at path ``caller``) holds it, the nearest
     under the caller: openai-gpt's one GELU is ``h.0.mlp.act`` in the first layer, ``h.1.mlp.act`` in the second, so
@@ -330,11 +317,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
                       " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=user_stacklevel())
-    if rec.detached:  # a stop-gradient (a straight-through estimator, a target network): not drawn
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model detaches values from autograd (detach or no_grad at"
-                      f" {', '.join(sorted(rec.detached))}); the diagram draws them as the values they are, so the"
-                      " lowered module's forward is the model's but its gradients flow through them (the model's stop"
-                      " there)", RuntimeWarning, stacklevel=user_stacklevel())
+    warn_detached(model, rec.detached)
     # the modules and state the run left, read once for the attributes below and the bindings (:func:`record`)
     after = rec.walk.after = _Walk(model)
     kept = _kept_live(model, rec, after)

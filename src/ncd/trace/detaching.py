@@ -1,0 +1,94 @@
+"""Where a model cuts values from autograd — ``x.detach()``, ``w.data``, ``with torch.no_grad():``,
+``torch.set_grad_enabled(False)``, ``torch.inference_mode()`` — which no diagram draws: the diagram draws the values,
+so the lowered module's forward is the model's and its gradients flow where the model's stop.  Both captures name the
+model's lines in one warning (:func:`warn_detached`): the recording (:mod:`ncd.trace.record`, which sees the operators)
+and the ``torch.export`` path (:func:`detaches_seen` around it: export's graph holds no stop-gradient)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from ncd.errors import user_stacklevel
+from ncd.trace.capture import _internal
+
+#: torch's own files between a model's line and the switch of gradients it asks for (a context, a decorator)
+_GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
+
+
+def turned_off(seen: dict[str, str], what: str) -> None:
+    """The model's line turning gradients off (the first frame past ``torch``'s grad-mode contexts and decorators that
+    is the model's; the caller of the caller of this), in ``seen``; none when torch or ncd itself turns them off (a
+    parametrization's power iteration, a module's ``forward`` decorated ``@torch.no_grad()``, which ``nn.Module``
+    calls: HF's rotary tables, of no input's values)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.replace(os.sep, "/").endswith(_GRAD_MODES):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is not None and not _internal(frame.f_code.co_filename):
+        seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
+
+
+def warn_detached(model: torch.nn.Module, seen: dict[str, str]) -> None:
+    """One ``RuntimeWarning`` naming the model's lines in ``seen`` that cut values from autograd, if any."""
+    if seen:  # a stop-gradient (a straight-through estimator, a target network): not drawn
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model detaches values from autograd (detach or no_grad at"
+                      f" {', '.join(sorted(seen))}); the diagram draws them as the values they are, so the"
+                      " lowered module's forward is the model's but its gradients flow through them (the model's stop"
+                      " there)", RuntimeWarning, stacklevel=user_stacklevel())
+
+
+@contextlib.contextmanager
+def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
+    """While ``torch.export`` runs the model: its lines cutting a floating-point value from autograd (``x.detach()``,
+    ``x.detach_()``, ``x.data``) or turning gradients off, in ``seen``."""
+    set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
+    detach, detach_ = torch.Tensor.detach, torch.Tensor.detach_
+    data = torch._C.TensorBase.__dict__["data"]
+    held = torch.Tensor.__dict__.get("data")
+
+    def grad_set(mode: bool) -> None:
+        if not mode:
+            turned_off(seen, "no_grad")
+        set_grad(mode)
+
+    def inference(mode: bool = True) -> Any:
+        if mode:
+            turned_off(seen, "inference_mode")
+        return inference_on(mode)
+
+    def cut(what: str, x: torch.Tensor) -> None:
+        frame = sys._getframe(2)
+        if x.is_floating_point() and not _internal(frame.f_code.co_filename):
+            seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
+
+    def detached(self: torch.Tensor) -> torch.Tensor:
+        cut("detach", self)
+        return detach(self)
+
+    def detached_(self: torch.Tensor) -> torch.Tensor:
+        cut("detach_", self)
+        return detach_(self)
+
+    def read(self: torch.Tensor) -> torch.Tensor:
+        cut(".data", self)
+        value: torch.Tensor = data.__get__(self)
+        return value
+
+    torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]
+    torch.Tensor.detach, torch.Tensor.detach_ = detached, detached_  # type: ignore[assignment]
+    torch.Tensor.data = property(read, data.__set__)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch._C._set_grad_enabled, torch._C._InferenceMode = set_grad, inference_on  # type: ignore[misc]
+        torch.Tensor.detach, torch.Tensor.detach_ = detach, detach_
+        if held is None:
+            del torch.Tensor.data
+        else:
+            torch.Tensor.data = held
