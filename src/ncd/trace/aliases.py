@@ -13,6 +13,9 @@ from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
 from ncd.trace.capture import Node, user_line
 from ncd.trace.refusals import Unsupported
 
+if TYPE_CHECKING:
+    from ncd.trace.undo import Undo
+
 
 class Aliases:
     """The recorder's methods for values under another name (mixed into :class:`ncd.trace.recording._Recording`)."""
@@ -24,6 +27,9 @@ class Aliases:
     buffers_written: dict[str, str]
     params_written: dict[str, str]
     at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None
+    #: the parameters and buffers by the address of their memory (:meth:`keep_memory`), made at its first call
+    in_memory: dict[int, list[torch.Tensor]] | None
+    undo: Undo
     rebinding: bool
     twins: dict[int, list[torch.Tensor]]
     transformed: bool
@@ -177,6 +183,28 @@ class Aliases:
                         self.at.setdefault((held.data_ptr(), tuple(held.shape), held.stride()), []).append(held)
         return [h for h in self.at.get((t.data_ptr(), tuple(t.shape), t.stride()), ()) if h is not t]
 
+    def keep_memory(self, t: torch.Tensor) -> None:
+        """Before the model reaches ``t``'s memory by a route no operator takes (``t.numpy()``, ``__dlpack__``,
+        ``apply_``): the values of the parameters and buffers in that memory, put back if the recording fails
+        (:meth:`~ncd.trace.undo.Undo.keep`; a write through such a route dispatches nothing the recorder sees)."""
+        from ncd.trace.functions import _unrecorded
+
+        at = _memory_of(t)
+        if not at:
+            return
+        if self.in_memory is None:
+            self.in_memory = {}
+            for tensors in (self.root.parameters(), self.root.buffers()):
+                for state in tensors:
+                    held_at = _memory_of(state)
+                    if held_at:
+                        self.in_memory.setdefault(held_at, []).append(state)
+        found = self.in_memory.get(at)
+        if found:
+            with _unrecorded():  # (the recording's modes are on: the copies are not recorded)
+                for state in found:
+                    self.undo.keep(state)
+
     def state_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """An in-place write into a parameter or buffer through an alias: recorded as a write into it, so that it is
         read written from here on (it was read as its value before the write: the lowered module wrote nothing).
@@ -200,3 +228,14 @@ class Aliases:
         for h in held:  # read written from here on
             self.by_id[id(h)] = self.by_id[id(args[0])]
         return out
+
+
+def _memory_of(t: torch.Tensor) -> int:
+    """The address of ``t``'s memory (0: none, or none Python reaches: meta, empty, sparse, a transform's wrapper)."""
+    if t.device.type == "meta":
+        return 0
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return 0
+    return storage.data_ptr() if storage.nbytes() else 0

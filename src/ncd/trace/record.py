@@ -146,16 +146,10 @@ def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device, and on real values again if
     that fails."""
     if meta and WORK_BUDGET >= 0:
-        held = model.buffers() if walk is None or walk.used or not walk.faithful \
-            else {id(b): b for _, b in walk.buffers}.values()
-        buffers = [(b, b.clone()) for b in held]  # what the model writes into them is undone
-        try:
+        try:  # (what it wrote into the model's state is undone when it fails: :class:`~ncd.trace.undo.Undo`)
             return _record(model, args, kwargs, flat, meta=False, budget=WORK_BUDGET, walk=walk)
         except Exception:  # noqa: BLE001 - over the budget, or anything: the recording as without it decides
-            with torch.no_grad():
-                for b, before in buffers:
-                    if b.shape == before.shape:
-                        b.copy_(before)
+            pass
     try:
         return _record(model, args, kwargs, flat, meta=meta, walk=walk)
     except Unsupported:
@@ -198,7 +192,12 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     run_args, run_kwargs = tuple(rec.inputs[:len(args)]), dict(zip(kwargs, rec.inputs[len(args):]))
     Recorder = _recorder_class()
 
+    called: set[int] | None = set() if budget is not None else None
+
     def pre(module: torch.nn.Module, _: Any) -> None:
+        if called is not None and id(module) not in called:  # an attempt that stops at its budget
+            called.add(id(module))
+            _kept_before_call(rec, module)
         path = rec.paths.get(id(module))
         if path is not None:
             if id(module) in rec.shared_paths and rec.stack:  # one module at several paths: the one under its caller
@@ -284,6 +283,22 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     nodes = _prune(rec.nodes, outputs)
     _warn_recorded(model, rec)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
+
+
+def _kept_before_call(rec: _Recording, module: torch.nn.Module) -> None:
+    """At a module's first call in an attempt within :data:`WORK_BUDGET` (one that stops when the model grows large):
+    the values of its own buffers, put back if the attempt fails (:meth:`~ncd.trace.undo.Undo.keep`; its writes
+    through operators are kept before each, and a write through a route none takes — a numpy array on the buffer's
+    memory made before, a custom Function's unrecorded forward — is undone too).  Only the buffers of modules the
+    model calls: before, every buffer of the model was copied before the attempt (csm: 67 MB of codebooks of a codec
+    its forward never calls, ~17 ms)."""
+    from ncd.trace.functions import _unrecorded
+
+    buffers = [b for b in module._buffers.values() if b is not None]
+    if buffers:
+        with _unrecorded():  # (the recording's modes are on: the copies are not recorded)
+            for b in buffers:
+                rec.undo.keep(b)
 
 
 def _under(paths: list[str], caller: str, path: str) -> str:
@@ -456,6 +471,8 @@ def random_of(nodes: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
 #: ``map2_`` call a Python function on each entry and write its results in place: no operator records them either, so
 #: the diagram dropped the call and the lowered module returned the entries as they were before it)
 UNDISPATCHED_READS = ("tolist", "numpy", "__dlpack__", "apply_", "map_", "map2_")  # (__dlpack__: numpy.from_dlpack(x))
+#: those of them that write into the tensor's memory, or hand it to Python where the model may write into it
+UNDISPATCHED_WRITES = frozenset({"numpy", "__dlpack__", "apply_", "map_", "map2_"})
 
 
 class _Address:
@@ -531,6 +548,8 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
             if any(n is not None and n.live for n in nodes) and not _asserted() and not _printing():
                 raise ReadsValue(f"Tensor.{name}() reads a value that depends on the inputs into Python at"
                                  f" {user_line() or '?'}")
+            if name in UNDISPATCHED_WRITES:  # the model may write into its state through it: undone if this fails
+                rec.keep_memory(self)
             return method(self, *args, **kwargs)
 
         return read

@@ -222,6 +222,7 @@ class _Recording(Aliases, InPlace):
         self.buffers_written: dict[str, str] = {}  # the model's buffers it writes into in place -> the line
         self.params_written: dict[str, str] = {}  # its parameters written through an alias (``w.detach()``, ``w.data``)
         self.at: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[torch.Tensor]] | None = None  # (:meth:`aliases`)
+        self.in_memory: dict[int, list[torch.Tensor]] | None = None  # (:meth:`keep_memory`)
         self.rebinding = False  # :meth:`state_write` is recording a write
         self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
         #: the guard running a call's C++ kernel without the Python dispatcher, made once (a new one costs ~2 µs a
