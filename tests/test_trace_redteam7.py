@@ -95,3 +95,34 @@ def test_a_stop_gradient_is_warned_when_torch_export_captures_the_model(how: str
     want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
     reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
     assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it
+
+
+class _Stepped(torch.nn.Module):
+    """``heaviside`` of a linear map: an opaque box torch has no derivative for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.heaviside(self.proj(x), torch.tensor(0.5)) * x
+
+
+def test_the_cost_of_an_opaque_call_whose_backward_torch_has_not_is_measured_forward_only() -> None:
+    """torch raises a RuntimeError ("derivative for aten::heaviside is not implemented") when the backward runs, not the
+    NotImplementedError ``embedding_renorm`` gives: on main ``ncd.cost`` raised AnalysisError for the model."""
+    import warnings
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, x = _Stepped(), torch.randn(2, 3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert d.opaque_count == 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    cost = ncd.cost(d)  # the Linear's FLOPs as torch counts them, and the elementwise ones torch does not count
+    assert cost.forward_flops == counter.get_total_flops() + 2 * x.numel()

@@ -399,12 +399,14 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
     else it keeps.  Every floating-point input takes a gradient; where the call refuses one for an input that is no
     differentiable argument (a batch norm's running statistics in training), only the first input takes one; a call
     torch has no derivative for at all (``embedding_renorm``: ``nn.Embedding(max_norm=...)``'s in-place renorm, which
-    the model runs without gradients) is measured forward only, its backward costing nothing."""
+    the model runs without gradients; ``heaviside``, whose backward raises a RuntimeError) is measured forward only, its
+    backward costing nothing."""
     try:
         return _measure_once(box, shapes, dtypes, set(range(len(shapes))))
     except AnalysisError as error:
         cause = error.__cause__
-        if isinstance(cause, NotImplementedError) and "derivative for" in str(cause):
+        if isinstance(cause, (NotImplementedError, RuntimeError)) and "derivative for" in str(cause) \
+                and "not implemented" in str(cause):  # (``heaviside``'s is a RuntimeError of its backward)
             return _measure_once(box, shapes, dtypes, set())
         if sum(d in ("float", "complex") for d in dtypes) < 2:
             raise
