@@ -226,3 +226,33 @@ def test_a_linear_between_random_runs_equals_the_model(seed: int) -> None:
     for y in (x, torch.randn(*shape)):
         with torch.no_grad():
             torch.testing.assert_close(d.to_torch()(y), model(y), atol=1e-5, rtol=1e-5)
+
+
+class _Reshapes(nn.Module):
+    """Reshapes in a row with no crossing: ``unsqueeze`` then a reshape back (Gated DeltaNet's decays), and heads
+    split then merged into another width (``q l -> m d -> r``), each value read only by the next reshape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        h = self.proj(x)
+        same = h.unsqueeze(-1).reshape(b, t, 24).view(b, t, 3, 8)  # one view, 24 -> 3 8 (the first two: none)
+        other = h.view(b, t, 4, 6).view(b, t, 2, 12).reshape(b, t, 3, 8)  # one view, 24 -> 3 8
+        return same * other
+
+
+def test_reshapes_in_a_row_are_one_view_or_none() -> None:
+    """A run of reshapes with no transpose is one view from its input to its output (one that ends where it began,
+    none): 2 movement boxes where the split-and-merge form (or the run as recorded) drew 5; lowered, it equals the
+    model at the traced and other sizes."""
+    torch.manual_seed(0)
+    model = _Reshapes().eval()
+    d = _trace(model, torch.randn(2, 5, 8))
+    assert _movements(d) == 2
+    for b, t in ((2, 5), (3, 7), (1, 4)):
+        y = torch.randn(b, t, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(d.to_torch(t=t, b=b)(y), model(y))

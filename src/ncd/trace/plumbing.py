@@ -9,8 +9,9 @@ paper's notation the whole run is a split of wires, a crossing, and a merge of w
 module; a view and a transpose alone are a split and a crossing already) and replaces it, when that takes fewer
 boxes, by its canonical form: a view into the finest axes the run moves (its *atoms*), one crossing of the atoms,
 and a view merging them into the run's output.  Each of the three is
-left out when it does nothing.  The run's output value keeps its id, so what reads it is untouched; a run that ends
-where it began (a transpose undone) is no box, and its readers read its input.
+left out when it does nothing; a run of reshapes alone (no crossing) is one view from its input to its output.  The
+run's output value keeps its id, so what reads it is untouched; a run that ends where it began (a transpose undone,
+``unsqueeze`` then a reshape back) is no box, and its readers read its input.
 
 Atoms are found by following the run's reshapes on lists of atoms (a reshape whose cut falls inside an atom splits
 that atom, everywhere it occurs); a run whose reshapes do not line up this way is kept as it is.  An atom is drawn
@@ -100,7 +101,8 @@ def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Seg
         if key in known:  # a box of its own for each run (what symbolize notes is per box)
             new = None if known[key] is None else [(Box(replace(box.prim)), seg) for box, seg in known[key] or ()]
         else:
-            new = known.setdefault(key, _canonical(chain, segs))
+            reshaped = _reshaped(chain, segs)
+            new = known.setdefault(key, _canonical(chain, segs) if reshaped is None else reshaped)
         start = same.get(chain[0].ins[0], chain[0].ins[0])  # (runs are met in order: an earlier run's is known)
         if new == [] and chain[-1].outs[0] not in ends and segs[start] == segs[chain[-1].outs[0]]:
             same[chain[-1].outs[0]] = start
@@ -125,13 +127,29 @@ def fuse_movement(steps: list[Step], outputs: Sequence[int], segs: dict[int, Seg
     return out
 
 
+def _reshaped(chain: list[Step], segs: Mapping[int, Segment]) -> list[tuple[Box, Segment]] | None:
+    """A run of views alone (no crossing) as one view from its input to its output, or none when it ends where it
+    began: reshapes in a row keep the entries in their order, so they compose to one reshape (exact by construction).
+    None (:func:`_canonical` decides) for a run with a transpose or a wire :func:`_canonical` does not follow."""
+    if any(isinstance(_prim(step), TransposeOp) for step in chain) or _unfollowed(chain, segs):
+        return None
+    source, target = segs[chain[0].ins[0]], segs[chain[-1].outs[0]]
+    return [] if source.same(target) else [(Box(ViewOp(source, target)), target)]
+
+
+def _unfollowed(chain: list[Step], segs: Mapping[int, Segment]) -> bool:
+    """Whether ``chain`` passes a wire of size 1 with a name (the batch traced at 1) or a size not yet a number: such
+    a run is not followed through a view, it is kept as it is."""
+    passed = [segs[chain[0].ins[0]]] + [segs[step.outs[0]] for step in chain]
+    return any(not a.size.is_Integer or (a.size == 1 and a.name.rstrip(PRIME) != "1") for seg in passed for a in seg.axes)
+
+
 def _canonical(chain: list[Step], segs: Mapping[int, Segment]) -> list[tuple[Box, Segment]] | None:
     """The boxes (with their outputs) of a split, a crossing and a merge doing what ``chain`` does (none: it ends
     where it began), or None."""
     source = segs[chain[0].ins[0]]
     target = segs[chain[-1].outs[0]]
-    passed = [source] + [segs[step.outs[0]] for step in chain]
-    if any(not a.size.is_Integer or (a.size == 1 and a.name.rstrip(PRIME) != "1") for seg in passed for a in seg.axes):
+    if _unfollowed(chain, segs):
         return None  # a wire of size 1 with a name (the batch traced at 1) is not followed through a view: kept
     sizes: dict[int, int] = {}  # atom -> size
     parts: dict[int, list[int]] = {}  # an atom split later -> its two parts (outer, inner)
