@@ -191,12 +191,14 @@ class Early(torch.nn.Linear):
 
 def test_attributes_put_back_are_the_public_ones_in_order() -> None:
     """undo.attributes_of keeps each module's public attributes in its ``__dict__``'s order, whether the dict starts
-    with torch's own attributes (read past them) or not."""
+    with torch's own attributes or not, and for modules of one class holding other names (the public names picked
+    once a class, while a module's names are the same)."""
     from ncd.trace.undo import attributes_of
-    from ncd.trace.walk import _beyond_own
 
-    model = torch.nn.Sequential(Early(), torch.nn.Linear(2, 2))
-    assert _beyond_own(vars(model[0])) is None and _beyond_own(vars(model[1])) == ["in_features", "out_features"]
+    more, again = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    more.note = 1  # type: ignore[assignment]
+    model = torch.nn.Sequential(Early(), torch.nn.Linear(2, 2), more, again, Early())
+    assert next(iter(vars(model[0]))) == "early" and next(iter(vars(model[1]))) == "training"
     for module, attrs, _ in attributes_of(model):
         want = [(k, v) for k, v in vars(module).items() if not k.startswith("_")]
         assert list(attrs.items()) == want
@@ -256,3 +258,71 @@ def test_computing_from_the_walk_counts_what_counting_through_torch_counts() -> 
     assert _computing(model, _Walk(model)) == by_hand
     for other in [*_models(), torch.nn.Sequential(Tables(), torch.nn.Linear(3, 3))]:
         assert _computing(other, _Walk(other)) == _computing(other)
+
+
+def test_attributes_put_back_with_the_names_read_are_put_back_as_without_them() -> None:
+    """undo.attributes_back given the names :func:`~ncd.trace.undo.snapshot` read (a module holding the same names, in
+    order, is not searched for added ones) leaves every module as it leaves it without them: public attributes added
+    dropped, rebound or dropped ones bound back, private ones left; and both give the same attributes bound back."""
+    from ncd.trace.undo import attributes_back, snapshot
+
+    def run(names: bool) -> tuple[list[dict[str, object]], list[tuple[str, object, object]]]:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+        model[0].note, model[1].tag, model[2].count = 1, "x", 7  # type: ignore[assignment]
+        saved, held = snapshot(model)
+        model[0].note = 2  # rebound: the same names
+        model[1].extra = 5  # added
+        del model[1].tag  # dropped
+        model[1]._private = 3  # private: left
+        model[2].count = 8  # rebound ...
+        model[2].later = [1]  # ... and one added after it
+        rebound = attributes_back(saved, names=held if names else None)
+        return [dict(vars(m)) for m in model.modules()], [(type(m).__name__, k, (v, now)) for m, k, v, now in rebound]
+
+    (fast, fast_rebound), (slow, slow_rebound) = run(True), run(False)
+    assert [{k: v for k, v in d.items() if not k.startswith("_") or k == "_private"} for d in fast] == \
+        [{k: v for k, v in d.items() if not k.startswith("_") or k == "_private"} for d in slow]
+    assert [sorted(k for k in d if not k.startswith("_")) for d in fast][1:] == \
+        [["in_features", "note", "out_features", "training"], ["inplace", "tag", "training"],
+         ["count", "in_features", "out_features", "training"]]
+    assert fast[2]["_private"] == 3 and fast[2]["tag"] == "x" and fast[3]["count"] == 7 and fast[1]["note"] == 1
+    assert fast_rebound == slow_rebound == [("Linear", "note", (1, 2)), ("ReLU", "tag", ("x", None)),
+                                            ("Linear", "count", (7, 8))]
+
+
+def test_the_arity_read_once_a_class_is_each_module_s_own() -> None:
+    """moe_readings._class_arity, the count of a forward's parameters read once for a class, is each module's own
+    :func:`~ncd.trace.moe_readings._arity` wherever it gives one (and None where a module must be asked itself)."""
+    import functools
+
+    from ncd.trace.moe_readings import _arity, _class_arity
+
+    class Three(torch.nn.Module):
+        def forward(self, x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            return x
+
+    class Stars(torch.nn.Module):
+        def forward(self, x: torch.Tensor, *args: object, scale: float = 1.0, **kwargs: object) -> torch.Tensor:
+            return x
+
+    class Wrapped(torch.nn.Module):
+        @functools.wraps(Three.forward)
+        def forward(self, *args: object) -> torch.Tensor:
+            return args[0]  # type: ignore[return-value]
+
+    class Odd(torch.nn.Module):
+        def __getattribute__(self, name: str) -> object:
+            return super().__getattribute__(name)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    own = Three()
+    own.forward = lambda x: x  # type: ignore[method-assign]  # (its own: not its class's)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Three(), Stars(), Wrapped(), Odd(), own, torch.nn.LSTM(2, 2))
+    for module in model.modules():
+        arity = _class_arity(type(module))
+        if arity is not None and "forward" not in vars(module):
+            assert arity == _arity(module)
+    assert [_class_arity(type(m)) for m in model] == [1, 3, 4, None, None, 3, 2]
+    assert _arity(own) == 1

@@ -38,7 +38,7 @@ import torch
 
 from ncd.trace.capture import copied
 from ncd.trace.moe_proof import _arguments, _put_state_back, _state, agrees, noise_shared
-from ncd.trace.moe_readings import _arity_or_none, _called_as, _dense_reading, _experts, dense_reading
+from ncd.trace.moe_readings import _arity_or_none, _called_as, _class_arity, _dense_reading, _experts, dense_reading
 from ncd.trace.moe_routed import _routed_attention, _routed_attention_agrees, _routed_mlp, _routed_mlp_agrees, _routing
 from ncd.trace.walk import _Walk
 
@@ -183,10 +183,15 @@ class Reading:
 def _readings(model: torch.nn.Module, walk: _Walk | None = None) -> dict[str, Reading]:
     found: dict[str, Reading] = {}
     classes: dict[type, bool] = {}  # (:func:`~ncd.trace.moe_routed._lacks` of each class once)
+    arities: dict[type, int | None] = {}  # (:func:`~ncd.trace.moe_readings._class_arity` of each class once)
     for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         if not path or found and any(path.startswith(p + ".") for p in found):
             continue
-        arity = _arity_or_none(module)  # (read once: the readings below each ask for it)
+        # (read once: the readings below each ask for it; a module holding no forward of its own, by its class's)
+        cls = type(module)
+        arity = arities[cls] if cls in arities else arities.setdefault(cls, _class_arity(cls))
+        if arity is None or "forward" in module.__dict__:
+            arity = _arity_or_none(module)
         dense = _dense_reading(module, arity)
         if dense is not None:
             experts = _experts(module)

@@ -119,6 +119,19 @@ def dense_reading(module: torch.nn.Module) -> Forward | None:
     return _dense_reading(module, _arity_or_none(module))
 
 
+def _class_arity(cls: type) -> int | None:
+    """:func:`_arity` of every module of ``cls`` that holds no ``forward`` of its own, when it is counted from the code
+    of the plain function its class binds (its class looks attributes up as ``object`` does); else None (asked of
+    each module)."""
+    if cls.__getattribute__ is not object.__getattribute__:  # type: ignore[comparison-overlap]
+        return None
+    fn = next((vars(c)["forward"] for c in cls.__mro__ if "forward" in vars(c)), None)
+    if type(fn) is not FunctionType or fn.__dict__ or not fn.__code__.co_argcount:
+        return None
+    code = fn.__code__
+    return code.co_argcount - 1 + code.co_kwonlyargcount + (code.co_flags & _STARS).bit_count()
+
+
 def _arity_or_none(module: torch.nn.Module) -> int | None:
     """:func:`_arity`, or ``None`` for a forward whose signature cannot be read."""
     try:

@@ -38,7 +38,7 @@ from ncd.trace.reads import _asserted, _printing
 from ncd.trace.recording import WORK_PER_CALL, _Recording
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget  # noqa: F401  (re-exported)
 from ncd.trace.shapes import Shapes
-from ncd.trace.walk import _beyond_own, _computing, _spread, _Walk, _warn_rebound
+from ncd.trace.walk import _computing, _spread, _Walk, _warn_rebound
 from ncd.trace.watched import _identity_watched
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -418,15 +418,20 @@ def _kept_live(model: torch.nn.Module, rec: _Recording, walk: _Walk | None = Non
         return any(live(t, k, depth - 1) for t in items for k in (kind_of(t),) if k == _TENSOR or depth > 1 and k != _OTHER)
 
     kept = []
+    # the names of a class's modules, and those of them not torch's own, picked once while a module's are the same
+    theirs: dict[type, tuple[list[str], tuple[str, ...]]] = {}
     for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         values = vars(module)
-        rest = _beyond_own(values)  # (torch's own attributes first: not compared one by one)
-        for name in values if rest is None else rest:
+        names = list(values)
+        known = theirs.get(type(module))
+        if known is None or known[0] != names:
+            known = theirs[type(module)] = (names, tuple(k for k in names if k not in _MODULE_OWN))
+        for name in known[1]:
             v = values[name]
             kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
             if kind is None:
                 kind = kind_of(v)
-            if kind == _OTHER or name in _MODULE_OWN or not live(v, kind, 3):
+            if kind == _OTHER or not live(v, kind, 3):
                 continue
             kept.append(f"{path}.{name}" if path else name)
     return kept

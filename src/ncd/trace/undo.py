@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ncd.trace.walk import _MODULE_OWN_PUBLIC, _beyond_own
-
 if TYPE_CHECKING:
     from ncd.trace.walk import _Walk
 
@@ -61,40 +59,54 @@ def attributes_of(model: torch.nn.Module, walk: _Walk | None = None
                   ) -> list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]]:
     """Each module's public attributes, and the dicts, lists and sets they hold with shallow copies of them (``walk``:
     the model's modules read already)."""
+    return snapshot(model, walk)[0]
+
+
+def snapshot(model: torch.nn.Module, walk: _Walk | None = None
+             ) -> tuple[list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]], list[list[str]]]:
+    """:func:`attributes_of`, and the names each module's ``__dict__`` held, in order: :func:`attributes_back` given
+    them puts back only the rebound attributes of a module whose names are the same (none added, none dropped)."""
     saved = []
+    held = []
     seen: set[int] = set()
     modules = [m for _, m in walk.distinct()] if walk is not None and walk.faithful else model.modules()
     # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
-    # after "_") on; compared without a method call per name (a module holds ~30 private ones)
+    # after "_") on; the public ones of a class's modules are picked once while their names are the same, in order
+    publics: dict[type, tuple[list[str], tuple[str, ...]]] = {}
     for module in modules:
         values = vars(module)
-        rest = _beyond_own(values)
-        if rest is None:
-            attrs = {k: v for k, v in values.items() if k < "_" or k >= "`"}
-        else:  # (torch's own first, of which only ``training`` is public: the others' names are not compared)
-            attrs = {k: values[k] for k in _MODULE_OWN_PUBLIC}
-            for k in rest:
-                if k < "_" or k >= "`":
-                    attrs[k] = values[k]
+        names = list(values)
+        known = publics.get(type(module))
+        if known is None or known[0] != names:
+            known = publics[type(module)] = (names, tuple(k for k in names if k < "_" or k >= "`"))
+        attrs = {k: values[k] for k in known[1]}
         contents: list[tuple[Any, Any]] = []
         for v in attrs.values():
             if type(v) in _CONTAINERS or type(v) is tuple:
                 _contents(v, contents, seen)
         saved.append((module, attrs, contents))
-    return saved
+        held.append(names)
+    return saved, held
 
 
 def attributes_back(saved: list[tuple[torch.nn.Module, dict[str, Any], list[tuple[Any, Any]]]],
-                    bindings: bool = True) -> None:
+                    bindings: bool = True, names: list[list[str]] | None = None
+                    ) -> list[tuple[torch.nn.Module, str, Any, Any]]:
     """Put back what :func:`attributes_of` saved: the public attributes (``bindings``: added ones dropped, rebound
-    ones bound back) and the contents of the dicts, lists and sets."""
-    for module, attrs, contents in saved:
+    ones bound back) and the contents of the dicts, lists and sets; ``names``: each module's names as
+    :func:`snapshot` read them (a module holding the same names, in order, added and dropped none).  Gives the
+    attributes bound back, each as (module, name, its value saved, its value before it was bound back: None if
+    dropped)."""
+    rebound: list[tuple[torch.nn.Module, str, Any, Any]] = []
+    for j, (module, attrs, contents) in enumerate(saved):
         if bindings:
             now = vars(module)
-            for k in [k for k in now if (k < "_" or k >= "`") and k not in attrs]:
-                delattr(module, k)
+            if names is None or list(now) != names[j]:
+                for k in [k for k in now if (k < "_" or k >= "`") and k not in attrs]:
+                    delattr(module, k)
             for k, v in attrs.items():
-                if now.get(k) is not v:
+                if (was := now.get(k)) is not v:
+                    rebound.append((module, k, v, was))
                     now[k] = v
         for v, was in contents:
             if type(v) is list:
@@ -102,6 +114,7 @@ def attributes_back(saved: list[tuple[torch.nn.Module, dict[str, Any], list[tupl
             else:
                 v.clear()
                 v.update(was)
+    return rebound
 
 
 #: operators that update running statistics (arguments 3 and 4) with a schema that does not say so
@@ -178,6 +191,11 @@ def _updates_statistics(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     return flag is not False
 
 
+def _copy(table: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of a module's table (``dict.copy`` clones a plain dict's table whole: ~3x ``dict(table)``)."""
+    return table.copy() if type(table) is dict else dict(table)
+
+
 class Undo:
     """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
 
@@ -190,7 +208,7 @@ class Undo:
             modules = [m for _, m in walk.distinct()]
         #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
         #: ``self.calls += 1`` (a Python number the forward reads) is undone too
-        self.tables = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in modules]
+        self.tables = [(m, _copy(m.__dict__), _copy(m._parameters), _copy(m._buffers)) for m in modules]
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the tensor, its value before a write)
 
     def keep(self, held: torch.Tensor) -> None:

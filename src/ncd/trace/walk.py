@@ -5,7 +5,6 @@ call rebinds (:func:`_warn_rebound`)."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 
@@ -50,11 +49,14 @@ class _Walk:
             self.buffers.extend(model.named_buffers(remove_duplicate=False))
             return
         for prefix, module in self.modules:  # as torch's _named_members walks them
+            held, kept = module._parameters, module._buffers
+            if not held and not kept:  # (most modules: no name made)
+                continue
             dot = f"{prefix}." if prefix else ""
-            for k, v in module._parameters.items():
+            for k, v in held.items():
                 if v is not None:
                     self.parameters.append((dot + k, v))
-            for k, u in module._buffers.items():
+            for k, u in kept.items():
                 if u is not None:
                     self.buffers.append((dot + k, u))
 
@@ -71,21 +73,6 @@ class _Walk:
     def bound(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers by name (a buffer's name after a parameter's)."""
         return {**dict(self.parameters), **dict(self.buffers)}
-
-
-#: the attributes ``torch.nn.Module.__init__`` binds, in its order: a module's ``__dict__`` starts with them unless
-#: its class binds some of its own first
-_MODULE_OWN = list(vars(torch.nn.Module()))
-
-#: those of them that are public (``training``)
-_MODULE_OWN_PUBLIC = [k for k in _MODULE_OWN if not k.startswith("_")]
-
-
-def _beyond_own(values: dict[str, Any]) -> list[str] | None:
-    """The names of a module's ``__dict__`` after the attributes every module binds first (:data:`_MODULE_OWN`), in
-    order, when it starts with exactly those (one comparison: ~4 names of a module's ~21 are its own); else None."""
-    names = list(values)
-    return names[len(_MODULE_OWN):] if names[:len(_MODULE_OWN)] == _MODULE_OWN else None
 
 
 def _named(module: torch.nn.Module, prefix: str, out: list[tuple[str, torch.nn.Module]]) -> None:

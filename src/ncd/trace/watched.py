@@ -238,6 +238,10 @@ def _version(t: Any) -> int | None:
         return None
 
 
+#: the types of attribute values that are no tensor and hold none
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+
+
 def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]],
                   walk: _Walk | None = None) -> list[tuple[Any, str, Any, int | None]]:
     """The tensors the model holds outside its parameters and buffers, each with where it is held (a module or a
@@ -257,9 +261,12 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
     forwards: set[int] = set()
     tensors: dict[type, bool] = {}  # a type -> whether its values are tensors (isinstance once per type)
     classes: dict[type, Any] = {}  # a module's class -> its forward (the MRO read once per class)
+    plain = _PLAIN
     for module, attrs, _ in saved:
         for k, v in attrs.items():
             kind = type(v)
+            if kind in plain:  # (most: a module's flags and sizes)
+                continue
             is_tensor = tensors.get(kind)
             if is_tensor is None:
                 is_tensor = tensors[kind] = isinstance(v, tensor)
@@ -281,9 +288,9 @@ def _held_tensors(model: torch.nn.Module, saved: list[tuple[Any, dict[str, Any],
         # (looked up statically, along the class's MRO: a scripted module's is a descriptor whose lookup on the class
         # raises; a lambda, a partialmethod, a callable object: only what has code and globals is read)
         cls = type(module)
-        forward = classes.get(cls, classes)
-        if forward is classes:
-            forward = classes[cls] = next((vars(c)["forward"] for c in cls.__mro__ if "forward" in vars(c)), None)
+        if cls in classes:  # (its class's forward read already)
+            continue
+        forward = classes[cls] = next((vars(c)["forward"] for c in cls.__mro__ if "forward" in vars(c)), None)
         if forward is not None and id(forward) not in forwards:
             forwards.add(id(forward))
             try:
@@ -336,22 +343,22 @@ def _state_kept(model: torch.nn.Module, said: bool = False, walk: _Walk | None =
     Models cache tensors computed from parameters on their first call (LeViT's attention biases, keyed by
     device): a trace that records such a call leaves the cache filled, and the next trace of the same model would
     read a tensor of unknown origin instead of the parameter it came from."""
-    from ncd.trace.undo import attributes_back, attributes_of, kept
+    from ncd.trace.undo import attributes_back, kept, snapshot
 
-    saved = attributes_of(model, walk)
+    saved, held_names = snapshot(model, walk)
     held = _held_tensors(model, saved, walk) if said else []
     stack = kept()
     stack.append(saved)  # a failed recording attempt inside puts back the contents too (:meth:`Undo.undo`)
     try:
         yield
-        # (a number still bound to the very object it was bound to is the same number: NaN too)
-        changed = [(module, k, v, now) for module, attrs, _ in saved for k, v in attrs.items()
-                   if type(v) in _NUMBERS and (now := vars(module).get(k)) is not v and not _same_number(now, v)] \
-            if said else []
         written = [_held_name(model, where, name) for where, name, t, version in held if _version(t) != version]
     finally:
         stack.pop()
-        attributes_back(saved)
+        rebound = attributes_back(saved, names=held_names)
+    # (a number still bound to the very object it was bound to is the same number: NaN too; one bound to another
+    # object is put back above)
+    changed = [(module, k, v, now) for module, k, v, now in rebound
+               if type(v) in _NUMBERS and not _same_number(now, v)] if said else []
     if said and written:  # (as for a buffer written in place: ``self.acc.add_(1)`` on a plain attribute, a global)
         warnings.warn(f"ncd.trace({type(model).__name__}): the model writes in place into tensors it holds outside its"
                       f" parameters and buffers ({', '.join(written[:4])}{', ...' if len(written) > 4 else ''}); the"
