@@ -86,6 +86,19 @@ class PowerRMSNorm(nn.Module):
         return (x * torch.pow(mean_squared, self.power)).type_as(x)
 
 
+class UnweightedRMSNorm(nn.Module):
+    """Inkling 2's, DeepSeek V4's and GLM-5 Next's: the square written ``x.square()``, the root cast back to ``x``'s
+    dtype (``wide``: to float64 instead, the product in float64: no RMS norm of ``x``'s dtype)."""
+
+    def __init__(self, wide: bool = False) -> None:
+        super().__init__()
+        self.eps, self.wide = 1e-6, wide
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        root = torch.rsqrt(x.float().square().mean(-1, keepdim=True) + self.eps)
+        return (x * root.to(torch.float64)).to(x.dtype) if self.wide else x * root.to(x.dtype)
+
+
 class Block(nn.Module):
     def __init__(self, norm: nn.Module, m: int = 8) -> None:
         super().__init__()
@@ -149,6 +162,23 @@ def test_a_root_written_as_a_power_of_minus_one_half_is_one_rms_box(power: float
     else:
         assert not _rms_boxes(d)
     _lowers_equal(d, model, [(2, 5, 8), (3, 7, 8), (1, 1, 8)])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_square_written_square_with_its_root_cast_back_is_one_rms_box(wide: bool) -> None:
+    torch.manual_seed(0)
+    model = Block(UnweightedRMSNorm(wide))
+    d = _traced(model, torch.randn(2, 5, 8))
+    if not wide:
+        (rms,) = _rms_boxes(d)
+        assert not rms.affine and rms.eps == 1e-6 and [a.size for a in rms.axes.axes] == [8]
+        assert not any(getattr(b.prim, "op", "") in ("square", "rsqrt", "mean") for b in d.boxes())
+        _lowers_equal(d, model, [(2, 5, 8), (3, 7, 8), (1, 1, 8)])
+    else:
+        assert not _rms_boxes(d)
+        x = torch.randn(2, 5, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(d.to_torch()(x), model(x))
 
 
 def test_the_same_operations_outside_an_rms_norm_are_left_as_they_are() -> None:

@@ -299,8 +299,11 @@ _KEYWORDS = {"softplus": ("beta", "threshold"), "leaky_relu": ("negative_slope",
 @rule(*(f"aten.{name}" for name in UNARY))
 def unary(conv: Converter, node: Node) -> None:
     from ncd.prims.elementwise import ROWS, ElementwiseOp
+    from ncd.trace import idioms_norms
 
     name = node.target.name().split("::")[1].split(".")[0]
+    if name == "square" and idioms_norms.root_mean_square(conv, node):  # x * rsqrt(mean(x²) + eps) in an RMS norm
+        return
     function, defaults = UNARY[name]
     keywords = _KEYWORDS.get(name, ())
     given = list(node.args[1:])

@@ -4,7 +4,8 @@ out), read off its recorded operations when the module as a whole is not one box
 :meth:`~ncd.trace.module_idioms.ModuleIdioms.module_idiom` draws an RMS-norm module as one ``RMS`` box when it computes
 ``rms_norm(x, w)`` (checked on values).  A module that scales by something else — Gemma's ``(1 + w)``, a gated norm's
 ``w * silu(gate)`` — is walked operation by operation, and its normalisation ``x * rsqrt(mean(x ** 2, -1, keepdim) +
-eps)`` (the root also written ``pow(…, -0.5)``: Gemma 4's, Muse Spark's) was five boxes (square, mean, add, root,
+eps)`` (the square also written ``x.square()``, the root ``pow(…, -0.5)``: Gemma 4's, Muse Spark's, the unweighted
+norms of Inkling 2, DeepSeek V4, GLM-5 Next) was five boxes (square, mean, add, root,
 product) in every definition of every such module.  Those five recorded operations, in that order, each read only by
 the next, are that normalisation over the last axis exactly: one ``RMS`` box (no weight,
 :class:`~ncd.prims.normalization.RMSNormOp`); the rest of the module (its scale) is walked as before.
@@ -46,9 +47,9 @@ def _reader(conv: Converter, node: Node, full: str) -> Node | None:
 
 
 def root_mean_square(conv: Converter, node: Node) -> bool:
-    """At ``x ** 2`` (``node``): when it starts ``x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)`` inside an RMS-norm
-    module, that product is drawn as one ``RMS`` box on ``x`` (the four later operations skipped) and True is returned;
-    else nothing is drawn and False is returned.
+    """At ``x ** 2`` or ``x.square()`` (``node``): when it starts ``x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)``
+    inside an RMS-norm module (the root perhaps cast to its own dtype), that product is drawn as one ``RMS`` box on
+    ``x`` (the later operations skipped) and True is returned; else nothing is drawn and False is returned.
 
     >>> import torch, ncd
     >>> class ZeroCentredRMSNorm(torch.nn.Module):  # Gemma's: scaled by (1 + w)
@@ -61,12 +62,16 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     >>> sum(b.prim.op == "rmsnorm" for b in d.boxes())
     1
     """
-    if not node.stack or not any(k in node.stack[-1][1] for k in ("RMSNorm", "L2Norm")) \
-            or op_name(node.target)[1] != "aten.pow.Tensor_Scalar":
+    if not node.stack or not any(k in node.stack[-1][1] for k in ("RMSNorm", "L2Norm")):
         return False
+    full = op_name(node.target)[1]
     x = node.args[0] if node.args else None
-    if len(node.args) != 2 or node.kwargs or node.args[1] not in (2, 2.0) or type(node.args[1]) is bool \
-            or not isinstance(x, Node) or not x.live or not isinstance(x.value, torch.Tensor):
+    if full == "aten.pow.Tensor_Scalar":
+        if len(node.args) != 2 or node.args[1] not in (2, 2.0) or type(node.args[1]) is bool:
+            return False
+    elif full != "aten.square.default" or len(node.args) != 1:  # (``x.square()``: ATen's own pow(x, 2))
+        return False
+    if node.kwargs or not isinstance(x, Node) or not x.live or not isinstance(x.value, torch.Tensor):
         return False
     value = x.value
     if value.dtype != torch.float32 or value.dim() < 1 or value.shape[-1] < 1 or id(x) not in conv.values:
@@ -79,8 +84,11 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     if found is None:
         return False
     add, eps, root = found
-    product = _reader(conv, root, "aten.mul.Tensor")
-    if product is None or product.kwargs or len(product.args) != 2 or {id(a) for a in product.args} != {id(x), id(root)} \
+    cast = _same_type(conv, root)  # (``rsqrt(…).to(x.dtype)``: x's own dtype, the same values)
+    factor = root if cast is None else cast
+    product = _reader(conv, factor, "aten.mul.Tensor")
+    if product is None or product.kwargs or len(product.args) != 2 \
+            or {id(a) for a in product.args} != {id(x), id(factor)} \
             or not isinstance(product.value, torch.Tensor) or product.value.shape != value.shape \
             or product.value.dtype != value.dtype:
         return False
@@ -89,9 +97,30 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     vid = conv.value(x)
     seg = conv.segs[vid]
     out = conv.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps), affine=False)), [vid])
-    conv.skip |= {id(mean), id(add), id(root), id(product)}
+    conv.skip |= {id(mean), id(add), id(root), id(product)} | ({id(cast)} if cast is not None else set())
     conv.bind(product, out)
     return True
+
+
+def _same_type(conv: Converter, node: Node) -> Node | None:
+    """The one call reading ``node`` when it casts it to its own dtype (``.to(dtype)``, ``_to_copy``: the same values,
+    the same shape); else None."""
+    readers = conv.consumers.get(id(node), ())
+    if len(readers) != 1 or any(o is node for o in conv.captured.outputs):
+        return None
+    cast = readers[0]
+    if cast.kind != "call" or not cast.live or cast.guard or op_name(cast.target)[1] not in _CASTS \
+            or not cast.args or cast.args[0] is not node or id(cast) in conv.skip or id(cast) in conv.values:
+        return None
+    given, got = node.value, cast.value
+    if not isinstance(given, torch.Tensor) or not isinstance(got, torch.Tensor) or got.dtype != given.dtype \
+            or got.shape != given.shape or got.device != given.device:
+        return None
+    return cast
+
+
+#: the casts :func:`_same_type` looks through (to the value's own dtype, device and shape)
+_CASTS = ("aten.to.dtype", "aten._to_copy.default")
 
 
 def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
