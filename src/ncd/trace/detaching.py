@@ -49,8 +49,8 @@ def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
     ``x.detach_()``, ``x.data``) or turning gradients off, in ``seen``."""
     set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
     detach, detach_ = torch.Tensor.detach, torch.Tensor.detach_
-    data = torch._C.TensorBase.__dict__["data"]
     held = torch.Tensor.__dict__.get("data")
+    data = held if held is not None else torch._C.TensorBase.__dict__["data"]  # (keeps a watch on assignments)
 
     def grad_set(mode: bool) -> None:
         if not mode:
