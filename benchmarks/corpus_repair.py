@@ -44,7 +44,7 @@ ALSO = ("past_time_features", "past_observed_mask", "actions", "rewards", "retur
 
 #: sizes the shrink does not know by name: a predictor's (V-JEPA 2), a latent array's (Perceiver)
 SMALL = {"pred_hidden_size": 32, "pred_num_hidden_layers": 2, "pred_num_attention_heads": 4, "d_latents": 32,
-         "num_latents": 32}
+         "num_latents": 32, "base_channels": 32}  # (a VQ-GAN's first convolution, 32 groups normed: Chameleon's 128)
 
 
 def _changed(base: Any, small: Any) -> dict[str, Any]:
@@ -159,6 +159,9 @@ def repair(config: Any, depth: int = 0) -> Any:
             repair(value, depth + 1)
     hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
     head = hidden // heads if _int(hidden) and _int(heads) and heads > 0 else None
+    if heads == 0 and _int(hidden) and hidden > 0:  # heads derived as the width // 64 (Granite 4 Vision's Q-Former)
+        d["num_attention_heads"] = heads = 1
+        head = hidden
     if "head_dim" in d and d["head_dim"] is None and head:
         d["head_dim"] = head
     if "num_key_value_heads" in d and d["num_key_value_heads"] is None and _int(heads):
@@ -199,6 +202,7 @@ def repair(config: Any, depth: int = 0) -> Any:
         if isinstance(types, (list, tuple)) and types and _int(layers) and len(types) > layers:
             kinds = list(dict.fromkeys(types))  # every kind of layer, in order of first appearance
             d[key] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
+    _per_layer(d, layers)
     _mamba(d)
     _stages(d)
     _matched(d)
@@ -297,11 +301,74 @@ def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
     rope, rotary = d.get("rope_parameters"), d.get("qk_rope_head_dim")
     if isinstance(rope, dict) and _int(rotary) and _int(d.get("head_dim")) and "partial_rotary_factor" in rope:
         rope["partial_rotary_factor"] = rotary / d["head_dim"]  # the rotary part of a latent attention's head
+    if "deepstack_layer_map" in d and d["deepstack_layer_map"] is None and "downsample_rate" in d:
+        d["deepstack_layer_map"] = [(-1, 0)]  # Granite 4 Vision's injections (none by default): the last vision
+        if d["downsample_rate"] is None:  # layer's features into the first text layer, its windows halved a side
+            d["downsample_rate"] = "1/2"
+    if "vocabulary_map" in d and d["vocabulary_map"] is None:  # a tokenizer's table of image tokens (Chameleon, Emu3)
+        vocab = getattr(d.get("text_config"), "vocab_size", None) or d.get("vocab_size")
+        d["vocabulary_map"] = {"<image>": int(vocab) - 1}  # the image placeholder only, above the ids generated
+    if "n_routed_experts" in d and d["n_routed_experts"] is None and "moe_intermediate_size" in d:
+        d["n_routed_experts"] = 4  # experts left unset (dots.llm1): the shrink's 4, top-2 and one shared expert
+        for key, value in (("num_experts_per_tok", 2), ("n_shared_experts", 1)):
+            if key in d and d[key] is None:
+                d[key] = value
+    types = d.get("layer_types")
+    kinds = list(dict.fromkeys(types)) if isinstance(types, list) else []
+    if isinstance(rope, dict) and "mrope_section" in rope and kinds and rope.keys() - {"mrope_section"} <= set(kinds):
+        sections = rope.pop("mrope_section")  # the shrink's, beside rotations read a layer kind each (Cohere Compass:
+        for kind in kinds:  # none by default, {}): the default rotation, in those sections
+            rope.setdefault(kind, {"rope_type": "default", "rope_theta": 10000.0})["mrope_section"] = sections
+    if _int(d.get("spec_size")) and _int(d.get("patch_embeds_hidden_size")) and isinstance(d.get("depths"), list):
+        _spectrogram(d)
+    if _int(d.get("visual_prompt_size")) and _int(d.get("max_img_size")) and d["max_img_size"] > 128:
+        d["max_img_size"], d["visual_prompt_size"] = 128, 8  # a video's frames and the prompt padded around them
+        # (TVP's 448 and 96): a 2 x 2 grid after its ResNet's stride of 32 and a pooling
+    if _int(d.get("latent_query_num")) and d["latent_query_num"] > 4:
+        d["latent_query_num"] = 4  # the image's latent queries in the text (Kosmos-2's 64): fewer than its tokens
     attn = d.get("attn_config")
     if attn is not None and "kv_n_heads" in attn.__dict__ and isinstance(rope, dict) and "rope_theta" in rope:
         attn.__dict__.setdefault("rope_theta", rope["rope_theta"])
         if attn.__dict__.get("clip_qkv") is None:
             attn.__dict__["clip_qkv"] = 8.0  # read unguarded (a clamp of neither bound fails): DBRX-Instruct's own
+
+
+def _per_layer(d: dict[str, Any], layers: Any) -> None:
+    """Sizes given a layer each: a feed-forward width per layer capped as the shrink caps one for all (Gemma 3n's
+    16,384s), one a layer kept; and where the last layers reuse the keys and values of earlier ones of their kind, as many layers as
+    each kind needs to have one that makes them and one that reuses them (Gemma 3n's 15 of 35 reuse: 2 of 4, one a
+    kind), the lists of one entry a layer repeated to the new count; a layer count that counts stages listed (their
+    widths and patch sizes) kept at theirs; two hybrid layers to share an attention block."""
+    sizes = d.get("intermediate_size")
+    if isinstance(sizes, list) and sizes and all(_int(v) for v in sizes) and _int(layers):
+        d["intermediate_size"] = [min(v, 64) for v in sizes[:layers]]  # the first layers' (as the layer kinds)
+    depths = d.get("depths")
+    stages = [d.get(k) for k in ("hidden_sizes", "patch_sizes")]
+    if isinstance(depths, (list, tuple)) and _int(layers) and layers < len(depths) \
+            and all(isinstance(v, (list, tuple)) and len(v) == len(depths) for v in stages):
+        d["num_hidden_layers"] = len(depths)  # a layer a stage (MuseSpark's audio encoder): every stage kept
+    blocks = d.get("layers_block_type")
+    if isinstance(blocks, list) and blocks.count("hybrid") == 1 and len(blocks) == layers and "attn_layer_period" in d:
+        d["layers_block_type"], d["num_hidden_layers"] = blocks * 2, 2 * len(blocks)  # Zamba's one attention block
+        # shared by its hybrid layers (tied from the first to the others): two of them
+    shared, types = d.get("num_kv_shared_layers"), d.get("layer_types")
+    if not (_int(shared) and _int(layers) and shared >= layers > 0 and isinstance(types, list) and types):
+        return
+    kinds = list(dict.fromkeys(types))
+    count = 2 * len(kinds)
+    for key, value in list(d.items()):
+        if isinstance(value, list) and len(value) == layers:
+            d[key] = (value * count)[:count]
+    d["layer_types"], d["num_hidden_layers"], d["num_kv_shared_layers"] = kinds * 2, count, len(kinds)
+
+
+def _spectrogram(d: dict[str, Any]) -> None:
+    """A Swin on a spectrogram folded into a square image (CLAP's audio part): a side of 128 in windows of 4 (the
+    deepest stage's 4 x 4 patches are split into as many frequency bins as the fold's ratio, 4), the mel bins a fourth
+    of the side, and the width the deepest stage's (the first stage's doubled at each later one, as the default's 96
+    x 8 = 768), which the projection reads."""
+    d["spec_size"], d["window_size"], d["num_mel_bins"] = 128, 4, 32
+    d["hidden_size"] = d["patch_embeds_hidden_size"] << (len(d["depths"]) - 1)
 
 
 def _stages(d: dict[str, Any]) -> None:
@@ -475,9 +542,11 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
             "latents": lambda: torch.randn(batch, int(width), SERIES // 4, generator=gen)}  # a codec decoder's frames
 
 
-def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+def layouts(config: Any, inputs: dict[str, torch.Tensor],
+            takes: frozenset[str] = frozenset()) -> Iterator[dict[str, torch.Tensor]]:
     """``inputs`` in the other layouts an audio or video input can take, one change at a time; then token ids one row a
-    codebook (MusicGen) and a spectrogram of the config's frames x mel bins (AST) given as ``input_values``."""
+    codebook (MusicGen) and a spectrogram of the config's frames x mel bins (AST) given as ``input_values``; last the
+    inputs of another part the forward takes (``takes``: its parameters) but documents as optional (:func:`parts`)."""
     features = inputs.get("input_features")
     if features is not None and features.dim() == 3:
         yield {**inputs, "input_features": features.transpose(1, 2).contiguous()}  # frames x features
@@ -549,6 +618,58 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor]) -> Iterator[dict[str, 
     queries, width = inputs.get("query_embeds"), getattr(config, "encoder_hidden_size", None)
     if queries is not None and "encoder_hidden_states" not in inputs and _int(width):  # what a Q-Former attends to
         yield {**inputs, "encoder_hidden_states": _like(queries, (queries.shape[0], SERIES // 4, width))}
+    patches = getattr(config, "patch_sizes", None)
+    if values is not None and values.dim() == 2 and isinstance(patches, (list, tuple)) and all(map(_int, patches)):
+        hop = int(torch.tensor(patches).prod())  # a waveform of whole patches of every stage (MuseSpark: 1920 samples)
+        yield {**inputs, "input_values": _like(values, (values.shape[0], 2 * hop))}
+    boxes = inputs.get("bbox")
+    if boxes is not None and not boxes.is_floating_point():  # boxes as fractions of the page (UDOP), not per mille
+        yield {**inputs, "bbox": boxes.float() / 1000}
+    side = getattr(config, "max_img_size", None)
+    if "pixel_values" in takes and ids is not None and _int(side):  # one clip of RGB frames of the side padded with
+        one = {k: v[:1] for k, v in inputs.items() if k != "pixel_values"}  # the prompt (TVP: its grid's positions
+        yield {**one, "pixel_values": _like(ids.float(), (1, frames(config), 3, side, side)) / 50 - 1}  # are shaped
+        # for one clip only)
+    yield from parts(config, inputs, takes)
+
+
+def parts(config: Any, inputs: dict[str, torch.Tensor], takes: frozenset[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """``inputs`` with what the forward takes as optional but a model of text and an image or audio reads, made from
+    the ids (the pair of inputs stays a pair): the image of a config with no vision part (ViLT's patches are its own),
+    where in the text the image's latent queries go (Kosmos-2: after the first token), and the audio features of a
+    config's audio part: a spectrogram of one channel, frames x mel bins, of the side its Swin reads (CLAP), or the
+    frames a token of which the audio embeddings are added to the text's (Voxtral Realtime)."""
+    ids = inputs.get("input_ids")
+    if ids is None:  # the main input then (a vision tower's image), as the source of the entries
+        ids = next((v for v in inputs.values() if v.dim() >= 2), None)
+        if ids is None:
+            return
+        ids = ids.reshape(ids.shape[0], -1)[:, :8] * 50
+    n, t = ids.shape
+    vision = getattr(config, "vision_config", None) or config
+    side, out = _first(getattr(vision, "image_size", None)), dict(inputs)
+    if "pixel_values" in takes and "pixel_values" not in out and side:
+        channels = int(getattr(vision, "num_channels", 0) or 3)
+        out["pixel_values"] = _like(ids.float(), (n, channels, side, side)) / 50 - 1
+    queries = getattr(config, "latent_query_num", None)
+    if "image_embeds_position_mask" in takes and "pixel_values" in out and _int(queries) and queries < t:
+        out["image_embeds_position_mask"] = torch.zeros(n, t, dtype=torch.long)
+        out["image_embeds_position_mask"][:, 1: 1 + queries] = 1
+    audio = getattr(config, "audio_config", None)
+    mel, spec = getattr(audio, "num_mel_bins", None), getattr(audio, "spec_size", None)
+    per_token = getattr(config, "audio_length_per_tok", None)
+    if "input_features" in takes and "input_features" not in out and _int(mel) and _int(spec):
+        out["input_features"] = _like(ids.float(), (n, 1, spec * (spec // mel), mel)) / 50 - 1
+    elif "input_features" in takes and "input_features" not in out and _int(mel) and _int(per_token):
+        out["input_features"] = _like(ids.float(), (n, mel, t * per_token)) / 50 - 1
+    patch = _first(getattr(vision, "patch_size", None))
+    if "spatial_shapes" in takes and "pixel_values" in takes and patch:  # an image of any shape in patches (SigLIP
+        channels, side = int(getattr(vision, "num_channels", 0) or 3), 4  # 2's NaFlex): 4 x 4 of them, each flat,
+        out["pixel_values"] = _like(ids.float(), (n, side * side, channels * patch * patch)) / 50 - 1  # all real
+        out["pixel_attention_mask"] = torch.ones(n, side * side, dtype=torch.long)
+        out["spatial_shapes"] = torch.tensor([[side, side]] * n)
+    if out.keys() != inputs.keys():
+        yield out
 
 
 #: the mel bins of a spectrogram whose config does not name them (Whisper large-v3's, Gemma 4's)

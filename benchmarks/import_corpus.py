@@ -328,7 +328,8 @@ def _runs(model: nn.Module, pair: list[dict[str, torch.Tensor]],
           config: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The pair of inputs if ``model`` runs on the first; with ``config``, else the first of their other layouts
     (``corpus_repair.layouts``) it runs on; else the first error."""
-    others = zip(*(repair_module().layouts(config, inputs) for inputs in pair)) if config is not None else iter(())
+    takes = frozenset(inspect.signature(model.forward).parameters)
+    others = zip(*(repair_module().layouts(config, inputs, takes) for inputs in pair)) if config is not None else iter(())
     first: Exception | None = None
     for a, b in [(pair[0], pair[1]), *others]:
         try:

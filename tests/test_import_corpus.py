@@ -75,13 +75,19 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: embeddings as wide as the shrunk width together (LayoutLMv3), a latent attention's rotary fraction of the shrunk head
 #: (Mistral 4), top-k under its other name (Kimi Linear), a language for X-MOD's adapters, a features mask the forward
 #: defaults to None but reads (Audio Flamingo 3), a prompt above the image (SegGPT), a width 6 box embeddings divide
-#: (LiLT), SAM's neck as wide as its prompt encoder, key/value heads ungrouped (Granite Speech 5's blocked attention)
+#: (LiLT), SAM's neck as wide as its prompt encoder, key/value heads ungrouped (Granite Speech 5's blocked attention),
+#: experts left None (dots.llm1), an image-token table (Chameleon), inputs of a part the forward takes as optional (CLAP's
+#: folded spectrogram, Kosmos-2's image and where its queries go, Voxtral Realtime's frames a token, TVP's one clip),
+#: a rotation a layer kind (Cohere Compass), reused keys and values (Gemma 3n), a layer a stage (MuseSpark audio), two
+#: hybrid layers sharing a block (Zamba), Granite 4 Vision's injections, boxes as fractions of the page (UDOP)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
             "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
             "kyutai_speech_to_text", "blip_2_qformer", "fun_asr_nano_encoder", "t5gemma2_encoder",
             "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod",
-            "audioflamingo3_encoder", "seggpt", "lilt", "sam", "granite_speech5_encoder"]
+            "audioflamingo3_encoder", "seggpt", "lilt", "sam", "granite_speech5_encoder", "dots1", "chameleon", "clap",
+            "kosmos-2", "voxtral_realtime", "cohere_compass_text", "gemma3n_text", "muse_spark_audio", "zamba",
+            "granite4_vision", "tvp", "udop"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -104,7 +110,8 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert mamba.num_heads * mamba.head_dim == mamba.expand * mamba.hidden_size == 64
     zamba = repair.rebuilt("zamba", corpus.shrink)  # derived in the config's __init__: 2 x the width
     assert zamba.hidden_size == 32 and zamba.attention_hidden_size == 64
-    assert len(zamba.layers_block_type) == zamba.num_hidden_layers == 2
+    assert len(zamba.layers_block_type) == zamba.num_hidden_layers == 4  # two hybrid layers share its attention
+    assert zamba.layers_block_type.count("hybrid") == 2
     series = repair.repair(corpus.shrink(transformers.AutoConfig.for_model("time_series_transformer")))
     assert series.prediction_length == series.context_length == 4  # None in the default config
     luke = repair.rebuilt("luke", corpus.shrink)  # a second vocabulary (entities: 500,000 x the width)
@@ -138,6 +145,17 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert dbrx.attn_config.rope_theta == dbrx.rope_parameters["rope_theta"] and dbrx.attn_config.clip_qkv == 8
     diarization = repair.rebuilt("nemotron3_diarization", corpus.shrink)  # the head reads the shrunk encoder
     assert diarization.head_config.audio_hidden_size == diarization.audio_config.hidden_size == 32
+    gemma3n = repair.rebuilt("gemma3n_text", corpus.shrink)  # reused keys/values: a maker and a user of each kind
+    assert gemma3n.layer_types[:2] == gemma3n.layer_types[2:] and gemma3n.num_kv_shared_layers == 2
+    assert gemma3n.intermediate_size == [64] * gemma3n.num_hidden_layers == [64] * 4  # one a layer, capped
+    assert gemma3n.kv_sharing_modes == ["store", "store", "reuse", "reuse"]
+    clap = repair.rebuilt("clap", corpus.shrink).audio_config  # the projection reads the deepest stage's width
+    assert clap.hidden_size == clap.patch_embeds_hidden_size * 2 ** (len(clap.depths) - 1)
+    assert clap.spec_size // clap.num_mel_bins == 4 and clap.spec_size // 4 // 8 >= 4  # folded 4 x, 4 bins deepest
+    compass = repair.rebuilt("cohere_compass_text", corpus.shrink)  # a rotation a layer kind, none by default
+    assert set(compass.rope_parameters) == set(compass.layer_types) == {"full_attention"}
+    dots = repair.rebuilt("dots1", corpus.shrink)  # experts left None
+    assert (dots.n_routed_experts, dots.num_experts_per_tok, dots.n_shared_experts) == (4, 2, 1)
     step = repair.rebuilt("step3p7", corpus.shrink).text_config  # masks for its sliding layers: has a window
     assert step.sliding_window == 4
     assert repair.rebuilt("qwen2", corpus.shrink).sliding_window is None  # switched off: no window
