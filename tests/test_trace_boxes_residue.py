@@ -271,6 +271,29 @@ def test_a_weight_norm_is_one_box_of_its_direction_and_gain() -> None:
     assert (report.forward_matmul, report.activation_bytes) == (measured.forward_flops, measured.activation_bytes)
 
 
+def test_a_weight_normed_convolution_reads_its_weight_without_a_renaming_box() -> None:
+    """The weight norm of a convolution's weight names its wires as the ``★·W`` box reads them (output channels, input
+    channels per group, kernel): no view box renames them in between (EnCodec drew 36), for a convolution, a grouped one
+    with the gain along the kernel (wav2vec2's positional convolution) and a transposed one; the lowered module equals
+    the model, and at another length too (the positions are still sized by ``t``)."""
+    torch.manual_seed(0)
+    norm = nn.utils.parametrizations.weight_norm
+    model = nn.Sequential(norm(nn.Conv1d(4, 6, 3, stride=2)), nn.Tanh(), norm(nn.Conv1d(6, 6, 3, groups=2), dim=2),
+                          nn.Tanh(), norm(nn.ConvTranspose1d(6, 4, 4, stride=2))).eval()
+    x = torch.randn(2, 4, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x, axes="b c t")
+    assert _ops(d).count("weight_norm") == 3 and _ops(d).count("conv_with_weight") == 3
+    normed = [b.cod.segments[0] for b in d.boxes() if b.prim.op == "weight_norm"]
+    assert [b.dom.segments[1] for b in d.boxes() if b.prim.op == "conv_with_weight"] == normed  # each weight as normed
+    assert not [b for b in d.boxes() if b.prim.op == "view" and b.dom.segments[0] in normed]
+    for length in (16, 24):
+        x = torch.randn(2, 4, length)
+        with torch.no_grad():
+            torch.testing.assert_close(d.to_torch(t=length)(x), model(x), atol=1e-5, rtol=1e-4)
+
+
 class OneFrame(nn.Module):
     """EnCodec's ``torch.stack(encoded_frames)`` of its one frame, a stack of one tensor at the end, and one of a tensor
     that already has a size-1 wire."""

@@ -114,7 +114,13 @@ class ConvWithWeightOp(_ConvolutionGeometry):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        where = f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}'"
+        try:  # the text naming the box is written only for an error: the same checks again, with it
+            self._check_geometry("")
+        except Exception:
+            self._check_geometry(f"{self.what} '{self.dom_axes}' -> '{self.cod_axes}'")
+            raise
+
+    def _check_geometry(self, where: str) -> None:
         geometry = list(zip(self.dom_axes.axes[1:], self.cod_axes.axes[1:], self.kernel, self.stride, self.padding,
                             self.dilation, self.output_padding or (0,) * len(self.kernel)))
         if self.transposed:  # the output positions are torch's formula of the input's (symbolic sizes follow it)

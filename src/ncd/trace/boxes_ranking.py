@@ -127,13 +127,17 @@ def weight_norm(conv: Converter, node: Node) -> None:
         raise Decline("not float tensors")
     if node.value.dtype != v.value.dtype:
         raise Decline("dtype")
-    vv = conv.value(v)
+    names = _read_as(conv, node)  # a convolution's weight: its wires named as the convolution names them
+    vv = conv.value(v, names)
     seg = conv.segs[vv]
     if not isinstance(dim, int) or dim == -1 or not -len(seg.axes) <= dim < len(seg.axes) or len(set(seg.names)) < 2:
         raise Decline("the norm of the whole tensor")
     d = dim % len(seg.axes)
     size = int(seg.axes[d].size)
-    vg = conv.value(g)
+    gshape = tuple(int(s) for s in g.value.shape)
+    vg = conv.value(g, None if names is None else [seg.names[d]] if gshape == (size,) else
+                    [seg.names[k] if k == d else "1" for k in range(len(gshape))]
+                    if gshape == tuple(size if k == d else 1 for k in range(len(seg.axes))) else None)
     gseg = conv.segs[vg]
     if gseg.axes == (seg.axes[d],):
         box = Box(WeightNormOp(seg, d))
@@ -146,6 +150,18 @@ def weight_norm(conv: Converter, node: Node) -> None:
     else:
         raise Decline("a gain of another shape")
     _same_wires(conv, node, conv.apply(box, [vv, vg]))
+
+
+def _read_as(conv: Converter, node: Node) -> list[str] | None:
+    """The names the first convolution reading ``node`` as its weight gives the weight's wires
+    (:func:`ncd.trace.boxes_windows.weight_wires`), if they fit ``node``'s shape; else ``None`` (names of its own)."""
+    from ncd.trace.boxes_windows import weight_wires
+
+    for reader in conv.consumers.get(id(node), ()):
+        names = weight_wires(conv, reader, node)
+        if names is not None:
+            return names if len(names) == node.value.dim() and len(set(names)) == len(names) else None
+    return None
 
 
 @rule("aten.logsumexp")

@@ -15,7 +15,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.naming import PRIME
 
-__all__: list[str] = ["computed_weight_convolution", "computed_weight_transposed_convolution"]
+__all__: list[str] = ["computed_weight_convolution", "computed_weight_transposed_convolution", "weight_wires"]
 
 
 # -- a convolution whose weight is computed (weight norm, weight standardisation) ---------------------------------------
@@ -62,23 +62,63 @@ def _computed_weight_operands(conv: Converter, node: Node) -> tuple[int, Node, A
     return vx, weight, bias, conv.segs[vx], tuple(int(s) for s in weight.value.shape)
 
 
-def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node, bias: Any, stride: tuple[int, ...],
-                             padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
-                             output_padding: tuple[int, ...] | None = None) -> None:
-    """``F.conv2d(x, W, b)`` (or 3-d) with ``W`` a wire: one :class:`ConvWithWeightOp` box ``(lead c p…, o c/g k…) ->
-    lead o p…``, the leading wires its batch (then ``+ b``).  With ``output_padding``: ``F.conv_transpose*d(x, W, b)``,
-    the weight ``(c, o/g, k…)`` in torch's layout of a transposed convolution's."""
-    import sympy
+def weight_wires(conv: Converter, node: Node, weight: Node) -> list[str] | None:
+    """The names a convolution ``node`` reading the computed ``weight`` as its weight gives that weight's wires (its
+    :class:`ConvWithWeightOp`'s weight segment, :func:`_weight_wire_convolution`), for the computation of the weight
+    (weight norm) to name its wires so: no box then renames them before the convolution (only names: the values and
+    sizes are the same either way).  ``None`` if ``node`` is no such convolution or its input is not converted yet."""
+    from ncd.trace.registry import op_name
 
-    from ncd.prims.convolution_derivative import ConvWithWeightOp
-    from ncd.prims.structure import AddOp
-    from ncd.trace.idioms import linear_out_name
-
-    transposed = output_padding is not None
-    seg = conv.segs[vx]
+    name = op_name(node.target)[0]
+    if name not in _CONVOLUTIONS or len(node.args) < 2 or node.args[1] is not weight:
+        return None
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and id(x) in conv.values and isinstance(x.value, torch.Tensor)
+            and x.value.is_floating_point() and isinstance(weight.value, torch.Tensor)):
+        return None
+    transposed = "transpose" in name
+    groups = node.args[6] if len(node.args) > 6 else None
+    if not transposed and len(node.args) > 4 and isinstance(node.args[4], str) or not isinstance(groups, (int, type(None))):
+        return None
+    groups = int(groups or 1)
+    seg = conv.segs[conv.values[id(x)]]
     wshape = tuple(int(s) for s in weight.value.shape)
     n = len(wshape) - 2
-    lead, dom = Segment(seg.axes[:-n - 1]), Segment(seg.axes[-n - 1:])
+    if n < 1 or len(seg.axes) < n + 2 or groups < 1 or wshape[0] % groups or int(seg.axes[-n - 1].size) != (
+            wshape[0] if transposed else wshape[1] * groups):
+        return None
+    names = _wires(conv, node, seg, wshape, groups, transposed)[2]
+    symbolic = _symbolic(conv)
+    if any(name.rstrip(PRIME) in symbolic for name in names):  # a channel named as the inputs' batch or positions,
+        return None  # which the symbolic pass sizes by a symbol (a parameter's wire is not): renamed by a box as before
+    return names
+
+
+def _symbolic(conv: Converter) -> set[str]:
+    """The names of the inputs' axes that the symbolic pass sizes by symbols (:func:`ncd.trace._symbolic`)."""
+    return {a.name for v in conv.inputs for a in conv.segs[v].axes if a.name in _SYMBOLIC}
+
+
+#: the names of the inputs' axes the symbolic pass sizes by symbols (:func:`ncd.trace._symbolic`)
+_SYMBOLIC = frozenset({"b", "t"})
+
+#: the convolutions whose weight may be computed (:func:`weight_wires`)
+_CONVOLUTIONS = frozenset({"aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv_transpose1d", "aten.conv_transpose2d",
+                           "aten.conv_transpose3d"})
+
+
+def _wires(conv: Converter, node: Node, seg: Segment, wshape: tuple[int, ...], groups: int, transposed: bool
+           ) -> tuple[str, Segment, list[str]]:
+    """The wires of a convolution with a computed weight (``seg`` its input's): its output channels' name, its output
+    segment and its weight's names — named once per call (asked first by the weight's own rule, :func:`weight_wires`)."""
+    from ncd.trace.idioms import linear_out_name
+
+    planned: dict[int, tuple[Segment, tuple[str, Segment, list[str]]]] = conv.__dict__.setdefault("_conv_wires", {})
+    plan = planned.get(id(node))
+    if plan is not None and plan[0] == seg:
+        return plan[1]
+    n = len(wshape) - 2
+    dom = Segment(seg.axes[-n - 1:])
     channel = dom.axes[0]
     out_shape = tuple(int(s) for s in node.value.shape)
     taken = set(seg.names)
@@ -92,7 +132,31 @@ def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node,
     inner = second if groups == 1 else _unlike(conv, second + PRIME, set(taken) | {o})
     knames = [_unlike(conv, _claim(conv, "k" + a.name.rstrip(PRIME), k, "feature"), taken | {o, inner})
               for a, k in zip(dom.axes[1:], wshape[2:])]
-    vw = conv.view(conv.value(weight), [first, inner, *knames], wshape)
+    wires = (o, cod, [first, inner, *knames])
+    planned[id(node)] = (seg, wires)
+    return wires
+
+
+def _weight_wire_convolution(conv: Converter, node: Node, vx: int, weight: Node, bias: Any, stride: tuple[int, ...],
+                             padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+                             output_padding: tuple[int, ...] | None = None) -> None:
+    """``F.conv2d(x, W, b)`` (or 3-d) with ``W`` a wire: one :class:`ConvWithWeightOp` box ``(lead c p…, o c/g k…) ->
+    lead o p…``, the leading wires its batch (then ``+ b``).  With ``output_padding``: ``F.conv_transpose*d(x, W, b)``,
+    the weight ``(c, o/g, k…)`` in torch's layout of a transposed convolution's."""
+    import sympy
+
+    from ncd.prims.convolution_derivative import ConvWithWeightOp
+    from ncd.prims.structure import AddOp
+
+    transposed = output_padding is not None
+    seg = conv.segs[vx]
+    wshape = tuple(int(s) for s in weight.value.shape)
+    n = len(wshape) - 2
+    lead, dom = Segment(seg.axes[:-n - 1]), Segment(seg.axes[-n - 1:])
+    out_shape = tuple(int(s) for s in node.value.shape)
+    outputs = wshape[1] * groups if transposed else wshape[0]
+    o, cod, names = _wires(conv, node, seg, wshape, groups, transposed)
+    vw = conv.view(conv.value(weight), names, wshape)  # (none when the weight's rule named its wires so)
     try:
         box = Box(ConvWithWeightOp(dom, cod, conv.segs[vw], tuple(wshape[2:]), stride, padding, dilation,
                                    output_padding or (), sympy.Integer(groups), transposed, lead))
