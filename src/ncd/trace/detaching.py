@@ -44,13 +44,12 @@ def warn_detached(model: torch.nn.Module, seen: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
-    """While ``torch.export`` runs the model: its lines cutting a floating-point value from autograd (``x.detach()``,
-    ``x.detach_()``, ``x.data``) or turning gradients off, in ``seen``."""
+def grad_turned_off(seen: dict[str, str]) -> Iterator[None]:
+    """While the model runs (recorded or exported): its lines turning gradients off by every route that reaches
+    ``torch._C`` — ``torch.set_grad_enabled(False)`` (a context or a call), ``@torch.no_grad()`` on a function,
+    ``torch._C._set_grad_enabled``, ``torch.inference_mode()`` (a context or a decorator) — in ``seen``
+    (:func:`turned_off`)."""
     set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
-    detach, detach_ = torch.Tensor.detach, torch.Tensor.detach_
-    held = torch.Tensor.__dict__.get("data")
-    data = held if held is not None else torch._C.TensorBase.__dict__["data"]  # (keeps a watch on assignments)
 
     def grad_set(mode: bool) -> None:
         if not mode:
@@ -61,6 +60,21 @@ def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
         if mode:
             turned_off(seen, "inference_mode")
         return inference_on(mode)
+
+    torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        torch._C._set_grad_enabled, torch._C._InferenceMode = set_grad, inference_on  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
+    """While ``torch.export`` runs the model: its lines cutting a floating-point value from autograd (``x.detach()``,
+    ``x.detach_()``, ``x.data``) or turning gradients off (:func:`grad_turned_off`), in ``seen``."""
+    detach, detach_ = torch.Tensor.detach, torch.Tensor.detach_
+    held = torch.Tensor.__dict__.get("data")
+    data = held if held is not None else torch._C.TensorBase.__dict__["data"]  # (keeps a watch on assignments)
 
     def cut(what: str, x: torch.Tensor) -> None:
         frame = sys._getframe(2)
@@ -80,13 +94,12 @@ def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
         value: torch.Tensor = data.__get__(self)
         return value
 
-    torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]
     torch.Tensor.detach, torch.Tensor.detach_ = detached, detached_  # type: ignore[assignment]
     torch.Tensor.data = property(read, data.__set__)  # type: ignore[assignment]
     try:
-        yield
+        with grad_turned_off(seen):
+            yield
     finally:
-        torch._C._set_grad_enabled, torch._C._InferenceMode = set_grad, inference_on  # type: ignore[misc]
         torch.Tensor.detach, torch.Tensor.detach_ = detach, detach_
         if held is None:
             del torch.Tensor.data

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
-from ncd.trace.detaching import turned_off, warn_detached
+from ncd.trace.detaching import grad_turned_off, warn_detached
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
@@ -223,7 +223,6 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
     grad_off = torch.no_grad.__enter__
-    set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
     autocast_on = torch.autocast.__enter__
 
     def noted(seen: dict[str, str], what: str) -> None:
@@ -235,16 +234,6 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
         noted(rec.detached, "no_grad")
         grad_off(self)
-
-    def grad_set(mode: bool) -> None:  # every other way a model turns gradients off: ``torch.set_grad_enabled(False)``
-        if not mode:  # (a context or a call), ``@torch.no_grad()`` on a function, ``torch._C._set_grad_enabled``
-            turned_off(rec.detached, "no_grad")
-        set_grad(mode)
-
-    def inference(mode: bool = True) -> Any:  # ``torch.inference_mode()``, a context or a decorator: no gradients
-        if mode:
-            turned_off(rec.detached, "inference_mode")
-        return inference_on(mode)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
         if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
@@ -259,10 +248,10 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     try:
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
-        torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
-        with torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), functions_boxed(rec), \
-                _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
+        # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
+        with grad_turned_off(rec.detached), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
+                functions_boxed(rec), _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
                 lean_attention(), eval_dropouts(), padded_samples(model, fast, rec.paths), \
                 _identity_watched(rec.same, rec.identity), decided_in(rec):
             out = flat(*run_args, **run_kwargs)
@@ -274,7 +263,6 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         raise
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
-        torch._C._set_grad_enabled, torch._C._InferenceMode = set_grad, inference_on  # type: ignore[misc]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
