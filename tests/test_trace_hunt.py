@@ -214,6 +214,43 @@ def test_a_vmap_over_index_ranges_is_traced_and_equal_on_fresh_inputs(padding: b
         torch.testing.assert_close(d.to_torch()(x, keep), model(x, keep))
 
 
+def test_the_transform_check_of_a_call_s_arguments_finds_what_held_tensors_finds() -> None:
+    """The recorder's check, at every call once a model has run a ``torch.func`` transform, that no argument is one of
+    its tensors (``holds_transformed``: plain tuples, lists and dicts looked through directly) against the pytree walk
+    it stands for, on arguments holding the transform's tensors and arguments holding only plain ones."""
+    import collections
+    import dataclasses
+
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    from ncd.trace.aliases import holds_transformed
+    from ncd.trace.capture import held_tensors
+
+    @dataclasses.dataclass
+    class Record:
+        t: object
+
+    class Holder:
+        def __init__(self, t: object) -> None:
+            self.t = t
+
+    seen: list[tuple[bool, bool]] = []
+
+    def probe(row: torch.Tensor) -> torch.Tensor:
+        plain = torch.ones(2)
+        for held in (row, plain):
+            for value in [(held, 1), [1.0, [None, held]], {"a": held}, collections.OrderedDict(a=held), Record(held),
+                          Holder(held), (Holder(Holder([held])),), ({"k": [(3, held)]}, torch.float32),
+                          torch.nn.Parameter(plain) if held is plain else held]:
+                seen.append((holds_transformed(value), any(map(is_functorch_wrapped_tensor, held_tensors(value)))))
+        seen.append((holds_transformed((torch.Size([2]), None, "s", torch.float32)), False))
+        return row
+
+    torch.vmap(probe)(torch.randn(3, 2))
+    assert all(got == want for got, want in seen), seen
+    assert [got for got, _ in seen] == [True] * 9 + [False] * 10
+
+
 @pytest.mark.parametrize("options", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"label_smoothing": 0.1},
                                      {"weight": True}, {"ignore_index": 7}, {"nll": True}])
 @pytest.mark.parametrize("traced, fresh", [([1, 2, 3, 4], [1, -1, 3, 0]), ([1, -1, 3, 4], [0, 2, 3, 1]),

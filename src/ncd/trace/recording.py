@@ -13,9 +13,8 @@ import operator
 from typing import Any
 
 import torch
-from torch._C._functorch import is_functorch_wrapped_tensor
 
-from ncd.trace.aliases import Aliases
+from ncd.trace.aliases import Aliases, holds_transformed
 from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, refs, user_line
 from ncd.trace.inplace import InPlace
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
@@ -400,7 +399,7 @@ class _Recording(Aliases, InPlace):
             real_args = (args, kwargs)
             arg_refs, kwarg_refs = self.ref(args), self.ref(kwargs) if kwargs else {}
         live = self.lively  # a node the call reads depends on an input
-        if live and self.transformed and any(map(is_functorch_wrapped_tensor, held_tensors(real_args))):
+        if live and self.transformed and holds_transformed(real_args):
             # a call recorded once on a transform's tensors would stand for every entry of the batch it wraps
             raise Unsupported(f"{packet} mixes a value of the inputs with a torch.func transform's tensors at"
                               f" {user_line() or '?'}")
