@@ -126,3 +126,45 @@ def test_the_cost_of_an_opaque_call_whose_backward_torch_has_not_is_measured_for
         model(x)
     cost = ncd.cost(d)  # the Linear's FLOPs as torch counts them, and the elementwise ones torch does not count
     assert cost.forward_flops == counter.get_total_flops() + 2 * x.numel()
+
+
+class _Memory:
+    """A cache a model hands its Function: the keys of every call so far."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+
+
+class _Remembering(torch.autograd.Function):
+    """Attention of ``x`` over the keys in ``memory`` and its own, which it appends (a backward of its own)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, memory: _Memory) -> torch.Tensor:
+        memory.keys.append(x.detach().clone())
+        keys = torch.cat(memory.keys, dim=1)
+        return torch.softmax(x @ keys.transpose(1, 2), -1) @ keys
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _Cached(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Remembering.apply(self.proj(x), _Memory())
+
+
+def test_a_custom_function_writing_into_a_cache_it_is_given_is_refused() -> None:
+    """A box calling the Function holds the cache object as the trace left it and writes into it again at every call
+    (Reformer's ``_ReversibleFunction`` with ``use_cache=True``, its config's default): on main this one's lowered
+    module raised a RunError (the cache held a meta tensor), Reformer's was 0.5 off the model on the traced input and
+    another value at each call, warned only as a custom Function."""
+    torch.manual_seed(0)
+    model, x = _Cached(), torch.randn(2, 3, 4)
+    with pytest.raises(ncd.TraceError, match=r"_Remembering .*writes into an object it is given \(_Memory"):
+        ncd.trace(model, x)
+    model(x)  # the model itself runs

@@ -25,10 +25,12 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ncd.errors import TraceError
 from ncd.trace.refusals import _NeedValues
 from ncd.trace.tensors import _same as _same_values
 
-__all__ = ["NAMESPACE", "EXACT", "Boxed", "boxed_of", "registered", "function_op", "functions_boxed", "functions_refused", "proven"]
+__all__ = ["NAMESPACE", "EXACT", "Boxed", "FunctionRefused", "boxed_of",
+           "registered", "function_op", "functions_boxed", "functions_refused", "proven"]
 
 NAMESPACE = "ncd_function"
 #: Functions whose ``backward`` is the autograd gradient of their ``forward`` by construction (they recompute it):
@@ -460,6 +462,11 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             return original(cls, *args, **kwargs)  # recorded as its forward's operations
         given = [t for t in leaves if isinstance(t, torch.Tensor)]
         versions = [t._version for t in given]
+        # the tensors held by the objects it is given (a key/value cache: Reformer's layers, called with use_cache,
+        # fill the one passed to its _ReversibleFunction): a box holding the object would run on what the trace left
+        objects = [v for v in leaves if not isinstance(v, (torch.Tensor, torch.nn.Module)) and not callable(v)
+                   and isinstance(getattr(v, "__dict__", None), dict)]
+        before = _held_state(objects)
         # the values of the constants it is given (no parameter's, no input's): the box holds them, and a write through
         # ``.data`` bumps no version (w.data.mul_(0) in its forward: the box would call it on the written values)
         consts = [] if rec.meta else [(t, t.clone()) for t in given if id(t) not in rec.state
@@ -477,6 +484,13 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             raise TraceError(f"cannot trace the custom autograd.Function {cls.__qualname__} at {user_line() or '?'}: its"
                              " forward writes into its inputs in place, which a box calling it would not show (the"
                              " model's later reads of them would be drawn unchanged)")
+        if objects and _held_state(objects) != before:
+            from ncd.trace.capture import user_line
+
+            raise FunctionRefused(f"cannot trace the custom autograd.Function {cls.__qualname__} at {user_line() or '?'}: its"
+                             f" forward writes into an object it is given ({type(objects[0]).__name__}, ...: a cache?),"
+                             " which a box calling it would hold as the trace left it and write again at every call;"
+                             " call the model without it (use_cache=False)")
         return rec.function(cls, args, kwargs, out)
 
     Function.apply = classmethod(apply)  # type: ignore[method-assign, assignment]
@@ -484,6 +498,17 @@ def functions_boxed(rec: Any) -> Iterator[None]:
         yield
     finally:
         Function.apply = saved  # type: ignore[method-assign, assignment]
+
+
+class FunctionRefused(TraceError):
+    """A custom Function no box can stand for, refused while recording (not retried by another capture)."""
+
+
+def _held_state(objects: list[Any]) -> list[tuple[int, int]]:
+    """The tensors ``objects`` hold (:func:`ncd.trace.capture.held_tensors`), each as its identity and version."""
+    from ncd.trace.capture import held_tensors
+
+    return [(id(t), t._version) for t in held_tensors(objects)] if objects else []
 
 
 @contextlib.contextmanager

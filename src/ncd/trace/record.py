@@ -32,7 +32,7 @@ from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
 from ncd.trace.detaching import grad_turned_off, warn_detached
 from ncd.trace.dispatch import _straight_to
-from ncd.trace.functions import functions_boxed
+from ncd.trace.functions import FunctionRefused, functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
 from ncd.trace.reads import _asserted, _printing
 from ncd.trace.recording import WORK_PER_CALL, _Recording
@@ -131,7 +131,7 @@ def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
             return _attempt(model, args, kwargs, flat, meta, walk)
         except ReadsValue:
             pass
-        except Unsupported:
+        except (Unsupported, FunctionRefused):
             raise
         except Exception:  # noqa: BLE001 - the model's own exporting path fails: the value it read is the reason
             raise reads from None
