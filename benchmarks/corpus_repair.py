@@ -74,7 +74,12 @@ def rebuilt(model_type: str, shrink: Callable[[Any], Any]) -> Any:
     extra = _in_library(model_type)
     base = transformers.AutoConfig.for_model(model_type, **extra)
     small = repair(shrink(transformers.AutoConfig.for_model(model_type, **extra)))
-    config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, small))
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, small))
+    except Exception:  # noqa: BLE001 - a config whose checks forbid grouped key/value heads (ESM C): ungrouped
+        if not ungrouped(small):
+            raise
+        config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, small))
     if _named(config, base):  # then built again, so that what derives from those sizes follows them too
         config = transformers.AutoConfig.for_model(model_type, **extra, **_changed(base, config))
     return repair(shrink(config))
@@ -186,6 +191,11 @@ def repair(config: Any, depth: int = 0) -> Any:
         for key in ("num_experts_per_tok", "moe_k", "moe_topk", "top_k", "num_experts_per_token"):
             if key in d and (d[key] is None or (_int(d[key]) and d[key] > experts)):
                 d[key] = min(2, experts)
+        group = d.get("n_group")
+        if _int(group) and group > 1 and (experts % group or experts // group < 2):  # groups of experts (A.X K1's 8
+            d["n_group"] = 1  # of 4), each ranked by its top 2: one group, of all of them
+            if _int(d.get("topk_group")):
+                d["topk_group"] = 1
     if _int(d.get("crop_size")) and d["crop_size"] > 32:
         d["crop_size"] = 32  # a video model's image side, as ``image_size``
     tubelet = d.get("tubelet_size")
@@ -622,6 +632,9 @@ def layouts(config: Any, inputs: dict[str, torch.Tensor],
     if values is not None and values.dim() == 2 and isinstance(patches, (list, tuple)) and all(map(_int, patches)):
         hop = int(torch.tensor(patches).prod())  # a waveform of whole patches of every stage (MuseSpark: 1920 samples)
         yield {**inputs, "input_values": _like(values, (values.shape[0], 2 * hop))}
+    sides = getattr(config, "image_size", None)
+    if pixels is not None and pixels.dim() == 4 and isinstance(sides, (list, tuple)) and len(set(sides)) == 2:
+        yield {**inputs, "pixel_values": _like(pixels, (*pixels.shape[:2], *sides))}  # an image of two sides (MGP-STR)
     boxes = inputs.get("bbox")
     if boxes is not None and not boxes.is_floating_point():  # boxes as fractions of the page (UDOP), not per mille
         yield {**inputs, "bbox": boxes.float() / 1000}

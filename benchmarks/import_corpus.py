@@ -76,7 +76,8 @@ HEADS = {"num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"
          "attention_heads"}
 KV_HEADS = {"num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"}
 FFN = {"intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_hidden_size",
-       "moe_intermediate_size", "shared_expert_intermediate_size", "shared_experts_intermediate_size", "moe_hidden_size", "inner_dim", "d_inner", "mlp_dim"}
+       "moe_intermediate_size", "shared_expert_intermediate_size", "shared_experts_intermediate_size", "moe_hidden_size",
+       "inner_dim", "d_inner", "mlp_dim"}
 EXPERTS = {"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"}
 MAX_WIDTH, MAX_FFN = 32, 64
 # the largest value each size field keeps (the groups are disjoint)

@@ -79,7 +79,9 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: experts left None (dots.llm1), an image-token table (Chameleon), inputs of a part the forward takes as optional (CLAP's
 #: folded spectrogram, Kosmos-2's image and where its queries go, Voxtral Realtime's frames a token, TVP's one clip),
 #: a rotation a layer kind (Cohere Compass), reused keys and values (Gemma 3n), a layer a stage (MuseSpark audio), two
-#: hybrid layers sharing a block (Zamba), Granite 4 Vision's injections, boxes as fractions of the page (UDOP)
+#: hybrid layers sharing a block (Zamba), Granite 4 Vision's injections, boxes as fractions of the page (UDOP), one
+#: group of the 4 experts (A.X K1), heads ungrouped where the config's own check demands it (ESM C), an image of two
+#: sides (MGP-STR)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
             "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
@@ -87,7 +89,7 @@ REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer"
             "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod",
             "audioflamingo3_encoder", "seggpt", "lilt", "sam", "granite_speech5_encoder", "dots1", "chameleon", "clap",
             "kosmos-2", "voxtral_realtime", "cohere_compass_text", "gemma3n_text", "muse_spark_audio", "zamba",
-            "granite4_vision", "tvp", "udop"]
+            "granite4_vision", "tvp", "udop", "axk1", "esmc", "mgp-str"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
@@ -154,6 +156,10 @@ def test_repair_keeps_dependent_sizes_in_agreement() -> None:
     assert clap.spec_size // clap.num_mel_bins == 4 and clap.spec_size // 4 // 8 >= 4  # folded 4 x, 4 bins deepest
     compass = repair.rebuilt("cohere_compass_text", corpus.shrink)  # a rotation a layer kind, none by default
     assert set(compass.rope_parameters) == set(compass.layer_types) == {"full_attention"}
+    axk1 = repair.rebuilt("axk1", corpus.shrink)  # 8 groups of 4 experts, each group ranked by its top 2: one group
+    assert (axk1.n_group, axk1.topk_group) == (1, 1)
+    esmc = repair.rebuilt("esmc", corpus.shrink)  # constructed ungrouped: its config's check refuses grouped heads
+    assert repair.ungrouped(esmc) and esmc.num_key_value_heads == esmc.num_attention_heads  # (the third chance's)
     dots = repair.rebuilt("dots1", corpus.shrink)  # experts left None
     assert (dots.n_routed_experts, dots.num_experts_per_tok, dots.n_shared_experts) == (4, 2, 1)
     step = repair.rebuilt("step3p7", corpus.shrink).text_config  # masks for its sliding layers: has a window
