@@ -536,7 +536,15 @@ def generators(config: Any, gen: torch.Generator, batch: int) -> dict[str, Calla
     def mel() -> torch.Tensor:  # Gemma 3n's audio encoder: frames x mel bins
         return torch.randn(batch, SERIES, int(getattr(config, "input_feat_size", 0) or 80), generator=gen)
 
-    return {"prompt_pixel_values": prompt, "prompt_masks": prompt, "audio_mel": mel,
+    def drafted() -> torch.Tensor:  # a block drafter's (DFlash, MuseGlimmer's assistant) noised block of embeddings
+        return torch.randn(batch, int(getattr(config, "block_size", 0) or SERIES // 4), int(width), generator=gen)
+
+    def context() -> torch.Tensor:  # and the target model's states it drafts from, its chosen layers' joined
+        layers = len(getattr(config, "target_layer_ids", None) or [0])
+        return torch.randn(batch, SERIES // 4, int(width) * layers, generator=gen)
+
+    return {"noise_embeds": drafted, "context_hidden_states": context,
+            "prompt_pixel_values": prompt, "prompt_masks": prompt, "audio_mel": mel,
             "audio_mel_mask": lambda: torch.zeros(batch, SERIES, dtype=torch.bool),  # no frame padded
             "lang_ids": lambda: torch.zeros(batch, dtype=torch.long), "input_features_mask": features_mask, "query_embeds": queries,
             "noise_sequence": noise, "grid_thw": grid, "image_grid_thw": grid, "hidden_states": patches,
