@@ -168,3 +168,38 @@ def test_a_custom_function_writing_into_a_cache_it_is_given_is_refused() -> None
     with pytest.raises(ncd.TraceError, match=r"_Remembering .*writes into an object it is given \(_Memory"):
         ncd.trace(model, x)
     model(x)  # the model itself runs
+
+
+class _Frozen(torch.nn.Module):
+    """A target network: its ``forward`` decorated ``@torch.no_grad()`` (called by ``nn.Module``, not by the model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(5, 5)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).sigmoid()
+
+
+class _Student(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.target, self.b = _Frozen(), torch.nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(x) * self.target(x)
+
+
+def test_a_module_s_forward_decorated_no_grad_with_parameters_is_warned_as_a_detach() -> None:
+    """The model's gradients never reach the target's parameters, the lowered module's do; on main with no warning (the
+    decorator's frames are torch's and nn.Module's). HF's rotary tables, decorated alike, hold no parameters: not said."""
+    torch.manual_seed(0)
+    model, x = _Student(), torch.randn(2, 3, 5)
+    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
+        d = ncd.trace(model, x)
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    assert sum(g is not None for g in want) == 2 and sum(g is not None for g in grads) == 4

@@ -22,16 +22,26 @@ from ncd.trace.capture import _internal
 _GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
 
 
-def turned_off(seen: dict[str, str], what: str) -> None:
+def turned_off(seen: dict[str, str], what: str, forwards: dict[int, str] | None = None) -> None:
     """The model's line turning gradients off (the first frame past ``torch``'s grad-mode contexts and decorators that
     is the model's; the caller of the caller of this), in ``seen``; none when torch or ncd itself turns them off (a
-    parametrization's power iteration, a module's ``forward`` decorated ``@torch.no_grad()``, which ``nn.Module``
-    calls: HF's rotary tables, of no input's values)."""
+    parametrization's power iteration).  A module's ``forward`` decorated ``@torch.no_grad()``, which ``nn.Module``
+    calls, goes in ``forwards`` (by the module's id, its first line) when the module holds parameters taking gradients
+    (a frozen target network; HF's rotary tables hold none): the recording says it if its output is a value of the
+    inputs."""
     frame = sys._getframe(2)
+    decorated = None
     while frame is not None and frame.f_code.co_filename.replace(os.sep, "/").endswith(_GRAD_MODES):
+        decorated = frame.f_locals if frame.f_code.co_name == "decorate_context" else decorated
         frame = frame.f_back  # type: ignore[assignment]
     if frame is not None and not _internal(frame.f_code.co_filename):
         seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
+    elif forwards is not None and decorated is not None:
+        code = getattr(decorated.get("func"), "__code__", None)
+        args = decorated.get("args") or ()
+        if code is not None and code.co_name == "forward" and not _internal(code.co_filename) and args \
+                and isinstance(args[0], torch.nn.Module) and any(p.requires_grad for p in args[0].parameters()):
+            forwards[id(args[0])] = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
 
 
 def warn_detached(model: torch.nn.Module, seen: dict[str, str]) -> None:
@@ -44,21 +54,21 @@ def warn_detached(model: torch.nn.Module, seen: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def grad_turned_off(seen: dict[str, str]) -> Iterator[None]:
+def grad_turned_off(seen: dict[str, str], forwards: dict[int, str] | None = None) -> Iterator[None]:
     """While the model runs (recorded or exported): its lines turning gradients off by every route that reaches
     ``torch._C`` — ``torch.set_grad_enabled(False)`` (a context or a call), ``@torch.no_grad()`` on a function,
-    ``torch._C._set_grad_enabled``, ``torch.inference_mode()`` (a context or a decorator) — in ``seen``
-    (:func:`turned_off`)."""
+    ``torch._C._set_grad_enabled``, ``torch.inference_mode()`` (a context or a decorator) — in ``seen``, and the
+    modules whose decorated ``forward`` does it in ``forwards`` (:func:`turned_off`)."""
     set_grad, inference_on = torch._C._set_grad_enabled, torch._C._InferenceMode
 
     def grad_set(mode: bool) -> None:
         if not mode:
-            turned_off(seen, "no_grad")
+            turned_off(seen, "no_grad", forwards)
         set_grad(mode)
 
     def inference(mode: bool = True) -> Any:
         if mode:
-            turned_off(seen, "inference_mode")
+            turned_off(seen, "inference_mode", forwards)
         return inference_on(mode)
 
     torch._C._set_grad_enabled, torch._C._InferenceMode = grad_set, inference  # type: ignore[assignment,misc]

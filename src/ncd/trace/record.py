@@ -206,9 +206,16 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         if shapes._calls is not None:
             shapes.rest()
 
-    def post(module: torch.nn.Module, _: Any, __: Any) -> None:
+    forwards: dict[int, str] = {}  # modules whose forward, decorated, turned gradients off: their first lines
+
+    def post(module: torch.nn.Module, _: Any, out: Any) -> None:
         if id(module) in rec.paths and rec.stack:
             rec.stack.pop()
+        if forwards and id(module) in forwards:  # a forward decorated ``@torch.no_grad()`` giving a value of the inputs
+            line = forwards.pop(id(module))
+            if any(isinstance(t, torch.Tensor) and t.is_floating_point() and getattr(rec.by_id.get(id(t)), "live", False)
+                   for t in torch.utils._pytree.tree_leaves(out)):
+                rec.detached.setdefault(line, "no_grad")
         if shapes._calls is not None:
             shapes.rest()
 
@@ -250,7 +257,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
-        with grad_turned_off(rec.detached), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
+        with grad_turned_off(rec.detached, forwards), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
                 functions_boxed(rec), _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
                 lean_attention(), eval_dropouts(), padded_samples(model, fast, rec.paths), \
                 _identity_watched(rec.same, rec.identity), decided_in(rec):
