@@ -334,6 +334,9 @@ def _unset(config: Any, layers: Any, heads: Any, hidden: Any) -> None:
     if _int(d.get("visual_prompt_size")) and _int(d.get("max_img_size")) and d["max_img_size"] > 128:
         d["max_img_size"], d["visual_prompt_size"] = 128, 8  # a video's frames and the prompt padded around them
         # (TVP's 448 and 96): a 2 x 2 grid after its ResNet's stride of 32 and a pooling
+    if _int(d.get("dim_bbox_sinusoid_emb_2d")) and _int(d.get("dim_bbox")) and \
+            d["dim_bbox_sinusoid_emb_2d"] // d["dim_bbox"] < 2:  # BROS: a box's coordinates' sines and cosines
+        d["dim_bbox_sinusoid_emb_2d"], d["dim_bbox_sinusoid_emb_1d"] = 4 * d["dim_bbox"], 4  # 4 a coordinate (24 by default)
     if _int(d.get("latent_query_num")) and d["latent_query_num"] > 4:
         d["latent_query_num"] = 4  # the image's latent queries in the text (Kosmos-2's 64): fewer than its tokens
     attn = d.get("attn_config")
