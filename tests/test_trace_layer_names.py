@@ -13,6 +13,9 @@
 * A series of one channel (``b t 1``) centred by its mean over time (``sum(1, keepdim=True)``) keeps its channel's
   name ``1``: the kept wire is not primed in favour of the reduced one, so layer 0 reads the channel as layer 1 does
   (patchtst's two encoder layers were two blocks, ``1ʹ`` in and ``1`` out of layer 0).
+* Patches of as many values as the config's width, mapped onto it (PatchTSMixer's patcher), are the width ``m``; a
+  layer mapping its patches ``t`` to a hidden width and back, then adding them (``y + residual``), gives back ``t``,
+  not the size's name of the map's output: the first layer's wires are the second's, and the two are one block.
 
 Each diagram is compared with the model it was traced from, at the traced sizes and at others."""
 
@@ -193,3 +196,40 @@ def test_a_kept_channel_of_one_keeps_its_name_under_a_keepdim_reduction() -> Non
         assert _one_definition(d)  # (layer 0 read the channel as 1ʹ and gave it back as 1: two blocks)
         for inputs in (x, torch.randn(2, 6, 1)):
             torch.testing.assert_close(d.to_torch()(inputs), model(inputs))
+
+
+class _MixerLayer(nn.Module):
+    def __init__(self, n: int = 4, m: int = 8) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(m)
+        self.up, self.down = nn.Linear(n, 2 * n), nn.Linear(2 * n, n)  # across the patches (hidden width 8 = m)
+        self.ff_up, self.ff_down = nn.Linear(m, 2 * m), nn.Linear(2 * m, m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        y = self.down(F.gelu(self.up(self.norm(x).transpose(-1, -2)))).transpose(-1, -2)
+        x = y + residual
+        return x + self.ff_down(F.gelu(self.ff_up(x)))
+
+
+class _Patches(nn.Module):
+    def __init__(self, m: int = 8) -> None:
+        super().__init__()
+        self.config = types.SimpleNamespace(d_model=m)
+        self.patcher = nn.Linear(8, m)  # a patch's 8 values onto the width 8
+        self.layers = nn.ModuleList([_MixerLayer(), _MixerLayer()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.patcher(x.transpose(1, 2).unfold(-1, 8, 8))
+        for layer in self.layers:
+            z = layer(z)
+        return z
+
+
+def test_patches_mixed_across_and_given_back_keep_their_names() -> None:
+    torch.manual_seed(0)
+    model, x = _Patches().eval(), torch.randn(2, 32, 1)
+    with torch.no_grad():
+        d: ncd.TracedDiagram = ncd.trace(model, x)
+        assert _one_definition(d)  # (layer 0 read 't kt' and gave 'n kt': two blocks)
+        torch.testing.assert_close(d.to_torch()(x), model(x))

@@ -269,6 +269,21 @@ def _merge_only(conv: Converter, name: str | None, other: str) -> bool:
                 and not noted(conv.namer, _merges_own, conv.namer.generated, other))
 
 
+def _items_back(conv: Converter, name: str | None, other: str) -> bool:
+    """Whether ``name`` is a wire named by its size alone (a feature the config gives no letter) and ``other`` items
+    (positions, patches): where the two are summed, the output takes ``other`` — the items given back by a map across
+    them (PatchTSMixer's patch mixer maps its patches ``t`` to a hidden width and back, then adds the patches: ``t``,
+    not the map's ``n``, whichever operand comes first; else layer 0 took ``t`` to ``n`` and did not fold with layer 1)."""
+    if name is None or PRIME in name or PRIME in other or name in conv.namer.declared:
+        return False
+    return bool(noted(conv.namer, _item_over_size, conv.namer.roles, conv.namer.generated, name, other))
+
+
+def _item_over_size(roles: dict[str, str], generated: dict[Any, str], name: str, other: str) -> bool:
+    return roles.get(other) == "item" and roles.get(name) == "feature" \
+        and any(v == name and len(k) == 3 and k[2] is None for k, v in generated.items())
+
+
 def _merges_own(generated: dict[Any, str], name: str) -> bool:
     return any(v == name and len(k) == 4 for k, v in generated.items())
 
@@ -279,6 +294,9 @@ def _size_of(sizes: dict[str, int], name: str) -> int | None:
 
 def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
     shape = _shape(node)
+    # a sum of two values of its shape (a residual): the items it gives back keep their name (:func:`_items_back`)
+    summed = str(node.target) == "aten.add.Tensor" and len(operands) == 2 and all(
+        _live(v) and _shape(v) == shape for v in operands)
     names: list[str | None] = [None] * len(shape)
     units: dict[int, set[str]] = {}  # a wire of size 1 in the output -> the names (other than "1") operands give it
     for value in operands:
@@ -290,7 +308,8 @@ def out_names(conv: Converter, node: Node, operands: list[Any]) -> list[str]:
             if vshape[-k] == shape[-k] and names[-k] is None and shape[-k] != 1:
                 names[-k] = own[-k]
             elif vshape[-k] == shape[-k] != 1 and names[-k] != own[-k] and (_given_back(conv, names[-k], own[-k], shape[-k])
-                                                                           or _merge_only(conv, names[-k], own[-k])):
+                                                                           or _merge_only(conv, names[-k], own[-k])
+                                                                           or summed and _items_back(conv, names[-k], own[-k])):
                 names[-k] = own[-k]
             elif shape[-k] == 1 and own[-k] != "1":
                 units.setdefault(k, set()).add(own[-k])

@@ -8,6 +8,8 @@ axes (:func:`contract`: the second operand's wires are renamed where a name woul
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ncd.ir.axes import Segment, Type
@@ -17,7 +19,7 @@ from ncd.prims.structure import AddOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
 from ncd.trace.idioms_wires import _fused_input, _live, _shape, _tensor, _weight
-from ncd.trace.naming import PRIME
+from ncd.trace.naming import PRIME, noted
 from ncd.trace.registry import op_name
 
 __all__ = ["linear_out_name", "emit_linear", "linear", "addmm", "matmul", "relabel", "contract"]
@@ -70,6 +72,10 @@ def _fused_projection(config: dict[int, set[str]], size: int) -> bool:
     return any(size in (2 * w, 3 * w) for w in widths) or any(size == w + 2 * c for w in widths for c in kv)
 
 
+def _generated(generated: dict[Any, str], name: str) -> bool:
+    return name in generated.values()
+
+
 def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bias: torch.Tensor | None,
                 at: int = -1) -> int:
     """``weight`` in torch layout (out, in), acting on the axis ``at`` of ``vid`` (default the last; ``W @ x`` acts on
@@ -80,6 +86,12 @@ def emit_linear(conv: Converter, node: Node, vid: int, weight: torch.Tensor, bia
     last = seg.axes[at]
     size = int(weight.shape[0])
     out_name = linear_out_name(conv, last.name, int(last.size), size, at == -1 and _one_head(conv, node, size))
+    if size == int(last.size) and last.role != "item" and "m" in conv.namer.config.get(size, ()) \
+            and last.name.rstrip(PRIME) not in conv.namer.declared \
+            and not noted(conv.namer, _generated, conv.namer.generated, last.name.rstrip(PRIME)):
+        # a map onto the config's width from a wire the config does not name and the namer did not make (a window of
+        # as many values as the width, PatchTSMixer's patcher on its patches): the width m, as from any other size
+        out_name = conv.namer.fresh(size, "m")
     out_name = apart(out_name, set(seg.names) - {last.name})
     cod = conv.namer.segment([out_name], (int(weight.shape[0]),))
     path = conv.stack[-1][0] if conv.stack else ""
