@@ -692,6 +692,10 @@ def parts(config: Any, inputs: dict[str, torch.Tensor], takes: frozenset[str]) -
         out["pixel_values"] = _like(ids.float(), (n, side * side, channels * patch * patch)) / 50 - 1  # all real
         out["pixel_attention_mask"] = torch.ones(n, side * side, dtype=torch.long)
         out["spatial_shapes"] = torch.tensor([[side, side]] * n)
+    values, width = inputs.get("input_values"), getattr(config, "hidden_size", None)
+    if values is not None and values.dim() == 2 and "decoder_input_values" in takes and _int(width):
+        yield {**inputs, "input_values": _like(values, (n, SERIES // 4, width)),  # an encoder-decoder of no pre-nets
+               "decoder_input_values": _like(values, (n, 5, width))}  # (SpeechT5's base model): hidden states, both
     if out.keys() != inputs.keys():
         yield out
 
