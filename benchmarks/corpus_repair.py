@@ -692,6 +692,11 @@ def parts(config: Any, inputs: dict[str, torch.Tensor], takes: frozenset[str]) -
         out["pixel_values"] = _like(ids.float(), (n, side * side, channels * patch * patch)) / 50 - 1  # all real
         out["pixel_attention_mask"] = torch.ones(n, side * side, dtype=torch.long)
         out["spatial_shapes"] = torch.tensor([[side, side]] * n)
+    decoder, channels = inputs.get("decoder_input_ids"), getattr(getattr(config, "decoder_config", None), "num_channels", 0)
+    if decoder is not None and decoder.dim() == 2 and _int(channels) and channels > 1:  # audio codes one column a
+        top = min(100, int(getattr(config.decoder_config, "vocab_size", 0) or 100))  # channel (Dia's 9 codebooks),
+        codes = [3 + (decoder + k - 3) % (top - 3) for k in range(channels)]  # each column other codes
+        yield {**inputs, "decoder_input_ids": torch.stack(codes, -1)}
     values, width = inputs.get("input_values"), getattr(config, "hidden_size", None)
     if values is not None and values.dim() == 2 and "decoder_input_values" in takes and _int(width):
         yield {**inputs, "input_values": _like(values, (n, SERIES // 4, width)),  # an encoder-decoder of no pre-nets

@@ -83,7 +83,7 @@ def test_shrink_makes_configs_tiny_and_keeps_special_tokens_in_the_vocabulary() 
 #: group of the 4 experts (A.X K1), heads ungrouped where the config's own check demands it (ESM C), an image of two
 #: sides (MGP-STR), a block drafter's noised block and the target's states (MuseGlimmer's assistant), a box's
 #: coordinates' sines and cosines 4 wide each (BROS), hidden states in and out of an encoder-decoder without
-#: pre-nets (SpeechT5)
+#: pre-nets (SpeechT5), audio codes one column a channel (Dia)
 REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer", "detr", "rt_detr",
             "pocket_tts_audio_tokenizer", "musicgen", "audio-spectrogram-transformer", "esm", "nemotron",
             "vibevoice_acoustic_tokenizer_encoder", "gemma4_audio", "lfm2_moe", "nemotron3_diarization",
@@ -91,7 +91,7 @@ REPAIRED = ["mamba2", "patchtsmixer", "parakeet_encoder", "decision_transformer"
             "moonshine_streaming", "step3p7", "layoutlmv3", "mistral4", "kimi_linear", "xmod",
             "audioflamingo3_encoder", "seggpt", "lilt", "sam", "granite_speech5_encoder", "dots1", "chameleon", "clap",
             "kosmos-2", "voxtral_realtime", "cohere_compass_text", "gemma3n_text", "muse_spark_audio", "zamba",
-            "granite4_vision", "tvp", "udop", "axk1", "esmc", "mgp-str", "muse_glimmer_assistant", "bros", "speecht5"]
+            "granite4_vision", "tvp", "udop", "axk1", "esmc", "mgp-str", "muse_glimmer_assistant", "bros", "speecht5", "dia"]
 
 
 @pytest.mark.parametrize("name", REPAIRED)
