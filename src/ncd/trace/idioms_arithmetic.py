@@ -420,9 +420,15 @@ def reduce(conv: Converter, node: Node) -> None:
     dims = sorted({d % len(seg.axes) for d in dims})
     keep = len(node.args) > 2 and node.args[2]
     out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
+    mean = "mean" in node.target.name()
+    # in half precision the scale comes first: torch's mean divides its float32 sum before rounding to the input's
+    # type, and a half sum of the unscaled values overflows to inf where the mean does not (float16: 8 values of 1e4)
+    early = mean and x.value.dtype in (torch.float16, torch.bfloat16)
+    if early:
+        vid = _scale(conv, vid, 1 / count_of(conv, [seg.axes[d] for d in dims]))
     box = Box(EinsumOp(Type((seg,)), out))
     (vid2,) = conv.emit(box, [vid], [out])
-    if "mean" in node.target.name():  # 1 over the reduced wires' sizes: their symbols where the names hold them
+    if mean and not early:  # 1 over the reduced wires' sizes: their symbols where the names hold them
         vid2 = _scale(conv, vid2, 1 / count_of(conv, [seg.axes[d] for d in dims]))
     if keep:
         names = kept_units(seg.names, dims)
