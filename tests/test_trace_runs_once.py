@@ -266,3 +266,44 @@ def test_a_write_no_operator_makes_is_undone_before_the_recording_is_retried(
         once(x.clone())
     assert float(once.n) == 1.0
     _state_equal(model, once)
+
+
+class _Counter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("n", torch.zeros(()))
+        self.count = self.n.numpy()
+
+    def bump(self) -> None:
+        self.count[...] += 1
+
+
+class CountsInAnUncalledModule(nn.Module):
+    """Writes a buffer of a submodule it never calls (through the submodule's method, or a numpy view it holds)."""
+
+    def __init__(self, through_method: bool) -> None:
+        super().__init__()
+        self.through_method = through_method
+        self.counter = _Counter()
+        self.held = self.counter.n.numpy()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.through_method:
+            self.counter.bump()
+        else:
+            self.held[...] += 1
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("through_method", [False, True])
+def test_a_buffer_of_a_module_never_called_is_put_back_before_the_retry(
+        through_method: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget attempt keeps a module's buffers at its first call; a buffer whose module is never called, written
+    through a numpy array on its memory, is kept at the attempt's start (it holds one call's count after the trace)."""
+    _over_budget(monkeypatch)
+    model = CountsInAnUncalledModule(through_method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ncd.trace(model, torch.randn(3, 4))
+    assert float(model.counter.n) == 1.0

@@ -196,6 +196,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     def pre(module: torch.nn.Module, _: Any) -> None:
         if called is not None and id(module) not in called:  # an attempt that stops at its budget
+            if not called:
+                _kept_shared(rec, model)
             called.add(id(module))
             _kept_before_call(rec, module)
         path = rec.paths.get(id(module))
@@ -293,6 +295,22 @@ def _kept_before_call(rec: _Recording, module: torch.nn.Module) -> None:
     if buffers:
         with _unrecorded():  # (the recording's modes are on: the copies are not recorded)
             for b in buffers:
+                rec.undo.keep(b)
+
+
+def _kept_shared(rec: _Recording, model: torch.nn.Module) -> None:
+    """At the first call of an attempt within :data:`WORK_BUDGET`: the values of the buffers whose memory something
+    else holds too (a numpy array, a view, another tensor), put back if the attempt fails — the model may write them
+    through that holder from a module it never calls (``self.arr = self.n.numpy()``; ``self.h.bump()``), which
+    :func:`_kept_before_call` does not see.  A buffer held by nothing else is only written through its module."""
+    from ncd.trace.functions import _unrecorded
+
+    uses = getattr(torch._C, "_storage_Use_Count", None)  # (a private reading: without it, every buffer is kept)
+    shared = [b for b in model.buffers() if b.device.type != "meta"
+              and (uses is None or uses(b.untyped_storage()._cdata) > 2)]  # (the buffer and this reading)
+    if shared:
+        with _unrecorded():
+            for b in shared:
                 rec.undo.keep(b)
 
 
