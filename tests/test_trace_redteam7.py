@@ -43,22 +43,28 @@ class _Gated(torch.nn.Module):
         return self.b(x) * g
 
 
+def _warned_as_a_detach(model: torch.nn.Module, **options: str) -> None:
+    """``model`` (``b(x) * gate(x)``, the gate cut from autograd) traced: warned as a detach at its line, equal to the
+    model, and the lowered module's gradients reach the gate's 2 parameters, the model's never (what the warning says)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5)
+    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
+        d = ncd.trace(model, x, **options)
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert sum(g is not None for g in want) == 2 and reached == 4
+
+
 @pytest.mark.parametrize("how", ["inference_mode", "inference_mode decorator", "no_grad decorator", "set_grad_enabled",
                                  "set_grad_enabled call"])
 def test_gradients_turned_off_other_than_by_a_no_grad_context_are_warned_as_a_detach(how: str) -> None:
     """The model's gradients do not reach ``gate``; the lowered module's do (the diagram draws the gate's values, not
     the switch): on main only ``with torch.no_grad():`` and ``x.detach()`` were warned, these five computed other
     gradients than the model's with no word."""
-    torch.manual_seed(0)
-    model, x = _Gated(how), torch.randn(2, 3, 5)
-    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
-        d = ncd.trace(model, x)
-    lowered = d.to_torch()
-    torch.testing.assert_close(lowered(x), model(x))
-    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
-    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
-    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
-    assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it
+    _warned_as_a_detach(_Gated(how))
 
 
 class _Cut(torch.nn.Module):
@@ -85,16 +91,7 @@ def test_a_stop_gradient_is_warned_when_torch_export_captures_the_model(how: str
     """``torch.export``'s graph holds no stop-gradient: the export path (``capture="export"``, and the fallback a value of
     the inputs read as ``x.data`` takes) drew the gate's values and the lowered module's gradients reached the gate's
     parameters, which the model's never do; on main with no warning (the recording's warning was not given there)."""
-    torch.manual_seed(0)
-    model, x = _Cut(how), torch.randn(2, 3, 5)
-    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
-        d = ncd.trace(model, x, capture=capture)
-    lowered = d.to_torch()
-    torch.testing.assert_close(lowered(x), model(x))
-    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
-    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
-    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
-    assert sum(g is not None for g in want) == 2 and reached == 4  # what the warning says: the lowered module's reach it
+    _warned_as_a_detach(_Cut(how), capture=capture)
 
 
 class _Stepped(torch.nn.Module):
