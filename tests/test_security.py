@@ -452,3 +452,24 @@ def test_memory_budget_finds_a_peak_in_the_middle_of_a_repetition() -> None:
         deep.to_torch(m=2)
     small = ncd.repeat(ncd.Linear("m -> m").block("layer"), "i", 0, 11)
     assert sum(p.numel() for p in small.to_torch(m=2).parameters()) == 11 * 4  # unchanged sizes: one visit, counted 11 times
+
+
+class _PureOpaque(torch.nn.Module):
+    """Pure tensor functions ncd draws as opaque boxes: its own JSON of them loads untrusted."""
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        sampled = torch.nn.functional.grid_sample(x, grid, align_corners=False)
+        return torch.special.erfinv(sampled.tanh() * 0.5) + x.mT.mT.mean()
+
+
+def test_ncd_s_own_json_of_pure_opaque_calls_loads_untrusted_and_runs() -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    model, x, grid = _PureOpaque(), torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x, grid)
+    assert d.opaque_count >= 1
+    loaded = ncd.load_json(d.to_json())  # untrusted: every opaque target on the allowlist
+    torch.testing.assert_close(loaded.to_torch()(x, grid), model(x, grid))

@@ -33,7 +33,8 @@ prelu _prelu_kernel
 add sub subtract mul multiply div divide true_divide floor_divide rsub pow float_power remainder fmod maximum minimum
 fmax fmin atan2 arctan2 hypot copysign logaddexp logaddexp2 heaviside eq ne lt le gt ge equal isclose
 logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift
-where masked_fill
+where masked_fill special_erfinv
+tanh_backward sigmoid_backward threshold_backward gelu_backward silu_backward
 """
 _REDUCTIONS = """
 sum mean nanmean prod amax amin max min argmax argmin var std var_mean std_mean norm linalg_vector_norm
@@ -49,7 +50,7 @@ adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d _adaptive_avg_pool2d
 adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
 upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d pixel_shuffle pixel_unshuffle
-im2col col2im grid_sampler_2d affine_grid_generator
+im2col col2im grid_sampler grid_sampler_2d grid_sampler_3d affine_grid_generator
 native_layer_norm layer_norm group_norm native_group_norm rms_norm _native_batch_norm_legit_no_training
 embedding one_hot scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu
 """
@@ -60,8 +61,8 @@ index_put masked_scatter slice_scatter select_scatter diagonal_scatter searchsor
 _MOVEMENT = """
 cat concat concatenate stack hstack vstack flip fliplr flipud roll rot90 repeat tile repeat_interleave pad
 constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
-replication_pad3d clone contiguous _to_copy type_as lift_fresh_copy
-permute transpose t view reshape _unsafe_view expand expand_as squeeze unsqueeze flatten unflatten select slice
+replication_pad3d clone contiguous _to_copy to type_as lift_fresh_copy
+permute transpose t mT mH adjoint view reshape _unsafe_view expand expand_as squeeze unsqueeze flatten unflatten select slice
 narrow split split_with_sizes chunk tensor_split unbind movedim moveaxis swapaxes swapdims unfold diagonal view_as
 _reshape_alias permute_copy transpose_copy view_copy expand_copy squeeze_copy unsqueeze_copy select_copy slice_copy
 split_copy split_with_sizes_copy unbind_copy diagonal_copy t_copy
