@@ -40,6 +40,7 @@ Each finished model is appended as one JSON line to a results file (``--results`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -774,7 +775,7 @@ def _time_torchview_twice(model: nn.Module, inputs: dict[str, torch.Tensor]) -> 
 
 
 def _apart(work: Callable[[], int], limit: float) -> int:
-    """Runs ``work`` in a forked process (a copy of this one as it is now) and waits for it: the exit code ``work``
+    """Runs ``work`` in a forked process (a copy of this one as it is now) and waits for it, then stops what it left running: the exit code ``work``
     returned, or 1 when it raised, or the negative number of the signal that stopped it (an alarm stops it after
     ``limit`` seconds, also when this process has been killed meanwhile)."""
     sys.stdout.flush()
@@ -782,11 +783,14 @@ def _apart(work: Callable[[], int], limit: float) -> int:
     if pid == 0:  # pragma: no cover - the forked copy
         code = 1
         try:
+            os.setpgid(0, 0)  # a group of its own, with the processes it starts (torchview's ``dot``)
             signal.alarm(max(1, math.ceil(limit)))
             code = work()
         finally:
             os._exit(code)
     status = os.waitpid(pid, 0)[1]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # a ``dot`` left running when the alarm stopped its caller (it ran on, orphaned)
     return os.waitstatus_to_exitcode(status)
 
 
