@@ -775,9 +775,9 @@ def _time_torchview_twice(model: nn.Module, inputs: dict[str, torch.Tensor]) -> 
 
 
 def _apart(work: Callable[[], int], limit: float) -> int:
-    """Runs ``work`` in a forked process (a copy of this one as it is now) and waits for it, then stops what it left running: the exit code ``work``
-    returned, or 1 when it raised, or the negative number of the signal that stopped it (an alarm stops it after
-    ``limit`` seconds, also when this process has been killed meanwhile)."""
+    """Runs ``work`` in a forked process (a copy of this one as it is now), waits for it and stops what it left
+    running: the exit code ``work`` returned, or 1 when it raised, or the negative number of the signal that stopped it
+    (an alarm stops it after ``limit`` seconds, also when this process has been killed meanwhile)."""
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the forked copy
