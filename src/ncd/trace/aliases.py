@@ -5,6 +5,7 @@ keep (``twins``, ``at``, ``rebinding``, ``transformed``, ``params_written``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -187,8 +188,6 @@ class Aliases:
         """Before the model reaches ``t``'s memory by a route no operator takes (``t.numpy()``, ``__dlpack__``,
         ``apply_``): the values of the parameters and buffers in that memory, put back if the recording fails
         (:meth:`~ncd.trace.undo.Undo.keep`; a write through such a route dispatches nothing the recorder sees)."""
-        from ncd.trace.functions import _unrecorded
-
         at = _memory_of(t)
         if not at:
             return
@@ -199,11 +198,18 @@ class Aliases:
                     held_at = _memory_of(state)
                     if held_at:
                         self.in_memory.setdefault(held_at, []).append(state)
-        found = self.in_memory.get(at)
-        if found:
-            with _unrecorded():  # (the recording's modes are on: the copies are not recorded)
-                for state in found:
-                    self.undo.keep(state)
+        self.keep_values(self.in_memory.get(at, ()))
+
+    def keep_values(self, state: Iterable[torch.Tensor]) -> None:
+        """The values of parameters and buffers ``state``, put back if the recording fails
+        (:meth:`~ncd.trace.undo.Undo.keep`), copied outside the recording (its modes are on: not recorded)."""
+        from ncd.trace.functions import _unrecorded
+
+        held = list(state)
+        if held:
+            with _unrecorded():
+                for t in held:
+                    self.undo.keep(t)
 
     def state_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """An in-place write into a parameter or buffer through an alias: recorded as a write into it, so that it is

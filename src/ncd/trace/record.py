@@ -38,7 +38,7 @@ from ncd.trace.reads import _asserted, _printing
 from ncd.trace.recording import WORK_PER_CALL, _Recording
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget  # noqa: F401  (re-exported)
 from ncd.trace.shapes import Shapes
-from ncd.trace.walk import _computing, _spread, _Walk, _warn_rebound
+from ncd.trace.walk import ClassNames, _computing, _spread, _Walk, _warn_rebound
 from ncd.trace.watched import _identity_watched
 
 __all__ = ["record", "Unsupported", "ReadsValue"]
@@ -289,13 +289,7 @@ def _kept_before_call(rec: _Recording, module: torch.nn.Module) -> None:
     memory made before, a custom Function's unrecorded forward — is undone too).  Only the buffers of modules the
     model calls: before, every buffer of the model was copied before the attempt (csm: 67 MB of codebooks of a codec
     its forward never calls, ~17 ms)."""
-    from ncd.trace.functions import _unrecorded
-
-    buffers = [b for b in module._buffers.values() if b is not None]
-    if buffers:
-        with _unrecorded():  # (the recording's modes are on: the copies are not recorded)
-            for b in buffers:
-                rec.undo.keep(b)
+    rec.keep_values(b for b in module._buffers.values() if b is not None)
 
 
 def _kept_shared(rec: _Recording, model: torch.nn.Module) -> None:
@@ -303,15 +297,9 @@ def _kept_shared(rec: _Recording, model: torch.nn.Module) -> None:
     else holds too (a numpy array, a view, another tensor), put back if the attempt fails — the model may write them
     through that holder from a module it never calls (``self.arr = self.n.numpy()``; ``self.h.bump()``), which
     :func:`_kept_before_call` does not see.  A buffer held by nothing else is only written through its module."""
-    from ncd.trace.functions import _unrecorded
-
     uses = getattr(torch._C, "_storage_Use_Count", None)  # (a private reading: without it, every buffer is kept)
-    shared = [b for b in model.buffers() if b.device.type != "meta"
-              and (uses is None or uses(b.untyped_storage()._cdata) > 2)]  # (the buffer and this reading)
-    if shared:
-        with _unrecorded():
-            for b in shared:
-                rec.undo.keep(b)
+    rec.keep_values(b for b in model.buffers() if b.device.type != "meta"
+                    and (uses is None or uses(b.untyped_storage()._cdata) > 2))  # (the buffer and this reading)
 
 
 def _under(paths: list[str], caller: str, path: str) -> str:
@@ -432,14 +420,10 @@ def _kept_live(model: torch.nn.Module, rec: _Recording, walk: _Walk | None = Non
 
     kept = []
     # the names of a class's modules, and those of them not torch's own, picked once while a module's are the same
-    theirs: dict[type, tuple[list[str], tuple[str, ...]]] = {}
+    theirs = ClassNames(lambda k: k not in _MODULE_OWN)
     for path, module in walk.distinct() if walk is not None and walk.faithful else model.named_modules():
         values = vars(module)
-        names = list(values)
-        known = theirs.get(type(module))
-        if known is None or known[0] != names:
-            known = theirs[type(module)] = (names, tuple(k for k in names if k not in _MODULE_OWN))
-        for name in known[1]:
+        for name in theirs.picked(module, list(values)):
             v = values[name]
             kind = kinds.get(type(v))  # (inline: ~40 attributes a module, most of them neither)
             if kind is None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ncd.trace.walk import ClassNames
+
 if TYPE_CHECKING:
     from ncd.trace.walk import _Walk
 
@@ -72,14 +74,11 @@ def snapshot(model: torch.nn.Module, walk: _Walk | None = None
     modules = [m for _, m in walk.distinct()] if walk is not None and walk.faithful else model.modules()
     # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
     # after "_") on; the public ones of a class's modules are picked once while their names are the same, in order
-    publics: dict[type, tuple[list[str], tuple[str, ...]]] = {}
+    publics = ClassNames(lambda k: k < "_" or k >= "`")
     for module in modules:
         values = vars(module)
         names = list(values)
-        known = publics.get(type(module))
-        if known is None or known[0] != names:
-            known = publics[type(module)] = (names, tuple(k for k in names if k < "_" or k >= "`"))
-        attrs = {k: values[k] for k in known[1]}
+        attrs = {k: values[k] for k in publics.picked(module, names)}
         contents: list[tuple[Any, Any]] = []
         for v in attrs.values():
             if type(v) in _CONTAINERS or type(v) is tuple:

@@ -5,6 +5,7 @@ call rebinds (:func:`_warn_rebound`)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -73,6 +74,22 @@ class _Walk:
     def bound(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers by name (a buffer's name after a parameter's)."""
         return {**dict(self.parameters), **dict(self.buffers)}
+
+
+class ClassNames:
+    """The names of a module's ``__dict__`` that ``keep`` picks, picked once a class while its modules hold the same
+    names in order (the modules of a class mostly do; one holding others is read anew)."""
+
+    def __init__(self, keep: Callable[[str], bool]) -> None:
+        self.keep = keep
+        self.known: dict[type, tuple[list[str], tuple[str, ...]]] = {}
+
+    def picked(self, module: torch.nn.Module, names: list[str]) -> tuple[str, ...]:
+        """Those of ``names`` (``list(vars(module))``) that ``keep`` picks."""
+        known = self.known.get(type(module))
+        if known is None or known[0] != names:
+            known = self.known[type(module)] = (names, tuple(k for k in names if self.keep(k)))
+        return known[1]
 
 
 def _named(module: torch.nn.Module, prefix: str, out: list[tuple[str, torch.nn.Module]]) -> None:
