@@ -7,6 +7,7 @@ import warnings
 import torch
 
 import ncd
+from tests.trace_checks import one_opaque_and_flops
 
 
 def _lowered(model: torch.nn.Module, *inputs: torch.Tensor) -> torch.nn.Module:
@@ -91,18 +92,10 @@ def test_the_cost_of_an_opaque_batch_norm_in_training_is_measured() -> None:
     """A model traced in training mode (a new module's default) draws its batch norm as an opaque box, whose cost is
     measured by running the call with a gradient for every float input: torch refuses one for the running statistics,
     so on main ``ncd.cost`` raised AnalysisError for any such model."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     torch.manual_seed(0)
     model, x = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train(), torch.randn(2, 3, 6, 5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    assert d.opaque_count == 1
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
-    assert ncd.cost(d).forward_flops >= counter.get_total_flops() > 0
+    d, flops = one_opaque_and_flops(model, x)
+    assert ncd.cost(d).forward_flops >= flops > 0
 
 
 class _Tangent(torch.nn.Module):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ncd
+from tests.trace_checks import one_opaque_and_flops
 
 
 class _Gated(torch.nn.Module):
@@ -108,21 +109,11 @@ class _Stepped(torch.nn.Module):
 def test_the_cost_of_an_opaque_call_whose_backward_torch_has_not_is_measured_forward_only() -> None:
     """torch raises a RuntimeError ("derivative for aten::heaviside is not implemented") when the backward runs, not the
     NotImplementedError ``embedding_renorm`` gives: on main ``ncd.cost`` raised AnalysisError for the model."""
-    import warnings
-
-    from torch.utils.flop_counter import FlopCounterMode
-
     torch.manual_seed(0)
     model, x = _Stepped(), torch.randn(2, 3, 5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = ncd.trace(model, x)
-    assert d.opaque_count == 1
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
+    d, flops = one_opaque_and_flops(model, x)
     cost = ncd.cost(d)  # the Linear's FLOPs as torch counts them, and the elementwise ones torch does not count
-    assert cost.forward_flops == counter.get_total_flops() + 2 * x.numel()
+    assert cost.forward_flops == flops + 2 * x.numel()
 
 
 class _Memory:

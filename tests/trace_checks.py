@@ -31,3 +31,18 @@ def traced_without_opaque(model: torch.nn.Module, x: torch.Tensor) -> TracedDiag
     with torch.no_grad():
         torch.testing.assert_close(traced.to_torch()(x), model(x))
     return traced
+
+
+def one_opaque_and_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[TracedDiagram, int]:
+    """``model`` traced on ``x`` (its warnings silenced) with one opaque box, and torch's FLOP count of the model's own
+    forward on ``x`` (``torch.utils.flop_counter``), the independent figure ``ncd.cost`` is compared with."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, x)
+    assert traced.opaque_count == 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return traced, counter.get_total_flops()
