@@ -1,6 +1,6 @@
 """Second chances for the import corpus's tiny models (``benchmarks/import_corpus.py``): configs and inputs that build.
 
-A model type whose tiny model (``import_corpus.shrink``) does not construct or run on the generated inputs is tried
+A model type whose tiny model (``corpus_shrink.shrink``) does not construct or run on the generated inputs is tried
 again here before the corpus gives up on it; a model that already builds is never touched, so its figures stay as they
 were.  Nothing here changes what is measured: the same model class, random weights, and inputs of the shapes its
 forward documents.

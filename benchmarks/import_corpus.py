@@ -20,7 +20,7 @@ layouts.  For each model that builds:
   equal there computes the model, whose float32 result is unstable at that input (reported apart, still not counted
   equal);
 * "silently wrong": traced without any warning, not equal, and not equal in float64 either;
-* trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG), measured alike (:data:`TIMING`);
+* trace and layout+SVG time, and torchview's time (its graph and Graphviz SVG), measured alike (``corpus_report.TIMING``);
 * deterministic: a second trace draws the same SVG, byte for byte.
 
 Each model runs in a forked child with a time limit, so one bad model cannot stop the run.  The child builds the
@@ -62,114 +62,13 @@ from typing import Any
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the corpus's own modules beside this file
+from corpus_report import _line_of, report, summary  # noqa: E402
+from corpus_shrink import COLLIDE, DEPTH, deepen, shrink  # noqa: E402
+
 BATCH, TOKENS = 2, 8
 #: a full run's results file (one JSON line per model; ``out/`` is not committed)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "out", "import-corpus.jsonl")
-
-# -- shrinking a config generically ---------------------------------------------------------------------------------
-LAYERS = {"num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
-          "decoder_layers", "num_encoder_layers", "num_text_layers", "num_vision_layers", "text_layers", "vision_layers",
-          "num_self_attends_per_block", "num_blocks", "depth"}
-HIDDEN = {"hidden_size", "d_model", "n_embd", "embed_dim", "d_embed", "word_embed_proj_dim", "embedding_size",
-          "hidden_dim", "dim", "emb_dim", "d_hidden", "embedding_dim", "projection_dim", "text_embed_dim",
-          "vision_embed_dim"}
-HEADS = {"num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "decoder_attention_heads", "n_heads",
-         "attention_heads"}
-KV_HEADS = {"num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"}
-FFN = {"intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_hidden_size",
-       "moe_intermediate_size", "shared_expert_intermediate_size", "shared_experts_intermediate_size", "moe_hidden_size",
-       "inner_dim", "d_inner", "mlp_dim"}
-EXPERTS = {"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"}
-MAX_WIDTH, MAX_FFN = 32, 64
-# the largest value each size field keeps (the groups are disjoint)
-CAPS = {key: cap for keys, cap in (
-    (LAYERS, 2), (HIDDEN, MAX_WIDTH), (HEADS, 4), (KV_HEADS, 2), (FFN, MAX_FFN), (EXPERTS, 4),
-    ({"num_experts_per_tok", "moe_topk", "top_k"}, 2), ({"head_dim", "d_kv", "attention_head_size", "kv_channels"}, 8),
-    ({"image_size"}, 32), ({"patch_size"}, 4),
-    # multi-head latent attention (its rotary part is ``head_dim`` wide) and its sparse indexer
-    ({"qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "index_head_dim"}, 8), ({"kv_lora_rank", "q_lora_rank"}, 16),
-    ({"index_n_heads", "linear_num_heads"}, 4), ({"linear_head_dim"}, 8),
-    ({"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}, 64),
-) for key in keys}
-POSITIONS = ("max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions")
-HEAD_DIM = ("head_dim", "d_kv", "attention_head_size", "kv_channels")
-#: ``--collide``: caps under which the sizes of several roles are equal, so that no role can be told from another by its
-#: size.  ``width``: the width is the number of positions (32), heads x head features (4 x 8) and the feed-forward
-#: width; key/value heads are the heads (4, and the experts); head features are the tokens (8), the top-k slots the batch
-#: (2), the image side the width.  ``heads``: 8 heads as many as the tokens, head features 4 as many as the experts,
-#: key/value heads 2 as many as the batch and the top-k slots; width = positions = ffn = 32.
-COLLIDE = {
-    "width": {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(KV_HEADS, 4), **dict.fromkeys(POSITIONS, MAX_WIDTH)},
-    "heads": {**CAPS, **dict.fromkeys(FFN, MAX_WIDTH), **dict.fromkeys(POSITIONS, MAX_WIDTH), **dict.fromkeys(HEADS, 8),
-              **dict.fromkeys(HEAD_DIM, 4), **dict.fromkeys(("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"), 4),
-              **dict.fromkeys(("index_n_heads", "linear_num_heads"), 8), "linear_head_dim": 4},
-}
-
-
-def shrink(config: Any, depth: int = 0, collide: str = "") -> Any:
-    """``config`` with small sizes: 2 layers, width 32, 4 heads (2 key/value), ffn 64, 4 experts, a small vocabulary.
-
-    ``collide``: the caps of that name in :data:`COLLIDE` instead (``"width"``: width = positions = ffn = heads x head
-    features, key/value heads = heads); a size below its cap is left as it is."""
-    from transformers import PretrainedConfig
-
-    caps = COLLIDE[collide] if collide else CAPS
-    d = config.__dict__
-    full = [k for k in KV_HEADS if "kv_lora_rank" in d and d.get(k) is not None  # latent attention: no grouping
-            and d.get(k) == d.get("num_attention_heads")]
-    for key, value in list(d.items()):
-        if isinstance(value, PretrainedConfig) and depth < 3:
-            shrink(value, depth + 1, collide)
-        if isinstance(value, bool) or not isinstance(value, int):
-            continue
-        cap = caps.get(key)
-        if cap is not None and value > cap:
-            d[key] = cap
-    for key in full:  # latent attention expands its keys and values to every head
-        d[key] = d["num_attention_heads"]
-    if isinstance(d.get("qk_head_dim"), int) and isinstance(d.get("qk_nope_head_dim"), int):
-        d["qk_head_dim"] = d["qk_nope_head_dim"] + int(d.get("qk_rope_head_dim") or 0)  # a sum, not a cap
-    for key in ("depths", "blocks_per_stage"):
-        if isinstance(d.get(key), (list, tuple)):
-            d[key] = [min(int(v), 1) for v in d[key]]
-    widths = d.get("embed_dim_per_stage")
-    if isinstance(widths, (list, tuple)) and isinstance(d.get("hidden_size"), int) and widths and widths[0] > d["hidden_size"]:
-        d["embed_dim_per_stage"] = [int(w) * d["hidden_size"] // int(widths[0]) for w in widths]  # stage 0 is the width
-    if isinstance(d.get("image_size"), (list, tuple)) and all(isinstance(v, int) and v > 64 for v in d["image_size"]):
-        d["image_size"] = [64] * len(d["image_size"])  # per-side sizes: square, small
-    for key in ("hidden_sizes", "embed_dims", "dims", "channels"):
-        if isinstance(d.get(key), (list, tuple)) and all(isinstance(v, int) for v in d[key]):
-            d[key] = [max(8, int(v) // 8) for v in d[key]]
-    if isinstance(d.get("num_heads"), (list, tuple)):
-        d["num_heads"] = [2] * len(d["num_heads"])
-    layers = next((d[k] for k in LAYERS if isinstance(d.get(k), int) and not isinstance(d.get(k), bool)), None)
-    types = d.get("layer_types")
-    if isinstance(types, (list, tuple)) and types and isinstance(layers, int) and len(types) > layers:
-        kinds = list(dict.fromkeys(types))  # every kind of layer the model has, in order of first appearance
-        d["layer_types"] = (kinds + [kinds[-1]] * layers)[:layers] if len(kinds) <= layers else list(types[:layers])
-    for key in ("rope_parameters", "rope_scaling"):
-        rope = d.get(key)
-        mrope = "mrope_section" in getattr(type(config), "ignore_keys_at_rope_validation", ())  # a default in the model
-        if isinstance(rope, dict) and (isinstance(rope.get("mrope_section"), (list, tuple)) or mrope):
-            rope["mrope_section"] = _sections(config, rope)
-    vocab = d.get("vocab_size")
-    if isinstance(vocab, int) and vocab > 128:
-        special = [v for k, v in d.items() if isinstance(v, int) and not isinstance(v, bool)
-                   and (k.endswith("token_id") or k.endswith("token_index"))]
-        d["vocab_size"] = max([128] + [v + 1 for v in special])
-    return config
-
-
-def _sections(config: Any, rope: dict[str, Any]) -> list[int]:
-    """Multimodal rotary sections rescaled to the shrunk head: they sum to half its rotary width."""
-    d = config.__dict__
-    head = d.get("head_dim") or (d.get("hidden_size", 0) // max(1, d.get("num_attention_heads", 1) or 1))
-    partial = float(rope.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)) or 1.0)
-    target = int(int(head) * partial) // 2
-    old = [max(1, int(v)) for v in rope.get("mrope_section") or (16, 24, 24)]
-    new = [v * target // sum(old) for v in old]  # a section may be empty
-    new[0] += target - sum(new)
-    return new
 
 
 def n_params(model: nn.Module) -> int:
@@ -377,23 +276,7 @@ MASKED = ["gpt2", "bert", "llama", "mistral"]
 #: tiny widths at a depth users bring (12 layers, as bert-base, gpt2, vit-base): a deep stack of small layers is
 #: where trace+draw must stay below torchview's time (issue 11: repeated layers fold, torchview draws each)
 DEEP = ["gpt2", "bert", "llama", "vit", "whisper", "t5"]
-DEPTH = 12
 
-
-def deepen(config: Any, layers: int) -> Any:
-    """``config`` (a shrunk one) with ``layers`` layers in every stack it has (sub-configs too)."""
-    from transformers import PretrainedConfig
-
-    d = config.__dict__
-    for key, value in list(d.items()):
-        if isinstance(value, PretrainedConfig):
-            deepen(value, layers)
-        elif key in LAYERS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            d[key] = layers
-    types = d.get("layer_types")
-    if isinstance(types, (list, tuple)) and types:
-        d["layer_types"] = [types[k % len(types)] for k in range(layers)]
-    return config
 
 
 def hf_entries(collide: str = "") -> list[Entry]:
@@ -900,114 +783,6 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
         print()
     return [results[e.name] for e in entries]
 
-
-def _line_of(r: Result) -> str:
-    if r.status != "traced":
-        return f"{r.name:32} {r.status:10} {r.reason}"
-    eq = "equal" if r.equal else ("WRONG" if r.silently_wrong else "f64 eq" if r.equal_f64 else "differs")
-    return (f"{r.name:32} {r.method:8} {eq:7} diff {r.diff:.1e}/{r.diff_fresh:.1e} opaque {r.opaque}/{r.boxes}"
-            f" params {r.params_lowered}/{r.params} trace {r.trace_s:.2f}s draw {r.draw_s:.2f}s torchview {r.torchview_s:.2f}s"
-            f" det {r.deterministic} {r.lowered} {r.opaque_ops} {r.failed}")
-
-
-# -- the report ------------------------------------------------------------------------------------------------------------
-def _pct(a: int, b: int) -> str:
-    return f"{a}/{b} ({100 * a / b:.1f} %)" if b else "0/0"
-
-
-def summary(results: list[Result]) -> list[str]:
-    built = [r for r in results if r.status != "not built"]
-    traced = [r for r in built if r.status == "traced"]
-    equal = [r for r in traced if r.equal]
-    boxes, opaque = sum(r.boxes for r in traced), sum(r.opaque for r in traced)
-    crashed = [r for r in built if r.status in ("crashed", "timeout") or r.lowered]
-    wrong = [r for r in traced if r.silently_wrong]
-    unstable = [r for r in traced if not r.equal and r.equal_f64 and not r.lowered]
-    shared = [r for r in traced if r.params_lowered and r.params_lowered == r.params]
-    lowered = [r for r in traced if r.params_lowered]
-    det = [r for r in traced if r.deterministic is not None]
-    ratios = sorted((r.trace_s + r.draw_s) / r.torchview_s for r in traced
-                    if r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
-    lines = [
-        f"- models in the corpus: {len(results)} ({sum(r.kind == 'base' for r in results)} `transformers` model types,"
-        f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants,"
-        f" {sum(r.kind == 'deep' for r in results)} at {DEPTH} layers,"
-        f" {sum(r.kind == 'torch' for r in results)} plain PyTorch)",
-        f"- build from a tiny config and run: {len(built)}",
-        f"- traced: {_pct(len(traced), len(built))}; refused by design (TraceError): {sum(r.status == 'refused' for r in built)}",
-        f"- **crashed or timed out (tracing, drawing or running the lowered module): {len(crashed)}**",
-        f"- **round-trip equal (atol 1e-4, traced and fresh input): {_pct(len(equal), len(built))}**",
-        f"- **silently wrong (no warning, not equal in float32 nor in float64): {len(wrong)}**"
-        + (f" — {', '.join(r.name for r in wrong)}" if wrong else ""),
-        f"- not equal in float32 but equal with model and lowered module both run in float64 (the model's own float32"
-        f" result is unstable there): {len(unstable)}"
-        + (" — " + ", ".join(f"{r.name} ({r.diff:.1e}; float64 {r.diff_f64:.1e})" for r in unstable) if unstable else ""),
-        f"- **opaque boxes: {_pct(opaque, boxes)} of drawn boxes**",
-        f"- parameter count equal to the original's: {_pct(len(shared), len(lowered))}",
-        f"- deterministic (second trace, same SVG bytes): {_pct(sum(bool(r.deterministic) for r in det), len(det))}",
-        f"- captured by the default (dispatch) path: {_pct(sum(r.method == 'dispatch' for r in traced), len(traced))}",
-    ]
-    warm = sorted(r.warm_s / r.torchview_warm_s for r in traced if r.warm_s == r.warm_s and r.torchview_warm_s > 0)
-    for what, values in (("trace+draw time / torchview time (first call)", ratios),
-                         ("the same, second call of each tool", warm)):
-        if values:
-            lines.append(f"- {what}: median {values[len(values) // 2]:.2f}×, max {values[-1]:.2f}× over {len(values)}"
-                         f" models; at most 1.5×: {_pct(sum(v <= 1.5 for v in values), len(values))}")
-    deep = sorted(((r.trace_s + r.draw_s) / r.torchview_s, r.name) for r in traced
-                  if r.layers >= DEPTH and r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
-    if deep:
-        worst = ", ".join(f"{name} {v:.2f}×" for v, name in deep[::-1] if v > 1.0)
-        lines.append(f"- models with {DEPTH} or more layers, trace+draw time / torchview time (first call): at most 1×:"
-                     f" {_pct(sum(v <= 1.0 for v, _ in deep), len(deep))}" + (f"; above: {worst}" if worst else ""))
-    return lines
-
-
-def _minutes(results: list[Result]) -> str:
-    walls = [r.wall_s for r in results if r.wall_s == r.wall_s]
-    return f"{sum(walls) / 60:.0f} min of model time, summed over the models" if walls else "model times not recorded"
-
-
-def report(results: list[Result], sample: str = "") -> str:
-    import transformers
-
-    rows = ["| model | status | capture | equal | max diff (traced / fresh) | opaque / boxes | params (lowered / original) |"
-            " trace + draw | torchview | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        if r.status == "not built":
-            continue
-        if r.status != "traced":
-            rows.append(f"| {r.name} | **{r.status}** | | | | | | | | {r.reason.replace('|', '/')} |")
-            continue
-        eq = ("yes" if r.equal else "**silently wrong**" if r.silently_wrong
-              else f"in float64 only ({r.diff_f64:.0e})" if r.equal_f64 else "no (warned)")
-        det = "" if r.deterministic in (None, True) else "not deterministic"
-        notes = "; ".join(x for x in (r.lowered, r.opaque_ops, r.failed, det) if x)
-        rows.append(f"| {r.name} | traced | {r.method} | {eq} | {r.diff:.1e} / {r.diff_fresh:.1e} | {r.opaque} / {r.boxes} |"
-                    f" {r.params_lowered:,} / {r.params:,} | {r.trace_s + r.draw_s:.2f} s | {r.torchview_s:.2f} s |"
-                    f" {notes.replace('|', '/')} |")
-    skipped = [f"- {r.name}: {r.reason.replace('|', '/')}" for r in results if r.status == "not built"]
-    return "\n".join([
-        "# Import coverage", "",
-        f"`ncd.trace` on every model type of `transformers` {transformers.__version__} (torch {torch.__version__}) that builds"
-        " from a tiny config with random weights, plus heads and plain-PyTorch models.  Generated by"
-        f" `benchmarks/import_corpus.py` ({_minutes(results)}); do not edit by hand."
-        + (f"  This report covers a part of the corpus: {sample}." if sample else ""), "", TIMING, "",
-        "## Summary", "", *summary(results), "",
-        "## Models", "", *rows, "",
-        "## Model types that do not build from a tiny config (with the generated inputs)", "",
-        *skipped, "",
-    ])
-
-
-#: how the time columns are measured (also said in the report)
-TIMING = ("Times are CPU seconds (the process's own, plus Graphviz's `dot` for torchview), each tool's first call on the"
-          " model: after one small warm-up of both tools before the children fork (imports, first use of each tool),"
-          " the child builds the model and runs its forward on both inputs (kernels loaded, lazy parts built); then"
-          " ncd and torchview each run in a process forked from that child, from the same state: the child's heap"
-          " frozen out of the garbage collector's sight; each repeats its part of the warm-up there (a forked process"
-          " pays again for its first write to each page it shares), and a collection runs just before each timed"
-          " step.  Each tool is then called a second time on the model (ncd's second trace+draw is the determinism"
-          " check's).")
 
 
 def _warm_up(torchview: bool, ours: bool = True) -> None:

@@ -443,3 +443,16 @@ def test_a_model_unstable_in_float32_is_checked_in_float64_and_a_wrong_one_stays
     wrong = corpus.Result("m", "torch", status="traced", equal=False, equal_f64=False)
     unstable = corpus.Result("m", "torch", status="traced", equal=False, equal_f64=True)
     assert wrong.silently_wrong and not unstable.silently_wrong
+
+
+def test_the_corpus_s_own_modules_examples_run() -> None:
+    """The examples in the docstrings of the modules the corpus is split into (``--doctest-modules`` sees ``src`` and
+    ``tests`` only): shrinking a config, and the report's summary of results."""
+    import doctest
+
+    import corpus_report
+    import corpus_shrink
+
+    for module in (corpus_shrink, corpus_report):
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert failed == 0 and attempted > 0, (module.__name__, failed, attempted)
