@@ -66,9 +66,10 @@ class Learned(Values):
                 if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
                     continue
                 args = refs((node.args, node.kwargs))
-                if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts:
+                if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts \
+                        and not _recast(node):
                     continue
-                if id(node) not in parts and self._first_rows(node):
+                if id(node) not in parts and not _recast(node) and self._first_rows(node):
                     continue
                 wired.append(node)
                 chosen.add(id(node))
@@ -457,6 +458,18 @@ def _view_chain(node: Node, depth: int) -> torch.Tensor | None:
     if not isinstance(viewed, torch.Tensor) or viewed.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
         return None
     return viewed
+
+
+def _recast(node: Node) -> bool:
+    """Whether ``node`` casts a floating parameter (or a value computed from parameters) to another floating type
+    (``w.float()`` of a float64 or bfloat16 ``w``): folded, its value was a constant of the lowered module, which the
+    model's parameter trains through the cast (no gradient reached it, with no word); wired, it is the parameter's box
+    and a cast box."""
+    if not isinstance(node.value, torch.Tensor) or not node.value.is_floating_point():
+        return False
+    source = node.args[0] if node.args else None
+    return isinstance(source, Node) and isinstance(source.value, torch.Tensor) \
+        and source.value.is_floating_point() and source.value.dtype != node.value.dtype
 
 
 def _read_as_data(node: Node, keep: tuple[int, ...]) -> list[Node]:

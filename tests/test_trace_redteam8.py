@@ -1,0 +1,89 @@
+"""Red team, eighth pass: each test fails on the main it was written against and compares with the model itself
+(its outputs, torch's autograd)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncd
+
+
+def _same_gradients(model: torch.nn.Module, lowered: torch.nn.Module, *inputs: torch.Tensor) -> None:
+    """Every parameter of ``model`` has its twin in ``lowered`` (equal entries), which gets the same gradient under one
+    weighted sum of the outputs; the lowered module has no other parameter."""
+    got, want = lowered(*inputs), model(*inputs)
+    torch.testing.assert_close(got, want)
+    weights = torch.linspace(0.1, 1.0, want.numel()).reshape(want.shape)
+    mine = list(model.parameters())
+    theirs = list(lowered.parameters())
+    assert sum(p.numel() for p in theirs) == sum(p.numel() for p in mine)
+    want_grads = torch.autograd.grad((want.float() * weights).sum(), mine)
+    got_grads = torch.autograd.grad((got.float() * weights).sum(), theirs, allow_unused=True)
+    for p, g in zip(mine, want_grads):
+        twins = [k for k, q in enumerate(theirs) if q.shape == p.shape and q.dtype == p.dtype and torch.equal(q, p)]
+        assert twins, f"no parameter of the lowered module equals one of shape {tuple(p.shape)}"
+        assert any(got_grads[k] is not None and torch.allclose(got_grads[k].double(), g.double(), rtol=2e-2, atol=1e-3)
+                   for k in twins), f"the gradient of a parameter of shape {tuple(p.shape)} differs (or is None)"
+
+
+class _Fp32LayerNorm(torch.nn.LayerNorm):
+    """fairseq's layer norm computed in float32 in a half-precision model: its weight and bias cast to float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
+                            self.eps).type_as(x)
+
+
+class _Norms(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm, self.out = torch.nn.Linear(6, 6), _Fp32LayerNorm(6), torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.a(x)))
+
+
+class _Decay(torch.nn.Module):
+    """A state-space scan's ``-exp(A_log.float())`` and skip ``D.float()`` (Mamba's) in a bfloat16 model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, 7.0)))
+        self.D = torch.nn.Parameter(torch.ones(6))
+        self.a = torch.nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x).float()
+        return (torch.cumsum(h * (-torch.exp(self.A_log.float())).exp(), 1) + h * self.D.float()).to(x.dtype)
+
+
+class _Cast(torch.nn.Module):
+    """A float32 weight cast to the input's float16, and a float64 one cast to float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(6, 6))
+        self.v = torch.nn.Parameter(torch.randn(6, 6, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.w.to(x.dtype)) + (x.float() @ self.v.float()).to(x.dtype)
+
+
+@pytest.mark.parametrize(("make", "dtype"), [(_Norms, torch.bfloat16), (_Decay, torch.bfloat16),
+                                             (_Cast, torch.float16)])
+def test_a_parameter_cast_to_another_type_is_trained_through_the_cast(make: type[torch.nn.Module],
+                                                                      dtype: torch.dtype) -> None:
+    """The cast parameter was folded into a constant of the lowered module (a buffer holding the cast values), the
+    parameter itself kept unread beside it: equal outputs, parameter count equal, and no gradient ever reached it, with
+    no word.  Now the parameter is a box and the cast a box after it."""
+    torch.manual_seed(0)
+    model = make().to(dtype) if make is not _Cast else make()
+    x = torch.randn(2, 5, 6, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    _same_gradients(model, d.to_torch(), x)
