@@ -6,7 +6,9 @@ the axis' indices ``0 … t-1``) it rotates the pairs ``(x_j, x_{j+k/2})`` of th
 
 ``ρ(x)[p] = x[p] ⊙ cos θ_p + rotate_half(x[p]) ⊙ sin θ_p``,  ``rotate_half(x) = (-x₂, x₁)``,
 
-the convention of Hugging Face's LLaMA (halves, not interleaved pairs).  ``scale``
+the convention of Hugging Face's LLaMA (halves, not interleaved pairs).  ``frequencies``, when given, are the
+``k/2`` angular frequencies themselves in place of ``base^(-2j/k)`` (a YaRN, LLaMA-3 or linearly scaled table:
+``p · frequencies[j]``, computed in float32 as the geometric ones are).  ``scale``
 multiplies the cos/sin tables (HF's ``attention_scaling``).  ``inverse=True`` rotates by
 minus the angles (``sin`` negated): the transpose ``ρᵀ``, the box's backward.  ``offset`` shifts
 the positions to ``offset … offset+t-1`` (a decode step after ``c`` cached positions).  Woven over batch and heads
@@ -21,6 +23,7 @@ in ``x``: the table depends on the positions only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -55,6 +58,8 @@ class RotaryOp(Primitive):
     inverse: bool = False
     #: the absolute position of index 0 along ``position`` (a decode step after ``c`` cached positions: ``c``)
     offset: Size = sympy.Integer(0)
+    #: the ``k/2`` frequencies of the pairs, given (float32 values); empty: the geometric ``base^(-2j/k)``
+    frequencies: tuple[float, ...] = ()
 
     op: ClassVar[str] = "rotary"
     family: ClassVar[str] = "rotary"
@@ -73,6 +78,13 @@ class RotaryOp(Primitive):
             raise ParseError(f"rotary on axis {self.axis.name}: the scale {self.scale!r} must be a number")
         if not isinstance(self.inverse, bool):
             raise ParseError(f"rotary on axis {self.axis.name}: inverse must be True or False, not {self.inverse!r}")
+        if not isinstance(self.frequencies, tuple) or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in self.frequencies):
+            raise ParseError(f"rotary on axis {self.axis.name}: the frequencies must be a tuple of finite numbers, not"
+                             f" {self.frequencies!r}")
+        if self.frequencies and size.is_number and int(size) != 2 * len(self.frequencies):
+            raise SizeError(f"rotary on axis {self.axis.name} of size {size_text(self.axis.size)}: {len(self.frequencies)}"
+                            f" frequencies given, one per pair of the axis needs {size_text(size / 2)}")
         if not isinstance(self.offset, sympy.Basic):
             object.__setattr__(self, "offset", size(self.offset))
         if self.offset.is_number and not (self.offset.is_integer and self.offset >= 0):
@@ -89,13 +101,15 @@ class RotaryOp(Primitive):
 
 
 def Rotary(axis: AxisLike, position: AxisLike, base: float = 10000.0, scale: float = 1.0, inverse: bool = False,
-           offset: SizeLike = 0) -> Box:
+           offset: SizeLike = 0, frequencies: tuple[float, ...] = ()) -> Box:
     """Rotary position embedding of feature axis ``axis`` (even size) at the positions along ``position``.
 
     ``inverse=True``: the rotation by minus the angles (the transpose, ``ρᵀ``).  ``offset``: the absolute
     position of the first index (positions ``offset … offset+t-1``; a decode step's is the cache length).
+    ``frequencies``: the pairs' angular frequencies, given (``base`` is then not read).
     """
-    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse, size(offset)))
+    return Box.make(RotaryOp(as_axis(axis), as_axis(position), float(base), float(scale), inverse, size(offset),
+                             tuple(float(f) for f in frequencies)))
 
 
 # -- import recognition (ncd.trace) ------------------------------------------------------------
@@ -112,7 +126,13 @@ def lower_rotary(prim: RotaryOp, ctx: RuleContext) -> list[str]:
     k = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
     x = ctx.args[0].var
     axes = (prim.position, prim.axis)
-    inv = f"1.0 / ({prim.base!r} ** (torch.arange(0, {k}, 2, dtype=torch.int64, device={x}.device).float() / {k}))"
+    if prim.frequencies and isinstance(k, int) and 2 * len(prim.frequencies) != k:
+        raise SizeError(f"rotary on axis {prim.axis.name} of size {k}: {len(prim.frequencies)} frequencies given, one per"
+                        f" pair of the axis needs {k // 2}")
+    if prim.frequencies:
+        inv = f"torch.tensor({list(prim.frequencies)!r}, dtype=torch.float32, device={x}.device)"
+    else:
+        inv = f"1.0 / ({prim.base!r} ** (torch.arange(0, {k}, 2, dtype=torch.int64, device={x}.device).float() / {k}))"
     offset = ctx.int(prim.offset, f"the position offset of {prim.axis.name}")
     positions = f"torch.arange({x}.shape[-2], device={x}.device)" if isinstance(offset, int) and not offset else \
         f"torch.arange({offset}, {offset} + {x}.shape[-2], device={x}.device)"

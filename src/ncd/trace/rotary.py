@@ -38,9 +38,12 @@ def _op(node: Any) -> str:
     return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
 
 
-def rotary_table(t: int, k: int, base: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cos and sin tables ``(t, k)`` exactly as the lowering (and HF's LLaMA) computes them, in float32."""
-    inv = 1.0 / (base ** (torch.arange(0, k, 2, dtype=torch.int64).float() / k))
+def rotary_table(t: int, k: int, base: float, scale: float = 1.0,
+                 frequencies: tuple[float, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos and sin tables ``(t, k)`` exactly as the lowering (and HF's LLaMA) computes them, in float32 (of the
+    given ``frequencies`` in place of ``base``'s when there are any)."""
+    inv = torch.tensor(frequencies, dtype=torch.float32) if frequencies else \
+        1.0 / (base ** (torch.arange(0, k, 2, dtype=torch.int64).float() / k))
     freqs = torch.arange(t).float()[:, None] * inv[None, :]
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos() * scale, angles.sin() * scale
@@ -85,7 +88,24 @@ def _by_length(model: Any) -> bool:
     return False
 
 
-def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[float, float] | None:
+def _given(model: Any, half: int) -> list[tuple[float, ...]]:
+    """The frequency tables a rotation of ``2·half`` features may have been given: the model's one-axis float32
+    buffers of ``half`` entries (transformers' ``inv_freq`` of a YaRN, LLaMA-3 or linearly scaled rope), each only a
+    candidate: :func:`_base_and_scale` checks the tables against it as against a base."""
+    found: list[tuple[float, ...]] = []
+    for buffer in model.buffers() if isinstance(model, torch.nn.Module) else ():
+        if buffer.dim() == 1 and buffer.numel() == half and buffer.dtype == torch.float32 \
+                and buffer.device.type != "meta" and bool(torch.isfinite(buffer).all()):
+            values = tuple(float(v) for v in buffer.tolist())
+            if values not in found:
+                found.append(values)
+    return found
+
+
+Table = tuple[float, float, tuple[float, ...]]  # base, scale, frequencies (given) of a rotary table
+
+
+def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> Table | None:
     if _by_length(model):  # the tables are the traced length's: constants, so other lengths are refused
         return None
     t, k = cos.shape[-2:]
@@ -100,16 +120,18 @@ def _base_and_scale(cos: torch.Tensor, sin: torch.Tensor, model: Any) -> tuple[f
     if k == 2:
         guesses.append(10000.0)
     atol = 1e-5 * min(1.0, abs(scale))  # (the tables are as large as their scale: a fixed 1e-5 passes tables of 1e-6)
-    for base in guesses:
-        want_cos, want_sin = rotary_table(t, k, base, scale)
+    tables: list[tuple[float, tuple[float, ...]]] = [(base, ()) for base in guesses]
+    tables += [(10000.0, given) for given in _given(model, k // 2)] if k % 2 == 0 and t > 1 else []
+    for base, given in tables:
+        want_cos, want_sin = rotary_table(t, k, base, scale, given)
         if torch.allclose(cos.float(), want_cos.expand_as(cos), atol=atol, rtol=1e-4) and \
                 torch.allclose(sin.float(), want_sin.expand_as(sin), atol=atol, rtol=1e-4):
-            return base, scale
+            return base, scale, given
     return None
 
 
 def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
-                 read: list[tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]]) -> tuple[float, float] | None:
+                 read: list[tuple[torch.Tensor, torch.Tensor, Table | None]]) -> Table | None:
     """:func:`_base_and_scale`, once per pair of tables of equal entries (every layer of a model reads the same):
     ``read`` holds the pairs read before and what they gave."""
     for c, s, found in read:
@@ -121,7 +143,7 @@ def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
     return found
 
 
-def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, float, float, bool] | None:
+def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, Table, bool] | None:
     if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return None
     for first, second in (add.args, add.args[::-1]):
@@ -148,7 +170,7 @@ def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Nod
                 members = [first, second, cat, neg, neg.args[0], low]
                 if not _closed(conv, members, add):
                     continue
-                return members, x, found[0], found[1], between
+                return members, x, found, between
     return None
 
 
@@ -195,7 +217,7 @@ def _products(node: Any) -> tuple[Any, Any] | None:
 
 
 def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
-                       ) -> tuple[list[Node], Node, Node, Node, float, float, bool] | None:
+                       ) -> tuple[list[Node], Node, Node, Node, Table, bool] | None:
     """``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin], -1)`` with ``x₁ = x[..., 0::2]``, ``x₂ = x[..., 1::2]`` and rotary half
     tables (the module's docstring): the products and their sum and difference (skipped), ``x``, ``x₁``, ``x₂`` and the
     tables' base and scale."""
@@ -243,32 +265,32 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     members = [difference, total, *(t for t in (difference.args + total.args))]
     if not _closed(conv, members, cat):
         return None
-    return members, x, x1, x2, found[0], found[1], between
+    return members, x, x1, x2, found, between
 
 
 def find_rotary(conv: Converter) -> dict[int, tuple[Any, ...]]:
     """The sums (and interleaved rotations' concatenations) that are rotary embeddings, by node id (their other calls
     are added to ``conv.skip``)."""
     found: dict[int, tuple[Any, ...]] = {}
-    read: list[tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]] = []
+    read: list[tuple[torch.Tensor, torch.Tensor, Table | None]] = []
     for node in conv.captured.nodes:
         if node.kind == "call" and node.live and _op(node) == "aten.add":
             match = _match(conv, node, read)
             if match is not None:
-                members, x, base, scale, between = match
+                members, x, table, between = match
                 conv.skip |= {id(m) for m in members}
-                found[id(node)] = (x, base, scale, None, between)
+                found[id(node)] = (x, table, None, between)
         elif node.kind == "call" and node.live and _op(node) in ("aten.cat", "aten.concat", "aten.concatenate"):
             pairs = _match_interleaved(conv, node, read)
             if pairs is not None:
-                members, x, x1, x2, base, scale, between = pairs
+                members, x, x1, x2, table, between = pairs
                 conv.skip |= {id(m) for m in members}
-                found[id(node)] = (x, base, scale, (x1, x2), between)
+                found[id(node)] = (x, table, (x1, x2), between)
     return found
 
 
-def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float,
-                parts: tuple[Node, Node] | None = None, between: bool = False) -> None:
+def emit_rotary(conv: Converter, node: Node, x: Node, table: Table, parts: tuple[Node, Node] | None = None,
+                between: bool = False) -> None:
     """``ρ`` on the last two wires of ``x`` (positions, features), woven over the others; of an interleaved rotation,
     on the concatenation of its even and odd entries ``parts`` (themselves converted as the slices they are); with the
     heads ``between`` the positions and the features (``b t h k``), on ``x`` with its heads crossed before the
@@ -281,7 +303,8 @@ def emit_rotary(conv: Converter, node: Node, x: Node, base: float, scale: float,
         x = _call(conv, node, "heads_first", torch.ops.aten.transpose.int, x, -3, -2)
     vid = conv.value(x)
     seg = conv.segs[vid]
-    prim = RotaryOp(seg.axes[-1], seg.axes[-2], base, scale)
+    base, scale, given = table
+    prim = RotaryOp(seg.axes[-1], seg.axes[-2], base, scale, frequencies=given)
     out = conv.apply(Box(prim), [vid])
     if between:  # (the rotation's value, heads first: the recorded result crossed as the rotation reads it)
         turned = Node(f"{node.name}_turned", "call", value=node.value.transpose(-3, -2), stack=node.stack, live=True,
