@@ -7,7 +7,7 @@ import torch
 import ncd
 from ncd.errors import ParseError, SizeError
 from ncd.prims.gather import Arithmetic
-from ncd.prims.integer import Any, AnyOp, IndexArithmetic, OneHot
+from ncd.prims.integer import Any, AnyOp, IndexArithmetic, IndexUnary, OneHot
 from tests.opdb import error, sample
 
 # RoBERTa's position ids: the running count of real tokens times the mask (the mask broadcast from b t over nothing)
@@ -37,6 +37,14 @@ error("index_arithmetic", "float-result", lambda: IndexArithmetic("+", "[3]", "[
       r"index arithmetic \+: the result '\(\)' must be a scalar index segment \(a float for '/'\)", ParseError)
 error("index_arithmetic", "no-range", lambda: IndexArithmetic("+", "[n]", "[3]"),
       r"index arithmetic \+: the operands '\[n\]', '\[3\]' bound no range; give the target", ParseError)
+# T5's relative-position buckets: |j - i| and -(j - i) of differences of positions, negative ones among them
+sample("index_unary", "abs-differences", lambda: ncd.Identity.of("b t [9]") >> IndexUnary("abs", "[9]"), {"b": 2, "t": 5},
+       lambda p, x: torch.abs(x[0]), cod="b t [9]", inputs=lambda s: (torch.randint(-8, 9, (2, 2, 5)),))
+sample("index_unary", "neg-differences", lambda: ncd.Identity.of("b t [9]") >> IndexUnary("neg", "[9]"), {"b": 2, "t": 5},
+       lambda p, x: -x[0], cod="b t [9]", inputs=lambda s: (torch.randint(-8, 9, (2, 2, 5)),))
+error("index_unary", "float-operand", lambda: IndexUnary("abs", ""),
+      r"index unary abs: the operand '\(\)' must be a scalar index segment", ParseError)
+error("index_unary", "function", lambda: IndexUnary("sign", "[3]"), r"index unary: unknown function 'sign'", ParseError)
 sample("one_hot", "router", lambda: ncd.Identity.of("t [4]") >> OneHot("e:4"), {"t": 5},
        lambda p, x: torch.nn.functional.one_hot(x[0], 4), cod="t e:4 [2]")
 error("one_hot", "symbolic", lambda: OneHot("e"), r"one-hot along axis e: needs a whole-number size, not e", SizeError)

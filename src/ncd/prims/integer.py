@@ -21,6 +21,12 @@ expert, ``"[4] -> e:4 [2]"``).
 >>> str((ncd.Identity.of("t [4]") >> OneHot("e:4")).cod)
 't e:4 [2]'
 
+``IndexUnary("abs", "[9]")`` is ``|i|`` (``"neg"``: ``−i``) of integers, entry by entry, of the same range (a bound on
+``|i|``): the relative-position buckets of T5's kind, ``n = torch.abs(j - i)``, over positions read from the input.
+
+>>> str((ncd.Identity.of("b t tʹ [9]") >> IndexUnary("abs", "[9]")).cod), IndexUnary("neg", "[9]").prim.label()
+('b t tʹ [9]', '−')
+
 ``Any("t")`` (``Any("t", every=True)``: all) asks whether some (every) entry of a boolean mask along ``t`` holds:
 ``"t [bool] -> [bool]"``, woven over the other wires (``padding_mask.any()``).
 
@@ -51,7 +57,8 @@ if TYPE_CHECKING:
     from ncd.ir.rules import BoxBackward
     from ncd.torch.rules import RuleContext
 
-__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "OneHotOp", "OneHot", "AnyOp", "Any"]
+__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "IndexUnaryOp", "IndexUnary", "OneHotOp", "OneHot",
+           "AnyOp", "Any"]
 
 #: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
 CALLS: dict[str, str | None] = {"+": None, "-": None, "*": None, "//": None, "%": None, "/": None,
@@ -149,7 +156,60 @@ def backward_index_arithmetic(prim: IndexArithmeticOp, box: Box, builder: Builde
 
 
 IMPORT.known(IndexArithmeticOp, aten=("aten.add", "aten.sub", "aten.mul", "aten.floor_divide", "aten.remainder",
-                                      "aten.div", "aten.maximum", "aten.minimum"), by="ncd.trace.boxes_integer")
+                                      "aten.div", "aten.maximum", "aten.minimum", "aten.min", "aten.max"),
+             by="ncd.trace.boxes_integer")
+
+
+#: the functions of one integer tensor, their label and torch call
+UNARY: dict[str, tuple[str, str]] = {"abs": ("|·|", "torch.abs"), "neg": ("−", "torch.neg")}
+
+
+@dataclass(frozen=True)
+class IndexUnaryOp(Primitive):
+    """``|i|`` (``operator`` ``"abs"``) or ``−i`` (``"neg"``) of a scalar index segment, in the model's integer type:
+    the same range (a bound on ``|i|``; ``|·|`` of the most negative integer is itself, in torch as in the box)."""
+
+    operator: str
+    source: Segment
+
+    op: ClassVar[str] = "index_unary"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.same_layouts
+
+    def __post_init__(self) -> None:
+        if self.operator not in UNARY:
+            raise ParseError(f"index unary: unknown function {self.operator!r}; known: {' '.join(UNARY)}")
+        if self.source.axes or self.source.dtype != "index":
+            raise ParseError(f"index unary {self.operator}: the operand '{self.source}' must be a scalar index segment"
+                             " (a float one is the elementwise function)")
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,)), Type((self.source,))
+
+    def label(self) -> str:
+        return UNARY[self.operator][0]
+
+
+def IndexUnary(operator: str, source: TypeLike) -> Box:
+    """``|i|`` (``"abs"``) or ``−i`` (``"neg"``) of a scalar index segment (``"[9]"``), entry by entry."""
+    return Box.make(IndexUnaryOp(operator, _scalar(source, "index unary")))
+
+
+@LOWERING.rule(IndexUnaryOp)
+def lower_index_unary(prim: IndexUnaryOp, ctx: RuleContext) -> list[str]:
+    return [f"{UNARY[prim.operator][1]}({ctx.args[0].var})"]
+
+
+@COST.rule(IndexUnaryOp)
+def cost_index_unary(prim: IndexUnaryOp, ctx: CostContext) -> list[Tensor]:
+    """One operation per entry on integers: no gradient, nothing kept."""
+    ctx.other(ctx.numel(), sympy.Integer(0))
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype="index")]
+
+
+BACKWARD.rule(IndexUnaryOp)(backward_index_computation)
+IMPORT.known(IndexUnaryOp, aten=("aten.abs", "aten.neg"), by="ncd.trace.boxes_integer")
 
 
 @dataclass(frozen=True)

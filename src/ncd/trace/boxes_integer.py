@@ -3,8 +3,9 @@
 boolean) tensors: an :class:`~ncd.prims.integer.IndexArithmeticOp` box, broadcast by position as torch does.
 
 Hooked in front of whichever rules ``aten.add``/``sub``/``mul``/``div``/``floor_divide``/``remainder``/``maximum``/
-``minimum`` have (they take floats, a float with an integer tensor, or a tensor with a number); it takes only a call
-whose two operands are integer or boolean tensors and whose result is an integer tensor (or a float, for ``/``).
+``minimum`` (and ``min``/``max`` of two tensors) have (they take floats, a float with an integer tensor, or a tensor with
+a number); it takes only a call whose two operands are integer or boolean tensors and whose result is an integer tensor
+(or a float, for ``/``).  ``abs``/``neg`` of an integer tensor is an :class:`~ncd.prims.integer.IndexUnaryOp`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 import ncd.trace.boxes_complex  # noqa: F401  (the rules this one goes in front of, registered first)
 import ncd.trace.boxes_indexing  # noqa: F401
+import ncd.trace.idioms_arithmetic  # noqa: F401
 import ncd.trace.scalars  # noqa: F401
 from ncd.ir.axes import SCALAR, Axis, Segment
 from ncd.ir.diagram import Box
@@ -27,7 +29,7 @@ __all__ = ["index_arithmetic", "one_hot", "any_all"]
 
 #: ATen packet -> operator
 PACKETS = {"add": "+", "sub": "-", "mul": "*", "floor_divide": "//", "remainder": "%", "div": "/", "maximum": "max",
-           "minimum": "min"}
+           "minimum": "min", "min": "min", "max": "max"}
 
 
 def _integer(value: Any) -> bool:
@@ -140,7 +142,40 @@ def _index_arithmetic(conv: Converter, node: Node) -> bool:
     return True
 
 
-hook(tuple(f"aten.{packet}" for packet in PACKETS), _index_arithmetic)
+hook(tuple(f"aten.{packet}" for packet in PACKETS if packet not in ("min", "max")), _index_arithmetic)
+
+
+def _two_extremum(conv: Converter, node: Node) -> bool:
+    """``torch.min(a, b)``/``torch.max(a, b)`` (``min.other``) of two integer tensors: ``torch.minimum``'s box (T5's
+    buckets, ``torch.min(large, torch.full_like(large, n - 1))``); the other overloads go on to the rules of ``min``."""
+    if getattr(node.target, "_overloadname", "") != "other" or not applies(node):
+        return False
+    index_arithmetic(conv, node)
+    return True
+
+
+hook(("aten.min", "aten.max"), _two_extremum)
+
+
+def _index_unary(conv: Converter, node: Node) -> bool:
+    """``|i|`` or ``−i`` of a live integer tensor, in its own type (the float functions go on to their rules)."""
+    from ncd.prims.integer import IndexUnaryOp
+
+    x = node.args[0]
+    if not (_integer(x) and x.live and isinstance(node.value, torch.Tensor) and node.value.dtype == x.value.dtype):
+        return False
+    if x.value.dtype == torch.bool:
+        raise Decline("the absolute value or negation of bools")
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    if seg.dtype != "index":
+        raise Decline(f"integers drawn as '{seg}'")
+    operator = node.target.name().split("::")[1].split(".")[0]
+    conv.bind(node, conv.apply(Box(IndexUnaryOp(operator, Segment((), "index", seg.range))), [vid]))
+    return True
+
+
+hook(("aten.abs", "aten.neg"), _index_unary)
 
 
 def _count(conv: Converter, node: Node) -> bool:

@@ -4,7 +4,8 @@ HF's CLIP text model pools on the end-of-text token with
 ``x[arange(b), (ids.to(int) == eos).int().argmax(-1)]``.  Each step has a box
 (:mod:`ncd.prims.gather`): a cast between integer dtypes a :class:`~ncd.prims.gather.CastOp` of the same
 range in the model's type (its ``width``), ``bool -> int`` a :class:`~ncd.prims.gather.CastOp` (as is a cast between
-float types, ``x.half()``: its backward casts the cotangent back), ``== eos`` a
+float types, ``x.half()``: its backward casts the cotangent back; and floats truncated to integers, ranged by the traced
+values), ``== eos`` a
 :class:`~ncd.prims.gather.CompareOp`, ``argmax`` an :class:`~ncd.prims.gather.ArgMaxOp`
 and the advanced index a :class:`~ncd.prims.gather.GatherOp` woven over ``b`` on both
 inputs (``arange(b)`` is the diagonal) and over the feature wires on the tensor only.
@@ -24,6 +25,7 @@ from ncd.prims.opaque import ViewOp
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
 from ncd.trace.naming import PRIME, kept_units, unique
+from ncd.trace.values import kind_of
 
 __all__ = ["cast", "float_cast"]
 
@@ -74,6 +76,11 @@ def cast(conv: Converter, node: Node) -> bool:
         target = Segment((), "bool")
     elif before.dtype == torch.bool and after.is_floating_point():  # flags as 0./1. (XLM's mask)
         target = SCALAR
+    elif before.is_floating_point() and _integer(after) and seg.dtype == "float":
+        # floats truncated towards zero (T5's buckets: ``(log(n / e) * c).to(torch.long)``), as the box's ``.to`` does;
+        # ranged by the traced values, as every integer the model computes is
+        top = kind_of(after)[1]
+        target = Segment((), "index", None if top is None else sympy.Integer(top))
     elif before.is_floating_point() and after.is_floating_point() and seg.dtype == "float":
         # another float type (x.half(), x.to(torch.float64)): rounded as the model rounds, computed on in that type,
         # and its gradient cast back to the type read

@@ -1,0 +1,78 @@
+"""Relative-position buckets of T5's kind over positions read from the input (LayoutLMv3's and UDOP's: the tokens'
+box coordinates): ``|j − i|`` and ``−min(j − i, 0)`` of integers, ``torch.min`` of two integer tensors and floats
+truncated to integers were opaque boxes; now each is a box of the paper's vocabulary.  The lowered module is checked
+against the model on the traced coordinates (all near: the exact buckets) and on fresh ones far apart (the
+logarithmic buckets, clamped at the last), exactly: the buckets are integers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tests.test_trace_boxes_residue import round_trip
+
+
+def bucket(relative: torch.Tensor, bidirectional: bool, buckets: int = 32, distance: int = 128,
+           dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """T5's ``_relative_position_bucket`` (CPM-Ant's with ``dtype=torch.int32``)."""
+    out = torch.zeros_like(relative, dtype=dtype)
+    if bidirectional:
+        buckets //= 2
+        out = out + (relative > 0).to(dtype) * buckets
+        n = torch.abs(relative)
+    else:
+        n = -torch.min(relative, torch.zeros_like(relative))
+    exact = buckets // 2
+    large = exact + (torch.log(n.float() / exact) / math.log(distance / exact) * (buckets - exact)).to(dtype)
+    large = torch.min(large, torch.full_like(large, buckets - 1))
+    return out + torch.where(n < exact, n.to(dtype), large)
+
+
+class Buckets(nn.Module):
+    """The bucket of every pair of tokens' coordinates, and a learned bias read at it (``bias.weight.t()[b]``)."""
+
+    def __init__(self, bidirectional: bool, dtype: torch.dtype = torch.long) -> None:
+        super().__init__()
+        self.bidirectional, self.dtype = bidirectional, dtype
+        self.bias = nn.Embedding(32, 2)
+
+    def forward(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        relative = coords.unsqueeze(-2) - coords.unsqueeze(-1)
+        b = bucket(relative, self.bidirectional, dtype=self.dtype)
+        return b, self.bias(b.long())
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32])
+def test_relative_position_buckets_are_boxes(bidirectional: bool, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = Buckets(bidirectional, dtype)
+    near = torch.tensor([[0, 1, 3, 2, 5, 4], [2, 2, 0, 1, 6, 3]])
+    far = torch.tensor([[0, 40, 300, 7, 90, 1000], [500, 3, 250, 17, 0, 64]])
+    assert int(model(far)[0].max()) > int(model(near)[0].max())  # the fresh coordinates reach the logarithmic buckets
+    d = round_trip(model, near, fresh=(far,))
+    assert d.opaque_count == 0
+    ops = [b.prim.op for b in d.boxes()]
+    assert "index_unary" in ops and "cast" in ops and "index_arithmetic" in ops
+    with torch.no_grad():
+        assert torch.equal(d.to_torch()(far)[0], model(far)[0])  # integers: exactly
+
+
+def test_float_abs_is_still_the_elementwise_function() -> None:
+    """The integer rule hands a float ``abs``/``neg`` on to the elementwise function (drawn ``|x|``, ``−``)."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    d = round_trip(_Abs(model), torch.randn(2, 4), fresh=(torch.randn(2, 4),))
+    assert d.opaque_count == 0
+    assert "index_unary" not in [b.prim.op for b in d.boxes()]
+
+
+class _Abs(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.abs(self.inner(x))
