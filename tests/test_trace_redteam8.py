@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import ncd
+from tests.trace_checks import one_opaque_and_flops
 
 
 def _same_gradients(model: torch.nn.Module, lowered: torch.nn.Module, *inputs: torch.Tensor) -> None:
@@ -133,3 +135,34 @@ def test_pointwise_operators_without_a_rule_are_drawn_as_their_definitions(op: s
         (want * weights).sum().backward()
         torch.testing.assert_close(a.grad, b.grad, equal_nan=True)
     ncd.backward(d)
+
+
+class _TrainingOnly(torch.autograd.Function):
+    """A Function whose backward refuses to run outside training, as Reformer's reversible layers do in eval mode."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.heaviside(x, torch.tensor(0.5)) + x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("make sure to use `model.train()` to train this model")
+
+
+class _Reversible(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _TrainingOnly.apply(self.proj(x)) * x
+
+
+def test_the_cost_of_an_opaque_call_whose_backward_raises_is_measured_forward_only() -> None:
+    """The Function's backward raises an AssertionError when run (its forward runs): on main ``ncd.cost`` raised
+    AnalysisError for the model (Reformer traced in eval mode); now its forward is measured, as heaviside's is."""
+    torch.manual_seed(0)
+    model, x = _Reversible(), torch.randn(2, 3, 5)
+    d, flops = one_opaque_and_flops(model, x)
+    cost = ncd.cost(d)  # the Linear's FLOPs as torch counts them, and the elementwise ones torch does not count
+    assert cost.forward_flops == flops + 2 * x.numel()

@@ -399,7 +399,8 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
     else it keeps.  Every floating-point input takes a gradient; where the call refuses one for an input that is no
     differentiable argument (a batch norm's running statistics in training), only the first input takes one; a call
     torch has no derivative for at all (``embedding_renorm``: ``nn.Embedding(max_norm=...)``'s in-place renorm, which
-    the model runs without gradients; ``heaviside``, whose backward raises a RuntimeError) is measured forward only, its
+    the model runs without gradients; ``heaviside``, whose backward raises a RuntimeError), or whose backward fails where
+    its forward ran (Reformer's reversible layers traced in eval mode assert training), is measured forward only, its
     backward costing nothing."""
     try:
         return _measure_once(box, shapes, dtypes, set(range(len(shapes))))
@@ -408,13 +409,18 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
         if isinstance(cause, (NotImplementedError, RuntimeError)) and "derivative for" in str(cause) \
                 and "not implemented" in str(cause):  # (``heaviside``'s is a RuntimeError of its backward)
             return _measure_once(box, shapes, dtypes, set())
-        if sum(d in ("float", "complex") for d in dtypes) < 2:
-            raise
-        try:
-            return _measure_once(box, shapes, dtypes, {0})
-        except AnalysisError:
-            pass
+        if sum(d in ("float", "complex") for d in dtypes) >= 2:
+            try:
+                return _measure_once(box, shapes, dtypes, {0})
+            except AnalysisError:
+                pass
+        if isinstance(error, _BackwardFailed):  # (Reformer's reversible layers refuse a backward in eval mode)
+            return _measure_once(box, shapes, dtypes, set())
         raise
+
+
+class _BackwardFailed(AnalysisError):
+    """The backward of an opaque box's call raised where its forward ran."""
 
 
 def _measure_once(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str],
@@ -445,13 +451,18 @@ def _measure_once(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str],
             out = eval(code, {"torch": torch}, inputs)  # noqa: S307 - an ATen call of the diagram, with its own arguments
         outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,))
                 if isinstance(o, torch.Tensor) and o.requires_grad]
+    except Exception as error:  # the model's own code (a traced Function, a custom operator) fails on random inputs:
+        # the call's cost is not known
+        raise AnalysisError(f"cost of {box.text()}: running the call on random inputs of shapes {shapes} raised"
+                            f" {type(error).__name__}: {error}") from error
+    try:
         with _flop_counter() as backward:
             if outs:
                 torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
-    except Exception as error:  # the model's own code (a traced Function, a custom operator) fails on random inputs
-        # (Reformer's reversible layers refuse a backward in eval mode): the call's cost is not known
-        raise AnalysisError(f"cost of {box.text()}: running the call on random inputs of shapes {shapes} raised"
-                            f" {type(error).__name__}: {error}") from error
+    except Exception as error:  # its backward fails where its forward ran (Reformer's reversible layers refuse one in
+        # eval mode, as the model does): measured forward only
+        raise _BackwardFailed(f"cost of {box.text()}: the backward of the call on random inputs of shapes {shapes}"
+                              f" raised {type(error).__name__}: {error}") from error
     own = {x.untyped_storage().data_ptr(): j for j, x in enumerate(xs)}
     kept = [own[p] for p in ptrs if p in own]
     saved = [n for p, n in ptrs.items() if p not in own and n]
