@@ -179,7 +179,8 @@ class L2Norm(nn.Module):
 
 
 class L2NormOverFeatures(nn.Module):
-    """A true L2 norm (a sum, not a mean, of squares): not a root mean square, its operations kept."""
+    """A true L2 norm (a sum, not a mean, of squares): not a root mean square of its ``eps``, but one of ``eps / n``
+    scaled by ``1/√n`` (:func:`ncd.trace.idioms_norms.l2_norm`, tests/test_trace_l2norm.py)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6)
@@ -193,8 +194,9 @@ def test_llama4_l2_norm_is_one_weightless_rms_box() -> None:
     _lowers_equal(model, d, x)
 
 
-def test_true_l2_norm_keeps_its_operations() -> None:
+def test_true_l2_norm_is_not_read_as_a_root_mean_square_of_its_eps() -> None:
     model, x = _stack(lambda m: L2NormOverFeatures(), layers=2), torch.randn(2, 4, 8)
     d = ncd.trace(model, x)
-    assert not _rms_boxes(d) and "rsqrt" in _ops(d)
+    assert [p.eps for p in _rms_boxes(d)] == [pytest.approx(1e-6 / 8)] and "rsqrt" not in _ops(d)
+    assert [b.prim.label() for b in d.boxes() if b.prim.op == "scale"] == ["*1/√(m)"]
     _lowers_equal(model, d, x)

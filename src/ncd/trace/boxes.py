@@ -302,8 +302,8 @@ def unary(conv: Converter, node: Node) -> None:
     from ncd.trace import idioms_norms
 
     name = node.target.name().split("::")[1].split(".")[0]
-    if name == "square" and idioms_norms.root_mean_square(conv, node):  # x * rsqrt(mean(x²) + eps) in an RMS norm
-        return
+    if name == "square" and (idioms_norms.root_mean_square(conv, node) or idioms_norms.l2_norm(conv, node)):
+        return  # x * rsqrt(mean(x²) + eps) in an RMS norm, x * rsqrt(sum(x²) + eps): an RMS box
     function, defaults = UNARY[name]
     keywords = _KEYWORDS.get(name, ())
     given = list(node.args[1:])

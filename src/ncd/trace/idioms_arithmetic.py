@@ -83,7 +83,7 @@ def unary(conv: Converter, node: Node) -> None:
 
 @rule("aten.pow")
 def power(conv: Converter, node: Node) -> None:
-    if idioms_norms.root_mean_square(conv, node):  # x * rsqrt(mean(x ** 2) + eps) inside an RMS norm: one RMS box
+    if idioms_norms.root_mean_square(conv, node) or idioms_norms.l2_norm(conv, node):  # (an RMS or L2 norm: RMS box)
         return
     x, e = node.args[:2]
     if not _live(x) or e not in (2, 2.0, 0.5):
@@ -329,6 +329,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
         raise Decline("not float arithmetic")
     if any(_tensor(v) and v.value.dtype != node.value.dtype for v in (a, b)):
         raise Decline("mixed dtypes")
+    if name == "mul" and a is b and idioms_norms.l2_norm(conv, node):  # x * rsqrt(sum(x * x) + eps): RMS, then 1/√n
+        return
     scalar_b = not _tensor(b)
     if _live(a) and scalar_b and name in ("mul", "div"):
         factor = float(b) if name == "mul" else 1.0 / float(b)

@@ -15,8 +15,17 @@ rsqrt(mean((x - mean(x)) ** 2) + eps)`` over the last axis, each step read only 
 box (:class:`~ncd.prims.normalization.LayerNormOp`, the biased variance as ``nn.LayerNorm`` takes it), and the
 module's weight after it is walked as before.
 
-The operations are matched by what they are, not by the module's class; the class only says where to look (inside a
-module named an RMS norm, where the module idiom looks too, or an ``*L2Norm``: Llama 4's weightless root mean square)."""
+The L2 normalisation ``x * rsqrt(sum(x * x, -1, keepdim) + eps)`` (Gated DeltaNet's ``l2norm`` on its queries and keys,
+in Qwen3.5 / Qwen3-Next / OLMo-Hybrid, after the FLA library's; Kimi Linear's and Bailing's ``x / sqrt(…)``) was eleven
+boxes (product, sum, a view keeping the summed wire, the constant ``eps``, its addition, root, the view back, product,
+and the copies and crossings around them).  A sum is ``n`` means: ``x / √(Σx² + ε) = RMS_{ε/n}(x) / √n`` over the
+``n`` entries of the last axis, for every ``x``, so those recorded operations, in that order, each read only by the
+next, are drawn as a weightless ``RMS`` box (its ``eps`` divided by ``n``) and a ``*1/√n`` scale, after the two are
+checked equal to the recorded result on the traced values (they differ by rounding only).
+
+The operations are matched by what they are, not by the module's class; the class only says where to look for the
+RMS and layer norms (inside a module named an RMS norm, where the module idiom looks too, or an ``*L2Norm``: Llama 4's
+weightless root mean square).  The L2 normalisation is looked for anywhere: its check on values is its proof."""
 
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ from ncd.trace.capture import Node
 from ncd.trace.convert import Converter
 from ncd.trace.registry import op_name
 
-__all__ = ["root_mean_square", "layer_norm"]
+__all__ = ["root_mean_square", "layer_norm", "l2_norm"]
 
 
 def _reader(conv: Converter, node: Node, full: str) -> Node | None:
@@ -214,5 +223,91 @@ def layer_norm(conv: Converter, node: Node) -> bool:
     seg = conv.segs[vid]
     out = conv.apply(Box(LayerNormOp(Segment(seg.axes[-1:]), float(eps), affine=False, bias=False)), [vid])
     conv.skip |= {id(c) for c in centred} | {id(square), id(mean), id(add), id(root), id(product)}
+    conv.bind(product, out)
+    return True
+
+
+def _squared(node: Node) -> Node | None:
+    """``x`` when ``node`` is ``x * x``, ``x ** 2`` or ``x.square()`` of a live float32 ``x``; else None."""
+    full = op_name(node.target)[1]
+    args = node.args
+    if node.kwargs or not args:
+        return None
+    x = args[0]
+    if full == "aten.mul.Tensor":
+        if len(args) != 2 or args[1] is not x:
+            return None
+    elif full == "aten.pow.Tensor_Scalar":
+        if len(args) != 2 or args[1] not in (2, 2.0) or type(args[1]) is bool:
+            return None
+    elif full != "aten.square.default" or len(args) != 1:
+        return None
+    if not isinstance(x, Node) or not x.live or not isinstance(x.value, torch.Tensor):
+        return None
+    return x
+
+
+def l2_norm(conv: Converter, node: Node) -> bool:
+    """At ``x * x`` (or ``x ** 2``, ``x.square()``: ``node``): when it starts ``x * rsqrt(sum(x * x, -1, keepdim=True) +
+    eps)`` or ``x / sqrt(…)`` (float32, each step read by the next only), that product is drawn as a weightless ``RMS`` box of
+    ``eps / n`` then a ``*1/√n`` scale on ``x`` (``n``: the size of ``x``'s last axis) — once equal to the recorded
+    product on the traced values — and True is returned; else nothing is drawn and False is returned.
+
+    >>> import torch, ncd
+    >>> class QueryNorm(torch.nn.Module):  # Gated DeltaNet's l2norm (after the FLA library)
+    ...     def forward(self, x):
+    ...         return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-6)
+    >>> d = ncd.trace(QueryNorm(), torch.randn(2, 3, 16))
+    >>> [b.prim.label() for b in d.boxes()]
+    ['RMS', '*1/√(m)']
+    >>> x = torch.randn(4, 5, 16)
+    >>> torch.allclose(d.to_torch(b=4, t=5)(x), QueryNorm()(x), rtol=1e-5, atol=1e-7)
+    True
+    """
+    x = _squared(node)
+    if x is None or id(x) not in conv.values:
+        return False
+    value = x.value
+    if value.dtype != torch.float32 or value.device.type == "meta" or value.dim() < 1 or value.shape[-1] < 1:
+        return False
+    total = _reader(conv, node, "aten.sum.dim_IntList")
+    if total is None or total.kwargs or len(total.args) != 3 or total.args[0] is not node \
+            or list(total.args[1] or ()) not in ([-1], [value.dim() - 1]) or total.args[2] is not True:
+        return False
+    add = _reader(conv, total, "aten.add.Tensor")
+    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not total or add.sized:
+        return False
+    eps = add.args[1]
+    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
+        return False
+    root = _reader(conv, add, "aten.rsqrt.default")  # x * rsqrt(…) (Qwen's), or x / sqrt(…) (Kimi's, Bailing's)
+    divided = root is None
+    if divided:
+        root = _reader(conv, add, "aten.sqrt.default")
+    if root is None or len(root.args) != 1 or root.kwargs:
+        return False
+    product = _reader(conv, root, "aten.div.Tensor" if divided else "aten.mul.Tensor")
+    if product is None or product.kwargs or len(product.args) != 2 \
+            or (product.args[0] is not x or product.args[1] is not root if divided
+                else {id(a) for a in product.args} != {id(x), id(root)}) \
+            or not isinstance(product.value, torch.Tensor) or product.value.shape != value.shape \
+            or product.value.dtype != value.dtype:
+        return False
+    n = int(value.shape[-1])
+    # the proof: the boxes' computation on the traced values is the recorded product, up to rounding (|entries| <= 1)
+    got = torch.rms_norm(value, (n,), eps=float(eps) / n) * n ** -0.5
+    if not bool(torch.allclose(got, product.value, rtol=1e-5, atol=1e-6)):
+        return False
+    import sympy
+
+    from ncd.prims.elementwise import ScaleOp
+    from ncd.prims.normalization import RMSNormOp
+    from ncd.trace.idioms_arithmetic import count_of
+
+    vid = conv.value(x)
+    seg = conv.segs[vid]
+    out = conv.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps) / n, affine=False)), [vid])
+    out = conv.apply(Box(ScaleOp(count_of(conv, seg.axes[-1:]) ** sympy.Rational(-1, 2))), [out])
+    conv.skip |= {id(total), id(add), id(root), id(product)}
     conv.bind(product, out)
     return True
