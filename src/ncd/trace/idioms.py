@@ -113,7 +113,9 @@ def prepare(conv: Converter) -> dict[int, Any]:
     """Pre-passes before the walk: idioms spanning several recorded operations mark the ones they replace as skipped;
     returns, for the node that stands for each of them, the function that emits it (called by the walk in its place)."""
     from ncd.trace.attention import prepare as attention
+    from ncd.trace.idioms_fill import find_fills
     from ncd.trace.moe import prepare as experts
 
+    fills = find_fills(conv)  # (first: the experts' idiom reads the router after the mask it drops)
     attention(conv)
-    return experts(conv)
+    return {**fills, **experts(conv)}
