@@ -28,7 +28,8 @@ def _same_gradients(model: torch.nn.Module, lowered: torch.nn.Module, *inputs: t
     for p, g in zip(mine, want_grads):
         twins = [k for k, q in enumerate(theirs) if q.shape == p.shape and q.dtype == p.dtype and torch.equal(q, p)]
         assert twins, f"no parameter of the lowered module equals one of shape {tuple(p.shape)}"
-        assert any(got_grads[k] is not None and torch.allclose(got_grads[k].double(), g.double(), rtol=2e-2, atol=1e-3)
+        wide = torch.complex128 if g.is_complex() else torch.float64
+        assert any(got_grads[k] is not None and torch.allclose(got_grads[k].to(wide), g.to(wide), rtol=2e-2, atol=1e-3)
                    for k in twins), f"the gradient of a parameter of shape {tuple(p.shape)} differs (or is None)"
 
 
@@ -166,3 +167,31 @@ def test_the_cost_of_an_opaque_call_whose_backward_raises_is_measured_forward_on
     d, flops = one_opaque_and_flops(model, x)
     cost = ncd.cost(d)  # the Linear's FLOPs as torch counts them, and the elementwise ones torch does not count
     assert cost.forward_flops == flops + 2 * x.numel()
+
+
+class _ComplexGain(torch.nn.Module):
+    """A complex parameter read through real views: its real and imaginary parts, or ``view_as_real``'s pairs."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.gain, self.how = torch.nn.Parameter(torch.randn(6, dtype=torch.complex64)), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "real and imag":
+            return x * self.gain.real + x.flip(-1) * self.gain.imag
+        return x * torch.view_as_real(self.gain)[:, 0]
+
+
+@pytest.mark.parametrize("how", ["real and imag", "view_as_real"])
+def test_a_complex_parameter_read_through_a_real_view_is_that_parameter(how: str) -> None:
+    """``gain.real`` equals the complex table cast to float32, so it was read as the table's first rows: the lowered
+    module held a float32 parameter beside the complex one (twice the entries, trained apart), and ``view_as_real``'s
+    pairs a constant buffer (no gradient reached the parameter), both with no word."""
+    torch.manual_seed(0)
+    model, x = _ComplexGain(how), torch.randn(2, 5, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    lowered = d.to_torch()
+    assert [p.dtype for p in lowered.parameters()] == [torch.complex64]
+    _same_gradients(model, lowered, x)

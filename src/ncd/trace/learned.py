@@ -210,8 +210,8 @@ class Learned(Values):
             return False
         if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
             return False
-        n = int(tensor.shape[0])
-        return n <= table.shape[0] and torch.equal(tensor, table[:n].to(tensor.dtype))
+        n = int(tensor.shape[0])  # (of the table's own type: ``.real`` of a complex table equals its cast, is no row)
+        return n <= table.shape[0] and table.dtype == tensor.dtype and torch.equal(tensor, table[:n])
 
     def value(self, ref: Any, names: list[str] | None = None) -> int:
         """The value id of a node argument; parameters and constants are emitted as source boxes here."""
@@ -331,7 +331,7 @@ class Learned(Values):
         n = int(tensor.shape[0])
         if table is None or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) or table.shape[0] <= n:
             return None
-        if tensor.device.type == "meta" or not torch.equal(tensor, table[:n].to(tensor.dtype)):
+        if tensor.device.type == "meta" or table.dtype != tensor.dtype or not torch.equal(tensor, table[:n]):
             return None
         # positions when the config gives the table's row count that role (``n``), apart from the columns' names
         rows = int(table.shape[0])
