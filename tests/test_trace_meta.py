@@ -231,3 +231,41 @@ def test_a_table_only_looked_up_is_not_arithmetic_a_tied_head_is(monkeypatch: py
     assert finished == [tied], finished  # a lookup does no arithmetic per parameter; the head's matrix product does
     assert record._computing(model) == 64 * 64 + 64 + (100_000 * 64 if tied else 0)
     assert diagram.opaque_count == 0
+
+
+def test_pointwise_arithmetic_made_without_a_meta_kernel_is_what_the_python_meta_kernels_make() -> None:
+    """``meta._pointwise`` (add, sub, mul, div, neg on floating tensors of one dtype, each contiguous, broadcast, and
+    numbers) against torch's Python meta kernels: the same shape, strides, offset and dtype; anything else (a
+    transposed operand, another dtype's, a complex number) is left to the kernel."""
+    from ncd.trace.meta import POINTWISE, _pointwise
+
+    made, left = 0, 0
+    for shape in [(), (1,), (3,), (2, 1, 3), (1, 1), (2, 3, 4), (0, 3), (4, 0, 1)]:
+        for dtype in [torch.float32, torch.float16, torch.bfloat16, torch.float64]:
+            a = torch.empty(shape, dtype=dtype, device="meta")
+            others: list[Any] = [a, torch.empty(shape, dtype=dtype), 2, 0.5, True, 2j,
+                                 torch.empty(shape, dtype=torch.float64 if dtype == torch.float32 else torch.float32),
+                                 torch.empty(shape, dtype=torch.int64, device="meta")]
+            if len(shape) >= 2:
+                others.append(torch.empty(tuple(reversed(shape)), dtype=dtype, device="meta").transpose(0, -1))
+            if shape:
+                others += [torch.empty((1,) * len(shape), dtype=dtype, device="meta"),  # broadcasts
+                           torch.empty(shape[1:], dtype=dtype, device="meta"), torch.empty((), dtype=dtype),
+                           torch.empty((5,) + shape, dtype=dtype, device="meta"),
+                           nn.Parameter(torch.empty(shape[-1:], dtype=dtype, device="meta"))]  # (a layer's scale)
+            if len(shape) >= 2:
+                others.append(torch.empty(shape[:-1] + (1,), dtype=dtype, device="meta"))
+            for func in POINTWISE:
+                for rest in [()] if func == torch.ops.aten.neg.default else [(o,) for o in others]:
+                    for kwargs in [{}, {"alpha": 2}] if func._schema.arguments[-1].name == "alpha" else [{}]:
+                        got = _pointwise(func, (a, *rest), kwargs)
+                        if got is None:
+                            left += 1
+                            continue
+                        made += 1
+                        want = _python_meta(func, (a, *rest), kwargs)
+                        assert (got.shape, got.stride(), got.storage_offset(), got.dtype, got._base) == \
+                            (want.shape, want.stride(), want.storage_offset(), want.dtype, None), (func, shape, rest)
+    assert made > 500 and left > 500, (made, left)
+    transposed = torch.empty(3, 2, device="meta").t()
+    assert _pointwise(torch.ops.aten.add.Tensor, (transposed, transposed), {}) is None  # (not contiguous: the kernel)

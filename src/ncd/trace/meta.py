@@ -33,9 +33,13 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     Many meta kernels are Python functions whatever the dispatcher (torch registers its decompositions at the Meta
     key: ``addmm`` under ``linear`` ~0.5 ms, ``scaled_dot_product_attention`` ~2 ms).  With a ``memo``, a functional
     operator called again on arguments of the same metadata (shapes, strides, dtypes, the other arguments: every
-    repeated layer) makes outputs of the metadata the kernel gave the first time, without running it."""
+    repeated layer) makes outputs of the metadata the kernel gave the first time, without running it; pointwise
+    arithmetic on contiguous operands of one dtype makes its output from theirs (:func:`_pointwise`)."""
     with torch._C._DisablePythonDispatcher():
         margs, mkwargs = _to_meta((args, kwargs))
+        made = _pointwise(func, args, kwargs) if func in POINTWISE else None
+    if made is not None:
+        return margs, mkwargs, made
     key = _meta_key(func, margs, mkwargs) if memo is not None else None
     if key is not None:
         made = memo.get(key)  # type: ignore[union-attr]
@@ -60,6 +64,55 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         if made is not None:
             memo[key] = made  # type: ignore[index]
     return margs, mkwargs, out
+
+
+#: pointwise arithmetic whose result, for contiguous floating-point tensors of one dtype (and numbers), is a new
+#: contiguous tensor of that dtype and of their shapes broadcast (:func:`_pointwise`)
+POINTWISE = frozenset({torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.mul.Tensor,
+                       torch.ops.aten.div.Tensor, torch.ops.aten.neg.default})
+_NUMBERS = (int, float, bool)
+_TENSORS = (torch.Tensor, torch.nn.Parameter)  # (a parameter's layout is its data's: a layer's scale)
+#: a tensor's sizes as plain ints (``Tensor.shape`` is followed while recording: :class:`~ncd.trace.shapes.Shapes`)
+_shape: Any = torch._C.TensorBase.shape.__get__  # type: ignore[attr-defined]
+
+
+def _pointwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta result of :data:`POINTWISE` ``func`` when every tensor it is given is a floating-point one of one dtype
+    laid out contiguously (each its shape's own strides), beside numbers (``alpha``, ``x * 0.5``): a new contiguous
+    tensor of that dtype and of the shapes broadcast, as torch's meta kernels make it (Python references, ~0.2-0.4 ms
+    a call; this ~10 us); ``None`` for anything else (another layout, two dtypes: the meta kernel decides).
+
+    >>> a, row = torch.empty(2, 3, device="meta"), torch.empty(3, device="meta")
+    >>> _pointwise(torch.ops.aten.add.Tensor, (a, row), {"alpha": 2}).stride()
+    (3, 1)
+    >>> _pointwise(torch.ops.aten.add.Tensor, (a, a.t().contiguous().t()), {}) is None
+    True
+    """
+    shapes: list[tuple[int, ...]] = []
+    dtype = None
+    for value in (*args, *kwargs.values()):
+        if type(value) in _NUMBERS:
+            continue
+        if type(value) not in _TENSORS or value.layout != torch.strided or not value.is_floating_point() \
+                or value.is_neg() or (dtype is not None and value.dtype != dtype):
+            return None
+        dtype = value.dtype
+        shape = tuple(_shape(value))
+        strides, step = [], 1
+        for n in reversed(shape):
+            strides.append(step)
+            step *= max(n, 1)
+        strides.reverse()
+        if list(value.stride()) != strides:
+            return None
+        shapes.append(shape)
+    if not shapes or any(k != "alpha" for k in kwargs):
+        return None
+    try:  # (not broadcastable: the kernel raises as it would)
+        shape = tuple(torch.broadcast_shapes(*shapes)) if len(shapes) > 1 else shapes[0]  # type: ignore[no-untyped-call]
+    except RuntimeError:
+        return None
+    return torch.empty(shape, dtype=dtype, device="meta")
 
 
 #: whether an operator's outputs are new tensors (no in-place write, no alias of an argument), by operator
