@@ -299,3 +299,51 @@ def test_first_entry_read_from_memory_is_the_one_item_reads() -> None:
 
     held = torch.randn(3).as_subclass(Held)
     assert _first(held, held.untyped_storage()) == held[0].item()
+
+
+def test_unread_decides_plain_parameters_without_their_storage_as_with_it() -> None:
+    """:func:`ncd.trace.params.unread` decides a plain CPU parameter from its data pointer (no storage object made):
+    the same answer as reading its storage — a parameter that is a view at an offset of a traced tensor's memory, or
+    whose memory a traced tensor views, reads it; one whose storage was freed (as FSDP frees a shard's, at an offset
+    too), an empty one on memory of its own (numpy's), a negated view, and float64, integer and bool ones are decided
+    as the storage says."""
+    import numpy as np
+
+    from ncd.trace.params import unread
+
+    torch.manual_seed(0)
+    memory = torch.randn(6, 4)
+    shared = torch.randn(5, 4)
+    model = nn.Module()
+    params = {
+        "offset_view": nn.Parameter(memory[2:4]),  # a view at an offset of a traced tensor's memory: read
+        "viewed": nn.Parameter(shared.clone()),  # a traced tensor views it: read
+        "freed": nn.Parameter(torch.randn(8)[4:]),  # freed below: unread
+        "freed_whole": nn.Parameter(torch.randn(3)),
+        "numpy_empty": nn.Parameter(torch.from_numpy(np.empty((0, 4), dtype=np.float32))),
+        "negated": nn.Parameter(torch._neg_view(torch.ones(4)), requires_grad=False),
+        "doubles": nn.Parameter(torch.arange(4.0, dtype=torch.float64)),
+        "ints": nn.Parameter(torch.arange(3, 7), requires_grad=False),
+        "bools": nn.Parameter(torch.tensor([True, False]), requires_grad=False),
+        "copied": nn.Parameter(torch.full((2, 4), 3.0)),
+        "other": nn.Parameter(torch.full((2, 4), 4.0)),
+    }
+    for name, p in params.items():
+        model.register_parameter(name, p)
+    with torch.no_grad():
+        model.freed.untyped_storage().resize_(0)
+        model.freed_whole.untyped_storage().resize_(0)
+    traced_tensors = ((memory, model.viewed.detach()[1:3], torch.zeros(0, 4), -torch.ones(4)),
+                      (torch.arange(4.0, dtype=torch.float64), torch.tensor([3, 4, 5, 6]), torch.tensor([True, False]),
+                       torch.full((2, 4), 3.0), torch.zeros(4), torch.zeros(3)))
+
+    def every(model: nn.Module) -> list[str]:  # the definition: storage shared, or equal to a tensor of its shape
+        flat = [t for group in traced_tensors for t in group]
+        storages = {t.untyped_storage().data_ptr() for t in flat if t.untyped_storage().nbytes()}
+        return [name for name, p in model.named_parameters(remove_duplicate=False)
+                if not (p.untyped_storage().nbytes() and (p.untyped_storage().data_ptr() in storages or any(
+                    t.shape == p.shape and t.dtype == p.dtype and torch.equal(t, p.detach()) for t in flat)))]
+
+    got = [name for name, _ in unread(model, traced_tensors)]
+    assert got == every(model)
+    assert got == ["freed", "freed_whole", "numpy_empty", "other"]

@@ -62,6 +62,9 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     keyed: dict[tuple[object, ...], list[torch.Tensor]] = {}
     unkeyed: dict[tuple[int, ...], list[torch.Tensor]] = {}  # (of no first entry read: compared with every parameter)
     out = []
+    types, plain = _raw()
+    sizes = {dtype: ctypes.sizeof(c) for dtype, c in types.items()}
+    strided = torch.strided
     named = walk.parameters if walk is not None and walk.faithful else model.named_parameters(remove_duplicate=False)
     for name, p in named:
         if id(p) in read:
@@ -79,17 +82,33 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
                         unkeyed.setdefault(tuple(t.shape), []).append(t)
                     elif first == first:  # (a NaN first entry: equal to no tensor)
                         keyed.setdefault((tuple(t.shape), t.dtype, first), []).append(t)
-        storage = None if p.is_meta else p.untyped_storage()
-        if storage is None or not storage.nbytes():
-            out.append((name, p))
-            continue
-        if storage.data_ptr() in storages:
-            continue
-        shape = tuple(p.shape)
-        if (shape, p.dtype) not in typed:  # (its first entry not read: SeamlessM4T, 330 of 1,407 parameters)
-            out.append((name, p))
-            continue
-        first = _first(p, storage)
+        # a plain CPU parameter with entries, its storage allocated, is decided without a storage object made (the
+        # first touch of one after a fork is ~2 µs: SeamlessM4T's 1,403 parameters took ~2.5 ms): a strided tensor's
+        # storage holds its entries, from data_ptr() - storage_offset() entries on (0: freed, as FSDP frees a shard's)
+        raw = types.get(p.dtype) if type(p) in plain else None
+        at = p.data_ptr() if raw is not None and p.is_cpu and p.layout is strided and p.numel() and not p.is_neg() \
+            else 0
+        start = at - p.storage_offset() * sizes[p.dtype] if at else 0
+        if raw is not None and start:
+            if start in storages:  # (storage.data_ptr() of its storage)
+                continue
+            shape = tuple(p.shape)
+            if (shape, p.dtype) not in typed:
+                out.append((name, p))
+                continue
+            first = raw.from_address(at).value  # (as _first reads it)
+        else:
+            storage = None if p.is_meta else p.untyped_storage()
+            if storage is None or not storage.nbytes():
+                out.append((name, p))
+                continue
+            if storage.data_ptr() in storages:
+                continue
+            shape = tuple(p.shape)
+            if (shape, p.dtype) not in typed:  # (its first entry not read: SeamlessM4T, 330 of 1,407 parameters)
+                out.append((name, p))
+                continue
+            first = _first(p, storage)
         if first is _UNREAD:
             candidates = shaped.get(shape, [])
         else:

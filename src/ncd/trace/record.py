@@ -298,7 +298,9 @@ def _kept_shared(rec: _Recording, model: torch.nn.Module) -> None:
     through that holder from a module it never calls (``self.arr = self.n.numpy()``; ``self.h.bump()``), which
     :func:`_kept_before_call` does not see.  A buffer held by nothing else is only written through its module."""
     uses = getattr(torch._C, "_storage_Use_Count", None)  # (a private reading: without it, every buffer is kept)
-    rec.keep_values(b for b in model.buffers() if b.device.type != "meta"
+    walk = rec.walk  # (read before the run: each buffer once, as model.buffers() gives them, without its module walk)
+    buffers = dict.fromkeys(b for _, b in walk.buffers) if walk.faithful else model.buffers()
+    rec.keep_values(b for b in buffers if b.device.type != "meta"
                     and (uses is None or uses(b.untyped_storage()._cdata) > 2))  # (the buffer and this reading)
 
 
