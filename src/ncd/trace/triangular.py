@@ -79,7 +79,11 @@ def _scale(want: torch.Tensor) -> float:
     """The largest entry's magnitude (the absolute tolerance of :func:`_closeness` is proportional to it)."""
     if not want.numel():
         return 0.0
-    low, high = torch.aminmax(want)  # one pass, no |want| made (a large batch: about half the time)
+    if want.is_contiguous():
+        low, high = torch.aminmax(want)  # one pass, no |want| made (a large batch: about half the time)
+    else:  # (a solve's result, column-major: the whole-tensor reductions walk it across its strides; amin and amax
+        # reorder it first, 0.2 ms where aminmax took 0.8 and max/min 1.5 on Gated DeltaNet's (2, 32, 1, 64, 128))
+        low, high = want.amin(), want.amax()
     return max(-float(low), float(high))
 
 
@@ -136,7 +140,7 @@ def _within(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
     bound, ``atol`` in the tensors' dtype plus ``|rtol · want|`` rounded, is at least ``atol / 2``; NaN is never at
     most anything): a proof that holds, as most do, reads each part twice, not six times (3.3 → 0.7 ms there)."""
     error = (got - want).abs_()
-    if float(error.max()) <= atol / 2:
+    if float(error.amax()) <= atol / 2:  # (amax: as max, NaN too, and half its time on strided parts: see _scale)
         return True
     bound = want.abs().mul_(1e-4).add_(atol)  # (as ``isclose``: atol + |rtol · want|, rtol > 0)
     return bool(error.le_(bound).all()) and bool(bound.isfinite().all())
