@@ -2,7 +2,8 @@
 box coordinates): ``|j − i|`` and ``−min(j − i, 0)`` of integers, ``torch.min`` of two integer tensors and floats
 truncated to integers were opaque boxes; now each is a box of the paper's vocabulary.  The lowered module is checked
 against the model on the traced coordinates (all near: the exact buckets) and on fresh ones far apart (the
-logarithmic buckets, clamped at the last), exactly: the buckets are integers."""
+logarithmic buckets, clamped at the last), exactly: the buckets are integers.  And integer tensors read at positions
+(Bros's box corners, ``index_select`` of ids): gathers of integers, were opaque."""
 
 from __future__ import annotations
 
@@ -76,3 +77,27 @@ class _Abs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return -torch.abs(self.inner(x))
+
+
+class Corners(nn.Module):
+    """Bros's box corners: integer coordinates ``(x0, y0, x1, y1)`` read at constant columns as four points, scaled;
+    and ``index_select`` of integer ids at live positions (a router's picks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, bbox: torch.Tensor, picks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        corners = bbox[:, :, [0, 1, 2, 1, 2, 3, 0, 3]]
+        return self.proj(corners * 0.01), torch.index_select(bbox[0, 0], 0, picks)
+
+
+def test_integers_read_at_positions_are_gathers() -> None:
+    """``x[..., [columns]]`` and ``index_select`` of an integer tensor were opaque (the gather took floats only): a
+    gather of integers, which keeps their range."""
+    torch.manual_seed(0)
+    model = Corners()
+    bbox, fresh = torch.randint(0, 1000, (2, 5, 4)), torch.randint(0, 1000, (2, 5, 4))
+    d = round_trip(model, bbox, torch.tensor([3, 0, 0]), fresh=(fresh, torch.tensor([1, 2, 3])))
+    assert d.opaque_count == 0
+    assert [b.prim.op for b in d.boxes()].count("gather") == 2

@@ -281,8 +281,9 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
     x, indices = node.args[:2]
     indices = _mask_positions(indices)
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
-    if not (isinstance(x, Node) and (x.live or live) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
-        raise Decline("not a float tensor")
+    if not (isinstance(x, Node) and (x.live or live) and isinstance(x.value, torch.Tensor)
+            and (x.value.is_floating_point() or _integer(x.value))):
+        raise Decline("not a float or integer tensor")
     fixed = _fixed_positions(x, indices) if not live else None
     if fixed is None and (len(live) != 1 or live[0] != len(indices) - 1):
         raise Decline("not one index tensor, last")
@@ -323,9 +324,12 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
                 n += PRIME
             names.append(n)
     vi = _retag(conv, vi, names, pshape, size)
-    axis = conv.segs[vx].axes[d]
+    axis, held = conv.segs[vx].axes[d], conv.segs[vx]
+    if held.dtype not in ("float", "index"):
+        raise Decline(f"entries drawn as '{held}'")
     own = conv.segs[vi].axes[1:] if rows else conv.segs[vi].axes if not diagonal else ()
-    out = conv.apply(Box(GatherOp(axis, Segment(own, "index", axis.size), wraps=wraps)), [vx, vi])
+    # integers keep their range (LayoutLM's and Bros's box coordinates read at constant columns: ``bbox[:, :, [0, 1, 2, 1]]``)
+    out = conv.apply(Box(GatherOp(axis, Segment(own, "index", axis.size), held.dtype, held.range, wraps=wraps)), [vx, vi])
     if rows:
         from ncd.trace.idioms_arithmetic import cross_back
 
