@@ -328,7 +328,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
     if node.kwargs.get("rounding_mode") is not None or not node.value.is_floating_point() or name == "rsub":
         raise Decline("not float arithmetic")
     if any(_tensor(v) and v.value.dtype != node.value.dtype for v in (a, b)):
-        raise Decline("mixed dtypes")
+        _widened(conv, node, a, b)
+        return
     if name == "mul" and a is b and idioms_norms.l2_norm(conv, node):  # x * rsqrt(sum(x * x) + eps): RMS, then 1/√n
         return
     scalar_b = not _tensor(b)
@@ -353,6 +354,33 @@ def arithmetic(conv: Converter, node: Node) -> None:
         factor = (-1.0 if name == "sub" else 1.0) * float(alpha)  # (baddbmm's alpha: bloom's 1/√k)
         vb = _scale(conv, vb, factor, conv.names(vb) if not written(factor) else ())
     bind_product(conv, node, AddOp(2) if name in ("add", "sub") else MultiplyOp(2), va, vb, names)
+
+
+def _widened(conv: Converter, node: Node, a: Any, b: Any) -> None:
+    """``a ∘ b`` with a float operand of a narrower type than the result (``x * rsqrt(…).half()`` of a float32 ``x``,
+    ``x + w`` of a float64 ``w``): that operand cast to the result's type (a ``Cast`` box), then the operation, as torch
+    computes it (widening a float is exact).  An operand of a wider type than the result (a float64 number tensor
+    against float16 values: torch rounds it otherwise) or not a float declines."""
+    from ncd.trace.boxes_losses import _call
+
+    wanted = node.value.dtype
+    if any(_tensor(v) and v.value.dtype != wanted and not (
+            v.value.is_floating_point() and torch.promote_types(v.value.dtype, wanted) == wanted) for v in (a, b)):
+        raise Decline("mixed dtypes")
+    made: list[Node] = []
+
+    def widened(v: Any) -> Any:
+        if not _tensor(v) or v.value.dtype == wanted:
+            return v
+        made.append(_call(conv, node, f"widened_{len(made)}", torch.ops.aten._to_copy.default, v, dtype=wanted))
+        return made[-1]
+
+    wide = (widened(a), widened(b)) if a is not b else (widened(a),) * 2
+    done = _call(conv, node, "widened", node.target, *wide, *node.args[2:], **node.kwargs)
+    if tuple(done.value.shape) != tuple(node.value.shape) or done.value.dtype != wanted or id(done) not in conv.values:
+        raise Decline("the widened operation comes out otherwise")
+    conv.bind(node, conv.values[id(done)])
+    conv.forget(*made, done)
 
 
 def sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int | None:
