@@ -212,3 +212,22 @@ def test_a_closed_form_of_a_size_times_a_ratio_does_not_import_sympy_physics() -
             "closed_form(['b', '2*b', '3*b']), 'sympy.physics.units' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["64*b·4^(1", "-", "i)", "x·2^(-i)", "b*i", "False"]
+
+
+def test_a_legend_row_listing_more_sizes_than_a_page_holds_goes_on_below_within_the_page() -> None:
+    """Forty sibling blocks of one family, each of its own width: the family's one definition lists every instance's
+    width in one legend row, wider than a page.  The row goes on over the lines below (each under its first
+    value); the drawing keeps to the page's width and the legend still lists every width, in order."""
+    from ncd.render.style import PAGES
+
+    widths = [1009 + 37 * k + (k * k) % 11 for k in range(41)]  # (no ratio, no difference: no closed form)
+    blocks = [(ncd.Linear(f"n{k}:{widths[k]} -> n{k + 1}:{widths[k + 1]}") >> ncd.GELU()).block(f"layers.{k}: Layer")
+              for k in range(len(widths) - 1)]
+    drawing = layout(ncd.Seq.of(*blocks))
+    assert drawing.width <= PAGES["column"][0], drawing.width
+    texts = [t.replace(" ", "") for t in _legend_texts(drawing)]
+    listed = "".join(t.split("=", 1)[1] if "=" in t else t for t in texts)
+    assert ",".join(map(str, widths[:-1])) in listed, texts
+    assert ",".join(map(str, widths[1:])) in listed, texts
+    assert sum("=" not in t for t in texts) >= 2, texts  # (lines that go on a row: no symbol of their own)
+    assert legend_problems(drawing) == [] and problems(drawing) == []

@@ -70,8 +70,10 @@ class Framing:
         return None if found == float("inf") else found
 
 
-def framing(ctx: LayoutContext, frag: Frag) -> Framing:
-    """The title, legend and size of the drawing of ``frag`` (:func:`_finish` without making the body's items)."""
+def framing(ctx: LayoutContext, frag: Frag, legend_max: float = float("inf")) -> Framing:
+    """The title, legend and size of the drawing of ``frag`` (:func:`_finish` without making the body's items);
+    ``legend_max``: the widest the legend may be (its rows listing a value per instance wrap to fit,
+    :func:`~ncd.render.legend.legend_items`)."""
     style = ctx.style
     m = style.margin
     header: list[Item] = []
@@ -82,7 +84,7 @@ def framing(ctx: LayoutContext, frag: Frag) -> Framing:
         header.extend(ctx.text(parts, max(0.0, (frag.w - tw) / 2), ascent, style.text_size * 1.25, role="title", bold=True))
         head_h = ascent + descent + 6
     rows = closed_rows(list(dict.fromkeys(style.legend + _rows(frag))), ctx.indexed)
-    legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size)
+    legend, legend_w, legend_h = legend_items(rows, ctx.text_size, ctx.text, style.label_size, legend_max)
     width = max(frag.w, legend_w) + 2 * m
     lx = m + max(frag.w - legend_w, 0.0) + 12.0
     # the legend sits in the top-right corner when that corner is empty (e.g. beside a definition's header),

@@ -25,6 +25,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import sympy
 
@@ -264,24 +265,58 @@ def _value_pieces(value: object) -> tuple[Piece, ...]:
         return typeset_text(str(value))
 
 
-def legend_items(rows: Sequence[Row], typeset: object, text: object, label_size: float) -> tuple[list[Item], float, float]:
+def legend_items(rows: Sequence[Row], typeset: object, text: object, label_size: float,
+                 max_w: float = float("inf")) -> tuple[list[Item], float, float]:
     """The legend box of ``rows`` at the origin, its width (with a 12 pt margin) and height; ``typeset`` and
-    ``text`` are the layout's :meth:`~ncd.render.layout.Layout.text_size` and :meth:`~ncd.render.layout.Layout.text`."""
+    ``text`` are the layout's :meth:`~ncd.render.layout.Layout.text_size` and :meth:`~ncd.render.layout.Layout.text`.
+    A row listing one value per instance (``m_i = 1600, 800, 200``) wider than ``max_w`` (the box's width with its
+    margin) goes on over the lines below, each under its first value (:func:`_wrapped`)."""
     if not rows:
         return [], 0.0, 0.0
     text_size, put = typeset, text
-    lines = [row_symbol(k) + (Piece(" = "),) + _value_pieces(v) for k, v in rows]
-    head = typeset_text("Legend")
-    widths = [text_size(r, label_size)[0] for r in lines] + [text_size(head, label_size)[0]]  # type: ignore[operator]
+    room = max_w - 12.0 - 16.0  # (the margin and the box's padding)
+    lines: list[tuple[float, tuple[Piece, ...]]] = []
+    for k, v in rows:
+        head = row_symbol(k) + (Piece(" = "),)
+        row = head + _value_pieces(v)
+        if room < float("inf") and isinstance(v, str) and ", " in v and text_size(row, label_size)[0] > room:  # type: ignore[operator]
+            lines.extend(_wrapped(head, [_value_pieces(part) for part in v.split(", ")], text_size, label_size, room))
+        else:
+            lines.append((0.0, row))
+    title = typeset_text("Legend")
+    widths = [indent + text_size(r, label_size)[0] for indent, r in lines] + [text_size(title, label_size)[0]]  # type: ignore[operator]
     w = max(widths) + 16
     line = label_size * 1.35
     h = line * (len(lines) + 1) + 10
     items: list[Item] = [Rect(0.0, 0.0, w, h, fill="#eef0ee", stroke="#999999", radius=2.0, role="legend")]
-    items.extend(put(head, (w - widths[-1]) / 2, 5 + label_size, label_size, role="title"))  # type: ignore[operator]
+    items.extend(put(title, (w - widths[-1]) / 2, 5 + label_size, label_size, role="title"))  # type: ignore[operator]
     items.append(Path((("M", 6.0, line + 5), ("L", w - 6, line + 5)), width=0.7, role="text"))
-    for k, row in enumerate(lines):
-        items.extend(put(row, 8.0, 5 + line * (k + 1) + label_size, label_size, role="title"))  # type: ignore[operator]
+    for n, (indent, row) in enumerate(lines):
+        items.extend(put(row, 8.0 + indent, 5 + line * (n + 1) + label_size, label_size, role="title"))  # type: ignore[operator]
     return items, w + 12, h
+
+
+def _wrapped(head: tuple[Piece, ...], parts: list[tuple[Piece, ...]], text_size: Any, label_size: float,
+             room: float) -> list[tuple[float, tuple[Piece, ...]]]:
+    """The lines of a row ``head`` (``m_i = ``) listing ``parts`` that fit ``room`` where they can: each line as many
+    values as fit, a comma after each but the last; the lines after the first indented under the first value (each
+    at least one value, however wide).  A line's width is its pieces' widths summed (as :func:`typeset` places them:
+    the separators are plain text, so no script stacks across them), each piece measured once."""
+    def width(pieces: tuple[Piece, ...]) -> float:
+        return float(text_size(pieces, label_size)[0])
+
+    indent, sep, comma = width(head), width((Piece(", "),)), width((Piece(","),))
+    out: list[tuple[float, tuple[Piece, ...]]] = []
+    current, wide = parts[0], width(parts[0])
+    for part in parts[1:]:
+        w = width(part)
+        if indent + wide + sep + w + comma <= room:  # (with the comma a line goes on after)
+            current, wide = current + (Piece(", "),) + part, wide + sep + w
+            continue
+        out.append((indent if out else 0.0, (current if out else head + current) + (Piece(","),)))
+        current, wide = part, w
+    out.append((indent if out else 0.0, current if out else head + current))
+    return out
 
 
 def _joined(parts: Iterable[str]) -> str:

@@ -120,6 +120,9 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             width, height = round(framed_page.width, 2), round(framed_page.height, 2)
             # the page may hold smaller text than the one row (a definition's header): its own limit
             limit = _limit(framed_page.smallest(page, ctx.memo), max_w, style.page)
+            if framed_page.legend_w + 2 * style.margin > limit + 0.01:  # the legend alone too wide: its long rows wrap
+                framed_page = framing(ctx, page, limit - 2 * style.margin)
+                width, height = round(framed_page.width, 2), round(framed_page.height, 2)
             if guess is not None:
                 if limit > guess + 0.01:  # its text is not that small: start again at the one row's width
                     guess, target, tries = None, start, 0
