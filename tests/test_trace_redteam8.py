@@ -106,7 +106,7 @@ class _Pointwise(torch.nn.Module):
             return F.hardshrink(h, 0.4) + F.softshrink(h, 0.3) * F.threshold(h, 0.2, -1.5) + F.softshrink(h, 0.0)
         if self.op == "nan_to_num":
             g = torch.cat([h.log(), h * 1e38, -h * 1e38], -1)
-            return torch.nan_to_num(g) + torch.nan_to_num(g, nan=-1.0, posinf=3.0, neginf=-2.5)
+            return torch.nan_to_num(g) + torch.nan_to_num(g, nan=-1.0, posinf=3.0, neginf=-2.5) + torch.isinf(g)
         if self.op == "take_along_dim":
             order = h.argsort(-1)
             return torch.take_along_dim(h, order, -1) * torch.take_along_dim(h, order[:, :2].argsort(1), dim=1).sum(1,
@@ -117,7 +117,7 @@ class _Pointwise(torch.nn.Module):
 
 @pytest.mark.parametrize("op", ["shrink", "nan_to_num", "take_along_dim", "tensordot"])
 def test_pointwise_operators_without_a_rule_are_drawn_as_their_definitions(op: str) -> None:
-    """hardshrink, softshrink, threshold, nan_to_num (default and given fills), take_along_dim and tensordot were opaque
+    """hardshrink, softshrink, threshold, nan_to_num (default and given fills), isinf, take_along_dim and tensordot were opaque
     boxes; each is now the boxes of its definition: no opaque box, equal to the model on the traced and a fresh input,
     the same gradients (NaN where the model's are), and a backward diagram."""
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ part read by the rule of its own operator (as :mod:`ncd.trace.boxes_losses` draw
 * ``threshold``, ``hardshrink``, ``softshrink`` and ``nan_to_num`` are fills of ``x`` (``masked_fill``, ``where``) where
   a comparison says, as ATen's kernels choose (exact);
 * ``take_along_dim(x, i, d)`` of indices shaped as ``x`` off ``d`` is ``gather(x, d, i)``; ``tensordot`` is its einsum.
+* ``isinf(x)`` is ``|x| = ∞``.
 
 Each part is a step made for the occasion whose value is computed from the recorded operands (a constant if none is
 live), so the diagram is the definition torch documents, exact by construction up to the rounding of the parts (torch's
@@ -203,3 +204,14 @@ def tensordot(conv: Converter, node: Node) -> None:
     out = [c for k, c in enumerate(first) if k not in left] + [c for k, c in enumerate(second) if k not in right]
     equation = f"{first},{''.join(second)}->{''.join(out)}"
     _finish(conv, node, _call(conv, node, "contracted", aten.einsum.default, equation, [a, b]), [])
+
+
+@rule("aten.isinf")
+def isinf(conv: Converter, node: Node) -> None:
+    """``isinf(x)`` of floats: ``|x| = ∞`` (T5's float16 clamp reads it)."""
+    x = node.args[0]
+    if not isinstance(x, Node) or not x.live or not isinstance(x.value, torch.Tensor) or not x.value.is_floating_point():
+        raise Decline("not a live float tensor")
+    made = [_call(conv, node, "size", aten.abs.default, x)]
+    made.append(_call(conv, node, "infinite", aten.eq.Scalar, made[-1], float("inf")))
+    _finish(conv, node, made[-1], made)
