@@ -105,3 +105,21 @@ def test_a_double_precision_normalisation_keeps_its_boxes() -> None:
     assert "rmsnorm" not in _ops(d)
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     torch.testing.assert_close(d.to_torch(t=5)(x), model(x))
+
+
+class OverTime(nn.Module):
+    """The L2 normalisation of each row over the input's length ``t`` (the last axis), with an ``eps`` that matters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1.0)
+
+
+def test_l2_norm_over_the_length_follows_it() -> None:
+    # ε/n of an RMS box is a number of the traced n: over the input's t it would be wrong at another length (refused
+    # there), so those steps stay drawn as recorded and the lowered module is the model at every length
+    torch.manual_seed(0)
+    model = OverTime()
+    d = ncd.trace(model, torch.randn(2, 8) * 0.3, axes={"x": "b ~t"})
+    for b, t in ((2, 8), (3, 20), (1, 3)):
+        x = torch.randn(b, t) * 0.3
+        torch.testing.assert_close(d.to_torch(b=b, t=t)(x), model(x), rtol=1e-5, atol=1e-6)

@@ -37,6 +37,7 @@ from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter
+from ncd.trace.naming import PRIME
 from ncd.trace.registry import op_name
 
 __all__ = ["root_mean_square", "layer_norm", "l2_norm"]
@@ -310,6 +311,8 @@ def l2_norm(conv: Converter, node: Node) -> bool:
 
     vid = conv.value(x)
     seg = conv.segs[vid]
+    if eps and seg.axes[-1].name.rstrip(PRIME) in ("b", "t"):  # ε/n is a number of the traced n: on the input's b or
+        return False  # t wire the box, lowered at another size, would not be the model (its steps follow the size)
     out = conv.apply(Box(RMSNormOp(Segment(seg.axes[-1:]), float(eps) / n, affine=False)), [vid])
     out = conv.apply(Box(ScaleOp(count_of(conv, seg.axes[-1:]) ** sympy.Rational(-1, 2))), [out])
     conv.skip |= {id(total), id(add), id(root), id(product)}
