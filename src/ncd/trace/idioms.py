@@ -115,7 +115,8 @@ def prepare(conv: Converter) -> dict[int, Any]:
     from ncd.trace.attention import prepare as attention
     from ncd.trace.idioms_fill import find_fills
     from ncd.trace.moe import prepare as experts
+    from ncd.trace.rotary_pairs import prepare as paired_rotations
 
     fills = find_fills(conv)  # (first: the experts' idiom reads the router after the mask it drops)
     attention(conv)
-    return {**fills, **experts(conv)}
+    return {**fills, **paired_rotations(conv), **experts(conv)}
