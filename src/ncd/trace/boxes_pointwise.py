@@ -18,6 +18,7 @@ fused kernels round once per entry where the parts round per step: ``lerp`` comp
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -137,6 +138,8 @@ def shrink(conv: Converter, node: Node) -> None:
     made.append(_call(conv, node, "inside", aten.le.Scalar, made[-1], size))
     kept = x
     if "softshrink" in node.target.name():
+        if x.value.dtype not in (torch.float32, torch.float64):  # (x ∓ λ of a narrower float is lowered in float32)
+            raise Decline("a shift of a float16 or bfloat16 tensor")
         made.append(_call(conv, node, "above", aten.gt.Scalar, x, size))
         made.append(_call(conv, node, "lowered", aten.sub.Tensor, x, size))
         made.append(_call(conv, node, "raised", aten.add.Tensor, x, size))
@@ -155,6 +158,8 @@ def nan_to_num(conv: Converter, node: Node) -> None:
     given = list(node.args[1:4]) + [None] * (4 - len(node.args))
     fills = [node.kwargs.get(key, given[k]) for k, key in enumerate(("nan", "posinf", "neginf"))]
     fills = [_number(v) if v is not None else default for v, default in zip(fills, (0.0, info.max, info.min))]
+    if not all(math.isfinite(v) for v in fills[1:]):  # (an infinity filled with ∓∞ or NaN would be filled again below)
+        raise Decline("an infinity replaced by an infinity or NaN")
     made: list[Node] = []
     out = x
     for suffix, infinity, fill in (("posinf", float("inf"), fills[1]), ("neginf", float("-inf"), fills[2])):
