@@ -401,7 +401,7 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
     torch has no derivative for at all (``embedding_renorm``: ``nn.Embedding(max_norm=...)``'s in-place renorm, which
     the model runs without gradients; ``heaviside``, whose backward raises a RuntimeError), or whose backward fails where
     its forward ran (Reformer's reversible layers traced in eval mode assert training), is measured forward only, its
-    backward costing nothing."""
+    backward costing nothing (the last with a warning: the backward a diagram of it would run is left out)."""
     try:
         return _measure_once(box, shapes, dtypes, set(range(len(shapes))))
     except AnalysisError as error:
@@ -415,6 +415,10 @@ def _measure_opaque(box: Box, shapes: list[tuple[int, ...]], dtypes: list[str]) 
             except AnalysisError:
                 pass
         if isinstance(error, _BackwardFailed):  # (Reformer's reversible layers refuse a backward in eval mode)
+            import warnings
+
+            warnings.warn(f"{error}; its backward is counted as costing nothing (0 FLOPs, nothing kept): the cost's"
+                          " backward figures leave it out", stacklevel=2)
             return _measure_once(box, shapes, dtypes, set())
         raise
 
