@@ -133,15 +133,25 @@ def _same_type(conv: Converter, node: Node) -> Node | None:
 _CASTS = ("aten.to.dtype", "aten._to_copy.default")
 
 
-def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
-    """``rsqrt(mean + eps)`` (or ``pow(mean + eps, -0.5)``) read off ``mean`` (each step read only by the next, ``eps`` a
-    finite number >= 0): the addition, ``eps`` and the root; none when the recording is not that."""
-    add = _reader(conv, mean, "aten.add.Tensor")
-    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not mean or add.sized:
+def _eps_added(conv: Converter, total: Node) -> tuple[Node, float] | None:
+    """``total + eps`` read off ``total`` (read only by that addition, ``eps`` a finite number >= 0): the addition and
+    ``eps``; none when the recording is not that."""
+    add = _reader(conv, total, "aten.add.Tensor")
+    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not total or add.sized:
         return None
     eps = add.args[1]
     if type(eps) not in (int, float) or not 0 <= eps < math.inf:
         return None
+    return add, eps
+
+
+def _root(conv: Converter, mean: Node) -> tuple[Node, float, Node] | None:
+    """``rsqrt(mean + eps)`` (or ``pow(mean + eps, -0.5)``) read off ``mean`` (each step read only by the next, ``eps`` a
+    finite number >= 0): the addition, ``eps`` and the root; none when the recording is not that."""
+    added = _eps_added(conv, mean)
+    if added is None:
+        return None
+    add, eps = added
     root = _reader(conv, add, "aten.rsqrt.default")
     if root is not None:
         return (add, eps, root) if len(root.args) == 1 and not root.kwargs else None
@@ -275,12 +285,10 @@ def l2_norm(conv: Converter, node: Node) -> bool:
     if total is None or total.kwargs or len(total.args) != 3 or total.args[0] is not node \
             or list(total.args[1] or ()) not in ([-1], [value.dim() - 1]) or total.args[2] is not True:
         return False
-    add = _reader(conv, total, "aten.add.Tensor")
-    if add is None or add.kwargs or len(add.args) != 2 or add.args[0] is not total or add.sized:
+    added = _eps_added(conv, total)
+    if added is None:
         return False
-    eps = add.args[1]
-    if type(eps) not in (int, float) or not 0 <= eps < math.inf:
-        return False
+    add, eps = added
     root = _reader(conv, add, "aten.rsqrt.default")  # x * rsqrt(…) (Qwen's), or x / sqrt(…) (Kimi's, Bailing's)
     divided = root is None
     if divided:
