@@ -724,6 +724,11 @@ def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout:
 
 #: the exit code of ncd's process when the model traced (torchview's time follows)
 TRACED = 3
+#: seconds the parent waits past a model's time limit before it kills the model's process: the alarm of the tool's own
+#: process (forked from it, in a group of its own) fires first, and the model's process then kills that group — the
+#: ``dot`` torchview started included (killed at once by the parent, that process's ``dot`` ran on, orphaned, for
+#: up to 20 minutes of CPU beside the run)
+GRACE = 15.0
 
 
 def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, determinism: bool,
@@ -763,7 +768,7 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
                 done = True
             elif not done and not process.is_alive() and not recv.poll():
                 done = True  # torchview died: no time to compare
-            elif not done and time.monotonic() - started > timeout:
+            elif not done and time.monotonic() - started > timeout + GRACE:
                 process.kill()
                 if result is None:
                     result = Result(entry.name, entry.kind, "timeout", f"more than {timeout:.0f} s")
