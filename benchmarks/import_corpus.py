@@ -62,13 +62,15 @@ from typing import Any
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the corpus's own modules beside this file
+#: ``benchmarks/``: the corpus's own modules beside this file (put on the path once, here)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 from corpus_report import _line_of, report, summary  # noqa: E402
 from corpus_shrink import COLLIDE, DEPTH, deepen, shrink  # noqa: E402
 
 BATCH, TOKENS = 2, 8
 #: a full run's results file (one JSON line per model; ``out/`` is not committed)
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "out", "import-corpus.jsonl")
+RESULTS = os.path.join(HERE, "..", "out", "import-corpus.jsonl")
 
 
 def n_params(model: nn.Module) -> int:
@@ -249,12 +251,11 @@ def repair_module() -> Any:
 
 
 def _beside(name: str) -> Any:
-    """The module ``name`` of ``benchmarks/`` (beside this file), which it puts on the path for that import."""
+    """The module ``name`` of ``benchmarks/`` (:data:`HERE`, put back on the path if something took it off)."""
     import importlib
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    if here not in sys.path:
-        sys.path.insert(0, here)
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
     return importlib.import_module(name)
 
 
