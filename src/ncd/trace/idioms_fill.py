@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node, refs
-from ncd.trace.registry import op_name
+from ncd.trace.registry import called
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
@@ -37,20 +37,16 @@ _SHAPE_LOGIC = frozenset({"aten.unsqueeze", "aten.expand", "aten.reshape", "aten
                           "aten.contiguous", "aten.squeeze", "aten.flatten", "aten.alias"})
 
 
-def _op(node: Any) -> str:
-    return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
-
-
 def _full_scatter(node: Node, ones: bool) -> bool:
     """``constant.scatter(d, topk(x, 1, d)[1], v)`` over an axis ``d`` of one entry, the index the constant's shape:
     every place is written, on every input (``ones``: no model input has an axis of one entry)."""
-    if _op(node) != "aten.scatter" or len(node.args) != 4 or node.kwargs or not isinstance(node.value, torch.Tensor):
+    if called(node) != "aten.scatter" or len(node.args) != 4 or node.kwargs or not isinstance(node.value, torch.Tensor):
         return False
     target, dim, index, value = node.args
     if not (isinstance(target, Node) and not target.live and isinstance(target.value, torch.Tensor)) \
             or isinstance(value, bool) or not isinstance(value, (int, float)) or not isinstance(dim, int):
         return False
-    if not (_op(index) == "operator.getitem" and index.args[1] == 1 and _op(index.args[0]) == "aten.topk"):
+    if not (called(index) == "operator.getitem" and index.args[1] == 1 and called(index.args[0]) == "aten.topk"):
         return False
     topk = index.args[0]
     source = topk.args[0]
@@ -80,10 +76,10 @@ def _mask_chain(conv: Converter, scatter: Node) -> tuple[set[int], list[Node]] |
         for user in conv.consumers.get(id(node), []):
             if id(user) in chain or user in ends:
                 continue
-            if _op(user) in _SHAPE_LOGIC and len(refs((user.args, user.kwargs))) == 1:
+            if called(user) in _SHAPE_LOGIC and len(refs((user.args, user.kwargs))) == 1:
                 chain.add(id(user))
                 todo.append(user)
-            elif _op(user) == "aten.masked_fill" and len(user.args) == 3 and user.args[1] is node \
+            elif called(user) == "aten.masked_fill" and len(user.args) == 3 and user.args[1] is node \
                     and isinstance(user.args[0], Node) and id(user.args[0]) not in chain and user.args[0].live \
                     and not (isinstance(user.args[2], Node)) and _keeps(user):
                 ends.append(user)

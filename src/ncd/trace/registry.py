@@ -19,7 +19,7 @@ from ncd.trace.naming import PRIME
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
 
-__all__ = ["LOG", "RULES", "Decline", "Rule", "apart", "hook", "op_name", "rule", "where"]
+__all__ = ["LOG", "RULES", "Decline", "Rule", "apart", "called", "hook", "op_name", "rule", "where"]
 
 #: Why each opaque box is opaque: at ``DEBUG`` level, one record per opaque box naming the operator, the module path
 #: and line, and each rule that declined (its reason) or raised (its error, with the traceback in a record of its own).
@@ -78,6 +78,12 @@ def op_name(target: Any) -> tuple[str, str]:
         _OPS_READ.append(target)
         return found
     return _op_name(target)
+
+
+def called(node: Any) -> str:
+    """The operator a recorded call runs (``"aten.add"``, :func:`op_name`'s first name); ``""`` for anything else (a
+    constant, a parameter, a number)."""
+    return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
 
 
 def _op_name(target: Any) -> tuple[str, str]:

@@ -26,16 +26,12 @@ import torch
 from ncd.ir.diagram import Box
 from ncd.prims.rotary import RotaryOp
 from ncd.trace.capture import Node
-from ncd.trace.convert import op_name
+from ncd.trace.registry import called
 
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
 
 __all__ = ["find_rotary", "emit_rotary", "rotary_table"]
-
-
-def _op(node: Any) -> str:
-    return op_name(node.target)[0] if isinstance(node, Node) and node.kind == "call" else ""
 
 
 def rotary_table(t: int, k: int, base: float, scale: float = 1.0,
@@ -51,18 +47,18 @@ def rotary_table(t: int, k: int, base: float, scale: float = 1.0,
 
 def _halves(cat: Any, x: Node, k: int) -> bool:
     """``cat([neg(x[..., k/2:]), x[..., :k/2]], -1)``."""
-    if _op(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)):
+    if called(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)):
         return False
     dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
     if len(cat.args[0]) != 2 or dim not in (-1, x.value.dim() - 1):
         return False
     neg, low = cat.args[0]
-    if _op(neg) != "aten.neg":
+    if called(neg) != "aten.neg":
         return False
     high = neg.args[0]
 
     def sliced(node: Any, start: int, stop: int) -> bool:
-        if _op(node) != "aten.slice" or node.args[0] is not x:
+        if called(node) != "aten.slice" or node.args[0] is not x:
             return False
         args = list(node.args[1:]) + [None] * 4
         d, a, b, step = args[0], args[1] or 0, args[2], args[3] or 1
@@ -144,10 +140,10 @@ def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
 
 
 def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, Table, bool] | None:
-    if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
+    if called(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return None
     for first, second in (add.args, add.args[::-1]):
-        if _op(first) != "aten.mul" or _op(second) != "aten.mul":
+        if called(first) != "aten.mul" or called(second) != "aten.mul":
             continue
         for x, cos in (first.args, first.args[::-1]):
             if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
@@ -201,7 +197,7 @@ def _laid_out(tables: list[Any], x: Node, width: int) -> list[torch.Tensor] | No
 
 def _strided(node: Any, x: Node, start: int) -> bool:
     """``node`` is ``x[..., start::2]`` (a slice of ``x``'s last axis, every other entry from ``start``)."""
-    if _op(node) != "aten.slice" or node.args[0] is not x:
+    if called(node) != "aten.slice" or node.args[0] is not x:
         return False
     args = list(node.args[1:]) + [None] * 4
     d, a, b, step = args[0], args[1] or 0, args[2], args[3] or 1
@@ -211,7 +207,7 @@ def _strided(node: Any, x: Node, start: int) -> bool:
 
 def _products(node: Any) -> tuple[Any, Any] | None:
     """The two factors of a product node, or None."""
-    if _op(node) != "aten.mul" or len(node.args) != 2:
+    if called(node) != "aten.mul" or len(node.args) != 2:
         return None
     return node.args[0], node.args[1]
 
@@ -221,12 +217,12 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     """``cat([x₁·cos − x₂·sin, x₂·cos + x₁·sin], -1)`` with ``x₁ = x[..., 0::2]``, ``x₂ = x[..., 1::2]`` and rotary half
     tables (the module's docstring): the products and their sum and difference (skipped), ``x``, ``x₁``, ``x₂`` and the
     tables' base and scale."""
-    if _op(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)) \
+    if called(cat) not in ("aten.cat", "aten.concat", "aten.concatenate") or not isinstance(cat.args[0], (list, tuple)) \
             or len(cat.args[0]) != 2 or not cat.value.is_floating_point() or cat.value.dim() < 2:
         return None
     dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
     difference, total = cat.args[0]
-    if dim not in (-1, cat.value.dim() - 1) or _op(difference) != "aten.sub" or _op(total) != "aten.add" \
+    if dim not in (-1, cat.value.dim() - 1) or called(difference) != "aten.sub" or called(total) != "aten.add" \
             or len(difference.args) != 2 or len(total.args) != 2 or difference.kwargs.get("alpha", 1) != 1 \
             or total.kwargs.get("alpha", 1) != 1:
         return None
@@ -245,7 +241,7 @@ def _match_interleaved(conv: Converter, cat: Node, read: list[Any]
     (x1, cos), (x2, sin), (y2, cos2), (y1, sin2) = ordered
     if x1 is not y1 or x2 is not y2 or cos is not cos2 or sin is not sin2 or x1 is x2:
         return None
-    x = x1.args[0] if _op(x1) == "aten.slice" else None
+    x = x1.args[0] if called(x1) == "aten.slice" else None
     if not (isinstance(x, Node) and x.live and _strided(x1, x, 0) and _strided(x2, x, 1)):
         return None
     k = int(x.value.shape[-1])
@@ -274,13 +270,13 @@ def find_rotary(conv: Converter) -> dict[int, tuple[Any, ...]]:
     found: dict[int, tuple[Any, ...]] = {}
     read: list[tuple[torch.Tensor, torch.Tensor, Table | None]] = []
     for node in conv.captured.nodes:
-        if node.kind == "call" and node.live and _op(node) == "aten.add":
+        if node.kind == "call" and node.live and called(node) == "aten.add":
             match = _match(conv, node, read)
             if match is not None:
                 members, x, table, between = match
                 conv.skip |= {id(m) for m in members}
                 found[id(node)] = (x, table, None, between)
-        elif node.kind == "call" and node.live and _op(node) in ("aten.cat", "aten.concat", "aten.concatenate"):
+        elif node.kind == "call" and node.live and called(node) in ("aten.cat", "aten.concat", "aten.concatenate"):
             pairs = _match_interleaved(conv, node, read)
             if pairs is not None:
                 members, x, x1, x2, table, between = pairs

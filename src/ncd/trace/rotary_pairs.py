@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ncd.trace.capture import Node
-from ncd.trace.rotary import Table, _closed, _laid_out, _op, _strided, _tables_read, emit_rotary
+from ncd.trace.registry import called
+from ncd.trace.rotary import Table, _closed, _laid_out, _strided, _tables_read, emit_rotary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,18 +46,18 @@ _FLATTENS = ("aten.flatten", "aten.view", "aten.reshape", "aten._unsafe_view")
 def _turned(node: Any, x: Node) -> tuple[Node, Node, list[Node]] | None:
     """``stack([-x[..., 1::2], x[..., 0::2]], -1)`` flattened over its last two axes: the even and odd slices and the
     calls of the turn (the flatten, the stack, the negation)."""
-    if _op(node) not in _FLATTENS or not isinstance(node.value, torch.Tensor) \
+    if called(node) not in _FLATTENS or not isinstance(node.value, torch.Tensor) \
             or tuple(node.value.shape) != tuple(x.value.shape):
         return None
     stack = node.args[0]
-    if _op(stack) != "aten.stack" or not isinstance(stack.args[0], (list, tuple)) or len(stack.args[0]) != 2:
+    if called(stack) != "aten.stack" or not isinstance(stack.args[0], (list, tuple)) or len(stack.args[0]) != 2:
         return None
     dim = stack.args[1] if len(stack.args) > 1 else stack.kwargs.get("dim", 0)
     k = int(x.value.shape[-1])
     if dim not in (-1, x.value.dim()) or tuple(stack.value.shape) != (*x.value.shape[:-1], k // 2, 2):
         return None  # (the flatten of (…, k/2, 2) to x's shape merges its last two axes, whatever call it is)
     neg, even = stack.args[0]
-    if _op(neg) != "aten.neg" or len(neg.args) != 1:
+    if called(neg) != "aten.neg" or len(neg.args) != 1:
         return None
     odd = neg.args[0]
     if not (_strided(even, x, 0) and _strided(odd, x, 1)):
@@ -72,10 +73,10 @@ def _pairwise(table: torch.Tensor) -> torch.Tensor | None:
 
 
 def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[Any, ...] | None:
-    if _op(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
+    if called(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
         return None
     for first, second in (add.args, add.args[::-1]):
-        if _op(first) != "aten.mul" or _op(second) != "aten.mul" or len(first.args) != 2 or len(second.args) != 2:
+        if called(first) != "aten.mul" or called(second) != "aten.mul" or len(first.args) != 2 or len(second.args) != 2:
             continue
         for x, cos in (first.args, first.args[::-1]):
             if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
@@ -115,7 +116,7 @@ def prepare(conv: Converter) -> dict[int, Callable[[Converter, Node], None]]:
     emitters: dict[int, Callable[[Converter, Node], None]] = {}
     read: list[Any] = []
     for node in conv.captured.nodes:
-        if node.kind == "call" and node.live and id(node) not in conv.skip and _op(node) == "aten.add":
+        if node.kind == "call" and node.live and id(node) not in conv.skip and called(node) == "aten.add":
             match = _match(conv, node, read)
             if match is not None:
                 members, x, even, odd, table, between = match
