@@ -54,6 +54,30 @@ def test_index_arithmetic_and_slices_of_index_tensors_keep_a_range() -> None:
     assert [int(r) for r in ranges] == [118, 59, 60]
 
 
+class PositionIds(nn.Module):
+    """RoBERTa's position ids: ``(cumsum(mask) + past_key_values_length) * mask + padding_idx``, both 0 here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(40, 4)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = ids.ne(1).int()
+        positions = (torch.cumsum(mask, dim=1).type_as(mask) + 0) * mask
+        return self.embed(positions.long() + 0 - 0) + self.embed(ids * 1), x + 0
+
+
+def test_integer_plus_zero_and_times_one_draw_no_box_and_float_plus_zero_keeps_its_box() -> None:
+    ids = torch.tensor([[2, 3, 1, 1], [4, 1, 5, 6]])
+    d = _fresh_round_trip(PositionIds(), ids, torch.randn(2, 3))
+    labels = [b.prim.label() for b in d.boxes() if b.prim.op == "arithmetic"]
+    assert labels == ["+ 0"]  # the float one: -0.0 + 0 is +0.0, not the identity
+    zeros = torch.tensor([[-0.0, 0.0, -0.0], [1.0, -0.0, 2.0]])
+    with torch.no_grad():
+        got, want = d.to_torch()(ids, zeros)[1], PositionIds()(ids, zeros)[1]
+    assert torch.equal(got.signbit(), want.signbit()) and not want.signbit().any()
+
+
 class EmptyAndShapeOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(x)  # a constant whatever x holds (recorded on the meta device without values before)

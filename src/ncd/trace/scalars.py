@@ -2,7 +2,8 @@
 
 ``x + 1``, ``1 - x``, ``3.0 / x``, ``2 ** x``, ``ids * 3 + 1``, ``ids // 2``, ``x.clamp(-2, 2)``, ``x * True``:
 each becomes an :class:`~ncd.prims.gather.ArithmeticOp` box whose result has the dtype torch gives it (an index
-segment's range follows by interval arithmetic).  Float sums and products that the plain rules of
+segment's range follows by interval arithmetic).  ``ids + 0``, ``ids - 0`` and ``ids * 1`` of an integer tensor are
+``ids`` itself: no box.  Float sums and products that the plain rules of
 :mod:`ncd.trace.idioms` draw as ``+`` and ``*c`` boxes keep those; this rule takes what they decline.
 """
 
@@ -138,7 +139,20 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
         raise Decline("not a tensor and a number")
     if tuple(x.value.shape) != tuple(node.value.shape):
         raise Decline("broadcast")
+    if _identity(x.value, node.value, op, c, reflected):
+        conv.bind(node, conv.value(x))
+        return
     conv.bind(node, _apply(conv, node, conv.value(x), op, c, reflected))
+
+
+def _identity(x: torch.Tensor, out: torch.Tensor, op: str, c: Any, reflected: bool) -> bool:
+    """Whether ``x op c`` is ``x`` itself, exactly: ``x + 0``, ``x - 0``, ``x * 1`` of an integer or boolean tensor
+    whose dtype the number does not change (RoBERTa's position ids ``… + past_key_values_length``, ``+ padding_idx``
+    when it is 0).  Integer sums and products are exact, so there is no box to draw.  Not on floats: ``-0.0 + 0``
+    is ``+0.0``."""
+    if out.dtype != x.dtype or x.is_floating_point() or x.is_complex() or type(c) not in (bool, int):
+        return False
+    return (op in ("+", "-") and c == 0 and not reflected) or (op == "*" and c == 1)
 
 
 def _with_fallback(first: Any) -> Any:
