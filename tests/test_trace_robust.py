@@ -78,6 +78,19 @@ def test_integer_plus_zero_and_times_one_draw_no_box_and_float_plus_zero_keeps_i
     assert torch.equal(got.signbit(), want.signbit()) and not want.signbit().any()
 
 
+class MaskedFill(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        low = torch.tensor(torch.finfo(x.dtype).min)  # (DeBERTa's XSoftmax: a number made in the forward)
+        return torch.softmax(x.masked_fill(mask, low).masked_fill(~mask, torch.tensor(-1e30)), -1)
+
+
+def test_the_extremes_of_a_float_type_are_labelled_by_name_and_big_numbers_in_four_digits() -> None:
+    mask = torch.tensor([[True, False, False], [False, True, False]])
+    d = round_trip(MaskedFill(), torch.randn(2, 3), mask)
+    labels = {b.prim.label() for b in d.boxes() if b.prim.op == "constant"}
+    assert {"min(float32)", "-1e+30"} <= labels  # not 39 and 31 digits
+
+
 class EmptyAndShapeOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(x)  # a constant whatever x holds (recorded on the meta device without values before)

@@ -164,10 +164,22 @@ class ConstantOp(Primitive):
         return (self.name.rsplit(".", 1)[-1] if self.name else "const") or "const"
 
 
+#: the largest finite number of each float type by its name (``torch.finfo(torch.float32).min``, a masked fill's value,
+#: is ``min(float32)``, not a 39-digit integer); float16's, 65504, reads as itself
+EXTREMES = {3.3895313892515355e38: "bfloat16", 3.4028234663852886e38: "float32", 1.7976931348623157e308: "float64"}
+
+
 def _number(value: float) -> str:
+    """A number box's label: an integer as its digits, the extremes of a float type by name, others to 4 digits.
+
+    >>> _number(-3.4028234663852886e38), _number(1e30), _number(-1e9), _number(0.125), _number(float("-inf"))
+    ('min(float32)', '1e+30', '-1000000000', '0.125', '-∞')
+    """
     if math.isinf(value):
         return "-∞" if value < 0 else "∞"
-    return repr(int(value)) if float(value).is_integer() else f"{value:.4g}"
+    if abs(value) in EXTREMES:
+        return f"{'min' if value < 0 else 'max'}({EXTREMES[abs(value)]})"
+    return repr(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:.4g}"
 
 
 @dataclass(frozen=True)
