@@ -286,6 +286,40 @@ def test_clamp_by_tensors_and_sliding_windows_are_boxes_that_round_trip() -> Non
     ops = _ops(d)
     assert ops.count("extremum") == 3 and ops.count("conv_tensor") == 2
 
+
+class Clippable(nn.Module):
+    """Gemma 4's ClippableLinear: clamps by one-entry buffers, ``±inf`` until a checkpoint sets them (``finite``: set),
+    and near misses that bound: ``-inf`` above, a parameter of ``-inf`` below."""
+
+    def __init__(self, finite: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        inf = torch.tensor(float("inf"))
+        self.register_buffer("input_min", torch.tensor(-0.5) if finite else -inf)
+        self.register_buffer("input_max", torch.tensor(0.5) if finite else inf)
+        self.register_buffer("output_min", -inf)
+        self.register_buffer("output_max", inf)
+        self.floor = nn.Parameter(-inf.clone())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = torch.clamp(self.linear(torch.clamp(x, self.input_min, self.input_max)), self.output_min, self.output_max)
+        return y, x.clamp(max=self.output_min), torch.clamp(x, min=self.floor)
+
+
+def test_clamps_by_constant_infinities_are_no_boxes() -> None:
+    torch.manual_seed(0)
+    for finite, extrema in ((False, 2), (True, 4)):  # the near misses' 2 stay; the set buffers' 2 too
+        model = Clippable(finite)
+        x = torch.randn(2, 5, 4) * 3
+        d = _fresh_round_trip(model, x)
+        assert d.opaque_count == 0, d.opaque
+        assert _ops(d).count("extremum") == extrema
+        module = d.to_torch()
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        sum(t.sum() for t in model(xs[0])).backward()
+        sum(t.sum() for t in module(xs[1])).backward()
+        torch.testing.assert_close(xs[1].grad, xs[0].grad)
+
 class RelativeShift(nn.Module):
     """Funnel's relative attention: einsums of a live query with positional tensors computed from constants and
     parameters (no operand of some einsums is live)."""

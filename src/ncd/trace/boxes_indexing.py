@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ncd.ir.axes import Segment, Type
@@ -276,6 +278,17 @@ def _arg_extreme(conv: Converter, node: Node, largest: bool) -> None:
     conv.bind(node, conv.view(at, names, tuple(int(s) for s in node.value.shape)))
 
 
+def _unbounding(conv: Converter, bound: Node, smaller: bool) -> bool:
+    """Whether ``bound`` is a constant (no input's, no parameter's: a buffer, a number tensor) of one entry, ``-inf``
+    as the lower bound of a clamp or ``inf`` as its upper (``smaller``): no value passes it, so the clamp does not
+    have it (Gemma 4's ``ClippableLinear`` holds ``±inf`` buffers until a checkpoint sets them).  The constant is
+    the diagram's, as a ``Constant`` box's is: the exact identity for every input, whatever its values."""
+    value = bound.value
+    if bound.live or conv.learned(bound) or value.numel() != 1 or value.device.type == "meta":
+        return False
+    return bool(value.reshape(()).item() == (math.inf if smaller else -math.inf))
+
+
 def _hook_clamp() -> None:
     """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
     ``x`` and ``min``, then the smaller of that and ``max``."""
@@ -297,6 +310,9 @@ def _hook_clamp() -> None:
         if not (isinstance(x, Node) and x.live and node.value.is_floating_point()) or any(
                 v.value.dtype != node.value.dtype for v in tensors):
             raise Decline("not float tensors of one dtype")
+        if tuple(x.value.shape) == tuple(node.value.shape):  # a constant bound of -inf below or inf above: no bound
+            bounds = [(smaller, v) for smaller, v in bounds if not _unbounding(conv, v, smaller)]
+            tensors = [x] + [v for _, v in bounds]
         names = out_names(conv, node, tensors)
         shape = tuple(int(s) for s in node.value.shape)
         vid = operand(conv, x, names, shape)
