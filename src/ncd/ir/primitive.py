@@ -36,6 +36,10 @@ class Primitive:
     learned: ClassVar[bool] = False
     #: Whether the lowered function broadcasts missing leading axes of its inputs (like ``+``).
     broadcasts: ClassVar[bool] = True
+    #: Whether the lowering is torch's entrywise broadcasting of its operands (``a + b``, ``torch.where(c, a, b)``), so an
+    #: operand without axes stays a 0-dim tensor when the others are woven: torch's type promotion sets 0-dim tensors
+    #: apart (a float32 number added to float16 values gives float16), and unsqueezed to ``(1, 1)`` it would not be.
+    zero_dim_operands: ClassVar[bool] = False
     #: Which woven layouts the lowering handles in place (``ncd.ir.weaving``); others move woven axes to the front.
     weave_policy: ClassVar[weaving.WeavePolicy] = weaving.never
     #: Whether one tensor may carry two wires of the same name (an einsum's diagonal ``a a -> a``); else refused.

@@ -45,6 +45,7 @@ class Entrywise(Primitive):
 
     kind: ClassVar[Kind] = "nonlinear"
     weave_policy = weaving.same_layouts
+    zero_dim_operands = True
 
     def signature(self) -> tuple[Type, Type]:
         return Type(self.operands), Type((self.result,))

@@ -235,6 +235,7 @@ class MultiplyOp(Primitive):
 
     op: ClassVar[str] = "multiply"
     weave_policy = weaving.same_layouts
+    zero_dim_operands = True
     family: ClassVar[str] = "elementwise"
     kind: ClassVar[Kind] = "multilinear"
 

@@ -79,6 +79,7 @@ class IndexArithmeticOp(Primitive):
     family: ClassVar[str] = "opaque"
     kind: ClassVar[Kind] = "nonlinear"
     weave_policy = weaving.same_layouts
+    zero_dim_operands = True
 
     def __post_init__(self) -> None:
         if self.operator not in CALLS:

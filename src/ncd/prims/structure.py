@@ -111,6 +111,7 @@ class AddOp(Primitive):
 
     op: ClassVar[str] = "add"
     weave_policy = weaving.same_layouts
+    zero_dim_operands = True
     family: ClassVar[str] = "structure"
     kind: ClassVar[Kind] = "linear"
 

@@ -267,7 +267,11 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
         begin = len(em.function.ops)
         moved: list[Value] = []
         unsqueezed = False
+        kept = _zero_dim_kept(inner, woven)
         for j, (v, seg) in enumerate(zip(values, inner.dom)):
+            if j in kept:  # a 0-dim operand of an entrywise box: broadcast (and promoted) by torch as it is
+                moved.append(Value(v.var, seg.axes, seg.dtype))
+                continue
             layout = _markers(len(seg), [w.dom_pos[j] for w in woven])
             carried = [w for w in range(len(woven)) if woven[w].dom_pos[j] is not None]
             var = v.var
@@ -336,6 +340,17 @@ class Codegen(Interpreter[Value, "ClassEmitter"]):
             return self._bind_outputs(inner, em, entry.fn(ctx), front_cod)
         finally:
             em.current = None
+
+
+def _zero_dim_kept(inner: Diagram, woven: tuple[Woven, ...]) -> frozenset[int]:
+    """The operands of ``inner`` lowered as they are, 0-dim: those with no axes of their own and none woven, of a box
+    whose lowering broadcasts (:attr:`~ncd.ir.primitive.Primitive.zero_dim_operands`), when another operand has axes
+    (a float32 number added to float16 values keeps them float16, as in the model; unsqueezed it would widen them)."""
+    if not isinstance(inner, Box) or not type(inner.prim).zero_dim_operands:
+        return frozenset()
+    bare = frozenset(j for j, seg in enumerate(inner.dom)
+                     if not seg.axes and all(w.dom_pos[j] is None for w in woven))
+    return bare if len(bare) < len(inner.dom) else frozenset()
 
 
 def _markers(n_own: int, positions: list[int | None]) -> list[tuple[str, int]]:

@@ -78,6 +78,7 @@ def _integer_select(conv: Converter, node: Node, cond: Node, a: Any, b: Any) -> 
     flags.append(conv.apply(Box(LogicOp("not")), [flags[0]]))
     condition = Segment((), "bool")
     terms: list[int] = []
+    kinds: list[torch.Tensor] = []  # each term as the lowered module holds it: its dtype, 0-dim when it has no wires
     for v, flag in zip(branches, flags):
         if isinstance(v, Node):
             vid = operand(conv, v, names, shape)
@@ -86,11 +87,15 @@ def _integer_select(conv: Converter, node: Node, cond: Node, a: Any, b: Any) -> 
                 raise Decline("a branch without a known range")
             scalar = Segment((), "index", seg.range)
             terms.append(conv.apply(Box(IndexArithmeticOp("*", scalar, condition, scalar)), [vid, flag]))
+            kinds.append(torch.empty((1,) * bool(conv.segs[terms[-1]].axes), dtype=v.value.dtype))
         elif v:
             written = Segment((), "index", sympy.Integer(abs(v) + 1))
             terms.append(conv.apply(Box(ArithmeticOp("*", v, condition, written)), [flag]))
+            kinds.append(torch.empty((1,) * bool(conv.segs[terms[-1]].axes), dtype=torch.int64))
     if not terms:
         raise Decline("zero on both branches")
+    if len(kinds) == 2 and torch.result_type(*kinds) != node.value.dtype:  # (a 0-dim term does not promote the other)
+        raise Decline("the terms' sum promotes otherwise than torch's where")
     out = terms[0]
     if len(terms) == 2:
         left, right = (Segment((), "index", conv.segs[t].range) for t in terms)
@@ -109,12 +114,15 @@ def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]],
     """``box`` (scalar domains) on ``operands`` broadcast by position as torch does, its wires in the output's order
     (``box`` may be made from the operands' converted segments)."""
     from ncd.trace.idioms import cross_back, operand, out_names
+    from ncd.trace.idioms_arithmetic import promotes_alike
 
     if not any(isinstance(v, Node) and v.live for v in operands):
         raise Decline("nothing live")
     names = out_names(conv, node, operands)
     shape = tuple(int(s) for s in node.value.shape)
-    vids = [operand(conv, v, names, shape) for v in operands]
+    vids = [operand(conv, v, names, shape, node.value.dtype) for v in operands]
+    if not promotes_alike(conv, node, operands, vids):
+        raise Decline("a tensor of size-1 dims promoting the result, lowered as a 0-dim one would not")
     if not isinstance(box, Box):
         box = box([conv.segs[v] for v in vids])
     conv.bind(node, cross_back(conv, conv.apply(box, vids), names))  # woven in the condition's order: crossed back

@@ -34,7 +34,7 @@ from ncd.trace.naming import PRIME, kept_units, noted, unique
 from ncd.trace.shapes import factor_of
 
 __all__ = ["softmax", "UNARY", "unary", "power", "SYMBOLIZED", "size_constant", "count_of", "written",
-           "operand", "out_names", "arithmetic", "bind_product", "cross_back", "reduce"]
+           "operand", "number_tensor", "promotes_alike", "out_names", "arithmetic", "bind_product", "cross_back", "reduce"]
 
 
 @rule("aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.special_softmax")
@@ -219,9 +219,35 @@ def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence
     return conv.apply(Box(ScaleOp(expr)), [vid])
 
 
-def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[int, ...]) -> int:
-    """An operand of a broadcasting op, with wires named like the output's (size-1 wires dropped)."""
-    tensor = value.value if isinstance(value, Node) else torch.as_tensor(value)
+def number_tensor(value: Any, result: torch.dtype | None = None) -> torch.Tensor:
+    """A Python number as the 0-dim tensor an operand holds: torch's own (``as_tensor``: int64, bool, the default
+    float type), but a float in float64 when the result is float64 (``x + 0.1`` of float64 ``x`` adds the double
+    0.1, not its float32 rounding).  Kept 0-dim when lowered (:attr:`~ncd.ir.primitive.Primitive.zero_dim_operands`),
+    it promotes and rounds as the number does: float16 ``x + 0.1`` is float16, computed with float32's 0.1."""
+    if isinstance(value, float) and result == torch.float64:
+        return torch.tensor(value, dtype=torch.float64)
+    return torch.as_tensor(value)
+
+
+def promotes_alike(conv: Converter, node: Node, operands: Sequence[Any], vids: Sequence[int]) -> bool:
+    """Whether the lowered operation's type promotion gives ``node``'s dtype: an operand whose wires are all dropped
+    (:func:`operand`) is lowered as a 0-dim tensor, which torch promotes otherwise than the tensor of size-1 dims it
+    was in the model (int32 values plus an int64 tensor of shape (1,) are int64; plus an int64 0-dim tensor, int32).
+    The last two operands are the ones promoted (``torch.where(c, a, b)``: ``a`` and ``b``)."""
+    reps = []
+    for value, vid in zip(operands[-2:], vids[-2:]):
+        tensor = value.value if isinstance(value, Node) else number_tensor(value, node.value.dtype)
+        if not isinstance(tensor, torch.Tensor):
+            return False
+        reps.append(torch.empty((1,) * bool(conv.segs[vid].axes), dtype=tensor.dtype))
+    return len(reps) < 2 or torch.result_type(reps[0], reps[1]) == node.value.dtype
+
+
+def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[int, ...],
+            result: torch.dtype | None = None) -> int:
+    """An operand of a broadcasting op, with wires named like the output's (size-1 wires dropped); a number is held
+    as :func:`number_tensor` makes it for an operation whose result has the type ``result``."""
+    tensor = value.value if isinstance(value, Node) else number_tensor(value, result)
     shape = tuple(int(s) for s in tensor.shape)
     tail = out_names[len(out_names) - len(shape):] if shape else []
     out_tail = out_shape[len(out_shape) - len(shape):] if shape else ()
@@ -348,8 +374,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
         raise Decline("division by a tensor")
     names = out_names(conv, node, [a, b])
     shape = _shape(node)
-    va = operand(conv, a, names, shape)
-    vb = operand(conv, b, names, shape)
+    va = operand(conv, a, names, shape, node.value.dtype)
+    vb = operand(conv, b, names, shape, node.value.dtype)
     if name == "sub" or alpha != 1:
         factor = (-1.0 if name == "sub" else 1.0) * float(alpha)  # (baddbmm's alpha: bloom's 1/√k)
         vb = _scale(conv, vb, factor, conv.names(vb) if not written(factor) else ())

@@ -100,6 +100,19 @@ def _apply(conv: Converter, node: Node, vid: int, op: str, c: Any, reflected: bo
     return conv.apply(Box(ArithmeticOp(op, c, source, target, reflected)), [vid])
 
 
+def _held_alike(node: Node, packet: str, x: Node, c: bool | int | float, first: bool) -> None:
+    """Decline a number held in a 0-dim tensor (:func:`_number`) where the box's Python number would compute otherwise:
+    a result of another type (an int32 ``x ** torch.tensor(2.5, dtype=float16)`` is float16, ``x ** 2.5`` float32), a
+    power (a tensor exponent is another kernel: bfloat16 ``x ** torch.tensor(3)`` rounds otherwise than ``x ** 3``), or
+    a tensor before ``x`` of another type (``torch.tensor(0.1) * x`` of float16 ``x`` rounds 0.1 to float16 first)."""
+    held = [v for v in node.args[:2] if isinstance(v, Node) and not v.live and isinstance(v.value, torch.Tensor)]
+    if not held:
+        return
+    if packet in ("pow", "reciprocal") or torch.result_type(x.value, c) != node.value.dtype \
+            or first and held[0].value.dtype != x.value.dtype:
+        raise Decline("a 0-dim tensor the number would not stand for")
+
+
 def scalar_arithmetic(conv: Converter, node: Node) -> None:
     """One live tensor and one Python number: an arithmetic box (or two, for ``clamp``)."""
     packet = node.target.name().split("::")[1].split(".")[0]
@@ -137,6 +150,7 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
     alpha = node.kwargs.get("alpha", args[2] if packet in ("add", "sub", "rsub") and len(args) > 2 else 1)
     if c is None or not idioms._live(x) or not isinstance(x.value, torch.Tensor) or x.value.is_complex() or alpha != 1:
         raise Decline("not a tensor and a number")
+    _held_alike(node, packet, x, c, args[0] is not x)
     if tuple(x.value.shape) != tuple(node.value.shape):
         raise Decline("broadcast")
     if _identity(x.value, node.value, op, c, reflected):
