@@ -304,6 +304,9 @@ def reshape(conv: Converter, node: Node) -> None:
     source = node.args[0]
     if not _live(source):
         raise Decline("not live")
+    if getattr(node.value, "dtype", None) != getattr(source.value, "dtype", None):  # x.view(torch.int32): the bits
+        # read as another type, not a reshape
+        raise Decline("a view as another dtype")
     vid = conv.value(source)
     consumers = conv.consumers.get(id(node), [])
     if len(consumers) == 1 and _fused_input(conv, consumers[0]) is source:
