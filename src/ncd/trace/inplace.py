@@ -27,6 +27,21 @@ def _forget(nodes: list[Node]) -> None:
         n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
 
 
+def widened(functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """What the functional form of an in-place write computes when it is wider than the written tensor, else ``None``:
+    ``h.add_(x)`` of a float16 ``h`` and a float32 ``x`` is ``add(h, x)`` in float32, rounded to float16 as it is
+    written (recorded as the functional call and a cast back, not as a float32 result).  Run before the write."""
+    mutated = args[0]
+    if not any(isinstance(a, torch.Tensor) and a.dtype != mutated.dtype for a in (*args[1:], *kwargs.values())):
+        return None
+    try:
+        with torch._C._DisablePythonDispatcher():
+            wide = functional(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - no such functional call (devices, overloads): recorded as before
+        return None
+    return wide if isinstance(wide, torch.Tensor) and wide.dtype != mutated.dtype else None
+
+
 class InPlace:
     """The recorder's methods for in-place writes (mixed into :class:`ncd.trace.recording._Recording`)."""
 
@@ -242,13 +257,15 @@ class InPlace:
             out = func(*args, **kwargs)
             new = self.written(src, out)
         else:
+            wide = widened(functional, args, kwargs)
             out = func(*args, **kwargs)
             live = any(r.live for r in refs((arg_refs, kwarg_refs)))
             new = out  # the view written, as the model holds it: a later write into its memory makes :meth:`freeze`
             # keep its recorded value (a copy then, where one is needed; longformer: none of its two 8 MB ``+=``)
             k = self.counts[packet] = self.counts.get(packet, 0) + 1
-            self.add(Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
-                          live=live, line=user_line() if live else ""), new)
+            node = Node(f"{packet}_{k}", "call", functional, arg_refs, kwarg_refs, value=new, stack=tuple(self.stack),
+                        live=live, line=user_line() if live else "")
+            self.add(self.cast_back(node, wide, new), new)
         self.by_id[id(out)] = self.by_id[id(new)]
         if base is not None and found is not None and old is not None and root is not None:
             start = len(self.nodes)  # the nodes recorded for the write from here on (:meth:`release`)
@@ -278,6 +295,17 @@ class InPlace:
                     self.by_id[id(t)] = self.by_id[id(base)]
         self.retire(stale, base if base is not None else (mutated if root is None else None), before)
         return out
+
+    def cast_back(self, node: Node, wide: torch.Tensor | None, out: torch.Tensor) -> Node:
+        """``node`` (an in-place write recorded as its functional call); with ``wide`` (:func:`widened`): ``node`` recorded
+        with that wider value, and the node returned a cast of it to the written tensor's dtype, whose value is ``out``."""
+        if wide is None:
+            return node
+        node.value = wide
+        self.add(node, wide)
+        k = self.counts["_to_copy"] = self.counts.get("_to_copy", 0) + 1
+        return Node(f"_to_copy_{k}", "call", torch.ops.aten._to_copy.default, (node,), {"dtype": out.dtype}, value=out,
+                    stack=node.stack, live=node.live, line=node.line)
 
     def release(self, old: torch.Tensor, start: int) -> None:
         """Free the memory of ``old``, a copy of the recorder's own that a write through a view just replaced (the

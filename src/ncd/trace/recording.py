@@ -16,7 +16,7 @@ import torch
 
 from ncd.trace.aliases import Aliases, holds_transformed
 from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, refs, user_line
-from ncd.trace.inplace import InPlace
+from ncd.trace.inplace import InPlace, widened
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.reads import _asserted
@@ -420,6 +420,7 @@ class _Recording(Aliases, InPlace):
         if live and packet == "as_strided" and not self.meta:
             with torch._C._DisablePythonDispatcher():  # (its own operations as C++ kernels, as for a write)
                 return self.strided(func, args, kwargs)
+        wide = widened(target, *real_args) if target is not func else None  # h16.add_(x32): computed in float32
         first = args[0] if args else None
         if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
             with torch._C._DisablePythonDispatcher():  # (copies to meta through Python cost 30x more)
@@ -457,6 +458,7 @@ class _Recording(Aliases, InPlace):
         node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
                     line=user_line() if live else "", guard=guard)
         if isinstance(out, torch.Tensor):
+            node = self.cast_back(node, wide, value)
             self.add(node, out)
             if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
                 node.value = value.clone()
