@@ -25,13 +25,16 @@ from ncd.render.typeset import typeset_text
 __all__ = ["Framing", "framed", "framing", "no_collector"]
 
 
-def framed(ctx: LayoutContext, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None) -> Frag:
+def framed(ctx: LayoutContext, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None,
+           mask_in: tuple[bool, ...] | None = None, mask_out: tuple[bool, ...] | None = None) -> Frag:
     """``body`` with its wire labels in a gap at each end and boundary ports: a whole drawing, or one row of a
-    page (``note_in``/``note_out``: the notes of the gaps, see :meth:`LayoutContext.gap`)."""
+    page (``note_in``/``note_out``: the notes of the gaps, see :meth:`LayoutContext.gap`; ``mask_in``/``mask_out``:
+    per wire, whether its label is drawn at that end — every wire's when ``None``)."""
     frag = Frag(0.0, body.top, body.bottom, body.ins, body.outs)
     labels = ctx.style.labels != "none"
-    left, lw = ctx.gap(body.ins, body.ins, dom, labels, note=note_in)
-    right, rw = ctx.gap(body.outs, body.outs, cod, labels, note=note_out)
+    left, lw = ctx.gap(body.ins, body.ins, dom, (mask_in if labels and mask_in is not None else labels), note=note_in)
+    right, rw = ctx.gap(body.outs, body.outs, cod, (mask_out if labels and mask_out is not None else labels),
+                        note=note_out)
     frag.place(left, 0.0, 0.0)
     frag.place(body, lw, 0.0)
     frag.place(right, lw + body.w, 0.0)

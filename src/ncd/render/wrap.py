@@ -40,6 +40,7 @@ from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
 from ncd.render.model import Drawing, Text
 from ncd.render.style import PAGES
 from ncd.render.typeset import Piece, symbol_pieces, typeset_text
+from ncd.render.wires import _passes, _width
 
 if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
@@ -351,8 +352,9 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
     rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
     indent = ARROW_RUN + 4.0
+    masks = _row_masks(rows) if ctx.style.labels == "all" else [(None, None)] * len(rows)
     for k, groups in enumerate(rows):
-        frag = _with_frame(ctx, section, lambda groups=groups: _row(ctx, groups))  # type: ignore[misc]
+        frag = _with_frame(ctx, section, lambda groups=groups, k=k: _row(ctx, groups, *masks[k]))  # type: ignore[misc]
         x0 = indent if k > 0 else 0.0
         dy = y - frag.top + (0.6 * p if k else 0.0)
         page.place(frag, x0, dy)
@@ -428,12 +430,56 @@ def _pack(ctx: Layout, groups: Sequence[Group], target: float) -> list[list[Grou
     return rows
 
 
-def _row(ctx: Layout, groups: Sequence[Group]) -> Frag:
-    """One row: its columns in sequence, with the wire labels at both ends and boundary ports."""
+def _row(ctx: Layout, groups: Sequence[Group], mask_in: tuple[bool, ...] | None = None,
+         mask_out: tuple[bool, ...] | None = None) -> Frag:
+    """One row: its columns in sequence, with the wire labels at both ends (those of :func:`_row_masks`) and
+    boundary ports."""
     from ncd.render.layout import framed
 
     first, last = groups[0][0], groups[-1][0]
-    return framed(ctx, ctx.seq_groups(groups), first.dom, last.cod, ctx.note("before", first), ctx.note("after", last))
+    return framed(ctx, ctx.seq_groups(groups), first.dom, last.cod, ctx.note("before", first), ctx.note("after", last),
+                  mask_in, mask_out)
+
+
+def _row_passes(groups: Sequence[Group]) -> dict[int, int]:
+    """The wires that run through a whole row untouched: each one's position among the row's input wires → its
+    position among its output wires (:func:`~ncd.render.wires._passes` of each column, chained)."""
+    found: dict[int, int] | None = None
+    for node, count in groups:
+        step = _passes(node)
+        for _ in range(count):
+            found = dict(step) if found is None else {a: step[b] for a, b in found.items() if b in step}
+            if not found:
+                return {}
+    return found or {}
+
+
+def _row_masks(rows: Sequence[Sequence[Group]]) -> list[tuple[tuple[bool, ...] | None, tuple[bool, ...] | None]]:
+    """Which wires each row of a section labels at its two ends, as the paper labels a wire: where it comes in,
+    where a box makes or takes it, where the section ends — not again on every row it runs through untouched.
+
+    A wire that a row lets through untouched is not labelled where it leaves the row (its label where it came in,
+    or the last one before, is on the same wire); one that the row before let through too is not labelled where it
+    comes in either: a bundle passing several rows is labelled once, on the first, and again where a box takes it
+    (that gap labels it) or at the section's end.  ``None``: every wire labelled."""
+    passes = [_row_passes(groups) for groups in rows]
+    out: list[tuple[tuple[bool, ...] | None, tuple[bool, ...] | None]] = []
+    for k, groups in enumerate(rows):
+        through = passes[k]
+        mask_in: tuple[bool, ...] | None = None
+        mask_out: tuple[bool, ...] | None = None
+        if through and k > 0:
+            before = set(passes[k - 1].values())  # the wires the row before let through, by position here
+            if before:
+                n = _width(groups[0][0].dom)
+                mask_in = tuple(not (j in through and j in before) for j in range(n))
+        if through and k < len(rows) - 1:
+            n = _width(groups[-1][0].cod)
+            kept = set(through.values())
+            mask_out = tuple(j not in kept for j in range(n))
+        out.append((None if mask_in is None or all(mask_in) else mask_in,
+                    None if mask_out is None or all(mask_out) else mask_out))
+    return out
 
 
 def _lay_header(ctx: Layout, block: Block, path: list[str], page: Frag, y: float, Frag: type[Frag],
