@@ -287,6 +287,28 @@ def test_clamp_by_tensors_and_sliding_windows_are_boxes_that_round_trip() -> Non
     assert ops.count("extremum") == 3 and ops.count("conv_tensor") == 2
 
 
+class OpenClamps(nn.Module):
+    """Mamba 2's ``clamp(dt, dt_min, inf)``; clamps by numbers bounding nothing (``-inf`` below, ``inf`` above) and a
+    near miss bounding everything (``-inf`` above)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inf = float("inf")
+        return x.clamp(0.5, inf), torch.clamp(x, min=-inf), x.clamp_max(inf), x.clamp_min(-inf) * 2, x.clamp(max=-inf)
+
+
+def test_clamps_by_infinite_numbers_are_no_boxes() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4) * 3
+    d = _fresh_round_trip(OpenClamps(), x)
+    assert d.opaque_count == 0, d.opaque
+    labels = sorted(b.prim.label() for b in d.boxes() if b.prim.op == "arithmetic")
+    assert labels == ["max(·, 0.5)", "min(·, -inf)"], labels
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    sum(t.sum() for t in OpenClamps()(xs[0])[:4]).backward()
+    sum(t.sum() for t in d.to_torch()(xs[1])[:4]).backward()
+    torch.testing.assert_close(xs[1].grad, xs[0].grad)
+
+
 class Clippable(nn.Module):
     """Gemma 4's ClippableLinear: clamps by one-entry buffers, ``±inf`` until a checkpoint sets them (``finite``: set),
     and near misses that bound: ``-inf`` above, a parameter of ``-inf`` below."""

@@ -9,6 +9,7 @@ segment's range follows by interval arithmetic).  ``ids + 0``, ``ids - 0`` and `
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sympy
@@ -127,7 +128,7 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
             raise Decline("clamp by tensors")
         vid = conv.value(x)
         steps = [("max", _number(lo)), ("min", _number(hi))]
-        steps = [(o, v) for o, v in steps if v is not None]
+        steps = [(o, v) for o, v in steps if v is not None and not _unbounded(x.value, node.value, o, v)]
         for k, (o, v) in enumerate(steps):
             vid = _apply(conv, node, vid, o, v, False, last=k == len(steps) - 1)
         conv.bind(node, vid)
@@ -153,7 +154,7 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
     _held_alike(node, packet, x, c, args[0] is not x)
     if tuple(x.value.shape) != tuple(node.value.shape):
         raise Decline("broadcast")
-    if _identity(x.value, node.value, op, c, reflected):
+    if _identity(x.value, node.value, op, c, reflected) or _unbounded(x.value, node.value, op, c):
         conv.bind(node, conv.value(x))
         return
     conv.bind(node, _apply(conv, node, conv.value(x), op, c, reflected))
@@ -167,6 +168,14 @@ def _identity(x: torch.Tensor, out: torch.Tensor, op: str, c: Any, reflected: bo
     if out.dtype != x.dtype or x.is_floating_point() or x.is_complex() or type(c) not in (bool, int):
         return False
     return (op in ("+", "-") and c == 0 and not reflected) or (op == "*" and c == 1)
+
+
+def _unbounded(x: torch.Tensor, out: torch.Tensor, op: str, c: Any) -> bool:
+    """Whether ``op`` with ``c`` bounds no value of ``x``: ``max(x, -inf)`` and ``min(x, inf)`` of floats of the result's
+    dtype are ``x`` for every ``x`` (Mamba 2's ``clamp(dt, dt_min, inf)``), so there is no box to draw."""
+    if out.dtype != x.dtype or not x.is_floating_point() or type(c) is not float:
+        return False
+    return (op == "max" and c == -math.inf) or (op == "min" and c == math.inf)
 
 
 def _with_fallback(first: Any) -> Any:
