@@ -101,3 +101,68 @@ def test_integers_read_at_positions_are_gathers() -> None:
     d = round_trip(model, bbox, torch.tensor([3, 0, 0]), fresh=(fresh, torch.tensor([1, 2, 3])))
     assert d.opaque_count == 0
     assert [b.prim.op for b in d.boxes()].count("gather") == 2
+
+
+def t5_bucket(relative: torch.Tensor, buckets: int = 32, distance: int = 128, exact_plus: int = 0) -> torch.Tensor:
+    """T5's bidirectional ``_relative_position_bucket`` as transformers writes it (LayoutLMv3's, UDOP's): the sum
+    started from the number 0 (``exact_plus``: one number off, which is not T5's bucket)."""
+    ret = 0
+    buckets //= 2
+    ret += (relative > 0).long() * buckets
+    n = torch.abs(relative)
+    exact = buckets // 2
+    is_small = n < exact + exact_plus
+    large = exact + (torch.log(n.float() / exact) / math.log(distance / exact) * (buckets - exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, buckets - 1))
+    ret += torch.where(is_small, n, large)
+    return ret  # type: ignore[return-value]
+
+
+class T5Buckets(nn.Module):
+    """LayoutLMv3's 1-D and 2-D relative-position biases: buckets of positions and of box coordinates read from the
+    input, the bias tables read at them."""
+
+    def __init__(self, exact_plus: int = 0) -> None:
+        super().__init__()
+        self.exact_plus = exact_plus
+        self.bias = nn.Linear(32, 2, bias=False)
+        self.bias_x = nn.Linear(64, 2, bias=False)
+
+    def forward(self, positions: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        near = t5_bucket(positions.unsqueeze(-2) - positions.unsqueeze(-1), exact_plus=self.exact_plus)
+        far = t5_bucket(coords.unsqueeze(-2) - coords.unsqueeze(-1), 64, 256, exact_plus=self.exact_plus)
+        return self.bias.weight.t()[near] + 0, self.bias_x.weight.t()[far] + 0
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32])
+def test_t5_buckets_over_the_input_are_one_box_each(dtype: torch.dtype) -> None:
+    """Each bucketing (sixteen recorded calls, some thirty boxes) is one ``bucket`` box ranged by the bucket count, so
+    the bias tables are gathers (the 2-D ones were opaque: box coordinates range past the table); the lowered module
+    equals the model exactly on near and far distances (the logarithmic buckets, the last one past max_distance)."""
+    torch.manual_seed(0)
+    model = T5Buckets()
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 2, 1, 3, 5, 4]], dtype=dtype)
+    coords = torch.tensor([[0, 40, 300, 7, 90, 1000], [500, 3, 250, 17, 0, 64]], dtype=dtype)
+    fresh = (torch.tensor([[0, 9, 40, 130, 300, 2], [7, 0, 200, 3, 1, 500]], dtype=dtype),
+             torch.tensor([[1000, 0, 3, 999, 128, 600], [5, 700, 250, 17, 900, 64]], dtype=dtype))
+    d = round_trip(model, positions, coords, fresh=fresh)
+    assert d.opaque_count == 0
+    ops = [b.prim.op for b in d.boxes()]
+    assert ops.count("bucket") == 2 and ops.count("gather") == 2
+    assert "index_unary" not in ops and "cast" not in ops and "where" not in ops
+    with torch.no_grad():
+        for args in ((positions, coords), fresh):
+            for got, want in zip(d.to_torch()(*args), model(*args)):
+                assert torch.equal(got, want)
+    assert sorted(str(b.cod) for b in d.boxes() if b.prim.op == "bucket") == ["[32]", "[64]"]
+
+
+def test_a_bucket_differing_by_a_number_is_drawn_as_recorded() -> None:
+    """``|n| < exact + 1``: not T5's bucket; its calls stay boxes (and the lowered module still equals the model)."""
+    torch.manual_seed(0)
+    model = T5Buckets(exact_plus=1)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 2, 1, 3, 5, 4]])
+    coords = torch.tensor([[0, 4, 30, 7, 9, 100], [50, 3, 25, 17, 0, 64]])
+    d = round_trip(model, positions, coords, fresh=(positions.flip(-1), coords.flip(-1)))
+    ops = [b.prim.op for b in d.boxes()]
+    assert "bucket" not in ops and "index_unary" in ops

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
 from ncd.prims.gather import Arithmetic
-from ncd.prims.integer import Any, AnyOp, IndexArithmetic, IndexUnary, OneHot
+from ncd.prims.integer import Any, AnyOp, Bucket, IndexArithmetic, IndexUnary, OneHot
 from tests.opdb import error, sample
 
 # RoBERTa's position ids: the running count of real tokens times the mask (the mask broadcast from b t over nothing)
@@ -45,6 +47,29 @@ sample("index_unary", "neg-differences", lambda: ncd.Identity.of("b t [9]") >> I
 error("index_unary", "float-operand", lambda: IndexUnary("abs", ""),
       r"index unary abs: the operand '\(\)' must be a scalar index segment", ParseError)
 error("index_unary", "function", lambda: IndexUnary("sign", "[3]"), r"index unary: unknown function 'sign'", ParseError)
+def _t5_bucket(relative: torch.Tensor, buckets: int, distance: int) -> torch.Tensor:
+    """T5's bidirectional ``_relative_position_bucket``, written out as transformers writes it."""
+    buckets //= 2
+    out = (relative > 0).to(torch.long) * buckets
+    n = torch.abs(relative)
+    exact = buckets // 2
+    large = exact + (torch.log(n.float() / exact) / math.log(distance / exact) * (buckets - exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, buckets - 1))
+    return out + torch.where(n < exact, n, large)
+
+
+# LayoutLMv3's buckets of the distances between positions (32 buckets up to 128) and box coordinates (64 up to 256):
+# near and far distances of both signs, past max_distance too (the last bucket of each sign)
+sample("bucket", "positions", lambda: ncd.Identity.of("b t [300]") >> Bucket("[300]", 16, 8, math.log(16), 8, 15),
+       {"b": 2, "t": 6}, lambda p, x: _t5_bucket(x[0], 32, 128), cod="b t [32]",
+       inputs=lambda s: (torch.tensor([0, 1, -1, 7, -8, 9, -20, 127, -128, 200, -299, 3,
+                                       8, -9, 16, -16, 63, -64, 128, -127, 299, 2, -2, 5]).reshape(2, 2, 6),))
+sample("bucket", "coordinates-int32", lambda: ncd.Identity.of("b t [1001]") >> Bucket("[1001]", 32, 16, math.log(16), 16, 31),
+       {"b": 2, "t": 5}, lambda p, x: _t5_bucket(x[0], 64, 256), cod="b t [64]",
+       inputs=lambda s: (torch.randint(-1000, 1001, (2, 2, 5), dtype=torch.int32),))
+error("bucket", "float-distances", lambda: Bucket("", 16, 8, math.log(16), 8, 15),
+      r"bucket: the distances '\(\)' must be a scalar index segment with a range", ParseError)
+error("bucket", "divisor", lambda: Bucket("[9]", 16, 8, 0.0, 8, 15), r"bucket: .*divisor 0.0 finite and positive", ParseError)
 sample("one_hot", "router", lambda: ncd.Identity.of("t [4]") >> OneHot("e:4"), {"t": 5},
        lambda p, x: torch.nn.functional.one_hot(x[0], 4), cod="t e:4 [2]")
 error("one_hot", "symbolic", lambda: OneHot("e"), r"one-hot along axis e: needs a whole-number size, not e", SizeError)

@@ -27,6 +27,15 @@ expert, ``"[4] -> e:4 [2]"``).
 >>> str((ncd.Identity.of("b t tʹ [9]") >> IndexUnary("abs", "[9]")).cod), IndexUnary("neg", "[9]").prim.label()
 ('b t tʹ [9]', '−')
 
+``Bucket("[9]", 16, 8, math.log(16), 8, 15)`` is T5's relative-position bucket of a distance ``n`` (``[9]``), entry by
+entry: ``16·(n > 0) + (|n| if |n| < 8 else min(8 + trunc(log(|n|/8) / log 16 · 8), 15))`` in float32 as T5 computes
+it (the bucket's last term over ``max_distance``), read from the input where the distances are (LayoutLMv3's box
+coordinates): ``[32]``, the rows of the bias table it reads.
+
+>>> import math
+>>> str((ncd.Identity.of("b t tʹ [9]") >> Bucket("[9]", 16, 8, math.log(16), 8, 15)).cod)
+'b t tʹ [32]'
+
 ``Any("t")`` (``Any("t", every=True)``: all) asks whether some (every) entry of a boolean mask along ``t`` holds:
 ``"t [bool] -> [bool]"``, woven over the other wires (``padding_mask.any()``).
 
@@ -36,6 +45,7 @@ expert, ``"[4] -> e:4 [2]"``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -57,7 +67,8 @@ if TYPE_CHECKING:
     from ncd.ir.rules import BoxBackward
     from ncd.torch.rules import RuleContext
 
-__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "IndexUnaryOp", "IndexUnary", "OneHotOp", "OneHot",
+__all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "IndexUnaryOp", "IndexUnary", "BucketOp", "Bucket",
+           "OneHotOp", "OneHot",
            "AnyOp", "Any"]
 
 #: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
@@ -211,6 +222,77 @@ def cost_index_unary(prim: IndexUnaryOp, ctx: CostContext) -> list[Tensor]:
 
 BACKWARD.rule(IndexUnaryOp)(backward_index_computation)
 IMPORT.known(IndexUnaryOp, aten=("aten.abs", "aten.neg"), by="ncd.trace.boxes_integer")
+
+
+@dataclass(frozen=True)
+class BucketOp(Primitive):
+    """T5's relative-position bucket of a scalar index segment of distances ``n`` (bidirectional), as T5 computes it::
+
+        half * (n > 0) + where(|n| < exact, |n|, min(exact + int64(log(float32(|n|) / exact) / divisor * span), top))
+
+    ``half``: the buckets of one sign (``num_buckets // 2``); ``exact``: those counted one by one (``half // 2``);
+    ``divisor``: ``log(max_distance / exact)``; ``span``: ``half - exact``; ``top``: the last bucket of a sign
+    (``half - 1``).  The result ranges over ``half + max(exact - 1, top) + 1`` values (``num_buckets``); the distances
+    must have a range (``|n|`` of the most negative integer is itself)."""
+
+    source: Segment
+    half: int
+    exact: int
+    divisor: float
+    span: int
+    top: int
+
+    op: ClassVar[str] = "bucket"
+    family: ClassVar[str] = "opaque"
+    kind: ClassVar[Kind] = "nonlinear"
+    weave_policy = weaving.same_layouts
+
+    def __post_init__(self) -> None:
+        if self.source.axes or self.source.dtype != "index" or self.source.range is None:
+            raise ParseError(f"bucket: the distances '{self.source}' must be a scalar index segment with a range")
+        numbers = (self.half, self.exact, self.span, self.top)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in numbers) or self.exact < 1 \
+                or isinstance(self.divisor, bool) or not isinstance(self.divisor, (int, float)) \
+                or not (math.isfinite(self.divisor) and self.divisor > 0):
+            raise ParseError(f"bucket: half {self.half!r}, exact {self.exact!r}, span {self.span!r} and top {self.top!r}"
+                             f" must be whole numbers of at least 0 (exact at least 1), divisor {self.divisor!r} finite"
+                             " and positive")
+
+    @property
+    def target(self) -> Segment:
+        return Segment((), "index", sympy.Integer(self.half + max(self.exact - 1, self.top) + 1))
+
+    def signature(self) -> tuple[Type, Type]:
+        return Type((self.source,)), Type((self.target,))
+
+    def label(self) -> str:
+        return "bucket"
+
+
+def Bucket(source: TypeLike, half: int, exact: int, divisor: float, span: int, top: int) -> Box:
+    """T5's relative-position bucket (:class:`BucketOp`) of a scalar index segment of distances (``"[9]"``)."""
+    return Box.make(BucketOp(_scalar(source, "bucket"), half, exact, float(divisor), span, top))
+
+
+@LOWERING.rule(BucketOp)
+def lower_bucket(prim: BucketOp, ctx: RuleContext) -> list[str]:
+    """The model's own operations in its order and types (the float ones decide the logarithmic buckets)."""
+    x = ctx.args[0].var
+    n = f"torch.abs({x})"
+    large = (f"torch.clamp_max((torch.log({n}.to(torch.float32) / {prim.exact}) / {prim.divisor!r} * {prim.span})"
+             f".to(torch.int64) + {prim.exact}, {prim.top})")
+    return [f"({x} > 0).to(torch.int64) * {prim.half} + torch.where({n} < {prim.exact}, {n}, {large})"]
+
+
+@COST.rule(BucketOp)
+def cost_bucket(prim: BucketOp, ctx: CostContext) -> list[Tensor]:
+    """Twelve operations per entry on integers and floats: no gradient, nothing kept."""
+    ctx.other(12 * ctx.numel(), sympy.Integer(0))
+    return [ctx.new(ctx.out_axes[0], grad=False, dtype="index")]
+
+
+BACKWARD.rule(BucketOp)(backward_index_computation)
+IMPORT.known(BucketOp, aten=("aten.gt", "aten.abs", "aten.lt", "aten.log", "aten.where"), by="ncd.trace.buckets")
 
 
 @dataclass(frozen=True)

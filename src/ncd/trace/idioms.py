@@ -113,10 +113,11 @@ def prepare(conv: Converter) -> dict[int, Any]:
     """Pre-passes before the walk: idioms spanning several recorded operations mark the ones they replace as skipped;
     returns, for the node that stands for each of them, the function that emits it (called by the walk in its place)."""
     from ncd.trace.attention import prepare as attention
+    from ncd.trace.buckets import find_buckets
     from ncd.trace.idioms_fill import find_fills
     from ncd.trace.moe import prepare as experts
     from ncd.trace.rotary_pairs import prepare as paired_rotations
 
     fills = find_fills(conv)  # (first: the experts' idiom reads the router after the mask it drops)
     attention(conv)
-    return {**fills, **paired_rotations(conv), **experts(conv)}
+    return {**fills, **find_buckets(conv), **paired_rotations(conv), **experts(conv)}
