@@ -83,3 +83,49 @@ def test_an_in_place_write_computed_in_a_wider_type_keeps_the_written_dtype() ->
     (want,) = torch.autograd.grad(sum(y.float().sum() for y in model(mine)[:2]), mine)
     (got,) = torch.autograd.grad(sum(y.float().sum() for y in lowered(theirs)[:2]), theirs)
     torch.testing.assert_close(got, want)
+
+
+class _DiagonalFilled(torch.nn.Module):
+    """A square slice of the input copied and its diagonal filled in place (``fill_diagonal_`` has no functional form:
+    the export capture records it as ``as_strided`` reads and writes of the copy)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x[:, : x.shape[0]].clone()
+        y.fill_diagonal_(0.5)
+        return y * 2
+
+
+class _StridedCopy(torch.nn.Module):
+    """Windows read by ``as_strided`` from a copy of a slice, and written through it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x[:, 1:4].clone()
+        y.as_strided([2, 2], [3, 1], 1).mul_(3)
+        return y + y.as_strided([3], [4]).sum()
+
+
+class _StridedTransposed(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.t().as_strided([2, 2], [1, 3])
+
+
+def test_strides_read_from_a_copy_of_a_slice_read_the_copy_s_entries() -> None:
+    """An opaque ``as_strided`` read the copy's strides from the slice itself (the copy was no box): the lowered
+    module returned other entries than the model (the diagonal left unfilled), with no warning."""
+    x = torch.randn(3, 5)
+    _lowered_as_the_model(_DiagonalFilled(), x)
+    for capture in ("dispatch", "export"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lowered = ncd.trace(_StridedCopy(), x, capture=capture).to_torch()
+        torch.testing.assert_close(lowered(x), _StridedCopy()(x), rtol=0, atol=0)
+
+
+def test_strides_of_a_view_of_the_input_read_the_input_s_memory() -> None:
+    """A view of the input is the lowered module's own view of it: its strides read what the model's read."""
+    x, fresh = torch.randn(3, 5), torch.randn(3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(_StridedTransposed(), x, capture="export").to_torch()
+    for v in (x, fresh):
+        torch.testing.assert_close(lowered(v), _StridedTransposed()(v), rtol=0, atol=0)

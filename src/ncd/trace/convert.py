@@ -31,6 +31,9 @@ from ncd.trace.registry import LOG, RULES, Decline, Rule, _first_line, _reason, 
 from ncd.trace.values import Emitted, dtype_name, kind_of
 from ncd.trace.wiring import Step
 
+#: operators reading their input's memory through given strides and offset (its layout, not only its entries)
+_STRIDED = frozenset({"aten.as_strided.default", "aten.as_strided_scatter.default"})
+
 #: modules that read ``(t, b, m)`` when built with ``batch_first=False`` (:meth:`Converter._layout`)
 LAID_OUT = (torch.nn.RNNBase, torch.nn.MultiheadAttention, torch.nn.Transformer, torch.nn.TransformerEncoder,
             torch.nn.TransformerDecoder, torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
@@ -266,6 +269,22 @@ class Converter(ModuleIdioms):
         if cause is not None:  # an error, not a plain decline: where it came from
             LOG.debug("%s raised on %s %s", rule, op_name(node.target)[1], where(node), exc_info=cause)
 
+    def _laid_out(self, node: Node, vid: int) -> int:
+        """The input of an opaque ``as_strided`` (``as_strided_scatter``) recorded on a contiguous tensor, as a
+        contiguous tensor: the lowered module's value may lie otherwise in memory (a slice whose copy was no box), where
+        the same strides read other entries.  Another recorded layout (a view of an input, ``x.t()``) is the lowered
+        module's own view of it, as it is."""
+        x = node.args[0].value
+        if node.args[0].kind != "call" or not (isinstance(x, torch.Tensor) and x.is_contiguous()
+                                                and x.storage_offset() == 0):
+            return vid  # (an input: the model's call reads it as the caller lays it out, and so does the lowered one)
+        seg = self.segs[vid]
+        box = Box(OpaqueOp("aten.clone.default", Type((seg,)), Type((seg,)), (("$in", 0),),
+                           (("memory_format", ("$memory_format", "contiguous_format")),)))
+        (laid,) = self.emit(box, [vid], [seg])
+        self.emitted.opaque["aten.clone.default"] = self.emitted.opaque.get("aten.clone.default", 0) + 1
+        return laid
+
     def opaque(self, node: Node) -> None:
         """An opaque box calling the node's operator with its constant arguments."""
         inputs: list[int] = []
@@ -302,6 +321,9 @@ class Converter(ModuleIdioms):
         out = node.value
         for r in tensor_refs:
             inputs.append(self.value(r, self._names_like(r.value, tensor_refs)))
+        _, full = op_name(node.target)
+        if full in _STRIDED and tensor_refs and tensor_refs[0] is node.args[0]:
+            inputs[0] = self._laid_out(node, inputs[0])
         if isinstance(out, torch.Tensor):
             outs = [self.seg_for(out, self.names_like(out, inputs))]
             picks: tuple[int, ...] = ()
@@ -314,7 +336,6 @@ class Converter(ModuleIdioms):
             keys = [(id(node), k) for k in used]
         if not outs:
             return
-        _, full = op_name(node.target)
         box = Box(OpaqueOp(full, Type(tuple(self.segs[v] for v in inputs)), Type(tuple(outs)), args, kwargs, picks))
         vids = self.emit(box, inputs, outs)
         self.emitted.opaque[full] = self.emitted.opaque.get(full, 0) + 1
