@@ -267,10 +267,22 @@ class ArithmeticOp(Primitive):
         return Type((self.source,)), Type((self.target,))
 
     def label(self) -> str:
-        value = repr(self.value)
+        value = shown(self.value)
         if self.operator in ("min", "max"):
             return f"{self.operator}(·, {value})"
         return f"{value} {OPERATORS[self.operator]} ·" if self.reflected else f"{OPERATORS[self.operator]} {value}"
+
+
+def shown(value: float | int | bool) -> str:
+    """A number as a box draws it: as written when six significant digits or fewer say it (``0.125``, ``0.044715``,
+    ``1e-05``), else to four (``√24`` in float32, ``4.898979663848877``, is ``4.899``; the lowered module keeps it whole).
+
+    >>> shown(0.044715), shown(4.898979663848877), shown(3), shown(True), shown(1e30), shown(float("inf"))
+    ('0.044715', '4.899', '3', 'True', '1e+30', 'inf')
+    """
+    if isinstance(value, float) and math.isfinite(value) and float(f"{value:.6g}") != value:
+        return f"{value:.4g}"
+    return repr(value)
 
 
 def _scalar(value: TypeLike, what: str) -> Segment:
