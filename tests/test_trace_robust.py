@@ -15,6 +15,12 @@ from ncd.trace import capture
 from tests.test_trace import round_trip
 
 
+def _trace(model: nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ncd.trace(model, *args)
+
+
 def _fresh_round_trip(model: nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
     """Round trip on the traced inputs and on fresh ones of the same shapes (integers: the same values)."""
     d = round_trip(model, *args)
@@ -89,6 +95,23 @@ def test_the_extremes_of_a_float_type_are_labelled_by_name_and_big_numbers_in_fo
     d = round_trip(MaskedFill(), torch.randn(2, 3), mask)
     labels = {b.prim.label() for b in d.boxes() if b.prim.op == "constant"}
     assert {"min(float32)", "-1e+30"} <= labels  # not 39 and 31 digits
+
+
+class ScaledScores(nn.Module):
+    """DeBERTa's scale: ``sqrt(tensor(k) * scale_factor)``, a number made in the forward, divided into the scores."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt(torch.tensor(x.size(-1), dtype=torch.float) * 3).to(dtype=x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_a_division_by_a_number_made_in_the_forward_is_one_box_and_divides_as_torch_does(dtype: torch.dtype) -> None:
+    x = (torch.randn(2, 3, 8) * 100).to(dtype)
+    d = _trace(ScaledScores(), x)
+    assert [b.prim.label() for b in d.boxes()] == [{torch.float16: "/ 4.898"}.get(dtype, "/ 4.899")]
+    fresh = (torch.randn(2, 3, 8) * 100).to(dtype)
+    with torch.no_grad():  # bit for bit: the number divides as the 0-d tensor did
+        assert torch.equal(d.to_torch()(fresh), ScaledScores()(fresh))
 
 
 class EmptyAndShapeOnly(nn.Module):

@@ -364,6 +364,24 @@ def _division(conv: Converter, node: Node) -> bool:
     return True
 
 
+def _by_number(conv: Converter, node: Node) -> bool:
+    """``x / c`` of a number the forward made as a 0-d tensor of ``x``'s float type (DeBERTa's ``scale =
+    sqrt(tensor(k) * 3)``): the arithmetic box ``/ c`` of that number, no constant box broadcast into a division.  The
+    same values: torch divides by a 0-d tensor as by a Python number, each read as the tensor holds it; False when it
+    is not that."""
+    from ncd.trace.scalars import scalar_arithmetic
+
+    a, b = node.args[:2]
+    if not (isinstance(a, Node) and a.live and isinstance(a.value, torch.Tensor) and isinstance(b, Node)
+            and b.kind == "call" and not b.live and isinstance(b.value, torch.Tensor) and b.value.dim() == 0
+            and b.value.device.type != "meta" and b.value.is_floating_point()
+            and a.value.dtype == b.value.dtype == node.value.dtype and node.kwargs.get("rounding_mode") is None
+            and not conv.learned(b)):
+        return False
+    scalar_arithmetic(conv, node)
+    return True
+
+
 def _hook_division() -> None:
     """Tensor/tensor division beside the core arithmetic rule (which keeps numbers and the other operators)."""
     from ncd.trace.convert import RULES
@@ -376,7 +394,7 @@ def _hook_division() -> None:
             if sized is not None:
                 conv.bind(node, sized)
                 return
-            if _division(conv, node):
+            if _by_number(conv, node) or _division(conv, node):
                 return
         arithmetic(conv, node)
 
