@@ -95,8 +95,9 @@ def cast(conv: Converter, node: Node) -> bool:
 
 def float_cast(before: torch.dtype, after: torch.dtype) -> Box:
     """The box of a float read as another float type: its values rounded to ``after`` (exact when wider), its
-    cotangent cast back to ``before`` as autograd casts it."""
-    return Box(CastOp(SCALAR, SCALAR, _float_width(after), _float_width(before)))
+    cotangent cast back to ``before`` as autograd casts it.  Both types are named, float32 too: the model's
+    ``x.half().float()`` is float32 whatever torch's default type when the lowered module runs."""
+    return Box(CastOp(SCALAR, SCALAR, str(after).removeprefix("torch."), str(before).removeprefix("torch.")))
 
 
 def _float_width(dtype: torch.dtype) -> str:

@@ -69,7 +69,7 @@ class Learned(Values):
                 if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts \
                         and not _recast(node):
                     continue
-                if id(node) not in parts and not _recast(node) and self._first_rows(node):
+                if id(node) not in parts and (self._cast_rows(node) if _recast(node) else self._first_rows(node)):
                     continue
                 wired.append(node)
                 chosen.add(id(node))
@@ -213,6 +213,13 @@ class Learned(Values):
         n = int(tensor.shape[0])  # (of the table's own type: ``.real`` of a complex table equals its cast, is no row)
         return n <= table.shape[0] and table.dtype == tensor.dtype and torch.equal(tensor, table[:n])
 
+    def _cast_rows(self, node: Node) -> bool:
+        """Whether ``node`` casts a table's first rows to another float type (``pos[:t].to(x.dtype)``, through more
+        casts too): :meth:`leading_rows` draws it as the table sliced, then cast boxes."""
+        source = node.args[0] if node.args else None
+        return _recast(node) and isinstance(source, Node) and source.kind == "call" and not source.live and (
+            self._cast_rows(source) if _recast(source) else self._first_rows(source))
+
     def value(self, ref: Any, names: list[str] | None = None) -> int:
         """The value id of a node argument; parameters and constants are emitted as source boxes here."""
         if isinstance(ref, Node) and id(ref) in self.values:
@@ -325,6 +332,12 @@ class Learned(Values):
                                        None)
             rows = self.leading_rows(ref, tensor[(0,) * lead], inner)
             return None if rows is None else self.view(rows, list(seg.names), tuple(int(x) for x in tensor.shape))
+        if _recast(ref) and self._cast_rows(ref):  # the rows in the source's type, then the cast (exact as the model's)
+            from ncd.trace.indexing import float_cast
+
+            source = ref.args[0]
+            rows = self.leading_rows(source, source.value.reshape(tensor.shape), seg)  # (its size-1 lead taken off)
+            return None if rows is None else self.apply(float_cast(source.value.dtype, tensor.dtype), [rows])
         if len(self._sources(ref)) != 1:
             return None
         table = self.parameters().get(self.origin(ref))
