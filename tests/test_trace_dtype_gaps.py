@@ -86,3 +86,52 @@ def test_first_rows_of_a_table_cast_lower_at_other_lengths(dtype: torch.dtype, t
         got.float().square().sum().backward()
         (mine,), (theirs,) = list(lowered.parameters()), list(model.parameters())
         assert mine.grad is not None and theirs.grad is not None and torch.equal(mine.grad, theirs.grad)
+
+
+class ClampHeld(nn.Module):
+    """``torch.clamp`` of values of one type by bounds held in 0-dim tensors of another (T5's float32 bounds on float16
+    values)."""
+
+    def __init__(self, dtype: torch.dtype, bound: torch.dtype, learned: bool = False) -> None:
+        super().__init__()
+        self.dtype = dtype
+        lo, hi = torch.tensor(-0.1, dtype=bound) if bound.is_floating_point else torch.tensor(-1), torch.tensor(0.3).to(
+            bound) if bound.is_floating_point else torch.tensor(1)
+        if learned:
+            self.lo, self.hi = nn.Parameter(lo), nn.Parameter(hi)
+        else:
+            self.register_buffer("lo", lo)
+            self.register_buffer("hi", hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x.to(self.dtype) * 3, self.lo, self.hi)
+
+
+@pytest.mark.parametrize("bound", [torch.float32, torch.float64, torch.float16, torch.int64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_clamp_by_held_numbers_of_another_type_is_drawn_and_equal(dtype: torch.dtype, bound: torch.dtype) -> None:
+    """Was an opaque ``clamp.Tensor`` when a bound's type differed from the values'; now max/min boxes with the bound
+    read in the values' type, as torch's clamp reads it."""
+    torch.manual_seed(0)
+    model = ClampHeld(dtype, bound)
+    x, fresh = torch.randn(3, 40) * 0.2, torch.randn(3, 40) * 0.2
+    diagram = ncd.trace(model, x)
+    assert diagram.opaque_count == (0 if dtype != bound else diagram.opaque_count)
+    lowered = diagram.to_torch()
+    for given in (x, fresh):
+        got, want = lowered(given), model(given)
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_clamp_by_learned_bounds_of_another_type_keeps_their_gradients() -> None:
+    torch.manual_seed(0)
+    model = ClampHeld(torch.float16, torch.float32, learned=True)
+    x = torch.randn(3, 40) * 0.2
+    lowered = ncd.trace(model, x).to_torch()
+    got, want = lowered(x), model(x)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+    want.float().sum().backward()
+    got.float().sum().backward()
+    theirs = sorted(float(p.grad) for p in model.parameters() if p.grad is not None)
+    mine = sorted(float(p.grad) for p in lowered.parameters() if p.grad is not None)
+    assert mine == theirs

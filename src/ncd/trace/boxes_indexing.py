@@ -306,6 +306,12 @@ def _hook_clamp() -> None:
         bounds = [(smaller, v) for smaller, v in ((False, lo), (True, hi)) if v is not None]
         if not all(isinstance(v, Node) and isinstance(v.value, torch.Tensor) for _, v in bounds) or not bounds:
             raise Decline("clamp by a number and a tensor")
+        if isinstance(x, Node) and x.live and x.value.is_floating_point() and node.value.dtype == x.value.dtype:
+            # a number held in a 0-dim tensor of another type (T5's float32 bounds on float16 values): torch's clamp
+            # reads it in the result's type, as the bound rounded to it is (not a learned bound: its gradient)
+            bounds = [(smaller, Node(v.name, "constant", value=v.value.to(x.value.dtype))
+                       if not v.live and v.value.dim() == 0 and v.value.dtype != x.value.dtype
+                       and v.value.device.type != "meta" and not conv.learned(v) else v) for smaller, v in bounds]
         tensors = [x] + [v for _, v in bounds]
         if not (isinstance(x, Node) and x.live and node.value.is_floating_point()) or any(
                 v.value.dtype != node.value.dtype for v in tensors):
