@@ -287,6 +287,34 @@ def test_clamp_by_tensors_and_sliding_windows_are_boxes_that_round_trip() -> Non
     assert ops.count("extremum") == 3 and ops.count("conv_tensor") == 2
 
 
+class WindowMeans(nn.Module):
+    """Granite Speech's pooling by 2 in time (``unfold(1, 2, 2).mean(-1)``), a moving average of 3, and near misses: the
+    windows read twice, the mean keeping its wire."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        w = x.unfold(1, 2, 1)
+        return (x.unfold(1, 2, 2).mean(-1), x.unfold(-1, 3, 1).mean(dim=-1), w.mean(-1) + w.sum(-1),
+                x.unfold(1, 2, 2).mean(-1, keepdim=True))
+
+
+def test_means_of_sliding_windows_are_average_pools() -> None:
+    torch.manual_seed(0)
+    model = WindowMeans()
+    d = _fresh_round_trip(model, torch.randn(2, 8, 6))
+    assert d.opaque_count == 0, d.opaque
+    ops = _ops(d)
+    assert ops.count("avgpool") == 2 and ops.count("conv_tensor") == 2, ops
+    x = torch.randn(3, 12, 6, requires_grad=True)  # at another batch and length
+    module = d.to_torch(b=3, t=12)
+    y = x.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        for got, want in zip(module(x), model(x)):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    sum(t.sum() for t in model(x)).backward()
+    sum(t.sum() for t in module(y)).backward()
+    torch.testing.assert_close(y.grad, x.grad)
+
+
 class OpenClamps(nn.Module):
     """Mamba 2's ``clamp(dt, dt_min, inf)``; clamps by numbers bounding nothing (``-inf`` below, ``inf`` above) and a
     near miss bounding everything (``-inf`` above)."""

@@ -185,6 +185,8 @@ def sliding_windows(conv: Converter, node: Node) -> None:
     seg = conv.segs[vid]
     (d,) = _dims(conv, vid, dim)
     spatial = Segment((seg.axes[d],))
+    if _window_means(conv, node, vid, d, int(size), int(step)):
+        return
     taken = set(seg.names)
     kernel = _unlike(conv, _claim(conv, "k" + seg.axes[d].name.rstrip(PRIME), int(size), "feature"), taken)
     try:
@@ -200,6 +202,53 @@ def sliding_windows(conv: Converter, node: Node) -> None:
         (out,) = conv.emit(Box(TransposeOp(oseg, order)), [out], [oseg.with_axes(oseg.axes[k] for k in order)])
     _same_wires(conv, node, out)
 
+
+
+def _window_means(conv: Converter, node: Node, vid: int, d: int, size: int, step: int) -> bool:
+    """At ``x.unfold(d, size, step)`` (``node``) read only by ``.mean(-1)`` (the mean of each window: Granite Speech's
+    ``unfold(1, 2, 2).mean(-1)`` pooling by 2 in time): one average pooling box ``★→𝔼`` on ``x``'s axis, once equal to
+    the recorded mean on the traced values (within rounding: 1e-6 of its largest entry), and True; else nothing is drawn
+    and False (the windows, then the mean, as recorded)."""
+    from ncd.prims.pooling import AvgPoolOp
+    from ncd.prims.structure import TransposeOp
+    from ncd.prims.windows import _windows
+    from ncd.trace.idioms_norms import _reader
+
+    mean = _reader(conv, node, "aten.mean.dim")
+    x = node.args[0]
+    if mean is None or mean.kwargs or len(mean.args) not in (2, 3) or mean.args[0] is not node \
+            or list(mean.args[1] or ()) not in ([-1], [node.value.dim() - 1]) or (len(mean.args) == 3 and mean.args[2]) \
+            or not isinstance(mean.value, torch.Tensor) or mean.value.dtype != x.value.dtype \
+            or x.value.device.type == "meta" or not x.value.numel():
+        return False
+    value = x.value.movedim(d, -1)
+    pooled = torch.nn.functional.avg_pool1d(value.reshape(-1, 1, value.shape[-1]), size, step)
+    pooled = pooled.reshape(value.shape[:-1] + pooled.shape[-1:]).movedim(-1, d)
+    want = mean.value
+    if pooled.shape != want.shape or not float((pooled - want).abs().max()) <= 1e-6 * float(want.abs().max()):
+        return False
+    seg = conv.segs[vid]
+    spatial = Segment((seg.axes[d],))
+    try:
+        pool = AvgPoolOp(spatial, _windows(spatial, (size,), (step,), (0,), (1,), "unfold"), (size,), (step,), (0,))
+    except Exception:  # noqa: BLE001 - windows the box refuses: drawn as recorded
+        return False
+    mark = conv.mark()
+    out = conv.apply(Box(pool), [vid])
+    oseg = conv.segs[out]
+    want_names = list(seg.names)
+    if sorted(oseg.names) != sorted(want_names):
+        conv.rollback(mark)
+        return False
+    if list(oseg.names) != want_names:
+        order = tuple(list(oseg.names).index(n) for n in want_names)
+        (out,) = conv.emit(Box(TransposeOp(oseg, order)), [out], [oseg.with_axes(oseg.axes[k] for k in order)])
+    if tuple(int(a.size) for a in conv.segs[out].axes) != tuple(int(s) for s in mean.value.shape):
+        conv.rollback(mark)
+        return False
+    conv.skip.add(id(mean))
+    conv.bind(mean, out)
+    return True
 
 
 # -- im2col / col2im (F.unfold, F.fold): the convolution tensor ★ and its transpose, wires regrouped --------
