@@ -129,3 +129,27 @@ def test_strides_of_a_view_of_the_input_read_the_input_s_memory() -> None:
         lowered = ncd.trace(_StridedTransposed(), x, capture="export").to_torch()
     for v in (x, fresh):
         torch.testing.assert_close(lowered(v), _StridedTransposed()(v), rtol=0, atol=0)
+
+
+class _TinyAndHugeScales(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.lin(x) * 1e-20).exp() - 1, x * 3.5e12, x / 7e-7
+
+
+def test_a_diagram_scaling_by_a_number_written_with_an_exponent_reads_back_from_its_json() -> None:
+    """``to_json`` writes a factor 1e-20 as sympy prints it ('1.00000000000000e-20'), which ``load_json`` refused
+    (SchemaError: unexpected 'e'); read back, the module computes the model's values."""
+    model, x = _TinyAndHugeScales(), torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    module = ncd.load_json(d.as_block().to_json()).to_torch()
+    module.load_state_dict(d.state_dict(module))
+    module.train(d.training)
+    with torch.no_grad():
+        for got, want in zip(module(x), model(x)):
+            torch.testing.assert_close(got, want)

@@ -45,7 +45,7 @@ MAX_BITS = 4096  # numbers larger than 2**MAX_BITS are refused, not computed
 
 #: a name: read as one symbol (:func:`symbol`)
 NAME = r"[A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*"
-_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|(" + NAME + r")|(\*\*|[-+*/^()]))")
+_TOKEN = re.compile(r"\s*(?:((?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d{1,3}(?!\w))?)|(" + NAME + r")|(\*\*|[-+*/^()]))")
 _NAME = re.compile(NAME)
 
 
@@ -148,7 +148,8 @@ class _Parser:
         self.index += 1
         kind, text = token
         if kind == "num":
-            return sympy.Rational(text) if "." in text else sympy.Integer(int(text))
+            return sympy.Rational(text) if "." in text or "e" in text.lower() else sympy.Integer(int(text))  # (1e-20:
+            # sympy's text of a float)
         if kind == "name":
             if text == "sqrt" and self.take("("):
                 inner = self.sum()
