@@ -458,25 +458,26 @@ def _row_masks(rows: Sequence[Sequence[Group]]) -> list[tuple[tuple[bool, ...] |
     """Which wires each row of a section labels at its two ends, as the paper labels a wire: where it comes in,
     where a box makes or takes it, where the section ends — not again on every row it runs through untouched.
 
-    A wire that a row lets through untouched is not labelled where it leaves the row (its label where it came in,
-    or the last one before, is on the same wire); one that the row before let through too is not labelled where it
-    comes in either: a bundle passing several rows is labelled once, on the first, and again where a box takes it
-    (that gap labels it) or at the section's end.  ``None``: every wire labelled."""
+    A row's last column that lets a wire through does not label it where it leaves the row: its label is earlier on
+    the row (in the gap after the box that made it, where it came in) or on a row before.  A row's first column
+    that lets a wire through does not label it where it comes in when the whole row before let it through: a bundle
+    passing several rows is labelled once, on the first of them, and again where a box takes it (that gap labels
+    it) or at the section's end.  ``None``: every wire labelled."""
     passes = [_row_passes(groups) for groups in rows]
     out: list[tuple[tuple[bool, ...] | None, tuple[bool, ...] | None]] = []
     for k, groups in enumerate(rows):
-        through = passes[k]
         mask_in: tuple[bool, ...] | None = None
         mask_out: tuple[bool, ...] | None = None
-        if through and k > 0:
+        if k > 0 and passes[k - 1]:
+            first = _passes(groups[0][0]) if groups[0][1] == 1 else {}
             before = set(passes[k - 1].values())  # the wires the row before let through, by position here
-            if before:
-                n = _width(groups[0][0].dom)
-                mask_in = tuple(not (j in through and j in before) for j in range(n))
-        if through and k < len(rows) - 1:
-            n = _width(groups[-1][0].cod)
-            kept = set(through.values())
-            mask_out = tuple(j not in kept for j in range(n))
+            if first:
+                mask_in = tuple(not (j in first and j in before) for j in range(_width(groups[0][0].dom)))
+        if k < len(rows) - 1:
+            last = _passes(groups[-1][0]) if groups[-1][1] == 1 else {}
+            if last:
+                kept = set(last.values())
+                mask_out = tuple(j not in kept for j in range(_width(groups[-1][0].cod)))
         out.append((None if mask_in is None or all(mask_in) else mask_in,
                     None if mask_out is None or all(mask_out) else mask_out))
     return out
