@@ -90,16 +90,27 @@ def _compared_with_python_meta(fast: Any, found: list[tuple[str, Any, Any]], che
 
 
 def _recorded_on(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """The ``meta`` flag of every recording :func:`record.record` finished (a failed meta one records again)."""
+    """Whether every recording :func:`record.record` finished was on meta (a failed meta one records again), from its
+    start or from where its budget ran out (:mod:`ncd.trace.switch`)."""
+    from ncd.trace import recording
+
     finished: list[bool] = []
-    inner = record._record
+    inner, switch = record._record, recording.switch
+    switched: list[bool] = []
 
     def counted(*args: Any, **kwargs: Any) -> Any:
+        switched.clear()
         out = inner(*args, **kwargs)
-        finished.append(kwargs["meta"])
+        finished.append(kwargs["meta"] or any(switched))
         return out
 
+    def switching(rec: Any) -> bool:
+        done: bool = switch(rec)
+        switched.append(done)
+        return done
+
     monkeypatch.setattr(record, "_record", counted)
+    monkeypatch.setattr(recording, "switch", switching)
     return finished
 
 

@@ -180,7 +180,7 @@ def test_a_decoder_upsampling_its_latents_counts_as_large(monkeypatch: pytest.Mo
     assert _spread(nn.Sequential(nn.ConvTranspose2d(3, 3, 2, stride=(2, 3)), nn.ConvTranspose2d(3, 3, 1))) == 6
     seen = _recorded_on(monkeypatch)
     drawn = _drawn(model, z)
-    assert seen == [(False, False), (True, True)], seen  # real values until the budget, then meta
+    assert seen == [(False, True)], seen  # real values until the budget, then meta in the same recording
     seen.clear()
     monkeypatch.setattr(record, "META_ABOVE", float("inf"))  # every call on real values
     assert _drawn(model, z) == drawn
@@ -191,3 +191,113 @@ def test_a_decoder_upsampling_its_latents_counts_as_large(monkeypatch: pytest.Mo
     fresh = torch.randn(2, 16, 8)
     with torch.no_grad():
         assert torch.allclose(lowered(fresh), model(fresh), atol=1e-5)
+
+
+class Switches(nn.Module):
+    """A stack of layers whose first calls fit the budget: the recording goes on meta within the run.  Before the
+    switch it records a view (the transpose), a discrete value of an input (the cumulative sum) and a call of several
+    results (``chunk``), each read after it."""
+
+    def __init__(self, write: bool = False) -> None:
+        super().__init__()
+        self.write = write
+        self.inp = nn.Linear(16, 32)
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32), nn.GELU()) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.inp(x)
+        t = h.transpose(1, 2)
+        a, b = h.chunk(2, dim=-1)
+        pos = ids.cumsum(-1)
+        s = h + 1  # (not a view: on meta, the linear's result is one, and a write through it is recorded on values)
+        g = h
+        for layer in self.layers:
+            g = g + layer(g)
+        if self.write:  # a write into a value recorded before the switch: recorded again on meta from the start
+            return g + s.mul_(2), pos * 2
+        out = g + t.transpose(1, 2) * pos.unsqueeze(-1) + torch.cat([b, a], -1) + s
+        return out, pos * 2
+
+
+def _switching(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The calls on real values at which recordings switched to meta (the budget: the third linear's work)."""
+    from ncd.trace import recording, switch
+
+    monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", 2 * 8 * 16 * 32 + 2 * 8 * 32 * 32 + 1)
+    monkeypatch.setattr(recording, "WORK_PER_CALL", 0)
+    at: list[int] = []
+
+    def spied(rec: Any) -> bool:
+        done = switch.switch(rec)
+        if done:
+            at.append(rec.calls)
+        return done
+
+    monkeypatch.setattr(recording, "switch", spied)
+    return at
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_a_recording_over_the_budget_goes_on_on_meta_as_one_on_meta_from_the_start(
+        write: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the budget the recording on real values goes on on meta (once: no second recording), and draws what a
+    recording on meta from the start draws, and what one restarted on meta at the budget draws; its lowered module
+    computes the model.  A write into a value recorded before the switch stops it there: recorded again on meta."""
+    from ncd.trace import switch
+
+    torch.manual_seed(0)
+    model, x, ids = Switches(write).eval(), torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
+    at = _switching(monkeypatch)
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, x, ids)
+    assert at and at[0] > 1, at  # within the run, after calls on real values
+    assert seen == ([(False, False), (True, True)] if write else [(False, True)]), seen
+    seen.clear()
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # on meta from the start
+    assert _drawn(model, x, ids) == drawn
+    assert seen == [(True, True)], seen
+    monkeypatch.setattr(record, "WORK_BUDGET", 2 * 8 * 16 * 32 + 2 * 8 * 32 * 32 + 1)
+    monkeypatch.setattr(switch, "ON", False)  # restarted on meta at the budget, as before
+    seen.clear()
+    assert _drawn(model, x, ids) == drawn
+    assert seen == [(False, False), (True, True)], seen
+    monkeypatch.setattr(switch, "ON", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x, ids).to_torch().eval()
+    fresh, fresh_ids = torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
+    with torch.no_grad():
+        got, want = lowered(fresh, fresh_ids), model(fresh, fresh_ids)
+    torch.testing.assert_close(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+
+
+class ArgmaxFirst(nn.Module):
+    """A discrete value computed from floating-point values of the inputs before the budget runs out: on meta it is
+    not computable (recorded on real values instead), so the recording does not switch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(16, 32)
+        self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        best = h.argmax(-1, keepdim=True)
+        for layer in self.layers:
+            h = h + layer(h)
+        return h.gather(-1, best)
+
+
+def test_a_recording_that_meta_could_not_make_does_not_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model, x = ArgmaxFirst().eval(), torch.randn(2, 8, 16)
+    at = _switching(monkeypatch)
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, x)
+    assert not at
+    assert seen == [(False, False), (True, False), (False, True)], seen  # as before: meta fails, real values
+    seen.clear()
+    monkeypatch.setattr(record, "META_ABOVE", float("inf"))
+    assert _drawn(model, x) == drawn

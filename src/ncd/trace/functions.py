@@ -444,6 +444,7 @@ def functions_boxed(rec: Any) -> Iterator[None]:
             return original(cls, *args, **kwargs)
         if rec.meta:  # its proof needs values (and its forward may not run on meta): record on real values
             raise _NeedValues(f"the custom autograd.Function {cls.__qualname__} is proven on values")
+        rec.plain = False  # (recorded otherwise on meta: not switched to it, :mod:`ncd.trace.switch`)
         if rec.pending:  # writes through views compared before its proof and forward read (or write into) them
             rec.check_writes()
         leaves, spec = tree_flatten((args, kwargs))

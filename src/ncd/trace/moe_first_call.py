@@ -124,6 +124,7 @@ def _decide(path: str, reading: Reading, before: dict[str, Any], args: tuple[Any
     rec = _RECORDINGS[-1] if _RECORDINGS else None
     if rec is None or rec.meta:
         raise Undecided(f"the experts at {path!r} are first called outside a recording on real values")
+    rec.plain = False  # (undecided on meta: not switched to it, :mod:`ncd.trace.switch`)
     if rec.pending:  # writes through views compared before the check reads the arguments
         rec.check_writes()
     module = reading.module

@@ -143,11 +143,15 @@ def _recorded(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
 def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], flat: torch.nn.Module,
              meta: bool, walk: _Walk | None = None) -> Captured:
     """One recording of the model: on real values, or for a large one (``meta``) on real values within
-    :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device, and on real values again if
-    that fails."""
+    :data:`WORK_BUDGET` (a negative one: straight to meta) and else on the meta device — going on there from the call
+    over the budget where it can (:mod:`ncd.trace.switch`), from the first call again where not —, and on real values
+    again if that fails."""
     if meta and WORK_BUDGET >= 0:
         try:  # (what it wrote into the model's state is undone when it fails: :class:`~ncd.trace.undo.Undo`)
             return _record(model, args, kwargs, flat, meta=False, budget=WORK_BUDGET, walk=walk)
+        except _NeedValues as error:  # after it went on on meta (:mod:`ncd.trace.switch`): so would one on meta
+            if getattr(error, "on_meta", False):
+                return _record(model, args, kwargs, flat, meta=False, walk=walk)
         except Exception:  # noqa: BLE001 - over the budget, or anything: the recording as without it decides
             pass
     try:
@@ -267,8 +271,10 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         rec.check_writes()
         if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
             raise _OverBudget(f"{rec.work} after {rec.calls} calls")
-    except BaseException:  # the model is run again (or the trace fails): as if this run had not happened
+    except BaseException as error:  # the model is run again (or the trace fails): as if this run had not happened
         rec.undo.undo()
+        if rec.switched and isinstance(error, _NeedValues):  # values a recording on meta lacks as well
+            error.on_meta = True  # type: ignore[attr-defined]
         raise
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]

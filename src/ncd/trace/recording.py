@@ -21,6 +21,7 @@ from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they ar
 from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
+from ncd.trace.switch import as_meta, check_written, discrete_of_values, switch
 from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
 from ncd.trace.undo import NO_DEFAULT, Undo, arguments_of, writes, writes_of
 from ncd.trace.walk import _Walk
@@ -164,6 +165,11 @@ class _Recording(Aliases, InPlace):
         self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
         self.work = 0
         self.calls = 0  # its calls on values of the inputs, with a budget
+        #: its calls so far are recorded as on meta (no write, no as_strided of a value of the inputs, ...): over the
+        #: budget, it may go on on meta (:mod:`ncd.trace.switch`)
+        self.plain = True
+        self.switched: dict[int, torch.Tensor] = {}  # after the switch: a real tensor's id -> the meta one for it
+        self.meta_made: set[int] = set()  # the ids of those meta tensors
         self.nodes: list[Node] = []
         self.by_id: dict[int, Node] = {}
         self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
@@ -333,6 +339,8 @@ class _Recording(Aliases, InPlace):
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         _, packet, mutable, writing, dropout, kernel = _operator(func)
+        if self.switched:  # on meta from a call on real values on (:mod:`ncd.trace.switch`): their meta tensors
+            args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs) if kwargs else kwargs
         if dropout and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
             return args[0]  # ``nn.Dropout(inplace=True)`` in eval: torch returns the input itself, writing nothing
         if self.pending and not (getattr(func, "is_view", False) and func not in _STRIDED) and not (
@@ -342,9 +350,14 @@ class _Recording(Aliases, InPlace):
             with torch._C._DisablePythonDispatcher():
                 kernel(*args, **kwargs)
             return args[0]
-        for _, root in writes_of(func, args, kwargs) if writing else ():  # a write into a parameter or buffer (or a
-            # view or alias of one): its value before, kept; a tensor no recorded call made
-            # (``self.count = torch.zeros(())``, one held in a list): itself
+        into = writes_of(func, args, kwargs) if writing else ()
+        if into or mutable:  # (recorded otherwise on meta: :mod:`ncd.trace.switch`)
+            if self.switched:
+                check_written(self, func, into, args if mutable else ())
+            elif not self.meta:
+                self.plain = False
+        for _, root in into:  # a write into a parameter or buffer (or a view or alias of one): its value before,
+            # kept; a tensor no recorded call made (``self.count = torch.zeros(())``, one held in a list): itself
             for own in [root] if id(root) in self.state else () if id(root) in self.by_id else \
                     self.aliases(root) or [root]:
                 self.undo.keep(own)
@@ -418,8 +431,17 @@ class _Recording(Aliases, InPlace):
         if live and packet == "index" and _live_mask(arg_refs):
             self.masked.setdefault(user_line() or "?", "index")
         if live and packet == "as_strided" and not self.meta:
+            self.plain = False
             with torch._C._DisablePythonDispatcher():  # (its own operations as C++ kernels, as for a write)
                 return self.strided(func, args, kwargs)
+        if self.budget is not None and live:  # before the kernel runs: the work it would do
+            self.work += work(packet, args, kwargs)
+            self.calls += 1
+            if self.work > self.budget + WORK_PER_CALL * self.calls:
+                if not switch(self):
+                    raise _OverBudget(f"{self.work} after {self.calls} calls")
+                args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs)  # on meta from here
+                real_args = _device((args, kwargs), self.device)
         wide = widened(target, *real_args) if target is not func else None  # h16.add_(x32): computed in float32
         first = args[0] if args else None
         if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
@@ -429,11 +451,6 @@ class _Recording(Aliases, InPlace):
             args, kwargs, out = _on_meta_device(func, args, kwargs, self.meta_outputs)
         else:
             args, kwargs = real_args
-            if self.budget is not None and live:  # before the kernel runs: the work it would do
-                self.work += work(packet, args, kwargs)
-                self.calls += 1
-                if self.work > self.budget + WORK_PER_CALL * self.calls:
-                    raise _OverBudget(f"{self.work} after {self.calls} calls")
             if self.kernel:  # real tensors: the C++ kernels, without Python at every call
                 with torch._C._DisablePythonDispatcher():
                     out = kernel(*args, **kwargs)
@@ -445,6 +462,8 @@ class _Recording(Aliases, InPlace):
                 finally:
                     self.kernel = False
         value = out
+        if live and self.budget is not None and _discrete(out) and discrete_of_values(self, real_args):
+            self.plain = False  # (on meta: not computable)
         if live and self.meta and _discrete(out):  # indices and masks are small: compute them (index ranges need values)
             a, kw = self.real_values(real_args, packet)
             value = func(*a, **kw)
