@@ -27,13 +27,23 @@ def _forget(nodes: list[Node]) -> None:
         n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
 
 
+def _may_widen(mutated: torch.Tensor, operand: Any) -> bool:
+    """Whether ``operand`` may promote a write into ``mutated`` to a wider type: a tensor of another type of the same
+    kind (floats, integers), with axes unless ``mutated`` has none (a 0-dim operand does not promote)."""
+    if not isinstance(operand, torch.Tensor) or operand.dtype == mutated.dtype or operand.dtype == torch.bool \
+            or (operand.dim() == 0 and mutated.dim() > 0):
+        return False
+    floats = mutated.is_floating_point() or mutated.is_complex()
+    return floats == (operand.is_floating_point() or operand.is_complex())
+
+
 def widened(functional: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     """What the functional form of an in-place write computes when it is wider than the written tensor, else ``None``:
     ``h.add_(x)`` of a float16 ``h`` and a float32 ``x`` is ``add(h, x)`` in float32, rounded to float16 as it is
     written (recorded as the functional call and a cast back, not as a float32 result).  Run before the write."""
     mutated = args[0]
-    if not any(isinstance(a, torch.Tensor) and a.dtype != mutated.dtype for a in (*args[1:], *kwargs.values())):
-        return None
+    if not any(_may_widen(mutated, a) for a in (*args[1:], *kwargs.values())):
+        return None  # (masks, indices and 0-dim operands leave the type: no second call, ``masked_fill_`` is common)
     try:
         with torch._C._DisablePythonDispatcher():
             wide = functional(*args, **kwargs)
