@@ -66,3 +66,19 @@ def test_a_bundle_is_labelled_again_where_a_box_takes_it() -> None:
     # both ends of every row (9 labels)
     assert len(found) <= 6, [(t.x, t.y) for t in found]
     assert problems(drawing) == []
+
+
+def test_a_chain_gathered_into_side_by_side_branches_still_wraps_into_rows() -> None:
+    """Twenty-three steps on ``m`` and one on the bundle are one run of one-branch steps, gathered into two lanes
+    side by side (:mod:`ncd.render.lanes`): the diagram's only column.  Too wide for a row, it is drawn step by step
+    in rows like any chain (it was one row 1,666 points wide, 18:1)."""
+    d = ncd.Identity.of("m, q:7 r:5")
+    for k in range(24):
+        step = ncd.Identity.of("m") @ ncd.Linear("q:7 r:5 -> q:7 r:5", name="B") if k == 14 else \
+            ncd.Linear("m -> m", name=f"W{k}") @ ncd.Identity.of("q:7 r:5")
+        d = d >> step
+    drawing = layout(d)
+    fig = drawing_figures(drawing)
+    assert fig.aspect <= 3.0 and fig.min_label_pt >= 6.0, (drawing.width, drawing.height)
+    assert _rows(drawing) >= 3
+    assert problems(drawing) == []

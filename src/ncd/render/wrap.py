@@ -32,8 +32,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Diagram, Repeat
-from ncd.render.definitions import KIN, Group, _block_rows, _columns, _fit_groups, _list_index, _outer_blocks, _Section
+from ncd.ir.diagram import Block, Diagram, Par, Repeat
+from ncd.render.definitions import (
+    KIN,
+    Group,
+    _block_rows,
+    _columns,
+    _fit_groups,
+    _interchanged,
+    _list_index,
+    _outer_blocks,
+    _Section,
+)
 from ncd.render.frag import _arrows
 from ncd.render.generic import blocks_inside, differ_in_sizes, family, family_header, family_indices, generic_labels, same_shape
 from ncd.render.measure import COLUMN_PT, MIN_PRINT_PT
@@ -99,7 +109,8 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             sections = [_Section(diagram, ctx.groups(_columns(ctx, diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
         else:
             sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
-        if len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram):
+        if (len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram)
+                and not _branches(ctx, sections[0].groups)):
             return single or _finish(ctx, one_row())
         start = target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
         # the page may hold smaller text than the one row (a shared definition's symbols, n_i), which makes it
@@ -145,6 +156,17 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         return _finish(ctx, best[1], best[2])
     finally:
         ctx.memo = None
+
+
+def _branches(ctx: Layout, groups: Sequence[Group]) -> bool:
+    """Whether a column of ``groups`` is a parallel part the page may split into its branches' steps (a run of
+    one-branch steps drawn as lanes, or branches by the interchange law: :func:`~ncd.render.definitions._fit_groups`)."""
+    for node, count in groups:
+        if count == 1 and isinstance(node, Par):
+            run = ctx.runs.get(id(node))
+            if (run is not None and run[0] is node and len(run[1]) > 1) or len(_interchanged(ctx, node)) > 1:
+                return True
+    return False
 
 
 def _measure_row(ctx: Layout, diagram: Diagram) -> tuple[float, float] | None:
