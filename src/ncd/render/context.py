@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Diagram
+from ncd.ir.diagram import Block, Diagram
 from ncd.render.frag import (
     LABEL,
     OVERLINE,
@@ -74,6 +74,9 @@ class LayoutContext:
         #: the columns the page layout splits a node into (its chain with its lanes gathered, or a wide parallel
         #: part's branches one at a time), by ``("chain" | "branches", id)``, kept with the node (ncd.render.wrap)
         self.split: dict[tuple[str, int], tuple[Diagram, list[Diagram]]] = {}
+        #: the blocks of the diagram the page layout draws by their family (``layers.i``), each node once: which blocks
+        #: a definition of a wrapper may open (ncd.render.definitions._opened)
+        self.families: dict[str, list[Block]] = {}
         #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
         self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last

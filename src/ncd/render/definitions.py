@@ -45,6 +45,8 @@ class _Section:
     #: values of the letter (``None``: the letter itself, its values the instances' numbers)
     index_text: str | None = None
     index_values: list[int] | None = None
+    #: the blocks the header's definition draws in one (:func:`_opened`): each the whole body of the one before
+    inner: list[Block] = field(default_factory=list)
 
 
 def _chain(node: Diagram) -> list[Diagram]:
@@ -257,8 +259,58 @@ def _define(ctx: Layout, b: Block, section: _Section, queue: list[_Section], def
     if pending is not None:
         pending.instances.append(b)
         return
-    path = section.path + [b.name]
-    queue.append(_Section(b, ctx.groups(_columns(ctx, b.body)), b.dom, b.cod, path, section.depth + 1))
+    queue.append(_section(ctx, b, section.path, section.depth))
+
+
+def _section(ctx: Layout, b: Block, path: list[str], depth: int) -> _Section:
+    """The definition of block ``b`` (its enclosing blocks' names ``path``, at ``depth``): a block that only wraps
+    another (:func:`_opened`) is defined with that block's contents, in one section."""
+    inner = _opened(ctx, b)
+    body = inner[-1].body if inner else b.body
+    names = [b.name] + [x.name for x in inner]
+    return _Section(b, ctx.groups(_columns(ctx, body)), b.dom, b.cod, path + names, depth + 1 + len(inner), inner=inner)
+
+
+def _opened(ctx: Layout, b: Block) -> list[Block]:
+    """The blocks nested in ``b`` each the whole body of the one before (``block.3: EncodecConv1d`` whose body is
+    ``conv: ParametrizedConv1d``; identities around it aside): the same wires in and out, nothing else, so a
+    definition of ``b`` drawing the innermost one's contents draws the same diagram.
+
+    A block is opened only where its definition would draw nothing else: every block of its family in the diagram
+    (``ctx.families``) is one wrapped so by a block of ``b``'s family (a ``conv`` that other blocks' definitions
+    also hold keeps its own definition, which they share), and its component box shows no parameters (a title
+    would not show them)."""
+    from ncd.render.pictograms import shown_meta
+
+    out: list[Block] = []
+    node = b
+    while (inner := _wrapped(ctx, node)) is not None and not shown_meta(inner) and _only_wrapped(ctx, b, inner):
+        out.append(inner)
+        node = inner
+    return out
+
+
+def _only_wrapped(ctx: Layout, b: Block, inner: Block) -> bool:
+    """Whether every block of ``inner``'s family is a block of ``b``'s family or the one such a block wraps."""
+    wrappers = ctx.families.get(family(b.name), [])
+    inners = {id(x) for w in wrappers if (x := _wrapped(ctx, w)) is not None}
+    outers = {id(w) for w in wrappers}
+    return id(inner) in inners and all(id(x) in inners or id(x) in outers
+                                       for x in ctx.families.get(family(inner.name), [inner]))
+
+
+def _wrapped(ctx: Layout, node: Block) -> Block | None:
+    """The one block ``node``'s body wraps (:func:`_opened`), found once per block (``ctx.split``)."""
+    found = ctx.split.get(("wrapped", id(node)))
+    if found is None or found[0] is not node:
+        inner = _wraps(node)
+        found = ctx.split[("wrapped", id(node))] = (node, [inner] if inner is not None else [])
+    return found[1][0] if found[1] else None  # type: ignore[return-value]
+
+
+def _wraps(node: Block) -> Block | None:
+    steps = [x for x in _chain(node.body) if not isinstance(x, Identity)]
+    return steps[0] if len(steps) == 1 and isinstance(steps[0], Block) else None
 
 
 def _path_to(root: Diagram, target: Diagram) -> list[int] | None:

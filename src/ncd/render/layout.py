@@ -358,10 +358,10 @@ class Layout(Probing, Fold[Frag]):
         self.fences.pop()
         self.path.pop()
 
-    def component(self, node: Block) -> Frag:
+    def component(self, node: Block, title: str | None = None) -> Frag:
         from ncd.render.pictograms import component_box
 
-        return component_box(self, node)
+        return component_box(self, node, title)
 
     def folded(self, node: Diagram, count: int) -> Frag:
         return self.parens(self.lay(node), "", f"×{count}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box
@@ -296,12 +297,16 @@ def meeting(ctx: Layout, dom: Type, cod: Type, sign: tuple[Piece, ...], name: st
     return wiring(ctx, dom, cod, sources, caps, sign=sign, align="top", name=name)
 
 
-def component_box(ctx: Layout, node: Block) -> Frag:
-    """A collapsed block: a 3-D box with its name and parameters; the sizes label its ports."""
+def shown_meta(node: Block) -> list[tuple[str, Any]]:
+    """The entries of a block's ``meta`` its component box shows as parameters after its name."""
     # (a backward block's "inputs"/"outputs" name its ports: a title listing 30 of them is not read)
-    meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs")]
-    params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in meta)
-    parts = typeset_text(node.name) + ((Piece(f" ({params})"),) if params else ())
+    return [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs")]
+
+
+def component_box(ctx: Layout, node: Block, title: str | None = None) -> Frag:
+    """A collapsed block: a 3-D box with its name (or ``title``) and parameters; the sizes label its ports."""
+    params = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in shown_meta(node))
+    parts = typeset_text(title or node.name) + ((Piece(f" ({params})"),) if params else ())
     fill = fence_colour(node.name, avoid=ctx.fences[-1] if ctx.fences else None)
     frag = generic_box(ctx, node.dom, node.cod, parts, fill=fill, kind="component", name=node.name)
     d = 6.0

@@ -41,8 +41,10 @@ from ncd.render.definitions import (
     _fit_groups,
     _interchanged,
     _list_index,
+    _opened,
     _outer_blocks,
     _Section,
+    _section,
 )
 from ncd.render.frag import _arrows
 from ncd.render.generic import blocks_inside, differ_in_sizes, family, family_header, family_indices, generic_labels, same_shape
@@ -88,7 +90,8 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
 
         # a diagram holding a family of blocks that differ in sizes is drawn with their one definition: never as
         # one row, which is then neither measured nor laid out
-        kin = style.depth is None and _has_kin(_families(diagram))
+        ctx.families = _families(diagram)
+        kin = style.depth is None and _has_kin(ctx.families)
         measured = (math.inf, style.label_size) if kin else _measure_row(ctx, diagram)
         if measured is None:
             one_row()
@@ -106,7 +109,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         if style.depth is not None and style.depth <= 0:
             return single or _finish(ctx, one_row())
         if isinstance(diagram, Block):
-            sections = [_Section(diagram, ctx.groups(_columns(ctx, diagram.body)), diagram.dom, diagram.cod, [diagram.name], 1)]
+            sections = [_section(ctx, diagram, [], 0)]
         else:
             sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
         if (len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram)
@@ -126,7 +129,8 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             ctx.collapse = set()
             ctx.symbols = set(symbols0)  # the fresh symbols of this page's definitions are chosen anew
             ctx.lists = {}
-            page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth) for s in sections],
+            page = _lay_page(ctx, [_Section(s.header, list(s.groups), s.dom, s.cod, list(s.path), s.depth, inner=s.inner)
+                                   for s in sections],
                              target, Frag)
             framed_page = framing(ctx, page)
             width, height = round(framed_page.width, 2), round(framed_page.height, 2)
@@ -370,7 +374,9 @@ def _lay_rows(ctx: Layout, section: _Section, target: float, page: Frag, y: floa
     if section.header is not None:  # the block's own legend rows (its fence is not drawn) go with its header
         header, index = family_header([section.header, *section.instances], section.index, section.index_text,
                                       section.index_values)
-        y = _lay_header(ctx, header, section.path, page, y, Frag, _block_rows(section.header) + index)
+        y = _lay_header(ctx, header, section.path, page, y, Frag, _block_rows(section.header)
+                        + tuple(r for b in section.inner for r in _block_rows(b)) + index,
+                        _opened_title(ctx, header, section))
     _with_frame(ctx, section, lambda: _fit_groups(ctx, section, 0.8 * target, queue, defined))
     rows = _with_frame(ctx, section, lambda: _pack(ctx, section.groups, target))
     indent = ARROW_RUN + 4.0
@@ -505,12 +511,29 @@ def _row_masks(rows: Sequence[Sequence[Group]]) -> list[tuple[tuple[bool, ...] |
     return out
 
 
+def _opened_title(ctx: Layout, header: Block, section: _Section) -> str | None:
+    """The title of a definition drawing the blocks nested in its header in one (``section.inner``): the header's
+    name, then each inner block's, the last one with its class (``block.3 = conv: ParametrizedConv1d``); ``None``
+    (the header's own) where an instance's inner blocks are named otherwise, or each is the header's module (a
+    repetition's ``layers.i`` around ``layers.0``)."""
+    if not section.inner:
+        return None
+    names = [b.name for b in section.inner]
+    if any([b.name for b in _opened(ctx, other)] != names for other in section.instances):
+        return None
+    names = [n for n in names if family(n) != family(header.name)]  # (layers.0 of a repetition's layers.i)
+    if not names:
+        return None
+    return " = ".join([header.name.partition(": ")[0], *[n.partition(": ")[0] for n in names[:-1]], names[-1]])
+
+
 def _lay_header(ctx: Layout, block: Block, path: list[str], page: Frag, y: float, Frag: type[Frag],
-                rows: tuple[tuple[str, str], ...]) -> float:
-    """``box =``: the block drawn as its component box with its port labels, then an equals sign."""
+                rows: tuple[tuple[str, str], ...], title: str | None = None) -> float:
+    """``box =``: the block drawn as its component box with its port labels (``title``: named so), then an equals
+    sign."""
     from ncd.render.layout import framed
 
-    box = ctx.component(block)
+    box = ctx.component(block, title)
     framing = framed(ctx, box, block.dom, block.cod)
     head = Frag(framing.w, framing.top, framing.bottom, framing.ins, framing.outs, rows=rows)
     head.place(framing, 0.0, 0.0)
