@@ -594,6 +594,10 @@ def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBa
     if op in ("+", "%") or op == "-" and not prim.reflected:
         return BoxBackward((), Identity(SCALAR_TYPE))
     if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
+        if op == "/" and (c == 0 or not math.isfinite(1 / c)) or op == "*" and not math.isfinite(c):
+            # ``x / 0.0``, ``x * inf``, ``x / nan``: a factor no Scale box holds; the cotangent is divided (multiplied)
+            # by ``c`` itself, as autograd does (``inf`` or ``nan`` times it)
+            return BoxBackward((), Box(ArithmeticOp(op, c, SCALAR, SCALAR)))
         factor = -1 if op == "-" else c if op == "*" else 1 / c
         return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
     derivative: Diagram
