@@ -114,6 +114,21 @@ def test_a_division_by_a_number_made_in_the_forward_is_one_box_and_divides_as_to
         assert torch.equal(d.to_torch()(fresh), ScaledScores()(fresh))
 
 
+class NumbersInArguments(nn.Module):
+    """Numbers a call takes (a mask's fill, a where's branch, a sum's term): T5's ``where(mask, x, finfo.min)``."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        low = torch.finfo(x.dtype).min
+        return torch.where(x > 0, x, low), torch.where(x > 0.5, 0.5, x) + 1.5, x.masked_fill(x < 0, 0)
+
+
+def test_a_number_among_a_calls_arguments_is_its_number_box_not_a_buffer() -> None:
+    d = _fresh_round_trip(NumbersInArguments(), torch.randn(2, 5))
+    labels = [b.prim.label() for b in d.boxes() if b.prim.op == "constant"]
+    assert sorted(labels) == ["0", "0.5", "1.5", "min(float32)"]  # not "const const" each
+    assert not list(d.to_torch().buffers())  # the numbers are written in the source, not loaded
+
+
 class EmptyAndShapeOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(x)  # a constant whatever x holds (recorded on the meta device without values before)
