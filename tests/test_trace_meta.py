@@ -280,3 +280,48 @@ def test_pointwise_arithmetic_made_without_a_meta_kernel_is_what_the_python_meta
     assert made > 500 and left > 500, (made, left)
     transposed = torch.empty(3, 2, device="meta").t()
     assert _pointwise(torch.ops.aten.add.Tensor, (transposed, transposed), {}) is None  # (not contiguous: the kernel)
+
+
+def test_convolutions_and_pads_made_without_a_meta_kernel_are_what_the_meta_kernels_make() -> None:
+    """``meta._conv1d`` and ``meta._pad`` against torch's meta kernels on random arguments: the same shape, strides,
+    offset and dtype where they make a result (many cases), and left to the kernel otherwise (many cases too: another
+    layout, a 4-d pad, a mode other than constant, a size the kernel refuses)."""
+    import random
+
+    from ncd.trace.meta import _SHAPED, _described
+
+    rng = random.Random(0)
+    made = refused = 0
+    conv, pad = torch.ops.aten.conv1d.default, torch.ops.aten.pad.default
+    for _ in range(600):
+        dtype = rng.choice([torch.float32, torch.float16, torch.bfloat16])
+        if rng.random() < 0.5:
+            groups = rng.choice([1, 1, 2, 3])
+            c, out = groups * rng.randint(1, 4), groups * rng.randint(1, 4)
+            x = torch.empty(rng.randint(1, 3), c, rng.randint(1, 40), dtype=dtype, device="meta")
+            if rng.random() < 0.2:
+                x = x.transpose(1, 2).contiguous().transpose(1, 2)
+            w = torch.empty(out, c // groups + (rng.random() < 0.1), rng.randint(1, 7), dtype=dtype, device="meta")
+            bias = rng.choice([None, torch.empty(out, dtype=dtype, device="meta")])
+            args: tuple[Any, ...] = (x, w, bias, [rng.randint(1, 3)], [rng.randint(0, 3)], [rng.randint(1, 3)], groups)
+            func = conv
+        else:
+            x = torch.empty(*[rng.randint(1, 6) for _ in range(rng.randint(1, 4))], dtype=dtype, device="meta")
+            if rng.random() < 0.2 and x.dim() > 1:
+                x = x.transpose(0, -1)
+            pads = [rng.randint(-2, 4) for _ in range(2 * rng.randint(1, x.dim()))]
+            args = (x, pads, rng.choice(["constant", "constant", "reflect"]), rng.choice([None, 0.0, 1]))
+            func = pad
+        ours = _SHAPED[func](args, {})
+        try:
+            theirs = func(*args)
+        except Exception:  # noqa: BLE001 - the kernel refuses: so must the shortcut
+            assert ours is None, (func, args)
+            refused += 1
+            continue
+        if ours is None:
+            refused += 1
+            continue
+        made += 1
+        assert _described(ours) == _described(theirs), (func, args)
+    assert made > 150 and refused > 50, (made, refused)
