@@ -129,6 +129,18 @@ def test_a_number_among_a_calls_arguments_is_its_number_box_not_a_buffer() -> No
     assert not list(d.to_torch().buffers())  # the numbers are written in the source, not loaded
 
 
+class BigBound(nn.Module):
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(ids, torch.tensor(2**60 + 1))
+
+
+def test_an_integer_made_in_the_forward_that_no_float_holds_is_kept_whole() -> None:
+    ids = torch.tensor([[1, 2**61]])
+    d = _trace(BigBound(), ids)
+    with torch.no_grad():  # a number box holds a float: 2**60 + 1 lowered as 2**60 (silently, before)
+        assert torch.equal(d.to_torch()(ids), BigBound()(ids))
+
+
 class EmptyAndShapeOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(x)  # a constant whatever x holds (recorded on the meta device without values before)

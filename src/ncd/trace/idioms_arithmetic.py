@@ -261,7 +261,9 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
     if isinstance(value, Node) and value.live:
         vid = conv.value(value)
         return conv.view(vid, names, kept)
-    if not isinstance(value, Node) and not kept and _number_box(tensor):  # a number among the arguments (the 0 a
+    from ncd.trace.learned import number_box
+
+    if not isinstance(value, Node) and not kept and number_box(tensor):  # a number among the arguments (the 0 a
         return conv.value(tensor.reshape(()), names)  # mask fills in): its number box, not a buffer named const
     squeezed = Node("operand", "constant", value=tensor.reshape(kept)) if not isinstance(value, Node) else value
     if not isinstance(value, Node):  # a number or a tensor among the operation's arguments (or one made of them)
@@ -274,15 +276,6 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
         elif value.kind == "call":
             squeezed.kind = "call"
     return conv.value(squeezed, names)
-
-
-def _number_box(tensor: torch.Tensor) -> bool:
-    """Whether a one-entry tensor is drawn and lowered as its number (:class:`~ncd.prims.opaque.ConstantOp`'s ``value``, a
-    float): a real one whose entry that float holds exactly (not NaN, not an integer beyond 2**53)."""
-    if tensor.device.type == "meta" or tensor.is_complex():
-        return False
-    v = tensor.item()
-    return float(v) == v
 
 
 def _given_back(conv: Converter, name: str | None, other: str, size: int) -> bool:

@@ -250,7 +250,8 @@ class Learned(Values):
         if isinstance(ref, Node) and self.learned(ref):
             box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
             self.emitted.tensors.append([tensor])
-        elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call"):
+        elif tensor.dim() == 0 and (not isinstance(ref, Node) or ref.kind == "call") and number_box(tensor):
+            # (a number box holds a float: an int64 beyond 2**53 is a buffer, or the lowered module computes with another)
             box = Box(ConstantOp(seg, dtype_name(tensor), float(tensor.item())))
         elif (rows := self._sinusoidal(ref, tensor, seg)) is not None:
             return rows
@@ -517,3 +518,13 @@ def _buffer_of(node: Node, depth: int = 8) -> str:
             return ""
         node = tensors[0]  # the data operand (a gather's source, not its index)
     return ""
+
+
+def number_box(tensor: torch.Tensor) -> bool:
+    """Whether a one-entry tensor is drawn and lowered as its number (:class:`~ncd.prims.opaque.ConstantOp`'s ``value``, a
+    float): a real one whose entry that float holds exactly (NaN too; not an integer beyond 2**53, which would lower as
+    another integer)."""
+    if tensor.device.type == "meta" or tensor.is_complex():
+        return False
+    v = tensor.item()
+    return float(v) == v or v != v
