@@ -38,9 +38,21 @@ __all__ = ["ExtremumOp", "Maximum"]
 
 @dataclass(frozen=True)
 class ExtremumOp(Entrywise):
-    """``max(a, b)`` (``smaller``: ``min(a, b)``) entry by entry: ``1, 1 -> 1``, woven over the axes of both."""
+    """``max(a, b)`` (``smaller``: ``min(a, b)``) entry by entry: ``1, 1 -> 1``, woven over the axes of both.
+
+    ``ties`` says where the gradient of a tie goes, as the recorded call gives it: ``"half"`` to each
+    (``torch.maximum``), ``"first"`` all to ``a`` (``torch.clamp(a, min=b)``) or ``"second"`` all to ``b``
+    (``torch.clamp(b, min=a)``); the lowering makes that very call.
+    """
 
     smaller: bool = False
+    ties: str = "half"
+
+    def __post_init__(self) -> None:
+        if self.ties not in ("half", "first", "second"):
+            from ncd.errors import ParseError
+
+            raise ParseError(f"{self.label()}: ties must be 'half', 'first' or 'second', not {self.ties!r}")
 
     op: ClassVar[str] = "extremum"
     family: ClassVar[str] = "elementwise"
@@ -57,6 +69,9 @@ def Maximum(smaller: bool = False) -> Box:
 @LOWERING.rule(ExtremumOp)
 def lower_extremum(prim: ExtremumOp, ctx: RuleContext) -> list[str]:
     a, b = ctx.args
+    if prim.ties != "half":  # a clamp by a tensor bound: the bounded tensor takes the gradient of a tie
+        x, bound = (a, b) if prim.ties == "first" else (b, a)
+        return [f"torch.clamp({x.var}, {'max' if prim.smaller else 'min'}={bound.var})"]
     return [f"torch.{'minimum' if prim.smaller else 'maximum'}({a.var}, {b.var})"]
 
 
@@ -74,8 +89,9 @@ def cost_extremum(prim: ExtremumOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(ExtremumOp)
 def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackward:
-    """``∂a = g ⊙ w``, ``∂b = g − ∂a`` with ``w = [d > 0] + ½[d = 0]`` and ``d = a − b`` (``b − a`` for the minimum):
-    the gradient goes to the entry that won, half to each on a tie (as torch gives it)."""
+    """``∂a = g ⊙ w``, ``∂b = g − ∂a`` with ``w = [d > 0] + t[d = 0]`` and ``d = a − b`` (``b − a`` for the minimum):
+    the gradient goes to the entry that won, on a tie ``t`` = ½ of it to ``a`` (``ties="first"``: all, ``"second"``:
+    none), as torch gives it."""
     from ncd.analysis.backward import BoxBackward
     from ncd.prims.elementwise import MultiplyOp, ScaleOp
     from ncd.prims.gather import CastOp, CompareOp
@@ -87,8 +103,14 @@ def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackwar
     difference = Seq.of(Par.of(Box(ScaleOp(sign)), Identity(one)) if prim.smaller else Par.of(Identity(one), Box(ScaleOp(sign))),
                         Box(AddOp(2)))
     won = Seq.of(Box(CompareOp(">", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)))
-    tied = Seq.of(Box(CompareOp("==", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)), Box(ScaleOp(sympy.Rational(1, 2))))
-    weight = Seq.of(difference, Box(CopyOp(one)), Par.of(won, tied), Box(AddOp(2)))  # (a, b) -> w
+    share = {"half": sympy.Rational(1, 2), "first": sympy.Integer(1), "second": sympy.Integer(0)}[prim.ties]
+    if prim.ties == "first":  # a wins its ties: w = [d >= 0]
+        weight = Seq.of(difference, Box(CompareOp(">=", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)))
+    elif prim.ties == "second":  # b wins them: w = [d > 0]
+        weight = Seq.of(difference, won)
+    else:
+        tied = Seq.of(Box(CompareOp("==", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)), Box(ScaleOp(share)))
+        weight = Seq.of(difference, Box(CopyOp(one)), Par.of(won, tied), Box(AddOp(2)))  # (a, b) -> w
     grads = Seq.of(Par.of(weight, Box(CopyOp(one))),  # (w, g, g)
                    Par.of(Box(MultiplyOp(2)), Identity(one)),  # (∂a, g)
                    Par.of(Box(CopyOp(one)), Identity(one)),  # (∂a, ∂a, g)

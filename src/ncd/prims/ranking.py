@@ -51,6 +51,10 @@ class TopKOp(Primitive):
 
     ``ordered=False`` is ``torch.topk(..., sorted=False)``: the same ``k`` entries in the order torch's kernel leaves
     them (the lowering makes that very call, so the lowered module returns what the model returned).
+
+    ``ties`` says which tied entry a top-1's gradient reaches, as the recorded call gives it: ``"one"`` (``torch.topk``:
+    all of it to the one position topk returns), ``"first"`` (``x.max(dim)``: to the position max returns) or
+    ``"even"`` (``x.amax(dim)``: shared evenly among the tied entries).  The lowering makes that very call.
     """
 
     axis: Axis
@@ -59,6 +63,7 @@ class TopKOp(Primitive):
     dtype: Dtype = "float"  # what is ranked: floats, or indices below ``range``
     range: Size | None = None
     ordered: bool = True
+    ties: str = "one"
 
     op: ClassVar[str] = "topk"
     family: ClassVar[str] = "ranking"
@@ -72,6 +77,10 @@ class TopKOp(Primitive):
         k, n = self.output.size, self.axis.size
         if not (k.free_symbols or n.free_symbols) and not 1 <= k <= n:
             raise SizeError(f"{where}: k={size_text(k)} must be between 1 and the size {size_text(n)} of {self.axis.name}")
+        if self.ties not in ("one", "first", "even"):
+            raise ParseError(f"{where}: ties must be 'one', 'first' or 'even', not {self.ties!r}")
+        if self.ties != "one" and (k != 1 or not self.ordered):
+            raise ParseError(f"{where}: only a sorted top-1 (a max or min) shares its ties {self.ties!r}")
 
     def signature(self) -> tuple[Type, Type]:
         return _ranked(self)
@@ -152,6 +161,13 @@ def Sort(axis: AxisLike | TypeLike, output: str, descending: bool = False, stabl
 def lower_topk(prim: TopKOp, ctx: RuleContext) -> list[str]:
     (d,) = ctx.own_dims("dom", 0)
     k = ctx.int(prim.output.size, f"axis {prim.output.name}")
+    if prim.ties != "one":  # a top-1 made by x.max(dim) or x.amax(dim): the same call, its gradient at ties
+        x, best = ctx.args[0].var, "max" if prim.largest else "min"
+        if prim.ties == "even":
+            return [f"torch.a{best}({x}, {d}, keepdim=True)", f"torch.arg{best}({x}, {d}, keepdim=True)"]
+        name = ctx.em.fresh(best)
+        ctx.em.line(f"{name} = torch.{best}({x}, {d}, keepdim=True)")
+        return [f"{name}.values", f"{name}.indices"]
     name = ctx.em.fresh("topk")
     options = ("" if prim.largest else ", largest=False") + ("" if prim.ordered else ", sorted=False")
     ctx.em.line(f"{name} = torch.topk({ctx.args[0].var}, {k}, dim={d}{options})")
@@ -189,6 +205,11 @@ def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBac
 
     if prim.dtype != "float":  # indices ranked: no gradient flows
         return BoxBackward((), Identity(Type(())))
+    if isinstance(prim, TopKOp) and prim.ties == "even":
+        from ncd.ir.rules import AnalysisError
+
+        raise AnalysisError(f"backward of {prim.label()}: an amax shares its gradient evenly among tied entries, which"
+                            " the backward diagram does not draw yet")
     positions = Segment((prim.output,), "index", prim.axis.size)
     return BoxBackward((("out", 1),), Box(GatherTransposeOp(prim.axis, positions)))
 

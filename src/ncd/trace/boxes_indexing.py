@@ -190,7 +190,7 @@ def extreme_along(conv: Converter, node: Node) -> None:
         [a.name for k, a in enumerate(seg.axes) if k != d]
     used = _used(conv, node)
     if 0 in used:
-        top = _top1(conv, vid, d, largest)
+        top = _top1(conv, vid, d, largest, "first")
         conv._picked[(id(node), 0)] = conv.view(top, names, tuple(int(s) for s in node.value[0].shape))
     if 1 in used:
         source = vid
@@ -202,15 +202,16 @@ def extreme_along(conv: Converter, node: Node) -> None:
         conv._picked[(id(node), 1)] = conv.view(at, names, tuple(int(s) for s in node.value[1].shape))
 
 
-def _top1(conv: Converter, vid: int, d: int, largest: bool) -> int:
-    """The largest (smallest) entry of ``vid`` along its axis ``d``: a top-1 with its unit wire and positions dropped."""
+def _top1(conv: Converter, vid: int, d: int, largest: bool, ties: str) -> int:
+    """The largest (smallest) entry of ``vid`` along its axis ``d``: a top-1 with its unit wire and positions dropped,
+    its gradient at ties as the recorded call gives it (``ties``: ``"first"`` for ``max(dim)``, ``"even"`` for amax)."""
     from ncd.ir.compose import fit
     from ncd.ir.diagram import Identity, Par
     from ncd.prims.ranking import TopKOp
     from ncd.prims.structure import DeleteOp
 
     seg = conv.segs[vid]
-    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range))
+    box = Box(TopKOp(seg.axes[d], _positions_axis(conv, seg, d, 1), largest, seg.dtype, seg.range, ties=ties))
     woven, mapping = fit(box, Type((seg,)))
     if mapping:
         raise Decline(f"sizes would need unifying: {mapping}")
@@ -221,8 +222,10 @@ def _top1(conv: Converter, vid: int, d: int, largest: bool) -> int:
 
 @rule("aten.amax", "aten.amin")
 def extreme_over(conv: Converter, node: Node) -> None:
-    """``x.amax(dims, keepdim)`` (``amin``): the largest (smallest) entry over ``dims``, one axis after another (a
-    top-1 each: the maximum of maxima is the maximum, exactly)."""
+    """``x.amax(dim, keepdim)`` (``amin``): the largest (smallest) entry along one axis, a top-1 lowered as that amax
+    (its gradient shared evenly among ties); over several adjacent axes, one amax of them read as one axis.  Over axes
+    apart it is not read: a maximum of maxima has the value but not the gradient (each row's ties share theirs
+    before the rows do)."""
     largest = "amax" in node.target.name().split("::")[1]
     given = dict(zip(("dim", "keepdim"), node.args[1:])) | dict(node.kwargs)
     dims, keep = given.get("dim", ()), bool(given.get("keepdim", False))
@@ -231,8 +234,18 @@ def extreme_over(conv: Converter, node: Node) -> None:
     picked = sorted(_dims(conv, vid, dims)) if dims not in ((), [], None) else list(range(len(seg.axes)))
     if not picked:
         raise Decline("the extreme of a number")
-    for d in reversed(picked):  # the later axes first: the earlier ones keep their positions
-        vid = _top1(conv, vid, d, largest)
+    if len(picked) > 1 and seg.dtype == "float":  # several adjacent axes read as one: one amax, as recorded
+        if picked != list(range(picked[0], picked[-1] + 1)):
+            raise Decline("the extreme over axes apart: its gradient at ties is not one axis's after another's")
+        lo, hi = picked[0], picked[-1] + 1
+        shape = tuple(int(s) for s in node.args[0].value.shape)
+        n = math.prod(shape[lo:hi])
+        merged = conv.namer.fresh(n, None, "feature", tuple(seg.names[lo:hi]))
+        vid = conv.view(vid, list(seg.names[:lo]) + [merged] + list(seg.names[hi:]), shape[:lo] + (n,) + shape[hi:])
+        vid = _top1(conv, vid, lo, largest, "even")
+    else:
+        for d in reversed(picked):  # the later axes first (of indices: no gradient): the earlier keep their positions
+            vid = _top1(conv, vid, d, largest, "even")
     names = kept_units(seg.names, picked) if keep else \
         [a.name for k, a in enumerate(seg.axes) if k not in picked]
     conv.bind(node, conv.view(vid, names, tuple(int(s) for s in node.value.shape)))
@@ -324,8 +337,10 @@ def _hook_clamp() -> None:
         vid = operand(conv, x, names, shape)
         for smaller, bound in bounds:
             vb = operand(conv, bound, names, shape)
-            first, second = (vid, vb) if len(conv.segs[vid].axes) >= len(conv.segs[vb].axes) else (vb, vid)
-            vid = conv.apply(Box(ExtremumOp(smaller)), [first, second])
+            # clamp gives a tie's gradient to the clamped tensor, as the lowering's clamp does (maximum would halve it)
+            first, second, ties = (vid, vb, "first") if len(conv.segs[vid].axes) >= len(conv.segs[vb].axes) \
+                else (vb, vid, "second")
+            vid = conv.apply(Box(ExtremumOp(smaller, ties)), [first, second])
         if list(conv.segs[vid].names) != names:
             raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
         conv.bind(node, vid)

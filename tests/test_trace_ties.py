@@ -1,0 +1,69 @@
+"""Gradients at tied values: the lowered module's parameter and input gradients equal the model's (autograd) where
+the maxima tie (rounded values, masked rows) — amax shares a tie's gradient evenly, ``max(dim)`` gives it to its own
+position, ``clamp(x, min=t)`` all to ``x``; a top-1 or a maximum would share it otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import ncd
+
+Op = Callable[[torch.Tensor], torch.Tensor]
+
+CASES: dict[str, Op] = {
+    "amax": lambda q: q.amax(-1),
+    "amin": lambda q: q.amin(-1),
+    "amax_keep": lambda q: q - q.amax(-1, keepdim=True),
+    "amax_mid": lambda q: q.amax(1),
+    "amax_two": lambda q: q.amax((1, 2)),
+    "max_dim": lambda q: q.max(-1).values,
+    "min_dim": lambda q: q.min(1, keepdim=True).values * 2,
+    "clamp_min": lambda q: torch.clamp(q, min=q.flip(-1)),
+    "clamp_max": lambda q: torch.clamp(q, max=q.roll(1, -1)),
+    "clamp_row": lambda q: torch.clamp(q[:, :, :1], min=q),
+}
+
+
+class Rounded(torch.nn.Module):
+    def __init__(self, f: Op) -> None:
+        super().__init__()
+        self.f = f
+        self.w = torch.nn.Parameter(torch.ones(12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = (x * 2).round() * self.w  # many ties
+        q = torch.where(x[..., :1] > 1.2, self.w - 3, q)  # masked rows: every entry tied
+        return self.f(q)
+
+
+def _grads(m: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    x = x.clone().requires_grad_()
+    y = m(x)
+    weights = torch.linspace(0.1, 1.0, y.numel()).reshape(y.shape)
+    params = [p for p in m.parameters() if p.requires_grad]
+    grads = torch.autograd.grad((y * weights).sum(), [x, *params])
+    return y.detach(), list(grads)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradients_at_ties_match_the_model(name: str) -> None:
+    torch.manual_seed(0)
+    model = Rounded(CASES[name])
+    x = torch.randn(2, 7, 12)
+    lowered = ncd.trace(model, x).to_torch()
+    for inputs in (x, torch.randn(2, 7, 12)):  # the traced input and a fresh one
+        y, (gx, *gp) = _grads(model, inputs)
+        y_low, (gx_low, *gp_low) = _grads(lowered, inputs)
+        assert torch.equal(y, y_low)
+        assert torch.allclose(gx, gx_low, atol=1e-6)
+        assert sum(int(g.numel()) for g in gp) == sum(int(g.numel()) for g in gp_low) == 12
+        assert torch.allclose(gp[0], gp_low[0], atol=1e-5), (gp[0] - gp_low[0]).abs().max()
+
+
+def test_backward_diagram_of_an_amax_is_refused_not_drawn_wrong() -> None:
+    d = ncd.trace(Rounded(CASES["amax"]), torch.randn(2, 7, 12))
+    with pytest.raises(ncd.NCDError, match="tied entries"):
+        ncd.backward(d)
