@@ -67,3 +67,23 @@ def test_backward_diagram_of_an_amax_is_refused_not_drawn_wrong() -> None:
     d = ncd.trace(Rounded(CASES["amax"]), torch.randn(2, 7, 12))
     with pytest.raises(ncd.NCDError, match="tied entries"):
         ncd.backward(d)
+
+
+class Clamped(torch.nn.Module):
+    def __init__(self, upper: bool) -> None:
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, max=bound) if self.upper else torch.clamp(x, min=bound)
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_backward_diagram_of_a_clamp_gives_ties_to_the_clamped_tensor(upper: bool) -> None:
+    x, bound = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 3.0, 2.0]])  # a tie at the first entry
+    back = ncd.backward(ncd.trace(Clamped(upper), x, bound)).to_torch()
+    cotangent = torch.tensor([[1.0, 0.5, 0.25]])
+    xa, ba = x.clone().requires_grad_(), bound.clone().requires_grad_()
+    want = torch.autograd.grad((Clamped(upper)(xa, ba) * cotangent).sum(), [xa, ba])
+    for w, g in zip(want, back(x, bound, cotangent)):
+        assert torch.equal(w, g)
