@@ -30,7 +30,7 @@ from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weav
 from ncd.ir.interpreter import Fold
 from ncd.ir.names import check_text
 from ncd.ir.primitive import PRIMITIVES
-from ncd.ir.size import size, size_text
+from ncd.ir.size import exact_text, size, size_text
 from ncd.limits import Limits, limits
 from ncd.prims.opaque_allowlist import check_allowed
 
@@ -71,7 +71,7 @@ def _value(v: Any) -> Any:
     if isinstance(v, Type):
         return {"type": [_value(s) for s in v.segments]}
     if isinstance(v, sympy.Basic):
-        return {"size": size_text(v)}
+        return {"size": exact_text(v)}  # (a float factor read back as the same double)
     if isinstance(v, tuple):
         return {"tuple": [_value(x) for x in v]}
     if isinstance(v, Diagram):  # a primitive holding a sub-diagram (a scan's body)

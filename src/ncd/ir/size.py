@@ -28,8 +28,8 @@ from ncd.errors import ParseError, SizeError
 Size = sympy.Expr
 SizeLike = Union[int, str, sympy.Expr]
 
-__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "sizes_equal", "is_zero", "simplified", "evaluate", "substitute",
-           "at_least", "maximum", "SymbolicSize", "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
+__all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "exact_text", "sizes_equal", "is_zero", "simplified",
+           "evaluate", "substitute", "at_least", "maximum", "SymbolicSize", "symbolic_sizes", "symbolic_lowering", "symbolic_text"]
 
 
 @functools.cache
@@ -233,6 +233,25 @@ def size_text(value: sympy.Expr) -> str:
 @functools.lru_cache(maxsize=8192)
 def _text(value: sympy.Expr) -> str:
     return str(value)  # sympy's printer is slow, and a model repeats a few sizes many times
+
+
+class _ExactFloats(sympy.printing.str.StrPrinter):  # type: ignore[misc]
+    def _print_Float(self, expr: sympy.Float) -> str:
+        return repr(float(expr))
+
+
+def exact_text(value: sympy.Expr) -> str:
+    """The text form of a size that :func:`size` reads back as the same number: :func:`size_text`, but a float in it
+    written with every digit its double needs (sympy prints 15: ``x * π`` of a float64 model read back from JSON
+    scaled by ``3.14159265358979``).
+
+    >>> import math
+    >>> exact_text(sympy.Float(math.pi) / symbol("k")), float(size(exact_text(sympy.Float(math.pi)))) == math.pi
+    ('3.141592653589793/k', True)
+    """
+    if not isinstance(value, sympy.Basic) or not value.atoms(sympy.Float):
+        return size_text(value)
+    return str(_ExactFloats().doprint(value))
 
 
 @functools.lru_cache(maxsize=8192)
