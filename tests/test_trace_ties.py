@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ncd
+from ncd.torch.verify import compare_gradients
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,10 +64,30 @@ def test_gradients_at_ties_match_the_model(name: str) -> None:
         assert torch.allclose(gp[0], gp_low[0], atol=1e-5), (gp[0] - gp_low[0]).abs().max()
 
 
-def test_backward_diagram_of_an_amax_is_refused_not_drawn_wrong() -> None:
-    d = ncd.trace(Rounded(CASES["amax"]), torch.randn(2, 7, 12))
-    with pytest.raises(ncd.NCDError, match="tied entries"):
-        ncd.backward(d)
+@pytest.mark.parametrize("name", ["amax", "amin", "amax_keep", "amax_mid", "amax_two", "max_dim", "min_dim"])
+def test_backward_diagram_at_ties_equals_autograd(name: str) -> None:
+    """``ncd.backward`` of a traced amax shares a tie's cotangent evenly (``maxᵀ``), of ``max(dim)`` gives it to the
+    position max returned, as autograd does (the amax's was refused before)."""
+    torch.manual_seed(0)
+    model, x = Rounded(CASES[name]), torch.randn(2, 7, 12)
+    d = ncd.trace(model, x)
+    for what, mine, want in compare_gradients(d, inputs=(x,)):
+        assert torch.allclose(mine, want, atol=1e-5), (name, what, (mine - want).abs().max())
+
+
+def test_backward_diagram_of_an_amax_shares_ties_evenly() -> None:
+    class Extremes(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.amax(-1) * torch.tensor([1.0, 2.0, 4.0]) + x.amin(-1)
+
+    x = torch.tensor([[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0], [5.0, 1.0, 5.0, 1.0]])  # ties in every row
+    back = ncd.backward(ncd.trace(Extremes(), x))
+    assert [b.prim.label() for b in back.boxes() if b.prim.op == "reduction_backward"] == ["minᵀ", "maxᵀ"]
+    ((_, mine, want),) = compare_gradients(ncd.trace(Extremes(), x), inputs=(x,))
+    xa = x.clone().requires_grad_()
+    g = torch.autograd.grad(Extremes()(xa), xa, torch.ones(3))[0]
+    assert torch.equal(g, torch.tensor([[1.0, 0.5, 0.5, 0.0], [0.75, 0.75, 0.75, 0.75], [2.0, 0.5, 2.0, 0.5]]))
+    assert torch.equal(mine, want)
 
 
 class Clamped(torch.nn.Module):

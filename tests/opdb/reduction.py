@@ -70,6 +70,23 @@ for _p in (1.0, 2.0, 3.0):
 sample("reduction_backward", "logsumexp", lambda: ncd.Identity.of("t m, t, t") >> Box(
        ReductionBackwardOp(parse_segment("m"), "logsumexp")), {"t": 3, "m": 4}, _vjp(lambda x: torch.logsumexp(x, -1)),
        inputs=_inputs(lambda x: torch.logsumexp(x, -1)), grad=False)
+
+
+def _tied(reduce):  # type: ignore[no-untyped-def]
+    def make(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+        x, _, g = _inputs(reduce)(sizes)
+        x = x.round()  # many ties, shared evenly by amax's autograd
+        return x, reduce(x), g
+    return make
+
+
+for _r in ("amax", "amin"):
+    def _extreme(x: torch.Tensor, r: str = _r) -> torch.Tensor:
+        return getattr(torch, r)(x, -1)
+
+    sample("reduction_backward", _r, lambda r=_r: ncd.Identity.of("t m, t, t") >> Box(
+           ReductionBackwardOp(parse_segment("m"), r)), {"t": 3, "m": 4}, _vjp(_extreme), inputs=_tied(_extreme),
+           grad=False, cod="t m")
 error("reduction_backward", "kind", lambda: ReductionBackwardOp(parse_segment("m"), "max"),  # type: ignore[arg-type]
       r"reduction backward over 'm': unknown reduction 'max'", ParseError)
 

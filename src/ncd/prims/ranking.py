@@ -198,18 +198,23 @@ def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(TopKOp, SortOp)
 def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBackward:
-    """The entries are the input gathered at the positions: their cotangent is scattered back (``gather ᵀ``)."""
+    """The entries are the input gathered at the positions: their cotangent is scattered back (``gather ᵀ``), at the
+    position the call returned (``torch.topk``, ``x.max(dim)``).  An amax's (``ties="even"``) is shared evenly among
+    the tied entries, ``∂x = g · [x = y] / Σ [x = y]`` (the reductions' ``maxᵀ``), as autograd shares it."""
     from ncd.analysis.backward import BoxBackward
-    from ncd.ir.diagram import Identity
+    from ncd.ir.diagram import Identity, Par, Seq
     from ncd.prims.gather import GatherTransposeOp
 
     if prim.dtype != "float":  # indices ranked: no gradient flows
         return BoxBackward((), Identity(Type(())))
     if isinstance(prim, TopKOp) and prim.ties == "even":
-        from ncd.ir.rules import AnalysisError
+        from ncd.prims.movement import SqueezeOp
+        from ncd.prims.reduction import ReductionBackwardOp
 
-        raise AnalysisError(f"backward of {prim.label()}: an amax shares its gradient evenly among tied entries, which"
-                            " the backward diagram does not draw yet")
+        source = Segment((prim.axis,))
+        unit = Box(SqueezeOp(prim.output))  # the maximum and its gradient: one number each
+        shared = Box(ReductionBackwardOp(source, "amax" if prim.largest else "amin"))
+        return BoxBackward((("in", 0), ("out", 0)), Seq.of(Par.of(Identity(Type((source,))), unit, unit), shared))
     positions = Segment((prim.output,), "index", prim.axis.size)
     return BoxBackward((("out", 1),), Box(GatherTransposeOp(prim.axis, positions)))
 

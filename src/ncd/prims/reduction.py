@@ -4,7 +4,8 @@
 ``LogSumExp("s")`` is ``log Σ exp x`` over ``s`` (``torch.logsumexp``).  Both take the reduced
 axes to a scalar and are woven over every other axis, like a sum; ``x / ‖x‖`` (``F.normalize``)
 is this box followed by :func:`ncd.Divide`.  Their backward passes share one derivative box,
-:class:`ReductionBackwardOp`, fed with the input, the stored output and the gradient.
+:class:`ReductionBackwardOp`, fed with the input, the stored output and the gradient; so does an amax's
+(a top-1 of :mod:`ncd.prims.ranking` made by ``x.amax(dim)``), which shares the gradient among tied entries.
 
 One module holds every rule of the family: declaration, lowering, costs, backward, drawing and
 import (recognised by :mod:`ncd.trace.boxes_ranking`).
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VectorNormOp", "LogSumExpOp", "ReductionBackwardOp", "VectorNorm", "LogSumExp"]
 
-Reduction = Literal["norm", "logsumexp"]
+Reduction = Literal["norm", "logsumexp", "amax", "amin"]
 
 
 def _axes(axes: Segment, what: str) -> None:
@@ -101,7 +102,8 @@ class LogSumExpOp(Primitive):
 class ReductionBackwardOp(Primitive):
     """The gradient of a reduction from its input ``x``, stored output ``y`` and output gradient ``g``:
     ``(axes, (), ()) -> axes``.  Norm: ``g · sign(x) |x|ᵖ⁻¹ / yᵖ⁻¹`` (``0`` where ``y = 0``);
-    log-sum-exp: ``g · exp(x − y)``."""
+    log-sum-exp: ``g · exp(x − y)``; amax (amin): ``g · [x = y] / Σ [x = y]``, shared evenly among the tied
+    entries, as torch's autograd shares it."""
 
     axes: Segment
     reduction: Reduction
@@ -113,7 +115,7 @@ class ReductionBackwardOp(Primitive):
 
     def __post_init__(self) -> None:
         _axes(self.axes, f"{self.reduction} backward")
-        if self.reduction not in ("norm", "logsumexp"):
+        if self.reduction not in ("norm", "logsumexp", "amax", "amin"):
             raise ParseError(f"reduction backward over '{self.axes}': unknown reduction {self.reduction!r}")
         _order(self.p, f"{self.reduction} backward over '{self.axes}'")
 
@@ -121,7 +123,11 @@ class ReductionBackwardOp(Primitive):
         return Type((self.axes, SCALAR, SCALAR)), Type((self.axes,))
 
     def label(self) -> str:
-        return ("‖·‖" + _p_text(self.p) if self.reduction == "norm" else "log Σ exp") + "ᵀ"
+        return _reduction_text(self.reduction, self.p) + "ᵀ"
+
+
+def _reduction_text(reduction: Reduction, p: float) -> str:
+    return {"norm": "‖·‖" + _p_text(p), "logsumexp": "log Σ exp", "amax": "max", "amin": "min"}[reduction]
 
 
 def _p_text(p: float) -> str:
@@ -170,6 +176,11 @@ def lower_reduction_backward(prim: ReductionBackwardOp, ctx: RuleContext) -> lis
     ys, gs = f"{y}[{unit[1:-1]}]", f"{g}[{unit[1:-1]}]"
     if prim.reduction == "logsumexp":
         return [f"{gs} * torch.exp({x} - {ys})"]
+    if prim.reduction in ("amax", "amin"):  # torch's own rule: the gradient over the count of ties, where tied
+        tied = ctx.em.fresh("tied")
+        own = ", ".join(str(-k) for k in range(len(prim.axes.axes), 0, -1))
+        ctx.em.line(f"{tied} = {x} == {ys}")
+        return [f"{gs} / {tied}.sum(({own},), keepdim=True) * {tied}"]
     if prim.p == 1:
         return [f"{gs} * torch.sign({x})"]
     if prim.p == 2:
@@ -229,7 +240,8 @@ def draw_reduction(prim: VectorNormOp | LogSumExpOp | ReductionBackwardOp, ctx: 
 
     norm = isinstance(prim, VectorNormOp) or (isinstance(prim, ReductionBackwardOp) and prim.reduction == "norm")
     p = getattr(prim, "p", 2.0)
-    parts: tuple[Piece, ...] = (Piece("‖·‖"), Piece(_p_text(p), script=-1)) if norm else (Piece("log Σ exp"),)
+    parts: tuple[Piece, ...] = (Piece("‖·‖"), Piece(_p_text(p), script=-1)) if norm else \
+        (Piece(_reduction_text(prim.reduction, p)),) if isinstance(prim, ReductionBackwardOp) else (Piece("log Σ exp"),)
     if isinstance(prim, ReductionBackwardOp):
         parts += (Piece("T", script=1),)
     return generic_box(ctx, box.dom, box.cod, parts, fill="#ffffff", name=prim.op)
