@@ -144,9 +144,8 @@ class Extremes(nn.Module):
 
 def test_extremes_over_dims_and_their_positions_are_boxes() -> None:
     d = _fresh_round_trip(Extremes(), torch.randn(2, 3, 4))
-    # amax over dims apart ((0, 2) and [2, 0]) stays an opaque call: a maximum of maxima has its value, not its gradient
-    # at ties (tests/test_trace_ties.py)
-    assert d.opaque_count == 2
+    # amax over dims apart ((0, 2) and [2, 0]): transposed together, one amax (its gradient at ties: tests/test_trace_ties.py)
+    assert d.opaque_count == 0
     ties = torch.randint(0, 3, (2, 3, 4)).float()  # ties: the first position, as torch gives it
     for want, got in zip(Extremes()(ties), d.to_torch()(ties)):
         assert torch.equal(want, got)

@@ -20,6 +20,8 @@ CASES: dict[str, Op] = {
     "amax_keep": lambda q: q - q.amax(-1, keepdim=True),
     "amax_mid": lambda q: q.amax(1),
     "amax_two": lambda q: q.amax((1, 2)),
+    "amax_apart": lambda q: q.amax((0, 2)),
+    "amin_apart": lambda q: q.amin((-1, 0), keepdim=True) * 3,
     "max_dim": lambda q: q.max(-1).values,
     "min_dim": lambda q: q.min(1, keepdim=True).values * 2,
     "clamp_min": lambda q: torch.clamp(q, min=q.flip(-1)),
@@ -54,7 +56,9 @@ def test_gradients_at_ties_match_the_model(name: str) -> None:
     torch.manual_seed(0)
     model = Rounded(CASES[name])
     x = torch.randn(2, 7, 12)
-    lowered = ncd.trace(model, x).to_torch()
+    d = ncd.trace(model, x)
+    assert d.opaque_count == 0
+    lowered = d.to_torch()
     for inputs in (x, torch.randn(2, 7, 12)):  # the traced input and a fresh one
         y, (gx, *gp) = _grads(model, inputs)
         y_low, (gx_low, *gp_low) = _grads(lowered, inputs)
@@ -64,7 +68,8 @@ def test_gradients_at_ties_match_the_model(name: str) -> None:
         assert torch.allclose(gp[0], gp_low[0], atol=1e-5), (gp[0] - gp_low[0]).abs().max()
 
 
-@pytest.mark.parametrize("name", ["amax", "amin", "amax_keep", "amax_mid", "amax_two", "max_dim", "min_dim"])
+@pytest.mark.parametrize("name", ["amax", "amin", "amax_keep", "amax_mid", "amax_two", "amax_apart", "amin_apart",
+                                  "max_dim", "min_dim"])
 def test_backward_diagram_at_ties_equals_autograd(name: str) -> None:
     """``ncd.backward`` of a traced amax shares a tie's cotangent evenly (``maxᵀ``), of ``max(dim)`` gives it to the
     position max returned, as autograd does (the amax's was refused before)."""

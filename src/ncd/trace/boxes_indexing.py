@@ -224,8 +224,8 @@ def _top1(conv: Converter, vid: int, d: int, largest: bool, ties: str) -> int:
 def extreme_over(conv: Converter, node: Node) -> None:
     """``x.amax(dim, keepdim)`` (``amin``): the largest (smallest) entry along one axis, a top-1 lowered as that amax
     (its gradient shared evenly among ties); over several adjacent axes, one amax of them read as one axis.  Over axes
-    apart it is not read: a maximum of maxima has the value but not the gradient (each row's ties share theirs
-    before the rows do)."""
+    apart, a transpose first brings them together behind the others (not a maximum of maxima: that has the value but
+    not the gradient, each row's ties would share theirs before the rows do)."""
     largest = "amax" in node.target.name().split("::")[1]
     given = dict(zip(("dim", "keepdim"), node.args[1:])) | dict(node.kwargs)
     dims, keep = given.get("dim", ()), bool(given.get("keepdim", False))
@@ -234,14 +234,21 @@ def extreme_over(conv: Converter, node: Node) -> None:
     picked = sorted(_dims(conv, vid, dims)) if dims not in ((), [], None) else list(range(len(seg.axes)))
     if not picked:
         raise Decline("the extreme of a number")
-    if len(picked) > 1 and seg.dtype == "float":  # several adjacent axes read as one: one amax, as recorded
-        if picked != list(range(picked[0], picked[-1] + 1)):
-            raise Decline("the extreme over axes apart: its gradient at ties is not one axis's after another's")
-        lo, hi = picked[0], picked[-1] + 1
+    if len(picked) > 1 and seg.dtype == "float":  # several axes read as one: one amax, as recorded
         shape = tuple(int(s) for s in node.args[0].value.shape)
+        names, together = list(seg.names), picked
+        if picked != list(range(picked[0], picked[-1] + 1)):  # axes apart: moved behind the others, in their order
+            from ncd.prims.structure import TransposeOp
+
+            perm = [d for d in range(len(shape)) if d not in picked] + picked
+            box = Box(TransposeOp(seg, tuple(perm)))
+            (vid,) = conv.emit(box, [vid], list(box.cod))
+            shape, names = tuple(shape[d] for d in perm), [names[d] for d in perm]
+            together = list(range(len(shape) - len(picked), len(shape)))
+        lo, hi = together[0], together[-1] + 1
         n = math.prod(shape[lo:hi])
-        merged = conv.namer.fresh(n, None, "feature", tuple(seg.names[lo:hi]))
-        vid = conv.view(vid, list(seg.names[:lo]) + [merged] + list(seg.names[hi:]), shape[:lo] + (n,) + shape[hi:])
+        merged = conv.namer.fresh(n, None, "feature", tuple(names[lo:hi]))
+        vid = conv.view(vid, names[:lo] + [merged] + names[hi:], shape[:lo] + (n,) + shape[hi:])
         vid = _top1(conv, vid, lo, largest, "even")
     else:
         for d in reversed(picked):  # the later axes first (of indices: no gradient): the earlier keep their positions
