@@ -135,38 +135,3 @@ def test_clamp_by_learned_bounds_of_another_type_keeps_their_gradients() -> None
     theirs = sorted(float(p.grad) for p in model.parameters() if p.grad is not None)
     mine = sorted(float(p.grad) for p in lowered.parameters() if p.grad is not None)
     assert mine == theirs
-
-
-class CastTable(nn.Module):
-    """``F.embedding(ids, w.to(dtype))``: a float32 table looked up in another float type."""
-
-    def __init__(self, dtype: torch.dtype, padding: int | None = None) -> None:
-        super().__init__()
-        self.w, self.dtype, self.padding = nn.Parameter(torch.randn(10, 4)), dtype, padding
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(ids, self.w.to(self.dtype), padding_idx=self.padding)
-
-
-@pytest.mark.parametrize("padding", [None, 2])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
-def test_an_embedding_of_a_cast_table_is_the_lookup_then_a_cast(dtype: torch.dtype, padding: int | None) -> None:
-    """Was an opaque ``embedding`` box (the cast table a wire); now the embedding of the parameter, then a cast box:
-    the same rows, the parameter counted once, its gradient the model's (ids without repeats: each row's cotangent is
-    the model's cast back, summed over no repeats)."""
-    torch.manual_seed(0)
-    model = CastTable(dtype, padding)
-    ids, fresh = torch.tensor([[1, 2, 5, 7]]), torch.tensor([[3, 2, 9, 0]])
-    diagram = ncd.trace(model, ids)
-    assert diagram.opaque_count == 0
-    lowered = diagram.to_torch()
-    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
-    for given in (ids, fresh):
-        got, want = lowered(given), model(given)
-        assert got.dtype == want.dtype and torch.equal(got, want)
-        model.zero_grad()
-        lowered.zero_grad()
-        (want.float() * torch.arange(4.0)).sum().backward()
-        (got.float() * torch.arange(4.0)).sum().backward()
-        (mine,), (theirs,) = list(lowered.parameters()), list(model.parameters())
-        assert mine.grad is not None and theirs.grad is not None and torch.equal(mine.grad, theirs.grad)

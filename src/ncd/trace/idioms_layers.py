@@ -33,11 +33,6 @@ def embedding(conv: Converter, node: Node) -> None:
     if given.get("scale_grad_by_freq") or given.get("sparse"):  # gradients the box's would not be: opaque (exact)
         raise Decline("gradients scaled by frequency, or sparse")
     table = _weight(weight)
-    cast = None  # a table read through a float cast (``F.embedding(ids, w.double())``): its rows looked up, then cast
-    if table is not None and isinstance(weight, Node) and weight.kind == "call" and weight.args \
-            and isinstance(weight.args[0], Node) and weight.args[0].kind == "parameter" \
-            and (source := _weight(weight.args[0])) is not None and source.dtype != table.dtype:
-        cast, table = (source.dtype, table.dtype), source  # (exact: a row cast is the cast table's row)
     if table is None or table.dim() != 2 or not _tensor(ids) or ids.value.is_floating_point():
         raise Decline("not a learned table")  # ids may be constant: a table read at fixed rows (BERT's token types)
     vid = conv.value(ids)
@@ -57,10 +52,6 @@ def embedding(conv: Converter, node: Node) -> None:
     padding = int(pad) if isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < table.shape[0] else None
     out = conv.apply(Box(EmbeddingOp(seg.range, dim, padding), label), [vid])
     conv.emitted.tensors.append([table])
-    if cast is not None:
-        from ncd.trace.indexing import float_cast
-
-        out = conv.apply(float_cast(*cast), [out])
     conv.bind(node, out)
 
 

@@ -61,20 +61,9 @@ class Learned(Values):
         kept = "_learned" in self.__dict__
         if not kept:  # this loop changes no node: self.learned (origin's, _first_rows') keeps its answers meanwhile
             self.__dict__["_learned"] = {}
-        tables: set[int] = set()  # casts of a parameter read only as an embedding's table: the lookup, then the cast
-        for node in self.captured.nodes:
-            if node.kind == "call" and op_name(node.target)[0] == "aten.embedding" and isinstance(node.args[0], Node):
-                tables.add(id(node.args[0]))
-        for node in self.captured.nodes:
-            for r in refs((node.args, node.kwargs)):
-                if id(r) in tables and not (op_name(node.target)[0] == "aten.embedding" and node.args[0] is r
-                                            and all(a is not r for a in node.args[1:])):
-                    tables.discard(id(r))
         try:
             for node in self.captured.nodes:
                 if node.kind != "call" or node.live or not learned(node) or not _tensors_in(node.value):
-                    continue
-                if id(node) in tables and _recast(node) and node.args[0].kind == "parameter":
                     continue
                 args = refs((node.args, node.kwargs))
                 if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts \
