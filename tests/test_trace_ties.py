@@ -27,6 +27,7 @@ CASES: dict[str, Op] = {
     "clamp_min": lambda q: torch.clamp(q, min=q.flip(-1)),
     "clamp_max": lambda q: torch.clamp(q, max=q.roll(1, -1)),
     "clamp_row": lambda q: torch.clamp(q[:, :, :1], min=q),
+    "clamp_both": lambda q: torch.clamp(q, q.roll(1, -1), q.flip(-1)),  # bounds tied, crossed, x at a bound
 }
 
 
@@ -112,4 +113,27 @@ def test_backward_diagram_of_a_clamp_gives_ties_to_the_clamped_tensor(upper: boo
     xa, ba = x.clone().requires_grad_(), bound.clone().requires_grad_()
     want = torch.autograd.grad((Clamped(upper)(xa, ba) * cotangent).sum(), [xa, ba])
     for w, g in zip(want, back(x, bound, cotangent)):
+        assert torch.equal(w, g)
+
+
+class ClampedBoth(torch.nn.Module):
+    def forward(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, lo, hi)
+
+
+def test_clamp_by_two_tensors_is_one_clamp_with_autograds_gradient() -> None:
+    """Where ``x < lo = hi`` torch's clamp gives no gradient at all; a maximum then a minimum gave it to ``lo``."""
+    x = torch.tensor([[0.0, 2.0, 5.0, 1.0, 3.0, 2.0, 0.0, 9.0, 0.0, 2.0, 5.0]])
+    lo = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 2.0, 2.0, 2.0]])
+    hi = torch.tensor([[3.0, 3.0, 3.0, 3.0, 3.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]])
+    d = ncd.trace(ClampedBoth(), x, lo, hi)
+    assert [b.prim.op for b in d.boxes()] == ["clamp"]
+    cotangent = torch.linspace(0.1, 1.0, 11)[None]
+    ins = [t.clone().requires_grad_() for t in (x, lo, hi)]
+    want = torch.autograd.grad((ClampedBoth()(*ins) * cotangent).sum(), ins)
+    assert float(sum(w[0, 8] for w in want)) == 0.0  # x < lo = hi: nobody's
+    low = [t.clone().requires_grad_() for t in (x, lo, hi)]
+    for w, g in zip(want, torch.autograd.grad((d.to_torch()(*low) * cotangent).sum(), low)):
+        assert torch.equal(w, g)
+    for w, g in zip(want, ncd.backward(d).to_torch()(x, lo, hi, cotangent)):
         assert torch.equal(w, g)

@@ -4,6 +4,8 @@ Like the Hadamard product (:func:`ncd.Multiply`), ``Maximum()`` has scalar domai
 composed after two tensors it is woven over their axes, and an axis only one of them carries is
 broadcast (RWKV's running maximum of its attention exponents, ``maximum(max_state, k)``).
 The larger (smaller) of a tensor and a Python number is :class:`ncd.prims.gather.ArithmeticOp`.
+``Clamp()`` (``1, 1, 1 -> 1``) is ``torch.clamp(x, lo, hi)`` by two tensors at once: one call, whose gradient
+autograd gives where no chain of a maximum and a minimum does (none at all where ``x < lo = hi``).
 
 One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
 
@@ -22,8 +24,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment
-from ncd.ir.diagram import Box, Identity, Par, Seq
+from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
 from ncd.prims.binary import Entrywise, draw_meeting, output_like
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
 
-__all__ = ["ExtremumOp", "Maximum"]
+__all__ = ["ExtremumOp", "Maximum", "ClampOp", "Clamp"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,70 @@ def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackwar
 
 # drawing: like the product ``⊙``, equal wires of both tensors meet at dots under ``max`` (or ``min``)
 SCALAR_DRAWING.rule(ExtremumOp)(draw_meeting)
+
+
+# -- clamp by two tensors: one box --------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClampOp(Entrywise):
+    """``torch.clamp(x, lo, hi)`` entry by entry, both bounds tensors: ``min(max(x, lo), hi)``, ``1, 1, 1 -> 1``."""
+
+    op: ClassVar[str] = "clamp"
+    family: ClassVar[str] = "elementwise"
+    operands: ClassVar[tuple[Segment, ...]] = (SCALAR, SCALAR, SCALAR)
+    symbol: ClassVar[str] = "clamp"
+
+
+def Clamp() -> Box:
+    """``torch.clamp(x, lo, hi)`` of three tensors (broadcast over the axes some lack)."""
+    return Box.make(ClampOp())
+
+
+@LOWERING.rule(ClampOp)
+def lower_clamp(prim: ClampOp, ctx: RuleContext) -> list[str]:
+    x, lo, hi = ctx.args
+    return [f"torch.clamp({x.var}, {lo.var}, {hi.var})"]
+
+
+@COST.rule(ClampOp)
+def cost_clamp(prim: ClampOp, ctx: CostContext) -> list[Tensor]:
+    """Two comparisons per entry; for the backward autograd keeps the three tensors."""
+    n = ctx.numel()
+    grad = any(t.grad for t in ctx.inputs)
+    if grad:
+        ctx.save(*ctx.inputs)
+    ctx.other(2 * n, 6 * n if grad else sympy.Integer(0))
+    return [output_like(ctx)]
+
+
+@BACKWARD.rule(ClampOp)
+def backward_clamp(prim: ClampOp, box: Box, builder: object) -> BoxBackward:
+    """Autograd's rule: ``∂x = g [lo ≤ x][x ≤ hi]``, ``∂lo = g [x < lo][lo < hi]``, ``∂hi = g ([x > hi] ∨ [hi < lo])``,
+    each a ``where`` of the gradient and zero; the relations are signs of differences."""
+    from ncd.analysis.backward import BoxBackward
+    from ncd.prims.elementwise import ScaleOp
+    from ncd.prims.gather import CompareOp
+    from ncd.prims.selection import CONDITION, LogicOp, WhereOp
+    from ncd.prims.structure import AddOp, ZerosOp, route
+
+    one = SCALAR_TYPE
+    difference = Seq.of(Par.of(Identity(one), Box(ScaleOp(sympy.Integer(-1)))), Box(AddOp(2)))  # (a, b) -> a − b
+
+    def sign(relation: str) -> Diagram:
+        return Seq.of(difference, Box(CompareOp(relation, 0.0, SCALAR)))
+
+    x, lo, hi, g = 0, 1, 2, 3  # (x − lo ≥ 0) (hi − x ≥ 0), (lo − x > 0) (hi − lo > 0), (x − hi > 0) (lo − hi > 0)
+    pairs = [x, lo, hi, x, lo, x, hi, lo, x, hi, lo, hi, g, g, g]
+    relations = Par.of(*(sign(r) for r in (">=", ">=", ">", ">", ">", ">")),
+                       Identity(Type((SCALAR,) * 3)))
+    conditions = Par.of(Box(LogicOp("and")), Box(LogicOp("and")), Box(LogicOp("or")), Identity(Type((SCALAR,) * 3)))
+    chosen = Seq.of(Par.of(Identity(Type((CONDITION, SCALAR))), Box(ZerosOp(one))), Box(WhereOp()))  # where(c, g, 0)
+    grads = Seq.of(route([SCALAR] * 4, pairs), relations, conditions,
+                   route([CONDITION] * 3 + [SCALAR] * 3, [0, 3, 1, 4, 2, 5]), Par.of(chosen, chosen, chosen))
+    return BoxBackward((("in", 0), ("in", 1), ("in", 2)), grads)
+
+
+SCALAR_DRAWING.rule(ClampOp)(draw_meeting)
+IMPORT.known(ClampOp, by="ncd.trace.boxes_indexing")
 
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------

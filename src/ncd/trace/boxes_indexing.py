@@ -310,14 +310,15 @@ def _unbounding(conv: Converter, bound: Node, smaller: bool) -> bool:
 
 
 def _hook_clamp() -> None:
-    """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: the larger of
-    ``x`` and ``min``, then the smaller of that and ``max``."""
+    """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: one clamp box
+    of the three when both bounds are tensors and ``x`` carries every wire of the result, else the larger of ``x`` and
+    ``min``, then the smaller of that and ``max``."""
     import ncd.trace.scalars  # noqa: F401  (the rule for numbers registers first; this one wraps it)
 
     def clamp_by_tensors(conv: Converter, node: Node) -> bool:
         if not any(isinstance(v, Node) for v in list(node.args[1:3]) + [node.kwargs.get("min"), node.kwargs.get("max")]):
             return False
-        from ncd.prims.extremum import ExtremumOp
+        from ncd.prims.extremum import ClampOp, ExtremumOp
         from ncd.trace.idioms import operand, out_names
 
         args = list(node.args) + [None, None]
@@ -342,6 +343,9 @@ def _hook_clamp() -> None:
         names = out_names(conv, node, tensors)
         shape = tuple(int(s) for s in node.value.shape)
         vid = operand(conv, x, names, shape)
+        if len(bounds) == 2 and tuple(x.value.shape) == shape:  # one clamp: its gradient is no chain's (x < lo = hi)
+            vid = conv.apply(Box(ClampOp()), [vid] + [operand(conv, v, names, shape) for _, v in bounds])
+            bounds = []
         for smaller, bound in bounds:
             vb = operand(conv, bound, names, shape)
             # clamp gives a tie's gradient to the clamped tensor, as the lowering's clamp does (maximum would halve it)
