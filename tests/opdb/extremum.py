@@ -35,3 +35,6 @@ sample("clamp", "with-ties", lambda: ncd.Identity.of("a b, a b, a b") >> Clamp()
        lambda p, x: torch.clamp(x[0], x[1], x[2]), inputs=_clamp_ties)
 sample("clamp", "broadcast", lambda: ncd.Identity.of("t m, t, m") >> Clamp(), {"t": 3, "m": 4},
        lambda p, x: torch.clamp(x[0], x[1][..., None], x[2][..., None, :]), cod="t m")
+error("clamp", "mismatch", lambda: ncd.Identity.of("a:2, a:3, a:2") >> Clamp(), r"axis a has size 2 .* and 3")
+error("clamp", "two-operands", lambda: ncd.Identity.of("a b, a b") >> Clamp(),
+      r"the first gives 2 segment\(s\), the second takes 3")
