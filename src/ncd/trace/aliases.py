@@ -36,6 +36,8 @@ class Aliases:
     transformed: bool
     #: the kept tensors by their memory's address (:meth:`_live_alias`), made from ``keep[:indexed]``
     memory: dict[int, list[torch.Tensor]]
+    #: the kept meta tensors by their storage (its ``_cdata``: they have no address), made with :attr:`memory`
+    meta_memory: dict[int, list[torch.Tensor]]
     indexed: int
 
     if TYPE_CHECKING:
@@ -101,18 +103,28 @@ class Aliases:
 
     def _live_alias(self, value: torch.Tensor) -> bool:
         """Whether ``value`` shares its memory with a recorded value of the inputs (tensors of a ``torch.func``
-        transform, which have no memory of their own, are passed over)."""
-        if value.device.type == "meta" or not value.untyped_storage().nbytes():
+        transform, which have no memory of their own, are passed over).  A meta tensor (a recording on meta) has no
+        address but shares its storage with the tensor it aliases: ``h.data`` of a value of the inputs recorded on
+        meta, whose writes (``h.data.add_(1)``) no recorded call would say (drawn without them, silently)."""
+        if not value.untyped_storage().nbytes():
             return False
+        if value.device.type == "meta":
+            self._indexed()
+            return any(getattr(self.by_id.get(id(t)), "live", False)
+                       for t in self.meta_memory.get(value.untyped_storage()._cdata, ()))
         return self._live_memory(value.untyped_storage().data_ptr())
 
     def _indexed(self) -> dict[int, list[torch.Tensor]]:
-        """The kept tensors by the memory they hold (those kept since the last look added)."""
+        """The kept tensors by the memory they hold (those kept since the last look added); the meta ones by their
+        storage (:attr:`meta_memory`)."""
         memory = self.memory
         keep = self.keep
         for t in keep[self.indexed:]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and not is_functorch_wrapped_tensor(t):
-                memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+            if isinstance(t, torch.Tensor) and not is_functorch_wrapped_tensor(t):
+                if t.device.type != "meta":
+                    memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+                else:
+                    self.meta_memory.setdefault(t.untyped_storage()._cdata, []).append(t)
         self.indexed = len(keep)
         return memory
 

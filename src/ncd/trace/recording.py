@@ -174,6 +174,7 @@ class _Recording(Aliases, InPlace):
         self.by_id: dict[int, Node] = {}
         self.keep: list[Any] = []  # keeps every recorded tensor alive, so ids stay unique
         self.memory: dict[int, list[torch.Tensor]] = {}  # the kept tensors by their memory's address (:class:`Aliases`)
+        self.meta_memory: dict[int, list[torch.Tensor]] = {}  # the kept meta tensors by their storage (:class:`Aliases`)
         self.indexed = 0
         self.stack: list[tuple[str, str]] = []
         self.paths = {id(m): p for p, m in walk.modules if p}
