@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import ncd
 
@@ -86,3 +87,68 @@ def test_ncd_s_own_json_of_these_calls_loads_untrusted_and_runs(name: str) -> No
         got, want = lowered(*inputs(seed)), model(*inputs(seed))
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+#: operators that were opaque boxes and are now boxes of their own (a row of ncd.prims.binary_functions.BINARY or of
+#: ncd.prims.elementwise.ROWS)
+BOXED: dict[str, tuple[Fn, str]] = {
+    "atan2": (torch.atan2, "binary_function"),
+    "hypot": (torch.hypot, "binary_function"),
+    "logaddexp": (torch.logaddexp, "binary_function"),
+    "logaddexp2": (torch.logaddexp2, "binary_function"),
+    "fmod": (torch.fmod, "binary_function"),
+    "fmod_number": (lambda a, b: torch.fmod(a * b, 0.7), "binary_function"),
+    "copysign": (torch.copysign, "binary_function"),
+    "copysign_number": (lambda a, b: torch.copysign(a + b, -1.0), "binary_function"),
+    "fmax_broadcast": (lambda a, b: torch.fmax(a, b[:, :1]), "binary_function"),
+    "fmin_nan": (lambda a, b: torch.fmin(a, torch.where(b > 1, float("nan"), b)), "binary_function"),
+    "atan2_reversed_broadcast": (lambda a, b: torch.atan2(b[0, 0], a), "binary_function"),
+    "floor_ceil": (lambda a, b: torch.floor(3 * a) * b + torch.ceil(3 * b) * a, "elementwise"),
+}
+
+
+def _gradients(model: torch.nn.Module, lowered: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    """The lowered module's parameter gradients (under one weighted sum of the output) are autograd's on the model."""
+    want, got = model(*inputs), lowered(*inputs)
+    weights = torch.linspace(-1, 1, want.numel()).reshape(want.shape)
+    mine, theirs = list(model.parameters()), list(lowered.parameters())
+    assert len(mine) == len(theirs)
+    want_grads = torch.autograd.grad((want.nan_to_num() * weights).sum(), mine)
+    got_grads = torch.autograd.grad((got.nan_to_num() * weights).sum(), theirs)
+    for p, g in zip(mine, want_grads):
+        twins = [k for k, q in enumerate(theirs) if q.shape == p.shape and torch.equal(q, p)]
+        assert any(torch.allclose(got_grads[k], g, rtol=1e-5, atol=1e-6, equal_nan=True) for k in twins), tuple(p.shape)
+
+
+@pytest.mark.parametrize("name", sorted(BOXED))
+def test_these_operators_are_boxes_equal_to_the_model_with_autograds_gradients(name: str) -> None:
+    f, op = BOXED[name]
+    model = _Two(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_floats(0))
+    assert d.opaque_count == 0, d.opaque
+    assert op in {b.prim.op for b in d.boxes()}
+    lowered = d.to_torch()
+    for seed in (0, 1):
+        got, want = lowered(*_floats(seed)), model(*_floats(seed))
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)  # the very call: bit for bit
+    _gradients(model, lowered, _floats(1))
+    again = ncd.load_json(d.to_json())  # untrusted: no opaque call at all
+    lowered_again = again.to_torch()
+    lowered_again.load_state_dict(d.state_dict(lowered_again))
+    torch.testing.assert_close(lowered_again(*_floats(1)), model(*_floats(1)), rtol=0, atol=0, equal_nan=True)
+    counter = FlopCounterMode(display=False)  # (it counts the two linears: entrywise functions cost it nothing)
+    with counter:
+        model(*_floats(0))
+    assert ncd.cost(d).forward_matmul == counter.get_total_flops() > 0
+
+
+def test_the_backward_diagram_of_a_function_of_two_tensors_is_autograds() -> None:
+    """``ncd.backward`` of ``atan2(a, b)`` woven over a broadcast axis, lowered, gives autograd's ``∂a``, ``∂b``."""
+    from ncd.prims.binary_functions import BinaryFunction
+
+    d = ncd.Identity.of("t m, m") >> BinaryFunction("hypot")
+    back = ncd.backward(d)
+    assert {b.prim.label() for b in back.boxes() if b.prim.op == "binary_gradient"} == {"∂a", "∂b"}

@@ -15,6 +15,7 @@ REFS = {
     "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "log2": torch.log2, "expm1": torch.expm1,
     "acos": torch.acos, "log_sigmoid": F.logsigmoid, "celu": F.celu, "selu": F.selu, "hardtanh": F.hardtanh,
     "sign": torch.sign, "trunc": torch.trunc, "round": torch.round, "frac": torch.frac,
+    "floor": torch.floor, "ceil": torch.ceil,
 }
 #: functions defined on positive numbers only: sampled after exp (so the input is any real number)
 POSITIVE = {"rsqrt", "reciprocal", "log1p", "log2"}

@@ -69,7 +69,7 @@ class Function:
     ``"output"`` or ``None``) — the cost model counts it and the backward diagram stores it;
     ``derivative`` is f′ as PyTorch source in that stored value ``{v}`` (``None`` when the
     backward needs no derivative box: f′ is then the constant ``slope``, ``-1`` for ``neg``, ``0`` for the
-    roundings ``sign``/``trunc``/``round``, ``1`` for ``identity`` and ``frac``).
+    roundings ``sign``/``trunc``/``round``/``floor``/``ceil``, ``1`` for ``identity`` and ``frac``).
 
     ``params`` names the function's numeric arguments and their defaults (``leaky_relu``'s slope, ``softplus``'s
     beta and threshold): ``call`` writes them where it says ``{args}`` (nothing when they are the defaults),
@@ -158,6 +158,8 @@ ROWS: dict[str, Function] = {
     "sign": Function("sgn", "torch.sign({})", None, None, slope=0),
     "trunc": Function("trunc", "torch.trunc({})", None, None, slope=0),
     "round": Function("round", "torch.round({})", None, None, slope=0),
+    "floor": Function("⌊x⌋", "torch.floor({})", None, None, slope=0),
+    "ceil": Function("⌈x⌉", "torch.ceil({})", None, None, slope=0),
     "frac": Function("frac", "torch.frac({})", None, None, slope=1),
 }
 

@@ -290,7 +290,7 @@ UNARY = {"rsqrt": ("rsqrt", ()), "square": ("square", ()), "softplus": ("softplu
          "cos": ("cos", ()), "log1p": ("log1p", ()), "log2": ("log2", ()), "expm1": ("expm1", ()), "acos": ("acos", ()),
          "hardtanh": ("hardtanh", (-1, 1)), "log_sigmoid": ("log_sigmoid", ()), "celu": ("celu", (1,)),
          "selu": ("selu", ()), "sign": ("sign", ()), "trunc": ("trunc", ()), "round": ("round", ()),
-         "frac": ("frac", ())}
+         "frac": ("frac", ()), "floor": ("floor", ()), "ceil": ("ceil", ())}
 #: keyword names of the ATen arguments, in order
 _KEYWORDS = {"softplus": ("beta", "threshold"), "leaky_relu": ("negative_slope",), "elu": ("alpha", "scale", "input_scale"),
              "hardtanh": ("min_val", "max_val"), "celu": ("alpha",)}
