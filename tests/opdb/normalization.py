@@ -44,6 +44,14 @@ sample("rmsnorm", "torch", lambda: ncd.Identity.of("t m h") >> ncd.RMSNorm("m h"
        lambda p, x: F.rms_norm(x[0], (4, 2), param(p, "weight"), eps=1e-5))
 sample("rmsnorm", "woven-after", lambda: ncd.Identity.of("m h") >> ncd.RMSNorm("m", affine=False), {"m": 5, "h": 3},
        lambda p, x: rms_reference(x[0], None, (-2,), 1e-6))
+sample("rmsnorm", "offset", lambda: ncd.Identity.of("b t m") >> ncd.RMSNorm("m", offset=1.0), {"b": 2, "t": 3, "m": 8},
+       lambda p, x: rms_reference(x[0], None, (-1,), 1e-6) * (1.0 + param(p, "weight")))  # Gemma's zero-centred scale
+sample("rmsnorm", "offset-several-axes", lambda: ncd.Identity.of("t m h") >> ncd.RMSNorm("m h", eps=1e-5, offset=-0.5),
+       {"t": 3, "m": 4, "h": 2}, lambda p, x: F.rms_norm(x[0], (4, 2), eps=1e-5) * (param(p, "weight") - 0.5))
+error("rmsnorm", "offset-without-weight", lambda: ncd.RMSNorm("m", affine=False, offset=1.0),
+      r"rmsnorm: an offset 1.0 is added to the learned weight; without a weight \(affine=False\)", ParseError)
+error("rmsnorm", "offset-infinite", lambda: ncd.RMSNorm("m", offset=float("inf")),
+      r"rmsnorm: offset must be a finite number, not inf", ParseError)
 error("rmsnorm", "eps", lambda: ncd.RMSNorm("m", eps=-1.0), r"rmsnorm: eps must be a finite non-negative number, not -1.0",
       ParseError)
 

@@ -26,6 +26,7 @@ The rule for which axes are reduced is always explicit:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -120,19 +121,40 @@ class LayerNormOp(_AxisNorm):
 
 @dataclass(frozen=True)
 class RMSNormOp(_AxisNorm):
-    """Divide by the root mean square over ``axes`` (no centring); learned weight over ``axes``."""
+    """Divide by the root mean square over ``axes`` (no centring); learned weight over ``axes``.
+
+    ``offset`` (with ``affine``): the scale is ``offset + weight``, not ``weight`` — Gemma's zero-centred norm
+    ``x / rms(x) * (1 + w)``, whose weight starts at zeros."""
 
     axes: Segment
     eps: float = 1e-6
     affine: bool = True
+    offset: float = 0.0
 
     op: ClassVar[str] = "rmsnorm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_offset(self.offset, self.affine, self.op)
 
     def params(self) -> dict[str, tuple[Size, ...]]:
         return {"weight": self.axes.sizes} if self.affine else {}
 
     def label(self) -> str:
-        return "RMS"
+        return "RMS" if not self.offset else f"RMS{_offset_text(self.offset)}"
+
+
+def _check_offset(offset: float, affine: bool, what: str) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
+        raise ParseError(f"{what}: offset must be a finite number, not {offset!r}")
+    if offset and not affine:
+        raise ParseError(f"{what}: an offset {offset!r} is added to the learned weight; without a weight (affine=False)"
+                         " there is none to add it to")
+
+
+def _offset_text(offset: float) -> str:
+    """How a scale ``offset + w`` is written after a norm's name: ``·(1+w)``."""
+    return f"·({offset:g}+w)" if offset > 0 else f"·(w−{-offset:g})"
 
 
 @dataclass(frozen=True)
@@ -200,9 +222,16 @@ def LayerNorm(axes: str, eps: float = 1e-5, affine: bool = True, bias: bool = Tr
     return Box.make(LayerNormOp(axes_segment(axes, "layernorm"), float(eps), bool(affine), bool(bias)), name)
 
 
-def RMSNorm(axes: str, eps: float = 1e-6, affine: bool = True, name: str | None = None) -> Box:
-    """RMS normalisation over ``axes``: ``x / sqrt(mean(x²) + eps) * weight``."""
-    return Box.make(RMSNormOp(axes_segment(axes, "rmsnorm"), float(eps), bool(affine)), name)
+def RMSNorm(axes: str, eps: float = 1e-6, affine: bool = True, name: str | None = None, offset: float = 0.0) -> Box:
+    """RMS normalisation over ``axes``: ``x / sqrt(mean(x²) + eps) * weight``.
+
+    ``offset``: scaled by ``offset + weight`` instead (Gemma's ``(1 + w)``, the weight starting at zeros).
+
+    >>> import ncd
+    >>> ncd.RMSNorm("m", offset=1.0).prim.label()
+    'RMS·(1+w)'
+    """
+    return Box.make(RMSNormOp(axes_segment(axes, "rmsnorm"), float(eps), bool(affine), float(offset)), name)
 
 
 def BatchNorm(
@@ -252,6 +281,7 @@ class NormBackwardOp(Primitive):
     eps: float = 1e-5
     affine: bool = True
     bias: bool = True
+    offset: float = 0.0
 
     op: ClassVar[str] = "norm_backward"
     family: ClassVar[str] = "derivative"
@@ -262,6 +292,7 @@ class NormBackwardOp(Primitive):
             raise ParseError(f"norm backward: the normalisation must be 'layer' or 'rms', not {self.norm!r}")
         if self.bias and (self.norm != "layer" or not self.affine):
             raise ParseError(f"norm backward over '{self.axes}': only an affine layer norm has a bias")
+        _check_offset(self.offset, self.affine, "norm backward")
 
     def signature(self) -> tuple[Type, Type]:
         x = self.axes
@@ -270,7 +301,7 @@ class NormBackwardOp(Primitive):
         return Type(dom), Type(cod)
 
     def label(self) -> str:
-        return ("LN" if self.norm == "layer" else "RMS") + "ᵀ"
+        return ("LN" if self.norm == "layer" else "RMS") + (_offset_text(self.offset) if self.offset else "") + "ᵀ"
 
 
 def NormBackward(norm: str, axes: str, eps: float = 1e-5, affine: bool = True, bias: bool | None = None) -> Box:
@@ -368,9 +399,17 @@ def lower_layernorm(prim: LayerNormOp, ctx: RuleContext) -> list[str]:
 
 @LOWERING.rule(RMSNormOp)
 def lower_rmsnorm(prim: RMSNormOp, ctx: RuleContext) -> list[str]:
-    options = f", eps={prim.eps!r}" + ("" if prim.affine else ", elementwise_affine=False")
-    module = ctx.em.attr("rms" + (f"_{ctx.box.label}" if ctx.box.label else ""), f"nn.RMSNorm({_shape(ctx, prim.axes)}{options})")
-    return [f"{module}({ctx.args[0].var})"]
+    """``nn.RMSNorm``; with an offset, a weightless one times ``(offset + weight)``, the weight a parameter of zeros
+    (``x * rsqrt(mean(x²) + eps) * (offset + w)`` as Gemma computes it, in that order: the same numbers)."""
+    hint = "rms" + (f"_{ctx.box.label}" if ctx.box.label else "")
+    shape = _shape(ctx, prim.axes)
+    affine = prim.affine and not prim.offset
+    options = f", eps={prim.eps!r}" + ("" if affine else ", elementwise_affine=False")
+    module = ctx.em.attr(hint, f"nn.RMSNorm({shape}{options})")
+    if not prim.offset:
+        return [f"{module}({ctx.args[0].var})"]
+    weight = ctx.em.attr(hint + "_weight", f"nn.Parameter(torch.zeros({shape}))")
+    return [f"{module}({ctx.args[0].var}) * ({prim.offset!r} + {weight})"]
 
 
 @LOWERING.rule(BatchNormOp)
@@ -421,8 +460,11 @@ def cost_rmsnorm(prim: RMSNormOp, ctx: CostContext) -> list[Tensor]:
     ctx.save(x, ctx.new(stats, grad=False))
     if prim.affine:
         ctx.save(ctx.new(x.axes, x.order, grad=True))
+    if prim.offset and x.grad:  # (offset + weight: kept by the product for the input's gradient)
+        ctx.save(ctx.new(tuple(a for a in ctx.out_axes[0] if a.name in prim.axes.names), grad=True))
     n = ctx.numel()
-    ctx.other(5 * n, 8 * n)
+    shifted = numel(prim.axes.axes) if prim.offset else 0  # (offset + weight, once per call)
+    ctx.other(5 * n + shifted, 8 * n)
     return [ctx.like(0, x)]
 
 
@@ -444,7 +486,7 @@ def _norm_backward(prim: LayerNormOp | RMSNormOp, kind: str) -> BoxBackward:
     affine = prim.affine
     bias = isinstance(prim, LayerNormOp) and affine and prim.bias
     x = prim.axes
-    op = NormBackwardOp(kind, x, prim.eps, affine, bias)
+    op = NormBackwardOp(kind, x, prim.eps, affine, bias, prim.offset if isinstance(prim, RMSNormOp) else 0.0)
     stored = (("in", 0),) + ((("param", "weight"),) if affine else ())
     grads = (("weight",) if affine else ()) + (("bias",) if bias else ())
     return BoxBackward(stored, Box(op), grads)
@@ -482,7 +524,8 @@ def lower_norm_backward(prim: NormBackwardOp, ctx: RuleContext) -> list[str]:
         x = em.assign("centred", f"{x} - {x}.mean({dims}, keepdim=True)", axes)
     rstd = em.assign("rstd", f"torch.rsqrt(({x} * {x}).mean({dims}, keepdim=True) + {prim.eps!r})", axes)
     xhat = em.assign("x_hat", f"{x} * {rstd}", axes)
-    gh = em.assign("g_hat", f"{g} * {ctx.args[1].var}", axes) if prim.affine else g
+    scale = f"({prim.offset!r} + {ctx.args[1].var})" if prim.offset else ctx.args[1].var if prim.affine else ""
+    gh = em.assign("g_hat", f"{g} * {scale}", axes) if prim.affine else g
     centre = f" - {gh}.mean({dims}, keepdim=True)" if prim.norm == "layer" else ""
     dx = f"{rstd} * ({gh}{centre} - {xhat} * ({gh} * {xhat}).mean({dims}, keepdim=True))"
     return [dx] + ([f"{g} * {xhat}"] if prim.affine else []) + ([g] if prim.bias else [])

@@ -2,8 +2,9 @@
 out), read off its recorded operations when the module as a whole is not one box.
 
 :meth:`~ncd.trace.module_idioms.ModuleIdioms.module_idiom` draws an RMS-norm module as one ``RMS`` box when it computes
-``rms_norm(x, w)`` (checked on values).  A module that scales by something else — Gemma's ``(1 + w)``, a gated norm's
-``w * silu(gate)`` — is walked operation by operation, and its normalisation ``x * rsqrt(mean(x ** 2, -1, keepdim) +
+``rms_norm(x, w)``, or Gemma's ``rms_norm(x) * (1 + w)`` (checked on values).  A module that scales by something
+else — a gated norm's ``w * silu(gate)``, Gemma's ``(1 + w)`` in another type than float32 — is walked operation by
+operation, and its normalisation ``x * rsqrt(mean(x ** 2, -1, keepdim) +
 eps)`` (the square also written ``x.square()``, the root ``pow(…, -0.5)``: Gemma 4's, Muse Spark's, the unweighted
 norms of Inkling 2, DeepSeek V4, GLM-5 Next) was five boxes (square, mean, add, root,
 product) in every definition of every such module.  Those five recorded operations, in that order, each read only by
@@ -62,15 +63,15 @@ def root_mean_square(conv: Converter, node: Node) -> bool:
     ``x`` (the later operations skipped) and True is returned; else nothing is drawn and False is returned.
 
     >>> import torch, ncd
-    >>> class ZeroCentredRMSNorm(torch.nn.Module):  # Gemma's: scaled by (1 + w)
+    >>> class ExpScaledRMSNorm(torch.nn.Module):  # scaled by exp(w): not one box, its normalisation one
     ...     def __init__(self):
     ...         super().__init__()
     ...         self.weight = torch.nn.Parameter(torch.zeros(4))
     ...     def forward(self, x):
-    ...         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + self.weight)
-    >>> d = ncd.trace(torch.nn.Sequential(ZeroCentredRMSNorm()), torch.randn(2, 3, 4))
-    >>> sum(b.prim.op == "rmsnorm" for b in d.boxes())
-    1
+    ...         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight.exp()
+    >>> d = ncd.trace(torch.nn.Sequential(ExpScaledRMSNorm()), torch.randn(2, 3, 4))
+    >>> [b.prim.label() for b in d.boxes()]
+    ['RMS', 'θ weight', 'exp', '⊙']
     """
     if not node.stack or not any(k in node.stack[-1][1] for k in ("RMSNorm", "L2Norm")):
         return False
