@@ -311,8 +311,8 @@ def _unbounding(conv: Converter, bound: Node, smaller: bool) -> bool:
 
 def _hook_clamp() -> None:
     """``torch.clamp(x, min, max)`` with tensor bounds (``clamp.Tensor``) beside the rule for numbers: one clamp box
-    of the three when both bounds are tensors and ``x`` carries every wire of the result, else the larger of ``x`` and
-    ``min``, then the smaller of that and ``max``."""
+    of the three when both bounds are tensors (whatever wires ``x`` lacks: a chain gave ``x < lo = hi``'s gradient to
+    ``lo``, torch's clamp to nobody), else the larger of ``x`` and ``min`` or the smaller of ``x`` and ``max``."""
     import ncd.trace.scalars  # noqa: F401  (the rule for numbers registers first; this one wraps it)
 
     def clamp_by_tensors(conv: Converter, node: Node) -> bool:
@@ -320,6 +320,7 @@ def _hook_clamp() -> None:
             return False
         from ncd.prims.extremum import ClampOp, ExtremumOp
         from ncd.trace.idioms import operand, out_names
+        from ncd.trace.idioms_arithmetic import cross_back
 
         args = list(node.args) + [None, None]
         x = args[0]
@@ -343,7 +344,7 @@ def _hook_clamp() -> None:
         names = out_names(conv, node, tensors)
         shape = tuple(int(s) for s in node.value.shape)
         vid = operand(conv, x, names, shape)
-        if len(bounds) == 2 and tuple(x.value.shape) == shape:  # one clamp: its gradient is no chain's (x < lo = hi)
+        if len(bounds) == 2:  # one clamp: its gradient is no chain's (x < lo = hi)
             vid = conv.apply(Box(ClampOp()), [vid] + [operand(conv, v, names, shape) for _, v in bounds])
             bounds = []
         for smaller, bound in bounds:
@@ -352,9 +353,7 @@ def _hook_clamp() -> None:
             first, second, ties = (vid, vb, "first") if len(conv.segs[vid].axes) >= len(conv.segs[vb].axes) \
                 else (vb, vid, "second")
             vid = conv.apply(Box(ExtremumOp(smaller, ties)), [first, second])
-        if list(conv.segs[vid].names) != names:
-            raise Decline(f"the wires come out as '{conv.segs[vid]}', not {names}")
-        conv.bind(node, vid)
+        conv.bind(node, cross_back(conv, vid, names))  # (an x lacking the leading wires: woven after them)
         return True
 
     hook(("aten.clamp", "aten.clip"), clamp_by_tensors)
