@@ -223,7 +223,7 @@ def lower_scan(prim: ScanOp, ctx: RuleContext) -> list[str]:
     lists = [em.fresh("ys" if n_y == 1 else f"ys{j}") for j in range(n_y)]
     for name in lists:
         em.line(f"{name} = []")
-    step = em.fresh("step")
+    step = em.fresh("step") if xs else "_"  # (a scan of no inputs along the axis reads no step)
     header = f"for {step} in range({steps - 1}, -1, -1):" if prim.reverse else f"for {step} in range({steps}):"
     mark = len(em.function.ops)
     slices = []

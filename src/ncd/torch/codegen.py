@@ -443,7 +443,9 @@ def lower(bound: Diagram, named: NamedSizes | None = None) -> Program:
 
     fuse_layers(gen.program, gen.rows, gen.cols)  # a whole encoder layer or attention runs torch's fused kernel in inference
     from ncd.torch.layouts_free import free_dead_values
+    from ncd.torch.unread import drop_unread
 
+    drop_unread(gen.program)  # no op computes what nothing reads (a maximum's unread positions, a dead reshape)
     free_dead_values(gen.program)  # each intermediate deleted after its last read, as nested calls free it
     return gen.program
 

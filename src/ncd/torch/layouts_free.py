@@ -27,12 +27,12 @@ import re
 
 from ncd.ir.program import Function, Op, Program
 
-__all__ = ["free_dead_values"]
+__all__ = ["free_dead_values", "reads"]
 
 _NAME = re.compile(r"(?<![\w.])([A-Za-z_]\w*)")
 
 
-def _reads(op: Op) -> set[str]:
+def reads(op: Op) -> set[str]:
     """The names ``op`` may read: its arguments and every identifier of its text not after a dot (conservative:
     a name in a string or a keyword's name counts as a read)."""
     return {a.var for a in op.args} | set(_NAME.findall(op.code))
@@ -44,14 +44,14 @@ def _frees(function: Function) -> dict[int, tuple[str, ...]]:
     defined: dict[str, int] = {}  # name -> index of the op that (last) defines it
     last: dict[str, int] = {}  # name -> index of the last op that reads it
     for i, op in enumerate(function.ops):
-        for name in _reads(op):
+        for name in reads(op):
             last[name] = i
         if op.kind not in ("statement", "loop"):  # bound by a plain assignment (a statement's text may bind it or not)
             for value in op.outputs:
                 defined[value.var] = i
     after: dict[int, list[str]] = {}
     for name, i in defined.items():
-        if name not in kept:
+        if name not in kept and name != "_":  # ``_``: an output nothing reads (ncd.torch.unread)
             after.setdefault(max(i, last.get(name, i)), []).append(name)
     return {i: tuple(sorted(names)) for i, names in after.items()}
 
