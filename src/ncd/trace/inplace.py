@@ -27,6 +27,31 @@ def _forget(nodes: list[Node]) -> None:
         n.value = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
 
 
+#: the creation operations whose result is all zeros (:func:`_zeros_kept`)
+_ZEROS = frozenset({"new_zeros", "zeros", "zeros_like"})
+
+#: integer types of each element size: a tensor's bits read as integers (:func:`_zeros_kept`)
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _zeros_kept(node: Node, t: torch.Tensor) -> torch.Tensor | None:
+    """The recorded value of ``node``, a ``new_zeros``/``zeros``/``zeros_like`` whose value is ``t`` itself (no write
+    recorded into it yet), kept through a write into ``t`` as a zero expanded to its shape (no memory of its own)
+    where ``t``'s bits are checked all zero: no copy of it (longformer: its 8 MB and 2 MB score tensors, copied at their
+    first write); else None."""
+    target = getattr(node.target, "overloadpacket", None)
+    if node.kind != "call" or target is None or target.__name__ not in _ZEROS or node.value is not t \
+            or t.layout != torch.strided or t.device.type == "meta" or not t.is_contiguous() \
+            or t.numel() * t.element_size() < RELEASE_ABOVE or t.element_size() not in _BITS or t.is_complex():
+        return None
+    flat = t.reshape(-1)
+    bits = flat.view(torch.int64) if flat.numel() * flat.element_size() % 8 == 0 else flat.view(_BITS[t.element_size()])
+    low, high = torch.aminmax(bits)  # (the bits, as integers: a -0.0 is no zero made; one pass, nothing allocated)
+    if bool(low) or bool(high):
+        return None
+    return torch.zeros((), dtype=t.dtype, device=t.device).expand(t.shape)
+
+
 def _may_widen(mutated: torch.Tensor, operand: Any) -> bool:
     """Whether ``operand`` may promote a write into ``mutated`` to a wider type: a tensor of another type of the same
     kind (floats, integers), with axes unless ``mutated`` has none (a 0-dim operand does not promote)."""
@@ -118,6 +143,8 @@ class InPlace:
             node = self.by_id.get(id(t))
             if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, root):
                 again = viewed_again(node, root, self.own)
+                if again is None and t is root:
+                    again = _zeros_kept(node, t)
                 node.value = again if again is not None else node.value.clone()
                 self.own.add(id(node.value))
                 self.keep.append(node.value)  # (alive while its id is in ``own``)
@@ -371,6 +398,8 @@ class InPlace:
         if id(old) not in self.own or not old.is_floating_point() or old.numel() * old.element_size() < RELEASE_ABOVE:
             return False
         memory = old.untyped_storage()
+        if memory.nbytes() < RELEASE_ABOVE:  # (a zero expanded: :func:`_zeros_kept`)
+            return False
         address = memory.data_ptr()
         held = {id(old): old}
         for n in nodes:

@@ -1,0 +1,116 @@
+"""A large tensor made by ``new_zeros`` and filled through views (longformer's band of attention scores): its recorded
+value is kept through the first write as a zero expanded to its shape, not a copy (:func:`ncd.trace.inplace._zeros_kept`),
+and every recorded value, the diagram and its gradients are still the model's."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import ncd
+from ncd.trace.capture import Node, capture, refs
+
+
+class Band(torch.nn.Module):
+    """Chunks of scores copied into a fresh zero tensor of 2 MB (as longformer's ``_sliding_chunks_query_key_matmul``),
+    the zeros read by a call before the first write and the tensor read between two writes and after them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 256, 16)
+        h = self.lin(x)
+        s = h @ h.transpose(1, 2)  # (b, 256, 256)
+        band = s.new_zeros(s.shape[0], 2, 128, 257)  # float32, b = 8: 2.1 MB
+        before = band[:, 1, :4].sum(-1)  # read while it holds zeros
+        band[:, 0, :, 128:] = s[:, :128, :129]
+        band[:, 1, :, 128:] = s[:, 128:, 127:]
+        middle = band.sum(-1)  # read between two writes
+        band[:, 1:, :, :128] = s[:, 128:, :128].unsqueeze(1)
+        band[:, 0, 1:, 1:128] = torch.tanh(s[:, 1:128, 1:128])
+        scores = band.view(band.shape[0], 256, 257)
+        return scores.softmax(-1).sum(-1) + middle.flatten(1) + before.sum(-1, keepdim=True)
+
+
+def _replayed(nodes: list[Node]) -> int:
+    """Replay every recorded call on its arguments' recorded values: each gives the value recorded for it (but where
+    a value was forgotten, a ``meta`` tensor: memory a later write reused, read for its shape only)."""
+
+    def value(a: object) -> object:
+        if isinstance(a, Node):
+            return a.value
+        if isinstance(a, (list, tuple)):
+            return type(a)(value(b) for b in a)
+        return a
+
+    count = 0
+    for node in nodes:
+        args = refs((node.args, node.kwargs))
+        if node.kind == "call" and isinstance(node.value, torch.Tensor) and node.value.device.type != "meta" \
+                and callable(node.target) and not any(isinstance(a.value, torch.Tensor)
+                                                      and a.value.device.type == "meta" for a in args):
+            again = node.target(*value(node.args), **{k: value(v) for k, v in node.kwargs.items()})
+            torch.testing.assert_close(again, node.value, rtol=0, atol=0, msg=node.name)
+            count += 1
+    return count
+
+
+def test_a_fresh_zero_tensor_written_through_views_keeps_its_zeros_without_a_copy() -> None:
+    torch.manual_seed(0)
+    model = Band().eval()
+    x = torch.randn(8, 256, 16)
+    with torch.no_grad():
+        captured = capture(model, (x,), {})
+    zeros = [n for n in captured.nodes if n.kind == "call" and str(n.target) == "aten.new_zeros.default"]
+    assert len(zeros) == 1
+    kept = zeros[0].value
+    assert kept.shape == (8, 2, 128, 257) and not kept.any()
+    # no memory of its own: the 2 MB copy main made at the first write (a zero expanded to the shape)
+    assert kept.untyped_storage().nbytes() < kept.numel() * kept.element_size()
+    assert _replayed(captured.nodes) >= 10  # the slices of the zeros the writes' joins read, included
+
+
+def test_a_fresh_zero_tensor_written_through_views_round_trips_with_its_gradients() -> None:
+    torch.manual_seed(0)
+    model = Band().eval()
+    x = torch.randn(8, 256, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert d.method == "dispatch" and not d.opaque
+    module = d.to_torch()
+    for fresh in (x, torch.randn(8, 256, 16)):
+        a, b = fresh.clone().requires_grad_(), fresh.clone().requires_grad_()
+        got, want = module(a), model(b)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        got.square().sum().backward()
+        want.square().sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+class NotZeros(torch.nn.Module):
+    """A ``new_zeros`` tensor written whole by ``fill_`` before a write through a view: no zeros any more, so its
+    recorded values at the view's write are the fill's (its own node), never the zeros."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 512, 16)
+        t = x.new_zeros(x.shape[0], 512, 512)
+        t.fill_(-1.0)
+        t[:, :, :16] = x
+        return t.sum(-1)
+
+
+def test_a_zero_tensor_filled_whole_first_is_drawn_with_the_fill() -> None:
+    torch.manual_seed(0)
+    model = NotZeros().eval()
+    x = torch.randn(2, 512, 16)
+    with torch.no_grad():
+        captured = capture(model, (x,), {})
+    assert _replayed(captured.nodes) >= 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    module = d.to_torch()
+    for fresh in (x, torch.randn(2, 512, 16)):
+        torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-5)
