@@ -205,9 +205,18 @@ class ElementwiseOp(Primitive):
 
 @dataclass(frozen=True)
 class ScaleOp(Primitive):
-    """Multiplication by a constant or symbolic factor (drawn as an arrow labelled ``*factor``)."""
+    """Multiplication by a constant or symbolic factor (drawn as an arrow labelled ``*factor``).
+
+    ``divisor``: the model divided by it (``x / 3``, ``scores / math.sqrt(k)``, a mean's ``sum / n``), ``factor`` being
+    its reciprocal: lowered as that division, which a multiplication by the rounded reciprocal is not, bit for bit
+    (``x * 0.3333333333333333`` is one rounding off ``x / 3``); drawn as the factor.
+
+    >>> ScaleOp(sympy.Rational(1, 3), sympy.Integer(3)).label()
+    '*1/3'
+    """
 
     factor: Size
+    divisor: Size | None = None
 
     op: ClassVar[str] = "scale"
     weave_policy = weaving.always
@@ -220,8 +229,15 @@ class ScaleOp(Primitive):
                              " multiplication by inf or nan has no label, source or JSON of its own (a traced one is an"
                              " opaque box)")
 
+        if self.divisor is not None and self.divisor.has(sympy.oo, -sympy.oo, sympy.nan):
+            raise ParseError(f"Scale takes a finite divisor, not {self.divisor}")
+
     def signature(self) -> tuple[Type, Type]:
         return SCALAR_TYPE, SCALAR_TYPE
+
+    def fields(self) -> dict[str, Any]:
+        """The fields, without a divisor that is none (a multiplication's JSON is as before there was one)."""
+        return {"factor": self.factor} if self.divisor is None else {"factor": self.factor, "divisor": self.divisor}
 
     def label(self) -> str:
         if not finite(self.factor):
@@ -388,10 +404,11 @@ def finite(factor: sympy.Expr) -> bool:
     return not factor.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
 
 
-def factor_text(ctx: RuleContext) -> str:
+def factor_text(ctx: RuleContext, divisor: bool = False) -> str:
+    """The factor (``divisor``: the divisor) as the lowered module's Python: by its sizes' names where it has some."""
     prim = ctx.prim
     assert isinstance(prim, ScaleOp)
-    value = prim.factor
+    value = prim.divisor if divisor and prim.divisor is not None else prim.factor
     if value.free_symbols and symbolic_lowering():  # a program on symbolic sizes prints the factor by name
         return size_code(value) or f"({symbolic_text(value)})"
     if value.free_symbols:
@@ -413,8 +430,25 @@ def factor_text(ctx: RuleContext) -> str:
     return repr(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
 
 
+def _grouped(text: str) -> bool:
+    """Whether ``text`` is one parenthesised group (``(sizes.t + 1)``, not ``(a + 1) * (b + 1)``).
+
+    >>> _grouped("(sizes.t + 1)"), _grouped("(a + 1) * (b + 1)"), _grouped("sizes.k ** 0.5")
+    (True, False, False)
+    """
+    depth = 0
+    for k, c in enumerate(text):
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and k < len(text) - 1:
+            return False
+    return text.startswith("(")
+
+
 @LOWERING.rule(ScaleOp)
 def lower_scale(prim: ScaleOp, ctx: RuleContext) -> list[str]:
+    if prim.divisor is not None:  # the model's division (its rounding, not its reciprocal's)
+        text = factor_text(ctx, divisor=True)
+        return [f"{ctx.args[0].var} / {text if ' ' not in text or _grouped(text) else '(' + text + ')'}"]
     return [f"{ctx.args[0].var} * {factor_text(ctx)}"]
 
 

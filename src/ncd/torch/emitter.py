@@ -66,13 +66,16 @@ class NamedSizes:
         table: dict[sympy.Expr, sympy.Expr | None] = {}
         for box in diagram.boxes():
             if isinstance(box.prim, ScaleOp):
-                factor = box.prim.factor
-                bound = cast(ScaleOp, box.prim.subs(mapping)).factor  # as binding the diagram makes it
-                if bound.free_symbols:
-                    continue
-                written = factor if factor.free_symbols else None
-                if table.setdefault(bound, written) != written:
-                    table[bound] = None
+                given = cast(ScaleOp, box.prim.subs(mapping))  # as binding the diagram makes it
+                pairs = [(box.prim.factor, given.factor)]
+                if box.prim.divisor is not None and given.divisor is not None:  # (a division: printed alike)
+                    pairs.append((box.prim.divisor, given.divisor))
+                for factor, bound in pairs:
+                    if bound.free_symbols:
+                        continue
+                    written = factor if factor.free_symbols else None
+                    if table.setdefault(bound, written) != written:
+                        table[bound] = None
         return cls(merged, table)
 
     def written(self, value: sympy.Expr) -> sympy.Expr:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fractions
 import math
 import struct
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Primitive
+from ncd.ir.program import size_code
 from ncd.ir.size import symbol
 from ncd.prims.elementwise import ElementwiseOp, MultiplyOp, ScaleOp
 from ncd.prims.linear import EinsumOp
@@ -209,14 +211,43 @@ def written(factor: float) -> bool:
     return math.isclose(factor, near.numerator / near.denominator, rel_tol=1e-12, abs_tol=0.0)
 
 
-def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = ()) -> int:
-    """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression)."""
-    if factor == 1:
+def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence[str] = (),
+           by: float | None = None, single: bool = False) -> int:
+    """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression).
+    ``by``: the number the model divided by (``factor`` its reciprocal), lowered as that division where
+    :func:`divisor` finds it the model's (``single``: a float32 tensor's number)."""
+    if factor == 1 and by is None:
         return vid
     if not isinstance(factor, sympy.Expr) and not math.isfinite(factor):
         raise Decline("a factor that is not finite (Scale refuses inf and nan)")
     expr = factor if isinstance(factor, sympy.Expr) else _factor(conv, float(factor), like)
-    return conv.apply(Box(ScaleOp(expr)), [vid])
+    return conv.apply(Box(ScaleOp(expr, divisor(conv, expr, by, single) if by is not None else None)), [vid])
+
+
+def divisor(conv: Converter, factor: sympy.Expr, by: float, single: bool = False) -> sympy.Expr | None:
+    """What a Scale box by ``factor`` standing for a division by the number ``by`` divides by when lowered
+    (:attr:`~ncd.prims.elementwise.ScaleOp.divisor`: ``x / 3`` is not ``x * 0.3333333333333333``, bit for bit), or
+    None: a number whose reciprocal is a power of two (``x / 4`` is ``x * 0.25`` exactly: drawn and lowered as
+    before), or ``1 / factor`` as the lowered module computes it (reading its sizes by name: ``sizes.k ** 0.5``,
+    Python's power, which is not always ``math.sqrt``) is not ``by`` (``single``: rounded to float32 as torch reads
+    the number for a float32 tensor) — lowered as the multiplication, one rounding off, as before."""
+    if not math.isfinite(by) or by == 0:
+        return None
+    same = _single if single else float
+    if not factor.free_symbols:
+        if abs(math.frexp(by)[0]) == 0.5:
+            return None
+        number = sympy.Integer(int(by)) if by.is_integer() and abs(by) < 2**53 else sympy.Float(by)
+        return number if same(float(number)) == same(by) else None
+    inverse = 1 / factor
+    code = size_code(inverse)
+    constants = conv.__dict__.get("_constants", {})  # the sizes the diagram records as its defaults, else the wires'
+    sizes = {str(s): constants.get(str(s)) or noted(conv.namer, conv.namer.size_of.get, str(s))
+             for s in inverse.free_symbols}
+    if code is None or any(not isinstance(n, int) for n in sizes.values()):
+        return None
+    value = eval(code, {"__builtins__": {}}, {"sizes": types.SimpleNamespace(**sizes)})  # noqa: S307 (sizes' Python)
+    return inverse if same(float(value)) == same(by) else None
 
 
 def number_tensor(value: Any, result: torch.dtype | None = None) -> torch.Tensor:
@@ -368,7 +399,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
         vid = conv.value(a)
         if tuple(int(x.size) for x in conv.segs[vid].axes) != _shape(node):
             raise Decline("broadcast")
-        conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else ()))
+        by = float(b) if name == "div" else None  # (lowered as the model's division: :func:`divisor`)
+        conv.bind(node, _scale(conv, vid, factor, conv.names(vid) if not written(factor) else (), by))
         return
     sized = sized_scalar(conv, node, a, b, name)
     if sized is not None:
@@ -438,7 +470,9 @@ def sized_scalar(conv: Converter, node: Node, a: Any, b: Any, name: str) -> int 
     expr = _factor(conv, value, conv.names(vid), single)
     if not expr.free_symbols:
         return None
-    return _scale(conv, vid, expr if name == "mul" else 1 / expr)  # (over k**0.5: times k**-0.5, to a rounding)
+    if name == "mul":
+        return _scale(conv, vid, expr)
+    return _scale(conv, vid, 1 / expr, by=value, single=single)  # (over k**0.5: lowered as that division)
 
 
 def bind_product(conv: Converter, node: Node, prim: Primitive, va: int, vb: int, names: list[str],
@@ -488,8 +522,10 @@ def reduce(conv: Converter, node: Node) -> None:
         vid = _scale(conv, vid, 1 / count_of(conv, [seg.axes[d] for d in dims]))
     box = Box(EinsumOp(Type((seg,)), out))
     (vid2,) = conv.emit(box, [vid], [out])
-    if mean and not early:  # 1 over the reduced wires' sizes: their symbols where the names hold them
-        vid2 = _scale(conv, vid2, 1 / count_of(conv, [seg.axes[d] for d in dims]))
+    if mean and not early:  # 1 over the reduced wires' sizes: their symbols where the names hold them; lowered as
+        # torch's mean computes it, its sum divided by their count (``* b**-1 * m**-1`` rounded twice)
+        count = count_of(conv, [seg.axes[d] for d in dims])
+        vid2 = conv.apply(Box(ScaleOp(1 / count, count)), [vid2])
     if keep:
         names = kept_units(seg.names, dims)
         vid2 = conv.view(vid2, names, _shape(node))
