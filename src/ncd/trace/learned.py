@@ -211,7 +211,8 @@ class Learned(Values):
         if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
             return False
         n = int(tensor.shape[0])  # (of the table's own type: ``.real`` of a complex table equals its cast, is no row)
-        return n <= table.shape[0] and table.dtype == tensor.dtype and torch.equal(tensor, table[:n])
+        return n <= table.shape[0] and table.dtype == tensor.dtype and torch.equal(tensor, table[:n]) \
+            and _reads_first_rows(node, table, n)
 
     def _cast_rows(self, node: Node) -> bool:
         """Whether ``node`` casts a table's first rows to another float type (``pos[:t].to(x.dtype)``, through more
@@ -472,6 +473,58 @@ def _view_chain(node: Node, depth: int) -> torch.Tensor | None:
     if not isinstance(viewed, torch.Tensor) or viewed.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
         return None
     return viewed
+
+
+#: operators that only pick entries of their operand, of which a chain from a table can read its first rows
+_PICKS = _COPIES | _VIEWS | frozenset({"aten.embedding", "aten.index_select", "aten.slice", "aten.narrow", "aten.select",
+                                      "aten.index", "aten.expand"})
+
+
+def _reads_first_rows(node: Node, table: torch.Tensor, n: int) -> bool:
+    """Whether ``node`` (equal to the first ``n`` rows of ``table``, leading size-1 axes aside) reads those rows: a
+    write into the table itself (``w.data.clamp_(-c, c)``: the table holds the result), or a chain of operators that
+    only pick entries (:data:`_PICKS`) that picks them on a table of distinct entries in its place too.  Equal
+    values alone are no proof: ``w.clamp(-100, 100)`` of a table inside the bounds, ``L * tril + eye`` of a unit
+    triangular ``L``, or rows 9..5 of a table of zeros read as rows 0..4 gave the lowered module a constant, or other
+    rows, in place of the model's computation on the table (its gradient lost or misplaced, with no word)."""
+    value = node.value
+    if value.untyped_storage().data_ptr() == table.untyped_storage().data_ptr():
+        return True
+    probe = torch.arange(table.numel(), dtype=torch.int64).reshape(table.shape)
+    memo: dict[int, bool] = {}
+
+    def reads(ref: Node) -> bool:  # whether ref's value is computed from the table (else it is its own value)
+        if id(ref) not in memo:
+            memo[id(ref)] = ref.kind == "parameter" or (ref.kind == "call" and not ref.live and any(
+                reads(r) for r in refs((ref.args, ref.kwargs))))
+        return memo[id(ref)]
+
+    def picked(ref: Any) -> Any:
+        if isinstance(ref, (list, tuple)):
+            return type(ref)(picked(r) for r in ref)
+        if isinstance(ref, dict):
+            return {k: picked(v) for k, v in ref.items()}
+        if not isinstance(ref, Node):
+            return ref
+        if ref.kind == "parameter":
+            return probe
+        if not reads(ref):
+            return ref.value
+        if op_name(ref.target)[0] not in _PICKS:
+            raise _NotPicked
+        return ref.target(*picked(ref.args), **picked(ref.kwargs))
+
+    try:
+        got = picked(node)
+    except Exception:  # noqa: BLE001 - not a pick, or one the probe's type does not take: not proved
+        return False
+    if not isinstance(got, torch.Tensor) or got.numel() != value.numel():
+        return False
+    return torch.equal(got.reshape(-1), probe[:n].reshape(-1))
+
+
+class _NotPicked(Exception):
+    """An operator that computes entries, met reading a table's rows on a probe."""
 
 
 def _recast(node: Node) -> bool:

@@ -1,0 +1,90 @@
+"""Red team, tenth pass: each test fails on the main it was written against and compares with the model itself (its
+outputs, and its parameters' gradients by torch.autograd)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import ncd
+
+
+def _gradients_as_the_model(model: torch.nn.Module, *inputs: torch.Tensor) -> torch.nn.Module:
+    """The lowered module of ``model``: outputs equal on ``inputs``, and the gradient of every parameter the model's
+    (matched by shape; each test's parameters have shapes of their own)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, *inputs).to_torch()
+    want, got = model(*inputs), lowered(*inputs)
+    assert torch.allclose(got, want, atol=1e-6)
+    weights = torch.linspace(-1, 1, want.numel()).reshape(want.shape)
+    (want * weights).sum().backward()
+    if got.requires_grad:
+        (got * weights).sum().backward()
+    mine = {tuple(p.shape): p.grad for p in lowered.parameters() if p.grad is not None}
+    for p in model.parameters():
+        assert p.grad is not None
+        assert tuple(p.shape) in mine, f"no gradient reaches the lowered module's parameter of shape {tuple(p.shape)}"
+        assert torch.allclose(mine[tuple(p.shape)], p.grad, atol=1e-6)
+    return lowered
+
+
+class _UnitTriangular(torch.nn.Module):
+    """Glow's LU-decomposed 1x1 convolution: ``L * tril + eye`` of a unit lower-triangular ``L`` equals ``L``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lower = torch.nn.Parameter(torch.tril(torch.randn(4, 4), -1) + torch.eye(4))
+        self.register_buffer("mask", torch.tril(torch.ones(4, 4), -1))
+        self.register_buffer("eye", torch.eye(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ (self.lower * self.mask + self.eye)
+
+
+class _Clipped(torch.nn.Module):
+    """A weight clamped in the forward (BinaryConnect; CLIP's ``logit_scale.clamp(max=...)``), inside its bounds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(5, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.w.clamp(-100.0, 100.0))
+
+
+class _ZeroPositions(torch.nn.Module):
+    """A position table not initialised yet (zeros), read at positions counted down: rows 9..5, not 0..4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = torch.nn.Embedding(10, 4)
+        torch.nn.init.zeros_(self.positions.weight)
+        self.register_buffer("ids", torch.arange(10).flip(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.positions(self.ids[: x.shape[1]])
+
+
+def test_a_computation_on_a_parameter_equal_to_it_is_drawn_not_frozen() -> None:
+    """A computation on a parameter whose result equals the whole parameter was read as the table "at its first rows":
+    the lowered module held the value as a constant (``L * tril + eye``) or the parameter without the computation
+    (``w.clamp(-100, 100)``: no clamp, and no gradient reached ``w``), with no warning."""
+    torch.manual_seed(0)
+    _gradients_as_the_model(_UnitTriangular(), torch.randn(3, 4))
+    model = _Clipped()
+    lowered = _gradients_as_the_model(model, torch.randn(2, 3))
+    with torch.no_grad():  # the lowered module computes the model's function of its parameters: clamped beyond them
+        for p in (*model.parameters(), *lowered.parameters()):
+            p.mul_(1000.0)
+    x = torch.randn(2, 3)
+    assert torch.allclose(lowered(x), model(x))
+
+
+def test_rows_of_a_table_equal_to_its_first_rows_are_read_where_the_model_reads_them() -> None:
+    """A table of zeros read at rows 9..5 equals its rows 0..4: drawn as the table sliced ``:5``, the lowered module
+    gave the gradient to rows 0..4."""
+    torch.manual_seed(0)
+    _gradients_as_the_model(_ZeroPositions(), torch.randn(2, 5, 4))
+
