@@ -88,3 +88,26 @@ def test_rows_of_a_table_equal_to_its_first_rows_are_read_where_the_model_reads_
     torch.manual_seed(0)
     _gradients_as_the_model(_ZeroPositions(), torch.randn(2, 5, 4))
 
+
+class _AdaIN(torch.nn.Module):
+    """Adaptive instance norm by hand (style transfer): the standard deviation over the positions of each channel, of
+    which a blank frame (a constant: padding) has none; over dims apart and with a correction too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        mean, std = h.mean((2, 3), keepdim=True), h.std((2, 3), keepdim=True)
+        spread = torch.std(h, (1, 3), correction=0).sum() + h.std(1).sum()
+        return (h - mean) / (std + 1e-5) + spread
+
+
+def test_a_standard_deviation_of_equal_entries_has_the_models_gradient() -> None:
+    """``x.std(dims)`` was the root of the deviations' mean square: its gradient where every entry is equal (a blank
+    frame's channels) was 0/0, NaN, in the lowered module (torch's std has 0 there), and NaN reached every parameter."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5)
+    x[0] = 0.0  # a blank frame: every channel of the convolution is 0, a standard deviation of 0
+    _gradients_as_the_model(_AdaIN(), x)

@@ -263,17 +263,18 @@ def norm(conv: Converter, node: Node) -> None:
 
 @rule("aten.var", "aten.std")
 def variance(conv: Converter, node: Node) -> None:
-    """``x.var(dims, correction)`` (and ``std``, its square root) as the boxes of its definition: the mean ``𝔼`` over the
-    wires ``dims``, subtracted (broadcast back over them), squared entry by entry, summed over them and divided by
-    ``n - correction`` (``unbiased=False``: ``n``)."""
+    """``x.var(dims, correction)`` as the boxes of its definition: the mean ``𝔼`` over the wires ``dims``, subtracted
+    (broadcast back over them), squared entry by entry, summed over them and divided by ``n - correction``
+    (``unbiased=False``: ``n``); ``std``, its square root, as the 2-norm of the deviations over ``√(n - correction)``."""
     import math
 
     import sympy
 
     from ncd.ir.axes import Segment
-    from ncd.prims.elementwise import ElementwiseOp, MultiplyOp
+    from ncd.prims.elementwise import MultiplyOp
     from ncd.prims.linear import EinsumOp
-    from ncd.prims.structure import AddOp
+    from ncd.prims.reduction import VectorNormOp
+    from ncd.prims.structure import AddOp, TransposeOp
     from ncd.trace.idioms import _scale, count_of
 
     name = node.target.name().split("::")[1].split(".")[0]
@@ -302,12 +303,21 @@ def variance(conv: Converter, node: Node) -> None:
     deviation = conv.apply(Box(AddOp(2)), [vid, mean])
     if conv.names(deviation) != list(seg.names):
         raise Decline(f"the deviation's wires come out as '{conv.segs[deviation]}'")
-    square = conv.apply(Box(MultiplyOp(2)), [deviation, deviation])
-    (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[square],)), rest)), [square], [rest])
     correction = int(correction) if float(correction).is_integer() else sympy.Float(correction)
-    out = _scale(conv, out, 1 / (count - correction))
-    if name == "std":
-        out = conv.apply(Box(ElementwiseOp("sqrt")), [out])
+    if name == "std":  # the deviations' norm, scaled: torch's std has gradient 0 where every entry is equal (a dead
+        # ReLU channel's), where the root of their mean square has 0/0 (NaN: AdaIN's lowered module trained on NaN)
+        spread, axes = deviation, sorted(own)
+        if axes != list(range(axes[0], axes[-1] + 1)):  # dims apart (``std((0, 2))``): moved behind the others first
+            perm = [d for d in range(len(seg.axes)) if d not in axes] + axes
+            moved = Box(TransposeOp(conv.segs[deviation], tuple(perm)))
+            (spread,) = conv.emit(moved, [deviation], list(moved.cod))
+            axes = list(range(len(perm) - len(axes), len(perm)))
+        norm = conv.apply(Box(VectorNormOp(_own(conv, spread, axes), 2.0)), [spread])
+        out = _scale(conv, norm, (count - correction) ** sympy.Rational(-1, 2))
+    else:
+        square = conv.apply(Box(MultiplyOp(2)), [deviation, deviation])
+        (out,) = conv.emit(Box(EinsumOp(Type((conv.segs[square],)), rest)), [square], [rest])
+        out = _scale(conv, out, 1 / (count - correction))
     if keep:
         out = conv.view(out, kept_units(seg.names, own),
                         tuple(int(s) for s in node.value.shape))
