@@ -111,3 +111,28 @@ def test_a_standard_deviation_of_equal_entries_has_the_models_gradient() -> None
     x = torch.randn(2, 3, 4, 5)
     x[0] = 0.0  # a blank frame: every channel of the convolution is 0, a standard deviation of 0
     _gradients_as_the_model(_AdaIN(), x)
+
+
+class _TwoNorms(torch.nn.Module):
+    """Two layer norms (ones and zeros, as built) and two zero biases, one of each read: T5 called with its
+    ``encoder_outputs`` runs only the decoder, whose norms equal the encoder's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.spare = torch.nn.LayerNorm(8), torch.nn.LayerNorm(8)
+        self.shift, self.spare_shift = torch.nn.Parameter(torch.zeros(8)), torch.nn.Parameter(torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x) + self.shift
+
+
+def test_an_unread_parameter_equal_to_a_read_one_is_kept() -> None:
+    """A parameter the forward does not read, equal in value to one it reads, counted as read (as a copy of all of
+    it): the lowered module dropped it and had fewer parameters than the model (T5 decoding from encoder outputs:
+    45,344 against 45,504)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(_TwoNorms(), torch.randn(2, 8)).to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in _TwoNorms().parameters())
+    unused = {n for n, _ in lowered.named_parameters() if n.startswith("unused.")}
+    assert unused == {"unused.spare.weight", "unused.spare.bias", "unused.spare_shift"}

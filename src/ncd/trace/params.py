@@ -48,8 +48,10 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     (``walk``: the model's state read already, :class:`ncd.trace.walk._Walk`).
 
     A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it, and so does one
-    that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``); a parameter on
-    the ``meta`` device counts as read when a traced tensor is that very object."""
+    that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``), not a view of
+    another parameter equal to it (T5's encoder norms, all ones, beside the decoder's when only the decoder runs: they
+    were dropped, the lowered module had fewer parameters than the model); a parameter on the ``meta`` device counts
+    as read when a traced tensor is that very object."""
     import torch
 
     flat = [t for group in tensors for t in group]
@@ -66,6 +68,14 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
     sizes = {dtype: ctypes.sizeof(c) for dtype, c in types.items()}
     strided = torch.strided
     named = walk.parameters if walk is not None and walk.faithful else model.named_parameters(remove_duplicate=False)
+    others: set[int] | None = None
+
+    def owned(t: torch.Tensor) -> bool:  # a view of a parameter reads that one, not every other of its values
+        nonlocal others
+        if others is None:  # (asked only of a parameter equal to a traced tensor: once, if ever)
+            others = {q.untyped_storage().data_ptr() for q in model.parameters() if not q.is_meta}
+        return t.untyped_storage().data_ptr() in others
+
     for name, p in named:
         if id(p) in read:
             continue
@@ -113,7 +123,7 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
             candidates = shaped.get(shape, [])
         else:
             candidates = keyed.get((shape, p.dtype, first), []) + unkeyed.get(shape, [])
-        if any(t.dtype == p.dtype and torch.equal(t, p.detach()) for t in candidates):
+        if any(t.dtype == p.dtype and torch.equal(t, p.detach()) and not owned(t) for t in candidates):
             continue
         out.append((name, p))
     return tuple(out)
