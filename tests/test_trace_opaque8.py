@@ -89,6 +89,8 @@ def test_ncd_s_own_json_of_these_calls_loads_untrusted_and_runs(name: str) -> No
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+_TARGETS = torch.randint(0, 5, (2, 5, 6), generator=torch.Generator().manual_seed(3))
+
 #: operators that were opaque boxes and are now boxes of their own (a row of ncd.prims.binary_functions.BINARY or of
 #: ncd.prims.elementwise.ROWS)
 BOXED: dict[str, tuple[Fn, str]] = {
@@ -104,6 +106,10 @@ BOXED: dict[str, tuple[Fn, str]] = {
     "fmin_nan": (lambda a, b: torch.fmin(a, torch.where(b > 1, float("nan"), b)), "binary_function"),
     "atan2_reversed_broadcast": (lambda a, b: torch.atan2(b[0, 0], a), "binary_function"),
     "floor_ceil": (lambda a, b: torch.floor(3 * a) * b + torch.ceil(3 * b) * a, "elementwise"),
+    # positions that repeat (summed there); a scatter_reduce of the sum is the same box
+    "scatter_add": (lambda a, b: a.scatter_add(1, _TARGETS, b), "scatter_write"),
+    "scatter_reduce_sum": (lambda a, b: a.scatter_reduce(1, _TARGETS, b * a, "sum"), "scatter_write"),
+    "scatter_add_narrower": (lambda a, b: a.scatter_add(1, _TARGETS[:, :3], b[:, :3]), "scatter_write"),
 }
 
 
@@ -152,3 +158,67 @@ def test_the_backward_diagram_of_a_function_of_two_tensors_is_autograds() -> Non
     d = ncd.Identity.of("t m, m") >> BinaryFunction("hypot")
     back = ncd.backward(d)
     assert {b.prim.label() for b in back.boxes() if b.prim.op == "binary_gradient"} == {"∂a", "∂b"}
+
+
+class _Extremes(torch.nn.Module):
+    """``x.max()`` and ``x.min()`` over every entry, of rounded values (ties share the gradient evenly in torch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = self.a(a).round()
+        return x * x.max() + self.b(b) * x.min()
+
+
+def test_the_extreme_of_every_entry_is_an_amax_with_the_models_tie_gradients() -> None:
+    model = _Extremes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_floats(0))
+    assert d.opaque_count == 0, d.opaque  # (was two opaque calls: aten.max.default, aten.min.default)
+    lowered = d.to_torch()
+    for seed in (0, 1):
+        torch.testing.assert_close(lowered(*_floats(seed)), model(*_floats(seed)), rtol=0, atol=0)
+    _gradients(model, lowered, _floats(1))
+    tied = (3 * torch.ones(2, 5, 6), torch.zeros(2, 5, 6))  # x equal over its 10 rows: the extremes are 10-way ties
+    _gradients(model, lowered, tied)
+
+
+class _Messages(torch.nn.Module):
+    """A graph layer: messages along edges (an input) summed into their receiving nodes with ``index_add``, and the
+    degrees counted the same way (a constant source at live positions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.message = torch.nn.Linear(12, 6)
+
+    def forward(self, nodes: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        src, dst = edges[0], edges[1]
+        messages = torch.relu(self.message(torch.cat([nodes[src], nodes[dst]], dim=-1)))
+        incoming = torch.zeros_like(nodes).index_add(0, dst, messages)
+        degree = torch.zeros(nodes.shape[0]).index_add(0, dst, torch.ones(dst.shape[0])).clamp(min=1)
+        return incoming / degree[:, None] + nodes.index_add(1, torch.tensor([0, 5, 0]), nodes[:, :3] * 2)
+
+
+def test_index_add_is_a_scatter_adding_the_slices_with_autograds_gradients() -> None:
+    def graph(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(7, 6, generator=g), torch.randint(0, 7, (2, 12), generator=g)
+
+    model = _Messages()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *graph(0))
+    assert d.opaque_count == 0, d.opaque  # (was three opaque index_add calls)
+    assert sum(b.prim.op == "scatter_write" for b in d.boxes()) == 3
+    lowered = d.to_torch()
+    for seed in (0, 1):
+        torch.testing.assert_close(lowered(*graph(seed)), model(*graph(seed)), rtol=0, atol=0)
+    _gradients(model, lowered, graph(1))
+    nodes, edges = graph(1)
+    edges[1, 3] = 7  # a node that is not there: the model and the lowered module both refuse it
+    for module in (model, lowered):
+        with pytest.raises((IndexError, RuntimeError), match="out of range|out of bounds"):
+            module(nodes, edges)

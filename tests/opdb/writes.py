@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import ncd
-from ncd.errors import SizeError
+from ncd.errors import ParseError, SizeError
 from ncd.prims.writes import ScatterWrite
 from tests.opdb import error, sample
 
@@ -23,3 +23,20 @@ sample("scatter_write", "rows", lambda: ncd.Identity.of("b t m, b j [t], b j m")
        lambda p, x: x[0].scatter(-2, x[1][..., None].expand(*x[1].shape, 2), x[2]), inputs=_rows, cod="b t m")
 error("scatter_write", "range", lambda: ScatterWrite("t:5", "[4]"), r"gather along axis t of size 5: the positions '\[4\]' must",
       SizeError)
+
+
+def _repeated(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    """Positions that repeat (messages sent to one target add up), with the harness' leading batch axis of 2."""
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(2, sizes["b"], sizes["t"], sizes["m"], generator=g),
+            torch.randint(0, sizes["t"], (2, sizes["b"], sizes["j"], sizes["m"]), generator=g),
+            torch.randn(2, sizes["b"], sizes["j"], sizes["m"], generator=g))
+
+
+sample("scatter_write", "sum-repeated", lambda: ncd.Identity.of("b t m, b j m [t], b j m")
+       >> ScatterWrite("t", "j [t]", reduce="sum"), {"b": 3, "t": 4, "j": 6, "m": 2},
+       lambda p, x: x[0].scatter_add(-2, x[1], x[2]), inputs=_repeated, cod="b t m")
+sample("scatter_write", "sum", lambda: ncd.Identity.of("t, j [t], j") >> ScatterWrite("t", "j [t]", reduce="sum"),
+       {"t": 4, "j": 3}, lambda p, x: x[0].scatter_add(-1, x[1], x[2]), cod="t")
+error("scatter_write", "reduce", lambda: ScatterWrite("t", "j [t]", reduce="amax"), r"unknown reduction 'amax'; known: '', 'sum'",
+      ParseError)

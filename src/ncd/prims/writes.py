@@ -7,19 +7,28 @@ torch's).  It is linear in ``x`` and ``s`` together: the cotangent of ``x`` is t
 zeroed (:class:`~ncd.prims.gather.ScatterOp`), that of ``s`` the output's read at the positions
 (:class:`~ncd.prims.gather.GatherOp`).  Drawn as a labelled box (family ``opaque``, the importer's).
 
+``ScatterWrite("t", "j [t]", reduce="sum")`` adds the entries there instead (``torch.scatter_add``,
+``scatter_reduce(..., "sum")``): ``x`` passes its cotangent whole, the source reads it at the positions.
+
 >>> import ncd
 >>> from ncd.prims.writes import ScatterWrite
 >>> str((ncd.Identity.of("b t m, b j [t], b j m") >> ScatterWrite("t", "j [t]")).cod)
 'b t m'
+>>> import torch
+>>> d = ncd.Identity.of("t, j [t], j") >> ScatterWrite("t", "j [t]", reduce="sum")
+>>> x, i, s = torch.zeros(4), torch.tensor([1, 1, 3]), torch.ones(3)
+>>> d.to_torch(t=4, j=3)(x, i, s)
+tensor([0., 2., 0., 1.])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ncd.errors import ParseError
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
-from ncd.ir.diagram import Box, Par, Seq
+from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.prims.gather import GatherOp, ScatterOp
@@ -41,6 +50,8 @@ class ScatterWriteOp(Primitive):
 
     axis: Axis
     positions: Segment
+    #: ``""``: the entries are set; ``"sum"``: added (``scatter_add``)
+    reduce: str = ""
 
     op: ClassVar[str] = "scatter_write"
     family: ClassVar[str] = "opaque"
@@ -48,18 +59,32 @@ class ScatterWriteOp(Primitive):
 
     def __post_init__(self) -> None:
         GatherOp(self.axis, self.positions)  # the same checks as a gather at those positions
+        if self.reduce not in REDUCTIONS:
+            raise ParseError(f"scatter along axis {self.axis.name}: unknown reduction {self.reduce!r}; known:"
+                             f" {', '.join(repr(r) for r in REDUCTIONS)}")
+
+    def fields(self) -> dict[str, Any]:
+        """The fields, ``reduce`` only when set (the JSON of every plain write is unchanged)."""
+        fields = Primitive.fields(self)
+        if not self.reduce:
+            del fields["reduce"]
+        return fields
 
     def signature(self) -> tuple[Type, Type]:
         x = Segment((self.axis,))
         return Type((x, self.positions, Segment(self.positions.axes))), Type((x,))
 
     def label(self) -> str:
-        return f"{self.axis.name}[i] ← s"
+        return f"{self.axis.name}[i] {REDUCTIONS[self.reduce]} s"
 
 
-def ScatterWrite(axis: str | Axis, positions: TypeLike = "") -> Box:
+#: how the written entries meet ``x``'s and the symbol drawn (``""``: set)
+REDUCTIONS = {"": "←", "sum": "+="}
+
+
+def ScatterWrite(axis: str | Axis, positions: TypeLike = "", reduce: str = "") -> Box:
     """Write a source's entries along ``axis`` at the positions of an index segment (default: one position,
-    ``[axis]``): ``"t, j [t], j -> t"``."""
+    ``[axis]``): ``"t, j [t], j -> t"`` (``reduce``: add them, ``"sum"``, or reduce them with ``x``'s there)."""
     ax = parse_axis(axis) if isinstance(axis, str) else axis
     if positions:
         typ = as_type(positions)
@@ -67,7 +92,7 @@ def ScatterWrite(axis: str | Axis, positions: TypeLike = "") -> Box:
         pos = Segment(pos.axes, "index", pos.range if pos.range is not None else ax.size)
     else:
         pos = Segment((), "index", ax.size)
-    return Box.make(ScatterWriteOp(ax, pos))
+    return Box.make(ScatterWriteOp(ax, pos, reduce))
 
 
 IMPORT.known(ScatterWriteOp, by="ncd.trace.indexing")
@@ -84,7 +109,8 @@ def lower_scatter_write(prim: ScatterWriteOp, ctx: RuleContext) -> list[str]:
     ctx.em.line(f"{s} = {source}.flatten(-{n})" if n else f"{s} = {source}.unsqueeze(-1)")
     lead = ctx.em.fresh("lead")
     ctx.em.line(f"{lead} = torch.broadcast_shapes({x}.shape[:-1], {i}.shape[:-1], {s}.shape[:-1])")
-    return [f"{x}.expand(*{lead}, {x}.shape[-1]).scatter(-1, {i}.expand(*{lead}, {i}.shape[-1]),"
+    call = "scatter_add" if prim.reduce == "sum" else "scatter"
+    return [f"{x}.expand(*{lead}, {x}.shape[-1]).{call}(-1, {i}.expand(*{lead}, {i}.shape[-1]),"
             f" {s}.expand(*{lead}, {s}.shape[-1]))"]
 
 
@@ -100,8 +126,12 @@ def cost_scatter_write(prim: ScatterWriteOp, ctx: CostContext) -> list[Tensor]:
 
 @BACKWARD.rule(ScatterWriteOp)
 def backward_scatter_write(prim: ScatterWriteOp, box: Box, builder: Builder) -> BoxBackward:
-    """``(i, g) ↦ (g with zeros at i, g read at i)``: the written entries' cotangent goes to the source."""
+    """``(i, g) ↦ (g with zeros at i, g read at i)``: the written entries' cotangent goes to the source; of a sum,
+    ``(g, g read at i)``."""
     segments = [prim.positions, Segment((prim.axis,))]
+    if prim.reduce == "sum":
+        return BoxBackward((("in", 1),), Seq.of(route(segments, [1, 1, 0]), Par.of(
+            Identity(Type((segments[1],))), Box(GatherOp(prim.axis, prim.positions, wraps=False)))))
     spread = route(segments, [1, 0, 1, 0])
     return BoxBackward((("in", 1),), Seq.of(spread, Par.of(Box(ScatterOp(prim.axis, prim.positions, 0.0)),
                                                            Box(GatherOp(prim.axis, prim.positions, wraps=False)))))

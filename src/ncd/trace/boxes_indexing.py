@@ -178,6 +178,9 @@ def extreme_along(conv: Converter, node: Node) -> None:
     if getattr(node.target, "_overloadname", "") == "other":  # torch.max(a, b): the larger of two tensors
         extremum(conv, node)
         return
+    if getattr(node.target, "_overloadname", "") == "default" and len(node.args) == 1 and not node.kwargs:
+        extreme_over(conv, node)  # x.max(): the amax of every entry (torch shares a tie's gradient evenly, as amax)
+        return
     if getattr(node.target, "_overloadname", "") != "dim" or not isinstance(node.value, (tuple, list)):
         raise Decline("the extreme of every entry, or of two tensors")
     largest = "max" in node.target.name().split("::")[1]
@@ -226,7 +229,7 @@ def extreme_over(conv: Converter, node: Node) -> None:
     (its gradient shared evenly among ties); over several adjacent axes, one amax of them read as one axis.  Over axes
     apart, a transpose first brings them together behind the others (not a maximum of maxima: that has the value but
     not the gradient, each row's ties would share theirs before the rows do)."""
-    largest = "amax" in node.target.name().split("::")[1]
+    largest = node.target.name().split("::")[1] in ("amax", "max")  # (x.max() of every entry comes here too)
     given = dict(zip(("dim", "keepdim"), node.args[1:])) | dict(node.kwargs)
     dims, keep = given.get("dim", ()), bool(given.get("keepdim", False))
     vid = _live_ranked(conv, node.args[0])

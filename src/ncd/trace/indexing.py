@@ -405,9 +405,10 @@ def write_rows(conv: Converter, node: Node) -> bool:
     return True
 
 
-def _scatter_source(conv: Converter, node: Node, source: Node) -> None:
+def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "") -> None:
     """``torch.scatter(x, dim, i, s)`` with a source ``s`` of the positions' shape and ``x``'s float dtype (Llama 4's
-    router: ``full_like(logits, -inf).scatter_(1, top_i, top_v)``): a :class:`~ncd.prims.writes.ScatterWriteOp`."""
+    router: ``full_like(logits, -inf).scatter_(1, top_i, top_v)``): a :class:`~ncd.prims.writes.ScatterWriteOp`
+    (``reduce``: ``scatter_add``'s ``"sum"``)."""
     from ncd.prims.writes import ScatterWriteOp
 
     x, positions = node.args[0], node.args[2]
@@ -419,7 +420,64 @@ def _scatter_source(conv: Converter, node: Node, source: Node) -> None:
     names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
     vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
     d = int(node.args[1]) % len(nx)
-    out = conv.apply(Box(ScatterWriteOp(conv.segs[vx].axes[d], at)), [vx, vi, vs])
+    out = conv.apply(Box(ScatterWriteOp(conv.segs[vx].axes[d], at, reduce)), [vx, vi, vs])
+    if conv.names(out) != nx:
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
+
+
+@rule("aten.scatter_add", "aten.scatter_reduce")
+def scatter_reduce(conv: Converter, node: Node) -> None:
+    """``torch.scatter_add(x, dim, i, s)`` (a GNN's messages summed at their targets; ``scatter_reduce(x, dim, i, s,
+    "sum")``) with a source of the positions' shape: a :class:`~ncd.prims.writes.ScatterWriteOp` adding them,
+    lowered as ``scatter_add``.  The other reductions (``prod``, ``mean``, ``amax``, ``amin``) stay opaque."""
+    packet = node.target.name().split("::")[1]
+    given = dict(zip(("reduce", "include_self"), node.args[4:])) | dict(node.kwargs)
+    reduce = "sum" if packet == "scatter_add" else given.get("reduce")
+    include_self = given.get("include_self", True)
+    if len(node.args) < 4 or reduce != "sum" or include_self is not True:
+        raise Decline("not a scatter adding a source into x")
+    source = node.args[3]
+    if not (isinstance(source, Node) and isinstance(source.value, torch.Tensor) and source.value.dim() > 0):
+        raise Decline("a scatter of no tensor")
+    _scatter_source(conv, node, source, "sum")
+
+
+@rule("aten.index_add")
+def index_add(conv: Converter, node: Node) -> None:
+    """``x.index_add(d, i, s)`` (a graph network's messages summed into their receiving nodes): the slices of ``s`` along
+    ``d`` added at the positions ``i`` (one per slice) — a :class:`~ncd.prims.writes.ScatterWriteOp` adding them, its
+    positions broadcast over ``x``'s other wires.  ``i`` reads ``x`` along ``d``: torch refuses a position outside it
+    (``index out of range``), as the lowered ``scatter_add`` does, so the positions are read with that range."""
+    from ncd.prims.writes import ScatterWriteOp
+
+    x, dim, index, source = (list(node.args) + [None] * 4)[:4]
+    alpha = node.args[4] if len(node.args) > 4 else node.kwargs.get("alpha", 1)
+    if alpha != 1 or set(node.kwargs) - {"alpha"} or not isinstance(dim, int):
+        raise Decline("a scaled source (alpha)")
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+            and isinstance(source, Node) and isinstance(source.value, torch.Tensor) and source.value.dtype == x.value.dtype
+            and isinstance(index, Node) and isinstance(index.value, torch.Tensor) and _integer(index.value)
+            and index.value.dim() == 1 and index.value.device.type != "meta" and (x.live or source.live or index.live)):
+        raise Decline("not a float tensor, a source of its dtype and positions along one axis")
+    shape = tuple(int(v) for v in x.value.shape)
+    if not shape:
+        raise Decline("a number added into")
+    d = dim % len(shape)
+    n = int(index.value.shape[0])
+    wanted = shape[:d] + (n,) + shape[d + 1:]
+    if tuple(int(v) for v in source.value.shape) != wanted or n == 0:
+        raise Decline("a source of another shape than x's with the positions along d")
+    vx = conv.value(x)
+    nx = conv.names(vx)
+    j = conv.names(conv.value(index))[0] if index.live else conv.namer.fresh(n, None)
+    while j in nx:
+        j += PRIME
+    vi = _retag(conv, conv.value(index), [j], (n,), shape[d])
+    names = [j if k == d else w for k, w in enumerate(nx)]
+    vs = conv.view(conv.value(source), names, wanted) if source.live else conv.value(source, names)
+    axis = conv.segs[vx].axes[d]
+    out = conv.apply(Box(ScatterWriteOp(axis, Segment(conv.segs[vi].axes, "index", axis.size), "sum")), [vx, vi, vs])
     if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
