@@ -110,6 +110,10 @@ BOXED: dict[str, tuple[Fn, str]] = {
     "scatter_add": (lambda a, b: a.scatter_add(1, _TARGETS, b), "scatter_write"),
     "scatter_reduce_sum": (lambda a, b: a.scatter_reduce(1, _TARGETS, b * a, "sum"), "scatter_write"),
     "scatter_add_narrower": (lambda a, b: a.scatter_add(1, _TARGETS[:, :3], b[:, :3]), "scatter_write"),
+    # drawn as their definitions (ncd.trace.boxes_definitions)
+    "addr": (lambda a, b: torch.addr(a[0, :, :5], a[1, 0, :5], b[1, 0, :5]), "einsum"),
+    "count_nonzero": (lambda a, b: a * torch.count_nonzero(a.round(), -1).unsqueeze(-1) + b * torch.count_nonzero(b > 0),
+                      "count"),
 }
 
 
@@ -222,3 +226,15 @@ def test_index_add_is_a_scatter_adding_the_slices_with_autograds_gradients() -> 
     for module in (model, lowered):
         with pytest.raises((IndexError, RuntimeError), match="out of range|out of bounds"):
             module(nodes, edges)
+
+
+def test_count_nonzero_of_integers_over_two_wires_is_a_count_per_wire() -> None:
+    model = _Ints(lambda t: torch.count_nonzero(t % 3, (0, 1)) + torch.count_nonzero(t, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_ints(0))
+    assert d.opaque_count == 0, d.opaque
+    lowered = d.to_torch()
+    for seed in (0, 1):
+        got, want = lowered(*_ints(seed)), model(*_ints(seed))
+        assert got.dtype == want.dtype and torch.equal(got, want)
