@@ -114,6 +114,9 @@ BOXED: dict[str, tuple[Fn, str]] = {
     "addr": (lambda a, b: torch.addr(a[0, :, :5], a[1, 0, :5], b[1, 0, :5]), "einsum"),
     "count_nonzero": (lambda a, b: a * torch.count_nonzero(a.round(), -1).unsqueeze(-1) + b * torch.count_nonzero(b > 0),
                       "count"),
+    "nansum": (lambda a, b: torch.nansum(torch.where(a > 1, float("nan"), a) * b, -1), "where"),
+    "nansum_kept": (lambda a, b: torch.nansum(torch.where(a > 1, float("nan"), a) * b, (0, 2), keepdim=True) + b, "where"),
+    "isnan": (lambda a, b: torch.where(torch.isnan(torch.log(a)), b, a), "where"),  # (NaN where a < 0)
 }
 
 

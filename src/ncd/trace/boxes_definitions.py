@@ -3,7 +3,8 @@
 
 * ``addr(M, u, v)`` (``beta = alpha = 1``) is ``M + u ⊗ v``, the outer product an einsum with nothing summed: each
   entry one product and one sum, as ATen's kernel rounds them;
-* ``count_nonzero(x, dims)`` is ``x ≠ 0`` summed over those wires, one at a time: integers, exact in any order.
+* ``count_nonzero(x, dims)`` is ``x ≠ 0`` summed over those wires, one at a time: integers, exact in any order;
+* ``nansum(x, dims)`` is ``where(isnan(x), 0, x)`` summed; ``isnan(x)`` is ``¬(|x| ≤ ∞)``.
 
 Each part is a step whose value is computed from the recorded operands; the rule checks the last one against the
 recorded result (bit for bit) and declines otherwise, so the operator stays an opaque box.
@@ -66,5 +67,40 @@ def count_nonzero(conv: Converter, node: Node) -> None:
     made = [_call(conv, node, "nonzero", aten.ne.Scalar, x, 0)]
     for d in sorted({d % rank for d in dims}, reverse=True):
         made.append(_call(conv, node, f"count_{d}", aten.sum.dim_IntList, made[-1], [d]))
+    _same(made[-1], node)
+    _finish(conv, node, made[-1], made)
+
+
+@rule("aten.nansum")
+def nansum(conv: Converter, node: Node) -> None:
+    """``nansum(x, dims, keepdim)`` of floats: ``where(isnan(x), 0, x)`` summed (ATen's own sum of the same numbers)."""
+    x = node.args[0]
+    given = dict(zip(("dim", "keepdim", "dtype"), node.args[1:])) | dict(node.kwargs)
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()) \
+            or given.get("dtype") not in (None, x.value.dtype) or set(given) - {"dim", "keepdim", "dtype"}:
+        raise Decline("not a live float tensor summed in its own dtype")
+    made = [_call(conv, node, "missing", aten.isnan.default, x)]
+    made.append(_call(conv, node, "numbers", aten.where.ScalarSelf, made[-1], 0.0, x))
+    dims = given.get("dim")
+    if dims is None or dims == [] or dims == ():
+        if given.get("keepdim"):
+            raise Decline("every wire kept")
+        made.append(_call(conv, node, "sum", aten.sum.default, made[-1]))
+    else:
+        made.append(_call(conv, node, "sum", aten.sum.dim_IntList, made[-1], [dims] if isinstance(dims, int) else list(dims),
+                          bool(given.get("keepdim", False))))
+    _same(made[-1], node)
+    _finish(conv, node, made[-1], made)
+
+
+@rule("aten.isnan")
+def isnan(conv: Converter, node: Node) -> None:
+    """``isnan(x)`` of floats: ``¬(|x| ≤ ∞)`` (false of every number and infinity, true of NaN alone)."""
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()):
+        raise Decline("not a live float tensor")
+    made = [_call(conv, node, "size", aten.abs.default, x)]
+    made.append(_call(conv, node, "a_number", aten.le.Scalar, made[-1], float("inf")))
+    made.append(_call(conv, node, "missing", aten.logical_not.default, made[-1]))
     _same(made[-1], node)
     _finish(conv, node, made[-1], made)
