@@ -130,22 +130,30 @@ def _broadcast(conv: Converter, node: Node, box: Box | Callable[[list[Segment]],
 
 @rule("aten.where")
 def where(conv: Converter, node: Node) -> None:
-    """``torch.where(c, a, b)`` with a tensor or a number on either branch (``where(c)`` alone stays opaque)."""
+    """``torch.where(c, a, b)`` with a tensor or a number on either branch (``where(c)`` alone stays opaque); the
+    branch selected everywhere by a constant ``c`` of one value (:func:`ncd.trace.idioms_fill.constant_fill`)."""
+    from ncd.trace.idioms_fill import constant_fill
+
     if len(node.args) != 3:
         raise Decline("where(c): the positions")
-    _select(conv, node, *node.args)
+    if not constant_fill(conv, node):
+        _select(conv, node, *node.args)
 
 
 @rule("aten.masked_fill")
 def masked_fill(conv: Converter, node: Node) -> None:
     """``x.masked_fill(mask, v)`` is ``where(mask, v, x)``; on integers with a mask of their shape (Zaya's router
-    ``indices.masked_fill(indices == e, 0)``) the where of :func:`_integer_where`, exact on integers."""
+    ``indices.masked_fill(indices == e, 0)``) the where of :func:`_integer_where`, exact on integers; ``x`` itself by
+    a constant mask all false (:func:`ncd.trace.idioms_fill.constant_fill`)."""
+    from ncd.trace.idioms_fill import constant_fill
     from ncd.trace.scalars import _number
 
     x, mask, value = node.args[:3]
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor)) or x.value.is_floating_point():
-        if not _causal(conv, node, x, mask, value):
+        if not _causal(conv, node, x, mask, value) and not constant_fill(conv, node):
             _select(conv, node, mask, value, x)
+        return
+    if constant_fill(conv, node):
         return
     number = _number(value)
     if (number is None or x.value.is_complex() or x.value.dtype == torch.bool

@@ -30,6 +30,7 @@ from ncd.prims.structure import AddOp, TransposeOp
 from ncd.trace import idioms_norms
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.idioms_fill import constant_fill
 from ncd.trace.idioms_wires import _live, _shape, _tensor
 from ncd.trace.indexing import float_cast
 from ncd.trace.naming import PRIME, kept_units, noted, unique
@@ -388,6 +389,8 @@ def arithmetic(conv: Converter, node: Node) -> None:
     alpha = node.kwargs.get("alpha", 1)
     if node.kwargs.get("rounding_mode") is not None or not node.value.is_floating_point() or name == "rsub":
         raise Decline("not float arithmetic")
+    if name == "mul" and constant_fill(conv, node):  # x * ones made in the forward: x
+        return
     if any(_tensor(v) and v.value.dtype != node.value.dtype for v in (a, b)):
         _widened(conv, node, a, b)
         return

@@ -15,6 +15,16 @@ top-``k`` over an axis of ``k = 1`` entry, the index as large as the constant, t
 ending in ``masked_fill``s whose recorded mask is all false — and skips the whole chain: the scatter, its mask
 calls, and the calls only its indices read (the group scores' top-2 and sum).  Each ``masked_fill`` is its input.
 An axis of one entry that a model input also has (a batch of one) could be an input's size: nothing is skipped then.
+
+A fill by a *constant* mask (made without reading the inputs' values) that is all false is its input as well, read off
+the mask's recorded entries: DeBERTa's ``XSoftmax`` without an attention mask (``~ones(b, t).bool()``, filled with
+``finfo.min`` before the softmax and with ``0`` after it), or ``torch.where`` of such a mask, all false (the second
+branch) or all true (the first); and a product by constant ones (DeBERTa's embeddings times that mask).  The constant
+is the same on every input, so this is exact by construction where the operand kept has the result's shape and dtype
+(its entries, ``-0.0`` and NaN included, are returned unchanged, and so is the gradient).  Only a constant made in
+the forward counts: one read from a buffer or parameter (state a checkpoint may set) stays drawn.  Such a constant may
+be a table computed from the inputs' sizes (a mask of padding at the traced length): the diagram then keeps the traced
+batch and sequence sizes (a ``fixed`` entry), as the constant box it replaces would.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from ncd.trace.registry import called
 if TYPE_CHECKING:
     from ncd.trace.convert import Converter
 
-__all__ = ["find_fills"]
+__all__ = ["find_fills", "constant_fill"]
 
 #: calls that move or relabel a mask's entries, or negate them: a mask of one value stays of one value
 _SHAPE_LOGIC = frozenset({"aten.unsqueeze", "aten.expand", "aten.reshape", "aten.view", "aten._unsafe_view",
@@ -131,3 +141,77 @@ def find_fills(conv: Converter) -> dict[int, Any]:
 
 def _same(conv: Converter, node: Node) -> None:
     conv.bind(node, conv.value(node.args[0]))
+
+
+def constant_fill(conv: Converter, node: Node) -> bool:
+    """Bind a ``masked_fill`` or ``where`` by a constant mask that selects one operand everywhere, or a product by
+    constant ones, to that operand (the module's docstring): whether it did (its rule draws it otherwise)."""
+    from ncd.trace.registry import where
+
+    kept = _kept_branch(node)
+    if kept is None:
+        return False
+    fixed = conv.__dict__.setdefault("_size_fixed", [])
+    if not any(text.endswith(_UNDRAWN) for _, text in fixed):  # (one entry says it)
+        fixed.append((("b", "t"), f"{called(node)} {where(node)}{_UNDRAWN}"))
+    conv.bind(node, conv.value(kept))
+    return True
+
+
+def _kept_branch(node: Node) -> Node | None:
+    """The operand ``node`` returns unchanged: ``x`` of ``masked_fill(x, mask, v)`` with ``mask`` all false, ``b`` of
+    ``where(c, a, b)`` with ``c`` all false, ``a`` with ``c`` all true, ``x`` of ``x * ones`` (real numbers: ``x · 1``
+    is ``x`` exactly, ``-0.0``, infinities and NaN too); the mask or the ones a constant with recorded entries, the
+    operand a live tensor of the result's shape and dtype; else None."""
+    name = called(node)
+    if len(node.args) != (2 if name == "aten.mul" else 3) or node.kwargs:
+        return None
+    if name == "aten.masked_fill":
+        x, mask = node.args[:2]
+    elif name == "aten.where":
+        mask = node.args[0]
+        if not _recorded(mask) or mask.value.dtype != torch.bool:
+            return None
+        x = node.args[1] if bool(mask.value.reshape(-1)[0]) else node.args[2]
+    elif name == "aten.mul":
+        x, mask = node.args if isinstance(node.args[0], Node) and node.args[0].live else node.args[::-1]
+    else:
+        return None
+    if not (_recorded(mask) and isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor)
+            and isinstance(node.value, torch.Tensor) and tuple(x.value.shape) == tuple(node.value.shape)
+            and x.value.dtype == node.value.dtype and mask.value.dim() <= node.value.dim()):
+        return None
+    m = mask.value
+    if name == "aten.mul":
+        real = not (x.value.is_complex() or m.is_complex())
+        return x if real and bool((m == 1).all()) else None
+    if m.dtype != torch.bool:
+        return None
+    return x if (bool(m.all()) if name == "aten.where" and x is node.args[1] else not bool(m.any())) else None
+
+
+def _recorded(mask: Any) -> bool:
+    """Whether ``mask`` is a constant made in the forward (without the inputs' values, nor a buffer's or parameter's)
+    whose entries were recorded."""
+    return isinstance(mask, Node) and mask.kind in ("call", "constant") and not mask.live \
+        and isinstance(mask.value, torch.Tensor) and mask.value.device.type != "meta" and mask.value.numel() > 0 \
+        and _made_in_forward(mask)
+
+
+def _made_in_forward(node: Node, limit: int = 200) -> bool:
+    """Whether every constant ``node`` is computed from was made in the forward (no state-dict source), within
+    ``limit`` calls."""
+    seen: set[int] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.live or n.kind not in ("call", "constant") or (n.kind == "constant" and n.source) or len(seen) > limit:
+            return False
+        todo.extend(refs((n.args, n.kwargs)))
+    return True
+
+
+_UNDRAWN = ": its constant mask (or ones), made at the traced sizes and keeping one operand everywhere, is not drawn"
