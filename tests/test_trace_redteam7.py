@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -59,13 +61,34 @@ def _warned_as_a_detach(model: torch.nn.Module, **options: str) -> None:
     assert sum(g is not None for g in want) == 2 and reached == 4
 
 
-@pytest.mark.parametrize("how", ["inference_mode", "inference_mode decorator", "no_grad decorator", "set_grad_enabled",
+@pytest.mark.parametrize("how", ["inference_mode", "inference_mode decorator", "set_grad_enabled",
                                  "set_grad_enabled call"])
 def test_gradients_turned_off_other_than_by_a_no_grad_context_are_warned_as_a_detach(how: str) -> None:
     """The model's gradients do not reach ``gate``; the lowered module's do (the diagram draws the gate's values, not
-    the switch): on main only ``with torch.no_grad():`` and ``x.detach()`` were warned, these five computed other
-    gradients than the model's with no word."""
+    the switch): on main only ``with torch.no_grad():`` and ``x.detach()`` were warned, these four computed other
+    gradients than the model's with no word.  (A function decorated ``@torch.no_grad()`` is drawn: below.)"""
     _warned_as_a_detach(_Gated(how))
+
+
+def _drawn_as_a_detach(model: torch.nn.Module) -> None:
+    """``model`` (``b(x) * gate(x)``, the gate cut from autograd) traced: its cut drawn as a stop-gradient box, nothing
+    said, equal to the model, and the lowered module's gradients reach the model's 2 parameters only, not the gate's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = ncd.trace(model, x)
+    assert any(b.prim.op == "detach" for b in d.boxes())
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert sum(g is not None for g in want) == 2 and reached == 2  # (4 when not drawn: the gate's too)
+
+
+def test_a_function_decorated_no_grad_is_drawn_as_a_stop_gradient() -> None:
+    _drawn_as_a_detach(_Gated("no_grad decorator"))
 
 
 class _Cut(torch.nn.Module):
@@ -89,10 +112,27 @@ class _Cut(torch.nn.Module):
 @pytest.mark.parametrize(("how", "capture"), [("detach", "export"), ("no_grad", "export"), (".data", "export"),
                                               (".data", "dispatch")])
 def test_a_stop_gradient_is_warned_when_torch_export_captures_the_model(how: str, capture: str) -> None:
-    """``torch.export``'s graph holds no stop-gradient: the export path (``capture="export"``, and the fallback a value of
+    """``torch.export``'s graph holds no ``no_grad``: the export path (``capture="export"``, and the fallback a value of
     the inputs read as ``x.data`` takes) drew the gate's values and the lowered module's gradients reached the gate's
-    parameters, which the model's never do; on main with no warning (the recording's warning was not given there)."""
-    _warned_as_a_detach(_Cut(how), capture=capture)
+    parameters, which the model's never do; on main with no warning (the recording's warning was not given there).
+    A ``detach()`` (``.data`` too) is a ``detach`` in its graph, drawn as a stop-gradient box: the model's gradients
+    (``.data`` still said: its line is not the graph's)."""
+    if how == "no_grad":
+        _warned_as_a_detach(_Cut(how), capture=capture)
+        return
+    torch.manual_seed(0)
+    model, x = _Cut(how), torch.randn(2, 3, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, x, capture=capture)
+    said = [str(w.message) for w in caught if "detaches values from autograd" in str(w.message)]
+    assert len(said) == (1 if how == ".data" else 0), said
+    lowered = d.to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
+    grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
+    want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
+    reached = sum(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert sum(g is not None for g in want) == 2 and reached == 2  # (4 on main: the gate's too)
 
 
 class _Stepped(torch.nn.Module):
@@ -179,15 +219,17 @@ class _Student(torch.nn.Module):
         return self.b(x) * self.target(x)
 
 
-def test_a_module_s_forward_decorated_no_grad_with_parameters_is_warned_as_a_detach() -> None:
-    """The model's gradients never reach the target's parameters, the lowered module's do; on main with no warning (the
-    decorator's frames are torch's and nn.Module's). HF's rotary tables, decorated alike, hold no parameters: not said."""
+def test_a_module_s_forward_decorated_no_grad_with_parameters_is_drawn_as_a_detach() -> None:
+    """The model's gradients never reach the target's parameters; the lowered module's did (warned since; on main
+    before that with no word: the decorator's frames are torch's and nn.Module's), now a stop-gradient box cuts them.
+    HF's rotary tables, decorated alike, hold no parameters: no box."""
     torch.manual_seed(0)
     model, x = _Student(), torch.randn(2, 3, 5)
-    with pytest.warns(RuntimeWarning, match=r"detaches values from autograd \(detach or no_grad at test_trace_redteam7"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         d = ncd.trace(model, x)
     lowered = d.to_torch()
     torch.testing.assert_close(lowered(x), model(x))
     grads = torch.autograd.grad(lowered(x).sum(), list(lowered.parameters()), allow_unused=True)
     want = torch.autograd.grad(model(x).sum(), list(model.parameters()), allow_unused=True)
-    assert sum(g is not None for g in want) == 2 and sum(g is not None for g in grads) == 4
+    assert sum(g is not None for g in want) == 2 and sum(g is not None for g in grads) == 2

@@ -65,5 +65,5 @@ def test_the_recordings_warnings_point_at_the_line_calling_trace() -> None:
         warnings.simplefilter("always")
         ncd.trace(DoesWhatTheRecordingSays(), torch.randn(2, 4))
     said = [(str(w.message)[:60], w.filename) for w in caught if str(w.message).startswith("ncd.trace(")]
-    assert len(said) >= 3, said  # random draws, detached values, the buffer written
+    assert len(said) >= 2, said  # random draws, the buffer written (the detach is drawn: a stop-gradient box)
     assert all(filename == __file__ for _, filename in said), said  # before: ncd/trace/record.py

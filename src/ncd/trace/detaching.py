@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ncd.errors import user_stacklevel
-from ncd.trace.capture import _internal
+from ncd.trace.capture import Node, _internal
 
 #: torch's own files between a model's line and the switch of gradients it asks for (a context, a decorator)
 _GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
@@ -115,3 +115,42 @@ def detaches_seen(seen: dict[str, str]) -> Iterator[None]:
             del torch.Tensor.data
         else:
             torch.Tensor.data = held
+
+
+def model_region(frame: Any) -> str:
+    """The line of the model entering a ``torch.no_grad()`` whose ``__enter__`` ``frame`` calls (its ``with``, or a
+    function of the model decorated ``@torch.no_grad()`` it calls, named by the call's line), or of a module's
+    ``forward`` so decorated when the module holds parameters taking gradients (a frozen target network, an EMA
+    teacher: its first line); ``""`` when torch or ncd enters it, or a module holding no such parameters (HF's rotary
+    tables): the values made there are drawn as they are."""
+    decorated = None
+    while frame is not None and frame.f_code.co_filename.replace(os.sep, "/").endswith(_GRAD_MODES):
+        decorated = frame.f_locals if frame.f_code.co_name == "decorate_context" else decorated
+        frame = frame.f_back
+    if frame is not None and not _internal(frame.f_code.co_filename):
+        return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    if decorated is None:
+        return ""
+    code = getattr(decorated.get("func"), "__code__", None)
+    args = decorated.get("args") or ()
+    if code is not None and code.co_name == "forward" and not _internal(code.co_filename) and args \
+            and isinstance(args[0], torch.nn.Module) and any(p.requires_grad for p in args[0].parameters()):
+        return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+    return ""
+
+
+def cut_after(nodes: list[Node], start: int, by_id: dict[int, Node], line: str) -> None:
+    """At the end of the model's ``torch.no_grad()`` region (recorded from ``nodes[start]`` on): each floating-point
+    value computed there is read from here on through a recorded ``detach`` of it (``by_id``: a tensor's id -> its node),
+    which the diagram draws as a stop-gradient box where a gradient would reach it (:mod:`ncd.prims.detach`), so the
+    lowered module's gradients stop where the model's do; values no later call reads are pruned with their detach."""
+    detach = torch.ops.aten.detach.default
+    for node in nodes[start:]:
+        value = node.value
+        if node.kind != "call" or type(value) is not torch.Tensor or not value.is_floating_point() \
+                or by_id.get(id(value)) is not node:
+            continue
+        cut = Node(f"{node.name}_no_grad", "call", detach, (node,), {}, value=value, stack=node.stack, live=node.live,
+                   line=line)
+        nodes.append(cut)
+        by_id[id(value)] = cut

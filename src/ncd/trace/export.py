@@ -156,9 +156,19 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     if same:
         _warn_shared_written(model, ep, same, len(torch.utils._pytree.tree_leaves((tuple(args), dict(kwargs)))))
     captured = _from_export(ep, flat, args, kwargs, names)
-    warn_detached(model, seen)
+    warn_detached(model, _undrawn(seen, captured))
     _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
     return captured
+
+
+def _undrawn(seen: dict[str, str], captured: Captured) -> dict[str, str]:
+    """The stop-gradients of ``seen`` that export's graph does not hold: a ``detach()`` or ``.data`` whose line made a
+    ``detach`` of floats in the graph is drawn (a ``detach`` box, :func:`ncd.trace.idioms_wires.alias`), not said."""
+    from ncd.trace.registry import op_name
+
+    drawn = {n.line for n in captured.nodes if n.kind == "call" and n.line and op_name(n.target)[0] == "aten.detach"
+             and isinstance(n.value, torch.Tensor) and n.value.is_floating_point()}
+    return {line: what for line, what in seen.items() if not (what in ("detach", ".data") and line in drawn)}
 
 
 def _warn_shared_written(model: torch.nn.Module, ep: Any, same: _Same, leaves: int) -> None:

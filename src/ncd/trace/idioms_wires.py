@@ -18,8 +18,8 @@ import torch
 
 from ncd.ir.diagram import Box
 from ncd.prims.structure import TransposeOp
-from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.capture import Node, refs
+from ncd.trace.convert import Converter, Decline, op_name, rule
 from ncd.trace.naming import PRIME, frozen, unique
 
 __all__ = ["dropout", "alias", "regroup", "reshape", "permute"]
@@ -73,7 +73,29 @@ def alias(conv: Converter, node: Node) -> None:
             return
     if not _tensor(source) or source.value.dtype != node.value.dtype or tuple(source.value.shape) != tuple(node.value.shape):
         raise Decline("changes dtype or shape")
+    if op_name(node.target)[0] == "aten.detach" and source.value.is_floating_point() and _carries_gradient(conv, source):
+        from ncd.prims.detach import DetachOp
+
+        conv.bind(node, conv.apply(Box(DetachOp()), [conv.value(source)]))
+        return
     conv.bind(node, conv.value(source))
+
+
+def _carries_gradient(conv: Converter, source: Node) -> bool:
+    """Whether a gradient reaches ``source`` in the lowered module: it is a float input or a parameter, or is computed
+    from one read as floats (a straight-through estimator's difference, a target network's output).  A ``detach`` of it
+    is then a stop-gradient box (:mod:`ncd.prims.detach`), so the lowered module trains as the model does; a ``detach``
+    of anything else (a constant table read at positions computed from the inputs' ids, a mask) stays a wire."""
+    carrying: set[int] | None = conv.__dict__.get("_carrying")
+    if carrying is None:  # the first detach of the trace: one pass over the recording, in its order
+        carrying = conv.__dict__["_carrying"] = set()
+        for n in conv.captured.nodes:  # (a parameter read as a wire is a live copy of its node, in no list)
+            if n.kind == "call" and any(
+                    (id(r) in carrying or r.kind in ("input", "parameter")) and not (isinstance(r.value, torch.Tensor)
+                    and not r.value.is_floating_point() and not r.value.is_complex())  # (a tuple: its items)
+                    for r in refs((n.args, n.kwargs))):
+                carrying.add(id(n))
+    return source.kind in ("input", "parameter") or id(source) in carrying
 
 
 # -- regrouping wires ---------------------------------------------------------------------

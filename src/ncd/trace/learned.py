@@ -69,8 +69,9 @@ class Learned(Values):
                 if op_name(node.target)[0] in VIEWS and not any(id(r) in chosen for r in args) and id(node) not in parts \
                         and not _recast(node):
                     continue
-                if id(node) not in parts and (self._cast_rows(node) if _recast(node) else self._first_rows(node)):
-                    continue
+                if id(node) not in parts and not _detached(node) \
+                        and (self._cast_rows(node) if _recast(node) else self._first_rows(node)):
+                    continue  # (a parameter detached is no view of it: a stop-gradient box, ncd.prims.detach)
                 wired.append(node)
                 chosen.add(id(node))
         finally:
@@ -405,7 +406,7 @@ PARAMETER_ROLES = frozenset({"h", "g", "k", "e"})
 #: the parameter, folded into the learned box that uses it.
 VIEWS = frozenset({
     "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze",
-    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone", "aten.detach", "aten.alias",
+    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone", "aten.alias",
     "aten.to", "aten._to_copy", "aten.lift_fresh_copy", "aten.numpy_T", "aten.type_as", "aten.view_as", "aten.reshape_as",
     "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.feature_alpha_dropout",
     # pieces that partition the parameter (``in_proj_weight.split([e, 2 e])``): each piece is a weight of its own
@@ -426,13 +427,20 @@ WEIGHTS: dict[str, tuple[int, ...]] = {
 
 
 #: operators that copy their operand's entries as they are (no type change: :func:`_uncopied`)
-_COPIES = frozenset({"aten.clone", "aten.contiguous", "aten.lift_fresh_copy", "aten.alias", "aten.detach", "aten._to_copy",
+_COPIES = frozenset({"aten.clone", "aten.contiguous", "aten.lift_fresh_copy", "aten.alias", "aten._to_copy",
                      "aten.to"})
 
 
 #: operators that view their operand's memory (:func:`_view_chain` takes them of the parameter itself)
 _VIEWS = frozenset({"aten.t", "aten.transpose", "aten.permute", "aten.numpy_T", "aten.unsqueeze", "aten.squeeze",
                     "aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten"})
+
+
+def _detached(node: Node) -> bool:
+    """Whether ``node`` is ``w.detach()`` of floats: no view of the parameter (it takes no gradient), a wire through a
+    stop-gradient box (:func:`ncd.trace.idioms_wires.alias`)."""
+    return op_name(node.target)[0] == "aten.detach" and isinstance(node.value, torch.Tensor) \
+        and node.value.is_floating_point()
 
 
 def _uncopied(node: Node, value: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
-from ncd.trace.detaching import grad_turned_off, warn_detached
+from ncd.trace.detaching import cut_after, grad_turned_off, model_region, warn_detached
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import FunctionRefused, functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
@@ -244,9 +244,22 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         if not _internal(frame.f_code.co_filename):
             seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
 
+    grad_back = torch.no_grad.__exit__
+    regions: list[tuple[int, str]] = []  # the no_grad regions open: where each starts in rec.nodes, the model's line
+    drawn: set[str] = set()  # the lines of the model's regions closed: their values read through a detach (drawn)
+
     def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
         noted(rec.detached, "no_grad")
+        regions.append((len(rec.nodes), model_region(sys._getframe(1)) if not rec.inside else ""))
         grad_off(self)
+
+    def no_grad_exit(self: Any, *exc: Any) -> None:
+        start, line = regions.pop() if regions else (0, "")
+        if line and not any(open_line for _, open_line in regions):  # the model's outermost region: its values cut
+            cut_after(rec.nodes, start, rec.by_id, line)
+        if line:  # (a region inside another of the model's: cut with it)
+            drawn.add(line)
+        grad_back(self, *exc)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
         if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
@@ -261,6 +274,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     try:
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
+        torch.no_grad.__exit__ = no_grad_exit  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
         with grad_turned_off(rec.detached, forwards), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
@@ -278,12 +292,15 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         raise
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
+        torch.no_grad.__exit__ = grad_back  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
     outputs = [rec.ref(t) for t in out]
     nodes = _prune(rec.nodes, outputs)
+    for line in drawn:  # (the model's no_grad regions: drawn, not said)
+        rec.detached.pop(line, None)
     _warn_recorded(model, rec)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
 
@@ -341,7 +358,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
                       " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=user_stacklevel())
-    warn_detached(model, rec.detached)
+    warn_detached(model, {line: what for line, what in rec.detached.items() if what != "detach"})  # (drawn: sg)
     # the modules and state the run left, read once for the attributes below and the bindings (:func:`record`)
     after = rec.walk.after = _Walk(model)
     kept = _kept_live(model, rec, after)
