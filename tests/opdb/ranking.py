@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,14 @@ sample("topk", "smallest-woven-after", lambda: ncd.Identity.of("t c") >> ncd.Top
        {"t": 6, "c": 2}, lambda p, x: _topk(x[0], 3, -2, largest=False), cod="s:3 c, s:3 c [t]", grad=False)
 sample("topk", "unsorted", lambda: ncd.Identity.of("t e") >> ncd.TopK("e", 3, "j", ordered=False), {"t": 4, "e": 9},
        lambda p, x: _topk(x[0], 3, -1, ordered=False), cod="t j:3, t j:3 [e]", grad=False)
+# an amax / amin (``ties="even"``, as ncd.trace reads ``x.amax(dim)``): autograd keeps its input and result (tests/test_cost.py)
+sample("topk", "amax-ties-even", lambda: ncd.Identity.of("b t e") >> Box(replace(ncd.TopK("e", 1, "j").prim, ties="even")),
+       {"b": 2, "t": 3, "e": 5}, lambda p, x: (x[0].amax(-1, keepdim=True), x[0].argmax(-1, keepdim=True)),
+       cod="b t j:1, b t j:1 [e]", grad=False)
+sample("topk", "amin-ties-even-woven-after",
+       lambda: ncd.Identity.of("t c") >> Box(replace(ncd.TopK("t", 1, "s", largest=False).prim, ties="even")),
+       {"t": 6, "c": 2}, lambda p, x: (x[0].amin(-2, keepdim=True), x[0].argmin(-2, keepdim=True)),
+       cod="s:1 c, s:1 c [t]", grad=False)
 error("topk", "too-many", lambda: ncd.TopK("e:4", 5, "j"), r"k=5 must be between 1 and the size 4 of e", SizeError)
 error("topk", "same-name", lambda: ncd.TopK("e", 2, "e"), r"the positions need an axis of their own", ParseError)
 

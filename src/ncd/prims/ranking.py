@@ -186,11 +186,14 @@ def lower_sort(prim: SortOp, ctx: RuleContext) -> list[str]:
 # -- costs and backward -------------------------------------------------------------------------
 @COST.rule(TopKOp, SortOp)
 def cost_ranking(prim: TopKOp | SortOp, ctx: CostContext) -> list[Tensor]:
-    """No FLOPs counted; autograd keeps the positions (the entries' gradient is scattered back there)."""
+    """No FLOPs counted; autograd keeps the positions (the entries' gradient is scattered back there), or for an
+    amax (``ties="even"``: ``torch.amax``, whose backward finds the tied entries anew) its input and its result."""
     x = ctx.inputs[0]
     values = ctx.new(ctx.out_axes[0], grad=x.grad, dtype=prim.dtype)
     positions = ctx.new(ctx.out_axes[1], grad=False, dtype="index")
-    if x.grad:
+    if x.grad and isinstance(prim, TopKOp) and prim.ties == "even":
+        ctx.save(x, values)
+    elif x.grad:
         ctx.save(positions)
     ctx.other(ctx.inputs[0].numel, ctx.numel() if x.grad else sympy.Integer(0))
     return [values, positions]
