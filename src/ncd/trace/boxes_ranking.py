@@ -87,11 +87,19 @@ def _reduce(conv: Converter, node: Node, vid: int, dims: Any, keep: Any, box_for
         sorted(_dims(conv, vid, dims))
     if not own:
         raise Decline("a reduction of a number")
+    spread, axes = vid, own
+    if own != list(range(own[0], own[-1] + 1)):  # dims apart (``norm(dim=(0, 2))``): moved behind the others first
+        from ncd.prims.structure import TransposeOp  # (woven over the wire between them, it failed to compose)
+
+        perm = [d for d in range(len(seg.axes)) if d not in own] + own
+        moved = Box(TransposeOp(seg, tuple(perm)))
+        (spread,) = conv.emit(moved, [vid], list(moved.cod))
+        axes = list(range(len(perm) - len(own), len(perm)))
     try:
-        box = Box(box_for(_own(conv, vid, own)))
+        box = Box(box_for(_own(conv, spread, axes)))
     except Exception as error:  # noqa: BLE001 - a reduction the box refuses stays opaque
         raise Decline(str(error)) from None
-    out = conv.apply(box, [vid])
+    out = conv.apply(box, [spread])
     if keep:
         names = kept_units(seg.names, own)
         out = conv.view(out, names, tuple(int(s) for s in node.value.shape))
