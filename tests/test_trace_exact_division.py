@@ -123,3 +123,20 @@ def test_an_attention_scale_divides_as_the_model_and_draws_symbolically(tensor: 
     for values in (x, torch.randn(2, 5, 48)):
         with torch.no_grad():
             assert torch.equal(lowered(values), model(values))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_addcdiv_divides_as_aten(dtype: torch.dtype) -> None:
+    """``torch.addcdiv(x, a, b, value=0.3)`` is ATen's ``x + (0.3·a) / b``, bit for bit (``x + 0.3·(a / b)`` was a
+    rounding off); by a power of two (``value=2``) the two agree, and the box order stays."""
+    torch.manual_seed(0)
+    for value in (0.3, 2.0):
+        model = Applied(lambda x: torch.addcdiv(x, x.flip(-1), x.abs() + 1, value=value)).to(dtype)
+        x = torch.randn(5, 24, dtype=dtype)
+        d = ncd.trace(model, x)
+        lowered = d.to_torch()
+        for values in (x, torch.randn(5, 24, dtype=dtype)):
+            with torch.no_grad():
+                assert torch.equal(lowered(values), model(values)), value
+        ops = [b.prim.op for b in d.boxes() if b.prim.op in ("scale", "divide", "entrywise")]
+        assert ops[0] == ("scale" if value == 0.3 else ops[0]), ops

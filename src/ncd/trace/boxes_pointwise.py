@@ -2,7 +2,7 @@
 part read by the rule of its own operator (as :mod:`ncd.trace.boxes_losses` draws a loss).
 
 * ``addcmul(x, a, b, value=v)`` is ``x + v·(a ⊙ b)``;
-* ``addcdiv(x, a, b, value=v)`` is ``x + v·(a / b)``;
+* ``addcdiv(x, a, b, value=v)`` is ``x + (v·a) / b``, ATen's order (``x + v·(a / b)`` where ``v`` is a power of two);
 * ``lerp(a, b, w)`` (a number or a tensor ``w``) is ``a + w·(b − a)``;
 * ``bilinear(x, y, W, b)`` (``nn.Bilinear``) is ``einsum("...i,oij,...j->...o", x, W, y) + b``;
 * ``threshold``, ``hardshrink``, ``softshrink`` and ``nan_to_num`` are fills of ``x`` (``masked_fill``, ``where``) where
@@ -60,14 +60,22 @@ def _finish(conv: Converter, node: Node, last: Node, made: list[Node]) -> None:
 
 @rule("aten.addcmul", "aten.addcdiv")
 def add_product(conv: Converter, node: Node) -> None:
-    """``x + v·(a ⊙ b)`` (``addcmul``) or ``x + v·(a / b)`` (``addcdiv``): the product or quotient, scaled, added."""
+    """``x + v·(a ⊙ b)`` (``addcmul``) or ``x + (v·a) / b`` (``addcdiv``, as ATen computes it): the product or
+    quotient, scaled, added."""
     x, a, b = node.args[:3]
     value = _number(node.kwargs.get("value", node.args[3] if len(node.args) > 3 else 1))
     _floats(node, x, a, b)
     divide = "addcdiv" in node.target.name()
-    made = [_call(conv, node, "quotient" if divide else "product", aten.div.Tensor if divide else aten.mul.Tensor, a, b)]
-    if value != 1:
-        made.append(_call(conv, node, "scaled", aten.mul.Tensor, made[-1], value))
+    if divide and value != 1 and not (isinstance(value, (int, float)) and math.isfinite(value) and value
+                                      and abs(math.frexp(value)[0]) == 0.5):
+        # ATen's addcdiv is x + v·a / b, (v·a) / b: v·(a / b) rounds otherwise where v is no power of two
+        made = [_call(conv, node, "scaled", aten.mul.Tensor, a, value)]
+        made.append(_call(conv, node, "quotient", aten.div.Tensor, made[-1], b))
+    else:
+        made = [_call(conv, node, "quotient" if divide else "product", aten.div.Tensor if divide else aten.mul.Tensor,
+                      a, b)]
+        if value != 1:
+            made.append(_call(conv, node, "scaled", aten.mul.Tensor, made[-1], value))
     made.append(_call(conv, node, "sum", aten.add.Tensor, x, made[-1]))
     _finish(conv, node, made[-1], made)
 
