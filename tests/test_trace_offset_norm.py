@@ -114,3 +114,39 @@ def test_offset_norm_lowers_and_differentiates_as_gemma_computes() -> None:
     x = torch.randn(2, 3, 8)
     assert torch.equal(low(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w))
     assert ncd.load_json(d.to_json()).to_json() == d.to_json()
+
+
+class WeightFirstRMSNorm(ZeroCentredRMSNorm):
+    """Gemma's norm with ``1 + w`` made before the normalisation: the same numbers, recorded in another order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + self.weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * scale
+
+
+def test_gemma_norm_as_recorded_is_proven_without_running_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's seven recorded operations are the box's own: no value check is run (it would refuse here); a
+    recording in another order, or another computation, is left to the value check, which refuses: not one box."""
+    from ncd.trace.module_idioms import ModuleIdioms
+
+    monkeypatch.setattr(ModuleIdioms, "_module_agrees", lambda self, *a, **k: False)
+    model = _trained(Block(ZeroCentredRMSNorm(16)))
+    torch.manual_seed(2)
+    d = ncd.trace(model, torch.randn(2, 5, 16))
+    assert [b.prim.op for b in d.boxes()] == ["linear", "rmsnorm"]
+    torch.manual_seed(3)
+    _agree(d, model, torch.randn(2, 5, 16))
+    for norm in (WeightFirstRMSNorm, ScaledFirstRMSNorm, EpsOutsideRMSNorm):
+        model = _trained(Block(norm(16)))
+        d = ncd.trace(model, torch.randn(2, 5, 16))
+        assert not any(getattr(b.prim, "offset", 0.0) for b in d.boxes()), norm
+        _agree(d, model, torch.randn(2, 5, 16))
+
+
+def test_gemma_norm_in_another_order_is_one_box_once_checked_on_values() -> None:
+    model = _trained(Block(WeightFirstRMSNorm(16)))
+    torch.manual_seed(2)
+    d = ncd.trace(model, torch.randn(2, 5, 16))
+    assert [b.prim.op for b in d.boxes()] == ["linear", "rmsnorm"]
+    torch.manual_seed(3)
+    _agree(d, model, torch.randn(2, 5, 16))

@@ -15,6 +15,7 @@ from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node, refs
 from ncd.trace.learned import Learned
+from ncd.trace.norm_offset import offset_read, recorded_exactly
 from ncd.trace.registry import Decline, op_name
 
 __all__ = ["ACTIVATIONS", "ELEMENTWISE", "SWEEP", "ModuleIdioms", "whole"]
@@ -67,7 +68,7 @@ class ModuleIdioms(Learned):
             members = {id(n) for n in run}
             own = f"{path}.weight"
             # Gemma's ``(c + w)`` (its weight read live, through ``self.weight.float()``): checked as that, or nothing
-            offset = _offset_read(run, own) if kind == "rms" else None
+            offset = offset_read(run, own) if kind == "rms" else None
             outside = [r for n in run for r in refs((n.args, n.kwargs)) if id(r) not in members and r.live
                        and not (offset is not None and r.kind == "parameter" and r.source == own)]
             used_after = [n for n in run if any(id(c) not in members for c in self.consumers.get(id(n), []))
@@ -110,9 +111,12 @@ class ModuleIdioms(Learned):
                     if offset is not None and (not read or source.value.dtype != torch.float32):
                         return False
                     if offset is not None:  # Gemma's ``rms(x) * (offset + w)``: that, or nothing
-                        if not self._module_agrees(path, source, result,
-                                                   lambda x, p: torch.nn.functional.rms_norm(x, (n,), None, float(eps))
-                                                   * (offset + p["weight"]), small=small):
+                        recorded = recorded_exactly(run, source, result, own, offset)  # (its operations as recorded)
+                        if recorded is not None:
+                            eps = recorded
+                        elif not self._module_agrees(path, source, result,
+                                                     lambda x, p: torch.nn.functional.rms_norm(x, (n,), None, float(eps))
+                                                     * (offset + p["weight"]), small=small):
                             return False
                     elif not self._module_agrees(path, source, result,
                                                  lambda x, p: torch.nn.functional.rms_norm(
@@ -298,27 +302,6 @@ def _rms_shaped(run: list[Node]) -> bool:
     return "aten.mean" in names and bool(names & {"aten.pow", "aten.square"}) \
         and bool(names & {"aten.rsqrt", "aten.sqrt"}) and not names & {
         "aten.sub", "aten.native_layer_norm", "aten.layer_norm", "aten.var", "aten.var_mean", "aten.rms_norm"}
-
-
-def _offset_read(run: list[Node], weight: str) -> float | None:
-    """The number ``c`` when a norm module's recorded calls add it to its float32 weight (``1.0 + self.weight.float()``:
-    Gemma's zero-centred scale); else None.  Only which form to check: the module's values decide
-    (:meth:`ModuleIdioms._module_agrees`)."""
-    for n in run:
-        if op_name(n.target)[1] != "aten.add.Tensor" or n.kwargs or len(n.args) != 2:
-            continue
-        w, c = n.args if isinstance(n.args[0], Node) else n.args[::-1]
-        if isinstance(c, Node) and c.kind == "constant" and isinstance(c.value, torch.Tensor) and c.value.dim() == 0:
-            c = c.value.item()  # (a number lifted to a tensor)
-        if not isinstance(w, Node) or isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) \
-                or not c:
-            continue
-        while w.kind == "call" and w.args and isinstance(w.args[0], Node) and _alias_of(w, w.args[0]):
-            w = w.args[0]  # (``self.weight.float()`` of a float32 weight)
-        if w.kind == "parameter" and w.source == weight and isinstance(w.value, torch.Tensor) \
-                and w.value.dtype == torch.float32:
-            return float(c)
-    return None
 
 
 def _alias_of(node: Node, source: Node) -> bool:
