@@ -208,6 +208,7 @@ class ZerosOp(Primitive):
     op: ClassVar[str] = "zeros"
     family: ClassVar[str] = "derivative"
     kind: ClassVar[Kind] = "linear"
+    weave_policy = weaving.always  # (no inputs: made at the woven axes' sizes in place, :func:`lower_zeros`)
 
     def signature(self) -> tuple[Type, Type]:
         return Type(()), self.type
@@ -371,7 +372,12 @@ def lower_transpose(prim: TransposeOp, ctx: RuleContext) -> list[str]:
 
 @LOWERING.rule(ZerosOp)
 def lower_zeros(prim: ZerosOp, ctx: RuleContext) -> list[str]:
-    return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in seg)})" for seg in prim.type]
+    """Zeros at the sizes of every axis the value has: the woven ones too (in place, or in front while a woven
+    sub-diagram runs: ``em.leading``).  A woven 0 (a stop-gradient's or a cast's zero cotangent) was ``torch.zeros(())``,
+    so a parameter's gradient read only through one came out 0-dim, and a reshape of it raised."""
+    lead = tuple(ctx.em.leading)
+    return [f"torch.zeros({tuple(evaluate(a.size, what=f'axis {a.name}') for a in (*lead, *axes))})"
+            for axes in ctx.out_axes]
 
 
 # -- costs (no arithmetic but ``+``) ---------------------------------------------------------
