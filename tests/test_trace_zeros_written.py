@@ -1,11 +1,13 @@
 """A large tensor made by ``new_zeros`` and filled through views (longformer's band of attention scores): its recorded
 value is kept through the first write as a zero expanded to its shape, not a copy (:func:`ncd.trace.inplace._zeros_kept`),
-and every recorded value, the diagram and its gradients are still the model's."""
+and every recorded value, the diagram and its gradients are still the model's.  A view read again after a write is
+proven its region by its memory (:func:`ncd.trace.tensors._one_memory`), not compared entry by entry."""
 
 from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 import ncd
@@ -114,3 +116,57 @@ def test_a_zero_tensor_filled_whole_first_is_drawn_with_the_fill() -> None:
     module = d.to_torch()
     for fresh in (x, torch.randn(2, 512, 16)):
         torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-5)
+
+
+class ReadAgain(torch.nn.Module):
+    """A transposed view of the whole score tensor taken before a write through a slice and read after it (read
+    again as its region of the written tensor: the same memory as the view the model reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, 256, 16)
+        h = self.lin(x)
+        s = h @ h.transpose(1, 2)  # (b, 256, 256)
+        v = s.transpose(1, 2)
+        s[:, :8] = 0.0
+        return v.softmax(-1) + s
+
+
+def test_a_view_read_again_after_a_write_is_proven_its_region_by_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ncd.trace import inplace
+    from ncd.trace.tensors import _one_memory
+
+    proven: list[bool] = []
+
+    def counted(a: torch.Tensor, b: torch.Tensor) -> bool:
+        proven.append(_one_memory(a, b))
+        return proven[-1]
+
+    monkeypatch.setattr(inplace, "_one_memory", counted)
+    torch.manual_seed(0)
+    model = ReadAgain().eval()
+    x = torch.randn(2, 256, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    assert proven and all(proven), proven  # the region's entries are the view's own: no entrywise comparison
+    module = d.to_torch()
+    for fresh in (x, torch.randn(2, 256, 16)):
+        torch.testing.assert_close(module(fresh), model(fresh), rtol=1e-5, atol=1e-5)
+
+
+def test_one_memory_is_the_same_entries_of_one_memory_only() -> None:
+    from ncd.trace.tensors import _one_memory
+
+    t = torch.randn(4, 6)
+    assert _one_memory(t, t.view(4, 6)) and _one_memory(t.t(), t.transpose(0, 1))
+    assert _one_memory(t[:, :1], t.as_strided((4, 1), (6, 99)))  # (a stride along one entry is never used)
+    assert not _one_memory(t, t.clone())  # equal values, other memory: not said
+    assert not _one_memory(t[1:], t[:-1])  # other first address
+    assert not _one_memory(t.t().contiguous().view(4, 6), t)  # other entries
+    assert not _one_memory(t, t.view(torch.int32))  # other type
+    assert not _one_memory(t._neg_view(), t)  # a lazy negation
+    c = torch.randn(3, dtype=torch.complex64)
+    assert not _one_memory(c.conj(), c)

@@ -12,7 +12,7 @@ import torch
 
 from ncd.trace.capture import Node, refs, user_line
 from ncd.trace.refusals import Unsupported
-from ncd.trace.tensors import _same, _shares
+from ncd.trace.tensors import _one_memory, _same, _shares
 from ncd.trace.writes import Region
 
 #: the size in bytes above which :meth:`InPlace.release` frees a copy a write replaced (below, a release costs more than
@@ -206,7 +206,7 @@ class InPlace:
             except RuntimeError as error:
                 raise Unsupported(f"a view read after a write into the tensor it views cannot be made again ({error})")\
                     from None
-        if not _same(x, view):
+        if not (_one_memory(x, view) or _same(x, view)):  # (cut from the model's tensor: its memory, where the region is)
             raise Unsupported("a view read after a write into the tensor it views is not the region it was")
         node = self.by_id[id(x)]
         self.by_id[id(view)] = node
