@@ -205,7 +205,7 @@ def test_probe_measures_what_lay_draws(options: dict) -> None:
 class _Unprobed:
     """A page laid out without :meth:`Layout.probe`: a subclass of the layout makes the page lay out every one-row
     drawing and column it measures (``wrap._measure_row``, ``definitions._wider``) and every gap a row break is
-    decided by (``wrap._pack`` settles most breaks by a gap's lower bound, 8 points, without making the gap)."""
+    decided by (``rows.pack`` settles most breaks by a gap's lower bound, 8 points, without making the gap)."""
 
     @staticmethod
     def svg(diagram: ncd.Diagram, options: dict) -> str:
