@@ -19,6 +19,7 @@ differences), so :func:`_match_interleaved` draws it as the two strided slices, 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -139,34 +140,44 @@ def _tables_read(cos: torch.Tensor, sin: torch.Tensor, model: Any,
     return found
 
 
-def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, Table, bool] | None:
+def _products_of_tables(add: Node) -> Iterator[tuple[Node, Node, Node, Node, Any, Node]]:
+    """The readings of ``add`` as ``x·cos + y·sin``, each ``(x·cos, y·sin, x, cos, y, sin)``: a sum of two products,
+    ``x`` live, a float tensor of two axes or more of the sum's shape and dtype (tables of a wider dtype promote the
+    result: ``ρ`` keeps ``x``'s), ``cos`` and ``sin`` tables (nodes that do not depend on the inputs), ``y`` either
+    factor of the second product (the rotated ``x``: :func:`_match`, :func:`ncd.trace.rotary_pairs._match`)."""
     if called(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
-        return None
+        return
     for first, second in (add.args, add.args[::-1]):
-        if called(first) != "aten.mul" or called(second) != "aten.mul":
+        if called(first) != "aten.mul" or called(second) != "aten.mul" or len(first.args) != 2 or len(second.args) != 2:
             continue
         for x, cos in (first.args, first.args[::-1]):
             if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
                 continue
             if not x.value.is_floating_point() or x.value.dim() < 2 or tuple(x.value.shape) != tuple(add.value.shape) \
-                    or add.value.dtype != x.value.dtype:  # (tables of a wider dtype promote the result: ρ keeps x's)
+                    or add.value.dtype != x.value.dtype:
                 continue
-            k = int(x.value.shape[-1])
-            for cat, sin in (second.args, second.args[::-1]):
-                if not (isinstance(sin, Node) and not sin.live and _halves(cat, x, k)):
-                    continue
-                tables = _laid_out([c.value for c in (cos, sin)], x, k)
-                if tables is None:
-                    continue
-                between = tables[0].dim() != cos.value.dim()
-                found = _tables_read(tables[0], tables[1], conv.model, read)
-                if found is None:
-                    continue
-                neg, low = cat.args[0]
-                members = [first, second, cat, neg, neg.args[0], low]
-                if not _closed(conv, members, add):
-                    continue
-                return members, x, found, between
+            for y, sin in (second.args, second.args[::-1]):
+                if isinstance(sin, Node) and not sin.live:
+                    yield first, second, x, cos, y, sin
+
+
+def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[list[Node], Node, Table, bool] | None:
+    for first, second, x, cos, cat, sin in _products_of_tables(add):
+        k = int(x.value.shape[-1])
+        if not _halves(cat, x, k):
+            continue
+        tables = _laid_out([c.value for c in (cos, sin)], x, k)
+        if tables is None:
+            continue
+        between = tables[0].dim() != cos.value.dim()
+        found = _tables_read(tables[0], tables[1], conv.model, read)
+        if found is None:
+            continue
+        neg, low = cat.args[0]
+        members = [first, second, cat, neg, neg.args[0], low]
+        if not _closed(conv, members, add):
+            continue
+        return members, x, found, between
     return None
 
 

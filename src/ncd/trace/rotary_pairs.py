@@ -31,7 +31,7 @@ import torch
 
 from ncd.trace.capture import Node
 from ncd.trace.registry import called
-from ncd.trace.rotary import Table, _closed, _laid_out, _strided, _tables_read, emit_rotary
+from ncd.trace.rotary import Table, _closed, _laid_out, _products_of_tables, _strided, _tables_read, emit_rotary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,40 +73,28 @@ def _pairwise(table: torch.Tensor) -> torch.Tensor | None:
 
 
 def _match(conv: Converter, add: Node, read: list[Any]) -> tuple[Any, ...] | None:
-    if called(add) != "aten.add" or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
-        return None
-    for first, second in (add.args, add.args[::-1]):
-        if called(first) != "aten.mul" or called(second) != "aten.mul" or len(first.args) != 2 or len(second.args) != 2:
+    for first, second, x, cos, flat, sin in _products_of_tables(add):
+        k = int(x.value.shape[-1])
+        if k % 2 or k == 4 or not isinstance(flat, Node):  # (k = 4: see _emit)
             continue
-        for x, cos in (first.args, first.args[::-1]):
-            if not (isinstance(x, Node) and x.live and isinstance(cos, Node) and not cos.live):
-                continue
-            if not x.value.is_floating_point() or x.value.dim() < 2 or x.value.shape[-1] % 2 \
-                    or x.value.shape[-1] == 4 \
-                    or tuple(x.value.shape) != tuple(add.value.shape) or add.value.dtype != x.value.dtype:
-                continue  # (tables of a wider dtype promote the result: ρ keeps x's; k = 4: see _emit)
-            k = int(x.value.shape[-1])
-            for flat, sin in (second.args, second.args[::-1]):
-                if not (isinstance(sin, Node) and not sin.live and isinstance(flat, Node)):
-                    continue
-                turn = _turned(flat, x)
-                if turn is None or not isinstance(cos.value, torch.Tensor) or not isinstance(sin.value, torch.Tensor):
-                    continue
-                halves = [_pairwise(v.value) for v in (cos, sin)]
-                if halves[0] is None or halves[1] is None:
-                    continue
-                tables = _laid_out(halves, x, k)
-                if tables is None or tables[0].shape[-2] < 2:  # (one position's tables would fit an axis of size 1)
-                    continue
-                found = _tables_read(tables[0], tables[1], conv.model, read)
-                if found is None:
-                    continue
-                even, odd, calls = turn
-                members = [first, second, *calls]
-                if not _closed(conv, members, add):
-                    continue
-                between = tables[0].dim() != cos.value.dim()
-                return members, x, even, odd, found, between
+        turn = _turned(flat, x)
+        if turn is None or not isinstance(cos.value, torch.Tensor) or not isinstance(sin.value, torch.Tensor):
+            continue
+        halves = [_pairwise(v.value) for v in (cos, sin)]
+        if halves[0] is None or halves[1] is None:
+            continue
+        tables = _laid_out(halves, x, k)
+        if tables is None or tables[0].shape[-2] < 2:  # (one position's tables would fit an axis of size 1)
+            continue
+        found = _tables_read(tables[0], tables[1], conv.model, read)
+        if found is None:
+            continue
+        even, odd, calls = turn
+        members = [first, second, *calls]
+        if not _closed(conv, members, add):
+            continue
+        between = tables[0].dim() != cos.value.dim()
+        return members, x, even, odd, found, between
     return None
 
 

@@ -31,7 +31,8 @@ OPERATORS = {"add": ("+", False), "sub": ("-", False), "rsub": ("-", True), "mul
 
 
 def _number(value: Any) -> bool | int | float | None:
-    """A Python number, or the value of a 0-d constant tensor (which torch promotes like one)."""
+    """A Python number, or the value a 0-d constant tensor holds (torch promotes such a tensor otherwise than a number:
+    :func:`_held_alike` declines where that would change the result); ``None`` for anything else."""
     if isinstance(value, Node) and not value.live and isinstance(value.value, torch.Tensor) and value.value.dim() == 0 \
             and value.value.device.type != "meta":
         value = value.value.item()
