@@ -797,7 +797,7 @@ def _warm_up(torchview: bool, ours: bool = True) -> None:
     import ncd
     import ncd.torch.module  # noqa: F401  (imported lazily by a trace that checks a mask's rows: an import, excluded)
     from ncd.render import to_svg
-    from ncd.trace.attention import empty_rows_give_zero
+    from ncd.trace.live_masks import empty_rows_give_zero
 
     if ours:  # that check itself, once per process (the lowering rules imported, a module generated): excluded too
         empty_rows_give_zero()

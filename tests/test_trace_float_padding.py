@@ -133,16 +133,16 @@ def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_it
     the second is read as the first was, its operations not re-run (the re-runs counted); a second mask made by other
     operations (kept where the input is ``True``) is proven on its own.  Both equal to the model, on the traced input
     and on fresh ones."""
-    from ncd.trace import attention
+    from ncd.trace import live_masks
 
     runs: list[int] = []
-    run = attention._run
+    run = live_masks._run
 
     def counted(*args: object, **kwargs: object) -> object:
         runs.append(1)
         return run(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(attention, "_run", counted)  # type: ignore[attr-defined]
+    monkeypatch.setattr(live_masks, "_run", counted)  # type: ignore[attr-defined]
     torch.manual_seed(2)
     x = torch.randn(2, 5, 8)
     keys = torch.tensor([[True, False, False, True, False], [False, True, False, False, False]])

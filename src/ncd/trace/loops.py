@@ -419,7 +419,7 @@ def _replays(loop: Loop, consts: list[Any], inits: list[Any], xs: list[torch.Ten
     """Whether the loop's body, run ``steps`` times as the scan runs it (the states it makes threaded on, each step
     reading its position of every scanned input), gives every recorded stacked output and the final states seen.
     The check that the fold is equal on the traced values, beside the proof that the steps are copies."""
-    from ncd.trace.attention import _run
+    from ncd.trace.live_masks import _run
 
     states = list(inits)
     given: dict[int, Any] = {id(n): v for n, v in zip(loop.consts, consts)}

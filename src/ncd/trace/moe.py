@@ -296,7 +296,7 @@ def _agrees(members: list[Node], x: Node, index: Node, weight: Node, out: Node, 
     together (it computes each token from its own row); the recorded operations, of the traced shapes, once a case.
     Where the three random cases leave an expert unchosen, more cases route every expert
     (:func:`~ncd.trace.moe_proof._routes`): a kernel wrong on an expert no token chose was read as the sum."""
-    from ncd.trace.attention import _run
+    from ncd.trace.live_masks import _run
     from ncd.trace.moe_proof import within
 
     tokens, k = (int(s) for s in index.value.shape)
@@ -360,7 +360,7 @@ def _agrees_perturbed(members: list[Node], x: Node, index: Node, weight: Node, o
     by random values of its scale (:func:`~ncd.trace.moe_proof.perturbed`; one parameter read twice, the same values):
     a model as built has zero biases and small weights, where a term the sum leaves out (a bias of the experts' own, a
     parameter of a submodule) vanishes, and the kernel was drawn as the sum, silently wrong once trained."""
-    from ncd.trace.attention import _run
+    from ncd.trace.live_masks import _run
     from ncd.trace.moe_proof import _routes, covering, perturbed, within
 
     read: dict[tuple[object, ...], list[Node]] = {}  # the parameters read, by the memory they view (one may be read

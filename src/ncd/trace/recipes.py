@@ -3,7 +3,7 @@
 Two values made by equal recipes from the same inputs are equal (torch's operations on the CPU give the same values
 for the same arguments), so what was proven of one by re-running its operations holds of the other without re-running
 them: each layer of ``nn.TransformerEncoder`` makes its own float mask from the same padding input
-(:func:`ncd.trace.attention._read_mask`).
+(:func:`ncd.trace.live_masks._read_mask`).
 
 >>> import torch
 >>> from ncd.trace.capture import Node

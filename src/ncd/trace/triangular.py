@@ -52,9 +52,9 @@ from typing import Any
 
 import torch
 
-from ncd.trace.attention import _run
 from ncd.trace.capture import Captured, Node, refs, without_unread
 from ncd.trace.convert import LOG, Converter, Decline, op_name, rule
+from ncd.trace.live_masks import _run
 
 __all__ = ["solve_triangular_loops"]
 
