@@ -1,6 +1,6 @@
 """``ncd decode``: what a causal model costs to serve, token by token, as a table.
 
-    ncd decode gpt2 --prompt 128 --context 1024
+    ncd decode gpt2 --prompt 128 --context 1000
     ncd decode llama-3.1-8b --dtype bfloat16 --context 8192 --peak-flops 989e12 --bandwidth 3.35e12
     ncd decode model.json --size N=4 --cache-dtype int8
 
