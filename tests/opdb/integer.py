@@ -8,7 +8,7 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
-from ncd.prims.gather import Arithmetic
+from ncd.prims.arithmetic import Arithmetic
 from ncd.prims.integer import Any, AnyOp, Bucket, IndexArithmetic, IndexUnary, OneHot
 from tests.opdb import error, sample
 

@@ -6,7 +6,8 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
-from ncd.prims.gather import ArgMax, Arithmetic, Cast, Compare, Gather, GatherOp
+from ncd.prims.arithmetic import Arithmetic
+from ncd.prims.gather import ArgMax, Cast, Compare, Gather, GatherOp
 from ncd.prims.opaque import Constant, Opaque, Parameter, View
 from tests.opdb import error, sample
 

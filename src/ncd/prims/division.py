@@ -3,7 +3,7 @@
 Like the Hadamard product (:func:`ncd.Multiply`), ``Divide()`` has scalar domains ``1, 1 -> 1``:
 composed after two tensors it is woven over their axes, and an axis only one of them carries is
 broadcast (``x / x.norm(...)``, ``scores / temperature[h]``).  Division by a Python number is
-:class:`ncd.prims.gather.ArithmeticOp` (``x / 2``) or a :func:`ncd.Scale`.
+:class:`ncd.prims.arithmetic.ArithmeticOp` (``x / 2``) or a :func:`ncd.Scale`.
 
 One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
 

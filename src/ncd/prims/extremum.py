@@ -3,7 +3,7 @@
 Like the Hadamard product (:func:`ncd.Multiply`), ``Maximum()`` has scalar domains ``1, 1 -> 1``:
 composed after two tensors it is woven over their axes, and an axis only one of them carries is
 broadcast (RWKV's running maximum of its attention exponents, ``maximum(max_state, k)``).
-The larger (smaller) of a tensor and a Python number is :class:`ncd.prims.gather.ArithmeticOp`.
+The larger (smaller) of a tensor and a Python number is :class:`ncd.prims.arithmetic.ArithmeticOp`.
 ``Clamp()`` (``1, 1, 1 -> 1``) is ``torch.clamp(x, lo, hi)`` by two tensors at once: one call, whose gradient
 autograd gives where no chain of a maximum and a minimum does (none at all where ``x < lo = hi``).
 

@@ -14,9 +14,8 @@ axes and is woven over the rest, like an embedding:
   on ties, as torch does); the input may be float, index or bool.
 * ``Compare("==", 3, "[v]")`` compares a scalar with a number and gives a bool; ``Cast``
   reads a scalar segment as another dtype (``bool -> [2]``, ``[v] -> ()``).
-* ``Arithmetic("//", 2, "[9]", "[5]")`` is a binary operator between a scalar and a Python
-  number of any type, on either side (``1 - x``, ``ids * 3 + 1``, ``2 ** x``), with the
-  dtype of its result as torch gives it.
+* a binary operator between a scalar and a Python number (``1 - x``, ``ids * 3 + 1``) is
+  :mod:`ncd.prims.arithmetic`'s ``Arithmetic``.
 
 They are drawn as labelled boxes (family ``opaque``, the importer's family).
 
@@ -28,21 +27,18 @@ They are drawn as labelled boxes (family ``opaque``, the importer's family).
 'b [t]'
 >>> str((ncd.Identity.of("b t, b j [t]") >> Scatter("t", 1.0, "j [t]")).cod)
 'b t'
->>> Arithmetic("-", 1, reflected=True).text()
-'1 − ·'
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
 from ncd.errors import ParseError, SizeError, derived_size
-from ncd.ir.axes import SCALAR, SCALAR_TYPE, Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
+from ncd.ir.axes import SCALAR, Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
+from ncd.ir.diagram import Box, Diagram, Identity, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
 from ncd.ir.size import Size, size_text, sizes_equal
@@ -53,12 +49,12 @@ if TYPE_CHECKING:
     from ncd.analysis.backward import Builder
     from ncd.analysis.cost import CostContext
     from ncd.analysis.layout import Tensor
+    from ncd.prims.arithmetic import ArithmeticOp
     from ncd.torch.rules import RuleContext
 
 
-__all__ = ["GatherOp", "ScatterOp", "Scatter",
-           "ArgMaxOp", "CompareOp", "CastOp", "ArithmeticOp", "Gather", "ArgMax", "Compare", "Cast",
-           "Arithmetic", "RELATIONS", "OPERATORS"]
+__all__ = ["GatherOp", "ScatterOp", "Scatter", "ArgMaxOp", "CompareOp", "CastOp", "Gather", "ArgMax", "Compare", "Cast",
+           "RELATIONS"]
 
 #: comparison relations and their torch operators
 RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
@@ -232,59 +228,6 @@ WIDTHS = ("int32", "int16", "int8", "uint8")
 FLOAT_WIDTHS = ("float16", "bfloat16", "float32", "float64")
 
 
-#: binary operators between a scalar and a Python number, and how they are drawn
-OPERATORS = {"+": "+", "-": "−", "*": "×", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max"}
-
-
-@dataclass(frozen=True)
-class ArithmeticOp(Primitive):
-    """``x ∘ value`` (or ``value ∘ x`` when ``reflected``) for a scalar segment and a Python number of any type.
-
-    ``target`` is the result's dtype as torch gives it (an integer tensor divided by a number is a float).
-    """
-
-    operator: str
-    value: float | int | bool
-    source: Segment
-    target: Segment
-    reflected: bool = False
-
-    op: ClassVar[str] = "arithmetic"
-    family: ClassVar[str] = "opaque"
-    kind: ClassVar[Kind] = "nonlinear"
-
-    def __post_init__(self) -> None:
-        if self.operator not in OPERATORS:
-            raise ParseError(f"arithmetic: unknown operator {self.operator!r}; known: {' '.join(OPERATORS)}")
-        if not isinstance(self.value, (bool, int, float)):
-            raise ParseError(f"arithmetic {self.operator}: {self.value!r} is not a Python number")
-        if self.source.axes or self.target.axes:
-            raise ParseError(f"arithmetic takes scalar segments, not '{self.source}' -> '{self.target}'")
-        if self.reflected and self.operator in ("min", "max"):
-            raise ParseError(f"arithmetic {self.operator} is symmetric: it is never reflected")
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.source,)), Type((self.target,))
-
-    def label(self) -> str:
-        value = shown(self.value)
-        if self.operator in ("min", "max"):
-            return f"{self.operator}(·, {value})"
-        return f"{value} {OPERATORS[self.operator]} ·" if self.reflected else f"{OPERATORS[self.operator]} {value}"
-
-
-def shown(value: float | int | bool) -> str:
-    """A number as a box draws it: as written when six significant digits or fewer say it (``0.125``, ``0.044715``,
-    ``1e-05``), else to four (``√24`` in float32, ``4.898979663848877``, is ``4.899``; the lowered module keeps it whole).
-
-    >>> shown(0.044715), shown(4.898979663848877), shown(3), shown(True), shown(1e30), shown(float("inf"))
-    ('0.044715', '4.899', '3', 'True', '1e+30', 'inf')
-    """
-    if isinstance(value, float) and math.isfinite(value) and float(f"{value:.6g}") != value:
-        return f"{value:.4g}"
-    return repr(value)
-
-
 def _scalar(value: TypeLike, what: str) -> Segment:
     if isinstance(value, str) and value.strip() in ("", "float"):
         return SCALAR
@@ -327,21 +270,13 @@ def Cast(source: TypeLike, target: TypeLike) -> Box:
     return Box.make(CastOp(_scalar(source, "cast"), _scalar(target, "cast")))
 
 
-def Arithmetic(operator: str, value: float | int | bool, source: TypeLike = "", target: TypeLike | None = None,
-               reflected: bool = False) -> Box:
-    """``x ∘ value`` for a scalar ``source`` (``""``: a float, ``"[v]"``: an index); ``reflected``: ``value ∘ x``.
-    ``target`` (default: the source's dtype) is the result's dtype, as torch gives it."""
-    src = _scalar(source, "arithmetic")
-    return Box.make(ArithmeticOp(operator, value, src, src if target is None else _scalar(target, "arithmetic"), reflected))
-
-
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(GatherOp, aten=("aten.index",))
 IMPORT.known(ScatterOp, aten=("aten.scatter",))
 IMPORT.known(ArgMaxOp, aten=("aten.argmax",))
 IMPORT.known(CompareOp, aten=("aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge"))
 IMPORT.known(CastOp, aten=("aten.to", "aten._to_copy"))
-IMPORT.known(ArithmeticOp, by="ncd.trace.scalars")
+
 
 
 # -- derivative primitives of the family (backward diagrams) -----------------------------------
@@ -436,18 +371,6 @@ def lower_cast(prim: CastOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     dtype = f"torch.{prim.width}" if prim.width else _TORCH_DTYPE.get(prim.target.dtype)
     return [f"{x}.to({dtype})" if dtype else f"{x}.to(torch.get_default_dtype())"]
-
-
-@LOWERING.rule(ArithmeticOp)
-def lower_arithmetic(prim: ArithmeticOp, ctx: RuleContext) -> list[str]:
-    """The Python expression itself (``x + 1``, ``1 - x``, ``x // 2``): torch's type promotion gives the result's dtype."""
-    x, value = ctx.args[0].var, number_text(prim.value)
-    if prim.operator in ("min", "max"):
-        return [f"torch.clamp_{'min' if prim.operator == 'max' else 'max'}({x}, {value})"]  # max(x, c) is x clamped below
-    if prim.operator == "//" and not prim.reflected and prim.source.dtype == "float":  # (floor_divide has no
-        return [f"torch.div({x}, {value}, rounding_mode='floor')"]  # derivative in torch; div's floor: 0, the same values)
-    a, b = (value, x) if prim.reflected else (x, value)
-    return [f"({a} {prim.operator} {b})"]
 
 
 def number_text(value: float | int | bool) -> str:
@@ -552,70 +475,6 @@ def backward_index_computation(prim: ArgMaxOp | CompareOp | CastOp | ArithmeticO
     if len(into):
         parts.append(Box(ZerosOp(into)))
     return BoxBackward((), Seq.of(*parts) if parts else Identity(out))
-
-
-# -- arithmetic with a Python number (ncd.prims.gather.ArithmeticOp) -------------------------
-def _differentiable(prim: ArithmeticOp) -> bool:
-    return prim.source.dtype == "float" and prim.target.dtype == "float" and prim.operator != "//"
-
-
-@COST.rule(ArithmeticOp)
-def cost_arithmetic(prim: ArithmeticOp, ctx: CostContext) -> list[Tensor]:
-    """What autograd keeps: ``x ** c`` and ``min``/``max`` their input, ``c ** x`` its input and output, ``c / x`` (a reciprocal,
-    then a product) the reciprocal; sums, differences and products with a number nothing."""
-    x = ctx.inputs[0]
-    grad = x.grad and _differentiable(prim)
-    y = ctx.like(0, x) if prim.target.dtype == prim.source.dtype else ctx.new(ctx.out_axes[0], grad=grad, dtype=prim.target.dtype)
-    n = ctx.numel()
-    if grad:
-        if prim.operator == "**" and not prim.reflected or prim.operator in ("min", "max"):
-            ctx.save(x)
-        elif prim.operator == "**":
-            ctx.save(x, y)
-        elif prim.operator == "/" and prim.reflected:
-            ctx.save(ctx.like(0, x))
-    ctx.other(n, n if grad else sympy.Integer(0))
-    return [y]
-
-
-@BACKWARD.rule(ArithmeticOp)
-def backward_arithmetic(prim: ArithmeticOp, box: Box, builder: Builder) -> BoxBackward:
-    """Sums and differences pass the cotangent (negated for ``c − x``), products and quotients by ``c`` scale it; the
-    others multiply it by their derivative, itself arithmetic on the stored input or output:
-    ``(x^c)′ = c·x^(c−1)``, ``(c/x)′ = −c·x^−2``, ``(c^x)′ = ln c·c^x``.  ``max(x, c)`` (``clamp_min``) passes the
-    cotangent where ``x ≥ c`` and gives 0 elsewhere, ``min(x, c)`` where ``x ≤ c``, as torch's ``clamp_min`` and
-    ``clamp_max`` do: at the bound itself too, and selected rather than multiplied by a mask, so an infinite cotangent
-    where the bound is taken (``sqrt`` of ``x.clamp(min=0)`` at ``x < 0``) gives 0 there, not NaN."""
-
-    from ncd.prims.elementwise import MultiplyOp, ScaleOp
-    if not _differentiable(prim):
-        return backward_index_computation(prim, box, builder)
-    op, c = prim.operator, prim.value
-    if op in ("+", "%") or op == "-" and not prim.reflected:
-        return BoxBackward((), Identity(SCALAR_TYPE))
-    if op in ("-", "*", "/") and (op != "/" or not prim.reflected):
-        if op == "/" and (c == 0 or not math.isfinite(1 / c)) or op == "*" and not math.isfinite(c):
-            # ``x / 0.0``, ``x * inf``, ``x / nan``: a factor no Scale box holds; the cotangent is divided (multiplied)
-            # by ``c`` itself, as autograd does (``inf`` or ``nan`` times it)
-            return BoxBackward((), Box(ArithmeticOp(op, c, SCALAR, SCALAR)))
-        factor = -1 if op == "-" else c if op == "*" else 1 / c
-        return BoxBackward((), Box(ScaleOp(sympy.sympify(float(factor) if isinstance(factor, bool) else factor))))
-    derivative: Diagram
-    if op == "**" and not prim.reflected and c == 0:  # x ** 0 is 1: a zero gradient, as torch's (0 · x⁻¹ is NaN at 0)
-        return BoxBackward((), Seq.of(Box(DeleteOp(SCALAR_TYPE)), Box(ZerosOp(SCALAR_TYPE))))
-    if op == "**" and prim.reflected:
-        port, derivative = ("out", 0), Box(ScaleOp(sympy.Float(math.log(c))))
-    elif op == "**":
-        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", c - 1, SCALAR, SCALAR)), Box(ScaleOp(sympy.sympify(c))))
-    elif op == "/":
-        port, derivative = ("in", 0), Seq.of(Box(ArithmeticOp("**", -2, SCALAR, SCALAR)), Box(ScaleOp(sympy.sympify(-c))))
-    else:
-        from ncd.prims.selection import WhereOp
-
-        passes = Box(CompareOp(">=" if op == "max" else "<=", float(c), SCALAR))  # (x, g) -> where(x ≷= c, g, 0)
-        return BoxBackward((("in", 0),), Seq.of(Par.of(passes, Identity(SCALAR_TYPE), Box(ZerosOp(SCALAR_TYPE))),
-                                                Box(WhereOp())))
-    return BoxBackward((port,), Seq.of(Par.of(derivative, Identity(SCALAR_TYPE)), Box(MultiplyOp(2))))
 
 
 @LOWERING.rule(GatherTransposeOp)

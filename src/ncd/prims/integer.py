@@ -3,7 +3,7 @@
 The importer meets it in index plumbing: RoBERTa's position ids ``(cumsum(mask) + past) * mask``, ``k // 2 - ids % 3``.
 ``IndexArithmetic("*", "[9]", "[2]", "[9]")`` has scalar domains ``[9], [2] -> [9]``: composed after two tensors it is
 woven over their axes, and an axis only one of them carries is broadcast, like :func:`ncd.Divide`.  The operand with a
-Python number is :class:`ncd.prims.gather.ArithmeticOp`; a float tensor with an integer one is a cast and the float
+Python number is :class:`ncd.prims.arithmetic.ArithmeticOp`; a float tensor with an integer one is a cast and the float
 operation (:mod:`ncd.trace.boxes_complex`).  No gradient flows through integers; it is drawn as its label in a box,
 like the importer's other index computations (family ``opaque``).
 
@@ -58,7 +58,8 @@ from ncd.ir.axes import SCALAR, Axis, Segment, Type, TypeLike, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
-from ncd.prims.gather import OPERATORS, _scalar, backward_index_computation
+from ncd.prims.arithmetic import OPERATORS
+from ncd.prims.gather import _scalar, backward_index_computation
 
 if TYPE_CHECKING:
     from ncd.analysis.backward import Builder

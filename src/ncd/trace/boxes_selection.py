@@ -50,7 +50,7 @@ def _integer_select(conv: Converter, node: Node, cond: Node, a: Any, b: Any) -> 
     """``where(c, a, b)`` of integers (tensors or numbers; CPM-Ant's ``where(ids != 0, 2, 0)``, its buckets
     ``where(same_segment, absolute, relative)``) is ``a · c + b · ¬c``: exact on integers, checked to give torch's
     dtype and the recorded values."""
-    from ncd.prims.gather import ArithmeticOp
+    from ncd.prims.arithmetic import ArithmeticOp
     from ncd.prims.integer import IndexArithmeticOp, combined_range
     from ncd.prims.selection import LogicOp
     from ncd.trace.idioms import cross_back, operand, out_names
@@ -332,7 +332,7 @@ def _widened(conv: Converter, node: Node, mask: Node, k: int, lead: int = 0) -> 
 
 
 def _integer_where(conv: Converter, node: Node, x: Node, mask: Node, number: int) -> None:
-    from ncd.prims.gather import ArithmeticOp
+    from ncd.prims.arithmetic import ArithmeticOp
     from ncd.prims.integer import IndexArithmeticOp, combined_range
     from ncd.prims.selection import LogicOp
 

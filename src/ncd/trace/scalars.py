@@ -1,7 +1,7 @@
 """Arithmetic between a traced tensor and a Python number of any type, on either side.
 
 ``x + 1``, ``1 - x``, ``3.0 / x``, ``2 ** x``, ``ids * 3 + 1``, ``ids // 2``, ``x.clamp(-2, 2)``, ``x * True``:
-each becomes an :class:`~ncd.prims.gather.ArithmeticOp` box whose result has the dtype torch gives it (an index
+each becomes an :class:`~ncd.prims.arithmetic.ArithmeticOp` box whose result has the dtype torch gives it (an index
 segment's range follows by interval arithmetic).  ``ids + 0``, ``ids - 0`` and ``ids * 1`` of an integer tensor are
 ``ids`` itself: no box.  Float sums and products that the plain rules of
 :mod:`ncd.trace.idioms` draw as ``+`` and ``*c`` boxes keep those; this rule takes what they decline.
@@ -17,7 +17,7 @@ import torch
 
 from ncd.ir.axes import SCALAR, Segment
 from ncd.ir.diagram import Box
-from ncd.prims.gather import ArithmeticOp
+from ncd.prims.arithmetic import ArithmeticOp
 from ncd.trace import idioms
 from ncd.trace.capture import Node
 from ncd.trace.convert import RULES, Converter, Decline, rule
