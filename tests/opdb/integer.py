@@ -31,6 +31,11 @@ sample("index_arithmetic", "true-divide", lambda: _two("/", ""), {"b": 6}, lambd
 sample("index_arithmetic", "remainder", lambda: _two("%"), {"b": 6}, lambda p, x: x[0] % (x[1] + 1), cod="b [3]")
 sample("index_arithmetic", "maximum-bool", lambda: ncd.Identity.of("b [bool], b [3]") >> IndexArithmetic("max", "bool", "[3]"),
        {"b": 6}, lambda p, x: torch.maximum(x[0], x[1]), cod="b [3]")
+# bitwise and, or, exclusive or of two integer tensors (ranges: the power of two past both, and one)
+for _op, _ref in (("&", torch.bitwise_and), ("|", torch.bitwise_or), ("^", torch.bitwise_xor)):
+    sample("index_arithmetic", f"bitwise-{_op}", lambda _op=_op: ncd.Identity.of("b t [9], t [6]")
+           >> IndexArithmetic(_op, "[9]", "[6]"), {"b": 2, "t": 5},
+           lambda p, x, _ref=_ref: _ref(x[0], x[1].unsqueeze(-2)), cod="b t [17]")
 error("index_arithmetic", "float-operand", lambda: IndexArithmetic("+", "", "[3]", "[3]"),
       r"index arithmetic \+: the left operand '\(\)' must be a scalar index or bool segment", ParseError)
 error("index_arithmetic", "operator", lambda: IndexArithmetic("<<", "[3]", "[3]", "[3]"),

@@ -74,7 +74,7 @@ __all__ = ["IndexArithmeticOp", "IndexArithmetic", "combined_range", "IndexUnary
 
 #: the operators of two integer tensors and their torch call (``None``: the Python operator itself)
 CALLS: dict[str, str | None] = {"+": None, "-": None, "*": None, "//": None, "%": None, "/": None,
-                                "min": "torch.minimum", "max": "torch.maximum"}
+                                "min": "torch.minimum", "max": "torch.maximum", "&": None, "|": None, "^": None}
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class IndexArithmeticOp(Primitive):
         return Type((self.left, self.right)), Type((self.target,))
 
     def label(self) -> str:
-        return OPERATORS[self.operator] if self.operator not in ("min", "max") else self.operator
+        return OPERATORS.get(self.operator, self.operator) if self.operator not in ("min", "max") else self.operator
 
 
 def combined_range(operator: str, left: Segment, right: Segment) -> sympy.Integer | None:
@@ -125,6 +125,8 @@ def combined_range(operator: str, left: Segment, right: Segment) -> sympy.Intege
         return None
     if operator in ("//", "%"):  # |a // b| <= a for b >= 1 (b = 0 raises); a % b < b
         return sympy.Integer(max((ends[0] if operator == "//" else ends[1])[1] + int(operator == "//"), 1))
+    if operator in ("&", "|", "^"):  # |a|, |b| < 2^k: the bits of a ∘ b are theirs, in [-2^k, 2^k) for either sign
+        return sympy.Integer((1 << max(ends[0][1], ends[1][1]).bit_length()) + 1)
     ops: dict[str, Callable[[int, int], int]] = {"+": lambda a, b: a + b, "-": lambda a, b: a - b,
                                                  "*": lambda a, b: a * b, "min": min, "max": max}
     values = [ops[operator](a, b) for a in ends[0] for b in ends[1]]
@@ -169,7 +171,9 @@ def backward_index_arithmetic(prim: IndexArithmeticOp, box: Box, builder: Builde
 
 
 IMPORT.known(IndexArithmeticOp, aten=("aten.add", "aten.sub", "aten.mul", "aten.floor_divide", "aten.remainder",
-                                      "aten.div", "aten.maximum", "aten.minimum", "aten.min", "aten.max"),
+                                      "aten.div", "aten.maximum", "aten.minimum", "aten.min", "aten.max", "aten.__and__",
+                                      "aten.__or__", "aten.__xor__", "aten.bitwise_and", "aten.bitwise_or",
+                                      "aten.bitwise_xor"),
              by="ncd.trace.boxes_integer")
 
 

@@ -17,6 +17,7 @@ import torch
 
 import ncd.trace.boxes_complex  # noqa: F401  (the rules this one goes in front of, registered first)
 import ncd.trace.boxes_indexing  # noqa: F401
+import ncd.trace.boxes_selection  # noqa: F401  (its logic rule of boolean &, |, ^ first: this one goes in front)
 import ncd.trace.idioms_arithmetic  # noqa: F401
 import ncd.trace.scalars  # noqa: F401
 from ncd.ir.axes import SCALAR, Axis, Segment
@@ -29,7 +30,8 @@ __all__ = ["index_arithmetic", "one_hot", "any_all"]
 
 #: ATen packet -> operator
 PACKETS = {"add": "+", "sub": "-", "mul": "*", "floor_divide": "//", "remainder": "%", "div": "/", "maximum": "max",
-           "minimum": "min", "min": "min", "max": "max"}
+           "minimum": "min", "min": "min", "max": "max", "__and__": "&", "bitwise_and": "&", "__or__": "|",
+           "bitwise_or": "|", "__xor__": "^", "bitwise_xor": "^"}
 
 
 def _integer(value: Any) -> bool:
