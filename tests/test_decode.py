@@ -218,6 +218,19 @@ def test_cli_prints_the_decode_table(capsys: pytest.CaptureFixture[str]) -> None
     assert "no causal mask" in capsys.readouterr().err
 
 
+def test_cli_default_context_is_capped_by_the_position_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """GPT-2's table of 1024 positions lets a step follow at most 1023 cached ones: the default (1024) is capped
+    there, while an explicit ``--context 1024`` is still refused, naming the slice."""
+    from ncd.cli import main
+
+    assert main(["decode", "gpt2", "--size", "N=2"]) == 0
+    out = capsys.readouterr().out
+    costs = ncd.decode(ncd.zoo.gpt2(N=2)).costs(c=1023)
+    assert "step after 1023 cached positions" in out and f"{costs.step_flops:,}" in out
+    assert main(["decode", "gpt2", "--size", "N=2", "--context", "1024"]) == 2
+    assert "past the size 1024" in capsys.readouterr().err
+
+
 def test_the_inference_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "inference.md").read_text(encoding="utf-8")
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,10 @@ from typing import Any
 
 from ncd.cli import load_diagram, parse_sizes
 
-__all__ = ["add_arguments", "run", "decode_table"]
+__all__ = ["add_arguments", "run", "decode_table", "DEFAULT_CONTEXT"]
+
+#: cached positions before the step when ``--context`` is not given (capped by the model's position table)
+DEFAULT_CONTEXT = 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=f"a zoo model, a preset ({', '.join(PRESETS)}) or a diagram JSON file")
     parser.add_argument("--size", action="append", default=[], metavar="K=V", help="bind an axis size (repeatable)")
     parser.add_argument("--prompt", type=int, default=None, help="prompt length of the prefill (default: the model's t)")
-    parser.add_argument("--context", type=int, default=1024, help="cached positions before the step (default 1024)")
+    parser.add_argument("--context", type=int, default=None,
+                        help=f"cached positions before the step (default {DEFAULT_CONTEXT}, or fewer if the model's"
+                             " position table holds fewer)")
     parser.add_argument("--dtype", default="bfloat16", help="element type of weights and caches (default bfloat16)")
     parser.add_argument("--cache-dtype", default=None, help="element type of the caches (default: --dtype)")
     parser.add_argument("--tokens", default=None, help="the token axis (default: the item axis of the first input)")
@@ -56,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     decoding = ncd.decode(diagram, tokens=args.tokens)
     roofline = roofline_for(args.hierarchy, args.peak_flops, args.bandwidth, args.dtype)
     policy = Policy(default=args.dtype, cache=args.cache_dtype)
-    bound = {**sizes, "c": args.context}
-    if args.prompt is not None:
-        bound[decoding.token] = args.prompt
-    costs = decoding.costs(policy=policy, roofline=roofline, **bound)
+    bound = {**sizes} if args.prompt is None else {**sizes, decoding.token: args.prompt}
+    if args.context is not None:
+        costs = decoding.costs(policy=policy, roofline=roofline, **bound, c=args.context)
+    else:
+        costs = _default_context_costs(decoding, policy, roofline, bound)
     console = Console()
     console.width = max(console.width, 120)  # the numbers are long; a pipe's 80 columns would cut them
     console.print(decode_table(decoding, costs, policy))
@@ -67,6 +73,32 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"cache bytes per token = {decoding.cache_formula()}   (q = bytes per element)", highlight=False)
         console.print(f"per layer = {decoding.cache_formula('layer')}", highlight=False)
     return 0
+
+
+def _default_context_costs(decoding: Any, policy: Any, roofline: Any, bound: dict[str, int]) -> Any:
+    """Costs at :data:`DEFAULT_CONTEXT` cached positions, or at the most the model allows below it.
+
+    A learned position table of ``n`` rows lets a step read positions up to ``n - 1`` only (GPT-2: 1023 cached
+    positions); the largest context that holds is found by bisection, since the bound is the model's own.
+    """
+    from ncd.errors import NCDError
+
+    def attempt(c: int) -> Any:
+        try:
+            return decoding.costs(policy=policy, roofline=roofline, **bound, c=c)
+        except NCDError:
+            return None
+
+    costs = attempt(DEFAULT_CONTEXT)
+    if costs is not None:
+        return costs
+    low, high = 1, DEFAULT_CONTEXT  # attempt(high) fails; find the largest low that holds
+    if attempt(low) is None:
+        return decoding.costs(policy=policy, roofline=roofline, **bound, c=DEFAULT_CONTEXT)  # raises the real error
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if attempt(mid) is not None else (low, mid)
+    return attempt(low)
 
 
 def _bytes(n: float) -> str:
