@@ -154,9 +154,28 @@ class Centred(nn.Module):
         return self.second((h - centre) / spread)
 
 
+class Regrad(nn.Module):
+    """``torch.enable_grad()`` inside the model's ``torch.no_grad()``: what is computed there takes gradients (from what
+    it reads made with them, not from the region's values before it), what follows it in the region does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second, self.third = nn.Linear(M, M), nn.Linear(M, M), nn.Linear(M, M)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        with torch.no_grad():
+            stat = h.mean(-1, keepdim=True)
+            with torch.enable_grad():
+                g = self.second(h) * stat
+            late = self.third(g)
+        return g + late + h * stat
+
+
 CASES: dict[str, Callable[[], nn.Module]] = {
     "round_ste": RoundSTE, "binary_connect": BinaryConnect, "vq_vae": VQVAE, "gumbel_hard": GumbelHard,
     "simsiam": SimSiam, "frozen_weight": FrozenWeight, "byol": BYOL, "ema_teacher": Distilled, "centred": Centred,
+    "regrad": Regrad,
 }
 
 

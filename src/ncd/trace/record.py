@@ -245,12 +245,14 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
 
     grad_back = torch.no_grad.__exit__
-    regions: list[tuple[int, str]] = []  # the no_grad regions open: where each starts in rec.nodes, the model's line
+    regrad, regrad_back = torch.enable_grad.__enter__, torch.enable_grad.__exit__
+    regions: list[list[Any]] = []  # the no_grad regions open: [where it starts in rec.nodes, the model's line]
     drawn: set[str] = set()  # the lines of the model's regions closed: their values read through a detach (drawn)
+    reopened: list[bool] = []  # the enable_grad regions open: whether each is inside one of the model's no_grad ones
 
     def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
         noted(rec.detached, "no_grad")
-        regions.append((len(rec.nodes), model_region(sys._getframe(1)) if not rec.inside else ""))
+        regions.append([len(rec.nodes), model_region(sys._getframe(1)) if not rec.inside else ""])
         grad_off(self)
 
     def no_grad_exit(self: Any, *exc: Any) -> None:
@@ -260,6 +262,20 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         if line:  # (a region inside another of the model's: cut with it)
             drawn.add(line)
         grad_back(self, *exc)
+
+    def enable_grad(self: Any) -> None:  # ``with torch.enable_grad():`` inside the model's no_grad: values with gradients
+        outer = next((region for region in regions if region[1]), None)
+        reopened.append(outer is not None)
+        if outer is not None:  # the region's values so far are cut where read from here on (not those made in it)
+            cut_after(rec.nodes, outer[0], rec.by_id, outer[1])
+        regrad(self)
+
+    def enable_grad_exit(self: Any, *exc: Any) -> None:
+        if reopened.pop() if reopened else False:
+            outer = next((region for region in regions if region[1]), None)
+            if outer is not None:  # the region goes on after it
+                outer[0] = len(rec.nodes)
+        regrad_back(self, *exc)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
         if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
@@ -275,6 +291,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     try:
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         torch.no_grad.__exit__ = no_grad_exit  # type: ignore[method-assign]
+        torch.enable_grad.__enter__, torch.enable_grad.__exit__ = enable_grad, enable_grad_exit  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
         with grad_turned_off(rec.detached, forwards), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
@@ -293,6 +310,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     finally:
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
         torch.no_grad.__exit__ = grad_back  # type: ignore[method-assign]
+        torch.enable_grad.__enter__, torch.enable_grad.__exit__ = regrad, regrad_back  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
