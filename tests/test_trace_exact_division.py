@@ -140,3 +140,15 @@ def test_addcdiv_divides_as_aten(dtype: torch.dtype) -> None:
                 assert torch.equal(lowered(values), model(values)), value
         ops = [b.prim.op for b in d.boxes() if b.prim.op in ("scale", "divide", "entrywise")]
         assert ops[0] == ("scale" if value == 0.3 else ops[0]), ops
+
+
+def test_no_scale_box_over_one_entry() -> None:
+    """A mean over a wire of one entry draws no ``*1`` box (nor does ``x / 1``), as before divisions lowered as the
+    model's (informer drew two ``*1`` boxes)."""
+    for f in (lambda x: x.mean(1) * 3, lambda x: x / 1 + x):
+        model = Applied(lambda v, f=f: f(v[..., :8].reshape(4, 1, 8)))
+        x = torch.randn(4, 24)
+        d = ncd.trace(model, x)
+        assert not [b for b in d.boxes() if isinstance(b.prim, ScaleOp) and b.prim.factor == 1]
+        with torch.no_grad():
+            assert torch.equal(d.to_torch()(x), model(x))

@@ -217,7 +217,7 @@ def _scale(conv: Converter, vid: int, factor: float | sympy.Expr, like: Sequence
     """``vid`` times ``factor`` (a number, read as a size of the wires ``like`` where it is one, or an expression).
     ``by``: the number the model divided by (``factor`` its reciprocal), lowered as that division where
     :func:`divisor` finds it the model's (``single``: a float32 tensor's number)."""
-    if factor == 1 and by is None:
+    if factor == 1:  # (x / 1 too: exact)
         return vid
     if not isinstance(factor, sympy.Expr) and not math.isfinite(factor):
         raise Decline("a factor that is not finite (Scale refuses inf and nan)")
@@ -528,7 +528,9 @@ def reduce(conv: Converter, node: Node) -> None:
     if mean and not early:  # 1 over the reduced wires' sizes: their symbols where the names hold them; lowered as
         # torch's mean computes it, its sum divided by their count (``* b**-1 * m**-1`` rounded twice)
         count = count_of(conv, [seg.axes[d] for d in dims])
-        vid2 = conv.apply(Box(ScaleOp(1 / count, count)), [vid2])
+        if count != 1:  # (over wires of one entry: no box; a number of entries a power of two: exact times 1/n)
+            exact = not count.free_symbols and abs(math.frexp(int(count))[0]) == 0.5
+            vid2 = conv.apply(Box(ScaleOp(1 / count, None if exact else count)), [vid2])
     if keep:
         names = kept_units(seg.names, dims)
         vid2 = conv.view(vid2, names, _shape(node))
