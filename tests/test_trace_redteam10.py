@@ -164,3 +164,34 @@ def test_a_reduction_over_dims_apart_is_a_box() -> None:
         (ga,) = torch.autograd.grad((want * weights).sum(), xa)
         (gb,) = torch.autograd.grad((got * weights).sum(), xb)
         assert torch.allclose(gb, ga, atol=1e-6)
+
+
+class _LiteralWeights(torch.nn.Module):
+    """A weightless layer norm written with literal ones and zeros, beside a LayerNorm whose parameters hold the same
+    values (as built)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = torch.nn.functional.layer_norm(x, (8,), torch.ones(8), torch.zeros(8))
+        return self.norm(x) + 2 * plain
+
+
+def test_a_literal_equal_to_a_parameter_stays_a_constant() -> None:
+    """A tensor the forward makes from no parameter, equal in value to a parameter, was loaded as a parameter of the
+    lowered module (it equals "a copy" of one): 35 parameters against the model's 19, and training moved the literal
+    ones the model keeps."""
+    torch.manual_seed(0)
+    model, x = _LiteralWeights(), torch.randn(2, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x).to_torch()
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    weights = torch.linspace(-1, 1, 16).reshape(2, 8)
+    (model(x) * weights).sum().backward()
+    (lowered(x) * weights).sum().backward()
+    mine = {name.rpartition(".")[2]: p.grad for name, p in lowered.named_parameters()}  # (the literal's: buffers)
+    assert torch.allclose(mine["weight"], model.norm.weight.grad, atol=1e-6)
+    assert torch.allclose(mine["bias"], model.norm.bias.grad, atol=1e-6)

@@ -80,6 +80,9 @@ class TracedDiagram(Block):
     #: the custom autograd.Functions its opaque boxes call (:class:`ncd.trace.functions.Boxed`): defined again where a
     #: pickled diagram is lowered
     functions: tuple[Boxed, ...] = field(default=(), compare=False, hash=False)
+    #: ids of the ``tensors`` the forward made from no parameter (:func:`ncd.trace.params.constants`: constants even
+    #: where their values equal a parameter's)
+    made: frozenset[int] = field(default=frozenset(), compare=False, hash=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.body, self.name, self.meta) == (other.body, other.name, other.meta)
@@ -174,10 +177,10 @@ class TracedDiagram(Block):
                                  f" sizes cannot change ({len(wrong)} parameter(s) differ)")
             _typed_as(module, state)
             module.load_state_dict(state, strict=False)
-            freeze(module, order, self.tensors, self._model())
+            freeze(module, order, self.tensors, self._model(), self.made)
             tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
         else:
-            load_parameters(module, self.tensors, self.example, self._model())
+            load_parameters(module, self.tensors, self.example, self._model(), self.made)
         hold(module, self.unused)
         for hook in module._forward_pre_hooks.values():  # the model's inputs' axes exactly, no leading batch of copies
             if isinstance(hook, _InputCheck):
@@ -410,10 +413,31 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk),
-                           boxed_of(opaque))
+                           boxed_of(opaque), _made(captured.nodes, tensors))
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced
+
+
+def _made(nodes: list[Any], tensors: tuple[tuple[torch.Tensor, ...], ...]) -> frozenset[int]:
+    """The ids of ``tensors`` that are the value of a call reading no parameter, through any chain (a literal
+    ``torch.ones(n)`` given as a layer norm's weight): constants, whatever a parameter holds."""
+    held = {id(t) for group in tensors for t in group}
+    if not held:
+        return frozenset()
+    from ncd.trace.capture import refs
+
+    reads: dict[int, bool] = {}
+    made: set[int] = set()
+    for node in nodes:  # (in execution order: a node's arguments are decided before it)
+        if node.kind == "constant":  # a literal the forward made (a buffer or state has its state-dict name)
+            reads[id(node)] = bool(node.source)
+        else:
+            reads[id(node)] = node.kind != "call" or any(
+                reads.get(id(r), True) for r in refs((node.args, node.kwargs)))
+        if not reads[id(node)] and id(node.value) in held:
+            made.add(id(node.value))
+    return frozenset(made)
 
 
 @contextlib.contextmanager
@@ -636,7 +660,8 @@ def _typed_as(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
-                    example: tuple[torch.Tensor, ...], model: torch.nn.Module | None = None) -> None:
+                    example: tuple[torch.Tensor, ...], model: torch.nn.Module | None = None,
+                    made: frozenset[int] = frozenset()) -> None:
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use (given the traced
     ``model``, a constant loaded into a parameter becomes a buffer)."""
     order = _first_use(module, example, tensors)
@@ -645,5 +670,5 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
     # through the state_dict: it takes every weight in its declared order, also where the lowered module stores a
     # map's rows or columns in the order a fused kernel reads (ncd.prims.patterns.chosen_rows / chosen_columns)
     module.load_state_dict(state, strict=False)
-    freeze(module, order, tensors, model)
+    freeze(module, order, tensors, model, made)
     tie(module, order, [t for group in tensors for t in group])

@@ -168,12 +168,14 @@ def _first(t: torch.Tensor, storage: torch.UntypedStorage | None = None) -> obje
         return _UNREAD
 
 
-def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]:
+def constants(model: torch.nn.Module, tensors: list[torch.Tensor], made: frozenset[int] = frozenset()) -> list[bool]:
     """Whether each of ``tensors`` is no parameter of ``model``: a buffer or a literal a learned box reads as its weight
     (``F.prelu(x, torch.tensor([0.25]))``, ``F.linear(x, self.buffer)``).
 
     A tensor reads a parameter when it shares its storage (a view) or, not a buffer's, equals one of its shape (a copy);
-    a tensor on the ``meta`` device is taken to read one."""
+    a tensor on the ``meta`` device is taken to read one.  One the forward made from no parameter (``made``: ids of
+    such traced tensors) is a constant whatever its values (``F.layer_norm(x, s, torch.ones(n))`` beside a LayerNorm
+    of ones was a parameter of the lowered module, trained where the model's stays ones)."""
     import torch
 
     storages: set[int] = set()
@@ -192,13 +194,13 @@ def constants(model: torch.nn.Module, tensors: list[torch.Tensor]) -> list[bool]
             out.append(False)
             continue
         ptr = t.untyped_storage().data_ptr()
-        out.append(ptr not in storages and (ptr in buffers or not any(
+        out.append(ptr not in storages and (ptr in buffers or id(t) in made or not any(
             torch.equal(p.detach(), t) for p in shaped.get((tuple(t.shape), t.dtype), ()))))
     return out
 
 
 def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch.Tensor, ...], ...],
-           model: torch.nn.Module | None) -> None:
+           model: torch.nn.Module | None, made: frozenset[int] = frozenset()) -> None:
     """The parameters of ``module`` loaded from a constant of ``model`` (``order``: the names the traced ``tensors``
     were loaded into) become buffers holding the same tensor: the model trains no constant, nor does the lowered
     module (a literal slope of ``F.prelu`` was a parameter of its own).  A parameter loaded from a parameter of
@@ -209,7 +211,7 @@ def freeze(module: torch.nn.Module, order: list[str], tensors: tuple[tuple[torch
     params = dict(module.named_parameters(remove_duplicate=False))
     loaded = [(name, t) for name, t in zip(order, (t for group in tensors for t in group)) if name in params]
     frozen = _Frozen(model)
-    for (name, t), constant in zip(loaded, constants(model, [t for _, t in loaded])):
+    for (name, t), constant in zip(loaded, constants(model, [t for _, t in loaded], made)):
         if not constant:
             if frozen.only(t):
                 params[name].requires_grad_(False)
