@@ -3,7 +3,8 @@
 ``x + 1``, ``1 - x``, ``3.0 / x``, ``2 ** x``, ``ids * 3 + 1``, ``ids // 2``, ``x.clamp(-2, 2)``, ``x * True``:
 each becomes an :class:`~ncd.prims.arithmetic.ArithmeticOp` box whose result has the dtype torch gives it (an index
 segment's range follows by interval arithmetic).  ``ids + 0``, ``ids - 0`` and ``ids * 1`` of an integer tensor are
-``ids`` itself: no box.  Float sums and products that the plain rules of
+``ids`` itself: no box; so is a float ``x + 0`` whose readers see a zero's sign at most, up to a softmax.
+Float sums and products that the plain rules of
 :mod:`ncd.trace.idioms` draw as ``+`` and ``*c`` boxes keep those; this rule takes what they decline.
 """
 
@@ -21,6 +22,7 @@ from ncd.prims.arithmetic import ArithmeticOp
 from ncd.trace import idioms
 from ncd.trace.capture import Node
 from ncd.trace.convert import RULES, Converter, Decline, rule
+from ncd.trace.registry import called
 
 __all__ = ["scalar_arithmetic"]
 
@@ -155,7 +157,8 @@ def scalar_arithmetic(conv: Converter, node: Node) -> None:
     _held_alike(node, packet, x, c, args[0] is not x)
     if tuple(x.value.shape) != tuple(node.value.shape):
         raise Decline("broadcast")
-    if _identity(x.value, node.value, op, c, reflected) or _unbounded(x.value, node.value, op, c):
+    if _identity(x.value, node.value, op, c, reflected) or _unbounded(x.value, node.value, op, c) \
+            or _unseen_zero(conv, node, x.value, op, c, reflected):
         conv.bind(node, conv.value(x))
         return
     conv.bind(node, _apply(conv, node, conv.value(x), op, c, reflected))
@@ -169,6 +172,58 @@ def _identity(x: torch.Tensor, out: torch.Tensor, op: str, c: Any, reflected: bo
     if out.dtype != x.dtype or x.is_floating_point() or x.is_complex() or type(c) not in (bool, int):
         return False
     return (op in ("+", "-") and c == 0 and not reflected) or (op == "*" and c == 1)
+
+
+def _unseen_zero(conv: Converter, node: Node, x: torch.Tensor, op: str, c: Any, reflected: bool) -> bool:
+    """Whether ``x + 0`` of floats (DeBERTa's ``score = 0; score += c2p / scale``) is ``x`` for all that reads it: the
+    sum is ``x`` but for ``-0.0``, which becomes ``+0.0``, and what reads it only ever sees a zero's sign (sums, moves,
+    scalings by finite numbers, fills of it) up to softmaxes, which give the same bits for either zero (``exp(±0)`` is
+    1; a row's maximum subtracted leaves every other entry as it is), and so the same gradients; no model output on
+    the way.  So no box is drawn."""
+    if op != "+" or reflected or c != 0 or type(c) not in (int, float) or not x.is_floating_point() \
+            or node.value.dtype != x.dtype:
+        return False
+    outputs = {id(o) for o in conv.captured.outputs if isinstance(o, Node)}
+    todo, seen = [node], {id(node)}
+    while todo:
+        n = todo.pop()
+        if id(n) in outputs:
+            return False
+        for user in conv.consumers.get(id(n), []):
+            if not _sign_only(user, n):
+                return False
+            if called(user) not in _SOFTMAX and id(user) not in seen:
+                seen.add(id(user))
+                todo.append(user)
+            if len(seen) > 64:
+                return False
+    return True
+
+
+_SOFTMAX = ("aten.softmax", "aten._softmax")
+#: calls that move a tensor's entries (their other arguments sizes, axes or a memory format)
+_MOVES = frozenset({"aten.view", "aten.reshape", "aten._unsafe_view", "aten.permute", "aten.transpose", "aten.t",
+                    "aten.unsqueeze", "aten.squeeze", "aten.expand", "aten.clone", "aten.contiguous", "aten.alias",
+                    "aten.movedim", "aten.flatten", "aten.unflatten"})
+
+
+def _sign_only(user: Node, n: Node) -> bool:
+    """Whether ``user`` shows of ``n`` at most the sign of its zeros (two values of ``n`` alike but for it give results
+    alike but for it), or is a softmax of ``n`` (whose result shows nothing of it)."""
+    name = called(user)
+    args = user.args
+    if name in _SOFTMAX or name in _MOVES or name == "aten.masked_fill":
+        return bool(args) and args[0] is n and not any(isinstance(v, Node) and v is n for v in args[1:]) \
+            and not any(isinstance(v, Node) and v.live for v in args[1:] if name != "aten.masked_fill")
+    if name in ("aten.add", "aten.sub"):  # (±0 + y is y, or a zero)
+        alpha = user.kwargs.get("alpha", args[2] if len(args) > 2 else 1)
+        return len(args) >= 2 and alpha == 1 and isinstance(user.value, torch.Tensor) and user.value.is_floating_point()
+    if name in ("aten.mul", "aten.div") and len(args) == 2 and not user.kwargs:  # (±0 · c is a zero)
+        other = args[1] if args[0] is n else args[0] if name == "aten.mul" else None
+        number = _number(other)
+        return isinstance(number, (int, float)) and not isinstance(other, Node) and math.isfinite(number) \
+            and (name == "aten.mul" or number != 0)
+    return False
 
 
 def _unbounded(x: torch.Tensor, out: torch.Tensor, op: str, c: Any) -> bool:
