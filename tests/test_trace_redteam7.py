@@ -61,13 +61,11 @@ def _warned_as_a_detach(model: torch.nn.Module, **options: str) -> None:
     assert sum(g is not None for g in want) == 2 and reached == 4
 
 
-@pytest.mark.parametrize("how", ["inference_mode", "inference_mode decorator", "set_grad_enabled",
-                                 "set_grad_enabled call"])
-def test_gradients_turned_off_other_than_by_a_no_grad_context_are_warned_as_a_detach(how: str) -> None:
-    """The model's gradients do not reach ``gate``; the lowered module's do (the diagram draws the gate's values, not
-    the switch): on main only ``with torch.no_grad():`` and ``x.detach()`` were warned, these four computed other
-    gradients than the model's with no word.  (A function decorated ``@torch.no_grad()`` is drawn: below.)"""
-    _warned_as_a_detach(_Gated(how))
+def test_gradients_turned_off_by_a_call_are_warned_as_a_detach() -> None:
+    """``torch.set_grad_enabled(False)`` as a call (no region a ``with`` closes): the model's gradients do not reach
+    ``gate``; the lowered module's do (the diagram draws the gate's values, not the switch), which is said.  (Once it
+    computed other gradients than the model's with no word; the contexts and decorators are drawn: below.)"""
+    _warned_as_a_detach(_Gated("set_grad_enabled call"))
 
 
 def _drawn_as_a_detach(model: torch.nn.Module) -> None:
@@ -87,8 +85,12 @@ def _drawn_as_a_detach(model: torch.nn.Module) -> None:
     assert sum(g is not None for g in want) == 2 and reached == 2  # (4 when not drawn: the gate's too)
 
 
-def test_a_function_decorated_no_grad_is_drawn_as_a_stop_gradient() -> None:
-    _drawn_as_a_detach(_Gated("no_grad decorator"))
+@pytest.mark.parametrize("how", ["no_grad decorator", "inference_mode", "inference_mode decorator", "set_grad_enabled"])
+def test_gradients_turned_off_by_a_context_or_decorator_are_drawn_as_a_stop_gradient(how: str) -> None:
+    """A function decorated ``@torch.no_grad()`` / ``@torch.inference_mode()``, ``with torch.inference_mode():``,
+    ``with torch.set_grad_enabled(False):``: the values made there are read through a stop-gradient box (warned, and
+    the lowered module's gradients reached the gate, before)."""
+    _drawn_as_a_detach(_Gated(how))
 
 
 class _Cut(torch.nn.Module):

@@ -246,36 +246,66 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     grad_back = torch.no_grad.__exit__
     regrad, regrad_back = torch.enable_grad.__enter__, torch.enable_grad.__exit__
+    switch_on, switch_back = torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__
+    infer_on, infer_back = torch.inference_mode.__enter__, torch.inference_mode.__exit__
     regions: list[list[Any]] = []  # the no_grad regions open: [where it starts in rec.nodes, the model's line]
     drawn: set[str] = set()  # the lines of the model's regions closed: their values read through a detach (drawn)
     reopened: list[bool] = []  # the enable_grad regions open: whether each is inside one of the model's no_grad ones
 
-    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
-        noted(rec.detached, "no_grad")
-        regions.append([len(rec.nodes), model_region(sys._getframe(1)) if not rec.inside else ""])
-        grad_off(self)
+    def opened(frame: Any) -> None:
+        regions.append([len(rec.nodes), model_region(frame) if not rec.inside else ""])
 
-    def no_grad_exit(self: Any, *exc: Any) -> None:
+    def closed() -> None:
         start, line = regions.pop() if regions else (0, "")
         if line and not any(open_line for _, open_line in regions):  # the model's outermost region: its values cut
             cut_after(rec.nodes, start, rec.by_id, line)
         if line:  # (a region inside another of the model's: cut with it)
             drawn.add(line)
-        grad_back(self, *exc)
 
-    def enable_grad(self: Any) -> None:  # ``with torch.enable_grad():`` inside the model's no_grad: values with gradients
+    def regrad_opened() -> None:  # gradients on again inside the model's no_grad: values with gradients
         outer = next((region for region in regions if region[1]), None)
         reopened.append(outer is not None)
         if outer is not None:  # the region's values so far are cut where read from here on (not those made in it)
             cut_after(rec.nodes, outer[0], rec.by_id, outer[1])
-        regrad(self)
 
-    def enable_grad_exit(self: Any, *exc: Any) -> None:
+    def regrad_closed() -> None:
         if reopened.pop() if reopened else False:
             outer = next((region for region in regions if region[1]), None)
             if outer is not None:  # the region goes on after it
                 outer[0] = len(rec.nodes)
+
+    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
+        noted(rec.detached, "no_grad")
+        opened(sys._getframe(1))
+        grad_off(self)
+
+    def no_grad_exit(self: Any, *exc: Any) -> None:
+        closed()
+        grad_back(self, *exc)
+
+    def enable_grad(self: Any) -> None:
+        regrad_opened()
+        regrad(self)
+
+    def enable_grad_exit(self: Any, *exc: Any) -> None:
+        regrad_closed()
         regrad_back(self, *exc)
+
+    def switched(self: Any) -> None:  # ``with torch.set_grad_enabled(mode):`` (its __init__ set the mode: warned)
+        opened(sys._getframe(1)) if not self.mode else regrad_opened()
+        switch_on(self)
+
+    def switched_back(self: Any, *exc: Any) -> None:
+        closed() if not self.mode else regrad_closed()
+        switch_back(self, *exc)
+
+    def inferred(self: Any) -> None:  # ``with torch.inference_mode():`` (a decorator's too: model_region)
+        opened(sys._getframe(1)) if self.mode else regrad_opened()
+        infer_on(self)
+
+    def inferred_back(self: Any, *exc: Any) -> None:
+        closed() if self.mode else regrad_closed()
+        infer_back(self, *exc)
 
     def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
         if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
@@ -292,6 +322,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
         torch.no_grad.__exit__ = no_grad_exit  # type: ignore[method-assign]
         torch.enable_grad.__enter__, torch.enable_grad.__exit__ = enable_grad, enable_grad_exit  # type: ignore[method-assign]
+        torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switched, switched_back  # type: ignore[method-assign]
+        torch.inference_mode.__enter__, torch.inference_mode.__exit__ = inferred, inferred_back  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
         # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
         with grad_turned_off(rec.detached, forwards), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
@@ -311,6 +343,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
         torch.no_grad.__exit__ = grad_back  # type: ignore[method-assign]
         torch.enable_grad.__enter__, torch.enable_grad.__exit__ = regrad, regrad_back  # type: ignore[method-assign]
+        torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switch_on, switch_back  # type: ignore[method-assign]
+        torch.inference_mode.__enter__, torch.inference_mode.__exit__ = infer_on, infer_back  # type: ignore[method-assign]
         torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
