@@ -150,3 +150,30 @@ def test_gemma_norm_in_another_order_is_one_box_once_checked_on_values() -> None
     assert [b.prim.op for b in d.boxes()] == ["linear", "rmsnorm"]
     torch.manual_seed(3)
     _agree(d, model, torch.randn(2, 5, 16))
+
+
+class Sandwich(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.proj, self.norm, self.out = nn.Linear(dim, dim), ZeroCentredRMSNorm(dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.proj(x)))
+
+
+@pytest.mark.parametrize("model", [Block(ZeroCentredRMSNorm(16)), Sandwich()], ids=["block", "sandwich"])
+def test_backward_diagram_of_an_offset_norm_after_a_linear_is_autograds(model: nn.Module) -> None:
+    """The offset norm's weight is an ``nn.Parameter`` of the lowered class (beside a weightless ``nn.RMSNorm``): the
+    backward plan sorts it before the child modules' weights, as ``parameters()`` does (it was sorted as a child's:
+    ``compare_gradients`` fed the linear's weight from the norm's, a RuntimeError on the reshape)."""
+    from ncd.torch.verify import compare_gradients
+
+    model = _trained(model)
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 16)
+    d = ncd.trace(model, x)
+    assert any(getattr(b.prim, "offset", 0.0) == 1.0 for b in d.boxes())
+    pairs = compare_gradients(d, inputs=(x,))
+    assert len(pairs) == 1 + len(list(model.parameters()))
+    for what, mine, theirs in pairs:
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5), what

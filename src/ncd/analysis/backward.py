@@ -111,6 +111,13 @@ def woven_leading(box: Diagram, axes: Sequence[Axis], dom_pos: tuple[int | None,
 DIRECT_PARAMETERS = {"parameter"}
 
 
+def _direct(prim: Any) -> bool:
+    """Whether ``prim``'s weights are ``nn.Parameter`` s of the enclosing class, which ``parameters()`` lists before
+    its child modules': a parameter box's, and an offset RMS norm's (``(1 + w)``: its weight beside a weightless
+    ``nn.RMSNorm``, :func:`ncd.prims.normalization.lower_rmsnorm`)."""
+    return prim.op in DIRECT_PARAMETERS or (prim.op == "rmsnorm" and bool(getattr(prim, "offset", 0.0)))
+
+
 class Builder(Fold[_Part]):
     """Reverse mode as a fold of the diagram (:class:`ncd.ir.interpreter.Fold`): each node's forward-with-residuals
     and backward diagrams from its parts'."""
@@ -198,7 +205,7 @@ class Builder(Fold[_Part]):
                 stored.append(Stored(seg, "value", (kind, int(which)), index))
         n = len(cot(box.dom))
         levels = tuple((1, c) for c in self.classes)
-        own = (0 if box.prim.op in DIRECT_PARAMETERS else 1, self.position)
+        own = (0 if _direct(box.prim) else 1, self.position)
         here = self.classes[-1] if self.classes else ()
         tied_to = getattr(box.prim, "tied_to", None) if box.prim.op == "unembed" else None
         label = (here, box.label) if box.prim.op == "embedding" and box.label else None
