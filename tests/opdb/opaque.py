@@ -97,7 +97,8 @@ sample("arithmetic", "index-true-divide", lambda: ncd.Identity.of("b [9]") >> Ar
        lambda p, x: x[0] / 2, cod="b", grad=False)
 sample("arithmetic", "index-times-int", lambda: ncd.Identity.of("b [9]") >> Arithmetic("*", 3, "[9]", "[25]"), {"b": 4},
        lambda p, x: x[0] * 3, cod="b [25]")
-error("arithmetic", "operator", lambda: Arithmetic("<<", 1), r"arithmetic: unknown operator '<<'", ParseError)
+error("arithmetic", "operator", lambda: Arithmetic("@", 1), r"arithmetic: unknown operator '@'", ParseError)
+error("arithmetic", "bitwise-float", lambda: Arithmetic("<<", 1), r"arithmetic <<: a bitwise operator of integers", ParseError)
 error("arithmetic", "value", lambda: Arithmetic("+", "1"), r"arithmetic \+: '1' is not a Python number", ParseError)
 
 # -- scatter of a number at positions (ncd.prims.gather.ScatterOp) -----------------------------------------------------

@@ -34,10 +34,13 @@ if TYPE_CHECKING:
     from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
 
-__all__ = ["ArithmeticOp", "Arithmetic", "OPERATORS", "shown"]
+__all__ = ["ArithmeticOp", "Arithmetic", "OPERATORS", "BITWISE", "shown"]
 
 #: binary operators between a scalar and a Python number, and how they are drawn
-OPERATORS = {"+": "+", "-": "−", "*": "×", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max"}
+OPERATORS = {"+": "+", "-": "−", "*": "×", "/": "/", "//": "//", "%": "mod", "**": "^", "min": "min", "max": "max",
+             "&": "&", "|": "|", "^": "xor", "<<": "<<", ">>": ">>"}
+#: the bitwise operators: of integers (or flags) only
+BITWISE = frozenset({"&", "|", "^", "<<", ">>"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class ArithmeticOp(Primitive):
             raise ParseError(f"arithmetic: unknown operator {self.operator!r}; known: {' '.join(OPERATORS)}")
         if not isinstance(self.value, (bool, int, float)):
             raise ParseError(f"arithmetic {self.operator}: {self.value!r} is not a Python number")
+        if self.operator in BITWISE and (isinstance(self.value, float) or self.source.dtype == "float"
+                                         or self.target.dtype == "float"):
+            raise ParseError(f"arithmetic {self.operator}: a bitwise operator of integers, not '{self.source}' and"
+                             f" {self.value!r}")
         if self.source.axes or self.target.axes:
             raise ParseError(f"arithmetic takes scalar segments, not '{self.source}' -> '{self.target}'")
         if self.reflected and self.operator in ("min", "max"):

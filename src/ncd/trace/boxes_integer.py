@@ -147,6 +147,23 @@ def _index_arithmetic(conv: Converter, node: Node) -> bool:
 hook(tuple(f"aten.{packet}" for packet in PACKETS if packet not in ("min", "max")), _index_arithmetic)
 
 
+def _bitwise_number(conv: Converter, node: Node) -> bool:
+    """``t & 7``, ``t | c``, ``t ^ c`` of an integer tensor and a number: the arithmetic box of
+    :func:`ncd.trace.scalars.scalar_arithmetic` (flags with flags stay logic, two tensors index arithmetic)."""
+    from ncd.trace.scalars import _number, scalar_arithmetic
+
+    out = node.value
+    if not isinstance(out, torch.Tensor) or out.dtype == torch.bool or out.is_floating_point() or out.is_complex() \
+            or len(node.args) != 2 or node.kwargs or _number(node.args[1]) is None:
+        return False
+    scalar_arithmetic(conv, node)
+    return True
+
+
+hook(("aten.__and__", "aten.bitwise_and", "aten.__or__", "aten.bitwise_or", "aten.__xor__", "aten.bitwise_xor"),
+     _bitwise_number)
+
+
 def _two_extremum(conv: Converter, node: Node) -> bool:
     """``torch.min(a, b)``/``torch.max(a, b)`` (``min.other``) of two integer tensors: ``torch.minimum``'s box (T5's
     buckets, ``torch.min(large, torch.full_like(large, n - 1))``); the other overloads go on to the rules of ``min``."""

@@ -29,7 +29,10 @@ __all__ = ["scalar_arithmetic"]
 #: ATen packet -> (operator, reflected)
 OPERATORS = {"add": ("+", False), "sub": ("-", False), "rsub": ("-", True), "mul": ("*", False), "div": ("/", False),
              "true_divide": ("/", False), "floor_divide": ("//", False), "remainder": ("%", False), "pow": ("**", False),
-             "clamp_min": ("max", False), "clamp_max": ("min", False), "reciprocal": ("/", True)}
+             "clamp_min": ("max", False), "clamp_max": ("min", False), "reciprocal": ("/", True),
+             "__and__": ("&", False), "bitwise_and": ("&", False), "__or__": ("|", False), "bitwise_or": ("|", False),
+             "__xor__": ("^", False), "bitwise_xor": ("^", False), "__lshift__": ("<<", False),
+             "bitwise_left_shift": ("<<", False), "__rshift__": (">>", False), "bitwise_right_shift": (">>", False)}
 
 
 def _number(value: Any) -> bool | int | float | None:
@@ -55,13 +58,13 @@ def _power(a: Any, b: Any) -> Any:
 _ENDS: dict[str, Any] = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
     "//": lambda a, b: a // b if b else 0, "%": lambda a, b: a % b if b else 0,
-    "**": _power, "max": max, "min": min,
+    "**": _power, "max": max, "min": min, "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b,
 }
 
 
 #: integer types an arithmetic box (computing in int64) would not wrap around as torch does, and the operators that can
 NARROW = (torch.int8, torch.uint8, torch.int16)
-WRAPS = frozenset({"+", "-", "*", "**"})
+WRAPS = frozenset({"+", "-", "*", "**", "<<"})
 
 
 def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, reflected: bool) -> Segment:
@@ -72,6 +75,13 @@ def _target(conv: Converter, node: Node, source: Segment, op: str, c: Any, refle
         return SCALAR
     if out.dtype in NARROW and op in WRAPS:  # the range is the traced values': a fresh input may wrap where they did not
         raise Decline(f"{op} on {out.dtype}, which wraps around")
+    if op in ("&", "|", "^", "<<", ">>") and (type(c) is not int or op in ("<<", ">>") and not 0 <= c < 63):
+        raise Decline(f"{op} by {c!r}")  # (a shift by a negative or too wide count: torch's result is no shift's)
+    if op == "&" and c >= 0:  # x & c is in [0, c] whatever the sign of x
+        return Segment((), "index", sympy.Integer(c + 1))
+    if op in ("|", "^") and source.dtype == "index" and source.range is not None \
+            and not sympy.sympify(source.range).free_symbols:  # |x|, |c| < 2^k: x ∘ c in [-2^k, 2^k)
+        return Segment((), "index", sympy.Integer((1 << max(int(source.range) - 1, abs(c)).bit_length()) + 1))
     if source.dtype == "index" and source.range is not None and not sympy.sympify(source.range).free_symbols:
         top = int(source.range) - 1
         if op == "%" and not reflected and isinstance(c, int) and c > 0:  # not monotonic: the ends do not bound it
