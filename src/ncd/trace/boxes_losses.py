@@ -54,7 +54,7 @@ def _call(conv: Converter, node: Node, suffix: str, target: Any, *args: Any, **k
     if any(isinstance(v, torch.Tensor) and v.device.type == "meta" for v in values):  # scores recorded without values
         values = [v.to("meta") if isinstance(v, torch.Tensor) else v for v in values]  # (wav2vec2): labels with them
     value = target(*values, **kwargs)
-    live = any(isinstance(v, Node) and v.live for a in args for v in (a if isinstance(a, list) else [a]))
+    live = any(isinstance(v, Node) and (v.live or v.kind == "parameter") for a in args for v in (a if isinstance(a, list) else [a]))
     if not live:  # a step of constants (class weights at the model's own labels) is a constant
         return Node(f"{node.name}_{suffix}", "constant", value=value, source=node.source)
     return _run(conv, _step(node, suffix, target, tuple(args), value, live, **kwargs))
