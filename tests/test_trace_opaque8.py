@@ -282,3 +282,24 @@ def test_bitwise_operators_of_an_integer_tensor_and_a_number_are_arithmetic_boxe
         for seed in (0, 1, 2):
             got, want = lowered(ints(seed)), Bits()(ints(seed))
             assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_bitwise_not_of_integers_is_minus_t_minus_one_and_of_masks_logic() -> None:
+    class Inverted(torch.nn.Module):
+        def forward(self, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            return (~t) * 2 + (~t.to(torch.int32)).long() + (~m).long()
+
+    def pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(-50, 100, (2, 6), generator=g), torch.rand(2, 6, generator=g) > 0.5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(Inverted(), *pair(0))
+    assert d.opaque_count == 0, d.opaque  # (was two opaque bitwise_not calls)
+    assert "¬" in {b.prim.label() for b in d.boxes()}
+    lowered = d.to_torch()
+    ends = (torch.tensor([[-2**63, 2**63 - 1, 0, -1, 5, 7]] * 2), torch.ones(2, 6, dtype=torch.bool))  # wrapping alike
+    for inputs in (pair(0), pair(1), ends):
+        got, want = lowered(*inputs), Inverted()(*inputs)
+        assert got.dtype == want.dtype and torch.equal(got, want)

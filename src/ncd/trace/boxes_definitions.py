@@ -4,7 +4,8 @@
 * ``addr(M, u, v)`` (``beta = alpha = 1``) is ``M + u ⊗ v``, the outer product an einsum with nothing summed: each
   entry one product and one sum, as ATen's kernel rounds them;
 * ``count_nonzero(x, dims)`` is ``x ≠ 0`` summed over those wires, one at a time: integers, exact in any order;
-* ``nansum(x, dims)`` is ``where(isnan(x), 0, x)`` summed; ``isnan(x)`` is ``¬(|x| ≤ ∞)``.
+* ``nansum(x, dims)`` is ``where(isnan(x), 0, x)`` summed; ``isnan(x)`` is ``¬(|x| ≤ ∞)``;
+* ``~t`` of integers is ``−t − 1`` (two's complement, wrapping alike at the ends).
 
 Each part is a step whose value is computed from the recorded operands; the rule checks the last one against the
 recorded result (bit for bit) and declines otherwise, so the operator stays an opaque box.
@@ -16,10 +17,11 @@ from typing import Any
 
 import torch
 
+import ncd.trace.boxes_selection  # noqa: F401  (its logic rule of ~mask first: the integer one goes in front)
 from ncd.trace.boxes_losses import _call
 from ncd.trace.boxes_pointwise import _finish
 from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.convert import Converter, Decline, hook, rule
 
 __all__: list[str] = []
 
@@ -104,3 +106,20 @@ def isnan(conv: Converter, node: Node) -> None:
     made.append(_call(conv, node, "missing", aten.logical_not.default, made[-1]))
     _same(made[-1], node)
     _finish(conv, node, made[-1], made)
+
+
+def _inverted(conv: Converter, node: Node) -> bool:
+    """``~t`` (``bitwise_not``) of a live integer tensor: ``−t − 1``; masks go on to the logic rule (``¬``)."""
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and isinstance(node.value, torch.Tensor)
+            and node.value.dtype == x.value.dtype and node.value.dtype not in (torch.bool, torch.uint8)
+            and not x.value.is_floating_point() and not x.value.is_complex()):
+        return False
+    made = [_call(conv, node, "negated", aten.neg.default, x)]
+    made.append(_call(conv, node, "inverted", aten.sub.Tensor, made[-1], 1))
+    _same(made[-1], node)
+    _finish(conv, node, made[-1], made)
+    return True
+
+
+hook(("aten.bitwise_not",), _inverted)
