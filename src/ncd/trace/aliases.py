@@ -33,6 +33,10 @@ class Aliases:
     undo: Undo
     rebinding: bool
     twins: dict[int, list[torch.Tensor]]
+    #: the ``detach()``es of values a gradient reaches (drawn ``sg``), by id
+    cut: set[int]
+    #: the model's lines cutting values from autograd, by what they do (warned unless drawn)
+    detached: dict[str, str]
     transformed: bool
     #: the kept tensors by their memory's address (:meth:`_live_alias`), made from ``keep[:indexed]``
     memory: dict[int, list[torch.Tensor]]
@@ -172,6 +176,10 @@ class Aliases:
         from ncd.trace.tensors import _shares
 
         twins = [t for t in self.twins[id(args[0])] if t is not args[0]]
+        if any(id(t) in self.cut for t in self.twins[id(args[0])]):  # one twin cut from autograd, one not: the write
+            # reaches both values, autograd's graph of neither (h.detach().mul_(2); h * 1: the value 2h, the gradient
+            # h's), which the diagram does not draw (its write is read through the sg box): said, as before 3e39018
+            self.detached[user_line() or "?"] = "a write through a detach"  # (over "detach": drawn, not said)
         for t in twins:  # their recorded values keep the values before the write
             node = self.by_id.get(id(t))
             if node is not None and isinstance(node.value, torch.Tensor) and _shares(node.value, args[0]):

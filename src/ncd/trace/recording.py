@@ -231,6 +231,7 @@ class _Recording(Aliases, InPlace):
         self.in_memory: dict[int, list[torch.Tensor]] | None = None  # (:meth:`keep_memory`)
         self.rebinding = False  # :meth:`state_write` is recording a write
         self.twins: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> it and its ``detach()``es (one memory)
+        self.cut: set[int] = set()  # the ``detach()``es of values a gradient reaches (drawn ``sg``), by id
         #: the guard running a call's C++ kernel without the Python dispatcher, made once (a new one costs ~2 µs a
         #: call); ``kernel``: it is entered (a call within a kernel would take one of its own)
         self.unpython = torch._C._DisablePythonDispatcher()
@@ -487,6 +488,9 @@ class _Recording(Aliases, InPlace):
                 twins = self.twins.setdefault(id(first), [first])
                 twins.append(out)
                 self.twins[id(out)] = twins
+                if packet == "detach" and first.is_floating_point() and (held := self.by_id.get(id(first))) is not None \
+                        and (held.live or held.kind in ("parameter", "call")):
+                    self.cut.add(id(out))
         else:
             self.nodes.append(node)
             self.keep.append(out)
