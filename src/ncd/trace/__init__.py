@@ -411,9 +411,10 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
     walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
+    made = _made(captured.nodes, tensors)
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                           fixed, held, unread(model, tensors, walk), origin_of(model, example_inputs, example_kwargs, walk),
-                           boxed_of(opaque), _made(captured.nodes, tensors))
+                           fixed, held, unread(model, tensors, walk, made),
+                           origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()
     return traced

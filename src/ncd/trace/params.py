@@ -43,15 +43,17 @@ HOLDER = "unused"
 
 
 def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
-           walk: _Walk | None = None) -> tuple[tuple[str, torch.Tensor], ...]:
+           walk: _Walk | None = None, made: frozenset[int] = frozenset()) -> tuple[tuple[str, torch.Tensor], ...]:
     """The parameters of ``model`` (every name, tied ones under each of theirs) whose storage no traced tensor reads
     (``walk``: the model's state read already, :class:`ncd.trace.walk._Walk`).
 
     A traced tensor that is a view of a parameter (a transposed weight, a row of a table) reads it, and so does one
     that is a copy of all of it (a table read at every row in order: ``position_embedding(arange(n))``), not a view of
     another parameter equal to it (T5's encoder norms, all ones, beside the decoder's when only the decoder runs: they
-    were dropped, the lowered module had fewer parameters than the model); a parameter on the ``meta`` device counts
-    as read when a traced tensor is that very object."""
+    were dropped, the lowered module had fewer parameters than the model), nor a tensor the forward made from no
+    parameter (``made``, :func:`constants`: ``torch.ones(n)`` given to ``F.layer_norm`` is a constant, so an unread
+    parameter of ones beside it is unread, not dropped); a parameter on the ``meta`` device counts as read when a
+    traced tensor is that very object."""
     import torch
 
     flat = [t for group in tensors for t in group]
@@ -123,7 +125,8 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
             candidates = shaped.get(shape, [])
         else:
             candidates = keyed.get((shape, p.dtype, first), []) + unkeyed.get(shape, [])
-        if any(t.dtype == p.dtype and torch.equal(t, p.detach()) and not owned(t) for t in candidates):
+        if any(t.dtype == p.dtype and id(t) not in made and torch.equal(t, p.detach()) and not owned(t)
+               for t in candidates):
             continue
         out.append((name, p))
     return tuple(out)
