@@ -317,6 +317,30 @@ def test_a_factor_past_int64_runs_as_a_float_and_one_past_the_floats_is_refused(
         (ncd.Identity.of("m") >> ncd.Scale("10**400")).to_torch(m=3)
 
 
+class _Hash(torch.nn.Module):
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (ids * 2654435761) % 1000, ids & (2**40 + 3), x + 2**40
+
+
+def test_operands_past_a_million_round_trip_untrusted_and_sizes_past_it_are_still_refused() -> None:
+    """A model's own numbers (a multiplicative hash, a 41-bit mask, ``x + 2**40``) are operands, not sizes: the JSON
+    ``to_json`` writes reads back untrusted and computes what the model does; a count past ``MAX_INT`` in a field
+    that sets how much is built (an opaque call's arguments) is still refused."""
+    from ncd.ir.serialize import MAX_INT
+
+    model = _Hash().eval()
+    ids, x = torch.randint(0, 10**6, (2, 5)), torch.randn(2, 5, dtype=torch.float64)
+    traced = ncd.trace(model, ids, x)
+    loaded = ncd.load_json(traced.to_json())
+    fresh = torch.randint(0, 10**6, (2, 5)), torch.randn(2, 5, dtype=torch.float64)
+    for args in ((ids, x), fresh):
+        for got, want in zip(loaded.to_torch(b=2, t=5)(*args), model(*args), strict=True):
+            assert got.dtype == want.dtype and torch.equal(got, want)
+    hostile = _opaque_doc("aten.ones.default", [{"tuple": [MAX_INT + 1, 2]}])
+    with pytest.raises(SchemaError, match=r"within ±1048576"):
+        ncd.load_json(json.dumps(hostile))
+
+
 # -- 5. names -------------------------------------------------------------------------------------------
 def test_a_full_width_label_is_not_the_input_variable() -> None:
     """``residual(L^ｘ)`` computes x + L(x): Python reads ``ｘ`` as ``x``, so it must get its own name."""

@@ -140,6 +140,12 @@ _VALUE_KEYS = {"axis": {"axis", "size", "role", "parts"}, "segment": {"segment",
 #: Primitive fields that may hold an infinite or NaN number (a traced mask constant, a captured argument).
 _NONFINITE_FIELDS = {("constant", "value"), ("opaque", "args"), ("opaque", "kwargs"), ("scatter", "value"),
                      ("compare", "value")}
+#: fields holding an operand (a number computed with, never a count or size that sets how much is built): their whole
+#: numbers may span int64 and uint64, as the model's own (``ids * 2654435761``, ``x & (2**40 + 3)``, ``x + 2**40``);
+#: an opaque call's arguments stay within ``MAX_INT`` (they may be sizes of what it builds)
+_OPERAND_FIELDS = {("constant", "value"), ("scatter", "value"), ("compare", "value"), ("arithmetic", "value"),
+                   ("pad", "value")}
+OPERAND_INT = 2**64
 
 
 def file_levels(lim: Limits) -> int:
@@ -376,8 +382,9 @@ class _Reader:
                 raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} takes finite numbers, found {_short(v)}")
             if k in hints and not _conforms(v, hints[k]):
                 raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {_hint_text(hints[k])}, found {_short(v)}")
-            if not _small_ints(v):
-                raise self.fail(f"{path}.fields.{k}", f"whole numbers in primitive fields must lie within ±{MAX_INT}")
+            bound = OPERAND_INT if (op, k) in _OPERAND_FIELDS else MAX_INT
+            if not _small_ints(v, bound):
+                raise self.fail(f"{path}.fields.{k}", f"whole numbers in primitive fields must lie within ±{bound}")
         label = o.get("label")
         if label is not None and not isinstance(label, str):
             raise self.fail(f"{path}.label", f"expected a string, found {type(label).__name__}")
@@ -449,10 +456,10 @@ def _hint_text(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("sympy.core.expr.", "")
 
 
-def _small_ints(value: Any) -> bool:
+def _small_ints(value: Any, bound: int = MAX_INT) -> bool:
     if isinstance(value, tuple):
-        return all(_small_ints(v) for v in value)
-    return not isinstance(value, int) or isinstance(value, bool) or abs(value) <= MAX_INT
+        return all(_small_ints(v, bound) for v in value)
+    return not isinstance(value, int) or isinstance(value, bool) or abs(value) <= bound
 
 
 def load_json(text: str | bytes, *, trust: bool = False) -> Diagram:
