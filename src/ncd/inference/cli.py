@@ -93,12 +93,16 @@ def _default_context_costs(decoding: Any, policy: Any, roofline: Any, bound: dic
     if costs is not None:
         return costs
     low, high = 1, DEFAULT_CONTEXT  # attempt(high) fails; find the largest low that holds
-    if attempt(low) is None:
+    best = attempt(low)
+    if best is None:
         return decoding.costs(policy=policy, roofline=roofline, **bound, c=DEFAULT_CONTEXT)  # raises the real error
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (mid, high) if attempt(mid) is not None else (low, mid)
-    return attempt(low)
+        if (found := attempt(mid)) is not None:
+            low, best = mid, found
+        else:
+            high = mid
+    return best
 
 
 def _bytes(n: float) -> str:
