@@ -1,5 +1,6 @@
 """Operators ATen composes from others that were opaque boxes (``var_mean``, ``std_mean``, ``nanmean``,
-``pairwise_distance``, ``round(decimals=k)``, ``kron``, ``block_diag``): each is drawn as its parts
+``pairwise_distance``, ``round(decimals=k)``, ``kron``, ``block_diag``, ``scatter_reduce`` of the mean,
+``index_add`` with ``alpha``, ``index_copy``): each is drawn as its parts
 (:mod:`ncd.trace.boxes_composed`), and the lowered module, the diagram read back from its JSON (untrusted) and the
 gradients are compared with the model's own on the traced and a fresh input."""
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import ncd
-from tests.test_trace_opaque8 import _Two, check_boxed
+from tests.test_trace_opaque8 import _TARGETS, _Two, check_boxed
 
 Fn = Callable[..., torch.Tensor]
 
@@ -48,6 +49,13 @@ CASES: dict[str, tuple[Fn, str, bool]] = {
     "kron": (lambda a, b: torch.kron(a[0], b[1, :2, :3]), "multiply", True),
     "kron_ranks": (lambda a, b: torch.kron(a, b[0, 0]), "multiply", True),
     "block_diag": (lambda a, b: torch.block_diag(a[0], b[1, :2, :3]), "concat", True),
+    "scatter_reduce_mean": (lambda a, b: a.scatter_reduce(1, _TARGETS, b, "mean"), "scatter_write", True),
+    "scatter_reduce_mean_without_self": (lambda a, b: a.scatter_reduce(1, _TARGETS[:, :3], b[:, :3] * a[:, :3], "mean",
+                                                                       include_self=False), "scatter_write", True),
+    "scatter_reduce_sum_without_self": (lambda a, b: a.scatter_reduce(1, _TARGETS[:, :2], b[:, :2], "sum",
+                                                                      include_self=False), "scatter", True),
+    "index_add_alpha": (lambda a, b: a.index_add(1, torch.tensor([0, 3, 0]), b[:, :3], alpha=-0.5), "scatter_write", True),
+    "index_copy": (lambda a, b: a.index_copy(1, torch.tensor([4, 0, 2]), b[:, :3] * a[:, 1:4]), "scatter_write", True),
     "block_diag_vectors": (lambda a, b: torch.block_diag(a[0, 0], b[1], a[1, :1, :2]) * 2, "concat", True),
 }
 
@@ -74,3 +82,14 @@ def test_round_with_decimals_in_float64_is_the_models_bit_for_bit_and_half_types
         h = ncd.trace(half, *_floats(0, torch.float16))
     assert dict(h.opaque) == {"aten.round.decimals": 1}
     torch.testing.assert_close(h.to_torch()(*_floats(1, torch.float16)), half(*_floats(1, torch.float16)), rtol=0, atol=0)
+
+
+def test_index_add_scaled_by_no_power_of_two_across_wires_stays_opaque_and_the_model_s() -> None:
+    """ATen's ``index_add`` fuses ``x + α·s`` into one rounding where ``x`` has other wires: with ``α = 0.3`` the parts
+    (``s · α`` then the sum) round otherwise, so the call stays one opaque box (and the lowered module the model's)."""
+    model = _Two(lambda a, b: a.index_add(1, torch.tensor([0, 3, 0]), b[:, :3], alpha=0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_floats(0))
+    assert dict(d.opaque) == {"aten.index_add.default": 1}
+    torch.testing.assert_close(d.to_torch()(*_floats(1)), model(*_floats(1)), rtol=0, atol=0)

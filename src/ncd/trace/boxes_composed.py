@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-import ncd.trace.boxes  # noqa: F401  (the elementwise rule of round, which the decimals hook stands in front of)
+import ncd.trace.boxes  # noqa: F401  (the rule of round, which the decimals hook stands in front of)
+import ncd.trace.indexing  # noqa: F401  (the rules of scatter_reduce and index_add, which hooks stand in front of)
 from ncd.trace.boxes_losses import _call
 from ncd.trace.boxes_pointwise import _finish
 from ncd.trace.capture import Node
@@ -211,3 +212,54 @@ def block_diag(conv: Converter, node: Node) -> None:
         conv.bind(node, conv.value(last))
         return
     _finish(conv, node, last, made)
+
+
+def _scatter_mean(conv: Converter, node: Node) -> bool:
+    """``scatter_reduce(x, d, i, s, "mean" | "sum", include_self)`` (the sum only without ``x``'s own entries), as ATen
+    computes it: ``x`` (zeros written at the positions without ``include_self``) with ``s`` added there
+    (``scatter_add``), divided (a mean) by the count of entries reduced into each position — ``1`` (``0`` without
+    ``include_self``) plus the ones scattered there, ``1`` where none is."""
+    given = dict(zip(("reduce", "include_self"), node.args[4:])) | dict(node.kwargs)
+    reduce, include_self = given.get("reduce"), given.get("include_self", True)
+    if "scatter_reduce" not in node.target.name() or len(node.args) < 4 or set(given) - {"reduce", "include_self"} \
+            or not (reduce == "mean" or reduce == "sum" and include_self is False) or not isinstance(include_self, bool):
+        return False
+    x, dim, positions, source = node.args[:4]
+    if not (_float(x) and _float(source) and x.value.dtype == source.value.dtype == node.value.dtype
+            and isinstance(dim, int) and (x.live or source.live)):
+        raise Decline("not a float tensor and a source of its dtype")
+    made = [] if include_self else [_call(conv, node, "cleared", aten.scatter.value, x, dim, positions, 0.0)]
+    made.append(_call(conv, node, "total", aten.scatter_add.default, made[-1] if made else x, dim, positions, source))
+    if reduce == "mean":
+        total = made[-1]
+        ones = Node(f"{node.name}_ones", "constant", value=torch.ones_like(source.value), source=node.source)
+        start = (torch.ones_like if include_self else torch.zeros_like)(x.value)
+        start_node = Node(f"{node.name}_start", "constant", value=start, source=node.source)
+        made.append(_call(conv, node, "count", aten.scatter_add.default, start_node, dim, positions, ones))
+        if not include_self:
+            made.append(_call(conv, node, "none", aten.eq.Scalar, made[-1], 0))
+            made.append(_call(conv, node, "counted", aten.masked_fill.Scalar, made[-2], made[-1], 1.0))
+        made.append(_call(conv, node, "mean", aten.div.Tensor, total, made[-1]))
+    _same(made[-1], node.value)
+    _finish(conv, node, made[-1], made)
+    return True
+
+
+def _scaled_index_add(conv: Converter, node: Node) -> bool:
+    """``x.index_add(d, i, s, alpha=a)``: ``x.index_add(d, i, s · a)``, once bit for bit the recorded result (ATen's
+    kernel fuses ``x + a·s`` into one rounding where ``x`` has other wires: an ``a`` no power of two stays opaque)."""
+    x, dim, index, source = (list(node.args) + [None] * 4)[:4]
+    alpha = node.args[4] if len(node.args) > 4 else node.kwargs.get("alpha", 1)
+    if alpha == 1 or isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or set(node.kwargs) - {"alpha"}:
+        return False
+    if not (_float(source) and _float(x) and source.value.dtype == x.value.dtype):
+        raise Decline("not a float tensor and a source of its dtype")
+    made = [_call(conv, node, "scaled", aten.mul.Tensor, source, float(alpha))]
+    made.append(_call(conv, node, "added", aten.index_add.default, x, dim, index, made[-1]))
+    _same(made[-1], node.value)
+    _finish(conv, node, made[-1], made)
+    return True
+
+
+hook(("aten.scatter_reduce",), _scatter_mean)
+hook(("aten.index_add",), _scaled_index_add)
