@@ -1,6 +1,6 @@
 """Operators ATen composes from others that were opaque boxes (``var_mean``, ``std_mean``, ``nanmean``,
 ``pairwise_distance``, ``round(decimals=k)``, ``kron``, ``block_diag``, ``scatter_reduce`` of the mean,
-``index_add`` with ``alpha``, ``index_copy``): each is drawn as its parts
+``index_add`` with ``alpha``, ``index_copy``, ``isin``): each is drawn as its parts
 (:mod:`ncd.trace.boxes_composed`), and the lowered module, the diagram read back from its JSON (untrusted) and the
 gradients are compared with the model's own on the traced and a fresh input."""
 
@@ -93,3 +93,31 @@ def test_index_add_scaled_by_no_power_of_two_across_wires_stays_opaque_and_the_m
         d = ncd.trace(model, *_floats(0))
     assert dict(d.opaque) == {"aten.index_add.default": 1}
     torch.testing.assert_close(d.to_torch()(*_floats(1)), model(*_floats(1)), rtol=0, atol=0)
+
+
+class _Special(torch.nn.Module):
+    """GroundingDINO's ``torch.isin(input_ids, special_tokens)``, the flags weighting the ids' embeddings."""
+
+    def __init__(self, test: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.test, self.embed = test, torch.nn.Embedding(20, 4)
+        self.register_buffer("special", torch.tensor([3, 7, 11]))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids) * self.test(ids, self.special)[..., None]
+
+
+@pytest.mark.parametrize("test", [lambda ids, s: torch.isin(ids, s), lambda ids, s: torch.isin(ids, s.view(3, 1), invert=True),
+                                  lambda ids, s: torch.isin(ids, 7), lambda ids, s: torch.isin(ids, ids[:, :3].flip(0))])
+def test_isin_is_a_comparison_with_every_test_element_and_any_over_them(test: Callable[..., torch.Tensor]) -> None:
+    model = _Special(test)
+    ids = [torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, ids[0])
+    assert d.opaque_count == 0, d.opaque
+    lowered = ncd.load_json(d.to_json()).to_torch()  # untrusted: no opaque call at all
+    lowered.load_state_dict(d.state_dict(lowered))
+    for x in ids + [torch.full((2, 9), 7)]:
+        torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)

@@ -7,7 +7,10 @@ own operator, as :mod:`ncd.trace.boxes_definitions` draws ``nansum``):
 * ``round(x, decimals=k)`` is ATen's ``round(x · 10ᵏ) / 10ᵏ`` (``k < 0``: ``round(x / 10⁻ᵏ) · 10⁻ᵏ``), float32 and
   float64 (half types round in float32 inside the kernel: they stay opaque);
 * ``kron(a, b)`` is ``a`` and ``b`` with wires of size 1 between theirs, multiplied (broadcast) and merged pairwise;
-* ``block_diag(t₁, …)`` is each block padded with zeros to the full width, joined along the rows.
+* ``block_diag(t₁, …)`` is each block padded with zeros to the full width, joined along the rows;
+* ``scatter_reduce(..., "mean")`` is ATen's sum then division by the count; ``index_add(..., alpha=a)`` the source
+  scaled by ``a`` then added;
+* ``isin(x, t)`` is ``x`` compared with every entry of ``t``, ``any`` over them.
 
 Each part is a step whose value is computed from the recorded operands; where the recording holds values the last one
 is checked against the recorded result (bit for bit, ``var_mean``'s mean to rounding: ATen's one-pass mean may round
@@ -263,3 +266,35 @@ def _scaled_index_add(conv: Converter, node: Node) -> bool:
 
 hook(("aten.scatter_reduce",), _scatter_mean)
 hook(("aten.index_add",), _scaled_index_add)
+
+
+@rule("aten.isin")
+def isin(conv: Converter, node: Node) -> None:
+    """``torch.isin(x, t)`` (``invert``: its negation): ``x`` compared with every entry of ``t`` on a wire of their own,
+    ``any`` over it (GroundingDINO's special tokens among the ids)."""
+    overload = getattr(node.target, "_overloadname", "")
+    x, tests = node.args[:2]
+    given = dict(zip(("assume_unique", "invert"), node.args[2:])) | dict(node.kwargs)
+    if set(given) - {"assume_unique", "invert"} or not isinstance(given.get("invert", False), bool):
+        raise Decline("other arguments")
+    if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.dim() > 0
+            and not x.value.is_complex()):
+        raise Decline("not a live tensor with wires")
+    if overload == "Tensor_Scalar":
+        if isinstance(tests, bool) or not isinstance(tests, (int, float)):
+            raise Decline("a test element that is not a number")
+        made = [_call(conv, node, "found", aten.eq.Scalar, x, tests)]
+    elif overload == "Tensor_Tensor" and isinstance(tests, Node) and isinstance(tests.value, torch.Tensor) \
+            and tests.value.numel() > 0 and not tests.value.is_complex():
+        made = [_call(conv, node, "entries", aten.unsqueeze.default, x, -1)]
+        if tests.value.dim() != 1:
+            made.append(_call(conv, node, "tests", aten.reshape.default, tests, [-1]))
+        made.append(_call(conv, node, "equal", aten.eq.Tensor, made[0], made[-1] if tests.value.dim() != 1 else tests))
+        made.append(_call(conv, node, "found", aten.any.dim, made[-1], -1))
+    else:
+        raise Decline("no tensor of test elements")
+    if given.get("invert", False):
+        made.append(_call(conv, node, "absent", aten.logical_not.default, made[-1]))
+    _same(made[-1], node.value)
+    _finish(conv, node, made[-1], made)
+
