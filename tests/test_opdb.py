@@ -29,7 +29,7 @@ def _compare(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...], atol
     assert len(got) == len(want), f"{what}: {len(got)} outputs, reference has {len(want)}"
     for g, w in zip(got, want):
         assert g.shape == w.shape, f"{what}: shape {tuple(g.shape)} vs reference {tuple(w.shape)}"
-        torch.testing.assert_close(g, w.to(g.dtype), atol=atol, rtol=1e-4, msg=what)
+        torch.testing.assert_close(g, w.to(g.dtype), atol=atol, rtol=1e-4, equal_nan=True, msg=what)  # (NaN inputs)
 
 
 def _run(s: Sample):

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.ir.axes import SCALAR, SCALAR_TYPE, Segment, Type
-from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
-from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, SCALAR_DRAWING
+from ncd.ir.axes import SCALAR, Segment
+from ncd.ir.diagram import Box, Par, Seq
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SCALAR_DRAWING, SECOND_ORDER
 from ncd.prims.binary import Entrywise, draw_meeting, output_like
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
 
-__all__ = ["ExtremumOp", "Maximum", "ClampOp", "Clamp"]
+__all__ = ["ExtremumOp", "Maximum", "ExtremumGradientOp", "ClampOp", "Clamp", "ClampGradientOp"]
 
 
 @dataclass(frozen=True)
@@ -89,36 +89,84 @@ def cost_extremum(prim: ExtremumOp, ctx: CostContext) -> list[Tensor]:
     return [out]
 
 
+#: where each operand's gradient goes (autograd's formulas, ``derivatives.yaml``) in ``{a}``, ``{b}``, ``{g}``: by
+#: (smaller, ties, operand).  Written as torch's kernels test the operands, never as ``g ⊙ mask``: at a NaN operand
+#: ``torch.maximum`` gives both the whole gradient, at equal infinities half each, and an infinite cotangent gives 0
+#: where an operand lost.
+GRADIENTS: dict[tuple[bool, str], tuple[str, str]] = {
+    (False, "half"): ("torch.where({a} == {b}, {g} / 2, {g}).masked_fill({a} < {b}, 0)",
+                      "torch.where({a} == {b}, {g} / 2, {g}).masked_fill({a} > {b}, 0)"),
+    (True, "half"): ("torch.where({a} == {b}, {g} / 2, {g}).masked_fill({a} > {b}, 0)",
+                     "torch.where({a} == {b}, {g} / 2, {g}).masked_fill({a} < {b}, 0)"),
+    # torch.clamp(a, min=b) (max=b): a takes the gradient where it is within its bound, b where a is past it
+    (False, "first"): ("torch.where({a} >= {b}, {g}, 0.0)", "torch.where({a} < {b}, {g}, 0.0)"),
+    (True, "first"): ("torch.where({a} <= {b}, {g}, 0.0)", "torch.where({a} > {b}, {g}, 0.0)"),
+    # torch.clamp(b, min=a) (max=a)
+    (False, "second"): ("torch.where({b} < {a}, {g}, 0.0)", "torch.where({b} >= {a}, {g}, 0.0)"),
+    (True, "second"): ("torch.where({b} > {a}, {g}, 0.0)", "torch.where({b} <= {a}, {g}, 0.0)"),
+}
+
+
+@dataclass(frozen=True)
+class ExtremumGradientOp(Entrywise):
+    """The gradient of :class:`ExtremumOp` (``smaller``, ``ties``) with respect to operand ``operand`` (0: ``a``,
+    1: ``b``): ``(a, b, g) -> ∂``, autograd's formula (a backward diagram's box, drawn ``∂a``/``∂b`` under the
+    function's name)."""
+
+    smaller: bool = False
+    ties: str = "half"
+    operand: int = 0
+
+    op: ClassVar[str] = "extremum_gradient"
+    family: ClassVar[str] = "derivative"
+    operands: ClassVar[tuple[Segment, ...]] = (SCALAR, SCALAR, SCALAR)
+
+    def __post_init__(self) -> None:
+        from ncd.errors import ParseError
+
+        if (self.smaller, self.ties) not in GRADIENTS:
+            raise ParseError(f"the gradient of {'min' if self.smaller else 'max'}: ties must be 'half', 'first' or"
+                             f" 'second', not {self.ties!r}")
+        if self.operand not in (0, 1) or isinstance(self.operand, bool):
+            raise ParseError(f"the gradient of {'min' if self.smaller else 'max'} is with respect to operand 0 or 1,"
+                             f" not {self.operand!r}")
+
+    def label(self) -> str:
+        return f"∂{'ab'[self.operand]}"
+
+    def hint(self) -> str:
+        return f"d{'ab'[self.operand]}_{'min' if self.smaller else 'max'}"
+
+
+@LOWERING.rule(ExtremumGradientOp)
+def lower_extremum_gradient(prim: ExtremumGradientOp, ctx: RuleContext) -> list[str]:
+    a, b, g = ctx.args
+    return [GRADIENTS[prim.smaller, prim.ties][prim.operand].format(a=a.var, b=b.var, g=g.var)]
+
+
+@COST.rule(ExtremumGradientOp)
+def cost_extremum_gradient(prim: ExtremumGradientOp, ctx: CostContext) -> list[Tensor]:
+    """Two comparisons and a selection per entry (no gradient of its own)."""
+    ctx.other(3 * ctx.numel(), sympy.Integer(0))
+    return [output_like(ctx)]
+
+
 @BACKWARD.rule(ExtremumOp)
 def backward_extremum(prim: ExtremumOp, box: Box, builder: object) -> BoxBackward:
-    """``∂a = g ⊙ w``, ``∂b = g − ∂a`` with ``w = [d > 0] + t[d = 0]`` and ``d = a − b`` (``b − a`` for the minimum):
-    the gradient goes to the entry that won, on a tie ``t`` = ½ of it to ``a`` (``ties="first"``: all, ``"second"``:
-    none), as torch gives it."""
+    """``∂a``, ``∂b``: each a gradient box on ``(a, b, g)``, autograd's formula: the gradient goes to the entry that
+    won, on a tie half of it to each (``ties="first"``: all to ``a``, ``"second"``: all to ``b``), at a NaN to both
+    (``torch.maximum``'s masks test ``a < b`` and ``a == b``, both false there)."""
     from ncd.analysis.backward import BoxBackward
-    from ncd.prims.elementwise import MultiplyOp, ScaleOp
-    from ncd.prims.gather import CastOp, CompareOp
-    from ncd.prims.structure import AddOp, CopyOp
+    from ncd.prims.structure import route
 
-    one = SCALAR_TYPE
-    boolean = Segment((), "bool")
-    sign = sympy.Integer(-1)
-    difference = Seq.of(Par.of(Box(ScaleOp(sign)), Identity(one)) if prim.smaller else Par.of(Identity(one), Box(ScaleOp(sign))),
-                        Box(AddOp(2)))
-    won = Seq.of(Box(CompareOp(">", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)))
-    share = {"half": sympy.Rational(1, 2), "first": sympy.Integer(1), "second": sympy.Integer(0)}[prim.ties]
-    if prim.ties == "first":  # a wins its ties: w = [d >= 0]
-        weight = Seq.of(difference, Box(CompareOp(">=", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)))
-    elif prim.ties == "second":  # b wins them: w = [d > 0]
-        weight = Seq.of(difference, won)
-    else:
-        tied = Seq.of(Box(CompareOp("==", 0.0, SCALAR)), Box(CastOp(boolean, SCALAR)), Box(ScaleOp(share)))
-        weight = Seq.of(difference, Box(CopyOp(one)), Par.of(won, tied), Box(AddOp(2)))  # (a, b) -> w
-    grads = Seq.of(Par.of(weight, Box(CopyOp(one))),  # (w, g, g)
-                   Par.of(Box(MultiplyOp(2)), Identity(one)),  # (∂a, g)
-                   Par.of(Box(CopyOp(one)), Identity(one)),  # (∂a, ∂a, g)
-                   Par.of(Identity(one), Box(ScaleOp(sign)), Identity(one)),
-                   Par.of(Identity(one), Box(AddOp(2))))  # (∂a, g − ∂a)
+    parts = [Box(ExtremumGradientOp(prim.smaller, prim.ties, operand)) for operand in (0, 1)]
+    grads = Seq.of(route([SCALAR] * 3, [0, 1, 2, 0, 1, 2]), Par.of(*parts))
     return BoxBackward((("in", 0), ("in", 1)), grads)
+
+
+BACKWARD.unsupported(ExtremumGradientOp, SECOND_ORDER)
+SCALAR_DRAWING.rule(ExtremumGradientOp)(draw_meeting)
+IMPORT.unsupported(ExtremumGradientOp, NOT_TRACED)
 
 
 # drawing: like the product ``⊙``, equal wires of both tensors meet at dots under ``max`` (or ``min``)
@@ -158,33 +206,65 @@ def cost_clamp(prim: ClampOp, ctx: CostContext) -> list[Tensor]:
     return [output_like(ctx)]
 
 
+#: each operand's gradient (autograd's ``clamp_backward``, ``clamp_backward_min_max``) in ``{x}``, ``{lo}``, ``{hi}``,
+#: ``{g}``: comparisons of the operands themselves (``x ≥ lo`` holds at ``x = lo = ∞``, where ``x − lo ≥ 0`` is NaN)
+CLAMP_GRADIENTS = ("torch.where(({x} >= {lo}) & ({x} <= {hi}), {g}, 0.0)",
+                   "torch.where(({x} < {lo}) & ({lo} < {hi}), {g}, 0.0)",
+                   "torch.where(({x} > {hi}) | ({hi} < {lo}), {g}, 0.0)")
+
+
+@dataclass(frozen=True)
+class ClampGradientOp(Entrywise):
+    """The gradient of :class:`ClampOp` with respect to operand ``operand`` (0: ``x``, 1: ``lo``, 2: ``hi``):
+    ``(x, lo, hi, g) -> ∂``, autograd's formula (a backward diagram's box)."""
+
+    operand: int = 0
+
+    op: ClassVar[str] = "clamp_gradient"
+    family: ClassVar[str] = "derivative"
+    operands: ClassVar[tuple[Segment, ...]] = (SCALAR, SCALAR, SCALAR, SCALAR)
+
+    def __post_init__(self) -> None:
+        if self.operand not in (0, 1, 2) or isinstance(self.operand, bool):
+            from ncd.errors import ParseError
+
+            raise ParseError(f"the gradient of clamp is with respect to operand 0, 1 or 2, not {self.operand!r}")
+
+    def label(self) -> str:
+        return f"∂{('x', 'lo', 'hi')[self.operand]}"
+
+    def hint(self) -> str:
+        return f"d{('x', 'lo', 'hi')[self.operand]}_clamp"
+
+
+@LOWERING.rule(ClampGradientOp)
+def lower_clamp_gradient(prim: ClampGradientOp, ctx: RuleContext) -> list[str]:
+    x, lo, hi, g = ctx.args
+    return [CLAMP_GRADIENTS[prim.operand].format(x=x.var, lo=lo.var, hi=hi.var, g=g.var)]
+
+
+@COST.rule(ClampGradientOp)
+def cost_clamp_gradient(prim: ClampGradientOp, ctx: CostContext) -> list[Tensor]:
+    """Two comparisons, a logical operation and a selection per entry (no gradient of its own)."""
+    ctx.other(4 * ctx.numel(), sympy.Integer(0))
+    return [output_like(ctx)]
+
+
 @BACKWARD.rule(ClampOp)
 def backward_clamp(prim: ClampOp, box: Box, builder: object) -> BoxBackward:
     """Autograd's rule: ``∂x = g [lo ≤ x][x ≤ hi]``, ``∂lo = g [x < lo][lo < hi]``, ``∂hi = g ([x > hi] ∨ [hi < lo])``,
-    each a ``where`` of the gradient and zero; the relations are signs of differences."""
+    each a gradient box on ``(x, lo, hi, g)`` selecting the gradient or zero."""
     from ncd.analysis.backward import BoxBackward
-    from ncd.prims.elementwise import ScaleOp
-    from ncd.prims.gather import CompareOp
-    from ncd.prims.selection import CONDITION, LogicOp, WhereOp
-    from ncd.prims.structure import AddOp, ZerosOp, route
+    from ncd.prims.structure import route
 
-    one = SCALAR_TYPE
-    difference = Seq.of(Par.of(Identity(one), Box(ScaleOp(sympy.Integer(-1)))), Box(AddOp(2)))  # (a, b) -> a − b
-
-    def sign(relation: str) -> Diagram:
-        return Seq.of(difference, Box(CompareOp(relation, 0.0, SCALAR)))
-
-    x, lo, hi, g = 0, 1, 2, 3  # (x − lo ≥ 0) (hi − x ≥ 0), (lo − x > 0) (hi − lo > 0), (x − hi > 0) (lo − hi > 0)
-    pairs = [x, lo, hi, x, lo, x, hi, lo, x, hi, lo, hi, g, g, g]
-    relations = Par.of(*(sign(r) for r in (">=", ">=", ">", ">", ">", ">")),
-                       Identity(Type((SCALAR,) * 3)))
-    conditions = Par.of(Box(LogicOp("and")), Box(LogicOp("and")), Box(LogicOp("or")), Identity(Type((SCALAR,) * 3)))
-    chosen = Seq.of(Par.of(Identity(Type((CONDITION, SCALAR))), Box(ZerosOp(one))), Box(WhereOp()))  # where(c, g, 0)
-    grads = Seq.of(route([SCALAR] * 4, pairs), relations, conditions,
-                   route([CONDITION] * 3 + [SCALAR] * 3, [0, 3, 1, 4, 2, 5]), Par.of(chosen, chosen, chosen))
+    parts = [Box(ClampGradientOp(operand)) for operand in (0, 1, 2)]
+    grads = Seq.of(route([SCALAR] * 4, [0, 1, 2, 3] * 3), Par.of(*parts))
     return BoxBackward((("in", 0), ("in", 1), ("in", 2)), grads)
 
 
+BACKWARD.unsupported(ClampGradientOp, SECOND_ORDER)
+SCALAR_DRAWING.rule(ClampGradientOp)(draw_meeting)
+IMPORT.unsupported(ClampGradientOp, NOT_TRACED)
 SCALAR_DRAWING.rule(ClampOp)(draw_meeting)
 IMPORT.known(ClampOp, by="ncd.trace.boxes_indexing")
 

@@ -25,9 +25,11 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     from ncd.ir.diagram import bind_all, defaults_of
 
     torch.manual_seed(seed)
+    traced = diagram
     repeats = {str(s) for s in diagram.free_symbols}  # bind everything: repetitions unroll only when counted
     diagram = bind_all(diagram, {k: v for k, v in {**defaults_of(diagram), **sizes}.items() if k in repeats})
     module = diagram.to_torch()
+    _traced_values(traced, module)
     module.train(train)
     p = plan(diagram, training=train)
     forward = p.forward.to_torch()
@@ -38,9 +40,11 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     if len(mine) != len(params):
         raise AssertionError(f"the residual forward has {len(mine)} parameters, the module {len(params)}")
     declared = declared_order(module, params)  # as the diagram declares them (the backward diagram's weights)
+    for q, w in zip(mine, declared):  # (a half-precision model's weights: the residual forward's types too)
+        q.data = q.data.to(w.dtype)
     forward.load_state_dict({name: w for (name, _), w in zip(forward.named_parameters(), declared)}, strict=False)
     for mine_buffer, buffer in zip(forward.buffers(), module.buffers()):
-        mine_buffer.data.copy_(buffer.data)
+        mine_buffer.data = buffer.data.detach().clone()
     xs = inputs if inputs is not None else diagram.example_inputs(seed=seed)
     xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs)
     torch.manual_seed(seed + 1)
@@ -49,7 +53,11 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     cotangents = [torch.randn_like(o) for o in outs if o.is_floating_point()]
     floats = [x for x in xs if x.is_floating_point()]
     differentiable = [o for o in outs if o.is_floating_point()]
-    want = torch.autograd.grad(differentiable, floats + params, cotangents, allow_unused=True)
+    want: tuple[torch.Tensor | None, ...]
+    if any(o.requires_grad for o in differentiable):
+        want = torch.autograd.grad(differentiable, floats + params, cotangents, allow_unused=True)
+    else:  # no output reached from a float input or parameter (integer outputs, a detached result): all zero
+        want = (None,) * (len(floats) + len(params))
     torch.manual_seed(seed + 1)
     result = forward(*xs)
     result = result if isinstance(result, tuple) else (result,)
@@ -71,13 +79,30 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     names = [name for name, _ in module.named_parameters()]
     pairs = []
     for j in range(len(floats)):
-        w = torch.zeros_like(floats[j]) if want[j] is None else want[j]
+        given = want[j]
+        w = torch.zeros_like(floats[j]) if given is None else given
         pairs.append((f"input {j}", got[j].reshape(w.shape), w))
     grads = declared_order(module, [torch.zeros_like(q) if g is None else g for q, g in zip(params, want[len(floats):])])
     for k, p_index in enumerate(p.grads):
         w = grads[p_index]
         pairs.append((names[p_index], got[len(floats) + k].reshape(w.shape), w))
     return pairs
+
+
+def _traced_values(diagram: Diagram, module: Any) -> None:
+    """A traced diagram's own values (its weights, in their types: a half-precision model's too) loaded into
+    ``module``, lowered from the diagram's plain block (without the traced values it would hold placeholder weights in
+    torch's default type, and a float16 model's inputs would meet float32 weights)."""
+    from ncd.trace import TracedDiagram, _typed_as
+
+    if not isinstance(diagram, TracedDiagram) or not diagram.tensors:
+        return
+    dtype = diagram._float_dtype()
+    if dtype is not None:
+        module.to(dtype)
+    state = diagram.state_dict(module)
+    _typed_as(module, state)
+    module.load_state_dict(state, strict=False)
 
 
 def declared_order(module: Any, values: Sequence[Any]) -> list[Any]:

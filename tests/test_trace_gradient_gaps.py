@@ -1,0 +1,136 @@
+"""Gradients of traced models against ``torch.autograd`` on the original model, where they went wrong or crashed.
+
+``compare_gradients`` on a float16 or bfloat16 model lowered the plain diagram with float32 placeholder weights (the
+half inputs met float32 weights: RunError); on a model none of whose outputs takes a gradient it raised torch's bare
+RuntimeError.  Now the traced values are loaded in their own types, and such a model's gradients are all zero.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+from ncd.torch.verify import compare_gradients
+
+#: a half type's rounding: the backward diagram and autograd may order a sum differently
+TOLERANCE = {torch.float16: (2e-2, 2e-3), torch.bfloat16: (5e-2, 2e-2), torch.float32: (1e-5, 1e-6)}
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down, self.norm = nn.Linear(8, 16), nn.Linear(16, 4), nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.gelu(self.up(self.norm(x)))).softmax(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_backward_diagram_of_a_half_precision_model_equals_autograd_on_the_model(dtype: torch.dtype) -> None:
+    torch.manual_seed(5)
+    model = Mlp().to(dtype)  # (not the placeholder weights compare_gradients' own seed would draw)
+    x = torch.randn(3, 8, dtype=dtype)
+    d = ncd.trace(model, x)
+    compared = compare_gradients(d, inputs=(x,))  # raised RunError: Half and Float
+    rtol, atol = TOLERANCE[dtype]
+    assert len(compared) == 1 + len(list(model.parameters()))
+    for (what, got, want) in compared:
+        assert got.dtype == dtype and want.dtype == dtype, what
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=what)
+    # the autograd side is the model's (its weights, not placeholders): its input gradient is the model's
+    xg = x.clone().requires_grad_()
+    out = model(xg)
+    torch.manual_seed(1)  # compare_gradients draws the cotangent right after seeding seed + 1 (the module draws none)
+    (gx,) = torch.autograd.grad(out, xg, torch.randn_like(out))
+    torch.testing.assert_close(compared[0][2], gx, rtol=rtol, atol=atol)
+
+
+class Chosen(nn.Module):
+    def __init__(self, detach: bool) -> None:
+        super().__init__()
+        self.lin, self.detach = nn.Linear(8, 8), detach
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y.detach() if self.detach else y.argmax(-1)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_no_output_taking_a_gradient_gives_zero_gradients_not_a_torch_error(detach: bool) -> None:
+    x = torch.randn(3, 8)
+    d = ncd.trace(Chosen(detach), x)
+    compared = compare_gradients(d, inputs=(x,))  # raised RuntimeError: element 0 of tensors does not require grad
+    assert len(compared) == 3 and compared[0][0] == "input 0"
+    for what, got, want in compared:
+        assert torch.equal(want, torch.zeros_like(want)), what
+        assert torch.equal(got, want), what
+
+
+# -- NaN and infinite values through the piecewise functions: the backward diagram's numbers are autograd's ----------
+NAN, INF = float("nan"), float("inf")
+
+
+def _autograd_on_model(model: nn.Module, xs: tuple[torch.Tensor, ...], seed: int = 0) -> list[torch.Tensor]:
+    """The model's own input gradients at the cotangent :func:`compare_gradients` draws (``seed + 1``, then
+    ``randn_like`` of the output)."""
+    leaves = [x.clone().requires_grad_() for x in xs]
+    out = model(*leaves)
+    torch.manual_seed(seed + 1)
+    grads = torch.autograd.grad(out, leaves, torch.randn_like(out), allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
+
+
+class Of(nn.Module):
+    def __init__(self, f) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.f = f
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.f(*xs)
+
+
+F = torch.nn.functional
+#: a: NaN, ±inf, ties with b (0, equal infinities); c: an infinite factor after the function (an infinite cotangent)
+A = torch.tensor([NAN, 1.0, 0.0, INF, -INF, INF, 2.0, -3.0, NAN, 0.5, 7.0, -0.0])
+B = torch.tensor([0.0, NAN, 0.0, INF, -INF, 1.0, -1.0, 5.0, NAN, 0.5, 6.0, 0.0])
+C = torch.tensor([1.0, 2.0, -1.0, 1.0, 1.0, 0.5, INF, INF, 1.0, -INF, INF, 1.0])
+PIECEWISE = {
+    "relu": lambda a, b, c: F.relu(a) * c,
+    "relu6": lambda a, b, c: F.relu6(a * 3) * c,
+    "hardtanh": lambda a, b, c: F.hardtanh(a) * c,
+    "elu": lambda a, b, c: F.elu(a) * c,
+    "selu": lambda a, b, c: F.selu(a) * c,
+    "celu": lambda a, b, c: F.celu(a, 0.5) * c,
+    "sign": lambda a, b, c: torch.sign(a) * a + b,
+    "round": lambda a, b, c: torch.round(a) * c + a,
+    "maximum": lambda a, b, c: torch.maximum(a, b) * c,
+    "minimum": lambda a, b, c: torch.minimum(a, b) * c,
+    "maximum-flipped": lambda a, b, c: torch.maximum(a, a.flip(-1)) * c,
+    "maximum-zeros": lambda a, b, c: torch.maximum(a, torch.zeros_like(a)) * c,
+    "clamp-min-tensor": lambda a, b, c: torch.clamp(a, min=b) * c,
+    "clamp-max-tensor": lambda a, b, c: torch.clamp(a, max=b) * c,
+    "clamp-tensor-min": lambda a, b, c: torch.clamp(b, min=a) * c,
+    "clamp-tensor-max": lambda a, b, c: torch.clamp(b, max=a) * c,
+    "clamp-numbers": lambda a, b, c: torch.clamp(a, 0.0, 1.0) * c,
+    "clamp-two-tensors": lambda a, b, c: torch.clamp(a, b, b + 1) * c,
+    "clamp-min-number": lambda a, b, c: a.clamp(min=0.5) * c,
+    "leaky_relu": lambda a, b, c: F.leaky_relu(a, 0.2) * c,
+    "hardsigmoid": lambda a, b, c: F.hardsigmoid(a) * c,
+    "abs": lambda a, b, c: a.abs() * c,
+    "where": lambda a, b, c: torch.where(a > 0, a, b) * c,
+}
+
+
+@pytest.mark.parametrize("case", list(PIECEWISE))
+def test_backward_diagram_at_nan_and_infinite_values_equals_autograd_on_the_model(case: str) -> None:
+    model = Of(PIECEWISE[case]).eval()
+    xs = (A.clone(), B.clone(), C.clone())
+    d = ncd.trace(model, *xs)
+    assert d.opaque_count == 0
+    want = _autograd_on_model(model, xs)
+    got = {what: g for what, g, _ in compare_gradients(d, inputs=xs)}
+    for k in range(3):
+        torch.testing.assert_close(got[f"input {k}"], want[k], rtol=1e-6, atol=1e-6, equal_nan=True,
+                                   msg=f"{case}: input {k}")
