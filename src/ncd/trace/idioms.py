@@ -95,6 +95,7 @@ def load_rules() -> None:
     import ncd.trace.boxes_bags  # noqa: F401  (imports boxes_losses)
     import ncd.trace.boxes_binary  # noqa: F401  (atan2, hypot, logaddexp, fmod, copysign, fmax, fmin)
     import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
+    import ncd.trace.boxes_composed  # noqa: F401  (var_mean, nanmean, pairwise_distance, round(decimals), kron, ...)
     import ncd.trace.boxes_definitions  # noqa: F401  (addr, count_nonzero)
     import ncd.trace.boxes_einsum  # noqa: F401
     import ncd.trace.boxes_indexing  # noqa: F401

@@ -443,16 +443,18 @@ def scatter_reduce(conv: Converter, node: Node) -> None:
     _scatter_source(conv, node, source, "sum")
 
 
-@rule("aten.index_add")
+@rule("aten.index_add", "aten.index_copy")
 def index_add(conv: Converter, node: Node) -> None:
     """``x.index_add(d, i, s)`` (a graph network's messages summed into their receiving nodes): the slices of ``s`` along
     ``d`` added at the positions ``i`` (one per slice) — a :class:`~ncd.prims.writes.ScatterWriteOp` adding them, its
     positions broadcast over ``x``'s other wires.  ``i`` reads ``x`` along ``d``: torch refuses a position outside it
-    (``index out of range``), as the lowered ``scatter_add`` does, so the positions are read with that range."""
+    (``index out of range``), as the lowered ``scatter_add`` does, so the positions are read with that range.
+    ``x.index_copy(d, i, s)`` is the same write setting the slices (where positions repeat, one of them, as torch's)."""
     from ncd.prims.writes import ScatterWriteOp
 
     x, dim, index, source = (list(node.args) + [None] * 4)[:4]
     alpha = node.args[4] if len(node.args) > 4 else node.kwargs.get("alpha", 1)
+    reduce = "" if "index_copy" in node.target.name() else "sum"
     if alpha != 1 or set(node.kwargs) - {"alpha"} or not isinstance(dim, int):
         raise Decline("a scaled source (alpha)")
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
@@ -477,7 +479,7 @@ def index_add(conv: Converter, node: Node) -> None:
     names = [j if k == d else w for k, w in enumerate(nx)]
     vs = conv.view(conv.value(source), names, wanted) if source.live else conv.value(source, names)
     axis = conv.segs[vx].axes[d]
-    out = conv.apply(Box(ScatterWriteOp(axis, Segment(conv.segs[vi].axes, "index", axis.size), "sum")), [vx, vi, vs])
+    out = conv.apply(Box(ScatterWriteOp(axis, Segment(conv.segs[vi].axes, "index", axis.size), reduce)), [vx, vi, vs])
     if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)

@@ -1,0 +1,123 @@
+"""Operators ATen composes from others that were opaque boxes (``var_mean``, ``std_mean``, ``nanmean``,
+``pairwise_distance``, ``round(decimals=k)``, ``kron``, ``block_diag``, ``scatter_reduce`` of the mean,
+``index_add`` with ``alpha``, ``index_copy``, ``isin``): each is drawn as its parts
+(:mod:`ncd.trace.boxes_composed`), and the lowered module, the diagram read back from its JSON (untrusted) and the
+gradients are compared with the model's own on the traced and a fresh input."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncd
+from tests.test_trace_opaque8 import _TARGETS, _Two, check_boxed
+
+Fn = Callable[..., torch.Tensor]
+
+
+def _floats(seed: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 5, 6, generator=g, dtype=dtype), torch.randn(2, 5, 6, generator=g, dtype=dtype)
+
+
+def _nan(a: torch.Tensor) -> torch.Tensor:
+    return torch.where(a > 0.8, float("nan"), a)
+
+
+#: name -> (function, a primitive its diagram holds, exact: the lowered module equals the model bit for bit)
+CASES: dict[str, tuple[Fn, str, bool]] = {
+    "var_mean": (lambda a, b: torch.var_mean(a, -1)[0][..., None] * torch.var_mean(b, 1)[1][:, None], "einsum", False),
+    "var_mean_kept_correction": (lambda a, b: sum(torch.var_mean(a * b, dim=(0, 2), correction=0, keepdim=True)) + b,
+                                 "einsum", False),
+    "var_mean_every_entry": (lambda a, b: a * torch.var_mean(b)[0] - torch.var_mean(a, unbiased=False)[1], "einsum",
+                             False),
+    "var_mean_only_the_mean_read": (lambda a, b: a - torch.var_mean(b, -1, keepdim=True)[1], "einsum", False),
+    "std_mean": (lambda a, b: torch.std_mean(a, 1)[0][:, None] * b + torch.std_mean(b, 1)[1][:, None], "vector_norm",
+                 False),
+    "nanmean": (lambda a, b: torch.nanmean(_nan(a) * b, -1), "where", True),
+    "nanmean_kept": (lambda a, b: torch.nanmean(_nan(a), (0, 2), keepdim=True) * b, "where", True),
+    "nanmean_every_entry": (lambda a, b: torch.nanmean(_nan(a + b)) * b, "where", True),
+    "pairwise_distance": (lambda a, b: F.pairwise_distance(a, b), "vector_norm", True),
+    "pairwise_distance_p1_kept": (lambda a, b: F.pairwise_distance(a, b[0], p=1.0, eps=1e-3, keepdim=True) * a,
+                                  "vector_norm", True),
+    "round_decimals": (lambda a, b: torch.round(a * 3, decimals=2) * b, "elementwise", True),
+    "round_negative_decimals": (lambda a, b: torch.round(a * 300, decimals=-1) + b, "elementwise", True),
+    "kron": (lambda a, b: torch.kron(a[0], b[1, :2, :3]), "multiply", True),
+    "kron_ranks": (lambda a, b: torch.kron(a, b[0, 0]), "multiply", True),
+    "block_diag": (lambda a, b: torch.block_diag(a[0], b[1, :2, :3]), "concat", True),
+    "scatter_reduce_mean": (lambda a, b: a.scatter_reduce(1, _TARGETS, b, "mean"), "scatter_write", True),
+    "scatter_reduce_mean_without_self": (lambda a, b: a.scatter_reduce(1, _TARGETS[:, :3], b[:, :3] * a[:, :3], "mean",
+                                                                       include_self=False), "scatter_write", True),
+    "scatter_reduce_sum_without_self": (lambda a, b: a.scatter_reduce(1, _TARGETS[:, :2], b[:, :2], "sum",
+                                                                      include_self=False), "scatter", True),
+    "index_add_alpha": (lambda a, b: a.index_add(1, torch.tensor([0, 3, 0]), b[:, :3], alpha=-0.5), "scatter_write", True),
+    "index_copy": (lambda a, b: a.index_copy(1, torch.tensor([4, 0, 2]), b[:, :3] * a[:, 1:4]), "scatter_write", True),
+    "block_diag_vectors": (lambda a, b: torch.block_diag(a[0, 0], b[1], a[1, :1, :2]) * 2, "concat", True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_these_composed_operators_are_their_parts_equal_to_the_model_with_autograds_gradients(name: str) -> None:
+    check_boxed(*CASES[name])
+
+
+def test_round_with_decimals_in_float64_is_the_models_bit_for_bit_and_half_types_stay_opaque() -> None:
+    """float64 rounds in float64 (the parts are exact); float16's kernel rounds ``x · 10ᵏ`` in float32 first, which
+    the parts in float16 would not: that call stays an opaque box, the lowered module still the model's."""
+    model = _Two(lambda a, b: torch.round(a * 7, decimals=3) - b).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_floats(0, torch.float64))
+    assert d.opaque_count == 0, d.opaque
+    for seed in (0, 1):
+        torch.testing.assert_close(d.to_torch()(*_floats(seed, torch.float64)), model(*_floats(seed, torch.float64)),
+                                   rtol=0, atol=0)
+    half = _Two(lambda a, b: torch.round(a * 7, decimals=3) - b).half()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = ncd.trace(half, *_floats(0, torch.float16))
+    assert dict(h.opaque) == {"aten.round.decimals": 1}
+    torch.testing.assert_close(h.to_torch()(*_floats(1, torch.float16)), half(*_floats(1, torch.float16)), rtol=0, atol=0)
+
+
+def test_index_add_scaled_by_no_power_of_two_across_wires_stays_opaque_and_the_model_s() -> None:
+    """ATen's ``index_add`` fuses ``x + α·s`` into one rounding where ``x`` has other wires: with ``α = 0.3`` the parts
+    (``s · α`` then the sum) round otherwise, so the call stays one opaque box (and the lowered module the model's)."""
+    model = _Two(lambda a, b: a.index_add(1, torch.tensor([0, 3, 0]), b[:, :3], alpha=0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_floats(0))
+    assert dict(d.opaque) == {"aten.index_add.default": 1}
+    torch.testing.assert_close(d.to_torch()(*_floats(1)), model(*_floats(1)), rtol=0, atol=0)
+
+
+class _Special(torch.nn.Module):
+    """GroundingDINO's ``torch.isin(input_ids, special_tokens)``, the flags weighting the ids' embeddings."""
+
+    def __init__(self, test: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.test, self.embed = test, torch.nn.Embedding(20, 4)
+        self.register_buffer("special", torch.tensor([3, 7, 11]))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids) * self.test(ids, self.special)[..., None]
+
+
+@pytest.mark.parametrize("test", [lambda ids, s: torch.isin(ids, s), lambda ids, s: torch.isin(ids, s.view(3, 1), invert=True),
+                                  lambda ids, s: torch.isin(ids, 7), lambda ids, s: torch.isin(ids, ids[:, :3].flip(0))])
+def test_isin_is_a_comparison_with_every_test_element_and_any_over_them(test: Callable[..., torch.Tensor]) -> None:
+    model = _Special(test)
+    ids = [torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, ids[0])
+    assert d.opaque_count == 0, d.opaque
+    lowered = ncd.load_json(d.to_json()).to_torch()  # untrusted: no opaque call at all
+    lowered.load_state_dict(d.state_dict(lowered))
+    for x in ids + [torch.full((2, 9), 7)]:
+        torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
