@@ -11,12 +11,15 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ncd.errors import user_stacklevel
 from ncd.trace.capture import Node, _internal
+
+if TYPE_CHECKING:
+    from ncd.trace.recording import _Recording
 
 #: torch's own files between a model's line and the switch of gradients it asks for (a context, a decorator)
 _GRAD_MODES = ("/torch/autograd/grad_mode.py", "/torch/utils/_contextlib.py")
@@ -154,3 +157,93 @@ def cut_after(nodes: list[Node], start: int, by_id: dict[int, Node], line: str) 
                    line=line)
         nodes.append(cut)
         by_id[id(value)] = cut
+
+
+def noted(seen: dict[str, str], what: str) -> None:
+    """The model's line entering a context manager (the caller of the ``__enter__`` that calls this), in ``seen``."""
+    frame = sys._getframe(2)
+    if not _internal(frame.f_code.co_filename):
+        seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
+
+
+@contextlib.contextmanager
+def grad_regions(rec: _Recording) -> Iterator[set[str]]:
+    """While the model is recorded: its own gradient regions — ``with torch.no_grad():``, ``torch.enable_grad()``,
+    ``torch.set_grad_enabled(mode)``, ``torch.inference_mode(mode)`` as contexts (the recording runs in a ``no_grad`` of
+    its own) — followed: at the end of the model's outermost region its values are cut (:func:`cut_after`), an
+    ``enable_grad`` inside one cuts those made so far.  Yields the lines of the model's regions closed (their values
+    are drawn through a detach, so the recording does not warn of them); ``no_grad`` lines go in ``rec.detached``."""
+    grad_off, grad_back = torch.no_grad.__enter__, torch.no_grad.__exit__
+    regrad, regrad_back = torch.enable_grad.__enter__, torch.enable_grad.__exit__
+    switch_on, switch_back = torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__
+    infer_on, infer_back = torch.inference_mode.__enter__, torch.inference_mode.__exit__
+    regions: list[list[Any]] = []  # the no_grad regions open: [where it starts in rec.nodes, the model's line]
+    drawn: set[str] = set()  # the lines of the model's regions closed: their values read through a detach (drawn)
+    reopened: list[bool] = []  # the enable_grad regions open: whether each is inside one of the model's no_grad ones
+
+    def opened(frame: Any) -> None:
+        regions.append([len(rec.nodes), model_region(frame) if not rec.inside else ""])
+
+    def closed() -> None:
+        start, line = regions.pop() if regions else (0, "")
+        if line and not any(open_line for _, open_line in regions):  # the model's outermost region: its values cut
+            cut_after(rec.nodes, start, rec.by_id, line)
+        if line:  # (a region inside another of the model's: cut with it)
+            drawn.add(line)
+
+    def regrad_opened() -> None:  # gradients on again inside the model's no_grad: values with gradients
+        outer = next((region for region in regions if region[1]), None)
+        reopened.append(outer is not None)
+        if outer is not None:  # the region's values so far are cut where read from here on (not those made in it)
+            cut_after(rec.nodes, outer[0], rec.by_id, outer[1])
+
+    def regrad_closed() -> None:
+        if reopened.pop() if reopened else False:
+            outer = next((region for region in regions if region[1]), None)
+            if outer is not None:  # the region goes on after it
+                outer[0] = len(rec.nodes)
+
+    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
+        noted(rec.detached, "no_grad")
+        opened(sys._getframe(1))
+        grad_off(self)
+
+    def no_grad_exit(self: Any, *exc: Any) -> None:
+        closed()
+        grad_back(self, *exc)
+
+    def enable_grad(self: Any) -> None:
+        regrad_opened()
+        regrad(self)
+
+    def enable_grad_exit(self: Any, *exc: Any) -> None:
+        regrad_closed()
+        regrad_back(self, *exc)
+
+    def switched(self: Any) -> None:  # ``with torch.set_grad_enabled(mode):`` (its __init__ set the mode: warned)
+        opened(sys._getframe(1)) if not self.mode else regrad_opened()
+        switch_on(self)
+
+    def switched_back(self: Any, *exc: Any) -> None:
+        closed() if not self.mode else regrad_closed()
+        switch_back(self, *exc)
+
+    def inferred(self: Any) -> None:  # ``with torch.inference_mode():`` (a decorator's too: model_region)
+        opened(sys._getframe(1)) if self.mode else regrad_opened()
+        infer_on(self)
+
+    def inferred_back(self: Any, *exc: Any) -> None:
+        closed() if self.mode else regrad_closed()
+        infer_back(self, *exc)
+
+    torch.no_grad.__enter__, torch.no_grad.__exit__ = no_grad, no_grad_exit  # type: ignore[method-assign]
+    torch.enable_grad.__enter__, torch.enable_grad.__exit__ = enable_grad, enable_grad_exit  # type: ignore[method-assign]
+    torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switched, switched_back  # type: ignore[method-assign]
+    torch.inference_mode.__enter__, torch.inference_mode.__exit__ = inferred, inferred_back  # type: ignore[method-assign]
+    try:
+        yield drawn
+    finally:
+        torch.no_grad.__enter__, torch.no_grad.__exit__ = grad_off, grad_back  # type: ignore[method-assign]
+        torch.enable_grad.__enter__, torch.enable_grad.__exit__ = regrad, regrad_back  # type: ignore[method-assign]
+        torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switch_on, switch_back  # type: ignore[method-assign]
+        torch.inference_mode.__enter__, torch.inference_mode.__exit__ = infer_on, infer_back  # type: ignore[method-assign]

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.errors import user_stacklevel
 from ncd.trace.capture import Captured, Node, _internal, holds_tensors, input_names, refs, user_line
-from ncd.trace.detaching import cut_after, grad_turned_off, model_region, warn_detached
+from ncd.trace.detaching import grad_regions, grad_turned_off, noted, warn_detached
 from ncd.trace.dispatch import _straight_to
 from ncd.trace.functions import FunctionRefused, functions_boxed
 from ncd.trace.meta import _described, _meta_key, _on_meta_device, _stand_ins, _to_meta  # noqa: F401  (tests read them here)
@@ -235,98 +235,11 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     mha = torch.backends.mha
     fast = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference kernel hides the attention it computes
-    grad_off = torch.no_grad.__enter__
-    autocast_on = torch.autocast.__enter__
-
-    def noted(seen: dict[str, str], what: str) -> None:
-        """The model's line entering a context manager (the caller of the ``__enter__`` that calls this), in ``seen``."""
-        frame = sys._getframe(2)
-        if not _internal(frame.f_code.co_filename):
-            seen.setdefault(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}", what)
-
-    grad_back = torch.no_grad.__exit__
-    regrad, regrad_back = torch.enable_grad.__enter__, torch.enable_grad.__exit__
-    switch_on, switch_back = torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__
-    infer_on, infer_back = torch.inference_mode.__enter__, torch.inference_mode.__exit__
-    regions: list[list[Any]] = []  # the no_grad regions open: [where it starts in rec.nodes, the model's line]
-    drawn: set[str] = set()  # the lines of the model's regions closed: their values read through a detach (drawn)
-    reopened: list[bool] = []  # the enable_grad regions open: whether each is inside one of the model's no_grad ones
-
-    def opened(frame: Any) -> None:
-        regions.append([len(rec.nodes), model_region(frame) if not rec.inside else ""])
-
-    def closed() -> None:
-        start, line = regions.pop() if regions else (0, "")
-        if line and not any(open_line for _, open_line in regions):  # the model's outermost region: its values cut
-            cut_after(rec.nodes, start, rec.by_id, line)
-        if line:  # (a region inside another of the model's: cut with it)
-            drawn.add(line)
-
-    def regrad_opened() -> None:  # gradients on again inside the model's no_grad: values with gradients
-        outer = next((region for region in regions if region[1]), None)
-        reopened.append(outer is not None)
-        if outer is not None:  # the region's values so far are cut where read from here on (not those made in it)
-            cut_after(rec.nodes, outer[0], rec.by_id, outer[1])
-
-    def regrad_closed() -> None:
-        if reopened.pop() if reopened else False:
-            outer = next((region for region in regions if region[1]), None)
-            if outer is not None:  # the region goes on after it
-                outer[0] = len(rec.nodes)
-
-    def no_grad(self: Any) -> None:  # the model's own ``with torch.no_grad():`` (the recording runs in one already)
-        noted(rec.detached, "no_grad")
-        opened(sys._getframe(1))
-        grad_off(self)
-
-    def no_grad_exit(self: Any, *exc: Any) -> None:
-        closed()
-        grad_back(self, *exc)
-
-    def enable_grad(self: Any) -> None:
-        regrad_opened()
-        regrad(self)
-
-    def enable_grad_exit(self: Any, *exc: Any) -> None:
-        regrad_closed()
-        regrad_back(self, *exc)
-
-    def switched(self: Any) -> None:  # ``with torch.set_grad_enabled(mode):`` (its __init__ set the mode: warned)
-        opened(sys._getframe(1)) if not self.mode else regrad_opened()
-        switch_on(self)
-
-    def switched_back(self: Any, *exc: Any) -> None:
-        closed() if not self.mode else regrad_closed()
-        switch_back(self, *exc)
-
-    def inferred(self: Any) -> None:  # ``with torch.inference_mode():`` (a decorator's too: model_region)
-        opened(sys._getframe(1)) if self.mode else regrad_opened()
-        infer_on(self)
-
-    def inferred_back(self: Any, *exc: Any) -> None:
-        closed() if self.mode else regrad_closed()
-        infer_back(self, *exc)
-
-    def autocast(self: Any) -> Any:  # the model's own ``with torch.autocast(...):``: recorded in the tensors' types
-        if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
-            frame = sys._getframe(1)  # ``@torch.autocast(...)`` on a function of the model: torch's wrapper enters it
-            code = getattr(frame.f_locals.get("func"), "__code__", None) if _internal(frame.f_code.co_filename) \
-                else None
-            if code is not None and not _internal(code.co_filename):
-                rec.autocast.setdefault(f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}", "autocast")
-            else:
-                noted(rec.autocast, "autocast")
-        return autocast_on(self)  # type: ignore[no-untyped-call]
-
     try:
-        torch.no_grad.__enter__ = no_grad  # type: ignore[method-assign]
-        torch.no_grad.__exit__ = no_grad_exit  # type: ignore[method-assign]
-        torch.enable_grad.__enter__, torch.enable_grad.__exit__ = enable_grad, enable_grad_exit  # type: ignore[method-assign]
-        torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switched, switched_back  # type: ignore[method-assign]
-        torch.inference_mode.__enter__, torch.inference_mode.__exit__ = inferred, inferred_back  # type: ignore[method-assign]
-        torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
-        # (every other way it turns gradients off: grad_turned_off, entered before the recording's own no_grad)
-        with grad_turned_off(rec.detached, forwards), torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
+        # the model's own gradient regions followed (grad_regions); every other way it turns gradients off
+        # (grad_turned_off) entered before the recording's own no_grad
+        with grad_regions(rec) as drawn, _autocast_noted(rec), grad_turned_off(rec.detached, forwards), \
+                torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
                 functions_boxed(rec), _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
                 lean_attention(), eval_dropouts(), padded_samples(model, fast, rec.paths), \
                 _identity_watched(rec.same, rec.identity), decided_in(rec):
@@ -340,12 +253,6 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             error.on_meta = True  # type: ignore[attr-defined]
         raise
     finally:
-        torch.no_grad.__enter__ = grad_off  # type: ignore[method-assign]
-        torch.no_grad.__exit__ = grad_back  # type: ignore[method-assign]
-        torch.enable_grad.__enter__, torch.enable_grad.__exit__ = regrad, regrad_back  # type: ignore[method-assign]
-        torch.set_grad_enabled.__enter__, torch.set_grad_enabled.__exit__ = switch_on, switch_back  # type: ignore[method-assign]
-        torch.inference_mode.__enter__, torch.inference_mode.__exit__ = infer_on, infer_back  # type: ignore[method-assign]
-        torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
         mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
@@ -355,6 +262,31 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         rec.detached.pop(line, None)
     _warn_recorded(model, rec)
     return Captured(nodes, outputs, "dispatch", [n.source for n in nodes if n.kind == "input"], shapes.escaped)
+
+
+@contextlib.contextmanager
+def _autocast_noted(rec: _Recording) -> Iterator[None]:
+    """While recording: the model's own ``with torch.autocast(...):`` (or ``@torch.autocast(...)`` on a function of
+    the model) noted in ``rec.autocast`` — autocast casts below the level recorded, so the diagram computes in the
+    tensors' own types (:func:`_warn_recorded` says it)."""
+    autocast_on = torch.autocast.__enter__
+
+    def autocast(self: Any) -> Any:
+        if getattr(self, "_enabled", True):  # (``enabled=False`` turns off only what the caller's autocast is: said)
+            frame = sys._getframe(1)  # ``@torch.autocast(...)`` on a function of the model: torch's wrapper enters it
+            code = getattr(frame.f_locals.get("func"), "__code__", None) if _internal(frame.f_code.co_filename) \
+                else None
+            if code is not None and not _internal(code.co_filename):
+                rec.autocast.setdefault(f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}", "autocast")
+            else:
+                noted(rec.autocast, "autocast")
+        return autocast_on(self)  # type: ignore[no-untyped-call]
+
+    torch.autocast.__enter__ = autocast  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.autocast.__enter__ = autocast_on  # type: ignore[method-assign]
 
 
 def _kept_before_call(rec: _Recording, module: torch.nn.Module) -> None:
