@@ -426,17 +426,12 @@ def _made(nodes: list[Any], tensors: tuple[tuple[torch.Tensor, ...], ...]) -> fr
     held = {id(t) for group in tensors for t in group}
     if not held:
         return frozenset()
-    from ncd.trace.capture import refs
+    from ncd.trace.capture import from_state, upstream
 
-    reads: dict[int, bool] = {}
     made: set[int] = set()
-    for node in nodes:  # (in execution order: a node's arguments are decided before it)
-        if node.kind == "constant":  # a literal the forward made (a buffer or state has its state-dict name)
-            reads[id(node)] = bool(node.source)
-        else:
-            reads[id(node)] = node.kind != "call" or any(
-                reads.get(id(r), True) for r in refs((node.args, node.kwargs)))
-        if not reads[id(node)] and id(node.value) in held:
+    for node in nodes:  # (a constant the forward made, or a call reading only such: no parameter, buffer or input)
+        if id(node.value) in held and id(node.value) not in made \
+                and not any(from_state(n) for n in upstream(node, lambda n: n.kind == "call")):
             made.add(id(node.value))
     return frozenset(made)
 

@@ -18,6 +18,7 @@ import inspect
 import os
 import sys
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -321,6 +322,33 @@ def refs(value: Any) -> list[Node]:
     found: list[Node] = []
     _refs_into(found, value)
     return found
+
+
+def live_call(node: Node) -> bool:
+    """Whether ``node`` is a call computed from the inputs (what :func:`upstream` follows to reach them)."""
+    return node.kind == "call" and node.live
+
+
+def from_state(node: Node) -> bool:
+    """Whether ``node`` is no literal the forward made: an input, a parameter, or a constant with a state-dict source
+    (a buffer, the model's state) — neither a call nor a literal (``torch.ones(n)``, a mask made at the traced sizes)."""
+    return node.kind not in ("call", "constant") or (node.kind == "constant" and bool(node.source))
+
+
+def upstream(node: Node, follow: Callable[[Node], bool] | None = None) -> Iterator[Node]:
+    """``node`` and the nodes its value is computed from, each once, depth first through the nodes each refers to
+    (:func:`refs` of its arguments); ``follow``: the nodes whose own arguments are walked (all when ``None``).  The one
+    walk up the recording: a caller stops it by leaving the loop (the first input reached, a limit)."""
+    seen: set[int] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        yield n
+        if follow is None or follow(n):
+            todo.extend(refs((n.args, n.kwargs)))
 
 
 def _refs_into(found: list[Node], value: Any) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ncd.trace.capture import Node, refs
+from ncd.trace.capture import Node, from_state, refs, upstream
 from ncd.trace.registry import called
 
 if TYPE_CHECKING:
@@ -201,16 +201,9 @@ def _recorded(mask: Any) -> bool:
 def _made_in_forward(node: Node, limit: int = 200) -> bool:
     """Whether every constant ``node`` is computed from was made in the forward (no state-dict source), within
     ``limit`` calls."""
-    seen: set[int] = set()
-    todo = [node]
-    while todo:
-        n = todo.pop()
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        if n.live or n.kind not in ("call", "constant") or (n.kind == "constant" and n.source) or len(seen) > limit:
+    for count, n in enumerate(upstream(node), 1):
+        if n.live or from_state(n) or count > limit:
             return False
-        todo.extend(refs((n.args, n.kwargs)))
     return True
 
 

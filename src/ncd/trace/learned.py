@@ -17,7 +17,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.compose import fit
 from ncd.ir.diagram import Box
 from ncd.prims.opaque import ConstantOp, ParameterOp
-from ncd.trace.capture import Node, refs
+from ncd.trace.capture import Node, live_call, refs, upstream
 from ncd.trace.recording import SHAPE_ONLY
 from ncd.trace.registry import LOG, apart, op_name
 from ncd.trace.values import Values, dtype_name
@@ -157,18 +157,7 @@ class Learned(Values):
 
     def reads_inputs(self, node: Node) -> bool:
         """Whether ``node``'s value depends on a model input (not only on parameters and constants)."""
-        seen: set[int] = set()
-        todo = [node]
-        while todo:
-            n = todo.pop()
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            if n.kind == "input":
-                return True
-            if n.kind == "call" and n.live:
-                todo.extend(refs((n.args, n.kwargs)))
-        return False
+        return any(n.kind == "input" for n in upstream(node, live_call))
 
     def submodule(self, path: str) -> torch.nn.Module:
         """``model.get_submodule(path)``, looked up once per path (raises ``AttributeError`` as it does).  A path whose

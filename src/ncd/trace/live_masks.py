@@ -18,7 +18,7 @@ import torch
 
 from ncd.ir.diagram import Box
 from ncd.prims.softmax import SoftmaxOp
-from ncd.trace.capture import Node, refs
+from ncd.trace.capture import Node, live_call, upstream
 from ncd.trace.idioms import _tensor
 from ncd.trace.recipes import recipe, same_recipe
 
@@ -41,23 +41,16 @@ class LiveMask:
 
 def _subgraph(mask: Node, limit: int = 400) -> tuple[list[Node], list[Node]] | None:
     """The live operations that compute ``mask`` (in recorded order) and the inputs they read."""
-    seen: dict[int, Node] = {}
-    inputs: dict[int, Node] = {}
-    todo = [mask]
-    while todo:
-        n = todo.pop()
-        if id(n) in seen or id(n) in inputs:
-            continue
+    calls: list[Node] = []
+    inputs: list[Node] = []
+    for n in upstream(mask, live_call):
         if n.kind == "input":
-            inputs[id(n)] = n
-            continue
-        if n.kind != "call" or not n.live:
-            continue
-        seen[id(n)] = n
-        if len(seen) > limit:
-            return None
-        todo.extend(refs((n.args, n.kwargs)))
-    return list(seen.values()), list(inputs.values())
+            inputs.append(n)
+        elif live_call(n):
+            calls.append(n)
+            if len(calls) > limit:
+                return None
+    return calls, inputs
 
 
 def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None, values: dict[int, Any] | None = None) -> Any:
