@@ -21,87 +21,36 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import sympy
-
 from ncd.errors import NCDError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.checks import _check_junctions
-from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Seq, Weave, _set, _woven_types, rebuilt
+from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, rebuilt
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
 from ncd.trace.symbolic_learn import Follow, _aligned, _base, _derived, _learn, _merged, _merged_sizes, _NotPlain, _value_at
+from ncd.trace.symbolic_values import (
+    _ATOM,
+    _AXIS,
+    _EXPR,
+    _KINDS,
+    _PRIMITIVE,
+    _SEGMENT,
+    _TUPLE,
+    _TYPE,
+    _boxed,
+    _fields,
+    _kind,
+    _mark_stale,
+    _sequenced,
+    _symbols,
+    _weave,
+    indexed_stale,
+)
 
 __all__ = ["symbolize", "SIZED_BY_TRACE"]
 
 #: primitives holding traced tensors or calls whose shapes are fixed by the trace
 SIZED_BY_TRACE = ("constant", "parameter", "opaque")
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _fields(cls: type) -> tuple[str, ...]:
-    """The names of the init fields of a dataclass (primitives and nodes have no other fields), read once per class."""
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-    return names
-
-
-_ATOM, _AXIS, _SEGMENT, _TYPE, _TUPLE, _PRIMITIVE, _NODE = "atom", "axis", "segment", "type", "tuple", "primitive", "node"
-_EXPR = "expr"  # a size or number in sympy: kept as it is, its symbols noted (``found``)
-_LEAVES = (_ATOM, _EXPR)
-_KINDS: dict[type, str] = {}
-
-
-def _kind(cls: type) -> str:
-    """What :func:`symbolize` rebuilds in a value of class ``cls`` (decided once per class)."""
-    kind = _KINDS[cls] = (_AXIS if issubclass(cls, Axis) else _SEGMENT if issubclass(cls, Segment)
-                          else _TYPE if issubclass(cls, Type) else _TUPLE if issubclass(cls, tuple)
-                          else _PRIMITIVE if issubclass(cls, Primitive) else _NODE if issubclass(cls, Diagram)
-                          else _EXPR if issubclass(cls, sympy.Basic) else _ATOM)
-    return kind
-
-
-def _weave(inner: Diagram, axis: Axis, old: Weave) -> Weave:
-    """``old`` over a rebuilt ``inner`` and ``axis``: the same names and positions, so the checks of
-    ``Weave.__post_init__`` hold as they did for ``old``; only the types are remade (sizes may be symbols now)."""
-    node = Weave.__new__(Weave)
-    dom, cod = _woven_types(inner.dom, inner.cod, axis, old.dom_pos, old.cod_pos)
-    _set(node, inner=inner, axis=axis, dom_pos=old.dom_pos, cod_pos=old.cod_pos, dom=dom, cod=cod,
-         _nesting=inner.nesting() + 1)
-    return node
-
-
-def _symbols(segment: Segment) -> set[Any]:
-    found: set[Any] = set()
-    for a in segment.axes:
-        size = a.size
-        if size.is_Symbol:
-            found.add(size)
-        elif not size.is_Integer:
-            found |= size.free_symbols
-    return found
-
-
-def _boxed(old: Box, prim: Primitive) -> Box:
-    """``old`` over a rebuilt ``prim`` (:func:`ncd.ir.diagram.rebuilt`, without its check that no tensor names an axis
-    twice: the names are ``old``'s)."""
-    node = Box.__new__(Box)
-    dom, cod = prim.signature()
-    node.__dict__.update(prim=prim, label=old.label, source=old.source, dom=dom, cod=cod)
-    return node
-
-
-def _sequenced(old: Seq, parts: tuple[Diagram, ...]) -> Seq:
-    """``old`` over rebuilt ``parts`` (:func:`ncd.ir.diagram.rebuilt`), checking only the junctions a rebuilt part
-    meets (the others are ``old``'s, which held)."""
-    was = old.parts
-    _check_junctions(parts, [k for k in range(1, len(parts)) if parts[k - 1] is not was[k - 1] or parts[k] is not was[k]])
-    node = Seq.__new__(Seq)
-    node.__dict__.update(parts=parts, dom=parts[0].dom, cod=parts[-1].cod, _nesting=old.nesting())
-    return node
 
 
 #: passes :func:`symbolize` makes at most, each following the names and ranges the junctions of the last one learned
@@ -527,69 +476,9 @@ class _Walk:
 
     def _stale(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
         """Adds to ``stale`` the kept values whose wires have an axis in ``changed`` or a range in ``ranges``, and
-        every kept value holding a stale one: up from those through an index of the originals' parts, made as values
-        are first rebuilt (an original's parts are its own: each is indexed once)."""
+        every kept value holding a stale one (:func:`~ncd.trace.symbolic_values.indexed_stale`)."""
         done, kept = self._state[0], self._state[1]
-        parents, holders, by_range, indexed = self._index
-        kinds = _KINDS
-        for v in kept[self._indexed_upto:]:
-            key = id(v)
-            if key in indexed:
-                continue
-            indexed.add(key)
-            cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
-            held: Any = ()
-            if cls is Type:
-                parts: Any = v.segments
-            elif cls is Identity:
-                parts = (v.type,)
-            elif cls is Weave:
-                parts, held = (v.inner,), (v.axis,)
-            elif cls is Box:
-                parts = (v.prim,)
-            elif cls is Par or cls is Seq:
-                parts = v.parts
-            else:
-                kind = kinds[cls]
-                if kind is _SEGMENT:
-                    parts, held = (), v.axes
-                    if v.range is not None and v.range.is_Integer:
-                        by_range.setdefault(int(v.range), []).append(key)
-                elif kind is _TYPE:
-                    parts = v.segments
-                elif kind is _TUPLE:
-                    parts = [x for x in v if kinds.get(type(x)) not in _LEAVES]
-                elif cls is Block:
-                    parts = (v.body, v.meta)
-                else:
-                    parts = [x for x in (getattr(v, name) for name in _fields(cls)) if kinds.get(type(x)) not in _LEAVES]
-                if kind is _TUPLE or kind is _PRIMITIVE or kind is _NODE:
-                    held = [x for x in parts if kinds.get(type(x)) is _AXIS]
-                    if held:
-                        parts = [x for x in parts if kinds.get(type(x)) is not _AXIS]
-            for x in parts:
-                got = parents.get(id(x))
-                if got is None:
-                    parents[id(x)] = [key]
-                else:
-                    got.append(key)
-            for a in held:
-                got = holders.get(a)
-                if got is None:
-                    holders[a] = [key]
-                else:
-                    got.append(key)
-        for a in changed:
-            stale.update(k for k in holders.get(a, ()) if k in done)
-        for r in ranges:
-            stale.update(k for k in by_range.get(r, ()) if k in done)
-        todo = list(stale)
-        while todo:
-            for k in parents.get(todo.pop(), ()):
-                if k not in stale and k in done:
-                    stale.add(k)
-                    todo.append(k)
-        self._indexed_upto = len(kept)
+        self._indexed_upto = indexed_stale(kept, self._indexed_upto, self._index, done, changed, ranges, stale)
 
     def _scan(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
         """:meth:`_stale` by a scan of ``kept`` (parts before wholes), without an index: the first time (most
@@ -609,50 +498,3 @@ class _Walk:
         for part in self._state:
             part.clear()
         self.__dict__.clear()
-
-
-def _mark_stale(kept: list[Any], changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
-    """Adds to ``stale`` the ids of the values of ``kept`` (originals, parts before wholes) whose wires have an axis
-    in ``changed`` or a range in ``ranges``, or that hold a stale value."""
-    fresh = stale.isdisjoint  # (C-level tests of a value's parts: no frame per value)
-    mark = stale.add
-    kinds = _KINDS
-    for v in kept:  # parts before wholes: a value is stale when one of its parts is
-        cls = type(v)  # the parts a value's rebuilding reads (as ``_value``, ``node`` and ``prim`` read them)
-        if cls is Type:
-            if not fresh(map(id, v.segments)):
-                mark(id(v))
-        elif cls is Identity:
-            if id(v.type) in stale:
-                mark(id(v))
-        elif cls is Weave:
-            if id(v.inner) in stale or v.axis in changed:
-                mark(id(v))
-        elif cls is Box:
-            if id(v.prim) in stale:
-                mark(id(v))
-        elif cls is Par or cls is Seq:
-            if not fresh(map(id, v.parts)):
-                mark(id(v))
-        elif cls is Segment:
-            if ((changed and not changed.isdisjoint(v.axes))
-                    or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges)):
-                mark(id(v))
-        else:
-            kind = kinds[cls]
-            if kind is _SEGMENT:
-                bad = ((changed and not changed.isdisjoint(v.axes))
-                       or (ranges and v.range is not None and v.range.is_Integer and int(v.range) in ranges))
-            elif kind is _TYPE:
-                bad = not fresh(map(id, v.segments))
-            elif kind is _TUPLE:
-                bad = not fresh(map(id, v)) or (changed and not changed.isdisjoint(
-                    [x for x in v if kinds.get(type(x)) is _AXIS]))
-            elif cls is Block:
-                bad = id(v.body) in stale or id(v.meta) in stale
-            else:
-                fields = [getattr(v, name) for name in _fields(cls)]
-                bad = not fresh(map(id, fields)) or (changed and not changed.isdisjoint(
-                    [x for x in fields if kinds.get(type(x)) is _AXIS]))
-            if bad:
-                mark(id(v))
