@@ -133,4 +133,4 @@ BACKWARD.unsupported(GroupNormOp, BACKWARD_UNSUPPORTED)
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
 
-IMPORT.known(GroupNormOp, by="ncd.trace.boxes")
+IMPORT.known(GroupNormOp, by="ncd.trace.boxes_channels")

@@ -167,5 +167,5 @@ def draw_prelu(prim: PReLUOp, ctx: Layout, box: Box) -> Frag:
 
 
 # -- import: aten.prelu with a parameter of one slope or one per channel (ncd.trace.boxes) --------
-IMPORT.known(PReLUOp, by="ncd.trace.boxes")
+IMPORT.known(PReLUOp, by="ncd.trace.boxes_channels")
 IMPORT.unsupported(PReLUBackwardOp, NOT_TRACED)

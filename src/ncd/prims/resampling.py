@@ -284,5 +284,5 @@ def draw_resampling(prim: InterpolateOp | InterpolateTransposeOp | AdaptiveMaxPo
 
 # -- import recognition: the recognisers of ncd.trace.boxes (ncd.ir.rules' import cell) ----------
 
-IMPORT.known(AdaptiveMaxPoolOp, InterpolateOp, by="ncd.trace.boxes")
+IMPORT.known(AdaptiveMaxPoolOp, InterpolateOp, by="ncd.trace.boxes_resampling")
 IMPORT.unsupported(InterpolateTransposeOp, NOT_TRACED)

@@ -6,8 +6,11 @@ wires they act on; the other wires are woven past them.  A call whose arguments 
 cannot express exactly declines (:class:`~ncd.trace.convert.Decline`) and stays opaque.
 
 This module holds the helpers the recognisers share and the rules for roll, pad, cumulative sums,
-elementwise functions, division, group norm, resampling and adaptive pooling; the other families
-are its siblings, registered in this order by :func:`ncd.trace.idioms.load_rules`:
+elementwise functions and division; the other families are its siblings, registered by
+:func:`ncd.trace.idioms.load_rules`:
+
+- :mod:`ncd.trace.boxes_channels`: group norm, instance norm, PReLU (learned per channel);
+- :mod:`ncd.trace.boxes_resampling`: interpolation (``upsample_*``), adaptive average and max pooling;
 
 - :mod:`ncd.trace.boxes_ranking`: top-k, sort, vector norms, weight norm, log-sum-exp;
 - :mod:`ncd.trace.boxes_complex`: Fourier transforms, complex wires, float-with-integer arithmetic;
@@ -406,176 +409,10 @@ def _hook_division() -> None:
 _hook_division()
 
 
-# -- group norm, resampling --------------------------------------------------------------------
-def _weight(value: Any) -> torch.Tensor | None:
-    from ncd.trace.idioms import _weight as weight
-
-    return weight(value)
-
-
-@rule("aten.group_norm")
-def group_norm(conv: Converter, node: Node) -> None:
-    from ncd.prims.groupnorm import GroupNormOp
-
-    x, groups = node.args[:2]
-    extra = list(node.args[2:]) + [None] * 3
-    weight, bias, eps = extra[0], extra[1], extra[2] if extra[2] is not None else 1e-5
-    w, b = _weight(weight), _weight(bias)
-    if (weight is None) != (bias is None) or (weight is not None and (w is None or b is None)):
-        raise Decline("group norm with computed or partial parameters")
-    vid = _live_float(conv, x)
-    seg = conv.segs[vid]
-    if len(seg.axes) < 2:
-        raise Decline("no channel axis")
-    try:
-        box = Box(GroupNormOp(Segment(seg.axes[1:]), int(groups), float(eps), w is not None))
-    except Exception as error:  # noqa: BLE001 - a group norm the box refuses stays opaque
-        raise Decline(str(error)) from None
-    _same_wires(conv, node, conv.apply(box, [vid]))
-    if w is not None and b is not None:
-        conv.emitted.tensors.append([w, b])
-
-
-@rule("aten.instance_norm")
-def instance_norm(conv: Converter, node: Node) -> None:
-    """``F.instance_norm`` from its input's statistics (no running statistics read or updated): a group norm with a
-    group per channel (channels at dim 1), with its per-channel weight and bias if learned; from running statistics
-    (evaluation), the batch norm that reads them."""
-    from ncd.prims.groupnorm import GroupNormOp
-
-    names = ("input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps")
-    given = dict(zip(names, node.args)) | {k: v for k, v in node.kwargs.items() if k in names}
-    weight, bias = given.get("weight"), given.get("bias")
-    w, b = _weight(weight), _weight(bias)
-    if (weight is None) != (bias is None) or (weight is not None and (w is None or b is None)):
-        raise Decline("instance norm with computed or partial parameters")
-    if not given.get("use_input_stats", True):
-        _instance_norm_running(conv, node, given, w, b)
-        return
-    if given.get("running_mean") is not None or given.get("running_var") is not None:
-        raise Decline("instance norm updating running statistics")
-    vid = _live_float(conv, given["input"])
-    seg = conv.segs[vid]
-    if len(seg.axes) < 3:
-        raise Decline("no batch, channel and position axes")
-    try:
-        box = Box(GroupNormOp(Segment(seg.axes[1:]), int(seg.axes[1].size), float(given.get("eps", 1e-5)), w is not None))
-    except Exception as error:  # noqa: BLE001 - a norm the box refuses stays opaque
-        raise Decline(str(error)) from None
-    _same_wires(conv, node, conv.apply(box, [vid]))
-    if w is not None and b is not None:
-        conv.emitted.tensors.append([w, b])
-
-
-def _instance_norm_running(conv: Converter, node: Node, given: dict[str, Any], w: Any, b: Any) -> None:
-    """``nn.InstanceNorm*d(track_running_stats=True)`` in evaluation reads its running statistics per channel: torch's
-    ``batch_norm`` in evaluation with them (what ATen computes), a batch norm box holding the statistics."""
-    from ncd.prims.normalization import BatchNormOp
-
-    mean, var = given.get("running_mean"), given.get("running_var")
-    if not (isinstance(mean, Node) and isinstance(var, Node) and not mean.live and not var.live):
-        raise Decline("running statistics that are not the model's buffers")
-    vid = _live_float(conv, given["input"])
-    seg = conv.segs[vid]
-    if len(seg.axes) < 3 or mean.value.shape != (int(seg.axes[1].size),):
-        raise Decline("no batch, channel and position axes")
-    momentum = given.get("momentum", 0.1)
-    box = Box(BatchNormOp(seg, 1, float(given.get("eps", 1e-5)), float(momentum if momentum is not None else 0.1),
-                          w is not None, True))
-    _same_wires(conv, node, conv.apply(box, [vid]))
-    conv.emitted.tensors.append([mean.value, var.value] + ([w, b] if w is not None else []))
-
-
-@rule("aten.prelu")
-def prelu(conv: Converter, node: Node) -> None:
-    """``F.prelu(x, a)`` with learned slopes: one for every entry, or one per channel (dim 1, as torch reads it)."""
-    from ncd.prims.prelu import PReLUOp
-
-    x, weight = node.args[:2]
-    w = _weight(weight)
-    if w is None or w.dim() != 1 or w.dtype != node.value.dtype:
-        raise Decline("slopes that are not a learned vector")
-    vid = _live_float(conv, x)
-    seg = conv.segs[vid]
-    if w.numel() == 1:
-        own = Segment((), seg.dtype, seg.range)
-    elif len(seg.axes) >= 2 and int(seg.axes[1].size) == w.numel():
-        own = _own(conv, vid, [1])
-    else:
-        raise Decline("slopes that do not match the channels")
-    _same_wires(conv, node, conv.apply(Box(PReLUOp(own)), [vid]))
-    conv.emitted.tensors.append([w])
-
-
-_UPSAMPLE = {"upsample_nearest": "nearest", "_upsample_nearest_exact": "nearest-exact", "upsample_linear": "linear",
-             "upsample_bilinear": "bilinear", "upsample_bicubic": "bicubic", "upsample_trilinear": "trilinear"}
-
-
-@rule(*(f"aten.{k}{n}d" for k in _UPSAMPLE for n in (1, 2, 3)))
-def upsample(conv: Converter, node: Node) -> None:
-    from ncd.prims.resampling import MODES, InterpolateOp
-
-    name = node.target.name().split("::")[1].split(".")[0]
-    n = int(name[-2])
-    mode = _UPSAMPLE[name[:-2]]
-    if n not in MODES[mode]:
-        raise Decline(f"{mode} on {n} axes")
-    smooth = mode in ("linear", "bilinear", "bicubic", "trilinear")
-    args = list(node.args[1:])
-    overload = getattr(node.target, "_overloadname", "default")
-    if overload == "vec":  # (input, output_size, [align_corners,] scale_factors)
-        corners = bool(args[1]) if smooth else False
-        factors = args[2] if smooth else args[1]
-    else:  # (input, output_size, [align_corners,] scales_*...)
-        corners = bool(args[1]) if smooth else False
-        factors = args[2:] if smooth else args[1:]
-        factors = None if not factors or all(f is None for f in factors) else factors
-    if factors is not None and any(f is None for f in factors):
-        raise Decline("some scales given")
-    vid = _live_float(conv, node.args[0])
-    seg = conv.segs[vid]
-    if len(seg.axes) < n + 1:
-        raise Decline("no batch or channel axis")
-    axes = Segment(seg.axes[len(seg.axes) - n:])
-    out_shape = tuple(int(s) for s in node.value.shape[-n:])
-    from ncd.ir.axes import Axis
-
-    output = _renamed(conv, seg, Segment(tuple(Axis(a.name, s, a.role) for a, s in zip(axes, out_shape))))
-    scales = None if factors is None else tuple(float(f) for f in factors)
-    try:
-        box = Box(InterpolateOp(axes, output, mode, corners, scales))
-    except Exception as error:  # noqa: BLE001 - an interpolation the box refuses stays opaque
-        raise Decline(str(error)) from None
-    _same_wires(conv, node, conv.apply(box, [vid]))
-
-
-def _pooled_sizes(conv: Converter, node: Node, vid: int) -> tuple[Segment, Segment]:
-    from ncd.ir.axes import Axis
-
-    size = node.args[1]
-    n = len(size) if isinstance(size, (list, tuple)) else 1
-    seg = conv.segs[vid]
-    if len(seg.axes) < n + 1:
-        raise Decline("no batch or channel axis")
-    axes = Segment(seg.axes[len(seg.axes) - n:])
-    value = node.value[0] if isinstance(node.value, (tuple, list)) else node.value
-    out = tuple(int(s) for s in value.shape[-n:])
-    return axes, Segment(tuple(Axis(a.name, sympy_int(s), a.role) for a, s in zip(axes, out)))
-
-
 def sympy_int(value: int) -> Any:
     import sympy
 
     return sympy.Integer(value)
-
-
-@rule("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d")
-def adaptive_avg_pool(conv: Converter, node: Node) -> None:
-    from ncd.prims.pooling import AdaptiveAvgPoolOp
-
-    vid = _live_float(conv, node.args[0])
-    axes, positions = _pooled_sizes(conv, node, vid)
-    _same_wires(conv, node, conv.apply(Box(AdaptiveAvgPoolOp(axes, positions)), [vid]))
 
 
 def _emit_many(conv: Converter, node: Node, box: Box, vid: int) -> list[int]:
@@ -594,18 +431,3 @@ def _emit_many(conv: Converter, node: Node, box: Box, vid: int) -> list[int]:
 
 def _used(conv: Converter, node: Node) -> set[int]:
     return {c.args[1] for c in conv.consumers.get(id(node), []) if "getitem" in str(c.target)}
-
-
-@rule("aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d")
-def adaptive_max_pool(conv: Converter, node: Node) -> None:
-    from ncd.prims.resampling import AdaptiveMaxPoolOp
-
-    vid = _live_float(conv, node.args[0])
-    axes, positions = _pooled_sizes(conv, node, vid)
-    if not isinstance(node.value, (tuple, list)):
-        raise Decline("one output")
-    used = _used(conv, node)
-    box = Box(AdaptiveMaxPoolOp(axes, positions, 1 in used))
-    vids = _emit_many(conv, node, box, vid)
-    for k in used:
-        conv._picked[(id(node), k)] = vids[k]

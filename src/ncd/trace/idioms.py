@@ -94,6 +94,7 @@ def load_rules() -> None:
     import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
     import ncd.trace.boxes_bags  # noqa: F401  (imports boxes_losses)
     import ncd.trace.boxes_binary  # noqa: F401  (atan2, hypot, logaddexp, fmod, copysign, fmax, fmin)
+    import ncd.trace.boxes_channels  # noqa: F401  (group norm, instance norm, prelu)
     import ncd.trace.boxes_complex  # noqa: F401  (imports boxes first: wraps its division rule)
     import ncd.trace.boxes_composed  # noqa: F401  (var_mean, nanmean, pairwise_distance, round(decimals), kron, ...)
     import ncd.trace.boxes_definitions  # noqa: F401  (addr, count_nonzero)
@@ -104,6 +105,7 @@ def load_rules() -> None:
     import ncd.trace.boxes_pointwise  # noqa: F401  (addcmul, addcdiv, lerp)
     import ncd.trace.boxes_products  # noqa: F401  (baddbmm)
     import ncd.trace.boxes_ranking  # noqa: F401
+    import ncd.trace.boxes_resampling  # noqa: F401  (interpolation, adaptive pooling)
     import ncd.trace.boxes_selection  # noqa: F401
     import ncd.trace.boxes_windows  # noqa: F401
     import ncd.trace.indexing  # noqa: F401
