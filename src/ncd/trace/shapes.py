@@ -90,11 +90,14 @@ def _freed(self: Any) -> None:
         alive.pop(id(self), None)
 
 
-class SizeInt(int):
-    """An int read from a tensor's shape (or computed from such ints), with the expression of sizes it is."""
+class _Sized:
+    """What :class:`SizeInt` and :class:`SizeFloat` share: a number of their ``_base`` type (``int``, ``float``) read
+    from tensors' shapes or computed from such numbers, with the expression of sizes it is (kept in :data:`_ALIVE`)."""
 
-    def __new__(cls, value: int, expr: Tree) -> SizeInt:
-        self = int.__new__(cls, value)
+    _base: Any  # int or float (the class whose number it is)
+
+    def __new__(cls, value: Any, expr: Tree) -> Any:
+        self = cls._base.__new__(cls, value)
         _ALIVE[id(self)] = expr
         return self
 
@@ -105,24 +108,31 @@ class SizeInt(int):
 
     __del__ = _freed
 
-    def __reduce__(self) -> tuple[type[int], tuple[int]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
         # pickled as the plain number (a saved diagram keeps what it holds, not the trace that read it)
-        return int, (self._plain(),)
+        return self._base, (self._plain(),)
 
-    def __copy__(self) -> SizeInt:  # a number: copies are itself, still followed
+    def __copy__(self) -> Any:  # a number: copies are itself, still followed
         return self
 
-    def __deepcopy__(self, memo: object) -> SizeInt:
+    def __deepcopy__(self, memo: object) -> Any:
         return self
 
-    def _plain(self) -> int:
-        return int.__int__(self)
+    def _plain(self) -> Any:
+        raise NotImplementedError
 
-    def __neg__(self) -> SizeInt:
-        return SizeInt(-self._plain(), ("neg", self.expr))
+    def __neg__(self) -> Any:
+        return type(self)(-self._plain(), ("neg", self.expr))
 
-    def __pos__(self) -> SizeInt:
+    def __pos__(self) -> Any:
         return self
+
+
+class SizeInt(_Sized, int):  # (int's arithmetic is replaced below: _binary)
+    """An int read from a tensor's shape (or computed from such ints), with the expression of sizes it is."""
+
+    _base = int
+    _plain = int.__int__
 
     def __float__(self) -> float:  # math.sqrt(t), float(t): the model goes on with a number ncd cannot follow
         shapes = Shapes.active
@@ -133,38 +143,11 @@ class SizeInt(int):
         return float(self._plain())
 
 
-class SizeFloat(float):
+class SizeFloat(_Sized, float):
     """A float computed from sizes read from tensors' shapes (``1 / b``, ``(t * m) ** -0.5``), with its expression."""
 
-    def __new__(cls, value: float, expr: Tree) -> SizeFloat:
-        self = float.__new__(cls, value)
-        _ALIVE[id(self)] = expr
-        return self
-
-    @property
-    def expr(self) -> Tree:
-        """The expression of sizes it is."""
-        return _ALIVE[id(self)]
-
-    __del__ = _freed
-
-    def __reduce__(self) -> tuple[type[float], tuple[float]]:
-        return float, (self._plain(),)
-
-    def __copy__(self) -> SizeFloat:
-        return self
-
-    def __deepcopy__(self, memo: object) -> SizeFloat:
-        return self
-
-    def _plain(self) -> float:
-        return float.__float__(self)
-
-    def __neg__(self) -> SizeFloat:
-        return SizeFloat(-self._plain(), ("neg", self.expr))
-
-    def __pos__(self) -> SizeFloat:
-        return self
+    _base = float
+    _plain = float.__float__
 
 
 for _name in _OPS:
