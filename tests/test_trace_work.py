@@ -301,3 +301,46 @@ def test_a_recording_that_meta_could_not_make_does_not_switch(monkeypatch: pytes
     seen.clear()
     monkeypatch.setattr(record, "META_ABOVE", float("inf"))
     assert _drawn(model, x) == drawn
+
+
+class NamesDevice(nn.Module):
+    """After the budget runs out, calls that name the inputs' device (``.to(ids.device)``, ``.to(x.device, dtype)``):
+    the model holds real tensors, whose device is not meta's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(16, 32)
+        self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.inp(x)
+        for layer in self.layers:
+            h = h + layer(h)
+        pos = (ids.cumsum(-1) + 1).to(dtype=torch.long, device=ids.device)
+        return h.to(x.device, torch.float64) * 2, pos * 2
+
+
+def test_a_recording_switched_to_meta_goes_on_through_calls_naming_the_inputs_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copying to the inputs' device after the switch runs on meta (it failed there, and the model was recorded a
+    second time, on meta from the start): one recording, drawn as one on meta from the start, computing the model."""
+    torch.manual_seed(0)
+    model, x, ids = NamesDevice().eval(), torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
+    at = _switching(monkeypatch)
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, x, ids)
+    assert at and at[0] > 1, at
+    assert seen == [(False, True)], seen  # switched, and finished: not recorded again
+    seen.clear()
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # on meta from the start
+    assert _drawn(model, x, ids) == drawn
+    assert seen == [(True, True)], seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x, ids).to_torch().eval()
+    fresh, fresh_ids = torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
+    with torch.no_grad():
+        got, want = lowered(fresh, fresh_ids), model(fresh, fresh_ids)
+    assert got[0].dtype == want[0].dtype == torch.float64
+    torch.testing.assert_close(got[0], want[0])
+    assert torch.equal(got[1], want[1])

@@ -271,6 +271,24 @@ def _remade(made: Any) -> Any:
     return base.as_strided(made[3], made[4], made[5])
 
 
+def _meta_devices(value: Any, device: torch.device) -> Any:
+    """``value`` with the device ``device`` named as ``meta`` (the inverse of :func:`ncd.trace.tensors._device`): a call
+    a recording switched to meta (:mod:`ncd.trace.switch`) runs on meta, where a model that holds real tensors names
+    their device (``position_ids.to(ids.device)``, copying out of meta there fails)."""
+    if isinstance(value, torch.device):
+        return _META if value == device or (value.index is None and value.type == device.type) else value
+    if isinstance(value, tuple):
+        return tuple(_meta_devices(v, device) for v in value)
+    if isinstance(value, list):
+        return [_meta_devices(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _meta_devices(v, device) for k, v in value.items()}
+    return value
+
+
+_META = torch.device("meta")
+
+
 def _to_meta(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value if value.device.type == "meta" else value.to("meta")

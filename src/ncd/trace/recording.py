@@ -18,7 +18,7 @@ from ncd.trace.aliases import Aliases, holds_transformed
 from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, refs, user_line
 from ncd.trace.inplace import InPlace, widened
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
-from ncd.trace.meta import _on_meta_device, _stand_ins, _to_meta
+from ncd.trace.meta import _meta_devices, _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.switch import as_meta, check_written, discrete_of_values, switch
@@ -450,6 +450,8 @@ class _Recording(Aliases, InPlace):
             with torch._C._DisablePythonDispatcher():  # (copies to meta through Python cost 30x more)
                 out = _like(_to_meta(first))  # the meta kernels of norms are slow Python decompositions
         elif live and self.meta:  # shapes only: values that depend on the inputs are not needed to draw them
+            if self.switched:  # (the model holds real tensors: ``x.to(ids.device)`` names theirs, not meta's)
+                args, kwargs = _meta_devices((args, kwargs), self.device)
             args, kwargs, out = _on_meta_device(func, args, kwargs, self.meta_outputs)
         else:
             args, kwargs = real_args
