@@ -344,3 +344,43 @@ def test_a_recording_switched_to_meta_goes_on_through_calls_naming_the_inputs_de
     assert got[0].dtype == want[0].dtype == torch.float64
     torch.testing.assert_close(got[0], want[0])
     assert torch.equal(got[1], want[1])
+
+
+class ReadsFirst(nn.Module):
+    """A large model that reads a value of its inputs into Python (a branch on it) before its budget runs out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(16, 32)
+        self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        if (h > 0).any():
+            h = h * 2
+        for layer in self.layers:
+            h = h + layer(h)
+        return h
+
+
+def test_a_value_read_on_real_values_within_the_budget_is_not_recorded_again_on_meta(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value read into Python within the budget is read again by the recordings after it (on meta it cannot be,
+    on real values it is, at the same call): the branch is recorded with its guard at once, drawn as a model recorded
+    on real values only draws it, and its lowered module computes the model."""
+    torch.manual_seed(0)
+    model, x = ReadsFirst().eval(), torch.randn(2, 8, 16)
+    monkeypatch.setattr(record, "META_ABOVE", 0)
+    seen = _recorded_on(monkeypatch)
+    drawn = _drawn(model, x)
+    assert seen == [(False, False), (False, False), (False, True)], seen  # within the budget, exporting, guarded
+    monkeypatch.setattr(record, "META_ABOVE", float("inf"))  # never on meta
+    seen.clear()
+    assert _drawn(model, x) == drawn
+    assert seen == [(False, False), (False, False), (False, True)], seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, x).to_torch().eval()
+    fresh = torch.randn(2, 8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh), model(fresh))

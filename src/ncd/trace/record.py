@@ -151,6 +151,9 @@ def _attempt(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
         except _NeedValues as error:  # after it went on on meta (:mod:`ncd.trace.switch`): so would one on meta
             if getattr(error, "on_meta", False):
                 return _record(model, args, kwargs, flat, meta=False, walk=walk)
+        except ReadsValue as error:  # a value read into Python on real values, within the budget: the recording on
+            if getattr(error, "on_values", False):  # meta cannot read it, and the one on real values after it reads
+                raise  # it again, at the same call (the same run up to there)
         except Exception:  # noqa: BLE001 - over the budget, or anything: the recording as without it decides
             pass
     try:
@@ -250,6 +253,8 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         rec.undo.undo()
         if rec.switched and isinstance(error, _NeedValues):  # values a recording on meta lacks as well
             error.on_meta = True  # type: ignore[attr-defined]
+        if not rec.meta and isinstance(error, ReadsValue):  # read on real values (before any switch to meta)
+            error.on_values = True  # type: ignore[attr-defined]
         raise
     finally:
         mha.set_fastpath_enabled(fast)
