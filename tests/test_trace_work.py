@@ -56,6 +56,16 @@ class Deep(nn.Module):
         return x
 
 
+def _lowered_and_model(model: nn.Module, example: tuple[torch.Tensor, ...], fresh: tuple[torch.Tensor, ...]
+                       ) -> tuple[Any, Any]:
+    """The module traced on ``example`` and lowered, and the model, each on ``fresh``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = ncd.trace(model, *example).to_torch().eval()
+    with torch.no_grad():
+        return lowered(*fresh), model(*fresh)
+
+
 def _drawn(model: nn.Module, *inputs: torch.Tensor) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -263,24 +273,23 @@ def test_a_recording_over_the_budget_goes_on_on_meta_as_one_on_meta_from_the_sta
     assert _drawn(model, x, ids) == drawn
     assert seen == [(False, False), (True, True)], seen
     monkeypatch.setattr(switch, "ON", True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lowered = ncd.trace(model, x, ids).to_torch().eval()
-    fresh, fresh_ids = torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
-    with torch.no_grad():
-        got, want = lowered(fresh, fresh_ids), model(fresh, fresh_ids)
+    got, want = _lowered_and_model(model, (x, ids), (torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))))
     torch.testing.assert_close(got[0], want[0])
     assert torch.equal(got[1], want[1])
 
 
-class ArgmaxFirst(nn.Module):
-    """A discrete value computed from floating-point values of the inputs before the budget runs out: on meta it is
-    not computable (recorded on real values instead), so the recording does not switch."""
+class _Stack(nn.Module):
+    """A projection, then a stack of linear layers (the models below: each its forward)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.inp = nn.Linear(16, 32)
         self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
+
+
+class ArgmaxFirst(_Stack):
+    """A discrete value computed from floating-point values of the inputs before the budget runs out: on meta it is
+    not computable (recorded on real values instead), so the recording does not switch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
@@ -303,14 +312,9 @@ def test_a_recording_that_meta_could_not_make_does_not_switch(monkeypatch: pytes
     assert _drawn(model, x) == drawn
 
 
-class NamesDevice(nn.Module):
+class NamesDevice(_Stack):
     """After the budget runs out, calls that name the inputs' device (``.to(ids.device)``, ``.to(x.device, dtype)``):
     the model holds real tensors, whose device is not meta's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(16, 32)
-        self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.inp(x)
@@ -335,24 +339,14 @@ def test_a_recording_switched_to_meta_goes_on_through_calls_naming_the_inputs_de
     monkeypatch.setattr(record, "WORK_BUDGET", -1)  # on meta from the start
     assert _drawn(model, x, ids) == drawn
     assert seen == [(True, True)], seen
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lowered = ncd.trace(model, x, ids).to_torch().eval()
-    fresh, fresh_ids = torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))
-    with torch.no_grad():
-        got, want = lowered(fresh, fresh_ids), model(fresh, fresh_ids)
+    got, want = _lowered_and_model(model, (x, ids), (torch.randn(2, 8, 16), torch.randint(0, 5, (2, 8))))
     assert got[0].dtype == want[0].dtype == torch.float64
     torch.testing.assert_close(got[0], want[0])
     assert torch.equal(got[1], want[1])
 
 
-class ReadsFirst(nn.Module):
+class ReadsFirst(_Stack):
     """A large model that reads a value of its inputs into Python (a branch on it) before its budget runs out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(16, 32)
-        self.layers = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
@@ -378,9 +372,5 @@ def test_a_value_read_on_real_values_within_the_budget_is_not_recorded_again_on_
     seen.clear()
     assert _drawn(model, x) == drawn
     assert seen == [(False, False), (False, False), (False, True)], seen
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lowered = ncd.trace(model, x).to_torch().eval()
-    fresh = torch.randn(2, 8, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(lowered(fresh), model(fresh))
+    got, want = _lowered_and_model(model, (x,), (torch.randn(2, 8, 16),))
+    torch.testing.assert_close(got, want)
