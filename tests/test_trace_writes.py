@@ -180,6 +180,37 @@ def test_strided_windows_that_keep_the_batch_axis_keep_it_free_and_named_by_its_
         torch.testing.assert_close(d.to_torch(b=batch)(fresh), model(fresh))
 
 
+class WindowsOfARow(torch.nn.Module):
+    """Windows read with ``as_strided`` from a contiguous tensor that starts inside a larger memory (a row of a batch):
+    inside the row, or reaching the row before it or after it (memory the row does not hold)."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.start = start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (3, 9, 4)
+        row = torch.tanh(x)[1]  # (9, 4), contiguous, at offset 36 of its memory
+        windows = row.as_strided((3, 4, 4), (8, 4, 1), row.storage_offset() + self.start)
+        return windows.sum(0) * 2 + row[:4]
+
+
+@pytest.mark.parametrize("start", [0, 2, 4, -3, 6], ids=["first", "inside", "last", "row-before", "row-after"])
+def test_strided_windows_of_a_contiguous_row_read_its_entries_and_never_the_memory_around_it(start: int) -> None:
+    """The positions of an ``as_strided`` read of a contiguous tensor are its addresses less the tensor's offset: the
+    lowered module reads the same entries on fresh inputs; a read reaching memory the tensor does not hold (the rows
+    around it) is no read of the row's entries: not drawn as one (an opaque box), never as wrong positions."""
+    model = WindowsOfARow(start)
+    d = _trace(model, torch.randn(3, 9, 4))
+    inside = 0 <= start <= 4  # (the last window ends 31 entries after the first: within the 36 of the row)
+    assert (d.opaque_count == 0) == inside
+    if inside:
+        assert d.method == "dispatch"
+    module = d.to_torch()
+    for _ in range(3):
+        fresh = torch.randn(3, 9, 4)
+        torch.testing.assert_close(module(fresh), model(fresh))
+
+
 def test_a_value_read_by_tolist_is_a_refusal_naming_the_line_not_a_constant() -> None:
     class Split(torch.nn.Module):  # JetMoE's router: expert sizes read with .tolist() set the split sizes
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -563,12 +563,18 @@ class _Recording(Aliases, InPlace):
         # the first time, ~0.25 ms per 512 kB on a first call)
         kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
         memory = torch.arange(entries, dtype=kind)
-        mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
         read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
-        entry = torch.full_like(memory, -1)
-        entry[mine] = torch.arange(mine.numel(), dtype=kind)
-        positions = entry[read]
-        if bool((positions < 0).any()):
+        if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
+            positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
+            low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
+            outside = bool(low < 0) or bool(high >= x.numel())
+        else:  # any layout: each address's entry of x (-1: none)
+            mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
+            entry = torch.full_like(memory, -1)
+            entry[mine] = torch.arange(mine.numel(), dtype=kind)
+            positions = entry[read]
+            outside = bool((positions < 0).any())
+        if outside:
             raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
         lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
         flat = self.emit(torch.ops.aten.reshape.default, x, [*x.shape[:lead], -1])
