@@ -121,3 +121,68 @@ def test_isin_is_a_comparison_with_every_test_element_and_any_over_them(test: Ca
     for x in ids + [torch.full((2, 9), 7)]:
         torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)
         torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
+
+
+class _Matrices(torch.nn.Module):
+    def __init__(self, f: Fn) -> None:
+        super().__init__()
+        self.f, self.linear = f, torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(self.linear(x))
+
+
+def _spd(a: torch.Tensor) -> torch.Tensor:
+    return a @ a.mT + torch.eye(3)
+
+
+class _TrainedNorm(torch.nn.Module):
+    def __init__(self, track: bool) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3, track_running_stats=track)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+#: opaque calls real traced models hold that ncd's own JSON reader refused (not on the allowlist): pure tensor functions
+PURE: dict[str, Callable[[], torch.nn.Module]] = {
+    "slogdet": lambda: _Matrices(lambda a: torch.linalg.slogdet(a)[0] * torch.linalg.slogdet(a)[1]),
+    "det_logdet": lambda: _Matrices(lambda a: torch.linalg.det(a) + torch.logdet(_spd(a))),
+    "matrix_exp": lambda: _Matrices(torch.matrix_exp),
+    "histc": lambda: _Matrices(lambda a: torch.histc(a, 5, -1, 1)),
+    "antialiased_resize": lambda: _Matrices(lambda a: F.interpolate(a[None], size=(5, 2), mode="bilinear", antialias=True)
+                                            + F.interpolate(a[None], size=(5, 2), mode="bicubic", antialias=True)),
+    "inverse_solve_cholesky": lambda: _Matrices(lambda a: torch.linalg.inv(_spd(a)) + torch.linalg.solve(_spd(a), a)
+                                                + torch.linalg.cholesky(_spd(a))),
+    "batch_norm_training_without_statistics": lambda: _TrainedNorm(False).train(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_ncd_s_own_json_of_these_pure_opaque_calls_loads_untrusted_and_runs(name: str) -> None:
+    model = PURE[name]()
+    inputs = [torch.randn(4, 3, 3, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    if isinstance(model, _TrainedNorm):
+        inputs = [x[:, 0] for x in inputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, inputs[0])
+        assert d.opaque_count > 0  # (still opaque: the file names the operator)
+        loaded = ncd.load_json(d.to_json())  # untrusted: every opaque target must be on the allowlist
+        lowered = loaded.to_torch()
+        lowered.load_state_dict(d.state_dict(lowered))
+    for x in inputs:
+        torch.testing.assert_close(lowered(x), model(x), rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_a_batch_norm_updating_running_statistics_is_refused_from_an_untrusted_file() -> None:
+    """Training with running statistics writes into the box's inputs (the statistics): not a pure function."""
+    model = _TrainedNorm(True).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(4, 3))
+    assert dict(d.opaque) == {"aten.batch_norm.default": 1}
+    with pytest.raises(ncd.NCDError, match="updates running statistics in place"):
+        ncd.load_json(d.to_json())
+    ncd.load_json(d.to_json(), trust=True)  # a file the user trusts loads

@@ -19,6 +19,8 @@ ncd.errors.ParseError: operator aten.from_file.default may reach files, storage,
 
 from __future__ import annotations
 
+from typing import Any
+
 from ncd.errors import ParseError
 
 __all__ = ["ALLOWED", "check_allowed", "side_effects"]
@@ -54,8 +56,11 @@ upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact
 upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d pixel_shuffle pixel_unshuffle
 im2col col2im grid_sampler grid_sampler_2d grid_sampler_3d affine_grid_generator
 native_layer_norm layer_norm group_norm native_group_norm rms_norm _native_batch_norm_legit_no_training
-embedding embedding_bag _embedding_bag embedding_renorm one_hot scaled_dot_product_attention
+batch_norm embedding embedding_bag _embedding_bag embedding_renorm one_hot scaled_dot_product_attention
 _scaled_dot_product_flash_attention_for_cpu
+_upsample_bilinear2d_aa _upsample_bicubic2d_aa histc
+det linalg_det logdet slogdet linalg_slogdet matrix_exp linalg_matrix_exp inverse linalg_inv linalg_solve cholesky
+linalg_cholesky
 """
 _INDEXING = """
 gather index_select take_along_dim take index scatter scatter_add scatter_reduce index_add index_copy index_fill
@@ -125,8 +130,30 @@ def side_effects(target: str) -> list[str]:
     return found
 
 
-def check_allowed(target: str) -> None:
-    """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it)."""
+def _writes_statistics(target: str, args: tuple[Any, ...] | None) -> bool:
+    """Whether a ``batch_norm`` call updates running statistics in place (training with ``running_mean`` or
+    ``running_var`` given): it writes into its inputs.  Evaluation, or training without running statistics
+    (``track_running_stats=False``: the batch's own), computes from its arguments alone."""
+    if target.split(".")[1] != "batch_norm":
+        return False
+    if args is None or len(args) < 6:
+        return True
+    return args[5] is not False and (args[3] is not None or args[4] is not None)
+
+
+def check_allowed(target: str, args: tuple[Any, ...] | None = None) -> None:
+    """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it); ``args``, the
+    call's arguments, where they decide it (``batch_norm``: allowed unless it updates running statistics).
+
+    >>> check_allowed("aten.batch_norm.default", (("$in", 0), None, None, None, None, True, 0.1, 1e-5, True))
+    >>> check_allowed("aten.batch_norm.default", tuple(("$in", k) for k in range(5)) + (True, 0.1, 1e-5, True))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ncd.errors.ParseError: operator aten.batch_norm.default updates running statistics in place (training), ...
+    """
+    if _writes_statistics(target, args):
+        raise ParseError(f"operator {target} updates running statistics in place (training), so an untrusted diagram"
+                         " may not call it; load the file with ncd.load_json(text, trust=True) only if you trust it")
     effects = side_effects(target)  # an unknown operator is refused here, by name
     if effects:
         raise ParseError(f"operator {target} {' and '.join(effects)}, so an untrusted diagram may not call it;"
