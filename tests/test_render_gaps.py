@@ -12,7 +12,8 @@ import pytest
 
 from ncd.ir.axes import parse_type
 from ncd.render.context import LayoutContext
-from ncd.render.frag import Deferred, _bounds, _extent
+from ncd.render.extents import _bounds, _extent
+from ncd.render.frag import Deferred
 from ncd.render.style import Style
 
 TYPES = ["b n m, n, b", "s d, s d, s d, h", "x̄/2 k, n", "b t (h*d)", "a"]

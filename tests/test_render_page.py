@@ -177,7 +177,7 @@ def test_probe_measures_what_lay_draws(options: dict) -> None:
     model, a small traced GPT-2, traced plain-PyTorch models and each block and column inside them (laid out
     separately, from fresh contexts)."""
     from ncd.ir.diagram import Block, Seq
-    from ncd.render.frag import smallest_text
+    from ncd.render.extents import smallest_text
     from ncd.render.layout import Layout, _read_axes
     from ncd.render.style import Style
 
@@ -246,7 +246,7 @@ def test_probe_measures_a_later_layer_by_the_earlier_layers_equal_leaves() -> No
     draws ``layers.1`` by the definition they share, not its leaves): the width and the smallest text are still the
     laid-out one-row drawing's, and the page that of a layout that lays every measured drawing out, where the layers
     are equal, differ in an activation, or differ in a size."""
-    from ncd.render.frag import smallest_text
+    from ncd.render.extents import smallest_text
     from ncd.render.layout import Layout, _read_axes
     from ncd.render.style import Style
     from ncd.render.svg import paint_svg
@@ -306,7 +306,8 @@ def test_a_gaps_labels_are_measured_as_the_gap_draws_them() -> None:
     label width (``gap`` is ``max(8, widest) + `` the width of a straight run) and its smallest text."""
     from ncd.ir.axes import Axis, Segment, Type
     from ncd.ir.diagram import Identity
-    from ncd.render.frag import _bend_width, smallest_text
+    from ncd.render.extents import smallest_text
+    from ncd.render.frag import _bend_width
     from ncd.render.layout import Layout, _read_axes
     from ncd.render.style import Style
     from ncd.render.typeset import symbol_pieces

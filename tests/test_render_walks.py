@@ -8,7 +8,8 @@ import pytest
 
 import ncd
 from ncd.render import layout
-from ncd.render.frag import Frag, _any_hit, _bounds, _extent, smallest_text
+from ncd.render.extents import _any_hit, _bounds, _extent, smallest_text
+from ncd.render.frag import Frag
 from ncd.render.layout import Layout, _read_axes
 from ncd.render.model import Path, Text, flatten
 from ncd.render.style import Style

@@ -17,7 +17,8 @@ from typing import Any
 from ncd.ir.axes import Type
 from ncd.ir.collector import no_collector
 from ncd.render.context import LayoutContext
-from ncd.render.frag import Frag, Memo, _any_hit, _rows, flat, smallest_text
+from ncd.render.extents import Memo, _any_hit, smallest_text
+from ncd.render.frag import Frag, _rows, flat
 from ncd.render.legend import closed_rows, legend_items
 from ncd.render.model import Drawing, Item, Port, Text
 from ncd.render.typeset import typeset_text
@@ -65,7 +66,7 @@ class Framing:
 
     def smallest(self, frag: Frag, memo: Memo | None = None) -> float | None:
         """The smallest size of the drawing's visible text, ``None`` when it has none (``memo``: see
-        :func:`~ncd.render.frag.smallest_text`)."""
+        :func:`~ncd.render.extents.smallest_text`)."""
         found = smallest_text(frag, float("inf"), memo)
         for it in self.header + self.legend:
             if isinstance(it, Text):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
 from ncd.render.context import LayoutContext
-from ncd.render.frag import smallest_text
+from ncd.render.extents import smallest_text
 from ncd.render.generic import family
 from ncd.render.style import Style
 from ncd.render.typeset import Piece, pieces, typeset_text

@@ -67,7 +67,8 @@ ARROW_RUN, ARROW_DROP = 16.0, 7.0
 
 def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
-    from ncd.render.frag import Frag, smallest_text
+    from ncd.render.extents import smallest_text
+    from ncd.render.frag import Frag
     from ncd.render.framing import Framing, _finish, framed, framing
 
     style = ctx.style
