@@ -93,7 +93,8 @@ def _traced_values(diagram: Diagram, module: Any) -> None:
     """A traced diagram's own values (its weights, in their types: a half-precision model's too) loaded into
     ``module``, lowered from the diagram's plain block (without the traced values it would hold placeholder weights in
     torch's default type, and a float16 model's inputs would meet float32 weights)."""
-    from ncd.trace import TracedDiagram, _typed_as
+    from ncd.trace import TracedDiagram
+    from ncd.trace.loading import _typed_as
 
     if not isinstance(diagram, TracedDiagram) or not diagram.tensors:
         return
