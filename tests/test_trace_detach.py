@@ -82,10 +82,11 @@ def test_constant_detached_keeps_its_node() -> None:
     assert torch.equal(mul.args[1].value, torch.tensor([2.0, 3.0]))
 
 
-def test_live_detach_in_place_is_warned_as_detach() -> None:
-    """``y.detach_()`` of a value of the inputs is a stop-gradient, as ``y.detach()`` is: the diagram's gradients flow
-    through it, so the same warning names it (on main it was drawn as the identity without a word); ``torch.tensor``'s
-    own ``detach_`` of the constant it makes is not the model's and is not warned about."""
+def test_live_detach_in_place_is_drawn_as_detach() -> None:
+    """``y.detach_()`` of a value of the inputs is a stop-gradient, as ``y.detach()`` is: drawn ``sg`` (recorded as its
+    functional ``detach``), so the lowered module's gradients are the model's and no warning says they flow through it
+    (it did, after detach was drawn as sg); ``torch.tensor``'s own ``detach_`` of the constant it makes is not the
+    model's and is not warned about either."""
 
     class Live(torch.nn.Module):
         def __init__(self) -> None:
@@ -96,11 +97,18 @@ def test_live_detach_in_place_is_warned_as_detach() -> None:
             y = self.lin(x)
             return (y * 2).detach_() + y
 
-    x = torch.randn(2, 4)
+    torch.manual_seed(0)
+    x, model = torch.randn(2, 4), Live()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        ncd.trace(Live(), x)
-    assert any("detaches values from autograd" in str(w.message) for w in seen)
+        d = ncd.trace(model, x)
+    assert not any("detaches values from autograd" in str(w.message) for w in seen)
+    assert "detach" in {b.prim.op for b in d.boxes()}
+    lowered = d.to_torch()
+    model(x).sum().backward()
+    lowered(x).sum().backward()
+    for p, q in zip(model.parameters(), lowered.parameters()):  # the weight's gradient is y's alone (2y is cut)
+        assert p.grad is not None and q.grad is not None and torch.allclose(q.grad, p.grad, atol=1e-6)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         ncd.trace(Scaled().eval(), torch.randn(2, 5, 8))

@@ -134,3 +134,93 @@ def test_backward_diagram_at_nan_and_infinite_values_equals_autograd_on_the_mode
     for k in range(3):
         torch.testing.assert_close(got[f"input {k}"], want[k], rtol=1e-6, atol=1e-6, equal_nan=True,
                                    msg=f"{case}: input {k}")
+
+
+# -- stop-gradients drawn as sg: no warning that gradients flow through them, and the lowered gradients are the model's
+class DetachInPlace(nn.Module):
+    """``h.detach_()`` of a value read before (its earlier reader keeps the gradient) and after (cut)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x) * 2
+        before = h + 1
+        h.detach_()
+        return self.b(h) * before
+
+
+class DataOfActivation(nn.Module):
+    """``h.data`` of a value of the inputs (a straight-through product)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return h.data * h
+
+
+@pytest.mark.parametrize("model", [DetachInPlace, DataOfActivation])
+def test_a_drawn_stop_gradient_is_not_warned_and_the_lowered_gradients_are_the_models(model: type[nn.Module]) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    m = model().eval()
+    x = torch.randn(3, 4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        d = ncd.trace(m, x)
+    if model is DetachInPlace:  # warned "its gradients flow through them" (the make_fx capture of h.data, which holds
+        # no lines to tell the drawn detach by, still warns)
+        assert not [w for w in seen if "detaches values" in str(w.message)]
+    assert "detach" in {b.prim.op for b in d.boxes()}
+    lowered = d.to_torch()
+    xm, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    cotangent = torch.randn(3, 4)
+    (m(xm) * cotangent).sum().backward()
+    (lowered(xl) * cotangent).sum().backward()
+    assert xm.grad is not None and xl.grad is not None
+    torch.testing.assert_close(xl.grad, xm.grad, rtol=1e-6, atol=1e-6)
+    for (_, p), q in zip(sorted(m.named_parameters()), [q for _, q in sorted(lowered.named_parameters())]):
+        assert p.grad is not None and q.grad is not None
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-6, atol=1e-6)
+
+
+# -- a constant equal in value to a parameter does not become that parameter --------------------------------------------
+class BufferCopyEqualToParameter(nn.Module):
+    """``F.linear(x, self.table * 1.0)`` of a buffer holding the values of a parameter read elsewhere."""
+
+    def __init__(self, frozen: bool = False) -> None:
+        super().__init__()
+        v = torch.randn(4, 4)
+        self.register_buffer("table", v.clone())
+        self.live = nn.Parameter(v.clone())
+        self.frozen = nn.Parameter(v.clone(), requires_grad=False) if frozen else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.linear(x, self.table * 1.0).relu() + (x @ self.live).sigmoid()
+        return y if self.frozen is None else y + torch.nn.functional.linear(x, self.frozen * 1.0).tanh()
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_copy_of_a_buffer_equal_to_a_parameter_stays_a_constant(frozen: bool) -> None:
+    torch.manual_seed(0)
+    model = BufferCopyEqualToParameter(frozen).eval()
+    x = torch.randn(3, 4)
+    lowered = ncd.trace(model, x).to_torch()
+    # was a second parameter of the lowered module (trained, with a gradient where the model has none)
+    trained = [p for p in lowered.parameters() if p.requires_grad]
+    assert len(trained) == len([p for p in model.parameters() if p.requires_grad]) == 1
+    assert sum(p.numel() for p in lowered.parameters()) == sum(p.numel() for p in model.parameters())
+    xm, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    cotangent = torch.randn(3, 4)
+    (model(xm) * cotangent).sum().backward()
+    (lowered(xl) * cotangent).sum().backward()
+    assert xm.grad is not None and xl.grad is not None and model.live.grad is not None and trained[0].grad is not None
+    torch.testing.assert_close(xl.grad, xm.grad, rtol=1e-6, atol=1e-6)
+    got = trained[0].grad if trained[0].shape == model.live.shape and torch.equal(trained[0], model.live) \
+        else trained[0].grad.t()  # (x @ live is drawn a linear map, which may hold the weight as (out, in))
+    torch.testing.assert_close(got, model.live.grad, rtol=1e-6, atol=1e-6)

@@ -423,16 +423,18 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
 def _made(nodes: list[Any], tensors: tuple[tuple[torch.Tensor, ...], ...]) -> frozenset[int]:
     """The ids of ``tensors`` that are the value of a call reading no parameter, through any chain (a literal
-    ``torch.ones(n)`` given as a layer norm's weight): constants, whatever a parameter holds."""
+    ``torch.ones(n)`` given as a layer norm's weight; ``self.buffer * 1.0`` given to ``F.linear``): constants, whatever
+    a parameter holds (a copy of a buffer equal to a parameter became that parameter: trained, its gradient where the
+    model has none)."""
     held = {id(t) for group in tensors for t in group}
     if not held:
         return frozenset()
-    from ncd.trace.capture import from_state, upstream
+    from ncd.trace.capture import upstream
 
     made: set[int] = set()
-    for node in nodes:  # (a constant the forward made, or a call reading only such: no parameter, buffer or input)
+    for node in nodes:  # (a constant the forward made, or a call reading only such and buffers: no parameter)
         if id(node.value) in held and id(node.value) not in made \
-                and not any(from_state(n) for n in upstream(node, lambda n: n.kind == "call")):
+                and not any(n.kind == "parameter" for n in upstream(node, lambda n: n.kind == "call")):
             made.add(id(node.value))
     return frozenset(made)
 

@@ -130,7 +130,7 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
             versions = {name: t._version for name, t in state.items()}
             with detaches_seen(seen):
                 captured = _capture_make_fx(flat, args, kwargs, names)
-            warn_detached(model, seen)
+            warn_detached(model, _undrawn(seen, captured))
             _warn_written(model, [n for n, t in state.items() if t._version != versions[n]],
                           {n for n, _ in flat.named_parameters()}, ran=True)  # (its graph ran on the model's tensors)
             return captured
@@ -162,13 +162,14 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
 
 
 def _undrawn(seen: dict[str, str], captured: Captured) -> dict[str, str]:
-    """The stop-gradients of ``seen`` that export's graph does not hold: a ``detach()`` or ``.data`` whose line made a
-    ``detach`` of floats in the graph is drawn (a ``detach`` box, :func:`ncd.trace.idioms_wires.alias`), not said."""
+    """The stop-gradients of ``seen`` that export's (or make_fx's) graph does not hold: a ``detach()``, ``detach_()`` or
+    ``.data`` whose line made a ``detach`` of floats in the graph is drawn (a ``detach`` box,
+    :func:`ncd.trace.idioms_wires.alias`), not said."""
     from ncd.trace.registry import op_name
 
     drawn = {n.line for n in captured.nodes if n.kind == "call" and n.line and op_name(n.target)[0] == "aten.detach"
              and isinstance(n.value, torch.Tensor) and n.value.is_floating_point()}
-    return {line: what for line, what in seen.items() if not (what in ("detach", ".data") and line in drawn)}
+    return {line: what for line, what in seen.items() if not (what in ("detach", "detach_", ".data") and line in drawn)}
 
 
 def _warn_shared_written(model: torch.nn.Module, ep: Any, same: _Same, leaves: int) -> None:

@@ -346,7 +346,8 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
                       " calling the Function itself, so the lowered module's backward is theirs (not drawn: a backward"
                       " of its own need not be its forward's gradient)", RuntimeWarning, stacklevel=user_stacklevel())
-    warn_detached(model, {line: what for line, what in rec.detached.items() if what != "detach"})  # (drawn: sg)
+    warn_detached(model, {line: what for line, what in rec.detached.items() if what not in ("detach", "detach_")})
+    # (drawn: sg; ``h.detach_()`` is recorded as its functional ``detach``, whose readers after it take no gradient)
     # the modules and state the run left, read once for the attributes below and the bindings (:func:`record`)
     after = rec.walk.after = _Walk(model)
     kept = _kept_live(model, rec, after)
