@@ -14,7 +14,7 @@ weaves it over all of that tensor's axes, exactly as the paper draws ``➤R➤``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
@@ -213,12 +213,19 @@ class ScaleOp(Primitive):
     its reciprocal: lowered as that division, which a multiplication by the rounded reciprocal is not, bit for bit
     (``x * 0.3333333333333333`` is one rounding off ``x / 3``); drawn as the factor.
 
+    ``mean``: the scale closes a mean, the sum over some wires that the einsum just before it computes (a traced
+    ``x.mean(d)`` in float16/bfloat16): lowered as ``torch.mean`` of that einsum's operand, which sums in float32 and
+    divides before rounding to the input's type (a half sum then divided rounds twice, or overflows to inf where the
+    mean does not); drawn, costed and differentiated as the scale.  Where the value it reads is not such a sum it is
+    lowered as the scale.
+
     >>> ScaleOp(sympy.Rational(1, 3), sympy.Integer(3)).label()
     '*1/3'
     """
 
     factor: Size
     divisor: Size | None = None
+    mean: bool = False
 
     op: ClassVar[str] = "scale"
     weave_policy = weaving.always
@@ -233,13 +240,21 @@ class ScaleOp(Primitive):
 
         if self.divisor is not None and self.divisor.has(sympy.oo, -sympy.oo, sympy.nan):
             raise ParseError(f"Scale takes a finite divisor, not {self.divisor}")
+        if not isinstance(self.mean, bool):
+            raise ParseError(f"Scale's mean is True or False, not {self.mean!r}")
 
     def signature(self) -> tuple[Type, Type]:
         return SCALAR_TYPE, SCALAR_TYPE
 
     def fields(self) -> dict[str, Any]:
-        """The fields, without a divisor that is none (a multiplication's JSON is as before there was one)."""
-        return {"factor": self.factor} if self.divisor is None else {"factor": self.factor, "divisor": self.divisor}
+        """The fields, without a divisor that is none nor a mean that is false (a multiplication's JSON is as before
+        there were any)."""
+        out: dict[str, Any] = {"factor": self.factor}
+        if self.divisor is not None:
+            out["divisor"] = self.divisor
+        if self.mean:
+            out["mean"] = True
+        return out
 
     def label(self) -> str:
         if not finite(self.factor):
@@ -448,6 +463,12 @@ def _grouped(text: str) -> bool:
 
 @LOWERING.rule(ScaleOp)
 def lower_scale(prim: ScaleOp, ctx: RuleContext) -> list[str]:
+    if prim.mean:
+        from ncd.torch.means import lower_mean
+
+        closed = lower_mean(ctx)
+        if closed is not None:
+            return [closed]
     if prim.divisor is not None:  # the model's division (its rounding, not its reciprocal's)
         text = factor_text(ctx, divisor=True)
         return [f"{ctx.args[0].var} / {text if ' ' not in text or _grouped(text) else '(' + text + ')'}"]
@@ -561,8 +582,8 @@ SELECTED = frozenset({"relu", "relu6", "hardtanh", "hardsigmoid"})
 
 @transpose(ScaleOp)
 def transpose_scale(prim: ScaleOp, box: Box) -> Diagram:
-    """Scaling is linear and self-transposed: ``∂x = factor · g``."""
-    return Box(prim)
+    """Scaling is linear and self-transposed: ``∂x = factor · g`` (a mean's scale, no mean: ``g`` is no sum)."""
+    return Box(replace(prim, mean=False) if prim.mean else prim)
 
 
 @partials(MultiplyOp)

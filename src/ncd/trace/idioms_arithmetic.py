@@ -518,19 +518,18 @@ def reduce(conv: Converter, node: Node) -> None:
     keep = len(node.args) > 2 and node.args[2]
     out = Segment(tuple(a for k, a in enumerate(seg.axes) if k not in dims))
     mean = "mean" in node.target.name()
-    # in half precision the scale comes first: torch's mean divides its float32 sum before rounding to the input's
-    # type, and a half sum of the unscaled values overflows to inf where the mean does not (float16: 8 values of 1e4)
-    early = mean and x.value.dtype in (torch.float16, torch.bfloat16)
-    if early:
-        vid = _scale(conv, vid, 1 / count_of(conv, [seg.axes[d] for d in dims]))
+    # in half precision torch's mean sums in float32 and divides before rounding to the input's type once: the scale
+    # says so (``mean``) and lowers as ``torch.mean`` of the sum's operand (ncd.torch.means), where a half sum then
+    # divided rounds twice, or overflows to inf where the mean does not (float16: 8 values of 1e4)
+    half = mean and x.value.dtype in (torch.float16, torch.bfloat16)
     box = Box(EinsumOp(Type((seg,)), out))
     (vid2,) = conv.emit(box, [vid], [out])
-    if mean and not early:  # 1 over the reduced wires' sizes: their symbols where the names hold them; lowered as
+    if mean:  # 1 over the reduced wires' sizes: their symbols where the names hold them; lowered as
         # torch's mean computes it, its sum divided by their count (``* b**-1 * m**-1`` rounded twice)
         count = count_of(conv, [seg.axes[d] for d in dims])
         if count != 1:  # (over wires of one entry: no box; a number of entries a power of two: exact times 1/n)
             exact = not count.free_symbols and abs(math.frexp(int(count))[0]) == 0.5
-            vid2 = conv.apply(Box(ScaleOp(1 / count, None if exact else count)), [vid2])
+            vid2 = conv.apply(Box(ScaleOp(1 / count, None if exact else count, mean=half)), [vid2])
     if keep:
         names = kept_units(seg.names, dims)
         vid2 = conv.view(vid2, names, _shape(node))
