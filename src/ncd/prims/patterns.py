@@ -110,6 +110,10 @@ class Attention:
     #: storage order of the operands (0: Q, 1: K, -1: V) whose learned map stores its rows in the order
     #: SDPA reads (:func:`chosen_rows`); the others are stored in their declared order
     stored: dict[int, list[str]] = field(default_factory=dict)
+    #: grouped-query attention: the key/value heads' axis (the last batch axis) when the queries are a group axis
+    #: then positions (``b g r t k`` against ``b g t' k``): SDPA runs with ``enable_gqa`` on the query heads ``(g r)``,
+    #: as a model calling it so does (causal too); ``None``: the query axes are packed into one
+    gqa: str | None = None
 
     def operands(self) -> list[tuple[int, list[str], list[str]]]:
         """``(index, declared axes, the order SDPA reads)`` of Q, K and V."""
@@ -370,7 +374,10 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
     query = [n for n in out if n in scores and n in q and n not in kk]
     if not query or set(batch) | set(query) | {key} != set(scores):
         return None
-    if causal is not None and (query != [causal.query.name] or causal.key.name != key):
+    gqa = batch[-1] if len(query) == 2 and padding is None and batch and batch[-1] in v and query[0] not in v \
+        and (causal is None or query[-1] == causal.query.name) else None
+    if causal is not None and (query[-1:] != [causal.query.name] or causal.key.name != key
+                               or len(query) > 1 and gqa is None):
         return None
     if padding is not None and (mask is None or padding.key.name != key or key not in mask or not set(mask) <= set(scores)):
         return None
@@ -386,4 +393,5 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
     return Attention(
         list(q), list(kk), list(v), list(mask) if mask else None, list(out), batch, query, key,
         [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, final_cod[0].axes,
+        gqa=gqa,
     )

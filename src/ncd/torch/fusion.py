@@ -349,7 +349,11 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
     if nc > 1:
         q = _assign(em, "q", f"{q}.flatten({-nc})", a.batch + a.query + [contracted], known)
         k = _assign(em, "k", f"{k}.flatten({-nc})", a.batch + [a.key, contracted], known)
-    if nq > 1:
+    gqa = a.gqa is not None
+    if gqa:  # the query heads (g r): SDPA's grouped queries read key/value head g, as the model's enable_gqa call
+        heads = _group([a.batch[-1], a.query[0]])
+        q = _assign(em, "q", f"{q}.flatten(-4, -3)", a.batch[:-1] + [heads, a.query[1], contracted], known)
+    elif nq > 1:
         q = _assign(em, "q", f"{q}.flatten({-nq - 1}, -2)", a.batch + [queries, contracted], known)
     if nv > 1:
         v = _assign(em, "v", f"{v}.flatten({-nv})", a.batch + [a.key, values_], known)
@@ -373,6 +377,8 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
         options.append(f"dropout_p={a.dropout!r} if self.training else 0.0")
     if a.causal and a.mask is None:
         options.append("is_causal=True")
+    if gqa:
+        options.append("enable_gqa=True")
     if a.scale.free_symbols and symbolic_lowering():
         options.append(f"scale={size_code(a.scale) or symbolic_text(a.scale)}")
     else:
@@ -381,6 +387,14 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
     call = Expr(f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})", "call",
                 "F.scaled_dot_product_attention", tuple(em.values[n] for n in operands),
                 options=(("scale", a.scale), ("is_causal", a.causal and a.mask is None), ("dropout_p", a.dropout)))
+    if gqa:
+        out = _assign(em, "attention", call, a.batch[:-1] + [heads, a.query[1], values_], known, kind="call")
+        if nv > 1:
+            out = _assign(em, "attention", f"{out}.unflatten(-1, {tuple(sizes[n] for n in a.value)})",
+                          a.batch[:-1] + [heads, a.query[1]] + a.value, known)
+        out = _assign(em, "attention", f"{out}.unflatten({-nv - 2}, {(sizes[a.batch[-1]], sizes[a.query[0]])})",
+                      a.batch + a.query + a.value, known)
+        return [Value(_arrange(em, out, a.batch + a.query + a.value, a.out, "attention", known), a.out_axes, "float")]
     out = _assign(em, "attention", call, a.batch + [queries, values_], known, kind="call")
     if nv > 1:
         out = _assign(em, "attention", f"{out}.unflatten(-1, {tuple(sizes[n] for n in a.value)})",

@@ -1,0 +1,60 @@
+"""Grouped-query attention (query heads ``(g r)`` reading key/value head ``g``), causal or not, lowers to the SDPA call
+the model makes (``enable_gqa=True``): bit for bit the model's in float32, float16 and bfloat16.  A causal one was
+left unfused (einsum, scale, mask, softmax, einsum): 0.002 off in bfloat16, 9e-8 in float32."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+
+
+class Grouped(nn.Module):
+    def __init__(self, causal: bool, repeat: bool, heads: int = 6, groups: int = 2, k: int = 8, m: int = 24) -> None:
+        super().__init__()
+        self.q = nn.Linear(m, heads * k, bias=False)
+        self.k = nn.Linear(m, groups * k, bias=False)
+        self.v = nn.Linear(m, groups * k, bias=False)
+        self.o = nn.Linear(heads * k, m, bias=False)
+        self.heads, self.groups, self.width, self.causal, self.repeat = heads, groups, k, causal, repeat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.heads, self.width).transpose(1, 2)
+        k = self.k(x).view(b, t, self.groups, self.width).transpose(1, 2)
+        v = self.v(x).view(b, t, self.groups, self.width).transpose(1, 2)
+        if self.repeat:  # transformers' repeat_kv
+            r = self.heads // self.groups
+            k = k[:, :, None].expand(b, self.groups, r, t, self.width).reshape(b, self.heads, t, self.width)
+            v = v[:, :, None].expand(b, self.groups, r, t, self.width).reshape(b, self.heads, t, self.width)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=True)
+        return self.o(a.transpose(1, 2).reshape(b, t, -1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("repeat", [True, False])
+def test_grouped_query_attention_lowers_to_the_model_s_sdpa(dtype: torch.dtype, causal: bool, repeat: bool) -> None:
+    torch.manual_seed(0)
+    model = Grouped(causal, repeat).to(dtype).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 7, 24).to(dtype))
+    source = d.to_source()
+    assert "enable_gqa=True" in source and "torch.softmax" not in source
+    assert ("is_causal=True" in source) == causal
+    lowered = d.to_torch()
+    for seed in (1, 2):
+        x = torch.randn(2, 7, 24, generator=torch.Generator().manual_seed(seed)).to(dtype)
+        with torch.no_grad():
+            assert torch.equal(lowered(x), model(x))
+    x = torch.randn(2, 7, 24, dtype=torch.float64)  # and in float64, where a wrong grouping of heads shows plainly
+    wide = Grouped(causal, repeat).double().eval()
+    wide.load_state_dict(model.state_dict())
+    lowered64 = d.to_torch().double()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered64(x), wide(x), rtol=1e-12, atol=1e-12)
