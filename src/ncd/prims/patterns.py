@@ -46,6 +46,7 @@ from ncd.prims.elementwise import ScaleOp
 from ncd.prims.linear import EinsumOp
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
+from ncd.prims.structure import AddOp
 
 __all__ = ["Attention", "recognise_attention", "attention_of", "disabled", "ENABLED", "packs", "chosen_rows", "chosen_columns"]
 
@@ -114,6 +115,8 @@ class Attention:
     #: then positions (``b g r t k`` against ``b g t' k``): SDPA runs with ``enable_gqa`` on the query heads ``(g r)``,
     #: as a model calling it so does (causal too); ``None``: the query axes are packed into one
     gqa: str | None = None
+    #: the axes of a float mask added to the scaled scores (SDPA's float ``attn_mask``: T5's position bias)
+    bias: list[str] | None = None
 
     def operands(self) -> list[tuple[int, list[str], list[str]]]:
         """``(index, declared axes, the order SDPA reads)`` of Q, K and V."""
@@ -314,14 +317,15 @@ def recognise_attention(parts: Sequence[Diagram], k: int) -> tuple[int, Attentio
 
 
 def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg: Segment | None, v_seg: Segment,
-                 scores_names: Sequence[tuple[str, ...]], final: Box, final_dom: Type, final_cod: Type
-                 ) -> Attention | None:
+                 scores_names: Sequence[tuple[str, ...]], final: Box, final_dom: Type, final_cod: Type,
+                 bias_seg: Segment | None = None) -> Attention | None:
     """The attention computed by a chain of ``boxes`` (score einsum, scales and masks, softmax, optional dropout)
     on queries ``q_seg`` and keys ``k_seg`` (with ``mask_seg`` for a padding mask), then ``final`` (the einsum of the
     probabilities with the values ``v_seg``), all checked by axis name on their full (woven) types:
     ``scores_names`` are the axes of every tensor between the two einsums, ``final_dom``/``final_cod`` the woven
-    type of ``final``.  ``None`` unless it is exactly SDPA's computation.  Both readings ask it: the lowered
-    program's steps (``ncd.torch.fusion``) and a diagram's parts (:func:`recognise_attention`).
+    type of ``final``; ``bias_seg``: a float mask the chain adds to the scores after every scale (SDPA's float
+    ``attn_mask``, one query axis, no other mask).  ``None`` unless it is exactly SDPA's computation.  Both readings
+    ask it: the lowered program's steps (``ncd.torch.fusion``) and a diagram's parts (:func:`recognise_attention`).
     """
     if not (isinstance(final.prim, EinsumOp) and len(final.prim.inputs) == 2):
         return None
@@ -329,10 +333,14 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
     if not boxes or not isinstance(boxes[0].prim, EinsumOp) or len(boxes[0].prim.inputs) != 2:
         return None
     scale: sympy.Expr = sympy.Integer(1)
-    causal, padding, masked, softmax, dropout = None, None, False, None, None
+    causal, padding, masked, softmax, dropout, added = None, None, False, None, None, False
     for box in boxes[1:]:
         prim = box.prim
-        if softmax is None and isinstance(prim, ScaleOp):
+        if softmax is None and isinstance(prim, AddOp) and bias_seg is not None and not added and prim.n == 2:
+            added = True
+        elif softmax is None and isinstance(prim, ScaleOp):
+            if added:  # a scale after the bias scales it too: not SDPA's scores * scale + mask
+                return None
             factor = prim.factor
             if masked and not (factor.is_positive or (not factor.free_symbols and float(factor) > 0)):
                 return None
@@ -349,7 +357,9 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
             dropout = prim.p
         else:
             return None
-    if softmax is None or (padding is None) != (mask_seg is None):
+    if softmax is None or (padding is None) != (mask_seg is None) or added != (bias_seg is not None):
+        return None
+    if bias_seg is not None and (padding is not None or causal is not None or bias_seg.dtype == "bool"):
         return None
     # -- names on the full (woven) types -------------------------------------------------------
     q, kk, v = q_seg.names, k_seg.names, v_seg.names
@@ -381,17 +391,19 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
         return None
     if padding is not None and (mask is None or padding.key.name != key or key not in mask or not set(mask) <= set(scores)):
         return None
+    if bias_seg is not None and (len(query) != 1 or not _unique(bias_seg.names) or not set(bias_seg.names) <= set(scores)):
+        return None
     if set(final.prim.contracted) != {key} or key not in v:
         return None
     value = [n for n in out if n in v and n not in scores]
     if not value or not (set(v) - {key} - set(value)) <= set(batch) or set(out) != set(batch) | set(query) | set(value):
         return None
     sizes: dict[str, sympy.Expr] = {}
-    for seg in [q_seg, k_seg] + ([mask_seg] if mask_seg is not None else []) + [v_seg] + list(final_cod):
+    for seg in [q_seg, k_seg] + [m for m in (mask_seg, bias_seg) if m is not None] + [v_seg] + list(final_cod):
         for a in seg:
             sizes[a.name] = a.size
     return Attention(
         list(q), list(kk), list(v), list(mask) if mask else None, list(out), batch, query, key,
         [n for n in q if n in contracted], value, scale, causal is not None, dropout or 0.0, sizes, final_cod[0].axes,
-        gqa=gqa,
+        gqa=gqa if bias_seg is None else None, bias=list(bias_seg.names) if bias_seg is not None else None,
     )

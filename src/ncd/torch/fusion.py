@@ -6,6 +6,10 @@ program's dataflow back through the steps — the values each step reads, by ide
 
     scores = einsum(q, k) → scale … → [causal / padding mask] → softmax → [dropout] → einsum(scores, v)
 
+or, under a float mask ``m`` (SDPA's ``attn_mask``: T5's position bias), ``… scale … → + m → padding mask (m > -inf)
+→ softmax …`` (the sum lowered with its woven axes moved in front and back, the comparison too, and the crossings
+the values pass through are read past: ``_unframe``, ``_through``; the crossings keep their other wires),
+
 checks the axes by name on each step's full (woven) types (:func:`ncd.prims.patterns.attention_of`, the same
 check a diagram's reading makes), and replaces those steps, their ops and anything they declared (a dropout
 module) by one ``fused`` step whose ops call SDPA.  Every value between the two einsums must be read by the next
@@ -33,13 +37,12 @@ gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import sympy
 
-from ncd.ir.axes import Axis, Dtype, Segment, Type
+from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.program import Expr, Op, OpKind, Program, Step, Value, size_code
 from ncd.ir.size import evaluate, symbolic_lowering, symbolic_text
@@ -52,6 +55,8 @@ from ncd.prims.patterns import chosen_columns as _chosen_columns
 from ncd.prims.patterns import chosen_rows as _chosen_rows
 from ncd.prims.regularization import DropoutOp
 from ncd.prims.softmax import SoftmaxOp
+from ncd.prims.structure import AddOp
+from ncd.torch.fusion_steps import _finite_of, _full, _producer, _scores_side, _through, _uncrossed, _unframe
 
 if TYPE_CHECKING:
     from ncd.torch.codegen import ClassEmitter, Codegen
@@ -62,7 +67,6 @@ __all__ = ["fuse_attention", "fused_scale", "disabled", "inherited_layouts", "ch
 LAYOUTS_CHOSEN = True
 
 #: per lowering (its :class:`~ncd.torch.codegen.Codegen`), the producer index of every step list searched
-_INDEXES: weakref.WeakKeyDictionary[object, dict[int, _Producers]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -93,65 +97,6 @@ def chosen_columns(parts: Sequence[Diagram], k: int) -> dict[int, tuple[str, ...
 _CHAIN = (ScaleOp, CausalMaskOp, PaddingMaskOp, SoftmaxOp, DropoutOp)
 
 
-def _full(step: Step) -> tuple[Box, Type, Type]:
-    """A box step's box and its full types, read off the values it reads and writes (with the axes it runs woven
-    over in place; without those an enclosing class moved in front, as the box's types are written)."""
-    assert step.box is not None
-    return step.box, _type(step.inputs), _type(step.outputs)
-
-
-def _type(values: Sequence[Value]) -> Type:
-    return Type(tuple(Segment(v.axes, cast(Dtype, v.dtype)) for v in values))
-
-
-class _Producers:
-    """Which step of a list of steps wrote each value (by identity), kept in step with the list as lowering grows it,
-    so that finding a value's producer costs O(1) amortised however far back it is, not a walk back over the steps.
-
-    Lowering appends steps and deletes the tail it moves into a box step (``Codegen._box_step``); the rewrite
-    removes a pattern's steps from its first on.  Either way the list changes from some position on: :meth:`sync`
-    finds that position walking back from the end over the changed positions only and indexes the steps from there.
-    An entry whose step is no longer at its position is stale and dropped when met.
-    """
-
-    def __init__(self, steps: list[Step]) -> None:
-        self.steps = steps
-        self.seen: list[Step] = []  # the step indexed at each position
-        self.at: dict[int, list[tuple[int, Step, Value]]] = {}  # id(value) -> its writers (position, step, value)
-
-    def sync(self) -> None:
-        steps, seen = self.steps, self.seen
-        k = min(len(seen), len(steps))
-        while k and seen[k - 1] is not steps[k - 1]:
-            k -= 1
-        del seen[k:]
-        for i in range(k, len(steps)):
-            seen.append(steps[i])
-            for v in steps[i].outputs:  # (the value is kept with its entry: its id is not reused meanwhile)
-                self.at.setdefault(id(v), []).append((i, steps[i], v))
-
-    def producer(self, before: int, value: Value) -> int | None:
-        """The position of the last step before ``before`` that wrote ``value``."""
-        self.sync()
-        entries = self.at.get(id(value), [])
-        for j in range(len(entries) - 1, -1, -1):
-            i, step, _ = entries[j]
-            if i >= len(self.steps) or self.steps[i] is not step:
-                del entries[j]  # stale: its step was moved or removed
-            elif i < before:
-                return i
-        return None
-
-
-def _producer(gen: Codegen, steps: list[Step], before: int, value: Value) -> int | None:
-    """The index of the step before ``before`` that wrote ``value`` (by identity), however far back."""
-    lists = _INDEXES.setdefault(gen, {})
-    index = lists.get(id(steps))
-    if index is None or index.steps is not steps:
-        index = lists[id(steps)] = _Producers(steps)
-    return index.producer(before, value)
-
-
 def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     """Rewrite the attention the last recorded step closes, if any (see the module's docstring): the steps and
     ops of the pattern are replaced by one ``fused`` step calling SDPA; returns its outputs, else ``None``."""
@@ -165,44 +110,75 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     chain: list[int] = []  # the steps from the softmax side back to the score einsum
     mask: Value | None = None
     mask_seg: Segment | None = None
+    bias: Value | None = None  # a float mask added to the scores (SDPA's float attn_mask: T5's position bias)
+    bias_seg: Segment | None = None
+    crossings: list[int] = []  # crossings of wires the chain's values pass through (no op: their other wires stay)
+    passed: list[int] = []  # the woven axes moved in front of a sum with the bias and back (views: SDPA broadcasts)
+    fulls: dict[int, tuple[Box, Type, Type, tuple[Value, ...]]] = {}  # such a sum: its full types and inputs
+    implied = padded = -1
     value, at = last.inputs[0], end
     while True:
-        i = _producer(gen, steps, at, value)
+        i = _through(gen, steps, at, value, crossings)
         if i is None:
             return None
+        framed = _unframe(gen, steps, i, last.frame)
+        if framed is not None:
+            i, around, fulls[i] = framed
+            passed += around
         step = steps[i]
-        if step.kind != "box" or step.box is None or step.inner or step.frame != last.frame:
+        if step.kind != "box" or step.box is None or step.inner or step.frame != last.frame and i not in fulls:
             return None
-        if not isinstance(step.box.prim, (EinsumOp, *_CHAIN)) or len(step.outputs) != 1:
+        if not isinstance(step.box.prim, (EinsumOp, AddOp, *_CHAIN)) or len(step.outputs) != 1:
             return None
+        if i in fulls and not isinstance(step.box.prim, AddOp):
+            return None
+        inputs = fulls[i][3] if i in fulls else step.inputs
         chain.append(i)
         if isinstance(step.box.prim, EinsumOp):
             break
+        side = 0
         if isinstance(step.box.prim, PaddingMaskOp):
-            if len(step.inputs) != 2 or mask is not None:
+            if len(inputs) != 2 or mask is not None:
                 return None
-            mask, mask_seg = step.inputs[1], _full(step)[1][1]
-        elif len(step.inputs) != 1:
+            mask, mask_seg, padded = inputs[1], _full(step)[1][1], i
+        elif isinstance(step.box.prim, AddOp):
+            sum_side = _scores_side(gen, steps, i, inputs, crossings)
+            if sum_side is None or bias is not None:
+                return None
+            side, bias = sum_side, inputs[1 - sum_side]
+            bias_seg = fulls[i][1][1 - side] if i in fulls else _full(step)[1][1 - side]
+        elif len(inputs) != 1:
             return None
-        value, at = step.inputs[0], i
+        value, at = inputs[side], min([i] + [k for k in passed if k < i])
     chain.reverse()
+    finite: list[int] = []  # the steps comparing the bias with -inf: the padding mask SDPA's float mask implies
+    if bias is not None and mask is not None:
+        found_finite = _finite_of(gen, steps, chain[-1], mask, bias, crossings)
+        if found_finite is None:
+            return None  # a padding mask of its own beside the bias: SDPA takes one mask
+        finite = [k for k in found_finite if k > chain[0]]
+        mask, mask_seg, implied = None, None, padded  # (the padding mask SDPA's float mask implies: no box of its own)
     first = steps[chain[0]]
     if len(first.inputs) != 2:
         return None
     final, final_dom, final_cod = _full(last)
-    boxes = [_full(steps[i]) for i in chain]
+    boxes = [fulls[i][:3] if i in fulls else _full(steps[i]) for i in chain if i != implied]
     _, q_dom, _ = boxes[0]
     v_seg = final_dom[1]
     found = attention_of([b for b, _, _ in boxes], q_dom[0], q_dom[1], mask_seg, v_seg,
-                         [cod[0].names for _, _, cod in boxes], final, final_dom, final_cod)
+                         [cod[0].names for _, _, cod in boxes], final, final_dom, final_cod, bias_seg)
     if found is None:
         return None
-    matched = chain + [end]
-    inner = [v for i in chain for v in steps[i].outputs]  # the values the rewrite removes
+    if (passed or crossings) and bias is None:
+        return None  # (a bias's pattern only: the others are fused as before)
+    matched = sorted(set(chain + passed + finite)) + [end]
+    inner = [v for i in matched[:-1] for v in steps[i].outputs]  # the values the rewrite removes
+    crossed = _uncrossed(steps, crossings, {id(v) for v in inner})
     removed = {id(op) for i in matched for op in steps[i].ops}
     gone = {v.var for i in matched for op in steps[i].ops for v in op.outputs}
     attributes = [op.target[5:] for i in matched for op in steps[i].ops if op.kind == "module"]
-    ids, own, since = {id(v) for v in inner}, set(matched), chain[0]  # nothing before the scores reads what they write
+    ids, own, since = {id(v) for v in inner}, set(matched) | set(crossings), chain[0]  # nothing before the scores
+    # reads what they write
     if any(id(v) in ids for k, s in enumerate(steps[since:], since) if k not in own for v in s.inputs):
         return None  # a value between the einsums is read by another step: the rewrite would lose it
     ops = em.function.ops
@@ -212,7 +188,8 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     if any(line.startswith(f"self.{name}") and line != f"self.{name} = {em.function.attributes.get(name)}"
            for name in attributes for line in em.function.init):
         return None  # a module the pattern declared is configured further: leave it
-    operands = [first.inputs[0], first.inputs[1]] + ([mask] if mask is not None else []) + [last.inputs[1]]
+    operands = [first.inputs[0], first.inputs[1]] + ([mask] if mask is not None else []) \
+        + ([bias] if bias is not None else []) + [last.inputs[1]]
     for j, operand in ((0, operands[0]), (1, operands[1]), (-1, operands[-1])):
         stored = _stored(gen, em, steps, end, operand)
         if stored is not None:
@@ -226,8 +203,9 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
     for var in gone:
         em.values.pop(var, None)
         em.release(var)
-    parts = tuple(steps[i].box for i in matched)  # the boxes replaced
-    steps[since:] = [s for k, s in enumerate(steps[since:], since) if k not in own]
+    parts = tuple(steps[i].box for i in matched if steps[i].kind == "box")  # the boxes replaced
+    steps[since:] = [crossed.get(k) or s for k, s in enumerate(steps[since:], since)
+                     if k not in own or crossed.get(k) is not None]
     written = sympy.Mul(*(em.written(b.prim.factor) for b, _, _ in boxes if isinstance(b.prim, ScaleOp)))
     start = len(em.function.ops)
     results = _emit(found, em, operands, em.size_code(written))
@@ -373,6 +351,9 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
             m = _assign(em, "attn_mask", f"{m} & torch.ones({rows}, {cols}, dtype=torch.bool, device={m}.device).tril()",
                         a.batch + [queries, a.key], known, dtype="bool")
         options.append(f"attn_mask={m}")
+    elif a.bias is not None:  # the float mask: added to the scaled scores, -inf rows give 0 (as the model's call)
+        m = _arrange(em, values[2].var, a.bias, a.batch + a.query + [a.key], "attn_mask", known)
+        options.append(f"attn_mask={m}")
     if a.dropout:
         options.append(f"dropout_p={a.dropout!r} if self.training else 0.0")
     if a.causal and a.mask is None:
@@ -383,7 +364,8 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
         options.append(f"scale={size_code(a.scale) or symbolic_text(a.scale)}")
     else:
         options.append(f"scale={scale if scale is not None else repr(float(a.scale))}")
-    operands = [q, k, v] + ([m] if a.mask is not None else [])  # what it reads, in order (q is k: still three)
+    operands = [q, k, v] + ([m] if a.mask is not None or a.bias is not None else [])  # what it reads, in order (q is
+    # k: still three)
     call = Expr(f"F.scaled_dot_product_attention({q}, {k}, {v}, {', '.join(options)})", "call",
                 "F.scaled_dot_product_attention", tuple(em.values[n] for n in operands),
                 options=(("scale", a.scale), ("is_causal", a.causal and a.mask is None), ("dropout_p", a.dropout)))

@@ -1,0 +1,54 @@
+"""SDPA under a float mask (T5's relative-position bias, a bias with -inf entries, a bias computed from the input)
+lowers to the SDPA call the model makes, ``attn_mask=`` the bias: bit for bit the model's in float32, float16 and
+bfloat16.  It stayed unfused (einsum, scale, the bias added, a padding mask of its finite entries, softmax, einsum):
+2e-7 off in float32, 0.008 in bfloat16 (T5 in bfloat16: 0.03)."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+
+
+class Biased(nn.Module):
+    def __init__(self, kind: str, scale: float | None, heads: int = 4, k: int = 8, m: int = 32, t: int = 8) -> None:
+        super().__init__()
+        self.q = nn.Linear(m, heads * k, bias=False)
+        self.k = nn.Linear(m, heads * k, bias=False)
+        self.v = nn.Linear(m, heads * k, bias=False)
+        self.rel = nn.Embedding(2 * t, heads)
+        self.heads, self.width, self.kind, self.scale = heads, k, kind, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.heads, self.width).transpose(1, 2)
+        k = self.k(x).view(b, t, self.heads, self.width).transpose(1, 2)
+        v = self.v(x).view(b, t, self.heads, self.width).transpose(1, 2)
+        bias = self.rel(torch.arange(t)[None, :] - torch.arange(t)[:, None] + t).permute(2, 0, 1)[None]
+        if self.kind == "-inf above the diagonal":
+            bias = bias.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        elif self.kind == "from the input":
+            bias = bias + x[:, None, :, :1].transpose(-1, -2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return a.transpose(1, 2).reshape(b, t, -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["learned", "-inf above the diagonal", "from the input"])
+@pytest.mark.parametrize("scale", [None, 1.0])
+def test_attention_under_a_float_mask_lowers_to_the_model_s_sdpa(dtype: torch.dtype, kind: str, scale: float | None) -> None:
+    torch.manual_seed(0)
+    model = Biased(kind, scale).to(dtype).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 8, 32).to(dtype))
+    source = d.to_source()
+    assert "attn_mask=" in source and "softmax" not in source and "torch.gt(" not in source
+    lowered = d.to_torch()
+    for seed in (1, 2):
+        x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(seed)).to(dtype)
+        with torch.no_grad():
+            assert torch.equal(lowered(x), model(x))
+    assert ncd.cost(d).forward_flops > 0  # the costs read the fused step (its bias among its operands)
