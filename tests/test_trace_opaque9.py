@@ -186,3 +186,47 @@ def test_a_batch_norm_updating_running_statistics_is_refused_from_an_untrusted_f
     with pytest.raises(ncd.NCDError, match="updates running statistics in place"):
         ncd.load_json(d.to_json())
     ncd.load_json(d.to_json(), trust=True)  # a file the user trusts loads
+
+
+class _SelectedKeys(torch.nn.Module):
+    """glm5_next's mask from an indexer's top keys: ``zeros(int32).scatter_add_(-1, safe, valid.int())``, then ``≠ 0``
+    (invalid picks, -1 where the scores are masked, clamped into range and counted 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        scores = (self.q(x) @ self.k(x).mT).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        top = scores.topk(3, -1).indices
+        top = torch.where(torch.isinf(scores.gather(-1, top)), -1, top)
+        valid = top.ge(0) & top.lt(n)
+        counts = torch.zeros(x.shape[0], n, n, dtype=torch.int32)
+        counts.scatter_add_(-1, top.clamp(0, n - 1), valid.to(torch.int32))
+        return torch.where(counts.ne(0), scores, -1e4).softmax(-1) @ x + counts.float().sum(-1, keepdim=True)
+
+
+def test_integers_added_at_positions_are_a_scatter_write_of_integers_with_the_count_s_range() -> None:
+    """An integer ``scatter_add`` (was opaque: glm5_next, glm5_next_text) is a ``ScatterWrite`` of integers: its range
+    that of ``x`` plus the source's largest at every position (here ``1 + 3·1``: a count of 0…3); the lowered module
+    computes in int32 as the model, equal on a fresh input with autograd's gradients, and its JSON loads untrusted."""
+    from ncd.prims.writes import ScatterWriteOp
+    from tests.test_trace_opaque8 import _gradients
+
+    model = _SelectedKeys()
+    inputs = [torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, inputs[0])
+    assert d.opaque_count == 0, d.opaque
+    (write,) = [b.prim for b in d.boxes() if isinstance(b.prim, ScatterWriteOp)]
+    assert write.dtype == "index" and write.result_range() == 4
+    lowered = d.to_torch()
+    again = ncd.load_json(d.to_json()).to_torch()  # untrusted
+    again.load_state_dict(d.state_dict(again))
+    for x in inputs:
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+    _gradients(model, lowered, (inputs[1],))
+    assert len(list(ncd.backward(d).boxes())) > 0  # (no gradient through the count)

@@ -26,11 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import sympy
+
 from ncd.errors import ParseError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
+from ncd.ir.axes import Axis, Dtype, Segment, Type, TypeLike, as_type, parse_axis
 from ncd.ir.diagram import Box, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
+from ncd.ir.size import Size
 from ncd.prims.gather import GatherOp, ScatterOp
 from ncd.prims.structure import route
 
@@ -52,6 +55,11 @@ class ScatterWriteOp(Primitive):
     positions: Segment
     #: ``""``: the entries are set; ``"sum"``: added (``scatter_add``)
     reduce: str = ""
+    #: what ``x`` and the source hold: numbers, or integers (``"index"``) of ranges ``range`` (``x``) and
+    #: ``source_range`` (a count scattered into zeros: glm5_next's ``zeros(int32).scatter_add_(-1, i, valid.int())``)
+    dtype: Dtype = "float"
+    range: Size | None = None
+    source_range: Size | None = None
 
     op: ClassVar[str] = "scatter_write"
     family: ClassVar[str] = "opaque"
@@ -62,17 +70,40 @@ class ScatterWriteOp(Primitive):
         if self.reduce not in REDUCTIONS:
             raise ParseError(f"scatter along axis {self.axis.name}: unknown reduction {self.reduce!r}; known:"
                              f" {', '.join(repr(r) for r in REDUCTIONS)}")
+        for name in ("range", "source_range"):
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, sympy.Integer(getattr(self, name)))
+        if self.dtype not in ("float", "index"):
+            raise ParseError(f"scatter along axis {self.axis.name}: writes numbers or integers, not {self.dtype} values")
+        if (self.dtype == "index") != (self.source_range is not None):
+            raise ParseError(f"scatter along axis {self.axis.name}: a source range is for integers, and theirs alone")
+        Segment((), self.dtype, self.range)  # a range exactly for integers
+        Segment((), self.dtype, self.source_range)
 
     def fields(self) -> dict[str, Any]:
-        """The fields, ``reduce`` only when set (the JSON of every plain write is unchanged)."""
+        """The fields, ``reduce`` and the integers' ``dtype`` and ranges only when set (the JSON of every plain write
+        is unchanged)."""
         fields = Primitive.fields(self)
-        if not self.reduce:
-            del fields["reduce"]
+        for name in ("reduce", "range", "source_range"):
+            if not fields[name]:
+                del fields[name]
+        if self.dtype == "float":
+            del fields["dtype"]
         return fields
 
+    def result_range(self) -> Size | None:
+        """The range of the written integers: ``x``'s or the source's (set), or ``x``'s plus every position's source
+        entry at its largest (added: ``Π J`` entries may land on one)."""
+        if self.range is None or self.source_range is None:
+            return None
+        if not self.reduce:
+            return sympy.Max(self.range, self.source_range)
+        return self.range + (self.source_range - 1) * sympy.Mul(*(a.size for a in self.positions.axes))
+
     def signature(self) -> tuple[Type, Type]:
-        x = Segment((self.axis,))
-        return Type((x, self.positions, Segment(self.positions.axes))), Type((x,))
+        x = Segment((self.axis,), self.dtype, self.range)
+        source = Segment(self.positions.axes, self.dtype, self.source_range)
+        return Type((x, self.positions, source)), Type((Segment((self.axis,), self.dtype, self.result_range()),))
 
     def label(self) -> str:
         return f"{self.axis.name}[i] {REDUCTIONS[self.reduce]} s"
@@ -127,7 +158,9 @@ def cost_scatter_write(prim: ScatterWriteOp, ctx: CostContext) -> list[Tensor]:
 @BACKWARD.rule(ScatterWriteOp)
 def backward_scatter_write(prim: ScatterWriteOp, box: Box, builder: Builder) -> BoxBackward:
     """``(i, g) ↦ (g with zeros at i, g read at i)``: the written entries' cotangent goes to the source; of a sum,
-    ``(g, g read at i)``."""
+    ``(g, g read at i)``; of integers, nothing."""
+    if prim.dtype != "float":  # integers (a count): no gradient flows in or out
+        return BoxBackward((), Identity(Type(())))
     segments = [prim.positions, Segment((prim.axis,))]
     if prim.reduce == "sum":
         return BoxBackward((("in", 1),), Seq.of(route(segments, [1, 1, 0]), Par.of(

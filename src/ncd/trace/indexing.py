@@ -412,7 +412,9 @@ def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "")
     from ncd.prims.writes import ScatterWriteOp
 
     x, positions = node.args[0], node.args[2]
-    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+    counted = reduce == "sum" and isinstance(x, Node) and isinstance(x.value, torch.Tensor) and _integer(x.value) \
+        and x.value.dtype != torch.bool and source.live  # integers added: a count (glm5_next's selected keys)
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (x.value.is_floating_point() or counted)
             and source.value.dtype == x.value.dtype and isinstance(positions, Node)
             and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
         raise Decline("a scatter of a tensor of another dtype or shape than its positions")
@@ -420,7 +422,13 @@ def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "")
     names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
     vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
     d = int(node.args[1]) % len(nx)
-    out = conv.apply(Box(ScatterWriteOp(conv.segs[vx].axes[d], at, reduce)), [vx, vi, vs])
+    integers = {}
+    if counted:
+        sx, ss = conv.segs[vx], conv.segs[vs]
+        if sx.dtype != "index" or ss.dtype != "index" or sx.range is None or ss.range is None:
+            raise Decline("integers without a known range")
+        integers = {"dtype": "index", "range": sx.range, "source_range": ss.range}
+    out = conv.apply(Box(ScatterWriteOp(conv.segs[vx].axes[d], at, reduce, **integers)), [vx, vi, vs])
     if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
@@ -490,9 +498,10 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     axis along it), the positions' segment for the box, and the wires' names."""
     x, dim, positions = node.args[:3]
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (
-            x.value.is_floating_point() or _integer(x.value) and "gather" in node.target.name()
+            x.value.is_floating_point() or _integer(x.value) and ("gather" in node.target.name()
+                                                                  or "scatter_add" in node.target.name())
             or x.value.dtype == torch.bool and "scatter" in node.target.name())):
-        raise Decline("not a float tensor (or integers gathered, flags scattered)")
+        raise Decline("not a float tensor (or integers gathered or added, flags scattered)")
     if not (isinstance(positions, Node) and (positions.live or x.live) and _integer(positions.value)
             and positions.value.device.type != "meta"):
         raise Decline("positions not an integer tensor (live, or constant positions of a live tensor)")
