@@ -230,3 +230,32 @@ def test_integers_added_at_positions_are_a_scatter_write_of_integers_with_the_co
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
     _gradients(model, lowered, (inputs[1],))
     assert len(list(ncd.backward(d).boxes())) > 0  # (no gradient through the count)
+
+
+class _TokensPerExpert(torch.nn.Module):
+    """A router's count of tokens per expert: ``zeros(e, long).scatter_add(0, top, ones_like(top))`` (a constant
+    source at live positions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = self.router(x).topk(2, -1).indices.reshape(-1)
+        counts = torch.zeros(4, dtype=torch.long).scatter_add(0, top, torch.ones_like(top))
+        return x * counts.float().max() + counts[:1].float()
+
+
+def test_a_count_of_ones_at_live_positions_is_a_scatter_write_of_integers() -> None:
+    from ncd.prims.writes import ScatterWriteOp
+
+    model = _TokensPerExpert()
+    inputs = [torch.randn(5, 8, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, inputs[0])
+    assert d.opaque_count == 0, d.opaque
+    (write,) = [b.prim for b in d.boxes() if isinstance(b.prim, ScatterWriteOp)]
+    assert write.dtype == "index" and write.result_range() == 11  # 0 … 10 tokens' picks (5 tokens × 2)
+    for x in inputs:
+        torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)

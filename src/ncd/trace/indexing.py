@@ -413,7 +413,7 @@ def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "")
 
     x, positions = node.args[0], node.args[2]
     counted = reduce == "sum" and isinstance(x, Node) and isinstance(x.value, torch.Tensor) and _integer(x.value) \
-        and x.value.dtype != torch.bool and source.live  # integers added: a count (glm5_next's selected keys)
+        and x.value.dtype != torch.bool  # integers added: a count (glm5_next's selected keys, tokens per expert)
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (x.value.is_floating_point() or counted)
             and source.value.dtype == x.value.dtype and isinstance(positions, Node)
             and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
