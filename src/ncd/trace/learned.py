@@ -18,7 +18,7 @@ from ncd.ir.compose import fit
 from ncd.ir.diagram import Box
 from ncd.prims.opaque import ConstantOp, ParameterOp
 from ncd.trace.capture import Node, live_call, refs, upstream
-from ncd.trace.recording import SHAPE_ONLY
+from ncd.trace.operators import SHAPE_ONLY
 from ncd.trace.registry import LOG, apart, op_name
 from ncd.trace.values import Values, dtype_name
 

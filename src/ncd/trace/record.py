@@ -450,7 +450,7 @@ def _kept_live(model: torch.nn.Module, rec: _Recording, walk: _Walk | None = Non
 
 def _warn_random(model: torch.nn.Module, random: dict[str, str], drawing: dict[str, str]) -> None:
     """The warnings of random draws (``random``: the model's line -> an operator of
-    :data:`~ncd.trace.recording.RANDOM`; ``drawing``: of :data:`~ncd.trace.recording.DRAWING`, drawing for its
+    :data:`~ncd.trace.operators.RANDOM`; ``drawing``: of :data:`~ncd.trace.operators.DRAWING`, drawing for its
     arguments), for a recording (:func:`_warn_recorded`) or a capture by ``torch.export`` (:func:`random_of`)."""
     if random:
         where = ", ".join(f"{op} at {line}" for line, op in sorted(random.items()))
@@ -470,7 +470,7 @@ def _warn_random(model: torch.nn.Module, random: dict[str, str], drawing: dict[s
 def random_of(nodes: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
     """The random draws among captured calls (``torch.export``'s: the recorder notes its own as it records), as
     :func:`_warn_random` takes them."""
-    from ncd.trace.recording import DRAWING, RANDOM, _draws
+    from ncd.trace.operators import DRAWING, RANDOM, _draws
 
     random: dict[str, str] = {}
     drawing: dict[str, str] = {}

@@ -116,7 +116,7 @@ def _python_random_states() -> tuple[Any, ...]:
 def _python_random_watched(model: torch.nn.Module) -> Any:
     """While the model is captured: whether it draws from Python's or numpy's global random number generator (a
     random mask made with ``np.random``, ``random.random() < p`` skipping a layer).  No capture records those draws:
-    the diagram holds the numbers drawn while tracing, as for torch's draws (:data:`ncd.trace.recording.RANDOM`), but
+    the diagram holds the numbers drawn while tracing, as for torch's draws (:data:`ncd.trace.operators.RANDOM`), but
     nothing said so."""
     before = _python_random_states()
     yield
