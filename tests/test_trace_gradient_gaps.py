@@ -224,3 +224,40 @@ def test_a_copy_of_a_buffer_equal_to_a_parameter_stays_a_constant(frozen: bool) 
     got = trained[0].grad if trained[0].shape == model.live.shape and torch.equal(trained[0], model.live) \
         else trained[0].grad.t()  # (x @ live is drawn a linear map, which may hold the weight as (out, in))
     torch.testing.assert_close(got, model.live.grad, rtol=1e-6, atol=1e-6)
+
+
+class ReadOnlyThroughData(nn.Module):
+    """A weight read only as ``w.data`` (``F.linear(x, w.data, b)``; ``x @ w.data.t()``)."""
+
+    def __init__(self, matmul: bool) -> None:
+        super().__init__()
+        self.a, self.matmul = nn.Linear(4, 4), matmul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.matmul:
+            return (x @ self.a.weight.data.t() + self.a.bias).tanh()
+        return torch.nn.functional.linear(x, self.a.weight.data, self.a.bias).tanh()
+
+
+@pytest.mark.parametrize("matmul", [False, True])
+def test_a_weight_read_only_through_data_is_the_models_parameter_cut_from_autograd(matmul: bool) -> None:
+    """Was ``F.linear``'s own weight, trained by the lowered module where the model's gets no gradient (warned), or a
+    constant of its values (the lowered module one parameter short, frozen where the model's trains)."""
+    import warnings
+
+    torch.manual_seed(0)
+    model, x = ReadOnlyThroughData(matmul).eval(), torch.randn(3, 4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        lowered = ncd.trace(model, x).to_torch()
+    assert not [w for w in seen if "detaches values" in str(w.message)]
+    assert sorted(p.numel() for p in lowered.parameters()) == sorted(p.numel() for p in model.parameters())
+    xm, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    model(xm).sum().backward()
+    lowered(xl).sum().backward()
+    assert xm.grad is not None and xl.grad is not None
+    torch.testing.assert_close(xl.grad, xm.grad, rtol=1e-6, atol=1e-6)
+    grads = {p.numel(): p.grad for p in lowered.parameters()}
+    assert grads[16] is None and model.a.weight.grad is None  # the weight: no gradient in either
+    assert grads[4] is not None and model.a.bias.grad is not None
+    torch.testing.assert_close(grads[4], model.a.bias.grad, rtol=1e-6, atol=1e-6)

@@ -230,11 +230,10 @@ class _Recording(Aliases, InPlace):
                         return viewed
                 if not name:
                     self.unknown(value)
-                    if not value.requires_grad and value.is_floating_point() and value.device.type != "meta" \
-                            and any(self.state.get(id(h), ("", False))[1] for h in self.aliases(value)):
-                        # ``w.data`` of a parameter: read as the parameter (tied by memory), which the model's
-                        # gradients do not reach there; the lowered module's do, as through ``w.detach()``: said so
-                        self.detached.setdefault(user_line() or "?", ".data")
+                    if not value.requires_grad and value.is_floating_point() and value.device.type != "meta":
+                        owners = [h for h in self.aliases(value) if self.state.get(id(h), ("", False))[1]]
+                        if owners:  # ``w.data`` of a parameter: recorded as ``w.detach()`` (drawn sg): the model's
+                            return self.data_of(owners[0], value)  # gradients do not reach it there, nor the lowered's
                     twin = self.constant_twin(value)  # ``m.data`` of a tensor m the model made (of no input's values)
                     if twin is not None:
                         return twin
@@ -253,6 +252,21 @@ class _Recording(Aliases, InPlace):
         if isinstance(value, dict):
             return {k: self.ref(v) for k, v in value.items()}
         return value
+
+    def data_of(self, parameter: torch.Tensor, value: torch.Tensor) -> Node:
+        """``w.data`` (``value``) of the parameter ``w``, read as the call ``w.detach()`` records: the parameter cut
+        from autograd (a stop-gradient box on its wire), so the lowered module holds ``w`` (its parameters are the
+        model's) and its gradients stop there as the model's do; was a constant of ``w``'s values (frozen when ``w``
+        trains; ``F.linear(x, w.data)``: ``w`` itself, trained by the lowered module where the model's has no
+        gradient)."""
+        source = self.ref(parameter)
+        with torch._C._DisablePythonDispatcher():
+            detached = value.detach()
+        k = self.counts["detach"] = self.counts.get("detach", 0) + 1
+        node = Node(f"detach_{k}", "call", torch.ops.aten.detach.default, (source,), {}, value=detached,
+                    stack=tuple(self.stack))
+        self.add(node, value)
+        return node
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         _, packet, mutable, writing, dropout, kernel = _operator(func)
