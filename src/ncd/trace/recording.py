@@ -8,7 +8,6 @@ falls back to ``torch.export``) is :func:`ncd.trace.record.record`.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any
 
@@ -35,8 +34,9 @@ from ncd.trace.operators import (
 )
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
+from ncd.trace.strided import strided_read
 from ncd.trace.switch import as_meta, check_written, discrete_of_values, switch
-from ncd.trace.tensors import _device, _discrete, _like, _same, _shares, _sharing
+from ncd.trace.tensors import _device, _discrete, _laid_out_as, _like, _shares, _sharing
 from ncd.trace.undo import Undo, writes_of
 from ncd.trace.walk import _Walk
 from ncd.trace.work import work
@@ -45,27 +45,6 @@ from ncd.trace.writes import Region
 #: the work a recording within a budget (:data:`ncd.trace.record.WORK_BUDGET`) may do per call on values of the inputs,
 #: besides the budget
 WORK_PER_CALL = 3e6
-
-
-def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
-    """A copy of an input with its strides and storage offset (``clone`` keeps the strides only for a dense tensor: a
-    slice ``x[::2]`` became contiguous, and a model reading ``x.stride()`` was drawn computing with the copy's
-    strides, not the input's; a slice ``x[1:]`` read at ``x.storage_offset()`` 0, not 4)."""
-    copy = value.clone()
-    if value.layout != torch.strided or 0 in value.stride() or not value.numel() or \
-            (copy.stride() == value.stride() and (value.device.type == "meta" or not value.storage_offset())):
-        return copy
-    if value.device.type == "meta" or not value.storage_offset():
-        out = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
-    else:  # the same offset into memory of its own (entries before it unread)
-        offset = value.storage_offset()
-        span = 1 + sum((n - 1) * s for n, s in zip(value.shape, value.stride()))
-        memory = torch.empty(offset + span, dtype=value.dtype, device=value.device).untyped_storage()
-        out = torch.empty(0, dtype=value.dtype, device=value.device).set_(memory, offset, value.shape, value.stride())
-    try:
-        return out.copy_(value)
-    except RuntimeError:  # strides whose entries overlap: one copy of each entry, as before
-        return copy
 
 
 class _Recording(Aliases, InPlace):
@@ -364,7 +343,7 @@ class _Recording(Aliases, InPlace):
         if live and packet == "as_strided" and not self.meta:
             self.plain = False
             with torch._C._DisablePythonDispatcher():  # (its own operations as C++ kernels, as for a write)
-                return self.strided(func, args, kwargs)
+                return strided_read(self, func, args, kwargs)  # (as the entries of x it reads)
         if self.budget is not None and live:  # before the kernel runs: the work it would do
             self.work += work(packet, args, kwargs)
             self.calls += 1
@@ -479,44 +458,6 @@ class _Recording(Aliases, InPlace):
                           stack=tuple(self.stack), live=live), item)
         return out
 
-    def strided(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-        """``x.as_strided(size, stride)`` (overlapping windows read straight from memory) as the entries of ``x`` it
-        reads: ``x.reshape(-1)[positions]``.  Its result depends on how ``x`` lies in memory, which the lowered module
-        need not reproduce; the entries read do not."""
-        x = args[0]
-        out: torch.Tensor = func(*args, **kwargs)
-        if not isinstance(x, torch.Tensor) or x.device.type == "meta":
-            raise Unsupported("as_strided of a tensor without values")
-        entries = x.untyped_storage().nbytes() // max(x.element_size(), 1)
-        # the positions worked out in int32 where they fit: half the memory (each temporary here is memory touched for
-        # the first time, ~0.25 ms per 512 kB on a first call)
-        kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
-        memory = torch.arange(entries, dtype=kind)
-        read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
-        if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
-            positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
-            low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
-            outside = bool(low < 0) or bool(high >= x.numel())
-        else:  # any layout: each address's entry of x (-1: none)
-            mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
-            entry = torch.full_like(memory, -1)
-            entry[mine] = torch.arange(mine.numel(), dtype=kind)
-            positions = entry[read]
-            outside = bool((positions < 0).any())
-        if outside:
-            raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
-        lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
-        flat = self.emit(torch.ops.aten.reshape.default, x, [*x.shape[:lead], -1])
-        index = (positions[(0,) * lead] if lead else positions).to(torch.int64)  # (recorded as int64 indices)
-        got = self.emit(torch.ops.aten.index.Tensor, flat, [*([None] * lead), index])
-        if not _same(got, out):
-            raise Unsupported("as_strided: the entries read do not give the tensor the model read")
-        self.by_id[id(out)] = self.by_id[id(got)]
-        self.keep.append(out)
-        if out._base is not None:
-            self.views.setdefault(id(out._base), []).append(out)
-        return out
-
     def real_values(self, value: Any, packet: str) -> Any:
         if isinstance(value, torch.Tensor):
             if value.device.type != "meta":
@@ -582,21 +523,6 @@ class _Recording(Aliases, InPlace):
         self.add(Node(f"{packet}_{k}", "call", op, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack), live=live,
                       line=user_line() if live else ""), out)
         return out
-
-
-def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -> int:
-    """How many leading axes an ``as_strided`` read keeps as they are: ``out[i]`` reads from ``x[i]`` what
-    ``out[0]`` reads from ``x[0]`` (a batch of windows), so the entries read are ``x[i].reshape(-1)[positions[0]]``."""
-    lead = 0
-    while lead < min(x.dim(), out.dim()) - 1 and out.shape[lead] == x.shape[lead] and out.shape[lead] > 1:
-        inner = math.prod(x.shape[lead + 1:])
-        size = out.shape[:lead + 1]
-        step = (torch.arange(math.prod(size), dtype=positions.dtype) * inner).reshape(size + (1,) * (out.dim() - lead - 1))
-        first = positions[(0,) * (lead + 1)]
-        if not bool((positions.reshape(size + positions.shape[lead + 1:]) == first + step).all()):
-            break
-        lead += 1
-    return lead
 
 
 def _same_arguments(inplace: Any, functional: Any) -> Any:

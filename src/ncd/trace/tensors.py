@@ -101,3 +101,24 @@ def _device(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {k: _device(v, device) for k, v in value.items()}
     return value
+
+
+def _laid_out_as(value: torch.Tensor) -> torch.Tensor:
+    """A copy of an input with its strides and storage offset (``clone`` keeps the strides only for a dense tensor: a
+    slice ``x[::2]`` became contiguous, and a model reading ``x.stride()`` was drawn computing with the copy's
+    strides, not the input's; a slice ``x[1:]`` read at ``x.storage_offset()`` 0, not 4)."""
+    copy = value.clone()
+    if value.layout != torch.strided or 0 in value.stride() or not value.numel() or \
+            (copy.stride() == value.stride() and (value.device.type == "meta" or not value.storage_offset())):
+        return copy
+    if value.device.type == "meta" or not value.storage_offset():
+        out = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+    else:  # the same offset into memory of its own (entries before it unread)
+        offset = value.storage_offset()
+        span = 1 + sum((n - 1) * s for n, s in zip(value.shape, value.stride()))
+        memory = torch.empty(offset + span, dtype=value.dtype, device=value.device).untyped_storage()
+        out = torch.empty(0, dtype=value.dtype, device=value.device).set_(memory, offset, value.shape, value.stride())
+    try:
+        return out.copy_(value)
+    except RuntimeError:  # strides whose entries overlap: one copy of each entry, as before
+        return copy

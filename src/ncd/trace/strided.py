@@ -1,0 +1,71 @@
+"""``x.as_strided(size, stride)`` recorded as the entries of ``x`` it reads (``x.reshape(-1)[positions]``, leading axes
+read whole kept as they are): its result depends on how ``x`` lies in memory, which the lowered module need not
+reproduce; the entries read do not."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ncd.trace.capture import user_line
+from ncd.trace.refusals import Unsupported
+from ncd.trace.tensors import _same
+
+if TYPE_CHECKING:
+    from ncd.trace.recording import _Recording
+
+
+def strided_read(rec: _Recording, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``x.as_strided(size, stride)`` (overlapping windows read straight from memory) as the entries of ``x`` it
+    reads: ``x.reshape(-1)[positions]``.  Its result depends on how ``x`` lies in memory, which the lowered module
+    need not reproduce; the entries read do not."""
+    x = args[0]
+    out: torch.Tensor = func(*args, **kwargs)
+    if not isinstance(x, torch.Tensor) or x.device.type == "meta":
+        raise Unsupported("as_strided of a tensor without values")
+    entries = x.untyped_storage().nbytes() // max(x.element_size(), 1)
+    # the positions worked out in int32 where they fit: half the memory (each temporary here is memory touched for
+    # the first time, ~0.25 ms per 512 kB on a first call)
+    kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
+    memory = torch.arange(entries, dtype=kind)
+    read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
+    if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
+        positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
+        low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
+        outside = bool(low < 0) or bool(high >= x.numel())
+    else:  # any layout: each address's entry of x (-1: none)
+        mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
+        entry = torch.full_like(memory, -1)
+        entry[mine] = torch.arange(mine.numel(), dtype=kind)
+        positions = entry[read]
+        outside = bool((positions < 0).any())
+    if outside:
+        raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
+    lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
+    flat = rec.emit(torch.ops.aten.reshape.default, x, [*x.shape[:lead], -1])
+    index = (positions[(0,) * lead] if lead else positions).to(torch.int64)  # (recorded as int64 indices)
+    got = rec.emit(torch.ops.aten.index.Tensor, flat, [*([None] * lead), index])
+    if not _same(got, out):
+        raise Unsupported("as_strided: the entries read do not give the tensor the model read")
+    rec.by_id[id(out)] = rec.by_id[id(got)]
+    rec.keep.append(out)
+    if out._base is not None:
+        rec.views.setdefault(id(out._base), []).append(out)
+    return out
+
+
+def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -> int:
+    """How many leading axes an ``as_strided`` read keeps as they are: ``out[i]`` reads from ``x[i]`` what
+    ``out[0]`` reads from ``x[0]`` (a batch of windows), so the entries read are ``x[i].reshape(-1)[positions[0]]``."""
+    lead = 0
+    while lead < min(x.dim(), out.dim()) - 1 and out.shape[lead] == x.shape[lead] and out.shape[lead] > 1:
+        inner = math.prod(x.shape[lead + 1:])
+        size = out.shape[:lead + 1]
+        step = (torch.arange(math.prod(size), dtype=positions.dtype) * inner).reshape(size + (1,) * (out.dim() - lead - 1))
+        first = positions[(0,) * (lead + 1)]
+        if not bool((positions.reshape(size + positions.shape[lead + 1:]) == first + step).all()):
+            break
+        lead += 1
+    return lead
