@@ -118,6 +118,7 @@ PIECEWISE = {
     "clamp-min-number": lambda a, b, c: a.clamp(min=0.5) * c,
     "leaky_relu": lambda a, b, c: F.leaky_relu(a, 0.2) * c,
     "hardsigmoid": lambda a, b, c: F.hardsigmoid(a) * c,
+    "hardswish": lambda a, b, c: F.hardswish(a) * c,  # (a = -3 under an infinite c: torch selects 0)
     "abs": lambda a, b, c: a.abs() * c,
     "where": lambda a, b, c: torch.where(a > 0, a, b) * c,
 }

@@ -576,8 +576,10 @@ def backward_elementwise(prim: ElementwiseOp, box: Box, builder: object) -> BoxB
 
 
 #: the piecewise functions whose gradient torch selects (``threshold_backward``, ``hardtanh_backward``,
-#: ``hardsigmoid_backward``: ``where(inside, g·f′, 0)``), not multiplies: 0 outside, even where ``g`` is infinite
-SELECTED = frozenset({"relu", "relu6", "hardtanh", "hardsigmoid"})
+#: ``hardsigmoid_backward``, ``hardswish_backward``: ``where(inside, g·f′, 0)``), not multiplies: 0 outside, even where
+#: ``g`` is infinite.  (hardswish's f′ is also 0 at x = −1.5 inside, where torch gives ``g · 0``: NaN for an infinite
+#: ``g``, 0 here; outside, x ≤ −3, both give 0, where ``g · f′`` gave NaN.)
+SELECTED = frozenset({"relu", "relu6", "hardtanh", "hardsigmoid", "hardswish"})
 
 
 @transpose(ScaleOp)
