@@ -259,3 +259,44 @@ def test_a_count_of_ones_at_live_positions_is_a_scatter_write_of_integers() -> N
     assert write.dtype == "index" and write.result_range() == 11  # 0 … 10 tokens' picks (5 tokens × 2)
     for x in inputs:
         torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)
+
+
+class _SpecialBlocks(torch.nn.Module):
+    """GroundingDINO's blocks between special tokens: the previous one by ``cummax`` of their positions (``-1``
+    elsewhere), the next by ``cummin`` of the flipped ones (``n`` elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 4)
+        self.register_buffer("special", torch.tensor([3, 7]))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        b, n = ids.shape
+        special = torch.isin(ids, self.special)
+        positions = torch.arange(n).unsqueeze(0).expand(b, -1)
+        previous = torch.cummax(torch.where(special, positions, torch.full((), -1)), dim=1)[0]
+        later = torch.where(special, positions, torch.tensor(n))
+        following = torch.flip(torch.cummin(torch.flip(later, dims=[1]), dim=1)[0], dims=[1])
+        return self.embed(ids) * (following - previous)[..., None]
+
+
+def test_running_extremes_of_integers_are_boxes_keeping_their_range() -> None:
+    """``cummax``/``cummin`` of integer positions (were opaque: GroundingDINO, MM-GroundingDINO) are running
+    ``max≤``/``min≤`` boxes of integers, equal to the model on ids with the special tokens anywhere, gradients and all."""
+    from ncd.prims.cumulative import CumulativeOp
+    from tests.test_trace_opaque8 import _gradients
+
+    model = _SpecialBlocks()
+    ids = [torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(seed)) for seed in (0, 1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, ids[0])
+    assert d.opaque_count == 0, d.opaque
+    assert sorted(b.prim.function for b in d.boxes() if isinstance(b.prim, CumulativeOp)) == ["max", "min"]
+    again = ncd.load_json(d.to_json()).to_torch()  # untrusted
+    again.load_state_dict(d.state_dict(again))
+    for x in ids + [torch.full((2, 9), 3), torch.full((2, 9), 5)]:
+        torch.testing.assert_close(d.to_torch()(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+    _gradients(model, d.to_torch(), (ids[1],))
+    assert len(list(ncd.backward(d).boxes())) > 0

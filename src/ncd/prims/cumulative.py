@@ -26,7 +26,7 @@ import sympy
 from ncd.errors import ParseError
 from ncd.ir import weaving
 from ncd.ir.axes import Segment, Type, TypeLike, as_type
-from ncd.ir.diagram import Box, Diagram
+from ncd.ir.diagram import Box, Diagram, Identity
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
 from ncd.prims.kinds import transpose
@@ -142,7 +142,8 @@ PICKING = ("max", "min")
 @dataclass(frozen=True)
 class CumulativeOp(Primitive):
     """The running ``function`` (``"prod"``, ``"logsumexp"``, ``"max"``, ``"min"``) of the float entries along the one
-    axis of ``source`` (of ``cummax``/``cummin`` the values; their positions are not an output)."""
+    axis of ``source`` (of ``cummax``/``cummin`` the values; their positions are not an output); the maximum and minimum
+    also of integers, keeping their range (GroundingDINO's previous and next special token)."""
 
     source: Segment
     function: str
@@ -155,8 +156,10 @@ class CumulativeOp(Primitive):
     def __post_init__(self) -> None:
         if self.function not in RUNNING:
             raise ParseError(f"running {self.function!r}: known running functions are {', '.join(RUNNING)} (and CumSum)")
-        if len(self.source.axes) != 1 or self.source.dtype != "float":
-            raise ParseError(f"running {self.function} runs along one float axis, not '{self.source}'")
+        integers = self.source.dtype == "index" and self.function in PICKING  # (the extremes keep the range)
+        if len(self.source.axes) != 1 or self.source.dtype != "float" and not integers:
+            kinds = "float or integer" if self.function in PICKING else "float"
+            raise ParseError(f"running {self.function} runs along one {kinds} axis, not '{self.source}'")
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.source,)), Type((self.source,))
@@ -249,6 +252,8 @@ def cost_cumulative_backward(prim: CumulativeBackwardOp, ctx: CostContext) -> li
 
 @BACKWARD.rule(CumulativeOp)
 def backward_cumulative(prim: CumulativeOp, box: Box, builder: object) -> BoxBackward:
+    if prim.source.dtype != "float":  # integers: no gradient flows in or out
+        return BoxBackward((), Identity(Type(())))
     return BoxBackward((("in", 0), ("out", 0)), Box(CumulativeBackwardOp(prim.source, prim.function)))
 
 

@@ -207,13 +207,18 @@ def prod(conv: Converter, node: Node) -> None:
 
 @rule("aten.cummax", "aten.cummin")
 def running_extremum(conv: Converter, node: Node) -> None:
-    """The values of ``torch.cummax(x, dim)`` / ``cummin`` on a float tensor (their positions used: opaque)."""
+    """The values of ``torch.cummax(x, dim)`` / ``cummin`` on a float tensor, or on integers of a known range
+    (GroundingDINO's previous special token: the range kept); their positions used: opaque."""
     from ncd.prims.cumulative import CumulativeOp
 
     if 1 in _used(conv, node):
         raise Decline("the positions of a running maximum are read")
     x, dim = node.args[:2]
-    vid = _live_float(conv, x)
+    integers = isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and x.value.dtype in (
+        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+    vid = conv.value(x) if integers else _live_float(conv, x)
+    if integers and (conv.segs[vid].dtype != "index" or conv.segs[vid].range is None):
+        raise Decline("integers without a known range")
     (d,) = _dims(conv, vid, dim)
     seg = conv.segs[vid]
     function = "max" if "cummax" in node.target.name() else "min"
