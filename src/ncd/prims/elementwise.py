@@ -107,9 +107,11 @@ _GELU_TANH = ("0.5 * (1 + torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} 
               " + 0.5 * {v} * (1 - torch.tanh(0.7978845608028654 * ({v} + 0.044715 * {v} ** 3)) ** 2)"
               " * 0.7978845608028654 * (1 + 0.134145 * {v} * {v})")
 
-#: The elementwise family, one row per function (add a function here and every interpreter has it).  A piecewise
-#: derivative is written as torch's kernel tests its input (``x <= 0 ? … : …``): at a NaN input every test is false, so
-#: relu, relu6, hardtanh pass the gradient and the ELUs take their positive slope there, as autograd gives them.
+#: The elementwise family, one row per function (add a function here and every interpreter has it).  At a NaN input
+#: relu's gradient passes (``threshold_backward`` tests ``x <= 0``, false there, in every path of its kernel).  relu6,
+#: hardtanh, the ELUs and hardswish have no one value there: torch's CPU kernels give 0 (hardtanh) or NaN (ELU) in
+#: their vectorised loop and the scalar tail's value (the gradient, the positive slope) in the last entries; their
+#: rows give the vectorised loop's, what most entries of a tensor get.
 ROWS: dict[str, Function] = {
     "relu": Function("R", "torch.relu({})", "output", "(~({v} <= 0)).to({v}.dtype)"),
     "gelu": Function("GELU", "F.gelu({})", "input", _GELU),
@@ -135,18 +137,18 @@ ROWS: dict[str, Function] = {
     "hardswish": Function("hswish", "F.hardswish({})", "input",
                           "torch.where({v} <= -3, 0.0, torch.where({v} < 3, {v} / 3 + 0.5, 1.0))"),
     "hardsigmoid": Function("hσ", "F.hardsigmoid({})", "input", "(({v} > -3) & ({v} < 3)).to({v}.dtype) / 6"),
-    "relu6": Function("R6", "F.relu6({})", "input", "(~(({v} <= 0) | ({v} >= 6))).to({v}.dtype)"),
+    "relu6": Function("R6", "F.relu6({})", "input", "(({v} > 0) & ({v} < 6)).to({v}.dtype)"),
     "leaky_relu": Function("LR", "F.leaky_relu({}{args})", "input", "torch.where({v} > 0, 1.0, {negative_slope})",
                            (("negative_slope", 0.01),)),
-    "elu": Function("ELU", "F.elu({}{args})", "input", "torch.where({v} <= 0, {alpha} * torch.exp({v}), 1.0)",
+    "elu": Function("ELU", "F.elu({}{args})", "input", "torch.where({v} > 0, 1.0, {alpha} * torch.exp({v}))",
                     (("alpha", 1.0),)),
     # CELU and SELU are ELUs with their own scales (autograd keeps the input of the ELU they run)
-    "celu": Function("CELU", "F.celu({}{args})", "input", "torch.where({v} <= 0, torch.exp({v} / {alpha}), 1.0)",
+    "celu": Function("CELU", "F.celu({}{args})", "input", "torch.where({v} > 0, 1.0, torch.exp({v} / {alpha}))",
                      (("alpha", 1.0),)),
     "selu": Function("SELU", "F.selu({})", "input",
-                     "torch.where({v} <= 0, 1.7580993408473766 * torch.exp({v}), 1.0507009873554805)"),
+                     "torch.where({v} > 0, 1.0507009873554805, 1.7580993408473766 * torch.exp({v}))"),
     "hardtanh": Function("hardtanh", "F.hardtanh({}{args})", "input",
-                         "(~(({v} <= {min_val}) | ({v} >= {max_val}))).to({v}.dtype)", (("min_val", -1.0), ("max_val", 1.0))),
+                         "(({v} > {min_val}) & ({v} < {max_val})).to({v}.dtype)", (("min_val", -1.0), ("max_val", 1.0))),
     "erf": Function("erf", "torch.erf({})", "input", "1.1283791670955126 * torch.exp(-{v} * {v})"),
     "sin": Function("sin", "torch.sin({})", "input", "torch.cos({v})"),
     "cos": Function("cos", "torch.cos({})", "input", "-torch.sin({v})"),
