@@ -58,3 +58,43 @@ def test_grouped_query_attention_lowers_to_the_model_s_sdpa(dtype: torch.dtype, 
     lowered64 = d.to_torch().double()
     with torch.no_grad():
         torch.testing.assert_close(lowered64(x), wide(x), rtol=1e-12, atol=1e-12)
+
+
+class GroupedMasked(Grouped):
+    """transformers' path under a padding mask: repeat_kv, then SDPA with a boolean mask (and the causal one)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, t, _ = x.shape
+        r = self.heads // self.groups
+        q = self.q(x).view(b, t, self.heads, self.width).transpose(1, 2)
+        k = self.k(x).view(b, t, self.groups, self.width).transpose(1, 2)
+        v = self.v(x).view(b, t, self.groups, self.width).transpose(1, 2)
+        k = k[:, :, None].expand(b, self.groups, r, t, self.width).reshape(b, self.heads, t, self.width)
+        v = v[:, :, None].expand(b, self.groups, r, t, self.width).reshape(b, self.heads, t, self.width)
+        m = mask[:, None, None, :].bool()
+        if self.causal:
+            m = m & torch.ones(t, t, dtype=torch.bool).tril()
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        return self.o(a.transpose(1, 2).reshape(b, t, -1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [True, False])
+def test_grouped_query_attention_under_a_padding_mask_lowers_to_one_sdpa(dtype: torch.dtype, causal: bool) -> None:
+    """A padding mask read on the scores (through a crossing of wires) is SDPA's boolean mask on the query heads."""
+    torch.manual_seed(0)
+    model = GroupedMasked(causal, True).to(dtype).eval()
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, :3] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 7, 24).to(dtype), mask)
+    source = d.to_source()
+    assert "enable_gqa=True" in source and "attn_mask=" in source and "softmax" not in source
+    lowered = d.to_torch()
+    for seed in (1, 2):
+        x = torch.randn(2, 7, 24, generator=torch.Generator().manual_seed(seed)).to(dtype)
+        fresh = torch.ones(2, 7, dtype=torch.long)
+        fresh[seed - 1, : seed + 1] = 0
+        with torch.no_grad():
+            assert torch.equal(lowered(x, fresh), model(x, fresh))

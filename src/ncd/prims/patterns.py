@@ -384,7 +384,7 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
     query = [n for n in out if n in scores and n in q and n not in kk]
     if not query or set(batch) | set(query) | {key} != set(scores):
         return None
-    gqa = batch[-1] if len(query) == 2 and padding is None and batch and batch[-1] in v and query[0] not in v \
+    gqa = batch[-1] if len(query) == 2 and batch and batch[-1] in v and query[0] not in v \
         and (causal is None or query[-1] == causal.query.name) else None
     if causal is not None and (query[-1:] != [causal.query.name] or causal.key.name != key
                                or len(query) > 1 and gqa is None):

@@ -169,8 +169,6 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
                          [cod[0].names for _, _, cod in boxes], final, final_dom, final_cod, bias_seg)
     if found is None:
         return None
-    if (passed or crossings) and bias is None:
-        return None  # (a bias's pattern only: the others are fused as before)
     matched = sorted(set(chain + passed + finite)) + [end]
     inner = [v for i in matched[:-1] for v in steps[i].outputs]  # the values the rewrite removes
     crossed = _uncrossed(steps, crossings, {id(v) for v in inner})
@@ -339,14 +337,26 @@ def _emit(a: Attention, em: ClassEmitter, values: list[Value], scale: str | None
     if a.mask is not None:
         m = _arrange(em, values[2].var, a.mask, a.batch + a.query + [a.key], "attn_mask", known, "bool")
         missing = [n for n in a.query if n not in a.mask]
-        if nq > 1:
+        if gqa:  # on the query heads (g r), as the queries: each made whole first where the mask has the other
+            grouped = [a.batch[-1], a.query[0]]
+            if any(n in a.mask for n in grouped):
+                shape = [str(sizes[n]) if n in grouped else "-1" for n in a.batch + a.query + [a.key]]
+                m = _assign(em, "attn_mask", f"{m}.expand(*{m}.shape[:-{len(shape)}], {', '.join(shape)})",
+                            a.batch + a.query + [a.key], known, dtype="bool")
+            m = _assign(em, "attn_mask", f"{m}.flatten(-4, -3)", a.batch[:-1] + [heads, a.query[1], a.key], known,
+                        dtype="bool")
+            if a.causal:
+                rows, cols = sizes[a.query[1]], sizes[a.key]
+                m = _assign(em, "attn_mask", f"{m} & torch.ones({rows}, {cols}, dtype=torch.bool, device={m}.device)"
+                            ".tril()", a.batch[:-1] + [heads, a.query[1], a.key], known, dtype="bool")
+        elif nq > 1:
             if missing:
                 width = len(a.batch) + nq + 1
                 shape = [str(sizes[n]) if n in missing else "-1" for n in a.batch + a.query + [a.key]]
                 m = _assign(em, "attn_mask", f"{m}.expand(*{m}.shape[:-{width}], {', '.join(shape)})",
                             a.batch + a.query + [a.key], known, dtype="bool")
             m = _assign(em, "attn_mask", f"{m}.flatten({-nq - 1}, -2)", a.batch + [queries, a.key], known, dtype="bool")
-        if a.causal:
+        if a.causal and not gqa:
             rows, cols = sizes[a.query[0]], sizes[a.key]
             m = _assign(em, "attn_mask", f"{m} & torch.ones({rows}, {cols}, dtype=torch.bool, device={m}.device).tril()",
                         a.batch + [queries, a.key], known, dtype="bool")
