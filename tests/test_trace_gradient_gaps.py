@@ -121,6 +121,8 @@ PIECEWISE = {
     "hardswish": lambda a, b, c: F.hardswish(a) * c,  # (a = -3 under an infinite c: torch selects 0)
     "abs": lambda a, b, c: a.abs() * c,
     "where": lambda a, b, c: torch.where(a > 0, a, b) * c,
+    "atan2": lambda a, b, c: torch.atan2(a, b) * c,  # (a = b = 0: autograd's gradient is 0, not 0 / 0)
+    "atan2-zeros": lambda a, b, c: torch.atan2(a * 0, b * 0 + torch.tensor([0.0, 1e-20] * 6)) + a,
 }
 
 

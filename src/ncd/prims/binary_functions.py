@@ -66,7 +66,8 @@ class Binary:
         return "" if not (ga or gb) else self.saves[0 if ga and gb else 1 if ga else 2]
 
 
-_ATAN2 = "torch.reciprocal({a} * {a} + {b} * {b})"
+#: 1 / (a² + b²), 0 where a² + b² is 0 (autograd's atan2_backward: 0 at a = b = 0, not 0 · ∞)
+_ATAN2 = "torch.reciprocal({a} * {a} + {b} * {b}).masked_fill({a} * {a} + {b} * {b} == 0, 0)"
 #: The family, one row per function (add a function here and every interpreter has it).
 BINARY: dict[str, Binary] = {
     "atan2": Binary("atan2", "torch.atan2({a}, {b})", (f"{{g}} * {{b}} * {_ATAN2}", f"{{g}} * -{{a}} * {_ATAN2}"),
