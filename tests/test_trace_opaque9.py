@@ -76,6 +76,12 @@ def test_round_with_decimals_in_float64_is_the_models_bit_for_bit_and_half_types
     for seed in (0, 1):
         torch.testing.assert_close(d.to_torch()(*_floats(seed, torch.float64)), model(*_floats(seed, torch.float64)),
                                    rtol=0, atol=0)
+    huge = _Two(lambda a, b: torch.round(a * 7, decimals=400) - b)  # 10⁴⁰⁰: no float holds it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = ncd.trace(huge, *_floats(0))
+    assert dict(h.opaque) == {"aten.round.decimals": 1} and not [w for w in caught if "failed" in str(w.message)]
+    torch.testing.assert_close(h.to_torch()(*_floats(1)), huge(*_floats(1)), rtol=0, atol=0, equal_nan=True)
     half = _Two(lambda a, b: torch.round(a * 7, decimals=3) - b).half()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -139,6 +139,8 @@ def _round_decimals(conv: Converter, node: Node) -> bool:
     x = node.args[0]
     if not (_float(x) and x.live and x.value.dtype in (torch.float32, torch.float64)):
         raise Decline("decimals of another type than float32/float64")
+    if abs(decimals) > 300:  # 10ᵏ no Python float holds (ATen's is infinite: NaN or the input)
+        raise Decline(f"decimals={decimals}")
     if decimals == 0:
         made = [_call(conv, node, "rounded", aten.round.default, x)]
     else:
@@ -186,6 +188,8 @@ def block_diag(conv: Converter, node: Node) -> None:
         raise Decline("not float matrices of one dtype")
     made: list[Node] = []
     shapes = [tuple(int(s) for s in t.value.shape) for t in blocks]
+    if any(0 in shape for shape in shapes):
+        raise Decline("an empty block")
     rows = []
     for k, (t, shape) in enumerate(zip(blocks, shapes)):
         if len(shape) < 2:
