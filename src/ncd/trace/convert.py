@@ -24,9 +24,9 @@ from ncd.ir.diagram import Box
 from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import CASTS, OpaqueOp
 from ncd.trace.capture import Captured, Node, refs
-from ncd.trace.learned import PARAMETER_ROLES, VIEWS, WEIGHTS
 from ncd.trace.module_idioms import ACTIVATIONS, ELEMENTWISE, ModuleIdioms
 from ncd.trace.naming import Namer, config_roles
+from ncd.trace.parameter_reads import PARAMETER_ROLES, VIEWS, WEIGHTS
 from ncd.trace.registry import LOG, RULES, Decline, Rule, _first_line, _reason, _rule_name, apart, hook, op_name, rule, where
 from ncd.trace.values import Emitted, dtype_name, kind_of
 from ncd.trace.wiring import Step

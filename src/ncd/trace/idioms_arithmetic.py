@@ -293,7 +293,7 @@ def operand(conv: Converter, value: Any, out_names: list[str], out_shape: tuple[
     if isinstance(value, Node) and value.live:
         vid = conv.value(value)
         return conv.view(vid, names, kept)
-    from ncd.trace.learned import number_box
+    from ncd.trace.parameter_reads import number_box
 
     if not isinstance(value, Node) and not kept and number_box(tensor):  # a number among the arguments (the 0 a
         return conv.value(tensor.reshape(()), names)  # mask fills in): its number box, not a buffer named const
