@@ -52,3 +52,30 @@ def test_attention_under_a_float_mask_lowers_to_the_model_s_sdpa(dtype: torch.dt
         with torch.no_grad():
             assert torch.equal(lowered(x), model(x))
     assert ncd.cost(d).forward_flops > 0  # the costs read the fused step (its bias among its operands)
+
+
+class Written(nn.Module):
+    """Attention the model writes out, a bias added to its scores (LongT5's eager attention): its scores are rounded
+    to the model's type before the softmax, which SDPA does not do, so it is not fused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.bias = nn.Parameter(torch.randn(6, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) * 8 ** -0.5 + self.bias
+        return torch.softmax(scores, -1) @ self.v(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_written_out_with_a_bias_stays_the_model_s_operations(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = Written().to(dtype).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 6, 8).to(dtype))
+    assert "scaled_dot_product_attention" not in d.to_source()
+    x = torch.randn(2, 6, 8).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(d.to_torch()(x), model(x))

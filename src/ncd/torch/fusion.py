@@ -152,6 +152,9 @@ def fuse_attention(gen: Codegen, em: ClassEmitter) -> list[Value] | None:
         value, at = inputs[side], min([i] + [k for k in passed if k < i])
     chain.reverse()
     finite: list[int] = []  # the steps comparing the bias with -inf: the padding mask SDPA's float mask implies
+    if bias is not None and mask is None:
+        return None  # a sum the model wrote (its scores rounded before the softmax): only SDPA's float mask, which the
+        # importer reads with the padding mask of its finite entries, is SDPA's call
     if bias is not None and mask is not None:
         found_finite = _finite_of(gen, steps, chain[-1], mask, bias, crossings)
         if found_finite is None:
