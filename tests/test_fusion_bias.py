@@ -79,3 +79,42 @@ def test_attention_written_out_with_a_bias_stays_the_model_s_operations(dtype: t
     x = torch.randn(2, 6, 8).to(dtype)
     with torch.no_grad():
         assert torch.equal(d.to_torch()(x), model(x))
+
+
+class ManualBiased(nn.Module):
+    """The model's own attention, ``softmax(q·kᵀ/√k + bias)``: no SDPA call, so no padding mask of the bias's finite
+    entries — a row the bias makes all -inf is NaN here, where SDPA's (safe) softmax gives 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (f(x).view(b, t, 2, 8).transpose(1, 2) for f in (self.q, self.k, self.v))
+        return ((q @ k.transpose(-1, -2) / 8 ** 0.5 + bias).softmax(-1) @ v).transpose(1, 2).reshape(b, t, 16)
+
+
+def _biased_inputs(seed: int, masked_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x, bias = torch.randn(2, 5, 16, generator=g), torch.randn(2, 1, 5, 5, generator=g)
+    bias = bias.masked_fill(bias > 0.5, float("-inf"))
+    if masked_row:
+        bias[:, :, 1] = float("-inf")
+    return x, bias
+
+
+def test_a_models_own_softmax_of_scores_plus_a_bias_is_not_fused_into_sdpa_whose_masked_rows_give_0() -> None:
+    """Fused (e3ed087..ca36127) it gave 0 where the model gives NaN: a fresh bias from the input with a row all -inf."""
+    torch.manual_seed(0)
+    model = ManualBiased().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *_biased_inputs(0, False))
+    lowered = d.to_torch()
+    for seed, masked_row in ((0, False), (1, True), (2, True)):
+        args = _biased_inputs(seed, masked_row)
+        with torch.no_grad():
+            got, want = lowered(*args), model(*args)
+        assert want.isnan().any() == masked_row
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
