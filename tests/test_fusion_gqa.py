@@ -98,3 +98,40 @@ def test_grouped_query_attention_under_a_padding_mask_lowers_to_one_sdpa(dtype: 
         fresh[seed - 1, : seed + 1] = 0
         with torch.no_grad():
             assert torch.equal(lowered(x, fresh), model(x, fresh))
+
+
+class Tiled(nn.Module):
+    """Key/value heads tiled, not repeated in place (``k.repeat(1, r, 1, 1)``, ``torch.cat([k, k], 1)``): query head
+    ``h`` reads key/value head ``h % g``, not ``h // r`` as SDPA's ``enable_gqa`` would."""
+
+    def __init__(self, how: str, masked: bool) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 32), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.how, self.masked = how, masked
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 8).transpose(1, 2)
+        k, v = (f(x).view(b, t, 2, 8).transpose(1, 2) for f in (self.k, self.v))
+        k, v = (h.repeat(1, 2, 1, 1) if self.how == "repeat" else torch.cat([h, h], 1) for h in (k, v))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if self.masked else None, is_causal=not self.masked)
+        return a.transpose(1, 2).reshape(b, t, 32)
+
+
+@pytest.mark.parametrize("how", ["repeat", "cat"])
+@pytest.mark.parametrize("masked", [True, False])
+def test_key_value_heads_tiled_rather_than_repeated_in_place_keep_the_model_s_grouping(how: str, masked: bool) -> None:
+    def inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        x, mask = torch.randn(2, 5, 16, generator=g, dtype=torch.float64), torch.rand(2, 4, 5, 5, generator=g) > 0.3
+        return x, mask | torch.eye(5, dtype=torch.bool)
+
+    torch.manual_seed(0)
+    model = Tiled(how, masked).double().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, *inputs(0))
+    lowered = d.to_torch()
+    for seed in (1, 2):
+        with torch.no_grad():
+            torch.testing.assert_close(lowered(*inputs(seed)), model(*inputs(seed)), rtol=1e-12, atol=1e-12)
