@@ -186,6 +186,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
     from ncd.trace.dropouts import eval_dropouts
     from ncd.trace.fastpath import nested_padding, padded_samples
+    from ncd.trace.methods import methods_framed
     from ncd.trace.mha import lean_attention
     from ncd.trace.moe_first_call import decided_in
 
@@ -244,7 +245,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                 torch.no_grad(), enable_python_dispatcher(), _reads_guarded(rec), \
                 functions_boxed(rec), _straight_to(Recorder), Recorder(rec), shapes, nested_padding(model, fast, rec.paths), \
                 lean_attention(), eval_dropouts(), padded_samples(model, fast, rec.paths), \
-                _identity_watched(rec.same, rec.identity), decided_in(rec):
+                _identity_watched(rec.same, rec.identity), decided_in(rec), methods_framed(rec):
             out = flat(*run_args, **run_kwargs)
         rec.check_writes()
         if rec.budget is not None and rec.work > rec.budget + WORK_PER_CALL * rec.calls:  # (the model caught it)
