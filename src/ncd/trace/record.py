@@ -342,6 +342,14 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " mask holds True, and the diagram draws that count as traced, so on inputs selecting another"
                       " count the lowered module may raise or compute with the traced count (x[mask].mean() divides by"
                       " it)", RuntimeWarning, stacklevel=user_stacklevel())
+    if rec.overlapping:  # y /= y[:, :1]: torch's kernel reads entries the call wrote already
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into memory the same call reads (at"
+                      f" {', '.join(f'{line} ({op})' for line, op in sorted(rec.overlapping.items()))}: an operand is"
+                      " a view of the tensor written, such as y /= y[:, :1] or y[:, 1:] = y[:, :-1]); torch then"
+                      " computes entry by entry, reading entries the call already wrote, in the order its kernel visits"
+                      " them, and the diagram reads the operands before the write, so on the traced inputs the lowered"
+                      " module computes otherwise than the model (clone() the operand first)", RuntimeWarning,
+                      stacklevel=user_stacklevel())
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"

@@ -96,6 +96,9 @@ class _Recording(Aliases, InPlace):
         self.views: dict[int, list[torch.Tensor]] = {}  # a tensor's id -> the recorded views of it (``_base``)
         self.stale: set[int] = set()  # views whose recorded value a later in-place write made out of date
         self.random: dict[str, str] = {}  # the model's line -> the random operator it calls
+        #: the model's lines writing memory the same call reads, its result not the diagram's (:meth:`overlapped`)
+        self.overlapping: dict[str, str] = {}
+        self.overlapping_now = False  # :meth:`overlapped` is recording its call
         self.masked: dict[str, str] = {}  # the model's lines selecting with a boolean mask of the inputs (``x[m]``)
         self.drawing: dict[str, str] = {}  # the model's line -> an operator drawing random numbers inside (``DRAWING``)
         self.detached: dict[str, str] = {}  # the model's lines detaching a value of its inputs or parameters
@@ -249,6 +252,8 @@ class _Recording(Aliases, InPlace):
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         _, packet, mutable, writing, dropout, kernel = _operator(func)
+        if writing and not self.inside and not self.overlapping_now and packet not in RANDOM and packet not in DRAWING:
+            return self.overlapped(func, args, kwargs)
         if self.switched:  # on meta from a call on real values on (:mod:`ncd.trace.switch`): their meta tensors
             args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs) if kwargs else kwargs
         if dropout and not (args[2] if len(args) > 2 else kwargs.get("train", True)):
@@ -393,6 +398,12 @@ class _Recording(Aliases, InPlace):
             self.add(node, out)
             if target is not func:  # the in-place result is a new value: record a copy, the tensor may change again
                 node.value = value.clone()
+                if isinstance(first, torch.Tensor) and out is not first:  # on meta, a write of a value of the inputs
+                    # into a real tensor (``acc = zeros_like(h); acc += f(h)``, a buffer): the result is a meta copy,
+                    # and the model reads on from the tensor it wrote, whose later reads are this write's (were its
+                    # value before: the write dropped, silently)
+                    self.by_id[id(first)] = self.by_id[id(out)]
+                    self.keep.append(first)
             elif packet in ("detach", "alias") and isinstance(first, torch.Tensor) and out._base is None \
                     and id(first) not in self.state:  # one tensor under two names: a write into one writes both
                 twins = self.twins.setdefault(id(first), [first])
@@ -409,6 +420,27 @@ class _Recording(Aliases, InPlace):
                     if isinstance(item, torch.Tensor):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
                                       stack=tuple(self.stack), live=live), item)
+        return out
+
+    def overlapped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A write (:meth:`call`) whose operand shares the memory it writes (``y /= y[:, :1]``): recorded as any write,
+        the model's result compared with the diagram's reading of it (:mod:`ncd.trace.overlaps`), the line kept where
+        they differ; on the meta device, recorded again on real values."""
+        from ncd.trace.overlaps import differing, operands, read_first
+
+        if self.meta or self.switched:
+            if operands(func, args, kwargs)[1] and any(r.live for r in refs(self.ref((args, kwargs)))):
+                raise _NeedValues(f"{func} reads memory it writes")
+            pairs = []
+        else:
+            pairs = read_first(func, args, kwargs)
+        self.overlapping_now = True
+        try:
+            out = self.call(func, args, kwargs)
+        finally:
+            self.overlapping_now = False
+        if pairs and differing(pairs):
+            self.overlapping.setdefault(user_line() or "?", func.overloadpacket.__name__)
         return out
 
     def _constant_detached(self, x: Any) -> bool:

@@ -1,0 +1,109 @@
+"""A write that reads the memory it writes: ``y /= y[:, :1]``, ``y[:, 1:] = y[:, :-1]``, ``y[:, 1:] += y[:, :-1]``.
+
+Torch refuses such a call where it can tell (contiguous tensors: "some elements of the input tensor and the written-to
+tensor refer to a single memory location"), but not where the operand or the written tensor is a strided view: it
+then computes entry by entry in the order its kernel visits them, each entry reading what the entries before it wrote
+(``y /= y[:, :1]`` divides the first column by itself first, so the others are divided by 1; ``y[:, 1:] = y[:, :-1]``
+copies the first column into every one).  The diagram, as any functional program, reads the operands before the
+write, so on such a call it computes something else than the model, silently.
+
+:func:`read_first` runs the call on copies of what it writes and of the operands sharing its memory (the diagram's
+reading) before the model's call runs; the recorder compares the model's result with it afterwards and warns at the
+model's line where they differ (:func:`ncd.trace.record._warn_recorded`).  A call whose results agree on the traced
+values (``y[:, :-1] = y[:, 1:]``, a shift the kernel's order reads before it writes) is left as it is.  On the ``meta``
+device no value is known: a write of a value of the inputs with such an operand is recorded again on real values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ncd.trace.tensors import _one_memory
+from ncd.trace.undo import writes_of
+
+__all__ = ["read_first", "differing", "overlaps"]
+
+
+def _root(t: torch.Tensor) -> torch.Tensor:
+    return t if t._base is None else t._base
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes of its memory ``t`` reads, as a range (its first and one past its last byte)."""
+    size = t.element_size()
+    low = high = t.storage_offset() * size
+    for n, s in zip(t.shape, t.stride()):
+        if n > 1:
+            step = (n - 1) * s * size
+            if step < 0:
+                low += step
+            else:
+                high += step
+    return low, high + size
+
+
+def overlaps(a: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``a`` reads memory ``w`` holds, other than as ``w`` itself (entry for entry the same: an elementwise
+    ``w.mul_(w)`` reads each entry before it writes it).  Meta tensors: views of one tensor whose ranges meet."""
+    if a is w or not a.numel() or not w.numel() or a.layout != torch.strided or w.layout != torch.strided:
+        return False
+    if a.device.type == "meta" or w.device.type == "meta":
+        if a.device != w.device or _root(a) is not _root(w):
+            return False
+        if a.shape == w.shape and a.stride() == w.stride() and a.storage_offset() == w.storage_offset():
+            return False
+    else:
+        if a.device != w.device or a.untyped_storage().data_ptr() != w.untyped_storage().data_ptr():
+            return False
+        if _one_memory(a, w) or (a.dtype == w.dtype and a.data_ptr() == w.data_ptr() and a.shape == w.shape
+                                 and a.stride() == w.stride()):
+            return False
+    (lo, hi), (lo2, hi2) = _span(a), _span(w)
+    return lo < hi2 and lo2 < hi
+
+
+def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors among a call's arguments (an ATen call's: tensors, or lists and tuples of them)."""
+    out = []
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(t for t in v if isinstance(t, torch.Tensor))
+    return out
+
+
+def operands(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The tensors the call writes and the other tensors it reads that share their memory (none: ``[]``, ``[]``)."""
+    written = [w for w, _ in writes_of(func, args, kwargs)]
+    if not written:
+        return [], []
+    shared = [t for t in _tensors(args, kwargs) if not any(t is w for w in written)
+              and any(overlaps(t, w) for w in written)]
+    return (written, shared) if shared else ([], [])
+
+
+def read_first(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each tensor the call writes with what the call gives it reading its operands before writing (on copies: the
+    diagram's reading), where an operand shares its memory (none: ``[]``); run before the call."""
+    written, shared = operands(func, args, kwargs)
+    if not shared:
+        return []
+    copies = {id(t): t.clone() for t in written + shared}
+    a, kw = torch.utils._pytree.tree_map(
+        lambda v: copies.get(id(v), v) if isinstance(v, torch.Tensor) else v, (tuple(args), dict(kwargs)))
+    try:
+        with torch._C._DisablePythonDispatcher():
+            func(*a, **kw)
+    except Exception:  # noqa: BLE001 - the call does not run so (the model's own call decides)
+        return []
+    return [(w, copies[id(w)]) for w in written]
+
+
+def differing(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether the model's written tensors (after its call) differ from the diagram's reading of the call."""
+    from ncd.trace.tensors import _same
+
+    return any(not _same(w.detach(), first) for w, first in pairs)

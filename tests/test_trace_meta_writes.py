@@ -1,0 +1,67 @@
+"""On the ``meta`` device (a large model: parameters × input elements above ``META_ABOVE``, or its calls over the work
+budget), a write of a value of the inputs into a real tensor — a constant the forward made (``acc =
+torch.zeros_like(h); acc += f(h)``), a buffer (an average kept in place) — gives a meta copy, and the model reads on
+from the tensor it wrote: its later reads are the write's result, not its value before (the write was dropped from
+the diagram, silently: a 1.2M-parameter CNN on a 64×64 image, summing two branches into a ``zeros_like``, lowered
+without them)."""
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.trace import record
+
+
+class Accumulated(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc = torch.zeros_like(x)
+        acc += self.a(x).relu()
+        acc.add_(self.b(x)).mul_(2)
+        return acc.sum(-1)
+
+
+class Average(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = torch.nn.Linear(4, 4)
+        self.register_buffer("ema", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.ema.mul_(0.9).add_(self.l(x).mean(0), alpha=0.1)
+        return x - self.ema
+
+
+@pytest.fixture
+def on_meta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta
+
+
+def test_a_write_into_a_constant_made_in_the_forward_is_kept_on_meta(on_meta: None) -> None:
+    torch.manual_seed(0)
+    model, x = Accumulated(), torch.randn(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = ncd.trace(model, x)
+    for v in (x, torch.randn(3, 4)):
+        torch.testing.assert_close(d.to_torch()(v), model(v))
+
+
+def test_a_buffer_written_from_the_inputs_is_read_written_on_meta(on_meta: None) -> None:
+    torch.manual_seed(0)
+    model, x = Average(), torch.randn(3, 4)
+    before = model.ema.clone()
+    with pytest.warns(RuntimeWarning, match="writes into its buffers in place"):
+        d = ncd.trace(model, x)
+    # the diagram computes the traced call from the buffer's value before it: the model run from that value
+    model.ema.copy_(before)
+    for v in (x, torch.randn(3, 4)):
+        want = model(v)
+        model.ema.copy_(before)
+        torch.testing.assert_close(d.to_torch()(v), want)

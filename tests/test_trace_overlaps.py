@@ -1,0 +1,67 @@
+"""A write that reads memory it writes through a strided view (``y /= y[:, :1]``, ``y[:, 1:] = y[:, :-1]``): torch
+computes entry by entry, each reading what the call wrote before it, while the diagram reads the operands first. The
+trace says so, at the model's line, where the two differ on the traced values; never silently."""
+
+import warnings
+
+import pytest
+import torch
+
+import ncd
+from ncd.trace import record
+
+
+class FirstColumn(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * 2
+        y /= y[:, :1]  # the first column divided by itself first: the others are divided by 1
+        return y
+
+
+class ShiftRight(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + 1
+        y[:, 1:] = y[:, :-1]  # copies the first column into every one
+        return y
+
+
+class Accumulate(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y[:, 1:] += y[:, :-1]  # a running sum, entry by entry
+        return y
+
+
+class Cloned(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y.mul_(y)  # the same entries: read before written
+        y[:, 1:] += y[:, :-1].clone()
+        y /= y[:, :1].clone()
+        return y
+
+
+@pytest.mark.parametrize("model", [FirstColumn(), ShiftRight(), Accumulate()], ids=lambda m: type(m).__name__)
+def test_a_write_reading_its_own_memory_is_warned_where_the_diagram_differs(model: torch.nn.Module) -> None:
+    x = torch.randn(3, 5)
+    with pytest.warns(RuntimeWarning, match=r"writes into memory the same call reads \(at test_trace_overlaps.py:\d+"):
+        d = ncd.trace(model, x)
+    # what the warning says: the lowered module reads the operands first, the model does not
+    assert not torch.allclose(d.to_torch()(x), model(x))
+
+
+def test_writes_reading_what_they_write_only_entry_for_entry_or_a_copy_are_exact_and_quiet() -> None:
+    x = torch.randn(3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = ncd.trace(Cloned(), x)
+    for v in (x, torch.randn(3, 5)):
+        torch.testing.assert_close(d.to_torch()(v), Cloned()(v))
+
+
+def test_on_the_meta_device_such_a_write_is_recorded_again_on_real_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record, "META_ABOVE", 0)
+    monkeypatch.setattr(record, "WORK_BUDGET", -1)  # straight to meta
+    x = torch.randn(3, 5)
+    with pytest.warns(RuntimeWarning, match="writes into memory the same call reads"):
+        ncd.trace(FirstColumn(), x)
