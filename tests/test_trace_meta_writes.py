@@ -65,3 +65,29 @@ def test_a_buffer_written_from_the_inputs_is_read_written_on_meta(on_meta: None)
         want = model(v)
         model.ema.copy_(before)
         torch.testing.assert_close(d.to_torch()(v), want)
+
+
+class Rebound(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = torch.nn.Linear(4, 4)
+        self.register_buffer("m", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.m = self.m * 0.9 + self.l(x).mean(0) * 0.1
+        return x - self.m
+
+
+def test_a_buffer_bound_to_a_value_of_the_inputs_on_meta_is_put_back_not_left_without_values(on_meta: None) -> None:
+    # recorded on meta, the new binding had no values: the model's next call raised (a cpu tensor minus a meta one)
+    torch.manual_seed(0)
+    model, x = Rebound(), torch.randn(3, 4)
+    want = Rebound()
+    want.load_state_dict(model.state_dict())
+    with pytest.warns(RuntimeWarning, match="binds its m to new values.*m recorded on the meta device, without values:"
+                                            " put back as before it"):
+        d = ncd.trace(model, x)
+    assert model.m.device.type == "cpu"
+    torch.testing.assert_close(model(x), want(x))
+    want.m.zero_()
+    torch.testing.assert_close(d.to_torch()(x), want(x))

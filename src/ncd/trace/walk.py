@@ -183,8 +183,25 @@ def _warn_rebound(model: torch.nn.Module, before: dict[str, torch.Tensor], after
             continue
         if new.device != old.device or new.is_meta or not _same(new, old):
             changed.append(name)
+    blank = [name for name in changed if now[name].is_meta and not before[name].is_meta]
+    for name in blank:  # recorded on the meta device: a new value of no entries (the model's next call would raise)
+        _rebind(model, name, before[name])
     if changed:
+        updated = [name for name in changed if name not in blank]
+        said = [] if not updated else [f"{', '.join(updated)} updated as by its call"]
+        if blank:
+            said.append(f"{', '.join(blank)} recorded on the meta device, without values: put back as before it")
         warnings.warn(f"ncd.trace({type(model).__name__}): the model binds its {', '.join(changed)} to new values"
                       " while it runs; the diagram computes the traced call from their values before it and the"
                       " lowered module does not update them, so later calls of the model differ from it (and tracing"
-                      " ran the model: they were updated as by its call)", RuntimeWarning, stacklevel=user_stacklevel())
+                      f" ran the model: {'; '.join(said)})", RuntimeWarning, stacklevel=user_stacklevel())
+
+
+def _rebind(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    """Bind the parameter or buffer ``name`` (a dotted path) of ``model`` to ``value`` again."""
+    path, _, attr = name.rpartition(".")
+    module = model.get_submodule(path) if path else model
+    for table in (module._parameters, module._buffers):
+        if attr in table:
+            table[attr] = value  # type: ignore[assignment]
+            return
