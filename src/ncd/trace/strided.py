@@ -31,16 +31,11 @@ def strided_read(rec: _Recording, func: Any, args: tuple[Any, ...], kwargs: dict
     kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
     memory = torch.arange(entries, dtype=kind)
     read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
-    if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
-        positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
-        low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
-        outside = bool(low < 0) or bool(high >= x.numel())
-    else:  # any layout: each address's entry of x (-1: none)
-        mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)
-        entry = torch.full_like(memory, -1)
-        entry[mine] = torch.arange(mine.numel(), dtype=kind)
-        positions = entry[read]
-        outside = bool((positions < 0).any())
+    positions, outside = _positions(x, memory, read, kind)
+    base = x._base
+    if outside and isinstance(base, torch.Tensor) and id(base) in rec.by_id:  # a view read past its own entries:
+        x = base  # (x[:2].as_strided((3, n), (n, 1))) the entries of the tensor it views, which it may read
+        positions, outside = _positions(x, memory, read, kind)
     if outside:
         raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
     lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
@@ -54,6 +49,20 @@ def strided_read(rec: _Recording, func: Any, args: tuple[Any, ...], kwargs: dict
     if out._base is not None:
         rec.views.setdefault(id(out._base), []).append(out)
     return out
+
+
+def _positions(x: torch.Tensor, memory: torch.Tensor, read: torch.Tensor,
+               kind: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """The entries of ``x`` the addresses ``read`` hold, and whether any lies outside ``x``."""
+    if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
+        positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
+        low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
+        return positions, bool(low < 0) or bool(high >= x.numel())
+    mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)  # any layout: each address's
+    entry = torch.full_like(memory, -1)  # entry of x (-1: none)
+    entry[mine] = torch.arange(mine.numel(), dtype=kind)
+    positions = entry[read]
+    return positions, bool((positions < 0).any())
 
 
 def _kept_leading(x: torch.Tensor, out: torch.Tensor, positions: torch.Tensor) -> int:
