@@ -695,3 +695,68 @@ def test_layers_of_glu_are_copied_and_equal(layers: int, monkeypatch: pytest.Mon
     model = nn.Sequential(*(Gated(8) for _ in range(layers)))
     x = torch.randn(2, 5, 8)
     _copied_and_equal(model, x, layers - 1, monkeypatch)
+
+
+class Attending(nn.Module):
+    """Canine's layers: each casts the additive mask to the scores' dtype, ``mask.to(x.dtype)`` (``cast``); on a float
+    mask it returns the mask itself, so the next layer's cast reads this layer's (the same tensor)."""
+
+    def __init__(self, width: int, cast: bool) -> None:
+        super().__init__()
+        self.cast = cast
+        self.q, self.k, self.o = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.cast:
+            mask = mask.to(x.dtype)
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) + mask[:, None, :]
+        return x + self.o(torch.softmax(scores, -1) @ x)
+
+
+class AttendingStack(nn.Module):
+    """``made``: the mask is a constant of the input's shape (canine's: ``where`` of positions), the input's ignored."""
+
+    def __init__(self, layers: int, cast: bool, width: int = 8, made: bool = False) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Attending(width, cast) for _ in range(layers))
+        self.made = made
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.made:
+            at = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+            mask = torch.where(at < x.shape[1] - 1, 0.0, -1e4)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+@pytest.mark.parametrize("cast", [False, True])
+@pytest.mark.parametrize("made", [False, True])
+def test_layers_casting_a_float_mask_to_its_own_dtype_are_copied_and_equal(layers: int, cast: bool, made: bool,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A no-op cast (the mask itself) read by the next layer's cast: every later layer is copied, as without it; the
+    mask an input (a wire) or a constant (read by value)."""
+    torch.manual_seed(0)
+    model = AttendingStack(layers, cast, made=made).eval()
+    x, mask = torch.randn(2, 5, 8), torch.zeros(2, 5)
+    mask[:, -1] = -1e4
+    copied, traced = _compared(model, (x, mask), {}, monkeypatch)
+    assert copied == layers - 1
+    lowered = traced.to_torch()
+    fresh, other = torch.randn(2, 5, 8), torch.zeros(2, 5)
+    other[0, 1:] = -1e4
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(fresh, other), model(fresh, other))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bool])
+def test_layers_casting_a_mask_of_another_dtype_are_equal(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real cast (a new tensor each layer) is no alias: copied or walked, the diagram is the walk's and equal."""
+    torch.manual_seed(0)
+    model = AttendingStack(3, True).eval()
+    x, mask = torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=dtype)
+    _, traced = _compared(model, (x, mask), {}, monkeypatch)
+    fresh = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(traced.to_torch()(fresh, mask), model(fresh, mask))
