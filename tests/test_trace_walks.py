@@ -326,3 +326,76 @@ def test_the_arity_read_once_a_class_is_each_module_s_own() -> None:
             assert arity == _arity(module)
     assert [_class_arity(type(m)) for m in model] == [1, 3, 4, None, None, 3, 2]
     assert _arity(own) == 1
+
+
+class Walks(torch.nn.Sequential):
+    """Walks its submodules its own way: a walk of a model holding one is not faithful."""
+
+    def named_modules(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super().named_modules(*args, **kwargs)
+
+
+def _read(walk: _Walk) -> tuple[object, ...]:
+    return (walk.faithful, [(n, id(m)) for n, m in walk.modules], [(n, id(t)) for n, t in walk.parameters],
+            [(n, id(t)) for n, t in walk.buffers])
+
+
+def _changes() -> list[tuple[str, object]]:
+    """What a call may do to a model's tree after a walk (:func:`_mutated`): each changes what a walk reads but one."""
+
+    def rebind(m: Shared) -> None:
+        m.head.bias = torch.nn.Parameter(m.head.bias.detach().clone())
+
+    def register(m: Shared) -> None:
+        m.head.register_buffer("late", torch.zeros(1))
+
+    def drop(m: Shared) -> None:
+        del m.scale
+
+    def rename(m: Shared) -> None:  # the same objects, in the same order, under another name
+        m.nested._modules = {"x" + k: v for k, v in m.nested._modules.items()}
+
+    def rename_parameter(m: Shared) -> None:
+        m.nested[1]._parameters = {"w" if k == "weight" else k: v for k, v in m.nested[1]._parameters.items()}
+
+    def replace(m: Shared) -> None:
+        m.nested[1] = torch.nn.Linear(4, 2)
+
+    def unset(m: Shared) -> None:
+        m.nested[1].bias = None
+
+    def attach(m: Shared) -> None:
+        m.late = torch.nn.ReLU()
+
+    def reclass(m: Shared) -> None:
+        m.first.__class__ = Walks  # (shared: ``again`` too)
+
+    def buffer_value(m: Shared) -> None:  # a buffer rebound to another tensor: the walk holds the old one
+        m.scale = torch.zeros(4)
+
+    def attribute(m: Shared) -> None:  # a plain attribute: no walk reads it
+        m.note = 3  # type: ignore[assignment]
+
+    return [(f.__name__, f) for f in (rebind, register, drop, rename, rename_parameter, replace, unset, attach,
+                                      reclass, buffer_value, attribute)]
+
+
+@pytest.mark.parametrize("name, change", _changes())
+def test_a_walk_holds_the_model_exactly_when_a_new_walk_reads_the_same(name: str, change: object) -> None:
+    """:meth:`_Walk.holds` (the walk after a capture reused): true exactly when a walk of the model now reads the same
+    modules, parameters and buffers under the same names, and faithfully."""
+    model = Shared()
+    walk = _Walk(model)
+    assert walk.holds(model) and _read(_Walk(model)) == _read(walk)
+    change(model)  # type: ignore[operator]
+    now = _Walk(model)
+    assert walk.holds(model) == (_read(now) == _read(walk)), name
+    assert walk.holds(model) == (name == "attribute"), name
+    assert now.holds(model) == now.faithful
+
+
+def test_a_walk_of_another_model_or_an_unfaithful_one_holds_nothing() -> None:
+    for model in _models():
+        walk = _Walk(model)
+        assert walk.holds(model) == walk.faithful
+        assert not walk.holds(Shared())

@@ -411,7 +411,10 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
-    walk = _Walk(model)  # the state the model holds after the capture, read once for the two below
+    # the state the model holds after the capture, read once for the two below: the walk the recording made after the
+    # model ran, when the model still holds just that (checked: nothing rebound, registered or dropped since)
+    after = walk.after if walk is not None else None
+    walk = after if after is not None and after.holds(model) else _Walk(model)
     made = _made(captured.nodes, tensors)
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unread(model, tensors, walk, made),
