@@ -118,3 +118,21 @@ def test_a_models_own_softmax_of_scores_plus_a_bias_is_not_fused_into_sdpa_whose
             got, want = lowered(*args), model(*args)
         assert want.isnan().any() == masked_row
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_longformer_s_integer_steps_woven_near_its_attention_lower() -> None:
+    """The fusion read an integer step lowered with its woven axes moved in front as if it were a float one: the
+    type it built had no range, and longformer's lowering failed (ParseError), since e3ed087."""
+    from transformers import LongformerConfig, LongformerModel
+
+    config = LongformerConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                              attention_window=4, vocab_size=99, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = LongformerModel(config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randint(0, 99, (2, 8)))
+        lowered = d.to_torch()
+        ids = torch.randint(0, 99, (2, 8), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            torch.testing.assert_close(lowered(ids)[0], model(ids).last_hidden_state, rtol=0, atol=1e-5)

@@ -119,6 +119,8 @@ def _unframe(gen: Codegen, steps: list[Step], i: int, frame: tuple[Axis, ...]
             or any(a is not c for a, c in zip(moved.outputs, box.inputs)):
         return None
     ins = tuple(moved.inputs)
+    if any(v.dtype == "index" for v in (*ins, *back.outputs)):
+        return None  # integers (their ranges are not on the values): no step of an attention (longformer's positions)
     return b, [w, i], (box.box, _type(ins), _type(back.outputs), ins)
 
 
