@@ -158,13 +158,10 @@ class _Match:
                 picks_c.append(n.args[1])
         if inside_t != inside_c:
             return False
-        dropped = False
-        if outside_t != outside_c:  # (a later layer's no-op ``mask.to(dtype)`` of this one's, the same tensor)
-            outside_t, outside_c, dropped = self._unaliased(t, c, outside_t, outside_c)
         # Read outside the layers by other operations (the next layer, the model's head): a walk asks of a value's
         # readers only whether one is outside a module (or the value is an output: module idioms, experts), which parts
         # of a tuple are read, and of a value read once, what reads it (a view fused into a projection)
-        if sorted(outside_t) == sorted(outside_c) and not dropped:
+        if sorted(outside_t) == sorted(outside_c):
             return (id(t) in self.outputs) == (id(c) in self.outputs)
         for node in (t, c):
             readers = self.conv.consumers.get(id(node), [])
@@ -172,33 +169,6 @@ class _Match:
                 return False
         return (bool(outside_t) or id(t) in self.outputs) == (bool(outside_c) or id(c) in self.outputs) \
             and sorted(map(repr, picks_t)) == sorted(map(repr, picks_c))
-
-    def _unaliased(self, t: Node, c: Node, outside_t: list[str], outside_c: list[str]
-                   ) -> tuple[list[str], list[str], bool]:
-        """The operations reading ``t`` and ``c`` outside the layers, without those that are no-op aliases of them
-        (``mask.to(x.dtype)`` of a float mask returns ``mask`` itself, so the next layer's cast reads this layer's),
-        and whether any was left out: where ``t`` and ``c`` are each one (the same operator returning the very tensor
-        it read) and the recorded walk gave ``t`` its input's wire (no step of its own; a copy gives ``c`` its input's
-        alike), or, neither live, no wire at all (a constant, read by value).  Such a reader reads the same tensor,
-        and the same wire or none, as the alias's input does: whether it reads the alias is nothing the walk asks."""
-        if not (_alias(t) and _alias(c) and t.target is c.target and t.live == c.live):
-            return outside_t, outside_c, False
-        p, source = self.at_theirs[id(t)], t.args[0]
-        bound = dict(self.record.bound)
-        q = self.at_theirs.get(id(source))
-        vid, given = bound.get(p), bound.get(q) if q is not None else self.record.before.get(id(source))
-        if not (vid is not None and vid == given or not t.live and vid is None and given is None
-                and id(c) not in self.conv.values and id(c.args[0]) not in self.conv.values):
-            return outside_t, outside_c, False
-        rest_t, rest_c = self._drop(t, outside_t, self.at_theirs), self._drop(c, outside_c, self.at_ours)
-        return rest_t, rest_c, rest_t != outside_t or rest_c != outside_c
-
-    def _drop(self, t: Node, outside: list[str], inside: dict[int, int]) -> list[str]:
-        rest = list(outside)
-        for n in self.conv.consumers.get(id(t), []):
-            if id(n) not in inside and n.target is t.target and _alias(n) and n.args[0] is t:
-                rest.remove(op_name(n.target)[1])
-        return rest
 
     def _same(self, a: Any, b: Any) -> bool:
         kind = type(a)
@@ -218,11 +188,9 @@ class _Match:
             # read from outside the layer: the same node (a shared table, the mask), or values made before it alike
             if a is not b and not (a.kind in _READ and b.kind in _READ and a.live and b.live
                                    and _same_value(a.value, b.value, exact=False)) \
-                    and not (not a.live and _aliases(b, a)) \
                     and not (id(a) in self.private and b.kind == "parameter" and b.live and not a.args and not b.args
                              and _same_value(a.value, b.value, exact=False) and self._path(a.source, b.source)):
-                return False  # (a parameter's live copy read by the recorded layer alone: its counterpart's here; a
-                # constant, or a no-op alias of it read by the later layer: the same tensor, read by value)
+                return False  # (a parameter's live copy read by the recorded layer alone: its counterpart's here)
             self.outside[id(a)], self.outside_back[id(b)] = b, a
             self.kept.append((a, b))
             return True
@@ -264,21 +232,6 @@ class _Match:
                 mapped.append(mine)
             out.append(mapped)
         return out
-
-
-def _alias(n: Node) -> bool:
-    """Whether ``n`` is an operation that returned the very tensor it read first (``x.to(x.dtype)``)."""
-    source = n.args[0] if n.kind == "call" and n.args else None
-    return isinstance(source, Node) and isinstance(n.value, torch.Tensor) and n.value is source.value
-
-
-def _aliases(b: Node, a: Node) -> bool:
-    """Whether ``b`` is a chain of no-op aliases (:func:`_alias`), none live, of ``a``: the very tensor of ``a``."""
-    while b is not a:
-        if b.live or not _alias(b):
-            return False
-        b = b.args[0]
-    return True
 
 
 def _same_view(x: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], views: dict[int, tuple[Any, ...]]
