@@ -30,7 +30,7 @@ def _root(t: torch.Tensor) -> torch.Tensor:
     return t if t._base is None else t._base
 
 
-def _span(t: torch.Tensor) -> tuple[int, int]:
+def _span(t: torch.Tensor) -> tuple[int | torch.SymInt, int | torch.SymInt]:
     """The bytes of its memory ``t`` reads, as a range (its first and one past its last byte)."""
     size = t.element_size()
     low = high = t.storage_offset() * size
