@@ -135,3 +135,21 @@ def test_key_value_heads_tiled_rather_than_repeated_in_place_keep_the_model_s_gr
     for seed in (1, 2):
         with torch.no_grad():
             torch.testing.assert_close(lowered(*inputs(seed)), model(*inputs(seed)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("repeat", [True, False])
+def test_grouped_query_attention_costs_what_the_lowered_module_measures(causal: bool, repeat: bool) -> None:
+    """The fused call's math kernel repeats each key/value head over its query heads before it scales the keys and
+    keeps the values: ncd.cost's activation memory and products equal autograd's saved tensors and the flop counter."""
+    from ncd.torch.measure import measure
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(Grouped(causal, repeat).eval(), x)
+    assert "enable_gqa=True" in d.to_source()
+    report, m = ncd.cost(d), measure(d.as_block(), inputs=(x,))
+    assert report.forward_matmul == m.forward_flops
+    assert report.activation_bytes == m.activation_bytes, m.saved

@@ -46,12 +46,19 @@ def fused_attention(walker: Any, pattern: Any, parts: list[Diagram], values: lis
     shapes = [(numel(frame),) + tuple(a.size for a in arg.axes if a.name not in names) for arg in call.args[:3]]
     ctx.charge(call, shapes, grads=(True, False, False))
     scores = sympy.Mul(*shapes[0][:-1]) * shapes[1][-2]  # B·H·L·S: the attention weights
-    ctx.other(q.numel + k.numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
-              q.numel + k.numel + 4 * scores)
+    # grouped-query attention (enable_gqa): the math kernel first repeats each key/value head over the query heads it
+    # serves (repeat_interleave: new tensors), so the keys it scales and the values it keeps have the queries' heads
+    shared = tuple(a for a in q.axes if a.name == pattern.query[0]) if pattern.gqa is not None else ()
+    k_numel = k.numel * numel(shared)
+    ctx.other(q.numel + k_numel + 4 * scores + (scores if pattern.causal or pattern.mask else 0),
+              q.numel + k_numel + 4 * scores)
     q, k, v = _as_called(ctx, inputs, [q, k, v], [target for _, _, target in pattern.operands()], ops)
-    ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes, grad=True))
+    ctx.save(ctx.new(q.axes, grad=True), ctx.new(k.axes + shared, grad=True))
     ctx.save(ctx.new(tuple(a for a in out_axes if a.name in batch + pattern.query) + (_axis(v, pattern.key),), grad=True))
-    folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
+    if shared:
+        folded = ctx.new(v.axes + shared, grad=v.grad)
+    else:
+        folded = v if v.merges([batch, [pattern.key], list(pattern.value)]) else ctx.new(v.axes, grad=v.grad)
     ctx.save(folded)
     out = ctx.new(out_axes, _written(q, batch, pattern, training=walker.training), grad=True)
     walker.boxes.append(BoxCost("attention (SDPA)", "sdpa", tuple(walker.blocks), metrics))
