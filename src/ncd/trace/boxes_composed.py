@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 import ncd.trace.boxes  # noqa: F401  (the rule of round, which the decimals hook stands in front of)
-import ncd.trace.indexing  # noqa: F401  (the rules of scatter_reduce and index_add, which hooks stand in front of)
+import ncd.trace.indexing_scatter  # noqa: F401  (the rules of scatter_reduce and index_add, which hooks stand in front of)
 from ncd.trace.boxes_losses import _call
 from ncd.trace.boxes_pointwise import _finish
 from ncd.trace.capture import Node

@@ -89,7 +89,7 @@ __all__ = ["load_rules", "prepare"]
 
 
 def load_rules() -> None:
-    """Rules register on import (this module, :mod:`ncd.trace.indexing` and :mod:`ncd.trace.scalars`)."""
+    """Rules register on import (this module, the ``boxes*``, ``indexing*`` modules, :mod:`ncd.trace.scalars`, ...)."""
     import ncd.trace.attention  # noqa: F401
     import ncd.trace.boxes  # noqa: F401  (newprims: roll, pad, cumsum, ...; its siblings below)
     import ncd.trace.boxes_bags  # noqa: F401  (imports boxes_losses)
@@ -109,6 +109,7 @@ def load_rules() -> None:
     import ncd.trace.boxes_selection  # noqa: F401
     import ncd.trace.boxes_windows  # noqa: F401
     import ncd.trace.indexing  # noqa: F401
+    import ncd.trace.indexing_scatter  # noqa: F401  (gather, scatter, scatter_add, index_add)
     import ncd.trace.recurrent  # noqa: F401  (LSTM, GRU, RNN as scans: recur)
     import ncd.trace.scalars  # noqa: F401
     import ncd.trace.triangular  # noqa: F401  (triangular solves and forward substitution: recur)
