@@ -316,7 +316,7 @@ def l2_norm(conv: Converter, node: Node) -> bool:
 
     from ncd.prims.elementwise import ScaleOp
     from ncd.prims.normalization import RMSNormOp
-    from ncd.trace.idioms_arithmetic import count_of
+    from ncd.trace.scale_factors import count_of
 
     vid = conv.value(x)
     seg = conv.segs[vid]

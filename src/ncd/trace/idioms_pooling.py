@@ -17,9 +17,9 @@ from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
-from ncd.trace.idioms_arithmetic import _scale
 from ncd.trace.idioms_layers import _ints
 from ncd.trace.idioms_wires import _live, _shape, _weight
+from ncd.trace.scale_factors import _scale
 
 __all__ = ["pool", "batch_norm"]
 
