@@ -6,7 +6,7 @@ the recording unrolls them into ``n`` copies of the step, and nothing is stacked
 :func:`ncd.trace.loops.fold_time_loops` has nothing to start from.  :func:`fold_state_loops` finds them by their
 period instead: a run of recorded calls where each call is a copy of the call ``p`` before it (same operator, same
 constant arguments, reading either the same value from before or the value made ``p`` calls before).  The run is then
-proven exactly as a time loop is (:func:`ncd.trace.loops._prove`: every step a copy of the first, reading values from
+proven exactly as a time loop is (:func:`ncd.trace.loops_proof._prove`: every step a copy of the first, reading values from
 before the loop, its own values or the previous step's — its states), rewritten into one :class:`~ncd.trace.loops.Loop`
 without a stacked output, and checked on the traced values (the body, run ``n`` times from the initial states, gives
 the final states recorded).  The converter draws it as a scan with no scanned wire: the step once, in the paper's
@@ -37,7 +37,8 @@ from typing import Any
 
 from ncd.trace.capture import Captured, Node
 from ncd.trace.convert import LOG, op_name
-from ncd.trace.loops import _leaves, _prove, _rewrite
+from ncd.trace.loops import _rewrite
+from ncd.trace.loops_proof import _leaves, _prove
 
 __all__ = ["fold_state_loops", "MIN_STEPS"]
 
