@@ -11,7 +11,7 @@ from tests.benchmarks import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "docs/backprop.md", "docs/rendering.md", "docs/distributed.md", "docs/io.md", "docs/trace.md",
-         "docs/viewer.md"]
+         "docs/viewer.md", "docs/internals.md"]
 
 
 def _blocks(page: str) -> list[str]:
@@ -25,6 +25,8 @@ def test_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for k, block in enumerate(blocks):
+        if ">>>" in block:  # an interactive session: test_every_interactive_example_in_the_docs_runs
+            continue
         exec(compile(block, f"{page} (example {k + 1})", "exec"), namespace)  # noqa: S102 - our own docs
 
 
@@ -80,3 +82,33 @@ def test_the_performance_page_shows_the_source_ncd_generates() -> None:
         for line in lines:
             pattern = re.escape(line.strip()).replace(re.escape("..."), ".*?")
             assert re.search(pattern, source), f"docs/performance.md ({label}): {line.strip()!r} is not generated"
+
+
+def test_every_interactive_example_in_the_docs_runs() -> None:
+    """The ``>>>`` examples in the Python blocks of the README and every ``docs/*.md`` page (``docs/internals.md``'s
+    walk through the IR, the lowered program, ...) give the output they show."""
+    import doctest
+
+    pages = ["README.md"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))
+    ran = 0
+    for page in pages:
+        for k, block in enumerate(_blocks(page)):
+            if ">>>" not in block:
+                continue
+            test = doctest.DocTestParser().get_doctest(block, {}, f"{page} (example {k + 1})", page, 0)
+            result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
+            assert result.failed == 0, f"{page} (example {k + 1}): {result.failed} of {result.attempted} failed"
+            ran += result.attempted
+    assert ran >= 20
+
+
+def test_every_page_s_python_examples_are_checked() -> None:
+    """Each page with Python blocks has a test that runs them (or, for ``docs/performance.md``, compares them with the
+    source ncd generates): a page added without one fails here."""
+    checked = set(PAGES) | {"docs/gallery.md", "docs/performance.md",  # the two tests above
+                            "docs/inference.md"}  # tests/test_decode.py::test_the_inference_page_runs
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        page = str(path.relative_to(ROOT))
+        blocks = _blocks(page)
+        if blocks and not all(">>>" in b for b in blocks):  # doctest blocks: the test above
+            assert page in checked, f"{page} has Python examples no test runs"
