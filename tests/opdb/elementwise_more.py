@@ -15,7 +15,7 @@ REFS = {
     "sin": torch.sin, "cos": torch.cos, "log1p": torch.log1p, "log2": torch.log2, "expm1": torch.expm1,
     "acos": torch.acos, "log_sigmoid": F.logsigmoid, "celu": F.celu, "selu": F.selu, "hardtanh": F.hardtanh,
     "sign": torch.sign, "trunc": torch.trunc, "round": torch.round, "frac": torch.frac,
-    "floor": torch.floor, "ceil": torch.ceil,
+    "floor": torch.floor, "ceil": torch.ceil, "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
 }
 #: functions defined on positive numbers only: sampled after exp (so the input is any real number)
 POSITIVE = {"rsqrt", "reciprocal", "log1p", "log2"}

@@ -51,6 +51,7 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid, "exp": torch.exp, "log": torch.log, "square": torch.square, "sqrt": torch.sqrt,
     "neg": torch.neg, "abs": torch.abs, "identity": lambda t: t,
     "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+    "quick_gelu": lambda t: t * torch.sigmoid(1.702 * t),
 }
 
 Ranges = dict[str, tuple[int, int]]

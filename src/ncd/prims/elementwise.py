@@ -74,6 +74,9 @@ class Function:
     ``params`` names the function's numeric arguments and their defaults (``leaky_relu``'s slope, ``softplus``'s
     beta and threshold): ``call`` writes them where it says ``{args}`` (nothing when they are the defaults),
     ``derivative`` reads each by name (``{negative_slope}``).
+
+    ``inner``: ``call`` is a composite whose autograd also keeps one new tensor of the input's size (QuickGELU's
+    ``x * torch.sigmoid(1.702 * x)`` keeps ``x`` and the sigmoid): the cost model counts it.
     """
 
     glyph: str
@@ -82,6 +85,7 @@ class Function:
     derivative: str | None
     params: tuple[tuple[str, float], ...] = ()
     slope: float | None = None
+    inner: bool = False
 
     def defaults(self) -> tuple[float, ...]:
         return tuple(d for _, d in self.params)
@@ -117,6 +121,10 @@ ROWS: dict[str, Function] = {
     "gelu": Function("GELU", "F.gelu({})", "input", _GELU),
     "gelu_tanh": Function("GELU", "F.gelu({}, approximate='tanh')", "input", _GELU_TANH),
     "silu": Function("SiLU", "F.silu({})", "input", "torch.sigmoid({v}) * (1 + {v} * (1 - torch.sigmoid({v})))"),
+    # CLIP's QuickGELU, x σ(1.702 x), in the very operations ``transformers``' QuickGELUActivation runs (bit-equal)
+    "quick_gelu": Function("qGELU", "{0} * torch.sigmoid(1.702 * {0})", "input",
+                           "torch.sigmoid(1.702 * {v}) * (1 + 1.702 * {v} * (1 - torch.sigmoid(1.702 * {v})))",
+                           inner=True),
     "tanh": Function("tanh", "torch.tanh({})", "output", "1 - {v} * {v}"),
     "sigmoid": Function("σ", "torch.sigmoid({})", "output", "{v} * (1 - {v})"),
     "exp": Function("exp", "torch.exp({})", "output", "{v}"),
@@ -505,6 +513,8 @@ def cost_elementwise(prim: ElementwiseOp, ctx: CostContext) -> list[Tensor]:
         which = SAVES[function]
         if which is not None:
             ctx.save(y if which == "output" else x)
+        if ROWS[function].inner:  # (a composite's intermediate, e.g. QuickGELU's sigmoid)
+            ctx.save(ctx.like(0, x))
         ctx.other(n, n if which is None else 2 * n)
     else:
         ctx.other(n, sympy.Integer(0))

@@ -273,7 +273,10 @@ def _rows(tensor: torch.Tensor) -> torch.Tensor | None:
 def _recorded_as(run: list[Node], source: Node, result: Node, function: str | None) -> bool:
     """Whether the module's one recorded call is ``function``'s own ATen operator on ``source`` alone, giving
     ``result`` (``aten.gelu(x)`` in a GELU module): the box then stands for the very call the recording holds, which
-    the walk would draw as that box without the idiom, so there is nothing for a value check to tell."""
+    the walk would draw as that box without the idiom, so there is nothing for a value check to tell.  QuickGELU:
+    the module's recorded calls are the box's lowering itself (:func:`_quick_gelu_recorded`)."""
+    if function == "quick_gelu":
+        return _quick_gelu_recorded(run, source, result)
     if len(run) != 1 or run[0] is not result or not result.args or result.args[0] is not source:
         return False
     from ncd.trace.idioms_arithmetic import UNARY  # (the walk's own rule for these operators: the names it draws)
@@ -315,15 +318,44 @@ def _alias_of(node: Node, source: Node) -> bool:
     return True
 
 
+def _quick_gelu_recorded(run: list[Node], source: Node, result: Node) -> bool:
+    """Whether the module's recorded calls are exactly ``source * sigmoid(1.702 * source)`` giving ``result``, in
+    that order (``mul`` by the Python float 1.702 on either side, ``sigmoid`` of it, ``mul`` of ``source`` by that on
+    either side), all in ``source``'s dtype and shape: the ``quick_gelu`` row's lowering, the same operations, so the
+    box is exact by construction."""
+    if len(run) != 3 or run[2] is not result or source.value.dtype != result.value.dtype:
+        return False
+    scaled, sigmoid, product = run
+    names = [op_name(n.target)[1] for n in run]
+    if names != ["aten.mul.Tensor", "aten.sigmoid.default", "aten.mul.Tensor"] or any(n.kwargs for n in run):
+        return False
+
+    def pair(node: Node, other: object) -> bool:  # the two arguments are source and ``other`` (either order)
+        args = node.args
+        return len(args) == 2 and ((args[0] is source and _is(args[1], other)) or (args[1] is source and _is(args[0], other)))
+
+    return (pair(scaled, 1.702) and len(sigmoid.args) == 1 and sigmoid.args[0] is scaled and pair(product, sigmoid)
+            and all(isinstance(n.value, torch.Tensor) and n.value.dtype == source.value.dtype
+                    and tuple(n.value.shape) == tuple(source.value.shape) for n in run))
+
+
+def _is(arg: object, want: object) -> bool:
+    """``arg`` is the node ``want``, or the Python float ``want`` itself (not an int, a bool or a tensor)."""
+    if isinstance(want, float):
+        return type(arg) is float and arg == want
+    return arg is want
+
+
 #: The elementwise functions module idioms may stand for, as torch computes them (for the numeric check).
 ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": torch.nn.functional.gelu, "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
     "silu": torch.nn.functional.silu, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
 }
 
 #: Module classes that may be drawn as one elementwise box (whatever ATen operators they run), once checked on values.
 ACTIVATIONS = {
     "GELUActivation": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh",
-    "PytorchGELUTanh": "gelu_tanh", "QuickGELUActivation": None, "SiLUActivation": "silu", "GELU": None, "SiLU": "silu",
+    "PytorchGELUTanh": "gelu_tanh", "QuickGELUActivation": "quick_gelu", "SiLUActivation": "silu", "GELU": None, "SiLU": "silu",
     "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
 }
