@@ -678,6 +678,43 @@ def test_layers_reading_views_of_a_large_constant_are_copied_only_where_it_is_eq
     _copied_and_equal(model, x, copies, monkeypatch)
 
 
+class Filled(nn.Module):
+    """A large constant the forward makes by expanding one number (256 kB read from a 4-byte memory, strides 0: as
+    longformer's diagonal scores of zeros), then a few rows and columns of it; ``fill``: that number."""
+
+    def __init__(self, width: int, fill: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+        self.fill = fill
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = x.new_full((), self.fill).expand(64, 1024)
+        return x + self.proj(x) * table[:x.shape[1], :x.shape[2]]
+
+
+@pytest.mark.parametrize(("fills", "copies"), [([1.5, 1.5, 1.5], 2), ([1.5, 1.5, 2.5], 1), ([1.5, 2.5, 1.5], 1),
+                                               ([0.0, -0.0, 0.0], 2)])
+def test_layers_reading_a_large_expanded_number_are_copied_only_where_it_is_equal(
+        fills: list[float], copies: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layers' expanded numbers (a memory of 4 bytes, not a whole number of words, read 65,536 times) are compared
+    as the bytes of their memories, once (reuse_match._equal_entries), not entry by entry: a layer whose number differs
+    is walked (-0.0 against 0.0: other bits, then compared entry by entry, equal), and every diagram is the walk's."""
+    from ncd.trace import reuse_match
+
+    proven: list[set[tuple[int, int]]] = []
+    made = reuse_match._Match.__init__
+
+    def kept(self: Any, *args: Any) -> None:
+        made(self, *args)
+        proven.append(self.proven)
+
+    monkeypatch.setattr(reuse_match._Match, "__init__", kept)
+    torch.manual_seed(0)
+    model = nn.Sequential(*(Filled(8, f) for f in fills))
+    _copied_and_equal(model, torch.randn(2, 5, 8), copies, monkeypatch)
+    assert any(proven) == (copies > 0)  # a pair of 4-byte memories proven equal by their bytes (the first layer's)
+
+
 class Gated(nn.Module):
     """A conformer's convolution module's gate: a projection to twice the width halved by ``F.glu``."""
 
