@@ -107,3 +107,41 @@ def test_nothing_is_left_in_torch_after_a_recording() -> None:
         lin = nn.Linear(8, 8)
         got = torch.export.export(lin, (torch.randn(2, 8),), strict=False)
     assert any("linear" in str(n.target) for n in got.graph.nodes)
+
+
+class Literals(nn.Module):
+    """``torch.tensor`` in the forward (SEW-D's scale ``torch.sqrt(torch.tensor(d, dtype=float))``, once per layer): its own
+    ``empty`` and copy reach the pre-dispatch key with the Python key excluded, where torch resolves the kernel anew."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            x = self.lin(x) / torch.sqrt(torch.tensor(x.size(-1), dtype=torch.float))
+        return x
+
+
+def test_torchs_kernel_for_calls_under_the_python_key_excluded_is_resolved_once_per_operator() -> None:
+    torch.manual_seed(0)
+    model, x = Literals().eval(), torch.randn(2, 5, 8)
+    asked: list[str] = []
+    original = torch._ops.OpOverload._get_dispatch
+
+    def counted(op: Any, key: Any) -> Any:
+        if key == PRE:
+            asked.append(str(op))
+        return original(op, key)
+
+    with _torchs_handlers():
+        want = _recorded(model, x)
+    torch._ops.OpOverload._get_dispatch = counted  # (what the kept handlers' torch_handler asks torch)
+    try:
+        got = _recorded(model, x)
+    finally:
+        torch._ops.OpOverload._get_dispatch = original
+    assert got == want  # the same recording as torch's handlers give
+    assert asked and len(asked) == len(set(asked))  # each operator's kernel asked once (was: at each of the 4 calls)
+    lowered = ncd.trace(model, x).to_torch()
+    torch.testing.assert_close(lowered(x), model(x))
