@@ -127,7 +127,8 @@ def test_torchs_kernel_for_calls_under_the_python_key_excluded_is_resolved_once_
     torch.manual_seed(0)
     model, x = Literals().eval(), torch.randn(2, 5, 8)
     asked: list[str] = []
-    original = torch._ops.OpOverload._get_dispatch
+    overload: Any = torch._ops.OpOverload
+    original = overload._get_dispatch
 
     def counted(op: Any, key: Any) -> Any:
         if key == PRE:
@@ -136,11 +137,11 @@ def test_torchs_kernel_for_calls_under_the_python_key_excluded_is_resolved_once_
 
     with _torchs_handlers():
         want = _recorded(model, x)
-    torch._ops.OpOverload._get_dispatch = counted  # (what the kept handlers' torch_handler asks torch)
+    overload._get_dispatch = counted  # (what the kept handlers' torch_handler asks torch)
     try:
         got = _recorded(model, x)
     finally:
-        torch._ops.OpOverload._get_dispatch = original
+        overload._get_dispatch = original
     assert got == want  # the same recording as torch's handlers give
     assert asked and len(asked) == len(set(asked))  # each operator's kernel asked once (was: at each of the 4 calls)
     lowered = ncd.trace(model, x).to_torch()
