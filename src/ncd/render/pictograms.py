@@ -300,7 +300,8 @@ def meeting(ctx: Layout, dom: Type, cod: Type, sign: tuple[Piece, ...], name: st
 def shown_meta(node: Block) -> list[tuple[str, Any]]:
     """The entries of a block's ``meta`` its component box shows as parameters after its name."""
     # (a backward block's "inputs"/"outputs" name its ports: a title listing 30 of them is not read)
-    return [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs")]
+    return [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs",
+                                                   "traced", "dtype", "held", "unused")]
 
 
 def component_box(ctx: Layout, node: Block, title: str | None = None) -> Frag:

@@ -394,6 +394,9 @@ def to_source(diagram: Diagram, /, **sizes: int) -> str:
     >>> "nn.Linear(4, 3)" in src
     True
     """
+    from ncd.torch.read_back import guard
+
+    guard(diagram, sizes, "to_source")  # a traced model's diagram read back: its other sizes are not checked
     with no_collector():  # lowering allocates many acyclic records (ncd.ir.collector)
         bound = bind_all(diagram, sizes)
         return lower(bound, NamedSizes.of(diagram, sizes)).to_source()

@@ -24,6 +24,7 @@ from ncd.ir.diagram import Diagram, check_option_names, defaults_of
 from ncd.ir.size import evaluate
 from ncd.torch.codegen import NamedSizes, bind_all, lower
 from ncd.torch.pickling import mark
+from ncd.torch.read_back import guard, restore
 
 __all__ = ["to_torch", "example_inputs", "compile_source"]
 
@@ -57,6 +58,7 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
     torch.Size([5, 2, 4])
     """
     check_option_names(diagram, "to_torch", {"check_inputs": check_inputs}, defaults_of(diagram))
+    guard(diagram, sizes, "to_torch")  # a traced model's diagram read back: its other sizes are not checked
     with no_collector():  # lowering and building the modules allocate many acyclic records (ncd.ir.collector)
         bound = bind_all(diagram, sizes)
         program = lower(bound, NamedSizes.of(diagram, sizes))  # produced once: printed, compiled, kept on the module
@@ -66,6 +68,7 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
     vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
         module.register_forward_pre_hook(_checker(bound.dom), with_kwargs=True)
+    restore(diagram, module)  # a traced model's diagram read back: its mode and unread parameters
     return module
 
 

@@ -96,8 +96,14 @@ class TracedDiagram(Block):
         return sum(n for _, n in self.opaque)
 
     def as_block(self) -> Block:
-        """The plain diagram, without the traced values."""
+        """The plain diagram, without the traced values (lowered at other sizes, unchecked: :mod:`ncd.torch.read_back`)."""
         return Block(self.body, self.name, self.meta)
+
+    def _own_block(self) -> Block:
+        """The plain diagram as this one lowers it: without the meta a diagram away from its model reads."""
+        from ncd.torch.read_back import without
+
+        return Block(self.body, self.name, without(self.meta))
 
     def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Diagram:
         """As :meth:`Block.subs`, its custom Functions' operators defined first (a diagram pickled in another process:
@@ -117,10 +123,14 @@ class TracedDiagram(Block):
         """Readable PyTorch source for this diagram; sizes the traced model holds (its parameters' widths, a scale
         read from a size, a box recorded at the traced sizes) are refused at other values, as :meth:`to_torch` refuses
         them."""
-        from ncd.torch.codegen import defaults_of
+        from ncd.torch.codegen import defaults_of, to_source
+        from ncd.trace.functions import registered
 
-        self._held(sizes, defaults_of(self.as_block()))
-        return super().to_source(**sizes)
+        other = self._held(sizes, defaults_of(self.as_block()))
+        if other:  # checked against the model at these sizes, as to_torch checks (raises where they differ)
+            self.to_torch(**sizes)
+        registered(self.functions, self.name)
+        return to_source(self._own_block(), **sizes)
 
     def _held(self, sizes: Mapping[str, int], defaults: Mapping[str, Any]) -> dict[str, int]:
         """The sizes given at values other than the traced ones; raises where the traced model holds one, or where a box
@@ -147,10 +157,10 @@ class TracedDiagram(Block):
         from ncd.trace.functions import registered
 
         registered(self.functions, self.name)  # a diagram pickled in another process: its Functions' operators
-        defaults = defaults_of(self.as_block())
+        defaults = defaults_of(self._own_block())
         other = self._held(sizes, defaults)
         try:
-            module = to_torch(self.as_block(), check_inputs=True, **sizes)
+            module = to_torch(self._own_block(), check_inputs=True, **sizes)
         except SizeError as error:
             if not other or not set(other) <= set(defaults):  # a size the diagram has no symbol for: said as is
                 raise
@@ -162,7 +172,7 @@ class TracedDiagram(Block):
         if dtype is not None:  # a model in float64 (or half precision) throughout: the lowered module too
             module.to(dtype)
         if other:  # the first-use order does not depend on sizes: read it at the traced ones
-            at_trace = to_torch(self.as_block())
+            at_trace = to_torch(self._own_block())
             at_trace.train(self.training)  # a batch norm in training mode reads one more buffer (its batch count)
             if dtype is not None:
                 at_trace.to(dtype)
@@ -191,7 +201,7 @@ class TracedDiagram(Block):
         if other:
             from ncd.trace.other_sizes import check
 
-            check(self.name, self.origin, module, self.as_block(), self.example, dict(sizes), defaults)
+            check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
         return module
 
     def _model(self) -> torch.nn.Module | None:
@@ -202,13 +212,7 @@ class TracedDiagram(Block):
     def _float_dtype(self) -> torch.dtype | None:
         """The one floating-point type of the traced values and inputs when it is not torch's default (else ``None``:
         the lowered module keeps torch's default type, and each value is cast to the type its tensor has there)."""
-        import torch
-
-        kinds = {t.dtype for group in (*self.tensors, self.example) for t in group if t.is_floating_point() and t.dim()}
-        # (a number held as a tensor of no axes, 1.0 in float32 beside float16 weights, decides no type: in torch's
-        # promotion it takes the type of the tensors it meets)
-        (kind,) = kinds if len(kinds) == 1 else (None,)
-        return kind if kind is not None and kind != torch.get_default_dtype() else None
+        return _float_type(self.tensors, self.example)
 
     def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram); the
@@ -224,6 +228,17 @@ class TracedDiagram(Block):
         if hasattr(module, HOLDER):
             state.update({f"{HOLDER}.{name}": p.detach() for name, p in self.unused})
         return state
+
+
+def _float_type(tensors: tuple[tuple[torch.Tensor, ...], ...], example: tuple[torch.Tensor, ...]) -> torch.dtype | None:
+    """The one floating-point type of the traced values and inputs when it is not torch's default, else ``None``."""
+    import torch
+
+    kinds = {t.dtype for group in (*tensors, example) for t in group if t.is_floating_point() and t.dim()}
+    # (a number held as a tensor of no axes, 1.0 in float32 beside float16 weights, decides no type: in torch's
+    # promotion it takes the type of the tensors it meets)
+    (kind,) = kinds if len(kinds) == 1 else (None,)
+    return kind if kind is not None and kind != torch.get_default_dtype() else None
 
 
 #: torch's random state as the model's run left it, while a trace runs (:func:`_random_as_run`)
@@ -416,8 +431,13 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     after = walk.after if walk is not None else None
     walk = after if after is not None and after.holds(model) else _Walk(model)
     made = _made(captured.nodes, tensors)
+    unused = unread(model, tensors, walk, made)
+    from ncd.torch.read_back import traced_meta
+
+    meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
+                                _float_type(tensors, example)))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
-                           fixed, held, unread(model, tensors, walk, made),
+                           fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)
     # the converter's rules and emitters refer back to it (cycles): what it holds is freed now, not by the collector
     conv.__dict__.clear()

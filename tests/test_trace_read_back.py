@@ -1,0 +1,129 @@
+"""A traced diagram read back from JSON (or taken as a plain block) lowers as the traced diagram does where it can, and
+says so where it cannot (:mod:`ncd.torch.read_back`): the unread parameters kept, the traced mode, other sizes refused
+or warned about.  Each test failed before (redteam10)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import ncd
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class _Unread(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)  # another task's head: never read on this call
+        self.other = self.head  # the same module under a second name: one parameter
+        self.flag = nn.Parameter(torch.zeros(5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).relu()
+
+
+def test_unread_parameters_survive_the_json_round_trip() -> None:
+    torch.manual_seed(0)
+    model = _Unread().eval()
+    x = torch.randn(2, 4)
+    d = ncd.trace(model, x)
+    loaded = ncd.load_json(d.to_json()).to_torch()
+    assert _count(loaded) == _count(d.to_torch()) == _count(model)  # was 20 of 40: the unread ones dropped
+    names = sorted(n for n, _ in loaded.named_parameters())
+    assert names == sorted(n for n, _ in d.to_torch().named_parameters())
+    loaded.load_state_dict(d.state_dict(loaded))  # the traced values load into it, strict
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert torch.equal(dict(loaded.named_parameters())["unused.head.weight"], model.head.weight)
+    assert dict(loaded.named_parameters())["unused.flag"].dtype == torch.float64
+
+
+def test_a_model_traced_in_eval_mode_reads_back_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.3), nn.ReLU()).eval()
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    d = ncd.trace(model, x)
+    loaded = ncd.load_json(d.to_json()).to_torch()
+    assert not loaded.training  # was in training mode: batch statistics, running stats overwritten by its first call
+    loaded.load_state_dict(d.state_dict(loaded))
+    for _ in range(2):
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    loaded.train()
+    with pytest.warns(RuntimeWarning, match="runs in training mode"):
+        loaded(x)
+
+
+class _Half(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        return torch.roll(self.lin(x), t // 3, 1)[:, : t // 2]  # sizes computed in Python: kept as numbers
+
+
+def test_other_sizes_of_a_diagram_read_back_are_warned_about() -> None:
+    torch.manual_seed(0)
+    model = _Half().eval()
+    d = ncd.trace(model, torch.randn(2, 9, 4), axes="b t m")
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_torch(t=7)
+    with pytest.raises(ncd.TraceError, match="differs from the model"):
+        d.to_source(t=7)  # was the source at t=7 computing something else, silently
+    for plain in (ncd.load_json(d.to_json()), d.as_block()):
+        for lower in (plain.to_torch, plain.to_source):
+            with pytest.warns(RuntimeWarning, match="not checked against the model"):
+                lower(t=7)  # was silent: (2, 4, 4) where the model gives (2, 3, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain.to_torch(t=9)  # at the traced sizes: nothing to say
+            plain.to_torch()
+
+
+def test_a_size_held_by_the_trace_is_refused_when_read_back() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=100, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    d = ncd.trace(transformers.GPT2Model(config).eval(), torch.randint(0, 100, (2, 8)))
+    assert dict(d.meta)["held"] == ("k",)  # the attention scale k**-0.5 holds the head dimension
+    with pytest.raises(ncd.TraceError, match="parameters and scales"):
+        d.to_torch(k=4)
+    with pytest.raises(ncd.TraceError, match="recorded at the traced sizes"):
+        ncd.load_json(d.to_json()).to_torch(k=4)  # was lowered, unchecked
+
+
+def test_a_malformed_unused_entry_is_refused() -> None:
+    d = ncd.trace(_Unread().eval(), torch.randn(2, 4))
+    text = d.to_json().replace('"unused.flag"', '"unused.flag"').replace('{"tuple": [5]}', '{"tuple": [1000000000000]}')
+    assert text != d.to_json()
+    with pytest.raises(ncd.NCDError, match="memory"):
+        ncd.load_json(text).to_torch()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_in_another_float_type_reads_back_in_it(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 4)).to(dtype).eval()
+    x = torch.randn(3, 8, dtype=dtype)
+    d = ncd.trace(model, x)
+    loaded = ncd.load_json(d.to_json()).to_torch()  # was float32: it raised on the model's inputs
+    loaded.load_state_dict(d.state_dict(loaded))  # (into float32 parameters, the values were rounded)
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_an_unused_name_a_module_refuses_is_a_schema_error() -> None:
+    d = ncd.trace(_Unread().eval(), torch.randn(2, 4))
+    text = d.to_json().replace('"flag"', '"training"')
+    with pytest.raises(ncd.SchemaError, match="cannot be kept"):
+        ncd.load_json(text).to_torch()
