@@ -194,6 +194,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     args, kwargs = _plain_inputs(model, args, kwargs)
     flat = _Flat(model)
     reads: Exception | None = None
+    overlapping: dict[str, str] = {}
     if method == "dispatch" and recorder_works():
         from ncd.trace.record import record
 
@@ -201,6 +202,7 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             return record(model, args, kwargs, flat, walk)
         except Unsupported as error:  # torch.export decides (and reports data-dependent control flow)
             reads = error if isinstance(error, ReadsValue) else None
+            overlapping = getattr(error, "overlapping", {})
         except TraceError:  # refused, naming why (a custom autograd.Function returning a non-tensor)
             raise
         except Exception:  # noqa: BLE001 - anything the eager recording cannot take: export is the reference
@@ -214,9 +216,10 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     with functions_refused(model), _torch_errors_unlogged(), \
             _identity_watched([(group, tensors) for group, tensors, _ in same], identity, alike=True):
         captured = _exported(model, flat, args, kwargs, names, reads, same)
-    from ncd.trace.record import _warn_random, random_of
+    from ncd.trace.record import _warn_random, random_of, warn_overlapping
 
     _warn_random(model, *random_of(captured.nodes))  # (as a recording warns of its own: :func:`ncd.trace.record._warn_recorded`)
+    warn_overlapping(model, overlapping)  # an out= write into memory its operand reads: export reads the operand first
     if identity:  # (as the recording says it: :func:`ncd.trace.record._warn_recorded`)
         import warnings
 

@@ -12,6 +12,9 @@ reading) before the model's call runs; the recorder compares the model's result 
 model's line where they differ (:func:`ncd.trace.record._warn_recorded`).  A call whose results agree on the traced
 values (``y[:, :-1] = y[:, 1:]``, a shift the kernel's order reads before it writes) is left as it is.  On the ``meta``
 device no value is known: a write of a value of the inputs with such an operand is recorded again on real values.
+A call the recording cannot take at all (``torch.add(y[:, :-1], 1, out=y[:, 1:])``: an ``out=`` write has no functional
+version, so ``torch.export`` records it, reading the operands first) is run as the model runs it on a copy of the memory
+it writes (:func:`in_model_order`), and the line is warned about on the export path where the two differ.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from ncd.trace.tensors import _one_memory
 from ncd.trace.undo import writes_of
 
-__all__ = ["read_first", "differing", "overlaps"]
+__all__ = ["read_first", "differing", "overlaps", "in_model_order"]
 
 
 def _root(t: torch.Tensor) -> torch.Tensor:
@@ -107,3 +110,36 @@ def differing(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
     from ncd.trace.tensors import _same
 
     return any(not _same(w.detach(), first) for w, first in pairs)
+
+
+def in_model_order(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether the model's call, run on a copy of the memory it writes (its views and operands sharing it rebuilt on
+    the copy, so the kernel reads what it wrote as the model's does), gives the written tensors other values than
+    :func:`read_first`'s reading ``pairs``: for a call run elsewhere (``torch.export``, which reads the operands first)
+    without running it on the model's tensors."""
+    from ncd.trace.tensors import _same
+
+    if not pairs:
+        return False
+    memory = {w.untyped_storage().data_ptr() for w, _ in pairs}
+    copies: dict[int, torch.UntypedStorage] = {}
+    remade: dict[int, torch.Tensor] = {}
+
+    def on_copy(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor) or v.layout != torch.strided or v.untyped_storage().data_ptr() not in memory:
+            return v
+        if id(v) not in remade:
+            storage = v.untyped_storage()
+            copy = copies.setdefault(storage.data_ptr(), storage.clone())  # type: ignore[no-untyped-call]
+            remade[id(v)] = torch.empty(0, dtype=v.dtype, device=v.device).set_(copy, v.storage_offset(), v.shape,
+                                                                                  v.stride())
+        return remade[id(v)]
+
+    try:
+        with torch._C._DisablePythonDispatcher(), torch.no_grad():
+            a, kw = torch.utils._pytree.tree_map(on_copy, (tuple(args), dict(kwargs)))
+            func(*a, **kw)
+    except Exception:  # noqa: BLE001 - the call does not run so: nothing to tell
+        return False
+    return any(not _same(remade[id(w)], first) for w, first in pairs if id(w) in remade)

@@ -342,14 +342,7 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
                       " mask holds True, and the diagram draws that count as traced, so on inputs selecting another"
                       " count the lowered module may raise or compute with the traced count (x[mask].mean() divides by"
                       " it)", RuntimeWarning, stacklevel=user_stacklevel())
-    if rec.overlapping:  # y /= y[:, :1]: torch's kernel reads entries the call wrote already
-        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into memory the same call reads (at"
-                      f" {', '.join(f'{line} ({op})' for line, op in sorted(rec.overlapping.items()))}: an operand is"
-                      " a view of the tensor written, such as y /= y[:, :1] or y[:, 1:] = y[:, :-1]); torch then"
-                      " computes entry by entry, reading entries the call already wrote, in the order its kernel visits"
-                      " them, and the diagram reads the operands before the write, so on the traced inputs the lowered"
-                      " module computes otherwise than the model (clone() the operand first)", RuntimeWarning,
-                      stacklevel=user_stacklevel())
+    warn_overlapping(model, rec.overlapping)
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
         warnings.warn(f"ncd.trace({type(model).__name__}): custom autograd.Functions ({where}) are opaque boxes"
@@ -499,3 +492,17 @@ def _prune(nodes: list[Node], outputs: list[Any]) -> list[Node]:
         if id(node) in needed:
             needed.update(map(id, refs((node.args, node.kwargs))))
     return [n for n in nodes if id(n) in needed or n.kind == "input"]
+
+
+def warn_overlapping(model: torch.nn.Module, overlapping: dict[str, str]) -> None:
+    """The warning for the model's lines writing memory the same call reads (``line -> operator``; none: nothing), where
+    the model's result differs from the diagram's reading (:mod:`ncd.trace.overlaps`); the recording's and, for a call
+    it left to ``torch.export`` (an ``out=`` write), the export path's."""
+    if overlapping:  # y /= y[:, :1]: torch's kernel reads entries the call wrote already
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model writes into memory the same call reads (at"
+                      f" {', '.join(f'{line} ({op})' for line, op in sorted(overlapping.items()))}: an operand is"
+                      " a view of the tensor written, such as y /= y[:, :1], y[:, 1:] = y[:, :-1] or"
+                      " torch.add(y[:, :-1], 1, out=y[:, 1:])); torch then computes entry by entry, reading entries the"
+                      " call already wrote, in the order its kernel visits them, and the diagram reads the operands"
+                      " before the write, so on the traced inputs the lowered module computes otherwise than the model"
+                      " (clone() the operand first)", RuntimeWarning, stacklevel=user_stacklevel())

@@ -426,7 +426,7 @@ class _Recording(Aliases, InPlace):
         """A write (:meth:`call`) whose operand shares the memory it writes (``y /= y[:, :1]``): recorded as any write,
         the model's result compared with the diagram's reading of it (:mod:`ncd.trace.overlaps`), the line kept where
         they differ; on the meta device, recorded again on real values."""
-        from ncd.trace.overlaps import differing, operands, read_first
+        from ncd.trace.overlaps import differing, in_model_order, operands, read_first
 
         if self.meta or self.switched:
             if operands(func, args, kwargs)[1] and any(r.live for r in refs(self.ref((args, kwargs)))):
@@ -437,6 +437,10 @@ class _Recording(Aliases, InPlace):
         self.overlapping_now = True
         try:
             out = self.call(func, args, kwargs)
+        except Unsupported as error:  # (an out= write: torch.export records it, reading the operands first)
+            if in_model_order(func, args, kwargs, pairs):
+                error.overlapping = {user_line() or "?": func.overloadpacket.__name__}  # type: ignore[attr-defined]
+            raise
         finally:
             self.overlapping_now = False
         if pairs and differing(pairs):
