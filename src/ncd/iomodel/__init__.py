@@ -1,7 +1,7 @@
 """IO-aware costs: memory hierarchies, relabelling (group / stream), transfers, memory and time.
 
 The model of Abbott & Zardini, *FlashAttention on a Napkin* (TMLR 2025), as software: see
-``docs/io.md`` and ``/work/shared/design/IO_MODEL.md``.  A diagram is relabelled — axes grouped
+``docs/io.md`` (which states where it departs from the paper).  A diagram is relabelled — axes grouped
 (parallel groups on sibling units) or streamed (sequential chunks carrying a state) at each
 memory level — and the report gives, per level, the elements moved across the boundary above
 it, the elements live in it, feasibility against its capacity, the roofline time and whether
