@@ -6,7 +6,7 @@ import torch
 
 import ncd
 from ncd.errors import ParseError, SizeError
-from ncd.prims.writes import ScatterWrite
+from ncd.prims.writes import Put, ScatterWrite
 from tests.opdb import error, sample
 
 
@@ -40,3 +40,25 @@ sample("scatter_write", "sum", lambda: ncd.Identity.of("t, j [t], j") >> Scatter
        {"t": 4, "j": 3}, lambda p, x: x[0].scatter_add(-1, x[1], x[2]), cod="t")
 error("scatter_write", "reduce", lambda: ScatterWrite("t", "j [t]", reduce="amax"), r"unknown reduction 'amax'; known: '', 'sum'",
       ParseError)
+
+
+def _put_reference(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    out = x.clone()
+    out[..., 1, 2:6:2, :] = v
+    return out
+
+
+sample("put", "region", lambda: ncd.Identity.of("b t:3 s:7 m, b s:2 m") >> Put("b, t:3 1, s:7 2:6:2, m"),
+       {"b": 2, "m": 3}, lambda p, x: _put_reference(x[0], x[1]), cod="b t:3 s:7 m")
+sample("put", "zeroed", lambda: ncd.Identity.of("t:5 m:4") >> Put("t:5 1:4, m:4 3", fill=0.0), {},
+       lambda p, x: _put_reference_zero(x[0]), cod="t:5 m:4")
+
+
+def _put_reference_zero(x: torch.Tensor) -> torch.Tensor:
+    out = x.clone()
+    out[..., 1:4, 3] = 0
+    return out
+
+
+error("put", "past", lambda: Put("t:5 3:7"), r"put into axis t of size 5: the region ends at entry 6, past its end",
+      SizeError)

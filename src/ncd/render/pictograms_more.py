@@ -124,9 +124,9 @@ def draw_bar(ctx: Layout, box: Box) -> Frag:
     return frag
 
 
-@rule("index", "slice")
+@rule("index", "slice", "put")
 def draw_index(ctx: Layout, box: Box) -> Frag:
-    """The index tag (``[i]``) or slice tag (``[a:b:s]``) on the wire it acts on."""
+    """The index tag (``[i]``), slice tag (``[a:b:s]``) or region written (``[:, i, a:b] ←``) on the wires it acts on."""
     return generic_box(ctx, box.dom, box.cod, typeset_text(box.prim.label()), fill="#fdf3d0", name=box.prim.op, min_w=16.0)
 
 

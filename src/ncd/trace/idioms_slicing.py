@@ -16,7 +16,7 @@ from ncd.trace.idioms_linear import _fused_projection
 from ncd.trace.idioms_wires import _live, _shape, _tensor, note
 from ncd.trace.naming import PRIME, noted
 
-__all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select"]
+__all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select", "as_strided_scatter", "put_region"]
 
 
 def _slice_role(conv: Converter, size: int, kept: int, item: bool) -> str | None:
@@ -222,3 +222,79 @@ def select(conv: Converter, node: Node) -> None:
     seg = conv.segs[vid]
     dim %= len(seg.axes)
     conv.bind(node, conv.apply(Box(IndexOp(seg.axes[dim], sympy.Integer(int(index)), seg.dtype, seg.range)), [vid]))
+
+
+def put_region(shape: tuple[int, ...], size: list[int], stride: list[int],
+               offset: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int | None, ...]] | None:
+    """The region ``as_strided(size, stride, offset)`` of a contiguous tensor of ``shape`` is, when it is one (per dim:
+    a start, a step and the region's length there, None for one entry, dropped; the region's dims in the tensor's
+    order): read back and checked to give exactly those arguments; else None."""
+    n = len(shape)
+    contiguous = [1] * n
+    for d in range(n - 2, -1, -1):
+        contiguous[d] = contiguous[d + 1] * shape[d + 1]
+    starts, rest = [0] * n, offset
+    for d in range(n):
+        if shape[d] > 1:
+            starts[d], rest = min(rest // contiguous[d], shape[d] - 1), rest - min(rest // contiguous[d], shape[d] - 1) * contiguous[d]
+    if rest:
+        return None
+    steps, lengths = [1] * n, [None] * n  # type: list[int], list[int | None]
+    d = 0
+    for length, st in zip(size, stride):
+        while d < n and not (st % contiguous[d] == 0 and st // contiguous[d] >= 1 and length > 1
+                             and starts[d] + st // contiguous[d] * (length - 1) < shape[d]):
+            d += 1
+        if d == n:
+            return None
+        steps[d], lengths[d] = st // contiguous[d], length
+        d += 1
+    kept = [k for k in range(n) if lengths[k] is not None]
+    if [lengths[k] for k in kept] != list(size) or [steps[k] * contiguous[k] for k in kept] != list(stride) \
+            or sum(s * c for s, c in zip(starts, contiguous)) != offset:
+        return None
+    return tuple(starts), tuple(steps), tuple(lengths)
+
+
+@rule("aten.as_strided_scatter")
+def as_strided_scatter(conv: Converter, node: Node) -> None:
+    """``x`` with a region written (:func:`ncd.trace.writes.write_back` records a write through a view so): one
+    :class:`~ncd.prims.writes.PutOp`, when the region is ranges and entries of a contiguous ``x`` in its order."""
+    import sympy
+
+    from ncd.prims.writes import PutOp
+
+    x, v = node.args[0], node.args[1]
+    size, stride = list(node.args[2]), list(node.args[3])
+    offset = node.args[4] if len(node.args) > 4 else node.kwargs.get("storage_offset", 0)
+    if not (_tensor(x) and _tensor(v)) or not x.value.is_floating_point() or v.value.dtype != x.value.dtype \
+            or not isinstance(offset, int) or not all(isinstance(s, int) for s in size + stride):
+        raise Decline("a region of numbers of one dtype")
+    found = put_region(tuple(int(s) for s in x.value.shape), size, stride, offset)
+    if found is None or tuple(int(s) for s in v.value.shape) != tuple(size):
+        raise Decline("not a region of ranges and entries in the tensor's order")
+    starts, steps, lengths = found
+    vx = conv.value(x)
+    seg = conv.segs[vx]
+    if seg.dtype != "float":
+        raise Decline("not numbers")
+    vv = conv.value(v)
+    names = list(conv.names(vv))
+    kept = [d for d in range(len(lengths)) if lengths[d] is not None]
+    for j, d in enumerate(kept):
+        if starts[d] == 0 and steps[d] == 1 and lengths[d] == int(seg.axes[d].size):
+            names[j] = seg.axes[d].name  # the whole axis: x's wire
+    for j, d in enumerate(kept):
+        if names[j] != seg.axes[d].name:
+            names[j] = apart(names[j], set(names[:j]) | set(names[j + 1:]))
+    vv = conv.view(vv, names, tuple(size))
+    vseg = conv.segs[vv]
+    outputs = [None] * len(lengths)
+    for j, d in enumerate(kept):
+        outputs[d] = seg.axes[d] if vseg.axes[j].name == seg.axes[d].name else vseg.axes[j]
+    prim = PutOp(seg.axes, tuple(sympy.Integer(s) for s in starts), tuple(sympy.Integer(s) for s in steps),
+                 tuple(outputs))
+    out = conv.apply(Box(prim), [vx, vv])
+    if conv.names(out) != conv.names(vx):
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)

@@ -179,7 +179,39 @@ def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, 
             into = None
         else:
             aten.copy_.default(region_, new)
+    region_put = _as_strided(old, found, new)
+    if region_put is not None:  # one recorded operation (one box): the region of ``old`` replaced by ``new``
+        if into is not None and known is not None:
+            return known(aten.as_strided_scatter.default, into, old, new, *region_put)
+        return emit(aten.as_strided_scatter.default, old, new, *region_put)
     return _put(emit, old, list(found.specs), new, into, known)
+
+
+def _as_strided(old: torch.Tensor, found: Region, new: torch.Tensor) -> tuple[list[int], list[int], int] | None:
+    """``as_strided_scatter``'s size, stride and offset for the region ``found`` of ``old`` written with ``new`` (its
+    ranges in ``old``'s order): when ``old`` holds numbers laid out contiguously from its memory's start, and the write
+    is not one entry along one dimension (a loop's write of its step's value, read as a stack by
+    :mod:`ncd.trace.fold_writes`); else None (the region is cut and joined)."""
+    if not old.is_floating_point() or new.dtype != old.dtype or new.device != old.device or old.storage_offset() \
+            or not old.is_contiguous() or old.dim() != len(found.specs):
+        return None
+    shape = [int.__int__(s) for s in old.shape]
+    cut = [(d, kind) for d, (kind, at, length, step) in enumerate(found.specs) if shape[d] > 1 and not (
+        kind == "range" and at == 0 and length == shape[d] and step == 1)]
+    if not cut or (len(cut) == 1 and cut[0][1] == "index"):
+        return None
+    stride = [int(s) for s in old.stride()]
+    size, strides, offset = [], [], 0
+    for d, (kind, at, length, step) in enumerate(found.specs):
+        if at < 0 or step < 1:
+            return None
+        offset += int(at) * stride[d]
+        if kind == "range":
+            size.append(int(length))
+            strides.append(int(step) * stride[d])
+    if tuple(size) != tuple(int(s) for s in new.shape):
+        return None
+    return size, strides, offset
 
 
 def _put(emit: Emit, base: torch.Tensor, specs: list[tuple[str, int, int, int]], new: torch.Tensor,
