@@ -295,7 +295,8 @@ def test_the_region_of_a_view_and_its_write_back_are_torchs_own_write(k: int) ->
 @pytest.mark.parametrize("k", range(len(VIEWS)))
 def test_a_write_back_made_as_one_copy_records_each_cat_with_the_value_torch_gives_it(k: int) -> None:
     """``known``: the root's new value made first, each ``cat`` recorded with its part of it: the same values as
-    the ``cat`` of its pieces, and the root's new value torch's own write."""
+    the ``cat`` of its pieces, and the root's new value torch's own write; a region of a contiguous root is one
+    ``as_strided_scatter`` (one put box), whose known value is torch's ``as_strided_scatter`` of its arguments."""
     root, found, new, want = _written(k)
     recorded: list[tuple[object, torch.Tensor, tuple[object, ...]]] = []
 
@@ -309,6 +310,10 @@ def test_a_write_back_made_as_one_copy_records_each_cat_with_the_value_torch_giv
     got = write_back(emit, root.clone(), found, new, known)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     for op, value, args in recorded:
+        if op is torch.ops.aten.as_strided_scatter.default:
+            torch.testing.assert_close(value, op(*args), rtol=0, atol=0)  # type: ignore[operator]
+            torch.testing.assert_close(value, want, rtol=0, atol=0)
+            continue
         assert op is torch.ops.aten.cat.default
         pieces, dim = args
         torch.testing.assert_close(value, torch.cat(pieces, dim), rtol=0, atol=0)  # type: ignore[arg-type]
@@ -614,3 +619,26 @@ def test_an_as_strided_view_reading_past_its_entries_reads_the_tensor_it_views(o
         x = torch.randn(4, 6, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             assert torch.equal(lowered(x), model(x))
+
+
+def test_a_write_into_a_region_is_one_put_box_equal_to_the_model_and_its_gradient() -> None:
+    """``s[:, 1, 1:4, 2:] = x`` (longformer's writes into its banded scores): one ``put`` box, no slices joined by a
+    concat; the lowered module equals the model on fresh inputs, and so do the gradients autograd gives both."""
+    class Banded(torch.nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            s = y.new_zeros(y.shape[0], 2, 5, 6)
+            s[:, 1, 1:4, 2:] = x * 2
+            s[:, 0, :, 0:6:2] = y.tanh()
+            return s.sum(-1) + s.mean(-2).sum(-1, keepdim=True)
+
+    model = Banded()
+    d = ncd.trace(model, torch.randn(3, 3, 4), torch.randn(3, 5, 3))
+    ops = [b.prim.op for b in d.boxes()]
+    assert ops.count("put") == 2 and "concat" not in ops, ops
+    lowered = d.to_torch()
+    x, y = torch.randn(3, 3, 4, requires_grad=True), torch.randn(3, 5, 3, requires_grad=True)
+    want = model(x, y)
+    got = lowered(x, y)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad(got, (x, y), g), torch.autograd.grad(want, (x, y), g))
