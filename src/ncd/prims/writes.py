@@ -273,7 +273,10 @@ def Put(spec: str, fill: float | None = None) -> Box:
     """``x`` with a region replaced: ``"b, t:8 1, m 2:6"`` is ``x[:, 1, 2:6] = source`` for ``x: b t m`` (per axis of
     ``x``, comma-separated: nothing for the whole axis, one entry, or ``start:stop[:step]``); the source is ``b m``
     (its sliced axes keep their names, sized by the range).  ``fill=0``: the region zeroed, no source."""
-    axes, starts, steps, outputs = [], [], [], []
+    axes: list[Axis] = []
+    starts: list[Size] = []
+    steps: list[Size] = []
+    outputs: list[Axis | None] = []
     for part in spec.split(","):
         words = part.split()
         if not 1 <= len(words) <= 2:
@@ -281,18 +284,24 @@ def Put(spec: str, fill: float | None = None) -> Box:
         axis = parse_axis(words[0])
         axes.append(axis)
         if len(words) == 1:
-            starts.append(0), steps.append(1), outputs.append(axis)
+            starts.append(sympy.Integer(0))
+            steps.append(sympy.Integer(1))
+            outputs.append(axis)
             continue
         bounds = words[1].split(":")
         if len(bounds) == 1:
-            starts.append(size(bounds[0])), steps.append(1), outputs.append(None)
+            starts.append(size(bounds[0]))
+            steps.append(sympy.Integer(1))
+            outputs.append(None)
             continue
         if len(bounds) not in (2, 3):
             raise ParseError(f"put {spec!r}: a range is start:stop[:step], not {words[1]!r}")
         a, b = size(bounds[0]), size(bounds[1])
         c = size(bounds[2]) if len(bounds) == 3 else sympy.Integer(1)
         kept = b - a if c == 1 else sympy.ceiling((b - a) / c)
-        starts.append(a), steps.append(c), outputs.append(Axis(axis.name, kept, axis.role))
+        starts.append(a)
+        steps.append(c)
+        outputs.append(Axis(axis.name, kept, axis.role))
     return Box.make(PutOp(tuple(axes), tuple(starts), tuple(steps), tuple(outputs), fill))
 
 

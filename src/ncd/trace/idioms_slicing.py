@@ -8,7 +8,7 @@ projection's queries, keys and values names its part after the config), a concat
 from __future__ import annotations
 
 from ncd.errors import ParseError
-from ncd.ir.axes import SCALAR, Type
+from ncd.ir.axes import SCALAR, Axis, Type
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, apart, rule
@@ -236,7 +236,8 @@ def put_region(shape: tuple[int, ...], size: list[int], stride: list[int],
     starts, rest = [0] * n, offset
     for d in range(n):
         if shape[d] > 1:
-            starts[d], rest = min(rest // contiguous[d], shape[d] - 1), rest - min(rest // contiguous[d], shape[d] - 1) * contiguous[d]
+            starts[d] = min(rest // contiguous[d], shape[d] - 1)
+            rest -= starts[d] * contiguous[d]
     if rest:
         return None
     steps, lengths = [1] * n, [None] * n  # type: list[int], list[int | None]
@@ -268,8 +269,10 @@ def as_strided_scatter(conv: Converter, node: Node) -> None:
     size, stride = list(node.args[2]), list(node.args[3])
     offset = node.args[4] if len(node.args) > 4 else node.kwargs.get("storage_offset", 0)
     if not (_tensor(x) and _tensor(v)) or not x.value.is_floating_point() or v.value.dtype != x.value.dtype \
+            or not x.value.is_contiguous() \
             or not isinstance(offset, int) or not all(isinstance(s, int) for s in size + stride):
-        raise Decline("a region of numbers of one dtype")
+        raise Decline("a region of numbers of one dtype, of a tensor laid out contiguously (the region's strides are"
+                      " read against that layout)")
     found = put_region(tuple(int(s) for s in x.value.shape), size, stride, offset)
     if found is None or tuple(int(s) for s in v.value.shape) != tuple(size):
         raise Decline("not a region of ranges and entries in the tensor's order")
@@ -289,7 +292,7 @@ def as_strided_scatter(conv: Converter, node: Node) -> None:
             names[j] = apart(names[j], set(names[:j]) | set(names[j + 1:]))
     vv = conv.view(vv, names, tuple(size))
     vseg = conv.segs[vv]
-    outputs = [None] * len(lengths)
+    outputs: list[Axis | None] = [None] * len(lengths)
     for j, d in enumerate(kept):
         outputs[d] = seg.axes[d] if vseg.axes[j].name == seg.axes[d].name else vseg.axes[j]
     prim = PutOp(seg.axes, tuple(sympy.Integer(s) for s in starts), tuple(sympy.Integer(s) for s in steps),
