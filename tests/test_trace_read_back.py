@@ -127,3 +127,26 @@ def test_an_unused_name_a_module_refuses_is_a_schema_error() -> None:
     text = d.to_json().replace('"flag"', '"training"')
     with pytest.raises(ncd.SchemaError, match="cannot be kept"):
         ncd.load_json(text).to_torch()
+
+
+def test_a_size_bound_on_the_diagram_is_warned_about_as_one_given_to_to_torch() -> None:
+    torch.manual_seed(0)
+    d = ncd.trace(_Half().eval(), torch.randn(2, 9, 4), axes="b t m")
+    for plain in (d, ncd.load_json(d.to_json())):
+        with pytest.warns(RuntimeWarning, match=r"to_torch\(t=7\).*not checked against the model"):
+            plain.bind(t=7).to_torch()  # was silent: (2, 4, 4) where the model gives (2, 3, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain.bind(t=9).to_torch()
+
+
+def test_decoding_a_traced_model_is_not_a_read_back() -> None:
+    """ncd.decode's prefill and step diagrams run at the lengths they are given, by design: no read-back meta."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=64, vocab_size=100)
+    d = ncd.trace(transformers.LlamaForCausalLM(config).eval(), torch.randint(0, 100, (2, 6)))
+    decoding = ncd.decode(d)
+    for part in (decoding.prefill, decoding.step):
+        assert not {"traced", "held", "unused"} & set(dict(part.meta))

@@ -261,7 +261,10 @@ def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> D
 
 
 def _meta(diagram: Diagram, sizes: dict[str, int], *, step: bool, token: str = "t") -> tuple[tuple[str, Any], ...]:
-    meta = dict(diagram.meta) if isinstance(diagram, Block) else {}
+    from ncd.torch.read_back import KEYS
+
+    # (not a traced model's read-back meta: a decoding diagram is lowered at the lengths it runs at, by design)
+    meta = {k: v for k, v in diagram.meta if k not in KEYS} if isinstance(diagram, Block) else {}
     defaults = dict(meta.get("defaults", ()))
     if step:
         past = defaults.pop(token, None)

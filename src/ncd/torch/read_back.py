@@ -78,7 +78,7 @@ def guard(diagram: Diagram, sizes: Mapping[str, int], what: str) -> None:
     if block is None:
         return
     defaults = dict(block.get("defaults", ()))
-    other = {k: v for k, v in sizes.items() if k in defaults and defaults[k] != v}
+    other = {**_bound(block, defaults), **{k: v for k, v in sizes.items() if k in defaults and defaults[k] != v}}
     if not other:
         return
     held = sorted(set(block.get("held", ())) & set(other))
@@ -93,6 +93,25 @@ def guard(diagram: Diagram, sizes: Mapping[str, int], what: str) -> None:
                   " half the tokens, a shift by a third) stays at its traced value; lower the traced diagram itself"
                   " (ncd.trace(...).to_torch(...), which checks) or trace at these sizes", RuntimeWarning,
                   stacklevel=user_stacklevel())
+
+
+def _bound(block: Block, defaults: Mapping[str, int]) -> dict[str, int]:
+    """The sizes of ``defaults`` bound in ``block`` itself at other values (``d.bind(t=7)``: no longer symbols of its
+    body, its wires named after them are 7 long), read off the first wire of each name (primed or not)."""
+    names = {str(s) for s in block.free_symbols}
+    gone = {k for k in defaults if k not in names}
+    if not gone:
+        return {}
+    found: dict[str, int] = {}
+    for node in block.walk():
+        for segment in (*node.dom.segments, *node.cod.segments):
+            for axis in segment.axes:
+                base = axis.name.rstrip("\u02b9")
+                if base in gone and base not in found and getattr(axis.size, "is_Integer", False):
+                    found[base] = int(axis.size)
+        if len(found) == len(gone):
+            break
+    return {k: v for k, v in found.items() if v != defaults[k]}
 
 
 def restore(diagram: Diagram, module: torch.nn.Module) -> None:
