@@ -113,3 +113,21 @@ def test_a_random_draw_nothing_reads_is_still_drawn() -> None:
     torch.nn.functional.dropout(x, 0.5, training=True)  # the draw the model makes, then the same next numbers
     torch.testing.assert_close(out, torch.relu(x))
     assert torch.equal(after, torch.rand(8))
+
+
+@pytest.mark.parametrize("label", ["é", "ﬁ", "Δx", "µ", "名前"])
+def test_a_box_named_with_letters_beyond_ascii_keeps_its_value(label: str) -> None:
+    """A local named after a box with a non-ASCII label (``é = self.l_é(x)``) is a read where it is used: before, the
+    reads were found with an ASCII-only pattern, so ``é`` looked unread, its assignment was dropped and the module
+    raised NameError. Checked against the same linear maps written in torch."""
+    diagram = ncd.Linear("m -> n", name=label) >> ncd.ReLU() >> ncd.Linear("n -> m", name=label + "2")
+    module = diagram.to_torch(m=3, n=4)
+    first, second = (m for m in module.modules() if isinstance(m, torch.nn.Linear))
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(module(x), second(torch.relu(first(x))), rtol=0, atol=0)
+    namespace: dict[str, object] = {}
+    exec(compile(diagram.to_source(m=3, n=4), "<ncd source>", "exec"), namespace)  # the printed source runs too
+    printed = namespace["Diagram"]()
+    assert isinstance(printed, torch.nn.Module)
+    printed.load_state_dict(module.state_dict())
+    torch.testing.assert_close(printed(x), module(x), rtol=0, atol=0)

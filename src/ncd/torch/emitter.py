@@ -35,7 +35,7 @@ def identifier(text: str, default: str = "x") -> str:
     return python_name(text, default)
 
 
-_NAMES = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
+_NAMES = re.compile(r"(?<![.\w])[^\W\d]\w*")  # an identifier, Unicode letters too (a box named é)
 
 
 @dataclass
@@ -216,7 +216,7 @@ class ClassEmitter:
         return name
 
 
-_CALL = re.compile(r"[A-Za-z_][\w.]*(?=\()")
+_CALL = re.compile(r"[^\W\d][\w.]*(?=\()")
 
 
 def _call_target(text: str) -> str:

@@ -29,7 +29,7 @@ from ncd.ir.program import Function, Op, Program
 
 __all__ = ["free_dead_values", "reads"]
 
-_NAME = re.compile(r"(?<![\w.])([A-Za-z_]\w*)")
+_NAME = re.compile(r"(?<![\w.])([^\W\d]\w*)")  # an identifier, Unicode letters too (a box named é)
 
 
 def reads(op: Op) -> set[str]:
