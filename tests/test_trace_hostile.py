@@ -548,7 +548,7 @@ def test_a_lowered_module_run_in_the_other_mode_than_traced_says_so_once() -> No
         torch.testing.assert_close(lowered(x), model(x))
     lowered.eval()
     model.eval()
-    with pytest.warns(RuntimeWarning, match="runs in eval mode, but it computes the model as traced, in training mode"):
+    with pytest.warns(RuntimeWarning, match="runs in eval mode, but it was traced in training mode"):
         got = lowered(x)
     assert not torch.allclose(got, model(x))  # what the warning is about
     with warnings.catch_warnings():

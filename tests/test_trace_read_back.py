@@ -150,3 +150,17 @@ def test_decoding_a_traced_model_is_not_a_read_back() -> None:
     decoding = ncd.decode(d)
     for part in (decoding.prefill, decoding.step):
         assert not {"traced", "held", "unused"} & set(dict(part.meta))
+
+
+def test_the_other_mode_warning_says_a_batch_norm_follows_the_mode_it_runs_in() -> None:
+    """Traced in eval, run in training mode: the lowered nn.BatchNorm uses the batch's statistics (neither the model in
+    training mode with its dropout, nor the traced call); the warning said "computes the model as traced"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2)).eval()
+    model[1].running_mean.normal_()
+    x = torch.randn(5, 4)
+    lowered = ncd.trace(model, x).to_torch().train()
+    with pytest.warns(RuntimeWarning, match="a batch norm traced in eval mode is an nn.BatchNorm"):
+        got = lowered(x)
+    assert not torch.allclose(got, model(x))  # not the traced call
+    torch.testing.assert_close(got, model.train()(x))  # this model has no dropout: batch statistics, as in training

@@ -99,7 +99,9 @@ class TracedMode:
     """The forward pre-hook of a traced model's lowered module that warns, once, when it runs in the other mode than
     the model was traced in (a class: it pickles): the lowered module computes the traced call, so ``.eval()`` on a
     module traced in training mode still normalises by the batch's statistics and drops what the model dropped, and
-    ``.train()`` on one traced in eval mode drops nothing."""
+    ``.train()`` on one traced in eval mode drops nothing — except in layers lowered as torch modules that read their
+    own mode (a batch norm traced in eval mode, an ``nn.BatchNorm``, then uses the batch's statistics): it computes
+    neither, and the warning says so (it said "computes the model as traced")."""
 
     def __init__(self, model: str, training: bool) -> None:
         self.model, self.training, self.said = model, training, False
@@ -110,7 +112,10 @@ class TracedMode:
 
             self.said = True
             traced, now = ("training", "eval") if self.training else ("eval", "training")
-            warnings.warn(f"the lowered {self.model} runs in {now} mode, but it computes the model as traced, in"
-                          f" {traced} mode (dropout, batch statistics and any other branch on self.training as then);"
-                          f" trace the model in {now} mode (model.{'eval' if now == 'eval' else 'train'}()) to compute"
-                          " that", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"the lowered {self.model} runs in {now} mode, but it was traced in {traced} mode: it"
+                          f" computes the traced call (dropout and any other branch on self.training as then), except"
+                          f" the layers lowered as torch modules that read their own mode (a batch norm traced in eval"
+                          f" mode is an nn.BatchNorm: in training mode it normalises by the batch's statistics and"
+                          f" updates its running ones), so it computes neither the model in {now} mode nor the traced"
+                          f" call; trace the model in {now} mode (model.{'eval' if now == 'eval' else 'train'}()) to"
+                          " compute that", RuntimeWarning, stacklevel=4)
