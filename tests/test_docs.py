@@ -112,3 +112,21 @@ def test_every_page_s_python_examples_are_checked() -> None:
         blocks = _blocks(page)
         if blocks and not all(">>>" in b for b in blocks):  # doctest blocks: the test above
             assert page in checked, f"{page} has Python examples no test runs"
+
+
+def test_every_python_file_the_docs_name_exists() -> None:
+    """A ``name.py`` (or ``path/name.py``) written in code quotes in the README or a ``docs/*.md`` page is a file of the
+    repository: a module moved or split leaves no page pointing at a file that is gone."""
+    import os
+
+    files: set[str] = set()
+    for top, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("out", "node_modules", "__pycache__")]
+        rel = Path(top).relative_to(ROOT).as_posix()
+        files.update(f"{rel}/{n}" if rel != "." else n for n in names if n.endswith(".py"))
+    pages = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+    named = {(page.name, m) for page in pages for m in re.findall(r"`([\w./-]+\.py)`", page.read_text(encoding="utf-8"))}
+    assert len(named) > 50
+    missing = sorted(f"{page}: {name}" for page, name in named
+                     if not any(f == name or f.endswith("/" + name) for f in files))
+    assert not missing, missing
