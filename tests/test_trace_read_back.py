@@ -164,3 +164,17 @@ def test_the_other_mode_warning_says_a_batch_norm_follows_the_mode_it_runs_in() 
         got = lowered(x)
     assert not torch.allclose(got, model(x))  # not the traced call
     torch.testing.assert_close(got, model.train()(x))  # this model has no dropout: batch statistics, as in training
+
+
+def test_the_traced_values_load_into_a_module_read_back_at_other_sizes() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=100, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2Model(config).eval()
+    d = ncd.trace(model, torch.randint(0, 100, (2, 8)))
+    with pytest.warns(RuntimeWarning, match="not checked against the model"):
+        module = ncd.load_json(d.to_json()).to_torch(b=3, t=5)
+    module.load_state_dict(d.state_dict(module))  # was an InputError: the order was read on the traced inputs
+    ids = torch.randint(0, 100, (3, 5))
+    torch.testing.assert_close(module(ids), model(ids).last_hidden_state)

@@ -219,15 +219,32 @@ class TracedDiagram(Block):
         unread parameters too when ``module`` keeps them (it was lowered by :meth:`to_torch`).  The order the module
         first reads them in is read in the mode the model was traced in (a module read back from JSON is lowered in
         training mode, where a batch norm reads one more buffer: its batch count), and its mode is put back."""
+        from ncd.errors import InputError
+
         was = module.training
         module.train(self.training)
         try:
             state = _state_for(module, self.tensors, self.example)
+        except InputError:  # lowered at other sizes (read back): the order read at the traced ones, as to_torch does
+            state = self._state_at_trace(module)
         finally:
             module.train(was)
         if hasattr(module, HOLDER):
             state.update({f"{HOLDER}.{name}": p.detach() for name, p in self.unused})
         return state
+
+    def _state_at_trace(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """:meth:`state_dict` for a module lowered at other sizes than traced (it refuses the traced inputs): the
+        first-use order read on this diagram lowered at the traced sizes (its names are the same at any size)."""
+        from ncd.torch.module import to_torch
+
+        at_trace = to_torch(self._own_block())
+        at_trace.train(self.training)
+        dtype = self._float_dtype()
+        if dtype is not None:
+            at_trace.to(dtype)
+        own = module.state_dict()
+        return {k: v for k, v in _state_for(at_trace, self.tensors, self.example).items() if k in own}
 
 
 def _float_type(tensors: tuple[tuple[torch.Tensor, ...], ...], example: tuple[torch.Tensor, ...]) -> torch.dtype | None:
