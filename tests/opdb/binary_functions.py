@@ -21,6 +21,8 @@ def _operands(function: str):
         b = torch.where(torch.rand(shape, generator=gen) < 0.25, a, b)
         if function == "copysign":
             a = torch.where(torch.rand(shape, generator=gen) < 0.2, torch.zeros(shape), a)
+        if function == "xlogy":  # zeros of a (a 0, whatever b), b positive (log of a negative is NaN)
+            a, b = torch.where(torch.rand(shape, generator=gen) < 0.2, torch.zeros(shape), a), b.abs() + 0.1
         if function in ("fmax", "fmin"):
             b = torch.where(torch.rand(shape, generator=gen) < 0.2, torch.full(shape, float("nan")), b)
         return a, b
@@ -32,7 +34,8 @@ for fn in BINARY:
            lambda p, x, fn=fn: getattr(torch, fn)(x[0], x[1]), inputs=_operands(fn), atol=1e-5)
     # woven: b lacks the axis a (broadcast), so its gradient is summed over it
     sample("binary_function", f"{fn}-broadcast", lambda fn=fn: ncd.Identity.of("t m, m") >> BinaryFunction(fn),
-           {"t": 3, "m": 4}, lambda p, x, fn=fn: getattr(torch, fn)(x[0], x[1][..., None, :]), cod="t m", atol=1e-5)
+           {"t": 3, "m": 4}, lambda p, x, fn=fn: getattr(torch, fn)(x[0], x[1][..., None, :]), cod="t m", atol=1e-5,
+           inputs=(lambda s: (torch.randn(2, 3, 4), torch.rand(2, 4) + 0.1)) if fn == "xlogy" else None)
 error("binary_function", "mismatch", lambda: ncd.Identity.of("a:2, a:3") >> BinaryFunction("atan2"),
       r"axis a has size 2 .* and 3")
 error("binary_function", "unknown", lambda: BinaryFunction("frexp"), r"unknown function of two tensors 'frexp'", ParseError)

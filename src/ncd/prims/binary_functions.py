@@ -1,4 +1,5 @@
-"""Named functions of two tensors, entry by entry: ``atan2(a, b)``, ``hypot``, ``logaddexp``, ``fmod``, ``fmax``, ...
+"""Named functions of two tensors, entry by entry: ``atan2(a, b)``, ``hypot``, ``logaddexp``, ``fmod``, ``fmax``,
+``xlogy``, ...
 
 Like :func:`ncd.Divide`, ``BinaryFunction("atan2")`` has scalar domains ``1, 1 -> 1``: composed after two tensors it
 is woven over their axes, and an axis only one of them carries is broadcast.  One row of :data:`BINARY` gives a
@@ -91,6 +92,11 @@ BINARY: dict[str, Binary] = {
     "fmax": Binary("fmax", "torch.fmax({a}, {b})",
                    ("{g}.masked_fill(~(({a} >= {b}) | {b}.isnan()), 0)", "{g}.masked_fill(({a} >= {b}) | {b}.isnan(), 0)"),
                    ("ab", "ab", "ab"), (1, 3)),
+    # xlogy: a · log b, 0 where a = 0 (b not NaN); autograd's gradients xlogy(g, b), 0 where a = 0 and b <= 0, and
+    # g · a / b
+    "xlogy": Binary("xlogy", "torch.xlogy({a}, {b})",
+                    ("torch.xlogy({g}, {b}).masked_fill(({a} == 0) & ({b} <= 0), 0)", "{g} * {a} / {b}"),
+                    ("ab", "ab", "ab"), (2, 3)),
     "fmin": Binary("fmin", "torch.fmin({a}, {b})",
                    ("{g}.masked_fill(~(({a} <= {b}) | {b}.isnan()), 0)", "{g}.masked_fill(({a} <= {b}) | {b}.isnan(), 0)"),
                    ("ab", "ab", "ab"), (1, 3)),

@@ -1,6 +1,6 @@
 """Conversion rule for the named functions of two tensors (:mod:`ncd.prims.binary_functions`): ``atan2``, ``hypot``,
-``logaddexp``, ``logaddexp2``, ``fmod``, ``copysign``, ``fmax``, ``fmin`` of float operands of the result's dtype (one
-of them may be a Python number: ``torch.fmod(x, 0.5)``), broadcast by position as torch does.
+``logaddexp``, ``logaddexp2``, ``fmod``, ``copysign``, ``fmax``, ``fmin``, ``xlogy`` of float operands of the result's
+dtype (one of them may be a Python number: ``torch.fmod(x, 0.5)``), broadcast by position as torch does.
 
 The box lowers to the very call recorded; the rule checks on the recorded values that the call on the operands as the
 lowered module holds them (a number as a 0-dim tensor) gives the recorded result, bit for bit, else declines (the
@@ -21,7 +21,8 @@ __all__: list[str] = []
 
 #: ATen operator -> the row of ``ncd.prims.binary_functions.BINARY``
 FUNCTIONS = {"atan2": "atan2", "arctan2": "atan2", "hypot": "hypot", "logaddexp": "logaddexp",
-             "logaddexp2": "logaddexp2", "fmod": "fmod", "copysign": "copysign", "fmax": "fmax", "fmin": "fmin"}
+             "logaddexp2": "logaddexp2", "fmod": "fmod", "copysign": "copysign", "fmax": "fmax", "fmin": "fmin",
+             "xlogy": "xlogy"}
 
 
 def _held(value: Any, dtype: torch.dtype) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Conversion rules for resampling: interpolation (``upsample_*``: nearest, linear, bilinear, bicubic, trilinear)
-and adaptive average and max pooling at any size (see :mod:`ncd.trace.boxes` for the shared helpers)."""
+"""Conversion rules for resampling: interpolation (``upsample_*``: nearest, linear, bilinear, bicubic, trilinear),
+adaptive average and max pooling at any size, an image sampled at a grid's positions (``grid_sample``) and the
+distances of two sets of vectors (``cdist``) (see :mod:`ncd.trace.boxes` for the shared helpers)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ncd.ir.diagram import Box
 from ncd.trace.boxes import _emit_many, _live_float, _renamed, _same_wires, _used, sympy_int
 from ncd.trace.capture import Node
 from ncd.trace.convert import Converter, Decline, rule
+from ncd.trace.registry import apart
 
 __all__: list[str] = []
 
@@ -90,3 +92,83 @@ def adaptive_max_pool(conv: Converter, node: Node) -> None:
     vids = _emit_many(conv, node, box, vid)
     for k in used:
         conv._picked[(id(node), k)] = vids[k]
+
+
+@rule("aten.grid_sampler", "aten.grid_sampler_2d", "aten.grid_sampler_3d")
+def grid_sampler(conv: Converter, node: Node) -> None:
+    """``F.grid_sample(x, grid, mode, padding_mode, align_corners)``: one ``GridSample`` box reading the image wires of
+    ``x`` at the grid's positions, woven over the batch (the grid's first wire read as the image's, which torch pairs
+    by position) and over the image's channels."""
+    from ncd.prims.sampling import MODES, PADDINGS, GridSampleOp
+
+    x, grid = node.args[0], node.args[1]
+    mode, padding, corners = (list(node.args[2:5]) + [None] * 3)[:3]
+    vx = conv.value(x) if isinstance(x, Node) else None
+    vg = conv.value(grid) if isinstance(grid, Node) else None
+    if vx is None or vg is None or not (isinstance(mode, int) and isinstance(padding, int) and isinstance(corners, bool)):
+        raise Decline("not a call on two tensors")
+    sx, sg = conv.segs[vx], conv.segs[vg]
+    n = len(sx.axes) - 2
+    if n not in (2, 3) or len(sg.axes) != n + 2 or sx.dtype != "float" or sg.dtype != "float" or not 0 <= mode < 3 \
+            or not 0 <= padding < 3:
+        raise Decline("not an image and a grid of floats")
+    batch, channel = sx.axes[0], sx.axes[1]
+    if batch.name == channel.name or batch.name in sx.names[2:] or int(sg.axes[0].size) != int(batch.size):
+        raise Decline("the image's batch is not a wire of its own, or not the grid's")
+    # the grid's first wire is the image's batch (torch pairs them by position); its other wires, named apart from the
+    # batch and the channels, which the box is woven over (sizes that coincide share a name: a volume's 3 channels and
+    # its grid's 3 coordinates)
+    taken = {*sx.names, *sg.names}
+    names = [batch.name]
+    for a in sg.names[1:]:
+        names.append(apart(a, taken) if a in (batch.name, channel.name) else a)
+        taken.add(names[-1])
+    if names != list(sg.names):
+        vg = conv.view(vg, names, tuple(int(a.size) for a in sg.axes))
+        sg = conv.segs[vg]
+    try:
+        box = Box(GridSampleOp(Segment(sx.axes[2:]), Segment(sg.axes[1:-1]), sg.axes[-1], MODES[mode], PADDINGS[padding],
+                               corners))
+    except Exception as error:  # noqa: BLE001 - a sampling the box refuses stays opaque
+        raise Decline(str(error)) from None
+    from ncd.ir.diagram import Weave
+
+    woven = Weave(Weave(box, channel, (0, None), (0,)), batch, (0, 0), (0,))  # torch's (N, C, *positions)
+    (vid,) = conv.emit(woven, [vx, vg], list(woven.cod))
+    _same_wires(conv, node, vid)
+
+
+@rule("aten.cdist")
+def cdist(conv: Converter, node: Node) -> None:
+    """``torch.cdist(x, y, p)`` (torch's default ``compute_mode``): one ``CDist`` box woven over the batch wires, which
+    torch pairs by position (``y``'s read under ``x``'s names; its features under ``x``'s, its rows apart from
+    ``x``'s: ``cdist(x, x)``)."""
+    from ncd.ir.diagram import Weave
+    from ncd.prims.distance import CDistOp
+
+    x, y = node.args[0], node.args[1]
+    p = node.args[2] if len(node.args) > 2 else node.kwargs.get("p", 2.0)
+    mode = node.args[3] if len(node.args) > 3 else node.kwargs.get("compute_mode")
+    if not (isinstance(x, Node) and isinstance(y, Node)) or mode is not None or isinstance(p, bool) \
+            or not isinstance(p, (int, float)):
+        raise Decline("not two tensors under torch's default compute mode")
+    vx, vy = conv.value(x), conv.value(y)
+    sx, sy = conv.segs[vx], conv.segs[vy]
+    if sx.dtype != "float" or sy.dtype != "float" or len(sx.axes) < 2 or len(sx.axes) != len(sy.axes) \
+            or [int(a.size) for a in sx.axes[:-2]] != [int(a.size) for a in sy.axes[:-2]] \
+            or len(set(sx.names)) != len(sx.names):
+        raise Decline("not two float tensors of the same batch")
+    taken = {*sx.names, *sy.names}
+    row = sy.names[-2] if sy.names[-2] not in sx.names else apart(sy.names[-2], taken)
+    names = [*sx.names[:-2], row, sx.names[-1]]
+    if names != list(sy.names):
+        vy = conv.view(vy, names, tuple(int(a.size) for a in sy.axes))
+        sy = conv.segs[vy]
+    try:
+        woven: Box | Weave = Box(CDistOp(sx.axes[-2], sy.axes[-2], sx.axes[-1], float(p)))
+    except Exception as error:  # noqa: BLE001 - a distance the box refuses stays opaque
+        raise Decline(str(error)) from None
+    for axis in reversed(sx.axes[:-2]):
+        woven = Weave(woven, axis, (0, 0), (0,))
+    (vid,) = conv.emit(woven, [vx, vy], list(woven.cod))
+    _same_wires(conv, node, vid)

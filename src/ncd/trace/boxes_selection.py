@@ -12,7 +12,7 @@ import torch
 from ncd.ir.axes import Segment
 from ncd.ir.diagram import Box
 from ncd.trace.capture import Node
-from ncd.trace.convert import Converter, Decline, op_name, rule
+from ncd.trace.convert import Converter, Decline, hook, op_name, rule
 
 __all__: list[str] = []
 
@@ -351,3 +351,20 @@ def _integer_where(conv: Converter, node: Node, x: Node, mask: Node, number: int
     if list(conv.names(out)) != list(seg.names):
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
     conv.bind(node, out)
+
+
+def _flags_product(conv: Converter, node: Node) -> bool:
+    """``m * n`` of two boolean tensors (a bool, as torch gives it: Mask2Former's ``attention_mask * where``) is
+    ``m & n``, exactly; other products go on to the arithmetic rules."""
+    from ncd.prims.selection import LogicOp
+
+    operands = list(node.args[:2])
+    if len(operands) != 2 or node.kwargs or not (isinstance(node.value, torch.Tensor) and node.value.dtype == torch.bool) \
+            or any(not (isinstance(v, Node) and isinstance(v.value, torch.Tensor) and v.value.dtype == torch.bool)
+                   for v in operands):
+        return False
+    _broadcast(conv, node, Box(LogicOp("and")), operands)
+    return True
+
+
+hook(("aten.mul",), _flags_product)
