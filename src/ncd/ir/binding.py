@@ -35,6 +35,12 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
     >>> check_size_names(ncd.Linear("m:8 -> m:2"), {"m": 9}, "to_torch")
     Traceback (most recent call last):
     ncd.errors.SizeError: to_torch: axis m has the sizes 2, 8 in the diagram (8 on its inputs), so m=9 cannot apply
+
+    So is a name sized by the others (``c:a+b``) at a value the others do not give it:
+
+    >>> check_size_names(ncd.Concat("a, b -> c"), {"a": 1, "b": 1, "c": 5}, "to_torch")
+    Traceback (most recent call last):
+    ncd.errors.SizeError: to_torch: axis c has size 2 in the diagram, so c=5 cannot apply
     """
     names = dict.fromkeys(names) if not isinstance(names, Mapping) else names
     valid = {str(s) for s in diagram.free_symbols} | set(known)
@@ -46,11 +52,14 @@ def check_size_names(diagram: Diagram, names: Iterable[str], what: str, known: I
             for a in seg.axes:
                 fixed.setdefault(a.name, set()).add(a.size)
     unknown = [n for n in names if n not in valid and n not in fixed]
+    bound = {s: names[str(s)] for s in diagram.free_symbols if isinstance(names.get(str(s)), int)}
     for n, value in names.items():
-        sizes = fixed.get(n, set())
+        # an axis sized by the others (Concat's c:a+b, Unbind's m:h*k) at the sizes given with it
+        sizes = {s.subs(bound) if bound and not s.is_number else s for s in fixed.get(n, set())}
         if n in valid or value is None or not sizes or not all(s.is_number for s in sizes):
             continue
-        given = {a.size for seg in diagram.dom for a in seg.axes if a.name == n}  # the inputs' (a call must match)
+        given = {a.size.subs(bound) if bound and not a.size.is_number else a.size
+                 for seg in diagram.dom for a in seg.axes if a.name == n}  # the inputs' (a call must match)
         if value in (given or sizes):
             continue
         if len(sizes) == 1:
