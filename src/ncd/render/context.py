@@ -77,6 +77,9 @@ class LayoutContext:
         #: the blocks of the diagram the page layout draws by their family (``layers.i``), each node once: which blocks
         #: a definition of a wrapper may open (ncd.render.definitions._opened)
         self.families: dict[str, list[Block]] = {}
+        #: the most blocks of one family in the diagram the page layout draws, its boxes' bodies included (``None``:
+        #: not known; ncd.render.wrap._most_kin)
+        self.kin_bound: int | None = None
         #: ``(name, size)`` → indexed symbol, for the names the legend would give several sizes (ncd.render.legend)
         self.indexed: dict[tuple[str, Any], str] = {}
         self.fences: list[str] = []  # colours of the enclosing fences, innermost last

@@ -238,6 +238,8 @@ def _holds_kin(ctx: Layout, node: Diagram) -> bool:
     per node (``ctx.split``)."""
     from ncd.render.wrap import _families, _has_kin
 
+    if ctx.kin_bound is not None and ctx.kin_bound < KIN:  # (no family of the page has that many blocks)
+        return False
     found = ctx.split.get(("kin", id(node)))
     if found is None or found[0] is not node:
         found = ctx.split[("kin", id(node))] = (node, [node] if _has_kin(_families(node)) else [])

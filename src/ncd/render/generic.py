@@ -52,8 +52,20 @@ def family(name: str, index: str = "i") -> str:
     >>> family("stages.2: ConvNextStage"), family("encoder.layer.11"), family("Unit")
     ('stages.i: ConvNextStage', 'encoder.layer.i', 'Unit')
     """
+    if index == "i":  # (the family a page asks for: of each block, many times over as it sizes and defines them)
+        found = _FAMILIES.get(name)
+        if found is None:
+            if len(_FAMILIES) > 10_000:
+                _FAMILIES.clear()
+            head, colon, kind = name.partition(": ")
+            found = _FAMILIES[name] = _INDEX.sub(index, head) + colon + kind
+        return found
     head, colon, kind = name.partition(": ")
     return _INDEX.sub(index, head) + colon + kind
+
+
+#: :func:`family` of each name asked (its index ``i``)
+_FAMILIES: dict[str, str] = {}
 
 
 def family_header(blocks: Sequence[Block], index: str = "i", text: str | None = None,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Diagram, Par, Repeat
+from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat
 from ncd.render.definitions import (
     KIN,
     Group,
@@ -91,7 +91,9 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
 
         # a diagram holding a family of blocks that differ in sizes is drawn with their one definition: never as
         # one row, which is then neither measured nor laid out
-        ctx.families = _families(diagram)
+        bodies: list[Diagram] = []
+        ctx.families = _families(diagram, bodies)
+        ctx.kin_bound = _most_kin(diagram, ctx.families, bodies)
         kin = style.depth is None and _has_kin(ctx.families)
         measured = (math.inf, style.label_size) if kin else _measure_row(ctx, diagram)
         if measured is None:
@@ -161,6 +163,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         return _finish(ctx, best[1], best[2])
     finally:
         ctx.memo = None
+        ctx.kin_bound = None
 
 
 def _branches(ctx: Layout, groups: Sequence[Group]) -> bool:
@@ -205,7 +208,7 @@ def _first_limit(ctx: Layout, diagram: Diagram, max_w: float) -> float | None:
 def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
     """Whether two blocks of one family and shape differ in a size, one of them laid out wider than ``wide`` (a
     definition they share labels that size by a symbol)."""
-    families = _families(diagram)
+    families = ctx.families  # (page_layout's: _families(diagram))
     if all(len(blocks) < 2 for blocks in families.values()):
         return False
     if _has_kin(families):
@@ -252,8 +255,9 @@ def _shared_sizes(ctx: Layout, diagram: Diagram, wide: float) -> bool:
     return False
 
 
-def _families(diagram: Diagram) -> dict[str, list[Block]]:
-    """The blocks of ``diagram`` by their family (``layer.i``), each node once."""
+def _families(diagram: Diagram, bodies: list[Diagram] | None = None, deep: bool = False) -> dict[str, list[Block]]:
+    """The blocks of ``diagram`` by their family (``layer.i``), each node once; ``bodies``: gets the bodies its boxes
+    hold (a scan's), which are not its children; ``deep``: their blocks counted too."""
     families: dict[str, list[Block]] = {}
     stack = [diagram]
     seen: set[int] = set()
@@ -264,8 +268,25 @@ def _families(diagram: Diagram) -> dict[str, list[Block]]:
         seen.add(id(node))
         if isinstance(node, Block):
             families.setdefault(family(node.name), []).append(node)
+        elif (bodies is not None or deep) and isinstance(node, Box):
+            body = getattr(node.prim, "body", None)
+            if isinstance(body, Diagram):
+                if bodies is not None:
+                    bodies.append(body)
+                if deep:
+                    stack.append(body)
         stack.extend(node.children())
     return families
+
+
+def _most_kin(diagram: Diagram, families: dict[str, list[Block]], bodies: Sequence[Diagram]) -> int:
+    """The most blocks of one family (``layers.i``) in ``diagram``, the bodies its boxes hold (a scan's, which the
+    page defines as a ``Step``) included: no column of the page holds more (:func:`~ncd.render.definitions._holds_kin`
+    finds a family of :data:`KIN` such blocks in none when it is fewer).  ``families`` and ``bodies``: what
+    :func:`_families` found in it."""
+    if bodies:
+        families = _families(diagram, deep=True)
+    return max(map(len, families.values()), default=0)
 
 
 def _has_kin(families: dict[str, list[Block]]) -> bool:
