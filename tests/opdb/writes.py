@@ -62,3 +62,5 @@ def _put_reference_zero(x: torch.Tensor) -> torch.Tensor:
 
 error("put", "past", lambda: Put("t:5 3:7"), r"put into axis t of size 5: the region ends at entry 6, past its end",
       SizeError)
+error("put", "step", lambda: Put("t:5 0:4:0"), r"put into axis t: the step 0 must be a positive whole number",
+      SizeError)

@@ -298,6 +298,8 @@ def Put(spec: str, fill: float | None = None) -> Box:
             raise ParseError(f"put {spec!r}: a range is start:stop[:step], not {words[1]!r}")
         a, b = size(bounds[0]), size(bounds[1])
         c = size(bounds[2]) if len(bounds) == 3 else sympy.Integer(1)
+        if c.is_number and not (c.is_integer and c >= 1):  # (before the length: a step 0 divides by zero)
+            raise SizeError(f"put into axis {axis.name}: the step {size_text(c)} must be a positive whole number")
         kept = b - a if c == 1 else sympy.ceiling((b - a) / c)
         starts.append(a)
         steps.append(c)
