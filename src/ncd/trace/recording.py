@@ -8,6 +8,7 @@ falls back to ``torch.export``) is :func:`ncd.trace.record.record`.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any
 
@@ -41,6 +42,14 @@ from ncd.trace.undo import Undo, writes_of
 from ncd.trace.walk import _Walk
 from ncd.trace.work import work
 from ncd.trace.writes import Region
+
+#: :class:`~ncd.trace.capture.Node`'s fields in order: the recorder makes the node of every call with its fields by
+#: position (by keyword, a node of a dataclass of 12 fields costs ~1 µs more: ~2.4 against ~1.3, at every recorded
+#: call); a field moved in ``Node`` fails here, at import, not silently
+_FIELDS = ("name", "kind", "target", "args", "kwargs", "value", "stack", "source", "live", "line", "guard", "sized")
+if tuple(f.name for f in dataclasses.fields(Node)) != _FIELDS:
+    raise ImportError(f"ncd.trace.recording makes Node({', '.join(_FIELDS)}) by position; its fields are now"
+                      f" {', '.join(f.name for f in dataclasses.fields(Node))}")
 
 #: the work a recording within a budget (:data:`ncd.trace.record.WORK_BUDGET`) may do per call on values of the inputs,
 #: besides the budget
@@ -222,7 +231,7 @@ class _Recording(Aliases, InPlace):
                 with torch._C._DisablePythonDispatcher():  # its C++ kernel: the Python dispatcher costs ~10x more
                     detached = value.detach()
                 node = Node(name.replace(".", "_") or f"const{len(self.nodes)}", "parameter" if learned else "constant",
-                            value=detached, source=name)
+                            None, (), {}, detached, (), name)  # (by position: :data:`_FIELDS`)
                 self.add(node, value)
             if node.live:
                 self.lively = True
@@ -338,7 +347,7 @@ class _Recording(Aliases, InPlace):
             a, kw = _stand_ins(real_args, self.device)
             out = func(*a, **kw)
             k = self.counts[packet] = self.counts.get(packet, 0) + 1
-            self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack)), out)
+            self.add(Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, out, tuple(self.stack)), out)
             return out
         if live and (packet in DYNAMIC or (packet == "where" and len(args) + len(kwargs) == 1)):  # where(cond): nonzero
             raise ReadsValue(f"{packet} has an output whose shape depends on the values of the inputs at"
@@ -391,8 +400,8 @@ class _Recording(Aliases, InPlace):
                 raise ReadsValue(f"{packet} reads a value that depends on the inputs into Python at {user_line() or '?'}")
             guard = True  # the branch taken: the rest is recorded for it, and the diagram checks it at run time
         k = self.counts[packet] = self.counts.get(packet, 0) + 1
-        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value=value, stack=tuple(self.stack), live=live,
-                    line=user_line() if live else "", guard=guard)
+        node = Node(f"{packet}_{k}", "call", target, arg_refs, kwarg_refs, value, tuple(self.stack), "", live,
+                    user_line() if live else "", guard)  # (by position: :data:`_FIELDS`)
         if isinstance(out, torch.Tensor):
             node = self.cast_back(node, wide, value)
             self.add(node, out)
@@ -418,8 +427,8 @@ class _Recording(Aliases, InPlace):
             if isinstance(out, (tuple, list)):
                 for j, item in enumerate(out):
                     if isinstance(item, torch.Tensor):
-                        self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
-                                      stack=tuple(self.stack), live=live), item)
+                        self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, item,
+                                      tuple(self.stack), "", live), item)
         return out
 
     def overlapped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
