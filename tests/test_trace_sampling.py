@@ -148,7 +148,7 @@ def test_distances_are_one_box_equal_to_the_model(p: float) -> None:
 
 def _same_gradients(model: nn.Module, lowered: nn.Module, x: torch.Tensor) -> None:
     """Autograd's parameter gradients, each parameter matched by its entries (the lowered module holds the codebook
-    once, shaped ``(1, 7, 4)`` as the model first reads it)."""
+    once, in the model's shape ``(7, 4)``)."""
     want, got = model(x), lowered(x)
     weights = torch.linspace(-1, 1, want.numel()).reshape(want.shape)
     mine, theirs = list(model.parameters()), list(lowered.parameters())

@@ -242,6 +242,8 @@ class Learned(Values):
         seg = self.seg_for(tensor, names)
         if isinstance(ref, Node) and self.learned(ref) and (rows := self._rows_or_none(ref, tensor, seg)) is not None:
             return rows
+        if isinstance(ref, Node) and self.learned(ref) and (own := self._reshaped(ref, tensor, seg)) is not None:
+            return own
         if isinstance(ref, Node) and self.learned(ref):
             box = Box(ParameterOp(seg, self.relative(self.origin(ref))))
             self.emitted.tensors.append([tensor])
@@ -364,6 +366,33 @@ class Learned(Values):
         (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))) >> woven, [], [seg])
         self.emitted.tensors.append([table.detach()])
         return vid
+
+    def _reshaped(self, ref: Node, tensor: torch.Tensor, seg: Segment) -> int | None:
+        """A parameter read as data through views that only reshape it (``embed[None]``, ``w.view(1, n, m)``: the
+        same entries in the same order) as the parameter in its own shape, then a view box: the lowered module's
+        parameter keeps the model's shape (its state dict loads the model's entries), else none."""
+        if tensor.device.type == "meta" or len(self._sources(ref)) != 1:
+            return None
+        table = self.parameters().get(self.origin(ref))
+        if table is None or table.shape == tensor.shape or table.numel() != tensor.numel() \
+                or table.dtype != tensor.dtype or not table.is_contiguous() or not tensor.is_contiguous() \
+                or tensor.untyped_storage().data_ptr() != table.untyped_storage().data_ptr() \
+                or tensor.storage_offset() != table.storage_offset():
+            return None
+        shape = tuple(int(n) for n in table.shape)
+        kept = [name for name, n in zip(seg.names, tensor.shape) if n != 1]
+        squeezed = [n for n in shape if n != 1] == [int(n) for n in tensor.shape if n != 1]  # size-1 axes added/taken
+        names: list[str] = []
+        it = iter(kept)
+        for n in shape:
+            names.append(next(it) if squeezed and n != 1 else apart(self._named(n, True), set(seg.names) | set(names)))
+        full = self.namer.segment(names, shape, seg.dtype, None)
+        (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))), [], [full])
+        self.emitted.tensors.append([table.detach()])
+        read = self.view(vid, list(seg.names), tuple(int(n) for n in tensor.shape))
+        if ref.live:  # a parameter read as a wire: one box, copied to each reader (as :meth:`value` does)
+            self.bind(ref, read)
+        return read
 
     def _sources(self, node: Node) -> set[int]:
         """The parameters a computation on parameters alone reads (ids of their nodes)."""
