@@ -178,3 +178,63 @@ def test_the_traced_values_load_into_a_module_read_back_at_other_sizes() -> None
     module.load_state_dict(d.state_dict(module))  # was an InputError: the order was read on the traced inputs
     ids = torch.randint(0, 100, (3, 5))
     torch.testing.assert_close(module(ids), model(ids).last_hidden_state)
+
+
+def _tied_gpt2() -> tuple[nn.Module, torch.Tensor]:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=100, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    return transformers.GPT2LMHeadModel(config).eval(), torch.randint(0, 100, (2, 8))
+
+
+class _Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.proj(x).tanh())  # one layer called twice: one weight
+
+
+def _shared(module: nn.Module) -> list[tuple[str, str]]:
+    """Pairs of names of one Parameter object."""
+    first: dict[int, str] = {}
+    return [(first.setdefault(id(p), n), n) for n, p in module.named_parameters(remove_duplicate=False)
+            if first.setdefault(id(p), n) != n]
+
+
+@pytest.mark.parametrize("which", ["gpt2", "twice"])
+def test_tied_parameters_stay_tied_after_the_json_round_trip(which: str) -> None:
+    model, x = _tied_gpt2() if which == "gpt2" else (_Twice().eval(), torch.randn(3, 6))
+    d = ncd.trace(model, x)
+    for sizes in ({}, {"b": 3}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # other sizes: not checked against the model
+            loaded = ncd.load_json(d.to_json()).to_torch(**sizes)
+        assert _count(loaded) == _count(d.to_torch()) == _count(model)  # was 3,200 more on GPT-2 (the head untied)
+        assert len(_shared(loaded)) == len(_shared(d.to_torch())) >= 1  # one Parameter object under both names
+        loaded.load_state_dict(d.state_dict(loaded))
+        y = torch.randint(0, 100, (sizes.get("b", 2), 8)) if which == "gpt2" else torch.randn(sizes.get("b", 3), 6)
+        want = model(y).logits if which == "gpt2" else model(y)
+        torch.testing.assert_close(loaded(y), want)
+    own = d.to_torch()  # the traced diagram's own module, tied, loads its values too (was a TraceError: 28 of 29)
+    own.load_state_dict(d.state_dict(own))
+    torch.testing.assert_close(own(x), model(x).logits if which == "gpt2" else model(x))
+
+
+@pytest.mark.parametrize("tie", [(0, 99, (6, 6)), (0, 2, (5, 5)), (1, 0, (6,)), ("0", 2, (6, 6))])
+def test_a_tie_naming_a_missing_or_mis_shaped_tensor_is_refused(tie: tuple[object, ...]) -> None:
+    d = ncd.trace(_Twice().eval(), torch.randn(3, 6))
+    block = ncd.load_json(d.to_json())
+    assert dict(block.meta)["tied"] == ((0, 2, (6, 6)), (1, 3, (6,)))  # weight and bias read again
+    hostile = ncd.Block(block.body, block.name, tuple((k, (tie,) if k == "tied" else v) for k, v in block.meta))
+    with pytest.raises(ncd.SchemaError, match="tie"):
+        ncd.load_json(hostile.to_json()).to_torch()
+
+
+def test_a_traced_diagram_with_ties_shards() -> None:
+    d = ncd.trace(_Twice().eval(), torch.randn(4, 6), axes="b m")
+    sharded = ncd.shard(d, ncd.Mesh(dp=2), {"b": "dp"})
+    module = sharded.to_torch()
+    assert _count(module) == _count(_Twice())

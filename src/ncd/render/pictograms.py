@@ -301,7 +301,7 @@ def shown_meta(node: Block) -> list[tuple[str, Any]]:
     """The entries of a block's ``meta`` its component box shows as parameters after its name."""
     # (a backward block's "inputs"/"outputs" name its ports: a title listing 30 of them is not read)
     return [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs",
-                                                   "traced", "dtype", "held", "unused")]
+                                                   "traced", "dtype", "held", "unused", "tied")]
 
 
 def component_box(ctx: Layout, node: Block, title: str | None = None) -> Frag:

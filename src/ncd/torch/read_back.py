@@ -6,9 +6,12 @@ sizes (:mod:`ncd.trace.other_sizes`: a size the model computes in Python, ``x[:,
 the diagram), lowers in the mode the model was traced in and keeps the parameters its forward never read. Its block's
 ``meta`` carries what a diagram without the model needs for the same (:func:`traced_meta`): ``traced`` (the mode),
 ``dtype`` (the floating-point type it computes in, when not torch's default), ``held`` (sizes boxes hold at their
-traced values: refused at others) and ``unused`` (each unread parameter's name, shape, type and which tensor it is:
-tied names share one). Lowered from such a block (:func:`guard`, :func:`restore`), the module is put in the traced
-mode, holds the unread parameters (zeros: a read-back diagram holds no values) under ``unused``, and other sizes are
+traced values: refused at others), ``unused`` (each unread parameter's name, shape, type and which tensor it is:
+tied names share one) and ``tied`` (pairs ``(i, j, shape)`` of traced tensors, by their place in the order the lowered
+module first reads them, where the ``j``-th is the ``i``-th tensor of the model: a tied LM head, one layer called
+twice). Lowered from such a block (:func:`guard`, :func:`restore`), the module is put in the traced mode, its tied
+parameters are one parameter (as the traced diagram's own), it holds the unread parameters (zeros: a read-back
+diagram holds no values) under ``unused``, and other sizes are
 refused where a box holds the traced ones, warned about everywhere else (there is no model left to check against).
 
 >>> import torch, ncd
@@ -40,14 +43,14 @@ if TYPE_CHECKING:
 __all__ = ["KEYS", "traced_meta", "without", "guard", "restore"]
 
 #: the meta keys of a traced diagram's block that only a diagram read back without its model reads
-KEYS = ("traced", "dtype", "held", "unused")
+KEYS = ("traced", "dtype", "held", "unused", "tied")
 
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
-                dtype: torch.dtype | None = None) -> tuple[tuple[str, Any], ...]:
+                dtype: torch.dtype | None = None, flat: tuple[torch.Tensor, ...] = ()) -> tuple[tuple[str, Any], ...]:
     """The ``meta`` entries of a traced diagram's block (:data:`KEYS`); ``held``: the sizes refused at other values;
     ``dtype``: the floating-point type the lowered module computes in (a model in float64 throughout), if not torch's
-    default."""
+    default; ``flat``: the traced tensors in order (their ties: :func:`ties`)."""
     meta: list[tuple[str, Any]] = [("traced", "training" if training else "eval")]
     if dtype is not None:
         meta.append(("dtype", str(dtype).removeprefix("torch.")))
@@ -57,7 +60,26 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
         which: dict[int, int] = {}
         meta.append(("unused", tuple((name, tuple(int(n) for n in p.shape), str(p.dtype).removeprefix("torch."),
                                       which.setdefault(id(p), len(which))) for name, p in unused)))
+    tied = ties(flat)
+    if tied:
+        meta.append(("tied", tied))
     return tuple(meta)
+
+
+def ties(flat: tuple[torch.Tensor, ...]) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    """``(i, j, shape)`` for each traced tensor ``j`` that is an earlier one ``i`` of the model, laid out the same (the
+    same entries of one storage: one parameter read in two places), as :func:`ncd.trace.params.tie` ties them."""
+    first: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
+    out = []
+    for j, value in enumerate(flat):
+        if value.device.type == "meta" or not value.untyped_storage().nbytes():
+            continue
+        key = (int(value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size()),
+               tuple(value.shape), tuple(value.stride()))
+        i = first.setdefault(key, j)
+        if i != j:
+            out.append((i, j, tuple(int(n) for n in value.shape)))
+    return tuple(out)
 
 
 def without(meta: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
@@ -135,11 +157,60 @@ def restore(diagram: Diagram, module: torch.nn.Module) -> None:
         if not isinstance(kind, torch.dtype) or not kind.is_floating_point:
             raise SchemaError(f"block {block.name!r}: meta dtype={dtype!r:.40} is not a floating-point type of torch")
         module.to(kind)
+    _retie(block, module)
     module.register_forward_pre_hook(TracedMode(block.name, mode == "training"))
     try:
         hold(module, _placeholders(block))
     except (KeyError, TypeError) as error:  # a name torch's modules refuse (``training``): the file is not a trace's
         raise SchemaError(f"block {block.name!r}: an unused parameter cannot be kept: {error}") from None
+
+
+def _retie(block: Block, module: torch.nn.Module) -> None:
+    """The parameters of ``module`` that ``tied`` names (by first-use order: read on the block lowered at the traced
+    sizes, its names are the same at any size) made one parameter, as :func:`ncd.trace.params.tie` does for the traced
+    diagram; an entry out of range or of another size than the parameters it names is refused (a file is not
+    trusted)."""
+    entries = block.get("tied", ())
+    if not entries:
+        return
+    entries = entries if isinstance(entries, tuple) else (entries,)
+    for entry in entries:
+        if not (isinstance(entry, tuple) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is int
+                and 0 <= entry[0] < entry[1] and isinstance(entry[2], tuple)
+                and all(type(n) is int and 0 <= n for n in entry[2])):
+            raise SchemaError(f"block {block.name!r}: a tie {entry!r:.80} is not (i, j, shape) with 0 <= i < j")
+    import torch
+
+    from ncd.errors import InputError
+    from ncd.trace.loading import _first_use, _held
+    from ncd.trace.params import _set
+
+    was = module.training
+    try:
+        order = _first_use(module, block.example_inputs())
+    except InputError:  # lowered at other sizes than traced: the order read at the traced ones, lowered untied
+        from ncd.torch.module import to_torch
+
+        plain = to_torch(Block(block.body, block.name, without(block.meta))).train(module.training)
+        dtype = block.get("dtype")
+        order = _first_use(plain.to(getattr(torch, dtype)) if isinstance(dtype, str) else plain, block.example_inputs())
+    except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
+        warnings.warn(f"{block.name}, a traced diagram read without its model: its tied parameters are not tied in the"
+                      f" lowered module (the order it reads them in could not be read: {error}); training it would"
+                      " untie them", RuntimeWarning, stacklevel=user_stacklevel())
+        return
+    finally:
+        module.train(was)
+    held = dict(_held(module))
+    for i, j, shape in entries:
+        names = (order[i], order[j]) if j < len(order) else ()
+        if len(names) != 2 or any(n not in held or held[n].numel() != math.prod(shape) for n in names):
+            raise SchemaError(f"block {block.name!r}: a tie {(i, j, shape)!r:.80} names no two tensors of that size"
+                              f" among the {len(order)} the lowered module reads")
+        params = dict(module.named_parameters(remove_duplicate=False))
+        a, b = (params.get(n) for n in names)
+        if a is not None and b is not None and a is not b and a.shape == b.shape and a.dtype == b.dtype:
+            _set(module, names[1], a)
 
 
 def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:

@@ -218,13 +218,17 @@ class TracedDiagram(Block):
         """The traced values keyed by the parameter and buffer names of ``module`` (lowered from this diagram); the
         unread parameters too when ``module`` keeps them (it was lowered by :meth:`to_torch`).  The order the module
         first reads them in is read in the mode the model was traced in (a module read back from JSON is lowered in
-        training mode, where a batch norm reads one more buffer: its batch count), and its mode is put back."""
+        training mode, where a batch norm reads one more buffer: its batch count), and its mode is put back; tied
+        parameters get their one value under each name."""
         from ncd.errors import InputError
 
         was = module.training
         module.train(self.training)
+        # a module whose tied parameters are one (lowered by to_torch) reads that one once: the order is read on this
+        # diagram lowered untied (the names are the same)
+        shared = len(list(module.named_parameters(remove_duplicate=False))) != len(list(module.parameters()))
         try:
-            state = _state_for(module, self.tensors, self.example)
+            state = self._state_at_trace(module) if shared else _state_for(module, self.tensors, self.example)
         except InputError:  # lowered at other sizes (read back): the order read at the traced ones, as to_torch does
             state = self._state_at_trace(module)
         finally:
@@ -452,7 +456,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     from ncd.torch.read_back import traced_meta
 
     meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
-                                _float_type(tensors, example)))
+                                _float_type(tensors, example), tuple(t for group in tensors for t in group)))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)

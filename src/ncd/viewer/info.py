@@ -162,7 +162,7 @@ class Catalogue:
         if key in self.block_info:
             return self.block_info[key]
         rows = [["input", self.type_text(node.dom)], ["output", self.type_text(node.cod)]]
-        meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "traced", "dtype", "held", "unused")]
+        meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "traced", "dtype", "held", "unused", "tied")]
         if meta:
             rows.append(["parameters", ", ".join(f"{k}={v}" for k, v in meta)])
         boxes = sum(1 for _ in node.boxes())
