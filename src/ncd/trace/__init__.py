@@ -112,7 +112,11 @@ class TracedDiagram(Block):
 
         if mapping:
             registered(self.functions, self.name)
-        return super().subs(mapping)
+        bound = super().subs(mapping)
+        if isinstance(bound, Block) and bound.get("tied") is not None:  # (ties are restored on a diagram read back
+            # from JSON; a bound one lowers as before: ncd.backward's plan reads no ties)
+            return Block(bound.body, bound.name, tuple((k, v) for k, v in bound.meta if k != "tied"))
+        return bound
 
     def to_torch(self, /, **sizes: int) -> torch.nn.Module:
         """Lower to an ``nn.Module`` holding the traced model's parameters."""
