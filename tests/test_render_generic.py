@@ -287,6 +287,7 @@ def test_the_page_skips_blocks_inside_a_pair_differing_in_no_label_without_chang
                                 calls.append(1) or _f(blocks, *a, **k))
             ctx = Layout(Style())
             _read_axes(ctx, d)
+            ctx.families = wrap._families(d)  # (as page_layout sets them before it asks _shared_sizes)
             # every block measured wider than the widths asked (as the page's probe would note a wide block)
             ctx.probed = {id(b): (b, (1e6, 0.0), []) for b in d.walk() if isinstance(b, ncd.Block)}
             answers.append([wrap._shared_sizes(ctx, d, wide) for wide in (0.0, 50.0)])
