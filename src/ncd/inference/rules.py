@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ncd.inference.derive import _Walk, _Wire, resize
+from ncd.inference.derive import _Walk, _Wire
 from ncd.inference.errors import DecodeError
+from ncd.inference.sites import resize
 from ncd.inference.windows import conv_window, shift_window, step_conv, step_shift, trim
 from ncd.ir.axes import Type
 from ncd.ir.diagram import Box, Diagram, Identity

@@ -25,6 +25,7 @@ from typing import Any
 import sympy
 
 from ncd.inference.errors import DecodeError
+from ncd.inference.sites import resize
 from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.size import Size, size_text, sizes_equal
@@ -157,8 +158,6 @@ def at_length(prim: ConvOp | SliceOp, mapping: Mapping[str, Size], default: Any)
     """A convolution or a slice of a diagram traced at a fixed length, at the lengths its input wire now carries
     (the prefill of any prompt): a convolution's outputs follow its inputs, a slice of the first positions keeps
     as many as its (token) output axis now has."""
-    from ncd.inference.derive import resize
-
     if isinstance(prim, ConvOp):
         dom = prim.dom_axes.with_axes(dataclasses.replace(a, size=mapping.get(a.name, a.size)) for a in prim.dom_axes.axes)
         cod = [prim.cod_axes.axes[0]]
