@@ -23,8 +23,9 @@ from typing import Any
 
 from ncd.errors import NCDError, SizeError
 from ncd.ir.axes import Axis, Segment, Type
-from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave, rebuilt
+from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave
 from ncd.ir.primitive import Primitive
+from ncd.ir.sharing import rebuilt
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
 from ncd.trace.symbolic_learn import Follow, _aligned, _base, _derived, _learn, _merged, _merged_sizes, _NotPlain, _value_at
