@@ -396,6 +396,9 @@ def parse_segment(text: str) -> Segment:
             dtype = "bool" if tag == "bool" else "complex"
         else:
             dtype, value_range = "index", size(tag)
+            if value_range.is_number and not (value_range.is_Integer and value_range > 0):
+                raise ParseError(f"in segment {text.strip()!r}, the index range [{tag}] must be a positive whole "
+                                 f"number (the count of values an index takes), not {size_text(value_range)}")
     return Segment(tuple(parse_axis(t) for t in tokens), dtype, value_range)
 
 

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import functools
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
@@ -43,15 +44,21 @@ MAX_TEXT = 1000
 MAX_DEPTH = 64
 MAX_BITS = 4096  # numbers larger than 2**MAX_BITS are refused, not computed
 
-#: a name: read as one symbol (:func:`symbol`)
-NAME = r"[A-Za-z_\u0370-\u03ff][\w\u0370-\u03ff]*"
+#: a name's text: a letter or ``_``, then anything but space and ASCII punctuation other than ``_`` (the text is then
+#: checked to be a Python identifier, :func:`is_name`, so combining accents such as ``x́`` count)
+NAME = r"[^\W\d][^\s!-/:-@\[-^`{-~]*"
 _TOKEN = re.compile(r"\s*(?:((?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d{1,3}(?!\w))?)|(" + NAME + r")|(\*\*|[-+*/^()]))")
-_NAME = re.compile(NAME)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_name(text: str) -> bool:
-    """Whether ``text`` is one name, which :func:`size` reads as :func:`symbol` of it (``t``, ``d_k``, ``λ``)."""
-    return _NAME.fullmatch(text) is not None
+    """Whether ``text`` is one name, which :func:`size` reads as :func:`symbol` of it (``t``, ``d_k``, ``λ``, ``é``):
+    a Python identifier in its normal form (NFKC, as Python reads keyword arguments: ``ﬁ`` would arrive as ``fi``).
+
+    >>> is_name("d_k"), is_name("é"), is_name("2k"), is_name("ﬁ")
+    (True, True, False, False)
+    """
+    return text.isidentifier() and unicodedata.normalize("NFKC", text) == text
 
 
 class _Parser:
@@ -74,6 +81,9 @@ class _Parser:
             if not match:
                 raise ParseError(f"cannot read size {text!r}: unexpected character {text[start]!r} at position {start}")
             number, name, op = match.groups()
+            if name and not is_name(name):
+                raise ParseError(f"cannot read size {text!r}: {name!r} at position {start} is not a name (a Python "
+                                 "identifier in normal form NFKC)")
             self.tokens.append(("num", number) if number else ("name", name) if name else ("op", op))
             self.positions.append(start)
             pos = match.end()

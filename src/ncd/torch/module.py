@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ncd.errors import InputError, NCDError, RunError
+from ncd.errors import InputError, NCDError
 from ncd.ir.axes import Type
 from ncd.ir.collector import no_collector
 from ncd.ir.diagram import Diagram, check_option_names, defaults_of
@@ -25,6 +25,7 @@ from ncd.ir.size import evaluate
 from ncd.torch.codegen import NamedSizes, bind_all, lower
 from ncd.torch.pickling import mark
 from ncd.torch.read_back import guard, restore
+from ncd.torch.run_errors import explain
 
 __all__ = ["to_torch", "example_inputs", "compile_source"]
 
@@ -90,24 +91,10 @@ def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
         except NCDError:
             raise
         except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
-            raise RunError(f"running {cls.__name__}{_generated_line(error)}: {type(error).__name__}:"
-                           f" {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+            raise explain(self, args, error, cls.__name__) from error
 
     return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__, "ncd_reporting": True,
                                        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
-
-
-def _generated_line(error: BaseException) -> str:
-    """`` at generated line N `code` `` for the innermost frame of generated source in the traceback."""
-    found = ""
-    tb = error.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith("<ncd-generated"):
-            code = linecache.getline(filename, tb.tb_lineno).strip()
-            found = f" at generated line {tb.tb_lineno} `{code[:120]}`"
-        tb = tb.tb_next
-    return found
 
 
 def _checker(dom: Type) -> Any:
