@@ -35,6 +35,7 @@ from ncd.ir.size import Size, evaluate, size_text, sizes_equal
 from ncd.ir.weaving import Side, WeaveView, WovenAxis, einsum_letters
 from ncd.prims.contraction import contraction_plan, kept_axes, plan_sizes
 from ncd.prims.kinds import partials, transpose
+from ncd.prims.stored_order import _sizes, _stored_columns, _stored_rows
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -229,10 +230,6 @@ def _letters(names: list[list[str]], box: Box) -> dict[str, str]:
     return dict(zip(table, einsum_letters(len(table), box, table)))
 
 
-def _sizes(axes: Segment) -> list[int]:
-    return [evaluate(a.size, what=f"axis {a.name}") for a in axes]
-
-
 def _product(values: list[int]) -> int:
     result = 1
     for v in values:
@@ -285,51 +282,6 @@ def lower_linear(prim: LinearOp, ctx: RuleContext) -> list[Expr]:
         product = ctx.bind(expr, ctx.out_axes[0], "product")
         expr = Expr(f"{product.var} + {module}.bias.view({', '.join(map(str, shape))})", "expr", "", (product,))
     return [expr]
-
-
-def _keep_declared(ctx: RuleContext, module: str, axes: Segment, stored: tuple[str, ...], dim: int,
-                   params: tuple[str, ...], why: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """State_dict hooks that show the parameters ``params`` of ``module`` (their dimension ``dim`` holding ``axes``
-    stored in the order ``stored``) in the declared order, and load them from it.  Returns the permutations
-    ``(declared -> stored, stored -> declared)``."""
-    declared = [a.name for a in axes]
-    size = dict(zip(declared, _sizes(axes)))
-    n = len(declared)
-    to_stored = tuple(declared.index(name) for name in stored)  # stored dim i holds declared axis to_stored[i]
-    to_declared = tuple(stored.index(name) for name in declared)
-    ctx.em.init.append(f"# {why} of {module[5:]} stored ({' '.join(stored)}), the order SDPA {'reads' if dim == 0 else 'writes'};"
-                       f" its state_dict keeps the declared ({' '.join(declared)})")
-    for hook, source, order in (("register_state_dict_post_hook", stored, to_declared),
-                                ("register_load_state_dict_pre_hook", declared, to_stored)):
-        sizes = tuple(size[name] for name in source)
-        permuted = f"state[prefix + n].unflatten({dim}, {sizes})"
-        permuted = (f"{permuted}.transpose({dim}, {dim + 1})" if n == 2 else
-                    f"torch.movedim({permuted}, {tuple(i + dim for i in order)}, {tuple(range(dim, dim + n))})")
-        ctx.em.init.append(f"{module}.{hook}(lambda module, state, prefix, *_: state.update("
-                           f"{{prefix + n: {permuted}.flatten({dim}, {dim + n - 1}) for n in {params!r} if prefix + n in state}}))")
-    return to_stored, to_declared
-
-
-def _stored_rows(ctx: RuleContext, prim: LinearOp, module: str, call: Expr, stored: tuple[str, ...]) -> Expr:
-    """The map's output seen in its declared axis order, its weight's rows stored in the ``stored`` order
-    (:func:`ncd.prims.patterns.chosen_rows`); state_dict hooks keep checkpoints in the declared order."""
-    _, to_declared = _keep_declared(ctx, module, prim.cod_axes, stored, 0, ("weight", "bias"), "rows")
-    n = len(stored)
-    size = dict(zip([a.name for a in prim.cod_axes], _sizes(prim.cod_axes)))
-    view = ctx.method(call, "unflatten", -1, tuple(size[name] for name in stored))
-    if n == 2:
-        return ctx.method(view, "transpose", -1, -2)
-    return ctx.call("torch.movedim", view, tuple(i - n for i in to_declared), tuple(range(-n, 0)))
-
-
-def _stored_columns(ctx: RuleContext, prim: LinearOp, module: str, x: Value | Expr, stored: tuple[str, ...]) -> Expr:
-    """The map's input seen in the ``stored`` order of its weight's columns (:func:`ncd.prims.patterns.chosen_columns`);
-    state_dict hooks keep checkpoints in the declared order."""
-    to_stored, _ = _keep_declared(ctx, module, prim.dom_axes, stored, 1, ("weight",), "columns")
-    n = len(stored)
-    if n == 2:
-        return ctx.method(x, "transpose", -1, -2)
-    return ctx.call("torch.movedim", x, tuple(i - n for i in to_stored), tuple(range(-n, 0)))
 
 
 @LOWERING.rule(EinsumOp)
