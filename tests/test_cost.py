@@ -198,3 +198,18 @@ def test_errors_name_the_problem() -> None:
         ncd.cost(ncd.ReLU(), dtype="float8")
     with pytest.raises(ncd.SizeError, match="b=0"):
         ncd.cost(ncd.ReLU(), b=0)
+
+
+@pytest.mark.parametrize(("equation", "sizes"), [("a a ->", {"a": 4}), ("b a a -> b", {"a": 4, "b": 3}),
+                                                 ("a b ->", {"a": 4, "b": 5}), ("a a b -> b", {"a": 3, "b": 2})])
+def test_a_sum_by_einsum_is_charged_the_entries_it_adds(equation: str, sizes: dict[str, int]) -> None:
+    # before, a trace (`a a ->`, 4 entries summed) was charged the whole square: 16 FLOPs. The entries it adds are
+    # those its result depends on: counted by autograd (torch.utils.flop_counter counts no sums)
+    import torch
+
+    d = ncd.Einsum(equation)
+    (x,) = d.example_inputs(**sizes)
+    x.requires_grad_(True)
+    d.to_torch(**sizes)(x).sum().backward()
+    assert x.grad is not None
+    assert ncd.cost(d, **sizes).numbers.forward_other == int((x.grad != 0).sum())

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sympy
 
 from ncd.analysis.cost import CostContext
-from ncd.analysis.layout import Tensor
+from ncd.analysis.layout import Tensor, numel
 from ncd.analysis.tables import AnalysisError
 from ncd.ir.axes import Axis
 from ncd.ir.program import Contraction, Op
@@ -73,7 +73,8 @@ def _contract(ctx: CostContext, call: Op, operands: list[Tensor], out_names: lis
         t = operands[0]
         if plan.product == "view":
             return t.relabel([axis_of[n] for n in out_names])
-        ctx.other(t.numel, sympy.Integer(0))
+        ctx.other(numel(tuple({a.name: a for a in t.axes}.values())), sympy.Integer(0))  # a name twice (``a a ->``,
+        # a trace) reads the diagonal, a view: the sum adds its entries, not the whole square's
         return ctx.new(tuple(axis_of[n] for n in out_names), tuple(n for n in t.order if n in out_names), t.grad)
     a, b = (_summed(ctx, t, [name[c] for c in letters]) for t, letters in zip(operands, plan.summed))
     grad = a.grad or b.grad
