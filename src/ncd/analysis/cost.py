@@ -289,8 +289,9 @@ class CostReport:
             from ncd.prims.contraction import planned_at
 
             with no_collector(), planned_at(self.sizes):  # size-chosen plans (an einsum's pair order) as at the bound sizes
-                self._symbolic = _analyse(self.diagram, _program(self.diagram, self.sizes), self.dtype,
-                                          self.training)
+                totals, boxes, peak, by_dtype = _analyse(self.diagram, _program(self.diagram, self.sizes), self.dtype,
+                                                         self.training)
+                self._symbolic = (_held_once(totals, self.diagram), boxes, peak, by_dtype)
         return self._symbolic
 
     @property
@@ -412,6 +413,17 @@ def leading_terms(expr: sympy.Expr) -> list[tuple[sympy.Expr, dict[str, int]]]:
     return result
 
 
+def _held_once(totals: Metrics, diagram: Diagram) -> Metrics:
+    """``totals`` with a traced diagram's tied parameters counted once, as its lowered module holds them: its boxes
+    count them once per box (meta ``shared``, :func:`ncd.torch.read_back.shared_entries`; a file is not trusted)."""
+    shared = diagram.get("shared", 0) if isinstance(diagram, Block) else 0
+    if type(shared) is not int or shared < 0:
+        from ncd.errors import SchemaError
+
+        raise SchemaError(f"block {diagram.name!r}: meta shared={shared!r:.40} is not a count of parameters")  # type: ignore[attr-defined]
+    return dataclasses.replace(totals, params=totals.params - shared) if shared else totals
+
+
 def _defaults(diagram: Diagram) -> dict[str, int]:
     if isinstance(diagram, Block):
         return dict(diagram.get("defaults", ()))
@@ -458,6 +470,7 @@ def _cost(diagram: Diagram, dtype: str, training: bool, sizes: dict[str, int]) -
         check_diagram(bound, memory=False)
         report.numbers, report.box_numbers, report.peak_number, report.activation_by_dtype_number = \
             _analyse(bound, _program(bound, written=(diagram, bound_sizes)), dtype, training)
+        report.numbers = _held_once(report.numbers, diagram)
     else:
         report._formulas()
     from ncd.distributed.report import attach  # sharded diagrams: .collectives and .per_rank (docs/distributed.md)

@@ -25,6 +25,7 @@ from ncd.render.layout import Frag, Layout, Ports, flat
 from ncd.render.model import Circle, Footprint, Path, Polygon, Port, Rect
 from ncd.render.style import fence_colour
 from ncd.render.typeset import DiagramAxes, Piece, factor_pieces, pieces, typeset_text
+from ncd.torch.read_back import KEYS
 
 __all__ = ["BOX_RULES", "SCALAR_RULES", "rule", "scalar", "box_rule", "scalar_rule", "generic_box", "wiring",
            "glyph_through", "component_box", "arrowhead",
@@ -301,7 +302,7 @@ def shown_meta(node: Block) -> list[tuple[str, Any]]:
     """The entries of a block's ``meta`` its component box shows as parameters after its name."""
     # (a backward block's "inputs"/"outputs" name its ports: a title listing 30 of them is not read)
     return [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "mesh", "placements", "fsdp", "inputs", "outputs",
-                                                   "traced", "dtype", "held", "unused", "tied")]
+                                                   *KEYS)]
 
 
 def component_box(ctx: Layout, node: Block, title: str | None = None) -> Frag:

@@ -43,14 +43,16 @@ if TYPE_CHECKING:
 __all__ = ["KEYS", "traced_meta", "without", "guard", "restore"]
 
 #: the meta keys of a traced diagram's block that only a diagram read back without its model reads
-KEYS = ("traced", "dtype", "held", "unused", "tied")
+KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared")
 
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
-                dtype: torch.dtype | None = None, flat: tuple[torch.Tensor, ...] = ()) -> tuple[tuple[str, Any], ...]:
+                dtype: torch.dtype | None = None, flat: tuple[torch.Tensor, ...] = (),
+                learned: frozenset[int] = frozenset()) -> tuple[tuple[str, Any], ...]:
     """The ``meta`` entries of a traced diagram's block (:data:`KEYS`); ``held``: the sizes refused at other values;
     ``dtype``: the floating-point type the lowered module computes in (a model in float64 throughout), if not torch's
-    default; ``flat``: the traced tensors in order (their ties: :func:`ties`)."""
+    default; ``flat``: the traced tensors in order (their ties: :func:`ties`, :func:`views`); ``learned``: the storages
+    (data pointers) of the model's parameters (the entries the boxes count twice: :func:`shared_entries`)."""
     meta: list[tuple[str, Any]] = [("traced", "training" if training else "eval")]
     if dtype is not None:
         meta.append(("dtype", str(dtype).removeprefix("torch.")))
@@ -63,7 +65,36 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
     tied = ties(flat)
     if tied:
         meta.append(("tied", tied))
+    laid = views(flat)
+    if laid:
+        meta.append(("views", laid))
+    shared = shared_entries(flat, tied, laid, learned)
+    if shared:
+        meta.append(("shared", shared))
     return tuple(meta)
+
+
+def shared_entries(flat: tuple[torch.Tensor, ...], tied: tuple[tuple[int, int, tuple[int, ...]], ...],
+                   laid: tuple[View, ...], learned: frozenset[int]) -> int:
+    """How many parameter entries the diagram's learned boxes count once per box that reads them but the lowered
+    module holds once (what :func:`ncd.trace.params.tie` ties, of the ``learned`` storages): ``ncd.cost`` takes them
+    off its parameter count, which is then the module's (T5's shared embedding: 44,800 counted per box, 43,200 held)."""
+    def ptr(j: int) -> int:
+        return int(flat[j].untyped_storage().data_ptr())
+
+    again = {j for _, j, _ in tied}
+    count = sum(math.prod(shape) for _, j, shape in tied if ptr(j) in learned)
+    groups: dict[int, dict[tuple[int, tuple[int, ...], tuple[int, ...]], int]] = {}
+    for j, group, offset, shape, stride in laid:
+        if j not in again and ptr(j) in learned:
+            groups.setdefault(group, {}).setdefault((offset, shape, stride), math.prod(shape))
+    for layouts in groups.values():
+        (offset, shape, _), most = max(layouts.items(), key=lambda item: item[1])
+        within = all(offset <= low and low + sum((n - 1) * t for n, t in zip(s, st)) < offset + most
+                     for (low, s, st) in layouts)
+        if within and flat and len(layouts) > 1:
+            count += sum(layouts.values()) - most  # the others are computed from the largest (a view of it)
+    return count
 
 
 def ties(flat: tuple[torch.Tensor, ...]) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
@@ -79,6 +110,31 @@ def ties(flat: tuple[torch.Tensor, ...]) -> tuple[tuple[int, int, tuple[int, ...
         i = first.setdefault(key, j)
         if i != j:
             out.append((i, j, tuple(int(n) for n in value.shape)))
+    return tuple(out)
+
+
+#: a traced tensor's place in its storage: ``(j, group, offset, shape, stride)`` (:func:`views`)
+View = tuple[int, int, int, tuple[int, ...], tuple[int, ...]]
+
+
+def views(flat: tuple[torch.Tensor, ...]) -> tuple[View, ...]:
+    """``(j, group, offset, shape, stride)`` of each traced tensor ``j`` of a storage that other traced tensors read
+    laid out otherwise (``x @ w.T`` after ``F.linear(x, w)``, ``onehot @ table`` after ``table[ids]``), ``group``
+    numbering the storages: :func:`ncd.trace.params.tie` computes such reads from one parameter, and so does a module
+    read back (:func:`_retie`, on stand-ins of these layouts)."""
+    groups: dict[tuple[int, Any], list[tuple[int, Any]]] = {}
+    for j, value in enumerate(flat):
+        if value.device.type == "meta" or not value.untyped_storage().nbytes() or value.numel() == 0:
+            continue
+        groups.setdefault((int(value.untyped_storage().data_ptr()), value.dtype), []).append((j, value))
+    out: list[View] = []
+    for members in groups.values():
+        layouts = {(v.storage_offset(), tuple(v.shape), tuple(v.stride())) for _, v in members}
+        if len(layouts) < 2 or any(n < 0 for _, v in members for n in v.stride()):
+            continue
+        g = len({e[1] for e in out})
+        out.extend((j, g, int(v.storage_offset()), tuple(int(n) for n in v.shape), tuple(int(n) for n in v.stride()))
+                   for j, v in members)
     return tuple(out)
 
 
@@ -171,9 +227,11 @@ def _retie(block: Block, module: torch.nn.Module) -> None:
     diagram; an entry out of range or of another size than the parameters it names is refused (a file is not
     trusted)."""
     entries = block.get("tied", ())
-    if not entries:
+    laid = block.get("views", ())
+    if not entries and not laid:
         return
     entries = entries if isinstance(entries, tuple) else (entries,)
+    laid = laid if isinstance(laid, tuple) else (laid,)
     for entry in entries:
         if not (isinstance(entry, tuple) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is int
                 and 0 <= entry[0] < entry[1] and isinstance(entry[2], tuple)
@@ -211,6 +269,51 @@ def _retie(block: Block, module: torch.nn.Module) -> None:
         a, b = (params.get(n) for n in names)
         if a is not None and b is not None and a is not b and a.shape == b.shape and a.dtype == b.dtype:
             _set(module, names[1], a)
+    if laid:
+        _retie_views(block, module, order, laid)
+
+
+def _retie_views(block: Block, module: torch.nn.Module, order: list[str], laid: tuple[Any, ...]) -> None:
+    """The parameters that ``views`` names read as other views of one storage, computed from one parameter as
+    :func:`ncd.trace.params.tie` does on the traced values: here on stand-ins of the traced layouts, holding the
+    module's own entries (a diagram read back holds no values), which the stand-ins load into it first."""
+    import torch
+
+    from ncd.limits import limits
+    from ncd.trace.loading import _held
+    from ncd.trace.params import tie
+
+    held = dict(_held(module))
+    extent: dict[int, int] = {}
+    for entry in laid:
+        ok = isinstance(entry, tuple) and len(entry) == 5 and all(type(n) is int and n >= 0 for n in entry[:3]) \
+            and all(isinstance(t, tuple) and all(type(n) is int and n >= 0 for n in t) for t in entry[3:]) \
+            and len(entry[3]) == len(entry[4])
+        j, group, offset, shape, stride = entry if ok else (0, 0, 0, (), ())
+        if not ok or j >= len(order) or order[j] not in held or held[order[j]].numel() != math.prod(shape) \
+                or not math.prod(shape):
+            raise SchemaError(f"block {block.name!r}: a view {entry!r:.80} is not (j, group, offset, shape, stride) of"
+                              f" a tensor among the {len(order)} the lowered module reads")
+        extent[group] = max(extent.get(group, 0), offset + 1 + sum((n - 1) * t for n, t in zip(shape, stride)))
+    if sum(extent.values()) * 8 > limits().memory:
+        raise SchemaError(f"block {block.name!r}: its views span more than the memory limit ({limits().memory} bytes)")
+    bases: dict[int, torch.Tensor] = {}
+    flat: list[torch.Tensor] = [torch.empty(0, device="meta")] * len(order)
+    state: dict[str, torch.Tensor] = {}
+    kinds: dict[int, set[torch.dtype]] = {}
+    for j, group, *_ in laid:
+        kinds.setdefault(group, set()).add(held[order[j]].dtype)
+    laid = tuple(entry for entry in laid if len(kinds[entry[1]]) == 1)  # (held in two types: left untied, as tie would)
+    with torch.no_grad():
+        for j, group, offset, shape, stride in laid:
+            current = held[order[j]]
+            base = bases.setdefault(group, torch.zeros(extent[group], dtype=current.dtype))
+            flat[j] = base.as_strided(shape, stride, offset)
+            flat[j].copy_(current.detach().reshape(shape))  # (entries read twice: the last read's)
+        for j in {entry[0] for entry in laid}:
+            state[order[j]] = flat[j].reshape(held[order[j]].shape)
+    module.load_state_dict(state, strict=False)
+    tie(module, order, flat)
 
 
 def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:

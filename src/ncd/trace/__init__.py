@@ -32,6 +32,7 @@ from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
 from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.loading import _first_use, _state_for, _typed_as, load_parameters
+from ncd.trace.model_names import by_model_name
 from ncd.trace.params import HOLDER, freeze, hold, tie, unread
 from ncd.trace.watched import (
     _data_refused,
@@ -113,9 +114,11 @@ class TracedDiagram(Block):
         if mapping:
             registered(self.functions, self.name)
         bound = super().subs(mapping)
-        if isinstance(bound, Block) and bound.get("tied") is not None:  # (ties are restored on a diagram read back
-            # from JSON; a bound one lowers as before: ncd.backward's plan reads no ties)
-            return Block(bound.body, bound.name, tuple((k, v) for k, v in bound.meta if k != "tied"))
+        if isinstance(bound, Block) and (bound.get("tied") is not None or bound.get("views") is not None):  # (ties
+            # are restored on a diagram read back from JSON; a bound one lowers as before: ncd.backward's plan reads no
+            # ties, and ncd.cost counts its parameters per box)
+            return Block(bound.body, bound.name, tuple((k, v) for k, v in bound.meta
+                                                       if k not in ("tied", "views", "shared")))
         return bound
 
     def to_torch(self, /, **sizes: int) -> torch.nn.Module:
@@ -195,8 +198,9 @@ class TracedDiagram(Block):
             freeze(module, order, self.tensors, self._model(), self.made)
             tie(module, order, [t for group in self.tensors for t in group])  # tied weights stay tied at any size
         else:
-            load_parameters(module, self.tensors, self.example, self._model(), self.made)
+            order = load_parameters(module, self.tensors, self.example, self._model(), self.made)
         hold(module, self.unused)
+        by_model_name(module, self._model(), order, [t for group in self.tensors for t in group], self.unused)
         for hook in module._forward_pre_hooks.values():  # the model's inputs' axes exactly, no leading batch of copies
             if isinstance(hook, _InputCheck):
                 hook.exact = True
@@ -239,7 +243,7 @@ class TracedDiagram(Block):
             module.train(was)
         if hasattr(module, HOLDER):
             state.update({f"{HOLDER}.{name}": p.detach() for name, p in self.unused})
-        return state
+        return _shared_names(module, state)
 
     def _state_at_trace(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """:meth:`state_dict` for a module lowered at other sizes than traced (it refuses the traced inputs): the
@@ -253,6 +257,21 @@ class TracedDiagram(Block):
             at_trace.to(dtype)
         own = module.state_dict()
         return {k: v for k, v in _state_for(at_trace, self.tensors, self.example).items() if k in own}
+
+
+def _shared_names(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a value for every name of ``module``'s state under which a tied parameter is held and ``state``
+    has none: a parameter read as another view of a shared one (:func:`ncd.trace.params.tie`) is held as
+    ``<box>.parametrizations.weight.original``, the shared parameter itself, whose value ``state`` has under its own
+    name."""
+    names: dict[int, str] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if name in state:
+            names.setdefault(id(p), name)
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if name not in state and id(p) in names:
+            state[name] = state[names[id(p)]]
+    return state
 
 
 def _float_type(tensors: tuple[tuple[torch.Tensor, ...], ...], example: tuple[torch.Tensor, ...]) -> torch.dtype | None:
@@ -460,7 +479,9 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     from ncd.torch.read_back import traced_meta
 
     meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
-                                _float_type(tensors, example), tuple(t for group in tensors for t in group)))
+                                _float_type(tensors, example), tuple(t for group in tensors for t in group),
+                                frozenset(int(p.untyped_storage().data_ptr()) for p in model.parameters()
+                                          if p.device.type != "meta")))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)

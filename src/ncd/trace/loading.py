@@ -181,9 +181,9 @@ def _typed_as(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...],
                     example: tuple[torch.Tensor, ...], model: torch.nn.Module | None = None,
-                    made: frozenset[int] = frozenset()) -> None:
+                    made: frozenset[int] = frozenset()) -> list[str]:
     """Copy traced values into ``module`` (lowered from the traced diagram), matched by first use (given the traced
-    ``model``, a constant loaded into a parameter becomes a buffer)."""
+    ``model``, a constant loaded into a parameter becomes a buffer); the names they were loaded into, in order."""
     order = _first_use(module, example, tensors)
     state = _state_for(module, tensors, example, order)
     _typed_as(module, state)
@@ -192,3 +192,4 @@ def load_parameters(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, 
     module.load_state_dict(state, strict=False)
     freeze(module, order, tensors, model, made)
     tie(module, order, [t for group in tensors for t in group])
+    return order

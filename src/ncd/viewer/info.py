@@ -28,6 +28,7 @@ import sympy
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Repeat
 from ncd.ir.size import symbol
+from ncd.torch.read_back import KEYS
 from ncd.viewer.costs import Costs, operators_defined
 
 __all__ = ["Catalogue", "human", "SYNONYMS"]
@@ -162,7 +163,7 @@ class Catalogue:
         if key in self.block_info:
             return self.block_info[key]
         rows = [["input", self.type_text(node.dom)], ["output", self.type_text(node.cod)]]
-        meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", "traced", "dtype", "held", "unused", "tied")]
+        meta = [(k, v) for k, v in node.meta if k not in ("defaults", "legend", *KEYS)]
         if meta:
             rows.append(["parameters", ", ".join(f"{k}={v}" for k, v in meta)])
         boxes = sum(1 for _ in node.boxes())
