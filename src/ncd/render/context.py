@@ -21,6 +21,7 @@ from typing import Any
 
 from ncd.ir.axes import Axis, Type
 from ncd.ir.diagram import Block, Diagram
+from ncd.ir.size import size_text
 from ncd.render.frag import (
     LABEL,
     OVERLINE,
@@ -169,9 +170,9 @@ class LayoutContext:
             if entry is None:
                 hit = (axis_pieces(axis), None)
             elif symbol is not None:  # one name, several sizes in this drawing: n_b,1 = n₂/4, n_b,2 = n₃/4
-                hit = (symbol_pieces(symbol, axis.role == "item"), (symbol, str(entry[1])))
+                hit = (symbol_pieces(symbol, axis.role == "item"), (symbol, size_text(entry[1])))
             else:
-                hit = (name_pieces(axis), (entry[0], str(entry[1])))
+                hit = (name_pieces(axis), (entry[0], size_text(entry[1])))  # (kept: legend_entry printed it)
             self._labels[axis] = hit
         self._labels_by_id[id(key)] = (key, hit[0], hit[1], self.axes)
         if hit[1] is not None:

@@ -401,10 +401,10 @@ def _compare(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], fro
         # columns, each read the other way round, in the same order (an object's first wire is its partner's)
         columns = [(a, b) for b, a in swapped[2]]
     else:
-        head, ids = lists[0], list(map(id, lists[0]))
+        ids, distinct = _axis_ids(first)
         maps = [dict(zip(ids, axes)) for axes in lists[1:]]  # (each object of the first → the last one met in its place)
         if all(all(map(is_, map(m.__getitem__, ids), axes)) for m, axes in zip(maps, lists[1:])):
-            columns = [(a, *[m[k] for m in maps]) for k, a in dict(zip(ids, head)).items()]
+            columns = [(a, *[m[k] for m in maps]) for k, a in distinct]
             if len(blocks) == 2 and len({id(c[1]) for c in columns}) == len(columns):  # (one to one)
                 if len(_PAIRED) > 256:
                     _PAIRED.clear()
@@ -417,6 +417,26 @@ def _compare(blocks: Sequence[Block]) -> tuple[dict[Axis, tuple[Axis, ...]], fro
         if known != column:
             return None
     return seen, frozenset(a.name for column in columns for a in column)
+
+
+def _axis_ids(node: Diagram) -> tuple[tuple[int, ...], tuple[tuple[int, Axis], ...]]:
+    """The ids of :func:`_axes` of ``node``, and its distinct axis objects (by id, in order of first appearance), found
+    once per node: a definition's header is compared with each block of its family that may share it."""
+    hit = _IDS.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    axes = _axes(node)
+    ids = tuple(map(id, axes))
+    found = (ids, tuple(dict(zip(ids, axes)).items()))
+    if len(_IDS) > 4096:
+        _IDS.clear()
+    _IDS[id(node)] = (node, found)
+    return found
+
+
+#: :func:`_axis_ids` of each node asked about (by its id, the node kept to tell a reused id; not on the node, whose
+#: pickle or copy would carry the ids of objects it does not hold)
+_IDS: dict[int, tuple[Diagram, tuple[tuple[int, ...], tuple[tuple[int, Axis], ...]]]] = {}
 
 
 #: the columns :func:`_compare` found for a pair of blocks (by their ids, the blocks kept to tell a reused id) when each
