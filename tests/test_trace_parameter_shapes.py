@@ -26,6 +26,10 @@ READS: dict[str, Read] = {  # (h: b t m of an input, e: the (7, 4) parameter, s:
     "squeezed": lambda h, e, s: torch.cat([h[0], s[0]], 0),
     "squeezed_both": lambda h, e, s: torch.cat([h, s], 0) * s.squeeze(0),
     "expand": lambda h, e, s: h + e[None].expand(2, 7, 4),
+    # read transposed as data: was a (1, 4, 7) parameter, now the (7, 4) one, transposed, then viewed
+    "transposed": lambda h, e, s: torch.cat([h.mT, e.t()[None]]),
+    "transposed_single": lambda h, e, s: h.mT * s.mT,
+    "permuted": lambda h, e, s: h.permute(2, 0, 1) - s.permute(2, 0, 1),
 }
 
 

@@ -17,6 +17,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.compose import fit
 from ncd.ir.diagram import Box
 from ncd.prims.opaque import ConstantOp, ParameterOp
+from ncd.prims.structure import TransposeOp
 from ncd.trace.capture import Node, live_call, refs, upstream
 from ncd.trace.operators import SHAPE_ONLY
 from ncd.trace.parameter_reads import (
@@ -375,13 +376,18 @@ class Learned(Values):
             return None
         table = self.parameters().get(self.origin(ref))
         if table is None or table.shape == tensor.shape or table.numel() != tensor.numel() \
-                or table.dtype != tensor.dtype or not table.is_contiguous() or not tensor.is_contiguous() \
+                or table.dtype != tensor.dtype or not table.is_contiguous() \
                 or tensor.untyped_storage().data_ptr() != table.untyped_storage().data_ptr() \
                 or tensor.storage_offset() != table.storage_offset():
             return None
+        perm = None if tensor.is_contiguous() else _permutation(table, tensor)
+        if not tensor.is_contiguous() and perm is None:
+            return None
         shape = tuple(int(n) for n in table.shape)
         kept = [name for name, n in zip(seg.names, tensor.shape) if n != 1]
-        squeezed = [n for n in shape if n != 1] == [int(n) for n in tensor.shape if n != 1]  # size-1 axes added/taken
+        if perm is not None:  # read transposed (``e.t()[None]``): the table's wires are the read's, in its order
+            kept = [kept[perm.index(k)] for k in range(len(perm))]
+        squeezed = [n for n in shape if n != 1] == sorted_as(tensor, perm)  # size-1 axes added/taken
         names: list[str] = []
         it = iter(kept)
         for n in shape:
@@ -389,6 +395,11 @@ class Learned(Values):
         full = self.namer.segment(names, shape, seg.dtype, None)
         (vid,) = self.emit(Box(ParameterOp(full, self.relative(self.origin(ref)))), [], [full])
         self.emitted.tensors.append([table.detach()])
+        if perm is not None:  # parameter -> its wires of more than one entry -> permuted as the read -> viewed
+            inner = [m for m, n in zip(names, shape) if n != 1]
+            vid = self.view(vid, inner, tuple(n for n in shape if n != 1))
+            box = Box(TransposeOp(self.segs[vid], tuple(perm)))
+            (vid,) = self.emit(box, [vid], list(box.cod))
         read = self.view(vid, list(seg.names), tuple(int(n) for n in tensor.shape))
         if ref.live:  # a parameter read as a wire: one box, copied to each reader (as :meth:`value` does)
             self.bind(ref, read)
@@ -430,3 +441,21 @@ class Learned(Values):
     def fix_learned(self) -> None:
         """From now on the nodes' kinds, liveness and arguments do not change: :meth:`learned` keeps its answers."""
         self.__dict__["_learned"] = {}
+
+
+def _permutation(table: torch.Tensor, tensor: torch.Tensor) -> list[int] | None:
+    """``perm`` with ``tensor`` (less its size-1 axes) ``== table.permute(perm)`` (less its size-1 axes), both laid out
+    on one storage from one offset, ``table`` contiguous: the same entries read in another order (``e.t()[None]``);
+    ``None`` when the read is no such permutation."""
+    mine = [(int(n), int(s)) for n, s in zip(table.shape, table.stride()) if n != 1]
+    read = [(int(n), int(s)) for n, s in zip(tensor.shape, tensor.stride()) if n != 1]
+    if sorted(read) != sorted(mine) or len(set(mine)) != len(mine):
+        return None
+    perm = [mine.index(pair) for pair in read]
+    return None if perm == list(range(len(perm))) else perm
+
+
+def sorted_as(tensor: torch.Tensor, perm: list[int] | None) -> list[int]:
+    """The sizes of more than one entry of ``tensor``, in the table's order (``perm`` undone)."""
+    sizes = [int(n) for n in tensor.shape if n != 1]
+    return sizes if perm is None else [sizes[perm.index(k)] for k in range(len(perm))]
