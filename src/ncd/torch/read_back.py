@@ -284,6 +284,7 @@ def _retie_views(block: Block, module: torch.nn.Module, order: list[str], laid: 
     from ncd.trace.params import tie
 
     held = dict(_held(module))
+    held.update(module.named_parameters(remove_duplicate=False))  # (a name the ties above made another's too)
     extent: dict[int, int] = {}
     for entry in laid:
         ok = isinstance(entry, tuple) and len(entry) == 5 and all(type(n) is int and n >= 0 for n in entry[:3]) \
