@@ -28,6 +28,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+# torch's ``_disable_current_modes`` (used below) imports this module at its first call (~1 ms of CPU): imported
+# here, with ncd, not inside the first trace of a model with an ``nn.MultiheadAttention``
+import torch._subclasses.schema_check_mode  # noqa: F401
 import torch.nn.functional as F
 
 __all__ = ["lean_attention"]

@@ -33,6 +33,7 @@ from ncd.trace.operators import (
     _live_mask,
     _operator,
 )
+from ncd.trace.overlaps import differing, in_model_order, operands, read_first
 from ncd.trace.reads import _asserted
 from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
 from ncd.trace.strided import strided_read
@@ -435,8 +436,6 @@ class _Recording(Aliases, InPlace):
         """A write (:meth:`call`) whose operand shares the memory it writes (``y /= y[:, :1]``): recorded as any write,
         the model's result compared with the diagram's reading of it (:mod:`ncd.trace.overlaps`), the line kept where
         they differ; on the meta device, recorded again on real values."""
-        from ncd.trace.overlaps import differing, in_model_order, operands, read_first
-
         if self.meta or self.switched:
             if operands(func, args, kwargs)[1] and any(r.live for r in refs(self.ref((args, kwargs)))):
                 raise _NeedValues(f"{func} reads memory it writes")
