@@ -205,8 +205,6 @@ def test_errors_name_the_problem() -> None:
 def test_a_sum_by_einsum_is_charged_the_entries_it_adds(equation: str, sizes: dict[str, int]) -> None:
     # before, a trace (`a a ->`, 4 entries summed) was charged the whole square: 16 FLOPs. The entries it adds are
     # those its result depends on: counted by autograd (torch.utils.flop_counter counts no sums)
-    import torch
-
     d = ncd.Einsum(equation)
     (x,) = d.example_inputs(**sizes)
     x.requires_grad_(True)
