@@ -642,3 +642,61 @@ def test_a_write_into_a_region_is_one_put_box_equal_to_the_model_and_its_gradien
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     g = torch.randn_like(want)
     torch.testing.assert_close(torch.autograd.grad(got, (x, y), g), torch.autograd.grad(want, (x, y), g))
+
+
+class _Overlapping(torch.nn.Module):
+    """Writes ``torch.export`` records as ``copy`` and ``slice_scatter``/``select_scatter`` (the source a view of the
+    tensor written: the default capture leaves it to export)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x * 2
+        if self.kind == "slice":
+            s[:, 1:3] = s[:, 2:4]
+        elif self.kind == "select":
+            s[:, 1] = s[:, 0]
+        elif self.kind == "broadcast":
+            s[:, 1:3] = s[:, 0:1]
+        else:  # a step, from another dtype
+            s[:, 1:4:2] = s[:, 2:4].half()
+        return s * x
+
+
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+@pytest.mark.parametrize("kind", ["slice", "select", "broadcast", "cast"])
+def test_a_write_export_records_as_copy_and_scatter_is_a_put_box_that_autograd_differentiates(kind: str,
+                                                                                                capture: str) -> None:
+    """``aten.copy`` has no derivative in autograd: the lowered module's backward raised. The copy is now the source
+    (cast, broadcast) and the scatter one ``put`` box: the lowered module and its gradient equal the model's on fresh
+    inputs, also after a JSON round trip."""
+    model = _Overlapping(kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(3, 5), capture=capture)
+    ops = [b.prim.op for b in d.boxes()]
+    assert d.opaque_count == 0, ops
+    if capture == "export" or kind != "select":
+        assert "put" in ops and "concat" not in ops, ops
+    for lowered in (d.to_torch(), ncd.load_json(d.to_json()).to_torch()):
+        x = torch.randn(3, 5, requires_grad=True)
+        want = model(x)
+        got = lowered(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, x, g), torch.autograd.grad(want, x, g))
+
+
+def test_an_opaque_copy_lowers_to_calls_autograd_differentiates() -> None:
+    """An ``aten.copy`` left opaque is lowered as its source cast and broadcast to the destination (a copy): the
+    values torch's ``copy`` gives, and a gradient for the source (``aten.copy`` itself raises in the backward)."""
+    from ncd.prims.opaque import Opaque
+
+    lowered = Opaque("aten.copy.default", "a:2 b:3, b:3", "a:2 b:3", (("$in", 0), ("$in", 1))).to_torch()
+    x, v = torch.randn(2, 3), torch.randn(3, dtype=torch.float64, requires_grad=True)
+    got = lowered(x, v)
+    torch.testing.assert_close(got, torch.ops.aten.copy.default(x, v.detach()), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(got.sum(), v)
+    torch.testing.assert_close(grad, torch.full((3,), 2.0, dtype=torch.float64))

@@ -180,7 +180,12 @@ def checked(prim: OpaqueOp) -> None:
 
 
 def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
+    """The call as source; ``aten.copy`` (no derivative in autograd) as the same values by calls that have one."""
     checked(prim)
+    if prim.target == "aten.copy.default" and len(prim.args) >= 2 and not prim.kwargs \
+            and all(isinstance(a, tuple) and len(a) == 2 and a[0] == "$in" for a in prim.args[:2]):
+        dst, src = (literal(a, inputs) for a in prim.args[:2])
+        return f"{src}.to({dst}.dtype).expand_as({dst}).clone(memory_format=torch.contiguous_format)"
     args = [literal(a, inputs) for a in prim.args]
     args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
     fn = "torch.ops." + prim.target  # checked: an operator registered in torch.ops (ATen's or a custom one)

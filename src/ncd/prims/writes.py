@@ -307,7 +307,8 @@ def Put(spec: str, fill: float | None = None) -> Box:
     return Box.make(PutOp(tuple(axes), tuple(starts), tuple(steps), tuple(outputs), fill))
 
 
-IMPORT.known(PutOp, aten=("aten.as_strided_scatter",), by="ncd.trace.idioms_slicing")
+IMPORT.known(PutOp, aten=("aten.as_strided_scatter", "aten.slice_scatter", "aten.select_scatter"),
+             by="ncd.trace.idioms_slicing")
 
 
 def put_text(prim: PutOp, x: str, source: str, dims: list[int], whole: Any = int) -> str:

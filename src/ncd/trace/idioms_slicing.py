@@ -16,7 +16,8 @@ from ncd.trace.idioms_linear import _fused_projection
 from ncd.trace.idioms_wires import _live, _shape, _tensor, note
 from ncd.trace.naming import PRIME, noted
 
-__all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select", "as_strided_scatter", "put_region"]
+__all__ = ["emit_slice", "split", "slice_", "narrow", "concat", "stack", "select", "as_strided_scatter", "slice_scatter",
+           "put_region"]
 
 
 def _slice_role(conv: Converter, size: int, kept: int, item: bool) -> str | None:
@@ -261,10 +262,6 @@ def put_region(shape: tuple[int, ...], size: list[int], stride: list[int],
 def as_strided_scatter(conv: Converter, node: Node) -> None:
     """``x`` with a region written (:func:`ncd.trace.writes.write_back` records a write through a view so): one
     :class:`~ncd.prims.writes.PutOp`, when the region is ranges and entries of a contiguous ``x`` in its order."""
-    import sympy
-
-    from ncd.prims.writes import PutOp
-
     x, v = node.args[0], node.args[1]
     size, stride = list(node.args[2]), list(node.args[3])
     offset = node.args[4] if len(node.args) > 4 else node.kwargs.get("storage_offset", 0)
@@ -276,7 +273,54 @@ def as_strided_scatter(conv: Converter, node: Node) -> None:
     found = put_region(tuple(int(s) for s in x.value.shape), size, stride, offset)
     if found is None or tuple(int(s) for s in v.value.shape) != tuple(size):
         raise Decline("not a region of ranges and entries in the tensor's order")
-    starts, steps, lengths = found
+    _put(conv, node, x, v, *found)
+
+
+@rule("aten.slice_scatter", "aten.select_scatter")
+def slice_scatter(conv: Converter, node: Node) -> None:
+    """``x.slice_scatter(v, dim, start, end, step)`` / ``x.select_scatter(v, dim, index)`` (``torch.export``'s form of a
+    write through a view, ``s[:, 1:3] = s[:, 2:4]``): one :class:`~ncd.prims.writes.PutOp`."""
+    x, v = node.args[0], node.args[1]
+    if not (_tensor(x) and _tensor(v)) or not x.value.is_floating_point() or v.value.dtype != x.value.dtype:
+        raise Decline("a region of numbers of one dtype")
+    shape = tuple(int(s) for s in x.value.shape)
+    n = len(shape)
+    names = ("dim", "start", "end", "step") if "slice" in str(node.target) else ("dim", "index")
+    args = dict(zip(names, node.args[2:]))
+    args.update({k: val for k, val in node.kwargs.items() if k in names})
+    dim = args.get("dim", 0)
+    if not isinstance(dim, int) or not n:
+        raise Decline("no dimension")
+    dim %= n
+    starts, steps, lengths = [0] * n, [1] * n, list(shape)  # type: list[int], list[int], list[int | None]
+    if "index" in names:
+        index = args.get("index")
+        if not isinstance(index, int) or not -shape[dim] <= index < shape[dim]:
+            raise Decline("no index")
+        starts[dim], lengths[dim] = index % shape[dim], None
+    else:
+        step = args.get("step", 1)
+        start, end = args.get("start"), args.get("end")
+        if not isinstance(step, int) or step < 1 or not all(b is None or isinstance(b, int) for b in (start, end)):
+            raise Decline("bounds that are not whole numbers")
+        kept = range(shape[dim])[slice(start, end, step)]
+        if not len(kept):
+            raise Decline("an empty region")
+        starts[dim], steps[dim], lengths[dim] = kept.start, step, len(kept)
+    if tuple(int(s) for s in v.value.shape) != tuple(length for length in lengths if length is not None):
+        raise Decline("a source of another shape")
+    _put(conv, node, x, v, tuple(starts), tuple(steps), tuple(lengths))
+
+
+def _put(conv: Converter, node: Node, x: Node, v: Node, starts: tuple[int, ...], steps: tuple[int, ...],
+         lengths: tuple[int | None, ...]) -> None:
+    """``node`` as one put box: ``x`` with its region (per dim: a start, a step and a length, None for one entry)
+    written with ``v`` (the region's shape, its dims in ``x``'s order)."""
+    import sympy
+
+    from ncd.prims.writes import PutOp
+
+    size = [length for length in lengths if length is not None]
     vx = conv.value(x)
     seg = conv.segs[vx]
     if seg.dtype != "float":

@@ -22,7 +22,7 @@ from ncd.trace.capture import Node, refs
 from ncd.trace.convert import Converter, Decline, op_name, rule
 from ncd.trace.naming import PRIME, frozen, unique
 
-__all__ = ["dropout", "alias", "regroup", "reshape", "permute"]
+__all__ = ["dropout", "alias", "copy", "regroup", "reshape", "permute"]
 
 
 # -- what a rule reads off a captured node -----------------------------------------------
@@ -79,6 +79,33 @@ def alias(conv: Converter, node: Node) -> None:
         conv.bind(node, conv.apply(Box(DetachOp()), [conv.value(source)]))
         return
     conv.bind(node, conv.value(source))
+
+
+@rule("aten.copy")
+def copy(conv: Converter, node: Node) -> None:
+    """``aten.copy(dst, src)`` (``torch.export``'s functional ``dst.copy_(src)``): ``src`` cast to ``dst``'s dtype and
+    broadcast to its shape; ``dst``'s values are not read (a wire, a cast, a broadcast copy)."""
+    source = node.args[1] if len(node.args) > 1 else node.kwargs.get("src")
+    if not _tensor(source) or not isinstance(node.value, torch.Tensor):
+        raise Decline("no source tensor")
+    value, made = source.value, []
+    if value.dtype != node.value.dtype:
+        value = value.to(node.value.dtype)
+        cast_node = Node(f"{node.name}_cast", "call", torch.ops.aten._to_copy.default, (source,),
+                         {"dtype": node.value.dtype}, value=value, stack=node.stack, live=source.live, line=node.line)
+        alias(conv, cast_node)
+        source = cast_node
+        made.append(cast_node)
+    if tuple(value.shape) != tuple(node.value.shape):
+        from ncd.trace.attention import expand
+
+        grown = Node(f"{node.name}_expand", "call", torch.ops.aten.expand.default, (source, list(node.value.shape)), {},
+                     value=value.expand(node.value.shape), stack=node.stack, live=source.live, line=node.line)
+        expand(conv, grown)
+        source = grown
+        made.append(grown)
+    conv.bind(node, conv.value(source))
+    conv.forget(*made)
 
 
 def _carries_gradient(conv: Converter, source: Node) -> bool:
