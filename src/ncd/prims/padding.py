@@ -138,14 +138,16 @@ class PadOp(Primitive):
     def __post_init__(self) -> None:
         n = len(self.axes)
         where = f"pad of '{self.axes}'"
-        if not n or self.axes.repeated or self.axes.dtype != "float":
-            raise ParseError(f"{where}: pads distinct axes of a float tensor")
+        if not n or self.axes.repeated or self.axes.dtype not in ("float", "index"):
+            raise ParseError(f"{where}: pads distinct axes of a float or index tensor")
         if self.mode not in PAD_MODES:
             raise ParseError(f"{where}: unknown mode {self.mode!r}; known: {', '.join(PAD_MODES)}")
         if len(self.before) != n or len(self.after) != n:
             raise ParseError(f"{where}: needs one amount before and after each of its {n} axes")
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or self.value != self.value:
             raise ParseError(f"{where}: the fill value {self.value!r} is not a number")
+        if self.axes.dtype == "index":
+            self._index_fill(where)
         if self.mode != "constant":
             if n > 3:
                 raise ParseError(f"{where}: {self.mode} padding takes 1 to 3 axes (torch's limit), not {n}")
@@ -169,8 +171,20 @@ class PadOp(Primitive):
                                    *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
                                      if not is_zero(x.size - y.size)])
 
+    def _index_fill(self, where: str) -> None:
+        """An index tensor (token ids) is padded with a constant index inside its range, so the result keeps it."""
+        value, bound = self.value, self.axes.range
+        if self.mode != "constant" or value != int(value) or value < 0:
+            raise ParseError(f"{where}: an index tensor is padded with a constant whole number >= 0, not"
+                             f" {self.mode} {value!r}")
+        if bound is not None and not sympy.sympify(bound).free_symbols and int(value) >= bound:
+            raise SizeError(f"{where}: the fill {int(value)} is outside the index range {size_text(bound)}")
+        if self.output is not None and (self.output.dtype, self.output.range) != (self.axes.dtype, bound):
+            raise ParseError(f"{where}: the output '{self.output}' must hold indices in the input's range")
+
     def padded(self) -> Segment:
-        return Segment(tuple(a.resized(a.size + b + c) for a, b, c in zip(self.axes, self.before, self.after)))
+        return Segment(tuple(a.resized(a.size + b + c) for a, b, c in zip(self.axes, self.before, self.after)),
+                       self.axes.dtype, self.axes.range)
 
     def signature(self) -> tuple[Type, Type]:
         return Type((self.axes,)), Type((self.output if self.output is not None else self.padded(),))
@@ -248,7 +262,8 @@ def Pad(axes: TypeLike, amounts: int | tuple[int, ...], after: int | tuple[int, 
     if out is not None:
         names = _segment(out, "pad").names
         padded = PadOp(seg, before, end, mode, value).padded()
-        output = Segment(tuple(a.renamed(n) for a, n in zip(padded, names))) if len(names) == len(seg) else _segment(out, "pad")
+        output = Segment(tuple(a.renamed(n) for a, n in zip(padded, names)), padded.dtype, padded.range) \
+            if len(names) == len(seg) else _segment(out, "pad")
     return Box.make(PadOp(seg, before, end, mode, float(value), output))
 
 
@@ -281,7 +296,8 @@ def _folded(ctx: RuleContext, x: str, axes: tuple[Axis, ...], call: str, out: tu
 def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
     x = ctx.args[0].var
     if prim.mode == "constant":
-        value = "" if prim.value == 0 else f", value={prim.value!r}"
+        fill = int(prim.value) if prim.axes.dtype == "index" else prim.value
+        value = "" if fill == 0 else f", value={fill!r}"
         return [f"F.pad({x}, {_pads(prim)}{value})"]
     return [_folded(ctx, x, prim.axes.axes, f"F.pad({{}}, {_pads(prim)}, mode={prim.mode!r})", prim.padded().axes)]
 
@@ -326,8 +342,10 @@ def cost_roll(prim: RollOp | FlipOp, ctx: CostContext) -> list[Tensor]:
 @COST.rule(PadOp)
 def cost_pad(prim: PadOp, ctx: CostContext) -> list[Tensor]:
     """A constant or circular pad keeps nothing (a circular pad is slices and a concatenation); reflected and
-    replicated pads keep their (folded) input."""
+    replicated pads keep their (folded) input; padded indices carry no gradient."""
     x = ctx.inputs[0]
+    if prim.axes.dtype == "index":  # padded token ids: no gradient
+        return [ctx.new(ctx.out_axes[0], grad=False, dtype="index")]
     if prim.mode in ("reflect", "replicate") and x.grad:
         ctx.save(x if x.contiguous else ctx.new(x.axes, grad=x.grad))
     return [ctx.output(0)]
@@ -357,9 +375,14 @@ def transpose_flip(prim: FlipOp, box: Box) -> Diagram:
 
 @BACKWARD.rule(PadOp)
 def backward_pad(prim: PadOp, box: Box, builder: object) -> BoxBackward:
-    """Constant: crop the cotangent by the same amounts; reflect/replicate/circular: :class:`PadTransposeOp`."""
+    """Constant: crop the cotangent by the same amounts; reflect/replicate/circular: :class:`PadTransposeOp`; indices:
+    nothing."""
     from ncd.analysis.backward import BoxBackward
 
+    if prim.axes.dtype == "index":  # padded token ids: no gradient flows
+        from ncd.ir.diagram import Identity
+
+        return BoxBackward((), Identity(Type(())))
     if prim.mode != "constant":
         back: Diagram = Box(PadTransposeOp(prim.axes, prim.before, prim.after, prim.mode))
         if prim.output is not None and prim.output != prim.padded():  # (its output's wires named apart: named back)

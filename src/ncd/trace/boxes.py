@@ -52,6 +52,17 @@ def _live_float(conv: Converter, x: Any) -> int:
     return conv.value(x)
 
 
+def _live_padded(conv: Converter, x: Any) -> int:
+    """The value id of a live float tensor, or of an integer tensor drawn as indices (token ids padded to a window)."""
+    if isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and not x.value.is_floating_point() \
+            and x.value.dtype != torch.bool and not x.value.is_complex():
+        vid = conv.value(x)
+        if conv.segs[vid].dtype != "index":
+            raise Decline("not indices")
+        return vid
+    return _live_float(conv, x)
+
+
 def _dims(conv: Converter, vid: int, dims: Any) -> list[int]:
     n = len(conv.segs[vid].axes)
     values = [dims] if isinstance(dims, int) else list(dims)
@@ -181,7 +192,7 @@ def pad(conv: Converter, node: Node) -> None:
     else:
         mode = "constant" if name == "constant_pad_nd" else "reflect" if "reflection" in name else "replicate"
         value = extra[0] if extra else node.kwargs.get("value", None)
-    vid = _live_float(conv, x)
+    vid = _live_float(conv, x) if mode != "constant" else _live_padded(conv, x)
     seg = conv.segs[vid]
     amounts = [int(a) for a in amounts]
     n = len(amounts) // 2
@@ -195,10 +206,10 @@ def pad(conv: Converter, node: Node) -> None:
         return
     axes = Segment(seg.axes[len(seg.axes) - n:])
     try:
-        prim = PadOp(Segment(tuple(axes.axes[k] for k in keep)), tuple(before[k] for k in keep),
+        prim = PadOp(Segment(tuple(axes.axes[k] for k in keep), seg.dtype, seg.range), tuple(before[k] for k in keep),
                      tuple(after[k] for k in keep), mode, float(value or 0.0))
         out = _renamed(conv, seg, prim.padded())
-        prim = PadOp(prim.axes, prim.before, prim.after, prim.mode, prim.value, out)
+        prim = PadOp(prim.axes, prim.before, prim.after, prim.mode, prim.value, Segment(out.axes, seg.dtype, seg.range))
     except Exception as error:  # noqa: BLE001 - a pad the box refuses stays opaque
         raise Decline(str(error)) from None
     _same_wires(conv, node, conv.apply(Box(prim), [vid]))
