@@ -10,6 +10,7 @@ from torch import nn
 
 import ncd
 from ncd.errors import ParseError, SizeError
+from ncd.ir.diagram import Box
 from ncd.prims.padding import PadOp
 from tests.test_trace_robust import _fresh_round_trip
 
@@ -58,3 +59,75 @@ def test_an_index_pad_refuses_a_fill_outside_the_range_or_a_mode_that_is_not_con
         PadOp(t, (0,), (3,), value=-1.0)
     with pytest.raises(ParseError, match="whole number"):
         PadOp(t, (1,), (1,), mode="reflect")
+
+
+class _Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.linear(h)).view(h.shape[0], 2, -1, 4).reshape(h.shape[0], -1, 4) + h
+
+
+class WindowPadded(nn.Module):
+    """Ids padded up to a window the model computes from their length (Longformer's ``(w - t % w) % w``), then two
+    alike layers whose inner view names the token axis afresh at the window's size."""
+
+    def __init__(self, window: int = 8) -> None:
+        super().__init__()
+        self.window = window
+        self.embed = nn.Embedding(11, 4)
+        self.layers = nn.ModuleList(_Layer() for _ in range(2))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        ids = F.pad(ids, (0, (self.window - t % self.window) % self.window), value=1)
+        h = self.embed(ids)
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+
+def test_ids_padded_up_to_a_window_keep_the_window_and_the_layers_fold() -> None:
+    """The pad's output is the window (its traced size, named as any wire of that size), not ``t + k``: the layers
+    after it read one type and fold into one repetition (Longformer: 375 -> 201 boxes, where a layer named the token
+    axis afresh at the window's size and the pad's `t + 504` did not meet it). At another length the pad
+    is held at the traced sizes: lowering there is refused, naming it."""
+    from ncd.ir.repetition import Repeat
+
+    torch.manual_seed(0)
+    model = WindowPadded()
+    ids = torch.randint(0, 11, (2, 5))
+    d = _fresh_round_trip(model, ids)
+    assert d.opaque_count == 0
+    (pad,) = [b.prim for b in d.boxes() if isinstance(b.prim, PadOp)]
+    assert pad.fit and pad.label() == "pad 0|→8 fill 1" and int(pad.output.axes[0].size) == 8, (pad.label(), pad.output)
+
+    def repeats(node: object) -> int:
+        return isinstance(node, Repeat) + sum(repeats(p) for p in getattr(node, "parts", ()) + tuple(
+            getattr(node, k) for k in ("body",) if hasattr(node, k)))
+    assert repeats(d) == 1
+    back = ncd.load_json(d.to_json())
+    (again,) = [b.prim for b in back.boxes() if isinstance(b.prim, PadOp)]
+    assert again == pad
+    ncd.cost(d)
+    ncd.backward(d)
+    with pytest.raises(ncd.TraceError, match="pad 0|→8 fill 1"):
+        d.to_torch(t=6)
+
+
+def test_a_pad_up_to_an_output_refuses_an_axis_longer_than_it_and_lowers_at_its_sizes() -> None:
+    ids = ncd.Identity.of("t [11]").cod.segments[0]
+    out = ncd.Identity.of("p:8 [11]").cod.segments[0]
+    sym = ncd.Identity.of("t [11]").cod.segments[0]
+    with pytest.raises(SizeError, match="longer than"):
+        PadOp(ncd.Identity.of("t:9 [11]").cod.segments[0], (0,), (0,), value=1.0, output=out, fit=True)
+    with pytest.raises(ParseError, match="up to"):
+        PadOp(ncd.Identity.of("t:5").cod.segments[0], (0,), (3,), output=ncd.Identity.of("p:8").cod.segments[0],
+              fit=True)
+    box = Box(PadOp(sym, (0,), (3,), value=1.0, output=out, fit=True))
+    for n in (5, 8, 1):  # padded up to 8 at every length
+        x = torch.randint(0, 11, (n,))
+        torch.testing.assert_close(box.to_torch(t=n)(x), F.pad(x, (0, 8 - n), value=1), rtol=0, atol=0)
+    del ids

@@ -29,7 +29,7 @@ One module holds every rule of the family: declaration, lowering, costs, backwar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
 
@@ -39,7 +39,7 @@ from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED
-from ncd.ir.size import is_zero, size_text
+from ncd.ir.size import Size, is_zero, size_text
 from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ class PadOp(Primitive):
     mode: str = "constant"
     value: float = 0.0
     output: Segment | None = None
+    #: indices padded up to the output's sizes (``after`` is the traced amount; at other sizes the output's size less
+    #: the axis' and ``before``): token ids padded to a length the model computed from theirs (Longformer's window)
+    fit: bool = False
 
     op: ClassVar[str] = "pad"
     family: ClassVar[str] = "padding"
@@ -164,12 +167,37 @@ class PadOp(Primitive):
                                 f" would wrap around more than once")
             if a.size + b + c < 1:
                 raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c} leaves nothing")
-        if self.output is not None:
+        if self.fit:
+            self._fitted(where)
+        elif self.output is not None:
             want = self.padded()
             if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
                 raise derived_size(SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'"),
                                    *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
                                      if not is_zero(x.size - y.size)])
+
+    def _fitted(self, where: str) -> None:
+        """A pad up to the output's sizes: of indices, constant, to sizes no smaller than the axes and ``before``."""
+        if self.output is None or self.axes.dtype != "index" or self.mode != "constant" or len(self.output) != len(self.axes):
+            raise ParseError(f"{where}: pads indices up to the sizes of an output of as many axes, in constant mode")
+        for a, b, out in zip(self.axes, self.before, self.output):
+            amount = out.size - a.size - b
+            if amount.is_number and amount < 0:
+                raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} is longer than the"
+                                f" {size_text(out.size)} entries it is padded up to (after {b} before it)")
+
+    def amounts_after(self) -> tuple[Size, ...]:
+        """What is padded after each axis: ``after``, or up to the output's sizes (``fit``)."""
+        if not self.fit or self.output is None:
+            return tuple(sympy.Integer(c) for c in self.after)
+        return tuple(out.size - a.size - b for a, b, out in zip(self.axes, self.before, self.output))
+
+    def fields(self) -> dict[str, Any]:
+        """The fields, ``fit`` only when set (the JSON of every other pad is unchanged)."""
+        fields = Primitive.fields(self)
+        if not self.fit:
+            del fields["fit"]
+        return fields
 
     def _index_fill(self, where: str) -> None:
         """An index tensor (token ids) is padded with a constant index inside its range, so the result keeps it."""
@@ -195,6 +223,8 @@ class PadOp(Primitive):
             amounts = _signed(self.before[0]) if same else ", ".join(_signed(b) for b in self.before)
         else:
             amounts = ", ".join(f"{_signed(b)}|{_signed(c)}" for b, c in zip(self.before, self.after))
+        if self.fit and self.output is not None:
+            amounts = ", ".join(f"{_signed(b)}|→{size_text(out.size)}" for b, out in zip(self.before, self.output))
         fill = f" fill {self.value:g}" if self.mode == "constant" and self.value else ""
         return f"pad{'' if self.mode == 'constant' else ' ' + self.mode} {amounts}{fill}"
 
@@ -268,9 +298,11 @@ def Pad(axes: TypeLike, amounts: int | tuple[int, ...], after: int | tuple[int, 
 
 
 # -- lowering (ncd.torch.rules) -----------------------------------------------------------------
-def _pads(prim: PadOp) -> tuple[int, ...]:
-    """``F.pad``'s amounts: last axis first, before then after."""
-    return tuple(v for b, a in zip(reversed(prim.before), reversed(prim.after)) for v in (b, a))
+def _pads(prim: PadOp, ctx: RuleContext | None = None) -> tuple[int, ...]:
+    """``F.pad``'s amounts: last axis first, before then after (up to the output's sizes: at the lowering's)."""
+    after = prim.after if ctx is None or not prim.fit else \
+        tuple(ctx.int(c, "pad amount") for c in prim.amounts_after())
+    return tuple(v for b, a in zip(reversed(prim.before), reversed(after)) for v in (b, a))
 
 
 @LOWERING.rule(RollOp)
@@ -298,7 +330,7 @@ def lower_pad(prim: PadOp, ctx: RuleContext) -> list[str]:
     if prim.mode == "constant":
         fill = int(prim.value) if prim.axes.dtype == "index" else prim.value
         value = "" if fill == 0 else f", value={fill!r}"
-        return [f"F.pad({x}, {_pads(prim)}{value})"]
+        return [f"F.pad({x}, {_pads(prim, ctx)}{value})"]
     return [_folded(ctx, x, prim.axes.axes, f"F.pad({{}}, {_pads(prim)}, mode={prim.mode!r})", prim.padded().axes)]
 
 

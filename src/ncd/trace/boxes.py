@@ -208,8 +208,12 @@ def pad(conv: Converter, node: Node) -> None:
     try:
         prim = PadOp(Segment(tuple(axes.axes[k] for k in keep), seg.dtype, seg.range), tuple(before[k] for k in keep),
                      tuple(after[k] for k in keep), mode, float(value or 0.0))
-        out = _renamed(conv, seg, prim.padded())
-        prim = PadOp(prim.axes, prim.before, prim.after, prim.mode, prim.value, Segment(out.axes, seg.dtype, seg.range))
+        fit = seg.dtype == "index"  # ids padded to a length (the model's, at the traced size): named by that size
+        out = _renamed(conv, seg, prim.padded()) if not fit else \
+            conv.namer.segment([conv.namer.fresh(int(a.size)) for a in prim.padded()],
+                               tuple(int(a.size) for a in prim.padded()))
+        prim = PadOp(prim.axes, prim.before, prim.after, prim.mode, prim.value, Segment(out.axes, seg.dtype, seg.range),
+                     fit)
     except Exception as error:  # noqa: BLE001 - a pad the box refuses stays opaque
         raise Decline(str(error)) from None
     _same_wires(conv, node, conv.apply(Box(prim), [vid]))

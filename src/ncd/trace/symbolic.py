@@ -303,7 +303,7 @@ class _Walk:
                     return None
                 _derived(error, traced, learned, given)
                 raise
-            if p.op in SIZED_BY_TRACE and (held := new.free_symbols()):
+            if (p.op in SIZED_BY_TRACE or getattr(p, "fit", False)) and (held := new.free_symbols()):
                 notes[id(p)] = (tuple(sorted(str(x) for x in held)),
                                 f"{p.op} {p.label()} '{new.signature()[1]}'{where.get(id(p), '')}")
             elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
