@@ -86,7 +86,7 @@ def copy(conv: Converter, node: Node) -> None:
     """``aten.copy(dst, src)`` (``torch.export``'s functional ``dst.copy_(src)``): ``src`` cast to ``dst``'s dtype and
     broadcast to its shape; ``dst``'s values are not read (a wire, a cast, a broadcast copy)."""
     source = node.args[1] if len(node.args) > 1 else node.kwargs.get("src")
-    if not _tensor(source) or not isinstance(node.value, torch.Tensor):
+    if not isinstance(source, Node) or not _tensor(source) or not isinstance(node.value, torch.Tensor):
         raise Decline("no source tensor")
     value, made = source.value, []
     if value.dtype != node.value.dtype:
