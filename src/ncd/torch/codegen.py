@@ -397,9 +397,19 @@ def to_source(diagram: Diagram, /, **sizes: int) -> str:
     from ncd.torch.read_back import guard
 
     guard(diagram, sizes, "to_source")  # a traced model's diagram read back: its other sizes are not checked
+    return typed_source(diagram, diagram, sizes)
+
+
+def typed_source(diagram: Diagram, typed: Diagram, sizes: dict[str, int]) -> str:
+    """:func:`to_source` of ``diagram`` at ``sizes``, its constructor giving its tensors the floating-point types a
+    traced model's block ``typed`` records (:func:`ncd.torch.read_back.typed_init`; none for any other diagram)."""
+    from ncd.torch.read_back import typed_init
+
     with no_collector():  # lowering allocates many acyclic records (ncd.ir.collector)
         bound = bind_all(diagram, sizes)
-        return lower(bound, NamedSizes.of(diagram, sizes)).to_source()
+        program = lower(bound, NamedSizes.of(diagram, sizes))
+    typed_init(typed, program)
+    return program.to_source()
 
 
 def to_program(diagram: Diagram, /, **sizes: int) -> Program:

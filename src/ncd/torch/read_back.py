@@ -9,10 +9,12 @@ the diagram), lowers in the mode the model was traced in and keeps the parameter
 traced values: refused at others), ``unused`` (each unread parameter's name, shape, type and which tensor it is:
 tied names share one) and ``tied`` (pairs ``(i, j, shape)`` of traced tensors, by their place in the order the lowered
 module first reads them, where the ``j``-th is the ``i``-th tensor of the model: a tied LM head, one layer called
-twice). Lowered from such a block (:func:`guard`, :func:`restore`), the module is put in the traced mode, its tied
-parameters are one parameter (as the traced diagram's own), it holds the unread parameters (zeros: a read-back
-diagram holds no values) under ``unused``, and other sizes are
-refused where a box holds the traced ones, warned about everywhere else (there is no model left to check against).
+twice) and ``types`` (pairs ``(j, type)`` of traced tensors, by that place, held in another floating-point type than
+the module computes in: a float16 layer inside a float32 model). Lowered from such a block (:func:`guard`,
+:func:`restore`), the module is put in the traced mode, its tensors in their traced types, its tied parameters are one
+parameter (as the traced diagram's own), it holds the unread parameters (zeros: a read-back diagram holds no values)
+under ``unused``, and other sizes are refused where a box holds the traced ones, warned about everywhere else (there
+is no model left to check against); its source (:func:`typed_init`) holds its tensors in their traced types too.
 
 >>> import torch, ncd
 >>> class Half(torch.nn.Module):
@@ -40,10 +42,12 @@ from ncd.ir.diagram import Block, Diagram
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["KEYS", "traced_meta", "without", "guard", "restore"]
+    from ncd.ir.program import Program
+
+__all__ = ["KEYS", "traced_meta", "without", "guard", "restore", "typed_init"]
 
 #: the meta keys of a traced diagram's block that only a diagram read back without its model reads
-KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared")
+KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared", "types")
 
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
@@ -71,7 +75,23 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
     shared = shared_entries(flat, tied, laid, learned)
     if shared:
         meta.append(("shared", shared))
+    typed = types(flat, dtype)
+    if typed:
+        meta.append(("types", typed))
     return tuple(meta)
+
+
+def types(flat: tuple[torch.Tensor, ...], dtype: torch.dtype | None) -> tuple[tuple[int, str], ...]:
+    """``(j, type)`` for each traced tensor ``j`` (of one or more axes) held in a floating-point type other than
+    ``dtype`` (torch's default when ``None``): the types :func:`ncd.trace.loading._typed_as` gives the traced
+    diagram's own module, which a module read back without its values takes from this list."""
+    if not flat:
+        return ()
+    import torch
+
+    kind = dtype if dtype is not None else torch.get_default_dtype()
+    return tuple((j, str(t.dtype).removeprefix("torch.")) for j, t in enumerate(flat)
+                 if t.is_floating_point() and t.dim() and t.dtype != kind)
 
 
 def shared_entries(flat: tuple[torch.Tensor, ...], tied: tuple[tuple[int, int, tuple[int, ...]], ...],
@@ -213,7 +233,9 @@ def restore(diagram: Diagram, module: torch.nn.Module) -> None:
         if not isinstance(kind, torch.dtype) or not kind.is_floating_point:
             raise SchemaError(f"block {block.name!r}: meta dtype={dtype!r:.40} is not a floating-point type of torch")
         module.to(kind)
-    _retie(block, module)
+    order = _order(block, module) if any(block.get(k, ()) for k in ("tied", "views", "types")) else None
+    _retype(block, module, order)
+    _retie(block, module, order)
     module.register_forward_pre_hook(TracedMode(block.name, mode == "training"))
     try:
         hold(module, _placeholders(block))
@@ -221,11 +243,63 @@ def restore(diagram: Diagram, module: torch.nn.Module) -> None:
         raise SchemaError(f"block {block.name!r}: an unused parameter cannot be kept: {error}") from None
 
 
-def _retie(block: Block, module: torch.nn.Module) -> None:
-    """The parameters of ``module`` that ``tied`` names (by first-use order: read on the block lowered at the traced
-    sizes, its names are the same at any size) made one parameter, as :func:`ncd.trace.params.tie` does for the traced
-    diagram; an entry out of range or of another size than the parameters it names is refused (a file is not
-    trusted)."""
+def _order(block: Block, module: torch.nn.Module) -> list[str] | None:
+    """The names of the parameters and buffers of ``module`` (lowered from ``block``) in the order it first reads them
+    (read on the block lowered at the traced sizes: its names are the same at any size); ``None``, with a warning,
+    when it cannot be read."""
+    import torch
+
+    from ncd.errors import InputError
+    from ncd.trace.loading import _first_use
+
+    was = module.training
+    try:
+        return _first_use(module, block.example_inputs())
+    except InputError:  # lowered at other sizes than traced: the order read at the traced ones, lowered untied
+        from ncd.torch.module import to_torch
+
+        plain = to_torch(Block(block.body, block.name, without(block.meta))).train(module.training)
+        dtype = block.get("dtype")
+        return _first_use(plain.to(getattr(torch, dtype)) if isinstance(dtype, str) else plain, block.example_inputs())
+    except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
+        warnings.warn(f"{block.name}, a traced diagram read without its model: its tied parameters are not tied in the"
+                      f" lowered module, and each is held in the module's floating-point type (the order it reads them"
+                      f" in could not be read: {error}); training it would untie them", RuntimeWarning,
+                      stacklevel=user_stacklevel())
+        return None
+    finally:
+        module.train(was)
+
+
+def _retype(block: Block, module: torch.nn.Module, order: list[str] | None) -> None:
+    """The parameters and buffers of ``module`` that ``types`` names (by first-use ``order``) in their traced
+    floating-point types, as :func:`ncd.trace.loading._typed_as` types the traced diagram's own module; an entry out
+    of range or not a floating-point type of torch is refused (a file is not trusted)."""
+    entries = block.get("types", ())
+    if not entries or order is None:
+        return
+    import torch
+
+    from ncd.trace.loading import _held, _typed_as
+
+    entries = entries if isinstance(entries, tuple) else (entries,)
+    held = dict(_held(module))
+    state: dict[str, torch.Tensor] = {}
+    for entry in entries:
+        kind = getattr(torch, entry[1], None) if isinstance(entry, tuple) and len(entry) == 2 \
+            and isinstance(entry[1], str) and entry[1].isidentifier() else None
+        if not (isinstance(kind, torch.dtype) and kind.is_floating_point and type(entry[0]) is int
+                and 0 <= entry[0] < len(order) and order[entry[0]] in held):
+            raise SchemaError(f"block {block.name!r}: a type {entry!r:.80} is not (j, floating-point type) naming one of"
+                              f" the {len(order)} tensors the lowered module reads")
+        state[order[entry[0]]] = torch.empty(0, dtype=kind)
+    _typed_as(module, state)
+
+
+def _retie(block: Block, module: torch.nn.Module, order: list[str] | None) -> None:
+    """The parameters of ``module`` that ``tied`` names (by first-use ``order``) made one parameter, as
+    :func:`ncd.trace.params.tie` does for the traced diagram; an entry out of range or of another size than the
+    parameters it names is refused (a file is not trusted)."""
     entries = block.get("tied", ())
     laid = block.get("views", ())
     if not entries and not laid:
@@ -237,28 +311,11 @@ def _retie(block: Block, module: torch.nn.Module) -> None:
                 and 0 <= entry[0] < entry[1] and isinstance(entry[2], tuple)
                 and all(type(n) is int and 0 <= n for n in entry[2])):
             raise SchemaError(f"block {block.name!r}: a tie {entry!r:.80} is not (i, j, shape) with 0 <= i < j")
-    import torch
-
-    from ncd.errors import InputError
-    from ncd.trace.loading import _first_use, _held
+    if order is None:
+        return
+    from ncd.trace.loading import _held
     from ncd.trace.params import _set
 
-    was = module.training
-    try:
-        order = _first_use(module, block.example_inputs())
-    except InputError:  # lowered at other sizes than traced: the order read at the traced ones, lowered untied
-        from ncd.torch.module import to_torch
-
-        plain = to_torch(Block(block.body, block.name, without(block.meta))).train(module.training)
-        dtype = block.get("dtype")
-        order = _first_use(plain.to(getattr(torch, dtype)) if isinstance(dtype, str) else plain, block.example_inputs())
-    except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
-        warnings.warn(f"{block.name}, a traced diagram read without its model: its tied parameters are not tied in the"
-                      f" lowered module (the order it reads them in could not be read: {error}); training it would"
-                      " untie them", RuntimeWarning, stacklevel=user_stacklevel())
-        return
-    finally:
-        module.train(was)
     held = dict(_held(module))
     for i, j, shape in entries:
         names = (order[i], order[j]) if j < len(order) else ()
@@ -343,3 +400,39 @@ def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
             made[index] = torch.zeros(shape, dtype=dtype, requires_grad=dtype.is_floating_point or dtype.is_complex)
         out.append((name, made[index]))
     return tuple(out)
+
+
+def typed_init(block: Diagram, program: Program) -> None:
+    """The constructor of ``program``'s top class (printed from a traced ``block``: read back, or the traced diagram's
+    own as a block) given the floating-point types the traced model holds its tensors in: ``self.to(torch.float64)``
+    for a model in one type other than torch's default, and each tensor ``types`` lists in its own (a float16 layer
+    in a float32 model): printed without them, the source computed in float32 what the model rounds to float16."""
+    if type(block) is not Block or block.get("traced") is None:
+        return
+    import torch
+
+    lines = []
+    dtype = block.get("dtype")
+    if dtype is not None:
+        kind = getattr(torch, dtype, None) if isinstance(dtype, str) and dtype.isidentifier() else None
+        if not isinstance(kind, torch.dtype) or not kind.is_floating_point:
+            raise SchemaError(f"block {block.name!r}: meta dtype={dtype!r:.40} is not a floating-point type of torch")
+        lines.append(f"self.to(torch.{dtype})  # the traced model's floating-point type")
+    if block.get("types", ()):
+        from ncd.torch.module import to_torch
+
+        module = to_torch(Block(block.body, block.name, without(block.meta)))
+        module.train(block.get("traced") == "training")
+        if isinstance(dtype, str):
+            module.to(getattr(torch, dtype))
+        order = _order(block, module)
+        _retype(block, module, order)
+        params = dict(module.named_parameters())
+        for name, t in module.state_dict().items():
+            if order is not None and name in order and t.is_floating_point() and t.dtype != (
+                    getattr(torch, dtype) if isinstance(dtype, str) else torch.get_default_dtype()):
+                get = "get_parameter" if name in params else "get_buffer"
+                kind_text = str(t.dtype).removeprefix("torch.")
+                lines.append(f"self.{get}({name!r}).data = self.{get}({name!r}).data.to(torch.{kind_text})"
+                             "  # held in the traced model's type")
+    program.top.init.extend(lines)

@@ -130,14 +130,14 @@ class TracedDiagram(Block):
         """Readable PyTorch source for this diagram; sizes the traced model holds (its parameters' widths, a scale
         read from a size, a box recorded at the traced sizes) are refused at other values, as :meth:`to_torch` refuses
         them."""
-        from ncd.torch.codegen import defaults_of, to_source
+        from ncd.torch.codegen import defaults_of, typed_source
         from ncd.trace.functions import registered
 
         other = self._held(sizes, defaults_of(self.as_block()))
         if other:  # checked against the model at these sizes, as to_torch checks (raises where they differ)
             self.to_torch(**sizes)
         registered(self.functions, self.name)
-        return to_source(self._own_block(), **sizes)
+        return typed_source(self._own_block(), self.as_block(), sizes)  # in the model's floating-point types
 
     def _held(self, sizes: Mapping[str, int], defaults: Mapping[str, Any]) -> dict[str, int]:
         """The sizes given at values other than the traced ones; raises where the traced model holds one, or where a box
