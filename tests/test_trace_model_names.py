@@ -66,3 +66,29 @@ def test_the_models_own_state_dict_loads_into_the_lowered_module(which: str) -> 
                 p.add_(1.0)
         again.load_state_dict(model.state_dict())
         torch.testing.assert_close(again(x), want.logits)
+
+
+class _Sliced(nn.Module):
+    """A linear map whose weight has ``i`` inputs (another model of the class has others)."""
+
+    def __init__(self, i: int = 8) -> None:
+        super().__init__()
+        self.lin = nn.Linear(i, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x[..., :8])
+
+
+def test_a_state_dict_of_other_shapes_is_refused_naming_the_models_key() -> None:
+    """Another model's state dict whose tensor has other sizes (``Linear(10, 4)`` for the traced ``Linear(8, 4)``) is
+    refused as torch refuses it; before, the hook read the traced offsets and strides out of it and loaded entries of
+    the wrong rows (all keys matched)."""
+    torch.manual_seed(0)
+    lowered = ncd.trace(_Sliced().eval(), torch.randn(2, 8)).to_torch()
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=r"size mismatch for lin\.weight.*\(4, 10\).*\(4, 8\)"):
+            lowered.load_state_dict(_Sliced(10).state_dict(), strict=strict)
+    other = _Sliced()  # one of the same shapes loads, and computes as that model
+    lowered.load_state_dict(other.state_dict())
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(lowered(x), other(x))

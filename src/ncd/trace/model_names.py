@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelNames", "by_model_name"]
 
-#: lowered name -> (model name, sizes, strides, offset within the model tensor)
-Reading = tuple[str, tuple[int, ...], tuple[int, ...], int]
+#: lowered name -> (model name, sizes, strides, offset within the model tensor, the model tensor's shape)
+Reading = tuple[str, tuple[int, ...], tuple[int, ...], int, tuple[int, ...]]
 
 
 class ModelNames:
@@ -36,8 +36,15 @@ class ModelNames:
         given = dict(state_dict)
         state_dict.clear()
         params = dict(module.named_parameters(remove_duplicate=False))
-        for name, (model_name, size, stride, offset) in self.readings.items():
+        errors = args[4] if len(args) > 4 else []
+        for name, (model_name, size, stride, offset, *shape) in self.readings.items():
             if model_name in given and name in own:
+                if shape and tuple(given[model_name].shape) != tuple(shape[0]):  # another model's shape: the entries
+                    # at the traced offset and strides would be others (read silently before), so refused as torch does
+                    errors.append(f"size mismatch for {model_name}: copying a param with shape "
+                                  f"{tuple(given[model_name].shape)} from checkpoint, the shape in the traced model is "
+                                  f"{tuple(shape[0])} (read into {name})")
+                    continue
                 value = given[model_name].detach().contiguous().flatten()
                 state_dict[name] = value.as_strided(size, stride, offset).reshape(own[name].shape)
         for model_name, name in self.unused.items():
@@ -79,7 +86,8 @@ def by_model_name(module: torch.nn.Module, model: torch.nn.Module | None, order:
         for model_name, t in tensors:
             if t.untyped_storage().data_ptr() == ptr and t.dtype == value.dtype and \
                     t.storage_offset() <= low and high < t.storage_offset() + t.numel():
-                readings[name] = (model_name, tuple(value.shape), tuple(value.stride()), int(low - t.storage_offset()))
+                readings[name] = (model_name, tuple(value.shape), tuple(value.stride()), int(low - t.storage_offset()),
+                                  tuple(int(n) for n in t.shape))
                 break
     names = {n: f"{HOLDER}.{n}" for n, _ in unused}
     known = frozenset(model.state_dict(keep_vars=True))
