@@ -700,3 +700,35 @@ def test_an_opaque_copy_lowers_to_calls_autograd_differentiates() -> None:
     torch.testing.assert_close(got, torch.ops.aten.copy.default(x, v.detach()), rtol=0, atol=0)
     (grad,) = torch.autograd.grad(got.sum(), v)
     torch.testing.assert_close(grad, torch.full((3,), 2.0, dtype=torch.float64))
+
+
+def test_a_loop_writing_some_entries_one_at_a_time_is_put_boxes_and_a_full_loop_a_scan() -> None:
+    """A loop writing one entry along one dimension per step (``out[:, i] = f(x[:, i])``) is one ``put`` box per write,
+    not slices joined by a ``cat``; when the steps cover every position once it is still read as a stack, folded into
+    a scan. Both equal the model, and so does autograd's gradient."""
+
+    class Every(torch.nn.Module):
+        def __init__(self, step: int) -> None:
+            super().__init__()
+            self.step = step
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, state = torch.zeros_like(x), torch.zeros_like(x[:, 0])
+            for i in range(0, x.shape[1], self.step):
+                state = torch.tanh(state + x[:, i])
+                out[:, i] = state * 2
+            return out * x
+
+    for step, want in ((2, "put"), (1, "scan")):
+        model = Every(step)
+        d = ncd.trace(model, torch.randn(2, 5, 3))
+        ops = [b.prim.op for b in d.boxes()]
+        assert want in ops and "concat" not in ops and d.opaque_count == 0, ops
+        if step == 2:
+            assert ops.count("put") == 3, ops
+        lowered = d.to_torch()
+        x = torch.randn(2, 5, 3, requires_grad=True)
+        got, wanted = lowered(x), model(x)
+        torch.testing.assert_close(got, wanted, rtol=0, atol=0)
+        g = torch.randn_like(wanted)
+        torch.testing.assert_close(torch.autograd.grad(got, x, g), torch.autograd.grad(wanted, x, g))

@@ -68,7 +68,7 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
     dropped: set[int] = set()
     stacks: list[Node] = []
     for node in reversed(nodes):
-        if id(node) in seen or node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+        if id(node) in seen or node.kind != "call" or op_name(node.target)[1] not in _WRITES:
             continue
         chain = _chain(node, readers, outs)
         if chain is None:
@@ -82,7 +82,8 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
             if write is not node:
                 dropped.add(id(write))
                 dropped.update(id(r) for r in readers.get(id(write), []) if _dead_select(r, readers))
-            dropped.update(id(piece) for piece in write.args[0])
+            if op_name(write.target)[1] == "aten.cat.default":
+                dropped.update(id(piece) for piece in write.args[0])
         dropped.update(id(v) for v in between)
         dropped.update(id(r) for v in between for r in readers.get(id(v), []) if _dead_select(r, readers))
         node.target, node.args, node.kwargs = aten.stack.default, (list(values), dim), {}
@@ -97,15 +98,20 @@ def writes_as_stacks(nodes: list[Node], outputs: list[Any]) -> list[Node]:
     return kept
 
 
+#: the recorded forms of a write of one entry: the buffer cut around it and joined, or the entry scattered into it
+#: (:func:`ncd.trace.writes.write_back`)
+_WRITES = frozenset({"aten.cat.default", "aten.as_strided_scatter.default"})
+
+
 def _any_write(nodes: list[Node]) -> bool:
     """Whether some ``cat`` may end a chain of writes: it is read as one write (:func:`_write`, along its own
     dimension, as :func:`_chain` reads the last) or reading it raises (then :func:`_chain` decides, as before)."""
     for node in nodes:
-        if node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+        if node.kind != "call" or op_name(node.target)[1] not in _WRITES:
             continue
         try:
             size = node.value.shape
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            dim = _dim(node)
             if not isinstance(dim, int) or not isinstance(node.value, torch.Tensor) or node.value.dim() == 0:
                 continue
             dim %= node.value.dim()
@@ -126,7 +132,7 @@ def _chain(last: Node, readers: dict[int, list[Node]],
     (in position order) and the views between one write and the next (a batch of one), if they cover every position
     of the buffer once."""
     size = last.value.shape
-    dim = last.args[1] if len(last.args) > 1 else last.kwargs.get("dim", 0)
+    dim = _dim(last)
     if not isinstance(dim, int) or not isinstance(last.value, torch.Tensor) or last.value.dim() == 0:
         return None
     dim %= last.value.dim()
@@ -148,15 +154,14 @@ def _chain(last: Node, readers: dict[int, list[Node]],
             break
         between = _through_units(base)  # the buffer before, and the views from it to what the pieces cut
         earlier = between[0]
-        if not (earlier.kind == "call" and op_name(earlier.target)[1] == "aten.cat.default" and
-                earlier.value.shape == size):
+        if not (earlier.kind == "call" and op_name(earlier.target)[1] in _WRITES and earlier.value.shape == size):
             while base.kind == "call" and op_name(base.target)[1] == "aten.select.int":  # the first buffer's views:
                 views.append(base)  # dropped with the pieces that read them (kept if anything else reads them)
                 base = base.args[0]
             break
         # the buffer in between: read only by the next write's pieces (and selects the recorder left unread), through
         # the views between them
-        pieces = {id(p) for p in node.args[0]}
+        pieces = {id(p) for p in node.args[0]} if op_name(node.target)[1] == "aten.cat.default" else {id(node)}
         nexts = [{id(v)} for v in between[1:]] + [pieces]
         if any(id(v) in outs or any(id(r) not in allowed and not _dead_select(r, readers) for r in readers.get(id(v), []))
                for v, allowed in zip(between, nexts)):
@@ -190,10 +195,52 @@ def _through_units(base: Node) -> list[Node]:
     return [node] + list(reversed(unsqueezes)) + list(reversed(selects))
 
 
+def _dim(node: Node) -> Any:
+    """The dimension a recorded write writes one entry of: ``cat``'s, or the one entry of a scatter's region (else
+    None)."""
+    if op_name(node.target)[1] == "aten.cat.default":
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    found = _entry(node)
+    return found[0] if found is not None else None
+
+
+def _entry(node: Node) -> tuple[int, int] | None:
+    """``as_strided_scatter(base, value, ...)`` writing one entry along one dim of a contiguous ``base`` with no size-1
+    dims (every other dim whole): that dim and the entry (read back as :func:`~ncd.trace.idioms_slicing.put_region`
+    does, checked to give exactly those arguments)."""
+    from ncd.trace.idioms_slicing import put_region
+
+    if len(node.args) < 4 or not isinstance(node.args[0], Node) or not isinstance(node.args[1], Node) or node.kwargs:
+        return None
+    x, value = node.args[0].value, node.args[1].value
+    size, stride = node.args[2], node.args[3]
+    offset = node.args[4] if len(node.args) > 4 else 0
+    if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor) or not x.is_contiguous() \
+            or not isinstance(offset, int) or not all(isinstance(v, int) for v in (*size, *stride)):
+        return None
+    shape = tuple(int(s) for s in x.shape)
+    found = put_region(shape, list(size), list(stride), offset)
+    if found is None or 1 in shape or tuple(int(s) for s in value.shape) != tuple(size):
+        return None
+    starts, steps, lengths = found
+    entries = [d for d in range(len(shape)) if lengths[d] is None]
+    if len(entries) != 1 or any(lengths[d] != shape[d] or starts[d] for d in range(len(shape)) if d != entries[0]):
+        return None
+    return entries[0], starts[entries[0]]
+
+
 def _write(node: Node, dim: int, length: int) -> tuple[Node | None, int, Node] | None:
-    """``cat([base[:i], value.unsqueeze(dim), base[i+1:]], dim)``: (base, i, value); ``base`` is ``None`` when no
-    slice of it is kept (a buffer of one position)."""
-    if node.kind != "call" or op_name(node.target)[1] != "aten.cat.default":
+    """``cat([base[:i], value.unsqueeze(dim), base[i+1:]], dim)`` or the entry ``i`` along ``dim`` of ``base``
+    scattered (``as_strided_scatter``): (base, i, value); ``base`` is ``None`` when no slice of it is kept (a buffer of
+    one position)."""
+    if node.kind != "call":
+        return None
+    if op_name(node.target)[1] == "aten.as_strided_scatter.default":
+        found = _entry(node)
+        if found is None or found[0] != dim % node.value.dim():
+            return None
+        return node.args[0], found[1], node.args[1]
+    if op_name(node.target)[1] != "aten.cat.default":
         return None
     pieces = node.args[0]
     d = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)

@@ -189,17 +189,17 @@ def write_back(emit: Emit, old: torch.Tensor, found: Region, new: torch.Tensor, 
 
 def _as_strided(old: torch.Tensor, found: Region, new: torch.Tensor) -> tuple[list[int], list[int], int] | None:
     """``as_strided_scatter``'s size, stride and offset for the region ``found`` of ``old`` written with ``new`` (its
-    ranges in ``old``'s order): when ``old`` holds numbers laid out contiguously from its memory's start, and the write
-    is not one entry along one dimension (a loop's write of its step's value, read as a stack by
-    :mod:`ncd.trace.fold_writes`); else None (the region is cut and joined)."""
+    ranges in ``old``'s order): when ``old`` holds numbers laid out contiguously from its memory's start (a loop's
+    write of its step's value, one entry along one dimension, is read as a stack by :mod:`ncd.trace.fold_writes`;
+    into a tensor with size-1 dimensions it stays cut); else None (the region is cut and joined)."""
     if not old.is_floating_point() or new.dtype != old.dtype or new.device != old.device or old.storage_offset() \
             or not old.is_contiguous() or old.dim() != len(found.specs):
         return None
     shape = [int.__int__(s) for s in old.shape]
     cut = [(d, kind) for d, (kind, at, length, step) in enumerate(found.specs) if shape[d] > 1 and not (
         kind == "range" and at == 0 and length == shape[d] and step == 1)]
-    if not cut or (len(cut) == 1 and cut[0][1] == "index"):
-        return None
+    if not cut or (len(cut) == 1 and cut[0][1] == "index" and 1 in shape):
+        return None  # (a loop's step written through size-1 dims: the cut form, which fold_writes reads past them)
     stride = [int(s) for s in old.stride()]
     size, strides, offset = [], [], 0
     for d, (kind, at, length, step) in enumerate(found.specs):
