@@ -83,6 +83,11 @@ arange zeros ones full zeros_like ones_like full_like eye linspace logspace scal
 #: Operator names (the middle part of ``aten.<name>.<overload>``) an untrusted file may call.
 ALLOWED: frozenset[str] = frozenset((_POINTWISE + _REDUCTIONS + _LINEAR + _INDEXING + _MOVEMENT).split())
 
+#: Recurrent layers (``nn.LSTM`` with ``proj_size``, …): seeded only by the dropout between layers, so pure when
+#: the call's own arguments switch it off (:func:`_without_dropout`).
+_RECURRENT = frozenset({"lstm", "gru", "rnn_tanh", "rnn_relu"})
+_RANDOM = "draws from the global random state"
+
 #: Words that mark an operator as touching more than its tensors, whatever its schema says.
 _SUSPECT = ("file", "storage", "share", "set_", "random", "rand", "seed", "dropout", "bernoulli", "multinomial",
             "normal", "uniform", "exponential", "geometric", "cauchy", "log_normal", "poisson", "empty", "print",
@@ -118,7 +123,7 @@ def side_effects(target: str) -> list[str]:
     if torch.Tag.inplace_view in tags or torch.Tag.inplace in tags or name.endswith("_") and not name.startswith("_"):
         found.append("is an in-place operator")
     if torch.Tag.nondeterministic_seeded in tags or any("Generator" in str(a.type) for a in schema.arguments):
-        found.append("draws from the global random state")
+        found.append(_RANDOM)
     if torch.Tag.dynamic_output_shape in tags or torch.Tag.data_dependent_output in tags:
         found.append("has an output that depends on tensor values in ways the diagram cannot declare")
     if name not in _INNOCENT and any(word in name for word in _SUSPECT):
@@ -143,7 +148,8 @@ def _writes_statistics(target: str, args: tuple[Any, ...] | None) -> bool:
 
 def check_allowed(target: str, args: tuple[Any, ...] | None = None) -> None:
     """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it); ``args``, the
-    call's arguments, where they decide it (``batch_norm``: allowed unless it updates running statistics).
+    call's arguments, where they decide it (``batch_norm``: allowed unless it updates running statistics; a recurrent
+    layer, ``lstm``/``gru``/``rnn_*``: allowed when it drops nothing, :func:`_without_dropout`).
 
     >>> check_allowed("aten.batch_norm.default", (("$in", 0), None, None, None, None, True, 0.1, 1e-5, True))
     >>> check_allowed("aten.batch_norm.default", tuple(("$in", k) for k in range(5)) + (True, 0.1, 1e-5, True))
@@ -155,10 +161,31 @@ def check_allowed(target: str, args: tuple[Any, ...] | None = None) -> None:
         raise ParseError(f"operator {target} updates running statistics in place (training), so an untrusted diagram"
                          " may not call it; load the file with ncd.load_json(text, trust=True) only if you trust it")
     effects = side_effects(target)  # an unknown operator is refused here, by name
+    if _RANDOM in effects and _without_dropout(target, args):
+        effects.remove(_RANDOM)
     if effects:
         raise ParseError(f"operator {target} {' and '.join(effects)}, so an untrusted diagram may not call it;"
                          " load the file with ncd.load_json(text, trust=True) only if you trust it")
-    if target.split(".")[1] not in ALLOWED:
+    if target.split(".")[1] not in ALLOWED and not _without_dropout(target, args):
         raise ParseError(f"operator {target} is not on ncd's allowlist of pure tensor operators"
                          " (ncd.prims.opaque_allowlist); load the file with ncd.load_json(text, trust=True) only if you"
                          " trust it")
+
+
+def _without_dropout(target: str, args: tuple[Any, ...] | None) -> bool:
+    """Whether a recurrent layer's call (``aten.lstm.input`` …) draws nothing: its ``train`` argument is ``False`` or
+    its ``dropout`` exactly zero (ATen drops between layers only when training with a positive rate).  Read by the
+    schema's argument names; anything else (a missing argument, a string, a NaN rate) is not proof."""
+    import torch
+
+    from ncd.prims.opaque import resolve_target
+
+    if target.split(".")[1] not in _RECURRENT or not isinstance(args, (tuple, list)):
+        return False
+    overload = resolve_target(target)
+    assert isinstance(overload, torch._ops.OpOverload)
+    names = [a.name for a in overload._schema.arguments]
+    if "train" not in names or "dropout" not in names or len(args) != len(names):
+        return False
+    train, dropout = args[names.index("train")], args[names.index("dropout")]
+    return train is False or type(dropout) in (int, float) and dropout == 0
