@@ -92,3 +92,30 @@ def test_a_state_dict_of_other_shapes_is_refused_naming_the_models_key() -> None
     lowered.load_state_dict(other.state_dict())
     x = torch.randn(2, 8)
     torch.testing.assert_close(lowered(x), other(x))
+
+
+class _Unsaved(nn.Module):
+    """A buffer registered ``persistent=False`` (as transformers' ``position_ids`` or ``inv_freq``): read by the call,
+    absent from the model's state dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("scale", torch.randn(4), persistent=False)
+        self.register_buffer("spare", torch.randn(3), persistent=False)  # (not read either)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * self.scale
+
+
+def test_a_buffer_outside_the_models_state_dict_keeps_the_lowered_modules_value() -> None:
+    """Before, a read buffer the model's state dict leaves out made the hook pass the state dict on as it was: every
+    key of a strict load was missing or unexpected."""
+    torch.manual_seed(0)
+    model, x = _Unsaved().eval(), torch.randn(2, 4)
+    lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        for p in lowered.parameters():
+            p.add_(1.0)
+    lowered.load_state_dict(model.state_dict())  # strict
+    torch.testing.assert_close(lowered(x), model(x))

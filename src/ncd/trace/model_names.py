@@ -73,9 +73,11 @@ def by_model_name(module: torch.nn.Module, model: torch.nn.Module | None, order:
 
     from ncd.trace.params import HOLDER
 
+    known = frozenset(model.state_dict(keep_vars=True))
     tensors = [(n, t) for n, t in itertools.chain(model.named_parameters(remove_duplicate=False),
                                                    model.named_buffers(remove_duplicate=False))
-               if t.device.type != "meta" and t.is_contiguous() and t.numel()]
+               if n in known and t.device.type != "meta" and t.is_contiguous() and t.numel()]  # (a buffer not
+    # in the model's state dict, registered persistent=False, keeps the lowered module's value, as a constant does)
     readings: dict[str, Reading] = {}
     for name, value in zip(order, flat):
         if value.device.type == "meta" or not value.numel() or name in readings:
@@ -89,6 +91,5 @@ def by_model_name(module: torch.nn.Module, model: torch.nn.Module | None, order:
                 readings[name] = (model_name, tuple(value.shape), tuple(value.stride()), int(low - t.storage_offset()),
                                   tuple(int(n) for n in t.shape))
                 break
-    names = {n: f"{HOLDER}.{n}" for n, _ in unused}
-    known = frozenset(model.state_dict(keep_vars=True))
+    names = {n: f"{HOLDER}.{n}" for n, _ in unused if n in known}
     module._register_load_state_dict_pre_hook(ModelNames(readings, names, known), with_module=True)  # type: ignore[no-untyped-call]
