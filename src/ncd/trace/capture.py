@@ -296,10 +296,15 @@ _INTERNAL: dict[str, bool] = {}
 #: ``Module._call_impl``), and a recorded call asks for about a dozen frames
 _FILE_OF: dict[int, tuple[Any, str]] = {}
 
+#: ``(id of a code object, offset of an instruction in it)`` -> the code object and ``"file.py:12"`` of that
+#: instruction (:func:`user_line`): a frame's ``f_lineno`` reads the code's line table from its start to the instruction
+#: (~5 µs in a forward of 400 lines, at every recorded call of it), the same answer for the same instruction
+_LINE_OF: dict[tuple[int, int], tuple[Any, str]] = {}
+
 
 def user_line() -> str:
     """``file.py:12`` of the innermost frame of the caller's stack outside torch and ncd (asked at every recorded
-    call: each frame's code object is looked up once)."""
+    call: each frame's code object is looked up once, each instruction's line once)."""
     frame = sys._getframe(1)
     files = _FILE_OF
     while frame is not None:
@@ -312,7 +317,13 @@ def user_line() -> str:
             known = files[id(code)] = (code, "" if _internal(name) else f"{os.path.basename(name)}:")
         file = known[1]
         if file:
-            return f"{file}{frame.f_lineno}"
+            at = (id(code), frame.f_lasti)
+            line = _LINE_OF.get(at)
+            if line is None or line[0] is not code:
+                if len(_LINE_OF) > 65536:
+                    _LINE_OF.clear()
+                line = _LINE_OF[at] = (code, f"{file}{frame.f_lineno}")
+            return line[1]
         frame = frame.f_back  # type: ignore[assignment]
     return ""
 

@@ -60,19 +60,28 @@ _DROPOUTS_IN_PLACE = frozenset({torch.ops.aten.dropout_.default, torch.ops.aten.
                                 torch.ops.aten.alpha_dropout_.default, torch.ops.aten.feature_alpha_dropout_.default})
 
 #: an operator's id -> the operator, its packet's name, whether its schema is mutable, whether it writes into an
-#: argument (:func:`ncd.trace.undo.writes`) and whether it is one of :data:`_DROPOUTS_IN_PLACE`: read once per operator
-#: (each is ~1 µs through torch's Python, at every recorded call); the entry holds the operator, so its id is not
-#: reused, and is checked to be it
-_OPERATORS: dict[int, tuple[Any, str, bool, bool, bool, Any]] = {}
+#: argument (:func:`ncd.trace.undo.writes`), whether it is one of :data:`_DROPOUTS_IN_PLACE`, what calling it calls and
+#: whether it is :data:`plain <_UNPLAIN>`: read once per operator (each is ~1 µs through torch's Python, at every
+#: recorded call); the entry holds the operator, so its id is not reused, and is checked to be it
+_OPERATORS: dict[int, tuple[Any, str, bool, bool, bool, Any, bool]] = {}
+
+#: the operators :meth:`~ncd.trace.recording._Recording.call` decides something of by name (random draws, detaches, a
+#: storage set, aliases, values of data-dependent shape, masks, strided reads, constants of a shape): an operator of
+#: none of these that neither writes nor mutates is *plain*, recorded by its fast path while nothing else is under way
+_UNPLAIN = frozenset({*RANDOM, *DRAWING, *SHAPE_ONLY, *DYNAMIC, "detach", "detach_", "set_", "alias", "where", "index",
+                      "as_strided"})
 
 
-def _operator(func: Any) -> tuple[Any, str, bool, bool, bool, Any]:
-    """The facts above, and what calling the operator calls (``OpOverload.__call__`` is ``self._op(...)``: one Python
-    frame less per recorded call)."""
+def _operator(func: Any) -> tuple[Any, str, bool, bool, bool, Any, bool]:
+    """The facts above, what calling the operator calls (``OpOverload.__call__`` is ``self._op(...)``: one Python
+    frame less per recorded call), and whether it is plain (:data:`_UNPLAIN`)."""
     found = _OPERATORS.get(id(func))
     if found is None or found[0] is not func:
-        found = _OPERATORS[id(func)] = (func, func.overloadpacket.__name__, bool(func._schema.is_mutable),
-                                        bool(writes(func)), func in _DROPOUTS_IN_PLACE, _kernel_of(func))
+        packet, mutable, writing = func.overloadpacket.__name__, bool(func._schema.is_mutable), bool(writes(func))
+        dropout = func in _DROPOUTS_IN_PLACE
+        plain = not (mutable or writing or dropout or packet in _UNPLAIN or func is _DETACH_IN_PLACE
+                     or func in _COPIES or func in _STRIDED)
+        found = _OPERATORS[id(func)] = (func, packet, mutable, writing, dropout, _kernel_of(func), plain)
     return found
 
 

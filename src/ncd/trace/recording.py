@@ -22,6 +22,7 @@ from ncd.trace.meta import _meta_devices, _on_meta_device, _stand_ins, _to_meta
 from ncd.trace.operators import (
     _COPIES,
     _DETACH_IN_PLACE,
+    _OPERATORS,
     _STRIDED,
     BRANCHES,
     DRAWING,
@@ -51,6 +52,8 @@ _FIELDS = ("name", "kind", "target", "args", "kwargs", "value", "stack", "source
 if tuple(f.name for f in dataclasses.fields(Node)) != _FIELDS:
     raise ImportError(f"ncd.trace.recording makes Node({', '.join(_FIELDS)}) by position; its fields are now"
                       f" {', '.join(f.name for f in dataclasses.fields(Node))}")
+
+_TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
 
 #: the work a recording within a budget (:data:`ncd.trace.record.WORK_BUDGET`) may do per call on values of the inputs,
 #: besides the budget
@@ -261,7 +264,62 @@ class _Recording(Aliases, InPlace):
         return node
 
     def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        _, packet, mutable, writing, dropout, kernel = _operator(func)
+        """Record a call of ``func`` and return what the model gets: the plain case here (a :data:`plain
+        <ncd.trace.operators._UNPLAIN>` operator on real values, no write pending, nothing switched to meta, no custom
+        Function or transform under way), where the checks of :meth:`_call` decide nothing (~1 µs a call less); every
+        other in :meth:`_call`."""
+        found = _OPERATORS.get(id(func))
+        if found is None or found[0] is not func:
+            found = _operator(func)
+        if not found[6] or self.meta or self.switched or self.pending or self.inside or self.transformed:
+            return self._call(found, func, args, kwargs)
+        packet = found[1]
+        self.lively = False
+        arg_refs, kwarg_refs = self.refs_of(args), self.ref(kwargs) if kwargs else {}
+        live = self.lively  # a node the call reads depends on an input
+        real_args = (args, kwargs)
+        if self.budget is not None and live and not self.within_budget(packet, args, kwargs):
+            args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs)  # on meta from here
+            real_args = _device((args, kwargs), self.device)
+        return self._ran(func, func, packet, found[5], args, kwargs, real_args, arg_refs, kwarg_refs, live)
+
+    def within_budget(self, packet: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Count the work a call on values of the inputs would do against the budget, before its kernel runs;
+        ``False`` past it, where the recording goes on on meta from this call (:mod:`ncd.trace.switch`), and raises
+        :class:`~ncd.trace.refusals._OverBudget` where it cannot."""
+        self.work += work(packet, args, kwargs)
+        self.calls += 1
+        if self.work <= self.budget + WORK_PER_CALL * self.calls:  # type: ignore[operator]
+            return True
+        if not switch(self):
+            raise _OverBudget(f"{self.work} after {self.calls} calls")
+        return False
+
+    def refs_of(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """:meth:`ref` of a call's positional arguments: a recorded tensor (not stale, not read through a write) and a
+        number looked up here, anything else by :meth:`ref`, in order (~0.3 µs an argument less)."""
+        by_id, stale, derived = self.by_id, self.stale, self.derived
+        out = []
+        for value in args:
+            kind = type(value)
+            if kind is _TENSOR or kind is _PARAMETER:
+                key = id(value)
+                node = by_id.get(key)
+                if node is not None and key not in stale and key not in derived:
+                    if node.live:
+                        self.lively = True
+                    out.append(node)
+                    continue
+            elif kind in _ATOMS:
+                out.append(value)
+                continue
+            out.append(self.ref(value))
+        return tuple(out)
+
+    def _call(self, found: tuple[Any, str, bool, bool, bool, Any, bool], func: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+        """:meth:`call` of any operator in any state (``found``: :func:`~ncd.trace.operators._operator`'s facts)."""
+        _, packet, mutable, writing, dropout, kernel, _ = found
         if writing and not self.inside and not self.overlapping_now and packet not in RANDOM and packet not in DRAWING:
             return self.overlapped(func, args, kwargs)
         if self.switched:  # on meta from a call on real values on (:mod:`ncd.trace.switch`): their meta tensors
@@ -359,14 +417,15 @@ class _Recording(Aliases, InPlace):
             self.plain = False
             with torch._C._DisablePythonDispatcher():  # (its own operations as C++ kernels, as for a write)
                 return strided_read(self, func, args, kwargs)  # (as the entries of x it reads)
-        if self.budget is not None and live:  # before the kernel runs: the work it would do
-            self.work += work(packet, args, kwargs)
-            self.calls += 1
-            if self.work > self.budget + WORK_PER_CALL * self.calls:
-                if not switch(self):
-                    raise _OverBudget(f"{self.work} after {self.calls} calls")
-                args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs)  # on meta from here
-                real_args = _device((args, kwargs), self.device)
+        if self.budget is not None and live and not self.within_budget(packet, args, kwargs):
+            args, kwargs = as_meta(self.switched, args), as_meta(self.switched, kwargs)  # on meta from here
+            real_args = _device((args, kwargs), self.device)
+        return self._ran(func, target, packet, kernel, args, kwargs, real_args, arg_refs, kwarg_refs, live)
+
+    def _ran(self, func: Any, target: Any, packet: str, kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+             real_args: Any, arg_refs: Any, kwarg_refs: Any, live: bool) -> Any:
+        """The rest of :meth:`call`: run the call (its kernel, or on meta) and record it as ``target`` (its functional
+        form for an in-place write), its arguments ``arg_refs`` and ``kwarg_refs``."""
         wide = widened(target, *real_args) if target is not func else None  # h16.add_(x32): computed in float32
         first = args[0] if args else None
         if live and self.meta and packet in SHAPE_OF_INPUT and isinstance(first, torch.Tensor) and first.is_floating_point():
