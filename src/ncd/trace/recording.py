@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from ncd.trace.aliases import Aliases, holds_transformed
-from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, refs, user_line
+from ncd.trace.calls_apart import CallsApart
+from ncd.trace.capture import Node, copied, held_tensors, holds_tensors, user_line
 from ncd.trace.inplace import InPlace, widened
 from ncd.trace.meta import ATOMS as _ATOMS  # argument types recorded as they are (no tensor inside)
 from ncd.trace.meta import _meta_devices, _on_meta_device, _stand_ins, _to_meta
@@ -34,12 +35,11 @@ from ncd.trace.operators import (
     _live_mask,
     _operator,
 )
-from ncd.trace.overlaps import differing, in_model_order, operands, read_first
 from ncd.trace.reads import _asserted
-from ncd.trace.refusals import ReadsValue, Unsupported, _NeedValues, _OverBudget
+from ncd.trace.refusals import ReadsValue, Unsupported, _OverBudget
 from ncd.trace.strided import strided_read
 from ncd.trace.switch import as_meta, check_written, discrete_of_values, switch
-from ncd.trace.tensors import _device, _discrete, _laid_out_as, _like, _shares, _sharing
+from ncd.trace.tensors import _device, _discrete, _laid_out_as, _like, _sharing
 from ncd.trace.undo import Undo, writes_of
 from ncd.trace.walk import _Walk
 from ncd.trace.work import work
@@ -60,7 +60,7 @@ _TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
 WORK_PER_CALL = 3e6
 
 
-class _Recording(Aliases, InPlace):
+class _Recording(Aliases, InPlace, CallsApart):
     def __init__(self, model: torch.nn.Module, names: list[str], leaves: list[Any], meta: bool,
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
         if walk is not None and walk.used:  # read by an earlier attempt: the state that one's run left is not this one's
@@ -490,150 +490,3 @@ class _Recording(Aliases, InPlace):
                         self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, item,
                                       tuple(self.stack), "", live), item)
         return out
-
-    def overlapped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A write (:meth:`call`) whose operand shares the memory it writes (``y /= y[:, :1]``): recorded as any write,
-        the model's result compared with the diagram's reading of it (:mod:`ncd.trace.overlaps`), the line kept where
-        they differ; on the meta device, recorded again on real values."""
-        if self.meta or self.switched:
-            if operands(func, args, kwargs)[1] and any(r.live for r in refs(self.ref((args, kwargs)))):
-                raise _NeedValues(f"{func} reads memory it writes")
-            pairs = []
-        else:
-            pairs = read_first(func, args, kwargs)
-        self.overlapping_now = True
-        try:
-            out = self.call(func, args, kwargs)
-        except Unsupported as error:  # (an out= write: torch.export records it, reading the operands first)
-            if in_model_order(func, args, kwargs, pairs):
-                error.overlapping = {user_line() or "?": func.overloadpacket.__name__}  # type: ignore[attr-defined]
-            raise
-        finally:
-            self.overlapping_now = False
-        if pairs and differing(pairs):
-            self.overlapping.setdefault(user_line() or "?", func.overloadpacket.__name__)
-        return out
-
-    def _constant_detached(self, x: Any) -> bool:
-        """Whether ``x.detach_()`` leaves the recording as it is: ``x`` is a recorded value of no input (the tensor
-        ``torch.tensor(data)`` makes, lifted), not a view, not one of the model's parameters or buffers, with no other
-        name.  The write changes no value, only ``x``'s place in autograd (which a constant has none of): ``x`` keeps
-        its node.  (Recorded as a write, it cost a copy of ``x``, its functional ``detach`` and the model's state
-        indexed: ~0.2 ms a ``torch.tensor`` in a forward, SEW-D's 10 of them.)"""
-        if type(x) is not torch.Tensor or x._base is not None:
-            return False
-        key = id(x)
-        node = self.by_id.get(key)
-        return node is not None and not node.live and node.kind == "call" and node.value is x \
-            and key not in self.state and key not in self.twins and key not in self.views and key not in self.derived \
-            and key not in self.stale
-
-    def function(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
-        """A custom ``torch.autograd.Function`` applied (its forward already run, unrecorded): one call of the operator
-        that applies it (:func:`~ncd.trace.functions.function_op`), so the lowered module's backward is the Function's."""
-        from ncd.errors import TraceError
-        from ncd.trace.functions import function_op
-
-        self.check_writes()
-        line = user_line() or "?"
-        many = not isinstance(out, torch.Tensor)
-        items = list(out) if isinstance(out, (tuple, list)) else [out]
-        if not all(isinstance(t, torch.Tensor) for t in items):
-            raise TraceError(f"cannot trace the custom autograd.Function {cls.__qualname__} at {line}: it returns"
-                             f" {', '.join(type(t).__name__ for t in items)}, not tensors only")
-        self.functions.setdefault(line, cls.__qualname__)
-        target = function_op(cls, args, kwargs, many)
-        leaves = [v for v in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
-        real = _device(leaves, self.device) if self.meta else leaves
-        arg_refs = self.ref(real)
-        live = any(r.live for r in refs(arg_refs))
-        packet = target.overloadpacket.__name__
-        k = self.counts[packet] = self.counts.get(packet, 0) + 1
-        node = Node(f"{packet}_{k}", "call", target, (arg_refs,), {}, value=out if not many else tuple(items),
-                    stack=tuple(self.stack), live=live, line=line if live else "")
-        if not many:
-            self.add(node, out)
-            return out
-        self.nodes.append(node)
-        self.keep.append(out)
-        for j, item in enumerate(items):
-            self.add(Node(f"getitem_{len(self.nodes)}", "call", operator.getitem, (node, j), {}, value=item,
-                          stack=tuple(self.stack), live=live), item)
-        return out
-
-    def real_values(self, value: Any, packet: str) -> Any:
-        if isinstance(value, torch.Tensor):
-            if value.device.type != "meta":
-                return value
-            if id(value) not in self.real:
-                raise _NeedValues(f"{packet} computes indices from values recorded without them")
-            return self.real[id(value)]
-        if isinstance(value, tuple):
-            return tuple(self.real_values(v, packet) for v in value)
-        if isinstance(value, list):
-            return [self.real_values(v, packet) for v in value]
-        if isinstance(value, dict):
-            return {k: self.real_values(v, packet) for k, v in value.items()}
-        return value
-
-    def functional(self, func: Any, args: tuple[Any, ...]) -> Any:
-        name = func.overloadpacket.__name__
-        base = name[:-1] if name.endswith("_") and not name.startswith("_") else None
-        mutated = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if base is None or mutated is None or not func._schema.arguments[0].alias_info \
-                or any(a.alias_info and a.alias_info.is_write for a in func._schema.arguments[1:]):
-            raise Unsupported(f"{func} mutates its arguments")
-        root = mutated if mutated._base is None else mutated._base
-        if id(root) in self.input_of:
-            self.inputs_written.add(self.input_of[id(root)])
-        held = self.state.get(id(root))
-        if held is not None and not held[0].endswith("num_batches_tracked"):  # a parameter: under the model's no_grad
-            (self.params_written if held[1] else self.buffers_written).setdefault(held[0], user_line() or "?")
-        if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
-            raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
-        packet = getattr(torch.ops.aten, base, None)
-        overload = getattr(packet, func._overloadname, None) if packet is not None else None
-        if overload is None and func._overloadname == "Tensor" and packet is not None:
-            overload = _same_arguments(func, getattr(packet, "default", None))  # floor_divide_.Tensor: floor_divide
-        if overload is None:
-            raise Unsupported(f"{func} has no functional version")
-        previous = self.by_id.get(id(mutated))
-        if previous is not None and (not isinstance(previous.value, torch.Tensor) or _shares(previous.value, mutated)) \
-                and not self._frozen_by_write(mutated):
-            previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
-        return overload
-
-    def _frozen_by_write(self, mutated: torch.Tensor) -> bool:
-        """Whether :meth:`write` records this write into a recorded view of a tensor (not on meta, some entries): its
-        :meth:`freeze` keeps the view's recorded value before the model writes, as a view of memory the model never
-        sees where it can (longformer: the slice written of a (8, 2, 256, 513) score tensor, 54 MB of copies a
-        trace), so :meth:`functional` need not copy it first."""
-        root = mutated._base
-        return root is not None and not self.meta and bool(mutated.numel()) \
-            and any(v is mutated for v in self.views.get(id(root), ()))
-
-    def emit(self, op: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Run ``op`` on recorded tensors and record it (the operations an in-place write stands for)."""
-        return self.known(op, op(*args, **kwargs), *args, **kwargs)
-
-    def known(self, op: Any, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Record ``op`` on recorded tensors, whose result ``value`` is known (:func:`ncd.trace.writes.write_back`)."""
-        out = value
-        arg_refs, kwarg_refs = self.ref((args, kwargs))
-        live = any(r.live for r in refs((arg_refs, kwarg_refs)))
-        packet = op.overloadpacket.__name__
-        k = self.counts[packet] = self.counts.get(packet, 0) + 1
-        self.add(Node(f"{packet}_{k}", "call", op, arg_refs, kwarg_refs, value=out, stack=tuple(self.stack), live=live,
-                      line=user_line() if live else ""), out)
-        return out
-
-
-def _same_arguments(inplace: Any, functional: Any) -> Any:
-    """``functional`` if it takes the arguments of ``inplace`` (same names and types, in order), else ``None``: the
-    functional form of an in-place op whose overload is named otherwise (``floor_divide_.Tensor`` and
-    ``floor_divide.default`` both take ``(Tensor self, Tensor other)``)."""
-    if functional is None:
-        return None
-    ours, theirs = inplace._schema.arguments, functional._schema.arguments
-    same = len(ours) == len(theirs) and all(a.name == b.name and str(a.type) == str(b.type) for a, b in zip(ours, theirs))
-    return functional if same else None
