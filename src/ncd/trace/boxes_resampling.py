@@ -172,3 +172,37 @@ def cdist(conv: Converter, node: Node) -> None:
         woven = Weave(woven, axis, (0, 0), (0,))
     (vid,) = conv.emit(woven, [vx, vy], list(woven.cod))
     _same_wires(conv, node, vid)
+
+
+@rule("aten.affine_grid_generator")
+def affine_grid(conv: Converter, node: Node) -> None:
+    """``F.affine_grid(θ, size, align_corners)``: one ``AffineGrid`` box woven over ``θ``'s batch, the grid's spatial
+    wires new (named by their sizes, apart from the batch and ``θ``'s), its coordinates ``θ``'s rows."""
+    from ncd.ir.axes import Axis
+    from ncd.ir.diagram import Weave
+    from ncd.prims.affine import AffineGridOp
+
+    theta, shape, corners = (list(node.args) + [None] * 3)[:3]
+    if not isinstance(theta, Node) or not isinstance(corners, bool) or not isinstance(shape, (list, tuple)) \
+            or not all(isinstance(s, int) for s in shape):
+        raise Decline("not a call on a tensor with a size")
+    vt = conv.value(theta)
+    st = conv.segs[vt]
+    n = len(shape) - 2
+    if n not in (2, 3) or st.dtype != "float" or len(st.axes) != 3 or [int(a.size) for a in st.axes] != [shape[0], n, n + 1] \
+            or len(set(st.names)) != 3:
+        raise Decline("not a batch of affine maps of a 2-d or 3-d grid")
+    batch, rows, columns = st.axes
+    taken = set(st.names)
+    spatial = []
+    for s in shape[2:]:
+        name = apart(conv.namer.fresh(int(s), None), taken)
+        taken.add(name)
+        spatial.append(Axis(name, sympy_int(s)))
+    try:
+        box = Box(AffineGridOp(Segment(tuple(spatial)), rows, columns, corners))
+    except Exception as error:  # noqa: BLE001 - a grid the box refuses stays opaque
+        raise Decline(str(error)) from None
+    woven = Weave(box, batch, (0,), (0,))
+    (vid,) = conv.emit(woven, [vt], list(woven.cod))
+    _same_wires(conv, node, vid)

@@ -141,6 +141,11 @@ def matmul(conv: Converter, node: Node) -> None:
     if _live(a) and weight is not None and weight.dim() == 2:
         _linear_2d(conv, node, a, weight.t(), None)
         return
+    if weight is not None and weight.dim() == 2 and _computed_constant(conv, a, node):
+        # a constant the forward makes through a learned matrix (SAM's grid of coordinates ``@`` its positional
+        # embedding): the learned map of that constant (the constant's value is what the model computed)
+        conv.bind(node, emit_linear(conv, node, conv.value(a), weight.t(), None))
+        return
     first = _weight(a) if isinstance(a, Node) and conv.learned(a) else None
     if _live(b) and first is not None and first.dim() == 2 and "bmm" not in str(node.target):
         # ``W @ x``: a linear map of x's second last axis (its last when x is a vector), woven over the others
@@ -150,6 +155,12 @@ def matmul(conv: Converter, node: Node) -> None:
         contract(conv, node, a, b)
         return
     raise Decline("not a learned map or a wiring of two values")
+
+
+def _computed_constant(conv: Converter, a: Any, node: Node) -> bool:
+    """Whether ``a`` is a constant float tensor of the product's dtype with values (not learned, not on ``meta``)."""
+    return (isinstance(a, Node) and not a.live and _tensor(a) and not conv.learned(a) and a.value.dim() >= 1
+            and a.value.is_floating_point() and a.value.dtype == node.value.dtype and a.value.device.type != "meta")
 
 
 def _linear_2d(conv: Converter, node: Node, x: Node, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
