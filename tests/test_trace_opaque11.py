@@ -121,3 +121,77 @@ def test_a_constant_times_a_learned_matrix_is_the_learned_map_of_the_constant() 
     torch.testing.assert_close(lowered(fresh), model(fresh), rtol=1e-6, atol=1e-6)
     weights = torch.linspace(-1, 1, 2 * 4 * 4 * 12).reshape(2, 4, 4, 12)
     _same_gradients(model, lowered, (model(fresh) * weights).sum(), (lowered(fresh) * weights).sum())
+
+
+class _Extrema(nn.Module):
+    """A graph network's max-aggregation (into zeros, without their own entries) and a min-aggregation with ties (rounded
+    sources) into rows of the messages themselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.message = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, m = x.shape
+        h = self.message(x)
+        at = targets[..., None].expand(b, t, m)
+        top = torch.zeros(b, 4, m).scatter_reduce(1, at, h, "amax", include_self=False)
+        return top, h[:, :4].scatter_reduce(1, at, (2 * h).round(), "amin")
+
+
+def test_scatter_reduce_amax_amin_are_boxes_equal_to_the_model_with_autograds_gradients() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = _Extrema()
+
+    def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(2, 6, 4, generator=g), torch.randint(0, 4, (2, 6), generator=g)
+
+    d = _trace(model, *inputs())
+    assert d.opaque_count == 0, d.opaque
+    assert sorted((b.prim.reduce, b.prim.include_self) for b in d.boxes() if b.prim.op == "scatter_extremum") == [
+        ("amax", False), ("amin", True)]
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = inputs()
+        for got, want in zip(lowered(*x), model(*x)):
+            assert torch.equal(got, want)  # the one scatter_reduce call, bit for bit
+    x = inputs()
+    w = torch.linspace(-1, 1, 32).reshape(2, 4, 4)
+    _same_gradients(model, lowered, sum((o * w).sum() for o in model(*x)), sum((o * w).sum() for o in lowered(*x)))
+    again = ncd.load_json(d.to_json())
+    lowered_again = again.to_torch()
+    lowered_again.load_state_dict(d.state_dict(lowered_again))
+    for got, want in zip(lowered_again(*x), model(*x)):
+        assert torch.equal(got, want)
+
+
+class _Flags(nn.Module):
+    """GLM-5's indexer: flags read at computed positions (``mask.gather``, ``mask[rows, i]``), and a top-k of no entries
+    (``topk(x, 0)``) whose sum is zeros."""
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = x.argsort(-1)[..., :3]
+        kept = m.gather(-1, i)
+        picked = (x > 0)[torch.arange(2)[:, None, None], i.clamp(0, 2)]
+        none = torch.topk(x, 0, -1)[0].sum(-1)
+        return torch.where(kept, x.gather(-1, i), 0.0), none + x.sum(-1), picked
+
+
+def test_flags_gathered_and_a_topk_of_nothing_are_no_opaque_box() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = _Flags()
+
+    def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(2, 3, 5, generator=g), torch.rand(2, 3, 5, generator=g) > 0.5
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, *inputs())
+    assert d.opaque_count == 0, d.opaque
+    assert not [w for w in caught if "failed" in str(w.message)], [str(w.message) for w in caught]
+    assert [b.prim.op for b in d.boxes()].count("gather") == 3
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = inputs()
+        for got, want in zip(lowered(*x), model(*x)):
+            assert got.dtype == want.dtype and torch.equal(got, want)

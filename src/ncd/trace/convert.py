@@ -164,8 +164,9 @@ class Converter(ModuleIdioms):
                 continue
             if node.value is None or isinstance(node.value, (bool, int, float)):
                 continue  # checks and asserts: no tensor comes out
-            if isinstance(node.value, torch.Tensor) and node.value.numel() == 0:
-                continue  # no entries (an empty slice): concatenations drop it, anything else draws it as a constant
+            if isinstance(node.value, torch.Tensor) and node.value.numel() == 0 or _all_empty(node.value):
+                continue  # no entries (an empty slice, topk(x, 0)): concatenations drop it, anything else draws it as
+                # a constant
             if op_name(node.target)[0] == "operator.getitem":
                 source, k = node.args
                 key = (id(source), k)
@@ -216,9 +217,13 @@ class Converter(ModuleIdioms):
                 return
         except Decline as error:
             self.rollback(mark)
+            if _reads_no_entries(node):
+                return  # its traced value, a constant (the sum of an empty tensor)
             self.declined(node, _rule_name(fn), error)
         except Exception as error:  # noqa: BLE001 - a rule's failure is an opaque box and a warning, never a crash
             self.rollback(mark)
+            if _reads_no_entries(node):
+                return
             self.failures.append((node, f"{type(error).__name__}: {_first_line(error)}"))
             self.declined(node, _rule_name(fn), error)
         mark = self.mark()
@@ -349,3 +354,17 @@ class Converter(ModuleIdioms):
                 self._picked[key] = vid
             else:
                 self.values[key] = vid
+
+
+def _all_empty(value: Any) -> bool:
+    """Whether ``value`` is a tuple or list of tensors without entries (``topk(x, 0)``'s values and positions)."""
+    return isinstance(value, (tuple, list)) and bool(value) and all(
+        isinstance(v, torch.Tensor) and v.numel() == 0 for v in value)
+
+
+def _reads_no_entries(node: Node) -> bool:
+    """Whether every value from the inputs ``node`` reads holds no entries (``x[:, :0].sum(-1)``, ``F.pad`` of an
+    empty tensor): its result depends on their shapes only, fixed at trace time, so its traced value is exact."""
+    live = [r for r in refs((node.args, node.kwargs)) if r.live]
+    return bool(live) and all(isinstance(r.value, torch.Tensor) and r.value.numel() == 0 or _all_empty(r.value)
+                              for r in live)

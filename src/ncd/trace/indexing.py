@@ -284,8 +284,8 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
     indices = _mask_positions(indices)
     live = [k for k, i in enumerate(indices) if isinstance(i, Node) and i.live]
     if not (isinstance(x, Node) and (x.live or live) and isinstance(x.value, torch.Tensor)
-            and (x.value.is_floating_point() or _integer(x.value))):
-        raise Decline("not a float or integer tensor")
+            and (x.value.is_floating_point() or _integer(x.value) or x.value.dtype == torch.bool)):
+        raise Decline("not a float, integer or bool tensor")
     fixed = _fixed_positions(x, indices) if not live else None
     if fixed is None and (len(live) != 1 or live[0] != len(indices) - 1):
         raise Decline("not one index tensor, last")
@@ -327,7 +327,7 @@ def read_at(conv: Converter, node: Node, wraps: bool) -> None:
             names.append(n)
     vi = _retag(conv, vi, names, pshape, size)
     axis, held = conv.segs[vx].axes[d], conv.segs[vx]
-    if held.dtype not in ("float", "index"):
+    if held.dtype not in ("float", "index", "bool"):
         raise Decline(f"entries drawn as '{held}'")
     own = conv.segs[vi].axes[1:] if rows else conv.segs[vi].axes if not diagonal else ()
     # integers keep their range (LayoutLM's and Bros's box coordinates read at constant columns: ``bbox[:, :, [0, 1, 2, 1]]``)

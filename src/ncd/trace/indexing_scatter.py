@@ -55,17 +55,41 @@ def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "")
 def scatter_reduce(conv: Converter, node: Node) -> None:
     """``torch.scatter_add(x, dim, i, s)`` (a GNN's messages summed at their targets; ``scatter_reduce(x, dim, i, s,
     "sum")``) with a source of the positions' shape: a :class:`~ncd.prims.writes.ScatterWriteOp` adding them,
-    lowered as ``scatter_add``.  The other reductions (``prod``, ``mean``, ``amax``, ``amin``) stay opaque."""
+    lowered as ``scatter_add``; ``"amax"``/``"amin"`` a :class:`~ncd.prims.scatter_extremum.ScatterExtremumOp`
+    (``"mean"`` is :mod:`ncd.trace.boxes_composed`'s; ``"prod"`` stays opaque)."""
     packet = node.target.name().split("::")[1]
     given = dict(zip(("reduce", "include_self"), node.args[4:])) | dict(node.kwargs)
     reduce = "sum" if packet == "scatter_add" else given.get("reduce")
     include_self = given.get("include_self", True)
-    if len(node.args) < 4 or reduce != "sum" or include_self is not True:
-        raise Decline("not a scatter adding a source into x")
-    source = node.args[3]
+    source = node.args[3] if len(node.args) > 3 else None
     if not (isinstance(source, Node) and isinstance(source.value, torch.Tensor) and source.value.dim() > 0):
         raise Decline("a scatter of no tensor")
+    if reduce in ("amax", "amin") and isinstance(include_self, bool) and not set(given) - {"reduce", "include_self"}:
+        _scatter_extremum(conv, node, source, reduce, include_self)
+        return
+    if reduce != "sum" or include_self is not True:
+        raise Decline("not a scatter adding a source into x, nor its largest or smallest entries")
     _scatter_source(conv, node, source, "sum")
+
+
+def _scatter_extremum(conv: Converter, node: Node, source: Node, reduce: str, include_self: bool) -> None:
+    """``scatter_reduce(x, dim, i, s, "amax" | "amin", include_self)`` of floats, ``s`` of the positions' shape: a
+    :class:`~ncd.prims.scatter_extremum.ScatterExtremumOp`."""
+    from ncd.prims.scatter_extremum import ScatterExtremumOp
+
+    x, positions = node.args[0], node.args[2]
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
+            and source.value.dtype == x.value.dtype and isinstance(positions, Node)
+            and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
+        raise Decline("not floats and a source of their dtype and the positions' shape")
+    vx, vi, at, nx = _along(conv, node)
+    names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
+    vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
+    d = int(node.args[1]) % len(nx)
+    out = conv.apply(Box(ScatterExtremumOp(conv.segs[vx].axes[d], at, reduce, include_self)), [vx, vi, vs])
+    if conv.names(out) != nx:
+        raise Decline(f"the wires come out as '{conv.segs[out]}'")
+    conv.bind(node, out)
 
 
 @rule("aten.index_add", "aten.index_copy")
@@ -117,8 +141,8 @@ def _along(conv: Converter, node: Node) -> tuple[int, int, Segment, list[str]]:
     if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (
             x.value.is_floating_point() or _integer(x.value) and ("gather" in node.target.name()
                                                                   or "scatter_add" in node.target.name())
-            or x.value.dtype == torch.bool and "scatter" in node.target.name())):
-        raise Decline("not a float tensor (or integers gathered or added, flags scattered)")
+            or x.value.dtype == torch.bool and ("scatter" in node.target.name() or "gather" in node.target.name()))):
+        raise Decline("not a float tensor (or integers gathered or added, flags scattered or gathered)")
     if not (isinstance(positions, Node) and (positions.live or x.live) and _integer(positions.value)
             and positions.value.device.type != "meta"):
         raise Decline("positions not an integer tensor (live, or constant positions of a live tensor)")
@@ -158,7 +182,7 @@ def gather(conv: Converter, node: Node) -> None:
     vx, vi, positions, _ = _along(conv, node)
     seg = conv.segs[vx]
     d = int(node.args[1]) % len(seg.axes)
-    if seg.dtype not in ("float", "index"):
+    if seg.dtype not in ("float", "index", "bool"):
         raise Decline(f"a gather of {seg.dtype} entries")
     out = conv.apply(Box(GatherOp(seg.axes[d], positions, seg.dtype, seg.range, wraps=False)), [vx, vi])
     if conv.names(out) != conv.names(vi):
