@@ -195,3 +195,33 @@ def test_flags_gathered_and_a_topk_of_nothing_are_no_opaque_box() -> None:
         x = inputs()
         for got, want in zip(lowered(*x), model(*x)):
             assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+class _Similar(nn.Module):
+    """``F.cosine_similarity`` of a projection and its roll along the features' wire, and of the input and the
+    projection along the tokens (a middle dim) with a large ``eps``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.project(x)
+        return F.cosine_similarity(h, h.roll(1, 1), dim=-1) \
+            + F.cosine_similarity(x, h, dim=1, eps=0.5).mean(-1, keepdim=True)
+
+
+def test_cosine_similarity_is_one_box_equal_to_the_model_with_autograds_gradients() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = _Similar()
+    d = _trace(model, torch.randn(2, 5, 4, generator=g))
+    assert d.opaque_count == 0, d.opaque
+    assert [b.prim.op for b in d.boxes()].count("cosine_similarity") == 2
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = torch.randn(2, 5, 4, generator=g)
+        assert torch.equal(lowered(x), model(x))  # the one call, bit for bit
+    w = torch.linspace(-1, 1, 10).reshape(2, 5)
+    _same_gradients(model, lowered, (model(x) * w).sum(), (lowered(x) * w).sum())
+    back = ncd.backward(d)
+    assert "cosine_similarity_grad" in {b.prim.op for b in back.boxes()}

@@ -102,3 +102,38 @@ error("cdist_grad", "names", lambda: CDistGradOp(parse_axis("i"), parse_axis("i"
       r"need names of their own", ParseError)
 error("cdist", "names", lambda: CDistOp(parse_axis("i"), parse_axis("j"), parse_axis("j")), r"need names of their own",
       ParseError)
+
+
+# -- cosine similarity (F.cosine_similarity) ---------------------------------------------------------------------------
+from ncd.prims.distance import CosineSimilarity, CosineSimilarityGradOp, CosineSimilarityOp  # noqa: E402
+
+sample("cosine_similarity", "rows", lambda: ncd.Identity.of("t m, t m") >> CosineSimilarity("m"), {"t": 4, "m": 3},
+       lambda p, x: F.cosine_similarity(x[0], x[1], dim=-1))
+# one vector compared with every row (woven on the first input only), a large eps (the clamp shows)
+sample("cosine_similarity", "broadcast-eps", lambda: ncd.Identity.of("t m, m") >> CosineSimilarity("m", eps=0.5),
+       {"t": 4, "m": 3}, lambda p, x: F.cosine_similarity(x[0], x[1][:, None], dim=-1, eps=0.5), cod="t")
+error("cosine_similarity", "eps", lambda: CosineSimilarity("m", eps=-1.0), r"eps=-1.0 must be a number >= 0", ParseError)
+
+
+def _similarity_gradients(p: dict[str, torch.Tensor], x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b, g = x
+    a, b = a.detach().requires_grad_(), b.detach().requires_grad_()
+    return torch.autograd.grad(F.cosine_similarity(a, b, dim=-1, eps=0.3), (a, b), g)
+
+
+def _with_zero(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+    """A zero vector (the norm's gradient is 0 there) and a short one (under eps: the clamp)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 3, generator=g)
+    a[0, 1] = 0.0
+    b[1, 2] *= 0.01
+    return a, b, torch.randn(2, 4, generator=g)
+
+
+sample("cosine_similarity_grad", "zero-and-short", lambda: ncd.Identity.of("t m:3, t m:3, t")
+       >> Box(CosineSimilarityGradOp(parse_axis("m:3"), 0.3)), {"t": 4}, _similarity_gradients, inputs=_with_zero,
+       grad=False, atol=1e-6)
+error("cosine_similarity_grad", "eps", lambda: CosineSimilarityGradOp(parse_axis("m"), float("inf")),
+      r"eps=inf must be a number >= 0", ParseError)
+error("cosine_similarity", "eps-type", lambda: CosineSimilarityOp(parse_axis("m"), True), r"eps=True must be",
+      ParseError)

@@ -8,8 +8,14 @@
 * Its backward (:class:`CDistGradOp`, ``∂``) gives both inputs' gradients from the inputs, the distances and the
   cotangent (ATen's ``_cdist_backward``, once per input).
 
-Mimi's and EnCodec's residual vector quantisers call it once per codebook; it was an opaque box.  One module holds
-every rule of the family.
+Mimi's and EnCodec's residual vector quantisers call it once per codebook; it was an opaque box.
+
+* ``CosineSimilarity("m")``: ``"m, m -> "``, ``F.cosine_similarity`` of two vectors (each divided by its norm clamped
+  at ``eps``, then their dot product), woven over the other wires (on either input or both: torch broadcasts them).
+  It lowers to the one call; its backward (:class:`CosineSimilarityGradOp`) is autograd's formula (the clamp is
+  outside the gradient: the norm's own gradient, 0 where a vector is 0).
+
+One module holds every rule of the family.
 
 >>> import ncd, torch
 >>> d = ncd.Identity.of("b i m, j m") >> CDist("i m", "j m")
@@ -41,7 +47,7 @@ if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
     from ncd.torch.rules import RuleContext
 
-__all__ = ["CDistOp", "CDistGradOp", "CDist"]
+__all__ = ["CDistOp", "CDistGradOp", "CDist", "CosineSimilarityOp", "CosineSimilarityGradOp", "CosineSimilarity"]
 
 #: torch.cdist's default ``compute_mode``: ``p = 2`` past this many rows or columns is a matrix product
 MM_ABOVE = 25
@@ -189,6 +195,126 @@ def draw_cdist(prim: CDistOp, ctx: Layout, box: Box) -> Frag:
     from ncd.render.typeset import typeset_text
 
     return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), name=prim.op)
+
+
+# -- cosine similarity -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CosineSimilarityOp(Primitive):
+    """``Σ_axis (x / max(‖x‖, eps)) (y / max(‖y‖, eps))``: ``axis, axis -> ()`` (``F.cosine_similarity``)."""
+
+    axis: Axis
+    eps: float = 1e-8
+
+    op: ClassVar[str] = "cosine_similarity"
+    family: ClassVar[str] = "distance"
+    kind: ClassVar[Kind] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps >= 0 \
+                or math.isinf(self.eps):
+            raise ParseError(f"cosine similarity over {self.axis.name}: eps={self.eps!r} must be a number >= 0")
+        object.__setattr__(self, "eps", float(self.eps))
+
+    def signature(self) -> tuple[Type, Type]:
+        seg = Segment((self.axis,))
+        return Type((seg, seg)), Type((Segment(()),))
+
+    def label(self) -> str:
+        return "cos∠"
+
+    def hint(self) -> str:
+        return "similarity"
+
+
+@dataclass(frozen=True)
+class CosineSimilarityGradOp(CosineSimilarityOp):
+    """The backward of :class:`CosineSimilarityOp` (same fields): ``(x, y, cotangent) -> (∂x, ∂y)``."""
+
+    op: ClassVar[str] = "cosine_similarity_grad"
+    family: ClassVar[str] = "derivative"
+
+    def signature(self) -> tuple[Type, Type]:
+        seg = Segment((self.axis,))
+        return Type((seg, seg, Segment(()))), Type((seg, seg))
+
+    def label(self) -> str:
+        return "∂cos∠"
+
+    def hint(self) -> str:
+        return "d_similarity"
+
+
+def CosineSimilarity(axis: str | Axis, eps: float = 1e-8) -> Box:
+    """``F.cosine_similarity`` of two vectors along ``axis``."""
+    from ncd.ir.axes import parse_axis
+
+    return Box.make(CosineSimilarityOp(parse_axis(axis) if isinstance(axis, str) else axis, eps))
+
+
+@LOWERING.rule(CosineSimilarityOp)
+def lower_cosine_similarity(prim: CosineSimilarityOp, ctx: RuleContext) -> list[str]:
+    """The one ``F.cosine_similarity`` call on the last dim (the woven wires in front: torch broadcasts them)."""
+    x, y = ctx.args
+    return [f"F.cosine_similarity({x.var}, {y.var}, dim=-1, eps={prim.eps!r})"]
+
+
+@LOWERING.rule(CosineSimilarityGradOp)
+def lower_cosine_similarity_grad(prim: CosineSimilarityGradOp, ctx: RuleContext) -> list[str]:
+    """Autograd's gradients of ``F.cosine_similarity`` on the inputs broadcast together: through each quotient
+    ``x / max(‖x‖, eps)`` and the norm's own gradient (0 where the norm is 0)."""
+    x, y, g = (v.var for v in ctx.args)
+    xs, norms, clamped, grads = (ctx.em.fresh(n) for n in ("pair", "norms", "clamped", "grads"))
+    ctx.em.line(f"{xs} = torch.broadcast_tensors({x}, {y})")
+    ctx.em.line(f"{norms} = [torch.linalg.vector_norm(v, dim=-1, keepdim=True) for v in {xs}]")
+    ctx.em.line(f"{clamped} = [n.clamp_min({prim.eps!r}) for n in {norms}]")
+    ctx.em.line(f"{grads} = [{g}.unsqueeze(-1) * (w / c) for w, c in zip(reversed({xs}), reversed({clamped}))]")
+    out = [f"{grads}[{k}] / {clamped}[{k}] + {xs}[{k}] * ((-({grads}[{k}] * {xs}[{k}] / {clamped}[{k}] ** 2)).sum(-1,"
+           f" keepdim=True) / {norms}[{k}]).masked_fill({norms}[{k}] == 0, 0)" for k in (0, 1)]
+    return out
+
+
+@COST.rule(CosineSimilarityOp)
+def cost_cosine_similarity(prim: CosineSimilarityOp, ctx: CostContext) -> list[Tensor]:
+    """The FLOP counter sees none; autograd keeps both inputs (broadcast: as read), their norms, the clamped norms and
+    the two quotients."""
+    x, y = ctx.inputs
+    out = ctx.output(0)
+    n = ctx.numel() * prim.axis.size
+    if ctx.grad:
+        norm = list(ctx.out_axes[0])
+        full = [*norm, prim.axis]
+        ctx.save(x, y, *(ctx.new(norm, grad=False) for _ in range(4)), ctx.new(full), ctx.new(full))
+    ctx.other(6 * n, 12 * n if ctx.grad else sympy.Integer(0))
+    return [out]
+
+
+@COST.rule(CosineSimilarityGradOp)
+def cost_cosine_similarity_grad(prim: CosineSimilarityGradOp, ctx: CostContext) -> list[Tensor]:
+    """Two new tensors, nothing kept (no second derivatives)."""
+    ctx.other(12 * ctx.inputs[2].numel * prim.axis.size, sympy.Integer(0))
+    return [ctx.output(0), ctx.output(1)]
+
+
+@BACKWARD.rule(CosineSimilarityOp)
+def backward_cosine_similarity(prim: CosineSimilarityOp, box: Box, builder: object) -> BoxBackward:
+    """Both gradients from the stored inputs and the cotangent: one ``∂`` box."""
+    return BoxBackward((("in", 0), ("in", 1)), Box(CosineSimilarityGradOp(prim.axis, prim.eps)))
+
+
+BACKWARD.unsupported(CosineSimilarityGradOp, SECOND_ORDER)
+
+
+@DRAWING.rule(CosineSimilarityOp, CosineSimilarityGradOp)
+def draw_cosine_similarity(prim: CosineSimilarityOp, ctx: Layout, box: Box) -> Frag:
+    """A box labelled ``cos∠`` (the cosine of the angle between the two vectors)."""
+    from ncd.render.pictograms import generic_box
+    from ncd.render.typeset import typeset_text
+
+    return generic_box(ctx, box.dom, box.cod, typeset_text(prim.label()), name=prim.op)
+
+
+IMPORT.known(CosineSimilarityOp, aten=("aten.cosine_similarity",), by="ncd.trace.boxes_resampling")
+IMPORT.unsupported(CosineSimilarityGradOp, NOT_TRACED)
 
 
 # -- import recognition: ncd.trace.boxes_resampling --------------------------------------------------------------------

@@ -206,3 +206,38 @@ def affine_grid(conv: Converter, node: Node) -> None:
     woven = Weave(box, batch, (0,), (0,))
     (vid,) = conv.emit(woven, [vt], list(woven.cod))
     _same_wires(conv, node, vid)
+
+
+@rule("aten.cosine_similarity")
+def cosine_similarity(conv: Converter, node: Node) -> None:
+    """``F.cosine_similarity(x, y, dim, eps)`` of two float tensors of one shape: one ``CosineSimilarity`` box on the
+    wire ``dim``, woven over the others on both inputs (``y`` read under ``x``'s names: torch pairs them by
+    position)."""
+    from ncd.ir.diagram import Weave
+    from ncd.prims.distance import CosineSimilarityOp
+
+    x, y = node.args[0], node.args[1]
+    given = dict(zip(("dim", "eps"), node.args[2:])) | dict(node.kwargs)
+    dim, eps = given.get("dim", 1), given.get("eps", 1e-8)
+    if not (isinstance(x, Node) and isinstance(y, Node)) or not isinstance(dim, int) or set(given) - {"dim", "eps"} \
+            or isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise Decline("not two tensors along a dim")
+    vx, vy = conv.value(x), conv.value(y)
+    sx, sy = conv.segs[vx], conv.segs[vy]
+    shape = [int(a.size) for a in sx.axes]
+    if sx.dtype != "float" or sy.dtype != "float" or not shape or shape != [int(a.size) for a in sy.axes] \
+            or len(set(sx.names)) != len(sx.names) or x.value.dtype != y.value.dtype:
+        raise Decline("not two float tensors of one shape")
+    if list(sy.names) != list(sx.names):
+        vy = conv.view(vy, list(sx.names), tuple(shape))
+    d = dim % len(shape)
+    try:
+        woven: Box | Weave = Box(CosineSimilarityOp(sx.axes[d], float(eps)))
+    except Exception as error:  # noqa: BLE001 - a similarity the box refuses stays opaque
+        raise Decline(str(error)) from None
+    for k in reversed(range(len(shape))):  # (the wires after ``dim`` behind it on the inputs)
+        if k != d:
+            at = 0 if k < d else 1
+            woven = Weave(woven, sx.axes[k], (at, at), (0,))
+    (vid,) = conv.emit(woven, [vx, vy], list(woven.cod))
+    _same_wires(conv, node, vid)
