@@ -225,3 +225,34 @@ def test_cosine_similarity_is_one_box_equal_to_the_model_with_autograds_gradient
     _same_gradients(model, lowered, (model(x) * w).sum(), (lowered(x) * w).sum())
     back = ncd.backward(d)
     assert "cosine_similarity_grad" in {b.prim.op for b in back.boxes()}
+
+
+class _Codebooks(nn.Module):
+    """``torch.cdist`` of tensors of different ranks, broadcast as torch does: tokens against a shared codebook, a
+    codebook's first entries against the tokens (``p = 1``), and one more leading wire of size 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = nn.Linear(4, 4)
+        self.code = nn.Parameter(torch.randn(7, 4))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.project(x)
+        near = torch.cdist(h, self.code).sum(-1) + torch.cdist(self.code[:3], h, p=1.0).sum(1)
+        return near, torch.cdist(h[None], h)
+
+
+def test_cdist_of_different_ranks_is_one_box_each_equal_to_the_model() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = _Codebooks()
+    d = _trace(model, torch.randn(2, 5, 4, generator=g))
+    assert d.opaque_count == 0, d.opaque
+    assert [b.prim.op for b in d.boxes()].count("cdist") == 3
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = torch.randn(2, 5, 4, generator=g)
+        for got, want in zip(lowered(x), model(x)):
+            assert torch.equal(got, want)
+    w = [torch.linspace(-1, 1, 10).reshape(2, 5), torch.linspace(-1, 1, 50).reshape(1, 2, 5, 5)]
+    _same_gradients(model, lowered, sum((o * v).sum() for o, v in zip(model(x), w)),
+                    sum((o * v).sum() for o, v in zip(lowered(x), w)))

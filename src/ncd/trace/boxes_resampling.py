@@ -154,13 +154,23 @@ def cdist(conv: Converter, node: Node) -> None:
         raise Decline("not two tensors under torch's default compute mode")
     vx, vy = conv.value(x), conv.value(y)
     sx, sy = conv.segs[vx], conv.segs[vy]
-    if sx.dtype != "float" or sy.dtype != "float" or len(sx.axes) < 2 or len(sx.axes) != len(sy.axes) \
-            or [int(a.size) for a in sx.axes[:-2]] != [int(a.size) for a in sy.axes[:-2]] \
-            or len(set(sx.names)) != len(sx.names):
-        raise Decline("not two float tensors of the same batch")
+    rx, ry = len(sx.axes), len(sy.axes)
+    if sx.dtype != "float" or sy.dtype != "float" or min(rx, ry) < 2 \
+            or [int(a.size) for a in sx.axes[:-2]][max(rx - ry, 0):] != [int(a.size) for a in sy.axes[:-2]][max(ry - rx, 0):] \
+            or len(set(sx.names)) != rx or len(set(sy.names)) != ry:
+        raise Decline("not two float tensors of one batch (the shorter's the longer's last)")
+    # the batch wires torch pairs (right-aligned) under the longer's names; the shorter's rows apart from them
+    longer = sx if rx >= ry else sy
+    batch = list(longer.names[:-2])
     taken = {*sx.names, *sy.names}
-    row = sy.names[-2] if sy.names[-2] not in sx.names else apart(sy.names[-2], taken)
-    names = [*sx.names[:-2], row, sx.names[-1]]
+    if rx < ry:  # (its rows and features apart from the batch wires it now reads)
+        names = [*batch[ry - rx:], *(apart(n, taken) if n in batch else n for n in sx.names[-2:])]
+        taken.update(names)
+        if names != list(sx.names):
+            vx = conv.view(vx, names, tuple(int(a.size) for a in sx.axes))
+            sx = conv.segs[vx]
+    row = sy.names[-2] if sy.names[-2] not in sx.names and sy.names[-2] not in batch else apart(sy.names[-2], taken)
+    names = [*batch[max(rx - ry, 0):], row, sx.names[-1]]
     if names != list(sy.names):
         vy = conv.view(vy, names, tuple(int(a.size) for a in sy.axes))
         sy = conv.segs[vy]
@@ -168,8 +178,9 @@ def cdist(conv: Converter, node: Node) -> None:
         woven: Box | Weave = Box(CDistOp(sx.axes[-2], sy.axes[-2], sx.axes[-1], float(p)))
     except Exception as error:  # noqa: BLE001 - a distance the box refuses stays opaque
         raise Decline(str(error)) from None
-    for axis in reversed(sx.axes[:-2]):
-        woven = Weave(woven, axis, (0, 0), (0,))
+    for k in reversed(range(len(batch))):  # a wire the shorter lacks is woven on the longer only
+        on_x, on_y = k >= len(batch) - (rx - 2), k >= len(batch) - (ry - 2)
+        woven = Weave(woven, longer.axes[k], (0 if on_x else None, 0 if on_y else None), (0,))
     (vid,) = conv.emit(woven, [vx, vy], list(woven.cod))
     _same_wires(conv, node, vid)
 
