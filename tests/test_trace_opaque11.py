@@ -256,3 +256,34 @@ def test_cdist_of_different_ranks_is_one_box_each_equal_to_the_model() -> None:
     w = [torch.linspace(-1, 1, 10).reshape(2, 5), torch.linspace(-1, 1, 50).reshape(1, 2, 5, 5)]
     _same_gradients(model, lowered, sum((o * v).sum() for o, v in zip(model(x), w)),
                     sum((o * v).sum() for o, v in zip(lowered(x), w)))
+
+
+class _Unpool(nn.Module):
+    """SegNet's decoder: the positions of a max pooling, its values scaled and written back at them
+    (``F.max_unpool2d``), on a plane and (``max_unpool3d``) a volume."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.conv = (nn.Conv2d if n == 2 else nn.Conv3d)(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        pool, unpool = (F.max_pool2d, F.max_unpool2d) if self.n == 2 else (F.max_pool3d, F.max_unpool3d)
+        p, i = pool(h, 2, return_indices=True)
+        return unpool(p * 2, i, 2, output_size=h.shape[2:])
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_max_unpool_is_a_scatter_equal_to_the_model(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    model, shape = _Unpool(n), (2, 3, *[4] * n)
+    d = _trace(model, torch.randn(*shape, generator=g))
+    assert not any("unpool" in op for op, _ in d.opaque), d.opaque
+    assert "scatter_write" in {b.prim.op for b in d.boxes()}
+    lowered = d.to_torch()
+    for _ in range(3):
+        x = torch.randn(*shape, generator=g)
+        assert torch.equal(lowered(x), model(x))
+    w = torch.linspace(-1, 1, 2 * 3 * 4 ** n).reshape(shape)
+    _same_gradients(model, lowered, (model(x) * w).sum(), (lowered(x) * w).sum())

@@ -10,7 +10,8 @@ own operator, as :mod:`ncd.trace.boxes_definitions` draws ``nansum``):
 * ``block_diag(t₁, …)`` is each block padded with zeros to the full width, joined along the rows;
 * ``scatter_reduce(..., "mean")`` is ATen's sum then division by the count; ``index_add(..., alpha=a)`` the source
   scaled by ``a`` then added;
-* ``isin(x, t)`` is ``x`` compared with every entry of ``t``, ``any`` over them.
+* ``isin(x, t)`` is ``x`` compared with every entry of ``t``, ``any`` over them;
+* ``max_unpool2d(x, i, size)`` (``3d``) is zeros with each channel's spatial wires flattened, ``x`` scattered there.
 
 Each part is a step whose value is computed from the recorded operands; where the recording holds values the last one
 is checked against the recorded result (bit for bit, ``var_mean``'s mean to rounding: ATen's one-pass mean may round
@@ -302,3 +303,29 @@ def isin(conv: Converter, node: Node) -> None:
     _same(made[-1], node.value)
     _finish(conv, node, made[-1], made)
 
+
+
+@rule("aten.max_unpool2d", "aten.max_unpool3d")
+def max_unpool(conv: Converter, node: Node) -> None:
+    """``F.max_unpool2d(x, i, output_size)`` (3d alike), as ATen computes it: zeros of the output's shape with each
+    channel's spatial wires flattened, ``x``'s entries written at the positions ``i`` (``scatter`` along them), viewed
+    back as the image."""
+    x, positions, size = (list(node.args) + [None] * 3)[:3]
+    if not (_float(x) and isinstance(positions, Node) and isinstance(positions.value, torch.Tensor)
+            and positions.value.dtype == torch.int64 and positions.value.shape == x.value.shape and x.value.dim() >= 3
+            and isinstance(node.value, torch.Tensor) and node.value.dtype == x.value.dtype):
+        raise Decline("not floats and their int64 positions of one shape")
+    n = 3 if "3d" in node.target.name() else 2
+    lead = tuple(int(s) for s in x.value.shape[:-n])
+    inner = int(torch.Size(x.value.shape[-n:]).numel())
+    outer = int(torch.Size(node.value.shape[-n:]).numel())
+    if tuple(int(s) for s in node.value.shape[:-n]) != lead:
+        raise Decline("another batch out")
+    made = [_call(conv, node, "values", aten.view.default, x, [*lead, inner]),
+            _call(conv, node, "positions", aten.view.default, positions, [*lead, inner])]
+    zeros = Node(f"{node.name}_zeros", "constant", value=torch.zeros(*lead, outer, dtype=x.value.dtype),
+                 source=node.source)
+    made.append(_call(conv, node, "unpooled", aten.scatter.src, zeros, -1, made[1], made[0]))
+    made.append(_call(conv, node, "image", aten.view.default, made[-1], [int(s) for s in node.value.shape]))
+    _same(made[-1], node.value)
+    _finish(conv, node, made[-1], made)
