@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError
-from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type, parse_axis
+from ncd.ir.axes import Axis, Segment, Type, TypeLike, parse_axis
 from ncd.ir.diagram import Box
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER, BoxBackward
@@ -99,14 +99,10 @@ class ScatterExtremumGradOp(ScatterExtremumOp):
 def ScatterExtremum(axis: str | Axis, positions: TypeLike = "", reduce: str = "amax", include_self: bool = True) -> Box:
     """The largest (``"amax"``) or smallest (``"amin"``) of a source's entries written along ``axis`` at the positions
     of an index segment (default: one position, ``[axis]``), and ``x``'s own (``include_self``)."""
+    from ncd.prims.writes import positions_along
+
     ax = parse_axis(axis) if isinstance(axis, str) else axis
-    if positions:
-        typ = as_type(positions)
-        pos = typ[0] if len(typ) == 1 else Segment(())
-        pos = Segment(pos.axes, "index", pos.range if pos.range is not None else ax.size)
-    else:
-        pos = Segment((), "index", ax.size)
-    return Box.make(ScatterExtremumOp(ax, pos, reduce, include_self))
+    return Box.make(ScatterExtremumOp(ax, positions_along(ax, positions), reduce, include_self))
 
 
 # -- lowering ----------------------------------------------------------------------------------------------------------

@@ -133,13 +133,17 @@ def ScatterWrite(axis: str | Axis, positions: TypeLike = "", reduce: str = "") -
     """Write a source's entries along ``axis`` at the positions of an index segment (default: one position,
     ``[axis]``): ``"t, j [t], j -> t"`` (``reduce``: add them, ``"sum"``, or reduce them with ``x``'s there)."""
     ax = parse_axis(axis) if isinstance(axis, str) else axis
-    if positions:
-        typ = as_type(positions)
-        pos = typ[0] if len(typ) == 1 else Segment(())
-        pos = Segment(pos.axes, "index", pos.range if pos.range is not None else ax.size)
-    else:
-        pos = Segment((), "index", ax.size)
-    return Box.make(ScatterWriteOp(ax, pos, reduce))
+    return Box.make(ScatterWriteOp(ax, positions_along(ax, positions), reduce))
+
+
+def positions_along(axis: Axis, positions: TypeLike = "") -> Segment:
+    """The index segment of positions along ``axis`` a scatter reads (``"j [t]"``; default: one position, ``[axis]``;
+    no range given: ``axis``'s size)."""
+    if not positions:
+        return Segment((), "index", axis.size)
+    typ = as_type(positions)
+    pos = typ[0] if len(typ) == 1 else Segment(())
+    return Segment(pos.axes, "index", pos.range if pos.range is not None else axis.size)
 
 
 IMPORT.known(ScatterWriteOp, by="ncd.trace.indexing")
