@@ -34,8 +34,10 @@ def traced(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module, ncd.Tr
 def test_decoding_equals_the_full_forward_at_every_position(traced: tuple[str, torch.nn.Module, ncd.TracedDiagram]) -> None:
     name, model, diagram = traced
     d = ncd.decode(diagram)
-    # grouped-query attention: the caches hold the 2 key/value heads, not the 4 query heads
-    assert all(s.segment.axes[1].size == 2 for s in d.sites), [str(s.segment) for s in d.sites]
+    # grouped-query attention: the caches hold the 2 key/value heads, not the 4 query heads (the values' cache in the
+    # order the einsum reads them, b tʹ g k: their crossing to heads is the einsum's order, ncd.trace.crossings)
+    assert all(dict(zip(s.segment.names, s.segment.sizes)).get("g") == 2 and 4 not in s.segment.sizes
+               for s in d.sites), [str(s.segment) for s in d.sites]
     run = d.lower(dtype=torch.float64)
     tokens = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
     full = diagram.to_torch(t=9).double()
@@ -84,7 +86,8 @@ def test_traced_mistral_sliding_window_decodes_equal_to_the_full_forward_and_gen
     with torch.no_grad():
         torch.testing.assert_close(diagram.to_torch()(tokens), model(tokens).logits, rtol=1e-4, atol=1e-5)
     d = ncd.decode(diagram)
-    assert all(s.segment.axes[1].size == 2 for s in d.sites), [str(s.segment) for s in d.sites]
+    assert all(dict(zip(s.segment.names, s.segment.sizes)).get("g") == 2 and 4 not in s.segment.sizes
+               for s in d.sites), [str(s.segment) for s in d.sites]  # (the values: b tʹ g k, as the einsum reads them)
     run = d.lower(dtype=torch.float64)
     longer = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -75,7 +75,8 @@ def test_gpt2_attention_is_drawn_as_the_papers_attention() -> None:
     model, args, _ = gpt2()
     d = round_trip(model.eval(), *args)
     einsums = [b.prim.spec() for b in d.boxes() if b.prim.op == "einsum"]
-    assert "b h t k, b h tʹ k -> b h t tʹ" in einsums and "b h t tʹ, b h tʹ k -> b h t k" in einsums
+    # the heads' crossings are the einsums' order of their axes (ncd.trace.crossings): q and k read as split, b t h k
+    assert "b t h k, b tʹ h k -> b h t tʹ" in einsums and "b h t tʹ, b tʹ h k -> b t h k" in einsums
     softmax = [b.prim.axis.name for b in d.boxes() if b.prim.op == "softmax"]
     assert softmax == ["tʹ"]  # over the key positions
     repeats = [n for n in d.walk() if isinstance(n, ncd.Repeat)]

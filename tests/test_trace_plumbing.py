@@ -54,8 +54,9 @@ def test_attention_heads_are_never_merged_with_the_batch() -> None:
     # the packed projection's q k v parts are slices of its width (plumbing_parts), then q, k, v: a split and a
     # crossing each; the output: a crossing and a merge before the output projection, which acts on the width alone
     # (18 boxes before: view, view, transpose, view; view, transpose and view for each of q, k, v, a renaming view for
-    # k and v; transpose, view, view; 10 with the parts' split and crossing before their selects)
-    assert _movements(d) == 8
+    # k and v; transpose, view, view; 10 with the parts' split and crossing before their selects); 8 while the crossings
+    # of q, k, v and of the output were boxes, now the einsums' order of their axes (ncd.trace.crossings)
+    assert _movements(d) == 4
     for t, b in ((5, 3), (7, 2), (4, 1)):
         y = torch.randn(t, b, 16)
         with torch.no_grad():
@@ -68,7 +69,7 @@ def test_a_transformer_layer_draws_fewer_boxes_and_equals_the_model() -> None:
     (read as a padding mask of the input, :mod:`ncd.trace.attention`); the input projection is applied before the
     batch-first transpose, its q k v parts are slices of its width (the transpose joins their runs), and the output
     projection after its output's crossing and merge, which join the transposes around it: 9 movement boxes where
-    there were 25."""
+    there were 25; 5 since the crossings of q, k, v and of the output are the einsums' order of their axes."""
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
@@ -87,7 +88,7 @@ def test_a_transformer_layer_draws_fewer_boxes_and_equals_the_model() -> None:
     pad = torch.zeros(2, 6, dtype=torch.bool)
     pad[1, 4:] = True
     d = _trace(wrapped, x, pad)
-    assert _movements(d) == 9
+    assert _movements(d) == 5
     fresh = torch.randn(2, 6, 16)
     with torch.no_grad():
         for y in (x, fresh):

@@ -380,8 +380,10 @@ def attention_of(boxes: Sequence[Box], q_seg: Segment, k_seg: Segment, mask_seg:
     key = softmax.axis.name
     if key not in kk or key in q or set(kk) - set(q) - contracted != {key}:
         return None
-    batch = [n for n in out if n in scores and n in q and n in kk]
-    query = [n for n in out if n in scores and n in q and n not in kk]
+    # SDPA's batch and queries in the scores' order (what it computes; the result is arranged into ``out`` after): a
+    # product writing its result in another order (a crossing folded into it, ``ncd.trace.crossings``) is the same call
+    batch = [n for n in scores if n in out and n in q and n in kk]
+    query = [n for n in scores if n in out and n in q and n not in kk]
     if not query or set(batch) | set(query) | {key} != set(scores):
         return None
     gqa = batch[-1] if len(query) == 2 and batch and batch[-1] in v and query[0] not in v \

@@ -450,7 +450,10 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         outputs = conv.run()
     from ncd.trace.plumbing import fuse_movement
 
+    from ncd.trace.crossings import fold_crossings
+
     steps = fuse_movement(conv.steps, outputs, conv.segs, conv.new_value)  # reshapes and transposes in a row: at most 3
+    steps = fold_crossings(steps, outputs, conv.segs)  # a crossing beside an einsum: the einsum's order of its axes
     body = assemble(steps, outputs, conv.segs, conv.inputs, shared=bool(conv.__dict__.get("_shared_steps")))
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
     from ncd.trace.convert import op_name, where
