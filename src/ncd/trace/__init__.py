@@ -448,9 +448,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         captured = unfold_time_loops(captured, recorded)  # a scan not drawn: its steps, as recorded
         conv = Converter(captured, axes, model)
         outputs = conv.run()
-    from ncd.trace.plumbing import fuse_movement
-
     from ncd.trace.crossings import fold_crossings
+    from ncd.trace.plumbing import fuse_movement
 
     steps = fuse_movement(conv.steps, outputs, conv.segs, conv.new_value)  # reshapes and transposes in a row: at most 3
     steps = fold_crossings(steps, outputs, conv.segs)  # a crossing beside an einsum: the einsum's order of its axes
