@@ -22,23 +22,33 @@ from ncd.trace.indexing import _integer, _retag
 from ncd.trace.naming import PRIME, unique
 
 
+def _scatter_operands(conv: Converter, node: Node, source: Node, integers: bool, why: str
+                      ) -> tuple[int, int, int, Segment, list[str], int]:
+    """The wires of ``scatter*(x, dim, i, s)``: ``x`` (floats, or integers where ``integers``), the positions ``i``,
+    the source ``s`` (of ``x``'s dtype and ``i``'s shape, named as ``i``), what :func:`_along` reads, ``x``'s names and
+    the scattered dimension; declines with ``why`` otherwise."""
+    x, positions = node.args[0], node.args[2]
+    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (x.value.is_floating_point() or integers)
+            and source.value.dtype == x.value.dtype and isinstance(positions, Node)
+            and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
+        raise Decline(why)
+    vx, vi, at, nx = _along(conv, node)
+    names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
+    vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
+    return vx, vi, vs, at, nx, int(node.args[1]) % len(nx)
+
+
 def _scatter_source(conv: Converter, node: Node, source: Node, reduce: str = "") -> None:
     """``torch.scatter(x, dim, i, s)`` with a source ``s`` of the positions' shape and ``x``'s float dtype (Llama 4's
     router: ``full_like(logits, -inf).scatter_(1, top_i, top_v)``): a :class:`~ncd.prims.writes.ScatterWriteOp`
     (``reduce``: ``scatter_add``'s ``"sum"``)."""
     from ncd.prims.writes import ScatterWriteOp
 
-    x, positions = node.args[0], node.args[2]
+    x = node.args[0]
     counted = reduce == "sum" and isinstance(x, Node) and isinstance(x.value, torch.Tensor) and _integer(x.value) \
         and x.value.dtype != torch.bool  # integers added: a count (glm5_next's selected keys, tokens per expert)
-    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and (x.value.is_floating_point() or counted)
-            and source.value.dtype == x.value.dtype and isinstance(positions, Node)
-            and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
-        raise Decline("a scatter of a tensor of another dtype or shape than its positions")
-    vx, vi, at, nx = _along(conv, node)
-    names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
-    vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
-    d = int(node.args[1]) % len(nx)
+    vx, vi, vs, at, nx, d = _scatter_operands(conv, node, source, counted,
+                                              "a scatter of a tensor of another dtype or shape than its positions")
     integers = {}
     if counted:
         sx, ss = conv.segs[vx], conv.segs[vs]
@@ -77,15 +87,8 @@ def _scatter_extremum(conv: Converter, node: Node, source: Node, reduce: str, in
     :class:`~ncd.prims.scatter_extremum.ScatterExtremumOp`."""
     from ncd.prims.scatter_extremum import ScatterExtremumOp
 
-    x, positions = node.args[0], node.args[2]
-    if not (isinstance(x, Node) and isinstance(x.value, torch.Tensor) and x.value.is_floating_point()
-            and source.value.dtype == x.value.dtype and isinstance(positions, Node)
-            and isinstance(positions.value, torch.Tensor) and source.value.shape == positions.value.shape):
-        raise Decline("not floats and a source of their dtype and the positions' shape")
-    vx, vi, at, nx = _along(conv, node)
-    names, shape = conv.names(vi), tuple(int(s) for s in source.value.shape)
-    vs = conv.view(conv.value(source), names, shape) if source.live else conv.value(source, names)
-    d = int(node.args[1]) % len(nx)
+    vx, vi, vs, at, nx, d = _scatter_operands(conv, node, source, False,
+                                              "not floats and a source of their dtype and the positions' shape")
     out = conv.apply(Box(ScatterExtremumOp(conv.segs[vx].axes[d], at, reduce, include_self)), [vx, vi, vs])
     if conv.names(out) != nx:
         raise Decline(f"the wires come out as '{conv.segs[out]}'")
