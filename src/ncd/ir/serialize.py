@@ -373,7 +373,7 @@ class _Reader:
         fields = {k: self.value(v, f"{path}.fields.{k}") for k, v in raw.items()}
         if op == "opaque" and not self.trust:
             try:
-                check_allowed(fields.get("target"), fields.get("args"))  # type: ignore[arg-type]
+                check_allowed(fields.get("target"), fields.get("args"), fields.get("kwargs", ()))  # type: ignore[arg-type]
             except NCDError as e:
                 raise self.fail(f"{path}.fields.target", str(e)) from None
         hints = _field_hints(cls)  # type: ignore[arg-type]  # a primitive class is hashable

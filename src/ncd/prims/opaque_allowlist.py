@@ -86,6 +86,9 @@ ALLOWED: frozenset[str] = frozenset((_POINTWISE + _REDUCTIONS + _LINEAR + _INDEX
 #: Recurrent layers (``nn.LSTM`` with ``proj_size``, …): seeded only by the dropout between layers, so pure when
 #: the call's own arguments switch it off (:func:`_without_dropout`).
 _RECURRENT = frozenset({"lstm", "gru", "rnn_tanh", "rnn_relu"})
+#: Attention kernels: seeded only by their ``dropout_p`` (default 0), so pure when it is exactly zero (an opaque
+#: ``F.scaled_dot_product_attention`` under a mask the attention rule does not read, a decoding step's).
+_ATTENTION = frozenset({"scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"})
 _RANDOM = "draws from the global random state"
 
 #: Words that mark an operator as touching more than its tensors, whatever its schema says.
@@ -146,10 +149,11 @@ def _writes_statistics(target: str, args: tuple[Any, ...] | None) -> bool:
     return args[5] is not False and (args[3] is not None or args[4] is not None)
 
 
-def check_allowed(target: str, args: tuple[Any, ...] | None = None) -> None:
-    """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it); ``args``, the
-    call's arguments, where they decide it (``batch_norm``: allowed unless it updates running statistics; a recurrent
-    layer, ``lstm``/``gru``/``rnn_*``: allowed when it drops nothing, :func:`_without_dropout`).
+def check_allowed(target: str, args: tuple[Any, ...] | None = None, kwargs: Any = ()) -> None:
+    """Refuse an operator an untrusted diagram may not call (:class:`~ncd.errors.ParseError` naming it); ``args`` and
+    ``kwargs`` (``(name, value)`` pairs), the call's arguments, where they decide it (``batch_norm``: allowed unless it
+    updates running statistics; a recurrent layer, ``lstm``/``gru``/``rnn_*``, or an attention kernel,
+    ``scaled_dot_product_attention``: allowed when it drops nothing, :func:`_without_dropout`).
 
     >>> check_allowed("aten.batch_norm.default", (("$in", 0), None, None, None, None, True, 0.1, 1e-5, True))
     >>> check_allowed("aten.batch_norm.default", tuple(("$in", k) for k in range(5)) + (True, 0.1, 1e-5, True))
@@ -161,31 +165,63 @@ def check_allowed(target: str, args: tuple[Any, ...] | None = None) -> None:
         raise ParseError(f"operator {target} updates running statistics in place (training), so an untrusted diagram"
                          " may not call it; load the file with ncd.load_json(text, trust=True) only if you trust it")
     effects = side_effects(target)  # an unknown operator is refused here, by name
-    if _RANDOM in effects and _without_dropout(target, args):
+    if _RANDOM in effects and _without_dropout(target, args, kwargs):
         effects.remove(_RANDOM)
     if effects:
         raise ParseError(f"operator {target} {' and '.join(effects)}, so an untrusted diagram may not call it;"
                          " load the file with ncd.load_json(text, trust=True) only if you trust it")
-    if target.split(".")[1] not in ALLOWED and not _without_dropout(target, args):
+    if target.split(".")[1] not in ALLOWED and not _without_dropout(target, args, kwargs):
         raise ParseError(f"operator {target} is not on ncd's allowlist of pure tensor operators"
                          " (ncd.prims.opaque_allowlist); load the file with ncd.load_json(text, trust=True) only if you"
                          " trust it")
 
 
-def _without_dropout(target: str, args: tuple[Any, ...] | None) -> bool:
-    """Whether a recurrent layer's call (``aten.lstm.input`` …) draws nothing: its ``train`` argument is ``False`` or
-    its ``dropout`` exactly zero (ATen drops between layers only when training with a positive rate).  Read by the
-    schema's argument names; anything else (a missing argument, a string, a NaN rate) is not proof."""
+def _without_dropout(target: str, args: tuple[Any, ...] | None, kwargs: Any = ()) -> bool:
+    """Whether a recurrent layer's call (``aten.lstm.input`` …) or an attention kernel's draws nothing: a recurrent
+    layer's ``train`` argument is ``False`` or its ``dropout`` exactly zero (ATen drops between layers only when
+    training with a positive rate); an attention kernel's ``dropout_p``, given (by position or name) or its schema's
+    default, exactly zero.  Read by the schema's argument names; anything else (a required argument missing, an unknown
+    one, one given twice, a string, a NaN rate) is not proof.
+
+    >>> _without_dropout("aten.scaled_dot_product_attention.default", (("$in", 0), ("$in", 1), ("$in", 2)))
+    True
+    >>> _without_dropout("aten.scaled_dot_product_attention.default", (("$in", 0), ("$in", 1), ("$in", 2), None, 0.1))
+    False
+    """
     import torch
 
     from ncd.prims.opaque import resolve_target
 
-    if target.split(".")[1] not in _RECURRENT or not isinstance(args, (tuple, list)):
+    name = target.split(".")[1]
+    if name not in _RECURRENT | _ATTENTION or not isinstance(args, (tuple, list)):
         return False
     overload = resolve_target(target)
     assert isinstance(overload, torch._ops.OpOverload)
-    names = [a.name for a in overload._schema.arguments]
-    if "train" not in names or "dropout" not in names or len(args) != len(names):
+    arguments = overload._schema.arguments
+    names = [a.name for a in arguments]
+    if name in _RECURRENT:
+        if "train" not in names or "dropout" not in names or len(args) != len(names) or kwargs:
+            return False
+        train, dropout = args[names.index("train")], args[names.index("dropout")]
+        return train is False or type(dropout) in (int, float) and dropout == 0
+    given = _named(arguments, args, kwargs)
+    if given is None or "dropout_p" not in names or any(a.name not in given for a in arguments if not a.has_default_value()):
         return False
-    train, dropout = args[names.index("train")], args[names.index("dropout")]
-    return train is False or type(dropout) in (int, float) and dropout == 0
+    rate = given["dropout_p"] if "dropout_p" in given else arguments[names.index("dropout_p")].default_value
+    return type(rate) in (int, float) and rate == 0
+
+
+def _named(arguments: Any, args: tuple[Any, ...] | list[Any], kwargs: Any) -> dict[str, Any] | None:
+    """The call's arguments by the schema's names (``None``: more positional ones than the schema takes, a keyword it
+    does not name or one already given by position, pairs that are not ``(name, value)``)."""
+    positional = [a.name for a in arguments if not a.kwarg_only]
+    if len(args) > len(positional) or not isinstance(kwargs, (tuple, list)):
+        return None
+    given = dict(zip(positional, args))
+    known = {a.name for a in arguments}
+    for pair in kwargs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str) \
+                or pair[0] not in known or pair[0] in given:
+            return None
+        given[pair[0]] = pair[1]
+    return given
