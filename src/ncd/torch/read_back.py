@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SchemaError, TraceError, user_stacklevel
@@ -52,11 +52,12 @@ KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared", "types")
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
                 dtype: torch.dtype | None = None, flat: tuple[torch.Tensor, ...] = (),
-                learned: frozenset[int] = frozenset()) -> tuple[tuple[str, Any], ...]:
+                learned: frozenset[int] | Callable[[], frozenset[int]] = frozenset()) -> tuple[tuple[str, Any], ...]:
     """The ``meta`` entries of a traced diagram's block (:data:`KEYS`); ``held``: the sizes refused at other values;
     ``dtype``: the floating-point type the lowered module computes in (a model in float64 throughout), if not torch's
     default; ``flat``: the traced tensors in order (their ties: :func:`ties`, :func:`views`); ``learned``: the storages
-    (data pointers) of the model's parameters (the entries the boxes count twice: :func:`shared_entries`)."""
+    (data pointers) of the model's parameters (the entries the boxes count twice: :func:`shared_entries`), or a function
+    giving them, called only when some traced tensors are tied or views of one storage."""
     meta: list[tuple[str, Any]] = [("traced", "training" if training else "eval")]
     if dtype is not None:
         meta.append(("dtype", str(dtype).removeprefix("torch.")))
@@ -72,7 +73,8 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
     laid = views(flat)
     if laid:
         meta.append(("views", laid))
-    shared = shared_entries(flat, tied, laid, learned)
+    shared = shared_entries(flat, tied, laid, learned if isinstance(learned, frozenset) else learned()) \
+        if tied or laid else 0
     if shared:
         meta.append(("shared", shared))
     typed = types(flat, dtype)

@@ -33,7 +33,7 @@ from ncd.ir.diagram import Block
 from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.loading import _first_use, _state_for, _typed_as, load_parameters
 from ncd.trace.model_names import by_model_name
-from ncd.trace.params import HOLDER, freeze, hold, tie, unread
+from ncd.trace.params import HOLDER, freeze, hold, storages, tie, unread
 from ncd.trace.watched import (
     _data_refused,
     _grad_mode_as_called,
@@ -482,8 +482,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
                                 _float_type(tensors, example), tuple(t for group in tensors for t in group),
-                                frozenset(int(p.untyped_storage().data_ptr()) for p in model.parameters()
-                                          if p.device.type != "meta")))
+                                lambda: storages(p for _, p in walk.parameters) if walk.faithful
+                                else storages(model.parameters())))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)
