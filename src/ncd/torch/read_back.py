@@ -52,12 +52,14 @@ KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared", "types")
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
                 dtype: torch.dtype | None = None, flat: tuple[torch.Tensor, ...] = (),
-                learned: frozenset[int] | Callable[[], frozenset[int]] = frozenset()) -> tuple[tuple[str, Any], ...]:
+                learned: frozenset[int] | Callable[[frozenset[int]], frozenset[int]] = frozenset()
+                ) -> tuple[tuple[str, Any], ...]:
     """The ``meta`` entries of a traced diagram's block (:data:`KEYS`); ``held``: the sizes refused at other values;
     ``dtype``: the floating-point type the lowered module computes in (a model in float64 throughout), if not torch's
     default; ``flat``: the traced tensors in order (their ties: :func:`ties`, :func:`views`); ``learned``: the storages
     (data pointers) of the model's parameters (the entries the boxes count twice: :func:`shared_entries`), or a function
-    giving them, called only when some traced tensors are tied or views of one storage."""
+    giving those of the storages it is given that are (:func:`ncd.trace.params.storages`), called only when some traced
+    tensors are tied or views of one storage, with theirs."""
     meta: list[tuple[str, Any]] = [("traced", "training" if training else "eval")]
     if dtype is not None:
         meta.append(("dtype", str(dtype).removeprefix("torch.")))
@@ -65,16 +67,17 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
         meta.append(("held", tuple(sorted(set(held)))))
     if unused:
         which: dict[int, int] = {}
-        meta.append(("unused", tuple((name, tuple(int(n) for n in p.shape), str(p.dtype).removeprefix("torch."),
-                                      which.setdefault(id(p), len(which))) for name, p in unused)))
+        kinds: dict[Any, str] = {}  # (a dtype's name once: SeamlessM4T lists 1,315 unread parameters)
+        meta.append(("unused", tuple((name, tuple(map(int, p.shape)), kinds.get(p.dtype) or kinds.setdefault(
+            p.dtype, str(p.dtype).removeprefix("torch.")), which.setdefault(id(p), len(which))) for name, p in unused)))
     tied = ties(flat)
     if tied:
         meta.append(("tied", tied))
     laid = views(flat)
     if laid:
         meta.append(("views", laid))
-    shared = shared_entries(flat, tied, laid, learned if isinstance(learned, frozenset) else learned()) \
-        if tied or laid else 0
+    shared = shared_entries(flat, tied, laid, learned if isinstance(learned, frozenset) else learned(frozenset(
+        storage_of(flat[j]) for j in {*(j for _, j, _ in tied), *(entry[0] for entry in laid)}))) if tied or laid else 0
     if shared:
         meta.append(("shared", shared))
     typed = types(flat, dtype)
@@ -102,7 +105,7 @@ def shared_entries(flat: tuple[torch.Tensor, ...], tied: tuple[tuple[int, int, t
     module holds once (what :func:`ncd.trace.params.tie` ties, of the ``learned`` storages): ``ncd.cost`` takes them
     off its parameter count, which is then the module's (T5's shared embedding: 44,800 counted per box, 43,200 held)."""
     def ptr(j: int) -> int:
-        return int(flat[j].untyped_storage().data_ptr())
+        return storage_of(flat[j])
 
     again = {j for _, j, _ in tied}
     count = sum(math.prod(shape) for _, j, shape in tied if ptr(j) in learned)
@@ -117,6 +120,11 @@ def shared_entries(flat: tuple[torch.Tensor, ...], tied: tuple[tuple[int, int, t
         if within and flat and len(layouts) > 1:
             count += sum(layouts.values()) - most  # the others are computed from the largest (a view of it)
     return count
+
+
+def storage_of(t: torch.Tensor) -> int:
+    """``int(t.untyped_storage().data_ptr())``."""
+    return int(t.untyped_storage().data_ptr())
 
 
 def ties(flat: tuple[torch.Tensor, ...]) -> tuple[tuple[int, int, tuple[int, ...]], ...]:

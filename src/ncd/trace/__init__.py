@@ -482,8 +482,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
 
     meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
                                 _float_type(tensors, example), tuple(t for group in tensors for t in group),
-                                lambda: storages(p for _, p in walk.parameters) if walk.faithful
-                                else storages(model.parameters())))
+                                lambda wanted: storages((p for _, p in walk.parameters) if walk.faithful
+                                                        else model.parameters(), wanted)))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)
