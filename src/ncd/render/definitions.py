@@ -228,7 +228,7 @@ def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
     if isinstance(node, (Block, Seq, Par)) and _holds_kin(ctx, node):  # its family's blocks are defined once below
         return True
     if type(ctx) is Layout and not ctx.notes and ctx._container(node, count) is not None \
-            and ctx.probe(node, count, text=False)[0] > limit:
+            and ctx.probe(node, count, text=False, stop=limit)[0] > limit:
         return True
     return ctx.lay_group(node, count).w > limit
 

@@ -47,7 +47,8 @@ class Probing(LayoutContext):
         def _leave(self) -> None: ...
 
     # -- measuring a fragment without laying its containers out -------------------------------------------------
-    def probe(self, node: Diagram, count: int = 1, group: bool = True, text: bool = True) -> tuple[float, float]:
+    def probe(self, node: Diagram, count: int = 1, group: bool = True, text: bool = True,
+              stop: float = float("inf")) -> tuple[float, float]:
         """A lower bound of the width of the fragment :meth:`lay_group` (``group``) or :meth:`lay` would make of
         ``node`` (``count`` of it folded), and the smallest size of its text (``inf``: none) — exact — without making
         its sequences, parallel parts, weaves, fences and parentheses: what the page layout asks of a one-row drawing
@@ -56,7 +57,9 @@ class Probing(LayoutContext):
         (wires alone are not: no width, no text); each gap counts its labels' smallest text and the width of its
         widest label (at least 8 points), as :meth:`gap` makes it.  Only for :class:`Layout` itself,
         without notes (a subclass may draw a container otherwise); ``text=False``: the width only (the smallest text
-        is ``inf``)."""
+        is ``inf``), and ``stop``: a lower bound past ``stop`` is enough (whether the column is wider than a row): the
+        measure stops there, its containers' remaining parts not measured (``> stop`` exactly when the whole lower
+        bound is; the page collapses such a column's blocks, and draws no part of it it did not measure)."""
         kind = self._container(node, count)
         if kind is None:
             if type(node) is Identity:  # wires: no width, no text (:meth:`identity`); laid out where the page places them
@@ -71,17 +74,25 @@ class Probing(LayoutContext):
             return frag.w, smallest_text(frag, float("inf"), self.memo if self.memo is not None else {})
         memo = self.memo if group and self.generic is None else None
         key = ("probe",) + self._group_key(node, count) if memo is not None else ()
+        if text:
+            stop = float("inf")  # (the smallest text is of every part)
         if memo is not None:
             hit = memo.get(key)
             if hit is not None and hit[0] is node and (hit[2] or not text):
                 return hit[1]  # type: ignore[no-any-return]
+            past = memo.get(("past",) + key) if stop < float("inf") else None
+            if past is not None and past[0] is node and past[1] > stop:
+                return past[1], float("inf")
         twin = self._twin
         try:
-            found = self._probe(node, count, kind, text)
+            found = self._probe(node, count, kind, text, stop)
         finally:
             self._twin = twin
         if memo is not None:
-            memo[key] = (node, found, text)
+            if found[0] > stop:  # (perhaps stopped short: a lower bound, not the whole one kept as the probe's)
+                memo[("past",) + key] = (node, found[0])
+            else:
+                memo[key] = (node, found, text)
             if count == 1:  # the contexts it was asked in: its exact width is laid out only if asked (wrap)
                 entry = self.probed.get(id(node))
                 if entry is None or entry[0] is not node:
@@ -112,10 +123,11 @@ class Probing(LayoutContext):
             return "repeat"
         return None
 
-    def _probe(self, node: Diagram, count: int, kind: str, text: bool) -> tuple[float, float]:
+    def _probe(self, node: Diagram, count: int, kind: str, text: bool, stop: float) -> tuple[float, float]:
         inf = float("inf")
+        parens = 2 * 9.0 + 8.0  # (a fold's or repetition's parentheses widen its body by this or more)
         if kind == "folded":
-            w, small = self.probe(node, group=False, text=text)
+            w, small = self.probe(node, group=False, text=text, stop=stop - parens)
             return self._probe_parens(w, small, (), typeset_text(f"×{count}"))
         if kind == "seq":
             assert isinstance(node, Seq)
@@ -128,7 +140,7 @@ class Probing(LayoutContext):
             for k, (part, n) in enumerate(groups):
                 self._twin = twins[start] if twins is not None else None
                 start += n
-                w, s = self.probe(part, n, text=text)
+                w, s = self.probe(part, n, text=text, stop=stop - total)
                 total += w
                 small = min(small, s)
                 if k:  # the gap before it: as wide as its widest label and at least 8 points, its labels those of
@@ -140,6 +152,8 @@ class Probing(LayoutContext):
                             small = label_s
                     else:
                         total += 8.0
+                if total > stop:  # (wider than asked: the rest only adds to it)
+                    return total, inf
             return total, small
         if kind == "par":
             assert isinstance(node, Par)
@@ -148,12 +162,15 @@ class Probing(LayoutContext):
             found = []
             for k, p in enumerate(node.parts):
                 self._twin = twins[k] if twins is not None else None
-                found.append(self.probe(p, 1, text=text))
+                found.append(self.probe(p, 1, text=text, stop=stop))
+                if found[-1][0] > stop:
+                    return found[-1][0], inf
             return max(w for w, _ in found), min(s for _, s in found)
         if kind == "weave":
             assert isinstance(node, Weave)
             self._twin = self._twin.inner if type(self._twin) is Weave else None
-            return self.probe(node.inner, group=False, text=text)  # (the inner fragment with the woven wires' bends around it)
+            # (the inner fragment with the woven wires' bends around it)
+            return self.probe(node.inner, group=False, text=text, stop=stop)
         if kind == "block":
             assert isinstance(node, Block)
             twin = self._twin
@@ -169,7 +186,7 @@ class Probing(LayoutContext):
                 else None
             note = self._enter(node)[1]
             try:
-                w, small = self.probe(node.body, group=False, text=text)
+                w, small = self.probe(node.body, group=False, text=text, stop=stop - 14.0)
             finally:
                 self._leave()
             parts = typeset_text(node.name)
@@ -183,7 +200,7 @@ class Probing(LayoutContext):
             return w, small
         assert kind == "repeat" and isinstance(node, Repeat)
         self._twin = self._twin.body if type(self._twin) is Repeat else None
-        w, small = self.probe(node.body, group=False, text=text)
+        w, small = self.probe(node.body, group=False, text=text, stop=stop - parens)
         var = "λ" if node.var in ("lam", "lambda", "λ") else node.var
         return self._probe_parens(w, small, (Piece(var, italic=len(var) == 1), Piece(" = ")) + pieces(node.start),
                                   pieces(node.stop - 1))
