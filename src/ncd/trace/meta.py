@@ -178,8 +178,51 @@ def _pad(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     return torch.empty(shape, dtype=x.dtype, device="meta")
 
 
+def _attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta result of ``scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal, scale=, enable_gqa=)``
+    on query (B, H, L, E), key (B, Hk, S, E) and value (B, Hk, S, Ev) of one floating-point dtype, strided (any
+    strides), no dropout, key/value heads ``H`` (or dividing ``H`` with ``enable_gqa``), a mask of no more axes that
+    broadcasts to (B, H, L, S): a new contiguous (B, H, L, Ev) tensor, as torch's meta kernel makes it (its math
+    decomposition in Python, ~1-5 ms a call); ``None`` for anything else (the kernel decides).
+
+    >>> q, kv = torch.empty(2, 4, 5, 8, device="meta"), torch.empty(2, 2, 7, 8, device="meta")
+    >>> _attention((q, kv, kv), {"enable_gqa": True}).shape
+    torch.Size([2, 4, 5, 8])
+    >>> _attention((q, kv, kv), {}) is None
+    True
+    """
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+    given: dict[str, Any] = dict(zip(names, args), **kwargs)
+    if len(args) > len(names) or len(given) != len(args) + len(kwargs) \
+            or set(given) - {*names, "scale", "enable_gqa"} or len(args) < 3:
+        return None
+    q, k, v, mask = given["query"], given["key"], given["value"], given.get("attn_mask")
+    dropout, causal, scale, gqa = (given.get("dropout_p", 0.0), given.get("is_causal", False), given.get("scale"),
+                                   given.get("enable_gqa", False))
+    tensors = (q, k, v) if mask is None else (q, k, v, mask)
+    if not all(type(t) in _TENSORS and t.layout == torch.strided and not t.is_neg() and not t.is_conj()
+               for t in tensors) or not q.is_floating_point() or k.dtype != q.dtype or v.dtype != q.dtype \
+            or q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or type(causal) is not bool or type(gqa) is not bool \
+            or not (type(dropout) in (int, float) and dropout == 0) or not (scale is None or type(scale) is float):
+        return None
+    (b, h, n, e), (bk, hk, s, ek), (bv, hv, sv, ev) = tuple(_shape(q)), tuple(_shape(k)), tuple(_shape(v))
+    if min(b, h, n, e, hk, s, ev) < 1 or (bk, ek) != (b, e) or (bv, hv, sv) != (b, hk, s) \
+            or not (hk == h or gqa and h % hk == 0):
+        return None
+    if mask is not None:
+        if causal or not (mask.dtype == torch.bool or mask.dtype == q.dtype) or mask.dim() > 4:
+            return None
+        try:
+            if tuple(torch.broadcast_shapes(tuple(_shape(mask)), (b, h, n, s))) != (b, h, n, s):  # type: ignore[no-untyped-call]
+                return None
+        except RuntimeError:
+            return None
+    return torch.empty((b, h, n, ev), dtype=q.dtype, device="meta")
+
+
 #: operators whose meta result :func:`_on_meta_device` makes from their arguments' shapes, where they are plain
-_SHAPED = {torch.ops.aten.conv1d.default: _conv1d, torch.ops.aten.pad.default: _pad}
+_SHAPED = {torch.ops.aten.conv1d.default: _conv1d, torch.ops.aten.pad.default: _pad,
+           torch.ops.aten.scaled_dot_product_attention.default: _attention}
 
 
 #: whether an operator's outputs are new tensors (no in-place write, no alias of an argument), by operator
