@@ -6,11 +6,17 @@ this module reads them and nothing else.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from corpus_shrink import DEPTH
+from corpus_timing import FIRST_BUDGET, MOST, NEAR, NEAR_BUDGET, SECOND_CALL_UP_TO, spread
+
+#: the layers of issue 11's toys (the corpus's tiny configs)
+TOYS = 2
 
 
 def _line_of(r: Any) -> str:
@@ -43,8 +49,6 @@ def summary(results: Sequence[Any]) -> list[str]:
     shared = [r for r in traced if r.params_lowered and r.params_lowered == r.params]
     lowered = [r for r in traced if r.params_lowered]
     det = [r for r in traced if r.deterministic is not None]
-    ratios = sorted((r.trace_s + r.draw_s) / r.torchview_s for r in traced
-                    if r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
     lines = [
         f"- models in the corpus: {len(results)} ({sum(r.kind == 'base' for r in results)} `transformers` model types,"
         f" {sum(r.kind in ('head', 'mask') for r in results)} heads and masked variants,"
@@ -64,19 +68,59 @@ def summary(results: Sequence[Any]) -> list[str]:
         f"- deterministic (second trace, same SVG bytes): {_pct(sum(bool(r.deterministic) for r in det), len(det))}",
         f"- captured by the default (dispatch) path: {_pct(sum(r.method == 'dispatch' for r in traced), len(traced))}",
     ]
+    return lines + speed(traced)
+
+
+def _ratio(r: Any) -> float:
+    """trace+draw / torchview, each tool's median run (``nan`` when either was not timed)."""
+    ours = r.trace_s + r.draw_s
+    return ours / r.torchview_s if ours == ours and r.torchview_s == r.torchview_s and r.torchview_s > 0 else math.nan
+
+
+def speed(traced: Sequence[Any]) -> list[str]:
+    """The summary's lines on time: how many runs, how far they moved, and the ratios against issue 11's targets."""
+    timed = [r for r in traced if _ratio(r) == _ratio(r)]
+    if not timed:
+        return []
+    runs = Counter(max(1, len(r.torchview_runs)) for r in timed)
+    spent = sum(getattr(r, "repeats_s", 0.0) for r in timed) / 60
+    lines = [f"- timing: each tool's first call on a model, taken several times alternately and counted by its median run"
+             f" (the method above); runs of each tool: {_runs(runs)} (the runs after the first: {spent:.1f} CPU min"
+             " summed over the models)"]
+    for tool, field in (("torchview's own time", "torchview_runs"), ("ncd's trace+draw time", "")):
+        moved = sorted((spread(getattr(r, field) if field else [t + d for t, d in zip(r.trace_runs, r.draw_runs)]), r.name)
+                       for r in timed)
+        moved = [(v, name) for v, name in moved if v == v]
+        if moved:
+            lines.append(f"- {tool} between the runs of one model (slowest / fastest − 1): median"
+                         f" {100 * moved[len(moved) // 2][0]:.0f} %, max {100 * moved[-1][0]:.0f} % ({moved[-1][1]}),"
+                         f" over {len(moved)} models")
+    ratios = sorted(_ratio(r) for r in timed)
     warm = sorted(r.warm_s / r.torchview_warm_s for r in traced if r.warm_s == r.warm_s and r.torchview_warm_s > 0)
-    for what, values in (("trace+draw time / torchview time (first call)", ratios),
-                         ("the same, second call of each tool", warm)):
+    for what, values in (("trace+draw time / torchview time (first call, median runs)", ratios),
+                         ("the same, second call of each tool (one run)", warm)):
         if values:
             lines.append(f"- {what}: median {values[len(values) // 2]:.2f}×, max {values[-1]:.2f}× over {len(values)}"
                          f" models; at most 1.5×: {_pct(sum(v <= 1.5 for v in values), len(values))}")
-    deep = sorted(((r.trace_s + r.draw_s) / r.torchview_s, r.name) for r in traced
-                  if r.layers >= DEPTH and r.torchview_s == r.torchview_s and r.draw_s == r.draw_s)
-    if deep:
-        worst = ", ".join(f"{name} {v:.2f}×" for v, name in deep[::-1] if v > 1.0)
-        lines.append(f"- models with {DEPTH} or more layers, trace+draw time / torchview time (first call): at most 1×:"
-                     f" {_pct(sum(v <= 1.0 for v, _ in deep), len(deep))}" + (f"; above: {worst}" if worst else ""))
+    for what, bound, low, high in ((f"models with {TOYS} layers (issue 11's toys)", 1.5, TOYS, TOYS),
+                                   (f"models with {DEPTH} or more layers", 1.0, DEPTH, math.inf)):
+        group = sorted(((_ratio(r), r.name, max(1, len(r.torchview_runs))) for r in timed if low <= r.layers <= high),
+                       reverse=True)
+        if group:
+            above = ", ".join(f"{name} {v:.2f}× ({k} run{'s' if k > 1 else ''})" for v, name, k in group if v > bound)
+            lines.append(f"- {what}, trace+draw time / torchview time (first call, median runs): at most {bound:g}×:"
+                         f" {_pct(sum(v <= bound for v, _, _ in group), len(group))}" + (f"; above: {above}" if above else ""))
     return lines
+
+
+def _runs(counts: Counter[int]) -> str:
+    """How many models took how many runs.
+
+    >>> _runs(Counter({3: 400, 1: 50, 7: 120})), _runs(Counter({5: 1}))
+    ('1 on 50 models, 3 on 400, 7 on 120', '5 on 1 model')
+    """
+    parts = [f"{k} on {n}" for k, n in sorted(counts.items())]
+    return parts[0] + (" model" if counts[min(counts)] == 1 else " models") + "".join(f", {p}" for p in parts[1:])
 
 
 def _minutes(results: Sequence[Any]) -> str:
@@ -117,11 +161,23 @@ def report(results: Sequence[Any], sample: str = "") -> str:
 
 
 #: how the time columns are measured (also said in the report)
-TIMING = ("Times are CPU seconds (the process's own, plus Graphviz's `dot` for torchview), each tool's first call on the"
-          " model: after one small warm-up of both tools before the children fork (imports, first use of each tool),"
-          " the child builds the model and runs its forward on both inputs (kernels loaded, lazy parts built); then"
-          " ncd and torchview each run in a process forked from that child, from the same state: the child's heap"
-          " frozen out of the garbage collector's sight; each repeats its part of the warm-up there (a forked process"
-          " pays again for its first write to each page it shares), and a collection runs just before each timed"
-          " step.  Each tool is then called a second time on the model (ncd's second trace+draw is the determinism"
-          " check's).")
+TIMING = ("Times are CPU seconds (the process's own, plus Graphviz's `dot` for torchview) of each tool's first call on"
+          " the model, the median of several runs of each (how many: the summary; `benchmarks/corpus_timing.py`). After"
+          " one small warm-up of both tools before the children fork (imports, first use of each tool), the child builds"
+          " the model and runs its forward on both inputs (kernels loaded, lazy parts built); then every run of either"
+          " tool is a process of its own, forked from that child, so every run starts from the same state: a copy of"
+          " the same model as built and run, which the tool has not seen in that process, the child's heap frozen out"
+          " of the garbage collector's sight. Each run repeats its tool's part of the warm-up there (a forked process"
+          " pays again for its first write to each page it shares), and a collection runs just before each timed step;"
+          " what a run leaves behind (hooks, caches) ends with its process. The runs alternate: ncd's first (the checks"
+          " follow it), torchview's first, then rounds of one run of each, in turn torchview first and ncd first."
+          " Runs of each tool (unless `--repeats k` asks for k): 3 when two more rounds are estimated to cost at most"
+          f" {FIRST_BUDGET:g} CPU s (from the first runs); while the model's median ratio is within {NEAR[0]:g}–"
+          f"{NEAR[1]:g}× its target (1.5×, or 1× from {DEPTH} layers up), two more at a time as long as all its repeats"
+          f" stay within {NEAR_BUDGET:g} CPU s, up to {MOST}; 1 on a model whose first runs cost more. The trace + draw"
+          " column is ncd's median run (the run whose trace+draw is the median), the torchview column torchview's;"
+          " every run is kept in the results file (`trace_runs`, `draw_runs`, `torchview_runs`; the first is the single"
+          " run the corpus took until stop 47). torchview's own time on one model moved by up to 30 % between two"
+          " single-run corpus runs: one run cannot decide a ratio near a target. Each tool is also called a second time"
+          " on the model, in its first run's process (ncd's second trace+draw is the determinism check's; torchview's"
+          f" is skipped when its first call took more than {SECOND_CALL_UP_TO:g} s).")

@@ -67,6 +67,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from corpus_report import _line_of, report, summary  # noqa: E402
 from corpus_shrink import COLLIDE, DEPTH, deepen, shrink  # noqa: E402
+from corpus_timing import SECOND_CALL_UP_TO, Runs, apply, repeat, target, told  # noqa: E402
 
 BATCH, TOKENS = 2, 8
 #: a full run's results file (one JSON line per model; ``out/`` is not committed)
@@ -449,9 +450,17 @@ class Result:
     lowered: str = ""  # an error lowering or running the lowered module
     params: int = 0
     params_lowered: int = 0
+    #: each tool's first call on the model: its median run (``corpus_timing``; ncd's trace and draw of the run whose
+    #: trace+draw is the median) ...
     trace_s: float = math.nan
     draw_s: float = math.nan
     torchview_s: float = math.nan
+    #: ... and every run, in the order they ran (the first is the single run the corpus took before stop 48)
+    trace_runs: list[float] = field(default_factory=list)
+    draw_runs: list[float] = field(default_factory=list)
+    torchview_runs: list[float] = field(default_factory=list)
+    #: CPU seconds the runs after the first cost (their processes' warm-ups included)
+    repeats_s: float = 0.0
     #: a second call of each tool on the same model, just after the first (ncd's is the determinism check's trace+draw)
     warm_s: float = math.nan
     torchview_warm_s: float = math.nan
@@ -556,16 +565,11 @@ def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]
     """Traces and draws the built model (timing both: CPU seconds, each from a collected heap), then checks the drawing's
     determinism, the lowered module against the model and its parameter count."""
     import ncd
-    from ncd.prims.opaque import OpaqueOp
     from ncd.render import to_svg
 
     model, inputs, fresh = built.model, built.inputs, built.fresh
-    gc.collect()
-    start = cpu_seconds()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            d = ncd.trace(model, **inputs)
+        d, caught, result.trace_s = _timed_trace(model, inputs)
     except ncd.TraceError as error:
         result.status, result.reason = "refused", _line(error)
         return result, None
@@ -574,21 +578,9 @@ def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]
         result.status = "crashed"
         result.reason = f"{type(error).__name__}: {_line(error)} ({os.path.basename(frame.filename)}:{frame.lineno})"
         return result, None
-    result.trace_s = cpu_seconds() - start
-    result.status, result.method = "traced", d.method
-    ours = [w for w in caught if "ncd" in str(w.message) or "opaque" in str(w.message)]
-    result.warned = bool(ours)
-    failures = [str(w.message).split(": ", 1)[-1] for w in ours if "failed (" in str(w.message)]
-    result.failed = "; ".join(f[:200] for f in failures[:3]) + (f" (+{len(failures) - 3})" if len(failures) > 3 else "")
-    boxes = list(d.boxes())
-    result.boxes = len(boxes)
-    result.opaque = sum(isinstance(b.prim, OpaqueOp) for b in boxes)
-    result.opaque_ops = ", ".join(f"{n.removeprefix('aten.')}×{k}" for n, k in d.opaque)
-    gc.collect()
-    start = cpu_seconds()
+    _count(result, d, caught)
     try:
-        svg = to_svg(d)
-        result.draw_s = cpu_seconds() - start
+        svg, result.draw_s = _timed_draw(d)
         if determinism:
             gc.collect()
             start = cpu_seconds()
@@ -615,6 +607,54 @@ def check(result: Result, built: Built, determinism: bool) -> tuple[Result, Any]
     if not result.equal:
         result.diff_f64, result.equal_f64 = _float64_diff(built, lowered)
     return result, (model, inputs)
+
+
+def _timed_trace(model: nn.Module, inputs: dict[str, Any]) -> tuple[Any, list[warnings.WarningMessage], float]:
+    """``ncd.trace`` of the model, its warnings and its CPU seconds, from a collected heap."""
+    import ncd
+
+    gc.collect()
+    start = cpu_seconds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = ncd.trace(model, **inputs)
+    return d, caught, cpu_seconds() - start
+
+
+def _count(result: Result, d: Any, caught: list[warnings.WarningMessage]) -> None:
+    """``result`` takes the traced diagram's capture, warnings, boxes and opaque boxes."""
+    from ncd.prims.opaque import OpaqueOp
+
+    result.status, result.method = "traced", d.method
+    ours = [w for w in caught if "ncd" in str(w.message) or "opaque" in str(w.message)]
+    result.warned = bool(ours)
+    failures = [str(w.message).split(": ", 1)[-1] for w in ours if "failed (" in str(w.message)]
+    result.failed = "; ".join(f[:200] for f in failures[:3]) + (f" (+{len(failures) - 3})" if len(failures) > 3 else "")
+    boxes = list(d.boxes())
+    result.boxes = len(boxes)
+    result.opaque = sum(isinstance(b.prim, OpaqueOp) for b in boxes)
+    result.opaque_ops = ", ".join(f"{n.removeprefix('aten.')}×{k}" for n, k in d.opaque)
+
+
+def _timed_draw(d: Any) -> tuple[str, float]:
+    """The diagram's SVG and its CPU seconds (layout and SVG), from a collected heap."""
+    from ncd.render import to_svg
+
+    gc.collect()
+    start = cpu_seconds()
+    svg = to_svg(d)
+    return svg, cpu_seconds() - start
+
+
+def _timed_again(model: nn.Module, inputs: dict[str, Any]) -> tuple[float, float] | None:
+    """One more run of ncd's first call, as :func:`check` times it (trace, the counts between, drawing): CPU seconds of
+    the trace and of the drawing, or ``None`` if it failed."""
+    try:
+        d, caught, traced = _timed_trace(model, inputs)
+        _count(Result("", ""), d, caught)
+        return traced, _timed_draw(d)[1]
+    except Exception:  # noqa: BLE001 - a run that failed is not counted (the first run's result says what happened)
+        return None
 
 
 def _float64_diff(built: Built, lowered: nn.Module) -> tuple[float, bool | None]:
@@ -653,9 +693,10 @@ def _time_torchview(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
 
 
 def _time_torchview_twice(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """torchview's first call on the model and a second one (nothing when the first failed)."""
+    """torchview's first call on the model and a second one (nothing when the first failed or took longer than
+    :data:`SECOND_CALL_UP_TO`)."""
     first = _time_torchview(model, inputs)
-    return first, (_time_torchview(model, inputs) if first == first else math.nan)
+    return first, (_time_torchview(model, inputs) if first == first and first <= SECOND_CALL_UP_TO else math.nan)
 
 
 def _apart(work: Callable[[], int], limit: float) -> int:
@@ -678,15 +719,18 @@ def _apart(work: Callable[[], int], limit: float) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout: float = 240.0) -> None:
-    """Sends the result, then (if asked, and the model traced) torchview's time in a second message.
+def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout: float = 240.0, repeats: int = 0) -> None:
+    """Sends the result, then (if the model traced) each tool's runs (``corpus_timing.Runs``) in a message
+    ``(runs, torchview's second call, final)``: once after each tool's first run, and once (``final``) after the runs
+    :func:`corpus_timing.repeat` adds (``repeats``: that many runs of each tool; 0: as many as it chooses).
 
     The model is built and run here; then ncd (tracing, drawing, the checks) and torchview each run in a process
     forked from this one, one after the other: both tools start from the same state (the same heap, frozen out of the
     garbage collector's sight, the same pages shared with the same parent), so neither pays for the other's first
     use of anything nor profits from it.  Each tool's process first repeats the small warm-up (that tool's part):
     a forked process pays again for the first write to every page it shares with its parent, and the tool's own
-    pages should not count against the model (about 5,000 page copies for ncd, 3,000 for torchview)."""
+    pages should not count against the model (about 5,000 page copies for ncd, 3,000 for torchview).  Every further run
+    of a tool is one more such process, timed the same way (``corpus_timing``)."""
     started = time.monotonic()
     try:
         result, built = build_one(entry)
@@ -699,28 +743,53 @@ def _child(entry: Entry, torchview: bool, determinism: bool, conn: Any, timeout:
     gc.freeze()  # the model and everything before it: no collection in a tool's process walks (and copies) them
     model = built
 
-    def ours() -> int:
+    def left() -> float:
+        return timeout - (time.monotonic() - started)
+
+    def ours(tell: Callable[[Any], None]) -> int:
         try:
             _warm_up(False)
             checked, out = check(result, model, determinism)
         except Exception as error:  # noqa: BLE001 - the parent records it
             checked, out = Result(entry.name, entry.kind, "crashed", f"{type(error).__name__}: {_line(error)} (harness)"), None
         conn.send(asdict(checked))
+        tell((checked.trace_s, checked.draw_s))
         return TRACED if out is not None else 0
 
-    code = _apart(ours, timeout - (time.monotonic() - started))
+    code, first = told(_apart, ours, left())
     if code == -signal.SIGALRM:  # out of time before sending its result
         conn.send(asdict(Result(entry.name, entry.kind, "timeout", f"more than {timeout:.0f} s")))
     elif code not in (0, TRACED):  # it died before sending its result
         why = f"signal {-code}" if code < 0 else f"exit code {code}"
         conn.send(asdict(Result(entry.name, entry.kind, "crashed", f"the process tracing it died ({why})")))
-    elif torchview and code == TRACED:
-        def theirs() -> int:
+    elif code == TRACED and first is not None:
+        runs, second = Runs([first[0]], [first[1]]), math.nan
+
+        def theirs(tell: Callable[[Any], None], twice: bool = False) -> int:
             _warm_up(True, ours=False)
-            conn.send(_time_torchview_twice(model.model, model.inputs))
+            tell(_time_torchview_twice(model.model, model.inputs) if twice else _time_torchview(model.model, model.inputs))
             return 0
 
-        _apart(theirs, timeout - (time.monotonic() - started))
+        def again(tell: Callable[[Any], None]) -> int:
+            _warm_up(False)
+            tell(_timed_again(model.model, model.inputs))
+            return 0
+
+        def once(work: Callable[[Callable[[Any], None]], int]) -> Any:
+            return told(_apart, work, left())[1]
+
+        if torchview:
+            first_tv, second = once(lambda tell: theirs(tell, twice=True)) or (math.nan, math.nan)
+            runs.torchview.append(first_tv)
+            conn.send((runs, second, False))
+        def theirs_again() -> float:
+            got = once(theirs)
+            return math.nan if got is None else float(got)
+
+        timed_tv = torchview and runs.torchview[0] == runs.torchview[0]
+        repeat(runs, lambda: once(again), theirs_again if timed_tv else None, target(result.layers), left, repeats,
+               cpu_seconds)
+        conn.send((runs, second, True))
 
 
 #: the exit code of ncd's process when the model traced (torchview's time follows)
@@ -733,8 +802,9 @@ GRACE = 15.0
 
 
 def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, determinism: bool,
-            verbose: bool, on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Each entry in a forked child (at most ``jobs`` at once), killed after ``timeout`` seconds.
+            verbose: bool, on_result: Callable[[Result], None] | None = None, repeats: int = 0) -> list[Result]:
+    """Each entry in a forked child (at most ``jobs`` at once), killed after ``timeout`` seconds; ``repeats``: runs of
+    each tool's first call (0: as many as ``corpus_timing.repeat`` chooses).
 
     ``on_result`` is called with each result as soon as its model is done (to save it).
     """
@@ -746,7 +816,7 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
         while pending and len(running) < jobs:
             entry = pending.pop(0)
             recv, send = ctx.Pipe(duplex=False)
-            process = ctx.Process(target=_child, args=(entry, torchview, determinism, send, timeout))
+            process = ctx.Process(target=_child, args=(entry, torchview, determinism, send, timeout, repeats))
             process.start()
             send.close()
             running.append([entry, process, recv, time.monotonic(), None])
@@ -759,16 +829,18 @@ def run_all(entries: list[Entry], jobs: int, timeout: float, torchview: bool, de
                     message = recv.recv()
                     if isinstance(message, dict):
                         result = item[4] = Result(**message)
-                        done = not (torchview and result.status == "traced")
-                    else:  # torchview's first and second call
-                        (result.torchview_s, result.torchview_warm_s), done = message, True
+                        done = result.status != "traced"  # a traced model's runs follow
+                    else:  # each tool's runs so far, torchview's second call, and whether more runs follow
+                        runs, result.torchview_warm_s, final = message
+                        apply(result, runs)
+                        done = final
             except (EOFError, OSError):
                 done = True
             if result is None and (done or not process.is_alive()):
                 result = Result(entry.name, entry.kind, "crashed", f"the child died (exit code {process.exitcode})")
                 done = True
             elif not done and not process.is_alive() and not recv.poll():
-                done = True  # torchview died: no time to compare
+                done = True  # it died before its last runs: the runs it sent stand
             elif not done and time.monotonic() - started > timeout + GRACE:
                 process.kill()
                 if result is None:
@@ -854,6 +926,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per model")
     parser.add_argument("--no-torchview", action="store_true")
     parser.add_argument("--no-determinism", action="store_true")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="runs of each tool's first call per model (default: chosen per model, 3 to 7 on models"
+                             " that cost little, see benchmarks/corpus_timing.py; 1: a single run each)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--collide", nargs="?", const="width", default="", choices=sorted(COLLIDE),
                         help="configs whose roles share sizes (width: width = positions = ffn = heads x head features,"
@@ -913,7 +988,7 @@ def main() -> None:
     _warm_up(not args.no_torchview)
     on_result = (lambda r: save(results_path, r)) if results_path else None
     results = run_all(todo, args.jobs, args.timeout, not args.no_torchview, not args.no_determinism, args.verbose,
-                      on_result)
+                      on_result, args.repeats)
     if results_path:
         results = ordered(load(results_path), all_entries(args.collide))
     _write_report(results, _collided(sample, args.collide), output)

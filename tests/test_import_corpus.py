@@ -447,13 +447,14 @@ def test_a_model_unstable_in_float32_is_checked_in_float64_and_a_wrong_one_stays
 
 def test_the_corpus_s_own_modules_examples_run() -> None:
     """The examples in the docstrings of the modules the corpus is split into (``--doctest-modules`` sees ``src`` and
-    ``tests`` only): shrinking a config, generating a second chance's inputs, the report's counts."""
+    ``tests`` only): shrinking a config, generating a second chance's inputs, the report's counts, the median run."""
     import doctest
 
     import corpus_inputs
     import corpus_report
     import corpus_shrink
+    import corpus_timing
 
-    for module in (corpus_shrink, corpus_inputs, corpus_report):
+    for module in (corpus_shrink, corpus_inputs, corpus_report, corpus_timing):
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0 and attempted > 0, (module.__name__, failed, attempted)
