@@ -1,18 +1,23 @@
-"""redteam13: an opaque ``scaled_dot_product_attention`` call (a decoding step of two tokens after a left-padded
-cache: the attention rule declines its mask) reads back from untrusted JSON when its ``dropout_p`` is zero, given or
-by default; a crafted call that could draw (a positive rate, a rate that is no number, an argument given twice or
-unknown) is still refused."""
+"""redteam13: a decoding step of several tokens after a left-padded cache (a padding mask from the input and the
+causal structure ending at the last query and key) is attention with ``◸↘`` and a padding mask, where it was an opaque
+``scaled_dot_product_attention``; an opaque SDPA call reads back from untrusted JSON when its ``dropout_p`` is zero,
+given or by default; a crafted call that could draw (a positive rate, a rate that is no number, an argument given twice
+or unknown) is still refused."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers as T  # noqa: N812  (a test dependency: its absence must fail, not skip)
 
 import ncd
+from ncd.prims.attention import CausalMaskOp
 from ncd.prims.opaque import Opaque
 from ncd.prims.opaque_allowlist import check_allowed
 
@@ -88,3 +93,90 @@ def test_an_attention_call_missing_a_required_operand_is_refused() -> None:
     for short in (QKV[:2], QKV[:1] + (0,), ()):
         with pytest.raises(ncd.ParseError, match="draws from the global random state"):
             check_allowed(SDPA, short, ())
+
+
+class _Step(torch.nn.Module):
+    """Queries after cached keys: the causal table ending at the last query and key, and the input's padding."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        t, s = q.shape[-2], k.shape[-2]
+        causal = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+        mask = causal[None, None] & attention_mask[:, None, None, :].bool()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _step_inputs(g: torch.Generator, pads: list[int], t: int = 2, s: int = 6) -> tuple[torch.Tensor, ...]:
+    q, k, v = (torch.randn(len(pads), 2, n, 4, generator=g) for n in (t, s, s))
+    mask = torch.ones(len(pads), s, dtype=torch.long)
+    for row, p in enumerate(pads):
+        mask[row, :p] = 0
+    return q, k, v, mask
+
+
+def test_a_step_after_a_left_padded_cache_is_a_lower_right_causal_mask_equal_to_the_model() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = _Step()
+    traced = ncd.trace(model, *_step_inputs(g, [0, 2, 5]))
+    assert traced.opaque_count == 0
+    masks = [b.prim for b in traced.boxes() if isinstance(b.prim, CausalMaskOp)]
+    assert len(masks) == 1 and masks[0].lower_right
+    lowered = traced.to_torch()
+    for pads in ([0, 2, 5], [1, 0, 3], [6, 6, 0]):  # a sample with every key padded: 0, as SDPA gives
+        inputs = _step_inputs(g, pads)
+        torch.testing.assert_close(lowered(*inputs), model(*inputs))
+    longer = traced.to_torch(t=9)  # more cached keys: the diagonal still ends at the last query and key
+    inputs = _step_inputs(g, [1, 2, 8], s=9)
+    torch.testing.assert_close(longer(*inputs), model(*inputs))
+
+
+def test_a_traced_llama_step_of_two_tokens_after_a_left_padded_cache_has_no_opaque_box_and_equals_the_model() -> None:
+    torch.manual_seed(0)
+    model: torch.nn.Module = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                                               num_key_value_heads=2, intermediate_size=64, vocab_size=50,
+                                                               max_position_embeddings=64))
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+
+    def step(pads: list[int]) -> dict[str, object]:
+        mask = torch.ones(2, 4, dtype=torch.long)
+        for row, p in enumerate(pads):
+            mask[row, :p] = 0
+        with torch.no_grad():
+            cache = model(input_ids=torch.randint(3, 50, (2, 4), generator=g), attention_mask=mask,
+                          use_cache=True).past_key_values
+        return dict(input_ids=torch.randint(3, 50, (2, 2), generator=g), past_key_values=cache, use_cache=True,
+                    attention_mask=torch.cat([mask, torch.ones(2, 2, dtype=torch.long)], 1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, **step([0, 2]))
+    assert traced.opaque_count == 0
+    lowered = traced.to_torch()
+    for pads in ([0, 2], [3, 1], [4, 0]):
+        kw = step(pads)
+        c = kw["past_key_values"]
+        flat = [kw["input_ids"], *(t for layer in c.layers for t in (layer.keys, layer.values)),  # type: ignore[attr-defined]
+                kw["attention_mask"]]
+        with torch.no_grad():
+            got = lowered(*flat)
+            want = model(**copy.deepcopy(kw))
+        torch.testing.assert_close(got[0], want.logits, rtol=1e-5, atol=1e-5)
+
+
+class _KeyPadding(torch.nn.Module):
+    """A key padding mask alone, one row broadcast over the queries (``[:, None, None, :]``): no causal structure."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask[:, None, None, :].bool())
+
+
+@pytest.mark.parametrize("t", [2, 6])
+def test_a_key_padding_mask_broadcast_over_fewer_queries_than_keys_is_not_read_as_causal(t: int) -> None:
+    g = torch.Generator().manual_seed(2)
+    model = _KeyPadding()
+    traced = ncd.trace(model, *_step_inputs(g, [0, 2, 5], t=t))
+    assert not any(isinstance(b.prim, CausalMaskOp) for b in traced.boxes())
+    lowered = traced.to_torch()
+    for pads in ([0, 2, 5], [3, 0, 1]):
+        inputs = _step_inputs(g, pads, t=t)
+        torch.testing.assert_close(lowered(*inputs), model(*inputs))

@@ -384,6 +384,14 @@ def _attention(conv: Converter, node: Node, k: Node, v: Node, live_mask: LiveMas
 
         axes = conv.segs[s].axes
         s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1], None if window is None else sympy.Integer(window))), [s])
+    elif additive is not None and live_mask is not None and tuple(additive.shape[-2:]) == shape[-2:] \
+            and bool((additive <= -1e30).any()) and _is_causal(additive, lower_right=True):
+        # a decoding step's queries after cached keys, the diagonal ending at the last query and key: ◸↘ (a table of
+        # the scores' own queries and keys that blocks something: one row broadcast over the queries is no such table)
+        from ncd.prims.attention import CausalMaskOp
+
+        axes = conv.segs[s].axes
+        s = conv.apply(Box(CausalMaskOp(axes[-2], axes[-1], None, True)), [s])
     elif additive is not None and live_mask is not None:
         if not bool((additive == 0).all()):
             raise Decline("a mask that is neither causal nor none, and a padding mask")
@@ -475,11 +483,15 @@ def _causal_window(additive: torch.Tensor) -> int | None:
     return None
 
 
-def _is_causal(additive: torch.Tensor) -> bool:
-    """An additive mask that is the causal one on its last two axes (0 on and below the diagonal, ≤ -1e30 above)."""
-    if additive.dim() < 2 or additive.shape[-1] != additive.shape[-2] or additive.device.type == "meta":
+def _is_causal(additive: torch.Tensor, lower_right: bool = False) -> bool:
+    """An additive mask that is the causal one on its last two axes (0 on and below the diagonal, ≤ -1e30 above);
+    ``lower_right``: instead, with fewer queries ``y`` than keys ``x``, the diagonal ending at the last query and key
+    (``~ones(y, x).tril(x - y)`` blocked: queries after ``x - y`` cached keys)."""
+    if additive.dim() < 2 or additive.device.type == "meta":
         return False
-    n = additive.shape[-1]
-    above = ~torch.ones(n, n, dtype=torch.bool).tril()
+    rows, n = additive.shape[-2], additive.shape[-1]
+    if (rows >= n) if lower_right else (rows != n):
+        return False
+    above = ~torch.ones(rows, n, dtype=torch.bool).tril(n - rows)
     blocked = additive <= -1e30
     return bool((blocked == above.expand_as(blocked)).all()) and bool((additive.masked_fill(above, 0) == 0).all())
