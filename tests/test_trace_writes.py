@@ -689,6 +689,40 @@ def test_a_write_export_records_as_copy_and_scatter_is_a_put_box_that_autograd_d
         torch.testing.assert_close(torch.autograd.grad(got, x, g), torch.autograd.grad(want, x, g))
 
 
+class _Filled(torch.nn.Module):
+    """Writes of a number, which ``torch.export`` records as ``fill`` (the number lifted to a 0-dim tensor, or kept) and
+    ``zero``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x * 2
+        s[:, :, 1:3] = 7.0
+        s[:, 1].fill_(2)
+        s[0, :, 0].zero_()
+        s[..., -1] = torch.tensor(3.5, dtype=torch.float64)
+        return s * x
+
+
+@pytest.mark.parametrize("capture", ["dispatch", "export"])
+def test_a_number_written_into_a_region_is_drawn_equal_to_the_model_and_read_back_from_untrusted_json(
+        capture: str) -> None:
+    """review11: on export, ``s[:, :, 1:3] = 7.0`` was an opaque ``aten.fill.Tensor`` that ``load_json`` (untrusted)
+    refused; ``fill`` and ``zero`` are now the number broadcast into the region (a put)."""
+    model = _Filled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 3, 5), capture=capture)
+    assert d.opaque_count == 0, d.opaque
+    again = ncd.load_json(d.to_json()).to_torch()
+    again.load_state_dict(d.state_dict(again))
+    for lowered in (d.to_torch(), again):
+        x = torch.randn(2, 3, 5, requires_grad=True)
+        want = model(x)
+        got = lowered(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, x, g), torch.autograd.grad(want, x, g))
+
+
 def test_an_opaque_copy_lowers_to_calls_autograd_differentiates() -> None:
     """An ``aten.copy`` left opaque is lowered as its source cast and broadcast to the destination (a copy): the
     values torch's ``copy`` gives, and a gradient for the source (``aten.copy`` itself raises in the backward)."""

@@ -216,10 +216,13 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     with functions_refused(model), _torch_errors_unlogged(), \
             _identity_watched([(group, tensors) for group, tensors, _ in same], identity, alike=True):
         captured = _exported(model, flat, args, kwargs, names, reads, same)
+    from ncd.trace.overlaps import watched
     from ncd.trace.record import _warn_random, random_of, warn_overlapping
 
     _warn_random(model, *random_of(captured.nodes))  # (as a recording warns of its own: :func:`ncd.trace.record._warn_recorded`)
-    warn_overlapping(model, overlapping)  # an out= write into memory its operand reads: export reads the operand first
+    # a write into memory its operand reads: export reads the operand first (the recording's out= write, or any write
+    # the model's eager run shows: an explicit capture="export", a recording that fell back for another reason)
+    warn_overlapping(model, {**watched(model, flat, args, kwargs), **overlapping})
     if identity:  # (as the recording says it: :func:`ncd.trace.record._warn_recorded`)
         import warnings
 

@@ -85,7 +85,29 @@ def alias(conv: Converter, node: Node) -> None:
 def copy(conv: Converter, node: Node) -> None:
     """``aten.copy(dst, src)`` (``torch.export``'s functional ``dst.copy_(src)``): ``src`` cast to ``dst``'s dtype and
     broadcast to its shape; ``dst``'s values are not read (a wire, a cast, a broadcast copy)."""
-    source = node.args[1] if len(node.args) > 1 else node.kwargs.get("src")
+    _written_as(conv, node, node.args[1] if len(node.args) > 1 else node.kwargs.get("src"))
+
+
+@rule("aten.fill", "aten.zero")
+def fill(conv: Converter, node: Node) -> None:
+    """``aten.fill(dst, value)`` and ``aten.zero(dst)`` (``torch.export``'s functional ``dst.fill_(value)``,
+    ``s[:, 1:3] = 7.0``, ``dst.zero_()``): ``value`` (a number, or a 0-dim tensor) cast to ``dst``'s dtype and
+    broadcast to its shape; ``dst``'s values are not read."""
+    value = node.args[1] if len(node.args) > 1 else node.kwargs.get("value", 0)
+    if isinstance(value, (bool, int, float)) and isinstance(node.value, torch.Tensor):
+        number = Node(f"{node.name}_value", "call", value=torch.tensor(value, dtype=node.value.dtype), stack=node.stack)
+        conv.bind(number, conv.value(number))
+        try:
+            _written_as(conv, node, number)
+        finally:
+            conv.forget(number)
+        return
+    _written_as(conv, node, value)
+
+
+def _written_as(conv: Converter, node: Node, source: Any) -> None:
+    """``node`` (a write of ``source`` into all of its first argument, whose values it does not read) as ``source``
+    cast to its dtype and broadcast to its shape."""
     if not isinstance(source, Node) or not _tensor(source) or not isinstance(node.value, torch.Tensor):
         raise Decline("no source tensor")
     value, made = source.value, []
@@ -93,7 +115,10 @@ def copy(conv: Converter, node: Node) -> None:
         value = value.to(node.value.dtype)
         cast_node = Node(f"{node.name}_cast", "call", torch.ops.aten._to_copy.default, (source,),
                          {"dtype": node.value.dtype}, value=value, stack=node.stack, live=source.live, line=node.line)
-        alias(conv, cast_node)
+        if source.live:
+            alias(conv, cast_node)
+        else:  # a constant (``s[..., -1] = torch.tensor(3.5, dtype=torch.float64)``): the constant cast
+            conv.bind(cast_node, conv.value(cast_node))
         source = cast_node
         made.append(cast_node)
     if tuple(value.shape) != tuple(node.value.shape):

@@ -14,7 +14,9 @@ values (``y[:, :-1] = y[:, 1:]``, a shift the kernel's order reads before it wri
 device no value is known: a write of a value of the inputs with such an operand is recorded again on real values.
 A call the recording cannot take at all (``torch.add(y[:, :-1], 1, out=y[:, 1:])``: an ``out=`` write has no functional
 version, so ``torch.export`` records it, reading the operands first) is run as the model runs it on a copy of the memory
-it writes (:func:`in_model_order`), and the line is warned about on the export path where the two differ.
+it writes (:func:`in_model_order`), and the line is warned about on the export path where the two differ.  A model
+captured by ``torch.export`` itself (``capture="export"``, or a recording that fell back to it) is run once more, eagerly,
+with only its writes watched (:func:`watched`): the same comparison, the same warning.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ncd.trace.tensors import _one_memory
-from ncd.trace.undo import writes_of
+from ncd.trace.undo import Undo, writes_of
 
-__all__ = ["read_first", "differing", "overlaps", "in_model_order"]
+__all__ = ["read_first", "differing", "overlaps", "in_model_order", "watched"]
 
 
 def _root(t: torch.Tensor) -> torch.Tensor:
@@ -143,3 +146,65 @@ def in_model_order(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     except Exception:  # noqa: BLE001 - the call does not run so: nothing to tell
         return False
     return any(not _same(remade[id(w)], first) for w, first in pairs if id(w) in remade)
+
+
+class _Watch(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """The model's eager run with its writes watched (:func:`watched`): each write's result compared with the
+    diagram's reading of it, the model's parameters and buffers it writes kept (put back after)."""
+
+    def __init__(self, undo: Undo, state: dict[int, list[torch.Tensor]]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.undo, self.state = undo, state
+        self.found: dict[str, str] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        written = writes_of(func, args, kwargs)
+        if not written:
+            return func(*args, **kwargs)
+        for w, _ in written:  # (a view written under a dispatch mode has a ``_base`` of its own wrapping: by memory)
+            for held in self.state.get(w.untyped_storage().data_ptr(), ()) if w.layout == torch.strided else ():
+                self.undo.keep(held)
+        pairs = read_first(func, args, kwargs)
+        out = func(*args, **kwargs)
+        if pairs and differing(pairs):
+            from ncd.trace.capture import user_line
+
+            self.found.setdefault(user_line() or "?", func.overloadpacket.__name__)
+        return out
+
+
+def watched(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> dict[str, str]:
+    """The model's lines (``line -> operator``) writing memory the same call reads where its result differs from the
+    diagram's reading (:func:`read_first`, :func:`differing`): ``flat`` (the model, :class:`ncd.trace.capture._Flat`)
+    run once eagerly on copies of the inputs, only its writes watched, and the model's state put back after
+    (:class:`ncd.trace.undo.Undo`); what ``torch.export``, which reads every operand first, cannot tell.  A model that
+    does not run so: nothing to tell (export decides)."""
+    from ncd.trace.capture import copied
+
+    state: dict[int, list[torch.Tensor]] = {}  # the model's parameters and buffers by their memory
+    for t in (*model.parameters(), *model.buffers()):
+        if t.layout == torch.strided and t.device.type != "meta":
+            state.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+    watch = _Watch(Undo(model), state)
+    clones: dict[int, torch.Tensor] = {}
+
+    def clone(v: Any) -> Any:  # (one tensor passed twice: one copy, passed twice)
+        if isinstance(v, torch.Tensor):
+            if id(v) not in clones:
+                clones[id(v)] = v.detach().clone()
+            return clones[id(v)]
+        return v
+
+    try:
+        run_args, run_kwargs = torch.utils._pytree.tree_map(clone, (tuple(copied(list(args))),
+                                                                    dict(zip(kwargs, copied(list(kwargs.values()))))))
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), watch:
+            flat(*run_args, **run_kwargs)
+    except Exception:  # noqa: BLE001 - the model does not run eagerly so: torch.export decides
+        return {}
+    finally:
+        watch.undo.undo()
+    return watch.found
