@@ -171,3 +171,13 @@ def test_a_corpus_model_is_timed_in_runs_whose_median_the_result_holds() -> None
     assert result.torchview_warm_s > 0  # its second call, in its first run's process
 
 
+
+
+def test_torchview_s_second_call_is_skipped_only_after_a_long_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = iter([0.2, 0.15, 6.0, 5.0, math.nan])
+    monkeypatch.setattr(corpus, "_time_torchview", lambda model, inputs: next(times))
+    assert corpus._time_torchview_twice(None, {}) == (0.2, 0.15)
+    first, second = corpus._time_torchview_twice(None, {})  # 6 s > SECOND_CALL_UP_TO: not called again
+    assert first == 6.0 and math.isnan(second) and next(times) == 5.0
+    first, second = corpus._time_torchview_twice(None, {})  # failed: not called again
+    assert math.isnan(first) and math.isnan(second)
