@@ -83,9 +83,9 @@ def speed(traced: Sequence[Any]) -> list[str]:
     if not timed:
         return []
     runs = Counter(max(1, len(r.torchview_runs)) for r in timed)
-    spent = sum(getattr(r, "repeats_s", 0.0) for r in timed) / 60
+    spent = sum(getattr(r, "repeats_s", 0.0) for r in timed)
     lines = [f"- timing: each tool's first call on a model, taken several times alternately and counted by its median run"
-             f" (the method above); runs of each tool: {_runs(runs)} (the runs after the first: {spent:.1f} CPU min"
+             f" (the method above); runs of each tool: {_runs(runs)} (the runs after the first: {_cpu(spent)}"
              " summed over the models)"]
     for tool, field in (("torchview's own time", "torchview_runs"), ("ncd's trace+draw time", "")):
         moved = sorted((spread(getattr(r, field) if field else [t + d for t, d in zip(r.trace_runs, r.draw_runs)]), r.name)
@@ -94,7 +94,7 @@ def speed(traced: Sequence[Any]) -> list[str]:
         if moved:
             lines.append(f"- {tool} between the runs of one model (slowest / fastest − 1): median"
                          f" {100 * moved[len(moved) // 2][0]:.0f} %, max {100 * moved[-1][0]:.0f} % ({moved[-1][1]}),"
-                         f" over {len(moved)} models")
+                         f" over {len(moved)} model{'s' if len(moved) > 1 else ''}")
     ratios = sorted(_ratio(r) for r in timed)
     warm = sorted(r.warm_s / r.torchview_warm_s for r in traced if r.warm_s == r.warm_s and r.torchview_warm_s > 0)
     for what, values in (("trace+draw time / torchview time (first call, median runs)", ratios),
@@ -111,6 +111,15 @@ def speed(traced: Sequence[Any]) -> list[str]:
             lines.append(f"- {what}, trace+draw time / torchview time (first call, median runs): at most {bound:g}×:"
                          f" {_pct(sum(v <= bound for v, _, _ in group), len(group))}" + (f"; above: {above}" if above else ""))
     return lines
+
+
+def _cpu(seconds: float) -> str:
+    """CPU time, in minutes from one minute up.
+
+    >>> _cpu(1.54), _cpu(660.0)
+    ('1.5 CPU s', '11.0 CPU min')
+    """
+    return f"{seconds / 60:.1f} CPU min" if seconds >= 60 else f"{seconds:.1f} CPU s"
 
 
 def _runs(counts: Counter[int]) -> str:
