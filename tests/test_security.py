@@ -360,7 +360,8 @@ def test_names_equal_after_nfkc_get_separate_weights_and_classes() -> None:
     torch.testing.assert_close(module(x), torch.tanh(torch.relu(x)))
 
 
-@pytest.mark.parametrize("name", ["W₁", "L²", "ℓ", "class", "sum", "float", "self", "__init__", "٣"])
+@pytest.mark.parametrize("name", ["W₁", "L²", "ℓ", "class", "sum", "float", "self", "__init__", "٣",
+                                  "x̃", "L̂", "W̅", "t̅", "x\u0301", "ĉ\u0327"])  # combining marks: redteam13
 def test_any_label_or_block_name_lowers_to_code_that_compiles_and_computes(name: str) -> None:
     d = (ncd.Identity.of("m") >> ncd.Linear("m -> m", name=name) >> ncd.Scale("2")).block(name)
     module = d.to_torch(m=3)

@@ -12,6 +12,8 @@ compiled, and keywords, builtins and the generated module's own names are never 
 ('x', 'w1', 'l2', 'l', 'class_')
 >>> python_name("sum"), python_name("3 heads"), class_name("Ａct"), class_name("my block")
 ('sum_', 'x_3_heads', 'Act', 'MyBlock')
+>>> python_name("x̃"), python_name("L̂ᵀ"), class_name("W̅ block")
+('x', 'l_t', 'WBlock')
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def _ascii_word(text: str) -> str:
     out: list[str] = []
     for char in text:
         if (char.isascii() and (char.isalnum() or char == "_")) or (
-            not char.isascii() and ("a" + char).isidentifier() and unicodedata.normalize("NFKC", char) == char
-        ):
-            out.append(char)  # ASCII, or a letter Python keeps as it is (Greek, Cyrillic, ...)
+            not char.isascii() and char.isalnum() and ("a" + char).isidentifier()
+            and unicodedata.normalize("NFKC", char) == char
+        ):  # ASCII, or a letter Python keeps as it is (Greek, Cyrillic, ...); not a combining mark (``x̃``, ``L̂``):
+            out.append(char)  # an identifier to Python, but no word character to the code's own regular expressions
         elif not out or out[-1] != "\0":
             out.append("\0")  # a run of anything else becomes one underscore
     return "".join(out).replace("\0", "_")
