@@ -59,3 +59,40 @@ def test_an_equation_is_spelled_with_letters_for_its_ellipses_and_torchs_implici
     assert spelled("...ij,...jk", [3, 2]) == (["aij", "jk"], "aik")
     assert spelled("ba", [2]) == (["ba"], "ab")  # implicit: letters used once, alphabetical
     assert spelled("ii", [2]) == (["ii"], "")
+
+
+DIAGONALS = [("ii->i", (4, 4)), ("bhtt->bh", (2, 3, 4, 4)), ("ii->", (4, 4)), ("bii->bi", (2, 4, 4)),
+             ("iij->ji", (3, 3, 5))]
+
+
+@pytest.mark.parametrize(("equation", "shape"), DIAGONALS, ids=[c[0] for c in DIAGONALS])
+def test_a_letter_repeated_on_one_operand_reads_its_diagonal_with_no_identity_multiplied_in(
+        equation: str, shape: tuple[int, ...]) -> None:
+    """The importer draws a repeated letter as a cup (the identity matrix) beside the einsum; it lowered to
+    ``torch.eye`` multiplied in (``ii->i`` on 4 x 4 charged 32 FLOPs in products, torch's flop_counter 0): now the
+    einsum of the operand alone, its diagonal read as torch's own einsum does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = Einsum(equation)
+    x = torch.randn(*shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(Einsum(equation), x)
+    assert d.opaque_count == 0 and "unit" in [b.prim.op for b in d.boxes()]
+    assert "torch.eye" not in d.to_source()
+    lowered = d.to_torch()
+    for v in (x, torch.randn(*shape)):
+        v = v.clone().requires_grad_(True)
+        got, want = lowered(v), model(v)
+        torch.testing.assert_close(got, want)
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, v, g), torch.autograd.grad(want, v, g))
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    numbers = ncd.cost(d).numbers
+    assert numbers.forward_matmul == counter.get_total_flops() == 0
+    v = x.clone().requires_grad_(True)  # what it sums: the entries its result depends on (flop_counter counts no sums)
+    model(v).sum().backward()
+    assert v.grad is not None
+    summed = int((v.grad != 0).sum()) if len(equation.split("->")[1]) < len(set(equation.split("->")[0])) else 0
+    assert numbers.forward_other == summed

@@ -290,6 +290,8 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
     subscripts = ctx.subscripts(own_in, own_out)
+    if len(prim.inputs) == 2 and (read := _diagonal_read(ctx, subscripts)) is not None:
+        return [read]
     if len(prim.inputs) < 3:
         return [ctx.einsum(subscripts, *ctx.args)]
     # three or more operands: one einsum per pair of the plan, each product bound to a local
@@ -308,6 +310,33 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
         layouts = [o for k, o in enumerate(layouts) if k not in (i, j)] + ["".join(kept)]
         operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [value]
     raise AssertionError("a plan of three or more operands has a last pair")
+
+
+def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
+    """An einsum of a tensor and a cup (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
+    ``ii->i``, as the importer reads it) as the einsum of the tensor alone with the cup's two letters made one: its
+    diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with ``torch.eye`` before).  ``None``
+    when neither input is a cup's value or both of its letters are kept (``diag_embed``: the identity is the result's
+    diagonal).  The op keeps the index of the input it does not read (option ``unread``: the cost rule's operands)."""
+    from dataclasses import replace
+
+    lhs, rhs = subscripts.split("->")
+    terms = lhs.split(",")
+    made = {v.var: op.box for op in ctx.em.function.ops for v in op.outputs}
+    for k, arg in enumerate(ctx.args):
+        box = made.get(arg.var)
+        if box is None or not isinstance(box.prim, UnitOp) or len(terms[k]) != 5 or not terms[k].startswith("..."):
+            continue
+        first, second = terms[k][3], terms[k][4]
+        if first in rhs and second in rhs:
+            return None
+        keep, drop = (second, first) if first in rhs else (first, second)
+        other = terms[1 - k].replace(drop, keep)
+        if other.count(keep) < 2:  # (the cup's letters do not both index the other operand)
+            return None
+        expr = ctx.einsum(f"{other}->{rhs.replace(drop, keep)}", ctx.args[1 - k])
+        return replace(expr, options=(*expr.options, ("unread", k)))
+    return None
 
 
 @LOWERING.rule(UnitOp)
@@ -394,7 +423,19 @@ def cost_linear(prim: LinearOp, ctx: CostContext) -> list[Tensor]:
 def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     from ncd.analysis.linear import einsum_cost
 
-    return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0], prim.pairs())]
+    calls = [op for op in ctx.ops if op.target == "torch.einsum"]
+    unread = calls[0].option("unread") if len(calls) == 1 else None  # a cup's identity not read (:func:`_diagonal_read`)
+    if unread is None:
+        return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0], prim.pairs())]
+    from dataclasses import replace
+
+    first, second = ctx.inputs[unread].axes
+    out = {a.name for a in ctx.out_axes[0]}
+    keep, drop = (second, first) if first.name in out else (first, second)
+    x = ctx.inputs[1 - unread]  # its diagonal read: the cup's second wire named as its first
+    x = replace(x, axes=tuple(keep if a.name == drop.name else a for a in x.axes),
+                order=tuple(keep.name if n == drop.name else n for n in x.order))
+    return [einsum_cost(ctx, [x], ctx.out_axes[0])]
 
 
 @COST.rule(UnitOp)

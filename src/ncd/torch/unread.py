@@ -29,7 +29,7 @@ __all__ = ["drop_unread", "pure"]
 
 #: functions and tensor methods that only read their operands and draw nothing (a whitelist: anything else is kept)
 PURE_CALLS = frozenset("""
-    abs amax amin argmax argmin argsort broadcast_shapes cat clamp clone contiguous cumsum div einsum exp expand float
+    abs amax amin argmax argmin argsort broadcast_shapes cat clamp clone contiguous cumsum div einsum exp expand eye float
     flatten gather index_select int long matmul max mean min movedim mul narrow neg permute relu reshape rsqrt select
     sigmoid sort split sqrt square squeeze stack sub sum tanh to topk transpose unflatten unsqueeze view where
 """.split())
