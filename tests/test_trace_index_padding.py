@@ -131,3 +131,34 @@ def test_a_pad_up_to_an_output_refuses_an_axis_longer_than_it_and_lowers_at_its_
         x = torch.randint(0, 11, (n,))
         torch.testing.assert_close(box.to_torch(t=n)(x), F.pad(x, (0, 8 - n), value=1), rtol=0, atol=0)
     del ids
+
+
+class FixedPad(nn.Module):
+    """Ids padded by a fixed 2 pad tokens, whatever their length (no size read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(F.pad(ids, (0, 2), value=1)).sum(1)
+
+
+def test_ids_padded_by_a_fixed_amount_lower_at_every_length_equal_to_the_model() -> None:
+    """put11: every pad of ids was a pad up to the traced length (``fit``), so ``F.pad(ids, (0, 2))`` was refused at
+    any other length. The recording marks a pad's amounts computed from a size (``shapes._mark``): a fixed one is a
+    pad by its amount (``t + 2``), lowered at any length, also read back from JSON; one computed from the length stays
+    ``fit`` (above)."""
+    torch.manual_seed(0)
+    model = FixedPad()
+    d = ncd.trace(model, torch.randint(0, 11, (2, 5)))
+    (pad,) = [b.prim for b in d.boxes() if isinstance(b.prim, PadOp)]
+    assert not pad.fit and pad.after == (2,)
+    back = ncd.load_json(d.to_json())
+    for t in (5, 1, 9):
+        x = torch.randint(0, 11, (3, t))
+        lowered = d.to_torch(b=3, t=t)
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
+        again = back.to_torch(b=3, t=t)
+        again.load_state_dict(d.state_dict(again))
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)

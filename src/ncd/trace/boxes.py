@@ -208,7 +208,10 @@ def pad(conv: Converter, node: Node) -> None:
     try:
         prim = PadOp(Segment(tuple(axes.axes[k] for k in keep), seg.dtype, seg.range), tuple(before[k] for k in keep),
                      tuple(after[k] for k in keep), mode, float(value or 0.0))
-        fit = seg.dtype == "index"  # ids padded to a length (the model's, at the traced size): named by that size
+        # ids padded to a length computed from the input's (the model's, at the traced size): named by that size; by
+        # amounts the recording saw computed from no size (``F.pad(ids, (0, 2))``), a pad as any (export marks none)
+        fit = seg.dtype == "index" and (conv.captured.method != "dispatch" or any(
+            type(k) is tuple and k[0] in (1, "pad") for k in node.sized or ()))
         out = _renamed(conv, seg, prim.padded()) if not fit else \
             conv.namer.segment([conv.namer.fresh(int(a.size)) for a in prim.padded()],
                                tuple(int(a.size) for a in prim.padded()))

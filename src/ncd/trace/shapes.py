@@ -214,6 +214,9 @@ class _Calls(TorchFunctionMode):
 
 def _mark(node: Any, window: list[tuple[Any, Tree]]) -> None:
     for key, value in (*enumerate(node.args), *node.kwargs.items()):
+        if type(value) in (list, tuple) and "pad" in str(node.target):  # a pad's amounts: each one sized or not,
+            _mark_items(node, key, value, window)  # marked ``(key, j)`` (:func:`ncd.trace.boxes.pad`: ``fit``)
+            continue
         if type(value) not in (int, float) or (node.sized and key in node.sized):
             continue
         for have, expr in window:
@@ -221,6 +224,20 @@ def _mark(node: Any, window: list[tuple[Any, Tree]]) -> None:
                 if node.sized is None:
                     node.sized = {}
                 node.sized[key] = expr
+                break
+
+
+def _mark_items(node: Any, key: Any, items: Any, window: list[tuple[Any, Tree]]) -> None:
+    """The items of the list argument ``key`` computed from sizes, marked ``(key, j)`` (read by the rule of the call
+    only: :func:`check_node` reads scalar arguments)."""
+    for j, item in enumerate(items):
+        if type(item) is not int or (node.sized and (key, j) in node.sized):
+            continue
+        for have, expr in window:
+            if have == item:
+                if node.sized is None:
+                    node.sized = {}
+                node.sized[(key, j)] = expr
                 break
 
 
@@ -469,7 +486,7 @@ def check_node(conv: Any, node: Any) -> None:
 
     done = conv.__dict__.get("_sized_done", set())
     for key, tree in (node.sized or {}).items():
-        if _numbers_only(conv, tree):
+        if type(key) is tuple or _numbers_only(conv, tree):  # (a list's item: its call's rule decides)
             continue
         expr = expression(conv, tree)
         held = _follows(conv, expr)
