@@ -102,7 +102,7 @@ def test_the_wires_running_past_are_those_of_following_each_wire_part_by_part() 
 
     import ncd
     from ncd.ir.diagram import Identity, Par, Seq
-    from ncd.render.context import _passes
+    from ncd.render.wires import _passes
 
     def follow(node: ncd.Diagram) -> dict[int, int]:
         if isinstance(node, Identity):
@@ -146,3 +146,117 @@ def test_the_wires_running_past_are_those_of_following_each_wire_part_by_part() 
             assert list(_passes(node).items()) == list(follow(node).items())
             checked += 1
     assert checked > 100
+
+
+def test_the_wires_a_gap_label_follows_are_those_of_following_each_wire_through_crossings_and_copies() -> None:
+    """``_followed`` (the wires whose label a gap follows from before a node: input position → output positions)
+    against following each input wire through the node, a crossing of segments (a ``Swap`` box) moving it to its
+    segment's new place and a copy (a ``Copy`` box) to each copy; ``_passes`` (a row's wires run untouched) stops
+    them there as at any box.  Random chains of parallel steps holding swaps of two or three segments and copies."""
+    import random
+
+    import ncd
+    from ncd.ir.diagram import Box, Identity, Par, Seq
+    from ncd.prims.structure import CopyOp, SwapOp
+    from ncd.render.wires import _followed, _passes
+
+    def width(typ: ncd.Type) -> int:
+        return sum(len(seg.axes) for seg in typ.segments)
+
+    def follow(node: ncd.Diagram, boxes: bool) -> dict[int, tuple[int, ...]]:
+        if isinstance(node, Identity):
+            return {k: (k,) for k in range(width(node.dom))}
+        if boxes and isinstance(node, Box) and isinstance(node.prim, SwapOp):
+            segs = node.dom.segments
+            starts = [sum(len(s.axes) for s in segs[:j]) for j in range(len(segs))]
+            out: dict[int, tuple[int, ...]] = {}
+            o = 0
+            for j in node.prim.perm:  # each input wire, one by one, to where its segment went
+                for a in range(len(segs[j].axes)):
+                    out[starts[j] + a] = (o,)
+                    o += 1
+            return dict(sorted(out.items()))
+        if boxes and isinstance(node, Box) and isinstance(node.prim, CopyOp):
+            n = width(node.dom)
+            return {a: tuple(a + n * c for c in range(node.prim.n)) for a in range(n)}
+        if isinstance(node, Par):
+            out = {}
+            i = o = 0
+            for part in node.parts:
+                for a, bs in follow(part, boxes).items():
+                    out[i + a] = tuple(o + b for b in bs)
+                i += width(part.dom)
+                o += width(part.cod)
+            return out
+        if isinstance(node, Seq):
+            out = follow(node.parts[0], boxes)
+            for part in node.parts[1:]:
+                step = follow(part, boxes)
+                out = {a: tuple(c for b in bs for c in step.get(b, ())) for a, bs in out.items()}
+                out = {a: cs for a, cs in out.items() if cs}
+            return out
+        return {}
+
+    rng = random.Random(1)
+    texts = ["b n", "b m k", "b", "n k, b"]
+    checked = moved = 0
+    for _ in range(100):
+        parts: list[ncd.Diagram] = []
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.random()
+            if kind < 0.35:
+                segs = rng.sample(texts[:3], rng.randint(2, 3))
+                perm = list(range(len(segs)))
+                rng.shuffle(perm)
+                parts.append(ncd.Swap(", ".join(segs), perm))
+            elif kind < 0.5:
+                parts.append(ncd.Copy(rng.choice(texts), rng.randint(2, 3)))
+            elif kind < 0.65:
+                parts.append(ncd.Linear("n -> n").weave("b"))
+            else:
+                parts.append(ncd.Identity.of(rng.choice(texts)))
+        step: ncd.Diagram = Par.of(*parts)
+        after = [ncd.Copy(p.cod) if rng.random() < 0.3 else ncd.Identity(p.cod) for p in parts]  # (a chain on)
+        d = Seq.of(step, Par.of(*after), ncd.Identity(step.cod)) if rng.random() < 0.5 else step
+        for node in d.walk():
+            got = _followed(node)
+            assert got == follow(node, True)
+            assert dict(_passes(node)) == {a: bs[0] for a, bs in follow(node, False).items()}
+            moved += got != {a: (b,) for a, b in _passes(node).items()}
+            checked += 1
+    assert checked > 100 and moved > 20
+
+
+def test_a_wire_crossing_others_keeps_the_label_it_had_before_the_crossing() -> None:
+    """``(f @ n) >> swap >> (g @ m)``: the ``m`` wires ``f`` makes are labelled in the gap after ``f``, not again
+    after the crossing that only moves them (``g`` takes the ``n`` wires: they are labelled before it); a crossing
+    between two boxes that take its wires labels them on both sides, as before."""
+    import ncd
+    from ncd.render import layout
+    from ncd.render.model import Text
+
+    m, n = ncd.Identity.of("b m"), ncd.Identity.of("b n")
+    f, g = ncd.Linear("m -> m").weave("b"), ncd.Linear("n -> n").weave("b")
+
+    def labels(d: ncd.Diagram) -> dict[str, list[float]]:
+        where: dict[str, list[float]] = {}
+        for it in layout(d, page="none").visible:
+            if isinstance(it, Text) and it.role == "label":
+                where.setdefault("".join(r.text for r in it.runs), []).append(round(it.x, 1))
+        return where
+
+    where = labels((f @ n) >> ncd.Swap("b m, b n") >> (g @ m))
+    gaps = sorted(set(where["b"]))  # the input, the gap after f, the gap before g, the output
+    assert len(gaps) == 4
+    assert sorted(where["m"]) == [gaps[0], gaps[1], gaps[3]]  # not in the gap after the crossing
+    assert sorted(where["n"]) == [gaps[0], gaps[2], gaps[3]]  # not in the gap before the crossing
+    # boxes on both sides that take the crossed wires: each gap labels every wire
+    both = labels((f @ g) >> ncd.Swap("b m, b n") >> (g @ f))
+    assert len(both["m"]) == len(both["n"]) == 4
+    # a copy's dot: the copy a box takes is labelled before it, the one running on past it is not (its label is the
+    # one before the dot); the gap before the dot labels the m wire f made
+    where = labels((f @ n) >> (ncd.Copy("b m") @ n) >> (f @ m @ g))
+    gaps = sorted(set(where["b"]))  # the input, after f, after the dot, the output
+    assert len(gaps) == 4
+    assert where["m"].count(gaps[1]) == 1 and where["m"].count(gaps[2]) == 1 and where["m"].count(gaps[3]) == 2
+    assert sorted(where["n"]) == [gaps[0], gaps[2], gaps[3]]

@@ -51,7 +51,7 @@ from ncd.render.typeset import (
     symbol_pieces,
     typeset_text,
 )
-from ncd.render.wires import _distinct_axes, _Label, _own_reads, _passes, _step, _typeset_at_origin, _width, _wires_by_axis
+from ncd.render.wires import _distinct_axes, _followed, _Label, _own_reads, _step, _typeset_at_origin, _width, _wires_by_axis
 
 __all__ = ["LayoutContext"]
 
@@ -221,7 +221,8 @@ class LayoutContext:
     def gap_labels(self, prev: Diagram, nxt: Diagram) -> bool | tuple[bool, ...]:
         """Which wires the gap from ``prev`` to ``nxt`` labels (``labels="all"``), as the paper labels them: a wire
         where a box of ``prev`` makes it or a box of ``nxt`` takes it, not where it runs untouched through both — its
-        label is the one before ``prev``, which it kept (``True``: every wire; a tuple: per wire, in order)."""
+        label is the one before ``prev``, which it kept, through a crossing or a copy's dot too (:func:`_followed`)
+        (``True``: every wire; a tuple: per wire, in order)."""
         if self.style.labels != "all":
             return False
         hit = _GAP_LABELS.get((id(prev), id(nxt)))
@@ -230,10 +231,10 @@ class LayoutContext:
         if len(_GAP_LABELS) > 50_000:
             _GAP_LABELS.clear()
         found: bool | tuple[bool, ...] = True
-        ran = _passes(prev)
+        ran = _followed(prev)  # (past a crossing or a copy's dot too: the same tensor, on the same line)
         if ran:
-            takes = _passes(nxt)
-            through = [k for k in ran.values() if k in takes]
+            takes = _followed(nxt)
+            through = [k for ks in ran.values() for k in ks if k in takes]
             if through:
                 mask = [True] * _width(prev.cod)
                 for k in through:

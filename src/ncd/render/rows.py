@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ncd.render.definitions import Group
-from ncd.render.wires import _passes, _width
+from ncd.render.wires import _followed, _passes, _width
 
 if TYPE_CHECKING:
     from ncd.render.layout import Frag, Layout
@@ -114,14 +114,14 @@ def row_masks(rows: Sequence[Sequence[Group]]) -> list[tuple[tuple[bool, ...] | 
         mask_in: tuple[bool, ...] | None = None
         mask_out: tuple[bool, ...] | None = None
         if k > 0 and passes[k - 1]:
-            first = _passes(groups[0][0]) if groups[0][1] == 1 else {}
+            first = _followed(groups[0][0]) if groups[0][1] == 1 else {}
             before = set(passes[k - 1].values())  # the wires the row before let through, by position here
             if first:
                 mask_in = tuple(not (j in first and j in before) for j in range(_width(groups[0][0].dom)))
         if k < len(rows) - 1:
-            last = _passes(groups[-1][0]) if groups[-1][1] == 1 else {}
+            last = _followed(groups[-1][0]) if groups[-1][1] == 1 else {}
             if last:
-                kept = set(last.values())
+                kept = {j for js in last.values() for j in js}
                 mask_out = tuple(j not in kept for j in range(_width(groups[-1][0].cod)))
         out.append((None if mask_in is None or all(mask_in) else mask_in,
                     None if mask_out is None or all(mask_out) else mask_out))

@@ -1,7 +1,8 @@
 """What a layout reads again and again of the same objects, found once and kept with them: a wire label typeset at the
 origin (:class:`_Label`, :func:`_typeset_at_origin`), a type's distinct axes (:func:`_distinct_axes`,
 :func:`_own_reads`) and its wires by axis (:func:`_wires_by_axis`), how many wires it has (:func:`_width`), the wires a
-node lets pass untouched (:func:`_passes`), a wrapped row's step (:func:`_step`) and a gap's notes
+node lets pass untouched (:func:`_passes`) and those a gap's labels follow (:func:`_followed`), a wrapped row's step
+(:func:`_step`) and a gap's notes
 (:func:`_merge_notes`).  :class:`~ncd.render.context.LayoutContext` reads them for every gap and join.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncd.ir.axes import Axis, Type
-from ncd.ir.diagram import Diagram, Identity, Par, Seq
+from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.render.frag import Ports
 from ncd.render.model import Text
 from ncd.render.typeset import Piece, typeset
@@ -145,6 +146,101 @@ def _passes(node: Diagram) -> dict[int, int]:
             found = {a: step[b] for a, b in found.items() if b in step}
     _PASSES[id(node)] = (node, found)
     return found
+
+
+_FOLLOWED: dict[int, tuple[Diagram, dict[int, tuple[int, ...]]]] = {}
+
+
+def _followed(node: Diagram) -> dict[int, tuple[int, ...]]:
+    """The wires whose label a gap after ``node`` follows from before it (:meth:`~ncd.render.context.LayoutContext.
+    gap_labels`): each one's position among the input wires → its positions among the output wires.  Those of
+    :func:`_passes`, and a crossing's (a ``SwapOp`` box: each wire to its segment's new place) and a copy's (a
+    ``CopyOp`` box: each wire to each of its copies) — the same tensor on the same axes, drawn by the same line
+    through a crossing or a dot; found once per node (kept with it)."""
+    hit = _FOLLOWED.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    if len(_FOLLOWED) > 50_000:
+        _FOLLOWED.clear()
+    found: dict[int, tuple[int, ...]] = {}
+    if isinstance(node, Box):
+        found = _kept(node)
+    elif isinstance(node, Par):
+        i = o = 0
+        for part in node.parts:
+            if isinstance(part, Identity):  # (its wires, each past)
+                n = _width(part.dom)
+                found.update(zip(range(i, i + n), _ones(o + n)[o:o + n]))
+                i, o = i + n, o + n
+                continue
+            if isinstance(part, (Par, Seq, Box)):  # (no other kind of node keeps a wire: a block, a weave)
+                step = _followed(part)
+                if step:
+                    ones = _ones(o + _width(part.cod))
+                    for a, bs in step.items():
+                        found[i + a] = ones[o + bs[0]] if len(bs) == 1 else tuple(o + b for b in bs)
+            i += _width(part.dom)
+            o += _width(part.cod)
+    elif isinstance(node, Seq):
+        found = _followed(node.parts[0])
+        for part in node.parts[1:]:
+            if not found:
+                break
+            if not isinstance(part, (Identity, Par, Seq, Box)):  # (it keeps no wire)
+                found = {}
+                break
+            step = _followed(part)
+            chained: dict[int, tuple[int, ...]] = {}
+            get = step.get
+            for a, bs in found.items():
+                if len(bs) == 1:
+                    c = get(bs[0])
+                else:
+                    c = tuple(x for b in bs for x in get(b, ()))
+                if c:
+                    chained[a] = c
+            found = chained
+    elif isinstance(node, Identity):
+        n = _width(node.dom)
+        found = dict(zip(range(n), _ones(n)))
+    _FOLLOWED[id(node)] = (node, found)
+    return found
+
+
+_ONES: list[tuple[int]] = []
+
+
+def _ones(n: int) -> list[tuple[int]]:
+    """``[(0,), (1,), …]``, at least ``n`` of them (one tuple per position, shared: :func:`_followed`'s values)."""
+    while len(_ONES) < n:
+        _ONES.append((len(_ONES),))
+    return _ONES
+
+
+def _kept(box: Box) -> dict[int, tuple[int, ...]]:
+    """The wires a crossing of segments (``SwapOp``) or a copy (``CopyOp``) box keeps, input position → output
+    positions (:func:`_followed`); ``{}`` for any other box."""
+    from ncd.prims.structure import CopyOp, SwapOp
+
+    prim = box.prim
+    if isinstance(prim, CopyOp):
+        n = _width(box.dom)
+        return {a: tuple(range(a, n * prim.n, n)) for a in range(n)}
+    if not isinstance(prim, SwapOp):
+        return {}
+    segments = box.dom.segments
+    starts, k = [], 0
+    for seg in segments:
+        starts.append(k)
+        k += len(seg.axes)
+    found: dict[int, tuple[int, ...]] = {}
+    ones = _ones(k)
+    o = 0
+    for j in prim.perm:  # (output segment k is input segment perm[k])
+        for a in range(starts[j], starts[j] + len(segments[j].axes)):
+            found[a] = ones[o]
+            o += 1
+    return dict(sorted(found.items()))
 
 
 def _width(typ: Type) -> int:
