@@ -180,3 +180,30 @@ def test_a_key_padding_mask_broadcast_over_fewer_queries_than_keys_is_not_read_a
     for pads in ([0, 2, 5], [3, 0, 1]):
         inputs = _step_inputs(g, pads, t=t)
         torch.testing.assert_close(lowered(*inputs), model(*inputs))
+
+
+class _WindowStep(torch.nn.Module):
+    """Queries after cached keys under a sliding window of 3 keys ending at the last query and key, and the input's
+    padding: a structure the attention rule does not read (SDPA stays opaque)."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        t, s = q.shape[-2], k.shape[-2]
+        band = torch.ones(t, s, dtype=torch.bool).tril(s - t) & ~torch.ones(t, s, dtype=torch.bool).tril(s - t - 3)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=band[None, None] & attention_mask[:, None, None, :].bool())
+
+
+def test_an_attention_the_trace_leaves_opaque_reads_back_untrusted_equal_to_the_model() -> None:
+    """The traced opaque SDPA itself (not a crafted box): its call, as the trace writes it, loads untrusted, and the
+    read-back lowered module equals the model on fresh inputs and paddings."""
+    g = torch.Generator().manual_seed(3)
+    model = _WindowStep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, *_step_inputs(g, [0, 1, 3], s=5))
+    assert traced.opaque_count == 1
+    back = ncd.load_json(traced.to_json())
+    lowered = back.to_torch()
+    lowered.load_state_dict(traced.state_dict(lowered))
+    for pads in ([0, 1, 3], [2, 0, 4]):
+        inputs = _step_inputs(g, pads, s=5)
+        torch.testing.assert_close(lowered(*inputs), model(*inputs))

@@ -87,7 +87,7 @@ ALLOWED: frozenset[str] = frozenset((_POINTWISE + _REDUCTIONS + _LINEAR + _INDEX
 #: the call's own arguments switch it off (:func:`_without_dropout`).
 _RECURRENT = frozenset({"lstm", "gru", "rnn_tanh", "rnn_relu"})
 #: Attention kernels: seeded only by their ``dropout_p`` (default 0), so pure when it is exactly zero (an opaque
-#: ``F.scaled_dot_product_attention`` under a mask the attention rule does not read, a decoding step's).
+#: ``F.scaled_dot_product_attention`` under a mask the attention rule does not read: a window ending at the last query and key).
 _ATTENTION = frozenset({"scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"})
 _RANDOM = "draws from the global random state"
 
