@@ -44,6 +44,32 @@ def test_unread_parameters_survive_the_json_round_trip() -> None:
     assert dict(loaded.named_parameters())["unused.flag"].dtype == torch.float64
 
 
+
+class _UnreadLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[0](x)  # layers.1.0, layers.1.1: never read on this call
+
+
+def test_unread_parameters_of_numbered_layers_survive_the_json_round_trip() -> None:
+    """An unread parameter of a layer in an nn.ModuleList or nn.Sequential (``layers.1.0.weight``): the read-back
+    lowered module keeps it under its name (was a SchemaError: a name part of digits is no identifier)."""
+    torch.manual_seed(0)
+    model = _UnreadLayer().eval()
+    x = torch.randn(2, 4)
+    d = ncd.trace(model, x)
+    loaded = ncd.load_json(d.to_json()).to_torch()
+    assert sorted(n for n, _ in loaded.named_parameters()) == sorted(n for n, _ in d.to_torch().named_parameters())
+    loaded.load_state_dict(d.state_dict(loaded))
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert torch.equal(dict(loaded.named_parameters())["unused.layers.1.1.weight"], model.layers[1][1].weight)
+    for bad in ("layers.1e3.weight", "layers.-1.weight", "layers.\u0661.weight"):  # (digits: ASCII, whole)
+        with pytest.raises(ncd.SchemaError, match="is not"):
+            ncd.load_json(d.to_json().replace("layers.1.1.weight", bad)).to_torch()
+
 def test_a_model_traced_in_eval_mode_reads_back_in_eval_mode() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.3), nn.ReLU()).eval()

@@ -398,8 +398,9 @@ def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
         ok = isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], str) and isinstance(entry[1], tuple) \
             and all(type(n) is int and 0 <= n for n in entry[1]) and isinstance(entry[2], str) and type(entry[3]) is int
         dtype = getattr(torch, entry[2], None) if ok else None
-        if not ok or not isinstance(dtype, torch.dtype) or not all(entry[0].split(".")) or \
-                not all(part.isidentifier() for part in entry[0].split(".")):
+        if not ok or not isinstance(dtype, torch.dtype) or not all(entry[0].split(".")) or not all(
+                part.isidentifier() or part.isascii() and part.isdecimal() for part in entry[0].split(".")):
+            # (a part of digits: a layer of an nn.ModuleList or nn.Sequential, ``layers.1.weight``)
             raise SchemaError(f"block {block.name!r}: an unused parameter {entry!r:.80} is not (name, shape, type, index)")
         name, shape, _, index = entry
         if index not in made:
