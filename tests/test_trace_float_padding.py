@@ -158,3 +158,33 @@ def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_it
                 torch.testing.assert_close(d.to_torch()(y, p), model(y, p), atol=1e-5, rtol=1e-5, equal_nan=True)
     # the same operations: the first mask's proof only (on main 14 re-runs, here 7); other operations: both proofs (13)
     assert 0 < counts[True] < counts[False]
+
+
+def test_a_float_mask_of_other_numbers_is_declined_without_running_its_operations_again(monkeypatch: object) -> None:
+    """A float mask holding other numbers than ``0`` and ``-inf`` (``-1e9`` at the masked keys) is not read, and its
+    operations are not re-run to find that out (its traced value says so: the first probe is the traced input); a
+    mask of ``0`` and ``-inf`` made by the same operations still is (re-run to prove it).  Both equal to the model."""
+    from ncd.trace import live_masks
+
+    runs: list[int] = []
+    run = live_masks._run
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(live_masks, "_run", counted)  # type: ignore[attr-defined]
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 8)
+    keys = torch.tensor([[True, False, True, True, False], [False, True, False, True, True]])
+    counted_runs = {}
+    for fill in (-1e9, float("-inf")):
+        runs.clear()
+        model = _Additive(fill, False).eval()
+        d = _trace(model, x, keys)
+        counted_runs[fill] = len(runs)
+        assert _count(d, CompareOp) == (1 if fill == -1e9 else 0), fill
+        with torch.no_grad():
+            for y, p in ((x, keys), (torch.randn(2, 5, 8), keys.flip(1))):
+                torch.testing.assert_close(d.to_torch()(y, p), model(y, p), atol=1e-5, rtol=1e-5, equal_nan=True)
+    assert counted_runs[-1e9] == 0 and counted_runs[float("-inf")] > 0, counted_runs

@@ -76,6 +76,13 @@ def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None, va
     return out if until is None else values[id(until)]
 
 
+def _zero_or_minus_inf(value: torch.Tensor) -> bool:
+    """Whether a float mask holds only ``0`` and ``-inf`` (what :func:`_read_mask` reads; a position bias added to a
+    mask, or ``finfo.min`` for ``-inf``, is not such a mask: inkling's second attention re-ran 183 recorded operations,
+    its whole first layer, ~11 ms, to find that out)."""
+    return bool(((value == 0) | (value == float("-inf"))).all())
+
+
 _EMPTY_ROWS: list[bool] = []
 
 
@@ -134,6 +141,8 @@ def _read_mask(conv: Converter, mask: Node, read: list[tuple[list[Any], LiveMask
         if earlier.input is source and same_recipe(known, made):
             return LiveMask(source, earlier.structure, nodes, earlier.negated)
     dtype = mask.value.dtype
+    if dtype != torch.bool and mask.value.device.type != "meta" and not _zero_or_minus_inf(mask.value):
+        return None  # re-run on the traced input (the first probe below), its operations give this value: not read
 
     def kept(probe: torch.Tensor) -> torch.Tensor | None:
         """Where the mask the operations make from ``probe`` keeps the scores (a float one: ``0`` there, ``-inf``
