@@ -128,11 +128,8 @@ class _TwoMasks(nn.Module):
         return out
 
 
-def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_its_own(monkeypatch: object) -> None:
-    """Each layer of ``nn.TransformerEncoder`` makes its own float mask from the same input by the same operations:
-    the second is read as the first was, its operations not re-run (the re-runs counted); a second mask made by other
-    operations (kept where the input is ``True``) is proven on its own.  Both equal to the model, on the traced input
-    and on fresh ones."""
+def _counted_runs(monkeypatch: object) -> list[int]:
+    """A list that gets an entry at each re-run of recorded operations (:func:`ncd.trace.live_masks._run`)."""
     from ncd.trace import live_masks
 
     runs: list[int] = []
@@ -143,6 +140,15 @@ def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_it
         return run(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(live_masks, "_run", counted)  # type: ignore[attr-defined]
+    return runs
+
+
+def test_a_mask_made_again_by_the_same_operations_is_read_once_and_another_on_its_own(monkeypatch: object) -> None:
+    """Each layer of ``nn.TransformerEncoder`` makes its own float mask from the same input by the same operations:
+    the second is read as the first was, its operations not re-run (the re-runs counted); a second mask made by other
+    operations (kept where the input is ``True``) is proven on its own.  Both equal to the model, on the traced input
+    and on fresh ones."""
+    runs = _counted_runs(monkeypatch)
     torch.manual_seed(2)
     x = torch.randn(2, 5, 8)
     keys = torch.tensor([[True, False, False, True, False], [False, True, False, False, False]])
@@ -164,16 +170,7 @@ def test_a_float_mask_of_other_numbers_is_declined_without_running_its_operation
     """A float mask holding other numbers than ``0`` and ``-inf`` (``-1e9`` at the masked keys) is not read, and its
     operations are not re-run to find that out (its traced value says so: the first probe is the traced input); a
     mask of ``0`` and ``-inf`` made by the same operations still is (re-run to prove it).  Both equal to the model."""
-    from ncd.trace import live_masks
-
-    runs: list[int] = []
-    run = live_masks._run
-
-    def counted(*args: object, **kwargs: object) -> object:
-        runs.append(1)
-        return run(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(live_masks, "_run", counted)  # type: ignore[attr-defined]
+    runs = _counted_runs(monkeypatch)
     torch.manual_seed(3)
     x = torch.randn(2, 5, 8)
     keys = torch.tensor([[True, False, True, True, False], [False, True, False, True, True]])
