@@ -202,7 +202,12 @@ def test_roles_of_one_size_get_their_roles_names(name: str, mode: str) -> None:
     assert width and heads
     head_features = _size(config, "head_dim", "d_kv") or width // heads
     kv = _size(config, "num_key_value_heads") or heads
-    assert names["m"] == {str(width)} and names["h"] == {str(heads)} and names["k"] == {str(head_features)}
+    assert names["m"] == {str(width)} and names["k"] == {str(head_features)}
+    # the query heads h, or (grouped-query attention) straight as key/value heads g and the heads each serves r
+    # (``ncd.trace.crossings_through``: llama's queries are b t g r k from the view on)
+    assert names.get("h", {str(heads)}) == {str(heads)}
+    if "h" not in names:
+        assert 1 < kv != heads and names["r"] == {str(heads // kv)}
     if 1 < kv != heads:  # grouped-query attention (multi-query: no wire of one key/value head)
         assert names["g"] == {str(kv)}
     roles = {"m", "h", "k", "g", "f", "e"} | ({"n"} if _size(config, "max_position_embeddings", "n_positions") else set())

@@ -123,10 +123,11 @@ def test_heads_crossed_around_the_products_are_no_boxes() -> None:
 
 
 def test_a_crossing_read_by_something_else_stays() -> None:
-    # the keys crossed to heads are an output: that crossing stays, and so does ``k.transpose(2, 3)`` after it, which
-    # reaches the scores through a view renaming the key positions; q's and v's and the result's are folded
+    # the keys crossed to heads are an output: that crossing stays; ``k.transpose(2, 3)`` after it reaches the scores
+    # through a view renaming the key positions, and is moved past it and folded (``ncd.trace.crossings_through``), as
+    # q's, v's and the result's are
     d = _checked(Attention(keep="key"), (2, 5, 12))
-    assert _crossings(d) == 2
+    assert _crossings(d) == 1
     assert str(d.cod[1]) == "b h:3 t̅ k:4"
     # the values' product is also summed: its crossing stays, q's, k's and v's are folded
     d = _checked(Attention(keep="result"), (2, 5, 12))

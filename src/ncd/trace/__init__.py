@@ -449,9 +449,12 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         conv = Converter(captured, axes, model)
         outputs = conv.run()
     from ncd.trace.crossings import fold_crossings
+    from ncd.trace.crossings_through import split_before_woven, through_crossings
     from ncd.trace.plumbing import fuse_movement
 
     steps = fuse_movement(conv.steps, outputs, conv.segs, conv.new_value)  # reshapes and transposes in a row: at most 3
+    steps = through_crossings(steps, outputs, conv.segs, conv.new_value)  # past rotary boxes and splits, to an einsum
+    steps = split_before_woven(steps, outputs, conv.segs, conv.new_value)  # view, ρ, split heads: one view, then ρ
     steps = fold_crossings(steps, outputs, conv.segs)  # a crossing beside an einsum: the einsum's order of its axes
     body = assemble(steps, outputs, conv.segs, conv.inputs, shared=bool(conv.__dict__.get("_shared_steps")))
     example = tuple(n.value for n in captured.nodes if n.kind == "input")
