@@ -209,8 +209,11 @@ class Aliases:
         ``apply_``): the values of the parameters and buffers in that memory, put back if the recording fails
         (:meth:`~ncd.trace.undo.Undo.keep`; a write through such a route dispatches nothing the recorder sees)."""
         at = _memory_of(t)
-        if not at:
-            return
+        if at:
+            self.keep_values(self.held_at(at))
+
+    def held_at(self, at: int) -> list[torch.Tensor]:
+        """The model's parameters and buffers in the memory at address ``at`` (:func:`_memory_of`)."""
         if self.in_memory is None:
             self.in_memory = {}
             for tensors in (self.root.parameters(), self.root.buffers()):
@@ -218,7 +221,7 @@ class Aliases:
                     held_at = _memory_of(state)
                     if held_at:
                         self.in_memory.setdefault(held_at, []).append(state)
-        self.keep_values(self.in_memory.get(at, ()))
+        return self.in_memory.get(at, [])
 
     def keep_values(self, state: Iterable[torch.Tensor]) -> None:
         """The values of parameters and buffers ``state``, put back if the recording fails

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ncd.trace.aliases import _memory_of
 from ncd.trace.capture import Node, refs, user_line
-from ncd.trace.overlaps import differing, in_model_order, operands, read_first
+from ncd.trace.overlaps import _span, differing, in_model_order, operands, read_first
 from ncd.trace.refusals import Unsupported, _NeedValues
 from ncd.trace.tensors import _device, _shares
 
@@ -48,6 +49,7 @@ class CallsApart:
         def ref(self, value: Any) -> Any: ...
         def add(self, node: Node, value: Any) -> None: ...
         def check_writes(self) -> None: ...
+        def held_at(self, at: int) -> list[torch.Tensor]: ...
 
     def overlapped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A write (:meth:`call`) whose operand shares the memory it writes (``y /= y[:, :1]``): recorded as any write,
@@ -145,8 +147,9 @@ class CallsApart:
         if id(root) in self.input_of:
             self.inputs_written.add(self.input_of[id(root)])
         held = self.state.get(id(root))
-        if held is not None and not held[0].endswith("num_batches_tracked"):  # a parameter: under the model's no_grad
-            (self.params_written if held[1] else self.buffers_written).setdefault(held[0], user_line() or "?")
+        for name, learned in [held] if held is not None else self.held_in(mutated, root):
+            if not name.endswith("num_batches_tracked"):  # a parameter: under the model's no_grad
+                (self.params_written if learned else self.buffers_written).setdefault(name, user_line() or "?")
         if mutated._base is not None and self.meta and any(r.live for r in refs(self.ref(args))):
             raise _NeedValues(f"{func} writes through a view a value that depends on the inputs")
         packet = getattr(torch.ops.aten, base, None)
@@ -160,6 +163,23 @@ class CallsApart:
                 and not self._frozen_by_write(mutated):
             previous.value = previous.value.clone()  # the earlier value must not change under the nodes that read it
         return overload
+
+    def held_in(self, mutated: torch.Tensor, root: torch.Tensor) -> list[tuple[str, bool]]:
+        """The model's parameters and buffers (name, learned) whose memory a write into ``mutated`` (of memory
+        ``root``, no parameter or buffer itself) meets: a buffer that is a view of a tensor made before it
+        (``torch.arange(10.0).reshape(2, 5)`` registered: the write's root is the ``arange``, another tensor object),
+        written whole (``self.state.add_(1)``) or through a view (``self.state[:, 1:] += 1``).  Looked up by memory,
+        as :func:`ncd.trace.overlaps.watched` does, where ``root`` is not a value the recording made."""
+        node = self.by_id.get(id(root))
+        if (node is not None and node.kind != "constant") or mutated.layout != torch.strided \
+                or not mutated.numel():
+            return []
+        at = _memory_of(mutated)
+        if not at:
+            return []
+        low, high = _span(mutated)
+        return [self.state[id(t)] for t in self.held_at(at) if id(t) in self.state and t.layout == torch.strided
+                and t.numel() and low < _span(t)[1] and _span(t)[0] < high]
 
     def _frozen_by_write(self, mutated: torch.Tensor) -> bool:
         """Whether :meth:`write` records this write into a recorded view of a tensor (not on meta, some entries): its
