@@ -68,10 +68,7 @@ def to_torch(diagram: Diagram, /, *, check_inputs: bool = True, **sizes: int) ->
         module = reporting_class(namespace[program.top.name])()
     vars(module).update(ncd_diagram=bound, ncd_program=program, ncd_source=source)  # plain attributes
     if check_inputs:
-        check = _checker(bound.dom, any(seg.dtype == "index" for seg in bound.dom) and _declared(diagram))
-        if check.ranges and any(r is not None for r in check.ranges):
-            check.readers = _readers(bound, bound.dom)
-        module.register_forward_pre_hook(check, with_kwargs=True)
+        module.register_forward_pre_hook(_checker(bound.dom), with_kwargs=True)
     restore(diagram, module)  # a traced model's diagram read back: its mode and unread parameters
     return module
 
@@ -100,33 +97,9 @@ def _reporting(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
                                        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
 
 
-def _declared(diagram: Diagram) -> bool:
-    """Whether the index ranges of ``diagram``'s inputs are declared (a diagram written in ncd), not a traced model's
-    (:class:`~ncd.trace.TracedDiagram`, or a block of one read back: its ranges are what the traced values held)."""
-    from ncd.ir.diagram import Block
-
-    return not any(isinstance(d, Block) and d.get("traced") is not None for d in diagram.walk())
-
-
-def _checker(dom: Type, declared: bool = False) -> Any:
-    """The input check of a module lowered at ``dom``; ``declared``: its index ranges are the diagram's own (not a
-    traced model's, whose ranges are the traced values' largest: ``ids * 2654435761`` reads any id), checked too."""
-    check = _InputCheck(str(dom), [tuple(evaluate(a.size) for a in seg) for seg in dom],
-                        [" ".join(a.name for a in seg) for seg in dom], [seg.dtype for seg in dom])
-    if declared:
-        check.ranges = [int(evaluate(seg.range)) if seg.dtype == "index" and seg.range is not None else None
-                        for seg in dom]
-    return check
-
-
-def _readers(diagram: Diagram, dom: Type) -> list[str]:
-    """Per input of ``dom``, the box of ``diagram`` that takes a tensor of its type (its reader, named in an error), or
-    ``""``."""
-    found = []
-    for seg in dom:
-        box = next((b for b in diagram.boxes() if seg.dtype == "index" and any(s.same(seg) for s in b.dom)), None)
-        found.append(f", read by box {box.text()}" if box is not None else "")
-    return found
+def _checker(dom: Type) -> Any:
+    return _InputCheck(str(dom), [tuple(evaluate(a.size) for a in seg) for seg in dom],
+                       [" ".join(a.name for a in seg) for seg in dom], [seg.dtype for seg in dom])
 
 
 class _InputCheck:
@@ -138,9 +111,6 @@ class _InputCheck:
 
     def __init__(self, dom: str, expected: list[tuple[int, ...]], names: list[str], dtypes: list[str]) -> None:
         self.dom, self.expected, self.names, self.dtypes = dom, expected, names, dtypes
-        #: per input, the index range it must hold (declared by the diagram: :func:`_checker`), else ``None``
-        self.ranges: list[int | None] | None = None
-        self.readers: list[str] = [""] * len(expected)  # per input, ", read by box E" (named in a range error)
 
     def __call__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
         """``kwargs``: the call's keywords (``None``: a hook registered without them, as modules pickled before)."""
@@ -166,9 +136,6 @@ class _InputCheck:
                                  f" call it on {n}-axis inputs")
             if dtypes[j] == "index" and (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool):
                 raise InputError(f"input {j} ('{names[j]}') holds indices and must be an integer tensor, not {x.dtype}")
-        ranges = getattr(self, "ranges", None)  # (a module pickled before ranges were checked: none)
-        if ranges and not self.exact:
-            _in_range(args, ranges, names, dom, self.readers)
         # int8/int16/uint8 ids: the same indices as int64 for the boxes of a diagram; a traced model's lowered module
         # (``exact``) takes them as the model does (its casts are boxes: ``x // 3`` of uint8 ids is uint8, as the model's)
         narrow = [] if self.exact else [j for j, x in enumerate(args)
@@ -178,24 +145,6 @@ class _InputCheck:
         elif not kwargs:
             return None
         return args if kwargs is None else (args, {})
-
-
-def _in_range(args: tuple[Any, ...], ranges: list[int | None], names: list[str], dom: str, readers: list[str]) -> None:
-    """Each index input with a declared range (``"b [3]"``) holds whole numbers from 0 to below it (the boxes reading it
-    take that: a gather or a one-hot reads out of its table, or reads another entry, otherwise).  Not checked where the
-    values are not there to read: a tensor subclass (a fake or functional tensor of ``torch.export``/``make_fx``), a
-    compilation, a mode recording the call (``ncd.trace`` of a model calling the module), the meta device."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() \
-            or torch._C._is_torch_function_mode_enabled():
-        return
-    for j, (x, bound) in enumerate(zip(args, ranges)):
-        if bound is None or type(x) is not torch.Tensor or not x.numel() or x.device.type == "meta":
-            continue
-        low, high = int(x.min()), int(x.max())
-        if low < 0 or high >= bound:
-            seg = f"{names[j]} [{bound}]".strip()
-            raise InputError(f"input {j} ('{seg}' of '{dom}'{readers[j]}) must hold indices from 0 to"
-                             f" below {bound}, but holds {low if low < 0 else high}")
 
 
 def _by_name(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dom: str) -> tuple[Any, ...]:
