@@ -4,6 +4,7 @@ corpus model (its runs against ``statistics.median``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
 from collections.abc import Iterator
@@ -157,18 +158,23 @@ def test_the_summary_judges_the_targets_on_the_median_runs() -> None:
 
 
 def test_a_corpus_model_is_timed_in_runs_whose_median_the_result_holds() -> None:
-    """One real corpus model through the forked children: 3 runs of each tool's first call (``--repeats 3``)."""
-    pytest.importorskip("torchview")
-    corpus._warm_up(True)  # as the corpus does before its children fork (else each run pays the tools' first use)
+    """One real corpus model through the forked children: 3 runs of each tool's first call (``--repeats 3``).
+
+    torchview is the ``bench`` extra (``scripts/setup.sh bench``), not installed by the test command: without it only
+    ncd's runs are made and checked (the alternation with torchview is checked with scripted tools above)."""
+    torchview = importlib.util.find_spec("torchview") is not None
+    corpus._warm_up(torchview)  # as the corpus does before its children fork (else each run pays the tools' first use)
     entries = [e for e in corpus.all_entries() if e.name == "torch.lstm"]
-    (result,) = corpus.run_all(entries, 1, 120.0, True, False, False, repeats=3)
+    (result,) = corpus.run_all(entries, 1, 120.0, torchview, False, False, repeats=3)
     assert result.status == "traced" and result.equal
-    assert len(result.trace_runs) == len(result.draw_runs) == len(result.torchview_runs) == 3
+    assert len(result.trace_runs) == len(result.draw_runs) == 3
     totals = [t + d for t, d in zip(result.trace_runs, result.draw_runs)]
-    assert all(0 < t < 5 for t in totals + result.torchview_runs)
+    assert all(0 < t < 5 for t in totals)
     assert result.trace_s + result.draw_s == statistics.median(totals)
-    assert result.torchview_s == statistics.median(result.torchview_runs)
-    assert result.torchview_warm_s > 0  # its second call, in its first run's process
+    if torchview:
+        assert len(result.torchview_runs) == 3 and all(0 < t < 5 for t in result.torchview_runs)
+        assert result.torchview_s == statistics.median(result.torchview_runs)
+        assert result.torchview_warm_s > 0  # its second call, in its first run's process
 
 
 
