@@ -88,9 +88,9 @@ def speed(traced: Sequence[Any]) -> list[str]:
              f" (the method above); runs of each tool: {_runs(runs)} (the runs after the first: {_cpu(spent)}"
              " summed over the models)"]
     for tool, field in (("torchview's own time", "torchview_runs"), ("ncd's trace+draw time", "")):
-        moved = sorted((spread(getattr(r, field) if field else [t + d for t, d in zip(r.trace_runs, r.draw_runs)]), r.name)
-                       for r in timed)
-        moved = [(v, name) for v, name in moved if v == v]
+        spreads = ((spread(getattr(r, field) if field else [t + d for t, d in zip(r.trace_runs, r.draw_runs)]), r.name)
+                   for r in timed)
+        moved = sorted((v, name) for v, name in spreads if v == v)  # one-run models (nan) out first: nan breaks sort
         if moved:
             lines.append(f"- {tool} between the runs of one model (slowest / fastest − 1): median"
                          f" {100 * moved[len(moved) // 2][0]:.0f} %, max {100 * moved[-1][0]:.0f} % ({moved[-1][1]}),"
