@@ -215,12 +215,7 @@ class Aliases:
     def held_at(self, at: int) -> list[torch.Tensor]:
         """The model's parameters and buffers in the memory at address ``at`` (:func:`_memory_of`)."""
         if self.in_memory is None:
-            self.in_memory = {}
-            for tensors in (self.root.parameters(), self.root.buffers()):
-                for state in tensors:
-                    held_at = _memory_of(state)
-                    if held_at:
-                        self.in_memory.setdefault(held_at, []).append(state)
+            self.in_memory = by_memory(self.root)
         return self.in_memory.get(at, [])
 
     def keep_values(self, state: Iterable[torch.Tensor]) -> None:
@@ -257,6 +252,17 @@ class Aliases:
         for h in held:  # read written from here on
             self.by_id[id(h)] = self.by_id[id(args[0])]
         return out
+
+
+def by_memory(model: torch.nn.Module) -> dict[int, list[torch.Tensor]]:
+    """The model's parameters and buffers by the address of their memory (:func:`_memory_of`; none held: left out)."""
+    found: dict[int, list[torch.Tensor]] = {}
+    for tensors in (model.parameters(), model.buffers()):
+        for state in tensors:
+            at = _memory_of(state)
+            if at:
+                found.setdefault(at, []).append(state)
+    return found
 
 
 def _memory_of(t: torch.Tensor) -> int:

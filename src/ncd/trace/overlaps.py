@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ncd.trace.aliases import _memory_of, by_memory
 from ncd.trace.tensors import _one_memory
 from ncd.trace.undo import Undo, writes_of
 
@@ -164,7 +165,7 @@ class _Watch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if not written:
             return func(*args, **kwargs)
         for w, _ in written:  # (a view written under a dispatch mode has a ``_base`` of its own wrapping: by memory)
-            for held in self.state.get(w.untyped_storage().data_ptr(), ()) if w.layout == torch.strided else ():
+            for held in self.state.get(_memory_of(w), ()):
                 self.undo.keep(held)
         pairs = read_first(func, args, kwargs)
         out = func(*args, **kwargs)
@@ -184,11 +185,7 @@ def watched(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...]
     does not run so: nothing to tell (export decides)."""
     from ncd.trace.capture import copied
 
-    state: dict[int, list[torch.Tensor]] = {}  # the model's parameters and buffers by their memory
-    for t in (*model.parameters(), *model.buffers()):
-        if t.layout == torch.strided and t.device.type != "meta":
-            state.setdefault(t.untyped_storage().data_ptr(), []).append(t)
-    watch = _Watch(Undo(model), state)
+    watch = _Watch(Undo(model), by_memory(model))  # the model's parameters and buffers by their memory
     clones: dict[int, torch.Tensor] = {}
 
     def clone(v: Any) -> Any:  # (one tensor passed twice: one copy, passed twice)
