@@ -151,7 +151,7 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
         raise TraceError(f"cannot trace {type(model).__name__}: the shapes of its tensors depend on the values of the"
                          f" inputs ({reads}); a neural circuit diagram draws one fixed computation.")
     if _mutates(ep):  # a write in place (through a view): the graph's functional form, whose writes are scatters
-        ep = ep.run_decompositions({})
+        ep = _functional(model, ep)
     written = list(ep.graph_signature.buffers_to_mutate.values())  # (export ran on fake tensors: none was written)
     if same:
         _warn_shared_written(model, ep, same, len(torch.utils._pytree.tree_leaves((tuple(args), dict(kwargs)))))
@@ -159,6 +159,20 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     warn_detached(model, _undrawn(seen, captured))
     _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
     return captured
+
+
+def _functional(model: torch.nn.Module, ep: Any) -> Any:
+    """The functional form of an exported graph that writes in place; refused, naming the model's line, when torch
+    cannot make it (a write into a view whose entries overlap, ``x.unfold(0, 2, 1)[..., 0].mul_(2)``: functionalization
+    bans it), where converting the graph call by call would lose the write."""
+    try:
+        return ep.run_decompositions({})
+    except Exception as error:  # noqa: BLE001 - torch's functionalization refused the graph's writes
+        line = _line_of_trace(str(error))
+        raise TraceError(f"cannot capture {type(model).__name__}: it writes in place{f' at {line}' if line else ''}"
+                         f" into a view that torch cannot turn into a functional graph ({type(error).__name__}:"
+                         f" {_first_line(error)}); compute the written result out of place (torch.where, index_put,"
+                         " torch.cat)") from None
 
 
 def _undrawn(seen: dict[str, str], captured: Captured) -> dict[str, str]:
