@@ -13,31 +13,27 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import json
 import math
 import sys
-import types
-import typing
-from typing import Any, Literal, Union
+from typing import Any
 
 import sympy
 
 from ncd.errors import LimitError, NCDError, SchemaError, SourceLocation, display_path, printable
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave
-from ncd.ir.interpreter import Fold
+from ncd.ir.encode import FORMAT, VERSION, encode, to_json
+from ncd.ir.field_hints import conforms, field_hints, hint_text, short
 from ncd.ir.names import check_text
 from ncd.ir.primitive import PRIMITIVES
-from ncd.ir.size import exact_text, size, size_text
+from ncd.ir.size import size
 from ncd.limits import Limits, limits
 from ncd.prims.opaque_allowlist import check_allowed
 
 __all__ = ["to_json", "load_json", "FORMAT", "VERSION", "encode"]
 
-FORMAT = "ncd.diagram"
-VERSION = 1
 #: Whole numbers in primitive fields are bounded (a copy count of 10**12 would exhaust memory).
 MAX_INT = 2**20
 
@@ -50,78 +46,6 @@ def _load_families() -> None:
 
     for info in pkgutil.iter_modules(ncd.prims.__path__):
         importlib.import_module(f"ncd.prims.{info.name}")
-
-
-# -- encoding ------------------------------------------------------------------------
-def _value(v: Any) -> Any:
-    if isinstance(v, Axis):
-        out: dict[str, Any] = {"axis": v.name, "size": size_text(v.size)}
-        if v.role != "feature":
-            out["role"] = v.role
-        if v.parts:
-            out["parts"] = [_value(p) for p in v.parts]
-        return out
-    if isinstance(v, Segment):
-        seg: dict[str, Any] = {"segment": [_value(a) for a in v.axes]}
-        if v.dtype != "float":
-            seg["dtype"] = v.dtype
-        if v.range is not None:
-            seg["range"] = size_text(v.range)
-        return seg
-    if isinstance(v, Type):
-        return {"type": [_value(s) for s in v.segments]}
-    if isinstance(v, sympy.Basic):
-        return {"size": exact_text(v)}  # (a float factor read back as the same double)
-    if isinstance(v, tuple):
-        return {"tuple": [_value(x) for x in v]}
-    if isinstance(v, Diagram):  # a primitive holding a sub-diagram (a scan's body)
-        return {"diagram": encode(v)}
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    raise SchemaError(f"cannot serialise value of type {type(v).__name__}: {v!r}")
-
-
-def encode(d: Diagram) -> dict[str, Any]:
-    return _Encode().fold(d)
-
-
-class _Encode(Fold[dict[str, Any]]):
-    """The JSON object of each node, built from its parts' (a :class:`~ncd.ir.interpreter.Fold`)."""
-
-    def identity(self, node: Identity) -> dict[str, Any]:
-        return {"node": "identity", "type": _value(node.type)}
-
-    def box(self, box: Box) -> dict[str, Any]:
-        out = {"node": "box", "op": box.prim.op, "fields": {k: _value(v) for k, v in box.prim.fields().items()}}
-        if box.label is not None:
-            out["label"] = box.label
-        if box.source is not None:
-            out["source"] = box.source.to_list()
-        return out
-
-    def seq(self, node: Seq) -> dict[str, Any]:
-        return {"node": "seq", "parts": [self.fold(p) for p in node.parts]}
-
-    def par(self, node: Par) -> dict[str, Any]:
-        return {"node": "par", "parts": [self.fold(p) for p in node.parts]}
-
-    def weave(self, node: Weave) -> dict[str, Any]:
-        return {"node": "weave", "inner": self.fold(node.inner), "axis": _value(node.axis),
-                "dom_pos": list(node.dom_pos), "cod_pos": list(node.cod_pos)}
-
-    def block(self, node: Block) -> dict[str, Any]:
-        return {"node": "block", "name": node.name, "body": self.fold(node.body), "meta": _value(node.meta)}
-
-    def repeat(self, node: Repeat) -> dict[str, Any]:
-        return {"node": "repeat", "body": self.fold(node.body), "var": node.var, "start": size_text(node.start),
-                "stop": size_text(node.stop), "name": node.name}
-
-    def unknown(self, node: Diagram) -> dict[str, Any]:
-        raise SchemaError(f"cannot serialise diagram node {type(node).__name__}")
-
-
-def to_json(d: Diagram, indent: int | None = None) -> str:
-    return json.dumps({"format": FORMAT, "version": VERSION, "diagram": encode(d)}, indent=indent, ensure_ascii=False)
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -376,12 +300,12 @@ class _Reader:
                 check_allowed(fields.get("target"), fields.get("args"), fields.get("kwargs", ()))  # type: ignore[arg-type]
             except NCDError as e:
                 raise self.fail(f"{path}.fields.target", str(e)) from None
-        hints = _field_hints(cls)  # type: ignore[arg-type]  # a primitive class is hashable
+        hints = field_hints(cls)  # type: ignore[arg-type]  # a primitive class is hashable
         for k, v in fields.items():
             if (op, k) not in _NONFINITE_FIELDS and _nonfinite(v):
-                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} takes finite numbers, found {_short(v)}")
-            if k in hints and not _conforms(v, hints[k]):
-                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {_hint_text(hints[k])}, found {_short(v)}")
+                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} takes finite numbers, found {short(v)}")
+            if k in hints and not conforms(v, hints[k]):
+                raise self.fail(f"{path}.fields.{k}", f"primitive {op!r} expects {hint_text(hints[k])}, found {short(v)}")
             bound = OPERAND_INT if (op, k) in _OPERAND_FIELDS else MAX_INT
             if not _small_ints(v, bound):
                 raise self.fail(f"{path}.fields.{k}", f"whole numbers in primitive fields must lie within ±{bound}")
@@ -405,55 +329,6 @@ class _Reader:
                 raise self.fail(f"{path}.source[1]", f"line {src[1]} is not a line number")
             box = Box(box.prim, box.label, SourceLocation(display_path(str(src[0])), src[1], str(src[2])))
         return box
-
-
-@functools.cache
-def _field_hints(cls: type) -> dict[str, Any]:
-    """The resolved type annotations of a primitive's fields (empty if they cannot be resolved)."""
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # an annotation we cannot resolve: the constructor's own checks remain
-        return {}
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a decoded field value has the annotated type (unknown annotations accept anything)."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, h) for h in args)
-    if origin is Literal:
-        return value in args
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return not args or (len(args) == len(value) and all(_conforms(v, h) for v, h in zip(value, args)))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        if issubclass(hint, sympy.Basic):
-            return isinstance(value, sympy.Basic)
-        return isinstance(value, hint)
-    return True
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _hint_text(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "").replace("sympy.core.expr.", "")
 
 
 def _small_ints(value: Any, bound: int = MAX_INT) -> bool:
@@ -501,10 +376,10 @@ def _read(data: Any, trust: bool) -> Diagram:
     top = reader.obj(data, "$", "format", "version", "diagram")
     reader.keys(top, {"format", "version", "diagram"}, "$", "the document")
     if top["format"] != FORMAT:
-        raise SchemaError(f"invalid diagram JSON at $.format: expected {FORMAT!r}, found {_short(top['format'])}")
+        raise SchemaError(f"invalid diagram JSON at $.format: expected {FORMAT!r}, found {short(top['format'])}")
     version = top["version"]
     if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
         raise SchemaError(
-            f"invalid diagram JSON at $.version: this ncd reads version {VERSION}, the file is version {_short(version)}"
+            f"invalid diagram JSON at $.version: this ncd reads version {VERSION}, the file is version {short(version)}"
         )
     return reader.diagram(top["diagram"], "$.diagram")
