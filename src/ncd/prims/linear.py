@@ -1,4 +1,4 @@
-"""Linear wiring: learned linear maps **L** / **L₊**, einsum wirings, and the unit (cup).
+"""Linear wiring: learned linear maps **L** / **L₊**, einsum wirings, and the unit (cup, in :mod:`ncd.prims.unit`).
 
 Every rule of the family lives here (:mod:`ncd.ir.rules`): lowering, cost, backward and import.
 The einsum's backward is derived from its kind (:func:`ncd.prims.kinds.partials`).
@@ -31,11 +31,12 @@ from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.program import LinearCall
 from ncd.ir.rules import BACKWARD, BATCHED_BACKWARD, COST, IMPORT, LOWERING, BoxBackward
-from ncd.ir.size import Size, evaluate, size_text, sizes_equal
+from ncd.ir.size import Size, size_text, sizes_equal
 from ncd.ir.weaving import Side, WeaveView, WovenAxis, einsum_letters
 from ncd.prims.contraction import contraction_plan, kept_axes, plan_sizes
-from ncd.prims.kinds import partials, transpose
+from ncd.prims.kinds import partials
 from ncd.prims.stored_order import _sizes, _stored_columns, _stored_rows
+from ncd.prims.unit import Unit, UnitOp
 
 if TYPE_CHECKING:
     from ncd.analysis.cost import CostContext
@@ -155,31 +156,6 @@ class EinsumOp(Primitive):
         return contraction_plan(names, self.output.names, sizes)
 
 
-@dataclass(frozen=True)
-class UnitOp(Primitive):
-    """The cup: creates two equal wires carrying the identity matrix (no inputs)."""
-
-    first: Axis
-    second: Axis
-
-    op: ClassVar[str] = "unit"
-    family: ClassVar[str] = "linear"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        if not sizes_equal(self.first.size, self.second.size):
-            raise SizeError(
-                f"unit: the two wires must have equal sizes, not {self.first.name}={size_text(self.first.size)}"
-                f" and {self.second.name}={size_text(self.second.size)}"
-            )
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type(()), Type((Segment((self.first, self.second)),))
-
-    def label(self) -> str:
-        return "∪"
-
-
 def Linear(spec: str, bias: bool = False, name: str | None = None) -> Box:
     """A learned linear map **L** (``bias=True``: **L₊**), e.g. ``Linear("m -> k h")``.
 
@@ -209,14 +185,6 @@ def Einsum(spec: str, name: str | None = None) -> Box:
         raise ParseError(f"einsum spec {spec!r} must have a single output segment")
     output = Segment(tuple(known.get(a.name, a) for a in (out_names[0] if out_names.segments else ())))
     return Box.make(EinsumOp(inputs, output), name)
-
-
-def Unit(first: str, second: str) -> Box:
-    """The cup: ``Unit("a", "b")`` creates wires ``a b`` holding the identity matrix."""
-    a, b = parse_type(first)[0].axes, parse_type(second)[0].axes
-    if len(a) != 1 or len(b) != 1:
-        raise ParseError("unit takes one axis on each side, e.g. Unit('a', 'b:a')")
-    return Box.make(UnitOp(a[0], b[0]))
 
 
 # -- lowering ------------------------------------------------------------------------------------
@@ -339,11 +307,6 @@ def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
     return None
 
 
-@LOWERING.rule(UnitOp)
-def lower_unit(prim: UnitOp, ctx: RuleContext) -> list[Expr]:
-    return [ctx.call("torch.eye", evaluate(prim.first.size, what=f"axis {prim.first.name}"))]
-
-
 # -- costs ---------------------------------------------------------------------------------------
 # On trailing axes a learned map is ``nn.Linear``: one ``mm``/``addmm`` of ``2·batch·in·out`` FLOPs
 # forward and, backward, one for the input's gradient and one for the weight's; autograd keeps the input
@@ -438,11 +401,6 @@ def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     return [einsum_cost(ctx, [x], ctx.out_axes[0])]
 
 
-@COST.rule(UnitOp)
-def cost_unit(prim: UnitOp, ctx: CostContext) -> list[Tensor]:
-    return [ctx.new(ctx.out_axes[0], grad=False)]
-
-
 # -- backward ------------------------------------------------------------------------------------
 def learned_map_backward(x: Segment, g: Segment, bias: bool, batch: tuple[Axis, ...] = ()) -> BoxBackward:
     """``∂x = Lᵀ g`` (the weight an explicit input), ``∂W = Σ_batch g ⊗ x`` (one contraction), ``∂b = Σ_batch g``.
@@ -494,16 +452,7 @@ def einsum_partial(prim: EinsumOp, box: Box, i: int) -> Diagram:
     return part
 
 
-@transpose(UnitOp)
-def unit_transpose(prim: UnitOp, box: Box) -> Diagram:
-    """The cup has no input: its cotangent is discarded."""
-    from ncd.prims.structure import DeleteOp, cot
-
-    return Box(DeleteOp(cot(box.cod)))
-
-
 # -- import recognition (ncd.trace) ------------------------------------------------------------
 IMPORT.known(LinearOp, aten=("aten.linear", "aten.addmm", "aten.mm", "aten.matmul"))
 IMPORT.known(EinsumOp, aten=("aten.einsum", "aten.matmul", "aten.bmm", "aten.mm", "aten.mean", "aten.sum",
                              "aten.scaled_dot_product_attention"))
-IMPORT.unsupported(UnitOp, "a constant one-hot wiring of the diagram language; traced models have no such call")
