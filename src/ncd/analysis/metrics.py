@@ -24,7 +24,7 @@ from ncd.ir.program import Op, Step
 from ncd.ir.weaving import WovenAxis
 
 if TYPE_CHECKING:
-    from ncd.analysis.cost import _Walker
+    from ncd.analysis.cost_walk import Walker
 
 __all__ = ["BoxCost", "CostContext", "Metrics"]
 
@@ -97,7 +97,7 @@ class CostContext:
     #: the woven axes the box handles in place (each axis and its positions: ``ncd.ir.weaving.WovenAxis``)
     woven: tuple[WovenAxis, ...]
     out_axes: list[tuple[Axis, ...]]
-    walker: _Walker
+    walker: Walker
     metrics: Metrics
     #: the steps of a sub-diagram the box's lowering rule wrote inline (a scan's step): ``walker.inline`` reads them
     inner: tuple[Step, ...] = ()

@@ -41,7 +41,8 @@ from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING
 from ncd.ir.size import Size, SymbolicSize
 
 if TYPE_CHECKING:
-    from ncd.analysis.cost import CostContext, _Walker
+    from ncd.analysis.cost import CostContext
+    from ncd.analysis.cost_walk import Walker
     from ncd.analysis.layout import Tensor
     from ncd.torch.rules import RuleContext
 
@@ -261,14 +262,15 @@ def lower_scan(prim: ScanOp, ctx: RuleContext) -> list[str]:
 # body count once (every step shares them).
 @COST.rule(ScanOp)
 def cost_scan(prim: ScanOp, ctx: CostContext) -> list[Tensor]:
-    from ncd.analysis.cost import Metrics, _Walker
+    from ncd.analysis.cost import Metrics
+    from ncd.analysis.cost_walk import Walker
 
     c, k = prim.consts, prim.carry
     body = prim.body
     outer = ctx.walker
     n_frame = len(ctx.out_axes[0]) - len(ctx.box.cod[0]) if ctx.out_axes else 0
     frame = tuple(ctx.out_axes[0][:n_frame]) if ctx.out_axes else ()
-    sub = _Walker(outer.itemsize, outer.training)
+    sub = Walker(outer.itemsize, outer.training)
     sub.blocks = list(outer.blocks)
     inputs = []
     for t, seg in zip(ctx.inputs, body.dom):
@@ -286,7 +288,7 @@ def cost_scan(prim: ScanOp, ctx: CostContext) -> list[Tensor]:
     return outs
 
 
-def _saved_bytes(sub: _Walker, inputs: list[Tensor], results: list[Tensor], c: int, k: int,
+def _saved_bytes(sub: Walker, inputs: list[Tensor], results: list[Tensor], c: int, k: int,
                  steps: sympy.Expr) -> sympy.Expr:
     consts = {t.storage for t in inputs[:c]}
     states_in = [t.storage for t in inputs[c:c + k]]
