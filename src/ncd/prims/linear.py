@@ -258,7 +258,7 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
     subscripts = ctx.subscripts(own_in, own_out)
-    if len(prim.inputs) == 2 and (read := _diagonal_read(ctx, subscripts)) is not None:
+    if len(prim.inputs) in (2, 3) and (read := _diagonal_read(ctx, subscripts)) is not None:
         return [read]
     if len(prim.inputs) < 3:
         return [ctx.einsum(subscripts, *ctx.args)]
@@ -281,15 +281,18 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
 
 
 def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
-    """An einsum of a tensor and a cup (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
-    ``ii->i``, as the importer reads it) as the einsum of the tensor alone with the cup's two letters made one: its
-    diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with ``torch.eye`` before).  ``None``
-    when neither input is a cup's value or both of its letters are kept (``diag_embed``: the identity is the result's
-    diagonal).  The op keeps the index of the input it does not read (option ``unread``: the cost rule's operands)."""
+    """An einsum of tensors and a cup (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
+    ``ii->i``, ``ii,ij->j``, as the importer reads it) as the einsum of the other one or two operands with the cup's
+    two letters made one: its diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with
+    ``torch.eye`` before).  ``None`` when no input is a cup's value, both of its letters are kept (``diag_embed``: the
+    identity is the result's diagonal), no other operand is indexed by both, or three or more would remain (their
+    pairs' plan).  The op keeps the index of the input it does not read (option ``unread``: the cost rule's operands)."""
     from dataclasses import replace
 
     lhs, rhs = subscripts.split("->")
     terms = lhs.split(",")
+    if len(terms) not in (2, 3):
+        return None
     made = {v.var: op.box for op in ctx.em.function.ops for v in op.outputs}
     for k, arg in enumerate(ctx.args):
         box = made.get(arg.var)
@@ -299,10 +302,10 @@ def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
         if first in rhs and second in rhs:
             return None
         keep, drop = (second, first) if first in rhs else (first, second)
-        other = terms[1 - k].replace(drop, keep)
-        if other.count(keep) < 2:  # (the cup's letters do not both index the other operand)
+        others = [t.replace(drop, keep) for j, t in enumerate(terms) if j != k]
+        if not any(t.count(keep) >= 2 for t in others):  # (the cup's letters do not both index one other operand)
             return None
-        expr = ctx.einsum(f"{other}->{rhs.replace(drop, keep)}", ctx.args[1 - k])
+        expr = ctx.einsum(f"{','.join(others)}->{rhs.replace(drop, keep)}", *(a for j, a in enumerate(ctx.args) if j != k))
         return replace(expr, options=(*expr.options, ("unread", k)))
     return None
 
@@ -395,10 +398,10 @@ def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     first, second = ctx.inputs[unread].axes
     out = {a.name for a in ctx.out_axes[0]}
     keep, drop = (second, first) if first.name in out else (first, second)
-    x = ctx.inputs[1 - unread]  # its diagonal read: the cup's second wire named as its first
-    x = replace(x, axes=tuple(keep if a.name == drop.name else a for a in x.axes),
-                order=tuple(keep.name if n == drop.name else n for n in x.order))
-    return [einsum_cost(ctx, [x], ctx.out_axes[0])]
+    read = [replace(x, axes=tuple(keep if a.name == drop.name else a for a in x.axes),  # the cup's second wire named
+                    order=tuple(keep.name if n == drop.name else n for n in x.order))  # as its first: its diagonal
+            for j, x in enumerate(ctx.inputs) if j != unread]
+    return [einsum_cost(ctx, read, ctx.out_axes[0])]
 
 
 # -- backward ------------------------------------------------------------------------------------
