@@ -212,7 +212,7 @@ def test_mod_and_floor_of_a_size_are_sympys(monkeypatch: pytest.MonkeyPatch) -> 
     import sympy
 
     from ncd.ir.size import symbol
-    from ncd.trace import shapes
+    from ncd.trace import shape_expressions as shapes
 
     atoms = {"t": symbol("t"), "b": symbol("b"), "?": sympy.Symbol("?"), "t+1": symbol("t") + 1, "2t": 2 * symbol("t")}
     monkeypatch.setattr(shapes, "_atom", lambda conv, node, dim: atoms[node])
@@ -250,7 +250,7 @@ def test_an_expression_of_numbers_only_is_not_built(monkeypatch: pytest.MonkeyPa
     import sympy
 
     from ncd.ir.size import symbol
-    from ncd.trace import shapes
+    from ncd.trace import shape_expressions as shapes
 
     atoms = {"t": symbol("t"), "b": symbol("b"), "?": sympy.Symbol("?"), "8": sympy.Integer(8), "16": sympy.Integer(16)}
     monkeypatch.setattr(shapes, "_atom", lambda conv, node, dim: atoms[node])

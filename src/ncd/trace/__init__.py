@@ -471,7 +471,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         warnings.warn(f"ncd.trace({type(model).__name__}): {sum(n for _, n in opaque)} operator(s) drawn as opaque boxes:"
                       f" {listed}", stacklevel=4)
     from ncd.trace.other_sizes import origin_of
-    from ncd.trace.shapes import fixed_boxes
+    from ncd.trace.shape_expressions import fixed_boxes
 
     body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
@@ -540,7 +540,7 @@ def _debugging() -> Any:
 def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
               ) -> tuple[Any, tuple[Any, ...], tuple[tuple[tuple[str, ...], str], ...], tuple[str, ...]]:
     """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults; ``sized``: the
-    calls holding numbers computed from those sizes that no box follows (:func:`ncd.trace.shapes.fixed_boxes`)."""
+    calls holding numbers computed from those sizes that no box follows (:func:`ncd.trace.shape_expressions.fixed_boxes`)."""
     from ncd.errors import NCDError
     from ncd.trace.symbolic import symbolize
 

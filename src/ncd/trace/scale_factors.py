@@ -2,7 +2,7 @@
 
 An attention scale ``0.35355339...`` on scores whose head dimension ``k`` is 8 is ``k**-0.5`` (:func:`_factor`), a
 mean's ``1/b`` follows the batch (:func:`count_of`), a number the model computed in Python from a size is that
-expression of its symbol (:func:`ncd.trace.shapes.factor_of`); a number a user writes (``2``, ``0.5``, ``x / 3``) stays
+expression of its symbol (:func:`ncd.trace.shape_expressions.factor_of`); a number a user writes (``2``, ``0.5``, ``x / 3``) stays
 itself (:func:`written`).  :func:`_scale` makes the ``*c`` box, lowered as the model's division where that is bit for
 bit the model's (:func:`divisor`).
 """
@@ -24,7 +24,7 @@ from ncd.ir.size import symbol
 from ncd.prims.elementwise import ScaleOp
 from ncd.trace.convert import Converter, Decline
 from ncd.trace.naming import PRIME, noted
-from ncd.trace.shapes import factor_of
+from ncd.trace.shape_expressions import factor_of
 
 __all__ = ["SYMBOLIZED", "size_constant", "count_of", "written", "divisor"]
 

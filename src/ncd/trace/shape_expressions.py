@@ -1,0 +1,188 @@
+"""The converter's side of the numbers a model computes from its inputs' shapes (:mod:`ncd.trace.shapes` records
+them): a recorded expression tree read as a size expression of the diagram's symbols (``*1/b``, ``t**-0.5``), a scale
+factor matched to one, and the calls whose arguments hold traced sizes no box follows (the diagram's ``fixed`` boxes:
+lowering at other values of those sizes is refused, naming the call).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import sympy
+import torch
+
+from ncd.ir.size import symbol
+
+if TYPE_CHECKING:
+    from ncd.trace.shapes import Tree
+
+__all__ = ["expression", "factor_of", "check_node", "fixed_boxes"]
+
+
+_UNKNOWN = sympy.Symbol("?")  # an atom whose wire cannot be named: the expression may hold any size
+
+
+def _symbolized(conv: Any) -> dict[str, int]:
+    """The traced sizes of the inputs' ``b`` and ``t`` wires (the sizes :func:`ncd.trace.symbolic.symbolize` makes
+    symbols), read once per conversion."""
+    sizes: dict[str, int] | None = conv.__dict__.get("_symbolized")
+    if sizes is None:
+        sizes = {}
+        for vid in conv.inputs:
+            for a in conv.segs[vid].axes:
+                if a.name in ("b", "t") and not a.size.free_symbols:
+                    sizes.setdefault(a.name, int(a.size))
+        conv.__dict__["_symbolized"] = sizes
+    return sizes
+
+
+def _atom(conv: Any, node: Any, dim: int) -> sympy.Expr:
+    import re
+
+    from ncd.trace.idioms import size_constant
+
+    vid = conv.values.get(id(node))
+    value = node.value
+    if vid is None or not isinstance(value, torch.Tensor) or len(conv.segs[vid].axes) != value.dim():
+        return _UNKNOWN
+    axis = conv.segs[vid].axes[dim]
+    if axis.size.free_symbols:
+        return _UNKNOWN
+    base = axis.name.rstrip("ʹ")
+    sizes = _symbolized(conv)
+    if sizes.get(base) == int(axis.size):
+        s = size_constant(conv, base)
+        return s if s is not None else sympy.Integer(int(axis.size))
+    if set(re.findall(r"[^\W\d]\w*", axis.name)) & set(sizes):  # a wire merging b or t under another name
+        return _UNKNOWN
+    return sympy.Integer(int(axis.size))
+
+
+def _number(value: Any) -> sympy.Expr:
+    """A number the model wrote: ``-0.5`` is ``-1/2`` (so ``t**(-1/2)`` reads as a root), a long float stays one."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return sympy.Integer(int(value))
+        text = repr(value)
+        return sympy.Rational(text) if len(text) <= 8 else sympy.Float(value)
+    return sympy.Integer(value)
+
+
+def expression(conv: Any, tree: Tree) -> sympy.Expr:
+    """``tree`` as an expression of the diagram's size symbols (``b``, ``t``; ``?`` where a wire cannot be named)."""
+    head = tree[0]
+    if head == "atom":
+        return _atom(conv, tree[1], tree[2])
+    if head == "num":
+        return _number(tree[1])
+    if head == "neg":
+        return -expression(conv, tree[1])
+    a, b = expression(conv, tree[1]), expression(conv, tree[2])
+    if head == "add":
+        return a + b
+    if head == "sub":
+        return a - b
+    if head == "mul":
+        return a * b
+    if head == "truediv":
+        return a / b
+    if head == "pow":
+        return a ** b
+    # a size's symbol by a whole number > 1: sympy's eval leaves floor(t/4) and Mod(t, 4) as they are, at 6-9 ms per
+    # new pair on a first call (its assumptions' queries); built without it
+    plain = a.is_Symbol and b.is_Integer and b > 1 and a == symbol(a.name)
+    if head == "floordiv":
+        return sympy.floor(a / b, evaluate=not plain)
+    return sympy.Mod(a, b, evaluate=not plain)
+
+
+def _numbers_only(conv: Any, tree: Tree) -> bool:
+    """Whether every wire ``tree`` reads is a number (no symbol, no unknown): its expression follows no size, and is
+    not built (``8 ** -0.5`` costs sympy 0.5-1.3 ms per new head width on a first call, to be dropped)."""
+    head = tree[0]
+    if head == "atom":
+        return _atom(conv, tree[1], tree[2]).is_Integer  # type: ignore[no-any-return]
+    if head == "num":
+        return True
+    return all(_numbers_only(conv, part) for part in tree[1:])
+
+
+def _follows(conv: Any, expr: sympy.Expr) -> set[str]:
+    """The symbolized sizes (``b``, ``t``) an expression depends on (all of them for an unknown wire)."""
+    sizes = _symbolized(conv)
+    names = {str(s) for s in expr.free_symbols}
+    if "?" in names:
+        return set(sizes)
+    return names & set(sizes)
+
+
+def factor_of(conv: Any, factor: float) -> sympy.Expr | None:
+    """The expression of sizes a scale ``factor`` of the call being converted is (or is one over), where the model
+    computed it from the symbolized sizes; None otherwise (the number is drawn as before)."""
+    node = conv.current
+    sized = getattr(node, "sized", None)
+    if not sized:
+        return None
+    for key, tree in sized.items():
+        value = node.args[key] if isinstance(key, int) else node.kwargs.get(key)
+        if not isinstance(value, (int, float)) or value == 0:
+            continue
+        if math.isclose(factor, value, rel_tol=1e-12, abs_tol=0.0):
+            power = 1
+        elif math.isclose(factor, 1 / value, rel_tol=1e-12, abs_tol=0.0):
+            power = -1
+        else:
+            continue
+        if _numbers_only(conv, tree):
+            return None
+        expr = expression(conv, tree)
+        if "?" in {str(s) for s in expr.free_symbols} or not _follows(conv, expr):
+            return None
+        conv.__dict__.setdefault("_sized_done", set()).add((_op(node), key, expr))
+        result: sympy.Expr = expr ** power
+        return result
+    return None
+
+
+def _op(node: Any) -> str:
+    from ncd.trace.registry import op_name
+
+    return op_name(node.target)[1]
+
+
+def check_node(conv: Any, node: Any) -> None:
+    """After the walk: a live call's argument computed from the symbolized sizes that no box draws as their
+    expression holds the traced sizes (a ``fixed`` entry naming the call and the sizes)."""
+    from ncd.trace.registry import where
+
+    done = conv.__dict__.get("_sized_done", set())
+    for key, tree in (node.sized or {}).items():
+        if type(key) is tuple or _numbers_only(conv, tree):  # (a list's item: its call's rule decides)
+            continue
+        expr = expression(conv, tree)
+        held = _follows(conv, expr)
+        if not held or (_op(node), key, expr) in done:
+            continue
+        value = node.args[key] if isinstance(key, int) else node.kwargs.get(key)
+        what = f"argument {key}" if isinstance(key, int) else key
+        conv.__dict__.setdefault("_size_fixed", []).append(
+            (tuple(sorted(held)), f"{_op(node)} {where(node)}: its {what} {value:g} = {expr} was computed in Python"
+                                  " from the input's shape"))
+
+
+def fixed_boxes(conv: Any, escaped: list[tuple[Tree, str]]) -> list[tuple[tuple[str, ...], str]]:
+    """The ``fixed`` entries of the arguments no box follows, and of sizes turned into floats (``math.sqrt(t)``)."""
+    for node in conv.captured.nodes:
+        if getattr(node, "sized", None):
+            check_node(conv, node)
+    out = list(conv.__dict__.get("_size_fixed", []))
+    for tree, line in escaped:
+        if _numbers_only(conv, tree):
+            continue
+        expr = expression(conv, tree)
+        held = _follows(conv, expr)
+        if held:
+            out.append((tuple(sorted(held)), f"at {line} the model turned the size {expr} into a Python float"
+                                             " (math.sqrt, float()): what it computes from it is not followed"))
+    return out
