@@ -8,7 +8,7 @@ import pytest
 
 import ncd
 from ncd.render import layout
-from ncd.render.extents import _any_hit, _bounds, _extent, smallest_text
+from ncd.render.extents import _any_hit, _bounds, _extent, _memo_up, _own_smallest, smallest_text
 from ncd.render.frag import Frag
 from ncd.render.layout import Layout, _read_axes
 from ncd.render.model import Path, Text, flatten
@@ -49,6 +49,16 @@ def test_tree_summaries_equal_the_flattened_items(name: str, options: dict[str, 
         assert b is not None
         assert _any_hit(frag, 0.0, 0.0, (b[0] - 0.5, b[1] - 0.5, b[2] + 0.5, b[3] + 0.5), {})
     assert not _any_hit(frag, 0.0, 0.0, (want[2] + 5.0, want[1], want[2] + 50.0, want[3]), {})
+    # the extent's walk fills the smallest text's table too (the page reads it after the legend's corner): every
+    # fragment's entry is the one smallest_text's own walk finds
+    memo: dict = {}
+    _extent(frag, memo)
+    by_extent = memo[("smallest",)][0]
+    assert smallest_text(frag, 99.0, memo) == min(sizes + [99.0])
+    own: dict = {}
+    _memo_up(frag, own, "smallest", _own_smallest)
+    assert by_extent.keys() == own[("smallest",)][0].keys()
+    assert all(by_extent[k][0] is f and by_extent[k][1] == v for k, (f, v) in own[("smallest",)][0].items())
 
 
 def _names_node_by_node(diagram: ncd.Diagram) -> set[str]:

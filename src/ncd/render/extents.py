@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ncd.render.frag import Deferred, Frag
+from ncd.render.frag import Deferred, Frag, Placed
 from ncd.render.model import Circle, Item, Path, Polygon, Port, Rect, Text
 
 __all__ = ["Memo", "smallest_text"]
@@ -82,26 +82,78 @@ def _memo_up(frag: Frag, memo: Memo, tag: str, value: Callable[[Frag, dict[int, 
 
 def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
     """The bounding box of ``frag``'s visible items in its own frame (``None``: it has none), each placed fragment's
-    found once (``memo``)."""
-    return _memo_up(frag, memo, "extent", _own_extent)  # type: ignore[no-any-return]
+    found once (``memo``: its table as :func:`_memo_up` keeps it, under ``("extent",)``).
 
-
-def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, float, float, float] | None:
-    """The bounding box of ``frag``'s items, its placed fragments' boxes read from ``table``: the boxes' ``min``
-    and ``max``, spelt out (each keeps the box so far unless the next one is smaller, or larger)."""
-    if isinstance(frag, Deferred):
-        return frag.extent
-    box = None
-    for it in frag.items:
-        if type(it) is Port:  # (the commonest item of a placed box's fragment: nothing visible)
+    A :func:`_memo_up` walk spelt out for the two summaries a page needs of every fragment: each fragment's items are
+    read once, its own items' box, smallest text and placed fragments together (:func:`_own_items_extent`), and the
+    placed fragments' values added when they are known.  Each fragment's smallest text goes into the table of
+    :func:`smallest_text` too (``("smallest",)``): the page layout asks for both of the page it frames (the legend's
+    corner, :func:`_any_hit`, then its smallest text), and the second is then read from the table."""
+    found = memo.get(("extent",))
+    if found is None:
+        found = memo[("extent",)] = ({},)
+    table: dict[int, tuple[Frag, Any]] = found[0]
+    found = memo.get(("smallest",))
+    if found is None:
+        found = memo[("smallest",)] = ({},)
+    small: dict[int, tuple[Frag, Any]] = found[0]
+    hit = table.get(id(frag))
+    if hit is not None and hit[0] is frag:
+        return hit[1]  # type: ignore[no-any-return]
+    get = table.get
+    # a fragment to visit, or (its own items' box, its placed fragments) once they are pushed to be visited first
+    stack: list[Any] = [frag]
+    push, pop = stack.append, stack.pop
+    while stack:
+        current = pop()
+        if type(current) is tuple:  # its placed fragments' boxes are known: add them to its own
+            current, box, least, subs = current
+            if subs:
+                boxes = [] if box is None else [box]
+                for dx, dy, sub in subs:
+                    v = small[id(sub)][1]
+                    if v < least:
+                        least = v
+                    b = table[id(sub)][1]
+                    if b is not None:
+                        boxes.append((b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy))
+                if boxes:
+                    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                           max(b[3] for b in boxes))
+            table[id(current)] = (current, box)
+            small[id(current)] = (current, least)
             continue
-        if isinstance(it, tuple):
-            b = table[id(it[2])][1]
-            if b is None:
-                continue
-            dx, dy = it[0], it[1]
-            b0, b1, b2, b3 = b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy
-        elif isinstance(it, Path):  # (the commonest item: _bounds's box)
+        known = get(id(current))
+        if known is not None and known[0] is current:
+            continue
+        if isinstance(current, Deferred):
+            table[id(current)] = (current, current.extent)
+            small[id(current)] = (current, current.smallest)
+            continue
+        own, least, subs = _own_items_extent(current.items)
+        push((current, own, least, subs))
+        for _, _, sub in subs:
+            known = get(id(sub))
+            if known is None or known[0] is not sub:
+                push(sub)
+    return table[id(frag)][1]  # type: ignore[no-any-return]
+
+
+def _own_items_extent(items: list[Any]) -> tuple[tuple[float, float, float, float] | None, float, list[Placed]]:
+    """The bounding box of ``items``' visible records (``None``: none), the smallest size of their non-blank text runs
+    (:func:`_own_smallest`'s; ``inf``: none) and the fragments they place: the boxes' ``min`` and ``max`` spelt out
+    (each keeps the box so far unless the next one is smaller, or larger)."""
+    box = None
+    least = float("inf")
+    subs: list[Placed] = []
+    for it in items:
+        kind = type(it)
+        if kind is Port:  # (the commonest item of a placed box's fragment: nothing visible)
+            continue
+        if kind is tuple:
+            subs.append(it)
+            continue
+        if kind is Path or isinstance(it, Path):  # (the commonest visible item: _bounds's box)
             commands = it.commands
             if len(commands) == 2 and len(commands[0]) == 3 and len(commands[1]) == 3:  # a straight run: two points,
                 _, xa, ya = commands[0]  # min and max of two spelt out (each the first of equals, as min/max give)
@@ -112,9 +164,14 @@ def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, 
                 xs = [v for c in commands for v in c[1::2]]
                 ys = [v for c in commands for v in c[2::2]]
                 b0, b1, b2, b3 = min(xs), min(ys), max(xs), max(ys)
-        elif isinstance(it, Port):
+        elif isinstance(it, tuple):  # (a placed fragment of a subclass of tuple: none is made, kept as the walk's)
+            subs.append(it)
             continue
         else:
+            if isinstance(it, Text):
+                for run in it.runs:
+                    if run.size < least and run.text.strip():
+                        least = run.size
             b = _bounds(it)
             if b is None:
                 continue
@@ -131,7 +188,7 @@ def _own_extent(frag: Frag, table: dict[int, tuple[Frag, Any]]) -> tuple[float, 
                 x1 = b2
             if b3 > y1:
                 y1 = b3
-    return None if box is None else (x0, y0, x1, y1)
+    return (None if box is None else (x0, y0, x1, y1)), least, subs
 
 
 def _bounds(item: Item) -> tuple[float, float, float, float] | None:
