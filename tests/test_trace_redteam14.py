@@ -1,8 +1,13 @@
 """redteam14: inputs nobody chose.  A write in place into a view whose entries overlap (``x.unfold(0, 2, 1)[..., 0]
 .mul_(2)``), which the recording leaves to torch.export and torch's functionalization bans, is refused with
-``ncd.TraceError`` naming the model's line, where it raised torch's own RuntimeError out of ``ncd.trace``."""
+``ncd.TraceError`` naming the model's line, where it raised torch's own RuntimeError out of ``ncd.trace``.  An opaque
+call whose result's shape depends on the input's values (``x[x > 0]``, ``bincount``, ``one_hot`` without a class count,
+``repeat_interleave`` by a tensor) is checked when the lowered module (and its source) runs: another count than traced
+raises, where ``x[x > 0].mean()`` divided by the traced count with no error."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -25,3 +30,48 @@ def test_a_write_into_an_overlapping_view_is_refused_naming_the_line() -> None:
     with pytest.raises(ncd.TraceError, match=r"cannot capture _OverlappingWrite: it writes in place at "
                                              r"test_trace_redteam14\.py:\d+ into a view"):
         ncd.trace(_OverlappingWrite(), x)
+
+
+class _MaskedMean(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x > 0].mean()
+
+
+class _Repeated(torch.nn.Module):
+    def forward(self, x: torch.Tensor, repeats: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(repeats, dim=0).mean(0)
+
+
+class _Counted(torch.nn.Module):
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(ids, minlength=4)
+
+
+def _traced(model: torch.nn.Module, *args: torch.Tensor) -> ncd.TracedDiagram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the boolean mask's count and the opaque call are warned of)
+        return ncd.trace(model, *args)
+
+
+@pytest.mark.parametrize("model, traced, same, other", [
+    (_MaskedMean(), (torch.tensor([1.5, -0.3, -2.2, 0.6, -1.1, -1.4]),),
+     (torch.tensor([-1.0, 2.0, 3.0, -4.0, -5.0, -6.0]),), (torch.tensor([0.4, 0.8, -0.7, -0.4, -0.6, 0.2]),)),
+    (_Repeated(), (torch.randn(3, 2), torch.tensor([1, 2, 1])), (torch.randn(3, 2), torch.tensor([2, 0, 2])),
+     (torch.randn(3, 2), torch.tensor([2, 2, 2]))),
+    (_Counted(), (torch.tensor([0, 2, 1, 3]),), (torch.tensor([3, 3, 0, 0]),), (torch.tensor([0, 6, 1, 1]),)),
+])
+def test_a_result_sized_by_the_input_values_is_checked_when_the_lowered_module_runs(
+        model: torch.nn.Module, traced: tuple[torch.Tensor, ...], same: tuple[torch.Tensor, ...],
+        other: tuple[torch.Tensor, ...]) -> None:
+    d = _traced(model, *traced)
+    lowered = d.to_torch()
+    namespace: dict[str, object] = {}
+    exec(compile(d.to_source(), "<source>", "exec"), namespace)  # noqa: S102 - the generated source, run as printed
+    source = namespace[type(model).__name__.lstrip("_")]()
+    for module in (lowered, source):
+        for args in (traced, same):  # the traced count: equal to the model
+            torch.testing.assert_close(module(*args), model(*args), rtol=0, atol=1e-6)
+    with pytest.raises(ncd.RunError, match="depends on the values of the inputs"):
+        lowered(*other)  # another count: was the traced count's mean (0.71 where the model gives 0.47)
+    with pytest.raises(RuntimeError, match="depends on the values of the inputs"):
+        source(*other)

@@ -109,13 +109,15 @@ class _FixedMask(torch.nn.Module):
 
 def test_a_mask_of_the_inputs_selecting_is_warned() -> None:
     """``x[x > 0]`` has as many entries as the mask holds True; the diagram draws the traced count, so ``.mean()``
-    divides by it on every input: on main the lowered module gave 3.0 where the model gives 2.0, with no word (only the
-    opaque-box note).  A mask that is a constant of the model selects a fixed count: not warned, and equal."""
+    divided by it on every input: on main the lowered module gave 3.0 where the model gives 2.0, with no word (only the
+    opaque-box note); now another count raises when the lowered module runs (test_trace_redteam14).
+    A mask that is a constant of the model selects a fixed count: not warned, and equal."""
     x, y = torch.tensor([1.0, -1.0, -2.0, 3.0]), torch.tensor([1.0, 2.0, -2.0, 3.0])
     d, said = _traced(_MaskedMean(), x)
     assert any("boolean mask computed from its inputs" in m and "test_trace_redteam3.py" in m for m in said), said
     torch.testing.assert_close(d.to_torch()(x), _MaskedMean()(x))
-    assert not torch.allclose(d.to_torch()(y), _MaskedMean()(y))  # what the warning says
+    with pytest.raises(ncd.RunError, match="depends on the values of the inputs"):  # what the warning says
+        d.to_torch()(y)  # (another count: was the traced count's mean, 3.0 where the model gives 2.0)
     d, said = _traced(_FixedMask(), x)
     assert not any("boolean mask" in m for m in said), said
     torch.testing.assert_close(d.to_torch()(y), _FixedMask()(y))

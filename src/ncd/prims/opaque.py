@@ -34,7 +34,7 @@ from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, symbolic_lowering
 from ncd.prims.kinds import transpose
 from ncd.prims.opaque_calls import CASTS as CASTS  # the call as data and as source (ncd.prims.opaque_calls)
-from ncd.prims.opaque_calls import DTYPES, LAYOUTS, MEMORY_FORMATS, call_text, check_call, check_shapes, resolve_target
+from ncd.prims.opaque_calls import DTYPES, LAYOUTS, MEMORY_FORMATS, call_text, check_call, check_shapes, resolve_target, size_guards
 from ncd.prims.opaque_measure import measure_opaque
 from ncd.prims.structure import DeleteOp, cot
 
@@ -277,11 +277,20 @@ IMPORT.known(ViewOp, aten=("aten.view", "aten.reshape", "aten.unsqueeze", "aten.
 def lower_opaque(prim: OpaqueOp, ctx: RuleContext) -> list[str]:
     check_shapes(prim)
     call = call_text(prim, [v.var for v in ctx.args])
-    if not prim.picks:
+    dims = [ctx.own_dims("cod", j) for j in range(len(prim.outputs))]
+    guarded = bool(size_guards(prim, ["out"] * len(prim.outputs), dims))  # (its result's shape depends on values)
+    if not prim.picks and not guarded:
         return [call]
-    result = ctx.em.fresh(prim.hint() + "_out")
-    ctx.em.line(f"{result} = {call}")
-    return [f"{result}[{k}]" for k in prim.picks]
+    if prim.picks:
+        result = ctx.em.fresh(prim.hint() + "_out")
+        ctx.em.line(f"{result} = {call}")
+        outs = [f"{result}[{k}]" for k in prim.picks]
+    else:  # (bound as a value: the function may return it)
+        seg = prim.outputs[0]
+        outs = [ctx.em.assign(prim.hint() + "_out", call, tuple(seg.axes), seg.dtype)]
+    for line in size_guards(prim, outs, dims):
+        ctx.em.line(line)
+    return outs
 
 
 def _shape(ctx: RuleContext, seg: Any) -> str:

@@ -25,7 +25,7 @@ from ncd.ir.size import evaluate, symbolic_lowering
 if TYPE_CHECKING:
     from ncd.prims.opaque import OpaqueOp
 
-__all__ = ["DTYPES", "LAYOUTS", "MEMORY_FORMATS", "TARGET", "DEVICE", "WORD", "CASTS", "TAGS", "resolve_target",
+__all__ = ["DTYPES", "LAYOUTS", "MEMORY_FORMATS", "TARGET", "DEVICE", "WORD", "CASTS", "TAGS", "resolve_target", "size_guards",
            "check_call", "literal", "checked", "call_text", "on_meta", "check_shapes"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
@@ -228,3 +228,43 @@ def check_shapes(prim: OpaqueOp) -> None:
         if isinstance(result, torch.Tensor) and list(result.shape) != shape(seg):
             raise LoweringError(f"opaque box {prim.target}: result {j} has shape {tuple(result.shape)}, but the diagram"
                                 f" declares '{seg}' ({', '.join(str(s) for s in shape(seg))})")
+
+
+#: operators whose result's shape depends on their operands' values that torch does not tag ``dynamic_output_shape``
+_VALUE_SHAPED = frozenset({"aten.repeat_interleave.self_Tensor"})
+
+
+def size_guards(prim: OpaqueOp, results: list[str], dims: list[list[int]]) -> list[str]:
+    """Lines checking, when the lowered module runs, that the results of a call whose shapes depend on its operands'
+    values (``x[mask]``: as many entries as the mask holds True; ``bincount``, ``one_hot`` without a class count,
+    ``repeat_interleave`` by a tensor) have the sizes the diagram declares (``dims``: each result's own axes as
+    negative dims): the boxes after it are drawn and lowered at the traced sizes (``x[mask].mean()`` divides by the
+    traced count), so another count raises instead of computing something else.  None on symbolic sizes, for a call
+    of a fixed shape, or for results without axes.
+
+    >>> from ncd.prims.opaque import Opaque
+    >>> size_guards(Opaque("aten.index.Tensor", "m:6, m:6 [bool]", "n:2", args=(("$in", 0), (("$in", 1),))).prim,
+    ...             ["r"], [[-1]])
+    ["if (r.shape[-1],) != (2,): raise RuntimeError('aten.index.Tensor: result of shape ' + str(tuple(r.shape)) + ', \
+where the diagram declares n:2 (2,): its size depends on the values of the inputs (as many entries as a mask holds True, \
+the largest index), which the diagram fixes as traced')"]
+    """
+    import torch
+
+    if symbolic_lowering():
+        return []
+    tags = getattr(resolve_target(prim.target), "tags", ())
+    if torch.Tag.dynamic_output_shape not in tags and prim.target not in _VALUE_SHAPED:
+        return []
+    lines = []
+    for result, seg, own in zip(results, prim.outputs, dims):
+        if not len(seg) or len(own) != len(seg):
+            continue
+        sizes = [evaluate(a.size, what=f"axis {a.name}") for a in seg.axes]
+        got = "(" + ", ".join(f"{result}.shape[{d}]" for d in own) + ("," if len(own) == 1 else "") + ")"
+        want = "(" + ", ".join(str(n) for n in sizes) + ("," if len(sizes) == 1 else "") + ")"
+        said = f"{prim.target}: result of shape ' + str(tuple({result}.shape)) + ', where the diagram declares" \
+               f" {str(seg).replace(chr(39), '')} {want}: its size depends on the values of the inputs (as many entries" \
+               " as a mask holds True, the largest index), which the diagram fixes as traced"
+        lines.append(f"if {got} != {want}: raise RuntimeError('{said}')")
+    return lines

@@ -340,8 +340,8 @@ def _warn_recorded(model: torch.nn.Module, rec: _Recording) -> None:
         warnings.warn(f"ncd.trace({type(model).__name__}): the model selects with a boolean mask computed from its"
                       f" inputs (x[mask] at {', '.join(sorted(rec.masked))}): the selection has as many entries as the"
                       " mask holds True, and the diagram draws that count as traced, so on inputs selecting another"
-                      " count the lowered module may raise or compute with the traced count (x[mask].mean() divides by"
-                      " it)", RuntimeWarning, stacklevel=user_stacklevel())
+                      " count the lowered module raises (its run checks the count: x[mask].mean() would divide by the"
+                      " traced one)", RuntimeWarning, stacklevel=user_stacklevel())
     warn_overlapping(model, rec.overlapping)
     if rec.functions:
         where = ", ".join(f"{cls} at {line}" for line, cls in sorted(rec.functions.items()))
