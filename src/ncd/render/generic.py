@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from operator import is_
@@ -171,8 +172,7 @@ _SHAPE = _Shape()
 
 def same_shape(a: Diagram, b: Diagram) -> bool:
     """Whether ``a`` and ``b`` are drawn alike but for their wires' labels: whether their :class:`_Shape` images are
-    equal, found without building the images of composites, level by level from the top (blocks of one family that
-    differ mostly differ near it: another kind of layer), and kept per pair asked.
+    equal, told by their shape ids (:func:`shape_id`: equal exactly when the images are).
 
     >>> import ncd
     >>> f, g = ncd.Linear("m -> n") >> ncd.ReLU(), ncd.Linear("k -> j") >> ncd.ReLU()
@@ -181,70 +181,85 @@ def same_shape(a: Diagram, b: Diagram) -> bool:
     """
     if a is b:
         return True
-    hit = _SAME.get((id(a), id(b)))
-    if hit is not None and hit[0] is a and hit[1] is b:
-        return hit[2]
-    found = _same_shape(a, b)
-    if len(_SAME) > 50_000:
-        _SAME.clear()
-    _SAME[(id(a), id(b))] = (a, b, found)
-    _SAME[(id(b), id(a))] = (b, a, found)
-    return found
+    token = _TOKEN[0]
+    x, y = shape_id(a), shape_id(b)
+    if token is not _TOKEN[0]:  # (the table was renewed between the two: x is of the old one)
+        x, y = shape_id(a), shape_id(b)
+    if x is None or y is None:  # (an image holding a value that does not hash: a block's meta holding a dict)
+        return bool(_SHAPE.fold(a) == _SHAPE.fold(b))
+    return x == y
 
 
-#: :func:`same_shape` of each pair of nodes asked about (by their ids, the nodes kept to tell a reused id)
-_SAME: dict[tuple[int, int], tuple[Diagram, Diagram, bool]] = {}
+def shape_id(node: Diagram) -> int | None:
+    """A number naming ``node``'s :class:`_Shape` image: two nodes' numbers are equal exactly when their images are
+    (hash-consed: a leaf's number is its image's, a composite's that of its kind and own fields (:func:`_own`) with
+    its parts' numbers), found bottom-up once per node and kept on it with the table's token (a pickled or copied
+    node's token is another object: found again); ``None`` when an image holds a value that does not hash."""
+    found = node.__dict__.get("_shape_id")
+    token = _TOKEN[0]
+    if found is not None and found[0] is token:
+        return found[1]  # type: ignore[no-any-return]
+    if len(_TABLE) > 200_000:
+        _TABLE.clear()
+        token = _TOKEN[0] = object()
+    return _number(node, token)
 
 
-def _same_shape(a: Diagram, b: Diagram) -> bool:
-    """``_SHAPE.fold(a) == _SHAPE.fold(b)``: a composite's image is its kind and own fields (:func:`_own`) with its
-    parts' images, a leaf's (:meth:`_Shape.box`, :meth:`_Shape.identity`) is built and kept with it."""
-    fold = _SHAPE.fold
-    level = [(a, b)]
-    blocks: list[tuple[Block, Diagram]] = []  # (pairs of blocks inside: alike when these are; a page asks next)
-    while level:
-        below: list[tuple[Diagram, Diagram]] = []
-        for x, y in level:
-            if x is y:
-                continue
-            sx, sy = x.__dict__.get("_drawn_shape"), y.__dict__.get("_drawn_shape")
-            if sx is not None and sy is not None:
-                if sx != sy:
-                    return False
-            elif isinstance(x, (Identity, Box)) or isinstance(y, (Identity, Box)):
-                if fold(x) != fold(y):
-                    return False
-            else:
-                kids, others = x.children(), y.children()
-                if len(kids) != len(others) or _own(x) != _own(y):
-                    return False
-                if isinstance(x, Block):
-                    blocks.append((x, y))
-                below += zip(kids, others)
-        level = below
-    for x, y in blocks:
-        _SAME[(id(x), id(y))] = (x, y, True)
-        _SAME[(id(y), id(x))] = (y, x, True)
-    if len(_INSIDE) > 50_000:
-        _INSIDE.clear()
-    _INSIDE[(id(a), id(b))] = (a, b, blocks)
-    return True
+def _number(node: Diagram, token: object) -> int | None:
+    """:func:`shape_id` of ``node``, its parts' found first (those kept with ``token`` read)."""
+    kept = node.__dict__.get("_shape_id")
+    if kept is not None and kept[0] is token:
+        return kept[1]  # type: ignore[no-any-return]
+    key: Any
+    if isinstance(node, (Identity, Box)):
+        key = ("leaf", _SHAPE.fold(node))
+    else:
+        ids = tuple([_number(kid, token) for kid in node.children()])
+        key = None if None in ids else ("node", _own(node), ids)
+    number = None
+    if key is not None:
+        try:
+            number = _TABLE.get(key)
+            if number is None:
+                number = _TABLE[key] = next(_NUMBERS)
+        except TypeError:  # (a value that does not hash)
+            pass
+    object.__setattr__(node, "_shape_id", (token, number))
+    return number
 
 
-#: the pairs of blocks in one place inside each pair of nodes :func:`_same_shape` found alike (by the pair's ids)
-_INSIDE: dict[tuple[int, int], tuple[Diagram, Diagram, list[tuple[Block, Diagram]]]] = {}
+#: each shape image met (a composite's with its parts' numbers) → its number (:func:`shape_id`)
+_TABLE: dict[Any, int] = {}
+#: the token of the table's numbers (a new one whenever the table is emptied: numbers kept with an old token are stale)
+_TOKEN: list[object] = [object()]
+_NUMBERS = itertools.count()
 
 
 def blocks_inside(a: Diagram, b: Diagram) -> list[tuple[Block, Diagram]]:
-    """Pairs of blocks in one place inside ``a`` and ``b`` (each of ``a``'s with ``b``'s), as far as comparing
-    their shapes (:func:`same_shape`) met them: none when it did not walk them (empty: not known)."""
+    """Pairs of blocks in one place inside ``a`` and ``b`` (each of ``a``'s with ``b``'s; ``a`` and ``b`` themselves
+    when blocks), walked where their parts differ (a part both hold once is skipped): none when they are not drawn
+    alike (:func:`same_shape`).  Found once per pair."""
     hit = _INSIDE.get((id(a), id(b)))
     if hit is not None and hit[0] is a and hit[1] is b:
         return hit[2]
-    hit = _INSIDE.get((id(b), id(a)))
-    if hit is not None and hit[0] is b and hit[1] is a:
-        return [(y, x) for x, y in hit[2]]  # type: ignore[misc]
-    return []
+    found: list[tuple[Block, Diagram]] = []
+    if same_shape(a, b):
+        stack: list[tuple[Diagram, Diagram]] = [(a, b)]
+        while stack:
+            x, y = stack.pop()
+            if x is y:
+                continue
+            if isinstance(x, Block):
+                found.append((x, y))
+            stack += zip(x.children(), y.children())
+    if len(_INSIDE) > 50_000:
+        _INSIDE.clear()
+    _INSIDE[(id(a), id(b))] = (a, b, found)
+    return found
+
+
+#: :func:`blocks_inside` of each pair asked about (by the pair's ids, the nodes kept to tell a reused id)
+_INSIDE: dict[tuple[int, int], tuple[Diagram, Diagram, list[tuple[Block, Diagram]]]] = {}
 
 
 def _own(node: Diagram) -> Any:
