@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ncd.render.frag import Deferred, Frag, Placed
-from ncd.render.model import Circle, Item, Path, Polygon, Port, Rect, Text
+from ncd.render.model import Circle, Footprint, Item, Path, Polygon, Port, Rect, Text
 
 __all__ = ["Memo", "smallest_text"]
 
@@ -148,18 +148,24 @@ def _own_items_extent(items: list[Any]) -> tuple[tuple[float, float, float, floa
     subs: list[Placed] = []
     for it in items:
         kind = type(it)
-        if kind is Port:  # (the commonest item of a placed box's fragment: nothing visible)
+        if kind is Port or kind is Footprint:  # (the commonest items of a placed box's fragment: nothing visible)
             continue
         if kind is tuple:
             subs.append(it)
             continue
         if kind is Path or isinstance(it, Path):  # (the commonest visible item: _bounds's box)
             commands = it.commands
-            if len(commands) == 2 and len(commands[0]) == 3 and len(commands[1]) == 3:  # a straight run: two points,
-                _, xa, ya = commands[0]  # min and max of two spelt out (each the first of equals, as min/max give)
-                _, xb, yb = commands[1]
+            c = commands[0]
+            e = commands[1] if len(commands) == 2 and len(c) == 3 else None
+            if e is not None and len(e) == 3:  # a straight run: two points, min and max of two spelt out (each the
+                _, xa, ya = c  # first of equals, as min/max give)
+                _, xb, yb = e
                 b0, b2 = (xb, xa) if xb < xa else (xa, xb if xb > xa else xa)
                 b1, b3 = (yb, ya) if yb < ya else (ya, yb if yb > ya else ya)
+            elif e is not None and len(e) == 7:  # a bend (M, then C): its four points
+                _, xa, ya = c
+                _, xb, yb, xc, yc, xd, yd = e
+                b0, b1, b2, b3 = min(xa, xb, xc, xd), min(ya, yb, yc, yd), max(xa, xb, xc, xd), max(ya, yb, yc, yd)
             else:  # (its coordinates read by slices)
                 xs = [v for c in commands for v in c[1::2]]
                 ys = [v for c in commands for v in c[2::2]]
