@@ -3,7 +3,9 @@
 ``ncd.TraceError`` naming the model's line, where it raised torch's own RuntimeError out of ``ncd.trace``.  An opaque
 call whose result's shape depends on the input's values (``x[x > 0]``, ``bincount``, ``one_hot`` without a class count,
 ``repeat_interleave`` by a tensor) is checked when the lowered module (and its source) runs: another count than traced
-raises, where ``x[x > 0].mean()`` divided by the traced count with no error."""
+raises, where ``x[x > 0].mean()`` divided by the traced count with no error.  A loop whose steps read a truth value
+of the inputs (``while x.abs().max() > 1: x = x / 2``) stays unrolled with a guard at every read, where its steps were
+folded into one repetition without them (another number of steps computed with the traced one)."""
 
 from __future__ import annotations
 
@@ -75,3 +77,22 @@ def test_a_result_sized_by_the_input_values_is_checked_when_the_lowered_module_r
         lowered(*other)  # another count: was the traced count's mean (0.71 where the model gives 0.47)
     with pytest.raises(RuntimeError, match="depends on the values of the inputs"):
         source(*other)
+
+
+class _Halving(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        while x.abs().max() > 1:  # a truth value read at every step: a guard each
+            x = x / 2
+        return x
+
+
+def test_a_loop_whose_steps_read_a_branch_keeps_every_guard() -> None:
+    """The three halvings of [5, 1, 0] (reads True, True, True, False) were folded into one repetition of the step
+    whose reads were dropped: [3, 0, 0] (two halvings) gave 0.375 where the model gives 0.75, with no error."""
+    d = _traced(_Halving(), torch.tensor([5.0, 1.0, 0.0]))
+    lowered = d.to_torch()
+    for x in (torch.tensor([5.0, 1.0, 0.0]), torch.tensor([-6.0, 0.5, 2.0])):  # the traced branches: equal
+        torch.testing.assert_close(lowered(x), _Halving()(x), rtol=0, atol=0)
+    for x in (torch.tensor([3.0, 0.0, 0.0]), torch.tensor([30.0, 0.0, 0.0]), torch.tensor([0.5, 0.0, 0.0])):
+        with pytest.raises(ncd.RunError, match="guard of test_trace_redteam14.py"):
+            lowered(x)

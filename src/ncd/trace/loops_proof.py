@@ -60,6 +60,8 @@ def _prove(chunks: list[list[Node]], items: Any | None) -> _Plan | None:  # noqa
     """The plan folding ``chunks`` (one step each) into one loop, if they are copies of one step; ``items`` the value
     of each step that is stacked, or ``None`` for a loop whose only results are its states."""
     steps, length = len(chunks), len(chunks[0])
+    if any(n.guard for chunk in chunks for n in chunk):  # a branch read in a step (``while x.abs().max() > 1``): each
+        return None  # read is checked where it was made, at its own traced value, so the steps stay unrolled
     index = [{id(n): j for j, n in enumerate(chunk)} for chunk in chunks]
     output: int | None = None
     if items is not None:
