@@ -162,3 +162,36 @@ def test_ids_padded_by_a_fixed_amount_lower_at_every_length_equal_to_the_model()
         again = back.to_torch(b=3, t=t)
         again.load_state_dict(d.state_dict(again))
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+
+
+class PadToLen(nn.Module):
+    """Ids padded up to 8 by an amount computed from ``len()`` (a plain int: Python drops what ``__len__`` returns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(F.pad(ids, (0, 8 - len(ids[0])), value=1)).sum(1)
+
+
+def test_a_pad_computed_from_len_is_refused_at_other_lengths_in_every_path() -> None:
+    """fixes: ``len(x)`` of a tensor the inputs make is noted as a size turned into a plain int (as ``float(t)``): the
+    traced diagram, its pickle and its JSON read-back refuse another length, naming the line (the read-back ran at
+    t=6 2.1 off the model with only the generic warning); at the traced length all equal the model."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = PadToLen()
+    d = ncd.trace(model, torch.randint(0, 11, (2, 5)))
+    assert any("len() = 5" in box for _, box in d.fixed), d.fixed
+    back = ncd.load_json(d.to_json())
+    for diagram in (d, pickle.loads(pickle.dumps(d)), back):
+        with pytest.raises(ncd.TraceError, match="t=6|'t': 6"):
+            diagram.to_torch(b=2, t=6)
+        x = torch.randint(0, 11, (2, 5))
+        lowered = diagram.to_torch(b=2, t=5)
+        lowered.load_state_dict(d.state_dict(lowered))
+        torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ncd.TraceError, match=r"test_trace_index_padding.py:\d+ the model turned .*len\(\) = 5"):
+        d.to_torch(b=2, t=6)

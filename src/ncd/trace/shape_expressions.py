@@ -171,18 +171,21 @@ def check_node(conv: Any, node: Any) -> None:
                                   " from the input's shape"))
 
 
-def fixed_boxes(conv: Any, escaped: list[tuple[Tree, str]]) -> list[tuple[tuple[str, ...], str]]:
-    """The ``fixed`` entries of the arguments no box follows, and of sizes turned into floats (``math.sqrt(t)``)."""
+def fixed_boxes(conv: Any, escaped: list[tuple[Any, ...]]) -> list[tuple[tuple[str, ...], str]]:
+    """The ``fixed`` entries of the arguments no box follows, and of sizes turned into floats (``math.sqrt(t)``) or
+    plain ints (``len(x)``)."""
     for node in conv.captured.nodes:
         if getattr(node, "sized", None):
             check_node(conv, node)
     out = list(conv.__dict__.get("_size_fixed", []))
-    for tree, line in escaped:
+    for tree, line, *how in escaped:
         if _numbers_only(conv, tree):
             continue
         expr = expression(conv, tree)
         held = _follows(conv, expr)
         if held:
-            out.append((tuple(sorted(held)), f"at {line} the model turned the size {expr} into a Python float"
-                                             " (math.sqrt, float()): what it computes from it is not followed"))
+            into = f"a plain int ({how[0]})" if how else "a Python float (math.sqrt, float())"
+            size = "a size of a tensor" if "?" in {str(s) for s in expr.free_symbols} else f"the size {expr}"
+            out.append((tuple(sorted(held)), f"at {line} the model turned {size} into {into}: what it computes from"
+                                             " it is not followed"))
     return out

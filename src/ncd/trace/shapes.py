@@ -13,14 +13,16 @@ among the diagram's ``fixed`` boxes: lowering at other values of those sizes is 
 the call and the sizes.  So is a size turned into a Python float outside torch (``math.sqrt(t)``):
 what the model computed from it cannot be followed.
 
-Not followed: a float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int
-directly), ``len(x)`` (Python makes its result a plain int), ``math`` functions of a :class:`SizeFloat`, and
+``len(x)`` (Python makes its result a plain int) on the model's own line is noted as a size turned into a plain int:
+it holds the traced size, as ``math.sqrt(t)`` does.  Not followed: a float written first (``0.5 * b``, ``1.0 / t``:
+Python's float arithmetic reads the int directly), ``math`` functions of a :class:`SizeFloat`, and
 — documented in ``docs/trace.md``.
 """
 
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any
 
 import torch
@@ -239,8 +241,9 @@ def _mark_items(node: Any, key: Any, items: Any, window: list[tuple[Any, Tree]])
                 break
 
 
-#: the tensor attributes that read sizes into Python, patched on ``torch.Tensor`` while recording
-_READS = ("shape", "size", "numel")
+#: the tensor attributes that read sizes into Python, patched on ``torch.Tensor`` while recording (``len(x)``: Python
+#: makes ``__len__``'s result a plain int, so a length read by the model's own line is noted as escaped instead)
+_READS = ("shape", "size", "numel", "__len__")
 
 
 class Shapes:
@@ -253,7 +256,7 @@ class Shapes:
     def __init__(self, node_of: Any, nodes: list[Any]) -> None:
         self.node_of = node_of  # a tensor -> its live recorded node, or None
         self.nodes = nodes  # the recording's nodes, in order
-        self.escaped: list[tuple[Tree, str]] = []
+        self.escaped: list[tuple[Any, ...]] = []  # (tree, line) of a float(t); (tree, line, how) of a len(x)
         self.calling = 0
         self.kernels = 0  # inside torch's own kernel on meta copies, or the recorder's own work for an in-place write
         # (ncd.trace.inplace): its size reads are torch's or the recorder's, not the model's
@@ -314,7 +317,21 @@ class Shapes:
                 total = total * s
             return total
 
+        length: Any = cls.__len__
+        internal = _internal_caller
+
+        def len_of(tensor: torch.Tensor) -> int:
+            n: int = length(tensor)
+            if not self.calling and not self.kernels and not internal(sys._getframe(1)):
+                sizes = sized(tensor, (0,))
+                if sizes is not None:  # ``8 - len(ids[0])``: what the model computes from it is not followed
+                    from ncd.trace.capture import user_line
+
+                    self.escaped.append((sizes[0].expr, user_line() or "?", f"len() = {n}"))
+            return n
+
         cls.shape = property(shape_of)  # type: ignore[assignment]
+        cls.__len__ = len_of  # type: ignore[method-assign]
         cls.size = size_of  # type: ignore[assignment, method-assign]
         cls.numel = numel_of  # type: ignore[assignment, method-assign]
         return self
@@ -344,5 +361,11 @@ class Shapes:
                 setattr(cls, name, value)
 
 
-# the converter's side (a tree read as a size expression, the fixed boxes): ncd.trace.shape_expressions
+def _internal_caller(frame: Any) -> bool:
+    """Whether ``frame`` runs torch's or ncd's code (their own ``len(x)``), not the model's."""
+    from ncd.trace.capture import _internal
 
+    return _internal(frame.f_code.co_filename)
+
+
+# the converter's side (a tree read as a size expression, the fixed boxes): ncd.trace.shape_expressions
