@@ -128,3 +128,30 @@ def test_the_watched_run_of_an_export_capture_leaves_the_model_and_the_inputs_as
         for m in (Cloned(), OutLeft()):
             d = ncd.trace(m, x, capture="export")
             torch.testing.assert_close(d.to_torch()(x), m(x))
+
+
+class OneShot(torch.nn.Module):
+    """Runs once (a count kept outside the model, which no undo puts back), and writes into memory it reads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ONE_SHOT_CALLS[0] += 1
+        if ONE_SHOT_CALLS[0] > 1:
+            raise RuntimeError("called twice")
+        y = x + 1
+        y[:, 1:] = y[:, :-1]
+        return y
+
+
+ONE_SHOT_CALLS = [0]
+
+
+def test_an_export_capture_whose_watched_run_fails_says_its_writes_are_not_checked() -> None:
+    """fixes: the export path's watched run (the model once more, eagerly, under no_grad as export runs it) returned
+    nothing when the model raised there, so a write reading what it writes was silently read first (here 1.4 off the
+    model on the traced input); now a warning says the writes are not checked, and why."""
+    model, x = OneShot(), torch.randn(3, 5)
+    ONE_SHOT_CALLS[0] = 0
+    with pytest.warns(RuntimeWarning, match=r"writes in place are not checked .* raised RuntimeError: called twice"):
+        d = ncd.trace(model, x, capture="export")
+    ONE_SHOT_CALLS[0] = 0
+    assert not torch.allclose(d.to_torch()(x), model(x))  # (what the warning is about: the diagram reads first)

@@ -182,7 +182,8 @@ def watched(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...]
     diagram's reading (:func:`read_first`, :func:`differing`): ``flat`` (the model, :class:`ncd.trace.capture._Flat`)
     run once eagerly on copies of the inputs, only its writes watched, and the model's state put back after
     (:class:`ncd.trace.undo.Undo`); what ``torch.export``, which reads every operand first, cannot tell.  A model that
-    does not run so: nothing to tell (export decides)."""
+    does not run so again (it raises at a second call, under ``no_grad``: ``torch.export``'s own mode) is warned about:
+    its writes are not checked."""
     from ncd.trace.capture import copied
 
     watch = _Watch(Undo(model), by_memory(model))  # the model's parameters and buffers by their memory
@@ -200,7 +201,17 @@ def watched(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...]
                                                                     dict(zip(kwargs, copied(list(kwargs.values()))))))
         with torch.random.fork_rng(devices=[]), torch.no_grad(), watch:
             flat(*run_args, **run_kwargs)
-    except Exception:  # noqa: BLE001 - the model does not run eagerly so: torch.export decides
+    except Exception as error:  # noqa: BLE001 - the model does not run eagerly so: said, not checked
+        import warnings
+
+        from ncd.errors import user_stacklevel
+        from ncd.trace.capture import _first_line
+
+        warnings.warn(f"ncd.trace({type(model).__name__}): the model's writes in place are not checked for reading"
+                      " memory they write (y[:, 1:] = y[:, :-1], which torch computes entry by entry and the diagram"
+                      " reads before the write): the model run once more eagerly, under no_grad as torch.export runs it,"
+                      f" raised {type(error).__name__}: {_first_line(error)}", RuntimeWarning,
+                      stacklevel=user_stacklevel())
         return {}
     finally:
         watch.undo.undo()
