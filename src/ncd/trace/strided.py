@@ -29,13 +29,12 @@ def strided_read(rec: _Recording, func: Any, args: tuple[Any, ...], kwargs: dict
     # the positions worked out in int32 where they fit: half the memory (each temporary here is memory touched for
     # the first time, ~0.25 ms per 512 kB on a first call)
     kind = torch.int32 if max(entries, x.numel(), out.numel()) < 2 ** 31 else torch.int64
-    memory = torch.arange(entries, dtype=kind)
-    read = memory.as_strided(out.shape, out.stride(), out.storage_offset())
-    positions, outside = _positions(x, memory, read, kind)
+    read = _addresses(out, kind)
+    positions, outside = _positions(x, entries, read, kind)
     base = x._base
     if outside and isinstance(base, torch.Tensor) and id(base) in rec.by_id:  # a view read past its own entries:
         x = base  # (x[:2].as_strided((3, n), (n, 1))) the entries of the tensor it views, which it may read
-        positions, outside = _positions(x, memory, read, kind)
+        positions, outside = _positions(x, entries, read, kind)
     if outside:
         raise Unsupported(f"as_strided reads memory outside its input at {user_line() or '?'}")
     lead = _kept_leading(x, out, positions)  # axes read whole, in order (a batch): kept, not flattened
@@ -51,13 +50,53 @@ def strided_read(rec: _Recording, func: Any, args: tuple[Any, ...], kwargs: dict
     return out
 
 
-def _positions(x: torch.Tensor, memory: torch.Tensor, read: torch.Tensor,
+def _addresses(t: torch.Tensor, kind: torch.dtype) -> torch.Tensor:
+    """The address (in entries, from its memory's start) of each entry of ``t``: ``arange(entries).as_strided(...)``
+    of ``t``'s size, strides and offset, made at ``t``'s size (not its memory's: longformer reads 32 k entries of a
+    262 k-entry memory), in ``kind`` (every partial sum is at most the last address: no overflow)."""
+    addresses = torch.full((), int(t.storage_offset()), dtype=kind)
+    for d, (n, step) in enumerate(zip(t.shape, t.stride())):
+        along = [1] * t.dim()
+        along[d] = int(n)
+        addresses = addresses + (torch.arange(int(n), dtype=kind) * int(step)).reshape(along)
+    return addresses
+
+
+def _memory_order(x: torch.Tensor) -> list[int] | None:
+    """``x``'s dimensions by decreasing stride when its entries lie one after another in its memory, each once (a
+    permuted contiguous tensor: ``x.permute(order)`` is contiguous); ``None`` otherwise (gaps, overlaps, no entries)."""
+    if not x.numel():
+        return None
+    strides = x.stride()
+    order = sorted(range(x.dim()), key=lambda d: -strides[d])
+    step = 1
+    for d in reversed(order):
+        n = int(x.shape[d])
+        if n == 1:
+            continue
+        if strides[d] != step:
+            return None
+        step *= n
+    return order
+
+
+def _positions(x: torch.Tensor, entries: int, read: torch.Tensor,
                kind: torch.dtype) -> tuple[torch.Tensor, bool]:
-    """The entries of ``x`` the addresses ``read`` hold, and whether any lies outside ``x``."""
+    """The entries of ``x`` the addresses ``read`` hold, and whether any lies outside ``x`` (``entries``: how many its
+    memory holds)."""
     if x.is_contiguous() and x.numel():  # x's entry j at address offset + j: the position is the address less it
         positions = read - int(x.storage_offset())  # (the map below, without its two tensors of the memory's size)
         low, high = torch.aminmax(positions) if positions.numel() else (0, 0)
         return positions, bool(low < 0) or bool(high >= x.numel())
+    order = _memory_order(x)
+    if order is not None:  # a permuted contiguous x: the entry at address offset + m is the m-th of x in memory order
+        at = read - int(x.storage_offset())
+        low, high = torch.aminmax(at) if at.numel() else (0, 0)
+        if bool(low < 0) or bool(high >= x.numel()):
+            return at, True
+        of = torch.arange(x.numel(), dtype=kind).reshape(x.shape).permute(order).reshape(-1)  # memory order -> entry
+        return of[at], False
+    memory = torch.arange(entries, dtype=kind)
     mine = memory.as_strided(x.shape, x.stride(), x.storage_offset()).reshape(-1)  # any layout: each address's
     entry = torch.full_like(memory, -1)  # entry of x (-1: none)
     entry[mine] = torch.arange(mine.numel(), dtype=kind)
