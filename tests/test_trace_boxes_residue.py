@@ -477,6 +477,44 @@ def test_a_mask_read_at_placed_aranges_is_a_reshape() -> None:
     assert d.opaque == (("aten.index.Tensor", 1),)  # the transposing read only
 
 
+class WindowMask(nn.Module):
+    """transformers' padding mask read at a sliding window's keys in a cached step (``mask[batch_idx, kv_idx]`` with
+    ``kv_idx = arange(kv_length) + kv_offset``, masking_utils.padding_mask_function); ``keys`` given: positions that
+    are not one run (stay a gather, opaque)."""
+
+    def __init__(self, keys: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t = mask.shape
+        kv = torch.tensor(self.keys) if self.keys else torch.arange(4) + (t - 4)
+        keep = mask.bool()[torch.arange(b)[:, None, None, None], kv[None, None, None, :]]  # b 1 1 4
+        scores = torch.einsum("bqm,bkm->bqk", x, x)[:, None, :, -4:].masked_fill(~keep, -1e4)
+        return scores.softmax(-1)
+
+
+def test_a_mask_read_at_a_window_of_placed_aranges_is_a_slice_and_a_reshape() -> None:
+    """fixes: Mistral's sliding-window cached step read its padding mask at ``kv_idx = arange(4) + 2`` (an opaque
+    ``aten.index.Tensor`` that untrusted ``load_json`` refuses); now the slice ``2:6`` placed, equal to the model on
+    fresh masks, also read back from untrusted JSON; positions that are not one run stay opaque (equal)."""
+    def inputs(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        mask = torch.randint(0, 2, (2, 6), generator=gen)
+        mask[:, -1] = 1
+        return torch.randn(2, 6, 3, generator=gen), mask
+
+    model = WindowMask()
+    d = round_trip(model, *inputs(0), fresh=inputs(1))
+    assert d.opaque_count == 0
+    back = ncd.load_json(d.to_json()).to_torch()
+    with torch.no_grad():
+        for seed in (1, 2):
+            torch.testing.assert_close(back(*inputs(seed)), model(*inputs(seed)))
+    d = round_trip(WindowMask((1, 3, 4, 5)), *inputs(0), fresh=inputs(1))
+    assert d.opaque == (("aten.index.Tensor", 1),)
+
+
 class Packed(nn.Module):
     """transformers' packed-sequence test: where ``position_ids`` do not step by one, a new sequence starts
     (``diff`` with ``prepend``); and a second difference of floats."""

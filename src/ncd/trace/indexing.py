@@ -231,51 +231,71 @@ def index(conv: Converter, node: Node) -> None:
     on one axis is the positions it keeps.  A negative position counts from the end.  Constant ``arange`` indices
     placed on their own axes in order (transformers' mask functions: ``mask[batch[:, None, None, None],
     kv[None, None, None, :]]``) read every entry where it is: ``x`` with axes of size 1 between, a reshape."""
-    if _placed_aranges(node):
+    windows = _placed_windows(node)
+    if windows is not None:
+        from ncd.trace.idioms_slicing import emit_slice
         from ncd.trace.idioms_wires import reshape
 
         x = node.args[0]
+        if windows:  # each axis read at start:stop (a sliding window's keys: ``kv_arange + kv_offset``), then placed
+            vid = conv.value(x)
+            cut = x.value
+            for k, start, stop in windows:
+                vid = emit_slice(conv, vid, k, start, stop)
+                cut = cut.narrow(k, start, stop - start)
+            x = Node(f"{node.name}_window", "call", torch.ops.aten.slice.Tensor, (x,), {}, value=cut, stack=node.stack,
+                     live=True, line=node.line)
+            conv.bind(x, vid)
         view = Node(f"{node.name}_reshaped", "call", torch.ops.aten.reshape.default,
                     (x, list(node.value.shape)), {}, value=node.value, stack=node.stack, live=True, line=node.line)
         reshape(conv, view)
         conv.bind(node, conv.values[id(view)])
+        if windows:
+            conv.forget(x)  # made for this call, read by no other node
         return
     read_at(conv, node, wraps=True)
 
 
-def _placed_aranges(node: Node) -> bool:
+def _placed_windows(node: Node) -> list[tuple[int, int, int]] | None:
     """Whether ``x[i_0, …, i_{n-1}]`` (a live ``x``, constant integer indices of one rank) reads each entry of ``x`` in
     place: ``i_k`` is ``arange`` of ``x``'s size along one axis of its own and 1 on the others (all zeros where that
-    size is 1), those axes in the order of ``k`` — so the result is ``x`` with axes of size 1 inserted (exact)."""
+    size is 1), those axes in the order of ``k`` — so the result is ``x`` with axes of size 1 inserted (exact).  An
+    ``i_k`` that is ``arange(start, stop)`` inside ``x``'s size reads the slice ``start:stop`` of axis ``k`` in place
+    (transformers' padding mask read at a sliding window's keys: ``mask[batch_idx, kv_idx]``, ``kv_idx = arange(4) +
+    2``): those ``(k, start, stop)`` (none: every index reads its whole axis); None when it is not that."""
     x, indices = node.args[:2]
     if not (isinstance(x, Node) and x.live and isinstance(x.value, torch.Tensor) and isinstance(node.value, torch.Tensor)):
-        return False
+        return None
     if not indices or len(indices) > x.value.dim() or any(
             not (isinstance(i, Node) and not i.live and isinstance(i.value, torch.Tensor) and _integer(i.value)
                  and i.value.device.type != "meta") for i in indices):
-        return False
+        return None
     rank = indices[0].value.dim()
     last = -1
+    windows: list[tuple[int, int, int]] = []
+    want = [1] * rank
     for k, i in enumerate(indices):
         shape, size = tuple(int(s) for s in i.value.shape), int(x.value.shape[k])
         if len(shape) != rank:
-            return False
+            return None
         along = [a for a, s in enumerate(shape) if s != 1]
         if size == 1 and not along:
             if int(i.value.reshape(()).item()) != 0:
-                return False
+                return None
             continue
-        if len(along) != 1 or shape[along[0]] != size or along[0] <= last:
-            return False
-        if not torch.equal(i.value.reshape(-1).cpu(), torch.arange(size, dtype=i.value.dtype)):
-            return False
+        if len(along) != 1 or along[0] <= last:
+            return None
+        n, values = shape[along[0]], i.value.reshape(-1).cpu()
+        start = int(values[0])
+        if not 0 <= start <= size - n or not torch.equal(values, torch.arange(start, start + n, dtype=values.dtype)):
+            return None
+        if n != size:
+            windows.append((k, start, start + n))
+        want[along[0]] = n
         last = along[0]
-    want = [1] * rank
-    for i in indices:
-        for a, s in enumerate(i.value.shape):
-            if int(s) != 1:
-                want[a] = int(s)
-    return tuple(want) + tuple(int(s) for s in x.value.shape[len(indices):]) == tuple(int(s) for s in node.value.shape)
+    if tuple(want) + tuple(int(s) for s in x.value.shape[len(indices):]) != tuple(int(s) for s in node.value.shape):
+        return None
+    return windows
 
 
 def read_at(conv: Converter, node: Node, wraps: bool) -> None:
