@@ -53,6 +53,10 @@ def _subgraph(mask: Node, limit: int = 400) -> tuple[list[Node], list[Node]] | N
     return calls, inputs
 
 
+#: arguments :func:`_run` passes as they are
+_SCALARS = frozenset({int, float, bool, str, type(None)})
+
+
 def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None, values: dict[int, Any] | None = None) -> Any:
     """Re-run recorded operations with some nodes' values replaced; the value of ``until`` (else the last node's).
     ``values``, when given, receives every node's new value (by id)."""
@@ -60,6 +64,8 @@ def _run(nodes: list[Node], given: dict[int, Any], until: Node | None = None, va
     values.update(given)
 
     def sub(value: Any) -> Any:
+        if type(value) in _SCALARS:  # (most arguments: a size, a dim, a flag)
+            return value
         if isinstance(value, Node):
             return values[id(value)] if id(value) in values else value.value
         if isinstance(value, (list, tuple)):
