@@ -97,15 +97,16 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
         # a plain CPU parameter with entries, its storage allocated, is decided without a storage object made (the
         # first touch of one after a fork is ~2 µs: SeamlessM4T's 1,403 parameters took ~2.5 ms): a strided tensor's
         # storage holds its entries, from data_ptr() - storage_offset() entries on (0: freed, as FSDP frees a shard's)
-        raw = types.get(p.dtype) if type(p) in plain else None
+        dtype = p.dtype  # (read once: each read of a tensor's attribute is a call into torch)
+        raw = types.get(dtype) if type(p) in plain else None
         at = p.data_ptr() if raw is not None and p.is_cpu and p.layout is strided and p.numel() and not p.is_neg() \
             else 0
-        start = at - p.storage_offset() * sizes[p.dtype] if at else 0
+        start = at - p.storage_offset() * sizes[dtype] if at else 0
         if raw is not None and start:
             if start in storages:  # (storage.data_ptr() of its storage)
                 continue
             shape = tuple(p.shape)
-            if (shape, p.dtype) not in typed:
+            if (shape, dtype) not in typed:
                 out.append((name, p))
                 continue
             first = raw.from_address(at).value  # (as _first reads it)
@@ -117,15 +118,15 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
             if storage.data_ptr() in storages:
                 continue
             shape = tuple(p.shape)
-            if (shape, p.dtype) not in typed:  # (its first entry not read: SeamlessM4T, 330 of 1,407 parameters)
+            if (shape, dtype) not in typed:  # (its first entry not read: SeamlessM4T, 330 of 1,407 parameters)
                 out.append((name, p))
                 continue
             first = _first(p, storage)
         if first is _UNREAD:
             candidates = shaped.get(shape, [])
         else:
-            candidates = keyed.get((shape, p.dtype, first), []) + unkeyed.get(shape, [])
-        if any(t.dtype == p.dtype and id(t) not in made and torch.equal(t, p.detach()) and not owned(t)
+            candidates = keyed.get((shape, dtype, first), []) + unkeyed.get(shape, [])
+        if any(t.dtype == dtype and id(t) not in made and torch.equal(t, p.detach()) and not owned(t)
                for t in candidates):
             continue
         out.append((name, p))
