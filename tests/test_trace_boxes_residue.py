@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -507,10 +508,14 @@ def test_a_mask_read_at_a_window_of_placed_aranges_is_a_slice_and_a_reshape() ->
     model = WindowMask()
     d = round_trip(model, *inputs(0), fresh=inputs(1))
     assert d.opaque_count == 0
-    back = ncd.load_json(d.to_json()).to_torch()
+    read = ncd.load_json(d.to_json())
+    back = read.to_torch()
     with torch.no_grad():
         for seed in (1, 2):
             torch.testing.assert_close(back(*inputs(seed)), model(*inputs(seed)))
+    for diagram in (d, read):  # the window's positions are the traced length's (t - 4): held, as the constant index was
+        with pytest.raises(ncd.TraceError, match="t=7|'t': 7"):
+            diagram.to_torch(b=2, t=7)
     d = round_trip(WindowMask((1, 3, 4, 5)), *inputs(0), fresh=inputs(1))
     assert d.opaque == (("aten.index.Tensor", 1),)
 

@@ -241,6 +241,7 @@ def index(conv: Converter, node: Node) -> None:
             vid = conv.value(x)
             cut = x.value
             for k, start, stop in windows:
+                _window_held(conv, node, x, k, start, stop)
                 vid = emit_slice(conv, vid, k, start, stop)
                 cut = cut.narrow(k, start, stop - start)
             x = Node(f"{node.name}_window", "call", torch.ops.aten.slice.Tensor, (x,), {}, value=cut, stack=node.stack,
@@ -254,6 +255,20 @@ def index(conv: Converter, node: Node) -> None:
             conv.forget(x)  # made for this call, read by no other node
         return
     read_at(conv, node, wraps=True)
+
+
+def _window_held(conv: Converter, node: Node, x: Node, k: int, start: int, stop: int) -> None:
+    """A window's positions are numbers the model computed at the traced sizes (``kv_offset`` from the cache's length):
+    the sizes ``x``'s axis ``k`` follows are held (a ``fixed`` entry: lowering at another value of them is refused,
+    also read back from JSON, as the constant index it replaces was)."""
+    from ncd.trace.registry import where
+    from ncd.trace.shape_expressions import _atom, _follows
+
+    held = _follows(conv, _atom(conv, x, k))
+    if held:
+        conv.__dict__.setdefault("_size_fixed", []).append(
+            (tuple(sorted(held)), f"index {where(node)}: axis {k} read at the positions {start}:{stop} recorded at the"
+                                  " traced sizes"))
 
 
 def _placed_windows(node: Node) -> list[tuple[int, int, int]] | None:
