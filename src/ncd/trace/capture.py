@@ -217,13 +217,13 @@ def capture(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             _identity_watched([(group, tensors) for group, tensors, _ in same], identity, alike=True):
         captured = _exported(model, flat, args, kwargs, names, reads, same)
     from ncd.trace.overlaps import watched
-    from ncd.trace.record import _warn_random, random_of, warn_overlapping
+    from ncd.trace.record_warnings import random_of, warn_overlapping, warn_random
 
-    _warn_random(model, *random_of(captured.nodes))  # (as a recording warns of its own: :func:`ncd.trace.record._warn_recorded`)
+    warn_random(model, *random_of(captured.nodes))  # (as a recording warns of its own: record_warnings.warn_recorded)
     # a write into memory its operand reads: export reads the operand first (the recording's out= write, or any write
     # the model's eager run shows: an explicit capture="export", a recording that fell back for another reason)
     warn_overlapping(model, {**watched(model, flat, args, kwargs), **overlapping})
-    if identity:  # (as the recording says it: :func:`ncd.trace.record._warn_recorded`)
+    if identity:  # (as the recording says it: :func:`ncd.trace.record_warnings.warn_recorded`)
         import warnings
 
         where = ", ".join(f"{who} at {line}" for line, who in identity.items())

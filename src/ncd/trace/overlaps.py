@@ -9,7 +9,7 @@ write, so on such a call it computes something else than the model, silently.
 
 :func:`read_first` runs the call on copies of what it writes and of the operands sharing its memory (the diagram's
 reading) before the model's call runs; the recorder compares the model's result with it afterwards and warns at the
-model's line where they differ (:func:`ncd.trace.record._warn_recorded`).  A call whose results agree on the traced
+model's line where they differ (:func:`ncd.trace.record_warnings.warn_recorded`).  A call whose results agree on the traced
 values (``y[:, :-1] = y[:, 1:]``, a shift the kernel's order reads before it writes) is left as it is.  On the ``meta``
 device no value is known: a write of a value of the inputs with such an operand is recorded again on real values.
 A call the recording cannot take at all (``torch.add(y[:, :-1], 1, out=y[:, 1:])``: an ``out=`` write has no functional

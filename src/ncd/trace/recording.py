@@ -67,7 +67,7 @@ class _Recording(Aliases, InPlace, CallsApart):
             walk.after = None
         walk = walk if walk is not None and not walk.used else _Walk(model)
         walk.used = True
-        self.walk = walk  # (the walk after the run is kept on it: :func:`ncd.trace.record._warn_recorded`)
+        self.walk = walk  # (the walk after the run is kept on it: :func:`ncd.trace.record_warnings.warn_recorded`)
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
         self.budget = budget  # the work its calls on real values may do (:data:`WORK_BUDGET`), or no limit
         self.work = 0

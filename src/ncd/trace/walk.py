@@ -30,7 +30,7 @@ class _Walk:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.used = False  # a recording read it: another one walks again (the one before may have rebound state)
-        #: the walk after the recording that read this one ran the model (:func:`ncd.trace.record._warn_recorded`), for
+        #: the walk after the recording that read this one ran the model (:func:`ncd.trace.record_warnings.warn_recorded`), for
         #: the readers of the state it left (:func:`_warn_rebound`)
         self.after: _Walk | None = None
         self._distinct: list[tuple[str, torch.nn.Module]] | None = None
