@@ -236,9 +236,11 @@ def _wider(ctx: Layout, node: Diagram, count: int, limit: float) -> bool:
 def _holds_kin(ctx: Layout, node: Diagram) -> bool:
     """Whether ``node`` holds a family of blocks that differ in sizes (:func:`ncd.render.wrap._has_kin`), found once
     per node (``ctx.split``)."""
-    from ncd.render.wrap import _families, _has_kin
+    from ncd.render.wrap import _blocks_in, _families, _has_kin
 
     if ctx.kin_bound is not None and ctx.kin_bound < KIN:  # (no family of the page has that many blocks)
+        return False
+    if len(_blocks_in(node)) < KIN:  # (nor of this node: fewer blocks in all)
         return False
     found = ctx.split.get(("kin", id(node)))
     if found is None or found[0] is not node:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ncd.ir.axes import Axis
-from ncd.ir.diagram import Block, Box, Diagram, Par, Repeat
+from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat
 from ncd.render.definitions import (
     KIN,
     Group,
@@ -259,6 +259,10 @@ def _families(diagram: Diagram, bodies: list[Diagram] | None = None, deep: bool 
     """The blocks of ``diagram`` by their family (``layer.i``), each node once; ``bodies``: gets the bodies its boxes
     hold (a scan's), which are not its children; ``deep``: their blocks counted too."""
     families: dict[str, list[Block]] = {}
+    if bodies is None and not deep:  # (the blocks each node holds, found once per node: a page asks of each column)
+        for block in _blocks_in(diagram):
+            families.setdefault(family(block.name), []).append(block)
+        return families
     stack = [diagram]
     seen: set[int] = set()
     while stack:  # (a node shared by several parents once: its blocks were met below its first parent)
@@ -277,6 +281,25 @@ def _families(diagram: Diagram, bodies: list[Diagram] | None = None, deep: bool 
                     stack.append(body)
         stack.extend(node.children())
     return families
+
+
+def _blocks_in(node: Diagram) -> tuple[Block, ...]:
+    """The blocks of ``node`` (itself included) in the order :func:`_families` meets them (depth first, the last
+    part first, a node held twice met once), found bottom-up once per node and kept on it."""
+    if type(node) is Box or type(node) is Identity:
+        return ()
+    found: tuple[Block, ...] | None = node.__dict__.get("_drawn_blocks")
+    if found is None:
+        parts = [inner for kid in reversed(node.children()) if (inner := _blocks_in(kid))]
+        out: list[Block] = [node] if isinstance(node, Block) else []
+        for inner in parts:
+            out += inner
+        if len(parts) > 1 and len({id(b) for b in out}) < len(out):  # (a node held twice: its first place kept)
+            seen: set[int] = set()
+            out = [b for b in out if id(b) not in seen and not seen.add(id(b))]  # type: ignore[func-returns-value]
+        found = tuple(out)
+        object.__setattr__(node, "_drawn_blocks", found)
+    return found
 
 
 def _most_kin(diagram: Diagram, families: dict[str, list[Block]], bodies: Sequence[Diagram]) -> int:
