@@ -21,14 +21,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ncd.errors import NCDError, SizeError
+from ncd.errors import NCDError, SizeError, TypeMismatchError
 from ncd.ir.axes import Axis, Segment, Type
 from ncd.ir.diagram import Block, Box, Diagram, Par, Seq, Weave
 from ncd.ir.primitive import Primitive
 from ncd.ir.sharing import rebuilt
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
-from ncd.trace.symbolic_learn import Follow, _aligned, _base, _derived, _learn, _merged, _merged_sizes, _NotPlain, _value_at
+from ncd.trace.symbolic_learn import (
+    Follow, _aligned, _base, _derived, _fed_back, _learn, _merged, _merged_sizes, _NotPlain, _value_at
+)
 from ncd.trace.symbolic_values import (
     _ATOM,
     _AXIS,
@@ -303,6 +305,9 @@ class _Walk:
                     return None
                 _derived(error, traced, learned, given)
                 raise
+            except TypeMismatchError:  # a scan's state leaving its body sized otherwise than it enters
+                _fed_back(changes, traced, learned)
+                raise
             if (p.op in SIZED_BY_TRACE or getattr(p, "fit", False)) and (held := new.free_symbols()):
                 notes[id(p)] = (tuple(sorted(str(x) for x in held)),
                                 f"{p.op} {p.label()} '{new.signature()[1]}'{where.get(id(p), '')}")
@@ -382,7 +387,11 @@ class _Walk:
             changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
             if all(v is getattr(d, k) for k, v in changes.items()):
                 return d
-            new: Diagram = cls(**changes)
+            try:
+                new: Diagram = cls(**changes)
+            except TypeMismatchError:  # a repetition whose output is not its next input
+                _fed_back(changes, traced, learned)
+                raise
             return new
 
         self.node = node

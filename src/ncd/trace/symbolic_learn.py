@@ -100,6 +100,23 @@ def _learn(left: Type, right: Type, traced: Any, learned: Follow) -> None:
                 ranges.setdefault(int(num), sym)
 
 
+def _fed_back(changes: dict[str, Any], traced: Any, learned: Follow) -> None:
+    """From a loop refusing to be rebuilt (a scan whose state leaves its body as ``z:b`` but enters as ``z:3``, a
+    repetition whose output is not its next input): the names each fed-back junction holds as a symbol on one side
+    and as its traced number on the other, as :func:`_learn` reads a junction of a sequence.  The loop is a junction
+    too: which side the walk rebuilds first (a crossing after the state's view, or none) does not change what is
+    learned (a pass that fails there teaches, as one failing at a sequence's junction)."""
+    body = changes.get("body")
+    if body is None or not hasattr(body, "dom"):
+        return
+    if "carry" in changes and "consts" in changes:  # a scan: its states
+        c, k = changes["consts"], changes["carry"]
+        for j in range(min(k, len(body.cod), len(body.dom) - c)):
+            _learn(Type((body.cod[j],)), Type((body.dom[c + j],)), traced, learned)
+    elif "var" in changes and len(body.cod) == len(body.dom):  # a repetition: its output is its next input
+        _learn(body.cod, body.dom, traced, learned)
+
+
 def _derived(error: SizeError, traced: Any, learned: Follow, given: set[tuple[str, int]]) -> None:
     """From a box refusing the sizes it holds once its inputs are symbols: the names (and ranges) it holds at the
     traced sizes and derives as expressions of the symbols (a convolution's output ``t:11`` from an input ``t``
