@@ -33,3 +33,85 @@ def test_values_passing_beside_steps_are_one_identity_and_the_diagram_computes_t
     for inputs in (x, torch.randn(2, 5, 8)):  # the traced input and one of other values
         for got, want in zip(lowered(inputs), model(inputs)):
             torch.testing.assert_close(got, want)
+
+
+
+class _Residual(nn.Module):
+    """Pre-norm residual layers ``x + f(norm(x))`` after an input map plus a learned position table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos, self.emb = nn.Parameter(torch.randn(5, 8)), nn.Linear(4, 8)
+        self.norms = nn.ModuleList(nn.LayerNorm(8) for _ in range(4))
+        self.maps = nn.ModuleList(nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h: torch.Tensor = self.emb(x) + self.pos
+        for norm, f in zip(self.norms, self.maps):
+            h = h + f(norm(h))
+        return h
+
+
+class _Layer(nn.Module):
+    """A pre-norm residual layer whose attention-like part reads one value three times and returns two values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.q, self.k, self.v = nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.mlp = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        k = torch.cat([past, k], 1)
+        a = torch.softmax(q @ k.transpose(1, 2), -1) @ torch.cat([past, v], 1)
+        x = x + a
+        return x + self.mlp(x), k
+
+
+class _Cached(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_Layer() for _ in range(2))
+
+    def forward(self, x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, k0 = self.layers[0](x, p0)
+        x, k1 = self.layers[1](x, p1)
+        return x, k0, k1
+
+
+def _computes(model: nn.Module, d: ncd.Diagram, args: tuple[torch.Tensor, ...]) -> None:
+    lowered = d.to_torch()
+    fresh = tuple(torch.randn_like(a) for a in args)
+    with torch.no_grad():
+        for inputs in (args, fresh):  # the traced input and one of other values
+            got, want = lowered(*inputs), model(*inputs)
+            for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                torch.testing.assert_close(a, b)
+
+
+def test_residual_layers_need_no_crossing_and_the_diagram_computes_the_model() -> None:
+    """``x + f(norm(x))``: ``norm`` takes the copy of ``x`` on the right, so the sum reads ``x`` and ``f``'s result in
+    place; the position table lies beside the input map's result it is added to (the old order crossed wires before
+    each sum and moved the table across)."""
+    from ncd.prims.structure import SwapOp
+
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    args = (torch.randn(2, 5, 4),)
+    d = ncd.trace(model, *args)
+    assert [b for b in d.boxes() if isinstance(b.prim, SwapOp)] == []
+    _computes(model, d, args)
+
+
+def test_one_value_read_by_the_next_steps_is_one_copy_and_the_diagram_computes_the_model() -> None:
+    """The q, k, v maps of one normalised value: one copy into three (not a copy into two, then another); a layer's
+    outputs leave it in the order its steps make them; the lowered module computes the model."""
+    from ncd.prims.structure import CopyOp
+
+    torch.manual_seed(0)
+    model = _Cached().eval()
+    args = (torch.randn(2, 5, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 8))
+    d = ncd.trace(model, *args)
+    assert 3 in [b.prim.n for b in d.boxes() if isinstance(b.prim, CopyOp)]
+    _computes(model, d, args)

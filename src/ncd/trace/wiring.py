@@ -1,10 +1,14 @@
 """From a list of steps over named values (a DAG) to the combinator IR.
 
 At each step the live values form the current tuple (one segment each).  A step is a
-diagram acting on some values: they are copied if still needed later (Copy), brought
-together in order (Swap, over the smallest range of segments that holds them), and the
-step is put beside identities on the other segments; values nobody needs any more are
-deleted (Delete).  Module calls become nested :class:`~ncd.ir.diagram.Block`\\ s, and a run
+diagram acting on some values: they are copied if still needed later (Copy: one copy for the
+readers that follow within a few steps), brought together in order (Swap, over the smallest
+range of segments that holds them, the other wires there ordered by when they are read next),
+and the step is put beside identities on the other segments; values nobody needs any more are
+deleted (Delete).  The order is chosen to need few crossings: of a copy's instances a step takes
+the one beside the values its result is read with (``x + f(x)``: the right one), a step reading
+nothing puts its values beside the value they are first read with, and a block's outputs are in
+the order its steps leave them.  Module calls become nested :class:`~ncd.ir.diagram.Block`\\ s, and a run
 of consecutive blocks with equal bodies, each feeding the next, folds into one
 :class:`~ncd.ir.diagram.Repeat` (every iteration keeps its own parameters).
 """
@@ -27,6 +31,10 @@ __all__ = ["Step", "wire", "assemble"]
 #: (:func:`realise`; off: every layer is wired; the diagrams are equal)
 LAYERS_ONCE = True
 
+#: a value's next reader within this many steps of the one before takes an instance of the same copy (the q, k, v maps
+#: of one input: one copy into three, not three copies into two)
+_SOON = 4
+
 
 @dataclass
 class Step:
@@ -45,8 +53,10 @@ def _box(prim: object) -> Box:
     return Box(prim)  # type: ignore[arg-type]
 
 
-def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], segs: dict[int, Segment]) -> Diagram:
-    """The diagram taking ``inputs`` to ``outputs`` by applying ``steps`` in order."""
+def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], segs: dict[int, Segment],
+         order: list[int] | None = None) -> Diagram:
+    """The diagram taking ``inputs`` to ``outputs`` by applying ``steps`` in order.  With ``order`` (an empty list): the
+    outputs in the order the steps leave them (no crossing to arrange them), written into ``order``."""
     uses: dict[int, list[int]] = {}
     for k, step in enumerate(steps):
         for v in step.ins:
@@ -55,6 +65,7 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     for v in outputs:
         uses.setdefault(v, []).append(end)
     last = {v: ks[-1] for v, ks in uses.items()}  # each value's last use (uses are listed in step order)
+    made = {v: k for k, step in enumerate(steps) for v in step.outs}  # the step making each value
     live: list[int] = list(inputs)
     layers: list[Diagram] = []
     nothing = Identity(Type(()))  # no wires beside a step (Par.of drops it)
@@ -97,30 +108,45 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     def apply(k: int, ins: Sequence[int], diagram: Diagram | None, outs: Sequence[int]) -> None:
         nonlocal live
         # copies: one instance per use here, one more if needed later
+        taken: list[int] | None = None
         for v in dict.fromkeys(ins):
+            have = live.count(v)
             want = ins.count(v) + (1 if last.get(v, -2) > k else 0)
-            if want > 1:
+            if want > have:
+                # the next steps reading v soon after (each within a few steps of the one before): their instances
+                # made by the same copy
+                run, m = 0, k
+                for j in uses[v]:
+                    if j <= m:
+                        continue
+                    if j >= end or j > m + _SOON:
+                        break
+                    run, m = run + steps[j].ins.count(v), j
+                if run:
+                    want += run - (0 if last[v] > m else 1)
+                want -= have - 1
                 p = live.index(v)
                 place(p, _box(CopyOp(Type((segs[v],)), want)), p + 1)
                 live = live[:p] + [v] * want + live[p + 1:]
+                if want == 2 and len(ins) == 1 and right(k, v, p, outs):
+                    taken = [p + 1]
         # pick an instance of each input and bring them together, in order
-        taken: list[int] = []
-        for v in ins:
-            p = live.index(v)  # the first instance not taken yet
-            while p in taken:
-                p = live.index(v, p + 1)
-            taken.append(p)
+        if taken is None:
+            taken = _instances(live, ins)
         if ins:
             lo, hi = min(taken), max(taken) + 1
             if taken != list(range(lo, lo + len(taken))) or hi - lo != len(taken):
-                rest = [p for p in range(lo, hi) if p not in taken]
+                while hi < len(live) and live[hi] in ins:  # other instances of the inputs, just right: in the crossing
+                    hi += 1
+                # the other wires after the inputs, those read sooner first (what the step makes is read with them)
+                rest = sorted((p for p in range(lo, hi) if p not in taken), key=lambda p: following(live[p], k))
                 order = taken + rest
                 perm = tuple(p - lo for p in order)
                 place(lo, _box(SwapOp(typ(live[lo:hi]), perm)), hi)
                 live = live[:lo] + [live[p] for p in order] + live[hi:]
             start = lo
         else:
-            start = len(live)
+            start = anchor(k, outs)
         if diagram is not None:
             place(start, diagram, start + len(ins))
             live = live[:start] + list(outs) + live[start + len(ins):]
@@ -133,6 +159,71 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
                 live = live[:p] + live[p + 1:]
             else:
                 p += 1
+
+    def following(v: int, k: int) -> int:
+        # the first step after step k reading v
+        return next((m for m in uses.get(v, ()) if m > k), end)
+
+    def reader(v: int, j: int) -> tuple[Sequence[int], int] | None:
+        # the first step after step j reading v with other values (past steps reading v alone, each making one value:
+        # followed to what they make): its inputs, and where v's line lies among them
+        for _ in range(16):
+            later = uses.get(v, ())
+            m = next((m for m in later if m > j), end)
+            if m >= end:
+                return None
+            s = steps[m]
+            if s.outs and all(w == v for w in s.ins):  # (of several values made: the first, where v was)
+                v, j = s.outs[0], m
+                continue
+            return s.ins, s.ins.index(v)
+        return None
+
+    def anchor(k: int, outs: Sequence[int]) -> int:
+        # a step reading nothing (a constant, a parameter): its outputs beside the value they are first read with
+        found = reader(outs[0], k) if outs and k >= 0 else None
+        if found is not None:
+            ins, i = found
+            for d in range(1, len(ins)):  # the nearest reads placed: after one read before it, before one after it
+                if i - d >= 0:  # (after the value itself, or after the inputs of the step making it)
+                    at = near(ins[i - d], -1)
+                    if at is not None:
+                        return at + 1
+                if i + d < len(ins):
+                    at = near(ins[i + d], 0)
+                    if at is not None:
+                        return at
+        return len(live)
+
+    def near(v: int, side: int) -> int | None:
+        # where v lies, or (made later by a step whose inputs all lie here) where that step's first/last input lies
+        if v in live:
+            return live.index(v)
+        k = made.get(v)
+        ins = steps[k].ins if k is not None else ()
+        return live.index(ins[side]) if ins and all(w in live for w in ins) else None
+
+    def right(k: int, v: int, p: int, outs: Sequence[int]) -> bool:
+        # a one-input step on a value copied at p, p + 1: whether it takes the right instance — where what it makes is
+        # read with the kept copy on its left (``x + f(x)``) or with values right of the copies
+        found = reader(outs[0], k) if outs else None
+        if found is None:
+            return False
+        ins, i = found
+        if i and ins[i - 1] == v:
+            return True
+        if i + 1 < len(ins) and ins[i + 1] == v:
+            return False
+        kept = steps[m].ins if (m := following(v, k)) < end else ()  # the kept copy's next reader
+        j = kept.index(v) if kept else 0
+        if j + 1 < len(kept) and kept[j + 1] not in live:  # read with a value made later, on its right
+            return True
+        if j and kept[j - 1] not in live:
+            return False
+        for w in [*ins[i + 1:i + 2], *ins[max(i - 1, 0):i]]:  # its neighbours there: right of the copies or left
+            if w in live:
+                return live.index(w) > p
+        return False
 
     for v in list(dict.fromkeys(inputs)):
         if not uses.get(v):
@@ -147,6 +238,11 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
             p = live.index(v)
             place(p, _box(CopyOp(Type((segs[v],)), want)), p + 1)
             live = live[:p] + [v] * want + live[p + 1:]
+    if order is not None:
+        if len(live) == len(outputs) == len(set(outputs)) and set(live) == set(outputs):  # (each output once)
+            order[:] = live  # where the steps leave them
+            return Seq.of(*layers) if len(layers) > 1 else layers[0] if layers else Identity(typ(inputs))
+        order[:] = outputs
     taken: list[int] = []
     for v in outputs:
         taken.append(next(p for p, w in enumerate(live) if w == v and p not in taken))
@@ -157,6 +253,25 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     if not layers:
         return Identity(typ(inputs))
     return Seq.of(*layers) if len(layers) > 1 else layers[0]
+
+
+def _instances(live: list[int], ins: Sequence[int]) -> list[int]:
+    """The positions in ``live`` of an instance of each input: where a run of ``live`` holds them in order (a copy's
+    instances are side by side: the one beside the step's other inputs), else each value's first instance not taken."""
+    taken: list[int] = []
+    for v in ins:
+        p = live.index(v)  # the first instance not taken yet
+        while p in taken:
+            p = live.index(v, p + 1)
+        taken.append(p)
+    n, lo = len(ins), taken[0] if ins else 0
+    if n < 2 or taken == list(range(lo, lo + n)):
+        return taken
+    first = ins[0]
+    for p in range(lo + 1, len(live) - n + 1):
+        if live[p] == first and live[p:p + n] == list(ins):
+            return list(range(p, p + n))
+    return taken
 
 
 def assemble(steps: list[Step], outputs: Sequence[int], segs: dict[int, Segment], inputs: Sequence[int],
@@ -236,17 +351,21 @@ def realise(step: Step, segs: dict[int, Segment], fold: bool = True, memo: dict[
     key: Any = None
     if memo is not None and fold and step.title.partition(":")[0].rpartition(".")[2].isdigit():
         key, leaves = _pattern(step, segs, memo)
-        for known, body in memo.get(key, ()):
+        for known, body, moved in memo.get(key, ()):
             if _equal(known, leaves):
                 memo[_SHARED] = True
+                step.outs = [step.outs[p] for p in moved]
                 step.diagram = Block(body, step.title)
                 return step.diagram
     members = _fold(step.members, segs, step.outs, memo) if fold else step.members
-    body = wire(step.ins, members, step.outs, segs)
+    order: list[int] = []  # the block's outputs in the order its steps leave them (no crossing inside to arrange them)
+    body = wire(step.ins, members, step.outs, segs, order)
+    moved = [step.outs.index(v) for v in order]
+    step.outs = order
     if key is not None:
         kept = memo.setdefault(key, [])
         if len(kept) < 4:  # (kinds of layers alike in pattern, differing in diagrams: a few kept)
-            kept.append((leaves, body))
+            kept.append((leaves, body, moved))
     step.diagram = Block(body, step.title)
     return step.diagram
 
