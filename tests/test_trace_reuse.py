@@ -586,7 +586,7 @@ class Acting(Block):
 
 
 def _wired(model: nn.Module, x: torch.Tensor, once: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from ncd.trace import wiring
+    from ncd.trace import wiring_fold as wiring
 
     monkeypatch.setattr(wiring, "LAYERS_ONCE", once)
     taken = []

@@ -139,7 +139,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     from ncd.trace.capture import capture as capture_graph
     from ncd.trace.convert import Converter
     from ncd.trace.idioms import load_rules
-    from ncd.trace.wiring import assemble
+    from ncd.trace.wiring_fold import assemble
 
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"ncd.trace takes a torch.nn.Module, not {type(model).__name__}")

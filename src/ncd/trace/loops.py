@@ -340,7 +340,7 @@ def convert_loop(conv: Converter, node: Node) -> None:
     from ncd.ir.axes import Type
     from ncd.ir.diagram import Box
     from ncd.prims.scan import ScanOp
-    from ncd.trace.wiring import assemble
+    from ncd.trace.wiring_fold import assemble
 
     loop: Loop = node.target
     consts, inits, scanned = node.args

@@ -6,7 +6,7 @@ operations were recorded in the caller's frame and drawn unrolled there, one box
 :func:`methods_framed` wraps the public methods of the model's own classes (not torch's): a call of one on a module of
 the model, from outside that module (its caller's frame is another module's), pushes ``(path, "Class.method")`` onto
 the recording's module stack, so the calls become a block titled ``layers.3: EncodecVectorQuantization.encode``, and
-equal blocks of a module list are wired once (:func:`ncd.trace.wiring.realise`).  Only the drawing's grouping changes:
+equal blocks of a module list are wired once (:func:`ncd.trace.wiring_fold.realise`).  Only the drawing's grouping changes:
 what is recorded, and so computed, is the same.  A method a module calls on itself stays in its own frame.
 
 The class part names the method, so no idiom that recognises a module by its class (:mod:`ncd.trace.module_idioms`)

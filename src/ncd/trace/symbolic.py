@@ -29,7 +29,16 @@ from ncd.ir.sharing import rebuilt
 from ncd.ir.size import symbol
 from ncd.prims.movement import SliceOp
 from ncd.trace.symbolic_learn import (
-    Follow, _aligned, _base, _derived, _fed_back, _learn, _merged, _merged_sizes, _NotPlain, _value_at
+    Follow,
+    _aligned,
+    _base,
+    _derived,
+    _fed_back,
+    _learn,
+    _merged,
+    _merged_sizes,
+    _NotPlain,
+    _value_at,
 )
 from ncd.trace.symbolic_values import (
     _ATOM,
