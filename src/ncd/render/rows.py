@@ -93,7 +93,8 @@ def row_passes(groups: Sequence[Group]) -> dict[int, int]:
     for node, count in groups:
         step = _passes(node)
         for _ in range(count):
-            found = dict(step) if found is None else {a: step[b] for a, b in found.items() if b in step}
+            found = {a: bs[0] for a, bs in step.items()} if found is None else \
+                {a: step[b][0] for a, b in found.items() if b in step}
             if not found:
                 return {}
     return found or {}

@@ -104,67 +104,50 @@ def _wires_by_axis(typ: Type, ports: Ports) -> tuple[tuple[Axis, tuple[int, ...]
     return hit[2]
 
 
-_PASSES: dict[int, tuple[Diagram, dict[int, int]]] = {}
+Kept = dict[int, tuple[int, ...]]  # input wire position → its output positions (one, or a copy's several)
+_PASSES: dict[int, tuple[Diagram, Kept]] = {}
+_FOLLOWED: dict[int, tuple[Diagram, Kept]] = {}
 
 
-def _passes(node: Diagram) -> dict[int, int]:
+def _passes(node: Diagram) -> Kept:
     """The wires that run through ``node`` untouched (its wires past the boxes of a parallel part, chains of them):
-    each one's position among the input wires → its position among the output wires; found once per node (kept
-    with it)."""
+    each one's position among the input wires → its position among the output wires (a one-tuple); found once per
+    node (kept with it).  :func:`_through` with no box keeping a wire."""
     hit = _PASSES.get(id(node))
     if hit is not None and hit[0] is node:
         return hit[1]
-    if len(_PASSES) > 50_000:
-        _PASSES.clear()
-    found: dict[int, int] = {}
-    if isinstance(node, Identity):
-        wires = range(_width(node.dom))
-        found = dict(zip(wires, wires))
-    elif isinstance(node, Par):
-        i = o = 0
-        for part in node.parts:
-            if isinstance(part, Identity):  # (its wires, each past: not kept on their own)
-                n = _width(part.dom)
-                found.update(zip(range(i, i + n), range(o, o + n)))
-                i, o = i + n, o + n
-                continue
-            if isinstance(part, (Par, Seq)):  # (no other kind of node lets a wire past: a box, a block, a weave)
-                step = _passes(part)
-                if step:
-                    found.update(zip(map(i.__add__, step), map(o.__add__, step.values())))
-            i += _width(part.dom)
-            o += _width(part.cod)
-    elif isinstance(node, Seq):
-        found = dict(_passes(node.parts[0]))
-        for part in node.parts[1:]:
-            if not found:
-                break
-            if not isinstance(part, (Identity, Par, Seq)):  # (it lets no wire past)
-                found = {}
-                break
-            step = _passes(part)
-            found = {a: step[b] for a, b in found.items() if b in step}
-    _PASSES[id(node)] = (node, found)
-    return found
+    return _through(node, _none, _PASSES)
 
 
-_FOLLOWED: dict[int, tuple[Diagram, dict[int, tuple[int, ...]]]] = {}
-
-
-def _followed(node: Diagram) -> dict[int, tuple[int, ...]]:
+def _followed(node: Diagram) -> Kept:
     """The wires whose label a gap after ``node`` follows from before it (:meth:`~ncd.render.context.LayoutContext.
     gap_labels`): each one's position among the input wires → its positions among the output wires.  Those of
     :func:`_passes`, and a crossing's (a ``SwapOp`` box: each wire to its segment's new place) and a copy's (a
     ``CopyOp`` box: each wire to each of its copies) — the same tensor on the same axes, drawn by the same line
-    through a crossing or a dot; found once per node (kept with it)."""
+    through a crossing or a dot; found once per node (kept with it).  :func:`_through` with :func:`_kept` for a box."""
     hit = _FOLLOWED.get(id(node))
     if hit is not None and hit[0] is node:
         return hit[1]
-    if len(_FOLLOWED) > 50_000:
-        _FOLLOWED.clear()
-    found: dict[int, tuple[int, ...]] = {}
+    return _through(node, _kept, _FOLLOWED)
+
+
+def _none(box: Box) -> Kept:
+    """No box keeps a wire (:func:`_passes`)."""
+    return {}
+
+
+def _through(node: Diagram, leaf: Any, memo: dict[int, tuple[Diagram, Kept]]) -> Kept:
+    """The wires ``node`` keeps, input position → output positions: an identity's wires, a parallel part's (each
+    part's, shifted to its place), a sequence's (each part's, chained), a box's by ``leaf`` (``Box -> Kept``); no
+    other node (a block, a weave) keeps a wire.  Found once per node and leaf rule: kept in ``memo``."""
+    hit = memo.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    if len(memo) > 50_000:
+        memo.clear()
+    found: Kept = {}
     if isinstance(node, Box):
-        found = _kept(node)
+        found = leaf(node)
     elif isinstance(node, Par):
         i = o = 0
         for part in node.parts:
@@ -174,7 +157,7 @@ def _followed(node: Diagram) -> dict[int, tuple[int, ...]]:
                 i, o = i + n, o + n
                 continue
             if isinstance(part, (Par, Seq, Box)):  # (no other kind of node keeps a wire: a block, a weave)
-                step = _followed(part)
+                step = _through(part, leaf, memo)
                 if step:
                     ones = _ones(o + _width(part.cod))
                     for a, bs in step.items():
@@ -182,15 +165,15 @@ def _followed(node: Diagram) -> dict[int, tuple[int, ...]]:
             i += _width(part.dom)
             o += _width(part.cod)
     elif isinstance(node, Seq):
-        found = _followed(node.parts[0])
+        found = _through(node.parts[0], leaf, memo)
         for part in node.parts[1:]:
             if not found:
                 break
             if not isinstance(part, (Identity, Par, Seq, Box)):  # (it keeps no wire)
                 found = {}
                 break
-            step = _followed(part)
-            chained: dict[int, tuple[int, ...]] = {}
+            step = _through(part, leaf, memo)
+            chained: Kept = {}
             get = step.get
             for a, bs in found.items():
                 if len(bs) == 1:
@@ -203,7 +186,7 @@ def _followed(node: Diagram) -> dict[int, tuple[int, ...]]:
     elif isinstance(node, Identity):
         n = _width(node.dom)
         found = dict(zip(range(n), _ones(n)))
-    _FOLLOWED[id(node)] = (node, found)
+    memo[id(node)] = (node, found)
     return found
 
 
