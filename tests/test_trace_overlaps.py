@@ -147,8 +147,8 @@ ONE_SHOT_CALLS = [0]
 
 def test_an_export_capture_whose_watched_run_fails_says_its_writes_are_not_checked() -> None:
     """fixes: the export path's watched run (the model once more, eagerly, under no_grad as export runs it) returned
-    nothing when the model raised there, so a write reading what it writes was silently read first (here 1.4 off the
-    model on the traced input); now a warning says the writes are not checked, and why."""
+    nothing when the model raised there, so a write reading what it writes was silently read first (1.8-3.7 off the
+    model on random inputs); now a warning says the writes are not checked, and why."""
     model, x = OneShot(), torch.randn(3, 5)
     ONE_SHOT_CALLS[0] = 0
     with pytest.warns(RuntimeWarning, match=r"writes in place are not checked .* raised RuntimeError: called twice"):
