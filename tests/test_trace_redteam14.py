@@ -96,3 +96,25 @@ def test_a_loop_whose_steps_read_a_branch_keeps_every_guard() -> None:
     for x in (torch.tensor([3.0, 0.0, 0.0]), torch.tensor([30.0, 0.0, 0.0]), torch.tensor([0.5, 0.0, 0.0])):
         with pytest.raises(ncd.RunError, match="guard of test_trace_redteam14.py"):
             lowered(x)
+
+
+class _Mismatched(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > -1e9:  # a value read (the recording leaves the model to torch.export), then the model's own error
+            x = x * 2
+        return self.lin(x) + x  # (b, 3) + (b, 4): torch raises on every input
+
+
+def test_a_model_that_raises_on_its_inputs_is_refused_saying_so() -> None:
+    """The model's own error (a shape mismatch) was blamed on control flow that depends on values, or on
+    torch.export ("cannot capture ...: torch.export failed (...) and so did a dispatch trace (...)"); it is now said as
+    the model's, with its line."""
+    with pytest.raises(RuntimeError, match="must match"):
+        _Mismatched()(torch.randn(2, 4))
+    with pytest.raises(ncd.TraceError, match=r"the model itself raises on these inputs \(RuntimeError: The size of "
+                                             r"tensor a \(3\) must match .* at test_trace_redteam14\.py:\d+\)"):
+        ncd.trace(_Mismatched(), torch.randn(2, 4))

@@ -124,6 +124,7 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
             ep = torch.export.export(flat, tuple(args), dict(kwargs), strict=False)
     except Exception as error:  # noqa: BLE001 - any export failure: classify, then fall back
         if _is_data_dependent(error):
+            _raise_own_failure(model, flat, args, kwargs)
             raise TraceError(_data_dependent_message(model, error, reads)) from None
         try:
             state = {**dict(flat.named_parameters()), **dict(flat.named_buffers())}
@@ -137,12 +138,13 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
         except TraceError:
             raise
         except Exception as second:  # noqa: BLE001
-            if _is_data_dependent(second) or reads is not None:  # the recording saw the model read values
-                raise TraceError(_data_dependent_message(model, second, reads)) from None
             for failure in (error, second):  # torch.cond / while_loop compiled its branches and that failed
                 called = _higher_order_called(failure)
                 if called is not None:
                     raise _branching(type(model).__name__, *called) from None
+            _raise_own_failure(model, flat, args, kwargs)
+            if _is_data_dependent(second) or reads is not None:  # the recording saw the model read values
+                raise TraceError(_data_dependent_message(model, second, reads)) from None
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.export failed ({type(error).__name__}: {_first_line(error)})"
                 f" and so did a dispatch trace ({type(second).__name__}: {_first_line(second)})"
@@ -159,6 +161,43 @@ def _exported(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ..
     warn_detached(model, _undrawn(seen, captured))
     _warn_written(model, written, {n for n, _ in flat.named_parameters()}, ran=False)
     return captured
+
+
+def _raise_own_failure(model: torch.nn.Module, flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse ``model`` if it raises itself when called on these inputs eagerly (asked only once the captures failed,
+    whose messages would blame control flow or torch.export): that error and the model's line."""
+    own = _own_failure(flat, args, kwargs)
+    if own is not None:
+        raise TraceError(f"cannot trace {type(model).__name__}: the model itself raises on these inputs ({own});"
+                         " ncd.trace needs inputs the model runs on") from None
+
+
+def _own_failure(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The error the model raises when called on ``args`` and ``kwargs`` eagerly, with the innermost line of the
+    model's code it came from (``RuntimeError: The size of tensor a (3) must match ... at modeling_qwen3.py:61``), or
+    None when it runs.  It runs on a copy of the model and of the inputs: a refused trace leaves both as they were
+    (a model counting its calls, or writing into its buffers or inputs); a model that cannot be copied is not asked."""
+    import copy
+    import os
+
+    try:
+        twin = copy.deepcopy(flat)
+        twin_args, twin_kwargs = torch.utils._pytree.tree_map(
+            lambda v: v.clone() if isinstance(v, torch.Tensor) else v, (tuple(args), dict(kwargs)))
+    except Exception:  # noqa: BLE001 - not copyable: the captures' own messages stand
+        return None
+    try:
+        with torch.no_grad():
+            twin(*twin_args, **twin_kwargs)
+    except Exception as error:  # noqa: BLE001 - whatever the model raises is the answer
+        line, tb = "", error.__traceback__
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if not _internal(name):
+                line = f"{os.path.basename(name)}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        return f"{type(error).__name__}: {_first_line(error)}{f' at {line}' if line else ''}"
+    return None
 
 
 def _functional(model: torch.nn.Module, ep: Any) -> Any:
