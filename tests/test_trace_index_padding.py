@@ -187,11 +187,40 @@ def test_a_pad_computed_from_len_is_refused_at_other_lengths_in_every_path() -> 
     assert any("len() = 5" in box for _, box in d.fixed), d.fixed
     back = ncd.load_json(d.to_json())
     for diagram in (d, pickle.loads(pickle.dumps(d)), back):
-        with pytest.raises(ncd.TraceError, match="t=6|'t': 6"):
+        with pytest.raises(ncd.TraceError, match="t=6|'t': 6"):  # (d: the model run at t=6 differs, review)
             diagram.to_torch(b=2, t=6)
         x = torch.randint(0, 11, (2, 5))
         lowered = diagram.to_torch(b=2, t=5)
         lowered.load_state_dict(d.state_dict(lowered))
         torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
     with pytest.raises(ncd.TraceError, match=r"test_trace_index_padding.py:\d+ the model turned .*len\(\) = 5"):
-        d.to_torch(b=2, t=6)
+        pickle.loads(pickle.dumps(d)).to_torch(b=2, t=6)  # without the model: held, naming the line
+
+
+class BatchByLen(nn.Module):
+    """``B = len(x)`` (a plain int) used where the diagram follows the batch anyway: a reshape, a test of emptiness."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 0:
+            return x.sum()
+        return self.proj(x.reshape(len(x), -1))
+
+
+def test_a_batch_read_by_len_lowers_at_other_batches_where_the_model_agrees() -> None:
+    """review: ``len(x)`` held the batch in every path (fixes, ff56201), so ``B = len(x); x.reshape(B, -1)`` -- equal
+    to the model at every batch before -- was refused at b=5.  The traced diagram holding its model lowers there when
+    the model run at those sizes agrees (as it checks ``x * (1.0 / x.shape[0])``); without the model it stays held."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = BatchByLen()
+    d = ncd.trace(model, torch.randn(2, 3, 4))
+    x = torch.randn(5, 3, 4)
+    torch.testing.assert_close(d.to_torch(b=5)(x), model(x))
+    assert "def forward" in d.to_source(b=5)  # the source lowers there too
+    with pytest.raises(ncd.TraceError, match=r"len\(\) = 2"):
+        pickle.loads(pickle.dumps(d)).to_torch(b=5)

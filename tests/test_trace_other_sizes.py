@@ -63,15 +63,11 @@ def test_a_scale_python_computes_from_a_size_unseen_is_refused_at_other_sizes(ho
         try:
             lowered = d.to_torch(**sizes)
         except ncd.TraceError as error:
-            if how == "len":  # len(x) is noted as a size turned into a plain int: held, naming the line (fixes)
-                assert "test_trace_other_sizes.py:44 the model turned the size b into a plain int (len() = 2)" in \
-                    str(error)
-                continue
             assert "differs from the model" in str(error) and "trace it at the sizes you run it at" in str(error)
             continue
         x = torch.randn(sizes.get("b", 2), sizes.get("t", 6), 4)
         torch.testing.assert_close(lowered(x), model(x), rtol=1e-5, atol=1e-5)  # this size did not matter
-    with pytest.raises(ncd.TraceError, match=r"differs from the model|len\(\) = 2"):  # each reads the size it changes
+    with pytest.raises(ncd.TraceError, match="differs from the model"):  # every case reads the size it changes
         d.to_torch(**({"b": 3} if how in ("float_first", "len", "mixed") else {"t": 4}))
 
 

@@ -265,25 +265,32 @@ def _unchecked(name: str, sizes: dict[str, int], why: str) -> None:
 
 
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
-          sizes: dict[str, int], traced: dict[str, int]) -> None:
-    """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes."""
+          sizes: dict[str, int], traced: dict[str, int]) -> bool:
+    """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes;
+    whether they were compared (``False``: unchecked, warned)."""
     if origin is None or origin.model is None:  # pickled: said, not silent
-        return _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
+        _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
+        return False
     if origin.kwargs is None or origin.count != len(example):
-        return _unchecked(name, sizes, "the traced call passed an object holding tensors, which the check cannot remake"
-                                       " at these sizes")
+        _unchecked(name, sizes, "the traced call passed an object holding tensors, which the check cannot remake"
+                                " at these sizes")
+        return False
     if _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
-        return _unchecked(name, sizes, "a parameter or buffer of the model was replaced since the trace")
+        _unchecked(name, sizes, "a parameter or buffer of the model was replaced since the trace")
+        return False
     tensors = _inputs(block, example, sizes)
     if tensors is None:
-        return _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
+        _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
+        return False
     try:
         _compare(name, origin, module, tensors, sizes, traced)
     except _Guarded:  # the check's unequal copies (a flipped mask entry) take another branch of the model than the
         # traced one, which the lowered module's guard refuses: compared on copies of the traced inputs instead
         tensors = _inputs(block, example, sizes, unequal=False)
-        if tensors is not None:
-            _compare(name, origin, module, tensors, sizes, traced, guarded=False)
+        if tensors is None:
+            return False
+        _compare(name, origin, module, tensors, sizes, traced, guarded=False)
+    return True
 
 
 class _Guarded(Exception):

@@ -171,6 +171,11 @@ def check_node(conv: Any, node: Any) -> None:
                                   " from the input's shape"))
 
 
+#: how a ``fixed`` entry of a ``len(x)`` starts saying what the model did: the traced diagram holding its model lowers at
+#: another value of that size when the model run there agrees (:meth:`TracedDiagram._lowered`), a read-back refuses it
+LEN_HELD = "a plain int (len() = "
+
+
 def fixed_boxes(conv: Any, escaped: list[tuple[Any, ...]]) -> list[tuple[tuple[str, ...], str]]:
     """The ``fixed`` entries of the arguments no box follows, and of sizes turned into floats (``math.sqrt(t)``) or
     plain ints (``len(x)``)."""

@@ -17,6 +17,7 @@ from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.loading import _first_use, _state_for, _typed_as, load_parameters
 from ncd.trace.model_names import by_model_name
 from ncd.trace.params import HOLDER, freeze, hold, tie
+from ncd.trace.shape_expressions import LEN_HELD
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -123,7 +124,14 @@ class TracedDiagram(Block):
         if held:
             raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
                              f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
-        fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)]
+        fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)
+                 and not (self._model() is not None and LEN_HELD in box)]  # (len(x): checked by running the model)
+        self._fixed_in(fixed, other, defaults)
+        return other
+
+    def _fixed_in(self, fixed: list[tuple[tuple[str, ...], str]], other: Mapping[str, int],
+                  defaults: Mapping[str, Any]) -> None:
+        """Raise where ``fixed`` holds boxes recorded at the traced sizes of ``other``."""
         if fixed:
             sizes_held = sorted({k for held, _ in fixed for k in held if k in other})
             raise TraceError(f"cannot lower {self.name} at {({k: other[k] for k in sizes_held})} (traced at"
@@ -132,7 +140,6 @@ class TracedDiagram(Block):
                              " in the model's forward from its input's shape is stored as its values):"
                              f" {'; '.join(box for _, box in fixed[:4])}; other sizes lower: "
                              f"{', '.join(sorted(set(defaults) - set(sizes_held))) or 'none'}")
-        return other
 
     def _lowered(self, /, **sizes: int) -> torch.nn.Module:
         from ncd.torch.codegen import defaults_of
@@ -185,7 +192,10 @@ class TracedDiagram(Block):
         if other:
             from ncd.trace.other_sizes import check
 
-            check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
+            compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
+            if not compared:  # a len(x) of a changed size, held unless the model at these sizes agreed (B = len(x):
+                # x.view(B, -1) lowers at every batch; 8 - len(ids[0]) differs from the model and is refused there)
+                self._fixed_in([(held, box) for held, box in self.fixed if set(held) & set(other)], other, defaults)
         return module
 
     def _model(self) -> torch.nn.Module | None:
