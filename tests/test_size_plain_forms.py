@@ -9,7 +9,7 @@ import sympy
 from ncd.errors import SizeError
 from ncd.ir.axes import Axis
 from ncd.ir.size import plainly_positive, size, symbol
-from ncd.trace.symbolic import _NotPlain, _value_at
+from ncd.trace.symbolic_learn import _NotPlain, _value_at
 
 b, t, k = symbol("b"), symbol("t"), symbol("k")
 free = sympy.Symbol("x")  # no assumptions: its sign is unknown
