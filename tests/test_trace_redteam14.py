@@ -115,6 +115,30 @@ def test_a_model_that_raises_on_its_inputs_is_refused_saying_so() -> None:
     the model's, with its line."""
     with pytest.raises(RuntimeError, match="must match"):
         _Mismatched()(torch.randn(2, 4))
-    with pytest.raises(ncd.TraceError, match=r"the model itself raises on these inputs \(RuntimeError: The size of "
-                                             r"tensor a \(3\) must match .* at test_trace_redteam14\.py:\d+\)"):
+    with pytest.raises(ncd.TraceError, match=r"the model itself raises on these inputs under torch\.no_grad, as ncd\."
+                                             r"trace runs it \(RuntimeError: The size of tensor a \(3\) must match .* "
+                                             r"at test_trace_redteam14\.py:\d+\)"):
         ncd.trace(_Mismatched(), torch.randn(2, 4))
+
+
+class _TakesGradients(torch.nn.Module):
+    """A forward that takes a gradient of its own (an energy model's force): it runs, but neither capture takes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(((x @ self.w) ** 2).sum(), x, create_graph=True)
+        return g
+
+
+def test_a_model_taking_gradients_in_its_forward_is_told_it_raises_under_no_grad() -> None:
+    """The eager check runs under no_grad, as both captures do: a forward that takes gradients (and runs with them)
+    was told "the model itself raises on these inputs" with no word of the mode, as if its inputs were wrong."""
+    x = torch.randn(3, 4)
+    assert _TakesGradients()(x).shape == (3, 4)  # it runs with gradients
+    with pytest.raises(ncd.TraceError, match=r"the model itself raises on these inputs under torch\.no_grad, as "
+                                             r"ncd\.trace runs it \(RuntimeError: element 0 of tensors"):
+        ncd.trace(_TakesGradients(), x)

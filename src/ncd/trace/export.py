@@ -168,8 +168,9 @@ def _raise_own_failure(model: torch.nn.Module, flat: torch.nn.Module, args: tupl
     whose messages would blame control flow or torch.export): that error and the model's line."""
     own = _own_failure(flat, args, kwargs)
     if own is not None:
-        raise TraceError(f"cannot trace {type(model).__name__}: the model itself raises on these inputs ({own});"
-                         " ncd.trace needs inputs the model runs on") from None
+        raise TraceError(f"cannot trace {type(model).__name__}: the model itself raises on these inputs under"
+                         f" torch.no_grad, as ncd.trace runs it ({own}); ncd.trace needs inputs the model runs on"
+                         " without gradients") from None
 
 
 def _own_failure(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -187,7 +188,7 @@ def _own_failure(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     except Exception:  # noqa: BLE001 - not copyable: the captures' own messages stand
         return None
     try:
-        with torch.no_grad():
+        with torch.no_grad():  # (as the captures run it)
             twin(*twin_args, **twin_kwargs)
     except Exception as error:  # noqa: BLE001 - whatever the model raises is the answer
         line, tb = "", error.__traceback__

@@ -183,7 +183,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         addressed.append(user_line() or "?")
         return _Address(at, addressed[-1])
 
-    addressed = rec.addressed  # (said with inputs that share memory: :func:`_warn_recorded`)
+    addressed = rec.addressed  # (said with inputs that share memory: :func:`~ncd.trace.record_warnings.warn_recorded`)
     stored = torch.UntypedStorage.data_ptr
 
     def storage_address(storage: torch.UntypedStorage, at: int) -> Any:
