@@ -224,3 +224,32 @@ def test_a_batch_read_by_len_lowers_at_other_batches_where_the_model_agrees() ->
     assert "def forward" in d.to_source(b=5)  # the source lowers there too
     with pytest.raises(ncd.TraceError, match=r"len\(\) = 2"):
         pickle.loads(pickle.dumps(d)).to_torch(b=5)
+
+
+class BatchByLenAtMostFour(nn.Module):
+    """``B = len(x)`` read by a test the model raises on past 4 items: at b=5 there is no output to compare with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = len(x)
+        if batch > 4:
+            raise ValueError("at most 4 items")
+        return self.proj(x).reshape(batch, -1)
+
+
+def test_a_batch_read_by_len_stays_held_where_the_model_raises() -> None:
+    """The size a ``len()`` reads is released only where the model run at the new sizes agreed: where the model itself
+    raises there (or gives another output on each run) nothing was compared, and the size stays held, as in a pickle
+    (the check answered "compared" and the module lowered at b=5, a warning only, where the model refuses b=5)."""
+    torch.manual_seed(0)
+    model = BatchByLenAtMostFour()
+    d = ncd.trace(model, torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="at most 4"):
+        model(torch.randn(5, 3, 4))
+    with pytest.warns(RuntimeWarning, match="the model itself raises at these sizes"), \
+            pytest.raises(ncd.TraceError, match=r"len\(\) = 2"):
+        d.to_torch(b=5)
+    torch.testing.assert_close(d.to_torch(b=3)(x := torch.randn(3, 3, 4)), model(x))  # where it runs: compared, lowered

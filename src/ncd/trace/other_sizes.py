@@ -253,8 +253,9 @@ def _difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None
     return None
 
 
-def _unchecked(name: str, sizes: dict[str, int], why: str) -> None:
-    """Warn that the module lowered at ``sizes`` was not compared with the model there, and ``why``."""
+def _unchecked(name: str, sizes: dict[str, int], why: str) -> bool:
+    """Warn that the module lowered at ``sizes`` was not compared with the model there, and ``why``: ``False`` (not
+    compared, as :func:`check` answers)."""
     import warnings
 
     at = ", ".join(f"{k}={v}" for k, v in sizes.items())
@@ -262,6 +263,7 @@ def _unchecked(name: str, sizes: dict[str, int], why: str) -> None:
                   " these sizes; a size the model computes in Python where the trace cannot follow it"
                   " (x * (1.0 / x.shape[0]), len(x)) keeps its traced value there; compare it with the model on your"
                   " inputs", RuntimeWarning, stacklevel=user_stacklevel())
+    return False
 
 
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
@@ -269,28 +271,23 @@ def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any,
     """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes;
     whether they were compared (``False``: unchecked, warned)."""
     if origin is None or origin.model is None:  # pickled: said, not silent
-        _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
-        return False
+        return _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
     if origin.kwargs is None or origin.count != len(example):
-        _unchecked(name, sizes, "the traced call passed an object holding tensors, which the check cannot remake"
-                                " at these sizes")
-        return False
+        return _unchecked(name, sizes, "the traced call passed an object holding tensors, which the check cannot"
+                                       " remake at these sizes")
     if _state(origin.model) != origin.state:  # a parameter replaced since: no longer the model traced
-        _unchecked(name, sizes, "a parameter or buffer of the model was replaced since the trace")
-        return False
+        return _unchecked(name, sizes, "a parameter or buffer of the model was replaced since the trace")
     tensors = _inputs(block, example, sizes)
     if tensors is None:
-        _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
-        return False
+        return _unchecked(name, sizes, "the traced inputs cannot be remade at these sizes")
     try:
-        _compare(name, origin, module, tensors, sizes, traced)
+        return _compare(name, origin, module, tensors, sizes, traced)
     except _Guarded:  # the check's unequal copies (a flipped mask entry) take another branch of the model than the
         # traced one, which the lowered module's guard refuses: compared on copies of the traced inputs instead
         tensors = _inputs(block, example, sizes, unequal=False)
         if tensors is None:
             return False
-        _compare(name, origin, module, tensors, sizes, traced, guarded=False)
-    return True
+        return _compare(name, origin, module, tensors, sizes, traced, guarded=False)
 
 
 class _Guarded(Exception):
@@ -298,9 +295,10 @@ class _Guarded(Exception):
 
 
 def _compare(name: str, origin: Origin, module: torch.nn.Module, tensors: list[torch.Tensor], sizes: dict[str, int],
-             traced: dict[str, int], guarded: bool = True) -> None:
+             traced: dict[str, int], guarded: bool = True) -> bool:
     """Raise ``TraceError`` when ``module`` differs from the model on ``tensors`` (``_Guarded`` when, with ``guarded``,
-    a guard of the lowered module refuses them)."""
+    a guard of the lowered module refuses them); whether they were compared (``False``: the model raises there or
+    gives another output on each run, warned; the lowered module refuses the inputs)."""
     assert origin.model is not None and origin.kwargs is not None
     call = (_filled(origin.args, tensors), _filled(origin.kwargs, tensors))
     try:
@@ -316,7 +314,7 @@ def _compare(name: str, origin: Origin, module: torch.nn.Module, tensors: list[t
             torch.manual_seed(0)
             got = _leaves(module(*[t.clone() for t in tensors]))
     except InputError:  # the lowered module refuses these inputs: the user will see it on their own
-        return
+        return False
     except Exception as error:  # noqa: BLE001 - it fails inside where the model runs: lowered wrong at these sizes
         if guarded and isinstance(error, RunError) and TRACED_READ in str(error):
             raise _Guarded from None
@@ -329,7 +327,7 @@ def _compare(name: str, origin: Origin, module: torch.nn.Module, tensors: list[t
         module.train(mode)
     wrong = _difference(got, want)
     if wrong is None:
-        return
+        return True
     if _difference(_run(origin.model, call), want) is not None:  # nothing to compare with
         return _unchecked(name, sizes, "the model gives another output on each run")
     raise TraceError(f"cannot lower {name} at {at} (traced at {was}): lowered there it differs from the model run at"
