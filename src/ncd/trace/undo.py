@@ -75,14 +75,12 @@ def snapshot(model: torch.nn.Module, walk: _Walk | None = None
     # a name is public when it does not start with "_": exactly when it sorts before "_" or from "`" (the character
     # after "_") on; the public ones of a class's modules are picked once while their names are the same, in order
     publics = ClassNames(lambda k: k < "_" or k >= "`")
-    known, containers = publics.known, _CONTAINERS
+    containers = _CONTAINERS
     add, keep = saved.append, held.append
-    for module in modules:  # (:meth:`ClassNames.picked` inline: SeamlessM4T 1,332 modules, most holding no container)
+    for module in modules:  # (SeamlessM4T: 1,332 modules, most holding no container)
         values = vars(module)
         names = list(values)
-        pick = known.get(type(module))
-        picked = pick[1] if pick is not None and pick[0] == names else publics.picked(module, names)
-        attrs = {k: values[k] for k in picked}
+        attrs = {k: values[k] for k in publics.picked(module, names)}
         contents: list[tuple[Any, Any]] = []
         for v in attrs.values():
             kind = type(v)
@@ -195,6 +193,11 @@ def _updates_statistics(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     return flag is not False
 
 
+def _copy(table: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of a module's table (``dict.copy`` clones a plain dict's table whole: ~3x ``dict(table)``)."""
+    return table.copy() if type(table) is dict else dict(table)
+
+
 class Undo:
     """The model's parameters and buffers as bound before a recording, and the values of those it wrote into."""
 
@@ -207,14 +210,8 @@ class Undo:
             modules = [m for _, m in walk.distinct()]
         #: every module with its attributes and its tables of parameters and buffers as they were (shallow copies):
         #: ``self.calls += 1`` (a Python number the forward reads) is undone too
-        self.tables: list[tuple[torch.nn.Module, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
-        add, plain = self.tables.append, dict
-        # (``dict.copy`` clones a plain dict's table whole: ~3x ``dict(table)``; inline, three tables a module:
-        # SeamlessM4T has 1,332 modules)
-        for m in modules:
-            a, p, b = m.__dict__, m._parameters, m._buffers
-            add((m, a.copy() if type(a) is plain else plain(a), p.copy() if type(p) is plain else plain(p),
-                 b.copy() if type(b) is plain else plain(b)))
+        self.tables: list[tuple[torch.nn.Module, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+            (m, _copy(m.__dict__), _copy(m._parameters), _copy(m._buffers)) for m in modules]
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the tensor, its value before a write)
 
     def keep(self, held: torch.Tensor) -> None:
