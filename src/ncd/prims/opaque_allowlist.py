@@ -37,19 +37,29 @@ fmax fmin atan2 arctan2 hypot copysign logaddexp logaddexp2 heaviside eq ne lt l
 logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift
 __and__ __or__ __xor__ __lshift__ __rshift__ isin
 where masked_fill special_erfinv
+special_airy_ai special_bessel_j0 special_bessel_j1 special_bessel_y0 special_bessel_y1 special_chebyshev_polynomial_t
+special_chebyshev_polynomial_u special_chebyshev_polynomial_v special_chebyshev_polynomial_w special_entr special_erfcx
+special_hermite_polynomial_h special_hermite_polynomial_he special_i0e special_i1 special_i1e
+special_laguerre_polynomial_l special_legendre_polynomial_p special_log_ndtr special_modified_bessel_i0
+special_modified_bessel_i1 special_modified_bessel_k0 special_modified_bessel_k1 special_ndtr special_ndtri
+special_scaled_modified_bessel_k0 special_scaled_modified_bessel_k1 special_shifted_chebyshev_polynomial_t
+special_shifted_chebyshev_polynomial_u special_shifted_chebyshev_polynomial_v special_shifted_chebyshev_polynomial_w
+special_spherical_bessel_j0 special_xlog1py special_zeta
 tanh_backward sigmoid_backward threshold_backward gelu_backward silu_backward
 """
 _REDUCTIONS = """
 sum nansum mean nanmean prod count_nonzero amax amin max min argmax argmin var std var_mean std_mean norm
 linalg_vector_norm frobenius_norm logsumexp all any cumsum cumprod cummax cummin logcumsumexp aminmax sort argsort
 topk kthvalue median nanmedian softmax _softmax log_softmax _log_softmax special_softmax special_log_softmax
+mode quantile nanquantile renorm
 """
 _LINEAR = """
 mm bmm matmul addmm addbmm baddbmm addmv mv dot vdot outer ger einsum linear bilinear tensordot kron tril triu
 diag diag_embed block_diag addr trace cross linalg_cross cdist _cdist_forward _euclidean_dist cosine_similarity
-pairwise_distance binary_cross_entropy
+pairwise_distance binary_cross_entropy cross_entropy_loss nll_loss_nd linalg_multi_dot stft
 convolution _convolution conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d
-max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices avg_pool1d avg_pool2d avg_pool3d
+max_pool1d max_pool2d max_pool3d max_pool1d_with_indices
+max_pool2d_with_indices max_pool3d_with_indices avg_pool1d avg_pool2d avg_pool3d
 adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d _adaptive_avg_pool2d _adaptive_avg_pool3d
 adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d max_unpool2d max_unpool3d
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
@@ -67,6 +77,7 @@ gather index_select take_along_dim take index scatter scatter_add scatter_reduce
 index_put masked_scatter slice_scatter select_scatter diagonal_scatter searchsorted bucketize
 """
 _MOVEMENT = """
+channel_shuffle native_channel_shuffle cartesian_prod combinations
 cat concat concatenate stack hstack vstack flip fliplr flipud roll rot90 repeat tile repeat_interleave pad
 constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
 replication_pad3d clone contiguous _to_copy to type_as lift_fresh_copy
