@@ -87,6 +87,7 @@ class Run:
     bold: bool = False
     serif: bool = False
     symbol: bool = False  # drawn from a symbol font (★, ⊙, 𝔼, ...) that the text font lacks
+    title: str = ""  # the whole text of an elided label (the SVG's <title>: a tooltip)
 
 
 @_plain_init

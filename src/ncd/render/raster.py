@@ -25,7 +25,7 @@ from typing import Any
 
 from ncd.errors import InputError
 
-__all__ = ["svg_to_png", "svg_to_pdf", "DrawingTooLargeWarning", "MAX_PIXELS", "MAX_AREA", "MAX_PDF_POINTS"]
+__all__ = ["svg_to_png", "svg_to_pdf", "DrawingTooLargeWarning", "MissingGlyphWarning", "MAX_PIXELS", "MAX_AREA", "MAX_PDF_POINTS"]
 
 #: cairo's largest image side, in pixels.
 MAX_PIXELS = 32767
@@ -37,6 +37,27 @@ MAX_PDF_POINTS = 14400.0
 
 class DrawingTooLargeWarning(UserWarning):
     """A PNG or PDF was scaled down to fit the format's largest size."""
+
+
+class MissingGlyphWarning(UserWarning):
+    """A PNG or PDF has text with characters no bundled font has (CJK, emoji, Hebrew, ...): they print as empty boxes.
+
+    PNG and PDF are drawn by cairo from the bundled faces only (it takes the first family an SVG names, with no
+    fallback per character), so such a character is an empty box there, in the room a browser's fallback font would
+    give it (:func:`ncd.render.fonts.advance`); the SVG and HTML outputs name fallback families after the bundled
+    ones, so a browser with a font for the characters draws them."""
+
+
+def _warn_missing(svg: str, what: str) -> None:
+    from ncd.render.fonts import missing_characters
+    from ncd.render.svg import faces_used
+
+    missing = "".join(sorted(missing_characters("".join("".join(chars) for chars in faces_used(svg).values()))))
+    if missing:
+        shown = missing if len(missing) <= 12 else missing[:12] + "…"
+        warnings.warn(f"{what}: {len(missing)} character(s) of the drawing's text have no glyph in ncd's bundled fonts"
+                      f" ({shown}) and print as empty boxes; the SVG and HTML outputs name fallback fonts, so a"
+                      " browser with a font for them draws them", MissingGlyphWarning, stacklevel=3)
 
 
 def _cairosvg() -> Any:
@@ -74,10 +95,12 @@ def svg_to_png(svg: str, scale: float = 2.0) -> bytes:
     """Rasterise SVG text at ``scale`` pixels per point (less, with a warning, if that exceeds 32,767 pixels a side
     or :data:`MAX_AREA` pixels)."""
     scale = _fit(svg, scale, MAX_PIXELS, "px", "PNG", MAX_AREA)
+    _warn_missing(svg, "PNG")
     return bytes(_cairosvg().svg2png(bytestring=svg.encode("utf-8"), scale=scale))
 
 
 def svg_to_pdf(svg: str) -> bytes:
     """Vector PDF of SVG text (scaled down, with a warning, to pages of at most 200 inches a side)."""
     scale = _fit(svg, 0.75, MAX_PDF_POINTS, "pt", "PDF") / 0.75  # cairosvg: one SVG unit is 0.75 pt
+    _warn_missing(svg, "PDF")
     return bytes(_cairosvg().svg2pdf(bytestring=svg.encode("utf-8"), scale=scale))

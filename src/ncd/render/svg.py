@@ -140,7 +140,7 @@ def font_face_css(drawing: Drawing | None = None) -> str:
     return fonts.font_face_css(used)
 
 
-_TEXT = re.compile(r"<text ([^>]*)>([^<]*)</text>")
+_TEXT = re.compile(r"<text ([^>]*)>(?:<title>[^<]*</title>)?([^<]*)</text>")
 
 
 def faces_used(svg: str) -> dict[str, set[str]]:
@@ -393,6 +393,8 @@ def _run_rest(run: Run) -> str:
         attrs += ' font-style="italic"'
     if run.bold:
         attrs += ' font-weight="bold"'
+    if run.title:  # an elided label: its whole text a tooltip (a <title> is not drawn, in browsers nor cairosvg)
+        return f'{attrs}><title>{escape(run.title)}</title>{_text_body(run.text)}</text>'
     return f'{attrs}>{_text_body(run.text)}</text>'
 
 

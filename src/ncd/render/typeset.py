@@ -34,7 +34,8 @@ from ncd.render.model import Run, Text
 if TYPE_CHECKING:
     from ncd.ir.diagram import Diagram
 
-__all__ = ["Piece", "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
+__all__ = ["Piece", "TEXT_LIMIT", "NAME_LIMIT", "WIDTH_LIMIT", "ELIDED_WIDTH", "elided",
+           "pieces", "axis_pieces", "label_text", "legend_entry", "name_pieces", "symbol_pieces", "typeset",
            "typeset_text", "DiagramAxes", "diagram_axes", "as_item", "factor_pieces", "wire_axes",
            "wire_axes_read"]
 
@@ -47,6 +48,32 @@ class Piece:
     italic: bool = False
     script: int = 0
     overline: bool = False
+    #: the whole text when ``text`` is part of an elided one (drawn as the SVG's ``<title>``: a tooltip)
+    title: str = ""
+
+
+#: a piece of text wider than this (points) is drawn elided in the middle (``head…tail``) to about
+#: :data:`ELIDED_WIDTH`, its whole text kept as the SVG's ``<title>`` (a tooltip): a 300-character label made the
+#: page 1,800 pt wide (a column page is 640 pt; the widest text of the corpus's drawings is 552 pt, a legend's list)
+WIDTH_LIMIT = 600.0
+ELIDED_WIDTH = 480.0
+#: the most characters of a text :func:`typeset_text` reads in full (a text in many short pieces, ``a_b c_d …``,
+#: that no one piece makes too wide)
+TEXT_LIMIT = 250
+#: the most characters of a size variable's (an axis's) name drawn in full: a longer name is elided the same way
+NAME_LIMIT = 32
+
+
+def elided(text: str, limit: int) -> str:
+    """``text`` cut in the middle to ``limit`` characters (``head…tail``) when it is longer.
+
+    >>> elided("abcdefghij", 6), elided("abc", 6)
+    ('abc…ij', 'abc')
+    """
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 #: prime marks an axis name may end with (a second copy of an axis: ``tʹ``)
@@ -54,6 +81,8 @@ _PRIMES = "'ʹ"
 
 
 def _symbol(name: str, item: bool, script: int) -> list[Piece]:
+    if len(name) > NAME_LIMIT:  # drawn elided as written, the whole name a tooltip
+        return [Piece(elided(name, NAME_LIMIT), italic=True, script=script, overline=item and script == 0, title=name)]
     base, _, sub = name.partition("_")
     if len(base) > 1 and sub:  # a Python identifier (self_attn, num_heads): printed as written
         base, sub = name, ""
@@ -361,6 +390,12 @@ def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str
         chunks = _split_symbols(p.text)
         widths = [_chunk_width(chunk, sym, s, bold, p.italic) for chunk, sym in chunks]
         w = sum(widths)
+        if w > WIDTH_LIMIT and len(p.text) > 8:  # elided to about ELIDED_WIDTH, the whole text a tooltip
+            p = Piece(elided(p.text, max(8, int(len(p.text) * ELIDED_WIDTH / w))), p.italic, p.script, p.overline,
+                      p.title or p.text)
+            chunks = _split_symbols(p.text)
+            widths = [_chunk_width(chunk, sym, s, bold, p.italic) for chunk, sym in chunks]
+            w = sum(widths)
         if p.italic and chunks and not chunks[-1][1]:  # italic correction before what follows
             w += italic_overhang(chunks[-1][0], "serif-italic", s)
         if p.script and last_script == -p.script:  # a subscript and a superscript stack (L₊^Q)
@@ -371,7 +406,7 @@ def typeset(parts: tuple[Piece, ...], x: float, y: float, size: float, role: str
         offset = start
         for (chunk, is_symbol), cw in zip(chunks, widths):
             runs.append(Run(chunk, offset, dy, s, p.italic and not is_symbol, bold, serif=p.italic and not is_symbol,
-                            symbol=is_symbol))
+                            symbol=is_symbol, title=p.title))
             offset += cw
             up, down = ink_extent(chunk, face_for(bold, p.italic and not is_symbol, p.italic and not is_symbol,
                                                   is_symbol), s)
@@ -423,7 +458,11 @@ def typeset_text(text: str) -> tuple[Piece, ...]:
 
     >>> [p.text for p in typeset_text("self_attn: C_λ AR_tp")]
     ['self_attn: C', 'λ', ' AR', 'tp']
+
+    A text over :data:`TEXT_LIMIT` characters is elided in the middle, each piece titled with the whole text.
     """
+    if len(text) > TEXT_LIMIT:
+        return tuple(replace(p, title=text) for p in typeset_text(elided(text, TEXT_LIMIT)))
     out: list[Piece] = []
     buf = ""
     k = 0

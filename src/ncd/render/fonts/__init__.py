@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["FACES", "FAMILIES", "FONT_DIR", "METRICS", "advance", "ink_extent", "italic_overhang", "face_for", "font_face_css",
-           "read_metrics", "register_with_fontconfig", "text_face_characters"]
+           "missing_characters", "read_metrics", "register_with_fontconfig", "text_face_characters"]
 
 FONT_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -137,20 +137,58 @@ def _hb_font(face: str):  # type: ignore[no-untyped-def]
 def _shaped_units(text: str, face: str) -> float:
     """The advance of ``text`` in font units, shaped by HarfBuzz (kerning as Chromium and cairo apply it)."""
     m = _metrics(face)
-    if "\0" not in text and (face == "symbols" or all(map(m.cmap.__contains__, map(ord, text)))):
+    if "\0" not in text and all(map(m.cmap.__contains__, map(ord, text))):
         return _shaped_run(text, face) if text else 0.0  # one run (most texts)
     total = 0.0
     run = ""
     for ch in text + "\0":
-        if ch != "\0" and (ord(ch) in m.cmap or face == "symbols"):
+        if ch != "\0" and ord(ch) in m.cmap:
             run += ch
             continue
         if run:
             total += _shaped_run(run, face)
             run = ""
-        if ch != "\0":  # drawn from the symbols face; measured there (in this face's units)
+        if ch == "\0":
+            continue
+        if face != "symbols":  # drawn from the symbols face; measured there (in this face's units)
             total += _shaped_units(ch, "symbols") * m.units / _metrics("symbols").units
+        else:  # no bundled face has it: as wide as a browser's fallback font draws it
+            total += m.units * _missing_em(ch)
     return total
+
+
+def missing_characters(text: str) -> str:
+    """The characters of ``text`` that no bundled face has, in order, each once (spaces, combining marks and joiners
+    aside): browsers draw them from a fallback font, PNG and PDF as empty boxes.
+
+    >>> missing_characters("L^注意 ★ x"), missing_characters("x = 2")
+    ('注意', '')
+    """
+    sans, symbols = _metrics("sans").cmap, _metrics("symbols").cmap
+    out: dict[str, None] = {}
+    for ch in text:
+        code = ord(ch)
+        if code not in sans and code not in symbols and not ch.isspace() and _missing_em(ch):
+            out[ch] = None
+    return "".join(out)
+
+
+def _missing_em(ch: str) -> float:
+    """The advance (in ems) of a character no bundled face has, as a browser draws it from a fallback font:
+    nothing for a combining mark or a format character (a joiner), a full em for a wide character (CJK, most emoji,
+    East Asian Width W or F), else 0.6 em (the bundled ``.notdef``'s width: Hebrew, Arabic, Devanagari ...).
+    PNG and PDF, which draw only the bundled faces, show such a character as an empty box in that room.
+
+    >>> _missing_em("中"), _missing_em("😀"), _missing_em("\u0301"), round(_missing_em("ש"), 2)
+    (1.0, 1.0, 0.0, 0.6)
+    """
+    import unicodedata
+
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0.0
+    if unicodedata.east_asian_width(ch) in ("W", "F"):
+        return 1.0
+    return _metrics("symbols").missing / _metrics("symbols").units
 
 
 def _shaped_run(text: str, face: str) -> float:
