@@ -102,16 +102,12 @@ PAIRS = [("ii,ij->j", [(4, 4), (4, 5)]), ("ij,jj->i", [(3, 4), (4, 4)]), ("bii,b
          ("ii,i->i", [(4, 4), (4,)]), ("ij,ii->j", [(4, 5), (4, 4)])]
 
 
-@pytest.mark.parametrize(("equation", "shapes"), PAIRS, ids=[c[0] for c in PAIRS])
-def test_a_repeated_letter_beside_another_operand_reads_its_diagonal_with_no_identity_multiplied_in(
-        equation: str, shapes: list[tuple[int, ...]]) -> None:
-    """fixes: with a second operand the cup made three inputs and the pairs' path multiplied ``torch.eye`` in
-    (``ii,ij->j`` on 4 x 4, 4 x 5: 72 FLOPs in products where torch's flop_counter counts 40); now one einsum of the
-    two operands with the diagonal read, equal to torch, its gradients and its FLOPs."""
+def _reads_the_diagonal_as_torch(model: Einsum, shapes: list[tuple[int, ...]], generator: torch.Generator) -> None:
+    """Traced at ``shapes``: no ``torch.eye`` in the source, equal to torch (lowered and read back from JSON, on the
+    traced and fresh operands), its gradients and torch's flop_counter; the backward diagram builds."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = Einsum(equation)
-    xs = [torch.randn(*s) for s in shapes]
+    xs = [torch.randn(*s, generator=generator) for s in shapes]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = ncd.trace(model, *xs)
@@ -119,7 +115,7 @@ def test_a_repeated_letter_beside_another_operand_reads_its_diagonal_with_no_ide
     assert "torch.eye" not in d.to_source()
     lowered = d.to_torch()
     back = ncd.load_json(d.to_json()).to_torch()
-    for vs in (xs, [torch.randn(*s) for s in shapes]):
+    for vs in (xs, [torch.randn(*s, generator=generator) for s in shapes]):
         vs = [v.clone().requires_grad_(True) for v in vs]
         got, want = lowered(*vs), model(*vs)
         torch.testing.assert_close(got, want)
@@ -130,3 +126,33 @@ def test_a_repeated_letter_beside_another_operand_reads_its_diagonal_with_no_ide
         model(*xs)
     assert ncd.cost(d).numbers.forward_matmul == counter.get_total_flops()
     ncd.backward(d)
+
+
+@pytest.mark.parametrize(("equation", "shapes"), PAIRS, ids=[c[0] for c in PAIRS])
+def test_a_repeated_letter_beside_another_operand_reads_its_diagonal_with_no_identity_multiplied_in(
+        equation: str, shapes: list[tuple[int, ...]]) -> None:
+    """fixes: with a second operand the cup made three inputs and the pairs' path multiplied ``torch.eye`` in
+    (``ii,ij->j`` on 4 x 4, 4 x 5: 72 FLOPs in products where torch's flop_counter counts 40); now one einsum of the
+    two operands with the diagonal read, equal to torch, its gradients and its FLOPs."""
+    _reads_the_diagonal_as_torch(Einsum(equation), shapes, torch.Generator().manual_seed(0))
+
+
+MANY = [("bii,bij,bj->bi", [(2, 4, 4), (2, 4, 5), (2, 5)]), ("ii,ij,jk->k", [(4, 4), (4, 5), (5, 3)]),
+        ("ij,jj,jk,k->i", [(3, 4), (4, 4), (4, 5), (5,)]), ("bii,bij,bjk->bk", [(2, 3, 3), (2, 3, 4), (2, 4, 5)]),
+        ("ijj,jk,kl->il", [(3, 4, 4), (4, 5), (5, 2)]), ("aii,ab,bc,c->i", [(3, 4, 4), (3, 2), (2, 5), (5,)]),
+        ("iij,jk,ik->k", [(3, 3, 4), (4, 2), (3, 2)]), ("ii,ij,jk,kl->l", [(3, 3), (3, 4), (4, 2), (2, 5)]),
+        ("ii,ij,jk->ik", [(4, 4), (4, 5), (5, 3)]), ("bij,bii,bjk,bk->bik", [(2, 3, 3), (2, 3, 3), (2, 3, 4), (2, 4)])]
+
+
+@pytest.mark.parametrize(("equation", "shapes"), MANY, ids=[c[0] for c in MANY])
+def test_a_repeated_letter_beside_three_operands_reads_its_diagonal_with_no_identity_multiplied_in(
+        equation: str, shapes: list[tuple[int, ...]]) -> None:
+    """correct (stop 50): with three or more other operands the cup made four inputs and the pairs' plan still
+    multiplied ``torch.eye`` in (``bii,bij,bj->bi`` on 2x4x4, 2x4x5, 2x5: 144 FLOPs in products where torch's
+    flop_counter counts 80; ``aii,ab,bc,c->i`` 152 against 56); now the other operands' pairs with the cup's letters made
+    one, equal to torch, its gradients and its FLOPs, at random sizes too."""
+    generator = torch.Generator().manual_seed(len(equation))
+    _reads_the_diagonal_as_torch(Einsum(equation), shapes, generator)
+    size = {c: int(torch.randint(2, 6, (), generator=generator)) for c in sorted({c for c in equation if c.isalpha()})}
+    _reads_the_diagonal_as_torch(Einsum(equation), [tuple(size[c] for c in term) for term in
+                                                    equation.split("->")[0].split(",")], generator)

@@ -258,41 +258,45 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
     own_in = [[letters[n] for n in seg.names] for seg in prim.inputs]
     own_out = [letters[n] for n in prim.output.names]
     subscripts = ctx.subscripts(own_in, own_out)
-    if len(prim.inputs) in (2, 3) and (read := _diagonal_read(ctx, subscripts)) is not None:
-        return [read]
-    if len(prim.inputs) < 3:
+    if len(prim.inputs) > 1 and (read := _diagonal_read(ctx, subscripts)) is not None:
+        if not isinstance(read, tuple):
+            return [read]
+        cup, subscripts = read  # a cup beside three or more operands: the others' pairs, its letters made one
+    elif len(prim.inputs) < 3:
         return [ctx.einsum(subscripts, *ctx.args)]
+    else:
+        cup = None
     # three or more operands: one einsum per pair of the plan, each product bound to a local
     lhs, rhs = subscripts.split("->")
     layouts = [spec[3:] for spec in lhs.split(",")]  # after "..."
     axis_of = {letters[a.name]: a for seg in prim.inputs for a in seg}
     axis_of.update(zip(ctx.woven_letters(own_in, own_out), (w.axis for w in ctx.woven)))
-    operands: list[Value | Expr] = list(ctx.args)
-    pairs = prim.pairs()
+    operands: list[Value | Expr] = [a for j, a in enumerate(ctx.args) if j != cup]
+    pairs = prim.pairs() if cup is None else _cupless_pairs(prim, cup)
     for step, (i, j) in enumerate(pairs):
         kept = kept_axes(layouts, i, j, rhs[3:])
         product = ctx.einsum(f"...{layouts[i]},...{layouts[j]}->...{''.join(kept)}", operands[i], operands[j])
         if step == len(pairs) - 1:
-            return [product]
+            return [product if cup is None else replace(product, options=(*product.options, ("unread", cup)))]
         value = ctx.bind(product, tuple(axis_of[c] for c in kept), "contracted")
         layouts = [o for k, o in enumerate(layouts) if k not in (i, j)] + ["".join(kept)]
         operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [value]
     raise AssertionError("a plan of three or more operands has a last pair")
 
 
-def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
+def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | tuple[int, str] | None:
     """An einsum of tensors and a cup (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
     ``ii->i``, ``ii,ij->j``, as the importer reads it) as the einsum of the other one or two operands with the cup's
     two letters made one: its diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with
     ``torch.eye`` before).  ``None`` when no input is a cup's value, both of its letters are kept (``diag_embed``: the
-    identity is the result's diagonal), no other operand is indexed by both, or three or more would remain (their
-    pairs' plan).  The op keeps the index of the input it does not read (option ``unread``: the cost rule's operands)."""
+    identity is the result's diagonal), or no other operand is indexed by both.  The op keeps the index of the input
+    it does not read (option ``unread``: the cost rule's operands).  With three or more other operands (``bii,bij,bj->
+    bi``): the cup's index and the others' subscripts with its letters made one, contracted by their pairs' plan
+    (:func:`_cupless_pairs`)."""
     from dataclasses import replace
 
     lhs, rhs = subscripts.split("->")
     terms = lhs.split(",")
-    if len(terms) not in (2, 3):
-        return None
     made = {v.var: op.box for op in ctx.em.function.ops for v in op.outputs}
     for k, arg in enumerate(ctx.args):
         box = made.get(arg.var)
@@ -305,9 +309,29 @@ def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | None:
         others = [t.replace(drop, keep) for j, t in enumerate(terms) if j != k]
         if not any(t.count(keep) >= 2 for t in others):  # (the cup's letters do not both index one other operand)
             return None
+        if len(others) >= 3:
+            return k, f"{','.join(others)}->{rhs.replace(drop, keep)}"
         expr = ctx.einsum(f"{','.join(others)}->{rhs.replace(drop, keep)}", *(a for j, a in enumerate(ctx.args) if j != k))
         return replace(expr, options=(*expr.options, ("unread", k)))
     return None
+
+
+def _cupless_pairs(prim: EinsumOp, k: int) -> tuple[tuple[int, int], ...]:
+    """The pairs' plan of the operands other than the cup ``k`` with its two axes made one (named as its second where
+    the output reads its first, else as its first, as lowering and the cost rule rename them), each operand's axes once
+    (an operand indexed by both is read on its diagonal): what lowering runs and the cost rule costs, from the
+    primitive alone.
+
+    >>> _cupless_pairs(Einsum("b i j, b j k, b k, i j -> b i").prim, 3)  # (b j k) with (b k), then the diagonal (b j)
+    ((1, 2), (0, 1))
+    """
+    first, second = prim.inputs[k].axes
+    keep, drop = (second, first) if first.name in prim.output.names else (first, second)
+    names = [tuple(dict.fromkeys(keep.name if n == drop.name else n for n in seg.names))
+             for j, seg in enumerate(prim.inputs) if j != k]
+    sizes = plan_sizes([(a.name, a.size) for j, seg in enumerate(prim.inputs) if j != k for a in seg
+                        if a.name != drop.name])
+    return contraction_plan(names, [keep.name if n == drop.name else n for n in prim.output.names], sizes)
 
 
 # -- costs ---------------------------------------------------------------------------------------
@@ -390,7 +414,7 @@ def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     from ncd.analysis.linear import einsum_cost
 
     calls = [op for op in ctx.ops if op.target == "torch.einsum"]
-    unread = calls[0].option("unread") if len(calls) == 1 else None  # a cup's identity not read (:func:`_diagonal_read`)
+    unread = calls[-1].option("unread") if calls else None  # a cup's identity not read (:func:`_diagonal_read`)
     if unread is None:
         return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0], prim.pairs())]
     from dataclasses import replace
@@ -401,7 +425,11 @@ def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     read = [replace(x, axes=tuple(keep if a.name == drop.name else a for a in x.axes),  # the cup's second wire named
                     order=tuple(keep.name if n == drop.name else n for n in x.order))  # as its first: its diagonal
             for j, x in enumerate(ctx.inputs) if j != unread]
-    return [einsum_cost(ctx, read, ctx.out_axes[0])]
+    if len(read) < 3:
+        return [einsum_cost(ctx, read, ctx.out_axes[0])]
+    out_axes = tuple(keep if a.name == drop.name else a for a in ctx.out_axes[0])  # the pairs keep the cup's one name
+    result = einsum_cost(ctx, read, out_axes, _cupless_pairs(prim, unread))
+    return [replace(result, axes=ctx.out_axes[0], order=tuple(drop.name if n == keep.name else n for n in result.order))]
 
 
 # -- backward ------------------------------------------------------------------------------------
