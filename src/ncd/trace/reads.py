@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dis
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -42,19 +43,38 @@ def _asserted() -> bool:
     """Whether a value read into Python is read by an assertion (``torch._check…``, an ``assert`` statement), which
     raises or lets the model go on unchanged: what the model computes does not depend on it."""
     import linecache
-    import sys
-
-    from ncd.trace.capture import _internal
 
     frame = sys._getframe(1)
     while frame is not None:
-        name = frame.f_code.co_filename
-        if frame.f_code.co_name in CHECKS and "/torch/" in name.replace("\\", "/"):
+        code = frame.f_code
+        name = code.co_filename
+        if code.co_name in CHECKS and "/torch/" in name.replace("\\", "/"):
             return True
         if not _internal(name):
-            return linecache.getline(name, frame.f_lineno).lstrip().startswith("assert ")
+            return _may_assert(code) and linecache.getline(name, frame.f_lineno).lstrip().startswith("assert ")
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+#: ``LOAD_ASSERTION_ERROR``, the instruction every ``assert`` statement compiles to (the error it raises), where this
+#: Python has it (else every line is read)
+_ASSERTION = bytes([dis.opmap["LOAD_ASSERTION_ERROR"]]) if "LOAD_ASSERTION_ERROR" in dis.opmap else b""
+_MAY_ASSERT: dict[int, tuple[Any, bool]] = {}  # id of a code object -> (it, whether :func:`_may_assert`)
+
+
+def _may_assert(code: Any) -> bool:
+    """Whether a line of ``code`` can be an ``assert`` statement: it holds the instruction one compiles to, or names
+    ``AssertionError`` (pytest rewrites a test module's statements into ``if not ...: raise AssertionError(...)``),
+    or it is a lambda's or comprehension's (``assert all(v.item() > 0 for v in xs)``: the statement is its caller's).
+    Asked before the line's source is read (:func:`_asserted`): a file read whole and decoded on its first line
+    asked, ~1 ms for transformers' ``modeling_utils.py``, at every model that reads a value."""
+    found = _MAY_ASSERT.get(id(code))
+    if found is None or found[0] is not code:
+        if len(_MAY_ASSERT) > 4096:  # (code made at run time is not kept forever)
+            _MAY_ASSERT.clear()
+        found = _MAY_ASSERT[id(code)] = (code, not _ASSERTION or code.co_name.startswith("<")
+                                           or "AssertionError" in code.co_names or _ASSERTION in code.co_code[::2])
+    return found[1]
 
 
 #: tensor methods that read values into Python without an ATen call the recorder would see (``apply_``, ``map_`` and
