@@ -3,6 +3,8 @@ index wire, not an opaque box: the fill is a constant index inside the ids' rang
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,6 +198,28 @@ def test_a_pad_computed_from_len_is_refused_at_other_lengths_in_every_path() -> 
     with pytest.raises(ncd.TraceError, match=r"test_trace_index_padding.py:\d+ the model turned .*len\(\) = 5"):
         pickle.loads(pickle.dumps(d)).to_torch(b=2, t=6)  # without the model: held, naming the line
 
+
+
+def test_a_len_of_a_row_holds_only_the_length_it_measures() -> None:
+    """correct (stop 50): ``len(ids[0])`` measures a row no wire draws (``ids[0]`` is read for its length only): its
+    size was an unnamed wire, so every size was held and the pickle and JSON read-back refused another batch too,
+    where the model computes the same at any batch.  Now the row is followed to the wire it picks from: only ``t`` is
+    held; every path lowers at b=3 equal to the model and still refuses t=6."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = PadToLen()
+    d = ncd.trace(model, torch.randint(0, 11, (2, 5)))
+    assert [sizes for sizes, _ in d.fixed] == [("t",)], d.fixed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the read-back warns at any size but the traced ones: no model to check)
+        for diagram in (d, pickle.loads(pickle.dumps(d)), ncd.load_json(d.to_json())):
+            lowered = diagram.to_torch(b=3, t=5)
+            lowered.load_state_dict(d.state_dict(lowered))
+            x = torch.randint(0, 11, (3, 5))
+            torch.testing.assert_close(lowered(x), model(x), rtol=0, atol=0)
+            with pytest.raises(ncd.TraceError, match="t=6|'t': 6"):
+                diagram.to_torch(b=2, t=6)
 
 class BatchByLen(nn.Module):
     """``B = len(x)`` (a plain int) used where the diagram follows the batch anyway: a reshape, a test of emptiness."""

@@ -44,6 +44,8 @@ def _atom(conv: Any, node: Any, dim: int) -> sympy.Expr:
 
     vid = conv.values.get(id(node))
     value = node.value
+    if vid is None and (source := _picked_from(node, dim)) is not None:  # ``len(ids[0])``: ids[0] drawn nowhere
+        return _atom(conv, *source)
     if vid is None or not isinstance(value, torch.Tensor) or len(conv.segs[vid].axes) != value.dim():
         return _UNKNOWN
     axis = conv.segs[vid].axes[dim]
@@ -57,6 +59,30 @@ def _atom(conv: Any, node: Any, dim: int) -> sympy.Expr:
     if set(re.findall(r"[^\W\d]\w*", axis.name)) & set(sizes):  # a wire merging b or t under another name
         return _UNKNOWN
     return sympy.Integer(int(axis.size))
+
+
+def _picked_from(node: Any, dim: int) -> tuple[Any, int] | None:
+    """The recorded tensor and dimension whose size dimension ``dim`` of ``node`` is, when ``node`` is a pick of it
+    that keeps that dimension whole (``ids[0]``: ``select``, a dimension fewer; a ``slice`` along another dimension)
+    and no wire draws ``node`` itself (a value only measured: ``len(ids[0])``).  ``None`` otherwise."""
+    target = str(getattr(node, "target", ""))
+    if getattr(node, "kind", "") != "call" or target not in ("aten.select.int", "aten.slice.Tensor") or not node.args:
+        return None
+    source, value = node.args[0], node.value
+    if not isinstance(value, torch.Tensor) or not isinstance(getattr(source, "value", None), torch.Tensor):
+        return None
+    n = source.value.dim()
+    at = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if type(at) is not int or not -n <= at < n or not 0 <= dim < value.dim():
+        return None
+    at %= n
+    if target == "aten.select.int":
+        mapped = dim if dim < at else dim + 1
+    elif dim == at:  # the sliced dimension itself: its size is the slice's, not the source's
+        return None
+    else:
+        mapped = dim
+    return (source, mapped) if source.value.shape[mapped] == value.shape[dim] else None
 
 
 def _number(value: Any) -> sympy.Expr:
