@@ -14,6 +14,7 @@ as :func:`ncd.trace.watched._state_kept` saw them when the trace began (:func:`k
 from __future__ import annotations
 
 import threading
+from operator import is_not
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -228,8 +229,8 @@ class Undo:
         for module, attributes, parameters, buffers in self.tables:
             pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
                 (module.__dict__, attributes), (module._parameters, parameters), (module._buffers, buffers))
-            for table, was in pairs:
-                if table.keys() != was.keys() or any(table[k] is not v for k, v in was.items()):
+            for table, was in pairs:  # (bound in another order, same bindings: put back in the order they were)
+                if table.keys() != was.keys() or any(map(is_not, table.values(), was.values())):
                     table.clear()
                     table.update(was)
         mine = {id(m) for m, _, _, _ in self.tables}  # the model, or a wrapper around it (its modules)
