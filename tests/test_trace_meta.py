@@ -211,8 +211,9 @@ def test_repeated_meta_calls_remake_the_outputs_the_meta_kernels_give(monkeypatc
         meta = to_svg(ncd.trace(model, x))
     assert finished == [True], finished
     assert not differ
-    # (attention is made from its arguments' shapes, not remade: meta._attention, checked below against its kernel)
-    assert {"linear", "add"} <= set(remade) and "scaled_dot_product_attention" not in remade and len(remade) >= 16, \
+    # (attention is made from its arguments' shapes, not remade: meta._attention, checked below against its kernel;
+    # so is arithmetic on operands laid out otherwise than contiguously: meta._permuted, checked against its kernel)
+    assert "linear" in remade and not {"scaled_dot_product_attention", "add"} & set(remade) and len(remade) >= 12, \
         (len(remade), remade)
     assert meta == real
 
@@ -375,3 +376,68 @@ def test_attention_made_without_a_meta_kernel_is_what_the_meta_kernel_makes() ->
         else:
             refused += 1
     assert made > 100 and refused > 50, (made, refused)
+
+
+def test_pointwise_arithmetic_on_operands_of_any_layout_is_what_the_meta_kernels_make() -> None:
+    """``meta._permuted`` (add, sub, mul, div, neg on meta float32/float64 tensors of one dtype laid out any strided way:
+    transposed, sliced, expanded, broadcast against others, numbers) against torch's meta kernel as the recording runs
+    it (its Python dispatcher off) and its Python reference: the same shape, strides, offset and dtype, a new tensor;
+    ``alpha``, another dtype, half or bfloat16 (computed in float32: laid out anew), a 0-dim operand or a non-floating
+    one are left to the kernel."""
+    import random
+
+    from ncd.trace.meta import POINTWISE, _permuted
+
+    rng = random.Random(0)
+    made = left = 0
+
+    def operand(shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+        kind = rng.choice(["dense", "permuted", "sliced", "expanded", "broadcast", "number"])
+        if kind == "number":
+            return rng.choice([2, 0.5, True])
+        if kind == "broadcast":
+            shape = tuple(1 if rng.random() < 0.5 else n for n in shape)[rng.randint(0, max(0, len(shape) - 1)):] \
+                or shape[-1:]
+        order = list(range(len(shape)))
+        if kind in ("permuted", "sliced"):
+            rng.shuffle(order)
+        wide = [n + (rng.randint(1, 3) if kind == "sliced" else 0) for n in shape]
+        base = torch.empty([wide[i] for i in order], dtype=dtype, device="meta")
+        t = base.permute([order.index(i) for i in range(len(shape))])
+        if kind == "sliced":
+            t = t[tuple(slice(0, n) for n in shape)]
+        if kind == "expanded":
+            t = torch.empty([1 if n > 1 and rng.random() < 0.5 else n for n in shape], dtype=dtype,
+                            device="meta").expand(shape)
+        return t
+
+    for _ in range(1500):
+        dtype = rng.choice([torch.float32, torch.float16, torch.bfloat16, torch.float64])
+        shape = tuple(rng.choice([1, 1, 2, 3, 4, 5]) for _ in range(rng.randint(1, 5)))
+        func = rng.choice(sorted(POINTWISE, key=str))
+        args = [operand(shape, dtype)] if func == torch.ops.aten.neg.default else \
+            [operand(shape, dtype), operand(shape, dtype)]
+        if rng.random() < 0.05:
+            args[-1] = torch.empty((), dtype=dtype, device="meta")
+        if rng.random() < 0.05:
+            args[-1] = torch.empty(shape, dtype=torch.int64 if rng.random() < 0.5 else torch.float64, device="meta")
+        kwargs = {"alpha": 2} if func._schema.arguments[-1].name == "alpha" and rng.random() < 0.1 else {}
+        if func == torch.ops.aten.neg.default and not isinstance(args[0], torch.Tensor):
+            continue
+        got = _permuted(tuple(args), kwargs)
+        try:
+            with torch._C._DisablePythonDispatcher():
+                want = func(*args, **kwargs)
+        except RuntimeError:
+            assert got is None, (func, args)
+            continue
+        if got is None:
+            left += 1
+            continue
+        made += 1
+        reference = _python_meta(func, tuple(args), kwargs)
+        for other in (want, reference):
+            assert (got.shape, got.stride(), got.storage_offset(), got.dtype, got._base) == \
+                (other.shape, other.stride(), other.storage_offset(), other.dtype, None), (func, args, kwargs)
+        assert got.untyped_storage().nbytes() == want.untyped_storage().nbytes()
+    assert made > 400 and left > 400, (made, left)

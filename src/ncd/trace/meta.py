@@ -39,6 +39,8 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         margs, mkwargs = _to_meta((args, kwargs))
         made = _pointwise(func, args, kwargs) if func in POINTWISE else _SHAPED[func](args, kwargs) \
             if func in _SHAPED else None
+        if made is None and func in POINTWISE:
+            made = _permuted(margs, mkwargs)
     if made is not None:
         return margs, mkwargs, made
     key = _meta_key(func, margs, mkwargs) if memo is not None else None
@@ -114,6 +116,61 @@ def _pointwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torc
     except RuntimeError:
         return None
     return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def _permuted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta result of :data:`POINTWISE` arithmetic on meta float32 or float64 tensors of one dtype laid out any
+    strided way (a transposed or sliced operand: rotary halves, heads read across), of one number of axes (a size-1
+    axis broadcast), beside numbers, no ``alpha``: what torch's Python meta kernel (``torch._refs``, ~0.15-0.7 ms a
+    call) makes, by the rule it applies (``_prim_elementwise_meta``: the operands broadcast, their layout's order of
+    axes, a new tensor dense in that order), ~60 us; ``None`` for anything else (the kernel decides).  ``args`` are the
+    meta copies the kernel would be given (their strides, not the originals': a copy of an operand that is not dense
+    is laid out anew).
+
+    >>> x = torch.empty(2, 4, 14, 8, device="meta").transpose(1, 2)  # (2, 14, 4, 8), heads read across
+    >>> _permuted((x, torch.empty(1, 14, 1, 8, device="meta")), {}).stride()
+    (448, 8, 112, 1)
+    """
+    if kwargs:  # (alpha: the reference scales the second operand first, a tensor laid out anew)
+        return None
+    shapes: list[tuple[int, ...]] = []
+    tensors: list[torch.Tensor] = []
+    dtype = None
+    for value in args:
+        if type(value) in _NUMBERS:
+            continue
+        if type(value) is not torch.Tensor or value.device.type != "meta" or value.layout != torch.strided \
+                or value.dtype not in _COMPUTED_AS_HELD or value.is_neg() or value.is_conj() or not value.dim() \
+                or (dtype is not None and value.dtype != dtype):
+            return None
+        dtype = value.dtype
+        shapes.append(tuple(_shape(value)))
+        tensors.append(value)
+    if not tensors:
+        return None
+    try:  # (not broadcastable: the kernel raises as it would)
+        shape = tuple(torch.broadcast_shapes(*shapes))  # type: ignore[no-untyped-call]
+    except RuntimeError:
+        return None
+    if any(len(s) != len(shape) for s in shapes):  # (axes added in front: the reference's own expansion decides)
+        return None
+    shapes_active = Shapes.active  # (the rule reads sizes: plain ones, as a kernel's)
+    if shapes_active is not None:
+        shapes_active.kernels += 1
+    try:
+        expanded = [t if s == shape else t.expand(shape) for t, s in zip(tensors, shapes)]
+        order, _ = _physical_order(*expanded)
+    finally:
+        if shapes_active is not None:
+            shapes_active.kernels -= 1
+    return torch.empty_permuted(shape, order, dtype=dtype, device="meta")
+
+
+#: the floating-point types the reference computes in as they are (it computes half and bfloat16 in float32,
+#: through conversions that lay a strided operand out anew)
+_COMPUTED_AS_HELD = frozenset({torch.float32, torch.float64})
+#: the order of axes in which torch lays out an elementwise result (its Python meta kernels' rule)
+_physical_order: Any = torch._prims_common.compute_elementwise_output_logical_to_physical_perm
 
 
 def _dense(value: Any) -> bool:
