@@ -16,9 +16,9 @@
   or ``0`` where the input is ``0`` (``nn.MultiheadAttention``'s ``key_padding_mask``, ``True``
   at the padded keys, made ``-inf`` there): the padding mask keeps the keys where the input is
   ``0`` then.  Adding ``0`` leaves a score as it is, and a row of ``-inf`` gives ``0`` in both.
-* ``expand`` of a live value is a broadcast copy (:class:`~ncd.prims.derivative.ExpandOp`).
+* ``expand`` of a live value is a broadcast copy (:class:`~ncd.prims.derivative.ExpandOp`, :mod:`ncd.trace.expansion`).
 
-A pre-pass (:func:`prepare`) finds both readings before the walk and leaves the operations
+A pre-pass (:func:`prepare`, in :mod:`ncd.trace.attention_readings`) finds both readings before the walk and leaves the operations
 they replace out of it; if the attention then cannot be drawn, those operations are drawn
 as they were recorded and the attention becomes an opaque box over them (never a guess).
 """
@@ -26,8 +26,6 @@ as they were recorded and the attention becomes an opaque box over them (never a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import sympy
 import torch
@@ -37,200 +35,26 @@ from ncd.ir.diagram import Box
 from ncd.prims.linear import EinsumOp
 from ncd.prims.softmax import SoftmaxOp
 from ncd.prims.structure import AddOp
-from ncd.trace.capture import Node, refs
+from ncd.trace.attention_readings import (  # noqa: F401 - the pre-pass; its names are still answered here
+    RESHAPES,
+    SDPA,
+    Readings,
+    Repeat,
+    _as_bool,
+    _gqa_fits,
+    _mask_arg,
+    _repeat_of,
+    prepare,
+    readings,
+)
+from ncd.trace.capture import Node
 from ncd.trace.convert import RULES, Converter, Decline, op_name, rule
+from ncd.trace.expansion import _batch_name, _broadcast_name, expand  # noqa: F401 - registers the expand rule
 from ncd.trace.idioms import _live, _scale, _shape, _tensor, operand, relabel
-from ncd.trace.live_masks import LiveMask, _read_mask
+from ncd.trace.live_masks import LiveMask
 from ncd.trace.naming import PRIME
 
-__all__ = ["prepare", "attention", "expand"]
-
-SDPA = "aten.scaled_dot_product_attention"
-RESHAPES = ("aten.view", "aten.reshape", "aten._unsafe_view")
-
-
-@dataclass
-class Repeat:
-    """``node`` is ``source`` with each head (axis -3) repeated ``times`` times, consecutively."""
-
-    source: Node
-    times: int
-    nodes: list[Node]  # the recorded operations that do it, in order
-
-
-@dataclass
-class Readings:
-    repeats: dict[int, Repeat] = field(default_factory=dict)
-    masks: dict[int, LiveMask] = field(default_factory=dict)
-    skipped: set[int] = field(default_factory=set)
-    cast: dict[tuple[int, bool], int] = field(default_factory=dict)  # (input node id, negated) -> the keys kept
-
-
-def readings(conv: Converter) -> Readings:
-    found = conv.__dict__.get("_attention_readings")
-    return found if isinstance(found, Readings) else Readings()
-
-
-# -- the pre-pass ----------------------------------------------------------------------------------
-def prepare(conv: Converter) -> None:
-    """Find head expansions and input masks feeding attention; skip the operations they replace."""
-    found = Readings()
-    calls = [n for n in conv.captured.nodes if n.kind == "call" and n.live and op_name(n.target)[0] == SDPA]
-    read: list[tuple[list[Any], LiveMask]] = []  # the masks read so far, each with its recipe (every layer's own)
-    for node in calls:
-        q, k, v = node.args[:3]
-        rk, rv = _repeat_of(k), _repeat_of(v)
-        if rk is not None and rv is not None and rk.times == rv.times and _gqa_fits(q, rk.source, rv.source):
-            found.repeats[id(k)], found.repeats[id(v)] = rk, rv
-        mask = _mask_arg(node)
-        if isinstance(mask, Node) and mask.live and id(mask) not in found.masks:
-            reading = _read_mask(conv, mask, read)
-            if reading is not None:
-                found.masks[id(mask)] = reading
-    users = {id(n) for n in calls}
-    replaced: list[Node] = [n for r in found.repeats.values() for n in r.nodes]
-    replaced += [n for m in found.masks.values() for n in m.nodes]
-    candidates = {id(n) for n in replaced}
-    # an operation is left out only when everything that reads it is left out too, or is the attention
-    changed = True
-    while changed:
-        changed = False
-        for n in replaced:
-            if id(n) in candidates and any(id(c) not in candidates and id(c) not in users
-                                           for c in conv.consumers.get(id(n), [])):
-                candidates.discard(id(n))
-                changed = True
-        for n in replaced:
-            if id(n) in candidates and any(o is n for o in conv.captured.outputs):
-                candidates.discard(id(n))
-                changed = True
-    found.skipped = candidates
-    conv.skip |= candidates
-    for reading in found.masks.values():  # the input read as booleans once, before everything (layers stay alike)
-        key = (id(reading.input), reading.negated)
-        if key not in found.cast and id(reading.input) in conv.values:
-            found.cast[key] = _as_bool(conv, conv.values[id(reading.input)], reading.negated)
-    conv.__dict__["_attention_readings"] = found
-
-
-def _mask_arg(node: Node) -> Any:
-    extra = list(node.args[3:]) + [None]
-    return node.kwargs.get("attn_mask", extra[0])
-
-
-def _repeat_of(node: Any) -> Repeat | None:
-    """``x[..., :, None, :, :].expand(..., g, r, t, d).reshape(..., g·r, t, d)`` or ``repeat_interleave(x, r, -3)``."""
-    if not (isinstance(node, Node) and node.kind == "call" and node.live and _tensor(node)):
-        return None
-    name = op_name(node.target)[0]
-    if name == "aten.repeat_interleave":
-        x = node.args[0]
-        repeats = node.args[1] if len(node.args) > 1 else node.kwargs.get("repeats")
-        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
-        if not (_live(x) and _tensor(x) and isinstance(repeats, int) and isinstance(dim, int)) or x.value.dim() < 3:
-            return None
-        shape = _shape(x)
-        if dim % len(shape) != len(shape) - 3 or _shape(node) != shape[:-3] + (shape[-3] * repeats,) + shape[-2:]:
-            return None
-        return Repeat(x, repeats, [node])
-    if name not in RESHAPES:
-        return None
-    grown = node.args[0]
-    if not (isinstance(grown, Node) and grown.kind == "call" and op_name(grown.target)[0] == "aten.expand"):
-        return None
-    inserted = grown.args[0]
-    if not (isinstance(inserted, Node) and inserted.kind == "call" and op_name(inserted.target)[0] == "aten.unsqueeze"):
-        return None
-    x = inserted.args[0]
-    if not (_live(x) and _tensor(x)) or x.value.dim() < 3 or x.value.dtype != node.value.dtype:
-        return None
-    shape = _shape(x)
-    n = len(shape)
-    if inserted.args[1] % (n + 1) != n - 2:
-        return None
-    times = _shape(grown)[n - 2]
-    if _shape(grown) != shape[:-2] + (times,) + shape[-2:] or _shape(node) != shape[:-3] + (shape[-3] * times,) + shape[-2:]:
-        return None
-    return Repeat(x, times, [inserted, grown, node])
-
-
-def _gqa_fits(q: Any, k: Node, v: Node) -> bool:
-    if not all(_live(t) and _tensor(t) for t in (q, k, v)) or q.value.dim() < 3:
-        return False
-    sq, sk, sv = _shape(q), _shape(k), _shape(v)
-    return sq[:-3] == sk[:-3] and sk[:-1] == sv[:-1] and sq[-3] % sk[-3] == 0 and sq[-1] == sk[-1]
-
-
-# -- expand ------------------------------------------------------------------------------------------
-def _batch_name(conv: Converter, size: int) -> str:
-    """A new leading wire of the batch's size is the batch (a class token expanded over the examples)."""
-    for vid in conv.inputs:
-        axes = conv.segs[vid].axes
-        if axes and axes[0].name == "b" and not axes[0].size.free_symbols and int(axes[0].size) == size:
-            return "b"
-    return conv.namer.fresh(size)
-
-
-def _broadcast_name(conv: Converter, node: Node, at: int, size: int, taken: set[str]) -> str | None:
-    """The name of the wire a new wire of an expansion is broadcast against: the wire at the same place of a live
-    value its reader also reads, of the expansion's rank (a learned query expanded to ``stacked.shape[:-2]`` and read
-    by the attention beside ``stacked``: the tokens ``t``, not the name every other wire of their size shares)."""
-    rank = len(_shape(node))
-    for reader in conv.consumers.get(id(node), ()):
-        for other in refs((reader.args, reader.kwargs)):
-            if other is node or not other.live or id(other) not in conv.values or not isinstance(other.value, torch.Tensor):
-                continue
-            names = conv.names(conv.values[id(other)])
-            if len(names) == rank and int(other.value.shape[at]) == size and names[at] != "1" \
-                    and names[at].rstrip(PRIME) not in {n.rstrip(PRIME) for n in taken}:
-                return names[at]
-    return None
-
-
-@rule("aten.expand", "aten.expand_as", "aten.broadcast_to")
-def expand(conv: Converter, node: Node) -> None:
-    """A broadcast copy of a value (live, or a parameter or constant expanded like a live one: GPT-NeoX Japanese's
-    ``attn_bias.expand_as(residual)``) along new or size-1 wires; ``torch.broadcast_to`` is the same call (Falcon's
-    keys and values broadcast to the query heads)."""
-    from ncd.prims.derivative import ExpandOp
-
-    source = node.args[0]
-    if not _tensor(source) or source.value.dtype != node.value.dtype:
-        raise Decline("not a tensor of the same dtype")
-    vid = conv.value(source)
-    shape_in, shape_out = _shape(source), _shape(node)
-    if shape_in == shape_out:
-        conv.bind(node, vid)
-        return
-    names = conv.names(vid)
-    lead = len(shape_out) - len(shape_in)
-    if lead < 0:
-        raise Decline("fewer wires")
-    kept: list[str] = []
-    kept_shape: list[int] = []
-    out: list[str] = []
-    taken = set(names)
-    for j, size in enumerate(shape_out):
-        i = j - lead
-        if i >= 0 and shape_in[i] == size:
-            out.append(names[i])
-            kept.append(names[i])
-            kept_shape.append(size)
-            continue
-        if i >= 0 and shape_in[i] != 1:
-            raise Decline("expands a wire that is not of size 1")
-        name = _batch_name(conv, size) if j == 0 else (_broadcast_name(conv, node, j, size, taken)
-                                                         or conv.namer.fresh(size))
-        while name in taken:
-            name += PRIME
-        taken.add(name)
-        out.append(name)
-    seg = conv.segs[vid]
-    rng = None if seg.range is None else int(seg.range)
-    src = conv.view(vid, kept, tuple(kept_shape))
-    target = conv.namer.segment(out, shape_out, seg.dtype, rng)
-    (result,) = conv.emit(Box(ExpandOp(conv.segs[src], target)), [src], [target])
-    conv.bind(node, result)
+__all__ = ["prepare", "attention", "expand", "readings", "Readings", "Repeat", "SDPA"]
 
 
 # -- attention ---------------------------------------------------------------------------------------
@@ -448,21 +272,6 @@ def _padding_wire(conv: Converter, scores: Segment, live_mask: LiveMask) -> int:
     if int(first.size) != int(seg.axes[0].size) or int(key.size) != int(seg.axes[1].size):
         raise Decline("the padding mask does not line up with the scores")
     return conv.view(vid, [first.name, key.name], (int(first.size), int(key.size)))
-
-
-def _as_bool(conv: Converter, vid: int, negated: bool = False) -> int:
-    """The value as booleans (``negated``: where it is ``0``)."""
-    from ncd.prims.gather import CastOp
-    from ncd.prims.selection import LogicOp
-
-    seg = conv.segs[vid]
-    saved, conv.stack = conv.stack, ()
-    try:
-        if seg.dtype != "bool":
-            vid = conv.apply(Box(CastOp(Segment((), seg.dtype, seg.range), Segment((), "bool"))), [vid])
-        return conv.apply(Box(LogicOp("not")), [vid]) if negated else vid
-    finally:
-        conv.stack = saved
 
 
 def _causal_window(additive: torch.Tensor) -> int | None:

@@ -163,9 +163,9 @@ def _own(diagram: Any) -> Any:
 
 def _masks_read(conv: Converter, match: _Match) -> set[int] | None:
     """The values made before the walk that both layers' attentions read alike: the mask input as booleans
-    (:func:`ncd.trace.attention.prepare`), for corresponding attentions whose masks were read from one input with one
+    (:func:`ncd.trace.attention_readings.prepare`), for corresponding attentions whose masks were read from one input with one
     structure; None if a pair of corresponding attentions reads its masks otherwise."""
-    from ncd.trace.attention import SDPA, _mask_arg, readings
+    from ncd.trace.attention_readings import SDPA, _mask_arg, readings
     from ncd.trace.convert import op_name
 
     found = readings(conv)
