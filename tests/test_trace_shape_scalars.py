@@ -90,12 +90,48 @@ class SqrtOfLength(nn.Module):
 @pytest.mark.parametrize("model, what", [(AddsLength(), "aten.add"), (SqrtOfLength(), "Python float")],
                          ids=["add", "sqrt"])
 def test_numbers_not_followed_refuse_other_lengths(model: nn.Module, what: str) -> None:
+    """(the sqrt: the traced diagram runs the model at t=5, which differs, and names the line; its pickle holds t)"""
+    import pickle
+
     d = _trace(model, torch.randn(2, 8, 4))
-    with pytest.raises(ncd.TraceError, match=r"\{'t': 5\}") as refused:
-        d.to_torch(t=5)
-    assert what in str(refused.value) and "test_trace_shape_scalars.py" in str(refused.value)
+    for diagram in (d, pickle.loads(pickle.dumps(d))):
+        with pytest.raises(ncd.TraceError, match=r"\{'t': 5\}|t=5") as refused:
+            diagram.to_torch(t=5)
+        assert what in str(refused.value) and "test_trace_shape_scalars.py" in str(refused.value)
     _equal_at(model, d, 3, 8)  # the batch is not in the number: it lowers and is equal
     _equal_at(model, d, 2, 8)
+
+
+class ClippedSqrtScale(nn.Module):
+    """A scale by ``math.sqrt(t)`` clipped at 2 (a Python float: not followed), equal at every length from 4 on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) * min(math.sqrt(x.shape[1]), 2.0)
+
+
+def test_a_size_made_a_float_lowers_where_the_model_run_there_agrees() -> None:
+    """correct (stop 50): a size turned into a Python float (``math.sqrt(t)``) held the traced length even on the traced
+    diagram, which has its model: ``to_torch(t=7)`` was refused where the model computes the same (the scale clipped
+    at 2).  Now it is checked by running the model there, as a ``len(x)`` is (fa1f4d9): t=7 lowers equal to the model,
+    t=3 (scale 1.73) differs and is refused naming the line; the pickle, without the model, still holds t."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = ClippedSqrtScale()
+    d = _trace(model, torch.randn(2, 5, 4))
+    assert [held for held, _ in d.fixed] == [("t",)]
+    lowered = d.to_torch(t=7)
+    x = torch.randn(2, 7, 4)
+    torch.testing.assert_close(lowered(x), model(x))
+    with pytest.raises(ncd.TraceError, match=r"t=3.*differs.*test_trace_shape_scalars.py:\d+ the model turned the size t"
+                                             r" into a Python float"):
+        d.to_torch(t=3)
+    with pytest.raises(ncd.TraceError, match=r"\{'t': 7\}.*Python float"):
+        pickle.loads(pickle.dumps(d)).to_torch(t=7)
 
 
 def test_sizes_read_after_the_trace_are_plain() -> None:

@@ -200,6 +200,9 @@ def check_node(conv: Any, node: Any) -> None:
 #: how a ``fixed`` entry of a ``len(x)`` starts saying what the model did: the traced diagram holding its model lowers at
 #: another value of that size when the model run there agrees (:meth:`TracedDiagram._lowered`), a read-back refuses it
 LEN_HELD = "a plain int (len() = "
+#: how a ``fixed`` entry of a size turned into a float (``math.sqrt(t)``) says it: checked by running the model as a
+#: ``len(x)`` is (a clipped scale, ``min(math.sqrt(t), 2.0)``, lowers where it agrees; a scale by it differs, refused)
+FLOAT_HELD = "a Python float (math.sqrt, float())"
 
 
 def fixed_boxes(conv: Any, escaped: list[tuple[Any, ...]]) -> list[tuple[tuple[str, ...], str]]:
@@ -215,7 +218,7 @@ def fixed_boxes(conv: Any, escaped: list[tuple[Any, ...]]) -> list[tuple[tuple[s
         expr = expression(conv, tree)
         held = _follows(conv, expr)
         if held:
-            into = f"a plain int ({how[0]})" if how else "a Python float (math.sqrt, float())"
+            into = f"a plain int ({how[0]})" if how else FLOAT_HELD
             size = "a size of a tensor" if "?" in {str(s) for s in expr.free_symbols} else f"the size {expr}"
             out.append((tuple(sorted(held)), f"at {line} the model turned {size} into {into}: what it computes from"
                                              " it is not followed"))

@@ -17,7 +17,7 @@ from ncd.trace.keywords import TracedMode, keywords
 from ncd.trace.loading import _first_use, _state_for, _typed_as, load_parameters
 from ncd.trace.model_names import by_model_name
 from ncd.trace.params import HOLDER, freeze, hold, tie
-from ncd.trace.shape_expressions import LEN_HELD
+from ncd.trace.shape_expressions import FLOAT_HELD, LEN_HELD
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -125,7 +125,8 @@ class TracedDiagram(Block):
             raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
                              f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
         fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)
-                 and not (self._model() is not None and LEN_HELD in box)]  # (len(x): checked by running the model)
+                 and not (self._model() is not None and (LEN_HELD in box or FLOAT_HELD in box))]  # (len(x),
+        # math.sqrt(t): checked by running the model, :meth:`_lowered`)
         self._fixed_in(fixed, other, defaults)
         return other
 
@@ -192,7 +193,13 @@ class TracedDiagram(Block):
         if other:
             from ncd.trace.other_sizes import check
 
-            compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
+            try:
+                compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
+            except TraceError as error:  # differs there: name the lines that turned a changed size into a number
+                said = [box for held, box in self.fixed if set(held) & set(other) and (LEN_HELD in box or FLOAT_HELD in box)]
+                if not said:
+                    raise
+                raise TraceError(f"{error}; held by the model's Python: {'; '.join(said[:4])}") from None
             if not compared:  # a len(x) of a changed size, held unless the model at these sizes agreed (B = len(x):
                 # x.view(B, -1) lowers at every batch; 8 - len(ids[0]) differs from the model and is refused there)
                 self._fixed_in([(held, box) for held, box in self.fixed if set(held) & set(other)], other, defaults)
