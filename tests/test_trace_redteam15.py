@@ -64,3 +64,46 @@ def test_an_opaque_draw_whose_overload_is_a_python_keyword_lowers_and_draws_anew
         assert set(y.unique().tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0}
     namespace: dict[str, object] = {}
     exec(compile(d.to_source(), "<source>", "exec"), namespace)  # the source names the overload by getattr too
+
+
+class SamplesDirichlet(nn.Module):
+    def __init__(self, live: bool) -> None:
+        super().__init__()
+        self.live = live
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        concentration = x.exp() if self.live else torch.ones(4, 3)
+        return torch.distributions.Dirichlet(concentration).sample() + x  # a custom autograd.Function drawing
+
+
+class Doubles(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
+        return g  # not the forward's gradient: boxed
+
+
+class CallsDoubles(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Doubles.apply(torch.ones(4, 3)) + Doubles.apply(x)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_custom_function_that_draws_random_numbers_is_warned_about(live: bool) -> None:
+    # its forward runs unrecorded: on constants the diagram held its sample with no word of a draw
+    x = torch.randn(4, 3)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        d = ncd.trace(SamplesDirichlet(live), x)
+    drew = [str(w.message) for w in said if "the model draws random numbers" in str(w.message)]
+    assert len(drew) == 1 and "_Dirichlet" in drew[0], [str(w.message) for w in said]
+    assert ("inside _Dirichlet" in drew[0]) == live  # a box drawing anew, or the numbers held
+    lowered = d.to_torch()
+    assert torch.equal(lowered(x), lowered(x)) != live
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ncd.trace(CallsDoubles(), x)  # a Function drawing nothing: no such warning
+    assert not any("random" in str(w.message) for w in said), [str(w.message) for w in said]
