@@ -41,6 +41,10 @@ def _on_meta_device(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             if func in _SHAPED else None
         if made is None and func in POINTWISE:
             made = _permuted(margs, mkwargs)
+        elif func is _CAT:
+            made = _cat(margs, mkwargs)
+        elif func is _LINEAR:
+            made = _linear(margs, mkwargs)
     if made is not None:
         return margs, mkwargs, made
     key = _meta_key(func, margs, mkwargs) if memo is not None else None
@@ -164,6 +168,93 @@ def _permuted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | N
         if shapes_active is not None:
             shapes_active.kernels -= 1
     return torch.empty_permuted(shape, order, dtype=dtype, device="meta")
+
+
+def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta result of ``cat(tensors, dim)`` on meta float32/float64 tensors of one dtype, of one number of axes
+    (at least one), none empty, sizes equal but along ``dim``, one of them laid out as torch suggests contiguously:
+    a new contiguous tensor, as torch's Python meta kernel (``torch._refs.cat``: ``prims.cat(...).clone`` in the
+    memory format the inputs suggest, contiguous once one suggests it; ~0.25-0.6 ms a call) makes it; ``None`` for
+    anything else (the kernel decides).  ``args``: the meta copies the kernel would be given.
+
+    >>> q = torch.empty(2, 4, 14, 8, device="meta").transpose(1, 2)
+    >>> _cat(([q[..., :4], q[..., 4:]], -1), {}).stride()
+    (448, 32, 8, 1)
+    """
+    given: dict[str, Any] = dict(zip(("tensors", "dim"), args), **kwargs)
+    if len(given) != len(args) + len(kwargs) or set(given) - {"tensors", "dim"} or len(args) > 2:
+        return None
+    tensors, dim = given.get("tensors"), given.get("dim", 0)
+    if type(tensors) not in (list, tuple) or not tensors or type(dim) is not int:
+        return None
+    first = tensors[0]
+    for t in tensors:
+        if type(t) is not torch.Tensor or t.device.type != "meta" or t.layout != torch.strided \
+                or t.dtype not in _COMPUTED_AS_HELD or t.dtype != first.dtype or t.is_neg() or t.is_conj() \
+                or t.dim() != first.dim() or not t.dim() or not t.numel():
+            return None
+    n = first.dim()
+    if not -n <= dim < n:
+        return None
+    dim %= n
+    shape = list(_shape(first))
+    shape[dim] = 0
+    for t in tensors:
+        sizes = list(_shape(t))
+        if sizes[:dim] != shape[:dim] or sizes[dim + 1:] != shape[dim + 1:]:
+            return None
+        shape[dim] += sizes[dim]
+    active = Shapes.active  # (the rule reads sizes: plain ones, as a kernel's)
+    if active is not None:
+        active.kernels += 1
+    try:
+        if all(_suggested(t) != torch.contiguous_format for t in tensors):  # (channels-last inputs: the kernel)
+            return None
+    finally:
+        if active is not None:
+            active.kernels -= 1
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
+def _linear(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta result of ``linear(x, w, b)`` on a meta float32/float64 input of 2-5 axes (any strided layout, no
+    axis empty), a matrix ``w`` (N, K) and a bias ``b`` (N,) or none, of its dtype: a contiguous (..., N) tensor as
+    torch's kernel makes it through ``addmm`` or ``matmul`` (whose meta kernels are Python, ~0.1-0.5 ms a call), and
+    as it makes it a view of the (rows, N) product where its kernel does (a contiguous bias with a contiguous input of
+    3+ axes); ``None`` for anything else (the kernel decides).  ``args``: the meta copies the kernel would be given.
+
+    >>> x, w = torch.empty(2, 14, 32, device="meta"), torch.empty(64, 32, device="meta")
+    >>> made = _linear((x, w, torch.empty(64, device="meta")), {})
+    >>> made.shape, made._base.shape
+    (torch.Size([2, 14, 64]), torch.Size([28, 64]))
+    """
+    given: dict[str, Any] = dict(zip(("input", "weight", "bias"), args), **kwargs)
+    if len(given) != len(args) + len(kwargs) or set(given) - {"input", "weight", "bias"} or len(args) > 3:
+        return None
+    x: Any = given.get("input")
+    w: Any = given.get("weight")
+    b: Any = given.get("bias")
+    for t in (x, w) if b is None else (x, w, b):
+        if type(t) is not torch.Tensor or t.device.type != "meta" or t.layout != torch.strided \
+                or t.dtype not in _COMPUTED_AS_HELD or t.dtype != x.dtype or t.is_neg() or t.is_conj():
+            return None
+    if not 2 <= x.dim() <= 5 or w.dim() != 2 or not x.numel() or not w.numel():
+        return None
+    sizes, (n, k) = tuple(_shape(x)), tuple(_shape(w))
+    if sizes[-1] != k or (b is not None and tuple(_shape(b)) != (n,)):
+        return None
+    shape = (*sizes[:-1], n)
+    rows = 1
+    for size in sizes[:-1]:
+        rows *= size
+    if b is not None and b.is_contiguous() and x.dim() >= 3 and x.is_contiguous():
+        return torch.empty((rows, n), dtype=x.dtype, device="meta").view(shape)
+    return torch.empty(shape, dtype=x.dtype, device="meta")
+
+
+_LINEAR = torch.ops.aten.linear.default
+_CAT = torch.ops.aten.cat.default
+_suggested: Any = torch._prims_common.suggest_memory_format
 
 
 #: the floating-point types the reference computes in as they are (it computes half and bfloat16 in float32,
