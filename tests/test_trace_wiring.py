@@ -115,3 +115,34 @@ def test_one_value_read_by_the_next_steps_is_one_copy_and_the_diagram_computes_t
     d = ncd.trace(model, *args)
     assert 3 in [b.prim.n for b in d.boxes() if isinstance(b.prim, CopyOp)]
     _computes(model, d, args)
+
+
+class _ReadBackwards(nn.Module):
+    """Two values read by a sum, a product or a concatenation in the other order than they are made (``b * a``)."""
+
+    def __init__(self, combine: str) -> None:
+        super().__init__()
+        self.a, self.b, self.combine = nn.Linear(8, 8), nn.Linear(8, 8), combine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x).sigmoid()
+        b = self.b(x).tanh()
+        return b * a if self.combine == "*" else b + a if self.combine == "+" else torch.cat([b, a], -1)
+
+
+def test_a_sum_or_product_reads_its_two_inputs_as_they_lie_and_a_concatenation_crosses_them() -> None:
+    """``b * a`` and ``b + a`` of values lying ``a, b``: the same numbers read the other way round (IEEE addition and
+    multiplication of two numbers commute), so no crossing; ``cat([b, a])`` still crosses them; every lowered module
+    computes the model exactly (zamba2 24 -> 20 crossings, granitemoehybrid 13 -> 11, recurrent_gemma 3 -> 2)."""
+    from ncd.prims.structure import SwapOp
+
+    torch.manual_seed(0)
+    args = (torch.randn(2, 5, 8),)
+    for combine, crossings in (("*", 0), ("+", 0), ("cat", 1)):
+        model = _ReadBackwards(combine).eval()
+        d = ncd.trace(model, *args)
+        assert len([b for b in d.boxes() if isinstance(b.prim, SwapOp)]) == crossings, combine
+        lowered = d.to_torch()
+        with torch.no_grad():
+            for x in (args[0], torch.randn(2, 5, 8)):
+                assert torch.equal(lowered(x), model(x))  # bit for bit

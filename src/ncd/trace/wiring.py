@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from ncd.ir.axes import Segment, Type
 from ncd.ir.checks import _nest
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq
-from ncd.prims.structure import CopyOp, DeleteOp, SwapOp
+from ncd.ir.weave import Weave
+from ncd.prims.elementwise import MultiplyOp
+from ncd.prims.structure import AddOp, CopyOp, DeleteOp, SwapOp
 
 __all__ = ["Step", "wire"]
 
@@ -126,6 +128,10 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
         # pick an instance of each input and bring them together, in order
         if taken is None:
             taken = _instances(live, ins)
+            if len(ins) == 2 and taken[1] != taken[0] + 1 and diagram is not None and _symmetric(diagram):
+                flipped = _instances(live, ins[::-1])  # b + a where the wires lie b, a: the same sum, no crossing
+                if flipped[1] == flipped[0] + 1:
+                    ins, taken = ins[::-1], flipped
         if ins:
             lo, hi = min(taken), max(taken) + 1
             if taken != list(range(lo, lo + len(taken))) or hi - lo != len(taken):
@@ -246,6 +252,20 @@ def wire(inputs: Sequence[int], steps: Sequence[Step], outputs: Sequence[int], s
     if not layers:
         return Identity(typ(inputs))
     return Seq.of(*layers) if len(layers) > 1 else layers[0]
+
+
+def _symmetric(diagram: Diagram) -> bool:
+    """Whether a two-input step computes exactly the same with its inputs exchanged: a sum or an elementwise product
+    of two tensors of one type, woven alike (IEEE addition and multiplication of two numbers commute; a sum of three
+    would round in another order)."""
+    segments = diagram.dom.segments
+    if len(segments) != 2 or segments[0] != segments[1]:
+        return False
+    while isinstance(diagram, Weave):
+        if diagram.dom_pos[0] != diagram.dom_pos[1]:
+            return False
+        diagram = diagram.inner
+    return isinstance(diagram, Box) and isinstance(diagram.prim, (AddOp, MultiplyOp)) and diagram.prim.n == 2
 
 
 def _instances(live: list[int], ins: Sequence[int]) -> list[int]:
