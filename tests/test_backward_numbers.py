@@ -51,3 +51,22 @@ def test_backward_of_a_division_by_zero_or_a_product_by_inf_equals_autograd(case
     assert compared
     for name, got, want in compared:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+
+
+class BesideAConstant(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 2, torch.full((3,), 2.0).cumsum(0)  # a float output no input or parameter reaches
+
+
+def test_gradients_are_compared_beside_a_float_output_that_no_input_reaches() -> None:
+    # compare_gradients gave the constant output to torch.autograd.grad, which raised "element 1 of tensors does not
+    # require grad"; its cotangent reaches nothing, in the backward diagram as in autograd
+    x = torch.randn(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(BesideAConstant(), x)
+        compared = compare_gradients(d, inputs=(x,))
+    assert [name for name, _, _ in compared] == ["input 0"]
+    (_, got, want), = compared
+    torch.testing.assert_close(got, want)
+    assert want.abs().sum() > 0

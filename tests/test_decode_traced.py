@@ -10,6 +10,7 @@ import torch
 import transformers as T  # noqa: N812  (a test dependency: its absence must fail, not skip)
 
 import ncd
+from ncd.inference.derive import DecodeError
 
 warnings.filterwarnings("ignore", message=".*bos_token_id.*")
 
@@ -119,3 +120,28 @@ def test_sliding_window_cache_bytes_equal_mistrals_dynamic_cache() -> None:
             cache = model(torch.randint(0, 50, (1, length)), use_cache=True).past_key_values
         held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
         assert held == d.cache_bytes_at(length, dtype="float32"), length
+
+
+def test_traced_mistral_window_longer_than_the_traced_prompt_is_refused_by_decode() -> None:
+    """A sliding window of 6 traced on 4 tokens: the mask is the plain causal one there (◸, no window), so a decoding
+    past 6 tokens attended to every key, 0.02-0.1 off the model, with no error: decode now checks the traced diagram
+    against the model at 2t + 1 tokens and refuses; traced on 7 tokens the window is read (◸6) and decodes equal."""
+    torch.manual_seed(0)
+    model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=6))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = ncd.trace(model, torch.randint(0, 50, (2, 4)), axes={"input_ids": "b ~t"})
+        with pytest.raises(DecodeError, match=r"t=9 \(traced at 4\)"):
+            ncd.decode(short)
+        long = ncd.trace(model, torch.randint(0, 50, (2, 7)), axes={"input_ids": "b ~t"})
+    windows = [b.prim.window for b in long.boxes() if b.prim.op == "causal_mask"]
+    assert windows and all(w == 6 for w in windows), windows
+    run = ncd.decode(long).lower(dtype=torch.float64)
+    tokens = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        library = model.double()(tokens).logits
+        model.float()
+        logits, caches = run.prefill(tokens[:, :3])
+        for p in range(3, 12):
+            logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
+            torch.testing.assert_close(logits, library[:, p:p + 1], rtol=1e-6, atol=1e-6)

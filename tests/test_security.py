@@ -211,6 +211,37 @@ def test_sizes_strings_nesting_and_files_have_limits() -> None:
         ncd.load_json(deep.to_json())
 
 
+_TOWER = """
+import json, ncd
+from ncd.errors import SizeError
+box = {"node": "box", "op": "scale", "fields": {"factor": {"size": "t**t**t**t"}}}
+body = {"node": "weave", "inner": box, "axis": {"axis": "t", "size": "t"}, "dom_pos": [0], "cod_pos": [0]}
+meta = {"tuple": [{"tuple": ["defaults", {"tuple": [{"tuple": ["t", 5]}]}]}]}
+d = ncd.load_json(json.dumps({"format": "ncd.diagram", "version": 1,
+                              "diagram": {"node": "block", "name": "m", "body": body, "meta": meta}}))
+for use in (lambda: d.to_torch(), lambda: ncd.cost(d), lambda: d.to_source()):
+    try:
+        use()
+    except SizeError as error:
+        print("refused:", error)
+"""
+
+
+def test_a_size_whose_power_binds_astronomically_large_is_refused_not_computed() -> None:
+    # a file's factor t**t**t**t with its default t=5 read back untrusted: sympy computed 5**(5**3125) eagerly, so
+    # to_torch, cost and to_source hung; bound, each power with a size in its exponent is bounded as the parser bounds
+    # powers of numbers
+    done = subprocess.run([sys.executable, "-c", _TOWER], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(ncd.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all("the power t**(t**t) is too large" in line and "t=5" in line for line in lines), lines
+    with pytest.raises(SizeError, match=r"2\*\*\(m\*\*5\) is too large"):
+        (ncd.Identity.of("b m") >> ncd.Scale("2**(m**5)")).to_torch(b=2, m=100)
+    small = (ncd.Identity.of("b m") >> ncd.Scale("2**(m - 3)") >> ncd.Scale("512*2**(1-m)")).to_torch(b=2, m=3)
+    assert torch.equal(small(torch.ones(2, 3)), torch.full((2, 3), 128.0))  # sizes in exponents still bind
+
+
 # -- 3 and 4. nothing invalid accepted silently ------------------------------------------------------------
 def _mlp_doc() -> dict[str, Any]:
     return json.loads((ncd.Linear("m:4 -> n:3", bias=True) >> ncd.ReLU()).block("mlp").to_json())

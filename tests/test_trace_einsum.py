@@ -102,12 +102,13 @@ PAIRS = [("ii,ij->j", [(4, 4), (4, 5)]), ("ij,jj->i", [(3, 4), (4, 4)]), ("bii,b
          ("ii,i->i", [(4, 4), (4,)]), ("ij,ii->j", [(4, 5), (4, 4)])]
 
 
-def _reads_the_diagonal_as_torch(model: Einsum, shapes: list[tuple[int, ...]], generator: torch.Generator) -> None:
+def _reads_the_diagonal_as_torch(model: Einsum, shapes: list[tuple[int, ...]], generator: torch.Generator,
+                                 dtype: torch.dtype = torch.float32) -> None:
     """Traced at ``shapes``: no ``torch.eye`` in the source, equal to torch (lowered and read back from JSON, on the
     traced and fresh operands), its gradients and torch's flop_counter; the backward diagram builds."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    xs = [torch.randn(*s, generator=generator) for s in shapes]
+    xs = [torch.randn(*s, generator=generator, dtype=dtype) for s in shapes]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = ncd.trace(model, *xs)
@@ -115,7 +116,7 @@ def _reads_the_diagonal_as_torch(model: Einsum, shapes: list[tuple[int, ...]], g
     assert "torch.eye" not in d.to_source()
     lowered = d.to_torch()
     back = ncd.load_json(d.to_json()).to_torch()
-    for vs in (xs, [torch.randn(*s, generator=generator) for s in shapes]):
+    for vs in (xs, [torch.randn(*s, generator=generator, dtype=dtype) for s in shapes]):
         vs = [v.clone().requires_grad_(True) for v in vs]
         got, want = lowered(*vs), model(*vs)
         torch.testing.assert_close(got, want)
@@ -141,7 +142,8 @@ MANY = [("bii,bij,bj->bi", [(2, 4, 4), (2, 4, 5), (2, 5)]), ("ii,ij,jk->k", [(4,
         ("ij,jj,jk,k->i", [(3, 4), (4, 4), (4, 5), (5,)]), ("bii,bij,bjk->bk", [(2, 3, 3), (2, 3, 4), (2, 4, 5)]),
         ("ijj,jk,kl->il", [(3, 4, 4), (4, 5), (5, 2)]), ("aii,ab,bc,c->i", [(3, 4, 4), (3, 2), (2, 5), (5,)]),
         ("iij,jk,ik->k", [(3, 3, 4), (4, 2), (3, 2)]), ("ii,ij,jk,kl->l", [(3, 3), (3, 4), (4, 2), (2, 5)]),
-        ("ii,ij,jk->ik", [(4, 4), (4, 5), (5, 3)]), ("bij,bii,bjk,bk->bik", [(2, 3, 3), (2, 3, 3), (2, 3, 4), (2, 4)])]
+        ("ii,ij,jk->ik", [(4, 4), (4, 5), (5, 3)]), ("bij,bii,bjk,bk->bik", [(2, 3, 3), (2, 3, 3), (2, 3, 4), (2, 4)]),
+        ("ji,ii,ikk->ik", [(2, 3), (3, 3), (3, 4, 4)]), ("kkj,jjk,ii,kli,k->l", [(3, 3, 2), (2, 2, 3), (4, 4), (3, 5, 4), (3,)])]
 
 
 @pytest.mark.parametrize(("equation", "shapes"), MANY, ids=[c[0] for c in MANY])
@@ -156,3 +158,11 @@ def test_a_repeated_letter_beside_three_operands_reads_its_diagonal_with_no_iden
     size = {c: int(torch.randint(2, 6, (), generator=generator)) for c in sorted({c for c in equation if c.isalpha()})}
     _reads_the_diagonal_as_torch(Einsum(equation), [tuple(size[c] for c in term) for term in
                                                     equation.split("->")[0].split(",")], generator)
+
+
+@pytest.mark.parametrize(("equation", "shapes"), MANY[-2:], ids=[c[0] for c in MANY[-2:]])
+def test_two_repeated_letters_in_a_float64_model_read_both_diagonals(equation: str, shapes: list[tuple[int, ...]]) -> None:
+    """correct (stop 50): a second repeated letter kept its cup, lowered as ``torch.eye`` in the default float32, so
+    a float64 model's lowered module raised on its own traced inputs (RunError: einsum of double and float); now every
+    cup whose letters index one other operand is read as a diagonal: equal to torch in float64, and its FLOPs."""
+    _reads_the_diagonal_as_torch(Einsum(equation), shapes, torch.Generator().manual_seed(1), torch.float64)

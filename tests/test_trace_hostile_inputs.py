@@ -296,6 +296,14 @@ def test_a_tensor_given_for_a_keyword_traced_as_none_is_refused_saying_so() -> N
         lowered(x, mask=torch.zeros(2, 3))
 
 
+
+def test_none_given_for_a_keyword_traced_as_a_tensor_is_refused_saying_so() -> None:
+    # (before: "made with mask=[]; given mask=None", the traced tensor's non-tensor leaves)
+    x = torch.randn(2, 3)
+    lowered = ncd.trace(Masked(), x, mask=torch.ones(2, 3)).to_torch()
+    with pytest.raises(ncd.InputError, match=r"made with mask=a tensor; given mask=None \(trace the model called so\)"):
+        lowered(x, mask=None)
+
 class WritesFirst(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a.mul_(2)

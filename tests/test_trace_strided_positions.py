@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ncd
-from ncd.trace.strided import _addresses, _positions
+from ncd.trace.strided import _addresses, _kept_leading, _kept_leading_linear, _positions
 
 
 def _addresses_of(x: torch.Tensor) -> list[int]:
@@ -70,3 +70,30 @@ def test_a_read_of_windows_from_a_transposed_tensor_traces_equal_to_the_model() 
     module = d.to_torch()
     for inp in (x, torch.randn(2, 8, 3)):
         assert torch.allclose(module(inp), Windows()(inp), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_leading_axes_a_read_keeps_from_strides_equal_those_from_its_positions(seed: int) -> None:
+    rng = random.Random(seed)
+    kept = compared = 0
+    for _ in range(400):
+        shape = [rng.choice((1, 2, 3, 4)) for _ in range(rng.randint(2, 4))]
+        x = torch.randn(int(torch.tensor(shape).prod()) + 2 + rng.randint(0, 6))[rng.randint(0, 2):][
+            :int(torch.tensor(shape).prod())].reshape(shape)
+        entries = x.untyped_storage().nbytes() // x.element_size()
+        sizes = [x.shape[d] if rng.random() < 0.7 else rng.randint(1, 4) for d in range(rng.randint(1, len(shape) + 1))
+                 if d < len(shape)] + [rng.randint(1, 3)] * rng.randint(0, 1)
+        contiguous = [int(torch.tensor(shape[d + 1:]).prod()) if d + 1 < len(shape) else 1 for d in range(len(shape))]
+        steps = [contiguous[d] if d < len(shape) and rng.random() < 0.7 else rng.randint(0, 5) for d in range(len(sizes))]
+        offset = int(x.storage_offset()) + rng.randint(0, 2)
+        if offset + sum((n - 1) * s for n, s in zip(sizes, steps)) >= entries:
+            continue
+        out = x.as_strided(sizes, steps, offset)
+        positions, outside = _positions(x, entries, _addresses(out, torch.int64), torch.int64)
+        if outside or not out.numel():
+            continue
+        want = _kept_leading(x, out, positions)
+        assert _kept_leading_linear(x, out) == want, (shape, sizes, steps, offset)
+        compared += 1
+        kept += want > 0
+    assert compared > 100 and kept > 20

@@ -23,7 +23,7 @@ from typing import Any, Union
 import sympy
 
 from ncd.errors import SizeError
-from ncd.ir.size_parser import is_name, parse_size, plainly_positive, symbol
+from ncd.ir.size_parser import MAX_BITS, is_name, parse_size, plainly_positive, symbol
 
 Size = sympy.Expr
 SizeLike = Union[int, str, sympy.Expr]
@@ -51,7 +51,12 @@ def size(value: SizeLike) -> sympy.Expr:
 
 
 def size_text(value: sympy.Expr) -> str:
-    """The text form of a size, readable by :func:`size`."""
+    """The text form of a size, readable by :func:`size`: a whole number or a symbol as sympy prints it, without its
+    printer (a trace reads the text of new numbers, ~20 µs a first print)."""
+    if isinstance(value, sympy.Integer):
+        return str(value.p)
+    if type(value) is sympy.Symbol:
+        return str(value.name)
     return _text(value) if isinstance(value, sympy.Basic) else str(value)
 
 
@@ -221,8 +226,28 @@ def substitute(value: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) ->
 @functools.lru_cache(maxsize=65536)
 def _substituted(value: sympy.Expr, mapping: tuple[tuple[sympy.Symbol, sympy.Expr], ...]) -> sympy.Expr:
     """``substitute`` for the symbols that occur (memoised: a diagram repeats the same sizes everywhere)."""
+    _check_powers(value, dict(mapping))
     value = value.xreplace(dict(mapping))
     return value if not value.args else sympy.simplify(value)  # a number or a symbol is as simple as it gets
+
+
+def _check_powers(value: sympy.Expr, mapping: dict[sympy.Symbol, sympy.Expr]) -> None:
+    """Refuse ``value`` when binding ``mapping`` makes one of its powers with a size in the exponent astronomically large
+    (``t**t**t`` at t=5, ``2**(m*m*m)`` at m=10**4: sympy computes them eagerly, so a diagram read from JSON hung in
+    ``to_torch``, ``cost`` or ``to_source``); the parser bounds powers of numbers alike (``size_parser.MAX_BITS``)."""
+    powers = [p for p in value.atoms(sympy.Pow) if p.exp.free_symbols & mapping.keys()]
+    for power in sorted(powers, key=sympy.count_ops):  # inner powers first: an exponent's own powers are checked
+        base, exponent = power.base.xreplace(mapping), power.exp.xreplace(mapping)
+        if not (exponent.is_number and base.is_number) or abs(base) in (sympy.Integer(0), sympy.Integer(1)):
+            continue
+        bits = abs(exponent)
+        if bits <= MAX_BITS:
+            bits = bits * abs(sympy.log(abs(base), 2))
+        if bits > MAX_BITS:
+            at = ", ".join(f"{k}={v}" for k, v in sorted(mapping.items(), key=lambda kv: kv[0].name)
+                           if k in power.free_symbols)
+            raise SizeError(f"size {size_text(value)[:80]} at {at}: the power {size_text(power)[:60]} is too large to"
+                            f" compute (more than 2**{MAX_BITS})")
 
 
 _SYMBOLIC: contextvars.ContextVar[bool] = contextvars.ContextVar("ncd_symbolic_sizes", default=False)

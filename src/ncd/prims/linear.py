@@ -261,77 +261,97 @@ def lower_einsum(prim: EinsumOp, ctx: RuleContext) -> list[Expr]:
     if len(prim.inputs) > 1 and (read := _diagonal_read(ctx, subscripts)) is not None:
         if not isinstance(read, tuple):
             return [read]
-        cup, subscripts = read  # a cup beside three or more operands: the others' pairs, its letters made one
+        cups, subscripts = read  # cups beside three or more operands: the others' pairs, each cup's letters made one
     elif len(prim.inputs) < 3:
         return [ctx.einsum(subscripts, *ctx.args)]
     else:
-        cup = None
+        cups = ()
     # three or more operands: one einsum per pair of the plan, each product bound to a local
     lhs, rhs = subscripts.split("->")
     layouts = [spec[3:] for spec in lhs.split(",")]  # after "..."
     axis_of = {letters[a.name]: a for seg in prim.inputs for a in seg}
     axis_of.update(zip(ctx.woven_letters(own_in, own_out), (w.axis for w in ctx.woven)))
-    operands: list[Value | Expr] = [a for j, a in enumerate(ctx.args) if j != cup]
-    pairs = prim.pairs() if cup is None else _cupless_pairs(prim, cup)
+    operands: list[Value | Expr] = [a for j, a in enumerate(ctx.args) if j not in cups]
+    pairs = _cupless_pairs(prim, cups) if cups else prim.pairs()
     for step, (i, j) in enumerate(pairs):
         kept = kept_axes(layouts, i, j, rhs[3:])
         product = ctx.einsum(f"...{layouts[i]},...{layouts[j]}->...{''.join(kept)}", operands[i], operands[j])
         if step == len(pairs) - 1:
-            return [product if cup is None else replace(product, options=(*product.options, ("unread", cup)))]
+            return [replace(product, options=(*product.options, ("unread", cups))) if cups else product]
         value = ctx.bind(product, tuple(axis_of[c] for c in kept), "contracted")
         layouts = [o for k, o in enumerate(layouts) if k not in (i, j)] + ["".join(kept)]
         operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [value]
     raise AssertionError("a plan of three or more operands has a last pair")
 
 
-def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | tuple[int, str] | None:
-    """An einsum of tensors and a cup (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
-    ``ii->i``, ``ii,ij->j``, as the importer reads it) as the einsum of the other one or two operands with the cup's
-    two letters made one: its diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with
-    ``torch.eye`` before).  ``None`` when no input is a cup's value, both of its letters are kept (``diag_embed``: the
-    identity is the result's diagonal), or no other operand is indexed by both.  The op keeps the index of the input
-    it does not read (option ``unread``: the cost rule's operands).  With three or more other operands (``bii,bij,bj->
-    bi``): the cup's index and the others' subscripts with its letters made one, contracted by their pairs' plan
-    (:func:`_cupless_pairs`)."""
+def _diagonal_read(ctx: RuleContext, subscripts: str) -> Expr | tuple[tuple[int, ...], str] | None:
+    """An einsum of tensors and cups (:class:`UnitOp`, the identity matrix: a repeated letter of ``torch.einsum``,
+    ``ii->i``, ``ii,ij->j``, as the importer reads it) as the einsum of the other operands with each cup's two letters
+    made one: its diagonal read, as torch's own einsum does (a view, no product: ``n²`` products with ``torch.eye``
+    before).  A cup is read so unless both of its letters are kept (``diag_embed``: the identity is the result's
+    diagonal) or no other operand is indexed by both; ``None`` when no cup is.  The op keeps the indices of the inputs
+    it does not read (option ``unread``, in the order their letters were made one: the cost rule's operands).  With
+    three or more other operands (``bii,bij,bj->bi``): those indices and the others' subscripts, contracted by their
+    pairs' plan (:func:`_cupless_pairs`)."""
     from dataclasses import replace
 
     lhs, rhs = subscripts.split("->")
     terms = lhs.split(",")
     made = {v.var: op.box for op in ctx.em.function.ops for v in op.outputs}
+    cups: list[int] = []
     for k, arg in enumerate(ctx.args):
         box = made.get(arg.var)
         if box is None or not isinstance(box.prim, UnitOp) or len(terms[k]) != 5 or not terms[k].startswith("..."):
             continue
         first, second = terms[k][3], terms[k][4]
-        if first in rhs and second in rhs:
-            return None
+        if first == second or first in rhs and second in rhs:
+            continue
         keep, drop = (second, first) if first in rhs else (first, second)
-        others = [t.replace(drop, keep) for j, t in enumerate(terms) if j != k]
+        others = [t.replace(drop, keep) for j, t in enumerate(terms) if j != k and j not in cups]
         if not any(t.count(keep) >= 2 for t in others):  # (the cup's letters do not both index one other operand)
-            return None
-        if len(others) >= 3:
-            return k, f"{','.join(others)}->{rhs.replace(drop, keep)}"
-        expr = ctx.einsum(f"{','.join(others)}->{rhs.replace(drop, keep)}", *(a for j, a in enumerate(ctx.args) if j != k))
-        return replace(expr, options=(*expr.options, ("unread", k)))
-    return None
+            continue
+        cups.append(k)
+        terms, rhs = [t.replace(drop, keep) for t in terms], rhs.replace(drop, keep)
+    if not cups:
+        return None
+    others = [t for j, t in enumerate(terms) if j not in cups]
+    if len(others) >= 3:
+        return tuple(cups), f"{','.join(others)}->{rhs}"
+    expr = ctx.einsum(f"{','.join(others)}->{rhs}", *(a for j, a in enumerate(ctx.args) if j not in cups))
+    return replace(expr, options=(*expr.options, ("unread", tuple(cups))))
 
 
-def _cupless_pairs(prim: EinsumOp, k: int) -> tuple[tuple[int, int], ...]:
-    """The pairs' plan of the operands other than the cup ``k`` with its two axes made one (named as its second where
-    the output reads its first, else as its first, as lowering and the cost rule rename them), each operand's axes once
-    (an operand indexed by both is read on its diagonal): what lowering runs and the cost rule costs, from the
-    primitive alone.
+def _made_one(cups: Sequence[tuple[Axis, Axis]], out: Sequence[Axis]) -> dict[str, Axis]:
+    """Each cup's second axis named as its first, or its first as its second where the output reads its first (as
+    :func:`_diagonal_read` renames their letters, one cup after the other): the renamed names -> the axis they become."""
+    renamed: dict[str, Axis] = {}
 
-    >>> _cupless_pairs(Einsum("b i j, b j k, b k, i j -> b i").prim, 3)  # (b j k) with (b k), then the diagonal (b j)
+    def now(a: Axis) -> Axis:
+        while a.name in renamed:
+            a = renamed[a.name]
+        return a
+
+    for pair in cups:
+        first, second = now(pair[0]), now(pair[1])
+        keep, drop = (second, first) if first.name in {now(a).name for a in out} else (first, second)
+        renamed[drop.name] = keep
+    return {name: now(a) for name, a in renamed.items()}
+
+
+def _cupless_pairs(prim: EinsumOp, cups: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The pairs' plan of the operands other than the ``cups`` with each cup's two axes made one (:func:`_made_one`),
+    each operand's axes once (an operand indexed by both is read on its diagonal): what lowering runs and the cost
+    rule costs, from the primitive alone.
+
+    >>> _cupless_pairs(Einsum("b i j, b j k, b k, i j -> b i").prim, (3,))  # (b j k) with (b k), then the diagonal (b j)
     ((1, 2), (0, 1))
     """
-    first, second = prim.inputs[k].axes
-    keep, drop = (second, first) if first.name in prim.output.names else (first, second)
-    names = [tuple(dict.fromkeys(keep.name if n == drop.name else n for n in seg.names))
-             for j, seg in enumerate(prim.inputs) if j != k]
-    sizes = plan_sizes([(a.name, a.size) for j, seg in enumerate(prim.inputs) if j != k for a in seg
-                        if a.name != drop.name])
-    return contraction_plan(names, [keep.name if n == drop.name else n for n in prim.output.names], sizes)
+    one = _made_one([(prim.inputs[k].axes[0], prim.inputs[k].axes[1]) for k in cups], prim.output.axes)
+    names = [tuple(dict.fromkeys(one[n].name if n in one else n for n in seg.names))
+             for j, seg in enumerate(prim.inputs) if j not in cups]
+    sizes = plan_sizes([(a.name, a.size) for j, seg in enumerate(prim.inputs) if j not in cups for a in seg
+                        if a.name not in one])
+    return contraction_plan(names, [one[n].name if n in one else n for n in prim.output.names], sizes)
 
 
 # -- costs ---------------------------------------------------------------------------------------
@@ -414,22 +434,19 @@ def cost_einsum(prim: EinsumOp, ctx: CostContext) -> list[Tensor]:
     from ncd.analysis.linear import einsum_cost
 
     calls = [op for op in ctx.ops if op.target == "torch.einsum"]
-    unread = calls[-1].option("unread") if calls else None  # a cup's identity not read (:func:`_diagonal_read`)
-    if unread is None:
+    unread = calls[-1].option("unread") if calls else None  # cups' identities not read (:func:`_diagonal_read`)
+    if not unread:
         return [einsum_cost(ctx, list(ctx.inputs), ctx.out_axes[0], prim.pairs())]
     from dataclasses import replace
 
-    first, second = ctx.inputs[unread].axes
-    out = {a.name for a in ctx.out_axes[0]}
-    keep, drop = (second, first) if first.name in out else (first, second)
-    read = [replace(x, axes=tuple(keep if a.name == drop.name else a for a in x.axes),  # the cup's second wire named
-                    order=tuple(keep.name if n == drop.name else n for n in x.order))  # as its first: its diagonal
-            for j, x in enumerate(ctx.inputs) if j != unread]
-    if len(read) < 3:
-        return [einsum_cost(ctx, read, ctx.out_axes[0])]
-    out_axes = tuple(keep if a.name == drop.name else a for a in ctx.out_axes[0])  # the pairs keep the cup's one name
-    result = einsum_cost(ctx, read, out_axes, _cupless_pairs(prim, unread))
-    return [replace(result, axes=ctx.out_axes[0], order=tuple(drop.name if n == keep.name else n for n in result.order))]
+    one = _made_one([(ctx.inputs[k].axes[0], ctx.inputs[k].axes[1]) for k in unread], ctx.out_axes[0])
+    read = [replace(x, axes=tuple(one.get(a.name, a) for a in x.axes),  # each cup's second wire named as its first:
+                    order=tuple(one[n].name if n in one else n for n in x.order))  # its diagonal
+            for j, x in enumerate(ctx.inputs) if j not in unread]
+    out_axes = tuple(one.get(a.name, a) for a in ctx.out_axes[0])  # the output with the cups' one names
+    result = einsum_cost(ctx, read, out_axes, _cupless_pairs(prim, unread) if len(read) >= 3 else ())
+    back = {one[a.name].name: a.name for a in ctx.out_axes[0] if a.name in one}
+    return [replace(result, axes=ctx.out_axes[0], order=tuple(back.get(n, n) for n in result.order))]
 
 
 # -- backward ------------------------------------------------------------------------------------

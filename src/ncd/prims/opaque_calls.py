@@ -188,8 +188,25 @@ def call_text(prim: OpaqueOp, inputs: list[str]) -> str:
         return f"{src}.to({dst}.dtype).expand_as({dst}).clone(memory_format=torch.contiguous_format)"
     args = [literal(a, inputs) for a in prim.args]
     args += [f"{k}={literal(v, inputs)}" for k, v in prim.kwargs]
-    fn = "torch.ops." + prim.target  # checked: an operator registered in torch.ops (ATen's or a custom one)
+    fn = ops_path(prim.target)  # checked: an operator registered in torch.ops (ATen's or a custom one)
     return f"{fn}({', '.join(args)})"
+
+
+def ops_path(target: str) -> str:
+    """The source naming ``torch.ops``' overload ``target`` (``"aten.cumsum.default"``): by attribute, or by
+    ``getattr`` where a part is a Python keyword (``x.random_(0, 5)``'s ``aten.random.from``:
+    ``torch.ops.aten.random.from(...)`` was a SyntaxError when the module was lowered).
+
+    >>> ops_path("aten.cumsum.default"), ops_path("aten.random.from")
+    ('torch.ops.aten.cumsum.default', "getattr(torch.ops.aten.random, 'from')")
+    """
+    parts = target.split(".")
+    if not any(keyword.iskeyword(part) for part in parts):
+        return "torch.ops." + target
+    path = "torch.ops"
+    for part in parts:
+        path = f"getattr({path}, {part!r})" if keyword.iskeyword(part) else f"{path}.{part}"
+    return path
 
 
 def on_meta(prim: OpaqueOp) -> OpaqueOp:

@@ -139,6 +139,8 @@ class PadOp(Primitive):
     weave_policy = weaving.own_last
 
     def __post_init__(self) -> None:
+        if self._whole():
+            return  # (the checks below, passed, in Python ints: a trace builds many, sympy's first comparisons are slow)
         n = len(self.axes)
         where = f"pad of '{self.axes}'"
         if not n or self.axes.repeated or self.axes.dtype not in ("float", "index"):
@@ -175,6 +177,35 @@ class PadOp(Primitive):
                 raise derived_size(SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'"),
                                    *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
                                      if not is_zero(x.size - y.size)])
+
+    def _whole(self) -> bool:
+        """Whether the checks of :meth:`__post_init__` pass, told without sympy's comparisons: a pad of floats (not
+        ``fit``) by whole-number amounts, each axis of a whole-number size within the mode's bounds or a symbolic one
+        (not checked), its output (if given) of the padded sizes, the very expressions (False for anything else: the
+        checks decide)."""
+        axes, before, after, mode, value = self.axes, self.before, self.after, self.mode, self.value
+        n = len(axes)
+        if not n or axes.dtype != "float" or self.fit or mode not in PAD_MODES or len(before) != n or len(after) != n \
+                or isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return False
+        if not all(type(k) is int for k in before + after) or (mode != "constant" and (n > 3 or min(before + after) < 0)):
+            return False
+        if axes.repeated:
+            return False
+        padded: list[Size] = []
+        for a, b, c in zip(axes, before, after):
+            m = a.size
+            if isinstance(m, sympy.Integer):
+                k = int(m)
+                if (mode == "reflect" and max(b, c) >= k) or (mode == "circular" and max(b, c) > k) or k + b + c < 1:
+                    return False
+                padded.append(sympy.Integer(k + b + c))
+            elif m.free_symbols:  # (not checked)
+                padded.append(m + b + c)  # (as padded() makes it)
+            else:
+                return False
+        out = self.output
+        return out is None or (len(out) == n and all(x.size == k for x, k in zip(out, padded)))
 
     def _fitted(self, where: str) -> None:
         """A pad up to the output's sizes: of indices, constant, to sizes no smaller than the axes and ``before``."""

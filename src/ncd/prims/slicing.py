@@ -84,6 +84,8 @@ class SliceOp(Primitive):
     kind: ClassVar[Kind] = "linear"
 
     def __post_init__(self) -> None:
+        if _whole_slice(self.start, self.stop, self.step, self.axis.size, self.output.size):
+            return  # (the checks below, passed, in Python ints: a trace builds many, sympy's first comparisons are slow)
         where = f"slice {size_text(self.start)}:{size_text(self.stop)}:{size_text(self.step)} of axis {self.axis.name}"
         n = self.axis.size
         if not self.step.free_symbols and not self.step >= 1:
@@ -102,6 +104,15 @@ class SliceOp(Primitive):
     def label(self) -> str:
         step = "" if self.step == 1 else f":{size_text(self.step)}"
         return f"[{size_text(self.start)}:{size_text(self.stop)}{step}]"
+
+
+def _whole_slice(start: Size, stop: Size, step: Size, n: Size, out: Size) -> bool:
+    """Whether the checks of :meth:`SliceOp.__post_init__` pass, every size a whole number: ``step >= 1``,
+    ``0 <= start < stop <= n`` and ``out`` the entries kept (False for anything else: the checks decide)."""
+    if not all(isinstance(v, sympy.Integer) for v in (start, stop, step, n, out)):
+        return False
+    a, b, c = int(start), int(stop), int(step)
+    return c >= 1 and 0 <= a < b <= int(n) and int(out) == -(-(b - a) // c)
 
 
 def slice_size(start: Size, stop: Size, step: Size) -> Size:

@@ -224,6 +224,8 @@ class PutOp(Primitive):
         if self.fill is not None and self.dtype != "float":
             raise ParseError("put: a zeroed region is a cotangent's, of numbers")
         Segment((), self.dtype, self.range)  # a range exactly for integers
+        if _whole_region(self.axes, self.starts, self.steps, self.outputs):
+            return  # (the checks below, passed, in Python ints: sympy's first comparisons are slow)
         for axis, start, step, out in zip(self.axes, self.starts, self.steps, self.outputs):
             last = start if out is None else start + step * (out.size - 1)
             where = f"put into axis {axis.name} of size {size_text(axis.size)}"
@@ -271,6 +273,26 @@ class PutOp(Primitive):
 
     def label(self) -> str:
         return f"[{', '.join(self.spans())}] ← {'0' if self.fill is not None else ''}".rstrip()
+
+
+def _whole_region(axes: tuple[Axis, ...], starts: tuple[Size, ...], steps: tuple[Size, ...],
+                  outputs: tuple[Axis | None, ...]) -> bool:
+    """Whether the region checks of :meth:`PutOp.__post_init__` pass, told without sympy's comparisons: along each axis
+    the whole axis (from 0 by 1 over an output of its very size, symbolic or not: the last entry is one before its
+    end), or, every size a whole number, a step >= 1, a start >= 0 and a last entry inside the axis (False for anything
+    else: the checks decide)."""
+    for axis, start, step, out in zip(axes, starts, steps, outputs):
+        if out is not None and start == 0 and step == 1 and isinstance(start, sympy.Integer) \
+                and isinstance(step, sympy.Integer) and out.size == axis.size:
+            continue
+        sizes = (start, step, axis.size) if out is None else (start, step, axis.size, out.size)
+        if not all(isinstance(v, sympy.Integer) for v in sizes):
+            return False
+        first, by = int(start), int(step)
+        last = first if out is None else first + by * (int(out.size) - 1)
+        if by < 1 or first < 0 or last >= int(axis.size):
+            return False
+    return True
 
 
 def Put(spec: str, fill: float | None = None) -> Box:

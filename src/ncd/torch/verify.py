@@ -54,8 +54,9 @@ def compare_gradients(diagram: Diagram, /, *, inputs: tuple[Any, ...] | None = N
     floats = [x for x in xs if x.is_floating_point()]
     differentiable = [o for o in outs if o.is_floating_point()]
     want: tuple[torch.Tensor | None, ...]
-    if any(o.requires_grad for o in differentiable):
-        want = torch.autograd.grad(differentiable, floats + params, cotangents, allow_unused=True)
+    if any(o.requires_grad for o in differentiable):  # (an output no input or parameter reaches: a constant)
+        reached = [(o, c) for o, c in zip(differentiable, cotangents) if o.requires_grad]
+        want = torch.autograd.grad([o for o, _ in reached], floats + params, [c for _, c in reached], allow_unused=True)
     else:  # no output reached from a float input or parameter (integer outputs, a detached result): all zero
         want = (None,) * (len(floats) + len(params))
     torch.manual_seed(seed + 1)

@@ -244,12 +244,15 @@ def functions_boxed(rec: Any) -> Iterator[None]:
         # ``.data`` bumps no version (w.data.mul_(0) in its forward: the box would call it on the written values)
         consts = [] if rec.meta else [(t, t.clone()) for t in given if id(t) not in rec.state
                                       and t.device.type != "meta" and not getattr(rec.by_id.get(id(t)), "live", False)]
+        rng = torch.random.get_rng_state()
         rec.inside += 1
         try:
             with _unrecorded():
                 out = original(cls, *args, **kwargs)  # its own operations: not recorded
         finally:
             rec.inside -= 1
+        if not torch.equal(rng, torch.random.get_rng_state()):  # it drew random numbers (torch.distributions'
+            _drew(rec, cls, given)  # Dirichlet(...).sample()): held without a word where its inputs were constants
         if any(t._version != v for t, v in zip(given, versions)) or any(not _same_values(t, c) for t, c in consts):
             from ncd.errors import TraceError
             from ncd.trace.capture import user_line
@@ -271,6 +274,15 @@ def functions_boxed(rec: Any) -> Iterator[None]:
         yield
     finally:
         Function.apply = saved  # type: ignore[method-assign, assignment]
+
+
+def _drew(rec: Any, cls: type, given: list[torch.Tensor]) -> None:
+    """Note that a boxed Function drew random numbers, as the recorder notes torch's draws: the diagram holds its
+    numbers where none of its inputs depends on the model's inputs, else its box draws anew at every call."""
+    from ncd.trace.capture import user_line
+
+    live = any(getattr(rec.by_id.get(id(t)), "live", False) for t in given)
+    (rec.drawing if live else rec.random).setdefault(user_line() or "?", cls.__qualname__)
 
 
 class FunctionRefused(TraceError):

@@ -46,7 +46,7 @@ class Keywords:
             others = [v for v in leaves if not isinstance(v, torch.Tensor)]
             if not _same(others, self.held[name]):
                 raise InputError(f"the lowered {self.model} computes the traced call, made with {name}="
-                                 f"{_said(self.held[name])}; given {name}="
+                                 f"{_said(self.held[name], len(where))}; given {name}="
                                  f"{_said(others) if others or not tensors else 'a tensor'} (trace the model called so)")
             if len(tensors) != len(where):
                 raise InputError(f"input {name!r} of the lowered {self.model} holds {len(where)} tensor(s) as traced,"
@@ -72,7 +72,9 @@ def _same(given: list[Any], held: list[Any]) -> bool:
         return False
 
 
-def _said(values: list[Any]) -> str:
+def _said(values: list[Any], tensors: int = 0) -> str:
+    if not values and tensors:  # an argument that held only tensors (given None instead: "made with mask=[]")
+        return "a tensor" if tensors == 1 else f"{tensors} tensors"
     return repr(values[0])[:40] if len(values) == 1 else repr(values)[:60]
 
 

@@ -24,7 +24,10 @@ BRANCHES = frozenset({"is_nonzero", "_local_scalar_dense", "item"})
 #: operators that draw random numbers: recorded, their draw is a constant of the diagram
 RANDOM = frozenset({"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
                     "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_", "poisson",
-                    "random_", "cauchy_", "log_normal_", "geometric_"})
+                    "random_", "cauchy_", "log_normal_", "geometric_",
+                    # their functional forms, as torch.export captures the writes above (``torch.zeros(n).normal_()``
+                    # was held as a constant with no warning)
+                    "normal_functional", "uniform", "random", "cauchy", "log_normal", "geometric", "exponential"})
 
 #: operators that draw random numbers inside themselves for some arguments (:func:`_draws`): a dropout or ``rrelu`` in
 #: training, attention with ``dropout_p > 0``, a recurrent stack with dropout in training; they stay opaque boxes that

@@ -36,6 +36,7 @@ import torch
 from ncd.ir.axes import Axis
 from ncd.ir.names import python_name
 from ncd.ir.program import Function, Op, Program, Value, layout_comment
+from ncd.prims.opaque_calls import ops_path
 from ncd.trace.capture import Captured, Node
 
 __all__ = ["captured_program", "captured_state"]
@@ -120,7 +121,7 @@ def captured_program(captured: Captured, name: str = "Captured") -> Program:
                 args += [f"{k}={_text(v, names, reads, values)}" for k, v in node.kwargs.items()]
                 comment = layout_comment(out.axes) if isinstance(node.value, torch.Tensor) else ""
                 function.ops.append(Op("call", target, tuple(reads.values()), (out,),
-                                       f"torch.ops.{target}({', '.join(args)})", comment))
+                                       f"{ops_path(target)}({', '.join(args)})", comment))
             values[id(node)] = out
     function.outputs = [values[id(ref)] for ref in captured.outputs if isinstance(ref, Node)]
     if len(function.outputs) != len(captured.outputs):
