@@ -145,3 +145,15 @@ def test_traced_mistral_window_longer_than_the_traced_prompt_is_refused_by_decod
         for p in range(3, 12):
             logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
             torch.testing.assert_close(logits, library[:, p:p + 1], rtol=1e-6, atol=1e-6)
+
+
+def test_decoding_a_traced_diagram_read_back_says_it_is_not_checked_past_the_traced_length() -> None:
+    """The same diagram read back from JSON has no model to check against: decode warns as its to_torch(t=9) does (it
+    derived silently before, decoding 0.02-0.1 off the model past the window)."""
+    torch.manual_seed(0)
+    model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=6))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = ncd.load_json(ncd.trace(model, torch.randint(0, 50, (2, 4)), axes={"input_ids": "b ~t"}).to_json())
+    with pytest.warns(RuntimeWarning, match=r"decode\(t=9\) of MistralForCausalLM, a traced diagram read without its"):
+        ncd.decode(back)

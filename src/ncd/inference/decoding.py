@@ -191,14 +191,25 @@ def _checked_longer(diagram: Diagram, token: Any, defaults: Mapping[str, Any], n
     """A traced diagram whose model is at hand, lowered at a longer token length than traced (``2t + 1``) and checked
     against the model there (``TracedDiagram.to_torch``'s check), else :class:`DecodeError`: its prefill and steps run
     past the traced length, where a mask read as causal by its values at the traced length need not be (Mistral's
-    sliding window of 6 traced on 4 tokens: ◸ without the window, decoded 0.02-0.1 off the model past 6 tokens)."""
+    sliding window of 6 traced on 4 tokens: ◸ without the window, decoded 0.02-0.1 off the model past 6 tokens); one
+    read back without its model warns that it is not checked there (``read_back.guard``), and refuses a held length."""
     import warnings
 
     from ncd.errors import TraceError
     from ncd.trace.traced_diagram import TracedDiagram
 
     n = defaults.get(str(token.size))
-    if not isinstance(diagram, TracedDiagram) or diagram._model() is None or not isinstance(n, int):
+    if not isinstance(n, int):
+        return
+    if not isinstance(diagram, TracedDiagram):  # read back without its model: said, as its to_torch at t says
+        from ncd.torch.read_back import guard
+
+        try:
+            guard(diagram, {str(token.size): 2 * n + 1}, "decode")
+        except TraceError as error:
+            raise DecodeError(f"decode: {name} holds {token.name} at its traced value {n}: {error}") from None
+        return
+    if diagram._model() is None:
         return
     try:
         with warnings.catch_warnings():  # (what the check could not compare is as before: decode never compared)
