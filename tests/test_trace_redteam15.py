@@ -107,3 +107,20 @@ def test_a_custom_function_that_draws_random_numbers_is_warned_about(live: bool)
         warnings.simplefilter("always")
         ncd.trace(CallsDoubles(), x)  # a Function drawing nothing: no such warning
     assert not any("random" in str(w.message) for w in said), [str(w.message) for w in said]
+
+
+class DropsConstant(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.nn.functional.dropout(torch.ones(4, 3), 0.5, training=True)
+
+
+def test_a_dropout_of_a_constant_is_said_to_be_held_not_drawn_anew() -> None:
+    # the warning said "opaque boxes drawing anew at every call" of a dropout whose result the diagram holds
+    x = torch.randn(4, 3)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        d = ncd.trace(DropsConstant(), x)
+    drew = [str(w.message) for w in said if "the model draws random numbers" in str(w.message)]
+    assert len(drew) == 1 and "the diagram holds the numbers drawn while tracing" in drew[0], drew
+    lowered = d.to_torch()
+    assert d.opaque_count == 0 and torch.equal(lowered(x), lowered(x))

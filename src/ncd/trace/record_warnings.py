@@ -172,10 +172,9 @@ def random_of(nodes: list[Any]) -> tuple[dict[str, str], dict[str, str]]:
     drawing: dict[str, str] = {}
     for n in nodes:
         packet = getattr(getattr(n.target, "overloadpacket", None), "__name__", None) if n.kind == "call" else None
-        if packet in RANDOM and not n.live:  # (a constant: the diagram holds it)
-            random.setdefault(n.line or "?", packet)
-        elif packet in RANDOM or packet in DRAWING and _draws(n.target, tuple(n.args), dict(n.kwargs)):
-            drawing.setdefault(n.line or "?", packet)  # (an opaque box drawing anew: ``randn_like(x)``)
+        if packet in RANDOM or packet in DRAWING and _draws(n.target, tuple(n.args), dict(n.kwargs)):
+            # (a constant: the diagram holds it; else an opaque box drawing anew: ``randn_like(x)``)
+            (drawing if n.live else random).setdefault(n.line or "?", packet)
     return random, drawing
 
 

@@ -348,12 +348,12 @@ class _Recording(Aliases, InPlace, CallsApart):
             with torch._C._DisablePythonDispatcher():
                 return func(*args, **kwargs)
         target = func
-        if packet in RANDOM and not self.meta:  # (drawn for values of the inputs, ``bernoulli(p)``: a box drawing anew)
+        if (packet in RANDOM or packet in DRAWING and _draws(func, args, kwargs)) and not self.meta:
+            # (drawn for values of the inputs, ``bernoulli(p)``, a dropout of them: a box drawing anew; of constants,
+            # ``F.dropout(torch.ones(4, 3), training=True)``, the numbers held, which the warning said drew anew)
             live = any(isinstance(a, torch.Tensor) and getattr(self.by_id.get(id(a)), "live", False)
                        for a in (*args, *kwargs.values()))
             (self.drawing if live else self.random).setdefault(user_line() or "?", packet)
-        elif packet in DRAWING and not self.meta and _draws(func, args, kwargs):
-            self.drawing.setdefault(user_line() or "?", packet)
         elif packet == "detach" and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             held = self.by_id.get(id(args[0]))  # a value of the inputs or parameters cut from autograd
             if (held is not None and (held.live or held.kind in ("parameter", "call"))) \
