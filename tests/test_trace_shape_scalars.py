@@ -305,3 +305,36 @@ def test_an_expression_of_numbers_only_is_not_built(monkeypatch: pytest.MonkeyPa
             skipped += 1
             assert not shapes.expression(None, t).free_symbols, t
     assert skipped > 20
+
+
+class ClampAtLength(nn.Module):
+    """A clamp at a number made from the length (``len(x[0])``, ``math.sqrt(t)``): a threshold the traced entries
+    (randn, below 1.9) never reach, so a comparison on them alone agrees at other lengths."""
+
+    def __init__(self, of_len: bool) -> None:
+        super().__init__()
+        self.of_len = of_len
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(max=len(x[0]) * 0.4 if self.of_len else math.sqrt(x.shape[1]) * 0.9)
+
+
+@pytest.mark.parametrize("of_len", [True, False], ids=["len", "sqrt"])
+def test_a_size_held_as_a_threshold_is_refused_at_other_lengths(of_len: bool) -> None:
+    """review50 (stop 50): the traced diagram lowered ``x.clamp(max=len(x[0]) * 0.4)`` (2.0 traced at t=5) at t=6, 7, 9
+    since the model run there agreed on the traced entries (all below 1.9), and was wrong by 0.4-1.6 on others; the
+    sqrt form likewise since 8f312b9 (refused before).  The check now compares again on entries spread over
+    magnitudes: refused."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4)
+    assert float(x.max()) < 1.9
+    model = ClampAtLength(of_len)
+    d = _trace(model, x)
+    for t in (6, 7, 9):
+        try:
+            lowered = d.to_torch(t=t)
+        except ncd.TraceError as refused:
+            assert "the model turned the size t into" in str(refused)
+            continue
+        y = torch.randn(2, t, 4) * 3
+        torch.testing.assert_close(lowered(y), model(y))

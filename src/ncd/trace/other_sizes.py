@@ -267,9 +267,40 @@ def _unchecked(name: str, sizes: dict[str, int], why: str) -> bool:
 
 
 def check(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
-          sizes: dict[str, int], traced: dict[str, int]) -> bool:
+          sizes: dict[str, int], traced: dict[str, int], held: bool = False) -> bool:
     """Raise ``TraceError`` when ``module`` (the diagram lowered at ``sizes``) differs from the model at those sizes;
-    whether they were compared (``False``: unchecked, warned)."""
+    whether they were compared (``False``: unchecked, warned).  With ``held`` (a size the model's Python turned into a
+    number, ``len(x)``, ``math.sqrt(t)``, kept at its traced value: this comparison is all that says the number does
+    not matter), compared again on the inputs' floating-point entries spread over magnitudes (:func:`_spread`)."""
+    compared = _checked(name, origin, module, block, example, sizes, traced)
+    if not compared or not held:
+        return compared
+    tensors = _inputs(block, example, sizes)  # (compared: the model is at hand)
+    assert origin is not None
+    if tensors is None:
+        return False
+    try:
+        return _compare(name, origin, module, _spread(tensors), sizes, traced, guarded=False)
+    except TraceError as error:
+        raise TraceError(f"{error} (on inputs whose entries are spread from 1e-2 to 1e3 in size)") from None
+
+
+def _spread(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` with their floating-point entries scaled by 1e-2, 1e-1 ... 1e3 in turn: a number made from a size and
+    compared with values (``x.clamp(max=len(x) * 0.4)``: 2.0 traced, 3.6 at another length) is unseen by entries of
+    about 1, so the lowered module, which keeps the traced number, agreed with the model on them and was wrong on
+    others."""
+    out = []
+    for t in tensors:
+        if t.is_floating_point() and t.numel():
+            t = t * (10.0 ** (torch.arange(t.numel(), device=t.device) % 6 - 2)).to(t.dtype).reshape(t.shape)
+        out.append(t)
+    return out
+
+
+def _checked(name: str, origin: Origin | None, module: torch.nn.Module, block: Any, example: tuple[torch.Tensor, ...],
+             sizes: dict[str, int], traced: dict[str, int]) -> bool:
+    """:func:`check` on the traced inputs remade at ``sizes``."""
     if origin is None or origin.model is None:  # pickled: said, not silent
         return _unchecked(name, sizes, "the traced model is not at hand (the diagram was pickled)")
     if origin.kwargs is None or origin.count != len(example):

@@ -193,10 +193,11 @@ class TracedDiagram(Block):
         if other:
             from ncd.trace.other_sizes import check
 
+            said = [box for held, box in self.fixed if set(held) & set(other) and (LEN_HELD in box or FLOAT_HELD in box)]
             try:
-                compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults)
+                compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults,
+                                 held=bool(said))
             except TraceError as error:  # differs there: name the lines that turned a changed size into a number
-                said = [box for held, box in self.fixed if set(held) & set(other) and (LEN_HELD in box or FLOAT_HELD in box)]
                 if not said:
                     raise
                 raise TraceError(f"{error}; held by the model's Python: {'; '.join(said[:4])}") from None
