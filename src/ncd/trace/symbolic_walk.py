@@ -65,28 +65,27 @@ class _Walk:
                  at_once: bool = True) -> None:
         """``at_once``: a box's lessons that only its own new values hold are followed within the pass (``prim``'s
         :func:`lesson`); without it, each one fails the pass (the walks the tests compare against)."""
-        symbols = {n: symbol(n) for n in sizes}
-        met: set[Any] = found if found is not None else set()  # the symbols of every size met or made
-        given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
-                 if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
-        traced_values = {symbols[n]: sizes[n] for n in symbols}
-        done: dict[int, Any] = {}  # id -> rebuilt value
-        kept: list[Any] = []  # the originals rebuilt, in the order they were (indexed by ``_stale`` past ``_indexed_upto``)
-        order: list[int] = []  # ids of the primitives in the order a whole walk rebuilds them first
-        placed: set[int] = set()  # ... the same ids
-        notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
-        where: dict[int, str] = {}  # id of a primitive -> where the model made what it holds (:func:`symbolize`)
-        self.where = where
-        axes: dict[Axis, Axis] = {}
-        by_id: dict[int, Axis] = {}  # id of an original axis -> ``axes[it]``
-        follow_names: dict[tuple[str, int], Any] = dict(follow) if follow else {}
-        follow_ranges: dict[int, Any] = {}
-        learned: Follow = ({}, {})
-        taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
-        renamed: list[bool] = []  # a True per view that renamed a wire as a symbol's (none: ``renames`` changed nothing)
-        renamers: set[int] = set()  # ids of the views that did (rebuilt without ``renames``, they differ)
-        self.body, self.learned, self._taught, self._renamed = body, learned, taught, renamed
-        self._renamers = renamers
+        self._sizes, self._renames, self._at_once = sizes, renames, at_once
+        self._symbols = {n: symbol(n) for n in sizes}
+        self._met: set[Any] = found if found is not None else set()  # the symbols of every size met or made
+        self._given = {(_base(a.name), int(a.size)) for seg in body.dom.segments for a in seg.axes
+                       if a.size.is_Integer and _base(a.name) not in sizes}  # the inputs' other axes keep their sizes
+        self._traced_values = {self._symbols[n]: sizes[n] for n in self._symbols}
+        self._done: dict[int, Any] = {}  # id -> rebuilt value
+        self._kept: list[Any] = []  # the originals rebuilt, in the order they were (indexed by ``_stale`` past ``_indexed_upto``)
+        self._order: list[int] = []  # ids of the primitives in the order a whole walk rebuilds them first
+        self._placed: set[int] = set()  # ... the same ids
+        self._notes: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a primitive -> its ``fixed`` entry
+        self.where: dict[int, str] = {}  # id of a primitive -> where the model made what it holds (:func:`symbolize`)
+        self._axes: dict[Axis, Axis] = {}
+        self._by_id: dict[int, Axis] = {}  # id of an original axis -> ``_axes[it]``
+        self._names: dict[tuple[str, int], Any] = dict(follow) if follow else {}  # the names followed
+        self._ranges: dict[int, Any] = {}  # the ranges followed
+        self.body = body
+        self.learned: Follow = ({}, {})
+        self._taught: set[int] = set()  # ids of the primitives whose rebuilding learned (rebuilt again on the next pass)
+        self._renamed: list[bool] = []  # a True per view that renamed a wire as a symbol's (none: ``renames`` changed nothing)
+        self._renamers: set[int] = set()  # ids of the views that did (rebuilt without ``renames``, they differ)
         # for :meth:`_stale`: id of an original -> ids of the kept originals holding it; axis -> ids of the kept
         # originals holding it; traced range -> ids of the kept segments of that range; ids indexed
         self._index: tuple[dict[int, list[int]], dict[Axis, list[int]], dict[int, list[int]], set[int]] = ({}, {}, {}, set())
@@ -94,227 +93,237 @@ class _Walk:
         self._follows = 0  # the times :meth:`follow_learned` was called
         self.budget = PASSES  # the lessons a pass may still follow at once (the passes left: :func:`_passes`)
         self.saved: list[Any] | None = None  # :func:`_passes`' ``saved`` (a lesson followed at once before a rename)
-        self._state = (done, kept, order, placed, notes, axes, follow_names, follow_ranges)
-        self._by_id = by_id
+        self._state = (self._done, self._kept, self._order, self._placed, self._notes, self._axes, self._names,
+                       self._ranges)
 
-        def traced(size: Any) -> Any:
-            """``size``'s exact value at the traced sizes: a whole number, or (never truncated) a fraction — a
-            window count the stride does not divide (``t/12 + 11/12`` at ``t = 8``) does not hold the traced 1."""
-            if size.is_Integer:
-                return int(size)
-            found = traced_values.get(size)  # a bare symbol
-            if found is not None:
-                return found
-            try:  # most other sizes are products and sums of symbols: their value without sympy building new numbers
-                value = _value_at(size, traced_values)
-                return value if isinstance(value, int) or value.denominator != 1 else int(value)
-            except (_NotPlain, ZeroDivisionError):
-                exact = size.xreplace(traced_values)
-                return int(exact) if exact.is_Integer else exact
+    def traced(self, size: Any) -> Any:
+        """``size``'s exact value at the traced sizes: a whole number, or (never truncated) a fraction — a
+        window count the stride does not divide (``t/12 + 11/12`` at ``t = 8``) does not hold the traced 1."""
+        if size.is_Integer:
+            return int(size)
+        traced_values = self._traced_values
+        found = traced_values.get(size)  # a bare symbol
+        if found is not None:
+            return found
+        try:  # most other sizes are products and sums of symbols: their value without sympy building new numbers
+            value = _value_at(size, traced_values)
+            return value if isinstance(value, int) or value.denominator != 1 else int(value)
+        except (_NotPlain, ZeroDivisionError):
+            exact = size.xreplace(traced_values)
+            return int(exact) if exact.is_Integer else exact
 
-        self.traced = traced
-
-        def axis(a: Axis) -> Axis:
-            found = by_id.get(id(a))  # (an original's axes live as long as the walk: no hash of the axis asked)
+    def _axis(self, a: Axis) -> Axis:
+        by_id = self._by_id
+        found = by_id.get(id(a))  # (an original's axes live as long as the walk: no hash of the axis asked)
+        if found is None:
+            axes = self._axes
+            found = axes.get(a)
             if found is None:
-                found = axes.get(a)
-                if found is None:
-                    base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
-                    symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
-                    followed = (follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer
-                                else None)
-                    found = axes[a] = (dataclasses.replace(a, size=symbols[base]) if symbolic  # type: ignore[index]
-                                       else dataclasses.replace(a, size=followed) if followed is not None else a)
-                by_id[id(a)] = found
-                size = found.size
-                if not size.is_Integer:
-                    if size.is_Symbol:
-                        met.add(size)
-                    else:
-                        met.update(size.free_symbols)
-            return found
+                sizes, follow_names = self._sizes, self._names
+                base = a.name if a.name in sizes else _base(a.name) if _base(a.name) in sizes else None
+                symbolic = base in sizes and a.size.is_Integer and int(a.size) == sizes[base]
+                followed = (follow_names.get((_base(a.name), int(a.size))) if follow_names and a.size.is_Integer
+                            else None)
+                found = axes[a] = (dataclasses.replace(a, size=self._symbols[base]) if symbolic  # type: ignore[index]
+                                   else dataclasses.replace(a, size=followed) if followed is not None else a)
+            by_id[id(a)] = found
+            size = found.size
+            if not size.is_Integer:
+                if size.is_Symbol:
+                    self._met.add(size)
+                else:
+                    self._met.update(size.free_symbols)
+        return found
 
-        def value(v: Any) -> Any:
-            kind = _KINDS.get(type(v))
-            if kind is None:
-                kind = _kind(type(v))
-            if kind is _ATOM:
+    def value(self, v: Any) -> Any:
+        """``v`` (a node, primitive, type, segment, axis, size or tuple of them) rebuilt, once per original."""
+        kind = _KINDS.get(type(v))
+        if kind is None:
+            kind = _kind(type(v))
+        if kind is _ATOM:
+            return v
+        if kind is _AXIS:
+            return self._axis(v)
+        if kind is _EXPR:
+            if not v.is_Integer:
+                self._met.update(v.free_symbols)
+            return v
+        key = id(v)
+        done = self._done
+        found = done.get(key, done)
+        if found is done:
+            found = done[key] = self._value(v, kind)
+            self._kept.append(v)
+        return found
+
+    def _value(self, v: Any, kind: str) -> Any:
+        if kind is _SEGMENT:
+            axis = self._axis
+            axes = tuple([axis(a) for a in v.axes])
+            rng = v.range
+            follow_ranges = self._ranges
+            if follow_ranges and rng is not None and rng.is_Integer:
+                rng = follow_ranges.get(int(rng), rng)
+            if rng is not None and not rng.is_Integer:
+                self._met.update(rng.free_symbols)
+            if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
                 return v
-            if kind is _AXIS:
-                return axis(v)
-            if kind is _EXPR:
-                if not v.is_Integer:
-                    met.update(v.free_symbols)
-                return v
+            if rng is not v.range:
+                return dataclasses.replace(v, axes=axes, range=rng)
+            # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
+            return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
+        value = self.value
+        if kind is _TYPE:
+            segments = tuple([value(s) for s in v.segments])
+            return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
+        if kind is _TUPLE:
+            items = tuple([x if _KINDS.get(type(x)) is _ATOM else value(x) for x in v])
+            return v if all(a is b for a, b in zip(items, v)) else items
+        if kind is _PRIMITIVE:
+            new = self._prim(v)
             key = id(v)
-            found = done.get(key, done)
-            if found is done:
-                found = done[key] = _value(v, kind)
-                kept.append(v)
-            return found
+            if key not in self._placed:
+                self._placed.add(key)
+                self._order.append(key)
+            return new
+        return self.node(v)
 
-        def _value(v: Any, kind: str) -> Any:
-            if kind is _SEGMENT:
-                axes = tuple([axis(a) for a in v.axes])
-                rng = v.range
-                if follow_ranges and rng is not None and rng.is_Integer:
-                    rng = follow_ranges.get(int(rng), rng)
-                if rng is not None and not rng.is_Integer:
-                    met.update(rng.free_symbols)
-                if rng is v.range and all(a is b for a, b in zip(axes, v.axes)):
-                    return v
-                if rng is not v.range:
-                    return dataclasses.replace(v, axes=axes, range=rng)
-                # dataclasses.replace, spelt out: the dtype and range are the checked ones of ``v``
-                return Segment(axes, v.dtype, v.range) if type(v) is Segment else dataclasses.replace(v, axes=axes)
-            if kind is _TYPE:
-                segments = tuple([value(s) for s in v.segments])
-                return v if all(a is b for a, b in zip(segments, v.segments)) else Type(segments)
-            if kind is _TUPLE:
-                items = tuple([x if _KINDS.get(type(x)) is _ATOM else value(x) for x in v])
-                return v if all(a is b for a, b in zip(items, v)) else items
-            if kind is _PRIMITIVE:
-                new = prim(v)
-                key = id(v)
-                if key not in placed:
-                    placed.add(key)
-                    order.append(key)
+    def _prim(self, p: Primitive) -> Primitive:
+        names = _fields(type(p))
+        while self._at_once and self.budget > 0:  # (each lesson followed at once counts as a pass)
+            new = self._prim_once(p, names, len(self._kept), len(self._axes))
+            if new is not None:
                 return new
-            return node(v)
+            self.budget -= 1
+        return self._prim_once(p, names, -1, -1)  # type: ignore[return-value]
 
-        def prim(p: Primitive) -> Primitive:
-            names = _fields(type(p))
-            while at_once and self.budget > 0:  # (each lesson followed at once counts as a pass)
-                new = prim_once(p, names, len(kept), len(axes))
-                if new is not None:
-                    return new
-                self.budget -= 1
-            return prim_once(p, names, -1, -1)  # type: ignore[return-value]
+    def _prim_once(self, p: Primitive, names: tuple[str, ...], start: int, made: int) -> Primitive | None:
+        """``p`` rebuilt; None when it refused its traced sizes and what it taught was followed at once
+        (:meth:`_lesson`: it is rebuilt again).  ``start``, ``made``: ``len(kept)``, ``len(axes)`` before it."""
+        value, traced, learned = self.value, self.traced, self.learned
+        changes: dict[str, Any] = {}
+        changed = False
+        for name in names:
+            old = getattr(p, name)
+            new = old if _KINDS.get(type(old)) is _ATOM else value(old)
+            changes[name] = new
+            changed = changed or new is not old
+        if not changed:
+            return p  # nothing sized by a symbol: the box as it was
+        if isinstance(p, SliceOp) and changes["output"] is not p.output and p.step == 1:
+            changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
+        if p.op == "view":  # a merge of symbolised axes: the product
+            renamed, renames = self._renamed, self._renames
+            was = len(renamed)
+            changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
+                changes["source"].axes, changes["target"].axes, traced, renames, renamed))
+            for a, b in _aligned(changes["source"].axes, changes["target"].axes, traced) if renames else ():
+                # an input's axis renamed as a symbol's (a loss's (b,) positions named y:2 read beside b t): the
+                # model holds them equal, so the input is sized by the symbol (followed on a next pass)
+                if a.size.is_Integer and b.size.is_Symbol and (_base(a.name), int(a.size)) in self._given:
+                    renamed.append(True)
+                    learned[0].setdefault((_base(a.name), int(a.size)), b.size)
+                    self._taught.add(id(p))  # (kept, it would not teach the next pass: rebuilt, it teaches in walk order)
+            if len(renamed) > was:
+                self._renamers.add(id(p))
+        try:
+            new = type(p)(**changes)  # dataclasses.replace, every field given
+        except SizeError as error:  # a size the box derives from symbols where it holds the traced number
+            if start >= 0 and p.op != "view" and error.derived and self._lesson(error, start, made):
+                return None
+            _derived(error, traced, learned, self._given)
+            raise
+        except TypeMismatchError:  # a scan's state leaving its body sized otherwise than it enters
+            _fed_back(changes, traced, learned)
+            raise
+        if (p.op in SIZED_BY_TRACE or getattr(p, "fit", False)) and (held := new.free_symbols()):
+            self._notes[id(p)] = (tuple(sorted(str(x) for x in held)),
+                                  f"{p.op} {p.label()} '{new.signature()[1]}'{self.where.get(id(p), '')}")
+        elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
+            # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at
+            # the traced length): its entries are those of the traced sizes only
+            self._notes[id(p)] = (tuple(sorted(str(x) for x in held)),
+                                  f"view '{changes['source']}' -> '{changes['target']}'")
+        return new
 
-        def prim_once(p: Primitive, names: tuple[str, ...], start: int, made: int) -> Primitive | None:
-            """``p`` rebuilt; None when it refused its traced sizes and what it taught was followed at once
-            (:func:`lesson`: it is rebuilt again).  ``start``, ``made``: ``len(kept)``, ``len(axes)`` before it."""
-            changes: dict[str, Any] = {}
-            changed = False
-            for name in names:
-                old = getattr(p, name)
-                new = old if _KINDS.get(type(old)) is _ATOM else value(old)
-                changes[name] = new
-                changed = changed or new is not old
-            if not changed:
-                return p  # nothing sized by a symbol: the box as it was
-            if isinstance(p, SliceOp) and changes["output"] is not p.output and p.step == 1:
-                changes["stop"] = p.start + changes["output"].size  # (t + 1)[1:] keeps t: 1:t+1
-            if p.op == "view":  # a merge of symbolised axes: the product
-                was = len(renamed)
-                changes["target"] = dataclasses.replace(changes["target"], axes=_merged(
-                    changes["source"].axes, changes["target"].axes, traced, renames, renamed))
-                for a, b in _aligned(changes["source"].axes, changes["target"].axes, traced) if renames else ():
-                    # an input's axis renamed as a symbol's (a loss's (b,) positions named y:2 read beside b t): the
-                    # model holds them equal, so the input is sized by the symbol (followed on a next pass)
-                    if a.size.is_Integer and b.size.is_Symbol and (_base(a.name), int(a.size)) in given:
-                        renamed.append(True)
-                        learned[0].setdefault((_base(a.name), int(a.size)), b.size)
-                        taught.add(id(p))  # (kept, it would not teach the next pass: rebuilt, it teaches in walk order)
-                if len(renamed) > was:
-                    renamers.add(id(p))
-            try:
-                new = type(p)(**changes)  # dataclasses.replace, every field given
-            except SizeError as error:  # a size the box derives from symbols where it holds the traced number
-                if start >= 0 and p.op != "view" and error.derived and lesson(error, start, made):
-                    return None
-                _derived(error, traced, learned, given)
-                raise
-            except TypeMismatchError:  # a scan's state leaving its body sized otherwise than it enters
-                _fed_back(changes, traced, learned)
-                raise
-            if (p.op in SIZED_BY_TRACE or getattr(p, "fit", False)) and (held := new.free_symbols()):
-                notes[id(p)] = (tuple(sorted(str(x) for x in held)),
-                                f"{p.op} {p.label()} '{new.signature()[1]}'{where.get(id(p), '')}")
-            elif p.op == "view" and (held := _symbols(changes["target"]) - _symbols(changes["source"])):
-                # a tensor of fixed sizes read as one sized by the input (T5's relative-position buckets, computed at
-                # the traced length): its entries are those of the traced sizes only
-                notes[id(p)] = (tuple(sorted(str(x) for x in held)),
-                                f"view '{changes['source']}' -> '{changes['target']}'")
-            return new
+    def _lesson(self, error: SizeError, start: int, made: int) -> bool:
+        """Follow at once the names a box refusing its traced sizes derives (a convolution's output ``t:11`` as
+        ``t + 3``), when only values rebuilt for that box hold them: the wires of those names and sizes were all
+        first met since the box's rebuilding began (``made``: the axes before), and no range is taught.  Those
+        values are forgotten (the box is rebuilt again, as the next pass would rebuild it: a value is a function
+        of the original and of the followed names its wires have); False (nothing changed): the pass fails."""
+        follow_names, axes, kept, done, notes = self._names, self._axes, self._kept, self._done, self._notes
+        taught_now: Follow = ({}, {})
+        _derived(error, self.traced, taught_now, self._given)
+        news = {k: v for k, v in taught_now[0].items() if follow_names.get(k) != v}
+        if not news or taught_now[1]:
+            return False
+        changed: set[Axis] = set()
+        for n, a in enumerate(axes):
+            if a.size.is_Integer and (_base(a.name), int(a.size)) in news:
+                if n < made:
+                    return False  # a value before this box holds it: the next pass rebuilds that too
+                changed.add(a)
+        stale: set[int] = set()
+        if changed:
+            since = kept[start:]
+            _mark_stale(since, changed, {}, stale)
+            for key in stale:
+                del done[key]
+                notes.pop(key, None)
+            if stale:
+                kept[start:] = [v for v in since if id(v) not in stale]
+            for a in changed:
+                del axes[a]
+            self._by_id.clear()
+        follow_names.update(news)
+        if self.saved is not None and not self._renamed:  # the state a next pass would start from: saved as that pass
+            self.saved[:] = [PASSES - self.budget + 1, self.save()]
+        return True
 
-        def lesson(error: SizeError, start: int, made: int) -> bool:
-            """Follow at once the names a box refusing its traced sizes derives (a convolution's output ``t:11`` as
-            ``t + 3``), when only values rebuilt for that box hold them: the wires of those names and sizes were all
-            first met since the box's rebuilding began (``made``: the axes before), and no range is taught.  Those
-            values are forgotten (the box is rebuilt again, as the next pass would rebuild it: a value is a function
-            of the original and of the followed names its wires have); False (nothing changed): the pass fails."""
-            taught_now: Follow = ({}, {})
-            _derived(error, traced, taught_now, given)
-            news = {k: v for k, v in taught_now[0].items() if follow_names.get(k) != v}
-            if not news or taught_now[1]:
-                return False
-            changed: set[Axis] = set()
-            for n, a in enumerate(axes):
-                if a.size.is_Integer and (_base(a.name), int(a.size)) in news:
-                    if n < made:
-                        return False  # a value before this box holds it: the next pass rebuilds that too
-                    changed.add(a)
-            stale: set[int] = set()
-            if changed:
-                since = kept[start:]
-                _mark_stale(since, changed, {}, stale)
-                for key in stale:
-                    del done[key]
-                    notes.pop(key, None)
-                if stale:
-                    kept[start:] = [v for v in since if id(v) not in stale]
-                for a in changed:
-                    del axes[a]
-                by_id.clear()
-            follow_names.update(news)
-            if self.saved is not None and not renamed:  # the state a next pass would start from: saved as that pass
-                self.saved[:] = [PASSES - self.budget + 1, self.save()]
-            return True
-
-        def node(d: Diagram) -> Diagram:
-            cls = type(d)
-            if cls is Box:  # the label and source are kept: only the primitive may change
-                new_prim = value(d.prim)  # type: ignore[attr-defined]
-                return d if new_prim is d.prim else _boxed(d, new_prim)  # type: ignore[arg-type,attr-defined]
-            if cls is Seq or cls is Par:
-                parts = d.parts  # type: ignore[attr-defined]
-                new_parts = tuple([value(x) for x in parts])
-                if all(a is b for a, b in zip(new_parts, parts)):
-                    return d
-                if cls is Par:
-                    return rebuilt(d, parts=new_parts)
-                try:
-                    return _sequenced(d, new_parts)  # type: ignore[arg-type]
-                except NCDError:
-                    for left, right in zip(new_parts, new_parts[1:]):
-                        if not left.cod.same(right.dom):
-                            _learn(left.cod, right.dom, traced, learned)
-                    raise
-            if cls is Weave:
-                inner, ax = value(d.inner), axis(d.axis)  # type: ignore[attr-defined]
-                if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
-                    return d
-                if ax.name == d.axis.name:  # type: ignore[attr-defined]
-                    return _weave(inner, ax, d)  # type: ignore[arg-type]
-                return Weave(inner, ax, d.dom_pos, d.cod_pos)  # type: ignore[attr-defined]
-            if cls is Block:
-                body = value(d.body)  # type: ignore[attr-defined]
-                meta = value(d.meta)  # type: ignore[attr-defined]
-                if body is d.body and meta is d.meta:  # type: ignore[attr-defined]
-                    return d
-                return rebuilt(d, body=body) if meta is d.meta else Block(body, d.name, meta)  # type: ignore[attr-defined]
-            changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
-            if all(v is getattr(d, k) for k, v in changes.items()):
+    def node(self, d: Diagram) -> Diagram:
+        """The diagram ``d`` rebuilt (its parts through :meth:`value`)."""
+        value = self.value
+        cls = type(d)
+        if cls is Box:  # the label and source are kept: only the primitive may change
+            new_prim = value(d.prim)  # type: ignore[attr-defined]
+            return d if new_prim is d.prim else _boxed(d, new_prim)  # type: ignore[arg-type,attr-defined]
+        if cls is Seq or cls is Par:
+            parts = d.parts  # type: ignore[attr-defined]
+            new_parts = tuple([value(x) for x in parts])
+            if all(a is b for a, b in zip(new_parts, parts)):
                 return d
+            if cls is Par:
+                return rebuilt(d, parts=new_parts)
             try:
-                new: Diagram = cls(**changes)
-            except TypeMismatchError:  # a repetition whose output is not its next input
-                _fed_back(changes, traced, learned)
+                return _sequenced(d, new_parts)  # type: ignore[arg-type]
+            except NCDError:
+                for left, right in zip(new_parts, new_parts[1:]):
+                    if not left.cod.same(right.dom):
+                        _learn(left.cod, right.dom, self.traced, self.learned)
                 raise
-            return new
-
-        self.node = node
+        if cls is Weave:
+            inner, ax = value(d.inner), self._axis(d.axis)  # type: ignore[attr-defined]
+            if inner is d.inner and ax is d.axis:  # type: ignore[attr-defined]
+                return d
+            if ax.name == d.axis.name:  # type: ignore[attr-defined]
+                return _weave(inner, ax, d)  # type: ignore[arg-type]
+            return Weave(inner, ax, d.dom_pos, d.cod_pos)  # type: ignore[attr-defined]
+        if cls is Block:
+            body = value(d.body)  # type: ignore[attr-defined]
+            meta = value(d.meta)  # type: ignore[attr-defined]
+            if body is d.body and meta is d.meta:  # type: ignore[attr-defined]
+                return d
+            return rebuilt(d, body=body) if meta is d.meta else Block(body, d.name, meta)  # type: ignore[attr-defined]
+        changes = {name: value(getattr(d, name)) for name in _fields(cls)}  # every node is a frozen dataclass
+        if all(v is getattr(d, k) for k, v in changes.items()):
+            return d
+        try:
+            new: Diagram = cls(**changes)
+        except TypeMismatchError:  # a repetition whose output is not its next input
+            _fed_back(changes, self.traced, self.learned)
+            raise
+        return new
 
     def run(self) -> tuple[Diagram, list[tuple[tuple[str, ...], str]]]:
         """A pass: the rebuilt body and the ``fixed`` entries in the order a whole walk finds them."""
