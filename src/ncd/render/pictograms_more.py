@@ -15,7 +15,8 @@ from ncd.ir.axes import Type
 from ncd.ir.diagram import Box
 from ncd.render.layout import Frag, Layout, flat
 from ncd.render.model import Circle, Footprint, Path, Port, Rect
-from ncd.render.pictograms import INK, LEARNED_FILL, _by_name, _centre, _ports, generic_box, glyph_through, rule, scalar, wiring
+from ncd.render.pictogram_shapes import INK, LEARNED_FILL, _by_name, _centre, _ports, generic_box, glyph_through, wiring
+from ncd.render.pictograms import rule, scalar
 from ncd.render.typeset import Piece, typeset_text
 
 __all__ = ["draw_norm", "draw_conv_tensor", "draw_learned_conv", "draw_pool", "draw_bar", "draw_index", "draw_size_one"]
