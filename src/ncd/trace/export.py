@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -179,7 +179,6 @@ def _own_failure(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     None when it runs.  It runs on a copy of the model and of the inputs: a refused trace leaves both as they were
     (a model counting its calls, or writing into its buffers or inputs); a model that cannot be copied is not asked."""
     import copy
-    import os
 
     try:
         twin = copy.deepcopy(flat)
@@ -191,14 +190,25 @@ def _own_failure(flat: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str,
         with torch.no_grad():  # (as the captures run it)
             twin(*twin_args, **twin_kwargs)
     except Exception as error:  # noqa: BLE001 - whatever the model raises is the answer
-        line, tb = "", error.__traceback__
-        while tb is not None:
-            name = tb.tb_frame.f_code.co_filename
-            if not _internal(name):
-                line = f"{os.path.basename(name)}:{tb.tb_lineno}"
-            tb = tb.tb_next
+        line, _ = _user_line(error.__traceback__)
         return f"{type(error).__name__}: {_first_line(error)}{f' at {line}' if line else ''}"
     return None
+
+
+def _user_line(tb: Any, stop: Callable[[str], bool] | None = None) -> tuple[str, str | None]:
+    """The innermost frame of the traceback ``tb`` outside torch and ncd (``file.py:N``; "" when none); with ``stop``,
+    of the frames before the first whose file name ``stop`` accepts, and that file name (None: no frame stopped)."""
+    import os
+
+    line = ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if stop is not None and stop(name):
+            return line, name
+        if not _internal(name):
+            line = f"{os.path.basename(name)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line, None
 
 
 def _functional(model: torch.nn.Module, ep: Any) -> Any:
@@ -327,17 +337,18 @@ def _higher_order_called(error: BaseException) -> tuple[str, str] | None:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        line, tb = "", error.__traceback__
-        while tb is not None:
-            name = tb.tb_frame.f_code.co_filename
-            stem = os.path.splitext(os.path.basename(name))[0]
-            if "_higher_order_ops" in name and stem in ("cond", "while_loop"):
-                return stem, line
-            if not _internal(name):
-                line = f"{os.path.basename(name)}:{tb.tb_lineno}"
-            tb = tb.tb_next
+        line, at = _user_line(error.__traceback__, _higher_order)
+        if at is not None:
+            return os.path.splitext(os.path.basename(at))[0], line
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return None
+
+
+def _higher_order(filename: str) -> bool:
+    """Whether ``filename`` is torch's ``cond`` or ``while_loop`` (``torch/_higher_order_ops/cond.py``)."""
+    import os
+
+    return "_higher_order_ops" in filename and os.path.splitext(os.path.basename(filename))[0] in ("cond", "while_loop")
 
 
 def _line_of_trace(text: Any) -> str:
