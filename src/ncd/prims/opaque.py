@@ -34,7 +34,17 @@ from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, evaluate, size_text, symbolic_lowering
 from ncd.prims.kinds import transpose
 from ncd.prims.opaque_calls import CASTS as CASTS  # the call as data and as source (ncd.prims.opaque_calls)
-from ncd.prims.opaque_calls import DTYPES, LAYOUTS, MEMORY_FORMATS, call_text, check_call, check_shapes, resolve_target, size_guards
+from ncd.prims.opaque_calls import (
+    DTYPES,
+    LAYOUTS,
+    MEMORY_FORMATS,
+    call_text,
+    check_call,
+    check_shapes,
+    guarded_results,
+    resolve_target,
+    size_guards,
+)
 from ncd.prims.opaque_measure import measure_opaque
 from ncd.prims.structure import DeleteOp, cot
 
@@ -278,7 +288,7 @@ def lower_opaque(prim: OpaqueOp, ctx: RuleContext) -> list[str]:
     check_shapes(prim)
     call = call_text(prim, [v.var for v in ctx.args])
     dims = [ctx.own_dims("cod", j) for j in range(len(prim.outputs))]
-    guarded = bool(size_guards(prim, ["out"] * len(prim.outputs), dims))  # (its result's shape depends on values)
+    guarded = bool(guarded_results(prim, dims))  # (its result's shape depends on values)
     if not prim.picks and not guarded:
         return [call]
     if prim.picks:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ncd.prims.opaque import OpaqueOp
 
 __all__ = ["DTYPES", "LAYOUTS", "MEMORY_FORMATS", "TARGET", "DEVICE", "WORD", "CASTS", "TAGS", "resolve_target", "size_guards",
-           "check_call", "literal", "checked", "call_text", "on_meta", "check_shapes"]
+           "guarded_results", "check_call", "literal", "checked", "call_text", "on_meta", "check_shapes"]
 
 #: dtype names a traced tensor may carry (``torch.<name>``).
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool", "complex64")
@@ -251,6 +251,20 @@ def check_shapes(prim: OpaqueOp) -> None:
 _VALUE_SHAPED = frozenset({"aten.repeat_interleave.self_Tensor"})
 
 
+def guarded_results(prim: OpaqueOp, dims: list[list[int]]) -> list[int]:
+    """The results :func:`size_guards` checks (``dims``: each result's own axes as negative dims): every result with
+    axes, all of them its own, of a call whose result's shape depends on its operands' values; none on symbolic
+    sizes."""
+    import torch
+
+    if symbolic_lowering():
+        return []
+    tags = getattr(resolve_target(prim.target), "tags", ())
+    if torch.Tag.dynamic_output_shape not in tags and prim.target not in _VALUE_SHAPED:
+        return []
+    return [j for j, (seg, own) in enumerate(zip(prim.outputs, dims)) if len(seg) and len(own) == len(seg)]
+
+
 def size_guards(prim: OpaqueOp, results: list[str], dims: list[list[int]]) -> list[str]:
     """Lines checking, when the lowered module runs, that the results of a call whose shapes depend on its operands'
     values (``x[mask]``: as many entries as the mask holds True; ``bincount``, ``one_hot`` without a class count,
@@ -266,17 +280,9 @@ def size_guards(prim: OpaqueOp, results: list[str], dims: list[list[int]]) -> li
 where the diagram declares n:2 (2,): its size depends on the values of the inputs (as many entries as a mask holds True, \
 the largest index), which the diagram fixes as traced')"]
     """
-    import torch
-
-    if symbolic_lowering():
-        return []
-    tags = getattr(resolve_target(prim.target), "tags", ())
-    if torch.Tag.dynamic_output_shape not in tags and prim.target not in _VALUE_SHAPED:
-        return []
     lines = []
-    for result, seg, own in zip(results, prim.outputs, dims):
-        if not len(seg) or len(own) != len(seg):
-            continue
+    for j in guarded_results(prim, dims[:len(results)]):  # (a result named for each of the first ones)
+        result, seg, own = results[j], prim.outputs[j], dims[j]
         sizes = [evaluate(a.size, what=f"axis {a.name}") for a in seg.axes]
         got = "(" + ", ".join(f"{result}.shape[{d}]" for d in own) + ("," if len(own) == 1 else "") + ")"
         want = "(" + ", ".join(str(n) for n in sizes) + ("," if len(sizes) == 1 else "") + ")"
