@@ -12,6 +12,7 @@ import torch
 
 import ncd
 from ncd.errors import LimitError, LoweringError, NCDError, SchemaError, SizeError
+from ncd.ir.checks import describe
 from ncd.ir.size import symbol
 from ncd.limits import limits, override
 from ncd.render import to_svg, to_tikz
@@ -267,3 +268,33 @@ def test_a_variance_over_one_item_is_refused_when_lowered_naming_the_box_and_siz
     torch.testing.assert_close(d.to_torch(b=3)(x), _Variance()(x))
     with pytest.raises(LoweringError, match=r"cannot lower \*∞: its factor 1/\(b - 1\) is not finite at b=1"):
         d.to_torch(b=1)
+
+
+def test_the_nesting_limit_message_names_outer_and_inner_blocks_and_counts_the_rest() -> None:
+    """151 nested blocks were named all in one message of 4,163 characters; now the outer and inner three and a count."""
+    limit = limits().nesting
+    d = ncd.Identity.of("b m") >> ncd.Linear("m -> m")  # a box woven over b: one level
+    with pytest.raises(LimitError) as caught:
+        for i in range(limit + 5):
+            d = d.block(f"B{i}")
+    text = str(caught.value)
+    last = limit - 2  # B0 .. B{last} around the woven box reach the limit; one more block is refused
+    assert len(text) < 600, len(text)
+    assert text.startswith(f"block 'B{last + 1}' (ending with block 'B{last}' (ending with block 'B{last - 1}' (ending with"
+                           f" {last + 3 - 6} more nested blocks, repeats or weaves, then block 'B1' (ending with block 'B0'")
+    assert "L (built at" in text and "woven over b" in text and f"nested {limit + 1} deep" in text
+    assert f"'B{last - 2}'" not in text and "'B2'" not in text
+    shallow = ncd.Identity.of("b m") >> ncd.Linear("m -> m")
+    for i in range(3):
+        shallow = shallow.block(f"S{i}")
+    assert describe(shallow).count("block 'S") == 3  # seven or fewer are all named
+
+
+def test_a_wide_par_is_named_by_its_first_and_last_parts() -> None:
+    wide = ncd.Linear("m -> m")
+    for _ in range(29):
+        wide = wide @ ncd.ReLU()
+    text = describe(wide)
+    assert text.count(" @ ") == 8 and "... 22 more ..." in text and text.startswith("L (built at")
+    narrow = ncd.Linear("m -> m") @ ncd.ReLU() @ ncd.ReLU()
+    assert describe(narrow).count(" @ ") == 2

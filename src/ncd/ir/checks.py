@@ -25,29 +25,54 @@ if TYPE_CHECKING:
 __all__ = ["describe", "expect_diagram"]
 
 
+_NAMED = 3  # blocks, repeats and weaves named at each end of a deeper nest in a message; the rest are counted
+_PARTS = 4  # parts of a wider par named in a message (the first ones and the last); the rest are counted
+
+
 def describe(diagram: Diagram, end: Literal["input", "output"] = "output") -> str:
     """A short name for messages: the box label (and the user's line that built it), block name, or node kind.
 
     ``end`` says which end of a composite matters: its ``input`` (the first box, for the
     right-hand side of ``>>``) or its ``output`` (the last box, for the left-hand side).
+    Of blocks, repeats and weaves nested deeper than ``2 * _NAMED + 1``, the outer and inner
+    ``_NAMED`` are named and the ones between counted; of a par's parts, the first and last few.
     """
     from ncd.ir.diagram import Block, Box, Par, Repeat, Seq, Weave
 
+    wrappers: list[tuple[str, str]] = []  # (before, after) the inner name, outermost first
+    while True:
+        if isinstance(diagram, Block):
+            wrappers.append((f"block {diagram.name!r} ({'starting' if end == 'input' else 'ending'} with ", ")"))
+            diagram = diagram.body
+        elif isinstance(diagram, Repeat):
+            wrappers.append((f"repeat {diagram.name or diagram.var!r} of ", ""))
+            diagram = diagram.body
+        elif isinstance(diagram, Seq):
+            diagram = diagram.parts[0] if end == "input" else diagram.parts[-1]
+        elif isinstance(diagram, Weave):
+            wrappers.append(("", f" woven over {diagram.axis.name}"))
+            diagram = diagram.inner
+        else:
+            break
     if isinstance(diagram, Box):
-        text = diagram.text()
-        return text + (f" (built at {diagram.source})" if diagram.source else "")
-    if isinstance(diagram, Block):
-        return f"block {diagram.name!r} ({'starting' if end == 'input' else 'ending'} with {describe(diagram.body, end)})"
-    if isinstance(diagram, Repeat):
-        return f"repeat {diagram.name or diagram.var!r} of {describe(diagram.body, end)}"
-    if isinstance(diagram, Seq):
-        return describe(diagram.parts[0] if end == "input" else diagram.parts[-1], end)
-    if isinstance(diagram, Weave):
-        return describe(diagram.inner, end) + f" woven over {diagram.axis.name}"
-    if isinstance(diagram, Par):
-        return " @ ".join(describe(p, end) for p in diagram.parts)
-    source = getattr(diagram, "source", None)
-    return f"identity on '{diagram.dom}'" + (f" (built at {source})" if source else "")
+        text = diagram.text() + (f" (built at {diagram.source})" if diagram.source else "")
+    elif isinstance(diagram, Par):
+        parts = diagram.parts
+        if len(parts) > 2 * _PARTS + 1:
+            shown = [describe(p, end) for p in parts[:_PARTS]] + [f"... {len(parts) - 2 * _PARTS} more ..."]
+            parts, text = parts[-_PARTS:], " @ ".join(shown) + " @ "
+        else:
+            text = ""
+        text += " @ ".join(describe(p, end) for p in parts)
+    else:
+        source = getattr(diagram, "source", None)
+        text = f"identity on '{diagram.dom}'" + (f" (built at {source})" if source else "")
+    if len(wrappers) > 2 * _NAMED + 1:
+        hidden = len(wrappers) - 2 * _NAMED
+        wrappers[_NAMED:-_NAMED] = [(f"{hidden} more nested blocks, repeats or weaves, then ", "")]
+    for before, after in reversed(wrappers):
+        text = before + text + after
+    return text
 
 
 def _check_junctions(parts: tuple[Diagram, ...] | list[Diagram], junctions: Iterable[int]) -> None:
