@@ -94,3 +94,14 @@ def test_a_file_calling_an_added_operator_with_out_is_refused_at_load() -> None:
     box = Opaque("aten.renorm.out", "b:3 k:5", "b:3 k:5", args=(("$in", 0), 2, 0, 1.0), kwargs=(("out", ("$in", 0)),))
     with pytest.raises(SchemaError, match="renorm.out"):
         ncd.load_json(box.to_json())
+
+
+@pytest.mark.parametrize("target", ["aten.special_legendre_polynomial_p.n_scalar", "aten.special_laguerre_polynomial_l.n_scalar",
+                                    "aten.special_legendre_polynomial_p.default"])
+def test_a_polynomial_torch_computes_in_n_steps_per_entry_is_refused(target: str) -> None:
+    """review50 (stop 50): 0c7e601 allowed Legendre's and Laguerre's polynomials, which torch computes by n steps of
+    their recurrence per entry; ``n`` is a number the file writes (a float: 1e9 passes the whole-number bound): a traced
+    ``legendre_polynomial_p(x, 3)`` edited to n = 4e6 took 2.1 s on 64 entries, 1e9 over 100 s (a hang)."""
+    box = Opaque(target, "m:64", "m:64", args=(("$in", 0), 1e9))
+    with pytest.raises(SchemaError, match="allowlist"):
+        ncd.load_json(box.to_json())
