@@ -199,7 +199,7 @@ def check_node(conv: Any, node: Any) -> None:
 
 #: how a ``fixed`` entry of a ``len(x)`` starts saying what the model did: the traced diagram holding its model lowers at
 #: another value of that size when the model run there agrees (:meth:`TracedDiagram._lowered`), a read-back refuses it
-LEN_HELD = "a plain int (len() = "
+LEN_HELD = "a plain int ("
 #: how a ``fixed`` entry of a size turned into a float (``math.sqrt(t)``) says it: checked by running the model as a
 #: ``len(x)`` is (a clipped scale, ``min(math.sqrt(t), 2.0)``, lowers where it agrees; a scale by it differs, refused)
 FLOAT_HELD = "a Python float (math.sqrt, float())"

@@ -134,6 +134,12 @@ class SizeInt(_Sized, int):  # (int's arithmetic is replaced below: _binary)
     _base = int
     _plain = int.__int__
 
+    def __divmod__(self, other: Any) -> Any:  # divmod(t, 2): both parts followed (int's own gives plain ints)
+        return (self // other, self % other) if _tree(other) is not None else NotImplemented
+
+    def __rdivmod__(self, other: Any) -> Any:
+        return (other // self, other % self) if _tree(other) is not None else NotImplemented
+
     def __float__(self) -> float:  # math.sqrt(t), float(t): the model goes on with a number ncd cannot follow
         shapes = Shapes.active
         if shapes is not None and not shapes.calling:
@@ -243,7 +249,10 @@ def _mark_items(node: Any, key: Any, items: Any, window: list[tuple[Any, Tree]])
 
 #: the tensor attributes that read sizes into Python, patched on ``torch.Tensor`` while recording (``len(x)``: Python
 #: makes ``__len__``'s result a plain int, so a length read by the model's own line is noted as escaped instead)
-_READS = ("shape", "size", "numel", "__len__")
+_READS = ("shape", "size", "numel", "nelement", "nbytes", "__len__", "stride", "storage_offset", "untyped_storage",
+          "unbind")
+#: the same reads as functions of ``torch`` (``torch.numel(x)``, ``torch.unbind(x, 1)``), patched there
+_TORCH_READS = ("numel", "unbind")
 
 
 class Shapes:
@@ -261,14 +270,18 @@ class Shapes:
         self.kernels = 0  # inside torch's own kernel on meta copies, or the recorder's own work for an in-place write
         # (ncd.trace.inplace): its size reads are torch's or the recorder's, not the model's
         self._saved: dict[str, Any] = {}
+        self._saved_torch: dict[str, Any] = {}
         self._calls: _Calls | None = None  # the mode marking calls, pushed at the first size read
 
     def __enter__(self) -> Shapes:
         Shapes.active = self
         cls = torch.Tensor
         self._saved = {name: cls.__dict__.get(name) for name in _READS}
+        self._saved_torch = {name: getattr(torch, name) for name in _TORCH_READS}
         base: Any = torch._C.TensorBase
         get_shape, size, numel = base.shape.__get__, base.size, base.numel
+        stride, offset, storage, unbind = base.stride, base.storage_offset, base.untyped_storage, base.unbind
+        torch_numel, torch_unbind = torch.numel, torch.unbind
         node_of = self.node_of
 
         plain = torch.Tensor
@@ -330,10 +343,64 @@ class Shapes:
                     self.escaped.append((sizes[0].expr, user_line() or "?", f"len() = {n}"))
             return n
 
+        def held(tensor: torch.Tensor, how: str, dim: Any = None) -> None:
+            """A number read from ``tensor``'s layout (a stride, an offset, its storage) or how many pieces it is cut
+            into along ``dim``, that ncd does not follow, read on the model's own line: noted as a plain int, as
+            ``len(x)`` is, holding the sizes of ``tensor`` (all of them, and of the tensor it is a view of, but
+            ``dim``'s alone for the pieces)."""
+            if self.calling or self.kernels or internal(sys._getframe(2)):
+                return
+            from ncd.trace.capture import user_line
+
+            for whole in (tensor, None if dim is not None else tensor._base):
+                if whole is None or not whole.dim():
+                    continue
+                sizes = sized(whole, range(whole.dim()) if dim is None else (dim % whole.dim(),))
+                if sizes is not None:
+                    total: Any = sizes[0]
+                    for s in sizes[1:]:
+                        total = total * s
+                    self.escaped.append((total.expr, user_line() or "?", how))
+
+        def stride_of(tensor: torch.Tensor, *dim: Any) -> Any:
+            out = stride(tensor, *dim)
+            held(tensor, f"stride() = {out}")
+            return out
+
+        def offset_of(tensor: torch.Tensor) -> int:
+            out: int = offset(tensor)
+            held(tensor, f"storage_offset() = {out}")
+            return out
+
+        def storage_of(tensor: torch.Tensor) -> Any:
+            held(tensor, "untyped_storage()")
+            return storage(tensor)
+
+        def unbind_of(tensor: torch.Tensor, dim: Any = 0) -> Any:
+            out = unbind(tensor, dim)
+            held(tensor, f"unbind() into {len(out)}", dim)
+            return out
+
+        def torch_unbind_of(tensor: Any, dim: Any = 0) -> Any:
+            if type(tensor) is not plain:
+                return torch_unbind(tensor, dim)
+            out = unbind(tensor, dim)
+            held(tensor, f"unbind() into {len(out)}", dim)
+            return out
+
+        def torch_numel_of(tensor: Any) -> Any:
+            return numel_of(tensor) if type(tensor) is plain else torch_numel(tensor)
+
         cls.shape = property(shape_of)  # type: ignore[assignment]
         cls.__len__ = len_of  # type: ignore[method-assign]
         cls.size = size_of  # type: ignore[assignment, method-assign]
-        cls.numel = numel_of  # type: ignore[assignment, method-assign]
+        cls.numel = cls.nelement = numel_of  # type: ignore[assignment, method-assign]
+        cls.nbytes = property(lambda tensor: numel_of(tensor) * tensor.element_size())  # type: ignore[assignment]
+        cls.stride = stride_of  # type: ignore[assignment, method-assign]
+        cls.storage_offset = offset_of  # type: ignore[method-assign]
+        cls.untyped_storage = storage_of  # type: ignore[method-assign]
+        cls.unbind = unbind_of  # type: ignore[method-assign]
+        torch.numel, torch.unbind = torch_numel_of, torch_unbind_of  # type: ignore[assignment]
         return self
 
     def rest(self) -> None:
@@ -354,6 +421,8 @@ class Shapes:
             self._calls.__exit__(None, None, None)  # type: ignore[no-untyped-call]
             self._calls = None
         cls = torch.Tensor
+        for name, value in self._saved_torch.items():
+            setattr(torch, name, value)
         for name, value in self._saved.items():
             if value is None:
                 delattr(cls, name)
