@@ -397,9 +397,9 @@ class Shapes:
         cls.numel = cls.nelement = numel_of  # type: ignore[assignment, method-assign]
         cls.nbytes = property(lambda tensor: numel_of(tensor) * tensor.element_size())  # type: ignore[assignment]
         cls.stride = stride_of  # type: ignore[assignment, method-assign]
-        cls.storage_offset = offset_of  # type: ignore[method-assign]
-        cls.untyped_storage = storage_of  # type: ignore[method-assign]
-        cls.unbind = unbind_of  # type: ignore[method-assign]
+        cls.storage_offset = offset_of  # type: ignore[assignment, method-assign]
+        cls.untyped_storage = storage_of  # type: ignore[assignment, method-assign]
+        cls.unbind = unbind_of  # type: ignore[assignment, method-assign]
         torch.numel, torch.unbind = torch_numel_of, torch_unbind_of  # type: ignore[assignment]
         return self
 
