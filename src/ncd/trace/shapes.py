@@ -14,8 +14,10 @@ the call and the sizes.  So is a size turned into a Python float outside torch (
 what the model computed from it cannot be followed.
 
 ``len(x)`` (Python makes its result a plain int) on the model's own line is noted as a size turned into a plain int:
-it holds the traced size, as ``math.sqrt(t)`` does.  Not followed: a float written first (``0.5 * b``, ``1.0 / t``:
-Python's float arithmetic reads the int directly), ``math`` functions of a :class:`SizeFloat`, and
+it holds the traced size, as ``math.sqrt(t)`` does; so do a stride, ``storage_offset()``, ``untyped_storage()`` (every size
+of the tensor) and the number of pieces of ``unbind`` (its dimension's size) read on the model's line.  ``torch.numel(x)``,
+``x.nelement()``, ``x.nbytes`` and ``divmod(t, 2)`` are followed as ``x.numel()`` and ``t // 2`` are.  Not followed: a
+float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly), ``math`` functions of a :class:`SizeFloat`, and
 — documented in ``docs/trace.md``.
 """
 
@@ -381,7 +383,7 @@ class Shapes:
             held(tensor, f"unbind() into {len(out)}", dim)
             return out
 
-        def torch_unbind_of(tensor: Any, dim: Any = 0) -> Any:
+        def torch_unbind_of(tensor: Any, dim: Any = 0) -> Any:  # (held() looks two frames up: the model's line)
             if type(tensor) is not plain:
                 return torch_unbind(tensor, dim)
             out = unbind(tensor, dim)
