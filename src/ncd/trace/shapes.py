@@ -17,7 +17,8 @@ what the model computed from it cannot be followed.
 it holds the traced size, as ``math.sqrt(t)`` does; so do a stride, ``storage_offset()``, ``untyped_storage()`` (every size
 of the tensor) and the number of pieces of ``unbind`` (its dimension's size) read on the model's line.  ``torch.numel(x)``,
 ``x.nelement()``, ``x.nbytes`` and ``divmod(t, 2)`` are followed as ``x.numel()`` and ``t // 2`` are.  Not followed: a
-float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly), ``math`` functions of a :class:`SizeFloat`, and
+float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly), ``math`` functions of
+a :class:`SizeFloat`, and
 — documented in ``docs/trace.md``.
 """
 
