@@ -157,3 +157,36 @@ def test_decoding_a_traced_diagram_read_back_says_it_is_not_checked_past_the_tra
         back = ncd.load_json(ncd.trace(model, torch.randint(0, 50, (2, 4)), axes={"input_ids": "b ~t"}).to_json())
     with pytest.warns(RuntimeWarning, match=r"decode\(t=9\) of MistralForCausalLM, a traced diagram read without its"):
         ncd.decode(back)
+
+
+def test_traced_mistral_window_longer_than_twice_the_traced_prompt_is_refused_when_run_past_it() -> None:
+    """A sliding window of 12 traced on 4 tokens: decode's check at 2t + 1 = 9 tokens sees no window (the model is
+    causal there), so the steps past 12 tokens attended to every key, off the model with no error; the decoder now
+    checks the traced diagram against the model again each time it runs past the length checked (at twice it) and
+    refuses there; a run that stays within the checked lengths is unchanged."""
+    torch.manual_seed(0)
+    model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=12))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = ncd.trace(model, torch.randint(0, 50, (2, 4)), axes={"input_ids": "b ~t"})
+    d = ncd.decode(short)
+    assert d.checked == 9
+    run = d.lower(dtype=torch.float64)
+    tokens = torch.randint(0, 50, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        library = model(tokens).logits.double()
+        logits, caches = run.prefill(tokens[:, :3])
+        for p in range(3, 8):  # within the 9 tokens checked: runs, equal to the model
+            logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
+            torch.testing.assert_close(logits, library[:, p:p + 1], rtol=1e-4, atol=1e-4)
+        with pytest.raises(DecodeError, match=r"t=18 \(traced at 4\)"):
+            for p in range(8, 20):
+                logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
+    assert p == 9  # refused at the first step past the 9 tokens checked (its 10th), before any step off the model
+    model.double().float()  # parameters replaced since the trace: the check cannot compare, and says so once
+    run = d.lower(dtype=torch.float64)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="not checked against the model at t=18"):
+        logits, caches = run.prefill(tokens[:, :10])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.step(tokens[:, 10:11], caches, past=10)

@@ -55,6 +55,11 @@ class Decoding:
     sizes: dict[str, int]
     #: every cache slot ``(key, layer)``, in the order the prefill returns and the step takes them
     slots: list[tuple[str, int | None]]
+    #: the token length up to which the traced diagram was checked against its model (``None``: no model at hand);
+    #: a :class:`~ncd.inference.run.Decoder` running past it checks again at twice the length
+    checked: int | None = None
+    #: the size symbol of the token axis (``t``)
+    token_size: str = ""
 
     def cache_formula(self, per: str = "model") -> sympy.Expr:
         """Bytes of cache per token as a formula: ``q`` bytes per element, summed over every site (``per="model"``)
@@ -187,20 +192,20 @@ def _bind_repeats(diagram: Diagram, sizes: Mapping[str, int]) -> Diagram:
     return diagram.bind(**{n: sizes[n] for n in needed}) if needed else diagram
 
 
-def _checked_longer(diagram: Diagram, token: Any, defaults: Mapping[str, Any], name: str) -> None:
+def _checked_longer(diagram: Diagram, token: Any, defaults: Mapping[str, Any], name: str) -> int | None:
     """A traced diagram whose model is at hand, lowered at a longer token length than traced (``2t + 1``) and checked
     against the model there (``TracedDiagram.to_torch``'s check), else :class:`DecodeError`: its prefill and steps run
     past the traced length, where a mask read as causal by its values at the traced length need not be (Mistral's
     sliding window of 6 traced on 4 tokens: ◸ without the window, decoded 0.02-0.1 off the model past 6 tokens); one
-    read back without its model warns that it is not checked there (``read_back.guard``), and refuses a held length."""
-    import warnings
-
+    read back without its model warns that it is not checked there (``read_back.guard``), and refuses a held length.
+    Returns the length checked (``None``: no model to check against); a :class:`~ncd.inference.run.Decoder` checks
+    again (:func:`check_at`) each time it runs past it."""
     from ncd.errors import TraceError
     from ncd.trace.traced_diagram import TracedDiagram
 
     n = defaults.get(str(token.size))
     if not isinstance(n, int):
-        return
+        return None
     if not isinstance(diagram, TracedDiagram):  # read back without its model: said, as its to_torch at t says
         from ncd.torch.read_back import guard
 
@@ -208,16 +213,34 @@ def _checked_longer(diagram: Diagram, token: Any, defaults: Mapping[str, Any], n
             guard(diagram, {str(token.size): 2 * n + 1}, "decode")
         except TraceError as error:
             raise DecodeError(f"decode: {name} holds {token.name} at its traced value {n}: {error}") from None
-        return
+        return None
     if diagram._model() is None:
-        return
+        return None
+    return 2 * n + 1 if check_at(diagram, str(token.size), 2 * n + 1, name) else None
+
+
+def check_at(diagram: Diagram, size: str, length: int, name: str) -> bool:
+    """The traced ``diagram`` lowered at ``size=length`` and checked against its model there, else
+    :class:`DecodeError` (a window longer than the lengths checked so far shows only past it). Returns whether it
+    compared: where the check could not (the model's parameters replaced since the trace), its warning is said again
+    as decode's."""
+    import warnings
+
+    from ncd.errors import TraceError
+
+    traced = dict(diagram.get("defaults", ())).get(size) if isinstance(diagram, Block) else None
     try:
-        with warnings.catch_warnings():  # (what the check could not compare is as before: decode never compared)
-            warnings.simplefilter("ignore")
-            diagram.to_torch(**{str(token.size): 2 * n + 1})
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            diagram.to_torch(**{size: length})  # type: ignore[arg-type]
     except TraceError as error:
-        raise DecodeError(f"decode: {name} lowered at {token.name}={2 * n + 1} (traced at {n}) is not the model there,"
-                          f" so its prefill and steps past the traced length would not be either: {error}") from None
+        raise DecodeError(f"decode: {name} lowered at {size}={length} (traced at {traced}) is not the model there,"
+                          f" so its prefill and steps at that length would not be either: {error}") from None
+    unchecked = [str(w.message) for w in said if "unchecked" in str(w.message)]
+    for message in unchecked:
+        warnings.warn(f"decode: {name} is not checked against the model at {size}={length}: {message}",
+                      RuntimeWarning, stacklevel=3)
+    return not unchecked
 
 
 def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> Decoding:
@@ -244,7 +267,7 @@ def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> D
         raise DecodeError(f"decode: {name} holds tensors recorded at the traced length of {token.name} (a table the"
                           " model computed from its input's shape, stored as its values), so its prefill and step at"
                           f" other lengths cannot be derived: {'; '.join(fixed[:4])}")
-    _checked_longer(diagram, token, defaults, name)
+    checked = _checked_longer(diagram, token, defaults, name)
     if isinstance(bound, Block):  # the derived blocks take the model's place: the same submodule names
         bound = bound.body
 
@@ -291,7 +314,7 @@ def decode(diagram: Diagram, /, *, tokens: str | None = None, **sizes: int) -> D
     sites = [dataclasses.replace(s, batch=batch) for s in sites]
     if not token.size.free_symbols:  # traced at a fixed length: that length is the prefill's default
         all_sizes.setdefault(token.name, int(token.size))
-    return Decoding(diagram, prefill, step, sites, token.name, all_sizes, _slots(pre.sites))
+    return Decoding(diagram, prefill, step, sites, token.name, all_sizes, _slots(pre.sites), checked, str(token.size))
 
 
 def _meta(diagram: Diagram, sizes: dict[str, int], *, step: bool, token: str = "t") -> tuple[tuple[str, Any], ...]:

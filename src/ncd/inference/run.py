@@ -52,6 +52,8 @@ class Decoder:
         self._prefill: dict[tuple[object, ...], torch.nn.Module] = {}
         self._steps: dict[tuple[object, ...], torch.nn.Module] = {}
         self._one_step: bool | None = None
+        #: the token length up to which the traced diagram is checked against its model (None: no model at hand)
+        self._checked = decoding.checked
 
     def _module(self, diagram: Any, sizes: dict[str, int], check_inputs: bool = True) -> torch.nn.Module:
         module = diagram.to_torch(check_inputs=check_inputs, **{**self.sizes, **sizes})
@@ -108,6 +110,7 @@ class Decoder:
 
     def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs at every prompt position and every cache (in ``decoding.slots`` order)."""
+        self._reach(int(tokens.shape[-1]))
         out = self.prefill_module(int(tokens.shape[-1]), **self._batch(tokens))(tokens)
         return out[0], self._store(out[1:])
 
@@ -127,8 +130,22 @@ class Decoder:
                                   " say how many tokens came before (past=...)")
             keyed = [k for k, s in enumerate(self._keys()) if not s.is_state]
             past = int(caches[keyed[0]].shape[_row(self._keys()[keyed[0]])]) if keyed else 0  # states: no length
+        self._reach(past + 1)
         out = self.step_module(past, **self._batch(token))(token, *caches)
         return out[0], self._store(out[1:])
+
+    def _reach(self, length: int) -> None:
+        """Past the length the traced diagram was checked at, check it against its model again at twice that (or at
+        ``length``): a mask read as causal by its values at the traced length may hide a sliding window longer than
+        any length checked so far (DecodeError where the model differs; a check that cannot compare warns once and
+        stops). Doubling keeps the checks' cost within a few forwards of the longest length run."""
+        if self._checked is None or length <= self._checked:
+            return
+        from ncd.inference.decoding import check_at
+
+        target = max(length, 2 * self._checked)
+        name = getattr(self.decoding.diagram, "name", "Model")
+        self._checked = target if check_at(self.decoding.diagram, self.decoding.token_size, target, name) else None
 
     # -- caches held in the policy's element types -------------------------------------------
     def _keys(self) -> list[Any]:
