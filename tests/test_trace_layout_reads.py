@@ -31,6 +31,9 @@ HELD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "untyped_storage": lambda x: x / x.untyped_storage().nbytes(),
     "len_unbind": lambda x: x / len(x.unbind(1)),
     "torch.unbind": lambda x: x / len(torch.unbind(x, 1)),
+    "split": lambda x: x / len(x.split(2, 1)),  # type: ignore[no-untyped-call]
+    "chunk": lambda x: x / len(x.chunk(10, dim=1)),
+    "iterated": lambda x: x / sum(1 for _ in x.transpose(0, 1)),
 }
 
 

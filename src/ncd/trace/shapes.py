@@ -253,7 +253,9 @@ def _mark_items(node: Any, key: Any, items: Any, window: list[tuple[Any, Tree]])
 #: the tensor attributes that read sizes into Python, patched on ``torch.Tensor`` while recording (``len(x)``: Python
 #: makes ``__len__``'s result a plain int, so a length read by the model's own line is noted as escaped instead)
 _READS = ("shape", "size", "numel", "nelement", "nbytes", "__len__", "stride", "storage_offset", "untyped_storage",
-          "unbind")
+          "unbind", "split", "chunk", "__iter__")
+#: the methods cutting a tensor into a Python tuple of pieces: how many is a number the diagram holds
+_CUTS = ("split", "chunk")  # (tensor_split: its arguments decide how many)
 #: the same reads as functions of ``torch`` (``torch.numel(x)``, ``torch.unbind(x, 1)``), patched there
 _TORCH_READS = ("numel", "unbind")
 
@@ -404,6 +406,16 @@ class Shapes:
         cls.untyped_storage = storage_of  # type: ignore[assignment, method-assign]
         cls.unbind = unbind_of  # type: ignore[assignment, method-assign]
         torch.numel, torch.unbind = torch_numel_of, torch_unbind_of  # type: ignore[assignment]
+        for name in _CUTS:
+            setattr(cls, name, _cut(getattr(cls, name), name, held))
+        whole_iter = cls.__iter__
+
+        def iter_of(tensor: torch.Tensor) -> Any:  # ``for row in x``: as many steps as x's first size
+            if tensor.dim():
+                held(tensor, f"iterated {len(tensor)} times", 0)
+            return whole_iter(tensor)  # type: ignore[no-untyped-call]
+
+        cls.__iter__ = iter_of  # type: ignore[method-assign]
         return self
 
     def rest(self) -> None:
@@ -431,6 +443,18 @@ class Shapes:
                 delattr(cls, name)
             else:
                 setattr(cls, name, value)
+
+
+def _cut(method: Any, name: str, held: Any) -> Any:
+    """``method`` (``x.split(2, 1)``) noting the number of pieces it cut as held (the size of the dimension cut)."""
+
+    def cut(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = method(tensor, *args, **kwargs)
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        held(tensor, f"{name}() into {len(out)}", dim if type(dim) is int else None)
+        return out
+
+    return cut
 
 
 def _internal_caller(frame: Any) -> bool:
