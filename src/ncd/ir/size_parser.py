@@ -48,9 +48,19 @@ def is_name(text: str) -> bool:
     return text.isidentifier() and unicodedata.normalize("NFKC", text) == text
 
 
+#: the functions of one size sympy writes in a size's text (a scale by ``t // 2`` is ``1/floor(t/2)``)
+_FUNCTIONS = {"sqrt": sympy.sqrt, "floor": sympy.floor, "ceiling": sympy.ceiling}
+
+
 class _Parser:
     """Grammar: sum := term (('+'|'-') term)*; term := unary (('*'|'/') unary)*;
-    unary := '-' unary | power; power := atom (('**'|'^') unary)?; atom := number | name | '(' sum ')'."""
+    unary := '-' unary | power; power := atom (('**'|'^') unary)?;
+    atom := number | name | ('sqrt'|'floor'|'ceiling') '(' sum ')' | '(' sum ')'.
+
+    >>> t = symbol("t")
+    >>> [parse_size(str(e)) == e for e in (1 / sympy.floor(t / 2), sympy.ceiling((t + 1) / 3), sympy.sqrt(t))]
+    [True, True, True]
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -148,11 +158,11 @@ class _Parser:
             return sympy.Rational(text) if "." in text or "e" in text.lower() else sympy.Integer(int(text))  # (1e-20:
             # sympy's text of a float)
         if kind == "name":
-            if text == "sqrt" and self.take("("):
+            if text in _FUNCTIONS and self.take("("):
                 inner = self.sum()
                 if not self.take(")"):
                     raise ParseError(f"cannot read size {self.text!r}: missing ')'{self.where()}")
-                return sympy.sqrt(inner)
+                return _FUNCTIONS[text](inner)
             return symbol(text)
         if text == "(":
             self.depth += 1
