@@ -12,8 +12,10 @@ import pathlib
 import random
 import subprocess
 import sys
+import warnings
 
 import pytest
+import torch
 
 import ncd
 import ncd.zoo
@@ -142,3 +144,31 @@ def test_checker_reports_overlapping_boxes_texts_and_wires() -> None:
 def test_checker_reports_dangling_wires_and_unconnected_ports() -> None:
     found = problems(_broken(Path.through([(0, 50), (30, 50)]), Port(0, 50, -1), Port(80, 80, 3)))
     assert found == ["a wire end at (30.0, 50.0) is connected to nothing", "port at (80.0, 80.0) of box 3 has no wire"]
+
+
+def test_checker_holds_text_to_its_own_placement_of_a_repeated_box() -> None:
+    # a memoised column drawn in two places (a scan body inlined in both directions of a bidirectional RNN) repeats
+    # its boxes' ids: each text is held to the placement it is drawn in, and a spill is still found
+    first, second = Footprint(0, 0, 40, 20, 7, "box", "A"), Footprint(0, 60, 40, 20, 7, "box", "A")
+    inside = [Text.plain(5, 14, "a", role="text", owner=7), Text.plain(5, 74, "a", role="text", owner=7)]
+    assert problems(_broken(first, second, *inside)) == []
+    spilled = Text.plain(35, 74, "abc", role="text", owner=7)
+    assert problems(_broken(first, second, inside[0], spilled)) == ["text 'abc' spills out of box 'A'"]
+
+
+def test_bidirectional_rnn_drawing_keeps_invariants() -> None:
+    rnn = torch.nn.RNN(5, 6, num_layers=2, bidirectional=True, nonlinearity="relu", batch_first=True).eval()
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.rnn(x)[0]
+            return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diagram = ncd.trace(Model(), torch.randn(2, 7, 5))
+    assert problems(layout(diagram)) == []

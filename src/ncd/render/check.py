@@ -246,20 +246,29 @@ def _wires_through_text(wires: list[Path], texts: list[Text], boxes: dict[int, B
 
 
 def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
-    """Text drawn in a box (its ``owner``) stays inside it: inside the footprint, and inside its circle if it has one."""
+    """Text drawn in a box (its ``owner``) stays inside it: inside the footprint, and inside its circle if it has one.
+    A memoised column drawn in several places (the same scan body inlined twice) repeats its owners' ids: a text is
+    held to the placement of its owner nearest to it."""
     out: list[str] = []
-    by_id = {f.id: f for f in feet}
-    circles = {c.owner: c for c in drawing.of(Circle) if c.owner is not None and c.role == "glyph"}
+    by_id: dict[int, list[Footprint]] = defaultdict(list)
+    for f in feet:
+        by_id[f.id].append(f)
+    circles: dict[int, list[Circle]] = defaultdict(list)
+    for c in drawing.of(Circle):
+        if c.owner is not None and c.role == "glyph":
+            circles[c.owner].append(c)
     for t in texts:
         if t.owner is None or t.role == "label":
             continue
         b = boxes[id(t)]
-        foot = by_id.get(t.owner)
+        mx, my = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        foot = min(by_id.get(t.owner, ()), key=lambda f: abs(f.x + f.w / 2 - mx) + abs(f.y + f.h / 2 - my),
+                   default=None)
         if foot is not None and not (foot.x - EPS <= b[0] and b[2] <= foot.x + foot.w + EPS
                                      and foot.y - EPS <= b[1] and b[3] <= foot.y + foot.h + EPS):
             out.append(f"text {t.string!r} spills out of box {foot.name!r}")
             continue
-        c = circles.get(t.owner)
+        c = min(circles.get(t.owner, ()), key=lambda c: abs(c.cx - mx) + abs(c.cy - my), default=None)
         if c is not None:
             dy = max(abs(b[1] - c.cy), abs(b[3] - c.cy))
             half = math.sqrt(max(c.r * c.r - dy * dy, 0.0))
