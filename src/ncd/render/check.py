@@ -254,9 +254,9 @@ def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], 
     for f in feet:
         by_id[f.id].append(f)
     circles: dict[int, list[Circle]] = defaultdict(list)
-    for c in drawing.of(Circle):
-        if c.owner is not None and c.role == "glyph":
-            circles[c.owner].append(c)
+    for circle in drawing.of(Circle):
+        if circle.owner is not None and circle.role == "glyph":
+            circles[circle.owner].append(circle)
     for t in texts:
         if t.owner is None or t.role == "label":
             continue
@@ -268,7 +268,7 @@ def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], 
                                      and foot.y - EPS <= b[1] and b[3] <= foot.y + foot.h + EPS):
             out.append(f"text {t.string!r} spills out of box {foot.name!r}")
             continue
-        c = min(circles.get(t.owner, ()), key=lambda c: abs(c.cx - mx) + abs(c.cy - my), default=None)
+        c = min(circles.get(t.owner, ()), key=lambda k: abs(k.cx - mx) + abs(k.cy - my), default=None)
         if c is not None:
             dy = max(abs(b[1] - c.cy), abs(b[3] - c.cy))
             half = math.sqrt(max(c.r * c.r - dy * dy, 0.0))
