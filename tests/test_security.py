@@ -150,6 +150,22 @@ def test_a_call_whose_results_are_larger_than_declared_is_refused_before_it_runs
         ncd.cost(box)
 
 
+def test_a_call_declared_larger_than_the_memory_budget_is_not_run_to_measure_its_cost() -> None:
+    # a file's repeat of one entry declared (and made) 4096 x 4096: to_torch refused it past the budget, but ncd.cost
+    # ran it on real tensors to count its FLOPs (declared 65536 x 65536, 16 GiB and its gradient, on any machine)
+    box = Opaque("aten.repeat.default", "a:1 c:1", "n:4096 p:4096", (("$in", 0), (4096, 4096)))
+    loaded = ncd.load_json(box.to_json())
+    with override(memory=2**24):
+        with pytest.raises(LimitError, match=r"cost of repeat .*: the bytes of its inputs and results \(8 an entry\) is"
+                                             r" 134217736, more than the limit of 16777216 \(memory in ncd.limits\)"):
+            ncd.cost(loaded)
+        with pytest.raises(LimitError, match=r"tensor 'n p' needs 64 MiB"):
+            loaded.to_torch()
+    small = ncd.load_json(Opaque("aten.repeat.default", "a:1 c:1", "n:4 p:8", (("$in", 0), (4, 8))).to_json())
+    with override(memory=2**24):
+        assert ncd.cost(small).forward_flops == 0  # (a copy: no FLOPs) within the budget, measured as before
+
+
 @pytest.mark.parametrize("target, args, kwargs", [
     ("aten.ones.default", [{"tuple": [1048576, 1048576]}], []),
     ("aten.eye.default", [1048576], []),

@@ -407,13 +407,16 @@ def cost_opaque(prim: OpaqueOp, ctx: CostContext) -> list[Tensor]:
     outs = [ctx.new(axes, grad=ctx.grad and seg.dtype == "float", dtype=seg.dtype)
             for axes, seg in zip(ctx.out_axes, ctx.box.cod)]
     shapes = [[a.size for a in t.axes] for t in ctx.inputs]
-    if any(getattr(s, "free_symbols", None) for shape in shapes for s in shape):
+    results = [[a.size for a in t.axes] for t in outs]
+    if any(getattr(s, "free_symbols", None) for shape in (*shapes, *results) for s in shape):
         return outs
     from ncd.limits import check_count
 
-    # the call runs on real tensors: they must fit the memory budget, and its results have the declared shapes
-    check_count(f"cost of {ctx.box.text()}: the bytes of its inputs", sum(8 * math.prod(int(s) for s in shape)
-                                                                        for shape in shapes), "memory")
+    # the call runs on real tensors, forward and backward: its inputs and its results (the shapes declared, which
+    # check_shapes holds it to) must fit the memory budget before it runs (a file's repeat of one entry by
+    # (2**16, 2**16) made 16 GiB here, where to_torch refuses it)
+    check_count(f"cost of {ctx.box.text()}: the bytes of its inputs and results (8 an entry)",
+                sum(8 * math.prod(int(s) for s in shape) for shape in (*shapes, *results)), "memory")
     check_shapes(ctx.box.prim)  # type: ignore[arg-type]
     forward, backward, own, saved = measure_opaque(ctx.box, [tuple(int(s) for s in shape) for shape in shapes],
                                                     [t.dtype for t in ctx.inputs])
