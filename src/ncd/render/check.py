@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -217,25 +218,23 @@ def _crosses(seg: tuple[float, float, float, float], b: Box4) -> bool:
 def _wires_through_text(wires: list[Path], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
     """No wire is drawn through a text: its glyph box (shrunk by ``EPS`` for the wire's half stroke) stays clear.
 
-    Each straight piece of a wire is tested only against the texts of the grid cells its bounding box covers,
-    and first by bounding box, so the check is linear in the drawing's size."""
+    Each straight piece of a wire is tested only against the texts whose box meets its bounding box, and first by
+    bounding box, so the check is linear in the drawing's size: a piece a few grid cells tall finds them in the cells
+    it covers; a taller one (a fan of copies' wires running down a page of labels) in the occupied
+    :data:`_COLUMN`-wide columns of its ``x`` range, each sorted by the texts' tops, and tests them in the order the
+    cells would give (:class:`_TextIndex`)."""
     out: list[str] = []
-    grid: dict[tuple[int, int], list[tuple[Box4, Text]]] = defaultdict(list)
-    for t in texts:
-        b = boxes[id(t)]
-        if b[2] - b[0] > 2 * EPS and b[3] - b[1] > 2 * EPS:
-            inner = (b[0] + EPS, b[1] + EPS, b[2] - EPS, b[3] - EPS)
-            for cell in _cells(inner, 64.0):
-                grid[cell].append((inner, t))
-    if not grid:
+    index = _TextIndex(texts, boxes)
+    if not index.inner:
         return out
+    grid = index.grid
     hit: set[int] = set()
     for w in wires:
         for seg in _segments(w):
             x0, x1 = (seg[0], seg[2]) if seg[0] <= seg[2] else (seg[2], seg[0])
             y0, y1 = (seg[1], seg[3]) if seg[1] <= seg[3] else (seg[3], seg[1])
-            for cell in _cells((x0, y0, x1, y1), 64.0):
-                for b, t in grid.get(cell, ()):
+            for cell in _cells((x0, y0, x1, y1), 64.0) if y1 - y0 < _TALL else (None,):
+                for b, t in grid.get(cell, ()) if cell is not None else index.meeting(x0, y0, x1, y1):
                     if x1 <= b[0] or x0 >= b[2] or y1 <= b[1] or y0 >= b[3] or id(t) in hit:
                         continue
                     if _crosses(seg, b):
@@ -243,6 +242,61 @@ def _wires_through_text(wires: list[Path], texts: list[Text], boxes: dict[int, B
                         out.append(f"a wire ending at ({w.ends[1][0]:.1f}, {w.ends[1][1]:.1f}) runs through text "
                                    f"{t.string!r} at ({seg[0]:.1f}, {seg[1]:.1f})")
     return out
+
+
+#: a wire's piece this tall or taller finds its texts by :meth:`_TextIndex.meeting` (either way finds the same)
+_TALL = 192.0
+#: the width of :class:`_TextIndex`'s columns
+_COLUMN = 8.0
+
+
+class _TextIndex:
+    """The texts' glyph boxes shrunk by ``EPS`` (``inner``: those left with an inside, in the texts' order, each with
+    its text), in a grid of 64-point cells (``grid``, each cell's in that order) and in columns :data:`_COLUMN` wide
+    (each sorted by the boxes' tops, with the tallest box's height): the texts a piece of wire's bounding box meets."""
+
+    def __init__(self, texts: list[Text], boxes: dict[int, Box4]) -> None:
+        self.inner: list[tuple[Box4, Text]] = []
+        self.grid: dict[tuple[int, int], list[tuple[Box4, Text]]] = defaultdict(list)
+        for t in texts:
+            b = boxes[id(t)]
+            if b[2] - b[0] > 2 * EPS and b[3] - b[1] > 2 * EPS:
+                inner = (b[0] + EPS, b[1] + EPS, b[2] - EPS, b[3] - EPS)
+                self.inner.append((inner, t))
+                for cell in _cells(inner, 64.0):
+                    self.grid[cell].append((inner, t))
+        self._columns: dict[int, tuple[list[float], list[int], float]] | None = None  # (made when first asked)
+        self._keys: list[int] = []
+
+    def _index(self) -> dict[int, tuple[list[float], list[int], float]]:
+        if self._columns is None:
+            members: dict[int, list[tuple[float, int]]] = defaultdict(list)
+            for k, (b, _) in enumerate(self.inner):
+                for c in range(int(b[0] // _COLUMN), int(b[2] // _COLUMN) + 1):
+                    members[c].append((b[1], k))
+            self._columns = {}
+            for c, found in members.items():
+                found.sort()
+                tall = max(self.inner[k][0][3] - top for top, k in found)
+                self._columns[c] = ([top for top, _ in found], [k for _, k in found], tall)
+            self._keys = sorted(self._columns)
+        return self._columns
+
+    def meeting(self, x0: float, y0: float, x1: float, y1: float) -> list[tuple[Box4, Text]]:
+        """The boxes (of ``inner``, with their texts) that may meet the box ``(x0, y0, x1, y1)``: every box that meets
+        it openly, and some that do not; in the order the 64-point cells it covers would meet them (row by row of
+        cells, each cell's boxes in order: its first cell shared with the box, then its index)."""
+        columns = self._index()
+        keys = self._keys
+        found: set[int] = set()
+        for c in keys[bisect_left(keys, int(x0 // _COLUMN)):bisect_right(keys, int(x1 // _COLUMN))]:
+            tops, ks, tall = columns[c]
+            found.update(ks[bisect_left(tops, y0 - tall - 1.0):bisect_right(tops, y1)])
+        i0, j0 = int(x0 // 64.0), int(y0 // 64.0)
+        inner = self.inner
+        order = sorted(found, key=lambda k: (max(i0, int(inner[k][0][0] // 64.0)), max(j0, int(inner[k][0][1] // 64.0)),
+                                             k))
+        return [inner[k] for k in order]
 
 
 def _glyph_overflow(drawing: Drawing, feet: list[Footprint], texts: list[Text], boxes: dict[int, Box4]) -> list[str]:
