@@ -344,3 +344,31 @@ def test_the_cost_counts_a_tied_parameter_once_as_the_module_holds_it(which: str
     if defaults:  # a bound diagram lowers untied (ncd.backward's plan reads no ties): counted per box, as it holds them
         bound = d.bind(**defaults)
         assert ncd.cost(bound).params == _count(bound.to_torch()) > _count(model)
+
+
+class _ZerosWrittenInto(nn.Module):
+    """Longformer's score tensors: a large ``new_zeros`` written into, read through two layouts (kept by the trace as a
+    zero expanded to their shapes, strides 0: ``ncd.trace.inplace._zeros_kept``)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = x.new_zeros(2, 512, 513)
+        w = z.view(2, 513, 512)
+        z[:, :4, :4] = x
+        return z.sum(1), w.transpose(1, 2)[:, :4]
+
+
+def test_a_zero_expanded_to_two_layouts_reads_back() -> None:
+    # before, to_torch of the JSON read-back raised torch's RuntimeError ("more than one element of the written-to
+    # tensor refers to a single memory location") from read_back._retie_views: LongformerModel with its default
+    # window of 512 and LEDForConditionalGeneration could not be read back at all
+    model, x, fresh = _ZerosWrittenInto(), torch.randn(2, 4, 4), torch.randn(2, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x)
+    block = ncd.load_json(d.to_json())
+    assert block.get("views")
+    lowered = block.to_torch()
+    lowered.load_state_dict(d.state_dict(lowered))
+    for v in (x, fresh):
+        for got, want in zip(lowered(v), model(v), strict=True):
+            torch.testing.assert_close(got, want)

@@ -377,11 +377,25 @@ def _retie_views(block: Block, module: torch.nn.Module, order: list[str], laid: 
             current = held[order[j]]
             base = bases.setdefault(group, torch.zeros(extent[group], dtype=current.dtype))
             flat[j] = base.as_strided(shape, stride, offset)
-            flat[j].copy_(current.detach().reshape(shape))  # (entries read twice: the last read's)
+            _write_into(base, flat[j], current.detach().reshape(shape))  # (entries read twice: the last read's)
         for j in {entry[0] for entry in laid}:
             state[order[j]] = flat[j].reshape(held[order[j]].shape)
     module.load_state_dict(state, strict=False)
     tie(module, order, flat)
+
+
+def _write_into(base: torch.Tensor, view: torch.Tensor, values: torch.Tensor) -> None:
+    """``view`` (of ``base``'s storage) set to ``values``; an entry several of its positions read (a zero expanded to
+    a score tensor's shape, strides 0: ``ncd.trace.inplace._zeros_kept``) takes the last of their values."""
+    import torch
+
+    if not torch._debug_has_internal_overlap(view):
+        view.copy_(values)
+        return
+    where = torch.arange(base.numel()).as_strided(view.shape, view.stride(), view.storage_offset()).reshape(-1)
+    last = torch.full((base.numel(),), -1).scatter_reduce_(0, where, torch.arange(where.numel()), "amax")
+    written = last >= 0
+    base[written] = values.reshape(-1)[last[written]]
 
 
 def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
