@@ -661,6 +661,30 @@ def test_a_model_reading_an_activation_s_requires_grad_says_the_diagram_holds_th
     assert "requires_grad" not in torch.Tensor.__dict__  # put back
 
 
+class InputNeedsGradScaled(nn.Module):
+    """No parameters; scales by 2 where its input needs a gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x * 2 if x.requires_grad else x
+        return out
+
+
+def test_a_parameterless_model_reading_its_input_s_requires_grad_says_the_diagram_holds_the_capture_s_answer() -> None:
+    # traced on an input needing a gradient: the capture's copy of it needs none, so the diagram dropped the scale and
+    # the lowered module gave half the model's output on the traced input itself, with no word (only a model with
+    # parameters needing gradients was warned about)
+    x = torch.randn(2, 4, requires_grad=True)
+    model = InputNeedsGradScaled()
+    with pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at test_trace_hostile\.py:\d+.*"
+                                            r" its parameters or inputs need gradients"):
+        lowered = ncd.trace(model, x).to_torch()
+    torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an input needing no gradient: the answer is the model's, no word
+        lowered = ncd.trace(model, x.detach()).to_torch()
+    torch.testing.assert_close(lowered(x.detach()), model(x.detach()))
+
+
 class ReadsByAddress(nn.Module):
     """Reads an activation's first entry through its memory address (``ctypes``): a read no operator records."""
 

@@ -165,7 +165,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         # reading (every expert on every token, weighted by the routing) are recorded as it
         with _state_kept(model, said=True, walk=walk), \
                 dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided, walk), \
-                _data_refused(model), _grad_mode_as_called(model), _python_random_watched(model):
+                _data_refused(model), _grad_mode_as_called(model, (example_inputs, example_kwargs)), \
+                _python_random_watched(model):
             captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture, walk)
         kept = _RUN_RANDOM.get(None)
         if kept is not None:  # as the model's run leaves it (see _random_as_run)

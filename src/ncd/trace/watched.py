@@ -132,13 +132,14 @@ def _python_random_watched(model: torch.nn.Module) -> Any:
 
 
 @contextlib.contextmanager
-def _grad_mode_as_called(model: torch.nn.Module) -> Any:
+def _grad_mode_as_called(model: torch.nn.Module, inputs: Any = ()) -> Any:
     """While the model is captured (under ``torch.no_grad``, as every capture runs): ``torch.is_grad_enabled()`` read
     by the model's own code answers as it would have where ``ncd.trace`` was called, and one warning names the lines.
 
     The model computes what the diagram draws only when it takes the branch it takes when called: a model scaling by 2
     where gradients are on was drawn without the scale (the capture's answer, False), differing from the model called
-    as usual, with no word.  torch's own code gets the capture's answer (its fast paths compute the same values)."""
+    as usual, with no word.  torch's own code gets the capture's answer (its fast paths compute the same values).
+    ``inputs``: the example inputs (any nesting), whose tensors the capture copies without their ``requires_grad``."""
     import sys
 
     import torch
@@ -158,9 +159,12 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
         return called
 
     flag = torch._C.TensorBase.__dict__["requires_grad"]
-    # a value the model computes from parameters needing gradients needs one itself where it is called with gradients
-    # on, but not under the capture's no_grad: its ``.requires_grad`` read by the model answered False
-    learned = called and any(p.requires_grad for p in model.parameters())
+    # a value the model computes from parameters (or example inputs) needing gradients needs one itself where it is
+    # called with gradients on, but not under the capture's no_grad (each input a copy without it): its
+    # ``.requires_grad`` read by the model answered False (``x * 2 if x.requires_grad else x`` of an input needing a
+    # gradient was drawn as ``x``, off the model on the traced input itself, with no word)
+    learned = called and (any(p.requires_grad for p in model.parameters()) or any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in torch.utils._pytree.tree_leaves(inputs)))
     needs: list[str] = []
 
     def requires_grad(self: torch.Tensor) -> bool:
@@ -223,7 +227,7 @@ def _grad_mode_as_called(model: torch.nn.Module) -> Any:
              f" {'on (torch.inference_mode)' if in_inference else 'off'}{as_called}"),
             ("a tensor's .requires_grad", needs, ", which was False there (the capture runs without gradients); the"
              " diagram computes the branch that answer takes, so called with gradients on, where values computed from"
-             " its parameters need gradients, the model may compute otherwise"),
+             " its parameters or inputs need gradients, the model may compute otherwise"),
             ("a tensor's autograd history (.grad_fn or .is_leaf)", histories, ", which the capture's values have none"
              " of (it runs without gradients, on copies of the inputs); the diagram computes the branch that answer"
              " takes, so called with gradients on, the model may compute otherwise")):
