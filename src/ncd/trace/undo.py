@@ -149,10 +149,19 @@ def arguments_of(func: Any) -> tuple[tuple[str, bool, Any], ...]:
 
 
 def writes(func: Any) -> tuple[tuple[int, str], ...]:
-    """The positions and names of the arguments ``func`` writes into: its ``self``, ``out=``, running statistics."""
-    arguments = func._schema.arguments
+    """The positions and names of the arguments ``func`` writes into: its ``self``, ``out=``, running statistics.
+
+    A schema that is not mutable (``FunctionSchema.is_mutable``: an argument whose alias is written, read in C++) has
+    none to find: its arguments are not read (each read makes torch's Python objects of every argument anew, ~35 µs an
+    operator, paid at the first call of each operator in a process, most of a trace's operators)."""
+    schema = func._schema
+    statistics = func.overloadpacket.__name__ in STATISTICS
+    if not statistics and not schema.is_mutable:
+        _WRITES[func] = ()
+        return ()
+    arguments = schema.arguments
     found = tuple((i, a.name) for i, a in enumerate(arguments) if a.alias_info is not None and a.alias_info.is_write)
-    if func.overloadpacket.__name__ in STATISTICS and len(arguments) > 4:
+    if statistics and len(arguments) > 4:
         found += ((3, arguments[3].name), (4, arguments[4].name))
     _WRITES[func] = found
     return found
