@@ -4,6 +4,8 @@ flattened items, and off every node of the diagram, one by one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import ncd
@@ -49,6 +51,18 @@ def test_tree_summaries_equal_the_flattened_items(name: str, options: dict[str, 
         assert b is not None
         assert _any_hit(frag, 0.0, 0.0, (b[0] - 0.5, b[1] - 0.5, b[2] + 0.5, b[3] + 0.5), {})
     assert not _any_hit(frag, 0.0, 0.0, (want[2] + 5.0, want[1], want[2] + 50.0, want[3]), {})
+    # every placed fragment's box in the extent's table (its own items', then its placed fragments' added) is the box
+    # of its own flattened items
+    table: dict[Any, Any] = {}
+    _extent(frag, table)
+    for sub, box in table[("extent",)][0].values():
+        sub_boxes = [b for b in map(_bounds, _flat(sub)) if b is not None]  # type: ignore[arg-type]
+        if not sub_boxes:
+            assert box is None
+            continue
+        assert box is not None and all(abs(g - w) < 1e-6 for g, w in zip(box, (
+            min(b[0] for b in sub_boxes), min(b[1] for b in sub_boxes), max(b[2] for b in sub_boxes),
+            max(b[3] for b in sub_boxes))))
     # the extent's walk fills the smallest text's table too (the page reads it after the legend's corner): every
     # fragment's entry is the one smallest_text's own walk finds
     memo: dict = {}

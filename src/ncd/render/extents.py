@@ -108,18 +108,26 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
         current = pop()
         if type(current) is tuple:  # its placed fragments' boxes are known: add them to its own
             current, box, least, subs = current
-            if subs:
-                boxes = [] if box is None else [box]
+            if subs:  # its own box, then each placed fragment's moved, in order: min and max spelt out (as in
+                have = box is not None  # _own_items_extent: each keeps the box so far unless the next is smaller)
+                if have:
+                    x0, y0, x1, y1 = box
                 for dx, dy, sub in subs:
-                    v = small[id(sub)][1]
+                    i = id(sub)
+                    v = small[i][1]
                     if v < least:
                         least = v
-                    b = table[id(sub)][1]
+                    b = table[i][1]
                     if b is not None:
-                        boxes.append((b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy))
-                if boxes:
-                    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-                           max(b[3] for b in boxes))
+                        b0, b1, b2, b3 = b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy
+                        if not have:
+                            x0, y0, x1, y1 = b0, b1, b2, b3
+                            have = True
+                        else:
+                            x0, y0 = (b0 if b0 < x0 else x0), (b1 if b1 < y0 else y0)
+                            x1, y1 = (b2 if b2 > x1 else x1), (b3 if b3 > y1 else y1)
+                if have:
+                    box = (x0, y0, x1, y1)
             table[id(current)] = (current, box)
             small[id(current)] = (current, least)
             continue
@@ -133,9 +141,14 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
         own, least, subs = _own_items_extent(current.items)
         push((current, own, least, subs))
         for _, _, sub in subs:
-            known = get(id(sub))
+            i = id(sub)
+            known = get(i)
             if known is None or known[0] is not sub:
-                push(sub)
+                if isinstance(sub, Deferred):  # (known without its items: kept now rather than visited)
+                    table[i] = (sub, sub.extent)
+                    small[i] = (sub, sub.smallest)
+                else:
+                    push(sub)
     return table[id(frag)][1]  # type: ignore[no-any-return]
 
 
@@ -170,6 +183,17 @@ def _own_items_extent(items: list[Any]) -> tuple[tuple[float, float, float, floa
                 xs = [v for c in commands for v in c[1::2]]
                 ys = [v for c in commands for v in c[2::2]]
                 b0, b1, b2, b3 = min(xs), min(ys), max(xs), max(ys)
+        elif kind is Text:  # (the other records of a box's pictogram: _bounds's boxes, spelt out by kind)
+            for run in it.runs:
+                if run.size < least and run.text.strip():
+                    least = run.size
+            b0, b1 = it.x, it.y - it.ascent
+            b2, b3 = it.x + it.width, it.y + it.descent
+        elif kind is Rect:
+            b0, b1 = it.x, it.y
+            b2, b3 = it.x + it.w, it.y + it.h
+        elif kind is Circle:
+            b0, b1, b2, b3 = it.cx - it.r, it.cy - it.r, it.cx + it.r, it.cy + it.r
         elif isinstance(it, tuple):  # (a placed fragment of a subclass of tuple: none is made, kept as the walk's)
             subs.append(it)
             continue
