@@ -6,10 +6,14 @@ model on the traced inputs and on fresh ones."""
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import ncd
 from tests.test_trace_boxes_residue import round_trip
 
 
@@ -138,6 +142,25 @@ def test_baddbmm_is_a_product_and_a_sum() -> None:
         x, bias = torch.randn(3, 5, 8), torch.randn(3, 1, 5)
         d = round_trip(AlibiScores(beta), x, bias, fresh=(torch.randn(3, 5, 8), torch.randn(3, 1, 5)))
         assert d.opaque_count == 0 and "einsum" in _ops(d)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("beta", [1.0, 0.0, 0.5])
+def test_baddbmm_in_half_precision_rounds_once_as_torch(dtype: torch.dtype, beta: float) -> None:
+    # before, the product and the sum were each rounded to the half type: BLOOM's scores in bfloat16 1 step off on
+    # ~30 % of the entries (0.0156 here), 0 opaque boxes, no word; torch computes them in float32 and rounds once
+    torch.manual_seed(0)
+    model = AlibiScores(beta).to(dtype)
+    x, bias = torch.randn(4, 16, 8, dtype=dtype), torch.randn(4, 1, 16, dtype=dtype)
+    fresh = torch.randn(4, 16, 8, dtype=dtype), torch.randn(4, 1, 16, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, x, bias)
+    lowered = d.to_torch()
+    assert d.opaque_count == 0
+    with torch.no_grad():
+        for args in ((x, bias), fresh):
+            assert torch.equal(lowered(*args), model(*args))
 
 
 class EmptyRows(nn.Module):
