@@ -6,7 +6,7 @@ teaches the next pass, and the state a pass hands over when the passes are made 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from ncd.errors import NCDError, SizeError, TypeMismatchError
 from ncd.ir.axes import Axis, Segment, Type
@@ -55,6 +55,20 @@ SIZED_BY_TRACE = ("constant", "parameter", "opaque")
 PASSES = 8
 
 
+class _Held(NamedTuple):
+    """What a walk holds between passes (:attr:`_Walk._state`: the walk's own containers, by name; :meth:`_Walk.save`:
+    copies of them)."""
+
+    done: dict[int, Any]
+    kept: list[Any]
+    order: list[int]
+    placed: set[int]
+    notes: dict[int, tuple[tuple[str, ...], str]]
+    axes: dict[Axis, Axis]
+    names: dict[tuple[str, int], Any]
+    ranges: dict[int, Any]
+
+
 class _Walk:
     """The passes of :func:`symbolize` over one diagram: the rebuilt values, kept from pass to pass (by the id of the
     original: equal parts of a diagram are often one object, and each original is rebuilt as one object), the order in
@@ -93,8 +107,8 @@ class _Walk:
         self._follows = 0  # the times :meth:`follow_learned` was called
         self.budget = PASSES  # the lessons a pass may still follow at once (the passes left: :func:`_passes`)
         self.saved: list[Any] | None = None  # :func:`_passes`' ``saved`` (a lesson followed at once before a rename)
-        self._state = (self._done, self._kept, self._order, self._placed, self._notes, self._axes, self._names,
-                       self._ranges)
+        self._state = _Held(self._done, self._kept, self._order, self._placed, self._notes, self._axes, self._names,
+                            self._ranges)
 
     def traced(self, size: Any) -> Any:
         """``size``'s exact value at the traced sizes: a whole number, or (never truncated) a fraction — a
@@ -330,41 +344,41 @@ class _Walk:
         self.learned[0].clear()
         self.learned[1].clear()
         new = self.node(self.body)
-        _, _, order, _, notes, _, _, _ = self._state
-        return new, [notes[key] for key in order if key in notes]
+        notes = self._notes
+        return new, [notes[key] for key in self._order if key in notes]
 
     @property
     def renamed(self) -> bool:
         """Whether a view of a pass so far renamed a wire as a symbol's (without ``renames``, the passes differ)."""
         return bool(self._renamed)
 
-    def save(self) -> tuple[Any, ...]:
+    def save(self) -> _Held:
         """A copy of what the walk holds between passes (:meth:`hand_over` gives it to another walk)."""
-        return tuple(part.copy() for part in self._state)
+        return _Held._make(part.copy() for part in self._state)
 
-    def hand_over(self, other: _Walk, state: tuple[Any, ...]) -> None:
+    def hand_over(self, other: _Walk, state: _Held) -> None:
         """Put in ``other`` (a walk without renames) the ``state`` this walk held before a view first renamed a wire
         (as :meth:`save` copied it), and every value this walk rebuilt since that ``other`` would rebuild alike: a
         value is a function of the original, of the followed names and ranges its wires have, and of whether a view
         in it renamed a wire; the values whose wires have a name or range followed since, or that hold a view that
         renamed, are left to ``other`` to rebuild."""
-        done, kept, order, placed, notes, axes, follow_names, follow_ranges = self._state
-        was_done, was_kept, _, _, was_notes, was_axes, was_names, was_ranges = state
-        names = {k for k, v in follow_names.items() if was_names.get(k) != v}
-        ranges = {k: v for k, v in follow_ranges.items() if was_ranges.get(k) != v}
+        done, kept, notes, axes = self._done, self._kept, self._notes, self._axes
+        was_done, was_notes, was_names, was_ranges = state.done, state.notes, state.names, state.ranges
+        names = {k for k, v in self._names.items() if was_names.get(k) != v}
+        ranges = {k: v for k, v in self._ranges.items() if was_ranges.get(k) != v}
         changed = {a for a in axes if a.size.is_Integer and (_base(a.name), int(a.size)) in names}
         stale = self._renamers | self._taught
         (self._stale if self._follows > 1 else self._scan)(changed, ranges, stale)  # (the index, once made)
-        new_done, new_kept, new_order, new_placed, new_notes, new_axes, new_names, new_ranges = other._state
+        new_done, new_kept, new_notes, new_axes = other._done, other._kept, other._notes, other._axes
         placed_kept: set[int] = set()
-        for v in was_kept:  # parts before wholes: the first place of each value held then
+        for v in state.kept:  # parts before wholes: the first place of each value held then
             key = id(v)
             if key in was_done and key not in placed_kept:
                 placed_kept.add(key)
                 new_kept.append(v)
         new_done.update(was_done)
         new_notes.update(was_notes)
-        new_axes.update(was_axes)
+        new_axes.update(state.axes)
         for v in kept:  # then what this walk rebuilt since, alike without renames (parts before wholes too)
             key = id(v)
             if key not in placed_kept and key not in stale:
@@ -379,20 +393,20 @@ class _Walk:
         for a, b in axes.items():
             if a not in changed:
                 new_axes.setdefault(a, b)
-        new_order[:] = order  # (the order a whole walk first rebuilds the primitives in: each pass extends it)
-        new_placed.update(placed)
-        new_names.update(was_names)
-        new_ranges.update(was_ranges)
+        other._order[:] = self._order  # (the order a whole walk first rebuilds the primitives in: each pass extends it)
+        other._placed.update(self._placed)
+        other._names.update(was_names)
+        other._ranges.update(was_ranges)
         other._follows = 1  # (its next follow indexes what it holds: a walk that fails after renames often fails again)
 
     def learns_anew(self) -> bool:
         """Whether the last pass learned a name not followed yet."""
-        return not self.learned[0].keys() <= self._state[6].keys()
+        return not self.learned[0].keys() <= self._names.keys()
 
     def follow_learned(self) -> None:
         """Follow what the failed pass learned, and forget every value it rebuilt whose wires have a name or range
         followed anew (keeping the rest: the next pass rebuilds them alike, as the same objects)."""
-        done, kept, _, _, notes, axes, follow_names, follow_ranges = self._state
+        done, notes, axes, follow_names, follow_ranges = self._done, self._notes, self._axes, self._names, self._ranges
         names = {k: v for k, v in self.learned[0].items() if follow_names.get(k) != v}
         ranges = {k: v for k, v in self.learned[1].items() if follow_ranges.get(k) != v}
         follow_names.update(self.learned[0])
@@ -416,13 +430,12 @@ class _Walk:
     def _stale(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
         """Adds to ``stale`` the kept values whose wires have an axis in ``changed`` or a range in ``ranges``, and
         every kept value holding a stale one (:func:`~ncd.trace.symbolic_values.indexed_stale`)."""
-        done, kept = self._state[0], self._state[1]
-        self._indexed_upto = indexed_stale(kept, self._indexed_upto, self._index, done, changed, ranges, stale)
+        self._indexed_upto = indexed_stale(self._kept, self._indexed_upto, self._index, self._done, changed, ranges, stale)
 
     def _scan(self, changed: set[Axis], ranges: dict[int, Any], stale: set[int]) -> None:
         """:meth:`_stale` by a scan of ``kept`` (parts before wholes), without an index: the first time (most
         walks that fail once fail only once, and an index costs more to make than a scan)."""
-        kept = self._state[1]
+        kept = self._kept
         _mark_stale(kept, changed, ranges, stale)
         if stale:
             kept[:] = [v for v in kept if id(v) not in stale]
