@@ -3,6 +3,7 @@ cache, and the cache bytes per token equal what the library's cache objects hold
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -139,8 +140,8 @@ def test_traced_mistral_window_longer_than_the_traced_prompt_is_refused_by_decod
     run = ncd.decode(long).lower(dtype=torch.float64)
     tokens = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        library = model.double()(tokens).logits
-        model.float()
+        library = copy.deepcopy(model).double()(tokens).logits  # (the traced model kept: below its window of 6 it
+        # takes another branch, kv_length < sliding_window, which the decoder checks against it at each such length)
         logits, caches = run.prefill(tokens[:, :3])
         for p in range(3, 12):
             logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
@@ -163,7 +164,9 @@ def test_traced_mistral_window_longer_than_twice_the_traced_prompt_is_refused_wh
     """A sliding window of 12 traced on 4 tokens: decode's check at 2t + 1 = 9 tokens sees no window (the model is
     causal there), so the steps past 12 tokens attended to every key, off the model with no error; the decoder now
     checks the traced diagram against the model again each time it runs past the length checked (at twice it) and
-    refuses there; a run that stays within the checked lengths is unchanged."""
+    refuses there; a run that stays within the checked lengths is unchanged.  The model's comparison
+    ``kv_length >= sliding_window`` (False when traced) is a guard: the decoder checks each length where it comes out
+    True against the model (equal at 12, where the window still sees every key; refused at 13)."""
     torch.manual_seed(0)
     model = T.MistralForCausalLM(T.MistralConfig(**dict(SMALL, sliding_window=12))).eval()
     with warnings.catch_warnings():
@@ -176,17 +179,20 @@ def test_traced_mistral_window_longer_than_twice_the_traced_prompt_is_refused_wh
     with torch.no_grad():
         library = model(tokens).logits.double()
         logits, caches = run.prefill(tokens[:, :3])
-        for p in range(3, 8):  # within the 9 tokens checked: runs, equal to the model
+        for p in range(3, 12):  # up to the window (12 tokens): runs, equal to the model
             logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
             torch.testing.assert_close(logits, library[:, p:p + 1], rtol=1e-4, atol=1e-4)
-        with pytest.raises(DecodeError, match=r"t=18 \(traced at 4\)"):
-            for p in range(8, 20):
+        with pytest.raises(DecodeError, match=r"t=13 \(traced at 4\)"):
+            for p in range(12, 20):
                 logits, caches = run.step(tokens[:, p:p + 1], caches, past=p)
-    assert p == 9  # refused at the first step past the 9 tokens checked (its 10th), before any step off the model
+    assert p == 12  # refused at the first step past the window (its 13th), before any step off the model
     model.double().float()  # parameters replaced since the trace: the check cannot compare, and says so once
     run = d.lower(dtype=torch.float64)
-    with torch.no_grad(), pytest.warns(RuntimeWarning, match="not checked against the model at t=18"):
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="not checked against the model at t=10"):
         logits, caches = run.prefill(tokens[:, :10])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
-        run.step(tokens[:, 10:11], caches, past=10)
+        logits, caches = run.step(tokens[:, 10:11], caches, past=10)
+    with torch.no_grad(), warnings.catch_warnings(), pytest.raises(DecodeError, match=r"compared t >= 12"):
+        warnings.simplefilter("ignore")  # (past the window, and no model to check it: refused)
+        run.step(tokens[:, 11:12], caches, past=11)

@@ -209,21 +209,27 @@ def _checked_longer(diagram: Diagram, token: Any, defaults: Mapping[str, Any], n
     if not isinstance(diagram, TracedDiagram):  # read back without its model: said, as its to_torch at t says
         from ncd.torch.read_back import guard
 
-        try:
-            guard(diagram, {str(token.size): 2 * n + 1}, "decode")
+        try:  # (a comparison of sizes the model made, coming out otherwise there: the decoder refuses that length)
+            guard(diagram, {str(token.size): 2 * n + 1}, "decode", branches=False)
         except TraceError as error:
             raise DecodeError(f"decode: {name} holds {token.name} at its traced value {n}: {error}") from None
         return None
-    if diagram._model() is None:
+    if diagram._model() is None:  # pickled: said, as its to_torch at another length says
+        import warnings
+
+        warnings.warn(f"decode: {name} is not checked against the model past {token.name}={n}: the traced model is not"
+                      " at hand (the diagram was pickled), so a mask read as causal by its values at the traced length"
+                      " may hide a sliding window; lower the traced diagram itself, or trace at the length you run at",
+                      RuntimeWarning, stacklevel=3)
         return None
     return 2 * n + 1 if check_at(diagram, str(token.size), 2 * n + 1, name) else None
 
 
-def check_at(diagram: Diagram, size: str, length: int, name: str) -> bool:
+def check_at(diagram: Diagram, size: str, length: int, name: str, **others: int) -> bool:
     """The traced ``diagram`` lowered at ``size=length`` and checked against its model there, else
     :class:`DecodeError` (a window longer than the lengths checked so far shows only past it). Returns whether it
     compared: where the check could not (the model's parameters replaced since the trace), its warning is said again
-    as decode's."""
+    as decode's. ``others``: other sizes to lower at (the batch run)."""
     import warnings
 
     from ncd.errors import TraceError
@@ -232,7 +238,7 @@ def check_at(diagram: Diagram, size: str, length: int, name: str) -> bool:
     try:
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            diagram.to_torch(**{size: length})  # type: ignore[arg-type]
+            diagram.to_torch(**{**others, size: length})  # type: ignore[arg-type]
     except TraceError as error:
         raise DecodeError(f"decode: {name} lowered at {size}={length} (traced at {traced}) is not the model there,"
                           f" so its prefill and steps at that length would not be either: {error}") from None

@@ -54,6 +54,8 @@ class Decoder:
         self._one_step: bool | None = None
         #: the token length up to which the traced diagram is checked against its model (None: no model at hand)
         self._checked = decoding.checked
+        #: the (length, batch) at which the model's comparisons of sizes were asked (ncd.trace.size_guards)
+        self._branches: set[tuple[object, ...]] = set()
 
     def _module(self, diagram: Any, sizes: dict[str, int], check_inputs: bool = True) -> torch.nn.Module:
         module = diagram.to_torch(check_inputs=check_inputs, **{**self.sizes, **sizes})
@@ -110,7 +112,7 @@ class Decoder:
 
     def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs at every prompt position and every cache (in ``decoding.slots`` order)."""
-        self._reach(int(tokens.shape[-1]))
+        self._reach(int(tokens.shape[-1]), self._batch(tokens))
         out = self.prefill_module(int(tokens.shape[-1]), **self._batch(tokens))(tokens)
         return out[0], self._store(out[1:])
 
@@ -130,22 +132,61 @@ class Decoder:
                                   " say how many tokens came before (past=...)")
             keyed = [k for k, s in enumerate(self._keys()) if not s.is_state]
             past = int(caches[keyed[0]].shape[_row(self._keys()[keyed[0]])]) if keyed else 0  # states: no length
-        self._reach(past + 1)
+        self._reach(past + 1, self._batch(token))
         out = self.step_module(past, **self._batch(token))(token, *caches)
         return out[0], self._store(out[1:])
 
-    def _reach(self, length: int) -> None:
+    def _reach(self, length: int, batch: dict[str, int]) -> None:
         """Past the length the traced diagram was checked at, check it against its model again at twice that (or at
         ``length``): a mask read as causal by its values at the traced length may hide a sliding window longer than
         any length checked so far (DecodeError where the model differs; a check that cannot compare warns once and
-        stops). Doubling keeps the checks' cost within a few forwards of the longest length run."""
-        if self._checked is None or length <= self._checked:
-            return
+        stops). Doubling keeps the checks' cost within a few forwards of the longest length run.  Where a comparison
+        of sizes the model made (``kv_length >= sliding_window``: :mod:`ncd.trace.size_guards`) comes out otherwise at
+        ``length`` than traced, the model takes another branch: checked against the model at that very length, or
+        refused without it."""
         from ncd.inference.decoding import check_at
 
-        target = max(length, 2 * self._checked)
         name = getattr(self.decoding.diagram, "name", "Model")
+        key = (length, *sorted(batch.items()))
+        if key not in self._branches:
+            self._branches.add(key)
+            self._branch(length, batch, name)
+        if self._checked is None or length <= self._checked:
+            return
+        target = max(length, 2 * self._checked)
+        if target > length and self._flips(target, batch):  # a branch taken further on: checked when reached
+            target = length
         self._checked = target if check_at(self.decoding.diagram, self.decoding.token_size, target, name) else None
+
+    def _flips(self, length: int, batch: dict[str, int]) -> list[str]:
+        """The model's comparisons of sizes that come out otherwise at ``length`` tokens and ``batch`` than traced."""
+        from ncd.ir.diagram import Block
+        from ncd.trace.size_guards import GUARDS, flipped
+
+        diagram = self.decoding.diagram
+        if not isinstance(diagram, Block) or not diagram.get(GUARDS):
+            return []
+        defaults = {k: v for k, v in dict(diagram.get("defaults", ())).items() if isinstance(v, int)}
+        guards = diagram.get(GUARDS)
+        return flipped(guards, defaults, {**self.sizes, **batch, self.decoding.token_size: length})
+
+    def _branch(self, length: int, batch: dict[str, int], name: str) -> None:
+        """:meth:`_reach`'s check of the model's comparisons of sizes at ``length`` tokens and ``batch``."""
+        from ncd.inference.decoding import check_at
+
+        diagram = self.decoding.diagram
+        flips = self._flips(length, batch)
+        if not flips:
+            return
+        defaults = dict(diagram.get("defaults", ()))  # type: ignore[attr-defined]
+        if getattr(diagram, "_model", lambda: None)() is not None:  # the model at hand: run at this length
+            sizes = {k: v for k, v in batch.items() if k in defaults}
+            check_at(diagram, self.decoding.token_size, length, name, **sizes)
+            return
+        raise DecodeError(f"decode: {name} at {self.decoding.token_size}={length} (traced at"
+                          f" {defaults.get(self.decoding.token_size)}): {'; '.join(flips[:4])}: the model takes another"
+                          " branch there than the traced one, and there is no model at hand to check it (a diagram"
+                          " read back or pickled); trace the model at a length past it")
 
     # -- caches held in the policy's element types -------------------------------------------
     def _keys(self) -> list[Any]:

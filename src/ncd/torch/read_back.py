@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["KEYS", "traced_meta", "without", "guard", "restore", "typed_init"]
 
 #: the meta keys of a traced diagram's block that only a diagram read back without its model reads
-KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared", "types")
+KEYS = ("traced", "dtype", "held", "unused", "tied", "views", "shared", "types", "guards")
 
 
 def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, torch.Tensor], ...],
@@ -179,9 +179,11 @@ def _read_back(diagram: Diagram) -> Block | None:
     return diagram if type(diagram) is Block and diagram.get("traced") is not None else None
 
 
-def guard(diagram: Diagram, sizes: Mapping[str, int], what: str) -> None:
+def guard(diagram: Diagram, sizes: Mapping[str, int], what: str, branches: bool = True) -> None:
     """Before lowering ``diagram`` at ``sizes``: a traced block read back refuses sizes its boxes hold at their traced
-    values (``held``) and warns at any other size than traced (``what``: ``to_torch``, ``to_source``)."""
+    values (``held``) and, with ``branches``, sizes where a comparison the model made of them comes out otherwise
+    (``guards``: :mod:`ncd.trace.size_guards`), and warns at any other size than traced (``what``: ``to_torch``,
+    ``to_source``)."""
     block = _read_back(diagram)
     if block is None:
         return
@@ -194,6 +196,14 @@ def guard(diagram: Diagram, sizes: Mapping[str, int], what: str) -> None:
         raise TraceError(f"cannot lower {block.name} at {', '.join(f'{k}={other[k]}' for k in held)} (traced at"
                          f" {', '.join(f'{k}={defaults[k]}' for k in held)}): a box of the traced diagram holds values or"
                          " calls recorded at the traced sizes; trace the model at the sizes you run at")
+    if branches:
+        from ncd.trace.size_guards import flipped
+
+        flips = flipped(block.get("guards"), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
+        if flips:
+            raise TraceError(f"cannot lower {block.name} at {', '.join(f'{k}={v}' for k, v in sorted(other.items()))}:"
+                             f" {'; '.join(flips[:4])}: it takes another branch there than the traced one, and a"
+                             " diagram read back has no model to check it; trace the model at the sizes you run at")
     at = ", ".join(f"{k}={v}" for k, v in sorted(other.items()))
     was = ", ".join(f"{k}={defaults[k]}" for k in sorted(other))
     warnings.warn(f"{what}({at}) of {block.name}, a traced diagram read without its model (traced at {was}): at these"

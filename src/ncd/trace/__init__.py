@@ -222,8 +222,12 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
                       f" {listed}", stacklevel=4)
     from ncd.trace.other_sizes import origin_of
     from ncd.trace.shape_expressions import fixed_boxes
+    from ncd.trace.size_guards import GUARDS, guards_of, symbols_of
 
-    body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped))
+    guards, compared = guards_of(conv, captured.escaped)  # the model's branches on sizes (kv_length >= window)
+    body, meta, fixed, held = _symbolic(body, conv, fixed_boxes(conv, captured.escaped) + compared)
+    symbolized = dict(dict(meta).get("defaults", ()))
+    guards = tuple(g for g in guards if symbols_of(g) <= symbolized.keys())
     tensors = tuple(tuple(t) for t in conv.emitted.tensors)
     # the state the model holds after the capture, read once for the two below: the walk the recording made after the
     # model ran, when the model still holds just that (checked: nothing rebound, registered or dropped since)
@@ -236,7 +240,8 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     meta = (*meta, *traced_meta(model.training, (*held, *(k for sizes, _ in fixed for k in sizes)), unused,
                                 float_type(tensors, example), tuple(t for group in tensors for t in group),
                                 lambda wanted: storages((p for _, p in walk.parameters) if walk.faithful
-                                                        else model.parameters(), wanted)))
+                                                        else model.parameters(), wanted)),
+            *(((GUARDS, guards),) if guards else ()))
     traced = TracedDiagram(body, type(model).__name__, meta, tensors, example, opaque, captured.method, model.training,
                            fixed, held, unused,
                            origin_of(model, example_inputs, example_kwargs, walk), boxed_of(opaque), made)

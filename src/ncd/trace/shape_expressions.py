@@ -212,7 +212,12 @@ def fixed_boxes(conv: Any, escaped: list[tuple[Any, ...]]) -> list[tuple[tuple[s
         if getattr(node, "sized", None):
             check_node(conv, node)
     out = list(conv.__dict__.get("_size_fixed", []))
-    for tree, line, *how in escaped:
+    from ncd.trace.size_guards import Compared
+
+    for entry in escaped:
+        if isinstance(entry, Compared):  # a branch on a size: a guard (ncd.trace.size_guards.guards_of)
+            continue
+        tree, line, *how = entry
         if _numbers_only(conv, tree):
             continue
         expr = expression(conv, tree)

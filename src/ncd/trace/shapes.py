@@ -72,6 +72,26 @@ def _binary(name: str, reflected: bool) -> Any:
     return method
 
 
+def _comparison(name: str) -> Any:
+    op = getattr(operator, name)
+    sign = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[name]
+
+    def method(self: Any, other: Any) -> Any:
+        theirs = _tree(other)
+        if theirs is None:
+            return NotImplemented
+        result = op(self._plain(), _plain(other))
+        shapes = Shapes.active
+        if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(sys._getframe(1)):
+            from ncd.trace.capture import user_line
+            from ncd.trace.size_guards import Compared
+
+            shapes.escaped.append(Compared(self.expr, sign, theirs, user_line() or "?"))
+        return result
+
+    return method
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, SizeInt):
         return int.__int__(value)
@@ -163,6 +183,11 @@ for _name in _OPS:
     for _cls in (SizeInt, SizeFloat):
         setattr(_cls, f"__{_name}__", _binary(_name, False))
         setattr(_cls, f"__r{_name}__", _binary(_name, True))
+for _name in ("lt", "le", "gt", "ge", "eq", "ne"):  # a branch on a size (ncd.trace.size_guards): noted as a guard
+    for _cls in (SizeInt, SizeFloat):
+        setattr(_cls, f"__{_name}__", _comparison(_name))
+SizeInt.__hash__ = int.__hash__  # type: ignore[method-assign]
+SizeFloat.__hash__ = float.__hash__  # type: ignore[method-assign]
 
 _SIZED = (SizeInt, SizeFloat)
 #: the argument types :func:`_found` looks at or into

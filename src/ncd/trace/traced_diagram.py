@@ -125,10 +125,25 @@ class TracedDiagram(Block):
             raise TraceError(f"cannot lower {self.name} at {', '.join(f'{k}={other[k]}' for k in held)}: the traced model"
                              f" holds {', '.join(f'{k}={defaults[k]}' for k in held)} in its parameters and scales")
         fixed = [(held, box) for held, box in self.fixed if set(held) & set(other)
-                 and not (self._model() is not None and (LEN_HELD in box or FLOAT_HELD in box))]  # (len(x),
-        # math.sqrt(t): checked by running the model, :meth:`_lowered`)
+                 and not (self._model() is not None and _checked_by_model(box))]  # (len(x), math.sqrt(t), a
+        # comparison: checked by running the model, :meth:`_lowered`)
         self._fixed_in(fixed, other, defaults)
+        if self._model() is None:
+            self._branches(other, defaults)
         return other
+
+    def _branches(self, other: Mapping[str, int], defaults: Mapping[str, Any]) -> None:
+        """Raise where a comparison of sizes the model made (a guard, :mod:`ncd.trace.size_guards`) comes out otherwise
+        at ``other`` sizes than traced and the model cannot be run there to check the branch it takes."""
+        from ncd.trace.size_guards import GUARDS, flipped
+
+        flips = flipped(self.get(GUARDS), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
+        if flips:
+            raise TraceError(f"cannot lower {self.name} at {_sizes(other)} (traced at {_sizes(defaults, other)}):"
+                             f" {'; '.join(flips[:4])}: it takes another branch there than the traced one, and "
+                             + ("the traced model is not at hand to check it" if self._model() is None else
+                                "the model could not be run there to check it (warned)")
+                             + "; trace at the sizes you run at")
 
     def _fixed_in(self, fixed: list[tuple[tuple[str, ...], str]], other: Mapping[str, int],
                   defaults: Mapping[str, Any]) -> None:
@@ -193,17 +208,21 @@ class TracedDiagram(Block):
         if other:
             from ncd.trace.other_sizes import check
 
-            said = [box for held, box in self.fixed if set(held) & set(other) and (LEN_HELD in box or FLOAT_HELD in box)]
+            said = [box for held, box in self.fixed if set(held) & set(other) and _checked_by_model(box)]
             try:
                 compared = check(self.name, self.origin, module, self._own_block(), self.example, dict(sizes), defaults,
                                  held=bool(said))
             except TraceError as error:  # differs there: name the lines that turned a changed size into a number
+                from ncd.trace.size_guards import GUARDS, flipped
+
+                said += flipped(self.get(GUARDS), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
                 if not said:
                     raise
                 raise TraceError(f"{error}; held by the model's Python: {'; '.join(said[:4])}") from None
             if not compared:  # a len(x) of a changed size, held unless the model at these sizes agreed (B = len(x):
                 # x.view(B, -1) lowers at every batch; 8 - len(ids[0]) differs from the model and is refused there)
                 self._fixed_in([(held, box) for held, box in self.fixed if set(held) & set(other)], other, defaults)
+                self._branches(other, defaults)
         return module
 
     def _model(self) -> torch.nn.Module | None:
@@ -251,6 +270,19 @@ class TracedDiagram(Block):
             at_trace.to(dtype)
         own = module.state_dict()
         return {k: v for k, v in _state_for(at_trace, self.tensors, self.example).items() if k in own}
+
+
+def _checked_by_model(box: str) -> bool:
+    """Whether a ``fixed`` entry is a number the model's Python made from a size (``len(x)``, ``math.sqrt(t)``, a
+    comparison of a wire the trace does not name) that a run of the model at other sizes checks."""
+    from ncd.trace.size_guards import COMPARED_HELD
+
+    return LEN_HELD in box or FLOAT_HELD in box or COMPARED_HELD in box
+
+
+def _sizes(sizes: Mapping[str, Any], keys: Mapping[str, Any] | None = None) -> str:
+    """``t=7, b=3`` (of ``keys``' names only, when given)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(sizes.items()) if keys is None or k in keys)
 
 
 def _shared_names(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,122 @@
+"""Comparisons a model makes in Python of its inputs' sizes (``kv_length >= sliding_window``, ``if x.shape[1] > k``,
+``max(t, 4)``): the branch it took holds only where each comparison comes out as it did when traced.
+
+While recording, a comparison of a :class:`~ncd.trace.shapes.SizeInt` (or ``SizeFloat``) on the model's own line (not
+torch's or ncd's code) is noted (:class:`Compared`).  After the conversion each becomes a *guard*: its two sides as size
+expressions of the diagram's symbols (``t``, ``b``) and the line (:func:`guards_of`), kept in the traced block's
+``meta`` under ``guards`` (so a pickle and a JSON read-back have them).  A guard whose outcome cannot change
+(``kv_length == q_length``: both ``t``) or that reads no symbolized size is dropped; one of a wire the trace cannot
+name is held as a ``len(x)`` is (a ``fixed`` entry, checked by running the model).  Lowering at other sizes
+(``to_torch(t=...)``, ``to_source``, a read-back, each step of a decoding) asks :func:`flipped`: where a guard comes
+out otherwise, the model takes another branch than traced, which only a run of the model at those sizes can check;
+without the model it is refused, naming the line.
+
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from ncd.errors import SchemaError
+
+__all__ = ["GUARDS", "COMPARED_HELD", "Compared", "guards_of", "symbols_of", "flipped"]
+
+#: the meta key of a traced block's guards: ``((left, op, right, line), ...)``, each side a size's text
+GUARDS = "guards"
+#: how a ``fixed`` entry of a comparison of a wire the trace cannot name says it (checked by running the model)
+COMPARED_HELD = "compared in Python ("
+_OPS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+class Compared(NamedTuple):
+    """A comparison of sizes the model made on its own line (noted in :attr:`ncd.trace.shapes.Shapes.escaped`)."""
+
+    left: Any  # the expression trees (ncd.trace.shapes.Tree)
+    op: str  # "<", "<=", ">", ">=", "==", "!="
+    right: Any
+    line: str
+
+
+def guards_of(conv: Any, escaped: list[Any]) -> tuple[tuple[tuple[str, str, str, str], ...],
+                                                       list[tuple[tuple[str, ...], str]]]:
+    """The guards of the comparisons among ``escaped`` (each once), and the ``fixed`` entries of those whose sides
+    cannot be written as sizes (a wire the trace cannot name)."""
+    from ncd.ir.size import size
+    from ncd.trace.shape_expressions import _follows, _numbers_only, expression
+
+    guards: list[tuple[str, str, str, str]] = []
+    fixed: list[tuple[tuple[str, ...], str]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for entry in escaped:
+        if not isinstance(entry, Compared) or (_numbers_only(conv, entry.left) and _numbers_only(conv, entry.right)):
+            continue
+        a, b = expression(conv, entry.left), expression(conv, entry.right)
+        held = _follows(conv, a) | _follows(conv, b)
+        if not held or (a - b).is_number:  # reads no symbolized size, or comes out the same at every size
+            continue
+        key = (str(a), entry.op, str(b))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            written = "?" not in key[0] + key[2] and size(key[0]) == a and size(key[2]) == b
+        except Exception:  # noqa: BLE001 - a side the size reader cannot read back: held
+            written = False
+        if written:
+            guards.append((*key, entry.line))
+        else:
+            fixed.append((tuple(sorted(held)), f"at {entry.line} the model {COMPARED_HELD}{' '.join(key)}) a size"
+                                                " of a tensor the trace does not name: the branch it took is not followed"))
+    return tuple(guards), fixed
+
+
+@functools.lru_cache(maxsize=4096)
+def _side(text: str) -> Any:
+    from ncd.ir.size import size
+
+    return size(text)
+
+
+def symbols_of(guard: tuple[str, str, str, str]) -> set[str]:
+    """The names of the sizes ``guard`` reads."""
+    return {str(s) for side in (guard[0], guard[2]) for s in _side(side).free_symbols}
+
+
+def _outcome(left: Any, op: str, right: Any, sizes: Mapping[str, int]) -> bool | None:
+    """Whether ``left op right`` holds at ``sizes`` (``None``: a size it reads is not given)."""
+    import sympy
+
+    from ncd.ir.size import substitute, symbol
+
+    difference = substitute(left - right, {symbol(k): sympy.Integer(v) for k, v in sizes.items()})
+    if not difference.is_number:
+        return None
+    sign = int(bool(difference > 0)) - int(bool(difference < 0))
+    return {"<": sign < 0, "<=": sign <= 0, ">": sign > 0, ">=": sign >= 0, "==": sign == 0, "!=": sign != 0}[op]
+
+
+def flipped(guards: Any, defaults: Mapping[str, int], sizes: Mapping[str, int]) -> list[str]:
+    """What each guard of ``guards`` (a block's ``meta["guards"]``) that comes out otherwise at ``sizes`` than at the
+    traced ``defaults`` says (``[]``: the traced branch holds there).  A guard that changes only because one of its
+    sizes is 1 there (transformers' ``q_length == 1``, ``batch_size != position_ids.shape[0]``, sdpa's ``is_causal``
+    for one query: each the same result by another way) is not listed: a diagram without its model lowered there is
+    warned about as at any other size (``read_back.guard``), one with it is checked by running the model."""
+    if not guards:
+        return []
+    if not isinstance(guards, tuple) or not all(isinstance(g, tuple) and len(g) == 4 and all(isinstance(s, str) for s in g)
+                                                and g[1] in _OPS.values() for g in guards):
+        raise SchemaError(f"meta guards={guards!r:.80} is not a tuple of (left, op, right, line) texts")
+    at = {**defaults, **sizes}
+    out = []
+    for left, op, right, line in guards:
+        a, b = _side(left), _side(right)
+        was, now = _outcome(a, op, b, defaults), _outcome(a, op, b, at)
+        if was is not None and now is not None and was != now \
+                and any(at.get(str(s)) == 1 != defaults.get(str(s)) for s in (a - b).free_symbols):
+            continue  # a size of 1 (q_length == 1, batch_size != 1): a degenerate case models special-case alike
+        if was is None or now is None or was != now:
+            changed = ", ".join(f"{k}={v}" for k, v in sorted(sizes.items()) if defaults.get(k) != v)
+            out.append(f"at {line} the model compared {left} {op} {right} ({was} when traced, {now} at {changed})")
+    return out
