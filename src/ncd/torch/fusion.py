@@ -18,10 +18,13 @@ step of the chain only, so removing them changes nothing else.  The rewrite read
 locals keep the names they would have had, had the steps never been written.  The code permutes and
 reshapes with negative dimensions, so extra leading batch dimensions pass through.
 
-Exactly the same function is computed, with two documented differences: dropout draws its
+Exactly the same function is computed, with three documented differences: dropout draws its
 random mask inside SDPA (same distribution, different random numbers than ``nn.Dropout``),
-and a query whose keys are *all* masked gets zeros from SDPA where the unfused softmax
-gives NaN.  Use :func:`disabled` to lower without fusion (for comparison).
+a query whose keys are *all* masked gets zeros from SDPA where the unfused softmax
+gives NaN, and in bfloat16/float16 SDPA keeps the scores and the softmax in float32 where the
+unfused steps round each to the half type (a traced ``softmax(q @ k.T) @ v`` in bfloat16: one
+bfloat16 step off the model on ~25 % of the entries; unfused, bit-equal).  Use :func:`disabled` to
+lower without fusion (for comparison, or to round as such a model does).
 
 >>> import ncd
 >>> scores = ncd.Einsum("y k, x k -> y x") >> ncd.Scale("k**-0.5") >> ncd.Softmax("x")
