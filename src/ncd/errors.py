@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "ParseError",
     "SizeError",
     "derived_size",
+    "worded_later",
     "TypeMismatchError",
     "SchemaError",
     "LoweringError",
@@ -69,6 +71,41 @@ class SizeError(NCDError, ValueError):
     #: None for an index range (a convolution's output axis ``t:11`` from an input ``t`` padded by 3: ``t + 3``);
     #: :func:`ncd.trace.symbolic.symbolize` follows such a name or range as the derived expression on its next pass
     derived: tuple[tuple[str | None, Any, Any], ...] = ()
+
+
+class _Later:
+    """An error's message, worded when first read (:func:`worded_later`); it reads, prints, copies and pickles as its
+    text."""
+
+    __slots__ = ("_word", "_text")
+
+    def __init__(self, word: Callable[[], str]) -> None:
+        self._word: Callable[[], str] | None = word
+        self._text = ""
+
+    def __str__(self) -> str:
+        if self._word is not None:
+            self._text, self._word = self._word(), None
+        return self._text
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return str, (str(self),)
+
+
+def worded_later(word: Callable[[], str]) -> Any:
+    """An error's message that ``word()`` words when the message is first read: a box refusing sizes builds its text
+    with sympy's printer (~0.5-1 ms a first print of a new expression), and the symbolic pass of a trace, which
+    catches the refusal to learn from :attr:`SizeError.derived`, mostly never reads it.  ``word`` must read only
+    values that do not change (the text is the one an eager message would have had).
+
+    >>> error = SizeError(worded_later(lambda: "axis t of size " + str(3 + 4)))
+    >>> str(error), repr(error)
+    ('axis t of size 7', "SizeError('axis t of size 7')")
+    """
+    return _Later(word)
 
 
 def derived_size(error: SizeError, *derived: tuple[str | None, Any, Any]) -> SizeError:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy
 
-from ncd.errors import ParseError, SizeError, derived_size
+from ncd.errors import ParseError, SizeError, derived_size, worded_later
 from ncd.ir import weaving
 from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
@@ -174,7 +174,8 @@ class PadOp(Primitive):
         elif self.output is not None:
             want = self.padded()
             if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
-                raise derived_size(SizeError(f"{where}: the output '{self.output}' must have the padded sizes '{want}'"),
+                raise derived_size(SizeError(worded_later(  # (worded when read: the symbolic pass mostly never does)
+                    lambda: f"{where}: the output '{self.output}' must have the padded sizes '{want}'")),
                                    *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
                                      if not is_zero(x.size - y.size)])
 

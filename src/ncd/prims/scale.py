@@ -61,12 +61,15 @@ class ScaleOp(Primitive):
     kind: ClassVar[Kind] = "linear"
 
     def __post_init__(self) -> None:
-        if self.factor.has(sympy.oo, -sympy.oo, sympy.nan):  # (zoo, a size divided by zero, is refused when lowered)
+        # (a Rational or a Float is finite: sympy makes inf and nan instances of their own classes; zoo, a size divided
+        # by zero, is refused when lowered)
+        if not (self.factor.is_Rational or self.factor.is_Float) and self.factor.has(sympy.oo, -sympy.oo, sympy.nan):
             raise ParseError(f"Scale takes a finite factor (a number or a size expression), not {self.factor}: a"
                              " multiplication by inf or nan has no label, source or JSON of its own (a traced one is an"
                              " opaque box)")
 
-        if self.divisor is not None and self.divisor.has(sympy.oo, -sympy.oo, sympy.nan):
+        if self.divisor is not None and not (self.divisor.is_Rational or self.divisor.is_Float) \
+                and self.divisor.has(sympy.oo, -sympy.oo, sympy.nan):
             raise ParseError(f"Scale takes a finite divisor, not {self.divisor}")
         if not isinstance(self.mean, bool):
             raise ParseError(f"Scale's mean is True or False, not {self.mean!r}")

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Union
 
 import sympy
 
-from ncd.errors import ParseError, SizeError, derived_size
+from ncd.errors import ParseError, SizeError, derived_size, worded_later
 from ncd.ir.axes import Axis, Segment, TypeLike, as_type
 from ncd.ir.primitive import Primitive
 from ncd.ir.size import Size, size_text, sizes_equal, substitute
@@ -95,10 +96,14 @@ def _check_sizes(what: str, inputs: Sequence[Axis], outputs: Sequence[Axis], exp
             continue
         if _is_number(b.size) and not b.size.is_integer:
             raise _not_divisible(what, a.name, a.size, b.size, s)
-        raise derived_size(SizeError(
-            f"{what}: output axis {b.name} has size {size_text(b.size)}, but input axis {a.name}={size_text(a.size)}"
-            f" gives {size_text(want)}"
-        ), *[(y.name, y.size, w) for y, w in zip(outputs, expected) if not sizes_equal(y.size, w)])
+        raise derived_size(SizeError(worded_later(partial(_unequal, what, a, b, want))),  # (worded when read: the
+                           # symbolic pass of a trace, which learns from what it derives, mostly never does)
+                           *[(y.name, y.size, w) for y, w in zip(outputs, expected) if not sizes_equal(y.size, w)])
+
+
+def _unequal(what: str, a: Axis, b: Axis, want: Size) -> str:
+    return f"{what}: output axis {b.name} has size {size_text(b.size)}, but input axis {a.name}={size_text(a.size)}" \
+           f" gives {size_text(want)}"
 
 
 def _not_divisible(what: str, name: str, value: Size, out: Size, stride: int) -> SizeError:
