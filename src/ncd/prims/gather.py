@@ -37,11 +37,14 @@ from typing import TYPE_CHECKING, ClassVar
 import sympy
 
 from ncd.errors import ParseError, SizeError, derived_size
-from ncd.ir.axes import SCALAR, Axis, AxisLike, Dtype, Segment, Type, TypeLike, as_axis, as_type, parse_axis
+from ncd.ir.axes import SCALAR, Axis, Dtype, Segment, Type, TypeLike, as_type, parse_axis
 from ncd.ir.diagram import Box, Diagram, Identity, Seq
 from ncd.ir.primitive import Kind, Primitive
-from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, BoxBackward
+from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
 from ncd.ir.size import Size, size_text, sizes_equal
+from ncd.prims.gather_derivative import GatherTranspose as GatherTranspose
+from ncd.prims.gather_derivative import GatherTransposeOp as GatherTransposeOp
+from ncd.prims.gather_derivative import cost_scatter_add as cost_scatter_add
 from ncd.prims.kinds import transpose
 from ncd.prims.structure import DeleteOp, ZerosOp, cot, route
 
@@ -278,41 +281,6 @@ IMPORT.known(CompareOp, aten=("aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.
 IMPORT.known(CastOp, aten=("aten.to", "aten._to_copy"))
 
 
-
-# -- derivative primitives of the family (backward diagrams) -----------------------------------
-@dataclass(frozen=True)
-class GatherTransposeOp(Primitive):
-    """``(i, g) ↦ ∂x``: the transpose of :class:`ncd.prims.gather.GatherOp` — each cotangent entry added back at its
-    position along ``axis`` (a scatter-add; positions taken twice add up, untaken ones get zero)."""
-
-    axis: Axis
-    positions: Segment
-    wraps: bool = False  # a negative position counts from the end (the transpose of a gather that ``wraps``)
-
-    op: ClassVar[str] = "gather_transpose"
-    family: ClassVar[str] = "derivative"
-    kind: ClassVar[Kind] = "linear"
-
-    def __post_init__(self) -> None:
-        from ncd.prims.gather import GatherOp
-
-        GatherOp(self.axis, self.positions)  # the same checks as the gather it transposes
-
-    def signature(self) -> tuple[Type, Type]:
-        return Type((self.positions, Segment(self.positions.axes))), Type((Segment((self.axis,)),))
-
-    def label(self) -> str:
-        return f"gather {self.axis.name}ᵀ"
-
-
-def GatherTranspose(axis: AxisLike, positions: TypeLike = "") -> Box:
-    """The transpose of ``Gather(axis, positions)``: ``(positions, cotangent) -> axis`` by scatter-add."""
-    from ncd.prims.gather import Gather
-
-    prim = Gather(axis if isinstance(axis, (str, Axis)) else as_axis(axis), positions).prim
-    return Box.make(GatherTransposeOp(prim.axis, prim.positions))  # type: ignore[attr-defined]
-
-
 # -- lowering ----------------------------------------------------------------------------------
 _TORCH_DTYPE = {"index": "torch.long", "bool": "torch.bool"}
 
@@ -429,19 +397,6 @@ def _floats(prim: CastOp) -> bool:
     return prim.source.dtype == "float" and prim.target.dtype == "float"
 
 
-def cost_scatter_add(prim: Primitive, ctx: CostContext) -> list[Tensor]:
-    """``zeros.scatter_add(-1, i, g)`` (a gather's transpose, max pooling's backward): no FLOPs counted; autograd keeps
-    the positions (a gather routes the gradient back)."""
-    i, g = ctx.inputs
-    if g.grad:
-        ctx.save(i if i.contiguous else ctx.new(i.axes, grad=False, dtype="index"))
-    ctx.other(g.numel, g.numel)
-    return [ctx.output(0)]
-
-
-COST.rule(GatherTransposeOp)(cost_scatter_add)
-
-
 @transpose(GatherOp, stored=lambda prim: (1,) if prim.dtype == "float" else ())
 def transpose_gather(prim: GatherOp, box: Box) -> Diagram:
     """``gather tᵀ``: the cotangent added back at the stored positions (which get no gradient); a gather of integers has
@@ -449,13 +404,6 @@ def transpose_gather(prim: GatherOp, box: Box) -> Diagram:
     if prim.dtype != "float":
         return Identity(Type(()))
     return Box(GatherTransposeOp(prim.axis, prim.positions, prim.wraps))
-
-
-@transpose(GatherTransposeOp, stored=(0,))
-def transpose_gather_transpose(prim: GatherTransposeOp, box: Box) -> Diagram:
-    """The transpose of a scatter-add at positions is the gather at the same positions."""
-    segments = [prim.positions, Segment((prim.axis,))]
-    return Seq.of(route(segments, [1, 0]), Box(GatherOp(prim.axis, prim.positions)))
 
 
 @BACKWARD.rule(ArgMaxOp, CompareOp, CastOp)
@@ -475,20 +423,3 @@ def backward_index_computation(prim: ArgMaxOp | CompareOp | CastOp | ArithmeticO
     if len(into):
         parts.append(Box(ZerosOp(into)))
     return BoxBackward((), Seq.of(*parts) if parts else Identity(out))
-
-
-@LOWERING.rule(GatherTransposeOp)
-def lower_gather_transpose(prim: GatherTransposeOp, ctx: RuleContext) -> list[str]:
-    """``zeros(..., t).scatter_add(-1, i, g)`` with the positions' axes flattened (woven axes in front, broadcast); a
-    negative position counts from the end where the prim ``wraps``."""
-    t = ctx.int(prim.axis.size, f"axis {prim.axis.name}")
-    n = len(prim.positions.axes)
-    i, g = ctx.em.fresh("positions"), ctx.em.fresh("cotangent")
-    ctx.em.line(f"{i}, {g} = torch.broadcast_tensors({ctx.args[0].var}, {ctx.args[1].var})")
-    if prim.wraps:
-        ctx.em.line(f"{i} = {i}.where({i} >= 0, {i} + {t})")
-    lead, flat = (f"{g}.shape[:-{n}]", f".flatten(-{n})") if n else (f"{g}.shape", ".unsqueeze(-1)")
-    zeros = f"torch.zeros(*{lead}, {t}, dtype={g}.dtype, device={g}.device)"
-    return [f"{zeros}.scatter_add(-1, {i}{flat}, {g}{flat})"]
-
-IMPORT.unsupported(GatherTransposeOp, NOT_TRACED)
