@@ -685,6 +685,21 @@ def test_a_parameterless_model_reading_its_input_s_requires_grad_says_the_diagra
     torch.testing.assert_close(lowered(x.detach()), model(x.detach()))
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_an_input_needing_a_gradient_read_under_no_grad_says_the_diagram_holds_the_capture_s_answer(mode: str) -> None:
+    # traced under torch.no_grad (or inference mode) on an input needing a gradient: the model's input (and its views)
+    # still answers True there, the capture's copy False; before, the diagram dropped the scale with no word (the
+    # warning was given only where ncd.trace was called with gradients on)
+    x = torch.randn(2, 4, requires_grad=True)
+    model = InputNeedsGradScaled()
+    with getattr(torch, mode)():
+        with pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at test_trace_hostile\.py:\d+.*"
+                                                r" called on inputs needing gradients"):
+            lowered = ncd.trace(model, x).to_torch()
+        want = model(x)
+    torch.testing.assert_close(2 * lowered(x.detach()), want)  # what the warning is about
+
+
 class ReadsByAddress(nn.Module):
     """Reads an activation's first entry through its memory address (``ctypes``): a read no operator records."""
 

@@ -162,9 +162,10 @@ def _grad_mode_as_called(model: torch.nn.Module, inputs: Any = ()) -> Any:
     # a value the model computes from parameters (or example inputs) needing gradients needs one itself where it is
     # called with gradients on, but not under the capture's no_grad (each input a copy without it): its
     # ``.requires_grad`` read by the model answered False (``x * 2 if x.requires_grad else x`` of an input needing a
-    # gradient was drawn as ``x``, off the model on the traced input itself, with no word)
-    learned = called and (any(p.requires_grad for p in model.parameters()) or any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in torch.utils._pytree.tree_leaves(inputs)))
+    # gradient was drawn as ``x``, off the model on the traced input itself, with no word); an input needing one
+    # answers True under ``torch.no_grad`` too (and its views): warned about wherever ``ncd.trace`` is called
+    inputs_need = any(isinstance(t, torch.Tensor) and t.requires_grad for t in torch.utils._pytree.tree_leaves(inputs))
+    learned = inputs_need or (called and any(p.requires_grad for p in model.parameters()))
     needs: list[str] = []
 
     def requires_grad(self: torch.Tensor) -> bool:
@@ -226,8 +227,10 @@ def _grad_mode_as_called(model: torch.nn.Module, inputs: Any = ()) -> Any:
             ("torch.is_inference_mode_enabled()", inferred, ": the diagram computes what it computes with inference mode"
              f" {'on (torch.inference_mode)' if in_inference else 'off'}{as_called}"),
             ("a tensor's .requires_grad", needs, ", which was False there (the capture runs without gradients); the"
-             " diagram computes the branch that answer takes, so called with gradients on, where values computed from"
-             " its parameters or inputs need gradients, the model may compute otherwise"),
+             " diagram computes the branch that answer takes, so " + ("called with gradients on, where values computed"
+             " from its parameters or inputs need gradients" if called else "called on inputs needing gradients (as"
+             " ncd.trace was, under torch.no_grad: they and their views answer True)") + ", the model may compute"
+             " otherwise"),
             ("a tensor's autograd history (.grad_fn or .is_leaf)", histories, ", which the capture's values have none"
              " of (it runs without gradients, on copies of the inputs); the diagram computes the branch that answer"
              " takes, so called with gradients on, the model may compute otherwise")):
