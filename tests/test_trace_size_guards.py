@@ -18,8 +18,8 @@ import transformers as T  # noqa: N812  (a test dependency: its absence must fai
 import ncd
 from ncd.inference.derive import DecodeError
 
-SMALL: dict[str, Any] = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-             vocab_size=50, max_position_embeddings=64, use_cache=False)
+SMALL: dict[str, Any] = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=64, vocab_size=50, max_position_embeddings=64, use_cache=False)
 
 
 class Windowed(torch.nn.Module):
