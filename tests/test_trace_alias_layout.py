@@ -88,3 +88,55 @@ def test_aliases_found_in_a_recording_of_a_write_through_detach() -> None:
         want = torch.nn.functional.embedding(ids, model.weight.detach().clone(), max_norm=1.0)
     got = traced.to_torch()(ids)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+class _Stored(torch.Tensor):
+    """A tensor subclass whose ``untyped_storage()`` reads another tensor's storage through ``__torch_function__``."""
+
+    elsewhere = torch.zeros(3)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.Tensor.untyped_storage:
+            return cls.elsewhere.untyped_storage()
+        return super().__torch_function__(func, types, args, kwargs or {})  # type: ignore[no-untyped-call]
+
+
+def _indexed_reference(keep: list[object]) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    memory: dict[int, list[int]] = {}
+    meta: dict[int, list[int]] = {}
+    for t in keep:
+        if isinstance(t, torch.Tensor):
+            if t.device.type != "meta":
+                memory.setdefault(t.untyped_storage().data_ptr(), []).append(id(t))
+            else:
+                meta.setdefault(t.untyped_storage()._cdata, []).append(id(t))
+    return memory, meta
+
+
+def test_the_index_of_kept_tensors_by_memory_equals_the_one_read_by_the_public_readers() -> None:
+    from ncd.trace.aliases import Aliases
+
+    class Kept(Aliases):
+        def __init__(self) -> None:
+            self.memory: dict[int, list[torch.Tensor]] = {}
+            self.meta_memory: dict[int, list[torch.Tensor]] = {}
+            self.keep: list[object] = []
+            self.indexed = 0
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(4, 6, generator=g)
+    meta = torch.empty(3, 2, device="meta")
+    first = [base, base[1:], 3, torch.nn.Parameter(torch.randn(2, generator=g)), meta, meta.t(),
+             torch.randn(5, generator=g).as_subclass(_Stored)]
+    later = [base.t(), torch.zeros(0), _Stored.elsewhere, None, torch.randn(2, generator=g)]
+    kept = Kept()
+    with _Counting():
+        for batch in (first, later):
+            kept.keep.extend(batch)
+            kept._indexed()
+    memory, meta_memory = _indexed_reference(kept.keep)
+    assert {k: [id(t) for t in v] for k, v in kept.memory.items()} == memory
+    assert {k: [id(t) for t in v] for k, v in kept.meta_memory.items()} == meta_memory
+    assert len(memory[_Stored.elsewhere.untyped_storage().data_ptr()]) == 2  # the subclass read through its override
+    assert kept.indexed == len(kept.keep)

@@ -14,10 +14,12 @@ from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
 from ncd.trace.capture import _PLAIN, Node, held_tensors, user_line
 from ncd.trace.refusals import Unsupported
 
-#: torch's own readers of a tensor's address, strides and shape (the recording patches ``torch.Tensor``'s:
-#: :mod:`ncd.trace.shapes`, :mod:`ncd.trace.reads`)
+#: torch's own readers of a tensor's address, strides, shape and storage, and of a storage's address (the recording
+#: patches ``torch.Tensor``'s and ``torch.UntypedStorage``'s: :mod:`ncd.trace.shapes`, :mod:`ncd.trace.reads`)
 _BASE: Any = torch._C.TensorBase
-_ADDRESS, _STRIDE, _SHAPE = _BASE.data_ptr, _BASE.stride, _BASE.shape.__get__
+_ADDRESS, _STRIDE, _SHAPE, _STORAGE = _BASE.data_ptr, _BASE.stride, _BASE.shape.__get__, _BASE.untyped_storage
+_STORAGES: Any = torch._C.StorageBase
+_STORAGE_AT = _STORAGES.data_ptr
 
 if TYPE_CHECKING:
     from ncd.trace.undo import Undo
@@ -128,12 +130,17 @@ class Aliases:
         storage (:attr:`meta_memory`)."""
         memory = self.memory
         keep = self.keep
-        for t in keep[self.indexed:]:
-            if isinstance(t, torch.Tensor) and not is_functorch_wrapped_tensor(t):
-                if t.device.type != "meta":
-                    memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
-                else:
-                    self.meta_memory.setdefault(t.untyped_storage()._cdata, []).append(t)
+        new = [t for t in keep[self.indexed:] if isinstance(t, torch.Tensor) and not is_functorch_wrapped_tensor(t)]
+        plain = (torch.Tensor, torch.nn.Parameter)
+        with torch._C.DisableTorchFunction():  # (as :func:`_by_layout`: a plain tensor by torch's own readers)
+            at = [_STORAGE_AT(_STORAGE(t)) if type(t) in plain and not t.is_meta else None for t in new]
+        for t, address in zip(new, at):
+            if address is not None:
+                memory.setdefault(address, []).append(t)
+            elif t.device.type != "meta":
+                memory.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+            else:
+                self.meta_memory.setdefault(t.untyped_storage()._cdata, []).append(t)
         self.indexed = len(keep)
         return memory
 
