@@ -1022,3 +1022,74 @@ def test_a_value_read_through_dlpack_is_refused() -> None:
     torch.manual_seed(0)
     with pytest.raises(ncd.TraceError, match=r"Tensor\.__dlpack__\(\) reads a value that depends on the inputs"):
         ncd.trace(ReadsThroughDlpack(), torch.randn(3, 4))
+
+
+class LayoutScaled(nn.Module):
+    """Scales by 2 where its input is contiguous in memory (``how``: "branch"), or makes it contiguous, the common
+    reading that computes the same values ("contiguous"); writes into its input first with ``write``."""
+
+    def __init__(self, how: str, write: bool = False) -> None:
+        super().__init__()
+        self.how, self.write = how, write
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.write:
+            x.add_(1)
+        if self.how == "branch":
+            return self.lin(x * 2 if x.is_contiguous() else x)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        out: torch.Tensor = self.lin(x.view(-1, 4))
+        return out
+
+
+def test_a_model_branching_on_its_input_s_memory_layout_is_warned_about_and_the_common_reading_is_not() -> None:
+    # the diagram computes the branch of the traced (contiguous) input whatever the layout it is given: on a transposed
+    # input the lowered module gave twice the model's scaled input, with no word
+    torch.manual_seed(0)
+    x, strided = torch.randn(3, 4), torch.randn(4, 3).t()
+    model = LayoutScaled("branch").eval()
+    with pytest.warns(RuntimeWarning, match=r"reads a tensor's memory layout \(\.is_contiguous\(\)\) at"
+                                            r" test_trace_hostile\.py:\d+, and computes otherwise"):
+        lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))
+        assert not torch.allclose(lowered(strided), model(strided))  # what the warning is about
+    for write in (False, True):  # the same values either way: no word; the example input left as it was given
+        model, x = LayoutScaled("contiguous", write).eval(), torch.randn(3, 4)
+        before = x.clone()
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            lowered = ncd.trace(model, x).to_torch()
+        assert not [w for w in said if "memory layout" in str(w.message)]
+        torch.testing.assert_close(x, before)  # (the runs on copies wrote into none of the inputs)
+        with torch.no_grad():
+            torch.testing.assert_close(lowered(before.clone()), model(before.clone()))
+            torch.testing.assert_close(lowered(strided.clone()), model(strided.clone()))
+    assert "is_contiguous" not in torch.Tensor.__dict__  # put back
+
+
+class LayoutCounted(nn.Module):
+    """Makes its input contiguous, and adds a buffer it counts its calls in (written in place)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous():
+            x = x.contiguous()
+        self.calls.add_(1)
+        return x + self.calls
+
+
+def test_the_layout_check_runs_leave_the_model_s_buffers_as_one_call_does() -> None:
+    # the check's two runs each start from the buffers the capture's run left (else the counter made them differ:
+    # a warning about a layout the model does not care about) and put them back
+    model = LayoutCounted()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ncd.trace(model, torch.randn(3, 4))
+    assert not [w for w in said if "memory layout" in str(w.message)]
+    assert model.calls.item() == 1

@@ -159,6 +159,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
     load_rules()
     from ncd.trace.moe_dense import dense_experts
     from ncd.trace.moe_first_call import Undecided
+    from ncd.trace.watched_layout import _layout_watched
 
     def captured_as(decided: str | None, walk: _Walk | None) -> Any:
         # caches the model fills while it runs would make the next trace differ; experts proven equal to their dense
@@ -166,7 +167,7 @@ def _trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], axes: Any, c
         with _state_kept(model, said=True, walk=walk), \
                 dense_experts(model, tuple(example_inputs), dict(example_kwargs), decided, walk), \
                 _data_refused(model), _grad_mode_as_called(model, (example_inputs, example_kwargs)), \
-                _python_random_watched(model):
+                _python_random_watched(model), _layout_watched(model, tuple(example_inputs), dict(example_kwargs)):
             captured = capture_graph(model, tuple(example_inputs), dict(example_kwargs), capture, walk)
         kept = _RUN_RANDOM.get(None)
         if kept is not None:  # as the model's run leaves it (see _random_as_run)
