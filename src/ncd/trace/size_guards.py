@@ -43,7 +43,6 @@ def guards_of(conv: Any, escaped: list[Any]) -> tuple[tuple[tuple[str, str, str,
                                                        list[tuple[tuple[str, ...], str]]]:
     """The guards of the comparisons among ``escaped`` (each once), and the ``fixed`` entries of those whose sides
     cannot be written as sizes (a wire the trace cannot name)."""
-    from ncd.ir.size import size
     from ncd.trace.shape_expressions import _follows, _numbers_only, expression
 
     guards: list[tuple[str, str, str, str]] = []
@@ -60,16 +59,28 @@ def guards_of(conv: Any, escaped: list[Any]) -> tuple[tuple[tuple[str, str, str,
         if key in seen:
             continue
         seen.add(key)
-        try:
-            written = "?" not in key[0] + key[2] and size(key[0]) == a and size(key[2]) == b
-        except Exception:  # noqa: BLE001 - a side the size reader cannot read back: held
-            written = False
-        if written:
+        if _written(a) and _written(b):
             guards.append((*key, entry.line))
         else:
             fixed.append((tuple(sorted(held)), f"at {entry.line} the model {COMPARED_HELD}{' '.join(key)}) a size"
                                                 " of a tensor the trace does not name: the branch it took is not followed"))
     return tuple(guards), fixed
+
+
+def _written(expr: Any) -> bool:
+    """Whether ``expr`` is made only of what the size reader reads back (:func:`ncd.ir.size.size`: named sizes, whole
+    and rational numbers, sums, products, powers by a number, floor and ceiling), checked on its tree (parsing its
+    text back cost ~1 ms a guard on a first call)."""
+    import sympy
+
+    plain = (sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Add, sympy.Mul, sympy.floor, sympy.ceiling)
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Symbol) and node.name == "?" or isinstance(node, sympy.Float):
+            return False
+        if isinstance(node, sympy.Pow) and node.exp.is_Rational or isinstance(node, plain):
+            continue
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,8 +91,10 @@ def _side(text: str) -> Any:
 
 
 def symbols_of(guard: tuple[str, str, str, str]) -> set[str]:
-    """The names of the sizes ``guard`` reads."""
-    return {str(s) for side in (guard[0], guard[2]) for s in _side(side).free_symbols}
+    """The names of the sizes ``guard`` reads (the names in its text: the reader's names are words)."""
+    import re
+
+    return set(re.findall(r"[^\W\d]\w*", guard[0] + " " + guard[2])) - {"floor", "ceiling", "sqrt"}
 
 
 def _outcome(left: Any, op: str, right: Any, sizes: Mapping[str, int]) -> bool | None:
