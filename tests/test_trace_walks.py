@@ -399,3 +399,61 @@ def test_a_walk_of_another_model_or_an_unfaithful_one_holds_nothing() -> None:
         walk = _Walk(model)
         assert walk.holds(model) == walk.faithful
         assert not walk.holds(Shared())
+
+
+class ReadsOnce(torch.nn.Module):
+    """Reads a value of its input into Python unless exported (as transformers' padding warning does): its first
+    recording fails and it is recorded again as exporting (``reads``: else it reads none); ``attach``: the failed run
+    registers a module first."""
+
+    def __init__(self, reads: bool = True, attach: bool = False) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.reads, self.attach = reads, attach
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reads and not torch.compiler.is_exporting():
+            if self.attach:
+                self.extra = torch.nn.Linear(3, 3)
+            if (x > 100).any().item():
+                x = x * 0
+        return self.lin(x) * 2
+
+
+def _walks(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -> tuple[int, torch.nn.Module]:
+    """How many walks of ``model`` a recording makes (:class:`ncd.trace.recording._Recording`: none when given one it
+    may read) while :func:`ncd.trace` traces it, and its lowered module."""
+    import sys
+    import warnings
+
+    import ncd
+
+    made = [0]
+    init = _Walk.__init__
+
+    def counted(self: _Walk, model: torch.nn.Module) -> None:
+        made[0] += sys._getframe(1).f_code.co_filename.endswith("recording.py")
+        init(self, model)
+
+    monkeypatch.setattr(_Walk, "__init__", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, torch.randn(2, 3))
+    monkeypatch.setattr(_Walk, "__init__", init)
+    return made[0], d.to_torch()
+
+
+def test_a_recording_again_after_a_failed_one_walks_again_only_when_the_model_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recording after one that failed (undone) reads the first one's walk when the model holds just what it did
+    (:meth:`_Walk.holds`): it walks the model no more than a model recorded once; one whose failed run registered a
+    module is walked again, and its lowered module computes the model."""
+    model = ReadsOnce().eval()
+    once, lowered = _walks(monkeypatch, model)
+    assert once == 0, once
+    x = torch.randn(2, 3)
+    assert torch.equal(lowered(x), model(x))
+    model = ReadsOnce(attach=True).eval()
+    again, lowered = _walks(monkeypatch, model)
+    assert again > once
+    assert torch.equal(lowered(x), model(x))

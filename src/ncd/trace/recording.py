@@ -65,7 +65,10 @@ class _Recording(Aliases, InPlace, CallsApart):
                  guards: bool = False, budget: float | None = None, walk: _Walk | None = None) -> None:
         if walk is not None and walk.used:  # read by an earlier attempt: the state that one's run left is not this one's
             walk.after = None
-        walk = walk if walk is not None and not walk.used else _Walk(model)
+            # unless the model holds just what it did (a failed attempt undone): the very modules, parameters and
+            # buffers under the same names, in order, as a walk now would read them (``holds``, ~half a walk)
+            walk = walk if walk.holds(model) else None
+        walk = walk if walk is not None else _Walk(model)
         walk.used = True
         self.walk = walk  # (the walk after the run is kept on it: :func:`ncd.trace.record_warnings.warn_recorded`)
         self.guards = guards  # a truth value read into Python is a guard (else: ReadsValue)
