@@ -113,3 +113,23 @@ def test_comparisons_that_cannot_change_are_not_guards() -> None:
     lowered = _quiet(ncd.load_json(d.to_json()).to_torch, b=3, t=7)
     lowered.load_state_dict(d.state_dict(lowered))
     torch.testing.assert_close(lowered(x), d.origin.model(x))
+
+
+def test_a_guard_flipped_by_another_size_than_the_one_made_1_is_refused() -> None:
+    """A guard changing only because a size is 1 is let through (q_length == 1); one that a size of 1 leaves as traced
+    but another size flips is refused: ``b*t < 12`` traced at b=2, t=4, read back at b=1, t=20 lowered the traced
+    branch (twice the model's output) with only the generic warning, where b=2, t=20 was refused."""
+
+    class Product(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if x.shape[0] * x.shape[1] < 12 else x + 1
+
+    model = Product()
+    d = _quiet(ncd.trace, model, torch.randn(2, 4, 3), axes="b t m")
+    for back in (pickle.loads(pickle.dumps(d)), ncd.load_json(d.to_json())):
+        for b, t in ((1, 20), (1, 12), (2, 20)):
+            with pytest.raises(ncd.TraceError, match=r"the model compared b\*t < 12"):
+                _quiet(back.to_torch, b=b, t=t)
+        for b, t in ((1, 11), (1, 4), (2, 5)):  # the traced branch: equal to the model
+            x = torch.randn(b, t, 3)
+            torch.testing.assert_close(_quiet(back.to_torch, b=b, t=t)(x), model(x))
