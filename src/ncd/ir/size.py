@@ -30,7 +30,8 @@ SizeLike = Union[int, str, sympy.Expr]
 
 __all__ = ["Size", "SizeLike", "symbol", "size", "size_text", "exact_text", "sizes_equal", "is_zero", "simplified",
            "evaluate", "substitute", "at_least", "maximum", "SymbolicSize", "symbolic_sizes", "symbolic_lowering", "symbolic_text",
-           "is_name", "plainly_positive"]
+           "is_name", "plainly_positive", "whole", "as_whole", "size_sum", "size_lt", "size_le", "size_gt", "size_ge",
+           "same_size"]
 
 
 def size(value: SizeLike) -> sympy.Expr:
@@ -118,6 +119,82 @@ def is_zero(value: sympy.Expr) -> bool:
     if _laurent_polynomial(value):
         return False  # distinct monomials, collected by sympy as it built the sum: not zero, no algebra needed
     return bool(simplified(value) == 0)
+
+
+def whole(value: Any) -> int | None:
+    """``value`` as a Python int when it is a whole number (an ``int`` or a sympy ``Integer``), else None.
+
+    The size checks of the boxes a trace builds by the dozen (slice, put, pad) compare and add whole numbers as Python
+    ints (:func:`size_lt` and the like, :func:`same_size`): sympy's comparisons and arithmetic of numbers it has
+    not met yet cost ~5-10 µs each.
+
+    >>> whole(3), whole(sympy.Integer(-4)), whole(symbol("m")), whole(sympy.Rational(1, 2)), whole(True)
+    (3, -4, None, None, None)
+    """
+    if type(value) is int:
+        return value
+    return int(value.p) if isinstance(value, sympy.Integer) else None
+
+
+def as_whole(value: Any) -> Any:
+    """``value`` as a Python int when it is a whole number (:func:`whole`), else itself: arithmetic of such values is
+    Python's when all are whole, sympy's (the very expressions) otherwise."""
+    number = whole(value)
+    return value if number is None else number
+
+
+def size_sum(*terms: Any) -> Any:
+    """``terms`` added left to right: Python ints when all are whole numbers, else as sympy adds them.
+
+    >>> size_sum(sympy.Integer(3), 1, 2), size_sum(symbol("m"), 1, 2)
+    (6, m + 3)
+    """
+    ints = [whole(term) for term in terms]
+    if all(k is not None for k in ints):
+        return sum(ints)
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def size_lt(a: Any, b: Any) -> bool:
+    """``a < b``: of Python ints when both are whole numbers, else as sympy decides it (``bool(a < b)``, which
+    raises ``TypeError`` when sympy cannot).
+
+    >>> m = symbol("m")
+    >>> size_lt(sympy.Integer(2), 3), size_lt(m + 1, m), size_lt(sympy.Rational(1, 2), 1)
+    (True, False, True)
+    """
+    x, y = whole(a), whole(b)
+    return x < y if x is not None and y is not None else bool(a < b)
+
+
+def size_le(a: Any, b: Any) -> bool:
+    """``a <= b``, as :func:`size_lt` compares."""
+    x, y = whole(a), whole(b)
+    return x <= y if x is not None and y is not None else bool(a <= b)
+
+
+def size_gt(a: Any, b: Any) -> bool:
+    """``a > b``, as :func:`size_lt` compares."""
+    x, y = whole(a), whole(b)
+    return x > y if x is not None and y is not None else bool(a > b)
+
+
+def size_ge(a: Any, b: Any) -> bool:
+    """``a >= b``, as :func:`size_lt` compares."""
+    x, y = whole(a), whole(b)
+    return x >= y if x is not None and y is not None else bool(a >= b)
+
+
+def same_size(a: Any, b: Any) -> bool:
+    """Whether ``a - b`` is zero for every value of the symbols: of Python ints when both are whole numbers, else
+    :func:`is_zero`."""
+    x, y = whole(a), whole(b)
+    if x is not None and y is not None:
+        return x == y
+    return a == b or is_zero(a - b)  # (the very expression: zero)
 
 
 def _monomial(term: sympy.Basic) -> bool:

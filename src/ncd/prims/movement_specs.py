@@ -10,7 +10,7 @@ import sympy
 
 from ncd.errors import ParseError
 from ncd.ir.axes import Axis, Segment, parse_type
-from ncd.ir.size import Size, _laurent_polynomial, simplified, size, size_text, sizes_equal
+from ncd.ir.size import Size, _laurent_polynomial, simplified, size, size_text, sizes_equal, whole
 
 
 def _product(axes: tuple[Axis, ...]) -> Size:
@@ -22,6 +22,9 @@ def _product(axes: tuple[Axis, ...]) -> Size:
 
 def _contradicts(a: Size, b: Size) -> bool:
     """Provably different (checked again once sizes are bound)."""
+    x, y = whole(a), whole(b)
+    if x is not None and y is not None:
+        return x != y  # (whole numbers: as Python ints)
     if sizes_equal(a, b):
         return False
     diff = a - b

@@ -39,7 +39,7 @@ from ncd.ir.axes import Axis, Segment, Type, TypeLike, as_type
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, DRAWING, IMPORT, LOWERING, NOT_TRACED
-from ncd.ir.size import Size, is_zero, size_text
+from ncd.ir.size import Size, is_zero, same_size, size_ge, size_gt, size_lt, size_sum, size_text, whole
 from ncd.prims.kinds import transpose
 
 if TYPE_CHECKING:
@@ -139,74 +139,45 @@ class PadOp(Primitive):
     weave_policy = weaving.own_last
 
     def __post_init__(self) -> None:
-        if self._whole():
-            return  # (the checks below, passed, in Python ints: a trace builds many, sympy's first comparisons are slow)
-        n = len(self.axes)
-        where = f"pad of '{self.axes}'"
-        if not n or self.axes.repeated or self.axes.dtype not in ("float", "index"):
-            raise ParseError(f"{where}: pads distinct axes of a float or index tensor")
-        if self.mode not in PAD_MODES:
-            raise ParseError(f"{where}: unknown mode {self.mode!r}; known: {', '.join(PAD_MODES)}")
+        n, axes, mode = len(self.axes), self.axes, self.mode
+        if not n or axes.repeated or axes.dtype not in ("float", "index"):
+            raise ParseError(f"{self._where()}: pads distinct axes of a float or index tensor")
+        if mode not in PAD_MODES:
+            raise ParseError(f"{self._where()}: unknown mode {mode!r}; known: {', '.join(PAD_MODES)}")
         if len(self.before) != n or len(self.after) != n:
-            raise ParseError(f"{where}: needs one amount before and after each of its {n} axes")
+            raise ParseError(f"{self._where()}: needs one amount before and after each of its {n} axes")
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or self.value != self.value:
-            raise ParseError(f"{where}: the fill value {self.value!r} is not a number")
-        if self.axes.dtype == "index":
-            self._index_fill(where)
-        if self.mode != "constant":
+            raise ParseError(f"{self._where()}: the fill value {self.value!r} is not a number")
+        if axes.dtype == "index":
+            self._index_fill(self._where())
+        if mode != "constant":
             if n > 3:
-                raise ParseError(f"{where}: {self.mode} padding takes 1 to 3 axes (torch's limit), not {n}")
+                raise ParseError(f"{self._where()}: {mode} padding takes 1 to 3 axes (torch's limit), not {n}")
             if min(self.before + self.after) < 0:
-                raise SizeError(f"{where}: {self.mode} padding needs amounts >= 0, not {self.before} and {self.after}")
-        for a, b, c in zip(self.axes, self.before, self.after):
-            if a.size.free_symbols:
+                raise SizeError(f"{self._where()}: {mode} padding needs amounts >= 0, not {self.before} and {self.after}")
+        for a, b, c in zip(axes, self.before, self.after):
+            if whole(a.size) is None and a.size.free_symbols:  # (whole numbers compared and added as Python ints)
                 continue
-            if self.mode == "reflect" and max(b, c) >= a.size:
-                raise SizeError(f"{where}: reflect padding of axis {a.name} of size {size_text(a.size)} by {b} and {c}"
-                                f" must be smaller than the axis")
-            if self.mode == "circular" and max(b, c) > a.size:
-                raise SizeError(f"{where}: circular padding of axis {a.name} of size {size_text(a.size)} by {b} and {c}"
-                                f" would wrap around more than once")
-            if a.size + b + c < 1:
-                raise SizeError(f"{where}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c} leaves nothing")
+            if mode == "reflect" and size_ge(max(b, c), a.size):
+                raise SizeError(f"{self._where()}: reflect padding of axis {a.name} of size {size_text(a.size)} by {b}"
+                                f" and {c} must be smaller than the axis")
+            if mode == "circular" and size_gt(max(b, c), a.size):
+                raise SizeError(f"{self._where()}: circular padding of axis {a.name} of size {size_text(a.size)} by {b}"
+                                f" and {c} would wrap around more than once")
+            if size_lt(size_sum(a.size, b, c), 1):
+                raise SizeError(f"{self._where()}: axis {a.name} of size {size_text(a.size)} padded by {b} and {c}"
+                                " leaves nothing")
         if self.fit:
-            self._fitted(where)
-        elif self.output is not None:
+            self._fitted(self._where())
+        elif self.output is not None and (len(self.output) != n or not all(
+                same_size(x.size, size_sum(a.size, b, c)) for x, a, b, c in zip(self.output, axes, self.before, self.after))):
             want = self.padded()
-            if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
-                raise derived_size(SizeError(worded_later(  # (worded when read: the symbolic pass mostly never does)
-                    lambda: f"{where}: the output '{self.output}' must have the padded sizes '{want}'")),
-                                   *[(x.name, x.size, y.size) for x, y in zip(self.output, want)
-                                     if not is_zero(x.size - y.size)])
+            raise derived_size(SizeError(worded_later(  # (worded when read: the symbolic pass mostly never does)
+                lambda: f"{self._where()}: the output '{self.output}' must have the padded sizes '{want}'")),
+                               *[(x.name, x.size, y.size) for x, y in zip(self.output, want) if not is_zero(x.size - y.size)])
 
-    def _whole(self) -> bool:
-        """Whether the checks of :meth:`__post_init__` pass, told without sympy's comparisons: a pad of floats (not
-        ``fit``) by whole-number amounts, each axis of a whole-number size within the mode's bounds or a symbolic one
-        (not checked), its output (if given) of the padded sizes, the very expressions (False for anything else: the
-        checks decide)."""
-        axes, before, after, mode, value = self.axes, self.before, self.after, self.mode, self.value
-        n = len(axes)
-        if not n or axes.dtype != "float" or self.fit or mode not in PAD_MODES or len(before) != n or len(after) != n \
-                or isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            return False
-        if not all(type(k) is int for k in before + after) or (mode != "constant" and (n > 3 or min(before + after) < 0)):
-            return False
-        if axes.repeated:
-            return False
-        padded: list[Size] = []
-        for a, b, c in zip(axes, before, after):
-            m = a.size
-            if isinstance(m, sympy.Integer):
-                k = int(m)
-                if (mode == "reflect" and max(b, c) >= k) or (mode == "circular" and max(b, c) > k) or k + b + c < 1:
-                    return False
-                padded.append(sympy.Integer(k + b + c))
-            elif m.free_symbols:  # (not checked)
-                padded.append(m + b + c)  # (as padded() makes it)
-            else:
-                return False
-        out = self.output
-        return out is None or (len(out) == n and all(x.size == k for x, k in zip(out, padded)))
+    def _where(self) -> str:
+        return f"pad of '{self.axes}'"
 
     def _fitted(self, where: str) -> None:
         """A pad up to the output's sizes: of indices, constant, to sizes no smaller than the axes and ``before``."""

@@ -25,7 +25,7 @@ from ncd.ir.axes import SCALAR, Axis, AxisLike, Dtype, Segment, Type, as_axis, p
 from ncd.ir.diagram import Box, Diagram
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, NOT_TRACED, SECOND_ORDER
-from ncd.ir.size import Size, SizeLike, evaluate, size, size_text
+from ncd.ir.size import Size, SizeLike, evaluate, size, size_ge, size_gt, size_le, size_lt, size_text, whole
 from ncd.prims.kinds import transpose
 from ncd.prims.movement_specs import _contradicts, _default_sized, _one_axis
 
@@ -84,19 +84,19 @@ class SliceOp(Primitive):
     kind: ClassVar[Kind] = "linear"
 
     def __post_init__(self) -> None:
-        if _whole_slice(self.start, self.stop, self.step, self.axis.size, self.output.size):
-            return  # (the checks below, passed, in Python ints: a trace builds many, sympy's first comparisons are slow)
-        where = f"slice {size_text(self.start)}:{size_text(self.stop)}:{size_text(self.step)} of axis {self.axis.name}"
-        n = self.axis.size
-        if not self.step.free_symbols and not self.step >= 1:
-            raise SizeError(f"{where}: the step must be a positive whole number")
-        if not (self.start.free_symbols or self.stop.free_symbols) and not 0 <= self.start < self.stop:
-            raise SizeError(f"{where}: needs 0 <= start < stop")
-        if not (self.stop.free_symbols or n.free_symbols) and self.stop > n:
-            raise SizeError(f"{where}: stop {size_text(self.stop)} is past the size {size_text(n)} of {self.axis.name}")
-        if _contradicts(self.output.size, slice_size(self.start, self.stop, self.step)):
-            raise SizeError(f"{where}: the output axis {self.output.name} has size {size_text(self.output.size)}, but the"
-                            f" slice keeps {size_text(slice_size(self.start, self.stop, self.step))} entries")
+        start, stop, step, n = self.start, self.stop, self.step, self.axis.size  # (whole numbers compared as ints)
+        if not step.free_symbols and not size_ge(step, 1):
+            raise SizeError(f"{self._where()}: the step must be a positive whole number")
+        if not (start.free_symbols or stop.free_symbols) and not (size_le(0, start) and size_lt(start, stop)):
+            raise SizeError(f"{self._where()}: needs 0 <= start < stop")
+        if not (stop.free_symbols or n.free_symbols) and size_gt(stop, n):
+            raise SizeError(f"{self._where()}: stop {size_text(stop)} is past the size {size_text(n)} of {self.axis.name}")
+        if _contradicts(self.output.size, slice_size(start, stop, step)):
+            raise SizeError(f"{self._where()}: the output axis {self.output.name} has size {size_text(self.output.size)},"
+                            f" but the slice keeps {size_text(slice_size(start, stop, step))} entries")
+
+    def _where(self) -> str:
+        return f"slice {size_text(self.start)}:{size_text(self.stop)}:{size_text(self.step)} of axis {self.axis.name}"
 
     def signature(self) -> tuple[Type, Type]:
         return Type((Segment((self.axis,), self.dtype, self.range),)), Type((Segment((self.output,), self.dtype, self.range),))
@@ -106,16 +106,11 @@ class SliceOp(Primitive):
         return f"[{size_text(self.start)}:{size_text(self.stop)}{step}]"
 
 
-def _whole_slice(start: Size, stop: Size, step: Size, n: Size, out: Size) -> bool:
-    """Whether the checks of :meth:`SliceOp.__post_init__` pass, every size a whole number: ``step >= 1``,
-    ``0 <= start < stop <= n`` and ``out`` the entries kept (False for anything else: the checks decide)."""
-    if not all(isinstance(v, sympy.Integer) for v in (start, stop, step, n, out)):
-        return False
-    a, b, c = int(start), int(stop), int(step)
-    return c >= 1 and 0 <= a < b <= int(n) and int(out) == -(-(b - a) // c)
-
-
 def slice_size(start: Size, stop: Size, step: Size) -> Size:
+    """The entries ``start:stop:step`` keeps (of Python ints when all are whole numbers and the step is positive)."""
+    a, b, c = whole(start), whole(stop), whole(step)
+    if a is not None and b is not None and c is not None and c >= 1:
+        return sympy.Integer(-((a - b) // c))
     return (stop - start) if step == 1 else sympy.ceiling((stop - start) / step)
 
 

@@ -48,7 +48,7 @@ from ncd.ir.axes import Axis, Dtype, Segment, Type, TypeLike, as_type, parse_axi
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
 from ncd.ir.primitive import Kind, Primitive
 from ncd.ir.rules import BACKWARD, COST, IMPORT, LOWERING, BoxBackward
-from ncd.ir.size import Size, size, size_text
+from ncd.ir.size import Size, as_whole, size, size_ge, size_text
 from ncd.prims.gather import GatherOp, ScatterOp
 from ncd.prims.kinds import transpose
 from ncd.prims.structure import route
@@ -224,17 +224,18 @@ class PutOp(Primitive):
         if self.fill is not None and self.dtype != "float":
             raise ParseError("put: a zeroed region is a cotangent's, of numbers")
         Segment((), self.dtype, self.range)  # a range exactly for integers
-        if _whole_region(self.axes, self.starts, self.steps, self.outputs):
-            return  # (the checks below, passed, in Python ints: sympy's first comparisons are slow)
         for axis, start, step, out in zip(self.axes, self.starts, self.steps, self.outputs):
-            last = start if out is None else start + step * (out.size - 1)
-            where = f"put into axis {axis.name} of size {size_text(axis.size)}"
-            if step.is_number and not (step.is_integer and step >= 1):
-                raise SizeError(f"{where}: the step {size_text(step)} must be a positive whole number")
-            if start.is_number and not (start.is_integer and start >= 0):
-                raise SizeError(f"{where}: the start {size_text(start)} must be a whole number from 0")
-            if (last - axis.size).is_number and last >= axis.size:
-                raise SizeError(f"{where}: the region ends at entry {size_text(last)}, past its end")
+            if step.is_number and not (step.is_integer and size_ge(step, 1)):
+                raise SizeError(f"{_where(axis)}: the step {size_text(step)} must be a positive whole number")
+            if start.is_number and not (start.is_integer and size_ge(start, 0)):
+                raise SizeError(f"{_where(axis)}: the start {size_text(start)} must be a whole number from 0")
+            first, by = as_whole(start), as_whole(step)  # (whole numbers added and compared as Python ints)
+            if out is not None and first == 0 and by == 1 and out.size == axis.size:
+                continue  # the whole axis (its very size, symbolic or not): the last entry is one before its end
+            last = first if out is None else first + by * (as_whole(out.size) - 1)
+            past = last - as_whole(axis.size)
+            if (type(past) is int or past.is_number) and size_ge(last, axis.size):
+                raise SizeError(f"{_where(axis)}: the region ends at entry {size_text(last)}, past its end")
 
     def fields(self) -> dict[str, Any]:
         """The fields, ``fill``, ``dtype`` and ``range`` only when set."""
@@ -275,24 +276,8 @@ class PutOp(Primitive):
         return f"[{', '.join(self.spans())}] ← {'0' if self.fill is not None else ''}".rstrip()
 
 
-def _whole_region(axes: tuple[Axis, ...], starts: tuple[Size, ...], steps: tuple[Size, ...],
-                  outputs: tuple[Axis | None, ...]) -> bool:
-    """Whether the region checks of :meth:`PutOp.__post_init__` pass, told without sympy's comparisons: along each axis
-    the whole axis (from 0 by 1 over an output of its very size, symbolic or not: the last entry is one before its
-    end), or, every size a whole number, a step >= 1, a start >= 0 and a last entry inside the axis (False for anything
-    else: the checks decide)."""
-    for axis, start, step, out in zip(axes, starts, steps, outputs):
-        if out is not None and start == 0 and step == 1 and isinstance(start, sympy.Integer) \
-                and isinstance(step, sympy.Integer) and out.size == axis.size:
-            continue
-        sizes = (start, step, axis.size) if out is None else (start, step, axis.size, out.size)
-        if not all(isinstance(v, sympy.Integer) for v in sizes):
-            return False
-        first, by = int(start), int(step)
-        last = first if out is None else first + by * (int(out.size) - 1)
-        if by < 1 or first < 0 or last >= int(axis.size):
-            return False
-    return True
+def _where(axis: Axis) -> str:
+    return f"put into axis {axis.name} of size {size_text(axis.size)}"
 
 
 def Put(spec: str, fill: float | None = None) -> Box:
