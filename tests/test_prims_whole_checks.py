@@ -23,6 +23,7 @@ import ncd.prims.movement_specs as movement_specs
 import ncd.prims.padding as padding
 import ncd.prims.slicing as slicing
 import ncd.prims.writes as writes
+from ncd.errors import SizeError
 from ncd.ir.axes import Axis, Segment
 
 size_module = importlib.import_module("ncd.ir.size")  # (``ncd.ir.size`` as an attribute is the function ``size``)
@@ -102,3 +103,11 @@ def test_slice_size_counts_as_sympy_does(monkeypatch: pytest.MonkeyPatch) -> Non
     for a, b, c in itertools.product(range(-3, 8), range(-3, 8), range(-1, 5)):
         fast, slow = _both(monkeypatch, lambda: slicing.slice_size(sympy.Integer(a), sympy.Integer(b), sympy.Integer(c)))
         assert fast == slow, (a, b, c)
+
+
+def test_a_pad_by_amounts_other_than_ints_checks_its_padded_axes() -> None:
+    """A pad by 1.5 and 1.5 of a size-1 axis into an output of 4 is refused by its padded axis (size 4.0), as it was
+    before the int paths (which, skipping ``padded()`` where the sizes agree, once built it)."""
+    axes, output = Segment((Axis("x", sympy.Integer(1)),)), Segment((Axis("x", sympy.Integer(4)),))
+    with pytest.raises(SizeError, match="a size must be a positive whole number"):
+        padding.PadOp(axes, (1.5,), (1.5,), "constant", 0.0, output)

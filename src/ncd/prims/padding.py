@@ -169,12 +169,14 @@ class PadOp(Primitive):
                                 " leaves nothing")
         if self.fit:
             self._fitted(self._where())
-        elif self.output is not None and (len(self.output) != n or not all(
-                same_size(x.size, size_sum(a.size, b, c)) for x, a, b, c in zip(self.output, axes, self.before, self.after))):
-            want = self.padded()
-            raise derived_size(SizeError(worded_later(  # (worded when read: the symbolic pass mostly never does)
-                lambda: f"{self._where()}: the output '{self.output}' must have the padded sizes '{want}'")),
-                               *[(x.name, x.size, y.size) for x, y in zip(self.output, want) if not is_zero(x.size - y.size)])
+        elif self.output is not None and (len(self.output) != n or not all(type(k) is int for k in self.before + self.after)
+                                          or not all(same_size(x.size, size_sum(a.size, b, c))
+                                                     for x, a, b, c in zip(self.output, axes, self.before, self.after))):
+            want = self.padded()  # (amounts other than ints: their padded axes are checked, 1.5 refused)
+            if len(self.output) != n or any(not is_zero(x.size - y.size) for x, y in zip(self.output, want)):
+                raise derived_size(SizeError(worded_later(  # (worded when read: the symbolic pass mostly never does)
+                    lambda: f"{self._where()}: the output '{self.output}' must have the padded sizes '{want}'")),
+                                   *[(x.name, x.size, y.size) for x, y in zip(self.output, want) if not is_zero(x.size - y.size)])
 
     def _where(self) -> str:
         return f"pad of '{self.axes}'"
