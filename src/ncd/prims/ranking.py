@@ -8,7 +8,7 @@ experts::
     Sort("t", "s")     :  t  ->  s:t, s:t [t]
 
 Everything else is woven past them.  The entries are a gather of the input at the positions,
-so their transpose is the scatter-add :class:`~ncd.prims.derivative.GatherTransposeOp` at the
+so their transpose is the scatter-add :class:`~ncd.prims.gather_derivative.GatherTransposeOp` at the
 positions the forward pass returned (no gradient flows into positions).
 
 One module holds every rule of the family: declaration, lowering, costs, backward and drawing.
@@ -206,7 +206,7 @@ def backward_ranking(prim: TopKOp | SortOp, box: Box, builder: object) -> BoxBac
     the tied entries, ``∂x = g · [x = y] / Σ [x = y]`` (the reductions' ``maxᵀ``), as autograd shares it."""
     from ncd.analysis.backward import BoxBackward
     from ncd.ir.diagram import Identity, Par, Seq
-    from ncd.prims.gather import GatherTransposeOp
+    from ncd.prims.gather_derivative import GatherTransposeOp
 
     if prim.dtype != "float":  # indices ranked: no gradient flows
         return BoxBackward((), Identity(Type(())))
