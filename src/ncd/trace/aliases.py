@@ -131,10 +131,7 @@ class Aliases:
         memory = self.memory
         keep = self.keep
         new = [t for t in keep[self.indexed:] if isinstance(t, torch.Tensor) and not is_functorch_wrapped_tensor(t)]
-        plain = (torch.Tensor, torch.nn.Parameter)
-        with torch._C.DisableTorchFunction():  # (as :func:`_by_layout`: a plain tensor by torch's own readers)
-            at = [_STORAGE_AT(_STORAGE(t)) if type(t) in plain and not t.is_meta else None for t in new]
-        for t, address in zip(new, at):
+        for t, address in zip(new, _read_plainly(new, lambda t: _STORAGE_AT(_STORAGE(t)))):
             if address is not None:
                 memory.setdefault(address, []).append(t)
             elif t.device.type != "meta":
@@ -267,19 +264,23 @@ def _by_layout(tensors: list[torch.Tensor]) -> dict[tuple[Any, ...], list[torch.
     by torch's own readers with no ``__torch_function__`` on the way (the recording's mode and patched readers hand
     the recorder's own reads back unchanged: ~10 µs a tensor, encodec's 349 parameters and buffers ~2.5 ms); any
     other type as before, through whatever it overrides."""
-    plain = (torch.Tensor, torch.nn.Parameter)
-    keys: list[tuple[Any, ...] | None] = []
-    with torch._C.DisableTorchFunction():
-        for t in tensors:
-            keys.append((_ADDRESS(t), tuple(_SHAPE(t)), _STRIDE(t)) if type(t) in plain and not t.is_meta else None)
     found: dict[tuple[Any, ...], list[torch.Tensor]] = {}
-    for t, key in zip(tensors, keys):
+    for t, key in zip(tensors, _read_plainly(tensors, lambda t: (_ADDRESS(t), tuple(_SHAPE(t)), _STRIDE(t)))):
         if key is None:
             if t.device.type == "meta":
                 continue
             key = (t.data_ptr(), tuple(t.shape), t.stride())
         found.setdefault(key, []).append(t)
     return found
+
+
+def _read_plainly(tensors: list[torch.Tensor], read: Any) -> list[Any]:
+    """``read(t)`` of each of ``tensors`` that is a plain tensor or parameter not on the meta device, with no
+    ``__torch_function__`` on the way (``read`` calls torch's own readers: the recording's mode and patched readers
+    would hand them back unchanged, ~10 µs a tensor); ``None`` for any other, to be read through what it overrides."""
+    plain = (torch.Tensor, torch.nn.Parameter)
+    with torch._C.DisableTorchFunction():
+        return [read(t) if type(t) in plain and not t.is_meta else None for t in tensors]
 
 
 def by_memory(model: torch.nn.Module) -> dict[int, list[torch.Tensor]]:
