@@ -166,9 +166,8 @@ class Decoder:
         diagram = self.decoding.diagram
         if not isinstance(diagram, Block) or not diagram.get(GUARDS):
             return []
-        defaults = {k: v for k, v in dict(diagram.get("defaults", ())).items() if isinstance(v, int)}
-        guards = diagram.get(GUARDS)
-        return flipped(guards, defaults, {**self.sizes, **batch, self.decoding.token_size: length})
+        return flipped(diagram.get(GUARDS), dict(diagram.get("defaults", ())),
+                       {**self.sizes, **batch, self.decoding.token_size: length})
 
     def _branch(self, length: int, batch: dict[str, int], name: str) -> None:
         """:meth:`_reach`'s check of the model's comparisons of sizes at ``length`` tokens and ``batch``."""

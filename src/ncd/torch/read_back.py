@@ -197,9 +197,9 @@ def guard(diagram: Diagram, sizes: Mapping[str, int], what: str, branches: bool 
                          f" {', '.join(f'{k}={defaults[k]}' for k in held)}): a box of the traced diagram holds values or"
                          " calls recorded at the traced sizes; trace the model at the sizes you run at")
     if branches:
-        from ncd.trace.size_guards import flipped
+        from ncd.trace.size_guards import GUARDS, flipped
 
-        flips = flipped(block.get("guards"), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
+        flips = flipped(block.get(GUARDS), defaults, other)
         if flips:
             raise TraceError(f"cannot lower {block.name} at {', '.join(f'{k}={v}' for k, v in sorted(other.items()))}:"
                              f" {'; '.join(flips[:4])}: it takes another branch there than the traced one, and a"

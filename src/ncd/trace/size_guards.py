@@ -110,9 +110,10 @@ def _outcome(left: Any, op: str, right: Any, sizes: Mapping[str, int]) -> bool |
     return {"<": sign < 0, "<=": sign <= 0, ">": sign > 0, ">=": sign >= 0, "==": sign == 0, "!=": sign != 0}[op]
 
 
-def flipped(guards: Any, defaults: Mapping[str, int], sizes: Mapping[str, int]) -> list[str]:
+def flipped(guards: Any, defaults: Mapping[str, Any], sizes: Mapping[str, int]) -> list[str]:
     """What each guard of ``guards`` (a block's ``meta["guards"]``) that comes out otherwise at ``sizes`` than at the
-    traced ``defaults`` says (``[]``: the traced branch holds there).  A guard that changes only because one of its
+    traced ``defaults`` (a block's ``defaults``: its whole-number entries are the traced sizes) says (``[]``: the
+    traced branch holds there).  A guard that changes only because one of its
     sizes is 1 there (transformers' ``q_length == 1``, ``batch_size != position_ids.shape[0]``, sdpa's ``is_causal``
     for one query: each the same result by another way) is not listed: a diagram without its model lowered there is
     warned about as at any other size (``read_back.guard``), one with it is checked by running the model."""
@@ -121,6 +122,7 @@ def flipped(guards: Any, defaults: Mapping[str, int], sizes: Mapping[str, int]) 
     if not isinstance(guards, tuple) or not all(isinstance(g, tuple) and len(g) == 4 and all(isinstance(s, str) for s in g)
                                                 and g[1] in _OPS.values() for g in guards):
         raise SchemaError(f"meta guards={guards!r:.80} is not a tuple of (left, op, right, line) texts")
+    defaults = {k: v for k, v in defaults.items() if isinstance(v, int)}
     at = {**defaults, **sizes}
     out = []
     for left, op, right, line in guards:

@@ -137,7 +137,7 @@ class TracedDiagram(Block):
         at ``other`` sizes than traced and the model cannot be run there to check the branch it takes."""
         from ncd.trace.size_guards import GUARDS, flipped
 
-        flips = flipped(self.get(GUARDS), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
+        flips = flipped(self.get(GUARDS), defaults, other)
         if flips:
             raise TraceError(f"cannot lower {self.name} at {_sizes(other)} (traced at {_sizes(defaults, other)}):"
                              f" {'; '.join(flips[:4])}: it takes another branch there than the traced one, and "
@@ -215,7 +215,7 @@ class TracedDiagram(Block):
             except TraceError as error:  # differs there: name the lines that turned a changed size into a number
                 from ncd.trace.size_guards import GUARDS, flipped
 
-                said += flipped(self.get(GUARDS), {k: v for k, v in defaults.items() if isinstance(v, int)}, other)
+                said += flipped(self.get(GUARDS), defaults, other)
                 if not said:
                     raise
                 raise TraceError(f"{error}; held by the model's Python: {'; '.join(said[:4])}") from None
