@@ -19,10 +19,14 @@ named too (``ncd-DCD8EE``), defined with ``\providecolor``.
 
 from __future__ import annotations
 
+import unicodedata
+import warnings
+
 from ncd.render.fonts import advance, face_for
 from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Run, Text
+from ncd.render.tikz_chars import GLYPH_HOOK, combining_accent, glyph_hook_call, latex_char
 
-__all__ = ["paint_tikz", "latex_text", "run_font", "run_body", "ROLES"]
+__all__ = ["paint_tikz", "latex_text", "unwritten", "run_font", "run_body", "ROLES"]
 
 _SYMBOLS = {
     "−": "$-$", "·": "$\\cdot$", "∗": "$\\ast$", "→": "$\\rightarrow$", "⊙": "$\\odot$", "√": "$\\surd$",
@@ -35,30 +39,43 @@ _SYMBOLS = {
     " ": "\\ ", "²": "$^2$", "³": "$^3$", "ᵀ": "$^T$", "₊": "$_+$", "\u00a0": "~", "\u0305": "",
     "#": "\\#", "$": "\\$", "%": "\\%", "&": "\\&", "_": "\\_", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}",
     "^": "\\textasciicircum{}", "\\": "\\textbackslash{}", "<": "$<$", ">": "$>$", "|": "$|$",
+    "`": "\\`{}", '"': "{\\fontfamily{cmtt}\\selectfont\\char34}",  # (OT1's " is a closing quote; typewriter's is straight)
 }
 
 
-#: escapes of ASCII characters (typeset by TeX in the text font, at the text font's width)
-_ESCAPES = frozenset("#$%&_{}~^\\ ")
-
-
 def latex_text(text: str, face: str | None = None, size: float = 0.0) -> str:
-    """``text`` with LaTeX specials escaped and known symbols replaced (unknown ones become ``?``).
+    """``text`` with LaTeX specials escaped and other characters written as LaTeX does (:mod:`ncd.render.tikz_chars`;
+    one with no LaTeX form is ``\\ncdglyph{code}{width}``, an empty box in its room unless the document redefines it).
 
     With ``face`` and ``size``, each symbol set in math (``$\\surd$``, ``$-$``) is centred in a box as wide as
     the layout measured it in that face, so TeX's math glyphs do not move what follows."""
     out = []
-    for ch in text:
+    for ch in unicodedata.normalize("NFC", text) if not text.isascii() else text:
         if ch in _SYMBOLS:
             body = _SYMBOLS[ch]
-            if face is not None and ch not in _ESCAPES and body:
+            if face is not None and ch != " " and body:  # (TeX's _ ^ ~ are narrower than the fonts' own)
                 body = f"\\makebox[{_n(advance(ch, face, size))}pt][c]{{{body}}}"
             out.append(body)
         elif ord(ch) < 128:
             out.append(ch)
+        elif out and (accent := combining_accent(ch, math=not out[-1].isalpha())):  # θ̂ (no precomposed letter)
+            out[-1] = f"\\{accent}{{{out[-1]}}}" if out[-1].isalpha() else f"$\\{accent}{{\\mbox{{{out[-1]}}}}}$"
         else:
-            out.append("?")
+            form = latex_char(ch)
+            width = advance(ch, face or "sans", size or 10.0)
+            if form is None:  # no LaTeX form (CJK, emoji, ...): the hook, an empty box in its room by default
+                out.append(glyph_hook_call(ch, _n(width)))
+            elif form and face is not None:  # boxed to the layout's width, as the symbols above
+                out.append(f"\\makebox[{_n(width)}pt][c]{{{form}}}")
+            else:
+                out.append(form)
     return "".join(out)
+
+
+def unwritten(text: str) -> str:
+    """The characters of ``text`` the picture writes as ``\\ncdglyph`` (no LaTeX form), in order, each once."""
+    return "".join(dict.fromkeys(ch for ch in unicodedata.normalize("NFC", text)
+                                 if ord(ch) >= 128 and ch not in _SYMBOLS and latex_char(ch) is None))
 
 
 _NUMBERS: dict[float, str] = {}
@@ -187,8 +204,21 @@ def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
                 lines.append(f"\\node[font={made[1]},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) "
                              f"{{{made[2]}}};")
     lines.append("\\end{tikzpicture}")
+    missing = unwritten("".join(made[0].text for made in runs.values()))
+    if missing:
+        lines.insert(1, GLYPH_HOOK)
+        _warn_unwritten(missing)
     body = "\n".join(lines) + "\n"
     if not standalone:
         return body
     return ("\\documentclass[tikz,border=0pt]{standalone}\n\\usepackage{lmodern}\n\\usepackage{amssymb}\n\\usepackage{xcolor}\n"
             "\\usetikzlibrary{arrows.meta}\n\\begin{document}\n" + body + "\\end{document}\n")
+
+
+def _warn_unwritten(missing: str) -> None:
+    from ncd.render.raster import MissingGlyphWarning
+
+    shown = missing if len(missing) <= 12 else missing[:12] + "…"
+    warnings.warn(f"TikZ: {len(missing)} character(s) of the drawing's text have no form in pdflatex's fonts ({shown}) "
+                  "and print as empty boxes (\\ncdglyph); with XeLaTeX or LuaLaTeX and a font that has them, "
+                  "\\renewcommand\\ncdglyph[2]{\\makebox[#2][c]{\\char\"#1}} draws them", MissingGlyphWarning, stacklevel=4)
