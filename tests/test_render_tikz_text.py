@@ -20,7 +20,8 @@ from ncd.render.raster import MissingGlyphWarning
 from ncd.render.tikz import _FONTS, latex_text, run_body, run_font, unwritten
 from ncd.render.tikz_chars import GLYPH_HOOK
 
-NAMES = ["Δφ_κΩ", "naïve café", "Straße ÆØÅ łœ", "x² y₁ ᵢⁿ", "≤∑⇒∂∇∞±", "𝔼 θ̂", "注意力层", "ש😀", "ΑΒΓ αβγ ωψ"]
+NAMES = ["◺−1 ◹1 FFT⁻¹ ⊻ ⤨ ∿", "Δφ_κΩ", "naïve café",
+         "Straße ÆØÅ łœ", "x² y₁ ᵢⁿ", "≤∑⇒∂∇∞±", "𝔼 θ̂", "注意力层", "ש😀", "ΑΒΓ αβγ ωψ"]
 ASCII = "".join(chr(c) for c in range(33, 127))
 FACES = {"sans": "\\fontfamily{ncdss}\\fontseries{m}\\fontshape{n}",
          "sans-bold": "\\fontfamily{ncdss}\\fontseries{bx}\\fontshape{n}",
@@ -88,3 +89,9 @@ def test_what_has_a_latex_form_is_not_an_empty_box() -> None:
     assert unwritten("a注b注😀") == "注😀"
     tex = to_tikz(ncd.Identity.of("t tʹ") >> ncd.ReLU())  # a second copy of an axis: t, t′ (was 't?')
     assert "?" not in tex and "$'$" in tex and "ncdglyph" not in tex
+
+
+@pytest.mark.parametrize("name", ["transformer", "gpt2", "unet", "vit", "resnet"])
+def test_the_gallerys_glyphs_all_have_a_latex_form(name: str) -> None:
+    drawing = layout(getattr(ncd.zoo, name)(), depth=1)
+    assert unwritten("".join(r.text for t in drawing.of(Text) for r in t.runs)) == ""  # (∿ was '?')

@@ -39,6 +39,10 @@ _MATH_ACCENTS = {"\u0300": "grave", "\u0301": "acute", "\u0302": "hat", "\u0303"
 #: an accent goes on the dotless i and j
 _DOTLESS = {"i": "\\i{}", "j": "\\j{}"}
 
+#: a right triangle drawn in LaTeX's picture mode (amssymb has none): its diagonal, and the two sides given
+_TRIANGLE = ("{{\\setlength\\unitlength{{0.1em}}\\begin{{picture}}(7,7)\\put(0,7){{\\line(1,-1){{7}}}}{}"
+             "\\end{{picture}}}}")
+
 #: letters and symbols with a command of their own
 _COMMANDS = {
     "ß": "\\ss{}", "æ": "\\ae{}", "Æ": "\\AE{}", "œ": "\\oe{}", "Œ": "\\OE{}", "ø": "\\o{}", "Ø": "\\O{}",
@@ -66,6 +70,9 @@ _COMMANDS = {
     "◀": "$\\blacktriangleleft$", "○": "$\\bigcirc$", "●": "$\\bullet$", "◇": "$\\Diamond$", "◆": "$\\blacklozenge$",
     "☆": "$\\star$", "✓": "$\\checkmark$", "°": "$^\\circ$", "¬": "$\\neg$", "¯": "$\\bar{}$", "´": "\\'{}",
     "¨": '\\"{}', "«": "$\\ll$", "»": "$\\gg$", "‖": "$\\|$", "‹": "$<$", "›": "$>$", "‐": "-", "‑": "-", "‒": "--",
+    "⊻": "$\\veebar$", "∿": "$\\sim$", "⤨": "\\rlap{$\\nearrow$}$\\searrow$",
+    "◺": _TRIANGLE.format("\\put(0,0){\\line(1,0){7}}\\put(0,0){\\line(0,1){7}}"),
+    "◹": _TRIANGLE.format("\\put(0,7){\\line(1,0){7}}\\put(7,0){\\line(0,1){7}}"),
     "\u00a0": "~", "\u2009": "\\,", "\u200a": "\\,", "\u2002": "\\enspace{}", "\u2003": "\\quad{}",
 }
 
@@ -132,6 +139,7 @@ def latex_char(ch: str) -> str | None:
 def _word(text: str) -> str | None:
     out = []
     for ch in text:
+        ch = "-" if ch == "−" else ch
         body = ch if ord(ch) < 128 and (ch.isalnum() or ch in "+-=()") else latex_char(ch) if ord(ch) >= 128 else None
         if body is None:
             return None
