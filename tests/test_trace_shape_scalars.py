@@ -243,17 +243,19 @@ def test_a_size_a_weight_holds_is_refused_by_name() -> None:
 
 
 def test_mod_and_floor_of_a_size_are_sympys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``t % q`` and ``t // q`` of a size's symbol are built without sympy's eval (6-9 ms per new pair on a first
-    call): the same expressions as sympy's evaluated ones, for every divisor; other operands still go through it."""
+    """``t % q`` and ``t // q`` of a size's symbol, an unknown wire or minus either (``-t % 64``) are built without
+    sympy's eval (6-9 ms per new pair on a first call): the same expressions as sympy's evaluated ones, for every
+    divisor; other operands still go through it."""
     import sympy
 
     from ncd.ir.size import symbol
     from ncd.trace import shape_expressions as shapes
 
-    atoms = {"t": symbol("t"), "b": symbol("b"), "?": sympy.Symbol("?"), "t+1": symbol("t") + 1, "2t": 2 * symbol("t")}
+    atoms = {"t": symbol("t"), "b": symbol("b"), "?": sympy.Symbol("?"), "t+1": symbol("t") + 1, "2t": 2 * symbol("t"),
+             "-t": -symbol("t"), "-b": -symbol("b"), "-?": -sympy.Symbol("?"), "-2t": -2 * symbol("t")}
     monkeypatch.setattr(shapes, "_atom", lambda conv, node, dim: atoms[node])
     for name, a in atoms.items():
-        for q in [*range(-3, 0), *range(1, 40)]:
+        for q in [*range(-3, 0), *range(1, 40), 64, 1024]:
             for head, want in (("mod", sympy.Mod(a, q)), ("floordiv", sympy.floor(a / q))):
                 got = shapes.expression(None, (head, ("atom", name, 0), ("num", q)))
                 assert sympy.srepr(got) == sympy.srepr(want) and got == want, (head, name, q, got, want)
@@ -266,6 +268,29 @@ class ByLengthParts(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = x.size(1)
         return x / (t // 2), x * (t % 3 + 1)
+
+
+class ToMultiple(nn.Module):
+    """Scales by ``-t % 4 + 1`` (the padding a conformer's chunking adds) and by ``-t // 4``, computed from the shape."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = x.size(1)
+        return x * (-t % 4 + 1), x * (-t // 4)
+
+
+def test_minus_the_length_by_a_whole_number_lowers_as_the_model() -> None:
+    import sympy
+
+    from ncd.ir.size import symbol
+
+    model = ToMultiple()
+    d = _trace(model, torch.randn(2, 6, 4))
+    factors = {str(box.prim.factor) for box in d.body.boxes() if box.prim.op == "scale"}
+    t = symbol("t")
+    assert factors == {str(sympy.Mod(-t, 4) + 1), str(sympy.floor(-t / 4))}, factors
+    assert not d.fixed
+    for b, t_ in ((3, 6), (2, 5), (2, 8), (1, 13)):
+        _equal_at(model, d, b, t_)
 
 
 def test_floor_and_mod_of_the_length_lower_as_the_model() -> None:

@@ -115,12 +115,20 @@ def expression(conv: Any, tree: Tree) -> sympy.Expr:
         return a / b
     if head == "pow":
         return a ** b
-    # a size's symbol by a whole number > 1: sympy's eval leaves floor(t/4) and Mod(t, 4) as they are, at 6-9 ms per
-    # new pair on a first call (its assumptions' queries); built without it
-    plain = a.is_Symbol and b.is_Integer and b > 1 and a == symbol(a.name)
+    # a size's symbol, an unknown wire or minus either, by a whole number > 1: sympy's eval leaves floor(-t/64) and
+    # Mod(-t, 64) as they are, at 6-9 ms per new pair on a first call (its assumptions' queries); built without it
+    plain = b.is_Integer and b > 1 and _signed_atom(a)
     if head == "floordiv":
         return sympy.floor(a / b, evaluate=not plain)
     return sympy.Mod(a, b, evaluate=not plain)
+
+
+def _signed_atom(a: sympy.Expr) -> bool:
+    """Whether ``a`` is a size's symbol (``t``), the unknown wire (``?``) or minus one of them (``-t``: a padding to a
+    multiple, ``-t % 64``), whose ``Mod`` and ``floor`` by a whole number > 1 sympy's eval leaves as they are."""
+    if a.is_Mul and len(a.args) == 2 and a.args[0] == -1:
+        a = a.args[1]
+    return bool(a.is_Symbol and (a == _UNKNOWN or a == symbol(a.name)))
 
 
 def _numbers_only(conv: Any, tree: Tree) -> bool:
