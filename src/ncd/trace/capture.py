@@ -341,6 +341,15 @@ def refs(value: Any) -> list[Node]:
     return found
 
 
+def wrapped(node: Node) -> bool:
+    """Whether ``node`` makes or reads a tensor a ``torch.func`` transform wraps (a ``torch.vmap``'s batched tensor),
+    which no box stands for."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    return any(isinstance(v, torch.Tensor) and is_functorch_wrapped_tensor(v)
+               for v in (node.value, *(a.value for a in refs((node.args, node.kwargs)))))
+
+
 def live_call(node: Node) -> bool:
     """Whether ``node`` is a call computed from the inputs (what :func:`upstream` follows to reach them)."""
     return node.kind == "call" and node.live

@@ -23,7 +23,7 @@ from ncd.ir.axes import Segment, Type
 from ncd.ir.diagram import Box
 from ncd.ir.rules import IMPORT
 from ncd.prims.opaque import CASTS, OpaqueOp
-from ncd.trace.capture import Captured, Node, refs
+from ncd.trace.capture import Captured, Node, refs, wrapped
 from ncd.trace.module_idioms import ACTIVATIONS, ELEMENTWISE, ModuleIdioms
 from ncd.trace.naming import Namer, config_roles
 from ncd.trace.parameter_reads import PARAMETER_ROLES, VIEWS, WEIGHTS
@@ -192,9 +192,10 @@ class Converter(ModuleIdioms):
         its traced value stands in as a constant (also warned about)."""
         from ncd.trace.rotary import emit_rotary
 
+        sparse = _reads_sparse(node)  # (no rule computes on a sparse tensor: its reader is the operator itself)
         mark = self.mark()
         try:
-            if self.module_idiom(node):
+            if not sparse and self.module_idiom(node):
                 return
         except Exception as error:  # noqa: BLE001 - the idiom is not drawn; the recorded operations are
             self.rollback(mark)
@@ -203,7 +204,7 @@ class Converter(ModuleIdioms):
         self.stack = node.stack
         self.current = node
         name, _ = op_name(node.target)
-        fn = RULES.get(name) or IMPORT.get(name)  # the importer's rules, then the families' (ncd.ir.rules)
+        fn = None if sparse else RULES.get(name) or IMPORT.get(name)  # the importer's rules, then ncd.ir.rules'
         mark = self.mark()
         try:
             if id(node) in rotary:
@@ -239,6 +240,14 @@ class Converter(ModuleIdioms):
                                  " torch.ScriptObject: torch.ao.quantization's quantized weights, a custom class) no"
                                  " diagram holds; its result depends on the inputs, so no constant can stand for it"
                                  " (trace the model before quantizing it)") from error
+            if live and wrapped(node):
+                from ncd.errors import TraceError
+
+                raise TraceError(f"{op_name(node.target)[0]} {where(node)} runs inside a torch.func transform"
+                                 " (torch.vmap, torch.func.grad, jacrev, ...) on values that depend on the inputs: the"
+                                 " recording sees its batched or wrapped tensors, which no box stands for, and no"
+                                 " constant can stand for its result (write the mapped function batched, or trace"
+                                 " the function the transform maps)") from error
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
                                         f" its traced value is drawn as a constant{live}"))
 
@@ -360,6 +369,14 @@ def _all_empty(value: Any) -> bool:
     """Whether ``value`` is a tuple or list of tensors without entries (``topk(x, 0)``'s values and positions)."""
     return isinstance(value, (tuple, list)) and bool(value) and all(
         isinstance(v, torch.Tensor) and v.numel() == 0 for v in value)
+
+
+def _reads_sparse(node: Node) -> bool:
+    """Whether ``node`` reads a tensor of a sparse layout (a sparse buffer, or input, ``torch.sparse.mm`` or ``@``
+    multiplies): rules and module idioms draw strided tensors only."""
+    strided = torch.strided
+    return any(isinstance(a, Node) and isinstance(a.value, torch.Tensor) and a.value.layout is not strided
+               for a in node.args)
 
 
 def _reads_no_entries(node: Node) -> bool:

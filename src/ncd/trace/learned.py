@@ -12,6 +12,7 @@ import heapq
 from typing import Any
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from ncd.ir.axes import Segment, Type
 from ncd.ir.compose import fit
@@ -35,7 +36,7 @@ from ncd.trace.parameter_reads import (
     _uncopied,
     number_box,
 )
-from ncd.trace.registry import LOG, apart, op_name
+from ncd.trace.registry import LOG, apart, op_name, where
 from ncd.trace.values import Values, dtype_name
 
 __all__ = ["Learned"]
@@ -232,6 +233,15 @@ class Learned(Values):
         if isinstance(ref, Node) and id(ref) in self.values:
             return self.values[id(ref)]
         tensor = ref.value if isinstance(ref, Node) else torch.as_tensor(ref)
+        if isinstance(ref, Node) and is_functorch_wrapped_tensor(tensor):
+            from ncd.errors import TraceError
+
+            raise TraceError(f"{op_name(ref.target)[0]} {where(ref)} runs inside a torch.func transform (torch.vmap,"
+                             " torch.func.grad, jacrev, ...): the recording sees the batched or wrapped tensors it"
+                             " makes, which no box stands for (write the mapped function batched, or trace the"
+                             " function the transform maps)")
+        if tensor.layout is not torch.strided and isinstance(ref, Node):
+            return self._laid_out_sparse(ref, tensor, names)
         if names is None:  # shaped like an input (BERT's token types beside its ids): the input's wires, else fresh
             shape = tuple(int(s) for s in tensor.shape)
             like = [v for v in self.inputs if tuple(int(a.size) for a in self.segs[v].axes) == shape]
@@ -265,6 +275,27 @@ class Learned(Values):
         if isinstance(ref, Node) and ref.live:  # a parameter read as a wire: one box, copied to each reader
             self.bind(ref, vid)
         return vid
+
+    def _laid_out_sparse(self, ref: Node, tensor: torch.Tensor, names: list[str] | None) -> int:
+        """A sparse parameter or buffer (a graph's adjacency read by ``torch.sparse.mm``): its entries as a dense
+        tensor (a ``θ`` or constant box), then an opaque ``to_sparse`` into its layout, which its reader takes.  (No
+        diagram holds a sparse tensor: it has no storage to tie, lay out or serialise.)"""
+        from dataclasses import replace
+
+        from ncd.prims.opaque import OpaqueOp
+
+        dense = replace(ref, value=tensor.to_dense(), live=False)  # (its own value: never bound as the reader's)
+        vid = self.value(dense, names)
+        self.values.pop(id(dense), None)
+        seg = self.segs[vid]
+        layout = str(tensor.layout).removeprefix("torch.")
+        box = Box(OpaqueOp("aten._to_sparse.default", Type((seg,)), Type((seg,)), (("$in", 0),),
+                           (("layout", ("$layout", layout)),)))
+        (out,) = self.emit(box, [vid], [seg])
+        self.emitted.opaque["aten._to_sparse.default"] = self.emitted.opaque.get("aten._to_sparse.default", 0) + 1
+        if ref.live:
+            self.bind(ref, out)
+        return out
 
     def _lead_of_argument(self, ref: Any, shape: tuple[int, ...]) -> str | None:
         """The leading wire's name of a constant the model made in the shape of a value it had (``x.new_ones(x.size())``,

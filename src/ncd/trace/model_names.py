@@ -71,12 +71,15 @@ def by_model_name(module: torch.nn.Module, model: torch.nn.Module | None, order:
         return
     import itertools
 
+    import torch
+
     from ncd.trace.params import HOLDER
 
     known = frozenset(model.state_dict(keep_vars=True))
     tensors = [(n, t) for n, t in itertools.chain(model.named_parameters(remove_duplicate=False),
                                                    model.named_buffers(remove_duplicate=False))
-               if n in known and t.device.type != "meta" and t.is_contiguous() and t.numel()]  # (a buffer not
+               if n in known and t.device.type != "meta" and t.layout is torch.strided and t.is_contiguous()
+               and t.numel()]  # (a sparse one is held dense: no reading of its storage); (a buffer not
     # in the model's state dict, registered persistent=False, keeps the lowered module's value, as a constant does)
     readings: dict[str, Reading] = {}
     for name, value in zip(order, flat):

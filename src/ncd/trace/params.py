@@ -84,7 +84,7 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
         if shaped is None:
             shaped = {}
             for t in flat:
-                held = None if t.device.type == "meta" else t.untyped_storage()
+                held = None if t.device.type == "meta" or t.layout is not strided else t.untyped_storage()
                 if held is not None and held.nbytes():
                     storages.add(held.data_ptr())
                     shaped.setdefault(tuple(t.shape), []).append(t)
@@ -111,7 +111,7 @@ def unread(model: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ...]
                 continue
             first = raw.from_address(at).value  # (as _first reads it)
         else:
-            storage = None if p.is_meta else p.untyped_storage()
+            storage = None if p.is_meta or p.layout is not strided else p.untyped_storage()
             if storage is None or not storage.nbytes():
                 out.append((name, p))
                 continue
@@ -204,13 +204,14 @@ def constants(model: torch.nn.Module, tensors: list[torch.Tensor], made: frozens
     storages: set[int] = set()
     buffers: set[int] = set()
     shaped: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+    strided = torch.strided  # (a sparse parameter or buffer has no storage: the diagram holds it dense)
     for module in model.modules():
         for p in module._parameters.values():
-            if p is not None and p.device.type != "meta":
+            if p is not None and p.device.type != "meta" and p.layout is strided:
                 storages.add(p.untyped_storage().data_ptr())
                 shaped.setdefault((tuple(p.shape), p.dtype), []).append(p)
         buffers.update(b.untyped_storage().data_ptr() for b in module._buffers.values()
-                       if b is not None and b.device.type != "meta")
+                       if b is not None and b.device.type != "meta" and b.layout is strided)
     out = []
     for t in tensors:
         if t.device.type == "meta" or not t.untyped_storage().nbytes():
