@@ -11,6 +11,7 @@ attempts by it); :func:`_finish` makes the :class:`~ncd.render.model.Drawing`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from ncd.render.legend import closed_rows, legend_items
 from ncd.render.model import Drawing, Item, Port, Text
 from ncd.render.typeset import typeset_text
 
-__all__ = ["Framing", "framed", "framing", "no_collector"]
+__all__ = ["Framing", "fitted", "framed", "framing", "no_collector"]
 
 
 def framed(ctx: LayoutContext, body: Frag, dom: Type, cod: Type, note_in: Any = None, note_out: Any = None,
@@ -98,6 +99,17 @@ def framing(ctx: LayoutContext, frag: Frag, legend_max: float = float("inf")) ->
     top_h = head_h if beside or not legend else max(head_h, legend_h + 6)
     height = m + top_h + (frag.bottom - frag.top) + m
     return Framing(header, head_h, rows, legend, legend_w, beside, top_h, width, height)
+
+
+def fitted(ctx: LayoutContext, frag: Frag, limit: Callable[[float | None], float]) -> Framing:
+    """:func:`framing` of ``frag`` with its legend's long rows broken when the legend alone is wider than
+    ``limit(smallest text)`` allows (a page: the width that prints that text at its smallest size)."""
+    f = framing(ctx, frag)
+    if f.legend:
+        room = limit(f.smallest(frag, ctx.memo)) - 2 * ctx.style.margin
+        if f.legend_w > room + 0.01:
+            f = framing(ctx, frag, room)
+    return f
 
 
 def _finish(ctx: LayoutContext, frag: Frag, framed: Framing | None = None) -> Drawing:

@@ -270,7 +270,8 @@ def legend_items(rows: Sequence[Row], typeset: object, text: object, label_size:
     """The legend box of ``rows`` at the origin, its width (with a 12 pt margin) and height; ``typeset`` and
     ``text`` are the layout's :meth:`~ncd.render.layout.Layout.text_size` and :meth:`~ncd.render.layout.Layout.text`.
     A row listing one value per instance (``m_i = 1600, 800, 200``) wider than ``max_w`` (the box's width with its
-    margin) goes on over the lines below, each under its first value (:func:`_wrapped`)."""
+    margin) goes on over the lines below, each under its first value (:func:`_wrapped`); a row of one long value
+    (``m = k₀·k₁·…·k₄₉``) breaks after its outermost products and sums (:func:`_broken`)."""
     if not rows:
         return [], 0.0, 0.0
     text_size, put = typeset, text
@@ -281,6 +282,8 @@ def legend_items(rows: Sequence[Row], typeset: object, text: object, label_size:
         row = head + _value_pieces(v)
         if room < float("inf") and isinstance(v, str) and ", " in v and text_size(row, label_size)[0] > room:  # type: ignore[operator]
             lines.extend(_wrapped(head, [_value_pieces(part) for part in v.split(", ")], text_size, label_size, room))
+        elif room < float("inf") and text_size(row, label_size)[0] > room:  # type: ignore[operator]
+            lines.extend(_broken(head, _value_pieces(v), text_size, label_size, room))
         else:
             lines.append((0.0, row))
     title = typeset_text("Legend")
@@ -316,6 +319,41 @@ def _wrapped(head: tuple[Piece, ...], parts: list[tuple[Piece, ...]], text_size:
         out.append((indent if out else 0.0, (current if out else head + current) + (Piece(","),)))
         current, wide = part, w
     out.append((indent if out else 0.0, current if out else head + current))
+    return out
+
+
+def _broken(head: tuple[Piece, ...], value: tuple[Piece, ...], text_size: Any, label_size: float,
+            room: float) -> list[tuple[float, tuple[Piece, ...]]]:
+    """The lines of a row ``head`` (``m = ``) whose ``value`` is wider than ``room``: broken after a ``·``, ``+`` or
+    ``−`` outside parentheses and scripts, as many terms on a line as fit (at least one), the lines after the
+    first indented under the value.
+
+    >>> lines = _broken((Piece("m = "),), tuple(Piece(t) for t in "a·b·(c+d)·e"), lambda p, s: (10.0 * len(p), 0, 0),
+    ...                 10.0, 90.0)
+    >>> [(indent, "".join(p.text for p in line)) for indent, line in lines]
+    [(0.0, 'm = a·b·'), (10.0, '(c+d)·e')]
+    """
+    def width(pieces: tuple[Piece, ...]) -> float:
+        return float(text_size(pieces, label_size)[0])
+
+    terms: list[tuple[Piece, ...]] = [()]
+    depth = 0
+    for piece in value:
+        terms[-1] += (piece,)
+        depth += piece.text.count("(") - piece.text.count(")")
+        if depth == 0 and piece.script == 0 and piece.text.strip() in ("·", "+", "−"):
+            terms.append(())
+    terms = [t for t in terms if t]
+    indent = width(head)
+    out: list[tuple[float, tuple[Piece, ...]]] = []
+    current = head + terms[0]
+    for term in terms[1:]:
+        if (indent if out else 0.0) + width(current + term) > room:
+            out.append((indent if out else 0.0, current))
+            current = term
+        else:
+            current += term
+    out.append((indent if out else 0.0, current))
     return out
 
 

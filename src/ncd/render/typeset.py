@@ -460,6 +460,7 @@ def typeset_text(text: str) -> tuple[Piece, ...]:
     ['self_attn: C', 'λ', ' AR', 'tp']
 
     A text over :data:`TEXT_LIMIT` characters is elided in the middle, each piece titled with the whole text.
+    An ``_`` or ``^`` before no token is printed as written: ``[p.text for p in typeset_text("a $_%")] == ['a $_%']``.
     """
     if len(text) > TEXT_LIMIT:
         return tuple(replace(p, title=text) for p in typeset_text(elided(text, TEXT_LIMIT)))
@@ -472,7 +473,7 @@ def typeset_text(text: str) -> tuple[Piece, ...]:
         if ch == "_":  # self_attn, q_proj: a Python name, printed as written (but C_λ, n_b, AR_tp: a subscript)
             word = _WORD_END.search(buf).group(0)  # type: ignore[union-attr]
             identifier = len(word) > 1 and any(c.islower() for c in word) and text[k + 1:k + 2] != "{"
-        if ch in "_^" and k + 1 < len(text) and not identifier:
+        if ch in "_^" and k + 1 < len(text) and not identifier and (text[k + 1].isalnum() or text[k + 1] in "{−-+"):
             if buf:
                 out.append(Piece(buf))
                 buf = ""

@@ -69,7 +69,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
     """The wrapped drawing of ``diagram``, or ``None`` when one row fits the page (the caller draws it)."""
     from ncd.render.extents import smallest_text
     from ncd.render.frag import Frag
-    from ncd.render.framing import Framing, _finish, framed, framing
+    from ncd.render.framing import Framing, _finish, fitted, framed, framing
 
     style = ctx.style
     max_w, max_aspect = PAGES[style.page]
@@ -89,6 +89,9 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
                 made.append(framed(ctx, ctx.lay(diagram), diagram.dom, diagram.cod))
             return made[0]
 
+        def as_one_row() -> Drawing:  # (its legend's long rows broken to the width its smallest text allows)
+            return _finish(ctx, one_row(), fitted(ctx, one_row(), lambda smallest: _limit(smallest, max_w, style.page)))
+
         # a diagram holding a family of blocks that differ in sizes is drawn with their one definition: never as
         # one row, which is then neither measured nor laid out
         bodies: list[Diagram] = []
@@ -106,18 +109,18 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
         if measured is not None and measured[0] + 2 * style.margin <= max_w:  # it may fit: laid out
             one_row()
         if made and made[0].w + 2 * style.margin <= max_w:  # narrow enough: is it also short enough for its height?
-            single = _finish(ctx, made[0])
+            single = as_one_row()
             if single.width <= max_w and single.width <= max_aspect * single.height:
                 return single
         if style.depth is not None and style.depth <= 0:
-            return single or _finish(ctx, one_row())
+            return single or as_one_row()
         if isinstance(diagram, Block):
             sections = [_section(ctx, diagram, [], 0)]
         else:
             sections = [_Section(None, ctx.groups(_columns(ctx, diagram)), diagram.dom, diagram.cod)]
         if (len(sections[0].groups) <= 1 and sections[0].header is None and not _outer_blocks(diagram)
                 and not _branches(ctx, sections[0].groups)):
-            return single or _finish(ctx, one_row())
+            return single or as_one_row()
         start = target = max_w - 2 * style.margin - 2 * ARROW_RUN - 8.0
         # the page may hold smaller text than the one row (a shared definition's symbols, n_i), which makes it
         # narrower: the first attempt is at the width that text allows, as the second one would be
