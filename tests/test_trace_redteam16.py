@@ -127,3 +127,31 @@ def test_vmap_of_parameters_alone_is_traced_and_lowered_equal() -> None:
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x))
         torch.testing.assert_close(lowered(fresh), model(fresh))
+
+
+class ReducedInAnotherType(nn.Module):
+    """Sums and means given ``dtype=``: torch casts the input to it, then reduces (each was an opaque box)."""
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.sum(-1, dtype=torch.float64), x.mean((0,), dtype=torch.float64), h.sum(1, dtype=torch.float32),
+                torch.mean(h, -1, keepdim=True, dtype=torch.float32), ids.sum(-1, dtype=torch.float32))
+
+
+def test_a_reduction_given_a_dtype_is_a_cast_and_the_reduction_in_that_type() -> None:
+    model = ReducedInAnotherType().eval()
+
+    def inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return (torch.randn(3, 5, generator=gen), (torch.randn(3, 4, 6, generator=gen) * 100).half(),
+                torch.randint(0, 1000, (3, 7), generator=gen))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = ncd.trace(model, *inputs(0))
+    assert traced.opaque_count == 0, [str(w.message) for w in caught]
+    lowered = traced.to_torch()
+    for seed in (0, 1):
+        got, want = lowered(*inputs(seed)), model(*inputs(seed))
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)

@@ -344,6 +344,12 @@ def reduce(conv: Converter, node: Node) -> None:
     if idioms_norms.layer_norm(conv, node):  # (x - mean) * rsqrt(mean((x - mean) ** 2) + eps) in a layer norm: one LN box
         return
     x = node.args[0]
+    dtype = node.kwargs.get("dtype")
+    if _live(x) and isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype != x.value.dtype \
+            and x.value.dtype != torch.bool:  # x.sum(dtype=torch.float64): torch casts x to it first, then reduces
+        from ncd.trace.boxes_losses import _call
+
+        x = _call(conv, node, "cast", torch.ops.aten._to_copy.default, x, dtype=dtype)
     if not _live(x) or not x.value.is_floating_point() or node.kwargs.get("dtype") not in (None, x.value.dtype) \
             or len(node.args) == 2 and not isinstance(node.args[1], (int, list, tuple)):  # x.sum(torch.float64)
         raise Decline("dtype")
