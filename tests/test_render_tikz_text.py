@@ -95,3 +95,25 @@ def test_what_has_a_latex_form_is_not_an_empty_box() -> None:
 def test_the_gallerys_glyphs_all_have_a_latex_form(name: str) -> None:
     drawing = layout(getattr(ncd.zoo, name)(), depth=1)
     assert unwritten("".join(r.text for t in drawing.of(Text) for r in t.runs)) == ""  # (∿ was '?')
+
+
+def test_a_drawing_taller_than_tex_can_measure_is_scaled_to_a_pdf_page(tmp_path: Path) -> None:
+    # 1,000 wires are 16,017 pt tall: TeX's largest length is 16,384 pt and pdflatex stopped with 'Dimension too
+    # large' on such pictures (a traced MarkupLM, 22,250 pt); scaled to 14,400 pt (200 in), as the PDF export is
+    from ncd.render.raster import MAX_PDF_POINTS, DrawingTooLargeWarning
+
+    d = ncd.Identity(ncd.parse_type(" ".join(f"a{i}" for i in range(1000))))
+    drawing = layout(d)
+    assert drawing.height > MAX_PDF_POINTS
+    with pytest.warns(DrawingTooLargeWarning, match="TikZ.*scaled by 0.899"):
+        picture = to_tikz(d, standalone=False)
+    (tmp_path / "d.tex").write_text("\\documentclass{article}\\usepackage{tikz}\\usepackage{amssymb}"
+                                    "\\usetikzlibrary{arrows.meta}\\begin{document}\\setbox0\\hbox{" + picture
+                                    + "}\\typeout{SIZE:\\the\\wd0:\\the\\ht0:\\the\\dp0}\\end{document}\n", encoding="ascii")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "d.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:]
+    size = re.search(r"SIZE:([\d.]+)pt:([\d.]+)pt:([\d.]+)pt", (tmp_path / "d.log").read_text(errors="replace"))
+    assert size is not None
+    w, h = float(size.group(1)), float(size.group(2)) + float(size.group(3))
+    assert abs(h - MAX_PDF_POINTS) < 0.5 and abs(w / h - drawing.width / drawing.height) < 1e-3, (w, h)

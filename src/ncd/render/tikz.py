@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import unicodedata
 import warnings
+from dataclasses import replace
 
 from ncd.render.fonts import advance, face_for
 from ncd.render.model import Circle, Drawing, Path, Polygon, Rect, Run, Text
@@ -103,13 +104,13 @@ def _colour(value: str) -> str:
     return f"ncd-{value.lstrip('#').upper()}"
 
 
-def _style(role: str, fill: str | None, stroke: str | None, width: float, extra: str = "") -> str:
+def _style(role: str, fill: str | None, stroke: str | None, width: float, extra: str = "", scale: float = 1.0) -> str:
     opts = []
     if fill:
         opts.append(f"fill={_colour(fill)}")
     if stroke:
         opts.append(f"draw={_colour(stroke)}")
-        opts.append(f"line width={_n(width)}pt")
+        opts.append(f"line width={_n(width * scale)}pt")
     if extra:
         opts.append(extra)
     opts.append(f"ncd {role}")  # last: a user's style for the role overrides what the drawing chose
@@ -160,48 +161,55 @@ def run_body(run: Run) -> str:
     return body
 
 
-def _path(p: Path) -> str:
+def _path(p: Path, k: float = 1.0) -> str:
     out = []
     for c in p.commands:
         if c[0] == "M":
-            out.append(f"({_n(c[1])},{_n(c[2])})")
+            out.append(f"({_n(c[1] * k)},{_n(c[2] * k)})")
         elif c[0] == "L":
-            out.append(f"-- ({_n(c[1])},{_n(c[2])})")
+            out.append(f"-- ({_n(c[1] * k)},{_n(c[2] * k)})")
         elif c[0] == "C":
-            out.append(f".. controls ({_n(c[1])},{_n(c[2])}) and ({_n(c[3])},{_n(c[4])}) .. ({_n(c[5])},{_n(c[6])})")
+            out.append(f".. controls ({_n(c[1] * k)},{_n(c[2] * k)}) and ({_n(c[3] * k)},{_n(c[4] * k)}) .. "
+                       f"({_n(c[5] * k)},{_n(c[6] * k)})")
         elif c[0] == "Z":
             out.append("-- cycle")
     return " ".join(out)
 
 
 def paint_tikz(drawing: Drawing, *, standalone: bool = True) -> str:
-    """TikZ source of ``drawing``; with ``standalone`` a complete document for ``pdflatex``."""
+    """TikZ source of ``drawing``; with ``standalone`` a complete document for ``pdflatex``.
+
+    TeX has no length over 16,384 pt: a drawing larger than a PDF page may be (200 inches, as the PDF export) is
+    scaled down to it, text and lines with it, with a :class:`~ncd.render.raster.DrawingTooLargeWarning`."""
+    k = _fit_scale(drawing)
     lines = ["\\begin{tikzpicture}[x=1pt,y=-1pt,line cap=round,line join=round]", *_preamble(drawing),
-             f"\\useasboundingbox (0,0) rectangle ({_n(drawing.width)},{_n(drawing.height)});"]
+             f"\\useasboundingbox (0,0) rectangle ({_n(drawing.width * k)},{_n(drawing.height * k)});"]
     runs: dict[int, tuple[Run, str, str]] = {}
     for it in drawing.visible:
         if isinstance(it, Rect):
-            extra = f"rounded corners={_n(it.radius)}pt" if it.radius else ""
-            style = _style(it.role, it.fill, it.stroke, it.width, extra)
-            lines.append(f"\\path[{style}] ({_n(it.x)},{_n(it.y)}) rectangle ({_n(it.x + it.w)},{_n(it.y + it.h)});")
+            extra = f"rounded corners={_n(it.radius * k)}pt" if it.radius else ""
+            style = _style(it.role, it.fill, it.stroke, it.width, extra, k)
+            lines.append(f"\\path[{style}] ({_n(it.x * k)},{_n(it.y * k)}) rectangle "
+                         f"({_n((it.x + it.w) * k)},{_n((it.y + it.h) * k)});")
         elif isinstance(it, Path):
             extra = "dash pattern=on 4pt off 3pt" if it.dashed and it.role != "separator" else ""
             if it.arrow:
                 extra = ",".join(e for e in (extra, "-{Stealth}") if e)
-            style = _style(it.role, it.fill, it.stroke, it.width, extra)
-            lines.append(f"\\path[{style}] {_path(it)};")
+            style = _style(it.role, it.fill, it.stroke, it.width, extra, k)
+            lines.append(f"\\path[{style}] {_path(it, k)};")
         elif isinstance(it, Polygon):
-            pts = " -- ".join(f"({_n(x)},{_n(y)})" for x, y in it.points)
-            lines.append(f"\\path[{_style(it.role, it.fill, it.stroke, it.width)}] {pts} -- cycle;")
+            pts = " -- ".join(f"({_n(x * k)},{_n(y * k)})" for x, y in it.points)
+            lines.append(f"\\path[{_style(it.role, it.fill, it.stroke, it.width, scale=k)}] {pts} -- cycle;")
         elif isinstance(it, Circle):
-            style = _style(it.role, it.fill, it.stroke, it.width)
-            lines.append(f"\\path[{style}] ({_n(it.cx)},{_n(it.cy)}) circle[radius={_n(it.r)}pt];")
+            style = _style(it.role, it.fill, it.stroke, it.width, scale=k)
+            lines.append(f"\\path[{style}] ({_n(it.cx * k)},{_n(it.cy * k)}) circle[radius={_n(it.r * k)}pt];")
         elif isinstance(it, Text):
             for run in it.runs:
                 made = runs.get(id(run))  # (labels share their typeset runs: each run's font and body made once)
                 if made is None:
-                    made = runs[id(run)] = (run, run_font(run), run_body(run))
-                lines.append(f"\\node[font={made[1]},ncd {it.role}] at ({_n(it.x + run.dx)},{_n(it.y + run.dy)}) "
+                    sized = run if k == 1.0 else replace(run, size=run.size * k)
+                    made = runs[id(run)] = (run, run_font(sized), run_body(sized))
+                lines.append(f"\\node[font={made[1]},ncd {it.role}] at ({_n((it.x + run.dx) * k)},{_n((it.y + run.dy) * k)}) "
                              f"{{{made[2]}}};")
     lines.append("\\end{tikzpicture}")
     missing = unwritten("".join(made[0].text for made in runs.values()))
@@ -222,3 +230,17 @@ def _warn_unwritten(missing: str) -> None:
     warnings.warn(f"TikZ: {len(missing)} character(s) of the drawing's text have no form in pdflatex's fonts ({shown}) "
                   "and print as empty boxes (\\ncdglyph); with XeLaTeX or LuaLaTeX and a font that has them, "
                   "\\renewcommand\\ncdglyph[2]{\\makebox[#2][c]{\\char\"#1}} draws them", MissingGlyphWarning, stacklevel=4)
+
+
+def _fit_scale(drawing: Drawing) -> float:
+    """1, or the factor that brings a drawing larger than :data:`~ncd.render.raster.MAX_PDF_POINTS` down to it."""
+    from ncd.render.raster import MAX_PDF_POINTS, DrawingTooLargeWarning
+
+    largest = max(drawing.width, drawing.height)
+    if largest <= MAX_PDF_POINTS:
+        return 1.0
+    k = MAX_PDF_POINTS / largest
+    warnings.warn(f"TikZ: the drawing is {drawing.width:.0f} x {drawing.height:.0f} pt, more than TeX can measure "
+                  f"(16,384 pt) or a PDF viewer shows (200 in): scaled by {k:.3f} to {MAX_PDF_POINTS:.0f} pt",
+                  DrawingTooLargeWarning, stacklevel=3)
+    return k
