@@ -19,6 +19,7 @@ limit              default         what it bounds
 ``axis_size``      2**31 - 1       the size of one axis once it is a number
 ``repeat``         10,000          the count of one repetition when it is lowered or costed
 ``memory``         8 GiB           bytes of any one tensor, and of all parameters, when lowered
+``terms``          1,000           terms a product or power in a cost formula expands to (``ncd.cost`` expands them)
 =================  ==============  =====================================================================
 
 >>> import ncd
@@ -58,6 +59,7 @@ class Limits:
     axis_size: int = 2**31 - 1
     repeat: int = 10_000
     memory: int = 8 * 2**30
+    terms: int = 1_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -226,6 +226,11 @@ def _held_once(totals: Metrics, diagram: Diagram) -> Metrics:
         from ncd.errors import SchemaError
 
         raise SchemaError(f"block {diagram.name!r}: meta shared={shared!r:.40} is not a count of parameters")  # type: ignore[attr-defined]
+    if shared and sympy.sympify(totals.params - shared).is_negative:
+        from ncd.errors import SchemaError
+
+        raise SchemaError(f"block {diagram.name!r}: meta shared={shared} is more parameter entries than its boxes"  # type: ignore[attr-defined]
+                          f" hold ({totals.params})")
     return dataclasses.replace(totals, params=totals.params - shared) if shared else totals
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import sympy
 
+from ncd.analysis.expansion import check_metrics
 from ncd.analysis.layout import ITEMSIZE, Tensor, numel
 from ncd.analysis.metrics import BoxCost, CostContext, Metrics
 from ncd.analysis.peak import ZERO, _peak_of_polynomials, _sum
@@ -226,7 +227,9 @@ def analyse(diagram: Diagram, program: Program, dtype: str, training: bool = Tru
     inputs = [walker.allocate(seg.axes, tuple(a.name for a in seg.axes), seg.dtype == "float", seg.dtype)
               for seg in diagram.dom]
     outputs = walker.run_program(program, inputs, diagram)
-    total = Metrics.total([b.metrics for b in walker.boxes]).map(sympy.expand)
+    total = Metrics.total([b.metrics for b in walker.boxes])
+    check_metrics(total, walker.boxes)  # (a file's sizes may be sums whose products expand past any budget)
+    total = total.map(sympy.expand)
     saved: dict[str, list[sympy.Expr]] = {}
     for sid in walker.saved:
         complex_ = {"float64": "complex128"}.get(dtype, "complex64")

@@ -69,10 +69,41 @@ class Sharding:
 
 
 def sharding_of(diagram: Diagram) -> Sharding | None:
-    """The sharding a diagram returned by :func:`shard` carries, else ``None``."""
-    if isinstance(diagram, Block) and diagram.get("mesh") is not None:
-        return Sharding(Mesh(**dict(diagram.get("mesh"))), dict(diagram.get("placements", ())), bool(diagram.get("fsdp", True)))
-    return None
+    """The sharding a diagram returned by :func:`shard` carries, else ``None``.  Its block's ``meta`` may come from a
+    file (not trusted): a ``mesh`` that is not ``(name, ranks)`` pairs, ``placements`` that are not ``(axis, mesh
+    axis)`` pairs onto its axes, or an ``fsdp`` that is not true or false raise :class:`ShardingError` naming them.
+
+    >>> import ncd
+    >>> sharding_of(ncd.Block(ncd.Identity.of("m"), "B", meta=(("mesh", 4),)))
+    Traceback (most recent call last):
+    ncd.distributed.mesh.ShardingError: block 'B': meta mesh=4 is not (mesh axis, ranks) pairs with distinct names
+    """
+    if not isinstance(diagram, Block) or diagram.get("mesh") is None:
+        return None
+    mesh, placements = _pairs(diagram, "mesh", int, "(mesh axis, ranks)"), _pairs(diagram, "placements", str,
+                                                                                  "(axis, mesh axis)")
+    fsdp = diagram.get("fsdp", True)
+    if not isinstance(fsdp, bool):
+        raise ShardingError(f"block {diagram.name!r}: meta fsdp={fsdp!r:.40} is neither true nor false")
+    try:
+        found = Mesh(**mesh)
+    except ShardingError as error:
+        raise ShardingError(f"block {diagram.name!r}: meta mesh: {error}") from None
+    for axis, target in placements.items():
+        if target not in found.names:
+            raise ShardingError(f"block {diagram.name!r}: meta placements puts {axis} on mesh axis {target!r}, which"
+                                f" its mesh {found} does not have")
+    return Sharding(found, placements, fsdp)
+
+
+def _pairs(block: Block, key: str, kind: type, what: str) -> dict[str, Any]:
+    """A block's meta entry ``key`` as a dict, checked to be ``(name, kind)`` pairs with distinct names."""
+    value = block.get(key, ())
+    ok = isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                          and type(p[1]) is kind for p in value)
+    if not ok or len({p[0] for p in value}) != len(value):
+        raise ShardingError(f"block {block.name!r}: meta {key}={value!r:.60} is not {what} pairs with distinct names")
+    return dict(value)
 
 
 def shard(diagram: Diagram, mesh: Mesh, placements: Mapping[str, str], *, fsdp: bool = True) -> Block:

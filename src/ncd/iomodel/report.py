@@ -26,6 +26,7 @@ from typing import TypeAlias
 
 import sympy
 
+from ncd.analysis.expansion import check_expansion
 from ncd.iomodel import costs
 from ncd.iomodel.hierarchy import Hierarchy, element_bytes
 from ncd.iomodel.program import Program, flatten
@@ -143,6 +144,8 @@ def io(diagram: Diagram, hierarchy: Hierarchy, *, group: SizeMap | None = None, 
     q = element_bytes(dtype)
     bound_sizes = {k: size(v) for k, v in sizes.items()}
     program = flatten(diagram, bound_sizes)
+    check_expansion(sympy.Add(*(sympy.Mul(*op.axes.values()) for op in program.ops)),
+                    "the IO costs (each kernel's loop over its axes)")  # (expanded below: a file's sizes are not trusted)
     schedule = Schedule.make(hierarchy, program, group, stream)
     fused = not schedule.empty
     levels = hierarchy.levels
