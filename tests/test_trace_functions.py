@@ -781,3 +781,26 @@ def test_function_dropping_a_small_gradient_stays_a_box() -> None:
     torch.testing.assert_close(y2, y)
     torch.testing.assert_close(gx2, gx)
     assert gp == {} and gp2 == {}  # no weight gradient from the Function's backward, on either side
+
+
+def test_close_with_the_largest_magnitudes_found_once() -> None:
+    # _proven_at finds each gradient's largest magnitude once and hands a pair's to _close: the decisions are those of
+    # torch.allclose at ATOL times the pair's largest finite magnitude, found here independently, for real gradients;
+    # a complex pair's tolerance is still found from its double (real) parts, whatever the caller passes
+    from ncd.trace.functions_proof import ATOL, RTOL, _close
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1e-6, 1.0, 1e4):
+        a = torch.randn(3, 4, generator=gen) * scale
+        for b in (a.clone(), a + 2e-5 * scale * torch.randn(3, 4, generator=gen), a * (1 + 3e-4)):
+            b[0, 0] = float("inf") if scale == 1.0 else b[0, 0]
+            a2 = a.clone()
+            a2[0, 0] = b[0, 0]
+            big = max(float(t.abs().nan_to_num(0.0, 0.0, 0.0).max()) for t in (a2, b))
+            want = torch.allclose(a2.double(), b.double(), atol=ATOL * big, rtol=RTOL)
+            assert _close(a2, b, 0.0, big) == want == _close(a2, b)
+    z = torch.complex(torch.full((4,), 1e-3), torch.full((4,), 10.0))
+    w = z + 5e-6  # (apart by more than the real parts allow, less than their magnitudes of 10 would)
+    with warnings.catch_warnings():  # (torch's own about the real parts)
+        warnings.simplefilter("ignore", UserWarning)
+        assert _close(z, w, 0.0, 100.0) is _close(z, w) is False  # (the magnitude passed: not the double's)
