@@ -155,3 +155,26 @@ def test_a_reduction_given_a_dtype_is_a_cast_and_the_reduction_in_that_type() ->
         assert [g.dtype for g in got] == [w.dtype for w in want]
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w)
+
+
+def test_a_transformer_given_its_causal_mask_lowers_when_its_width_is_the_masks_size() -> None:
+    """``nn.Transformer`` checks that the ``tgt_mask`` given is the causal one (a guard against a constant of it);
+    lowering runs the module once to learn its read order, and where its initial values fail that run it runs again
+    holding the traced tensors, each placed in a held tensor of its size: the 4 x 4 mask went into a norm's weight of
+    16 (the width), the guard failed again and ``to_torch`` raised."""
+    torch.manual_seed(0)
+    model = nn.Transformer(16, 2, 1, 1, 32).eval()
+    pad = torch.tensor([[0.0] * 6, [0.0] * 4 + [float("-inf")] * 2])
+    causal = nn.Transformer.generate_square_subsequent_mask(4)
+
+    def inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(6, 2, 16, generator=gen), torch.randn(4, 2, 16, generator=gen)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = ncd.trace(model, *inputs(0), tgt_mask=causal, src_key_padding_mask=pad)
+        lowered = traced.to_torch()
+        for seed in (0, 1):
+            want = model(*inputs(seed), tgt_mask=causal, src_key_padding_mask=pad)
+            torch.testing.assert_close(lowered(*inputs(seed), tgt_mask=causal, src_key_padding_mask=pad), want)

@@ -62,7 +62,10 @@ def _placed(module: torch.nn.Module, tensors: tuple[tuple[torch.Tensor, ...], ..
                 and t.is_floating_point() == value.is_floating_point() and t.is_complex() == value.is_complex()]
         if not fits:
             return None
-        placed.append(held.pop(fits[0]))
+        # one of its shape first: a 4 x 4 causal mask beside widths of 16 went into a norm's weight, and the run that
+        # needed it (nn.Transformer's guard that the mask given is the causal one) failed again
+        shaped = [i for i in fits if held[i][1].shape == value.shape]
+        placed.append(held.pop((shaped or fits)[0]))
     return placed
 
 
