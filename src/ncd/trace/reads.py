@@ -16,6 +16,7 @@ import torch
 
 from ncd.trace.capture import _internal, user_line
 from ncd.trace.refusals import ReadsValue
+from ncd.trace.watched_layout import laid_as_given, noted
 
 if TYPE_CHECKING:
     from ncd.trace.recording import _Recording
@@ -201,6 +202,8 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         if node is None or not node.live:
             return at
         addressed.append(user_line() or "?")
+        if laid_as_given(self, lambda t: rec.by_id.get(id(t))):
+            noted(".data_ptr()", addressed[-1])
         return _Address(at, addressed[-1])
 
     addressed = rec.addressed  # (said with inputs that share memory: :func:`~ncd.trace.record_warnings.warn_recorded`)
@@ -210,6 +213,7 @@ def _reads_guarded(rec: _Recording) -> Iterator[None]:
         if storage.device.type == "meta" or not storage.nbytes() or not rec._live_memory(at):
             return at
         addressed.append(user_line() or "?")
+        noted(".untyped_storage().data_ptr()", addressed[-1])
         return _Address(at, addressed[-1])
 
     def storage_ptr(self: torch.UntypedStorage) -> Any:

@@ -373,7 +373,7 @@ class Shapes:
                     self.escaped.append((sizes[0].expr, user_line() or "?", f"len() = {n}"))
             return n
 
-        def held(tensor: torch.Tensor, how: str, dim: Any = None) -> None:
+        def held(tensor: torch.Tensor, how: str, dim: Any = None, layout: str = "") -> None:
             """A number read from ``tensor``'s layout (a stride, an offset, its storage) or how many pieces it is cut
             into along ``dim``, that ncd does not follow, read on the model's own line: noted as a plain int, as
             ``len(x)`` is, holding the sizes of ``tensor`` (all of them, and of the tensor it is a view of, but
@@ -381,12 +381,15 @@ class Shapes:
             if self.calling or self.kernels or internal(sys._getframe(2)):
                 return
             from ncd.trace.capture import user_line
+            from ncd.trace.watched_layout import laid_as_given, noted
 
             for whole in (tensor, None if dim is not None else tensor._base):
                 if whole is None or not whole.dim():
                     continue
                 sizes = sized(whole, range(whole.dim()) if dim is None else (dim % whole.dim(),))
                 if sizes is not None:
+                    if layout and laid_as_given(tensor, node_of):  # (ncd.trace.watched_layout checks it)
+                        noted(layout, user_line() or "?")
                     total: Any = sizes[0]
                     for s in sizes[1:]:
                         total = total * s
@@ -394,12 +397,12 @@ class Shapes:
 
         def stride_of(tensor: torch.Tensor, *dim: Any) -> Any:
             out = stride(tensor, *dim)
-            held(tensor, f"stride() = {out}")
+            held(tensor, f"stride() = {out}", layout=".stride()")
             return out
 
         def offset_of(tensor: torch.Tensor) -> int:
             out: int = offset(tensor)
-            held(tensor, f"storage_offset() = {out}")
+            held(tensor, f"storage_offset() = {out}", layout=".storage_offset()")
             return out
 
         def storage_of(tensor: torch.Tensor) -> Any:
