@@ -37,3 +37,24 @@ def test_underscore_and_caret_before_no_token_are_printed() -> None:
     texts = "".join(t.string for t in drawing.of(Text))
     assert name in texts  # was 'blk &<>$%#{}\\"' and an empty subscript: the _ and ^ were dropped
     assert not problems(drawing)
+
+
+def test_depth_zero_wraps_a_long_sequence_into_rows_of_component_boxes() -> None:
+    # depth=0 drew any diagram as one row: 200 blocks were 14,212 pt wide (text printed at 0.36 pt), 30 boxes with no
+    # block at all 1,773 pt; a diagram that is itself a block is still one component box
+    blocks = ncd.Identity.of("b m")
+    for i in range(200):
+        blocks = blocks >> (ncd.Linear("m -> m") >> ncd.ReLU()).block(f"layer{i}")
+    boxes = ncd.Identity.of("b t h m")
+    for i in range(30):
+        boxes = boxes >> ncd.Linear("m -> m", name=f"p{i}")
+    for d, names in ((blocks, [f"layer{i}" for i in range(200)]), (boxes, None)):
+        drawing = layout(d, depth=0)
+        fig = drawing_figures(drawing)
+        assert fig.min_label_pt >= 6.0 and fig.aspect <= 3.0 and not problems(drawing), fig
+        texts = [t.string for t in drawing.of(Text)]
+        assert not any(s.rstrip().endswith("=") for s in texts)  # no definitions: depth 0 shows no insides
+        if names:
+            assert sorted(s for s in texts if s.startswith("layer")) == sorted(names)  # each block once, as a box
+    whole = layout(blocks.block("net"), depth=0)
+    assert [t.string for t in whole.of(Text) if t.string == "net"] == ["net"] and whole.width < 150

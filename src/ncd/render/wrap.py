@@ -112,7 +112,7 @@ def page_layout(ctx: Layout, diagram: Diagram) -> Drawing | None:
             single = as_one_row()
             if single.width <= max_w and single.width <= max_aspect * single.height:
                 return single
-        if style.depth is not None and style.depth <= 0:
+        if style.depth is not None and style.depth <= 0 and isinstance(diagram, Block):  # (one component box)
             return single or as_one_row()
         if isinstance(diagram, Block):
             sections = [_section(ctx, diagram, [], 0)]
