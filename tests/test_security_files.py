@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,28 @@ def test_the_models_ncd_ships_stay_far_below_the_limit() -> None:
         body = d.body if isinstance(d, ncd.Block) else d
         with override(terms=100):
             ncd.cost(ncd.Block(body, "B"))
+
+
+# -- 3. nesting within the limits ------------------------------------------------------------------------
+def test_sequences_nested_in_a_file_to_the_limit_draw_and_the_viewer_refuses_them_with_an_ncd_error(tmp_path: Path
+                                                                                                     ) -> None:
+    """A file may nest sequences in sequences (``>>`` flattens them; a file need not) 149 deep, within ``nesting``:
+    costs and the SVG hold; the viewer's layout is deeper per level than Python's recursion limit allows there, and
+    says so (it raised RecursionError), writing no file."""
+    doc = json.loads(ncd.Linear("m -> m", name="Q").to_json())
+    identity = json.loads(ncd.Identity.of("m").to_json())["diagram"]
+    for _ in range(149):
+        doc["diagram"] = {"node": "seq", "parts": [doc["diagram"], identity]}
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    d = ncd.load_json(path.read_text(encoding="utf-8"))
+    flat = ncd.Linear("m -> m", name="Q")
+    assert ncd.cost(d, m=3).numbers == ncd.cost(flat, m=3).numbers
+    assert ET.fromstring(ncd.render.to_svg(d)).tag.endswith("svg")
+    with pytest.raises(LimitError, match="nested deeper than Python's recursion limit"):
+        to_html(d)
+    done = subprocess.run([sys.executable, "-m", "ncd", "draw", str(path), "-o", str(tmp_path / "deep.html")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-300:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json"]

@@ -23,9 +23,10 @@ True
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
-from ncd.errors import InputError
+from ncd.errors import InputError, LimitError
 from ncd.ir.diagram import Block, Diagram
 from ncd.render import Style, register_writer
 from ncd.render.layout import no_collector
@@ -44,8 +45,13 @@ def _title(diagram: Diagram, style: Style) -> str:
 def _html(diagram: Diagram, style: Style, costs: bool) -> str:
     if not isinstance(diagram, Diagram):
         raise InputError(f"viewer: expected an ncd diagram, not {type(diagram).__name__} {diagram!r:.60}")
-    with no_collector():  # as the renderer: collector passes over a large drawing's records made it superlinear
-        return page(explore(diagram, style, costs=costs), _title(diagram, style))
+    try:
+        with no_collector():  # as the renderer: collector passes over a large drawing's records made it superlinear
+            return page(explore(diagram, style, costs=costs), _title(diagram, style))
+    except RecursionError:  # a file's sequences in sequences (not flattened as >> flattens them) 140 deep and more
+        raise LimitError(f"viewer: {diagram.name if isinstance(diagram, Block) else 'the diagram'} is nested deeper"
+                         f" than Python's recursion limit ({sys.getrecursionlimit()}) lets the viewer lay it out;"
+                         " lower nesting in ncd.limits or raise sys.setrecursionlimit") from None
 
 
 def to_html(diagram: Diagram, *, costs: bool = True, **options: Any) -> str:
@@ -56,8 +62,9 @@ def to_html(diagram: Diagram, *, costs: bool = True, **options: Any) -> str:
 def write_html(diagram: Diagram, path: str | os.PathLike[str], *, costs: bool = True, **options: Any) -> str:
     """Write the viewer page to ``path``; returns the path."""
     target = os.fspath(path)
+    text = to_html(diagram, costs=costs, **options)  # (made first: a diagram it refuses leaves no empty file)
     with open(target, "w", encoding="utf-8") as fh:
-        fh.write(to_html(diagram, costs=costs, **options))
+        fh.write(text)
     return target
 
 
@@ -68,5 +75,6 @@ def notebook_html(diagram: Diagram, *, height: int = 560, **options: Any) -> str
 
 @register_writer(".html", ".htm")
 def _write_html(diagram: Diagram, path: str, style: Style) -> None:
+    text = _html(diagram, style, costs=True)
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(_html(diagram, style, costs=True))
+        fh.write(text)
