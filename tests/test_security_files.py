@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sympy
+import torch
 
 import ncd
 from ncd.analysis.expansion import expanded_terms
@@ -172,3 +173,29 @@ def test_sequences_nested_in_a_file_to_the_limit_draw_and_the_viewer_refuses_the
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-300:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json"]
+
+
+class _Spare(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 64, bias=False)
+        self.spare = torch.nn.Parameter(torch.zeros(3))  # never read: a traced diagram lists it as unused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def test_a_read_back_files_unused_parameters_count_against_the_budget_with_its_other_tensors() -> None:
+    """The budget bounds all parameters together: an unused entry edited to 38,400 bytes beside the 16,384 of the
+    weight is refused under a 40,000-byte budget (it was kept: 54,784 bytes held); the honest file lowers to a
+    module holding the parameters the model holds."""
+    model, x = _Spare(), torch.randn(2, 64)
+    text = ncd.trace(model, x).to_json()
+    with override(memory=40_000):
+        module = ncd.load_json(text).to_torch()
+    assert sorted(p.numel() for p in module.parameters()) == sorted(p.numel() for p in model.parameters())  # torch's
+    hostile = text.replace('"spare", {"tuple": [3]}', '"spare", {"tuple": [2400, 4]}')
+    assert hostile != text
+    with override(memory=40_000), pytest.raises(SchemaError, match="unused parameters take more than the memory"
+                                                                   " limit \\(40000 bytes"):
+        ncd.load_json(hostile).to_torch()

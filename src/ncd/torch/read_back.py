@@ -258,7 +258,7 @@ def restore(diagram: Diagram, module: torch.nn.Module) -> None:
     _retie(block, module, order)
     module.register_forward_pre_hook(TracedMode(block.name, mode == "training"))
     try:
-        hold(module, _placeholders(block))
+        hold(module, _placeholders(block, sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))))
     except (KeyError, TypeError) as error:  # a name torch's modules refuse (``training``): the file is not a trace's
         raise SchemaError(f"block {block.name!r}: an unused parameter cannot be kept: {error}") from None
 
@@ -408,8 +408,9 @@ def _write_into(base: torch.Tensor, view: torch.Tensor, values: torch.Tensor) ->
     base[written] = values.reshape(-1)[last[written]]
 
 
-def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
-    """Zeros for each unread parameter listed in ``unused`` (checked: a file read back is not trusted)."""
+def _placeholders(block: Block, held: int = 0) -> tuple[tuple[str, torch.Tensor], ...]:
+    """Zeros for each unread parameter listed in ``unused`` (checked: a file read back is not trusted), within the
+    memory budget with the ``held`` bytes of the module's own tensors (all parameters are within it together)."""
     import torch
 
     from ncd.limits import limits
@@ -417,7 +418,7 @@ def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
     entries = block.get("unused", ())
     made: dict[int, torch.Tensor] = {}
     out: list[tuple[str, torch.Tensor]] = []
-    total = 0
+    total = held
     for entry in entries if isinstance(entries, tuple) else (entries,):
         ok = isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], str) and isinstance(entry[1], tuple) \
             and all(type(n) is int and 0 <= n for n in entry[1]) and isinstance(entry[2], str) and type(entry[3]) is int
@@ -431,7 +432,8 @@ def _placeholders(block: Block) -> tuple[tuple[str, torch.Tensor], ...]:
             total += math.prod(shape) * dtype.itemsize
             if total > limits().memory:
                 raise SchemaError(f"block {block.name!r}: its unused parameters take more than the memory limit"
-                                  f" ({limits().memory} bytes, memory in ncd.limits)")
+                                  f" ({limits().memory} bytes, memory in ncd.limits) with the {held} bytes of its"
+                                  " other tensors")
             made[index] = torch.zeros(shape, dtype=dtype, requires_grad=dtype.is_floating_point or dtype.is_complex)
         out.append((name, made[index]))
     return tuple(out)
