@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ncd.errors import InputError
+from ncd.errors import InputError, user_stacklevel
 
 
 class Keywords:
@@ -121,3 +121,33 @@ class TracedMode:
                           f" updates its running ones), so it computes neither the model in {now} mode nor the traced"
                           f" call; trace the model in {now} mode (model.{'eval' if now == 'eval' else 'train'}()) to"
                           " compute that", RuntimeWarning, stacklevel=4)
+
+
+class TracedTypes:
+    """The forward pre-hook of a traced model's lowered module that warns, once, when a floating-point input comes in
+    another type than the model was traced on (a class: it pickles).  The diagram computes what the model computed in
+    the traced type: a branch the model's Python took on ``x.dtype`` (``if x.dtype == torch.float16: ...``), a number
+    it made of it (``torch.finfo(x.dtype).eps``) and each cast it recorded hold the traced type's, so a lowered module
+    converted to another type (``lowered.double()``, or a module without parameters given float64 inputs) computes
+    the traced call in that type, which the model run in that type may not (a branch on float16 gave 1.4 off, an
+    ``eps`` 0.02 off float64's, with no word).  ``traced``: ``(position, dtype name)`` of each floating-point input."""
+
+    def __init__(self, model: str, traced: tuple[tuple[int, str], ...]) -> None:
+        self.model, self.traced, self.said = model, traced, False
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self.said:
+            return
+        for i, kind in self.traced:
+            given = args[i] if i < len(args) else None
+            if isinstance(given, torch.Tensor) and given.is_floating_point() and str(given.dtype) != kind:
+                import warnings
+
+                self.said = True
+                warnings.warn(f"the lowered {self.model} is given input {i} in {given.dtype}, but the model was traced"
+                              f" on {kind}: it computes the traced call in {given.dtype} (the branches the model took"
+                              f" on the type it was given, numbers it made of it such as torch.finfo(x.dtype).eps, and"
+                              f" its casts, as in {kind.removeprefix('torch.')}), which the model run in"
+                              f" {given.dtype} may not compute; trace the model on {given.dtype} inputs to compute that",
+                              RuntimeWarning, stacklevel=user_stacklevel())
+                return

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SizeError, TraceError
 from ncd.ir.diagram import Block
-from ncd.trace.keywords import TracedMode, keywords
+from ncd.trace.keywords import TracedMode, TracedTypes, keywords
 from ncd.trace.loading import _first_use, _state_for, _typed_as, load_parameters
 from ncd.trace.model_names import by_model_name
 from ncd.trace.params import HOLDER, freeze, hold, tie
@@ -205,6 +205,8 @@ class TracedDiagram(Block):
                 hook.exact = True
         keywords(module, self.name, self.origin, len(self.dom))  # lowered(**inputs), as the model was called
         module.register_forward_pre_hook(TracedMode(self.name, self.training))  # .eval() changes nothing: said
+        module.register_forward_pre_hook(TracedTypes(self.name, tuple((i, str(t.dtype)) for i, t in enumerate(self.example)
+                                                                if t.is_floating_point())))  # .double(): said
         if other:
             from ncd.trace.other_sizes import check
 
