@@ -199,3 +199,18 @@ def test_a_read_back_files_unused_parameters_count_against_the_budget_with_its_o
     with override(memory=40_000), pytest.raises(SchemaError, match="unused parameters take more than the memory"
                                                                    " limit \\(40000 bytes"):
         ncd.load_json(hostile).to_torch()
+
+
+@pytest.mark.parametrize("held", [3, {"tuple": [1, 2]}, {"diagram": {"node": "identity", "type": {"type": []}}}])
+def test_a_read_back_files_held_sizes_that_are_not_names_are_refused_at_other_sizes(held: Any) -> None:
+    """``held`` (sizes a traced box holds at their traced values) is read when lowering at other sizes: a file's
+    non-list raised TypeError there; now a SchemaError naming it. Its honest value, ``("m",)``, refuses m=5."""
+    d = ncd.Block(ncd.Linear("m -> k", name="Q") >> ncd.Softmax("k"), "B", meta=(("traced", "eval"),
+                                                                                 ("defaults", (("m", 4), ("k", 3)))))
+    honest = ncd.load_json(_with_meta(d, "held", {"tuple": ["m"]}))
+    with pytest.raises(ncd.TraceError, match="cannot lower B at m=5"):
+        honest.to_torch(m=5)
+    hostile = ncd.load_json(_with_meta(d, "held", held))
+    for lower in (lambda: hostile.to_torch(m=5), lambda: hostile.to_source(m=5)):
+        with pytest.raises(SchemaError, match="meta held=.* is not a tuple of size names"):
+            lower()

@@ -191,7 +191,10 @@ def guard(diagram: Diagram, sizes: Mapping[str, int], what: str, branches: bool 
     other = {**_bound(block, defaults), **{k: v for k, v in sizes.items() if k in defaults and defaults[k] != v}}
     if not other:
         return
-    held = sorted(set(block.get("held", ())) & set(other))
+    named = block.get("held", ())
+    if not isinstance(named, tuple) or not all(isinstance(n, str) for n in named):
+        raise SchemaError(f"block {block.name!r}: meta held={named!r:.60} is not a tuple of size names")
+    held = sorted(set(named) & set(other))
     if held:
         raise TraceError(f"cannot lower {block.name} at {', '.join(f'{k}={other[k]}' for k in held)} (traced at"
                          f" {', '.join(f'{k}={defaults[k]}' for k in held)}): a box of the traced diagram holds values or"
