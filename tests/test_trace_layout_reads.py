@@ -34,6 +34,7 @@ HELD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "split": lambda x: x / len(x.split(2, 1)),  # type: ignore[no-untyped-call]
     "chunk": lambda x: x / len(x.chunk(10, dim=1)),
     "iterated": lambda x: x / sum(1 for _ in x.transpose(0, 1)),
+    "shape_numel": lambda x: x.sum(-1, keepdim=True) / x.shape.numel(),  # (torch.Size's product: a plain int)
 }
 
 

@@ -32,6 +32,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ncd.trace.shape_expressions import check_node, expression, factor_of, fixed_boxes
+from ncd.trace.size_numel import numel_next
 
 __all__ = ["SizeInt", "SizeFloat", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes"]
 
@@ -338,9 +339,11 @@ class Shapes:
                 with unmoded():
                     shape = get_shape(tensor)
                 sizes = sized(tensor, range(len(shape)), shape)
-                return torch.Size(sizes) if sizes is not None else shape
-            sizes = sized(tensor, range(tensor.dim()))
-            return torch.Size(sizes) if sizes is not None else get_shape(tensor)
+            else:
+                shape, sizes = None, sized(tensor, range(tensor.dim()))
+            if sizes and numel_next(sys._getframe(1)):  # x.shape.numel(): a plain int, held (ncd.trace.size_numel)
+                held(tensor, f"shape.numel() = {numel(tensor)}")
+            return torch.Size(sizes) if sizes is not None else shape if shape is not None else get_shape(tensor)
 
         def size_of(tensor: torch.Tensor, dim: Any = None) -> Any:
             if dim is None:
