@@ -7,7 +7,6 @@ sympy's own ``expand`` counts the terms the bound bounds, and a subprocess shows
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -142,8 +141,9 @@ def test_the_command_line_says_the_limit_in_one_line(tmp_path: Path) -> None:
 
 
 def test_the_models_ncd_ships_stay_far_below_the_limit() -> None:
-    """The gallery, with its sizes left symbolic: every formula ``ncd.cost`` expands has a few terms."""
-    for build in itertools.islice(ncd.zoo.MODELS.values(), 4):
+    """The gallery, with its sizes left symbolic: every formula ``ncd.cost`` expands has a few terms (ResNet's
+    largest, 55: within 100)."""
+    for build in ncd.zoo.MODELS.values():
         d = build()
         body = d.body if isinstance(d, ncd.Block) else d
         with override(terms=100):
