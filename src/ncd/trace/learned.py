@@ -213,7 +213,8 @@ class Learned(Values):
         if tuple(tensor.shape[1:]) not in rows:  # no table has such rows (found without looking for its origin)
             return False
         table = self.parameters().get(self.origin(node))
-        if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]):
+        if table is None or tensor.dim() < 1 or tuple(table.shape[1:]) != tuple(tensor.shape[1:]) \
+                or table.layout is not torch.strided or tensor.layout is not torch.strided:  # (sparse: no rows)
             return False
         if len(self._sources(node)) != 1:  # rows of several parameters joined (``cat((q.bias, k.bias))[:n]``)
             return False
