@@ -9,7 +9,9 @@ box draws (:func:`ncd.render.measure.crossings`, ``free=True``), the problems ``
 finds with the layout's own text boxes (every class: overlaps, separators and wires through text,
 glyph overflow, loose wires, the legend) and, with ``--browser``, the text collisions measured in
 Chromium with the machine's fonts installed and with none (fonts embedded).  Targets: aspect at
-most 3, smallest label at least 6 pt, no crossing, no problem.
+most 3, smallest label at least 6 pt, no crossing, no problem.  Also reported (``pages``): how many pages tall each
+prints in a column (a letter page holds ncd.render.measure.PAGE_PT = 648 pt of it); a drawing over one page says
+why in the summary's count: a traced model at depth=None draws every block, by request (depth=1: its overview).
 
     .venv/bin/python benchmarks/measure_drawings.py                        # gallery + 40 corpus models
     .venv/bin/python benchmarks/measure_drawings.py --only corpus --corpus all --browser \\
@@ -38,7 +40,7 @@ from typing import Any
 
 import ncd
 from ncd.render.check import problems
-from ncd.render.measure import crossings, drawing_figures
+from ncd.render.measure import PAGE_PT, crossings, drawing_figures
 
 warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +69,8 @@ class Row:
     examples: list[str] = field(default_factory=list)
     #: with ``--formats``: each written file's bytes and CPU seconds by extension (a failed write: its error)
     files: dict[str, Any] = field(default_factory=dict)
+    #: how many pages tall it prints in a column (ncd.render.measure.PAGE_PT a page; 0: not measured, older rows)
+    pages: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -93,7 +97,8 @@ def _measured(name: str, diagram: ncd.Diagram, options: dict) -> tuple[Row, Any]
     found = problems(drawing)
     check_seconds = time.perf_counter() - start
     row = Row(name, drawing.width, drawing.height, fig.aspect, fig.min_label_pt, crossings(drawing, free=True),
-              len(found), seconds=seconds, check_seconds=check_seconds, items=len(drawing.items), examples=found[:3])
+              len(found), seconds=seconds, check_seconds=check_seconds, items=len(drawing.items), examples=found[:3],
+              pages=round(fig.pages, 3))
     return row, drawing
 
 
@@ -282,13 +287,14 @@ def _line(r: Row) -> str:
     if r.files:
         flag = "  " + " ".join(f"{ext[1:]} {f['bytes'] / 1024:.0f}K/{f['seconds']:.1f}s" + ("*" if "scaled" in f else "")
                                for ext, f in r.files.items() if "bytes" in f) + flag
-    return (f"{r.name:34} {r.width:6.0f}×{r.height:<7.0f} {r.aspect:7.2f} {r.min_pt:7.2f} {r.crossings:5d} {r.problems:5d}"
-            f" {browser:>9} {r.seconds:6.2f}{flag}")
+    return (f"{r.name:34} {r.width:6.0f}×{r.height:<7.0f} {r.aspect:7.2f} {r.min_pt:7.2f} {r.pages:6.2f} {r.crossings:5d}"
+            f" {r.problems:5d} {browser:>9} {r.seconds:6.2f}{flag}")
 
 
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"{'drawing':34} {'w×h pt':>14} {'aspect':>7} {'min pt':>7} {'cross':>5} {'probl':>5} {'browser':>9} {'s':>6}")
+    print(f"{'drawing':34} {'w×h pt':>14} {'aspect':>7} {'min pt':>7} {'pages':>6} {'cross':>5} {'probl':>5} {'browser':>9}"
+          f" {'s':>6}")
     for r in rows:
         print(_line(r))
     print(summary(rows))
@@ -305,7 +311,9 @@ def summary(rows: list[Row]) -> str:
             f"{sum(r.aspect > ASPECT for r in drawn)} wider than {ASPECT:g}:1, smallest label "
             f"{min(r.min_pt for r in drawn):.2f} pt, {sum(r.min_pt < MIN_PT for r in drawn)} under {MIN_PT:g} pt, "
             f"{sum(r.crossings for r in drawn)} free crossings, {sum(r.problems for r in drawn)} check problems "
-            f"(in {sum(r.problems > 0 for r in drawn)} drawings), tallest {max(r.height for r in drawn):.0f} pt")
+            f"(in {sum(r.problems > 0 for r in drawn)} drawings), tallest {max(r.height for r in drawn):.0f} pt; "
+            f"{sum(r.pages > 1 for r in drawn)} taller than a page when printed in a column (over {PAGE_PT:g} pt), "
+            f"the tallest {max(r.pages for r in drawn):.1f} pages")
     if measured:
         text += (f"; in Chromium ({len(measured)} drawings): {sum(r.browser_fonts for r in measured)} text collisions "
                  f"with the fonts installed, {sum(r.browser_bare for r in measured)} without")

@@ -22,6 +22,7 @@ from typing import Any
 from ncd.ir.axes import Axis
 from ncd.ir.diagram import Block, Box, Diagram, Identity, Par, Repeat, Seq, Weave, unweave
 from ncd.ir.interpreter import Fold
+from ncd.render.folding import fold_runs
 from ncd.render.frag import (
     Frag,
     Ports,
@@ -90,8 +91,8 @@ class Layout(Probing, Fold[Frag]):
         return self.seq_groups(self.groups(node.parts))
 
     def groups(self, parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
-        """The columns of a sequence: runs of identical blocks folded into one with a count (``fold``)."""
-        return _fold(parts) if self.style.fold else [(p, 1) for p in parts]
+        """The columns of a sequence: runs of repeated blocks folded (``fold``, :func:`~ncd.render.folding.fold_runs`)."""
+        return fold_runs(parts) if self.style.fold else [(p, 1) for p in parts]
 
     def lay_group(self, node: Diagram, count: int) -> Frag:
         """A column: ``node`` laid out, or ``count`` of it folded.  The page layout memoises columns (``memo``): a
@@ -417,18 +418,6 @@ def scalar_core(node: Weave) -> Box | None:
             and not any(s.axes for s in inner.cod.segments)):
         return inner
     return None
-
-
-def _fold(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
-    """Runs of identical blocks (woven or not) become one block with a count."""
-    groups: list[tuple[Diagram, int]] = []
-    for part in parts:
-        core = unweave(part)[0]
-        if groups and isinstance(core, Block) and groups[-1][0] == part:
-            groups[-1] = (part, groups[-1][1] + 1)
-        else:
-            groups.append((part, 1))
-    return groups
 
 
 def layout(diagram: Diagram, style: Style | None = None, **options: Any) -> Drawing:

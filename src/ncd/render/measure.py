@@ -5,7 +5,7 @@ wider than that, and at its own size otherwise; the smallest text is then measur
 
 >>> import ncd
 >>> fig = drawing_figures(ncd.render.layout(ncd.Identity.of("b m") >> ncd.Linear("m -> n")))
->>> fig.aspect < 3 and fig.min_label_pt >= 6
+>>> fig.aspect < 3 and fig.min_label_pt >= 6 and fig.pages <= 1
 True
 """
 
@@ -15,21 +15,30 @@ from dataclasses import dataclass
 
 from ncd.render.model import Circle, Drawing, Path, Text
 
-__all__ = ["COLUMN_PT", "MIN_PRINT_PT", "Figures", "drawing_figures", "crossings", "crossing_points"]
+__all__ = ["COLUMN_PT", "MIN_PRINT_PT", "PAGE_PT", "Figures", "drawing_figures", "crossings", "crossing_points"]
 
 #: A 6.5-inch column, in points.
 COLUMN_PT = 468.0
 #: The smallest text a printed drawing may have, in points.
 MIN_PRINT_PT = 6.0
+#: The height a printed drawing may have on one page, in points: a letter page's 11 inches less 1-inch margins.
+PAGE_PT = 648.0
 
 
 @dataclass(frozen=True)
 class Figures:
-    """``aspect`` = width / height; ``min_label_pt``: the smallest text run once printed in a column."""
+    """``aspect`` = width / height; ``min_label_pt``: the smallest text run once printed in a column;
+    ``print_height``: its height once printed there, in points (a page holds :data:`PAGE_PT`; :attr:`pages`)."""
 
     aspect: float
     min_label_pt: float
     print_scale: float
+    print_height: float = 0.0
+
+    @property
+    def pages(self) -> float:
+        """How many pages tall the printed drawing is (1 or less: it fits one page)."""
+        return self.print_height / PAGE_PT
 
 
 def drawing_figures(drawing: Drawing, column: float = COLUMN_PT) -> Figures:
@@ -37,7 +46,8 @@ def drawing_figures(drawing: Drawing, column: float = COLUMN_PT) -> Figures:
     scale = min(1.0, column / drawing.width) if drawing.width else 1.0
     sizes = [run.size for t in drawing.of(Text) for run in t.runs if run.text.strip()]
     smallest = min(sizes, default=float("inf")) * scale
-    return Figures(drawing.width / drawing.height if drawing.height else float("inf"), smallest, scale)
+    return Figures(drawing.width / drawing.height if drawing.height else float("inf"), smallest, scale,
+                   drawing.height * scale)
 
 
 def crossings(drawing: Drawing, *, free: bool = False) -> int:
