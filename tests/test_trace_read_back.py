@@ -4,6 +4,8 @@ or warned about.  Each test failed before (redteam10)."""
 
 from __future__ import annotations
 
+import pickle
+import re
 import warnings
 
 import pytest
@@ -97,9 +99,33 @@ class _Half(nn.Module):
         return torch.roll(self.lin(x), t // 3, 1)[:, : t // 2]  # sizes computed in Python: kept as numbers
 
 
+class _Rolled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(self.lin(x), x.shape[1] // 3, 1)  # a shift computed in Python (in a list: not held)
+
+
+def test_a_slice_bound_computed_from_a_size_is_refused_when_read_back() -> None:
+    # a pickle or JSON read-back lowered at t=7 gave (2, 4, 4) where the model gives (2, 3, 4), with only the warning
+    torch.manual_seed(0)
+    d = ncd.trace(_Half().eval(), torch.randn(2, 9, 4), axes="b t m")
+    for name, plain in {"traced": d, "pickle": pickle.loads(pickle.dumps(d)), "json": ncd.load_json(d.to_json()),
+                        "block": d.as_block()}.items():
+        for lower in (plain.to_torch, plain.to_source, lambda **s: plain.bind(**s).to_torch()):
+            with pytest.raises(ncd.TraceError) as refused, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lower(t=7)
+            if name == "pickle" and lower == plain.to_torch:  # (names the line and the bound; JSON keeps the sizes)
+                assert re.search(r"test_trace_read_back\.py:\d+.*floor\(t/2\)", str(refused.value)), refused.value
+        plain.to_torch(t=9)  # at the traced sizes: lowered
+
+
 def test_other_sizes_of_a_diagram_read_back_are_warned_about() -> None:
     torch.manual_seed(0)
-    model = _Half().eval()
+    model = _Rolled().eval()
     d = ncd.trace(model, torch.randn(2, 9, 4), axes="b t m")
     with pytest.raises(ncd.TraceError, match="differs from the model"):
         d.to_torch(t=7)
@@ -157,10 +183,10 @@ def test_an_unused_name_a_module_refuses_is_a_schema_error() -> None:
 
 def test_a_size_bound_on_the_diagram_is_warned_about_as_one_given_to_to_torch() -> None:
     torch.manual_seed(0)
-    d = ncd.trace(_Half().eval(), torch.randn(2, 9, 4), axes="b t m")
+    d = ncd.trace(_Rolled().eval(), torch.randn(2, 9, 4), axes="b t m")
     for plain in (d, ncd.load_json(d.to_json())):
         with pytest.warns(RuntimeWarning, match=r"to_torch\(t=7\).*not checked against the model"):
-            plain.bind(t=7).to_torch()  # was silent: (2, 4, 4) where the model gives (2, 3, 4)
+            plain.bind(t=7).to_torch()  # was silent: rolled by 3 where the model rolls by 2
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             plain.bind(t=9).to_torch()

@@ -212,6 +212,8 @@ def pad(conv: Converter, node: Node) -> None:
         # amounts the recording saw computed from no size (``F.pad(ids, (0, 2))``), a pad as any (export marks none)
         fit = seg.dtype == "index" and (conv.captured.method != "dispatch" or any(
             type(k) is tuple and k[0] in (1, "pad") for k in node.sized or ()))
+        if fit:  # (its amounts drawn as the length padded to: not held by shape_expressions.check_node)
+            conv.__dict__.setdefault("_sized_drawn", set()).add(id(node))
         out = _renamed(conv, seg, prim.padded()) if not fit else \
             conv.namer.segment([conv.namer.fresh(int(a.size)) for a in prim.padded()],
                                tuple(int(a.size) for a in prim.padded()))

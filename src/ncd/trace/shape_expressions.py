@@ -204,14 +204,17 @@ def check_node(conv: Any, node: Any) -> None:
 
     done = conv.__dict__.get("_sized_done", set())
     for key, tree in (node.sized or {}).items():
-        if type(key) is tuple or _numbers_only(conv, tree):  # (a list's item: its call's rule decides)
-            continue
+        if _numbers_only(conv, tree) or id(node) in conv.__dict__.get("_sized_drawn", ()):
+            continue  # (its rule drew them as the sizes: a pad to a length, ncd.trace.boxes.pad; a whole slice)
         expr = expression(conv, tree)
         held = _follows(conv, expr)
-        if not held or (_op(node), key, expr) in done:
-            continue
-        value = node.args[key] if isinstance(key, int) else node.kwargs.get(key)
-        what = f"argument {key}" if isinstance(key, int) else key
+        if not held or (_op(node), key, expr) in done or expr.is_Symbol and "slice" in _op(node):
+            continue  # (``x[:, :t]``: a slice to a size the symbolized diagram names as that size)
+        whole, item = key if type(key) is tuple else (key, None)  # a pad's amount: (argument, index in its list)
+        value = node.args[whole] if isinstance(whole, int) else node.kwargs.get(whole)
+        value = value[item] if item is not None else value
+        what = f"argument {whole}" if isinstance(whole, int) else whole
+        what = f"{what}[{item}]" if item is not None else what
         conv.__dict__.setdefault("_size_fixed", []).append(
             (tuple(sorted(held)), f"{_op(node)} {where(node)}: its {what} {value:g} = {expr} was computed in Python"
                                   " from the input's shape"))

@@ -17,13 +17,16 @@ what the model computed from it cannot be followed.
 it holds the traced size, as ``math.sqrt(t)`` does; so do a stride, ``storage_offset()``, ``untyped_storage()`` (every size
 of the tensor) and the number of pieces of ``unbind`` (its dimension's size) read on the model's line.  ``torch.numel(x)``,
 ``x.nelement()``, ``x.nbytes`` and ``divmod(t, 2)`` are followed as ``x.numel()`` and ``t // 2`` are.  Not followed: a
-float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly), ``math`` functions of
-a :class:`SizeFloat`, and
-— documented in ``docs/trace.md``.
+float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly) -- documented in
+``docs/trace.md``.  Held as ``len(x)`` is: ``int()``, ``round()``, ``math.floor``/``ceil`` of a :class:`SizeFloat`, bitwise
+``&``/``|``/``^`` (:mod:`ncd.trace.sized`), ``math.log2(t)`` and its kin (:data:`_MATH_INT`, patched), the sizes handed
+to ``torch.tensor`` (:data:`_MAKERS`); a slice's bounds are looked into like a list's items.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 from typing import Any
 
@@ -37,7 +40,10 @@ from ncd.trace.sized import _ALIVE, _SIZED, SizeFloat, SizeInt, Tree, _internal_
 __all__ = ["SizeInt", "SizeFloat", "Tree", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes"]
 
 #: the argument types :func:`_found` looks at or into
-_LOOKED_INTO = frozenset({SizeInt, SizeFloat, list, tuple, torch.Size})
+_LOOKED_INTO = frozenset({SizeInt, SizeFloat, list, tuple, torch.Size, slice})
+#: the torch calls making a tensor of the numbers handed (``torch.tensor(x.size(1))``, ``torch.tensor(x.shape)``): a
+#: constant in the diagram, so each sized number among them is held (as ``len(x)`` is)
+_MAKERS = frozenset({torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.asarray, torch.Tensor.new_tensor})
 
 
 def _found(values: Any, window: list[tuple[Any, Tree]] | None) -> list[tuple[Any, Tree]] | None:
@@ -47,11 +53,13 @@ def _found(values: Any, window: list[tuple[Any, Tree]] | None) -> list[tuple[Any
         if kind is SizeInt or kind is SizeFloat:
             window = window if window is not None else []
             window.append((value._plain(), value.expr))
-        elif kind is list or kind is tuple or kind is torch.Size:
-            for v in value:
+        elif kind is list or kind is tuple or kind is torch.Size or kind is slice:
+            for v in (value.start, value.stop, value.step) if kind is slice else value:
                 if type(v) in _SIZED:
                     window = window if window is not None else []
                     window.append((v._plain(), v.expr))
+                elif type(v) is slice:  # ``x[:, :t // 2]``: a slice's bounds in the tuple of indices
+                    window = _found((v,), window)
     return window
 
 
@@ -80,6 +88,11 @@ class _Calls(TorchFunctionMode):
         if window is None:
             return func(*args, **kwargs)
         shapes = self.shapes
+        if func in _MAKERS:  # a constant of the sizes: held (the model's line made it)
+            from ncd.trace.capture import user_line
+
+            made = getattr(func, "__name__", "tensor")
+            shapes.escaped.extend((expr, user_line() or "?", f"torch.{made}({have})") for have, expr in window)
         nodes = shapes.nodes
         start = len(nodes)
         shapes.calling += 1
@@ -129,6 +142,9 @@ _READS = ("shape", "size", "numel", "nelement", "nbytes", "__len__", "stride", "
 _CUTS = ("split", "chunk")  # (tensor_split: its arguments decide how many)
 #: the same reads as functions of ``torch`` (``torch.numel(x)``, ``torch.unbind(x, 1)``), patched there
 _TORCH_READS = ("numel", "unbind")
+#: the ``math`` functions taking an int's value in C without asking its ``__float__`` (``math.log2(t)``), patched to
+#: hand them ``float(t)`` (noted as ``math.sqrt(t)`` is: held)
+_MATH_INT = ("log", "log2", "log10", "log1p")
 
 
 class Shapes:
@@ -154,6 +170,8 @@ class Shapes:
         cls = torch.Tensor
         self._saved = {name: cls.__dict__.get(name) for name in _READS}
         self._saved_torch = {name: getattr(torch, name) for name in _TORCH_READS}
+        for name in _MATH_INT:
+            setattr(math, name, _floated(getattr(math, name)))
         base: Any = torch._C.TensorBase
         get_shape, size, numel = base.shape.__get__, base.size, base.numel
         stride, offset, storage, unbind = base.stride, base.storage_offset, base.untyped_storage, base.unbind
@@ -314,11 +332,23 @@ class Shapes:
         cls = torch.Tensor
         for name, value in self._saved_torch.items():
             setattr(torch, name, value)
+        for name in _MATH_INT:
+            setattr(math, name, getattr(math, name).__wrapped__)
         for name, value in self._saved.items():
             if value is None:
                 delattr(cls, name)
             else:
                 setattr(cls, name, value)
+
+
+def _floated(function: Any) -> Any:
+    """``function`` of ``math`` given ``float(t)`` for each :class:`SizeInt` ``t`` (its ``__float__`` notes it)."""
+
+    @functools.wraps(function)
+    def floated(*args: Any) -> Any:
+        return function(*(float(a) if type(a) is SizeInt else a for a in args))
+
+    return floated
 
 
 def _cut(method: Any, name: str, held: Any) -> Any:

@@ -182,6 +182,71 @@ SizeFloat.__hash__ = float.__hash__  # type: ignore[method-assign]
 
 _SIZED = (SizeInt, SizeFloat)
 
+
+def _held(self: Any, how: str, frame: Any) -> None:
+    """``self`` turned by the model's own line (``frame``'s) into a plain number ncd does not follow (``int(t / 4)``,
+    ``round(t / 4)``, ``t & 3``): noted as ``len(x)`` is (held: :func:`ncd.trace.shape_expressions.fixed_boxes`)."""
+    shapes = _recording()
+    if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(frame):
+        from ncd.trace.capture import user_line
+
+        shapes.escaped.append((self.expr, user_line() or "?", how))
+
+
+def _truth(self: Any) -> bool:
+    """``if t - 6:``, ``bool(t % 4)``: a comparison with 0, noted as a guard as ``t != 0`` is."""
+    result: bool = self._plain() != 0
+    shapes = _recording()
+    if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(sys._getframe(1)):
+        from ncd.trace.capture import user_line
+        from ncd.trace.size_guards import Compared
+
+        shapes.escaped.append(Compared(self.expr, "!=", ("num", 0), user_line() or "?"))
+    return result
+
+
+def _shift(name: str, reflected: bool) -> Any:
+    """``t >> k``, ``t << k`` by a plain ``k >= 0``: followed as ``t // 2**k``, ``t * 2**k`` (the same ints); any other
+    shift and the bitwise ``&``, ``|``, ``^`` are held at the traced value."""
+    op = getattr(operator, name if name in ("and_", "or_", "xor") else name)
+
+    def method(self: Any, other: Any) -> Any:
+        if _tree(other) is None:
+            return NotImplemented
+        if not reflected and type(other) is int and other >= 0 and name in ("rshift", "lshift"):
+            return self // (1 << other) if name == "rshift" else self * (1 << other)
+        plain = self._plain()
+        value = op(_plain(other), plain) if reflected else op(plain, _plain(other))
+        _held(self, f"{name.rstrip('_')} = {value}", sys._getframe(1))
+        return value
+
+    return method
+
+
+def _rounded(how: str, keep: bool) -> Any:
+    """``int(t / 4)``, ``round(t / 4)``, ``math.floor(t / 4)`` of a :class:`SizeFloat` (``keep``: False) make a plain
+    int: held at the traced value.  Of a :class:`SizeInt` (``keep``: True) the same int: itself, still followed (but
+    ``round(t, -1)``, held)."""
+
+    def method(self: Any, *digits: Any) -> Any:
+        if keep and (not digits or digits[0] is None or digits[0] >= 0):
+            return self
+        value = getattr(self._base, f"__{how}__")(self._plain(), *digits)
+        _held(self, f"{how}() = {value}", sys._getframe(1))
+        return value
+
+    return method
+
+
+for _name in ("rshift", "lshift", "and", "or", "xor"):
+    setattr(SizeInt, f"__{_name}__", _shift(_name if _name in ("rshift", "lshift", "xor") else f"{_name}_", False))
+    setattr(SizeInt, f"__r{_name}__", _shift(_name if _name in ("rshift", "lshift", "xor") else f"{_name}_", True))
+for _how in ("trunc", "floor", "ceil", "round"):
+    setattr(SizeInt, f"__{_how}__", _rounded(_how, True))
+    setattr(SizeFloat, f"__{_how}__", _rounded(_how, False))
+SizeFloat.__int__ = _rounded("int", False)  # type: ignore[method-assign]
+SizeInt.__bool__ = SizeFloat.__bool__ = _truth  # type: ignore[method-assign]
+
 def _internal_caller(frame: Any) -> bool:
     """Whether ``frame`` runs torch's or ncd's code (their own ``len(x)``), not the model's."""
     from ncd.trace.capture import _internal
