@@ -99,13 +99,13 @@ class _Half(nn.Module):
         return torch.roll(self.lin(x), t // 3, 1)[:, : t // 2]  # sizes computed in Python: kept as numbers
 
 
-class _Rolled(nn.Module):
+class _Scaled(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.lin = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.roll(self.lin(x), x.shape[1] // 3, 1)  # a shift computed in Python (in a list: not held)
+        return self.lin(x) * (0.5 * x.shape[1])  # a float written first: Python's float reads the size (not followed)
 
 
 def test_a_slice_bound_computed_from_a_size_is_refused_when_read_back() -> None:
@@ -125,7 +125,7 @@ def test_a_slice_bound_computed_from_a_size_is_refused_when_read_back() -> None:
 
 def test_other_sizes_of_a_diagram_read_back_are_warned_about() -> None:
     torch.manual_seed(0)
-    model = _Rolled().eval()
+    model = _Scaled().eval()
     d = ncd.trace(model, torch.randn(2, 9, 4), axes="b t m")
     with pytest.raises(ncd.TraceError, match="differs from the model"):
         d.to_torch(t=7)
@@ -183,10 +183,10 @@ def test_an_unused_name_a_module_refuses_is_a_schema_error() -> None:
 
 def test_a_size_bound_on_the_diagram_is_warned_about_as_one_given_to_to_torch() -> None:
     torch.manual_seed(0)
-    d = ncd.trace(_Rolled().eval(), torch.randn(2, 9, 4), axes="b t m")
+    d = ncd.trace(_Scaled().eval(), torch.randn(2, 9, 4), axes="b t m")
     for plain in (d, ncd.load_json(d.to_json())):
         with pytest.warns(RuntimeWarning, match=r"to_torch\(t=7\).*not checked against the model"):
-            plain.bind(t=7).to_torch()  # was silent: rolled by 3 where the model rolls by 2
+            plain.bind(t=7).to_torch()  # was silent: scaled by 4.5 where the model scales by 3.5
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             plain.bind(t=9).to_torch()

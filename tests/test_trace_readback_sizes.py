@@ -1,11 +1,11 @@
 """readback (stop 52): numbers a model computes from its input's sizes through doors the sized numbers did not watch --
 slice bounds (``x[:, :t // 2]``), a pad by ``(4 - t % 4) % 4`` drawn as a constant, ``torch.tensor(x.size(1))``,
 ``torch.tensor(x.shape)``, ``t >> 1``, ``math.log2(t)``, ``int(t / 4)``, ``bool(t - 6)``, ``round(t / 4)``,
-``math.ceil(t / 4)``, ``int(t * 1.5)``.  Traced at one size, the traced diagram itself refused or equalled the model at
-others, but its pickle and JSON read-back lowered there computing the traced number (0.01-6.8 off the model, or a wrong
-shape) with only the read-back's generic warning.  Now each path at each other size either equals the model run at
-that size or raises an ncd error (a held size naming the model's line, or a guard); ``t >> k`` and ``t << k`` are
-followed as ``t // 2**k`` and ``t * 2**k``."""
+``math.ceil(t / 4)``, ``int(t * 1.5)``, ``torch.roll(x, t // 3, 1)``. Traced at one size, the traced diagram itself
+refused or equalled the model at others, but its pickle and JSON read-back lowered there computing the traced number
+(0.01-6.8 off the model, or a wrong shape) with only the read-back's generic warning. Now each path at each other size
+either equals the model run at that size or raises an ncd error (a held size naming the model's line, or a guard);
+``t >> k`` and ``t << k`` are followed as ``t // 2**k`` and ``t * 2**k``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ CASES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "ceil": lambda x: x[:, :math.ceil(x.size(1) / 4)],
     "float_times": lambda x: x[:, :int(x.size(1) * 1.5) - 4],
     "and": lambda x: x * (x.size(1) & 3),
+    "roll": lambda x: torch.roll(x, x.size(1) // 3, 1),  # (a shift in a list)
 }
 #: the ones the diagram follows: every path lowers at every size
 FOLLOWED = ("bitshift",)

@@ -105,10 +105,15 @@ class _Calls(TorchFunctionMode):
                     _mark(node, window)
 
 
+def _listed(target: str) -> bool:
+    """Whether a call's list arguments are numbers whose sizedness is checked item by item (a pad's, a roll's)."""
+    return "pad" in target or "roll" in target
+
+
 def _mark(node: Any, window: list[tuple[Any, Tree]]) -> None:
     for key, value in (*enumerate(node.args), *node.kwargs.items()):
-        if type(value) in (list, tuple) and "pad" in str(node.target):  # a pad's amounts: each one sized or not,
-            _mark_items(node, key, value, window)  # marked ``(key, j)`` (:func:`ncd.trace.boxes.pad`: ``fit``)
+        if type(value) in (list, tuple) and _listed(str(node.target)):  # a pad's amounts, a roll's shifts: each
+            _mark_items(node, key, value, window)  # sized or not, marked ``(key, j)`` (ncd.trace.boxes.pad: ``fit``)
             continue
         if type(value) not in (int, float) or (node.sized and key in node.sized):
             continue
