@@ -35,6 +35,7 @@ HELD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "chunk": lambda x: x / len(x.chunk(10, dim=1)),
     "iterated": lambda x: x / sum(1 for _ in x.transpose(0, 1)),
     "shape_numel": lambda x: x.sum(-1, keepdim=True) / x.shape.numel(),  # (torch.Size's product: a plain int)
+    "size_numel": lambda x: x.sum(-1, keepdim=True) / x.size().numel(),  # (the same product, of x.size())
 }
 
 

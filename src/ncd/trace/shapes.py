@@ -201,7 +201,7 @@ class Shapes:
                 self._calls.__enter__()  # type: ignore[no-untyped-call]
             return tuple(SizeInt(shape[d], ("atom", node, d)) for d in dims)
 
-        def shape_of(tensor: torch.Tensor) -> Any:
+        def shape_of(tensor: torch.Tensor, depth: int = 1) -> Any:  # (depth: the model's frame, x.size() calls it)
             if type(tensor) is plain and self._calls is not None and modes() == 1 and at(0) is self._calls:
                 # the mode marking calls is the only one: a shape read hands it no sized number, read past it
                 with unmoded():
@@ -209,13 +209,13 @@ class Shapes:
                 sizes = sized(tensor, range(len(shape)), shape)
             else:
                 shape, sizes = None, sized(tensor, range(tensor.dim()))
-            if sizes and numel_next(sys._getframe(1)):  # x.shape.numel(): a plain int, held (ncd.trace.size_numel)
-                held(tensor, f"shape.numel() = {numel(tensor)}")
+            if sizes and numel_next(sys._getframe(depth)):  # x.shape.numel(): a plain int, held (ncd.trace.size_numel)
+                held(tensor, f"shape.numel() = {numel(tensor)}", up=depth + 1)
             return torch.Size(sizes) if sizes is not None else shape if shape is not None else get_shape(tensor)
 
         def size_of(tensor: torch.Tensor, dim: Any = None) -> Any:
             if dim is None:
-                return shape_of(tensor)
+                return shape_of(tensor, 2)
             n = tensor.dim()
             if type(dim) is not int or not -n <= dim < n:  # a dimension's name, or one torch refuses
                 return size(tensor, dim)
@@ -244,12 +244,12 @@ class Shapes:
                     self.escaped.append((sizes[0].expr, user_line() or "?", f"len() = {n}"))
             return n
 
-        def held(tensor: torch.Tensor, how: str, dim: Any = None, layout: str = "") -> None:
+        def held(tensor: torch.Tensor, how: str, dim: Any = None, layout: str = "", up: int = 2) -> None:
             """A number read from ``tensor``'s layout (a stride, an offset, its storage) or how many pieces it is cut
             into along ``dim``, that ncd does not follow, read on the model's own line: noted as a plain int, as
             ``len(x)`` is, holding the sizes of ``tensor`` (all of them, and of the tensor it is a view of, but
             ``dim``'s alone for the pieces)."""
-            if self.calling or self.kernels or internal(sys._getframe(2)):
+            if self.calling or self.kernels or internal(sys._getframe(up)):  # (up: the model's frame)
                 return
             from ncd.trace.capture import user_line
             from ncd.trace.watched_layout import laid_as_given, noted

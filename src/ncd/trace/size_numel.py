@@ -31,7 +31,11 @@ def numel_next(frame: Any) -> bool:
     entry = _NUMEL_AFTER.get(id(code))
     if entry is None or entry[0] is not code:
         ops = list(dis.get_instructions(code))
-        entry = _NUMEL_AFTER[id(code)] = (code, frozenset(
-            a.offset for a, b in zip(ops, ops[1:]) if a.opname == "LOAD_ATTR" and a.argval == "shape"
-            and b.opname in ("LOAD_ATTR", "LOAD_METHOD") and b.argval == "numel"))
+        reads = ("LOAD_ATTR", "LOAD_METHOD")
+        entry = _NUMEL_AFTER[id(code)] = (code, frozenset((
+            *(a.offset for a, b in zip(ops, ops[1:]) if a.opname == "LOAD_ATTR" and a.argval == "shape"
+              and b.opname in reads and b.argval == "numel"),
+            *(d.offset - 2 for a, b, c, d in zip(ops, ops[1:], ops[2:], ops[3:])  # x.size().numel(): at its CALL (the
+              if a.opname in reads and a.argval == "size" and b.opname == "PRECALL" and b.arg == 0  # last cache)
+              and c.opname == "CALL" and c.arg == 0 and d.opname in reads and d.argval == "numel"))))
     return frame.f_lasti in entry[1]
