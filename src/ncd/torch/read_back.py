@@ -19,8 +19,17 @@ is no model left to check against); its source (:func:`typed_init`) holds its te
 >>> import torch, ncd
 >>> class Half(torch.nn.Module):
 ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
-...         return x[:, : x.shape[1] // 2] * 2  # a size computed in Python: 4 at the traced 9
+...         return x[:, : x.shape[1] // 2] * 2  # a size computed in Python: 4 at the traced 9, held
 >>> loaded = ncd.load_json(ncd.trace(Half(), torch.randn(2, 9, 3), axes="b t m").to_json())
+>>> try:
+...     loaded.to_torch(t=7)
+... except ncd.TraceError as refused:
+...     print(str(refused)[:40])
+cannot lower Half at t=7 (traced at t=9)
+>>> class Scaled(torch.nn.Module):
+...     def forward(self, x: torch.Tensor) -> torch.Tensor:
+...         return x * (0.5 * x.shape[1])  # a float written first: Python reads the int, not followed
+>>> loaded = ncd.load_json(ncd.trace(Scaled(), torch.randn(2, 9, 3), axes="b t m").to_json())
 >>> import warnings
 >>> with warnings.catch_warnings(record=True) as said:
 ...     warnings.simplefilter("always")

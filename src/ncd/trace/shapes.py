@@ -46,19 +46,22 @@ _LOOKED_INTO = frozenset({SizeInt, SizeFloat, list, tuple, torch.Size, slice})
 _MAKERS = frozenset({torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.asarray, torch.Tensor.new_tensor})
 
 
-def _found(values: Any, window: list[tuple[Any, Tree]] | None) -> list[tuple[Any, Tree]] | None:
-    """``window`` with the sized numbers among a call's arguments ``values`` (and in their lists) noted."""
+def _found(values: Any, window: list[tuple[Any, Tree]] | None, slices: bool = True) -> list[tuple[Any, Tree]] | None:
+    """``window`` with the sized numbers among a call's arguments ``values`` (and in their lists) noted; a slice's
+    bounds only where ``slices`` (indexing outside torch's own code: torch's ``w[E:2 * E]`` inside its attention
+    marked a layer whose E was sized but not its twin whose E came from a parameter, and the twin was no longer
+    copied, :mod:`ncd.trace.reuse`)."""
     for value in values:
         kind = type(value)
         if kind is SizeInt or kind is SizeFloat:
             window = window if window is not None else []
             window.append((value._plain(), value.expr))
-        elif kind is list or kind is tuple or kind is torch.Size or kind is slice:
+        elif kind is list or kind is tuple or kind is torch.Size or (kind is slice and slices):
             for v in (value.start, value.stop, value.step) if kind is slice else value:
                 if type(v) in _SIZED:
                     window = window if window is not None else []
                     window.append((v._plain(), v.expr))
-                elif type(v) is slice:  # ``x[:, :t // 2]``: a slice's bounds in the tuple of indices
+                elif type(v) is slice and slices:  # ``x[:, :t // 2]``: a slice's bounds in the tuple of indices
                     window = _found((v,), window)
     return window
 
@@ -84,7 +87,9 @@ class _Calls(TorchFunctionMode):
             else:
                 return func(*args, **kwargs)
         kwargs = kwargs or {}
-        window = _found(kwargs.values(), _found(args, None)) if kwargs else _found(args, None)
+        caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")  # torch's or ncd's own indexing:
+        own = "/torch/" not in caller and "/ncd/" not in caller  # its slices are not looked into
+        window = _found(kwargs.values(), _found(args, None, own), own) if kwargs else _found(args, None, own)
         if window is None:
             return func(*args, **kwargs)
         shapes = self.shapes
