@@ -213,7 +213,7 @@ def pad(conv: Converter, node: Node) -> None:
         fit = seg.dtype == "index" and (conv.captured.method != "dispatch" or any(
             type(k) is tuple and k[0] in (1, "pad") for k in node.sized or ()))
         if fit:  # (its amounts drawn as the length padded to: not held by shape_expressions.check_node)
-            conv.__dict__.setdefault("_sized_drawn", set()).add(id(node))
+            conv.sized_drawn.add(id(node))
         out = _renamed(conv, seg, prim.padded()) if not fit else \
             conv.namer.segment([conv.namer.fresh(int(a.size)) for a in prim.padded()],
                                tuple(int(a.size) for a in prim.padded()))

@@ -67,6 +67,9 @@ class Converter(ModuleIdioms):
         self.failures: list[tuple[Node | None, str]] = []  # calls whose rule failed (drawn opaque), with the error
         self.why: dict[int, list[str]] = {}  # id(node) -> why each rule tried on it declined or raised (for LOG)
         self._wires: list[Node] = []  # parameters read as wires by computations on parameters (kept alive: ids)
+        #: ids of the nodes whose rule drew their sized numbers as the sizes themselves (a pad of ids to a length,
+        #: a slice to a whole wire): not held (:func:`ncd.trace.shape_expressions.check_node`)
+        self.sized_drawn: set[int] = set()
         self._wire_learned_chains()
         self.fix_learned()  # the chains' nodes are live now; nothing changes a node's liveness or arguments after
         for node in captured.nodes:
@@ -241,13 +244,9 @@ class Converter(ModuleIdioms):
                                  " diagram holds; its result depends on the inputs, so no constant can stand for it"
                                  " (trace the model before quantizing it)") from error
             if live and wrapped(node):
-                from ncd.errors import TraceError
+                from ncd.trace.registry import in_transform
 
-                raise TraceError(f"{op_name(node.target)[0]} {where(node)} runs inside a torch.func transform"
-                                 " (torch.vmap, torch.func.grad, jacrev, ...) on values that depend on the inputs: the"
-                                 " recording sees its batched or wrapped tensors, which no box stands for, and no"
-                                 " constant can stand for its result (write the mapped function batched, or trace"
-                                 " the function the transform maps)") from error
+                raise in_transform(node, computed=True) from error
             self.failures.append((node, f"not even an opaque box: {type(error).__name__}: {_first_line(error)};"
                                         f" its traced value is drawn as a constant{live}"))
 

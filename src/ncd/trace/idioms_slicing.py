@@ -80,7 +80,7 @@ def slice_(conv: Converter, node: Node) -> None:
     vid = conv.value(x)
     n = int(conv.segs[vid].axes[dim].size)
     if node.sized and start == 0 and step == 1 and (stop is None or stop >= n):  # ``x[:, :t]``: the whole wire, a
-        conv.__dict__.setdefault("_sized_drawn", set()).add(id(node))  # bound its size (not held: check_node)
+        conv.sized_drawn.add(id(node))  # bound its size (not held: check_node)
     conv.bind(node, emit_slice(conv, vid, dim, int(start), n if stop is None else int(min(stop, n)), int(step)))
 
 

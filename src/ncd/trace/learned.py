@@ -36,7 +36,7 @@ from ncd.trace.parameter_reads import (
     _uncopied,
     number_box,
 )
-from ncd.trace.registry import LOG, apart, op_name, where
+from ncd.trace.registry import LOG, apart, in_transform, op_name
 from ncd.trace.values import Values, dtype_name
 
 __all__ = ["Learned"]
@@ -235,12 +235,7 @@ class Learned(Values):
             return self.values[id(ref)]
         tensor = ref.value if isinstance(ref, Node) else torch.as_tensor(ref)
         if isinstance(ref, Node) and is_functorch_wrapped_tensor(tensor):
-            from ncd.errors import TraceError
-
-            raise TraceError(f"{op_name(ref.target)[0]} {where(ref)} runs inside a torch.func transform (torch.vmap,"
-                             " torch.func.grad, jacrev, ...): the recording sees the batched or wrapped tensors it"
-                             " makes, which no box stands for (write the mapped function batched, or trace the"
-                             " function the transform maps)")
+            raise in_transform(ref)
         if tensor.layout is not torch.strided and isinstance(ref, Node):
             return self._laid_out_sparse(ref, tensor, names)
         if names is None:  # shaped like an input (BERT's token types beside its ids): the input's wires, else fresh

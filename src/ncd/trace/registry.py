@@ -143,3 +143,16 @@ def where(node: Node) -> str:
     """``at encoder.layer.0.attention (modeling_bert.py:301)``: the module path and user source line of a call."""
     path = node.stack[-1][0] if node.stack else "the top level"
     return f"at {path}" + (f" ({node.line})" if node.line else "")
+
+
+def in_transform(node: Node, computed: bool = False) -> Exception:
+    """The refusal (an :class:`ncd.TraceError` to raise) of ``node``, run inside a ``torch.func`` transform: its batched
+    or wrapped tensors stand for no box (``computed``: and its result depends on the inputs, so no constant can)."""
+    from ncd.errors import TraceError
+
+    depends = " on values that depend on the inputs" if computed else ""
+    constant = ", and no constant can stand for its result" if computed else ""
+    return TraceError(f"{op_name(node.target)[0]} {where(node)} runs inside a torch.func transform (torch.vmap,"
+                      f" torch.func.grad, jacrev, ...){depends}: the recording sees its batched or wrapped tensors,"
+                      f" which no box stands for{constant} (write the mapped function batched, or trace the function"
+                      " the transform maps)")

@@ -204,7 +204,7 @@ def check_node(conv: Any, node: Any) -> None:
 
     done = conv.__dict__.get("_sized_done", set())
     for key, tree in (node.sized or {}).items():
-        if _numbers_only(conv, tree) or id(node) in conv.__dict__.get("_sized_drawn", ()):
+        if _numbers_only(conv, tree) or id(node) in conv.sized_drawn:
             continue  # (its rule drew them as the sizes: a pad to a length, ncd.trace.boxes.pad; a whole slice)
         expr = expression(conv, tree)
         held = _follows(conv, expr)

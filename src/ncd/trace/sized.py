@@ -72,12 +72,7 @@ def _comparison(name: str) -> Any:
         if theirs is None:
             return NotImplemented
         result = op(self._plain(), _plain(other))
-        shapes = _recording()
-        if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(sys._getframe(1)):
-            from ncd.trace.capture import user_line
-            from ncd.trace.size_guards import Compared
-
-            shapes.escaped.append(Compared(self.expr, sign, theirs, user_line() or "?"))
+        _guard(self, sign, theirs, sys._getframe(1))
         return result
 
     return method
@@ -183,11 +178,30 @@ SizeFloat.__hash__ = float.__hash__  # type: ignore[method-assign]
 _SIZED = (SizeInt, SizeFloat)
 
 
+def _noting(frame: Any) -> Any:
+    """The recording, when what the model's own line (``frame``'s) did with a sized number is to be noted (not inside
+    a recorded call or a kernel, not torch's or ncd's own code); else None."""
+    shapes = _recording()
+    if shapes is None or shapes.calling or shapes.kernels or _internal_caller(frame):
+        return None
+    return shapes
+
+
+def _guard(self: Any, sign: str, theirs: Tree, frame: Any) -> None:
+    """A comparison of ``self`` on the model's own line, noted as a guard (:mod:`ncd.trace.size_guards`)."""
+    shapes = _noting(frame)
+    if shapes is not None:
+        from ncd.trace.capture import user_line
+        from ncd.trace.size_guards import Compared
+
+        shapes.escaped.append(Compared(self.expr, sign, theirs, user_line() or "?"))
+
+
 def _held(self: Any, how: str, frame: Any) -> None:
     """``self`` turned by the model's own line (``frame``'s) into a plain number ncd does not follow (``int(t / 4)``,
     ``round(t / 4)``, ``t & 3``): noted as ``len(x)`` is (held: :func:`ncd.trace.shape_expressions.fixed_boxes`)."""
-    shapes = _recording()
-    if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(frame):
+    shapes = _noting(frame)
+    if shapes is not None:
         from ncd.trace.capture import user_line
 
         shapes.escaped.append((self.expr, user_line() or "?", how))
@@ -195,20 +209,14 @@ def _held(self: Any, how: str, frame: Any) -> None:
 
 def _truth(self: Any) -> bool:
     """``if t - 6:``, ``bool(t % 4)``: a comparison with 0, noted as a guard as ``t != 0`` is."""
-    result: bool = self._plain() != 0
-    shapes = _recording()
-    if shapes is not None and not shapes.calling and not shapes.kernels and not _internal_caller(sys._getframe(1)):
-        from ncd.trace.capture import user_line
-        from ncd.trace.size_guards import Compared
-
-        shapes.escaped.append(Compared(self.expr, "!=", ("num", 0), user_line() or "?"))
-    return result
+    _guard(self, "!=", ("num", 0), sys._getframe(1))
+    return bool(self._plain() != 0)
 
 
 def _shift(name: str, reflected: bool) -> Any:
     """``t >> k``, ``t << k`` by a plain ``k >= 0``: followed as ``t // 2**k``, ``t * 2**k`` (the same ints); any other
-    shift and the bitwise ``&``, ``|``, ``^`` are held at the traced value."""
-    op = getattr(operator, name if name in ("and_", "or_", "xor") else name)
+    shift and the bitwise ``&``, ``|``, ``^`` (``name``: the :mod:`operator` function's) are held at the traced value."""
+    op = getattr(operator, name)
 
     def method(self: Any, other: Any) -> Any:
         if _tree(other) is None:
@@ -238,14 +246,15 @@ def _rounded(how: str, keep: bool) -> Any:
     return method
 
 
-for _name in ("rshift", "lshift", "and", "or", "xor"):
-    setattr(SizeInt, f"__{_name}__", _shift(_name if _name in ("rshift", "lshift", "xor") else f"{_name}_", False))
-    setattr(SizeInt, f"__r{_name}__", _shift(_name if _name in ("rshift", "lshift", "xor") else f"{_name}_", True))
+for _name, _op in (("rshift", "rshift"), ("lshift", "lshift"), ("and", "and_"), ("or", "or_"), ("xor", "xor")):
+    setattr(SizeInt, f"__{_name}__", _shift(_op, False))
+    setattr(SizeInt, f"__r{_name}__", _shift(_op, True))
 for _how in ("trunc", "floor", "ceil", "round"):
     setattr(SizeInt, f"__{_how}__", _rounded(_how, True))
     setattr(SizeFloat, f"__{_how}__", _rounded(_how, False))
 SizeFloat.__int__ = _rounded("int", False)  # type: ignore[method-assign]
 SizeInt.__bool__ = SizeFloat.__bool__ = _truth  # type: ignore[method-assign]
+
 
 def _internal_caller(frame: Any) -> bool:
     """Whether ``frame`` runs torch's or ncd's code (their own ``len(x)``), not the model's."""
