@@ -37,17 +37,15 @@ from ncd.errors import user_stacklevel
 __all__: list[str] = []
 
 
-#: while a capture is watched: the layout reads of the model's own code, ``"method() at file.py:12"`` (None: none is)
-_READ: list[str] | None = None
+#: while a capture is watched: the layout reads of the model's own code, ``(".stride()", "file.py:12")`` (None: none is)
+_READ: list[tuple[str, str]] | None = None
 
 
 def noted(method: str, line: str) -> None:
     """A read of a tensor's layout by the model's own ``line`` (``stride()`` of a value of the inputs), checked after
     the capture by :func:`_layout_watched` when one is watched."""
-    if _READ is not None:
-        where = f"{method} at {line}"
-        if where not in _READ:
-            _READ.append(where)
+    if _READ is not None and (method, line) not in _READ:
+        _READ.append((method, line))
 
 
 def laid_as_given(tensor: torch.Tensor, node_of: Any) -> bool:
@@ -73,7 +71,7 @@ def _layout_watched(model: torch.nn.Module, inputs: tuple[Any, ...], kwargs: dic
     cls = torch.Tensor
     held = cls.__dict__.get("is_contiguous")
     read = torch._C.TensorBase.is_contiguous
-    lines: list[str] = []
+    lines: list[tuple[str, str]] = []
 
     def is_contiguous(self: torch.Tensor, *args: Any, **kw: Any) -> bool:
         if not _internal(sys._getframe(1).f_code.co_filename):
@@ -91,8 +89,8 @@ def _layout_watched(model: torch.nn.Module, inputs: tuple[Any, ...], kwargs: dic
         else:
             cls.is_contiguous = held  # type: ignore[method-assign]
     if lines and not _same_relaid(model, inputs, kwargs):
-        reads = list(dict.fromkeys(where.split(" at ", 1)[0] for where in lines))
-        at = list(dict.fromkeys(where.split(" at ", 1)[1] for where in lines))
+        reads = list(dict.fromkeys(method for method, _ in lines))
+        at = list(dict.fromkeys(line for _, line in lines))
         warnings.warn(f"ncd.trace({type(model).__name__}): the model reads a tensor's memory layout"
                       f" ({', '.join(reads)}) at {', '.join(at[:4])}, and computes otherwise on the same inputs laid"
                       " out otherwise in memory: the diagram computes what it computes on inputs laid out as traced"
