@@ -81,3 +81,40 @@ def test_equal_blocks_explicit_repeats_and_fold_false_are_unchanged() -> None:
     assert _texts(explicit) == ["b", "m", "layer", "L", "i = 0", "N − 1", "b", "m"]
     unfolded = _texts(_chain([_layer(k) for k in range(5)]), fold=False)
     assert sorted(s for s in unfolded if s.startswith("layers.")) == [f"layers.{k}" for k in range(5)]
+
+
+def test_an_unnamed_learned_pattern_written_in_a_loop_is_drawn_once_with_its_count(tmp_path: Path) -> None:
+    looped = ncd.Identity.of("b m")
+    for _ in range(200):
+        looped = looped >> ncd.Linear("m -> m") >> ncd.ReLU()
+    path = ncd.draw(looped, tmp_path / "flat.svg")
+    w, h = _svg_size(Path(path))
+    assert w <= 612 and h <= 648, (w, h)  # was 605 x 3,664 pt: 400 boxes in rows
+    texts = _texts(looped)
+    assert texts.count("L") == 1 and texts.count("R") == 1 and "×200" in texts
+    assert len(looped.parts) == 400
+    # named boxes (an imported model's are named by their modules) and unlearned ones alone are drawn one by one
+    named = ncd.Identity.of("b m")
+    for k in range(10):
+        named = named >> ncd.Linear("m -> m", name=f"fc{k}") >> ncd.ReLU()
+    assert not [s for s in _texts(named, page="none") if s.startswith("×")]
+    relus = ncd.Identity.of("b m")
+    for _ in range(20):
+        relus = relus >> ncd.ReLU()
+    assert _texts(relus, page="none").count("R") == 20
+    # a pattern that breaks off: eight full repetitions of L R (16 parts), then L alone
+    tail = ncd.Identity.of("b m")
+    for _ in range(8):
+        tail = tail >> ncd.Linear("m -> m") >> ncd.ReLU()
+    texts = _texts(tail >> ncd.Linear("m -> m"), page="none")
+    assert texts.count("L") == 2 and "×8" in texts
+
+
+def test_a_short_unnamed_run_is_drawn_as_written() -> None:
+    """Seven repetitions of ``L R`` (14 parts, fewer than LONG_RUN) fit two rows: drawn box by box, no count."""
+    short = ncd.Identity.of("b m")
+    for _ in range(7):
+        short = short >> ncd.Linear("m -> m") >> ncd.ReLU()
+    texts = _texts(short)
+    assert texts.count("L") == 7 and texts.count("R") == 7
+    assert not [s for s in texts if s.startswith("×")]

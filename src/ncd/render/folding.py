@@ -7,7 +7,12 @@ Two kinds of run are folded (``Style.fold``):
 * neighbouring blocks whose contents are equal and whose names differ only by a consecutive index (``layers.0``,
   ``layers.1``, … as a Python loop numbers them) are one :class:`~ncd.ir.diagram.Repeat` of their family's block
   (``layers.i``, ``i = 0 … n−1``): the node :func:`ncd.trace` makes of a model's numbered layers
-  (:mod:`ncd.trace.wiring_fold`), so both are drawn alike.  Only the drawing changes: the diagram keeps its blocks.
+  (:mod:`ncd.trace.wiring_fold`), so both are drawn alike;
+* a pattern of up to :data:`PERIOD` parts holding no block, repeated one after another for at least
+  :data:`LONG_RUN` parts, with a learned box that has no name (``Linear("m -> m") >> ReLU()`` written in a loop) is
+  one column with a count, as equal blocks are.  A shorter run takes a few rows and is drawn box by box, as written.
+
+Only the drawing changes: the diagram keeps its parts.
 
 >>> import ncd
 >>> d = ncd.Identity.of("b m")
@@ -22,12 +27,14 @@ Two kinds of run are folded (``Style.fold``):
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import sympy
 
 from ncd.errors import NCDError
-from ncd.ir.diagram import Block, Diagram, Repeat, Weave, unweave
+from ncd.ir.diagram import Block, Box, Diagram, Repeat, Weave, unweave
 from ncd.render.generic import family, family_indices
 
 __all__ = ["fold_runs"]
@@ -42,8 +49,13 @@ def fold_runs(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
         part = parts[k]
         core = unweave(part)[0]
         if not isinstance(core, Block):
-            groups.append((part, 1))
-            k += 1
+            p, n = _periodic_run(parts, k)
+            if n > 1:
+                groups.append((part if p == 1 else functools.reduce(operator.rshift, parts[k:k + p]), n))
+                k += p * n
+            else:
+                groups.append((part, 1))
+                k += 1
             continue
         j = k + 1
         while j < len(parts) and parts[j] == part:
@@ -60,6 +72,44 @@ def fold_runs(parts: Sequence[Diagram]) -> list[tuple[Diagram, int]]:
             groups += [(p, 1) for p in parts[k:j]]
         k = j
     return groups
+
+
+#: the longest unnamed pattern of parts a run repeats (``Linear >> LayerNorm >> ReLU``: 3)
+PERIOD = 8
+#: the fewest parts an unnamed run folds: a shorter one takes a few rows drawn as written (seven ``Linear("m -> m") >>
+#: ReLU()``, 14 parts: three rows of a column), and a hand-written handful of layers stays as its author wrote it
+LONG_RUN = 16
+
+
+def _periodic_run(parts: Sequence[Diagram], k: int) -> tuple[int, int]:
+    """``(p, n)``: the parts from ``k`` are ``n`` repetitions of the ``p`` parts from ``k`` (smallest ``p``,
+    most ``n``, ``p·n`` at least :data:`LONG_RUN`), when those ``p`` hold no block and some learned box has no name
+    (``Linear("m -> m")`` written in a loop: an imported model's learned boxes are named by their modules, so they
+    never repeat); else ``(1, 1)``."""
+    best = (1, 1)
+    for p in range(1, min(PERIOD, (len(parts) - k) // 2) + 1):
+        pattern = parts[k:k + p]
+        if p > 1 and pattern[-1] == pattern[0] and all(a == b for a, b in zip(pattern, pattern[1:])):
+            break  # (a run of one part: p = 1 found it)
+        n = 1
+        while k + p * (n + 1) <= len(parts) and all(parts[k + p * n + j] == pattern[j] for j in range(p)):
+            n += 1
+        if n > 1 and _unnamed_learned(pattern):
+            best = (p, n) if p * n >= LONG_RUN else best
+            break
+    return best
+
+
+def _unnamed_learned(pattern: Sequence[Diagram]) -> bool:
+    """Whether ``pattern`` holds no block and some learned box that has no name."""
+    found = False
+    for part in pattern:
+        for node in part.walk():
+            if isinstance(node, (Block, Repeat)):
+                return False
+            if isinstance(node, Box) and node.learned and node.label is None:
+                found = True
+    return found
 
 
 def _numbered_run(parts: Sequence[Diagram], k: int) -> int:
