@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
-from ncd.errors import ParseError, SizeError
+from ncd.errors import ParseError, SizeError, derived_size
 from ncd.ir import weaving
 from ncd.ir.axes import SCALAR, Axis, Dtype, Segment, Type, parse_type
 from ncd.ir.diagram import Box, Diagram, Identity, Par, Seq, Weave
@@ -67,11 +67,14 @@ class ConcatOp(Primitive):
         total: Size = sympy.Integer(0)
         for a in self.inputs:
             total = total + a.size
-        if _contradicts(total, self.output.size):
-            raise SizeError(
+        if _contradicts(total, self.output.size) or self.output.size.is_Integer and total.free_symbols:
+            # (an output of a whole number joining a wire sized by a symbol holds the number at one size only: it
+            # derives the inputs' sum, ``cat([x[:, :1], x], 1)`` of a symbol ``t``'s wire ``t + 1``, followed by
+            # ncd.trace.symbolic)
+            raise derived_size(SizeError(
                 f"concat into {self.output.name}: the output has size {size_text(self.output.size)} but the inputs"
                 f" {_sizes(self.inputs)} add up to {size_text(total)}"
-            )
+            ), (self.output.name, self.output.size, total))
 
         if self.ranges and (len(self.ranges) != len(self.inputs) or self.range is None or any(
                 (r - self.range).is_positive for r in self.ranges)):
