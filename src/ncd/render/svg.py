@@ -23,7 +23,7 @@ from typing import Any
 
 from ncd.render import fonts
 from ncd.render.fonts import face_for
-from ncd.render.frag import LABEL, PATH, RUN, Deferred
+from ncd.render.frag import LABEL, PATH, RUN, Deferred, PathStyle
 from ncd.render.model import Circle, Drawing, Footprint, Item, Path, Polygon, Port, Rect, Run, Text, Tree
 from ncd.render.style import FONT_STACK, SERIF_STACK, SYMBOL_STACK
 
@@ -226,6 +226,7 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
     j_stroke: str = ""
     j_width = 0.0
     j_dashed = False
+    j_style: PathStyle | None = None  # a deferred fragment's style of those subpaths (None: a record's)
     stack: list[tuple[Iterator[Any], float, float]] = [(iter(node.items), dx, dy)]
     while stack:  # the walk of placements(), spelled out: a generator's resumption per item is the dearer part
         items, x, y = stack.pop()
@@ -263,6 +264,7 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                         append(_joined(joined, j_stroke, j_width, j_dashed))
                     joined = [d]
                     j_stroke, j_width, j_dashed = stroke, width, dashed
+                    j_style = None
                     continue
                 if joined:
                     append(_joined(joined, j_stroke, j_width, j_dashed))
@@ -292,16 +294,32 @@ def _paint_tree(node: Tree, dx: float, dy: float, out: list[str], runs: dict[int
                                 d = f"M{run_x0} {got(y0) or new(y0)}H{run_x1}"
                                 st = s[4]
                             else:
-                                d = _d(s[1], ox, oy)
+                                commands = s[1]
+                                c = commands[0]
+                                e = commands[1] if len(commands) == 2 and len(c) == 3 else None
+                                if e is not None and len(e) == 7:  # a bend (M C), as _d writes it
+                                    x0, y0 = c[1] + ox, c[2] + oy
+                                    x1, y1, x2, y2 = e[1] + ox, e[2] + oy, e[3] + ox, e[4] + oy
+                                    x3, y3 = e[5] + ox, e[6] + oy
+                                    d = (f"{c[0]}{got(x0) or new(x0)} {got(y0) or new(y0)}{e[0]}"
+                                         f"{got(x1) or new(x1)} {got(y1) or new(y1)} {got(x2) or new(x2)} "
+                                         f"{got(y2) or new(y2)} {got(x3) or new(x3)} {got(y3) or new(y3)}")
+                                else:
+                                    d = _d(commands, ox, oy)
                                 st = s[2]
+                            if st is j_style and joined:  # (the style of the subpaths gathered: one of them)
+                                joined.append(d)
+                                continue
                             if st.fill is None and not st.arrow:
                                 if joined and st.stroke == j_stroke and st.width == j_width and st.dashed == j_dashed:
                                     joined.append(d)
+                                    j_style = st
                                     continue
                                 if joined:
                                     append(_joined(joined, j_stroke, j_width, j_dashed))
                                 joined = [d]
                                 j_stroke, j_width, j_dashed = st.stroke, st.width, st.dashed
+                                j_style = st
                                 continue
                             if joined:
                                 append(_joined(joined, j_stroke, j_width, j_dashed))
