@@ -445,11 +445,26 @@ def as_type(value: TypeLike) -> Type:
     raise ParseError(f"expected a type or its text form, not {type(value).__name__} {value!r}")
 
 
+def _reads(token: str) -> bool:
+    try:
+        parse_axis(token)
+    except ParseError:
+        return False
+    return True
+
+
 def as_axis(value: AxisLike) -> Axis:
     if isinstance(value, Axis):
         return value
     if isinstance(value, str):
-        return parse_axis(value)
+        try:
+            return parse_axis(value)
+        except ParseError:
+            tokens = _split_tokens(value)  # 'a b' where one axis is read was "cannot read size 'a b'"
+            if len(tokens) > 1 and all(_reads(t) for t in tokens):
+                raise ParseError(f"expected one axis, not the {len(tokens)} axes {value!r}: this argument takes a "
+                                 f"single axis (e.g. {tokens[0]!r})") from None
+            raise
     raise ParseError(f"expected an axis or its text form, not {type(value).__name__} {value!r}")
 
 

@@ -344,8 +344,8 @@ class Seq(_Composed, Diagram):
             if pieces and flat:
                 junctions.append(len(flat))
             flat.extend(pieces)
-        if not flat:
-            return parts[0]
+        if not flat:  # no parts, or identities only: the first identity (Seq.of() is the empty diagram, as Par.of())
+            return parts[0] if parts else Identity(Type(()))
         if len(flat) == 1:
             return flat[0]
         _check_junctions(flat, junctions)  # a dropped identity's neighbours now meet directly
