@@ -100,8 +100,13 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
     hit = table.get(id(frag))
     if hit is not None and hit[0] is frag:
         return hit[1]  # type: ignore[no-any-return]
+    if isinstance(frag, Deferred):  # (known without its items; a placed one is kept so when it is pushed)
+        table[id(frag)] = (frag, frag.extent)
+        small[id(frag)] = (frag, frag.smallest)
+        return frag.extent
     get = table.get
-    # a fragment to visit, or (its own items' box, its placed fragments) once they are pushed to be visited first
+    # a fragment to visit (never a deferred one), or (its own items' box, its placed fragments) once they are pushed
+    # to be visited first
     stack: list[Any] = [frag]
     push, pop = stack.append, stack.pop
     while stack:
@@ -131,14 +136,15 @@ def _extent(frag: Frag, memo: Memo) -> tuple[float, float, float, float] | None:
             table[id(current)] = (current, box)
             small[id(current)] = (current, least)
             continue
-        known = get(id(current))
+        i = id(current)
+        known = get(i)
         if known is not None and known[0] is current:
             continue
-        if isinstance(current, Deferred):
-            table[id(current)] = (current, current.extent)
-            small[id(current)] = (current, current.smallest)
-            continue
         own, least, subs = _own_items_extent(current.items)
+        if not subs:  # (a fragment placing none: its own values, without a second visit)
+            table[i] = (current, own)
+            small[i] = (current, least)
+            continue
         push((current, own, least, subs))
         for _, _, sub in subs:
             i = id(sub)
