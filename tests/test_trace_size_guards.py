@@ -133,3 +133,46 @@ def test_a_guard_flipped_by_another_size_than_the_one_made_1_is_refused() -> Non
         for b, t in ((1, 11), (1, 4), (2, 5)):  # the traced branch: equal to the model
             x = torch.randn(b, t, 3)
             torch.testing.assert_close(_quiet(back.to_torch, b=b, t=t)(x), model(x))
+
+
+def test_the_same_comparison_made_block_after_block_is_one_guard() -> None:
+    """A model comparing the same sizes in every block (xlstm: 321 comparisons, 30 apart) has the guards and ``fixed``
+    entries of the same model with one block, each once; read back, it is refused at another length and equals the
+    model at the traced one (the comparisons read alike are skipped without their expressions made)."""
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.w(x)  # a new tensor each block: its sizes are other atoms of the same expressions
+            flat = y.flatten(0, 1)  # a wire merging b and t: compared, it is a fixed entry, not a guard
+            if y.shape[1] > 3 and y.shape[0] == x.shape[0] and flat.shape[0] > 2 and 4 == y.shape[-1] + 1:
+                return y.cumsum(1)
+            return y + 1
+
+    class Blocks(torch.nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(n))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    x = torch.randn(2, 5, 3)
+    torch.manual_seed(0)
+    model = Blocks(6)
+    one, many = (_quiet(ncd.trace, m, x, axes="b t m") for m in (Blocks(1), model))
+    assert many.get("guards") == one.get("guards") and one.get("guards"), (many.meta, one.meta)
+    assert [g[:3] for g in one.get("guards")] == [("t", ">", "3")]
+    assert many.fixed == one.fixed and len(one.fixed) == 1, (many.fixed, one.fixed)
+    back = ncd.load_json(many.to_json())
+    with pytest.raises(ncd.TraceError, match="t=3"):  # (the fixed entry holds b and t: any other size is refused)
+        _quiet(back.to_torch, b=2, t=3)
+    lowered = _quiet(back.to_torch, b=2, t=5)
+    lowered.load_state_dict(many.state_dict(lowered))
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(lowered(x), model(x))
