@@ -176,3 +176,26 @@ def test_recurrences_sharing_a_cell_body_keep_their_own_weights() -> None:
     x = torch.randn(2, 7, 6)
     torch.testing.assert_close(lowered(x), model(x), atol=1e-5, rtol=1e-4)
     assert ncd.load_json(d.to_json()) == d.as_block()
+
+
+def test_a_replayed_step_is_the_recorded_one_as_allclose_says() -> None:
+    """The fold's check that its body replays every step (ncd.trace.loops._same_value): floats equal bit for bit are
+    taken at once, any other pair as ``allclose`` at the proof's tolerance (``rtol=1e-4``, ``atol=1e-5·max|want|``)
+    finds it; a NaN is never the recorded value, equal infinities and signed zeros are."""
+    from ncd.trace.loops import _same_value
+
+    torch.manual_seed(0)
+    want = torch.randn(4, 5)
+    for got in (want.clone(), want + 1e-7, want * (1 + 3e-5), want * 1.5, want + 1e-3, -want):
+        scale = float(want.abs().max())
+        assert _same_value(got, want) == torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+    assert _same_value(want.clone(), want) and not _same_value(want * 1.5, want)
+    holed = want.clone()
+    holed[1, 2] = float("nan")
+    assert not _same_value(holed.clone(), holed) and not _same_value(want, holed)
+    holed[1, 2] = float("inf")
+    assert _same_value(holed.clone(), holed) and not _same_value(want, holed)
+    assert _same_value(torch.tensor([0.0, -0.0]), torch.tensor([-0.0, 0.0]))
+    assert not _same_value(want.double(), want) and not _same_value(want[:2], want)
+    ints = torch.arange(6)
+    assert _same_value(ints.clone(), ints) and not _same_value(ints + 1, ints)
