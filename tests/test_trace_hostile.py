@@ -655,9 +655,13 @@ def test_a_model_reading_an_activation_s_requires_grad_says_the_diagram_holds_th
     torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # traced without gradients: the answer is the model's, no word
-            ncd.trace(model, x)
+        # traced without gradients: the answer is the model's there, but the lowered module called as usual (its
+        # parameters need gradients) takes the other branch than the model: warned too (it was not, redteam53)
+        with pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at test_trace_hostile\.py:\d+.*"
+                                                r" called with gradients on \(as the lowered module's parameters"):
+            lowered = ncd.trace(model, x).to_torch()
+        torch.testing.assert_close(lowered(x), model(x))
+    torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
     assert "requires_grad" not in torch.Tensor.__dict__  # put back
 
 
@@ -679,10 +683,13 @@ def test_a_parameterless_model_reading_its_input_s_requires_grad_says_the_diagra
                                             r" its parameters or inputs need gradients"):
         lowered = ncd.trace(model, x).to_torch()
     torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an input needing no gradient: the answer is the model's, no word
+    # an input needing no gradient: the answer is the model's there, but called on one needing a gradient the model
+    # scales and the lowered module does not: warned too (it was not, redteam53)
+    with pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at test_trace_hostile\.py:\d+.*"
+                                            r" or on inputs needing gradients"):
         lowered = ncd.trace(model, x.detach()).to_torch()
     torch.testing.assert_close(lowered(x.detach()), model(x.detach()))
+    torch.testing.assert_close(2 * lowered(x), model(x))  # what the warning is about
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])

@@ -276,3 +276,28 @@ def test_a_user_model_is_the_model_traced_fresh_at_other_sizes_and_in_its_gradie
     want, got = _grads(model, (args, kwargs), False), _grads(lowered, (args, kwargs), True)
     assert sorted(float(g.norm()) for g in got) == pytest.approx(sorted(float(g.norm()) for g in want), rel=1e-4,
                                                                  abs=1e-6)
+
+
+class _NeedsGrad(nn.Module):
+    def __init__(self, learned: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4) if learned else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y * 2 if y.requires_grad else y * 3
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_a_requires_grad_branch_traced_under_no_grad_is_warned_about(learned: bool) -> None:
+    # traced under torch.no_grad, the model's answer (False) is the capture's: the diagram is y * 3, but the lowered
+    # module called with gradients on (or on an input needing one) is y * 3 where the model is y * 2; before, no word
+    torch.manual_seed(0)
+    model, x = _NeedsGrad(learned), torch.randn(2, 4)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"reads a tensor's \.requires_grad at .*called with"
+                                                             r" gradients on \(as the lowered module's parameters"):
+        lowered = ncd.trace(model, x).to_torch()
+    with torch.no_grad():
+        torch.testing.assert_close(lowered(x), model(x))  # as traced: the model's branch
+    given = x.clone().requires_grad_()
+    torch.testing.assert_close(lowered(given) * 2, model(given) * 3)  # the other branch: what the warning is about

@@ -163,14 +163,18 @@ def _grad_mode_as_called(model: torch.nn.Module, inputs: Any = ()) -> Any:
     # called with gradients on, but not under the capture's no_grad (each input a copy without it): its
     # ``.requires_grad`` read by the model answered False (``x * 2 if x.requires_grad else x`` of an input needing a
     # gradient was drawn as ``x``, off the model on the traced input itself, with no word); an input needing one
-    # answers True under ``torch.no_grad`` too (and its views): warned about wherever ``ncd.trace`` is called
+    # answers True under ``torch.no_grad`` too (and its views): warned about wherever ``ncd.trace`` is called.  Where
+    # nothing of the traced call needed a gradient (traced under no_grad, or on inputs needing none in a model without
+    # parameters needing any) the answer False is the model's there, but the lowered module called with gradients on
+    # takes the other branch than the model (``y * 2 if y.requires_grad else y`` was y, silently half the model's):
+    # warned too, as a read of ``torch.is_grad_enabled()`` is
     inputs_need = any(isinstance(t, torch.Tensor) and t.requires_grad for t in torch.utils._pytree.tree_leaves(inputs))
     learned = inputs_need or (called and any(p.requires_grad for p in model.parameters()))
     needs: list[str] = []
 
     def requires_grad(self: torch.Tensor) -> bool:
         value: bool = flag.__get__(self)
-        if not value and learned and not _internal(sys._getframe(1).f_code.co_filename):
+        if not value and not _internal(sys._getframe(1).f_code.co_filename):
             where = user_line() or "?"
             if where not in needs:
                 needs.append(where)
@@ -228,9 +232,10 @@ def _grad_mode_as_called(model: torch.nn.Module, inputs: Any = ()) -> Any:
              f" {'on (torch.inference_mode)' if in_inference else 'off'}{as_called}"),
             ("a tensor's .requires_grad", needs, ", which was False there (the capture runs without gradients); the"
              " diagram computes the branch that answer takes, so " + ("called with gradients on, where values computed"
-             " from its parameters or inputs need gradients" if called else "called on inputs needing gradients (as"
-             " ncd.trace was, under torch.no_grad: they and their views answer True)") + ", the model may compute"
-             " otherwise"),
+             " from its parameters or inputs need gradients" if called and learned else "called on inputs needing"
+             " gradients (as ncd.trace was, under torch.no_grad: they and their views answer True)" if learned else
+             "called with gradients on (as the lowered module's parameters need them) or on inputs needing gradients,"
+             " where its values need them") + ", the model may compute otherwise"),
             ("a tensor's autograd history (.grad_fn or .is_leaf)", histories, ", which the capture's values have none"
              " of (it runs without gradients, on copies of the inputs); the diagram computes the branch that answer"
              " takes, so called with gradients on, the model may compute otherwise")):
