@@ -411,3 +411,26 @@ def test_a_label_python_would_misread_stays_text_in_the_generated_source() -> No
         again.load_state_dict(module.state_dict())
         x = torch.randn(3)
         assert torch.equal(again(x), module(x))
+
+
+# -- decoding -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kv", "window", "sizes"), [("k g", None, dict(m=10, k=2, g=3, r=3)), ("k", 3, dict(m=8, k=4, h=5))])
+def test_decoding_grouped_and_windowed_attention_equals_the_whole_model(kv: str, window: int | None,
+                                                                         sizes: dict[str, int]) -> None:
+    attention = Id("~t m") >> ncd.RMSNorm("m") >> _grouped(kv, window)
+    model = (Id("~t [v]") >> ncd.Embedding(vocab="v", dim="m", name="E") >> ncd.residual(attention)
+             >> ncd.Unembed(vocab="v", dim="m", tied_to="E")).block("LM")
+    sizes = dict(sizes, v=11)
+    whole = model.to_torch(t=8, **sizes)
+    decoding = ncd.decode(model)
+    run = decoding.lower(weights=whole.state_dict(), dtype=torch.float64, **sizes)
+    ids = torch.randint(0, 11, (1, 8))
+    logits, caches = run.prefill(ids[:, :5])
+    steps = [logits]
+    for p in range(5, 8):
+        logits, caches = run.step(ids[:, p:p + 1], caches, past=p)
+        steps.append(logits)
+    _close(torch.cat(steps, -2), whole.double()(ids), "prefill and steps vs the whole model", 1e-9)
+    # its own weights, with or without the token length (both raised "sizes t are not bound; pass them as keywords")
+    for given in ({}, {"t": 5}):
+        assert decoding.lower(**sizes, **given).generate(torch.tensor([1, 2, 3]), 2).shape == (5,)

@@ -44,8 +44,10 @@ class Decoder:
         self.policy = policy
         self.sizes = {k: v for k, v in sizes.items() if k not in (decoding.token, "c")}
         self.dtype = dtype or torch.float32
-        if weights is None:
-            weights = decoding.diagram.to_torch(**self.sizes).state_dict()  # type: ignore[arg-type]
+        if weights is None:  # the weights do not depend on the token length: lowered at the one given, else at 1
+            free = {str(x) for x in decoding.diagram.free_symbols}  # (a diagram with no default length raised
+            length = {decoding.token: sizes.get(decoding.token, 1)} if decoding.token in free else {}  # 'pass t')
+            weights = decoding.diagram.to_torch(**self.sizes, **length).state_dict()  # type: ignore[arg-type]
         self.weights = weights
         #: the diagrams lowered: with a policy, a box on every cache wire it holds in another element type
         self.diagrams = policy.typed(decoding) if policy is not None else (decoding.prefill, decoding.step)
