@@ -1,6 +1,7 @@
 """A model branching on its tensors' memory layout beyond ``is_contiguous()`` (``stride``, ``storage_offset``,
-``data_ptr``, ``is_contiguous(memory_format=...)``, of an input or of a value computed from one): each traced with no
-word before, and its lowered module computed the traced layout's branch on inputs laid out otherwise (up to 4.5 off the
+``data_ptr``, ``is_contiguous(memory_format=...)``, of an input or of a value computed from one; stop 53: ``stride`` of a
+value computed elementwise from an input, ``(x + 1).stride(-1)``, laid out as the input is): each traced with no word
+before, and its lowered module computed the traced layout's branch on inputs laid out otherwise (up to 4.5 off the
 model).  Now warned at the model's line, where the model itself computes otherwise on the same values laid out
 otherwise (checked against the model on inputs laid out so); reads that change nothing are not warned."""
 
@@ -34,6 +35,10 @@ class Branch(nn.Module):
             taken = x.is_contiguous(memory_format=torch.channels_last)
         elif how == "view_contiguous":  # of a value made from the input: its transpose
             taken = x.transpose(0, 1).is_contiguous()
+        elif how == "computed_stride":  # of a value computed elementwise from the input: laid out as the input is
+            taken = (x + 1).stride(-1) == 1
+        elif how == "computed_view":  # of a view of such a value
+            taken = torch.sigmoid(x * 2)[:, ::2].stride(1) == 2
         else:  # "view_stride"
             taken = x[:, ::2].stride(1) == 2
         return x * 2 if taken else x + 1
@@ -47,7 +52,8 @@ def _other_layouts(x: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("how", ["stride", "offset", "address", "channels_last", "view_contiguous", "view_stride"])
+@pytest.mark.parametrize("how", ["stride", "offset", "address", "channels_last", "view_contiguous", "view_stride",
+                                 "computed_stride", "computed_view"])
 def test_a_branch_on_a_layout_read_is_warned_where_the_model_computes_otherwise(how: str) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 5) if how == "channels_last" else torch.randn(4, 4)
@@ -72,11 +78,20 @@ class Harmless(nn.Module):
         return x.view(-1) * 2
 
 
-def test_a_layout_read_that_changes_nothing_is_not_warned() -> None:
+class Fresh(nn.Module):
+    """Reads the strides of a matmul's result, laid out by the kernel whatever its input's layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x @ x
+        return h * 2 if h.stride(-1) == 1 else h + 1
+
+
+@pytest.mark.parametrize("model", [Harmless(), Fresh()])
+def test_a_layout_read_that_changes_nothing_is_not_warned(model: nn.Module) -> None:
     x = torch.randn(4, 4)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        lowered = ncd.trace(Harmless(), x).to_torch()
+        lowered = ncd.trace(model, x).to_torch()
     assert not [w for w in said if "memory layout" in str(w.message)]
     for y in (x, *_other_layouts(x)):
-        torch.testing.assert_close(lowered(y), Harmless()(y))
+        torch.testing.assert_close(lowered(y), model(y))

@@ -50,13 +50,37 @@ def noted(method: str, line: str) -> None:
 
 def laid_as_given(tensor: torch.Tensor, node_of: Any) -> bool:
     """Whether a read of ``tensor``'s layout (a stride, an offset, an address) is checked on inputs laid out otherwise:
-    it is an input or a view of one (``node_of``: a tensor -> its recorded node).  A value a kernel computed is laid out
-    as the kernel makes it, most often whatever its inputs' layout (a matmul's, a copy's; a view of one transposed by
-    the model itself: Longformer's chunked strides), and its reads cost no runs (each is a call of the model: they made
-    Longformer's trace 1.6x slower).  Not told apart: an elementwise result of a strided input (``(x * 2).stride()``),
-    laid out as that input is: its reads are not checked."""
-    return any(whole is not None and getattr(node_of(whole), "kind", None) == "input"
-               for whole in (tensor, tensor._base))
+    it is an input, a view of one, or a value computed from one elementwise or by views only (``(x * 2).stride()``,
+    laid out as that input is: a pointwise kernel keeps its input's strides) (``node_of``: a tensor -> its recorded
+    node).  A value another kernel computed is laid out as that kernel makes it, most often whatever its inputs' layout
+    (a matmul's, a copy's; a view of one transposed by the model itself: Longformer's chunked strides), and its reads
+    cost no runs (each is a call of the model: they made Longformer's trace 1.6x slower)."""
+    return any(whole is not None and _laid_as_input(node_of(whole)) for whole in (tensor, tensor._base))
+
+
+#: how many recorded calls :func:`_laid_as_input` looks back through, at most
+_LOOKED = 64
+
+
+def _laid_as_input(node: Any) -> bool:
+    """Whether the recorded ``node`` is an input, or reaches one through pointwise calls and views alone."""
+    from ncd.trace.capture import Node
+
+    pointwise = torch.Tag.pointwise
+    todo: list[Any] = [node]
+    seen: set[int] = set()
+    while todo and len(seen) < _LOOKED:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        kind = getattr(node, "kind", None)
+        if kind == "input":
+            return True
+        target = getattr(node, "target", None)
+        if kind == "call" and (pointwise in getattr(target, "tags", ()) or getattr(target, "is_view", False)):
+            todo.extend(a for a in node.args if isinstance(a, Node) and a.live)
+    return False
 
 
 @contextlib.contextmanager
