@@ -211,6 +211,7 @@ def _record(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
             if id(module) in rec.shared_paths and rec.stack:  # one module at several paths: the one under its caller
                 path = _under(rec.shared_paths[id(module)], rec.stack[-1][0], path)
             rec.stack.append((path, type(module).__name__))
+        shapes.math.reach_class(type(module))  # (its from-math imports: ncd.trace.size_math)
         if shapes._calls is not None:
             shapes.rest()
 

@@ -19,14 +19,13 @@ of the tensor) and the number of pieces of ``unbind`` (its dimension's size) rea
 ``x.nelement()``, ``x.nbytes`` and ``divmod(t, 2)`` are followed as ``x.numel()`` and ``t // 2`` are.  Not followed: a
 float written first (``0.5 * b``, ``1.0 / t``: Python's float arithmetic reads the int directly) -- documented in
 ``docs/trace.md``.  Held as ``len(x)`` is: ``int()``, ``round()``, ``math.floor``/``ceil`` of a :class:`SizeFloat`, bitwise
-``&``/``|``/``^`` (:mod:`ncd.trace.sized`), ``math.log2(t)`` and its kin (:data:`_MATH_INT`, patched), the sizes handed
+``&``/``|``/``^``, ``int(t)`` (:mod:`ncd.trace.sized`), ``math.log2(t)``, ``math.gcd(t, 4)`` and their kin
+(:mod:`ncd.trace.size_math`, patched), ``numel()`` of a shape (:mod:`ncd.trace.size_numel`), the sizes handed
 to ``torch.tensor`` (:data:`_MAKERS`); a slice's bounds are looked into like a list's items.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import sys
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ncd.trace.shape_expressions import check_node, expression, factor_of, fixed_boxes
+from ncd.trace.size_math import Patched
 from ncd.trace.size_numel import numel_next
 from ncd.trace.sized import _ALIVE, _SIZED, SizeFloat, SizeInt, Tree, _internal_caller
 
@@ -152,9 +152,6 @@ _READS = ("shape", "size", "numel", "nelement", "nbytes", "__len__", "stride", "
 _CUTS = ("split", "chunk")  # (tensor_split: its arguments decide how many)
 #: the same reads as functions of ``torch`` (``torch.numel(x)``, ``torch.unbind(x, 1)``), patched there
 _TORCH_READS = ("numel", "unbind")
-#: the ``math`` functions taking an int's value in C without asking its ``__float__`` (``math.log2(t)``), patched to
-#: hand them ``float(t)`` (noted as ``math.sqrt(t)`` is: held)
-_MATH_INT = ("log", "log2", "log10", "log1p")
 
 
 class Shapes:
@@ -174,14 +171,14 @@ class Shapes:
         self._saved: dict[str, Any] = {}
         self._saved_torch: dict[str, Any] = {}
         self._calls: _Calls | None = None  # the mode marking calls, pushed at the first size read
+        self.math = Patched()  # math.log2, math.gcd, operator.index of a size: held (ncd.trace.size_math)
 
     def __enter__(self) -> Shapes:
         Shapes.active = self
         cls = torch.Tensor
         self._saved = {name: cls.__dict__.get(name) for name in _READS}
         self._saved_torch = {name: getattr(torch, name) for name in _TORCH_READS}
-        for name in _MATH_INT:
-            setattr(math, name, _floated(getattr(math, name)))
+        self.math.__enter__()
         base: Any = torch._C.TensorBase
         get_shape, size, numel = base.shape.__get__, base.size, base.numel
         stride, offset, storage, unbind = base.stride, base.storage_offset, base.untyped_storage, base.unbind
@@ -204,6 +201,11 @@ class Shapes:
             if self._calls is None:  # models that never read a size pay nothing per call
                 self._calls = _Calls(self)
                 self._calls.__enter__()  # type: ignore[no-untyped-call]
+                frame: Any = sys._getframe(2)
+                while frame is not None and _internal_caller(frame):  # (the model's code: its from-math imports patched)
+                    frame = frame.f_back
+                if frame is not None:
+                    self.math.reach(frame.f_globals)
             return tuple(SizeInt(shape[d], ("atom", node, d)) for d in dims)
 
         def shape_of(tensor: torch.Tensor, depth: int = 1) -> Any:  # (depth: the model's frame, x.size() calls it)
@@ -342,23 +344,12 @@ class Shapes:
         cls = torch.Tensor
         for name, value in self._saved_torch.items():
             setattr(torch, name, value)
-        for name in _MATH_INT:
-            setattr(math, name, getattr(math, name).__wrapped__)
+        self.math.__exit__()
         for name, value in self._saved.items():
             if value is None:
                 delattr(cls, name)
             else:
                 setattr(cls, name, value)
-
-
-def _floated(function: Any) -> Any:
-    """``function`` of ``math`` given ``float(t)`` for each :class:`SizeInt` ``t`` (its ``__float__`` notes it)."""
-
-    @functools.wraps(function)
-    def floated(*args: Any) -> Any:
-        return function(*(float(a) if type(a) is SizeInt else a for a in args))
-
-    return floated
 
 
 def _cut(method: Any, name: str, held: Any) -> Any:

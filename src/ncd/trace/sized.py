@@ -253,6 +253,19 @@ for _how in ("trunc", "floor", "ceil", "round"):
     setattr(SizeInt, f"__{_how}__", _rounded(_how, True))
     setattr(SizeFloat, f"__{_how}__", _rounded(_how, False))
 SizeFloat.__int__ = _rounded("int", False)  # type: ignore[method-assign]
+
+
+def _int(self: Any) -> int:
+    """``int(t)``: CPython makes a plain int of it whatever ``__int__`` returns (an int subclass is copied), which ncd
+    does not follow: held at the traced value, as ``len(x)`` is.  (``operator.index(t)``, ``range(t)``, ``math.gcd(t,
+    4)`` read an int subclass without asking it at all: ``math``'s and ``operator``'s are patched while recording,
+    :mod:`ncd.trace.shapes`.)"""
+    value = int.__int__(self)
+    _held(self, f"int() = {value}", sys._getframe(1))
+    return value
+
+
+SizeInt.__int__ = _int  # type: ignore[method-assign]
 SizeInt.__bool__ = SizeFloat.__bool__ = _truth  # type: ignore[method-assign]
 
 
