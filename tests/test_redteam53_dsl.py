@@ -425,11 +425,17 @@ def test_decoding_grouped_and_windowed_attention_equals_the_whole_model(kv: str,
     decoding = ncd.decode(model)
     run = decoding.lower(weights=whole.state_dict(), dtype=torch.float64, **sizes)
     ids = torch.randint(0, 11, (1, 8))
-    logits, caches = run.prefill(ids[:, :5])
+    with FlopCounterMode(display=False) as prefill:
+        logits, caches = run.prefill(ids[:, :5])
     steps = [logits]
     for p in range(5, 8):
-        logits, caches = run.step(ids[:, p:p + 1], caches, past=p)
+        with FlopCounterMode(display=False) as step:
+            logits, caches = run.step(ids[:, p:p + 1], caches, past=p)
         steps.append(logits)
+        costs = decoding.costs("float32", t=5, c=p, **sizes)
+        assert (costs.prefill_matmul, costs.step_matmul) == (prefill.get_total_flops(), step.get_total_flops())
+        held = min(p, window - 1) if window else p  # keys and values cached before the step
+        assert costs.cache_read_bytes == held * costs.cache_per_token == held * 2 * (6 if kv == "k g" else 4) * 4
     _close(torch.cat(steps, -2), whole.double()(ids), "prefill and steps vs the whole model", 1e-9)
     # its own weights, with or without the token length (both raised "sizes t are not bound; pass them as keywords")
     for given in ({}, {"t": 5}):
