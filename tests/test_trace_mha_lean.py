@@ -127,3 +127,48 @@ def test_a_subclass_forward_is_its_own() -> None:
     model.att = doubled
     assert "aten.select" in _calls(model, _inputs(True, 0))
     _check_lowered(model, True)
+
+
+class ScaledByLength(nn.Module):
+    """A size read before the attention and used after it (``out / t``): ncd's own run of the module's forward, the
+    proof outside the recording, reads its sizes plain and without the mode following sizes (``sizes_plain``), which is
+    back for the model's calls after it (the model's division follows the length)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.att = nn.MultiheadAttention(E, H, batch_first=True)
+        self.inside: list[tuple[type, int]] = []
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        from ncd.trace.shapes import sizes_plain
+
+        t = x.shape[1]
+        with sizes_plain():  # (as the proof's run: a plain int, one torch-function mode fewer)
+            self.inside.append((type(x.shape[1]), torch._C._len_torch_function_stack()))
+        self.inside.append((type(x.shape[1]), torch._C._len_torch_function_stack()))
+        out: torch.Tensor = self.att(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        return out / t
+
+
+def test_the_proof_run_leaves_the_sizes_followed() -> None:
+    torch.manual_seed(0)
+    model = ScaledByLength().eval()
+    g = torch.Generator().manual_seed(0)
+    x, pad = torch.randn(2, 5, E, generator=g), torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, -2:] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert "aten.select" not in _calls(model, (x, pad))  # recorded lean
+    (plain, fewer), (sized, modes) = model.inside[:2]
+    assert plain is int and sized is not int and fewer == modes - 1  # while recording: inside, plain; after, followed
+    model.inside.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the fast path's padded-rows warning)
+        d = ncd.trace(model, x, pad)
+    assert d.opaque_count == 0 and not d.fixed
+    for t in (3, 8):  # the division by the length, lowered at other lengths, is the model's there
+        y, mask = torch.randn(2, t, E, generator=g), torch.zeros(2, t, dtype=torch.bool)
+        mask[0, -1:] = True
+        with torch.no_grad():
+            want, got = model(y, mask), d.to_torch(t=t)(y, mask)
+        assert torch.allclose(got, want, atol=1e-5), (t, (got - want).abs().max())

@@ -130,18 +130,22 @@ def lean_attention() -> Iterator[None]:
     """While recording: ``nn.MultiheadAttention`` calls recorded as :func:`_lean` where it gives the module's values."""
     from torch.utils._python_dispatch import _disable_current_modes
 
+    from ncd.trace.shapes import sizes_plain
+
     cls = torch.nn.MultiheadAttention
     original = cls.forward
 
     def forward(self: torch.nn.MultiheadAttention, query: Any, key: Any, value: Any,
                 key_padding_mask: Any = None, need_weights: bool = True, attn_mask: Any = None,
                 average_attn_weights: bool = True, is_causal: bool = False) -> Any:
-        if type(self).forward is cls.forward and _applies(self, query, key, value, need_weights):
+        with sizes_plain():  # (ncd's own reads of the call, not the model's)
+            lean = type(self).forward is cls.forward and _applies(self, query, key, value, need_weights)
+        if lean:
             given = (query, key, value, key_padding_mask, attn_mask)
             on_meta = any(isinstance(t, torch.Tensor) and t.is_meta for t in given)
             proven = False
             try:
-                with _disable_current_modes(), torch._C._DisablePythonDispatcher():  # (not recorded)
+                with _disable_current_modes(), torch._C._DisablePythonDispatcher(), sizes_plain():  # (not recorded)
                     # no value is known on the meta device: both forwards run on random values of the inputs' shapes
                     q, k, v, pad, mask = _probes(given, self.in_proj_weight.device) if on_meta else given
                     want = original(self, q, k, v, pad, False, mask, average_attn_weights, is_causal)[0]
@@ -159,7 +163,7 @@ def lean_attention() -> Iterator[None]:
                 except Exception:  # noqa: BLE001 - what it recorded reaches no output: the module's forward decides
                     got = None
                 if got is not None:
-                    with _disable_current_modes(), torch._C._DisablePythonDispatcher():  # (a read, not recorded)
+                    with _disable_current_modes(), torch._C._DisablePythonDispatcher(), sizes_plain():  # (a read)
                         same = got.shape == want.shape and got.dtype == want.dtype if on_meta else _same(got, want)
                     if same:
                         return got, None

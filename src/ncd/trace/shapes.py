@@ -26,7 +26,9 @@ to ``torch.tensor`` (:data:`_MAKERS`); a slice's bounds are looked into like a l
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,7 +39,7 @@ from ncd.trace.size_math import Patched
 from ncd.trace.size_numel import numel_next
 from ncd.trace.sized import _ALIVE, _SIZED, SizeFloat, SizeInt, Tree, _internal_caller
 
-__all__ = ["SizeInt", "SizeFloat", "Tree", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes"]
+__all__ = ["SizeInt", "SizeFloat", "Tree", "Shapes", "expression", "factor_of", "check_node", "fixed_boxes", "sizes_plain"]
 
 #: the argument types :func:`_found` looks at or into
 _LOOKED_INTO = frozenset({SizeInt, SizeFloat, list, tuple, torch.Size, slice})
@@ -350,6 +352,37 @@ class Shapes:
                 delattr(cls, name)
             else:
                 setattr(cls, name, value)
+
+
+@contextlib.contextmanager
+def sizes_plain() -> Iterator[None]:
+    """ncd's own run of torch code while a model is recorded (a proof outside the recording, its dispatch modes off):
+    the sizes it reads are plain ints (:attr:`Shapes.kernels`: torch's reads, not the model's) and the mode marking
+    calls handed sized numbers (:class:`_Calls`, which marks recorded calls only) is off, where it is the innermost
+    torch-function mode.  Nothing is noted for such a run either way; it only skips making and checking numbers that
+    no one reads.
+
+    >>> with sizes_plain():
+    ...     type(torch.zeros(2, 3).shape[0]).__name__
+    'int'
+    """
+    shapes = Shapes.active
+    if shapes is None:
+        yield
+        return
+    calls = shapes._calls
+    depth = torch._C._len_torch_function_stack()
+    popped = calls is not None and depth > 0 and torch._C._get_function_stack_at(depth - 1) is calls
+    if popped:
+        torch._C._pop_torch_function_stack()
+    shapes.kernels += 1
+    try:
+        yield
+    finally:
+        shapes.kernels -= 1
+        if popped:
+            torch._C._push_on_torch_function_stack(calls)
+
 
 
 def _cut(method: Any, name: str, held: Any) -> Any:
