@@ -345,3 +345,29 @@ def test_outputs_of_small_values_are_compared_at_their_scale() -> None:
     torch.testing.assert_close(d.to_torch()(x), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
     with pytest.raises(ncd.TraceError, match="differs from the model"):
         d.to_torch(b=3)
+
+
+
+def test_the_batch_stays_a_symbol_where_the_length_cannot_be_one() -> None:
+    """The corpus's GPT decoding step over a key/value cache given as an input (benchmarks/corpus_torch_users.py):
+    the keys join the cache's 5 positions to the new tokens' (``t + 5`` at other lengths) and meet a causal mask made
+    from both lengths (held at the traced sizes), so the length cannot be a symbol everywhere; the batch still is:
+    lowered at another batch, equal to the model (before, both were held and b=3 was refused)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "corpus_torch_users.py"
+    spec = importlib.util.spec_from_file_location("_corpus_torch_users", path)
+    assert spec is not None and spec.loader is not None
+    users = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(users)
+    torch.manual_seed(0)
+    model = users.GPTWithCache().eval()
+    cache = [torch.randn(2, 2, 5, 8) for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = ncd.trace(model, ids=torch.randint(0, 40, (2, 3)), cache=cache)
+    ids, cache = torch.randint(0, 40, (3, 3)), [torch.randn(3, 2, 5, 8) for _ in range(4)]
+    got, (logits, new) = d.to_torch(b=3)(ids=ids, cache=cache), model(ids, cache)
+    for g, w in zip(got, [logits, *new], strict=True):  # (the lowered module's outputs are flat)
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)

@@ -297,30 +297,43 @@ def _symbolic(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]]
               ) -> tuple[Any, tuple[Any, ...], tuple[tuple[tuple[str, ...], str], ...], tuple[str, ...]]:
     """The batch and sequence axes of the inputs (``b``, ``t``) as symbols, traced sizes as defaults; ``sized``: the
     calls holding numbers computed from those sizes that no box follows (:func:`ncd.trace.shape_expressions.fixed_boxes`)."""
-    from ncd.errors import NCDError
-    from ncd.trace.symbolic import symbolize
-
     sizes: dict[str, int] = {}
     for vid in conv.inputs:
         for a in conv.segs[vid].axes:
             if a.name in ("b", "t") and not a.size.free_symbols:
                 sizes.setdefault(a.name, int(a.size))
     constants: dict[str, int] = dict(conv.__dict__.get("_constants", {}))  # sizes factors are read as (k**-0.5)
-    defaults = {**constants, **sizes}
-    if not defaults:
+    if not constants and not sizes:
         return body, (), (), ()
-    meta: tuple[Any, ...] = (("defaults", tuple(sorted(defaults.items()))),)
-    failed = False
+    new, fixed, failed = _symbolized(body, conv, sized, sizes, constants)
+    if failed and len(sizes) > 1:  # the batch alone, then the sequence alone, may still be symbols where both fail
+        for name in sorted(sizes):  # together (a key/value cache's length joined as t + 5 to a number elsewhere)
+            new, fixed, failed = _symbolized(body, conv, sized, {name: sizes[name]}, constants)
+            if not failed:
+                sizes = {name: sizes[name]}
+                break
+    meta: tuple[Any, ...] = (("defaults", tuple(sorted({**constants, **sizes}.items()))),)
+    if failed and sizes:  # the batch and sequence stay numbers: only the constants are defaults
+        meta = (("defaults", tuple(sorted(constants.items()))),) if constants else ()
+        sizes = {}
+    return new, meta, tuple(fixed), tuple(sorted(set(constants) - set(sizes)))
+
+
+def _symbolized(body: Any, conv: Any, sized: list[tuple[tuple[str, ...], str]], sizes: dict[str, int],
+                constants: dict[str, int]) -> tuple[Any, list[tuple[tuple[str, ...], str]], bool]:
+    """:func:`ncd.trace.symbolic.symbolize` of ``body`` with ``sizes`` as symbols: the diagram, its boxes fixed at the
+    traced sizes, and whether it failed (then ``body`` unchanged)."""
+    from ncd.errors import NCDError
+    from ncd.trace.symbolic import symbolize
+
+    defaults = {**constants, **sizes}
     found: set[Any] = set()  # the symbols of every size symbolize met or made: no walk of its result when all are known
     try:
         new, fixed = symbolize(body, sizes, conv.__dict__.get("_merges"), found, where=conv.__dict__.get("_made_at")) \
             if sizes else (body, [])
         fixed = fixed + [(held, box) for held, box in sized if set(held) & set(sizes)]
         if (not sizes or any(str(s) not in defaults for s in found)) and any(str(s) not in defaults for s in new.free_symbols):
-            new, fixed, failed = body, [], True
+            return body, [], True
     except NCDError:
-        new, fixed, failed = body, [], True
-    if failed and sizes:  # the batch and sequence stay numbers: only the constants are defaults
-        meta = (("defaults", tuple(sorted(constants.items()))),) if constants else ()
-        sizes = {}
-    return new, meta, tuple(fixed), tuple(sorted(set(constants) - set(sizes)))
+        return body, [], True
+    return new, fixed, False
