@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from ncd.errors import SchemaError, TraceError, user_stacklevel
@@ -77,8 +78,14 @@ def traced_meta(training: bool, held: tuple[str, ...], unused: tuple[tuple[str, 
     if unused:
         which: dict[int, int] = {}
         kinds: dict[Any, str] = {}  # (a dtype's name once: SeamlessM4T lists 1,315 unread parameters)
-        meta.append(("unused", tuple((name, tuple(map(int, p.shape)), kinds.get(p.dtype) or kinds.setdefault(
-            p.dtype, str(p.dtype).removeprefix("torch.")), which.setdefault(id(p), len(which))) for name, p in unused)))
+        # each shape a tuple of its torch.Size (~0.2 us, against ~0.7 for int() of each size), as int() reads it when
+        # a size is not a plain int (a symbolic one)
+        shapes = [tuple(p.shape) for _, p in unused]
+        if not set(map(type, chain.from_iterable(shapes))) <= {int}:
+            shapes = [tuple(map(int, shape)) for shape in shapes]
+        meta.append(("unused", tuple((name, shape, kinds.get(p.dtype) or kinds.setdefault(
+            p.dtype, str(p.dtype).removeprefix("torch.")), which.setdefault(id(p), len(which)))
+            for (name, p), shape in zip(unused, shapes))))
     tied = ties(flat)
     if tied:
         meta.append(("tied", tied))
