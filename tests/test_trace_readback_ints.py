@@ -23,6 +23,7 @@ from torch import nn
 
 import ncd
 from ncd.errors import NCDError
+from tests.test_trace_readback_sizes import _lowered  # (lowered on the traced, pickled and JSON paths)
 
 
 def _stored(x: torch.Tensor) -> torch.Tensor:
@@ -71,33 +72,6 @@ class _Reshaped(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(int(x.size(0)), -1) * 2
-
-
-def _paths(d: ncd.TracedDiagram) -> dict[str, Callable[[], object]]:
-    return {"traced": lambda: d, "pickle": lambda: pickle.loads(pickle.dumps(d)), "json": lambda: ncd.load_json(d.to_json())}
-
-
-def _lowered(model: nn.Module, d: ncd.TracedDiagram, b: int, t: int) -> dict[str, bool]:
-    """Per path: whether it lowered at ``b``, ``t`` (and then equals the model run there); an ncd error is a refusal."""
-    out = {}
-    x = torch.randn(b, t, 4)
-    for name, path in _paths(d).items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (a read-back warns at other sizes: no model to check)
-            try:
-                module = path().to_torch(b=b, t=t)  # type: ignore[attr-defined]
-                module.load_state_dict(d.state_dict(module))
-                with torch.no_grad():
-                    got = module(x)
-            except NCDError:
-                out[name] = False
-                continue
-        with torch.no_grad():
-            want = model(x)
-        assert got.shape == want.shape, f"{name} at b={b}, t={t}: {tuple(got.shape)}, the model {tuple(want.shape)}"
-        torch.testing.assert_close(got, want, msg=f"{name} at b={b}, t={t}")
-        out[name] = True
-    return out
 
 
 def _traced(model: nn.Module) -> ncd.TracedDiagram:
