@@ -17,6 +17,7 @@ from torch import nn
 
 import ncd
 from ncd.errors import NCDError
+from tests.test_trace_readback_sizes import _paths, _Sizes  # (a layer reading sizes; the three read-back paths)
 
 FOLLOWED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "torch.numel": lambda x: x / torch.numel(x),
@@ -37,20 +38,6 @@ HELD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "shape_numel": lambda x: x.sum(-1, keepdim=True) / x.shape.numel(),  # (torch.Size's product: a plain int)
     "size_numel": lambda x: x.sum(-1, keepdim=True) / x.size().numel(),  # (the same product, of x.size())
 }
-
-
-class _Reads(nn.Module):
-    def __init__(self, read: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.read = read
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.read(self.lin(x))
-
-
-def _paths(d: ncd.TracedDiagram) -> dict[str, Callable[[], object]]:
-    return {"traced": lambda: d, "pickle": lambda: pickle.loads(pickle.dumps(d)), "json": lambda: ncd.load_json(d.to_json())}
 
 
 def _equal_or_refused(model: nn.Module, d: ncd.TracedDiagram, b: int, t: int) -> dict[str, bool]:
@@ -75,7 +62,7 @@ def _equal_or_refused(model: nn.Module, d: ncd.TracedDiagram, b: int, t: int) ->
 @pytest.mark.parametrize("name", sorted(FOLLOWED))
 def test_a_size_read_another_way_is_followed(name: str) -> None:
     torch.manual_seed(0)
-    model = _Reads(FOLLOWED[name]).eval()
+    model = _Sizes(FOLLOWED[name]).eval()
     d = ncd.trace(model, torch.randn(2, 5, 4), axes="b t m")
     assert d.fixed == (), d.fixed
     # (divmod's floor(t/2) is written to JSON as sympy prints it, which the reader reads since 5671894)
@@ -84,7 +71,7 @@ def test_a_size_read_another_way_is_followed(name: str) -> None:
 
 def test_both_parts_of_a_divmod_are_followed() -> None:
     torch.manual_seed(0)
-    model = _Reads(lambda x: x * divmod(x.shape[1], 2)[1] + divmod(7, x.shape[1])[0]).eval()
+    model = _Sizes(lambda x: x * divmod(x.shape[1], 2)[1] + divmod(7, x.shape[1])[0]).eval()
     d = ncd.trace(model, torch.randn(2, 5, 4), axes="b t m")
     assert {held for held, _ in d.fixed} == {("t",)}, d.fixed  # (a scale by Mod(t, 2) is not drawn: held)
     assert any("Mod(t, 2)" in box for _, box in d.fixed) and any("floor(7/t)" in box for _, box in d.fixed), d.fixed
@@ -94,7 +81,7 @@ def test_both_parts_of_a_divmod_are_followed() -> None:
 @pytest.mark.parametrize("name", sorted(HELD))
 def test_a_size_read_from_the_layout_is_held_and_refused_without_the_model(name: str) -> None:
     torch.manual_seed(0)
-    model = _Reads(HELD[name]).eval()
+    model = _Sizes(HELD[name]).eval()
     d = ncd.trace(model, torch.randn(2, 5, 4), axes="b t m")
     assert any("t" in held for held, _ in d.fixed), d.fixed
     assert _equal_or_refused(model, d, 3, 7) == {"traced": False, "pickle": False, "json": False}

@@ -23,7 +23,7 @@ from torch import nn
 
 import ncd
 from ncd.errors import NCDError
-from tests.test_trace_readback_sizes import _lowered  # (lowered on the traced, pickled and JSON paths)
+from tests.test_trace_readback_sizes import _lowered, _Sizes  # (lowered on the traced, pickled and JSON paths)
 
 
 def _stored(x: torch.Tensor) -> torch.Tensor:
@@ -42,16 +42,6 @@ CASES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "size_numel": lambda x: x.sum(-1, keepdim=True) / torch.Size(x.shape).numel(),
 }
 SIZES = ((4, 8), (2, 5), (3, 7))
-
-
-class _Sizes(nn.Module):
-    def __init__(self, read: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.read = read
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.read(self.lin(x))
 
 
 class _Imported(nn.Module):
